@@ -1,0 +1,75 @@
+# stemvault: `make run` runs the whole pipeline locally; `make test` proves everything.
+# Both install what they need first (Python venvs under .venv/, the arm64 Rust target).
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+# Build output lives outside the clone so fresh clones (CI) reuse it.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target
+export CARGO_TERM_COLOR ?= never
+PYTHON ?= python3
+VENV := .venv
+EMULATOR := infra/local/emulator.sh
+TOOLS := $(VENV)/tools/bin
+FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results
+
+.PHONY: help deps test fmt-check clippy unit-and-integration template-lint lambda-build run demo bench clean
+
+help:
+	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
+	@echo "make test   - formatting, lints, every test, template checks, arm64 Lambda builds"
+	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault"
+	@echo "make bench  - ingest and download benchmarks against the local emulator"
+
+# --- installs -------------------------------------------------------------------------
+$(VENV)/emulator/.installed: infra/python/emulator.txt
+	rm -rf $(VENV)/emulator
+	$(PYTHON) -m venv $(VENV)/emulator
+	$(VENV)/emulator/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+$(VENV)/tools/.installed: infra/python/tools.txt
+	rm -rf $(VENV)/tools
+	$(PYTHON) -m venv $(VENV)/tools
+	$(VENV)/tools/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+deps: $(VENV)/emulator/.installed
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+tools: $(VENV)/tools/.installed
+	rustup target add aarch64-unknown-linux-gnu >/dev/null
+
+# --- test -----------------------------------------------------------------------------
+test: deps tools fmt-check clippy unit-and-integration template-lint lambda-build
+
+fmt-check:
+	cargo fmt --all --check
+
+clippy:
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit-and-integration: deps
+	$(EMULATOR) cargo test --workspace --locked
+
+template-lint: tools
+	$(TOOLS)/cfn-lint template.yaml
+	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/sam validate --lint --template-file template.yaml
+
+lambda-build: tools
+	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked $(FUNCTIONS)
+
+# --- run ------------------------------------------------------------------------------
+run: deps
+	cargo build --locked -p stemvault-local
+	$(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local
+
+demo: deps
+	cargo build --locked -p stemvault-local
+	$(CARGO_TARGET_DIR)/debug/stemvault-local demo
+
+bench: deps
+	$(EMULATOR) cargo bench --locked -p stemvault-tests
+
+clean:
+	rm -rf $(VENV) .local

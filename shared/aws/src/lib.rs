@@ -1,0 +1,21 @@
+//! AWS adapters shared by the stemvault functions. Every client reaches AWS, or a local
+//! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
+
+pub mod logging;
+pub mod provision;
+pub mod table;
+
+pub use table::{TableError, TaskTable};
+
+/// Load the SDK configuration once, at start-up.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE=true` (S3-compatible
+/// endpoints and emulators that have no virtual-host DNS).
+pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let force_path_style = std::env::var("AWS_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true");
+    let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(force_path_style).build();
+    aws_sdk_s3::Client::from_conf(s3_config)
+}

@@ -1,0 +1,121 @@
+//! Create the table, bucket, queue and dead-letter queue with the settings `template.yaml`
+//! declares. Used by the local runner and the integration tests, never by a Lambda.
+
+use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_sqs::types::QueueAttributeName;
+
+/// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
+/// as AWS recommends for an SQS event source (kept equal to template.yaml).
+pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
+/// Receives before a message moves to the dead-letter queue (kept equal to template.yaml).
+pub const MAX_RECEIVE_COUNT: u32 = 8;
+/// Dead-letter retention: 14 days, the longest SQS allows.
+pub const DLQ_RETENTION_SECONDS: u32 = 1_209_600;
+
+/// Names and URLs of everything provisioned.
+#[derive(Debug, Clone)]
+pub struct Resources {
+    pub table_name: String,
+    pub bucket_name: String,
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub dlq_url: String,
+}
+
+fn describe<E: std::error::Error + 'static>(what: &str, e: E) -> String {
+    format!("{what}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))
+}
+
+/// Create (or reuse) all resources under the given base name.
+pub async fn provision(config: &aws_config::SdkConfig, base: &str) -> Result<Resources, String> {
+    let table_name = format!("{base}-tasks");
+    let bucket_name = format!("{base}-vault");
+    create_table(&aws_sdk_dynamodb::Client::new(config), &table_name).await?;
+    create_bucket(&crate::s3_client(config), &bucket_name).await?;
+    let (queue_url, queue_arn, dlq_url) =
+        create_queue_with_dlq(&aws_sdk_sqs::Client::new(config), &format!("{base}-downloads")).await?;
+    Ok(Resources { table_name, bucket_name, queue_url, queue_arn, dlq_url })
+}
+
+/// The task table: partition key `task_id` (S), on demand.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
+    let exists = client.describe_table().table_name(name).send().await.is_ok();
+    if exists {
+        return Ok(());
+    }
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("task_id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| describe("table attribute", e))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("task_id")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| describe("table key", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| describe("create table", e))?;
+    Ok(())
+}
+
+/// The vault bucket.
+pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), String> {
+    if client.head_bucket().bucket(name).send().await.is_ok() {
+        return Ok(());
+    }
+    client.create_bucket().bucket(name).send().await.map_err(|e| describe("create bucket", e))?;
+    Ok(())
+}
+
+/// The download queue and its dead-letter queue; returns (queue url, queue arn, dlq url).
+pub async fn create_queue_with_dlq(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<(String, String, String), String> {
+    let dlq_url = client
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECONDS.to_string())
+        .send()
+        .await
+        .map_err(|e| describe("create dead-letter queue", e))?
+        .queue_url
+        .ok_or("create dead-letter queue: no url")?;
+    let dlq_arn = queue_arn(client, &dlq_url).await?;
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT.to_string() });
+    let queue_url = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string())
+        .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .send()
+        .await
+        .map_err(|e| describe("create queue", e))?
+        .queue_url
+        .ok_or("create queue: no url")?;
+    let arn = queue_arn(client, &queue_url).await?;
+    Ok((queue_url, arn, dlq_url))
+}
+
+async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> Result<String, String> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| describe("queue attributes", e))?;
+    out.attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| format!("queue {url} has no ARN"))
+}

@@ -1,0 +1,77 @@
+//! The task table: whole-record reads and version-conditional writes.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_vault::TaskRecord;
+
+/// What went wrong talking to the table.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    /// The item changed since it was read (or exists when it should not): read again.
+    #[error("the task record changed concurrently")]
+    Conflict,
+    /// The item cannot be decoded into a record (edited by hand?).
+    #[error("task record is malformed: {0}")]
+    Malformed(String),
+    /// DynamoDB or the network failed; trying again later may work.
+    #[error("DynamoDB request failed: {0}")]
+    Unavailable(String),
+}
+
+impl TableError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, TableError::Malformed(_))
+    }
+}
+
+/// The DynamoDB table holding one [`TaskRecord`] per task.
+#[derive(Debug, Clone)]
+pub struct TaskTable {
+    pub client: Client,
+    pub table_name: String,
+}
+
+impl TaskTable {
+    pub fn new(client: Client, table_name: impl Into<String>) -> Self {
+        TaskTable { client, table_name: table_name.into() }
+    }
+
+    /// Strongly consistent read of one task.
+    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TableError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table_name)
+            .key("task_id", AttributeValue::S(task_id.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| TableError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        match out.item {
+            None => Ok(None),
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| TableError::Malformed(e.to_string())),
+        }
+    }
+
+    /// Write the whole record if the stored one still has `expected_version` (None: only if
+    /// no record exists yet). `record.version` must already be the new version.
+    pub async fn put(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), TableError> {
+        let item = serde_dynamo::to_item(record).map_err(|e| TableError::Malformed(e.to_string()))?;
+        let request = self.client.put_item().table_name(&self.table_name).set_item(Some(item));
+        let request = match expected_version {
+            None => request.condition_expression("attribute_not_exists(task_id)"),
+            Some(v) => request
+                .condition_expression("version = :expected")
+                .expression_attribute_values(":expected", AttributeValue::N(v.to_string())),
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                Err(TableError::Conflict)
+            }
+            Err(e) => Err(TableError::Unavailable(DisplayErrorContext(e).to_string())),
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! The canonical event: what one callback body means, whatever its family or dialect.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Stage, TaskId};
+
+/// One callback, normalised.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallbackEvent {
+    pub task_id: TaskId,
+    pub family: Family,
+    pub stage: Stage,
+    /// The envelope `code` (200 is success; anything else is a failure of the task).
+    pub code: i64,
+    /// The envelope `msg` (empty when absent).
+    pub message: String,
+    /// Files to copy, each with a name that is stable across stages and dialects and unique
+    /// within the task. Never contains empty URLs or stream URLs.
+    pub files: Vec<FileRef>,
+    /// Live stream URLs (`stream_audio_url`, `source_stream_audio_url`): data, never files.
+    pub streams: Vec<FileRef>,
+    /// Non-file results (track metadata, lyrics texts, MIDI notes, voice ids).
+    pub details: Details,
+}
+
+impl CallbackEvent {
+    /// The only universal success signal is `code == 200`; an `error` stage also fails.
+    pub fn succeeded(&self) -> bool {
+        self.code == 200 && self.stage != Stage::Error
+    }
+}
+
+/// A file to vault: a stable, readable name (for example `vocal`, `drums`,
+/// `tracks/<track id>/audio`, `wav`, `video`, `cover-1`) and the URL it is fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FileRef {
+    pub name: String,
+    pub url: String,
+}
+
+/// Which kind of task sent the callback.
+///
+/// The seven music-track endpoints (generate, extend, upload-and-cover, upload-and-extend,
+/// add-instrumental, add-vocals, replace-section) send bodies of one shape that says nothing
+/// about which endpoint produced them, so they share [`Family::Music`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Music,
+    Lyrics,
+    CoverImage,
+    Wav,
+    VocalSeparation,
+    Midi,
+    MusicVideo,
+    Voice,
+    Unknown,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Music => "music",
+            Family::Lyrics => "lyrics",
+            Family::CoverImage => "cover_image",
+            Family::Wav => "wav",
+            Family::VocalSeparation => "vocal_separation",
+            Family::Midi => "midi",
+            Family::MusicVideo => "music_video",
+            Family::Voice => "voice",
+            Family::Unknown => "unknown",
+        }
+    }
+
+    /// Families that report progress through `callbackType` (`text`, `first`, `complete`).
+    pub fn has_stages(self) -> bool {
+        matches!(self, Family::Music | Family::Lyrics)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Family {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "music" => Family::Music,
+            "lyrics" => Family::Lyrics,
+            "cover_image" => Family::CoverImage,
+            "wav" => Family::Wav,
+            "vocal_separation" => Family::VocalSeparation,
+            "midi" => Family::Midi,
+            "music_video" => Family::MusicVideo,
+            "voice" => Family::Voice,
+            "unknown" => Family::Unknown,
+            other => return Err(format!("unknown family {other:?}")),
+        })
+    }
+}
+
+/// Which kind of vocal separation produced the stems (the callback does not say; it is
+/// inferred from the keys present).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeparationType {
+    SeparateVocal,
+    SplitStem,
+}
+
+/// Non-file results, per family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Details {
+    #[default]
+    None,
+    Tracks {
+        tracks: Vec<Track>,
+    },
+    Lyrics {
+        variants: Vec<LyricsVariant>,
+    },
+    Separation {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        separation_type: Option<SeparationType>,
+    },
+    Midi {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        state: Option<String>,
+        instruments: Vec<MidiInstrument>,
+    },
+    Voice {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        voice_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_code: Option<i64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error_message: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        validate_info: Option<serde_json::Value>,
+    },
+    /// A failure body's own error text (replace-section's `data.error`).
+    Error {
+        error: String,
+    },
+}
+
+/// Metadata of one music track (`data.data[]`); its URLs are in `files` and `streams`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Track {
+    /// The provider's audio id, as sent (may be empty or repeated in documentation examples).
+    pub id: String,
+    /// The name prefix of this track's files, `tracks/<sanitised id>[-n]`.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<f64>,
+}
+
+/// One lyrics result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct LyricsVariant {
+    pub text: String,
+    pub title: String,
+    pub status: String,
+    pub error_message: String,
+}
+
+/// One MIDI instrument and its notes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MidiInstrument {
+    pub name: String,
+    pub notes: Vec<MidiNote>,
+}
+
+/// One MIDI note; `start` and `end` arrive as numbers or strings and are normalised to seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MidiNote {
+    pub pitch: i64,
+    pub start: f64,
+    pub end: f64,
+    pub velocity: f64,
+}

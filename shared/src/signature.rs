@@ -1,0 +1,1 @@
+//! Callback authentication: the docs.kie.ai HMAC scheme and a shared token.

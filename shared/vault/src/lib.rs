@@ -1,0 +1,14 @@
+//! stemvault's own data: the task record kept in DynamoDB (one item per task), the job sent
+//! to SQS for each file, and the manifest written to S3 when a task's files are settled.
+//!
+//! Everything here is plain data and pure functions; time is passed in as [`Now`].
+
+pub mod job;
+pub mod manifest;
+pub mod record;
+pub mod time;
+
+pub use job::FileJob;
+pub use manifest::{Manifest, ManifestFile};
+pub use record::{CallbackEntry, FailureEntry, FileEntry, FileStatus, PublicFileStatus, TaskRecord, VaultState};
+pub use time::Now;
