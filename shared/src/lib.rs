@@ -20,7 +20,12 @@ pub mod signature;
 pub mod stage;
 pub mod task_id;
 
-pub use event::{CallbackEvent, Details, Family, FileRef, SeparationType};
+pub use event::{
+    CallbackEvent, Details, Family, FileRef, LyricsVariant, MidiInstrument, MidiNote, SeparationType, Track,
+};
 pub use parse::{ParseError, parse_callback};
+pub use signature::{
+    HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign,
+};
 pub use stage::{Stage, StageMerge, merge_stage};
 pub use task_id::{TaskId, TaskIdError};

@@ -1,6 +1,121 @@
 //! Raw callback bytes to one [`CallbackEvent`].
+//!
+//! The parser works on a [`serde_json::Value`], so it is tolerant: unknown fields are
+//! ignored, a field of the wrong type counts as absent, and no input can make it panic.
+//!
+//! # Envelope
+//!
+//! * **Task id**: the first non-blank *string* among `data.task_id`, `data.taskId`, top-level
+//!   `task_id`, top-level `taskId` (numbers are not accepted). It is validated with
+//!   [`TaskId::parse`](crate::TaskId::parse); an invalid first candidate is an error, the
+//!   parser does not fall through to the next one.
+//! * **`code`**: an integer, an integral float (`200.0`) or a string of digits (`"200"`).
+//!   A missing or unreadable code is recorded as [`MISSING_CODE`] (`0`): only `200` means
+//!   success, so a body that does not say it succeeded is never taken as a success.
+//! * **`msg`**: the message, `""` when absent or not a string.
+//! * **`callbackType`**: `data.callbackType` (else top-level `callbackType`), compared
+//!   case-insensitively.
+//!
+//! # Family detection
+//!
+//! The body never names its family, so it is inferred from the keys of `data`, in this
+//! order (first match wins; "key present" means present even with a `null` value):
+//!
+//! 1. [`VocalSeparation`](Family::VocalSeparation): `vocal_separation_info` or `vocal_removal_info`.
+//! 2. [`CoverImage`](Family::CoverImage): `images`.
+//! 3. [`Wav`](Family::Wav): `audioWavUrl` or `audio_wav_url`.
+//! 4. [`MusicVideo`](Family::MusicVideo): `video_url` (or `videoUrl`).
+//! 5. [`Midi`](Family::Midi): `instruments`; or `state` with a top-level `task_id`; or the
+//!    legacy docs.kie.ai shape: `data.taskId`, no `callbackType`, and a `msg` mentioning MIDI.
+//! 6. [`Voice`](Family::Voice): `voiceId` or `validateInfo`; or both `status` and `errorCode`
+//!    with neither `callbackType` nor `data.data`.
+//! 7. [`Lyrics`](Family::Lyrics): `data.data` holds an item with `text` and none with an audio
+//!    URL; or `data.taskId` without `data.task_id` next to a `callbackType` (docs.sunoapi.org
+//!    lyrics); or a failure (`code` != 200) whose `msg` mentions "song description" or
+//!    "lyrics generation" (the docs.kie.ai lyrics failure keeps `callbackType "complete"`).
+//! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
+//!    seven music-track endpoints, including replace-section's failure (`data.error`).
+//! 9. [`Midi`](Family::Midi): `data` is `null` or absent and there is a top-level `task_id`
+//!    (the MIDI failure body).
+//! 10. [`Unknown`](Family::Unknown) otherwise: still accepted, as long as it has a task id.
+//!
+//! A failure body is keyed, staged and recorded whatever family it is detected as; the
+//! family only decides where file URLs are looked for.
+//!
+//! # Stage
+//!
+//! * Music and lyrics: [`Stage::Error`] when `code` != 200 or `callbackType` is `error`;
+//!   otherwise `text`, `first` or `complete` from `callbackType`, and a missing or unknown
+//!   `callbackType` counts as `complete` (some tasks send `complete` directly).
+//! * Every other family (and unknown bodies): [`Stage::Final`] when `code` == 200, else
+//!   [`Stage::Error`].
+//!
+//! # File names
+//!
+//! Every file gets a readable name, unique within the body and the **same** for the same file
+//! whichever stage or dialect carried it, so a `first` and a later `complete` callback name a
+//! track's audio identically. Names are made of S3-safe segments joined by `/`: ASCII letters,
+//! digits and `- _ . * ~ + = @ , : !` (anything else becomes `_`), no `..`, at most 64
+//! characters per segment. Blank URLs and `null`s are dropped; surrounding whitespace is
+//! trimmed. In a field the family defines, any other string is kept even when it is not
+//! an http(s) URL, so the downloader can refuse it with a recorded reason.
+//!
+//! | family | source | name |
+//! |---|---|---|
+//! | music | `data.data[n].audio_url` | `tracks/<id>/audio` |
+//! | | `image_url` | `tracks/<id>/cover` |
+//! | | `source_audio_url` | `tracks/<id>/source_audio` |
+//! | | `source_image_url` | `tracks/<id>/source_cover` |
+//! | | `stream_audio_url` (a stream, not a file) | `tracks/<id>/stream` |
+//! | | `source_stream_audio_url` (a stream) | `tracks/<id>/source_stream` |
+//! | vocal separation | `<stem>_url` (or `<stem>Url`) in the info object | `<stem>` (`vocal`, `drums`, `backing_vocals`...) |
+//! | cover image | `data.images[i]` | `cover-<i+1>` |
+//! | WAV | `data.audioWavUrl` / `data.audio_wav_url` | `wav` |
+//! | music video | `data.video_url` | `video` |
+//! | lyrics, MIDI, voice | none (results are in [`Details`](crate::Details)) | |
+//! | unknown | http(s) strings under `*_url` / `*Url` keys or in `images` arrays, anywhere | path under `data`, snake_case, suffix stripped: `data.result.coverUrl` -> `result/cover`, arrays add `-<i+1>` |
+//!
+//! `<id>` is the track's `id` made S3-safe; a track without an id is `track-<n>` (its 1-based
+//! position), and an id repeated within one body (the documentation examples do this) gets
+//! `-2`, `-3`... in order of appearance. Track fields are also read in their camelCase
+//! spelling (`audioUrl`, `imageUrl`...), under the same names.
+//!
+//! Unknown bodies: keys containing `stream` go to `streams`, callback URLs (`callBackUrl`...)
+//! are ignored, the walk stops [`generic::MAX_DEPTH`] levels deep and after
+//! [`generic::MAX_URLS`] URLs.
+//!
+//! # Details
+//!
+//! * Music: [`Details::Tracks`], or [`Details::Error`] when there are no tracks and
+//!   `data.error` is a string (replace-section's failure).
+//! * Lyrics: [`Details::Lyrics`] (`error_message` or `errorMessage`).
+//! * MIDI: [`Details::Midi`]; `start`/`end`/`velocity` may be numbers or strings. A note
+//!   whose `pitch`, `start` or `end` cannot be read as a finite number is skipped (its data
+//!   stays in the verbatim callback body); a missing `velocity` is `0`.
+//! * Vocal separation: [`Details::Separation`]: `separate_vocal` when an `instrumental` file
+//!   is present, `split_stem` when any stem other than `vocal`, `origin`, `instrumental` is,
+//!   else unknown.
+//! * Voice: [`Details::Voice`].
 
-use crate::{CallbackEvent, TaskIdError};
+mod envelope;
+mod family;
+mod files;
+pub mod generic;
+mod lyrics;
+mod midi;
+mod music;
+mod names;
+mod separation;
+mod single;
+mod value;
+mod voice;
+
+use serde_json::Value;
+
+use crate::{CallbackEvent, Details, Family, TaskIdError};
+
+pub use envelope::MISSING_CODE;
+pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
 
 /// Why a body is not a usable callback.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -16,7 +131,50 @@ pub enum ParseError {
 }
 
 /// Parse one callback body.
+///
+/// ```
+/// use suno_callbacks::{parse_callback, Family, Stage};
+///
+/// let body = br#"{"code":200,"msg":"success","data":{"task_id":"988e4c8d3","audioWavUrl":"https://example.com/a.wav"}}"#;
+/// let event = parse_callback(body).unwrap();
+/// assert_eq!(event.task_id.as_str(), "988e4c8d3");
+/// assert_eq!(event.family, Family::Wav);
+/// assert_eq!(event.stage, Stage::Final);
+/// assert_eq!(event.files[0].name, "wav");
+/// ```
 pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
-    let _ = body;
-    todo!("parser")
+    // serde_json's messages name a position and a category, never the input itself.
+    let root: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let Value::Object(root) = root else {
+        return Err(ParseError::NotAnObject);
+    };
+    let task_id = envelope::task_id(&root)?;
+    let code = envelope::code(&root);
+    let message = envelope::message(&root);
+    let callback_type = envelope::callback_type(&root);
+    let data = root.get("data").and_then(Value::as_object);
+
+    let family = family::detect(&root, code, &message, callback_type.as_deref());
+    let stage = envelope::stage(family, code, callback_type.as_deref());
+
+    let mut files = files::FileSet::default();
+    let details = match family {
+        Family::Music => music::parse(data, &mut files),
+        Family::Lyrics => lyrics::parse(data),
+        Family::VocalSeparation => separation::parse(data, &mut files),
+        Family::CoverImage => single::cover_images(data, &mut files),
+        Family::Wav => single::wav(data, &mut files),
+        Family::MusicVideo => single::video(data, &mut files),
+        Family::Midi => midi::parse(data),
+        Family::Voice => voice::parse(data),
+        Family::Unknown => generic::parse(&root, &mut files),
+    };
+    let (files, streams) = files.finish();
+    Ok(CallbackEvent { task_id, family, stage, code, message, files, streams, details })
+}
+
+/// `data.error` as a [`Details::Error`], when it is a non-blank string.
+fn error_details(data: Option<&serde_json::Map<String, Value>>) -> Option<Details> {
+    let error = value::non_blank_str(data?.get("error"))?;
+    Some(Details::Error { error: error.to_owned() })
 }

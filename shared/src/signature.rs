@@ -1,1 +1,269 @@
 //! Callback authentication: the docs.kie.ai HMAC scheme and a shared token.
+//!
+//! # HMAC (docs.kie.ai "Webhook Security")
+//!
+//! Every callback carries `X-Webhook-Timestamp` (Unix seconds, as sent) and
+//! `X-Webhook-Signature` = standard Base64 (with padding) of
+//! `HMAC-SHA256(webhookHmacKey, task_id + "." + timestamp)`. Only the task id and the
+//! timestamp are signed, not the body, so a captured signature is valid for any body with
+//! that task id until the timestamp leaves the tolerance window: combine with idempotent
+//! processing. The documentation states no window; [`DEFAULT_TOLERANCE`] (300 s, both
+//! directions) is our choice.
+//!
+//! [`HmacVerifier`] holds one or more keys (rotation: old and new key side by side) and tries
+//! every one of them in constant time. Nothing in this module prints a key or a token:
+//! `Debug` output is redacted and error messages carry no secret.
+//!
+//! ```
+//! use std::time::Duration;
+//! use suno_callbacks::signature::{HmacKey, HmacVerifier, SignatureError, sign};
+//!
+//! let verifier = HmacVerifier::new(vec![HmacKey::new("new-key"), HmacKey::new("old-key")])
+//!     .unwrap()
+//!     .with_tolerance(Duration::from_secs(300));
+//!
+//! // What the sender computes (also handy for `curl` examples and tests).
+//! let signature = sign(b"old-key", "3e63b4cc88d52611159371f6af5571e7", 1_700_000_000);
+//! let now = 1_700_000_100;
+//! assert_eq!(
+//!     verifier.verify("3e63b4cc88d52611159371f6af5571e7", Some("1700000000"), Some(&signature), now),
+//!     Ok(())
+//! );
+//! assert_eq!(
+//!     verifier.verify("another-task", Some("1700000000"), Some(&signature), now),
+//!     Err(SignatureError::NoKeyMatches)
+//! );
+//! assert!(matches!(
+//!     verifier.verify("3e63b4cc88d52611159371f6af5571e7", Some("1700000000"), Some(&signature), now + 400),
+//!     Err(SignatureError::TooOld { .. })
+//! ));
+//! ```
+//!
+//! # Shared token
+//!
+//! For senders that cannot sign (docs.sunoapi.org documents no signing), [`TokenVerifier`]
+//! compares a secret token carried by the callback URL, in constant time.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
+
+/// Header carrying the Unix timestamp (seconds) the signature covers.
+pub const TIMESTAMP_HEADER: &str = "x-webhook-timestamp";
+/// Header carrying the Base64 HMAC-SHA256 signature.
+pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
+/// How far a timestamp may be from "now", in either direction, unless configured otherwise.
+pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Longest timestamp header accepted: 15 digits is past the year 30 million, and cannot
+/// overflow an i64.
+const MAX_TIMESTAMP_DIGITS: usize = 15;
+/// Longest signature header accepted before decoding (Base64 of 32 bytes is 44 characters).
+const MAX_SIGNATURE_CHARS: usize = 64;
+const DIGEST_LEN: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// An HMAC key (the docs.kie.ai `webhookHmacKey`, used as its UTF-8 bytes). Debug prints
+/// `HmacKey(<redacted>)`.
+#[derive(Clone)]
+pub struct HmacKey(Vec<u8>);
+
+impl HmacKey {
+    pub fn new(key: impl Into<Vec<u8>>) -> HmacKey {
+        HmacKey(key.into())
+    }
+
+    fn mac(&self) -> HmacSha256 {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        <HmacSha256 as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable!("HMAC takes any key length"))
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(<redacted>)")
+    }
+}
+
+/// Why a verifier could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifierConfigError {
+    #[error("no HMAC key given")]
+    NoKeys,
+    #[error("HMAC key number {position} is empty")]
+    EmptyKey { position: usize },
+    #[error("the callback token is empty")]
+    EmptyToken,
+}
+
+/// Why a signed callback was refused. No variant carries a secret or a header value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing X-Webhook-Timestamp header")]
+    MissingTimestamp,
+    #[error("missing X-Webhook-Signature header")]
+    MissingSignature,
+    #[error("X-Webhook-Timestamp is not Unix seconds (1 to 15 ASCII digits)")]
+    MalformedTimestamp,
+    #[error("X-Webhook-Signature is not standard Base64 of a 32-byte HMAC-SHA256 digest")]
+    MalformedSignature,
+    #[error("signature timestamp is {age_secs} s old; at most {tolerance_secs} s is accepted")]
+    TooOld { age_secs: u64, tolerance_secs: u64 },
+    #[error("signature timestamp is {ahead_secs} s in the future; at most {tolerance_secs} s is accepted")]
+    TooFarInFuture { ahead_secs: u64, tolerance_secs: u64 },
+    #[error("signature does not match any configured key")]
+    NoKeyMatches,
+}
+
+/// Verifies docs.kie.ai webhook signatures against one or more keys.
+#[derive(Clone)]
+pub struct HmacVerifier {
+    keys: Vec<HmacKey>,
+    tolerance: Duration,
+}
+
+impl std::fmt::Debug for HmacVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HmacVerifier")
+            .field("keys", &format_args!("<{} redacted>", self.keys.len()))
+            .field("tolerance", &self.tolerance)
+            .finish()
+    }
+}
+
+impl HmacVerifier {
+    /// A verifier accepting a signature made with any of `keys` (at least one, none empty),
+    /// with the [`DEFAULT_TOLERANCE`].
+    pub fn new(keys: impl IntoIterator<Item = HmacKey>) -> Result<HmacVerifier, VerifierConfigError> {
+        let keys: Vec<HmacKey> = keys.into_iter().collect();
+        if keys.is_empty() {
+            return Err(VerifierConfigError::NoKeys);
+        }
+        if let Some(i) = keys.iter().position(|k| k.0.is_empty()) {
+            return Err(VerifierConfigError::EmptyKey { position: i + 1 });
+        }
+        Ok(HmacVerifier { keys, tolerance: DEFAULT_TOLERANCE })
+    }
+
+    /// How far the timestamp may be from `now`, in the past and in the future (inclusive).
+    pub fn with_tolerance(mut self, tolerance: Duration) -> HmacVerifier {
+        self.tolerance = tolerance;
+        self
+    }
+
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
+    }
+
+    /// Check a callback's headers. `task_id` is the id from the body, `timestamp` and
+    /// `signature` the header values as received (`None` when absent), `now_unix_secs` the
+    /// receiver's clock. The timestamp is signed as sent, so it must be plain digits.
+    pub fn verify(
+        &self,
+        task_id: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<(), SignatureError> {
+        let timestamp = timestamp.filter(|t| !t.is_empty()).ok_or(SignatureError::MissingTimestamp)?;
+        let signature = signature.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingSignature)?;
+        let sent_at = parse_timestamp(timestamp)?;
+        let presented = decode_signature(signature)?;
+        self.check_window(sent_at, now_unix_secs)?;
+
+        let message = signed_message(task_id, timestamp);
+        // Every key is tried, whatever matched before, so timing says nothing about which.
+        let mut matched = Choice::from(0);
+        for key in &self.keys {
+            let mut mac = key.mac();
+            mac.update(&message);
+            matched |= mac.finalize().into_bytes().as_slice().ct_eq(&presented);
+        }
+        if bool::from(matched) { Ok(()) } else { Err(SignatureError::NoKeyMatches) }
+    }
+
+    fn check_window(&self, sent_at: i64, now: i64) -> Result<(), SignatureError> {
+        let tolerance_secs = self.tolerance.as_secs();
+        // i128: no overflow whatever `now` is.
+        let age = i128::from(now) - i128::from(sent_at);
+        let magnitude = u64::try_from(age.unsigned_abs()).unwrap_or(u64::MAX);
+        if magnitude <= tolerance_secs {
+            Ok(())
+        } else if age > 0 {
+            Err(SignatureError::TooOld { age_secs: magnitude, tolerance_secs })
+        } else {
+            Err(SignatureError::TooFarInFuture { ahead_secs: magnitude, tolerance_secs })
+        }
+    }
+}
+
+/// The signature a sender computes: Base64(HMAC-SHA256(key, `task_id.timestamp`)).
+pub fn sign(key: &[u8], task_id: &str, timestamp: i64) -> String {
+    let mut mac = HmacKey::new(key).mac();
+    mac.update(&signed_message(task_id, &timestamp.to_string()));
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn signed_message(task_id: &str, timestamp: &str) -> Vec<u8> {
+    [task_id.as_bytes(), b".", timestamp.as_bytes()].concat()
+}
+
+fn parse_timestamp(raw: &str) -> Result<i64, SignatureError> {
+    let digits_only = !raw.is_empty() && raw.len() <= MAX_TIMESTAMP_DIGITS && raw.bytes().all(|b| b.is_ascii_digit());
+    if !digits_only {
+        return Err(SignatureError::MalformedTimestamp);
+    }
+    raw.parse().map_err(|_| SignatureError::MalformedTimestamp)
+}
+
+fn decode_signature(raw: &str) -> Result<[u8; DIGEST_LEN], SignatureError> {
+    if raw.len() > MAX_SIGNATURE_CHARS {
+        return Err(SignatureError::MalformedSignature);
+    }
+    let bytes = STANDARD.decode(raw).map_err(|_| SignatureError::MalformedSignature)?;
+    bytes.try_into().map_err(|_| SignatureError::MalformedSignature)
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no callback token presented")]
+    Missing,
+    #[error("callback token does not match")]
+    Mismatch,
+}
+
+/// Compares a presented shared token with the configured one. Debug is redacted.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    /// SHA-256 of the token: comparing fixed-size digests keeps the comparison constant
+    /// time whatever the presented length, and the token itself is not kept.
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenVerifier(<redacted>)")
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(token: &str) -> Result<TokenVerifier, VerifierConfigError> {
+        if token.is_empty() {
+            return Err(VerifierConfigError::EmptyToken);
+        }
+        Ok(TokenVerifier { digest: Sha256::digest(token.as_bytes()).into() })
+    }
+
+    /// `presented` is the token from the request (`None` or empty when absent).
+    pub fn verify(&self, presented: Option<&str>) -> Result<(), TokenError> {
+        let presented = presented.filter(|p| !p.is_empty()).ok_or(TokenError::Missing)?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(digest.ct_eq(&self.digest)) { Ok(()) } else { Err(TokenError::Mismatch) }
+    }
+}

@@ -1,0 +1,113 @@
+//! Which family a body belongs to, from the keys it carries (rules in the module docs).
+
+use serde_json::Value;
+
+use super::value::Object;
+use crate::Family;
+
+pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Option<&str>) -> Family {
+    let top_level_task_id = root.contains_key("task_id");
+    let Some(data) = root.get("data").and_then(Value::as_object) else {
+        // MIDI's failure body: `{task_id, code: 500, msg, data: null}`.
+        let data_missing = matches!(root.get("data"), None | Some(Value::Null));
+        return if data_missing && top_level_task_id { Family::Midi } else { Family::Unknown };
+    };
+    let has = |key: &str| data.contains_key(key);
+    let message = message.to_ascii_lowercase();
+
+    if has("vocal_separation_info") || has("vocal_removal_info") {
+        Family::VocalSeparation
+    } else if has("images") {
+        Family::CoverImage
+    } else if has("audioWavUrl") || has("audio_wav_url") {
+        Family::Wav
+    } else if has("video_url") || has("videoUrl") {
+        Family::MusicVideo
+    } else if has("instruments")
+        || (has("state") && top_level_task_id)
+        || (has("taskId") && callback_type.is_none() && message.contains("midi"))
+    {
+        Family::Midi
+    } else if has("voiceId")
+        || has("validateInfo")
+        || (has("status") && has("errorCode") && callback_type.is_none() && !has("data"))
+    {
+        Family::Voice
+    } else if is_lyrics(data, code, &message, callback_type) {
+        Family::Lyrics
+    } else if callback_type.is_some() || data.get("data").is_some_and(Value::is_array) {
+        Family::Music
+    } else {
+        Family::Unknown
+    }
+}
+
+fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str>) -> bool {
+    let items = data.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let has_key = |item: &Value, key: &str| item.as_object().is_some_and(|o| o.contains_key(key));
+    let has_audio = |item: &Value| has_key(item, "audio_url") || has_key(item, "audioUrl");
+    let text_items = items.iter().any(|item| has_key(item, "text")) && !items.iter().any(has_audio);
+    // docs.sunoapi.org lyrics key the task as `data.taskId`; music-track bodies use `task_id`.
+    let sunoapi_lyrics = data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some();
+    let lyrics_failure = code != 200
+        && ["song description", "lyrics generation", "lyric generation", "generate lyrics"]
+            .iter()
+            .any(|phrase| message.contains(phrase));
+    text_items || sunoapi_lyrics || lyrics_failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn family_of(body: Value) -> Family {
+        let root = body.as_object().unwrap();
+        let code = root.get("code").and_then(Value::as_i64).unwrap_or(0);
+        let msg = root.get("msg").and_then(Value::as_str).unwrap_or("");
+        let callback_type = root["data"].get("callbackType").and_then(Value::as_str);
+        detect(root, code, msg, callback_type)
+    }
+
+    #[test]
+    fn failure_bodies_keep_their_family() {
+        use Family::*;
+        let cases = [
+            (json!({"code":501,"data":{"callbackType":"error","task_id":"t","data":null}}), Music),
+            (json!({"code":501,"data":{"callbackType":"error","task_id":"t","data":[]}}), Music),
+            (json!({"code":501,"data":{"callbackType":"error","task_id":"t","error":"x"}}), Music),
+            (
+                json!({"code":400,"msg":"Song Description flagged for moderation",
+                       "data":{"callbackType":"complete","task_id":"t","data":null}}),
+                Lyrics,
+            ),
+            (
+                json!({"code":400,"msg":"Lyrics generation failed",
+                       "data":{"callbackType":"error","taskId":"t","data":null}}),
+                Lyrics,
+            ),
+            (json!({"code":501,"data":{"taskId":"t","images":null}}), CoverImage),
+            (json!({"code":500,"data":{"task_id":"t","audioWavUrl":null}}), Wav),
+            (json!({"code":500,"data":{"task_id":"t","vocal_separation_info":null}}), VocalSeparation),
+            (json!({"code":400,"data":{"task_id":"t","vocal_removal_info":null}}), VocalSeparation),
+            (json!({"task_id":"t","code":500,"msg":"MIDI generation failed","data":null}), Midi),
+            (json!({"code":500,"msg":"MIDI generation failed","data":{"taskId":"t"}}), Midi),
+            (json!({"code":500,"data":{"task_id":"t","video_url":null}}), MusicVideo),
+            (json!({"code":400,"data":{"taskId":"t","voiceId":"","status":"fail","errorCode":500}}), Voice),
+            (json!({"code":400,"data":{"taskId":"t","status":"processing_validate_fail","errorCode":500}}), Voice),
+            (json!({"code":200,"data":{"taskId":"t","something":"else"}}), Unknown),
+            (json!({"code":200,"taskId":"t","data":null}), Unknown),
+        ];
+        for (body, expected) in cases {
+            assert_eq!(family_of(body.clone()), expected, "{body}");
+        }
+    }
+
+    #[test]
+    fn lyrics_items_versus_tracks() {
+        let lyrics = json!({"code":200,"data":{"task_id":"t","data":[{"text":"la","title":"x"}]}});
+        assert_eq!(family_of(lyrics), Family::Lyrics);
+        let tracks = json!({"code":200,"data":{"task_id":"t","data":[{"text":"la","audio_url":"u"}]}});
+        assert_eq!(family_of(tracks), Family::Music);
+    }
+}
