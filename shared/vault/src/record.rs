@@ -111,6 +111,28 @@ pub struct FileEntry {
     pub error: Option<String>,
 }
 
+impl FileEntry {
+    /// A file just recorded: no message sent, no claim, nothing downloaded.
+    pub fn pending(url: &str, key: String, stage: &str) -> FileEntry {
+        FileEntry {
+            url: url.to_owned(),
+            key,
+            status: FileStatus::Pending,
+            stage: stage.to_owned(),
+            claim: None,
+            lease_until: None,
+            queued_at: None,
+            message_id: None,
+            attempts: 0,
+            bytes: None,
+            sha256: None,
+            content_type: None,
+            stored_at: None,
+            error: None,
+        }
+    }
+}
+
 /// A file's life: `pending` → `enqueuing` → `queued` → `downloading` → `stored` | `failed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

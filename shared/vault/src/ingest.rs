@@ -1,0 +1,275 @@
+//! The pure heart of the ingest function: fold one callback into the task record, and decide
+//! which files this request must enqueue and which it must wait for.
+//!
+//! The caller reads the record, calls [`ingest_callback`], and writes the result conditional
+//! on the version it read (retrying from the read on a conflict). Files move
+//! `pending` → `enqueuing` here under the caller's claim; the caller sends their messages and
+//! then marks them `queued` with targeted updates conditional on that claim. A request that
+//! finds files under someone else's unexpired claim waits for them, and calls [`reclaim`] on
+//! each fresh read to take over what that request released or abandoned.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage, s3_key};
+
+use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, Now, TaskRecord, VaultState};
+
+/// The accepted body as archived: its digest, where it is kept, and its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyInfo {
+    pub sha256_hex: String,
+    pub archive_key: String,
+    pub bytes: u64,
+}
+
+/// Who is claiming files to enqueue them, and for how long the claim holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimant {
+    /// Unique per request (the request id).
+    pub id: String,
+    /// How long other requests leave this request's claims alone before taking them over.
+    pub lease: Duration,
+}
+
+/// What one callback does to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merge {
+    /// The record to write, `version` already incremented.
+    pub record: TaskRecord,
+    /// The same body (same stage, same digest) was accepted before.
+    pub duplicate: bool,
+    pub claims: Claims,
+}
+
+/// Files this request claimed, and files of its callback that another request is enqueuing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Claims {
+    /// One job per file now `enqueuing` under this request's claim: send these.
+    pub to_enqueue: Vec<FileJob>,
+    /// Names of this callback's files held by another request's unexpired claim.
+    pub wait_for: Vec<String>,
+}
+
+/// The key of one distinct body in [`TaskRecord::callbacks`]: `<stage>-<sha256 hex>`.
+pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
+    format!("{stage}-{sha256_hex}")
+}
+
+/// Fold `event` into `existing` (None for a task not seen yet).
+///
+/// * Stage only moves forward ([`merge_stage`]); code, message and `succeeded` follow the
+///   event that set the stage. A failure that arrives after the task ended successfully is
+///   kept in `failure` and changes nothing else.
+/// * A body seen before (same stage and digest) is a duplicate: it counts as a delivery and
+///   changes nothing else. A different body for the same stage gets its own `callbacks` entry.
+/// * Files are only ever added: a known file keeps its URL and status, except a file that
+///   failed for good, which a new URL reopens. New or reopened files reopen the vault.
+/// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
+///   claimed for `claimant`.
+pub fn ingest_callback(
+    existing: Option<&TaskRecord>,
+    event: &CallbackEvent,
+    body: &BodyInfo,
+    claimant: &Claimant,
+    now: Now,
+) -> Merge {
+    let id = callback_id(event.stage, &body.sha256_hex);
+    let (mut record, duplicate) = match existing {
+        None => (new_record(event, body, &id, now), false),
+        Some(current) => {
+            let mut record = current.clone();
+            record.deliveries += 1;
+            record.last_received_at = later(&record.last_received_at, now);
+            record.version += 1;
+            let duplicate = match record.callbacks.get_mut(&id) {
+                Some(entry) => {
+                    entry.deliveries += 1;
+                    true
+                }
+                None => {
+                    apply_new_body(&mut record, event, body, &id, now);
+                    false
+                }
+            };
+            (record, duplicate)
+        }
+    };
+    let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+    let claims = claim_files(&mut record, claimant, now, &wanted);
+    Merge { record, duplicate, claims }
+}
+
+/// Claim what is claimable in a freshly read record, for a request waiting on `wanted`.
+///
+/// Returns the record to write (version incremented) when anything was claimed, else None;
+/// `claims.wait_for` empty means every wanted file is queued or beyond.
+pub fn reclaim(record: &TaskRecord, claimant: &Claimant, now: Now, wanted: &[&str]) -> (Option<TaskRecord>, Claims) {
+    let mut updated = record.clone();
+    let claims = claim_files(&mut updated, claimant, now, wanted);
+    if claims.to_enqueue.is_empty() {
+        return (None, claims);
+    }
+    updated.version += 1;
+    (Some(updated), claims)
+}
+
+fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> TaskRecord {
+    let received = now.rfc3339();
+    let mut record = TaskRecord {
+        task_id: event.task_id.to_string(),
+        family: event.family.as_str().to_owned(),
+        stage: event.stage.as_str().to_owned(),
+        code: event.code,
+        message: event.message.clone(),
+        succeeded: event.succeeded(),
+        first_received_at: received.clone(),
+        last_received_at: received,
+        deliveries: 1,
+        callbacks: BTreeMap::new(),
+        files: BTreeMap::new(),
+        streams: BTreeMap::new(),
+        details: None,
+        vault: VaultState::Complete,
+        failure: None,
+        manifest_key: None,
+        version: 1,
+    };
+    record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
+    merge_files(&mut record, event);
+    merge_streams(&mut record, event, true);
+    merge_details(&mut record, event, true);
+    record.vault = if record.files_settled() { VaultState::Complete } else { VaultState::Pending };
+    record
+}
+
+/// A body not seen before for a known task.
+fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) {
+    record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
+    if record.family == Family::Unknown.as_str() && event.family != Family::Unknown {
+        record.family = event.family.as_str().to_owned();
+    }
+
+    let current = record.stage.parse::<Stage>().ok();
+    let merged = merge_stage(current, event.stage);
+    if merged.advanced {
+        record.stage = merged.stage.as_str().to_owned();
+        record.code = event.code;
+        record.message = event.message.clone();
+        record.succeeded = event.succeeded();
+    } else if record.succeeded && merged.stage.is_terminal() && !event.succeeded() {
+        // The task already ended well: keep its outcome and files, but remember the failure.
+        record.failure = Some(FailureEntry {
+            stage: event.stage.as_str().to_owned(),
+            code: event.code,
+            message: event.message.clone(),
+            received_at: now.rfc3339(),
+        });
+    }
+    // An event at the task's own stage (or one that set it) speaks for the task's data;
+    // a late, earlier-stage event only fills gaps.
+    let authoritative = merged.advanced || current == Some(event.stage);
+
+    if merge_files(record, event) {
+        record.vault = VaultState::Pending;
+        record.manifest_key = None;
+    }
+    merge_streams(record, event, authoritative);
+    merge_details(record, event, authoritative);
+}
+
+fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Now) -> CallbackEntry {
+    CallbackEntry {
+        stage: event.stage.as_str().to_owned(),
+        code: event.code,
+        message: event.message.clone(),
+        received_at: now.rfc3339(),
+        body_key: body.archive_key.clone(),
+        bytes: body.bytes,
+        deliveries: 1,
+    }
+}
+
+/// Add the event's new files and reopen failed ones that come with a new URL. Returns
+/// whether any file was added or reopened.
+fn merge_files(record: &mut TaskRecord, event: &CallbackEvent) -> bool {
+    let mut opened = false;
+    for file in &event.files {
+        match record.files.get_mut(&file.name) {
+            None => {
+                let entry = pending_file(&event.task_id, &file.name, &file.url, event.stage);
+                record.files.insert(file.name.clone(), entry);
+                opened = true;
+            }
+            Some(known) if known.status == FileStatus::Failed && known.url != file.url => {
+                let stage = known.stage.clone();
+                *known = pending_file(&event.task_id, &file.name, &file.url, event.stage);
+                known.stage = stage;
+                opened = true;
+            }
+            Some(_) => {}
+        }
+    }
+    opened
+}
+
+fn pending_file(task_id: &TaskId, name: &str, url: &str, stage: Stage) -> FileEntry {
+    FileEntry::pending(url, s3_key::file_key(task_id, name, url), stage.as_str())
+}
+
+fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) {
+    for stream in &event.streams {
+        if authoritative || !record.streams.contains_key(&stream.name) {
+            record.streams.insert(stream.name.clone(), stream.url.clone());
+        }
+    }
+}
+
+fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) {
+    if event.details == Details::None || !(authoritative || record.details.is_none()) {
+        return;
+    }
+    if let Ok(value) = serde_json::to_value(&event.details) {
+        record.details = Some(value);
+    }
+}
+
+/// Claim every `pending` file and every `enqueuing` file whose lease ran out (or that this
+/// claimant already holds); list the wanted files another claimant still holds.
+fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Now, wanted: &[&str]) -> Claims {
+    let now_secs = now.unix_seconds();
+    let lease_until = now.plus(claimant.lease).unix_seconds();
+    let mut claims = Claims::default();
+    for (name, file) in record.files.iter_mut() {
+        let claimable = match file.status {
+            FileStatus::Pending => true,
+            FileStatus::Enqueuing => {
+                file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t <= now_secs)
+            }
+            _ => false,
+        };
+        if claimable {
+            file.status = FileStatus::Enqueuing;
+            file.claim = Some(claimant.id.clone());
+            file.lease_until = Some(lease_until);
+            claims.to_enqueue.push(FileJob {
+                task_id: record.task_id.clone(),
+                name: name.clone(),
+                url: file.url.clone(),
+                key: file.key.clone(),
+            });
+        } else if file.status == FileStatus::Enqueuing && wanted.contains(&name.as_str()) {
+            claims.wait_for.push(name.clone());
+        }
+    }
+    claims
+}
+
+/// The later of a stored RFC 3339 time and now (clocks of concurrent requests differ).
+fn later(stored: &str, now: Now) -> String {
+    let now = now.rfc3339();
+    if now.as_str() > stored { now } else { stored.to_owned() }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,431 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
+
+use super::*;
+use crate::{FileStatus, Now, TaskRecord, VaultState};
+
+const T0: i64 = 1_763_910_000_000;
+
+fn now(offset_secs: i64) -> Now {
+    Now::from_unix_ms(T0 + offset_secs * 1000)
+}
+
+fn claimant(id: &str) -> Claimant {
+    Claimant { id: id.to_owned(), lease: Duration::from_secs(30) }
+}
+
+fn file(name: &str, url: &str) -> FileRef {
+    FileRef { name: name.to_owned(), url: url.to_owned() }
+}
+
+fn event(stage: Stage, code: i64, files: &[(&str, &str)]) -> CallbackEvent {
+    CallbackEvent {
+        task_id: TaskId::parse("task-1").unwrap(),
+        family: Family::Music,
+        stage,
+        code,
+        message: format!("{stage} {code}"),
+        files: files.iter().map(|(n, u)| file(n, u)).collect(),
+        streams: vec![],
+        details: Details::None,
+    }
+}
+
+fn body(sha: &str) -> BodyInfo {
+    BodyInfo { sha256_hex: sha.to_owned(), archive_key: format!("tasks/task-1/callbacks/x-{sha}.json"), bytes: 42 }
+}
+
+/// What the ingest adapter does after sending: the claimed files are `queued`.
+fn mark_all_queued(record: &mut TaskRecord) {
+    for f in record.files.values_mut() {
+        if f.status == FileStatus::Enqueuing {
+            f.status = FileStatus::Queued;
+            f.claim = None;
+            f.lease_until = None;
+        }
+    }
+}
+
+fn set_status(record: &mut TaskRecord, name: &str, status: FileStatus) {
+    record.files.get_mut(name).unwrap().status = status;
+}
+
+fn job_names(claims: &Claims) -> Vec<&str> {
+    claims.to_enqueue.iter().map(|j| j.name.as_str()).collect()
+}
+
+#[test]
+fn first_callback_creates_the_record_and_claims_every_file() {
+    let e = event(Stage::Final, 200, &[("vocal", "https://h/s/v.mp3?sig=1"), ("drums", "https://h/s/d.mp3")]);
+    let m = ingest_callback(None, &e, &body("aa"), &claimant("req-1"), now(0));
+
+    assert!(!m.duplicate);
+    let r = &m.record;
+    assert_eq!((r.task_id.as_str(), r.family.as_str(), r.stage.as_str()), ("task-1", "music", "final"));
+    assert_eq!((r.code, r.message.as_str(), r.succeeded), (200, "final 200", true));
+    assert_eq!((r.version, r.deliveries), (1, 1));
+    assert_eq!(r.first_received_at, now(0).rfc3339());
+    assert_eq!(r.last_received_at, now(0).rfc3339());
+    assert_eq!(r.vault, VaultState::Pending);
+    let entry = &r.callbacks["final-aa"];
+    assert_eq!((entry.body_key.as_str(), entry.bytes, entry.deliveries), ("tasks/task-1/callbacks/x-aa.json", 42, 1));
+
+    let vocal = &r.files["vocal"];
+    assert_eq!(vocal.status, FileStatus::Enqueuing);
+    assert_eq!(vocal.claim.as_deref(), Some("req-1"));
+    assert_eq!(vocal.lease_until, Some(now(30).unix_seconds()));
+    assert_eq!(vocal.key, "tasks/task-1/vocal.mp3");
+    assert_eq!(vocal.stage, "final");
+
+    let mut jobs = m.claims.to_enqueue.clone();
+    jobs.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        jobs,
+        vec![
+            FileJob {
+                task_id: "task-1".into(),
+                name: "drums".into(),
+                url: "https://h/s/d.mp3".into(),
+                key: "tasks/task-1/drums.mp3".into()
+            },
+            FileJob {
+                task_id: "task-1".into(),
+                name: "vocal".into(),
+                url: "https://h/s/v.mp3?sig=1".into(),
+                key: "tasks/task-1/vocal.mp3".into()
+            },
+        ]
+    );
+    assert!(m.claims.wait_for.is_empty());
+}
+
+#[test]
+fn a_callback_without_files_leaves_a_complete_vault() {
+    let mut e = event(Stage::Complete, 200, &[]);
+    e.family = Family::Lyrics;
+    e.details = Details::Error { error: "kept".into() };
+    let m = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0));
+    assert_eq!(m.record.vault, VaultState::Complete);
+    assert!(m.claims.to_enqueue.is_empty());
+    assert_eq!(m.record.details, Some(serde_json::json!({"kind": "error", "error": "kept"})));
+}
+
+#[test]
+fn a_duplicate_counts_a_delivery_and_changes_nothing_else() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let mut first = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+    mark_all_queued(&mut first);
+
+    let m = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r2"), now(5));
+    assert!(m.duplicate);
+    assert_eq!(m.record.version, 2);
+    assert_eq!(m.record.deliveries, 2);
+    assert_eq!(m.record.callbacks["complete-aa"].deliveries, 2);
+    assert_eq!(m.record.callbacks.len(), 1);
+    assert_eq!(m.record.last_received_at, now(5).rfc3339());
+    assert_eq!(m.record.first_received_at, now(0).rfc3339());
+    assert_eq!(m.record.files, first.files);
+    assert_eq!(m.claims, Claims::default());
+}
+
+#[test]
+fn a_duplicate_waits_for_files_under_an_unexpired_claim_and_takes_over_expired_ones() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let first = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+
+    let waiting = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r2"), now(29));
+    assert!(waiting.duplicate);
+    assert!(waiting.claims.to_enqueue.is_empty());
+    assert_eq!(waiting.claims.wait_for, vec!["a", "b"]);
+    assert_eq!(waiting.record.files["a"].claim.as_deref(), Some("r1"));
+
+    let taking_over = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r3"), now(30));
+    assert_eq!(job_names(&taking_over.claims), vec!["a", "b"]);
+    assert!(taking_over.claims.wait_for.is_empty());
+    assert_eq!(taking_over.record.files["b"].claim.as_deref(), Some("r3"));
+    assert_eq!(taking_over.record.files["b"].lease_until, Some(now(60).unix_seconds()));
+}
+
+#[test]
+fn released_files_are_claimed_by_the_next_delivery() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let mut first = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+    // The first request could not send and released its claim.
+    let a = first.files.get_mut("a").unwrap();
+    a.status = FileStatus::Pending;
+    a.claim = None;
+    a.lease_until = None;
+
+    let retry = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r2"), now(1));
+    assert!(retry.duplicate);
+    assert_eq!(job_names(&retry.claims), vec!["a"]);
+    assert_eq!(retry.record.files["a"].status, FileStatus::Enqueuing);
+}
+
+#[test]
+fn stages_advance_and_the_advancing_event_sets_code_and_message() {
+    let text = event(Stage::Text, 200, &[]);
+    let first = event(Stage::First, 200, &[("t1/audio", "https://h/1.mp3")]);
+    let complete = event(Stage::Complete, 200, &[("t1/audio", "https://h/1.mp3"), ("t2/audio", "https://h/2.mp3")]);
+
+    let r = ingest_callback(None, &text, &body("01"), &claimant("r"), now(0)).record;
+    assert_eq!((r.stage.as_str(), r.vault), ("text", VaultState::Complete));
+    let mut r = ingest_callback(Some(&r), &first, &body("02"), &claimant("r"), now(1)).record;
+    assert_eq!((r.stage.as_str(), r.message.as_str(), r.vault), ("first", "first 200", VaultState::Pending));
+    mark_all_queued(&mut r);
+    let m = ingest_callback(Some(&r), &complete, &body("03"), &claimant("r"), now(2));
+    assert_eq!((m.record.stage.as_str(), m.record.message.as_str()), ("complete", "complete 200"));
+    assert_eq!(m.record.callbacks.len(), 3);
+    assert_eq!(m.record.deliveries, 3);
+    assert_eq!(job_names(&m.claims), vec!["t2/audio"], "the known file is already queued");
+    assert_eq!(m.record.files["t1/audio"].status, FileStatus::Queued);
+}
+
+#[test]
+fn a_late_first_never_moves_the_stage_back_but_its_new_files_are_taken() {
+    let mut complete = event(Stage::Complete, 200, &[("t1/audio", "https://h/1.mp3")]);
+    complete.streams = vec![file("t1/stream", "https://h/complete-stream")];
+    complete.details = Details::Error { error: "complete details".into() };
+    let mut late_first =
+        event(Stage::First, 200, &[("t1/audio", "https://h/other.mp3"), ("t1/image", "https://h/1.jpeg")]);
+    late_first.streams = vec![file("t1/stream", "https://h/first-stream"), file("t0/stream", "https://h/s0")];
+    late_first.details = Details::Error { error: "first details".into() };
+
+    let mut r = ingest_callback(None, &complete, &body("c"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "t1/audio", FileStatus::Stored);
+    r.vault = VaultState::Complete;
+    r.manifest_key = Some("tasks/task-1/manifest.json".into());
+
+    let m = ingest_callback(Some(&r), &late_first, &body("f"), &claimant("r2"), now(1));
+    let out = &m.record;
+    assert!(!m.duplicate);
+    assert_eq!((out.stage.as_str(), out.code, out.message.as_str()), ("complete", 200, "complete 200"));
+    assert_eq!(out.files["t1/audio"].status, FileStatus::Stored);
+    assert_eq!(out.files["t1/audio"].url, "https://h/1.mp3", "a known file keeps its URL");
+    assert_eq!(out.files["t1/image"].stage, "first");
+    assert_eq!(job_names(&m.claims), vec!["t1/image"]);
+    assert_eq!(out.vault, VaultState::Pending, "a new file reopens the vault");
+    assert_eq!(out.manifest_key, None);
+    assert_eq!(out.streams["t1/stream"], "https://h/complete-stream");
+    assert_eq!(out.streams["t0/stream"], "https://h/s0");
+    assert_eq!(out.details, Some(serde_json::json!({"kind": "error", "error": "complete details"})));
+    assert_eq!(out.failure, None);
+}
+
+#[test]
+fn a_failure_after_success_is_recorded_without_erasing_files() {
+    let ok = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let failed = event(Stage::Error, 501, &[]);
+    let mut r = ingest_callback(None, &ok, &body("ok"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "a", FileStatus::Stored);
+    r.vault = VaultState::Complete;
+
+    let m = ingest_callback(Some(&r), &failed, &body("ko"), &claimant("r"), now(7));
+    let out = &m.record;
+    assert!(!m.duplicate);
+    assert_eq!((out.stage.as_str(), out.code, out.succeeded), ("complete", 200, true));
+    let failure = out.failure.as_ref().expect("failure recorded");
+    assert_eq!((failure.stage.as_str(), failure.code, failure.message.as_str()), ("error", 501, "error 501"));
+    assert_eq!(failure.received_at, now(7).rfc3339());
+    assert_eq!(out.files["a"].status, FileStatus::Stored);
+    assert_eq!(out.vault, VaultState::Complete);
+    assert_eq!(out.callbacks.len(), 2);
+}
+
+#[test]
+fn a_failure_of_a_final_family_after_its_success_is_recorded_too() {
+    let ok = event(Stage::Final, 200, &[("wav", "https://h/a.wav")]);
+    let failed = event(Stage::Final, 500, &[]);
+    let r = ingest_callback(None, &ok, &body("ok"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &failed, &body("ko"), &claimant("r"), now(1)).record;
+    assert_eq!((out.code, out.succeeded), (200, true));
+    assert_eq!(out.failure.map(|f| f.code), Some(500));
+}
+
+#[test]
+fn a_failure_before_the_task_ended_moves_it_to_error() {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let failed = event(Stage::Error, 501, &[]);
+    let r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &failed, &body("2"), &claimant("r"), now(1)).record;
+    assert_eq!((out.stage.as_str(), out.code, out.succeeded), ("error", 501, false));
+    assert_eq!(out.failure, None);
+    assert!(out.files.contains_key("a"));
+}
+
+#[test]
+fn a_second_different_body_for_the_same_stage_is_kept() {
+    let a = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let b = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let r = ingest_callback(None, &a, &body("aa"), &claimant("r"), now(0)).record;
+    let m = ingest_callback(Some(&r), &b, &body("bb"), &claimant("r"), now(1));
+    assert!(!m.duplicate);
+    assert_eq!(m.record.callbacks.keys().collect::<Vec<_>>(), vec!["complete-aa", "complete-bb"]);
+    assert!(m.record.files.contains_key("b"));
+}
+
+#[test]
+fn a_failed_file_is_reopened_by_a_new_url_only() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "a", FileStatus::Failed);
+    set_status(&mut r, "b", FileStatus::Stored);
+    r.files.get_mut("a").unwrap().error = Some("HTTP 403".into());
+    r.files.get_mut("a").unwrap().attempts = 3;
+    r.vault = VaultState::Partial;
+    r.manifest_key = Some("m".into());
+
+    let same_url = ingest_callback(Some(&r), &e, &body("same"), &claimant("r2"), now(1));
+    assert_eq!(same_url.record.files["a"].status, FileStatus::Failed);
+    assert_eq!(same_url.record.vault, VaultState::Partial);
+    assert_eq!(same_url.record.manifest_key.as_deref(), Some("m"));
+    assert!(same_url.claims.to_enqueue.is_empty());
+
+    let fresh = event(Stage::Complete, 200, &[("a", "https://h/new.wav")]);
+    let m = ingest_callback(Some(&r), &fresh, &body("new"), &claimant("r3"), now(2));
+    let a = &m.record.files["a"];
+    assert_eq!(
+        (a.status, a.url.as_str(), a.key.as_str()),
+        (FileStatus::Enqueuing, "https://h/new.wav", "tasks/task-1/a.wav")
+    );
+    assert_eq!((a.error.as_deref(), a.attempts), (None, 0));
+    assert_eq!(m.record.vault, VaultState::Pending);
+    assert_eq!(m.record.manifest_key, None);
+    assert_eq!(job_names(&m.claims), vec!["a"]);
+    assert_eq!(m.record.files["b"].status, FileStatus::Stored);
+}
+
+#[test]
+fn an_unknown_family_is_named_by_a_later_known_one() {
+    let mut unknown = event(Stage::Final, 200, &[]);
+    unknown.family = Family::Unknown;
+    let r = ingest_callback(None, &unknown, &body("u"), &claimant("r"), now(0)).record;
+    assert_eq!(r.family, "unknown");
+    let mut wav = event(Stage::Final, 200, &[]);
+    wav.family = Family::Wav;
+    let out = ingest_callback(Some(&r), &wav, &body("w"), &claimant("r"), now(1)).record;
+    assert_eq!(out.family, "wav");
+    let mut midi = event(Stage::Final, 200, &[]);
+    midi.family = Family::Midi;
+    assert_eq!(ingest_callback(Some(&out), &midi, &body("m"), &claimant("r"), now(1)).record.family, "wav");
+}
+
+#[test]
+fn last_received_never_goes_back() {
+    let e = event(Stage::Final, 200, &[]);
+    let r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(10)).record;
+    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(3)).record;
+    assert_eq!(out.last_received_at, now(10).rfc3339());
+}
+
+#[test]
+fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
+    let e =
+        event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3"), ("c", "https://h/c.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+    r.files.get_mut("a").unwrap().status = FileStatus::Queued;
+    let b = r.files.get_mut("b").unwrap();
+    b.status = FileStatus::Pending;
+    b.claim = None;
+
+    let (updated, claims) = reclaim(&r, &claimant("r2"), now(10), &["a", "b", "c"]);
+    let updated = updated.expect("b was released");
+    assert_eq!(updated.version, r.version + 1);
+    assert_eq!(job_names(&claims), vec!["b"]);
+    assert_eq!(claims.wait_for, vec!["c"]);
+    assert_eq!(updated.files["b"].claim.as_deref(), Some("r2"));
+
+    let (none, claims) = reclaim(&updated, &claimant("r3"), now(11), &["a", "b", "c"]);
+    assert!(none.is_none());
+    assert_eq!(claims.wait_for, vec!["b", "c"]);
+    assert_eq!(reclaim(&updated, &claimant("r3"), now(11), &["a"]).1, Claims::default());
+
+    let (later, claims) = reclaim(&updated, &claimant("r3"), now(31), &["a", "b", "c"]);
+    assert_eq!(job_names(&claims), vec!["c"], "c's lease ran out; b's (renewed at 10 s) has not");
+    assert_eq!(claims.wait_for, vec!["b"]);
+    assert_eq!(later.unwrap().files["c"].claim.as_deref(), Some("r3"));
+}
+
+// --- property: any order of events ------------------------------------------------------
+
+fn rank(stage: &str) -> u8 {
+    match stage {
+        "text" => 0,
+        "first" => 1,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    stage: Stage,
+    code: i64,
+    files: Vec<(u8, u8)>,
+    /// What the downloader does to each file before the next callback.
+    settle: Vec<(u8, bool)>,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        prop::sample::select(vec![Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]),
+        prop::sample::select(vec![200i64, 400, 501]),
+        prop::collection::vec((0u8..5, 0u8..3), 0..4),
+        prop::collection::vec((0u8..5, any::<bool>()), 0..3),
+    )
+        .prop_map(|(stage, code, files, settle)| Step { stage, code, files, settle })
+}
+
+proptest! {
+    #[test]
+    fn any_order_never_moves_back_and_never_loses_a_stored_file(steps in prop::collection::vec(step(), 1..10)) {
+        let mut record: Option<TaskRecord> = None;
+        let mut stored: Vec<(String, String)> = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            let files: Vec<(String, String)> =
+                s.files.iter().map(|(n, u)| (format!("f{n}"), format!("https://h/{n}-{u}.mp3"))).collect();
+            let refs: Vec<(&str, &str)> = files.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
+            let e = event(s.stage, s.code, &refs);
+            let m = ingest_callback(record.as_ref(), &e, &body(&format!("{i}")), &claimant(&format!("r{i}")), now(i as i64));
+            let mut next = m.record;
+
+            if let Some(before) = &record {
+                prop_assert!(rank(&next.stage) >= rank(&before.stage), "{} -> {}", before.stage, next.stage);
+                prop_assert_eq!(next.version, before.version + 1);
+                prop_assert_eq!(next.deliveries, before.deliveries + 1);
+            }
+            for (name, key) in &stored {
+                let f = &next.files[name];
+                prop_assert_eq!(f.status, FileStatus::Stored);
+                prop_assert_eq!(&f.key, key);
+            }
+            for (name, _) in &files {
+                prop_assert!(next.files.contains_key(name));
+            }
+            prop_assert!(next.files.values().all(|f| f.status != FileStatus::Pending), "every pending file is claimed");
+            let claimed = next.files.values().filter(|f| f.status == FileStatus::Enqueuing).count();
+            prop_assert_eq!(claimed, m.claims.to_enqueue.len());
+            if next.files.values().any(|f| !f.status.is_settled()) {
+                prop_assert_eq!(next.vault, VaultState::Pending);
+            }
+
+            mark_all_queued(&mut next);
+            for (n, ok) in &s.settle {
+                let name = format!("f{n}");
+                if let Some(f) = next.files.get_mut(&name) {
+                    if !f.status.is_settled() {
+                        f.status = if *ok { FileStatus::Stored } else { FileStatus::Failed };
+                        if *ok {
+                            stored.push((name, f.key.clone()));
+                        }
+                    }
+                }
+            }
+            record = Some(next);
+        }
+    }
+}
