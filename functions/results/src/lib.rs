@@ -1,1 +1,10 @@
-//! The results function.
+//! The results function: `GET /tasks/<task_id>` answers what the vault holds for a task, with
+//! presigned S3 links for the files that are stored.
+
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod domain;
+
+pub use app::App;
+pub use config::{Config, ConfigError};

@@ -4,21 +4,25 @@ use serde_json::Value;
 
 use super::files::FileSet;
 use super::names::sanitize_segment;
-use super::value::{Object, f64_of, first_non_blank, string_field};
+use super::value::{Object, f64_of, non_blank_str, string_field};
 use crate::{Details, Track};
 
-/// Track fields holding files: (snake_case key, camelCase key, name suffix).
-const FILE_FIELDS: [(&str, &str, &str); 4] = [
-    ("audio_url", "audioUrl", "audio"),
-    ("image_url", "imageUrl", "cover"),
-    ("source_audio_url", "sourceAudioUrl", "source_audio"),
-    ("source_image_url", "sourceImageUrl", "source_cover"),
-];
+/// What a track field holds.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    File,
+    /// A live stream URL: data, never downloaded.
+    Stream,
+}
 
-/// Track fields holding live stream URLs: data, never downloaded.
-const STREAM_FIELDS: [(&str, &str, &str); 2] = [
-    ("stream_audio_url", "streamAudioUrl", "stream"),
-    ("source_stream_audio_url", "sourceStreamAudioUrl", "source_stream"),
+/// Track URL fields, each in its two spellings, and the name suffix they get.
+const URL_FIELDS: [(&str, &str, &str, Kind); 6] = [
+    ("audio_url", "audioUrl", "audio", Kind::File),
+    ("source_audio_url", "sourceAudioUrl", "source_audio", Kind::File),
+    ("stream_audio_url", "streamAudioUrl", "stream", Kind::Stream),
+    ("source_stream_audio_url", "sourceStreamAudioUrl", "source_stream", Kind::Stream),
+    ("image_url", "imageUrl", "cover", Kind::File),
+    ("source_image_url", "sourceImageUrl", "source_cover", Kind::File),
 ];
 
 pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
@@ -45,11 +49,19 @@ fn track(item: &Object, position: usize, files: &mut FileSet) -> Track {
     let segment = sanitize_segment(id.trim());
     let segment = if segment.is_empty() { format!("track-{position}") } else { segment };
     let name = files.claim(&format!("tracks/{segment}"));
-    for (snake, camel, suffix) in FILE_FIELDS {
-        files.file(&format!("{name}/{suffix}"), first_non_blank(item, &[snake, camel]));
-    }
-    for (snake, camel, suffix) in STREAM_FIELDS {
-        files.stream(&format!("{name}/{suffix}"), first_non_blank(item, &[snake, camel]));
+    // Document order; of a field's two spellings the first non-blank one counts.
+    let mut done = [false; URL_FIELDS.len()];
+    for (key, url) in item {
+        let Some(i) = URL_FIELDS.iter().position(|f| f.0 == key || f.1 == key) else { continue };
+        if done[i] || non_blank_str(Some(url)).is_none() {
+            continue;
+        }
+        done[i] = true;
+        let (_, _, suffix, kind) = URL_FIELDS[i];
+        match kind {
+            Kind::File => files.file(&format!("{name}/{suffix}"), Some(url)),
+            Kind::Stream => files.stream(&format!("{name}/{suffix}"), Some(url)),
+        }
     }
     Track {
         id,

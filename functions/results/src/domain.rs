@@ -1,0 +1,263 @@
+//! What `GET /tasks/<task_id>` answers: the task record, reduced to what callers need, with a
+//! presigned download link for each stored file. Plain Rust over two small traits.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use stemvault_vault::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
+use suno_callbacks::TaskId;
+
+/// Read one task record.
+pub trait LoadTask {
+    fn load(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, LoadError>> + Send;
+}
+
+/// Make a time-limited GET link for one object of the vault bucket.
+pub trait PresignDownload {
+    fn presign(&self, key: &str, expires_in: Duration) -> impl Future<Output = Result<String, PresignError>> + Send;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// The table could not be reached; asking again later may work.
+    #[error("task table unavailable: {0}")]
+    Unavailable(String),
+    /// The stored item is not a task record; asking again will not help.
+    #[error("task record is malformed: {0}")]
+    Malformed(String),
+}
+
+/// Signing failed (usually: no credentials could be loaded); asking again later may work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot presign a download link: {0}")]
+pub struct PresignError(pub String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Presign(#[from] PresignError),
+}
+
+impl ViewError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ViewError::Load(LoadError::Malformed(_)))
+    }
+}
+
+/// The response body.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub family: String,
+    pub stage: String,
+    pub code: i64,
+    pub message: String,
+    pub vault: VaultState,
+    pub files: Vec<FileView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FileView {
+    pub name: String,
+    pub status: PublicFileStatus,
+    pub key: String,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub content_type: Option<String>,
+    /// Why the file failed for good; errors of attempts still being retried are not shown.
+    pub error: Option<String>,
+    /// Presigned GET link, only for stored files.
+    pub download_url: Option<String>,
+}
+
+/// The view of one task, or None when no such task was recorded.
+pub async fn task_view(
+    tasks: &impl LoadTask,
+    links: &impl PresignDownload,
+    task_id: &TaskId,
+    link_expiry: Duration,
+) -> Result<Option<TaskView>, ViewError> {
+    let Some(record) = tasks.load(task_id).await? else {
+        return Ok(None);
+    };
+    let mut files = Vec::with_capacity(record.files.len());
+    for (name, file) in &record.files {
+        let download_url = match file.status {
+            FileStatus::Stored => Some(links.presign(&file.key, link_expiry).await?),
+            _ => None,
+        };
+        files.push(FileView {
+            name: name.clone(),
+            status: file.status.public(),
+            key: file.key.clone(),
+            bytes: file.bytes,
+            sha256: file.sha256.clone(),
+            content_type: file.content_type.clone(),
+            error: if file.status == FileStatus::Failed { file.error.clone() } else { None },
+            download_url,
+        });
+    }
+    Ok(Some(TaskView {
+        task_id: record.task_id,
+        family: record.family,
+        stage: record.stage,
+        code: record.code,
+        message: record.message,
+        vault: record.vault,
+        files,
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+    use stemvault_vault::FileEntry;
+
+    /// Records by task id; `fail` makes every load fail with that error.
+    #[derive(Default)]
+    pub(crate) struct MemoryTasks {
+        pub records: HashMap<String, TaskRecord>,
+        pub fail: Option<LoadError>,
+    }
+
+    impl LoadTask for MemoryTasks {
+        async fn load(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, LoadError> {
+            match &self.fail {
+                Some(e) => Err(e.clone()),
+                None => Ok(self.records.get(task_id.as_str()).cloned()),
+            }
+        }
+    }
+
+    /// Signs `key` as `signed:<key>?expires=<secs>` and remembers what it signed.
+    #[derive(Default)]
+    pub(crate) struct FakeSigner {
+        pub signed: Mutex<Vec<String>>,
+        pub fail: bool,
+    }
+
+    impl PresignDownload for FakeSigner {
+        async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
+            if self.fail {
+                return Err(PresignError("no credentials".into()));
+            }
+            self.signed.lock().unwrap().push(key.to_owned());
+            Ok(format!("signed:{key}?expires={}", expires_in.as_secs()))
+        }
+    }
+
+    pub(crate) fn file(key: &str, status: FileStatus) -> FileEntry {
+        FileEntry {
+            url: format!("https://cdn.example/{key}?sig=secret"),
+            key: key.to_owned(),
+            status,
+            stage: "complete".into(),
+            claim: None,
+            lease_until: None,
+            queued_at: None,
+            message_id: None,
+            attempts: 1,
+            bytes: None,
+            sha256: None,
+            content_type: None,
+            stored_at: None,
+            error: None,
+        }
+    }
+
+    /// A task with one stored, one failed and one still downloading file.
+    pub(crate) fn record(task_id: &str) -> TaskRecord {
+        let mut stored = file(&format!("tasks/{task_id}/tracks/a/audio.mp3"), FileStatus::Stored);
+        stored.bytes = Some(1234);
+        stored.sha256 = Some("ab".repeat(32));
+        stored.content_type = Some("audio/mpeg".into());
+        let mut failed = file(&format!("tasks/{task_id}/tracks/a/image.jpeg"), FileStatus::Failed);
+        failed.error = Some("source answered 404".into());
+        let mut retrying = file(&format!("tasks/{task_id}/tracks/b/audio.mp3"), FileStatus::Downloading);
+        retrying.error = Some("connection reset".into());
+        let files = BTreeMap::from([
+            ("tracks/a/audio".to_owned(), stored),
+            ("tracks/a/image".to_owned(), failed),
+            ("tracks/b/audio".to_owned(), retrying),
+        ]);
+        TaskRecord {
+            task_id: task_id.to_owned(),
+            family: "music".into(),
+            stage: "complete".into(),
+            code: 200,
+            message: "All generated successfully.".into(),
+            succeeded: true,
+            first_received_at: "2026-01-01T00:00:00.000Z".into(),
+            last_received_at: "2026-01-01T00:01:00.000Z".into(),
+            deliveries: 3,
+            callbacks: BTreeMap::new(),
+            files,
+            streams: BTreeMap::new(),
+            details: None,
+            vault: VaultState::Pending,
+            failure: None,
+            manifest_key: None,
+            version: 7,
+        }
+    }
+
+    fn id(raw: &str) -> TaskId {
+        TaskId::parse(raw).unwrap()
+    }
+
+    #[tokio::test]
+    async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
+        let tasks = MemoryTasks { records: HashMap::from([("t1".into(), record("t1"))]), fail: None };
+        let signer = FakeSigner::default();
+        let view = task_view(&tasks, &signer, &id("t1"), Duration::from_secs(90)).await.unwrap().unwrap();
+
+        assert_eq!((view.task_id.as_str(), view.family.as_str(), view.stage.as_str()), ("t1", "music", "complete"));
+        assert_eq!(
+            (view.code, view.message.as_str(), view.vault),
+            (200, "All generated successfully.", VaultState::Pending)
+        );
+        let names: Vec<_> = view.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["tracks/a/audio", "tracks/a/image", "tracks/b/audio"]);
+
+        let [stored, failed, open] = &view.files[..] else { panic!("three files expected") };
+        assert_eq!(stored.status, PublicFileStatus::Stored);
+        assert_eq!(stored.download_url.as_deref(), Some("signed:tasks/t1/tracks/a/audio.mp3?expires=90"));
+        assert_eq!((stored.bytes, stored.content_type.as_deref()), (Some(1234), Some("audio/mpeg")));
+        assert_eq!(failed.status, PublicFileStatus::Failed);
+        assert_eq!(failed.error.as_deref(), Some("source answered 404"));
+        assert_eq!(failed.download_url, None);
+        assert_eq!(open.status, PublicFileStatus::Pending);
+        assert_eq!((open.error.as_deref(), open.download_url.as_deref()), (None, None));
+        assert_eq!(*signer.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
+    }
+
+    #[tokio::test]
+    async fn unknown_task_is_none() {
+        let view =
+            task_view(&MemoryTasks::default(), &FakeSigner::default(), &id("nope"), Duration::from_secs(1)).await;
+        assert_eq!(view, Ok(None));
+    }
+
+    #[tokio::test]
+    async fn failures_say_whether_to_retry() {
+        let unavailable = MemoryTasks { fail: Some(LoadError::Unavailable("timeout".into())), ..Default::default() };
+        let err = task_view(&unavailable, &FakeSigner::default(), &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+
+        let malformed =
+            MemoryTasks { fail: Some(LoadError::Malformed("files: not a map".into())), ..Default::default() };
+        let err = task_view(&malformed, &FakeSigner::default(), &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+        assert!(!err.is_retryable(), "{err}");
+
+        let tasks = MemoryTasks { records: HashMap::from([("t1".into(), record("t1"))]), fail: None };
+        let broken_signer = FakeSigner { fail: true, ..Default::default() };
+        let err = task_view(&tasks, &broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(err, ViewError::Presign(PresignError("no credentials".into())));
+        assert!(err.is_retryable());
+    }
+}
