@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
+use stemvault_vault::{Manifest, ManifestFile, PublicFileStatus, TaskRecord, VaultState};
 use suno_callbacks::TaskId;
 
 /// Read one task record.
@@ -47,7 +47,7 @@ impl ViewError {
     }
 }
 
-/// The response body.
+/// The response body: the task as its manifest shows it, with download links.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskView {
     pub task_id: String,
@@ -61,14 +61,9 @@ pub struct TaskView {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileView {
-    pub name: String,
-    pub status: PublicFileStatus,
-    pub key: String,
-    pub bytes: Option<u64>,
-    pub sha256: Option<String>,
-    pub content_type: Option<String>,
-    /// Why the file failed for good; errors of attempts still being retried are not shown.
-    pub error: Option<String>,
+    /// name, status, key, bytes, sha256, content_type, and error (only once failed for good).
+    #[serde(flatten)]
+    pub file: ManifestFile,
     /// Presigned GET link, only for stored files.
     pub download_url: Option<String>,
 }
@@ -83,30 +78,23 @@ pub async fn task_view(
     let Some(record) = tasks.load(task_id).await? else {
         return Ok(None);
     };
-    let mut files = Vec::with_capacity(record.files.len());
-    for (name, file) in &record.files {
+    // The same projection the manifest uses, so both always agree; its timestamp is unused.
+    let manifest = Manifest::of(&record, record.vault, "");
+    let mut files = Vec::with_capacity(manifest.files.len());
+    for file in manifest.files {
         let download_url = match file.status {
-            FileStatus::Stored => Some(links.presign(&file.key, link_expiry).await?),
+            PublicFileStatus::Stored => Some(links.presign(&file.key, link_expiry).await?),
             _ => None,
         };
-        files.push(FileView {
-            name: name.clone(),
-            status: file.status.public(),
-            key: file.key.clone(),
-            bytes: file.bytes,
-            sha256: file.sha256.clone(),
-            content_type: file.content_type.clone(),
-            error: if file.status == FileStatus::Failed { file.error.clone() } else { None },
-            download_url,
-        });
+        files.push(FileView { file, download_url });
     }
     Ok(Some(TaskView {
-        task_id: record.task_id,
-        family: record.family,
-        stage: record.stage,
-        code: record.code,
-        message: record.message,
-        vault: record.vault,
+        task_id: manifest.task_id,
+        family: manifest.family,
+        stage: manifest.stage,
+        code: manifest.code,
+        message: manifest.message,
+        vault: manifest.vault,
         files,
     }))
 }
@@ -116,7 +104,7 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Mutex;
-    use stemvault_vault::FileEntry;
+    use stemvault_vault::{FileEntry, FileStatus};
 
     /// Records by task id; `fail` makes every load fail with that error.
     #[derive(Default)]
@@ -153,20 +141,9 @@ pub(crate) mod tests {
 
     pub(crate) fn file(key: &str, status: FileStatus) -> FileEntry {
         FileEntry {
-            url: format!("https://cdn.example/{key}?sig=secret"),
-            key: key.to_owned(),
             status,
-            stage: "complete".into(),
-            claim: None,
-            lease_until: None,
-            queued_at: None,
-            message_id: None,
             attempts: 1,
-            bytes: None,
-            sha256: None,
-            content_type: None,
-            stored_at: None,
-            error: None,
+            ..FileEntry::pending(&format!("https://cdn.example/{key}?sig=secret"), key.into(), "complete")
         }
     }
 
@@ -221,18 +198,18 @@ pub(crate) mod tests {
             (view.code, view.message.as_str(), view.vault),
             (200, "All generated successfully.", VaultState::Pending)
         );
-        let names: Vec<_> = view.files.iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<_> = view.files.iter().map(|f| f.file.name.as_str()).collect();
         assert_eq!(names, ["tracks/a/audio", "tracks/a/image", "tracks/b/audio"]);
 
         let [stored, failed, open] = &view.files[..] else { panic!("three files expected") };
-        assert_eq!(stored.status, PublicFileStatus::Stored);
+        assert_eq!(stored.file.status, PublicFileStatus::Stored);
         assert_eq!(stored.download_url.as_deref(), Some("signed:tasks/t1/tracks/a/audio.mp3?expires=90"));
-        assert_eq!((stored.bytes, stored.content_type.as_deref()), (Some(1234), Some("audio/mpeg")));
-        assert_eq!(failed.status, PublicFileStatus::Failed);
-        assert_eq!(failed.error.as_deref(), Some("source answered 404"));
+        assert_eq!((stored.file.bytes, stored.file.content_type.as_deref()), (Some(1234), Some("audio/mpeg")));
+        assert_eq!(failed.file.status, PublicFileStatus::Failed);
+        assert_eq!(failed.file.error.as_deref(), Some("source answered 404"));
         assert_eq!(failed.download_url, None);
-        assert_eq!(open.status, PublicFileStatus::Pending);
-        assert_eq!((open.error.as_deref(), open.download_url.as_deref()), (None, None));
+        assert_eq!(open.file.status, PublicFileStatus::Pending);
+        assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
         assert_eq!(*signer.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
     }
 
