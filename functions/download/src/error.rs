@@ -1,0 +1,188 @@
+//! What can go wrong with one message, and whether trying again later may help.
+//!
+//! Retryable: the message goes back to the queue with a growing delay. Permanent: the file is
+//! marked `failed` with the error's text as the reason (or, for a message that names nothing
+//! usable, the message is dropped) and the message is deleted. Error texts never contain a
+//! URL's query string (signed URLs carry their signature there).
+
+use stemvault_vault::download::DropReason;
+
+use crate::source_policy::Refusal;
+
+/// Fetching the source failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("more than {0} redirects")]
+    TooManyRedirects(usize),
+    #[error("redirect ({status}) without a usable Location header")]
+    BadRedirect { status: u16 },
+    #[error("source answered {status}{}", reason_suffix(.reason))]
+    Status { status: u16, reason: String },
+    #[error("could not connect to the source: {0}")]
+    Connect(String),
+    #[error("the source timed out: {0}")]
+    Timeout(String),
+    #[error("reading the source failed: {0}")]
+    Body(String),
+    #[error("the source sent {got} bytes but its Content-Length said {expected}")]
+    LengthMismatch { expected: u64, got: u64 },
+    #[error("the file is larger than the {limit}-byte limit (MAX_FILE_BYTES){}", declared_suffix(*.declared))]
+    TooLarge { limit: u64, declared: Option<u64> },
+}
+
+fn reason_suffix(reason: &str) -> String {
+    if reason.is_empty() { String::new() } else { format!(" {reason}") }
+}
+
+fn declared_suffix(declared: Option<u64>) -> String {
+    declared.map(|d| format!("; Content-Length is {d}")).unwrap_or_default()
+}
+
+impl FetchError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            FetchError::Status { status, .. } => status_is_retryable(*status),
+            FetchError::Connect(_)
+            | FetchError::Timeout(_)
+            | FetchError::Body(_)
+            | FetchError::LengthMismatch { .. } => true,
+            FetchError::Refused(_)
+            | FetchError::TooManyRedirects(_)
+            | FetchError::BadRedirect { .. }
+            | FetchError::TooLarge { .. } => false,
+        }
+    }
+}
+
+/// 408, 429 and 5xx may succeed later; any other error status will not (an expired URL may
+/// answer 403, 404, 410 or a non-standard code such as 441).
+pub fn status_is_retryable(status: u16) -> bool {
+    status == 408 || status == 429 || (500..=599).contains(&status)
+}
+
+/// The vault bucket refused or failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("S3 {operation} failed: {message}")]
+pub struct StorageError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// The task table failed a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("DynamoDB {operation} failed: {message}")]
+pub struct TableError {
+    pub operation: &'static str,
+    pub message: String,
+}
+
+/// Copying one file failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CopyError {
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the copy did not finish before the invocation's deadline")]
+    Deadline,
+}
+
+impl CopyError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CopyError::Fetch(e) => e.is_retryable(),
+            CopyError::Storage(_) | CopyError::Deadline => true,
+        }
+    }
+}
+
+/// Handling one message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownloadError {
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    #[error("{}", .0.as_str())]
+    Dropped(DropReason),
+    #[error("another worker is copying the file (its claim runs until {lease_until})")]
+    Busy { lease_until: i64 },
+    #[error("the file's claim was taken over or its record changed while copying")]
+    LostClaim,
+    #[error("the task record kept changing; gave up for now")]
+    Contended,
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Table(#[from] TableError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the invocation's deadline is too close to start")]
+    NoTimeLeft,
+}
+
+impl DownloadError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            DownloadError::Malformed(_) | DownloadError::Dropped(_) => false,
+            DownloadError::Copy(e) => e.is_retryable(),
+            DownloadError::Busy { .. }
+            | DownloadError::LostClaim
+            | DownloadError::Contended
+            | DownloadError::Table(_)
+            | DownloadError::Storage(_)
+            | DownloadError::NoTimeLeft => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> FetchError {
+        FetchError::Status { status: code, reason: String::new() }
+    }
+
+    #[test]
+    fn statuses_are_classified() {
+        for code in [408, 429, 500, 502, 503, 504, 599] {
+            assert!(status(code).is_retryable(), "{code}");
+        }
+        for code in [400, 401, 403, 404, 410, 441, 451, 300, 304] {
+            assert!(!status(code).is_retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn network_trouble_is_retryable_and_policy_is_not() {
+        assert!(FetchError::Connect("refused".into()).is_retryable());
+        assert!(FetchError::Timeout("idle".into()).is_retryable());
+        assert!(FetchError::Body("reset".into()).is_retryable());
+        assert!(FetchError::LengthMismatch { expected: 10, got: 9 }.is_retryable());
+        assert!(!FetchError::Refused(Refusal::Refused("x".into())).is_retryable());
+        assert!(!FetchError::Refused(Refusal::BadUrl("x".into())).is_retryable());
+        assert!(!FetchError::TooManyRedirects(5).is_retryable());
+        assert!(!FetchError::TooLarge { limit: 1, declared: None }.is_retryable());
+        assert!(CopyError::Deadline.is_retryable());
+        assert!(CopyError::Storage(StorageError { operation: "PutObject", message: "x".into() }).is_retryable());
+        assert!(!DownloadError::Copy(CopyError::Fetch(status(404))).is_retryable());
+        assert!(DownloadError::Copy(CopyError::Fetch(status(503))).is_retryable());
+        assert!(!DownloadError::Malformed("x".into()).is_retryable());
+        assert!(!DownloadError::Dropped(DropReason::TaskMissing).is_retryable());
+        assert!(DownloadError::Busy { lease_until: 1 }.is_retryable());
+    }
+
+    #[test]
+    fn reasons_read_well() {
+        assert_eq!(
+            FetchError::Status { status: 403, reason: "Forbidden".into() }.to_string(),
+            "source answered 403 Forbidden"
+        );
+        assert_eq!(status(441).to_string(), "source answered 441");
+        assert_eq!(
+            FetchError::TooLarge { limit: 10, declared: Some(11) }.to_string(),
+            "the file is larger than the 10-byte limit (MAX_FILE_BYTES); Content-Length is 11"
+        );
+    }
+}

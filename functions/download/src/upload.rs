@@ -1,0 +1,450 @@
+//! Stream a source body into the vault bucket with memory bounded by two parts, whatever the
+//! file's size.
+//!
+//! The body is cut into parts of `part_size` bytes (8 MiB or more) as it arrives. A body that
+//! fits in one part (known from its Content-Length or found out by reaching its end) goes up
+//! in one PutObject. Anything longer goes up as a multipart upload in which part N uploads
+//! while part N+1 is read, so at most two parts are in memory. A multipart upload that fails
+//! for any reason is aborted, and S3 shows the object only once CompleteMultipartUpload
+//! succeeds, which happens only after the whole body arrived with exactly its declared
+//! length: no partial object ever sits under the key.
+//!
+//! SHA-256 is computed while streaming: over the whole body (kept in the record; sent as the
+//! object's `ChecksumSHA256` on PutObject) and over each part (sent as the part's
+//! `ChecksumSHA256`, so S3 verifies every byte it receives).
+
+use std::future::Future;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+
+use crate::error::{CopyError, FetchError, StorageError};
+
+/// Smallest part size used (S3's minimum is 5 MiB).
+pub const MIN_PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's maximum number of parts in one upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// The part size for files of up to `max_file_bytes`: 8 MiB, or more when 10,000 parts of
+/// 8 MiB would not hold the largest file allowed (rounded up to whole MiB).
+pub fn part_size_for(max_file_bytes: u64) -> usize {
+    const MIB: u64 = 1024 * 1024;
+    let needed = max_file_bytes.div_ceil(MAX_PARTS).div_ceil(MIB) * MIB;
+    usize::try_from(needed).unwrap_or(usize::MAX).max(MIN_PART_SIZE)
+}
+
+/// A source's response, ready to be streamed.
+pub struct SourceBody<S> {
+    pub content_length: Option<u64>,
+    pub content_type: Option<String>,
+    pub chunks: S,
+}
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub bytes: u64,
+    pub sha256_hex: String,
+    pub content_type: Option<String>,
+    /// 1 for a single PutObject.
+    pub parts: u32,
+}
+
+/// One uploaded part, as CompleteMultipartUpload needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadedPart {
+    pub part_number: i32,
+    pub etag: String,
+    pub checksum_sha256: Option<String>,
+}
+
+/// The S3 operations an upload needs. `sha256` arguments are raw digests of `body`.
+pub trait ObjectStore {
+    fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        sha256: [u8; 32],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+    fn create_multipart(
+        &self,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> impl Future<Output = Result<String, StorageError>> + Send;
+    fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+        sha256: [u8; 32],
+    ) -> impl Future<Output = Result<UploadedPart, StorageError>> + Send;
+    fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+    ) -> impl Future<Output = Result<(), StorageError>> + Send;
+    fn abort_multipart(&self, key: &str, upload_id: &str) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+/// Limits of one upload.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    pub part_size: usize,
+    pub max_bytes: u64,
+    /// Reading stops here (a retryable failure), leaving time to abort and record.
+    pub stop_at: Instant,
+}
+
+/// Stream `body` to `key`.
+pub async fn upload<O, S>(
+    store: &O,
+    key: &str,
+    body: SourceBody<S>,
+    limits: UploadLimits,
+) -> Result<StoredObject, CopyError>
+where
+    O: ObjectStore + Sync,
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send,
+{
+    if let Some(declared) = body.content_length.filter(|d| *d > limits.max_bytes) {
+        return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
+    }
+    let content_type = body.content_type;
+    let mut reader = PartReader::new(body.chunks, body.content_length, limits.max_bytes);
+    let first = before(limits.stop_at, async {
+        let part = reader.next_part(limits.part_size).await?;
+        let ended = reader.at_end().await?;
+        Ok((part, ended))
+    })
+    .await;
+    let (first, ended) = first?;
+    if ended {
+        store.put_object(key, first.bytes, content_type.as_deref(), first.sha256).await?;
+        return Ok(reader.finish(1, content_type));
+    }
+    let upload_id = store.create_multipart(key, content_type.as_deref()).await?;
+    let sent = before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await;
+    let completed = match sent {
+        Ok(parts) => {
+            store.complete_multipart(key, &upload_id, &parts).await.map(|()| parts.len()).map_err(CopyError::from)
+        }
+        Err(e) => Err(e),
+    };
+    match completed {
+        Ok(count) => Ok(reader.finish(u32::try_from(count).unwrap_or(u32::MAX), content_type)),
+        Err(e) => {
+            if let Err(abort) = store.abort_multipart(key, &upload_id).await {
+                // S3's lifecycle rule for incomplete uploads cleans up what this leaves.
+                tracing::warn!(error = %abort, "could not abort the multipart upload");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Run `work` unless `stop_at` comes first.
+async fn before<T>(stop_at: Instant, work: impl Future<Output = Result<T, CopyError>>) -> Result<T, CopyError> {
+    tokio::time::timeout_at(stop_at.into(), work).await.unwrap_or(Err(CopyError::Deadline))
+}
+
+/// Upload part N while reading part N+1; returns every part once the body has ended.
+async fn send_parts<O, S>(
+    store: &O,
+    key: &str,
+    upload_id: &str,
+    reader: &mut PartReader<S>,
+    first: Part,
+    part_size: usize,
+) -> Result<Vec<UploadedPart>, CopyError>
+where
+    O: ObjectStore + Sync,
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send,
+{
+    let mut parts = Vec::new();
+    let mut current = first;
+    let mut number: i32 = 1;
+    loop {
+        let Part { bytes, sha256 } = current;
+        let sending = async { store.upload_part(key, upload_id, number, bytes, sha256).await.map_err(CopyError::from) };
+        let (uploaded, next) = tokio::try_join!(sending, reader.next_part(part_size))?;
+        parts.push(uploaded);
+        if next.bytes.is_empty() {
+            return Ok(parts);
+        }
+        number += 1;
+        if u64::try_from(number).unwrap_or(u64::MAX) > MAX_PARTS {
+            return Err(FetchError::TooLarge { limit: reader.max_bytes, declared: reader.declared }.into());
+        }
+        current = next;
+    }
+}
+
+/// One part's bytes and digest.
+struct Part {
+    bytes: Bytes,
+    sha256: [u8; 32],
+}
+
+/// Cuts a chunk stream into parts, hashing the whole body and checking its length on the way.
+struct PartReader<S> {
+    chunks: S,
+    /// The rest of a chunk that straddled a part boundary.
+    carry: Option<Bytes>,
+    ended: bool,
+    total: u64,
+    declared: Option<u64>,
+    max_bytes: u64,
+    whole: Sha256,
+}
+
+impl<S> PartReader<S>
+where
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin,
+{
+    fn new(chunks: S, declared: Option<u64>, max_bytes: u64) -> Self {
+        PartReader { chunks, carry: None, ended: false, total: 0, declared, max_bytes, whole: Sha256::new() }
+    }
+
+    /// The next chunk of the body, or None at its end (checked against Content-Length).
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>, FetchError> {
+        if let Some(carry) = self.carry.take() {
+            return Ok(Some(carry));
+        }
+        loop {
+            if self.ended {
+                return Ok(None);
+            }
+            match self.chunks.next().await {
+                Some(Ok(chunk)) if chunk.is_empty() => continue,
+                Some(Ok(chunk)) => {
+                    self.account(&chunk)?;
+                    return Ok(Some(chunk));
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    self.ended = true;
+                    if let Some(expected) = self.declared.filter(|d| *d != self.total) {
+                        return Err(FetchError::LengthMismatch { expected, got: self.total });
+                    }
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    fn account(&mut self, chunk: &Bytes) -> Result<(), FetchError> {
+        self.total += chunk.len() as u64;
+        if self.total > self.max_bytes {
+            return Err(FetchError::TooLarge { limit: self.max_bytes, declared: self.declared });
+        }
+        if let Some(expected) = self.declared.filter(|d| self.total > *d) {
+            return Err(FetchError::LengthMismatch { expected, got: self.total });
+        }
+        self.whole.update(chunk);
+        Ok(())
+    }
+
+    /// Up to `size` bytes; shorter only at the end of the body (empty once it is over).
+    async fn next_part(&mut self, size: usize) -> Result<Part, CopyError> {
+        let expected_rest = self.declared.map_or(size as u64, |d| d.saturating_sub(self.total) + self.carried());
+        let mut buf = BytesMut::with_capacity(size.min(usize::try_from(expected_rest).unwrap_or(size)));
+        let mut hasher = Sha256::new();
+        while buf.len() < size {
+            let Some(mut chunk) = self.next_chunk().await? else { break };
+            let room = size - buf.len();
+            if chunk.len() > room {
+                self.carry = Some(chunk.split_off(room));
+            }
+            hasher.update(&chunk);
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(Part { bytes: buf.freeze(), sha256: hasher.finalize().into() })
+    }
+
+    fn carried(&self) -> u64 {
+        self.carry.as_ref().map_or(0, |c| c.len() as u64)
+    }
+
+    /// Whether the body is over; reads ahead one chunk to find out.
+    async fn at_end(&mut self) -> Result<bool, FetchError> {
+        if self.carry.is_some() {
+            return Ok(false);
+        }
+        let next = self.next_chunk().await?;
+        let ended = next.is_none();
+        self.carry = next;
+        Ok(ended)
+    }
+
+    fn finish(self, parts: u32, content_type: Option<String>) -> StoredObject {
+        StoredObject { bytes: self.total, sha256_hex: hex::encode(self.whole.finalize()), content_type, parts }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::test_support::{MemoryStore, StoreCall, body_of, deterministic_bytes};
+
+    const PART: usize = MIN_PART_SIZE;
+
+    fn limits() -> UploadLimits {
+        UploadLimits { part_size: PART, max_bytes: 1 << 30, stop_at: Instant::now() + Duration::from_secs(60) }
+    }
+
+    fn sha_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    #[test]
+    fn part_size_grows_only_when_10000_parts_would_not_hold_the_limit() {
+        assert_eq!(part_size_for(0), MIN_PART_SIZE);
+        assert_eq!(part_size_for(2 << 30), MIN_PART_SIZE);
+        assert_eq!(part_size_for(80 << 30), 9 * 1024 * 1024);
+        assert_eq!(part_size_for(100 << 30), 11 * 1024 * 1024);
+        for max in [1u64 << 33, 1 << 36, 5 << 40] {
+            assert!(part_size_for(max) as u64 * MAX_PARTS >= max, "{max}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_fits_in_one_part_goes_up_in_one_put() {
+        for (len, declared) in [(0usize, true), (1, true), (1000, false), (PART, true), (PART, false)] {
+            let data = deterministic_bytes(len, 3);
+            let store = MemoryStore::default();
+            let stored =
+                upload(&store, "k", body_of(&data, 7000, declared, Some("audio/mpeg")), limits()).await.unwrap();
+            assert_eq!(stored.bytes, len as u64);
+            assert_eq!(stored.sha256_hex, sha_hex(&data));
+            assert_eq!(stored.parts, 1);
+            assert_eq!(stored.content_type.as_deref(), Some("audio/mpeg"));
+            assert_eq!(store.object("k").unwrap(), data, "len {len}");
+            let calls = store.calls();
+            assert_eq!(calls, vec![StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() }]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_longer_body_goes_up_in_parts_with_or_without_content_length() {
+        for declared in [true, false] {
+            let len = 2 * PART + 12_345;
+            let data = deterministic_bytes(len, 9);
+            let store = MemoryStore::default();
+            let stored = upload(&store, "big", body_of(&data, 65_536 + 7, declared, None), limits()).await.unwrap();
+            assert_eq!((stored.bytes, stored.parts), (len as u64, 3));
+            assert_eq!(stored.sha256_hex, sha_hex(&data));
+            assert_eq!(store.object("big").unwrap(), data);
+            let sizes: Vec<usize> = store
+                .calls()
+                .iter()
+                .filter_map(|c| match c {
+                    StoreCall::Part { len, sha256, number } => {
+                        let start = (*number as usize - 1) * PART;
+                        assert_eq!(*sha256, <[u8; 32]>::from(Sha256::digest(&data[start..start + len])));
+                        Some(*len)
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(sizes, vec![PART, PART, 12_345]);
+            assert!(matches!(store.calls().last(), Some(StoreCall::Complete { parts: 3, .. })));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exact_multiple_of_the_part_size_has_no_empty_last_part() {
+        let data = deterministic_bytes(2 * PART, 1);
+        let store = MemoryStore::default();
+        let stored = upload(&store, "k", body_of(&data, 1 << 20, true, None), limits()).await.unwrap();
+        assert_eq!(stored.parts, 2);
+        assert_eq!(store.object("k").unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn a_body_shorter_or_longer_than_its_content_length_is_refused_and_aborted() {
+        for (actual, declared) in [(PART + 10, PART as u64 + 11), (PART + 10, PART as u64 + 9), (10, 11), (10, 9)] {
+            let data = deterministic_bytes(actual, 2);
+            let mut body = body_of(&data, 4096, false, None);
+            body.content_length = Some(declared);
+            let store = MemoryStore::default();
+            let err = upload(&store, "k", body, limits()).await.unwrap_err();
+            assert!(
+                matches!(err, CopyError::Fetch(FetchError::LengthMismatch { expected, .. }) if expected == declared)
+            );
+            assert!(err.is_retryable());
+            assert_eq!(store.object("k"), None);
+            assert!(store.open_uploads().is_empty(), "aborted");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_size_cap_holds_on_content_length_and_while_streaming() {
+        let data = deterministic_bytes(PART + 100, 4);
+        let small = UploadLimits { max_bytes: PART as u64 + 50, ..limits() };
+        for declared in [true, false] {
+            let store = MemoryStore::default();
+            let err = upload(&store, "k", body_of(&data, 8192, declared, None), small).await.unwrap_err();
+            assert!(matches!(err, CopyError::Fetch(FetchError::TooLarge { .. })), "{err}");
+            assert!(!err.is_retryable());
+            assert_eq!(store.object("k"), None);
+            assert!(store.open_uploads().is_empty());
+            if declared {
+                assert!(store.calls().is_empty(), "refused before reading");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_broken_body_aborts_the_upload() {
+        let data = deterministic_bytes(3 * PART, 5);
+        let chunks: Vec<Result<Bytes, FetchError>> = data
+            .chunks(1 << 20)
+            .take(20)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .chain([Err(FetchError::Body("connection reset".into()))])
+            .collect();
+        let body = SourceBody {
+            content_length: Some(data.len() as u64),
+            content_type: None,
+            chunks: futures::stream::iter(chunks),
+        };
+        let store = MemoryStore::default();
+        let err = upload(&store, "k", body, limits()).await.unwrap_err();
+        assert_eq!(err, CopyError::Fetch(FetchError::Body("connection reset".into())));
+        assert_eq!(store.object("k"), None);
+        assert!(store.open_uploads().is_empty());
+        assert!(store.calls().iter().any(|c| matches!(c, StoreCall::Abort)));
+    }
+
+    #[tokio::test]
+    async fn a_failed_part_aborts_the_upload() {
+        let data = deterministic_bytes(3 * PART, 6);
+        let store = MemoryStore { fail_part: Some(2), ..MemoryStore::default() };
+        let err = upload(&store, "k", body_of(&data, 1 << 16, true, None), limits()).await.unwrap_err();
+        assert!(matches!(err, CopyError::Storage(_)));
+        assert_eq!(store.object("k"), None);
+        assert!(store.open_uploads().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_stops_at_the_deadline_and_aborts() {
+        let data = deterministic_bytes(PART + 1, 7);
+        let head = futures::stream::iter(vec![Ok(Bytes::from(data))]);
+        let chunks = head.chain(futures::stream::pending());
+        let body = SourceBody { content_length: None, content_type: None, chunks: Box::pin(chunks) };
+        let store = MemoryStore::default();
+        let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
+        let err = upload(&store, "k", body, soon).await.unwrap_err();
+        assert_eq!(err, CopyError::Deadline);
+        assert!(err.is_retryable());
+        assert_eq!(store.object("k"), None);
+        assert!(store.open_uploads().is_empty());
+    }
+}
