@@ -1,0 +1,129 @@
+//! The results function against the emulator: a recorded task answers with its files, and the
+//! presigned link of a stored file fetches its bytes with a plain HTTP GET.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use stemvault_aws::TaskTable;
+use stemvault_results::{App, Config};
+use stemvault_tests::TestEnv;
+use stemvault_vault::{FileEntry, FileStatus, TaskRecord, VaultState};
+
+fn get(path: &str) -> Request {
+    lambda_http::http::Request::builder().method("GET").uri(path).body(Body::Empty).unwrap()
+}
+
+fn json(response: &Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(response.body().as_ref()).expect("JSON body")
+}
+
+fn app(env: &TestEnv, expiry_seconds: u64) -> App {
+    let config = Config {
+        table_name: env.resources.table_name.clone(),
+        bucket_name: env.resources.bucket_name.clone(),
+        download_url_expiry: Duration::from_secs(expiry_seconds),
+    };
+    App::new(config, &env.config)
+}
+
+fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
+    TaskRecord {
+        task_id: task_id.to_owned(),
+        family: "vocal_separation".into(),
+        stage: "complete".into(),
+        code: 200,
+        message: "vocal separation done".into(),
+        succeeded: true,
+        first_received_at: "2026-11-23T15:00:00.000Z".into(),
+        last_received_at: "2026-11-23T15:00:00.000Z".into(),
+        deliveries: 1,
+        callbacks: BTreeMap::new(),
+        files,
+        streams: BTreeMap::new(),
+        details: None,
+        vault: VaultState::Pending,
+        failure: None,
+        manifest_key: None,
+        version: 1,
+    }
+}
+
+#[tokio::test]
+async fn recorded_task_answers_with_working_download_links() {
+    let env = TestEnv::new().await;
+    let task_id = "5c79****be8e";
+    let stored_key = format!("tasks/{task_id}/vocal.mp3");
+    let audio = b"ID3 not really an mp3, but bytes that must come back unchanged".to_vec();
+    env.s3
+        .put_object()
+        .bucket(&env.resources.bucket_name)
+        .key(&stored_key)
+        .body(audio.clone().into())
+        .content_type("audio/mpeg")
+        .send()
+        .await
+        .unwrap();
+
+    let stored = FileEntry {
+        status: FileStatus::Stored,
+        bytes: Some(audio.len() as u64),
+        sha256: Some("0f".repeat(32)),
+        content_type: Some("audio/mpeg".into()),
+        ..FileEntry::pending("https://cdn.example/vocal.mp3", stored_key.clone(), "complete")
+    };
+    let queued = FileEntry {
+        status: FileStatus::Queued,
+        ..FileEntry::pending(
+            "https://cdn.example/instrumental.mp3",
+            format!("tasks/{task_id}/instrumental.mp3"),
+            "complete",
+        )
+    };
+    let files = BTreeMap::from([("instrumental".to_owned(), queued), ("vocal".to_owned(), stored)]);
+    let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
+    table.put(&record(task_id, files), None).await.unwrap();
+
+    // `*` percent-encoded, as some clients send it.
+    let response = app(&env, 300).handle(get("/tasks/5c79%2A%2A%2A%2Abe8e")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = json(&response);
+    assert_eq!(body["task_id"], task_id);
+    assert_eq!(body["family"], "vocal_separation");
+    assert_eq!(body["stage"], "complete");
+    assert_eq!(body["code"], 200);
+    assert_eq!(body["message"], "vocal separation done");
+    assert_eq!(body["vault"], "pending");
+
+    let files = body["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(files[0]["name"], "instrumental");
+    assert_eq!(files[0]["status"], "pending");
+    assert_eq!(files[0]["download_url"], serde_json::Value::Null);
+    assert_eq!(files[1]["name"], "vocal");
+    assert_eq!(files[1]["status"], "stored");
+    assert_eq!(files[1]["key"], stored_key);
+    assert_eq!(files[1]["bytes"], audio.len() as u64);
+    assert_eq!(files[1]["content_type"], "audio/mpeg");
+
+    let url = files[1]["download_url"].as_str().expect("stored file has a link");
+    assert!(url.contains("X-Amz-Expires=300"), "expiry not applied: {url}");
+    let download = reqwest::get(url).await.unwrap();
+    assert_eq!(download.status(), 200);
+    assert_eq!(download.bytes().await.unwrap().to_vec(), audio);
+}
+
+#[tokio::test]
+async fn unknown_task_is_404_and_invalid_id_is_400() {
+    let env = TestEnv::new().await;
+    let app = app(&env, 60);
+
+    let response = app.handle(get("/tasks/never-seen")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    assert_eq!(json(&response)["error"], "task_not_found");
+
+    let response = app.handle(get("/tasks/..")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(&response)["error"], "invalid_task_id");
+}
