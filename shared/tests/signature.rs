@@ -1,0 +1,185 @@
+//! The docs.kie.ai webhook signature scheme against vectors computed outside this code with
+//! `openssl`, the tolerance window at its exact edges, key rotation, malformed headers, and
+//! redaction of secrets in Debug output. Plus the shared-token verifier.
+
+use std::time::Duration;
+
+use suno_callbacks::signature::{
+    DEFAULT_TOLERANCE, HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign,
+};
+
+/// (key, task id, timestamp header as sent, expected signature)
+const VECTORS: [(&str, &str, &str, &str); 3] = [
+    // printf '%s' '3e63b4cc88d52611159371f6af5571e7.1700000000' | openssl dgst -sha256 -hmac 'test-hmac-key' -binary | base64
+    ("test-hmac-key", "3e63b4cc88d52611159371f6af5571e7", "1700000000", "fyAhRw87Mm2WhPBWHy9YpqukNgwBwwkl95+RMaqnO1c="),
+    // printf '%s' '2fac****9f72.1753958521' | openssl dgst -sha256 -hmac 'rotated-key-2' -binary | base64
+    ("rotated-key-2", "2fac****9f72", "1753958521", "Vhew6IvwUpm6Ow7upuQYhEgtsjl+lri8hwDqfpdERn8="),
+    // The header is signed as sent, leading zeros included:
+    // printf '%s' 'e649edb7abfd759285bd41a47a634b10.0001753958521' | openssl dgst -sha256 -hmac 'k' -binary | base64
+    ("k", "e649edb7abfd759285bd41a47a634b10", "0001753958521", "abQ0Fi8HhUoZyxNcBTwbfa8fYsCpU9pXLymNmqLCVCI="),
+];
+
+/// The docs.kie.ai page's sample signature (its key and inputs are not published): used to
+/// check that the documented format is read as a well-formed signature.
+const DOCS_SAMPLE_SIGNATURE: &str = "KxDlpbbq0GDOKqm0+FuJpJWTzY8baHSjhEt4kwElqQI=";
+
+fn verifier(keys: &[&str]) -> HmacVerifier {
+    HmacVerifier::new(keys.iter().map(|k| HmacKey::new(*k))).unwrap()
+}
+
+#[test]
+fn known_answer_vectors_verify_and_sign() {
+    for (key, task, timestamp, expected) in VECTORS {
+        let now: i64 = timestamp.parse().unwrap();
+        assert_eq!(verifier(&[key]).verify(task, Some(timestamp), Some(expected), now), Ok(()), "{task}");
+        if !timestamp.starts_with('0') {
+            assert_eq!(sign(key.as_bytes(), task, now), expected, "{task}");
+        }
+    }
+}
+
+#[test]
+fn the_documented_sample_is_well_formed_but_matches_no_key_of_ours() {
+    let result =
+        verifier(&["test-hmac-key"]).verify("any", Some("1700000000"), Some(DOCS_SAMPLE_SIGNATURE), 1_700_000_000);
+    assert_eq!(result, Err(SignatureError::NoKeyMatches));
+}
+
+#[test]
+fn tolerance_is_inclusive_in_both_directions() {
+    let (key, task, timestamp, signature) = VECTORS[0];
+    let sent: i64 = timestamp.parse().unwrap();
+    let v = verifier(&[key]).with_tolerance(Duration::from_secs(120));
+    let at = |now| v.verify(task, Some(timestamp), Some(signature), now);
+    assert_eq!(at(sent + 120), Ok(()));
+    assert_eq!(at(sent - 120), Ok(()));
+    assert_eq!(at(sent + 121), Err(SignatureError::TooOld { age_secs: 121, tolerance_secs: 120 }));
+    assert_eq!(at(sent - 121), Err(SignatureError::TooFarInFuture { ahead_secs: 121, tolerance_secs: 120 }));
+    // Extreme clocks do not overflow.
+    assert!(matches!(at(i64::MAX), Err(SignatureError::TooOld { .. })));
+    assert!(matches!(at(i64::MIN), Err(SignatureError::TooFarInFuture { .. })));
+}
+
+#[test]
+fn default_tolerance_is_300_seconds() {
+    let (key, task, timestamp, signature) = VECTORS[0];
+    let sent: i64 = timestamp.parse().unwrap();
+    let v = verifier(&[key]);
+    assert_eq!(v.tolerance(), DEFAULT_TOLERANCE);
+    assert_eq!(DEFAULT_TOLERANCE, Duration::from_secs(300));
+    assert_eq!(v.verify(task, Some(timestamp), Some(signature), sent + 300), Ok(()));
+    assert_eq!(v.verify(task, Some(timestamp), Some(signature), sent - 300), Ok(()));
+    assert!(matches!(v.verify(task, Some(timestamp), Some(signature), sent + 301), Err(SignatureError::TooOld { .. })));
+    assert!(matches!(
+        v.verify(task, Some(timestamp), Some(signature), sent - 301),
+        Err(SignatureError::TooFarInFuture { .. })
+    ));
+}
+
+#[test]
+fn any_configured_key_may_match() {
+    let (key, task, timestamp, signature) = VECTORS[1];
+    let now = timestamp.parse().unwrap();
+    assert_eq!(verifier(&["old-key", key]).verify(task, Some(timestamp), Some(signature), now), Ok(()));
+    assert_eq!(verifier(&[key, "old-key"]).verify(task, Some(timestamp), Some(signature), now), Ok(()));
+    assert_eq!(
+        verifier(&["old-key", "other"]).verify(task, Some(timestamp), Some(signature), now),
+        Err(SignatureError::NoKeyMatches)
+    );
+}
+
+#[test]
+fn a_signature_is_bound_to_its_task_id_and_timestamp() {
+    let (key, task, timestamp, signature) = VECTORS[0];
+    let now: i64 = timestamp.parse().unwrap();
+    let v = verifier(&[key]);
+    assert_eq!(v.verify("2fac****9f72", Some(timestamp), Some(signature), now), Err(SignatureError::NoKeyMatches));
+    assert_eq!(v.verify(task, Some("1700000001"), Some(signature), now), Err(SignatureError::NoKeyMatches));
+    // The same instant written differently is a different signed string.
+    assert_eq!(v.verify(task, Some("01700000000"), Some(signature), now), Err(SignatureError::NoKeyMatches));
+}
+
+#[test]
+fn missing_and_malformed_headers_are_told_apart() {
+    let (key, task, timestamp, signature) = VECTORS[0];
+    let now: i64 = timestamp.parse().unwrap();
+    let v = verifier(&[key]);
+    assert_eq!(v.verify(task, None, Some(signature), now), Err(SignatureError::MissingTimestamp));
+    assert_eq!(v.verify(task, Some(""), Some(signature), now), Err(SignatureError::MissingTimestamp));
+    assert_eq!(v.verify(task, None, None, now), Err(SignatureError::MissingTimestamp));
+    assert_eq!(v.verify(task, Some(timestamp), None, now), Err(SignatureError::MissingSignature));
+    assert_eq!(v.verify(task, Some(timestamp), Some(""), now), Err(SignatureError::MissingSignature));
+    for bad in [
+        "-1700000000",
+        "+1700000000",
+        "1700000000.5",
+        " 1700000000",
+        "1700000000 ",
+        "17e8",
+        "abc",
+        "１７",
+        "9999999999999999",
+        "99999999999999999999999",
+    ] {
+        assert_eq!(v.verify(task, Some(bad), Some(signature), now), Err(SignatureError::MalformedTimestamp), "{bad:?}");
+    }
+    let unpadded = signature.trim_end_matches('=');
+    let url_safe = "fyAhRw87Mm2WhPBWHy9YpqukNgwBwwkl95-RMaqnO1c=";
+    let short = "c2hvcnQ=";
+    let long = "A".repeat(4096);
+    for bad in
+        [unpadded, url_safe, short, "not base64!", long.as_str(), " fyAhRw87Mm2WhPBWHy9YpqukNgwBwwkl95+RMaqnO1c="]
+    {
+        assert_eq!(v.verify(task, Some(timestamp), Some(bad), now), Err(SignatureError::MalformedSignature), "{bad:?}");
+    }
+    // Hex of the right digest is not the documented encoding either.
+    let hex = "7f2021470f3b326d9684f0561f2f58a6aba4360c01c30925f79f9131aaa73b57";
+    assert_eq!(v.verify(task, Some(timestamp), Some(hex), now), Err(SignatureError::MalformedSignature));
+}
+
+#[test]
+fn empty_configuration_is_refused() {
+    assert_eq!(HmacVerifier::new(Vec::new()).unwrap_err(), VerifierConfigError::NoKeys);
+    assert_eq!(
+        HmacVerifier::new(vec![HmacKey::new("a"), HmacKey::new("")]).unwrap_err(),
+        VerifierConfigError::EmptyKey { position: 2 }
+    );
+    assert_eq!(TokenVerifier::new("").unwrap_err(), VerifierConfigError::EmptyToken);
+}
+
+#[test]
+fn debug_and_errors_never_show_secrets() {
+    let secret = "super-secret-key-material";
+    let key = HmacKey::new(secret);
+    assert_eq!(format!("{key:?}"), "HmacKey(<redacted>)");
+    let v = verifier(&[secret, "second-secret"]);
+    let shown = format!("{v:?} {v:#?}");
+    assert!(!shown.contains(secret) && !shown.contains("second-secret"), "{shown}");
+    assert!(!shown.contains(&format!("{:?}", secret.as_bytes())), "{shown}");
+    let token = TokenVerifier::new(secret).unwrap();
+    let shown = format!("{token:?} {token:#?}");
+    assert!(!shown.contains(secret), "{shown}");
+
+    let (_, task, timestamp, signature) = VECTORS[0];
+    let now: i64 = timestamp.parse().unwrap();
+    for result in [
+        v.verify(task, Some(timestamp), Some(signature), now),
+        v.verify(task, Some("x"), Some(signature), now),
+        v.verify(task, Some(timestamp), Some("x"), now),
+        v.verify(task, Some(timestamp), Some(signature), now + 10_000),
+    ] {
+        let message = result.unwrap_err().to_string();
+        assert!(!message.contains(secret) && !message.contains(signature), "{message}");
+    }
+}
+
+#[test]
+fn tokens_compare_whole() {
+    let t = TokenVerifier::new("s3cr3t-token").unwrap();
+    assert_eq!(t.verify(Some("s3cr3t-token")), Ok(()));
+    assert_eq!(t.verify(None), Err(TokenError::Missing));
+    assert_eq!(t.verify(Some("")), Err(TokenError::Missing));
+    for wrong in ["s3cr3t-toke", "s3cr3t-token ", "S3CR3T-TOKEN", "s3cr3t-tokenx", "x"] {
+        assert_eq!(t.verify(Some(wrong)), Err(TokenError::Mismatch), "{wrong:?}");
+    }
+}
