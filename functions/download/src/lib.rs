@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod error;
+pub mod source;
 pub mod source_policy;
 pub mod upload;
 

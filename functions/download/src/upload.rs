@@ -42,6 +42,15 @@ pub struct SourceBody<S> {
     pub chunks: S,
 }
 
+impl<S> std::fmt::Debug for SourceBody<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceBody")
+            .field("content_length", &self.content_length)
+            .field("content_type", &self.content_type)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredObject {

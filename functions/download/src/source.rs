@@ -1,0 +1,266 @@
+//! Opening a source URL over HTTP under the [`SourcePolicy`].
+//!
+//! * Every URL, the first and each redirect target (at most [`MAX_REDIRECTS`]), is checked
+//!   against the policy before anything is sent to it. Redirects are followed here, by hand,
+//!   so each hop goes through the same check and the same client choice.
+//! * A URL matched by a host pattern is fetched with a client whose DNS resolver refuses any
+//!   name that resolves to a non-public address. The check runs on the addresses the
+//!   connection will actually use, so a name that changes its answer between a check and the
+//!   connect (DNS rebinding) gains nothing. Proxies from the environment are ignored for the
+//!   same reason (with a proxy, the proxy's name would be resolved instead of the source's).
+//! * A URL whose exact origin is listed is fetched with a client that resolves normally:
+//!   that origin may be on a private address on purpose (a local run).
+//! * Connect and read-idle timeouts; the overall deadline is the caller's.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use reqwest::StatusCode;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use reqwest::header::{CONTENT_TYPE, LOCATION};
+use url::Url;
+
+use crate::address::classify;
+use crate::error::FetchError;
+use crate::source_policy::{Access, Refusal, SourcePolicy, refused_address};
+use crate::upload::SourceBody;
+
+pub const MAX_REDIRECTS: usize = 5;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the next bytes of a response.
+pub const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest Content-Type kept.
+const MAX_CONTENT_TYPE_LEN: usize = 255;
+
+/// A response body as a stream of chunks.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Bytes, FetchError>> + Send>>;
+
+/// Open a source for reading.
+pub trait FetchSource {
+    /// Follow redirects to the file and return its body, refusing a declared length above
+    /// `max_bytes`.
+    fn open(
+        &self,
+        url: &str,
+        max_bytes: u64,
+    ) -> impl Future<Output = Result<SourceBody<ChunkStream>, FetchError>> + Send;
+}
+
+/// Sources fetched over HTTP(S).
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    policy: SourcePolicy,
+    /// For URLs matched by host patterns: public addresses only.
+    public: reqwest::Client,
+    /// For listed exact origins.
+    listed: reqwest::Client,
+}
+
+impl HttpSource {
+    /// Fails only when the TLS backend cannot start.
+    pub fn new(policy: SourcePolicy) -> Result<HttpSource, reqwest::Error> {
+        let builder = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_IDLE_TIMEOUT)
+                .user_agent(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
+        };
+        Ok(HttpSource {
+            policy,
+            public: builder().dns_resolver(Arc::new(PublicOnlyResolver)).build()?,
+            listed: builder().build()?,
+        })
+    }
+}
+
+impl FetchSource for HttpSource {
+    async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<ChunkStream>, FetchError> {
+        let mut url = Url::parse(url).map_err(|e| Refusal::BadUrl(e.to_string()))?;
+        let mut redirects = 0;
+        loop {
+            let client = match self.policy.check(&url)? {
+                Access::PublicOnly => &self.public,
+                Access::ListedOrigin => &self.listed,
+            };
+            let response = client.get(url.clone()).send().await.map_err(request_error)?;
+            let status = response.status();
+            if is_redirect(status) {
+                if redirects == MAX_REDIRECTS {
+                    return Err(FetchError::TooManyRedirects(MAX_REDIRECTS));
+                }
+                redirects += 1;
+                let bad = || FetchError::BadRedirect { status: status.as_u16() };
+                let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
+                url = url.join(location).map_err(|_| bad())?;
+                tracing::debug!(to = %loggable(&url), status = status.as_u16(), "following a redirect");
+                continue;
+            }
+            if !status.is_success() {
+                let reason = status.canonical_reason().unwrap_or_default().to_owned();
+                return Err(FetchError::Status { status: status.as_u16(), reason });
+            }
+            let content_length = response.content_length();
+            if let Some(declared) = content_length.filter(|d| *d > max_bytes) {
+                return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
+            }
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_CONTENT_TYPE_LEN)
+                .map(str::to_owned);
+            let chunks = response.bytes_stream().map(|chunk| chunk.map_err(body_error));
+            return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
+        }
+    }
+}
+
+fn is_redirect(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
+}
+
+/// A URL as it may be logged or stored: without its query (signatures live there) and
+/// fragment.
+pub fn loggable(url: &Url) -> String {
+    let mut shown = url.clone();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// [`loggable`] for a URL that may not even parse.
+pub fn loggable_str(url: &str) -> String {
+    Url::parse(url).map_or_else(|_| "<not a URL>".to_owned(), |u| loggable(&u))
+}
+
+/// Resolves names and refuses those with any non-public address.
+struct PublicOnlyResolver;
+
+/// The resolver's refusal, found again in reqwest's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RefusedAddress(Refusal);
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs = screen(&host, addrs).map_err(RefusedAddress)?;
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Keep a name's addresses only if every one of them is public: a name that mixes public
+/// and private answers is refused outright rather than trimmed.
+fn screen(host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Refusal> {
+    if let Some((addr, class)) = addrs.iter().map(|a| (a.ip(), classify(a.ip()))).find(|(_, c)| !c.is_public()) {
+        return Err(refused_address(host, &addr.to_string(), class));
+    }
+    Ok(addrs)
+}
+
+fn request_error(e: reqwest::Error) -> FetchError {
+    if let Some(refusal) = find_refusal(&e) {
+        return FetchError::Refused(refusal);
+    }
+    let (timeout, connect) = (e.is_timeout(), e.is_connect());
+    let text = describe(&e.without_url());
+    if timeout {
+        FetchError::Timeout(text)
+    } else if connect {
+        FetchError::Connect(text)
+    } else {
+        FetchError::Body(text)
+    }
+}
+
+fn body_error(e: reqwest::Error) -> FetchError {
+    let timeout = e.is_timeout();
+    let text = describe(&e.without_url());
+    if timeout { FetchError::Timeout(text) } else { FetchError::Body(text) }
+}
+
+fn find_refusal(e: &(dyn StdError + 'static)) -> Option<Refusal> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(refused) = err.downcast_ref::<RefusedAddress>() {
+            return Some(refused.0.clone());
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// An error and its causes on one line, each said once.
+fn describe(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        SocketAddr::new(s.parse().unwrap(), 0)
+    }
+
+    #[test]
+    fn names_resolving_to_any_non_public_address_are_refused() {
+        let public = vec![addr("8.8.8.8"), addr("2606:4700::1111")];
+        assert_eq!(screen("cdn1.suno.ai", public.clone()), Ok(public));
+        for private in
+            ["127.0.0.1", "169.254.169.254", "10.0.0.7", "::1", "::ffff:192.168.1.1", "fd00::1", "100.64.1.1"]
+        {
+            let mixed = vec![addr("8.8.8.8"), addr(private)];
+            let err = screen("cdn1.suno.ai", mixed).unwrap_err();
+            assert!(err.to_string().contains(&private.parse::<std::net::IpAddr>().unwrap().to_string()), "{err}");
+        }
+    }
+
+    #[test]
+    fn logged_urls_lose_their_query_and_fragment() {
+        assert_eq!(
+            loggable_str("https://cdn1.suno.ai/a/b.mp3?X-Amz-Signature=secret#frag"),
+            "https://cdn1.suno.ai/a/b.mp3"
+        );
+        assert_eq!(loggable_str("not a url?sig=secret"), "<not a URL>");
+    }
+
+    #[tokio::test]
+    async fn a_pattern_host_that_resolves_to_loopback_is_refused_when_connecting() {
+        // `localhost` passes the URL check (it matches the pattern) but resolves to loopback.
+        let source = HttpSource::new(SourcePolicy::parse("localhost").unwrap()).unwrap();
+        let err = source.open("https://localhost:9/file.mp3", 1 << 20).await.unwrap_err();
+        assert!(matches!(&err, FetchError::Refused(Refusal::Refused(why)) if why.contains("loopback")), "{err}");
+        assert!(!err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn refused_urls_are_not_fetched() {
+        let source = HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
+        for url in ["http://cdn1.suno.ai/a", "https://127.0.0.1/a", "https://example.com/a", "nonsense"] {
+            let err = source.open(url, 1 << 20).await.unwrap_err();
+            assert!(matches!(err, FetchError::Refused(_)), "{url}: {err}");
+        }
+    }
+}
