@@ -1,1 +1,10 @@
-//! The ingest function.
+//! The ingest function: `POST /callback[/<token>]` authenticates a Suno API callback,
+//! records it in the task table, archives its body in the vault bucket and queues one
+//! download job per file.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod memory;
+
+pub use config::{Config, ConfigError};

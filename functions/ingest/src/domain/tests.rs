@@ -1,0 +1,266 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
+use stemvault_vault::{FileStatus, Now};
+use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
+use tokio::sync::Barrier;
+
+use super::*;
+use crate::memory::MemoryPorts;
+
+const T0: i64 = 1_763_910_000_000;
+const TASK: &str = "3e63b4cc88d52611159371f6af5571e7";
+
+fn event(stage: Stage, files: &[&str]) -> CallbackEvent {
+    CallbackEvent {
+        task_id: TaskId::parse(TASK).unwrap(),
+        family: Family::VocalSeparation,
+        stage,
+        code: 200,
+        message: "ok".into(),
+        files: files.iter().map(|n| FileRef { name: (*n).into(), url: format!("https://h/s/{n}.mp3?sig=z") }).collect(),
+        streams: vec![],
+        details: Details::None,
+    }
+}
+
+fn body_key(stage: &str, body: &[u8]) -> String {
+    format!("tasks/{TASK}/callbacks/{stage}-{}.json", hex::encode(Sha256::digest(body)))
+}
+
+fn settings() -> Settings {
+    Settings::default()
+}
+
+#[tokio::test]
+async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal", "instrumental"]);
+    let outcome = ingest(&ports, &settings(), &e, b"{\"body\":1}", "req-1").await.unwrap();
+
+    assert_eq!(outcome, Outcome { duplicate: false, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(ports.body(&body_key("final", b"{\"body\":1}")).as_deref(), Some(&b"{\"body\":1}"[..]));
+    let record = ports.record(TASK).unwrap();
+    let entry = &record.callbacks[&format!("final-{}", hex::encode(Sha256::digest(b"{\"body\":1}")))];
+    assert_eq!((entry.body_key.clone(), entry.bytes), (body_key("final", b"{\"body\":1}"), 10));
+
+    let messages = ports.messages();
+    assert_eq!(messages.len(), 2);
+    for (message_id, job) in &messages {
+        let file = &record.files[&job.name];
+        assert_eq!(file.status, FileStatus::Queued);
+        assert_eq!(file.message_id.as_ref(), Some(message_id));
+        assert_eq!(file.queued_at.as_deref(), Some(Now::from_unix_ms(T0).rfc3339().as_str()));
+        assert_eq!((file.claim.as_ref(), file.lease_until), (None, None));
+        assert_eq!(job.task_id, TASK);
+        assert_eq!(job.url, format!("https://h/s/{}.mp3?sig=z", job.name));
+        assert_eq!(job.key, format!("tasks/{TASK}/{}.mp3", job.name));
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_is_counted_and_sends_nothing() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap();
+    ports.advance(Duration::from_secs(2));
+    let again = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+
+    assert_eq!(again, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 0 });
+    assert_eq!(ports.messages().len(), 1);
+    let record = ports.record(TASK).unwrap();
+    assert_eq!(record.deliveries, 2);
+    assert_eq!(record.last_received_at, Now::from_unix_ms(T0 + 2000).rfc3339());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_deliveries_have_one_effect() {
+    let ports = Arc::new(MemoryPorts::new());
+    let e = Arc::new(event(Stage::Final, &["vocal", "drums", "bass"]));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let (ports, e) = (ports.clone(), e.clone());
+        tasks.spawn(async move { ingest(&*ports, &settings(), &e, b"{\"same\":true}", &format!("req-{i}")).await });
+    }
+    let outcomes: Vec<Outcome> = tasks.join_all().await.into_iter().map(Result::unwrap).collect();
+
+    assert_eq!(outcomes.iter().filter(|o| !o.duplicate).count(), 1);
+    assert_eq!(outcomes.iter().map(|o| o.files_queued).sum::<usize>(), 3);
+    assert_eq!(ports.record_count(), 1);
+    let mut names: Vec<String> = ports.messages().into_iter().map(|(_, job)| job.name).collect();
+    names.sort();
+    assert_eq!(names, vec!["bass", "drums", "vocal"]);
+    let record = ports.record(TASK).unwrap();
+    assert_eq!(record.deliveries, 20);
+    assert_eq!(record.callbacks.values().map(|c| c.deliveries).sum::<u64>(), 20);
+    assert!(record.files.values().all(|f| f.status == FileStatus::Queued));
+}
+
+#[tokio::test]
+async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal", "drums"]);
+    ports.set_enqueue_failing(true);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert_eq!(err, IngestError::Enqueue { failed: 2, total: 2, reason: "queue switched off".into() });
+    let record = ports.record(TASK).unwrap();
+    assert!(record.files.values().all(|f| f.status == FileStatus::Pending && f.claim.is_none()));
+    assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")]);
+
+    ports.set_enqueue_failing(false);
+    let retry = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    assert_eq!(retry, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(ports.messages().len(), 2);
+    assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
+}
+
+#[tokio::test]
+async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ports.set_archive_failing(true);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(err, IngestError::Archive(_)), "{err}");
+    assert_eq!(ports.messages().len(), 1);
+    assert!(ports.body_keys().is_empty());
+
+    ports.set_archive_failing(false);
+    let retry = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")]);
+    assert_eq!(ports.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn record_failures_say_whether_to_retry() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ports.set_save_error(Some(StoreError::Unavailable("down".into())));
+    assert_eq!(
+        ingest(&ports, &settings(), &e, b"{}", "r").await,
+        Err(IngestError::Store(StoreError::Unavailable("down".into())))
+    );
+    ports.set_save_error(Some(StoreError::Conflict));
+    let tight = Settings { max_save_attempts: 3, ..settings() };
+    assert_eq!(ingest(&ports, &tight, &e, b"{}", "r").await, Err(IngestError::Contention { attempts: 3 }));
+    assert!(ports.messages().is_empty(), "nothing is queued without a record");
+}
+
+/// A record whose files a request claimed and then abandoned (it crashed before sending).
+fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
+    let sha256_hex = hex::encode(Sha256::digest(body));
+    let info = BodyInfo { archive_key: body_key("final", body), sha256_hex, bytes: body.len() as u64 };
+    let claimant = Claimant { id: "crashed".into(), lease: Duration::from_secs(30) };
+    ports.put_record(ingest_callback(None, e, &info, &claimant, ports.now()).record);
+}
+
+#[tokio::test]
+async fn a_duplicate_waits_for_a_live_claim_within_its_budget() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    abandoned(&ports, &e, b"{}");
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap_err();
+    assert_eq!(err, IngestError::StillEnqueuing { files: 1 });
+    assert!(ports.messages().is_empty());
+    let waited = ports.now().unix_ms - T0;
+    assert!((5_000..6_000).contains(&waited), "waited {waited} ms");
+}
+
+#[tokio::test]
+async fn a_lapsed_claim_is_taken_over() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal", "drums"]);
+    abandoned(&ports, &e, b"{}");
+    let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
+    let outcome = ingest(&ports, &patient, &e, b"{}", "req-2").await.unwrap();
+    assert_eq!(outcome, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(ports.messages().len(), 2);
+    assert!(ports.now().unix_ms - T0 >= 30_000);
+    assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
+}
+
+#[tokio::test]
+async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    abandoned(&ports, &e, b"{}");
+    let task = TaskId::parse(TASK).unwrap();
+    let holder_finishes = async {
+        ports.sleep(Duration::from_millis(10)).await;
+        let sent = [SentJob { name: "vocal".into(), message_id: "m-holder".into() }];
+        ports.mark_queued(&task, "crashed", &sent, ports.now()).await
+    };
+    let settings = settings();
+    let (outcome, marked) = tokio::join!(ingest(&ports, &settings, &e, b"{}", "req-2"), holder_finishes);
+    marked.unwrap();
+    assert_eq!(outcome.unwrap(), Outcome { duplicate: true, task_stage: "final".into(), files_queued: 0 });
+    assert_eq!(ports.record(TASK).unwrap().files["vocal"].message_id.as_deref(), Some("m-holder"));
+}
+
+/// Ports whose first record write and whose archive each wait for the other to start: the
+/// use-case only gets through if it runs them at the same time.
+struct Rendezvous {
+    inner: MemoryPorts,
+    barrier: Barrier,
+    saved_once: AtomicBool,
+}
+
+impl Rendezvous {
+    async fn meet(&self) -> Result<(), String> {
+        let waited = tokio::time::timeout(Duration::from_secs(2), self.barrier.wait()).await;
+        waited.map(|_| ()).map_err(|_| "ran alone".to_owned())
+    }
+}
+
+impl LoadRecord for Rendezvous {
+    async fn load_record(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.inner.load_record(task_id).await
+    }
+}
+impl SaveRecord for Rendezvous {
+    async fn save_record(&self, record: &TaskRecord, expected: Option<u64>) -> Result<(), StoreError> {
+        if !self.saved_once.swap(true, Ordering::SeqCst) {
+            self.meet().await.map_err(StoreError::Unavailable)?;
+        }
+        self.inner.save_record(record, expected).await
+    }
+}
+impl ArchiveBody for Rendezvous {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.meet().await?;
+        self.inner.archive_body(key, body).await
+    }
+}
+impl EnqueueFiles for Rendezvous {
+    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
+        self.inner.enqueue_files(jobs).await
+    }
+}
+impl MarkQueued for Rendezvous {
+    async fn mark_queued(&self, task_id: &TaskId, claimant: &str, sent: &[SentJob], at: Now) -> Result<(), StoreError> {
+        self.inner.mark_queued(task_id, claimant, sent, at).await
+    }
+}
+impl ReleaseClaims for Rendezvous {
+    async fn release_claims(&self, task_id: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
+        self.inner.release_claims(task_id, claimant, names).await
+    }
+}
+impl Clock for Rendezvous {
+    fn now(&self) -> Now {
+        self.inner.now()
+    }
+    async fn sleep(&self, duration: Duration) {
+        self.inner.sleep(duration).await
+    }
+}
+
+#[tokio::test]
+async fn the_body_is_archived_while_the_record_is_written() {
+    let ports = Rendezvous { inner: MemoryPorts::new(), barrier: Barrier::new(2), saved_once: AtomicBool::new(false) };
+    let outcome = ingest(&ports, &settings(), &event(Stage::Final, &["vocal"]), b"{}", "r").await;
+    assert_eq!(outcome.map(|o| o.files_queued), Ok(1));
+    assert_eq!(ports.inner.body_keys().len(), 1);
+}

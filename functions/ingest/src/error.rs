@@ -1,0 +1,99 @@
+//! What can go wrong after a callback was accepted as valid input, and whether the provider's
+//! retry can fix it. Bad input never gets here: the handler answers it with a 4xx.
+
+/// A failure of the task table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The item changed since it was read: read again and retry.
+    #[error("the task record changed concurrently")]
+    Conflict,
+    /// The stored item cannot be decoded (edited by hand?); retrying will not help.
+    #[error("the stored task record is malformed: {0}")]
+    Malformed(String),
+    #[error("the task table is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<stemvault_aws::TableError> for StoreError {
+    fn from(e: stemvault_aws::TableError) -> StoreError {
+        match e {
+            stemvault_aws::TableError::Conflict => StoreError::Conflict,
+            stemvault_aws::TableError::Malformed(m) => StoreError::Malformed(m),
+            stemvault_aws::TableError::Unavailable(m) => StoreError::Unavailable(m),
+        }
+    }
+}
+
+/// Why a valid callback could not be fully processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the task record kept changing under {attempts} attempts to write it")]
+    Contention { attempts: u32 },
+    #[error("the callback body could not be archived: {0}")]
+    Archive(String),
+    #[error("{failed} of {total} file jobs could not be queued: {reason}")]
+    Enqueue { failed: usize, total: usize, reason: String },
+    #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
+    StillEnqueuing { files: usize },
+}
+
+impl IngestError {
+    /// Whether the provider's retry of the same callback can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, IngestError::Store(StoreError::Malformed(_)))
+    }
+
+    /// A stable machine-readable name, for the response body and the logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngestError::Store(StoreError::Malformed(_)) => "task_record_malformed",
+            IngestError::Store(_) | IngestError::Contention { .. } => "task_record_unavailable",
+            IngestError::Archive(_) => "archive_failed",
+            IngestError::Enqueue { .. } => "enqueue_failed",
+            IngestError::StillEnqueuing { .. } => "enqueue_in_progress",
+        }
+    }
+
+    /// What the response says: no AWS error text, no resource names.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            IngestError::Store(StoreError::Malformed(_)) => {
+                "the stored task record cannot be read; an operator must fix it"
+            }
+            IngestError::Store(_) | IngestError::Contention { .. } => {
+                "the task record could not be written; retry the delivery"
+            }
+            IngestError::Archive(_) => {
+                "the callback is recorded but its body could not be archived; retry the delivery"
+            }
+            IngestError::Enqueue { .. } => {
+                "the callback is recorded but its files could not be queued; retry the delivery"
+            }
+            IngestError::StillEnqueuing { .. } => {
+                "a concurrent delivery of this task is still queueing its files; retry the delivery"
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_malformed_record_is_permanent() {
+        assert!(!IngestError::Store(StoreError::Malformed("x".into())).is_retryable());
+        for retryable in [
+            IngestError::Store(StoreError::Unavailable("x".into())),
+            IngestError::Store(StoreError::Conflict),
+            IngestError::Contention { attempts: 3 },
+            IngestError::Archive("x".into()),
+            IngestError::Enqueue { failed: 1, total: 2, reason: "x".into() },
+            IngestError::StillEnqueuing { files: 1 },
+        ] {
+            assert!(retryable.is_retryable(), "{retryable}");
+        }
+    }
+}
