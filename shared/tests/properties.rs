@@ -1,0 +1,235 @@
+//! Properties over generated input: nothing panics, names are unique and S3-safe, parsing
+//! is deterministic, and track names do not change when later tracks are added.
+
+mod common;
+
+use std::collections::HashSet;
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use suno_callbacks::parse::MAX_SEGMENT_LEN;
+use suno_callbacks::{CallbackEvent, parse_callback};
+
+/// Keys the parser looks at, so generated bodies reach every branch, plus arbitrary ones.
+const KEYS: &[&str] = &[
+    "task_id",
+    "taskId",
+    "data",
+    "code",
+    "msg",
+    "callbackType",
+    "id",
+    "audio_url",
+    "audioUrl",
+    "image_url",
+    "source_audio_url",
+    "source_image_url",
+    "stream_audio_url",
+    "source_stream_audio_url",
+    "vocal_separation_info",
+    "vocal_removal_info",
+    "vocal_url",
+    "instrumental_url",
+    "origin_url",
+    "drums_url",
+    "images",
+    "audioWavUrl",
+    "audio_wav_url",
+    "video_url",
+    "instruments",
+    "notes",
+    "pitch",
+    "start",
+    "end",
+    "velocity",
+    "state",
+    "voiceId",
+    "validateInfo",
+    "status",
+    "errorCode",
+    "errorMessage",
+    "error_message",
+    "text",
+    "title",
+    "error",
+    "duration",
+    "coverUrl",
+    "streamUrl",
+    "callBackUrl",
+    "result",
+];
+
+fn key() -> BoxedStrategy<String> {
+    prop_oneof![
+        4 => prop::sample::select(KEYS).prop_map(str::to_owned),
+        1 => "[a-zA-Z_]{0,10}(_url|Url)?",
+        1 => any::<String>(),
+    ]
+    .boxed()
+}
+
+fn string_leaf() -> BoxedStrategy<String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("  ".to_owned()),
+        Just("200".to_owned()),
+        Just("text".to_owned()),
+        Just("first".to_owned()),
+        Just("complete".to_owned()),
+        Just("error".to_owned()),
+        "https?://[a-z.]{1,12}/[a-zA-Z0-9_./?=%-]{0,20}",
+        "[a-zA-Z0-9*._/ -]{0,20}",
+        any::<String>(),
+    ]
+    .boxed()
+}
+
+fn leaf() -> BoxedStrategy<Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<u64>().prop_map(|n| json!(n)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        Just(json!(200)),
+        string_leaf().prop_map(Value::String),
+    ]
+    .boxed()
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    leaf().prop_recursive(6, 96, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::vec((key(), inner), 0..8)
+                .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+        ]
+    })
+}
+
+/// A body that has a valid task id, with generated content around it.
+fn keyed_body() -> impl Strategy<Value = Value> {
+    (value(), value(), leaf()).prop_map(|(data, rest, code)| {
+        let mut data = match data {
+            Value::Object(map) => map,
+            other => Map::from_iter([("data".to_owned(), other)]),
+        };
+        data.insert("task_id".to_owned(), json!("7d0f3b9a1c2e4f5a"));
+        let mut root = match rest {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        };
+        root.insert("code".to_owned(), code);
+        root.insert("data".to_owned(), Value::Object(data));
+        Value::Object(root)
+    })
+}
+
+/// Every name is unique across files and streams and made of S3-safe segments.
+fn assert_names_safe(event: &CallbackEvent) {
+    let mut seen = HashSet::new();
+    for f in event.files.iter().chain(&event.streams) {
+        assert!(seen.insert(f.name.as_str()), "duplicate name {:?}", f.name);
+        for segment in f.name.split('/') {
+            assert!(!segment.is_empty(), "empty segment in {:?}", f.name);
+            assert!(segment != "." && !segment.contains(".."), "dot segment in {:?}", f.name);
+            // A sanitised segment plus at most a `-<n>` uniqueness suffix.
+            assert!(segment.len() <= MAX_SEGMENT_LEN + 21, "long segment in {:?}", f.name);
+            assert!(
+                segment.chars().all(|c| c.is_ascii_alphanumeric() || "-_.*~+=@,:!".contains(c)),
+                "unsafe character in {:?}",
+                f.name
+            );
+        }
+        assert!(!f.url.trim().is_empty(), "blank url for {:?}", f.name);
+        assert_eq!(f.url.trim(), f.url, "untrimmed url for {:?}", f.name);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = parse_callback(&bytes);
+    }
+
+    #[test]
+    fn damaged_fixtures_never_panic(index in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let dir = common::documented_dir();
+        let names = common::json_files(dir.clone());
+        let mut body = common::read(dir.join(index.get(&names)));
+        let at = at.index(body.len());
+        body[at] = byte;
+        if let Ok(event) = parse_callback(&body) {
+            assert_names_safe(&event);
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics(value in value()) {
+        let body = serde_json::to_vec(&value).unwrap();
+        if let Ok(event) = parse_callback(&body) {
+            assert_names_safe(&event);
+        }
+    }
+
+    #[test]
+    fn keyed_bodies_parse_deterministically_with_safe_names(body in keyed_body()) {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let event = parse_callback(&bytes).unwrap();
+        assert_names_safe(&event);
+        prop_assert_eq!(parse_callback(&bytes).unwrap(), event);
+    }
+
+    /// Whatever the ids (repeated, empty, hostile), a callback carrying the first `k` tracks
+    /// names them exactly as the callback carrying all of them.
+    #[test]
+    fn track_names_survive_later_tracks(
+        ids in prop::collection::vec(prop_oneof![Just(String::new()), Just("a".to_owned()), Just("a-2".to_owned()), any::<String>()], 1..8),
+        k in any::<prop::sample::Index>(),
+    ) {
+        let body = |ids: &[String]| {
+            let tracks: Vec<Value> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| json!({"id": id, "audio_url": format!("https://h/{i}.mp3"), "stream_audio_url": format!("https://h/{i}")}))
+                .collect();
+            let body = json!({"code": 200, "data": {"callbackType": "complete", "task_id": "t", "data": tracks}});
+            parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap()
+        };
+        let all = body(&ids);
+        let k = k.index(ids.len()) + 1;
+        let prefix = body(&ids[..k]);
+        assert_names_safe(&all);
+        prop_assert_eq!(all.files.len(), ids.len());
+        prop_assert_eq!(&all.files[..k], &prefix.files[..]);
+        prop_assert_eq!(&all.streams[..k], &prefix.streams[..]);
+    }
+}
+
+/// Deep nesting is bounded by serde_json (recursion limit) and by the walk depth.
+#[test]
+fn deep_nesting_is_an_error_or_bounded() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(parse_callback(deep.as_bytes()).is_err());
+    let mut value = json!({"cover_url": "https://h/deep.png"});
+    for _ in 0..100 {
+        value = json!({ "nested": value });
+    }
+    let body = json!({"code": 200, "data": {"taskId": "t", "tree": value}});
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert!(event.files.is_empty(), "the walk should stop before 100 levels");
+    assert_eq!(event.family, suno_callbacks::Family::Unknown);
+}
+
+/// An unknown body cannot make the parser list an unbounded number of files.
+#[test]
+fn unknown_bodies_contribute_a_bounded_number_of_urls() {
+    let urls: Vec<String> = (0..10_000).map(|i| format!("https://h/{i}.png")).collect();
+    let body = json!({"code": 200, "data": {"taskId": "t", "result": {"file_url": urls}}});
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(event.files.len(), suno_callbacks::parse::generic::MAX_URLS);
+    assert_eq!(event.files[0].name, "result/file-1");
+    assert_eq!(event.files[255].url, "https://h/255.png");
+}
