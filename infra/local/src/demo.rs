@@ -1,0 +1,334 @@
+//! `make demo`: post the documented 12-stem `split_stem` callback, its URLs pointed at the
+//! local file server, under a fresh task id; wait for the vault; show the files and manifest.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::client_auth::ClientAuth;
+use crate::run_info::RunInfo;
+
+pub const FIXTURE_NAME: &str = "separate-vocals__seed-000__200-split_stem.json";
+/// The copy used when the shared fixtures are not next to the clone.
+const EMBEDDED_FIXTURE: &str = include_str!("../fixtures/separate-vocals__seed-000__200-split_stem.json");
+/// The provider's file host in the fixture.
+pub const PROVIDER_FILE_ORIGIN: &str = "https://file.aiquickdraw.com";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("the demo fixture is not a callback body: {0}")]
+    Fixture(String),
+    #[error("could not reach {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the callback was refused: HTTP {status}: {body}")]
+    Refused { status: u16, body: String },
+    #[error("the results endpoint answered HTTP {status}: {body}")]
+    Results { status: u16, body: String },
+    #[error("the vault did not settle within {seconds} s; last answer: {last}")]
+    Timeout { seconds: u64, last: String },
+    #[error("the manifest {key} could not be read: {message}")]
+    Manifest { key: String, message: String },
+}
+
+/// The documented body: from `../shared/fixtures/callbacks/` next to the clone, else the copy.
+pub fn fixture() -> String {
+    let shared = crate::repo_root().join("../shared/fixtures/callbacks").join(FIXTURE_NAME);
+    std::fs::read_to_string(shared).unwrap_or_else(|_| EMBEDDED_FIXTURE.to_owned())
+}
+
+/// The task id of a callback body, looked up where the families put it.
+fn task_id_of(body: &Value) -> Option<&str> {
+    [&body["data"]["task_id"], &body["data"]["taskId"], &body["task_id"], &body["taskId"]]
+        .into_iter()
+        .find_map(Value::as_str)
+}
+
+/// Rewrite every string: the provider's file URLs to `file_origin`, the task id to `task_id`.
+fn rewrite(value: &mut Value, old_task_id: &str, task_id: &str, file_origin: &str) {
+    match value {
+        Value::String(s) if s == old_task_id => *s = task_id.to_owned(),
+        Value::String(s) => {
+            if let Some(rest) = s.strip_prefix(PROVIDER_FILE_ORIGIN).filter(|rest| rest.starts_with('/')) {
+                *s = format!("{file_origin}{rest}");
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, old_task_id, task_id, file_origin)),
+        Value::Object(map) => map.values_mut().for_each(|v| rewrite(v, old_task_id, task_id, file_origin)),
+        _ => {}
+    }
+}
+
+/// The demo body: `fixture` under `task_id`, its files served from `file_origin`.
+pub fn demo_callback(fixture: &str, task_id: &str, file_origin: &str) -> Result<String, DemoError> {
+    let mut body: Value = serde_json::from_str(fixture).map_err(|e| DemoError::Fixture(e.to_string()))?;
+    let old = task_id_of(&body).ok_or_else(|| DemoError::Fixture("no task id".into()))?.to_owned();
+    rewrite(&mut body, &old, task_id, file_origin);
+    serde_json::to_string_pretty(&body).map_err(|e| DemoError::Fixture(e.to_string()))
+}
+
+/// A fresh task id shaped like the provider's (32 hex digits).
+pub fn fresh_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// One file as the results endpoint shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    pub name: String,
+    pub status: String,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub key: String,
+    pub error: Option<String>,
+}
+
+/// The files of a results answer (a list of objects with `name`, or an object keyed by name).
+pub fn file_rows(task: &Value) -> Vec<FileRow> {
+    let row = |name: &str, f: &Value| FileRow {
+        name: name.to_owned(),
+        status: f["status"].as_str().unwrap_or("?").to_owned(),
+        bytes: f["bytes"].as_u64(),
+        sha256: f["sha256"].as_str().map(str::to_owned),
+        key: f["key"].as_str().unwrap_or_default().to_owned(),
+        error: f["error"].as_str().map(str::to_owned),
+    };
+    match &task["files"] {
+        Value::Array(files) => files.iter().map(|f| row(f["name"].as_str().unwrap_or("?"), f)).collect(),
+        Value::Object(files) => files.iter().map(|(name, f)| row(name, f)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A plain-text table of the files.
+pub fn files_table(rows: &[FileRow]) -> String {
+    let width = |f: fn(&FileRow) -> usize, header: &str| rows.iter().map(f).max().unwrap_or(0).max(header.len());
+    let name_w = width(|r| r.name.len(), "name");
+    let status_w = width(|r| r.status.len(), "status");
+    let mut out = format!("{:<name_w$}  {:<status_w$}  {:>9}  {:<12}  key\n", "name", "status", "bytes", "sha256");
+    for r in rows {
+        let bytes = r.bytes.map_or_else(|| "-".to_owned(), |b| b.to_string());
+        let sha = r.sha256.as_deref().map_or("-", |s| &s[..s.len().min(12)]);
+        let _ = writeln!(out, "{:<name_w$}  {:<status_w$}  {bytes:>9}  {sha:<12}  {}", r.name, r.status, r.key);
+        if let Some(error) = r.error.as_deref().filter(|_| r.status == "failed") {
+            let _ = writeln!(out, "{:<name_w$}  error: {error}", "");
+        }
+    }
+    out
+}
+
+/// Where the demo sends its callback and reads the vault.
+pub struct DemoTarget {
+    /// `http://127.0.0.1:<port>`.
+    pub base_url: String,
+    pub auth: ClientAuth,
+    pub s3: aws_sdk_s3::Client,
+    pub bucket: String,
+}
+
+impl DemoTarget {
+    /// The endpoint and bucket a runner described in its [`RunInfo`]. The emulator accepts
+    /// any credentials, so none are needed from the environment.
+    pub async fn from_run_info(info: &RunInfo) -> DemoTarget {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(
+            aws_sdk_s3::config::Credentials::new("local", "local", None, None, "stemvault-local"),
+        );
+        if let Some(endpoint) = &info.aws_endpoint_url {
+            loader = loader.endpoint_url(endpoint);
+        }
+        let region = info.aws_region.clone().unwrap_or_else(|| "us-east-1".to_owned());
+        let sdk = loader.region(aws_config::Region::new(region)).load().await;
+        // The emulator has no virtual-host DNS.
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build();
+        DemoTarget {
+            base_url: info.base_url.clone(),
+            auth: info.auth.clone(),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            bucket: info.bucket_name.clone(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct DemoOutcome {
+    pub task_id: String,
+    /// `complete` or `partial`.
+    pub vault: String,
+    pub files: Vec<FileRow>,
+    pub manifest_key: String,
+    pub manifest: Value,
+}
+
+fn client() -> reqwest::Client {
+    // Local only: never through a proxy from the environment.
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap_or_default()
+}
+
+fn unreachable(url: &str) -> impl FnOnce(reqwest::Error) -> DemoError + '_ {
+    move |e| DemoError::Unreachable { url: url.to_owned(), message: e.to_string() }
+}
+
+/// Post the demo callback and wait (up to `timeout`) until its vault settles.
+pub async fn run(target: &DemoTarget, file_origin: &str, timeout: Duration) -> Result<DemoOutcome, DemoError> {
+    let http = client();
+    let task_id = fresh_task_id();
+    let body = demo_callback(&fixture(), &task_id, file_origin)?;
+    let callback_url = target.auth.callback_url(&target.base_url);
+    let mut request = http.post(&callback_url).header("content-type", "application/json").body(body);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    for (name, value) in target.auth.headers(&task_id, now) {
+        request = request.header(name, value);
+    }
+    let masked_url = target.auth.callback_url_masked(&target.base_url);
+    println!("POST {masked_url}  (task {task_id}, 12 stems from {file_origin})");
+    let response = request.send().await.map_err(unreachable(&masked_url))?;
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap_or_default();
+    println!("  -> HTTP {status} {answer}");
+    if !(200..300).contains(&status) {
+        return Err(DemoError::Refused { status, body: answer });
+    }
+
+    let task = wait_for_vault(&http, &target.base_url, &task_id, timeout).await?;
+    let vault = task["vault"].as_str().unwrap_or_default().to_owned();
+    let files = file_rows(&task);
+    let manifest_key = format!("tasks/{task_id}/manifest.json");
+    let manifest = read_manifest(target, &manifest_key).await?;
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest })
+}
+
+/// Poll `GET /tasks/<task_id>` until `vault` is `complete` or `partial`.
+async fn wait_for_vault(
+    http: &reqwest::Client,
+    base_url: &str,
+    task_id: &str,
+    timeout: Duration,
+) -> Result<Value, DemoError> {
+    let url = format!("{base_url}/tasks/{task_id}");
+    let started = Instant::now();
+    let mut last_progress = String::new();
+    loop {
+        let response = http.get(&url).send().await.map_err(unreachable(&url))?;
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        if status != 200 && status != 404 {
+            return Err(DemoError::Results { status, body: text });
+        }
+        let task: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        let vault = task["vault"].as_str().unwrap_or("unknown");
+        let rows = file_rows(&task);
+        let stored = rows.iter().filter(|r| r.status == "stored").count();
+        let progress = format!("  vault {vault}: {stored}/{} files stored", rows.len());
+        if progress != last_progress {
+            println!("{progress}");
+            last_progress = progress;
+        }
+        if matches!(vault, "complete" | "partial") {
+            return Ok(task);
+        }
+        if started.elapsed() >= timeout {
+            return Err(DemoError::Timeout { seconds: timeout.as_secs(), last: format!("HTTP {status} {text}") });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The manifest from the bucket (written as the last file settles: allow it a moment).
+async fn read_manifest(target: &DemoTarget, key: &str) -> Result<Value, DemoError> {
+    let failed = |message: String| DemoError::Manifest { key: key.to_owned(), message };
+    let mut attempts = 0;
+    loop {
+        match target.s3.get_object().bucket(&target.bucket).key(key).send().await {
+            Ok(object) => {
+                let bytes = object.body.collect().await.map_err(|e| failed(e.to_string()))?.into_bytes();
+                return serde_json::from_slice(&bytes).map_err(|e| failed(format!("not JSON: {e}")));
+            }
+            Err(e) if attempts < 10 => {
+                attempts += 1;
+                tracing::debug!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "manifest not there yet");
+                tokio::time::sleep(POLL_INTERVAL).await;
+            }
+            Err(e) => return Err(failed(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+        }
+    }
+}
+
+/// The closing report.
+pub fn report(outcome: &DemoOutcome) -> String {
+    let mut out = format!("\nTask {}: vault {}\n\n", outcome.task_id, outcome.vault);
+    out.push_str(&files_table(&outcome.files));
+    let manifest = serde_json::to_string_pretty(&outcome.manifest).unwrap_or_default();
+    let _ = write!(out, "\nManifest ({}):\n{manifest}\n", outcome.manifest_key);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_every_file_url_and_the_task_id() {
+        let body = demo_callback(&fixture(), "0123456789abcdef0123456789abcdef", "http://127.0.0.1:3001").unwrap();
+        assert!(!body.contains("aiquickdraw"), "{body}");
+        assert!(!body.contains("e649edb7abfd759285bd41a47a634b10"));
+        let json: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(json["data"]["task_id"], "0123456789abcdef0123456789abcdef");
+        let info = json["data"]["vocal_separation_info"].as_object().unwrap();
+        let urls: Vec<&str> = info.values().filter_map(Value::as_str).filter(|u| !u.is_empty()).collect();
+        assert_eq!(urls.len(), 12);
+        assert!(urls.iter().all(|u| u.starts_with("http://127.0.0.1:3001/s/") && u.ends_with(".mp3")), "{urls:?}");
+        assert_eq!(
+            info["bass_url"], "http://127.0.0.1:3001/s/a3c2da5a-b364-4422-adb5-2692b9c26d33_Bass.mp3",
+            "path kept"
+        );
+        assert_eq!(info["origin_url"], "", "empty URLs stay empty");
+        assert_eq!(json["msg"], "vocal separation generated successfully.");
+    }
+
+    #[test]
+    fn the_embedded_copy_matches_the_shared_fixture() {
+        let shared = crate::repo_root().join("../shared/fixtures/callbacks").join(FIXTURE_NAME);
+        if let Ok(text) = std::fs::read_to_string(shared) {
+            assert_eq!(text, EMBEDDED_FIXTURE);
+        }
+    }
+
+    #[test]
+    fn other_hosts_and_lookalikes_are_left_alone() {
+        let fixture = r#"{"data":{"taskId":"t1","a":"https://file.aiquickdraw.com.evil/x.mp3","b":"https://cdn1.suno.ai/x.mp3","c":"t1-not"}}"#;
+        let json: Value = serde_json::from_str(&demo_callback(fixture, "t2", "http://o").unwrap()).unwrap();
+        assert_eq!(json["data"]["taskId"], "t2");
+        assert_eq!(json["data"]["a"], "https://file.aiquickdraw.com.evil/x.mp3");
+        assert_eq!(json["data"]["b"], "https://cdn1.suno.ai/x.mp3");
+        assert_eq!(json["data"]["c"], "t1-not");
+        assert!(matches!(demo_callback(r#"{"code":200}"#, "t", "http://o"), Err(DemoError::Fixture(_))));
+    }
+
+    #[test]
+    fn fresh_ids_differ() {
+        let (a, b) = (fresh_task_id(), fresh_task_id());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn reads_files_as_a_list_or_a_map_and_tabulates_them() {
+        let list: Value = serde_json::json!({ "vault": "partial", "files": [
+            { "name": "bass", "status": "stored", "bytes": 250_000, "sha256": "abcdef0123456789ffff", "key": "tasks/t/bass.mp3" },
+            { "name": "drums", "status": "failed", "bytes": null, "sha256": null, "key": "tasks/t/drums.mp3", "error": "HTTP 404" }
+        ]});
+        let rows = file_rows(&list);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].bytes, Some(250_000));
+        let map: Value = serde_json::json!({ "files": { "bass": list["files"][0].clone() } });
+        assert_eq!(file_rows(&map)[0], FileRow { name: "bass".into(), ..rows[0].clone() });
+        let table = files_table(&rows);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "name   status      bytes  sha256        key");
+        assert_eq!(lines[1], "bass   stored     250000  abcdef012345  tasks/t/bass.mp3");
+        assert_eq!(lines[2], "drums  failed          -  -             tasks/t/drums.mp3");
+        assert_eq!(lines[3], "       error: HTTP 404");
+    }
+}

@@ -1,0 +1,223 @@
+//! The download queue's consumer: what Lambda's SQS event source mapping does with
+//! `ReportBatchItemFailures`. Receive up to 10 messages, hand them to the download function
+//! as one `SqsEvent`, then delete every message the function did not report as failed.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+
+use crate::shutdown::StopSignal;
+
+/// Long-poll wait per receive: short enough to notice a stop quickly.
+pub const WAIT_SECONDS: i32 = 2;
+/// SQS's most per receive (the template's batch size).
+pub const MAX_MESSAGES: i32 = 10;
+/// The download function's Lambda timeout: each batch gets this long.
+pub const INVOCATION_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// Pause after a failed receive (emulator restarting, ...).
+const RECEIVE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Something that handles SQS batches (the download function's `App::handle_batch`).
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> impl Future<Output = SqsBatchResponse> + Send;
+}
+
+/// The queue and what Lambda would put in each record about it.
+#[derive(Debug, Clone)]
+pub struct QueueSource {
+    pub queue_url: String,
+    pub queue_arn: String,
+    pub region: String,
+}
+
+/// The messages as the records of one Lambda SQS event.
+pub fn to_sqs_event(messages: &[Message], source: &QueueSource) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = messages
+        .iter()
+        .map(|message| {
+            let mut record = SqsMessage::default();
+            record.message_id = message.message_id.clone();
+            record.receipt_handle = message.receipt_handle.clone();
+            record.body = message.body.clone();
+            record.md5_of_body = message.md5_of_body.clone();
+            record.attributes = message
+                .attributes
+                .iter()
+                .flatten()
+                .map(|(name, value)| (name.as_str().to_owned(), value.clone()))
+                .collect();
+            record.event_source = Some("aws:sqs".to_owned());
+            record.event_source_arn = Some(source.queue_arn.clone());
+            record.aws_region = Some(source.region.clone());
+            record
+        })
+        .collect();
+    event
+}
+
+/// The messages to delete after a batch: all but the reported failures. As in Lambda, a
+/// failure naming no message of the batch fails the whole batch, and so does a crash (None).
+pub fn to_delete(messages: &[Message], response: Option<&SqsBatchResponse>) -> Vec<DeleteMessageBatchRequestEntry> {
+    let Some(response) = response else { return Vec::new() };
+    let ids: HashSet<&str> = messages.iter().filter_map(|m| m.message_id()).collect();
+    let failed: HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    if failed.iter().any(|id| !ids.contains(id)) {
+        tracing::warn!("the batch response names a message that is not in the batch; nothing is deleted");
+        return Vec::new();
+    }
+    messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.message_id().is_some_and(|id| !failed.contains(id)))
+        .filter_map(|(index, m)| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(index.to_string())
+                .set_receipt_handle(m.receipt_handle.clone())
+                .build()
+                .ok()
+        })
+        .collect()
+}
+
+/// Poll until `stop`. A batch in progress finishes first.
+pub async fn poll<H: BatchHandler>(
+    client: aws_sdk_sqs::Client,
+    source: QueueSource,
+    handler: Arc<H>,
+    mut stop: StopSignal,
+) {
+    while !stop.is_stopped() {
+        let receive = client
+            .receive_message()
+            .queue_url(&source.queue_url)
+            .max_number_of_messages(MAX_MESSAGES)
+            .wait_time_seconds(WAIT_SECONDS)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send();
+        let received = tokio::select! {
+            received = receive => received,
+            _ = stop.stopped() => break,
+        };
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receiving from the download queue failed");
+                tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        run_batch(&client, &source, &handler, &messages).await;
+    }
+}
+
+async fn run_batch<H: BatchHandler>(
+    client: &aws_sdk_sqs::Client,
+    source: &QueueSource,
+    handler: &Arc<H>,
+    messages: &[Message],
+) {
+    let event = to_sqs_event(messages, source);
+    let handler = handler.clone();
+    // A separate task, so a panic fails this batch (its messages come back) and not the poller.
+    let response = tokio::spawn(async move { handler.handle_batch(event, Instant::now() + INVOCATION_BUDGET).await })
+        .await
+        .map_err(|e| tracing::error!(error = %e, "the download handler crashed; the batch will be retried"))
+        .ok();
+    let entries = to_delete(messages, response.as_ref());
+    tracing::debug!(received = messages.len(), settled = entries.len(), "batch done");
+    if entries.is_empty() {
+        return;
+    }
+    match client.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
+        Ok(out) if !out.failed.is_empty() => {
+            tracing::warn!(
+                failed = out.failed.len(),
+                "some settled messages could not be deleted; they will be redelivered"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+            "deleting settled messages failed; they will be redelivered"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::sqs::BatchItemFailure;
+
+    fn message(id: &str) -> Message {
+        Message::builder()
+            .message_id(id)
+            .receipt_handle(format!("rh-{id}"))
+            .body(format!(r#"{{"task_id":"t","name":"{id}"}}"#))
+            .attributes(MessageSystemAttributeName::ApproximateReceiveCount, "3")
+            .attributes(MessageSystemAttributeName::SentTimestamp, "1700000000000")
+            .build()
+    }
+
+    fn source() -> QueueSource {
+        QueueSource {
+            queue_url: "http://127.0.0.1:5000/123456789012/q".into(),
+            queue_arn: "arn:aws:sqs:us-east-1:123456789012:q".into(),
+            region: "us-east-1".into(),
+        }
+    }
+
+    fn failures(ids: &[&str]) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = ids
+            .iter()
+            .map(|id| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = id.to_string();
+                failure
+            })
+            .collect();
+        response
+    }
+
+    #[test]
+    fn records_carry_what_lambda_sends() {
+        let event = to_sqs_event(&[message("m1"), message("m2")], &source());
+        assert_eq!(event.records.len(), 2);
+        let record = &event.records[1];
+        assert_eq!(record.message_id.as_deref(), Some("m2"));
+        assert_eq!(record.receipt_handle.as_deref(), Some("rh-m2"));
+        assert_eq!(record.body.as_deref(), Some(r#"{"task_id":"t","name":"m2"}"#));
+        assert_eq!(record.attributes.get("ApproximateReceiveCount").map(String::as_str), Some("3"));
+        assert_eq!(record.attributes.get("SentTimestamp").map(String::as_str), Some("1700000000000"));
+        assert_eq!(record.event_source_arn.as_deref(), Some("arn:aws:sqs:us-east-1:123456789012:q"));
+        assert_eq!(record.event_source.as_deref(), Some("aws:sqs"));
+        assert_eq!(record.aws_region.as_deref(), Some("us-east-1"));
+    }
+
+    #[test]
+    fn deletes_all_but_the_reported_failures() {
+        let messages = [message("m1"), message("m2"), message("m3")];
+        let entries = to_delete(&messages, Some(&failures(&["m2"])));
+        let handles: Vec<_> = entries.iter().map(|e| e.receipt_handle.as_str()).collect();
+        assert_eq!(handles, ["rh-m1", "rh-m3"]);
+        let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["0", "2"]);
+        assert_eq!(to_delete(&messages, Some(&failures(&[]))).len(), 3);
+    }
+
+    #[test]
+    fn unknown_failure_or_crash_keeps_the_whole_batch() {
+        let messages = [message("m1"), message("m2")];
+        assert!(to_delete(&messages, Some(&failures(&["other"]))).is_empty());
+        assert!(to_delete(&messages, Some(&failures(&[""]))).is_empty());
+        assert!(to_delete(&messages, None).is_empty());
+    }
+}
