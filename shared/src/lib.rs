@@ -4,14 +4,30 @@
 //! that does not touch the network: raw body bytes in, one [`CallbackEvent`] out.
 //!
 //! * [`parse_callback`]: every documented family, both documentation dialects, failure
-//!   bodies, and unknown families that still carry a task id.
-//! * [`TaskId`]: a validated task id, safe as a DynamoDB key and as one S3 key segment.
+//!   bodies, and unknown families that still carry a task id. The rules (where the task id
+//!   is looked for, how the family and the stage are decided, how files are named) are in
+//!   the [`parse`] module docs.
+//! * [`TaskId`]: a validated task id, safe as a DynamoDB key and as one S3 key segment
+//!   (ASCII letters, digits and `- _ . * ~ + = @ , : !`, at most 128 bytes, no `..`).
 //! * [`Stage`] and [`merge_stage`]: stage ordering (`text` < `first` < `complete`;
 //!   `error` and `final` end a task) that never moves a task backwards.
-//! * [`signature`]: the docs.kie.ai webhook HMAC scheme and a plain shared-token scheme.
+//! * [`signature`]: the docs.kie.ai webhook HMAC scheme ([`HmacVerifier`], [`sign`]) and a
+//!   plain shared-token scheme ([`TokenVerifier`]).
 //! * [`s3_key`]: the S3 key layout (`tasks/<task_id>/<name>.<ext>`).
 //!
-//! The crate reads no clock: every time-dependent check takes "now" as an argument.
+//! The crate reads no clock: every time-dependent check takes "now" as an argument. No input
+//! makes it panic.
+//!
+//! ```
+//! use suno_callbacks::{parse_callback, Family, Stage};
+//!
+//! let body = br#"{"code":500,"msg":"Vocal separation failed",
+//!                 "data":{"task_id":"3e63b4cc88d52611159371f6af5571e7","vocal_separation_info":null}}"#;
+//! let event = parse_callback(body).unwrap();
+//! assert_eq!(event.family, Family::VocalSeparation);
+//! assert_eq!(event.stage, Stage::Error);
+//! assert!(!event.succeeded() && event.files.is_empty());
+//! ```
 
 pub mod event;
 pub mod parse;
@@ -29,3 +45,8 @@ pub use signature::{
 };
 pub use stage::{Stage, StageMerge, merge_stage};
 pub use task_id::{TaskId, TaskIdError};
+
+/// The README's examples run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

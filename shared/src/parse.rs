@@ -44,11 +44,11 @@
 //!
 //! # Stage
 //!
-//! * Music and lyrics: [`Stage::Error`] when `code` != 200 or `callbackType` is `error`;
+//! * Music and lyrics: [`Stage::Error`](crate::Stage::Error) when `code` != 200 or `callbackType` is `error`;
 //!   otherwise `text`, `first` or `complete` from `callbackType`, and a missing or unknown
 //!   `callbackType` counts as `complete` (some tasks send `complete` directly).
-//! * Every other family (and unknown bodies): [`Stage::Final`] when `code` == 200, else
-//!   [`Stage::Error`].
+//! * Every other family (and unknown bodies): [`Stage::Final`](crate::Stage::Final) when `code` == 200, else
+//!   [`Stage::Error`](crate::Stage::Error).
 //!
 //! # File names
 //!
@@ -72,7 +72,7 @@
 //! | cover image | `data.images[i]` | `cover-<i+1>` |
 //! | WAV | `data.audioWavUrl` / `data.audio_wav_url` | `wav` |
 //! | music video | `data.video_url` | `video` |
-//! | lyrics, MIDI, voice | none (results are in [`Details`](crate::Details)) | |
+//! | lyrics, MIDI, voice | none (results are in [`Details`]) | |
 //! | unknown | http(s) strings under `*_url` / `*Url` keys or in `images` arrays, anywhere | path under `data`, snake_case, suffix stripped: `data.result.coverUrl` -> `result/cover`, arrays add `-<i+1>` |
 //!
 //! `<id>` is the track's `id` made S3-safe; a track without an id is `track-<n>` (its 1-based
