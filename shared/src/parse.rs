@@ -35,8 +35,8 @@
 //!    "lyrics generation" (the docs.kie.ai lyrics failure keeps `callbackType "complete"`).
 //! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
 //!    seven music-track endpoints, including replace-section's failure (`data.error`).
-//! 9. [`Midi`](Family::Midi): `data` is `null` or absent and there is a top-level `task_id`
-//!    (the MIDI failure body).
+//! 9. [`Midi`](Family::Midi): there is a top-level `task_id` and `data` is `null`, absent
+//!    (the MIDI failure body) or an empty object (MIDI data may come back empty).
 //! 10. [`Unknown`](Family::Unknown) otherwise: still accepted, as long as it has a task id.
 //!
 //! A failure body is keyed, staged and recorded whatever family it is detected as; the

@@ -37,6 +37,9 @@ pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Opt
         Family::Lyrics
     } else if callback_type.is_some() || data.get("data").is_some_and(Value::is_array) {
         Family::Music
+    } else if top_level_task_id && data.is_empty() {
+        // MIDI with no notes ("midiData may be empty").
+        Family::Midi
     } else {
         Family::Unknown
     }
@@ -95,6 +98,8 @@ mod tests {
             (json!({"code":500,"data":{"task_id":"t","video_url":null}}), MusicVideo),
             (json!({"code":400,"data":{"taskId":"t","voiceId":"","status":"fail","errorCode":500}}), Voice),
             (json!({"code":400,"data":{"taskId":"t","status":"processing_validate_fail","errorCode":500}}), Voice),
+            (json!({"task_id":"t","code":200,"msg":"success","data":{}}), Midi),
+            (json!({"task_id":"t","code":200,"data":{"result_url":"u"}}), Unknown),
             (json!({"code":200,"data":{"taskId":"t","something":"else"}}), Unknown),
             (json!({"code":200,"taskId":"t","data":null}), Unknown),
         ];
