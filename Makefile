@@ -54,7 +54,7 @@ unit-and-integration: deps
 
 template-lint: tools
 	$(TOOLS)/cfn-lint template.yaml
-	AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/sam validate --lint --template-file template.yaml
+	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/sam validate --lint --template-file template.yaml
 
 lambda-build: tools
 	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked $(FUNCTIONS)
