@@ -40,9 +40,7 @@ pub use event::{
     CallbackEvent, Details, Family, FileRef, LyricsVariant, MidiInstrument, MidiNote, SeparationType, Track,
 };
 pub use parse::{ParseError, parse_callback};
-pub use signature::{
-    HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign,
-};
+pub use signature::{HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign};
 pub use stage::{Stage, StageMerge, merge_stage};
 pub use task_id::{TaskId, TaskIdError};
 
