@@ -2,9 +2,15 @@
 //! records it in the task table, archives its body in the vault bucket and queues one
 //! download job per file.
 
+pub mod app;
+pub mod auth;
+pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod handler;
 pub mod memory;
 
+pub use app::App;
 pub use config::{Config, ConfigError};
+pub use handler::Handler;

@@ -1,0 +1,326 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lambda_http::http::{self, StatusCode};
+use lambda_http::{Body, Request, Response};
+use serde_json::Value;
+use stemvault_vault::{FileStatus, Now};
+use suno_callbacks::signature::sign;
+
+use super::*;
+use crate::error::StoreError;
+use crate::memory::MemoryPorts;
+
+const NOW_SECS: i64 = 1_763_910_000;
+const KEY: &str = "current-key";
+const OLD_KEY: &str = "previous-key";
+const TOKEN: &str = "0123456789abcdef-token";
+const WAV_TASK: &str = "988e****c8d3";
+const WAV: &[u8] =
+    br#"{"code":200,"msg":"success","data":{"audioWavUrl":"https://h/s/a.wav?X-Sig=secret","task_id":"988e****c8d3"}}"#;
+
+fn config() -> Config {
+    Config {
+        table_name: "t".into(),
+        bucket_name: "b".into(),
+        queue_url: "q".into(),
+        hmac_keys: vec![KEY.into(), OLD_KEY.into()],
+        callback_token: None,
+        allow_unauthenticated: false,
+        max_body_bytes: 4096,
+        signature_tolerance: Duration::from_secs(300),
+        log_level: None,
+    }
+}
+
+fn handler(config: Config) -> Handler<MemoryPorts> {
+    Handler::new(&config, MemoryPorts::with_virtual_clock(Now::from_unix_ms(NOW_SECS * 1000)))
+}
+
+fn request(path: &str, headers: &[(&str, String)], body: impl Into<Body>) -> Request {
+    let mut builder = http::Request::builder().method("POST").uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+fn signed_headers(key: &str, task_id: &str, ts: i64) -> Vec<(&'static str, String)> {
+    vec![("X-Webhook-Timestamp", ts.to_string()), ("X-Webhook-Signature", sign(key.as_bytes(), task_id, ts))]
+}
+
+fn signed(body: &[u8], task_id: &str) -> Request {
+    request("/callback", &signed_headers(KEY, task_id, NOW_SECS), body.to_vec())
+}
+
+fn json(response: &Response<Body>) -> Value {
+    assert_eq!(response.headers()["content-type"], "application/json");
+    serde_json::from_slice(response.body().as_ref()).unwrap()
+}
+
+/// Nothing was recorded, archived or sent.
+fn assert_untouched(h: &Handler<MemoryPorts>) {
+    assert_eq!(h.ports().record_count(), 0);
+    assert!(h.ports().body_keys().is_empty());
+    assert!(h.ports().messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
+    let h = handler(config());
+    let response = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json(&response),
+        serde_json::json!({"status": "accepted", "task_id": WAV_TASK, "stage": "final", "task_stage": "final", "files": 1, "files_queued": 1})
+    );
+    let record = h.ports().record(WAV_TASK).unwrap();
+    assert_eq!((record.family.as_str(), record.files["wav"].status), ("wav", FileStatus::Queued));
+    assert_eq!(h.ports().messages()[0].1.key, format!("tasks/{WAV_TASK}/wav.wav"));
+
+    let again = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(json(&again)["status"], "duplicate");
+    assert_eq!(json(&again)["files_queued"], 0);
+    assert_eq!(h.ports().messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_base64_encoded_body_is_read_as_bytes() {
+    let h = handler(config());
+    let response =
+        h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), Body::Binary(WAV.to_vec()))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(h.ports().body_keys().len(), 1);
+    assert_eq!(h.ports().body(&h.ports().body_keys()[0]).unwrap(), WAV);
+}
+
+#[tokio::test]
+async fn every_documented_fixture_is_accepted_with_its_files_queued() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/callbacks");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        seen += 1;
+        let body = std::fs::read(&path).unwrap();
+        let event = suno_callbacks::parse_callback(&body).unwrap();
+        let h = handler(config());
+        let response = h.handle(signed(&body, event.task_id.as_str())).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}: {:?}", path.display(), json(&response));
+        assert_eq!(json(&response)["files_queued"], event.files.len(), "{}", path.display());
+        let record = h.ports().record(event.task_id.as_str()).unwrap();
+        assert_eq!(record.family, event.family.as_str(), "{}", path.display());
+        assert_eq!(record.files.len(), event.files.len(), "{}", path.display());
+        assert!(record.files.values().all(|f| f.status == FileStatus::Queued));
+        assert_eq!(h.ports().messages().len(), event.files.len());
+    }
+    assert!(seen >= 17, "only {seen} fixtures found in {}", dir.display());
+}
+
+#[tokio::test]
+async fn routes_only_post_callback() {
+    let h = handler(config());
+    let get = h.handle(http::Request::builder().method("GET").uri("/callback").body(Body::Empty).unwrap()).await;
+    assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(get.headers()["allow"], "POST");
+    assert_eq!(json(&get)["error"], "method_not_allowed");
+    for path in ["/", "/tasks/x", "/callbacks", "/callback/anything", "/callback/", "/x/callback"] {
+        let response = h.handle(request(path, &signed_headers(KEY, WAV_TASK, NOW_SECS), WAV.to_vec())).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(json(&response)["error"], "not_found");
+    }
+    assert_untouched(&h);
+}
+
+async fn refusal(h: &Handler<MemoryPorts>, req: Request) -> String {
+    let response = h.handle(req).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = json(&response);
+    assert_eq!(body["error"], "unauthorized");
+    let text = body.to_string();
+    for secret in [KEY, OLD_KEY, TOKEN] {
+        assert!(!text.contains(secret), "{text}");
+    }
+    body["reason"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
+    let h = handler(config());
+    let with = |headers: Vec<(&'static str, String)>| request("/callback", &headers, WAV.to_vec());
+    assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS))).await, "signature_mismatch");
+    assert_eq!(refusal(&h, with(signed_headers(KEY, "another-task", NOW_SECS))).await, "signature_mismatch");
+    assert_eq!(refusal(&h, with(signed_headers(KEY, WAV_TASK, NOW_SECS - 301))).await, "timestamp_too_old");
+    assert_eq!(refusal(&h, with(signed_headers(KEY, WAV_TASK, NOW_SECS + 301))).await, "timestamp_in_future");
+    assert_eq!(refusal(&h, with(vec![])).await, "missing_timestamp");
+    let only_ts = vec![("X-Webhook-Timestamp", NOW_SECS.to_string())];
+    assert_eq!(refusal(&h, with(only_ts)).await, "missing_signature");
+    let only_sig = vec![("X-Webhook-Signature", sign(KEY.as_bytes(), WAV_TASK, NOW_SECS))];
+    assert_eq!(refusal(&h, with(only_sig)).await, "missing_timestamp");
+    let mut bad_ts = signed_headers(KEY, WAV_TASK, NOW_SECS);
+    bad_ts[0].1 = "2025-11-23T15:00:00Z".into();
+    assert_eq!(refusal(&h, with(bad_ts)).await, "malformed_timestamp");
+    let mut bad_sig = signed_headers(KEY, WAV_TASK, NOW_SECS);
+    bad_sig[1].1 = "not base64!".into();
+    assert_eq!(refusal(&h, with(bad_sig)).await, "malformed_signature");
+    // Missing headers are refused before the body is even looked at.
+    assert_eq!(refusal(&h, request("/callback", &[], b"not json".to_vec())).await, "missing_timestamp");
+    assert_untouched(&h);
+}
+
+#[tokio::test]
+async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
+    let h = handler(config());
+    let response =
+        h.handle(request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 300), WAV.to_vec())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_path_token_is_required_when_configured() {
+    let h = handler(Config { hmac_keys: vec![], callback_token: Some(TOKEN.into()), ..config() });
+    assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_token");
+    assert_eq!(refusal(&h, request("/callback/", &[], WAV.to_vec())).await, "missing_token");
+    assert_eq!(refusal(&h, request("/callback/0123456789abcdef-tokem", &[], WAV.to_vec())).await, "invalid_token");
+    let nested = h.handle(request(&format!("/callback/{TOKEN}/x"), &[], WAV.to_vec())).await;
+    assert_eq!(nested.status(), StatusCode::NOT_FOUND);
+    assert_untouched(&h);
+    let ok = h.handle(request(&format!("/callback/{TOKEN}"), &[], WAV.to_vec())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn token_and_signature_together_both_count() {
+    let h = handler(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let path = format!("/callback/{TOKEN}");
+    assert_eq!(refusal(&h, request(&path, &[], WAV.to_vec())).await, "missing_timestamp");
+    assert_eq!(refusal(&h, signed(WAV, WAV_TASK)).await, "missing_token");
+    let ok = h.handle(request(&path, &signed_headers(KEY, WAV_TASK, NOW_SECS), WAV.to_vec())).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn unauthenticated_only_when_allowed() {
+    let open = handler(Config { hmac_keys: vec![], allow_unauthenticated: true, ..config() });
+    assert_eq!(open.handle(request("/callback", &[], WAV.to_vec())).await.status(), StatusCode::OK);
+    // A hand-built config that asks for no authentication without allowing it fails closed.
+    let closed = handler(Config { hmac_keys: vec![], ..config() });
+    assert_eq!(refusal(&closed, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
+    let broken = handler(Config { hmac_keys: vec![String::new()], allow_unauthenticated: true, ..config() });
+    assert_eq!(refusal(&broken, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
+    let h = handler(config());
+    let cases: [(&[u8], StatusCode, &str); 6] = [
+        (&[b' '; 4097], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+        (b"", StatusCode::BAD_REQUEST, "invalid_json"),
+        (b"{\"code\":200,", StatusCode::BAD_REQUEST, "invalid_json"),
+        (b"[1,2]", StatusCode::BAD_REQUEST, "not_a_json_object"),
+        (b"{\"code\":200,\"data\":{}}", StatusCode::BAD_REQUEST, "missing_task_id"),
+        (b"{\"code\":200,\"data\":{\"task_id\":\"../etc\"}}", StatusCode::BAD_REQUEST, "invalid_task_id"),
+    ];
+    for (body, status, code) in cases {
+        let response = h.handle(signed(body, WAV_TASK)).await;
+        assert_eq!(response.status(), status, "{code}");
+        let answer = json(&response);
+        assert_eq!(answer["error"], code);
+        assert!(!answer["message"].as_str().unwrap().is_empty());
+    }
+    let exactly_the_limit = [b' '; 4096];
+    assert_eq!(h.handle(signed(&exactly_the_limit, WAV_TASK)).await.status(), StatusCode::BAD_REQUEST);
+    assert_untouched(&h);
+}
+
+#[tokio::test]
+async fn an_unknown_family_is_recorded() {
+    let h = handler(config());
+    let body = br#"{"code":200,"msg":"ok","data":{"taskId":"new-kind-1","result":{"coverUrl":"https://h/c.png"}}}"#;
+    let response = h.handle(signed(body, "new-kind-1")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let record = h.ports().record("new-kind-1").unwrap();
+    assert_eq!(record.family, "unknown");
+    assert_eq!(record.files.keys().collect::<Vec<_>>(), vec!["result/cover"]);
+}
+
+#[tokio::test]
+async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
+    let h = handler(config());
+    h.ports().set_enqueue_failing(true);
+    let failed = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let answer = json(&failed);
+    assert_eq!(answer["error"], "enqueue_failed");
+    assert!(!answer.to_string().contains("switched off"), "no internal error text: {answer}");
+    assert_eq!(h.ports().record(WAV_TASK).unwrap().files["wav"].status, FileStatus::Pending);
+
+    h.ports().set_enqueue_failing(false);
+    let retry = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!((json(&retry)["status"].as_str(), json(&retry)["files_queued"].as_u64()), (Some("duplicate"), Some(1)));
+
+    let broken = handler(config());
+    broken.ports().set_save_error(Some(StoreError::Malformed("bad item".into())));
+    let response = broken.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(json(&response)["error"], "task_record_malformed");
+}
+
+// --- API Gateway request fixtures (events/*.json) ---------------------------------------
+
+fn event_file(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[tokio::test]
+async fn events_signed_split_stem() {
+    let req = lambda_http::request::from_str(&event_file("signed-split-stem.json")).unwrap();
+    assert!(matches!(req.body(), Body::Binary(_)), "API Gateway's base64 body arrives decoded");
+    assert_eq!(routed_path(&req), "/callback");
+    let h = handler(Config { hmac_keys: vec!["local-dev-hmac-key".into()], ..config() });
+    let h = Handler { max_body_bytes: 1 << 20, ..h };
+    let response = h.handle(req).await;
+    assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
+    assert_eq!(json(&response)["files_queued"], 12, "twelve stems; the empty origin_url is no file");
+}
+
+#[tokio::test]
+async fn events_unsigned_separate_vocal() {
+    let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
+    assert_eq!(routed_path(&req), "/callback");
+    let signed_only = handler(Config { max_body_bytes: 1 << 20, ..config() });
+    assert_eq!(refusal(&signed_only, req).await, "missing_timestamp");
+
+    let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
+    let open = handler(Config { hmac_keys: vec![], allow_unauthenticated: true, max_body_bytes: 1 << 20, ..config() });
+    let response = open.handle(req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(&response)["task_id"], "3e63b4cc88d52611159371f6af5571e7");
+}
+
+#[tokio::test]
+async fn events_token_path_wav() {
+    let req = lambda_http::request::from_str(&event_file("token-path-wav.json")).unwrap();
+    assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
+    let h = handler(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    let response = h.handle(req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(&response)["stage"], "final");
+}
+
+#[tokio::test]
+async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
+    let raw = event_file("token-path-wav.json")
+        .replace("\"$default\"", "\"prod\"")
+        .replace("\"rawPath\": \"/callback/", "\"rawPath\": \"/prod/callback/");
+    let req = lambda_http::request::from_str(&raw).unwrap();
+    assert_eq!(req.uri().path(), "/prod/callback/local-dev-callback-token");
+    assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
+    let h = handler(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    assert_eq!(h.handle(req).await.status(), StatusCode::OK);
+}
