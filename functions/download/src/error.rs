@@ -119,6 +119,8 @@ pub enum DownloadError {
     Storage(#[from] StorageError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
 }
 
 impl DownloadError {
@@ -131,7 +133,8 @@ impl DownloadError {
             | DownloadError::Contended
             | DownloadError::Table(_)
             | DownloadError::Storage(_)
-            | DownloadError::NoTimeLeft => true,
+            | DownloadError::NoTimeLeft
+            | DownloadError::Panicked(_) => true,
         }
     }
 }

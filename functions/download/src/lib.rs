@@ -1,7 +1,18 @@
 //! The download function: copies each queued file from its expiring URL into the vault
 //! bucket, streaming with bounded memory, and records the outcome in the task record.
+//!
+//! * [`app`]: the SQS batch handler (concurrency, spans, panic isolation, partial batch
+//!   response).
+//! * [`domain`]: one message from claim to manifest, over small traits.
+//! * [`source`] and [`source_policy`]: which URLs may be fetched and how.
+//! * [`upload`]: single or multipart streaming upload with SHA-256.
+//! * [`aws`]: the SDK adapters.
 
 pub mod address;
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod domain;
 pub mod error;
 pub mod source;
 pub mod source_policy;
@@ -9,3 +20,6 @@ pub mod upload;
 
 #[cfg(test)]
 mod test_support;
+
+pub use app::App;
+pub use config::{Config, ConfigError};

@@ -2,13 +2,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
+use stemvault_vault::{FileEntry, FileStatus, Manifest, Now, TaskRecord, VaultState};
+use suno_callbacks::TaskId;
 
-use crate::error::{FetchError, StorageError};
-use crate::upload::{ObjectStore, SourceBody, UploadedPart};
+use crate::domain::{
+    Claim, ClaimFile, Clock, Conditional, DelayMessage, LoadTask, RecordFailed, RecordStored, ReleaseFile, SettleTask,
+    WriteManifest,
+};
+use crate::error::{FetchError, StorageError, TableError};
+use crate::source::{ChunkStream as SourceChunks, FetchSource};
+use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
 
 /// `len` bytes that depend on `seed` and on their position.
 pub fn deterministic_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -143,5 +151,278 @@ impl ObjectStore for MemoryStore {
         state.calls.push(StoreCall::Abort);
         state.uploads.remove(upload_id);
         Ok(())
+    }
+}
+
+/// What a scripted source answers for one URL.
+#[derive(Debug, Clone)]
+pub enum Script {
+    Body { data: Vec<u8>, declared: bool, content_type: Option<String> },
+    Fail(FetchError),
+}
+
+/// Every port in memory: the table with the same conditions as the DynamoDB adapter, a
+/// bucket, scripted sources, and a record of delays and manifests.
+#[derive(Default)]
+pub struct MemoryPorts {
+    pub records: Mutex<HashMap<String, TaskRecord>>,
+    pub store: MemoryStore,
+    pub sources: Mutex<HashMap<String, Script>>,
+    pub opened: Mutex<Vec<String>>,
+    pub manifests: Mutex<Vec<(String, Manifest)>>,
+    /// Fail this many manifest writes before succeeding.
+    pub manifest_failures: Mutex<u32>,
+    pub delays: Mutex<Vec<(String, Duration)>>,
+    pub now: Mutex<Option<Now>>,
+}
+
+impl MemoryPorts {
+    pub fn with_record(record: TaskRecord) -> MemoryPorts {
+        let ports = MemoryPorts::default();
+        ports.records.lock().unwrap().insert(record.task_id.clone(), record);
+        ports
+    }
+
+    pub fn source(&self, url: &str, script: Script) {
+        self.sources.lock().unwrap().insert(url.to_owned(), script);
+    }
+
+    pub fn record(&self, task_id: &str) -> TaskRecord {
+        self.records.lock().unwrap()[task_id].clone()
+    }
+
+    pub fn opened(&self) -> Vec<String> {
+        self.opened.lock().unwrap().clone()
+    }
+
+    fn update_file(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        allowed: impl FnOnce(&FileEntry) -> bool,
+        change: impl FnOnce(&mut FileEntry),
+    ) -> Conditional {
+        let mut records = self.records.lock().unwrap();
+        let Some(record) = records.get_mut(task_id.as_str()) else { return Conditional::Conflict };
+        let Some(file) = record.files.get_mut(name) else { return Conditional::Conflict };
+        if !allowed(file) {
+            return Conditional::Conflict;
+        }
+        change(file);
+        record.version += 1;
+        Conditional::Applied
+    }
+}
+
+fn held_by(file: &FileEntry, worker: &str) -> bool {
+    file.status == FileStatus::Downloading && file.claim.as_deref() == Some(worker)
+}
+
+impl Clock for MemoryPorts {
+    fn now(&self) -> Now {
+        self.now.lock().unwrap().unwrap_or(Now::from_unix_ms(1_800_000_000_000))
+    }
+}
+
+impl LoadTask for MemoryPorts {
+    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, TableError> {
+        Ok(self.records.lock().unwrap().get(task_id.as_str()).cloned())
+    }
+}
+
+impl ClaimFile for MemoryPorts {
+    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, TableError> {
+        let allowed = |f: &FileEntry| {
+            f.url == claim.url
+                && match f.status {
+                    FileStatus::Pending | FileStatus::Enqueuing | FileStatus::Queued => true,
+                    FileStatus::Downloading => f.lease_until.is_none_or(|l| l < claim.now),
+                    FileStatus::Stored | FileStatus::Failed => false,
+                }
+        };
+        Ok(self.update_file(task_id, name, allowed, |f| {
+            f.status = FileStatus::Downloading;
+            f.claim = Some(claim.worker.clone());
+            f.lease_until = Some(claim.lease_until);
+            f.attempts += 1;
+        }))
+    }
+}
+
+impl RecordStored for MemoryPorts {
+    async fn record_stored(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        stored: &StoredObject,
+        stored_at: &str,
+    ) -> Result<Conditional, TableError> {
+        Ok(self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, worker),
+            |f| {
+                f.status = FileStatus::Stored;
+                f.bytes = Some(stored.bytes);
+                f.sha256 = Some(stored.sha256_hex.clone());
+                f.content_type = stored.content_type.clone();
+                f.stored_at = Some(stored_at.to_owned());
+                f.claim = None;
+                f.lease_until = None;
+                f.error = None;
+            },
+        ))
+    }
+}
+
+impl RecordFailed for MemoryPorts {
+    async fn record_failed(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        reason: &str,
+    ) -> Result<Conditional, TableError> {
+        Ok(self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, worker),
+            |f| {
+                f.status = FileStatus::Failed;
+                f.error = Some(reason.to_owned());
+                f.claim = None;
+                f.lease_until = None;
+            },
+        ))
+    }
+}
+
+impl ReleaseFile for MemoryPorts {
+    async fn release_file(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        error: &str,
+    ) -> Result<Conditional, TableError> {
+        Ok(self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, worker),
+            |f| {
+                f.status = FileStatus::Queued;
+                f.error = Some(error.to_owned());
+                f.claim = None;
+                f.lease_until = None;
+            },
+        ))
+    }
+}
+
+impl SettleTask for MemoryPorts {
+    async fn settle_task(
+        &self,
+        task_id: &TaskId,
+        expected_version: u64,
+        vault: VaultState,
+        manifest_key: &str,
+    ) -> Result<Conditional, TableError> {
+        let mut records = self.records.lock().unwrap();
+        let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
+        if record.version != expected_version || record.vault != VaultState::Pending {
+            return Ok(Conditional::Conflict);
+        }
+        record.vault = vault;
+        record.manifest_key = Some(manifest_key.to_owned());
+        record.version += 1;
+        Ok(Conditional::Applied)
+    }
+
+    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, TableError> {
+        let mut records = self.records.lock().unwrap();
+        let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
+        if record.version != settled_version {
+            return Ok(Conditional::Conflict);
+        }
+        record.vault = VaultState::Pending;
+        record.manifest_key = None;
+        record.version += 1;
+        Ok(Conditional::Applied)
+    }
+}
+
+impl WriteManifest for MemoryPorts {
+    async fn write_manifest(&self, key: &str, manifest: &Manifest) -> Result<(), StorageError> {
+        let mut failures = self.manifest_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(storage_error("PutObject", "injected manifest failure"));
+        }
+        self.manifests.lock().unwrap().push((key.to_owned(), manifest.clone()));
+        Ok(())
+    }
+}
+
+impl DelayMessage for MemoryPorts {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+        self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}
+
+impl FetchSource for MemoryPorts {
+    async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<SourceChunks>, FetchError> {
+        self.opened.lock().unwrap().push(url.to_owned());
+        // Let a concurrent duplicate run up to its claim meanwhile.
+        tokio::task::yield_now().await;
+        let script = self.sources.lock().unwrap().get(url).cloned();
+        match script {
+            None => Err(FetchError::Status { status: 404, reason: "Not Found".into() }),
+            Some(Script::Fail(e)) => Err(e),
+            Some(Script::Body { data, declared, content_type }) => {
+                if declared && data.len() as u64 > max_bytes {
+                    return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(data.len() as u64) });
+                }
+                let body = body_of(&data, 64 * 1024, declared, content_type.as_deref());
+                let chunks: SourceChunks = Box::pin(body.chunks);
+                Ok(SourceBody { content_length: body.content_length, content_type: body.content_type, chunks })
+            }
+        }
+    }
+}
+
+impl ObjectStore for MemoryPorts {
+    async fn put_object(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        sha256: [u8; 32],
+    ) -> Result<(), StorageError> {
+        self.store.put_object(key, body, content_type, sha256).await
+    }
+
+    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, StorageError> {
+        self.store.create_multipart(key, content_type).await
+    }
+
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        body: Bytes,
+        sha256: [u8; 32],
+    ) -> Result<UploadedPart, StorageError> {
+        self.store.upload_part(key, upload_id, part_number, body, sha256).await
+    }
+
+    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), StorageError> {
+        self.store.complete_multipart(key, upload_id, parts).await
+    }
+
+    async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        self.store.abort_multipart(key, upload_id).await
     }
 }

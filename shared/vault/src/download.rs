@@ -124,13 +124,6 @@ pub fn retry_delay(receive_count: u32) -> Duration {
     FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY)
 }
 
-/// Whether this receive is the last one before SQS moves the message to the dead-letter
-/// queue. A transient failure on the last receive marks the file failed for good instead,
-/// so that the task still settles (and says why).
-pub fn is_last_receive(receive_count: u32, max_receive_count: u32) -> bool {
-    receive_count >= max_receive_count
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -310,13 +303,5 @@ mod tests {
         let secs: Vec<u64> = (0..=9).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(secs, vec![30, 30, 60, 120, 240, 480, 900, 900, 900, 900]);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
-    }
-
-    #[test]
-    fn the_last_receive_is_known() {
-        assert!(!is_last_receive(1, 8));
-        assert!(!is_last_receive(7, 8));
-        assert!(is_last_receive(8, 8));
-        assert!(is_last_receive(9, 8));
     }
 }

@@ -1,0 +1,372 @@
+//! One SQS message, start to end, over small traits (implemented for AWS in `aws.rs` and in
+//! memory for the unit tests):
+//!
+//! 1. parse the [`FileJob`] (a malformed body is dropped);
+//! 2. read the task record and decide ([`next_step`]): drop, nothing to copy, busy, or copy;
+//! 3. claim the file (`downloading`, our worker id, lease until the invocation's deadline)
+//!    with a conditional update, so two copies of one message never both copy;
+//! 4. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
+//!    conditional on still holding the claim; a retryable failure releases the claim;
+//! 5. if every file of the task is now settled, flip the vault state conditional on the
+//!    version read, and the winner of that flip writes the manifest.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use stemvault_vault::download::{CopyPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
+use stemvault_vault::{FileJob, Manifest, Now, TaskRecord, VaultState};
+use suno_callbacks::TaskId;
+
+use crate::error::{CopyError, DownloadError, StorageError, TableError};
+use crate::source::{FetchSource, loggable_str};
+use crate::upload::{ObjectStore, StoredObject, UploadLimits, upload};
+
+/// How many times a claim that lost a race is retried from a fresh read.
+const CLAIM_ATTEMPTS: usize = 3;
+/// How many times a settle flip that lost a race is retried from a fresh read.
+const SETTLE_ATTEMPTS: usize = 5;
+
+/// Whether a conditional write happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conditional {
+    Applied,
+    /// The condition did not hold: someone else changed the record first.
+    Conflict,
+}
+
+/// The time now (only adapters read the clock).
+pub trait Clock {
+    fn now(&self) -> Now;
+}
+
+pub trait LoadTask {
+    /// Strongly consistent read.
+    fn load_task(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, TableError>> + Send;
+}
+
+/// A download claim on one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Unique per attempt.
+    pub worker: String,
+    /// The URL the claim is for: the claim fails if the record's URL changed since it was read.
+    pub url: String,
+    /// Unix seconds; another worker may take over after this.
+    pub lease_until: i64,
+    /// Unix seconds now: a `downloading` file whose lease ended before this may be taken over.
+    pub now: i64,
+}
+
+pub trait ClaimFile {
+    /// `pending`/`enqueuing`/`queued`, or `downloading` with an expired lease, -> `downloading`
+    /// under `claim` (attempts + 1), if the file's URL is still `claim.url`.
+    fn claim_file(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        claim: &Claim,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+}
+
+pub trait RecordStored {
+    /// `downloading` under `worker` -> `stored` with size, digest, content type and time.
+    fn record_stored(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        stored: &StoredObject,
+        stored_at: &str,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+}
+
+pub trait RecordFailed {
+    /// `downloading` under `worker` -> `failed` for good, with the reason.
+    fn record_failed(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+}
+
+pub trait ReleaseFile {
+    /// `downloading` under `worker` -> `queued` again (the message will be retried), keeping
+    /// the last error for people to see.
+    fn release_file(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        worker: &str,
+        error: &str,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+}
+
+pub trait SettleTask {
+    /// `vault` `pending` -> `vault` with `manifest_key`, if the record is still at `expected_version`.
+    fn settle_task(
+        &self,
+        task_id: &TaskId,
+        expected_version: u64,
+        vault: VaultState,
+        manifest_key: &str,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    /// Undo [`SettleTask::settle_task`] (its write made the record `settled_version`) when
+    /// the manifest could not be written.
+    fn reopen_task(
+        &self,
+        task_id: &TaskId,
+        settled_version: u64,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+}
+
+pub trait WriteManifest {
+    fn write_manifest(&self, key: &str, manifest: &Manifest) -> impl Future<Output = Result<(), StorageError>> + Send;
+}
+
+pub trait DelayMessage {
+    /// Keep the message invisible for `delay` from now.
+    fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Everything one message needs.
+pub trait Ports:
+    Clock
+    + LoadTask
+    + ClaimFile
+    + RecordStored
+    + RecordFailed
+    + ReleaseFile
+    + SettleTask
+    + WriteManifest
+    + DelayMessage
+    + FetchSource
+    + ObjectStore
+    + Sync
+{
+}
+
+impl<T> Ports for T where
+    T: Clock
+        + LoadTask
+        + ClaimFile
+        + RecordStored
+        + RecordFailed
+        + ReleaseFile
+        + SettleTask
+        + WriteManifest
+        + DelayMessage
+        + FetchSource
+        + ObjectStore
+        + Sync
+{
+}
+
+/// Fixed settings of the function.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub max_file_bytes: u64,
+    pub part_size: usize,
+}
+
+/// One delivery of one message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub body: String,
+    pub receipt_handle: Option<String>,
+    /// `ApproximateReceiveCount`, 1 on the first delivery.
+    pub receive_count: u32,
+    /// Unique for this attempt.
+    pub worker: String,
+    /// Copying stops here, leaving time to record the outcome before the invocation ends.
+    pub stop_at: Instant,
+    /// Unix seconds when the invocation ends: the claim's lease.
+    pub lease_until: i64,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Stored(StoredObject),
+    /// The file was already stored or failed for good (a redelivery).
+    AlreadySettled,
+    /// The file failed for good; the record says why.
+    FailedForGood(String),
+    /// Nothing could be done, ever: the message is deleted.
+    Dropped(DownloadError),
+    /// Try again later: the message goes back to the queue.
+    Retry(DownloadError),
+}
+
+impl Outcome {
+    /// Whether the message is reported as a batch item failure (so it is not deleted).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Retry(_))
+    }
+}
+
+/// Parse a message body; anything unusable is a permanent [`DownloadError::Malformed`].
+pub fn parse_job(body: &str) -> Result<(FileJob, TaskId), DownloadError> {
+    let job: FileJob =
+        serde_json::from_str(body).map_err(|e| DownloadError::Malformed(format!("not a file job: {e}")))?;
+    let task_id = TaskId::parse(&job.task_id).map_err(|e| DownloadError::Malformed(e.to_string()))?;
+    if job.name.is_empty() {
+        return Err(DownloadError::Malformed("the file name is empty".into()));
+    }
+    Ok((job, task_id))
+}
+
+/// Handle one delivery. The current span gets `task_id` and `file` recorded.
+pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery: &Delivery) -> Outcome {
+    let (job, task_id) = match parse_job(&delivery.body) {
+        Ok(parsed) => parsed,
+        Err(e) => return Outcome::Dropped(e),
+    };
+    let span = tracing::Span::current();
+    span.record("task_id", task_id.as_str());
+    span.record("file", job.name.as_str());
+    if Instant::now() >= delivery.stop_at {
+        return Outcome::Retry(DownloadError::NoTimeLeft);
+    }
+    for _ in 0..CLAIM_ATTEMPTS {
+        let record = match ports.load_task(&task_id).await {
+            Ok(record) => record,
+            Err(e) => return Outcome::Retry(e.into()),
+        };
+        let plan = match next_step(record.as_ref(), &job, ports.now()) {
+            NextStep::Drop(reason) => return Outcome::Dropped(DownloadError::Dropped(reason)),
+            NextStep::Busy { lease_until } => return Outcome::Retry(DownloadError::Busy { lease_until }),
+            NextStep::AlreadySettled(status) => {
+                tracing::info!(status = status.as_str(), "the file is already settled; nothing to copy");
+                return match settle(ports, &task_id).await {
+                    Ok(()) => Outcome::AlreadySettled,
+                    Err(e) => Outcome::Retry(e),
+                };
+            }
+            NextStep::Copy(plan) => plan,
+        };
+        if plan.replaced {
+            tracing::info!(url = %loggable_str(&plan.url), "the record has a newer URL than the message; copying that");
+        }
+        let claim = Claim {
+            worker: delivery.worker.clone(),
+            url: plan.url.clone(),
+            lease_until: delivery.lease_until,
+            now: ports.now().unix_seconds(),
+        };
+        match ports.claim_file(&task_id, &job.name, &claim).await {
+            Ok(Conditional::Applied) => {
+                return copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await;
+            }
+            Ok(Conditional::Conflict) => continue,
+            Err(e) => return Outcome::Retry(e.into()),
+        }
+    }
+    Outcome::Retry(DownloadError::Contended)
+}
+
+/// After a retryable outcome: keep the message away for a delay that grows with its
+/// receive count. Failing to do so only means an earlier retry.
+pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery) {
+    let Some(receipt_handle) = &delivery.receipt_handle else { return };
+    let delay = retry_delay(delivery.receive_count);
+    if let Err(e) = ports.delay_message(receipt_handle, delay).await {
+        tracing::warn!(error = %e, "could not delay the message's next delivery");
+    }
+}
+
+async fn copy_claimed<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    delivery: &Delivery,
+    task_id: &TaskId,
+    name: &str,
+    plan: &CopyPlan,
+) -> Outcome {
+    let started = Instant::now();
+    tracing::info!(source = %loggable_str(&plan.url), key = %plan.key, "copying");
+    let worker = delivery.worker.as_str();
+    let error = match copy(ports, settings, plan, delivery.stop_at).await {
+        Ok(stored) => {
+            let stored_at = ports.now().rfc3339();
+            return match ports.record_stored(task_id, name, worker, &stored, &stored_at).await {
+                Ok(Conditional::Applied) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
+                    after_settling(ports, task_id, Outcome::Stored(stored)).await
+                }
+                Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
+                Err(e) => Outcome::Retry(e.into()),
+            };
+        }
+        Err(e) => e,
+    };
+    if error.is_retryable() {
+        match ports.release_file(task_id, name, worker, &error.to_string()).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not release the claim; it ends with its lease"),
+        }
+        return Outcome::Retry(error.into());
+    }
+    let reason = error.to_string();
+    match ports.record_failed(task_id, name, worker, &reason).await {
+        Ok(Conditional::Applied) => {
+            tracing::warn!(reason = %reason, "the file failed for good");
+            after_settling(ports, task_id, Outcome::FailedForGood(reason)).await
+        }
+        Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
+        Err(e) => Outcome::Retry(e.into()),
+    }
+}
+
+async fn after_settling<P: Ports>(ports: &P, task_id: &TaskId, outcome: Outcome) -> Outcome {
+    match settle(ports, task_id).await {
+        Ok(()) => outcome,
+        Err(e) => Outcome::Retry(e),
+    }
+}
+
+/// Fetch and upload, stopping at `stop_at`.
+async fn copy<P: FetchSource + ObjectStore + Sync>(
+    ports: &P,
+    settings: &Settings,
+    plan: &CopyPlan,
+    stop_at: Instant,
+) -> Result<StoredObject, CopyError> {
+    let opening = ports.open(&plan.url, settings.max_file_bytes);
+    let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
+    let limits = UploadLimits { part_size: settings.part_size, max_bytes: settings.max_file_bytes, stop_at };
+    upload(ports, &plan.key, body, limits).await
+}
+
+/// If the task's files are all settled and its vault still `pending`, settle it and write
+/// its manifest (once: only the worker whose conditional flip wins writes it).
+async fn settle<P: Ports>(ports: &P, task_id: &TaskId) -> Result<(), DownloadError> {
+    for _ in 0..SETTLE_ATTEMPTS {
+        let Some(record) = ports.load_task(task_id).await? else { return Ok(()) };
+        let SettlePlan::Settle { vault, manifest_key, manifest, expected_version } =
+            settle_plan(&record, task_id, ports.now())
+        else {
+            return Ok(());
+        };
+        match ports.settle_task(task_id, expected_version, vault, &manifest_key).await? {
+            Conditional::Conflict => continue,
+            Conditional::Applied => {}
+        }
+        if let Err(e) = ports.write_manifest(&manifest_key, &manifest).await {
+            match ports.reopen_task(task_id, expected_version + 1).await {
+                Ok(Conditional::Applied) => {}
+                Ok(Conditional::Conflict) => tracing::warn!("the task changed before it could be reopened"),
+                Err(reopen) => tracing::error!(error = %reopen, "could not reopen the task after the manifest failed"),
+            }
+            return Err(e.into());
+        }
+        tracing::info!(vault = ?vault, key = %manifest_key, files = manifest.files.len(), "task settled; manifest written");
+        return Ok(());
+    }
+    Err(DownloadError::Contended)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,295 @@
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use stemvault_vault::{FileEntry, FileStatus, PublicFileStatus};
+
+use super::*;
+use crate::error::FetchError;
+use crate::test_support::{MemoryPorts, Script, deterministic_bytes};
+use crate::upload::MIN_PART_SIZE;
+
+const TASK: &str = "e649edb7abfd759285bd41a47a634b10";
+
+fn url(name: &str) -> String {
+    format!("https://cdn1.suno.ai/{name}.mp3?sig=secret")
+}
+
+fn entry(name: &str, status: FileStatus) -> FileEntry {
+    FileEntry {
+        url: url(name),
+        key: format!("tasks/{TASK}/{name}.mp3"),
+        status,
+        stage: "first".into(),
+        claim: None,
+        lease_until: None,
+        queued_at: None,
+        message_id: None,
+        attempts: 0,
+        bytes: None,
+        sha256: None,
+        content_type: None,
+        stored_at: None,
+        error: None,
+    }
+}
+
+fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
+    TaskRecord {
+        task_id: TASK.into(),
+        family: "vocal_separation".into(),
+        stage: "first".into(),
+        code: 200,
+        message: "ok".into(),
+        succeeded: true,
+        first_received_at: "2026-11-23T15:00:00.000Z".into(),
+        last_received_at: "2026-11-23T15:00:00.000Z".into(),
+        deliveries: 1,
+        callbacks: BTreeMap::new(),
+        files: files.iter().map(|(n, s)| (n.to_string(), entry(n, *s))).collect(),
+        streams: BTreeMap::new(),
+        details: None,
+        vault: VaultState::Pending,
+        failure: None,
+        manifest_key: None,
+        version: 3,
+    }
+}
+
+fn job_body(name: &str) -> String {
+    serde_json::to_string(&FileJob {
+        task_id: TASK.into(),
+        name: name.into(),
+        url: url(name),
+        key: format!("tasks/{TASK}/{name}.mp3"),
+    })
+    .unwrap()
+}
+
+fn delivery(body: String, receive_count: u32) -> Delivery {
+    Delivery {
+        body,
+        receipt_handle: Some(format!("receipt-{receive_count}")),
+        receive_count,
+        worker: format!("worker-{}", uuid::Uuid::new_v4()),
+        stop_at: Instant::now() + Duration::from_secs(60),
+        lease_until: 1_800_000_900,
+    }
+}
+
+const SETTINGS: Settings = Settings { max_file_bytes: 64 << 20, part_size: MIN_PART_SIZE };
+
+fn serve(ports: &MemoryPorts, name: &str, data: &[u8]) {
+    ports.source(
+        &url(name),
+        Script::Body { data: data.to_vec(), declared: true, content_type: Some("audio/mpeg".into()) },
+    );
+}
+
+async fn run(ports: &MemoryPorts, name: &str, receive_count: u32) -> Outcome {
+    let d = delivery(job_body(name), receive_count);
+    let outcome = process_message(ports, &SETTINGS, &d).await;
+    if outcome.is_failure() {
+        delay_retry(ports, &d).await;
+    }
+    outcome
+}
+
+#[tokio::test]
+async fn a_queued_file_is_stored_and_recorded() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    let data = deterministic_bytes(100_000, 1);
+    serve(&ports, "vocal", &data);
+
+    let outcome = run(&ports, "vocal", 1).await;
+    let Outcome::Stored(stored) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(stored.bytes, 100_000);
+    assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), data);
+
+    let r = ports.record(TASK);
+    let f = &r.files["vocal"];
+    assert_eq!(f.status, FileStatus::Stored);
+    assert_eq!(f.bytes, Some(100_000));
+    assert_eq!(f.sha256.as_deref(), Some(hex::encode(Sha256::digest(&data)).as_str()));
+    assert_eq!(f.content_type.as_deref(), Some("audio/mpeg"));
+    assert_eq!(f.stored_at.as_deref(), Some(ports.now().rfc3339().as_str()));
+    assert_eq!((f.claim.as_deref(), f.lease_until, f.attempts), (None, None, 1));
+    assert_eq!(r.version, 5, "claim + stored");
+    // The other file is still open: no manifest yet.
+    assert_eq!(r.vault, VaultState::Pending);
+    assert!(ports.manifests.lock().unwrap().is_empty());
+    assert!(ports.delays.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_last_settled_file_writes_the_manifest_once() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    ports.source(&url("drums"), Script::Fail(FetchError::Status { status: 410, reason: "Gone".into() }));
+
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    let outcome = run(&ports, "drums", 1).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 410 Gone".into()));
+    assert!(!outcome.is_failure(), "a permanent failure is not retried");
+
+    let r = ports.record(TASK);
+    assert_eq!(r.vault, VaultState::Partial);
+    assert_eq!(r.manifest_key.as_deref(), Some(format!("tasks/{TASK}/manifest.json").as_str()));
+    assert_eq!(r.files["drums"].error.as_deref(), Some("source answered 410 Gone"));
+    let manifests = ports.manifests.lock().unwrap().clone();
+    assert_eq!(manifests.len(), 1);
+    let (key, manifest) = &manifests[0];
+    assert_eq!(key, &format!("tasks/{TASK}/manifest.json"));
+    assert_eq!(manifest.vault, VaultState::Partial);
+    let statuses: Vec<(&str, PublicFileStatus)> = manifest.files.iter().map(|f| (f.name.as_str(), f.status)).collect();
+    assert_eq!(statuses, vec![("drums", PublicFileStatus::Failed), ("vocal", PublicFileStatus::Stored)]);
+    assert_eq!(manifest.files[1].bytes, Some(11));
+
+    // Redeliveries of either message change nothing and write no second manifest.
+    assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
+    assert_eq!(run(&ports, "drums", 2).await, Outcome::AlreadySettled);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+    assert_eq!(ports.opened().len(), 2);
+}
+
+#[tokio::test]
+async fn retryable_failures_release_the_file_and_back_off() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), Script::Fail(FetchError::Status { status: 503, reason: "Service Unavailable".into() }));
+
+    for count in 1..=3 {
+        let outcome = run(&ports, "vocal", count).await;
+        assert!(outcome.is_failure(), "{outcome:?}");
+    }
+    let r = ports.record(TASK);
+    let f = &r.files["vocal"];
+    assert_eq!(f.status, FileStatus::Queued);
+    assert_eq!(f.claim, None);
+    assert_eq!(f.attempts, 3);
+    assert_eq!(f.error.as_deref(), Some("source answered 503 Service Unavailable"));
+    let delays: Vec<u64> = ports.delays.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();
+    assert_eq!(delays, vec![30, 60, 120]);
+    assert_eq!(ports.delays.lock().unwrap()[2].0, "receipt-3");
+
+    // Then the source recovers.
+    serve(&ports, "vocal", b"finally");
+    assert!(matches!(run(&ports, "vocal", 4).await, Outcome::Stored(_)));
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+}
+
+#[tokio::test]
+async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_taken_over() {
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    f.claim = Some("someone-else".into());
+    f.lease_until = Some(Now::from_unix_ms(1_800_000_000_000).unix_seconds() + 10);
+    let ports = MemoryPorts::with_record(r);
+    serve(&ports, "vocal", b"x");
+
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Busy { .. })), "{outcome:?}");
+    assert!(ports.opened().is_empty());
+
+    *ports.now.lock().unwrap() = Some(Now::from_unix_ms(1_800_000_011_000));
+    assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
+}
+
+#[tokio::test]
+async fn concurrent_copies_of_one_message_copy_once() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", &deterministic_bytes(5000, 2));
+    let (a, b) = tokio::join!(run(&ports, "vocal", 1), run(&ports, "vocal", 1));
+    let stored = [&a, &b].iter().filter(|o| matches!(o, Outcome::Stored(_))).count();
+    assert_eq!(stored, 1, "{a:?} / {b:?}");
+    assert!([&a, &b].iter().any(|o| matches!(o, Outcome::Retry(DownloadError::Busy { .. }))), "{a:?} / {b:?}");
+    assert_eq!(ports.opened().len(), 1);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn the_record_url_wins_over_the_message_url() {
+    let mut r = record(&[("vocal", FileStatus::Queued)]);
+    r.files.get_mut("vocal").unwrap().url = "https://cdn1.suno.ai/newer.mp3".into();
+    let ports = MemoryPorts::with_record(r);
+    ports.source(
+        "https://cdn1.suno.ai/newer.mp3",
+        Script::Body { data: b"newer".to_vec(), declared: false, content_type: None },
+    );
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert_eq!(ports.opened(), vec!["https://cdn1.suno.ai/newer.mp3".to_owned()]);
+    assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), b"newer");
+}
+
+#[tokio::test]
+async fn messages_that_name_nothing_usable_are_dropped() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let bodies = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        r#"{"task_id":"../x","name":"vocal","url":"https://a/b","key":"k"}"#.to_owned(),
+        r#"{"task_id":"abc","name":"","url":"https://a/b","key":"k"}"#.to_owned(),
+    ];
+    for body in bodies {
+        let outcome = process_message(&ports, &SETTINGS, &delivery(body.clone(), 1)).await;
+        assert!(matches!(outcome, Outcome::Dropped(DownloadError::Malformed(_))), "{body}: {outcome:?}");
+    }
+    let missing_task = job_body("vocal").replace(TASK, "unknown-task");
+    let outcome = process_message(&ports, &SETTINGS, &delivery(missing_task, 1)).await;
+    assert!(matches!(outcome, Outcome::Dropped(DownloadError::Dropped(_))), "{outcome:?}");
+    let outcome = process_message(&ports, &SETTINGS, &delivery(job_body("bass"), 1)).await;
+    assert!(matches!(outcome, Outcome::Dropped(DownloadError::Dropped(_))), "{outcome:?}");
+    assert!(ports.opened().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_manifest_reopens_the_task_and_a_redelivery_heals_it() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"v");
+    *ports.manifest_failures.lock().unwrap() = 1;
+
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Storage(_))), "{outcome:?}");
+    let r = ports.record(TASK);
+    assert_eq!(r.files["vocal"].status, FileStatus::Stored);
+    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Pending, None));
+
+    assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
+    let r = ports.record(TASK);
+    assert_eq!(r.vault, VaultState::Complete);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+    assert_eq!(ports.opened().len(), 1, "not downloaded again");
+}
+
+#[tokio::test]
+async fn a_settled_record_whose_vault_is_still_pending_is_settled_by_a_redelivery() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]));
+    assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn oversize_and_refused_sources_fail_for_good() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "vocal", &deterministic_bytes(2000, 3));
+    ports.source(
+        &url("drums"),
+        Script::Fail(FetchError::Refused(crate::source_policy::Refusal::Refused("host x is private".into()))),
+    );
+    let small = Settings { max_file_bytes: 1000, ..SETTINGS };
+    let d = delivery(job_body("vocal"), 1);
+    let outcome = process_message(&ports, &small, &d).await;
+    assert!(matches!(&outcome, Outcome::FailedForGood(why) if why.contains("larger than")), "{outcome:?}");
+    let outcome = run(&ports, "drums", 1).await;
+    assert!(matches!(&outcome, Outcome::FailedForGood(why) if why.contains("refused")), "{outcome:?}");
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    assert!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).is_none());
+}
+
+#[tokio::test]
+async fn no_time_left_means_try_later_without_claiming() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let mut d = delivery(job_body("vocal"), 1);
+    d.stop_at = Instant::now();
+    assert_eq!(process_message(&ports, &SETTINGS, &d).await, Outcome::Retry(DownloadError::NoTimeLeft));
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued);
+}
