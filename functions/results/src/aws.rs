@@ -12,7 +12,8 @@ use crate::domain::{LoadError, LoadTask, PresignDownload, PresignError};
 
 impl LoadTask for TaskTable {
     async fn load(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, LoadError> {
-        self.get(task_id.as_str()).await.map_err(|e| match e {
+        // Spelled out: the inherent read, not a trait method (tests/template_agrees.rs looks for it).
+        TaskTable::get(self, task_id.as_str()).await.map_err(|e| match e {
             TableError::Malformed(why) => LoadError::Malformed(why),
             other => LoadError::Unavailable(other.to_string()),
         })

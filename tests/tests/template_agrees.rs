@@ -1,0 +1,680 @@
+//! template.yaml agrees with the code it deploys:
+//! - each function is an arm64 cargo-lambda build of its crate's binary;
+//! - each function's environment sets exactly the variables its code reads;
+//! - each function's IAM policy grants exactly the AWS calls its code makes, each on the right
+//!   resource (plus its own log group, and the SQS event source's actions for download);
+//! - the queue settings equal `stemvault_aws::provision`'s, which the emulator uses.
+//!
+//! The code side is found by scanning the sources (see `scan`), so adding an SDK call or an
+//! environment variable without updating the template fails here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde_yaml::Value;
+use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS};
+
+/// (crate directory under functions/, logical id in template.yaml)
+const FUNCTIONS: &[(&str, &str)] =
+    &[("ingest", "IngestFunction"), ("download", "DownloadFunction"), ("results", "ResultsFunction")];
+
+/// Every function writes its logs; Lambda needs these on the function's own log group.
+const LOG_ACTIONS: &[&str] = &["logs:CreateLogStream", "logs:PutLogEvents"];
+/// What Lambda's SQS event source mapping does with the download function's role.
+const EVENT_SOURCE_ACTIONS: &[&str] = &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn template() -> Value {
+    serde_yaml::from_str(&read(&repo().join("template.yaml"))).expect("template.yaml parses")
+}
+
+/// Source scanning: what the code reads from the environment and which AWS calls it makes.
+mod scan {
+    use super::*;
+
+    /// SDK fluent operations and the IAM actions that authorise them. Multipart uploads are
+    /// authorised by s3:PutObject, batch sends by sqs:SendMessage, HeadObject by s3:GetObject.
+    /// (DynamoDB `query`/`scan` are left out: `.query()` is also `url::Url::query`.)
+    pub const SDK_CALLS: &[(&str, &[&str])] = &[
+        ("get_item", &["dynamodb:GetItem"]),
+        ("put_item", &["dynamodb:PutItem"]),
+        ("update_item", &["dynamodb:UpdateItem"]),
+        ("delete_item", &["dynamodb:DeleteItem"]),
+        ("batch_get_item", &["dynamodb:BatchGetItem"]),
+        ("batch_write_item", &["dynamodb:BatchWriteItem"]),
+        ("put_object", &["s3:PutObject"]),
+        ("create_multipart_upload", &["s3:PutObject"]),
+        ("upload_part", &["s3:PutObject"]),
+        ("complete_multipart_upload", &["s3:PutObject"]),
+        ("abort_multipart_upload", &["s3:AbortMultipartUpload"]),
+        ("get_object", &["s3:GetObject"]),
+        ("head_object", &["s3:GetObject"]),
+        ("copy_object", &["s3:GetObject", "s3:PutObject"]),
+        ("delete_object", &["s3:DeleteObject"]),
+        ("list_objects_v2", &["s3:ListBucket"]),
+        ("send_message", &["sqs:SendMessage"]),
+        ("send_message_batch", &["sqs:SendMessage"]),
+        ("change_message_visibility", &["sqs:ChangeMessageVisibility"]),
+        ("change_message_visibility_batch", &["sqs:ChangeMessageVisibility"]),
+        ("delete_message", &["sqs:DeleteMessage"]),
+        ("delete_message_batch", &["sqs:DeleteMessage"]),
+        ("receive_message", &["sqs:ReceiveMessage"]),
+        ("get_queue_attributes", &["sqs:GetQueueAttributes"]),
+    ];
+
+    /// Variables the SDK, tracing or the local runner read that the template does not set.
+    pub fn ignored_variable(name: &str) -> bool {
+        name.starts_with("AWS_") || name == "LOG_FORMAT" || name == "RUST_LOG"
+    }
+
+    /// The IAM actions of the SDK fluent calls (`.put_object()`: the SDK's builders take no
+    /// arguments, unlike our own trait methods of the same name).
+    pub fn sdk_actions(code: &str) -> BTreeSet<String> {
+        SDK_CALLS
+            .iter()
+            .filter(|(op, _)| code.contains(&format!(".{op}()")))
+            .flat_map(|(_, actions)| actions.iter().map(|a| a.to_string()))
+            .collect()
+    }
+
+    /// Calls of `method` on a receiver whose name ends in `table` (`self.table.get(`,
+    /// `task_table.put(`) or written `TaskTable::method(`.
+    pub fn calls_table_method(code: &str, method: &str) -> bool {
+        if code.contains(&format!("TaskTable::{method}(")) {
+            return true;
+        }
+        let needle = format!(".{method}(");
+        code.match_indices(&needle).any(|(at, _)| {
+            let before = code[..at].trim_end();
+            let ident: String = before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            ident.to_ascii_lowercase().ends_with("table")
+        })
+    }
+
+    /// Each `pub fn`/`pub async fn` of a helper source with the IAM actions its body calls.
+    pub fn helper_methods(code: &str) -> BTreeMap<String, BTreeSet<String>> {
+        let mut methods = BTreeMap::new();
+        let starts: Vec<usize> = code.match_indices("pub ").map(|(at, _)| at).collect();
+        for (i, &start) in starts.iter().enumerate() {
+            let rest = code[start..].trim_start_matches("pub ").trim_start_matches("async ");
+            let Some(signature) = rest.strip_prefix("fn ") else { continue };
+            let name: String = signature.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let end = starts.get(i + 1).copied().unwrap_or(code.len());
+            let actions = sdk_actions(&code[start..end]);
+            if !actions.is_empty() {
+                methods.insert(name, actions);
+            }
+        }
+        methods
+    }
+
+    /// String literals that look like environment variable names (`TABLE_NAME`).
+    pub fn variable_literals(code: &str) -> BTreeSet<String> {
+        code.split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| {
+                s.contains('_')
+                    && s.starts_with(|c: char| c.is_ascii_uppercase())
+                    && s.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Names read with `env::var("…")` or `env::var_os("…")`.
+    pub fn env_var_reads(code: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        for call in ["env::var(\"", "env::var_os(\""] {
+            for (at, _) in code.match_indices(call) {
+                let rest = &code[at + call.len()..];
+                if let Some(end) = rest.find('"') {
+                    names.insert(rest[..end].to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    /// The source without its `#[cfg(test)] mod name { … }` blocks; also returns the names
+    /// of `#[cfg(test)] mod name;` declarations (test-only files).
+    pub fn production_part(code: &str) -> (String, Vec<String>) {
+        let mut out = String::new();
+        let mut test_modules = Vec::new();
+        let mut rest = code;
+        while let Some(at) = rest.find("#[cfg(test)]") {
+            out.push_str(&rest[..at]);
+            let after = rest[at + "#[cfg(test)]".len()..].trim_start();
+            let Some(module) = after.strip_prefix("mod ").or_else(|| after.strip_prefix("pub(crate) mod ")) else {
+                // cfg(test) on something else: keep it (over-counting can only fail the test).
+                out.push_str("#[cfg(test)]");
+                rest = &rest[at + "#[cfg(test)]".len()..];
+                continue;
+            };
+            let name: String = module.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            let after_name = module[name.len()..].trim_start();
+            if let Some(body) = after_name.strip_prefix(';') {
+                test_modules.push(name);
+                rest = body;
+            } else if after_name.starts_with('{') {
+                let mut depth = 0usize;
+                let mut end = after_name.len();
+                for (i, c) in after_name.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                rest = &after_name[end..];
+            } else {
+                rest = after_name;
+            }
+        }
+        out.push_str(rest);
+        (out, test_modules)
+    }
+
+    /// The production code of every `.rs` file under `dir` (test-only files left out).
+    pub fn production_sources(dir: &Path) -> BTreeMap<PathBuf, String> {
+        let mut files = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("list {}: {e}", d.display())) {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.insert(path.clone(), read(&path));
+                }
+            }
+        }
+        let mut test_only = BTreeSet::new();
+        let mut production = BTreeMap::new();
+        for (path, code) in &files {
+            let (code, test_modules) = production_part(code);
+            let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let module_dir = match stem.as_str() {
+                "lib" | "main" | "mod" => path.parent().unwrap().to_path_buf(),
+                _ => path.parent().unwrap().join(&stem),
+            };
+            for m in test_modules {
+                test_only.insert(module_dir.join(format!("{m}.rs")));
+                test_only.insert(module_dir.join(&m).join("mod.rs"));
+            }
+            production.insert(path.clone(), code);
+        }
+        production.retain(|path, _| !test_only.contains(path));
+        production
+    }
+}
+
+/// Reading the template: resources, SAM globals and CloudFormation intrinsics.
+mod cfn {
+    use super::*;
+
+    /// `!Tag value` (short form) or `{ "Ref" | "Fn::Tag": value }` (long form), as (Tag, value).
+    pub fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+        match v {
+            Value::Tagged(t) => Some((t.tag.to_string().trim_start_matches('!').to_owned(), &t.value)),
+            Value::Mapping(m) if m.len() == 1 => {
+                let (k, inner) = m.iter().next()?;
+                let k = k.as_str()?;
+                if k == "Ref" {
+                    Some(("Ref".into(), inner))
+                } else {
+                    k.strip_prefix("Fn::").map(|name| (name.to_owned(), inner))
+                }
+            }
+            _ => None,
+        }
+    }
+
+    pub fn reference(v: &Value) -> Option<String> {
+        match intrinsic(v)? {
+            (tag, target) if tag == "Ref" => target.as_str().map(str::to_owned),
+            _ => None,
+        }
+    }
+
+    /// `!GetAtt Name.Attr` or `[Name, Attr]`, as "Name.Attr".
+    pub fn get_att(v: &Value) -> Option<String> {
+        match intrinsic(v)? {
+            (tag, Value::String(s)) if tag == "GetAtt" => Some(s.clone()),
+            (tag, Value::Sequence(parts)) if tag == "GetAtt" => {
+                Some(parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("."))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn sub(v: &Value) -> Option<String> {
+        match intrinsic(v)? {
+            (tag, Value::String(s)) if tag == "Sub" => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
+        template["Resources"].get(name).unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
+    }
+
+    /// A function's properties with SAM's `Globals.Function` merged in (maps merge one level
+    /// deep, as SAM does for `Environment.Variables`).
+    pub fn function_properties(template: &Value, name: &str) -> serde_yaml::Mapping {
+        let mut merged = template["Globals"]["Function"].as_mapping().cloned().unwrap_or_default();
+        let own = resource(template, name)["Properties"].as_mapping().cloned().unwrap_or_default();
+        for (k, v) in own {
+            match (merged.get_mut(&k), &v) {
+                (Some(Value::Mapping(global)), Value::Mapping(local)) if k.as_str() == Some("Environment") => {
+                    let mut vars = global.get("Variables").and_then(Value::as_mapping).cloned().unwrap_or_default();
+                    for (vk, vv) in local.get("Variables").and_then(Value::as_mapping).cloned().unwrap_or_default() {
+                        vars.insert(vk, vv);
+                    }
+                    global.insert("Variables".into(), Value::Mapping(vars));
+                }
+                _ => {
+                    merged.insert(k, v);
+                }
+            }
+        }
+        merged
+    }
+
+    pub fn as_list(v: &Value) -> Vec<&Value> {
+        match v {
+            Value::Sequence(items) => items.iter().collect(),
+            Value::Null => Vec::new(),
+            other => vec![other],
+        }
+    }
+
+    pub fn number(v: &Value) -> u64 {
+        match v {
+            Value::Number(n) => n.as_u64().expect("whole number"),
+            Value::String(s) => s.parse().unwrap_or_else(|_| panic!("{s:?} is not a number")),
+            other => panic!("{other:?} is not a number"),
+        }
+    }
+}
+
+/// What the code of one function needs.
+struct Needs {
+    variables: BTreeSet<String>,
+    actions: BTreeSet<String>,
+}
+
+fn needs_of(crate_dir: &str) -> Needs {
+    let root = repo().join("functions").join(crate_dir);
+    let sources = scan::production_sources(&root.join("src"));
+    let config = read(&root.join("src/config.rs"));
+    let mut variables = scan::variable_literals(&scan::production_part(&config).0);
+    let mut actions = BTreeSet::new();
+    for code in sources.values() {
+        variables.extend(scan::env_var_reads(code));
+        actions.extend(scan::sdk_actions(code));
+    }
+    if read(&root.join("Cargo.toml")).contains("stemvault-aws") {
+        let shared = scan::production_sources(&repo().join("shared/aws/src"));
+        for code in shared.values() {
+            variables.extend(scan::env_var_reads(code));
+        }
+        let helpers = scan::helper_methods(&read(&repo().join("shared/aws/src/table.rs")));
+        for (method, helper_actions) in helpers {
+            if sources.values().any(|code| scan::calls_table_method(code, &method)) {
+                actions.extend(helper_actions);
+            }
+        }
+    }
+    variables.retain(|v| !scan::ignored_variable(v));
+    Needs { variables, actions }
+}
+
+/// Differences between a function's Environment.Variables and what its code reads.
+fn environment_problems(template: &Value, function: &str, needed: &BTreeSet<String>) -> Vec<String> {
+    let props = cfn::function_properties(template, function);
+    let set: BTreeSet<String> = props
+        .get("Environment")
+        .and_then(|e| e.get("Variables"))
+        .and_then(Value::as_mapping)
+        .map(|vars| vars.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    let mut problems = Vec::new();
+    for missing in needed.difference(&set) {
+        problems.push(format!("{function}: the code reads {missing} but the template does not set it"));
+    }
+    for unused in set.difference(needed) {
+        problems.push(format!("{function}: the template sets {unused} but the code never reads it"));
+    }
+    problems
+}
+
+/// The kind of resource a policy statement names.
+fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
+    if let Some(att) = cfn::get_att(resource) {
+        return match att.as_str() {
+            "TaskTable.Arn" => "the task table".into(),
+            "DownloadQueue.Arn" => "the download queue".into(),
+            "VaultBucket.Arn" => "the vault bucket".into(),
+            other if Some(other.trim_end_matches(".Arn")) == own_log_group => "its own log group".into(),
+            other => format!("!GetAtt {other}"),
+        };
+    }
+    match cfn::sub(resource) {
+        Some(s) if s == "${VaultBucket.Arn}/tasks/*" => "objects under tasks/".into(),
+        _ => format!("{resource:?}"),
+    }
+}
+
+fn expected_kind(action: &str) -> &'static str {
+    match action.split(':').next() {
+        Some("dynamodb") => "the task table",
+        Some("sqs") => "the download queue",
+        Some("logs") => "its own log group",
+        Some("s3") if action == "s3:ListBucket" => "the vault bucket",
+        Some("s3") => "objects under tasks/",
+        _ => "nothing",
+    }
+}
+
+/// Differences between a function's IAM grants and the calls its code makes.
+fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<String>, extra: &[&str]) -> Vec<String> {
+    let props = cfn::function_properties(template, function);
+    let mut problems = Vec::new();
+    if props.contains_key("Policies") {
+        problems.push(format!(
+            "{function}: uses SAM Policies, whose generated role adds wildcard managed policies; use an explicit Role"
+        ));
+    }
+    let Some(role_name) =
+        props.get("Role").and_then(cfn::get_att).and_then(|a| a.strip_suffix(".Arn").map(str::to_owned))
+    else {
+        problems.push(format!("{function}: Role is not `!GetAtt <role>.Arn`"));
+        return problems;
+    };
+    let own_log_group = props.get("LoggingConfig").and_then(|l| l.get("LogGroup")).and_then(cfn::reference);
+    let role = &cfn::resource(template, &role_name)["Properties"];
+    if role.get("ManagedPolicyArns").is_some() {
+        problems.push(format!("{function}: {role_name} has managed policies"));
+    }
+    let mut granted = BTreeSet::new();
+    for policy in cfn::as_list(&role["Policies"]) {
+        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+            if statement["Effect"].as_str() != Some("Allow") {
+                continue;
+            }
+            let kinds: Vec<String> = cfn::as_list(&statement["Resource"])
+                .into_iter()
+                .map(|r| resource_kind(r, own_log_group.as_deref()))
+                .collect();
+            for action in cfn::as_list(&statement["Action"]).into_iter().filter_map(Value::as_str) {
+                if action.contains('*') {
+                    problems.push(format!("{function}: wildcard action {action}"));
+                }
+                for kind in &kinds {
+                    if kind != expected_kind(action) {
+                        problems.push(format!(
+                            "{function}: {action} is granted on {kind}; it belongs on {}",
+                            expected_kind(action)
+                        ));
+                    }
+                }
+                granted.insert(action.to_owned());
+            }
+        }
+    }
+    let mut needed = code_actions.clone();
+    needed.extend(LOG_ACTIONS.iter().chain(extra).map(|a| a.to_string()));
+    for missing in needed.difference(&granted) {
+        problems.push(format!("{function}: the code needs {missing} but {role_name} does not grant it"));
+    }
+    for unused in granted.difference(&needed) {
+        problems.push(format!("{function}: {role_name} grants {unused}, which the code never calls"));
+    }
+    problems
+}
+
+#[test]
+fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
+    let template = template();
+    for (crate_dir, function) in FUNCTIONS {
+        let props = cfn::function_properties(&template, function);
+        assert_eq!(props["Runtime"], "provided.al2023", "{function}");
+        assert_eq!(props["Handler"], "bootstrap", "{function}");
+        assert_eq!(props["Architectures"], Value::Sequence(vec!["arm64".into()]), "{function}");
+        assert_eq!(props["CodeUri"], ".", "{function}: cargo-lambda builds from the workspace root");
+        let metadata = &cfn::resource(&template, function)["Metadata"];
+        assert_eq!(metadata["BuildMethod"], "rust-cargolambda", "{function}");
+        let manifest = read(&repo().join("functions").join(crate_dir).join("Cargo.toml"));
+        let bin_section = manifest.split("[[bin]]").nth(1).unwrap_or_else(|| panic!("{crate_dir} declares no [[bin]]"));
+        let bin_name = bin_section.split('"').nth(1).expect("bin name");
+        assert_eq!(metadata["BuildProperties"]["Binary"], bin_name, "{function}");
+    }
+}
+
+#[test]
+fn every_function_sets_exactly_the_variables_its_code_reads() {
+    let template = template();
+    let mut problems = Vec::new();
+    for (crate_dir, function) in FUNCTIONS {
+        let needs = needs_of(crate_dir);
+        assert!(needs.variables.contains("TABLE_NAME"), "{crate_dir}: scanner found {:?}", needs.variables);
+        assert!(needs.variables.contains("LOG_LEVEL"), "{crate_dir}: logging's LOG_LEVEL not found");
+        problems.extend(environment_problems(&template, function, &needs.variables));
+    }
+    assert!(problems.is_empty(), "template.yaml environment disagrees with the code:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn every_policy_grants_exactly_the_calls_its_code_makes() {
+    let template = template();
+    let mut problems = Vec::new();
+    for (crate_dir, function) in FUNCTIONS {
+        let needs = needs_of(crate_dir);
+        assert!(needs.actions.contains("dynamodb:GetItem"), "{crate_dir}: scanner found {:?}", needs.actions);
+        let extra = if *crate_dir == "download" { EVENT_SOURCE_ACTIONS } else { &[] };
+        problems.extend(policy_problems(&template, function, &needs.actions, extra));
+    }
+    assert!(problems.is_empty(), "template.yaml policies disagree with the code:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn queue_settings_equal_the_emulator_provisioning() {
+    let template = template();
+    let queue = &cfn::resource(&template, "DownloadQueue")["Properties"];
+    assert_eq!(cfn::number(&queue["VisibilityTimeout"]), u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS));
+    assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
+    assert_eq!(
+        cfn::get_att(&queue["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
+        Some("DownloadDeadLetterQueue.Arn")
+    );
+    let dlq = &cfn::resource(&template, "DownloadDeadLetterQueue")["Properties"];
+    assert_eq!(cfn::number(&dlq["MessageRetentionPeriod"]), u64::from(DLQ_RETENTION_SECONDS));
+
+    let download = cfn::function_properties(&template, "DownloadFunction");
+    let timeout = cfn::number(&download["Timeout"]);
+    assert!(
+        u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS) >= 6 * timeout,
+        "visibility timeout must be at least 6 x the download timeout ({timeout} s)"
+    );
+    let jobs = &download["Events"]["Jobs"]["Properties"];
+    assert_eq!(cfn::get_att(&jobs["Queue"]).as_deref(), Some("DownloadQueue.Arn"));
+    assert_eq!(jobs["FunctionResponseTypes"], Value::Sequence(vec!["ReportBatchItemFailures".into()]));
+    assert_eq!(cfn::reference(&jobs["ScalingConfig"]["MaximumConcurrency"]).as_deref(), Some("DownloadConcurrency"));
+
+    let alarm = &cfn::resource(&template, "DeadLetterQueueNotEmpty")["Properties"];
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("DownloadDeadLetterQueue.QueueName"));
+}
+
+#[test]
+fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
+    let template = template();
+    let api = &cfn::resource(&template, "HttpApi")["Properties"];
+    assert_eq!(api["Auth"]["DefaultAuthorizer"], "AWS_IAM", "routes must opt out of IAM explicitly");
+    let routes = |function: &str| -> BTreeSet<(String, String, String)> {
+        let props = cfn::function_properties(&template, function);
+        let events = props.get("Events").and_then(Value::as_mapping).cloned().unwrap_or_default();
+        events
+            .values()
+            .filter(|e| e["Type"] == "HttpApi")
+            .map(|e| {
+                let p = &e["Properties"];
+                assert_eq!(cfn::reference(&p["ApiId"]).as_deref(), Some("HttpApi"));
+                let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                (s(&p["Method"]), s(&p["Path"]), s(&p["Auth"]["Authorizer"]))
+            })
+            .collect()
+    };
+    let route = |m: &str, p: &str, a: &str| (m.to_owned(), p.to_owned(), a.to_owned());
+    assert_eq!(
+        routes("IngestFunction"),
+        BTreeSet::from([route("POST", "/callback", "NONE"), route("POST", "/callback/{token}", "NONE")])
+    );
+    assert_eq!(routes("ResultsFunction"), BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM")]));
+    assert!(routes("DownloadFunction").is_empty());
+}
+
+#[test]
+fn deploying_without_callback_authentication_is_refused() {
+    let template = template();
+    let ingest = cfn::function_properties(&template, "IngestFunction");
+    assert_eq!(ingest["Environment"]["Variables"]["ALLOW_UNAUTHENTICATED"], "false");
+    let assertion = &template["Rules"]["CallbacksMustBeAuthenticated"]["Assertions"][0]["Assert"];
+    let text = serde_yaml::to_string(assertion).unwrap();
+    assert!(text.contains("WebhookHmacKeys") && text.contains("CallbackToken"), "{text}");
+}
+
+// --- the checks themselves can fail -------------------------------------------------------
+
+const SNIPPET: &str = r#"
+pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let table = get("TABLE_NAME");
+    let region = std::env::var("AWS_REGION");
+    let flag = std::env::var_os("EXTRA_FLAG");
+    Err(ConfigError::Invalid { name: "MAX_FILE_BYTES", reason: "Not a number".into() })
+}
+async fn store(c: &Client, task_table: &TaskTable, store: &impl ObjectStore) {
+    c.put_object().bucket("b").send().await;
+    c
+        .send_message_batch()
+        .queue_url("q");
+    task_table
+        .get("t1")
+        .await;
+    map.put("not", "a table");
+    store.upload_part(key, 1, bytes).await;
+}
+#[cfg(test)]
+mod tests {
+    fn t() { c.delete_object().send(); let _ = std::env::var("TEST_ONLY"); }
+}
+#[cfg(test)]
+mod test_support;
+"#;
+
+#[test]
+fn scanner_finds_calls_and_variables_in_production_code_only() {
+    let (code, test_modules) = scan::production_part(SNIPPET);
+    assert_eq!(test_modules, ["test_support"]);
+    assert!(!code.contains("delete_object") && !code.contains("TEST_ONLY"), "{code}");
+    assert_eq!(
+        scan::sdk_actions(&code),
+        BTreeSet::from(["s3:PutObject".to_owned(), "sqs:SendMessage".to_owned()]),
+        "`store.upload_part(key, …)` is our own trait, not the SDK"
+    );
+    assert!(scan::calls_table_method(&code, "get"));
+    assert!(!scan::calls_table_method(&code, "put"), "map.put is not a table call");
+    assert_eq!(
+        scan::variable_literals(&code),
+        BTreeSet::from(["AWS_REGION", "EXTRA_FLAG", "MAX_FILE_BYTES", "TABLE_NAME"].map(String::from))
+    );
+    assert_eq!(scan::env_var_reads(&code), BTreeSet::from(["AWS_REGION", "EXTRA_FLAG"].map(String::from)));
+    assert!(scan::ignored_variable("AWS_REGION") && !scan::ignored_variable("EXTRA_FLAG"));
+}
+
+#[test]
+fn helper_methods_are_mapped_from_the_shared_table_source() {
+    let helpers = scan::helper_methods(&read(&repo().join("shared/aws/src/table.rs")));
+    assert_eq!(helpers["get"], BTreeSet::from(["dynamodb:GetItem".to_owned()]));
+    assert_eq!(helpers["put"], BTreeSet::from(["dynamodb:PutItem".to_owned()]));
+    assert!(!helpers.contains_key("new"), "{helpers:?}");
+}
+
+const BROKEN_TEMPLATE: &str = r#"
+Globals:
+  Function:
+    Runtime: provided.al2023
+Resources:
+  TaskTable: { Type: AWS::DynamoDB::Table }
+  VaultBucket: { Type: AWS::S3::Bucket }
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      Role: !GetAtt FnRole.Arn
+      LoggingConfig: { LogGroup: !Ref FnLogs }
+      Environment:
+        Variables:
+          TABLE_NAME: !Ref TaskTable
+          TABLE_NAMES: typo
+  FnRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: fn
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: [logs:CreateLogStream, logs:PutLogEvents]
+                Resource: !GetAtt FnLogs.Arn
+              - Effect: Allow
+                Action: [dynamodb:GetItem, dynamodb:DeleteItem]
+                Resource: !GetAtt TaskTable.Arn
+              - Effect: Allow
+                Action: s3:GetObject
+                Resource: !GetAtt VaultBucket.Arn
+"#;
+
+#[test]
+fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
+    let template: Value = serde_yaml::from_str(BROKEN_TEMPLATE).unwrap();
+    let code_actions = BTreeSet::from(["dynamodb:GetItem", "s3:GetObject", "sqs:SendMessage"].map(String::from));
+    let problems = policy_problems(&template, "Fn", &code_actions, &[]);
+    assert_eq!(
+        problems,
+        [
+            "Fn: s3:GetObject is granted on the vault bucket; it belongs on objects under tasks/",
+            "Fn: the code needs sqs:SendMessage but FnRole does not grant it",
+            "Fn: FnRole grants dynamodb:DeleteItem, which the code never calls",
+        ]
+    );
+
+    let needed = BTreeSet::from(["TABLE_NAME", "LOG_LEVEL"].map(String::from));
+    assert_eq!(
+        environment_problems(&template, "Fn", &needed),
+        [
+            "Fn: the code reads LOG_LEVEL but the template does not set it",
+            "Fn: the template sets TABLE_NAMES but the code never reads it",
+        ]
+    );
+}
