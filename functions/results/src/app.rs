@@ -144,17 +144,17 @@ fn error(status: StatusCode, code: &str, message: String) -> Response<Body> {
 }
 
 fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let (status, bytes) = match serde_json::to_vec(body) {
-        Ok(bytes) => (status, bytes),
+    let (status, text) = match serde_json::to_string(body) {
+        Ok(text) => (status, text),
         Err(e) => {
             tracing::error!(error = %e, "cannot serialise response");
             (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                br#"{"error":"internal","message":"response not serialisable"}"#.to_vec(),
+                r#"{"error":"internal","message":"response not serialisable"}"#.to_owned(),
             )
         }
     };
-    let mut response = Response::new(Body::Binary(bytes));
+    let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
