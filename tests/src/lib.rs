@@ -72,6 +72,12 @@ impl TestEnv {
         all
     }
 
+    /// The task record as stored (strongly consistent read), or None when absent.
+    pub async fn record(&self, task_id: &str) -> Option<stemvault_vault::TaskRecord> {
+        let table = stemvault_aws::TaskTable::new(self.dynamo.clone(), &self.resources.table_name);
+        table.get(task_id).await.expect("read task record")
+    }
+
     /// The bytes of an object in the vault bucket, or None when absent.
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
         let out = self.s3.get_object().bucket(&self.resources.bucket_name).key(key).send().await.ok()?;

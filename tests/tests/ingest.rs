@@ -1,0 +1,331 @@
+//! The ingest function against the emulator, through its real AWS adapters: every documented
+//! callback is recorded, archived and queued; concurrent and out-of-order deliveries; refusals
+//! that write nothing; and a queue that really fails after the record was written.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use stemvault_ingest::{App, Config};
+use stemvault_tests::{TestEnv, fixture, fixtures_dir};
+use stemvault_vault::{FileJob, FileStatus, TaskRecord};
+use suno_callbacks::signature::sign;
+use suno_callbacks::{CallbackEvent, parse_callback, s3_key};
+
+const KEY: &str = "integration-test-key";
+
+fn config(env: &TestEnv) -> Config {
+    Config {
+        table_name: env.resources.table_name.clone(),
+        bucket_name: env.resources.bucket_name.clone(),
+        queue_url: env.resources.queue_url.clone(),
+        hmac_keys: vec![KEY.into()],
+        callback_token: None,
+        allow_unauthenticated: false,
+        max_body_bytes: 1024 * 1024,
+        signature_tolerance: Duration::from_secs(300),
+        log_level: None,
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+fn request(headers: &[(&str, String)], body: &[u8]) -> Request {
+    let mut builder = lambda_http::http::Request::builder().method("POST").uri("/callback");
+    for (name, value) in headers {
+        builder = builder.header(*name, value);
+    }
+    builder.body(Body::from(body.to_vec())).unwrap()
+}
+
+fn signed_by(key: &str, task_id: &str, ts: i64) -> Vec<(&'static str, String)> {
+    vec![("X-Webhook-Timestamp", ts.to_string()), ("X-Webhook-Signature", sign(key.as_bytes(), task_id, ts))]
+}
+
+/// A delivery signed now with the right key for the body's own task id.
+fn signed(body: &[u8]) -> Request {
+    let event = parse_callback(body).expect("test bodies parse");
+    request(&signed_by(KEY, event.task_id.as_str(), now_secs()), body)
+}
+
+fn json(response: &Response<Body>) -> Value {
+    serde_json::from_slice(response.body().as_ref()).expect("JSON body")
+}
+
+fn body_key(event: &CallbackEvent, body: &[u8]) -> String {
+    s3_key::callback_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(body)))
+}
+
+/// Drain the queue and decode every message.
+async fn jobs(env: &TestEnv) -> Vec<FileJob> {
+    env.drain_queue(200)
+        .await
+        .iter()
+        .map(|m| serde_json::from_str(m.body().expect("message body")).expect("a FileJob"))
+        .collect()
+}
+
+/// Each queued message matches its file in the record, and each file is queued under it.
+fn assert_jobs_match_record(jobs: &[FileJob], record: &TaskRecord) {
+    for job in jobs {
+        let file = &record.files[&job.name];
+        assert_eq!(
+            (job.task_id.as_str(), job.url.as_str(), job.key.as_str()),
+            (record.task_id.as_str(), file.url.as_str(), file.key.as_str())
+        );
+        assert_eq!(file.status, FileStatus::Queued, "{}", job.name);
+        assert!(file.message_id.is_some() && file.queued_at.is_some() && file.claim.is_none(), "{}", job.name);
+    }
+}
+
+#[tokio::test]
+async fn every_documented_fixture_is_recorded_archived_and_queued() {
+    let mut names: Vec<_> = std::fs::read_dir(fixtures_dir())
+        .expect("fixtures")
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 17, "{names:?}");
+    for name in names {
+        // Several fixtures share a task id: each gets its own resources.
+        let env = TestEnv::new().await;
+        let app = App::new(config(&env), &env.config);
+        let body = fixture(&name);
+        let event = parse_callback(&body).unwrap();
+        let response = app.handle(signed(&body)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{name}: {}", json(&response));
+        let answer = json(&response);
+        assert_eq!(answer["status"], "accepted", "{name}");
+        assert_eq!(answer["task_id"], event.task_id.as_str(), "{name}");
+        assert_eq!(answer["files_queued"], event.files.len(), "{name}");
+
+        let record = env.record(event.task_id.as_str()).await.expect(&name);
+        assert_eq!(record.family, event.family.as_str(), "{name}");
+        assert_eq!(record.stage, event.stage.as_str(), "{name}");
+        assert_eq!((record.code, record.message.as_str(), record.deliveries), (event.code, event.message.as_str(), 1));
+        let file_names: BTreeSet<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), file_names, "{name}");
+        assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "{name}: archived verbatim");
+
+        let jobs = jobs(&env).await;
+        assert_eq!(jobs.len(), event.files.len(), "{name}: one message per file");
+        assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>(), file_names, "{name}");
+        assert_jobs_match_record(&jobs, &record);
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
+    let env = TestEnv::new().await;
+    let app = Arc::new(App::new(config(&env), &env.config));
+    let body = fixture("separate-vocals__kie__200-split_stem.json");
+    let event = parse_callback(&body).unwrap();
+    let mut deliveries = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let (app, req) = (app.clone(), signed(&body));
+        deliveries.spawn(async move { app.handle(req).await });
+    }
+    let answers: Vec<Value> = deliveries
+        .join_all()
+        .await
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status(), StatusCode::OK, "{}", json(r));
+            json(r)
+        })
+        .collect();
+    assert_eq!(answers.iter().filter(|a| a["status"] == "accepted").count(), 1);
+    assert_eq!(answers.iter().filter(|a| a["status"] == "duplicate").count(), 19);
+    assert_eq!(answers.iter().map(|a| a["files_queued"].as_u64().unwrap()).sum::<u64>(), 12);
+
+    let record = env.record(event.task_id.as_str()).await.unwrap();
+    assert_eq!(record.deliveries, 20);
+    assert_eq!(record.callbacks.len(), 1);
+    assert_eq!(record.callbacks.values().next().unwrap().deliveries, 20);
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), 12, "exactly one message per file");
+    assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>().len(), 12);
+    assert_jobs_match_record(&jobs, &record);
+    assert_eq!(env.keys(&format!("tasks/{}/callbacks/", event.task_id)).await, vec![body_key(&event, &body)]);
+}
+
+fn music(stage: &str, msg: &str, tracks: &[(&str, &str)]) -> Vec<u8> {
+    let tracks: Vec<Value> = tracks
+        .iter()
+        .map(|(id, audio)| {
+            serde_json::json!({
+                "id": id, "audio_url": audio, "image_url": format!("https://cdn.example/{id}.jpeg"),
+                "stream_audio_url": format!("https://cdn.example/stream/{id}"), "title": "Iron Man", "duration": 198.44
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "code": 200, "msg": msg, "data": {"callbackType": stage, "task_id": "a1b2c3d4e5f6", "data": tracks}
+    });
+    body.to_string().into_bytes()
+}
+
+#[tokio::test]
+async fn stages_arriving_out_of_order_never_move_the_task_back() {
+    let env = TestEnv::new().await;
+    let app = App::new(config(&env), &env.config);
+    let complete = music(
+        "complete",
+        "All generated successfully.",
+        &[("t1", "https://cdn.example/t1.mp3"), ("t2", "https://cdn.example/t2.mp3")],
+    );
+    // A late `first` that knows a track `complete` did not list.
+    let first = music("first", "First track generated successfully.", &[("t0", "https://cdn.example/t0.mp3")]);
+    let text = music("text", "Text generation completed.", &[]);
+
+    for body in [&complete, &first, &text] {
+        let response = app.handle(signed(body)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+        assert_eq!(json(&response)["task_stage"], "complete");
+    }
+    let record = env.record("a1b2c3d4e5f6").await.unwrap();
+    assert_eq!((record.stage.as_str(), record.message.as_str()), ("complete", "All generated successfully."));
+    assert_eq!(record.callbacks.len(), 3);
+    assert_eq!(record.deliveries, 3);
+    let expected: BTreeSet<&str> = [
+        "tracks/t0/audio",
+        "tracks/t0/cover",
+        "tracks/t1/audio",
+        "tracks/t1/cover",
+        "tracks/t2/audio",
+        "tracks/t2/cover",
+    ]
+    .into();
+    assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
+    assert_eq!(record.files["tracks/t0/audio"].stage, "first");
+    assert_eq!(record.streams.len(), 3);
+
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), 6, "each file queued once, whichever callback brought it");
+    assert_jobs_match_record(&jobs, &record);
+    assert_eq!(env.keys("tasks/a1b2c3d4e5f6/callbacks/").await.len(), 3);
+}
+
+#[tokio::test]
+async fn a_failure_after_success_is_recorded_and_keeps_the_files() {
+    let env = TestEnv::new().await;
+    let app = App::new(config(&env), &env.config);
+    let success = fixture("convert-to-wav__kie__200.json");
+    let failure = br#"{"code":500,"msg":"Internal Error - Please try again later","data":{"audioWavUrl":null,"task_id":"988e****c8d3"}}"#;
+
+    assert_eq!(json(&app.handle(signed(&success)).await)["status"], "accepted");
+    let answer = json(&app.handle(signed(failure)).await);
+    assert_eq!((answer["status"].as_str(), answer["stage"].as_str()), (Some("accepted"), Some("error")));
+    assert_eq!((answer["task_stage"].as_str(), answer["files_queued"].as_u64()), (Some("final"), Some(0)));
+
+    let record = env.record("988e****c8d3").await.unwrap();
+    assert_eq!((record.stage.as_str(), record.code, record.succeeded), ("final", 200, true));
+    let failure_entry = record.failure.as_ref().expect("failure recorded");
+    assert_eq!((failure_entry.code, failure_entry.message.as_str()), (500, "Internal Error - Please try again later"));
+    assert_eq!(record.files["wav"].status, FileStatus::Queued);
+    assert_eq!(record.callbacks.len(), 2);
+    let failure_event = parse_callback(failure).unwrap();
+    assert_eq!(env.object(&body_key(&failure_event, failure)).await.as_deref(), Some(&failure[..]));
+    assert_eq!(jobs(&env).await.len(), 1);
+}
+
+/// The refusal's status and reason, after checking the answer leaks no secret.
+async fn refused(app: &App, req: Request) -> (StatusCode, String) {
+    let response = app.handle(req).await;
+    let answer = json(&response);
+    assert!(!answer.to_string().contains(KEY), "{answer}");
+    let reason = answer.get("reason").or(answer.get("error")).and_then(Value::as_str).unwrap_or_default();
+    (response.status(), reason.to_owned())
+}
+
+#[tokio::test]
+async fn refusals_and_bad_input_write_nothing() {
+    let env = TestEnv::new().await;
+    let app = App::new(Config { max_body_bytes: 2048, ..config(&env) }, &env.config);
+    let body = fixture("separate-vocals__seed-000__200-separate_vocal.json");
+    let task = "3e63b4cc88d52611159371f6af5571e7";
+    let now = now_secs();
+    let unauthorized = StatusCode::UNAUTHORIZED;
+
+    let cases: Vec<(Request, StatusCode, &str)> = vec![
+        (request(&signed_by("wrong-key", task, now), &body), unauthorized, "signature_mismatch"),
+        (request(&signed_by(KEY, task, now - 301), &body), unauthorized, "timestamp_too_old"),
+        (request(&signed_by(KEY, task, now + 301), &body), unauthorized, "timestamp_in_future"),
+        (request(&[], &body), unauthorized, "missing_timestamp"),
+        (request(&signed_by(KEY, task, now)[..1], &body), unauthorized, "missing_signature"),
+        (request(&signed_by(KEY, "5e72d367bdfbe44785e28d72cb1697c7", now), &body), unauthorized, "signature_mismatch"),
+        (
+            request(&signed_by(KEY, task, now), b"{\"code\":200,\"data\":{\"task_id\""),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        (
+            request(&signed_by(KEY, task, now), b"{\"code\":200,\"data\":{}}"),
+            StatusCode::BAD_REQUEST,
+            "missing_task_id",
+        ),
+        (
+            request(&signed_by(KEY, task, now), b"{\"code\":200,\"data\":{\"task_id\":\"a/../b\"}}"),
+            StatusCode::BAD_REQUEST,
+            "invalid_task_id",
+        ),
+        (request(&signed_by(KEY, task, now), &[b' '; 2049]), StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+    ];
+    for (req, status, reason) in cases {
+        assert_eq!(refused(&app, req).await, (status, reason.to_owned()));
+    }
+    assert!(env.record(task).await.is_none());
+    assert!(env.keys("").await.is_empty());
+    assert!(env.drain_queue(10).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_unknown_family_is_still_recorded() {
+    let env = TestEnv::new().await;
+    let app = App::new(config(&env), &env.config);
+    let body = br#"{"code":200,"msg":"success","data":{"taskId":"f00dfeed42","result":{"coverUrl":"https://cdn.example/c.png"}}}"#;
+    let response = app.handle(signed(body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    let record = env.record("f00dfeed42").await.unwrap();
+    assert_eq!((record.family.as_str(), record.stage.as_str()), ("unknown", "final"));
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].key, "tasks/f00dfeed42/result/cover.png");
+}
+
+#[tokio::test]
+async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queues_everything() {
+    let env = TestEnv::new().await;
+    let missing_queue = format!("{}-missing", env.resources.queue_url);
+    let broken = App::new(Config { queue_url: missing_queue, ..config(&env) }, &env.config);
+    let body = fixture("separate-vocals__seed-000__200-split_stem.json");
+    let event = parse_callback(&body).unwrap();
+
+    let response = broken.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&response)["error"], "enqueue_failed");
+    let record = env.record(event.task_id.as_str()).await.expect("the record was written first");
+    assert_eq!(record.files.len(), 12);
+    assert!(record.files.values().all(|f| f.status == FileStatus::Pending && f.claim.is_none()), "claims released");
+    assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]));
+    assert!(env.drain_queue(20).await.is_empty());
+
+    // The provider retries the same callback; by then the function's queue works.
+    let fixed = App::new(config(&env), &env.config);
+    let retry = fixed.handle(signed(&body)).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let answer = json(&retry);
+    assert_eq!((answer["status"].as_str(), answer["files_queued"].as_u64()), (Some("duplicate"), Some(12)));
+    let record = env.record(event.task_id.as_str()).await.unwrap();
+    assert_eq!(record.deliveries, 2);
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), 12);
+    assert_jobs_match_record(&jobs, &record);
+}
