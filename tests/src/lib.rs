@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+pub mod download;
+pub mod file_server;
+
 pub use stemvault_aws::provision::Resources;
 
 /// One test's own table, bucket, queue and dead-letter queue in the emulator.

@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -300,6 +300,9 @@ impl ObjectStore for Adapters {
             .key(key)
             .body(ByteStream::from(body))
             .set_content_type(content_type.map(str::to_owned))
+            // The algorithm header too: some S3-compatible stores only keep a checksum they
+            // are told the algorithm of. A value set here stops the SDK computing its own.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(BASE64.encode(sha256))
             .send()
             .await
@@ -314,7 +317,10 @@ impl ObjectStore for Adapters {
             .bucket(&self.bucket)
             .key(key)
             .set_content_type(content_type.map(str::to_owned))
+            // Each part carries its SHA-256; the object's checksum is the composite of those
+            // (S3 offers no full-object SHA-256 for multipart uploads).
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_type(ChecksumType::Composite)
             .send()
             .await
             .map_err(|e| storage_error("CreateMultipartUpload", e))?;
@@ -337,6 +343,9 @@ impl ObjectStore for Adapters {
             .upload_id(upload_id)
             .part_number(part_number)
             .body(ByteStream::from(body))
+            // The algorithm header too: some S3-compatible stores only keep a checksum they
+            // are told the algorithm of. A value set here stops the SDK computing its own.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(BASE64.encode(sha256))
             .send()
             .await

@@ -259,7 +259,7 @@ pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery:
             Ok(Conditional::Applied) => {
                 return copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await;
             }
-            Ok(Conditional::Conflict) => continue,
+            Ok(Conditional::Conflict) => tracing::debug!("the claim lost a race; reading the record again"),
             Err(e) => return Outcome::Retry(e.into()),
         }
     }

@@ -1,0 +1,211 @@
+//! Helpers for the download tests and benchmark: task records written straight to the table
+//! (as ingest would have left them), SQS deliveries built the way Lambda builds them from
+//! real queue messages, and the download function configured for a local file server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use stemvault_aws::TaskTable;
+use stemvault_download::Config;
+use stemvault_vault::{FileEntry, FileJob, FileStatus, TaskRecord, VaultState};
+use suno_callbacks::{TaskId, s3_key};
+
+use crate::TestEnv;
+
+/// A task record whose files (name, url) are all `queued`, keys as ingest computes them.
+pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> TaskRecord {
+    let id = TaskId::parse(task_id).expect("a valid task id");
+    let files = files
+        .iter()
+        .map(|(name, url)| {
+            let entry = FileEntry {
+                url: (*url).to_owned(),
+                key: s3_key::file_key(&id, name, url),
+                status: FileStatus::Queued,
+                stage: "complete".into(),
+                claim: None,
+                lease_until: None,
+                queued_at: Some("2026-11-23T15:00:00.000Z".into()),
+                message_id: None,
+                attempts: 0,
+                bytes: None,
+                sha256: None,
+                content_type: None,
+                stored_at: None,
+                error: None,
+            };
+            ((*name).to_owned(), entry)
+        })
+        .collect();
+    TaskRecord {
+        task_id: task_id.to_owned(),
+        family: family.to_owned(),
+        stage: "complete".into(),
+        code: 200,
+        message: "success".into(),
+        succeeded: true,
+        first_received_at: "2026-11-23T15:00:00.000Z".into(),
+        last_received_at: "2026-11-23T15:00:00.000Z".into(),
+        deliveries: 1,
+        callbacks: BTreeMap::new(),
+        files,
+        streams: BTreeMap::new(),
+        details: None,
+        vault: VaultState::Pending,
+        failure: None,
+        manifest_key: None,
+        version: 1,
+    }
+}
+
+/// The job of one file of a record, as ingest sends it.
+pub fn job_of(record: &TaskRecord, name: &str) -> FileJob {
+    let file = &record.files[name];
+    FileJob { task_id: record.task_id.clone(), name: name.to_owned(), url: file.url.clone(), key: file.key.clone() }
+}
+
+impl TestEnv {
+    pub fn tasks(&self) -> TaskTable {
+        TaskTable::new(self.dynamo.clone(), &self.resources.table_name)
+    }
+
+    /// Write a new record.
+    pub async fn put_record(&self, record: &TaskRecord) {
+        self.tasks().put(record, None).await.expect("put the task record");
+    }
+
+    /// The task record, which must exist (strongly consistent read).
+    pub async fn task_record(&self, task_id: &str) -> TaskRecord {
+        self.tasks().get(task_id).await.expect("read the task record").expect("the task record exists")
+    }
+
+    /// The download function's configuration for this environment.
+    pub fn download_config(&self, allowed_sources: &str, max_file_bytes: Option<u64>) -> Config {
+        let mut env = HashMap::from([
+            ("TABLE_NAME", self.resources.table_name.clone()),
+            ("BUCKET_NAME", self.resources.bucket_name.clone()),
+            ("QUEUE_URL", self.resources.queue_url.clone()),
+            ("ALLOWED_SOURCE_HOSTS", allowed_sources.to_owned()),
+        ]);
+        if let Some(max) = max_file_bytes {
+            env.insert("MAX_FILE_BYTES", max.to_string());
+        }
+        Config::from_lookup(|k| env.get(k).cloned()).expect("a valid download configuration")
+    }
+
+    /// Send raw message bodies to the download queue.
+    pub async fn send_bodies(&self, bodies: &[String]) {
+        for body in bodies {
+            self.sqs
+                .send_message()
+                .queue_url(&self.resources.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .expect("send a message");
+        }
+    }
+
+    pub async fn send_jobs(&self, jobs: &[FileJob]) {
+        let bodies: Vec<String> = jobs.iter().map(|j| serde_json::to_string(j).expect("job JSON")).collect();
+        self.send_bodies(&bodies).await;
+    }
+
+    /// Receive exactly `count` messages (waiting up to 10 s), invisible for `visibility`
+    /// seconds, as one Lambda SQS event.
+    pub async fn receive_event(&self, count: usize, visibility: i32) -> SqsEvent {
+        let mut records = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while records.len() < count && tokio::time::Instant::now() < deadline {
+            let wanted = i32::try_from((count - records.len()).min(10)).unwrap_or(10);
+            let out = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.resources.queue_url)
+                .max_number_of_messages(wanted)
+                .visibility_timeout(visibility)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive messages");
+            records.extend(out.messages.unwrap_or_default().into_iter().map(|m| self.lambda_message(m)));
+        }
+        assert_eq!(records.len(), count, "messages on the queue");
+        let mut event = SqsEvent::default();
+        event.records = records;
+        event
+    }
+
+    fn lambda_message(&self, m: aws_sdk_sqs::types::Message) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = m.message_id;
+        message.receipt_handle = m.receipt_handle;
+        message.body = m.body;
+        message.attributes =
+            m.attributes.unwrap_or_default().into_iter().map(|(k, v)| (k.as_str().to_owned(), v)).collect();
+        message.event_source = Some("aws:sqs".into());
+        message.event_source_arn = Some(self.resources.queue_arn.clone());
+        message
+    }
+
+    /// What Lambda does after a batch: delete every message not reported as failed.
+    pub async fn finish_batch(&self, event: &SqsEvent, response: &SqsBatchResponse) {
+        for message in &event.records {
+            let id = message.message_id.as_deref().unwrap_or_default();
+            if response.batch_item_failures.iter().any(|f| f.item_identifier == id) {
+                continue;
+            }
+            self.sqs
+                .delete_message()
+                .queue_url(&self.resources.queue_url)
+                .receipt_handle(message.receipt_handle.as_deref().unwrap_or_default())
+                .send()
+                .await
+                .expect("delete a message");
+        }
+    }
+
+    /// Make a message visible again now (as if its retry delay had passed).
+    pub async fn make_visible(&self, message: &SqsMessage) {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.resources.queue_url)
+            .receipt_handle(message.receipt_handle.as_deref().unwrap_or_default())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .expect("change visibility");
+    }
+
+    /// Messages on the queue, visible or not.
+    pub async fn queue_depth(&self) -> (u64, u64) {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.resources.queue_url)
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes");
+        let attributes = out.attributes.unwrap_or_default();
+        let get = |a: A| attributes.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Multipart uploads started and neither completed nor aborted.
+    pub async fn open_multipart_uploads(&self) -> usize {
+        let out = self
+            .s3
+            .list_multipart_uploads()
+            .bucket(&self.resources.bucket_name)
+            .send()
+            .await
+            .expect("list multipart uploads");
+        out.uploads.map_or(0, |u| u.len())
+    }
+}

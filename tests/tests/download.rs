@@ -1,0 +1,517 @@
+//! The download function end to end: the real SDK clients against the local emulator, and a
+//! local file server (`stemvault_tests::file_server`) standing in for the provider's hosts.
+//! Records are written straight to the table, as ingest leaves them; messages go through the
+//! real queue and are handed over the way Lambda hands them over.
+
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use stemvault_download::App;
+use stemvault_download::app::run_batch;
+use stemvault_tests::TestEnv;
+use stemvault_tests::download::{job_of, queued_record};
+use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
+use stemvault_vault::{FileStatus, Manifest, PublicFileStatus, TaskRecord, VaultState};
+
+const MIB: usize = 1024 * 1024;
+
+struct Setup {
+    env: TestEnv,
+    server: FileServer,
+    app: App,
+}
+
+/// A fresh environment, a file server, and the function allowed to fetch from it.
+async fn setup(max_file_bytes: Option<u64>) -> Setup {
+    let env = TestEnv::new().await;
+    let server = FileServer::start().await;
+    let app = App::new(env.download_config(&server.origin(), max_file_bytes), &env.config);
+    Setup { env, server, app }
+}
+
+fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn deadline() -> Instant {
+    Instant::now() + Duration::from_secs(120)
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
+    response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+impl Setup {
+    /// Write the record, send one job per named file, and run them as one batch.
+    async fn run_files(&self, record: &TaskRecord, names: &[&str]) -> (SqsEvent, SqsBatchResponse) {
+        self.env.put_record(record).await;
+        let jobs: Vec<_> = names.iter().map(|n| job_of(record, n)).collect();
+        self.env.send_jobs(&jobs).await;
+        self.run_received(names.len()).await
+    }
+
+    /// Receive `count` messages, run them as one batch and finish it as Lambda would.
+    async fn run_received(&self, count: usize) -> (SqsEvent, SqsBatchResponse) {
+        let event = self.env.receive_event(count, 2).await;
+        let response = self.app.handle_batch(event.clone(), deadline()).await;
+        self.env.finish_batch(&event, &response).await;
+        (event, response)
+    }
+
+    async fn manifest(&self, task_id: &str) -> Manifest {
+        let bytes = self.env.object(&format!("tasks/{task_id}/manifest.json")).await.expect("the manifest exists");
+        serde_json::from_slice(&bytes).expect("the manifest parses")
+    }
+
+    /// The message was not deleted and stays invisible past the 2 s the test received it
+    /// for: the function delayed it (by 30 s on a first receive).
+    async fn assert_delayed(&self) {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(self.env.queue_depth().await, (0, 1), "the message is back on the queue, still invisible");
+    }
+}
+
+/// A body that starts like a real file of its kind.
+fn media(kind: &str, len: usize, seed: u64) -> Vec<u8> {
+    let magic: &[u8] = match kind {
+        "mp3" => b"ID3\x04\x00\x00\x00\x00\x00\x00",
+        "wav" => b"RIFF\x24\x00\x00\x00WAVEfmt ",
+        "png" => b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR",
+        "mp4" => b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00",
+        _ => b"",
+    };
+    let mut data = magic.to_vec();
+    data.extend(generated_bytes(len - magic.len(), seed));
+    data
+}
+
+#[tokio::test]
+async fn stores_audio_images_and_video_of_several_sizes() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    let files = [
+        ("vocal", "mp3", 300 * 1024, "audio/mpeg"),
+        ("drums", "mp3", 8 * MIB, "audio/mpeg"),
+        ("instrumental", "wav", 8 * MIB + 1, "audio/wav"),
+        ("cover-1", "png", 2048, "image/png"),
+        ("video", "mp4", 17 * MIB + 3, "video/mp4"),
+    ];
+    let mut urls = Vec::new();
+    let mut bodies = Vec::new();
+    for (i, (name, ext, len, content_type)) in files.iter().enumerate() {
+        let data = media(ext, *len, i as u64);
+        s.server.route(&format!("/s/{name}.{ext}"), Reply::bytes(data.clone(), content_type));
+        urls.push(s.server.url(&format!("/s/{name}.{ext}?X-Amz-Signature=secret")));
+        bodies.push(data);
+    }
+    let pairs: Vec<(&str, &str)> = files.iter().zip(&urls).map(|((n, ..), u)| (*n, u.as_str())).collect();
+    let record = queued_record(&task, "vocal_separation", &pairs);
+    let names: Vec<&str> = files.iter().map(|f| f.0).collect();
+
+    let (_, response) = s.run_files(&record, &names).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+
+    let stored = s.env.task_record(&task).await;
+    for ((name, ext, len, content_type), data) in files.iter().zip(&bodies) {
+        let key = format!("tasks/{task}/{name}.{ext}");
+        let entry = &stored.files[*name];
+        assert_eq!(entry.key, key);
+        assert_eq!(entry.status, FileStatus::Stored, "{name}: {:?}", entry.error);
+        assert_eq!(entry.bytes, Some(*len as u64), "{name}");
+        assert_eq!(entry.sha256.as_deref(), Some(sha256_hex(data).as_str()), "{name}");
+        assert_eq!(entry.content_type.as_deref(), Some(*content_type), "{name}");
+        assert_eq!((entry.claim.as_deref(), entry.lease_until, entry.attempts), (None, None, 1), "{name}");
+        assert!(entry.stored_at.is_some(), "{name}");
+        assert_eq!(s.env.object(&key).await.as_deref(), Some(data.as_slice()), "{name}");
+
+        let head = s
+            .env
+            .s3
+            .head_object()
+            .bucket(&s.env.resources.bucket_name)
+            .key(&key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await
+            .expect("head object");
+        assert_eq!(head.content_type(), Some(*content_type), "{name}");
+        let checksum = head.checksum_sha256().unwrap_or_default();
+        if *len <= 8 * MIB {
+            let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data));
+            assert_eq!(checksum, expected, "{name}: one PutObject carries the whole body's SHA-256");
+        } else {
+            // The composite: SHA-256 of the parts' SHA-256s, and the part count.
+            let part_digests: Vec<u8> = data.chunks(8 * MIB).flat_map(|part| Sha256::digest(part).to_vec()).collect();
+            let composite = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(&part_digests));
+            // S3 shows it as `<composite>-<parts>`; the emulator leaves out the suffix.
+            let suffix = format!("-{}", len.div_ceil(8 * MIB));
+            assert_eq!(checksum.trim_end_matches(&suffix), composite, "{name}: one checksum per 8 MiB part");
+        }
+    }
+    assert_eq!(s.env.open_multipart_uploads().await, 0);
+    assert_eq!(s.env.queue_depth().await, (0, 0), "every message deleted");
+
+    assert_eq!(stored.vault, VaultState::Complete);
+    assert_eq!(stored.manifest_key.as_deref(), Some(format!("tasks/{task}/manifest.json").as_str()));
+    let manifest = s.manifest(&task).await;
+    assert_eq!((manifest.task_id.as_str(), manifest.family.as_str()), (task.as_str(), "vocal_separation"));
+    assert_eq!(manifest.stage, "complete");
+    assert_eq!(manifest.vault, VaultState::Complete);
+    assert_eq!(manifest.files.len(), files.len());
+    for f in &manifest.files {
+        let entry = &stored.files[&f.name];
+        assert_eq!(f.status, PublicFileStatus::Stored);
+        assert_eq!(
+            (&f.key, f.bytes, &f.sha256, &f.content_type),
+            (&entry.key, entry.bytes, &entry.sha256, &entry.content_type)
+        );
+        assert_eq!(f.error, None);
+    }
+}
+
+#[tokio::test]
+async fn stores_chunked_bodies_without_content_length() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    s.server.route("/s/small.mp3", Reply::chunked(100_000, 1, "audio/mpeg"));
+    s.server.route("/s/large.wav", Reply::chunked(9 * MIB as u64 + 5, 2, "audio/wav"));
+    let (small, large) = (s.server.url("/s/small.mp3"), s.server.url("/s/large.wav"));
+    let record = queued_record(&task, "vocal_separation", &[("small", &small), ("large", &large)]);
+
+    let (_, response) = s.run_files(&record, &["small", "large"]).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&task).await;
+    for (name, key, len, seed) in
+        [("small", "small.mp3", 100_000u64, 1u64), ("large", "large.wav", 9 * MIB as u64 + 5, 2)]
+    {
+        let entry = &stored.files[name];
+        assert_eq!(entry.status, FileStatus::Stored, "{name}: {:?}", entry.error);
+        assert_eq!(entry.bytes, Some(len));
+        assert_eq!(entry.sha256.as_deref(), Some(generated_sha256(len, seed).as_str()));
+        let object = s.env.object(&format!("tasks/{task}/{key}")).await.expect("object");
+        assert_eq!(sha256_hex(&object), generated_sha256(len, seed), "{name}");
+    }
+    assert_eq!(stored.vault, VaultState::Complete);
+}
+
+#[tokio::test]
+async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    let len = 10 * MIB as u64;
+    let cut = Reply::Disconnect { len, seed: 7, after: 9 * MIB as u64 };
+    s.server.route("/s/vocal.mp3", Reply::fail_times(1, cut, Reply::generated(len, 7, "audio/mpeg")));
+    let url = s.server.url("/s/vocal.mp3");
+    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+    let key = format!("tasks/{task}/vocal.mp3");
+
+    let (event, response) = s.run_files(&record, &["vocal"]).await;
+    assert_eq!(failed_ids(&response), vec![event.records[0].message_id.clone().unwrap()]);
+    let after_failure = s.env.task_record(&task).await;
+    let entry = &after_failure.files["vocal"];
+    assert_eq!(entry.status, FileStatus::Queued, "released for the retry");
+    assert_eq!(entry.claim, None);
+    assert!(entry.error.as_deref().is_some_and(|e| e.contains("source")), "{:?}", entry.error);
+    assert_eq!(s.env.object(&key).await, None, "no partial object under the key");
+    assert_eq!(s.env.open_multipart_uploads().await, 0, "the multipart upload was aborted");
+    assert_eq!(after_failure.vault, VaultState::Pending);
+    s.assert_delayed().await;
+
+    s.env.make_visible(&event.records[0]).await;
+    let (event, response) = s.run_received(1).await;
+    assert_eq!(event.records[0].attributes.get("ApproximateReceiveCount").map(String::as_str), Some("2"));
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&task).await;
+    assert_eq!(stored.files["vocal"].status, FileStatus::Stored);
+    assert_eq!(stored.files["vocal"].attempts, 2);
+    assert_eq!(stored.files["vocal"].error, None);
+    let object = s.env.object(&key).await.expect("stored");
+    assert_eq!(object.len() as u64, len);
+    assert_eq!(sha256_hex(&object), generated_sha256(len, 7));
+    assert_eq!(stored.files["vocal"].sha256.as_deref(), Some(generated_sha256(len, 7).as_str()));
+    assert_eq!(s.server.hits("/s/vocal.mp3"), 2);
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_500_is_retried_and_a_later_200_stored() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    let data = media("mp3", 5000, 3);
+    s.server.route("/s/vocal.mp3", Reply::fail_times(1, Reply::Status(500), Reply::bytes(data.clone(), "audio/mpeg")));
+    let url = s.server.url("/s/vocal.mp3");
+    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+
+    let (event, response) = s.run_files(&record, &["vocal"]).await;
+    assert_eq!(failed_ids(&response).len(), 1);
+    let entry = s.env.task_record(&task).await.files["vocal"].clone();
+    assert_eq!(entry.status, FileStatus::Queued);
+    assert_eq!(entry.error.as_deref(), Some("source answered 500 Internal Server Error"));
+    s.assert_delayed().await;
+
+    s.env.make_visible(&event.records[0]).await;
+    let (_, response) = s.run_received(1).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&task).await;
+    assert_eq!(stored.files["vocal"].status, FileStatus::Stored);
+    assert_eq!(s.env.object(&format!("tasks/{task}/vocal.mp3")).await, Some(data));
+    assert_eq!(stored.vault, VaultState::Complete);
+}
+
+#[tokio::test]
+async fn expired_urls_fail_for_good_and_the_task_settles_partial() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    s.server.route("/s/vocal.mp3", Reply::Status(403));
+    s.server.route("/s/drums.mp3", Reply::Status(441));
+    s.server.route("/s/bass.mp3", Reply::bytes(media("mp3", 4096, 9), "audio/mpeg"));
+    let urls = [s.server.url("/s/vocal.mp3?Expires=1"), s.server.url("/s/drums.mp3"), s.server.url("/s/bass.mp3")];
+    let record =
+        queued_record(&task, "vocal_separation", &[("vocal", &urls[0]), ("drums", &urls[1]), ("bass", &urls[2])]);
+
+    let (_, response) = s.run_files(&record, &["vocal", "drums", "bass"]).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new(), "permanent failures are not retried");
+    assert_eq!(s.env.queue_depth().await, (0, 0), "their messages are deleted");
+
+    let stored = s.env.task_record(&task).await;
+    assert_eq!(stored.files["vocal"].status, FileStatus::Failed);
+    assert_eq!(stored.files["vocal"].error.as_deref(), Some("source answered 403 Forbidden"));
+    assert_eq!(stored.files["drums"].status, FileStatus::Failed);
+    assert_eq!(stored.files["drums"].error.as_deref(), Some("source answered 441"));
+    assert_eq!(stored.files["bass"].status, FileStatus::Stored);
+    assert_eq!(s.env.object(&format!("tasks/{task}/vocal.mp3")).await, None);
+    assert_eq!(stored.vault, VaultState::Partial);
+
+    let manifest = s.manifest(&task).await;
+    assert_eq!(manifest.vault, VaultState::Partial);
+    let summary: Vec<(&str, PublicFileStatus, Option<&str>)> =
+        manifest.files.iter().map(|f| (f.name.as_str(), f.status, f.error.as_deref())).collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("bass", PublicFileStatus::Stored, None),
+            ("drums", PublicFileStatus::Failed, Some("source answered 441")),
+            ("vocal", PublicFileStatus::Failed, Some("source answered 403 Forbidden")),
+        ]
+    );
+    assert_eq!(manifest.files[0].bytes, Some(4096));
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_to_allowed_sources() {
+    let env = TestEnv::new().await;
+    let (first, second, unlisted) = (FileServer::start().await, FileServer::start().await, FileServer::start().await);
+    let allowed = format!("{},{}", first.origin(), second.origin());
+    let s = Setup { app: App::new(env.download_config(&allowed, None), &env.config), env, server: first };
+    let data = media("mp3", 3000, 4);
+    second.route("/s/ok.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
+    s.server.route("/r/ok.mp3", Reply::redirect(second.url("/s/ok.mp3?sig=1")));
+    s.server.route("/r/relative.mp3", Reply::redirect("/s/relative.mp3"));
+    s.server.route("/s/relative.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
+    unlisted.route("/s/x.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
+    s.server.route("/r/refused.mp3", Reply::redirect(unlisted.url("/s/x.mp3")));
+    s.server.route("/r/metadata.mp3", Reply::redirect("http://169.254.169.254/latest/meta-data/"));
+    s.server.route("/r/loop.mp3", Reply::redirect("/r/loop.mp3"));
+    let names = ["ok", "relative", "refused", "metadata", "loop"];
+    let urls: Vec<String> = names.iter().map(|n| s.server.url(&format!("/r/{n}.mp3"))).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
+    let record = queued_record(&new_task_id(), "vocal_separation", &pairs);
+    let task = record.task_id.clone();
+
+    let (_, response) = s.run_files(&record, &names).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&task).await;
+    for name in ["ok", "relative"] {
+        assert_eq!(stored.files[name].status, FileStatus::Stored, "{name}: {:?}", stored.files[name].error);
+        assert_eq!(s.env.object(&format!("tasks/{task}/{name}.mp3")).await.as_deref(), Some(data.as_slice()));
+    }
+    let error = |name: &str| stored.files[name].error.clone().unwrap_or_default();
+    assert_eq!(stored.files["refused"].status, FileStatus::Failed);
+    assert!(error("refused").contains("not https and not a listed origin"), "{}", error("refused"));
+    assert_eq!(unlisted.hits("/s/x.mp3"), 0, "the refused host was never contacted");
+    assert!(error("metadata").contains("refused source"), "{}", error("metadata"));
+    assert_eq!(error("loop"), "more than 5 redirects");
+    assert_eq!(s.server.hits("/r/loop.mp3"), 6, "the first request and 5 redirects");
+    assert_eq!(second.hits("/s/ok.mp3"), 1);
+}
+
+#[tokio::test]
+async fn loopback_sources_are_refused_unless_their_exact_origin_is_listed() {
+    let env = TestEnv::new().await;
+    let server = FileServer::start().await;
+    server.route("/s/a.mp3", Reply::bytes(media("mp3", 1000, 5), "audio/mpeg"));
+    // `127.0.0.1` as a host pattern: https only, and its address is loopback.
+    let app = App::new(env.download_config("*.suno.ai,127.0.0.1", None), &env.config);
+    let s = Setup { env, server, app };
+    let port = s.server.origin().rsplit(':').next().unwrap().to_owned();
+    let plain = s.server.url("/s/a.mp3");
+    let https = format!("https://127.0.0.1:{port}/s/a.mp3");
+    let record = queued_record(&new_task_id(), "vocal_separation", &[("plain", &plain), ("tls", &https)]);
+
+    let (_, response) = s.run_files(&record, &["plain", "tls"]).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&record.task_id).await;
+    assert_eq!(stored.files["plain"].status, FileStatus::Failed);
+    assert!(stored.files["plain"].error.as_deref().unwrap().contains("not https"));
+    assert_eq!(stored.files["tls"].status, FileStatus::Failed);
+    assert!(stored.files["tls"].error.as_deref().unwrap().contains("loopback"), "{:?}", stored.files["tls"].error);
+    assert_eq!(s.server.hits("/s/a.mp3"), 0);
+
+    // Listed as an exact origin, the same source is fetched.
+    let listed = App::new(s.env.download_config(&s.server.origin(), None), &s.env.config);
+    let again = queued_record(&new_task_id(), "vocal_separation", &[("plain", &plain)]);
+    s.env.put_record(&again).await;
+    s.env.send_jobs(&[job_of(&again, "plain")]).await;
+    let event = s.env.receive_event(1, 2).await;
+    let response = listed.handle_batch(event.clone(), deadline()).await;
+    s.env.finish_batch(&event, &response).await;
+    assert_eq!(s.env.task_record(&again.task_id).await.files["plain"].status, FileStatus::Stored);
+}
+
+#[tokio::test]
+async fn the_size_cap_holds_on_content_length_and_while_streaming() {
+    let cap = 9 * MIB as u64;
+    let s = setup(Some(cap)).await;
+    s.server.route("/s/declared.wav", Reply::generated(cap + 1, 1, "audio/wav"));
+    s.server.route("/s/chunked.wav", Reply::chunked(10 * MIB as u64, 2, "audio/wav"));
+    s.server.route("/s/fits.wav", Reply::chunked(cap, 3, "audio/wav"));
+    let names = ["declared", "chunked", "fits"];
+    let urls: Vec<String> = names.iter().map(|n| s.server.url(&format!("/s/{n}.wav"))).collect();
+    let pairs: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
+    let record = queued_record(&new_task_id(), "wav", &pairs);
+    let task = record.task_id.clone();
+
+    let (_, response) = s.run_files(&record, &names).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let stored = s.env.task_record(&task).await;
+    for name in ["declared", "chunked"] {
+        assert_eq!(stored.files[name].status, FileStatus::Failed, "{name}");
+        assert!(stored.files[name].error.as_deref().unwrap().contains("larger than the 9437184-byte limit"), "{name}");
+        assert_eq!(s.env.object(&format!("tasks/{task}/{name}.wav")).await, None, "{name}");
+    }
+    assert_eq!(stored.files["fits"].status, FileStatus::Stored);
+    assert_eq!(stored.files["fits"].sha256.as_deref(), Some(generated_sha256(cap, 3).as_str()));
+    assert_eq!(s.env.open_multipart_uploads().await, 0, "the oversize multipart upload was aborted");
+    assert_eq!(stored.vault, VaultState::Partial);
+}
+
+#[tokio::test]
+async fn a_redelivered_message_copies_nothing_and_rewrites_no_manifest() {
+    let s = setup(None).await;
+    s.server.route("/s/vocal.mp3", Reply::generated(50_000, 4, "audio/mpeg"));
+    let url = s.server.url("/s/vocal.mp3");
+    let record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    let task = record.task_id.clone();
+    s.env.put_record(&record).await;
+    s.env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "vocal")]).await;
+
+    let (_, response) = s.run_received(1).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    let first = s.env.task_record(&task).await;
+    let manifest = s.manifest(&task).await;
+    assert_eq!(first.vault, VaultState::Complete);
+
+    let (_, response) = s.run_received(1).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(s.server.hits("/s/vocal.mp3"), 1, "downloaded once");
+    assert_eq!(s.env.task_record(&task).await, first, "the record did not change");
+    assert_eq!(s.manifest(&task).await, manifest, "the manifest was not rewritten");
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+/// Two invocations get the same message while the first is still copying. (They start
+/// 300 ms apart: the emulator does not apply concurrent conditional updates atomically, as
+/// DynamoDB does, so two claims within the same millisecond could both pass there. The unit
+/// tests cover truly simultaneous claims against an atomic in-memory table.)
+#[tokio::test]
+async fn two_copies_of_one_message_at_once_store_the_file_once() {
+    let s = setup(None).await;
+    let slow = Reply::delayed(Duration::from_millis(1500), Reply::generated(MIB as u64, 5, "audio/mpeg"));
+    s.server.route("/s/vocal.mp3", slow);
+    let url = s.server.url("/s/vocal.mp3");
+    let record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    s.env.put_record(&record).await;
+    s.env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "vocal")]).await;
+    let event = s.env.receive_event(2, 2).await;
+    let (mut first, mut second) = (event.clone(), event.clone());
+    first.records.truncate(1);
+    second.records.remove(0);
+
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.app.handle_batch(second.clone(), deadline()).await
+    };
+    let (first_response, second_response) = tokio::join!(s.app.handle_batch(first.clone(), deadline()), later);
+    assert_eq!(failed_ids(&first_response), Vec::<String>::new(), "the first copy stores the file");
+    let busy_id = second.records[0].message_id.clone().unwrap();
+    assert_eq!(failed_ids(&second_response), vec![busy_id], "the copy that found the file claimed is retried later");
+    s.env.finish_batch(&first, &first_response).await;
+    s.env.finish_batch(&second, &second_response).await;
+    assert_eq!(s.server.hits("/s/vocal.mp3"), 1);
+    let stored = s.env.task_record(&record.task_id).await;
+    assert_eq!(stored.files["vocal"].status, FileStatus::Stored);
+    assert_eq!(stored.files["vocal"].attempts, 1);
+
+    s.env.make_visible(&second.records[0]).await;
+    let (_, response) = s.run_received(1).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(s.server.hits("/s/vocal.mp3"), 1, "still downloaded once");
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_poisoned_message_fails_only_itself() {
+    let s = setup(None).await;
+    s.server.route("/s/a.mp3", Reply::bytes(media("mp3", 2000, 1), "audio/mpeg"));
+    s.server.route("/s/b.mp3", Reply::bytes(media("mp3", 3000, 2), "audio/mpeg"));
+    s.server.route("/s/c.mp3", Reply::bytes(media("mp3", 4000, 3), "audio/mpeg"));
+    let (a, b, c) = (s.server.url("/s/a.mp3"), s.server.url("/s/b.mp3"), s.server.url("/s/c.mp3"));
+    let record = queued_record(&new_task_id(), "vocal_separation", &[("a", &a), ("b", &b), ("c", &c)]);
+    let task = record.task_id.clone();
+    s.env.put_record(&record).await;
+
+    // Malformed bodies are dropped (logged, deleted) without failing anything else.
+    let job = |name: &str| serde_json::to_string(&job_of(&record, name)).unwrap();
+    let mut unknown_task = job_of(&record, "a");
+    unknown_task.task_id = new_task_id();
+    let bodies = [
+        job("a"),
+        "not json at all".to_owned(),
+        r#"{"task_id":"../../etc","name":"a","url":"http://x/","key":"k"}"#.to_owned(),
+        serde_json::to_string(&unknown_task).unwrap(),
+        job("b"),
+    ];
+    s.env.send_bodies(&bodies).await;
+    let (_, response) = s.run_received(bodies.len()).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+    let stored = s.env.task_record(&task).await;
+    assert_eq!((stored.files["a"].status, stored.files["b"].status), (FileStatus::Stored, FileStatus::Stored));
+
+    // A handler that panics on one message fails that message only.
+    s.env.send_bodies(&["panic".to_owned(), job("c")]).await;
+    let event = s.env.receive_event(2, 2).await;
+    let app = s.app.clone();
+    let run_deadline = deadline();
+    let response = run_batch(event.records.clone(), 4, move |message| {
+        let app = app.clone();
+        async move {
+            if message.body.as_deref() == Some("panic") {
+                panic!("poisoned message");
+            }
+            app.handle_message(message, run_deadline).await
+        }
+    })
+    .await;
+    let poisoned = event.records.iter().find(|m| m.body.as_deref() == Some("panic")).unwrap();
+    assert_eq!(failed_ids(&response), vec![poisoned.message_id.clone().unwrap()]);
+    let stored = s.env.task_record(&task).await;
+    assert_eq!(stored.files["c"].status, FileStatus::Stored);
+    assert_eq!(stored.vault, VaultState::Complete);
+}
