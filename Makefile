@@ -64,9 +64,15 @@ run: deps
 	cargo build --locked -p stemvault-local
 	$(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local
 
+# Against a running `make run` when one answers on PORT, else the whole pipeline in-process
+# under a fresh emulator.
 demo: deps
 	cargo build --locked -p stemvault-local
-	$(CARGO_TARGET_DIR)/debug/stemvault-local demo
+	if $(CARGO_TARGET_DIR)/debug/stemvault-local status >/dev/null 2>&1; then \
+	  $(CARGO_TARGET_DIR)/debug/stemvault-local demo; \
+	else \
+	  $(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local demo; \
+	fi
 
 bench: deps
 	$(EMULATOR) cargo bench --locked -p stemvault-tests

@@ -1,1 +1,178 @@
-fn main() {}
+//! `stemvault-local`: the local runner.
+//!
+//! * `stemvault-local [run]` (`make run`): provision the emulator, serve ingest + results on
+//!   127.0.0.1:$PORT, consume the download queue, until Ctrl-C.
+//! * `stemvault-local demo` (`make demo`): post the 12-stem demo callback to the running
+//!   runner (or to one started in-process), wait, print the files and the manifest.
+//! * `stemvault-local status`: exit 0 when something answers on 127.0.0.1:$PORT.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use stemvault_local::client_auth::ClientAuth;
+use stemvault_local::demo::{self, DemoTarget};
+use stemvault_local::pipeline::{DEFAULT_POLLERS, Pipeline, PipelineOptions};
+use stemvault_local::run_info::{self, RunInfo};
+use stemvault_local::settings::{self, file_server_origin};
+use stemvault_local::shutdown::{Shutdown, interrupted};
+use tokio::net::{TcpListener, TcpStream};
+
+const USAGE: &str = "usage: stemvault-local [run|demo|status]   (PORT, default 3000; the demo file server uses PORT+1)";
+/// Resource names of `make run` (the emulator is fresh on every start).
+const RESOURCE_BASE: &str = "stemvault-local";
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    stemvault_aws::logging::init();
+    let command = std::env::args().nth(1);
+    let result = match command.as_deref() {
+        None | Some("run") => run().await,
+        Some("demo") => run_demo().await,
+        Some("status") => status().await,
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command {other:?}\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("stemvault-local: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The HTTP port and the file server's (PORT+1).
+fn ports() -> Result<(u16, u16), String> {
+    let port = settings::port(&env).map_err(|e| e.to_string())?;
+    Ok((port, port + 1))
+}
+
+async fn answers(port: u16) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(("127.0.0.1", port))).await, Ok(Ok(_)))
+}
+
+async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("{what} cannot listen on 127.0.0.1:{port}: {e} (set PORT to use other ports)"))
+}
+
+async fn start_pipeline(port: u16, file_port: u16) -> Result<Pipeline, String> {
+    let options = PipelineOptions {
+        base: RESOURCE_BASE.to_owned(),
+        listener: listen(port, "the callback server").await?,
+        file_server_origin: file_server_origin(file_port),
+        pollers: DEFAULT_POLLERS,
+    };
+    Pipeline::start(options, env).await.map_err(|e| e.to_string())
+}
+
+async fn run() -> Result<(), String> {
+    let (port, file_port) = ports()?;
+    let pipeline = start_pipeline(port, file_port).await?;
+    let info_path = run_info::default_path();
+    if let Err(e) = run_info::write(&pipeline.info, &info_path) {
+        eprintln!("warning: could not write {} ({e}); `make demo` will not know the key", info_path.display());
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    println!(
+        "{}",
+        stemvault_local::banner::banner(
+            &pipeline.info,
+            pipeline.generated_key.as_deref(),
+            &pipeline.allowed_source_hosts,
+            now
+        )
+    );
+
+    interrupted().await;
+    eprintln!("stopping (Ctrl-C again to quit at once)");
+    tokio::spawn(async {
+        interrupted().await;
+        std::process::exit(130);
+    });
+    run_info::remove_own(&info_path);
+    pipeline.stop().await;
+    Ok(())
+}
+
+/// What the demo talks to: the runner described by `.local/run.json`, one the environment
+/// describes, or (nothing answering) a pipeline started here.
+async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
+    if !answers(port).await {
+        println!("nothing answers on 127.0.0.1:{port}: starting the pipeline in this process");
+        let pipeline = start_pipeline(port, file_port).await?;
+        return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
+    }
+    if let Some(info) = run_info::read(&run_info::default_path()).filter(|info| info.port == port) {
+        println!("using the runner on {} (pid {})", info.base_url, info.pid);
+        return Ok((DemoTarget::from_run_info(&info).await, None));
+    }
+    let auth = ClientAuth::from_lookup(&env);
+    if auth == ClientAuth::default() && !settings::has_callback_auth(&env) {
+        return Err(format!(
+            "something answers on 127.0.0.1:{port} but .local/run.json does not describe it; \
+             set WEBHOOK_HMAC_KEYS or CALLBACK_TOKEN (or ALLOW_UNAUTHENTICATED=true) as that server has them"
+        ));
+    }
+    let info = RunInfo {
+        pid: 0,
+        port,
+        base_url: format!("http://127.0.0.1:{port}"),
+        file_server_origin: file_server_origin(file_port),
+        auth,
+        aws_endpoint_url: env("AWS_ENDPOINT_URL"),
+        aws_region: env("AWS_REGION"),
+        table_name: env("TABLE_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-tasks")),
+        bucket_name: env("BUCKET_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-vault")),
+        queue_url: env("QUEUE_URL").unwrap_or_default(),
+    };
+    Ok((DemoTarget::from_run_info(&info).await, None))
+}
+
+async fn run_demo() -> Result<(), String> {
+    let (port, file_port) = ports()?;
+    let (target, pipeline) = demo_target(port, file_port).await?;
+    let file_server = Shutdown::new();
+    let served = match listen(file_port, "the demo file server").await {
+        Ok(listener) => Ok(tokio::spawn(stemvault_local::file_server::serve(listener, file_server.signal()))),
+        Err(e) => Err(e),
+    };
+    let outcome = match &served {
+        Ok(_) => {
+            demo::run(&target, &file_server_origin(file_port), demo::DEFAULT_TIMEOUT).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.clone()),
+    };
+    file_server.stop();
+    if let Ok(task) = served {
+        let _ = task.await;
+    }
+    if let Some(pipeline) = pipeline {
+        pipeline.stop().await;
+    }
+    let outcome = outcome?;
+    println!("{}", demo::report(&outcome));
+    if outcome.vault == "complete" {
+        Ok(())
+    } else {
+        Err(format!("the vault of task {} is {}: see the failed files above", outcome.task_id, outcome.vault))
+    }
+}
+
+async fn status() -> Result<(), String> {
+    let (port, _) = ports()?;
+    if answers(port).await {
+        println!("something answers on 127.0.0.1:{port}");
+        Ok(())
+    } else {
+        Err(format!("nothing answers on 127.0.0.1:{port}"))
+    }
+}

@@ -9,8 +9,8 @@ use stemvault_aws::provision::Resources;
 
 pub const DEFAULT_PORT: u16 = 3000;
 
-/// The download function's default `ALLOWED_SOURCE_HOSTS` (contracts.md, template.yaml).
-pub const PRODUCTION_SOURCE_HOSTS: &str = "*.aiquickdraw.com,*.api.box,*.suno.ai,*.erweima.ai,*.kie.ai,*.sunoapi.org";
+/// The download function's default `ALLOWED_SOURCE_HOSTS`.
+pub const PRODUCTION_SOURCE_HOSTS: &str = stemvault_download::source_policy::DEFAULT_ALLOWED_SOURCE_HOSTS;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {

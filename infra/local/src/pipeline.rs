@@ -1,0 +1,190 @@
+//! The whole pipeline in one process: provision the emulator's resources, build each
+//! function's `Config` (overlay over environment) and `App`, serve ingest + results over HTTP
+//! and run the download pollers, until stopped.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::client_auth::ClientAuth;
+use crate::http::{LambdaHttp, Route};
+use crate::poller::{BatchHandler, QueueSource};
+use crate::run_info::RunInfo;
+use crate::settings::{Overlay, generate_dev_key};
+use crate::shutdown::Shutdown;
+
+/// How many download pollers run side by side (Lambda runs several batches concurrently too).
+pub const DEFAULT_POLLERS: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(
+        "AWS_ENDPOINT_URL must point at the local emulator (http://127.0.0.1:…), got {0:?}; \
+         run under infra/local/emulator.sh (make run does)"
+    )]
+    NotLocal(String),
+    #[error("creating the emulator's table, bucket and queues failed: {0}")]
+    Provision(String),
+    #[error("the {function} function's configuration is invalid: {message}")]
+    Config { function: &'static str, message: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Refuse to create anything anywhere but on a local emulator.
+pub fn local_endpoint(env: &impl Fn(&str) -> Option<String>) -> Result<String, PipelineError> {
+    let endpoint = env("AWS_ENDPOINT_URL").unwrap_or_default();
+    let host = endpoint.strip_prefix("http://").unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
+    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+        Ok(endpoint)
+    } else {
+        Err(PipelineError::NotLocal(endpoint))
+    }
+}
+
+pub struct PipelineOptions {
+    /// Resource name prefix (`stemvault-local` for `make run`; unique per test).
+    pub base: String,
+    /// The bound HTTP listener (127.0.0.1:PORT).
+    pub listener: TcpListener,
+    /// The demo file server origin, added to the default allowed download sources.
+    pub file_server_origin: String,
+    pub pollers: usize,
+}
+
+/// A running pipeline.
+pub struct Pipeline {
+    pub info: RunInfo,
+    /// The development HMAC key generated because no callback auth was configured.
+    pub generated_key: Option<String>,
+    /// The effective `ALLOWED_SOURCE_HOSTS` ("default" when the download function's own applies).
+    pub allowed_source_hosts: String,
+    pub sdk: aws_config::SdkConfig,
+    shutdown: Shutdown,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Ingest and results behind one HTTP server, routed as API Gateway routes them.
+struct HttpFunctions {
+    ingest: stemvault_ingest::App,
+    results: stemvault_results::App,
+}
+
+impl LambdaHttp for HttpFunctions {
+    async fn call(&self, req: lambda_http::Request) -> lambda_http::Response<lambda_http::Body> {
+        match crate::http::route(req.uri().path()) {
+            Route::Results => self.results.handle(req).await,
+            Route::Ingest => self.ingest.handle(req).await,
+        }
+    }
+}
+
+impl BatchHandler for stemvault_download::App {
+    async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        stemvault_download::App::handle_batch(self, event, deadline).await
+    }
+}
+
+fn config_error(function: &'static str) -> impl FnOnce(String) -> PipelineError {
+    move |message| PipelineError::Config { function, message }
+}
+
+impl Pipeline {
+    /// Provision and start everything; `env` is the process environment (or a test's).
+    pub async fn start(
+        options: PipelineOptions,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Pipeline, PipelineError> {
+        let endpoint = local_endpoint(&env)?;
+        let sdk = stemvault_aws::sdk_config().await;
+        let resources =
+            stemvault_aws::provision::provision(&sdk, &options.base).await.map_err(PipelineError::Provision)?;
+        let overlay = Overlay::new(&resources, &env, &options.file_server_origin, generate_dev_key);
+        let lookup = overlay.over(&env);
+
+        let ingest =
+            stemvault_ingest::Config::from_lookup(&lookup).map_err(|e| config_error("ingest")(e.to_string()))?;
+        let download =
+            stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
+        let results =
+            stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
+        let http_functions = Arc::new(HttpFunctions {
+            ingest: stemvault_ingest::App::new(ingest, &sdk),
+            results: stemvault_results::App::new(results, &sdk),
+        });
+        let downloader = Arc::new(stemvault_download::App::new(download, &sdk));
+
+        let port = options.listener.local_addr()?.port();
+        let region = sdk.region().map(|r| r.to_string());
+        let info = RunInfo {
+            pid: std::process::id(),
+            port,
+            base_url: format!("http://127.0.0.1:{port}"),
+            file_server_origin: options.file_server_origin.clone(),
+            auth: ClientAuth::from_lookup(&lookup),
+            aws_endpoint_url: Some(endpoint),
+            aws_region: region.clone(),
+            table_name: resources.table_name.clone(),
+            bucket_name: resources.bucket_name.clone(),
+            queue_url: resources.queue_url.clone(),
+        };
+        let allowed_source_hosts =
+            lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| "the download function's default".into());
+
+        let shutdown = Shutdown::new();
+        let mut tasks =
+            vec![tokio::spawn(crate::http::serve_lambda(options.listener, http_functions, shutdown.signal()))];
+        let source = QueueSource {
+            queue_url: resources.queue_url.clone(),
+            queue_arn: resources.queue_arn.clone(),
+            region: region.unwrap_or_else(|| "us-east-1".into()),
+        };
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        for _ in 0..options.pollers.max(1) {
+            tasks.push(tokio::spawn(crate::poller::poll(
+                sqs.clone(),
+                source.clone(),
+                downloader.clone(),
+                shutdown.signal(),
+            )));
+        }
+        Ok(Pipeline {
+            info,
+            generated_key: overlay.generated_hmac_key.clone(),
+            allowed_source_hosts,
+            sdk,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stop serving and polling; a batch in progress finishes first.
+    pub async fn stop(self) {
+        self.shutdown.stop();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "a runner task ended abnormally");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_endpoints_are_accepted() {
+        for ok in ["http://127.0.0.1:5000", "http://localhost:5000/", "http://127.0.0.1"] {
+            let env = move |k: &str| (k == "AWS_ENDPOINT_URL").then(|| ok.to_owned());
+            assert_eq!(local_endpoint(&env).unwrap(), ok);
+        }
+        for bad in [None, Some("https://dynamodb.us-east-1.amazonaws.com"), Some("http://127.0.0.1.example.com")] {
+            let env = move |k: &str| if k == "AWS_ENDPOINT_URL" { bad.map(str::to_owned) } else { None };
+            assert!(matches!(local_endpoint(&env), Err(PipelineError::NotLocal(_))), "{bad:?}");
+        }
+    }
+}
