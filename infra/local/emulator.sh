@@ -13,7 +13,9 @@ mkdir -p "$root/.local"
 log="$root/.local/emulator-$port.log"
 "$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null || true' EXIT INT TERM
+# '|| true' on both: under set -e a failing kill (moto already gone after Ctrl-C) would turn the
+# command's own exit status into 1.
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT INT TERM
 
 for _ in $(seq 1 100); do
   if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
