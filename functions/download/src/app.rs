@@ -19,7 +19,7 @@ use tracing::Instrument;
 
 use crate::aws::Adapters;
 use crate::config::Config;
-use crate::domain::{Delivery, Outcome, Settings, delay_retry, process_message};
+use crate::domain::{Delivery, Outcome, Settings, delay_retry, process_message, release_after_panic};
 use crate::error::DownloadError;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
@@ -77,6 +77,9 @@ impl App {
             .await
             .unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic_text(panic.as_ref()))));
         log_outcome(&outcome);
+        if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
+            release_after_panic(&self.inner.ports, &delivery, &e.to_string()).await;
+        }
         if outcome.is_failure() {
             delay_retry(&self.inner.ports, &delivery).await;
         }

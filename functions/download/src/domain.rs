@@ -276,6 +276,15 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery) {
     }
 }
 
+/// After a panic while handling `delivery`: give back its claim (if it took one), so the
+/// retry need not wait for the lease to run out. Best effort.
+pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
+    let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
+    if let Err(e) = ports.release_file(&task_id, &job.name, &delivery.worker, reason).await {
+        tracing::warn!(error = %e, "could not release the claim after a panic; it ends with its lease");
+    }
+}
+
 async fn copy_claimed<P: Ports>(
     ports: &P,
     settings: &Settings,

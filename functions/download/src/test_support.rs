@@ -214,6 +214,23 @@ impl MemoryPorts {
     }
 }
 
+impl MemoryPorts {
+    /// Leave `downloading` under `worker` for `status`, keeping `error`.
+    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, status: FileStatus, error: &str) -> Conditional {
+        self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, worker),
+            |f| {
+                f.status = status;
+                f.error = Some(error.to_owned());
+                f.claim = None;
+                f.lease_until = None;
+            },
+        )
+    }
+}
+
 fn held_by(file: &FileEntry, worker: &str) -> bool {
     file.status == FileStatus::Downloading && file.claim.as_deref() == Some(worker)
 }
@@ -284,17 +301,7 @@ impl RecordFailed for MemoryPorts {
         worker: &str,
         reason: &str,
     ) -> Result<Conditional, TableError> {
-        Ok(self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, worker),
-            |f| {
-                f.status = FileStatus::Failed;
-                f.error = Some(reason.to_owned());
-                f.claim = None;
-                f.lease_until = None;
-            },
-        ))
+        Ok(self.finish(task_id, name, worker, FileStatus::Failed, reason))
     }
 }
 
@@ -306,17 +313,7 @@ impl ReleaseFile for MemoryPorts {
         worker: &str,
         error: &str,
     ) -> Result<Conditional, TableError> {
-        Ok(self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, worker),
-            |f| {
-                f.status = FileStatus::Queued;
-                f.error = Some(error.to_owned());
-                f.claim = None;
-                f.lease_until = None;
-            },
-        ))
+        Ok(self.finish(task_id, name, worker, FileStatus::Queued, error))
     }
 }
 

@@ -293,3 +293,24 @@ async fn no_time_left_means_try_later_without_claiming() {
     assert_eq!(process_message(&ports, &SETTINGS, &d).await, Outcome::Retry(DownloadError::NoTimeLeft));
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued);
 }
+
+#[tokio::test]
+async fn a_panicked_attempt_gives_its_claim_back() {
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let d = delivery(job_body("vocal"), 1);
+    let f = r.files.get_mut("vocal").unwrap();
+    f.claim = Some(d.worker.clone());
+    f.lease_until = Some(d.lease_until);
+    let ports = MemoryPorts::with_record(r);
+    release_after_panic(&ports, &d, "the handler panicked: boom").await;
+    let f = &ports.record(TASK).files["vocal"];
+    assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
+    assert_eq!(f.error.as_deref(), Some("the handler panicked: boom"));
+
+    // Someone else's claim is left alone.
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    r.files.get_mut("vocal").unwrap().claim = Some("other".into());
+    let ports = MemoryPorts::with_record(r);
+    release_after_panic(&ports, &d, "boom").await;
+    assert_eq!(ports.record(TASK).files["vocal"].claim.as_deref(), Some("other"));
+}
