@@ -426,13 +426,13 @@ async fn a_redelivered_message_copies_nothing_and_rewrites_no_manifest() {
 }
 
 /// Two invocations get the same message while the first is still copying. (They start
-/// 300 ms apart: the emulator does not apply concurrent conditional updates atomically, as
+/// 1 s apart: the emulator does not apply concurrent conditional updates atomically, as
 /// DynamoDB does, so two claims within the same millisecond could both pass there. The unit
 /// tests cover truly simultaneous claims against an atomic in-memory table.)
 #[tokio::test]
 async fn two_copies_of_one_message_at_once_store_the_file_once() {
     let s = setup(None).await;
-    let slow = Reply::delayed(Duration::from_millis(1500), Reply::generated(MIB as u64, 5, "audio/mpeg"));
+    let slow = Reply::delayed(Duration::from_secs(3), Reply::generated(MIB as u64, 5, "audio/mpeg"));
     s.server.route("/s/vocal.mp3", slow);
     let url = s.server.url("/s/vocal.mp3");
     let record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
@@ -444,7 +444,7 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
     second.records.remove(0);
 
     let later = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         s.app.handle_batch(second.clone(), deadline()).await
     };
     let (first_response, second_response) = tokio::join!(s.app.handle_batch(first.clone(), deadline()), later);
