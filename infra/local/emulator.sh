@@ -11,7 +11,8 @@ venv="$root/.venv/emulator"
 port=${EMULATOR_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 mkdir -p "$root/.local"
 log="$root/.local/emulator-$port.log"
-"$venv/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+# emulator.py is moto's server with DynamoDB requests made atomic (see its docstring).
+MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 pid=$!
 # '|| true' on both: under set -e a failing kill (moto already gone after Ctrl-C) would turn the
 # command's own exit status into 1.
