@@ -264,3 +264,31 @@ async fn the_body_is_archived_while_the_record_is_written() {
     assert_eq!(outcome.map(|o| o.files_queued), Ok(1));
     assert_eq!(ports.inner.body_keys().len(), 1);
 }
+
+#[tokio::test]
+async fn a_failed_file_brought_again_with_a_new_url_is_requeued_and_reopens_the_vault() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::Final, &["vocal"]), b"1", "req-1").await.unwrap();
+    // The downloader gave up on it and settled the task.
+    let mut record = ports.record(TASK).unwrap();
+    let vocal = record.files.get_mut("vocal").unwrap();
+    vocal.status = FileStatus::Failed;
+    vocal.error = Some("HTTP 403".into());
+    record.vault = stemvault_vault::VaultState::Partial;
+    ports.put_record(record);
+
+    let mut again = event(Stage::Final, &["vocal"]);
+    again.files[0].url = "https://h/s/renewed.mp3".into();
+    let outcome = ingest(&ports, &settings(), &again, b"2", "req-2").await.unwrap();
+    assert_eq!((outcome.duplicate, outcome.files_queued), (false, 1));
+    let record = ports.record(TASK).unwrap();
+    assert_eq!(record.vault, stemvault_vault::VaultState::Pending);
+    let vocal = &record.files["vocal"];
+    assert_eq!(
+        (vocal.status, vocal.url.as_str(), vocal.error.as_deref()),
+        (FileStatus::Queued, "https://h/s/renewed.mp3", None)
+    );
+    let messages = ports.messages();
+    assert_eq!(messages.len(), 2);
+    assert_eq!(messages[1].1.url, "https://h/s/renewed.mp3");
+}

@@ -324,3 +324,51 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
     let h = handler(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
     assert_eq!(h.handle(req).await.status(), StatusCode::OK);
 }
+
+// --- logs -------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = handler(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let path = format!("/callback/{TOKEN}");
+    let signature = signed_headers(KEY, WAV_TASK, NOW_SECS);
+    assert_eq!(h.handle(request(&path, &signature, WAV.to_vec())).await.status(), StatusCode::OK);
+    assert_eq!(
+        h.handle(request(&path, &signed_headers("wrong", WAV_TASK, NOW_SECS), WAV.to_vec())).await.status(),
+        401
+    );
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let accepted = lines.iter().find(|l| l["fields"]["message"] == "callback accepted").expect("an accepted line");
+    assert_eq!(accepted["span"]["task_id"], WAV_TASK);
+    assert_eq!(accepted["fields"]["files_queued"], 1);
+    let refused = lines.iter().find(|l| l["fields"]["reason"] == "signature_mismatch").expect("a refusal line");
+    assert_eq!(refused["span"]["task_id"], WAV_TASK);
+    for secret in [KEY, OLD_KEY, TOKEN, "X-Sig", "secret", signature[1].1.as_str(), "https://"] {
+        assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
+    }
+}
