@@ -120,7 +120,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn print(name: &str, r: &Report) {
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{name:<40} {:>9.1} {:>10.3} {:>10.3} {:>6}",
+        "{name:<58} {:>9.1} {:>10.3} {:>10.3} {:>6}",
         r.latencies.len() as f64 / r.wall.as_secs_f64(),
         ms(percentile(&r.latencies, 0.50)),
         ms(percentile(&r.latencies, 0.99)),
@@ -143,7 +143,7 @@ fn main() {
         println!(
             "ingest: {REQUESTS} signed split_stem callbacks (12 files each) per scenario, {CONCURRENCY} concurrent"
         );
-        println!("{:<40} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
+        println!("{:<58} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
 
         let handler = Handler::new(&config("t", "b", "q"), MemoryPorts::new());
         scenarios("handler overhead (in-memory ports)", handler).await;
