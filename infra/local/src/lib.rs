@@ -16,7 +16,13 @@ pub mod shutdown;
 
 use std::path::PathBuf;
 
-/// The repository root (the runner is a development tool built from the clone).
+/// The repository root: the nearest directory at or above the working directory that holds
+/// `infra/local/emulator.sh` (make runs the runner from the root), else the clone the binary
+/// was built from. Found at run time because the build directory is shared between clones, so
+/// the binary may have been built from another one.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let from_cwd = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from));
+    from_cwd.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
 }
