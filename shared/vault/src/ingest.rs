@@ -63,8 +63,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   kept in `failure` and changes nothing else.
 /// * A body seen before (same stage and digest) is a duplicate: it counts as a delivery and
 ///   changes nothing else. A different body for the same stage gets its own `callbacks` entry.
-/// * Files are only ever added: a known file keeps its URL and status, except a file that
-///   failed for good, which a new URL reopens. New or reopened files reopen the vault.
+/// * Files are only ever added. A file that failed for good is reopened by a new URL; a file
+///   not yet downloading or stored takes the new URL of an event at (or setting) the task's
+///   stage. New or reopened files reopen the vault.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
 pub fn ingest_callback(
@@ -136,7 +137,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
         version: 1,
     };
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
-    merge_files(&mut record, event);
+    merge_files(&mut record, event, true);
     merge_streams(&mut record, event, true);
     merge_details(&mut record, event, true);
     record.vault = if record.files_settled() { VaultState::Complete } else { VaultState::Pending };
@@ -170,7 +171,7 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     // a late, earlier-stage event only fills gaps.
     let authoritative = merged.advanced || current == Some(event.stage);
 
-    if merge_files(record, event) {
+    if merge_files(record, event, authoritative) {
         record.vault = VaultState::Pending;
         record.manifest_key = None;
     }
@@ -190,9 +191,12 @@ fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Now) -> CallbackE
     }
 }
 
-/// Add the event's new files and reopen failed ones that come with a new URL. Returns
-/// whether any file was added or reopened.
-fn merge_files(record: &mut TaskRecord, event: &CallbackEvent) -> bool {
+/// Add the event's new files and reopen failed ones that come with a new URL. An
+/// authoritative event's new URL also replaces the URL of a file not yet being downloaded
+/// (`complete` supersedes `first`): the downloader reads the URL and key from the record, so
+/// a message already sent for the file fetches the new one. Returns whether any file was
+/// added or reopened.
+fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> bool {
     let mut opened = false;
     for file in &event.files {
         match record.files.get_mut(&file.name) {
@@ -201,7 +205,8 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent) -> bool {
                 record.files.insert(file.name.clone(), entry);
                 opened = true;
             }
-            Some(known) if known.status == FileStatus::Failed && known.url != file.url => {
+            Some(known) if known.url == file.url => {}
+            Some(known) if known.status == FileStatus::Failed => {
                 let stage = known.stage.clone();
                 *known = pending_file(&event.task_id, &file.name, &file.url, event.stage);
                 known.stage = stage;
@@ -210,6 +215,10 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent) -> bool {
             Some(_) => {}
         }
     }
+            Some(known) if authoritative && !matches!(known.status, FileStatus::Stored | FileStatus::Downloading) => {
+                known.url = file.url.clone();
+                known.key = s3_key::file_key(&event.task_id, &file.name, &file.url);
+            }
     opened
 }
 

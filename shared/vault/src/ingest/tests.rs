@@ -322,6 +322,68 @@ fn last_received_never_goes_back() {
     let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(3)).record;
     assert_eq!(out.last_received_at, now(10).rfc3339());
 }
+#[test]
+fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
+    let first = event(
+        Stage::First,
+        200,
+        &[
+            ("queued", "https://h/q-first.mp3"),
+            ("pending", "https://h/p-first.mp3"),
+            ("claimed", "https://h/c-first.mp3"),
+            ("downloading", "https://h/d-first.mp3"),
+            ("stored", "https://h/s-first.mp3"),
+        ],
+    );
+    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "pending", FileStatus::Pending);
+    let held = r.files.get_mut("claimed").unwrap();
+    (held.status, held.claim, held.lease_until) =
+        (FileStatus::Enqueuing, Some("other".into()), Some(now(30).unix_seconds()));
+    set_status(&mut r, "downloading", FileStatus::Downloading);
+    set_status(&mut r, "stored", FileStatus::Stored);
+
+    let names = ["queued", "pending", "claimed", "downloading", "stored"];
+    let urls: Vec<String> = names.iter().map(|n| format!("https://h/{n}-complete.wav")).collect();
+    let files: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
+    let complete = event(Stage::Complete, 200, &files);
+    let m = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1));
+    let out = &m.record;
+    for name in ["queued", "pending", "claimed"] {
+        let f = &out.files[name];
+        let url = format!("https://h/{name}-complete.wav");
+        assert_eq!((f.url.as_str(), f.key.clone()), (url.as_str(), format!("tasks/task-1/{name}.wav")), "{name}");
+        assert_eq!(f.stage, "first", "{name}: the file still counts as first brought by `first`");
+    }
+    assert_eq!(
+        (out.files["queued"].status, out.files["claimed"].claim.as_deref()),
+        (FileStatus::Queued, Some("other"))
+    );
+    assert_eq!(job_names(&m.claims), vec!["pending"], "a pending file is claimed as usual, with its new URL");
+    assert_eq!(m.claims.to_enqueue[0].url, "https://h/pending-complete.wav");
+    assert_eq!(m.claims.wait_for, vec!["claimed"]);
+    for (name, old) in [("downloading", "https://h/d-first.mp3"), ("stored", "https://h/s-first.mp3")] {
+        let f = &out.files[name];
+        assert_eq!((f.url.as_str(), f.key.clone()), (old, format!("tasks/task-1/{name}.mp3")), "{name} keeps its URL");
+    }
+}
+
+#[test]
+fn a_late_earlier_stage_url_replaces_nothing() {
+    let complete = event(Stage::Complete, 200, &[("a", "https://h/a-complete.mp3")]);
+    let mut r = ingest_callback(None, &complete, &body("1"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    let late_first = event(Stage::First, 200, &[("a", "https://h/a-first.wav")]);
+    let out = ingest_callback(Some(&r), &late_first, &body("2"), &claimant("r2"), now(1)).record;
+    let a = &out.files["a"];
+    assert_eq!((a.url.as_str(), a.key.as_str()), ("https://h/a-complete.mp3", "tasks/task-1/a.mp3"));
+
+    let same_stage = event(Stage::Complete, 200, &[("a", "https://h/a-again.wav")]);
+    let out = ingest_callback(Some(&r), &same_stage, &body("3"), &claimant("r3"), now(2)).record;
+    assert_eq!(out.files["a"].url, "https://h/a-again.wav", "an event at the task's own stage is authoritative");
+}
+
 
 #[test]
 fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
