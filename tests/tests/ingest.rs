@@ -10,6 +10,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use stemvault_ingest::domain::LAMBDA_TIMEOUT;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::{FileJob, FileStatus, TaskRecord};
@@ -328,4 +329,12 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 12);
     assert_jobs_match_record(&jobs, &record);
+}
+
+#[test]
+fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
+    assert_eq!(timeout.as_u64(), Some(LAMBDA_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
 }

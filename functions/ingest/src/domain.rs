@@ -94,10 +94,16 @@ impl<T> IngestPorts for T where
 {
 }
 
+/// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
+/// no request runs longer than this.
+pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(12);
+
 /// Timing of the claim protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// How long this request's enqueue claims hold before others may take them over.
+    /// How long this request's enqueue claims hold before others may take them over. At least
+    /// [`LAMBDA_TIMEOUT`], so a live request keeps its claims; barely more, because a request
+    /// that dies holding claims makes every retry wait until they lapse.
     pub lease: Duration,
     /// How long a request waits for files a concurrent delivery is queueing.
     pub wait_budget: Duration,
@@ -108,7 +114,11 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         // The provider waits 10 to 15 s for an answer: stay well inside that.
-        Settings { lease: Duration::from_secs(30), wait_budget: Duration::from_secs(5), max_save_attempts: 40 }
+        Settings {
+            lease: LAMBDA_TIMEOUT + Duration::from_secs(3),
+            wait_budget: Duration::from_secs(5),
+            max_save_attempts: 40,
+        }
     }
 }
 

@@ -34,6 +34,13 @@ fn settings() -> Settings {
     Settings::default()
 }
 
+#[test]
+fn claims_outlive_a_live_request_but_not_a_dead_one_by_much() {
+    let lease = Settings::default().lease;
+    assert!(lease >= LAMBDA_TIMEOUT, "{lease:?}");
+    assert!(lease <= LAMBDA_TIMEOUT + Duration::from_secs(5), "{lease:?}: retries after a crash wait this long");
+}
+
 #[tokio::test]
 async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
     let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
