@@ -56,10 +56,11 @@ impl FetchError {
     }
 }
 
-/// 408, 429 and 5xx may succeed later; any other error status will not (an expired URL may
-/// answer 403, 404, 410 or a non-standard code such as 441).
+/// 408, 429 and 5xx may succeed later, and so may a success other than 200 (202 "being
+/// prepared", 204, 206); any other error status will not (an expired URL may answer 403, 404,
+/// 410 or a non-standard code such as 441).
 pub fn status_is_retryable(status: u16) -> bool {
-    status == 408 || status == 429 || (500..=599).contains(&status)
+    status == 408 || status == 429 || (201..=299).contains(&status) || (500..=599).contains(&status)
 }
 
 /// The vault bucket refused or failed a request.
@@ -149,7 +150,7 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        for code in [408, 429, 500, 502, 503, 504, 599] {
+        for code in [408, 429, 500, 502, 503, 504, 599, 202, 204, 206] {
             assert!(status(code).is_retryable(), "{code}");
         }
         for code in [400, 401, 403, 404, 410, 441, 451, 300, 304] {

@@ -103,7 +103,9 @@ impl FetchSource for HttpSource {
                 tracing::debug!(to = %loggable(&url), status = status.as_u16(), "following a redirect");
                 continue;
             }
-            if !status.is_success() {
+            // Only a whole body will do: 206 (a range) or 204 (nothing) would be stored as a
+            // complete file with a valid-looking hash.
+            if status != reqwest::StatusCode::OK {
                 let reason = status.canonical_reason().unwrap_or_default().to_owned();
                 return Err(FetchError::Status { status: status.as_u16(), reason });
             }
