@@ -56,6 +56,7 @@ pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> Tas
         vault: VaultState::Pending,
         failure: None,
         manifest_key: None,
+        manifest_lease_until: None,
         version: 1,
     }
 }

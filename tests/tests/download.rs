@@ -13,7 +13,7 @@ use stemvault_download::app::run_batch;
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
-use stemvault_vault::{FileStatus, Manifest, PublicFileStatus, TaskRecord, VaultState};
+use stemvault_vault::{FileStatus, Manifest, Now, PublicFileStatus, TaskRecord, VaultState};
 
 const MIB: usize = 1024 * 1024;
 
@@ -422,6 +422,58 @@ async fn a_redelivered_message_copies_nothing_and_rewrites_no_manifest() {
     assert_eq!(s.server.hits("/s/vocal.mp3"), 1, "downloaded once");
     assert_eq!(s.env.task_record(&task).await, first, "the record did not change");
     assert_eq!(s.manifest(&task).await, manifest, "the manifest was not rewritten");
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+/// The worker that settled the vault stopped before writing the manifest (a Lambda timeout
+/// between the flip and the PutObject): the record says `complete` under a manifest lease,
+/// without `manifest_key`. The redelivered message writes the manifest once the lease is over.
+#[tokio::test]
+async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
+    let s = setup(None).await;
+    s.server.route("/s/vocal.mp3", Reply::generated(4096, 6, "audio/mpeg"));
+    let url = s.server.url("/s/vocal.mp3");
+    let mut record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    let task = record.task_id.clone();
+    let vocal = record.files.get_mut("vocal").unwrap();
+    vocal.status = FileStatus::Stored;
+    vocal.bytes = Some(4096);
+    vocal.sha256 = Some("ab".repeat(32));
+    vocal.content_type = Some("audio/mpeg".into());
+    vocal.stored_at = Some("2026-11-23T15:00:05.000Z".into());
+    record.vault = VaultState::Complete;
+    let now = Now::system().unix_seconds();
+
+    // While the lease holds, the writer may still be at it: the message changes nothing.
+    record.manifest_lease_until = Some(now + 600);
+    let (_, response) = s.run_files(&record, &["vocal"]).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(s.env.task_record(&task).await, record);
+    assert_eq!(s.env.object(&format!("tasks/{task}/manifest.json")).await, None);
+
+    // The lease ran out: the next delivery writes the manifest and records it.
+    let mut crashed = record.clone();
+    crashed.manifest_lease_until = Some(now - 60);
+    crashed.version = record.version + 1;
+    s.env.tasks().put(&crashed, Some(record.version)).await.expect("update the record");
+    s.env.send_jobs(&[job_of(&crashed, "vocal")]).await;
+    let (_, response) = s.run_received(1).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+
+    let manifest = s.manifest(&task).await;
+    assert_eq!(manifest, Manifest::of(&crashed, VaultState::Complete, &manifest.generated_at));
+    assert_eq!(
+        (manifest.files[0].name.as_str(), manifest.files[0].status, manifest.files[0].bytes),
+        ("vocal", PublicFileStatus::Stored, Some(4096))
+    );
+    let healed = s.env.task_record(&task).await;
+    let key = format!("tasks/{task}/manifest.json");
+    assert_eq!(
+        (healed.vault, healed.manifest_key.as_deref(), healed.manifest_lease_until, healed.version),
+        (VaultState::Complete, Some(key.as_str()), None, crashed.version + 2)
+    );
+    assert_eq!(healed.files, crashed.files);
+    assert_eq!(s.server.hits("/s/vocal.mp3"), 0, "nothing downloaded");
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 

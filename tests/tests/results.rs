@@ -46,6 +46,7 @@ fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
         vault: VaultState::Pending,
         failure: None,
         manifest_key: None,
+        manifest_lease_until: None,
         version: 1,
     }
 }

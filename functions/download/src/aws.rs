@@ -229,28 +229,48 @@ impl SettleTask for Adapters {
         task_id: &TaskId,
         expected_version: u64,
         vault: VaultState,
+        lease_until: i64,
+    ) -> Result<Conditional, TableError> {
+        let request = self
+            .update(task_id)
+            .update_expression("SET #vault = :settled, #ml = :lease, #version = #version + :one")
+            .condition_expression("#version = :expected")
+            .expression_attribute_names("#vault", "vault")
+            .expression_attribute_names("#ml", "manifest_lease_until")
+            .expression_attribute_values(":settled", s(vault_str(vault)))
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":expected", n(expected_version));
+        conditional("UpdateItem (settle)", request).await
+    }
+
+    async fn record_manifest(
+        &self,
+        task_id: &TaskId,
+        vault: VaultState,
+        lease_until: i64,
         manifest_key: &str,
     ) -> Result<Conditional, TableError> {
         let request = self
             .update(task_id)
-            .update_expression("SET #vault = :settled, #mk = :key, #version = #version + :one")
-            .condition_expression("#version = :expected AND #vault = :pending")
+            .update_expression("SET #mk = :key, #version = #version + :one REMOVE #ml")
+            .condition_expression("#vault = :settled AND #ml = :lease")
             .expression_attribute_names("#vault", "vault")
             .expression_attribute_names("#mk", "manifest_key")
+            .expression_attribute_names("#ml", "manifest_lease_until")
             .expression_attribute_values(":settled", s(vault_str(vault)))
-            .expression_attribute_values(":pending", s(vault_str(VaultState::Pending)))
-            .expression_attribute_values(":key", s(manifest_key))
-            .expression_attribute_values(":expected", n(expected_version));
-        conditional("UpdateItem (settle)", request).await
+            .expression_attribute_values(":lease", n(lease_until))
+            .expression_attribute_values(":key", s(manifest_key));
+        conditional("UpdateItem (manifest)", request).await
     }
 
     async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, TableError> {
         let request = self
             .update(task_id)
-            .update_expression("SET #vault = :pending, #version = #version + :one REMOVE #mk")
+            .update_expression("SET #vault = :pending, #version = #version + :one REMOVE #mk, #ml")
             .condition_expression("#version = :expected")
             .expression_attribute_names("#vault", "vault")
             .expression_attribute_names("#mk", "manifest_key")
+            .expression_attribute_names("#ml", "manifest_lease_until")
             .expression_attribute_values(":pending", s(vault_str(VaultState::Pending)))
             .expression_attribute_values(":expected", n(settled_version));
         conditional("UpdateItem (reopen)", request).await

@@ -7,13 +7,14 @@
 //!    with a conditional update, so two copies of one message never both copy;
 //! 4. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
 //!    conditional on still holding the claim; a retryable failure releases the claim;
-//! 5. if every file of the task is now settled, flip the vault state conditional on the
-//!    version read, and the winner of that flip writes the manifest.
+//! 5. if every file of the task is now settled, flip the vault state (with a short manifest
+//!    lease) conditional on the version read; the winner of that flip writes the manifest,
+//!    then records its key. A redelivery resumes a manifest whose writer stopped in between.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use stemvault_vault::download::{CopyPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
+use stemvault_vault::download::{CopyPlan, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
 use stemvault_vault::{FileJob, Manifest, Now, TaskRecord, VaultState};
 use suno_callbacks::TaskId;
 
@@ -104,12 +105,24 @@ pub trait ReleaseFile {
 }
 
 pub trait SettleTask {
-    /// `vault` `pending` -> `vault` with `manifest_key`, if the record is still at `expected_version`.
+    /// Set `vault` and `manifest_lease_until = lease_until` (the flip from `pending`, or the
+    /// takeover of a manifest whose writer stopped), if the record is still at
+    /// `expected_version`.
     fn settle_task(
         &self,
         task_id: &TaskId,
         expected_version: u64,
         vault: VaultState,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    /// After the manifest is written: set `manifest_key` and remove the lease, if `vault`
+    /// and the lease are still the ones [`SettleTask::settle_task`] set (not reopened by
+    /// ingest, not taken over by another worker).
+    fn record_manifest(
+        &self,
+        task_id: &TaskId,
+        vault: VaultState,
+        lease_until: i64,
         manifest_key: &str,
     ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
     /// Undo [`SettleTask::settle_task`] (its write made the record `settled_version`) when
@@ -350,31 +363,54 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
 }
 
 /// If the task's files are all settled and its vault still `pending`, settle it and write
-/// its manifest (once: only the worker whose conditional flip wins writes it).
+/// its manifest (once: only the worker whose conditional flip wins writes it, under a short
+/// lease). A vault that settled without its manifest being recorded (its writer stopped in
+/// between) gets it written once the lease is over.
+///
+/// The lease holder's message is kept until the manifest is recorded (any failure on the way
+/// retries it), so when a writer stops, its own redelivery comes back here and resumes.
 async fn settle<P: Ports>(ports: &P, task_id: &TaskId) -> Result<(), DownloadError> {
     for _ in 0..SETTLE_ATTEMPTS {
         let Some(record) = ports.load_task(task_id).await? else { return Ok(()) };
-        let SettlePlan::Settle { vault, manifest_key, manifest, expected_version } =
-            settle_plan(&record, task_id, ports.now())
-        else {
-            return Ok(());
+        let plan = match settle_plan(&record, task_id, ports.now()) {
+            SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(()),
+            SettlePlan::Settle(plan) => plan,
+            SettlePlan::Resume(plan) => {
+                tracing::warn!(vault = ?plan.vault, "the vault settled but its manifest was never recorded; writing it");
+                plan
+            }
         };
-        match ports.settle_task(task_id, expected_version, vault, &manifest_key).await? {
+        match ports.settle_task(task_id, plan.expected_version, plan.vault, plan.lease_until).await? {
             Conditional::Conflict => continue,
             Conditional::Applied => {}
         }
-        if let Err(e) = ports.write_manifest(&manifest_key, &manifest).await {
-            match ports.reopen_task(task_id, expected_version + 1).await {
-                Ok(Conditional::Applied) => {}
-                Ok(Conditional::Conflict) => tracing::warn!("the task changed before it could be reopened"),
-                Err(reopen) => tracing::error!(error = %reopen, "could not reopen the task after the manifest failed"),
-            }
-            return Err(e.into());
-        }
-        tracing::info!(vault = ?vault, key = %manifest_key, files = manifest.files.len(), "task settled; manifest written");
-        return Ok(());
+        return write_manifest(ports, task_id, &plan).await;
     }
     Err(DownloadError::Contended)
+}
+
+/// Under the lease [`settle`] took: write the manifest, then record its key.
+async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPlan) -> Result<(), DownloadError> {
+    if let Err(e) = ports.write_manifest(&plan.manifest_key, &plan.manifest).await {
+        match ports.reopen_task(task_id, plan.expected_version + 1).await {
+            Ok(Conditional::Applied) => {}
+            Ok(Conditional::Conflict) => tracing::warn!("the task changed before it could be reopened"),
+            Err(reopen) => tracing::error!(error = %reopen, "could not reopen the task after the manifest failed"),
+        }
+        return Err(e.into());
+    }
+    let key = plan.manifest_key.as_str();
+    match ports.record_manifest(task_id, plan.vault, plan.lease_until, key).await? {
+        Conditional::Applied => {
+            tracing::info!(vault = ?plan.vault, key, files = plan.manifest.files.len(), "task settled; manifest written");
+        }
+        // Reopened by ingest (a new manifest follows when it settles again) or taken over by
+        // another worker after the lease ran out (that one records it).
+        Conditional::Conflict => {
+            tracing::info!(key, "manifest written, but the task changed meanwhile; not recording it")
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

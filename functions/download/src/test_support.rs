@@ -323,15 +323,33 @@ impl SettleTask for MemoryPorts {
         task_id: &TaskId,
         expected_version: u64,
         vault: VaultState,
+        lease_until: i64,
+    ) -> Result<Conditional, TableError> {
+        let mut records = self.records.lock().unwrap();
+        let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
+        if record.version != expected_version {
+            return Ok(Conditional::Conflict);
+        }
+        record.vault = vault;
+        record.manifest_lease_until = Some(lease_until);
+        record.version += 1;
+        Ok(Conditional::Applied)
+    }
+
+    async fn record_manifest(
+        &self,
+        task_id: &TaskId,
+        vault: VaultState,
+        lease_until: i64,
         manifest_key: &str,
     ) -> Result<Conditional, TableError> {
         let mut records = self.records.lock().unwrap();
         let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
-        if record.version != expected_version || record.vault != VaultState::Pending {
+        if record.vault != vault || record.manifest_lease_until != Some(lease_until) {
             return Ok(Conditional::Conflict);
         }
-        record.vault = vault;
         record.manifest_key = Some(manifest_key.to_owned());
+        record.manifest_lease_until = None;
         record.version += 1;
         Ok(Conditional::Applied)
     }
@@ -344,6 +362,7 @@ impl SettleTask for MemoryPorts {
         }
         record.vault = VaultState::Pending;
         record.manifest_key = None;
+        record.manifest_lease_until = None;
         record.version += 1;
         Ok(Conditional::Applied)
     }

@@ -179,6 +179,7 @@ pub(crate) mod tests {
             vault: VaultState::Pending,
             failure: None,
             manifest_key: None,
+            manifest_lease_until: None,
             version: 7,
         }
     }

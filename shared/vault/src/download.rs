@@ -88,27 +88,57 @@ fn lease_holds(lease_until: Option<i64>, now: Now) -> bool {
 pub enum SettlePlan {
     /// Some file is still open.
     Open,
-    /// The vault is already `complete` or `partial`: its manifest was (or is being) written.
+    /// The vault is settled and its manifest recorded, or another worker holds the manifest
+    /// lease and is writing it.
     AlreadySettled,
-    /// Flip `vault` from `pending` to `vault`, conditional on `expected_version`; the worker
-    /// whose flip wins writes `manifest` to `manifest_key`.
-    Settle { vault: VaultState, manifest_key: String, manifest: Manifest, expected_version: u64 },
+    /// Every file is settled and the vault still `pending`: flip it.
+    Settle(ManifestPlan),
+    /// The vault is settled but its manifest was never recorded and the lease is over: the
+    /// worker that settled it stopped in between. Take the lease again and write it.
+    Resume(ManifestPlan),
 }
+
+/// The steps that settle a vault, the same for a first settle and a resumed one:
+/// 1. set `vault` and `manifest_lease_until = lease_until`, conditional on `expected_version`
+///    (only the worker whose write wins goes on);
+/// 2. write `manifest` to `manifest_key`;
+/// 3. set `manifest_key` and remove the lease, conditional on `vault` and the lease still
+///    being the ones set in 1 (not reopened by ingest, not taken over by a resume).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManifestPlan {
+    pub vault: VaultState,
+    pub manifest_key: String,
+    pub manifest: Manifest,
+    pub expected_version: u64,
+    pub lease_until: i64,
+}
+
+/// How long the worker that settles a vault has to write its manifest before a redelivered
+/// message may write it instead. Shorter than [`FIRST_RETRY_DELAY`], so the retry of the
+/// lease holder's own message (kept whenever it fails after settling) finds the lease over.
+pub const MANIFEST_LEASE: Duration = Duration::from_secs(20);
+
+const _: () = assert!(MANIFEST_LEASE.as_secs() < FIRST_RETRY_DELAY.as_secs());
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Now) -> SettlePlan {
-    if record.vault != VaultState::Pending {
-        return SettlePlan::AlreadySettled;
-    }
-    let Some(vault) = record.settled_vault_state() else {
+    let Some(files_vault) = record.settled_vault_state() else {
         return SettlePlan::Open;
     };
-    let manifest_key = s3_key::manifest_key(task_id);
-    let mut settled = record.clone();
-    settled.vault = vault;
-    settled.manifest_key = Some(manifest_key.clone());
-    let manifest = Manifest::of(&settled, vault, &now.rfc3339());
-    SettlePlan::Settle { vault, manifest_key, manifest, expected_version: record.version }
+    let settling = record.vault == VaultState::Pending;
+    if !settling && (record.manifest_key.is_some() || lease_holds(record.manifest_lease_until, now)) {
+        return SettlePlan::AlreadySettled;
+    }
+    // A resumed manifest says what the record says.
+    let vault = if settling { files_vault } else { record.vault };
+    let plan = ManifestPlan {
+        vault,
+        manifest_key: s3_key::manifest_key(task_id),
+        manifest: Manifest::of(record, vault, &now.rfc3339()),
+        expected_version: record.version,
+        lease_until: now.plus(MANIFEST_LEASE).unix_seconds(),
+    };
+    if settling { SettlePlan::Settle(plan) } else { SettlePlan::Resume(plan) }
 }
 
 /// Delay before the first retry.
@@ -168,6 +198,7 @@ mod tests {
             vault: VaultState::Pending,
             failure: None,
             manifest_key: None,
+            manifest_lease_until: None,
             version: 7,
         }
     }
@@ -239,21 +270,76 @@ mod tests {
 
         let mut done = open.clone();
         done.files.get_mut("drums").unwrap().status = FileStatus::Stored;
-        let SettlePlan::Settle { vault, manifest_key, expected_version, .. } = settle_plan(&done, &id, NOW) else {
+        let SettlePlan::Settle(plan) = settle_plan(&done, &id, NOW) else {
             panic!("expected settle");
         };
         assert_eq!(
-            (vault, manifest_key.as_str(), expected_version),
-            (VaultState::Complete, "tasks/t1/manifest.json", 7)
+            (plan.vault, plan.manifest_key.as_str(), plan.expected_version, plan.lease_until),
+            (VaultState::Complete, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20)
         );
+        assert_eq!(plan.manifest.vault, VaultState::Complete);
 
         let mut partial = done.clone();
         partial.files.get_mut("drums").unwrap().status = FileStatus::Failed;
-        assert!(matches!(settle_plan(&partial, &id, NOW), SettlePlan::Settle { vault: VaultState::Partial, .. }));
+        assert!(matches!(
+            settle_plan(&partial, &id, NOW),
+            SettlePlan::Settle(ManifestPlan { vault: VaultState::Partial, .. })
+        ));
+    }
 
-        let mut already = done;
-        already.vault = VaultState::Complete;
-        assert_eq!(settle_plan(&already, &id, NOW), SettlePlan::AlreadySettled);
+    /// The record the settling worker leaves: vault flipped, lease set, no manifest key yet.
+    fn settled_without_manifest(lease_until: Option<i64>) -> TaskRecord {
+        let mut r = record(vec![
+            ("vocal", file("https://a/v.mp3", FileStatus::Stored)),
+            ("drums", file("https://a/d.mp3", FileStatus::Failed)),
+        ]);
+        r.vault = VaultState::Partial;
+        r.manifest_lease_until = lease_until;
+        r
+    }
+
+    #[test]
+    fn a_settled_vault_without_manifest_is_resumed_once_the_lease_is_over() {
+        let id = TaskId::parse("t1").unwrap();
+        for lease in [Some(NOW.unix_seconds() - 1), None] {
+            let r = settled_without_manifest(lease);
+            let SettlePlan::Resume(plan) = settle_plan(&r, &id, NOW) else { panic!("expected resume ({lease:?})") };
+            assert_eq!(
+                (plan.vault, plan.manifest_key.as_str(), plan.expected_version, plan.lease_until),
+                (VaultState::Partial, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20),
+                "{lease:?}"
+            );
+            assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, &NOW.rfc3339()));
+            assert_eq!(plan.manifest.files.len(), 2);
+        }
+    }
+
+    #[test]
+    fn a_held_manifest_lease_or_a_recorded_manifest_means_nothing_to_do() {
+        let id = TaskId::parse("t1").unwrap();
+        // The lease holds until and including its last second.
+        for lease in [NOW.unix_seconds(), NOW.unix_seconds() + 20] {
+            let r = settled_without_manifest(Some(lease));
+            assert_eq!(settle_plan(&r, &id, NOW), SettlePlan::AlreadySettled, "lease {lease}");
+        }
+        let mut written = settled_without_manifest(None);
+        written.manifest_key = Some("tasks/t1/manifest.json".into());
+        assert_eq!(settle_plan(&written, &id, NOW), SettlePlan::AlreadySettled);
+    }
+
+    #[test]
+    fn a_reopened_vault_is_open_until_its_new_files_settle() {
+        let id = TaskId::parse("t1").unwrap();
+        // Ingest reopens: a new file, vault pending, manifest key and lease cleared.
+        let mut reopened = settled_without_manifest(None);
+        reopened.vault = VaultState::Pending;
+        reopened.files.insert("bass".into(), file("https://a/b.mp3", FileStatus::Queued));
+        assert_eq!(settle_plan(&reopened, &id, NOW), SettlePlan::Open);
+        // Even an expired lease left behind does not resume a vault whose files are open.
+        let mut stale = reopened.clone();
+        stale.vault = VaultState::Partial;
+        stale.manifest_lease_until = Some(NOW.unix_seconds() - 100);
+        assert_eq!(settle_plan(&stale, &id, NOW), SettlePlan::Open);
     }
 
     #[test]
@@ -267,7 +353,9 @@ mod tests {
         failed.key = "tasks/t1/drums.mp3".into();
         failed.error = Some("source answered 403 Forbidden".into());
         let r = record(vec![("vocal", stored), ("drums", failed)]);
-        let SettlePlan::Settle { manifest, .. } = settle_plan(&r, &id, NOW) else { panic!("expected settle") };
+        let SettlePlan::Settle(ManifestPlan { manifest, .. }) = settle_plan(&r, &id, NOW) else {
+            panic!("expected settle")
+        };
         assert_eq!(manifest.task_id, "t1");
         assert_eq!(manifest.family, "vocal_separation");
         assert_eq!(manifest.stage, "first");

@@ -134,6 +134,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
         vault: VaultState::Complete,
         failure: None,
         manifest_key: None,
+        manifest_lease_until: None,
         version: 1,
     };
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
@@ -174,6 +175,8 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     if merge_files(record, event, authoritative) {
         record.vault = VaultState::Pending;
         record.manifest_key = None;
+        // A manifest still being written is of the old file set; the new one follows.
+        record.manifest_lease_until = None;
     }
     merge_streams(record, event, authoritative);
     merge_details(record, event, authoritative);

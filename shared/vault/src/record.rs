@@ -50,6 +50,11 @@ pub struct TaskRecord {
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// Unix seconds: while `vault` is settled and `manifest_key` unset, the downloader that
+    /// settled the vault is writing the manifest until then. After it, a redelivered message
+    /// writes the manifest instead (the writer stopped in between).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_lease_until: Option<i64>,
     /// Optimistic-concurrency counter; every write increments it.
     pub version: u64,
 }

@@ -51,6 +51,7 @@ fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
         vault: VaultState::Pending,
         failure: None,
         manifest_key: None,
+        manifest_lease_until: None,
         version: 3,
     }
 }
@@ -134,6 +135,7 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     let r = ports.record(TASK);
     assert_eq!(r.vault, VaultState::Partial);
     assert_eq!(r.manifest_key.as_deref(), Some(format!("tasks/{TASK}/manifest.json").as_str()));
+    assert_eq!(r.manifest_lease_until, None, "the lease ends with the manifest recorded");
     assert_eq!(r.files["drums"].error.as_deref(), Some("source answered 410 Gone"));
     let manifests = ports.manifests.lock().unwrap().clone();
     assert_eq!(manifests.len(), 1);
@@ -264,6 +266,39 @@ async fn a_settled_record_whose_vault_is_still_pending_is_settled_by_a_redeliver
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]));
     assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_redelivery_writes_the_manifest_of_a_worker_that_stopped_after_settling() {
+    // The worker flipped the vault under a lease and stopped before writing the manifest.
+    let mut crashed = record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]);
+    crashed.vault = VaultState::Partial;
+    crashed.manifest_lease_until = Some(1_800_000_010);
+    let ports = MemoryPorts::with_record(crashed.clone());
+    let key = format!("tasks/{TASK}/manifest.json");
+
+    // While the lease holds, the writer may still be at it: leave it alone.
+    *ports.now.lock().unwrap() = Some(Now::from_unix_ms(1_800_000_010_999));
+    assert_eq!(run(&ports, "drums", 2).await, Outcome::AlreadySettled);
+    assert!(ports.manifests.lock().unwrap().is_empty());
+    assert_eq!(ports.record(TASK), crashed);
+
+    // Once it is over, the redelivery writes the manifest and records it.
+    let later = Now::from_unix_ms(1_800_000_011_000);
+    *ports.now.lock().unwrap() = Some(later);
+    assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
+    let manifests = ports.manifests.lock().unwrap().clone();
+    assert_eq!(manifests, vec![(key.clone(), Manifest::of(&crashed, VaultState::Partial, &later.rfc3339()))]);
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.vault, r.manifest_key.as_deref(), r.manifest_lease_until, r.version),
+        (VaultState::Partial, Some(key.as_str()), None, crashed.version + 2)
+    );
+    assert!(ports.opened().is_empty(), "nothing downloaded again");
+
+    // Further redeliveries find it recorded.
+    assert_eq!(run(&ports, "drums", 3).await, Outcome::AlreadySettled);
     assert_eq!(ports.manifests.lock().unwrap().len(), 1);
 }
 

@@ -269,6 +269,28 @@ fn a_second_different_body_for_the_same_stage_is_kept() {
 }
 
 #[test]
+fn a_new_file_drops_the_lease_of_a_manifest_being_written() {
+    let first = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &first, &body("aa"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "a", FileStatus::Stored);
+    // A downloader settled the vault and is writing the manifest.
+    r.vault = VaultState::Complete;
+    r.manifest_lease_until = Some(now(20).unix_seconds());
+
+    let same_files = event(Stage::Complete, 201, &[("a", "https://h/a.mp3")]);
+    let kept = ingest_callback(Some(&r), &same_files, &body("bb"), &claimant("r2"), now(1)).record;
+    assert_eq!((kept.vault, kept.manifest_lease_until), (VaultState::Complete, Some(now(20).unix_seconds())));
+
+    let more = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let reopened = ingest_callback(Some(&r), &more, &body("cc"), &claimant("r3"), now(2)).record;
+    assert_eq!(
+        (reopened.vault, reopened.manifest_key.as_deref(), reopened.manifest_lease_until),
+        (VaultState::Pending, None, None)
+    );
+}
+
+#[test]
 fn a_failed_file_is_reopened_by_a_new_url_only() {
     let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
     let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0)).record;
