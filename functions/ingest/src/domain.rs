@@ -109,6 +109,9 @@ pub struct Settings {
     pub wait_budget: Duration,
     /// Read-merge-put attempts before giving up on a contended record.
     pub max_save_attempts: u32,
+    /// When the whole use-case gives up and answers "retry" (the provider waits 10 to 15 s;
+    /// shorter than [`LAMBDA_TIMEOUT`], so the answer is ours, not a Lambda timeout).
+    pub deadline: Duration,
 }
 
 impl Default for Settings {
@@ -118,6 +121,7 @@ impl Default for Settings {
             lease: LAMBDA_TIMEOUT + Duration::from_secs(3),
             wait_budget: Duration::from_secs(5),
             max_save_attempts: 40,
+            deadline: Duration::from_secs(8),
         }
     }
 }
@@ -133,8 +137,24 @@ pub struct Outcome {
     pub files_queued: usize,
 }
 
-/// Record, archive and queue one valid callback. `request_id` names this request's claims.
+/// Record, archive and queue one valid callback within `settings.deadline`. `request_id`
+/// names this request's claims.
+///
+/// Giving up midway is safe: the body is archived again and the record merged again by the
+/// retry, and claims left behind lapse with their lease and are taken over.
 pub async fn ingest<P: IngestPorts>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Outcome, IngestError> {
+    tokio::time::timeout(settings.deadline, ingest_unbounded(ports, settings, event, body, request_id))
+        .await
+        .unwrap_or(Err(IngestError::Deadline { after: settings.deadline }))
+}
+
+async fn ingest_unbounded<P: IngestPorts>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,

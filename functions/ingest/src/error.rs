@@ -37,6 +37,8 @@ pub enum IngestError {
     Enqueue { failed: usize, total: usize, reason: String },
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
     StillEnqueuing { files: usize },
+    #[error("the callback was not fully processed within {after:?}")]
+    Deadline { after: std::time::Duration },
 }
 
 impl IngestError {
@@ -53,6 +55,7 @@ impl IngestError {
             IngestError::Archive(_) => "archive_failed",
             IngestError::Enqueue { .. } => "enqueue_failed",
             IngestError::StillEnqueuing { .. } => "enqueue_in_progress",
+            IngestError::Deadline { .. } => "timeout",
         }
     }
 
@@ -74,6 +77,7 @@ impl IngestError {
             IngestError::StillEnqueuing { .. } => {
                 "a concurrent delivery of this task is still queueing its files; retry the delivery"
             }
+            IngestError::Deadline { .. } => "the callback could not be fully processed in time; retry the delivery",
         }
     }
 }
@@ -92,6 +96,7 @@ mod tests {
             IngestError::Archive("x".into()),
             IngestError::Enqueue { failed: 1, total: 2, reason: "x".into() },
             IngestError::StillEnqueuing { files: 1 },
+            IngestError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
         }

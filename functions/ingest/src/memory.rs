@@ -24,14 +24,10 @@ pub struct MemoryPorts {
     archive_failing: AtomicBool,
     enqueue_failing: AtomicBool,
     save_error: Mutex<Option<StoreError>>,
+    /// How long every call takes (real time): a slow table, bucket and queue.
+    latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
     virtual_ms: Option<AtomicI64>,
-}
-
-/// Every call gives other tasks a turn, as a network round trip would, so concurrent
-/// requests really interleave.
-async fn interleave() {
-    tokio::task::yield_now().await;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -62,6 +58,22 @@ impl MemoryPorts {
 
     pub fn set_enqueue_failing(&self, failing: bool) {
         self.enqueue_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Make every call take `latency` of real time (zero: answer at once).
+    pub fn set_latency(&self, latency: Duration) {
+        *lock(&self.latency) = latency;
+    }
+
+    /// Every call gives other tasks a turn, as a network round trip would, so concurrent
+    /// requests really interleave; and takes the latency set, if any.
+    async fn interleave(&self) {
+        let latency = *lock(&self.latency);
+        if latency.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(latency).await;
+        }
     }
 
     /// Make every whole-record write fail with `error` (None: writes work again).
@@ -114,14 +126,14 @@ impl MemoryPorts {
 
 impl LoadRecord for MemoryPorts {
     async fn load_record(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        interleave().await;
+        self.interleave().await;
         Ok(self.record(task_id.as_str()))
     }
 }
 
 impl SaveRecord for MemoryPorts {
     async fn save_record(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), StoreError> {
-        interleave().await;
+        self.interleave().await;
         if let Some(error) = lock(&self.save_error).clone() {
             return Err(error);
         }
@@ -137,7 +149,7 @@ impl SaveRecord for MemoryPorts {
 
 impl ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        interleave().await;
+        self.interleave().await;
         if self.archive_failing.load(Ordering::SeqCst) {
             return Err("archive switched off".into());
         }
@@ -148,7 +160,7 @@ impl ArchiveBody for MemoryPorts {
 
 impl EnqueueFiles for MemoryPorts {
     async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
-        interleave().await;
+        self.interleave().await;
         if self.enqueue_failing.load(Ordering::SeqCst) {
             return jobs.iter().map(|_| Err("queue switched off".to_owned())).collect();
         }
@@ -175,7 +187,7 @@ impl MarkQueued for MemoryPorts {
         sent: &[SentJob],
         queued_at: Now,
     ) -> Result<(), StoreError> {
-        interleave().await;
+        self.interleave().await;
         let names: Vec<&str> = sent.iter().map(|s| s.name.as_str()).collect();
         self.update_files(task_id, &names, |name, file| {
             if held_by(file, claimant) {
@@ -192,7 +204,7 @@ impl MarkQueued for MemoryPorts {
 
 impl ReleaseClaims for MemoryPorts {
     async fn release_claims(&self, task_id: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
-        interleave().await;
+        self.interleave().await;
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         self.update_files(task_id, &names, |_, file| {
             if held_by(file, claimant) {

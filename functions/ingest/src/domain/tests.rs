@@ -155,6 +155,31 @@ async fn record_failures_say_whether_to_retry() {
     assert!(ports.messages().is_empty(), "nothing is queued without a record");
 }
 
+#[tokio::test]
+async fn slow_ports_get_a_retryable_timeout_by_the_deadline_and_the_retry_completes() {
+    let ports = MemoryPorts::new();
+    ports.set_latency(Duration::from_secs(2));
+    let e = event(Stage::Final, &["vocal"]);
+    let tight = Settings { deadline: Duration::from_millis(100), ..settings() };
+    let started = std::time::Instant::now();
+    let err = ingest(&ports, &tight, &e, b"{}", "req-1").await.unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(err, IngestError::Deadline { after: Duration::from_millis(100) });
+    assert!(err.is_retryable());
+    assert!(took < Duration::from_secs(1), "answered after {took:?}");
+
+    ports.set_latency(Duration::ZERO);
+    let retry = ingest(&ports, &tight, &e, b"{}", "req-2").await.unwrap();
+    assert_eq!((retry.duplicate, retry.files_queued), (false, 1));
+}
+
+#[test]
+fn the_whole_request_ends_before_the_lambda_and_its_claims() {
+    let s = Settings::default();
+    assert!(s.deadline < LAMBDA_TIMEOUT && s.deadline < s.lease, "{s:?}");
+    assert!(s.deadline <= Duration::from_secs(9), "the provider waits 10 s at least: {s:?}");
+}
+
 /// A record whose files a request claimed and then abandoned (it crashed before sending).
 fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
     let sha256_hex = hex::encode(Sha256::digest(body));

@@ -270,6 +270,15 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     assert_eq!(json(&response)["error"], "task_record_malformed");
 }
 
+#[tokio::test]
+async fn a_request_over_its_deadline_is_a_503_timeout() {
+    let h = handler(config()).with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
+    h.ports().set_latency(Duration::from_secs(1));
+    let response = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&response)["error"], "timeout");
+}
+
 // --- API Gateway request fixtures (events/*.json) ---------------------------------------
 
 fn event_file(name: &str) -> String {
