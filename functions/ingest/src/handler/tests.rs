@@ -336,12 +336,20 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
 
 // --- logs -------------------------------------------------------------------------------
 
+thread_local! {
+    /// Where the log lines of this thread's test go, if it captures them.
+    static CAPTURE: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
+}
+
 #[derive(Clone, Default)]
 struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
-impl std::io::Write for Captured {
+/// Writes to the capture of the current thread, or nowhere.
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURE.with_borrow(|c| c.as_ref().map(|c| c.0.lock().unwrap().extend_from_slice(buf)));
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -349,17 +357,28 @@ impl std::io::Write for Captured {
     }
 }
 
+/// Capture the JSON logs of the current thread. One global subscriber for the whole test
+/// binary: a thread-scoped one (`set_default`) races with other tests' threads registering the
+/// same callsites, which then stay disabled for it.
+fn capture_logs() -> Captured {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(|| ThreadCapture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of the tests");
+    });
+    let captured = Captured::default();
+    CAPTURE.set(Some(captured.clone()));
+    captured
+}
+
 #[tokio::test]
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = capture_logs();
 
     let h = handler(Config { callback_token: Some(TOKEN.into()), ..config() });
     let path = format!("/callback/{TOKEN}");
