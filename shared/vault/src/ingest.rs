@@ -215,13 +215,13 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
                 known.stage = stage;
                 opened = true;
             }
-            Some(_) => {}
-        }
-    }
             Some(known) if authoritative && !matches!(known.status, FileStatus::Stored | FileStatus::Downloading) => {
                 known.url = file.url.clone();
                 known.key = s3_key::file_key(&event.task_id, &file.name, &file.url);
             }
+            Some(_) => {}
+        }
+    }
     opened
 }
 

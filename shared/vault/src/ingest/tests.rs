@@ -323,28 +323,6 @@ fn a_failed_file_is_reopened_by_a_new_url_only() {
 }
 
 #[test]
-fn an_unknown_family_is_named_by_a_later_known_one() {
-    let mut unknown = event(Stage::Final, 200, &[]);
-    unknown.family = Family::Unknown;
-    let r = ingest_callback(None, &unknown, &body("u"), &claimant("r"), now(0)).record;
-    assert_eq!(r.family, "unknown");
-    let mut wav = event(Stage::Final, 200, &[]);
-    wav.family = Family::Wav;
-    let out = ingest_callback(Some(&r), &wav, &body("w"), &claimant("r"), now(1)).record;
-    assert_eq!(out.family, "wav");
-    let mut midi = event(Stage::Final, 200, &[]);
-    midi.family = Family::Midi;
-    assert_eq!(ingest_callback(Some(&out), &midi, &body("m"), &claimant("r"), now(1)).record.family, "wav");
-}
-
-#[test]
-fn last_received_never_goes_back() {
-    let e = event(Stage::Final, 200, &[]);
-    let r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(10)).record;
-    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(3)).record;
-    assert_eq!(out.last_received_at, now(10).rfc3339());
-}
-#[test]
 fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
     let first = event(
         Stage::First,
@@ -406,6 +384,28 @@ fn a_late_earlier_stage_url_replaces_nothing() {
     assert_eq!(out.files["a"].url, "https://h/a-again.wav", "an event at the task's own stage is authoritative");
 }
 
+#[test]
+fn an_unknown_family_is_named_by_a_later_known_one() {
+    let mut unknown = event(Stage::Final, 200, &[]);
+    unknown.family = Family::Unknown;
+    let r = ingest_callback(None, &unknown, &body("u"), &claimant("r"), now(0)).record;
+    assert_eq!(r.family, "unknown");
+    let mut wav = event(Stage::Final, 200, &[]);
+    wav.family = Family::Wav;
+    let out = ingest_callback(Some(&r), &wav, &body("w"), &claimant("r"), now(1)).record;
+    assert_eq!(out.family, "wav");
+    let mut midi = event(Stage::Final, 200, &[]);
+    midi.family = Family::Midi;
+    assert_eq!(ingest_callback(Some(&out), &midi, &body("m"), &claimant("r"), now(1)).record.family, "wav");
+}
+
+#[test]
+fn last_received_never_goes_back() {
+    let e = event(Stage::Final, 200, &[]);
+    let r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(10)).record;
+    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(3)).record;
+    assert_eq!(out.last_received_at, now(10).rfc3339());
+}
 
 #[test]
 fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
