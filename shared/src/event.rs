@@ -155,7 +155,7 @@ pub enum Details {
 pub struct Track {
     /// The provider's audio id, as sent (may be empty or repeated in documentation examples).
     pub id: String,
-    /// The name prefix of this track's files, `tracks/<sanitised id>[-n]`.
+    /// The name prefix of this track's files, `tracks/<sanitised id>[-<hash>][-n]` (see [`crate::parse`]).
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,

@@ -77,7 +77,21 @@
 //!
 //! `<id>` is the track's `id` made S3-safe; a track without an id is `track-<n>` (its 1-based
 //! position), and an id repeated within one body (the documentation examples do this) gets
-//! `-2`, `-3`... in order of appearance. Track fields are also read in their camelCase
+//! `-2`, `-3`... in order of appearance.
+//!
+//! **Distinct after sanitising.** An id (or, for unknown bodies and separation stems, a
+//! key-derived segment) that sanitising changed or truncated gets `-<first 8 hex of
+//! SHA-256(raw)>`, the sanitised text being cut so the segment stays within 64 characters:
+//! `a/b` -> `tracks/a_b-<hash>`, so it never takes `a_b`'s name `tracks/a_b`, whichever
+//! callback carries which. Ids already safe keep their name, unless they themselves end in
+//! `-` and 8 lower-case hex digits (then they are hashed too, so no hashed name equals an
+//! unchanged one).
+//!
+//! **Reserved names.** A name never starts with the segment `manifest` or `callbacks` (alone
+//! or followed by `.`), where the task's manifest and verbatim bodies are stored: such a
+//! reserved word gets `-<hash of the segment>` (`manifest` -> `manifest-<hash>`,
+//! `callbacks/first` -> `callbacks-<hash>/first`), for every family. See
+//! [`s3_key::is_reserved_name`](crate::s3_key::is_reserved_name). Track fields are also read in their camelCase
 //! spelling (`audioUrl`, `imageUrl`...), under the same names.
 //!
 //! Unknown bodies: keys containing `stream` go to `streams`, callback URLs (`callBackUrl`...)
@@ -92,6 +106,12 @@
 //! * MIDI: [`Details::Midi`]; `start`/`end`/`velocity` may be numbers or strings. A note
 //!   whose `pitch`, `start` or `end` cannot be read as a finite number is skipped (its data
 //!   stays in the verbatim callback body); a missing `velocity` is `0`.
+//! * Numbers DynamoDB could not store are not kept (details are stored in the task's item, and
+//!   DynamoDB numbers stop near 1E+126 / 1E-130): a decimal must be `0` or have a magnitude
+//!   within `1e-9..=1e9`, and a MIDI `pitch` must be within `0..=1000`. A MIDI note with any
+//!   number out of range is skipped; a track `duration` out of range is `None`; a voice
+//!   `validateInfo` holding such a number or nested more than 16 levels is `None`. The
+//!   verbatim body keeps them all.
 //! * Vocal separation: [`Details::Separation`]: `separate_vocal` when an `instrumental` file
 //!   is present, `split_stem` when any stem other than `vocal`, `origin`, `instrumental` is,
 //!   else unknown.

@@ -7,6 +7,14 @@
 //! ```
 //!
 //! File names come from [`crate::parse_callback`] and are made of safe segments already.
+//!
+//! # Reserved names
+//!
+//! A file name never starts with a [reserved](RESERVED_FIRST_SEGMENTS) segment (`manifest` or
+//! `callbacks`, alone or followed by `.`): the parser appends `-<8 hex of SHA-256 of the
+//! segment>` to the reserved word (`manifest` -> `manifest-<hash>`, `manifest.json` ->
+//! `manifest-<hash>.json`). So no file key equals
+//! [`manifest_key`] or starts with [`callback_body_prefix`], whatever the body's keys say.
 
 use crate::{Stage, TaskId};
 
@@ -18,12 +26,33 @@ pub fn task_prefix(task_id: &TaskId) -> String {
     format!("tasks/{task_id}/")
 }
 
+/// First name segments a file may not have, because the task's own objects live there.
+pub const RESERVED_FIRST_SEGMENTS: [&str; 2] = ["manifest", "callbacks"];
+
+/// Whether `name` starts with a reserved segment: `manifest` or `callbacks`, alone or followed
+/// by `.` (`manifest.json`) or `/` (`callbacks/first-x`). Names from [`crate::parse_callback`]
+/// never do.
+pub fn is_reserved_name(name: &str) -> bool {
+    let first = name.split('/').next().unwrap_or(name);
+    let stem = first.split('.').next().unwrap_or(first);
+    RESERVED_FIRST_SEGMENTS.contains(&stem)
+}
+
 /// Where a file of a task is stored: `tasks/<task_id>/<name>[.<ext>]`.
+///
+/// `name` must not be [reserved](is_reserved_name) (names from [`crate::parse_callback`] never
+/// are), so the key is never the manifest's nor under [`callback_body_prefix`].
 pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
+    debug_assert!(!is_reserved_name(name), "reserved file name {name:?}");
     match extension_from_url(url) {
         Some(ext) => format!("tasks/{task_id}/{name}.{ext}"),
         None => format!("tasks/{task_id}/{name}"),
     }
+}
+
+/// The prefix of every verbatim callback body of a task, with a trailing `/`.
+pub fn callback_body_prefix(task_id: &TaskId) -> String {
+    format!("tasks/{task_id}/callbacks/")
 }
 
 /// Where an accepted callback body is kept verbatim.
@@ -82,5 +111,25 @@ mod tests {
         assert_eq!(callback_body_key(&t, Stage::First, "ab12"), "tasks/2fac****9f72/callbacks/first-ab12.json");
         assert_eq!(manifest_key(&t), "tasks/2fac****9f72/manifest.json");
         assert_eq!(task_prefix(&t), "tasks/2fac****9f72/");
+        assert!(callback_body_key(&t, Stage::Complete, "ab").starts_with(&callback_body_prefix(&t)));
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "reserved file name")]
+    fn file_key_refuses_reserved_names_in_debug_builds() {
+        file_key(&id("t1"), "manifest", "https://h/m.json");
+    }
+
+    #[test]
+    fn reserved_names() {
+        for name in
+            ["manifest", "manifest.json", "callbacks", "callbacks/first-abc", "callbacks.first-abc", "manifest/x"]
+        {
+            assert!(is_reserved_name(name), "{name}");
+        }
+        for name in ["manifests", "manifest-1a2b3c4d", "callbacks_x", "result/manifest", "tracks/callbacks/audio", ""] {
+            assert!(!is_reserved_name(name), "{name}");
+        }
     }
 }

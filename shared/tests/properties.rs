@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use suno_callbacks::parse::MAX_SEGMENT_LEN;
-use suno_callbacks::{CallbackEvent, parse_callback};
+use suno_callbacks::{CallbackEvent, parse_callback, s3_key};
 
 /// Keys the parser looks at, so generated bodies reach every branch, plus arbitrary ones.
 const KEYS: &[&str] = &[
@@ -57,6 +57,10 @@ const KEYS: &[&str] = &[
     "streamUrl",
     "callBackUrl",
     "result",
+    "manifestUrl",
+    "manifest.json_url",
+    "callbacks",
+    "callbacks_url",
 ];
 
 fn key() -> BoxedStrategy<String> {
@@ -125,16 +129,24 @@ fn keyed_body() -> impl Strategy<Value = Value> {
     })
 }
 
-/// Every name is unique across files and streams and made of S3-safe segments.
+/// Every name is unique across files and streams, made of S3-safe segments, and not reserved:
+/// no file key is the manifest's or lies among the verbatim callback bodies.
 fn assert_names_safe(event: &CallbackEvent) {
     let mut seen = HashSet::new();
+    let manifest = s3_key::manifest_key(&event.task_id);
+    let bodies = s3_key::callback_body_prefix(&event.task_id);
     for f in event.files.iter().chain(&event.streams) {
         assert!(seen.insert(f.name.as_str()), "duplicate name {:?}", f.name);
+        assert!(!s3_key::is_reserved_name(&f.name), "reserved name {:?}", f.name);
+        for url in [f.url.as_str(), "https://h/x.json", "https://h/x"] {
+            let key = s3_key::file_key(&event.task_id, &f.name, url);
+            assert!(key != manifest && !key.starts_with(&bodies), "{:?} is stored at {key}", f.name);
+        }
         for segment in f.name.split('/') {
             assert!(!segment.is_empty(), "empty segment in {:?}", f.name);
             assert!(segment != "." && !segment.contains(".."), "dot segment in {:?}", f.name);
-            // A sanitised segment plus at most a `-<n>` uniqueness suffix.
-            assert!(segment.len() <= MAX_SEGMENT_LEN + 21, "long segment in {:?}", f.name);
+            // A sanitised segment plus at most a reserved word's `-<hash>` and a `-<n>` uniqueness suffix.
+            assert!(segment.len() <= MAX_SEGMENT_LEN + 9 + 21, "long segment in {:?}", f.name);
             assert!(
                 segment.chars().all(|c| c.is_ascii_alphanumeric() || "-_.*~+=@,:!".contains(c)),
                 "unsafe character in {:?}",
@@ -205,6 +217,27 @@ proptest! {
         prop_assert_eq!(all.files.len(), ids.len());
         prop_assert_eq!(&all.files[..k], &prefix.files[..]);
         prop_assert_eq!(&all.streams[..k], &prefix.streams[..]);
+    }
+
+    /// Distinct ids, however they sanitise, name their tracks in a body of many tracks as in
+    /// a body of that track alone (a `first` callback carries fewer tracks than `complete`).
+    #[test]
+    fn distinct_ids_name_their_tracks_alike_in_any_company(
+        ids in prop::collection::vec(prop_oneof![Just("a_b".to_owned()), Just("a/b".to_owned()), Just("a b".to_owned()), "[a-z_/ .-]{1,6}", "[a-z]{60,70}", any::<String>()], 1..8),
+    ) {
+        let mut seen = HashSet::new();
+        // Blank ids are named by position; repeated ids by order (documented).
+        let ids: Vec<String> = ids.into_iter().filter(|id| !id.trim().is_empty() && seen.insert(id.trim().to_owned())).collect();
+        let body = |ids: &[String]| {
+            let tracks: Vec<Value> = ids.iter().map(|id| json!({"id": id, "audio_url": "https://h/a.mp3"})).collect();
+            let body = json!({"code": 200, "data": {"callbackType": "complete", "task_id": "t", "data": tracks}});
+            parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap()
+        };
+        let all = body(&ids);
+        assert_names_safe(&all);
+        for (i, id) in ids.iter().enumerate() {
+            prop_assert_eq!(&body(std::slice::from_ref(id)).files[0], &all.files[i], "id {:?}", id);
+        }
     }
 }
 

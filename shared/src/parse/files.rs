@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
+use super::names::unreserved;
 use super::value::non_blank_str;
 use crate::FileRef;
 
@@ -18,9 +19,12 @@ pub(super) struct FileSet {
 
 impl FileSet {
     /// Claim `base`, or `base-2`, `base-3`... when it is taken; every later name built on the
-    /// result (`<result>/audio`) is then unique too.
+    /// result (`<result>/audio`) is then unique too. A reserved first segment (`manifest`,
+    /// `callbacks`) is renamed first, so every family's names stay clear of the task's own
+    /// objects.
     pub(super) fn claim(&mut self, base: &str) -> String {
-        let mut name = base.to_owned();
+        let base = &unreserved(base);
+        let mut name = base.clone();
         let n = self.last_suffix.entry(base.to_owned()).or_insert(1);
         while self.taken.contains(&name) {
             *n += 1;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::value::{Object, f64_of, i64_of, string_field};
+use super::value::{Object, f64_of, i64_of, storable, string_field};
 use crate::{Details, MidiInstrument, MidiNote};
 
 pub(super) fn parse(data: Option<&Object>) -> Details {
@@ -27,13 +27,21 @@ pub(super) fn parse(data: Option<&Object>) -> Details {
     Details::Midi { state, instruments }
 }
 
-/// A note needs a readable pitch, start and end; the verbatim body keeps anything skipped.
+/// The pitches a note may have: MIDI's are 0..=127, this leaves room for other scales.
+const PITCHES: std::ops::RangeInclusive<i64> = 0..=1000;
+
+/// A note needs a readable pitch, start and end, and every number within a range DynamoDB
+/// stores ([`storable`]); the verbatim body keeps anything skipped.
 fn note(note: &Object) -> Option<MidiNote> {
+    let velocity = match f64_of(note.get("velocity")) {
+        Some(velocity) => storable(velocity)?,
+        None => 0.0,
+    };
     Some(MidiNote {
-        pitch: i64_of(note.get("pitch"))?,
-        start: f64_of(note.get("start"))?,
-        end: f64_of(note.get("end"))?,
-        velocity: f64_of(note.get("velocity")).unwrap_or(0.0),
+        pitch: i64_of(note.get("pitch")).filter(|p| PITCHES.contains(p))?,
+        start: f64_of(note.get("start")).and_then(storable)?,
+        end: f64_of(note.get("end")).and_then(storable)?,
+        velocity,
     })
 }
 

@@ -3,8 +3,8 @@
 use serde_json::Value;
 
 use super::files::FileSet;
-use super::names::sanitize_segment;
-use super::value::{Object, f64_of, non_blank_str, string_field};
+use super::names::distinct_segment;
+use super::value::{Object, f64_of, non_blank_str, storable, string_field};
 use crate::{Details, Track};
 
 /// What a track field holds.
@@ -46,7 +46,7 @@ fn track(item: &Object, position: usize, files: &mut FileSet) -> Track {
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     };
-    let segment = sanitize_segment(id.trim());
+    let segment = distinct_segment(id.trim());
     let segment = if segment.is_empty() { format!("track-{position}") } else { segment };
     let name = files.claim(&format!("tracks/{segment}"));
     // Document order; of a field's two spellings the first non-blank one counts.
@@ -71,6 +71,6 @@ fn track(item: &Object, position: usize, files: &mut FileSet) -> Track {
         model_name: string_field(item, &["model_name", "modelName"]),
         tags: string_field(item, &["tags"]),
         create_time: string_field(item, &["createTime", "create_time"]),
-        duration: f64_of(item.get("duration")),
+        duration: f64_of(item.get("duration")).and_then(storable),
     }
 }

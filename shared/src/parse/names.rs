@@ -1,5 +1,12 @@
 //! Turning provider ids and JSON keys into S3-safe name segments.
 
+use sha2::{Digest, Sha256};
+
+use crate::s3_key;
+
+/// `-` and 8 hex digits: what [`distinct_segment`] and [`unreserved`] append.
+const HASH_SUFFIX_LEN: usize = 9;
+
 /// The longest a single name segment may be, in bytes (segments are ASCII).
 pub const MAX_SEGMENT_LEN: usize = 64;
 
@@ -26,6 +33,49 @@ pub fn sanitize_segment(raw: &str) -> String {
         out = "_".to_owned();
     }
     out
+}
+
+/// `raw` as one S3-safe segment that no other `raw` maps to (short of a 32-bit hash
+/// collision), the same in every callback. A `raw` that is safe as is stays as is; otherwise
+/// (sanitising changed or truncated it) the sanitised text is cut to leave room for
+/// `-<first 8 hex of SHA-256(raw)>`: `a/b` -> `a_b-<hash>`, never `a_b`, which is `a_b`'s.
+/// A safe `raw` that already ends like such a suffix is hashed too, so that a hashed segment
+/// can never equal an unchanged one. Empty stays empty.
+pub(super) fn distinct_segment(raw: &str) -> String {
+    let segment = sanitize_segment(raw);
+    if segment == raw && !ends_like_hash(raw) {
+        return segment;
+    }
+    // Segments are ASCII, so any byte index is a char boundary.
+    let kept = &segment[..segment.len().min(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)];
+    format!("{kept}-{}", short_hash(raw))
+}
+
+/// `name` with a [reserved](s3_key::is_reserved_name) first segment renamed, so no file lands
+/// on the manifest or the callback bodies: the reserved word gets `-<hash of the segment>`
+/// (`manifest` -> `manifest-<hash>`, `manifest.json` -> `manifest-<hash>.json`).
+pub(super) fn unreserved(name: &str) -> String {
+    if !s3_key::is_reserved_name(name) {
+        return name.to_owned();
+    }
+    let first = name.split('/').next().unwrap_or(name);
+    // The reserved word is the part of the first segment before any `.`.
+    let word_len = first.find('.').unwrap_or(first.len());
+    let (word, rest) = name.split_at(word_len);
+    format!("{word}-{}{rest}", short_hash(first))
+}
+
+/// The first 8 lower-case hex digits of SHA-256(`raw`).
+fn short_hash(raw: &str) -> String {
+    Sha256::digest(raw.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `segment` ends in `-` and 8 lower-case hex digits, as a hashed segment does.
+fn ends_like_hash(segment: &str) -> bool {
+    let Some(split) = segment.len().checked_sub(HASH_SUFFIX_LEN) else { return false };
+    let Some(suffix) = segment.get(split..) else { return false };
+    let (dash, hex) = suffix.split_at(1);
+    dash == "-" && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `audioWavUrl` -> `audio_wav`, `backing_vocals_url` -> `backing_vocals`, `coverURL` ->
@@ -72,6 +122,39 @@ mod tests {
         assert_eq!(sanitize_segment(""), "");
         assert_eq!(sanitize_segment(&"x".repeat(100)).len(), MAX_SEGMENT_LEN);
         assert_eq!(sanitize_segment(&"é".repeat(100)), "_".repeat(MAX_SEGMENT_LEN));
+    }
+
+    #[test]
+    fn distinct_segments() {
+        assert_eq!(distinct_segment("e231****-****8cadc7dc"), "e231****-****8cadc7dc");
+        assert_ne!(distinct_segment("e231-8cadc7dc"), "e231-8cadc7dc");
+        assert_eq!(distinct_segment("4f1e2d3c-0001"), "4f1e2d3c-0001");
+        assert_eq!(distinct_segment(""), "");
+        let hashed = distinct_segment("a/b");
+        assert_eq!(hashed, format!("a_b-{}", short_hash("a/b")));
+        assert_ne!(distinct_segment("a b"), hashed);
+        // A safe look-alike of a hashed segment is hashed in turn.
+        assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_hash(&hashed)));
+        assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_hash("x-12345678")));
+        assert_eq!(distinct_segment("x-1234567"), "x-1234567");
+        assert_eq!(distinct_segment("x-1234567A"), "x-1234567A");
+        let long = distinct_segment(&"x".repeat(100));
+        assert_eq!(long.len(), MAX_SEGMENT_LEN);
+        assert!(long.starts_with(&"x".repeat(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)));
+        assert_ne!(long, distinct_segment(&"x".repeat(101)));
+        assert_eq!(distinct_segment("."), format!("_-{}", short_hash(".")));
+    }
+
+    #[test]
+    fn reserved_first_segments_are_renamed() {
+        assert_eq!(unreserved("manifest"), format!("manifest-{}", short_hash("manifest")));
+        assert_eq!(unreserved("manifest.json"), format!("manifest-{}.json", short_hash("manifest.json")));
+        assert_eq!(unreserved("callbacks.x/y"), format!("callbacks-{}.x/y", short_hash("callbacks.x")));
+        assert!(!s3_key::is_reserved_name(&unreserved("manifest.json")));
+        assert_eq!(unreserved("callbacks/first-abc"), format!("callbacks-{}/first-abc", short_hash("callbacks")));
+        assert_eq!(unreserved("result/manifest"), "result/manifest");
+        assert_eq!(unreserved("manifests"), "manifests");
+        assert_eq!(short_hash("abc"), "ba7816bf");
     }
 
     #[test]

@@ -34,6 +34,36 @@ pub(super) fn f64_of(value: Option<&Value>) -> Option<f64> {
     number.filter(|f| f.is_finite())
 }
 
+/// The largest magnitude a decimal number in [`Details`](crate::Details) may have. Details are
+/// stored in DynamoDB, whose numbers stop at about 1E+126 and 1E-130 with 38 digits; this
+/// range is far inside that, and far beyond any real duration, time or velocity.
+pub(super) const MAX_MAGNITUDE: f64 = 1e9;
+/// The smallest non-zero magnitude a decimal number in details may have.
+pub(super) const MIN_MAGNITUDE: f64 = 1e-9;
+/// How deeply a JSON value kept in details may nest (DynamoDB allows 32 levels in an item).
+pub(super) const MAX_JSON_DEPTH: usize = 16;
+
+/// `f` when it is zero or its magnitude is within [`MIN_MAGNITUDE`]..=[`MAX_MAGNITUDE`].
+pub(super) fn storable(f: f64) -> Option<f64> {
+    (f == 0.0 || (MIN_MAGNITUDE..=MAX_MAGNITUDE).contains(&f.abs())).then_some(f)
+}
+
+/// Whether `value` can be kept in details as is: no decimal number out of [`storable`]'s
+/// range (integers are fine), nested at most [`MAX_JSON_DEPTH`] levels.
+pub(super) fn storable_json(value: &Value) -> bool {
+    fn within(value: &Value, depth: usize) -> bool {
+        match value {
+            _ if depth > MAX_JSON_DEPTH => false,
+            Value::Number(n) if n.is_i64() || n.is_u64() => true,
+            Value::Number(n) => n.as_f64().and_then(storable).is_some(),
+            Value::Array(items) => items.iter().all(|v| within(v, depth + 1)),
+            Value::Object(map) => map.values().all(|v| within(v, depth + 1)),
+            _ => true,
+        }
+    }
+    within(value, 1)
+}
+
 /// An integer, an integral float, or a string holding an integer.
 pub(super) fn i64_of(value: Option<&Value>) -> Option<i64> {
     match value? {
@@ -74,6 +104,25 @@ mod tests {
         assert_eq!(i64_of(Some(&json!(1e300))), None);
         assert_eq!(i64_of(Some(&json!(u64::MAX))), None);
         assert_eq!(i64_of(Some(&json!(true))), None);
+    }
+
+    #[test]
+    fn storable_numbers() {
+        for f in [0.0, -0.0, 1e9, -1e9, 1e-9, -1e-9, 198.44] {
+            assert_eq!(storable(f), Some(f), "{f}");
+        }
+        for f in [1e200, -1.000001e9, 1e-10, -1e-300, f64::MIN_POSITIVE] {
+            assert_eq!(storable(f), None, "{f}");
+        }
+        assert!(storable_json(&json!({"a":[1, -2.5, u64::MAX, i64::MIN, "1e200", null]})));
+        assert!(!storable_json(&json!({"a":[1e200]})));
+        assert!(!storable_json(&json!([{"b":1e-200}])));
+        let mut deep = json!(1);
+        for _ in 0..MAX_JSON_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(!storable_json(&deep));
+        assert!(storable_json(&deep[0]));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Suno Voice (docs.sunoapi.org): a voice id or a validation phrase, no files.
 
-use super::value::{Object, i64_of, string_field};
+use super::value::{Object, i64_of, storable_json, string_field};
 use crate::Details;
 
 pub(super) fn parse(data: Option<&Object>) -> Details {
@@ -18,6 +18,7 @@ pub(super) fn parse(data: Option<&Object>) -> Details {
         status: string_field(data, &["status"]),
         error_code: i64_of(data.get("errorCode").or_else(|| data.get("error_code"))),
         error_message: string_field(data, &["errorMessage", "error_message"]),
-        validate_info: data.get("validateInfo").filter(|v| !v.is_null()).cloned(),
+        // Kept only when DynamoDB can store it; the verbatim body keeps it either way.
+        validate_info: data.get("validateInfo").filter(|v| !v.is_null() && storable_json(v)).cloned(),
     }
 }
