@@ -1,8 +1,11 @@
 //! The emulator resources are created with the settings template.yaml declares.
 
-use aws_sdk_dynamodb::types::{BillingMode, KeyType};
+use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus};
+use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_sqs::types::QueueAttributeName;
-use stemvault_aws::provision::{MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS};
+use stemvault_aws::provision::{
+    ABORT_INCOMPLETE_MULTIPART_DAYS, MAX_RECEIVE_COUNT, NONCURRENT_VERSION_DAYS, QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+};
 use stemvault_tests::TestEnv;
 
 #[tokio::test]
@@ -17,7 +20,48 @@ async fn table_bucket_and_queues_match_the_template() {
     assert_eq!(keys[0].key_type(), &KeyType::Hash);
     assert_eq!(table.billing_mode_summary().and_then(|b| b.billing_mode()), Some(&BillingMode::PayPerRequest));
 
-    env.s3.head_bucket().bucket(&env.resources.bucket_name).send().await.unwrap();
+    let backups = env.dynamo.describe_continuous_backups().table_name(&env.resources.table_name).send().await.unwrap();
+    let pitr = backups.continuous_backups_description.unwrap().point_in_time_recovery_description.unwrap();
+    assert_eq!(pitr.point_in_time_recovery_status(), Some(&PointInTimeRecoveryStatus::Enabled));
+
+    let bucket = &env.resources.bucket_name;
+    // Versioning, seen by its effect (moto's GetBucketVersioning answer has a root element
+    // the Rust SDK does not accept): an overwrite keeps the old version.
+    for body in ["one", "two"] {
+        env.s3
+            .put_object()
+            .bucket(bucket)
+            .key("tasks/v/probe")
+            .body(body.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    }
+    let versions = env.s3.list_object_versions().bucket(bucket).prefix("tasks/v/probe").send().await.unwrap();
+    assert_eq!(versions.versions().len(), 2);
+    let encryption = env.s3.get_bucket_encryption().bucket(bucket).send().await.unwrap();
+    let sse = encryption.server_side_encryption_configuration.unwrap();
+    let rule = &sse.rules()[0];
+    assert_eq!(
+        rule.apply_server_side_encryption_by_default().map(|d| d.sse_algorithm()),
+        Some(&ServerSideEncryption::Aes256)
+    );
+    let block = env.s3.get_public_access_block().bucket(bucket).send().await.unwrap();
+    let block = block.public_access_block_configuration.unwrap();
+    assert_eq!(
+        (
+            block.block_public_acls(),
+            block.block_public_policy(),
+            block.ignore_public_acls(),
+            block.restrict_public_buckets()
+        ),
+        (Some(true), Some(true), Some(true), Some(true))
+    );
+    let lifecycle = env.s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await.unwrap();
+    let abort = lifecycle.rules().iter().find_map(|r| r.abort_incomplete_multipart_upload()).unwrap();
+    assert_eq!(abort.days_after_initiation(), Some(ABORT_INCOMPLETE_MULTIPART_DAYS));
+    let noncurrent = lifecycle.rules().iter().find_map(|r| r.noncurrent_version_expiration()).unwrap();
+    assert_eq!(noncurrent.noncurrent_days(), Some(NONCURRENT_VERSION_DAYS));
 
     let attrs = env
         .sqs

@@ -1,7 +1,16 @@
 //! Create the table, bucket, queue and dead-letter queue with the settings `template.yaml`
 //! declares. Used by the local runner and the integration tests, never by a Lambda.
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
+    SseSpecification,
+};
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus,
+    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    VersioningConfiguration,
+};
 use aws_sdk_sqs::types::QueueAttributeName;
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
@@ -11,6 +20,10 @@ pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
 pub const MAX_RECEIVE_COUNT: u32 = 8;
 /// Dead-letter retention: 14 days, the longest SQS allows.
 pub const DLQ_RETENTION_SECONDS: u32 = 1_209_600;
+/// Incomplete multipart uploads are aborted after this many days (kept equal to template.yaml).
+pub const ABORT_INCOMPLETE_MULTIPART_DAYS: i32 = 1;
+/// Overwritten or deleted object versions are kept this many days (kept equal to template.yaml).
+pub const NONCURRENT_VERSION_DAYS: i32 = 30;
 
 /// Names and URLs of everything provisioned.
 #[derive(Debug, Clone)]
@@ -61,19 +74,96 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
                 .build()
                 .map_err(|e| describe("table key", e))?,
         )
+        .sse_specification(SseSpecification::builder().enabled(true).build())
         .send()
         .await
         .map_err(|e| describe("create table", e))?;
+    client
+        .update_continuous_backups()
+        .table_name(name)
+        .point_in_time_recovery_specification(
+            PointInTimeRecoverySpecification::builder()
+                .point_in_time_recovery_enabled(true)
+                .build()
+                .map_err(|e| describe("point-in-time recovery", e))?,
+        )
+        .send()
+        .await
+        .map_err(|e| describe("enable point-in-time recovery", e))?;
     Ok(())
 }
 
-/// The vault bucket.
+/// The vault bucket: encrypted, public access blocked, versioned, with the template's
+/// lifecycle rules (abort incomplete multipart uploads, expire old versions).
 pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), String> {
     if client.head_bucket().bucket(name).send().await.is_ok() {
         return Ok(());
     }
     client.create_bucket().bucket(name).send().await.map_err(|e| describe("create bucket", e))?;
+    let sse_default = ServerSideEncryptionByDefault::builder()
+        .sse_algorithm(ServerSideEncryption::Aes256)
+        .build()
+        .map_err(|e| describe("bucket encryption", e))?;
+    let sse = ServerSideEncryptionConfiguration::builder()
+        .rules(ServerSideEncryptionRule::builder().apply_server_side_encryption_by_default(sse_default).build())
+        .build()
+        .map_err(|e| describe("bucket encryption", e))?;
+    client
+        .put_bucket_encryption()
+        .bucket(name)
+        .server_side_encryption_configuration(sse)
+        .send()
+        .await
+        .map_err(|e| describe("bucket encryption", e))?;
+    let block_all = PublicAccessBlockConfiguration::builder()
+        .block_public_acls(true)
+        .block_public_policy(true)
+        .ignore_public_acls(true)
+        .restrict_public_buckets(true)
+        .build();
+    client
+        .put_public_access_block()
+        .bucket(name)
+        .public_access_block_configuration(block_all)
+        .send()
+        .await
+        .map_err(|e| describe("public access block", e))?;
+    client
+        .put_bucket_versioning()
+        .bucket(name)
+        .versioning_configuration(VersioningConfiguration::builder().status(BucketVersioningStatus::Enabled).build())
+        .send()
+        .await
+        .map_err(|e| describe("bucket versioning", e))?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(lifecycle().map_err(|e| describe("bucket lifecycle", e))?)
+        .send()
+        .await
+        .map_err(|e| describe("bucket lifecycle", e))?;
     Ok(())
+}
+
+fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildError> {
+    let everything = || LifecycleRuleFilter::builder().prefix("").build();
+    let abort = LifecycleRule::builder()
+        .id("AbortIncompleteMultipartUploads")
+        .status(ExpirationStatus::Enabled)
+        .filter(everything())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_INCOMPLETE_MULTIPART_DAYS).build(),
+        )
+        .build()?;
+    let expire_old_versions = LifecycleRule::builder()
+        .id("ExpireNoncurrentVersions")
+        .status(ExpirationStatus::Enabled)
+        .filter(everything())
+        .noncurrent_version_expiration(
+            NoncurrentVersionExpiration::builder().noncurrent_days(NONCURRENT_VERSION_DAYS).build(),
+        )
+        .build()?;
+    BucketLifecycleConfiguration::builder().rules(abort).rules(expire_old_versions).build()
 }
 
 /// The download queue and its dead-letter queue; returns (queue url, queue arn, dlq url).
