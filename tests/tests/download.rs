@@ -265,6 +265,22 @@ async fn a_500_is_retried_and_a_later_200_stored() {
 }
 
 #[tokio::test]
+async fn a_partial_content_answer_is_not_stored_but_retried() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    s.server.route("/s/vocal.mp3", Reply::Status(206));
+    let url = s.server.url("/s/vocal.mp3");
+    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+
+    let (_, response) = s.run_files(&record, &["vocal"]).await;
+    assert_eq!(failed_ids(&response).len(), 1);
+    let entry = s.env.task_record(&task).await.files["vocal"].clone();
+    assert_eq!(entry.status, FileStatus::Queued);
+    assert_eq!(entry.error.as_deref(), Some("source answered 206 Partial Content"));
+    assert_eq!(s.env.object(&format!("tasks/{task}/vocal.mp3")).await, None);
+}
+
+#[tokio::test]
 async fn expired_urls_fail_for_good_and_the_task_settles_partial() {
     let s = setup(None).await;
     let task = new_task_id();
