@@ -13,7 +13,7 @@ EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results
 
-.PHONY: help deps test fmt-check clippy unit-and-integration template-lint lambda-build run demo bench clean
+.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint lambda-build run demo bench clean
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"

@@ -19,7 +19,8 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT INT TERM
 
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
+  if "$venv/bin/python" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
+       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
   kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }
   sleep 0.1
 done

@@ -1,5 +1,5 @@
 //! The download queue's consumer: what Lambda's SQS event source mapping does with
-//! `ReportBatchItemFailures`. Receive up to 10 messages, hand them to the download function
+//! `ReportBatchItemFailures`. Receive up to 5 messages (the template's batch size), hand them to the download function
 //! as one `SqsEvent`, then delete every message the function did not report as failed.
 
 use std::collections::HashSet;
@@ -14,8 +14,8 @@ use crate::shutdown::StopSignal;
 
 /// Long-poll wait per receive: short enough to notice a stop quickly.
 pub const WAIT_SECONDS: i32 = 2;
-/// SQS's most per receive (the template's batch size).
-pub const MAX_MESSAGES: i32 = 10;
+/// Messages per batch: the SQS event source's `BatchSize` in template.yaml.
+pub const MAX_MESSAGES: i32 = 5;
 /// The download function's Lambda timeout: each batch gets this long.
 pub const INVOCATION_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// Pause after a failed receive (emulator restarting, ...).
