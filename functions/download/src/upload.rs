@@ -133,14 +133,17 @@ where
     .await;
     let (first, ended) = first?;
     if ended {
-        store.put_object(key, first.bytes, content_type.as_deref(), first.sha256).await?;
+        let put = async { Ok(store.put_object(key, first.bytes, content_type.as_deref(), first.sha256).await?) };
+        before(limits.stop_at, put).await?;
         return Ok(reader.finish(1, content_type));
     }
-    let upload_id = store.create_multipart(key, content_type.as_deref()).await?;
+    let upload_id =
+        before(limits.stop_at, async { Ok(store.create_multipart(key, content_type.as_deref()).await?) }).await?;
     let sent = before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await;
     let completed = match sent {
         Ok(parts) => {
-            store.complete_multipart(key, &upload_id, &parts).await.map(|()| parts.len()).map_err(CopyError::from)
+            let complete = async { Ok(store.complete_multipart(key, &upload_id, &parts).await?) };
+            before(limits.stop_at, complete).await.map(|()| parts.len())
         }
         Err(e) => Err(e),
     };
@@ -440,6 +443,44 @@ mod tests {
         assert!(matches!(err, CopyError::Storage(_)));
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
+    }
+
+    /// A bucket that never answers.
+    struct StalledStore;
+
+    impl ObjectStore for StalledStore {
+        async fn put_object(&self, _: &str, _: Bytes, _: Option<&str>, _: [u8; 32]) -> Result<(), StorageError> {
+            futures::future::pending().await
+        }
+        async fn create_multipart(&self, _: &str, _: Option<&str>) -> Result<String, StorageError> {
+            futures::future::pending().await
+        }
+        async fn upload_part(
+            &self,
+            _: &str,
+            _: &str,
+            _: i32,
+            _: Bytes,
+            _: [u8; 32],
+        ) -> Result<UploadedPart, StorageError> {
+            futures::future::pending().await
+        }
+        async fn complete_multipart(&self, _: &str, _: &str, _: &[UploadedPart]) -> Result<(), StorageError> {
+            futures::future::pending().await
+        }
+        async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), StorageError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_bucket_stops_at_the_deadline_on_every_upload_path() {
+        for len in [1000, PART + 1] {
+            let data = deterministic_bytes(len, 8);
+            let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
+            let err = upload(&StalledStore, "k", body_of(&data, 1 << 16, true, None), soon).await.unwrap_err();
+            assert_eq!(err, CopyError::Deadline, "{len} bytes");
+        }
     }
 
     #[tokio::test]
