@@ -10,6 +10,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use stemvault_aws::{TableError, TaskTable};
 use stemvault_ingest::domain::LAMBDA_TIMEOUT;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
@@ -337,4 +338,53 @@ fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
     let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
     assert_eq!(timeout.as_u64(), Some(LAMBDA_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
+}
+
+/// A MIDI callback of about `target` bytes: one instrument with as many notes as fit.
+fn midi_body(task_id: &str, target: usize) -> Vec<u8> {
+    let note = r#"{"pitch":61,"start":0.046875,"end":"0.19270833333333334","velocity":1}"#;
+    let head = format!(
+        r#"{{"task_id":"{task_id}","code":200,"msg":"success","data":{{"state":"complete","instruments":[{{"name":"Drums","notes":["#
+    );
+    let tail = "]}]}}";
+    let count = (target - head.len() - tail.len()) / (note.len() + 1);
+    format!("{head}{}{tail}", vec![note; count].join(",")).into_bytes()
+}
+
+#[tokio::test]
+async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_details() {
+    let env = TestEnv::new().await;
+    let app = App::new(config(&env), &env.config);
+    let body = midi_body("midi0big0task", 1024 * 1024 - 64);
+    assert!(body.len() > 1_000_000 && body.len() <= 1024 * 1024, "{}", body.len());
+    let event = parse_callback(&body).unwrap();
+    assert_eq!(event.family.as_str(), "midi");
+
+    let response = app.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    let record = env.record("midi0big0task").await.expect("recorded");
+    let details = record.details.expect("details");
+    assert_eq!(details["kind"], "in_body");
+    assert_eq!(details["details_kind"], "midi");
+    assert_eq!(details["body_key"], body_key(&event, &body));
+    assert!(details["bytes"].as_u64().unwrap() > 64 * 1024, "{details}");
+    assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "the notes are in the archive");
+}
+
+#[tokio::test]
+async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
+    let env = TestEnv::new().await;
+    let app = App::new(config(&env), &env.config);
+    let body = fixture("convert-to-wav__kie__200.json");
+    assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
+    let mut record = env.record("988e****c8d3").await.unwrap();
+    let expected = record.version;
+    record.version += 1;
+    record.details = Some(serde_json::json!({ "blob": "x".repeat(500 * 1024) }));
+
+    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    let err = table.put(&record, Some(expected)).await.unwrap_err();
+    assert!(matches!(err, TableError::Rejected(_)), "{err}");
+    assert!(!err.is_retryable());
+    assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
 }

@@ -16,7 +16,9 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use stemvault_vault::ingest::{BodyInfo, Claimant, Merge, ingest_callback, reclaim};
+use stemvault_vault::ingest::{
+    BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim,
+};
 use stemvault_vault::{FileJob, Now, TaskRecord};
 use suno_callbacks::{CallbackEvent, TaskId, s3_key};
 
@@ -191,6 +193,11 @@ async fn record<P: IngestPorts>(
     for attempt in 0..settings.max_save_attempts {
         let existing = ports.load_record(&event.task_id).await?;
         let merge = ingest_callback(existing.as_ref(), event, body, claimant, ports.now());
+        // Messages and details are bounded by the merge; hundreds of long URLs are not.
+        let bytes = item_size_estimate(&merge.record);
+        if bytes > MAX_ITEM_ESTIMATE_BYTES {
+            return Err(IngestError::TooLargeToRecord { bytes });
+        }
         match ports.save_record(&merge.record, existing.map(|r| r.version)).await {
             Ok(()) => return Ok(merge),
             Err(StoreError::Conflict) => ports.sleep(conflict_backoff(attempt)).await,

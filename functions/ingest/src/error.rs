@@ -12,6 +12,9 @@ pub enum StoreError {
     Malformed(String),
     #[error("the task table is unavailable: {0}")]
     Unavailable(String),
+    /// The table refused the item itself (too large, invalid); the same write fails again.
+    #[error("the task table refused the record: {0}")]
+    Rejected(String),
 }
 
 impl From<stemvault_aws::TableError> for StoreError {
@@ -20,6 +23,7 @@ impl From<stemvault_aws::TableError> for StoreError {
             stemvault_aws::TableError::Conflict => StoreError::Conflict,
             stemvault_aws::TableError::Malformed(m) => StoreError::Malformed(m),
             stemvault_aws::TableError::Unavailable(m) => StoreError::Unavailable(m),
+            stemvault_aws::TableError::Rejected(m) => StoreError::Rejected(m),
         }
     }
 }
@@ -37,6 +41,10 @@ pub enum IngestError {
     Enqueue { failed: usize, total: usize, reason: String },
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
     StillEnqueuing { files: usize },
+    /// The task's record with this callback would be too large for the table, even with
+    /// messages and details bounded (hundreds of long URLs): nothing is written.
+    #[error("the task record would take about {bytes} bytes")]
+    TooLargeToRecord { bytes: usize },
     #[error("the callback was not fully processed within {after:?}")]
     Deadline { after: std::time::Duration },
 }
@@ -44,13 +52,19 @@ pub enum IngestError {
 impl IngestError {
     /// Whether the provider's retry of the same callback can succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, IngestError::Store(StoreError::Malformed(_)))
+        !matches!(
+            self,
+            IngestError::Store(StoreError::Malformed(_) | StoreError::Rejected(_))
+                | IngestError::TooLargeToRecord { .. }
+        )
     }
 
     /// A stable machine-readable name, for the response body and the logs.
     pub fn code(&self) -> &'static str {
         match self {
             IngestError::Store(StoreError::Malformed(_)) => "task_record_malformed",
+            IngestError::Store(StoreError::Rejected(_)) => "task_record_rejected",
+            IngestError::TooLargeToRecord { .. } => "callback_too_large_to_record",
             IngestError::Store(_) | IngestError::Contention { .. } => "task_record_unavailable",
             IngestError::Archive(_) => "archive_failed",
             IngestError::Enqueue { .. } => "enqueue_failed",
@@ -64,6 +78,12 @@ impl IngestError {
         match self {
             IngestError::Store(StoreError::Malformed(_)) => {
                 "the stored task record cannot be read; an operator must fix it"
+            }
+            IngestError::Store(StoreError::Rejected(_)) => {
+                "the task table refused the task record; an operator must look"
+            }
+            IngestError::TooLargeToRecord { .. } => {
+                "the task's record with this callback would exceed the table's item size; it was not recorded"
             }
             IngestError::Store(_) | IngestError::Contention { .. } => {
                 "the task record could not be written; retry the delivery"
@@ -87,8 +107,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_malformed_record_is_permanent() {
+    fn only_a_malformed_rejected_or_oversized_record_is_permanent() {
         assert!(!IngestError::Store(StoreError::Malformed("x".into())).is_retryable());
+        assert!(!IngestError::Store(StoreError::Rejected("x".into())).is_retryable());
+        assert!(!IngestError::TooLargeToRecord { bytes: 400_000 }.is_retryable());
         for retryable in [
             IngestError::Store(StoreError::Unavailable("x".into())),
             IngestError::Store(StoreError::Conflict),

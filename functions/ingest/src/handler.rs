@@ -11,6 +11,7 @@ use tracing::Instrument;
 use crate::Config;
 use crate::auth::{Auth, Refusal};
 use crate::domain::{IngestPorts, Settings, ingest};
+use crate::error::IngestError;
 
 /// The ingest endpoint over some ports.
 pub struct Handler<P> {
@@ -105,8 +106,11 @@ impl<P: IngestPorts> Handler<P> {
             }
             Err(e) => {
                 tracing::error!(error = %e, code = e.code(), retryable = e.is_retryable(), "callback not fully processed");
-                let status =
-                    if e.is_retryable() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::INTERNAL_SERVER_ERROR };
+                let status = match e {
+                    IngestError::TooLargeToRecord { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
                 error(status, e.code(), e.public_message())
             }
         }

@@ -1,7 +1,7 @@
 //! The task table: whole-record reads and version-conditional writes.
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_vault::TaskRecord;
@@ -18,11 +18,15 @@ pub enum TableError {
     /// DynamoDB or the network failed; trying again later may work.
     #[error("DynamoDB request failed: {0}")]
     Unavailable(String),
+    /// DynamoDB refused the item itself (over 400 KB, or otherwise invalid): the same write
+    /// fails again.
+    #[error("DynamoDB refused the item: {0}")]
+    Rejected(String),
 }
 
 impl TableError {
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, TableError::Malformed(_))
+        !matches!(self, TableError::Malformed(_) | TableError::Rejected(_))
     }
 }
 
@@ -70,6 +74,10 @@ impl TaskTable {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
                 Err(TableError::Conflict)
+            }
+            // Item too large, or an attribute DynamoDB does not accept.
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
+                Err(TableError::Rejected(DisplayErrorContext(e.into_err()).to_string()))
             }
             Err(e) => Err(TableError::Unavailable(DisplayErrorContext(e).to_string())),
         }

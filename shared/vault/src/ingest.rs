@@ -15,6 +15,20 @@ use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage,
 
 use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, Now, TaskRecord, VaultState};
 
+/// At most this much of a provider's `msg` is kept in the record (UTF-8 bytes, marker included);
+/// the whole text stays in the archived body.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Larger `details` (in JSON) are replaced in the record by a pointer to the archived body.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+
+/// Largest [`item_size_estimate`] of a record ingest writes: DynamoDB refuses items over
+/// 400 KB, and the downloader still adds to each file.
+pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
+
+/// What the downloader may still add to one file of the record (ids, times, digest, error).
+const FILE_GROWTH_BYTES: usize = 512;
+
 /// The accepted body as archived: its digest, where it is kept, and its size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyInfo {
@@ -68,6 +82,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   stage. New or reopened files reopen the vault.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
+/// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
+///   [`MAX_DETAILS_BYTES`] become a pointer to the archived body. The caller refuses to write a
+///   record whose [`item_size_estimate`] is still over [`MAX_ITEM_ESTIMATE_BYTES`].
 pub fn ingest_callback(
     existing: Option<&TaskRecord>,
     event: &CallbackEvent,
@@ -122,7 +139,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
         family: event.family.as_str().to_owned(),
         stage: event.stage.as_str().to_owned(),
         code: event.code,
-        message: event.message.clone(),
+        message: bounded_message(&event.message),
         succeeded: event.succeeded(),
         first_received_at: received.clone(),
         last_received_at: received,
@@ -140,7 +157,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
     merge_files(&mut record, event, true);
     merge_streams(&mut record, event, true);
-    merge_details(&mut record, event, true);
+    merge_details(&mut record, event, body, true);
     record.vault = if record.files_settled() { VaultState::Complete } else { VaultState::Pending };
     record
 }
@@ -157,14 +174,14 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     if merged.advanced {
         record.stage = merged.stage.as_str().to_owned();
         record.code = event.code;
-        record.message = event.message.clone();
+        record.message = bounded_message(&event.message);
         record.succeeded = event.succeeded();
     } else if record.succeeded && merged.stage.is_terminal() && !event.succeeded() {
         // The task already ended well: keep its outcome and files, but remember the failure.
         record.failure = Some(FailureEntry {
             stage: event.stage.as_str().to_owned(),
             code: event.code,
-            message: event.message.clone(),
+            message: bounded_message(&event.message),
             received_at: now.rfc3339(),
         });
     }
@@ -179,14 +196,14 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
         record.manifest_lease_until = None;
     }
     merge_streams(record, event, authoritative);
-    merge_details(record, event, authoritative);
+    merge_details(record, event, body, authoritative);
 }
 
 fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Now) -> CallbackEntry {
     CallbackEntry {
         stage: event.stage.as_str().to_owned(),
         code: event.code,
-        message: event.message.clone(),
+        message: bounded_message(&event.message),
         received_at: now.rfc3339(),
         body_key: body.archive_key.clone(),
         bytes: body.bytes,
@@ -237,13 +254,48 @@ fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: 
     }
 }
 
-fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) {
+fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, authoritative: bool) {
     if event.details == Details::None || !(authoritative || record.details.is_none()) {
         return;
     }
     if let Ok(value) = serde_json::to_value(&event.details) {
-        record.details = Some(value);
+        record.details = Some(bounded_details(value, body));
     }
+}
+
+/// The details, or when their JSON is over [`MAX_DETAILS_BYTES`] (thousands of MIDI notes) a
+/// pointer to the archived body that holds them.
+fn bounded_details(details: serde_json::Value, body: &BodyInfo) -> serde_json::Value {
+    let bytes = details.to_string().len();
+    if bytes <= MAX_DETAILS_BYTES {
+        return details;
+    }
+    serde_json::json!({
+        "kind": "in_body",
+        "details_kind": details["kind"],
+        "bytes": bytes,
+        "body_key": body.archive_key,
+    })
+}
+
+/// `message` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked as cut.
+fn bounded_message(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let marker = format!("… [truncated: {} bytes in the archived body]", message.len());
+    let mut end = MAX_MESSAGE_BYTES - marker.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{marker}", &message[..end])
+}
+
+/// A record's size as JSON plus what the downloader may still add to its files: an upper
+/// estimate of the DynamoDB item it becomes (attribute names and values, as in JSON).
+pub fn item_size_estimate(record: &TaskRecord) -> usize {
+    let json = serde_json::to_vec(record).map_or(usize::MAX, |json| json.len());
+    json.saturating_add(record.files.len().saturating_mul(FILE_GROWTH_BYTES))
 }
 
 /// Claim every `pending` file and every `enqueuing` file whose lease ran out (or that this

@@ -180,6 +180,27 @@ fn the_whole_request_ends_before_the_lambda_and_its_claims() {
     assert!(s.deadline <= Duration::from_secs(9), "the provider waits 10 s at least: {s:?}");
 }
 
+#[tokio::test]
+async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
+    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let small = event(Stage::First, &["vocal"]);
+    ingest(&ports, &settings(), &small, b"1", "req-1").await.unwrap();
+    let before = ports.record(TASK).unwrap();
+
+    let names: Vec<String> = (0..300).map(|i| format!("track-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut huge = event(Stage::Complete, &names);
+    for file in &mut huge.files {
+        file.url = format!("https://h/{}.mp3?sig={}", file.name, "s".repeat(1000));
+    }
+    let err = ingest(&ports, &settings(), &huge, b"2", "req-2").await.unwrap_err();
+    let IngestError::TooLargeToRecord { bytes } = err else { panic!("{err}") };
+    assert!(bytes > stemvault_vault::ingest::MAX_ITEM_ESTIMATE_BYTES, "{bytes}");
+    assert!(!err.is_retryable());
+    assert_eq!(ports.record(TASK).unwrap(), before, "the record is left as it was");
+    assert_eq!(ports.messages().len(), 1, "only the first callback's file was queued");
+}
+
 /// A record whose files a request claimed and then abandoned (it crashed before sending).
 fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
     let sha256_hex = hex::encode(Sha256::digest(body));

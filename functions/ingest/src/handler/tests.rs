@@ -268,6 +268,27 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");
+
+    let refused = handler(config());
+    refused.ports().set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
+    let response = refused.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
+    assert_eq!(json(&response)["error"], "task_record_rejected");
+}
+
+#[tokio::test]
+async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
+    let h = handler(Config { max_body_bytes: 1024 * 1024, ..config() });
+    let tracks: Vec<Value> = (0..300)
+        .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://h/{i}.mp3?sig={}", "s".repeat(1000))}))
+        .collect();
+    let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big-1", "data": tracks}});
+    let body = body.to_string().into_bytes();
+    let response = h.handle(signed(&body, "big-1")).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&response)["error"], "callback_too_large_to_record");
+    assert_eq!(h.ports().record_count(), 0);
+    assert!(h.ports().messages().is_empty());
 }
 
 #[tokio::test]

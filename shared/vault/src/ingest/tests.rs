@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use proptest::prelude::*;
-use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
+use suno_callbacks::{CallbackEvent, Details, Family, FileRef, MidiInstrument, MidiNote, Stage, TaskId};
 
 use super::*;
 use crate::{FileStatus, Now, TaskRecord, VaultState};
@@ -433,6 +433,74 @@ fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
     assert_eq!(job_names(&claims), vec!["c"], "c's lease ran out; b's (renewed at 10 s) has not");
     assert_eq!(claims.wait_for, vec!["b"]);
     assert_eq!(later.unwrap().files["c"].claim.as_deref(), Some("r3"));
+}
+
+// --- bounds: the record stays well inside DynamoDB's item limit ---------------------------
+
+#[test]
+fn long_messages_are_cut_on_a_character_boundary_and_marked() {
+    let long = "é".repeat(300_000);
+    let mut first = event(Stage::Complete, 200, &[]);
+    first.message = long.clone();
+    let r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    let mut failed = event(Stage::Error, 500, &[]);
+    failed.message = format!("x{long}");
+    let out = ingest_callback(Some(&r), &failed, &body("2"), &claimant("r"), now(1)).record;
+
+    let failure = out.failure.as_ref().unwrap().message.as_str();
+    let kept = [out.message.as_str(), out.callbacks["complete-1"].message.as_str(), failure];
+    for (message, original) in kept.into_iter().zip([&long, &long, &format!("x{long}")]) {
+        assert!(message.len() <= MAX_MESSAGE_BYTES, "{}", message.len());
+        assert!(message.len() > MAX_MESSAGE_BYTES - 100, "{}", message.len());
+        let cut = message.find('…').unwrap();
+        assert!(original.starts_with(&message[..cut]));
+        assert_eq!(&message[cut..], format!("… [truncated: {} bytes in the archived body]", original.len()));
+    }
+    assert_eq!(out.callbacks["error-2"].message, failure);
+
+    let mut exact = event(Stage::Complete, 200, &[]);
+    exact.message = "m".repeat(MAX_MESSAGE_BYTES);
+    let r = ingest_callback(None, &exact, &body("3"), &claimant("r"), now(0)).record;
+    assert_eq!(r.message, exact.message, "a message at the limit is kept whole");
+}
+
+fn midi(notes: usize) -> Details {
+    let note = MidiNote { pitch: 60, start: 0.046875, end: 0.19270833333333334, velocity: 1.0 };
+    Details::Midi {
+        state: Some("complete".into()),
+        instruments: vec![MidiInstrument { name: "Drums".into(), notes: vec![note; notes] }],
+    }
+}
+
+#[test]
+fn details_over_the_limit_become_a_pointer_to_the_archived_body() {
+    let mut small = event(Stage::Final, 200, &[]);
+    small.details = midi(10);
+    let r = ingest_callback(None, &small, &body("s"), &claimant("r"), now(0)).record;
+    assert_eq!(r.details, Some(serde_json::to_value(&small.details).unwrap()));
+
+    let mut large = event(Stage::Final, 200, &[]);
+    large.details = midi(10_000);
+    let full = serde_json::to_string(&large.details).unwrap().len();
+    assert!(full > MAX_DETAILS_BYTES);
+    let out = ingest_callback(Some(&r), &large, &body("l"), &claimant("r"), now(1)).record;
+    assert_eq!(
+        out.details,
+        Some(serde_json::json!({
+            "kind": "in_body", "details_kind": "midi", "bytes": full, "body_key": "tasks/task-1/callbacks/x-l.json"
+        }))
+    );
+    assert!(item_size_estimate(&out) < 10_000, "{}", item_size_estimate(&out));
+}
+
+#[test]
+fn the_item_estimate_counts_what_the_downloader_adds_to_each_file() {
+    let none = ingest_callback(None, &event(Stage::Final, 200, &[]), &body("a"), &claimant("r"), now(0)).record;
+    let one =
+        ingest_callback(None, &event(Stage::Final, 200, &[("a", "https://h/a")]), &body("a"), &claimant("r"), now(0));
+    let json = |r: &TaskRecord| serde_json::to_vec(r).unwrap().len();
+    assert_eq!(item_size_estimate(&none), json(&none));
+    assert_eq!(item_size_estimate(&one.record), json(&one.record) + 512);
 }
 
 // --- property: any order of events ------------------------------------------------------
