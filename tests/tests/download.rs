@@ -332,9 +332,10 @@ async fn redirects_are_followed_only_to_allowed_sources() {
     s.server.route("/s/relative.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
     unlisted.route("/s/x.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
     s.server.route("/r/refused.mp3", Reply::redirect(unlisted.url("/s/x.mp3")));
-    s.server.route("/r/metadata.mp3", Reply::redirect("http://169.254.169.254/latest/meta-data/"));
+    s.server.route("/r/metadata.mp3", Reply::redirect("https://169.254.169.254/latest/meta-data/"));
+    s.server.route("/r/mapped.mp3", Reply::redirect("https://[::ffff:a9fe:a9fe]/latest/meta-data/"));
     s.server.route("/r/loop.mp3", Reply::redirect("/r/loop.mp3"));
-    let names = ["ok", "relative", "refused", "metadata", "loop"];
+    let names = ["ok", "relative", "refused", "metadata", "mapped", "loop"];
     let urls: Vec<String> = names.iter().map(|n| s.server.url(&format!("/r/{n}.mp3"))).collect();
     let pairs: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
     let record = queued_record(&new_task_id(), "vocal_separation", &pairs);
@@ -351,7 +352,10 @@ async fn redirects_are_followed_only_to_allowed_sources() {
     assert_eq!(stored.files["refused"].status, FileStatus::Failed);
     assert!(error("refused").contains("not https and not a listed origin"), "{}", error("refused"));
     assert_eq!(unlisted.hits("/s/x.mp3"), 0, "the refused host was never contacted");
-    assert!(error("metadata").contains("refused source"), "{}", error("metadata"));
+    for name in ["metadata", "mapped"] {
+        assert_eq!(stored.files[name].status, FileStatus::Failed, "{name}");
+        assert!(error(name).contains("refused source"), "{name}: {}", error(name));
+    }
     assert_eq!(error("loop"), "more than 5 redirects");
     assert_eq!(s.server.hits("/r/loop.mp3"), 6, "the first request and 5 redirects");
     assert_eq!(second.hits("/s/ok.mp3"), 1);
@@ -493,11 +497,10 @@ async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
-/// Two invocations get the same message while the first is still copying. (They start
-/// 1 s apart: the emulator does not apply concurrent conditional updates atomically, as
-/// DynamoDB does, so two claims within the same millisecond could both pass there. The unit
-/// tests cover truly simultaneous claims against an atomic in-memory table.)
-#[tokio::test]
+/// Two invocations get the same message at the same moment: exactly one claims and copies
+/// the file, the other finds it claimed and is retried later. (The emulator serialises
+/// DynamoDB requests, so its conditional updates are atomic as in DynamoDB.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_copies_of_one_message_at_once_store_the_file_once() {
     let s = setup(None).await;
     let slow = Reply::delayed(Duration::from_secs(3), Reply::generated(MIB as u64, 5, "audio/mpeg"));
@@ -511,22 +514,20 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
     first.records.truncate(1);
     second.records.remove(0);
 
-    let later = async {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        s.app.handle_batch(second.clone(), deadline()).await
-    };
-    let (first_response, second_response) = tokio::join!(s.app.handle_batch(first.clone(), deadline()), later);
-    assert_eq!(failed_ids(&first_response), Vec::<String>::new(), "the first copy stores the file");
-    let busy_id = second.records[0].message_id.clone().unwrap();
-    assert_eq!(failed_ids(&second_response), vec![busy_id], "the copy that found the file claimed is retried later");
+    let (first_response, second_response) =
+        tokio::join!(s.app.handle_batch(first.clone(), deadline()), s.app.handle_batch(second.clone(), deadline()));
     s.env.finish_batch(&first, &first_response).await;
     s.env.finish_batch(&second, &second_response).await;
+    let failed: Vec<String> = [&first_response, &second_response].into_iter().flat_map(failed_ids).collect();
+    assert_eq!(failed.len(), 1, "one copy stores the file, the one that found it claimed is retried: {failed:?}");
+    let busy = if failed_ids(&first_response).is_empty() { &second } else { &first };
+    assert_eq!(failed, vec![busy.records[0].message_id.clone().unwrap()]);
     assert_eq!(s.server.hits("/s/vocal.mp3"), 1);
     let stored = s.env.task_record(&record.task_id).await;
     assert_eq!(stored.files["vocal"].status, FileStatus::Stored);
     assert_eq!(stored.files["vocal"].attempts, 1);
 
-    s.env.make_visible(&second.records[0]).await;
+    s.env.make_visible(&busy.records[0]).await;
     let (_, response) = s.run_received(1).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
     assert_eq!(s.server.hits("/s/vocal.mp3"), 1, "still downloaded once");
