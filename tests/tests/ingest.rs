@@ -73,8 +73,18 @@ async fn jobs(env: &TestEnv) -> Vec<FileJob> {
         .collect()
 }
 
-/// Each queued message matches its file in the record, and each file is queued under it.
-fn assert_jobs_match_record(jobs: &[FileJob], record: &TaskRecord) {
+/// Each queued message matches its file in the record, and each file is queued under it; each
+/// file of the record has the URL `events` gave it and the key derived from that URL.
+fn assert_jobs_match_record(jobs: &[FileJob], record: &TaskRecord, events: &[&CallbackEvent]) {
+    let brought: BTreeSet<&str> = events.iter().flat_map(|e| e.files.iter().map(|f| f.name.as_str())).collect();
+    assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), brought);
+    for event in events {
+        for file in &event.files {
+            let recorded = &record.files[&file.name];
+            assert_eq!(recorded.url, file.url, "{}", file.name);
+            assert_eq!(recorded.key, s3_key::file_key(&event.task_id, &file.name, &file.url), "{}", file.name);
+        }
+    }
     for job in jobs {
         let file = &record.files[&job.name];
         assert_eq!(
@@ -119,11 +129,11 @@ async fn every_documented_fixture_is_recorded_archived_and_queued() {
         let jobs = jobs(&env).await;
         assert_eq!(jobs.len(), event.files.len(), "{name}: one message per file");
         assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>(), file_names, "{name}");
-        assert_jobs_match_record(&jobs, &record);
+        assert_jobs_match_record(&jobs, &record, &[&event]);
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     let env = TestEnv::new().await;
     let app = Arc::new(App::new(config(&env), &env.config));
@@ -154,7 +164,7 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 12, "exactly one message per file");
     assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>().len(), 12);
-    assert_jobs_match_record(&jobs, &record);
+    assert_jobs_match_record(&jobs, &record, &[&event]);
     assert_eq!(env.keys(&format!("tasks/{}/callbacks/", event.task_id)).await, vec![body_key(&event, &body)]);
 }
 
@@ -211,7 +221,8 @@ async fn stages_arriving_out_of_order_never_move_the_task_back() {
 
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 6, "each file queued once, whichever callback brought it");
-    assert_jobs_match_record(&jobs, &record);
+    let events = [parse_callback(&complete).unwrap(), parse_callback(&first).unwrap()];
+    assert_jobs_match_record(&jobs, &record, &[&events[0], &events[1]]);
     assert_eq!(env.keys("tasks/a1b2c3d4e5f6/callbacks/").await.len(), 3);
 }
 
@@ -297,9 +308,13 @@ async fn an_unknown_family_is_still_recorded() {
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
     let record = env.record("f00dfeed42").await.unwrap();
     assert_eq!((record.family.as_str(), record.stage.as_str()), ("unknown", "final"));
+    let files: Vec<(&str, &str, &str)> =
+        record.files.iter().map(|(name, f)| (name.as_str(), f.url.as_str(), f.key.as_str())).collect();
+    assert_eq!(files, vec![("result/cover", "https://cdn.example/c.png", "tasks/f00dfeed42/result/cover.png")]);
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].key, "tasks/f00dfeed42/result/cover.png");
+    assert_jobs_match_record(&jobs, &record, &[&parse_callback(body).unwrap()]);
 }
 
 #[tokio::test]
@@ -329,7 +344,7 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
     assert_eq!(record.deliveries, 2);
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 12);
-    assert_jobs_match_record(&jobs, &record);
+    assert_jobs_match_record(&jobs, &record, &[&event]);
 }
 
 #[test]

@@ -547,6 +547,10 @@ proptest! {
 
             if let Some(before) = &record {
                 prop_assert!(rank(&next.stage) >= rank(&before.stage), "{} -> {}", before.stage, next.stage);
+                if rank(&before.stage) == 2 {
+                    prop_assert_eq!(&next.stage, &before.stage, "a task that ended keeps its stage");
+                    prop_assert_eq!((next.code, &next.message), (before.code, &before.message));
+                }
                 prop_assert_eq!(next.version, before.version + 1);
                 prop_assert_eq!(next.deliveries, before.deliveries + 1);
             }
