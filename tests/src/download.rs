@@ -21,20 +21,9 @@ pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> Tas
         .iter()
         .map(|(name, url)| {
             let entry = FileEntry {
-                url: (*url).to_owned(),
-                key: s3_key::file_key(&id, name, url),
                 status: FileStatus::Queued,
-                stage: "complete".into(),
-                claim: None,
-                lease_until: None,
                 queued_at: Some("2026-11-23T15:00:00.000Z".into()),
-                message_id: None,
-                attempts: 0,
-                bytes: None,
-                sha256: None,
-                content_type: None,
-                stored_at: None,
-                error: None,
+                ..FileEntry::pending(url, s3_key::file_key(&id, name, url), "complete")
             };
             ((*name).to_owned(), entry)
         })

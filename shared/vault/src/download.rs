@@ -162,22 +162,7 @@ mod tests {
     use crate::{FileEntry, ManifestFile, PublicFileStatus};
 
     fn file(url: &str, status: FileStatus) -> FileEntry {
-        FileEntry {
-            url: url.to_owned(),
-            key: "tasks/t1/vocal.mp3".to_owned(),
-            status,
-            stage: "first".to_owned(),
-            claim: None,
-            lease_until: None,
-            queued_at: None,
-            message_id: None,
-            attempts: 0,
-            bytes: None,
-            sha256: None,
-            content_type: None,
-            stored_at: None,
-            error: None,
-        }
+        FileEntry { status, ..FileEntry::pending(url, "tasks/t1/vocal.mp3".to_owned(), "first") }
     }
 
     fn record(files: Vec<(&str, FileEntry)>) -> TaskRecord {

@@ -15,22 +15,7 @@ fn url(name: &str) -> String {
 }
 
 fn entry(name: &str, status: FileStatus) -> FileEntry {
-    FileEntry {
-        url: url(name),
-        key: format!("tasks/{TASK}/{name}.mp3"),
-        status,
-        stage: "first".into(),
-        claim: None,
-        lease_until: None,
-        queued_at: None,
-        message_id: None,
-        attempts: 0,
-        bytes: None,
-        sha256: None,
-        content_type: None,
-        stored_at: None,
-        error: None,
-    }
+    FileEntry { status, ..FileEntry::pending(&url(name), format!("tasks/{TASK}/{name}.mp3"), "first") }
 }
 
 fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
