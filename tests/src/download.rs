@@ -43,6 +43,7 @@ pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> Tas
         streams: BTreeMap::new(),
         details: None,
         vault: VaultState::Pending,
+        open: Some(stemvault_vault::OPEN_MARKER.into()),
         failure: None,
         manifest_key: None,
         manifest_lease_until: None,

@@ -158,6 +158,7 @@ async fn stores_audio_images_and_video_of_several_sizes() {
     assert_eq!(s.env.queue_depth().await, (0, 0), "every message deleted");
 
     assert_eq!(stored.vault, VaultState::Complete);
+    assert_eq!(stored.open, None, "a settled task leaves the sweeper's open-tasks index");
     assert_eq!(stored.manifest_key.as_deref(), Some(format!("tasks/{task}/manifest.json").as_str()));
     let manifest = s.manifest(&task).await;
     assert_eq!((manifest.task_id.as_str(), manifest.family.as_str()), (task.as_str(), "vocal_separation"));

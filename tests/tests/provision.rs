@@ -18,6 +18,17 @@ async fn table_bucket_and_queues_match_the_template() {
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].attribute_name(), "task_id");
     assert_eq!(keys[0].key_type(), &KeyType::Hash);
+    let indexes = table.global_secondary_indexes();
+    assert_eq!(indexes.len(), 1);
+    let open_tasks = &indexes[0];
+    assert_eq!(open_tasks.index_name(), Some(stemvault_vault::OPEN_TASKS_INDEX));
+    let index_keys: Vec<(&str, &KeyType)> =
+        open_tasks.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    assert_eq!(index_keys, [("open", &KeyType::Hash), ("last_received_at", &KeyType::Range)]);
+    assert_eq!(
+        open_tasks.projection().and_then(|p| p.projection_type()),
+        Some(&aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
+    );
     assert_eq!(table.billing_mode_summary().and_then(|b| b.billing_mode()), Some(&BillingMode::PayPerRequest));
 
     let backups = env.dynamo.describe_continuous_backups().table_name(&env.resources.table_name).send().await.unwrap();

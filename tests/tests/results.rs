@@ -44,6 +44,7 @@ fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
         streams: BTreeMap::new(),
         details: None,
         vault: VaultState::Pending,
+        open: None,
         failure: None,
         manifest_key: None,
         manifest_lease_until: None,

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
-use stemvault_vault::{FileStatus, Manifest, Now, TaskRecord, VaultState};
+use stemvault_vault::{FileStatus, Manifest, Now, OPEN_MARKER, TaskRecord, VaultState};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
@@ -233,10 +233,12 @@ impl SettleTask for Adapters {
     ) -> Result<Conditional, TableError> {
         let request = self
             .update(task_id)
-            .update_expression("SET #vault = :settled, #ml = :lease, #version = #version + :one")
+            // Dropping `open` takes the task out of the sweeper's index.
+            .update_expression("SET #vault = :settled, #ml = :lease, #version = #version + :one REMOVE #open")
             .condition_expression("#version = :expected")
             .expression_attribute_names("#vault", "vault")
             .expression_attribute_names("#ml", "manifest_lease_until")
+            .expression_attribute_names("#open", "open")
             .expression_attribute_values(":settled", s(vault_str(vault)))
             .expression_attribute_values(":lease", n(lease_until))
             .expression_attribute_values(":expected", n(expected_version));
@@ -266,9 +268,11 @@ impl SettleTask for Adapters {
     async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, TableError> {
         let request = self
             .update(task_id)
-            .update_expression("SET #vault = :pending, #version = #version + :one REMOVE #mk, #ml")
+            .update_expression("SET #vault = :pending, #open = :open, #version = #version + :one REMOVE #mk, #ml")
             .condition_expression("#version = :expected")
             .expression_attribute_names("#vault", "vault")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":open", s(OPEN_MARKER))
             .expression_attribute_names("#mk", "manifest_key")
             .expression_attribute_names("#ml", "manifest_lease_until")
             .expression_attribute_values(":pending", s(vault_str(VaultState::Pending)))

@@ -331,6 +331,7 @@ impl SettleTask for MemoryPorts {
             return Ok(Conditional::Conflict);
         }
         record.vault = vault;
+        record.open = None;
         record.manifest_lease_until = Some(lease_until);
         record.version += 1;
         Ok(Conditional::Applied)
@@ -361,6 +362,7 @@ impl SettleTask for MemoryPorts {
             return Ok(Conditional::Conflict);
         }
         record.vault = VaultState::Pending;
+        record.sync_open_marker();
         record.manifest_key = None;
         record.manifest_lease_until = None;
         record.version += 1;

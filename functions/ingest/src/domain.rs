@@ -208,8 +208,8 @@ async fn record<P: IngestPorts>(
 }
 
 /// Send the claimed jobs, mark the sent ones queued, release the rest. Returns how many
-/// were sent.
-async fn send_claimed<P: IngestPorts>(
+/// were sent. The sweeper sends what it claims through here too.
+pub(crate) async fn send_claimed<P: EnqueueFiles + MarkQueued + ReleaseClaims + Clock>(
     ports: &P,
     task: &TaskId,
     claimant: &Claimant,

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod handler;
 pub mod memory;
+pub mod sweep;
 
 pub use app::App;
 pub use config::{Config, ConfigError};

@@ -235,3 +235,31 @@ impl Clock for MemoryPorts {
         }
     }
 }
+
+/// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
+/// page (so sweeps over a few tasks already page).
+impl crate::sweep::ListOpenTasks for MemoryPorts {
+    async fn open_tasks(
+        &self,
+        received_before: &str,
+        after: Option<&crate::sweep::OpenTask>,
+    ) -> Result<crate::sweep::OpenTaskPage, StoreError> {
+        const PAGE: usize = 2;
+        self.interleave().await;
+        let mut open: Vec<crate::sweep::OpenTask> = lock(&self.records)
+            .values()
+            .filter(|r| r.open.is_some() && r.last_received_at.as_str() < received_before)
+            .map(|r| crate::sweep::OpenTask {
+                task_id: r.task_id.clone(),
+                last_received_at: r.last_received_at.clone(),
+            })
+            .collect();
+        open.sort_by(|a, b| (&a.last_received_at, &a.task_id).cmp(&(&b.last_received_at, &b.task_id)));
+        if let Some(after) = after {
+            open.retain(|t| (&t.last_received_at, &t.task_id) > (&after.last_received_at, &after.task_id));
+        }
+        let next = (open.len() > PAGE).then(|| open[PAGE - 1].clone());
+        open.truncate(PAGE);
+        Ok(crate::sweep::OpenTaskPage { tasks: open, next })
+    }
+}

@@ -177,6 +177,7 @@ pub(crate) mod tests {
             streams: BTreeMap::new(),
             details: None,
             vault: VaultState::Pending,
+            open: None,
             failure: None,
             manifest_key: None,
             manifest_lease_until: None,

@@ -2,8 +2,8 @@
 //! declares. Used by the local runner and the integration tests, never by a Lambda.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, PointInTimeRecoverySpecification, ScalarAttributeType,
-    SseSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType, SseSpecification,
 };
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus,
@@ -50,30 +50,41 @@ pub async fn provision(config: &aws_config::SdkConfig, base: &str) -> Result<Res
     Ok(Resources { table_name, bucket_name, queue_url, queue_arn, dlq_url })
 }
 
-/// The task table: partition key `task_id` (S), on demand.
+fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| describe("table attribute", e))
+}
+
+fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, String> {
+    KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(|e| describe("table key", e))
+}
+
+/// The task table: partition key `task_id` (S), on demand, with the sparse `open-tasks`
+/// index (partition `open`, sort `last_received_at`, keys only) the sweeper queries.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
     let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
         return Ok(());
     }
+    let open_tasks = GlobalSecondaryIndex::builder()
+        .index_name(stemvault_vault::OPEN_TASKS_INDEX)
+        .key_schema(key("open", KeyType::Hash)?)
+        .key_schema(key("last_received_at", KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .map_err(|e| describe("open-tasks index", e))?;
     client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("task_id")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| describe("table attribute", e))?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("task_id")
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(|e| describe("table key", e))?,
-        )
+        .attribute_definitions(string_attribute("task_id")?)
+        .attribute_definitions(string_attribute("open")?)
+        .attribute_definitions(string_attribute("last_received_at")?)
+        .key_schema(key("task_id", KeyType::Hash)?)
+        .global_secondary_indexes(open_tasks)
         .sse_specification(SseSpecification::builder().enabled(true).build())
         .send()
         .await

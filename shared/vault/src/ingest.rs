@@ -80,6 +80,8 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 /// * Files are only ever added. A file that failed for good is reopened by a new URL; a file
 ///   not yet downloading or stored takes the new URL of an event at (or setting) the task's
 ///   stage. New or reopened files reopen the vault.
+/// * `open` is set while the vault is pending (a new record with files, or a reopen) and
+///   absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
@@ -113,6 +115,8 @@ pub fn ingest_callback(
             (record, duplicate)
         }
     };
+    // Also marks records written before the marker existed.
+    record.sync_open_marker();
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
     let claims = claim_files(&mut record, claimant, now, &wanted);
     Merge { record, duplicate, claims }
@@ -149,6 +153,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
         streams: BTreeMap::new(),
         details: None,
         vault: VaultState::Complete,
+        open: None,
         failure: None,
         manifest_key: None,
         manifest_lease_until: None,

@@ -12,5 +12,8 @@ pub mod time;
 
 pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
-pub use record::{CallbackEntry, FailureEntry, FileEntry, FileStatus, PublicFileStatus, TaskRecord, VaultState};
+pub use record::{
+    CallbackEntry, FailureEntry, FileEntry, FileStatus, OPEN_MARKER, OPEN_TASKS_INDEX, PublicFileStatus, TaskRecord,
+    VaultState,
+};
 pub use time::Now;

@@ -44,6 +44,11 @@ pub struct TaskRecord {
     pub details: Option<serde_json::Value>,
     /// `pending` until every file is stored or failed for good; then `complete` or `partial`.
     pub vault: VaultState,
+    /// [`OPEN_MARKER`] exactly while `vault` is `pending`, absent otherwise: the partition key
+    /// of the sparse `open-tasks` index, through which the sweeper finds unsettled tasks
+    /// without scanning the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open: Option<String>,
     /// A failure callback that arrived after the task had already succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureEntry>,
@@ -58,6 +63,12 @@ pub struct TaskRecord {
     /// Optimistic-concurrency counter; every write increments it.
     pub version: u64,
 }
+
+/// The value of [`TaskRecord::open`] while the vault is pending (the index's one partition).
+pub const OPEN_MARKER: &str = "open";
+
+/// The sparse global secondary index over [`TaskRecord::open`] and `last_received_at`.
+pub const OPEN_TASKS_INDEX: &str = "open-tasks";
 
 /// One distinct callback body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +211,11 @@ pub enum VaultState {
 }
 
 impl TaskRecord {
+    /// Set [`TaskRecord::open`] from `vault`: present while pending, absent once settled.
+    pub fn sync_open_marker(&mut self) {
+        self.open = (self.vault == VaultState::Pending).then(|| OPEN_MARKER.to_owned());
+    }
+
     /// Every file is stored or failed for good (a task without files is settled too).
     pub fn files_settled(&self) -> bool {
         self.files.values().all(|f| f.status.is_settled())

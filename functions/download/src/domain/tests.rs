@@ -34,6 +34,7 @@ fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
         streams: BTreeMap::new(),
         details: None,
         vault: VaultState::Pending,
+        open: Some(stemvault_vault::OPEN_MARKER.into()),
         failure: None,
         manifest_key: None,
         manifest_lease_until: None,
@@ -161,6 +162,7 @@ async fn retryable_failures_release_the_file_and_back_off() {
     serve(&ports, "vocal", b"finally");
     assert!(matches!(run(&ports, "vocal", 4).await, Outcome::Stored(_)));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+    assert_eq!(ports.record(TASK).open, None, "settling removes the open-tasks marker");
 }
 
 #[tokio::test]

@@ -408,6 +408,59 @@ fn last_received_never_goes_back() {
 }
 
 #[test]
+fn the_open_marker_follows_the_vault_through_merges() {
+    let with_files = ingest_callback(
+        None,
+        &event(Stage::First, 200, &[("vocal", "https://h/v.mp3")]),
+        &body("aa"),
+        &claimant("req-1"),
+        now(0),
+    );
+    assert_eq!(with_files.record.open.as_deref(), Some(crate::OPEN_MARKER));
+    let json = serde_json::to_value(&with_files.record).unwrap();
+    assert_eq!(json["open"], "open");
+
+    let without_files = ingest_callback(None, &event(Stage::Final, 200, &[]), &body("bb"), &claimant("req-2"), now(0));
+    assert_eq!(without_files.record.vault, VaultState::Complete);
+    assert_eq!(without_files.record.open, None);
+    assert!(serde_json::to_value(&without_files.record).unwrap().get("open").is_none(), "absent, not null");
+
+    // The downloader settles the vault and removes the marker; a new file reopens both.
+    let mut settled = with_files.record.clone();
+    set_status(&mut settled, "vocal", FileStatus::Stored);
+    settled.vault = VaultState::Complete;
+    settled.open = None;
+    let same_file = ingest_callback(
+        Some(&settled),
+        &event(Stage::First, 200, &[("vocal", "https://h/v.mp3")]),
+        &body("cc"),
+        &claimant("req-3"),
+        now(5),
+    );
+    assert_eq!((same_file.record.vault, same_file.record.open.as_deref()), (VaultState::Complete, None));
+    let reopened = ingest_callback(
+        Some(&settled),
+        &event(Stage::Final, 200, &[("drums", "https://h/d.mp3")]),
+        &body("dd"),
+        &claimant("req-3"),
+        now(5),
+    );
+    assert_eq!((reopened.record.vault, reopened.record.open.as_deref()), (VaultState::Pending, Some("open")));
+
+    // A pending record written before the marker existed gets it on its next delivery.
+    let mut legacy = with_files.record.clone();
+    legacy.open = None;
+    let marked = ingest_callback(
+        Some(&legacy),
+        &event(Stage::First, 200, &[("vocal", "https://h/v.mp3")]),
+        &body("aa"),
+        &claimant("req-4"),
+        now(6),
+    );
+    assert_eq!(marked.record.open.as_deref(), Some("open"));
+}
+
+#[test]
 fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
     let e =
         event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3"), ("c", "https://h/c.mp3")]);
