@@ -14,9 +14,71 @@ use std::path::{Path, PathBuf};
 use serde_yaml::Value;
 use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS};
 
-/// (crate directory under functions/, logical id in template.yaml)
-const FUNCTIONS: &[(&str, &str)] =
-    &[("ingest", "IngestFunction"), ("download", "DownloadFunction"), ("results", "ResultsFunction")];
+/// One deployed function: its crate under functions/, its logical id in template.yaml, its
+/// binary, the file naming its variables, and which of the crate's sources it runs.
+struct Function {
+    crate_dir: &'static str,
+    logical_id: &'static str,
+    binary: &'static str,
+    config: &'static str,
+    sources: Sources,
+}
+
+/// Paths under the crate's `src/` (a trailing `/` means a directory).
+enum Sources {
+    Except(&'static [&'static str]),
+    Only(&'static [&'static str]),
+}
+
+/// The sweeper shares the ingest crate: these files are its own, plus the shared table+queue
+/// adapter.
+const SWEEPER_ONLY: &[&str] = &["sweep.rs", "sweep/", "bin/sweeper.rs"];
+
+const FUNCTIONS: &[Function] = &[
+    Function {
+        crate_dir: "ingest",
+        logical_id: "IngestFunction",
+        binary: "ingest",
+        config: "config.rs",
+        sources: Sources::Except(SWEEPER_ONLY),
+    },
+    Function {
+        crate_dir: "ingest",
+        logical_id: "SweeperFunction",
+        binary: "sweeper",
+        config: "sweep/config.rs",
+        sources: Sources::Only(&["sweep.rs", "sweep/", "bin/sweeper.rs", "aws/claims.rs"]),
+    },
+    Function {
+        crate_dir: "download",
+        logical_id: "DownloadFunction",
+        binary: "download",
+        config: "config.rs",
+        sources: Sources::Except(&[]),
+    },
+    Function {
+        crate_dir: "results",
+        logical_id: "ResultsFunction",
+        binary: "results",
+        config: "config.rs",
+        sources: Sources::Except(&[]),
+    },
+];
+
+impl Sources {
+    fn includes(&self, relative: &Path) -> bool {
+        let matches = |patterns: &[&str]| {
+            patterns.iter().any(|p| match p.strip_suffix('/') {
+                Some(dir) => relative.starts_with(dir),
+                None => relative == Path::new(p),
+            })
+        };
+        match self {
+            Sources::Except(patterns) => !matches(patterns),
+            Sources::Only(patterns) => matches(patterns),
+        }
+    }
+}
 
 /// Every function writes its logs; Lambda needs these on the function's own log group.
 const LOG_ACTIONS: &[&str] = &["logs:CreateLogStream", "logs:PutLogEvents"];
@@ -41,7 +103,8 @@ mod scan {
 
     /// SDK fluent operations and the IAM actions that authorise them. Multipart uploads are
     /// authorised by s3:PutObject, batch sends by sqs:SendMessage, HeadObject by s3:GetObject.
-    /// (DynamoDB `query`/`scan` are left out: `.query()` is also `url::Url::query`.)
+    /// (DynamoDB `query`/`scan` are left out: `.query()` is also `url::Url::query`; see
+    /// [`dynamodb_reads`].)
     pub const SDK_CALLS: &[(&str, &[&str])] = &[
         ("get_item", &["dynamodb:GetItem"]),
         ("put_item", &["dynamodb:PutItem"]),
@@ -82,6 +145,31 @@ mod scan {
             .filter(|(op, _)| code.contains(&format!(".{op}()")))
             .flat_map(|(_, actions)| actions.iter().map(|a| a.to_string()))
             .collect()
+    }
+
+    /// DynamoDB Query and Scan: `.query()`/`.scan()` called on a receiver named `…client`
+    /// (`self.table.client.query()`, `dynamodb_client.scan()`), unlike `url.query()`.
+    pub fn dynamodb_reads(code: &str) -> BTreeSet<String> {
+        let mut actions = BTreeSet::new();
+        for (op, action) in [("query", "dynamodb:Query"), ("scan", "dynamodb:Scan")] {
+            let needle = format!(".{op}()");
+            let on_client = code.match_indices(&needle).any(|(at, _)| {
+                let before = code[..at].trim_end();
+                let ident: String = before
+                    .chars()
+                    .rev()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                ident.to_ascii_lowercase().ends_with("client")
+            });
+            if on_client {
+                actions.insert(action.to_owned());
+            }
+        }
+        actions
     }
 
     /// Calls of `method` on a receiver whose name ends in `table` (`self.table.get(`,
@@ -324,15 +412,19 @@ struct Needs {
     actions: BTreeSet<String>,
 }
 
-fn needs_of(crate_dir: &str) -> Needs {
-    let root = repo().join("functions").join(crate_dir);
-    let sources = scan::production_sources(&root.join("src"));
-    let config = read(&root.join("src/config.rs"));
+fn needs_of(function: &Function) -> Needs {
+    let root = repo().join("functions").join(function.crate_dir);
+    let src = root.join("src");
+    let mut sources = scan::production_sources(&src);
+    sources.retain(|path, _| path.strip_prefix(&src).is_ok_and(|relative| function.sources.includes(relative)));
+    assert!(sources.contains_key(&src.join(function.config)), "{}: config not among its sources", function.logical_id);
+    let config = read(&src.join(function.config));
     let mut variables = scan::variable_literals(&scan::production_part(&config).0);
     let mut actions = BTreeSet::new();
     for code in sources.values() {
         variables.extend(scan::env_var_reads(code));
         actions.extend(scan::sdk_actions(code));
+        actions.extend(scan::dynamodb_reads(code));
     }
     if read(&root.join("Cargo.toml")).contains("stemvault-aws") {
         let shared = scan::production_sources(&repo().join("shared/aws/src"));
@@ -382,12 +474,14 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     }
     match cfn::sub(resource) {
         Some(s) if s == "${VaultBucket.Arn}/tasks/*" => "objects under tasks/".into(),
+        Some(s) if s == "${TaskTable.Arn}/index/open-tasks" => "the open-tasks index".into(),
         _ => format!("{resource:?}"),
     }
 }
 
 fn expected_kind(action: &str) -> &'static str {
     match action.split(':').next() {
+        Some("dynamodb") if action == "dynamodb:Query" => "the open-tasks index",
         Some("dynamodb") => "the task table",
         Some("sqs") => "the download queue",
         Some("logs") => "its own log group",
@@ -457,7 +551,7 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
 #[test]
 fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
     let template = template();
-    for (crate_dir, function) in FUNCTIONS {
+    for Function { crate_dir, logical_id: function, binary, .. } in FUNCTIONS {
         let props = cfn::function_properties(&template, function);
         assert_eq!(props["Runtime"], "provided.al2023", "{function}");
         assert_eq!(props["Handler"], "bootstrap", "{function}");
@@ -466,9 +560,10 @@ fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
         let metadata = &cfn::resource(&template, function)["Metadata"];
         assert_eq!(metadata["BuildMethod"], "rust-cargolambda", "{function}");
         let manifest = read(&repo().join("functions").join(crate_dir).join("Cargo.toml"));
-        let bin_section = manifest.split("[[bin]]").nth(1).unwrap_or_else(|| panic!("{crate_dir} declares no [[bin]]"));
-        let bin_name = bin_section.split('"').nth(1).expect("bin name");
-        assert_eq!(metadata["BuildProperties"]["Binary"], bin_name, "{function}");
+        let bin_names: Vec<&str> =
+            manifest.split("[[bin]]").skip(1).map(|section| section.split('"').nth(1).expect("bin name")).collect();
+        assert!(bin_names.contains(binary), "{crate_dir} declares no [[bin]] {binary}: {bin_names:?}");
+        assert_eq!(metadata["BuildProperties"]["Binary"], *binary, "{function}");
     }
 }
 
@@ -476,11 +571,12 @@ fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
 fn every_function_sets_exactly_the_variables_its_code_reads() {
     let template = template();
     let mut problems = Vec::new();
-    for (crate_dir, function) in FUNCTIONS {
-        let needs = needs_of(crate_dir);
-        assert!(needs.variables.contains("TABLE_NAME"), "{crate_dir}: scanner found {:?}", needs.variables);
-        assert!(needs.variables.contains("LOG_LEVEL"), "{crate_dir}: logging's LOG_LEVEL not found");
-        problems.extend(environment_problems(&template, function, &needs.variables));
+    for function in FUNCTIONS {
+        let needs = needs_of(function);
+        let name = function.logical_id;
+        assert!(needs.variables.contains("TABLE_NAME"), "{name}: scanner found {:?}", needs.variables);
+        assert!(needs.variables.contains("LOG_LEVEL"), "{name}: logging's LOG_LEVEL not found");
+        problems.extend(environment_problems(&template, name, &needs.variables));
     }
     assert!(problems.is_empty(), "template.yaml environment disagrees with the code:\n{}", problems.join("\n"));
 }
@@ -489,11 +585,16 @@ fn every_function_sets_exactly_the_variables_its_code_reads() {
 fn every_policy_grants_exactly_the_calls_its_code_makes() {
     let template = template();
     let mut problems = Vec::new();
-    for (crate_dir, function) in FUNCTIONS {
-        let needs = needs_of(crate_dir);
-        assert!(needs.actions.contains("dynamodb:GetItem"), "{crate_dir}: scanner found {:?}", needs.actions);
-        let extra = if *crate_dir == "download" { EVENT_SOURCE_ACTIONS } else { &[] };
-        problems.extend(policy_problems(&template, function, &needs.actions, extra));
+    for function in FUNCTIONS {
+        let needs = needs_of(function);
+        let name = function.logical_id;
+        assert!(needs.actions.contains("dynamodb:GetItem"), "{name}: scanner found {:?}", needs.actions);
+        if name == "SweeperFunction" {
+            assert!(needs.actions.contains("dynamodb:Query"), "{name}: scanner found {:?}", needs.actions);
+            assert!(!needs.actions.contains("s3:PutObject"), "{name}: ingest's archive is not the sweeper's");
+        }
+        let extra = if name == "DownloadFunction" { EVENT_SOURCE_ACTIONS } else { &[] };
+        problems.extend(policy_problems(&template, name, &needs.actions, extra));
     }
     assert!(problems.is_empty(), "template.yaml policies disagree with the code:\n{}", problems.join("\n"));
 }
@@ -553,6 +654,23 @@ fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
     );
     assert_eq!(routes("ResultsFunction"), BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM")]));
     assert!(routes("DownloadFunction").is_empty());
+    assert!(routes("SweeperFunction").is_empty());
+}
+
+#[test]
+fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
+    let template = template();
+    let sweeper = cfn::function_properties(&template, "SweeperFunction");
+    let schedule = &sweeper["Events"]["Schedule"];
+    assert_eq!(schedule["Type"], "Schedule");
+    assert_eq!(schedule["Properties"]["Schedule"], "rate(5 minutes)");
+    let index = &cfn::resource(&template, "TaskTable")["Properties"]["GlobalSecondaryIndexes"][0];
+    assert_eq!(index["IndexName"], stemvault_vault::OPEN_TASKS_INDEX);
+    let keys: Vec<(&str, &str)> = cfn::as_list(&index["KeySchema"])
+        .into_iter()
+        .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [("open", "HASH"), ("last_received_at", "RANGE")]);
 }
 
 #[test]
@@ -611,6 +729,14 @@ fn scanner_finds_calls_and_variables_in_production_code_only() {
     );
     assert_eq!(scan::env_var_reads(&code), BTreeSet::from(["AWS_REGION", "EXTRA_FLAG"].map(String::from)));
     assert!(scan::ignored_variable("AWS_REGION") && !scan::ignored_variable("EXTRA_FLAG"));
+}
+
+#[test]
+fn dynamodb_query_is_told_apart_from_url_query() {
+    let url_only = "let q = url.query();\nlet r = request.uri().query();";
+    assert!(scan::dynamodb_reads(url_only).is_empty());
+    let on_client = "self.table\n    .client\n    .query()\n    .index_name(INDEX)";
+    assert_eq!(scan::dynamodb_reads(on_client), BTreeSet::from(["dynamodb:Query".to_owned()]));
 }
 
 #[test]
