@@ -46,6 +46,11 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
     let _ = writeln!(text, "  callbacks:   POST {}", info.auth.callback_url(&info.base_url));
     let _ = writeln!(text, "  results:     GET  {}/tasks/<task_id>", info.base_url);
     let _ = writeln!(text, "  downloader:  polling {}", info.queue_url);
+    let _ = writeln!(
+        text,
+        "  sweeper:     re-enqueues orphaned files every {} s",
+        crate::pipeline::SWEEP_INTERVAL.as_secs()
+    );
     let _ = writeln!(text, "  vault:       table {}, bucket {}", info.table_name, info.bucket_name);
     if let Some(endpoint) = &info.aws_endpoint_url {
         let _ = writeln!(text, "  emulator:    {endpoint}");

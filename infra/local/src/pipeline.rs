@@ -3,7 +3,7 @@
 //! and run the download pollers, until stopped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::net::TcpListener;
@@ -14,10 +14,13 @@ use crate::http::{LambdaHttp, Route};
 use crate::poller::{BatchHandler, QueueSource};
 use crate::run_info::RunInfo;
 use crate::settings::{Overlay, generate_dev_key};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, StopSignal};
 
 /// How many download pollers run side by side (Lambda runs several batches concurrently too).
 pub const DEFAULT_POLLERS: usize = 2;
+
+/// How often the local runner sweeps for orphaned files (the deployed schedule: 5 minutes).
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -111,6 +114,8 @@ impl Pipeline {
             stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
+        let sweeper = stemvault_ingest::sweep::config::SweeperConfig::from_lookup(&lookup)
+            .map_err(|e| config_error("sweeper")(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk),
             results: stemvault_results::App::new(results, &sdk),
@@ -151,6 +156,8 @@ impl Pipeline {
                 shutdown.signal(),
             )));
         }
+        let sweeper = stemvault_ingest::sweep::app::SweeperApp::new(sweeper, &sdk);
+        tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
         Ok(Pipeline {
             info,
             generated_key: overlay.generated_hmac_key.clone(),
@@ -168,6 +175,20 @@ impl Pipeline {
             if let Err(e) = task.await {
                 tracing::warn!(error = %e, "a runner task ended abnormally");
             }
+        }
+    }
+}
+
+/// The scheduled sweeper, locally: one sweep every `interval` until stopped.
+async fn sweep_every(sweeper: stemvault_ingest::sweep::app::SweeperApp, interval: Duration, mut stop: StopSignal) {
+    loop {
+        tokio::select! {
+            _ = stop.stopped() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        if let Err(e) = sweeper.run_within(&run_id, interval).await {
+            tracing::warn!(error = %e, "sweep failed; the next one retries");
         }
     }
 }

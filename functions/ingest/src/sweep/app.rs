@@ -19,6 +19,11 @@ impl SweeperApp {
         SweeperApp { ports: ClaimPorts::new(sdk, &config.table_name, &config.queue_url), settings }
     }
 
+    /// One sweep that stops taking tasks after `budget` (the local runner's clock).
+    pub async fn run_within(&self, run_id: &str, budget: std::time::Duration) -> Result<SweepReport, StoreError> {
+        self.run(run_id, Now::system().plus(budget)).await
+    }
+
     /// One sweep, its claims named `sweeper-<run_id>`, stopping by `stop_at`.
     pub async fn run(&self, run_id: &str, stop_at: Now) -> Result<SweepReport, StoreError> {
         let span = tracing::info_span!("sweep", run_id);
