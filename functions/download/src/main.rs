@@ -9,13 +9,7 @@ use stemvault_vault::Now;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stemvault_aws::logging::init();
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("download: configuration error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let config = stemvault_aws::config_or_exit("download", Config::from_env());
     let sdk = stemvault_aws::sdk_config().await;
     let app = App::new(config, &sdk);
     let app = &app;

@@ -7,6 +7,15 @@ pub mod table;
 
 pub use table::{TableError, TaskTable};
 
+/// A function's configuration, or exit with a clear message: a Lambda that cannot be
+/// configured must not start (the message shows in its init logs).
+pub fn config_or_exit<T, E: std::fmt::Display>(function: &str, config: Result<T, E>) -> T {
+    config.unwrap_or_else(|e| {
+        eprintln!("{function}: configuration error: {e}");
+        std::process::exit(2)
+    })
+}
+
 /// Load the SDK configuration once, at start-up.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await

@@ -9,13 +9,7 @@ const DEADLINE_MARGIN_MS: i64 = 10_000;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     stemvault_aws::logging::init();
-    let config = match SweeperConfig::from_env() {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("sweeper: configuration error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let config = stemvault_aws::config_or_exit("sweeper", SweeperConfig::from_env());
     let sdk = stemvault_aws::sdk_config().await;
     let app = SweeperApp::new(config, &sdk);
     let app = &app;
