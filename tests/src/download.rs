@@ -2,7 +2,7 @@
 //! (as ingest would have left them), SQS deliveries built the way Lambda builds them from
 //! real queue messages, and the download function configured for a local file server.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -29,25 +29,10 @@ pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> Tas
         })
         .collect();
     TaskRecord {
-        task_id: task_id.to_owned(),
-        family: family.to_owned(),
-        stage: "complete".into(),
-        code: 200,
-        message: "success".into(),
-        succeeded: true,
-        first_received_at: "2026-11-23T15:00:00.000Z".into(),
-        last_received_at: "2026-11-23T15:00:00.000Z".into(),
-        deliveries: 1,
-        callbacks: BTreeMap::new(),
         files,
-        streams: BTreeMap::new(),
-        details: None,
         vault: VaultState::Pending,
         open: Some(stemvault_vault::OPEN_MARKER.into()),
-        failure: None,
-        manifest_key: None,
-        manifest_lease_until: None,
-        version: 1,
+        ..TaskRecord::new(task_id, family, "complete", 200, "success", "2026-11-23T15:00:00.000Z")
     }
 }
 

@@ -30,25 +30,16 @@ fn app(env: &TestEnv, expiry_seconds: u64) -> App {
 
 fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
     TaskRecord {
-        task_id: task_id.to_owned(),
-        family: "vocal_separation".into(),
-        stage: "complete".into(),
-        code: 200,
-        message: "vocal separation done".into(),
-        succeeded: true,
-        first_received_at: "2026-11-23T15:00:00.000Z".into(),
-        last_received_at: "2026-11-23T15:00:00.000Z".into(),
-        deliveries: 1,
-        callbacks: BTreeMap::new(),
         files,
-        streams: BTreeMap::new(),
-        details: None,
         vault: VaultState::Pending,
-        open: None,
-        failure: None,
-        manifest_key: None,
-        manifest_lease_until: None,
-        version: 1,
+        ..TaskRecord::new(
+            task_id,
+            "vocal_separation",
+            "complete",
+            200,
+            "vocal separation done",
+            "2026-11-23T15:00:00.000Z",
+        )
     }
 }
 

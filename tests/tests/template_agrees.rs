@@ -86,7 +86,7 @@ const LOG_ACTIONS: &[&str] = &["logs:CreateLogStream", "logs:PutLogEvents"];
 const EVENT_SOURCE_ACTIONS: &[&str] = &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"];
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn read(path: &Path) -> String {
@@ -153,23 +153,19 @@ mod scan {
         let mut actions = BTreeSet::new();
         for (op, action) in [("query", "dynamodb:Query"), ("scan", "dynamodb:Scan")] {
             let needle = format!(".{op}()");
-            let on_client = code.match_indices(&needle).any(|(at, _)| {
-                let before = code[..at].trim_end();
-                let ident: String = before
-                    .chars()
-                    .rev()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                ident.to_ascii_lowercase().ends_with("client")
-            });
+            let on_client = code.match_indices(&needle).any(|(at, _)| receiver(code, at).ends_with("client"));
             if on_client {
                 actions.insert(action.to_owned());
             }
         }
         actions
+    }
+
+    /// The lower-cased identifier just before the `.` at byte `at` (the call's receiver).
+    fn receiver(code: &str, at: usize) -> String {
+        let before = code[..at].trim_end();
+        let start = before.rfind(|c: char| !(c.is_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+        before[start..].to_ascii_lowercase()
     }
 
     /// Calls of `method` on a receiver whose name ends in `table` (`self.table.get(`,
@@ -179,18 +175,7 @@ mod scan {
             return true;
         }
         let needle = format!(".{method}(");
-        code.match_indices(&needle).any(|(at, _)| {
-            let before = code[..at].trim_end();
-            let ident: String = before
-                .chars()
-                .rev()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            ident.to_ascii_lowercase().ends_with("table")
-        })
+        code.match_indices(&needle).any(|(at, _)| receiver(code, at).ends_with("table"))
     }
 
     /// Each `pub fn`/`pub async fn` of a helper source with the IAM actions its body calls.

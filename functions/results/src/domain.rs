@@ -163,25 +163,19 @@ pub(crate) mod tests {
             ("tracks/b/audio".to_owned(), retrying),
         ]);
         TaskRecord {
-            task_id: task_id.to_owned(),
-            family: "music".into(),
-            stage: "complete".into(),
-            code: 200,
-            message: "All generated successfully.".into(),
-            succeeded: true,
-            first_received_at: "2026-01-01T00:00:00.000Z".into(),
             last_received_at: "2026-01-01T00:01:00.000Z".into(),
             deliveries: 3,
-            callbacks: BTreeMap::new(),
             files,
-            streams: BTreeMap::new(),
-            details: None,
             vault: VaultState::Pending,
-            open: None,
-            failure: None,
-            manifest_key: None,
-            manifest_lease_until: None,
             version: 7,
+            ..TaskRecord::new(
+                task_id,
+                "music",
+                "complete",
+                200,
+                "All generated successfully.",
+                "2026-01-01T00:00:00.000Z",
+            )
         }
     }
 

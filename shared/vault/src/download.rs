@@ -156,7 +156,6 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::{FileEntry, ManifestFile, PublicFileStatus};
@@ -167,25 +166,10 @@ mod tests {
 
     fn record(files: Vec<(&str, FileEntry)>) -> TaskRecord {
         TaskRecord {
-            task_id: "t1".to_owned(),
-            family: "vocal_separation".to_owned(),
-            stage: "first".to_owned(),
-            code: 200,
-            message: "ok".to_owned(),
-            succeeded: true,
-            first_received_at: "2026-11-23T15:00:00.000Z".to_owned(),
-            last_received_at: "2026-11-23T15:00:00.000Z".to_owned(),
-            deliveries: 1,
-            callbacks: BTreeMap::new(),
             files: files.into_iter().map(|(n, f)| (n.to_owned(), f)).collect(),
-            streams: BTreeMap::new(),
-            details: None,
             vault: VaultState::Pending,
-            open: None,
-            failure: None,
-            manifest_key: None,
-            manifest_lease_until: None,
             version: 7,
+            ..TaskRecord::new("t1", "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
         }
     }
 

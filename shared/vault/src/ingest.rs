@@ -8,7 +8,6 @@
 //! finds files under someone else's unexpired claim waits for them, and calls [`reclaim`] on
 //! each fresh read to take over what that request released or abandoned.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage, s3_key};
@@ -137,28 +136,14 @@ pub fn reclaim(record: &TaskRecord, claimant: &Claimant, now: Now, wanted: &[&st
 }
 
 fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> TaskRecord {
-    let received = now.rfc3339();
-    let mut record = TaskRecord {
-        task_id: event.task_id.to_string(),
-        family: event.family.as_str().to_owned(),
-        stage: event.stage.as_str().to_owned(),
-        code: event.code,
-        message: bounded_message(&event.message),
-        succeeded: event.succeeded(),
-        first_received_at: received.clone(),
-        last_received_at: received,
-        deliveries: 1,
-        callbacks: BTreeMap::new(),
-        files: BTreeMap::new(),
-        streams: BTreeMap::new(),
-        details: None,
-        vault: VaultState::Complete,
-        open: None,
-        failure: None,
-        manifest_key: None,
-        manifest_lease_until: None,
-        version: 1,
-    };
+    let mut record = TaskRecord::new(
+        event.task_id.as_str(),
+        event.family.as_str(),
+        event.stage.as_str(),
+        event.code,
+        &bounded_message(&event.message),
+        &now.rfc3339(),
+    );
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
     merge_files(&mut record, event, true);
     merge_streams(&mut record, event, true);

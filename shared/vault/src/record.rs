@@ -211,6 +211,32 @@ pub enum VaultState {
 }
 
 impl TaskRecord {
+    /// The record of a task's first accepted callback, before its files and bodies are added:
+    /// one delivery, version 1, no files (so its vault is settled and it is not open).
+    pub fn new(task_id: &str, family: &str, stage: &str, code: i64, message: &str, received_at: &str) -> TaskRecord {
+        TaskRecord {
+            task_id: task_id.to_owned(),
+            family: family.to_owned(),
+            stage: stage.to_owned(),
+            code,
+            message: message.to_owned(),
+            succeeded: code == 200 && stage != "error",
+            first_received_at: received_at.to_owned(),
+            last_received_at: received_at.to_owned(),
+            deliveries: 1,
+            callbacks: BTreeMap::new(),
+            files: BTreeMap::new(),
+            streams: BTreeMap::new(),
+            details: None,
+            vault: VaultState::Complete,
+            open: None,
+            failure: None,
+            manifest_key: None,
+            manifest_lease_until: None,
+            version: 1,
+        }
+    }
+
     /// Set [`TaskRecord::open`] from `vault`: present while pending, absent once settled.
     pub fn sync_open_marker(&mut self) {
         self.open = (self.vault == VaultState::Pending).then(|| OPEN_MARKER.to_owned());

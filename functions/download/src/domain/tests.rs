@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use sha2::{Digest, Sha256};
 use stemvault_vault::{FileEntry, FileStatus, PublicFileStatus};
 
@@ -20,25 +18,11 @@ fn entry(name: &str, status: FileStatus) -> FileEntry {
 
 fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
     TaskRecord {
-        task_id: TASK.into(),
-        family: "vocal_separation".into(),
-        stage: "first".into(),
-        code: 200,
-        message: "ok".into(),
-        succeeded: true,
-        first_received_at: "2026-11-23T15:00:00.000Z".into(),
-        last_received_at: "2026-11-23T15:00:00.000Z".into(),
-        deliveries: 1,
-        callbacks: BTreeMap::new(),
         files: files.iter().map(|(n, s)| (n.to_string(), entry(n, *s))).collect(),
-        streams: BTreeMap::new(),
-        details: None,
         vault: VaultState::Pending,
         open: Some(stemvault_vault::OPEN_MARKER.into()),
-        failure: None,
-        manifest_key: None,
-        manifest_lease_until: None,
         version: 3,
+        ..TaskRecord::new(TASK, "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
     }
 }
 
