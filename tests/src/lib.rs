@@ -103,7 +103,8 @@ impl TestEnv {
 
 /// The documented callback fixtures, given to the project in `../shared/fixtures/callbacks/`.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/callbacks")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/callbacks")
 }
 
 /// One documented fixture's bytes.

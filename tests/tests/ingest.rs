@@ -349,7 +349,8 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
 
 #[test]
 fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../template.yaml");
+    let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../template.yaml");
     let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
     assert_eq!(timeout.as_u64(), Some(LAMBDA_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");

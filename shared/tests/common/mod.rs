@@ -7,12 +7,13 @@ use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId, Tra
 
 /// The documented example bodies shared by the whole project.
 pub fn documented_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/callbacks")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/callbacks")
 }
 
 /// This crate's own bodies for the documented variants not given as files.
 pub fn own_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 pub fn read(path: PathBuf) -> Vec<u8> {

@@ -97,7 +97,8 @@ async fn a_base64_encoded_body_is_read_as_bytes() {
 
 #[tokio::test]
 async fn every_documented_fixture_is_accepted_with_its_files_queued() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/callbacks");
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/callbacks");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -303,7 +304,9 @@ async fn a_request_over_its_deadline_is_a_503_timeout() {
 // --- API Gateway request fixtures (events/*.json) ---------------------------------------
 
 fn event_file(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("events").join(name);
+    let path = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
+        .join("events")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
