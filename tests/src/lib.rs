@@ -101,10 +101,10 @@ impl TestEnv {
     }
 }
 
-/// The documented callback fixtures, given to the project in `../shared/fixtures/callbacks/`.
+/// The documented callback fixtures, copied into the repository's `fixtures/callbacks/`.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/callbacks")
+        .join("../fixtures/callbacks")
 }
 
 /// One documented fixture's bytes.

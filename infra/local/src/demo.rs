@@ -9,9 +9,8 @@ use serde_json::Value;
 use crate::client_auth::ClientAuth;
 use crate::run_info::RunInfo;
 
-pub const FIXTURE_NAME: &str = "separate-vocals__seed-000__200-split_stem.json";
-/// The copy used when the shared fixtures are not next to the clone.
-const EMBEDDED_FIXTURE: &str = include_str!("../fixtures/separate-vocals__seed-000__200-split_stem.json");
+/// The documented body, from the repository's `fixtures/callbacks/`, built into the binary.
+const FIXTURE: &str = include_str!("../../../fixtures/callbacks/separate-vocals__seed-000__200-split_stem.json");
 /// The provider's file host in the fixture.
 pub const PROVIDER_FILE_ORIGIN: &str = "https://file.aiquickdraw.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,10 +32,9 @@ pub enum DemoError {
     Manifest { key: String, message: String },
 }
 
-/// The documented body: from `../shared/fixtures/callbacks/` next to the clone, else the copy.
-pub fn fixture() -> String {
-    let shared = crate::repo_root().join("../shared/fixtures/callbacks").join(FIXTURE_NAME);
-    std::fs::read_to_string(shared).unwrap_or_else(|_| EMBEDDED_FIXTURE.to_owned())
+/// The documented 12-stem `split_stem` callback body.
+pub fn fixture() -> &'static str {
+    FIXTURE
 }
 
 /// The task id of a callback body, looked up where the families put it.
@@ -285,14 +283,6 @@ mod tests {
         );
         assert_eq!(info["origin_url"], "", "empty URLs stay empty");
         assert_eq!(json["msg"], "vocal separation generated successfully.");
-    }
-
-    #[test]
-    fn the_embedded_copy_matches_the_shared_fixture() {
-        let shared = crate::repo_root().join("../shared/fixtures/callbacks").join(FIXTURE_NAME);
-        if let Ok(text) = std::fs::read_to_string(shared) {
-            assert_eq!(text, EMBEDDED_FIXTURE);
-        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId, Tra
 /// The documented example bodies shared by the whole project.
 pub fn documented_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/callbacks")
+        .join("../fixtures/callbacks")
 }
 
 /// This crate's own bodies for the documented variants not given as files.

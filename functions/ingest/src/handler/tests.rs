@@ -98,7 +98,7 @@ async fn a_base64_encoded_body_is_read_as_bytes() {
 #[tokio::test]
 async fn every_documented_fixture_is_accepted_with_its_files_queued() {
     let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/callbacks");
+        .join("../../fixtures/callbacks");
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
