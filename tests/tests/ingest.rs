@@ -10,10 +10,11 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use stemvault_aws::{TableError, TaskTable};
+use stemvault_aws::TaskTable;
 use stemvault_ingest::domain::LAMBDA_TIMEOUT;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
+use stemvault_vault::StoreError;
 use stemvault_vault::{FileJob, FileStatus, TaskRecord};
 use suno_callbacks::signature::sign;
 use suno_callbacks::{CallbackEvent, parse_callback, s3_key};
@@ -400,7 +401,7 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
 
     let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
     let err = table.put(&record, Some(expected)).await.unwrap_err();
-    assert!(matches!(err, TableError::Rejected(_)), "{err}");
+    assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
 }

@@ -1,32 +1,7 @@
 //! What can go wrong after a callback was accepted as valid input, and whether the provider's
 //! retry can fix it. Bad input never gets here: the handler answers it with a 4xx.
 
-/// A failure of the task table.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The item changed since it was read: read again and retry.
-    #[error("the task record changed concurrently")]
-    Conflict,
-    /// The stored item cannot be decoded (edited by hand?); retrying will not help.
-    #[error("the stored task record is malformed: {0}")]
-    Malformed(String),
-    #[error("the task table is unavailable: {0}")]
-    Unavailable(String),
-    /// The table refused the item itself (too large, invalid); the same write fails again.
-    #[error("the task table refused the record: {0}")]
-    Rejected(String),
-}
-
-impl From<stemvault_aws::TableError> for StoreError {
-    fn from(e: stemvault_aws::TableError) -> StoreError {
-        match e {
-            stemvault_aws::TableError::Conflict => StoreError::Conflict,
-            stemvault_aws::TableError::Malformed(m) => StoreError::Malformed(m),
-            stemvault_aws::TableError::Unavailable(m) => StoreError::Unavailable(m),
-            stemvault_aws::TableError::Rejected(m) => StoreError::Rejected(m),
-        }
-    }
-}
+pub use stemvault_vault::StoreError;
 
 /// Why a valid callback could not be fully processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

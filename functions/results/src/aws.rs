@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
-use stemvault_aws::{TableError, TaskTable};
+use stemvault_aws::TaskTable;
+use stemvault_vault::StoreError;
 use stemvault_vault::TaskRecord;
 use suno_callbacks::TaskId;
 
@@ -14,7 +15,7 @@ impl LoadTask for TaskTable {
     async fn load(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, LoadError> {
         // Spelled out: the inherent read, not a trait method (tests/template_agrees.rs looks for it).
         TaskTable::get(self, task_id.as_str()).await.map_err(|e| match e {
-            TableError::Malformed(why) => LoadError::Malformed(why),
+            StoreError::Malformed(why) => LoadError::Malformed(why),
             other => LoadError::Unavailable(other.to_string()),
         })
     }

@@ -1,11 +1,13 @@
 //! AWS adapters shared by the stemvault functions. Every client reaches AWS, or a local
 //! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
 
+pub mod env;
 pub mod logging;
 pub mod provision;
 pub mod table;
 
-pub use table::{TableError, TaskTable};
+pub use env::{ConfigError, Env};
+pub use table::TaskTable;
 
 /// A function's configuration, or exit with a clear message: a Lambda that cannot be
 /// configured must not start (the message shows in its init logs).

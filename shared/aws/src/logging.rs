@@ -1,20 +1,125 @@
-//! Tracing setup: JSON lines in Lambda (CloudWatch), readable lines elsewhere.
+//! Tracing setup: JSON lines in Lambda (CloudWatch), readable lines elsewhere, coloured only
+//! on a terminal (`make demo | less` shows no escape codes). Logs go to stderr, so a command's
+//! own output on stdout stays clean.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::Env;
+
+/// The logging variables the template sets for every function (the local runner also reads
+/// `LOG_FORMAT`, and `RUST_LOG` overrides `LOG_LEVEL` when set).
+pub const ENVIRONMENT: &[&str] = &["LOG_LEVEL"];
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, with the current span (task id, file name).
+    Json,
+    /// Human-readable lines; `ansi`: with colour codes.
+    Plain { ansi: bool },
+}
+
+impl LogFormat {
+    /// JSON in Lambda or when `LOG_FORMAT=json`; otherwise plain, coloured only when stderr
+    /// is a terminal.
+    pub fn choose(in_lambda: bool, log_format: Option<&str>, stderr_is_terminal: bool) -> LogFormat {
+        if in_lambda || log_format == Some("json") {
+            LogFormat::Json
+        } else {
+            LogFormat::Plain { ansi: stderr_is_terminal }
+        }
+    }
+}
 
 /// Install the global subscriber. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`.
 pub fn init() {
+    let level = Env::process(ENVIRONMENT).optional("LOG_LEVEL").unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| {
-            tracing_subscriber::EnvFilter::try_new(std::env::var("LOG_LEVEL").unwrap_or_else(|_| "info".into()))
-        })
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    let result = if in_lambda || std::env::var("LOG_FORMAT").is_ok_and(|f| f == "json") {
-        // Lambda adds its own timestamp; the span list carries task_id and file name.
-        builder.json().with_current_span(true).with_span_list(false).without_time().try_init()
-    } else {
-        builder.try_init()
-    };
+    let format = LogFormat::choose(
+        std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
+        std::env::var("LOG_FORMAT").ok().as_deref(),
+        std::io::stderr().is_terminal(),
+    );
     // A second init (tests, local runner) keeps the first subscriber.
-    let _ = result;
+    let _ = tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr));
+}
+
+/// The subscriber for `format`, writing to `writer`.
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(writer);
+    match format {
+        // Lambda adds its own timestamp; the span list carries task_id and file name.
+        LogFormat::Json => {
+            Box::new(builder.json().with_current_span(true).with_span_list(false).without_time().finish())
+        }
+        LogFormat::Plain { ansi } => Box::new(builder.with_ansi(ansi).finish()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn logged(format: LogFormat) -> String {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = subscriber(format, tracing_subscriber::EnvFilter::new("info"), move || writer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("callback", task_id = "t1");
+            let _entered = span.enter();
+            tracing::warn!(vault = %"pending", "callback refused");
+        });
+        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn json_in_lambda_plain_elsewhere_coloured_only_on_a_terminal() {
+        assert_eq!(LogFormat::choose(true, None, true), LogFormat::Json);
+        assert_eq!(LogFormat::choose(false, Some("json"), false), LogFormat::Json);
+        assert_eq!(LogFormat::choose(false, None, false), LogFormat::Plain { ansi: false });
+        assert_eq!(LogFormat::choose(false, Some("text"), true), LogFormat::Plain { ansi: true });
+    }
+
+    #[test]
+    fn plain_lines_off_a_terminal_carry_no_escape_codes() {
+        let plain = logged(LogFormat::Plain { ansi: false });
+        assert!(plain.contains("callback refused") && plain.contains("vault=pending"), "{plain}");
+        assert!(plain.contains("task_id") && plain.contains("t1"), "{plain}");
+        assert!(!plain.contains('\u{1b}'), "{plain:?}");
+        assert!(logged(LogFormat::Plain { ansi: true }).contains('\u{1b}'), "the check can fail");
+    }
+
+    #[test]
+    fn json_lines_carry_the_span() {
+        let line = logged(LogFormat::Json);
+        let json: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(json["span"]["task_id"], "t1");
+        assert_eq!(json["fields"]["vault"], "pending");
+    }
 }

@@ -4,31 +4,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use stemvault_vault::TaskRecord;
-
-/// What went wrong talking to the table.
-#[derive(Debug, thiserror::Error)]
-pub enum TableError {
-    /// The item changed since it was read (or exists when it should not): read again.
-    #[error("the task record changed concurrently")]
-    Conflict,
-    /// The item cannot be decoded into a record (edited by hand?).
-    #[error("task record is malformed: {0}")]
-    Malformed(String),
-    /// DynamoDB or the network failed; trying again later may work.
-    #[error("DynamoDB request failed: {0}")]
-    Unavailable(String),
-    /// DynamoDB refused the item itself (over 400 KB, or otherwise invalid): the same write
-    /// fails again.
-    #[error("DynamoDB refused the item: {0}")]
-    Rejected(String),
-}
-
-impl TableError {
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, TableError::Malformed(_) | TableError::Rejected(_))
-    }
-}
+use stemvault_vault::{StoreError, TaskRecord};
 
 /// The DynamoDB table holding one [`TaskRecord`] per task.
 #[derive(Debug, Clone)]
@@ -43,7 +19,7 @@ impl TaskTable {
     }
 
     /// Strongly consistent read of one task.
-    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, TableError> {
+    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -52,17 +28,17 @@ impl TaskTable {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| TableError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
         match out.item {
             None => Ok(None),
-            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| TableError::Malformed(e.to_string())),
+            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Malformed(e.to_string())),
         }
     }
 
     /// Write the whole record if the stored one still has `expected_version` (None: only if
     /// no record exists yet). `record.version` must already be the new version.
-    pub async fn put(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), TableError> {
-        let item = serde_dynamo::to_item(record).map_err(|e| TableError::Malformed(e.to_string()))?;
+    pub async fn put(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), StoreError> {
+        let item = serde_dynamo::to_item(record).map_err(|e| StoreError::Malformed(e.to_string()))?;
         let request = self.client.put_item().table_name(&self.table_name).set_item(Some(item));
         let request = match expected_version {
             None => request.condition_expression("attribute_not_exists(task_id)"),
@@ -73,13 +49,13 @@ impl TaskTable {
         match request.send().await {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                Err(TableError::Conflict)
+                Err(StoreError::Conflict)
             }
             // Item too large, or an attribute DynamoDB does not accept.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                Err(TableError::Rejected(DisplayErrorContext(e.into_err()).to_string()))
+                Err(StoreError::Rejected(DisplayErrorContext(e.into_err()).to_string()))
             }
-            Err(e) => Err(TableError::Unavailable(DisplayErrorContext(e).to_string())),
+            Err(e) => Err(StoreError::Unavailable(DisplayErrorContext(e).to_string())),
         }
     }
 }

@@ -7,13 +7,17 @@ pub mod download;
 pub mod ingest;
 pub mod job;
 pub mod manifest;
+pub mod ports;
 pub mod record;
+pub mod retry;
 pub mod time;
 
 pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
+pub use ports::{Clock, Conditional, LoadTask, SaveTask, StoreError};
 pub use record::{
     CallbackEntry, FailureEntry, FileEntry, FileStatus, OPEN_MARKER, OPEN_TASKS_INDEX, PublicFileStatus, TaskRecord,
     VaultState,
 };
-pub use time::Now;
+pub use retry::{Attempt, retry_on_conflict};
+pub use time::{DEADLINE_MARGIN, Now};

@@ -2,6 +2,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Functions that work until their invocation's deadline stop taking new work this long
+/// before it, leaving time to record what they did.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
+
 /// An instant, to the millisecond, since the Unix epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Now {

@@ -1,0 +1,66 @@
+//! The vocabulary every function's domain uses for the task table and time: one name per
+//! operation, whatever function performs it. Each function's `domain.rs` adds its own ports
+//! on top; its `aws.rs` implements them over the SDK, its tests in memory.
+
+use std::future::Future;
+use std::time::Duration;
+
+use suno_callbacks::TaskId;
+
+use crate::{Now, TaskRecord};
+
+/// A failure of the task table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The item changed since it was read (or exists when it should not): read again.
+    #[error("the task record changed concurrently")]
+    Conflict,
+    /// The stored item cannot be decoded (edited by hand?); retrying will not help.
+    #[error("the stored task record is malformed: {0}")]
+    Malformed(String),
+    /// DynamoDB or the network failed; trying again later may work.
+    #[error("the task table is unavailable: {0}")]
+    Unavailable(String),
+    /// The table refused the item itself (over 400 KB, or otherwise invalid): the same write
+    /// fails again.
+    #[error("the task table refused the record: {0}")]
+    Rejected(String),
+}
+
+impl StoreError {
+    /// Whether the same operation can succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_))
+    }
+}
+
+/// Whether a conditional write happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conditional {
+    Applied,
+    /// The condition did not hold: someone else changed the item first.
+    Conflict,
+}
+
+/// Strongly consistent read of a task's record.
+pub trait LoadTask {
+    fn load_task(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
+}
+
+/// Whole-record write if the stored version is still `expected_version` (None: only if no
+/// record exists); [`StoreError::Conflict`] otherwise. `record.version` is already the new
+/// version.
+pub trait SaveTask {
+    fn save_task(
+        &self,
+        record: &TaskRecord,
+        expected_version: Option<u64>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The clock, and waiting (so tests run leases and backoffs in virtual time). Only adapters
+/// read the system clock.
+pub trait Clock {
+    fn now(&self) -> Now;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
