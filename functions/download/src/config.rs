@@ -1,10 +1,16 @@
 //! The download function's settings, read once at start-up from the environment.
 
-use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, PolicyError, SourcePolicy};
+use stemvault_aws::{ConfigError, Env};
+
+use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
+
+/// Every variable the function reads (besides `LOG_LEVEL`, read by
+/// `stemvault_aws::logging::init`, and the AWS SDK's own).
+pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "ALLOWED_SOURCE_HOSTS", "MAX_FILE_BYTES"];
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// S3's largest object (5 TiB).
+/// S3's largest object (5 TiB): the largest `MAX_FILE_BYTES`.
 const MAX_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,50 +22,31 @@ pub struct Config {
     /// `ALLOWED_SOURCE_HOSTS`, parsed.
     pub allowed_sources: SourcePolicy,
     pub max_file_bytes: u64,
-    /// `LOG_LEVEL`, as read by `stemvault_aws::logging::init` (kept here so every variable
-    /// the function reads is named in this file).
-    pub log_level: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name}={value:?} is invalid: {reason}")]
-    Invalid { name: &'static str, value: String, reason: String },
-    #[error(transparent)]
-    AllowedSources(#[from] PolicyError),
 }
 
 impl Config {
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        // Deployment templates pass unset parameters as empty strings.
-        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
-        let allowed = get("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| DEFAULT_ALLOWED_SOURCE_HOSTS.to_owned());
+    /// The configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_env_vars(Env::process(ENVIRONMENT))
+    }
+
+    /// The configuration from `lookup` (tests, and the local runner's overlay).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::from_env_vars(Env::new(ENVIRONMENT, lookup))
+    }
+
+    fn from_env_vars(env: Env) -> Result<Config, ConfigError> {
+        let allowed = env.optional("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| DEFAULT_ALLOWED_SOURCE_HOSTS.to_owned());
+        let allowed_sources = SourcePolicy::parse(&allowed)
+            .map_err(|e| ConfigError::Invalid { name: "ALLOWED_SOURCE_HOSTS", reason: e.to_string() })?;
         Ok(Config {
-            table_name: required("TABLE_NAME")?,
-            bucket_name: required("BUCKET_NAME")?,
-            queue_url: required("QUEUE_URL")?,
-            allowed_sources: SourcePolicy::parse(&allowed)?,
-            max_file_bytes: max_file_bytes(get("MAX_FILE_BYTES"))?,
-            log_level: get("LOG_LEVEL"),
+            table_name: env.required("TABLE_NAME")?,
+            bucket_name: env.required("BUCKET_NAME")?,
+            queue_url: env.required("QUEUE_URL")?,
+            allowed_sources,
+            max_file_bytes: env.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1, MAX_MAX_FILE_BYTES)?,
         })
     }
-
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
-    }
-}
-
-fn max_file_bytes(raw: Option<String>) -> Result<u64, ConfigError> {
-    let Some(value) = raw else { return Ok(DEFAULT_MAX_FILE_BYTES) };
-    let invalid = |reason: String| ConfigError::Invalid { name: "MAX_FILE_BYTES", value: value.clone(), reason };
-    let bytes: u64 = value.parse().map_err(|_| invalid("not a whole number of bytes".into()))?;
-    if !(1..=MAX_MAX_FILE_BYTES).contains(&bytes) {
-        return Err(invalid(format!("must be between 1 and {MAX_MAX_FILE_BYTES} (5 TiB, S3's largest object)")));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -84,7 +71,6 @@ mod tests {
         assert_eq!((c.table_name.as_str(), c.bucket_name.as_str(), c.queue_url.as_str()), ("t", "b", "http://q"));
         assert_eq!(c.max_file_bytes, 2_147_483_648);
         assert_eq!(c.allowed_sources, SourcePolicy::parse(DEFAULT_ALLOWED_SOURCE_HOSTS).unwrap());
-        assert_eq!(c.log_level, None);
     }
 
     #[test]
@@ -113,6 +99,8 @@ mod tests {
         }
         let mut pairs = BASE.to_vec();
         pairs.push(("ALLOWED_SOURCE_HOSTS", "*.suno.ai,http://h/path"));
-        assert!(matches!(config(&pairs), Err(ConfigError::AllowedSources(_))));
+        let err = config(&pairs).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "ALLOWED_SOURCE_HOSTS", .. }), "{err}");
+        assert!(err.to_string().starts_with("ALLOWED_SOURCE_HOSTS is invalid: entry \"http://h/path\": "), "{err}");
     }
 }

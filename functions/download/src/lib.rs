@@ -22,4 +22,4 @@ pub mod upload;
 mod test_support;
 
 pub use app::App;
-pub use config::{Config, ConfigError};
+pub use config::Config;

@@ -56,7 +56,7 @@ pub enum Access {
 
 /// Why an `ALLOWED_SOURCE_HOSTS` entry is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("ALLOWED_SOURCE_HOSTS entry {entry:?}: {reason}")]
+#[error("entry {entry:?}: {reason}")]
 pub struct PolicyError {
     pub entry: String,
     pub reason: String,
