@@ -17,7 +17,7 @@ use stemvault_vault::Now;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::aws::Adapters;
+use crate::aws::AwsPorts;
 use crate::config::Config;
 use crate::domain::{Delivery, Outcome, Settings, delay_retry, process_message, release_after_panic};
 use crate::error::DownloadError;
@@ -37,7 +37,7 @@ pub struct App {
 }
 
 struct Inner {
-    ports: Adapters,
+    ports: AwsPorts,
     settings: Settings,
 }
 
@@ -45,7 +45,7 @@ impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         // Fails only if the TLS backend cannot start, which no input can cause.
         let source = HttpSource::new(config.allowed_sources).expect("the HTTP client's TLS backend starts");
-        let ports = Adapters {
+        let ports = AwsPorts {
             table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
             s3: stemvault_aws::s3_client(sdk),
             bucket: config.bucket_name,

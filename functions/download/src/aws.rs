@@ -1,15 +1,14 @@
-//! The AWS side of the domain traits. The only SDK calls the function makes (its IAM policy
-//! follows from them): DynamoDB GetItem and UpdateItem; S3 PutObject, CreateMultipartUpload,
-//! UploadPart, CompleteMultipartUpload and AbortMultipartUpload; SQS ChangeMessageVisibility.
+//! The AWS side of the domain traits: [`AwsPorts`], and [`AWS_ACTIONS`], the IAM actions of
+//! every SDK call it makes.
 //!
-//! File updates are targeted (`files.#n.<attr>`) and conditional on the file's status and
-//! claim; each one increments the record's `version`, as every writer does.
+//! The task-record updates are built, and tested, in [`expressions`].
+
+mod expressions;
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -18,20 +17,33 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
-use stemvault_vault::{FileStatus, Manifest, Now, OPEN_MARKER, TaskRecord, VaultState};
+use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, Now, StoreError, TaskRecord, VaultState};
 use suno_callbacks::TaskId;
 
+use self::expressions::Update;
 use crate::domain::{
-    Claim, ClaimFile, Clock, Conditional, DelayMessage, LoadTask, RecordFailed, RecordStored, ReleaseFile, SettleTask,
-    WriteManifest,
+    Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, SettleTask, WriteManifest,
 };
-use crate::error::{FetchError, StorageError, TableError};
+use crate::error::{FetchError, StorageError};
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
 
+/// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB GetItem (through
+/// [`TaskTable::get`]) and UpdateItem; S3 PutObject (which also authorises
+/// CreateMultipartUpload, UploadPart and CompleteMultipartUpload) and AbortMultipartUpload;
+/// SQS ChangeMessageVisibility. (The SQS event source mapping, not the function, receives
+/// and deletes the messages.)
+pub const AWS_ACTIONS: &[&str] = &[
+    "dynamodb:GetItem",
+    "dynamodb:UpdateItem",
+    "s3:PutObject",
+    "s3:AbortMultipartUpload",
+    "sqs:ChangeMessageVisibility",
+];
+
 /// The function's clients, built once per Lambda instance.
 #[derive(Debug, Clone)]
-pub struct Adapters {
+pub struct AwsPorts {
     pub table: TaskTable,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
@@ -40,126 +52,64 @@ pub struct Adapters {
     pub source: HttpSource,
 }
 
-fn table_error<E: std::error::Error + 'static>(operation: &'static str, e: E) -> TableError {
-    TableError { operation, message: DisplayErrorContext(e).to_string() }
-}
-
 fn storage_error<E: std::error::Error + 'static>(operation: &'static str, e: E) -> StorageError {
     StorageError { operation, message: DisplayErrorContext(e).to_string() }
 }
 
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn vault_str(vault: VaultState) -> &'static str {
-    match vault {
-        VaultState::Pending => "pending",
-        VaultState::Complete => "complete",
-        VaultState::Partial => "partial",
-    }
-}
-
-impl Adapters {
-    fn update(&self, task_id: &TaskId) -> UpdateItemFluentBuilder {
-        self.table
+impl AwsPorts {
+    /// Send one conditional update of the task's record.
+    async fn update(&self, operation: &str, task_id: &TaskId, u: Update) -> Result<Conditional, StoreError> {
+        let sent = self
+            .table
             .client
             .update_item()
             .table_name(&self.table.table_name)
-            .key("task_id", s(task_id.as_str()))
-            .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":one", n(1))
-    }
-
-    /// An update of one file: `#f.#n` is the file's entry, `#status` its status.
-    fn update_file(&self, task_id: &TaskId, name: &str) -> UpdateItemFluentBuilder {
-        self.update(task_id)
-            .expression_attribute_names("#f", "files")
-            .expression_attribute_names("#n", name)
-            .expression_attribute_names("#status", "status")
-    }
-
-    /// Finish a file held by `worker`: set `status` and `extra_set`, drop the claim (and
-    /// whatever `extra_remove` names), conditional on the claim.
-    fn finish_file(
-        &self,
-        task_id: &TaskId,
-        name: &str,
-        worker: &str,
-        status: FileStatus,
-        extra_set: &str,
-        extra_remove: &str,
-    ) -> UpdateItemFluentBuilder {
-        self.update_file(task_id, name)
-            .update_expression(format!(
-                "SET #f.#n.#status = :status{extra_set}, #version = #version + :one \
-                 REMOVE #f.#n.#claim, #f.#n.#lease{extra_remove}"
-            ))
-            .condition_expression("#f.#n.#status = :downloading AND #f.#n.#claim = :me")
-            .expression_attribute_names("#claim", "claim")
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_values(":status", s(status.as_str()))
-            .expression_attribute_values(":downloading", s(FileStatus::Downloading.as_str()))
-            .expression_attribute_values(":me", s(worker))
-    }
-}
-
-async fn conditional(operation: &'static str, request: UpdateItemFluentBuilder) -> Result<Conditional, TableError> {
-    match request.send().await {
-        Ok(_) => Ok(Conditional::Applied),
-        Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
-            Ok(Conditional::Conflict)
+            .key("task_id", AttributeValue::S(task_id.as_str().to_owned()))
+            .update_expression(u.update)
+            .condition_expression(u.condition)
+            .set_expression_attribute_names(Some(u.names))
+            .set_expression_attribute_values(Some(u.values))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(Conditional::Applied),
+            Err(SdkError::ServiceError(e))
+                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(Conditional::Conflict)
+            }
+            // The item would grow past DynamoDB's limit, or an attribute is refused.
+            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
+                Err(StoreError::Rejected(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()))))
+            }
+            Err(e) => Err(StoreError::Unavailable(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e)))),
         }
-        Err(e) => Err(table_error(operation, e)),
     }
 }
 
-impl Clock for Adapters {
+impl Clock for AwsPorts {
     fn now(&self) -> Now {
         Now::system()
     }
-}
 
-impl LoadTask for Adapters {
-    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, TableError> {
-        self.table.get(task_id.as_str()).await.map_err(|e| TableError { operation: "GetItem", message: e.to_string() })
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await
     }
 }
 
-impl ClaimFile for Adapters {
-    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, TableError> {
-        let request = self
-            .update_file(task_id, name)
-            .update_expression(
-                "SET #f.#n.#status = :downloading, #f.#n.#claim = :me, #f.#n.#lease = :lease, \
-                 #f.#n.#attempts = if_not_exists(#f.#n.#attempts, :zero) + :one, #version = #version + :one",
-            )
-            .condition_expression(
-                "#f.#n.#url = :url AND (#f.#n.#status IN (:pending, :enqueuing, :queued) \
-                 OR (#f.#n.#status = :downloading AND (attribute_not_exists(#f.#n.#lease) OR #f.#n.#lease < :now)))",
-            )
-            .expression_attribute_names("#claim", "claim")
-            .expression_attribute_names("#lease", "lease_until")
-            .expression_attribute_names("#attempts", "attempts")
-            .expression_attribute_names("#url", "url")
-            .expression_attribute_values(":downloading", s(FileStatus::Downloading.as_str()))
-            .expression_attribute_values(":pending", s(FileStatus::Pending.as_str()))
-            .expression_attribute_values(":enqueuing", s(FileStatus::Enqueuing.as_str()))
-            .expression_attribute_values(":queued", s(FileStatus::Queued.as_str()))
-            .expression_attribute_values(":me", s(&claim.worker))
-            .expression_attribute_values(":lease", n(claim.lease_until))
-            .expression_attribute_values(":now", n(claim.now))
-            .expression_attribute_values(":url", s(&claim.url))
-            .expression_attribute_values(":zero", n(0));
-        conditional("UpdateItem (claim)", request).await
+impl LoadTask for AwsPorts {
+    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.table.get(task_id.as_str()).await
     }
 }
 
-impl RecordStored for Adapters {
+impl ClaimFile for AwsPorts {
+    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, StoreError> {
+        self.update("claim", task_id, expressions::claim_file(name, claim)).await
+    }
+}
+
+impl RecordStored for AwsPorts {
     async fn record_stored(
         &self,
         task_id: &TaskId,
@@ -167,82 +117,44 @@ impl RecordStored for Adapters {
         worker: &str,
         stored: &StoredObject,
         stored_at: &str,
-    ) -> Result<Conditional, TableError> {
-        let (set_type, remove_type) = match stored.content_type {
-            Some(_) => (", #f.#n.#ct = :ct", ", #f.#n.#error"),
-            None => ("", ", #f.#n.#error, #f.#n.#ct"),
-        };
-        let set = format!(", #f.#n.#bytes = :bytes, #f.#n.#sha = :sha, #f.#n.#at = :at{set_type}");
-        let request = self
-            .finish_file(task_id, name, worker, FileStatus::Stored, &set, remove_type)
-            .expression_attribute_names("#bytes", "bytes")
-            .expression_attribute_names("#sha", "sha256")
-            .expression_attribute_names("#at", "stored_at")
-            .expression_attribute_names("#ct", "content_type")
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":bytes", n(stored.bytes))
-            .expression_attribute_values(":sha", s(&stored.sha256_hex))
-            .expression_attribute_values(":at", s(stored_at));
-        let request = match &stored.content_type {
-            Some(content_type) => request.expression_attribute_values(":ct", s(content_type)),
-            None => request,
-        };
-        conditional("UpdateItem (stored)", request).await
+    ) -> Result<Conditional, StoreError> {
+        self.update("stored", task_id, expressions::record_stored(name, worker, stored, stored_at)).await
     }
 }
 
-impl RecordFailed for Adapters {
+impl RecordFailed for AwsPorts {
     async fn record_failed(
         &self,
         task_id: &TaskId,
         name: &str,
         worker: &str,
         reason: &str,
-    ) -> Result<Conditional, TableError> {
-        let request = self
-            .finish_file(task_id, name, worker, FileStatus::Failed, ", #f.#n.#error = :error", "")
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":error", s(reason));
-        conditional("UpdateItem (failed)", request).await
+    ) -> Result<Conditional, StoreError> {
+        self.update("failed", task_id, expressions::record_failed(name, worker, reason)).await
     }
 }
 
-impl ReleaseFile for Adapters {
+impl ReleaseFile for AwsPorts {
     async fn release_file(
         &self,
         task_id: &TaskId,
         name: &str,
         worker: &str,
         error: &str,
-    ) -> Result<Conditional, TableError> {
-        let request = self
-            .finish_file(task_id, name, worker, FileStatus::Queued, ", #f.#n.#error = :error", "")
-            .expression_attribute_names("#error", "error")
-            .expression_attribute_values(":error", s(error));
-        conditional("UpdateItem (release)", request).await
+    ) -> Result<Conditional, StoreError> {
+        self.update("release", task_id, expressions::release_file(name, worker, error)).await
     }
 }
 
-impl SettleTask for Adapters {
+impl SettleTask for AwsPorts {
     async fn settle_task(
         &self,
         task_id: &TaskId,
         expected_version: u64,
         vault: VaultState,
         lease_until: i64,
-    ) -> Result<Conditional, TableError> {
-        let request = self
-            .update(task_id)
-            // Dropping `open` takes the task out of the sweeper's index.
-            .update_expression("SET #vault = :settled, #ml = :lease, #version = #version + :one REMOVE #open")
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#vault", "vault")
-            .expression_attribute_names("#ml", "manifest_lease_until")
-            .expression_attribute_names("#open", "open")
-            .expression_attribute_values(":settled", s(vault_str(vault)))
-            .expression_attribute_values(":lease", n(lease_until))
-            .expression_attribute_values(":expected", n(expected_version));
-        conditional("UpdateItem (settle)", request).await
+    ) -> Result<Conditional, StoreError> {
+        self.update("settle", task_id, expressions::settle_task(expected_version, vault, lease_until)).await
     }
 
     async fn record_manifest(
@@ -251,37 +163,16 @@ impl SettleTask for Adapters {
         vault: VaultState,
         lease_until: i64,
         manifest_key: &str,
-    ) -> Result<Conditional, TableError> {
-        let request = self
-            .update(task_id)
-            .update_expression("SET #mk = :key, #version = #version + :one REMOVE #ml")
-            .condition_expression("#vault = :settled AND #ml = :lease")
-            .expression_attribute_names("#vault", "vault")
-            .expression_attribute_names("#mk", "manifest_key")
-            .expression_attribute_names("#ml", "manifest_lease_until")
-            .expression_attribute_values(":settled", s(vault_str(vault)))
-            .expression_attribute_values(":lease", n(lease_until))
-            .expression_attribute_values(":key", s(manifest_key));
-        conditional("UpdateItem (manifest)", request).await
+    ) -> Result<Conditional, StoreError> {
+        self.update("manifest", task_id, expressions::record_manifest(vault, lease_until, manifest_key)).await
     }
 
-    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, TableError> {
-        let request = self
-            .update(task_id)
-            .update_expression("SET #vault = :pending, #open = :open, #version = #version + :one REMOVE #mk, #ml")
-            .condition_expression("#version = :expected")
-            .expression_attribute_names("#vault", "vault")
-            .expression_attribute_names("#open", "open")
-            .expression_attribute_values(":open", s(OPEN_MARKER))
-            .expression_attribute_names("#mk", "manifest_key")
-            .expression_attribute_names("#ml", "manifest_lease_until")
-            .expression_attribute_values(":pending", s(vault_str(VaultState::Pending)))
-            .expression_attribute_values(":expected", n(settled_version));
-        conditional("UpdateItem (reopen)", request).await
+    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, StoreError> {
+        self.update("reopen", task_id, expressions::reopen_task(settled_version)).await
     }
 }
 
-impl WriteManifest for Adapters {
+impl WriteManifest for AwsPorts {
     async fn write_manifest(&self, key: &str, manifest: &Manifest) -> Result<(), StorageError> {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| StorageError { operation: "PutObject (manifest)", message: e.to_string() })?;
@@ -290,7 +181,7 @@ impl WriteManifest for Adapters {
     }
 }
 
-impl DelayMessage for Adapters {
+impl DelayMessage for AwsPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
         self.sqs
             .change_message_visibility()
@@ -304,13 +195,13 @@ impl DelayMessage for Adapters {
     }
 }
 
-impl FetchSource for Adapters {
+impl FetchSource for AwsPorts {
     async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<ChunkStream>, FetchError> {
         self.source.open(url, max_bytes).await
     }
 }
 
-impl ObjectStore for Adapters {
+impl ObjectStore for AwsPorts {
     async fn put_object(
         &self,
         key: &str,

@@ -1,49 +1,36 @@
 //! One SQS message, start to end, over small traits (implemented for AWS in `aws.rs` and in
-//! memory for the unit tests):
+//! memory for the unit tests), bundled as [`Ports`]; the task read ([`LoadTask`]) and the
+//! clock ([`Clock`]) are the shared ones of `stemvault_vault`:
 //!
 //! 1. parse the [`FileJob`] (a malformed body is dropped);
 //! 2. read the task record and decide ([`next_step`]): drop, nothing to copy, busy, or copy;
 //! 3. claim the file (`downloading`, our worker id, lease until the invocation's deadline)
-//!    with a conditional update, so two copies of one message never both copy;
+//!    with a conditional update, so two copies of one message never both copy (a claim that
+//!    loses a race is tried again from a fresh read, with [`retry_on_conflict`]);
 //! 4. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
 //!    conditional on still holding the claim; a retryable failure releases the claim;
 //! 5. if every file of the task is now settled, flip the vault state (with a short manifest
-//!    lease) conditional on the version read; the winner of that flip writes the manifest,
-//!    then records its key. A redelivery resumes a manifest whose writer stopped in between.
+//!    lease) conditional on the version read (retried likewise); the winner of that flip
+//!    writes the manifest, then records its key. A redelivery resumes a manifest whose
+//!    writer stopped in between.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use stemvault_vault::download::{CopyPlan, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
-use stemvault_vault::{FileJob, Manifest, Now, TaskRecord, VaultState};
+use stemvault_vault::{
+    Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, VaultState, retry_on_conflict,
+};
 use suno_callbacks::TaskId;
 
-use crate::error::{CopyError, DownloadError, StorageError, TableError};
+use crate::error::{CopyError, DownloadError, StorageError};
 use crate::source::{FetchSource, loggable_str};
 use crate::upload::{ObjectStore, StoredObject, UploadLimits, upload};
 
-/// How many times a claim that lost a race is retried from a fresh read.
-const CLAIM_ATTEMPTS: usize = 3;
-/// How many times a settle flip that lost a race is retried from a fresh read.
-const SETTLE_ATTEMPTS: usize = 5;
-
-/// Whether a conditional write happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conditional {
-    Applied,
-    /// The condition did not hold: someone else changed the record first.
-    Conflict,
-}
-
-/// The time now (only adapters read the clock).
-pub trait Clock {
-    fn now(&self) -> Now;
-}
-
-pub trait LoadTask {
-    /// Strongly consistent read.
-    fn load_task(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, TableError>> + Send;
-}
+/// How many times a claim that lost a race is tried, each from a fresh read.
+const CLAIM_ATTEMPTS: u32 = 3;
+/// How many times a settle flip that lost a race is tried, each from a fresh read.
+const SETTLE_ATTEMPTS: u32 = 5;
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +53,7 @@ pub trait ClaimFile {
         task_id: &TaskId,
         name: &str,
         claim: &Claim,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 pub trait RecordStored {
@@ -78,7 +65,7 @@ pub trait RecordStored {
         worker: &str,
         stored: &StoredObject,
         stored_at: &str,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 pub trait RecordFailed {
@@ -89,7 +76,7 @@ pub trait RecordFailed {
         name: &str,
         worker: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 pub trait ReleaseFile {
@@ -101,7 +88,7 @@ pub trait ReleaseFile {
         name: &str,
         worker: &str,
         error: &str,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 pub trait SettleTask {
@@ -114,7 +101,7 @@ pub trait SettleTask {
         expected_version: u64,
         vault: VaultState,
         lease_until: i64,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
     /// After the manifest is written: set `manifest_key` and remove the lease, if `vault`
     /// and the lease are still the ones [`SettleTask::settle_task`] set (not reopened by
     /// ingest, not taken over by another worker).
@@ -124,14 +111,14 @@ pub trait SettleTask {
         vault: VaultState,
         lease_until: i64,
         manifest_key: &str,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
     /// Undo [`SettleTask::settle_task`] (its write made the record `settled_version`) when
     /// the manifest could not be written.
     fn reopen_task(
         &self,
         task_id: &TaskId,
         settled_version: u64,
-    ) -> impl Future<Output = Result<Conditional, TableError>> + Send;
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 pub trait WriteManifest {
@@ -242,41 +229,59 @@ pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery:
     if Instant::now() >= delivery.stop_at {
         return Outcome::Retry(DownloadError::NoTimeLeft);
     }
-    for _ in 0..CLAIM_ATTEMPTS {
-        let record = match ports.load_task(&task_id).await {
-            Ok(record) => record,
-            Err(e) => return Outcome::Retry(e.into()),
-        };
-        let plan = match next_step(record.as_ref(), &job, ports.now()) {
-            NextStep::Drop(reason) => return Outcome::Dropped(DownloadError::Dropped(reason)),
-            NextStep::Busy { lease_until } => return Outcome::Retry(DownloadError::Busy { lease_until }),
-            NextStep::AlreadySettled(status) => {
-                tracing::info!(status = status.as_str(), "the file is already settled; nothing to copy");
-                return match settle(ports, &task_id).await {
-                    Ok(()) => Outcome::AlreadySettled,
-                    Err(e) => Outcome::Retry(e),
-                };
-            }
-            NextStep::Copy(plan) => plan,
-        };
-        if plan.replaced {
-            tracing::info!(url = %loggable_str(&plan.url), "the record has a newer URL than the message; copying that");
-        }
-        let claim = Claim {
-            worker: delivery.worker.clone(),
-            url: plan.url.clone(),
-            lease_until: delivery.lease_until,
-            now: ports.now().unix_seconds(),
-        };
-        match ports.claim_file(&task_id, &job.name, &claim).await {
-            Ok(Conditional::Applied) => {
-                return copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await;
-            }
-            Ok(Conditional::Conflict) => tracing::debug!("the claim lost a race; reading the record again"),
-            Err(e) => return Outcome::Retry(e.into()),
-        }
+    let claimed = retry_on_conflict(ports, CLAIM_ATTEMPTS, |_| claim(ports, delivery, &task_id, &job)).await;
+    match claimed {
+        Ok(Some(Claimed::Copy(plan))) => copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await,
+        Ok(Some(Claimed::AlreadySettled)) => after_settling(ports, &task_id, Outcome::AlreadySettled).await,
+        Ok(None) => Outcome::Retry(DownloadError::Contended),
+        Err(e) if e.is_retryable() => Outcome::Retry(e),
+        Err(e) => Outcome::Dropped(e),
     }
-    Outcome::Retry(DownloadError::Contended)
+}
+
+/// What a successful [`claim`] leaves to do.
+enum Claimed {
+    /// The file is ours to copy, as planned.
+    Copy(CopyPlan),
+    /// The file is already stored or failed for good (a redelivery): nothing to copy.
+    AlreadySettled,
+}
+
+/// Read the record, decide, and claim the file if it is to be copied. An error is a
+/// decision too: [`DownloadError::Dropped`] (nothing to do, ever) or
+/// [`DownloadError::Busy`] (another worker has it).
+async fn claim<P: Ports>(
+    ports: &P,
+    delivery: &Delivery,
+    task_id: &TaskId,
+    job: &FileJob,
+) -> Result<Attempt<Claimed>, DownloadError> {
+    let record = ports.load_task(task_id).await?;
+    let plan = match next_step(record.as_ref(), job, ports.now()) {
+        NextStep::Drop(reason) => return Err(DownloadError::Dropped(reason)),
+        NextStep::Busy { lease_until } => return Err(DownloadError::Busy { lease_until }),
+        NextStep::AlreadySettled(status) => {
+            tracing::info!(status = %status.as_str(), "the file is already settled; nothing to copy");
+            return Ok(Attempt::Done(Claimed::AlreadySettled));
+        }
+        NextStep::Copy(plan) => plan,
+    };
+    if plan.replaced {
+        tracing::info!(url = %loggable_str(&plan.url), "the record has a newer URL than the message; copying that");
+    }
+    let claim = Claim {
+        worker: delivery.worker.clone(),
+        url: plan.url.clone(),
+        lease_until: delivery.lease_until,
+        now: ports.now().unix_seconds(),
+    };
+    Ok(match ports.claim_file(task_id, &job.name, &claim).await? {
+        Conditional::Applied => Attempt::Done(Claimed::Copy(plan)),
+        Conditional::Conflict => {
+            tracing::debug!("the claim lost a race; reading the record again");
+            Attempt::Conflict
+        }
+    })
 }
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
@@ -370,23 +375,33 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
 /// The lease holder's message is kept until the manifest is recorded (any failure on the way
 /// retries it), so when a writer stops, its own redelivery comes back here and resumes.
 async fn settle<P: Ports>(ports: &P, task_id: &TaskId) -> Result<(), DownloadError> {
-    for _ in 0..SETTLE_ATTEMPTS {
-        let Some(record) = ports.load_task(task_id).await? else { return Ok(()) };
-        let plan = match settle_plan(&record, task_id, ports.now()) {
-            SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(()),
-            SettlePlan::Settle(plan) => plan,
-            SettlePlan::Resume(plan) => {
-                tracing::warn!(vault = ?plan.vault, "the vault settled but its manifest was never recorded; writing it");
-                plan
-            }
-        };
-        match ports.settle_task(task_id, plan.expected_version, plan.vault, plan.lease_until).await? {
-            Conditional::Conflict => continue,
-            Conditional::Applied => {}
-        }
-        return write_manifest(ports, task_id, &plan).await;
+    match retry_on_conflict(ports, SETTLE_ATTEMPTS, |_| flip_vault(ports, task_id)).await? {
+        Some(Some(plan)) => write_manifest(ports, task_id, &plan).await,
+        Some(None) => Ok(()),
+        None => Err(DownloadError::Contended),
     }
-    Err(DownloadError::Contended)
+}
+
+/// Read the record and, if the task is to be settled (or its stopped manifest writer
+/// resumed), flip its vault state under a manifest lease: `Some(plan)` when this worker is
+/// to write the manifest, `None` when there is nothing to do.
+async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Option<ManifestPlan>>, DownloadError> {
+    let Some(record) = ports.load_task(task_id).await? else { return Ok(Attempt::Done(None)) };
+    let plan = match settle_plan(&record, task_id, ports.now()) {
+        SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(Attempt::Done(None)),
+        SettlePlan::Settle(plan) => plan,
+        SettlePlan::Resume(plan) => {
+            tracing::warn!(
+                vault = vault_str(plan.vault),
+                "the vault settled but its manifest was never recorded; writing it"
+            );
+            plan
+        }
+    };
+    Ok(match ports.settle_task(task_id, plan.expected_version, plan.vault, plan.lease_until).await? {
+        Conditional::Applied => Attempt::Done(Some(plan)),
+        Conditional::Conflict => Attempt::Conflict,
+    })
 }
 
 /// Under the lease [`settle`] took: write the manifest, then record its key.
@@ -402,7 +417,8 @@ async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPl
     let key = plan.manifest_key.as_str();
     match ports.record_manifest(task_id, plan.vault, plan.lease_until, key).await? {
         Conditional::Applied => {
-            tracing::info!(vault = ?plan.vault, key, files = plan.manifest.files.len(), "task settled; manifest written");
+            let (vault, files) = (vault_str(plan.vault), plan.manifest.files.len());
+            tracing::info!(vault, key, files, "task settled; manifest written");
         }
         // Reopened by ingest (a new manifest follows when it settles again) or taken over by
         // another worker after the lease ran out (that one records it).
@@ -411,6 +427,16 @@ async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPl
         }
     }
     Ok(())
+}
+
+/// A vault state as stored (`pending`, `complete`, `partial`), in the table and in logs.
+/// (Stands in for `VaultState::as_str`, which `stemvault_vault` is gaining.)
+pub(crate) fn vault_str(vault: VaultState) -> &'static str {
+    match vault {
+        VaultState::Pending => "pending",
+        VaultState::Complete => "complete",
+        VaultState::Partial => "partial",
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! usable, the message is dropped) and the message is deleted. Error texts never contain a
 //! URL's query string (signed URLs carry their signature there).
 
+use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
 
 use crate::source_policy::Refusal;
@@ -71,14 +72,6 @@ pub struct StorageError {
     pub message: String,
 }
 
-/// The task table failed a request.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("DynamoDB {operation} failed: {message}")]
-pub struct TableError {
-    pub operation: &'static str,
-    pub message: String,
-}
-
 /// Copying one file failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CopyError {
@@ -115,7 +108,7 @@ pub enum DownloadError {
     #[error(transparent)]
     Copy(#[from] CopyError),
     #[error(transparent)]
-    Table(#[from] TableError),
+    Table(#[from] StoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the invocation's deadline is too close to start")]
@@ -125,6 +118,9 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// Whether the message goes back to the queue. Every task-table failure does, even one
+    /// that a retry cannot mend (a record that no longer decodes): its message ends in the
+    /// dead-letter queue, where people see it, instead of being dropped.
     pub fn is_retryable(&self) -> bool {
         match self {
             DownloadError::Malformed(_) | DownloadError::Dropped(_) => false,
@@ -175,6 +171,8 @@ mod tests {
         assert!(!DownloadError::Malformed("x".into()).is_retryable());
         assert!(!DownloadError::Dropped(DropReason::TaskMissing).is_retryable());
         assert!(DownloadError::Busy { lease_until: 1 }.is_retryable());
+        assert!(DownloadError::Table(StoreError::Unavailable("x".into())).is_retryable());
+        assert!(DownloadError::Table(StoreError::Malformed("x".into())).is_retryable());
     }
 
     #[test]

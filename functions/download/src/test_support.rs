@@ -1,4 +1,5 @@
-//! In-memory implementations of our own traits, for the unit tests.
+//! In-memory implementations of our own traits, and a task to run them on, for the unit
+//! tests.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -7,16 +8,62 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
-use stemvault_vault::{FileEntry, FileStatus, Manifest, Now, TaskRecord, VaultState};
+use stemvault_vault::{
+    Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, Now, OPEN_MARKER, StoreError, TaskRecord,
+    VaultState,
+};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimFile, Clock, Conditional, DelayMessage, LoadTask, RecordFailed, RecordStored, ReleaseFile, SettleTask,
-    WriteManifest,
+    Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask, WriteManifest,
 };
-use crate::error::{FetchError, StorageError, TableError};
+use crate::error::{FetchError, StorageError};
 use crate::source::{ChunkStream as SourceChunks, FetchSource};
-use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
+use crate::upload::{MIN_PART_SIZE, ObjectStore, SourceBody, StoredObject, UploadedPart};
+
+/// The task the domain and app tests work on.
+pub const TASK: &str = "e649edb7abfd759285bd41a47a634b10";
+
+pub const SETTINGS: Settings = Settings { max_file_bytes: 64 << 20, part_size: MIN_PART_SIZE };
+
+/// The (signed) URL of the file `name` of [`TASK`].
+pub fn url(name: &str) -> String {
+    format!("https://cdn1.suno.ai/{name}.mp3?sig=secret")
+}
+
+fn entry(name: &str, status: FileStatus) -> FileEntry {
+    FileEntry { status, ..FileEntry::pending(&url(name), format!("tasks/{TASK}/{name}.mp3"), "first") }
+}
+
+/// The record of [`TASK`] with these files, its vault `pending`, at version 3.
+pub fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
+    TaskRecord {
+        files: files.iter().map(|(n, s)| (n.to_string(), entry(n, *s))).collect(),
+        vault: VaultState::Pending,
+        open: Some(OPEN_MARKER.into()),
+        version: 3,
+        ..TaskRecord::new(TASK, "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
+    }
+}
+
+/// The message body of the file `name` of [`TASK`], as ingest sends it.
+pub fn job_body(name: &str) -> String {
+    serde_json::to_string(&FileJob {
+        task_id: TASK.into(),
+        name: name.into(),
+        url: url(name),
+        key: format!("tasks/{TASK}/{name}.mp3"),
+    })
+    .unwrap()
+}
+
+/// Let the source of the file `name` answer `data`.
+pub fn serve(ports: &MemoryPorts, name: &str, data: &[u8]) {
+    ports.source(
+        &url(name),
+        Script::Body { data: data.to_vec(), declared: true, content_type: Some("audio/mpeg".into()) },
+    );
+}
 
 /// `len` bytes that depend on `seed` and on their position.
 pub fn deterministic_bytes(len: usize, seed: u64) -> Vec<u8> {
@@ -239,16 +286,20 @@ impl Clock for MemoryPorts {
     fn now(&self) -> Now {
         self.now.lock().unwrap().unwrap_or(Now::from_unix_ms(1_800_000_000_000))
     }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await
+    }
 }
 
 impl LoadTask for MemoryPorts {
-    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, TableError> {
+    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         Ok(self.records.lock().unwrap().get(task_id.as_str()).cloned())
     }
 }
 
 impl ClaimFile for MemoryPorts {
-    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, TableError> {
+    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, StoreError> {
         let allowed = |f: &FileEntry| {
             f.url == claim.url
                 && match f.status {
@@ -274,7 +325,7 @@ impl RecordStored for MemoryPorts {
         worker: &str,
         stored: &StoredObject,
         stored_at: &str,
-    ) -> Result<Conditional, TableError> {
+    ) -> Result<Conditional, StoreError> {
         Ok(self.update_file(
             task_id,
             name,
@@ -300,7 +351,7 @@ impl RecordFailed for MemoryPorts {
         name: &str,
         worker: &str,
         reason: &str,
-    ) -> Result<Conditional, TableError> {
+    ) -> Result<Conditional, StoreError> {
         Ok(self.finish(task_id, name, worker, FileStatus::Failed, reason))
     }
 }
@@ -312,7 +363,7 @@ impl ReleaseFile for MemoryPorts {
         name: &str,
         worker: &str,
         error: &str,
-    ) -> Result<Conditional, TableError> {
+    ) -> Result<Conditional, StoreError> {
         Ok(self.finish(task_id, name, worker, FileStatus::Queued, error))
     }
 }
@@ -324,7 +375,7 @@ impl SettleTask for MemoryPorts {
         expected_version: u64,
         vault: VaultState,
         lease_until: i64,
-    ) -> Result<Conditional, TableError> {
+    ) -> Result<Conditional, StoreError> {
         let mut records = self.records.lock().unwrap();
         let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
         if record.version != expected_version {
@@ -343,7 +394,7 @@ impl SettleTask for MemoryPorts {
         vault: VaultState,
         lease_until: i64,
         manifest_key: &str,
-    ) -> Result<Conditional, TableError> {
+    ) -> Result<Conditional, StoreError> {
         let mut records = self.records.lock().unwrap();
         let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
         if record.vault != vault || record.manifest_lease_until != Some(lease_until) {
@@ -355,7 +406,7 @@ impl SettleTask for MemoryPorts {
         Ok(Conditional::Applied)
     }
 
-    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, TableError> {
+    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, StoreError> {
         let mut records = self.records.lock().unwrap();
         let Some(record) = records.get_mut(task_id.as_str()) else { return Ok(Conditional::Conflict) };
         if record.version != settled_version {

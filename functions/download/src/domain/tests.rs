@@ -1,40 +1,9 @@
 use sha2::{Digest, Sha256};
-use stemvault_vault::{FileEntry, FileStatus, PublicFileStatus};
+use stemvault_vault::{FileStatus, Now, PublicFileStatus};
 
 use super::*;
 use crate::error::FetchError;
-use crate::test_support::{MemoryPorts, Script, deterministic_bytes};
-use crate::upload::MIN_PART_SIZE;
-
-const TASK: &str = "e649edb7abfd759285bd41a47a634b10";
-
-fn url(name: &str) -> String {
-    format!("https://cdn1.suno.ai/{name}.mp3?sig=secret")
-}
-
-fn entry(name: &str, status: FileStatus) -> FileEntry {
-    FileEntry { status, ..FileEntry::pending(&url(name), format!("tasks/{TASK}/{name}.mp3"), "first") }
-}
-
-fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
-    TaskRecord {
-        files: files.iter().map(|(n, s)| (n.to_string(), entry(n, *s))).collect(),
-        vault: VaultState::Pending,
-        open: Some(stemvault_vault::OPEN_MARKER.into()),
-        version: 3,
-        ..TaskRecord::new(TASK, "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
-    }
-}
-
-fn job_body(name: &str) -> String {
-    serde_json::to_string(&FileJob {
-        task_id: TASK.into(),
-        name: name.into(),
-        url: url(name),
-        key: format!("tasks/{TASK}/{name}.mp3"),
-    })
-    .unwrap()
-}
+use crate::test_support::{MemoryPorts, SETTINGS, Script, TASK, deterministic_bytes, job_body, record, serve, url};
 
 fn delivery(body: String, receive_count: u32) -> Delivery {
     Delivery {
@@ -45,15 +14,6 @@ fn delivery(body: String, receive_count: u32) -> Delivery {
         stop_at: Instant::now() + Duration::from_secs(60),
         lease_until: 1_800_000_900,
     }
-}
-
-const SETTINGS: Settings = Settings { max_file_bytes: 64 << 20, part_size: MIN_PART_SIZE };
-
-fn serve(ports: &MemoryPorts, name: &str, data: &[u8]) {
-    ports.source(
-        &url(name),
-        Script::Body { data: data.to_vec(), declared: true, content_type: Some("audio/mpeg".into()) },
-    );
 }
 
 async fn run(ports: &MemoryPorts, name: &str, receive_count: u32) -> Outcome {
