@@ -1,6 +1,7 @@
 //! AWS adapters shared by the stemvault functions. Every client reaches AWS, or a local
 //! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
 
+pub mod enqueue;
 pub mod env;
 pub mod logging;
 pub mod provision;

@@ -4,6 +4,7 @@
 //! Everything here is plain data and pure functions; time is passed in as [`Now`].
 
 pub mod download;
+pub mod enqueue;
 pub mod ingest;
 pub mod job;
 pub mod manifest;

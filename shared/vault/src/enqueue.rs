@@ -1,0 +1,280 @@
+//! Claim-and-send: how the files a request (ingest) or a run (the sweeper) has claimed reach
+//! the download queue. One message per claimed file; the sent files are marked `queued`, the
+//! others released back to `pending`, each only while still held under the sender's claim.
+//!
+//! The ports are implemented over AWS by `stemvault_aws::enqueue`; a function's own adapter
+//! struct hands them to it with [`delegate_enqueue_ports!`](crate::delegate_enqueue_ports).
+
+#[cfg(feature = "test-support")]
+pub mod memory;
+
+use std::future::Future;
+
+use suno_callbacks::TaskId;
+
+use crate::ingest::Claimant;
+use crate::ports::Clock;
+use crate::{FileJob, Now, StoreError};
+
+/// Send one message per job; one result per job, in order: the message id or why it failed.
+pub trait EnqueueFiles {
+    fn enqueue_files(&self, jobs: &[FileJob]) -> impl Future<Output = Vec<Result<String, String>>> + Send;
+}
+
+/// A file whose message was sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentJob {
+    pub name: String,
+    pub message_id: String,
+}
+
+/// Mark sent files `queued`, each only while it is still `enqueuing` under `claimant`'s claim
+/// (a file taken over or already picked up by a downloader is left alone).
+pub trait MarkQueued {
+    fn mark_queued(
+        &self,
+        task_id: &TaskId,
+        claimant: &str,
+        sent: &[SentJob],
+        queued_at: Now,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Put files whose message could not be sent back to `pending`, each only while it is still
+/// `enqueuing` under `claimant`'s claim.
+pub trait ReleaseClaims {
+    fn release_claims(
+        &self,
+        task_id: &TaskId,
+        claimant: &str,
+        names: &[String],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Some claimed files could not be queued; they are `pending` again (or their claims lapse).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{failed} of {total} file jobs could not be queued: {reason}")]
+pub struct EnqueueError {
+    pub failed: usize,
+    pub total: usize,
+    /// The first failure's reason, as the queue gave it.
+    pub reason: String,
+}
+
+impl EnqueueError {
+    /// Always: the files are claimable again, and the queue may work next time.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Send the claimed jobs, mark the sent ones queued, release the rest. Returns how many were
+/// sent.
+pub async fn send_claimed<P>(
+    ports: &P,
+    task: &TaskId,
+    claimant: &Claimant,
+    jobs: &[FileJob],
+) -> Result<usize, EnqueueError>
+where
+    P: EnqueueFiles + MarkQueued + ReleaseClaims + Clock,
+{
+    if jobs.is_empty() {
+        return Ok(0);
+    }
+    let mut results = ports.enqueue_files(jobs).await.into_iter();
+    let mut sent = Vec::new();
+    let mut failed = Vec::new();
+    let mut reason = None;
+    for job in jobs {
+        match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
+            Ok(message_id) => sent.push(SentJob { name: job.name.clone(), message_id }),
+            Err(why) => {
+                reason.get_or_insert(why);
+                failed.push(job.name.clone());
+            }
+        }
+    }
+    if !sent.is_empty() {
+        if let Err(e) = ports.mark_queued(task, &claimant.id, &sent, ports.now()).await {
+            // The messages exist and the downloader takes files that are still `enqueuing`,
+            // so the files will be stored; the record only lags behind until then.
+            tracing::warn!(error = %e, files = sent.len(), "messages sent but files not marked queued");
+        }
+    }
+    if failed.is_empty() {
+        return Ok(sent.len());
+    }
+    if let Err(e) = ports.release_claims(task, &claimant.id, &failed).await {
+        tracing::warn!(error = %e, files = failed.len(), "claims not released; they lapse with their lease");
+    }
+    Err(EnqueueError { failed: failed.len(), total: jobs.len(), reason: reason.unwrap_or_default() })
+}
+
+#[doc(hidden)]
+pub mod __macro_support {
+    pub use suno_callbacks::TaskId;
+}
+
+/// Implement the task and claim-and-send ports ([`LoadTask`](crate::LoadTask),
+/// [`SaveTask`](crate::SaveTask), [`EnqueueFiles`], [`MarkQueued`], [`ReleaseClaims`],
+/// [`Clock`](crate::Clock)) for a function's adapter struct by handing every call to its
+/// field that holds the shared adapter: `delegate_enqueue_ports!(AwsPorts => shared);`.
+#[macro_export]
+macro_rules! delegate_enqueue_ports {
+    ($ports:ty => $field:ident) => {
+        impl $crate::LoadTask for $ports {
+            fn load_task(
+                &self,
+                task_id: &$crate::enqueue::__macro_support::TaskId,
+            ) -> impl ::std::future::Future<
+                Output = ::std::result::Result<::std::option::Option<$crate::TaskRecord>, $crate::StoreError>,
+            > + Send {
+                $crate::LoadTask::load_task(&self.$field, task_id)
+            }
+        }
+
+        impl $crate::SaveTask for $ports {
+            fn save_task(
+                &self,
+                record: &$crate::TaskRecord,
+                expected_version: ::std::option::Option<u64>,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
+                $crate::SaveTask::save_task(&self.$field, record, expected_version)
+            }
+        }
+
+        impl $crate::enqueue::EnqueueFiles for $ports {
+            fn enqueue_files(
+                &self,
+                jobs: &[$crate::FileJob],
+            ) -> impl ::std::future::Future<
+                Output = ::std::vec::Vec<::std::result::Result<::std::string::String, ::std::string::String>>,
+            > + Send {
+                $crate::enqueue::EnqueueFiles::enqueue_files(&self.$field, jobs)
+            }
+        }
+
+        impl $crate::enqueue::MarkQueued for $ports {
+            fn mark_queued(
+                &self,
+                task_id: &$crate::enqueue::__macro_support::TaskId,
+                claimant: &str,
+                sent: &[$crate::enqueue::SentJob],
+                queued_at: $crate::Now,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
+                $crate::enqueue::MarkQueued::mark_queued(&self.$field, task_id, claimant, sent, queued_at)
+            }
+        }
+
+        impl $crate::enqueue::ReleaseClaims for $ports {
+            fn release_claims(
+                &self,
+                task_id: &$crate::enqueue::__macro_support::TaskId,
+                claimant: &str,
+                names: &[::std::string::String],
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
+                $crate::enqueue::ReleaseClaims::release_claims(&self.$field, task_id, claimant, names)
+            }
+        }
+
+        impl $crate::Clock for $ports {
+            fn now(&self) -> $crate::Now {
+                $crate::Clock::now(&self.$field)
+            }
+
+            fn sleep(&self, duration: ::std::time::Duration) -> impl ::std::future::Future<Output = ()> + Send {
+                $crate::Clock::sleep(&self.$field, duration)
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A queue that refuses the jobs named in `refuse`, and a record of what was marked and
+    /// released.
+    #[derive(Default)]
+    struct Recorder {
+        refuse: Vec<&'static str>,
+        marked: Mutex<Vec<SentJob>>,
+        released: Mutex<Vec<String>>,
+        mark_fails: bool,
+    }
+
+    impl EnqueueFiles for Recorder {
+        async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
+            jobs.iter()
+                .map(|j| match self.refuse.contains(&j.name.as_str()) {
+                    true => Err(format!("refused {}", j.name)),
+                    false => Ok(format!("m-{}", j.name)),
+                })
+                .collect()
+        }
+    }
+
+    impl MarkQueued for Recorder {
+        async fn mark_queued(&self, _: &TaskId, claimant: &str, sent: &[SentJob], _: Now) -> Result<(), StoreError> {
+            assert_eq!(claimant, "req-1");
+            self.marked.lock().unwrap().extend_from_slice(sent);
+            if self.mark_fails { Err(StoreError::Unavailable("down".into())) } else { Ok(()) }
+        }
+    }
+
+    impl ReleaseClaims for Recorder {
+        async fn release_claims(&self, _: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
+            assert_eq!(claimant, "req-1");
+            self.released.lock().unwrap().extend_from_slice(names);
+            Ok(())
+        }
+    }
+
+    impl Clock for Recorder {
+        fn now(&self) -> Now {
+            Now::from_unix_ms(0)
+        }
+        async fn sleep(&self, _: Duration) {}
+    }
+
+    fn jobs(names: &[&str]) -> Vec<FileJob> {
+        names
+            .iter()
+            .map(|n| FileJob {
+                task_id: "t".into(),
+                name: (*n).into(),
+                url: format!("https://h/{n}"),
+                key: format!("tasks/t/{n}"),
+            })
+            .collect()
+    }
+
+    fn claimant() -> Claimant {
+        Claimant { id: "req-1".into(), lease: Duration::from_secs(15) }
+    }
+
+    #[tokio::test]
+    async fn sent_files_are_marked_and_refused_ones_released() {
+        let task = TaskId::parse("t").unwrap();
+        let ports = Recorder { refuse: vec!["b", "c"], ..Recorder::default() };
+        let err = send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b", "c"])).await.unwrap_err();
+        assert_eq!(err, EnqueueError { failed: 2, total: 3, reason: "refused b".into() });
+        assert!(err.is_retryable());
+        assert_eq!(*ports.marked.lock().unwrap(), [SentJob { name: "a".into(), message_id: "m-a".into() }]);
+        assert_eq!(*ports.released.lock().unwrap(), ["b", "c"]);
+    }
+
+    #[tokio::test]
+    async fn all_sent_counts_even_when_marking_fails_and_nothing_sends_nothing() {
+        let task = TaskId::parse("t").unwrap();
+        let ports = Recorder { mark_fails: true, ..Recorder::default() };
+        assert_eq!(send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b"])).await, Ok(2));
+        assert!(ports.released.lock().unwrap().is_empty());
+        assert_eq!(send_claimed(&ports, &task, &claimant(), &[]).await, Ok(0));
+        assert_eq!(ports.marked.lock().unwrap().len(), 2);
+    }
+}
