@@ -172,7 +172,7 @@ fn unreachable(url: &str) -> impl FnOnce(reqwest::Error) -> DemoError + '_ {
 pub async fn run(target: &DemoTarget, file_origin: &str, timeout: Duration) -> Result<DemoOutcome, DemoError> {
     let http = client();
     let task_id = fresh_task_id();
-    let body = demo_callback(&fixture(), &task_id, file_origin)?;
+    let body = demo_callback(fixture(), &task_id, file_origin)?;
     let callback_url = target.auth.callback_url(&target.base_url);
     let mut request = http.post(&callback_url).header("content-type", "application/json").body(body);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
@@ -268,7 +268,7 @@ mod tests {
 
     #[test]
     fn rewrites_every_file_url_and_the_task_id() {
-        let body = demo_callback(&fixture(), "0123456789abcdef0123456789abcdef", "http://127.0.0.1:3001").unwrap();
+        let body = demo_callback(fixture(), "0123456789abcdef0123456789abcdef", "http://127.0.0.1:3001").unwrap();
         assert!(!body.contains("aiquickdraw"), "{body}");
         assert!(!body.contains("e649edb7abfd759285bd41a47a634b10"));
         let json: Value = serde_json::from_str(&body).unwrap();

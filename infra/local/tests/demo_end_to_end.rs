@@ -21,7 +21,7 @@ fn test_env(name: &str) -> Option<String> {
 
 /// Stem name -> the file name in its URL, from the fixture (`bass_url` -> `..._Bass.mp3`).
 fn fixture_stems() -> Vec<(String, String)> {
-    let fixture: serde_json::Value = serde_json::from_str(&demo::fixture()).unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(demo::fixture()).unwrap();
     let info = fixture["data"]["vocal_separation_info"].as_object().unwrap();
     let mut stems: Vec<(String, String)> = info
         .iter()
@@ -55,7 +55,7 @@ async fn demo_callback_stores_all_twelve_stems_and_the_manifest() {
         .build()
         .unwrap()
         .post(format!("{}/callback", pipeline.info.base_url))
-        .body(demo::demo_callback(&demo::fixture(), &demo::fresh_task_id(), &file_origin).unwrap())
+        .body(demo::demo_callback(demo::fixture(), &demo::fresh_task_id(), &file_origin).unwrap())
         .send()
         .await
         .unwrap();
