@@ -11,7 +11,7 @@ PYTHON ?= python3
 VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
-FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results
+FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper
 
 .PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint lambda-build run demo bench clean
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
 use stemvault_ingest::memory::MemoryPorts;
-use stemvault_ingest::{App, Config, Handler};
+use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture};
 use suno_callbacks::signature::sign;
 
@@ -26,13 +26,7 @@ trait Endpoint: Send + Sync + 'static {
     fn call(&self, req: Request) -> impl Future<Output = StatusCode> + Send;
 }
 
-impl Endpoint for App {
-    async fn call(&self, req: Request) -> StatusCode {
-        self.handle(req).await.status()
-    }
-}
-
-impl Endpoint for Handler<MemoryPorts> {
+impl<P: stemvault_ingest::domain::Ports + Send + Sync + 'static> Endpoint for App<P> {
     async fn call(&self, req: Request) -> StatusCode {
         self.handle(req).await.status()
     }
@@ -48,7 +42,6 @@ fn config(table: &str, bucket: &str, queue: &str) -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
-        log_level: None,
     }
 }
 
@@ -145,8 +138,8 @@ fn main() {
         );
         println!("{:<58} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
 
-        let handler = Handler::new(&config("t", "b", "q"), MemoryPorts::new());
-        scenarios("handler overhead (in-memory ports)", handler).await;
+        let in_memory = App::with_ports(&config("t", "b", "q"), MemoryPorts::new());
+        scenarios("handler overhead (in-memory ports)", in_memory).await;
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
         if !endpoint.starts_with("http://127.0.0.1") && !endpoint.starts_with("http://localhost") {

@@ -31,7 +31,6 @@ fn config(env: &TestEnv) -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
-        log_level: None,
     }
 }
 

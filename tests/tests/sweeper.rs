@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use stemvault_ingest::sweep::app::SweeperApp;
-use stemvault_ingest::sweep::config::SweeperConfig;
+use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::{FileJob, FileStatus, Now, TaskRecord, VaultState};
@@ -38,14 +37,14 @@ fn orphaned(age: Duration, files: &[(&str, FileStatus)]) -> TaskRecord {
     record
 }
 
-fn app(env: &TestEnv) -> SweeperApp {
-    let config = SweeperConfig::from_lookup(|name| match name {
+fn app(env: &TestEnv) -> App {
+    let config = Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(env.resources.table_name.clone()),
         "QUEUE_URL" => Some(env.resources.queue_url.clone()),
         _ => None,
     })
     .unwrap();
-    SweeperApp::new(config, &env.config)
+    App::new(config, &env.config)
 }
 
 fn jobs_on_queue(messages: &[aws_sdk_sqs::types::Message]) -> Vec<FileJob> {

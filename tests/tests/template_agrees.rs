@@ -27,12 +27,7 @@ struct Function {
 /// Paths under the crate's `src/` (a trailing `/` means a directory).
 enum Sources {
     Except(&'static [&'static str]),
-    Only(&'static [&'static str]),
 }
-
-/// The sweeper shares the ingest crate: these files are its own, plus the shared table+queue
-/// adapter.
-const SWEEPER_ONLY: &[&str] = &["sweep.rs", "sweep/", "bin/sweeper.rs"];
 
 const FUNCTIONS: &[Function] = &[
     Function {
@@ -40,14 +35,14 @@ const FUNCTIONS: &[Function] = &[
         logical_id: "IngestFunction",
         binary: "ingest",
         config: "config.rs",
-        sources: Sources::Except(SWEEPER_ONLY),
+        sources: Sources::Except(&[]),
     },
     Function {
-        crate_dir: "ingest",
+        crate_dir: "sweeper",
         logical_id: "SweeperFunction",
         binary: "sweeper",
-        config: "sweep/config.rs",
-        sources: Sources::Only(&["sweep.rs", "sweep/", "bin/sweeper.rs", "aws/claims.rs"]),
+        config: "config.rs",
+        sources: Sources::Except(&[]),
     },
     Function {
         crate_dir: "download",
@@ -75,7 +70,6 @@ impl Sources {
         };
         match self {
             Sources::Except(patterns) => !matches(patterns),
-            Sources::Only(patterns) => matches(patterns),
         }
     }
 }
@@ -402,6 +396,12 @@ fn needs_of(function: &Function) -> Needs {
     let src = root.join("src");
     let mut sources = scan::production_sources(&src);
     sources.retain(|path, _| path.strip_prefix(&src).is_ok_and(|relative| function.sources.includes(relative)));
+    // The shared claim-and-send adapter's calls are those of the functions that hold it.
+    if sources.values().any(|code| code.contains("enqueue::TableAndQueue")) {
+        let enqueue = repo().join("shared/aws/src/enqueue.rs");
+        let code = scan::production_part(&read(&enqueue)).0;
+        sources.insert(enqueue, code);
+    }
     assert!(sources.contains_key(&src.join(function.config)), "{}: config not among its sources", function.logical_id);
     let config = read(&src.join(function.config));
     let mut variables = scan::variable_literals(&scan::production_part(&config).0);
@@ -416,6 +416,7 @@ fn needs_of(function: &Function) -> Needs {
         for code in shared.values() {
             variables.extend(scan::env_var_reads(code));
         }
+        variables.extend(stemvault_aws::logging::ENVIRONMENT.iter().map(|v| v.to_string()));
         let helpers = scan::helper_methods(&read(&repo().join("shared/aws/src/table.rs")));
         for (method, helper_actions) in helpers {
             if sources.values().any(|code| scan::calls_table_method(code, &method)) {

@@ -2,6 +2,20 @@
 
 use std::time::Duration;
 
+use stemvault_aws::{ConfigError, Env};
+
+/// Every variable the function reads (besides logging's and the AWS SDK's).
+pub const ENVIRONMENT: &[&str] = &[
+    "TABLE_NAME",
+    "BUCKET_NAME",
+    "QUEUE_URL",
+    "WEBHOOK_HMAC_KEYS",
+    "CALLBACK_TOKEN",
+    "ALLOW_UNAUTHENTICATED",
+    "MAX_BODY_BYTES",
+    "SIGNATURE_TOLERANCE_SECONDS",
+];
+
 /// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise (1 MiB; the largest
 /// documented bodies, MIDI note lists, are tens of kilobytes).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -10,6 +24,10 @@ const MAX_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 const DEFAULT_SIGNATURE_TOLERANCE_SECONDS: u64 = 300;
 /// A day: past that, a captured signature stays replayable for too long.
 const MAX_SIGNATURE_TOLERANCE_SECONDS: u64 = 86_400;
+
+/// Why the function refuses to start with neither keys nor token.
+const NO_AUTHENTICATION: &str = "no callback authentication configured: set WEBHOOK_HMAC_KEYS and/or \
+     CALLBACK_TOKEN, or ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks on purpose";
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
@@ -24,9 +42,6 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     pub max_body_bytes: usize,
     pub signature_tolerance: Duration,
-    /// `LOG_LEVEL`, as read by `stemvault_aws::logging::init` (kept here so every variable
-    /// the function reads is named in this file).
-    pub log_level: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,62 +55,41 @@ impl std::fmt::Debug for Config {
             .field("allow_unauthenticated", &self.allow_unauthenticated)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("signature_tolerance", &self.signature_tolerance)
-            .field("log_level", &self.log_level)
             .finish()
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    /// `value` is never a secret: secrets are reported without it.
-    #[error("{name} is invalid: {reason}")]
-    Invalid { name: &'static str, reason: String },
-    #[error(
-        "no callback authentication configured: set WEBHOOK_HMAC_KEYS and/or CALLBACK_TOKEN, \
-         or ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks on purpose"
-    )]
-    NoAuthentication,
-}
-
 impl Config {
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        // Deployment templates pass unset parameters as empty strings.
-        let get = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::read(&Env::process(ENVIRONMENT))
+    }
 
-        let hmac_keys = hmac_keys(get("WEBHOOK_HMAC_KEYS"))?;
-        let callback_token = get("CALLBACK_TOKEN").map(callback_token).transpose()?;
-        let allow_unauthenticated = boolean("ALLOW_UNAUTHENTICATED", get("ALLOW_UNAUTHENTICATED"))?;
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::read(&Env::new(ENVIRONMENT, lookup))
+    }
+
+    fn read(env: &Env) -> Result<Config, ConfigError> {
+        let hmac_keys = hmac_keys(env.optional("WEBHOOK_HMAC_KEYS"))?;
+        let callback_token = env.optional("CALLBACK_TOKEN").map(callback_token).transpose()?;
+        let allow_unauthenticated = env.flag("ALLOW_UNAUTHENTICATED")?;
         if hmac_keys.is_empty() && callback_token.is_none() && !allow_unauthenticated {
-            return Err(ConfigError::NoAuthentication);
+            return Err(ConfigError::Unusable(NO_AUTHENTICATION));
         }
         Ok(Config {
-            table_name: required("TABLE_NAME")?,
-            bucket_name: required("BUCKET_NAME")?,
-            queue_url: required("QUEUE_URL")?,
+            table_name: env.required("TABLE_NAME")?,
+            bucket_name: env.required("BUCKET_NAME")?,
+            queue_url: env.required("QUEUE_URL")?,
             hmac_keys,
             callback_token,
             allow_unauthenticated,
-            max_body_bytes: bounded(
-                "MAX_BODY_BYTES",
-                get("MAX_BODY_BYTES"),
-                DEFAULT_MAX_BODY_BYTES,
-                MAX_MAX_BODY_BYTES,
-            )?,
-            signature_tolerance: Duration::from_secs(bounded(
+            max_body_bytes: env.number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, MAX_MAX_BODY_BYTES)?,
+            signature_tolerance: env.seconds(
                 "SIGNATURE_TOLERANCE_SECONDS",
-                get("SIGNATURE_TOLERANCE_SECONDS"),
                 DEFAULT_SIGNATURE_TOLERANCE_SECONDS,
+                1,
                 MAX_SIGNATURE_TOLERANCE_SECONDS,
-            )?),
-            log_level: get("LOG_LEVEL"),
+            )?,
         })
-    }
-
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
     }
 
     /// Whether callbacks are accepted without any authentication.
@@ -128,27 +122,6 @@ fn callback_token(token: String) -> Result<String, ConfigError> {
     Ok(token)
 }
 
-fn boolean(name: &'static str, raw: Option<String>) -> Result<bool, ConfigError> {
-    match raw.as_deref().map(str::to_ascii_lowercase).as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ConfigError::Invalid { name, reason: format!("{other:?} is neither true nor false") }),
-    }
-}
-
-fn bounded<T>(name: &'static str, raw: Option<String>, default: T, max: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + From<u8> + std::fmt::Display,
-{
-    let Some(raw) = raw else { return Ok(default) };
-    let invalid = |reason: String| ConfigError::Invalid { name, reason: format!("{raw:?}: {reason}") };
-    let value: T = raw.parse().map_err(|_| invalid("not a whole number".into()))?;
-    if value < T::from(1) || value > max {
-        return Err(invalid(format!("must be between 1 and {max}")));
-    }
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -171,7 +144,6 @@ mod tests {
             ("CALLBACK_TOKEN", "0123456789abcdef-_.~"),
             ("MAX_BODY_BYTES", "2048"),
             ("SIGNATURE_TOLERANCE_SECONDS", "60"),
-            ("LOG_LEVEL", "debug"),
         ])
         .unwrap();
         assert_eq!(
@@ -181,7 +153,6 @@ mod tests {
         assert_eq!(c.hmac_keys, vec!["new-key", "old-key"]);
         assert_eq!(c.callback_token.as_deref(), Some("0123456789abcdef-_.~"));
         assert_eq!((c.max_body_bytes, c.signature_tolerance), (2048, Duration::from_secs(60)));
-        assert_eq!(c.log_level.as_deref(), Some("debug"));
         assert!(!c.allow_unauthenticated && !c.is_unauthenticated());
     }
 
@@ -195,9 +166,17 @@ mod tests {
 
     #[test]
     fn refuses_to_run_unauthenticated_unless_told_to() {
-        assert_eq!(config(&[]), Err(ConfigError::NoAuthentication));
-        assert_eq!(config(&[("WEBHOOK_HMAC_KEYS", " "), ("CALLBACK_TOKEN", "")]), Err(ConfigError::NoAuthentication));
-        assert_eq!(config(&[("ALLOW_UNAUTHENTICATED", "false")]), Err(ConfigError::NoAuthentication));
+        assert_eq!(config(&[]), Err(ConfigError::Unusable(NO_AUTHENTICATION)));
+        assert_eq!(
+            NO_AUTHENTICATION,
+            "no callback authentication configured: set WEBHOOK_HMAC_KEYS and/or CALLBACK_TOKEN, \
+             or ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks on purpose"
+        );
+        assert_eq!(
+            config(&[("WEBHOOK_HMAC_KEYS", " "), ("CALLBACK_TOKEN", "")]),
+            Err(ConfigError::Unusable(NO_AUTHENTICATION))
+        );
+        assert_eq!(config(&[("ALLOW_UNAUTHENTICATED", "false")]), Err(ConfigError::Unusable(NO_AUTHENTICATION)));
         let open = config(&[("ALLOW_UNAUTHENTICATED", "TRUE")]).unwrap();
         assert!(open.allow_unauthenticated && open.is_unauthenticated());
         assert!(matches!(

@@ -1,100 +1,40 @@
 //! The ingest use-case: record one valid callback, archive its body and queue its files,
-//! over small ports that the AWS adapters ([`crate::aws`]) and the in-memory ones
-//! ([`crate::memory`]) implement.
+//! over small ports that the AWS adapters ([`crate::aws`]) and the in-memory ones of the
+//! tests and the benchmark implement.
 //!
 //! 1. Archive the body and write the record **at the same time**. The record write is a
 //!    read, a pure merge ([`stemvault_vault::ingest`]) and a put conditional on the version
 //!    read, retried from the read on a conflict. The body is archived on every delivery
 //!    (same key, same bytes), so a retry repairs an archive that failed, even as a duplicate.
 //! 2. Send one message per file the merge claimed for this request, mark the sent ones
-//!    `queued` (conditional on the claim) and release the others back to `pending`.
+//!    `queued` (conditional on the claim) and release the others back to `pending`
+//!    ([`send_claimed`], which the sweeper shares).
 //! 3. Files of this callback that a concurrent delivery is queueing are waited for (bounded);
 //!    whatever that delivery released, or left when its lease ran out, is taken over.
 
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{
     BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim,
 };
-use stemvault_vault::{FileJob, Now, TaskRecord};
+use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, retry_on_conflict};
 use suno_callbacks::{CallbackEvent, TaskId, s3_key};
 
 use crate::error::{IngestError, StoreError};
-
-/// Strongly consistent read of a task's record.
-pub trait LoadRecord {
-    fn load_record(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
-}
-
-/// Whole-record write if the stored version is still `expected_version` (None: if no record
-/// exists). `record.version` is already the new version.
-pub trait SaveRecord {
-    fn save_record(
-        &self,
-        record: &TaskRecord,
-        expected_version: Option<u64>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
 
 /// Keep a callback body verbatim under `key`.
 pub trait ArchiveBody {
     fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// Send one message per job; one result per job, in order: the message id or why it failed.
-pub trait EnqueueFiles {
-    fn enqueue_files(&self, jobs: &[FileJob]) -> impl Future<Output = Vec<Result<String, String>>> + Send;
-}
+/// Everything the use-case needs: the task table, the archive, the claim-and-send ports and
+/// the clock.
+pub trait Ports: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
 
-/// A file whose message was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentJob {
-    pub name: String,
-    pub message_id: String,
-}
-
-/// Mark sent files `queued`, each only while it is still `enqueuing` under `claimant`'s claim
-/// (a file taken over or already picked up by a downloader is left alone).
-pub trait MarkQueued {
-    fn mark_queued(
-        &self,
-        task_id: &TaskId,
-        claimant: &str,
-        sent: &[SentJob],
-        queued_at: Now,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// Put files whose message could not be sent back to `pending`, each only while it is still
-/// `enqueuing` under `claimant`'s claim.
-pub trait ReleaseClaims {
-    fn release_claims(
-        &self,
-        task_id: &TaskId,
-        claimant: &str,
-        names: &[String],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-/// The clock, and waiting (so tests can run leases and backoffs in virtual time).
-pub trait Clock {
-    fn now(&self) -> Now;
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-}
-
-/// Everything the use-case needs.
-pub trait IngestPorts:
-    LoadRecord + SaveRecord + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
-{
-}
-
-impl<T> IngestPorts for T where
-    T: LoadRecord + SaveRecord + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
-{
-}
+impl<T> Ports for T where T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.
@@ -144,7 +84,7 @@ pub struct Outcome {
 ///
 /// Giving up midway is safe: the body is archived again and the record merged again by the
 /// retry, and claims left behind lapse with their lease and are taken over.
-pub async fn ingest<P: IngestPorts>(
+pub async fn ingest<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
@@ -156,7 +96,7 @@ pub async fn ingest<P: IngestPorts>(
         .unwrap_or(Err(IngestError::Deadline { after: settings.deadline }))
 }
 
-async fn ingest_unbounded<P: IngestPorts>(
+async fn ingest_unbounded<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
@@ -183,73 +123,34 @@ async fn ingest_unbounded<P: IngestPorts>(
 }
 
 /// Read, merge, put conditional on the version read; again on a conflict.
-async fn record<P: IngestPorts>(
+async fn record<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
     body: &BodyInfo,
     claimant: &Claimant,
 ) -> Result<Merge, IngestError> {
-    for attempt in 0..settings.max_save_attempts {
-        let existing = ports.load_record(&event.task_id).await?;
+    let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
+        let existing = ports.load_task(&event.task_id).await?;
         let merge = ingest_callback(existing.as_ref(), event, body, claimant, ports.now());
         // Messages and details are bounded by the merge; hundreds of long URLs are not.
         let bytes = item_size_estimate(&merge.record);
         if bytes > MAX_ITEM_ESTIMATE_BYTES {
             return Err(IngestError::TooLargeToRecord { bytes });
         }
-        match ports.save_record(&merge.record, existing.map(|r| r.version)).await {
-            Ok(()) => return Ok(merge),
-            Err(StoreError::Conflict) => ports.sleep(conflict_backoff(attempt)).await,
-            Err(e) => return Err(e.into()),
+        match ports.save_task(&merge.record, existing.map(|r| r.version)).await {
+            Ok(()) => Ok(Attempt::Done(merge)),
+            Err(StoreError::Conflict) => Ok(Attempt::Conflict),
+            Err(e) => Err(e.into()),
         }
-    }
-    Err(IngestError::Contention { attempts: settings.max_save_attempts })
-}
-
-/// Send the claimed jobs, mark the sent ones queued, release the rest. Returns how many
-/// were sent. The sweeper sends what it claims through here too.
-pub(crate) async fn send_claimed<P: EnqueueFiles + MarkQueued + ReleaseClaims + Clock>(
-    ports: &P,
-    task: &TaskId,
-    claimant: &Claimant,
-    jobs: &[FileJob],
-) -> Result<usize, IngestError> {
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    let mut results = ports.enqueue_files(jobs).await.into_iter();
-    let mut sent = Vec::new();
-    let mut failed = Vec::new();
-    let mut reason = None;
-    for job in jobs {
-        match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
-            Ok(message_id) => sent.push(SentJob { name: job.name.clone(), message_id }),
-            Err(why) => {
-                reason.get_or_insert(why);
-                failed.push(job.name.clone());
-            }
-        }
-    }
-    if !sent.is_empty() {
-        if let Err(e) = ports.mark_queued(task, &claimant.id, &sent, ports.now()).await {
-            // The messages exist and the downloader takes files that are still `enqueuing`,
-            // so the files will be stored; the record only lags behind until then.
-            tracing::warn!(error = %e, files = sent.len(), "messages sent but files not marked queued");
-        }
-    }
-    if failed.is_empty() {
-        return Ok(sent.len());
-    }
-    if let Err(e) = ports.release_claims(task, &claimant.id, &failed).await {
-        tracing::warn!(error = %e, files = failed.len(), "claims not released; they lapse with their lease");
-    }
-    Err(IngestError::Enqueue { failed: failed.len(), total: jobs.len(), reason: reason.unwrap_or_default() })
+    })
+    .await?;
+    merged.ok_or(IngestError::Contention { attempts: settings.max_save_attempts })
 }
 
 /// Wait until every wanted file is queued or beyond, taking over released or lapsed claims.
 /// Returns how many messages this request sent while waiting.
-async fn wait_for_others<P: IngestPorts>(
+async fn wait_for_others<P: Ports>(
     ports: &P,
     settings: &Settings,
     task: &TaskId,
@@ -262,12 +163,12 @@ async fn wait_for_others<P: IngestPorts>(
     loop {
         ports.sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(400));
-        let Some(current) = ports.load_record(task).await? else {
+        let Some(current) = ports.load_task(task).await? else {
             return Err(StoreError::Unavailable("the task record disappeared".into()).into());
         };
         let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
         if let Some(claimed) = claimed {
-            match ports.save_record(&claimed, Some(current.version)).await {
+            match ports.save_task(&claimed, Some(current.version)).await {
                 Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await?,
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
@@ -279,14 +180,6 @@ async fn wait_for_others<P: IngestPorts>(
             return Err(IngestError::StillEnqueuing { files: claims.wait_for.len().max(1) });
         }
     }
-}
-
-/// Exponential backoff with full jitter (5 ms doubling up to 200 ms), so concurrent
-/// deliveries of one task spread out instead of colliding again.
-fn conflict_backoff(attempt: u32) -> Duration {
-    let cap_ms = 5u64.saturating_mul(1 << attempt.min(6)).min(200);
-    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt);
-    Duration::from_millis(1 + jitter % cap_ms)
 }
 
 #[cfg(test)]

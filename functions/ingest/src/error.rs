@@ -2,6 +2,7 @@
 //! retry can fix it. Bad input never gets here: the handler answers it with a 4xx.
 
 pub use stemvault_vault::StoreError;
+pub use stemvault_vault::enqueue::EnqueueError;
 
 /// Why a valid callback could not be fully processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,8 +13,8 @@ pub enum IngestError {
     Contention { attempts: u32 },
     #[error("the callback body could not be archived: {0}")]
     Archive(String),
-    #[error("{failed} of {total} file jobs could not be queued: {reason}")]
-    Enqueue { failed: usize, total: usize, reason: String },
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
     StillEnqueuing { files: usize },
     /// The task's record with this callback would be too large for the table, even with
@@ -42,7 +43,7 @@ impl IngestError {
             IngestError::TooLargeToRecord { .. } => "callback_too_large_to_record",
             IngestError::Store(_) | IngestError::Contention { .. } => "task_record_unavailable",
             IngestError::Archive(_) => "archive_failed",
-            IngestError::Enqueue { .. } => "enqueue_failed",
+            IngestError::Enqueue(_) => "enqueue_failed",
             IngestError::StillEnqueuing { .. } => "enqueue_in_progress",
             IngestError::Deadline { .. } => "timeout",
         }
@@ -66,9 +67,7 @@ impl IngestError {
             IngestError::Archive(_) => {
                 "the callback is recorded but its body could not be archived; retry the delivery"
             }
-            IngestError::Enqueue { .. } => {
-                "the callback is recorded but its files could not be queued; retry the delivery"
-            }
+            IngestError::Enqueue(_) => "the callback is recorded but its files could not be queued; retry the delivery",
             IngestError::StillEnqueuing { .. } => {
                 "a concurrent delivery of this task is still queueing its files; retry the delivery"
             }
@@ -91,7 +90,7 @@ mod tests {
             IngestError::Store(StoreError::Conflict),
             IngestError::Contention { attempts: 3 },
             IngestError::Archive("x".into()),
-            IngestError::Enqueue { failed: 1, total: 2, reason: "x".into() },
+            IngestError::Enqueue(EnqueueError { failed: 1, total: 2, reason: "x".into() }),
             IngestError::StillEnqueuing { files: 1 },
             IngestError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {

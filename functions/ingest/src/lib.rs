@@ -8,10 +8,8 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod handler;
+#[cfg(any(test, feature = "test-support"))]
 pub mod memory;
-pub mod sweep;
 
 pub use app::App;
-pub use config::{Config, ConfigError};
-pub use handler::Handler;
+pub use config::Config;

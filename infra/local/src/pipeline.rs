@@ -114,8 +114,8 @@ impl Pipeline {
             stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
-        let sweeper = stemvault_ingest::sweep::config::SweeperConfig::from_lookup(&lookup)
-            .map_err(|e| config_error("sweeper")(e.to_string()))?;
+        let sweeper =
+            stemvault_sweeper::Config::from_lookup(&lookup).map_err(|e| config_error("sweeper")(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk),
             results: stemvault_results::App::new(results, &sdk),
@@ -156,7 +156,7 @@ impl Pipeline {
                 shutdown.signal(),
             )));
         }
-        let sweeper = stemvault_ingest::sweep::app::SweeperApp::new(sweeper, &sdk);
+        let sweeper = stemvault_sweeper::App::new(sweeper, &sdk);
         tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
         Ok(Pipeline {
             info,
@@ -180,7 +180,7 @@ impl Pipeline {
 }
 
 /// The scheduled sweeper, locally: one sweep every `interval` until stopped.
-async fn sweep_every(sweeper: stemvault_ingest::sweep::app::SweeperApp, interval: Duration, mut stop: StopSignal) {
+async fn sweep_every(sweeper: stemvault_sweeper::App, interval: Duration, mut stop: StopSignal) {
     loop {
         tokio::select! {
             _ = stop.stopped() => return,

@@ -2,12 +2,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use stemvault_vault::enqueue::SentJob;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileStatus, Now};
+use stemvault_vault::{FileJob, FileStatus, Now, TaskRecord};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 use tokio::sync::Barrier;
 
 use super::*;
+use crate::error::EnqueueError;
 use crate::memory::MemoryPorts;
 
 const T0: i64 = 1_763_910_000_000;
@@ -111,7 +113,7 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
     let e = event(Stage::Final, &["vocal", "drums"]);
     ports.set_enqueue_failing(true);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert_eq!(err, IngestError::Enqueue { failed: 2, total: 2, reason: "queue switched off".into() });
+    assert_eq!(err, IngestError::Enqueue(EnqueueError { failed: 2, total: 2, reason: "queue switched off".into() }));
     let record = ports.record(TASK).unwrap();
     assert!(record.files.values().all(|f| f.status == FileStatus::Pending && f.claim.is_none()));
     assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")]);
@@ -267,17 +269,17 @@ impl Rendezvous {
     }
 }
 
-impl LoadRecord for Rendezvous {
-    async fn load_record(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.inner.load_record(task_id).await
+impl LoadTask for Rendezvous {
+    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.inner.load_task(task_id).await
     }
 }
-impl SaveRecord for Rendezvous {
-    async fn save_record(&self, record: &TaskRecord, expected: Option<u64>) -> Result<(), StoreError> {
+impl SaveTask for Rendezvous {
+    async fn save_task(&self, record: &TaskRecord, expected: Option<u64>) -> Result<(), StoreError> {
         if !self.saved_once.swap(true, Ordering::SeqCst) {
             self.meet().await.map_err(StoreError::Unavailable)?;
         }
-        self.inner.save_record(record, expected).await
+        self.inner.save_task(record, expected).await
     }
 }
 impl ArchiveBody for Rendezvous {

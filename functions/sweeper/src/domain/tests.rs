@@ -1,11 +1,11 @@
 use std::time::Duration;
 
+use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
 use stemvault_vault::{FileStatus, Now, TaskRecord};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 
 use super::*;
-use crate::memory::MemoryPorts;
 
 const T0: i64 = 1_763_910_000_000;
 
@@ -44,13 +44,35 @@ fn orphaned(task: &str, received: Now, statuses: &[(&str, FileStatus)]) -> TaskR
     record
 }
 
-fn sent(ports: &MemoryPorts) -> Vec<(String, String)> {
+/// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
+/// page (so sweeps over a few tasks already page).
+impl ListOpenTasks for MemoryTableAndQueue {
+    async fn open_tasks(&self, received_before: &str, after: Option<&OpenTask>) -> Result<OpenTaskPage, StoreError> {
+        const PAGE: usize = 2;
+        self.interleave().await;
+        let mut open: Vec<OpenTask> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.open.is_some() && r.last_received_at.as_str() < received_before)
+            .map(|r| OpenTask { task_id: r.task_id, last_received_at: r.last_received_at })
+            .collect();
+        open.sort_by(|a, b| (&a.last_received_at, &a.task_id).cmp(&(&b.last_received_at, &b.task_id)));
+        if let Some(after) = after {
+            open.retain(|t| (&t.last_received_at, &t.task_id) > (&after.last_received_at, &after.task_id));
+        }
+        let next = (open.len() > PAGE).then(|| open[PAGE - 1].clone());
+        open.truncate(PAGE);
+        Ok(OpenTaskPage { tasks: open, next })
+    }
+}
+
+fn sent(ports: &MemoryTableAndQueue) -> Vec<(String, String)> {
     let mut jobs: Vec<(String, String)> = ports.messages().into_iter().map(|(_, j)| (j.task_id, j.name)).collect();
     jobs.sort();
     jobs
 }
 
-fn statuses(ports: &MemoryPorts, task: &str) -> Vec<(String, FileStatus)> {
+fn statuses(ports: &MemoryTableAndQueue, task: &str) -> Vec<(String, FileStatus)> {
     ports.record(task).unwrap().files.into_iter().map(|(n, f)| (n, f.status)).collect()
 }
 
@@ -59,7 +81,7 @@ const FRESH: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 #[tokio::test]
 async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
-    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
     use FileStatus::*;
     ports.put_record(orphaned(
         OLD,
@@ -70,7 +92,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     // Delivered 30 s ago: its request may still be sending.
     ports.put_record(orphaned(FRESH, at(220), &[("p", Pending), ("e", Enqueuing)]));
 
-    let report = sweep(&ports, &SweepSettings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
 
     assert_eq!(sent(&ports), [(OLD.into(), "e".into()), (OLD.into(), "p".into())]);
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
@@ -89,26 +111,26 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!(statuses(&ports, FRESH), [("e".to_owned(), Enqueuing), ("p".to_owned(), Pending)]);
 
     // A second run finds nothing left to send.
-    let again = sweep(&ports, &SweepSettings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    let again = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
     assert_eq!((again.tasks_checked, again.files_requeued), (1, 0));
     assert_eq!(ports.messages().len(), 2);
 
     // Once past the grace period, the fresh task's orphans are sent too.
     ports.advance(Duration::from_secs(120));
-    let later = sweep(&ports, &SweepSettings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    let later = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!(later.files_requeued, 2);
     assert_eq!(statuses(&ports, FRESH), [("e".to_owned(), Queued), ("p".to_owned(), Queued)]);
 }
 
 #[tokio::test]
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
-    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("e", FileStatus::Enqueuing)]);
     record.files.get_mut("e").unwrap().lease_until = Some(at(1_000).unix_seconds());
     ports.put_record(record);
     ports.advance(Duration::from_secs(300));
 
-    let report = sweep(&ports, &SweepSettings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.files_requeued), (1, 0));
     assert!(ports.messages().is_empty());
     assert_eq!(ports.record(OLD).unwrap().files["e"].claim.as_deref(), Some("dead-request"));
@@ -116,13 +138,13 @@ async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
 
 #[tokio::test]
 async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
-    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("p", FileStatus::Pending)]);
     // Not a state ingest writes; shows that the record, not the index, decides.
     record.vault = stemvault_vault::VaultState::Complete;
     ports.put_record(record);
     ports.advance(Duration::from_secs(300));
-    let report = sweep(&ports, &SweepSettings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.files_requeued), (1, 0));
     assert!(ports.messages().is_empty());
 }
@@ -133,41 +155,41 @@ fn task_id(i: usize) -> String {
 
 #[tokio::test]
 async fn every_page_is_swept_within_the_task_and_time_bounds() {
-    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
     for i in 0..5 {
         ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
     }
     ports.advance(Duration::from_secs(300));
 
-    let bounded = SweepSettings { max_tasks: 3, ..SweepSettings::default() };
+    let bounded = Settings { max_tasks: 3, ..Settings::default() };
     let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.files_requeued, report.stopped_early), (3, 3, true));
     // Oldest delivery first.
     let first: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
     assert_eq!(first, [task_id(0), task_id(1), task_id(2)]);
 
-    let out_of_time = sweep(&ports, &SweepSettings::default(), "sweeper-2", at(300)).await.unwrap();
+    let out_of_time = sweep(&ports, &Settings::default(), "sweeper-2", at(300)).await.unwrap();
     assert_eq!((out_of_time.tasks_checked, out_of_time.stopped_early), (0, true));
 
-    let rest = sweep(&ports, &SweepSettings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    let rest = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((rest.tasks_checked, rest.files_requeued, rest.stopped_early), (5, 2, false));
     assert_eq!(ports.messages().len(), 5);
 }
 
 #[tokio::test]
 async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
-    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
     ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
     ports.advance(Duration::from_secs(300));
     ports.set_enqueue_failing(true);
 
-    let failed = sweep(&ports, &SweepSettings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    let failed = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((failed.tasks_checked, failed.files_requeued, failed.tasks_failed), (1, 0, 1));
     let p = &ports.record(OLD).unwrap().files["p"];
     assert_eq!((p.status, p.claim.as_deref()), (FileStatus::Pending, None));
 
     ports.set_enqueue_failing(false);
-    let healed = sweep(&ports, &SweepSettings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
     assert_eq!((healed.files_requeued, healed.tasks_failed), (1, 0));
     assert_eq!(sent(&ports), [(OLD.into(), "p".into())]);
 }

@@ -29,12 +29,11 @@ fn config() -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 4096,
         signature_tolerance: Duration::from_secs(300),
-        log_level: None,
     }
 }
 
-fn handler(config: Config) -> Handler<MemoryPorts> {
-    Handler::new(&config, MemoryPorts::with_virtual_clock(Now::from_unix_ms(NOW_SECS * 1000)))
+fn handler(config: Config) -> App<MemoryPorts> {
+    App::with_ports(&config, MemoryPorts::with_virtual_clock(Now::from_unix_ms(NOW_SECS * 1000)))
 }
 
 fn request(path: &str, headers: &[(&str, String)], body: impl Into<Body>) -> Request {
@@ -59,10 +58,10 @@ fn json(response: &Response<Body>) -> Value {
 }
 
 /// Nothing was recorded, archived or sent.
-fn assert_untouched(h: &Handler<MemoryPorts>) {
-    assert_eq!(h.ports().record_count(), 0);
-    assert!(h.ports().body_keys().is_empty());
-    assert!(h.ports().messages().is_empty());
+fn assert_untouched(h: &App<MemoryPorts>) {
+    assert_eq!(h.ports.record_count(), 0);
+    assert!(h.ports.body_keys().is_empty());
+    assert!(h.ports.messages().is_empty());
 }
 
 #[tokio::test]
@@ -74,15 +73,15 @@ async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
         json(&response),
         serde_json::json!({"status": "accepted", "task_id": WAV_TASK, "stage": "final", "task_stage": "final", "files": 1, "files_queued": 1})
     );
-    let record = h.ports().record(WAV_TASK).unwrap();
+    let record = h.ports.record(WAV_TASK).unwrap();
     assert_eq!((record.family.as_str(), record.files["wav"].status), ("wav", FileStatus::Queued));
-    assert_eq!(h.ports().messages()[0].1.key, format!("tasks/{WAV_TASK}/wav.wav"));
+    assert_eq!(h.ports.messages()[0].1.key, format!("tasks/{WAV_TASK}/wav.wav"));
 
     let again = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(json(&again)["status"], "duplicate");
     assert_eq!(json(&again)["files_queued"], 0);
-    assert_eq!(h.ports().messages().len(), 1);
+    assert_eq!(h.ports.messages().len(), 1);
 }
 
 #[tokio::test]
@@ -91,8 +90,8 @@ async fn a_base64_encoded_body_is_read_as_bytes() {
     let response =
         h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), Body::Binary(WAV.to_vec()))).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(h.ports().body_keys().len(), 1);
-    assert_eq!(h.ports().body(&h.ports().body_keys()[0]).unwrap(), WAV);
+    assert_eq!(h.ports.body_keys().len(), 1);
+    assert_eq!(h.ports.body(&h.ports.body_keys()[0]).unwrap(), WAV);
 }
 
 #[tokio::test]
@@ -112,11 +111,11 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
         let response = h.handle(signed(&body, event.task_id.as_str())).await;
         assert_eq!(response.status(), StatusCode::OK, "{}: {:?}", path.display(), json(&response));
         assert_eq!(json(&response)["files_queued"], event.files.len(), "{}", path.display());
-        let record = h.ports().record(event.task_id.as_str()).unwrap();
+        let record = h.ports.record(event.task_id.as_str()).unwrap();
         assert_eq!(record.family, event.family.as_str(), "{}", path.display());
         assert_eq!(record.files.len(), event.files.len(), "{}", path.display());
         assert!(record.files.values().all(|f| f.status == FileStatus::Queued));
-        assert_eq!(h.ports().messages().len(), event.files.len());
+        assert_eq!(h.ports.messages().len(), event.files.len());
     }
     assert!(seen >= 17, "only {seen} fixtures found in {}", dir.display());
 }
@@ -136,7 +135,7 @@ async fn routes_only_post_callback() {
     assert_untouched(&h);
 }
 
-async fn refusal(h: &Handler<MemoryPorts>, req: Request) -> String {
+async fn refusal(h: &App<MemoryPorts>, req: Request) -> String {
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let body = json(&response);
@@ -243,7 +242,7 @@ async fn an_unknown_family_is_recorded() {
     let body = br#"{"code":200,"msg":"ok","data":{"taskId":"new-kind-1","result":{"coverUrl":"https://h/c.png"}}}"#;
     let response = h.handle(signed(body, "new-kind-1")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let record = h.ports().record("new-kind-1").unwrap();
+    let record = h.ports.record("new-kind-1").unwrap();
     assert_eq!(record.family, "unknown");
     assert_eq!(record.files.keys().collect::<Vec<_>>(), vec!["result/cover"]);
 }
@@ -251,27 +250,27 @@ async fn an_unknown_family_is_recorded() {
 #[tokio::test]
 async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     let h = handler(config());
-    h.ports().set_enqueue_failing(true);
+    h.ports.set_enqueue_failing(true);
     let failed = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     let answer = json(&failed);
     assert_eq!(answer["error"], "enqueue_failed");
     assert!(!answer.to_string().contains("switched off"), "no internal error text: {answer}");
-    assert_eq!(h.ports().record(WAV_TASK).unwrap().files["wav"].status, FileStatus::Pending);
+    assert_eq!(h.ports.record(WAV_TASK).unwrap().files["wav"].status, FileStatus::Pending);
 
-    h.ports().set_enqueue_failing(false);
+    h.ports.set_enqueue_failing(false);
     let retry = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!((json(&retry)["status"].as_str(), json(&retry)["files_queued"].as_u64()), (Some("duplicate"), Some(1)));
 
     let broken = handler(config());
-    broken.ports().set_save_error(Some(StoreError::Malformed("bad item".into())));
+    broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");
 
     let refused = handler(config());
-    refused.ports().set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
+    refused.ports.set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
     assert_eq!(json(&response)["error"], "task_record_rejected");
@@ -288,14 +287,14 @@ async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
     let response = h.handle(signed(&body, "big-1")).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
-    assert_eq!(h.ports().record_count(), 0);
-    assert!(h.ports().messages().is_empty());
+    assert_eq!(h.ports.record_count(), 0);
+    assert!(h.ports.messages().is_empty());
 }
 
 #[tokio::test]
 async fn a_request_over_its_deadline_is_a_503_timeout() {
     let h = handler(config()).with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
-    h.ports().set_latency(Duration::from_secs(1));
+    h.ports.set_latency(Duration::from_secs(1));
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(&response)["error"], "timeout");
@@ -316,7 +315,7 @@ async fn events_signed_split_stem() {
     assert!(matches!(req.body(), Body::Binary(_)), "API Gateway's base64 body arrives decoded");
     assert_eq!(routed_path(&req), "/callback");
     let h = handler(Config { hmac_keys: vec!["local-dev-hmac-key".into()], ..config() });
-    let h = Handler { max_body_bytes: 1 << 20, ..h };
+    let h = App { max_body_bytes: 1 << 20, ..h };
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
     assert_eq!(json(&response)["files_queued"], 12, "twelve stems; the empty origin_url is no file");

@@ -1,0 +1,57 @@
+//! The Lambda-facing side: one scheduled event in, one sweep, its [`Outcome`] out.
+
+use std::time::Duration;
+
+use lambda_runtime::LambdaEvent;
+use stemvault_vault::{Clock, DEADLINE_MARGIN, Now};
+use tracing::Instrument;
+
+use crate::Config;
+use crate::aws::AwsPorts;
+use crate::domain::{Outcome, Settings, sweep};
+use crate::error::SweepError;
+
+/// The sweeper with its clients, built once per instance.
+pub struct App {
+    ports: AwsPorts,
+    settings: Settings,
+}
+
+impl App {
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
+        let settings = Settings { grace: config.grace, ..Settings::default() };
+        App { ports: AwsPorts::new(&config, sdk), settings }
+    }
+
+    /// One scheduled invocation: a sweep that stops taking tasks [`DEADLINE_MARGIN`] before
+    /// the invocation's deadline, answered with its outcome.
+    pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
+        let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        let margin = i64::try_from(DEADLINE_MARGIN.as_millis()).unwrap_or(i64::MAX);
+        let stop_at = Now::from_unix_ms(deadline.saturating_sub(margin));
+        Ok(self.run(&event.context.request_id, stop_at).await?)
+    }
+
+    /// One sweep that stops taking tasks after `budget` (the local runner's schedule).
+    pub async fn run_within(&self, run_id: &str, budget: Duration) -> Result<Outcome, SweepError> {
+        self.run(run_id, self.ports.now().plus(budget)).await
+    }
+
+    /// One sweep, its claims named `sweeper-<run_id>`, stopping by `stop_at`.
+    pub async fn run(&self, run_id: &str, stop_at: Now) -> Result<Outcome, SweepError> {
+        let claimant = format!("sweeper-{run_id}");
+        async {
+            let outcome = sweep(&self.ports, &self.settings, &claimant, stop_at).await?;
+            tracing::info!(
+                tasks_checked = outcome.tasks_checked,
+                files_requeued = outcome.files_requeued,
+                tasks_failed = outcome.tasks_failed,
+                stopped_early = outcome.stopped_early,
+                "sweep done"
+            );
+            Ok(outcome)
+        }
+        .instrument(tracing::info_span!("sweep", run_id))
+        .await
+    }
+}

@@ -1,0 +1,122 @@
+//! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
+//! and the download queue) and one DynamoDB Query on the sparse `open-tasks` index.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX};
+
+use crate::Config;
+use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage};
+use crate::error::StoreError;
+
+/// The IAM actions of every AWS call the function makes, its shared adapters' included:
+/// the open-tasks index (Query), the task record (GetItem, PutItem) and claimed-file updates
+/// (UpdateItem), and the download jobs (SendMessageBatch, authorised by sqs:SendMessage).
+pub const AWS_ACTIONS: &[&str] =
+    &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
+
+/// Index entries per Query page (keys only: a page stays small).
+const PAGE_SIZE: i32 = 100;
+
+/// The task table with its `open-tasks` index, and the download queue.
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    shared: TableAndQueue,
+}
+
+impl AwsPorts {
+    /// Build the clients once, at start-up.
+    pub fn new(config: &Config, sdk: &aws_config::SdkConfig) -> AwsPorts {
+        AwsPorts { shared: TableAndQueue::new(sdk, &config.table_name, &config.queue_url) }
+    }
+}
+
+stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
+
+/// One page of the `open-tasks` index: its key condition, names and values, and where it
+/// starts.
+#[derive(Debug, Clone, PartialEq)]
+struct OpenTasksQuery {
+    key_condition: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    start: Option<HashMap<String, AttributeValue>>,
+}
+
+fn open_tasks_query(received_before: &str, after: Option<&OpenTask>) -> OpenTasksQuery {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let names = [("#open", "open"), ("#received", "last_received_at")];
+    OpenTasksQuery {
+        key_condition: "#open = :open AND #received < :before",
+        names: names.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+        values: HashMap::from([(":open".to_owned(), s(OPEN_MARKER)), (":before".to_owned(), s(received_before))]),
+        // An index's page key: the table's key and the index's.
+        start: after.map(|t| {
+            HashMap::from([
+                ("task_id".to_owned(), s(&t.task_id)),
+                ("open".to_owned(), s(OPEN_MARKER)),
+                ("last_received_at".to_owned(), s(&t.last_received_at)),
+            ])
+        }),
+    }
+}
+
+/// An index entry (or page key) read back.
+fn open_task(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
+    Some(OpenTask {
+        task_id: item.get("task_id")?.as_s().ok()?.clone(),
+        last_received_at: item.get("last_received_at")?.as_s().ok()?.clone(),
+    })
+}
+
+impl ListOpenTasks for AwsPorts {
+    async fn open_tasks(&self, received_before: &str, after: Option<&OpenTask>) -> Result<OpenTaskPage, StoreError> {
+        let q = open_tasks_query(received_before, after);
+        let table = self.shared.table();
+        let out = table
+            .client
+            .query()
+            .table_name(&table.table_name)
+            .index_name(OPEN_TASKS_INDEX)
+            .key_condition_expression(q.key_condition)
+            .set_expression_attribute_names(Some(q.names))
+            .set_expression_attribute_values(Some(q.values))
+            .limit(PAGE_SIZE)
+            .set_exclusive_start_key(q.start)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        let tasks = out.items().iter().filter_map(open_task).collect();
+        let next = out.last_evaluated_key().and_then(open_task);
+        Ok(OpenTaskPage { tasks, next })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_query_reads_open_tasks_delivered_before_the_grace_period() {
+        let q = open_tasks_query("2026-01-01T00:00:00.000Z", None);
+        assert_eq!(q.key_condition, "#open = :open AND #received < :before");
+        assert_eq!((q.names["#open"].as_str(), q.names["#received"].as_str()), ("open", "last_received_at"));
+        assert_eq!(q.values[":open"], AttributeValue::S("open".into()));
+        assert_eq!(q.values[":before"], AttributeValue::S("2026-01-01T00:00:00.000Z".into()));
+        assert_eq!(q.start, None);
+        for placeholder in q.names.keys().chain(q.values.keys()) {
+            assert!(q.key_condition.contains(placeholder.as_str()), "{placeholder} unused");
+        }
+    }
+
+    #[test]
+    fn the_next_page_starts_after_the_last_entry_read() {
+        let last = OpenTask { task_id: "t-1".into(), last_received_at: "2025-12-31T23:00:00.000Z".into() };
+        let start = open_tasks_query("2026-01-01T00:00:00.000Z", Some(&last)).start.unwrap();
+        assert_eq!(start["open"], AttributeValue::S("open".into()));
+        assert_eq!(open_task(&start), Some(last));
+    }
+}
