@@ -12,23 +12,21 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
+use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
-use stemvault_vault::Now;
+use stemvault_vault::{DEADLINE_MARGIN, Now};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Delivery, Outcome, Settings, delay_retry, process_message, release_after_panic};
+use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_after_panic};
 use crate::error::DownloadError;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
 
 /// Files copied at once by one invocation: each holds up to two 8 MiB parts in memory.
 pub const MAX_CONCURRENT_MESSAGES: usize = 4;
-/// Copying stops this long before the invocation's deadline, to abort, record the outcome
-/// and delay the retry.
-pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// The download function with its clients, built once per Lambda instance. Cheap to clone.
 #[derive(Clone)]
@@ -58,38 +56,44 @@ impl App {
         App { inner: Arc::new(Inner { ports, settings }) }
     }
 
+    /// Handle one invocation: its batch, until the deadline Lambda gives.
+    pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
+        let deadline = deadline_instant(event.context.deadline, Now::system(), Instant::now());
+        self.handle_batch(event.payload, deadline).await
+    }
+
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let app = self.clone();
         run_batch(event.records, MAX_CONCURRENT_MESSAGES, move |message| {
             let app = app.clone();
-            async move { app.handle_message(message, deadline).await }
+            async move { handle_message(&app.inner.ports, &app.inner.settings, message, deadline).await }
         })
         .await
     }
+}
 
-    /// Handle one message (in the caller's span); a retryable outcome delays its next delivery.
-    pub async fn handle_message(&self, message: SqsMessage, deadline: Instant) -> Outcome {
-        let delivery = delivery(&message, deadline, Now::system());
-        let processing = process_message(&self.inner.ports, &self.inner.settings, &delivery);
-        let outcome = AssertUnwindSafe(processing)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic_text(panic.as_ref()))));
-        log_outcome(&outcome);
-        if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
-            release_after_panic(&self.inner.ports, &delivery, &e.to_string()).await;
-        }
-        if outcome.is_failure() {
-            delay_retry(&self.inner.ports, &delivery).await;
-        }
-        outcome
+/// Handle one message (in the caller's span); a retryable outcome delays its next delivery.
+async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Outcome {
+    let delivery = delivery(&message, deadline, ports.now());
+    let processing = process_message(ports, settings, &delivery);
+    let outcome = AssertUnwindSafe(processing)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic_text(panic.as_ref()))));
+    log_outcome(&outcome);
+    if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
+        release_after_panic(ports, &delivery, &e.to_string()).await;
     }
+    if outcome.is_failure() {
+        delay_retry(ports, &delivery).await;
+    }
+    outcome
 }
 
 /// Run `handle` on every message, at most `limit` at once, each in its own task and span,
 /// and report the messages whose outcome is a failure (or whose task panicked).
-pub async fn run_batch<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> SqsBatchResponse
+async fn run_batch<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> SqsBatchResponse
 where
     F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -136,7 +140,7 @@ where
 }
 
 /// The domain's view of one message.
-pub fn delivery(message: &SqsMessage, deadline: Instant, now: Now) -> Delivery {
+fn delivery(message: &SqsMessage, deadline: Instant, now: Now) -> Delivery {
     let started = Instant::now();
     let remaining = deadline.saturating_duration_since(started);
     Delivery {
@@ -151,13 +155,13 @@ pub fn delivery(message: &SqsMessage, deadline: Instant, now: Now) -> Delivery {
 }
 
 /// `ApproximateReceiveCount`, 1 when absent or unreadable.
-pub fn receive_count(message: &SqsMessage) -> u32 {
+fn receive_count(message: &SqsMessage) -> u32 {
     message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
 }
 
 /// The deadline Lambda gives (milliseconds since the epoch) as an [`Instant`], given the
 /// time now on both clocks.
-pub fn deadline_instant(deadline_epoch_ms: u64, now: Now, now_instant: Instant) -> Instant {
+fn deadline_instant(deadline_epoch_ms: u64, now: Now, now_instant: Instant) -> Instant {
     let now_ms = u64::try_from(now.unix_ms).unwrap_or(0);
     now_instant + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
@@ -184,7 +188,10 @@ fn log_outcome(outcome: &Outcome) {
 mod tests {
     use std::collections::HashMap;
 
+    use stemvault_vault::{FileStatus, VaultState};
+
     use super::*;
+    use crate::test_support::{MemoryPorts, SETTINGS, TASK, job_body, record, serve};
     use crate::upload::StoredObject;
 
     fn message(id: &str, body: &str) -> SqsMessage {
@@ -249,6 +256,28 @@ mod tests {
         .await;
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_poisoned_message_fails_only_itself() {
+        let ports = Arc::new(MemoryPorts::with_record(record(&[("c", FileStatus::Queued)])));
+        serve(&ports, "c", b"c bytes");
+        let (handling, deadline) = (ports.clone(), Instant::now() + Duration::from_secs(120));
+        let messages = vec![message("m1", "panic"), message("m2", &job_body("c"))];
+        let response = run_batch(messages, 4, move |message| {
+            let ports = handling.clone();
+            async move {
+                if message.body.as_deref() == Some("panic") {
+                    panic!("poisoned message");
+                }
+                handle_message(&*ports, &SETTINGS, message, deadline).await
+            }
+        })
+        .await;
+        let ids: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(ids, vec!["m1"]);
+        let stored = ports.record(TASK);
+        assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
     }
 
     #[test]

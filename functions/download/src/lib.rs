@@ -1,12 +1,15 @@
 //! The download function: copies each queued file from its expiring URL into the vault
 //! bucket, streaming with bounded memory, and records the outcome in the task record.
 //!
+//! * [`config`]: the environment it reads ([`config::ENVIRONMENT`]).
 //! * [`app`]: the SQS batch handler (concurrency, spans, panic isolation, partial batch
 //!   response).
 //! * [`domain`]: one message from claim to manifest, over small traits.
 //! * [`source`] and [`source_policy`]: which URLs may be fetched and how.
 //! * [`upload`]: single or multipart streaming upload with SHA-256.
-//! * [`aws`]: the SDK adapters.
+//! * [`aws`]: the SDK adapters ([`aws::AwsPorts`]) and the AWS actions they call
+//!   ([`aws::AWS_ACTIONS`]).
+//! * [`error`]: what can fail, and whether a retry may help.
 
 pub mod address;
 pub mod app;
