@@ -5,33 +5,28 @@ use std::time::Duration;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use stemvault_aws::TaskTable;
 use suno_callbacks::TaskId;
 use tracing::Instrument;
 
-use crate::aws::BucketLinks;
+use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{LoadTask, PresignDownload, ViewError, task_view};
+use crate::domain::{Ports, task_view};
+use crate::error::ResultsError;
 
 /// The results function with its clients, built once per Lambda instance.
 pub struct App {
-    tasks: TaskTable,
-    links: BucketLinks,
+    ports: AwsPorts,
     link_expiry: Duration,
 }
 
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
-        App {
-            tasks: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
-            links: BucketLinks { client: stemvault_aws::s3_client(sdk), bucket: config.bucket_name },
-            link_expiry: config.download_url_expiry,
-        }
+        App { ports: AwsPorts::new(&config, sdk), link_expiry: config.download_url_expiry }
     }
 
     /// Answer one request; every outcome is an HTTP response.
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        respond(&self.tasks, &self.links, self.link_expiry, req.method(), req.uri().path()).await
+        respond(&self.ports, self.link_expiry, req.method(), req.uri().path()).await
     }
 }
 
@@ -58,13 +53,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 }
 
 /// The whole request cycle over the domain traits (so it is testable without AWS).
-pub(crate) async fn respond(
-    tasks: &impl LoadTask,
-    links: &impl PresignDownload,
-    link_expiry: Duration,
-    method: &Method,
-    path: &str,
-) -> Response<Body> {
+async fn respond(ports: &impl Ports, link_expiry: Duration, method: &Method, path: &str) -> Response<Body> {
     let segment = match route(method, path) {
         Route::Task(segment) => segment,
         Route::MethodNotAllowed => {
@@ -94,18 +83,13 @@ pub(crate) async fn respond(
         }
     };
     let span = tracing::info_span!("results", task_id = %task_id);
-    answer(tasks, links, link_expiry, &task_id).instrument(span).await
+    answer(ports, link_expiry, &task_id).instrument(span).await
 }
 
-async fn answer(
-    tasks: &impl LoadTask,
-    links: &impl PresignDownload,
-    link_expiry: Duration,
-    task_id: &TaskId,
-) -> Response<Body> {
-    match task_view(tasks, links, task_id, link_expiry).await {
+async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> Response<Body> {
+    match task_view(ports, task_id, link_expiry).await {
         Ok(Some(view)) => {
-            tracing::info!(files = view.files.len(), vault = ?view.vault, "task found");
+            tracing::info!(files = view.files.len(), vault = %view.vault, "task found");
             json(StatusCode::OK, &view)
         }
         Ok(None) => {
@@ -117,7 +101,7 @@ async fn answer(
 }
 
 /// The details go to the log, not to the caller.
-fn failure(e: &ViewError) -> Response<Body> {
+fn failure(e: &ResultsError) -> Response<Body> {
     if e.is_retryable() {
         tracing::warn!(error = %e, "cannot answer now");
         let mut response = error(
@@ -166,21 +150,13 @@ fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::LoadError;
-    use crate::domain::tests::{FakeSigner, MemoryTasks, record};
-    use std::collections::HashMap;
+    use crate::domain::tests::MemoryPorts;
+    use stemvault_vault::StoreError;
 
-    async fn call(tasks: &MemoryTasks, method: Method, path: &str) -> (StatusCode, serde_json::Value, Response<Body>) {
-        let response = respond(tasks, &FakeSigner::default(), Duration::from_secs(60), &method, path).await;
+    async fn call(ports: &MemoryPorts, method: Method, path: &str) -> (StatusCode, serde_json::Value, Response<Body>) {
+        let response = respond(ports, Duration::from_secs(60), &method, path).await;
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
         (response.status(), body, response)
-    }
-
-    fn tasks_with(ids: &[&str]) -> MemoryTasks {
-        MemoryTasks {
-            records: ids.iter().map(|id| (id.to_string(), record(id))).collect::<HashMap<_, _>>(),
-            fail: None,
-        }
     }
 
     #[test]
@@ -194,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn answers_the_task_as_json() {
-        let (status, body, response) = call(&tasks_with(&["t1"]), Method::GET, "/tasks/t1").await;
+        let (status, body, response) = call(&MemoryPorts::with(&["t1"]), Method::GET, "/tasks/t1").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
         assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
@@ -212,7 +188,8 @@ mod tests {
 
     #[tokio::test]
     async fn decodes_percent_encoded_ids() {
-        let (status, body, _) = call(&tasks_with(&["2fac****9f72"]), Method::GET, "/tasks/2fac%2A%2A**9f72").await;
+        let (status, body, _) =
+            call(&MemoryPorts::with(&["2fac****9f72"]), Method::GET, "/tasks/2fac%2A%2A**9f72").await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["task_id"], "2fac****9f72");
     }
@@ -220,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn refuses_invalid_ids_with_400() {
         for path in ["/tasks/..", "/tasks/a%2Fb", "/tasks/a%20b", "/tasks/%FF", "/tasks/a%252Fb"] {
-            let (status, body, _) = call(&tasks_with(&[]), Method::GET, path).await;
+            let (status, body, _) = call(&MemoryPorts::with(&[]), Method::GET, path).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
             assert_eq!(body["error"], "invalid_task_id", "{path}");
             assert!(body["message"].as_str().unwrap().contains("task id"), "{path}: {body}");
@@ -229,14 +206,14 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_task_paths_and_methods() {
-        let (status, body, _) = call(&tasks_with(&["t1"]), Method::GET, "/tasks/t2").await;
+        let (status, body, _) = call(&MemoryPorts::with(&["t1"]), Method::GET, "/tasks/t2").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("task_not_found")));
         assert!(body["message"].as_str().unwrap().contains("t2"));
 
-        let (status, body, _) = call(&tasks_with(&["t1"]), Method::GET, "/results/t1").await;
+        let (status, body, _) = call(&MemoryPorts::with(&["t1"]), Method::GET, "/results/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
 
-        let (status, body, response) = call(&tasks_with(&["t1"]), Method::DELETE, "/tasks/t1").await;
+        let (status, body, response) = call(&MemoryPorts::with(&["t1"]), Method::DELETE, "/tasks/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
         assert_eq!(response.headers()[header::ALLOW], "GET");
     }
@@ -244,13 +221,13 @@ mod tests {
     #[tokio::test]
     async fn store_failures_are_503_or_500_without_details() {
         let down =
-            MemoryTasks { fail: Some(LoadError::Unavailable("secret endpoint detail".into())), ..Default::default() };
+            MemoryPorts { fail: Some(StoreError::Unavailable("secret endpoint detail".into())), ..Default::default() };
         let (status, body, response) = call(&down, Method::GET, "/tasks/t1").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert!(!body.to_string().contains("secret"), "{body}");
 
-        let broken = MemoryTasks { fail: Some(LoadError::Malformed("bad item".into())), ..Default::default() };
+        let broken = MemoryPorts { fail: Some(StoreError::Malformed("bad item".into())), ..Default::default() };
         let (status, body, _) = call(&broken, Method::GET, "/tasks/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
     }

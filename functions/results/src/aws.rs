@@ -1,38 +1,51 @@
-//! The AWS side of the domain traits: the task table and S3 presigning.
+//! The ports over AWS: the task table and S3 presigning.
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
-use stemvault_vault::StoreError;
-use stemvault_vault::TaskRecord;
+use stemvault_vault::{LoadTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
-use crate::domain::{LoadError, LoadTask, PresignDownload, PresignError};
+use crate::Config;
+use crate::domain::PresignDownload;
+use crate::error::PresignError;
 
-impl LoadTask for TaskTable {
-    async fn load(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, LoadError> {
-        // Spelled out: the inherent read, not a trait method (tests/template_agrees.rs looks for it).
-        TaskTable::get(self, task_id.as_str()).await.map_err(|e| match e {
-            StoreError::Malformed(why) => LoadError::Malformed(why),
-            other => LoadError::Unavailable(other.to_string()),
-        })
+/// The IAM actions of every AWS call the function makes (template.yaml grants exactly these;
+/// presigning signs a GetObject the caller later makes with the function's credentials).
+pub const AWS_ACTIONS: &[&str] = &["dynamodb:GetItem", "s3:GetObject"];
+
+/// The task table and the vault bucket.
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    table: TaskTable,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl AwsPorts {
+    /// Build the clients once, at start-up.
+    pub fn new(config: &Config, sdk: &aws_config::SdkConfig) -> AwsPorts {
+        AwsPorts {
+            table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), &config.table_name),
+            s3: stemvault_aws::s3_client(sdk),
+            bucket: config.bucket_name.clone(),
+        }
     }
 }
 
-/// Presigns GetObject requests for objects of one bucket.
-#[derive(Debug, Clone)]
-pub struct BucketLinks {
-    pub client: aws_sdk_s3::Client,
-    pub bucket: String,
+impl LoadTask for AwsPorts {
+    async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+        self.table.get(task_id.as_str()).await
+    }
 }
 
-impl PresignDownload for BucketLinks {
+impl PresignDownload for AwsPorts {
     async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
         let config = PresigningConfig::expires_in(expires_in).map_err(|e| PresignError(e.to_string()))?;
         let request = self
-            .client
+            .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key)

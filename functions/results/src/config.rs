@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+use stemvault_aws::{ConfigError, Env};
+
+/// Every variable the function reads (besides logging's and the AWS SDK's).
+pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "DOWNLOAD_URL_EXPIRY_SECONDS"];
+
 /// Presigned S3 URLs cannot be valid for longer than 7 days (SigV4 limit).
 pub const MAX_DOWNLOAD_URL_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
 const DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS: u64 = 3600;
@@ -17,41 +22,27 @@ pub struct Config {
     pub download_url_expiry: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name}={value:?} is invalid: {reason}")]
-    Invalid { name: &'static str, value: String, reason: String },
-}
-
 impl Config {
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let required =
-            |name: &'static str| get(name).filter(|v| !v.trim().is_empty()).ok_or(ConfigError::Missing(name));
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::read(&Env::process(ENVIRONMENT))
+    }
+
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::read(&Env::new(ENVIRONMENT, lookup))
+    }
+
+    fn read(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {
-            table_name: required("TABLE_NAME")?,
-            bucket_name: required("BUCKET_NAME")?,
-            download_url_expiry: download_url_expiry(get("DOWNLOAD_URL_EXPIRY_SECONDS"))?,
+            table_name: env.required("TABLE_NAME")?,
+            bucket_name: env.required("BUCKET_NAME")?,
+            download_url_expiry: env.seconds(
+                "DOWNLOAD_URL_EXPIRY_SECONDS",
+                DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS,
+                1,
+                MAX_DOWNLOAD_URL_EXPIRY_SECONDS,
+            )?,
         })
     }
-
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|k| std::env::var(k).ok())
-    }
-}
-
-fn download_url_expiry(raw: Option<String>) -> Result<Duration, ConfigError> {
-    let Some(value) = raw.filter(|v| !v.trim().is_empty()) else {
-        return Ok(Duration::from_secs(DEFAULT_DOWNLOAD_URL_EXPIRY_SECONDS));
-    };
-    let invalid =
-        |reason: String| ConfigError::Invalid { name: "DOWNLOAD_URL_EXPIRY_SECONDS", value: value.clone(), reason };
-    let seconds: u64 = value.trim().parse().map_err(|_| invalid("not a whole number of seconds".into()))?;
-    if !(1..=MAX_DOWNLOAD_URL_EXPIRY_SECONDS).contains(&seconds) {
-        return Err(invalid(format!("must be between 1 and {MAX_DOWNLOAD_URL_EXPIRY_SECONDS} (7 days)")));
-    }
-    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]
@@ -86,7 +77,7 @@ mod tests {
         for bad in ["604801", "0", "-5", "1h"] {
             let err = with(bad).unwrap_err();
             assert!(
-                matches!(&err, ConfigError::Invalid { name: "DOWNLOAD_URL_EXPIRY_SECONDS", value, .. } if value == bad),
+                matches!(&err, ConfigError::Invalid { name: "DOWNLOAD_URL_EXPIRY_SECONDS", reason } if reason.contains(bad)),
                 "{bad}: {err}"
             );
         }

@@ -5,47 +5,20 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::{Manifest, ManifestFile, PublicFileStatus, TaskRecord, VaultState};
+use stemvault_vault::{LoadTask, Manifest, ManifestFile, PublicFileStatus, VaultState};
 use suno_callbacks::TaskId;
 
-/// Read one task record.
-pub trait LoadTask {
-    fn load(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, LoadError>> + Send;
-}
+use crate::error::{PresignError, ResultsError};
 
 /// Make a time-limited GET link for one object of the vault bucket.
 pub trait PresignDownload {
     fn presign(&self, key: &str, expires_in: Duration) -> impl Future<Output = Result<String, PresignError>> + Send;
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LoadError {
-    /// The table could not be reached; asking again later may work.
-    #[error("task table unavailable: {0}")]
-    Unavailable(String),
-    /// The stored item is not a task record; asking again will not help.
-    #[error("task record is malformed: {0}")]
-    Malformed(String),
-}
+/// Everything the use-case needs.
+pub trait Ports: LoadTask + PresignDownload + Sync {}
 
-/// Signing failed (usually: no credentials could be loaded); asking again later may work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot presign a download link: {0}")]
-pub struct PresignError(pub String);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ViewError {
-    #[error(transparent)]
-    Load(#[from] LoadError),
-    #[error(transparent)]
-    Presign(#[from] PresignError),
-}
-
-impl ViewError {
-    pub fn is_retryable(&self) -> bool {
-        !matches!(self, ViewError::Load(LoadError::Malformed(_)))
-    }
-}
+impl<T> Ports for T where T: LoadTask + PresignDownload + Sync {}
 
 /// The response body: the task as its manifest shows it, with download links.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,12 +43,11 @@ pub struct FileView {
 
 /// The view of one task, or None when no such task was recorded.
 pub async fn task_view(
-    tasks: &impl LoadTask,
-    links: &impl PresignDownload,
+    ports: &impl Ports,
     task_id: &TaskId,
     link_expiry: Duration,
-) -> Result<Option<TaskView>, ViewError> {
-    let Some(record) = tasks.load(task_id).await? else {
+) -> Result<Option<TaskView>, ResultsError> {
+    let Some(record) = ports.load_task(task_id).await? else {
         return Ok(None);
     };
     // The same projection the manifest uses, so both always agree; its timestamp is unused.
@@ -83,7 +55,7 @@ pub async fn task_view(
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match file.status {
-            PublicFileStatus::Stored => Some(links.presign(&file.key, link_expiry).await?),
+            PublicFileStatus::Stored => Some(ports.presign(&file.key, link_expiry).await?),
             _ => None,
         };
         files.push(FileView { file, download_url });
@@ -104,17 +76,27 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Mutex;
-    use stemvault_vault::{FileEntry, FileStatus};
+    use stemvault_vault::{FileEntry, FileStatus, StoreError, TaskRecord};
 
-    /// Records by task id; `fail` makes every load fail with that error.
+    /// Records by task id; `fail` makes every load fail with that error. Signs `key` as
+    /// `signed:<key>?expires=<secs>` (or fails when `fail_signing`) and remembers what it
+    /// signed.
     #[derive(Default)]
-    pub(crate) struct MemoryTasks {
+    pub(crate) struct MemoryPorts {
         pub records: HashMap<String, TaskRecord>,
-        pub fail: Option<LoadError>,
+        pub fail: Option<StoreError>,
+        pub signed: Mutex<Vec<String>>,
+        pub fail_signing: bool,
     }
 
-    impl LoadTask for MemoryTasks {
-        async fn load(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, LoadError> {
+    impl MemoryPorts {
+        pub(crate) fn with(ids: &[&str]) -> MemoryPorts {
+            MemoryPorts { records: ids.iter().map(|id| (id.to_string(), record(id))).collect(), ..Default::default() }
+        }
+    }
+
+    impl LoadTask for MemoryPorts {
+        async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
             match &self.fail {
                 Some(e) => Err(e.clone()),
                 None => Ok(self.records.get(task_id.as_str()).cloned()),
@@ -122,16 +104,9 @@ pub(crate) mod tests {
         }
     }
 
-    /// Signs `key` as `signed:<key>?expires=<secs>` and remembers what it signed.
-    #[derive(Default)]
-    pub(crate) struct FakeSigner {
-        pub signed: Mutex<Vec<String>>,
-        pub fail: bool,
-    }
-
-    impl PresignDownload for FakeSigner {
+    impl PresignDownload for MemoryPorts {
         async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
-            if self.fail {
+            if self.fail_signing {
                 return Err(PresignError("no credentials".into()));
             }
             self.signed.lock().unwrap().push(key.to_owned());
@@ -185,9 +160,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
-        let tasks = MemoryTasks { records: HashMap::from([("t1".into(), record("t1"))]), fail: None };
-        let signer = FakeSigner::default();
-        let view = task_view(&tasks, &signer, &id("t1"), Duration::from_secs(90)).await.unwrap().unwrap();
+        let ports = MemoryPorts::with(&["t1"]);
+        let view = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap().unwrap();
 
         assert_eq!((view.task_id.as_str(), view.family.as_str(), view.stage.as_str()), ("t1", "music", "complete"));
         assert_eq!(
@@ -206,31 +180,29 @@ pub(crate) mod tests {
         assert_eq!(failed.download_url, None);
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
-        assert_eq!(*signer.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
+        assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
     }
 
     #[tokio::test]
     async fn unknown_task_is_none() {
-        let view =
-            task_view(&MemoryTasks::default(), &FakeSigner::default(), &id("nope"), Duration::from_secs(1)).await;
+        let view = task_view(&MemoryPorts::default(), &id("nope"), Duration::from_secs(1)).await;
         assert_eq!(view, Ok(None));
     }
 
     #[tokio::test]
     async fn failures_say_whether_to_retry() {
-        let unavailable = MemoryTasks { fail: Some(LoadError::Unavailable("timeout".into())), ..Default::default() };
-        let err = task_view(&unavailable, &FakeSigner::default(), &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+        let unavailable = MemoryPorts { fail: Some(StoreError::Unavailable("timeout".into())), ..Default::default() };
+        let err = task_view(&unavailable, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
 
         let malformed =
-            MemoryTasks { fail: Some(LoadError::Malformed("files: not a map".into())), ..Default::default() };
-        let err = task_view(&malformed, &FakeSigner::default(), &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+            MemoryPorts { fail: Some(StoreError::Malformed("files: not a map".into())), ..Default::default() };
+        let err = task_view(&malformed, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
         assert!(!err.is_retryable(), "{err}");
 
-        let tasks = MemoryTasks { records: HashMap::from([("t1".into(), record("t1"))]), fail: None };
-        let broken_signer = FakeSigner { fail: true, ..Default::default() };
-        let err = task_view(&tasks, &broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
-        assert_eq!(err, ViewError::Presign(PresignError("no credentials".into())));
+        let broken_signer = MemoryPorts { fail_signing: true, ..MemoryPorts::with(&["t1"]) };
+        let err = task_view(&broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
+        assert_eq!(err, ResultsError::Presign(PresignError("no credentials".into())));
         assert!(err.is_retryable());
     }
 }

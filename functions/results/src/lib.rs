@@ -5,6 +5,7 @@ pub mod app;
 pub mod aws;
 pub mod config;
 pub mod domain;
+pub mod error;
 
 pub use app::App;
-pub use config::{Config, ConfigError};
+pub use config::Config;

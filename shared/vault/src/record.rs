@@ -210,6 +210,41 @@ pub enum VaultState {
     Partial,
 }
 
+impl VaultState {
+    /// As stored and shown: `pending`, `complete`, `partial`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VaultState::Pending => "pending",
+            VaultState::Complete => "complete",
+            VaultState::Partial => "partial",
+        }
+    }
+}
+
+impl PublicFileStatus {
+    /// As shown: `pending`, `stored`, `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublicFileStatus::Pending => "pending",
+            PublicFileStatus::Stored => "stored",
+            PublicFileStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Enums display as they are stored, so logs read `vault=pending`.
+macro_rules! display_as_stored {
+    ($($ty:ty),*) => {$(
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+display_as_stored!(FileStatus, PublicFileStatus, VaultState);
+
 impl TaskRecord {
     /// The record of a task's first accepted callback, before its files and bodies are added:
     /// one delivery, version 1, no files (so its vault is settled and it is not open).
@@ -256,6 +291,28 @@ impl TaskRecord {
             Some(VaultState::Complete)
         } else {
             Some(VaultState::Partial)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The JSON string a value is stored as.
+    fn stored(value: impl Serialize) -> String {
+        serde_json::to_value(value).unwrap().as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn enums_display_as_they_are_stored() {
+        use FileStatus::*;
+        for status in [Pending, Enqueuing, Queued, Downloading, Stored, Failed] {
+            assert_eq!(stored(status), status.to_string());
+            assert_eq!(stored(status.public()), status.public().to_string());
+        }
+        for vault in [VaultState::Pending, VaultState::Complete, VaultState::Partial] {
+            assert_eq!(stored(vault), vault.to_string());
         }
     }
 }
