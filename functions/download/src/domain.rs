@@ -261,7 +261,7 @@ async fn claim<P: Ports>(
         NextStep::Drop(reason) => return Err(DownloadError::Dropped(reason)),
         NextStep::Busy { lease_until } => return Err(DownloadError::Busy { lease_until }),
         NextStep::AlreadySettled(status) => {
-            tracing::info!(status = %status.as_str(), "the file is already settled; nothing to copy");
+            tracing::info!(status = %status, "the file is already settled; nothing to copy");
             return Ok(Attempt::Done(Claimed::AlreadySettled));
         }
         NextStep::Copy(plan) => plan,
@@ -392,7 +392,7 @@ async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Opt
         SettlePlan::Settle(plan) => plan,
         SettlePlan::Resume(plan) => {
             tracing::warn!(
-                vault = vault_str(plan.vault),
+                vault = %plan.vault,
                 "the vault settled but its manifest was never recorded; writing it"
             );
             plan
@@ -417,7 +417,7 @@ async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPl
     let key = plan.manifest_key.as_str();
     match ports.record_manifest(task_id, plan.vault, plan.lease_until, key).await? {
         Conditional::Applied => {
-            let (vault, files) = (vault_str(plan.vault), plan.manifest.files.len());
+            let (vault, files) = (plan.vault.as_str(), plan.manifest.files.len());
             tracing::info!(vault, key, files, "task settled; manifest written");
         }
         // Reopened by ingest (a new manifest follows when it settles again) or taken over by
@@ -427,16 +427,6 @@ async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPl
         }
     }
     Ok(())
-}
-
-/// A vault state as stored (`pending`, `complete`, `partial`), in the table and in logs.
-/// (Stands in for `VaultState::as_str`, which `stemvault_vault` is gaining.)
-pub(crate) fn vault_str(vault: VaultState) -> &'static str {
-    match vault {
-        VaultState::Pending => "pending",
-        VaultState::Complete => "complete",
-        VaultState::Partial => "partial",
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_vault::{FileStatus, OPEN_MARKER, VaultState};
 
-use crate::domain::{Claim, vault_str};
+use crate::domain::Claim;
 use crate::upload::StoredObject;
 
 /// One conditional UpdateItem: its expressions and their placeholders (all of them used:
@@ -154,7 +154,7 @@ pub(crate) fn settle_task(expected_version: u64, vault: VaultState, lease_until:
         "#version = :expected",
     );
     u.name("#vault", "vault").name("#ml", "manifest_lease_until").name("#open", "open");
-    u.value(":settled", s(vault_str(vault))).value(":lease", n(lease_until)).value(":expected", n(expected_version));
+    u.value(":settled", s(vault.as_str())).value(":lease", n(lease_until)).value(":expected", n(expected_version));
     u
 }
 
@@ -164,7 +164,7 @@ pub(crate) fn record_manifest(vault: VaultState, lease_until: i64, manifest_key:
     let mut u =
         Update::new("SET #mk = :key, #version = #version + :one REMOVE #ml", "#vault = :settled AND #ml = :lease");
     u.name("#vault", "vault").name("#mk", "manifest_key").name("#ml", "manifest_lease_until");
-    u.value(":settled", s(vault_str(vault))).value(":lease", n(lease_until)).value(":key", s(manifest_key));
+    u.value(":settled", s(vault.as_str())).value(":lease", n(lease_until)).value(":key", s(manifest_key));
     u
 }
 
@@ -176,7 +176,7 @@ pub(crate) fn reopen_task(settled_version: u64) -> Update {
         "#version = :expected",
     );
     u.name("#vault", "vault").name("#open", "open").name("#mk", "manifest_key").name("#ml", "manifest_lease_until");
-    u.value(":pending", s(vault_str(VaultState::Pending)))
+    u.value(":pending", s(VaultState::Pending.as_str()))
         .value(":open", s(OPEN_MARKER))
         .value(":expected", n(settled_version));
     u
