@@ -32,7 +32,7 @@ fn config() -> Config {
     }
 }
 
-fn handler(config: Config) -> App<MemoryPorts> {
+fn app(config: Config) -> App<MemoryPorts> {
     App::with_ports(&config, MemoryPorts::with_virtual_clock(Now::from_unix_ms(NOW_SECS * 1000)))
 }
 
@@ -66,7 +66,7 @@ fn assert_untouched(h: &App<MemoryPorts>) {
 
 #[tokio::test]
 async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
-    let h = handler(config());
+    let h = app(config());
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -86,7 +86,7 @@ async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
 
 #[tokio::test]
 async fn a_base64_encoded_body_is_read_as_bytes() {
-    let h = handler(config());
+    let h = app(config());
     let response =
         h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), Body::Binary(WAV.to_vec()))).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -107,7 +107,7 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
         seen += 1;
         let body = std::fs::read(&path).unwrap();
         let event = suno_callbacks::parse_callback(&body).unwrap();
-        let h = handler(config());
+        let h = app(config());
         let response = h.handle(signed(&body, event.task_id.as_str())).await;
         assert_eq!(response.status(), StatusCode::OK, "{}: {:?}", path.display(), json(&response));
         assert_eq!(json(&response)["files_queued"], event.files.len(), "{}", path.display());
@@ -122,7 +122,7 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
 
 #[tokio::test]
 async fn routes_only_post_callback() {
-    let h = handler(config());
+    let h = app(config());
     let get = h.handle(http::Request::builder().method("GET").uri("/callback").body(Body::Empty).unwrap()).await;
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get.headers()["allow"], "POST");
@@ -149,7 +149,7 @@ async fn refusal(h: &App<MemoryPorts>, req: Request) -> String {
 
 #[tokio::test]
 async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
-    let h = handler(config());
+    let h = app(config());
     let with = |headers: Vec<(&'static str, String)>| request("/callback", &headers, WAV.to_vec());
     assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS))).await, "signature_mismatch");
     assert_eq!(refusal(&h, with(signed_headers(KEY, "another-task", NOW_SECS))).await, "signature_mismatch");
@@ -173,7 +173,7 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
 
 #[tokio::test]
 async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
-    let h = handler(config());
+    let h = app(config());
     let response =
         h.handle(request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 300), WAV.to_vec())).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -181,7 +181,7 @@ async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
 
 #[tokio::test]
 async fn a_path_token_is_required_when_configured() {
-    let h = handler(Config { hmac_keys: vec![], callback_token: Some(TOKEN.into()), ..config() });
+    let h = app(Config { hmac_keys: vec![], callback_token: Some(TOKEN.into()), ..config() });
     assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_token");
     assert_eq!(refusal(&h, request("/callback/", &[], WAV.to_vec())).await, "missing_token");
     assert_eq!(refusal(&h, request("/callback/0123456789abcdef-tokem", &[], WAV.to_vec())).await, "invalid_token");
@@ -194,7 +194,7 @@ async fn a_path_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn token_and_signature_together_both_count() {
-    let h = handler(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let h = app(Config { callback_token: Some(TOKEN.into()), ..config() });
     let path = format!("/callback/{TOKEN}");
     assert_eq!(refusal(&h, request(&path, &[], WAV.to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, signed(WAV, WAV_TASK)).await, "missing_token");
@@ -204,18 +204,18 @@ async fn token_and_signature_together_both_count() {
 
 #[tokio::test]
 async fn unauthenticated_only_when_allowed() {
-    let open = handler(Config { hmac_keys: vec![], allow_unauthenticated: true, ..config() });
+    let open = app(Config { hmac_keys: vec![], allow_unauthenticated: true, ..config() });
     assert_eq!(open.handle(request("/callback", &[], WAV.to_vec())).await.status(), StatusCode::OK);
     // A hand-built config that asks for no authentication without allowing it fails closed.
-    let closed = handler(Config { hmac_keys: vec![], ..config() });
+    let closed = app(Config { hmac_keys: vec![], ..config() });
     assert_eq!(refusal(&closed, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
-    let broken = handler(Config { hmac_keys: vec![String::new()], allow_unauthenticated: true, ..config() });
+    let broken = app(Config { hmac_keys: vec![String::new()], allow_unauthenticated: true, ..config() });
     assert_eq!(refusal(&broken, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
-    let h = handler(config());
+    let h = app(config());
     let cases: [(&[u8], StatusCode, &str); 6] = [
         (&[b' '; 4097], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         (b"", StatusCode::BAD_REQUEST, "invalid_json"),
@@ -238,7 +238,7 @@ async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_unknown_family_is_recorded() {
-    let h = handler(config());
+    let h = app(config());
     let body = br#"{"code":200,"msg":"ok","data":{"taskId":"new-kind-1","result":{"coverUrl":"https://h/c.png"}}}"#;
     let response = h.handle(signed(body, "new-kind-1")).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -249,7 +249,7 @@ async fn an_unknown_family_is_recorded() {
 
 #[tokio::test]
 async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
-    let h = handler(config());
+    let h = app(config());
     h.ports.set_enqueue_failing(true);
     let failed = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -263,13 +263,13 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!((json(&retry)["status"].as_str(), json(&retry)["files_queued"].as_u64()), (Some("duplicate"), Some(1)));
 
-    let broken = handler(config());
+    let broken = app(config());
     broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");
 
-    let refused = handler(config());
+    let refused = app(config());
     refused.ports.set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
@@ -278,7 +278,7 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
 
 #[tokio::test]
 async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
-    let h = handler(Config { max_body_bytes: 1024 * 1024, ..config() });
+    let h = app(Config { max_body_bytes: 1024 * 1024, ..config() });
     let tracks: Vec<Value> = (0..300)
         .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://h/{i}.mp3?sig={}", "s".repeat(1000))}))
         .collect();
@@ -293,7 +293,7 @@ async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
 
 #[tokio::test]
 async fn a_request_over_its_deadline_is_a_503_timeout() {
-    let h = handler(config()).with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
+    let h = app(config()).with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
     h.ports.set_latency(Duration::from_secs(1));
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -314,7 +314,7 @@ async fn events_signed_split_stem() {
     let req = lambda_http::request::from_str(&event_file("signed-split-stem.json")).unwrap();
     assert!(matches!(req.body(), Body::Binary(_)), "API Gateway's base64 body arrives decoded");
     assert_eq!(routed_path(&req), "/callback");
-    let h = handler(Config { hmac_keys: vec!["local-dev-hmac-key".into()], ..config() });
+    let h = app(Config { hmac_keys: vec!["local-dev-hmac-key".into()], ..config() });
     let h = App { max_body_bytes: 1 << 20, ..h };
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
@@ -325,11 +325,11 @@ async fn events_signed_split_stem() {
 async fn events_unsigned_separate_vocal() {
     let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
     assert_eq!(routed_path(&req), "/callback");
-    let signed_only = handler(Config { max_body_bytes: 1 << 20, ..config() });
+    let signed_only = app(Config { max_body_bytes: 1 << 20, ..config() });
     assert_eq!(refusal(&signed_only, req).await, "missing_timestamp");
 
     let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
-    let open = handler(Config { hmac_keys: vec![], allow_unauthenticated: true, max_body_bytes: 1 << 20, ..config() });
+    let open = app(Config { hmac_keys: vec![], allow_unauthenticated: true, max_body_bytes: 1 << 20, ..config() });
     let response = open.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["task_id"], "3e63b4cc88d52611159371f6af5571e7");
@@ -339,7 +339,7 @@ async fn events_unsigned_separate_vocal() {
 async fn events_token_path_wav() {
     let req = lambda_http::request::from_str(&event_file("token-path-wav.json")).unwrap();
     assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = handler(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    let h = app(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["stage"], "final");
@@ -353,7 +353,7 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
     let req = lambda_http::request::from_str(&raw).unwrap();
     assert_eq!(req.uri().path(), "/prod/callback/local-dev-callback-token");
     assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = handler(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    let h = app(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
     assert_eq!(h.handle(req).await.status(), StatusCode::OK);
 }
 
@@ -403,7 +403,7 @@ fn capture_logs() -> Captured {
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let captured = capture_logs();
 
-    let h = handler(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let h = app(Config { callback_token: Some(TOKEN.into()), ..config() });
     let path = format!("/callback/{TOKEN}");
     let signature = signed_headers(KEY, WAV_TASK, NOW_SECS);
     assert_eq!(h.handle(request(&path, &signature, WAV.to_vec())).await.status(), StatusCode::OK);
