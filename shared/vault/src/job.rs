@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// One file of one task, to be copied from `url` to `key` in the vault bucket.
 ///
-/// Sent as the JSON body of one SQS message. `attempt_url` lets the downloader tell a job for
-/// a URL that has since been replaced from a current one.
+/// Sent as the JSON body of one SQS message. `url` is the file's URL when the job was sent;
+/// the downloader copies the record's current URL instead when a later callback replaced it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileJob {
     pub task_id: String,
