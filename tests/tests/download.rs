@@ -12,7 +12,7 @@ use stemvault_download::App;
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
-use stemvault_vault::{FileStatus, Manifest, Now, PublicFileStatus, TaskRecord, VaultState};
+use stemvault_vault::{FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 
 const MIB: usize = 1024 * 1024;
 
@@ -462,7 +462,7 @@ async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
     vocal.content_type = Some("audio/mpeg".into());
     vocal.stored_at = Some("2026-11-23T15:00:05.000Z".into());
     record.vault = VaultState::Complete;
-    let now = Now::system().unix_seconds();
+    let now = Timestamp::now().unix_seconds();
 
     // While the lease holds, the writer may still be at it: the message changes nothing.
     record.manifest_lease_until = Some(now + 600);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
-use stemvault_vault::{FileJob, FileStatus, Now, TaskRecord, VaultState};
+use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 
 fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -20,7 +20,7 @@ fn orphaned(age: Duration, files: &[(&str, FileStatus)]) -> TaskRecord {
         files.iter().map(|(n, _)| (n.to_string(), format!("https://cdn1.suno.ai/{n}.mp3?sig=secret"))).collect();
     let pairs: Vec<(&str, &str)> = urls.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
     let mut record = queued_record(&task, "vocal_separation", &pairs);
-    let delivered = Now::from_unix_ms(Now::system().unix_ms - age.as_millis() as i64);
+    let delivered = Timestamp::from_unix_ms(Timestamp::now().unix_ms - age.as_millis() as i64);
     record.first_received_at = delivered.rfc3339();
     record.last_received_at = delivered.rfc3339();
     for (name, status) in files {
@@ -72,7 +72,7 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     settled.open = None;
     env.put_record(&settled).await;
 
-    let stop_at = Now::system().plus(Duration::from_secs(60));
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
     let report = app(&env).run("run-1", stop_at).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
 

@@ -14,7 +14,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::FutureExt;
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
-use stemvault_vault::{DEADLINE_MARGIN, Now};
+use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -58,7 +58,7 @@ impl App {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        let deadline = deadline_instant(event.context.deadline, Now::system(), Instant::now());
+        let deadline = deadline_instant(event.context.deadline, Timestamp::now(), Instant::now());
         self.handle_batch(event.payload, deadline).await
     }
 
@@ -140,7 +140,7 @@ where
 }
 
 /// The domain's view of one message.
-fn delivery(message: &SqsMessage, deadline: Instant, now: Now) -> Delivery {
+fn delivery(message: &SqsMessage, deadline: Instant, now: Timestamp) -> Delivery {
     let started = Instant::now();
     let remaining = deadline.saturating_duration_since(started);
     Delivery {
@@ -161,7 +161,7 @@ fn receive_count(message: &SqsMessage) -> u32 {
 
 /// The deadline Lambda gives (milliseconds since the epoch) as an [`Instant`], given the
 /// time now on both clocks.
-fn deadline_instant(deadline_epoch_ms: u64, now: Now, now_instant: Instant) -> Instant {
+fn deadline_instant(deadline_epoch_ms: u64, now: Timestamp, now_instant: Instant) -> Instant {
     let now_ms = u64::try_from(now.unix_ms).unwrap_or(0);
     now_instant + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn the_lambda_deadline_becomes_an_instant_and_a_lease() {
-        let now = Now::from_unix_ms(1_800_000_000_000);
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let at = Instant::now();
         assert_eq!(deadline_instant(1_800_000_060_000, now, at), at + Duration::from_secs(60));
         assert_eq!(deadline_instant(1_799_999_000_000, now, at), at, "a past deadline is now");

@@ -17,7 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
-use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, Now, StoreError, TaskRecord, VaultState};
+use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
 use self::expressions::Update;
@@ -88,8 +88,8 @@ impl AwsPorts {
 }
 
 impl Clock for AwsPorts {
-    fn now(&self) -> Now {
-        Now::system()
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
     }
 
     async fn sleep(&self, duration: Duration) {

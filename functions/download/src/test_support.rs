@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
 use stemvault_vault::{
-    Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, Now, OPEN_MARKER, StoreError, TaskRecord,
-    VaultState,
+    Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, OPEN_MARKER, StoreError, TaskRecord,
+    Timestamp, VaultState,
 };
 use suno_callbacks::TaskId;
 
@@ -220,7 +220,7 @@ pub struct MemoryPorts {
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
     pub delays: Mutex<Vec<(String, Duration)>>,
-    pub now: Mutex<Option<Now>>,
+    pub now: Mutex<Option<Timestamp>>,
 }
 
 impl MemoryPorts {
@@ -283,8 +283,8 @@ fn held_by(file: &FileEntry, worker: &str) -> bool {
 }
 
 impl Clock for MemoryPorts {
-    fn now(&self) -> Now {
-        self.now.lock().unwrap().unwrap_or(Now::from_unix_ms(1_800_000_000_000))
+    fn now(&self) -> Timestamp {
+        self.now.lock().unwrap().unwrap_or(Timestamp::from_unix_ms(1_800_000_000_000))
     }
 
     async fn sleep(&self, duration: Duration) {

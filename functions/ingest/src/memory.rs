@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use stemvault_vault::Now;
+use stemvault_vault::Timestamp;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 
 use crate::domain::ArchiveBody;
@@ -28,7 +28,7 @@ impl MemoryPorts {
     }
 
     /// Ports on a virtual clock starting at `start`; `sleep` advances it instantly.
-    pub fn with_virtual_clock(start: Now) -> MemoryPorts {
+    pub fn with_virtual_clock(start: Timestamp) -> MemoryPorts {
         MemoryPorts { shared: MemoryTableAndQueue::with_virtual_clock(start), ..MemoryPorts::default() }
     }
 

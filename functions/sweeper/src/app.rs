@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
-use stemvault_vault::{Clock, DEADLINE_MARGIN, Now};
+use stemvault_vault::{Clock, DEADLINE_MARGIN, Timestamp};
 use tracing::Instrument;
 
 use crate::Config;
@@ -28,7 +28,7 @@ impl App {
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
         let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
         let margin = i64::try_from(DEADLINE_MARGIN.as_millis()).unwrap_or(i64::MAX);
-        let stop_at = Now::from_unix_ms(deadline.saturating_sub(margin));
+        let stop_at = Timestamp::from_unix_ms(deadline.saturating_sub(margin));
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 
@@ -38,7 +38,7 @@ impl App {
     }
 
     /// One sweep, its claims named `sweeper-<run_id>`, stopping by `stop_at`.
-    pub async fn run(&self, run_id: &str, stop_at: Now) -> Result<Outcome, SweepError> {
+    pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, SweepError> {
         let claimant = format!("sweeper-{run_id}");
         async {
             let outcome = sweep(&self.ports, &self.settings, &claimant, stop_at).await?;

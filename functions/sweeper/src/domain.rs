@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
-use stemvault_vault::{Attempt, Clock, LoadTask, Now, SaveTask, VaultState, retry_on_conflict};
+use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, Timestamp, VaultState, retry_on_conflict};
 use suno_callbacks::TaskId;
 
 use crate::error::{StoreError, SweepError};
@@ -95,7 +95,7 @@ pub async fn sweep<P: Ports>(
     ports: &P,
     settings: &Settings,
     claimant_id: &str,
-    stop_at: Now,
+    stop_at: Timestamp,
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = before(ports.now(), settings.grace).rfc3339();
@@ -165,8 +165,8 @@ async fn sweep_task<P: Ports>(
     sent.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
 }
 
-fn before(now: Now, grace: Duration) -> Now {
-    Now::from_unix_ms(now.unix_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)))
+fn before(now: Timestamp, grace: Duration) -> Timestamp {
+    Timestamp::from_unix_ms(now.unix_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)))
 }
 
 #[cfg(test)]

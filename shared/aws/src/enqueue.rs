@@ -9,7 +9,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, SentJob};
-use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, Now, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
@@ -115,7 +115,7 @@ impl MarkQueued for TableAndQueue {
         task_id: &TaskId,
         claimant: &str,
         sent: &[SentJob],
-        queued_at: Now,
+        queued_at: Timestamp,
     ) -> Result<(), StoreError> {
         let changes: Vec<FileChange> = sent
             .iter()
@@ -133,8 +133,8 @@ impl ReleaseClaims for TableAndQueue {
 }
 
 impl Clock for TableAndQueue {
-    fn now(&self) -> Now {
-        Now::system()
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
     }
 
     async fn sleep(&self, duration: std::time::Duration) {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use suno_callbacks::{TaskId, s3_key};
 
-use crate::{FileJob, FileStatus, Manifest, Now, TaskRecord, VaultState};
+use crate::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 
 /// What a message for one file should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub struct CopyPlan {
 /// A file may be claimed from `pending`, `enqueuing` and `queued` (the message exists, so it
 /// was sent, whether or not ingest has marked it `queued` yet) and from `downloading` once
 /// the holder's lease has run out (that worker stopped without releasing it).
-pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Now) -> NextStep {
+pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Timestamp) -> NextStep {
     let Some(record) = record else {
         return NextStep::Drop(DropReason::TaskMissing);
     };
@@ -79,7 +79,7 @@ pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Now) -> NextSt
 }
 
 /// A lease holds until (and including) its last second.
-fn lease_holds(lease_until: Option<i64>, now: Now) -> bool {
+fn lease_holds(lease_until: Option<i64>, now: Timestamp) -> bool {
     lease_until.is_some_and(|until| until >= now.unix_seconds())
 }
 
@@ -121,7 +121,7 @@ pub const MANIFEST_LEASE: Duration = Duration::from_secs(20);
 const _: () = assert!(MANIFEST_LEASE.as_secs() < FIRST_RETRY_DELAY.as_secs());
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
-pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Now) -> SettlePlan {
+pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
     let Some(files_vault) = record.settled_vault_state() else {
         return SettlePlan::Open;
     };
@@ -177,7 +177,7 @@ mod tests {
         FileJob { task_id: "t1".into(), name: name.into(), url: url.into(), key: "tasks/t1/vocal.mp3".into() }
     }
 
-    const NOW: Now = Now { unix_ms: 1_000_000_000 };
+    const NOW: Timestamp = Timestamp { unix_ms: 1_000_000_000 };
 
     #[test]
     fn missing_task_or_file_is_dropped() {

@@ -14,7 +14,7 @@ use suno_callbacks::TaskId;
 
 use crate::ingest::Claimant;
 use crate::ports::Clock;
-use crate::{FileJob, Now, StoreError};
+use crate::{FileJob, StoreError, Timestamp};
 
 /// Send one message per job; one result per job, in order: the message id or why it failed.
 pub trait EnqueueFiles {
@@ -36,7 +36,7 @@ pub trait MarkQueued {
         task_id: &TaskId,
         claimant: &str,
         sent: &[SentJob],
-        queued_at: Now,
+        queued_at: Timestamp,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -161,7 +161,7 @@ macro_rules! delegate_enqueue_ports {
                 task_id: &$crate::enqueue::__macro_support::TaskId,
                 claimant: &str,
                 sent: &[$crate::enqueue::SentJob],
-                queued_at: $crate::Now,
+                queued_at: $crate::Timestamp,
             ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
                 $crate::enqueue::MarkQueued::mark_queued(&self.$field, task_id, claimant, sent, queued_at)
             }
@@ -179,7 +179,7 @@ macro_rules! delegate_enqueue_ports {
         }
 
         impl $crate::Clock for $ports {
-            fn now(&self) -> $crate::Now {
+            fn now(&self) -> $crate::Timestamp {
                 $crate::Clock::now(&self.$field)
             }
 
@@ -219,7 +219,13 @@ mod tests {
     }
 
     impl MarkQueued for Recorder {
-        async fn mark_queued(&self, _: &TaskId, claimant: &str, sent: &[SentJob], _: Now) -> Result<(), StoreError> {
+        async fn mark_queued(
+            &self,
+            _: &TaskId,
+            claimant: &str,
+            sent: &[SentJob],
+            _: Timestamp,
+        ) -> Result<(), StoreError> {
             assert_eq!(claimant, "req-1");
             self.marked.lock().unwrap().extend_from_slice(sent);
             if self.mark_fails { Err(StoreError::Unavailable("down".into())) } else { Ok(()) }
@@ -235,8 +241,8 @@ mod tests {
     }
 
     impl Clock for Recorder {
-        fn now(&self) -> Now {
-            Now::from_unix_ms(0)
+        fn now(&self) -> Timestamp {
+            Timestamp::from_unix_ms(0)
         }
         async fn sleep(&self, _: Duration) {}
     }

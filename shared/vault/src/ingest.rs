@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage, s3_key};
 
-use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, Now, TaskRecord, VaultState};
+use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 
 /// At most this much of a provider's `msg` is kept in the record (UTF-8 bytes, marker included);
 /// the whole text stays in the archived body.
@@ -91,7 +91,7 @@ pub fn ingest_callback(
     event: &CallbackEvent,
     body: &BodyInfo,
     claimant: &Claimant,
-    now: Now,
+    now: Timestamp,
 ) -> Merge {
     let id = callback_id(event.stage, &body.sha256_hex);
     let (mut record, duplicate) = match existing {
@@ -125,7 +125,12 @@ pub fn ingest_callback(
 ///
 /// Returns the record to write (version incremented) when anything was claimed, else None;
 /// `claims.wait_for` empty means every wanted file is queued or beyond.
-pub fn reclaim(record: &TaskRecord, claimant: &Claimant, now: Now, wanted: &[&str]) -> (Option<TaskRecord>, Claims) {
+pub fn reclaim(
+    record: &TaskRecord,
+    claimant: &Claimant,
+    now: Timestamp,
+    wanted: &[&str],
+) -> (Option<TaskRecord>, Claims) {
     let mut updated = record.clone();
     let claims = claim_files(&mut updated, claimant, now, wanted);
     if claims.to_enqueue.is_empty() {
@@ -135,7 +140,7 @@ pub fn reclaim(record: &TaskRecord, claimant: &Claimant, now: Now, wanted: &[&st
     (Some(updated), claims)
 }
 
-fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> TaskRecord {
+fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) -> TaskRecord {
     let mut record = TaskRecord::new(
         event.task_id.as_str(),
         event.family.as_str(),
@@ -153,7 +158,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) -> Tas
 }
 
 /// A body not seen before for a known task.
-fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Now) {
+fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
     if record.family == Family::Unknown.as_str() && event.family != Family::Unknown {
         record.family = event.family.as_str().to_owned();
@@ -189,7 +194,7 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     merge_details(record, event, body, authoritative);
 }
 
-fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Now) -> CallbackEntry {
+fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> CallbackEntry {
     CallbackEntry {
         stage: event.stage.as_str().to_owned(),
         code: event.code,
@@ -290,7 +295,7 @@ pub fn item_size_estimate(record: &TaskRecord) -> usize {
 
 /// Claim every `pending` file and every `enqueuing` file whose lease ran out (or that this
 /// claimant already holds); list the wanted files another claimant still holds.
-fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Now, wanted: &[&str]) -> Claims {
+fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wanted: &[&str]) -> Claims {
     let now_secs = now.unix_seconds();
     let lease_until = now.plus(claimant.lease).unix_seconds();
     let mut claims = Claims::default();
@@ -320,7 +325,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Now, wanted: &
 }
 
 /// The later of a stored RFC 3339 time and now (clocks of concurrent requests differ).
-fn later(stored: &str, now: Now) -> String {
+fn later(stored: &str, now: Timestamp) -> String {
     let now = now.rfc3339();
     if now.as_str() > stored { now } else { stored.to_owned() }
 }

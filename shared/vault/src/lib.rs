@@ -1,7 +1,7 @@
 //! stemvault's own data: the task record kept in DynamoDB (one item per task), the job sent
 //! to SQS for each file, and the manifest written to S3 when a task's files are settled.
 //!
-//! Everything here is plain data and pure functions; time is passed in as [`Now`].
+//! Everything here is plain data and pure functions; time is passed in as a [`Timestamp`].
 
 pub mod download;
 pub mod enqueue;
@@ -21,4 +21,4 @@ pub use record::{
     VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
-pub use time::{DEADLINE_MARGIN, Now};
+pub use time::{DEADLINE_MARGIN, Timestamp};

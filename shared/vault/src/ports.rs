@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use suno_callbacks::TaskId;
 
-use crate::{Now, TaskRecord};
+use crate::{TaskRecord, Timestamp};
 
 /// A failure of the task table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +61,6 @@ pub trait SaveTask {
 /// The clock, and waiting (so tests run leases and backoffs in virtual time). Only adapters
 /// read the system clock.
 pub trait Clock {
-    fn now(&self) -> Now;
+    fn now(&self) -> Timestamp;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }

@@ -50,14 +50,14 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::Now;
+    use crate::Timestamp;
 
     #[derive(Default)]
     struct Sleeps(Mutex<Vec<Duration>>);
 
     impl Clock for Sleeps {
-        fn now(&self) -> Now {
-            Now::from_unix_ms(0)
+        fn now(&self) -> Timestamp {
+            Timestamp::from_unix_ms(0)
         }
         async fn sleep(&self, duration: Duration) {
             self.0.lock().unwrap().push(duration);

@@ -1,34 +1,53 @@
-//! Time as a value: the functions that need "now" take one of these, the binaries read the clock.
+//! Time as a value: the functions that need "now" take a [`Timestamp`], the binaries read the
+//! clock. The record's times are [`Timestamp`]s too, compared as time and stored as text.
 
+use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Functions that work until their invocation's deadline stop taking new work this long
 /// before it, leaving time to record what they did.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
 /// An instant, to the millisecond, since the Unix epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Now {
+///
+/// Stored (serde) and displayed as RFC 3339 in UTC with milliseconds, e.g.
+/// `2026-11-23T15:00:00.123Z`: readable in the AWS console, and fixed-width, so DynamoDB's
+/// text order of stored values (the `open-tasks` index) is their time order. Compared as time:
+/// read back from any RFC 3339 UTC text (`2026-01-01T00:00:01Z` is before
+/// `2026-01-01T00:00:01.500Z`, though as text it sorts after).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp {
     pub unix_ms: i64,
 }
 
-impl Now {
-    pub fn from_unix_ms(unix_ms: i64) -> Now {
-        Now { unix_ms }
+impl Timestamp {
+    pub fn from_unix_ms(unix_ms: i64) -> Timestamp {
+        Timestamp { unix_ms }
     }
 
     /// Read the system clock. Only binaries and adapters call this.
-    pub fn system() -> Now {
-        let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        Now { unix_ms: ms }
+    pub fn now() -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+
+    fn from_system_time(t: SystemTime) -> Timestamp {
+        let ms = t.duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Timestamp { unix_ms: ms }
+    }
+
+    /// Parse RFC 3339 in UTC (`Z` or `+00:00`), any precision; kept to the millisecond.
+    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, humantime::TimestampError> {
+        humantime::parse_rfc3339(text).map(Timestamp::from_system_time)
     }
 
     pub fn unix_seconds(self) -> i64 {
         self.unix_ms.div_euclid(1000)
     }
 
-    pub fn plus(self, d: Duration) -> Now {
-        Now { unix_ms: self.unix_ms.saturating_add(d.as_millis() as i64) }
+    pub fn plus(self, d: Duration) -> Timestamp {
+        Timestamp { unix_ms: self.unix_ms.saturating_add(d.as_millis() as i64) }
     }
 
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T15:00:00.123Z`: sortable and
@@ -39,14 +58,94 @@ impl Now {
     }
 }
 
+/// As stored: [`Timestamp::rfc3339`].
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Timestamp, D::Error> {
+        struct Rfc3339;
+
+        impl serde::de::Visitor<'_> for Rfc3339 {
+            type Value = Timestamp;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 time in UTC, such as 2026-11-23T15:00:00.123Z")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                Timestamp::parse_rfc3339(text).map_err(|e| E::custom(format_args!("bad time {text:?}: {e}")))
+            }
+        }
+
+        deserializer.deserialize_str(Rfc3339)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn formats_rfc3339() {
-        assert_eq!(Now::from_unix_ms(0).rfc3339(), "1970-01-01T00:00:00.000Z");
-        assert_eq!(Now::from_unix_ms(1_763_910_000_123).rfc3339(), "2025-11-23T15:00:00.123Z");
-        assert_eq!(Now::from_unix_ms(1_999).unix_seconds(), 1);
+        assert_eq!(Timestamp::from_unix_ms(0).rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_unix_ms(1_763_910_000_123).rfc3339(), "2025-11-23T15:00:00.123Z");
+        assert_eq!(Timestamp::from_unix_ms(1_999).unix_seconds(), 1);
+    }
+
+    #[test]
+    fn displays_and_serialises_as_stored() {
+        let t = Timestamp::from_unix_ms(1_763_910_000_123);
+        assert_eq!(t.to_string(), "2025-11-23T15:00:00.123Z");
+        assert_eq!(serde_json::to_value(t).unwrap(), serde_json::json!("2025-11-23T15:00:00.123Z"));
+        assert_eq!(serde_json::from_value::<Timestamp>(serde_json::json!("2025-11-23T15:00:00.123Z")).unwrap(), t);
+    }
+
+    #[test]
+    fn reads_any_rfc3339_utc_time_to_the_millisecond() {
+        let read = |text: &str| serde_json::from_value::<Timestamp>(serde_json::json!(text)).unwrap();
+        assert_eq!(read("2025-11-23T15:00:00Z"), Timestamp::from_unix_ms(1_763_910_000_000));
+        assert_eq!(read("2025-11-23T15:00:00.1239Z"), Timestamp::from_unix_ms(1_763_910_000_123));
+        assert_eq!(read("2025-11-23T15:00:00.123+00:00"), Timestamp::from_unix_ms(1_763_910_000_123));
+        // Written back in the one stored form.
+        assert_eq!(read("2025-11-23T15:00:00Z").rfc3339(), "2025-11-23T15:00:00.000Z");
+    }
+
+    #[test]
+    fn orders_as_time_not_text() {
+        let read = |text: &str| serde_json::from_value::<Timestamp>(serde_json::json!(text)).unwrap();
+        // Within one second, a time written without millis sorts after every time with them
+        // as text (`Z` > `.`), though it is the earliest.
+        let (whole, half_past) = ("2026-01-01T00:00:01Z", "2026-01-01T00:00:01.500Z");
+        assert!(whole > half_past, "as text");
+        assert!(read(whole) < read(half_past));
+        assert_eq!(read(half_past).unix_ms - read(whole).unix_ms, 500);
+        assert!(read("2026-01-01T00:00:01Z") > read("2026-01-01T00:00:00.999Z"));
+        assert_eq!(read(whole).max(read(half_past)).rfc3339(), half_past);
+    }
+
+    #[test]
+    fn a_malformed_time_is_a_serde_error() {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01T00:00:00.000Z",
+            "2026-01-01 00:00:00.000",
+            "2026-01-01T00:00:00.000+01:00",
+            "1969-12-31T23:59:59.999Z",
+        ] {
+            let read = serde_json::from_value::<Timestamp>(serde_json::json!(bad));
+            assert!(read.is_err(), "{bad:?} read as {read:?}");
+        }
+        assert!(serde_json::from_value::<Timestamp>(serde_json::json!(1_763_910_000_123_i64)).is_err());
     }
 }

@@ -1,5 +1,5 @@
 use sha2::{Digest, Sha256};
-use stemvault_vault::{FileStatus, Now, PublicFileStatus};
+use stemvault_vault::{FileStatus, PublicFileStatus, Timestamp};
 
 use super::*;
 use crate::error::FetchError;
@@ -114,7 +114,7 @@ async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_t
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     let f = r.files.get_mut("vocal").unwrap();
     f.claim = Some("someone-else".into());
-    f.lease_until = Some(Now::from_unix_ms(1_800_000_000_000).unix_seconds() + 10);
+    f.lease_until = Some(Timestamp::from_unix_ms(1_800_000_000_000).unix_seconds() + 10);
     let ports = MemoryPorts::with_record(r);
     serve(&ports, "vocal", b"x");
 
@@ -122,7 +122,7 @@ async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_t
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Busy { .. })), "{outcome:?}");
     assert!(ports.opened().is_empty());
 
-    *ports.now.lock().unwrap() = Some(Now::from_unix_ms(1_800_000_011_000));
+    *ports.now.lock().unwrap() = Some(Timestamp::from_unix_ms(1_800_000_011_000));
     assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
 }
 
@@ -210,13 +210,13 @@ async fn a_redelivery_writes_the_manifest_of_a_worker_that_stopped_after_settlin
     let key = format!("tasks/{TASK}/manifest.json");
 
     // While the lease holds, the writer may still be at it: leave it alone.
-    *ports.now.lock().unwrap() = Some(Now::from_unix_ms(1_800_000_010_999));
+    *ports.now.lock().unwrap() = Some(Timestamp::from_unix_ms(1_800_000_010_999));
     assert_eq!(run(&ports, "drums", 2).await, Outcome::AlreadySettled);
     assert!(ports.manifests.lock().unwrap().is_empty());
     assert_eq!(ports.record(TASK), crashed);
 
     // Once it is over, the redelivery writes the manifest and records it.
-    let later = Now::from_unix_ms(1_800_000_011_000);
+    let later = Timestamp::from_unix_ms(1_800_000_011_000);
     *ports.now.lock().unwrap() = Some(later);
     assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
     let manifests = ports.manifests.lock().unwrap().clone();

@@ -4,7 +4,7 @@ use std::time::Duration;
 use lambda_http::http::{self, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
-use stemvault_vault::{FileStatus, Now};
+use stemvault_vault::{FileStatus, Timestamp};
 use suno_callbacks::signature::sign;
 
 use super::*;
@@ -33,7 +33,7 @@ fn config() -> Config {
 }
 
 fn app(config: Config) -> App<MemoryPorts> {
-    App::with_ports(&config, MemoryPorts::with_virtual_clock(Now::from_unix_ms(NOW_SECS * 1000)))
+    App::with_ports(&config, MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(NOW_SECS * 1000)))
 }
 
 fn request(path: &str, headers: &[(&str, String)], body: impl Into<Body>) -> Request {

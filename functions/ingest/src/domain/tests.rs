@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use stemvault_vault::enqueue::SentJob;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileJob, FileStatus, Now, TaskRecord};
+use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 use tokio::sync::Barrier;
 
@@ -45,7 +45,7 @@ fn claims_outlive_a_live_request_but_not_a_dead_one_by_much() {
 
 #[tokio::test]
 async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal", "instrumental"]);
     let outcome = ingest(&ports, &settings(), &e, b"{\"body\":1}", "req-1").await.unwrap();
 
@@ -61,7 +61,7 @@ async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
         let file = &record.files[&job.name];
         assert_eq!(file.status, FileStatus::Queued);
         assert_eq!(file.message_id.as_ref(), Some(message_id));
-        assert_eq!(file.queued_at.as_deref(), Some(Now::from_unix_ms(T0).rfc3339().as_str()));
+        assert_eq!(file.queued_at.as_deref(), Some(Timestamp::from_unix_ms(T0).rfc3339().as_str()));
         assert_eq!((file.claim.as_ref(), file.lease_until), (None, None));
         assert_eq!(job.task_id, TASK);
         assert_eq!(job.url, format!("https://h/s/{}.mp3?sig=z", job.name));
@@ -71,7 +71,7 @@ async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
 
 #[tokio::test]
 async fn a_duplicate_is_counted_and_sends_nothing() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap();
     ports.advance(Duration::from_secs(2));
@@ -81,7 +81,7 @@ async fn a_duplicate_is_counted_and_sends_nothing() {
     assert_eq!(ports.messages().len(), 1);
     let record = ports.record(TASK).unwrap();
     assert_eq!(record.deliveries, 2);
-    assert_eq!(record.last_received_at, Now::from_unix_ms(T0 + 2000).rfc3339());
+    assert_eq!(record.last_received_at, Timestamp::from_unix_ms(T0 + 2000).rfc3339());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +109,7 @@ async fn twenty_concurrent_deliveries_have_one_effect() {
 
 #[tokio::test]
 async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal", "drums"]);
     ports.set_enqueue_failing(true);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
@@ -127,7 +127,7 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
 
 #[tokio::test]
 async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     ports.set_archive_failing(true);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
@@ -144,7 +144,7 @@ async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
 
 #[tokio::test]
 async fn record_failures_say_whether_to_retry() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     assert_eq!(
@@ -184,7 +184,7 @@ fn the_whole_request_ends_before_the_lambda_and_its_claims() {
 
 #[tokio::test]
 async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let small = event(Stage::First, &["vocal"]);
     ingest(&ports, &settings(), &small, b"1", "req-1").await.unwrap();
     let before = ports.record(TASK).unwrap();
@@ -213,7 +213,7 @@ fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
 
 #[tokio::test]
 async fn a_duplicate_waits_for_a_live_claim_within_its_budget() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     abandoned(&ports, &e, b"{}");
     let err = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap_err();
@@ -225,7 +225,7 @@ async fn a_duplicate_waits_for_a_live_claim_within_its_budget() {
 
 #[tokio::test]
 async fn a_lapsed_claim_is_taken_over() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal", "drums"]);
     abandoned(&ports, &e, b"{}");
     let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
@@ -238,7 +238,7 @@ async fn a_lapsed_claim_is_taken_over() {
 
 #[tokio::test]
 async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     abandoned(&ports, &e, b"{}");
     let task = TaskId::parse(TASK).unwrap();
@@ -294,7 +294,13 @@ impl EnqueueFiles for Rendezvous {
     }
 }
 impl MarkQueued for Rendezvous {
-    async fn mark_queued(&self, task_id: &TaskId, claimant: &str, sent: &[SentJob], at: Now) -> Result<(), StoreError> {
+    async fn mark_queued(
+        &self,
+        task_id: &TaskId,
+        claimant: &str,
+        sent: &[SentJob],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
         self.inner.mark_queued(task_id, claimant, sent, at).await
     }
 }
@@ -304,7 +310,7 @@ impl ReleaseClaims for Rendezvous {
     }
 }
 impl Clock for Rendezvous {
-    fn now(&self) -> Now {
+    fn now(&self) -> Timestamp {
         self.inner.now()
     }
     async fn sleep(&self, duration: Duration) {
@@ -322,7 +328,7 @@ async fn the_body_is_archived_while_the_record_is_written() {
 
 #[tokio::test]
 async fn a_failed_file_brought_again_with_a_new_url_is_requeued_and_reopens_the_vault() {
-    let ports = MemoryPorts::with_virtual_clock(Now::from_unix_ms(T0));
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     ingest(&ports, &settings(), &event(Stage::Final, &["vocal"]), b"1", "req-1").await.unwrap();
     // The downloader gave up on it and settled the task.
     let mut record = ports.record(TASK).unwrap();

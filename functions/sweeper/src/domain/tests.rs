@@ -2,20 +2,20 @@ use std::time::Duration;
 
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileStatus, Now, TaskRecord};
+use stemvault_vault::{FileStatus, TaskRecord, Timestamp};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 
 use super::*;
 
 const T0: i64 = 1_763_910_000_000;
 
-fn at(secs: i64) -> Now {
-    Now::from_unix_ms(T0 + secs * 1000)
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix_ms(T0 + secs * 1000)
 }
 
 /// The record a request wrote at `received` before dying: every file `enqueuing` under its
 /// claim, then set to `statuses`.
-fn orphaned(task: &str, received: Now, statuses: &[(&str, FileStatus)]) -> TaskRecord {
+fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) -> TaskRecord {
     let event = CallbackEvent {
         task_id: TaskId::parse(task).unwrap(),
         family: Family::VocalSeparation,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use suno_callbacks::TaskId;
 
 use super::{EnqueueFiles, MarkQueued, ReleaseClaims, SentJob};
-use crate::{Clock, FileEntry, FileJob, FileStatus, LoadTask, Now, SaveTask, StoreError, TaskRecord};
+use crate::{Clock, FileEntry, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
 
 /// A task table and a queue in memory, with a switch to make the queue fail, one to make
 /// whole-record writes fail, a latency for every call, and a clock that is either the
@@ -39,7 +39,7 @@ impl MemoryTableAndQueue {
     }
 
     /// On a virtual clock starting at `start`; `sleep` advances it instantly.
-    pub fn with_virtual_clock(start: Now) -> MemoryTableAndQueue {
+    pub fn with_virtual_clock(start: Timestamp) -> MemoryTableAndQueue {
         MemoryTableAndQueue { virtual_ms: Some(AtomicI64::new(start.unix_ms)), ..MemoryTableAndQueue::default() }
     }
 
@@ -166,7 +166,7 @@ impl MarkQueued for MemoryTableAndQueue {
         task_id: &TaskId,
         claimant: &str,
         sent: &[SentJob],
-        queued_at: Now,
+        queued_at: Timestamp,
     ) -> Result<(), StoreError> {
         self.interleave().await;
         let names: Vec<&str> = sent.iter().map(|s| s.name.as_str()).collect();
@@ -199,10 +199,10 @@ impl ReleaseClaims for MemoryTableAndQueue {
 }
 
 impl Clock for MemoryTableAndQueue {
-    fn now(&self) -> Now {
+    fn now(&self) -> Timestamp {
         match &self.virtual_ms {
-            Some(ms) => Now::from_unix_ms(ms.load(Ordering::SeqCst)),
-            None => Now::system(),
+            Some(ms) => Timestamp::from_unix_ms(ms.load(Ordering::SeqCst)),
+            None => Timestamp::now(),
         }
     }
 

@@ -4,12 +4,12 @@ use proptest::prelude::*;
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, MidiInstrument, MidiNote, Stage, TaskId};
 
 use super::*;
-use crate::{FileStatus, Now, TaskRecord, VaultState};
+use crate::{FileStatus, TaskRecord, Timestamp, VaultState};
 
 const T0: i64 = 1_763_910_000_000;
 
-fn now(offset_secs: i64) -> Now {
-    Now::from_unix_ms(T0 + offset_secs * 1000)
+fn now(offset_secs: i64) -> Timestamp {
+    Timestamp::from_unix_ms(T0 + offset_secs * 1000)
 }
 
 fn claimant(id: &str) -> Claimant {
