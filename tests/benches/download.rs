@@ -17,6 +17,7 @@ use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_sha256};
 use stemvault_vault::{FileJob, FileStatus, VaultState};
+use suno_callbacks::Family;
 
 const MIB: u64 = 1024 * 1024;
 const STEM_BYTES: u64 = 8 * MIB;
@@ -72,7 +73,7 @@ async fn split_stem_task(env: &TestEnv, server: &FileServer) {
         })
         .collect();
     let pairs: Vec<(&str, &str)> = STEMS.iter().zip(&urls).map(|(s, u)| (*s, u.as_str())).collect();
-    let record = queued_record(&uuid::Uuid::new_v4().simple().to_string(), "vocal_separation", &pairs);
+    let record = queued_record(&uuid::Uuid::new_v4().simple().to_string(), Family::VocalSeparation, &pairs);
     env.put_record(&record).await;
     let jobs: Vec<FileJob> = STEMS.iter().map(|s| job_of(&record, s)).collect();
     env.send_jobs(&jobs).await;
@@ -130,7 +131,7 @@ async fn source_alone(server: &FileServer) {
 async fn one_big_file(env: &TestEnv, server: &FileServer) {
     server.route("/big/master.wav", Reply::generated(BIG_BYTES, 7, "audio/wav"));
     let url = server.url("/big/master.wav");
-    let record = queued_record(&uuid::Uuid::new_v4().simple().to_string(), "wav", &[("wav", &url)]);
+    let record = queued_record(&uuid::Uuid::new_v4().simple().to_string(), Family::Wav, &[("wav", &url)]);
     env.put_record(&record).await;
     env.send_jobs(&[job_of(&record, "wav")]).await;
 

@@ -9,21 +9,22 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use stemvault_aws::TaskTable;
 use stemvault_download::Config;
-use stemvault_vault::{FileEntry, FileJob, FileStatus, TaskRecord, VaultState};
-use suno_callbacks::{TaskId, s3_key};
+use stemvault_vault::{FileEntry, FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::{Family, Stage, TaskId, s3_key};
 
 use crate::TestEnv;
 
 /// A task record whose files (name, url) are all `queued`, keys as ingest computes them.
-pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> TaskRecord {
+pub fn queued_record(task_id: &str, family: Family, files: &[(&str, &str)]) -> TaskRecord {
     let id = TaskId::parse(task_id).expect("a valid task id");
+    let received: Timestamp = "2026-11-23T15:00:00.000Z".parse().expect("an RFC 3339 time");
     let files = files
         .iter()
         .map(|(name, url)| {
             let entry = FileEntry {
                 status: FileStatus::Queued,
-                queued_at: Some("2026-11-23T15:00:00.000Z".into()),
-                ..FileEntry::pending(url, s3_key::file_key(&id, name, url), "complete")
+                queued_at: Some(received),
+                ..FileEntry::pending(url, s3_key::file_key(&id, name, url), Stage::Complete)
             };
             ((*name).to_owned(), entry)
         })
@@ -32,7 +33,7 @@ pub fn queued_record(task_id: &str, family: &str, files: &[(&str, &str)]) -> Tas
         files,
         vault: VaultState::Pending,
         open: Some(stemvault_vault::OPEN_MARKER.into()),
-        ..TaskRecord::new(task_id, family, "complete", 200, "success", "2026-11-23T15:00:00.000Z")
+        ..TaskRecord::new(task_id, family, Stage::Complete, 200, "success", received)
     }
 }
 

@@ -13,6 +13,7 @@ use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
 use stemvault_vault::{FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::{Family, Stage};
 
 const MIB: usize = 1024 * 1024;
 
@@ -110,7 +111,7 @@ async fn stores_audio_images_and_video_of_several_sizes() {
         bodies.push(data);
     }
     let pairs: Vec<(&str, &str)> = files.iter().zip(&urls).map(|((n, ..), u)| (*n, u.as_str())).collect();
-    let record = queued_record(&task, "vocal_separation", &pairs);
+    let record = queued_record(&task, Family::VocalSeparation, &pairs);
     let names: Vec<&str> = files.iter().map(|f| f.0).collect();
 
     let (_, response) = s.run_files(&record, &names).await;
@@ -160,8 +161,8 @@ async fn stores_audio_images_and_video_of_several_sizes() {
     assert_eq!(stored.open, None, "a settled task leaves the sweeper's open-tasks index");
     assert_eq!(stored.manifest_key.as_deref(), Some(format!("tasks/{task}/manifest.json").as_str()));
     let manifest = s.manifest(&task).await;
-    assert_eq!((manifest.task_id.as_str(), manifest.family.as_str()), (task.as_str(), "vocal_separation"));
-    assert_eq!(manifest.stage, "complete");
+    assert_eq!((manifest.task_id.as_str(), manifest.family), (task.as_str(), Family::VocalSeparation));
+    assert_eq!(manifest.stage, Stage::Complete);
     assert_eq!(manifest.vault, VaultState::Complete);
     assert_eq!(manifest.files.len(), files.len());
     for f in &manifest.files {
@@ -182,7 +183,7 @@ async fn stores_chunked_bodies_without_content_length() {
     s.server.route("/s/small.mp3", Reply::chunked(100_000, 1, "audio/mpeg"));
     s.server.route("/s/large.wav", Reply::chunked(9 * MIB as u64 + 5, 2, "audio/wav"));
     let (small, large) = (s.server.url("/s/small.mp3"), s.server.url("/s/large.wav"));
-    let record = queued_record(&task, "vocal_separation", &[("small", &small), ("large", &large)]);
+    let record = queued_record(&task, Family::VocalSeparation, &[("small", &small), ("large", &large)]);
 
     let (_, response) = s.run_files(&record, &["small", "large"]).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
@@ -208,7 +209,7 @@ async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
     let cut = Reply::Disconnect { len, seed: 7, after: 9 * MIB as u64 };
     s.server.route("/s/vocal.mp3", Reply::fail_times(1, cut, Reply::generated(len, 7, "audio/mpeg")));
     let url = s.server.url("/s/vocal.mp3");
-    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+    let record = queued_record(&task, Family::VocalSeparation, &[("vocal", &url)]);
     let key = format!("tasks/{task}/vocal.mp3");
 
     let (event, response) = s.run_files(&record, &["vocal"]).await;
@@ -246,7 +247,7 @@ async fn a_500_is_retried_and_a_later_200_stored() {
     let data = media("mp3", 5000, 3);
     s.server.route("/s/vocal.mp3", Reply::fail_times(1, Reply::Status(500), Reply::bytes(data.clone(), "audio/mpeg")));
     let url = s.server.url("/s/vocal.mp3");
-    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+    let record = queued_record(&task, Family::VocalSeparation, &[("vocal", &url)]);
 
     let (event, response) = s.run_files(&record, &["vocal"]).await;
     assert_eq!(failed_ids(&response).len(), 1);
@@ -270,7 +271,7 @@ async fn a_partial_content_answer_is_not_stored_but_retried() {
     let task = new_task_id();
     s.server.route("/s/vocal.mp3", Reply::Status(206));
     let url = s.server.url("/s/vocal.mp3");
-    let record = queued_record(&task, "vocal_separation", &[("vocal", &url)]);
+    let record = queued_record(&task, Family::VocalSeparation, &[("vocal", &url)]);
 
     let (_, response) = s.run_files(&record, &["vocal"]).await;
     assert_eq!(failed_ids(&response).len(), 1);
@@ -289,7 +290,7 @@ async fn expired_urls_fail_for_good_and_the_task_settles_partial() {
     s.server.route("/s/bass.mp3", Reply::bytes(media("mp3", 4096, 9), "audio/mpeg"));
     let urls = [s.server.url("/s/vocal.mp3?Expires=1"), s.server.url("/s/drums.mp3"), s.server.url("/s/bass.mp3")];
     let record =
-        queued_record(&task, "vocal_separation", &[("vocal", &urls[0]), ("drums", &urls[1]), ("bass", &urls[2])]);
+        queued_record(&task, Family::VocalSeparation, &[("vocal", &urls[0]), ("drums", &urls[1]), ("bass", &urls[2])]);
 
     let (_, response) = s.run_files(&record, &["vocal", "drums", "bass"]).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new(), "permanent failures are not retried");
@@ -338,7 +339,7 @@ async fn redirects_are_followed_only_to_allowed_sources() {
     let names = ["ok", "relative", "refused", "metadata", "mapped", "loop"];
     let urls: Vec<String> = names.iter().map(|n| s.server.url(&format!("/r/{n}.mp3"))).collect();
     let pairs: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
-    let record = queued_record(&new_task_id(), "vocal_separation", &pairs);
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &pairs);
     let task = record.task_id.clone();
 
     let (_, response) = s.run_files(&record, &names).await;
@@ -372,7 +373,7 @@ async fn loopback_sources_are_refused_unless_their_exact_origin_is_listed() {
     let port = s.server.origin().rsplit(':').next().unwrap().to_owned();
     let plain = s.server.url("/s/a.mp3");
     let https = format!("https://127.0.0.1:{port}/s/a.mp3");
-    let record = queued_record(&new_task_id(), "vocal_separation", &[("plain", &plain), ("tls", &https)]);
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("plain", &plain), ("tls", &https)]);
 
     let (_, response) = s.run_files(&record, &["plain", "tls"]).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
@@ -385,7 +386,7 @@ async fn loopback_sources_are_refused_unless_their_exact_origin_is_listed() {
 
     // Listed as an exact origin, the same source is fetched.
     let listed = App::new(s.env.download_config(&s.server.origin(), None), &s.env.config);
-    let again = queued_record(&new_task_id(), "vocal_separation", &[("plain", &plain)]);
+    let again = queued_record(&new_task_id(), Family::VocalSeparation, &[("plain", &plain)]);
     s.env.put_record(&again).await;
     s.env.send_jobs(&[job_of(&again, "plain")]).await;
     let event = s.env.receive_event(1, 2).await;
@@ -404,7 +405,7 @@ async fn the_size_cap_holds_on_content_length_and_while_streaming() {
     let names = ["declared", "chunked", "fits"];
     let urls: Vec<String> = names.iter().map(|n| s.server.url(&format!("/s/{n}.wav"))).collect();
     let pairs: Vec<(&str, &str)> = names.iter().zip(&urls).map(|(n, u)| (*n, u.as_str())).collect();
-    let record = queued_record(&new_task_id(), "wav", &pairs);
+    let record = queued_record(&new_task_id(), Family::Wav, &pairs);
     let task = record.task_id.clone();
 
     let (_, response) = s.run_files(&record, &names).await;
@@ -426,7 +427,7 @@ async fn a_redelivered_message_copies_nothing_and_rewrites_no_manifest() {
     let s = setup(None).await;
     s.server.route("/s/vocal.mp3", Reply::generated(50_000, 4, "audio/mpeg"));
     let url = s.server.url("/s/vocal.mp3");
-    let record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", &url)]);
     let task = record.task_id.clone();
     s.env.put_record(&record).await;
     s.env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "vocal")]).await;
@@ -453,14 +454,14 @@ async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
     let s = setup(None).await;
     s.server.route("/s/vocal.mp3", Reply::generated(4096, 6, "audio/mpeg"));
     let url = s.server.url("/s/vocal.mp3");
-    let mut record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    let mut record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", &url)]);
     let task = record.task_id.clone();
     let vocal = record.files.get_mut("vocal").unwrap();
     vocal.status = FileStatus::Stored;
     vocal.bytes = Some(4096);
     vocal.sha256 = Some("ab".repeat(32));
     vocal.content_type = Some("audio/mpeg".into());
-    vocal.stored_at = Some("2026-11-23T15:00:05.000Z".into());
+    vocal.stored_at = Some("2026-11-23T15:00:05.000Z".parse().unwrap());
     record.vault = VaultState::Complete;
     let now = Timestamp::now().unix_seconds();
 
@@ -481,7 +482,7 @@ async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 
     let manifest = s.manifest(&task).await;
-    assert_eq!(manifest, Manifest::of(&crashed, VaultState::Complete, &manifest.generated_at));
+    assert_eq!(manifest, Manifest::of(&crashed, VaultState::Complete, manifest.generated_at));
     assert_eq!(
         (manifest.files[0].name.as_str(), manifest.files[0].status, manifest.files[0].bytes),
         ("vocal", PublicFileStatus::Stored, Some(4096))
@@ -506,7 +507,7 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
     let slow = Reply::delayed(Duration::from_secs(3), Reply::generated(MIB as u64, 5, "audio/mpeg"));
     s.server.route("/s/vocal.mp3", slow);
     let url = s.server.url("/s/vocal.mp3");
-    let record = queued_record(&new_task_id(), "vocal_separation", &[("vocal", &url)]);
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", &url)]);
     s.env.put_record(&record).await;
     s.env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "vocal")]).await;
     let event = s.env.receive_event(2, 2).await;
@@ -542,7 +543,7 @@ async fn malformed_messages_are_dropped_without_failing_the_others() {
     s.server.route("/s/a.mp3", Reply::bytes(media("mp3", 2000, 1), "audio/mpeg"));
     s.server.route("/s/b.mp3", Reply::bytes(media("mp3", 3000, 2), "audio/mpeg"));
     let (a, b) = (s.server.url("/s/a.mp3"), s.server.url("/s/b.mp3"));
-    let record = queued_record(&new_task_id(), "vocal_separation", &[("a", &a), ("b", &b)]);
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("a", &a), ("b", &b)]);
     let task = record.task_id.clone();
     s.env.put_record(&record).await;
 

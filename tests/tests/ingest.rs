@@ -17,7 +17,7 @@ use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
 use stemvault_vault::{FileJob, FileStatus, TaskRecord};
 use suno_callbacks::signature::sign;
-use suno_callbacks::{CallbackEvent, parse_callback, s3_key};
+use suno_callbacks::{CallbackEvent, Family, Stage, parse_callback, s3_key};
 
 const KEY: &str = "integration-test-key";
 
@@ -119,8 +119,8 @@ async fn every_documented_fixture_is_recorded_archived_and_queued() {
         assert_eq!(answer["files_queued"], event.files.len(), "{name}");
 
         let record = env.record(event.task_id.as_str()).await.expect(&name);
-        assert_eq!(record.family, event.family.as_str(), "{name}");
-        assert_eq!(record.stage, event.stage.as_str(), "{name}");
+        assert_eq!(record.family, event.family, "{name}");
+        assert_eq!(record.stage, event.stage, "{name}");
         assert_eq!((record.code, record.message.as_str(), record.deliveries), (event.code, event.message.as_str(), 1));
         let file_names: BTreeSet<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), file_names, "{name}");
@@ -203,7 +203,7 @@ async fn stages_arriving_out_of_order_never_move_the_task_back() {
         assert_eq!(json(&response)["task_stage"], "complete");
     }
     let record = env.record("a1b2c3d4e5f6").await.unwrap();
-    assert_eq!((record.stage.as_str(), record.message.as_str()), ("complete", "All generated successfully."));
+    assert_eq!((record.stage, record.message.as_str()), (Stage::Complete, "All generated successfully."));
     assert_eq!(record.callbacks.len(), 3);
     assert_eq!(record.deliveries, 3);
     let expected: BTreeSet<&str> = [
@@ -216,7 +216,7 @@ async fn stages_arriving_out_of_order_never_move_the_task_back() {
     ]
     .into();
     assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), expected);
-    assert_eq!(record.files["tracks/t0/audio"].stage, "first");
+    assert_eq!(record.files["tracks/t0/audio"].stage, Stage::First);
     assert_eq!(record.streams.len(), 3);
 
     let jobs = jobs(&env).await;
@@ -239,7 +239,7 @@ async fn a_failure_after_success_is_recorded_and_keeps_the_files() {
     assert_eq!((answer["task_stage"].as_str(), answer["files_queued"].as_u64()), (Some("final"), Some(0)));
 
     let record = env.record("988e****c8d3").await.unwrap();
-    assert_eq!((record.stage.as_str(), record.code, record.succeeded), ("final", 200, true));
+    assert_eq!((record.stage, record.code, record.succeeded), (Stage::Final, 200, true));
     let failure_entry = record.failure.as_ref().expect("failure recorded");
     assert_eq!((failure_entry.code, failure_entry.message.as_str()), (500, "Internal Error - Please try again later"));
     assert_eq!(record.files["wav"].status, FileStatus::Queued);
@@ -307,7 +307,7 @@ async fn an_unknown_family_is_still_recorded() {
     let response = app.handle(signed(body)).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
     let record = env.record("f00dfeed42").await.unwrap();
-    assert_eq!((record.family.as_str(), record.stage.as_str()), ("unknown", "final"));
+    assert_eq!((record.family, record.stage), (Family::Unknown, Stage::Final));
     let files: Vec<(&str, &str, &str)> =
         record.files.iter().map(|(name, f)| (name.as_str(), f.url.as_str(), f.key.as_str())).collect();
     assert_eq!(files, vec![("result/cover", "https://cdn.example/c.png", "tasks/f00dfeed42/result/cover.png")]);

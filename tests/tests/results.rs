@@ -10,6 +10,7 @@ use stemvault_aws::TaskTable;
 use stemvault_results::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_vault::{FileEntry, FileStatus, TaskRecord, VaultState};
+use suno_callbacks::{Family, Stage};
 
 fn get(path: &str) -> Request {
     lambda_http::http::Request::builder().method("GET").uri(path).body(Body::Empty).unwrap()
@@ -34,11 +35,11 @@ fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
         vault: VaultState::Pending,
         ..TaskRecord::new(
             task_id,
-            "vocal_separation",
-            "complete",
+            Family::VocalSeparation,
+            Stage::Complete,
             200,
             "vocal separation done",
-            "2026-11-23T15:00:00.000Z",
+            "2026-11-23T15:00:00.000Z".parse().unwrap(),
         )
     }
 }
@@ -64,14 +65,14 @@ async fn recorded_task_answers_with_working_download_links() {
         bytes: Some(audio.len() as u64),
         sha256: Some("0f".repeat(32)),
         content_type: Some("audio/mpeg".into()),
-        ..FileEntry::pending("https://cdn.example/vocal.mp3", stored_key.clone(), "complete")
+        ..FileEntry::pending("https://cdn.example/vocal.mp3", stored_key.clone(), Stage::Complete)
     };
     let queued = FileEntry {
         status: FileStatus::Queued,
         ..FileEntry::pending(
             "https://cdn.example/instrumental.mp3",
             format!("tasks/{task_id}/instrumental.mp3"),
-            "complete",
+            Stage::Complete,
         )
     };
     let files = BTreeMap::from([("instrumental".to_owned(), queued), ("vocal".to_owned(), stored)]);

@@ -7,6 +7,7 @@ use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::Family;
 
 fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -19,10 +20,10 @@ fn orphaned(age: Duration, files: &[(&str, FileStatus)]) -> TaskRecord {
     let urls: Vec<(String, String)> =
         files.iter().map(|(n, _)| (n.to_string(), format!("https://cdn1.suno.ai/{n}.mp3?sig=secret"))).collect();
     let pairs: Vec<(&str, &str)> = urls.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
-    let mut record = queued_record(&task, "vocal_separation", &pairs);
+    let mut record = queued_record(&task, Family::VocalSeparation, &pairs);
     let delivered = Timestamp::from_unix_ms(Timestamp::now().unix_ms - age.as_millis() as i64);
-    record.first_received_at = delivered.rfc3339();
-    record.last_received_at = delivered.rfc3339();
+    record.first_received_at = delivered;
+    record.last_received_at = delivered;
     for (name, status) in files {
         let file = record.files.get_mut(*name).unwrap();
         file.status = *status;

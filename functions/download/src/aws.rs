@@ -116,7 +116,7 @@ impl RecordStored for AwsPorts {
         name: &str,
         worker: &str,
         stored: &StoredObject,
-        stored_at: &str,
+        stored_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
         self.update("stored", task_id, expressions::record_stored(name, worker, stored, stored_at)).await
     }

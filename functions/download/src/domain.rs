@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use stemvault_vault::download::{CopyPlan, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
 use stemvault_vault::{
-    Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, VaultState, retry_on_conflict,
+    Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::TaskId;
 
@@ -64,7 +64,7 @@ pub trait RecordStored {
         name: &str,
         worker: &str,
         stored: &StoredObject,
-        stored_at: &str,
+        stored_at: Timestamp,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
@@ -316,8 +316,8 @@ async fn copy_claimed<P: Ports>(
     let worker = delivery.worker.as_str();
     let error = match copy(ports, settings, plan, delivery.stop_at).await {
         Ok(stored) => {
-            let stored_at = ports.now().rfc3339();
-            return match ports.record_stored(task_id, name, worker, &stored, &stored_at).await {
+            let stored_at = ports.now();
+            return match ports.record_stored(task_id, name, worker, &stored, stored_at).await {
                 Ok(Conditional::Applied) => {
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");

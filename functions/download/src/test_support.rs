@@ -12,7 +12,7 @@ use stemvault_vault::{
     Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, OPEN_MARKER, StoreError, TaskRecord,
     Timestamp, VaultState,
 };
-use suno_callbacks::TaskId;
+use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::domain::{
     Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask, WriteManifest,
@@ -32,7 +32,7 @@ pub fn url(name: &str) -> String {
 }
 
 fn entry(name: &str, status: FileStatus) -> FileEntry {
-    FileEntry { status, ..FileEntry::pending(&url(name), format!("tasks/{TASK}/{name}.mp3"), "first") }
+    FileEntry { status, ..FileEntry::pending(&url(name), format!("tasks/{TASK}/{name}.mp3"), Stage::First) }
 }
 
 /// The record of [`TASK`] with these files, its vault `pending`, at version 3.
@@ -42,7 +42,14 @@ pub fn record(files: &[(&str, FileStatus)]) -> TaskRecord {
         vault: VaultState::Pending,
         open: Some(OPEN_MARKER.into()),
         version: 3,
-        ..TaskRecord::new(TASK, "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
+        ..TaskRecord::new(
+            TASK,
+            Family::VocalSeparation,
+            Stage::First,
+            200,
+            "ok",
+            Timestamp::from_unix_ms(1_795_446_000_000),
+        )
     }
 }
 
@@ -324,7 +331,7 @@ impl RecordStored for MemoryPorts {
         name: &str,
         worker: &str,
         stored: &StoredObject,
-        stored_at: &str,
+        stored_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
         Ok(self.update_file(
             task_id,
@@ -335,7 +342,7 @@ impl RecordStored for MemoryPorts {
                 f.bytes = Some(stored.bytes);
                 f.sha256 = Some(stored.sha256_hex.clone());
                 f.content_type = stored.content_type.clone();
-                f.stored_at = Some(stored_at.to_owned());
+                f.stored_at = Some(stored_at);
                 f.claim = None;
                 f.lease_until = None;
                 f.error = None;

@@ -112,7 +112,7 @@ impl<P: Ports> App<P> {
                     "status": status,
                     "task_id": event.task_id.as_str(),
                     "stage": event.stage.as_str(),
-                    "task_stage": outcome.task_stage,
+                    "task_stage": outcome.task_stage.as_str(),
                     "files": event.files.len(),
                     "files_queued": outcome.files_queued,
                 });

@@ -21,7 +21,7 @@ use stemvault_vault::ingest::{
     BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim,
 };
 use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, retry_on_conflict};
-use suno_callbacks::{CallbackEvent, TaskId, s3_key};
+use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
 
 use crate::error::{IngestError, StoreError};
 
@@ -74,7 +74,7 @@ pub struct Outcome {
     /// The same body was accepted before.
     pub duplicate: bool,
     /// The task's stage after this callback.
-    pub task_stage: String,
+    pub task_stage: Stage,
     /// Messages this request sent.
     pub files_queued: usize,
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stemvault_vault::{LoadTask, Manifest, ManifestFile, PublicFileStatus, VaultState};
-use suno_callbacks::TaskId;
+use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::error::{PresignError, ResultsError};
 
@@ -24,8 +24,8 @@ impl<T> Ports for T where T: LoadTask + PresignDownload + Sync {}
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TaskView {
     pub task_id: String,
-    pub family: String,
-    pub stage: String,
+    pub family: Family,
+    pub stage: Stage,
     pub code: i64,
     pub message: String,
     pub vault: VaultState,
@@ -51,7 +51,7 @@ pub async fn task_view(
         return Ok(None);
     };
     // The same projection the manifest uses, so both always agree; its timestamp is unused.
-    let manifest = Manifest::of(&record, record.vault, "");
+    let manifest = Manifest::of(&record, record.vault, record.last_received_at);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match file.status {
@@ -118,7 +118,7 @@ pub(crate) mod tests {
         FileEntry {
             status,
             attempts: 1,
-            ..FileEntry::pending(&format!("https://cdn.example/{key}?sig=secret"), key.into(), "complete")
+            ..FileEntry::pending(&format!("https://cdn.example/{key}?sig=secret"), key.into(), Stage::Complete)
         }
     }
 
@@ -138,18 +138,18 @@ pub(crate) mod tests {
             ("tracks/b/audio".to_owned(), retrying),
         ]);
         TaskRecord {
-            last_received_at: "2026-01-01T00:01:00.000Z".into(),
+            last_received_at: "2026-01-01T00:01:00.000Z".parse().unwrap(),
             deliveries: 3,
             files,
             vault: VaultState::Pending,
             version: 7,
             ..TaskRecord::new(
                 task_id,
-                "music",
-                "complete",
+                Family::Music,
+                Stage::Complete,
                 200,
                 "All generated successfully.",
-                "2026-01-01T00:00:00.000Z",
+                "2026-01-01T00:00:00.000Z".parse().unwrap(),
             )
         }
     }
@@ -163,7 +163,7 @@ pub(crate) mod tests {
         let ports = MemoryPorts::with(&["t1"]);
         let view = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap().unwrap();
 
-        assert_eq!((view.task_id.as_str(), view.family.as_str(), view.stage.as_str()), ("t1", "music", "complete"));
+        assert_eq!((view.task_id.as_str(), view.family, view.stage), ("t1", Family::Music, Stage::Complete));
         assert_eq!(
             (view.code, view.message.as_str(), view.vault),
             (200, "All generated successfully.", VaultState::Pending)

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
-use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX};
+use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
 
 use crate::Config;
 use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage};
@@ -46,19 +46,24 @@ struct OpenTasksQuery {
     start: Option<HashMap<String, AttributeValue>>,
 }
 
-fn open_tasks_query(received_before: &str, after: Option<&OpenTask>) -> OpenTasksQuery {
+/// Times are compared as the stored RFC 3339 text, which sorts as time: every writer stores
+/// the one fixed-width form of [`Timestamp::rfc3339`].
+fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> OpenTasksQuery {
     let s = |v: &str| AttributeValue::S(v.to_owned());
     let names = [("#open", "open"), ("#received", "last_received_at")];
     OpenTasksQuery {
         key_condition: "#open = :open AND #received < :before",
         names: names.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
-        values: HashMap::from([(":open".to_owned(), s(OPEN_MARKER)), (":before".to_owned(), s(received_before))]),
+        values: HashMap::from([
+            (":open".to_owned(), s(OPEN_MARKER)),
+            (":before".to_owned(), s(&received_before.rfc3339())),
+        ]),
         // An index's page key: the table's key and the index's.
         start: after.map(|t| {
             HashMap::from([
                 ("task_id".to_owned(), s(&t.task_id)),
                 ("open".to_owned(), s(OPEN_MARKER)),
-                ("last_received_at".to_owned(), s(&t.last_received_at)),
+                ("last_received_at".to_owned(), s(&t.last_received_at.rfc3339())),
             ])
         }),
     }
@@ -68,12 +73,16 @@ fn open_tasks_query(received_before: &str, after: Option<&OpenTask>) -> OpenTask
 fn open_task(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
     Some(OpenTask {
         task_id: item.get("task_id")?.as_s().ok()?.clone(),
-        last_received_at: item.get("last_received_at")?.as_s().ok()?.clone(),
+        last_received_at: item.get("last_received_at")?.as_s().ok()?.parse().ok()?,
     })
 }
 
 impl ListOpenTasks for AwsPorts {
-    async fn open_tasks(&self, received_before: &str, after: Option<&OpenTask>) -> Result<OpenTaskPage, StoreError> {
+    async fn open_tasks(
+        &self,
+        received_before: Timestamp,
+        after: Option<&OpenTask>,
+    ) -> Result<OpenTaskPage, StoreError> {
         let q = open_tasks_query(received_before, after);
         let table = self.shared.table();
         let out = table
@@ -89,8 +98,24 @@ impl ListOpenTasks for AwsPorts {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
-        let tasks = out.items().iter().filter_map(open_task).collect();
-        let next = out.last_evaluated_key().and_then(open_task);
+        let tasks = out
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let task = open_task(item);
+                if task.is_none() {
+                    tracing::warn!("skipped an open-tasks entry without a task id or a readable last_received_at");
+                }
+                task
+            })
+            .collect();
+        // Unreadable, the page key would end the sweep early without a word.
+        let next = out
+            .last_evaluated_key()
+            .map(|key| {
+                open_task(key).ok_or_else(|| StoreError::Malformed("the open-tasks page key is unreadable".into()))
+            })
+            .transpose()?;
         Ok(OpenTaskPage { tasks, next })
     }
 }
@@ -99,9 +124,13 @@ impl ListOpenTasks for AwsPorts {
 mod tests {
     use super::*;
 
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn the_query_reads_open_tasks_delivered_before_the_grace_period() {
-        let q = open_tasks_query("2026-01-01T00:00:00.000Z", None);
+        let q = open_tasks_query(at("2026-01-01T00:00:00.000Z"), None);
         assert_eq!(q.key_condition, "#open = :open AND #received < :before");
         assert_eq!((q.names["#open"].as_str(), q.names["#received"].as_str()), ("open", "last_received_at"));
         assert_eq!(q.values[":open"], AttributeValue::S("open".into()));
@@ -114,9 +143,21 @@ mod tests {
 
     #[test]
     fn the_next_page_starts_after_the_last_entry_read() {
-        let last = OpenTask { task_id: "t-1".into(), last_received_at: "2025-12-31T23:00:00.000Z".into() };
-        let start = open_tasks_query("2026-01-01T00:00:00.000Z", Some(&last)).start.unwrap();
+        let last = OpenTask { task_id: "t-1".into(), last_received_at: at("2025-12-31T23:00:00.000Z") };
+        let start = open_tasks_query(at("2026-01-01T00:00:00.000Z"), Some(&last)).start.unwrap();
         assert_eq!(start["open"], AttributeValue::S("open".into()));
+        assert_eq!(start["last_received_at"], AttributeValue::S("2025-12-31T23:00:00.000Z".into()));
         assert_eq!(open_task(&start), Some(last));
+    }
+
+    #[test]
+    fn an_entry_with_an_unreadable_time_is_not_read() {
+        let entry = |received: &str| {
+            let s = |v: &str| AttributeValue::S(v.to_owned());
+            HashMap::from([("task_id".to_owned(), s("t-1")), ("last_received_at".to_owned(), s(received))])
+        };
+        assert_eq!(open_task(&entry("yesterday")), None);
+        let read = open_task(&entry("2025-12-31T23:00:00Z")).map(|t| t.last_received_at);
+        assert_eq!(read, Some(at("2025-12-31T23:00:00.000Z")));
     }
 }

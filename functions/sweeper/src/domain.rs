@@ -24,7 +24,7 @@ use crate::error::{StoreError, SweepError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenTask {
     pub task_id: String,
-    pub last_received_at: String,
+    pub last_received_at: Timestamp,
 }
 
 /// One page of open tasks, oldest delivery first.
@@ -35,12 +35,12 @@ pub struct OpenTaskPage {
     pub next: Option<OpenTask>,
 }
 
-/// Tasks whose vault is pending and whose last delivery was before `received_before`
-/// (RFC 3339), starting after `after`.
+/// Tasks whose vault is pending and whose last delivery was before `received_before`,
+/// starting after `after`.
 pub trait ListOpenTasks {
     fn open_tasks(
         &self,
-        received_before: &str,
+        received_before: Timestamp,
         after: Option<&OpenTask>,
     ) -> impl Future<Output = Result<OpenTaskPage, StoreError>> + Send;
 }
@@ -98,11 +98,11 @@ pub async fn sweep<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
-    let received_before = before(ports.now(), settings.grace).rfc3339();
+    let received_before = before(ports.now(), settings.grace);
     let mut outcome = Outcome::default();
     let mut after: Option<OpenTask> = None;
     loop {
-        let page = ports.open_tasks(&received_before, after.as_ref()).await?;
+        let page = ports.open_tasks(received_before, after.as_ref()).await?;
         for task in &page.tasks {
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
                 outcome.stopped_early = true;
@@ -144,7 +144,7 @@ async fn sweep_task<P: Ports>(
         let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(0)) };
         let now = ports.now();
         // The index is eventually consistent: re-check what it said against the record.
-        if record.vault != VaultState::Pending || record.last_received_at >= before(now, settings.grace).rfc3339() {
+        if record.vault != VaultState::Pending || record.last_received_at >= before(now, settings.grace) {
             return Ok(Attempt::Done(0));
         }
         let (claimed, claims) = reclaim(&record, claimant, now, &[]);

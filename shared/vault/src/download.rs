@@ -134,7 +134,7 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
     let plan = ManifestPlan {
         vault,
         manifest_key: s3_key::manifest_key(task_id),
-        manifest: Manifest::of(record, vault, &now.rfc3339()),
+        manifest: Manifest::of(record, vault, now),
         expected_version: record.version,
         lease_until: now.plus(MANIFEST_LEASE).unix_seconds(),
     };
@@ -157,11 +157,13 @@ pub fn retry_delay(receive_count: u32) -> Duration {
 #[cfg(test)]
 mod tests {
 
+    use suno_callbacks::{Family, Stage};
+
     use super::*;
     use crate::{FileEntry, ManifestFile, PublicFileStatus};
 
     fn file(url: &str, status: FileStatus) -> FileEntry {
-        FileEntry { status, ..FileEntry::pending(url, "tasks/t1/vocal.mp3".to_owned(), "first") }
+        FileEntry { status, ..FileEntry::pending(url, "tasks/t1/vocal.mp3".to_owned(), Stage::First) }
     }
 
     fn record(files: Vec<(&str, FileEntry)>) -> TaskRecord {
@@ -169,7 +171,7 @@ mod tests {
             files: files.into_iter().map(|(n, f)| (n.to_owned(), f)).collect(),
             vault: VaultState::Pending,
             version: 7,
-            ..TaskRecord::new("t1", "vocal_separation", "first", 200, "ok", "2026-11-23T15:00:00.000Z")
+            ..TaskRecord::new("t1", Family::VocalSeparation, Stage::First, 200, "ok", NOW)
         }
     }
 
@@ -279,7 +281,7 @@ mod tests {
                 (VaultState::Partial, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20),
                 "{lease:?}"
             );
-            assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, &NOW.rfc3339()));
+            assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, NOW));
             assert_eq!(plan.manifest.files.len(), 2);
         }
     }
@@ -327,10 +329,9 @@ mod tests {
             panic!("expected settle")
         };
         assert_eq!(manifest.task_id, "t1");
-        assert_eq!(manifest.family, "vocal_separation");
-        assert_eq!(manifest.stage, "first");
+        assert_eq!((manifest.family, manifest.stage), (Family::VocalSeparation, Stage::First));
         assert_eq!(manifest.vault, VaultState::Partial);
-        assert_eq!(manifest.generated_at, NOW.rfc3339());
+        assert_eq!(manifest.generated_at, NOW);
         assert_eq!(
             manifest.files,
             vec![

@@ -99,7 +99,8 @@ pub fn ingest_callback(
         Some(current) => {
             let mut record = current.clone();
             record.deliveries += 1;
-            record.last_received_at = later(&record.last_received_at, now);
+            // The latest of the deliveries seen (clocks of concurrent requests differ).
+            record.last_received_at = record.last_received_at.max(now);
             record.version += 1;
             let duplicate = match record.callbacks.get_mut(&id) {
                 Some(entry) => {
@@ -143,11 +144,11 @@ pub fn reclaim(
 fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) -> TaskRecord {
     let mut record = TaskRecord::new(
         event.task_id.as_str(),
-        event.family.as_str(),
-        event.stage.as_str(),
+        event.family,
+        event.stage,
         event.code,
         &bounded_message(&event.message),
-        &now.rfc3339(),
+        now,
     );
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
     merge_files(&mut record, event, true);
@@ -160,29 +161,29 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) 
 /// A body not seen before for a known task.
 fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
-    if record.family == Family::Unknown.as_str() && event.family != Family::Unknown {
-        record.family = event.family.as_str().to_owned();
+    if record.family == Family::Unknown && event.family != Family::Unknown {
+        record.family = event.family;
     }
 
-    let current = record.stage.parse::<Stage>().ok();
-    let merged = merge_stage(current, event.stage);
+    let current = record.stage;
+    let merged = merge_stage(Some(current), event.stage);
     if merged.advanced {
-        record.stage = merged.stage.as_str().to_owned();
+        record.stage = merged.stage;
         record.code = event.code;
         record.message = bounded_message(&event.message);
         record.succeeded = event.succeeded();
     } else if record.succeeded && merged.stage.is_terminal() && !event.succeeded() {
         // The task already ended well: keep its outcome and files, but remember the failure.
         record.failure = Some(FailureEntry {
-            stage: event.stage.as_str().to_owned(),
+            stage: event.stage,
             code: event.code,
             message: bounded_message(&event.message),
-            received_at: now.rfc3339(),
+            received_at: now,
         });
     }
     // An event at the task's own stage (or one that set it) speaks for the task's data;
     // a late, earlier-stage event only fills gaps.
-    let authoritative = merged.advanced || current == Some(event.stage);
+    let authoritative = merged.advanced || current == event.stage;
 
     if merge_files(record, event, authoritative) {
         record.vault = VaultState::Pending;
@@ -196,10 +197,10 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
 
 fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> CallbackEntry {
     CallbackEntry {
-        stage: event.stage.as_str().to_owned(),
+        stage: event.stage,
         code: event.code,
         message: bounded_message(&event.message),
-        received_at: now.rfc3339(),
+        received_at: now,
         body_key: body.archive_key.clone(),
         bytes: body.bytes,
         deliveries: 1,
@@ -222,7 +223,7 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
             }
             Some(known) if known.url == file.url => {}
             Some(known) if known.status == FileStatus::Failed => {
-                let stage = known.stage.clone();
+                let stage = known.stage;
                 *known = pending_file(&event.task_id, &file.name, &file.url, event.stage);
                 known.stage = stage;
                 opened = true;
@@ -238,7 +239,7 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
 }
 
 fn pending_file(task_id: &TaskId, name: &str, url: &str, stage: Stage) -> FileEntry {
-    FileEntry::pending(url, s3_key::file_key(task_id, name, url), stage.as_str())
+    FileEntry::pending(url, s3_key::file_key(task_id, name, url), stage)
 }
 
 fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) {
@@ -322,12 +323,6 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
         }
     }
     claims
-}
-
-/// The later of a stored RFC 3339 time and now (clocks of concurrent requests differ).
-fn later(stored: &str, now: Timestamp) -> String {
-    let now = now.rfc3339();
-    if now.as_str() > stored { now } else { stored.to_owned() }
 }
 
 #[cfg(test)]

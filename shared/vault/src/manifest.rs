@@ -1,18 +1,19 @@
 //! `tasks/<task_id>/manifest.json`: what was vaulted, written once the files are settled.
 
 use serde::{Deserialize, Serialize};
+use suno_callbacks::{Family, Stage};
 
-use crate::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
+use crate::{FileStatus, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     pub task_id: String,
-    pub family: String,
-    pub stage: String,
+    pub family: Family,
+    pub stage: Stage,
     pub code: i64,
     pub message: String,
     pub vault: VaultState,
-    pub generated_at: String,
+    pub generated_at: Timestamp,
     pub files: Vec<ManifestFile>,
 }
 
@@ -29,15 +30,15 @@ pub struct ManifestFile {
 
 impl Manifest {
     /// The manifest of a record whose files are all settled (stored or failed for good).
-    pub fn of(record: &TaskRecord, vault: VaultState, generated_at: &str) -> Manifest {
+    pub fn of(record: &TaskRecord, vault: VaultState, generated_at: Timestamp) -> Manifest {
         Manifest {
             task_id: record.task_id.clone(),
-            family: record.family.clone(),
-            stage: record.stage.clone(),
+            family: record.family,
+            stage: record.stage,
             code: record.code,
             message: record.message.clone(),
             vault,
-            generated_at: generated_at.to_owned(),
+            generated_at,
             files: record
                 .files
                 .iter()
@@ -55,5 +56,44 @@ impl Manifest {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::FileEntry;
+
+    #[test]
+    fn a_manifest_is_written_as_the_same_json() {
+        let received = "2026-11-23T15:00:00.000Z".parse().unwrap();
+        let mut record = TaskRecord::new("t1", Family::CoverImage, Stage::Final, 200, "ok", received);
+        let mut image = FileEntry::pending("https://cdn.example/i.png", "tasks/t1/image.png".into(), Stage::Final);
+        (image.status, image.bytes, image.content_type) = (FileStatus::Stored, Some(7), Some("image/png".into()));
+        record.files.insert("image".into(), image);
+        let generated_at = Timestamp::from_unix_ms(1_795_446_000_120);
+        let manifest = Manifest::of(&record, VaultState::Complete, generated_at);
+        let written = json!({
+            "task_id": "t1",
+            "family": "cover_image",
+            "stage": "final",
+            "code": 200,
+            "message": "ok",
+            "vault": "complete",
+            "generated_at": "2026-11-23T15:00:00.120Z",
+            "files": [{
+                "name": "image",
+                "key": "tasks/t1/image.png",
+                "status": "stored",
+                "bytes": 7,
+                "sha256": null,
+                "content_type": "image/png",
+                "error": null
+            }]
+        });
+        assert_eq!(serde_json::to_value(&manifest).unwrap(), written);
+        assert_eq!(serde_json::from_value::<Manifest>(written).unwrap(), manifest);
     }
 }

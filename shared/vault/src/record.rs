@@ -7,26 +7,29 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use suno_callbacks::{Family, Stage};
+
+use crate::Timestamp;
 
 /// One task, as stored (see the README's "DynamoDB item" section for the schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// Partition key.
     pub task_id: String,
-    /// `music`, `lyrics`, `cover_image`, `wav`, `vocal_separation`, `midi`, `music_video`,
-    /// `voice` or `unknown`.
-    pub family: String,
-    /// `text`, `first`, `complete`, `error` or `final`; never moves backwards.
-    pub stage: String,
+    /// Stored as `music`, `lyrics`, `cover_image`, `wav`, `vocal_separation`, `midi`,
+    /// `music_video`, `voice` or `unknown`.
+    pub family: Family,
+    /// Stored as `text`, `first`, `complete`, `error` or `final`; never moves backwards.
+    pub stage: Stage,
     /// Envelope `code` of the callback that set `stage`.
     pub code: i64,
     /// Envelope `msg` of the callback that set `stage`.
     pub message: String,
     /// Whether the callback that set `stage` reported success.
     pub succeeded: bool,
-    /// RFC 3339 (UTC) of the first and the latest accepted delivery.
-    pub first_received_at: String,
-    pub last_received_at: String,
+    /// The first and the latest accepted delivery (stored as RFC 3339 text, see [`Timestamp`]).
+    pub first_received_at: Timestamp,
+    pub last_received_at: Timestamp,
     /// Every accepted delivery, duplicates included.
     pub deliveries: u64,
     /// Each distinct callback body, keyed `<stage>-<sha256 of body>`.
@@ -73,10 +76,10 @@ pub const OPEN_TASKS_INDEX: &str = "open-tasks";
 /// One distinct callback body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackEntry {
-    pub stage: String,
+    pub stage: Stage,
     pub code: i64,
     pub message: String,
-    pub received_at: String,
+    pub received_at: Timestamp,
     /// Where the verbatim body is kept in the bucket.
     pub body_key: String,
     pub bytes: u64,
@@ -87,10 +90,10 @@ pub struct CallbackEntry {
 /// A failure reported after success; the stored files are kept.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FailureEntry {
-    pub stage: String,
+    pub stage: Stage,
     pub code: i64,
     pub message: String,
-    pub received_at: String,
+    pub received_at: Timestamp,
 }
 
 /// One file of the task.
@@ -102,14 +105,14 @@ pub struct FileEntry {
     pub key: String,
     pub status: FileStatus,
     /// The stage of the callback that first brought this file.
-    pub stage: String,
+    pub stage: Stage,
     /// Who holds the current enqueue or download claim, and until when (Unix seconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_at: Option<String>,
+    pub queued_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_id: Option<String>,
     #[serde(default)]
@@ -121,7 +124,7 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stored_at: Option<String>,
+    pub stored_at: Option<Timestamp>,
     /// Why the file failed for good (or the last retryable error while it is being retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -129,12 +132,12 @@ pub struct FileEntry {
 
 impl FileEntry {
     /// A file just recorded: no message sent, no claim, nothing downloaded.
-    pub fn pending(url: &str, key: String, stage: &str) -> FileEntry {
+    pub fn pending(url: &str, key: String, stage: Stage) -> FileEntry {
         FileEntry {
             url: url.to_owned(),
             key,
             status: FileStatus::Pending,
-            stage: stage.to_owned(),
+            stage,
             claim: None,
             lease_until: None,
             queued_at: None,
@@ -248,16 +251,23 @@ display_as_stored!(FileStatus, PublicFileStatus, VaultState);
 impl TaskRecord {
     /// The record of a task's first accepted callback, before its files and bodies are added:
     /// one delivery, version 1, no files (so its vault is settled and it is not open).
-    pub fn new(task_id: &str, family: &str, stage: &str, code: i64, message: &str, received_at: &str) -> TaskRecord {
+    pub fn new(
+        task_id: &str,
+        family: Family,
+        stage: Stage,
+        code: i64,
+        message: &str,
+        received_at: Timestamp,
+    ) -> TaskRecord {
         TaskRecord {
             task_id: task_id.to_owned(),
-            family: family.to_owned(),
-            stage: stage.to_owned(),
+            family,
+            stage,
             code,
             message: message.to_owned(),
-            succeeded: code == 200 && stage != "error",
-            first_received_at: received_at.to_owned(),
-            last_received_at: received_at.to_owned(),
+            succeeded: code == 200 && stage != Stage::Error,
+            first_received_at: received_at,
+            last_received_at: received_at,
             deliveries: 1,
             callbacks: BTreeMap::new(),
             files: BTreeMap::new(),
@@ -297,7 +307,165 @@ impl TaskRecord {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap()
+    }
+
+    /// A record with every field set, typed.
+    fn record() -> TaskRecord {
+        let mut r =
+            TaskRecord::new("t1", Family::VocalSeparation, Stage::Complete, 200, "ok", at("2026-11-23T15:00:00.000Z"));
+        r.last_received_at = at("2026-11-23T15:00:09.120Z");
+        r.deliveries = 3;
+        r.callbacks.insert(
+            "complete-ab".into(),
+            CallbackEntry {
+                stage: Stage::Complete,
+                code: 200,
+                message: "ok".into(),
+                received_at: at("2026-11-23T15:00:00.000Z"),
+                body_key: "tasks/t1/callbacks/complete-ab.json".into(),
+                bytes: 42,
+                deliveries: 2,
+            },
+        );
+        let mut vocal = FileEntry::pending("https://cdn.example/v.mp3", "tasks/t1/vocal.mp3".into(), Stage::First);
+        vocal.status = FileStatus::Stored;
+        vocal.queued_at = Some(at("2026-11-23T15:00:00.001Z"));
+        vocal.message_id = Some("m-1".into());
+        vocal.attempts = 1;
+        vocal.stored_at = Some(at("2026-11-23T15:00:05.999Z"));
+        r.files.insert("vocal".into(), vocal);
+        let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Complete);
+        drums.status = FileStatus::Downloading;
+        drums.claim = Some("worker-1".into());
+        drums.lease_until = Some(1_795_446_030);
+        r.files.insert("drums".into(), drums);
+        r.streams.insert("stream".into(), "https://cdn.example/live".into());
+        r.details = Some(json!({"kind": "error", "error": "kept"}));
+        r.vault = VaultState::Pending;
+        r.sync_open_marker();
+        r.failure = Some(FailureEntry {
+            stage: Stage::Error,
+            code: 501,
+            message: "late".into(),
+            received_at: at("2026-11-23T15:00:09.120Z"),
+        });
+        r.manifest_key = Some("tasks/t1/manifest.json".into());
+        r.manifest_lease_until = Some(1_795_446_020);
+        r.version = 4;
+        r
+    }
+
+    /// The same record as its stored attributes (what the String fields were written as).
+    fn stored_record() -> serde_json::Value {
+        json!({
+            "task_id": "t1",
+            "family": "vocal_separation",
+            "stage": "complete",
+            "code": 200,
+            "message": "ok",
+            "succeeded": true,
+            "first_received_at": "2026-11-23T15:00:00.000Z",
+            "last_received_at": "2026-11-23T15:00:09.120Z",
+            "deliveries": 3,
+            "callbacks": {
+                "complete-ab": {
+                    "stage": "complete",
+                    "code": 200,
+                    "message": "ok",
+                    "received_at": "2026-11-23T15:00:00.000Z",
+                    "body_key": "tasks/t1/callbacks/complete-ab.json",
+                    "bytes": 42,
+                    "deliveries": 2
+                }
+            },
+            "files": {
+                "drums": {
+                    "url": "https://cdn.example/d.mp3",
+                    "key": "tasks/t1/drums.mp3",
+                    "status": "downloading",
+                    "stage": "complete",
+                    "claim": "worker-1",
+                    "lease_until": 1_795_446_030,
+                    "attempts": 0
+                },
+                "vocal": {
+                    "url": "https://cdn.example/v.mp3",
+                    "key": "tasks/t1/vocal.mp3",
+                    "status": "stored",
+                    "stage": "first",
+                    "queued_at": "2026-11-23T15:00:00.001Z",
+                    "message_id": "m-1",
+                    "attempts": 1,
+                    "stored_at": "2026-11-23T15:00:05.999Z"
+                }
+            },
+            "streams": {"stream": "https://cdn.example/live"},
+            "details": {"kind": "error", "error": "kept"},
+            "vault": "pending",
+            "open": "open",
+            "failure": {"stage": "error", "code": 501, "message": "late", "received_at": "2026-11-23T15:00:09.120Z"},
+            "manifest_key": "tasks/t1/manifest.json",
+            "manifest_lease_until": 1_795_446_020,
+            "version": 4
+        })
+    }
+
+    #[test]
+    fn a_record_is_stored_as_the_same_json() {
+        assert_eq!(serde_json::to_value(record()).unwrap(), stored_record());
+        assert_eq!(serde_json::from_value::<TaskRecord>(stored_record()).unwrap(), record());
+    }
+
+    #[test]
+    fn a_record_is_stored_as_the_same_dynamodb_item() {
+        let item: serde_dynamo::Item = serde_dynamo::to_item(record()).unwrap();
+        let expected: serde_dynamo::Item = serde_dynamo::to_item(stored_record()).unwrap();
+        assert_eq!(item, expected);
+        let s = |v: &str| serde_dynamo::AttributeValue::S(v.to_owned());
+        assert_eq!((&item["family"], &item["stage"]), (&s("vocal_separation"), &s("complete")));
+        assert_eq!(item["last_received_at"], s("2026-11-23T15:00:09.120Z"));
+        let serde_dynamo::AttributeValue::M(files) = &item["files"] else { panic!("files is a map") };
+        let serde_dynamo::AttributeValue::M(vocal) = &files["vocal"] else { panic!("a file is a map") };
+        assert_eq!((&vocal["stage"], &vocal["stored_at"]), (&s("first"), &s("2026-11-23T15:00:05.999Z")));
+        assert_eq!(serde_dynamo::from_item::<_, TaskRecord>(item).unwrap(), record());
+    }
+
+    #[test]
+    fn a_malformed_time_or_an_unknown_stage_or_family_is_not_read() {
+        let spoilt = |path: &[&str], value: serde_json::Value| {
+            let mut stored = stored_record();
+            let (last, parents) = path.split_last().unwrap();
+            let mut at = &mut stored;
+            for p in parents {
+                at = &mut at[*p];
+            }
+            at[*last] = value;
+            stored
+        };
+        for (path, value) in [
+            (&["stage"][..], json!("done")),
+            (&["stage"][..], json!("Complete")),
+            (&["family"][..], json!("jazz")),
+            (&["files", "vocal", "stage"][..], json!("later")),
+            (&["failure", "stage"][..], json!("")),
+            (&["last_received_at"][..], json!("yesterday")),
+            (&["first_received_at"][..], json!("2026-11-23 15:00:00")),
+            (&["callbacks", "complete-ab", "received_at"][..], json!("2026-02-30T00:00:00.000Z")),
+            (&["files", "vocal", "stored_at"][..], json!(1_795_446_005)),
+        ] {
+            let stored = spoilt(path, value.clone());
+            let json = serde_json::from_value::<TaskRecord>(stored.clone());
+            assert!(json.is_err(), "{path:?} = {value} read from JSON");
+            let item: serde_dynamo::Item = serde_dynamo::to_item(stored).unwrap();
+            assert!(serde_dynamo::from_item::<_, TaskRecord>(item).is_err(), "{path:?} = {value} read from DynamoDB");
+        }
+    }
 
     /// The JSON string a value is stored as.
     fn stored(value: impl Serialize) -> String {

@@ -2,6 +2,7 @@
 //! clock. The record's times are [`Timestamp`]s too, compared as time and stored as text.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -37,11 +38,6 @@ impl Timestamp {
         Timestamp { unix_ms: ms }
     }
 
-    /// Parse RFC 3339 in UTC (`Z` or `+00:00`), any precision; kept to the millisecond.
-    pub fn parse_rfc3339(text: &str) -> Result<Timestamp, humantime::TimestampError> {
-        humantime::parse_rfc3339(text).map(Timestamp::from_system_time)
-    }
-
     pub fn unix_seconds(self) -> i64 {
         self.unix_ms.div_euclid(1000)
     }
@@ -55,6 +51,15 @@ impl Timestamp {
     pub fn rfc3339(self) -> String {
         let t = UNIX_EPOCH + Duration::from_millis(self.unix_ms.max(0) as u64);
         humantime::format_rfc3339_millis(t).to_string()
+    }
+}
+
+/// RFC 3339 in UTC (`Z` or `+00:00`), any precision of seconds; kept to the millisecond.
+impl FromStr for Timestamp {
+    type Err = humantime::TimestampError;
+
+    fn from_str(text: &str) -> Result<Timestamp, Self::Err> {
+        humantime::parse_rfc3339(text).map(Timestamp::from_system_time)
     }
 }
 
@@ -83,7 +88,7 @@ impl<'de> Deserialize<'de> for Timestamp {
             }
 
             fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Timestamp, E> {
-                Timestamp::parse_rfc3339(text).map_err(|e| E::custom(format_args!("bad time {text:?}: {e}")))
+                text.parse().map_err(|e| E::custom(format_args!("bad time {text:?}: {e}")))
             }
         }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use stemvault_vault::{FileStatus, OPEN_MARKER, VaultState};
+use stemvault_vault::{FileStatus, OPEN_MARKER, Timestamp, VaultState};
 
 use crate::domain::Claim;
 use crate::upload::StoredObject;
@@ -91,8 +91,8 @@ fn finish_file(name: &str, worker: &str, update: &'static str) -> Update {
 }
 
 /// `downloading` under `worker` -> `stored` with size, digest, content type (removed when
-/// the source sent none) and time; a last error is removed.
-pub(crate) fn record_stored(name: &str, worker: &str, stored: &StoredObject, stored_at: &str) -> Update {
+/// the source sent none) and time (as stored: RFC 3339); a last error is removed.
+pub(crate) fn record_stored(name: &str, worker: &str, stored: &StoredObject, stored_at: Timestamp) -> Update {
     let mut u = match &stored.content_type {
         Some(content_type) => {
             let mut u = finish_file(
@@ -118,7 +118,7 @@ pub(crate) fn record_stored(name: &str, worker: &str, stored: &StoredObject, sto
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
         .value(":sha", s(&stored.sha256_hex))
-        .value(":at", s(stored_at));
+        .value(":at", s(&stored_at.rfc3339()));
     u
 }
 
@@ -244,7 +244,8 @@ mod tests {
 
     #[test]
     fn stored_records_the_object_and_drops_the_claim_and_last_error() {
-        let u = record_stored("vocal", "w-1", &stored(Some("audio/mpeg")), "2026-11-23T15:00:00.000Z");
+        let at = Timestamp::from_unix_ms(1_795_446_000_120);
+        let u = record_stored("vocal", "w-1", &stored(Some("audio/mpeg")), at);
         assert_well_formed(&u);
         assert_eq!(u.condition, HELD);
         assert_eq!(
@@ -255,7 +256,7 @@ mod tests {
         assert_eq!(u.values[":stored"], s("stored"));
         assert_eq!(u.values[":bytes"], n(42));
         assert_eq!(u.values[":sha"], s(&"ab".repeat(32)));
-        assert_eq!(u.values[":at"], s("2026-11-23T15:00:00.000Z"));
+        assert_eq!(u.values[":at"], s("2026-11-23T15:00:00.120Z"));
         assert_eq!(u.values[":ct"], s("audio/mpeg"));
         assert_eq!((u.names["#sha"].as_str(), u.names["#ct"].as_str()), ("sha256", "content_type"));
         assert_eq!(u.values[":me"], s("w-1"));
@@ -263,7 +264,7 @@ mod tests {
 
     #[test]
     fn stored_without_a_content_type_removes_an_old_one() {
-        let u = record_stored("vocal", "w-1", &stored(None), "T");
+        let u = record_stored("vocal", "w-1", &stored(None), Timestamp::from_unix_ms(0));
         assert_well_formed(&u);
         assert!(u.update.ends_with("REMOVE #f.#n.#claim, #f.#n.#lease, #f.#n.#error, #f.#n.#ct"), "{}", u.update);
         assert!(!u.values.contains_key(":ct"));

@@ -42,7 +42,7 @@ async fn a_queued_file_is_stored_and_recorded() {
     assert_eq!(f.bytes, Some(100_000));
     assert_eq!(f.sha256.as_deref(), Some(hex::encode(Sha256::digest(&data)).as_str()));
     assert_eq!(f.content_type.as_deref(), Some("audio/mpeg"));
-    assert_eq!(f.stored_at.as_deref(), Some(ports.now().rfc3339().as_str()));
+    assert_eq!(f.stored_at, Some(ports.now()));
     assert_eq!((f.claim.as_deref(), f.lease_until, f.attempts), (None, None, 1));
     assert_eq!(r.version, 5, "claim + stored");
     // The other file is still open: no manifest yet.
@@ -220,7 +220,7 @@ async fn a_redelivery_writes_the_manifest_of_a_worker_that_stopped_after_settlin
     *ports.now.lock().unwrap() = Some(later);
     assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
     let manifests = ports.manifests.lock().unwrap().clone();
-    assert_eq!(manifests, vec![(key.clone(), Manifest::of(&crashed, VaultState::Partial, &later.rfc3339()))]);
+    assert_eq!(manifests, vec![(key.clone(), Manifest::of(&crashed, VaultState::Partial, later))]);
     let r = ports.record(TASK);
     assert_eq!(
         (r.vault, r.manifest_key.as_deref(), r.manifest_lease_until, r.version),

@@ -5,6 +5,7 @@ use lambda_http::http::{self, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use stemvault_vault::{FileStatus, Timestamp};
+use suno_callbacks::Family;
 use suno_callbacks::signature::sign;
 
 use super::*;
@@ -74,7 +75,7 @@ async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
         serde_json::json!({"status": "accepted", "task_id": WAV_TASK, "stage": "final", "task_stage": "final", "files": 1, "files_queued": 1})
     );
     let record = h.ports.record(WAV_TASK).unwrap();
-    assert_eq!((record.family.as_str(), record.files["wav"].status), ("wav", FileStatus::Queued));
+    assert_eq!((record.family, record.files["wav"].status), (Family::Wav, FileStatus::Queued));
     assert_eq!(h.ports.messages()[0].1.key, format!("tasks/{WAV_TASK}/wav.wav"));
 
     let again = h.handle(signed(WAV, WAV_TASK)).await;
@@ -112,7 +113,7 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
         assert_eq!(response.status(), StatusCode::OK, "{}: {:?}", path.display(), json(&response));
         assert_eq!(json(&response)["files_queued"], event.files.len(), "{}", path.display());
         let record = h.ports.record(event.task_id.as_str()).unwrap();
-        assert_eq!(record.family, event.family.as_str(), "{}", path.display());
+        assert_eq!(record.family, event.family, "{}", path.display());
         assert_eq!(record.files.len(), event.files.len(), "{}", path.display());
         assert!(record.files.values().all(|f| f.status == FileStatus::Queued));
         assert_eq!(h.ports.messages().len(), event.files.len());
@@ -243,7 +244,7 @@ async fn an_unknown_family_is_recorded() {
     let response = h.handle(signed(body, "new-kind-1")).await;
     assert_eq!(response.status(), StatusCode::OK);
     let record = h.ports.record("new-kind-1").unwrap();
-    assert_eq!(record.family, "unknown");
+    assert_eq!(record.family, Family::Unknown);
     assert_eq!(record.files.keys().collect::<Vec<_>>(), vec!["result/cover"]);
 }
 

@@ -49,7 +49,7 @@ async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
     let e = event(Stage::Final, &["vocal", "instrumental"]);
     let outcome = ingest(&ports, &settings(), &e, b"{\"body\":1}", "req-1").await.unwrap();
 
-    assert_eq!(outcome, Outcome { duplicate: false, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(outcome, Outcome { duplicate: false, task_stage: Stage::Final, files_queued: 2 });
     assert_eq!(ports.body(&body_key("final", b"{\"body\":1}")).as_deref(), Some(&b"{\"body\":1}"[..]));
     let record = ports.record(TASK).unwrap();
     let entry = &record.callbacks[&format!("final-{}", hex::encode(Sha256::digest(b"{\"body\":1}")))];
@@ -61,7 +61,7 @@ async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
         let file = &record.files[&job.name];
         assert_eq!(file.status, FileStatus::Queued);
         assert_eq!(file.message_id.as_ref(), Some(message_id));
-        assert_eq!(file.queued_at.as_deref(), Some(Timestamp::from_unix_ms(T0).rfc3339().as_str()));
+        assert_eq!(file.queued_at, Some(Timestamp::from_unix_ms(T0)));
         assert_eq!((file.claim.as_ref(), file.lease_until), (None, None));
         assert_eq!(job.task_id, TASK);
         assert_eq!(job.url, format!("https://h/s/{}.mp3?sig=z", job.name));
@@ -77,11 +77,11 @@ async fn a_duplicate_is_counted_and_sends_nothing() {
     ports.advance(Duration::from_secs(2));
     let again = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
 
-    assert_eq!(again, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 0 });
+    assert_eq!(again, Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 0 });
     assert_eq!(ports.messages().len(), 1);
     let record = ports.record(TASK).unwrap();
     assert_eq!(record.deliveries, 2);
-    assert_eq!(record.last_received_at, Timestamp::from_unix_ms(T0 + 2000).rfc3339());
+    assert_eq!(record.last_received_at, Timestamp::from_unix_ms(T0 + 2000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +120,7 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
 
     ports.set_enqueue_failing(false);
     let retry = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
-    assert_eq!(retry, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(retry, Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 2 });
     assert_eq!(ports.messages().len(), 2);
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
 }
@@ -230,7 +230,7 @@ async fn a_lapsed_claim_is_taken_over() {
     abandoned(&ports, &e, b"{}");
     let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
     let outcome = ingest(&ports, &patient, &e, b"{}", "req-2").await.unwrap();
-    assert_eq!(outcome, Outcome { duplicate: true, task_stage: "final".into(), files_queued: 2 });
+    assert_eq!(outcome, Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 2 });
     assert_eq!(ports.messages().len(), 2);
     assert!(ports.now().unix_ms - T0 >= 30_000);
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
@@ -250,7 +250,7 @@ async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
     let settings = settings();
     let (outcome, marked) = tokio::join!(ingest(&ports, &settings, &e, b"{}", "req-2"), holder_finishes);
     marked.unwrap();
-    assert_eq!(outcome.unwrap(), Outcome { duplicate: true, task_stage: "final".into(), files_queued: 0 });
+    assert_eq!(outcome.unwrap(), Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 0 });
     assert_eq!(ports.record(TASK).unwrap().files["vocal"].message_id.as_deref(), Some("m-holder"));
 }
 

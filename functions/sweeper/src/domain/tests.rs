@@ -47,13 +47,17 @@ fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) ->
 /// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
 /// page (so sweeps over a few tasks already page).
 impl ListOpenTasks for MemoryTableAndQueue {
-    async fn open_tasks(&self, received_before: &str, after: Option<&OpenTask>) -> Result<OpenTaskPage, StoreError> {
+    async fn open_tasks(
+        &self,
+        received_before: Timestamp,
+        after: Option<&OpenTask>,
+    ) -> Result<OpenTaskPage, StoreError> {
         const PAGE: usize = 2;
         self.interleave().await;
         let mut open: Vec<OpenTask> = self
             .records()
             .into_iter()
-            .filter(|r| r.open.is_some() && r.last_received_at.as_str() < received_before)
+            .filter(|r| r.open.is_some() && r.last_received_at < received_before)
             .map(|r| OpenTask { task_id: r.task_id, last_received_at: r.last_received_at })
             .collect();
         open.sort_by(|a, b| (&a.last_received_at, &a.task_id).cmp(&(&b.last_received_at, &b.task_id)));

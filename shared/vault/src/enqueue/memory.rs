@@ -173,7 +173,7 @@ impl MarkQueued for MemoryTableAndQueue {
         self.update_files(task_id, &names, |name, file| {
             if held_by(file, claimant) {
                 file.status = FileStatus::Queued;
-                file.queued_at = Some(queued_at.rfc3339());
+                file.queued_at = Some(queued_at);
                 file.message_id = sent.iter().find(|s| s.name == name).map(|s| s.message_id.clone());
                 file.claim = None;
                 file.lease_until = None;

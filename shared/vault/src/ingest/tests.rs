@@ -63,11 +63,11 @@ fn first_callback_creates_the_record_and_claims_every_file() {
 
     assert!(!m.duplicate);
     let r = &m.record;
-    assert_eq!((r.task_id.as_str(), r.family.as_str(), r.stage.as_str()), ("task-1", "music", "final"));
+    assert_eq!((r.task_id.as_str(), r.family, r.stage), ("task-1", Family::Music, Stage::Final));
     assert_eq!((r.code, r.message.as_str(), r.succeeded), (200, "final 200", true));
     assert_eq!((r.version, r.deliveries), (1, 1));
-    assert_eq!(r.first_received_at, now(0).rfc3339());
-    assert_eq!(r.last_received_at, now(0).rfc3339());
+    assert_eq!(r.first_received_at, now(0));
+    assert_eq!(r.last_received_at, now(0));
     assert_eq!(r.vault, VaultState::Pending);
     let entry = &r.callbacks["final-aa"];
     assert_eq!((entry.body_key.as_str(), entry.bytes, entry.deliveries), ("tasks/task-1/callbacks/x-aa.json", 42, 1));
@@ -77,7 +77,7 @@ fn first_callback_creates_the_record_and_claims_every_file() {
     assert_eq!(vocal.claim.as_deref(), Some("req-1"));
     assert_eq!(vocal.lease_until, Some(now(30).unix_seconds()));
     assert_eq!(vocal.key, "tasks/task-1/vocal.mp3");
-    assert_eq!(vocal.stage, "final");
+    assert_eq!(vocal.stage, Stage::Final);
 
     let mut jobs = m.claims.to_enqueue.clone();
     jobs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -124,8 +124,8 @@ fn a_duplicate_counts_a_delivery_and_changes_nothing_else() {
     assert_eq!(m.record.deliveries, 2);
     assert_eq!(m.record.callbacks["complete-aa"].deliveries, 2);
     assert_eq!(m.record.callbacks.len(), 1);
-    assert_eq!(m.record.last_received_at, now(5).rfc3339());
-    assert_eq!(m.record.first_received_at, now(0).rfc3339());
+    assert_eq!(m.record.last_received_at, now(5));
+    assert_eq!(m.record.first_received_at, now(0));
     assert_eq!(m.record.files, first.files);
     assert_eq!(m.claims, Claims::default());
 }
@@ -171,12 +171,12 @@ fn stages_advance_and_the_advancing_event_sets_code_and_message() {
     let complete = event(Stage::Complete, 200, &[("t1/audio", "https://h/1.mp3"), ("t2/audio", "https://h/2.mp3")]);
 
     let r = ingest_callback(None, &text, &body("01"), &claimant("r"), now(0)).record;
-    assert_eq!((r.stage.as_str(), r.vault), ("text", VaultState::Complete));
+    assert_eq!((r.stage, r.vault), (Stage::Text, VaultState::Complete));
     let mut r = ingest_callback(Some(&r), &first, &body("02"), &claimant("r"), now(1)).record;
-    assert_eq!((r.stage.as_str(), r.message.as_str(), r.vault), ("first", "first 200", VaultState::Pending));
+    assert_eq!((r.stage, r.message.as_str(), r.vault), (Stage::First, "first 200", VaultState::Pending));
     mark_all_queued(&mut r);
     let m = ingest_callback(Some(&r), &complete, &body("03"), &claimant("r"), now(2));
-    assert_eq!((m.record.stage.as_str(), m.record.message.as_str()), ("complete", "complete 200"));
+    assert_eq!((m.record.stage, m.record.message.as_str()), (Stage::Complete, "complete 200"));
     assert_eq!(m.record.callbacks.len(), 3);
     assert_eq!(m.record.deliveries, 3);
     assert_eq!(job_names(&m.claims), vec!["t2/audio"], "the known file is already queued");
@@ -202,10 +202,10 @@ fn a_late_first_never_moves_the_stage_back_but_its_new_files_are_taken() {
     let m = ingest_callback(Some(&r), &late_first, &body("f"), &claimant("r2"), now(1));
     let out = &m.record;
     assert!(!m.duplicate);
-    assert_eq!((out.stage.as_str(), out.code, out.message.as_str()), ("complete", 200, "complete 200"));
+    assert_eq!((out.stage, out.code, out.message.as_str()), (Stage::Complete, 200, "complete 200"));
     assert_eq!(out.files["t1/audio"].status, FileStatus::Stored);
     assert_eq!(out.files["t1/audio"].url, "https://h/1.mp3", "a known file keeps its URL");
-    assert_eq!(out.files["t1/image"].stage, "first");
+    assert_eq!(out.files["t1/image"].stage, Stage::First);
     assert_eq!(job_names(&m.claims), vec!["t1/image"]);
     assert_eq!(out.vault, VaultState::Pending, "a new file reopens the vault");
     assert_eq!(out.manifest_key, None);
@@ -227,10 +227,10 @@ fn a_failure_after_success_is_recorded_without_erasing_files() {
     let m = ingest_callback(Some(&r), &failed, &body("ko"), &claimant("r"), now(7));
     let out = &m.record;
     assert!(!m.duplicate);
-    assert_eq!((out.stage.as_str(), out.code, out.succeeded), ("complete", 200, true));
+    assert_eq!((out.stage, out.code, out.succeeded), (Stage::Complete, 200, true));
     let failure = out.failure.as_ref().expect("failure recorded");
-    assert_eq!((failure.stage.as_str(), failure.code, failure.message.as_str()), ("error", 501, "error 501"));
-    assert_eq!(failure.received_at, now(7).rfc3339());
+    assert_eq!((failure.stage, failure.code, failure.message.as_str()), (Stage::Error, 501, "error 501"));
+    assert_eq!(failure.received_at, now(7));
     assert_eq!(out.files["a"].status, FileStatus::Stored);
     assert_eq!(out.vault, VaultState::Complete);
     assert_eq!(out.callbacks.len(), 2);
@@ -252,7 +252,7 @@ fn a_failure_before_the_task_ended_moves_it_to_error() {
     let failed = event(Stage::Error, 501, &[]);
     let r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
     let out = ingest_callback(Some(&r), &failed, &body("2"), &claimant("r"), now(1)).record;
-    assert_eq!((out.stage.as_str(), out.code, out.succeeded), ("error", 501, false));
+    assert_eq!((out.stage, out.code, out.succeeded), (Stage::Error, 501, false));
     assert_eq!(out.failure, None);
     assert!(out.files.contains_key("a"));
 }
@@ -354,7 +354,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
         let f = &out.files[name];
         let url = format!("https://h/{name}-complete.wav");
         assert_eq!((f.url.as_str(), f.key.clone()), (url.as_str(), format!("tasks/task-1/{name}.wav")), "{name}");
-        assert_eq!(f.stage, "first", "{name}: the file still counts as first brought by `first`");
+        assert_eq!(f.stage, Stage::First, "{name}: the file still counts as first brought by `first`");
     }
     assert_eq!(
         (out.files["queued"].status, out.files["claimed"].claim.as_deref()),
@@ -389,14 +389,14 @@ fn an_unknown_family_is_named_by_a_later_known_one() {
     let mut unknown = event(Stage::Final, 200, &[]);
     unknown.family = Family::Unknown;
     let r = ingest_callback(None, &unknown, &body("u"), &claimant("r"), now(0)).record;
-    assert_eq!(r.family, "unknown");
+    assert_eq!(r.family, Family::Unknown);
     let mut wav = event(Stage::Final, 200, &[]);
     wav.family = Family::Wav;
     let out = ingest_callback(Some(&r), &wav, &body("w"), &claimant("r"), now(1)).record;
-    assert_eq!(out.family, "wav");
+    assert_eq!(out.family, Family::Wav);
     let mut midi = event(Stage::Final, 200, &[]);
     midi.family = Family::Midi;
-    assert_eq!(ingest_callback(Some(&out), &midi, &body("m"), &claimant("r"), now(1)).record.family, "wav");
+    assert_eq!(ingest_callback(Some(&out), &midi, &body("m"), &claimant("r"), now(1)).record.family, Family::Wav);
 }
 
 #[test]
@@ -404,7 +404,20 @@ fn last_received_never_goes_back() {
     let e = event(Stage::Final, 200, &[]);
     let r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(10)).record;
     let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(3)).record;
-    assert_eq!(out.last_received_at, now(10).rfc3339());
+    assert_eq!(out.last_received_at, now(10));
+}
+
+#[test]
+fn last_received_is_the_latest_in_time_not_in_text() {
+    let e = event(Stage::Final, 200, &[]);
+    let mut r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(0)).record;
+    // Stored by another writer without millis: as text it sorts after every time of its second.
+    let whole: Timestamp = "2025-11-23T15:00:01Z".parse().unwrap();
+    r.last_received_at = whole;
+    let half_past = Timestamp::from_unix_ms(whole.unix_ms + 500);
+    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), half_past).record;
+    assert_eq!(out.last_received_at, half_past);
+    assert_eq!(serde_json::to_value(&out).unwrap()["last_received_at"], "2025-11-23T15:00:01.500Z");
 }
 
 #[test]
@@ -558,10 +571,10 @@ fn the_item_estimate_counts_what_the_downloader_adds_to_each_file() {
 
 // --- property: any order of events ------------------------------------------------------
 
-fn rank(stage: &str) -> u8 {
+fn rank(stage: Stage) -> u8 {
     match stage {
-        "text" => 0,
-        "first" => 1,
+        Stage::Text => 0,
+        Stage::First => 1,
         _ => 2,
     }
 }
@@ -599,8 +612,8 @@ proptest! {
             let mut next = m.record;
 
             if let Some(before) = &record {
-                prop_assert!(rank(&next.stage) >= rank(&before.stage), "{} -> {}", before.stage, next.stage);
-                if rank(&before.stage) == 2 {
+                prop_assert!(rank(next.stage) >= rank(before.stage), "{} -> {}", before.stage, next.stage);
+                if rank(before.stage) == 2 {
                     prop_assert_eq!(&next.stage, &before.stage, "a task that ended keeps its stage");
                     prop_assert_eq!((next.code, &next.message), (before.code, &before.message));
                 }
