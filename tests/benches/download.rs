@@ -10,6 +10,7 @@
 
 use std::process::Command;
 use std::time::{Duration, Instant};
+use stemvault_aws::FromEnv;
 
 use futures::StreamExt;
 use stemvault_download::{App, Config};

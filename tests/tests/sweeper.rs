@@ -2,6 +2,7 @@
 //! orphaned files are sent once, and nothing else is touched.
 
 use std::time::Duration;
+use stemvault_aws::FromEnv;
 
 use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;

@@ -1,6 +1,6 @@
 //! The download function's settings, read once at start-up from the environment.
 
-use stemvault_aws::{ConfigError, Env};
+use stemvault_aws::{ConfigError, Env, FromEnv};
 
 use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
 
@@ -24,18 +24,10 @@ pub struct Config {
     pub max_file_bytes: u64,
 }
 
-impl Config {
-    /// The configuration from the process environment.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_env_vars(Env::process(ENVIRONMENT))
-    }
+impl FromEnv for Config {
+    const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
 
-    /// The configuration from `lookup` (tests, and the local runner's overlay).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Config::from_env_vars(Env::new(ENVIRONMENT, lookup))
-    }
-
-    fn from_env_vars(env: Env) -> Result<Config, ConfigError> {
+    fn read(env: &Env) -> Result<Config, ConfigError> {
         let allowed = env.optional("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| DEFAULT_ALLOWED_SOURCE_HOSTS.to_owned());
         let allowed_sources = SourcePolicy::parse(&allowed)
             .map_err(|e| ConfigError::Invalid { name: "ALLOWED_SOURCE_HOSTS", reason: e.to_string() })?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use stemvault_aws::{ConfigError, Env};
+use stemvault_aws::{ConfigError, Env, FromEnv};
 
 /// Every variable the function reads (besides logging's and the AWS SDK's).
 pub const ENVIRONMENT: &[&str] = &[
@@ -59,14 +59,8 @@ impl std::fmt::Debug for Config {
     }
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::read(&Env::process(ENVIRONMENT))
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Config::read(&Env::new(ENVIRONMENT, lookup))
-    }
+impl FromEnv for Config {
+    const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
 
     fn read(env: &Env) -> Result<Config, ConfigError> {
         let hmac_keys = hmac_keys(env.optional("WEBHOOK_HMAC_KEYS"))?;
@@ -91,7 +85,9 @@ impl Config {
             )?,
         })
     }
+}
 
+impl Config {
     /// Whether callbacks are accepted without any authentication.
     pub fn is_unauthenticated(&self) -> bool {
         self.hmac_keys.is_empty() && self.callback_token.is_none()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use stemvault_aws::{ConfigError, Env};
+use stemvault_aws::{ConfigError, Env, FromEnv};
 
 /// Every variable the function reads (besides logging's and the AWS SDK's).
 pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "DOWNLOAD_URL_EXPIRY_SECONDS"];
@@ -22,14 +22,8 @@ pub struct Config {
     pub download_url_expiry: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::read(&Env::process(ENVIRONMENT))
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Config::read(&Env::new(ENVIRONMENT, lookup))
-    }
+impl FromEnv for Config {
+    const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
 
     fn read(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use stemvault_aws::{ConfigError, Env};
+use stemvault_aws::{ConfigError, Env, FromEnv};
 
 /// Every variable the function reads (besides logging's and the AWS SDK's).
 pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "QUEUE_URL", "SWEEP_GRACE_SECONDS"];
@@ -21,14 +21,8 @@ pub struct Config {
     pub grace: Duration,
 }
 
-impl Config {
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::read(&Env::process(ENVIRONMENT))
-    }
-
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        Config::read(&Env::new(ENVIRONMENT, lookup))
-    }
+impl FromEnv for Config {
+    const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
 
     fn read(env: &Env) -> Result<Config, ConfigError> {
         Ok(Config {

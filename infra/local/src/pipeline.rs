@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use stemvault_aws::FromEnv;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use tokio::net::TcpListener;

@@ -21,6 +21,25 @@ pub enum ConfigError {
     Unusable(&'static str),
 }
 
+/// A function's configuration, read from the variables it declares.
+pub trait FromEnv: Sized {
+    /// Every variable it reads (besides logging's and the AWS SDK's).
+    const ENVIRONMENT: &'static [&'static str];
+
+    /// Read and check every setting.
+    fn read(env: &Env) -> Result<Self, ConfigError>;
+
+    /// From the process environment (the Lambda).
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::read(&Env::process(Self::ENVIRONMENT))
+    }
+
+    /// From `lookup` (the local runner and tests).
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Self::read(&Env::new(Self::ENVIRONMENT, lookup))
+    }
+}
+
 /// Where values come from: the process environment, or a map in tests.
 type Lookup<'a> = Box<dyn Fn(&str) -> Option<String> + 'a>;
 

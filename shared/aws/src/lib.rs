@@ -7,8 +7,16 @@ pub mod logging;
 pub mod provision;
 pub mod table;
 
-pub use env::{ConfigError, Env};
+pub use env::{ConfigError, Env, FromEnv};
 pub use table::TaskTable;
+
+/// Start a function: logging, its configuration (or exit with the reason), and the SDK
+/// configuration, once per instance.
+pub async fn start<C: FromEnv>(function: &str) -> (C, aws_config::SdkConfig) {
+    logging::init();
+    let config = config_or_exit(function, C::from_env());
+    (config, sdk_config().await)
+}
 
 /// A function's configuration, or exit with a clear message: a Lambda that cannot be
 /// configured must not start (the message shows in its init logs).
