@@ -7,9 +7,7 @@ mod expressions;
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
@@ -20,13 +18,13 @@ use stemvault_aws::TaskTable;
 use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
-use self::expressions::Update;
 use crate::domain::{
     Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, SettleTask, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
+use stemvault_aws::Update;
 
 /// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB GetItem (through
 /// [`TaskTable::get`]) and UpdateItem; S3 PutObject (which also authorises
@@ -59,31 +57,7 @@ fn storage_error<E: std::error::Error + 'static>(operation: &'static str, e: E) 
 impl AwsPorts {
     /// Send one conditional update of the task's record.
     async fn update(&self, operation: &str, task_id: &TaskId, u: Update) -> Result<Conditional, StoreError> {
-        let sent = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.table_name)
-            .key("task_id", AttributeValue::S(task_id.as_str().to_owned()))
-            .update_expression(u.update)
-            .condition_expression(u.condition)
-            .set_expression_attribute_names(Some(u.names))
-            .set_expression_attribute_values(Some(u.values))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(Conditional::Applied),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(Conditional::Conflict)
-            }
-            // The item would grow past DynamoDB's limit, or an attribute is refused.
-            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                Err(StoreError::Rejected(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()))))
-            }
-            Err(e) => Err(StoreError::Unavailable(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e)))),
-        }
+        self.table.update(operation, task_id.as_str(), u).await
     }
 }
 

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, SentJob};
-use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
+use stemvault_vault::{Clock, Conditional, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
+use crate::table::{Update, n, s};
 
 /// SendMessageBatch takes at most 10 entries.
 const SQS_BATCH: usize = 10;
@@ -159,59 +158,36 @@ impl FileChange<'_> {
 
 /// One UpdateItem over several files, each conditional on still being `enqueuing` under
 /// the claimant's claim.
-#[derive(Debug, Clone, PartialEq)]
-struct ClaimedUpdate {
-    update: String,
-    condition: String,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
-}
-
-fn claimed_update(claimant: &str, changes: &[FileChange]) -> ClaimedUpdate {
-    let s = |v: &str| AttributeValue::S(v.to_owned());
-    let mut names: HashMap<String, String> = [
-        ("#files", "files"),
-        ("#version", "version"),
-        ("#status", "status"),
-        ("#claim", "claim"),
-        ("#lease", "lease_until"),
-        ("#queued_at", "queued_at"),
-        ("#message_id", "message_id"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let mut values: HashMap<String, AttributeValue> = HashMap::from([
-        (":one".to_owned(), AttributeValue::N("1".into())),
-        (":enqueuing".to_owned(), s(FileStatus::Enqueuing.as_str())),
-        (":me".to_owned(), s(claimant)),
-    ]);
+fn claimed_update(claimant: &str, changes: &[FileChange]) -> Update {
     let mut set = vec!["#version = #version + :one".to_owned()];
     let mut remove = Vec::new();
     let mut condition = Vec::new();
     for (i, change) in changes.iter().enumerate() {
         let file = format!("#files.#f{i}");
-        names.insert(format!("#f{i}"), change.name().to_owned());
         condition.push(format!("{file}.#status = :enqueuing AND {file}.#claim = :me"));
         remove.push(format!("{file}.#claim, {file}.#lease"));
         match change {
-            FileChange::Queued { message_id, queued_at, .. } => {
-                values.insert(":queued".into(), s(FileStatus::Queued.as_str()));
-                values.insert(format!(":at{i}"), s(queued_at));
-                values.insert(format!(":m{i}"), s(message_id));
-                set.push(format!("{file}.#status = :queued, {file}.#queued_at = :at{i}, {file}.#message_id = :m{i}"));
+            FileChange::Queued { .. } => {
+                set.push(format!("{file}.#status = :queued, {file}.#queued_at = :at{i}, {file}.#message_id = :m{i}"))
             }
-            FileChange::Released { .. } => {
-                values.insert(":pending".into(), s(FileStatus::Pending.as_str()));
-                set.push(format!("{file}.#status = :pending"));
-            }
+            FileChange::Released { .. } => set.push(format!("{file}.#status = :pending")),
         }
     }
-    let update = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
-    let mut update = ClaimedUpdate { update, condition: condition.join(" AND "), names, values };
+    let mut u = Update::new(format!("SET {} REMOVE {}", set.join(", "), remove.join(", ")), condition.join(" AND "));
+    u.name("#files", "files").name("#version", "version").name("#status", "status").name("#claim", "claim");
+    u.name("#lease", "lease_until").name("#queued_at", "queued_at").name("#message_id", "message_id");
+    u.value(":one", n(1)).value(":me", s(claimant));
+    u.value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
+        .value(":queued", s(FileStatus::Queued.as_str()))
+        .value(":pending", s(FileStatus::Pending.as_str()));
+    for (i, change) in changes.iter().enumerate() {
+        u.name(&format!("#f{i}"), change.name());
+        if let FileChange::Queued { message_id, queued_at, .. } = change {
+            u.value(&format!(":at{i}"), s(queued_at)).value(&format!(":m{i}"), s(message_id));
+        }
+    }
     // Placeholders only the chosen changes use must not be sent (DynamoDB refuses unused ones).
-    update.names.retain(|k, _| update.update.contains(k.as_str()) || update.condition.contains(k.as_str()));
-    update
+    u.without_unused_placeholders()
 }
 
 /// Why one claimed update did not apply.
@@ -255,27 +231,10 @@ impl TableAndQueue {
         claimant: &str,
         changes: &[FileChange<'_>],
     ) -> Result<(), UpdateFailure> {
-        let u = claimed_update(claimant, changes);
-        let sent = self
-            .table
-            .client
-            .update_item()
-            .table_name(&self.table.table_name)
-            .key("task_id", AttributeValue::S(task_id.to_string()))
-            .update_expression(u.update)
-            .condition_expression(u.condition)
-            .set_expression_attribute_names(Some(u.names))
-            .set_expression_attribute_values(Some(u.values))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Err(UpdateFailure::NotHeld)
-            }
-            Err(e) => Err(UpdateFailure::Store(StoreError::Unavailable(DisplayErrorContext(e).to_string()))),
+        match self.table.update("claimed", task_id.as_str(), claimed_update(claimant, changes)).await {
+            Ok(Conditional::Applied) => Ok(()),
+            Ok(Conditional::Conflict) => Err(UpdateFailure::NotHeld),
+            Err(e) => Err(UpdateFailure::Store(e)),
         }
     }
 }
@@ -305,9 +264,9 @@ mod tests {
         );
         assert_eq!(u.names["#f0"], "tracks/a/audio");
         assert_eq!(u.names["#lease"], "lease_until");
-        assert_eq!(u.values[":me"], AttributeValue::S("req-9".into()));
-        assert_eq!(u.values[":m1"], AttributeValue::S("m-2".into()));
-        assert_eq!(u.values[":queued"], AttributeValue::S("queued".into()));
+        assert_eq!(u.values[":me"], s("req-9"));
+        assert_eq!(u.values[":m1"], s("m-2"));
+        assert_eq!(u.values[":queued"], s("queued"));
         assert!(!u.values.contains_key(":pending"));
     }
 
@@ -318,7 +277,7 @@ mod tests {
             u.update,
             "SET #version = #version + :one, #files.#f0.#status = :pending REMOVE #files.#f0.#claim, #files.#f0.#lease"
         );
-        assert_eq!(u.values[":pending"], AttributeValue::S("pending".into()));
+        assert_eq!(u.values[":pending"], s("pending"));
         assert!(!u.names.contains_key("#queued_at") && !u.names.contains_key("#message_id"));
         for placeholder in u.values.keys() {
             assert!(

@@ -8,7 +8,7 @@ pub mod provision;
 pub mod table;
 
 pub use env::{ConfigError, Env, FromEnv};
-pub use table::TaskTable;
+pub use table::{TaskTable, Update};
 
 /// Start a function: logging, its configuration (or exit with the reason), and the SDK
 /// configuration, once per instance.

@@ -5,61 +5,31 @@
 //! File updates are targeted (`#f.#n` is `files.<name>`) and conditional on the file's
 //! status and claim; every update increments the record's `version`, as every writer does.
 
-use std::collections::HashMap;
-
-use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_aws::Update;
+use stemvault_aws::table::{n, s};
 use stemvault_vault::{FileStatus, OPEN_MARKER, Timestamp, VaultState};
 
 use crate::domain::Claim;
 use crate::upload::StoredObject;
 
-/// One conditional UpdateItem: its expressions and their placeholders (all of them used:
-/// DynamoDB refuses unused ones).
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Update {
-    pub update: &'static str,
-    pub condition: &'static str,
-    pub names: HashMap<String, String>,
-    pub values: HashMap<String, AttributeValue>,
+/// An update of the task's item; every writer increments `version`.
+fn versioned(update: &str, condition: &str) -> Update {
+    let mut u = Update::new(update, condition);
+    u.name("#version", "version").value(":one", n(1));
+    u
 }
 
-impl Update {
-    fn new(update: &'static str, condition: &'static str) -> Update {
-        let mut u = Update { update, condition, names: HashMap::new(), values: HashMap::new() };
-        u.name("#version", "version").value(":one", n(1));
-        u
-    }
-
-    /// An update of the file `name`, with its `#status`.
-    fn of_file(name: &str, update: &'static str, condition: &'static str) -> Update {
-        let mut u = Update::new(update, condition);
-        u.name("#f", "files").name("#n", name).name("#status", "status");
-        u
-    }
-
-    fn name(&mut self, placeholder: &str, attribute: &str) -> &mut Update {
-        self.names.insert(placeholder.to_owned(), attribute.to_owned());
-        self
-    }
-
-    fn value(&mut self, placeholder: &str, value: AttributeValue) -> &mut Update {
-        self.values.insert(placeholder.to_owned(), value);
-        self
-    }
-}
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
+/// An update of the file `name`, with its `#status`.
+fn of_file(name: &str, update: &str, condition: &str) -> Update {
+    let mut u = versioned(update, condition);
+    u.name("#f", "files").name("#n", name).name("#status", "status");
+    u
 }
 
 /// `pending`/`enqueuing`/`queued`, or `downloading` with an expired lease, -> `downloading`
 /// under `claim` (attempts + 1), if the file's URL is still `claim.url`.
 pub(crate) fn claim_file(name: &str, claim: &Claim) -> Update {
-    let mut u = Update::of_file(
+    let mut u = of_file(
         name,
         "SET #f.#n.#status = :downloading, #f.#n.#claim = :me, #f.#n.#lease = :lease, \
          #f.#n.#attempts = if_not_exists(#f.#n.#attempts, :zero) + :one, #version = #version + :one",
@@ -83,8 +53,8 @@ pub(crate) fn claim_file(name: &str, claim: &Claim) -> Update {
 const HELD: &str = "#f.#n.#status = :downloading AND #f.#n.#claim = :me";
 
 /// A file held by `worker`, finished: its claim and lease removed.
-fn finish_file(name: &str, worker: &str, update: &'static str) -> Update {
-    let mut u = Update::of_file(name, update, HELD);
+fn finish_file(name: &str, worker: &str, update: &str) -> Update {
+    let mut u = of_file(name, update, HELD);
     u.name("#claim", "claim").name("#lease", "lease_until");
     u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
     u
@@ -149,7 +119,7 @@ pub(crate) fn release_file(name: &str, worker: &str, error: &str) -> Update {
 /// At `expected_version`: set `vault` and the manifest lease, and drop `open` (which takes
 /// the task out of the sweeper's index).
 pub(crate) fn settle_task(expected_version: u64, vault: VaultState, lease_until: i64) -> Update {
-    let mut u = Update::new(
+    let mut u = versioned(
         "SET #vault = :settled, #ml = :lease, #version = #version + :one REMOVE #open",
         "#version = :expected",
     );
@@ -162,7 +132,7 @@ pub(crate) fn settle_task(expected_version: u64, vault: VaultState, lease_until:
 /// manifest's key and end the lease.
 pub(crate) fn record_manifest(vault: VaultState, lease_until: i64, manifest_key: &str) -> Update {
     let mut u =
-        Update::new("SET #mk = :key, #version = #version + :one REMOVE #ml", "#vault = :settled AND #ml = :lease");
+        versioned("SET #mk = :key, #version = #version + :one REMOVE #ml", "#vault = :settled AND #ml = :lease");
     u.name("#vault", "vault").name("#mk", "manifest_key").name("#ml", "manifest_lease_until");
     u.value(":settled", s(vault.as_str())).value(":lease", n(lease_until)).value(":key", s(manifest_key));
     u
@@ -171,7 +141,7 @@ pub(crate) fn record_manifest(vault: VaultState, lease_until: i64, manifest_key:
 /// At `settled_version` (the version [`settle_task`] wrote): `pending` and open again, no
 /// manifest key or lease.
 pub(crate) fn reopen_task(settled_version: u64) -> Update {
-    let mut u = Update::new(
+    let mut u = versioned(
         "SET #vault = :pending, #open = :open, #version = #version + :one REMOVE #mk, #ml",
         "#version = :expected",
     );
