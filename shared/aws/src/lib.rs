@@ -4,6 +4,7 @@
 pub mod enqueue;
 pub mod env;
 pub mod logging;
+pub mod metrics;
 pub mod provision;
 pub mod table;
 

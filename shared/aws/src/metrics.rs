@@ -1,0 +1,121 @@
+//! Metrics in CloudWatch embedded metric format (EMF): one JSON line per event on stdout,
+//! which Lambda ships to CloudWatch Logs, where CloudWatch turns it into metrics. No API
+//! call and no IAM permission; alarms and the dashboard in `template.yaml` read them from
+//! the [`NAMESPACE`] namespace. Outside Lambda the same values are logged at debug level.
+
+use std::io::Write;
+
+use serde_json::{Map, Value, json};
+use stemvault_vault::Timestamp;
+
+/// The CloudWatch namespace of every stemvault metric.
+pub const NAMESPACE: &str = "stemvault";
+
+/// A CloudWatch unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Bytes,
+    Seconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Bytes => "Bytes",
+            Unit::Seconds => "Seconds",
+        }
+    }
+}
+
+/// One value of one metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub unit: Unit,
+    pub value: f64,
+}
+
+impl Metric {
+    pub fn count(name: &'static str) -> Metric {
+        Metric { name, unit: Unit::Count, value: 1.0 }
+    }
+
+    pub fn bytes(name: &'static str, bytes: u64) -> Metric {
+        Metric { name, unit: Unit::Bytes, value: bytes as f64 }
+    }
+
+    pub fn seconds(name: &'static str, seconds: f64) -> Metric {
+        Metric { name, unit: Unit::Seconds, value: seconds }
+    }
+}
+
+/// The EMF document for `metrics`, all under the same `dimensions` (name, value): one
+/// dimension set, so each metric is aggregated by exactly those (e.g. `Function`, `Reason`).
+pub fn emf_document(at: Timestamp, dimensions: &[(&str, &str)], metrics: &[Metric]) -> Value {
+    let mut doc = Map::new();
+    let definitions: Vec<Value> = metrics.iter().map(|m| json!({ "Name": m.name, "Unit": m.unit.as_str() })).collect();
+    let dimension_names: Vec<&str> = dimensions.iter().map(|(name, _)| *name).collect();
+    doc.insert(
+        "_aws".into(),
+        json!({
+            "Timestamp": at.unix_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [dimension_names],
+                "Metrics": definitions,
+            }],
+        }),
+    );
+    for (name, value) in dimensions {
+        doc.insert((*name).to_owned(), Value::String((*value).to_owned()));
+    }
+    for m in metrics {
+        doc.insert(m.name.to_owned(), json!(m.value));
+    }
+    Value::Object(doc)
+}
+
+/// Record `metrics` under `dimensions`: an EMF line on stdout in Lambda, a debug log line
+/// elsewhere. Never fails the caller.
+pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric]) {
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        let line = emf_document(Timestamp::now(), dimensions, metrics).to_string();
+        let _ = writeln!(std::io::stdout().lock(), "{line}");
+    } else {
+        for m in metrics {
+            tracing::debug!(metric = m.name, value = m.value, unit = m.unit.as_str(), ?dimensions, "metric");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_follow_the_embedded_metric_format() {
+        let at = Timestamp::from_unix_ms(1_764_600_000_123);
+        let doc = emf_document(
+            at,
+            &[("Function", "download"), ("Reason", "source_expired")],
+            &[Metric::count("FilesFailed"), Metric::bytes("BytesStored", 42), Metric::seconds("CopySeconds", 1.5)],
+        );
+        assert_eq!(doc["_aws"]["Timestamp"], 1_764_600_000_123u64);
+        let directive = &doc["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "stemvault");
+        assert_eq!(directive["Dimensions"], json!([["Function", "Reason"]]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([
+                {"Name": "FilesFailed", "Unit": "Count"},
+                {"Name": "BytesStored", "Unit": "Bytes"},
+                {"Name": "CopySeconds", "Unit": "Seconds"}
+            ])
+        );
+        assert_eq!((doc["Function"].as_str(), doc["Reason"].as_str()), (Some("download"), Some("source_expired")));
+        assert_eq!((doc["FilesFailed"].as_f64(), doc["BytesStored"].as_f64()), (Some(1.0), Some(42.0)));
+        assert_eq!(doc["CopySeconds"], 1.5);
+    }
+}
