@@ -6,7 +6,8 @@
 //! - each function's IAM policy grants exactly the actions it declares (`aws::AWS_ACTIONS`),
 //!   each on the right resource (plus its own log group, and the SQS event source's actions
 //!   for download);
-//! - the queue settings equal `stemvault_aws::provision`'s, which the emulator uses.
+//! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
+//!   which the emulator uses.
 //!
 //! As a cross-check of the declarations, every AWS SDK call written in a function crate's
 //! production code must be covered by its `AWS_ACTIONS` (see `sdk_calls`).
@@ -15,7 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
-use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS};
+use stemvault_aws::provision::{
+    DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE,
+};
 
 /// One deployed function: its crate under functions/, its logical id in template.yaml, its
 /// binary, and what it declares.
@@ -504,6 +507,10 @@ fn queue_settings_equal_the_emulator_provisioning() {
     );
     let dlq = &cfn::resource(&template, "DownloadDeadLetterQueue")["Properties"];
     assert_eq!(cfn::number(&dlq["MessageRetentionPeriod"]), u64::from(DLQ_RETENTION_SECONDS));
+    for (name, props) in [("DownloadQueue", queue), ("DownloadDeadLetterQueue", dlq)] {
+        assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(SQS_MANAGED_SSE), "{name}: encrypted as provisioned");
+        assert!(props.get("KmsMasterKeyId").is_none(), "{name}: SSE-SQS, not SSE-KMS (no key permissions granted)");
+    }
 
     let download = cfn::function_properties(&template, "DownloadFunction");
     let timeout = cfn::number(&download["Timeout"]);

@@ -20,6 +20,9 @@ pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
 pub const MAX_RECEIVE_COUNT: u32 = 8;
 /// Dead-letter retention: 14 days, the longest SQS allows.
 pub const DLQ_RETENTION_SECONDS: u32 = 1_209_600;
+/// Both queues are encrypted at rest with SQS-managed keys (SSE-SQS; kept equal to
+/// template.yaml's `SqsManagedSseEnabled`).
+pub const SQS_MANAGED_SSE: bool = true;
 /// Incomplete multipart uploads are aborted after this many days (kept equal to template.yaml).
 pub const ABORT_INCOMPLETE_MULTIPART_DAYS: i32 = 1;
 /// Overwritten or deleted object versions are kept this many days (kept equal to template.yaml).
@@ -177,7 +180,8 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
     BucketLifecycleConfiguration::builder().rules(abort).rules(expire_old_versions).build()
 }
 
-/// The download queue and its dead-letter queue; returns (queue url, queue arn, dlq url).
+/// The download queue and its dead-letter queue, both encrypted with SQS-managed keys;
+/// returns (queue url, queue arn, dlq url).
 pub async fn create_queue_with_dlq(
     client: &aws_sdk_sqs::Client,
     name: &str,
@@ -186,6 +190,7 @@ pub async fn create_queue_with_dlq(
         .create_queue()
         .queue_name(format!("{name}-dlq"))
         .attributes(QueueAttributeName::MessageRetentionPeriod, DLQ_RETENTION_SECONDS.to_string())
+        .attributes(QueueAttributeName::SqsManagedSseEnabled, SQS_MANAGED_SSE.to_string())
         .send()
         .await
         .map_err(|e| describe("create dead-letter queue", e))?
@@ -199,6 +204,7 @@ pub async fn create_queue_with_dlq(
         .queue_name(name)
         .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string())
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
+        .attributes(QueueAttributeName::SqsManagedSseEnabled, SQS_MANAGED_SSE.to_string())
         .send()
         .await
         .map_err(|e| describe("create queue", e))?
