@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! tasks/<task_id>/<file name>[.<ext>]            a vaulted file (name may contain '/')
+//! tasks/<task_id>/<start of name>(<sha256>)[.<ext>] a vaulted file whose key would be too long
 //! tasks/<task_id>/callbacks/<stage>-<sha256>.json  every accepted callback body, verbatim
 //! tasks/<task_id>/manifest.json                   written once the task's files are settled
 //! ```
@@ -15,8 +16,27 @@
 //! segment>` to the reserved word (`manifest` -> `manifest-<hash>`, `manifest.json` ->
 //! `manifest-<hash>.json`). So no file key equals
 //! [`manifest_key`] or starts with [`callback_body_prefix`], whatever the body's keys say.
+//!
+//! # Long names
+//!
+//! S3 keys are at most [`MAX_KEY_BYTES`] bytes, and an accepted body can name a file far
+//! longer than that (an unknown family nests up to 16 segments of up to 94 bytes, under a
+//! task id of up to 128). A file whose key would be longer keeps the start of its name and
+//! ends in `(<SHA-256 of the whole name, 64 hex digits>)` before its extension, cut so the
+//! key is exactly [`MAX_KEY_BYTES`] long. The key depends only on the task id, the name and
+//! the extension, so it is the same at every stage and in every run. Two different long
+//! names never share a key (their hashes differ), and a shortened key never equals an
+//! unshortened one: names from [`crate::parse_callback`] never contain `(`.
+
+use sha2::{Digest, Sha256};
 
 use crate::{Stage, TaskId};
+
+/// The longest S3 key, in bytes (UTF-8).
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// What marks a shortened name: file names never contain it.
+const SHORTENED_OPEN: char = '(';
 
 /// Media types whose extension is kept on the key.
 const KNOWN_EXTENSIONS: &[&str] = &["mp3", "wav", "png", "jpeg", "jpg", "webp", "mp4", "mid", "json"];
@@ -38,16 +58,32 @@ pub fn is_reserved_name(name: &str) -> bool {
     RESERVED_FIRST_SEGMENTS.contains(&stem)
 }
 
-/// Where a file of a task is stored: `tasks/<task_id>/<name>[.<ext>]`.
+/// Where a file of a task is stored: `tasks/<task_id>/<name>[.<ext>]`, or, when that would
+/// be longer than [`MAX_KEY_BYTES`], `tasks/<task_id>/<start of name>(<sha256 of name>)[.<ext>]`
+/// (see [Long names](self#long-names)).
 ///
 /// `name` must not be [reserved](is_reserved_name) (names from [`crate::parse_callback`] never
 /// are), so the key is never the manifest's nor under [`callback_body_prefix`].
 pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     debug_assert!(!is_reserved_name(name), "reserved file name {name:?}");
-    match extension_from_url(url) {
-        Some(ext) => format!("tasks/{task_id}/{name}.{ext}"),
-        None => format!("tasks/{task_id}/{name}"),
+    let suffix = extension_from_url(url).map(|ext| format!(".{ext}")).unwrap_or_default();
+    let prefix = task_prefix(task_id);
+    if prefix.len() + name.len() + suffix.len() <= MAX_KEY_BYTES {
+        return format!("{prefix}{name}{suffix}");
     }
+    let hash = hex_sha256(name);
+    // `(` + 64 hex digits + `)`.
+    let marker_len = hash.len() + 2;
+    let room = MAX_KEY_BYTES.saturating_sub(prefix.len() + marker_len + suffix.len());
+    let mut cut = room.min(name.len());
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{prefix}{}{SHORTENED_OPEN}{hash}){suffix}", &name[..cut])
+}
+
+fn hex_sha256(text: &str) -> String {
+    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The prefix of every verbatim callback body of a task, with a trailing `/`.
@@ -96,6 +132,41 @@ mod tests {
         assert_eq!(file_key(&t, "video", "https://h.mp3"), "tasks/abc/video");
         assert_eq!(file_key(&t, "video", "video_url_847715e66259"), "tasks/abc/video");
         assert_eq!(file_key(&t, "midi", "https://h/dir.mp3/file"), "tasks/abc/midi");
+    }
+
+    #[test]
+    fn a_key_too_long_for_s3_is_shortened_with_the_hash_of_the_name() {
+        // What an unknown family can name: 16 nested segments of 64 characters.
+        let name = (0..16).map(|i| format!("{i:02}{}", "x".repeat(62))).collect::<Vec<_>>().join("/");
+        let t = id(&"t".repeat(TaskId::MAX_LEN));
+        let key = file_key(&t, &name, "https://h/a.jpeg");
+        assert_eq!(key.len(), MAX_KEY_BYTES, "{key}");
+        let hash = hex_sha256(&name);
+        assert!(key.ends_with(&format!("({hash}).jpeg")), "{key}");
+        let kept = key.strip_prefix(&task_prefix(&t)).unwrap().strip_suffix(&format!("({hash}).jpeg")).unwrap();
+        assert!(name.starts_with(kept) && kept.len() > 800, "{kept}");
+        assert_eq!(file_key(&t, &name, "https://h/b.jpeg?sig=1"), key, "the same name, the same key");
+        assert_eq!(
+            file_key(&t, &name, "https://h/b"),
+            format!("{}{kept}{}({hash})", task_prefix(&t), &name[kept.len()..][..5])
+        );
+
+        // Up to the limit, a key is left as it is.
+        let fits = "n".repeat(MAX_KEY_BYTES - task_prefix(&t).len() - ".mp3".len());
+        assert_eq!(file_key(&t, &fits, "https://h/a.mp3"), format!("{}{fits}.mp3", task_prefix(&t)));
+        let over = format!("{fits}n");
+        let key = file_key(&t, &over, "https://h/a.mp3");
+        assert_eq!(key.len(), MAX_KEY_BYTES);
+        assert!(key.ends_with(&format!("({}).mp3", hex_sha256(&over))), "{key}");
+    }
+
+    #[test]
+    fn a_long_name_is_cut_on_a_character_boundary() {
+        let t = id("t");
+        let name = "é".repeat(600);
+        let key = file_key(&t, &name, "https://h/x.mp3");
+        assert!(key.len() <= MAX_KEY_BYTES && key.len() >= MAX_KEY_BYTES - 1, "{}", key.len());
+        assert!(key.ends_with(&format!("({}).mp3", hex_sha256(&name))));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Properties over generated input: nothing panics, names are unique and S3-safe, parsing
-//! is deterministic, and track names do not change when later tracks are added.
+//! is deterministic, track names do not change when later tracks are added, and every file
+//! key fits in S3, the same every time and never shared by two names.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use suno_callbacks::parse::MAX_SEGMENT_LEN;
-use suno_callbacks::{CallbackEvent, parse_callback, s3_key};
+use suno_callbacks::{CallbackEvent, TaskId, parse_callback, s3_key};
 
 /// Keys the parser looks at, so generated bodies reach every branch, plus arbitrary ones.
 const KEYS: &[&str] = &[
@@ -141,6 +142,7 @@ fn assert_names_safe(event: &CallbackEvent) {
         for url in [f.url.as_str(), "https://h/x.json", "https://h/x"] {
             let key = s3_key::file_key(&event.task_id, &f.name, url);
             assert!(key != manifest && !key.starts_with(&bodies), "{:?} is stored at {key}", f.name);
+            assert!(key.len() <= s3_key::MAX_KEY_BYTES, "{:?} is stored at a key of {} bytes", f.name, key.len());
         }
         for segment in f.name.split('/') {
             assert!(!segment.is_empty(), "empty segment in {:?}", f.name);
@@ -158,8 +160,58 @@ fn assert_names_safe(event: &CallbackEvent) {
     }
 }
 
+/// A task id of any accepted length and alphabet.
+fn task_id() -> impl Strategy<Value = TaskId> {
+    "[a-zA-Z0-9*._~+=@,:!-]{1,128}".prop_filter_map("a valid task id", |raw| TaskId::parse(&raw).ok())
+}
+
+/// A file name as the parser makes them: up to 17 segments of up to 94 safe bytes.
+fn file_name() -> impl Strategy<Value = String> {
+    prop::collection::vec("[a-zA-Z0-9_*~+=@,:!-][a-zA-Z0-9._*~+=@,:!-]{0,93}", 1..18).prop_map(|s| s.join("/"))
+}
+
+/// A file URL with or without a kept extension.
+fn file_url() -> impl Strategy<Value = String> {
+    prop::sample::select(vec!["https://h/a.mp3", "https://h/a.jpeg?sig=1", "https://h/a", "https://h/a.exe"])
+        .prop_map(str::to_owned)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Any task id and name: the key fits in S3, is the same every time, lies under the task's
+    /// prefix, is the plain `<prefix><name>[.<ext>]` whenever that fits, and two different
+    /// names (or extensions) never share a key, however much of a long name they share.
+    #[test]
+    fn file_keys_fit_in_s3_and_never_collide(
+        task in task_id(),
+        name in file_name(),
+        other in file_name(),
+        tail in "[a-z0-9]{1,8}",
+        url in file_url(),
+        other_url in file_url(),
+    ) {
+        let key = s3_key::file_key(&task, &name, &url);
+        prop_assert!(key.len() <= s3_key::MAX_KEY_BYTES, "{} bytes", key.len());
+        prop_assert_eq!(&s3_key::file_key(&task, &name, &url), &key);
+        prop_assert!(key.starts_with(&s3_key::task_prefix(&task)));
+        let ext = s3_key::extension_from_url(&url).map(|e| format!(".{e}")).unwrap_or_default();
+        let plain = format!("{}{name}{ext}", s3_key::task_prefix(&task));
+        if plain.len() <= s3_key::MAX_KEY_BYTES {
+            prop_assert_eq!(&key, &plain);
+        } else {
+            prop_assert_eq!(key.len(), s3_key::MAX_KEY_BYTES);
+        }
+        prop_assert!(key != s3_key::manifest_key(&task) && !key.starts_with(&s3_key::callback_body_prefix(&task)));
+        // Another name, and a name that only differs after a long shared start.
+        let longer = format!("{name}/{tail}");
+        for (n, u) in [(other.as_str(), other_url.as_str()), (longer.as_str(), url.as_str())] {
+            let other_ext = s3_key::extension_from_url(u);
+            if (n, other_ext) != (name.as_str(), s3_key::extension_from_url(&url)) {
+                prop_assert_ne!(&s3_key::file_key(&task, n, u), &key, "{:?} and {:?}", n, name);
+            }
+        }
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
@@ -254,6 +306,37 @@ fn deep_nesting_is_an_error_or_bounded() {
     let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
     assert!(event.files.is_empty(), "the walk should stop before 100 levels");
     assert_eq!(event.family, suno_callbacks::Family::Unknown);
+}
+
+/// The deepest names an unknown body can make (16 nested keys of 64 characters, under the
+/// longest task id) still get keys S3 accepts, each its own.
+#[test]
+fn the_deepest_unknown_names_get_keys_s3_accepts() {
+    let task = "t".repeat(TaskId::MAX_LEN);
+    let leaf = |c: &str| format!("{}_url", c.repeat(64));
+    let mut value = json!({
+        leaf("a"): "https://h/a.png",
+        leaf("b"): "https://h/b.png",
+        leaf("c"): "https://h/c.png",
+    });
+    for level in (1..16).rev() {
+        value = json!({ format!("k{level:02}{}", "x".repeat(61)): value });
+    }
+    // Beside `data`, a root key is the first segment of the names under it.
+    let Value::Object(mut body) = value else { unreachable!() };
+    body.insert("code".into(), json!(200));
+    body.insert("data".into(), json!({"taskId": task}));
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(event.files.len(), 3, "{:?}", event.files);
+    let keys: HashSet<String> = event.files.iter().map(|f| s3_key::file_key(&event.task_id, &f.name, &f.url)).collect();
+    assert_eq!(keys.len(), 3);
+    for f in &event.files {
+        assert_eq!(f.name.split('/').count(), 16, "{}", f.name);
+        assert!(f.name.len() > s3_key::MAX_KEY_BYTES, "{} bytes", f.name.len());
+    }
+    for key in keys {
+        assert!(key.len() <= s3_key::MAX_KEY_BYTES, "{} bytes: {key}", key.len());
+    }
 }
 
 /// An unknown body cannot make the parser list an unbounded number of files.
