@@ -6,6 +6,7 @@ pub mod env;
 pub mod logging;
 pub mod metrics;
 pub mod provision;
+pub mod secrets;
 pub mod table;
 
 pub use env::{ConfigError, Env, FromEnv};
