@@ -10,6 +10,9 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use stemvault_aws::TaskTable;
 use stemvault_download::Config;
+use stemvault_download::aws::AwsPorts;
+use stemvault_download::source::HttpSource;
+use stemvault_download::source_policy::SourcePolicy;
 use stemvault_vault::{FileEntry, FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage, TaskId, s3_key};
 
@@ -71,6 +74,20 @@ impl TestEnv {
             env.insert("MAX_FILE_BYTES", max.to_string());
         }
         Config::from_lookup(|k| env.get(k).cloned()).expect("a valid download configuration")
+    }
+
+    /// The download function's ports over this environment, for calling one of them alone
+    /// (fetching only from the provider's hosts).
+    pub fn download_ports(&self) -> AwsPorts {
+        let policy = SourcePolicy::parse("*.suno.ai").expect("a valid source policy");
+        AwsPorts {
+            table: self.tasks(),
+            s3: self.s3.clone(),
+            bucket: self.resources.bucket_name.clone(),
+            sqs: self.sqs.clone(),
+            queue_url: self.resources.queue_url.clone(),
+            source: HttpSource::new(policy).expect("the HTTP client starts"),
+        }
     }
 
     /// Send raw message bodies to the download queue.

@@ -9,6 +9,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
+use stemvault_download::error::CopyError;
+use stemvault_download::upload::ObjectStore;
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
@@ -533,6 +535,38 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
     assert_eq!(failed_ids(&response), Vec::<String>::new());
     assert_eq!(s.server.hits("/s/vocal.mp3"), 1, "still downloaded once");
     assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+/// S3's own refusals come back as permanent (recorded as the file's reason) when no retry can
+/// change them, and as retryable otherwise.
+#[tokio::test]
+async fn s3_refusals_that_no_retry_fixes_are_permanent() {
+    let env = TestEnv::new().await;
+    let ports = env.download_ports();
+    let key = format!("tasks/{}/video.mp4", new_task_id());
+    let upload = ports.create_multipart(&key, Some("video/mp4")).await.expect("create an upload");
+    let part = bytes::Bytes::from_static(b"tiny");
+    let sha256: [u8; 32] = Sha256::digest(&part).into();
+
+    // Part 10001: S3 answers 400 InvalidArgument, whatever the attempt.
+    let err = ports.upload_part(&key, &upload, 10_001, part.clone(), sha256).await.unwrap_err();
+    assert!(err.permanent, "{err}");
+    assert!(!CopyError::Storage(err.clone()).is_retryable());
+    assert!(err.to_string().starts_with("S3 UploadPart refused the file: 400 InvalidArgument"), "{err}");
+
+    // Two parts below the 5 MiB minimum: 400 EntityTooSmall on completion.
+    let mut parts = Vec::new();
+    for number in [1, 2] {
+        parts.push(ports.upload_part(&key, &upload, number, part.clone(), sha256).await.expect("upload a part"));
+    }
+    let err = ports.complete_multipart(&key, &upload, &parts).await.unwrap_err();
+    assert!(err.permanent, "{err}");
+    assert!(err.to_string().contains("400 EntityTooSmall"), "{err}");
+
+    // An upload that does not exist (404 NoSuchUpload) may be retried from the start.
+    let err = ports.upload_part(&key, "no-such-upload", 1, part, sha256).await.unwrap_err();
+    assert!(!err.permanent, "{err}");
+    ports.abort_multipart(&key, &upload).await.expect("abort");
 }
 
 /// (That a panic while handling one message fails only that message is tested in

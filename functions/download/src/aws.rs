@@ -7,7 +7,8 @@ mod expressions;
 
 use std::time::Duration;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
@@ -21,7 +22,7 @@ use suno_callbacks::TaskId;
 use crate::domain::{
     Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, SettleTask, WriteManifest,
 };
-use crate::error::{FetchError, StorageError};
+use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
 use stemvault_aws::Update;
@@ -50,8 +51,21 @@ pub struct AwsPorts {
     pub source: HttpSource,
 }
 
-fn storage_error<E: std::error::Error + 'static>(operation: &'static str, e: E) -> StorageError {
-    StorageError { operation, message: DisplayErrorContext(e).to_string() }
+/// An S3 failure, permanent when S3 refused the request in a way no retry changes
+/// ([`s3_refusal_is_permanent`]): then the message is S3's own (`400 KeyTooLongError: Your
+/// key is too long`), as it is recorded as the file's reason.
+fn storage_error<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    if s3_refusal_is_permanent(status, e.code()) {
+        let code = e.code().unwrap_or("no error code");
+        let detail = e.message().map(|m| format!(": {m}")).unwrap_or_default();
+        let message = format!("{} {code}{detail}", status.unwrap_or_default());
+        return StorageError { operation, message, permanent: true };
+    }
+    StorageError::transient(operation, DisplayErrorContext(e).to_string())
 }
 
 impl AwsPorts {
@@ -149,7 +163,7 @@ impl SettleTask for AwsPorts {
 impl WriteManifest for AwsPorts {
     async fn write_manifest(&self, key: &str, manifest: &Manifest) -> Result<(), StorageError> {
         let body = serde_json::to_vec_pretty(manifest)
-            .map_err(|e| StorageError { operation: "PutObject (manifest)", message: e.to_string() })?;
+            .map_err(|e| StorageError::transient("PutObject (manifest)", e.to_string()))?;
         let sha256: [u8; 32] = Sha256::digest(&body).into();
         self.put_object(key, Bytes::from(body), Some("application/json"), sha256).await
     }
@@ -213,7 +227,7 @@ impl ObjectStore for AwsPorts {
             .send()
             .await
             .map_err(|e| storage_error("CreateMultipartUpload", e))?;
-        out.upload_id.ok_or_else(|| StorageError { operation: "CreateMultipartUpload", message: "no upload id".into() })
+        out.upload_id.ok_or_else(|| StorageError::transient("CreateMultipartUpload", "no upload id"))
     }
 
     async fn upload_part(
@@ -239,7 +253,7 @@ impl ObjectStore for AwsPorts {
             .send()
             .await
             .map_err(|e| storage_error("UploadPart", e))?;
-        let etag = out.e_tag.ok_or_else(|| StorageError { operation: "UploadPart", message: "no ETag".into() })?;
+        let etag = out.e_tag.ok_or_else(|| StorageError::transient("UploadPart", "no ETag"))?;
         Ok(UploadedPart { part_number, etag, checksum_sha256: out.checksum_sha256 })
     }
 

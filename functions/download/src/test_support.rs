@@ -112,6 +112,8 @@ pub struct MemoryStore {
     pub state: Mutex<StoreState>,
     /// Fail the upload of this part number.
     pub fail_part: Option<i32>,
+    /// Answer every PutObject and CreateMultipartUpload with this.
+    pub refuse: Option<StorageError>,
 }
 
 #[derive(Default)]
@@ -123,7 +125,7 @@ pub struct StoreState {
 }
 
 fn storage_error(operation: &'static str, message: &str) -> StorageError {
-    StorageError { operation, message: message.to_owned() }
+    StorageError::transient(operation, message)
 }
 
 impl MemoryStore {
@@ -150,6 +152,9 @@ impl ObjectStore for MemoryStore {
     ) -> Result<(), StorageError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Put { key: key.to_owned(), len: body.len(), sha256 });
+        if let Some(refusal) = &self.refuse {
+            return Err(refusal.clone());
+        }
         if <[u8; 32]>::from(Sha256::digest(&body)) != sha256 {
             return Err(storage_error("PutObject", "checksum mismatch"));
         }
@@ -160,6 +165,9 @@ impl ObjectStore for MemoryStore {
     async fn create_multipart(&self, key: &str, _content_type: Option<&str>) -> Result<String, StorageError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Create { key: key.to_owned() });
+        if let Some(refusal) = &self.refuse {
+            return Err(refusal.clone());
+        }
         state.next_upload += 1;
         let id = format!("upload-{}", state.next_upload);
         state.uploads.insert(id.clone(), BTreeMap::new());

@@ -252,6 +252,37 @@ async fn oversize_and_refused_sources_fail_for_good() {
 }
 
 #[tokio::test]
+async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_one_is_retried() {
+    let refused = StorageError {
+        operation: "PutObject",
+        message: "400 KeyTooLongError: Your key is too long".into(),
+        permanent: true,
+    };
+    let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    ports.store.refuse = Some(refused);
+    serve(&ports, "vocal", b"vocal bytes");
+    serve(&ports, "drums", &deterministic_bytes(SETTINGS.part_size + 1, 4));
+
+    for name in ["vocal", "drums"] {
+        let outcome = run(&ports, name, 1).await;
+        let reason = "S3 PutObject refused the file: 400 KeyTooLongError: Your key is too long";
+        assert_eq!(outcome, Outcome::FailedForGood(reason.into()), "{name}");
+        let f = &ports.record(TASK).files[name];
+        assert_eq!((f.status, f.error.as_deref()), (FileStatus::Failed, Some(reason)), "{name}");
+    }
+    assert!(ports.delays.lock().unwrap().is_empty(), "not retried");
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+
+    // A failure that a retry may get past goes back on the queue.
+    let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.store.refuse = Some(StorageError::transient("PutObject", "dispatch failure: connection reset"));
+    serve(&ports, "vocal", b"vocal bytes");
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Copy(CopyError::Storage(_)))), "{outcome:?}");
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued);
+}
+
+#[tokio::test]
 async fn no_time_left_means_try_later_without_claiming() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     let mut d = delivery(job_body("vocal"), 1);
