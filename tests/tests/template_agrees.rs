@@ -6,6 +6,8 @@
 //! - each function's IAM policy grants exactly the actions it declares (`aws::AWS_ACTIONS`),
 //!   each on the right resource (plus its own log group, and the SQS event source's actions
 //!   for download);
+//! - each function's S3 grants reach exactly the kinds of key it uses (`s3_keys::RULES`), judged
+//!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
 //! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
 //!   which the emulator uses.
 //!
@@ -326,6 +328,270 @@ mod cfn {
     }
 }
 
+/// Which S3 keys each function's grants reach, judged on keys made by the real layout
+/// (`suno_callbacks::s3_key` over the documented fixtures, plus names the parser allows) rather
+/// than on the text of the patterns: IAM's `*` matches any characters, `/` included, so
+/// `tasks/*/callbacks/*` also covers the vaulted file `tasks/<id>/tracks/callbacks/audio`.
+mod s3_keys {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use suno_callbacks::parse::MAX_SEGMENT_LEN;
+    use suno_callbacks::s3_key::{callback_body_key, file_key, manifest_key};
+    use suno_callbacks::{Stage, TaskId};
+
+    /// What a function's grant for an action must do with one kind of key.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Reach {
+        Must,
+        MustNot,
+        /// Either is fine (said where it is so).
+        May,
+    }
+    use Reach::{May, Must, MustNot};
+
+    /// For one function and the S3 object actions named: the kinds of key it must and must
+    /// not reach.
+    pub struct KeyRule {
+        pub function: &'static str,
+        pub actions: &'static [&'static str],
+        pub files: Reach,
+        pub bodies: Reach,
+        pub manifests: Reach,
+    }
+
+    /// Every S3 object action a role grants needs a rule here.
+    pub const RULES: &[KeyRule] = &[
+        // Ingest archives each accepted body, and writes nothing else.
+        KeyRule {
+            function: "IngestFunction",
+            actions: &["s3:PutObject"],
+            files: MustNot,
+            bodies: Must,
+            manifests: MustNot,
+        },
+        // The downloader writes files and manifests, never a body.
+        KeyRule {
+            function: "DownloadFunction",
+            actions: &["s3:PutObject", "s3:AbortMultipartUpload"],
+            files: Must,
+            bodies: MustNot,
+            manifests: Must,
+        },
+        // It reads back what it stored (a copy an earlier attempt made, the manifest's
+        // version), never a body.
+        KeyRule {
+            function: "DownloadFunction",
+            actions: &["s3:GetObject"],
+            files: Must,
+            bodies: MustNot,
+            manifests: Must,
+        },
+        // Results presigns the stored files it links. The manifest may stay readable: it
+        // holds what the results answer holds, and refusing `tasks/*/manifest.json` would also
+        // refuse a file named `<something>/manifest` with a .json URL.
+        KeyRule {
+            function: "ResultsFunction",
+            actions: &["s3:GetObject"],
+            files: Must,
+            bodies: MustNot,
+            manifests: May,
+        },
+    ];
+
+    /// IAM's resource wildcards: `*` is any run of characters (`/` included), `?` any one.
+    pub fn matches(pattern: &str, text: &str) -> bool {
+        let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+        let (mut pi, mut ti) = (0, 0);
+        let mut last_star: Option<(usize, usize)> = None;
+        while ti < t.len() {
+            if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+                pi += 1;
+                ti += 1;
+            } else if pi < p.len() && p[pi] == '*' {
+                last_star = Some((pi, ti));
+                pi += 1;
+            } else if let Some((star, from)) = last_star {
+                // Let the last `*` take one more character and try again.
+                last_star = Some((star, from + 1));
+                pi = star + 1;
+                ti = from + 1;
+            } else {
+                return false;
+            }
+        }
+        p[pi..].iter().all(|c| *c == '*')
+    }
+
+    /// The key pattern of `!Sub "${VaultBucket.Arn}/<pattern>"`.
+    pub fn key_pattern(sub: &str) -> Option<&str> {
+        sub.strip_prefix("${VaultBucket.Arn}/").filter(|rest| !rest.contains("${"))
+    }
+
+    /// The key patterns a role allows and denies one action on.
+    #[derive(Debug, Default)]
+    pub struct Grant {
+        pub allowed: Vec<String>,
+        pub denied: Vec<String>,
+    }
+
+    impl Grant {
+        pub fn reaches(&self, key: &str) -> bool {
+            self.allowed.iter().any(|p| matches(p, key)) && !self.denied.iter().any(|p| matches(p, key))
+        }
+    }
+
+    /// The statements of the role a function runs as.
+    fn statements(template: &Value, function: &str) -> Vec<Value> {
+        let props = cfn::function_properties(template, function);
+        let Some(role) = props.get("Role").and_then(cfn::get_att) else { return Vec::new() };
+        let role = &cfn::resource(template, role.trim_end_matches(".Arn"))["Properties"];
+        cfn::as_list(&role["Policies"])
+            .into_iter()
+            .flat_map(|policy| cfn::as_list(&policy["PolicyDocument"]["Statement"]).into_iter().cloned())
+            .collect()
+    }
+
+    fn key_patterns(statement: &Value) -> Vec<String> {
+        cfn::as_list(&statement["Resource"])
+            .into_iter()
+            .filter_map(cfn::sub)
+            .filter_map(|s| key_pattern(&s).map(str::to_owned))
+            .collect()
+    }
+
+    /// Per S3 action the role allows on vault objects: the patterns allowed, and those denied
+    /// (a Deny's actions may be wildcards, as IAM's are, case-insensitively).
+    pub fn grants(template: &Value, function: &str) -> BTreeMap<String, Grant> {
+        let statements = statements(template, function);
+        let actions = |s: &Value| -> Vec<String> {
+            cfn::as_list(&s["Action"]).into_iter().filter_map(Value::as_str).map(str::to_owned).collect()
+        };
+        let mut grants: BTreeMap<String, Grant> = BTreeMap::new();
+        for s in statements.iter().filter(|s| s["Effect"] == "Allow") {
+            let patterns = key_patterns(s);
+            if patterns.is_empty() {
+                continue;
+            }
+            for action in actions(s).into_iter().filter(|a| a.starts_with("s3:") && !a.contains('*')) {
+                grants.entry(action).or_default().allowed.extend(patterns.iter().cloned());
+            }
+        }
+        for s in statements.iter().filter(|s| s["Effect"] == "Deny") {
+            let patterns = key_patterns(s);
+            for (action, grant) in grants.iter_mut() {
+                let denied = actions(s).iter().any(|a| matches(&a.to_ascii_lowercase(), &action.to_ascii_lowercase()));
+                if denied {
+                    grant.denied.extend(patterns.iter().cloned());
+                }
+            }
+        }
+        grants
+    }
+
+    /// Keys of each kind, as the layout makes them.
+    pub struct SampleKeys {
+        pub files: Vec<String>,
+        pub bodies: Vec<String>,
+        pub manifests: Vec<String>,
+    }
+
+    /// Every stage (a new variant stops this compiling until it is listed).
+    fn every_stage() -> [Stage; 5] {
+        let _all_listed = |s: Stage| match s {
+            Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
+        };
+        [Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
+    }
+
+    /// Names the parser can produce that sit close to the task's own objects: a `callbacks`
+    /// or `manifest` segment below the first (a music track whose id is `callbacks`, a
+    /// generic body's keys), a hashed reserved word, a segment of the longest length.
+    fn edge_names() -> Vec<String> {
+        let mut names: Vec<String> = [
+            "tracks/callbacks/audio",
+            "result/manifest",
+            "manifest-1a2b3c4d",
+            "callbacks_x",
+            "x/callbacks/first-1a2b3c4d",
+        ]
+        .map(str::to_owned)
+        .into();
+        names.push("s".repeat(MAX_SEGMENT_LEN));
+        names
+    }
+
+    /// Task ids beyond the fixtures': the shortest, every allowed punctuation, the words the
+    /// layout uses, the longest.
+    fn edge_task_ids() -> Vec<TaskId> {
+        let long = "x".repeat(TaskId::MAX_LEN);
+        ["t", "2fac****9f72", "a-b_c.d~e+f=g@h,i:j!k", "callbacks", "manifest.json", long.as_str()]
+            .into_iter()
+            .map(|id| TaskId::parse(id).expect("a valid task id"))
+            .collect()
+    }
+
+    /// The keys of every documented fixture (its files, its body at every stage, its manifest),
+    /// and of the edge names under the edge task ids.
+    pub fn sample_keys() -> SampleKeys {
+        let mut keys = SampleKeys { files: Vec::new(), bodies: Vec::new(), manifests: Vec::new() };
+        let mut fixtures: Vec<PathBuf> = std::fs::read_dir(stemvault_tests::fixtures_dir())
+            .expect("fixtures")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        fixtures.sort();
+        for path in fixtures {
+            let body = read(&path);
+            let event =
+                suno_callbacks::parse_callback(body.as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let sha = hex::encode(Sha256::digest(body.as_bytes()));
+            keys.files.extend(event.files.iter().map(|f| file_key(&event.task_id, &f.name, &f.url)));
+            keys.bodies.extend(every_stage().map(|stage| callback_body_key(&event.task_id, stage, &sha)));
+            keys.manifests.push(manifest_key(&event.task_id));
+        }
+        let sha = hex::encode(Sha256::digest(b"{}"));
+        for task in edge_task_ids() {
+            for name in edge_names() {
+                for url in ["https://h/f.json", "https://h/f.mp3", "https://h/stream"] {
+                    keys.files.push(file_key(&task, &name, url));
+                }
+            }
+            keys.bodies.extend(every_stage().map(|stage| callback_body_key(&task, stage, &sha)));
+            keys.manifests.push(manifest_key(&task));
+        }
+        keys
+    }
+
+    /// Where a function's S3 grants reach keys its rule says they must not, or miss keys they
+    /// must reach; and S3 actions no rule covers.
+    pub fn problems(template: &Value, function: &str, rules: &[KeyRule], keys: &SampleKeys) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (action, grant) in grants(template, function) {
+            let Some(rule) = rules.iter().find(|r| r.function == function && r.actions.contains(&action.as_str()))
+            else {
+                problems.push(format!(
+                    "{function}: {action} on vault objects, but no key rule says which keys it may reach"
+                ));
+                continue;
+            };
+            let kinds = [
+                ("vaulted files", rule.files, &keys.files),
+                ("callback bodies", rule.bodies, &keys.bodies),
+                ("manifests", rule.manifests, &keys.manifests),
+            ];
+            for (kind, reach, samples) in kinds {
+                let wrong = match reach {
+                    Must => samples.iter().find(|k| !grant.reaches(k)).map(|k| format!("does not reach {kind} ({k})")),
+                    MustNot => samples.iter().find(|k| grant.reaches(k)).map(|k| format!("reaches {kind} ({k})")),
+                    May => None,
+                };
+                problems.extend(wrong.map(|w| format!("{function}: {action} {w}")));
+            }
+        }
+        problems
+    }
+}
+
 /// The IAM actions of the SDK calls written in a function crate's production code. (Calls
 /// made inside the shared adapters, `TaskTable` and `TableAndQueue`, are declared by the
 /// functions that use them.)
@@ -355,6 +621,18 @@ fn environment_problems(template: &Value, function: &str, needed: &BTreeSet<Stri
 
 /// The kind of resource a policy statement names.
 fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
+    // `!If [condition, a, b]`: one kind when both branches name the same kind.
+    if let Some((tag, Value::Sequence(args))) = cfn::intrinsic(resource)
+        && tag == "If"
+        && args.len() == 3
+    {
+        let (a, b) = (resource_kind(&args[1], own_log_group), resource_kind(&args[2], own_log_group));
+        return if a == b { a } else { format!("{a} or {b}") };
+    }
+    // The secret the stack creates, or the existing one it is given.
+    if let Some("CallbackSecret" | "CallbackSecretArn") = cfn::reference(resource).as_deref() {
+        return "the callback secret".into();
+    }
     if let Some(att) = cfn::get_att(resource) {
         return match att.as_str() {
             "TaskTable.Arn" => "the task table".into(),
@@ -365,7 +643,7 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
         };
     }
     match cfn::sub(resource) {
-        Some(s) if s == "${VaultBucket.Arn}/tasks/*" => "objects under tasks/".into(),
+        Some(s) if s3_keys::key_pattern(&s).is_some() => "objects in the vault bucket".into(),
         Some(s) if s == "${TaskTable.Arn}/index/open-tasks" => "the open-tasks index".into(),
         _ => format!("{resource:?}"),
     }
@@ -378,7 +656,8 @@ fn expected_kind(action: &str) -> &'static str {
         Some("sqs") => "the download queue",
         Some("logs") => "its own log group",
         Some("s3") if action == "s3:ListBucket" => "the vault bucket",
-        Some("s3") => "objects under tasks/",
+        Some("s3") => "objects in the vault bucket",
+        Some("secretsmanager") => "the callback secret",
         _ => "nothing",
     }
 }
@@ -664,7 +943,7 @@ fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
     assert_eq!(
         problems,
         [
-            "Fn: s3:GetObject is granted on the vault bucket; it belongs on objects under tasks/",
+            "Fn: s3:GetObject is granted on the vault bucket; it belongs on objects in the vault bucket",
             "Fn: the code needs sqs:SendMessage but FnRole does not grant it",
             "Fn: FnRole grants dynamodb:DeleteItem, which the code never calls",
         ]
@@ -676,6 +955,143 @@ fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
         [
             "Fn: the code reads LOG_LEVEL but the template does not set it",
             "Fn: the template sets TABLE_NAMES but the code never reads it",
+        ]
+    );
+}
+
+#[test]
+fn every_function_reaches_only_the_s3_keys_it_uses() {
+    let template = template();
+    let keys = s3_keys::sample_keys();
+    assert!(keys.files.len() > 50 && keys.bodies.len() > 50, "few sample keys: is the fixture list read?");
+    let mut problems = Vec::new();
+    for function in FUNCTIONS {
+        problems.extend(s3_keys::problems(&template, function.logical_id, s3_keys::RULES, &keys));
+    }
+    assert!(problems.is_empty(), "template.yaml S3 grants disagree with the key layout:\n{}", problems.join("\n"));
+}
+
+/// The price of the downloader's Deny, as README's "Security model" states it: a file key that
+/// ends like a body (`callbacks/`, then anything, then `-`, 64 characters and `.json`) is
+/// refused. File name segments are at most 64 characters, so such a name needs a later
+/// `callbacks` segment and a 64-character tail across segments.
+#[test]
+fn the_only_files_the_downloader_may_not_write_end_like_a_callback_body() {
+    let template = template();
+    let download = &s3_keys::grants(&template, "DownloadFunction")["s3:PutObject"];
+    let tail = format!("{}/{}", "a".repeat(31), "b".repeat(32));
+    assert!(!download.reaches(&format!("tasks/t/x/callbacks/first-{tail}.json")));
+    assert!(download.reaches(&format!("tasks/t/x/callbacks/first-{tail}.mp3")));
+    assert!(download.reaches(&format!("tasks/t/x/callbacks/first-{tail}x.json")));
+    assert!(download.reaches(&format!("tasks/t/x/first-{tail}.json")));
+}
+
+#[test]
+fn iam_wildcards_match_as_iam_does() {
+    use s3_keys::matches;
+    assert!(matches("tasks/*", "tasks/a/b/c"));
+    assert!(matches("tasks/*/callbacks/*", "tasks/t/tracks/callbacks/audio"), "* crosses /");
+    assert!(matches("tasks/*/callbacks/*", "tasks/t/callbacks/"), "* may be empty");
+    assert!(!matches("tasks/*/*/callbacks/*", "tasks/t/callbacks/first-x.json"));
+    assert!(matches("a?c", "abc") && !matches("a?c", "ac") && !matches("a?c", "abbc"));
+    assert!(matches("*-??.json", "x-y-ab.json") && !matches("*-??.json", "x-abc.json"));
+    assert!(!matches("tasks/*", "Tasks/a"), "resource patterns are case-sensitive");
+    assert!(matches("*", "") && !matches("?", ""));
+}
+
+const TOO_BROAD: &str = r#"
+Resources:
+  VaultBucket: { Type: AWS::S3::Bucket }
+  Ingest:
+    Type: AWS::Serverless::Function
+    Properties: { Role: !GetAtt IngestRole.Arn }
+  IngestRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: ingest
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: s3:PutObject
+                Resource: !Sub "${VaultBucket.Arn}/tasks/*"
+  IngestWithoutDeny:
+    Type: AWS::Serverless::Function
+    Properties: { Role: !GetAtt IngestWithoutDenyRole.Arn }
+  IngestWithoutDenyRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: ingest
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: s3:PutObject
+                Resource: !Sub "${VaultBucket.Arn}/tasks/*/callbacks/*.json"
+  Download:
+    Type: AWS::Serverless::Function
+    Properties: { Role: !GetAtt DownloadRole.Arn }
+  DownloadRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: download
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: [s3:PutObject, s3:DeleteObject]
+                Resource: !Sub "${VaultBucket.Arn}/tasks/*"
+              - Effect: Deny
+                Action: s3:Put*
+                Resource: !Sub "${VaultBucket.Arn}/tasks/*/manifest.json"
+  Results:
+    Type: AWS::Serverless::Function
+    Properties: { Role: !GetAtt ResultsRole.Arn }
+  ResultsRole:
+    Type: AWS::IAM::Role
+    Properties:
+      Policies:
+        - PolicyName: results
+          PolicyDocument:
+            Statement:
+              - Effect: Allow
+                Action: s3:GetObject
+                Resource: !Sub "${VaultBucket.Arn}/tasks/*/callbacks/*"
+"#;
+
+#[test]
+fn s3_checks_report_too_broad_and_too_narrow_grants() {
+    use s3_keys::{KeyRule, Reach::*, SampleKeys};
+    let template: Value = serde_yaml::from_str(TOO_BROAD).unwrap();
+    let keys = SampleKeys {
+        files: vec!["tasks/t/vocal.mp3".into(), "tasks/t/tracks/callbacks/audio.json".into()],
+        bodies: vec![format!("tasks/t/callbacks/first-{}.json", "0".repeat(64))],
+        manifests: vec!["tasks/t/manifest.json".into()],
+    };
+    let ingest =
+        |function| KeyRule { function, actions: &["s3:PutObject"], files: MustNot, bodies: Must, manifests: MustNot };
+    let rules = [
+        ingest("Ingest"),
+        ingest("IngestWithoutDeny"),
+        KeyRule { function: "Download", actions: &["s3:PutObject"], files: Must, bodies: MustNot, manifests: Must },
+        KeyRule { function: "Results", actions: &["s3:GetObject"], files: Must, bodies: MustNot, manifests: May },
+    ];
+    let problems: Vec<String> = ["Ingest", "IngestWithoutDeny", "Download", "Results"]
+        .into_iter()
+        .flat_map(|f| s3_keys::problems(&template, f, &rules, &keys))
+        .collect();
+    let body = &keys.bodies[0];
+    assert_eq!(
+        problems,
+        [
+            "Ingest: s3:PutObject reaches vaulted files (tasks/t/vocal.mp3)".to_owned(),
+            "Ingest: s3:PutObject reaches manifests (tasks/t/manifest.json)".to_owned(),
+            "IngestWithoutDeny: s3:PutObject reaches vaulted files (tasks/t/tracks/callbacks/audio.json)".to_owned(),
+            "Download: s3:DeleteObject on vault objects, but no key rule says which keys it may reach".to_owned(),
+            format!("Download: s3:PutObject reaches callback bodies ({body})"),
+            "Download: s3:PutObject does not reach manifests (tasks/t/manifest.json)".to_owned(),
+            "Results: s3:GetObject does not reach vaulted files (tasks/t/vocal.mp3)".to_owned(),
+            format!("Results: s3:GetObject reaches callback bodies ({body})"),
         ]
     );
 }
