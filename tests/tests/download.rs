@@ -10,7 +10,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::error::CopyError;
-use stemvault_download::upload::ObjectStore;
+use stemvault_download::upload::{ObjectInfo, ObjectStore};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
@@ -537,6 +537,49 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
+/// A file whose upload succeeded but whose record update failed (rewound here: the file is
+/// `downloading` under a claim whose lease ran out, as the attempt that stopped left it) is
+/// recorded `stored` by the redelivery from the copy under its key, though its URL has
+/// expired meanwhile: from the object's metadata for a single PutObject, read back and hashed
+/// for a multipart upload.
+#[tokio::test]
+async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery() {
+    let s = setup(None).await;
+    for (name, len) in [("vocal", 300 * 1024), ("drums", 9 * MIB + 7)] {
+        let path = format!("/s/{name}.mp3");
+        s.server.route(&path, Reply::generated(len as u64, 11, "audio/mpeg"));
+        let url = s.server.url(&format!("{path}?X-Amz-Signature=secret"));
+        let record = queued_record(&new_task_id(), Family::VocalSeparation, &[(name, &url)]);
+        let task = record.task_id.clone();
+        let (_, response) = s.run_files(&record, &[name]).await;
+        assert_eq!(failed_ids(&response), Vec::<String>::new());
+        let stored = s.env.task_record(&task).await;
+        assert_eq!(stored.files[name].status, FileStatus::Stored, "{name}: {:?}", stored.files[name].error);
+        assert_eq!(s.server.hits(&path), 1, "{name}");
+
+        let mut unrecorded = record.clone();
+        let file = unrecorded.files.get_mut(name).unwrap();
+        (file.status, file.claim, file.attempts) = (FileStatus::Downloading, Some("stopped".into()), 1);
+        file.lease_until = Some(Timestamp::now().unix_seconds() - 60);
+        unrecorded.version = stored.version + 1;
+        s.env.tasks().put(&unrecorded, Some(stored.version)).await.expect("rewind the record");
+        s.server.route(&path, Reply::Status(403));
+
+        s.env.send_jobs(&[job_of(&unrecorded, name)]).await;
+        let (_, response) = s.run_received(1).await;
+        assert_eq!(failed_ids(&response), Vec::<String>::new());
+        let healed = s.env.task_record(&task).await;
+        let entry = &healed.files[name];
+        assert_eq!(entry.status, FileStatus::Stored, "{name}: {:?}", entry.error);
+        assert_eq!(entry.bytes, Some(len as u64), "{name}");
+        assert_eq!(entry.sha256.as_deref(), Some(generated_sha256(len as u64, 11).as_str()), "{name}");
+        assert_eq!(entry.content_type.as_deref(), Some("audio/mpeg"), "{name}");
+        assert_eq!(entry.attempts, 2, "{name}");
+        assert_eq!(s.server.hits(&path), 0, "{name}: the expired URL was not fetched again");
+        assert_eq!(healed.vault, VaultState::Complete, "{name}");
+    }
+}
+
 /// S3's own refusals come back as permanent (recorded as the file's reason) when no retry can
 /// change them, and as retryable otherwise.
 #[tokio::test]
@@ -544,7 +587,8 @@ async fn s3_refusals_that_no_retry_fixes_are_permanent() {
     let env = TestEnv::new().await;
     let ports = env.download_ports();
     let key = format!("tasks/{}/video.mp4", new_task_id());
-    let upload = ports.create_multipart(&key, Some("video/mp4")).await.expect("create an upload");
+    let info = ObjectInfo { content_type: Some("video/mp4"), source_sha256: "" };
+    let upload = ports.create_multipart(&key, info).await.expect("create an upload");
     let part = bytes::Bytes::from_static(b"tiny");
     let sha256: [u8; 32] = Sha256::digest(&part).into();
 

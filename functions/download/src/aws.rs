@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumType, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -23,20 +23,26 @@ use crate::domain::{
     Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, SettleTask, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
+use crate::existing::{ObjectHead, ReadObject};
 use crate::source::{ChunkStream, FetchSource, HttpSource};
-use crate::upload::{ObjectStore, SourceBody, StoredObject, UploadedPart};
+use crate::upload::{
+    ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
+};
 use stemvault_aws::Update;
 
 /// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB GetItem (through
 /// [`TaskTable::get`]) and UpdateItem; S3 PutObject (which also authorises
-/// CreateMultipartUpload, UploadPart and CompleteMultipartUpload) and AbortMultipartUpload;
-/// SQS ChangeMessageVisibility. (The SQS event source mapping, not the function, receives
-/// and deletes the messages.)
+/// CreateMultipartUpload, UploadPart and CompleteMultipartUpload), AbortMultipartUpload and
+/// GetObject (which also authorises HeadObject: reading back a copy an earlier attempt
+/// stored, and the manifest's current version), all on `tasks/*`; SQS
+/// ChangeMessageVisibility. (The SQS event source mapping, not the function, receives and
+/// deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:GetItem",
     "dynamodb:UpdateItem",
     "s3:PutObject",
     "s3:AbortMultipartUpload",
+    "s3:GetObject",
     "sqs:ChangeMessageVisibility",
 ];
 
@@ -165,7 +171,50 @@ impl WriteManifest for AwsPorts {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| StorageError::transient("PutObject (manifest)", e.to_string()))?;
         let sha256: [u8; 32] = Sha256::digest(&body).into();
-        self.put_object(key, Bytes::from(body), Some("application/json"), sha256).await
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .content_type("application/json")
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(BASE64.encode(sha256))
+            .send()
+            .await
+            .map_err(|e| storage_error("PutObject", e))?;
+        Ok(())
+    }
+}
+
+impl ReadObject for AwsPorts {
+    async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+        let head =
+            self.s3.head_object().bucket(&self.bucket).key(key).checksum_mode(ChecksumMode::Enabled).send().await;
+        let out = match head {
+            Ok(out) => out,
+            // 404, or the 403 S3 answers for a missing key to a role without s3:ListBucket.
+            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(403 | 404)) => return Ok(None),
+            Err(e) => return Err(storage_error("HeadObject", e)),
+        };
+        Ok(Some(ObjectHead {
+            bytes: out.content_length.and_then(|len| u64::try_from(len).ok()).unwrap_or_default(),
+            content_type: out.content_type,
+            etag: out.e_tag.unwrap_or_default(),
+            checksum_sha256: out.checksum_sha256,
+            metadata: out.metadata.unwrap_or_default(),
+        }))
+    }
+
+    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
+        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await;
+        let mut body = out.map_err(|e| storage_error("GetObject", e))?.body;
+        let (mut bytes, mut hasher) = (0u64, Sha256::new());
+        let read_error = |e| StorageError::transient("GetObject", DisplayErrorContext(e).to_string());
+        while let Some(chunk) = body.try_next().await.map_err(read_error)? {
+            bytes += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        Ok((bytes, hasher.finalize().into()))
     }
 }
 
@@ -194,7 +243,7 @@ impl ObjectStore for AwsPorts {
         &self,
         key: &str,
         body: Bytes,
-        content_type: Option<&str>,
+        info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
         self.s3
@@ -202,7 +251,9 @@ impl ObjectStore for AwsPorts {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body))
-            .set_content_type(content_type.map(str::to_owned))
+            .set_content_type(info.content_type.map(str::to_owned))
+            .metadata(SOURCE_METADATA, info.source_sha256)
+            .metadata(SHA256_METADATA, hex::encode(sha256))
             // The algorithm header too: some S3-compatible stores only keep a checksum they
             // are told the algorithm of. A value set here stops the SDK computing its own.
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
@@ -213,13 +264,14 @@ impl ObjectStore for AwsPorts {
         Ok(())
     }
 
-    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, StorageError> {
+    async fn create_multipart(&self, key: &str, info: ObjectInfo<'_>) -> Result<String, StorageError> {
         let out = self
             .s3
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
-            .set_content_type(content_type.map(str::to_owned))
+            .set_content_type(info.content_type.map(str::to_owned))
+            .metadata(SOURCE_METADATA, info.source_sha256)
             // Each part carries its SHA-256; the object's checksum is the composite of those
             // (S3 offers no full-object SHA-256 for multipart uploads).
             .checksum_algorithm(ChecksumAlgorithm::Sha256)

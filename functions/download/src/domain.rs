@@ -8,7 +8,10 @@
 //!    with a conditional update, so two copies of one message never both copy (a claim that
 //!    loses a race is tried again from a fresh read, with [`retry_on_conflict`]);
 //! 4. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
-//!    conditional on still holding the claim; a retryable failure releases the claim;
+//!    conditional on still holding the claim; a retryable failure releases the claim. A file
+//!    claimed before is first looked for under its key ([`crate::existing`]): a complete copy
+//!    of the same URL that an earlier attempt stored but could not record is recorded
+//!    `stored` without being copied again;
 //! 5. if every file of the task is now settled, flip the vault state (with a short manifest
 //!    lease) conditional on the version read (retried likewise); the winner of that flip
 //!    writes the manifest, then records its key. A redelivery resumes a manifest whose
@@ -24,8 +27,9 @@ use stemvault_vault::{
 use suno_callbacks::TaskId;
 
 use crate::error::{CopyError, DownloadError, StorageError};
+use crate::existing::{ReadObject, find_copy, source_sha256};
 use crate::source::{FetchSource, loggable_str};
-use crate::upload::{ObjectStore, StoredObject, UploadLimits, upload};
+use crate::upload::{Destination, ObjectStore, StoredObject, UploadLimits, upload};
 
 /// How many times a claim that lost a race is tried, each from a fresh read.
 const CLAIM_ATTEMPTS: u32 = 3;
@@ -143,6 +147,7 @@ pub trait Ports:
     + DelayMessage
     + FetchSource
     + ObjectStore
+    + ReadObject
     + Sync
 {
 }
@@ -159,6 +164,7 @@ impl<T> Ports for T where
         + DelayMessage
         + FetchSource
         + ObjectStore
+        + ReadObject
         + Sync
 {
 }
@@ -312,9 +318,19 @@ async fn copy_claimed<P: Ports>(
     plan: &CopyPlan,
 ) -> Outcome {
     let started = Instant::now();
-    tracing::info!(source = %loggable_str(&plan.url), key = %plan.key, "copying");
     let worker = delivery.worker.as_str();
-    let error = match copy(ports, settings, plan, delivery.stop_at).await {
+    let found = match plan.earlier_attempts {
+        0 => None,
+        _ => stored_before(ports, plan, delivery.stop_at).await,
+    };
+    let copied = match found {
+        Some(stored) => Ok(stored),
+        None => {
+            tracing::info!(source = %loggable_str(&plan.url), key = %plan.key, "copying");
+            copy(ports, settings, plan, delivery.stop_at).await
+        }
+    };
+    let error = match copied {
         Ok(stored) => {
             let stored_at = ports.now();
             return match ports.record_stored(task_id, name, worker, &stored, stored_at).await {
@@ -354,6 +370,22 @@ async fn after_settling<P: Ports>(ports: &P, task_id: &TaskId, outcome: Outcome)
     }
 }
 
+/// The complete copy of the plan's URL an earlier attempt stored under its key, if any. Not
+/// being able to tell only means copying again, as if there were none.
+async fn stored_before<P: ReadObject + Sync>(ports: &P, plan: &CopyPlan, stop_at: Instant) -> Option<StoredObject> {
+    match find_copy(ports, &plan.key, &plan.url, stop_at).await {
+        Ok(Some(stored)) => {
+            tracing::info!(key = %plan.key, bytes = stored.bytes, "an earlier attempt stored the file; recording it");
+            Some(stored)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for an earlier copy; copying");
+            None
+        }
+    }
+}
+
 /// Fetch and upload, stopping at `stop_at`.
 async fn copy<P: FetchSource + ObjectStore + Sync>(
     ports: &P,
@@ -364,7 +396,8 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     let opening = ports.open(&plan.url, settings.max_file_bytes);
     let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
     let limits = UploadLimits { part_size: settings.part_size, max_bytes: settings.max_file_bytes, stop_at };
-    upload(ports, &plan.key, body, limits).await
+    let source = source_sha256(&plan.url);
+    upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await
 }
 
 /// If the task's files are all settled and its vault still `pending`, settle it and write

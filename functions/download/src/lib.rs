@@ -7,6 +7,7 @@
 //! * [`domain`]: one message from claim to manifest, over small traits.
 //! * [`source`] and [`source_policy`]: which URLs may be fetched and how.
 //! * [`upload`]: single or multipart streaming upload with SHA-256.
+//! * [`existing`]: recognising a complete copy an earlier attempt stored but did not record.
 //! * [`aws`]: the SDK adapters ([`aws::AwsPorts`]) and the AWS actions they call
 //!   ([`aws::AWS_ACTIONS`]).
 //! * [`error`]: what can fail, and whether a retry may help.
@@ -17,6 +18,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod existing;
 pub mod source;
 pub mod source_policy;
 pub mod upload;

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
@@ -18,8 +20,11 @@ use crate::domain::{
     Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
+use crate::existing::{ObjectHead, ReadObject};
 use crate::source::{ChunkStream as SourceChunks, FetchSource};
-use crate::upload::{MIN_PART_SIZE, ObjectStore, SourceBody, StoredObject, UploadedPart};
+use crate::upload::{
+    MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
+};
 
 /// The task the domain and app tests work on.
 pub const TASK: &str = "e649edb7abfd759285bd41a47a634b10";
@@ -116,21 +121,62 @@ pub struct MemoryStore {
     pub refuse: Option<StorageError>,
 }
 
+/// One object: its bytes, what it was stored with, and its ETag (new on every write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryObject {
+    pub data: Vec<u8>,
+    pub content_type: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub etag: String,
+}
+
+/// A multipart upload in progress: what its object will be stored with, and its parts.
+pub struct MemoryUpload {
+    content_type: Option<String>,
+    metadata: HashMap<String, String>,
+    parts: BTreeMap<i32, Vec<u8>>,
+}
+
 #[derive(Default)]
 pub struct StoreState {
-    objects: HashMap<String, (Vec<u8>, Option<String>)>,
-    uploads: HashMap<String, BTreeMap<i32, Vec<u8>>>,
+    objects: HashMap<String, MemoryObject>,
+    uploads: HashMap<String, MemoryUpload>,
     calls: Vec<StoreCall>,
     next_upload: u32,
+    writes: u32,
+    reads: u32,
+}
+
+impl StoreState {
+    pub fn insert(
+        &mut self,
+        key: &str,
+        data: Vec<u8>,
+        content_type: Option<String>,
+        metadata: HashMap<String, String>,
+    ) {
+        self.writes += 1;
+        let etag = format!("\"etag-{}\"", self.writes);
+        self.objects.insert(key.to_owned(), MemoryObject { data, content_type, metadata, etag });
+    }
 }
 
 fn storage_error(operation: &'static str, message: &str) -> StorageError {
     StorageError::transient(operation, message)
 }
 
+/// The metadata an upload with `info` keeps.
+fn metadata_of(info: ObjectInfo<'_>) -> HashMap<String, String> {
+    HashMap::from([(SOURCE_METADATA.to_owned(), info.source_sha256.to_owned())])
+}
+
 impl MemoryStore {
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
-        self.state.lock().unwrap().objects.get(key).map(|(data, _)| data.clone())
+        self.state.lock().unwrap().objects.get(key).map(|o| o.data.clone())
+    }
+
+    pub fn stored(&self, key: &str) -> Option<MemoryObject> {
+        self.state.lock().unwrap().objects.get(key).cloned()
     }
 
     pub fn calls(&self) -> Vec<StoreCall> {
@@ -140,6 +186,11 @@ impl MemoryStore {
     pub fn open_uploads(&self) -> Vec<String> {
         self.state.lock().unwrap().uploads.keys().cloned().collect()
     }
+
+    /// Objects read back whole.
+    pub fn reads(&self) -> u32 {
+        self.state.lock().unwrap().reads
+    }
 }
 
 impl ObjectStore for MemoryStore {
@@ -147,7 +198,7 @@ impl ObjectStore for MemoryStore {
         &self,
         key: &str,
         body: Bytes,
-        content_type: Option<&str>,
+        info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
         let mut state = self.state.lock().unwrap();
@@ -158,11 +209,13 @@ impl ObjectStore for MemoryStore {
         if <[u8; 32]>::from(Sha256::digest(&body)) != sha256 {
             return Err(storage_error("PutObject", "checksum mismatch"));
         }
-        state.objects.insert(key.to_owned(), (body.to_vec(), content_type.map(str::to_owned)));
+        let mut metadata = metadata_of(info);
+        metadata.insert(SHA256_METADATA.to_owned(), hex::encode(sha256));
+        state.insert(key, body.to_vec(), info.content_type.map(str::to_owned), metadata);
         Ok(())
     }
 
-    async fn create_multipart(&self, key: &str, _content_type: Option<&str>) -> Result<String, StorageError> {
+    async fn create_multipart(&self, key: &str, info: ObjectInfo<'_>) -> Result<String, StorageError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Create { key: key.to_owned() });
         if let Some(refusal) = &self.refuse {
@@ -170,7 +223,12 @@ impl ObjectStore for MemoryStore {
         }
         state.next_upload += 1;
         let id = format!("upload-{}", state.next_upload);
-        state.uploads.insert(id.clone(), BTreeMap::new());
+        let upload = MemoryUpload {
+            content_type: info.content_type.map(str::to_owned),
+            metadata: metadata_of(info),
+            parts: BTreeMap::new(),
+        };
+        state.uploads.insert(id.clone(), upload);
         Ok(id)
     }
 
@@ -190,21 +248,21 @@ impl ObjectStore for MemoryStore {
         if <[u8; 32]>::from(Sha256::digest(&body)) != sha256 {
             return Err(storage_error("UploadPart", "checksum mismatch"));
         }
-        let parts = state.uploads.get_mut(upload_id).ok_or_else(|| storage_error("UploadPart", "no such upload"))?;
-        parts.insert(part_number, body.to_vec());
+        let upload = state.uploads.get_mut(upload_id).ok_or_else(|| storage_error("UploadPart", "no such upload"))?;
+        upload.parts.insert(part_number, body.to_vec());
         Ok(UploadedPart { part_number, etag: format!("etag-{part_number}"), checksum_sha256: None })
     }
 
     async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), StorageError> {
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Complete { key: key.to_owned(), parts: parts.len() });
-        let stored = state.uploads.remove(upload_id).ok_or_else(|| storage_error("Complete", "no such upload"))?;
+        let upload = state.uploads.remove(upload_id).ok_or_else(|| storage_error("Complete", "no such upload"))?;
         let numbers: Vec<i32> = parts.iter().map(|p| p.part_number).collect();
-        if numbers != stored.keys().copied().collect::<Vec<_>>() {
+        if numbers != upload.parts.keys().copied().collect::<Vec<_>>() {
             return Err(storage_error("Complete", "parts do not match"));
         }
-        let data: Vec<u8> = stored.into_values().flatten().collect();
-        state.objects.insert(key.to_owned(), (data, None));
+        let data: Vec<u8> = upload.parts.into_values().flatten().collect();
+        state.insert(key, data, upload.content_type, upload.metadata);
         Ok(())
     }
 
@@ -213,6 +271,26 @@ impl ObjectStore for MemoryStore {
         state.calls.push(StoreCall::Abort);
         state.uploads.remove(upload_id);
         Ok(())
+    }
+}
+
+impl ReadObject for MemoryStore {
+    async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+        let state = self.state.lock().unwrap();
+        Ok(state.objects.get(key).map(|o| ObjectHead {
+            bytes: o.data.len() as u64,
+            content_type: o.content_type.clone(),
+            etag: o.etag.clone(),
+            checksum_sha256: o.metadata.contains_key(SHA256_METADATA).then(|| BASE64.encode(Sha256::digest(&o.data))),
+            metadata: o.metadata.clone(),
+        }))
+    }
+
+    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
+        let mut state = self.state.lock().unwrap();
+        state.reads += 1;
+        let object = state.objects.get(key).ok_or_else(|| storage_error("GetObject", "NoSuchKey"))?;
+        Ok((object.data.len() as u64, Sha256::digest(&object.data).into()))
     }
 }
 
@@ -234,6 +312,8 @@ pub struct MemoryPorts {
     pub manifests: Mutex<Vec<(String, Manifest)>>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
+    /// Fail this many `stored` records (the table unavailable) before succeeding.
+    pub stored_failures: Mutex<u32>,
     pub delays: Mutex<Vec<(String, Duration)>>,
     pub now: Mutex<Option<Timestamp>>,
 }
@@ -341,6 +421,12 @@ impl RecordStored for MemoryPorts {
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
+        let mut failures = self.stored_failures.lock().unwrap();
+        if *failures > 0 {
+            *failures -= 1;
+            return Err(StoreError::Unavailable("injected: the table timed out".into()));
+        }
+        drop(failures);
         Ok(self.update_file(
             task_id,
             name,
@@ -481,14 +567,14 @@ impl ObjectStore for MemoryPorts {
         &self,
         key: &str,
         body: Bytes,
-        content_type: Option<&str>,
+        info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
-        self.store.put_object(key, body, content_type, sha256).await
+        self.store.put_object(key, body, info, sha256).await
     }
 
-    async fn create_multipart(&self, key: &str, content_type: Option<&str>) -> Result<String, StorageError> {
-        self.store.create_multipart(key, content_type).await
+    async fn create_multipart(&self, key: &str, info: ObjectInfo<'_>) -> Result<String, StorageError> {
+        self.store.create_multipart(key, info).await
     }
 
     async fn upload_part(
@@ -508,5 +594,15 @@ impl ObjectStore for MemoryPorts {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         self.store.abort_multipart(key, upload_id).await
+    }
+}
+
+impl ReadObject for MemoryPorts {
+    async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+        self.store.head_object(key).await
+    }
+
+    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
+        self.store.hash_object(key).await
     }
 }

@@ -12,6 +12,11 @@
 //! SHA-256 is computed while streaming: over the whole body (kept in the record; sent as the
 //! object's `ChecksumSHA256` on PutObject) and over each part (sent as the part's
 //! `ChecksumSHA256`, so S3 verifies every byte it receives).
+//!
+//! Every object carries the SHA-256 of the URL its bytes came from as its
+//! [`SOURCE_METADATA`], and a single PutObject also the body's SHA-256 as its
+//! [`SHA256_METADATA`]: what [`crate::existing`] reads back to recognise a complete copy that
+//! an earlier attempt stored but could not record.
 
 use std::future::Future;
 use std::time::Instant;
@@ -21,6 +26,16 @@ use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CopyError, FetchError, StorageError};
+
+/// Object metadata (`x-amz-meta-source-sha256`): the lower-case hex SHA-256 of the URL the
+/// object's bytes came from (the whole URL, signed query included; a hash, so no signature is
+/// kept in the clear).
+pub const SOURCE_METADATA: &str = "source-sha256";
+/// Object metadata (`x-amz-meta-sha256`) of an object stored by one PutObject: the lower-case
+/// hex SHA-256 of its body, the same digest S3 verified as its `ChecksumSHA256`. A multipart
+/// object has none: its SHA-256 is only known once its last part is read, after
+/// CreateMultipartUpload fixed its metadata.
+pub const SHA256_METADATA: &str = "sha256";
 
 /// Smallest part size used (S3's minimum is 5 MiB).
 pub const MIN_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -57,8 +72,23 @@ pub struct StoredObject {
     pub bytes: u64,
     pub sha256_hex: String,
     pub content_type: Option<String>,
-    /// 1 for a single PutObject.
+    /// 1 for a single PutObject; 0 for a copy an earlier attempt stored.
     pub parts: u32,
+}
+
+/// Where an upload goes: its key, and the hex SHA-256 of its source URL ([`SOURCE_METADATA`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    pub key: &'a str,
+    pub source_sha256: &'a str,
+}
+
+/// What an object is stored with besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectInfo<'a> {
+    pub content_type: Option<&'a str>,
+    /// Kept as [`SOURCE_METADATA`].
+    pub source_sha256: &'a str,
 }
 
 /// One uploaded part, as CompleteMultipartUpload needs it.
@@ -71,17 +101,18 @@ pub struct UploadedPart {
 
 /// The S3 operations an upload needs. `sha256` arguments are raw digests of `body`.
 pub trait ObjectStore {
+    /// Store `body` whole, with `info` and `sha256` (as [`SHA256_METADATA`] too).
     fn put_object(
         &self,
         key: &str,
         body: Bytes,
-        content_type: Option<&str>,
+        info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> impl Future<Output = Result<(), StorageError>> + Send;
     fn create_multipart(
         &self,
         key: &str,
-        content_type: Option<&str>,
+        info: ObjectInfo<'_>,
     ) -> impl Future<Output = Result<String, StorageError>> + Send;
     fn upload_part(
         &self,
@@ -109,10 +140,10 @@ pub struct UploadLimits {
     pub stop_at: Instant,
 }
 
-/// Stream `body` to `key`.
+/// Stream `body` to `to`.
 pub async fn upload<O, S>(
     store: &O,
-    key: &str,
+    to: Destination<'_>,
     body: SourceBody<S>,
     limits: UploadLimits,
 ) -> Result<StoredObject, CopyError>
@@ -124,6 +155,8 @@ where
         return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
     }
     let content_type = body.content_type;
+    let key = to.key;
+    let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
     let mut reader = PartReader::new(body.chunks, body.content_length, limits.max_bytes);
     let first = before(limits.stop_at, async {
         let part = reader.next_part(limits.part_size).await?;
@@ -133,12 +166,11 @@ where
     .await;
     let (first, ended) = first?;
     if ended {
-        let put = async { Ok(store.put_object(key, first.bytes, content_type.as_deref(), first.sha256).await?) };
+        let put = async { Ok(store.put_object(key, first.bytes, info, first.sha256).await?) };
         before(limits.stop_at, put).await?;
         return Ok(reader.finish(1, content_type));
     }
-    let upload_id =
-        before(limits.stop_at, async { Ok(store.create_multipart(key, content_type.as_deref()).await?) }).await?;
+    let upload_id = before(limits.stop_at, async { Ok(store.create_multipart(key, info).await?) }).await?;
     let sent = before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await;
     let completed = match sent {
         Ok(parts) => {
@@ -307,6 +339,12 @@ mod tests {
 
     const PART: usize = MIN_PART_SIZE;
 
+    const SOURCE: &str = "5a1e";
+
+    fn to(key: &str) -> Destination<'_> {
+        Destination { key, source_sha256: SOURCE }
+    }
+
     fn limits() -> UploadLimits {
         UploadLimits { part_size: PART, max_bytes: 1 << 30, stop_at: Instant::now() + Duration::from_secs(60) }
     }
@@ -332,7 +370,7 @@ mod tests {
             let data = deterministic_bytes(len, 3);
             let store = MemoryStore::default();
             let stored =
-                upload(&store, "k", body_of(&data, 7000, declared, Some("audio/mpeg")), limits()).await.unwrap();
+                upload(&store, to("k"), body_of(&data, 7000, declared, Some("audio/mpeg")), limits()).await.unwrap();
             assert_eq!(stored.bytes, len as u64);
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(stored.parts, 1);
@@ -340,6 +378,9 @@ mod tests {
             assert_eq!(store.object("k").unwrap(), data, "len {len}");
             let calls = store.calls();
             assert_eq!(calls, vec![StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() }]);
+            let metadata = store.stored("k").unwrap().metadata;
+            assert_eq!(metadata[SOURCE_METADATA], SOURCE, "which URL the bytes came from");
+            assert_eq!(metadata[SHA256_METADATA], sha_hex(&data), "the whole body's SHA-256");
         }
     }
 
@@ -349,7 +390,7 @@ mod tests {
             let len = 2 * PART + 12_345;
             let data = deterministic_bytes(len, 9);
             let store = MemoryStore::default();
-            let stored = upload(&store, "big", body_of(&data, 65_536 + 7, declared, None), limits()).await.unwrap();
+            let stored = upload(&store, to("big"), body_of(&data, 65_536 + 7, declared, None), limits()).await.unwrap();
             assert_eq!((stored.bytes, stored.parts), (len as u64, 3));
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(store.object("big").unwrap(), data);
@@ -367,6 +408,9 @@ mod tests {
                 .collect();
             assert_eq!(sizes, vec![PART, PART, 12_345]);
             assert!(matches!(store.calls().last(), Some(StoreCall::Complete { parts: 3, .. })));
+            let metadata = store.stored("big").unwrap().metadata;
+            assert_eq!(metadata[SOURCE_METADATA], SOURCE);
+            assert!(!metadata.contains_key(SHA256_METADATA), "unknown when the upload is created");
         }
     }
 
@@ -374,7 +418,7 @@ mod tests {
     async fn an_exact_multiple_of_the_part_size_has_no_empty_last_part() {
         let data = deterministic_bytes(2 * PART, 1);
         let store = MemoryStore::default();
-        let stored = upload(&store, "k", body_of(&data, 1 << 20, true, None), limits()).await.unwrap();
+        let stored = upload(&store, to("k"), body_of(&data, 1 << 20, true, None), limits()).await.unwrap();
         assert_eq!(stored.parts, 2);
         assert_eq!(store.object("k").unwrap(), data);
     }
@@ -386,7 +430,7 @@ mod tests {
             let mut body = body_of(&data, 4096, false, None);
             body.content_length = Some(declared);
             let store = MemoryStore::default();
-            let err = upload(&store, "k", body, limits()).await.unwrap_err();
+            let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
             assert!(
                 matches!(err, CopyError::Fetch(FetchError::LengthMismatch { expected, .. }) if expected == declared)
             );
@@ -402,7 +446,7 @@ mod tests {
         let small = UploadLimits { max_bytes: PART as u64 + 50, ..limits() };
         for declared in [true, false] {
             let store = MemoryStore::default();
-            let err = upload(&store, "k", body_of(&data, 8192, declared, None), small).await.unwrap_err();
+            let err = upload(&store, to("k"), body_of(&data, 8192, declared, None), small).await.unwrap_err();
             assert!(matches!(err, CopyError::Fetch(FetchError::TooLarge { .. })), "{err}");
             assert!(!err.is_retryable());
             assert_eq!(store.object("k"), None);
@@ -428,7 +472,7 @@ mod tests {
             chunks: futures::stream::iter(chunks),
         };
         let store = MemoryStore::default();
-        let err = upload(&store, "k", body, limits()).await.unwrap_err();
+        let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
         assert_eq!(err, CopyError::Fetch(FetchError::Body("connection reset".into())));
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
@@ -439,7 +483,7 @@ mod tests {
     async fn a_failed_part_aborts_the_upload() {
         let data = deterministic_bytes(3 * PART, 6);
         let store = MemoryStore { fail_part: Some(2), ..MemoryStore::default() };
-        let err = upload(&store, "k", body_of(&data, 1 << 16, true, None), limits()).await.unwrap_err();
+        let err = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), limits()).await.unwrap_err();
         assert!(matches!(err, CopyError::Storage(_)));
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
@@ -449,10 +493,10 @@ mod tests {
     struct StalledStore;
 
     impl ObjectStore for StalledStore {
-        async fn put_object(&self, _: &str, _: Bytes, _: Option<&str>, _: [u8; 32]) -> Result<(), StorageError> {
+        async fn put_object(&self, _: &str, _: Bytes, _: ObjectInfo<'_>, _: [u8; 32]) -> Result<(), StorageError> {
             futures::future::pending().await
         }
-        async fn create_multipart(&self, _: &str, _: Option<&str>) -> Result<String, StorageError> {
+        async fn create_multipart(&self, _: &str, _: ObjectInfo<'_>) -> Result<String, StorageError> {
             futures::future::pending().await
         }
         async fn upload_part(
@@ -478,7 +522,7 @@ mod tests {
         for len in [1000, PART + 1] {
             let data = deterministic_bytes(len, 8);
             let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
-            let err = upload(&StalledStore, "k", body_of(&data, 1 << 16, true, None), soon).await.unwrap_err();
+            let err = upload(&StalledStore, to("k"), body_of(&data, 1 << 16, true, None), soon).await.unwrap_err();
             assert_eq!(err, CopyError::Deadline, "{len} bytes");
         }
     }
@@ -491,7 +535,7 @@ mod tests {
         let body = SourceBody { content_length: None, content_type: None, chunks: Box::pin(chunks) };
         let store = MemoryStore::default();
         let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
-        let err = upload(&store, "k", body, soon).await.unwrap_err();
+        let err = upload(&store, to("k"), body, soon).await.unwrap_err();
         assert_eq!(err, CopyError::Deadline);
         assert!(err.is_retryable());
         assert_eq!(store.object("k"), None);

@@ -53,6 +53,10 @@ pub struct CopyPlan {
     pub key: String,
     /// The message carried another URL than the record (logged, not an error).
     pub replaced: bool,
+    /// Claims of the file before this one (the record's `attempts`): when there were any, an
+    /// earlier attempt may have stored the file without recording it, so the key is looked
+    /// at before copying.
+    pub earlier_attempts: u64,
 }
 
 /// Decide what a message should do. `now` decides whether another worker's claim expired.
@@ -73,7 +77,12 @@ pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Timestamp) -> 
             NextStep::Busy { lease_until: file.lease_until.unwrap_or_default() }
         }
         FileStatus::Pending | FileStatus::Enqueuing | FileStatus::Queued | FileStatus::Downloading => {
-            NextStep::Copy(CopyPlan { url: file.url.clone(), key: file.key.clone(), replaced: file.url != job.url })
+            NextStep::Copy(CopyPlan {
+                url: file.url.clone(),
+                key: file.key.clone(),
+                replaced: file.url != job.url,
+                earlier_attempts: file.attempts,
+            })
         }
     }
 }
@@ -194,8 +203,12 @@ mod tests {
         for status in [FileStatus::Pending, FileStatus::Enqueuing, FileStatus::Queued] {
             let r = record(vec![("vocal", file("https://a/x.mp3", status))]);
             let step = next_step(Some(&r), &job("vocal", "https://a/x.mp3"), NOW);
-            let expected =
-                CopyPlan { url: "https://a/x.mp3".into(), key: "tasks/t1/vocal.mp3".into(), replaced: false };
+            let expected = CopyPlan {
+                url: "https://a/x.mp3".into(),
+                key: "tasks/t1/vocal.mp3".into(),
+                replaced: false,
+                earlier_attempts: 0,
+            };
             assert_eq!(step, NextStep::Copy(expected), "{status:?}");
         }
     }
@@ -227,8 +240,10 @@ mod tests {
         let j = job("vocal", "https://a/x.mp3");
         assert_eq!(next_step(Some(&r), &j, NOW), NextStep::Busy { lease_until: NOW.unix_seconds() });
         f.lease_until = Some(NOW.unix_seconds() - 1);
+        f.attempts = 2;
         let r = record(vec![("vocal", f)]);
-        assert!(matches!(next_step(Some(&r), &j, NOW), NextStep::Copy(_)));
+        let NextStep::Copy(plan) = next_step(Some(&r), &j, NOW) else { panic!("expected a copy") };
+        assert_eq!(plan.earlier_attempts, 2, "the key is looked at before copying again");
     }
 
     #[test]

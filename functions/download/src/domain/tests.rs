@@ -282,6 +282,65 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued);
 }
 
+/// The upload succeeded, recording it failed (the table timed out): the claim stays until its
+/// lease ends, and by the time the message comes back the URL has expired. The redelivery
+/// finds the complete copy under the key and records it, for a single PutObject (SHA-256 in
+/// its metadata) and for a multipart upload (read back and hashed).
+#[tokio::test]
+async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copying_it_again() {
+    for len in [100_000, SETTINGS.part_size + 5] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        let data = deterministic_bytes(len, 5);
+        serve(&ports, "vocal", &data);
+        *ports.stored_failures.lock().unwrap() = 1;
+        let outcome = run(&ports, "vocal", 1).await;
+        assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+        assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Downloading, "claimed until its lease ends");
+
+        ports.source(&url("vocal"), Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into() }));
+        let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
+        *ports.now.lock().unwrap() = Some(lease_over);
+        let outcome = run(&ports, "vocal", 2).await;
+        let Outcome::Stored(stored) = outcome else { panic!("{len} bytes: {outcome:?}") };
+        let sha256 = hex::encode(Sha256::digest(&data));
+        assert_eq!((stored.bytes, stored.sha256_hex.as_str()), (len as u64, sha256.as_str()));
+
+        let r = ports.record(TASK);
+        let f = &r.files["vocal"];
+        assert_eq!(
+            (f.status, f.bytes, f.sha256.as_deref()),
+            (FileStatus::Stored, Some(len as u64), Some(sha256.as_str()))
+        );
+        assert_eq!((f.content_type.as_deref(), f.attempts, f.error.as_deref()), (Some("audio/mpeg"), 2, None));
+        assert_eq!(r.vault, VaultState::Complete);
+        assert_eq!(ports.opened().len(), 1, "{len} bytes: not fetched again");
+        assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), data);
+    }
+}
+
+/// A copy under the key made from another URL (the record's URL changed since) is not this
+/// file: it is copied over.
+#[tokio::test]
+async fn a_copy_of_another_url_under_the_key_is_copied_over() {
+    let mut r = record(&[("vocal", FileStatus::Queued)]);
+    r.files.get_mut("vocal").unwrap().attempts = 1;
+    let ports = MemoryPorts::with_record(r);
+    let key = format!("tasks/{TASK}/vocal.mp3");
+    let older = crate::upload::ObjectInfo {
+        content_type: None,
+        source_sha256: &crate::existing::source_sha256("https://cdn1.suno.ai/old.mp3"),
+    };
+    ports
+        .store
+        .put_object(&key, bytes::Bytes::from_static(b"old"), older, Sha256::digest(b"old").into())
+        .await
+        .unwrap();
+    serve(&ports, "vocal", b"new bytes");
+    assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
+    assert_eq!(ports.opened().len(), 1);
+    assert_eq!(ports.store.object(&key).unwrap(), b"new bytes");
+}
+
 #[tokio::test]
 async fn no_time_left_means_try_later_without_claiming() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
