@@ -10,7 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
+use stemvault_aws::secrets::SecretText;
 use stemvault_ingest::memory::MemoryPorts;
+use stemvault_ingest::secret::CallbackSecret;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture};
 use suno_callbacks::signature::sign;
@@ -32,17 +34,21 @@ impl<P: stemvault_ingest::domain::Ports + Send + Sync + 'static> Endpoint for Ap
     }
 }
 
-fn config(table: &str, bucket: &str, queue: &str) -> Config {
+fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str) -> Config {
     Config {
         table_name: table.into(),
         bucket_name: bucket.into(),
         queue_url: queue.into(),
-        hmac_keys: vec![KEY.into()],
-        callback_token: None,
+        callback_secret_arn: secret_arn.into(),
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
     }
+}
+
+/// The callback secret: [`KEY`].
+fn secret() -> CallbackSecret {
+    CallbackSecret { hmac_keys: vec![KEY.into()], callback_token: None }
 }
 
 /// One split_stem callback (12 files) per task id, each task distinct.
@@ -138,7 +144,8 @@ fn main() {
         );
         println!("{:<58} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
 
-        let in_memory = App::with_ports(&config("t", "b", "q"), MemoryPorts::new());
+        let ports = MemoryPorts::new().with_secret(&secret());
+        let in_memory = App::with_ports(&config("t", "b", "q", "memory"), ports).await.expect("in-memory ingest");
         scenarios("handler overhead (in-memory ports)", in_memory).await;
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -148,7 +155,13 @@ fn main() {
         }
         let env = TestEnv::new().await;
         let r = &env.resources;
-        let app = App::new(config(&r.table_name, &r.bucket_name, &r.queue_url), &env.config);
+        let text = SecretText::new(secret().to_json());
+        let arn = stemvault_aws::secrets::put_secret(&env.config, &format!("{}-callback", r.table_name), &text)
+            .await
+            .expect("put the callback secret");
+        let app = App::new(config(&r.table_name, &r.bucket_name, &r.queue_url, &arn), &env.config)
+            .await
+            .expect("ingest starts");
         scenarios("local emulator (DynamoDB, S3, SQS)", app).await;
         println!(
             "note: the emulator's SendMessageBatch slows down with every message already on its queue \

@@ -1,6 +1,8 @@
 //! The ingest function against the emulator, through its real AWS adapters: every documented
 //! callback is recorded, archived and queued; concurrent and out-of-order deliveries; refusals
-//! that write nothing; and a queue that really fails after the record was written.
+//! that write nothing; a queue that really fails after the record was written; and the
+//! callback secret read from Secrets Manager at start-up and again, after a refusal, once
+//! rotated.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -11,7 +13,10 @@ use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
+use stemvault_aws::secrets::SecretText;
+use stemvault_ingest::credentials::RefreshPolicy;
 use stemvault_ingest::domain::LAMBDA_TIMEOUT;
+use stemvault_ingest::secret::CallbackSecret;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
@@ -21,17 +26,34 @@ use suno_callbacks::{CallbackEvent, Family, Stage, parse_callback, s3_key};
 
 const KEY: &str = "integration-test-key";
 
-fn config(env: &TestEnv) -> Config {
+/// Put `secret` in the emulator as this test's callback secret (created, or rotated when it
+/// exists); its ARN.
+async fn put_secret(env: &TestEnv, secret: &CallbackSecret) -> String {
+    let name = format!("{}-callback", env.resources.table_name);
+    let text = SecretText::new(secret.to_json());
+    stemvault_aws::secrets::put_secret(&env.config, &name, &text).await.expect("put the callback secret")
+}
+
+fn signing_key(key: &str) -> CallbackSecret {
+    CallbackSecret { hmac_keys: vec![key.into()], callback_token: None }
+}
+
+/// The test's resources, and a callback secret holding [`KEY`].
+async fn config(env: &TestEnv) -> Config {
     Config {
         table_name: env.resources.table_name.clone(),
         bucket_name: env.resources.bucket_name.clone(),
         queue_url: env.resources.queue_url.clone(),
-        hmac_keys: vec![KEY.into()],
-        callback_token: None,
+        callback_secret_arn: put_secret(env, &signing_key(KEY)).await,
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
     }
+}
+
+/// The function as it starts in Lambda: clients built, the callback secret read.
+async fn start(env: &TestEnv, config: Config) -> App {
+    App::new(config, &env.config).await.expect("ingest starts")
 }
 
 fn now_secs() -> i64 {
@@ -108,7 +130,7 @@ async fn every_documented_fixture_is_recorded_archived_and_queued() {
     for name in names {
         // Several fixtures share a task id: each gets its own resources.
         let env = TestEnv::new().await;
-        let app = App::new(config(&env), &env.config);
+        let app = start(&env, config(&env).await).await;
         let body = fixture(&name);
         let event = parse_callback(&body).unwrap();
         let response = app.handle(signed(&body)).await;
@@ -136,7 +158,7 @@ async fn every_documented_fixture_is_recorded_archived_and_queued() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     let env = TestEnv::new().await;
-    let app = Arc::new(App::new(config(&env), &env.config));
+    let app = Arc::new(start(&env, config(&env).await).await);
     let body = fixture("separate-vocals__kie__200-split_stem.json");
     let event = parse_callback(&body).unwrap();
     let mut deliveries = tokio::task::JoinSet::new();
@@ -187,7 +209,7 @@ fn music(stage: &str, msg: &str, tracks: &[(&str, &str)]) -> Vec<u8> {
 #[tokio::test]
 async fn stages_arriving_out_of_order_never_move_the_task_back() {
     let env = TestEnv::new().await;
-    let app = App::new(config(&env), &env.config);
+    let app = start(&env, config(&env).await).await;
     let complete = music(
         "complete",
         "All generated successfully.",
@@ -229,7 +251,7 @@ async fn stages_arriving_out_of_order_never_move_the_task_back() {
 #[tokio::test]
 async fn a_failure_after_success_is_recorded_and_keeps_the_files() {
     let env = TestEnv::new().await;
-    let app = App::new(config(&env), &env.config);
+    let app = start(&env, config(&env).await).await;
     let success = fixture("convert-to-wav__kie__200.json");
     let failure = br#"{"code":500,"msg":"Internal Error - Please try again later","data":{"audioWavUrl":null,"task_id":"988e****c8d3"}}"#;
 
@@ -261,7 +283,7 @@ async fn refused(app: &App, req: Request) -> (StatusCode, String) {
 #[tokio::test]
 async fn refusals_and_bad_input_write_nothing() {
     let env = TestEnv::new().await;
-    let app = App::new(Config { max_body_bytes: 2048, ..config(&env) }, &env.config);
+    let app = start(&env, Config { max_body_bytes: 2048, ..config(&env).await }).await;
     let body = fixture("separate-vocals__seed-000__200-separate_vocal.json");
     let task = "3e63b4cc88d52611159371f6af5571e7";
     let now = now_secs();
@@ -302,7 +324,7 @@ async fn refusals_and_bad_input_write_nothing() {
 #[tokio::test]
 async fn an_unknown_family_is_still_recorded() {
     let env = TestEnv::new().await;
-    let app = App::new(config(&env), &env.config);
+    let app = start(&env, config(&env).await).await;
     let body = br#"{"code":200,"msg":"success","data":{"taskId":"f00dfeed42","result":{"coverUrl":"https://cdn.example/c.png"}}}"#;
     let response = app.handle(signed(body)).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
@@ -321,7 +343,7 @@ async fn an_unknown_family_is_still_recorded() {
 async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queues_everything() {
     let env = TestEnv::new().await;
     let missing_queue = format!("{}-missing", env.resources.queue_url);
-    let broken = App::new(Config { queue_url: missing_queue, ..config(&env) }, &env.config);
+    let broken = start(&env, Config { queue_url: missing_queue, ..config(&env).await }).await;
     let body = fixture("separate-vocals__seed-000__200-split_stem.json");
     let event = parse_callback(&body).unwrap();
 
@@ -335,7 +357,7 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
     assert!(env.drain_queue(20).await.is_empty());
 
     // The provider retries the same callback; by then the function's queue works.
-    let fixed = App::new(config(&env), &env.config);
+    let fixed = start(&env, config(&env).await).await;
     let retry = fixed.handle(signed(&body)).await;
     assert_eq!(retry.status(), StatusCode::OK);
     let answer = json(&retry);
@@ -370,7 +392,7 @@ fn midi_body(task_id: &str, target: usize) -> Vec<u8> {
 #[tokio::test]
 async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_details() {
     let env = TestEnv::new().await;
-    let app = App::new(config(&env), &env.config);
+    let app = start(&env, config(&env).await).await;
     let body = midi_body("midi0big0task", 1024 * 1024 - 64);
     assert!(body.len() > 1_000_000 && body.len() <= 1024 * 1024, "{}", body.len());
     let event = parse_callback(&body).unwrap();
@@ -390,7 +412,7 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
 #[tokio::test]
 async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     let env = TestEnv::new().await;
-    let app = App::new(config(&env), &env.config);
+    let app = start(&env, config(&env).await).await;
     let body = fixture("convert-to-wav__kie__200.json");
     assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
     let mut record = env.record("988e****c8d3").await.unwrap();
@@ -403,4 +425,50 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
+}
+
+// --- the callback secret in Secrets Manager ----------------------------------------------
+
+#[tokio::test]
+async fn the_secret_is_read_at_start_and_a_rotated_key_is_taken_after_a_refusal() {
+    let env = TestEnv::new().await;
+    let config = config(&env).await;
+    // One instance as deployed (re-reads at most once a minute), one that may re-read at once.
+    let deployed = start(&env, config.clone()).await;
+    let eager = start(&env, config).await.with_refresh_policy(RefreshPolicy { interval: Duration::ZERO });
+    let body = fixture("convert-to-wav__kie__200.json");
+    let task = "988e****c8d3";
+    let by = |key: &str| request(&signed_by(key, task, now_secs()), &body);
+    for app in [&deployed, &eager] {
+        assert_eq!(app.handle(by(KEY)).await.status(), StatusCode::OK, "the key read at start-up");
+    }
+
+    put_secret(&env, &signing_key("rotated-key")).await;
+    let response = eager.handle(by("rotated-key")).await;
+    assert_eq!(response.status(), StatusCode::OK, "refused, re-read, accepted: {}", json(&response));
+    assert_eq!(refused(&eager, by(KEY)).await, (StatusCode::UNAUTHORIZED, "signature_mismatch".into()), "rotated out");
+
+    assert_eq!(
+        refused(&deployed, by("rotated-key")).await,
+        (StatusCode::UNAUTHORIZED, "signature_mismatch".into()),
+        "read less than a minute ago: not read again yet"
+    );
+    assert_eq!(deployed.handle(by(KEY)).await.status(), StatusCode::OK);
+    assert_eq!(env.record(task).await.unwrap().deliveries, 4);
+}
+
+#[tokio::test]
+async fn ingest_does_not_start_without_a_usable_secret() {
+    let env = TestEnv::new().await;
+    let config = config(&env).await;
+    let missing = Config { callback_secret_arn: format!("{}-none", config.callback_secret_arn), ..config.clone() };
+    let err = App::new(missing, &env.config).await.err().expect("no secret, no start");
+    assert!(err.to_string().starts_with("CALLBACK_SECRET_ARN is invalid: the secret could not be read"), "{err}");
+
+    put_secret(&env, &CallbackSecret::default()).await;
+    let err = App::new(config.clone(), &env.config).await.err().expect("an open endpoint must be allowed");
+    assert!(err.to_string().starts_with("no callback authentication configured"), "{err}");
+    let open = start(&env, Config { allow_unauthenticated: true, ..config }).await;
+    let body = fixture("convert-to-wav__kie__200.json");
+    assert_eq!(open.handle(request(&[], &body)).await.status(), StatusCode::OK);
 }

@@ -1,51 +1,64 @@
-//! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication,
-//! limits and answers around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda,
-//! in memory in the tests and the benchmark).
+//! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication
+//! (with the callback secret read again when it may have been rotated), limits and answers
+//! around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda, in memory in the
+//! tests and the benchmark).
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
-use suno_callbacks::{ParseError, parse_callback};
+use stemvault_aws::ConfigError;
+use suno_callbacks::{CallbackEvent, ParseError, parse_callback};
 use tracing::Instrument;
 
 use crate::Config;
 use crate::auth::{Auth, Refusal};
 use crate::aws::AwsPorts;
+use crate::credentials::Credentials;
+#[cfg(any(test, feature = "test-support"))]
+use crate::credentials::RefreshPolicy;
 use crate::domain::{Ports, Settings, ingest};
 use crate::error::IngestError;
 
-/// The ingest function with its clients, built once per instance.
+/// The ingest function with its clients and checks, built once per instance.
 pub struct App<P = AwsPorts> {
     ports: P,
-    auth: Auth,
+    credentials: Credentials,
     max_body_bytes: usize,
     settings: Settings,
 }
 
 impl App {
-    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
-        if config.is_unauthenticated() {
-            tracing::warn!("ALLOW_UNAUTHENTICATED=true: accepting callbacks from anyone");
-        }
+    /// Build the clients and read the callback secret: once per instance, at its cold start.
+    /// Fails when the secret cannot be read or used.
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let ports = AwsPorts::new(&config, sdk);
-        App::over(&config, ports)
+        App::over(&config, ports).await
     }
 }
 
 impl<P: Ports> App<P> {
-    fn over(config: &Config, ports: P) -> App<P> {
-        App {
-            ports,
-            auth: Auth::from_config(config),
-            max_body_bytes: config.max_body_bytes,
-            settings: Settings::default(),
+    async fn over(config: &Config, ports: P) -> Result<App<P>, ConfigError> {
+        let credentials = Credentials::load(&ports, config.auth_settings()).await?;
+        if credentials.current().is_unauthenticated() {
+            tracing::warn!(
+                "ALLOW_UNAUTHENTICATED=true and the callback secret holds neither keys nor token: \
+                 accepting callbacks from anyone"
+            );
         }
+        Ok(App { ports, credentials, max_body_bytes: config.max_body_bytes, settings: Settings::default() })
     }
 
     /// The app over other ports (the in-memory ones of the tests and the benchmark).
     #[cfg(any(test, feature = "test-support"))]
-    pub fn with_ports(config: &Config, ports: P) -> App<P> {
-        App::over(config, ports)
+    pub async fn with_ports(config: &Config, ports: P) -> Result<App<P>, ConfigError> {
+        App::over(config, ports).await
+    }
+
+    /// Another policy for re-reading the secret (the emulator tests re-read at once).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn with_refresh_policy(mut self, policy: RefreshPolicy) -> App<P> {
+        self.credentials = self.credentials.with_policy(policy);
+        self
     }
 
     /// Other lease and wait timings.
@@ -64,39 +77,21 @@ impl<P: Ports> App<P> {
     }
 
     async fn respond(&self, req: Request, request_id: &str) -> Response<Body> {
-        let path_token = match route(req.method(), routed_path(&req), self.auth.expects_path_token()) {
-            Route::Callback { token } => token,
-            Route::MethodNotAllowed => {
-                let mut response = error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
+        let auth = self.credentials.current();
+        let mut checked = self.check(&auth, &req);
+        if matches!(&checked, Err(rejection) if rejection.may_be_stale) {
+            // Perhaps signed with a key rotated in since the secret was read: read it again
+            // (rate-limited) and check once more.
+            if let Some(fresh) = self.credentials.refreshed(&self.ports, &auth).await {
+                checked = self.check(&fresh, &req);
             }
-            Route::NotFound => return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint"),
-        };
-        if let Err(refusal) = self.auth.check_before_body(path_token, req.headers()) {
-            return unauthorized(refusal);
         }
+        let event = match checked {
+            Ok(event) => event,
+            Err(rejection) => return rejection.answer(),
+        };
 
         let body: &[u8] = req.body().as_ref();
-        if body.len() > self.max_body_bytes {
-            tracing::warn!(bytes = body.len(), "callback refused: body too large");
-            let message = format!("the body is {} bytes; at most {} are accepted", body.len(), self.max_body_bytes);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", &message);
-        }
-        let event = match parse_callback(body) {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::warn!(reason = parse_error_code(&e), "callback refused: {e}");
-                return error(StatusCode::BAD_REQUEST, parse_error_code(&e), &e.to_string());
-            }
-        };
-        tracing::Span::current().record("task_id", event.task_id.as_str());
-
-        let now = self.ports.now().unix_seconds();
-        if let Err(refusal) = self.auth.check_signature(event.task_id.as_str(), req.headers(), now) {
-            return unauthorized(refusal);
-        }
-
         match ingest(&self.ports, &self.settings, &event, body, request_id).await {
             Ok(outcome) => {
                 let status = if outcome.duplicate { "duplicate" } else { "accepted" };
@@ -127,6 +122,78 @@ impl<P: Ports> App<P> {
                 };
                 error(status, e.code(), e.public_message())
             }
+        }
+    }
+
+    /// Everything checked before anything is written, with `auth`'s checks: the route, the
+    /// path token and signature headers, the size, the body, then the signature.
+    fn check(&self, auth: &Auth, req: &Request) -> Result<CallbackEvent, Rejection> {
+        let path = routed_path(req);
+        let path_token = match route(req.method(), path, auth.expects_path_token()) {
+            Route::Callback { token } => token,
+            Route::MethodNotAllowed => {
+                return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
+            }
+            Route::NotFound => {
+                let mut rejection = Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+                // A token path while the checks expect none: the secret may have gained a token.
+                rejection.may_be_stale = !auth.expects_path_token() && path.starts_with("/callback/");
+                return Err(rejection);
+            }
+        };
+        auth.check_before_body(path_token, req.headers()).map_err(Rejection::unauthorized)?;
+
+        let body: &[u8] = req.body().as_ref();
+        if body.len() > self.max_body_bytes {
+            let message = format!("the body is {} bytes; at most {} are accepted", body.len(), self.max_body_bytes);
+            return Err(Rejection::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message));
+        }
+        let event = parse_callback(body)
+            .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, parse_error_code(&e), e.to_string()))?;
+        tracing::Span::current().record("task_id", event.task_id.as_str());
+
+        let now = self.ports.now().unix_seconds();
+        auth.check_signature(event.task_id.as_str(), req.headers(), now).map_err(Rejection::unauthorized)?;
+        Ok(event)
+    }
+}
+
+/// A request answered with a 4xx before anything is written.
+#[derive(Debug)]
+struct Rejection {
+    status: StatusCode,
+    /// Machine-readable, e.g. `signature_mismatch`.
+    reason: &'static str,
+    /// For people; never contains a secret or a header value.
+    message: String,
+    /// Checks built from a newer version of the callback secret might not refuse it.
+    may_be_stale: bool,
+}
+
+impl Rejection {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
+        Rejection { status, reason, message: message.into(), may_be_stale: false }
+    }
+
+    /// Refused by the callback checks: 401.
+    fn unauthorized(refusal: Refusal) -> Rejection {
+        Rejection { may_be_stale: true, ..Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message) }
+    }
+
+    /// Log and answer it.
+    fn answer(self) -> Response<Body> {
+        tracing::warn!(reason = self.reason, status = self.status.as_u16(), "callback refused: {}", self.message);
+        match self.status {
+            StatusCode::UNAUTHORIZED => {
+                let body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });
+                respond_json(StatusCode::UNAUTHORIZED, &body)
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                let mut response = error(self.status, self.reason, &self.message);
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response
+            }
+            status => error(status, self.reason, &self.message),
         }
     }
 }
@@ -180,12 +247,6 @@ fn parse_error_code(e: &ParseError) -> &'static str {
         ParseError::NoTaskId => "missing_task_id",
         ParseError::InvalidTaskId(_) => "invalid_task_id",
     }
-}
-
-fn unauthorized(refusal: Refusal) -> Response<Body> {
-    tracing::warn!(reason = refusal.reason, "callback refused: {}", refusal.message);
-    let body = json!({ "error": "unauthorized", "reason": refusal.reason, "message": refusal.message });
-    respond_json(StatusCode::UNAUTHORIZED, &body)
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {

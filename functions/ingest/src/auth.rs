@@ -1,12 +1,17 @@
 //! Who may post callbacks: the docs.kie.ai HMAC headers, a secret path token, both, or (only
-//! when configured on purpose) anyone. Every refusal names a reason and carries no secret.
+//! when configured on purpose) anyone, as the callback secret says. Every refusal names a
+//! reason and carries no secret.
+
+use std::time::Duration;
 
 use lambda_http::http::HeaderMap;
+use stemvault_aws::ConfigError;
 use suno_callbacks::signature::{
     HmacKey, HmacVerifier, SIGNATURE_HEADER, SignatureError, TIMESTAMP_HEADER, TokenError, TokenVerifier,
+    VerifierConfigError,
 };
 
-use crate::Config;
+use crate::secret::CallbackSecret;
 
 /// Why a request was refused with 401.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,45 +28,51 @@ impl Refusal {
     }
 }
 
-/// The configured checks.
+/// Why the function refuses to start (or to take a new secret) with neither keys nor token.
+pub const NO_AUTHENTICATION: &str = "no callback authentication configured: put webhook_hmac_keys and/or \
+     callback_token in the callback secret (CALLBACK_SECRET_ARN), or set ALLOW_UNAUTHENTICATED=true to accept \
+     unauthenticated callbacks on purpose";
+
+/// The checks, built from one version of the callback secret. Its `Debug` shows no secret.
 #[derive(Debug, Clone)]
 pub struct Auth {
+    secret: CallbackSecret,
     hmac: Option<HmacVerifier>,
     token: Option<TokenVerifier>,
-    /// The configuration could not be turned into verifiers (or asked for no authentication
-    /// without allowing it): refuse everything rather than run open.
-    refuse_all: bool,
 }
 
 impl Auth {
-    pub fn from_config(config: &Config) -> Auth {
-        let mut refuse_all = false;
-        let hmac = match config.hmac_keys.as_slice() {
-            [] => None,
-            keys => match HmacVerifier::new(keys.iter().map(|k| HmacKey::new(k.as_bytes()))) {
-                Ok(verifier) => Some(verifier.with_tolerance(config.signature_tolerance)),
-                Err(e) => {
-                    tracing::error!(error = %e, "WEBHOOK_HMAC_KEYS unusable; refusing every callback");
-                    refuse_all = true;
-                    None
-                }
-            },
-        };
-        let token = match config.callback_token.as_deref() {
-            None => None,
-            Some(token) => match TokenVerifier::new(token) {
-                Ok(verifier) => Some(verifier),
-                Err(e) => {
-                    tracing::error!(error = %e, "CALLBACK_TOKEN unusable; refusing every callback");
-                    refuse_all = true;
-                    None
-                }
-            },
-        };
-        if hmac.is_none() && token.is_none() && !config.allow_unauthenticated {
-            refuse_all = true;
+    /// The checks `secret` asks for; neither keys nor token only when `allow_unauthenticated`.
+    pub fn new(
+        secret: CallbackSecret,
+        signature_tolerance: Duration,
+        allow_unauthenticated: bool,
+    ) -> Result<Auth, ConfigError> {
+        if secret.is_unauthenticated() && !allow_unauthenticated {
+            return Err(ConfigError::Unusable(NO_AUTHENTICATION));
         }
-        Auth { hmac, token, refuse_all }
+        let unusable =
+            |e: VerifierConfigError| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() };
+        let hmac = match secret.hmac_keys.as_slice() {
+            [] => None,
+            keys => Some(
+                HmacVerifier::new(keys.iter().map(|k| HmacKey::new(k.as_bytes())))
+                    .map_err(unusable)?
+                    .with_tolerance(signature_tolerance),
+            ),
+        };
+        let token = secret.callback_token.as_deref().map(TokenVerifier::new).transpose().map_err(unusable)?;
+        Ok(Auth { secret, hmac, token })
+    }
+
+    /// The secret these checks were built from.
+    pub fn secret(&self) -> &CallbackSecret {
+        &self.secret
+    }
+
+    /// Whether callbacks are accepted without any authentication.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.hmac.is_none() && self.token.is_none()
     }
 
     /// Whether callbacks are posted to `/callback/<token>`.
@@ -72,9 +83,6 @@ impl Auth {
     /// Everything that can be checked before reading the body: the path token, and that
     /// both signature headers are there.
     pub fn check_before_body(&self, path_token: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
-        if self.refuse_all {
-            return Err(Refusal::new("misconfigured", "callback authentication is misconfigured"));
-        }
         if let Some(verifier) = &self.token {
             verifier.verify(path_token).map_err(token_refusal)?;
         }

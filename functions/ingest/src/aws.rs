@@ -1,25 +1,36 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
-//! and the download queue) and the vault bucket, where callback bodies are archived.
+//! and the download queue), the vault bucket, where callback bodies are archived, and the
+//! callback secret in Secrets Manager.
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_aws::secrets::{SecretError, SecretReader, SecretText};
 
 use crate::Config;
+use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the task record (GetItem, PutItem) and claimed-file updates (UpdateItem), the body archive
-/// (PutObject) and the download jobs (SendMessageBatch, authorised by sqs:SendMessage).
-pub const AWS_ACTIONS: &[&str] =
-    &["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "s3:PutObject", "sqs:SendMessage"];
+/// (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage) and the
+/// callback secret ([`SecretReader`]: GetSecretValue).
+pub const AWS_ACTIONS: &[&str] = &[
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "s3:PutObject",
+    "sqs:SendMessage",
+    "secretsmanager:GetSecretValue",
+];
 
-/// The task table, the vault bucket and the download queue.
+/// The task table, the vault bucket, the download queue and the callback secret.
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
     shared: TableAndQueue,
     s3: aws_sdk_s3::Client,
     bucket: String,
+    secret: SecretReader,
 }
 
 impl AwsPorts {
@@ -29,6 +40,7 @@ impl AwsPorts {
             shared: TableAndQueue::new(sdk, &config.table_name, &config.queue_url),
             s3: stemvault_aws::s3_client(sdk),
             bucket: config.bucket_name.clone(),
+            secret: SecretReader::new(sdk, &config.callback_secret_arn),
         }
     }
 }
@@ -47,5 +59,11 @@ impl ArchiveBody for AwsPorts {
             .await
             .map(|_| ())
             .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+}
+
+impl ReadSecret for AwsPorts {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.secret.read().await
     }
 }

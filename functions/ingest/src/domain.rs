@@ -23,6 +23,7 @@ use stemvault_vault::ingest::{
 use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, retry_on_conflict};
 use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
 
+use crate::credentials::ReadSecret;
 use crate::error::{IngestError, StoreError};
 
 /// Keep a callback body verbatim under `key`.
@@ -30,11 +31,18 @@ pub trait ArchiveBody {
     fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// Everything the use-case needs: the task table, the archive, the claim-and-send ports and
-/// the clock.
-pub trait Ports: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Everything the function needs from outside: the task table, the archive, the
+/// claim-and-send ports and the clock for the use-case, and the callback secret for the
+/// checks in front of it ([`crate::credentials`]).
+pub trait Ports:
+    LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock + ReadSecret
+{
+}
 
-impl<T> Ports for T where T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+impl<T> Ports for T where
+    T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock + ReadSecret
+{
+}
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.

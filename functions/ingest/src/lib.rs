@@ -6,10 +6,12 @@ pub mod app;
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod credentials;
 pub mod domain;
 pub mod error;
 #[cfg(any(test, feature = "test-support"))]
 pub mod memory;
+pub mod secret;
 
 pub use app::App;
 pub use config::Config;

@@ -1,24 +1,32 @@
 //! In-memory ports for the unit tests of the use-case and the app, and for measuring the
 //! app's own overhead in the benchmark: the shared in-memory task table and queue plus a
-//! bucket. Compiled only for tests and with the `test-support` feature; never in the Lambda.
+//! bucket and the callback secret. Compiled only for tests and with the `test-support`
+//! feature; never in the Lambda.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use stemvault_aws::secrets::{SecretError, SecretText};
 use stemvault_vault::Timestamp;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 
+use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
+use crate::secret::CallbackSecret;
 
-/// A task table, a bucket and a queue in memory. Everything but the bucket is the shared
-/// [`MemoryTableAndQueue`] (reached through `Deref`: records, messages, the clock and the
-/// failure switches).
+/// A task table, a bucket, a queue and a secret in memory. Everything but the bucket and the
+/// secret is the shared [`MemoryTableAndQueue`] (reached through `Deref`: records, messages,
+/// the clock and the failure switches).
 #[derive(Debug, Default)]
 pub struct MemoryPorts {
     shared: MemoryTableAndQueue,
     bodies: Mutex<BTreeMap<String, Vec<u8>>>,
     archive_failing: AtomicBool,
+    /// The callback secret's text; `None` reads as a missing secret.
+    secret: Mutex<Option<SecretText>>,
+    secret_failing: AtomicBool,
+    secret_reads: AtomicUsize,
 }
 
 impl MemoryPorts {
@@ -30,6 +38,31 @@ impl MemoryPorts {
     /// Ports on a virtual clock starting at `start`; `sleep` advances it instantly.
     pub fn with_virtual_clock(start: Timestamp) -> MemoryPorts {
         MemoryPorts { shared: MemoryTableAndQueue::with_virtual_clock(start), ..MemoryPorts::default() }
+    }
+
+    /// Ports holding `secret` as the callback secret.
+    pub fn with_secret(self, secret: &CallbackSecret) -> MemoryPorts {
+        self.set_secret_text(&secret.to_json());
+        self
+    }
+
+    /// Rotate the callback secret.
+    pub fn set_secret(&self, secret: &CallbackSecret) {
+        self.set_secret_text(&secret.to_json());
+    }
+
+    /// Any text as the callback secret (an unusable one, in tests).
+    pub fn set_secret_text(&self, text: &str) {
+        *self.secret.lock().unwrap_or_else(PoisonError::into_inner) = Some(SecretText::new(text));
+    }
+
+    pub fn set_secret_failing(&self, failing: bool) {
+        self.secret_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// How many times the secret was read.
+    pub fn secret_reads(&self) -> usize {
+        self.secret_reads.load(Ordering::SeqCst)
     }
 
     pub fn set_archive_failing(&self, failing: bool) {
@@ -63,5 +96,17 @@ impl ArchiveBody for MemoryPorts {
         }
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), body.to_vec());
         Ok(())
+    }
+}
+
+impl ReadSecret for MemoryPorts {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.secret_reads.fetch_add(1, Ordering::SeqCst);
+        self.shared.interleave().await;
+        if self.secret_failing.load(Ordering::SeqCst) {
+            return Err(SecretError::Unavailable("secret switched off".into()));
+        }
+        let secret = self.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        secret.ok_or_else(|| SecretError::Unavailable("no callback secret in memory".into()))
     }
 }

@@ -1,6 +1,6 @@
-//! The whole pipeline in one process: provision the emulator's resources, build each
-//! function's `Config` (overlay over environment) and `App`, serve ingest + results over HTTP
-//! and run the download pollers, until stopped.
+//! The whole pipeline in one process: provision the emulator's resources and the callback
+//! secret, build each function's `Config` (overlay over environment) and `App`, serve ingest +
+//! results over HTTP and run the download pollers, until stopped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,7 +106,9 @@ impl Pipeline {
         let sdk = stemvault_aws::sdk_config().await;
         let resources =
             stemvault_aws::provision::provision(&sdk, &options.base).await.map_err(PipelineError::Provision)?;
-        let overlay = Overlay::new(&resources, &env, &options.file_server_origin, generate_dev_key);
+        let mut overlay = Overlay::new(&resources, &env, &options.file_server_origin, generate_dev_key);
+        let secret_arn = put_callback_secret(&sdk, &options.base, &overlay.over(&env)).await?;
+        overlay.set("CALLBACK_SECRET_ARN", secret_arn);
         let lookup = overlay.over(&env);
 
         let ingest =
@@ -118,7 +120,9 @@ impl Pipeline {
         let sweeper =
             stemvault_sweeper::Config::from_lookup(&lookup).map_err(|e| config_error("sweeper")(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
-            ingest: stemvault_ingest::App::new(ingest, &sdk),
+            ingest: stemvault_ingest::App::new(ingest, &sdk)
+                .await
+                .map_err(|e| config_error("ingest")(e.to_string()))?,
             results: stemvault_results::App::new(results, &sdk),
         });
         let downloader = Arc::new(stemvault_download::App::new(download, &sdk));
@@ -178,6 +182,25 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// The callback secret, as ingest reads it in AWS: `WEBHOOK_HMAC_KEYS` and `CALLBACK_TOKEN`
+/// (the user's, or the generated key) put in the emulator's Secrets Manager as
+/// `<base>-callback`. Its ARN.
+async fn put_callback_secret(
+    sdk: &aws_config::SdkConfig,
+    base: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<String, PipelineError> {
+    let secret = stemvault_ingest::secret::CallbackSecret::from_variables(
+        lookup("WEBHOOK_HMAC_KEYS").as_deref(),
+        lookup("CALLBACK_TOKEN").as_deref(),
+    )
+    .map_err(|e| config_error("ingest")(e.to_string()))?;
+    let text = stemvault_aws::secrets::SecretText::new(secret.to_json());
+    stemvault_aws::secrets::put_secret(sdk, &format!("{base}-callback"), &text)
+        .await
+        .map_err(|e| PipelineError::Provision(e.to_string()))
 }
 
 /// The scheduled sweeper, locally: one sweep every `interval` until stopped.

@@ -1,7 +1,7 @@
-//! What the runner adds on top of the environment: the provisioned resource names, and
-//! friendly defaults for a first run (a generated development HMAC key, and the demo file
-//! server among the allowed download sources). The user's own variables always win, except
-//! the resource names, which must be the ones just provisioned.
+//! What the runner adds on top of the environment: the provisioned resource names (and the
+//! callback secret's ARN), and friendly defaults for a first run (a generated development HMAC
+//! key, and the demo file server among the allowed download sources). The user's own variables
+//! always win, except the provisioned names, which must be the ones just provisioned.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +76,12 @@ impl Overlay {
         Overlay { values, generated_hmac_key }
     }
 
+    /// Set `name` for the functions, over the environment (a value provisioned after the
+    /// overlay was made: the callback secret's ARN).
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.values.insert(name.to_owned(), value.into());
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
@@ -125,6 +131,17 @@ mod tests {
             Some("*.aiquickdraw.com,*.api.box,*.suno.ai,*.erweima.ai,*.kie.ai,*.sunoapi.org,http://127.0.0.1:3001")
         );
         assert_eq!(get("MAX_BODY_BYTES"), None);
+    }
+
+    #[test]
+    fn a_provisioned_value_wins_over_the_environment() {
+        let env = env_of(&[("CALLBACK_SECRET_ARN", "someone-elses-secret")]);
+        let mut overlay = Overlay::new(&resources(), &env, "http://127.0.0.1:3001", || "k1".into());
+        overlay.set("CALLBACK_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:123456789012:secret:local");
+        assert_eq!(
+            overlay.over(&env)("CALLBACK_SECRET_ARN").as_deref(),
+            Some("arn:aws:secretsmanager:us-east-1:123456789012:secret:local")
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use suno_callbacks::signature::sign;
 use super::*;
 use crate::error::StoreError;
 use crate::memory::MemoryPorts;
+use crate::secret::CallbackSecret;
 
 const NOW_SECS: i64 = 1_763_910_000;
 const KEY: &str = "current-key";
@@ -25,16 +26,34 @@ fn config() -> Config {
         table_name: "t".into(),
         bucket_name: "b".into(),
         queue_url: "q".into(),
-        hmac_keys: vec![KEY.into(), OLD_KEY.into()],
-        callback_token: None,
+        callback_secret_arn: "arn:aws:secretsmanager:us-east-1:123456789012:secret:callback-AbCdEf".into(),
         allow_unauthenticated: false,
         max_body_bytes: 4096,
         signature_tolerance: Duration::from_secs(300),
     }
 }
 
-fn app(config: Config) -> App<MemoryPorts> {
-    App::with_ports(&config, MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(NOW_SECS * 1000)))
+/// The callback secret: the current and the previous HMAC key.
+fn keys() -> CallbackSecret {
+    CallbackSecret { hmac_keys: vec![KEY.into(), OLD_KEY.into()], callback_token: None }
+}
+
+fn token(token: &str) -> CallbackSecret {
+    CallbackSecret { hmac_keys: vec![], callback_token: Some(token.into()) }
+}
+
+fn ports(secret: &CallbackSecret) -> MemoryPorts {
+    MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(NOW_SECS * 1000)).with_secret(secret)
+}
+
+/// The app over in-memory ports holding `secret`.
+async fn app_with(config: Config, secret: CallbackSecret) -> App<MemoryPorts> {
+    App::with_ports(&config, ports(&secret)).await.expect("a usable secret")
+}
+
+/// The app checking signatures by [`keys`].
+async fn app() -> App<MemoryPorts> {
+    app_with(config(), keys()).await
 }
 
 fn request(path: &str, headers: &[(&str, String)], body: impl Into<Body>) -> Request {
@@ -67,7 +86,7 @@ fn assert_untouched(h: &App<MemoryPorts>) {
 
 #[tokio::test]
 async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
-    let h = app(config());
+    let h = app().await;
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -87,7 +106,7 @@ async fn a_signed_callback_is_accepted_then_recognised_as_a_duplicate() {
 
 #[tokio::test]
 async fn a_base64_encoded_body_is_read_as_bytes() {
-    let h = app(config());
+    let h = app().await;
     let response =
         h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), Body::Binary(WAV.to_vec()))).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -108,7 +127,7 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
         seen += 1;
         let body = std::fs::read(&path).unwrap();
         let event = suno_callbacks::parse_callback(&body).unwrap();
-        let h = app(config());
+        let h = app().await;
         let response = h.handle(signed(&body, event.task_id.as_str())).await;
         assert_eq!(response.status(), StatusCode::OK, "{}: {:?}", path.display(), json(&response));
         assert_eq!(json(&response)["files_queued"], event.files.len(), "{}", path.display());
@@ -123,7 +142,7 @@ async fn every_documented_fixture_is_accepted_with_its_files_queued() {
 
 #[tokio::test]
 async fn routes_only_post_callback() {
-    let h = app(config());
+    let h = app().await;
     let get = h.handle(http::Request::builder().method("GET").uri("/callback").body(Body::Empty).unwrap()).await;
     assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(get.headers()["allow"], "POST");
@@ -150,7 +169,7 @@ async fn refusal(h: &App<MemoryPorts>, req: Request) -> String {
 
 #[tokio::test]
 async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
-    let h = app(config());
+    let h = app().await;
     let with = |headers: Vec<(&'static str, String)>| request("/callback", &headers, WAV.to_vec());
     assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS))).await, "signature_mismatch");
     assert_eq!(refusal(&h, with(signed_headers(KEY, "another-task", NOW_SECS))).await, "signature_mismatch");
@@ -174,7 +193,7 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
 
 #[tokio::test]
 async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
-    let h = app(config());
+    let h = app().await;
     let response =
         h.handle(request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 300), WAV.to_vec())).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -182,7 +201,7 @@ async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
 
 #[tokio::test]
 async fn a_path_token_is_required_when_configured() {
-    let h = app(Config { hmac_keys: vec![], callback_token: Some(TOKEN.into()), ..config() });
+    let h = app_with(config(), token(TOKEN)).await;
     assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_token");
     assert_eq!(refusal(&h, request("/callback/", &[], WAV.to_vec())).await, "missing_token");
     assert_eq!(refusal(&h, request("/callback/0123456789abcdef-tokem", &[], WAV.to_vec())).await, "invalid_token");
@@ -195,7 +214,7 @@ async fn a_path_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn token_and_signature_together_both_count() {
-    let h = app(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let h = app_with(config(), CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() }).await;
     let path = format!("/callback/{TOKEN}");
     assert_eq!(refusal(&h, request(&path, &[], WAV.to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, signed(WAV, WAV_TASK)).await, "missing_token");
@@ -205,18 +224,34 @@ async fn token_and_signature_together_both_count() {
 
 #[tokio::test]
 async fn unauthenticated_only_when_allowed() {
-    let open = app(Config { hmac_keys: vec![], allow_unauthenticated: true, ..config() });
+    let open = app_with(Config { allow_unauthenticated: true, ..config() }, CallbackSecret::default()).await;
     assert_eq!(open.handle(request("/callback", &[], WAV.to_vec())).await.status(), StatusCode::OK);
-    // A hand-built config that asks for no authentication without allowing it fails closed.
-    let closed = app(Config { hmac_keys: vec![], ..config() });
-    assert_eq!(refusal(&closed, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
-    let broken = app(Config { hmac_keys: vec![String::new()], allow_unauthenticated: true, ..config() });
-    assert_eq!(refusal(&broken, request("/callback", &[], WAV.to_vec())).await, "misconfigured");
+    // A secret with neither keys nor token stops the start unless that was allowed.
+    let closed = App::with_ports(&config(), ports(&CallbackSecret::default())).await.err();
+    assert_eq!(closed, Some(ConfigError::Unusable(crate::auth::NO_AUTHENTICATION)));
+    assert_eq!(
+        crate::auth::NO_AUTHENTICATION,
+        "no callback authentication configured: put webhook_hmac_keys and/or callback_token in the callback \
+         secret (CALLBACK_SECRET_ARN), or set ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks on purpose"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_read_or_used_stops_the_start() {
+    let missing = App::with_ports(&config(), MemoryPorts::new()).await.err().unwrap();
+    assert!(matches!(&missing, ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", .. }), "{missing}");
+    assert!(missing.to_string().contains("could not be read"), "{missing}");
+
+    let broken = MemoryPorts::new();
+    broken.set_secret_text(r#"{"webhook_hmac_keys": ["secret-key", ""]}"#);
+    let err = App::with_ports(&config(), broken).await.err().unwrap();
+    assert!(err.to_string().contains("key number 2 is empty"), "{err}");
+    assert!(!err.to_string().contains("secret-key"), "{err}");
 }
 
 #[tokio::test]
 async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
-    let h = app(config());
+    let h = app().await;
     let cases: [(&[u8], StatusCode, &str); 6] = [
         (&[b' '; 4097], StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
         (b"", StatusCode::BAD_REQUEST, "invalid_json"),
@@ -239,7 +274,7 @@ async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_unknown_family_is_recorded() {
-    let h = app(config());
+    let h = app().await;
     let body = br#"{"code":200,"msg":"ok","data":{"taskId":"new-kind-1","result":{"coverUrl":"https://h/c.png"}}}"#;
     let response = h.handle(signed(body, "new-kind-1")).await;
     assert_eq!(response.status(), StatusCode::OK);
@@ -250,7 +285,7 @@ async fn an_unknown_family_is_recorded() {
 
 #[tokio::test]
 async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
-    let h = app(config());
+    let h = app().await;
     h.ports.set_enqueue_failing(true);
     let failed = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -264,13 +299,13 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!((json(&retry)["status"].as_str(), json(&retry)["files_queued"].as_u64()), (Some("duplicate"), Some(1)));
 
-    let broken = app(config());
+    let broken = app().await;
     broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");
 
-    let refused = app(config());
+    let refused = app().await;
     refused.ports.set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
@@ -279,7 +314,7 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
 
 #[tokio::test]
 async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
-    let h = app(Config { max_body_bytes: 1024 * 1024, ..config() });
+    let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     let tracks: Vec<Value> = (0..300)
         .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://h/{i}.mp3?sig={}", "s".repeat(1000))}))
         .collect();
@@ -294,11 +329,100 @@ async fn a_callback_too_large_to_record_is_a_413_that_writes_no_record() {
 
 #[tokio::test]
 async fn a_request_over_its_deadline_is_a_503_timeout() {
-    let h = app(config()).with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
+    let h = app().await.with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
     h.ports.set_latency(Duration::from_secs(1));
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(&response)["error"], "timeout");
+}
+
+// --- the callback secret, rotated --------------------------------------------------------
+
+const NEW_KEY: &str = "rotated-key";
+
+/// A WAV callback signed by `key` at `secs`.
+fn signed_at(key: &str, secs: i64) -> Request {
+    request("/callback", &signed_headers(key, WAV_TASK, secs), WAV.to_vec())
+}
+
+#[tokio::test]
+async fn a_key_rotated_into_the_secret_is_taken_after_a_refusal_at_most_once_a_minute() {
+    let h = app().await;
+    assert_eq!(h.ports.secret_reads(), 1, "read at start-up");
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into(), KEY.into()], callback_token: None });
+
+    // Within a minute of the last read: the refusal stands, and nothing is read.
+    h.ports.advance(Duration::from_secs(59));
+    assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 59)).await, "signature_mismatch");
+    assert_eq!(h.ports.secret_reads(), 1);
+
+    // A minute on, the refused request reads the secret again and passes with the new key.
+    h.ports.advance(Duration::from_secs(1));
+    let response = h.handle(signed_at(NEW_KEY, NOW_SECS + 60)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    assert_eq!(h.ports.secret_reads(), 2);
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "the old key is still listed");
+
+    // A flood of bad signatures reads it at most once a minute.
+    for second in 0..120 {
+        h.ports.advance(Duration::from_secs(1));
+        assert_eq!(refusal(&h, signed_at("wrong-key", NOW_SECS + 61 + second)).await, "signature_mismatch");
+    }
+    assert_eq!(h.ports.secret_reads(), 4, "two more reads in two minutes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_refusals_share_one_read() {
+    let h = std::sync::Arc::new(app().await);
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None });
+    h.ports.advance(Duration::from_secs(60));
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let h = h.clone();
+        requests.spawn(async move { h.handle(signed_at(NEW_KEY, NOW_SECS + 60)).await.status() });
+    }
+    for status in requests.join_all().await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(h.ports.secret_reads(), 2, "the start-up read and one refresh");
+    // The old key left the secret: refused from now on.
+    assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 60)).await, "signature_mismatch");
+}
+
+#[tokio::test]
+async fn a_token_added_to_the_secret_opens_its_path() {
+    let h = app().await;
+    let path = format!("/callback/{TOKEN}");
+    let with_token = || request(&path, &signed_headers(KEY, WAV_TASK, NOW_SECS + 60), WAV.to_vec());
+    assert_eq!(h.handle(with_token()).await.status(), StatusCode::NOT_FOUND);
+    h.ports.set_secret(&CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() });
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(h.handle(with_token()).await.status(), StatusCode::OK);
+    assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 60)).await, "missing_token", "the token is now required");
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_read_again_or_used_keeps_the_checks_in_force() {
+    let captured = capture_logs();
+    let h = app().await;
+    h.ports.set_secret_failing(true);
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 60)).await, "signature_mismatch");
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK);
+
+    h.ports.set_secret_failing(false);
+    for unusable in [r#"{"webhook_hmac_keys": ["rotated-key", ""]}"#, "{}", "rotated-key"] {
+        h.ports.set_secret_text(unusable);
+        h.ports.advance(Duration::from_secs(60));
+        assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 60)).await, "signature_mismatch", "{unusable}");
+        assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "{unusable}");
+    }
+    assert_eq!(h.ports.secret_reads(), 5);
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(logs.matches("keeping the current one").count(), 4, "{logs}");
+    for secret in [KEY, OLD_KEY, NEW_KEY] {
+        assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
+    }
 }
 
 // --- API Gateway request fixtures (events/*.json) ---------------------------------------
@@ -315,7 +439,8 @@ async fn events_signed_split_stem() {
     let req = lambda_http::request::from_str(&event_file("signed-split-stem.json")).unwrap();
     assert!(matches!(req.body(), Body::Binary(_)), "API Gateway's base64 body arrives decoded");
     assert_eq!(routed_path(&req), "/callback");
-    let h = app(Config { hmac_keys: vec!["local-dev-hmac-key".into()], ..config() });
+    let h =
+        app_with(config(), CallbackSecret { hmac_keys: vec!["local-dev-hmac-key".into()], callback_token: None }).await;
     let h = App { max_body_bytes: 1 << 20, ..h };
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
@@ -326,11 +451,15 @@ async fn events_signed_split_stem() {
 async fn events_unsigned_separate_vocal() {
     let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
     assert_eq!(routed_path(&req), "/callback");
-    let signed_only = app(Config { max_body_bytes: 1 << 20, ..config() });
+    let signed_only = app_with(Config { max_body_bytes: 1 << 20, ..config() }, keys()).await;
     assert_eq!(refusal(&signed_only, req).await, "missing_timestamp");
 
     let req = lambda_http::request::from_str(&event_file("unsigned-separate-vocal.json")).unwrap();
-    let open = app(Config { hmac_keys: vec![], allow_unauthenticated: true, max_body_bytes: 1 << 20, ..config() });
+    let open = app_with(
+        Config { allow_unauthenticated: true, max_body_bytes: 1 << 20, ..config() },
+        CallbackSecret::default(),
+    )
+    .await;
     let response = open.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["task_id"], "3e63b4cc88d52611159371f6af5571e7");
@@ -340,7 +469,7 @@ async fn events_unsigned_separate_vocal() {
 async fn events_token_path_wav() {
     let req = lambda_http::request::from_str(&event_file("token-path-wav.json")).unwrap();
     assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = app(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    let h = app_with(config(), token("local-dev-callback-token")).await;
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["stage"], "final");
@@ -354,7 +483,7 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
     let req = lambda_http::request::from_str(&raw).unwrap();
     assert_eq!(req.uri().path(), "/prod/callback/local-dev-callback-token");
     assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = app(Config { hmac_keys: vec![], callback_token: Some("local-dev-callback-token".into()), ..config() });
+    let h = app_with(config(), token("local-dev-callback-token")).await;
     assert_eq!(h.handle(req).await.status(), StatusCode::OK);
 }
 
@@ -404,7 +533,7 @@ fn capture_logs() -> Captured {
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let captured = capture_logs();
 
-    let h = app(Config { callback_token: Some(TOKEN.into()), ..config() });
+    let h = app_with(config(), CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() }).await;
     let path = format!("/callback/{TOKEN}");
     let signature = signed_headers(KEY, WAV_TASK, NOW_SECS);
     assert_eq!(h.handle(request(&path, &signature, WAV.to_vec())).await.status(), StatusCode::OK);

@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use stemvault_aws::secrets::{SecretError, SecretText};
 use stemvault_vault::enqueue::SentJob;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
 use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp};
@@ -307,6 +308,11 @@ impl MarkQueued for Rendezvous {
 impl ReleaseClaims for Rendezvous {
     async fn release_claims(&self, task_id: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
         self.inner.release_claims(task_id, claimant, names).await
+    }
+}
+impl ReadSecret for Rendezvous {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.inner.read_secret().await
     }
 }
 impl Clock for Rendezvous {

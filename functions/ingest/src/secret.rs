@@ -1,0 +1,226 @@
+//! The callback secret: the webhook HMAC keys and the path token, kept together in one AWS
+//! Secrets Manager secret whose text is JSON:
+//!
+//! ```json
+//! {"webhook_hmac_keys": ["current-key", "previous-key"], "callback_token": "a-long-random-token"}
+//! ```
+//!
+//! Either field may be left out (or be `[]` / `null`); several keys allow rotation without
+//! downtime. No other field is accepted (a misspelt one would silently turn a check off).
+//! Errors name fields and positions, never values.
+
+use serde_json::{Value, json};
+use stemvault_aws::ConfigError;
+
+/// The secret's field of HMAC keys.
+pub const KEYS_FIELD: &str = "webhook_hmac_keys";
+/// The secret's field of the path token.
+pub const TOKEN_FIELD: &str = "callback_token";
+
+/// What the secret holds. Its `Debug` shows how many keys and whether a token is set, never them.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CallbackSecret {
+    /// Every key is accepted (rotation).
+    pub hmac_keys: Vec<String>,
+    /// Callbacks must be posted to `/callback/<token>`.
+    pub callback_token: Option<String>,
+}
+
+impl std::fmt::Debug for CallbackSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackSecret")
+            .field("hmac_keys", &format_args!("<{} redacted>", self.hmac_keys.len()))
+            .field("callback_token", &self.callback_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// Why the secret's text cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("the callback secret is not a JSON object ({0})")]
+    NotAnObject(String),
+    #[error(
+        "the callback secret has an unknown field {0:?}; it holds only \"webhook_hmac_keys\" and \"callback_token\""
+    )]
+    UnknownField(String),
+    #[error("the callback secret's {field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl CallbackSecret {
+    /// Read the secret's JSON text.
+    pub fn parse(text: &str) -> Result<CallbackSecret, SecretProblem> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| SecretProblem::NotAnObject(format!("line {}, column {}", e.line(), e.column())))?;
+        let Value::Object(mut fields) = value else {
+            return Err(SecretProblem::NotAnObject("another JSON value".into()));
+        };
+        let keys = keys_field(fields.remove(KEYS_FIELD))?;
+        let token = token_field(fields.remove(TOKEN_FIELD))?;
+        if let Some(unknown) = fields.keys().next() {
+            return Err(SecretProblem::UnknownField(unknown.clone()));
+        }
+        let invalid = |field| move |reason| SecretProblem::Invalid { field, reason };
+        Ok(CallbackSecret {
+            hmac_keys: hmac_keys(keys).map_err(invalid(KEYS_FIELD))?,
+            callback_token: token.map(callback_token).transpose().map_err(invalid(TOKEN_FIELD))?,
+        })
+    }
+
+    /// From the local runner's variables: `WEBHOOK_HMAC_KEYS` (comma-separated) and
+    /// `CALLBACK_TOKEN`, unset or empty when not used.
+    pub fn from_variables(keys: Option<&str>, token: Option<&str>) -> Result<CallbackSecret, ConfigError> {
+        let keys = keys.map(str::trim).filter(|k| !k.is_empty());
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
+        let keys = keys.map_or_else(Vec::new, |k| k.split(',').map(str::to_owned).collect());
+        Ok(CallbackSecret {
+            hmac_keys: hmac_keys(keys).map_err(|reason| ConfigError::Invalid { name: "WEBHOOK_HMAC_KEYS", reason })?,
+            callback_token: token
+                .map(|t| callback_token(t.to_owned()))
+                .transpose()
+                .map_err(|reason| ConfigError::Invalid { name: "CALLBACK_TOKEN", reason })?,
+        })
+    }
+
+    /// The secret's JSON text, as [`CallbackSecret::parse`] reads it.
+    pub fn to_json(&self) -> String {
+        json!({ KEYS_FIELD: self.hmac_keys, TOKEN_FIELD: self.callback_token }).to_string()
+    }
+
+    /// Neither keys nor a token: anyone could post callbacks.
+    pub fn is_unauthenticated(&self) -> bool {
+        self.hmac_keys.is_empty() && self.callback_token.is_none()
+    }
+}
+
+fn keys_field(value: Option<Value>) -> Result<Vec<String>, SecretProblem> {
+    let invalid = |reason: &str| SecretProblem::Invalid { field: KEYS_FIELD, reason: reason.into() };
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(key) => Ok(key),
+                _ => Err(invalid("every key must be a JSON string")),
+            })
+            .collect(),
+        Some(_) => Err(invalid("must be a JSON array of strings")),
+    }
+}
+
+fn token_field(value: Option<Value>) -> Result<Option<String>, SecretProblem> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(token)) if token.trim().is_empty() => Ok(None),
+        Some(Value::String(token)) => Ok(Some(token.trim().to_owned())),
+        Some(_) => Err(SecretProblem::Invalid { field: TOKEN_FIELD, reason: "must be a JSON string or null".into() }),
+    }
+}
+
+/// Each key trimmed; none may be empty (a stray comma or `""`).
+fn hmac_keys(keys: Vec<String>) -> Result<Vec<String>, String> {
+    let keys: Vec<String> = keys.iter().map(|k| k.trim().to_owned()).collect();
+    match keys.iter().position(String::is_empty) {
+        Some(position) => Err(format!("key number {} is empty (stray comma?)", position + 1)),
+        None => Ok(keys),
+    }
+}
+
+/// The token is a path segment, so it is restricted to characters that need no encoding.
+fn callback_token(token: String) -> Result<String, String> {
+    let url_safe = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
+    if !token.chars().all(url_safe) {
+        return Err("use only ASCII letters, digits and - _ . ~ (it is part of the callback URL path)".into());
+    }
+    if token.len() < 16 {
+        return Err(format!("it is {} characters long; use at least 16 random characters", token.len()));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+
+    /// A secret's JSON object from its fields.
+    fn object(pairs: &[(&str, Value)]) -> String {
+        Value::Object(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect::<Map<_, _>>()).to_string()
+    }
+
+    const TOKEN: &str = "0123456789abcdef-_.~";
+
+    #[test]
+    fn reads_the_documented_shape() {
+        let secret = CallbackSecret::parse(&format!(
+            r#"{{"webhook_hmac_keys": [" new-key ", "old-key"], "callback_token": "{TOKEN}"}}"#
+        ))
+        .unwrap();
+        assert_eq!(secret.hmac_keys, vec!["new-key", "old-key"]);
+        assert_eq!(secret.callback_token.as_deref(), Some(TOKEN));
+        assert!(!secret.is_unauthenticated());
+        assert_eq!(CallbackSecret::parse(&secret.to_json()).unwrap(), secret, "to_json round-trips");
+    }
+
+    #[test]
+    fn either_field_may_be_absent_empty_or_null() {
+        let only_keys = CallbackSecret::parse(r#"{"webhook_hmac_keys": ["k"]}"#).unwrap();
+        assert_eq!((only_keys.hmac_keys.len(), only_keys.callback_token), (1, None));
+        let only_token = CallbackSecret::parse(&object(&[(KEYS_FIELD, json!([])), (TOKEN_FIELD, json!(TOKEN))]));
+        assert_eq!(only_token.unwrap().hmac_keys, Vec::<String>::new());
+        for empty in ["{}", r#"{"webhook_hmac_keys": null, "callback_token": null}"#, r#"{"callback_token": " "}"#] {
+            assert!(CallbackSecret::parse(empty).unwrap().is_unauthenticated(), "{empty}");
+        }
+        // What template.yaml writes when the stack creates the secret without a token.
+        let created = CallbackSecret::parse(r#"{"webhook_hmac_keys": ["k1","k2"], "callback_token": null}"#);
+        assert_eq!(created.unwrap().hmac_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn bad_secrets_are_refused_without_echoing_them() {
+        let cases: &[(String, &str)] = &[
+            ("not json secret-value".into(), "not a JSON object (line 1, column 2)"),
+            (r#"["secret-value"]"#.into(), "not a JSON object"),
+            (r#"{"webhook_hmac_key": ["secret-value"]}"#.into(), "unknown field \"webhook_hmac_key\""),
+            (r#"{"webhook_hmac_keys": "secret-value"}"#.into(), "webhook_hmac_keys is invalid: must be a JSON array"),
+            (r#"{"webhook_hmac_keys": ["secret-value", 7]}"#.into(), "every key must be a JSON string"),
+            (r#"{"webhook_hmac_keys": ["secret-value", " "]}"#.into(), "key number 2 is empty"),
+            (r#"{"callback_token": ["secret-value"]}"#.into(), "callback_token is invalid: must be a JSON string"),
+            (r#"{"callback_token": "secret-value"}"#.into(), "use at least 16 random characters"),
+            (r#"{"callback_token": "secret/value-0123456789"}"#.into(), "use only ASCII letters"),
+        ];
+        for (text, expected) in cases {
+            let err = CallbackSecret::parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(!err.contains("secret-value") && !err.contains("secret/value"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_local_variables_read_as_before() {
+        let secret = CallbackSecret::from_variables(Some(" new-key , old-key "), Some(TOKEN)).unwrap();
+        assert_eq!(secret.hmac_keys, vec!["new-key", "old-key"]);
+        assert_eq!(secret.callback_token.as_deref(), Some(TOKEN));
+        assert!(CallbackSecret::from_variables(Some(" "), Some("")).unwrap().is_unauthenticated());
+        assert!(CallbackSecret::from_variables(None, None).unwrap().is_unauthenticated());
+
+        let err = CallbackSecret::from_variables(Some("secret-one,,secret-two"), None).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "WEBHOOK_HMAC_KEYS", .. }));
+        assert!(!err.to_string().contains("secret"), "{err}");
+        for token in ["short-secret", "has/slash-0123456789", "has space 0123456789"] {
+            let err = CallbackSecret::from_variables(None, Some(token)).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name: "CALLBACK_TOKEN", .. }), "{token}");
+            assert!(!err.to_string().contains(token), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let secret = CallbackSecret { hmac_keys: vec!["key-123".into()], callback_token: Some(TOKEN.into()) };
+        let debug = format!("{secret:?}");
+        assert!(!debug.contains("key-123") && !debug.contains(TOKEN), "{debug}");
+        assert_eq!(debug, r#"CallbackSecret { hmac_keys: <1 redacted>, callback_token: Some("<redacted>") }"#);
+    }
+}
