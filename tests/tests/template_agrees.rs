@@ -923,6 +923,162 @@ fn a_flood_of_callbacks_cannot_starve_the_pipeline() {
     assert!(problems.is_empty(), "template.yaml flood protection:\n{}", problems.join("\n"));
 }
 
+/// The EMF metrics (namespace `stemvault`) and AWS metrics the dashboard must show.
+const DASHBOARD_METRICS: &[&str] = &[
+    "CallbacksAccepted",
+    "CallbacksRefused",
+    "CallbackServerErrors",
+    "FilesStored",
+    "FilesFailed",
+    "BytesStored",
+    "CopySeconds",
+    "SecondsToSettled",
+    "ApproximateNumberOfMessagesVisible",
+    "ApproximateAgeOfOldestMessage",
+    "Errors",
+    "Throttles",
+];
+
+/// `!Sub` text with every `${Name}`/`${Name.Attr}` replaced by `Name`/`Name.Attr` (and `${!x}`
+/// by `${x}`), and the names substituted.
+fn substitute(text: &str) -> (String, Vec<String>) {
+    let (mut out, mut names, mut rest) = (String::new(), Vec::new(), text);
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(len) = rest[at..].find('}') else { break };
+        let name = &rest[at + 2..at + len];
+        match name.strip_prefix('!') {
+            Some(literal) => out.push_str(&format!("${{{literal}}}")),
+            None => {
+                out.push_str(name);
+                names.push(name.to_owned());
+            }
+        }
+        rest = &rest[at + len + 1..];
+    }
+    out.push_str(rest);
+    (out, names)
+}
+
+/// The alarms and the dashboard: an Errors and a Throttles alarm on each function; the
+/// callback 5xx rate (from the access log's callback routes); files failed for good; the
+/// dead-letter queue; every alarm notifying the alarm topic; a dashboard (valid JSON once
+/// substituted, naming only resources that exist) showing every alarm and `DASHBOARD_METRICS`.
+fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let alarms: Vec<(String, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
+        .collect();
+    for function in functions {
+        for metric in ["Errors", "Throttles"] {
+            let watched = alarms.iter().any(|(_, a)| {
+                a["Namespace"] == "AWS/Lambda"
+                    && a["MetricName"] == metric
+                    && cfn::as_list(&a["Dimensions"]).iter().any(|d| {
+                        d["Name"] == "FunctionName" && cfn::reference(&d["Value"]).as_deref() == Some(*function)
+                    })
+            });
+            if !watched {
+                problems.push(format!("no alarm on {function}'s {metric}"));
+            }
+        }
+    }
+    let reads = |a: &Value, text: &str| serde_yaml::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
+    let rate = alarms.iter().any(|(_, a)| reads(a, "CallbackServerErrors") && reads(a, "CallbackResponses"));
+    if !rate {
+        problems.push("no alarm on the rate of callbacks answered 5xx".into());
+    }
+    for metric in ["CallbackServerErrors", "CallbackResponses"] {
+        let counted = resources.values().any(|r| {
+            r["Type"] == "AWS::Logs::MetricFilter"
+                && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
+                && r["Properties"]["FilterPattern"]
+                    .as_str()
+                    .is_some_and(|p| p.contains(r#"$.routeKey = "POST /callback*""#))
+                && cfn::as_list(&r["Properties"]["MetricTransformations"]).iter().any(|t| t["MetricName"] == metric)
+        });
+        if !counted {
+            problems.push(format!("no metric filter counts {metric} from the callback routes' access log"));
+        }
+    }
+    if !alarms.iter().any(|(_, a)| reads(a, "SUM(FilesFailed) FROM SCHEMA(stemvault, Function, Reason)")) {
+        problems.push("no alarm on files failed for good (FilesFailed, every reason)".into());
+    }
+    if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
+        problems.push("no dead-letter queue alarm".into());
+    }
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let to_topic =
+                cfn::as_list(&alarm[actions]).iter().any(|a| cfn::reference(a).as_deref() == Some("AlarmTopic"));
+            if !to_topic {
+                problems.push(format!("{name}: {actions} do not notify AlarmTopic"));
+            }
+        }
+    }
+
+    let Some(body) = resources
+        .values()
+        .find(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .map(|d| &d["Properties"]["DashboardBody"])
+    else {
+        problems.push("no dashboard".into());
+        return problems;
+    };
+    let Some(text) = cfn::sub(body) else {
+        problems.push("the dashboard body is not a !Sub string".into());
+        return problems;
+    };
+    let (json, names) = substitute(&text);
+    for name in names {
+        let resource = name.split('.').next().unwrap_or_default();
+        if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
+            problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
+        }
+    }
+    let dashboard: serde_json::Value = match serde_json::from_str(&json) {
+        Ok(d) => d,
+        Err(e) => {
+            problems.push(format!("the dashboard body is not JSON: {e}"));
+            return problems;
+        }
+    };
+    let widgets = dashboard["widgets"].as_array().cloned().unwrap_or_default();
+    let shown_alarms: BTreeSet<String> = widgets
+        .iter()
+        .flat_map(|w| w["properties"]["alarms"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(|a| a.trim_end_matches(".Arn").to_owned()))
+        .collect();
+    for (name, _) in &alarms {
+        if !shown_alarms.contains(name) {
+            problems.push(format!("the dashboard does not show the alarm {name}"));
+        }
+    }
+    let shown_metrics = widgets.iter().map(|w| w["properties"]["metrics"].to_string()).collect::<String>();
+    for metric in DASHBOARD_METRICS {
+        if !shown_metrics.contains(&format!("\"{metric}\"")) && !shown_metrics.contains(&format!("\\\"{metric}\\\"")) {
+            problems.push(format!("the dashboard does not show {metric}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn alarms_and_the_dashboard_watch_every_function_and_metric() {
+    let template = template();
+    let functions: Vec<&str> = FUNCTIONS.iter().map(|f| f.logical_id).collect();
+    let problems = eyes_problems(&template, &functions);
+    assert!(problems.is_empty(), "template.yaml alarms and dashboard:\n{}", problems.join("\n"));
+    // The metric filters read fields the access log writes.
+    let format = cfn::resource(&template, "HttpApi")["Properties"]["AccessLogSettings"]["Format"].as_str().unwrap();
+    for field in [r#""routeKey":"$context.routeKey""#, r#""status":"$context.status""#, r#""apiId":"$context.apiId""#] {
+        assert!(format.contains(field), "the access log lacks {field}");
+    }
+}
+
 // --- the checks themselves can fail -------------------------------------------------------
 
 const SNIPPET: &str = r#"
@@ -1208,5 +1364,65 @@ fn flood_checks_report_unthrottled_routes_shared_limits_and_no_reservation() {
     assert_eq!(
         flood_problems(&template, &[], "Download"),
         ["Download: no ReservedConcurrentExecutions from a parameter"]
+    );
+}
+
+const UNWATCHED: &str = r#"
+Resources:
+  AlarmTopic: { Type: AWS::SNS::Topic }
+  Watched:
+    Type: AWS::Serverless::Function
+  FnErrors:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
+      AlarmActions: [!Ref AlarmTopic]
+  Dashboard:
+    Type: AWS::CloudWatch::Dashboard
+    Properties:
+      DashboardBody: !Sub |
+        { "widgets": [
+          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}"] } },
+          { "type": "metric", "properties": { "metrics": [
+            ["stemvault", "FilesStored", "Function", "download"],
+            ["AWS/Lambda", "Errors", "FunctionName", "${Gone}"]
+          ] } }
+        ] }
+"#;
+
+#[test]
+fn alarm_checks_report_what_goes_unwatched() {
+    let template: Value = serde_yaml::from_str(UNWATCHED).unwrap();
+    let problems = eyes_problems(&template, &["Watched"]);
+    let expected = [
+        "no alarm on Watched's Throttles",
+        "no alarm on the rate of callbacks answered 5xx",
+        "no metric filter counts CallbackServerErrors from the callback routes' access log",
+        "no metric filter counts CallbackResponses from the callback routes' access log",
+        "no alarm on files failed for good (FilesFailed, every reason)",
+        "no dead-letter queue alarm",
+        "FnErrors: OKActions do not notify AlarmTopic",
+        "the dashboard names ${Gone}, which is not a resource",
+        "the dashboard does not show CallbacksAccepted",
+        "the dashboard does not show CallbacksRefused",
+        "the dashboard does not show CallbackServerErrors",
+        "the dashboard does not show FilesFailed",
+        "the dashboard does not show BytesStored",
+        "the dashboard does not show CopySeconds",
+        "the dashboard does not show SecondsToSettled",
+        "the dashboard does not show ApproximateNumberOfMessagesVisible",
+        "the dashboard does not show ApproximateAgeOfOldestMessage",
+        "the dashboard does not show Throttles",
+    ];
+    assert_eq!(problems, expected);
+
+    let broken_json = UNWATCHED.replace(r#"["${FnErrors.Arn}"]"#, r#"["${FnErrors.Arn}",]"#);
+    let problems = eyes_problems(&serde_yaml::from_str(&broken_json).unwrap(), &["Watched"]);
+    assert!(problems.last().unwrap().starts_with("the dashboard body is not JSON"), "{problems:?}");
+    assert_eq!(
+        substitute("a ${X.Arn} ${!Literal} ${AWS::Region}"),
+        ("a X.Arn ${Literal} AWS::Region".into(), vec!["X.Arn".into(), "AWS::Region".into()])
     );
 }
