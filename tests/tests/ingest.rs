@@ -1,8 +1,8 @@
 //! The ingest function against the emulator, through its real AWS adapters: every documented
 //! callback is recorded, archived and queued; concurrent and out-of-order deliveries; refusals
-//! that write nothing; a queue that really fails after the record was written; and the
-//! callback secret read from Secrets Manager at start-up and again, after a refusal, once
-//! rotated.
+//! that write nothing (a callback too large to record included); a queue that really fails
+//! after the record was written; and the callback secret read from Secrets Manager at start-up
+//! and again, after a refusal, once rotated.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -318,6 +318,24 @@ async fn refusals_and_bad_input_write_nothing() {
     }
     assert!(env.record(task).await.is_none());
     assert!(env.keys("").await.is_empty());
+    assert!(env.drain_queue(10).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_callback_too_large_to_record_leaves_nothing_behind() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    let tracks: Vec<Value> = (0..300)
+        .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://cdn.example/{i}.mp3?sig={}", "s".repeat(1000))}))
+        .collect();
+    let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big0task", "data": tracks}});
+    let body = body.to_string().into_bytes();
+    assert!(body.len() < 1024 * 1024, "within MAX_BODY_BYTES: {}", body.len());
+    let response = app.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(&response)["error"], "callback_too_large_to_record");
+    assert!(env.record("big0task").await.is_none());
+    assert!(env.keys("").await.is_empty(), "its body is not archived");
     assert!(env.drain_queue(10).await.is_empty());
 }
 

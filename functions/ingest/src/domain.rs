@@ -2,10 +2,12 @@
 //! over small ports that the AWS adapters ([`crate::aws`]) and the in-memory ones of the
 //! tests and the benchmark implement.
 //!
-//! 1. Archive the body and write the record **at the same time**. The record write is a
+//! 1. Write the record and archive the body **at the same time**. The record write is a
 //!    read, a pure merge ([`stemvault_vault::ingest`]) and a put conditional on the version
-//!    read, retried from the read on a conflict. The body is archived on every delivery
-//!    (same key, same bytes), so a retry repairs an archive that failed, even as a duplicate.
+//!    read, retried from the read on a conflict. The archive starts as soon as the first merge
+//!    is judged to fit the table, alongside the put: a callback refused as too large to record
+//!    leaves nothing behind. The body is archived on every delivery (same key, same bytes),
+//!    so a retry repairs an archive that failed, even as a duplicate.
 //! 2. Send one message per file the merge claimed for this request, mark the sent ones
 //!    `queued` (conditional on the claim) and release the others back to `pending`
 //!    ([`send_claimed`], which the sweeper shares).
@@ -116,8 +118,15 @@ async fn ingest_unbounded<P: Ports>(
     let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64 };
     let claimant = Claimant { id: request_id.to_owned(), lease: settings.lease };
 
-    let (archived, recorded) =
-        tokio::join!(ports.archive_body(&info.archive_key, body), record(ports, settings, event, &info, &claimant));
+    let (fits, fitted) = tokio::sync::oneshot::channel();
+    // Once a merge fits (never, when the record would be too large: the sender is dropped).
+    let archive = async {
+        match fitted.await {
+            Ok(()) => ports.archive_body(&info.archive_key, body).await,
+            Err(_) => Ok(()),
+        }
+    };
+    let (archived, recorded) = tokio::join!(archive, record(ports, settings, event, &info, &claimant, fits));
     let merge = recorded?;
     let task = &event.task_id;
     let mut files_queued = send_claimed(ports, task, &claimant, &merge.claims.to_enqueue).await?;
@@ -130,14 +139,20 @@ async fn ingest_unbounded<P: Ports>(
     Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
 }
 
-/// Read, merge, put conditional on the version read; again on a conflict.
+/// Read, merge, put conditional on the version read; again on a conflict. `fits` is told
+/// when the first merge fits the table, before its put. (Should a concurrent delivery grow
+/// the record between that merge and a retried one that no longer fits, the answer is still
+/// 413 but the body is archived: a rare race, accepted to keep the archive beside the put
+/// rather than after it.)
 async fn record<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
     body: &BodyInfo,
     claimant: &Claimant,
+    fits: tokio::sync::oneshot::Sender<()>,
 ) -> Result<Merge, IngestError> {
+    let fits = &std::sync::Mutex::new(Some(fits));
     let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
         let existing = ports.load_task(&event.task_id).await?;
         let merge = ingest_callback(existing.as_ref(), event, body, claimant, ports.now());
@@ -145,6 +160,10 @@ async fn record<P: Ports>(
         let bytes = item_size_estimate(&merge.record);
         if bytes > MAX_ITEM_ESTIMATE_BYTES {
             return Err(IngestError::TooLargeToRecord { bytes });
+        }
+        if let Some(fits) = fits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            // Nobody listening means the archive is no longer wanted: nothing to do.
+            let _ = fits.send(());
         }
         match ports.save_task(&merge.record, existing.map(|r| r.version)).await {
             Ok(()) => Ok(Attempt::Done(merge)),

@@ -202,6 +202,16 @@ async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
     assert!(!err.is_retryable());
     assert_eq!(ports.record(TASK).unwrap(), before, "the record is left as it was");
     assert_eq!(ports.messages().len(), 1, "only the first callback's file was queued");
+    assert_eq!(ports.body_keys(), vec![body_key("first", b"1")], "the refused body is not archived");
+}
+
+#[tokio::test]
+async fn a_body_whose_record_fits_is_archived_even_when_the_put_fails() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ports.set_save_error(Some(StoreError::Unavailable("down".into())));
+    ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")], "it fitted: archived beside the failed put");
 }
 
 /// A record whose files a request claimed and then abandoned (it crashed before sending).
