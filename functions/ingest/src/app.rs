@@ -1,12 +1,13 @@
 //! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication
-//! (with the callback secret read again when it may have been rotated), limits and answers
-//! around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda, in memory in the
-//! tests and the benchmark).
+//! (with the callback secret read again when it may have been rotated), limits, metrics and
+//! answers around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda, in memory
+//! in the tests and the benchmark).
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
+use stemvault_aws::metrics::{Metric, emit};
 use suno_callbacks::{CallbackEvent, ParseError, parse_callback};
 use tracing::Instrument;
 
@@ -18,6 +19,18 @@ use crate::credentials::Credentials;
 use crate::credentials::RefreshPolicy;
 use crate::domain::{Ports, Settings, ingest};
 use crate::error::IngestError;
+
+/// The `Function` dimension of the metrics.
+const FUNCTION: (&str, &str) = ("Function", "ingest");
+/// Callbacks answered 200 (duplicates included); dimension `Function`.
+pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
+/// Callbacks answered 4xx, nothing written; dimensions `Function` and `Reason` (the answer's
+/// reason code: `signature_mismatch`, `invalid_token`, `body_too_large`, `invalid_json`,
+/// `callback_too_large_to_record`, ...).
+pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
+/// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
+/// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...).
+pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
 
 /// The ingest function with its clients and checks, built once per instance.
 pub struct App<P = AwsPorts> {
@@ -103,6 +116,7 @@ impl<P: Ports> App<P> {
                     files_queued = outcome.files_queued,
                     "callback {status}"
                 );
+                emit(&[FUNCTION], &[Metric::count(CALLBACKS_ACCEPTED)]);
                 let body = json!({
                     "status": status,
                     "task_id": event.task_id.as_str(),
@@ -115,11 +129,12 @@ impl<P: Ports> App<P> {
             }
             Err(e) => {
                 tracing::error!(error = %e, code = e.code(), retryable = e.is_retryable(), "callback not fully processed");
-                let status = match e {
-                    IngestError::TooLargeToRecord { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                    _ if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
-                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                let (status, metric) = match e {
+                    IngestError::TooLargeToRecord { .. } => (StatusCode::PAYLOAD_TOO_LARGE, CALLBACKS_REFUSED),
+                    _ if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, CALLBACKS_FAILED),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, CALLBACKS_FAILED),
                 };
+                emit(&[FUNCTION, ("Reason", e.code())], &[Metric::count(metric)]);
                 error(status, e.code(), e.public_message())
             }
         }
@@ -162,7 +177,7 @@ impl<P: Ports> App<P> {
 #[derive(Debug)]
 struct Rejection {
     status: StatusCode,
-    /// Machine-readable, e.g. `signature_mismatch`.
+    /// Machine-readable, e.g. `signature_mismatch`; the metric's `Reason`.
     reason: &'static str,
     /// For people; never contains a secret or a header value.
     message: String,
@@ -180,9 +195,10 @@ impl Rejection {
         Rejection { may_be_stale: true, ..Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message) }
     }
 
-    /// Log and answer it.
+    /// Log, count and answer it.
     fn answer(self) -> Response<Body> {
         tracing::warn!(reason = self.reason, status = self.status.as_u16(), "callback refused: {}", self.message);
+        emit(&[FUNCTION, ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
         match self.status {
             StatusCode::UNAUTHORIZED => {
                 let body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });

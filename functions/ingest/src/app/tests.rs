@@ -314,6 +314,7 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
 
 #[tokio::test]
 async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
+    let captured = capture_logs();
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     let tracks: Vec<Value> = (0..300)
         .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://h/{i}.mp3?sig={}", "s".repeat(1000))}))
@@ -324,6 +325,8 @@ async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
     assert_untouched(&h);
+    let expected = r#"[("Function", "ingest"), ("Reason", "callback_too_large_to_record")]"#;
+    assert_eq!(metrics(&captured), [("CallbacksRefused".to_owned(), expected.to_owned())]);
 }
 
 #[tokio::test]
@@ -551,4 +554,54 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     for secret in [KEY, OLD_KEY, TOKEN, "X-Sig", "secret", signature[1].1.as_str(), "https://"] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
     }
+}
+
+// --- metrics ----------------------------------------------------------------------------
+
+/// The metric lines logged since `captured` started (outside Lambda `emit` logs them at debug),
+/// as (name, dimensions).
+fn metrics(captured: &Captured) -> Vec<(String, String)> {
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    logs.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "metric")
+        .map(|l| {
+            let field = |name: &str| l["fields"][name].as_str().unwrap_or_default().to_owned();
+            (field("metric"), field("dimensions"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_answer_is_counted_once_with_its_reason() {
+    let captured = capture_logs();
+    let h = app().await;
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None });
+    h.ports.advance(Duration::from_secs(60));
+    let now = NOW_SECS + 60;
+    assert_eq!(h.handle(signed_at(KEY, now)).await.status(), StatusCode::OK, "still the start-up keys");
+    assert_eq!(h.handle(signed_at(NEW_KEY, now)).await.status(), StatusCode::OK, "refused, refreshed, accepted");
+    assert_eq!(refusal(&h, signed_at(KEY, now)).await, "signature_mismatch");
+    let big = request("/callback", &signed_headers(NEW_KEY, WAV_TASK, now), vec![b' '; 4097]);
+    assert_eq!(h.handle(big).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let not_json = request("/callback", &signed_headers(NEW_KEY, WAV_TASK, now), b"{".to_vec());
+    assert_eq!(h.handle(not_json).await.status(), StatusCode::BAD_REQUEST);
+    h.ports.set_enqueue_failing(true);
+    let other = br#"{"code":200,"msg":"ok","data":{"audioWavUrl":"https://h/s/b.wav","task_id":"other-task"}}"#;
+    let failed = request("/callback", &signed_headers(NEW_KEY, "other-task", now), other.to_vec());
+    assert_eq!(h.handle(failed).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let function = r#"("Function", "ingest")"#;
+    let reason = |r: &str| format!(r#"[{function}, ("Reason", "{r}")]"#);
+    assert_eq!(
+        metrics(&captured),
+        [
+            ("CallbacksAccepted".to_owned(), format!("[{function}]")),
+            ("CallbacksAccepted".to_owned(), format!("[{function}]")),
+            ("CallbacksRefused".to_owned(), reason("signature_mismatch")),
+            ("CallbacksRefused".to_owned(), reason("body_too_large")),
+            ("CallbacksRefused".to_owned(), reason("invalid_json")),
+            ("CallbacksFailed".to_owned(), reason("enqueue_failed")),
+        ]
+    );
 }
