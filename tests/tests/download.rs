@@ -9,12 +9,14 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
+use stemvault_download::domain::{GENERATION_METADATA, WriteManifest};
 use stemvault_download::error::CopyError;
+use stemvault_download::existing::ReadObject;
 use stemvault_download::upload::{ObjectInfo, ObjectStore};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
-use stemvault_vault::{FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{Conditional, FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage};
 
 const MIB: usize = 1024 * 1024;
@@ -578,6 +580,33 @@ async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery(
         assert_eq!(s.server.hits(&path), 0, "{name}: the expired URL was not fetched again");
         assert_eq!(healed.vault, VaultState::Complete, "{name}");
     }
+}
+
+/// The manifest's conditional writes, as the emulator (like S3) enforces them: create only
+/// when there is none, replace only the object read (its ETag), each with its generation.
+#[tokio::test]
+async fn manifest_writes_are_conditional_on_the_object_read() {
+    let env = TestEnv::new().await;
+    let ports = env.download_ports();
+    let task = new_task_id();
+    let key = format!("tasks/{task}/manifest.json");
+    let record = queued_record(&task, Family::VocalSeparation, &[]);
+    let manifest = |at: i64| Manifest::of(&record, VaultState::Complete, Timestamp::from_unix_ms(at));
+    let read = |bytes: Vec<u8>| serde_json::from_slice::<Manifest>(&bytes).expect("a manifest");
+
+    assert_eq!(ports.put_manifest(&key, &manifest(1), 5, None).await, Ok(Conditional::Applied));
+    assert_eq!(ports.put_manifest(&key, &manifest(2), 6, None).await, Ok(Conditional::Conflict), "exists");
+    let first = ports.head_object(&key).await.unwrap().expect("written");
+    assert_eq!(first.metadata.get(GENERATION_METADATA).map(String::as_str), Some("5"));
+    assert_eq!(first.content_type.as_deref(), Some("application/json"));
+
+    assert_eq!(ports.put_manifest(&key, &manifest(3), 7, Some(&first.etag)).await, Ok(Conditional::Applied));
+    let second = ports.head_object(&key).await.unwrap().expect("written");
+    assert_ne!(second.etag, first.etag);
+    // A writer that read the first manifest and lands late changes nothing.
+    assert_eq!(ports.put_manifest(&key, &manifest(4), 6, Some(&first.etag)).await, Ok(Conditional::Conflict));
+    assert_eq!(read(env.object(&key).await.unwrap()), manifest(3));
+    assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
 }
 
 /// S3's own refusals come back as permanent (recorded as the file's reason) when no retry can

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
@@ -20,7 +21,8 @@ use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRe
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, SettleTask, WriteManifest,
+    Claim, ClaimFile, DelayMessage, GENERATION_METADATA, RecordFailed, RecordStored, ReleaseFile, SettleTask,
+    WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
@@ -75,6 +77,26 @@ where
 }
 
 impl AwsPorts {
+    /// A PutObject of a whole body, with its SHA-256 for S3 to verify and keep.
+    fn put_request(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+        sha256: [u8; 32],
+    ) -> PutObjectFluentBuilder {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .set_content_type(content_type.map(str::to_owned))
+            // The algorithm header too: some S3-compatible stores only keep a checksum they
+            // are told the algorithm of. A value set here stops the SDK computing its own.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .checksum_sha256(BASE64.encode(sha256))
+    }
+
     /// Send one conditional update of the task's record.
     async fn update(&self, operation: &str, task_id: &TaskId, u: Update) -> Result<Conditional, StoreError> {
         self.table.update(operation, task_id.as_str(), u).await
@@ -167,22 +189,32 @@ impl SettleTask for AwsPorts {
 }
 
 impl WriteManifest for AwsPorts {
-    async fn write_manifest(&self, key: &str, manifest: &Manifest) -> Result<(), StorageError> {
+    async fn put_manifest(
+        &self,
+        key: &str,
+        manifest: &Manifest,
+        generation: u64,
+        expected: Option<&str>,
+    ) -> Result<Conditional, StorageError> {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| StorageError::transient("PutObject (manifest)", e.to_string()))?;
         let sha256: [u8; 32] = Sha256::digest(&body).into();
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .content_type("application/json")
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(BASE64.encode(sha256))
-            .send()
-            .await
-            .map_err(|e| storage_error("PutObject", e))?;
-        Ok(())
+        let request = self
+            .put_request(key, Bytes::from(body), Some("application/json"), sha256)
+            .metadata(GENERATION_METADATA, generation.to_string());
+        let request = match expected {
+            Some(etag) => request.if_match(etag),
+            None => request.if_none_match("*"),
+        };
+        match request.send().await {
+            Ok(_) => Ok(Conditional::Applied),
+            // 412: the object is not the one read; 409: a concurrent conditional write; 404:
+            // the object read is gone (If-Match on a missing key).
+            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(404 | 409 | 412)) => {
+                Ok(Conditional::Conflict)
+            }
+            Err(e) => Err(storage_error("PutObject (manifest)", e)),
+        }
     }
 }
 
@@ -246,18 +278,9 @@ impl ObjectStore for AwsPorts {
         info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .set_content_type(info.content_type.map(str::to_owned))
+        self.put_request(key, body, info.content_type, sha256)
             .metadata(SOURCE_METADATA, info.source_sha256)
             .metadata(SHA256_METADATA, hex::encode(sha256))
-            // The algorithm header too: some S3-compatible stores only keep a checksum they
-            // are told the algorithm of. A value set here stops the SDK computing its own.
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(BASE64.encode(sha256))
             .send()
             .await
             .map_err(|e| storage_error("PutObject", e))?;

@@ -35,6 +35,8 @@ use crate::upload::{Destination, ObjectStore, StoredObject, UploadLimits, upload
 const CLAIM_ATTEMPTS: u32 = 3;
 /// How many times a settle flip that lost a race is tried, each from a fresh read.
 const SETTLE_ATTEMPTS: u32 = 5;
+/// How many times a manifest write that lost a race is tried, each from a fresh read.
+const MANIFEST_ATTEMPTS: u32 = 5;
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,8 +127,22 @@ pub trait SettleTask {
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
+/// Object metadata (`x-amz-meta-generation`) of a manifest: its plan's
+/// [generation](ManifestPlan::generation), which orders manifests from older to newer.
+pub const GENERATION_METADATA: &str = "generation";
+
 pub trait WriteManifest {
-    fn write_manifest(&self, key: &str, manifest: &Manifest) -> impl Future<Output = Result<(), StorageError>> + Send;
+    /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`], only if
+    /// the object under `key` is still the one `expected` names: the ETag it had when read,
+    /// or None for no object at all (S3's conditional writes, `If-Match` and
+    /// `If-None-Match: *`). [`Conditional::Conflict`] when another write came first.
+    fn put_manifest(
+        &self,
+        key: &str,
+        manifest: &Manifest,
+        generation: u64,
+        expected: Option<&str>,
+    ) -> impl Future<Output = Result<Conditional, StorageError>> + Send;
 }
 
 pub trait DelayMessage {
@@ -439,13 +455,13 @@ async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Opt
 
 /// Under the lease [`settle`] took: write the manifest, then record its key.
 async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPlan) -> Result<(), DownloadError> {
-    if let Err(e) = ports.write_manifest(&plan.manifest_key, &plan.manifest).await {
-        match ports.reopen_task(task_id, plan.expected_version + 1).await {
+    if let Err(e) = put_fenced(ports, plan).await {
+        match ports.reopen_task(task_id, plan.generation()).await {
             Ok(Conditional::Applied) => {}
             Ok(Conditional::Conflict) => tracing::warn!("the task changed before it could be reopened"),
             Err(reopen) => tracing::error!(error = %reopen, "could not reopen the task after the manifest failed"),
         }
-        return Err(e.into());
+        return Err(e);
     }
     let key = plan.manifest_key.as_str();
     match ports.record_manifest(task_id, plan.vault, plan.lease_until, key).await? {
@@ -460,6 +476,49 @@ async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPl
         }
     }
     Ok(())
+}
+
+/// Write the plan's manifest unless a newer one is already under its key.
+///
+/// The record fences who *starts* a manifest (one lease holder per generation), but not when
+/// its PutObject lands: a writer that stalls past its lease can be overtaken by the worker
+/// that takes the lease over, or by the next settle after ingest reopened the task, and its
+/// late PutObject would replace their newer manifest. So the object is fenced too, by
+/// generation ([`ManifestPlan::generation`], kept as [`GENERATION_METADATA`]): read what is
+/// under the key; if its generation is this plan's or later, there is nothing to write (a
+/// newer manifest, or this one, is there); otherwise write conditionally on the object read
+/// still being there (its ETag, or none). Every write that lands thus replaces exactly the
+/// object its writer saw, which was older, so the generation under the key only grows,
+/// whatever the timing; a write that loses the race reads again.
+///
+/// (The other design, a new key per generation with the record pointing at the current
+/// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
+async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), DownloadError> {
+    let (key, generation) = (plan.manifest_key.as_str(), plan.generation());
+    let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
+        let current = ports.head_object(key).await?;
+        let expected = match &current {
+            Some(head) => {
+                let theirs = head.metadata.get(GENERATION_METADATA).and_then(|g| g.parse::<u64>().ok());
+                // A manifest without one predates generations: any plan is newer.
+                if theirs.is_some_and(|theirs| theirs >= generation) {
+                    tracing::info!(key, generation, theirs, "a manifest as new or newer is already written");
+                    return Ok(Attempt::Done(()));
+                }
+                Some(head.etag.as_str())
+            }
+            None => None,
+        };
+        Ok::<_, DownloadError>(match ports.put_manifest(key, &plan.manifest, generation, expected).await? {
+            Conditional::Applied => Attempt::Done(()),
+            Conditional::Conflict => {
+                tracing::debug!(key, "the manifest changed since it was read; reading it again");
+                Attempt::Conflict
+            }
+        })
+    })
+    .await?;
+    written.ok_or(DownloadError::Contended)
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use tokio::sync::oneshot;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -17,7 +19,8 @@ use stemvault_vault::{
 use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::domain::{
-    Claim, ClaimFile, DelayMessage, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask, WriteManifest,
+    Claim, ClaimFile, DelayMessage, GENERATION_METADATA, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask,
+    WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -148,6 +151,10 @@ pub struct StoreState {
 }
 
 impl StoreState {
+    pub fn etag(&self, key: &str) -> Option<&str> {
+        self.objects.get(key).map(|o| o.etag.as_str())
+    }
+
     pub fn insert(
         &mut self,
         key: &str,
@@ -309,9 +316,12 @@ pub struct MemoryPorts {
     pub store: MemoryStore,
     pub sources: Mutex<HashMap<String, Script>>,
     pub opened: Mutex<Vec<String>>,
+    /// Every manifest written, in order (the bucket keeps the latest under its key).
     pub manifests: Mutex<Vec<(String, Manifest)>>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
+    /// Hold the next manifest write.
+    pub manifest_gate: Mutex<Option<ManifestGate>>,
     /// Fail this many `stored` records (the table unavailable) before succeeding.
     pub stored_failures: Mutex<u32>,
     pub delays: Mutex<Vec<(String, Duration)>>,
@@ -522,15 +532,44 @@ impl SettleTask for MemoryPorts {
     }
 }
 
+/// Holds one manifest write just before S3 would evaluate its condition: `reached` says it
+/// got there, and it goes on once `release` fires.
+pub struct ManifestGate {
+    pub reached: oneshot::Sender<()>,
+    pub release: oneshot::Receiver<()>,
+}
+
 impl WriteManifest for MemoryPorts {
-    async fn write_manifest(&self, key: &str, manifest: &Manifest) -> Result<(), StorageError> {
-        let mut failures = self.manifest_failures.lock().unwrap();
-        if *failures > 0 {
-            *failures -= 1;
-            return Err(storage_error("PutObject", "injected manifest failure"));
+    /// As S3 does: the condition is evaluated when the write lands, and every write gets a
+    /// new ETag.
+    async fn put_manifest(
+        &self,
+        key: &str,
+        manifest: &Manifest,
+        generation: u64,
+        expected: Option<&str>,
+    ) -> Result<Conditional, StorageError> {
+        {
+            let mut failures = self.manifest_failures.lock().unwrap();
+            if *failures > 0 {
+                *failures -= 1;
+                return Err(storage_error("PutObject", "injected manifest failure"));
+            }
         }
+        let gate = self.manifest_gate.lock().unwrap().take();
+        if let Some(gate) = gate {
+            let _ = gate.reached.send(());
+            let _ = gate.release.await;
+        }
+        let mut state = self.store.state.lock().unwrap();
+        if state.etag(key) != expected {
+            return Ok(Conditional::Conflict);
+        }
+        let metadata = HashMap::from([(GENERATION_METADATA.to_owned(), generation.to_string())]);
+        let body = serde_json::to_vec(manifest).unwrap();
+        state.insert(key, body, Some("application/json".into()), metadata);
         self.manifests.lock().unwrap().push((key.to_owned(), manifest.clone()));
-        Ok(())
+        Ok(Conditional::Applied)
     }
 }
 

@@ -110,7 +110,8 @@ pub enum SettlePlan {
 /// The steps that settle a vault, the same for a first settle and a resumed one:
 /// 1. set `vault` and `manifest_lease_until = lease_until`, conditional on `expected_version`
 ///    (only the worker whose write wins goes on);
-/// 2. write `manifest` to `manifest_key`;
+/// 2. write `manifest` to `manifest_key`, fenced by its [generation](ManifestPlan::generation):
+///    never over a manifest of a later generation;
 /// 3. set `manifest_key` and remove the lease, conditional on `vault` and the lease still
 ///    being the ones set in 1 (not reopened by ingest, not taken over by a resume).
 #[derive(Debug, Clone, PartialEq)]
@@ -120,6 +121,15 @@ pub struct ManifestPlan {
     pub manifest: Manifest,
     pub expected_version: u64,
     pub lease_until: i64,
+}
+
+impl ManifestPlan {
+    /// The record's version once step 1 succeeded. Each plan that gets past step 1 has its
+    /// own (step 1 is conditional on the version and increments it), and a later settle or
+    /// takeover always has a higher one: the order in which manifests are newer.
+    pub fn generation(&self) -> u64 {
+        self.expected_version + 1
+    }
 }
 
 /// How long the worker that settles a vault has to write its manifest before a redelivered
@@ -265,6 +275,7 @@ mod tests {
             (VaultState::Complete, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20)
         );
         assert_eq!(plan.manifest.vault, VaultState::Complete);
+        assert_eq!(plan.generation(), 8, "the version the settle writes");
 
         let mut partial = done.clone();
         partial.files.get_mut("drums").unwrap().status = FileStatus::Failed;

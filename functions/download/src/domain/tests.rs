@@ -3,7 +3,12 @@ use stemvault_vault::{FileStatus, PublicFileStatus, Timestamp};
 
 use super::*;
 use crate::error::FetchError;
-use crate::test_support::{MemoryPorts, SETTINGS, Script, TASK, deterministic_bytes, job_body, record, serve, url};
+use stemvault_vault::download::MANIFEST_LEASE;
+use tokio::sync::oneshot;
+
+use crate::test_support::{
+    ManifestGate, MemoryPorts, SETTINGS, Script, TASK, deterministic_bytes, job_body, record, serve, url,
+};
 
 fn delivery(body: String, receive_count: u32) -> Delivery {
     Delivery {
@@ -190,6 +195,63 @@ async fn a_failed_manifest_reopens_the_task_and_a_redelivery_heals_it() {
     assert_eq!(r.vault, VaultState::Complete);
     assert_eq!(ports.manifests.lock().unwrap().len(), 1);
     assert_eq!(ports.opened().len(), 1, "not downloaded again");
+}
+
+/// The worker that settled the vault stalls in its manifest PutObject past its lease; the
+/// redelivered message takes the lease over and writes the manifest; then the stalled write
+/// lands. It must not replace the newer manifest.
+#[tokio::test]
+async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    let key = format!("tasks/{TASK}/manifest.json");
+    let (reached, at_gate) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    *ports.manifest_gate.lock().unwrap() = Some(ManifestGate { reached, release: released });
+
+    let slow = run(&ports, "vocal", 1);
+    let overtaking = async {
+        at_gate.await.unwrap();
+        let later = ports.now().plus(MANIFEST_LEASE + Duration::from_secs(1));
+        *ports.now.lock().unwrap() = Some(later);
+        assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
+        assert_eq!(ports.record(TASK).manifest_key.as_deref(), Some(key.as_str()), "the newer one is recorded");
+        release.send(()).unwrap();
+        later
+    };
+    let (slow, later) = tokio::join!(slow, overtaking);
+    assert!(matches!(slow, Outcome::Stored(_)), "{slow:?}");
+
+    let written = ports.manifests.lock().unwrap().clone();
+    assert_eq!(written.len(), 1, "the stalled write did not land");
+    let under_key: Manifest = serde_json::from_slice(&ports.store.object(&key).unwrap()).unwrap();
+    assert_eq!(under_key.generated_at, later, "the newer manifest stays");
+    let r = ports.record(TASK);
+    assert_eq!((r.manifest_key.as_deref(), r.manifest_lease_until), (Some(key.as_str()), None));
+    let generation = &ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA];
+    assert_eq!(generation, &(r.version - 1).to_string(), "the takeover's generation");
+}
+
+/// A writer that only starts after a newer manifest is written (it read the record before
+/// the takeover) writes nothing; a newer generation replaces an older manifest.
+#[tokio::test]
+async fn manifests_are_written_only_over_older_generations() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
+    let task = TaskId::parse(TASK).unwrap();
+    let key = format!("tasks/{TASK}/manifest.json");
+    let plan = |expected_version: u64| {
+        let mut r = ports.record(TASK);
+        r.version = expected_version;
+        let SettlePlan::Settle(plan) = settle_plan(&r, &task, ports.now()) else { panic!("expected a settle") };
+        plan
+    };
+    put_fenced(&ports, &plan(7)).await.unwrap();
+    put_fenced(&ports, &plan(5)).await.unwrap();
+    put_fenced(&ports, &plan(7)).await.unwrap();
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1, "an older or the same generation is not written");
+    put_fenced(&ports, &plan(9)).await.unwrap();
+    assert_eq!(ports.manifests.lock().unwrap().len(), 2);
+    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "10");
 }
 
 #[tokio::test]
