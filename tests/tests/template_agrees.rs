@@ -1426,3 +1426,66 @@ fn alarm_checks_report_what_goes_unwatched() {
         ("a X.Arn ${Literal} AWS::Region".into(), vec!["X.Arn".into(), "AWS::Region".into()])
     );
 }
+
+/// The checkov checks a resource skips (`Metadata: checkov: skip: - id: … comment: …`) that
+/// name no check or give no one-line reason. (`make checkov` fails on a skip checkov reads
+/// without a comment too; this also catches a malformed entry checkov would ignore.)
+fn checkov_skip_problems(template: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, resource) in template["Resources"].as_mapping().cloned().unwrap_or_default() {
+        let name = name.as_str().unwrap_or_default();
+        let skip = &resource["Metadata"]["checkov"]["skip"];
+        if resource["Metadata"]["checkov"].is_mapping() && !skip.is_sequence() {
+            problems.push(format!("{name}: checkov metadata without a skip list"));
+        }
+        for entry in cfn::as_list(skip) {
+            let id = entry["id"].as_str().unwrap_or_default();
+            if !(id.starts_with("CKV_") || id.starts_with("CKV2_")) {
+                problems.push(format!("{name}: a checkov skip names no check ({entry:?})"));
+            }
+            match entry["comment"].as_str().map(str::trim) {
+                Some(comment) if !comment.is_empty() && !comment.contains('\n') => {}
+                _ => problems.push(format!("{name}: checkov skip {id} gives no one-line reason")),
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn every_checkov_skip_names_its_check_and_says_why() {
+    let template = template();
+    let problems = checkov_skip_problems(&template);
+    assert!(problems.is_empty(), "template.yaml checkov skips:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn checkov_skips_without_a_reason_are_reported() {
+    let template: Value = serde_yaml::from_str(
+        r#"
+Resources:
+  Queue:
+    Type: AWS::SQS::Queue
+    Metadata:
+      checkov:
+        skip:
+          - id: CKV_AWS_27
+            comment: SSE-SQS.
+          - id: CKV_AWS_28
+          - comment: no id
+  Logs:
+    Type: AWS::Logs::LogGroup
+    Metadata:
+      checkov:
+        skip:
+          - id: CKV_AWS_158
+            comment: "  "
+"#,
+    )
+    .unwrap();
+    let problems = checkov_skip_problems(&template);
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert_eq!(problems[0], "Queue: checkov skip CKV_AWS_28 gives no one-line reason");
+    assert!(problems[1].starts_with("Queue: a checkov skip names no check"), "{problems:?}");
+    assert_eq!(problems[2], "Logs: checkov skip CKV_AWS_158 gives no one-line reason");
+}
