@@ -379,9 +379,13 @@ async fn concurrent_refusals_share_one_read() {
     h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None });
     h.ports.advance(Duration::from_secs(60));
     let mut requests = tokio::task::JoinSet::new();
-    for _ in 0..20 {
+    for i in 0..20 {
+        // Each its own task: deliveries of one task would wait for each other in virtual time.
+        let task = format!("wav-task-{i}");
+        let body = String::from_utf8(WAV.to_vec()).unwrap().replace(WAV_TASK, &task);
+        let req = request("/callback", &signed_headers(NEW_KEY, &task, NOW_SECS + 60), body.into_bytes());
         let h = h.clone();
-        requests.spawn(async move { h.handle(signed_at(NEW_KEY, NOW_SECS + 60)).await.status() });
+        requests.spawn(async move { h.handle(req).await.status() });
     }
     for status in requests.join_all().await {
         assert_eq!(status, StatusCode::OK);
