@@ -17,7 +17,7 @@ use futures::StreamExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
@@ -49,6 +49,11 @@ pub enum Reply {
         after: u64,
     },
     Status(u16),
+    /// A status with a `Retry-After` header (as a 429 or 503 may carry).
+    RetryAfter {
+        status: u16,
+        retry_after: String,
+    },
     Redirect {
         status: u16,
         location: String,
@@ -208,6 +213,11 @@ fn respond(reply: Reply) -> Response<Body> {
         }
         Reply::Disconnect { len, seed, after } => with_headers(generated_body(len, seed, after), None, Some(len)),
         Reply::Status(code) => status(code),
+        Reply::RetryAfter { status: code, retry_after } => {
+            let mut response = status(code);
+            response.headers_mut().insert(RETRY_AFTER, retry_after.parse().expect("a valid Retry-After"));
+            response
+        }
         Reply::Redirect { status: code, location } => {
             let mut response = status(code);
             response.headers_mut().insert(LOCATION, location.parse().expect("a valid Location"));

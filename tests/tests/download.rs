@@ -10,8 +10,10 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{GENERATION_METADATA, WriteManifest};
-use stemvault_download::error::CopyError;
+use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
+use stemvault_download::source::{FetchSource, HttpSource};
+use stemvault_download::source_policy::SourcePolicy;
 use stemvault_download::upload::{ObjectInfo, ObjectStore};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
@@ -607,6 +609,50 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     assert_eq!(ports.put_manifest(&key, &manifest(4), 6, Some(&first.etag)).await, Ok(Conditional::Conflict));
     assert_eq!(read(env.object(&key).await.unwrap()), manifest(3));
     assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
+}
+
+/// A source's `Retry-After` on a 429 or 503, in seconds or as an HTTP-date, is read from
+/// the response (and ignored when malformed, or on other statuses).
+#[tokio::test]
+async fn retry_after_is_read_from_a_busy_source() {
+    let server = FileServer::start().await;
+    let in_an_hour = Timestamp::now().plus(Duration::from_secs(3600));
+    let http_date = {
+        let t = std::time::UNIX_EPOCH + Duration::from_secs(in_an_hour.unix_seconds() as u64);
+        httpdate_of(t)
+    };
+    let cases = [
+        ("/429", 429, "120".to_owned(), Some((120, 120))),
+        ("/503", 503, http_date, Some((3590, 3600))),
+        ("/bad", 503, "soon".to_owned(), None),
+        ("/410", 410, "120".to_owned(), None),
+    ];
+    let policy = SourcePolicy::parse(&server.origin()).unwrap();
+    let source = HttpSource::new(policy).unwrap();
+    for (path, status, retry_after, expected) in cases {
+        server.route(path, Reply::RetryAfter { status, retry_after: retry_after.clone() });
+        let err = source.open(&server.url(path), 1 << 20).await.unwrap_err();
+        let FetchError::Status { status: got, retry_after: asked, .. } = err else { panic!("{path}: {err}") };
+        assert_eq!(got, status, "{path}");
+        match expected {
+            Some((at_least, at_most)) => {
+                let asked = asked.unwrap_or_else(|| panic!("{path}: {retry_after:?} not read")).as_secs();
+                assert!((at_least..=at_most).contains(&asked), "{path}: {asked} s");
+            }
+            None => assert_eq!(asked, None, "{path}"),
+        }
+    }
+}
+
+/// `t` as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn httpdate_of(t: std::time::SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let rfc3339 = Timestamp::from_unix_ms(secs as i64 * 1000).rfc3339();
+    let (year, month, day, time) = (&rfc3339[..4], &rfc3339[5..7], &rfc3339[8..10], &rfc3339[11..19]);
+    let weekday = DAYS[(secs / 86_400 % 7) as usize];
+    format!("{weekday}, {day} {} {year} {time} GMT", MONTHS[month.parse::<usize>().unwrap() - 1])
 }
 
 /// S3's own refusals come back as permanent (recorded as the file's reason) when no retry can

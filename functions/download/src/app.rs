@@ -86,7 +86,7 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
         release_after_panic(ports, &delivery, &e.to_string()).await;
     }
     if outcome.is_failure() {
-        delay_retry(ports, &delivery).await;
+        delay_retry(ports, &delivery, &outcome).await;
     }
     outcome
 }

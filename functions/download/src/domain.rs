@@ -20,13 +20,15 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use stemvault_vault::download::{CopyPlan, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay, settle_plan};
+use stemvault_vault::download::{
+    CopyPlan, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay_after, settle_plan,
+};
 use stemvault_vault::{
     Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::TaskId;
 
-use crate::error::{CopyError, DownloadError, StorageError};
+use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
 use crate::source::{FetchSource, loggable_str};
 use crate::upload::{Destination, ObjectStore, StoredObject, UploadLimits, upload};
@@ -37,6 +39,12 @@ const CLAIM_ATTEMPTS: u32 = 3;
 const SETTLE_ATTEMPTS: u32 = 5;
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
+
+/// The download queue keeps a message for SQS's default retention of 4 days (the template
+/// sets none): even a source that asks for the longest wait at every receive lets the
+/// message reach its last receive, and then the dead-letter queue, within it.
+const _: () =
+    assert!((stemvault_aws::provision::MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,6 +234,16 @@ impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Retry(_))
     }
+
+    /// How long the source asked to be left alone (`Retry-After` on a 429 or 503).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Outcome::Retry(DownloadError::Copy(CopyError::Fetch(FetchError::Status { retry_after, .. }))) => {
+                *retry_after
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Parse a message body; anything unusable is a permanent [`DownloadError::Malformed`].
@@ -307,10 +325,11 @@ async fn claim<P: Ports>(
 }
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
-/// receive count. Failing to do so only means an earlier retry.
-pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery) {
+/// receive count, or as long as the source's `Retry-After` asked ([`retry_delay_after`]).
+/// Failing to do so only means a retry once the queue's visibility timeout is over.
+pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
-    let delay = retry_delay(delivery.receive_count);
+    let delay = retry_delay_after(delivery.receive_count, outcome.retry_after());
     if let Err(e) = ports.delay_message(receipt_handle, delay).await {
         tracing::warn!(error = %e, "could not delay the message's next delivery");
     }

@@ -5,6 +5,8 @@
 //! usable, the message is dropped) and the message is deleted. Error texts never contain a
 //! URL's query string (signed URLs carry their signature there).
 
+use std::time::Duration;
+
 use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
 
@@ -19,8 +21,9 @@ pub enum FetchError {
     TooManyRedirects(usize),
     #[error("redirect ({status}) without a usable Location header")]
     BadRedirect { status: u16 },
+    /// `retry_after`: what the source's `Retry-After` asked for, on a 429 or 503.
     #[error("source answered {status}{}", reason_suffix(.reason))]
-    Status { status: u16, reason: String },
+    Status { status: u16, reason: String, retry_after: Option<Duration> },
     #[error("could not connect to the source: {0}")]
     Connect(String),
     #[error("the source timed out: {0}")]
@@ -188,7 +191,7 @@ mod tests {
     use super::*;
 
     fn status(code: u16) -> FetchError {
-        FetchError::Status { status: code, reason: String::new() }
+        FetchError::Status { status: code, reason: String::new(), retry_after: None }
     }
 
     #[test]
@@ -266,7 +269,7 @@ mod tests {
     #[test]
     fn reasons_read_well() {
         assert_eq!(
-            FetchError::Status { status: 403, reason: "Forbidden".into() }.to_string(),
+            FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }.to_string(),
             "source answered 403 Forbidden"
         );
         assert_eq!(status(441).to_string(), "source answered 441");

@@ -587,7 +587,7 @@ impl FetchSource for MemoryPorts {
         tokio::task::yield_now().await;
         let script = self.sources.lock().unwrap().get(url).cloned();
         match script {
-            None => Err(FetchError::Status { status: 404, reason: "Not Found".into() }),
+            None => Err(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
             Some(Script::Fail(e)) => Err(e),
             Some(Script::Body { data, declared, content_type }) => {
                 if declared && data.len() as u64 > max_bytes {

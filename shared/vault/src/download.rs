@@ -173,6 +173,21 @@ pub fn retry_delay(receive_count: u32) -> Duration {
     FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY)
 }
 
+/// The longest wait a source's `Retry-After` gets: SQS keeps a received message invisible
+/// for at most 12 hours from its receipt (ChangeMessageVisibility refuses more), and the
+/// invocation that received it may have run for up to its 15-minute timeout before asking.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
+
+/// How long a message waits after a transient failure when the source said when to come back
+/// (`Retry-After` on a 429 or 503): that long, but never less than [`retry_delay`] (every
+/// retry spends one of the queue's receives, after which the message goes to the dead-letter
+/// queue, so a source asking for 1 s must not use them up in seconds) and never more than
+/// [`MAX_RETRY_AFTER`]. Without one, [`retry_delay`].
+pub fn retry_delay_after(receive_count: u32, retry_after: Option<Duration>) -> Duration {
+    let backoff = retry_delay(receive_count);
+    retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -338,6 +353,19 @@ mod tests {
         stale.vault = VaultState::Partial;
         stale.manifest_lease_until = Some(NOW.unix_seconds() - 100);
         assert_eq!(settle_plan(&stale, &id, NOW), SettlePlan::Open);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_within_the_queue_s_limits() {
+        let (s, h) = (Duration::from_secs(1), Duration::from_secs(3600));
+        assert_eq!(retry_delay_after(1, None), 30 * s);
+        assert_eq!(retry_delay_after(3, None), 120 * s);
+        assert_eq!(retry_delay_after(1, Some(120 * s)), 120 * s, "longer than the backoff: as asked");
+        assert_eq!(retry_delay_after(1, Some(5 * h)), 5 * h);
+        assert_eq!(retry_delay_after(2, Some(s)), 60 * s, "shorter: the backoff, so receives last");
+        assert_eq!(retry_delay_after(1, Some(Duration::ZERO)), 30 * s);
+        assert_eq!(retry_delay_after(1, Some(24 * h)), 11 * h + 45 * 60 * s, "at most 12 h less one invocation");
+        assert_eq!(retry_delay_after(9, Some(Duration::MAX)), MAX_RETRY_AFTER);
     }
 
     #[test]

@@ -25,7 +25,7 @@ async fn run(ports: &MemoryPorts, name: &str, receive_count: u32) -> Outcome {
     let d = delivery(job_body(name), receive_count);
     let outcome = process_message(ports, &SETTINGS, &d).await;
     if outcome.is_failure() {
-        delay_retry(ports, &d).await;
+        delay_retry(ports, &d, &outcome).await;
     }
     outcome
 }
@@ -60,7 +60,10 @@ async fn a_queued_file_is_stored_and_recorded() {
 async fn the_last_settled_file_writes_the_manifest_once() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
-    ports.source(&url("drums"), Script::Fail(FetchError::Status { status: 410, reason: "Gone".into() }));
+    ports.source(
+        &url("drums"),
+        Script::Fail(FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None }),
+    );
 
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
     let outcome = run(&ports, "drums", 1).await;
@@ -91,7 +94,10 @@ async fn the_last_settled_file_writes_the_manifest_once() {
 #[tokio::test]
 async fn retryable_failures_release_the_file_and_back_off() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::Fail(FetchError::Status { status: 503, reason: "Service Unavailable".into() }));
+    ports.source(
+        &url("vocal"),
+        Script::Fail(FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None }),
+    );
 
     for count in 1..=3 {
         let outcome = run(&ports, "vocal", count).await;
@@ -112,6 +118,26 @@ async fn retryable_failures_release_the_file_and_back_off() {
     assert!(matches!(run(&ports, "vocal", 4).await, Outcome::Stored(_)));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
     assert_eq!(ports.record(TASK).open, None, "settling removes the open-tasks marker");
+}
+
+/// A source that says when to come back (`Retry-After`) is left alone that long, within the
+/// queue's limits, instead of the 30 s first delay; never less than the backoff.
+#[tokio::test]
+async fn a_source_s_retry_after_is_honoured() {
+    let busy = |status: u16, seconds: u64| {
+        Script::Fail(FetchError::Status {
+            status,
+            reason: String::new(),
+            retry_after: Some(Duration::from_secs(seconds)),
+        })
+    };
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    for (count, script) in [(1, busy(429, 600)), (2, busy(503, 5)), (3, busy(503, 7 * 24 * 3600))] {
+        ports.source(&url("vocal"), script);
+        assert!(run(&ports, "vocal", count).await.is_failure());
+    }
+    let delays: Vec<u64> = ports.delays.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();
+    assert_eq!(delays, vec![600, 60, 11 * 3600 + 45 * 60]);
 }
 
 #[tokio::test]
@@ -359,7 +385,10 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
         assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Downloading, "claimed until its lease ends");
 
-        ports.source(&url("vocal"), Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into() }));
+        ports.source(
+            &url("vocal"),
+            Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }),
+        );
         let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
         *ports.now.lock().unwrap() = Some(lease_over);
         let outcome = run(&ports, "vocal", 2).await;
