@@ -923,10 +923,12 @@ fn a_flood_of_callbacks_cannot_starve_the_pipeline() {
     assert!(problems.is_empty(), "template.yaml flood protection:\n{}", problems.join("\n"));
 }
 
-/// The EMF metrics (namespace `stemvault`) and AWS metrics the dashboard must show.
+/// The EMF metrics (namespace `stemvault`; ingest's by the names its code emits) and AWS
+/// metrics the dashboard must show.
 const DASHBOARD_METRICS: &[&str] = &[
-    "CallbacksAccepted",
-    "CallbacksRefused",
+    stemvault_ingest::app::CALLBACKS_ACCEPTED,
+    stemvault_ingest::app::CALLBACKS_REFUSED,
+    stemvault_ingest::app::CALLBACKS_FAILED,
     "CallbackServerErrors",
     "FilesStored",
     "FilesFailed",
@@ -1407,6 +1409,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard names ${Gone}, which is not a resource",
         "the dashboard does not show CallbacksAccepted",
         "the dashboard does not show CallbacksRefused",
+        "the dashboard does not show CallbacksFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show FilesFailed",
         "the dashboard does not show BytesStored",
