@@ -9,7 +9,14 @@
 //! - each function's S3 grants reach exactly the kinds of key it uses (`s3_keys::RULES`), judged
 //!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
 //! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
-//!   which the emulator uses.
+//!   which the emulator uses;
+//! - each HTTP route is throttled by its own parameters, and ingest has reserved concurrency;
+//! - every function's errors and throttles, the callback 5xx rate, files failed for good and
+//!   the dead-letter queue are alarmed, to the alarm topic, and the dashboard (valid JSON)
+//!   shows every alarm and metric;
+//! - every checkov skip names its check and gives a one-line reason.
+//!
+//! Each check has a test that feeds it a broken template and expects its complaints.
 //!
 //! As a cross-check of the declarations, every AWS SDK call written in a function crate's
 //! production code must be covered by its `AWS_ACTIONS` (see `sdk_calls`).
