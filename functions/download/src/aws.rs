@@ -17,12 +17,13 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
+use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimFile, DelayMessage, GENERATION_METADATA, RecordFailed, RecordStored, ReleaseFile, SettleTask,
-    WriteManifest,
+    Claim, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored, ReleaseFile,
+    SettleTask, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
@@ -250,6 +251,30 @@ impl ReadObject for AwsPorts {
     }
 }
 
+/// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
+/// them), all with dimension `Function` = `download`: `FilesStored` (Count), `BytesStored`
+/// (Bytes) and `CopySeconds` (Seconds, only for a copy made now); `FilesFailed` (Count, also
+/// by `Reason`); `SecondsToSettled` (Seconds, from the first callback to the vault settled).
+pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    let function = ("Function", "download");
+    match measure {
+        Measure::Stored { bytes, copy_seconds } => {
+            let mut metrics = vec![Metric::count("FilesStored"), Metric::bytes("BytesStored", *bytes)];
+            metrics.extend(copy_seconds.map(|s| Metric::seconds("CopySeconds", s)));
+            (vec![function], metrics)
+        }
+        Measure::Failed { reason } => (vec![function, ("Reason", reason)], vec![Metric::count("FilesFailed")]),
+        Measure::Settled { seconds } => (vec![function], vec![Metric::seconds("SecondsToSettled", *seconds)]),
+    }
+}
+
+impl EmitMetrics for AwsPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        let (dimensions, metrics) = metrics_of(measure);
+        metrics::emit(&dimensions, &metrics);
+    }
+}
+
 impl DelayMessage for AwsPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
         self.sqs
@@ -365,5 +390,40 @@ impl ObjectStore for AwsPorts {
             .await
             .map_err(|e| storage_error("AbortMultipartUpload", e))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stemvault_aws::metrics::Unit;
+
+    use super::*;
+
+    fn names(metrics: &[Metric]) -> Vec<(&str, Unit, f64)> {
+        metrics.iter().map(|m| (m.name, m.unit, m.value)).collect()
+    }
+
+    #[test]
+    fn measures_become_the_agreed_metrics() {
+        let (dimensions, metrics) = metrics_of(&Measure::Stored { bytes: 42, copy_seconds: Some(1.5) });
+        assert_eq!(dimensions, vec![("Function", "download")]);
+        assert_eq!(
+            names(&metrics),
+            vec![
+                ("FilesStored", Unit::Count, 1.0),
+                ("BytesStored", Unit::Bytes, 42.0),
+                ("CopySeconds", Unit::Seconds, 1.5)
+            ]
+        );
+        let (_, metrics) = metrics_of(&Measure::Stored { bytes: 42, copy_seconds: None });
+        assert_eq!(names(&metrics), vec![("FilesStored", Unit::Count, 1.0), ("BytesStored", Unit::Bytes, 42.0)]);
+
+        let (dimensions, metrics) = metrics_of(&Measure::Failed { reason: "source_expired" });
+        assert_eq!(dimensions, vec![("Function", "download"), ("Reason", "source_expired")]);
+        assert_eq!(names(&metrics), vec![("FilesFailed", Unit::Count, 1.0)]);
+
+        let (dimensions, metrics) = metrics_of(&Measure::Settled { seconds: 90.25 });
+        assert_eq!(dimensions, vec![("Function", "download")]);
+        assert_eq!(names(&metrics), vec![("SecondsToSettled", Unit::Seconds, 90.25)]);
     }
 }

@@ -153,6 +153,23 @@ pub trait WriteManifest {
     ) -> impl Future<Output = Result<Conditional, StorageError>> + Send;
 }
 
+/// What the function measures, one event at a time (CloudWatch metrics in [`crate::aws`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Measure {
+    /// A file was recorded `stored`: its size, and how long the copy took (None when an
+    /// earlier attempt's copy was found and recorded).
+    Stored { bytes: u64, copy_seconds: Option<f64> },
+    /// A file was recorded `failed` for good ([`CopyError::reason_code`]).
+    Failed { reason: &'static str },
+    /// This worker settled a task's vault: seconds since the task's first callback.
+    Settled { seconds: f64 },
+}
+
+pub trait EmitMetrics {
+    /// Never fails the caller.
+    fn emit_metrics(&self, measure: &Measure);
+}
+
 pub trait DelayMessage {
     /// Keep the message invisible for `delay` from now.
     fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
@@ -169,6 +186,7 @@ pub trait Ports:
     + SettleTask
     + WriteManifest
     + DelayMessage
+    + EmitMetrics
     + FetchSource
     + ObjectStore
     + ReadObject
@@ -186,6 +204,7 @@ impl<T> Ports for T where
         + SettleTask
         + WriteManifest
         + DelayMessage
+        + EmitMetrics
         + FetchSource
         + ObjectStore
         + ReadObject
@@ -358,6 +377,7 @@ async fn copy_claimed<P: Ports>(
         0 => None,
         _ => stored_before(ports, plan, delivery.stop_at).await,
     };
+    let copied_now = found.is_none();
     let copied = match found {
         Some(stored) => Ok(stored),
         None => {
@@ -372,6 +392,8 @@ async fn copy_claimed<P: Ports>(
                 Ok(Conditional::Applied) => {
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
+                    let copy_seconds = copied_now.then_some(seconds);
+                    ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
                     after_settling(ports, task_id, Outcome::Stored(stored)).await
                 }
                 Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
@@ -391,6 +413,7 @@ async fn copy_claimed<P: Ports>(
     match ports.record_failed(task_id, name, worker, &reason).await {
         Ok(Conditional::Applied) => {
             tracing::warn!(reason = %reason, "the file failed for good");
+            ports.emit_metrics(&Measure::Failed { reason: error.reason_code() });
             after_settling(ports, task_id, Outcome::FailedForGood(reason)).await
         }
         Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
@@ -455,7 +478,8 @@ async fn settle<P: Ports>(ports: &P, task_id: &TaskId) -> Result<(), DownloadErr
 /// to write the manifest, `None` when there is nothing to do.
 async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Option<ManifestPlan>>, DownloadError> {
     let Some(record) = ports.load_task(task_id).await? else { return Ok(Attempt::Done(None)) };
-    let plan = match settle_plan(&record, task_id, ports.now()) {
+    let now = ports.now();
+    let plan = match settle_plan(&record, task_id, now) {
         SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(Attempt::Done(None)),
         SettlePlan::Settle(plan) => plan,
         SettlePlan::Resume(plan) => {
@@ -466,8 +490,15 @@ async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Opt
             plan
         }
     };
+    let settling = record.vault == VaultState::Pending;
     Ok(match ports.settle_task(task_id, plan.expected_version, plan.vault, plan.lease_until).await? {
-        Conditional::Applied => Attempt::Done(Some(plan)),
+        Conditional::Applied => {
+            if settling {
+                let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
+                ports.emit_metrics(&Measure::Settled { seconds });
+            }
+            Attempt::Done(Some(plan))
+        }
         Conditional::Conflict => Attempt::Conflict,
     })
 }

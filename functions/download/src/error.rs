@@ -133,6 +133,24 @@ pub enum CopyError {
 }
 
 impl CopyError {
+    /// Why the file failed for good, as a stable snake_case code (the `Reason` of the
+    /// `FilesFailed` metric): `source_expired` (403, 404, 410 or 441: what an expired URL
+    /// answers), `source_status` (any other final status), `source_refused` (not an allowed
+    /// source, or a non-public address), `source_redirect` (too many redirects, or one
+    /// without a usable Location), `too_large` (over `MAX_FILE_BYTES`), `s3_rejected` (the
+    /// bucket refused it for good), and `transient` for what is retried rather than failed.
+    pub fn reason_code(&self) -> &'static str {
+        match self {
+            CopyError::Fetch(FetchError::Status { status: 403 | 404 | 410 | 441, .. }) => "source_expired",
+            CopyError::Fetch(FetchError::Status { status, .. }) if !status_is_retryable(*status) => "source_status",
+            CopyError::Fetch(FetchError::Refused(_)) => "source_refused",
+            CopyError::Fetch(FetchError::TooManyRedirects(_) | FetchError::BadRedirect { .. }) => "source_redirect",
+            CopyError::Fetch(FetchError::TooLarge { .. }) => "too_large",
+            CopyError::Storage(e) if !e.is_retryable() => "s3_rejected",
+            _ => "transient",
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             CopyError::Fetch(e) => e.is_retryable(),
@@ -264,6 +282,40 @@ mod tests {
             assert!(!s3_refusal_is_permanent(Some(status), Some(code)), "{status} {code}");
         }
         assert!(!s3_refusal_is_permanent(None, None), "no answer (a timeout, a dropped connection)");
+    }
+
+    #[test]
+    fn every_permanent_failure_has_its_own_reason_code() {
+        let code = |e: FetchError| CopyError::Fetch(e).reason_code();
+        for status in [403, 404, 410, 441] {
+            assert_eq!(code(self::status(status)), "source_expired", "{status}");
+        }
+        for status in [400, 401, 451, 304] {
+            assert_eq!(code(self::status(status)), "source_status", "{status}");
+        }
+        assert_eq!(code(FetchError::Refused(Refusal::Refused("private".into()))), "source_refused");
+        assert_eq!(code(FetchError::Refused(Refusal::BadUrl("x".into()))), "source_refused");
+        assert_eq!(code(FetchError::TooManyRedirects(5)), "source_redirect");
+        assert_eq!(code(FetchError::BadRedirect { status: 302 }), "source_redirect");
+        assert_eq!(code(FetchError::TooLarge { limit: 1, declared: None }), "too_large");
+        let refused = StorageError { operation: "PutObject", message: "400".into(), permanent: true };
+        assert_eq!(CopyError::Storage(refused).reason_code(), "s3_rejected");
+        for transient in
+            [CopyError::Deadline, CopyError::Fetch(status(503)), CopyError::Storage(StorageError::transient("x", "y"))]
+        {
+            assert!(transient.is_retryable());
+            assert_eq!(transient.reason_code(), "transient");
+        }
+        // Every code a failed file can have is not `transient`.
+        for permanent in [
+            status(403),
+            status(400),
+            FetchError::TooManyRedirects(1),
+            FetchError::TooLarge { limit: 1, declared: None },
+        ] {
+            assert!(!permanent.is_retryable());
+            assert_ne!(code(permanent), "transient");
+        }
     }
 
     #[test]

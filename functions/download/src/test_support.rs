@@ -19,8 +19,8 @@ use stemvault_vault::{
 use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::domain::{
-    Claim, ClaimFile, DelayMessage, GENERATION_METADATA, RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask,
-    WriteManifest,
+    Claim, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored, ReleaseFile,
+    Settings, SettleTask, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -325,6 +325,7 @@ pub struct MemoryPorts {
     /// Fail this many `stored` records (the table unavailable) before succeeding.
     pub stored_failures: Mutex<u32>,
     pub delays: Mutex<Vec<(String, Duration)>>,
+    pub measures: Mutex<Vec<Measure>>,
     pub now: Mutex<Option<Timestamp>>,
 }
 
@@ -570,6 +571,12 @@ impl WriteManifest for MemoryPorts {
         state.insert(key, body, Some("application/json".into()), metadata);
         self.manifests.lock().unwrap().push((key.to_owned(), manifest.clone()));
         Ok(Conditional::Applied)
+    }
+}
+
+impl EmitMetrics for MemoryPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        self.measures.lock().unwrap().push(measure.clone());
     }
 }
 

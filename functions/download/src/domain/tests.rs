@@ -54,6 +54,11 @@ async fn a_queued_file_is_stored_and_recorded() {
     assert_eq!(r.vault, VaultState::Pending);
     assert!(ports.manifests.lock().unwrap().is_empty());
     assert!(ports.delays.lock().unwrap().is_empty());
+    let measures = ports.measures.lock().unwrap().clone();
+    assert!(
+        matches!(measures.as_slice(), [Measure::Stored { bytes: 100_000, copy_seconds: Some(s) }] if *s >= 0.0),
+        "{measures:?}"
+    );
 }
 
 #[tokio::test]
@@ -83,6 +88,15 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     let statuses: Vec<(&str, PublicFileStatus)> = manifest.files.iter().map(|f| (f.name.as_str(), f.status)).collect();
     assert_eq!(statuses, vec![("drums", PublicFileStatus::Failed), ("vocal", PublicFileStatus::Stored)]);
     assert_eq!(manifest.files[1].bytes, Some(11));
+
+    // One file stored, one failed for good (an expired URL), the vault settled 4,554,000 s
+    // after the first callback.
+    let measures = ports.measures.lock().unwrap().clone();
+    assert!(matches!(measures[0], Measure::Stored { bytes: 11, copy_seconds: Some(_) }), "{measures:?}");
+    assert_eq!(
+        measures[1..],
+        [Measure::Failed { reason: "source_expired" }, Measure::Settled { seconds: 4_554_000.0 }]
+    );
 
     // Redeliveries of either message change nothing and write no second manifest.
     assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
@@ -360,6 +374,8 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     }
     assert!(ports.delays.lock().unwrap().is_empty(), "not retried");
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    let failed = Measure::Failed { reason: "s3_rejected" };
+    assert_eq!(ports.measures.lock().unwrap()[..2], [failed.clone(), failed]);
 
     // A failure that a retry may get past goes back on the queue.
     let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -406,6 +422,8 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         assert_eq!(r.vault, VaultState::Complete);
         assert_eq!(ports.opened().len(), 1, "{len} bytes: not fetched again");
         assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), data);
+        let measures = ports.measures.lock().unwrap().clone();
+        assert_eq!(measures[0], Measure::Stored { bytes: len as u64, copy_seconds: None }, "counted once, no copy");
     }
 }
 
