@@ -18,6 +18,7 @@ use stemvault_download::upload::{ObjectInfo, ObjectStore};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
+use stemvault_vault::download::manifest_job;
 use stemvault_vault::{Conditional, FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage};
 
@@ -653,6 +654,32 @@ fn httpdate_of(t: std::time::SystemTime) -> String {
     let (year, month, day, time) = (&rfc3339[..4], &rfc3339[5..7], &rfc3339[8..10], &rfc3339[11..19]);
     let weekday = DAYS[(secs / 86_400 % 7) as usize];
     format!("{weekday}, {day} {} {year} {time} GMT", MONTHS[month.parse::<usize>().unwrap() - 1])
+}
+
+/// A task without files (lyrics here) is settled as ingest records it, and ingest sends its
+/// manifest job: the downloader writes its manifest, once.
+#[tokio::test]
+async fn a_task_without_files_gets_its_manifest() {
+    let s = setup(None).await;
+    let task = new_task_id();
+    let received: Timestamp = "2026-11-23T15:00:00.000Z".parse().unwrap();
+    let lyrics = TaskRecord::new(&task, Family::Lyrics, Stage::Complete, 200, "All generated successfully.", received);
+    s.env.put_record(&lyrics).await;
+    let job = manifest_job(&lyrics).expect("a task without files needs a manifest job");
+    s.env.send_jobs(&[job.clone(), job]).await;
+    let (_, response) = s.run_received(2).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+
+    let manifest = s.manifest(&task).await;
+    assert_eq!(
+        (manifest.family, manifest.stage, manifest.vault),
+        (Family::Lyrics, Stage::Complete, VaultState::Complete)
+    );
+    assert!(manifest.files.is_empty());
+    let recorded = s.env.task_record(&task).await;
+    assert_eq!(recorded.manifest_key.as_deref(), Some(format!("tasks/{task}/manifest.json").as_str()));
+    assert_eq!(manifest_job(&recorded), None, "no further job once recorded");
+    assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
 /// S3's own refusals come back as permanent (recorded as the file's reason) when no retry can

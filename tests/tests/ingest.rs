@@ -20,6 +20,7 @@ use stemvault_ingest::secret::CallbackSecret;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
+use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::{FileJob, FileStatus, TaskRecord};
 use suno_callbacks::signature::sign;
 use suno_callbacks::{CallbackEvent, Family, Stage, parse_callback, s3_key};
@@ -148,7 +149,10 @@ async fn every_documented_fixture_is_recorded_archived_and_queued() {
         assert_eq!(record.files.keys().map(String::as_str).collect::<BTreeSet<_>>(), file_names, "{name}");
         assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "{name}: archived verbatim");
 
-        let jobs = jobs(&env).await;
+        // A task without files gets a manifest job instead (download::manifest_job).
+        let (manifest_jobs, jobs): (Vec<FileJob>, Vec<FileJob>) =
+            jobs(&env).await.into_iter().partition(|j| j.name == MANIFEST_JOB_NAME);
+        assert_eq!(manifest_jobs.len(), usize::from(event.files.is_empty()), "{name}: {manifest_jobs:?}");
         assert_eq!(jobs.len(), event.files.len(), "{name}: one message per file");
         assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>(), file_names, "{name}");
         assert_jobs_match_record(&jobs, &record, &[&event]);

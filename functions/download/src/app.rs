@@ -178,6 +178,7 @@ fn log_outcome(outcome: &Outcome) {
     match outcome {
         Outcome::Stored(_) | Outcome::FailedForGood(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
+        Outcome::ManifestChecked => tracing::info!("done: the task's manifest is written"),
         Outcome::Dropped(e @ DownloadError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),
         Outcome::Dropped(e) => tracing::warn!(error = %e, "dropping the message"),
         Outcome::Retry(e) => tracing::warn!(error = %e, "will retry"),

@@ -2,7 +2,8 @@
 //! memory for the unit tests), bundled as [`Ports`]; the task read ([`LoadTask`]) and the
 //! clock ([`Clock`]) are the shared ones of `stemvault_vault`:
 //!
-//! 1. parse the [`FileJob`] (a malformed body is dropped);
+//! 1. parse the [`FileJob`] (a malformed body is dropped); a manifest job (a task without
+//!    files, settled by ingest) goes straight to step 5;
 //! 2. read the task record and decide ([`next_step`]): drop, nothing to copy, busy, or copy;
 //! 3. claim the file (`downloading`, our worker id, lease until the invocation's deadline)
 //!    with a conditional update, so two copies of one message never both copy (a claim that
@@ -20,8 +21,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+#[cfg(doc)]
+use stemvault_vault::download::manifest_job;
 use stemvault_vault::download::{
-    CopyPlan, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay_after, settle_plan,
+    CopyPlan, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay_after,
+    settle_plan,
 };
 use stemvault_vault::{
     Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, Timestamp, VaultState, retry_on_conflict,
@@ -240,6 +244,8 @@ pub enum Outcome {
     Stored(StoredObject),
     /// The file was already stored or failed for good (a redelivery).
     AlreadySettled,
+    /// A manifest job ([`manifest_job`]): the task's manifest is written, or was not due.
+    ManifestChecked,
     /// The file failed for good; the record says why.
     FailedForGood(String),
     /// Nothing could be done, ever: the message is deleted.
@@ -287,6 +293,9 @@ pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery:
     span.record("file", job.name.as_str());
     if Instant::now() >= delivery.stop_at {
         return Outcome::Retry(DownloadError::NoTimeLeft);
+    }
+    if job.name == MANIFEST_JOB_NAME {
+        return after_settling(ports, &task_id, Outcome::ManifestChecked).await;
     }
     let claimed = retry_on_conflict(ports, CLAIM_ATTEMPTS, |_| claim(ports, delivery, &task_id, &job)).await;
     match claimed {
@@ -482,6 +491,8 @@ async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Opt
     let plan = match settle_plan(&record, task_id, now) {
         SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(Attempt::Done(None)),
         SettlePlan::Settle(plan) => plan,
+        // A task without files settles when ingest records it; its manifest job writes it.
+        SettlePlan::Resume(plan) if record.files.is_empty() => plan,
         SettlePlan::Resume(plan) => {
             tracing::warn!(
                 vault = %plan.vault,

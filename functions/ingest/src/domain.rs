@@ -13,12 +13,16 @@
 //!    ([`send_claimed`], which the sweeper shares).
 //! 3. Files of this callback that a concurrent delivery is queueing are waited for (bounded);
 //!    whatever that delivery released, or left when its lease ran out, is taken over.
+//! 4. A task without files is settled as soon as it is recorded: until its manifest is
+//!    recorded, each delivery sends the downloader a manifest job for it
+//!    ([`stemvault_vault::download::manifest_job`]).
 
 use std::future::Future;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
+use stemvault_vault::download::manifest_job;
+use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{
     BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim,
 };
@@ -133,6 +137,12 @@ async fn ingest_unbounded<P: Ports>(
     if !merge.claims.wait_for.is_empty() {
         let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
         files_queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
+    }
+    // A task without files is settled as recorded; no download would write its manifest.
+    if let Some(job) = manifest_job(&merge.record) {
+        if let Some(reason) = ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().find_map(Result::err) {
+            return Err(EnqueueError { failed: 1, total: 1, reason }.into());
+        }
     }
     // Checked last: the files are worth queueing even when the archive failed.
     archived.map_err(IngestError::Archive)?;

@@ -139,6 +139,29 @@ pub const MANIFEST_LEASE: Duration = Duration::from_secs(20);
 
 const _: () = assert!(MANIFEST_LEASE.as_secs() < FIRST_RETRY_DELAY.as_secs());
 
+/// The `name` of a manifest job: a download message that names no file, only asks for the
+/// task's manifest. No file has this name ([`s3_key::is_reserved_name`]).
+pub const MANIFEST_JOB_NAME: &str = "manifest";
+
+/// The message that gets a task without files its manifest, when it needs one.
+///
+/// The downloader that settles a task's vault writes its manifest, but a task without files
+/// (lyrics, MIDI, Suno Voice, a failure) is settled the moment ingest records it, and no
+/// download message would ever come for it. So ingest sends this job instead, on every
+/// delivery until the manifest is recorded: the downloader settles nothing, it only writes
+/// the manifest of the settled vault ([`settle_plan`] resumes it, as for a writer that
+/// stopped).
+pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
+    let wanted = record.files.is_empty() && record.vault != VaultState::Pending && record.manifest_key.is_none();
+    let task_id = TaskId::parse(&record.task_id).ok().filter(|_| wanted)?;
+    Some(FileJob {
+        task_id: record.task_id.clone(),
+        name: MANIFEST_JOB_NAME.to_owned(),
+        url: String::new(),
+        key: s3_key::manifest_key(&task_id),
+    })
+}
+
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
     let Some(files_vault) = record.settled_vault_state() else {
@@ -353,6 +376,31 @@ mod tests {
         stale.vault = VaultState::Partial;
         stale.manifest_lease_until = Some(NOW.unix_seconds() - 100);
         assert_eq!(settle_plan(&stale, &id, NOW), SettlePlan::Open);
+    }
+
+    #[test]
+    fn a_settled_task_without_files_or_manifest_gets_a_manifest_job() {
+        let mut lyrics = TaskRecord::new("t1", Family::Lyrics, Stage::Complete, 200, "ok", NOW);
+        let job = manifest_job(&lyrics).expect("a manifest job");
+        assert_eq!(
+            job,
+            FileJob {
+                task_id: "t1".into(),
+                name: "manifest".into(),
+                url: String::new(),
+                key: "tasks/t1/manifest.json".into()
+            }
+        );
+        assert!(s3_key::is_reserved_name(&job.name), "no file can have the job's name");
+        // Its manifest is the settled, empty vault's, written by a resume.
+        let id = TaskId::parse("t1").unwrap();
+        let SettlePlan::Resume(plan) = settle_plan(&lyrics, &id, NOW) else { panic!("expected a resume") };
+        assert_eq!((plan.vault, plan.manifest.files.len()), (VaultState::Complete, 0));
+
+        lyrics.manifest_key = Some("tasks/t1/manifest.json".into());
+        assert_eq!(manifest_job(&lyrics), None, "written already");
+        let with_files = record(vec![("vocal", file("https://a/v.mp3", FileStatus::Stored))]);
+        assert_eq!(manifest_job(&with_files), None, "the downloader that settles it writes it");
     }
 
     #[test]

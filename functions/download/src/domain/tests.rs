@@ -1,5 +1,6 @@
 use sha2::{Digest, Sha256};
-use stemvault_vault::{FileStatus, PublicFileStatus, Timestamp};
+use stemvault_vault::{FileStatus, PublicFileStatus, TaskRecord, Timestamp};
+use suno_callbacks::{Family, Stage};
 
 use super::*;
 use crate::error::FetchError;
@@ -448,6 +449,29 @@ async fn a_copy_of_another_url_under_the_key_is_copied_over() {
     assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
     assert_eq!(ports.opened().len(), 1);
     assert_eq!(ports.store.object(&key).unwrap(), b"new bytes");
+}
+
+/// A task without files is settled by ingest, which sends a manifest job: the job writes
+/// the manifest once, and its duplicates find it written.
+#[tokio::test]
+async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
+    let lyrics = TaskRecord::new(TASK, Family::Lyrics, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(1));
+    let ports = MemoryPorts::with_record(lyrics.clone());
+    let job = stemvault_vault::download::manifest_job(&lyrics).expect("a manifest job");
+    let body = serde_json::to_string(&job).unwrap();
+    for count in 1..=2 {
+        let outcome = process_message(&ports, &SETTINGS, &delivery(body.clone(), count)).await;
+        assert_eq!(outcome, Outcome::ManifestChecked, "delivery {count}");
+    }
+    let manifests = ports.manifests.lock().unwrap().clone();
+    assert_eq!(manifests.len(), 1);
+    let (key, manifest) = &manifests[0];
+    assert_eq!(key, &format!("tasks/{TASK}/manifest.json"));
+    assert_eq!((manifest.family, manifest.vault, manifest.files.len()), (Family::Lyrics, VaultState::Complete, 0));
+    let r = ports.record(TASK);
+    assert_eq!((r.manifest_key.as_deref(), r.vault, r.version), (Some(key.as_str()), VaultState::Complete, 3));
+    assert!(ports.opened().is_empty());
+    assert!(ports.measures.lock().unwrap().is_empty(), "settled by ingest, not here");
 }
 
 #[tokio::test]
