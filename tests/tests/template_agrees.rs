@@ -1499,3 +1499,91 @@ Resources:
     assert!(problems[1].starts_with("Queue: a checkov skip names no check"), "{problems:?}");
     assert_eq!(problems[2], "Logs: checkov skip CKV_AWS_158 gives no one-line reason");
 }
+
+/// The dashboard of template.yaml, substituted and parsed.
+fn dashboard(template: &Value) -> serde_json::Value {
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let dashboard = resources.values().find(|r| r["Type"] == "AWS::CloudWatch::Dashboard").expect("a dashboard");
+    let text = cfn::sub(&dashboard["Properties"]["DashboardBody"]).expect("a !Sub dashboard body");
+    serde_json::from_str(&substitute(&text).0).expect("the dashboard body is JSON")
+}
+
+/// Whether the dashboard reads metric `name` of namespace `stemvault` under `dimensions` as
+/// the code emits them: a metric row for `Function` alone, a `SEARCH` over every `Reason`
+/// when there is one.
+fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&str, &str)]) -> bool {
+    let rows: Vec<serde_json::Value> = dashboard["widgets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default())
+        .collect();
+    match dimensions {
+        [("Function", function)] => rows.iter().any(|row| {
+            row[0] == stemvault_aws::metrics::NAMESPACE && row[1] == name && row[2] == "Function" && row[3] == *function
+        }),
+        [("Function", function), ("Reason", _)] => {
+            let search = format!(
+                r#"{{{},Function,Reason}} MetricName="{name}" Function="{function}""#,
+                stemvault_aws::metrics::NAMESPACE
+            );
+            rows.iter().any(|row| row[0]["expression"].as_str().is_some_and(|e| e.contains(&search)))
+        }
+        _ => false,
+    }
+}
+
+#[test]
+fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
+    use stemvault_download::domain::Measure;
+    let template = template();
+    let dashboard = dashboard(&template);
+    // Download: every measure, through the function that turns it into metrics.
+    let measures = [
+        Measure::Stored { bytes: 1, copy_seconds: Some(1.0) },
+        Measure::Failed { reason: "source_expired" },
+        Measure::Settled { seconds: 1.0 },
+    ];
+    let mut emitted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
+    for measure in &measures {
+        let (dimensions, metrics) = stemvault_download::aws::metrics_of(measure);
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // Ingest: its metric names, with the dimensions its app emits them under.
+    use stemvault_ingest::app::{CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_REFUSED};
+    emitted.push((CALLBACKS_ACCEPTED.to_owned(), vec![("Function", "ingest")]));
+    for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED] {
+        emitted.push((name.to_owned(), vec![("Function", "ingest"), ("Reason", "any")]));
+    }
+    let unread: Vec<String> = emitted
+        .iter()
+        .filter(|(name, dimensions)| !dashboard_reads(&dashboard, name, dimensions))
+        .map(|(name, dimensions)| format!("{name} {dimensions:?}"))
+        .collect();
+    assert!(unread.is_empty(), "the dashboard does not read these metrics as emitted: {unread:?}");
+
+    // The permanent-failure alarm sums FilesFailed over the dimension set download emits.
+    let (dimensions, _) = stemvault_download::aws::metrics_of(&Measure::Failed { reason: "x" });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE Function = '{}'",
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", "),
+        dimensions[0].1
+    );
+    let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
+    assert_eq!(alarm.as_str(), Some(query.as_str()));
+}
+
+#[test]
+fn dashboard_reads_tells_dimension_sets_apart() {
+    let dashboard = serde_json::json!({ "widgets": [{ "properties": { "metrics": [
+        ["stemvault", "FilesStored", "Function", "download"],
+        [{ "expression": "SEARCH('{stemvault,Function,Reason} MetricName=\"FilesFailed\" Function=\"download\"', 'Sum', 300)" }]
+    ] } }] });
+    assert!(dashboard_reads(&dashboard, "FilesStored", &[("Function", "download")]));
+    assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "ingest")]));
+    assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "download"), ("Reason", "x")]));
+    assert!(dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download"), ("Reason", "x")]));
+    assert!(!dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download")]));
+}
