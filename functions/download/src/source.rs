@@ -66,6 +66,8 @@ pub struct HttpSource {
 impl HttpSource {
     /// Fails only when the TLS backend cannot start.
     pub fn new(policy: SourcePolicy) -> Result<HttpSource, reqwest::Error> {
+        // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
