@@ -17,7 +17,7 @@
 //! * **Provider errors.** The providers answer errors either with an HTTP status (the
 //!   caller's business) or with HTTP 200 and an error `code` in the body
 //!   (`{"code":401,"msg":"...","data":null}`). A body whose `code` is not `200` (read as
-//!   in callbacks; a missing code is [`MISSING_CODE`](crate::parse::MISSING_CODE)) is
+//!   in callbacks; a missing code is [`MISSING_CODE`]) is
 //!   [`PollError::Provider`] with that code and `msg`, whatever else it holds, so a
 //!   reconciler can back off on 429/5xx or report a 401.
 //! * **Task.** `data` must be an object with a task id (looked for as in callbacks:
@@ -63,7 +63,7 @@
 //! * **Success** (a done status, or `CALLBACK_EXCEPTION` with results): `code` 200 and the
 //!   answer's `msg` as the message.
 //! * **Failure** (stage `error`, as a failure callback): `code` is `data.errorCode` when it
-//!   reads as an integer other than 200, else [`MISSING_CODE`](crate::parse::MISSING_CODE);
+//!   reads as an integer other than 200, else [`MISSING_CODE`];
 //!   the message is `data.errorMessage` when it is not blank, else the status as sent.
 //!   Whatever results the answer still holds are kept, as a failure callback's would be.
 //!
