@@ -1,4 +1,4 @@
-//! stemvault's own data: the task record kept in DynamoDB (one item per task), the job sent
+//! stemvault's own data: the task record kept in DynamoDB (an item collection per task), the job sent
 //! to SQS for each file, and the manifest written to S3 when a task's files are settled.
 //!
 //! Everything here is plain data and pure functions; time is passed in as a [`Timestamp`].
@@ -6,6 +6,7 @@
 pub mod download;
 pub mod enqueue;
 pub mod ingest;
+pub mod items;
 pub mod job;
 pub mod manifest;
 pub mod ports;

@@ -1,8 +1,8 @@
-//! The task record: one DynamoDB item per task, keyed by `task_id`.
-//!
-//! Field names are the attribute names people see in the AWS console and CLI. Every writer
-//! increments `version`; whole-item writes are conditional on the version they read, so no
-//! write is ever lost to a concurrent one.
+//! The task record: a task, its files and its archived callbacks, as one value. It is stored
+//! as an item collection (see [`crate::items`]): the fields here are the task item's
+//! attributes, people see them under these names in the AWS console and CLI; `files` and
+//! `callbacks` are items of their own. Every write of the task item increments `version`
+//! and is conditional on the version read, so no write is ever lost to a concurrent one.
 
 use std::collections::BTreeMap;
 
@@ -32,11 +32,11 @@ pub struct TaskRecord {
     pub last_received_at: Timestamp,
     /// Every accepted delivery, duplicates included.
     pub deliveries: u64,
-    /// Each distinct callback body, keyed `<stage>-<sha256 of body>`.
-    #[serde(default)]
+    /// Each distinct callback body, keyed `<stage>-<sha256 of body>`: an item each.
+    #[serde(skip)]
     pub callbacks: BTreeMap<String, CallbackEntry>,
-    /// Each file of the task, keyed by its stable name.
-    #[serde(default)]
+    /// Each file of the task, keyed by its stable name: an item each.
+    #[serde(skip)]
     pub files: BTreeMap<String, FileEntry>,
     /// Live stream URLs by name (data, not vaulted).
     #[serde(default)]
@@ -58,13 +58,12 @@ pub struct TaskRecord {
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
-    /// Unix seconds: while `vault` is settled and `manifest_key` unset, the downloader that
-    /// settled the vault is writing the manifest until then. After it, a redelivered message
-    /// writes the manifest instead (the writer stopped in between).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest_lease_until: Option<i64>,
-    /// Optimistic-concurrency counter; every write increments it.
+    /// Optimistic-concurrency counter; every write of the task item increments it.
     pub version: u64,
+    /// The file set's generation: ingest increments it whenever it adds or reopens a file.
+    /// The settle is conditional on it, and the manifest is fenced by it.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The value of [`TaskRecord::open`] while the vault is pending (the index's one partition).
@@ -111,10 +110,6 @@ pub struct FileEntry {
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
     #[serde(default)]
     pub attempts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +123,10 @@ pub struct FileEntry {
     /// Why the file failed for good (or the last retryable error while it is being retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The file item's revision: every write increments it, and ingest's writes of a known
+    /// file are conditional on the revision read.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 impl FileEntry {
@@ -140,19 +139,20 @@ impl FileEntry {
             stage,
             claim: None,
             lease_until: None,
-            queued_at: None,
-            message_id: None,
             attempts: 0,
             bytes: None,
             sha256: None,
             content_type: None,
             stored_at: None,
             error: None,
+            rev: 0,
         }
     }
 }
 
 /// A file's life: `pending` → `enqueuing` → `queued` → `downloading` → `stored` | `failed`.
+/// `queued` is kept on the task item (its `queued` set, one write for all the files a
+/// request sent); a file item says `pending` or `enqueuing` until a downloader claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileStatus {
@@ -277,8 +277,8 @@ impl TaskRecord {
             open: None,
             failure: None,
             manifest_key: None,
-            manifest_lease_until: None,
             version: 1,
+            generation: 1,
         }
     }
 
