@@ -150,7 +150,10 @@ fn queued_update(names: &[String]) -> Update {
 
 /// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim.
 fn release_update(claimant: &str) -> Update {
-    let mut u = Update::new("SET #status = :pending REMOVE #claim, #lease ADD #rev :one", "#status = :enqueuing AND #claim = :me");
+    let mut u = Update::new(
+        "SET #status = :pending REMOVE #claim, #lease ADD #rev :one",
+        "#status = :enqueuing AND #claim = :me",
+    );
     u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until").name("#rev", "rev");
     u.value(":pending", s(FileStatus::Pending.as_str()))
         .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
@@ -166,7 +169,10 @@ mod tests {
     #[test]
     fn sent_files_join_the_task_item_s_queued_set_in_one_new_version() {
         let u = queued_update(&["tracks/a/audio".to_owned(), "vocal".to_owned()]);
-        assert_eq!((u.update.as_str(), u.condition.as_str()), ("ADD #queued :names, #version :one", "attribute_exists(sk)"));
+        assert_eq!(
+            (u.update.as_str(), u.condition.as_str()),
+            ("ADD #queued :names, #version :one", "attribute_exists(sk)")
+        );
         assert_eq!(u.values[":names"], AttributeValue::Ss(vec!["tracks/a/audio".into(), "vocal".into()]));
         assert_eq!(u.names["#queued"], "queued");
         assert!(u.unused_placeholders().is_empty());

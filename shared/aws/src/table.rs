@@ -277,7 +277,8 @@ mod tests {
         let c = put_condition(PutCondition::Unclaimed);
         assert_eq!(c.condition, "attribute_not_exists(sk) OR #status IN (:pending, :enqueuing)");
         assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
-        for condition in [PutCondition::Absent, PutCondition::Unclaimed, PutCondition::Rev(1), PutCondition::Version(1)] {
+        for condition in [PutCondition::Absent, PutCondition::Unclaimed, PutCondition::Rev(1), PutCondition::Version(1)]
+        {
             let c = put_condition(condition);
             assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");
         }

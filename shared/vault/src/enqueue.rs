@@ -185,6 +185,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::Timestamp;
 
     /// A queue that refuses the jobs named in `refuse`, and a record of what was marked and
     /// released.

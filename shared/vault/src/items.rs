@@ -114,7 +114,8 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
         if sk == TASK_SK {
             task = Some(item);
         } else if let Some(name) = sk.strip_prefix(FILE_SK_PREFIX) {
-            let file: FileEntry = serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
+            let file: FileEntry =
+                serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
             files.insert(name.to_owned(), file);
         } else if let Some(id) = sk.strip_prefix(CALLBACK_SK_PREFIX) {
             let callback: CallbackEntry =
@@ -208,8 +209,9 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     let mut redelivered = Vec::new();
     for (id, callback) in &after.callbacks {
         match before.and_then(|b| b.callbacks.get(id)) {
-            None => callbacks
-                .push(ItemPut { item: callback_item(task_id, id, callback)?, condition: PutCondition::Absent }),
+            None => {
+                callbacks.push(ItemPut { item: callback_item(task_id, id, callback)?, condition: PutCondition::Absent })
+            }
             Some(known) if known.deliveries < callback.deliveries => redelivered.push(id.clone()),
             Some(_) => {}
         }

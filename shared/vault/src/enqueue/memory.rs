@@ -160,7 +160,8 @@ fn holds(condition: PutCondition, stored: Option<&Item>) -> bool {
 impl LoadTask for MemoryTableAndQueue {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         self.interleave().await;
-        let items: Vec<Item> = lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
+        let items: Vec<Item> =
+            lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
         items::assemble(items)
     }
 }
