@@ -12,11 +12,11 @@ use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the task record (GetItem, PutItem) and claimed-file updates (UpdateItem), the body archive
+/// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the body archive
 /// (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage) and the
 /// callback secret ([`SecretReader`]: GetSecretValue).
 pub const AWS_ACTIONS: &[&str] = &[
-    "dynamodb:GetItem",
+    "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "s3:PutObject",

@@ -149,7 +149,8 @@ async fn ingest_unbounded<P: Ports>(
     Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
 }
 
-/// Read, merge, put conditional on the version read; again on a conflict. `fits` is told
+/// Read, merge, save over what was read (each changed item conditional on it); again on a
+/// conflict. `fits` is told
 /// when the first merge fits the table, before its put. (Should a concurrent delivery grow
 /// the record between that merge and a retried one that no longer fits, the answer is still
 /// 413 but the body is archived: a rare race, accepted to keep the archive beside the put
@@ -175,7 +176,7 @@ async fn record<P: Ports>(
             // Nobody listening means the archive is no longer wanted: nothing to do.
             let _ = fits.send(());
         }
-        match ports.save_task(&merge.record, existing.map(|r| r.version)).await {
+        match ports.save_task(existing.as_ref(), &merge.record).await {
             Ok(()) => Ok(Attempt::Done(merge)),
             Err(StoreError::Conflict) => Ok(Attempt::Conflict),
             Err(e) => Err(e.into()),
@@ -205,7 +206,7 @@ async fn wait_for_others<P: Ports>(
         };
         let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
         if let Some(claimed) = claimed {
-            match ports.save_task(&claimed, Some(current.version)).await {
+            match ports.save_task(Some(&current), &claimed).await {
                 Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await?,
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
