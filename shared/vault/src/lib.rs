@@ -5,6 +5,7 @@
 
 pub mod download;
 pub mod enqueue;
+pub mod events;
 pub mod ingest;
 pub mod items;
 pub mod job;

@@ -55,6 +55,9 @@ pub struct TaskRecord {
     /// A failure callback that arrived after the task had already succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureEntry>,
+    /// The user's own id for the task, given when it was registered before any callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
@@ -276,6 +279,7 @@ impl TaskRecord {
             vault: VaultState::Complete,
             open: None,
             failure: None,
+            client_ref: None,
             manifest_key: None,
             version: 1,
             generation: 1,
