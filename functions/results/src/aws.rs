@@ -1,4 +1,5 @@
-//! The ports over AWS: the task table and S3 presigning.
+//! The ports over AWS: the task table (one strongly consistent Query of a task's item
+//! collection) and S3 presigning.
 
 use std::time::Duration;
 
@@ -12,9 +13,10 @@ use crate::Config;
 use crate::domain::PresignDownload;
 use crate::error::PresignError;
 
-/// The IAM actions of every AWS call the function makes (template.yaml grants exactly these;
-/// presigning signs a GetObject the caller later makes with the function's credentials).
-pub const AWS_ACTIONS: &[&str] = &["dynamodb:GetItem", "s3:GetObject"];
+/// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
+/// the task's item collection (one Query), and presigning, which signs a GetObject the caller
+/// later makes with the function's credentials.
+pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "s3:GetObject"];
 
 /// The task table and the vault bucket.
 #[derive(Debug, Clone)]
@@ -37,7 +39,7 @@ impl AwsPorts {
 
 impl LoadTask for AwsPorts {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.table.get(task_id.as_str()).await
+        self.table.load(task_id.as_str()).await
     }
 }
 

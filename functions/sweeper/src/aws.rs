@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
 
 use crate::Config;
@@ -13,10 +14,10 @@ use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the open-tasks index (Query), the task record (GetItem, PutItem) and claimed-file updates
-/// (UpdateItem), and the download jobs (SendMessageBatch, authorised by sqs:SendMessage).
-pub const AWS_ACTIONS: &[&str] =
-    &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
+/// the open-tasks index and each task's item collection (Query), the claimed file items
+/// (PutItem), the task item's `queued` set and released claims (UpdateItem), and the
+/// download and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage).
+pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
 
 /// Index entries per Query page (keys only: a page stays small).
 const PAGE_SIZE: i32 = 100;
@@ -58,10 +59,12 @@ fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> Ope
             (":open".to_owned(), s(OPEN_MARKER)),
             (":before".to_owned(), s(&received_before.rfc3339())),
         ]),
-        // An index's page key: the table's key and the index's.
+        // An index's page key: the table's key (only task items carry `open`, so the sort key
+        // is always the task item's) and the index's.
         start: after.map(|t| {
             HashMap::from([
-                ("task_id".to_owned(), s(&t.task_id)),
+                (PARTITION_KEY.to_owned(), s(&t.task_id)),
+                (SORT_KEY.to_owned(), s(TASK_SK)),
                 ("open".to_owned(), s(OPEN_MARKER)),
                 ("last_received_at".to_owned(), s(&t.last_received_at.rfc3339())),
             ])
@@ -69,10 +72,10 @@ fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> Ope
     }
 }
 
-/// An index entry (or page key) read back.
+/// An index entry (or page key) read back; its `sk` (always the task item's) is not needed.
 fn open_task(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
     Some(OpenTask {
-        task_id: item.get("task_id")?.as_s().ok()?.clone(),
+        task_id: item.get(PARTITION_KEY)?.as_s().ok()?.clone(),
         last_received_at: item.get("last_received_at")?.as_s().ok()?.parse().ok()?,
     })
 }
@@ -145,6 +148,9 @@ mod tests {
     fn the_next_page_starts_after_the_last_entry_read() {
         let last = OpenTask { task_id: "t-1".into(), last_received_at: at("2025-12-31T23:00:00.000Z") };
         let start = open_tasks_query(at("2026-01-01T00:00:00.000Z"), Some(&last)).start.unwrap();
+        assert_eq!(start.len(), 4, "the table's key (task_id, sk) and the index's: {start:?}");
+        assert_eq!(start["task_id"], AttributeValue::S("t-1".into()));
+        assert_eq!(start["sk"], AttributeValue::S("task".into()));
         assert_eq!(start["open"], AttributeValue::S("open".into()));
         assert_eq!(start["last_received_at"], AttributeValue::S("2025-12-31T23:00:00.000Z".into()));
         assert_eq!(open_task(&start), Some(last));
@@ -154,7 +160,12 @@ mod tests {
     fn an_entry_with_an_unreadable_time_is_not_read() {
         let entry = |received: &str| {
             let s = |v: &str| AttributeValue::S(v.to_owned());
-            HashMap::from([("task_id".to_owned(), s("t-1")), ("last_received_at".to_owned(), s(received))])
+            HashMap::from([
+                ("task_id".to_owned(), s("t-1")),
+                ("sk".to_owned(), s("task")),
+                ("open".to_owned(), s("open")),
+                ("last_received_at".to_owned(), s(received)),
+            ])
         };
         assert_eq!(open_task(&entry("yesterday")), None);
         let read = open_task(&entry("2025-12-31T23:00:00Z")).map(|t| t.last_received_at);

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileStatus, TaskRecord, Timestamp};
+use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 
 use super::*;
@@ -102,12 +102,17 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
     assert!(!report.stopped_early);
     let old = ports.record(OLD).unwrap();
+    let items = ports.items(OLD);
     for name in ["p", "e"] {
+        // Claimed (one put of the file item, which keeps saying so), then named in the task
+        // item's `queued` set (one update for both), which makes it read as queued.
         let f = &old.files[name];
-        assert_eq!((f.status, f.claim.as_deref()), (Queued, None), "{name}");
-        let message_id = ports.messages().into_iter().find(|(_, j)| j.name == name).unwrap().0;
-        assert_eq!(f.message_id.as_deref(), Some(message_id.as_str()));
+        assert_eq!((f.status, f.claim.as_deref(), f.rev), (Queued, Some("sweeper-1"), 1), "{name}");
+        let item = items[&stemvault_vault::items::file_sk(name)].clone();
+        let (_, as_stored) = stemvault_vault::items::read_file_item(item).unwrap();
+        assert_eq!(as_stored.status, Enqueuing, "{name}");
     }
+    assert_eq!(report.manifests_requested, 0);
     let untouched = [("d", Downloading), ("f", Failed), ("q", Queued), ("s", Stored)];
     for (name, status) in untouched {
         assert_eq!(old.files[name].status, status, "{name}");
@@ -196,4 +201,69 @@ async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
     let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
     assert_eq!((healed.files_requeued, healed.tasks_failed), (1, 0));
     assert_eq!(sent(&ports), [(OLD.into(), "p".into())]);
+}
+
+/// A downloader stopped between the manifest and the settle write: the vault is pending
+/// though every file is stored or failed, and no message will come for it.
+#[tokio::test]
+async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run() {
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    use FileStatus::*;
+    let stuck = orphaned(OLD, at(0), &[("s", Stored), ("f", Failed)]);
+    assert_eq!((stuck.vault, stuck.open.as_deref()), (VaultState::Pending, Some("open")));
+    ports.put_record(stuck.clone());
+    // One file still downloading: its downloader settles the task.
+    ports.put_record(orphaned(FRESH, at(0), &[("s", Stored), ("d", Downloading)]));
+    ports.advance(Duration::from_secs(300));
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (2, 0, 1));
+    assert_eq!(report.tasks_failed, 0);
+    let jobs: Vec<FileJob> = ports.messages().into_iter().map(|(_, j)| j).collect();
+    let task = TaskId::parse(OLD).unwrap();
+    let expected = FileJob {
+        task_id: OLD.into(),
+        name: stemvault_vault::download::MANIFEST_JOB_NAME.into(),
+        url: String::new(),
+        key: suno_callbacks::s3_key::manifest_key(&task),
+    };
+    assert_eq!(jobs, std::slice::from_ref(&expected));
+    assert_eq!(settle_job(&task), expected);
+    // The same shape as the job ingest sends for a settled task without files.
+    let mut lyrics = stuck.clone();
+    (lyrics.files, lyrics.vault) = (Default::default(), VaultState::Complete);
+    assert_eq!(stemvault_vault::download::manifest_job(&lyrics), Some(expected.clone()));
+    // The sweeper writes nothing: the downloader settles it.
+    assert_eq!(ports.record(OLD).unwrap(), stuck);
+    assert_eq!(statuses(&ports, FRESH), [("d".to_owned(), Downloading), ("s".to_owned(), Stored)]);
+
+    // Still unsettled at the next run (the job not yet taken): asked again, harmlessly.
+    let again = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!(again.manifests_requested, 1);
+    assert_eq!(ports.messages().len(), 2);
+
+    // Settled meanwhile (no `open`): out of the index, nothing sent.
+    let mut settled = stuck;
+    (settled.vault, settled.manifest_key) = (VaultState::Partial, Some(expected.key.clone()));
+    settled.sync_open_marker();
+    ports.put_record(settled);
+    let done = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    assert_eq!((done.tasks_checked, done.manifests_requested), (1, 0));
+    assert_eq!(ports.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn a_manifest_job_the_queue_refuses_is_asked_for_again_next_run() {
+    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("s", FileStatus::Stored)]));
+    ports.advance(Duration::from_secs(300));
+    ports.set_enqueue_failing(true);
+
+    let failed = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((failed.tasks_checked, failed.manifests_requested, failed.tasks_failed), (1, 0, 1));
+
+    ports.set_enqueue_failing(false);
+    let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((healed.manifests_requested, healed.tasks_failed), (1, 0));
+    assert_eq!(sent(&ports), [(OLD.into(), "manifest".into())]);
 }
