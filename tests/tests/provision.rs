@@ -1,6 +1,6 @@
 //! The emulator resources are created with the settings template.yaml declares.
 
-use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus};
+use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus, ScalarAttributeType};
 use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_aws::provision::{
@@ -14,10 +14,14 @@ async fn table_bucket_and_queues_match_the_template() {
 
     let table = env.dynamo.describe_table().table_name(&env.resources.table_name).send().await.unwrap();
     let table = table.table.unwrap();
-    let keys = table.key_schema();
-    assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0].attribute_name(), "task_id");
-    assert_eq!(keys[0].key_type(), &KeyType::Hash);
+    // An item collection per task: the task item, one per file, one per callback body.
+    let keys: Vec<(&str, &KeyType)> = table.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    assert_eq!(keys, [("task_id", &KeyType::Hash), ("sk", &KeyType::Range)]);
+    let mut attributes: Vec<(&str, &ScalarAttributeType)> =
+        table.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type())).collect();
+    attributes.sort_by_key(|(name, _)| *name);
+    let s = &ScalarAttributeType::S;
+    assert_eq!(attributes, [("last_received_at", s), ("open", s), ("sk", s), ("task_id", s)]);
     let indexes = table.global_secondary_indexes();
     assert_eq!(indexes.len(), 1);
     let open_tasks = &indexes[0];

@@ -8,6 +8,9 @@
 //!   for download);
 //! - each function's S3 grants reach exactly the kinds of key it uses (`s3_keys::RULES`), judged
 //!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
+//! - the table's key is the item collection's (`task_id` HASH, `sk` RANGE, as
+//!   `stemvault_vault::items` writes them), with the `open-tasks` index, which only the
+//!   sweeper may query (every function may query the table);
 //! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
 //!   which the emulator uses;
 //! - each HTTP route is throttled by its own parameters, and ingest has reserved concurrency;
@@ -656,16 +659,18 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     }
 }
 
-fn expected_kind(action: &str) -> &'static str {
+/// The kinds of resource an action may be granted on.
+fn expected_kinds(action: &str) -> &'static [&'static str] {
     match action.split(':').next() {
-        Some("dynamodb") if action == "dynamodb:Query" => "the open-tasks index",
-        Some("dynamodb") => "the task table",
-        Some("sqs") => "the download queue",
-        Some("logs") => "its own log group",
-        Some("s3") if action == "s3:ListBucket" => "the vault bucket",
-        Some("s3") => "objects in the vault bucket",
-        Some("secretsmanager") => "the callback secret",
-        _ => "nothing",
+        // A task's item collection, or the open tasks.
+        Some("dynamodb") if action == "dynamodb:Query" => &["the task table", "the open-tasks index"],
+        Some("dynamodb") => &["the task table"],
+        Some("sqs") => &["the download queue"],
+        Some("logs") => &["its own log group"],
+        Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
+        Some("s3") => &["objects in the vault bucket"],
+        Some("secretsmanager") => &["the callback secret"],
+        _ => &["nothing"],
     }
 }
 
@@ -704,10 +709,10 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
                     problems.push(format!("{function}: wildcard action {action}"));
                 }
                 for kind in &kinds {
-                    if kind != expected_kind(action) {
+                    if !expected_kinds(action).contains(&kind.as_str()) {
                         problems.push(format!(
                             "{function}: {action} is granted on {kind}; it belongs on {}",
-                            expected_kind(action)
+                            expected_kinds(action).join(" or ")
                         ));
                     }
                 }
@@ -857,6 +862,52 @@ fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
         .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
         .collect();
     assert_eq!(keys, [("open", "HASH"), ("last_received_at", "RANGE")]);
+    // Only the sweeper reads the index; every function reads task collections.
+    for function in FUNCTIONS {
+        let expected: BTreeSet<String> = match function.logical_id {
+            "SweeperFunction" => ["the open-tasks index", "the task table"].map(String::from).into(),
+            _ => ["the task table".to_owned()].into(),
+        };
+        assert_eq!(query_kinds(&template, function.logical_id), expected, "{}", function.logical_id);
+    }
+}
+
+/// The kinds of resource a function's role grants dynamodb:Query on.
+fn query_kinds(template: &Value, function: &str) -> BTreeSet<String> {
+    let props = cfn::function_properties(template, function);
+    let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
+    let role = &cfn::resource(template, role_name.trim_end_matches(".Arn"))["Properties"];
+    let mut kinds = BTreeSet::new();
+    for policy in cfn::as_list(&role["Policies"]) {
+        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+            let actions = cfn::as_list(&statement["Action"]);
+            if statement["Effect"].as_str() == Some("Allow")
+                && actions.iter().any(|a| a.as_str() == Some("dynamodb:Query"))
+            {
+                kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
+            }
+        }
+    }
+    kinds
+}
+
+#[test]
+fn the_table_keeps_each_task_s_items_together() {
+    let template = template();
+    let table = &cfn::resource(&template, "TaskTable")["Properties"];
+    let pairs = |list: &Value, a: &str, b: &str| -> Vec<(String, String)> {
+        cfn::as_list(list)
+            .into_iter()
+            .map(|k| (k[a].as_str().unwrap().to_owned(), k[b].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let keys = pairs(&table["KeySchema"], "AttributeName", "KeyType");
+    use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
+    assert_eq!(keys, [(PARTITION_KEY.to_owned(), "HASH".to_owned()), (SORT_KEY.to_owned(), "RANGE".to_owned())]);
+    let mut attributes = pairs(&table["AttributeDefinitions"], "AttributeName", "AttributeType");
+    attributes.sort();
+    let s = |name: &str| (name.to_owned(), "S".to_owned());
+    assert_eq!(attributes, [s("last_received_at"), s("open"), s(SORT_KEY), s(PARTITION_KEY)]);
 }
 
 #[test]

@@ -12,6 +12,7 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
 /// as AWS recommends for an SQS event source (kept equal to template.yaml).
@@ -65,8 +66,9 @@ fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, String> {
     KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(|e| describe("table key", e))
 }
 
-/// The task table: partition key `task_id` (S), on demand, with the sparse `open-tasks`
-/// index (partition `open`, sort `last_received_at`, keys only) the sweeper queries.
+/// The task table: an item collection per task (partition key `task_id`, sort key `sk`, both
+/// S; see `stemvault_vault::items`), on demand, with the sparse `open-tasks` index (partition
+/// `open`, sort `last_received_at`, keys only) the sweeper queries.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
     let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
@@ -83,10 +85,12 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(string_attribute("task_id")?)
+        .attribute_definitions(string_attribute(PARTITION_KEY)?)
+        .attribute_definitions(string_attribute(SORT_KEY)?)
         .attribute_definitions(string_attribute("open")?)
         .attribute_definitions(string_attribute("last_received_at")?)
-        .key_schema(key("task_id", KeyType::Hash)?)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
         .global_secondary_indexes(open_tasks)
         .sse_specification(SseSpecification::builder().enabled(true).build())
         .send()
