@@ -12,7 +12,7 @@ VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
-FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper
+FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify
 
 .PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench clean
 
@@ -42,7 +42,14 @@ $(VENV)/checkov/.installed: infra/python/checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-deps: $(VENV)/emulator/.installed
+# The Standard Webhooks verifier of the notify integration test (infra/python/webhooks.txt).
+$(VENV)/webhooks/.installed: infra/python/webhooks.txt
+	rm -rf $(VENV)/webhooks
+	$(PYTHON) -m venv $(VENV)/webhooks
+	$(VENV)/webhooks/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
