@@ -7,6 +7,9 @@
 //!   bodies, and unknown families that still carry a task id. The rules (where the task id
 //!   is looked for, how the family and the stage are decided, how files are named) are in
 //!   the [`parse`] module docs.
+//! * [`parse_poll`]: the answers of the providers' polling (record-info) endpoints, for
+//!   when a callback never comes, read into the same [`CallbackEvent`] (or "still pending"),
+//!   with the same file names; rules and the status mapping in the [`poll`] module docs.
 //! * [`TaskId`]: a validated task id, safe as a DynamoDB key and as one S3 key segment
 //!   (ASCII letters, digits and `- _ . * ~ + = @ , : !`, at most 128 bytes, no `..`).
 //! * [`Stage`] and [`merge_stage`]: stage ordering (`text` < `first` < `complete`;
@@ -31,6 +34,7 @@
 
 pub mod event;
 pub mod parse;
+pub mod poll;
 pub mod s3_key;
 pub mod signature;
 pub mod stage;
@@ -40,6 +44,7 @@ pub use event::{
     CallbackEvent, Details, Family, FileRef, LyricsVariant, MidiInstrument, MidiNote, SeparationType, Track,
 };
 pub use parse::{ParseError, parse_callback};
+pub use poll::{PollError, PollResult, parse_poll};
 pub use signature::{HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign};
 pub use stage::{Stage, StageMerge, merge_stage};
 pub use task_id::{TaskId, TaskIdError};

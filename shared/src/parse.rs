@@ -117,7 +117,7 @@
 //!   else unknown.
 //! * Voice: [`Details::Voice`].
 
-mod envelope;
+pub(crate) mod envelope;
 mod family;
 mod files;
 pub mod generic;
@@ -127,12 +127,12 @@ mod music;
 mod names;
 mod separation;
 mod single;
-mod value;
+pub(crate) mod value;
 mod voice;
 
 use serde_json::Value;
 
-use crate::{CallbackEvent, Details, Family, TaskIdError};
+use crate::{CallbackEvent, Details, Family, FileRef, TaskIdError};
 
 pub use envelope::MISSING_CODE;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
@@ -176,7 +176,25 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
 
     let family = family::detect(&root, code, &message, callback_type.as_deref());
     let stage = envelope::stage(family, code, callback_type.as_deref());
+    let FamilyResults { details, files, streams } = family_results(family, &root, data);
+    Ok(CallbackEvent { task_id, family, stage, code, message, files, streams, details })
+}
 
+/// What a family's `data` holds: its details, and its files and streams under their names.
+pub(crate) struct FamilyResults {
+    pub(crate) details: Details,
+    pub(crate) files: Vec<FileRef>,
+    pub(crate) streams: Vec<FileRef>,
+}
+
+/// Read `data` (a callback's `data` object) as `family` does; `root` is the whole body, which
+/// only [`Family::Unknown`] walks. [`crate::poll`] reshapes a record-info answer into a
+/// callback's `data` and calls this too, so a file gets one name however it was learnt.
+pub(crate) fn family_results(
+    family: Family,
+    root: &serde_json::Map<String, Value>,
+    data: Option<&serde_json::Map<String, Value>>,
+) -> FamilyResults {
     let mut files = files::FileSet::default();
     let details = match family {
         Family::Music => music::parse(data, &mut files),
@@ -187,10 +205,10 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
         Family::MusicVideo => single::video(data, &mut files),
         Family::Midi => midi::parse(data),
         Family::Voice => voice::parse(data),
-        Family::Unknown => generic::parse(&root, &mut files),
+        Family::Unknown => generic::parse(root, &mut files),
     };
     let (files, streams) = files.finish();
-    Ok(CallbackEvent { task_id, family, stage, code, message, files, streams, details })
+    FamilyResults { details, files, streams }
 }
 
 /// `data.error` as a [`Details::Error`], when it is a non-blank string.

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use suno_callbacks::parse::MAX_SEGMENT_LEN;
-use suno_callbacks::{CallbackEvent, TaskId, parse_callback, s3_key};
+use suno_callbacks::{CallbackEvent, Family, PollResult, TaskId, parse_callback, parse_poll, s3_key};
 
 /// Keys the parser looks at, so generated bodies reach every branch, plus arbitrary ones.
 const KEYS: &[&str] = &[
@@ -62,6 +62,40 @@ const KEYS: &[&str] = &[
     "manifest.json_url",
     "callbacks",
     "callbacks_url",
+    // record-info answers
+    "response",
+    "sunoData",
+    "successFlag",
+    "midiData",
+    "vocalUrl",
+    "pianoUrl",
+    "videoUrl",
+];
+
+/// Record-info statuses, so generated answers reach every outcome.
+const STATUSES: &[&str] = &[
+    "PENDING",
+    "TEXT_SUCCESS",
+    "FIRST_SUCCESS",
+    "SUCCESS",
+    "CALLBACK_EXCEPTION",
+    "GENERATE_AUDIO_FAILED",
+    "wait_validating",
+    "1",
+    "2",
+];
+
+/// Every family with a record-info endpoint, and `unknown`, which has none.
+const FAMILIES: &[Family] = &[
+    Family::Music,
+    Family::Lyrics,
+    Family::CoverImage,
+    Family::Wav,
+    Family::VocalSeparation,
+    Family::Midi,
+    Family::MusicVideo,
+    Family::Voice,
+    Family::Unknown,
 ];
 
 fn key() -> BoxedStrategy<String> {
@@ -82,6 +116,7 @@ fn string_leaf() -> BoxedStrategy<String> {
         Just("first".to_owned()),
         Just("complete".to_owned()),
         Just("error".to_owned()),
+        prop::sample::select(STATUSES).prop_map(str::to_owned),
         "https?://[a-z.]{1,12}/[a-zA-Z0-9_./?=%-]{0,20}",
         "[a-zA-Z0-9*._/ -]{0,20}",
         any::<String>(),
@@ -128,6 +163,23 @@ fn keyed_body() -> impl Strategy<Value = Value> {
         root.insert("data".to_owned(), Value::Object(data));
         Value::Object(root)
     })
+}
+
+/// A record-info answer with a task id and a status, generated content around them.
+fn keyed_poll_answer() -> impl Strategy<Value = Value> {
+    (value(), value(), value(), prop_oneof![leaf(), (0i64..5).prop_map(|n| json!(n))]).prop_map(
+        |(rest, response, midi, status)| {
+            let mut data = match rest {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            };
+            data.insert("taskId".to_owned(), json!("7d0f3b9a1c2e4f5a"));
+            data.insert("response".to_owned(), response);
+            data.insert("midiData".to_owned(), midi);
+            data.insert("successFlag".to_owned(), status);
+            json!({"code": 200, "msg": "success", "data": data})
+        },
+    )
 }
 
 /// Every name is unique across files and streams, made of S3-safe segments, and not reserved:
@@ -216,6 +268,35 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let _ = parse_callback(&bytes);
+        let _ = parse_poll(Family::Music, &bytes);
+    }
+
+    /// Any JSON read as any family's record-info answer: a result, pending or an error, never
+    /// a panic, the same every time, and a result's names are as safe as a callback's.
+    #[test]
+    fn poll_answers_never_panic_and_name_files_safely(
+        body in prop_oneof![value(), keyed_poll_answer()],
+        family in prop::sample::select(FAMILIES),
+    ) {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let result = parse_poll(family, &bytes);
+        if let Ok(PollResult::Result(event)) = &result {
+            assert_names_safe(event);
+            prop_assert_eq!(event.family, family);
+        }
+        prop_assert_eq!(parse_poll(family, &bytes), result);
+    }
+
+    #[test]
+    fn damaged_poll_answers_never_panic(index in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>(), family in prop::sample::select(FAMILIES)) {
+        let dir = common::documented_polls_dir();
+        let names = common::json_files(dir.clone());
+        let mut body = common::read(dir.join(index.get(&names)));
+        let at = at.index(body.len());
+        body[at] = byte;
+        if let Ok(PollResult::Result(event)) = parse_poll(family, &body) {
+            assert_names_safe(&event);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub const MISSING_CODE: i64 = 0;
 const TASK_ID_PLACES: [(bool, &str); 4] = [(true, "task_id"), (true, "taskId"), (false, "task_id"), (false, "taskId")];
 
 /// The first non-blank string among the task id places, validated.
-pub(super) fn task_id(root: &Object) -> Result<TaskId, ParseError> {
+pub(crate) fn task_id(root: &Object) -> Result<TaskId, ParseError> {
     let data = root.get("data").and_then(Value::as_object);
     let raw = TASK_ID_PLACES
         .iter()
@@ -24,11 +24,11 @@ pub(super) fn task_id(root: &Object) -> Result<TaskId, ParseError> {
     Ok(TaskId::parse(raw)?)
 }
 
-pub(super) fn code(root: &Object) -> i64 {
+pub(crate) fn code(root: &Object) -> i64 {
     i64_of(root.get("code")).unwrap_or(MISSING_CODE)
 }
 
-pub(super) fn message(root: &Object) -> String {
+pub(crate) fn message(root: &Object) -> String {
     str_of(root.get("msg")).unwrap_or_default().to_owned()
 }
 

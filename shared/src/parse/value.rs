@@ -2,15 +2,15 @@
 
 use serde_json::{Map, Value};
 
-pub(super) type Object = Map<String, Value>;
+pub(crate) type Object = Map<String, Value>;
 
 /// The string, when the value is one.
-pub(super) fn str_of(value: Option<&Value>) -> Option<&str> {
+pub(crate) fn str_of(value: Option<&Value>) -> Option<&str> {
     value.and_then(Value::as_str)
 }
 
 /// The string with surrounding whitespace trimmed, when it is a string and not blank.
-pub(super) fn non_blank_str(value: Option<&Value>) -> Option<&str> {
+pub(crate) fn non_blank_str(value: Option<&Value>) -> Option<&str> {
     str_of(value).map(str::trim).filter(|s| !s.is_empty())
 }
 
@@ -65,7 +65,7 @@ pub(super) fn storable_json(value: &Value) -> bool {
 }
 
 /// An integer, an integral float, or a string holding an integer.
-pub(super) fn i64_of(value: Option<&Value>) -> Option<i64> {
+pub(crate) fn i64_of(value: Option<&Value>) -> Option<i64> {
     match value? {
         Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(integral)),
         Value::String(s) => {

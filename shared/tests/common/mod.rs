@@ -16,6 +16,16 @@ pub fn own_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// The documented polling (record-info) answers shared by the whole project.
+pub fn documented_polls_dir() -> PathBuf {
+    documented_dir().join("../polls")
+}
+
+/// This crate's own record-info answers, built from the documentation's descriptions.
+pub fn own_polls_dir() -> PathBuf {
+    own_dir().join("polls")
+}
+
 pub fn read(path: PathBuf) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }

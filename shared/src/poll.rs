@@ -1,0 +1,221 @@
+//! Polling ("record-info") answers to the same [`CallbackEvent`] a callback produces.
+//!
+//! When a callback never comes, the provider's record-info endpoint (section 7 of the
+//! callback catalog) still says how the task went. [`parse_poll`] reads that answer for the
+//! family that was polled and gives either [`PollResult::Pending`] (nothing to record: a
+//! poll that says pending changes nothing) or [`PollResult::Result`] with the event the
+//! family's callback would have produced: same task id, family, stage and file **names**
+//! (the answer is reshaped into the callback's `data` and read by the very code
+//! [`parse_callback`](crate::parse_callback) uses), so the same idempotent merge and
+//! enqueue runs whichever came first, and the later one is a duplicate.
+//!
+//! The parser is as tolerant as the callback parser: unknown fields are ignored, a field of
+//! the wrong type counts as absent, and no input makes it panic.
+//!
+//! # Envelope
+//!
+//! * **Provider errors.** The providers answer errors either with an HTTP status (the
+//!   caller's business) or with HTTP 200 and an error `code` in the body
+//!   (`{"code":401,"msg":"...","data":null}`). A body whose `code` is not `200` (read as
+//!   in callbacks; a missing code is [`MISSING_CODE`]) is
+//!   [`PollError::Provider`] with that code and `msg`, whatever else it holds, so a
+//!   reconciler can back off on 429/5xx or report a 401.
+//! * **Task.** `data` must be an object with a task id (looked for as in callbacks:
+//!   `data.task_id`, `data.taskId`, `task_id`, `taskId`), else [`PollError::NoTask`].
+//! * **Status.** `data.successFlag`, else `data.status` (the first that is not `null`), a
+//!   string or an integer; a string of digits counts as that integer. Missing:
+//!   [`PollError::NoStatus`]; not in the table below: [`PollError::UnknownStatus`].
+//!
+//! # Status mapping
+//!
+//! Strings are compared case-insensitively, surrounding whitespace ignored. "Staged" means
+//! music and lyrics ([`Family::has_stages`]).
+//!
+//! | status | meaning | result |
+//! |---|---|---|
+//! | `PENDING`, `GENERATING`, `wait_processing`, `processing_validate`; integer `0`; cover's integer `2` (generating) | not done | `Pending` |
+//! | `TEXT_SUCCESS` | lyrics text ready | staged: stage `text`; others: `Pending` |
+//! | `FIRST_SUCCESS` | first track ready | staged: stage `first`; others: `Pending` |
+//! | `SUCCESS`, `success` (voice), `wait_validating` (voice: phrase ready); integer `1` | done | staged: `complete`; others: `final` |
+//! | `CREATE_TASK_FAILED`, `GENERATE_AUDIO_FAILED`, `GENERATE_LYRICS_FAILED`, `GENERATE_WAV_FAILED`, `GENERATE_MP4_FAILED`, `SENSITIVE_WORD_ERROR`, `processing_validate_fail`, `fail`, `FAILED`, and any other status ending in `_FAILED`, `_FAIL` or `_ERROR`; integers `2` (create-task failed; not for cover) and `3` | failed | `error` |
+//! | `CALLBACK_EXCEPTION` | the provider could not deliver its callback | see below |
+//!
+//! Integer flags are documented for MIDI (`0` pending, `1` success, `2` create-task
+//! failed, `3` generation failed) and cover images (`0` pending, `1` success, `2`
+//! generating, `3` failed); every family but cover images reads them as MIDI's.
+//!
+//! **`CALLBACK_EXCEPTION`** says only that the provider's delivery of its callback failed,
+//! not how far the task got, and the docs keep the results in the record (section 7: URLs
+//! are there once the task succeeded). So the answer's content decides:
+//!
+//! * music: `complete` when it has tracks and every track has an audio file, `first` when
+//!   some do, `text` when it has tracks and none has audio yet;
+//! * lyrics: `complete` when it has a variant;
+//! * WAV, MP4, vocal separation, cover images: `final` when it has a file;
+//! * MIDI: `final` when `midiData` has a `state` or an instrument;
+//! * voice: `final` when it has a `voiceId` or a `validateInfo`;
+//! * with none of these, `error` when the answer carries an error (`errorMessage` not blank,
+//!   or an `errorCode` other than `0` and `200`), else `Pending`: the reconciler keeps
+//!   polling and, after the retention, gives up with the status as the reason.
+//!
+//! # The event
+//!
+//! * **Success** (a done status, or `CALLBACK_EXCEPTION` with results): `code` 200 and the
+//!   answer's `msg` as the message.
+//! * **Failure** (stage `error`, as a failure callback): `code` is `data.errorCode` when it
+//!   reads as an integer other than 200, else [`MISSING_CODE`];
+//!   the message is `data.errorMessage` when it is not blank, else the status as sent.
+//!   Whatever results the answer still holds are kept, as a failure callback's would be.
+//!
+//! # Where the results are (reshaped into the callback's `data`)
+//!
+//! | family | endpoint | answer | read as the callback's | names |
+//! |---|---|---|---|---|
+//! | music | `generate/record-info` | `data.response.sunoData[]` (camelCase; else `response.data[]`) | `data.data[]` | `tracks/<id>/audio`, `cover`, ... |
+//! | lyrics | `lyrics/record-info` | `data.response.data[]` (`errorMessage`) | `data.data[]` | none |
+//! | WAV | `wav/record-info` | `data.response.audioWavUrl` (or `audio_wav_url`) | `data` | `wav` |
+//! | vocal separation | `vocal-removal/record-info` | `data.response.<stem>Url` (`pianoUrl` too; `originData` ignored) | `data.vocal_removal_info` | `vocal`, `instrumental`, `backing_vocals`, `piano`, ... |
+//! | music video | `mp4/record-info` | `data.response.videoUrl` | `data` | `video` |
+//! | MIDI | `midi/record-info` | `data.midiData{state, instruments}` | `data` | none |
+//! | cover image | `suno/cover/record-info` | `data.response.images[]` | `data` | `cover-<n>` |
+//! | voice | `voice/validate-info` (docs.sunoapi.org) | `data{voiceId, validateInfo, status, errorCode, errorMessage}` | `data` | none |
+//!
+//! On a failure, a non-blank `errorMessage` is also given as the callback's `data.error`, so
+//! families that keep one (music with no track, WAV, MP4, cover images) record it in
+//! [`Details::Error`](crate::Details::Error). [`Family::Unknown`] has no record-info
+//! endpoint: [`PollError::UnsupportedFamily`].
+
+mod reshape;
+mod status;
+
+use serde_json::Value;
+
+use crate::parse::value::{Object, i64_of, non_blank_str};
+use crate::parse::{FamilyResults, MISSING_CODE, envelope};
+use crate::{CallbackEvent, Family, ParseError, Stage, TaskId, TaskIdError};
+
+/// What a record-info answer says.
+// One value per poll, moved straight into the merge: boxing the event would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum PollResult {
+    /// Not done yet: nothing to record. `status` is the status as sent (`PENDING`, `0`...).
+    Pending { task_id: TaskId, status: String },
+    /// The event the family's callback would have produced.
+    Result(CallbackEvent),
+}
+
+impl PollResult {
+    pub fn task_id(&self) -> &TaskId {
+        match self {
+            PollResult::Pending { task_id, .. } => task_id,
+            PollResult::Result(event) => &event.task_id,
+        }
+    }
+}
+
+/// Why an answer is not a usable record-info answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PollError {
+    #[error("answer is not valid JSON: {0}")]
+    NotJson(String),
+    #[error("answer is JSON but not an object")]
+    NotAnObject,
+    /// HTTP 200 with an error `code` in the body (401 bad key, 429 too many requests, ...).
+    #[error("provider answered code {code}: {message}")]
+    Provider { code: i64, message: String },
+    #[error("the answer holds no task (data is not an object or has no task id)")]
+    NoTask,
+    #[error("invalid task id: {0}")]
+    InvalidTaskId(TaskIdError),
+    #[error("the answer has no status (looked at data.successFlag, data.status)")]
+    NoStatus,
+    #[error("unknown status {0:?}")]
+    UnknownStatus(String),
+    #[error("family {0} has no record-info endpoint")]
+    UnsupportedFamily(Family),
+}
+
+impl PollError {
+    /// The provider's error code, for a [`PollError::Provider`].
+    pub fn provider_code(&self) -> Option<i64> {
+        match self {
+            PollError::Provider { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// The record-info endpoint polled for `family` (both providers, same path under their API
+/// host; voice is docs.sunoapi.org only), with `?taskId=<id>` appended by the caller.
+pub fn record_info_path(family: Family) -> Option<&'static str> {
+    Some(match family {
+        Family::Music => "/api/v1/generate/record-info",
+        Family::Lyrics => "/api/v1/lyrics/record-info",
+        Family::Wav => "/api/v1/wav/record-info",
+        Family::VocalSeparation => "/api/v1/vocal-removal/record-info",
+        Family::MusicVideo => "/api/v1/mp4/record-info",
+        Family::Midi => "/api/v1/midi/record-info",
+        Family::CoverImage => "/api/v1/suno/cover/record-info",
+        Family::Voice => "/api/v1/voice/validate-info",
+        Family::Unknown => return None,
+    })
+}
+
+/// Parse the answer of `family`'s record-info endpoint (rules in the module docs).
+///
+/// ```
+/// use suno_callbacks::poll::{parse_poll, PollResult};
+/// use suno_callbacks::{Family, Stage};
+///
+/// let body = br#"{"code":200,"msg":"success","data":{"taskId":"988e4c8d3",
+///     "response":{"audioWavUrl":"https://example.com/a.wav"},"successFlag":"SUCCESS"}}"#;
+/// let PollResult::Result(event) = parse_poll(Family::Wav, body).unwrap() else { panic!() };
+/// assert_eq!((event.family, event.stage), (Family::Wav, Stage::Final));
+/// assert_eq!(event.files[0].name, "wav");
+///
+/// let pending = br#"{"code":200,"msg":"success","data":{"taskId":"988e4c8d3","successFlag":"PENDING"}}"#;
+/// assert!(matches!(parse_poll(Family::Wav, pending).unwrap(), PollResult::Pending { .. }));
+/// ```
+pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> {
+    if family == Family::Unknown {
+        return Err(PollError::UnsupportedFamily(family));
+    }
+    let root: Value = serde_json::from_slice(body).map_err(|e| PollError::NotJson(e.to_string()))?;
+    let Value::Object(root) = root else {
+        return Err(PollError::NotAnObject);
+    };
+    let code = envelope::code(&root);
+    if code != 200 {
+        return Err(PollError::Provider { code, message: envelope::message(&root) });
+    }
+    let Some(data) = root.get("data").and_then(Value::as_object) else {
+        return Err(PollError::NoTask);
+    };
+    let task_id = envelope::task_id(&root).map_err(|e| match e {
+        ParseError::InvalidTaskId(e) => PollError::InvalidTaskId(e),
+        _ => PollError::NoTask,
+    })?;
+    let (status, outcome) = status::read(family, data)?;
+    let results =
+        |failed| crate::parse::family_results(family, &root, Some(&reshape::callback_data(family, data, failed)));
+    let mut found = results(outcome == status::Outcome::Failed);
+    let Some(stage) = status::stage(family, outcome, &found, data) else {
+        return Ok(PollResult::Pending { task_id, status });
+    };
+    if stage == Stage::Error && outcome != status::Outcome::Failed {
+        // A CALLBACK_EXCEPTION read as a failure keeps its error text too.
+        found = results(true);
+    }
+    let (code, message) =
+        if stage == Stage::Error { failure_code_and_message(data, &status) } else { (200, envelope::message(&root)) };
+    let FamilyResults { details, files, streams } = found;
+    Ok(PollResult::Result(CallbackEvent { task_id, family, stage, code, message, files, streams, details }))
+}
+
+/// A failure's code (`errorCode` unless it is 200) and message (`errorMessage`, else the status).
+fn failure_code_and_message(data: &Object, status: &str) -> (i64, String) {
+    let code = i64_of(data.get("errorCode")).filter(|c| *c != 200).unwrap_or(MISSING_CODE);
+    let message = non_blank_str(data.get("errorMessage")).unwrap_or(status).to_owned();
+    (code, message)
+}
