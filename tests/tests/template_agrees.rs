@@ -17,7 +17,11 @@
 //! - every function's errors and throttles, the callback 5xx rate, files failed for good and
 //!   the dead-letter queue are alarmed, to the alarm topic, and the dashboard (valid JSON)
 //!   shows every alarm and metric;
-//! - every checkov skip names its check and gives a one-line reason.
+//! - every checkov skip names its check and gives a one-line reason;
+//! - webhooks (only with `NotifyUrl`): a rule on the event bus sends every stemvault event to
+//!   the notify queue (which only that rule may send to), whose retention, redrive and
+//!   visibility timeout fit the notify function's retry delays (`stemvault_notify::domain`),
+//!   with its dead-letter queue alarmed; every notify resource exists only with `NotifyUrl`.
 //!
 //! Each check has a test that feeds it a broken template and expects its complaints.
 //!
@@ -71,6 +75,13 @@ const FUNCTIONS: &[Function] = &[
         environment: stemvault_results::config::ENVIRONMENT,
         aws_actions: stemvault_results::aws::AWS_ACTIONS,
     },
+    Function {
+        crate_dir: "notify",
+        logical_id: "NotifyFunction",
+        binary: "notify",
+        environment: stemvault_notify::config::ENVIRONMENT,
+        aws_actions: stemvault_notify::aws::AWS_ACTIONS,
+    },
 ];
 
 impl Function {
@@ -85,7 +96,7 @@ impl Function {
 
 /// Every function writes its logs; Lambda needs these on the function's own log group.
 const LOG_ACTIONS: &[&str] = &["logs:CreateLogStream", "logs:PutLogEvents"];
-/// What Lambda's SQS event source mapping does with the download function's role.
+/// What Lambda's SQS event source mapping does with the download and notify functions' roles.
 const EVENT_SOURCE_ACTIONS: &[&str] = &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"];
 
 fn repo() -> PathBuf {
@@ -506,11 +517,11 @@ mod s3_keys {
     }
 
     /// Every stage (a new variant stops this compiling until it is listed).
-    fn every_stage() -> [Stage; 5] {
+    fn every_stage() -> [Stage; 6] {
         let _all_listed = |s: Stage| match s {
-            Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
+            Stage::Submitted | Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
         };
-        [Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
+        [Stage::Submitted, Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
     }
 
     /// Names the parser can produce that sit close to the task's own objects: a `callbacks`
@@ -643,10 +654,14 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     if let Some("CallbackSecret" | "CallbackSecretArn") = cfn::reference(resource).as_deref() {
         return "the callback secret".into();
     }
+    if let Some("NotifySecret" | "NotifySecretArn") = cfn::reference(resource).as_deref() {
+        return "the notify secret".into();
+    }
     if let Some(att) = cfn::get_att(resource) {
         return match att.as_str() {
             "TaskTable.Arn" => "the task table".into(),
             "DownloadQueue.Arn" => "the download queue".into(),
+            "NotifyQueue.Arn" => "the notify queue".into(),
             "VaultBucket.Arn" => "the vault bucket".into(),
             other if Some(other.trim_end_matches(".Arn")) == own_log_group => "its own log group".into(),
             other => format!("!GetAtt {other}"),
@@ -665,11 +680,11 @@ fn expected_kinds(action: &str) -> &'static [&'static str] {
         // A task's item collection, or the open tasks.
         Some("dynamodb") if action == "dynamodb:Query" => &["the task table", "the open-tasks index"],
         Some("dynamodb") => &["the task table"],
-        Some("sqs") => &["the download queue"],
+        Some("sqs") => &["the download queue", "the notify queue"],
         Some("logs") => &["its own log group"],
         Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
         Some("s3") => &["objects in the vault bucket"],
-        Some("secretsmanager") => &["the callback secret"],
+        Some("secretsmanager") => &["the callback secret", "the notify secret"],
         _ => &["nothing"],
     }
 }
@@ -765,7 +780,10 @@ fn every_policy_grants_exactly_the_actions_its_function_declares() {
     let template = template();
     let mut problems = Vec::new();
     for function in FUNCTIONS {
-        let extra = if function.logical_id == "DownloadFunction" { EVENT_SOURCE_ACTIONS } else { &[] };
+        let extra = match function.logical_id {
+            "DownloadFunction" | "NotifyFunction" => EVENT_SOURCE_ACTIONS,
+            _ => &[],
+        };
         problems.extend(policy_problems(&template, function.logical_id, &function.actions(), extra));
     }
     assert!(problems.is_empty(), "template.yaml policies disagree with the code:\n{}", problems.join("\n"));
@@ -820,6 +838,66 @@ fn queue_settings_equal_the_emulator_provisioning() {
 }
 
 #[test]
+fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() {
+    use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION_SECONDS};
+    let template = template();
+    let rule = &cfn::resource(&template, "NotifyRule")["Properties"];
+    assert_eq!(cfn::reference(&rule["EventBusName"]).as_deref(), Some("EventBus"));
+    assert_eq!(rule["EventPattern"], serde_yaml::from_str::<Value>("{source: [stemvault]}").unwrap());
+    assert_eq!(rule["EventPattern"]["source"][0], stemvault_vault::events::EVENT_SOURCE);
+    let targets = cfn::as_list(&rule["Targets"]);
+    assert_eq!(targets.len(), 1);
+    assert_eq!(cfn::get_att(&targets[0]["Arn"]).as_deref(), Some("NotifyQueue.Arn"));
+
+    let queue = &cfn::resource(&template, "NotifyQueue")["Properties"];
+    assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), QUEUE_RETENTION_SECONDS);
+    assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
+    assert_eq!(
+        cfn::get_att(&queue["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
+        Some("NotifyDeadLetterQueue.Arn")
+    );
+    let dlq = &cfn::resource(&template, "NotifyDeadLetterQueue")["Properties"];
+    assert!(cfn::number(&dlq["MessageRetentionPeriod"]) > QUEUE_RETENTION_SECONDS, "the DLQ keeps them longer");
+    for (name, props) in [("NotifyQueue", queue), ("NotifyDeadLetterQueue", dlq)] {
+        assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(SQS_MANAGED_SSE), "{name}: encrypted");
+    }
+    let notify = cfn::function_properties(&template, "NotifyFunction");
+    let timeout = cfn::number(&notify["Timeout"]);
+    assert!(cfn::number(&queue["VisibilityTimeout"]) >= 6 * timeout, "visibility timeout: 6 x the timeout");
+    assert!(timeout < MAX_RETRY_DELAY.as_secs());
+    let events = &notify["Events"]["Events"]["Properties"];
+    assert_eq!(cfn::get_att(&events["Queue"]).as_deref(), Some("NotifyQueue.Arn"));
+    assert_eq!(events["FunctionResponseTypes"], Value::Sequence(vec!["ReportBatchItemFailures".into()]));
+
+    // Only the rule may send to the queue.
+    let policy = &cfn::resource(&template, "NotifyQueuePolicy")["Properties"];
+    let statements = cfn::as_list(&policy["PolicyDocument"]["Statement"]);
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statements[0]["Action"], "sqs:SendMessage");
+    assert_eq!(
+        cfn::get_att(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).as_deref(),
+        Some("NotifyRule.Arn")
+    );
+
+    let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("NotifyDeadLetterQueue.QueueName"));
+
+    // Nothing of the webhooks exists without NotifyUrl (the bus does: the events are published
+    // either way).
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if name.starts_with("Notify") {
+            let condition = resource["Condition"].as_str().unwrap_or_default();
+            assert!(["HasNotifyUrl", "CreateNotifySecret"].contains(&condition), "{name}: condition {condition:?}");
+        }
+    }
+    assert_eq!(cfn::resource(&template, "NotifySecret")["Condition"], "CreateNotifySecret");
+    assert_eq!(cfn::reference(&notify["Environment"]["Variables"]["NOTIFY_URL"]).as_deref(), Some("NotifyUrl"));
+}
+
+#[test]
 fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
     let template = template();
     let api = &cfn::resource(&template, "HttpApi")["Properties"];
@@ -866,6 +944,8 @@ fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
     for function in FUNCTIONS {
         let expected: BTreeSet<String> = match function.logical_id {
             "SweeperFunction" => ["the open-tasks index", "the task table"].map(String::from).into(),
+            // Delivers events; reads no task.
+            "NotifyFunction" => BTreeSet::new(),
             _ => ["the task table".to_owned()].into(),
         };
         assert_eq!(query_kinds(&template, function.logical_id), expected, "{}", function.logical_id);
@@ -993,6 +1073,9 @@ const DASHBOARD_METRICS: &[&str] = &[
     "BytesStored",
     "CopySeconds",
     "SecondsToSettled",
+    stemvault_notify::aws::WEBHOOKS_DELIVERED,
+    stemvault_notify::aws::WEBHOOKS_REJECTED,
+    stemvault_notify::aws::WEBHOOK_RETRIES,
     "ApproximateNumberOfMessagesVisible",
     "ApproximateAgeOfOldestMessage",
     "Errors",
@@ -1080,33 +1163,39 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         }
     }
 
-    let Some(body) = resources
+    // The main dashboard, and any other (the webhooks' exists only with NotifyUrl, like what
+    // it shows): together they show every alarm and metric.
+    let bodies: Vec<&Value> = resources
         .values()
-        .find(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
         .map(|d| &d["Properties"]["DashboardBody"])
-    else {
+        .collect();
+    if bodies.is_empty() {
         problems.push("no dashboard".into());
         return problems;
-    };
-    let Some(text) = cfn::sub(body) else {
-        problems.push("the dashboard body is not a !Sub string".into());
-        return problems;
-    };
-    let (json, names) = substitute(&text);
-    for name in names {
-        let resource = name.split('.').next().unwrap_or_default();
-        if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
-            problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
-        }
     }
-    let dashboard: serde_json::Value = match serde_json::from_str(&json) {
-        Ok(d) => d,
-        Err(e) => {
-            problems.push(format!("the dashboard body is not JSON: {e}"));
+    let mut widgets = Vec::new();
+    for body in bodies {
+        let Some(text) = cfn::sub(body) else {
+            problems.push("the dashboard body is not a !Sub string".into());
             return problems;
+        };
+        let (json, names) = substitute(&text);
+        for name in names {
+            let resource = name.split('.').next().unwrap_or_default();
+            if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
+                problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
+            }
         }
-    };
-    let widgets = dashboard["widgets"].as_array().cloned().unwrap_or_default();
+        let dashboard: serde_json::Value = match serde_json::from_str(&json) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("the dashboard body is not JSON: {e}"));
+                return problems;
+            }
+        };
+        widgets.extend(dashboard["widgets"].as_array().cloned().unwrap_or_default());
+    }
     let shown_alarms: BTreeSet<String> = widgets
         .iter()
         .flat_map(|w| w["properties"]["alarms"].as_array().cloned().unwrap_or_default())
@@ -1473,6 +1562,9 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show BytesStored",
         "the dashboard does not show CopySeconds",
         "the dashboard does not show SecondsToSettled",
+        "the dashboard does not show WebhooksDelivered",
+        "the dashboard does not show WebhooksRejected",
+        "the dashboard does not show WebhookRetries",
         "the dashboard does not show ApproximateNumberOfMessagesVisible",
         "the dashboard does not show ApproximateAgeOfOldestMessage",
         "the dashboard does not show Throttles",
