@@ -38,6 +38,23 @@ pub fn curl_example(base_url: &str, auth: &ClientAuth, task_id: &str, timestamp:
     curl
 }
 
+/// What `make run` says about webhooks (with `NOTIFY_URL` set): where they go, and the
+/// signing secret when it generated one.
+pub fn webhooks(notify: &crate::pipeline::NotifySummary) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "  webhooks:    POST {} (signed, Standard Webhooks)", notify.notify_url);
+    let _ = writeln!(text, "  notify:      polling {}", notify.queue_url);
+    match &notify.generated_secret {
+        Some(secret) => {
+            let _ = writeln!(text, "  secret:      {secret}  (generated; set NOTIFY_SECRET to choose it)");
+        }
+        None => {
+            let _ = writeln!(text, "  secret:      NOTIFY_SECRET");
+        }
+    }
+    text
+}
+
 /// The whole start-up text.
 pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts: &str, now_unix: i64) -> String {
     let task_id = format!("local{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);

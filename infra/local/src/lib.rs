@@ -8,6 +8,7 @@ pub mod client_auth;
 pub mod demo;
 pub mod file_server;
 pub mod http;
+pub mod notify;
 pub mod pipeline;
 pub mod poller;
 pub mod run_info;

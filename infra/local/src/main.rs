@@ -91,6 +91,9 @@ async fn run() -> Result<(), String> {
             now
         )
     );
+    if let Some(notify) = &pipeline.notify {
+        println!("{}", stemvault_local::banner::webhooks(notify));
+    }
 
     interrupted().await;
     eprintln!("stopping (Ctrl-C again to quit at once)");

@@ -67,8 +67,21 @@ pub struct Pipeline {
     /// The effective `ALLOWED_SOURCE_HOSTS` ("default" when the download function's own applies).
     pub allowed_source_hosts: String,
     pub sdk: aws_config::SdkConfig,
+    /// Webhooks (with `NOTIFY_URL` set).
+    pub notify: Option<NotifySummary>,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the runner says about its webhooks.
+#[derive(Debug, Clone)]
+pub struct NotifySummary {
+    pub notify_url: String,
+    pub queue_url: String,
+    /// The target of the local bus's rule on source `stemvault`.
+    pub queue_arn: String,
+    /// The signing secret, when the runner generated it (unset `NOTIFY_SECRET`).
+    pub generated_secret: Option<String>,
 }
 
 /// Ingest and results behind one HTTP server, routed as API Gateway routes them.
@@ -126,9 +139,18 @@ impl Pipeline {
             results: stemvault_results::App::new(results, &sdk),
         });
         let downloader = Arc::new(stemvault_download::App::new(download, &sdk));
+        let region = sdk.region().map(|r| r.to_string());
+        let notifier = crate::notify::start(&sdk, &options.base, region.as_deref().unwrap_or("us-east-1"), &lookup)
+            .await
+            .map_err(config_error("notify"))?;
+        let notify = notifier.as_ref().map(|n| NotifySummary {
+            notify_url: n.notify_url.clone(),
+            queue_url: n.source.queue_url.clone(),
+            queue_arn: n.queue_arn().to_owned(),
+            generated_secret: n.generated_secret.clone(),
+        });
 
         let port = options.listener.local_addr()?.port();
-        let region = sdk.region().map(|r| r.to_string());
         let info = RunInfo {
             pid: std::process::id(),
             port,
@@ -161,6 +183,10 @@ impl Pipeline {
                 shutdown.signal(),
             )));
         }
+        if let Some(notifier) = notifier {
+            let app = Arc::new(notifier.app);
+            tasks.push(tokio::spawn(crate::poller::poll(sqs.clone(), notifier.source, app, shutdown.signal())));
+        }
         let sweeper = stemvault_sweeper::App::new(sweeper, &sdk);
         tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
         Ok(Pipeline {
@@ -168,6 +194,7 @@ impl Pipeline {
             generated_key: overlay.generated_hmac_key.clone(),
             allowed_source_hosts,
             sdk,
+            notify,
             shutdown,
             tasks,
         })
