@@ -43,6 +43,7 @@ fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str) -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
     }
 }
 

@@ -49,6 +49,7 @@ async fn config(env: &TestEnv) -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
     }
 }
 

@@ -517,11 +517,11 @@ mod s3_keys {
     }
 
     /// Every stage (a new variant stops this compiling until it is listed).
-    fn every_stage() -> [Stage; 5] {
+    fn every_stage() -> [Stage; 6] {
         let _all_listed = |s: Stage| match s {
-            Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
+            Stage::Submitted | Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
         };
-        [Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
+        [Stage::Submitted, Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
     }
 
     /// Names the parser can produce that sit close to the task's own objects: a `callbacks`

@@ -17,6 +17,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "ALLOW_UNAUTHENTICATED",
     "MAX_BODY_BYTES",
     "SIGNATURE_TOLERANCE_SECONDS",
+    "RECONCILE_AFTER_SECONDS",
 ];
 
 /// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise (1 MiB; the largest
@@ -42,6 +43,9 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     pub max_body_bytes: usize,
     pub signature_tolerance: Duration,
+    /// `RECONCILE_AFTER_SECONDS`: a task left at `text` or `first` is first polled this long
+    /// after that callback.
+    pub reconcile_after: Duration,
 }
 
 impl FromEnv for Config {
@@ -61,6 +65,7 @@ impl FromEnv for Config {
                 1,
                 MAX_SIGNATURE_TOLERANCE_SECONDS,
             )?,
+            reconcile_after: stemvault_aws::reconcile_after(env)?,
         })
     }
 }

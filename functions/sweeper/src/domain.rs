@@ -27,7 +27,7 @@ use stemvault_vault::ingest::{Claimant, reclaim};
 use stemvault_vault::{
     Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, retry_on_conflict,
 };
-use suno_callbacks::{TaskId, s3_key};
+use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::error::{StoreError, SweepError};
 
@@ -168,7 +168,11 @@ async fn sweep_task<P: Ports>(
         let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(Swept::Files(0))) };
         let now = ports.now();
         // The index is eventually consistent: re-check what it said against the record.
-        if record.vault != VaultState::Pending || record.last_received_at >= before(now, settings.grace) {
+        // A registered task without a result has no files to send yet: the reconciler's.
+        if record.vault != VaultState::Pending
+            || record.stage == Stage::Submitted
+            || record.last_received_at >= before(now, settings.grace)
+        {
             return Ok(Attempt::Done(Swept::Files(0)));
         }
         if record.files_settled() {

@@ -9,7 +9,7 @@ pub mod provision;
 pub mod secrets;
 pub mod table;
 
-pub use env::{ConfigError, Env, FromEnv};
+pub use env::{ConfigError, Env, FromEnv, reconcile_after};
 pub use table::{TaskTable, Update};
 
 /// Start a function: logging, its configuration (or exit with the reason), and the SDK

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use suno_callbacks::{TaskId, s3_key};
+use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 
@@ -146,6 +146,11 @@ pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
+    // A registered task without a result yet has no files because none came, not because
+    // they are all settled.
+    if record.stage == Stage::Submitted {
+        return SettlePlan::Open;
+    }
     let Some(files_vault) = record.settled_vault_state() else {
         return SettlePlan::Open;
     };
@@ -215,6 +220,14 @@ mod tests {
     }
 
     const NOW: Timestamp = Timestamp { unix_ms: 1_000_000_000 };
+
+    #[test]
+    fn a_registered_task_without_a_result_is_never_settled() {
+        let mut r = record(vec![]);
+        r.stage = Stage::Submitted;
+        assert_eq!(settle_plan(&r, &TaskId::parse("t1").unwrap(), NOW), SettlePlan::Open);
+        assert_eq!(manifest_job(&r), None, "its vault is pending");
+    }
 
     #[test]
     fn missing_task_or_file_is_dropped() {

@@ -99,6 +99,11 @@ pub fn ingest_callback(
         None => (new_record(event, body, &id, now), false),
         Some(current) => {
             let mut record = current.clone();
+            if record.deliveries == 0 {
+                // A registered task's first callback.
+                record.first_received_at = now;
+                record.last_received_at = now;
+            }
             record.deliveries += 1;
             // The latest of the deliveries seen (clocks of concurrent requests differ).
             record.last_received_at = record.last_received_at.max(now);
@@ -167,7 +172,8 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) 
 /// A body not seen before for a known task.
 fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
-    if record.family == Family::Unknown && event.family != Family::Unknown {
+    let registered = record.stage == Stage::Submitted;
+    if (record.family == Family::Unknown || registered) && event.family != Family::Unknown {
         record.family = event.family;
     }
 
@@ -199,6 +205,14 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     }
     merge_streams(record, event, authoritative);
     merge_details(record, event, body, authoritative);
+    if registered {
+        // The registration's vault was pending for want of a result: now the files decide,
+        // as for a task first seen with this callback.
+        record.vault = record.settled_vault_state().unwrap_or(VaultState::Pending);
+        record.abandoned = None;
+    } else if merged.advanced {
+        record.abandoned = None;
+    }
 }
 
 fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> CallbackEntry {

@@ -3,6 +3,7 @@
 //!
 //! Everything here is plain data and pure functions; time is passed in as a [`Timestamp`].
 
+pub mod accept;
 pub mod download;
 pub mod enqueue;
 pub mod events;
@@ -11,7 +12,9 @@ pub mod items;
 pub mod job;
 pub mod manifest;
 pub mod ports;
+pub mod reconcile;
 pub mod record;
+pub mod register;
 pub mod retry;
 pub mod time;
 
@@ -19,8 +22,8 @@ pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
 pub use ports::{Clock, Conditional, LoadTask, SaveTask, StoreError};
 pub use record::{
-    CallbackEntry, FailureEntry, FileEntry, FileStatus, OPEN_MARKER, OPEN_TASKS_INDEX, PublicFileStatus, TaskRecord,
-    VaultState,
+    Abandoned, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
+    PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
 pub use time::{DEADLINE_MARGIN, Timestamp};

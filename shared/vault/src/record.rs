@@ -58,6 +58,29 @@ pub struct TaskRecord {
     /// The user's own id for the task, given when it was registered before any callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ref: Option<String>,
+    /// When the task was registered (`PUT /tasks/{id}`), for a task registered before its
+    /// first callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<Timestamp>,
+    /// [`RECONCILE_DUE`] exactly while the reconciler watches the task: the partition key of the
+    /// sparse `reconcile-due` index (see [`crate::reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<String>,
+    /// When the reconciler polls the task next: the sort key of the `reconcile-due` index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_at: Option<Timestamp>,
+    /// How many times the reconciler polled the provider for the task.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub polls: u64,
+    /// The wait before the last scheduled poll, doubled for the next one (30 s to 1 hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_seconds: Option<u64>,
+    /// The last poll: when, and what came of it (`pending`, `result:<stage>`, `http_429`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<LastPoll>,
+    /// The reconciler gave up on the task: no result came by callback or poll in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
@@ -71,6 +94,33 @@ pub struct TaskRecord {
 
 /// The value of [`TaskRecord::open`] while the vault is pending (the index's one partition).
 pub const OPEN_MARKER: &str = "open";
+
+/// The value of [`TaskRecord::reconcile`] while the reconciler watches the task (the
+/// `reconcile-due` index's one partition).
+pub const RECONCILE_DUE: &str = "due";
+
+/// The sparse global secondary index over [`TaskRecord::reconcile`] and `reconcile_at`.
+pub const RECONCILE_DUE_INDEX: &str = "reconcile-due";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The reconciler's last poll of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPoll {
+    pub at: Timestamp,
+    /// `pending`, `result:<stage>`, `http_<status>`, `provider_<code>`, `unreachable`,
+    /// `unreadable`.
+    pub outcome: String,
+}
+
+/// Why and when the reconciler gave a task up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abandoned {
+    pub reason: String,
+    pub at: Timestamp,
+}
 
 /// The sparse global secondary index over [`TaskRecord::open`] and `last_received_at`.
 pub const OPEN_TASKS_INDEX: &str = "open-tasks";
@@ -280,6 +330,13 @@ impl TaskRecord {
             open: None,
             failure: None,
             client_ref: None,
+            registered_at: None,
+            reconcile: None,
+            reconcile_at: None,
+            polls: 0,
+            poll_interval_seconds: None,
+            last_poll: None,
+            abandoned: None,
             manifest_key: None,
             version: 1,
             generation: 1,

@@ -30,6 +30,7 @@ fn config() -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 4096,
         signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
     }
 }
 
