@@ -28,7 +28,7 @@
 //!
 //! 4. read the task's items (one strongly consistent Query) and ask [`settle_plan`]; when
 //!    every file is stored or failed and the manifest is not recorded yet: (a) write the
-//!    manifest to S3, fenced by the file set's generation ([`put_fenced`]), then (b) ONE
+//!    manifest to S3, fenced by the file set's generation (`put_fenced`), then (b) ONE
 //!    update of the task item setting `vault` and `manifest_key` and removing `open`,
 //!    conditional on the generation being still the one the manifest is of. Two workers
 //!    that finish a task's last files at once both succeed (no condition fails between files
@@ -529,7 +529,7 @@ pub enum Settling {
 
 /// The settle check of one task, once per batch: read its items (one Query) and, when
 /// every file is settled and the manifest is not recorded, write the manifest
-/// ([`put_fenced`]) and then settle the task item (one conditional write,
+/// (`put_fenced`) and then settle the task item (one conditional write,
 /// [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
 /// reports it settled (log, `SecondsToSettled`).
 ///

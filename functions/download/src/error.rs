@@ -169,9 +169,11 @@ pub enum DownloadError {
     Dropped(DropReason),
     #[error("another worker is copying the file (its claim runs until {lease_until})")]
     Busy { lease_until: i64 },
-    #[error("the file's claim was taken over or its record changed while copying")]
+    #[error("the file's claim was taken over or its item changed while copying")]
     LostClaim,
-    #[error("the task record kept changing; gave up for now")]
+    /// The manifest under its key kept changing between read and write (or a refused claim
+    /// returned an item that looked claimable): try again later.
+    #[error("the task's manifest or file item kept changing; gave up for now")]
     Contended,
     #[error(transparent)]
     Copy(#[from] CopyError),
