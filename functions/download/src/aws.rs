@@ -317,6 +317,11 @@ impl ObjectStore for AwsPorts {
         self.put_request(key, body, info.content_type, sha256)
             .metadata(SOURCE_METADATA, info.source_sha256)
             .metadata(SHA256_METADATA, hex::encode(sha256))
+            .customize()
+            // UNSIGNED-PAYLOAD instead of a second SHA-256 of the body: the signed
+            // `x-amz-checksum-sha256` header is that same digest, and S3 verifies the body
+            // against it (over plain http too).
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| storage_error("PutObject", e))?;
@@ -331,10 +336,10 @@ impl ObjectStore for AwsPorts {
             .key(key)
             .set_content_type(info.content_type.map(str::to_owned))
             .metadata(SOURCE_METADATA, info.source_sha256)
-            // Each part carries its SHA-256; the object's checksum is the composite of those
-            // (S3 offers no full-object SHA-256 for multipart uploads).
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_type(ChecksumType::Composite)
+            // Each part carries its CRC32, and the object the whole body's (S3 offers no
+            // full-object SHA-256 for multipart uploads; see `crate::upload`).
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_type(ChecksumType::FullObject)
             .send()
             .await
             .map_err(|e| storage_error("CreateMultipartUpload", e))?;
@@ -347,7 +352,7 @@ impl ObjectStore for AwsPorts {
         upload_id: &str,
         part_number: i32,
         body: Bytes,
-        sha256: [u8; 32],
+        crc32: u32,
     ) -> Result<UploadedPart, StorageError> {
         let out = self
             .s3
@@ -359,23 +364,33 @@ impl ObjectStore for AwsPorts {
             .body(ByteStream::from(body))
             // The algorithm header too: some S3-compatible stores only keep a checksum they
             // are told the algorithm of. A value set here stops the SDK computing its own.
-            .checksum_algorithm(ChecksumAlgorithm::Sha256)
-            .checksum_sha256(BASE64.encode(sha256))
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .checksum_crc32(BASE64.encode(crc32.to_be_bytes()))
+            .customize()
+            // UNSIGNED-PAYLOAD instead of a SHA-256 of the part: S3 verifies the part against
+            // the signed checksum header; over https TLS guards it on the way.
+            .disable_payload_signing()
             .send()
             .await
             .map_err(|e| storage_error("UploadPart", e))?;
         let etag = out.e_tag.ok_or_else(|| StorageError::transient("UploadPart", "no ETag"))?;
-        Ok(UploadedPart { part_number, etag, checksum_sha256: out.checksum_sha256 })
+        Ok(UploadedPart { part_number, etag, checksum_crc32: out.checksum_crc32 })
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), StorageError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        crc32: u32,
+    ) -> Result<(), StorageError> {
         let parts = parts
             .iter()
             .map(|p| {
                 CompletedPart::builder()
                     .part_number(p.part_number)
                     .e_tag(&p.etag)
-                    .set_checksum_sha256(p.checksum_sha256.clone())
+                    .set_checksum_crc32(p.checksum_crc32.clone())
                     .build()
             })
             .collect();
@@ -385,6 +400,9 @@ impl ObjectStore for AwsPorts {
             .key(key)
             .upload_id(upload_id)
             .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            // S3 checks the object it assembles against the whole body's CRC32.
+            .checksum_type(ChecksumType::FullObject)
+            .checksum_crc32(BASE64.encode(crc32.to_be_bytes()))
             .send()
             .await
             .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
@@ -406,9 +424,85 @@ impl ObjectStore for AwsPorts {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+    use aws_sdk_s3::config::retry::RetryConfig;
+    use aws_sdk_s3::config::{
+        BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedCredentialsProvider,
+    };
+    use aws_sdk_s3::error::BoxError;
     use stemvault_aws::metrics::Unit;
 
     use super::*;
+    use crate::source_policy::SourcePolicy;
+    use crate::upload::crc32;
+
+    /// Keeps the headers of each S3 request as it would go out, then fails it: nothing is sent.
+    #[derive(Debug, Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<HashMap<String, String>>>>);
+
+    impl Intercept for Capture {
+        fn name(&self) -> &'static str {
+            "Capture"
+        }
+
+        fn read_before_transmit(
+            &self,
+            context: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            let headers = context.request().headers().iter().map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()));
+            self.0.lock().unwrap().push(headers.collect());
+            Err("captured, not sent".into())
+        }
+    }
+
+    fn capturing_ports() -> (AwsPorts, Capture) {
+        let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(SharedCredentialsProvider::new(credentials))
+            .endpoint_url("https://s3.example.test")
+            .build();
+        let capture = Capture::default();
+        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
+            .interceptor(capture.clone())
+            .retry_config(RetryConfig::disabled())
+            .build();
+        let ports = AwsPorts {
+            table: TaskTable::new(aws_sdk_dynamodb::Client::new(&sdk), "tasks"),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            bucket: "vault".into(),
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            queue_url: "https://sqs.example.test/queue".into(),
+            source: HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap(),
+        };
+        (ports, capture)
+    }
+
+    #[tokio::test]
+    async fn uploads_carry_their_checksum_in_a_signed_header_and_are_not_hashed_again_to_sign() {
+        let (ports, capture) = capturing_ports();
+        let body = Bytes::from_static(b"some audio");
+        let sha256: [u8; 32] = Sha256::digest(&body).into();
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+        assert!(ports.put_object("k", body.clone(), info, sha256).await.is_err());
+        assert!(ports.upload_part("k", "upload", 1, body.clone(), crc32(&body)).await.is_err());
+        let sent = capture.0.lock().unwrap().clone();
+        let [put, part] = sent.as_slice() else { panic!("{sent:?}") };
+        assert_eq!(put["x-amz-checksum-sha256"], BASE64.encode(sha256));
+        assert_eq!(part["x-amz-checksum-crc32"], BASE64.encode(crc32(&body).to_be_bytes()));
+        for (headers, checksum) in [(put, "x-amz-checksum-sha256"), (part, "x-amz-checksum-crc32")] {
+            assert_eq!(headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD", "{checksum}");
+            let authorization = &headers["authorization"];
+            let signed = authorization.split("SignedHeaders=").nth(1).and_then(|s| s.split(',').next()).unwrap();
+            assert!(signed.split(';').any(|h| h == checksum), "{checksum} is signed: {authorization}");
+        }
+    }
 
     fn names(metrics: &[Metric]) -> Vec<(&str, Unit, f64)> {
         metrics.iter().map(|m| (m.name, m.unit, m.value)).collect()

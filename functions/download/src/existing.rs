@@ -13,10 +13,11 @@
 //!   counts (an object copied from an older URL is copied over);
 //! * its SHA-256: a single PutObject's object carries it as [`SHA256_METADATA`], the same
 //!   digest S3 verified as its `ChecksumSHA256` (and still shows with checksum mode on, which
-//!   must agree). A multipart object has no SHA-256 of its whole body anywhere: S3's
-//!   `ChecksumSHA256` for it is the composite (the SHA-256 of its parts' SHA-256s, shown as
-//!   `<digest>-<parts>`; the emulator leaves the suffix out), so it is read back and hashed,
-//!   streaming, which costs one GetObject and no download from the provider.
+//!   must agree). A multipart object has no SHA-256 of its whole body anywhere (its checksum
+//!   is a CRC32, see [`crate::upload`]; one stored by an older version carries S3's
+//!   composite `ChecksumSHA256`, `<digest>-<parts>`, the SHA-256 of its parts' SHA-256s), so
+//!   it is read back and hashed, streaming, which costs one GetObject and no download from
+//!   the provider.
 //!
 //! An object that is missing, from another URL or unreadable is simply copied again.
 
@@ -109,7 +110,7 @@ mod tests {
 
     use super::*;
     use crate::test_support::{MemoryStore, deterministic_bytes};
-    use crate::upload::{MIN_PART_SIZE, ObjectInfo, ObjectStore, UploadedPart};
+    use crate::upload::{MIN_PART_SIZE, ObjectInfo, ObjectStore, UploadedPart, crc32};
 
     const URL: &str = "https://cdn1.suno.ai/vocal.mp3?sig=1";
 
@@ -151,10 +152,10 @@ mod tests {
         let mut parts: Vec<UploadedPart> = Vec::new();
         for (i, chunk) in data.chunks(MIN_PART_SIZE).enumerate() {
             let number = i32::try_from(i + 1).unwrap();
-            let part = store.upload_part("k", &upload, number, Bytes::copy_from_slice(chunk), sha256(chunk)).await;
+            let part = store.upload_part("k", &upload, number, Bytes::copy_from_slice(chunk), crc32(chunk)).await;
             parts.push(part.unwrap());
         }
-        store.complete_multipart("k", &upload, &parts).await.unwrap();
+        store.complete_multipart("k", &upload, &parts, crc32(&data)).await.unwrap();
         let found = find_copy(&store, "k", URL, soon()).await.unwrap().expect("found");
         assert_eq!((found.bytes, found.sha256_hex), (data.len() as u64, hex::encode(sha256(&data))));
         assert_eq!(store.reads(), 1);

@@ -29,6 +29,7 @@ use crate::existing::{ObjectHead, ReadObject};
 use crate::source::{ChunkStream as SourceChunks, FetchSource};
 use crate::upload::{
     MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
+    crc32,
 };
 
 /// The task the domain and app tests work on.
@@ -122,8 +123,8 @@ pub fn body_of(data: &[u8], chunk: usize, declared: bool, content_type: Option<&
 pub enum StoreCall {
     Put { key: String, len: usize, sha256: [u8; 32] },
     Create { key: String },
-    Part { number: i32, len: usize, sha256: [u8; 32] },
-    Complete { key: String, parts: usize },
+    Part { number: i32, len: usize, crc32: u32 },
+    Complete { key: String, parts: usize, crc32: u32 },
     Abort,
 }
 
@@ -258,30 +259,40 @@ impl ObjectStore for MemoryStore {
         upload_id: &str,
         part_number: i32,
         body: Bytes,
-        sha256: [u8; 32],
+        crc: u32,
     ) -> Result<UploadedPart, StorageError> {
         let mut state = self.state.lock().unwrap();
-        state.calls.push(StoreCall::Part { number: part_number, len: body.len(), sha256 });
+        state.calls.push(StoreCall::Part { number: part_number, len: body.len(), crc32: crc });
         if self.fail_part == Some(part_number) {
             return Err(storage_error("UploadPart", "injected failure"));
         }
-        if <[u8; 32]>::from(Sha256::digest(&body)) != sha256 {
+        if crc32(&body) != crc {
             return Err(storage_error("UploadPart", "checksum mismatch"));
         }
         let upload = state.uploads.get_mut(upload_id).ok_or_else(|| storage_error("UploadPart", "no such upload"))?;
         upload.parts.insert(part_number, body.to_vec());
-        Ok(UploadedPart { part_number, etag: format!("etag-{part_number}"), checksum_sha256: None })
+        let checksum = BASE64.encode(crc.to_be_bytes());
+        Ok(UploadedPart { part_number, etag: format!("etag-{part_number}"), checksum_crc32: Some(checksum) })
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), StorageError> {
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        crc: u32,
+    ) -> Result<(), StorageError> {
         let mut state = self.state.lock().unwrap();
-        state.calls.push(StoreCall::Complete { key: key.to_owned(), parts: parts.len() });
+        state.calls.push(StoreCall::Complete { key: key.to_owned(), parts: parts.len(), crc32: crc });
         let upload = state.uploads.remove(upload_id).ok_or_else(|| storage_error("Complete", "no such upload"))?;
         let numbers: Vec<i32> = parts.iter().map(|p| p.part_number).collect();
         if numbers != upload.parts.keys().copied().collect::<Vec<_>>() {
             return Err(storage_error("Complete", "parts do not match"));
         }
         let data: Vec<u8> = upload.parts.into_values().flatten().collect();
+        if crc32(&data) != crc {
+            return Err(storage_error("Complete", "full-object checksum mismatch"));
+        }
         state.insert(key, data, upload.content_type, upload.metadata);
         Ok(())
     }
@@ -703,13 +714,19 @@ impl ObjectStore for MemoryPorts {
         upload_id: &str,
         part_number: i32,
         body: Bytes,
-        sha256: [u8; 32],
+        crc32: u32,
     ) -> Result<UploadedPart, StorageError> {
-        self.store.upload_part(key, upload_id, part_number, body, sha256).await
+        self.store.upload_part(key, upload_id, part_number, body, crc32).await
     }
 
-    async fn complete_multipart(&self, key: &str, upload_id: &str, parts: &[UploadedPart]) -> Result<(), StorageError> {
-        self.store.complete_multipart(key, upload_id, parts).await
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[UploadedPart],
+        crc32: u32,
+    ) -> Result<(), StorageError> {
+        self.store.complete_multipart(key, upload_id, parts, crc32).await
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
