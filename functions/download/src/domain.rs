@@ -162,9 +162,11 @@ pub trait SettleTask {
     ) -> impl Future<Output = Result<SettleWrite, StoreError>> + Send;
 }
 
-/// Object metadata (`x-amz-meta-generation`) of a manifest: its plan's
-/// [generation](ManifestPlan::generation), which orders manifests from older to newer.
-pub const GENERATION_METADATA: &str = "generation";
+/// Object metadata (`x-amz-meta-file-generation`) of a manifest: its plan's
+/// [generation](ManifestPlan::generation), which orders manifests from older to newer. (Not
+/// `generation`: manifests written before item collections carry the record's old version
+/// under that name, which is no file-set generation; they count as having none.)
+pub const GENERATION_METADATA: &str = "file-generation";
 
 pub trait WriteManifest {
     /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`], only if
