@@ -5,6 +5,7 @@ pub mod enqueue;
 pub mod env;
 pub mod logging;
 pub mod metrics;
+pub mod provider;
 pub mod provision;
 pub mod secrets;
 pub mod table;
