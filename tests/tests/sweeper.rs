@@ -174,3 +174,75 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert_eq!((again.tasks_checked, again.manifests_requested), (0, 0));
     assert!(env.drain_queue(10).await.is_empty());
 }
+
+/// Issue 11: each run resumes after the last open task the previous run checked (a cursor
+/// item in the table), wrapping around at the end, so tasks stuck open for good never hide a
+/// newer orphan; the cursor item is no task to any reader.
+#[tokio::test]
+async fn each_run_resumes_after_the_cursor_kept_in_the_table_and_wraps_around() {
+    use stemvault_sweeper::aws::{AwsPorts, CURSOR_SK, CURSOR_TASK_ID};
+    use stemvault_sweeper::domain::{Settings, sweep};
+
+    let env = TestEnv::new().await;
+    // Oldest first: three tasks whose messages dead-lettered (queued for good), then an orphan.
+    let mut stuck = Vec::new();
+    for age in [900, 800, 700] {
+        stuck.push(stored(&env, &orphaned(Duration::from_secs(age), &[("queued", FileStatus::Queued)])).await);
+    }
+    let orphan = stored(&env, &orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)])).await;
+    let config = Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some(env.resources.table_name.clone()),
+        "QUEUE_URL" => Some(env.resources.queue_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let ports = AwsPorts::new(&config, &env.config);
+    let two = Settings { max_tasks: 2, ..Settings::default() };
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let cursor = || async {
+        let out = env
+            .dynamo
+            .get_item()
+            .table_name(&env.resources.table_name)
+            .key("task_id", AttributeValue::S(CURSOR_TASK_ID.into()))
+            .key("sk", AttributeValue::S(CURSOR_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get the cursor");
+        out.item.and_then(|item| item.get("after_task_id").and_then(|v| v.as_s().ok()).cloned())
+    };
+
+    let first = sweep(&ports, &two, "run-1", stop_at).await.expect("sweep");
+    assert_eq!((first.tasks_checked, first.files_requeued, first.stopped_early), (2, 0, true));
+    assert_eq!(cursor().await, Some(stuck[1].task_id.clone()));
+
+    let second = sweep(&ports, &two, "run-2", stop_at).await.expect("sweep");
+    assert_eq!((second.tasks_checked, second.files_requeued, second.wrapped), (2, 1, true));
+    assert_eq!(jobs_on_queue(&env.drain_queue(10).await), [job_of(&orphan, "pending")]);
+    assert_eq!(cursor().await, Some(orphan.task_id.clone()));
+
+    let third = sweep(&ports, &two, "run-3", stop_at).await.expect("sweep");
+    assert_eq!((third.tasks_checked, third.files_requeued, third.wrapped), (2, 0, true));
+    assert_eq!(cursor().await, Some(stuck[1].task_id.clone()), "around to the oldest two");
+
+    // The cursor item is no task: not in the open-tasks index, no record under its id.
+    let table = stemvault_aws::TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    assert_eq!(table.load(CURSOR_TASK_ID).await.expect("load"), None);
+    let listed = env
+        .dynamo
+        .query()
+        .table_name(&env.resources.table_name)
+        .index_name(stemvault_vault::OPEN_TASKS_INDEX)
+        .key_condition_expression("#open = :open")
+        .expression_attribute_names("#open", "open")
+        .expression_attribute_values(":open", AttributeValue::S("open".into()))
+        .send()
+        .await
+        .expect("query the index");
+    let mut ids: Vec<String> = listed.items().iter().map(|i| i["task_id"].as_s().unwrap().clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = stuck.iter().chain([&orphan]).map(|r| r.task_id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+}

@@ -1730,3 +1730,30 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert!(dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download"), ("Reason", "x")]));
     assert!(!dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download")]));
 }
+
+/// Issue 11: the sweeper reads one item by key, its cursor, and may put it; its role grants
+/// GetItem only on that partition (`dynamodb:LeadingKeys`), and the cursor's id is no task's.
+#[test]
+fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
+    use stemvault_sweeper::aws::{AWS_ACTIONS, CURSOR_TASK_ID};
+    let template = template();
+    let role = &cfn::resource(&template, "SweeperRole")["Properties"];
+    let mut get_item_grants = Vec::new();
+    for policy in cfn::as_list(&role["Policies"]) {
+        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+            let actions = cfn::as_list(&statement["Action"]);
+            if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {
+                get_item_grants.push(statement.clone());
+            }
+        }
+    }
+    assert_eq!(get_item_grants.len(), 1, "{get_item_grants:?}");
+    let grant = &get_item_grants[0];
+    assert_eq!(cfn::get_att(&grant["Resource"]).as_deref(), Some("TaskTable.Arn"));
+    let keys = cfn::as_list(&grant["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]);
+    assert_eq!(keys.iter().map(|k| k.as_str().unwrap()).collect::<Vec<_>>(), [CURSOR_TASK_ID]);
+    let granted: Vec<&str> = cfn::as_list(&grant["Action"]).iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(granted, ["dynamodb:GetItem", "dynamodb:PutItem"]);
+    assert!(AWS_ACTIONS.contains(&"dynamodb:GetItem") && AWS_ACTIONS.contains(&"dynamodb:PutItem"));
+    assert!(suno_callbacks::TaskId::parse(CURSOR_TASK_ID).is_err(), "no callback can name the cursor's partition");
+}

@@ -48,6 +48,7 @@ impl App {
                 manifests_requested = outcome.manifests_requested,
                 tasks_failed = outcome.tasks_failed,
                 stopped_early = outcome.stopped_early,
+                wrapped = outcome.wrapped,
                 "sweep done"
             );
             Ok(outcome)

@@ -10,14 +10,24 @@ use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
 
 use crate::Config;
-use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage};
+use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the open-tasks index and each task's item collection (Query), the claimed file items
-/// (PutItem), the task item's `queued` set and released claims (UpdateItem), and the
-/// download and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage).
-pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
+/// the open-tasks index and each task's item collection (Query), the sweep cursor (GetItem,
+/// and PutItem, which also puts the claimed file items), the task item's `queued` set and
+/// released claims (UpdateItem), and the download and manifest jobs (SendMessageBatch,
+/// authorised by sqs:SendMessage).
+pub const AWS_ACTIONS: &[&str] =
+    &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
+
+/// The sweep cursor's item: a partition of its own that no task id can name (`#` is not a
+/// task id character, so no callback, registration or GET /tasks/{id} ever reaches it),
+/// holding no `open` or `reconcile` attribute (so in no index) and no `task` item (so even
+/// a reader of its collection would find no task there).
+pub const CURSOR_TASK_ID: &str = "#sweeper";
+/// Its sort key.
+pub const CURSOR_SK: &str = "cursor";
 
 /// Index entries per Query page (keys only: a page stays small).
 const PAGE_SIZE: i32 = 100;
@@ -123,9 +133,81 @@ impl ListOpenTasks for AwsPorts {
     }
 }
 
+/// The cursor item: where the next run starts (after `after`, or at the oldest entry).
+fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let mut item = HashMap::from([
+        (PARTITION_KEY.to_owned(), s(CURSOR_TASK_ID)),
+        (SORT_KEY.to_owned(), s(CURSOR_SK)),
+        ("written_at".to_owned(), s(&now.rfc3339())),
+    ]);
+    if let Some(after) = after {
+        item.insert("after_task_id".to_owned(), s(&after.task_id));
+        item.insert("after_received_at".to_owned(), s(&after.last_received_at.rfc3339()));
+    }
+    item
+}
+
+/// The cursor an item holds; an unreadable one is None (start at the oldest entry).
+fn read_cursor_item(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
+    Some(OpenTask {
+        task_id: item.get("after_task_id")?.as_s().ok()?.clone(),
+        last_received_at: item.get("after_received_at")?.as_s().ok()?.parse().ok()?,
+    })
+}
+
+impl SweepCursor for AwsPorts {
+    async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
+        let table = self.shared.table();
+        let out = table
+            .client
+            .get_item()
+            .table_name(&table.table_name)
+            .key(PARTITION_KEY, AttributeValue::S(CURSOR_TASK_ID.to_owned()))
+            .key(SORT_KEY, AttributeValue::S(CURSOR_SK.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        Ok(out.item().and_then(read_cursor_item))
+    }
+
+    async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
+        let table = self.shared.table();
+        table
+            .client
+            .put_item()
+            .table_name(&table.table_name)
+            .set_item(Some(cursor_item(after, Timestamp::now())))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use suno_callbacks::TaskId;
+
     use super::*;
+
+    #[test]
+    fn the_cursor_item_is_no_task_and_in_no_index() {
+        let after = OpenTask { task_id: "t-1".into(), last_received_at: at("2025-12-31T23:00:00.000Z") };
+        let item = cursor_item(Some(&after), at("2026-01-01T00:00:00.000Z"));
+        assert_eq!(item["task_id"], AttributeValue::S("#sweeper".into()));
+        assert_eq!(item["sk"], AttributeValue::S("cursor".into()));
+        for index_key in ["open", "reconcile", "last_received_at", "reconcile_at"] {
+            assert!(!item.contains_key(index_key), "{index_key}");
+        }
+        assert!(TaskId::parse(CURSOR_TASK_ID).is_err(), "no task id names it");
+        assert_ne!(CURSOR_SK, TASK_SK, "never a task item");
+        assert_eq!(read_cursor_item(&item), Some(after));
+        let from_the_start = cursor_item(None, at("2026-01-01T00:00:00.000Z"));
+        assert_eq!(read_cursor_item(&from_the_start), None);
+        assert_eq!(from_the_start.len(), 3);
+    }
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()

@@ -11,6 +11,10 @@
 //! each claimed file item), and sends them through the same [`send_claimed`]. Files already
 //! `queued` or beyond belong to the queue and its dead-letter queue and are not touched.
 //!
+//! Each run resumes after the last index entry the previous run checked (a cursor item in
+//! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for good
+//! (a file whose message dead-lettered) never hide newer orphans behind them.
+//!
 //! A downloader that stopped between writing a task's manifest and its settle write leaves a
 //! pending vault whose files are all stored or failed, and no message that would settle it.
 //! Such a task gets a manifest job ([`settle_job`], a
@@ -56,11 +60,25 @@ pub trait ListOpenTasks {
     ) -> impl Future<Output = Result<OpenTaskPage, StoreError>> + Send;
 }
 
-/// Everything the sweep needs: the index, the task table, the claim-and-send ports and the
-/// clock.
-pub trait Ports: ListOpenTasks + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Where the previous run stopped: the last `open-tasks` entry it checked, kept in the table
+/// (one item that no reader takes for a task, read and written once per run).
+pub trait SweepCursor {
+    /// None: start at the oldest entry.
+    fn read_cursor(&self) -> impl Future<Output = Result<Option<OpenTask>, StoreError>> + Send;
+    fn write_cursor(&self, after: Option<&OpenTask>) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
-impl<T> Ports for T where T: ListOpenTasks + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
+/// ports and the clock.
+pub trait Ports:
+    ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+{
+}
+
+impl<T> Ports for T where
+    T: ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+{
+}
 
 /// How long the sweeper's enqueue claims hold: as long as an ingest request's (its Lambda
 /// timeout and 3 s), far more than sending one task's files takes.
@@ -97,13 +115,22 @@ pub struct Outcome {
     pub manifests_requested: usize,
     /// Tasks that could not be swept this time (the next run tries again).
     pub tasks_failed: usize,
-    /// Stopped at `max_tasks` or the deadline before the index was exhausted.
+    /// Stopped at `max_tasks` or the deadline before every entry was checked once; the next
+    /// run resumes after the last one checked.
     pub stopped_early: bool,
+    /// The run started after the previous run's last entry, reached the end of the index and
+    /// went on from its oldest entry.
+    pub wrapped: bool,
 }
 
-/// Sweep the open tasks until the index is exhausted, `max_tasks` were checked, or `stop_at`.
-/// `claimant_id` names this run's claims. Fails only when the index cannot be read; a task
-/// that cannot be swept is counted and left to the next run.
+/// Sweep the open tasks: from just after the entry the previous run checked last (its
+/// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
+/// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then
+/// set to the last entry checked (or cleared after a whole lap), so however many tasks stay
+/// open for good (a message in the dead-letter queue), every open task is checked within
+/// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
+/// when the index cannot be read; a task that cannot be swept is counted and left to the next
+/// run, and a cursor that cannot be read or written only means starting at the oldest entry.
 pub async fn sweep<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -112,16 +139,30 @@ pub async fn sweep<P: Ports>(
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = before(ports.now(), settings.grace);
+    let start = match ports.read_cursor().await {
+        // An entry past the query's range (a shorter grace since) cannot start a page.
+        Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the sweep cursor; starting at the oldest open task");
+            None
+        }
+    };
     let mut outcome = Outcome::default();
-    let mut after: Option<OpenTask> = None;
-    loop {
+    let mut last: Option<OpenTask> = None;
+    let mut after = start.clone();
+    'lap: loop {
         let page = ports.open_tasks(received_before, after.as_ref()).await?;
         for task in &page.tasks {
+            // Past the cursor again after wrapping: this run checked these already.
+            if outcome.wrapped && start.as_ref().is_some_and(|s| position(task) > position(s)) {
+                break 'lap;
+            }
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
                 outcome.stopped_early = true;
-                return Ok(outcome);
+                break 'lap;
             }
             outcome.tasks_checked += 1;
+            last = Some(task.clone());
             match sweep_task(ports, settings, &claimant, &task.task_id).await {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
@@ -138,9 +179,27 @@ pub async fn sweep<P: Ports>(
         }
         match page.next {
             Some(next) => after = Some(next),
-            None => return Ok(outcome),
+            None if start.is_some() && !outcome.wrapped => {
+                outcome.wrapped = true;
+                after = None;
+            }
+            None => break,
         }
     }
+    // Stopped early: resume after the last entry checked (none checked: where this run began).
+    // A whole lap: the next run starts at the oldest entry.
+    let cursor = if outcome.stopped_early { last.or(start.clone()) } else { None };
+    if cursor != start {
+        if let Err(e) = ports.write_cursor(cursor.as_ref()).await {
+            tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
+        }
+    }
+    Ok(outcome)
+}
+
+/// Where an entry stands in the index: by last delivery, then task id.
+fn position(task: &OpenTask) -> (Timestamp, &str) {
+    (task.last_received_at, task.task_id.as_str())
 }
 
 /// What sweeping one task did.
