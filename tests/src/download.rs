@@ -74,6 +74,7 @@ impl TestEnv {
             ("TABLE_NAME", self.resources.table_name.clone()),
             ("BUCKET_NAME", self.resources.bucket_name.clone()),
             ("QUEUE_URL", self.resources.queue_url.clone()),
+            ("EVENT_BUS_NAME", self.resources.event_bus_name.clone()),
             ("ALLOWED_SOURCE_HOSTS", allowed_sources.to_owned()),
         ]);
         if let Some(max) = max_file_bytes {
@@ -93,6 +94,7 @@ impl TestEnv {
             sqs: self.sqs.clone(),
             queue_url: self.resources.queue_url.clone(),
             source: HttpSource::new(policy).expect("the HTTP client starts"),
+            events: stemvault_aws::events::EventBus::new(&self.config, &self.resources.event_bus_name),
         }
     }
 

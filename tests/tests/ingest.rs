@@ -50,6 +50,7 @@ async fn config(env: &TestEnv) -> Config {
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
         reconcile_after: Duration::from_secs(600),
+        event_bus_name: env.resources.event_bus_name.clone(),
     }
 }
 

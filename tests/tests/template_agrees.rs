@@ -661,6 +661,7 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
         return match att.as_str() {
             "TaskTable.Arn" => "the task table".into(),
             "DownloadQueue.Arn" => "the download queue".into(),
+            "EventBus.Arn" => "the event bus".into(),
             "NotifyQueue.Arn" => "the notify queue".into(),
             "VaultBucket.Arn" => "the vault bucket".into(),
             other if Some(other.trim_end_matches(".Arn")) == own_log_group => "its own log group".into(),
@@ -685,6 +686,7 @@ fn expected_kinds(action: &str) -> &'static [&'static str] {
         Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
         Some("s3") => &["objects in the vault bucket"],
         Some("secretsmanager") => &["the callback secret", "the notify secret"],
+        Some("events") => &["the event bus"],
         _ => &["nothing"],
     }
 }

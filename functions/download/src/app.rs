@@ -20,6 +20,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::{FutureExt, StreamExt};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
+use stemvault_aws::events::EventBus;
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 use suno_callbacks::TaskId;
 use tokio::sync::Semaphore;
@@ -56,6 +57,7 @@ impl App {
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: config.queue_url,
             source,
+            events: EventBus::new(sdk, &config.event_bus_name),
         };
         let settings =
             Settings { max_file_bytes: config.max_file_bytes, part_size: part_size_for(config.max_file_bytes) };

@@ -19,9 +19,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
+use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
 use stemvault_aws::table::Updated;
 use stemvault_vault::download::ManifestPlan;
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items;
 use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
@@ -44,8 +46,9 @@ use stemvault_aws::Update;
 /// read comes before a claim); S3 PutObject (which also authorises CreateMultipartUpload,
 /// UploadPart and CompleteMultipartUpload), AbortMultipartUpload and GetObject (which also
 /// authorises HeadObject: reading back a copy an earlier attempt stored, and the manifest's
-/// current generation), all on `tasks/*`; SQS ChangeMessageVisibility. (The SQS event
-/// source mapping, not the function, receives and deletes the messages.)
+/// current generation), all on `tasks/*`; SQS ChangeMessageVisibility; EventBridge
+/// PutEvents (`Task Vaulted`, on the stack's bus). (The SQS event source mapping, not the
+/// function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",
     "dynamodb:UpdateItem",
@@ -53,6 +56,7 @@ pub const AWS_ACTIONS: &[&str] = &[
     "s3:AbortMultipartUpload",
     "s3:GetObject",
     "sqs:ChangeMessageVisibility",
+    "events:PutEvents",
 ];
 
 /// The function's clients, built once per Lambda instance.
@@ -64,6 +68,8 @@ pub struct AwsPorts {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub source: HttpSource,
+    /// `EVENT_BUS_NAME`: where `Task Vaulted` goes.
+    pub events: EventBus,
 }
 
 /// An S3 failure, permanent when S3 refused the request in a way no retry changes
@@ -200,7 +206,17 @@ impl SettleTask for AwsPorts {
     }
 }
 
+impl PublishEvents for AwsPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.events.publish_events(events).await
+    }
+}
+
 impl WriteManifest for AwsPorts {
+    fn vault_bucket(&self) -> &str {
+        &self.bucket
+    }
+
     async fn put_manifest(
         &self,
         key: &str,
@@ -480,6 +496,7 @@ mod tests {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             queue_url: "https://sqs.example.test/queue".into(),
             source: HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap(),
+            events: EventBus::new(&sdk, "events"),
         };
         (ports, capture)
     }

@@ -6,7 +6,14 @@ use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
 
 /// Every variable the function reads (besides `LOG_LEVEL`, read by
 /// `stemvault_aws::logging::init`, and the AWS SDK's own).
-pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "ALLOWED_SOURCE_HOSTS", "MAX_FILE_BYTES"];
+pub const ENVIRONMENT: &[&str] = &[
+    "TABLE_NAME",
+    "BUCKET_NAME",
+    "QUEUE_URL",
+    "EVENT_BUS_NAME",
+    "ALLOWED_SOURCE_HOSTS",
+    "MAX_FILE_BYTES",
+];
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -19,6 +26,8 @@ pub struct Config {
     pub bucket_name: String,
     /// The download queue: retries are delayed with ChangeMessageVisibility on it.
     pub queue_url: String,
+    /// `EVENT_BUS_NAME`: the EventBridge bus `Task Vaulted` goes to.
+    pub event_bus_name: String,
     /// `ALLOWED_SOURCE_HOSTS`, parsed.
     pub allowed_sources: SourcePolicy,
     pub max_file_bytes: u64,
@@ -35,6 +44,7 @@ impl FromEnv for Config {
             table_name: env.required("TABLE_NAME")?,
             bucket_name: env.required("BUCKET_NAME")?,
             queue_url: env.required("QUEUE_URL")?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
             allowed_sources,
             max_file_bytes: env.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1, MAX_MAX_FILE_BYTES)?,
         })
@@ -55,7 +65,8 @@ mod tests {
         Config::from_lookup(|k| env.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 3] = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b"), ("QUEUE_URL", "http://q")];
+    const BASE: [(&str, &str); 4] =
+        [("TABLE_NAME", "t"), ("BUCKET_NAME", "b"), ("QUEUE_URL", "http://q"), ("EVENT_BUS_NAME", "events")];
 
     #[test]
     fn defaults() {
@@ -67,7 +78,7 @@ mod tests {
 
     #[test]
     fn required_values() {
-        for missing in ["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL"] {
+        for missing in ["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "EVENT_BUS_NAME"] {
             let pairs: Vec<(&str, &str)> =
                 BASE.iter().map(|&(k, v)| if k == missing { (k, " ") } else { (k, v) }).collect();
             assert_eq!(config(&pairs), Err(ConfigError::Missing(missing)));

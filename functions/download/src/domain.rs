@@ -38,6 +38,11 @@
 //!    here returns the messages that asked for the check to the queue, and their
 //!    redeliveries (the file already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.
+//!    Between (a) and (b), `Task Vaulted` is published ([`stemvault_vault::events::vaulted`],
+//!    its id made of the task and the generation): a failed publish is such a retryable
+//!    failure (no settle write; the redelivery publishes it again, same id), and a worker
+//!    that stops after the settle write has published already. Two workers settling at once
+//!    may both publish it: the same id, which consumers drop. No table write is spent on it.
 //!
 //! DynamoDB per file: two writes (the claim, then stored or failed), no read; per task and
 //! batch: one Query, and one write when it settles.
@@ -51,6 +56,7 @@ use stemvault_vault::download::{
     CopyPlan, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step,
     retry_delay_after, settle_plan,
 };
+use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
     Attempt, Clock, Conditional, FileEntry, FileJob, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
     retry_on_conflict,
@@ -169,6 +175,10 @@ pub trait SettleTask {
 pub const GENERATION_METADATA: &str = "file-generation";
 
 pub trait WriteManifest {
+    /// The vault bucket the manifests (and files) are written to, which `Task Vaulted`
+    /// names.
+    fn vault_bucket(&self) -> &str;
+
     /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`], only if
     /// the object under `key` is still the one `expected` names: the ETag it had when read,
     /// or None for no object at all (S3's conditional writes, `If-Match` and
@@ -214,6 +224,7 @@ pub trait Ports:
     + ReleaseFile
     + SettleTask
     + WriteManifest
+    + PublishEvents
     + DelayMessage
     + EmitMetrics
     + FetchSource
@@ -232,6 +243,7 @@ impl<T> Ports for T where
         + ReleaseFile
         + SettleTask
         + WriteManifest
+        + PublishEvents
         + DelayMessage
         + EmitMetrics
         + FetchSource
@@ -531,8 +543,8 @@ pub enum Settling {
 
 /// The settle check of one task, once per batch: read its items (one Query) and, when
 /// every file is settled and the manifest is not recorded, write the manifest
-/// (`put_fenced`) and then settle the task item (one conditional write,
-/// [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
+/// (`put_fenced`), publish `Task Vaulted`, and then settle the task item (one conditional
+/// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
 /// reports it settled (log, `SecondsToSettled`).
 ///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
@@ -549,6 +561,9 @@ pub async fn check_settled<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Sett
         tracing::warn!(vault = %plan.vault, "the vault settled but its manifest was never recorded; writing it");
     }
     put_fenced(ports, &plan).await?;
+    // Before the settle write: once the task is settled no check comes back to publish it.
+    let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
+    ports.publish_events(std::slice::from_ref(&vaulted)).await?;
     let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {
@@ -614,3 +629,6 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod publish_tests;

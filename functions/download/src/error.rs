@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
+use stemvault_vault::events::PublishError;
 
 use crate::source_policy::Refusal;
 
@@ -181,6 +182,9 @@ pub enum DownloadError {
     Table(#[from] StoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// `Task Vaulted` was not published: the task is left unsettled for the retry.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
     #[error("the handler panicked: {0}")]
@@ -200,6 +204,7 @@ impl DownloadError {
             | DownloadError::Contended
             | DownloadError::Table(_)
             | DownloadError::Storage(_)
+            | DownloadError::Publish(_)
             | DownloadError::NoTimeLeft
             | DownloadError::Panicked(_) => true,
         }

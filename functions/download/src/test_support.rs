@@ -19,6 +19,8 @@ use stemvault_vault::{
 use suno_callbacks::{Family, Stage, TaskId};
 
 use stemvault_vault::download::ManifestPlan;
+use stemvault_vault::events::memory::MemoryEvents;
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
@@ -356,6 +358,9 @@ impl Collection {
     }
 }
 
+/// The bucket [`MemoryPorts`] says it writes to.
+pub const VAULT_BUCKET: &str = "vault";
+
 /// Every port in memory: the task table (item collections, with the same conditions as
 /// the DynamoDB adapter's expressions), a bucket, scripted sources, and a record of delays,
 /// manifests and table calls.
@@ -382,6 +387,8 @@ pub struct MemoryPorts {
     pub load_barrier: Mutex<Option<Arc<Barrier>>>,
     pub delays: Mutex<Vec<(String, Duration)>>,
     pub measures: Mutex<Vec<Measure>>,
+    /// The event bus: every event published, and a switch to fail publishes.
+    pub events: MemoryEvents,
     pub now: Mutex<Option<Timestamp>>,
 }
 
@@ -625,7 +632,17 @@ pub struct ManifestGate {
     pub release: oneshot::Receiver<()>,
 }
 
+impl PublishEvents for MemoryPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.events.publish_events(events).await
+    }
+}
+
 impl WriteManifest for MemoryPorts {
+    fn vault_bucket(&self) -> &str {
+        VAULT_BUCKET
+    }
+
     /// As S3 does: the condition is evaluated when the write lands, and every write gets a
     /// new ETag.
     async fn put_manifest(

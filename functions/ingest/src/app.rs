@@ -58,7 +58,11 @@ impl<P: Ports> App<P> {
                  accepting callbacks from anyone"
             );
         }
-        let settings = Settings { reconcile_after: config.reconcile_after, ..Settings::default() };
+        let settings = Settings {
+            reconcile_after: config.reconcile_after,
+            bucket: config.bucket_name.clone(),
+            ..Settings::default()
+        };
         Ok(App { ports, credentials, max_body_bytes: config.max_body_bytes, settings })
     }
 

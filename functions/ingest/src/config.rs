@@ -18,6 +18,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "MAX_BODY_BYTES",
     "SIGNATURE_TOLERANCE_SECONDS",
     "RECONCILE_AFTER_SECONDS",
+    "EVENT_BUS_NAME",
 ];
 
 /// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise (1 MiB; the largest
@@ -46,6 +47,8 @@ pub struct Config {
     /// `RECONCILE_AFTER_SECONDS`: a task left at `text` or `first` is first polled this long
     /// after that callback.
     pub reconcile_after: Duration,
+    /// `EVENT_BUS_NAME`: the EventBridge bus the task events go to.
+    pub event_bus_name: String,
 }
 
 impl FromEnv for Config {
@@ -66,6 +69,7 @@ impl FromEnv for Config {
                 MAX_SIGNATURE_TOLERANCE_SECONDS,
             )?,
             reconcile_after: stemvault_aws::reconcile_after(env)?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
         })
     }
 }
@@ -92,6 +96,7 @@ mod tests {
         ("BUCKET_NAME", "vault"),
         ("QUEUE_URL", "http://q/1/downloads"),
         ("CALLBACK_SECRET_ARN", ARN),
+        ("EVENT_BUS_NAME", "stemvault-events"),
     ];
 
     fn config(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -134,7 +139,7 @@ mod tests {
 
     #[test]
     fn requires_the_resources_and_the_secret() {
-        for name in ["QUEUE_URL", "CALLBACK_SECRET_ARN"] {
+        for name in ["QUEUE_URL", "CALLBACK_SECRET_ARN", "EVENT_BUS_NAME"] {
             let vars: HashMap<&str, &str> = BASE.iter().copied().filter(|(k, _)| *k != name).collect();
             assert_eq!(Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())), Err(ConfigError::Missing(name)));
         }

@@ -3,6 +3,7 @@
 
 pub mod enqueue;
 pub mod env;
+pub mod events;
 pub mod logging;
 pub mod metrics;
 pub mod provider;

@@ -19,6 +19,11 @@
 //! 4. A task without files is settled as soon as it is recorded: until its manifest is
 //!    recorded, each delivery sends the downloader a manifest job for it
 //!    ([`crate::download::manifest_job`]).
+//! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
+//!    and `Task Failed` for a failure), once it is recorded and its files are queued. A
+//!    failed publish is a retryable error: the provider's retry of the callback (or the next
+//!    poll) accepts the same event again, a duplicate, and publishes the same events with
+//!    the same ids. No table write is spent on it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -28,6 +33,7 @@ use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
 
 use crate::download::manifest_job;
 use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
+use crate::events::{PublishEvents, after_callback};
 use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
 use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, reconcile, retry_on_conflict};
 
@@ -40,11 +46,17 @@ pub trait ArchiveBody {
     fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
 }
 
-/// Everything the use-case needs: the task table, the archive, the claim-and-send ports and
-/// the clock.
-pub trait Ports: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Everything the use-case needs: the task table, the archive, the claim-and-send ports, the
+/// event bus and the clock.
+pub trait Ports:
+    LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + PublishEvents + Clock
+{
+}
 
-impl<T> Ports for T where T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+impl<T> Ports for T where
+    T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + PublishEvents + Clock
+{
+}
 
 /// The ingest function's Lambda timeout, whose claims [`Settings::default`] is made for.
 const INGEST_TIMEOUT: Duration = Duration::from_secs(12);
@@ -66,6 +78,8 @@ pub struct Settings {
     /// `RECONCILE_AFTER_SECONDS`: a task left at `text` or `first` is first polled this long
     /// after the callback that left it there ([`crate::reconcile::after_merge`]).
     pub reconcile_after: Duration,
+    /// `BUCKET_NAME`: the vault bucket, which the published events name (`detail.bucket`).
+    pub bucket: String,
 }
 
 impl Default for Settings {
@@ -77,6 +91,7 @@ impl Default for Settings {
             max_save_attempts: 40,
             deadline: Duration::from_secs(8),
             reconcile_after: crate::reconcile::DEFAULT_RECONCILE_AFTER,
+            bucket: String::new(),
         }
     }
 }
@@ -143,8 +158,14 @@ async fn accept_unbounded<P: Ports>(
             return Err(EnqueueError { failed: 1, total: 1, reason }.into());
         }
     }
-    // Checked last: the files are worth queueing even when the archive failed.
+    // Recorded and queued: tell subscribers. Again on every delivery that speaks for the
+    // task's stage (same ids), so a retry heals a publish that failed.
+    let events = after_callback(&merge.record, event.stage, &settings.bucket);
+    let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
+    // Checked last: the files are worth queueing, and the events publishing, even when the
+    // archive failed.
     archived.map_err(AcceptError::Archive)?;
+    published?;
     Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
 }
 

@@ -7,6 +7,8 @@
 //! and what makes the event unique within the task: the stage for a stage change or a
 //! failure, the file set's generation for a vaulting.
 
+use std::future::Future;
+
 use serde::{Deserialize, Serialize};
 use suno_callbacks::{Family, Stage};
 
@@ -186,6 +188,27 @@ pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) 
     }
     events
 }
+
+/// Publishing events failed, in part or in whole. Always worth trying again: the same
+/// events, with the same ids, are published by the retry (a consumer drops the duplicates of
+/// those that got through).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{failed} of {total} event(s) were not published: {reason}")]
+pub struct PublishError {
+    pub failed: usize,
+    pub total: usize,
+    pub reason: String,
+}
+
+/// Publish task events (EventBridge, `stemvault_aws::events`; in memory in the tests:
+/// [`memory::MemoryEvents`]). Every function that publishes names it the same way.
+pub trait PublishEvents {
+    /// Publish `events`, all of them or an error: at least once, never silently dropped.
+    fn publish_events(&self, events: &[TaskEvent]) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+#[cfg(feature = "test-support")]
+pub mod memory;
 
 #[cfg(test)]
 mod tests;

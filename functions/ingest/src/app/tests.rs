@@ -31,6 +31,7 @@ fn config() -> Config {
         max_body_bytes: 4096,
         signature_tolerance: Duration::from_secs(300),
         reconcile_after: Duration::from_secs(600),
+        event_bus_name: "stemvault-events".into(),
     }
 }
 
@@ -316,6 +317,23 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
     assert_eq!(json(&response)["error"], "task_record_rejected");
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_a_503_and_the_provider_s_retry_publishes_the_same_event() {
+    let h = app().await;
+    h.ports.events.fail_next(1);
+    let failed = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&failed)["error"], "publish_failed");
+    assert!(h.ports.events.published().is_empty());
+
+    let retry = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let published = h.ports.events.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].detail.event_id, format!("{WAV_TASK}.stage.{}", published[0].detail.stage.as_str()));
+    assert_eq!(published[0].detail.bucket, "b", "the vault bucket, BUCKET_NAME");
 }
 
 #[tokio::test]

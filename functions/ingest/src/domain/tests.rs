@@ -33,7 +33,7 @@ fn body_key(stage: &str, body: &[u8]) -> String {
 }
 
 fn settings() -> Settings {
-    Settings::default()
+    Settings { bucket: "vault".into(), ..Settings::default() }
 }
 
 #[test]
@@ -321,6 +321,14 @@ impl ReleaseClaims for Rendezvous {
         self.inner.release_claims(task_id, claimant, names).await
     }
 }
+impl stemvault_vault::events::PublishEvents for Rendezvous {
+    async fn publish_events(
+        &self,
+        events: &[stemvault_vault::events::TaskEvent],
+    ) -> Result<(), stemvault_vault::events::PublishError> {
+        self.inner.publish_events(events).await
+    }
+}
 impl ReadSecret for Rendezvous {
     async fn read_secret(&self) -> Result<SecretText, SecretError> {
         self.inner.read_secret().await
@@ -369,4 +377,63 @@ async fn a_failed_file_brought_again_with_a_new_url_is_requeued_and_reopens_the_
     let messages = ports.messages();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1].1.url, "https://h/s/renewed.mp3");
+}
+
+#[tokio::test]
+async fn the_stage_event_is_published_once_the_callback_is_recorded_and_its_files_queued() {
+    use stemvault_vault::events::EventType;
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"{}", "req-1").await.unwrap();
+
+    let published = ports.events.published();
+    assert_eq!(ports.events.ids(), [(EventType::StageChanged, format!("{TASK}.stage.final"))]);
+    let detail = &published[0].detail;
+    assert_eq!((detail.task_id.as_str(), detail.stage, detail.bucket.as_str()), (TASK, Stage::Final, "vault"));
+    let mut names: Vec<&str> = detail.files.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["drums", "vocal"]);
+    assert_eq!(ports.messages().len(), 2, "queued before the event says so");
+
+    // A callback for a stage the task is past changes no stage: nothing to publish.
+    ingest(&ports, &settings(), &event(Stage::First, &["vocal"]), b"{\"late\":1}", "req-2").await.unwrap();
+    assert_eq!(ports.events.published().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failure_result_publishes_its_stage_and_task_failed() {
+    use stemvault_vault::events::EventType;
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let failure = CallbackEvent { code: 531, message: "generation failed".into(), ..event(Stage::Error, &[]) };
+    ingest(&ports, &settings(), &failure, b"{\"code\":531}", "req-1").await.unwrap();
+
+    assert_eq!(
+        ports.events.ids(),
+        [(EventType::StageChanged, format!("{TASK}.stage.error")), (EventType::Failed, format!("{TASK}.failed.error")),]
+    );
+    let failed = &ports.events.published()[1].detail;
+    assert_eq!((failed.code, failed.message.as_str()), (531, "generation failed"));
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retryable_and_the_retry_publishes_the_same_ids() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Complete, &["vocal", "drums"]);
+    ports.events.fail_next(1);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(err, IngestError::Publish(_)), "{err:?}");
+    assert!(err.is_retryable(), "the provider retries: answered 5xx");
+    assert_eq!(err.code(), "publish_failed");
+    // Recorded and queued all the same; nothing published.
+    assert_eq!(ports.record(TASK).unwrap().stage, Stage::Complete);
+    assert_eq!(ports.messages().len(), 2);
+    assert!(ports.events.published().is_empty());
+
+    // The provider's retry: a duplicate, which queues nothing again and publishes the event.
+    ports.advance(Duration::from_secs(5));
+    let retry = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    assert_eq!(retry, Outcome { duplicate: true, task_stage: Stage::Complete, files_queued: 0 });
+    assert_eq!(ports.messages().len(), 2);
+    let ids: Vec<String> = ports.events.published().into_iter().map(|e| e.detail.event_id).collect();
+    assert_eq!(ids, [format!("{TASK}.stage.complete")]);
+    assert_eq!(ports.events.attempts(), 2);
 }

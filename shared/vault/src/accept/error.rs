@@ -4,6 +4,7 @@
 
 use crate::StoreError;
 use crate::enqueue::EnqueueError;
+use crate::events::PublishError;
 
 /// Why a valid event could not be fully processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -16,6 +17,10 @@ pub enum AcceptError {
     Archive(String),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
+    /// Recorded and queued, but its events are not all published: the retry publishes them
+    /// again, with the same ids.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
     StillEnqueuing { files: usize },
     /// The task's record with this callback would be too large for the table, even with
@@ -45,6 +50,7 @@ impl AcceptError {
             AcceptError::Store(_) | AcceptError::Contention { .. } => "task_record_unavailable",
             AcceptError::Archive(_) => "archive_failed",
             AcceptError::Enqueue(_) => "enqueue_failed",
+            AcceptError::Publish(_) => "publish_failed",
             AcceptError::StillEnqueuing { .. } => "enqueue_in_progress",
             AcceptError::Deadline { .. } => "timeout",
         }
@@ -69,6 +75,9 @@ impl AcceptError {
                 "the callback is recorded but its body could not be archived; retry the delivery"
             }
             AcceptError::Enqueue(_) => "the callback is recorded but its files could not be queued; retry the delivery",
+            AcceptError::Publish(_) => {
+                "the callback is recorded but its events could not be published; retry the delivery"
+            }
             AcceptError::StillEnqueuing { .. } => {
                 "a concurrent delivery of this task is still queueing its files; retry the delivery"
             }
@@ -93,6 +102,7 @@ mod tests {
             AcceptError::Archive("x".into()),
             AcceptError::Enqueue(EnqueueError { failed: 1, total: 2, reason: "x".into() }),
             AcceptError::StillEnqueuing { files: 1 },
+            AcceptError::Publish(PublishError { failed: 1, total: 2, reason: "ThrottlingException".into() }),
             AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
