@@ -128,7 +128,10 @@ async fn download_until_settled(env: &TestEnv, app: &stemvault_download::App, ta
 }
 
 /// The files of an event as (name -> key, bytes, sha256, status, error?).
-fn event_files(detail: &Value) -> BTreeMap<String, (String, Option<u64>, Option<String>, String, bool)> {
+/// A file as an event and the record both show it: key, bytes, sha256, status, has an error.
+type Shown = (String, Option<u64>, Option<String>, String, bool);
+
+fn event_files(detail: &Value) -> BTreeMap<String, Shown> {
     detail["files"]
         .as_array()
         .expect("files")
@@ -147,7 +150,7 @@ fn event_files(detail: &Value) -> BTreeMap<String, (String, Option<u64>, Option<
         .collect()
 }
 
-fn record_files(record: &TaskRecord) -> BTreeMap<String, (String, Option<u64>, Option<String>, String, bool)> {
+fn record_files(record: &TaskRecord) -> BTreeMap<String, Shown> {
     record
         .files
         .iter()
