@@ -12,14 +12,14 @@ VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
-FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify
+FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
 .PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench clean
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
 	@echo "make test   - formatting, lints, every test, template checks, arm64 Lambda builds"
-	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault"
+	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault, then a task recovered by the reconciler"
 	@echo "make bench  - ingest and download benchmarks against the local emulator"
 
 # --- installs -------------------------------------------------------------------------

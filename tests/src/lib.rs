@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
+pub mod accept;
 pub mod download;
+pub mod fake_provider;
 pub mod file_server;
 
 pub use stemvault_aws::provision::Resources;

@@ -25,6 +25,7 @@ fn app(env: &TestEnv, expiry_seconds: u64) -> App {
         table_name: env.resources.table_name.clone(),
         bucket_name: env.resources.bucket_name.clone(),
         download_url_expiry: Duration::from_secs(expiry_seconds),
+        reconcile_after: Duration::from_secs(600),
     };
     App::new(config, &env.config)
 }

@@ -10,7 +10,8 @@
 //!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
 //! - the table's key is the item collection's (`task_id` HASH, `sk` RANGE, as
 //!   `stemvault_vault::items` writes them), with the `open-tasks` index, which only the
-//!   sweeper may query (every function may query the table);
+//!   sweeper may query, and the `reconcile-due` index, which only the reconciler may query
+//!   (every function may query the table); the reconciler runs every 2 minutes;
 //! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
 //!   which the emulator uses;
 //! - each HTTP route is throttled by its own parameters, and ingest has reserved concurrency;
@@ -60,6 +61,13 @@ const FUNCTIONS: &[Function] = &[
         binary: "sweeper",
         environment: stemvault_sweeper::config::ENVIRONMENT,
         aws_actions: stemvault_sweeper::aws::AWS_ACTIONS,
+    },
+    Function {
+        crate_dir: "reconciler",
+        logical_id: "ReconcilerFunction",
+        binary: "reconciler",
+        environment: stemvault_reconciler::config::ENVIRONMENT,
+        aws_actions: stemvault_reconciler::aws::AWS_ACTIONS,
     },
     Function {
         crate_dir: "download",
@@ -390,6 +398,14 @@ mod s3_keys {
             bodies: Must,
             manifests: MustNot,
         },
+        // The reconciler archives each answer it ingests as a callback body, nothing else.
+        KeyRule {
+            function: "ReconcilerFunction",
+            actions: &["s3:PutObject"],
+            files: MustNot,
+            bodies: Must,
+            manifests: MustNot,
+        },
         // The downloader writes files and manifests, never a body.
         KeyRule {
             function: "DownloadFunction",
@@ -654,6 +670,9 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     if let Some("CallbackSecret" | "CallbackSecretArn") = cfn::reference(resource).as_deref() {
         return "the callback secret".into();
     }
+    if let Some("ProviderSecret" | "ProviderSecretArn") = cfn::reference(resource).as_deref() {
+        return "the provider secret".into();
+    }
     if let Some("NotifySecret" | "NotifySecretArn") = cfn::reference(resource).as_deref() {
         return "the notify secret".into();
     }
@@ -671,6 +690,7 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     match cfn::sub(resource) {
         Some(s) if s3_keys::key_pattern(&s).is_some() => "objects in the vault bucket".into(),
         Some(s) if s == "${TaskTable.Arn}/index/open-tasks" => "the open-tasks index".into(),
+        Some(s) if s == "${TaskTable.Arn}/index/reconcile-due" => "the reconcile-due index".into(),
         _ => format!("{resource:?}"),
     }
 }
@@ -679,13 +699,15 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
 fn expected_kinds(action: &str) -> &'static [&'static str] {
     match action.split(':').next() {
         // A task's item collection, or the open tasks.
-        Some("dynamodb") if action == "dynamodb:Query" => &["the task table", "the open-tasks index"],
+        Some("dynamodb") if action == "dynamodb:Query" => {
+            &["the task table", "the open-tasks index", "the reconcile-due index"]
+        }
         Some("dynamodb") => &["the task table"],
         Some("sqs") => &["the download queue", "the notify queue"],
         Some("logs") => &["its own log group"],
         Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
         Some("s3") => &["objects in the vault bucket"],
-        Some("secretsmanager") => &["the callback secret", "the notify secret"],
+        Some("secretsmanager") => &["the callback secret", "the notify secret", "the provider secret"],
         Some("events") => &["the event bus"],
         _ => &["nothing"],
     }
@@ -923,9 +945,13 @@ fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
         routes("IngestFunction"),
         BTreeSet::from([route("POST", "/callback", "NONE"), route("POST", "/callback/{token}", "NONE")])
     );
-    assert_eq!(routes("ResultsFunction"), BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM")]));
+    assert_eq!(
+        routes("ResultsFunction"),
+        BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM"), route("PUT", "/tasks/{task_id}", "AWS_IAM")])
+    );
     assert!(routes("DownloadFunction").is_empty());
     assert!(routes("SweeperFunction").is_empty());
+    assert!(routes("ReconcilerFunction").is_empty());
 }
 
 #[test]
@@ -946,6 +972,7 @@ fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
     for function in FUNCTIONS {
         let expected: BTreeSet<String> = match function.logical_id {
             "SweeperFunction" => ["the open-tasks index", "the task table"].map(String::from).into(),
+            "ReconcilerFunction" => ["the reconcile-due index", "the task table"].map(String::from).into(),
             // Delivers events; reads no task.
             "NotifyFunction" => BTreeSet::new(),
             _ => ["the task table".to_owned()].into(),
@@ -956,6 +983,11 @@ fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
 
 /// The kinds of resource a function's role grants dynamodb:Query on.
 fn query_kinds(template: &Value, function: &str) -> BTreeSet<String> {
+    granted_kinds(template, function, "dynamodb:Query")
+}
+
+/// The kinds of resource a function's role allows `action` on.
+fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<String> {
     let props = cfn::function_properties(template, function);
     let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
     let role = &cfn::resource(template, role_name.trim_end_matches(".Arn"))["Properties"];
@@ -963,9 +995,7 @@ fn query_kinds(template: &Value, function: &str) -> BTreeSet<String> {
     for policy in cfn::as_list(&role["Policies"]) {
         for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
             let actions = cfn::as_list(&statement["Action"]);
-            if statement["Effect"].as_str() == Some("Allow")
-                && actions.iter().any(|a| a.as_str() == Some("dynamodb:Query"))
-            {
+            if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
                 kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
             }
         }
@@ -989,7 +1019,46 @@ fn the_table_keeps_each_task_s_items_together() {
     let mut attributes = pairs(&table["AttributeDefinitions"], "AttributeName", "AttributeType");
     attributes.sort();
     let s = |name: &str| (name.to_owned(), "S".to_owned());
-    assert_eq!(attributes, [s("last_received_at"), s("open"), s(SORT_KEY), s(PARTITION_KEY)]);
+    assert_eq!(
+        attributes,
+        [s("last_received_at"), s("open"), s("reconcile"), s("reconcile_at"), s(SORT_KEY), s(PARTITION_KEY)]
+    );
+}
+
+#[test]
+fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_secret() {
+    let template = template();
+    let reconciler = cfn::function_properties(&template, "ReconcilerFunction");
+    let schedule = &reconciler["Events"]["Schedule"];
+    assert_eq!(schedule["Type"], "Schedule");
+    assert_eq!(schedule["Properties"]["Schedule"], "rate(2 minutes)");
+    let indexes = cfn::as_list(&cfn::resource(&template, "TaskTable")["Properties"]["GlobalSecondaryIndexes"]);
+    let index = indexes.into_iter().find(|i| i["IndexName"] == stemvault_vault::RECONCILE_DUE_INDEX).expect("index");
+    let keys: Vec<(&str, &str)> = cfn::as_list(&index["KeySchema"])
+        .into_iter()
+        .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [("reconcile", "HASH"), ("reconcile_at", "RANGE")]);
+    assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
+    // The provider key reaches the reconciler only, through its secret, never an environment.
+    let secret = &reconciler["Environment"]["Variables"]["PROVIDER_SECRET_ARN"];
+    assert_eq!(resource_kind(secret, None), "the provider secret");
+    for function in FUNCTIONS {
+        let readers = secret_kinds(&template, function.logical_id);
+        assert_eq!(
+            readers.contains("the provider secret"),
+            function.logical_id == "ReconcilerFunction",
+            "{}: {readers:?}",
+            function.logical_id
+        );
+        let props = cfn::function_properties(&template, function.logical_id);
+        assert!(props["Environment"]["Variables"].get("PROVIDER_API_KEY").is_none(), "{}", function.logical_id);
+    }
+}
+
+/// The kinds of secret a function's role may read.
+fn secret_kinds(template: &Value, function: &str) -> BTreeSet<String> {
+    granted_kinds(template, function, "secretsmanager:GetSecretValue")
 }
 
 #[test]

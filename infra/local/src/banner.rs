@@ -68,6 +68,19 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
         "  sweeper:     re-enqueues orphaned files every {} s",
         crate::pipeline::SWEEP_INTERVAL.as_secs()
     );
+    let every = crate::reconcile::RECONCILE_INTERVAL.as_secs();
+    match &info.fake_provider {
+        Some(fake) => {
+            let _ = writeln!(
+                text,
+                "  reconciler:  polls the built-in fake provider {fake} every {every} s (set PROVIDER_BASE_URL and PROVIDER_API_KEY for another)"
+            );
+        }
+        None => {
+            let _ =
+                writeln!(text, "  reconciler:  polls PROVIDER_BASE_URL every {every} s (off without PROVIDER_API_KEY)");
+        }
+    }
     let _ = writeln!(text, "  vault:       table {}, bucket {}", info.table_name, info.bucket_name);
     if let Some(endpoint) = &info.aws_endpoint_url {
         let _ = writeln!(text, "  emulator:    {endpoint}");
@@ -96,6 +109,11 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
     let _ =
         writeln!(text, "{}", curl_example(&info.base_url, &info.auth, &task_id, now_unix, &sample_callback(&task_id)));
     let _ = writeln!(text, "\ncurl -sS {}/tasks/{task_id}", info.base_url);
+    let _ = writeln!(
+        text,
+        "\nRegister a task before its callback (the reconciler polls the provider for it):\n\ncurl -sS -X PUT {}/tasks/<task_id> -d '{{\"family\":\"vocal_separation\",\"client_ref\":\"mine\"}}'",
+        info.base_url
+    );
     let _ = writeln!(text, "\nOr run `make demo` in another terminal (12 stems from a local file server).\n");
     text
 }
@@ -118,6 +136,7 @@ mod tests {
             table_name: "stemvault-local-tasks".into(),
             bucket_name: "stemvault-local-vault".into(),
             queue_url: "http://127.0.0.1:5000/123456789012/stemvault-local-downloads".into(),
+            fake_provider: None,
         }
     }
 

@@ -124,6 +124,8 @@ pub struct DemoTarget {
     pub auth: ClientAuth,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
+    /// The runner's built-in fake provider, when its reconciler polls one.
+    pub fake_provider: Option<String>,
 }
 
 impl DemoTarget {
@@ -145,6 +147,7 @@ impl DemoTarget {
             auth: info.auth.clone(),
             s3: aws_sdk_s3::Client::from_conf(s3),
             bucket: info.bucket_name.clone(),
+            fake_provider: info.fake_provider.clone(),
         }
     }
 }
@@ -189,6 +192,58 @@ pub async fn run(target: &DemoTarget, file_origin: &str, timeout: Duration) -> R
         return Err(DemoError::Refused { status, body: answer });
     }
 
+    let task = wait_for_vault(&http, &target.base_url, &task_id, timeout).await?;
+    let vault = task["vault"].as_str().unwrap_or_default().to_owned();
+    let files = file_rows(&task);
+    let manifest_key = format!("tasks/{task_id}/manifest.json");
+    let manifest = read_manifest(target, &manifest_key).await?;
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest })
+}
+
+/// How long the recovery demo waits: the first poll comes `RECONCILE_AFTER_SECONDS` (5 s
+/// locally) after the registration, at the reconciler's next run (every 15 s).
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A task recovered by the reconciler: registered with `PUT /tasks/<id>`, no callback ever
+/// sent; the runner's fake provider answers its poll with the documented vocal separation
+/// result, and the vault fills from it.
+pub async fn run_recovery(
+    target: &DemoTarget,
+    fake_provider: &str,
+    timeout: Duration,
+) -> Result<DemoOutcome, DemoError> {
+    let http = client();
+    let task_id = fresh_task_id();
+    let script_url = format!("{fake_provider}/fake/tasks/{task_id}");
+    let script = serde_json::json!({"family": "vocal_separation", "script": ["success"]});
+    let response = http
+        .put(&script_url)
+        .header("content-type", "application/json")
+        .body(script.to_string())
+        .send()
+        .await
+        .map_err(unreachable(&script_url))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        return Err(DemoError::Refused { status, body: response.text().await.unwrap_or_default() });
+    }
+    let url = format!("{}/tasks/{task_id}", target.base_url);
+    println!("\nPUT {url}  (registered; no callback will come: the fake provider {fake_provider} knows the result)");
+    let body = serde_json::json!({"family": "vocal_separation", "client_ref": "make-demo"});
+    let response = http
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(unreachable(&url))?;
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap_or_default();
+    println!("  -> HTTP {status} {answer}");
+    if status != 201 {
+        return Err(DemoError::Refused { status, body: answer });
+    }
+    println!("  waiting for the reconciler to poll the provider ...");
     let task = wait_for_vault(&http, &target.base_url, &task_id, timeout).await?;
     let vault = task["vault"].as_str().unwrap_or_default().to_owned();
     let files = file_rows(&task);

@@ -11,6 +11,7 @@ pub mod http;
 pub mod notify;
 pub mod pipeline;
 pub mod poller;
+pub mod reconcile;
 pub mod run_info;
 pub mod settings;
 pub mod shutdown;

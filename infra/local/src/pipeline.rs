@@ -69,6 +69,8 @@ pub struct Pipeline {
     pub sdk: aws_config::SdkConfig,
     /// Webhooks (with `NOTIFY_URL` set).
     pub notify: Option<NotifySummary>,
+    /// The provider the reconciler polls (the built-in fake one unless `PROVIDER_BASE_URL`).
+    pub provider: crate::reconcile::ProviderSetup,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -122,6 +124,14 @@ impl Pipeline {
         let mut overlay = Overlay::new(&resources, &env, &options.file_server_origin, generate_dev_key);
         let secret_arn = put_callback_secret(&sdk, &options.base, &overlay.over(&env)).await?;
         overlay.set("CALLBACK_SECRET_ARN", secret_arn);
+        let http_port = options.listener.local_addr()?.port();
+        let provider = crate::reconcile::prepare(&sdk, &options.base, http_port, &mut overlay, &env)
+            .await
+            .map_err(PipelineError::Provision)?;
+        if overlay.get("EVENT_BUS_NAME").is_none() && env("EVENT_BUS_NAME").is_none() {
+            // The emulator's default bus, unless the runner set one up.
+            overlay.set("EVENT_BUS_NAME", "default");
+        }
         let lookup = overlay.over(&env);
 
         let ingest =
@@ -132,6 +142,11 @@ impl Pipeline {
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
         let sweeper =
             stemvault_sweeper::Config::from_lookup(&lookup).map_err(|e| config_error("sweeper")(e.to_string()))?;
+        let reconciler = stemvault_reconciler::Config::from_lookup(&lookup)
+            .map_err(|e| config_error("reconciler")(e.to_string()))?;
+        let reconciler = stemvault_reconciler::App::new(reconciler, &sdk)
+            .await
+            .map_err(|e| config_error("reconciler")(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk)
                 .await
@@ -162,6 +177,7 @@ impl Pipeline {
             table_name: resources.table_name.clone(),
             bucket_name: resources.bucket_name.clone(),
             queue_url: resources.queue_url.clone(),
+            fake_provider: provider.fake.as_ref().map(|f| f.origin()),
         };
         let allowed_source_hosts =
             lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| "the download function's default".into());
@@ -189,12 +205,18 @@ impl Pipeline {
         }
         let sweeper = stemvault_sweeper::App::new(sweeper, &sdk);
         tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
+        tasks.push(tokio::spawn(crate::reconcile::reconcile_every(
+            reconciler,
+            crate::reconcile::RECONCILE_INTERVAL,
+            shutdown.signal(),
+        )));
         Ok(Pipeline {
             info,
             generated_key: overlay.generated_hmac_key.clone(),
             allowed_source_hosts,
             sdk,
             notify,
+            provider,
             shutdown,
             tasks,
         })

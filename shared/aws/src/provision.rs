@@ -145,7 +145,9 @@ fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, String> {
 
 /// The task table: an item collection per task (partition key `task_id`, sort key `sk`, both
 /// S; see `stemvault_vault::items`), on demand, with the sparse `open-tasks` index (partition
-/// `open`, sort `last_received_at`, keys only) the sweeper queries.
+/// `open`, sort `last_received_at`, keys only) the sweeper queries and the sparse
+/// `reconcile-due` index (partition `reconcile`, sort `reconcile_at`, keys only) the
+/// reconciler queries.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
     let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
@@ -158,6 +160,13 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
         .map_err(|e| describe("open-tasks index", e))?;
+    let reconcile_due = GlobalSecondaryIndex::builder()
+        .index_name(stemvault_vault::RECONCILE_DUE_INDEX)
+        .key_schema(key("reconcile", KeyType::Hash)?)
+        .key_schema(key("reconcile_at", KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .map_err(|e| describe("reconcile-due index", e))?;
     client
         .create_table()
         .table_name(name)
@@ -166,9 +175,12 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .attribute_definitions(string_attribute(SORT_KEY)?)
         .attribute_definitions(string_attribute("open")?)
         .attribute_definitions(string_attribute("last_received_at")?)
+        .attribute_definitions(string_attribute("reconcile")?)
+        .attribute_definitions(string_attribute("reconcile_at")?)
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
         .key_schema(key(SORT_KEY, KeyType::Range)?)
         .global_secondary_indexes(open_tasks)
+        .global_secondary_indexes(reconcile_due)
         .sse_specification(SseSpecification::builder().enabled(true).build())
         .send()
         .await
