@@ -128,10 +128,6 @@ impl Pipeline {
         let provider = crate::reconcile::prepare(&sdk, &options.base, http_port, &mut overlay, &env)
             .await
             .map_err(PipelineError::Provision)?;
-        if overlay.get("EVENT_BUS_NAME").is_none() && env("EVENT_BUS_NAME").is_none() {
-            // The emulator's default bus, unless the runner set one up.
-            overlay.set("EVENT_BUS_NAME", "default");
-        }
         let lookup = overlay.over(&env);
 
         let ingest =
