@@ -8,8 +8,6 @@ use suno_callbacks::{Family, TaskId, poll::record_info_path};
 
 use crate::domain::ProviderAnswer;
 
-/// How long a connection may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole poll may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 /// Larger answers are not read (the largest documented ones are tens of kilobytes).
@@ -26,15 +24,8 @@ pub struct HttpProvider {
 impl HttpProvider {
     /// Fails only when the TLS backend cannot start.
     pub fn new(base_url: &str, key: ApiKey) -> Result<HttpProvider, reqwest::Error> {
-        // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(TIMEOUT)
-            .user_agent(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client =
+            stemvault_aws::provider::http_client(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         Ok(HttpProvider { client, base_url: base_url.trim_end_matches('/').to_owned(), key })
     }
 
@@ -73,35 +64,7 @@ impl HttpProvider {
 
 /// A reqwest error's text without its URL (it names the task id only, but stays short).
 fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
-    };
-    format!("the provider {kind}: {}", e.without_url_ref())
-}
-
-/// `reqwest::Error::without_url` by reference.
-trait WithoutUrl {
-    fn without_url_ref(&self) -> String;
-}
-
-impl WithoutUrl for reqwest::Error {
-    fn without_url_ref(&self) -> String {
-        use std::error::Error;
-        let mut text = String::new();
-        let mut source = self.source();
-        while let Some(s) = source {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        if text.is_empty() { "no detail".into() } else { text }
-    }
+    format!("the provider {}", stemvault_aws::provider::error_text(e))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! expired files). Without a key those calls are off; the key never appears in `Debug`, logs
 //! or errors.
 
+use std::time::Duration;
+
 use crate::env::{ConfigError, Env};
 use crate::secrets::{SecretReader, SecretText};
 
@@ -114,6 +116,45 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
+}
+
+/// How long a connection to the provider may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An HTTP client for the provider's API: redirects not followed, proxies from the
+/// environment ignored, [`CONNECT_TIMEOUT`], `timeout` for a whole request. Fails only when
+/// the TLS backend cannot start.
+pub fn http_client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(timeout)
+        .user_agent(user_agent)
+        .build()
+}
+
+/// A failed request to the provider, as `<what happened>: <causes>`, without its URL:
+/// `timed out: ...`, `could not connect: ...` or `failed: ...`.
+pub fn error_text(e: &reqwest::Error) -> String {
+    use std::error::Error;
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "failed"
+    };
+    let mut causes = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    let causes = if causes.is_empty() { "no detail".to_owned() } else { causes.join(": ") };
+    format!("{kind}: {causes}")
 }
 
 /// The API key in `config`'s secret (one `secretsmanager:GetSecretValue`, at start-up): None
