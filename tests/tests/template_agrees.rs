@@ -1040,14 +1040,15 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
         .collect();
     assert_eq!(keys, [("reconcile", "HASH"), ("reconcile_at", "RANGE")]);
     assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
-    // The provider key reaches the reconciler only, through its secret, never an environment.
+    // The provider key reaches the reconciler and the downloader (fresh links for expired
+    // files) only, through its secret, never an environment.
     let secret = &reconciler["Environment"]["Variables"]["PROVIDER_SECRET_ARN"];
     assert_eq!(resource_kind(secret, None), "the provider secret");
     for function in FUNCTIONS {
         let readers = secret_kinds(&template, function.logical_id);
         assert_eq!(
             readers.contains("the provider secret"),
-            function.logical_id == "ReconcilerFunction",
+            matches!(function.logical_id, "ReconcilerFunction" | "DownloadFunction"),
             "{}: {readers:?}",
             function.logical_id
         );

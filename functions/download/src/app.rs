@@ -33,6 +33,7 @@ use crate::domain::{
     settle_check_for,
 };
 use crate::error::DownloadError;
+use crate::fresh_link;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
 
@@ -49,7 +50,10 @@ pub struct App {
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         // Fails only if the TLS backend cannot start, which no input can cause.
-        let source = HttpSource::new(config.allowed_sources).expect("the HTTP client's TLS backend starts");
+        let links = fresh_link::refresher(&config.provider, config.api_key, &config.allowed_sources);
+        let source = HttpSource::new(config.allowed_sources)
+            .expect("the HTTP client's TLS backend starts")
+            .with_fresh_links(links);
         let ports = AwsPorts {
             table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
             s3: stemvault_aws::s3_client(sdk),
@@ -270,7 +274,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 fn log_outcome(outcome: &Outcome) {
     match outcome {
-        Outcome::Stored(_) | Outcome::FailedForGood(_) => {}
+        Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
         Outcome::ManifestChecked => tracing::info!("done: the task's manifest is written"),
         Outcome::Dropped(e @ DownloadError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),

@@ -34,6 +34,7 @@ use crate::domain::{
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
+use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{
     ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
@@ -47,7 +48,9 @@ use stemvault_aws::Update;
 /// UploadPart and CompleteMultipartUpload), AbortMultipartUpload and GetObject (which also
 /// authorises HeadObject: reading back a copy an earlier attempt stored, and the manifest's
 /// current generation), all on `tasks/*`; SQS ChangeMessageVisibility; EventBridge
-/// PutEvents (`Task Vaulted`, on the stack's bus). (The SQS event source mapping, not the
+/// PutEvents (`Task Vaulted`, on the stack's bus); Secrets Manager GetSecretValue on the
+/// provider secret, once per cold start (fresh links, through
+/// `stemvault_aws::provider::read_api_key`). (The SQS event source mapping, not the
 /// function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",
@@ -57,6 +60,7 @@ pub const AWS_ACTIONS: &[&str] = &[
     "s3:GetObject",
     "sqs:ChangeMessageVisibility",
     "events:PutEvents",
+    "secretsmanager:GetSecretValue",
 ];
 
 /// The function's clients, built once per Lambda instance.
@@ -319,6 +323,10 @@ impl DelayMessage for AwsPorts {
 impl FetchSource for AwsPorts {
     async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<ChunkStream>, FetchError> {
         self.source.open(url, max_bytes).await
+    }
+
+    async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
+        self.source.fresh_link(url).await
     }
 }
 

@@ -1,11 +1,14 @@
 //! The download function's settings, read once at start-up from the environment.
 
+use stemvault_aws::provider::{ApiKey, ProviderConfig};
 use stemvault_aws::{ConfigError, Env, FromEnv};
 
 use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
 
 /// Every variable the function reads (besides `LOG_LEVEL`, read by
 /// `stemvault_aws::logging::init`, and the AWS SDK's own).
+/// `PROVIDER`, `PROVIDER_BASE_URL` and `PROVIDER_SECRET_ARN` are
+/// [`stemvault_aws::provider::ENVIRONMENT`]: fresh links for expired files.
 pub const ENVIRONMENT: &[&str] = &[
     "TABLE_NAME",
     "BUCKET_NAME",
@@ -13,6 +16,9 @@ pub const ENVIRONMENT: &[&str] = &[
     "EVENT_BUS_NAME",
     "ALLOWED_SOURCE_HOSTS",
     "MAX_FILE_BYTES",
+    "PROVIDER",
+    "PROVIDER_BASE_URL",
+    "PROVIDER_SECRET_ARN",
 ];
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
@@ -31,6 +37,20 @@ pub struct Config {
     /// `ALLOWED_SOURCE_HOSTS`, parsed.
     pub allowed_sources: SourcePolicy,
     pub max_file_bytes: u64,
+    /// The provider, for fresh links of expired files ([`crate::fresh_link`]).
+    pub provider: ProviderConfig,
+    /// The provider's API key, read from `PROVIDER_SECRET_ARN`'s secret after the
+    /// environment ([`Config::read_api_key`]); None from the environment alone, and without
+    /// a key (link refresh off).
+    pub api_key: Option<ApiKey>,
+}
+
+impl Config {
+    /// Read the provider's API key from its secret (once, at start-up).
+    pub async fn read_api_key(mut self, sdk: &aws_config::SdkConfig) -> Result<Config, ConfigError> {
+        self.api_key = stemvault_aws::provider::read_api_key(sdk, &self.provider).await?;
+        Ok(self)
+    }
 }
 
 impl FromEnv for Config {
@@ -47,6 +67,8 @@ impl FromEnv for Config {
             event_bus_name: env.required("EVENT_BUS_NAME")?,
             allowed_sources,
             max_file_bytes: env.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1, MAX_MAX_FILE_BYTES)?,
+            provider: ProviderConfig::read(env)?,
+            api_key: None,
         })
     }
 }
@@ -56,6 +78,8 @@ mod tests {
     use std::collections::HashMap;
 
     use url::Url;
+
+    use stemvault_aws::provider::Provider;
 
     use super::*;
     use crate::source_policy::Access;
@@ -74,6 +98,27 @@ mod tests {
         assert_eq!((c.table_name.as_str(), c.bucket_name.as_str(), c.queue_url.as_str()), ("t", "b", "http://q"));
         assert_eq!(c.max_file_bytes, 2_147_483_648);
         assert_eq!(c.allowed_sources, SourcePolicy::parse(DEFAULT_ALLOWED_SOURCE_HOSTS).unwrap());
+    }
+
+    #[test]
+    fn the_provider_for_fresh_links() {
+        for name in stemvault_aws::provider::ENVIRONMENT {
+            assert!(ENVIRONMENT.contains(name), "{name}");
+        }
+        let c = config(&BASE).unwrap();
+        assert_eq!((c.provider.provider, c.provider.secret_arn.as_deref()), (Provider::Kie, None));
+        assert_eq!(c.api_key, None, "read from the secret at start-up, never from the environment");
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("PROVIDER", "sunoapi"),
+            ("PROVIDER_BASE_URL", "http://127.0.0.1:3002"),
+            ("PROVIDER_SECRET_ARN", "arn:x"),
+        ]);
+        let c = config(&pairs).unwrap();
+        assert_eq!((c.provider.provider, c.provider.base_url.as_str()), (Provider::SunoApi, "http://127.0.0.1:3002"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PROVIDER_BASE_URL", "http://api.kie.ai"));
+        assert!(matches!(config(&pairs), Err(ConfigError::Invalid { name: "PROVIDER_BASE_URL", .. })));
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //!    one message thus never both copy;
 //! 3. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
 //!    with one update of the file item conditional on still holding the claim; a retryable
-//!    failure releases the claim (`pending` again: its message is still on the queue). A
+//!    failure releases the claim (`pending` again: its message is still on the queue), except
+//!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
+//!    and the message goes on to the dead-letter queue. A URL that answers 403 or 410 is
+//!    asked a fresh link for ([`crate::fresh_link`]) before the file fails. A
 //!    file claimed before is first looked for under its key ([`crate::existing`]): a
 //!    complete copy of the same URL that an earlier attempt stored but could not record is
 //!    recorded `stored` without being copied again.
@@ -65,8 +68,16 @@ use suno_callbacks::{Family, TaskId};
 
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
-use crate::source::{FetchSource, loggable_str};
-use crate::upload::{Destination, ObjectStore, StoredObject, UploadLimits, upload};
+use crate::source::{ChunkStream, FetchSource, loggable_str};
+use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
+
+/// The reason (its start) of a file recorded failed on its message's last receive, and the
+/// `Reason` of its `FilesFailed` metric.
+pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// The download queue's `maxReceiveCount` (template.yaml, `provision`): the receive after
+/// which SQS moves a message to the dead-letter queue.
+pub use stemvault_aws::provision::MAX_RECEIVE_COUNT;
 
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
@@ -74,8 +85,7 @@ const MANIFEST_ATTEMPTS: u32 = 5;
 /// The download queue keeps a message for SQS's default retention of 4 days (the template
 /// sets none): even a source that asks for the longest wait at every receive lets the
 /// message reach its last receive, and then the dead-letter queue, within it.
-const _: () =
-    assert!((stemvault_aws::provision::MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
+const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +295,11 @@ pub enum Outcome {
     ManifestChecked,
     /// The file failed for good; the record says why.
     FailedForGood(String),
+    /// The file failed again, retryably, on the message's last receive
+    /// ([`MAX_RECEIVE_COUNT`]): recorded `failed` with a [`DEAD_LETTERED`] reason (so its
+    /// task can settle), and the message goes on to the dead-letter queue (a failure for the
+    /// batch response).
+    DeadLettered(String),
     /// Nothing could be done, ever: the message is deleted.
     Dropped(DownloadError),
     /// Try again later: the message goes back to the queue.
@@ -294,7 +309,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the message is reported as a batch item failure (so it is not deleted).
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Retry(_))
+        matches!(self, Outcome::Retry(_) | Outcome::DeadLettered(_))
     }
 
     /// How long the source asked to be left alone (`Retry-After` on a 429 or 503).
@@ -312,7 +327,11 @@ impl Outcome {
     pub fn wants_settle_check(&self) -> bool {
         matches!(
             self,
-            Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::AlreadySettled | Outcome::ManifestChecked
+            Outcome::Stored(_)
+                | Outcome::FailedForGood(_)
+                | Outcome::DeadLettered(_)
+                | Outcome::AlreadySettled
+                | Outcome::ManifestChecked
         )
     }
 }
@@ -473,18 +492,30 @@ async fn copy_claimed<P: Ports>(
         }
         Err(e) => e,
     };
-    if error.is_retryable() {
+    let last_receive = delivery.receive_count >= MAX_RECEIVE_COUNT;
+    if error.is_retryable() && !last_receive {
         match ports.release_file(task_id, name, worker, &error.to_string()).await {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not release the claim; it ends with its lease"),
         }
         return Outcome::Retry(error.into());
     }
-    let reason = error.to_string();
+    // On its last receive, a retryable failure sends the message to the dead-letter queue:
+    // the file is recorded failed (`dead_lettered`) so that the task can settle and people
+    // see why, in the record and in GET /tasks/{id}.
+    let (reason, code) = match error.is_retryable() {
+        true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
+        false => (error.to_string(), error.reason_code()),
+    };
     match ports.record_failed(task_id, name, worker, &reason).await {
+        Ok(Conditional::Applied) if code == DEAD_LETTERED => {
+            tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
+            ports.emit_metrics(&Measure::Failed { reason: code });
+            Outcome::DeadLettered(reason)
+        }
         Ok(Conditional::Applied) => {
             tracing::warn!(reason = %reason, "the file failed for good");
-            ports.emit_metrics(&Measure::Failed { reason: error.reason_code() });
+            ports.emit_metrics(&Measure::Failed { reason: code });
             Outcome::FailedForGood(reason)
         }
         Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
@@ -515,11 +546,52 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     plan: &CopyPlan,
     stop_at: Instant,
 ) -> Result<StoredObject, CopyError> {
-    let opening = ports.open(&plan.url, settings.max_file_bytes);
+    let opening = open_or_refresh(ports, &plan.url, settings.max_file_bytes);
     let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
     let limits = UploadLimits { part_size: settings.part_size, max_bytes: settings.max_file_bytes, stop_at };
     let source = source_sha256(&plan.url);
     upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await
+}
+
+/// Open `url`; when it answers 403 or 410 (expired) and link refresh is on, open a fresh link
+/// for it instead ([`FetchSource::fresh_link`], already checked against the source policy).
+/// The plan keeps the original URL (the record's, and the copy's `source-sha256`).
+///
+/// No fresh link (a provider error), or one that fails for good, leaves the file failed as
+/// before: the original status, its reason naming what the refresh came to (so it still
+/// reads as expired: `source answered 403 Forbidden; no fresh link: the provider answered
+/// 422 ...`). A fresh link that fails in a way a retry may fix (5xx, a timeout) is retried
+/// like any source: the next attempt asks for a new link.
+async fn open_or_refresh<P: FetchSource + Sync>(
+    ports: &P,
+    url: &str,
+    max_bytes: u64,
+) -> Result<SourceBody<ChunkStream>, FetchError> {
+    let (status, reason, retry_after) = match ports.open(url, max_bytes).await {
+        Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after }) => (status, reason, retry_after),
+        opened => return opened,
+    };
+    let expired = |note: Option<String>| {
+        let reason = match note {
+            None => reason.clone(),
+            Some(note) if reason.is_empty() => note,
+            Some(note) => format!("{reason}; {note}"),
+        };
+        FetchError::Status { status, reason, retry_after }
+    };
+    let link = match ports.fresh_link(url).await {
+        None => return Err(expired(None)),
+        Some(Err(e)) => {
+            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
+            return Err(expired(Some(format!("no fresh link: {e}"))));
+        }
+        Some(Ok(link)) => link,
+    };
+    tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
+    match ports.open(&link, max_bytes).await {
+        Err(e) if !e.is_retryable() => Err(expired(Some(format!("the fresh link failed: {e}")))),
+        opened => opened,
+    }
 }
 
 /// What a task's settle check came to.

@@ -28,6 +28,7 @@ use crate::domain::{
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
+use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream as SourceChunks, FetchSource};
 use crate::upload::{
     MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
@@ -372,6 +373,10 @@ pub struct MemoryPorts {
     pub store: MemoryStore,
     pub sources: Mutex<HashMap<String, Script>>,
     pub opened: Mutex<Vec<String>>,
+    /// Fresh links by original URL (None: link refresh off; a URL not in the map: the
+    /// provider's 404); every URL asked for is kept in `refreshed`.
+    pub fresh_links: Mutex<Option<HashMap<String, Result<String, RefreshError>>>>,
+    pub refreshed: Mutex<Vec<String>>,
     /// Every manifest written, in order (the bucket keeps the latest under its key).
     pub manifests: Mutex<Vec<(String, Manifest)>>,
     /// Fail this many manifest writes before succeeding.
@@ -707,6 +712,13 @@ impl FetchSource for MemoryPorts {
                 Ok(SourceBody { content_length: body.content_length, content_type: body.content_type, chunks })
             }
         }
+    }
+
+    async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
+        let links = self.fresh_links.lock().unwrap().clone()?;
+        self.refreshed.lock().unwrap().push(url.to_owned());
+        let not_found = || Err(RefreshError::Provider { code: 404, message: "not found".into() });
+        Some(links.get(url).cloned().unwrap_or_else(not_found))
     }
 }
 

@@ -132,8 +132,13 @@ impl Pipeline {
 
         let ingest =
             stemvault_ingest::Config::from_lookup(&lookup).map_err(|e| config_error("ingest")(e.to_string()))?;
-        let download =
-            stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
+        // With the provider's key (from its secret, as at a cold start): fresh links for
+        // expired files, from the built-in fake provider or yours.
+        let download = stemvault_download::Config::from_lookup(&lookup)
+            .map_err(|e| config_error("download")(e.to_string()))?
+            .read_api_key(&sdk)
+            .await
+            .map_err(|e| config_error("download")(e.to_string()))?;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
         let sweeper =

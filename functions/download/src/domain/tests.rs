@@ -713,3 +713,160 @@ async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
     assert_eq!(latest.files.len(), 2, "the newer manifest replaced the older one");
     assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "3");
 }
+
+/// What an expired URL answers.
+fn expired(status: u16, reason: &str) -> Script {
+    Script::Fail(FetchError::Status { status, reason: reason.into(), retry_after: None })
+}
+
+/// The fresh link the provider gives for the file `vocal`.
+const FRESH: &str = "https://tempfile.suno.ai/vocal.mp3?sig=fresh";
+
+fn fresh_links(ports: &MemoryPorts, links: &[(&str, Result<&str, crate::fresh_link::RefreshError>)]) {
+    let links = links.iter().map(|(name, link)| (url(name), link.clone().map(str::to_owned))).collect();
+    *ports.fresh_links.lock().unwrap() = Some(links);
+}
+
+#[tokio::test]
+async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_url() {
+    for status in [403, 410] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(status, "Forbidden"));
+        let data = deterministic_bytes(5000, 9);
+        let body = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/mpeg".into()) };
+        ports.source(FRESH, body);
+        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+
+        let outcome = run(&ports, "vocal", 1).await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{status}: {outcome:?}");
+        let key = format!("tasks/{TASK}/vocal.mp3");
+        assert_eq!(ports.store.object(&key).unwrap(), data);
+        assert_eq!(ports.opened(), [url("vocal"), FRESH.to_owned()]);
+        assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal")]);
+        let r = ports.record(TASK);
+        assert_eq!(
+            (r.files["vocal"].status, r.files["vocal"].url.as_str()),
+            (FileStatus::Stored, url("vocal").as_str())
+        );
+        assert_eq!(r.vault, VaultState::Complete);
+        // The copy is of the original URL, as an earlier copy is recognised by it.
+        let source = ports.store.stored(&key).unwrap().metadata[crate::upload::SOURCE_METADATA].clone();
+        assert_eq!(source, source_sha256(&url("vocal")));
+    }
+}
+
+#[tokio::test]
+async fn without_link_refresh_an_expired_file_fails_as_before() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(403, "Forbidden"));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 403 Forbidden".into()));
+    assert_eq!(ports.opened(), [url("vocal")]);
+    assert!(ports.refreshed.lock().unwrap().is_empty());
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+}
+
+#[tokio::test]
+async fn only_403_and_410_ask_for_a_fresh_link() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    fresh_links(&ports, &[("vocal", Ok(FRESH)), ("drums", Ok(FRESH))]);
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    ports.source(&url("drums"), expired(441, ""));
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 404 Not Found".into()));
+    assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 441".into()));
+    assert!(ports.refreshed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
+    use crate::fresh_link::RefreshError;
+    use crate::source_policy::Refusal;
+    let cases = [
+        (
+            RefreshError::Provider { code: 422, message: "external URL".into() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider \
+             generated): external URL",
+        ),
+        (
+            RefreshError::Provider { code: 401, message: String::new() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 401 (unauthorized: check the API \
+             key in PROVIDER_SECRET_ARN)",
+        ),
+        (
+            RefreshError::Provider { code: 429, message: "slow down".into() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 429 (rate limited): slow down",
+        ),
+        (
+            RefreshError::Refused(Refusal::Refused("host evil.example.com is not in ALLOWED_SOURCE_HOSTS".into())),
+            "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com \
+             is not in ALLOWED_SOURCE_HOSTS",
+        ),
+    ];
+    for (error, reason) in cases {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(403, "Forbidden"));
+        fresh_links(&ports, &[("vocal", Err(error))]);
+        assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(reason.into()));
+        let file = &ports.record(TASK).files["vocal"];
+        assert_eq!((file.status, file.error.as_deref()), (FileStatus::Failed, Some(reason)));
+        // Still an expired file, for the reconciler.
+        assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{reason}");
+        assert_eq!(ports.opened(), [url("vocal")], "nothing fetched but the original");
+        assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recover_is_retried() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.source(FRESH, expired(503, "Service Unavailable"));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == "source answered 503 Service Unavailable"));
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+
+    ports.source(FRESH, expired(404, "Not Found"));
+    let outcome = run(&ports, "vocal", 2).await;
+    let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
+    assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
+    assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal"), url("vocal")], "a new link each attempt");
+}
+
+#[tokio::test]
+async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "drums", b"drums");
+    assert!(matches!(run(&ports, "drums", 1).await, Outcome::Stored(_)));
+    ports.source(&url("vocal"), expired(503, "Service Unavailable"));
+    for count in 1..MAX_RECEIVE_COUNT {
+        let outcome = run(&ports, "vocal", count).await;
+        assert!(matches!(outcome, Outcome::Retry(_)), "{count}: {outcome:?}");
+    }
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+
+    let last = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    let reason =
+        format!("dead_lettered: source answered 503 Service Unavailable (receive {MAX_RECEIVE_COUNT}, the last)");
+    assert_eq!(last, Outcome::DeadLettered(reason.clone()));
+    assert!(last.is_failure(), "the message goes on to the dead-letter queue");
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.files["vocal"].status, r.files["vocal"].error.as_deref()),
+        (FileStatus::Failed, Some(reason.as_str()))
+    );
+    assert_eq!(r.vault, VaultState::Partial, "the task settles without it");
+    assert!(ports.measures.lock().unwrap().contains(&Measure::Failed { reason: DEAD_LETTERED }));
+
+    // Redriven from the dead-letter queue, the message finds its file settled.
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::AlreadySettled);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_on_the_last_receive_is_an_ordinary_failure() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
+    assert!(!outcome.is_failure());
+}
