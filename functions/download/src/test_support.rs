@@ -626,6 +626,10 @@ impl SettleTask for MemoryPorts {
         task.manifest_key = Some(plan.manifest_key.clone());
         task.open = None;
         task.version += 1;
+        if let Some(at) = plan.watch_from {
+            task.reconcile = Some(stemvault_vault::RECONCILE_DUE.to_owned());
+            task.reconcile_at = Some(at);
+        }
         Ok(if was == VaultState::Pending { SettleWrite::Settled } else { SettleWrite::Rewritten })
     }
 }

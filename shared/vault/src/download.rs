@@ -120,6 +120,10 @@ pub struct ManifestPlan {
     pub manifest: Manifest,
     /// The file set's generation the manifest is of.
     pub generation: u64,
+    /// When the reconciler should first poll the task, set by the settle write: a file of the
+    /// set failed because its URL expired and nothing watches the task yet (the provider may
+    /// still give a fresh URL). None otherwise.
+    pub watch_from: Option<Timestamp>,
 }
 
 /// The `name` of a manifest job: a download message that names no file, only asks for the
@@ -158,11 +162,13 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
         return SettlePlan::AlreadySettled;
     }
     let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
+    let watch = record.reconcile.is_none() && crate::reconcile::needs_watching(record);
     SettlePlan::Settle(ManifestPlan {
         vault,
         manifest_key: s3_key::manifest_key(task_id),
         manifest: Manifest::of(record, vault, now),
         generation: record.generation,
+        watch_from: watch.then(|| now.plus(crate::reconcile::FIRST_POLL_INTERVAL)),
     })
 }
 
@@ -332,6 +338,21 @@ mod tests {
         assert_eq!((plan.vault, plan.manifest_key.as_str()), (VaultState::Partial, "tasks/t1/manifest.json"));
         assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, NOW));
         assert_eq!(plan.manifest.files.len(), 2);
+    }
+
+    #[test]
+    fn a_file_failed_by_expiry_has_the_settle_ask_the_reconciler_to_poll() {
+        let id = TaskId::parse("t1").unwrap();
+        let mut r = settled_without_manifest();
+        r.stage = Stage::Complete;
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, None, "drums failed, but not because its URL expired");
+        r.files.get_mut("drums").unwrap().error = Some("source answered 403 Forbidden".into());
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_POLL_INTERVAL)));
+        r.reconcile = Some(crate::RECONCILE_DUE.into());
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, None, "already watched: its schedule is kept");
     }
 
     #[test]

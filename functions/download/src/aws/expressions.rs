@@ -107,9 +107,14 @@ pub(crate) fn release_file(worker: &str, error: &str) -> Update {
 /// `manifest_key`, and drop `open` (which takes the task out of the sweeper's index). Not
 /// conditional on the vault being `pending`: two workers that finish the task's last files
 /// at once both write the same values, and the old item (ALL_OLD) tells which one settled it.
+/// With [`ManifestPlan::watch_from`], the same write also puts the task in the reconciler's
+/// `reconcile-due` index (a file expired; the provider may still give a fresh URL).
 pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
-    let mut u =
-        Update::new("SET #vault = :vault, #mk = :key ADD #version :one REMOVE #open", "#generation = :generation");
+    let watch = if plan.watch_from.is_some() { ", #reconcile = :due, #reconcile_at = :at" } else { "" };
+    let mut u = Update::new(
+        format!("SET #vault = :vault, #mk = :key{watch} ADD #version :one REMOVE #open"),
+        "#generation = :generation",
+    );
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
         .name("#version", "version")
@@ -119,6 +124,10 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
         .value(":key", s(&plan.manifest_key))
         .value(":one", n(1))
         .value(":generation", n(plan.generation));
+    if let Some(at) = plan.watch_from {
+        u.name("#reconcile", "reconcile").name("#reconcile_at", "reconcile_at");
+        u.value(":due", s(stemvault_vault::RECONCILE_DUE)).value(":at", s(&at.rfc3339()));
+    }
     u
 }
 
@@ -239,6 +248,7 @@ mod tests {
             manifest_key: "tasks/t1/manifest.json".into(),
             manifest: Manifest::of(&record, VaultState::Partial, Timestamp::from_unix_ms(0)),
             generation: 7,
+            watch_from: None,
         };
         let u = settle_task(&plan);
         assert_well_formed(&u, "version");
@@ -249,5 +259,16 @@ mod tests {
         assert_eq!(u.values[":generation"], n(7));
         assert_eq!((u.names["#mk"].as_str(), u.names["#open"].as_str()), ("manifest_key", "open"));
         assert_eq!(u.names["#generation"], "generation");
+
+        // A file expired: the same write asks the reconciler to poll.
+        let at = Timestamp::from_unix_ms(1_795_446_030_000);
+        let u = settle_task(&ManifestPlan { watch_from: Some(at), ..plan });
+        assert_well_formed(&u, "version");
+        assert_eq!(
+            u.update,
+            "SET #vault = :vault, #mk = :key, #reconcile = :due, #reconcile_at = :at ADD #version :one REMOVE #open"
+        );
+        assert_eq!((&u.values[":due"], &u.values[":at"]), (&s("due"), &s(&at.rfc3339())));
+        assert_eq!((u.names["#reconcile"].as_str(), u.names["#reconcile_at"].as_str()), ("reconcile", "reconcile_at"));
     }
 }
