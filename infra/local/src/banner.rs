@@ -82,6 +82,9 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
         }
     }
     let _ = writeln!(text, "  vault:       table {}, bucket {}", info.table_name, info.bucket_name);
+    if let Some(bus) = &info.event_bus_name {
+        let _ = writeln!(text, "  events:      bus {bus}; each is printed below as one `event:` line");
+    }
     if let Some(endpoint) = &info.aws_endpoint_url {
         let _ = writeln!(text, "  emulator:    {endpoint}");
     }
@@ -137,6 +140,7 @@ mod tests {
             bucket_name: "stemvault-local-vault".into(),
             queue_url: "http://127.0.0.1:5000/123456789012/stemvault-local-downloads".into(),
             fake_provider: None,
+            event_bus_name: Some("stemvault-local-events".into()),
         }
     }
 
@@ -158,6 +162,7 @@ mod tests {
         );
         assert!(text.contains("POST http://127.0.0.1:3000/callback\n"), "{text}");
         assert!(text.contains(&format!("WEBHOOK_HMAC_KEYS={key}")), "{text}");
+        assert!(text.contains("  events:      bus stemvault-local-events;"), "{text}");
         let curl = &text[text.find("curl -sS -X POST").unwrap()..];
         assert!(curl.starts_with("curl -sS -X POST 'http://127.0.0.1:3000/callback' \\\n"), "{curl}");
         assert_eq!(header(curl, "X-Webhook-Timestamp"), "1700000123");

@@ -6,6 +6,7 @@ pub mod audio;
 pub mod banner;
 pub mod client_auth;
 pub mod demo;
+pub mod events;
 pub mod file_server;
 pub mod http;
 pub mod notify;

@@ -57,6 +57,9 @@ pub struct PipelineOptions {
     /// The demo file server origin, added to the default allowed download sources.
     pub file_server_origin: String,
     pub pollers: usize,
+    /// Print each event on the bus as one line (`make run`; not the in-process demo's, which
+    /// shows its own task's events).
+    pub print_events: bool,
 }
 
 /// A running pipeline.
@@ -69,6 +72,8 @@ pub struct Pipeline {
     pub sdk: aws_config::SdkConfig,
     /// Webhooks (with `NOTIFY_URL` set).
     pub notify: Option<NotifySummary>,
+    /// Every event on the bus, one line each (`crate::events`).
+    pub events: crate::events::EventLog,
     /// The provider the reconciler polls (the built-in fake one unless `PROVIDER_BASE_URL`).
     pub provider: crate::reconcile::ProviderSetup,
     shutdown: Shutdown,
@@ -179,18 +184,29 @@ impl Pipeline {
             bucket_name: resources.bucket_name.clone(),
             queue_url: resources.queue_url.clone(),
             fake_provider: provider.fake.as_ref().map(|f| f.origin()),
+            event_bus_name: Some(resources.event_bus_name.clone()),
         };
         let allowed_source_hosts =
             lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| "the download function's default".into());
 
+        // Subscribed before anything can publish, so no event misses the log or the webhooks.
+        let region = region.unwrap_or_else(|| "us-east-1".into());
+        let events_source =
+            crate::events::subscribe(&sdk, &options.base, &resources.event_bus_name, &region, notify.as_ref())
+                .await
+                .map_err(PipelineError::Provision)?;
         let shutdown = Shutdown::new();
         let mut tasks =
             vec![tokio::spawn(crate::http::serve_lambda(options.listener, http_functions, shutdown.signal()))];
-        let source = QueueSource {
-            queue_url: resources.queue_url.clone(),
-            queue_arn: resources.queue_arn.clone(),
-            region: region.unwrap_or_else(|| "us-east-1".into()),
-        };
+        let events = crate::events::EventLog::new(options.print_events);
+        tasks.push(tokio::spawn(crate::poller::poll(
+            aws_sdk_sqs::Client::new(&sdk),
+            events_source,
+            Arc::new(events.clone()),
+            shutdown.signal(),
+        )));
+        let source =
+            QueueSource { queue_url: resources.queue_url.clone(), queue_arn: resources.queue_arn.clone(), region };
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         for _ in 0..options.pollers.max(1) {
             tasks.push(tokio::spawn(crate::poller::poll(
@@ -217,6 +233,7 @@ impl Pipeline {
             allowed_source_hosts,
             sdk,
             notify,
+            events,
             provider,
             shutdown,
             tasks,

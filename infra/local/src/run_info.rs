@@ -26,6 +26,9 @@ pub struct RunInfo {
     /// The built-in fake provider the reconciler polls (`make demo` registers a task there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fake_provider: Option<String>,
+    /// The event bus the functions publish to (`make demo` subscribes to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_bus_name: Option<String>,
 }
 
 /// Where a runner started from this clone writes its [`RunInfo`].
@@ -74,6 +77,7 @@ mod tests {
             bucket_name: "b".into(),
             queue_url: "q".into(),
             fake_provider: Some("http://127.0.0.1:3002".into()),
+            event_bus_name: Some("stemvault-local-events".into()),
         }
     }
 

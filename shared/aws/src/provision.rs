@@ -131,6 +131,21 @@ pub async fn subscribe_queue(
     Ok(())
 }
 
+/// Undo [`subscribe_queue`]: remove the rule's target and the rule (the queue stays).
+pub async fn unsubscribe_queue(config: &aws_config::SdkConfig, bus: &str, rule: &str) -> Result<(), String> {
+    let events = aws_sdk_eventbridge::Client::new(config);
+    events
+        .remove_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .ids("queue")
+        .send()
+        .await
+        .map_err(|e| describe("remove targets", e))?;
+    events.delete_rule().name(rule).event_bus_name(bus).send().await.map_err(|e| describe("delete rule", e))?;
+    Ok(())
+}
+
 fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
     AttributeDefinition::builder()
         .attribute_name(name)
