@@ -12,15 +12,16 @@ VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
-FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper
+FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
-.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench clean
+.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
 	@echo "make test   - formatting, lints, every test, template checks, arm64 Lambda builds"
-	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault"
-	@echo "make bench  - ingest and download benchmarks against the local emulator"
+	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault, then a task recovered by the reconciler"
+	@echo "make bench  - the release bootstraps side by side with their peers (DynamoDB cost, CPU, RSS)"
+	@echo "make bench-micro - the in-process Rust benchmarks (tests/benches) against the emulator"
 
 # --- installs -------------------------------------------------------------------------
 $(VENV)/emulator/.installed: infra/python/emulator.txt
@@ -42,7 +43,14 @@ $(VENV)/checkov/.installed: infra/python/checkov.txt
 	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
-deps: $(VENV)/emulator/.installed
+# The Standard Webhooks verifier of the notify integration test (infra/python/webhooks.txt).
+$(VENV)/webhooks/.installed: infra/python/webhooks.txt
+	rm -rf $(VENV)/webhooks
+	$(PYTHON) -m venv $(VENV)/webhooks
+	$(VENV)/webhooks/bin/pip install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
@@ -51,8 +59,10 @@ tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
 # --- test -----------------------------------------------------------------------------
 test: deps tools fmt-check clippy unit-and-integration template-lint checkov lambda-build
 
+# The bench scripts are not run by `make test` (it asserts no timings): only checked to parse.
 fmt-check:
 	cargo fmt --all --check
+	$(PYTHON) -c 'import ast, sys; [ast.parse(open(p).read(), p) for p in sys.argv[1:]]' bench/*.py bench/py-download/*.py
 
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -90,7 +100,21 @@ demo: deps
 	  $(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local demo; \
 	fi
 
+# --- bench ----------------------------------------------------------------------------
+# Benchmarks, not tests: numbers for this machine, in one run, each next to its target (issue 9);
+# bench/README.md says what each harness measures. The release bootstraps are copied aside so
+# a rebuild during the run cannot swap them. Raw results: $(BENCH_OUT)/last.json.
+BENCH_OUT ?= $(CARGO_TARGET_DIR)/bench
 bench: deps
+	cargo build --release --locked -p stemvault-ingest -p stemvault-download
+	mkdir -p $(BENCH_OUT)/bin
+	cp $(CARGO_TARGET_DIR)/release/ingest $(CARGO_TARGET_DIR)/release/download $(BENCH_OUT)/bin/
+	PYTHONDONTWRITEBYTECODE=1 $(VENV)/emulator/bin/python bench/run.py \
+	  --ingest $(BENCH_OUT)/bin/ingest --download $(BENCH_OUT)/bin/download \
+	  --scratch $(BENCH_OUT) --out $(BENCH_OUT)/last.json
+
+# The in-process Rust benchmarks (tests/benches) against the emulator.
+bench-micro: deps
 	$(EMULATOR) cargo bench --locked -p stemvault-tests
 
 clean:

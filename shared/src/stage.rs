@@ -1,4 +1,4 @@
-//! Stage ordering: `text` < `first` < `complete`; `error` and `final` end a task.
+//! Stage ordering: `submitted` < `text` < `first` < `complete`; `error` and `final` end a task.
 
 use serde::{Deserialize, Serialize};
 
@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
+    /// Registered by its owner before any callback (`PUT /tasks/{id}`): no callback or poll
+    /// ever produces it, and every other stage moves a task on from it.
+    Submitted,
     Text,
     First,
     Complete,
@@ -17,6 +20,7 @@ pub enum Stage {
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
+            Stage::Submitted => "submitted",
             Stage::Text => "text",
             Stage::First => "first",
             Stage::Complete => "complete",
@@ -36,6 +40,7 @@ impl std::str::FromStr for Stage {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s {
+            "submitted" => Stage::Submitted,
             "text" => Stage::Text,
             "first" => Stage::First,
             "complete" => Stage::Complete,
@@ -64,19 +69,20 @@ pub fn merge_stage(current: Option<Stage>, incoming: Stage) -> StageMerge {
 }
 
 impl Stage {
-    /// `text` < `first` < every stage that ends a task. Ends are never left: once a task is
+    /// `submitted` < `text` < `first` < every stage that ends a task. Ends are never left: once a task is
     /// `complete`, `error` or `final`, a later event changes its files and history, not its stage.
     fn rank(self) -> u8 {
         match self {
-            Stage::Text => 0,
-            Stage::First => 1,
-            Stage::Complete | Stage::Error | Stage::Final => 2,
+            Stage::Submitted => 0,
+            Stage::Text => 1,
+            Stage::First => 2,
+            Stage::Complete | Stage::Error | Stage::Final => 3,
         }
     }
 
     /// Whether the task has ended at this stage.
     pub fn is_terminal(self) -> bool {
-        self.rank() == 2
+        self.rank() == 3
     }
 }
 
@@ -99,6 +105,17 @@ mod tests {
         assert_eq!(merge_stage(Some(Text), Error), StageMerge { stage: Error, advanced: true });
         assert_eq!(merge_stage(Some(First), Text), StageMerge { stage: First, advanced: false });
         assert_eq!(merge_stage(Some(First), First), StageMerge { stage: First, advanced: false });
+    }
+
+    #[test]
+    fn a_registered_task_moves_on_with_any_stage_and_never_back() {
+        for s in [Text, First, Complete, Error, Final] {
+            assert_eq!(merge_stage(Some(Submitted), s), StageMerge { stage: s, advanced: true });
+            assert_eq!(merge_stage(Some(s), Submitted), StageMerge { stage: s, advanced: false });
+        }
+        assert!(!Submitted.is_terminal());
+        assert_eq!("submitted".parse::<Stage>(), Ok(Submitted));
+        assert_eq!(Submitted.to_string(), "submitted");
     }
 
     #[test]

@@ -143,6 +143,7 @@ async fn one_big_file(env: &TestEnv, server: &FileServer) {
         .env("TABLE_NAME", &env.resources.table_name)
         .env("BUCKET_NAME", &env.resources.bucket_name)
         .env("QUEUE_URL", &env.resources.queue_url)
+        .env("EVENT_BUS_NAME", &env.resources.event_bus_name)
         .env("ALLOWED_SOURCE_HOSTS", server.origin());
     let started = Instant::now();
     // The file server keeps serving on this process's runtime while the child copies.

@@ -34,7 +34,7 @@ impl<P: stemvault_ingest::domain::Ports + Send + Sync + 'static> Endpoint for Ap
     }
 }
 
-fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str) -> Config {
+fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str, bus: &str) -> Config {
     Config {
         table_name: table.into(),
         bucket_name: bucket.into(),
@@ -43,6 +43,8 @@ fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str) -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 1024 * 1024,
         signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
+        event_bus_name: bus.into(),
     }
 }
 
@@ -145,7 +147,7 @@ fn main() {
         println!("{:<58} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
 
         let ports = MemoryPorts::new().with_secret(&secret());
-        let in_memory = App::with_ports(&config("t", "b", "q", "memory"), ports).await.expect("in-memory ingest");
+        let in_memory = App::with_ports(&config("t", "b", "q", "memory", "e"), ports).await.expect("in-memory ingest");
         scenarios("handler overhead (in-memory ports)", in_memory).await;
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -159,7 +161,7 @@ fn main() {
         let arn = stemvault_aws::secrets::put_secret(&env.config, &format!("{}-callback", r.table_name), &text)
             .await
             .expect("put the callback secret");
-        let app = App::new(config(&r.table_name, &r.bucket_name, &r.queue_url, &arn), &env.config)
+        let app = App::new(config(&r.table_name, &r.bucket_name, &r.queue_url, &arn, &r.event_bus_name), &env.config)
             .await
             .expect("ingest starts");
         scenarios("local emulator (DynamoDB, S3, SQS)", app).await;

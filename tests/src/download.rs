@@ -1,5 +1,5 @@
 //! Helpers for the download tests and benchmark: task records written straight to the table
-//! (as ingest would have left them), SQS deliveries built the way Lambda builds them from
+//! as item collections (as ingest would have left them), SQS deliveries built the way Lambda builds them from
 //! real queue messages, and the download function configured for a local file server.
 
 use std::collections::HashMap;
@@ -18,7 +18,8 @@ use suno_callbacks::{Family, Stage, TaskId, s3_key};
 
 use crate::TestEnv;
 
-/// A task record whose files (name, url) are all `queued`, keys as ingest computes them.
+/// A task record whose files (name, url) are all `queued` (their names in the task item's
+/// `queued` set), keys as ingest computes them.
 pub fn queued_record(task_id: &str, family: Family, files: &[(&str, &str)]) -> TaskRecord {
     let id = TaskId::parse(task_id).expect("a valid task id");
     let received: Timestamp = "2026-11-23T15:00:00.000Z".parse().expect("an RFC 3339 time");
@@ -27,7 +28,6 @@ pub fn queued_record(task_id: &str, family: Family, files: &[(&str, &str)]) -> T
         .map(|(name, url)| {
             let entry = FileEntry {
                 status: FileStatus::Queued,
-                queued_at: Some(received),
                 ..FileEntry::pending(url, s3_key::file_key(&id, name, url), Stage::Complete)
             };
             ((*name).to_owned(), entry)
@@ -52,14 +52,20 @@ impl TestEnv {
         TaskTable::new(self.dynamo.clone(), &self.resources.table_name)
     }
 
-    /// Write a new record.
+    /// Write a new record: its file items, then its task item.
     pub async fn put_record(&self, record: &TaskRecord) {
-        self.tasks().put(record, None).await.expect("put the task record");
+        self.tasks().save(None, record).await.expect("put the task record");
     }
 
-    /// The task record, which must exist (strongly consistent read).
+    /// Rewrite the stored record `before` (as read) as `after`: the items that changed, each
+    /// conditional on what was read.
+    pub async fn rewrite_record(&self, before: &TaskRecord, after: &TaskRecord) {
+        self.tasks().save(Some(before), after).await.expect("rewrite the task record");
+    }
+
+    /// The task record, which must exist (its item collection, one strongly consistent Query).
     pub async fn task_record(&self, task_id: &str) -> TaskRecord {
-        self.tasks().get(task_id).await.expect("read the task record").expect("the task record exists")
+        self.tasks().load(task_id).await.expect("read the task record").expect("the task record exists")
     }
 
     /// The download function's configuration for this environment.
@@ -68,6 +74,7 @@ impl TestEnv {
             ("TABLE_NAME", self.resources.table_name.clone()),
             ("BUCKET_NAME", self.resources.bucket_name.clone()),
             ("QUEUE_URL", self.resources.queue_url.clone()),
+            ("EVENT_BUS_NAME", self.resources.event_bus_name.clone()),
             ("ALLOWED_SOURCE_HOSTS", allowed_sources.to_owned()),
         ]);
         if let Some(max) = max_file_bytes {
@@ -87,6 +94,7 @@ impl TestEnv {
             sqs: self.sqs.clone(),
             queue_url: self.resources.queue_url.clone(),
             source: HttpSource::new(policy).expect("the HTTP client starts"),
+            events: stemvault_aws::events::EventBus::new(&self.config, &self.resources.event_bus_name),
         }
     }
 

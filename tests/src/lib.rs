@@ -6,7 +6,9 @@
 
 use std::path::PathBuf;
 
+pub mod accept;
 pub mod download;
+pub mod fake_provider;
 pub mod file_server;
 
 pub use stemvault_aws::provision::Resources;
@@ -75,10 +77,11 @@ impl TestEnv {
         all
     }
 
-    /// The task record as stored (strongly consistent read), or None when absent.
+    /// The task record as stored (its item collection, one strongly consistent Query), or
+    /// None when it has no task item.
     pub async fn record(&self, task_id: &str) -> Option<stemvault_vault::TaskRecord> {
         let table = stemvault_aws::TaskTable::new(self.dynamo.clone(), &self.resources.table_name);
-        table.get(task_id).await.expect("read task record")
+        table.load(task_id).await.expect("read task record")
     }
 
     /// The bytes of an object in the vault bucket, or None when absent.

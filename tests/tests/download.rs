@@ -9,18 +9,20 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
-use stemvault_download::domain::{GENERATION_METADATA, WriteManifest};
+use stemvault_download::domain::{
+    Claim, ClaimAnswer, ClaimFile, GENERATION_METADATA, RecordStored, SettleTask, SettleWrite, WriteManifest,
+};
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
 use stemvault_download::source::{FetchSource, HttpSource};
 use stemvault_download::source_policy::SourcePolicy;
-use stemvault_download::upload::{ObjectInfo, ObjectStore, crc32};
+use stemvault_download::upload::{ObjectInfo, ObjectStore, StoredObject, crc32};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
-use stemvault_vault::download::manifest_job;
+use stemvault_vault::download::{SettlePlan, manifest_job, settle_plan};
 use stemvault_vault::{Conditional, FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
-use suno_callbacks::{Family, Stage};
+use suno_callbacks::{Family, Stage, TaskId};
 
 const MIB: usize = 1024 * 1024;
 
@@ -452,11 +454,12 @@ async fn a_redelivered_message_copies_nothing_and_rewrites_no_manifest() {
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
-/// The worker that settled the vault stopped before writing the manifest (a Lambda timeout
-/// between the flip and the PutObject): the record says `complete` under a manifest lease,
-/// without `manifest_key`. The redelivered message writes the manifest once the lease is over.
+/// The worker that settled the task stopped after writing the manifest and before its settle
+/// write (a Lambda timeout in between): every file is settled, the vault still `pending`,
+/// the manifest of this generation under its key. The redelivered message settles the task
+/// without writing the manifest again.
 #[tokio::test]
-async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
+async fn a_redelivery_settles_the_task_a_stopped_worker_left_unsettled() {
     let s = setup(None).await;
     s.server.route("/s/vocal.mp3", Reply::generated(4096, 6, "audio/mpeg"));
     let url = s.server.url("/s/vocal.mp3");
@@ -468,39 +471,110 @@ async fn a_redelivery_writes_the_manifest_a_stopped_worker_left_unwritten() {
     vocal.sha256 = Some("ab".repeat(32));
     vocal.content_type = Some("audio/mpeg".into());
     vocal.stored_at = Some("2026-11-23T15:00:05.000Z".parse().unwrap());
-    record.vault = VaultState::Complete;
-    let now = Timestamp::now().unix_seconds();
+    s.env.put_record(&record).await;
+    let stopped = s.env.task_record(&task).await;
+    let key = format!("tasks/{task}/manifest.json");
+    let written = Manifest::of(&stopped, VaultState::Complete, "2026-11-23T15:00:06.000Z".parse().unwrap());
+    let ports = s.env.download_ports();
+    let put = ports.put_manifest(&key, &written, stopped.generation, None).await;
+    assert_eq!(put, Ok(Conditional::Applied));
 
-    // While the lease holds, the writer may still be at it: the message changes nothing.
-    record.manifest_lease_until = Some(now + 600);
-    let (_, response) = s.run_files(&record, &["vocal"]).await;
-    assert_eq!(failed_ids(&response), Vec::<String>::new());
-    assert_eq!(s.env.task_record(&task).await, record);
-    assert_eq!(s.env.object(&format!("tasks/{task}/manifest.json")).await, None);
-
-    // The lease ran out: the next delivery writes the manifest and records it.
-    let mut crashed = record.clone();
-    crashed.manifest_lease_until = Some(now - 60);
-    crashed.version = record.version + 1;
-    s.env.tasks().put(&crashed, Some(record.version)).await.expect("update the record");
-    s.env.send_jobs(&[job_of(&crashed, "vocal")]).await;
+    s.env.send_jobs(&[job_of(&stopped, "vocal")]).await;
     let (_, response) = s.run_received(1).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 
-    let manifest = s.manifest(&task).await;
-    assert_eq!(manifest, Manifest::of(&crashed, VaultState::Complete, manifest.generated_at));
-    assert_eq!(
-        (manifest.files[0].name.as_str(), manifest.files[0].status, manifest.files[0].bytes),
-        ("vocal", PublicFileStatus::Stored, Some(4096))
-    );
+    assert_eq!(s.manifest(&task).await, written, "the manifest of this generation is left as it is");
     let healed = s.env.task_record(&task).await;
-    let key = format!("tasks/{task}/manifest.json");
     assert_eq!(
-        (healed.vault, healed.manifest_key.as_deref(), healed.manifest_lease_until, healed.version),
-        (VaultState::Complete, Some(key.as_str()), None, crashed.version + 2)
+        (healed.vault, healed.open.as_deref(), healed.manifest_key.as_deref(), healed.version),
+        (VaultState::Complete, None, Some(key.as_str()), stopped.version + 1)
     );
-    assert_eq!(healed.files, crashed.files);
+    assert_eq!(healed.files, stopped.files, "the file items are not written");
     assert_eq!(s.server.hits("/s/vocal.mp3"), 0, "nothing downloaded");
+    assert_eq!(s.env.queue_depth().await, (0, 0));
+}
+
+/// The claim and the settle against the emulator's DynamoDB: a claim applies to a claimable
+/// file item and returns it (ALL_NEW), a refused one returns the item as it is (ALL_OLD, via
+/// ReturnValuesOnConditionCheckFailure) or nothing for a file the task does not have, and
+/// creates no item; the settle write applies at the generation manifested, again with the
+/// same values (the second of two workers finishing at once), and is refused once ingest
+/// moved the generation on.
+#[tokio::test]
+async fn claims_and_settles_answer_with_the_item() {
+    let env = TestEnv::new().await;
+    let ports = env.download_ports();
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", "https://cdn1.suno.ai/v.mp3")]);
+    env.put_record(&record).await;
+    let task = TaskId::parse(&record.task_id).unwrap();
+    let now = Timestamp::now().unix_seconds();
+    let claim = |worker: &str| Claim { worker: worker.into(), lease_until: now + 60, now };
+
+    let ClaimAnswer::Claimed(file) = ports.claim_file(&task, "vocal", &claim("w-1")).await.unwrap() else {
+        panic!("a queued file is claimed")
+    };
+    assert_eq!((file.status, file.claim.as_deref(), file.attempts), (FileStatus::Downloading, Some("w-1"), 1));
+    assert_eq!(file.url, "https://cdn1.suno.ai/v.mp3");
+    let ClaimAnswer::Refused(Some(held)) = ports.claim_file(&task, "vocal", &claim("w-2")).await.unwrap() else {
+        panic!("a held file is refused, with its item")
+    };
+    assert_eq!((held.claim.as_deref(), held.lease_until), (Some("w-1"), Some(now + 60)));
+    assert_eq!(ports.claim_file(&task, "bass", &claim("w-2")).await, Ok(ClaimAnswer::Refused(None)));
+    assert!(!env.task_record(&record.task_id).await.files.contains_key("bass"), "no item created");
+
+    let stored = StoredObject { bytes: 3, sha256_hex: "ab".repeat(32), content_type: None, parts: 1 };
+    let at = Timestamp::now();
+    assert_eq!(ports.record_stored(&task, "vocal", "w-2", &stored, at).await, Ok(Conditional::Conflict));
+    assert_eq!(ports.record_stored(&task, "vocal", "w-1", &stored, at).await, Ok(Conditional::Applied));
+
+    let read = env.task_record(&record.task_id).await;
+    let SettlePlan::Settle(plan) = settle_plan(&read, &task, Timestamp::now()) else { panic!("settles") };
+    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Settled));
+    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Rewritten), "the same values again");
+    let settled = env.task_record(&record.task_id).await;
+    assert_eq!(
+        (settled.vault, settled.open.as_deref(), settled.version),
+        (VaultState::Complete, None, read.version + 2)
+    );
+
+    // Ingest reopens it (a new generation): a settle of the older one is refused.
+    let mut reopened = settled.clone();
+    (reopened.vault, reopened.manifest_key, reopened.generation) = (VaultState::Pending, None, settled.generation + 1);
+    reopened.sync_open_marker();
+    reopened.version += 1;
+    env.rewrite_record(&settled, &reopened).await;
+    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
+    assert_eq!(env.task_record(&record.task_id).await.vault, VaultState::Pending);
+}
+
+/// Two workers finish a task's last two files at the same time, in two invocations: both
+/// succeed (no condition fails between files of one task) and the task settles once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_finishing_a_task_s_last_files_at_once_both_succeed() {
+    let s = setup(None).await;
+    for name in ["vocal", "drums"] {
+        let slow = Reply::delayed(Duration::from_secs(1), Reply::generated(64 * 1024, 8, "audio/mpeg"));
+        s.server.route(&format!("/s/{name}.mp3"), slow);
+    }
+    let (vocal, drums) = (s.server.url("/s/vocal.mp3"), s.server.url("/s/drums.mp3"));
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", &vocal), ("drums", &drums)]);
+    s.env.put_record(&record).await;
+    let before = s.env.task_record(&record.task_id).await;
+    s.env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "drums")]).await;
+    let event = s.env.receive_event(2, 30).await;
+    let (mut first, mut second) = (event.clone(), event.clone());
+    first.records.truncate(1);
+    second.records.remove(0);
+
+    let (a, b) =
+        tokio::join!(s.app.handle_batch(first.clone(), deadline()), s.app.handle_batch(second.clone(), deadline()));
+    s.env.finish_batch(&first, &a).await;
+    s.env.finish_batch(&second, &b).await;
+    assert_eq!((failed_ids(&a), failed_ids(&b)), (Vec::<String>::new(), Vec::<String>::new()));
+    let settled = s.env.task_record(&record.task_id).await;
+    assert_eq!((settled.vault, settled.open.as_deref()), (VaultState::Complete, None));
+    assert!((1..=2).contains(&(settled.version - before.version)), "one or two settle writes, the same values");
+    assert_eq!(s.manifest(&record.task_id).await.files.len(), 2);
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
@@ -561,12 +635,12 @@ async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery(
         assert_eq!(stored.files[name].status, FileStatus::Stored, "{name}: {:?}", stored.files[name].error);
         assert_eq!(s.server.hits(&path), 1, "{name}");
 
-        let mut unrecorded = record.clone();
+        let mut unrecorded = stored.clone();
         let file = unrecorded.files.get_mut(name).unwrap();
         (file.status, file.claim, file.attempts) = (FileStatus::Downloading, Some("stopped".into()), 1);
+        (file.bytes, file.sha256, file.content_type, file.stored_at) = (None, None, None, None);
         file.lease_until = Some(Timestamp::now().unix_seconds() - 60);
-        unrecorded.version = stored.version + 1;
-        s.env.tasks().put(&unrecorded, Some(stored.version)).await.expect("rewind the record");
+        s.env.rewrite_record(&stored, &unrecorded).await;
         s.server.route(&path, Reply::Status(403));
 
         s.env.send_jobs(&[job_of(&unrecorded, name)]).await;

@@ -1,6 +1,6 @@
 //! The emulator resources are created with the settings template.yaml declares.
 
-use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus};
+use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus, ScalarAttributeType};
 use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_aws::provision::{
@@ -14,13 +14,24 @@ async fn table_bucket_and_queues_match_the_template() {
 
     let table = env.dynamo.describe_table().table_name(&env.resources.table_name).send().await.unwrap();
     let table = table.table.unwrap();
-    let keys = table.key_schema();
-    assert_eq!(keys.len(), 1);
-    assert_eq!(keys[0].attribute_name(), "task_id");
-    assert_eq!(keys[0].key_type(), &KeyType::Hash);
+    // An item collection per task: the task item, one per file, one per callback body.
+    let keys: Vec<(&str, &KeyType)> = table.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    assert_eq!(keys, [("task_id", &KeyType::Hash), ("sk", &KeyType::Range)]);
+    let mut attributes: Vec<(&str, &ScalarAttributeType)> =
+        table.attribute_definitions().iter().map(|a| (a.attribute_name(), a.attribute_type())).collect();
+    attributes.sort_by_key(|(name, _)| *name);
+    let s = &ScalarAttributeType::S;
+    assert_eq!(
+        attributes,
+        [("last_received_at", s), ("open", s), ("reconcile", s), ("reconcile_at", s), ("sk", s), ("task_id", s)]
+    );
     let indexes = table.global_secondary_indexes();
-    assert_eq!(indexes.len(), 1);
-    let open_tasks = &indexes[0];
+    assert_eq!(indexes.len(), 2);
+    let open_tasks = indexes.iter().find(|i| i.index_name() == Some(stemvault_vault::OPEN_TASKS_INDEX)).unwrap();
+    let reconcile_due = indexes.iter().find(|i| i.index_name() == Some(stemvault_vault::RECONCILE_DUE_INDEX)).unwrap();
+    let due_keys: Vec<(&str, &KeyType)> =
+        reconcile_due.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();
+    assert_eq!(due_keys, [("reconcile", &KeyType::Hash), ("reconcile_at", &KeyType::Range)]);
     assert_eq!(open_tasks.index_name(), Some(stemvault_vault::OPEN_TASKS_INDEX));
     let index_keys: Vec<(&str, &KeyType)> =
         open_tasks.key_schema().iter().map(|k| (k.attribute_name(), k.key_type())).collect();

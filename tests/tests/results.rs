@@ -25,6 +25,7 @@ fn app(env: &TestEnv, expiry_seconds: u64) -> App {
         table_name: env.resources.table_name.clone(),
         bucket_name: env.resources.bucket_name.clone(),
         download_url_expiry: Duration::from_secs(expiry_seconds),
+        reconcile_after: Duration::from_secs(600),
     };
     App::new(config, &env.config)
 }
@@ -76,8 +77,9 @@ async fn recorded_task_answers_with_working_download_links() {
         )
     };
     let files = BTreeMap::from([("instrumental".to_owned(), queued), ("vocal".to_owned(), stored)]);
+    // As ingest writes it: the task item, then an item per file.
     let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
-    table.put(&record(task_id, files), None).await.unwrap();
+    table.save(None, &record(task_id, files)).await.unwrap();
 
     // `*` percent-encoded, as some clients send it.
     let response = app(&env, 300).handle(get("/tasks/5c79%2A%2A%2A%2Abe8e")).await;
@@ -92,6 +94,12 @@ async fn recorded_task_answers_with_working_download_links() {
 
     let files = body["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
+    // The manifest's fields and the link, nothing of the item's bookkeeping (url, claim, rev, ...).
+    for file in files {
+        let mut fields: Vec<&str> = file.as_object().unwrap().keys().map(String::as_str).collect();
+        fields.sort();
+        assert_eq!(fields, ["bytes", "content_type", "download_url", "error", "key", "name", "sha256", "status"]);
+    }
     assert_eq!(files[0]["name"], "instrumental");
     assert_eq!(files[0]["status"], "pending");
     assert_eq!(files[0]["download_url"], serde_json::Value::Null);

@@ -1,14 +1,18 @@
 //! The sweeper against the emulator: the sparse `open-tasks` index finds the open task, the
-//! orphaned files are sent once, and nothing else is touched.
+//! orphaned files are sent once, and nothing else is touched; an open task whose files are
+//! all settled gets a manifest job, which the downloader settles.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use stemvault_aws::FromEnv;
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
-use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
-use suno_callbacks::Family;
+use stemvault_vault::download::MANIFEST_JOB_NAME;
+use stemvault_vault::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::{Family, TaskId, s3_key};
 
 fn new_task_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
@@ -28,15 +32,24 @@ fn orphaned(age: Duration, files: &[(&str, FileStatus)]) -> TaskRecord {
     for (name, status) in files {
         let file = record.files.get_mut(*name).unwrap();
         file.status = *status;
-        if *status != FileStatus::Queued {
-            file.queued_at = None;
-        }
         if *status == FileStatus::Enqueuing {
             file.claim = Some("dead-request".into());
             file.lease_until = Some(delivered.plus(Duration::from_secs(15)).unix_seconds());
         }
+        if *status == FileStatus::Stored {
+            (file.bytes, file.sha256, file.attempts) = (Some(3), Some("ab".repeat(32)), 1);
+        }
+        if *status == FileStatus::Failed {
+            (file.error, file.attempts) = (Some("source answered 404".into()), 1);
+        }
     }
     record
+}
+
+/// Store a record and read it back as stored (revisions and versions as the table has them).
+async fn stored(env: &TestEnv, record: &TaskRecord) -> TaskRecord {
+    env.put_record(record).await;
+    env.task_record(&record.task_id).await
 }
 
 fn app(env: &TestEnv) -> App {
@@ -56,6 +69,21 @@ fn jobs_on_queue(messages: &[aws_sdk_sqs::types::Message]) -> Vec<FileJob> {
     jobs
 }
 
+/// A task's items as the table holds them, by sort key (one Query, as every reader makes).
+async fn items(env: &TestEnv, task_id: &str) -> HashMap<String, HashMap<String, AttributeValue>> {
+    let out = env
+        .dynamo
+        .query()
+        .table_name(&env.resources.table_name)
+        .key_condition_expression("task_id = :task")
+        .expression_attribute_values(":task", AttributeValue::S(task_id.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("query the task's items");
+    out.items.unwrap_or_default().into_iter().map(|item| (item["sk"].as_s().unwrap().clone(), item)).collect()
+}
+
 #[tokio::test]
 async fn orphaned_files_are_sent_once_and_marked_queued() {
     let env = TestEnv::new().await;
@@ -64,34 +92,157 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
         &[("enqueuing", FileStatus::Enqueuing), ("pending", FileStatus::Pending), ("queued", FileStatus::Queued)],
     );
     assert_eq!(record.open.as_deref(), Some("open"));
-    env.put_record(&record).await;
+    let record = stored(&env, &record).await;
     // Delivered 10 s ago: its ingest request may still be sending.
-    let fresh = orphaned(Duration::from_secs(10), &[("pending", FileStatus::Pending)]);
-    env.put_record(&fresh).await;
+    let fresh = stored(&env, &orphaned(Duration::from_secs(10), &[("pending", FileStatus::Pending)])).await;
     // Settled (no `open`), so outside the index even with a pending file.
     let mut settled = orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)]);
     settled.vault = VaultState::Complete;
     settled.open = None;
-    env.put_record(&settled).await;
+    let settled = stored(&env, &settled).await;
 
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));
     let report = app(&env).run("run-1", stop_at).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
+    assert_eq!(report.manifests_requested, 0);
 
     let messages = env.drain_queue(10).await;
     assert_eq!(jobs_on_queue(&messages), [job_of(&record, "enqueuing"), job_of(&record, "pending")]);
-    let stored = env.task_record(&record.task_id).await;
+    let after = env.task_record(&record.task_id).await;
+    let raw = items(&env, &record.task_id).await;
     for name in ["enqueuing", "pending"] {
-        let file = &stored.files[name];
-        assert_eq!((file.status, file.claim.as_deref(), file.lease_until), (FileStatus::Queued, None, None), "{name}");
-        let message = messages.iter().find(|m| m.body().unwrap().contains(&format!("\"name\":\"{name}\""))).unwrap();
-        assert_eq!(file.message_id.as_deref(), message.message_id());
+        let file = &after.files[name];
+        assert_eq!((file.status, file.claim.as_deref()), (FileStatus::Queued, Some("sweeper-run-1")), "{name}");
+        // The file item says the sweeper's claim (one conditional put); the task item's
+        // `queued` set (one update) makes it read as queued.
+        let item = &raw[&format!("file#{name}")];
+        assert_eq!(item["status"].as_s().map(String::as_str), Ok("enqueuing"), "{name}");
+        assert_eq!(file.rev, record.files[name].rev + 1, "{name}");
     }
-    assert_eq!(stored.files["queued"], record.files["queued"]);
+    let queued = raw["task"]["queued"].as_ss().expect("a queued set");
+    assert!(["enqueuing", "pending"].iter().all(|n| queued.iter().any(|q| q == n)), "{queued:?}");
+    assert_eq!(after.files["queued"], record.files["queued"]);
     assert_eq!(env.task_record(&fresh.task_id).await, fresh);
     assert_eq!(env.task_record(&settled.task_id).await, settled);
 
     let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
     assert_eq!((again.tasks_checked, again.files_requeued), (1, 0));
     assert!(env.drain_queue(10).await.is_empty(), "nothing sent twice");
+}
+
+/// A downloader that stopped between the manifest and the settle write leaves the vault
+/// pending with every file settled; the sweeper's manifest job gets it settled.
+#[tokio::test]
+async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_job() {
+    let env = TestEnv::new().await;
+    let stuck = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]);
+    let stuck = stored(&env, &stuck).await;
+    assert_eq!((stuck.vault, stuck.open.as_deref()), (VaultState::Pending, Some("open")));
+
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 1));
+    assert_eq!(env.task_record(&stuck.task_id).await, stuck, "the sweeper itself writes nothing");
+
+    let event = env.receive_event(1, 2).await;
+    let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+    let task = TaskId::parse(&stuck.task_id).unwrap();
+    let manifest_key = s3_key::manifest_key(&task);
+    let expected = FileJob {
+        task_id: stuck.task_id.clone(),
+        name: MANIFEST_JOB_NAME.into(),
+        url: String::new(),
+        key: manifest_key,
+    };
+    assert_eq!(job, expected);
+
+    // The downloader takes it: one settle, its manifest written.
+    let download = stemvault_download::App::new(env.download_config("cdn1.suno.ai", None), &env.config);
+    let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    env.finish_batch(&event, &response).await;
+    let settled = env.task_record(&stuck.task_id).await;
+    assert_eq!(
+        (settled.vault, settled.open.as_deref(), settled.manifest_key.as_deref()),
+        (VaultState::Partial, None, Some(expected.key.as_str()))
+    );
+    let manifest: Manifest = serde_json::from_slice(&env.object(&expected.key).await.expect("a manifest")).unwrap();
+    assert_eq!((manifest.vault, manifest.files.len()), (VaultState::Partial, 2));
+
+    // Out of the index now: the next run checks nothing and sends nothing.
+    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    assert_eq!((again.tasks_checked, again.manifests_requested), (0, 0));
+    assert!(env.drain_queue(10).await.is_empty());
+}
+
+/// Issue 11: each run resumes after the last open task the previous run checked (a cursor
+/// item in the table), wrapping around at the end, so tasks stuck open for good never hide a
+/// newer orphan; the cursor item is no task to any reader.
+#[tokio::test]
+async fn each_run_resumes_after_the_cursor_kept_in_the_table_and_wraps_around() {
+    use stemvault_sweeper::aws::{AwsPorts, CURSOR_SK, CURSOR_TASK_ID};
+    use stemvault_sweeper::domain::{Settings, sweep};
+
+    let env = TestEnv::new().await;
+    // Oldest first: three tasks whose messages dead-lettered (queued for good), then an orphan.
+    let mut stuck = Vec::new();
+    for age in [900, 800, 700] {
+        stuck.push(stored(&env, &orphaned(Duration::from_secs(age), &[("queued", FileStatus::Queued)])).await);
+    }
+    let orphan = stored(&env, &orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)])).await;
+    let config = Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some(env.resources.table_name.clone()),
+        "QUEUE_URL" => Some(env.resources.queue_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let ports = AwsPorts::new(&config, &env.config);
+    let two = Settings { max_tasks: 2, ..Settings::default() };
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let cursor = || async {
+        let out = env
+            .dynamo
+            .get_item()
+            .table_name(&env.resources.table_name)
+            .key("task_id", AttributeValue::S(CURSOR_TASK_ID.into()))
+            .key("sk", AttributeValue::S(CURSOR_SK.into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get the cursor");
+        out.item.and_then(|item| item.get("after_task_id").and_then(|v| v.as_s().ok()).cloned())
+    };
+
+    let first = sweep(&ports, &two, "run-1", stop_at).await.expect("sweep");
+    assert_eq!((first.tasks_checked, first.files_requeued, first.stopped_early), (2, 0, true));
+    assert_eq!(cursor().await, Some(stuck[1].task_id.clone()));
+
+    let second = sweep(&ports, &two, "run-2", stop_at).await.expect("sweep");
+    assert_eq!((second.tasks_checked, second.files_requeued, second.wrapped), (2, 1, true));
+    assert_eq!(jobs_on_queue(&env.drain_queue(10).await), [job_of(&orphan, "pending")]);
+    assert_eq!(cursor().await, Some(orphan.task_id.clone()));
+
+    let third = sweep(&ports, &two, "run-3", stop_at).await.expect("sweep");
+    assert_eq!((third.tasks_checked, third.files_requeued, third.wrapped), (2, 0, true));
+    assert_eq!(cursor().await, Some(stuck[1].task_id.clone()), "around to the oldest two");
+
+    // The cursor item is no task: not in the open-tasks index, no record under its id.
+    let table = stemvault_aws::TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    assert_eq!(table.load(CURSOR_TASK_ID).await.expect("load"), None);
+    let listed = env
+        .dynamo
+        .query()
+        .table_name(&env.resources.table_name)
+        .index_name(stemvault_vault::OPEN_TASKS_INDEX)
+        .key_condition_expression("#open = :open")
+        .expression_attribute_names("#open", "open")
+        .expression_attribute_values(":open", AttributeValue::S("open".into()))
+        .send()
+        .await
+        .expect("query the index");
+    let mut ids: Vec<String> = listed.items().iter().map(|i| i["task_id"].as_s().unwrap().clone()).collect();
+    ids.sort();
+    let mut expected: Vec<String> = stuck.iter().chain([&orphan]).map(|r| r.task_id.clone()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
 }

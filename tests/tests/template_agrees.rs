@@ -8,13 +8,21 @@
 //!   for download);
 //! - each function's S3 grants reach exactly the kinds of key it uses (`s3_keys::RULES`), judged
 //!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
+//! - the table's key is the item collection's (`task_id` HASH, `sk` RANGE, as
+//!   `stemvault_vault::items` writes them), with the `open-tasks` index, which only the
+//!   sweeper may query, and the `reconcile-due` index, which only the reconciler may query
+//!   (every function may query the table); the reconciler runs every 2 minutes;
 //! - the queue settings (including server-side encryption) equal `stemvault_aws::provision`'s,
 //!   which the emulator uses;
 //! - each HTTP route is throttled by its own parameters, and ingest has reserved concurrency;
 //! - every function's errors and throttles, the callback 5xx rate, files failed for good and
 //!   the dead-letter queue are alarmed, to the alarm topic, and the dashboard (valid JSON)
 //!   shows every alarm and metric;
-//! - every checkov skip names its check and gives a one-line reason.
+//! - every checkov skip names its check and gives a one-line reason;
+//! - webhooks (only with `NotifyUrl`): a rule on the event bus sends every stemvault event to
+//!   the notify queue (which only that rule may send to), whose retention, redrive and
+//!   visibility timeout fit the notify function's retry delays (`stemvault_notify::domain`),
+//!   with its dead-letter queue alarmed; every notify resource exists only with `NotifyUrl`.
 //!
 //! Each check has a test that feeds it a broken template and expects its complaints.
 //!
@@ -55,6 +63,13 @@ const FUNCTIONS: &[Function] = &[
         aws_actions: stemvault_sweeper::aws::AWS_ACTIONS,
     },
     Function {
+        crate_dir: "reconciler",
+        logical_id: "ReconcilerFunction",
+        binary: "reconciler",
+        environment: stemvault_reconciler::config::ENVIRONMENT,
+        aws_actions: stemvault_reconciler::aws::AWS_ACTIONS,
+    },
+    Function {
         crate_dir: "download",
         logical_id: "DownloadFunction",
         binary: "download",
@@ -67,6 +82,13 @@ const FUNCTIONS: &[Function] = &[
         binary: "results",
         environment: stemvault_results::config::ENVIRONMENT,
         aws_actions: stemvault_results::aws::AWS_ACTIONS,
+    },
+    Function {
+        crate_dir: "notify",
+        logical_id: "NotifyFunction",
+        binary: "notify",
+        environment: stemvault_notify::config::ENVIRONMENT,
+        aws_actions: stemvault_notify::aws::AWS_ACTIONS,
     },
 ];
 
@@ -82,7 +104,7 @@ impl Function {
 
 /// Every function writes its logs; Lambda needs these on the function's own log group.
 const LOG_ACTIONS: &[&str] = &["logs:CreateLogStream", "logs:PutLogEvents"];
-/// What Lambda's SQS event source mapping does with the download function's role.
+/// What Lambda's SQS event source mapping does with the download and notify functions' roles.
 const EVENT_SOURCE_ACTIONS: &[&str] = &["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"];
 
 fn repo() -> PathBuf {
@@ -376,6 +398,14 @@ mod s3_keys {
             bodies: Must,
             manifests: MustNot,
         },
+        // The reconciler archives each answer it ingests as a callback body, nothing else.
+        KeyRule {
+            function: "ReconcilerFunction",
+            actions: &["s3:PutObject"],
+            files: MustNot,
+            bodies: Must,
+            manifests: MustNot,
+        },
         // The downloader writes files and manifests, never a body.
         KeyRule {
             function: "DownloadFunction",
@@ -503,11 +533,11 @@ mod s3_keys {
     }
 
     /// Every stage (a new variant stops this compiling until it is listed).
-    fn every_stage() -> [Stage; 5] {
+    fn every_stage() -> [Stage; 6] {
         let _all_listed = |s: Stage| match s {
-            Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
+            Stage::Submitted | Stage::Text | Stage::First | Stage::Complete | Stage::Error | Stage::Final => (),
         };
-        [Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
+        [Stage::Submitted, Stage::Text, Stage::First, Stage::Complete, Stage::Error, Stage::Final]
     }
 
     /// Names the parser can produce that sit close to the task's own objects: a `callbacks`
@@ -640,10 +670,18 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     if let Some("CallbackSecret" | "CallbackSecretArn") = cfn::reference(resource).as_deref() {
         return "the callback secret".into();
     }
+    if let Some("ProviderSecret" | "ProviderSecretArn") = cfn::reference(resource).as_deref() {
+        return "the provider secret".into();
+    }
+    if let Some("NotifySecret" | "NotifySecretArn") = cfn::reference(resource).as_deref() {
+        return "the notify secret".into();
+    }
     if let Some(att) = cfn::get_att(resource) {
         return match att.as_str() {
             "TaskTable.Arn" => "the task table".into(),
             "DownloadQueue.Arn" => "the download queue".into(),
+            "EventBus.Arn" => "the event bus".into(),
+            "NotifyQueue.Arn" => "the notify queue".into(),
             "VaultBucket.Arn" => "the vault bucket".into(),
             other if Some(other.trim_end_matches(".Arn")) == own_log_group => "its own log group".into(),
             other => format!("!GetAtt {other}"),
@@ -652,20 +690,26 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
     match cfn::sub(resource) {
         Some(s) if s3_keys::key_pattern(&s).is_some() => "objects in the vault bucket".into(),
         Some(s) if s == "${TaskTable.Arn}/index/open-tasks" => "the open-tasks index".into(),
+        Some(s) if s == "${TaskTable.Arn}/index/reconcile-due" => "the reconcile-due index".into(),
         _ => format!("{resource:?}"),
     }
 }
 
-fn expected_kind(action: &str) -> &'static str {
+/// The kinds of resource an action may be granted on.
+fn expected_kinds(action: &str) -> &'static [&'static str] {
     match action.split(':').next() {
-        Some("dynamodb") if action == "dynamodb:Query" => "the open-tasks index",
-        Some("dynamodb") => "the task table",
-        Some("sqs") => "the download queue",
-        Some("logs") => "its own log group",
-        Some("s3") if action == "s3:ListBucket" => "the vault bucket",
-        Some("s3") => "objects in the vault bucket",
-        Some("secretsmanager") => "the callback secret",
-        _ => "nothing",
+        // A task's item collection, or the open tasks.
+        Some("dynamodb") if action == "dynamodb:Query" => {
+            &["the task table", "the open-tasks index", "the reconcile-due index"]
+        }
+        Some("dynamodb") => &["the task table"],
+        Some("sqs") => &["the download queue", "the notify queue"],
+        Some("logs") => &["its own log group"],
+        Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
+        Some("s3") => &["objects in the vault bucket"],
+        Some("secretsmanager") => &["the callback secret", "the notify secret", "the provider secret"],
+        Some("events") => &["the event bus"],
+        _ => &["nothing"],
     }
 }
 
@@ -704,10 +748,10 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
                     problems.push(format!("{function}: wildcard action {action}"));
                 }
                 for kind in &kinds {
-                    if kind != expected_kind(action) {
+                    if !expected_kinds(action).contains(&kind.as_str()) {
                         problems.push(format!(
                             "{function}: {action} is granted on {kind}; it belongs on {}",
-                            expected_kind(action)
+                            expected_kinds(action).join(" or ")
                         ));
                     }
                 }
@@ -760,7 +804,10 @@ fn every_policy_grants_exactly_the_actions_its_function_declares() {
     let template = template();
     let mut problems = Vec::new();
     for function in FUNCTIONS {
-        let extra = if function.logical_id == "DownloadFunction" { EVENT_SOURCE_ACTIONS } else { &[] };
+        let extra = match function.logical_id {
+            "DownloadFunction" | "NotifyFunction" => EVENT_SOURCE_ACTIONS,
+            _ => &[],
+        };
         problems.extend(policy_problems(&template, function.logical_id, &function.actions(), extra));
     }
     assert!(problems.is_empty(), "template.yaml policies disagree with the code:\n{}", problems.join("\n"));
@@ -815,6 +862,66 @@ fn queue_settings_equal_the_emulator_provisioning() {
 }
 
 #[test]
+fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() {
+    use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION_SECONDS};
+    let template = template();
+    let rule = &cfn::resource(&template, "NotifyRule")["Properties"];
+    assert_eq!(cfn::reference(&rule["EventBusName"]).as_deref(), Some("EventBus"));
+    assert_eq!(rule["EventPattern"], serde_yaml::from_str::<Value>("{source: [stemvault]}").unwrap());
+    assert_eq!(rule["EventPattern"]["source"][0], stemvault_vault::events::EVENT_SOURCE);
+    let targets = cfn::as_list(&rule["Targets"]);
+    assert_eq!(targets.len(), 1);
+    assert_eq!(cfn::get_att(&targets[0]["Arn"]).as_deref(), Some("NotifyQueue.Arn"));
+
+    let queue = &cfn::resource(&template, "NotifyQueue")["Properties"];
+    assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), QUEUE_RETENTION_SECONDS);
+    assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
+    assert_eq!(
+        cfn::get_att(&queue["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
+        Some("NotifyDeadLetterQueue.Arn")
+    );
+    let dlq = &cfn::resource(&template, "NotifyDeadLetterQueue")["Properties"];
+    assert!(cfn::number(&dlq["MessageRetentionPeriod"]) > QUEUE_RETENTION_SECONDS, "the DLQ keeps them longer");
+    for (name, props) in [("NotifyQueue", queue), ("NotifyDeadLetterQueue", dlq)] {
+        assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(SQS_MANAGED_SSE), "{name}: encrypted");
+    }
+    let notify = cfn::function_properties(&template, "NotifyFunction");
+    let timeout = cfn::number(&notify["Timeout"]);
+    assert!(cfn::number(&queue["VisibilityTimeout"]) >= 6 * timeout, "visibility timeout: 6 x the timeout");
+    assert!(timeout < MAX_RETRY_DELAY.as_secs());
+    let events = &notify["Events"]["Events"]["Properties"];
+    assert_eq!(cfn::get_att(&events["Queue"]).as_deref(), Some("NotifyQueue.Arn"));
+    assert_eq!(events["FunctionResponseTypes"], Value::Sequence(vec!["ReportBatchItemFailures".into()]));
+
+    // Only the rule may send to the queue.
+    let policy = &cfn::resource(&template, "NotifyQueuePolicy")["Properties"];
+    let statements = cfn::as_list(&policy["PolicyDocument"]["Statement"]);
+    assert_eq!(statements.len(), 1);
+    assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
+    assert_eq!(statements[0]["Action"], "sqs:SendMessage");
+    assert_eq!(
+        cfn::get_att(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).as_deref(),
+        Some("NotifyRule.Arn")
+    );
+
+    let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
+    assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
+    assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("NotifyDeadLetterQueue.QueueName"));
+
+    // Nothing of the webhooks exists without NotifyUrl (the bus does: the events are published
+    // either way).
+    for (name, resource) in template["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        if name.starts_with("Notify") {
+            let condition = resource["Condition"].as_str().unwrap_or_default();
+            assert!(["HasNotifyUrl", "CreateNotifySecret"].contains(&condition), "{name}: condition {condition:?}");
+        }
+    }
+    assert_eq!(cfn::resource(&template, "NotifySecret")["Condition"], "CreateNotifySecret");
+    assert_eq!(cfn::reference(&notify["Environment"]["Variables"]["NOTIFY_URL"]).as_deref(), Some("NotifyUrl"));
+}
+
+#[test]
 fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
     let template = template();
     let api = &cfn::resource(&template, "HttpApi")["Properties"];
@@ -838,9 +945,13 @@ fn routes_are_the_ones_the_handlers_serve_with_the_right_auth() {
         routes("IngestFunction"),
         BTreeSet::from([route("POST", "/callback", "NONE"), route("POST", "/callback/{token}", "NONE")])
     );
-    assert_eq!(routes("ResultsFunction"), BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM")]));
+    assert_eq!(
+        routes("ResultsFunction"),
+        BTreeSet::from([route("GET", "/tasks/{task_id}", "AWS_IAM"), route("PUT", "/tasks/{task_id}", "AWS_IAM")])
+    );
     assert!(routes("DownloadFunction").is_empty());
     assert!(routes("SweeperFunction").is_empty());
+    assert!(routes("ReconcilerFunction").is_empty());
 }
 
 #[test]
@@ -857,6 +968,98 @@ fn the_sweeper_runs_on_a_schedule_and_the_table_has_its_index() {
         .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
         .collect();
     assert_eq!(keys, [("open", "HASH"), ("last_received_at", "RANGE")]);
+    // Only the sweeper reads the index; every function reads task collections.
+    for function in FUNCTIONS {
+        let expected: BTreeSet<String> = match function.logical_id {
+            "SweeperFunction" => ["the open-tasks index", "the task table"].map(String::from).into(),
+            "ReconcilerFunction" => ["the reconcile-due index", "the task table"].map(String::from).into(),
+            // Delivers events; reads no task.
+            "NotifyFunction" => BTreeSet::new(),
+            _ => ["the task table".to_owned()].into(),
+        };
+        assert_eq!(query_kinds(&template, function.logical_id), expected, "{}", function.logical_id);
+    }
+}
+
+/// The kinds of resource a function's role grants dynamodb:Query on.
+fn query_kinds(template: &Value, function: &str) -> BTreeSet<String> {
+    granted_kinds(template, function, "dynamodb:Query")
+}
+
+/// The kinds of resource a function's role allows `action` on.
+fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<String> {
+    let props = cfn::function_properties(template, function);
+    let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
+    let role = &cfn::resource(template, role_name.trim_end_matches(".Arn"))["Properties"];
+    let mut kinds = BTreeSet::new();
+    for policy in cfn::as_list(&role["Policies"]) {
+        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+            let actions = cfn::as_list(&statement["Action"]);
+            if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
+                kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
+            }
+        }
+    }
+    kinds
+}
+
+#[test]
+fn the_table_keeps_each_task_s_items_together() {
+    let template = template();
+    let table = &cfn::resource(&template, "TaskTable")["Properties"];
+    let pairs = |list: &Value, a: &str, b: &str| -> Vec<(String, String)> {
+        cfn::as_list(list)
+            .into_iter()
+            .map(|k| (k[a].as_str().unwrap().to_owned(), k[b].as_str().unwrap().to_owned()))
+            .collect()
+    };
+    let keys = pairs(&table["KeySchema"], "AttributeName", "KeyType");
+    use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
+    assert_eq!(keys, [(PARTITION_KEY.to_owned(), "HASH".to_owned()), (SORT_KEY.to_owned(), "RANGE".to_owned())]);
+    let mut attributes = pairs(&table["AttributeDefinitions"], "AttributeName", "AttributeType");
+    attributes.sort();
+    let s = |name: &str| (name.to_owned(), "S".to_owned());
+    assert_eq!(
+        attributes,
+        [s("last_received_at"), s("open"), s("reconcile"), s("reconcile_at"), s(SORT_KEY), s(PARTITION_KEY)]
+    );
+}
+
+#[test]
+fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_secret() {
+    let template = template();
+    let reconciler = cfn::function_properties(&template, "ReconcilerFunction");
+    let schedule = &reconciler["Events"]["Schedule"];
+    assert_eq!(schedule["Type"], "Schedule");
+    assert_eq!(schedule["Properties"]["Schedule"], "rate(2 minutes)");
+    let indexes = cfn::as_list(&cfn::resource(&template, "TaskTable")["Properties"]["GlobalSecondaryIndexes"]);
+    let index = indexes.into_iter().find(|i| i["IndexName"] == stemvault_vault::RECONCILE_DUE_INDEX).expect("index");
+    let keys: Vec<(&str, &str)> = cfn::as_list(&index["KeySchema"])
+        .into_iter()
+        .map(|k| (k["AttributeName"].as_str().unwrap(), k["KeyType"].as_str().unwrap()))
+        .collect();
+    assert_eq!(keys, [("reconcile", "HASH"), ("reconcile_at", "RANGE")]);
+    assert_eq!(index["Projection"]["ProjectionType"], "KEYS_ONLY");
+    // The provider key reaches the reconciler and the downloader (fresh links for expired
+    // files) only, through its secret, never an environment.
+    let secret = &reconciler["Environment"]["Variables"]["PROVIDER_SECRET_ARN"];
+    assert_eq!(resource_kind(secret, None), "the provider secret");
+    for function in FUNCTIONS {
+        let readers = secret_kinds(&template, function.logical_id);
+        assert_eq!(
+            readers.contains("the provider secret"),
+            matches!(function.logical_id, "ReconcilerFunction" | "DownloadFunction"),
+            "{}: {readers:?}",
+            function.logical_id
+        );
+        let props = cfn::function_properties(&template, function.logical_id);
+        assert!(props["Environment"]["Variables"].get("PROVIDER_API_KEY").is_none(), "{}", function.logical_id);
+    }
+}
+
+/// The kinds of secret a function's role may read.
+fn secret_kinds(template: &Value, function: &str) -> BTreeSet<String> {
+    granted_kinds(template, function, "secretsmanager:GetSecretValue")
 }
 
 #[test]
@@ -942,6 +1145,9 @@ const DASHBOARD_METRICS: &[&str] = &[
     "BytesStored",
     "CopySeconds",
     "SecondsToSettled",
+    stemvault_notify::aws::WEBHOOKS_DELIVERED,
+    stemvault_notify::aws::WEBHOOKS_REJECTED,
+    stemvault_notify::aws::WEBHOOK_RETRIES,
     "ApproximateNumberOfMessagesVisible",
     "ApproximateAgeOfOldestMessage",
     "Errors",
@@ -1029,33 +1235,39 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         }
     }
 
-    let Some(body) = resources
+    // The main dashboard, and any other (the webhooks' exists only with NotifyUrl, like what
+    // it shows): together they show every alarm and metric.
+    let bodies: Vec<&Value> = resources
         .values()
-        .find(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
         .map(|d| &d["Properties"]["DashboardBody"])
-    else {
+        .collect();
+    if bodies.is_empty() {
         problems.push("no dashboard".into());
         return problems;
-    };
-    let Some(text) = cfn::sub(body) else {
-        problems.push("the dashboard body is not a !Sub string".into());
-        return problems;
-    };
-    let (json, names) = substitute(&text);
-    for name in names {
-        let resource = name.split('.').next().unwrap_or_default();
-        if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
-            problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
-        }
     }
-    let dashboard: serde_json::Value = match serde_json::from_str(&json) {
-        Ok(d) => d,
-        Err(e) => {
-            problems.push(format!("the dashboard body is not JSON: {e}"));
+    let mut widgets = Vec::new();
+    for body in bodies {
+        let Some(text) = cfn::sub(body) else {
+            problems.push("the dashboard body is not a !Sub string".into());
             return problems;
+        };
+        let (json, names) = substitute(&text);
+        for name in names {
+            let resource = name.split('.').next().unwrap_or_default();
+            if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
+                problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
+            }
         }
-    };
-    let widgets = dashboard["widgets"].as_array().cloned().unwrap_or_default();
+        let dashboard: serde_json::Value = match serde_json::from_str(&json) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("the dashboard body is not JSON: {e}"));
+                return problems;
+            }
+        };
+        widgets.extend(dashboard["widgets"].as_array().cloned().unwrap_or_default());
+    }
     let shown_alarms: BTreeSet<String> = widgets
         .iter()
         .flat_map(|w| w["properties"]["alarms"].as_array().cloned().unwrap_or_default())
@@ -1422,6 +1634,9 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show BytesStored",
         "the dashboard does not show CopySeconds",
         "the dashboard does not show SecondsToSettled",
+        "the dashboard does not show WebhooksDelivered",
+        "the dashboard does not show WebhooksRejected",
+        "the dashboard does not show WebhookRetries",
         "the dashboard does not show ApproximateNumberOfMessagesVisible",
         "the dashboard does not show ApproximateAgeOfOldestMessage",
         "the dashboard does not show Throttles",
@@ -1586,4 +1801,31 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "download"), ("Reason", "x")]));
     assert!(dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download"), ("Reason", "x")]));
     assert!(!dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download")]));
+}
+
+/// Issue 11: the sweeper reads one item by key, its cursor, and may put it; its role grants
+/// GetItem only on that partition (`dynamodb:LeadingKeys`), and the cursor's id is no task's.
+#[test]
+fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
+    use stemvault_sweeper::aws::{AWS_ACTIONS, CURSOR_TASK_ID};
+    let template = template();
+    let role = &cfn::resource(&template, "SweeperRole")["Properties"];
+    let mut get_item_grants = Vec::new();
+    for policy in cfn::as_list(&role["Policies"]) {
+        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+            let actions = cfn::as_list(&statement["Action"]);
+            if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {
+                get_item_grants.push(statement.clone());
+            }
+        }
+    }
+    assert_eq!(get_item_grants.len(), 1, "{get_item_grants:?}");
+    let grant = &get_item_grants[0];
+    assert_eq!(cfn::get_att(&grant["Resource"]).as_deref(), Some("TaskTable.Arn"));
+    let keys = cfn::as_list(&grant["Condition"]["ForAllValues:StringEquals"]["dynamodb:LeadingKeys"]);
+    assert_eq!(keys.iter().map(|k| k.as_str().unwrap()).collect::<Vec<_>>(), [CURSOR_TASK_ID]);
+    let granted: Vec<&str> = cfn::as_list(&grant["Action"]).iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(granted, ["dynamodb:GetItem", "dynamodb:PutItem"]);
+    assert!(AWS_ACTIONS.contains(&"dynamodb:GetItem") && AWS_ACTIONS.contains(&"dynamodb:PutItem"));
+    assert!(suno_callbacks::TaskId::parse(CURSOR_TASK_ID).is_err(), "no callback can name the cursor's partition");
 }

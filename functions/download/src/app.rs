@@ -2,26 +2,38 @@
 //!
 //! Messages of a batch run concurrently (at most [`MAX_CONCURRENT_MESSAGES`] at once), each
 //! as its own tokio task in its own span (`message_id`, then `task_id` and `file`). A panic
-//! fails only its own message. Only messages that should be tried again are reported as
-//! batch item failures; every other message of the batch is deleted by Lambda.
+//! fails only its own message. Once they are all done, each task that one of them asked
+//! for ([`settle_check_for`]) gets one settle check ([`check_settled`]: one Query, and the
+//! manifest and settle write when its files are all settled), however many of its messages
+//! the batch held, in a span of its own (`task_id`). Only messages that should be tried
+//! again are reported as batch item failures (including those whose task's settle check
+//! failed, so that their redeliveries check again); every other message of the batch is
+//! deleted by Lambda.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
+use stemvault_aws::events::EventBus;
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
+use suno_callbacks::TaskId;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_after_panic};
+use crate::domain::{
+    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, process_message, release_after_panic,
+    settle_check_for,
+};
 use crate::error::DownloadError;
+use crate::fresh_link;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
 
@@ -31,18 +43,17 @@ pub const MAX_CONCURRENT_MESSAGES: usize = 4;
 /// The download function with its clients, built once per Lambda instance. Cheap to clone.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    ports: AwsPorts,
+    ports: Arc<AwsPorts>,
     settings: Settings,
 }
 
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         // Fails only if the TLS backend cannot start, which no input can cause.
-        let source = HttpSource::new(config.allowed_sources).expect("the HTTP client's TLS backend starts");
+        let links = fresh_link::refresher(&config.provider, config.api_key, &config.allowed_sources);
+        let source = HttpSource::new(config.allowed_sources)
+            .expect("the HTTP client's TLS backend starts")
+            .with_fresh_links(links);
         let ports = AwsPorts {
             table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
             s3: stemvault_aws::s3_client(sdk),
@@ -50,10 +61,11 @@ impl App {
             sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: config.queue_url,
             source,
+            events: EventBus::new(sdk, &config.event_bus_name),
         };
         let settings =
             Settings { max_file_bytes: config.max_file_bytes, part_size: part_size_for(config.max_file_bytes) };
-        App { inner: Arc::new(Inner { ports, settings }) }
+        App { ports: Arc::new(ports), settings }
     }
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
@@ -64,17 +76,47 @@ impl App {
 
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        let app = self.clone();
-        run_batch(event.records, MAX_CONCURRENT_MESSAGES, move |message| {
-            let app = app.clone();
-            async move { handle_message(&app.inner.ports, &app.inner.settings, message, deadline).await }
-        })
-        .await
+        // Boxed: the batch's future nests deeply enough to overflow the compiler's query depth
+        // where the runtime's handler embeds it.
+        Box::pin(process_batch(self.ports.clone(), self.settings, event.records, deadline)).await
     }
 }
 
+/// Handle one batch over `ports`: every message, then one settle check per task that asked
+/// for one; the partial batch response.
+async fn process_batch<P: Ports + Send + Sync + 'static>(
+    ports: Arc<P>,
+    settings: Settings,
+    messages: Vec<SqsMessage>,
+    deadline: Instant,
+) -> SqsBatchResponse {
+    let handling = ports.clone();
+    let mut ran = run_messages(messages, MAX_CONCURRENT_MESSAGES, move |message| {
+        let ports = handling.clone();
+        async move { handle_message(&*ports, &settings, message, deadline).await }
+    })
+    .await;
+    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES).await;
+    respond(&ran)
+}
+
+/// One message handled: the delivery the domain saw, and how it ended.
+#[derive(Debug, Clone)]
+struct Handled {
+    delivery: Delivery,
+    outcome: Outcome,
+}
+
+/// One message of the batch after [`run_messages`]: its id, its span, and how it ended
+/// (None: its task panicked).
+struct Ran {
+    id: String,
+    span: tracing::Span,
+    handled: Option<Handled>,
+}
+
 /// Handle one message (in the caller's span); a retryable outcome delays its next delivery.
-async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Outcome {
+async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Handled {
     let delivery = delivery(&message, deadline, ports.now());
     let processing = process_message(ports, settings, &delivery);
     let outcome = AssertUnwindSafe(processing)
@@ -88,15 +130,14 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     if outcome.is_failure() {
         delay_retry(ports, &delivery, &outcome).await;
     }
-    outcome
+    Handled { delivery, outcome }
 }
 
-/// Run `handle` on every message, at most `limit` at once, each in its own task and span,
-/// and report the messages whose outcome is a failure (or whose task panicked).
-async fn run_batch<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> SqsBatchResponse
+/// Run `handle` on every message, at most `limit` at once, each in its own task and span.
+async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran>
 where
     F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    Fut: Future<Output = Handled> + Send + 'static,
 {
     let handle = Arc::new(handle);
     let permits = Arc::new(Semaphore::new(limit.max(1)));
@@ -117,24 +158,81 @@ where
         };
         running.push((id, span.clone(), tokio::spawn(work.instrument(span))));
     }
-    let mut response = SqsBatchResponse::default();
+    let mut ran = Vec::with_capacity(running.len());
     for (id, span, task) in running {
-        let failed = match task.await {
-            Ok(outcome) => outcome.is_failure(),
+        let handled = match task.await {
+            Ok(handled) => Some(handled),
             Err(e) => {
                 span.in_scope(|| tracing::error!(error = %e, "the message's handler panicked"));
-                true
+                None
             }
         };
+        ran.push(Ran { id, span, handled });
+    }
+    ran
+}
+
+/// After the batch's messages: one settle check per task that any of them asked for, at
+/// most `limit` at once. When a task's check fails (or panics), every message that asked
+/// for it goes back to the queue (delayed like any retry), so its redelivery checks again.
+async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
+    let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
+    for (i, message) in ran.iter().enumerate() {
+        let Some(handled) = &message.handled else { continue };
+        if let Some(task_id) = settle_check_for(&handled.delivery, &handled.outcome) {
+            tasks.entry(task_id.as_str().to_owned()).or_insert_with(|| (task_id, Vec::new())).1.push(i);
+        }
+    }
+    let checks = tasks.into_values().map(|(task_id, asked)| async move {
+        let span = tracing::info_span!("settle", task_id = %task_id.as_str());
+        let checking = AssertUnwindSafe(check_settled(ports, &task_id)).catch_unwind().instrument(span.clone());
+        let checked = checking.await.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic_text(panic.as_ref()))));
+        (span, checked, asked)
+    });
+    let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
+    for (span, checked, asked) in results {
+        let error = match checked {
+            Ok(settling) => {
+                span.in_scope(|| log_settling(settling));
+                continue;
+            }
+            Err(e) => e,
+        };
+        span.in_scope(|| tracing::warn!(error = %error, messages = asked.len(), "the settle check failed; will retry"));
+        for i in asked {
+            let message = &mut ran[i];
+            let Some(handled) = &mut message.handled else { continue };
+            handled.outcome = Outcome::Retry(error.clone());
+            delay_retry(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone()).await;
+        }
+    }
+}
+
+fn log_settling(settling: Settling) {
+    match settling {
+        Settling::NoTask => tracing::warn!("the task has no task item; nothing to settle"),
+        Settling::Open => tracing::debug!("the task has open files"),
+        Settling::AlreadySettled => tracing::debug!("the task is settled and its manifest recorded"),
+        // check_settled logs what it wrote.
+        Settling::Settled | Settling::Recorded | Settling::Reopened => {}
+    }
+}
+
+/// The partial batch response: the messages whose outcome is a failure, or whose task
+/// panicked.
+fn respond(ran: &[Ran]) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for message in ran {
+        let failed = message.handled.as_ref().is_none_or(|h| h.outcome.is_failure());
         if !failed {
             continue;
         }
-        if id.is_empty() {
+        if message.id.is_empty() {
             // An empty identifier would make Lambda fail the whole batch.
-            span.in_scope(|| tracing::error!("a failed message has no message id and cannot be reported"));
+            message.span.in_scope(|| tracing::error!("a failed message has no message id and cannot be reported"));
             continue;
         }
-        response.add_failure(id);
+        response.add_failure(message.id.clone());
     }
     response
 }
@@ -176,7 +274,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 
 fn log_outcome(outcome: &Outcome) {
     match outcome {
-        Outcome::Stored(_) | Outcome::FailedForGood(_) => {}
+        Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
         Outcome::ManifestChecked => tracing::info!("done: the task's manifest is written"),
         Outcome::Dropped(e @ DownloadError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),
@@ -192,7 +290,8 @@ mod tests {
     use stemvault_vault::{FileStatus, VaultState};
 
     use super::*;
-    use crate::test_support::{MemoryPorts, SETTINGS, TASK, job_body, record, serve};
+    use crate::domain::Measure;
+    use crate::test_support::{MemoryPorts, SETTINGS, TASK, job_body, job_body_of, record, record_of, serve};
     use crate::upload::StoredObject;
 
     fn message(id: &str, body: &str) -> SqsMessage {
@@ -206,13 +305,22 @@ mod tests {
         Outcome::Stored(StoredObject { bytes: 1, sha256_hex: String::new(), content_type: None, parts: 1 })
     }
 
-    async fn outcome_for(m: SqsMessage) -> Outcome {
-        match m.body.as_deref() {
+    fn handled(m: &SqsMessage, outcome: Outcome) -> Handled {
+        Handled { delivery: delivery(m, Instant::now(), Timestamp::now()), outcome }
+    }
+
+    async fn outcome_for(m: SqsMessage) -> Handled {
+        let outcome = match m.body.as_deref() {
             Some("panic") => panic!("poisoned message"),
             Some("retry") => Outcome::Retry(DownloadError::LostClaim),
             Some("drop") => Outcome::Dropped(DownloadError::Malformed("x".into())),
             _ => stored(),
-        }
+        };
+        handled(&m, outcome)
+    }
+
+    fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
     }
 
     #[tokio::test]
@@ -224,18 +332,17 @@ mod tests {
             message("m4", "drop"),
             message("m5", "ok"),
         ];
-        let response = run_batch(messages, 2, outcome_for).await;
-        let ids: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-        assert_eq!(ids, vec!["m2", "m3"]);
+        let response = respond(&run_messages(messages, 2, outcome_for).await);
+        assert_eq!(failed_ids(&response), vec!["m2", "m3"]);
     }
 
     #[tokio::test]
     async fn failures_without_a_message_id_are_never_reported_as_empty_ids() {
         let mut anonymous = message("", "retry");
         anonymous.message_id = None;
-        let response = run_batch(vec![anonymous, message("", "panic"), message("m3", "retry")], 4, outcome_for).await;
-        let ids: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-        assert_eq!(ids, vec!["m3"]);
+        let messages = vec![anonymous, message("", "panic"), message("m3", "retry")];
+        let response = respond(&run_messages(messages, 4, outcome_for).await);
+        assert_eq!(failed_ids(&response), vec!["m3"]);
     }
 
     #[tokio::test]
@@ -244,18 +351,18 @@ mod tests {
         let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (r, p) = (running.clone(), peak.clone());
         let messages = (0..10).map(|i| message(&format!("m{i}"), "ok")).collect();
-        let response = run_batch(messages, 3, move |_| {
+        let ran = run_messages(messages, 3, move |m| {
             let (r, p) = (r.clone(), p.clone());
             async move {
                 let now = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
                 p.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 r.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                stored()
+                handled(&m, stored())
             }
         })
         .await;
-        assert!(response.batch_item_failures.is_empty());
+        assert!(respond(&ran).batch_item_failures.is_empty());
         assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
@@ -265,7 +372,7 @@ mod tests {
         serve(&ports, "c", b"c bytes");
         let (handling, deadline) = (ports.clone(), Instant::now() + Duration::from_secs(120));
         let messages = vec![message("m1", "panic"), message("m2", &job_body("c"))];
-        let response = run_batch(messages, 4, move |message| {
+        let mut ran = run_messages(messages, 4, move |message| {
             let ports = handling.clone();
             async move {
                 if message.body.as_deref() == Some("panic") {
@@ -275,10 +382,81 @@ mod tests {
             }
         })
         .await;
-        let ids: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-        assert_eq!(ids, vec!["m1"]);
+        settle_checks(&*ports, &mut ran, 4).await;
+        assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
+    }
+
+    /// A batch with several messages of one task checks that task once, after them all:
+    /// one Query (and one settle write) per task, however many of its files the batch held.
+    #[tokio::test]
+    async fn one_settle_check_per_task_per_batch() {
+        const OTHER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let ports = MemoryPorts::with_record(record(&[
+            ("a", FileStatus::Queued),
+            ("b", FileStatus::Queued),
+            ("c", FileStatus::Queued),
+        ]));
+        ports.put_record(record_of(OTHER, &[("x", FileStatus::Queued), ("y", FileStatus::Queued)]));
+        for name in ["a", "b", "c", "x", "y"] {
+            serve(&ports, name, name.as_bytes());
+        }
+        let ports = Arc::new(ports);
+        let messages = vec![
+            message("m1", &job_body("a")),
+            message("m2", &job_body_of(OTHER, "x")),
+            message("m3", &job_body("b")),
+            message("m4", &job_body("c")),
+            message("m5", &job_body_of(OTHER, "y")),
+            message("m6", &job_body("a")),
+            message("m7", "not json"),
+        ];
+        let response =
+            process_batch(ports.clone(), SETTINGS, messages, Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response), Vec::<&str>::new(), "the duplicate of a finds it stored or claimed");
+        let calls = ports.take_table_calls();
+        let count = |port: &str| calls.iter().filter(|c| **c == port).count();
+        assert_eq!((count("load_task"), count("settle_task")), (2, 2), "{calls:?}");
+        assert_eq!((count("claim_file"), count("record_stored")), (6, 5), "{calls:?}");
+        let first_check = calls.iter().position(|c| *c == "load_task").unwrap();
+        assert!(
+            calls[..first_check].iter().all(|c| *c != "settle_task"),
+            "the checks come after the messages: {calls:?}"
+        );
+        assert_eq!(calls[first_check..].iter().filter(|c| **c == "claim_file").count(), 0, "{calls:?}");
+        for task in [TASK, OTHER] {
+            assert_eq!(ports.record(task).vault, VaultState::Complete, "{task}");
+        }
+        let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+        assert_eq!(settled, 2);
+    }
+
+    /// When a task's settle check fails, every message of the batch that asked for it goes
+    /// back to the queue (delayed), and the next batch's check settles the task.
+    #[tokio::test]
+    async fn a_failed_settle_check_retries_the_messages_that_asked_for_it() {
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        serve(&ports, "b", b"b");
+        *ports.settle_failures.lock().unwrap() = 1;
+        let ports = Arc::new(ports);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut first = vec![message("m1", &job_body("a")), message("m2", &job_body("b")), message("m3", "{}")];
+        for (m, receipt) in first.iter_mut().zip(["r1", "r2", "r3"]) {
+            m.receipt_handle = Some(receipt.to_owned());
+        }
+        let response = process_batch(ports.clone(), SETTINGS, first, deadline).await;
+        assert_eq!(failed_ids(&response), vec!["m1", "m2"]);
+        let delayed: Vec<String> = ports.delays.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(delayed, ["r1", "r2"]);
+        assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+
+        let again = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        let response = process_batch(ports.clone(), SETTINGS, again, deadline).await;
+        assert_eq!(failed_ids(&response), Vec::<&str>::new());
+        assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+        assert_eq!(ports.opened().len(), 2, "nothing copied again");
     }
 
     #[test]

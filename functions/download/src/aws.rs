@@ -1,12 +1,14 @@
 //! The AWS side of the domain traits: [`AwsPorts`], and [`AWS_ACTIONS`], the IAM actions of
 //! every SDK call it makes.
 //!
-//! The task-record updates are built, and tested, in [`expressions`].
+//! The updates of a task's items are built, and tested, in [`expressions`].
 
 mod expressions;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
@@ -17,36 +19,48 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
+use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
+use stemvault_aws::table::Updated;
+use stemvault_vault::download::ManifestPlan;
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
+use stemvault_vault::items;
 use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored, ReleaseFile,
-    SettleTask, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
+    ReleaseFile, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
+use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{
     ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
 };
 use stemvault_aws::Update;
 
-/// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB GetItem (through
-/// [`TaskTable::get`]) and UpdateItem; S3 PutObject (which also authorises
-/// CreateMultipartUpload, UploadPart and CompleteMultipartUpload), AbortMultipartUpload and
-/// GetObject (which also authorises HeadObject: reading back a copy an earlier attempt
-/// stored, and the manifest's current version), all on `tasks/*`; SQS
-/// ChangeMessageVisibility. (The SQS event source mapping, not the function, receives and
-/// deletes the messages.)
+/// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB Query (the settle check's
+/// read of a task's items, through [`TaskTable::load`]) and UpdateItem (the claim, stored,
+/// failed and the release of a file's item, the settle of the task item; no GetItem: no
+/// read comes before a claim); S3 PutObject (which also authorises CreateMultipartUpload,
+/// UploadPart and CompleteMultipartUpload), AbortMultipartUpload and GetObject (which also
+/// authorises HeadObject: reading back a copy an earlier attempt stored, and the manifest's
+/// current generation), all on `tasks/*`; SQS ChangeMessageVisibility; EventBridge
+/// PutEvents (`Task Vaulted`, on the stack's bus); Secrets Manager GetSecretValue on the
+/// provider secret, once per cold start (fresh links, through
+/// `stemvault_aws::provider::read_api_key`). (The SQS event source mapping, not the
+/// function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &[
-    "dynamodb:GetItem",
+    "dynamodb:Query",
     "dynamodb:UpdateItem",
     "s3:PutObject",
     "s3:AbortMultipartUpload",
     "s3:GetObject",
     "sqs:ChangeMessageVisibility",
+    "events:PutEvents",
+    "secretsmanager:GetSecretValue",
 ];
 
 /// The function's clients, built once per Lambda instance.
@@ -58,6 +72,8 @@ pub struct AwsPorts {
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
     pub source: HttpSource,
+    /// `EVENT_BUS_NAME`: where `Task Vaulted` goes.
+    pub events: EventBus,
 }
 
 /// An S3 failure, permanent when S3 refused the request in a way no retry changes
@@ -98,9 +114,15 @@ impl AwsPorts {
             .checksum_sha256(BASE64.encode(sha256))
     }
 
-    /// Send one conditional update of the task's record.
-    async fn update(&self, operation: &str, task_id: &TaskId, u: Update) -> Result<Conditional, StoreError> {
-        self.table.update(operation, task_id.as_str(), u).await
+    /// Send one conditional update of the file `name`'s item.
+    async fn update_file(
+        &self,
+        operation: &str,
+        task_id: &TaskId,
+        name: &str,
+        u: Update,
+    ) -> Result<Conditional, StoreError> {
+        self.table.update(operation, task_id.as_str(), &items::file_sk(name), u).await
     }
 }
 
@@ -116,13 +138,19 @@ impl Clock for AwsPorts {
 
 impl LoadTask for AwsPorts {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.table.get(task_id.as_str()).await
+        self.table.load(task_id.as_str()).await
     }
 }
 
 impl ClaimFile for AwsPorts {
-    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<Conditional, StoreError> {
-        self.update("claim", task_id, expressions::claim_file(name, claim)).await
+    async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
+        let sk = items::file_sk(name);
+        let u = expressions::claim_file(claim);
+        Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew).await? {
+            Updated::Applied(item) => ClaimAnswer::Claimed(items::read_file_item(item)?.1),
+            Updated::Refused(None) => ClaimAnswer::Refused(None),
+            Updated::Refused(Some(item)) => ClaimAnswer::Refused(Some(items::read_file_item(item)?.1)),
+        })
     }
 }
 
@@ -135,7 +163,7 @@ impl RecordStored for AwsPorts {
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
-        self.update("stored", task_id, expressions::record_stored(name, worker, stored, stored_at)).await
+        self.update_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
     }
 }
 
@@ -147,7 +175,7 @@ impl RecordFailed for AwsPorts {
         worker: &str,
         reason: &str,
     ) -> Result<Conditional, StoreError> {
-        self.update("failed", task_id, expressions::record_failed(name, worker, reason)).await
+        self.update_file("failed", task_id, name, expressions::record_failed(worker, reason)).await
     }
 }
 
@@ -159,37 +187,40 @@ impl ReleaseFile for AwsPorts {
         worker: &str,
         error: &str,
     ) -> Result<Conditional, StoreError> {
-        self.update("release", task_id, expressions::release_file(name, worker, error)).await
+        self.update_file("release", task_id, name, expressions::release_file(worker, error)).await
     }
 }
 
 impl SettleTask for AwsPorts {
-    async fn settle_task(
-        &self,
-        task_id: &TaskId,
-        expected_version: u64,
-        vault: VaultState,
-        lease_until: i64,
-    ) -> Result<Conditional, StoreError> {
-        self.update("settle", task_id, expressions::settle_task(expected_version, vault, lease_until)).await
+    async fn settle_task(&self, task_id: &TaskId, plan: &ManifestPlan) -> Result<SettleWrite, StoreError> {
+        let u = expressions::settle_task(plan);
+        let written = self.table.update_returning("settle", task_id.as_str(), items::TASK_SK, u, ReturnValue::AllOld);
+        Ok(match written.await? {
+            Updated::Applied(old) => {
+                let old: HashMap<String, AttributeValue> = old.into();
+                let was = old.get("vault").and_then(|v| v.as_s().ok());
+                if was.map(String::as_str) == Some(VaultState::Pending.as_str()) {
+                    SettleWrite::Settled
+                } else {
+                    SettleWrite::Rewritten
+                }
+            }
+            Updated::Refused(_) => SettleWrite::Refused,
+        })
     }
+}
 
-    async fn record_manifest(
-        &self,
-        task_id: &TaskId,
-        vault: VaultState,
-        lease_until: i64,
-        manifest_key: &str,
-    ) -> Result<Conditional, StoreError> {
-        self.update("manifest", task_id, expressions::record_manifest(vault, lease_until, manifest_key)).await
-    }
-
-    async fn reopen_task(&self, task_id: &TaskId, settled_version: u64) -> Result<Conditional, StoreError> {
-        self.update("reopen", task_id, expressions::reopen_task(settled_version)).await
+impl PublishEvents for AwsPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.events.publish_events(events).await
     }
 }
 
 impl WriteManifest for AwsPorts {
+    fn vault_bucket(&self) -> &str {
+        &self.bucket
+    }
+
     async fn put_manifest(
         &self,
         key: &str,
@@ -292,6 +323,10 @@ impl DelayMessage for AwsPorts {
 impl FetchSource for AwsPorts {
     async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<ChunkStream>, FetchError> {
         self.source.open(url, max_bytes).await
+    }
+
+    async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
+        self.source.fresh_link(url).await
     }
 }
 
@@ -469,6 +504,7 @@ mod tests {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             queue_url: "https://sqs.example.test/queue".into(),
             source: HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap(),
+            events: EventBus::new(&sdk, "events"),
         };
         (ports, capture)
     }

@@ -1,12 +1,25 @@
 //! The download function's settings, read once at start-up from the environment.
 
+use stemvault_aws::provider::{ApiKey, ProviderConfig};
 use stemvault_aws::{ConfigError, Env, FromEnv};
 
 use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
 
 /// Every variable the function reads (besides `LOG_LEVEL`, read by
 /// `stemvault_aws::logging::init`, and the AWS SDK's own).
-pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "ALLOWED_SOURCE_HOSTS", "MAX_FILE_BYTES"];
+/// `PROVIDER`, `PROVIDER_BASE_URL` and `PROVIDER_SECRET_ARN` are
+/// [`stemvault_aws::provider::ENVIRONMENT`]: fresh links for expired files.
+pub const ENVIRONMENT: &[&str] = &[
+    "TABLE_NAME",
+    "BUCKET_NAME",
+    "QUEUE_URL",
+    "EVENT_BUS_NAME",
+    "ALLOWED_SOURCE_HOSTS",
+    "MAX_FILE_BYTES",
+    "PROVIDER",
+    "PROVIDER_BASE_URL",
+    "PROVIDER_SECRET_ARN",
+];
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -19,9 +32,25 @@ pub struct Config {
     pub bucket_name: String,
     /// The download queue: retries are delayed with ChangeMessageVisibility on it.
     pub queue_url: String,
+    /// `EVENT_BUS_NAME`: the EventBridge bus `Task Vaulted` goes to.
+    pub event_bus_name: String,
     /// `ALLOWED_SOURCE_HOSTS`, parsed.
     pub allowed_sources: SourcePolicy,
     pub max_file_bytes: u64,
+    /// The provider, for fresh links of expired files ([`crate::fresh_link`]).
+    pub provider: ProviderConfig,
+    /// The provider's API key, read from `PROVIDER_SECRET_ARN`'s secret after the
+    /// environment ([`Config::read_api_key`]); None from the environment alone, and without
+    /// a key (link refresh off).
+    pub api_key: Option<ApiKey>,
+}
+
+impl Config {
+    /// Read the provider's API key from its secret (once, at start-up).
+    pub async fn read_api_key(mut self, sdk: &aws_config::SdkConfig) -> Result<Config, ConfigError> {
+        self.api_key = stemvault_aws::provider::read_api_key(sdk, &self.provider).await?;
+        Ok(self)
+    }
 }
 
 impl FromEnv for Config {
@@ -35,8 +64,11 @@ impl FromEnv for Config {
             table_name: env.required("TABLE_NAME")?,
             bucket_name: env.required("BUCKET_NAME")?,
             queue_url: env.required("QUEUE_URL")?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
             allowed_sources,
             max_file_bytes: env.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1, MAX_MAX_FILE_BYTES)?,
+            provider: ProviderConfig::read(env)?,
+            api_key: None,
         })
     }
 }
@@ -47,6 +79,8 @@ mod tests {
 
     use url::Url;
 
+    use stemvault_aws::provider::Provider;
+
     use super::*;
     use crate::source_policy::Access;
 
@@ -55,7 +89,8 @@ mod tests {
         Config::from_lookup(|k| env.get(k).cloned())
     }
 
-    const BASE: [(&str, &str); 3] = [("TABLE_NAME", "t"), ("BUCKET_NAME", "b"), ("QUEUE_URL", "http://q")];
+    const BASE: [(&str, &str); 4] =
+        [("TABLE_NAME", "t"), ("BUCKET_NAME", "b"), ("QUEUE_URL", "http://q"), ("EVENT_BUS_NAME", "events")];
 
     #[test]
     fn defaults() {
@@ -66,8 +101,29 @@ mod tests {
     }
 
     #[test]
+    fn the_provider_for_fresh_links() {
+        for name in stemvault_aws::provider::ENVIRONMENT {
+            assert!(ENVIRONMENT.contains(name), "{name}");
+        }
+        let c = config(&BASE).unwrap();
+        assert_eq!((c.provider.provider, c.provider.secret_arn.as_deref()), (Provider::Kie, None));
+        assert_eq!(c.api_key, None, "read from the secret at start-up, never from the environment");
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("PROVIDER", "sunoapi"),
+            ("PROVIDER_BASE_URL", "http://127.0.0.1:3002"),
+            ("PROVIDER_SECRET_ARN", "arn:x"),
+        ]);
+        let c = config(&pairs).unwrap();
+        assert_eq!((c.provider.provider, c.provider.base_url.as_str()), (Provider::SunoApi, "http://127.0.0.1:3002"));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PROVIDER_BASE_URL", "http://api.kie.ai"));
+        assert!(matches!(config(&pairs), Err(ConfigError::Invalid { name: "PROVIDER_BASE_URL", .. })));
+    }
+
+    #[test]
     fn required_values() {
-        for missing in ["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL"] {
+        for missing in ["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "EVENT_BUS_NAME"] {
             let pairs: Vec<(&str, &str)> =
                 BASE.iter().map(|&(k, v)| if k == missing { (k, " ") } else { (k, v) }).collect();
             assert_eq!(config(&pairs), Err(ConfigError::Missing(missing)));

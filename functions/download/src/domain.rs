@@ -1,22 +1,54 @@
 //! One SQS message, start to end, over small traits (implemented for AWS in `aws.rs` and in
 //! memory for the unit tests), bundled as [`Ports`]; the task read ([`LoadTask`]) and the
-//! clock ([`Clock`]) are the shared ones of `stemvault_vault`:
+//! clock ([`Clock`]) are the shared ones of `stemvault_vault`. The task is an item
+//! collection ([`stemvault_vault::items`]): each file has its own item, and the task item
+//! holds the vault state.
 //!
-//! 1. parse the [`FileJob`] (a malformed body is dropped); a manifest job (a task without
-//!    files, settled by ingest) goes straight to step 5;
-//! 2. read the task record and decide ([`next_step`]): drop, nothing to copy, busy, or copy;
-//! 3. claim the file (`downloading`, our worker id, lease until the invocation's deadline)
-//!    with a conditional update, so two copies of one message never both copy (a claim that
-//!    loses a race is tried again from a fresh read, with [`retry_on_conflict`]);
-//! 4. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
-//!    conditional on still holding the claim; a retryable failure releases the claim. A file
-//!    claimed before is first looked for under its key ([`crate::existing`]): a complete copy
-//!    of the same URL that an earlier attempt stored but could not record is recorded
-//!    `stored` without being copied again;
-//! 5. if every file of the task is now settled, flip the vault state (with a short manifest
-//!    lease) conditional on the version read (retried likewise); the winner of that flip
-//!    writes the manifest, then records its key. A redelivery resumes a manifest whose
-//!    writer stopped in between.
+//! Per message ([`process_message`]):
+//!
+//! 1. parse the [`FileJob`] (a malformed body is dropped); a manifest job (a task whose
+//!    manifest is due without any file to copy: one without files, settled by ingest, or one
+//!    whose settler stopped, found by the sweeper) only asks for step 4;
+//! 2. claim the file with ONE conditional update of its item, with no read before it
+//!    (`downloading`, our worker id, a lease until the invocation's deadline; from `pending`,
+//!    `enqueuing`, `queued`, or `downloading` once its lease ran out). Applied, it returns
+//!    the item: its URL, key and attempts are the copy plan. Refused, it returns the item as
+//!    it is, and [`next_step`] on it says why: no such file (drop), already stored or failed
+//!    (a redelivery: nothing to copy), or another worker's claim (try later). Two copies of
+//!    one message thus never both copy;
+//! 3. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
+//!    with one update of the file item conditional on still holding the claim; a retryable
+//!    failure releases the claim (`pending` again: its message is still on the queue), except
+//!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
+//!    and the message goes on to the dead-letter queue. A URL that answers 403 or 410 is
+//!    asked a fresh link for ([`crate::fresh_link`]) before the file fails. A
+//!    file claimed before is first looked for under its key ([`crate::existing`]): a
+//!    complete copy of the same URL that an earlier attempt stored but could not record is
+//!    recorded `stored` without being copied again.
+//!
+//! Per task, once per SQS batch, after all of the batch's messages for it are done
+//! ([`settle_check_for`] says which messages ask for it; [`check_settled`] does it):
+//!
+//! 4. read the task's items (one strongly consistent Query) and ask [`settle_plan`]; when
+//!    every file is stored or failed and the manifest is not recorded yet: (a) write the
+//!    manifest to S3, fenced by the file set's generation (`put_fenced`), then (b) ONE
+//!    update of the task item setting `vault` and `manifest_key` and removing `open`,
+//!    conditional on the generation being still the one the manifest is of. Two workers
+//!    that finish a task's last files at once both succeed (no condition fails between files
+//!    of one task); the one whose write found the vault `pending` is the one that settled it
+//!    (it logs it and emits `SecondsToSettled`). A refused write means ingest added or
+//!    reopened a file meanwhile: the task settles when those files do. A retryable failure
+//!    here returns the messages that asked for the check to the queue, and their
+//!    redeliveries (the file already settled) check again: a worker that stopped between
+//!    the manifest write and the settle write is thus healed by its own redelivery.
+//!    Between (a) and (b), `Task Vaulted` is published ([`stemvault_vault::events::vaulted`],
+//!    its id made of the task and the generation): a failed publish is such a retryable
+//!    failure (no settle write; the redelivery publishes it again, same id), and a worker
+//!    that stops after the settle write has published already. Two workers settling at once
+//!    may both publish it: the same id, which consumers drop. No table write is spent on it.
+//!
+//! DynamoDB per file: two writes (the claim, then stored or failed), no read; per task and
+//! batch: one Query, and one write when it settles.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -24,54 +56,67 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use stemvault_vault::download::manifest_job;
 use stemvault_vault::download::{
-    CopyPlan, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step, retry_delay_after,
-    settle_plan,
+    CopyPlan, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step,
+    retry_delay_after, settle_plan,
 };
+use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
-    Attempt, Clock, Conditional, FileJob, LoadTask, Manifest, StoreError, Timestamp, VaultState, retry_on_conflict,
+    Attempt, Clock, Conditional, FileEntry, FileJob, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
+    retry_on_conflict,
 };
-use suno_callbacks::TaskId;
+use suno_callbacks::{Family, TaskId};
 
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
-use crate::source::{FetchSource, loggable_str};
-use crate::upload::{Destination, ObjectStore, StoredObject, UploadLimits, upload};
+use crate::source::{ChunkStream, FetchSource, loggable_str};
+use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
 
-/// How many times a claim that lost a race is tried, each from a fresh read.
-const CLAIM_ATTEMPTS: u32 = 3;
-/// How many times a settle flip that lost a race is tried, each from a fresh read.
-const SETTLE_ATTEMPTS: u32 = 5;
+/// The reason (its start) of a file recorded failed on its message's last receive, and the
+/// `Reason` of its `FilesFailed` metric.
+pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// The download queue's `maxReceiveCount` (template.yaml, `provision`): the receive after
+/// which SQS moves a message to the dead-letter queue.
+pub use stemvault_aws::provision::MAX_RECEIVE_COUNT;
+
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
 
 /// The download queue keeps a message for SQS's default retention of 4 days (the template
 /// sets none): even a source that asks for the longest wait at every receive lets the
 /// message reach its last receive, and then the dead-letter queue, within it.
-const _: () =
-    assert!((stemvault_aws::provision::MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
+const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// Unique per attempt.
     pub worker: String,
-    /// The URL the claim is for: the claim fails if the record's URL changed since it was read.
-    pub url: String,
     /// Unix seconds; another worker may take over after this.
     pub lease_until: i64,
     /// Unix seconds now: a `downloading` file whose lease ended before this may be taken over.
     pub now: i64,
 }
 
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimAnswer {
+    /// The file is ours: its item as the claim left it (attempts counts this claim).
+    Claimed(FileEntry),
+    /// The condition did not hold: the file's item as it is (None: no such file).
+    Refused(Option<FileEntry>),
+}
+
 pub trait ClaimFile {
-    /// `pending`/`enqueuing`/`queued`, or `downloading` with an expired lease, -> `downloading`
-    /// under `claim` (attempts + 1), if the file's URL is still `claim.url`.
+    /// `pending`/`enqueuing`/`queued`, or `downloading` with a lease that ended before
+    /// `claim.now`, -> `downloading` under `claim` (attempts + 1): one conditional write of
+    /// the file's item, returning the item either way.
     fn claim_file(
         &self,
         task_id: &TaskId,
         name: &str,
         claim: &Claim,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+    ) -> impl Future<Output = Result<ClaimAnswer, StoreError>> + Send;
 }
 
 pub trait RecordStored {
@@ -98,8 +143,9 @@ pub trait RecordFailed {
 }
 
 pub trait ReleaseFile {
-    /// `downloading` under `worker` -> `queued` again (the message will be retried), keeping
-    /// the last error for people to see.
+    /// `downloading` under `worker` -> `pending` again (its message is still on the queue,
+    /// so the task's `queued` set still names it and it reads as `queued`), keeping the last
+    /// error for people to see.
     fn release_file(
         &self,
         task_id: &TaskId,
@@ -109,41 +155,40 @@ pub trait ReleaseFile {
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
+/// What the settle write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleWrite {
+    /// Applied, and the vault was `pending` before: this write settled the task.
+    Settled,
+    /// Applied over a vault already settled (by another worker finishing a file at the same
+    /// time, or by ingest for a task without files): the same values again.
+    Rewritten,
+    /// The task's generation moved on (ingest added or reopened a file): nothing written.
+    Refused,
+}
+
 pub trait SettleTask {
-    /// Set `vault` and `manifest_lease_until = lease_until` (the flip from `pending`, or the
-    /// takeover of a manifest whose writer stopped), if the record is still at
-    /// `expected_version`.
+    /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task's
+    /// `generation` is still the plan's: one conditional write of the task item, saying
+    /// whether the vault was `pending` before.
     fn settle_task(
         &self,
         task_id: &TaskId,
-        expected_version: u64,
-        vault: VaultState,
-        lease_until: i64,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
-    /// After the manifest is written: set `manifest_key` and remove the lease, if `vault`
-    /// and the lease are still the ones [`SettleTask::settle_task`] set (not reopened by
-    /// ingest, not taken over by another worker).
-    fn record_manifest(
-        &self,
-        task_id: &TaskId,
-        vault: VaultState,
-        lease_until: i64,
-        manifest_key: &str,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
-    /// Undo [`SettleTask::settle_task`] (its write made the record `settled_version`) when
-    /// the manifest could not be written.
-    fn reopen_task(
-        &self,
-        task_id: &TaskId,
-        settled_version: u64,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+        plan: &ManifestPlan,
+    ) -> impl Future<Output = Result<SettleWrite, StoreError>> + Send;
 }
 
-/// Object metadata (`x-amz-meta-generation`) of a manifest: its plan's
-/// [generation](ManifestPlan::generation), which orders manifests from older to newer.
-pub const GENERATION_METADATA: &str = "generation";
+/// Object metadata (`x-amz-meta-file-generation`) of a manifest: its plan's
+/// [generation](ManifestPlan::generation), which orders manifests from older to newer. (Not
+/// `generation`: manifests written before item collections carry the record's old version
+/// under that name, which is no file-set generation; they count as having none.)
+pub const GENERATION_METADATA: &str = "file-generation";
 
 pub trait WriteManifest {
+    /// The vault bucket the manifests (and files) are written to, which `Task Vaulted`
+    /// names.
+    fn vault_bucket(&self) -> &str;
+
     /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`], only if
     /// the object under `key` is still the one `expected` names: the ETag it had when read,
     /// or None for no object at all (S3's conditional writes, `If-Match` and
@@ -189,6 +234,7 @@ pub trait Ports:
     + ReleaseFile
     + SettleTask
     + WriteManifest
+    + PublishEvents
     + DelayMessage
     + EmitMetrics
     + FetchSource
@@ -207,6 +253,7 @@ impl<T> Ports for T where
         + ReleaseFile
         + SettleTask
         + WriteManifest
+        + PublishEvents
         + DelayMessage
         + EmitMetrics
         + FetchSource
@@ -244,10 +291,15 @@ pub enum Outcome {
     Stored(StoredObject),
     /// The file was already stored or failed for good (a redelivery).
     AlreadySettled,
-    /// A manifest job ([`manifest_job`]): the task's manifest is written, or was not due.
+    /// A manifest job ([`manifest_job`]): nothing to copy, only the task's settle check.
     ManifestChecked,
     /// The file failed for good; the record says why.
     FailedForGood(String),
+    /// The file failed again, retryably, on the message's last receive
+    /// ([`MAX_RECEIVE_COUNT`]): recorded `failed` with a [`DEAD_LETTERED`] reason (so its
+    /// task can settle), and the message goes on to the dead-letter queue (a failure for the
+    /// batch response).
+    DeadLettered(String),
     /// Nothing could be done, ever: the message is deleted.
     Dropped(DownloadError),
     /// Try again later: the message goes back to the queue.
@@ -257,7 +309,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the message is reported as a batch item failure (so it is not deleted).
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Retry(_))
+        matches!(self, Outcome::Retry(_) | Outcome::DeadLettered(_))
     }
 
     /// How long the source asked to be left alone (`Retry-After` on a 429 or 503).
@@ -268,6 +320,19 @@ impl Outcome {
             }
             _ => None,
         }
+    }
+
+    /// Whether the message's task is to be checked for settling after the batch: its file
+    /// is stored or failed for good now (or was already), or it is a manifest job.
+    pub fn wants_settle_check(&self) -> bool {
+        matches!(
+            self,
+            Outcome::Stored(_)
+                | Outcome::FailedForGood(_)
+                | Outcome::DeadLettered(_)
+                | Outcome::AlreadySettled
+                | Outcome::ManifestChecked
+        )
     }
 }
 
@@ -282,7 +347,15 @@ pub fn parse_job(body: &str) -> Result<(FileJob, TaskId), DownloadError> {
     Ok((job, task_id))
 }
 
-/// Handle one delivery. The current span gets `task_id` and `file` recorded.
+/// The task whose settle check a handled message asks for ([`Outcome::wants_settle_check`]),
+/// to be made once per task after the batch ([`check_settled`]).
+pub fn settle_check_for(delivery: &Delivery, outcome: &Outcome) -> Option<TaskId> {
+    outcome.wants_settle_check().then(|| parse_job(&delivery.body).ok().map(|(_, task_id)| task_id)).flatten()
+}
+
+/// Handle one delivery, up to its task's settle check (the caller's, once per task per
+/// batch: [`settle_check_for`], [`check_settled`]). The current span gets `task_id` and
+/// `file` recorded.
 pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery: &Delivery) -> Outcome {
     let (job, task_id) = match parse_job(&delivery.body) {
         Ok(parsed) => parsed,
@@ -295,13 +368,11 @@ pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery:
         return Outcome::Retry(DownloadError::NoTimeLeft);
     }
     if job.name == MANIFEST_JOB_NAME {
-        return after_settling(ports, &task_id, Outcome::ManifestChecked).await;
+        return Outcome::ManifestChecked;
     }
-    let claimed = retry_on_conflict(ports, CLAIM_ATTEMPTS, |_| claim(ports, delivery, &task_id, &job)).await;
-    match claimed {
-        Ok(Some(Claimed::Copy(plan))) => copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await,
-        Ok(Some(Claimed::AlreadySettled)) => after_settling(ports, &task_id, Outcome::AlreadySettled).await,
-        Ok(None) => Outcome::Retry(DownloadError::Contended),
+    match claim(ports, delivery, &task_id, &job).await {
+        Ok(Claimed::Copy(plan)) => copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await,
+        Ok(Claimed::AlreadySettled) => Outcome::AlreadySettled,
         Err(e) if e.is_retryable() => Outcome::Retry(e),
         Err(e) => Outcome::Dropped(e),
     }
@@ -315,41 +386,51 @@ enum Claimed {
     AlreadySettled,
 }
 
-/// Read the record, decide, and claim the file if it is to be copied. An error is a
-/// decision too: [`DownloadError::Dropped`] (nothing to do, ever) or
+/// Claim the file, with no read before: the claim's answer is the file's item. An error is
+/// a decision too: [`DownloadError::Dropped`] (nothing to do, ever) or
 /// [`DownloadError::Busy`] (another worker has it).
 async fn claim<P: Ports>(
     ports: &P,
     delivery: &Delivery,
     task_id: &TaskId,
     job: &FileJob,
-) -> Result<Attempt<Claimed>, DownloadError> {
-    let record = ports.load_task(task_id).await?;
-    let plan = match next_step(record.as_ref(), job, ports.now()) {
-        NextStep::Drop(reason) => return Err(DownloadError::Dropped(reason)),
-        NextStep::Busy { lease_until } => return Err(DownloadError::Busy { lease_until }),
-        NextStep::AlreadySettled(status) => {
-            tracing::info!(status = %status, "the file is already settled; nothing to copy");
-            return Ok(Attempt::Done(Claimed::AlreadySettled));
-        }
-        NextStep::Copy(plan) => plan,
+) -> Result<Claimed, DownloadError> {
+    let now = ports.now();
+    let claim = Claim { worker: delivery.worker.clone(), lease_until: delivery.lease_until, now: now.unix_seconds() };
+    let file = match ports.claim_file(task_id, &job.name, &claim).await? {
+        ClaimAnswer::Claimed(file) => file,
+        ClaimAnswer::Refused(None) => return Err(DownloadError::Dropped(DropReason::FileMissing)),
+        ClaimAnswer::Refused(Some(file)) => return refused(task_id, job, file, now),
+    };
+    let plan = CopyPlan {
+        replaced: file.url != job.url,
+        // The item counts this claim.
+        earlier_attempts: file.attempts.saturating_sub(1),
+        url: file.url,
+        key: file.key,
     };
     if plan.replaced {
         tracing::info!(url = %loggable_str(&plan.url), "the record has a newer URL than the message; copying that");
     }
-    let claim = Claim {
-        worker: delivery.worker.clone(),
-        url: plan.url.clone(),
-        lease_until: delivery.lease_until,
-        now: ports.now().unix_seconds(),
-    };
-    Ok(match ports.claim_file(task_id, &job.name, &claim).await? {
-        Conditional::Applied => Attempt::Done(Claimed::Copy(plan)),
-        Conditional::Conflict => {
-            tracing::debug!("the claim lost a race; reading the record again");
-            Attempt::Conflict
+    Ok(Claimed::Copy(plan))
+}
+
+/// Why a claim was refused, from the file's item as it is ([`next_step`] on a record
+/// holding that one file).
+fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> Result<Claimed, DownloadError> {
+    let mut record = TaskRecord::new(task_id.as_str(), Family::Unknown, file.stage, 200, "", now);
+    record.files.insert(job.name.clone(), file);
+    match next_step(Some(&record), job, now) {
+        NextStep::Drop(reason) => Err(DownloadError::Dropped(reason)),
+        NextStep::Busy { lease_until } => Err(DownloadError::Busy { lease_until }),
+        NextStep::AlreadySettled(status) => {
+            tracing::info!(status = %status, "the file is already settled; nothing to copy");
+            Ok(Claimed::AlreadySettled)
         }
-    })
+        // The condition DynamoDB evaluated said no, yet the item it returned looks
+        // claimable (a `downloading` item without a lease, which no claim writes).
+        NextStep::Copy(_) => Err(DownloadError::Contended),
+    }
 }
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
@@ -403,7 +484,7 @@ async fn copy_claimed<P: Ports>(
                     tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
                     let copy_seconds = copied_now.then_some(seconds);
                     ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
-                    after_settling(ports, task_id, Outcome::Stored(stored)).await
+                    Outcome::Stored(stored)
                 }
                 Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
                 Err(e) => Outcome::Retry(e.into()),
@@ -411,29 +492,34 @@ async fn copy_claimed<P: Ports>(
         }
         Err(e) => e,
     };
-    if error.is_retryable() {
+    let last_receive = delivery.receive_count >= MAX_RECEIVE_COUNT;
+    if error.is_retryable() && !last_receive {
         match ports.release_file(task_id, name, worker, &error.to_string()).await {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "could not release the claim; it ends with its lease"),
         }
         return Outcome::Retry(error.into());
     }
-    let reason = error.to_string();
+    // On its last receive, a retryable failure sends the message to the dead-letter queue:
+    // the file is recorded failed (`dead_lettered`) so that the task can settle and people
+    // see why, in the record and in GET /tasks/{id}.
+    let (reason, code) = match error.is_retryable() {
+        true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
+        false => (error.to_string(), error.reason_code()),
+    };
     match ports.record_failed(task_id, name, worker, &reason).await {
+        Ok(Conditional::Applied) if code == DEAD_LETTERED => {
+            tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
+            ports.emit_metrics(&Measure::Failed { reason: code });
+            Outcome::DeadLettered(reason)
+        }
         Ok(Conditional::Applied) => {
             tracing::warn!(reason = %reason, "the file failed for good");
-            ports.emit_metrics(&Measure::Failed { reason: error.reason_code() });
-            after_settling(ports, task_id, Outcome::FailedForGood(reason)).await
+            ports.emit_metrics(&Measure::Failed { reason: code });
+            Outcome::FailedForGood(reason)
         }
         Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
         Err(e) => Outcome::Retry(e.into()),
-    }
-}
-
-async fn after_settling<P: Ports>(ports: &P, task_id: &TaskId, outcome: Outcome) -> Outcome {
-    match settle(ports, task_id).await {
-        Ok(()) => outcome,
-        Err(e) => Outcome::Retry(e),
     }
 }
 
@@ -460,102 +546,133 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     plan: &CopyPlan,
     stop_at: Instant,
 ) -> Result<StoredObject, CopyError> {
-    let opening = ports.open(&plan.url, settings.max_file_bytes);
+    let opening = open_or_refresh(ports, &plan.url, settings.max_file_bytes);
     let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
     let limits = UploadLimits { part_size: settings.part_size, max_bytes: settings.max_file_bytes, stop_at };
     let source = source_sha256(&plan.url);
     upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await
 }
 
-/// If the task's files are all settled and its vault still `pending`, settle it and write
-/// its manifest (once: only the worker whose conditional flip wins writes it, under a short
-/// lease). A vault that settled without its manifest being recorded (its writer stopped in
-/// between) gets it written once the lease is over.
+/// Open `url`; when it answers 403 or 410 (expired) and link refresh is on, open a fresh link
+/// for it instead ([`FetchSource::fresh_link`], already checked against the source policy).
+/// The plan keeps the original URL (the record's, and the copy's `source-sha256`).
 ///
-/// The lease holder's message is kept until the manifest is recorded (any failure on the way
-/// retries it), so when a writer stops, its own redelivery comes back here and resumes.
-async fn settle<P: Ports>(ports: &P, task_id: &TaskId) -> Result<(), DownloadError> {
-    match retry_on_conflict(ports, SETTLE_ATTEMPTS, |_| flip_vault(ports, task_id)).await? {
-        Some(Some(plan)) => write_manifest(ports, task_id, &plan).await,
-        Some(None) => Ok(()),
-        None => Err(DownloadError::Contended),
+/// No fresh link (a provider error), or one that fails for good, leaves the file failed as
+/// before: the original status, its reason naming what the refresh came to (so it still
+/// reads as expired: `source answered 403 Forbidden; no fresh link: the provider answered
+/// 422 ...`). A fresh link that fails in a way a retry may fix (5xx, a timeout) is retried
+/// like any source: the next attempt asks for a new link.
+async fn open_or_refresh<P: FetchSource + Sync>(
+    ports: &P,
+    url: &str,
+    max_bytes: u64,
+) -> Result<SourceBody<ChunkStream>, FetchError> {
+    let (status, reason, retry_after) = match ports.open(url, max_bytes).await {
+        Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after }) => (status, reason, retry_after),
+        opened => return opened,
+    };
+    let expired = |note: Option<String>| {
+        let reason = match note {
+            None => reason.clone(),
+            Some(note) if reason.is_empty() => note,
+            Some(note) => format!("{reason}; {note}"),
+        };
+        FetchError::Status { status, reason, retry_after }
+    };
+    let link = match ports.fresh_link(url).await {
+        None => return Err(expired(None)),
+        Some(Err(e)) => {
+            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
+            return Err(expired(Some(format!("no fresh link: {e}"))));
+        }
+        Some(Ok(link)) => link,
+    };
+    tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
+    match ports.open(&link, max_bytes).await {
+        Err(e) if !e.is_retryable() => Err(expired(Some(format!("the fresh link failed: {e}")))),
+        opened => opened,
     }
 }
 
-/// Read the record and, if the task is to be settled (or its stopped manifest writer
-/// resumed), flip its vault state under a manifest lease: `Some(plan)` when this worker is
-/// to write the manifest, `None` when there is nothing to do.
-async fn flip_vault<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Attempt<Option<ManifestPlan>>, DownloadError> {
-    let Some(record) = ports.load_task(task_id).await? else { return Ok(Attempt::Done(None)) };
+/// What a task's settle check came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settling {
+    /// No task item (the message's file item exists without one: nothing to settle).
+    NoTask,
+    /// Some file is still open.
+    Open,
+    /// Settled, manifest recorded: nothing to do.
+    AlreadySettled,
+    /// This check wrote the manifest and its write settled the vault.
+    Settled,
+    /// The manifest is written and recorded, over a vault already settled: by another worker
+    /// that finished a file at the same time, or by ingest (a task without files).
+    Recorded,
+    /// The manifest is written, but ingest added or reopened a file meanwhile: the task
+    /// settles when those files do.
+    Reopened,
+}
+
+/// The settle check of one task, once per batch: read its items (one Query) and, when
+/// every file is settled and the manifest is not recorded, write the manifest
+/// (`put_fenced`), publish `Task Vaulted`, and then settle the task item (one conditional
+/// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
+/// reports it settled (log, `SecondsToSettled`).
+///
+/// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
+/// this check go back to the queue, and their redeliveries check again.
+pub async fn check_settled<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Settling, DownloadError> {
+    let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
     let now = ports.now();
     let plan = match settle_plan(&record, task_id, now) {
-        SettlePlan::Open | SettlePlan::AlreadySettled => return Ok(Attempt::Done(None)),
+        SettlePlan::Open => return Ok(Settling::Open),
+        SettlePlan::AlreadySettled => return Ok(Settling::AlreadySettled),
         SettlePlan::Settle(plan) => plan,
-        // A task without files settles when ingest records it; its manifest job writes it.
-        SettlePlan::Resume(plan) if record.files.is_empty() => plan,
-        SettlePlan::Resume(plan) => {
-            tracing::warn!(
-                vault = %plan.vault,
-                "the vault settled but its manifest was never recorded; writing it"
-            );
-            plan
-        }
     };
-    let settling = record.vault == VaultState::Pending;
-    Ok(match ports.settle_task(task_id, plan.expected_version, plan.vault, plan.lease_until).await? {
-        Conditional::Applied => {
-            if settling {
-                let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
-                ports.emit_metrics(&Measure::Settled { seconds });
-            }
-            Attempt::Done(Some(plan))
+    if record.vault != VaultState::Pending && !record.files.is_empty() {
+        tracing::warn!(vault = %plan.vault, "the vault settled but its manifest was never recorded; writing it");
+    }
+    put_fenced(ports, &plan).await?;
+    // Before the settle write: once the task is settled no check comes back to publish it.
+    let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
+    ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+    let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
+    Ok(match ports.settle_task(task_id, &plan).await? {
+        SettleWrite::Settled => {
+            tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
+            let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
+            ports.emit_metrics(&Measure::Settled { seconds });
+            Settling::Settled
         }
-        Conditional::Conflict => Attempt::Conflict,
+        SettleWrite::Rewritten => {
+            tracing::info!(vault, key, "manifest recorded; the vault was settled already");
+            Settling::Recorded
+        }
+        SettleWrite::Refused => {
+            tracing::info!(key, "manifest written, but a file was added or reopened meanwhile; not settling");
+            Settling::Reopened
+        }
     })
 }
 
-/// Under the lease [`settle`] took: write the manifest, then record its key.
-async fn write_manifest<P: Ports>(ports: &P, task_id: &TaskId, plan: &ManifestPlan) -> Result<(), DownloadError> {
-    if let Err(e) = put_fenced(ports, plan).await {
-        match ports.reopen_task(task_id, plan.generation()).await {
-            Ok(Conditional::Applied) => {}
-            Ok(Conditional::Conflict) => tracing::warn!("the task changed before it could be reopened"),
-            Err(reopen) => tracing::error!(error = %reopen, "could not reopen the task after the manifest failed"),
-        }
-        return Err(e);
-    }
-    let key = plan.manifest_key.as_str();
-    match ports.record_manifest(task_id, plan.vault, plan.lease_until, key).await? {
-        Conditional::Applied => {
-            let (vault, files) = (plan.vault.as_str(), plan.manifest.files.len());
-            tracing::info!(vault, key, files, "task settled; manifest written");
-        }
-        // Reopened by ingest (a new manifest follows when it settles again) or taken over by
-        // another worker after the lease ran out (that one records it).
-        Conditional::Conflict => {
-            tracing::info!(key, "manifest written, but the task changed meanwhile; not recording it")
-        }
-    }
-    Ok(())
-}
-
-/// Write the plan's manifest unless a newer one is already under its key.
+/// Write the plan's manifest unless one as new is already under its key.
 ///
-/// The record fences who *starts* a manifest (one lease holder per generation), but not when
-/// its PutObject lands: a writer that stalls past its lease can be overtaken by the worker
-/// that takes the lease over, or by the next settle after ingest reopened the task, and its
-/// late PutObject would replace their newer manifest. So the object is fenced too, by
-/// generation ([`ManifestPlan::generation`], kept as [`GENERATION_METADATA`]): read what is
-/// under the key; if its generation is this plan's or later, there is nothing to write (a
-/// newer manifest, or this one, is there); otherwise write conditionally on the object read
-/// still being there (its ETag, or none). Every write that lands thus replaces exactly the
-/// object its writer saw, which was older, so the generation under the key only grows,
-/// whatever the timing; a write that loses the race reads again.
+/// Several workers may write a manifest of one task: two that finish its last files at
+/// once (both of the same generation), a redelivery after a worker stopped before its
+/// settle write, and a writer that stalls in its PutObject while ingest reopens the task
+/// and the next settle writes the newer generation's manifest; that stalled PutObject must
+/// not replace the newer manifest when it lands. So the object is fenced by generation
+/// ([`ManifestPlan::generation`], kept as [`GENERATION_METADATA`]): read what is under the
+/// key; if its generation is this plan's or later, there is nothing to write (a newer
+/// manifest, or one of this file set, is there); otherwise write conditionally on the
+/// object read still being there (its ETag, or none). Every write that lands thus replaces
+/// exactly the object its writer saw, which was older, so the generation under the key only
+/// grows, whatever the timing; a write that loses the race reads again.
 ///
 /// (The other design, a new key per generation with the record pointing at the current
 /// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
-async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), DownloadError> {
-    let (key, generation) = (plan.manifest_key.as_str(), plan.generation());
+pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), DownloadError> {
+    let (key, generation) = (plan.manifest_key.as_str(), plan.generation);
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
         let current = ports.head_object(key).await?;
         let expected = match &current {
@@ -584,3 +701,6 @@ async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), Down
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod publish_tests;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
+use stemvault_vault::events::PublishError;
 
 use crate::source_policy::Refusal;
 
@@ -169,9 +170,11 @@ pub enum DownloadError {
     Dropped(DropReason),
     #[error("another worker is copying the file (its claim runs until {lease_until})")]
     Busy { lease_until: i64 },
-    #[error("the file's claim was taken over or its record changed while copying")]
+    #[error("the file's claim was taken over or its item changed while copying")]
     LostClaim,
-    #[error("the task record kept changing; gave up for now")]
+    /// The manifest under its key kept changing between read and write (or a refused claim
+    /// returned an item that looked claimable): try again later.
+    #[error("the task's manifest or file item kept changing; gave up for now")]
     Contended,
     #[error(transparent)]
     Copy(#[from] CopyError),
@@ -179,6 +182,9 @@ pub enum DownloadError {
     Table(#[from] StoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// `Task Vaulted` was not published: the task is left unsettled for the retry.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
     #[error("the handler panicked: {0}")]
@@ -198,6 +204,7 @@ impl DownloadError {
             | DownloadError::Contended
             | DownloadError::Table(_)
             | DownloadError::Storage(_)
+            | DownloadError::Publish(_)
             | DownloadError::NoTimeLeft
             | DownloadError::Panicked(_) => true,
         }

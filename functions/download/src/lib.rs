@@ -5,7 +5,8 @@
 //! * [`app`]: the SQS batch handler (concurrency, spans, panic isolation, partial batch
 //!   response).
 //! * [`domain`]: one message from claim to manifest, over small traits.
-//! * [`source`] and [`source_policy`]: which URLs may be fetched and how.
+//! * [`source`] and [`source_policy`]: which URLs may be fetched and how; [`fresh_link`]: a
+//!   fresh link for an expired file (kie's `common/download-url`).
 //! * [`upload`]: single or multipart streaming upload with SHA-256.
 //! * [`existing`]: recognising a complete copy an earlier attempt stored but did not record.
 //! * [`aws`]: the SDK adapters ([`aws::AwsPorts`]) and the AWS actions they call
@@ -19,6 +20,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod existing;
+pub mod fresh_link;
 pub mod source;
 pub mod source_policy;
 pub mod upload;

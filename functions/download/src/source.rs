@@ -29,6 +29,7 @@ use url::Url;
 
 use crate::address::classify;
 use crate::error::FetchError;
+use crate::fresh_link::{LinkRefresher, RefreshError};
 use crate::source_policy::{Access, Refusal, SourcePolicy, refused_address};
 use crate::upload::SourceBody;
 
@@ -51,6 +52,13 @@ pub trait FetchSource {
         url: &str,
         max_bytes: u64,
     ) -> impl Future<Output = Result<SourceBody<ChunkStream>, FetchError>> + Send;
+
+    /// A fresh link for the file at `url`, which answered 403 or 410 (expired), already
+    /// checked against the source policy ([`crate::fresh_link`]). None: link refresh is off.
+    fn fresh_link(&self, url: &str) -> impl Future<Output = Option<Result<String, RefreshError>>> + Send {
+        let _ = url;
+        async { None }
+    }
 }
 
 /// Sources fetched over HTTP(S).
@@ -61,6 +69,8 @@ pub struct HttpSource {
     public: reqwest::Client,
     /// For listed exact origins.
     listed: reqwest::Client,
+    /// Fresh links for expired files; None: off.
+    links: Option<Arc<LinkRefresher>>,
 }
 
 impl HttpSource {
@@ -80,7 +90,13 @@ impl HttpSource {
             policy,
             public: builder().dns_resolver(Arc::new(PublicOnlyResolver)).build()?,
             listed: builder().build()?,
+            links: None,
         })
+    }
+
+    /// The same, asking `links` for a fresh link when a file's URL expired (None: off).
+    pub fn with_fresh_links(self, links: Option<LinkRefresher>) -> HttpSource {
+        HttpSource { links: links.map(Arc::new), ..self }
     }
 }
 
@@ -134,6 +150,10 @@ impl FetchSource for HttpSource {
             let chunks = response.bytes_stream().map(|chunk| chunk.map_err(body_error));
             return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
         }
+    }
+
+    async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
+        Some(self.links.as_ref()?.fresh_link(url).await)
     }
 }
 

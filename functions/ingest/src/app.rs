@@ -58,7 +58,12 @@ impl<P: Ports> App<P> {
                  accepting callbacks from anyone"
             );
         }
-        Ok(App { ports, credentials, max_body_bytes: config.max_body_bytes, settings: Settings::default() })
+        let settings = Settings {
+            reconcile_after: config.reconcile_after,
+            bucket: config.bucket_name.clone(),
+            ..Settings::default()
+        };
+        Ok(App { ports, credentials, max_body_bytes: config.max_body_bytes, settings })
     }
 
     /// The app over other ports (the in-memory ones of the tests and the benchmark).

@@ -1,36 +1,41 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
-//! and the download queue), the vault bucket, where callback bodies are archived, and the
-//! callback secret in Secrets Manager.
+//! and the download queue), the vault bucket, where callback bodies are archived, the
+//! callback secret in Secrets Manager, and the event bus ([`EventBus`]).
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::primitives::ByteStream;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_aws::events::EventBus;
 use stemvault_aws::secrets::{SecretError, SecretReader, SecretText};
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
 use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the task record (GetItem, PutItem) and claimed-file updates (UpdateItem), the body archive
-/// (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage) and the
-/// callback secret ([`SecretReader`]: GetSecretValue).
+/// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the body archive
+/// (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage), the
+/// callback secret ([`SecretReader`]: GetSecretValue) and the task events (PutEvents).
 pub const AWS_ACTIONS: &[&str] = &[
-    "dynamodb:GetItem",
+    "dynamodb:Query",
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "s3:PutObject",
     "sqs:SendMessage",
     "secretsmanager:GetSecretValue",
+    "events:PutEvents",
 ];
 
-/// The task table, the vault bucket, the download queue and the callback secret.
+/// The task table, the vault bucket, the download queue, the callback secret and the event
+/// bus.
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
     shared: TableAndQueue,
     s3: aws_sdk_s3::Client,
     bucket: String,
     secret: SecretReader,
+    events: EventBus,
 }
 
 impl AwsPorts {
@@ -41,6 +46,7 @@ impl AwsPorts {
             s3: stemvault_aws::s3_client(sdk),
             bucket: config.bucket_name.clone(),
             secret: SecretReader::new(sdk, &config.callback_secret_arn),
+            events: EventBus::new(sdk, &config.event_bus_name),
         }
     }
 }
@@ -59,6 +65,12 @@ impl ArchiveBody for AwsPorts {
             .await
             .map(|_| ())
             .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+}
+
+impl PublishEvents for AwsPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.events.publish_events(events).await
     }
 }
 

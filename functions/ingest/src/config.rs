@@ -17,6 +17,8 @@ pub const ENVIRONMENT: &[&str] = &[
     "ALLOW_UNAUTHENTICATED",
     "MAX_BODY_BYTES",
     "SIGNATURE_TOLERANCE_SECONDS",
+    "RECONCILE_AFTER_SECONDS",
+    "EVENT_BUS_NAME",
 ];
 
 /// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise (1 MiB; the largest
@@ -42,6 +44,11 @@ pub struct Config {
     pub allow_unauthenticated: bool,
     pub max_body_bytes: usize,
     pub signature_tolerance: Duration,
+    /// `RECONCILE_AFTER_SECONDS`: a task left at `text` or `first` is first polled this long
+    /// after that callback.
+    pub reconcile_after: Duration,
+    /// `EVENT_BUS_NAME`: the EventBridge bus the task events go to.
+    pub event_bus_name: String,
 }
 
 impl FromEnv for Config {
@@ -61,6 +68,8 @@ impl FromEnv for Config {
                 1,
                 MAX_SIGNATURE_TOLERANCE_SECONDS,
             )?,
+            reconcile_after: stemvault_aws::reconcile_after(env)?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
         })
     }
 }
@@ -87,6 +96,7 @@ mod tests {
         ("BUCKET_NAME", "vault"),
         ("QUEUE_URL", "http://q/1/downloads"),
         ("CALLBACK_SECRET_ARN", ARN),
+        ("EVENT_BUS_NAME", "stemvault-events"),
     ];
 
     fn config(extra: &[(&str, &str)]) -> Result<Config, ConfigError> {
@@ -129,7 +139,7 @@ mod tests {
 
     #[test]
     fn requires_the_resources_and_the_secret() {
-        for name in ["QUEUE_URL", "CALLBACK_SECRET_ARN"] {
+        for name in ["QUEUE_URL", "CALLBACK_SECRET_ARN", "EVENT_BUS_NAME"] {
             let vars: HashMap<&str, &str> = BASE.iter().copied().filter(|(k, _)| *k != name).collect();
             assert_eq!(Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())), Err(ConfigError::Missing(name)));
         }

@@ -1,103 +1,38 @@
-//! The ingest use-case: record one valid callback, archive its body and queue its files,
-//! over small ports that the AWS adapters ([`crate::aws`]) and the in-memory ones of the
-//! tests and the benchmark implement.
-//!
-//! 1. Write the record and archive the body **at the same time**. The record write is a
-//!    read, a pure merge ([`stemvault_vault::ingest`]) and a put conditional on the version
-//!    read, retried from the read on a conflict. The archive starts as soon as the first merge
-//!    is judged to fit the table, alongside the put: a callback refused as too large to record
-//!    leaves nothing behind. The body is archived on every delivery (same key, same bytes),
-//!    so a retry repairs an archive that failed, even as a duplicate.
-//! 2. Send one message per file the merge claimed for this request, mark the sent ones
-//!    `queued` (conditional on the claim) and release the others back to `pending`
-//!    ([`send_claimed`], which the sweeper shares).
-//! 3. Files of this callback that a concurrent delivery is queueing are waited for (bounded);
-//!    whatever that delivery released, or left when its lease ran out, is taken over.
-//! 4. A task without files is settled as soon as it is recorded: until its manifest is
-//!    recorded, each delivery sends the downloader a manifest job for it
-//!    ([`stemvault_vault::download::manifest_job`]).
+//! The ingest use-case: record one valid callback, archive its body and queue its files.
+//! It is [`stemvault_vault::accept`], which the reconciler runs too for a result it polled,
+//! over the ports the AWS adapters ([`crate::aws`]) and the in-memory ones of the tests and
+//! the benchmark implement; ingest adds the callback secret for the checks in front of it.
 
-use std::future::Future;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-use stemvault_vault::download::manifest_job;
-use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
-use stemvault_vault::ingest::{
-    BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim,
-};
-use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, retry_on_conflict};
-use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
+pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
+use suno_callbacks::CallbackEvent;
 
 use crate::credentials::ReadSecret;
-use crate::error::{IngestError, StoreError};
+use crate::error::IngestError;
+// What the use-case's tests (domain/tests.rs, which moved here with it) name.
+#[cfg(test)]
+use {
+    crate::error::StoreError,
+    sha2::{Digest, Sha256},
+    stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims},
+    stemvault_vault::{Clock, LoadTask, SaveTask},
+};
 
-/// Keep a callback body verbatim under `key`.
-pub trait ArchiveBody {
-    fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
-}
+/// Everything the function needs from outside: the use-case's ports
+/// ([`stemvault_vault::accept::Ports`]: the task table, the archive, the claim-and-send ports
+/// and the clock), and the callback secret for the checks in front of it
+/// ([`crate::credentials`]).
+pub trait Ports: stemvault_vault::accept::Ports + ReadSecret {}
 
-/// Everything the function needs from outside: the task table, the archive, the
-/// claim-and-send ports and the clock for the use-case, and the callback secret for the
-/// checks in front of it ([`crate::credentials`]).
-pub trait Ports:
-    LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock + ReadSecret
-{
-}
-
-impl<T> Ports for T where
-    T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + Clock + ReadSecret
-{
-}
+impl<T> Ports for T where T: stemvault_vault::accept::Ports + ReadSecret {}
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.
 pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(12);
 
-/// Timing of the claim protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    /// How long this request's enqueue claims hold before others may take them over. At least
-    /// [`LAMBDA_TIMEOUT`], so a live request keeps its claims; barely more, because a request
-    /// that dies holding claims makes every retry wait until they lapse.
-    pub lease: Duration,
-    /// How long a request waits for files a concurrent delivery is queueing.
-    pub wait_budget: Duration,
-    /// Read-merge-put attempts before giving up on a contended record.
-    pub max_save_attempts: u32,
-    /// When the whole use-case gives up and answers "retry" (the provider waits 10 to 15 s;
-    /// shorter than [`LAMBDA_TIMEOUT`], so the answer is ours, not a Lambda timeout).
-    pub deadline: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Settings {
-        // The provider waits 10 to 15 s for an answer: stay well inside that.
-        Settings {
-            lease: LAMBDA_TIMEOUT + Duration::from_secs(3),
-            wait_budget: Duration::from_secs(5),
-            max_save_attempts: 40,
-            deadline: Duration::from_secs(8),
-        }
-    }
-}
-
-/// What happened to an accepted callback.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    /// The same body was accepted before.
-    pub duplicate: bool,
-    /// The task's stage after this callback.
-    pub task_stage: Stage,
-    /// Messages this request sent.
-    pub files_queued: usize,
-}
-
 /// Record, archive and queue one valid callback within `settings.deadline`. `request_id`
-/// names this request's claims.
-///
-/// Giving up midway is safe: the body is archived again and the record merged again by the
-/// retry, and claims left behind lapse with their lease and are taken over.
+/// names this request's claims ([`stemvault_vault::accept::accept`]).
 pub async fn ingest<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -105,118 +40,7 @@ pub async fn ingest<P: Ports>(
     body: &[u8],
     request_id: &str,
 ) -> Result<Outcome, IngestError> {
-    tokio::time::timeout(settings.deadline, ingest_unbounded(ports, settings, event, body, request_id))
-        .await
-        .unwrap_or(Err(IngestError::Deadline { after: settings.deadline }))
-}
-
-async fn ingest_unbounded<P: Ports>(
-    ports: &P,
-    settings: &Settings,
-    event: &CallbackEvent,
-    body: &[u8],
-    request_id: &str,
-) -> Result<Outcome, IngestError> {
-    let sha256_hex = hex::encode(Sha256::digest(body));
-    let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &sha256_hex);
-    let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64 };
-    let claimant = Claimant { id: request_id.to_owned(), lease: settings.lease };
-
-    let (fits, fitted) = tokio::sync::oneshot::channel();
-    // Once a merge fits (never, when the record would be too large: the sender is dropped).
-    let archive = async {
-        match fitted.await {
-            Ok(()) => ports.archive_body(&info.archive_key, body).await,
-            Err(_) => Ok(()),
-        }
-    };
-    let (archived, recorded) = tokio::join!(archive, record(ports, settings, event, &info, &claimant, fits));
-    let merge = recorded?;
-    let task = &event.task_id;
-    let mut files_queued = send_claimed(ports, task, &claimant, &merge.claims.to_enqueue).await?;
-    if !merge.claims.wait_for.is_empty() {
-        let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-        files_queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
-    }
-    // A task without files is settled as recorded; no download would write its manifest.
-    if let Some(job) = manifest_job(&merge.record) {
-        if let Some(reason) = ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().find_map(Result::err) {
-            return Err(EnqueueError { failed: 1, total: 1, reason }.into());
-        }
-    }
-    // Checked last: the files are worth queueing even when the archive failed.
-    archived.map_err(IngestError::Archive)?;
-    Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
-}
-
-/// Read, merge, put conditional on the version read; again on a conflict. `fits` is told
-/// when the first merge fits the table, before its put. (Should a concurrent delivery grow
-/// the record between that merge and a retried one that no longer fits, the answer is still
-/// 413 but the body is archived: a rare race, accepted to keep the archive beside the put
-/// rather than after it.)
-async fn record<P: Ports>(
-    ports: &P,
-    settings: &Settings,
-    event: &CallbackEvent,
-    body: &BodyInfo,
-    claimant: &Claimant,
-    fits: tokio::sync::oneshot::Sender<()>,
-) -> Result<Merge, IngestError> {
-    let fits = &std::sync::Mutex::new(Some(fits));
-    let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
-        let existing = ports.load_task(&event.task_id).await?;
-        let merge = ingest_callback(existing.as_ref(), event, body, claimant, ports.now());
-        // Messages and details are bounded by the merge; hundreds of long URLs are not.
-        let bytes = item_size_estimate(&merge.record);
-        if bytes > MAX_ITEM_ESTIMATE_BYTES {
-            return Err(IngestError::TooLargeToRecord { bytes });
-        }
-        if let Some(fits) = fits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            // Nobody listening means the archive is no longer wanted: nothing to do.
-            let _ = fits.send(());
-        }
-        match ports.save_task(&merge.record, existing.map(|r| r.version)).await {
-            Ok(()) => Ok(Attempt::Done(merge)),
-            Err(StoreError::Conflict) => Ok(Attempt::Conflict),
-            Err(e) => Err(e.into()),
-        }
-    })
-    .await?;
-    merged.ok_or(IngestError::Contention { attempts: settings.max_save_attempts })
-}
-
-/// Wait until every wanted file is queued or beyond, taking over released or lapsed claims.
-/// Returns how many messages this request sent while waiting.
-async fn wait_for_others<P: Ports>(
-    ports: &P,
-    settings: &Settings,
-    task: &TaskId,
-    claimant: &Claimant,
-    wanted: &[&str],
-) -> Result<usize, IngestError> {
-    let deadline = ports.now().plus(settings.wait_budget);
-    let mut delay = Duration::from_millis(25);
-    let mut queued = 0;
-    loop {
-        ports.sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(400));
-        let Some(current) = ports.load_task(task).await? else {
-            return Err(StoreError::Unavailable("the task record disappeared".into()).into());
-        };
-        let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
-        if let Some(claimed) = claimed {
-            match ports.save_task(&claimed, Some(current.version)).await {
-                Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await?,
-                Err(StoreError::Conflict) => {}
-                Err(e) => return Err(e.into()),
-            }
-        } else if claims.wait_for.is_empty() {
-            return Ok(queued);
-        }
-        if ports.now() >= deadline {
-            return Err(IngestError::StillEnqueuing { files: claims.wait_for.len().max(1) });
-        }
-    }
+    stemvault_vault::accept::accept(ports, settings, event, body, request_id).await
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! In-memory ports for the unit tests of the use-case and the app, and for measuring the
 //! app's own overhead in the benchmark: the shared in-memory task table and queue plus a
-//! bucket and the callback secret. Compiled only for tests and with the `test-support`
+//! bucket, the callback secret and the event bus. Compiled only for tests and with the `test-support`
 //! feature; never in the Lambda.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,8 @@ use std::sync::{Mutex, PoisonError};
 use stemvault_aws::secrets::{SecretError, SecretText};
 use stemvault_vault::Timestamp;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
+use stemvault_vault::events::memory::MemoryEvents;
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
@@ -27,6 +29,8 @@ pub struct MemoryPorts {
     secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
     secret_reads: AtomicUsize,
+    /// The event bus: every event published, and a switch to fail publishes.
+    pub events: MemoryEvents,
 }
 
 impl MemoryPorts {
@@ -96,6 +100,13 @@ impl ArchiveBody for MemoryPorts {
         }
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), body.to_vec());
         Ok(())
+    }
+}
+
+impl PublishEvents for MemoryPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.shared.interleave().await;
+        self.events.publish_events(events).await
     }
 }
 

@@ -1,32 +1,47 @@
-//! HTTP in and out: routing, status codes and JSON bodies around [`crate::domain::task_view`].
+//! HTTP in and out: routing, status codes and JSON bodies around [`crate::domain::task_view`]
+//! (`GET /tasks/<task_id>`) and [`crate::domain::register`] (`PUT /tasks/<task_id>`).
 
 use std::time::Duration;
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
+use stemvault_vault::Timestamp;
+use stemvault_vault::register::Registration;
 use suno_callbacks::TaskId;
 use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Ports, task_view};
+use crate::domain::{Ports, Registered, register, task_view};
 use crate::error::ResultsError;
+
+/// The largest registration body accepted (`{"family": ..., "client_ref": <256 bytes>}`).
+pub const MAX_REGISTRATION_BYTES: usize = 4096;
 
 /// The results function with its clients, built once per Lambda instance.
 pub struct App {
     ports: AwsPorts,
+    settings: Settings,
+}
+
+/// What the answers depend on besides the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
     link_expiry: Duration,
+    reconcile_after: Duration,
 }
 
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
-        App { ports: AwsPorts::new(&config, sdk), link_expiry: config.download_url_expiry }
+        let settings = Settings { link_expiry: config.download_url_expiry, reconcile_after: config.reconcile_after };
+        App { ports: AwsPorts::new(&config, sdk), settings }
     }
 
     /// Answer one request; every outcome is an HTTP response.
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        respond(&self.ports, self.link_expiry, req.method(), req.uri().path()).await
+        let body: &[u8] = req.body().as_ref();
+        respond(&self.ports, self.settings, req.method(), req.uri().path(), body, Timestamp::now()).await
     }
 }
 
@@ -35,38 +50,50 @@ impl App {
 enum Route<'a> {
     /// `GET /tasks/<segment>`, the segment still percent-encoded.
     Task(&'a str),
+    /// `PUT /tasks/<segment>`: register the task.
+    Register(&'a str),
     MethodNotAllowed,
     NotFound,
 }
 
 fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     match path.strip_prefix("/tasks/") {
-        Some(segment) if !segment.is_empty() && !segment.contains('/') => {
-            if method == Method::GET {
-                Route::Task(segment)
-            } else {
-                Route::MethodNotAllowed
-            }
-        }
+        Some(segment) if !segment.is_empty() && !segment.contains('/') => match *method {
+            Method::GET => Route::Task(segment),
+            Method::PUT => Route::Register(segment),
+            _ => Route::MethodNotAllowed,
+        },
         _ => Route::NotFound,
     }
 }
 
 /// The whole request cycle over the domain traits (so it is testable without AWS).
-async fn respond(ports: &impl Ports, link_expiry: Duration, method: &Method, path: &str) -> Response<Body> {
-    let segment = match route(method, path) {
-        Route::Task(segment) => segment,
+async fn respond(
+    ports: &impl Ports,
+    settings: Settings,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Response<Body> {
+    let (segment, registering) = match route(method, path) {
+        Route::Task(segment) => (segment, false),
+        Route::Register(segment) => (segment, true),
         Route::MethodNotAllowed => {
             let mut response = error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                format!("{method} is not supported; use GET"),
+                format!("{method} is not supported; use GET or PUT"),
             );
-            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, PUT"));
             return response;
         }
         Route::NotFound => {
-            return error(StatusCode::NOT_FOUND, "not_found", "no such endpoint; use GET /tasks/<task_id>".into());
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; use GET or PUT /tasks/<task_id>".into(),
+            );
         }
     };
     // Clients may percent-encode characters task ids allow (`*`, `:`, ...); TaskId refuses
@@ -82,8 +109,54 @@ async fn respond(ports: &impl Ports, link_expiry: Duration, method: &Method, pat
             return error(StatusCode::BAD_REQUEST, "invalid_task_id", why);
         }
     };
+    if registering {
+        let span = tracing::info_span!("register", task_id = %task_id);
+        return register_task(ports, settings, &task_id, body, now).instrument(span).await;
+    }
     let span = tracing::info_span!("results", task_id = %task_id);
-    answer(ports, link_expiry, &task_id).instrument(span).await
+    answer(ports, settings.link_expiry, &task_id).instrument(span).await
+}
+
+/// `PUT /tasks/<task_id>`: 201 created, 200 already registered (or called back) alike, 409
+/// recorded otherwise, 400/413 for a body that is not a registration.
+async fn register_task(
+    ports: &impl Ports,
+    settings: Settings,
+    task_id: &TaskId,
+    body: &[u8],
+    now: Timestamp,
+) -> Response<Body> {
+    if body.len() > MAX_REGISTRATION_BYTES {
+        let message = format!("the body is {} bytes; at most {MAX_REGISTRATION_BYTES} are accepted", body.len());
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message);
+    }
+    let registration = match Registration::parse(body) {
+        Ok(registration) => registration,
+        Err(e) => {
+            tracing::info!(error = %e, "registration refused");
+            return error(StatusCode::BAD_REQUEST, "invalid_registration", e.to_string());
+        }
+    };
+    match register(ports, task_id, &registration, now, settings.reconcile_after, settings.link_expiry).await {
+        Ok(Registered::Created(view)) => {
+            tracing::info!(family = %registration.family, "task registered");
+            json(StatusCode::CREATED, &view)
+        }
+        Ok(Registered::Existing(view)) => json(StatusCode::OK, &view),
+        Ok(Registered::Disagrees(view)) => {
+            tracing::info!(family = %view.family, "registration disagrees with the recorded task");
+            let body = serde_json::json!({
+                "error": "task_conflict",
+                "message": format!(
+                    "task {task_id} is recorded with family {} and another client_ref than this registration",
+                    view.family
+                ),
+                "task": view,
+            });
+            json(StatusCode::CONFLICT, &body)
+        }
+        Err(e) => failure(&e),
+    }
 }
 
 async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> Response<Body> {
@@ -153,8 +226,21 @@ mod tests {
     use crate::domain::tests::MemoryPorts;
     use stemvault_vault::StoreError;
 
+    const SETTINGS: Settings =
+        Settings { link_expiry: Duration::from_secs(60), reconcile_after: Duration::from_secs(600) };
+
     async fn call(ports: &MemoryPorts, method: Method, path: &str) -> (StatusCode, serde_json::Value, Response<Body>) {
-        let response = respond(ports, Duration::from_secs(60), &method, path).await;
+        put(ports, method, path, b"").await
+    }
+
+    async fn put(
+        ports: &MemoryPorts,
+        method: Method,
+        path: &str,
+        body: &[u8],
+    ) -> (StatusCode, serde_json::Value, Response<Body>) {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let response = respond(ports, SETTINGS, &method, path, body, now).await;
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
         (response.status(), body, response)
     }
@@ -162,6 +248,7 @@ mod tests {
     #[test]
     fn routes_only_one_segment_under_tasks() {
         assert_eq!(route(&Method::GET, "/tasks/abc"), Route::Task("abc"));
+        assert_eq!(route(&Method::PUT, "/tasks/abc"), Route::Register("abc"));
         assert_eq!(route(&Method::POST, "/tasks/abc"), Route::MethodNotAllowed);
         for path in ["/tasks/", "/tasks", "/tasks/a/b", "/callback", "/", "/taskss/a"] {
             assert_eq!(route(&Method::GET, path), Route::NotFound, "{path}");
@@ -215,7 +302,43 @@ mod tests {
 
         let (status, body, response) = call(&MemoryPorts::with(&["t1"]), Method::DELETE, "/tasks/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")));
-        assert_eq!(response.headers()[header::ALLOW], "GET");
+        assert_eq!(response.headers()[header::ALLOW], "GET, PUT");
+    }
+
+    #[tokio::test]
+    async fn put_registers_once_get_answers_at_once_and_a_different_registration_is_409() {
+        let ports = MemoryPorts::default();
+        let body = br#"{"family":"vocal_separation","client_ref":"order-17"}"#;
+        let (status, created, _) = put(&ports, Method::PUT, "/tasks/t7", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{created}");
+        assert_eq!((created["stage"].as_str(), created["vault"].as_str()), (Some("submitted"), Some("pending")));
+        assert_eq!(created["client_ref"], "order-17");
+        assert_eq!(created["files"], serde_json::json!([]));
+
+        let (status, again, _) = put(&ports, Method::PUT, "/tasks/t7", body).await;
+        assert_eq!((status, &again), (StatusCode::OK, &created));
+        let (status, got, _) = call(&ports, Method::GET, "/tasks/t7").await;
+        assert_eq!((status, &got), (StatusCode::OK, &created));
+
+        let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;
+        assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("task_conflict")));
+        assert_eq!(conflict["task"]["family"], "vocal_separation");
+        assert_eq!(ports.put.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_a_registration_is_refused_and_nothing_written() {
+        let ports = MemoryPorts::default();
+        for body in [&b"{}"[..], b"not json", br#"{"family":"jazz"}"#, br#"{"family":"unknown"}"#] {
+            let (status, answer, _) = put(&ports, Method::PUT, "/tasks/t7", body).await;
+            assert_eq!((status, answer["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_registration")));
+        }
+        let huge = vec![b' '; MAX_REGISTRATION_BYTES + 1];
+        let (status, _, _) = put(&ports, Method::PUT, "/tasks/t7", &huge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _, _) = put(&ports, Method::PUT, "/tasks/..", br#"{"family":"wav"}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(ports.put.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1,20 +1,24 @@
-//! The ports over AWS: the task table and S3 presigning.
+//! The ports over AWS: the task table (one strongly consistent Query of a task's item
+//! collection, and a registration's conditional PutItem) and S3 presigning.
 
 use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
-use stemvault_vault::{LoadTask, StoreError, TaskRecord};
+use stemvault_vault::items::{self, ItemPut, PutCondition};
+use stemvault_vault::{Conditional, LoadTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::Config;
-use crate::domain::PresignDownload;
+use crate::domain::{PresignDownload, PutNewTask};
 use crate::error::PresignError;
 
-/// The IAM actions of every AWS call the function makes (template.yaml grants exactly these;
-/// presigning signs a GetObject the caller later makes with the function's credentials).
-pub const AWS_ACTIONS: &[&str] = &["dynamodb:GetItem", "s3:GetObject"];
+/// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
+/// the task's item collection (one Query), a registration's task item (PutItem, only if
+/// absent), and presigning, which signs a GetObject the caller later makes with the
+/// function's credentials.
+pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "dynamodb:PutItem", "s3:GetObject"];
 
 /// The task table and the vault bucket.
 #[derive(Debug, Clone)]
@@ -37,7 +41,14 @@ impl AwsPorts {
 
 impl LoadTask for AwsPorts {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.table.get(task_id.as_str()).await
+        self.table.load(task_id.as_str()).await
+    }
+}
+
+impl PutNewTask for AwsPorts {
+    async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
+        let put = ItemPut { item: items::task_item(record)?, condition: PutCondition::Absent };
+        self.table.put("PutItem (registration)", put).await
     }
 }
 

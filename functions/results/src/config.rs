@@ -5,7 +5,8 @@ use std::time::Duration;
 use stemvault_aws::{ConfigError, Env, FromEnv};
 
 /// Every variable the function reads (besides logging's and the AWS SDK's).
-pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "BUCKET_NAME", "DOWNLOAD_URL_EXPIRY_SECONDS"];
+pub const ENVIRONMENT: &[&str] =
+    &["TABLE_NAME", "BUCKET_NAME", "DOWNLOAD_URL_EXPIRY_SECONDS", "RECONCILE_AFTER_SECONDS"];
 
 /// Presigned S3 URLs cannot be valid for longer than 7 days (SigV4 limit).
 pub const MAX_DOWNLOAD_URL_EXPIRY_SECONDS: u64 = 7 * 24 * 3600;
@@ -20,6 +21,9 @@ pub struct Config {
     /// How long a download link stays valid (also bounded by the lifetime of the function's
     /// role credentials, which sign it).
     pub download_url_expiry: Duration,
+    /// `RECONCILE_AFTER_SECONDS`: a registered task is first polled this long after its
+    /// registration.
+    pub reconcile_after: Duration,
 }
 
 impl FromEnv for Config {
@@ -35,6 +39,7 @@ impl FromEnv for Config {
                 1,
                 MAX_DOWNLOAD_URL_EXPIRY_SECONDS,
             )?,
+            reconcile_after: stemvault_aws::reconcile_after(env)?,
         })
     }
 }

@@ -1,11 +1,16 @@
 //! What `GET /tasks/<task_id>` answers: the task record, reduced to what callers need, with a
-//! presigned download link for each stored file. Plain Rust over two small traits.
+//! presigned download link for each stored file; and what `PUT /tasks/<task_id>` does:
+//! register a task before any callback ([`register`]). Plain Rust over small traits.
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::{LoadTask, Manifest, ManifestFile, PublicFileStatus, VaultState};
+use stemvault_vault::register::Registration;
+use stemvault_vault::{
+    Abandoned, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, StoreError, TaskRecord, Timestamp,
+    VaultState,
+};
 use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::error::{PresignError, ResultsError};
@@ -15,10 +20,16 @@ pub trait PresignDownload {
     fn presign(&self, key: &str, expires_in: Duration) -> impl Future<Output = Result<String, PresignError>> + Send;
 }
 
-/// Everything the use-case needs.
-pub trait Ports: LoadTask + PresignDownload + Sync {}
+/// Write a registered task's item if the task has none yet (one PutItem conditional on
+/// `attribute_not_exists(sk)`): [`Conditional::Conflict`] when it exists.
+pub trait PutNewTask {
+    fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + Sync {}
+/// Everything the use-cases need.
+pub trait Ports: LoadTask + PresignDownload + PutNewTask + Sync {}
+
+impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + Sync {}
 
 /// The response body: the task as its manifest shows it, with download links.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,6 +40,12 @@ pub struct TaskView {
     pub code: i64,
     pub message: String,
     pub vault: VaultState,
+    /// The caller's own id, given when the task was registered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
+    /// Set when the reconciler gave the task up (no result by callback or poll in time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
     pub files: Vec<FileView>,
 }
 
@@ -50,8 +67,12 @@ pub async fn task_view(
     let Some(record) = ports.load_task(task_id).await? else {
         return Ok(None);
     };
+    view_of(ports, &record, link_expiry).await.map(Some)
+}
+
+async fn view_of(ports: &impl Ports, record: &TaskRecord, link_expiry: Duration) -> Result<TaskView, ResultsError> {
     // The same projection the manifest uses, so both always agree; its timestamp is unused.
-    let manifest = Manifest::of(&record, record.vault, record.last_received_at);
+    let manifest = Manifest::of(record, record.vault, record.last_received_at);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match file.status {
@@ -60,15 +81,55 @@ pub async fn task_view(
         };
         files.push(FileView { file, download_url });
     }
-    Ok(Some(TaskView {
+    Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
         stage: manifest.stage,
         code: manifest.code,
         message: manifest.message,
         vault: manifest.vault,
+        client_ref: record.client_ref.clone(),
+        abandoned: record.abandoned.clone(),
         files,
-    }))
+    })
+}
+
+/// What a registration came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// The task was new: its item was written (201).
+    Created(TaskView),
+    /// The task was known and agrees with the registration (200): nothing written.
+    Existing(TaskView),
+    /// The task is recorded with another family or client_ref (409): nothing written.
+    Disagrees(TaskView),
+}
+
+/// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
+/// `reconcile_after` on), unless it is recorded already. Idempotent: one read, and one
+/// conditional put only for a new task.
+pub async fn register(
+    ports: &impl Ports,
+    task_id: &TaskId,
+    registration: &Registration,
+    now: Timestamp,
+    reconcile_after: Duration,
+    link_expiry: Duration,
+) -> Result<Registered, ResultsError> {
+    let mut known = ports.load_task(task_id).await?;
+    if known.is_none() {
+        let record = registration.record(task_id, now, reconcile_after);
+        match ports.put_new_task(&record).await? {
+            Conditional::Applied => return Ok(Registered::Created(view_of(ports, &record, link_expiry).await?)),
+            // Registered (or called back) at the same moment: answer with what is there.
+            Conditional::Conflict => known = ports.load_task(task_id).await?,
+        }
+    }
+    let Some(record) = known else {
+        return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
+    };
+    let view = view_of(ports, &record, link_expiry).await?;
+    Ok(if registration.agrees_with(&record) { Registered::Existing(view) } else { Registered::Disagrees(view) })
 }
 
 #[cfg(test)]
@@ -76,7 +137,7 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::{BTreeMap, HashMap};
     use std::sync::Mutex;
-    use stemvault_vault::{FileEntry, FileStatus, StoreError, TaskRecord};
+    use stemvault_vault::{FileEntry, FileStatus};
 
     /// Records by task id; `fail` makes every load fail with that error. Signs `key` as
     /// `signed:<key>?expires=<secs>` (or fails when `fail_signing`) and remembers what it
@@ -87,6 +148,8 @@ pub(crate) mod tests {
         pub fail: Option<StoreError>,
         pub signed: Mutex<Vec<String>>,
         pub fail_signing: bool,
+        /// Task items written by registrations.
+        pub put: Mutex<Vec<TaskRecord>>,
     }
 
     impl MemoryPorts {
@@ -99,8 +162,26 @@ pub(crate) mod tests {
         async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
             match &self.fail {
                 Some(e) => Err(e.clone()),
-                None => Ok(self.records.get(task_id.as_str()).cloned()),
+                None => Ok(self
+                    .records
+                    .get(task_id.as_str())
+                    .cloned()
+                    .or_else(|| self.put.lock().unwrap().iter().find(|r| r.task_id == task_id.as_str()).cloned())),
             }
+        }
+    }
+
+    impl PutNewTask for MemoryPorts {
+        async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
+            if let Some(e) = &self.fail {
+                return Err(e.clone());
+            }
+            let mut put = self.put.lock().unwrap();
+            if self.records.contains_key(&record.task_id) || put.iter().any(|r| r.task_id == record.task_id) {
+                return Ok(Conditional::Conflict);
+            }
+            put.push(record.clone());
+            Ok(Conditional::Applied)
         }
     }
 
@@ -204,5 +285,41 @@ pub(crate) mod tests {
         let err = task_view(&broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
         assert_eq!(err, ResultsError::Presign(PresignError("no credentials".into())));
         assert!(err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn a_registration_writes_once_and_answers_the_task_as_it_is() {
+        let ports = MemoryPorts::default();
+        let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let reg = Registration { family: Family::Wav, client_ref: Some("order-17".into()) };
+        let second = Duration::from_secs(1);
+        let Registered::Created(view) = register(&ports, &id("t9"), &reg, now, second * 600, second).await.unwrap()
+        else {
+            panic!("a new task is created")
+        };
+        assert_eq!(
+            (view.stage, view.vault, view.client_ref.as_deref()),
+            (Stage::Submitted, VaultState::Pending, Some("order-17"))
+        );
+        assert!(view.files.is_empty());
+        let written = ports.put.lock().unwrap()[0].clone();
+        assert_eq!((written.reconcile.as_deref(), written.reconcile_at), (Some("due"), Some(now.plus(second * 600))));
+
+        let again = register(&ports, &id("t9"), &reg, now, second * 600, second).await.unwrap();
+        assert!(
+            matches!(again, Registered::Existing(ref v) if v.client_ref.as_deref() == Some("order-17")),
+            "{again:?}"
+        );
+        let other = Registration { client_ref: Some("order-18".into()), ..reg.clone() };
+        let refused = register(&ports, &id("t9"), &other, now, second * 600, second).await.unwrap();
+        assert!(matches!(refused, Registered::Disagrees(_)), "{refused:?}");
+        assert_eq!(ports.put.lock().unwrap().len(), 1, "written once");
+
+        // A task a callback recorded first keeps what it has; its family is the callback's.
+        let called_back = MemoryPorts::with(&["t1"]);
+        let music = Registration { family: Family::Music, client_ref: None };
+        let known = register(&called_back, &id("t1"), &music, now, second, second).await.unwrap();
+        assert!(matches!(known, Registered::Existing(ref v) if v.stage == Stage::Complete), "{known:?}");
+        assert!(called_back.put.lock().unwrap().is_empty());
     }
 }

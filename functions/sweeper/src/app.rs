@@ -45,8 +45,10 @@ impl App {
             tracing::info!(
                 tasks_checked = outcome.tasks_checked,
                 files_requeued = outcome.files_requeued,
+                manifests_requested = outcome.manifests_requested,
                 tasks_failed = outcome.tasks_failed,
                 stopped_early = outcome.stopped_early,
+                wrapped = outcome.wrapped,
                 "sweep done"
             );
             Ok(outcome)

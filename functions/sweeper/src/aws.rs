@@ -6,17 +6,28 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
 
 use crate::Config;
-use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage};
+use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the open-tasks index (Query), the task record (GetItem, PutItem) and claimed-file updates
-/// (UpdateItem), and the download jobs (SendMessageBatch, authorised by sqs:SendMessage).
+/// the open-tasks index and each task's item collection (Query), the sweep cursor (GetItem,
+/// and PutItem, which also puts the claimed file items), the task item's `queued` set and
+/// released claims (UpdateItem), and the download and manifest jobs (SendMessageBatch,
+/// authorised by sqs:SendMessage).
 pub const AWS_ACTIONS: &[&str] =
     &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
+
+/// The sweep cursor's item: a partition of its own that no task id can name (`#` is not a
+/// task id character, so no callback, registration or GET /tasks/{id} ever reaches it),
+/// holding no `open` or `reconcile` attribute (so in no index) and no `task` item (so even
+/// a reader of its collection would find no task there).
+pub const CURSOR_TASK_ID: &str = "#sweeper";
+/// Its sort key.
+pub const CURSOR_SK: &str = "cursor";
 
 /// Index entries per Query page (keys only: a page stays small).
 const PAGE_SIZE: i32 = 100;
@@ -58,10 +69,12 @@ fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> Ope
             (":open".to_owned(), s(OPEN_MARKER)),
             (":before".to_owned(), s(&received_before.rfc3339())),
         ]),
-        // An index's page key: the table's key and the index's.
+        // An index's page key: the table's key (only task items carry `open`, so the sort key
+        // is always the task item's) and the index's.
         start: after.map(|t| {
             HashMap::from([
-                ("task_id".to_owned(), s(&t.task_id)),
+                (PARTITION_KEY.to_owned(), s(&t.task_id)),
+                (SORT_KEY.to_owned(), s(TASK_SK)),
                 ("open".to_owned(), s(OPEN_MARKER)),
                 ("last_received_at".to_owned(), s(&t.last_received_at.rfc3339())),
             ])
@@ -69,10 +82,10 @@ fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> Ope
     }
 }
 
-/// An index entry (or page key) read back.
+/// An index entry (or page key) read back; its `sk` (always the task item's) is not needed.
 fn open_task(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
     Some(OpenTask {
-        task_id: item.get("task_id")?.as_s().ok()?.clone(),
+        task_id: item.get(PARTITION_KEY)?.as_s().ok()?.clone(),
         last_received_at: item.get("last_received_at")?.as_s().ok()?.parse().ok()?,
     })
 }
@@ -120,9 +133,81 @@ impl ListOpenTasks for AwsPorts {
     }
 }
 
+/// The cursor item: where the next run starts (after `after`, or at the oldest entry).
+fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, AttributeValue> {
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let mut item = HashMap::from([
+        (PARTITION_KEY.to_owned(), s(CURSOR_TASK_ID)),
+        (SORT_KEY.to_owned(), s(CURSOR_SK)),
+        ("written_at".to_owned(), s(&now.rfc3339())),
+    ]);
+    if let Some(after) = after {
+        item.insert("after_task_id".to_owned(), s(&after.task_id));
+        item.insert("after_received_at".to_owned(), s(&after.last_received_at.rfc3339()));
+    }
+    item
+}
+
+/// The cursor an item holds; an unreadable one is None (start at the oldest entry).
+fn read_cursor_item(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
+    Some(OpenTask {
+        task_id: item.get("after_task_id")?.as_s().ok()?.clone(),
+        last_received_at: item.get("after_received_at")?.as_s().ok()?.parse().ok()?,
+    })
+}
+
+impl SweepCursor for AwsPorts {
+    async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
+        let table = self.shared.table();
+        let out = table
+            .client
+            .get_item()
+            .table_name(&table.table_name)
+            .key(PARTITION_KEY, AttributeValue::S(CURSOR_TASK_ID.to_owned()))
+            .key(SORT_KEY, AttributeValue::S(CURSOR_SK.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        Ok(out.item().and_then(read_cursor_item))
+    }
+
+    async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
+        let table = self.shared.table();
+        table
+            .client
+            .put_item()
+            .table_name(&table.table_name)
+            .set_item(Some(cursor_item(after, Timestamp::now())))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use suno_callbacks::TaskId;
+
     use super::*;
+
+    #[test]
+    fn the_cursor_item_is_no_task_and_in_no_index() {
+        let after = OpenTask { task_id: "t-1".into(), last_received_at: at("2025-12-31T23:00:00.000Z") };
+        let item = cursor_item(Some(&after), at("2026-01-01T00:00:00.000Z"));
+        assert_eq!(item["task_id"], AttributeValue::S("#sweeper".into()));
+        assert_eq!(item["sk"], AttributeValue::S("cursor".into()));
+        for index_key in ["open", "reconcile", "last_received_at", "reconcile_at"] {
+            assert!(!item.contains_key(index_key), "{index_key}");
+        }
+        assert!(TaskId::parse(CURSOR_TASK_ID).is_err(), "no task id names it");
+        assert_ne!(CURSOR_SK, TASK_SK, "never a task item");
+        assert_eq!(read_cursor_item(&item), Some(after));
+        let from_the_start = cursor_item(None, at("2026-01-01T00:00:00.000Z"));
+        assert_eq!(read_cursor_item(&from_the_start), None);
+        assert_eq!(from_the_start.len(), 3);
+    }
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
@@ -145,6 +230,9 @@ mod tests {
     fn the_next_page_starts_after_the_last_entry_read() {
         let last = OpenTask { task_id: "t-1".into(), last_received_at: at("2025-12-31T23:00:00.000Z") };
         let start = open_tasks_query(at("2026-01-01T00:00:00.000Z"), Some(&last)).start.unwrap();
+        assert_eq!(start.len(), 4, "the table's key (task_id, sk) and the index's: {start:?}");
+        assert_eq!(start["task_id"], AttributeValue::S("t-1".into()));
+        assert_eq!(start["sk"], AttributeValue::S("task".into()));
         assert_eq!(start["open"], AttributeValue::S("open".into()));
         assert_eq!(start["last_received_at"], AttributeValue::S("2025-12-31T23:00:00.000Z".into()));
         assert_eq!(open_task(&start), Some(last));
@@ -154,7 +242,12 @@ mod tests {
     fn an_entry_with_an_unreadable_time_is_not_read() {
         let entry = |received: &str| {
             let s = |v: &str| AttributeValue::S(v.to_owned());
-            HashMap::from([("task_id".to_owned(), s("t-1")), ("last_received_at".to_owned(), s(received))])
+            HashMap::from([
+                ("task_id".to_owned(), s("t-1")),
+                ("sk".to_owned(), s("task")),
+                ("open".to_owned(), s("open")),
+                ("last_received_at".to_owned(), s(received)),
+            ])
         };
         assert_eq!(open_task(&entry("yesterday")), None);
         let read = open_task(&entry("2025-12-31T23:00:00Z")).map(|t| t.last_received_at);

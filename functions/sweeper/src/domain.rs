@@ -1,22 +1,37 @@
-//! The sweep: re-enqueue files that no ingest request will ever send.
+//! The sweep: re-enqueue files that no ingest request will ever send, and get a settle for
+//! tasks whose files are all settled but whose vault never was.
 //!
 //! An ingest request that dies between writing the record and sending the messages (or
 //! answers 503 after SQS failed and released its claims) leaves files `pending` or
 //! `enqueuing`; only another delivery of the task would pick them up, and the provider stops
 //! retrying. On a schedule, the sweeper reads the tasks whose vault is still pending from the
 //! sparse `open-tasks` index (only those whose last delivery is older than the grace period,
-//! so requests still in flight are left alone), claims their orphaned files with the same
-//! [`reclaim`] as ingest, and sends them through the same [`send_claimed`]. Files already
+//! so requests still in flight are left alone), reads each one's item collection (one
+//! Query), claims its orphaned files with the same [`reclaim`] as ingest (a conditional put of
+//! each claimed file item), and sends them through the same [`send_claimed`]. Files already
 //! `queued` or beyond belong to the queue and its dead-letter queue and are not touched.
+//!
+//! Each run resumes after the last index entry the previous run checked (a cursor item in
+//! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for good
+//! (a file whose message dead-lettered) never hide newer orphans behind them.
+//!
+//! A downloader that stopped between writing a task's manifest and its settle write leaves a
+//! pending vault whose files are all stored or failed, and no message that would settle it.
+//! Such a task gets a manifest job ([`settle_job`], a
+//! [`stemvault_vault::download::MANIFEST_JOB_NAME`] job): the downloader reads the task and
+//! settles it, as it settles a task without files.
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
+use stemvault_vault::download::MANIFEST_JOB_NAME;
+use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
-use stemvault_vault::{Attempt, Clock, LoadTask, SaveTask, Timestamp, VaultState, retry_on_conflict};
-use suno_callbacks::TaskId;
+use stemvault_vault::{
+    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, retry_on_conflict,
+};
+use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::error::{StoreError, SweepError};
 
@@ -45,11 +60,25 @@ pub trait ListOpenTasks {
     ) -> impl Future<Output = Result<OpenTaskPage, StoreError>> + Send;
 }
 
-/// Everything the sweep needs: the index, the task table, the claim-and-send ports and the
-/// clock.
-pub trait Ports: ListOpenTasks + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Where the previous run stopped: the last `open-tasks` entry it checked, kept in the table
+/// (one item that no reader takes for a task, read and written once per run).
+pub trait SweepCursor {
+    /// None: start at the oldest entry.
+    fn read_cursor(&self) -> impl Future<Output = Result<Option<OpenTask>, StoreError>> + Send;
+    fn write_cursor(&self, after: Option<&OpenTask>) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
-impl<T> Ports for T where T: ListOpenTasks + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock {}
+/// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
+/// ports and the clock.
+pub trait Ports:
+    ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+{
+}
+
+impl<T> Ports for T where
+    T: ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+{
+}
 
 /// How long the sweeper's enqueue claims hold: as long as an ingest request's (its Lambda
 /// timeout and 3 s), far more than sending one task's files takes.
@@ -82,15 +111,26 @@ pub struct Outcome {
     pub tasks_checked: usize,
     /// Messages sent for orphaned files.
     pub files_requeued: usize,
+    /// Manifest jobs sent for open tasks whose files were all settled.
+    pub manifests_requested: usize,
     /// Tasks that could not be swept this time (the next run tries again).
     pub tasks_failed: usize,
-    /// Stopped at `max_tasks` or the deadline before the index was exhausted.
+    /// Stopped at `max_tasks` or the deadline before every entry was checked once; the next
+    /// run resumes after the last one checked.
     pub stopped_early: bool,
+    /// The run started after the previous run's last entry, reached the end of the index and
+    /// went on from its oldest entry.
+    pub wrapped: bool,
 }
 
-/// Sweep the open tasks until the index is exhausted, `max_tasks` were checked, or `stop_at`.
-/// `claimant_id` names this run's claims. Fails only when the index cannot be read; a task
-/// that cannot be swept is counted and left to the next run.
+/// Sweep the open tasks: from just after the entry the previous run checked last (its
+/// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
+/// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then
+/// set to the last entry checked (or cleared after a whole lap), so however many tasks stay
+/// open for good (a message in the dead-letter queue), every open task is checked within
+/// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
+/// when the index cannot be read; a task that cannot be swept is counted and left to the next
+/// run, and a cursor that cannot be read or written only means starting at the oldest entry.
 pub async fn sweep<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -99,18 +139,33 @@ pub async fn sweep<P: Ports>(
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = before(ports.now(), settings.grace);
+    let start = match ports.read_cursor().await {
+        // An entry past the query's range (a shorter grace since) cannot start a page.
+        Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the sweep cursor; starting at the oldest open task");
+            None
+        }
+    };
     let mut outcome = Outcome::default();
-    let mut after: Option<OpenTask> = None;
-    loop {
+    let mut last: Option<OpenTask> = None;
+    let mut after = start.clone();
+    'lap: loop {
         let page = ports.open_tasks(received_before, after.as_ref()).await?;
         for task in &page.tasks {
+            // Past the cursor again after wrapping: this run checked these already.
+            if outcome.wrapped && start.as_ref().is_some_and(|s| position(task) > position(s)) {
+                break 'lap;
+            }
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
                 outcome.stopped_early = true;
-                return Ok(outcome);
+                break 'lap;
             }
             outcome.tasks_checked += 1;
+            last = Some(task.clone());
             match sweep_task(ports, settings, &claimant, &task.task_id).await {
-                Ok(sent) => outcome.files_requeued += sent,
+                Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
+                Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
                 Err(e) => {
                     outcome.tasks_failed += 1;
                     tracing::warn!(
@@ -124,45 +179,117 @@ pub async fn sweep<P: Ports>(
         }
         match page.next {
             Some(next) => after = Some(next),
-            None => return Ok(outcome),
+            None if start.is_some() && !outcome.wrapped => {
+                outcome.wrapped = true;
+                after = None;
+            }
+            None => break,
         }
     }
+    // Stopped early: resume after the last entry checked (none checked: where this run began).
+    // A whole lap: the next run starts at the oldest entry.
+    let cursor = if outcome.stopped_early { last.or(start.clone()) } else { None };
+    if cursor != start {
+        if let Err(e) = ports.write_cursor(cursor.as_ref()).await {
+            tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
+        }
+    }
+    Ok(outcome)
 }
 
-/// Claim and send one task's orphaned files; returns how many messages were sent.
+/// Where an entry stands in the index: by last delivery, then task id.
+fn position(task: &OpenTask) -> (Timestamp, &str) {
+    (task.last_received_at, task.task_id.as_str())
+}
+
+/// What sweeping one task did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Swept {
+    /// Messages sent for its orphaned files (0: nothing to do).
+    Files(usize),
+    /// Its files were all settled: a manifest job was sent.
+    ManifestRequested,
+}
+
+/// Claim and send one task's orphaned files, or ask for its settle when its files are all
+/// settled.
 async fn sweep_task<P: Ports>(
     ports: &P,
     settings: &Settings,
     claimant: &Claimant,
     task_id: &str,
-) -> Result<usize, SweepError> {
+) -> Result<Swept, SweepError> {
     let Ok(task) = TaskId::parse(task_id) else {
         return Err(StoreError::Malformed(format!("the index lists an invalid task id {task_id:?}")).into());
     };
     let task = &task;
-    let sent = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
-        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(0)) };
+    let swept = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
+        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(Swept::Files(0))) };
         let now = ports.now();
         // The index is eventually consistent: re-check what it said against the record.
-        if record.vault != VaultState::Pending || record.last_received_at >= before(now, settings.grace) {
-            return Ok(Attempt::Done(0));
+        // A registered task without a result has no files to send yet: the reconciler's.
+        if record.vault != VaultState::Pending
+            || record.stage == Stage::Submitted
+            || record.last_received_at >= before(now, settings.grace)
+        {
+            return Ok(Attempt::Done(Swept::Files(0)));
+        }
+        if record.files_settled() {
+            request_manifest(ports, task, &record).await?;
+            return Ok(Attempt::Done(Swept::ManifestRequested));
         }
         let (claimed, claims) = reclaim(&record, claimant, now, &[]);
-        let Some(claimed) = claimed else { return Ok(Attempt::Done(0)) };
-        match ports.save_task(&claimed, Some(record.version)).await {
+        let Some(claimed) = claimed else { return Ok(Attempt::Done(Swept::Files(0))) };
+        match ports.save_task(Some(&record), &claimed).await {
             Ok(()) => {
                 let sent = send_claimed(ports, task, claimant, &claims.to_enqueue).await?;
                 for job in &claims.to_enqueue {
                     tracing::info!(task_id = %task, file = %job.name, "re-enqueued an orphaned file");
                 }
-                Ok(Attempt::Done(sent))
+                Ok(Attempt::Done(Swept::Files(sent)))
             }
             Err(StoreError::Conflict) => Ok(Attempt::Conflict),
             Err(e) => Err(SweepError::from(e)),
         }
     })
     .await?;
-    sent.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
+    swept.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
+}
+
+/// The job that asks the downloader to settle a task whose files are all settled: the shape
+/// of [`stemvault_vault::download::manifest_job`] (no file, the manifest's key), whatever
+/// files the task has. Its downloader reads the task and settles it if it still needs it.
+pub fn settle_job(task_id: &TaskId) -> FileJob {
+    FileJob {
+        task_id: task_id.as_str().to_owned(),
+        name: MANIFEST_JOB_NAME.to_owned(),
+        url: String::new(),
+        key: s3_key::manifest_key(task_id),
+    }
+}
+
+/// Send the manifest job of an open task whose files are all settled (no claim: a second
+/// job, from another run, only finds the task settled).
+async fn request_manifest<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecord) -> Result<(), SweepError> {
+    let job = settle_job(task);
+    match ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().next() {
+        Some(Ok(message_id)) => {
+            tracing::info!(
+                task_id = %task,
+                files = record.files.len(),
+                message_id,
+                "files all settled but the vault pending: asked the downloader to settle it"
+            );
+            Ok(())
+        }
+        failed => {
+            let reason = match failed {
+                Some(Err(why)) => why,
+                _ => "no result for the manifest job".to_owned(),
+            };
+            Err(EnqueueError { failed: 1, total: 1, reason }.into())
+        }
+    }
 }
 
 fn before(now: Timestamp, grace: Duration) -> Timestamp {

@@ -38,6 +38,23 @@ pub fn curl_example(base_url: &str, auth: &ClientAuth, task_id: &str, timestamp:
     curl
 }
 
+/// What `make run` says about webhooks (with `NOTIFY_URL` set): where they go, and the
+/// signing secret when it generated one.
+pub fn webhooks(notify: &crate::pipeline::NotifySummary) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "  webhooks:    POST {} (signed, Standard Webhooks)", notify.notify_url);
+    let _ = writeln!(text, "  notify:      polling {}", notify.queue_url);
+    match &notify.generated_secret {
+        Some(secret) => {
+            let _ = writeln!(text, "  secret:      {secret}  (generated; set NOTIFY_SECRET to choose it)");
+        }
+        None => {
+            let _ = writeln!(text, "  secret:      NOTIFY_SECRET");
+        }
+    }
+    text
+}
+
 /// The whole start-up text.
 pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts: &str, now_unix: i64) -> String {
     let task_id = format!("local{}", &uuid::Uuid::new_v4().simple().to_string()[..16]);
@@ -51,7 +68,23 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
         "  sweeper:     re-enqueues orphaned files every {} s",
         crate::pipeline::SWEEP_INTERVAL.as_secs()
     );
+    let every = crate::reconcile::RECONCILE_INTERVAL.as_secs();
+    match &info.fake_provider {
+        Some(fake) => {
+            let _ = writeln!(
+                text,
+                "  reconciler:  polls the built-in fake provider {fake} every {every} s (set PROVIDER_BASE_URL and PROVIDER_API_KEY for another)"
+            );
+        }
+        None => {
+            let _ =
+                writeln!(text, "  reconciler:  polls PROVIDER_BASE_URL every {every} s (off without PROVIDER_API_KEY)");
+        }
+    }
     let _ = writeln!(text, "  vault:       table {}, bucket {}", info.table_name, info.bucket_name);
+    if let Some(bus) = &info.event_bus_name {
+        let _ = writeln!(text, "  events:      bus {bus}; each is printed below as one `event:` line");
+    }
     if let Some(endpoint) = &info.aws_endpoint_url {
         let _ = writeln!(text, "  emulator:    {endpoint}");
     }
@@ -79,6 +112,11 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
     let _ =
         writeln!(text, "{}", curl_example(&info.base_url, &info.auth, &task_id, now_unix, &sample_callback(&task_id)));
     let _ = writeln!(text, "\ncurl -sS {}/tasks/{task_id}", info.base_url);
+    let _ = writeln!(
+        text,
+        "\nRegister a task before its callback (the reconciler polls the provider for it):\n\ncurl -sS -X PUT {}/tasks/<task_id> -d '{{\"family\":\"vocal_separation\",\"client_ref\":\"mine\"}}'",
+        info.base_url
+    );
     let _ = writeln!(text, "\nOr run `make demo` in another terminal (12 stems from a local file server).\n");
     text
 }
@@ -101,6 +139,8 @@ mod tests {
             table_name: "stemvault-local-tasks".into(),
             bucket_name: "stemvault-local-vault".into(),
             queue_url: "http://127.0.0.1:5000/123456789012/stemvault-local-downloads".into(),
+            fake_provider: None,
+            event_bus_name: Some("stemvault-local-events".into()),
         }
     }
 
@@ -122,6 +162,7 @@ mod tests {
         );
         assert!(text.contains("POST http://127.0.0.1:3000/callback\n"), "{text}");
         assert!(text.contains(&format!("WEBHOOK_HMAC_KEYS={key}")), "{text}");
+        assert!(text.contains("  events:      bus stemvault-local-events;"), "{text}");
         let curl = &text[text.find("curl -sS -X POST").unwrap()..];
         assert!(curl.starts_with("curl -sS -X POST 'http://127.0.0.1:3000/callback' \\\n"), "{curl}");
         assert_eq!(header(curl, "X-Webhook-Timestamp"), "1700000123");

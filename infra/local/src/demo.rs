@@ -1,5 +1,6 @@
 //! `make demo`: post the documented 12-stem `split_stem` callback, its URLs pointed at the
-//! local file server, under a fresh task id; wait for the vault; show the files and manifest.
+//! local file server, under a fresh task id; wait for the vault; show the files, the manifest
+//! and the task's events (from a queue of the demo's own subscribed to the runner's bus).
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -7,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::client_auth::ClientAuth;
+use crate::events::EventWatch;
 use crate::run_info::RunInfo;
 
 /// The documented body, from the repository's `fixtures/callbacks/`, built into the binary.
@@ -15,6 +17,9 @@ const FIXTURE: &str = include_str!("../../../fixtures/callbacks/separate-vocals_
 pub const PROVIDER_FILE_ORIGIN: &str = "https://file.aiquickdraw.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long after the vault settles the demo waits for its `Task Vaulted` event (published
+/// before the settle: normally already there).
+pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -124,6 +129,11 @@ pub struct DemoTarget {
     pub auth: ClientAuth,
     pub s3: aws_sdk_s3::Client,
     pub bucket: String,
+    /// The runner's built-in fake provider, when its reconciler polls one.
+    pub fake_provider: Option<String>,
+    /// The emulator, and the runner's event bus (a runner that did not say: no events shown).
+    pub sdk: aws_config::SdkConfig,
+    pub event_bus: Option<String>,
 }
 
 impl DemoTarget {
@@ -145,8 +155,32 @@ impl DemoTarget {
             auth: info.auth.clone(),
             s3: aws_sdk_s3::Client::from_conf(s3),
             bucket: info.bucket_name.clone(),
+            fake_provider: info.fake_provider.clone(),
+            sdk,
+            event_bus: info.event_bus_name.clone(),
         }
     }
+
+    /// A subscription to the runner's bus, made before posting (None: no bus, or it failed,
+    /// said once: the demo goes on without events).
+    async fn watch_events(&self) -> Option<EventWatch> {
+        let bus = self.event_bus.as_deref()?;
+        match EventWatch::subscribe(&self.sdk, bus).await {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                println!("(not showing events: subscribing to {bus} failed: {e})");
+                None
+            }
+        }
+    }
+}
+
+/// The task's events once its `Task Vaulted` came (or [`EVENTS_TIMEOUT`]); the watch removed.
+async fn events_of(watch: Option<EventWatch>, task_id: &str) -> Vec<Value> {
+    let Some(mut watch) = watch else { return Vec::new() };
+    let events = watch.until(task_id, "Task Vaulted", EVENTS_TIMEOUT).await;
+    watch.remove().await;
+    events
 }
 
 #[derive(Debug)]
@@ -157,6 +191,8 @@ pub struct DemoOutcome {
     pub files: Vec<FileRow>,
     pub manifest_key: String,
     pub manifest: Value,
+    /// The task's events from the bus (EventBridge's envelope, `detail`), once each.
+    pub events: Vec<Value>,
 }
 
 fn client() -> reqwest::Client {
@@ -168,8 +204,32 @@ fn unreachable(url: &str) -> impl FnOnce(reqwest::Error) -> DemoError + '_ {
     move |e| DemoError::Unreachable { url: url.to_owned(), message: e.to_string() }
 }
 
-/// Post the demo callback and wait (up to `timeout`) until its vault settles.
+/// Post the demo callback and wait (up to `timeout`) until its vault settles; its events.
 pub async fn run(target: &DemoTarget, file_origin: &str, timeout: Duration) -> Result<DemoOutcome, DemoError> {
+    let watch = target.watch_events().await;
+    with_events(watch, post_and_wait(target, file_origin, timeout).await).await
+}
+
+/// The outcome with its task's events; the watch removed either way.
+async fn with_events(
+    watch: Option<EventWatch>,
+    outcome: Result<DemoOutcome, DemoError>,
+) -> Result<DemoOutcome, DemoError> {
+    match outcome {
+        Ok(mut outcome) => {
+            outcome.events = events_of(watch, &outcome.task_id).await;
+            Ok(outcome)
+        }
+        Err(e) => {
+            if let Some(watch) = watch {
+                watch.remove().await;
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn post_and_wait(target: &DemoTarget, file_origin: &str, timeout: Duration) -> Result<DemoOutcome, DemoError> {
     let http = client();
     let task_id = fresh_task_id();
     let body = demo_callback(fixture(), &task_id, file_origin)?;
@@ -194,7 +254,68 @@ pub async fn run(target: &DemoTarget, file_origin: &str, timeout: Duration) -> R
     let files = file_rows(&task);
     let manifest_key = format!("tasks/{task_id}/manifest.json");
     let manifest = read_manifest(target, &manifest_key).await?;
-    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest })
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
+}
+
+/// How long the recovery demo waits: the first poll comes `RECONCILE_AFTER_SECONDS` (5 s
+/// locally) after the registration, at the reconciler's next run (every 15 s).
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A task recovered by the reconciler: registered with `PUT /tasks/<id>`, no callback ever
+/// sent; the runner's fake provider answers its poll with the documented vocal separation
+/// result, and the vault fills from it. Its events too.
+pub async fn run_recovery(
+    target: &DemoTarget,
+    fake_provider: &str,
+    timeout: Duration,
+) -> Result<DemoOutcome, DemoError> {
+    let watch = target.watch_events().await;
+    with_events(watch, register_and_wait(target, fake_provider, timeout).await).await
+}
+
+async fn register_and_wait(
+    target: &DemoTarget,
+    fake_provider: &str,
+    timeout: Duration,
+) -> Result<DemoOutcome, DemoError> {
+    let http = client();
+    let task_id = fresh_task_id();
+    let script_url = format!("{fake_provider}/fake/tasks/{task_id}");
+    let script = serde_json::json!({"family": "vocal_separation", "script": ["success"]});
+    let response = http
+        .put(&script_url)
+        .header("content-type", "application/json")
+        .body(script.to_string())
+        .send()
+        .await
+        .map_err(unreachable(&script_url))?;
+    if !response.status().is_success() {
+        let status = response.status().as_u16();
+        return Err(DemoError::Refused { status, body: response.text().await.unwrap_or_default() });
+    }
+    let url = format!("{}/tasks/{task_id}", target.base_url);
+    println!("\nPUT {url}  (registered; no callback will come: the fake provider {fake_provider} knows the result)");
+    let body = serde_json::json!({"family": "vocal_separation", "client_ref": "make-demo"});
+    let response = http
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(unreachable(&url))?;
+    let status = response.status().as_u16();
+    let answer = response.text().await.unwrap_or_default();
+    println!("  -> HTTP {status} {answer}");
+    if status != 201 {
+        return Err(DemoError::Refused { status, body: answer });
+    }
+    println!("  waiting for the reconciler to poll the provider ...");
+    let task = wait_for_vault(&http, &target.base_url, &task_id, timeout).await?;
+    let vault = task["vault"].as_str().unwrap_or_default().to_owned();
+    let files = file_rows(&task);
+    let manifest_key = format!("tasks/{task_id}/manifest.json");
+    let manifest = read_manifest(target, &manifest_key).await?;
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
 }
 
 /// Poll `GET /tasks/<task_id>` until `vault` is `complete` or `partial`.
@@ -259,6 +380,19 @@ pub fn report(outcome: &DemoOutcome) -> String {
     out.push_str(&files_table(&outcome.files));
     let manifest = serde_json::to_string_pretty(&outcome.manifest).unwrap_or_default();
     let _ = write!(out, "\nManifest ({}):\n{manifest}\n", outcome.manifest_key);
+    out.push_str(&events_text(&outcome.events));
+    out
+}
+
+/// The task's events, one line each as `make run` prints them.
+pub fn events_text(events: &[Value]) -> String {
+    if events.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("\nEvents on the bus ({}):\n", events.len());
+    for event in events {
+        let _ = writeln!(out, "  {}", stemvault_aws::events::describe(&event.to_string()));
+    }
     out
 }
 

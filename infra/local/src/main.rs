@@ -1,9 +1,11 @@
 //! `stemvault-local`: the local runner.
 //!
 //! * `stemvault-local [run]` (`make run`): provision the emulator, serve ingest + results on
-//!   127.0.0.1:$PORT, consume the download queue, until Ctrl-C.
+//!   127.0.0.1:$PORT, consume the download queue, print each event on the bus as one line
+//!   (and deliver webhooks with `NOTIFY_URL` set), until Ctrl-C.
 //! * `stemvault-local demo` (`make demo`): post the 12-stem demo callback to the running
-//!   runner (or to one started in-process), wait, print the files and the manifest.
+//!   runner (or to one started in-process), wait, print the files, the manifest and the
+//!   task's events.
 //! * `stemvault-local status`: exit 0 when something answers on 127.0.0.1:$PORT.
 
 use std::process::ExitCode;
@@ -64,19 +66,21 @@ async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
         .map_err(|e| format!("{what} cannot listen on 127.0.0.1:{port}: {e} (set PORT to use other ports)"))
 }
 
-async fn start_pipeline(port: u16, file_port: u16) -> Result<Pipeline, String> {
+/// `print_events`: each event on the bus as one line (`make run`, not the in-process demo).
+async fn start_pipeline(port: u16, file_port: u16, print_events: bool) -> Result<Pipeline, String> {
     let options = PipelineOptions {
         base: RESOURCE_BASE.to_owned(),
         listener: listen(port, "the callback server").await?,
         file_server_origin: file_server_origin(file_port),
         pollers: DEFAULT_POLLERS,
+        print_events,
     };
     Pipeline::start(options, env).await.map_err(|e| e.to_string())
 }
 
 async fn run() -> Result<(), String> {
     let (port, file_port) = ports()?;
-    let pipeline = start_pipeline(port, file_port).await?;
+    let pipeline = start_pipeline(port, file_port, true).await?;
     let info_path = run_info::default_path();
     if let Err(e) = run_info::write(&pipeline.info, &info_path) {
         eprintln!("warning: could not write {} ({e}); `make demo` will not know the key", info_path.display());
@@ -91,6 +95,9 @@ async fn run() -> Result<(), String> {
             now
         )
     );
+    if let Some(notify) = &pipeline.notify {
+        println!("{}", stemvault_local::banner::webhooks(notify));
+    }
 
     interrupted().await;
     eprintln!("stopping (Ctrl-C again to quit at once)");
@@ -108,7 +115,7 @@ async fn run() -> Result<(), String> {
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
     if !answers(port).await {
         println!("nothing answers on 127.0.0.1:{port}: starting the pipeline in this process");
-        let pipeline = start_pipeline(port, file_port).await?;
+        let pipeline = start_pipeline(port, file_port, false).await?;
         return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
     }
     if let Some(info) = run_info::read(&run_info::default_path()).filter(|info| info.port == port) {
@@ -133,6 +140,8 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         table_name: env("TABLE_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-tasks")),
         bucket_name: env("BUCKET_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-vault")),
         queue_url: env("QUEUE_URL").unwrap_or_default(),
+        fake_provider: None,
+        event_bus_name: Some(env("EVENT_BUS_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-events"))),
     };
     Ok((DemoTarget::from_run_info(&info).await, None))
 }
@@ -155,11 +164,33 @@ async fn run_demo() -> Result<(), String> {
     if let Ok(task) = served {
         let _ = task.await;
     }
+    // The callback demo's report, then (its pipeline still running) the recovery demo.
+    let reported = outcome.and_then(|outcome| {
+        println!("{}", demo::report(&outcome));
+        match outcome.vault.as_str() {
+            "complete" => Ok(()),
+            vault => Err(format!("the vault of task {} is {vault}: see the failed files above", outcome.task_id)),
+        }
+    });
+    let recovered = match reported {
+        Ok(()) => recovery_demo(&target).await,
+        Err(e) => Err(e),
+    };
     if let Some(pipeline) = pipeline {
         pipeline.stop().await;
     }
-    let outcome = outcome?;
-    println!("{}", demo::report(&outcome));
+    recovered
+}
+
+/// The task recovered by the reconciler from the runner's built-in fake provider (skipped when
+/// the runner polls a real provider).
+async fn recovery_demo(target: &DemoTarget) -> Result<(), String> {
+    let Some(fake) = &target.fake_provider else {
+        println!("(the runner polls PROVIDER_BASE_URL, not the built-in fake provider: no recovery demo)");
+        return Ok(());
+    };
+    let outcome = demo::run_recovery(target, fake, demo::RECOVERY_TIMEOUT).await.map_err(|e| e.to_string())?;
+    println!("Recovered by the reconciler (no callback was sent):{}", demo::report(&outcome));
     if outcome.vault == "complete" {
         Ok(())
     } else {

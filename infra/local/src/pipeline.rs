@@ -57,6 +57,9 @@ pub struct PipelineOptions {
     /// The demo file server origin, added to the default allowed download sources.
     pub file_server_origin: String,
     pub pollers: usize,
+    /// Print each event on the bus as one line (`make run`; not the in-process demo's, which
+    /// shows its own task's events).
+    pub print_events: bool,
 }
 
 /// A running pipeline.
@@ -67,8 +70,25 @@ pub struct Pipeline {
     /// The effective `ALLOWED_SOURCE_HOSTS` ("default" when the download function's own applies).
     pub allowed_source_hosts: String,
     pub sdk: aws_config::SdkConfig,
+    /// Webhooks (with `NOTIFY_URL` set).
+    pub notify: Option<NotifySummary>,
+    /// Every event on the bus, one line each (`crate::events`).
+    pub events: crate::events::EventLog,
+    /// The provider the reconciler polls (the built-in fake one unless `PROVIDER_BASE_URL`).
+    pub provider: crate::reconcile::ProviderSetup,
     shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the runner says about its webhooks.
+#[derive(Debug, Clone)]
+pub struct NotifySummary {
+    pub notify_url: String,
+    pub queue_url: String,
+    /// The target of the local bus's rule on source `stemvault`.
+    pub queue_arn: String,
+    /// The signing secret, when the runner generated it (unset `NOTIFY_SECRET`).
+    pub generated_secret: Option<String>,
 }
 
 /// Ingest and results behind one HTTP server, routed as API Gateway routes them.
@@ -109,16 +129,30 @@ impl Pipeline {
         let mut overlay = Overlay::new(&resources, &env, &options.file_server_origin, generate_dev_key);
         let secret_arn = put_callback_secret(&sdk, &options.base, &overlay.over(&env)).await?;
         overlay.set("CALLBACK_SECRET_ARN", secret_arn);
+        let http_port = options.listener.local_addr()?.port();
+        let provider = crate::reconcile::prepare(&sdk, &options.base, http_port, &mut overlay, &env)
+            .await
+            .map_err(PipelineError::Provision)?;
         let lookup = overlay.over(&env);
 
         let ingest =
             stemvault_ingest::Config::from_lookup(&lookup).map_err(|e| config_error("ingest")(e.to_string()))?;
-        let download =
-            stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
+        // With the provider's key (from its secret, as at a cold start): fresh links for
+        // expired files, from the built-in fake provider or yours.
+        let download = stemvault_download::Config::from_lookup(&lookup)
+            .map_err(|e| config_error("download")(e.to_string()))?
+            .read_api_key(&sdk)
+            .await
+            .map_err(|e| config_error("download")(e.to_string()))?;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
         let sweeper =
             stemvault_sweeper::Config::from_lookup(&lookup).map_err(|e| config_error("sweeper")(e.to_string()))?;
+        let reconciler = stemvault_reconciler::Config::from_lookup(&lookup)
+            .map_err(|e| config_error("reconciler")(e.to_string()))?;
+        let reconciler = stemvault_reconciler::App::new(reconciler, &sdk)
+            .await
+            .map_err(|e| config_error("reconciler")(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk)
                 .await
@@ -126,9 +160,18 @@ impl Pipeline {
             results: stemvault_results::App::new(results, &sdk),
         });
         let downloader = Arc::new(stemvault_download::App::new(download, &sdk));
+        let region = sdk.region().map(|r| r.to_string());
+        let notifier = crate::notify::start(&sdk, &options.base, region.as_deref().unwrap_or("us-east-1"), &lookup)
+            .await
+            .map_err(config_error("notify"))?;
+        let notify = notifier.as_ref().map(|n| NotifySummary {
+            notify_url: n.notify_url.clone(),
+            queue_url: n.source.queue_url.clone(),
+            queue_arn: n.queue_arn().to_owned(),
+            generated_secret: n.generated_secret.clone(),
+        });
 
         let port = options.listener.local_addr()?.port();
-        let region = sdk.region().map(|r| r.to_string());
         let info = RunInfo {
             pid: std::process::id(),
             port,
@@ -140,18 +183,30 @@ impl Pipeline {
             table_name: resources.table_name.clone(),
             bucket_name: resources.bucket_name.clone(),
             queue_url: resources.queue_url.clone(),
+            fake_provider: provider.fake.as_ref().map(|f| f.origin()),
+            event_bus_name: Some(resources.event_bus_name.clone()),
         };
         let allowed_source_hosts =
             lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| "the download function's default".into());
 
+        // Subscribed before anything can publish, so no event misses the log or the webhooks.
+        let region = region.unwrap_or_else(|| "us-east-1".into());
+        let events_source =
+            crate::events::subscribe(&sdk, &options.base, &resources.event_bus_name, &region, notify.as_ref())
+                .await
+                .map_err(PipelineError::Provision)?;
         let shutdown = Shutdown::new();
         let mut tasks =
             vec![tokio::spawn(crate::http::serve_lambda(options.listener, http_functions, shutdown.signal()))];
-        let source = QueueSource {
-            queue_url: resources.queue_url.clone(),
-            queue_arn: resources.queue_arn.clone(),
-            region: region.unwrap_or_else(|| "us-east-1".into()),
-        };
+        let events = crate::events::EventLog::new(options.print_events);
+        tasks.push(tokio::spawn(crate::poller::poll(
+            aws_sdk_sqs::Client::new(&sdk),
+            events_source,
+            Arc::new(events.clone()),
+            shutdown.signal(),
+        )));
+        let source =
+            QueueSource { queue_url: resources.queue_url.clone(), queue_arn: resources.queue_arn.clone(), region };
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         for _ in 0..options.pollers.max(1) {
             tasks.push(tokio::spawn(crate::poller::poll(
@@ -161,13 +216,25 @@ impl Pipeline {
                 shutdown.signal(),
             )));
         }
+        if let Some(notifier) = notifier {
+            let app = Arc::new(notifier.app);
+            tasks.push(tokio::spawn(crate::poller::poll(sqs.clone(), notifier.source, app, shutdown.signal())));
+        }
         let sweeper = stemvault_sweeper::App::new(sweeper, &sdk);
         tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
+        tasks.push(tokio::spawn(crate::reconcile::reconcile_every(
+            reconciler,
+            crate::reconcile::RECONCILE_INTERVAL,
+            shutdown.signal(),
+        )));
         Ok(Pipeline {
             info,
             generated_key: overlay.generated_hmac_key.clone(),
             allowed_source_hosts,
             sdk,
+            notify,
+            events,
+            provider,
             shutdown,
             tasks,
         })

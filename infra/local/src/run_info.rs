@@ -23,6 +23,12 @@ pub struct RunInfo {
     pub table_name: String,
     pub bucket_name: String,
     pub queue_url: String,
+    /// The built-in fake provider the reconciler polls (`make demo` registers a task there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fake_provider: Option<String>,
+    /// The event bus the functions publish to (`make demo` subscribes to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_bus_name: Option<String>,
 }
 
 /// Where a runner started from this clone writes its [`RunInfo`].
@@ -70,6 +76,8 @@ mod tests {
             table_name: "t".into(),
             bucket_name: "b".into(),
             queue_url: "q".into(),
+            fake_provider: Some("http://127.0.0.1:3002".into()),
+            event_bus_name: Some("stemvault-local-events".into()),
         }
     }
 

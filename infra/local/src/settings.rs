@@ -64,6 +64,7 @@ impl Overlay {
         values.insert("TABLE_NAME".to_owned(), resources.table_name.clone());
         values.insert("BUCKET_NAME".to_owned(), resources.bucket_name.clone());
         values.insert("QUEUE_URL".to_owned(), resources.queue_url.clone());
+        values.insert("EVENT_BUS_NAME".to_owned(), resources.event_bus_name.clone());
         let mut generated_hmac_key = None;
         if !has_callback_auth(env) {
             let key = generate_key();
@@ -108,6 +109,7 @@ mod tests {
             queue_url: "http://127.0.0.1:5000/123456789012/stemvault-local-downloads".into(),
             queue_arn: "arn:aws:sqs:us-east-1:123456789012:stemvault-local-downloads".into(),
             dlq_url: "http://127.0.0.1:5000/123456789012/stemvault-local-downloads-dlq".into(),
+            event_bus_name: "stemvault-local-events".into(),
         }
     }
 
@@ -124,6 +126,7 @@ mod tests {
         assert_eq!(get("TABLE_NAME").as_deref(), Some("stemvault-local-tasks"), "provisioned names win");
         assert_eq!(get("BUCKET_NAME").as_deref(), Some("stemvault-local-vault"));
         assert_eq!(get("QUEUE_URL").as_deref(), Some(resources().queue_url.as_str()));
+        assert_eq!(get("EVENT_BUS_NAME").as_deref(), Some("stemvault-local-events"));
         assert_eq!(get("WEBHOOK_HMAC_KEYS").as_deref(), Some("k1"));
         assert_eq!(overlay.generated_hmac_key.as_deref(), Some("k1"));
         assert_eq!(

@@ -21,6 +21,13 @@ pub enum ConfigError {
     Unusable(&'static str),
 }
 
+/// `RECONCILE_AFTER_SECONDS`: how long after a task is registered, or stops at `text` or
+/// `first`, the reconciler first polls the provider for it (default 600, 5 to 86400). Read by
+/// every function that writes the schedule (ingest, results' registration, the reconciler).
+pub fn reconcile_after(env: &Env) -> Result<Duration, ConfigError> {
+    env.seconds("RECONCILE_AFTER_SECONDS", 600, 5, 86_400)
+}
+
 /// A function's configuration, read from the variables it declares.
 pub trait FromEnv: Sized {
     /// Every variable it reads (besides logging's and the AWS SDK's).

@@ -3,13 +3,15 @@
 
 pub mod enqueue;
 pub mod env;
+pub mod events;
 pub mod logging;
 pub mod metrics;
+pub mod provider;
 pub mod provision;
 pub mod secrets;
 pub mod table;
 
-pub use env::{ConfigError, Env, FromEnv};
+pub use env::{ConfigError, Env, FromEnv, reconcile_after};
 pub use table::{TaskTable, Update};
 
 /// Start a function: logging, its configuration (or exit with the reason), and the SDK

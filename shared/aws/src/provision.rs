@@ -1,5 +1,6 @@
-//! Create the table, bucket, queue and dead-letter queue with the settings `template.yaml`
-//! declares. Used by the local runner and the integration tests, never by a Lambda.
+//! Create the table, bucket, queue and dead-letter queue, and the event bus, with the settings
+//! `template.yaml` declares; subscribe a queue to the bus. Used by the local runner and the
+//! integration tests, never by a Lambda.
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -12,6 +13,7 @@ use aws_sdk_s3::types::{
     VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
 /// as AWS recommends for an SQS event source (kept equal to template.yaml).
@@ -36,6 +38,8 @@ pub struct Resources {
     pub queue_url: String,
     pub queue_arn: String,
     pub dlq_url: String,
+    /// The event bus the functions publish to (`EVENT_BUS_NAME`).
+    pub event_bus_name: String,
 }
 
 fn describe<E: std::error::Error + 'static>(what: &str, e: E) -> String {
@@ -50,7 +54,96 @@ pub async fn provision(config: &aws_config::SdkConfig, base: &str) -> Result<Res
     create_bucket(&crate::s3_client(config), &bucket_name).await?;
     let (queue_url, queue_arn, dlq_url) =
         create_queue_with_dlq(&aws_sdk_sqs::Client::new(config), &format!("{base}-downloads")).await?;
-    Ok(Resources { table_name, bucket_name, queue_url, queue_arn, dlq_url })
+    let event_bus_name = format!("{base}-events");
+    create_event_bus(&aws_sdk_eventbridge::Client::new(config), &event_bus_name).await?;
+    Ok(Resources { table_name, bucket_name, queue_url, queue_arn, dlq_url, event_bus_name })
+}
+
+/// The event bus (the template's `EventBus`): its ARN.
+pub async fn create_event_bus(client: &aws_sdk_eventbridge::Client, name: &str) -> Result<String, String> {
+    if let Ok(existing) = client.describe_event_bus().name(name).send().await {
+        return existing.arn.ok_or_else(|| format!("event bus {name} has no ARN"));
+    }
+    let created = client.create_event_bus().name(name).send().await.map_err(|e| describe("create event bus", e))?;
+    created.event_bus_arn.ok_or_else(|| format!("create event bus {name}: no ARN"))
+}
+
+/// The event pattern of every rule on stemvault's events (the template's `NotifyRule`
+/// and the subscriptions the README shows): source `stemvault`.
+pub fn event_pattern() -> String {
+    serde_json::json!({ "source": [stemvault_vault::events::EVENT_SOURCE] }).to_string()
+}
+
+/// An SQS queue subscribed to every stemvault event on `bus`: the rule `rule` (source
+/// `stemvault`) targeting the queue, whose policy lets EventBridge send to it from that
+/// rule only, as the template's notify queue does. Idempotent.
+pub async fn subscribe_queue(
+    config: &aws_config::SdkConfig,
+    bus: &str,
+    rule: &str,
+    queue_url: &str,
+    queue_arn: &str,
+) -> Result<(), String> {
+    let events = aws_sdk_eventbridge::Client::new(config);
+    let rule_arn = events
+        .put_rule()
+        .name(rule)
+        .event_bus_name(bus)
+        .event_pattern(event_pattern())
+        .send()
+        .await
+        .map_err(|e| describe("put rule", e))?
+        .rule_arn
+        .ok_or_else(|| format!("put rule {rule}: no ARN"))?;
+    let policy = serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": { "Service": "events.amazonaws.com" },
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": { "ArnEquals": { "aws:SourceArn": rule_arn } },
+        }],
+    });
+    aws_sdk_sqs::Client::new(config)
+        .set_queue_attributes()
+        .queue_url(queue_url)
+        .attributes(QueueAttributeName::Policy, policy.to_string())
+        .send()
+        .await
+        .map_err(|e| describe("queue policy", e))?;
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("queue")
+        .arn(queue_arn)
+        .build()
+        .map_err(|e| describe("rule target", e))?;
+    let put = events
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .targets(target)
+        .send()
+        .await
+        .map_err(|e| describe("put targets", e))?;
+    if put.failed_entry_count > 0 {
+        return Err(format!("put targets {rule}: {:?}", put.failed_entries()));
+    }
+    Ok(())
+}
+
+/// Undo [`subscribe_queue`]: remove the rule's target and the rule (the queue stays).
+pub async fn unsubscribe_queue(config: &aws_config::SdkConfig, bus: &str, rule: &str) -> Result<(), String> {
+    let events = aws_sdk_eventbridge::Client::new(config);
+    events
+        .remove_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .ids("queue")
+        .send()
+        .await
+        .map_err(|e| describe("remove targets", e))?;
+    events.delete_rule().name(rule).event_bus_name(bus).send().await.map_err(|e| describe("delete rule", e))?;
+    Ok(())
 }
 
 fn string_attribute(name: &str) -> Result<AttributeDefinition, String> {
@@ -65,8 +158,11 @@ fn key(name: &str, key_type: KeyType) -> Result<KeySchemaElement, String> {
     KeySchemaElement::builder().attribute_name(name).key_type(key_type).build().map_err(|e| describe("table key", e))
 }
 
-/// The task table: partition key `task_id` (S), on demand, with the sparse `open-tasks`
-/// index (partition `open`, sort `last_received_at`, keys only) the sweeper queries.
+/// The task table: an item collection per task (partition key `task_id`, sort key `sk`, both
+/// S; see `stemvault_vault::items`), on demand, with the sparse `open-tasks` index (partition
+/// `open`, sort `last_received_at`, keys only) the sweeper queries and the sparse
+/// `reconcile-due` index (partition `reconcile`, sort `reconcile_at`, keys only) the
+/// reconciler queries.
 pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), String> {
     let exists = client.describe_table().table_name(name).send().await.is_ok();
     if exists {
@@ -79,15 +175,27 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
         .build()
         .map_err(|e| describe("open-tasks index", e))?;
+    let reconcile_due = GlobalSecondaryIndex::builder()
+        .index_name(stemvault_vault::RECONCILE_DUE_INDEX)
+        .key_schema(key("reconcile", KeyType::Hash)?)
+        .key_schema(key("reconcile_at", KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+        .build()
+        .map_err(|e| describe("reconcile-due index", e))?;
     client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(string_attribute("task_id")?)
+        .attribute_definitions(string_attribute(PARTITION_KEY)?)
+        .attribute_definitions(string_attribute(SORT_KEY)?)
         .attribute_definitions(string_attribute("open")?)
         .attribute_definitions(string_attribute("last_received_at")?)
-        .key_schema(key("task_id", KeyType::Hash)?)
+        .attribute_definitions(string_attribute("reconcile")?)
+        .attribute_definitions(string_attribute("reconcile_at")?)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
         .global_secondary_indexes(open_tasks)
+        .global_secondary_indexes(reconcile_due)
         .sse_specification(SseSpecification::builder().enabled(true).build())
         .send()
         .await

@@ -1,5 +1,6 @@
-//! The task table: whole-record reads, version-conditional puts, and conditional updates
-//! whose expressions pure functions build as an [`Update`].
+//! The task table, an item collection per task ([`stemvault_vault::items`]): one strongly
+//! consistent Query per record read, saves as conditional puts of the changed items, and
+//! conditional updates of one item whose expressions pure functions build as an [`Update`].
 
 use std::collections::HashMap;
 
@@ -7,7 +8,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use futures::future::join_all;
+use serde_dynamo::Item;
+use stemvault_vault::items::{self, ItemPut, PutCondition};
 use stemvault_vault::{Conditional, StoreError, TaskRecord};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
@@ -68,20 +72,48 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The condition of a whole-record put: no record yet, or the stored one still at
-/// `expected_version`.
-fn put_condition(expected_version: Option<u64>) -> (&'static str, Option<(&'static str, AttributeValue)>) {
-    match expected_version {
-        None => ("attribute_not_exists(task_id)", None),
-        Some(v) => ("version = :expected", Some((":expected", n(v)))),
-    }
+/// The condition expression of a put, and its placeholders.
+fn put_condition(condition: PutCondition) -> Update {
+    let mut u = match condition {
+        PutCondition::Absent => Update::new("", "attribute_not_exists(sk)"),
+        PutCondition::Unclaimed => {
+            let mut u = Update::new("", "attribute_not_exists(sk) OR #status IN (:pending, :enqueuing)");
+            u.name("#status", "status").value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
+            u
+        }
+        PutCondition::Rev(rev) => {
+            let mut u = Update::new("", "rev = :read");
+            u.value(":read", n(rev));
+            u
+        }
+        PutCondition::Version(version) => {
+            let mut u = Update::new("", "version = :read");
+            u.value(":read", n(version));
+            u
+        }
+    };
+    u.update.clear();
+    u
 }
 
-/// The DynamoDB table holding one [`TaskRecord`] per task.
+/// What a conditional update of one item did, with the item when asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Updated {
+    /// Applied: the item as it is now.
+    Applied(Item),
+    /// The condition did not hold: the item as it is (None: there is none).
+    Refused(Option<Item>),
+}
+
+/// The DynamoDB table holding the tasks' item collections.
 #[derive(Debug, Clone)]
 pub struct TaskTable {
     pub client: Client,
     pub table_name: String,
+}
+
+fn unavailable(operation: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("{operation}: {e}"))
 }
 
 impl TaskTable {
@@ -89,73 +121,143 @@ impl TaskTable {
         TaskTable { client, table_name: table_name.into() }
     }
 
-    /// Strongly consistent read of one task.
-    pub async fn get(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table_name)
-            .key("task_id", AttributeValue::S(task_id.to_owned()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
-        match out.item {
-            None => Ok(None),
-            Some(item) => serde_dynamo::from_item(item).map(Some).map_err(|e| StoreError::Malformed(e.to_string())),
+    /// Every item of a task, with one strongly consistent Query (more pages only for a
+    /// collection over 1 MB).
+    pub async fn items(&self, task_id: &str) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table_name)
+                .key_condition_expression("task_id = :task")
+                .expression_attribute_values(":task", s(task_id))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(|e| unavailable("Query", DisplayErrorContext(e)))?;
+            items.extend(page.items.unwrap_or_default().into_iter().map(Item::from));
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
         }
     }
 
-    /// Write the whole record if the stored one still has `expected_version` (None: only if
-    /// no record exists yet). `record.version` must already be the new version.
-    pub async fn put(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), StoreError> {
-        let item = serde_dynamo::to_item(record).map_err(|e| StoreError::Malformed(e.to_string()))?;
-        let (condition, value) = put_condition(expected_version);
-        let request = self.client.put_item().table_name(&self.table_name).set_item(Some(item));
-        let request = match value {
-            None => request.condition_expression(condition),
-            Some((placeholder, value)) => {
-                request.condition_expression(condition).expression_attribute_values(placeholder, value)
+    /// The task's record (None: no task item).
+    pub async fn load(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        items::assemble(self.items(task_id).await?)
+    }
+
+    /// Save `after` over `before` as read ([`items::plan_save`]): the changed file and new
+    /// callback items at once, then the task item, then the redelivery counts.
+    pub async fn save(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
+        let plan = items::plan_save(before, after)?;
+        let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
+        let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
+        let (files, callbacks) = futures::future::join(join_all(files), join_all(callbacks)).await;
+        for result in files {
+            if result? == Conditional::Conflict {
+                return Err(StoreError::Conflict);
             }
-        };
-        match request.send().await {
-            Ok(_) => Ok(()),
+        }
+        // A callback item already there was put by an earlier attempt that did not commit.
+        callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
+        if let Some(task) = plan.task {
+            if self.put("PutItem (task)", task).await? == Conditional::Conflict {
+                return Err(StoreError::Conflict);
+            }
+        }
+        for id in plan.redelivered {
+            let u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
+            let mut u = u;
+            u.value(":one", n(1));
+            self.update("redelivered", after.task_id.as_str(), &items::callback_sk(&id), u).await?;
+        }
+        Ok(())
+    }
+
+    /// One conditional PutItem; `operation` names it in errors.
+    pub async fn put(&self, operation: &str, put: ItemPut) -> Result<Conditional, StoreError> {
+        let c = put_condition(put.condition);
+        let sent = self
+            .client
+            .put_item()
+            .table_name(&self.table_name)
+            .set_item(Some(put.item.into()))
+            .condition_expression(c.condition)
+            .set_expression_attribute_names((!c.names.is_empty()).then_some(c.names))
+            .set_expression_attribute_values((!c.values.is_empty()).then_some(c.values))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(Conditional::Applied),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
-                Err(StoreError::Conflict)
+                Ok(Conditional::Conflict)
             }
             // Item too large, or an attribute DynamoDB does not accept.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                Err(StoreError::Rejected(DisplayErrorContext(e.into_err()).to_string()))
+                Err(StoreError::Rejected(format!("{operation}: {}", DisplayErrorContext(e.into_err()))))
             }
-            Err(e) => Err(StoreError::Unavailable(DisplayErrorContext(e).to_string())),
+            Err(e) => Err(unavailable(operation, DisplayErrorContext(e))),
         }
     }
 
-    /// Apply `u` to the task's item if its condition holds; `operation` names it in errors.
-    pub async fn update(&self, operation: &str, task_id: &str, u: Update) -> Result<Conditional, StoreError> {
+    /// Apply `u` to the item `sk` of the task if its condition holds; `operation` names it
+    /// in errors.
+    pub async fn update(&self, operation: &str, task_id: &str, sk: &str, u: Update) -> Result<Conditional, StoreError> {
+        match self.update_returning(operation, task_id, sk, u, ReturnValue::None).await? {
+            Updated::Applied(_) => Ok(Conditional::Applied),
+            Updated::Refused(_) => Ok(Conditional::Conflict),
+        }
+    }
+
+    /// Apply `u` to the item `sk` of the task if its condition holds, returning the item as
+    /// `returning` asks when applied (`ALL_NEW`, `ALL_OLD`; empty for `NONE`) and as it is
+    /// when refused.
+    pub async fn update_returning(
+        &self,
+        operation: &str,
+        task_id: &str,
+        sk: &str,
+        u: Update,
+        returning: ReturnValue,
+    ) -> Result<Updated, StoreError> {
+        let wants_item = returning != ReturnValue::None;
         let sent = self
             .client
             .update_item()
             .table_name(&self.table_name)
             .key("task_id", s(task_id))
+            .key("sk", s(sk))
             .update_expression(u.update)
             .condition_expression(u.condition)
-            .set_expression_attribute_names(Some(u.names))
-            .set_expression_attribute_values(Some(u.values))
+            .set_expression_attribute_names((!u.names.is_empty()).then_some(u.names))
+            .set_expression_attribute_values((!u.values.is_empty()).then_some(u.values))
+            .return_values(returning)
+            .set_return_values_on_condition_check_failure(
+                wants_item.then_some(ReturnValuesOnConditionCheckFailure::AllOld),
+            )
             .send()
             .await;
         match sent {
-            Ok(_) => Ok(Conditional::Applied),
+            Ok(out) => Ok(Updated::Applied(Item::from(out.attributes.unwrap_or_default()))),
             Err(SdkError::ServiceError(e))
                 if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
-                Ok(Conditional::Conflict)
+                let item = match e.into_err() {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item.map(Item::from),
+                    _ => None,
+                };
+                Ok(Updated::Refused(item))
             }
             // The item would grow past DynamoDB's limit, or an attribute is refused.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
                 Err(StoreError::Rejected(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()))))
             }
-            Err(e) => Err(StoreError::Unavailable(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e)))),
+            Err(e) => Err(unavailable(&format!("UpdateItem ({operation})"), DisplayErrorContext(e))),
         }
     }
 }
@@ -165,9 +267,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_put_is_conditional_on_absence_or_the_version_read() {
-        assert_eq!(put_condition(None), ("attribute_not_exists(task_id)", None));
-        assert_eq!(put_condition(Some(7)), ("version = :expected", Some((":expected", n(7)))));
+    fn a_put_is_conditional_on_what_was_read() {
+        let c = put_condition(PutCondition::Absent);
+        assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
+        let c = put_condition(PutCondition::Version(7));
+        assert_eq!((c.condition.as_str(), &c.values[":read"]), ("version = :read", &n(7)));
+        let c = put_condition(PutCondition::Rev(3));
+        assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
+        let c = put_condition(PutCondition::Unclaimed);
+        assert_eq!(c.condition, "attribute_not_exists(sk) OR #status IN (:pending, :enqueuing)");
+        assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
+        for condition in [PutCondition::Absent, PutCondition::Unclaimed, PutCondition::Rev(1), PutCondition::Version(1)]
+        {
+            let c = put_condition(condition);
+            assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");
+        }
     }
 
     #[test]

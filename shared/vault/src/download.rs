@@ -2,13 +2,13 @@
 //! record, when a task's files are settled and what its manifest says, and how long a failed
 //! message waits before it is tried again.
 //!
-//! The caller reads the record (strongly consistent), asks [`next_step`], claims the file with
-//! a conditional update, copies it, records the outcome conditional on its claim, then reads
-//! again and asks [`settle_plan`].
+//! The caller claims the file with a conditional update of its item (which returns the item:
+//! [`next_step`] says what a claim that did not apply means), copies it, records the outcome
+//! conditional on its claim, then reads the task's items and asks [`settle_plan`].
 
 use std::time::Duration;
 
-use suno_callbacks::{TaskId, s3_key};
+use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 
@@ -97,47 +97,34 @@ fn lease_holds(lease_until: Option<i64>, now: Timestamp) -> bool {
 pub enum SettlePlan {
     /// Some file is still open.
     Open,
-    /// The vault is settled and its manifest recorded, or another worker holds the manifest
-    /// lease and is writing it.
+    /// The vault is settled and its manifest recorded.
     AlreadySettled,
-    /// Every file is settled and the vault still `pending`: flip it.
+    /// Every file is settled, and the vault is still `pending` or its manifest was never
+    /// recorded (the worker that settled it stopped in between, or a task without files).
     Settle(ManifestPlan),
-    /// The vault is settled but its manifest was never recorded and the lease is over: the
-    /// worker that settled it stopped in between. Take the lease again and write it.
-    Resume(ManifestPlan),
 }
 
-/// The steps that settle a vault, the same for a first settle and a resumed one:
-/// 1. set `vault` and `manifest_lease_until = lease_until`, conditional on `expected_version`
-///    (only the worker whose write wins goes on);
-/// 2. write `manifest` to `manifest_key`, fenced by its [generation](ManifestPlan::generation):
-///    never over a manifest of a later generation;
-/// 3. set `manifest_key` and remove the lease, conditional on `vault` and the lease still
-///    being the ones set in 1 (not reopened by ingest, not taken over by a resume).
+/// The steps that settle a vault, whoever takes them and however often:
+/// 1. write `manifest` to `manifest_key`, fenced by `generation`: never over a manifest of a
+///    later generation (one of the same generation says the same);
+/// 2. set `vault` and `manifest_key` and remove `open`, conditional on the task's
+///    `generation` still being `generation` (ingest did not add or reopen a file since).
+///
+/// Two workers that finish a task's last files at once may both take them: both writes
+/// succeed with the same values, and the one that found the vault `pending` is the one that
+/// settled it. No condition fails between files of one task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestPlan {
     pub vault: VaultState,
     pub manifest_key: String,
     pub manifest: Manifest,
-    pub expected_version: u64,
-    pub lease_until: i64,
+    /// The file set's generation the manifest is of.
+    pub generation: u64,
+    /// When the reconciler should first poll the task, set by the settle write: a file of the
+    /// set failed because its URL expired and nothing watches the task yet (the provider may
+    /// still give a fresh URL). None otherwise.
+    pub watch_from: Option<Timestamp>,
 }
-
-impl ManifestPlan {
-    /// The record's version once step 1 succeeded. Each plan that gets past step 1 has its
-    /// own (step 1 is conditional on the version and increments it), and a later settle or
-    /// takeover always has a higher one: the order in which manifests are newer.
-    pub fn generation(&self) -> u64 {
-        self.expected_version + 1
-    }
-}
-
-/// How long the worker that settles a vault has to write its manifest before a redelivered
-/// message may write it instead. Shorter than [`FIRST_RETRY_DELAY`], so the retry of the
-/// lease holder's own message (kept whenever it fails after settling) finds the lease over.
-pub const MANIFEST_LEASE: Duration = Duration::from_secs(20);
-
-const _: () = assert!(MANIFEST_LEASE.as_secs() < FIRST_RETRY_DELAY.as_secs());
 
 /// The `name` of a manifest job: a download message that names no file, only asks for the
 /// task's manifest. No file has this name ([`s3_key::is_reserved_name`]).
@@ -148,9 +135,8 @@ pub const MANIFEST_JOB_NAME: &str = "manifest";
 /// The downloader that settles a task's vault writes its manifest, but a task without files
 /// (lyrics, MIDI, Suno Voice, a failure) is settled the moment ingest records it, and no
 /// download message would ever come for it. So ingest sends this job instead, on every
-/// delivery until the manifest is recorded: the downloader settles nothing, it only writes
-/// the manifest of the settled vault ([`settle_plan`] resumes it, as for a writer that
-/// stopped).
+/// delivery until the manifest is recorded: the downloader copies nothing, it only takes
+/// the [`settle_plan`] of the settled vault, as for a writer that stopped.
 pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
     let wanted = record.files.is_empty() && record.vault != VaultState::Pending && record.manifest_key.is_none();
     let task_id = TaskId::parse(&record.task_id).ok().filter(|_| wanted)?;
@@ -164,23 +150,26 @@ pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
+    // A registered task without a result yet has no files because none came, not because
+    // they are all settled.
+    if record.stage == Stage::Submitted {
+        return SettlePlan::Open;
+    }
     let Some(files_vault) = record.settled_vault_state() else {
         return SettlePlan::Open;
     };
-    let settling = record.vault == VaultState::Pending;
-    if !settling && (record.manifest_key.is_some() || lease_holds(record.manifest_lease_until, now)) {
+    if record.vault != VaultState::Pending && record.manifest_key.is_some() {
         return SettlePlan::AlreadySettled;
     }
-    // A resumed manifest says what the record says.
-    let vault = if settling { files_vault } else { record.vault };
-    let plan = ManifestPlan {
+    let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
+    let watch = record.reconcile.is_none() && crate::reconcile::needs_watching(record);
+    SettlePlan::Settle(ManifestPlan {
         vault,
         manifest_key: s3_key::manifest_key(task_id),
         manifest: Manifest::of(record, vault, now),
-        expected_version: record.version,
-        lease_until: now.plus(MANIFEST_LEASE).unix_seconds(),
-    };
-    if settling { SettlePlan::Settle(plan) } else { SettlePlan::Resume(plan) }
+        generation: record.generation,
+        watch_from: watch.then(|| now.plus(crate::reconcile::FIRST_POLL_INTERVAL)),
+    })
 }
 
 /// Delay before the first retry.
@@ -237,6 +226,14 @@ mod tests {
     }
 
     const NOW: Timestamp = Timestamp { unix_ms: 1_000_000_000 };
+
+    #[test]
+    fn a_registered_task_without_a_result_is_never_settled() {
+        let mut r = record(vec![]);
+        r.stage = Stage::Submitted;
+        assert_eq!(settle_plan(&r, &TaskId::parse("t1").unwrap(), NOW), SettlePlan::Open);
+        assert_eq!(manifest_job(&r), None, "its vault is pending");
+    }
 
     #[test]
     fn missing_task_or_file_is_dropped() {
@@ -304,16 +301,16 @@ mod tests {
         assert_eq!(settle_plan(&open, &id, NOW), SettlePlan::Open);
 
         let mut done = open.clone();
+        done.generation = 3;
         done.files.get_mut("drums").unwrap().status = FileStatus::Stored;
         let SettlePlan::Settle(plan) = settle_plan(&done, &id, NOW) else {
             panic!("expected settle");
         };
         assert_eq!(
-            (plan.vault, plan.manifest_key.as_str(), plan.expected_version, plan.lease_until),
-            (VaultState::Complete, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20)
+            (plan.vault, plan.manifest_key.as_str(), plan.generation),
+            (VaultState::Complete, "tasks/t1/manifest.json", 3)
         );
         assert_eq!(plan.manifest.vault, VaultState::Complete);
-        assert_eq!(plan.generation(), 8, "the version the settle writes");
 
         let mut partial = done.clone();
         partial.files.get_mut("drums").unwrap().status = FileStatus::Failed;
@@ -323,42 +320,45 @@ mod tests {
         ));
     }
 
-    /// The record the settling worker leaves: vault flipped, lease set, no manifest key yet.
-    fn settled_without_manifest(lease_until: Option<i64>) -> TaskRecord {
+    /// A vault a worker settled without recording its manifest (it stopped in between).
+    fn settled_without_manifest() -> TaskRecord {
         let mut r = record(vec![
             ("vocal", file("https://a/v.mp3", FileStatus::Stored)),
             ("drums", file("https://a/d.mp3", FileStatus::Failed)),
         ]);
         r.vault = VaultState::Partial;
-        r.manifest_lease_until = lease_until;
         r
     }
 
     #[test]
-    fn a_settled_vault_without_manifest_is_resumed_once_the_lease_is_over() {
+    fn a_settled_vault_without_manifest_is_settled_again() {
         let id = TaskId::parse("t1").unwrap();
-        for lease in [Some(NOW.unix_seconds() - 1), None] {
-            let r = settled_without_manifest(lease);
-            let SettlePlan::Resume(plan) = settle_plan(&r, &id, NOW) else { panic!("expected resume ({lease:?})") };
-            assert_eq!(
-                (plan.vault, plan.manifest_key.as_str(), plan.expected_version, plan.lease_until),
-                (VaultState::Partial, "tasks/t1/manifest.json", 7, NOW.unix_seconds() + 20),
-                "{lease:?}"
-            );
-            assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, NOW));
-            assert_eq!(plan.manifest.files.len(), 2);
-        }
+        let r = settled_without_manifest();
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!((plan.vault, plan.manifest_key.as_str()), (VaultState::Partial, "tasks/t1/manifest.json"));
+        assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, NOW));
+        assert_eq!(plan.manifest.files.len(), 2);
     }
 
     #[test]
-    fn a_held_manifest_lease_or_a_recorded_manifest_means_nothing_to_do() {
+    fn a_file_failed_by_expiry_has_the_settle_ask_the_reconciler_to_poll() {
         let id = TaskId::parse("t1").unwrap();
-        // The lease holds until and including its last second.
-        for lease in [NOW.unix_seconds(), NOW.unix_seconds() + 20] {
-            let r = settled_without_manifest(Some(lease));
-            assert_eq!(settle_plan(&r, &id, NOW), SettlePlan::AlreadySettled, "lease {lease}");
-        }
-        let mut written = settled_without_manifest(None);
+        let mut r = settled_without_manifest();
+        r.stage = Stage::Complete;
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, None, "drums failed, but not because its URL expired");
+        r.files.get_mut("drums").unwrap().error = Some("source answered 403 Forbidden".into());
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_POLL_INTERVAL)));
+        r.reconcile = Some(crate::RECONCILE_DUE.into());
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, None, "already watched: its schedule is kept");
+    }
+
+    #[test]
+    fn a_recorded_manifest_means_nothing_to_do() {
+        let id = TaskId::parse("t1").unwrap();
+        let mut written = settled_without_manifest();
         written.manifest_key = Some("tasks/t1/manifest.json".into());
         assert_eq!(settle_plan(&written, &id, NOW), SettlePlan::AlreadySettled);
     }
@@ -366,15 +366,14 @@ mod tests {
     #[test]
     fn a_reopened_vault_is_open_until_its_new_files_settle() {
         let id = TaskId::parse("t1").unwrap();
-        // Ingest reopens: a new file, vault pending, manifest key and lease cleared.
-        let mut reopened = settled_without_manifest(None);
+        // Ingest reopens: a new file, vault pending, manifest key cleared.
+        let mut reopened = settled_without_manifest();
         reopened.vault = VaultState::Pending;
         reopened.files.insert("bass".into(), file("https://a/b.mp3", FileStatus::Queued));
         assert_eq!(settle_plan(&reopened, &id, NOW), SettlePlan::Open);
-        // Even an expired lease left behind does not resume a vault whose files are open.
+        // Even a settled vault state left behind does not settle a vault whose files are open.
         let mut stale = reopened.clone();
         stale.vault = VaultState::Partial;
-        stale.manifest_lease_until = Some(NOW.unix_seconds() - 100);
         assert_eq!(settle_plan(&stale, &id, NOW), SettlePlan::Open);
     }
 
@@ -392,9 +391,9 @@ mod tests {
             }
         );
         assert!(s3_key::is_reserved_name(&job.name), "no file can have the job's name");
-        // Its manifest is the settled, empty vault's, written by a resume.
+        // Its manifest is the settled, empty vault's.
         let id = TaskId::parse("t1").unwrap();
-        let SettlePlan::Resume(plan) = settle_plan(&lyrics, &id, NOW) else { panic!("expected a resume") };
+        let SettlePlan::Settle(plan) = settle_plan(&lyrics, &id, NOW) else { panic!("expected a settle") };
         assert_eq!((plan.vault, plan.manifest.files.len()), (VaultState::Complete, 0));
 
         lyrics.manifest_key = Some("tasks/t1/manifest.json".into());

@@ -1,6 +1,7 @@
 //! Claim-and-send: how the files a request (ingest) or a run (the sweeper) has claimed reach
-//! the download queue. One message per claimed file; the sent files are marked `queued`, the
-//! others released back to `pending`, each only while still held under the sender's claim.
+//! the download queue. One message per claimed file; the sent files are marked `queued` (one
+//! write of the task item), the others released back to `pending`, each only while still
+//! held under the sender's claim.
 //!
 //! The ports are implemented over AWS by `stemvault_aws::enqueue`; a function's own adapter
 //! struct hands them to it with [`delegate_enqueue_ports!`](crate::delegate_enqueue_ports).
@@ -14,30 +15,17 @@ use suno_callbacks::TaskId;
 
 use crate::ingest::Claimant;
 use crate::ports::Clock;
-use crate::{FileJob, StoreError, Timestamp};
+use crate::{FileJob, StoreError};
 
 /// Send one message per job; one result per job, in order: the message id or why it failed.
 pub trait EnqueueFiles {
     fn enqueue_files(&self, jobs: &[FileJob]) -> impl Future<Output = Vec<Result<String, String>>> + Send;
 }
 
-/// A file whose message was sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SentJob {
-    pub name: String,
-    pub message_id: String,
-}
-
-/// Mark sent files `queued`, each only while it is still `enqueuing` under `claimant`'s claim
-/// (a file taken over or already picked up by a downloader is left alone).
+/// Mark the sent files `queued`: add them to the task item's `queued` set (one write for
+/// them all, whichever request sent them; a downloader's claim of a file supersedes it).
 pub trait MarkQueued {
-    fn mark_queued(
-        &self,
-        task_id: &TaskId,
-        claimant: &str,
-        sent: &[SentJob],
-        queued_at: Timestamp,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Put files whose message could not be sent back to `pending`, each only while it is still
@@ -88,7 +76,10 @@ where
     let mut reason = None;
     for job in jobs {
         match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
-            Ok(message_id) => sent.push(SentJob { name: job.name.clone(), message_id }),
+            Ok(message_id) => {
+                tracing::debug!(file = %job.name, message_id, "queued");
+                sent.push(job.name.clone());
+            }
             Err(why) => {
                 reason.get_or_insert(why);
                 failed.push(job.name.clone());
@@ -96,7 +87,7 @@ where
         }
     }
     if !sent.is_empty() {
-        if let Err(e) = ports.mark_queued(task, &claimant.id, &sent, ports.now()).await {
+        if let Err(e) = ports.mark_queued(task, &sent).await {
             // The messages exist and the downloader takes files that are still `enqueuing`,
             // so the files will be stored; the record only lags behind until then.
             tracing::warn!(error = %e, files = sent.len(), "messages sent but files not marked queued");
@@ -137,10 +128,10 @@ macro_rules! delegate_enqueue_ports {
         impl $crate::SaveTask for $ports {
             fn save_task(
                 &self,
-                record: &$crate::TaskRecord,
-                expected_version: ::std::option::Option<u64>,
+                before: ::std::option::Option<&$crate::TaskRecord>,
+                after: &$crate::TaskRecord,
             ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
-                $crate::SaveTask::save_task(&self.$field, record, expected_version)
+                $crate::SaveTask::save_task(&self.$field, before, after)
             }
         }
 
@@ -159,11 +150,9 @@ macro_rules! delegate_enqueue_ports {
             fn mark_queued(
                 &self,
                 task_id: &$crate::enqueue::__macro_support::TaskId,
-                claimant: &str,
-                sent: &[$crate::enqueue::SentJob],
-                queued_at: $crate::Timestamp,
+                names: &[::std::string::String],
             ) -> impl ::std::future::Future<Output = ::std::result::Result<(), $crate::StoreError>> + Send {
-                $crate::enqueue::MarkQueued::mark_queued(&self.$field, task_id, claimant, sent, queued_at)
+                $crate::enqueue::MarkQueued::mark_queued(&self.$field, task_id, names)
             }
         }
 
@@ -196,13 +185,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::Timestamp;
 
     /// A queue that refuses the jobs named in `refuse`, and a record of what was marked and
     /// released.
     #[derive(Default)]
     struct Recorder {
         refuse: Vec<&'static str>,
-        marked: Mutex<Vec<SentJob>>,
+        marked: Mutex<Vec<String>>,
         released: Mutex<Vec<String>>,
         mark_fails: bool,
     }
@@ -219,14 +209,7 @@ mod tests {
     }
 
     impl MarkQueued for Recorder {
-        async fn mark_queued(
-            &self,
-            _: &TaskId,
-            claimant: &str,
-            sent: &[SentJob],
-            _: Timestamp,
-        ) -> Result<(), StoreError> {
-            assert_eq!(claimant, "req-1");
+        async fn mark_queued(&self, _: &TaskId, sent: &[String]) -> Result<(), StoreError> {
             self.marked.lock().unwrap().extend_from_slice(sent);
             if self.mark_fails { Err(StoreError::Unavailable("down".into())) } else { Ok(()) }
         }
@@ -270,7 +253,7 @@ mod tests {
         let err = send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b", "c"])).await.unwrap_err();
         assert_eq!(err, EnqueueError { failed: 2, total: 3, reason: "refused b".into() });
         assert!(err.is_retryable());
-        assert_eq!(*ports.marked.lock().unwrap(), [SentJob { name: "a".into(), message_id: "m-a".into() }]);
+        assert_eq!(*ports.marked.lock().unwrap(), ["a"]);
         assert_eq!(*ports.released.lock().unwrap(), ["b", "c"]);
     }
 

@@ -1,8 +1,9 @@
 //! The pure heart of the ingest function: fold one callback into the task record, and decide
 //! which files this request must enqueue and which it must wait for.
 //!
-//! The caller reads the record, calls [`ingest_callback`], and writes the result conditional
-//! on the version it read (retrying from the read on a conflict). Files move
+//! The caller reads the record, calls [`ingest_callback`], and saves the result over the
+//! record it read ([`crate::items::plan_save`]: each changed item conditional on what was
+//! read; retrying from the read on a conflict). Files move
 //! `pending` → `enqueuing` here under the caller's claim; the caller sends their messages and
 //! then marks them `queued` with targeted updates conditional on that claim. A request that
 //! finds files under someone else's unexpired claim waits for them, and calls [`reclaim`] on
@@ -22,7 +23,7 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 
 /// Largest [`item_size_estimate`] of a record ingest writes: DynamoDB refuses items over
-/// 400 KB, and the downloader still adds to each file.
+/// 400 KB, and the downloader still adds to each file's item.
 pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 
 /// What the downloader may still add to one file of the record (ids, times, digest, error).
@@ -98,6 +99,11 @@ pub fn ingest_callback(
         None => (new_record(event, body, &id, now), false),
         Some(current) => {
             let mut record = current.clone();
+            if record.deliveries == 0 {
+                // A registered task's first callback.
+                record.first_received_at = now;
+                record.last_received_at = now;
+            }
             record.deliveries += 1;
             // The latest of the deliveries seen (clocks of concurrent requests differ).
             record.last_received_at = record.last_received_at.max(now);
@@ -115,7 +121,12 @@ pub fn ingest_callback(
             (record, duplicate)
         }
     };
-    // Also marks records written before the marker existed.
+    // A file left unsettled by an attempt that stopped before its task item (a reopen whose
+    // commit never came) reopens the vault too, whatever the task item said.
+    if !record.files_settled() && record.vault != VaultState::Pending {
+        record.vault = VaultState::Pending;
+        record.manifest_key = None;
+    }
     record.sync_open_marker();
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
     let claims = claim_files(&mut record, claimant, now, &wanted);
@@ -161,7 +172,8 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) 
 /// A body not seen before for a known task.
 fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
-    if record.family == Family::Unknown && event.family != Family::Unknown {
+    let registered = record.stage == Stage::Submitted;
+    if (record.family == Family::Unknown || registered) && event.family != Family::Unknown {
         record.family = event.family;
     }
 
@@ -188,11 +200,19 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     if merge_files(record, event, authoritative) {
         record.vault = VaultState::Pending;
         record.manifest_key = None;
-        // A manifest still being written is of the old file set; the new one follows.
-        record.manifest_lease_until = None;
+        // The settle of the old file set, if one is under way, no longer applies.
+        record.generation += 1;
     }
     merge_streams(record, event, authoritative);
     merge_details(record, event, body, authoritative);
+    if registered {
+        // The registration's vault was pending for want of a result: now the files decide,
+        // as for a task first seen with this callback.
+        record.vault = record.settled_vault_state().unwrap_or(VaultState::Pending);
+        record.abandoned = None;
+    } else if merged.advanced {
+        record.abandoned = None;
+    }
 }
 
 fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> CallbackEntry {
@@ -287,11 +307,10 @@ fn bounded_message(message: &str) -> String {
     format!("{}{marker}", &message[..end])
 }
 
-/// A record's size as JSON plus what the downloader may still add to its files: an upper
-/// estimate of the DynamoDB item it becomes (attribute names and values, as in JSON).
+/// The largest item of a record, as JSON, plus what the downloader may still add to a file:
+/// an upper estimate of the largest DynamoDB item it becomes (attribute names and values).
 pub fn item_size_estimate(record: &TaskRecord) -> usize {
-    let json = serde_json::to_vec(record).map_or(usize::MAX, |json| json.len());
-    json.saturating_add(record.files.len().saturating_mul(FILE_GROWTH_BYTES))
+    crate::items::largest_item_bytes(record).saturating_add(FILE_GROWTH_BYTES)
 }
 
 /// Claim every `pending` file and every `enqueuing` file whose lease ran out (or that this

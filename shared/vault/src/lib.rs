@@ -1,15 +1,20 @@
-//! stemvault's own data: the task record kept in DynamoDB (one item per task), the job sent
+//! stemvault's own data: the task record kept in DynamoDB (an item collection per task), the job sent
 //! to SQS for each file, and the manifest written to S3 when a task's files are settled.
 //!
 //! Everything here is plain data and pure functions; time is passed in as a [`Timestamp`].
 
+pub mod accept;
 pub mod download;
 pub mod enqueue;
+pub mod events;
 pub mod ingest;
+pub mod items;
 pub mod job;
 pub mod manifest;
 pub mod ports;
+pub mod reconcile;
 pub mod record;
+pub mod register;
 pub mod retry;
 pub mod time;
 
@@ -17,8 +22,8 @@ pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
 pub use ports::{Clock, Conditional, LoadTask, SaveTask, StoreError};
 pub use record::{
-    CallbackEntry, FailureEntry, FileEntry, FileStatus, OPEN_MARKER, OPEN_TASKS_INDEX, PublicFileStatus, TaskRecord,
-    VaultState,
+    Abandoned, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
+    PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
 pub use time::{DEADLINE_MARGIN, Timestamp};

@@ -42,19 +42,20 @@ pub enum Conditional {
     Conflict,
 }
 
-/// Strongly consistent read of a task's record.
+/// Strongly consistent read of a task's record (one Query of its item collection).
 pub trait LoadTask {
     fn load_task(&self, task_id: &TaskId) -> impl Future<Output = Result<Option<TaskRecord>, StoreError>> + Send;
 }
 
-/// Whole-record write if the stored version is still `expected_version` (None: only if no
-/// record exists); [`StoreError::Conflict`] otherwise. `record.version` is already the new
-/// version.
+/// Save `after` over `before`, the record as read (None: no task item yet): the items that
+/// changed, each conditional on what was read ([`crate::items::plan_save`]);
+/// [`StoreError::Conflict`] when any changed since. `after.version` is already the new
+/// version. Read again before saving again: the stored revisions moved on.
 pub trait SaveTask {
     fn save_task(
         &self,
-        record: &TaskRecord,
-        expected_version: Option<u64>,
+        before: Option<&TaskRecord>,
+        after: &TaskRecord,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 

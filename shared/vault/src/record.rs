@@ -1,8 +1,8 @@
-//! The task record: one DynamoDB item per task, keyed by `task_id`.
-//!
-//! Field names are the attribute names people see in the AWS console and CLI. Every writer
-//! increments `version`; whole-item writes are conditional on the version they read, so no
-//! write is ever lost to a concurrent one.
+//! The task record: a task, its files and its archived callbacks, as one value. It is stored
+//! as an item collection (see [`crate::items`]): the fields here are the task item's
+//! attributes, people see them under these names in the AWS console and CLI; `files` and
+//! `callbacks` are items of their own. Every write of the task item increments `version`
+//! and is conditional on the version read, so no write is ever lost to a concurrent one.
 
 use std::collections::BTreeMap;
 
@@ -32,11 +32,11 @@ pub struct TaskRecord {
     pub last_received_at: Timestamp,
     /// Every accepted delivery, duplicates included.
     pub deliveries: u64,
-    /// Each distinct callback body, keyed `<stage>-<sha256 of body>`.
-    #[serde(default)]
+    /// Each distinct callback body, keyed `<stage>-<sha256 of body>`: an item each.
+    #[serde(skip)]
     pub callbacks: BTreeMap<String, CallbackEntry>,
-    /// Each file of the task, keyed by its stable name.
-    #[serde(default)]
+    /// Each file of the task, keyed by its stable name: an item each.
+    #[serde(skip)]
     pub files: BTreeMap<String, FileEntry>,
     /// Live stream URLs by name (data, not vaulted).
     #[serde(default)]
@@ -55,20 +55,72 @@ pub struct TaskRecord {
     /// A failure callback that arrived after the task had already succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureEntry>,
+    /// The user's own id for the task, given when it was registered before any callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
+    /// When the task was registered (`PUT /tasks/{id}`), for a task registered before its
+    /// first callback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<Timestamp>,
+    /// [`RECONCILE_DUE`] exactly while the reconciler watches the task: the partition key of the
+    /// sparse `reconcile-due` index (see [`crate::reconcile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<String>,
+    /// When the reconciler polls the task next: the sort key of the `reconcile-due` index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile_at: Option<Timestamp>,
+    /// How many times the reconciler polled the provider for the task.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub polls: u64,
+    /// The wait before the last scheduled poll, doubled for the next one (30 s to 1 hour).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval_seconds: Option<u64>,
+    /// The last poll: when, and what came of it (`pending`, `result:<stage>`, `http_429`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_poll: Option<LastPoll>,
+    /// The reconciler gave up on the task: no result came by callback or poll in time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<Abandoned>,
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
-    /// Unix seconds: while `vault` is settled and `manifest_key` unset, the downloader that
-    /// settled the vault is writing the manifest until then. After it, a redelivered message
-    /// writes the manifest instead (the writer stopped in between).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manifest_lease_until: Option<i64>,
-    /// Optimistic-concurrency counter; every write increments it.
+    /// Optimistic-concurrency counter; every write of the task item increments it.
     pub version: u64,
+    /// The file set's generation: ingest increments it whenever it adds or reopens a file.
+    /// The settle is conditional on it, and the manifest is fenced by it.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 /// The value of [`TaskRecord::open`] while the vault is pending (the index's one partition).
 pub const OPEN_MARKER: &str = "open";
+
+/// The value of [`TaskRecord::reconcile`] while the reconciler watches the task (the
+/// `reconcile-due` index's one partition).
+pub const RECONCILE_DUE: &str = "due";
+
+/// The sparse global secondary index over [`TaskRecord::reconcile`] and `reconcile_at`.
+pub const RECONCILE_DUE_INDEX: &str = "reconcile-due";
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The reconciler's last poll of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPoll {
+    pub at: Timestamp,
+    /// `pending`, `result:<stage>`, `http_<status>`, `provider_<code>`, `unreachable`,
+    /// `unreadable`.
+    pub outcome: String,
+}
+
+/// Why and when the reconciler gave a task up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Abandoned {
+    pub reason: String,
+    pub at: Timestamp,
+}
 
 /// The sparse global secondary index over [`TaskRecord::open`] and `last_received_at`.
 pub const OPEN_TASKS_INDEX: &str = "open-tasks";
@@ -111,10 +163,6 @@ pub struct FileEntry {
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queued_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message_id: Option<String>,
     #[serde(default)]
     pub attempts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -128,6 +176,10 @@ pub struct FileEntry {
     /// Why the file failed for good (or the last retryable error while it is being retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The file item's revision: every write increments it, and ingest's writes of a known
+    /// file are conditional on the revision read.
+    #[serde(default)]
+    pub rev: u64,
 }
 
 impl FileEntry {
@@ -140,19 +192,20 @@ impl FileEntry {
             stage,
             claim: None,
             lease_until: None,
-            queued_at: None,
-            message_id: None,
             attempts: 0,
             bytes: None,
             sha256: None,
             content_type: None,
             stored_at: None,
             error: None,
+            rev: 0,
         }
     }
 }
 
 /// A file's life: `pending` → `enqueuing` → `queued` → `downloading` → `stored` | `failed`.
+/// `queued` is kept on the task item (its `queued` set, one write for all the files a
+/// request sent); a file item says `pending` or `enqueuing` until a downloader claims it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FileStatus {
@@ -276,9 +329,17 @@ impl TaskRecord {
             vault: VaultState::Complete,
             open: None,
             failure: None,
+            client_ref: None,
+            registered_at: None,
+            reconcile: None,
+            reconcile_at: None,
+            polls: 0,
+            poll_interval_seconds: None,
+            last_poll: None,
+            abandoned: None,
             manifest_key: None,
-            manifest_lease_until: None,
             version: 1,
+            generation: 1,
         }
     }
 
@@ -306,7 +367,7 @@ impl TaskRecord {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
@@ -316,7 +377,7 @@ mod tests {
     }
 
     /// A record with every field set, typed.
-    fn record() -> TaskRecord {
+    pub(crate) fn record() -> TaskRecord {
         let mut r =
             TaskRecord::new("t1", Family::VocalSeparation, Stage::Complete, 200, "ok", at("2026-11-23T15:00:00.000Z"));
         r.last_received_at = at("2026-11-23T15:00:09.120Z");
@@ -335,16 +396,18 @@ mod tests {
         );
         let mut vocal = FileEntry::pending("https://cdn.example/v.mp3", "tasks/t1/vocal.mp3".into(), Stage::First);
         vocal.status = FileStatus::Stored;
-        vocal.queued_at = Some(at("2026-11-23T15:00:00.001Z"));
-        vocal.message_id = Some("m-1".into());
         vocal.attempts = 1;
         vocal.stored_at = Some(at("2026-11-23T15:00:05.999Z"));
+        vocal.rev = 3;
         r.files.insert("vocal".into(), vocal);
         let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Complete);
         drums.status = FileStatus::Downloading;
         drums.claim = Some("worker-1".into());
         drums.lease_until = Some(1_795_446_030);
+        drums.rev = 2;
         r.files.insert("drums".into(), drums);
+        let bass = FileEntry::pending("https://cdn.example/b.mp3", "tasks/t1/bass.mp3".into(), Stage::Complete);
+        r.files.insert("bass".into(), FileEntry { status: FileStatus::Queued, rev: 1, ..bass });
         r.streams.insert("stream".into(), "https://cdn.example/live".into());
         r.details = Some(json!({"kind": "error", "error": "kept"}));
         r.vault = VaultState::Pending;
@@ -356,13 +419,14 @@ mod tests {
             received_at: at("2026-11-23T15:00:09.120Z"),
         });
         r.manifest_key = Some("tasks/t1/manifest.json".into());
-        r.manifest_lease_until = Some(1_795_446_020);
         r.version = 4;
+        r.generation = 2;
         r
     }
 
-    /// The same record as its stored attributes (what the String fields were written as).
-    fn stored_record() -> serde_json::Value {
+    /// The task item's own attributes (what the String fields were written as): files and
+    /// callbacks are items of their own.
+    pub(crate) fn stored_task() -> serde_json::Value {
         json!({
             "task_id": "t1",
             "family": "vocal_separation",
@@ -373,73 +437,28 @@ mod tests {
             "first_received_at": "2026-11-23T15:00:00.000Z",
             "last_received_at": "2026-11-23T15:00:09.120Z",
             "deliveries": 3,
-            "callbacks": {
-                "complete-ab": {
-                    "stage": "complete",
-                    "code": 200,
-                    "message": "ok",
-                    "received_at": "2026-11-23T15:00:00.000Z",
-                    "body_key": "tasks/t1/callbacks/complete-ab.json",
-                    "bytes": 42,
-                    "deliveries": 2
-                }
-            },
-            "files": {
-                "drums": {
-                    "url": "https://cdn.example/d.mp3",
-                    "key": "tasks/t1/drums.mp3",
-                    "status": "downloading",
-                    "stage": "complete",
-                    "claim": "worker-1",
-                    "lease_until": 1_795_446_030,
-                    "attempts": 0
-                },
-                "vocal": {
-                    "url": "https://cdn.example/v.mp3",
-                    "key": "tasks/t1/vocal.mp3",
-                    "status": "stored",
-                    "stage": "first",
-                    "queued_at": "2026-11-23T15:00:00.001Z",
-                    "message_id": "m-1",
-                    "attempts": 1,
-                    "stored_at": "2026-11-23T15:00:05.999Z"
-                }
-            },
             "streams": {"stream": "https://cdn.example/live"},
             "details": {"kind": "error", "error": "kept"},
             "vault": "pending",
             "open": "open",
             "failure": {"stage": "error", "code": 501, "message": "late", "received_at": "2026-11-23T15:00:09.120Z"},
             "manifest_key": "tasks/t1/manifest.json",
-            "manifest_lease_until": 1_795_446_020,
-            "version": 4
+            "version": 4,
+            "generation": 2
         })
     }
 
     #[test]
-    fn a_record_is_stored_as_the_same_json() {
-        assert_eq!(serde_json::to_value(record()).unwrap(), stored_record());
-        assert_eq!(serde_json::from_value::<TaskRecord>(stored_record()).unwrap(), record());
-    }
-
-    #[test]
-    fn a_record_is_stored_as_the_same_dynamodb_item() {
-        let item: serde_dynamo::Item = serde_dynamo::to_item(record()).unwrap();
-        let expected: serde_dynamo::Item = serde_dynamo::to_item(stored_record()).unwrap();
-        assert_eq!(item, expected);
-        let s = |v: &str| serde_dynamo::AttributeValue::S(v.to_owned());
-        assert_eq!((&item["family"], &item["stage"]), (&s("vocal_separation"), &s("complete")));
-        assert_eq!(item["last_received_at"], s("2026-11-23T15:00:09.120Z"));
-        let serde_dynamo::AttributeValue::M(files) = &item["files"] else { panic!("files is a map") };
-        let serde_dynamo::AttributeValue::M(vocal) = &files["vocal"] else { panic!("a file is a map") };
-        assert_eq!((&vocal["stage"], &vocal["stored_at"]), (&s("first"), &s("2026-11-23T15:00:05.999Z")));
-        assert_eq!(serde_dynamo::from_item::<_, TaskRecord>(item).unwrap(), record());
+    fn a_record_s_own_fields_are_stored_as_the_same_json() {
+        assert_eq!(serde_json::to_value(record()).unwrap(), stored_task());
+        let read = serde_json::from_value::<TaskRecord>(stored_task()).unwrap();
+        assert_eq!(read, TaskRecord { files: BTreeMap::new(), callbacks: BTreeMap::new(), ..record() });
     }
 
     #[test]
     fn a_malformed_time_or_an_unknown_stage_or_family_is_not_read() {
         let spoilt = |path: &[&str], value: serde_json::Value| {
-            let mut stored = stored_record();
+            let mut stored = stored_task();
             let (last, parents) = path.split_last().unwrap();
             let mut at = &mut stored;
             for p in parents {
@@ -452,18 +471,18 @@ mod tests {
             (&["stage"][..], json!("done")),
             (&["stage"][..], json!("Complete")),
             (&["family"][..], json!("jazz")),
-            (&["files", "vocal", "stage"][..], json!("later")),
             (&["failure", "stage"][..], json!("")),
             (&["last_received_at"][..], json!("yesterday")),
             (&["first_received_at"][..], json!("2026-11-23 15:00:00")),
-            (&["callbacks", "complete-ab", "received_at"][..], json!("2026-02-30T00:00:00.000Z")),
-            (&["files", "vocal", "stored_at"][..], json!(1_795_446_005)),
+            (&["failure", "received_at"][..], json!("2026-02-30T00:00:00.000Z")),
         ] {
             let stored = spoilt(path, value.clone());
-            let json = serde_json::from_value::<TaskRecord>(stored.clone());
-            assert!(json.is_err(), "{path:?} = {value} read from JSON");
-            let item: serde_dynamo::Item = serde_dynamo::to_item(stored).unwrap();
-            assert!(serde_dynamo::from_item::<_, TaskRecord>(item).is_err(), "{path:?} = {value} read from DynamoDB");
+            assert!(serde_json::from_value::<TaskRecord>(stored).is_err(), "{path:?} = {value} read from JSON");
+        }
+        for (field, value) in [("stage", json!("later")), ("stored_at", json!(1_795_446_005))] {
+            let mut file = serde_json::to_value(&record().files["vocal"]).unwrap();
+            file[field] = value.clone();
+            assert!(serde_json::from_value::<FileEntry>(file).is_err(), "file {field} = {value}");
         }
     }
 

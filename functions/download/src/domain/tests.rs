@@ -4,7 +4,6 @@ use suno_callbacks::{Family, Stage};
 
 use super::*;
 use crate::error::FetchError;
-use stemvault_vault::download::MANIFEST_LEASE;
 use tokio::sync::oneshot;
 
 use crate::test_support::{
@@ -22,13 +21,50 @@ fn delivery(body: String, receive_count: u32) -> Delivery {
     }
 }
 
+/// One delivery of the file `name` as a batch of one: the message, then its task's settle
+/// check (when it asks for one), as the app runs them; a failed check retries the message.
 async fn run(ports: &MemoryPorts, name: &str, receive_count: u32) -> Outcome {
-    let d = delivery(job_body(name), receive_count);
-    let outcome = process_message(ports, &SETTINGS, &d).await;
+    run_body(ports, job_body(name), receive_count).await.0
+}
+
+/// [`run`] for any body; also what the settle check came to, if one was made.
+async fn run_body(
+    ports: &MemoryPorts,
+    body: String,
+    receive_count: u32,
+) -> (Outcome, Option<Result<Settling, DownloadError>>) {
+    let d = delivery(body, receive_count);
+    let mut outcome = process_message(ports, &SETTINGS, &d).await;
+    let mut checked = None;
+    if let Some(task_id) = settle_check_for(&d, &outcome) {
+        let result = check_settled(ports, &task_id).await;
+        if let Err(e) = &result {
+            outcome = Outcome::Retry(e.clone());
+        }
+        checked = Some(result);
+    }
     if outcome.is_failure() {
         delay_retry(ports, &d, &outcome).await;
     }
-    outcome
+    (outcome, checked)
+}
+
+/// Hold the next manifest write where S3 would evaluate its condition: the first receiver
+/// fires when it got there; it goes on when the sender fires.
+fn hold_next_manifest(ports: &MemoryPorts) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+    let (reached, at_gate) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    *ports.manifest_gate.lock().unwrap() = Some(ManifestGate { reached, release: released });
+    (at_gate, release)
+}
+
+/// What ingest does when a callback brings a new file: the file, `queued`; a new generation;
+/// the vault pending again.
+fn add_file(ports: &MemoryPorts, name: &str) {
+    let mut grown = ports.record(TASK);
+    grown.files.insert(name.into(), record(&[(name, FileStatus::Queued)]).files[name].clone());
+    (grown.generation, grown.version) = (grown.generation + 1, grown.version + 1);
+    ports.put_record(grown);
 }
 
 #[tokio::test]
@@ -50,7 +86,8 @@ async fn a_queued_file_is_stored_and_recorded() {
     assert_eq!(f.content_type.as_deref(), Some("audio/mpeg"));
     assert_eq!(f.stored_at, Some(ports.now()));
     assert_eq!((f.claim.as_deref(), f.lease_until, f.attempts), (None, None, 1));
-    assert_eq!(r.version, 5, "claim + stored");
+    assert_eq!(f.rev, 2, "claim + stored, on the file's item");
+    assert_eq!(r.version, 3, "the task item is not written for a file");
     // The other file is still open: no manifest yet.
     assert_eq!(r.vault, VaultState::Pending);
     assert!(ports.manifests.lock().unwrap().is_empty());
@@ -79,7 +116,7 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     let r = ports.record(TASK);
     assert_eq!(r.vault, VaultState::Partial);
     assert_eq!(r.manifest_key.as_deref(), Some(format!("tasks/{TASK}/manifest.json").as_str()));
-    assert_eq!(r.manifest_lease_until, None, "the lease ends with the manifest recorded");
+    assert_eq!((r.open, r.version), (None, 4), "one settle write");
     assert_eq!(r.files["drums"].error.as_deref(), Some("source answered 410 Gone"));
     let manifests = ports.manifests.lock().unwrap().clone();
     assert_eq!(manifests.len(), 1);
@@ -120,7 +157,8 @@ async fn retryable_failures_release_the_file_and_back_off() {
     }
     let r = ports.record(TASK);
     let f = &r.files["vocal"];
-    assert_eq!(f.status, FileStatus::Queued);
+    assert_eq!(f.status, FileStatus::Queued, "pending again, its message still queued");
+    assert_eq!(ports.file_item(TASK, "vocal").status, FileStatus::Pending, "never written as queued");
     assert_eq!(f.claim, None);
     assert_eq!(f.attempts, 3);
     assert_eq!(f.error.as_deref(), Some("source answered 503 Service Unavailable"));
@@ -220,7 +258,7 @@ async fn messages_that_name_nothing_usable_are_dropped() {
 }
 
 #[tokio::test]
-async fn a_failed_manifest_reopens_the_task_and_a_redelivery_heals_it() {
+async fn a_failed_manifest_leaves_the_task_open_and_a_redelivery_settles_it() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     serve(&ports, "vocal", b"v");
     *ports.manifest_failures.lock().unwrap() = 1;
@@ -229,7 +267,7 @@ async fn a_failed_manifest_reopens_the_task_and_a_redelivery_heals_it() {
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Storage(_))), "{outcome:?}");
     let r = ports.record(TASK);
     assert_eq!(r.files["vocal"].status, FileStatus::Stored);
-    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Pending, None));
+    assert_eq!((r.vault, r.manifest_key.as_deref(), r.version), (VaultState::Pending, None, 3), "nothing to undo");
 
     assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
     let r = ports.record(TASK);
@@ -238,51 +276,53 @@ async fn a_failed_manifest_reopens_the_task_and_a_redelivery_heals_it() {
     assert_eq!(ports.opened().len(), 1, "not downloaded again");
 }
 
-/// The worker that settled the vault stalls in its manifest PutObject past its lease; the
-/// redelivered message takes the lease over and writes the manifest; then the stalled write
-/// lands. It must not replace the newer manifest.
+/// The worker that settles a task stalls in its manifest PutObject; meanwhile ingest adds a
+/// file (a new generation), which is stored and settles the task with the newer manifest.
+/// Then the stalled write lands: it must not replace the newer manifest, and its settle
+/// write is refused (the generation moved on).
 #[tokio::test]
 async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
+    serve(&ports, "drums", b"drums bytes");
     let key = format!("tasks/{TASK}/manifest.json");
-    let (reached, at_gate) = oneshot::channel();
-    let (release, released) = oneshot::channel();
-    *ports.manifest_gate.lock().unwrap() = Some(ManifestGate { reached, release: released });
+    let (at_gate, release) = hold_next_manifest(&ports);
 
-    let slow = run(&ports, "vocal", 1);
+    let slow = run_body(&ports, job_body("vocal"), 1);
     let overtaking = async {
         at_gate.await.unwrap();
-        let later = ports.now().plus(MANIFEST_LEASE + Duration::from_secs(1));
-        *ports.now.lock().unwrap() = Some(later);
-        assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
-        assert_eq!(ports.record(TASK).manifest_key.as_deref(), Some(key.as_str()), "the newer one is recorded");
+        add_file(&ports, "drums");
+        let (outcome, checked) = run_body(&ports, job_body("drums"), 1).await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+        assert_eq!(checked, Some(Ok(Settling::Settled)));
         release.send(()).unwrap();
-        later
     };
-    let (slow, later) = tokio::join!(slow, overtaking);
+    let ((slow, checked), ()) = tokio::join!(slow, overtaking);
     assert!(matches!(slow, Outcome::Stored(_)), "{slow:?}");
+    assert_eq!(checked, Some(Ok(Settling::Reopened)), "its settle write is refused");
 
     let written = ports.manifests.lock().unwrap().clone();
     assert_eq!(written.len(), 1, "the stalled write did not land");
     let under_key: Manifest = serde_json::from_slice(&ports.store.object(&key).unwrap()).unwrap();
-    assert_eq!(under_key.generated_at, later, "the newer manifest stays");
+    assert_eq!(under_key.files.len(), 2, "the newer manifest stays");
     let r = ports.record(TASK);
-    assert_eq!((r.manifest_key.as_deref(), r.manifest_lease_until), (Some(key.as_str()), None));
+    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Complete, Some(key.as_str())));
     let generation = &ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA];
-    assert_eq!(generation, &(r.version - 1).to_string(), "the takeover's generation");
+    assert_eq!(generation, &r.generation.to_string(), "the newer generation's");
+    let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    assert_eq!(settled, 1);
 }
 
-/// A writer that only starts after a newer manifest is written (it read the record before
-/// the takeover) writes nothing; a newer generation replaces an older manifest.
+/// A writer that only starts after a newer manifest is written writes nothing; one of the
+/// same generation is left as it is; a newer generation replaces an older manifest.
 #[tokio::test]
 async fn manifests_are_written_only_over_older_generations() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
     let task = TaskId::parse(TASK).unwrap();
     let key = format!("tasks/{TASK}/manifest.json");
-    let plan = |expected_version: u64| {
+    let plan = |generation: u64| {
         let mut r = ports.record(TASK);
-        r.version = expected_version;
+        r.generation = generation;
         let SettlePlan::Settle(plan) = settle_plan(&r, &task, ports.now()) else { panic!("expected a settle") };
         plan
     };
@@ -292,7 +332,7 @@ async fn manifests_are_written_only_over_older_generations() {
     assert_eq!(ports.manifests.lock().unwrap().len(), 1, "an older or the same generation is not written");
     put_fenced(&ports, &plan(9)).await.unwrap();
     assert_eq!(ports.manifests.lock().unwrap().len(), 2);
-    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "10");
+    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "9");
 }
 
 #[tokio::test]
@@ -303,37 +343,86 @@ async fn a_settled_record_whose_vault_is_still_pending_is_settled_by_a_redeliver
     assert_eq!(ports.manifests.lock().unwrap().len(), 1);
 }
 
+/// The worker that settles a task writes the manifest and then cannot write the settle
+/// (the table timed out; or it stopped there): its message goes back to the queue, and the
+/// redelivery, finding the file settled, settles the task without writing the manifest
+/// again (one of this generation is there).
 #[tokio::test]
-async fn a_redelivery_writes_the_manifest_of_a_worker_that_stopped_after_settling() {
-    // The worker flipped the vault under a lease and stopped before writing the manifest.
-    let mut crashed = record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]);
-    crashed.vault = VaultState::Partial;
-    crashed.manifest_lease_until = Some(1_800_000_010);
-    let ports = MemoryPorts::with_record(crashed.clone());
+async fn a_stop_between_the_manifest_and_the_settle_write_is_healed_by_the_redelivery() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Queued)]));
+    serve(&ports, "drums", b"drums");
+    *ports.settle_failures.lock().unwrap() = 1;
     let key = format!("tasks/{TASK}/manifest.json");
 
-    // While the lease holds, the writer may still be at it: leave it alone.
-    *ports.now.lock().unwrap() = Some(Timestamp::from_unix_ms(1_800_000_010_999));
-    assert_eq!(run(&ports, "drums", 2).await, Outcome::AlreadySettled);
-    assert!(ports.manifests.lock().unwrap().is_empty());
-    assert_eq!(ports.record(TASK), crashed);
-
-    // Once it is over, the redelivery writes the manifest and records it.
-    let later = Timestamp::from_unix_ms(1_800_000_011_000);
-    *ports.now.lock().unwrap() = Some(later);
-    assert_eq!(run(&ports, "vocal", 2).await, Outcome::AlreadySettled);
-    let manifests = ports.manifests.lock().unwrap().clone();
-    assert_eq!(manifests, vec![(key.clone(), Manifest::of(&crashed, VaultState::Partial, later))]);
+    let outcome = run(&ports, "drums", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+    assert_eq!(ports.delays.lock().unwrap().len(), 1, "retried like any failure");
     let r = ports.record(TASK);
     assert_eq!(
-        (r.vault, r.manifest_key.as_deref(), r.manifest_lease_until, r.version),
-        (VaultState::Partial, Some(key.as_str()), None, crashed.version + 2)
+        (r.files["drums"].status, r.vault, r.manifest_key.as_deref()),
+        (FileStatus::Stored, VaultState::Pending, None)
     );
-    assert!(ports.opened().is_empty(), "nothing downloaded again");
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1, "the manifest is written");
 
-    // Further redeliveries find it recorded.
-    assert_eq!(run(&ports, "drums", 3).await, Outcome::AlreadySettled);
-    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+    let later = Timestamp::from_unix_ms(1_800_000_030_000);
+    *ports.now.lock().unwrap() = Some(later);
+    let (outcome, checked) = run_body(&ports, job_body("drums"), 2).await;
+    assert_eq!((outcome, checked), (Outcome::AlreadySettled, Some(Ok(Settling::Settled))));
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.vault, r.manifest_key.as_deref(), r.open, r.version),
+        (VaultState::Complete, Some(key.as_str()), None, 4)
+    );
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1, "not written again");
+    assert_eq!(ports.opened().len(), 1, "nothing downloaded again");
+    let settled: Vec<_> =
+        ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).cloned().collect();
+    assert_eq!(settled, [Measure::Settled { seconds: 4_554_030.0 }], "by the write that found the vault pending");
+
+    // Further redeliveries find it recorded: one Query, no write.
+    ports.take_table_calls();
+    let (outcome, checked) = run_body(&ports, job_body("vocal"), 3).await;
+    assert_eq!((outcome, checked), (Outcome::AlreadySettled, Some(Ok(Settling::AlreadySettled))));
+    assert_eq!(ports.take_table_calls(), ["claim_file", "load_task"]);
+}
+
+/// A vault settled without its manifest key (as a task without files is, by ingest, or as a
+/// record of an older version may be left): the check writes the manifest and records it,
+/// but does not report the vault settled (it was already).
+#[tokio::test]
+async fn a_settled_vault_without_its_manifest_key_gets_its_manifest_recorded() {
+    let mut r = record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]);
+    r.vault = VaultState::Partial;
+    r.open = None;
+    let ports = MemoryPorts::with_record(r.clone());
+    let (outcome, checked) = run_body(&ports, job_body("drums"), 2).await;
+    assert_eq!((outcome, checked), (Outcome::AlreadySettled, Some(Ok(Settling::Recorded))));
+    let key = format!("tasks/{TASK}/manifest.json");
+    let manifests = ports.manifests.lock().unwrap().clone();
+    assert_eq!(manifests, vec![(key.clone(), Manifest::of(&r, VaultState::Partial, ports.now()))]);
+    let stored = ports.record(TASK);
+    assert_eq!(
+        (stored.vault, stored.manifest_key.as_deref(), stored.version),
+        (VaultState::Partial, Some(key.as_str()), 4)
+    );
+    assert!(ports.measures.lock().unwrap().is_empty(), "not settled here");
+}
+
+/// The sweeper finds an open task whose files are all settled (its settler stopped before
+/// the settle write, and its messages are gone) and sends a manifest job: the job settles it.
+#[tokio::test]
+async fn a_manifest_job_settles_a_task_whose_files_are_all_settled() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]));
+    let job = FileJob {
+        task_id: TASK.into(),
+        name: MANIFEST_JOB_NAME.into(),
+        url: String::new(),
+        key: format!("tasks/{TASK}/manifest.json"),
+    };
+    let (outcome, checked) = run_body(&ports, serde_json::to_string(&job).unwrap(), 1).await;
+    assert_eq!((outcome, checked), (Outcome::ManifestChecked, Some(Ok(Settling::Settled))));
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    assert_eq!(ports.take_table_calls(), ["load_task", "settle_task"], "no claim for a manifest job");
 }
 
 #[tokio::test]
@@ -459,9 +548,9 @@ async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
     let ports = MemoryPorts::with_record(lyrics.clone());
     let job = stemvault_vault::download::manifest_job(&lyrics).expect("a manifest job");
     let body = serde_json::to_string(&job).unwrap();
-    for count in 1..=2 {
-        let outcome = process_message(&ports, &SETTINGS, &delivery(body.clone(), count)).await;
-        assert_eq!(outcome, Outcome::ManifestChecked, "delivery {count}");
+    for (count, settling) in [(1, Settling::Recorded), (2, Settling::AlreadySettled)] {
+        let (outcome, checked) = run_body(&ports, body.clone(), count).await;
+        assert_eq!((outcome, checked), (Outcome::ManifestChecked, Some(Ok(settling))), "delivery {count}");
     }
     let manifests = ports.manifests.lock().unwrap().clone();
     assert_eq!(manifests.len(), 1);
@@ -469,7 +558,7 @@ async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
     assert_eq!(key, &format!("tasks/{TASK}/manifest.json"));
     assert_eq!((manifest.family, manifest.vault, manifest.files.len()), (Family::Lyrics, VaultState::Complete, 0));
     let r = ports.record(TASK);
-    assert_eq!((r.manifest_key.as_deref(), r.vault, r.version), (Some(key.as_str()), VaultState::Complete, 3));
+    assert_eq!((r.manifest_key.as_deref(), r.vault, r.version), (Some(key.as_str()), VaultState::Complete, 2));
     assert!(ports.opened().is_empty());
     assert!(ports.measures.lock().unwrap().is_empty(), "settled by ingest, not here");
 }
@@ -502,4 +591,282 @@ async fn a_panicked_attempt_gives_its_claim_back() {
     let ports = MemoryPorts::with_record(r);
     release_after_panic(&ports, &d, "boom").await;
     assert_eq!(ports.record(TASK).files["vocal"].claim.as_deref(), Some("other"));
+}
+
+/// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then
+/// the outcome; per task, one Query for the settle check and one write when it settles.
+#[tokio::test]
+async fn no_read_comes_before_a_claim() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    ports.source(
+        &url("drums"),
+        Script::Fail(FetchError::Status { status: 404, reason: String::new(), retry_after: None }),
+    );
+
+    assert!(matches!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await, Outcome::Stored(_)));
+    assert_eq!(ports.take_table_calls(), ["claim_file", "record_stored"]);
+    let d = delivery(job_body("drums"), 1);
+    assert!(matches!(process_message(&ports, &SETTINGS, &d).await, Outcome::FailedForGood(_)));
+    assert_eq!(ports.take_table_calls(), ["claim_file", "record_failed"]);
+    assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap()).await, Ok(Settling::Settled));
+    assert_eq!(ports.take_table_calls(), ["load_task", "settle_task"]);
+
+    // A redelivery: the refused claim returns the item, which says the file is settled.
+    assert_eq!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 2)).await, Outcome::AlreadySettled);
+    assert_eq!(ports.take_table_calls(), ["claim_file"]);
+    // A retryable failure: the claim, then its release.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(
+        &url("vocal"),
+        Script::Fail(FetchError::Status { status: 503, reason: String::new(), retry_after: None }),
+    );
+    assert!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await.is_failure());
+    assert_eq!(ports.take_table_calls(), ["claim_file", "release_file"]);
+}
+
+/// A refused claim answers from the item DynamoDB returns: no such file, settled, or
+/// claimed by another worker until when.
+#[tokio::test]
+async fn a_refused_claim_says_why_from_the_item_it_returns() {
+    let mut r = record(&[("vocal", FileStatus::Downloading), ("drums", FileStatus::Failed)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some("other".into()), Some(1_800_000_000));
+    let ports = MemoryPorts::with_record(r);
+    let ports = &ports;
+    let answer = |name: &str| {
+        let d = delivery(job_body(name), 1);
+        async move { process_message(ports, &SETTINGS, &d).await }
+    };
+    assert_eq!(
+        answer("vocal").await,
+        Outcome::Retry(DownloadError::Busy { lease_until: 1_800_000_000 }),
+        "a lease holds to its last second"
+    );
+    assert_eq!(answer("drums").await, Outcome::AlreadySettled);
+    assert_eq!(
+        answer("bass").await,
+        Outcome::Dropped(DownloadError::Dropped(stemvault_vault::download::DropReason::FileMissing))
+    );
+    assert!(ports.opened().is_empty());
+    assert_eq!(ports.take_table_calls(), ["claim_file"; 3]);
+}
+
+/// Two workers finish a task's last two files at the same moment, and both settle checks
+/// read the task after both files are recorded: both write (no condition fails between
+/// files of one task), and exactly one reports that it settled the task.
+#[tokio::test]
+async fn two_workers_finishing_the_last_two_files_at_once_both_succeed_and_one_settles() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    serve(&ports, "drums", &deterministic_bytes(SETTINGS.part_size + 1, 6));
+    *ports.load_barrier.lock().unwrap() = Some(std::sync::Arc::new(tokio::sync::Barrier::new(2)));
+
+    let ((vocal, a), (drums, b)) =
+        tokio::join!(run_body(&ports, job_body("vocal"), 1), run_body(&ports, job_body("drums"), 1));
+    assert!(matches!((&vocal, &drums), (Outcome::Stored(_), Outcome::Stored(_))), "{vocal:?} / {drums:?}");
+    let mut checks = [a.unwrap().unwrap(), b.unwrap().unwrap()];
+    checks.sort_by_key(|s| format!("{s:?}"));
+    assert_eq!(checks, [Settling::Recorded, Settling::Settled], "both applied, one settled");
+
+    let r = ports.record(TASK);
+    assert_eq!((r.vault, r.open, r.version), (VaultState::Complete, None, 5), "two settle writes, same values");
+    assert!(ports.delays.lock().unwrap().is_empty(), "neither message is retried");
+    let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    assert_eq!(settled, 1, "SecondsToSettled once");
+    let manifests = ports.manifests.lock().unwrap().clone();
+    assert_eq!(manifests.len(), 1, "the second writer found this generation's manifest written");
+    assert_eq!(manifests[0].1.files.len(), 2);
+}
+
+/// Ingest adds a file between the settle check's read and its settle write: the manifest
+/// of the older generation is written, the settle write is refused, and the task stays
+/// open until the new file settles it, with a newer manifest over the older one.
+#[tokio::test]
+async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    serve(&ports, "bass", b"bass bytes");
+    let key = format!("tasks/{TASK}/manifest.json");
+    let (at_gate, release) = hold_next_manifest(&ports);
+
+    let settling = run_body(&ports, job_body("vocal"), 1);
+    let reopening = async {
+        at_gate.await.unwrap();
+        add_file(&ports, "bass");
+        release.send(()).unwrap();
+    };
+    let ((outcome, checked), ()) = tokio::join!(settling, reopening);
+    assert!(matches!(outcome, Outcome::Stored(_)), "not retried: {outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Reopened)));
+    let r = ports.record(TASK);
+    assert_eq!((r.vault, r.manifest_key.as_deref(), r.version), (VaultState::Pending, None, 4), "not settled");
+    assert!(ports.measures.lock().unwrap().iter().all(|m| !matches!(m, Measure::Settled { .. })));
+    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "2");
+
+    let (outcome, checked) = run_body(&ports, job_body("bass"), 1).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Settled)));
+    let r = ports.record(TASK);
+    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Complete, Some(key.as_str())));
+    let latest: Manifest = serde_json::from_slice(&ports.store.object(&key).unwrap()).unwrap();
+    assert_eq!(latest.files.len(), 2, "the newer manifest replaced the older one");
+    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "3");
+}
+
+/// What an expired URL answers.
+fn expired(status: u16, reason: &str) -> Script {
+    Script::Fail(FetchError::Status { status, reason: reason.into(), retry_after: None })
+}
+
+/// The fresh link the provider gives for the file `vocal`.
+const FRESH: &str = "https://tempfile.suno.ai/vocal.mp3?sig=fresh";
+
+fn fresh_links(ports: &MemoryPorts, links: &[(&str, Result<&str, crate::fresh_link::RefreshError>)]) {
+    let links = links.iter().map(|(name, link)| (url(name), link.clone().map(str::to_owned))).collect();
+    *ports.fresh_links.lock().unwrap() = Some(links);
+}
+
+#[tokio::test]
+async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_url() {
+    for status in [403, 410] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(status, "Forbidden"));
+        let data = deterministic_bytes(5000, 9);
+        let body = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/mpeg".into()) };
+        ports.source(FRESH, body);
+        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+
+        let outcome = run(&ports, "vocal", 1).await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{status}: {outcome:?}");
+        let key = format!("tasks/{TASK}/vocal.mp3");
+        assert_eq!(ports.store.object(&key).unwrap(), data);
+        assert_eq!(ports.opened(), [url("vocal"), FRESH.to_owned()]);
+        assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal")]);
+        let r = ports.record(TASK);
+        assert_eq!(
+            (r.files["vocal"].status, r.files["vocal"].url.as_str()),
+            (FileStatus::Stored, url("vocal").as_str())
+        );
+        assert_eq!(r.vault, VaultState::Complete);
+        // The copy is of the original URL, as an earlier copy is recognised by it.
+        let source = ports.store.stored(&key).unwrap().metadata[crate::upload::SOURCE_METADATA].clone();
+        assert_eq!(source, source_sha256(&url("vocal")));
+    }
+}
+
+#[tokio::test]
+async fn without_link_refresh_an_expired_file_fails_as_before() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(403, "Forbidden"));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 403 Forbidden".into()));
+    assert_eq!(ports.opened(), [url("vocal")]);
+    assert!(ports.refreshed.lock().unwrap().is_empty());
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+}
+
+#[tokio::test]
+async fn only_403_and_410_ask_for_a_fresh_link() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    fresh_links(&ports, &[("vocal", Ok(FRESH)), ("drums", Ok(FRESH))]);
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    ports.source(&url("drums"), expired(441, ""));
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 404 Not Found".into()));
+    assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 441".into()));
+    assert!(ports.refreshed.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
+    use crate::fresh_link::RefreshError;
+    use crate::source_policy::Refusal;
+    let cases = [
+        (
+            RefreshError::Provider { code: 422, message: "external URL".into() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider \
+             generated): external URL",
+        ),
+        (
+            RefreshError::Provider { code: 401, message: String::new() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 401 (unauthorized: check the API \
+             key in PROVIDER_SECRET_ARN)",
+        ),
+        (
+            RefreshError::Provider { code: 429, message: "slow down".into() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 429 (rate limited): slow down",
+        ),
+        (
+            RefreshError::Refused(Refusal::Refused("host evil.example.com is not in ALLOWED_SOURCE_HOSTS".into())),
+            "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com \
+             is not in ALLOWED_SOURCE_HOSTS",
+        ),
+    ];
+    for (error, reason) in cases {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(403, "Forbidden"));
+        fresh_links(&ports, &[("vocal", Err(error))]);
+        assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(reason.into()));
+        let file = &ports.record(TASK).files["vocal"];
+        assert_eq!((file.status, file.error.as_deref()), (FileStatus::Failed, Some(reason)));
+        // Still an expired file, for the reconciler.
+        assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{reason}");
+        assert_eq!(ports.opened(), [url("vocal")], "nothing fetched but the original");
+        assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recover_is_retried() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.source(FRESH, expired(503, "Service Unavailable"));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == "source answered 503 Service Unavailable"));
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+
+    ports.source(FRESH, expired(404, "Not Found"));
+    let outcome = run(&ports, "vocal", 2).await;
+    let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
+    assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
+    assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal"), url("vocal")], "a new link each attempt");
+}
+
+#[tokio::test]
+async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    serve(&ports, "drums", b"drums");
+    assert!(matches!(run(&ports, "drums", 1).await, Outcome::Stored(_)));
+    ports.source(&url("vocal"), expired(503, "Service Unavailable"));
+    for count in 1..MAX_RECEIVE_COUNT {
+        let outcome = run(&ports, "vocal", count).await;
+        assert!(matches!(outcome, Outcome::Retry(_)), "{count}: {outcome:?}");
+    }
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+
+    let last = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    let reason =
+        format!("dead_lettered: source answered 503 Service Unavailable (receive {MAX_RECEIVE_COUNT}, the last)");
+    assert_eq!(last, Outcome::DeadLettered(reason.clone()));
+    assert!(last.is_failure(), "the message goes on to the dead-letter queue");
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.files["vocal"].status, r.files["vocal"].error.as_deref()),
+        (FileStatus::Failed, Some(reason.as_str()))
+    );
+    assert_eq!(r.vault, VaultState::Partial, "the task settles without it");
+    assert!(ports.measures.lock().unwrap().contains(&Measure::Failed { reason: DEAD_LETTERED }));
+
+    // Redriven from the dead-letter queue, the message finds its file settled.
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::AlreadySettled);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_on_the_last_receive_is_an_ordinary_failure() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
+    assert!(!outcome.is_failure());
 }

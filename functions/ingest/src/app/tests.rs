@@ -30,6 +30,8 @@ fn config() -> Config {
         allow_unauthenticated: false,
         max_body_bytes: 4096,
         signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
+        event_bus_name: "stemvault-events".into(),
     }
 }
 
@@ -318,12 +320,29 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
 }
 
 #[tokio::test]
+async fn a_failed_publish_is_a_503_and_the_provider_s_retry_publishes_the_same_event() {
+    let h = app().await;
+    h.ports.events.fail_next(1);
+    let failed = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(json(&failed)["error"], "publish_failed");
+    assert!(h.ports.events.published().is_empty());
+
+    let retry = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(retry.status(), StatusCode::OK);
+    let published = h.ports.events.published();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].detail.event_id, format!("{WAV_TASK}.stage.{}", published[0].detail.stage.as_str()));
+    assert_eq!(published[0].detail.bucket, "b", "the vault bucket, BUCKET_NAME");
+}
+
+#[tokio::test]
 async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
     let captured = capture_logs();
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
-    let tracks: Vec<Value> = (0..300)
-        .map(|i| serde_json::json!({"id": format!("t{i}"), "audio_url": format!("https://h/{i}.mp3?sig={}", "s".repeat(1000))}))
-        .collect();
+    // One track whose URL alone would make an item over DynamoDB's 400 KB.
+    let tracks: Vec<Value> =
+        vec![serde_json::json!({"id": "t0", "audio_url": format!("https://h/0.mp3?sig={}", "s".repeat(360_000))})];
     let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big-1", "data": tracks}});
     let body = body.to_string().into_bytes();
     let response = h.handle(signed(&body, "big-1")).await;

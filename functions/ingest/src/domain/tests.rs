@@ -3,7 +3,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::secrets::{SecretError, SecretText};
-use stemvault_vault::enqueue::SentJob;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
 use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
@@ -34,7 +33,7 @@ fn body_key(stage: &str, body: &[u8]) -> String {
 }
 
 fn settings() -> Settings {
-    Settings::default()
+    Settings { bucket: "vault".into(), ..Settings::default() }
 }
 
 #[test]
@@ -58,12 +57,9 @@ async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
 
     let messages = ports.messages();
     assert_eq!(messages.len(), 2);
-    for (message_id, job) in &messages {
+    for (_, job) in &messages {
         let file = &record.files[&job.name];
         assert_eq!(file.status, FileStatus::Queued);
-        assert_eq!(file.message_id.as_ref(), Some(message_id));
-        assert_eq!(file.queued_at, Some(Timestamp::from_unix_ms(T0)));
-        assert_eq!((file.claim.as_ref(), file.lease_until), (None, None));
         assert_eq!(job.task_id, TASK);
         assert_eq!(job.url, format!("https://h/s/{}.mp3?sig=z", job.name));
         assert_eq!(job.key, format!("tasks/{TASK}/{}.mp3", job.name));
@@ -190,12 +186,9 @@ async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
     ingest(&ports, &settings(), &small, b"1", "req-1").await.unwrap();
     let before = ports.record(TASK).unwrap();
 
-    let names: Vec<String> = (0..300).map(|i| format!("track-{i}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let mut huge = event(Stage::Complete, &names);
-    for file in &mut huge.files {
-        file.url = format!("https://h/{}.mp3?sig={}", file.name, "s".repeat(1000));
-    }
+    // One file's item is what would outgrow the table's 400 KB.
+    let mut huge = event(Stage::Complete, &["vocal", "drums"]);
+    huge.files[1].url = format!("https://h/drums.mp3?sig={}", "s".repeat(360_000));
     let err = ingest(&ports, &settings(), &huge, b"2", "req-2").await.unwrap_err();
     let IngestError::TooLargeToRecord { bytes } = err else { panic!("{err}") };
     assert!(bytes > stemvault_vault::ingest::MAX_ITEM_ESTIMATE_BYTES, "{bytes}");
@@ -203,6 +196,20 @@ async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
     assert_eq!(ports.record(TASK).unwrap(), before, "the record is left as it was");
     assert_eq!(ports.messages().len(), 1, "only the first callback's file was queued");
     assert_eq!(ports.body_keys(), vec![body_key("first", b"1")], "the refused body is not archived");
+}
+
+#[tokio::test]
+async fn hundreds_of_files_with_long_urls_fit_an_item_each() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let names: Vec<String> = (0..300).map(|i| format!("track-{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut many = event(Stage::Complete, &names);
+    for file in &mut many.files {
+        file.url = format!("https://h/{}.mp3?sig={}", file.name, "s".repeat(1000));
+    }
+    let outcome = ingest(&ports, &settings(), &many, b"2", "req-2").await.unwrap();
+    assert_eq!(outcome.files_queued, 300);
+    assert_eq!(ports.record(TASK).unwrap().files.len(), 300);
 }
 
 #[tokio::test]
@@ -255,14 +262,14 @@ async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
     let task = TaskId::parse(TASK).unwrap();
     let holder_finishes = async {
         ports.sleep(Duration::from_millis(10)).await;
-        let sent = [SentJob { name: "vocal".into(), message_id: "m-holder".into() }];
-        ports.mark_queued(&task, "crashed", &sent, ports.now()).await
+        ports.mark_queued(&task, &["vocal".to_owned()]).await
     };
     let settings = settings();
     let (outcome, marked) = tokio::join!(ingest(&ports, &settings, &e, b"{}", "req-2"), holder_finishes);
     marked.unwrap();
     assert_eq!(outcome.unwrap(), Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 0 });
-    assert_eq!(ports.record(TASK).unwrap().files["vocal"].message_id.as_deref(), Some("m-holder"));
+    assert_eq!(ports.record(TASK).unwrap().files["vocal"].status, FileStatus::Queued);
+    assert!(ports.messages().is_empty(), "the holder's message is the one");
 }
 
 /// Ports whose first record write and whose archive each wait for the other to start: the
@@ -286,11 +293,11 @@ impl LoadTask for Rendezvous {
     }
 }
 impl SaveTask for Rendezvous {
-    async fn save_task(&self, record: &TaskRecord, expected: Option<u64>) -> Result<(), StoreError> {
+    async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
         if !self.saved_once.swap(true, Ordering::SeqCst) {
             self.meet().await.map_err(StoreError::Unavailable)?;
         }
-        self.inner.save_task(record, expected).await
+        self.inner.save_task(before, after).await
     }
 }
 impl ArchiveBody for Rendezvous {
@@ -305,19 +312,21 @@ impl EnqueueFiles for Rendezvous {
     }
 }
 impl MarkQueued for Rendezvous {
-    async fn mark_queued(
-        &self,
-        task_id: &TaskId,
-        claimant: &str,
-        sent: &[SentJob],
-        at: Timestamp,
-    ) -> Result<(), StoreError> {
-        self.inner.mark_queued(task_id, claimant, sent, at).await
+    async fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> Result<(), StoreError> {
+        self.inner.mark_queued(task_id, names).await
     }
 }
 impl ReleaseClaims for Rendezvous {
     async fn release_claims(&self, task_id: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
         self.inner.release_claims(task_id, claimant, names).await
+    }
+}
+impl stemvault_vault::events::PublishEvents for Rendezvous {
+    async fn publish_events(
+        &self,
+        events: &[stemvault_vault::events::TaskEvent],
+    ) -> Result<(), stemvault_vault::events::PublishError> {
+        self.inner.publish_events(events).await
     }
 }
 impl ReadSecret for Rendezvous {
@@ -368,4 +377,63 @@ async fn a_failed_file_brought_again_with_a_new_url_is_requeued_and_reopens_the_
     let messages = ports.messages();
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1].1.url, "https://h/s/renewed.mp3");
+}
+
+#[tokio::test]
+async fn the_stage_event_is_published_once_the_callback_is_recorded_and_its_files_queued() {
+    use stemvault_vault::events::EventType;
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"{}", "req-1").await.unwrap();
+
+    let published = ports.events.published();
+    assert_eq!(ports.events.ids(), [(EventType::StageChanged, format!("{TASK}.stage.final"))]);
+    let detail = &published[0].detail;
+    assert_eq!((detail.task_id.as_str(), detail.stage, detail.bucket.as_str()), (TASK, Stage::Final, "vault"));
+    let mut names: Vec<&str> = detail.files.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["drums", "vocal"]);
+    assert_eq!(ports.messages().len(), 2, "queued before the event says so");
+
+    // A callback for a stage the task is past changes no stage: nothing to publish.
+    ingest(&ports, &settings(), &event(Stage::First, &["vocal"]), b"{\"late\":1}", "req-2").await.unwrap();
+    assert_eq!(ports.events.published().len(), 1);
+}
+
+#[tokio::test]
+async fn a_failure_result_publishes_its_stage_and_task_failed() {
+    use stemvault_vault::events::EventType;
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let failure = CallbackEvent { code: 531, message: "generation failed".into(), ..event(Stage::Error, &[]) };
+    ingest(&ports, &settings(), &failure, b"{\"code\":531}", "req-1").await.unwrap();
+
+    assert_eq!(
+        ports.events.ids(),
+        [(EventType::StageChanged, format!("{TASK}.stage.error")), (EventType::Failed, format!("{TASK}.failed.error")),]
+    );
+    let failed = &ports.events.published()[1].detail;
+    assert_eq!((failed.code, failed.message.as_str()), (531, "generation failed"));
+}
+
+#[tokio::test]
+async fn a_failed_publish_is_retryable_and_the_retry_publishes_the_same_ids() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Complete, &["vocal", "drums"]);
+    ports.events.fail_next(1);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(err, IngestError::Publish(_)), "{err:?}");
+    assert!(err.is_retryable(), "the provider retries: answered 5xx");
+    assert_eq!(err.code(), "publish_failed");
+    // Recorded and queued all the same; nothing published.
+    assert_eq!(ports.record(TASK).unwrap().stage, Stage::Complete);
+    assert_eq!(ports.messages().len(), 2);
+    assert!(ports.events.published().is_empty());
+
+    // The provider's retry: a duplicate, which queues nothing again and publishes the event.
+    ports.advance(Duration::from_secs(5));
+    let retry = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    assert_eq!(retry, Outcome { duplicate: true, task_stage: Stage::Complete, files_queued: 0 });
+    assert_eq!(ports.messages().len(), 2);
+    let ids: Vec<String> = ports.events.published().into_iter().map(|e| e.detail.event_id).collect();
+    assert_eq!(ids, [format!("{TASK}.stage.complete")]);
+    assert_eq!(ports.events.attempts(), 2);
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileStatus, TaskRecord, Timestamp};
+use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 
 use super::*;
@@ -44,9 +44,48 @@ fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) ->
     record
 }
 
+/// The task table and queue in memory, with the sweep cursor item.
+struct TestPorts {
+    table: MemoryTableAndQueue,
+    cursor: std::sync::Mutex<Option<OpenTask>>,
+    /// Every cursor written, in order.
+    cursor_writes: std::sync::Mutex<Vec<Option<OpenTask>>>,
+}
+
+impl TestPorts {
+    fn with_virtual_clock(start: Timestamp) -> TestPorts {
+        TestPorts {
+            table: MemoryTableAndQueue::with_virtual_clock(start),
+            cursor: Default::default(),
+            cursor_writes: Default::default(),
+        }
+    }
+}
+
+impl std::ops::Deref for TestPorts {
+    type Target = MemoryTableAndQueue;
+    fn deref(&self) -> &MemoryTableAndQueue {
+        &self.table
+    }
+}
+
+stemvault_vault::delegate_enqueue_ports!(TestPorts => table);
+
+impl SweepCursor for TestPorts {
+    async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
+        Ok(self.cursor.lock().unwrap().clone())
+    }
+
+    async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
+        *self.cursor.lock().unwrap() = after.cloned();
+        self.cursor_writes.lock().unwrap().push(after.cloned());
+        Ok(())
+    }
+}
+
 /// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
 /// page (so sweeps over a few tasks already page).
-impl ListOpenTasks for MemoryTableAndQueue {
+impl ListOpenTasks for TestPorts {
     async fn open_tasks(
         &self,
         received_before: Timestamp,
@@ -70,13 +109,13 @@ impl ListOpenTasks for MemoryTableAndQueue {
     }
 }
 
-fn sent(ports: &MemoryTableAndQueue) -> Vec<(String, String)> {
+fn sent(ports: &TestPorts) -> Vec<(String, String)> {
     let mut jobs: Vec<(String, String)> = ports.messages().into_iter().map(|(_, j)| (j.task_id, j.name)).collect();
     jobs.sort();
     jobs
 }
 
-fn statuses(ports: &MemoryTableAndQueue, task: &str) -> Vec<(String, FileStatus)> {
+fn statuses(ports: &TestPorts, task: &str) -> Vec<(String, FileStatus)> {
     ports.record(task).unwrap().files.into_iter().map(|(n, f)| (n, f.status)).collect()
 }
 
@@ -85,7 +124,7 @@ const FRESH: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 #[tokio::test]
 async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
-    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    let ports = TestPorts::with_virtual_clock(at(0));
     use FileStatus::*;
     ports.put_record(orphaned(
         OLD,
@@ -102,12 +141,17 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
     assert!(!report.stopped_early);
     let old = ports.record(OLD).unwrap();
+    let items = ports.items(OLD);
     for name in ["p", "e"] {
+        // Claimed (one put of the file item, which keeps saying so), then named in the task
+        // item's `queued` set (one update for both), which makes it read as queued.
         let f = &old.files[name];
-        assert_eq!((f.status, f.claim.as_deref()), (Queued, None), "{name}");
-        let message_id = ports.messages().into_iter().find(|(_, j)| j.name == name).unwrap().0;
-        assert_eq!(f.message_id.as_deref(), Some(message_id.as_str()));
+        assert_eq!((f.status, f.claim.as_deref(), f.rev), (Queued, Some("sweeper-1"), 1), "{name}");
+        let item = items[&stemvault_vault::items::file_sk(name)].clone();
+        let (_, as_stored) = stemvault_vault::items::read_file_item(item).unwrap();
+        assert_eq!(as_stored.status, Enqueuing, "{name}");
     }
+    assert_eq!(report.manifests_requested, 0);
     let untouched = [("d", Downloading), ("f", Failed), ("q", Queued), ("s", Stored)];
     for (name, status) in untouched {
         assert_eq!(old.files[name].status, status, "{name}");
@@ -128,7 +172,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
 
 #[tokio::test]
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
-    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("e", FileStatus::Enqueuing)]);
     record.files.get_mut("e").unwrap().lease_until = Some(at(1_000).unix_seconds());
     ports.put_record(record);
@@ -142,7 +186,7 @@ async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
 
 #[tokio::test]
 async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
-    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("p", FileStatus::Pending)]);
     // Not a state ingest writes; shows that the record, not the index, decides.
     record.vault = stemvault_vault::VaultState::Complete;
@@ -159,7 +203,7 @@ fn task_id(i: usize) -> String {
 
 #[tokio::test]
 async fn every_page_is_swept_within_the_task_and_time_bounds() {
-    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    let ports = TestPorts::with_virtual_clock(at(0));
     for i in 0..5 {
         ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
     }
@@ -182,7 +226,7 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
 
 #[tokio::test]
 async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
-    let ports = MemoryTableAndQueue::with_virtual_clock(at(0));
+    let ports = TestPorts::with_virtual_clock(at(0));
     ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
     ports.advance(Duration::from_secs(300));
     ports.set_enqueue_failing(true);
@@ -196,4 +240,138 @@ async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
     let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
     assert_eq!((healed.files_requeued, healed.tasks_failed), (1, 0));
     assert_eq!(sent(&ports), [(OLD.into(), "p".into())]);
+}
+
+/// A downloader stopped between the manifest and the settle write: the vault is pending
+/// though every file is stored or failed, and no message will come for it.
+#[tokio::test]
+async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    use FileStatus::*;
+    let stuck = orphaned(OLD, at(0), &[("s", Stored), ("f", Failed)]);
+    assert_eq!((stuck.vault, stuck.open.as_deref()), (VaultState::Pending, Some("open")));
+    ports.put_record(stuck.clone());
+    // One file still downloading: its downloader settles the task.
+    ports.put_record(orphaned(FRESH, at(0), &[("s", Stored), ("d", Downloading)]));
+    ports.advance(Duration::from_secs(300));
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (2, 0, 1));
+    assert_eq!(report.tasks_failed, 0);
+    let jobs: Vec<FileJob> = ports.messages().into_iter().map(|(_, j)| j).collect();
+    let task = TaskId::parse(OLD).unwrap();
+    let expected = FileJob {
+        task_id: OLD.into(),
+        name: stemvault_vault::download::MANIFEST_JOB_NAME.into(),
+        url: String::new(),
+        key: suno_callbacks::s3_key::manifest_key(&task),
+    };
+    assert_eq!(jobs, std::slice::from_ref(&expected));
+    assert_eq!(settle_job(&task), expected);
+    // The same shape as the job ingest sends for a settled task without files.
+    let mut lyrics = stuck.clone();
+    (lyrics.files, lyrics.vault) = (Default::default(), VaultState::Complete);
+    assert_eq!(stemvault_vault::download::manifest_job(&lyrics), Some(expected.clone()));
+    // The sweeper writes nothing: the downloader settles it.
+    assert_eq!(ports.record(OLD).unwrap(), stuck);
+    assert_eq!(statuses(&ports, FRESH), [("d".to_owned(), Downloading), ("s".to_owned(), Stored)]);
+
+    // Still unsettled at the next run (the job not yet taken): asked again, harmlessly.
+    let again = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!(again.manifests_requested, 1);
+    assert_eq!(ports.messages().len(), 2);
+
+    // Settled meanwhile (no `open`): out of the index, nothing sent.
+    let mut settled = stuck;
+    (settled.vault, settled.manifest_key) = (VaultState::Partial, Some(expected.key.clone()));
+    settled.sync_open_marker();
+    ports.put_record(settled);
+    let done = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    assert_eq!((done.tasks_checked, done.manifests_requested), (1, 0));
+    assert_eq!(ports.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn a_manifest_job_the_queue_refuses_is_asked_for_again_next_run() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("s", FileStatus::Stored)]));
+    ports.advance(Duration::from_secs(300));
+    ports.set_enqueue_failing(true);
+
+    let failed = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((failed.tasks_checked, failed.manifests_requested, failed.tasks_failed), (1, 0, 1));
+
+    ports.set_enqueue_failing(false);
+    let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((healed.manifests_requested, healed.tasks_failed), (1, 0));
+    assert_eq!(sent(&ports), [(OLD.into(), "manifest".into())]);
+}
+
+/// Issue 11: 200 tasks stuck for good (a file whose message dead-lettered, `queued` forever)
+/// used to hide every newer orphan, each run starting again at the oldest entry.
+#[tokio::test]
+async fn more_stuck_tasks_than_a_run_takes_never_hide_a_newer_orphan() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    const STUCK: usize = 250;
+    for i in 0..STUCK {
+        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("q", FileStatus::Queued)]));
+    }
+    let orphan = task_id(STUCK);
+    ports.put_record(orphaned(&orphan, at(STUCK as i64 + 10), &[("p", FileStatus::Pending)]));
+    ports.advance(Duration::from_secs(600));
+    let settings = Settings::default();
+    assert_eq!(settings.max_tasks, 200);
+
+    let first = sweep(&ports, &settings, "sweeper-1", at(100_000)).await.unwrap();
+    assert_eq!((first.tasks_checked, first.files_requeued, first.stopped_early, first.wrapped), (200, 0, true, false));
+    assert!(ports.messages().is_empty());
+    let cursor = ports.cursor.lock().unwrap().clone().unwrap();
+    assert_eq!(cursor.task_id, task_id(199), "the last entry checked");
+
+    // The next run resumes there: the orphan is reached, then the oldest entries again.
+    let second = sweep(&ports, &settings, "sweeper-2", at(100_000)).await.unwrap();
+    assert_eq!((second.tasks_checked, second.files_requeued, second.stopped_early), (200, 1, true));
+    assert!(second.wrapped);
+    assert_eq!(sent(&ports), [(orphan.clone(), "p".to_owned())]);
+    assert_eq!(ports.cursor.lock().unwrap().clone().unwrap().task_id, task_id(148), "50 + the orphan + 149");
+    assert_eq!(ports.cursor_writes.lock().unwrap().len(), 2, "one cursor write per run");
+}
+
+#[tokio::test]
+async fn each_run_resumes_after_the_last_entry_checked_and_wraps_around_once() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    for i in 0..5 {
+        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
+    }
+    ports.advance(Duration::from_secs(300));
+    let three = Settings { max_tasks: 3, ..Settings::default() };
+    let cursor = |ports: &TestPorts| ports.cursor.lock().unwrap().clone().map(|c| c.task_id);
+
+    let first = sweep(&ports, &three, "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((first.tasks_checked, first.files_requeued, first.wrapped), (3, 3, false));
+    assert_eq!(cursor(&ports), Some(task_id(2)));
+
+    // 3 and 4, then around to 0.
+    let second = sweep(&ports, &three, "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((second.tasks_checked, second.files_requeued, second.wrapped, second.stopped_early), (3, 2, true, true));
+    assert_eq!(cursor(&ports), Some(task_id(0)));
+
+    // A run with room for all: 1 to 4, then 0, each once; a whole lap clears the cursor.
+    let whole = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    assert_eq!((whole.tasks_checked, whole.wrapped, whole.stopped_early), (5, true, false));
+    assert_eq!(cursor(&ports), None);
+    let again = sweep(&ports, &Settings::default(), "sweeper-4", at(10_000)).await.unwrap();
+    assert_eq!((again.tasks_checked, again.wrapped, again.stopped_early), (5, false, false));
+    assert_eq!(ports.cursor_writes.lock().unwrap().len(), 3, "no write when the cursor stays as it was");
+    assert_eq!(ports.messages().len(), 5, "every orphan sent once");
+
+    // The cursor's task settled meanwhile (out of the index): the next run starts after its
+    // place all the same.
+    *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: task_id(2), last_received_at: at(2) });
+    let mut settled = ports.record(&task_id(2)).unwrap();
+    (settled.vault, settled.open) = (VaultState::Complete, None);
+    ports.put_record(settled);
+    let after_gone = sweep(&ports, &three, "sweeper-5", at(10_000)).await.unwrap();
+    assert_eq!((after_gone.tasks_checked, after_gone.wrapped), (3, true));
+    assert_eq!(cursor(&ports), Some(task_id(0)), "3, 4, then 0");
 }

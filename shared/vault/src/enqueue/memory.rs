@@ -1,23 +1,27 @@
-//! The task table and the download queue in memory, with the same conditional semantics as
-//! `stemvault_aws::enqueue::TableAndQueue`: for the functions' unit tests and the ingest
+//! The task table and the download queue in memory, with the same items and conditional
+//! semantics as `stemvault_aws::enqueue::TableAndQueue`: for the functions' unit tests and the ingest
 //! benchmark (feature `test-support`, which only dev-dependencies enable). Never in a Lambda.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use suno_callbacks::TaskId;
 
-use super::{EnqueueFiles, MarkQueued, ReleaseClaims, SentJob};
-use crate::{Clock, FileEntry, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
+use serde_dynamo::{AttributeValue, Item};
 
-/// A task table and a queue in memory, with a switch to make the queue fail, one to make
-/// whole-record writes fail, a latency for every call, and a clock that is either the
-/// system's or virtual (sleeping advances it).
+use super::{EnqueueFiles, MarkQueued, ReleaseClaims};
+use crate::items::{self, PutCondition};
+use crate::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
+
+/// A task table (item collections, with DynamoDB's conditions) and a queue in memory, with a
+/// switch to make the queue fail, one to make saves fail, a latency for every call, and a
+/// clock that is either the system's or virtual (sleeping advances it).
 #[derive(Debug, Default)]
 pub struct MemoryTableAndQueue {
-    records: Mutex<HashMap<String, TaskRecord>>,
+    /// Task id -> sort key -> item.
+    tables: Mutex<HashMap<String, BTreeMap<String, Item>>>,
     queue: Mutex<Vec<(String, FileJob)>>,
     next_message_id: AtomicU64,
     enqueue_failing: AtomicBool,
@@ -77,64 +81,122 @@ impl MemoryTableAndQueue {
     }
 
     pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
-        lock(&self.records).get(task_id).cloned()
+        let items: Vec<Item> = lock(&self.tables).get(task_id)?.values().cloned().collect();
+        items::assemble(items).ok().flatten()
     }
 
     /// Every stored record, in no particular order.
     pub fn records(&self) -> Vec<TaskRecord> {
-        lock(&self.records).values().cloned().collect()
+        let ids: Vec<String> = lock(&self.tables).keys().cloned().collect();
+        ids.iter().filter_map(|id| self.record(id)).collect()
     }
 
-    /// Store a record as is (to set up a test).
+    /// Store a record as is, every item of it (to set up a test).
     pub fn put_record(&self, record: TaskRecord) {
-        lock(&self.records).insert(record.task_id.clone(), record);
+        let mut items = BTreeMap::new();
+        let mut add = |item: Result<Item, StoreError>| {
+            let item = item.expect("a record a test sets up is storable");
+            items.insert(sort_key(&item), item);
+        };
+        add(items::task_item(&record));
+        for (name, file) in &record.files {
+            add(items::file_item(&record.task_id, name, file));
+        }
+        for (id, callback) in &record.callbacks {
+            add(items::callback_item(&record.task_id, id, callback));
+        }
+        lock(&self.tables).insert(record.task_id.clone(), items);
     }
 
+    /// How many tasks have a task item.
     pub fn record_count(&self) -> usize {
-        lock(&self.records).len()
+        lock(&self.tables).values().filter(|items| items.contains_key(items::TASK_SK)).count()
+    }
+
+    /// Every item stored for a task, by sort key.
+    pub fn items(&self, task_id: &str) -> BTreeMap<String, Item> {
+        lock(&self.tables).get(task_id).cloned().unwrap_or_default()
     }
 
     /// Every message sent so far, with its id, in order.
     pub fn messages(&self) -> Vec<(String, FileJob)> {
         lock(&self.queue).clone()
     }
+}
 
-    /// Apply `change` to each named file; bump the version once if anything changed. The
-    /// conditional targeted update of the DynamoDB adapter.
-    fn update_files(&self, task_id: &TaskId, names: &[&str], change: impl Fn(&str, &mut FileEntry)) {
-        let mut records = lock(&self.records);
-        let Some(record) = records.get_mut(task_id.as_str()) else { return };
-        let before = record.files.clone();
-        for name in names {
-            if let Some(file) = record.files.get_mut(*name) {
-                change(name, file);
-            }
-        }
-        if record.files != before {
-            record.version += 1;
-        }
+fn sort_key(item: &Item) -> String {
+    match item.get(items::SORT_KEY) {
+        Some(AttributeValue::S(sk)) => sk.clone(),
+        _ => String::new(),
+    }
+}
+
+fn number(item: &Item, attribute: &str) -> Option<u64> {
+    match item.get(attribute) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
+fn string<'a>(item: &'a Item, attribute: &str) -> Option<&'a str> {
+    match item.get(attribute) {
+        Some(AttributeValue::S(s)) => Some(s),
+        _ => None,
+    }
+}
+
+/// Whether `condition` holds for the stored item (None: no item), as DynamoDB decides it.
+fn holds(condition: PutCondition, stored: Option<&Item>) -> bool {
+    match (condition, stored) {
+        (PutCondition::Absent | PutCondition::Unclaimed, None) => true,
+        (PutCondition::Absent, Some(_)) => false,
+        (PutCondition::Unclaimed, Some(item)) => matches!(string(item, "status"), Some("pending" | "enqueuing")),
+        (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(rev),
+        (PutCondition::Version(version), Some(item)) => number(item, "version") == Some(version),
+        (PutCondition::Rev(_) | PutCondition::Version(_), None) => false,
     }
 }
 
 impl LoadTask for MemoryTableAndQueue {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         self.interleave().await;
-        Ok(self.record(task_id.as_str()))
+        let items: Vec<Item> =
+            lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
+        items::assemble(items)
     }
 }
 
 impl SaveTask for MemoryTableAndQueue {
-    async fn save_task(&self, record: &TaskRecord, expected_version: Option<u64>) -> Result<(), StoreError> {
+    /// The puts one at a time, as the DynamoDB adapter sends them: a conflict leaves the
+    /// puts before it in place.
+    async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
         self.interleave().await;
         if let Some(error) = lock(&self.save_error).clone() {
             return Err(error);
         }
-        let mut records = lock(&self.records);
-        let stored_version = records.get(&record.task_id).map(|r| r.version);
-        if stored_version != expected_version {
-            return Err(StoreError::Conflict);
+        let plan = items::plan_save(before, after)?;
+        let mut tables = lock(&self.tables);
+        let items = tables.entry(after.task_id.clone()).or_default();
+        for put in plan.files.into_iter().chain(plan.callbacks) {
+            let sk = sort_key(&put.item);
+            if holds(put.condition, items.get(&sk)) {
+                items.insert(sk, put.item);
+            } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
+                return Err(StoreError::Conflict);
+            }
         }
-        records.insert(record.task_id.clone(), record.clone());
+        if let Some(put) = plan.task {
+            if !holds(put.condition, items.get(items::TASK_SK)) {
+                return Err(StoreError::Conflict);
+            }
+            items.insert(items::TASK_SK.to_owned(), put.item);
+        }
+        for id in plan.redelivered {
+            if let Some(item) = items.get_mut(&items::callback_sk(&id)) {
+                let deliveries = number(item, "deliveries").unwrap_or(0) + 1;
+                item.insert("deliveries".to_owned(), AttributeValue::N(deliveries.to_string()));
+            }
+        }
         Ok(())
     }
 }
@@ -156,29 +218,23 @@ impl EnqueueFiles for MemoryTableAndQueue {
     }
 }
 
-fn held_by(file: &FileEntry, claimant: &str) -> bool {
-    file.status == FileStatus::Enqueuing && file.claim.as_deref() == Some(claimant)
-}
-
 impl MarkQueued for MemoryTableAndQueue {
-    async fn mark_queued(
-        &self,
-        task_id: &TaskId,
-        claimant: &str,
-        sent: &[SentJob],
-        queued_at: Timestamp,
-    ) -> Result<(), StoreError> {
+    async fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> Result<(), StoreError> {
         self.interleave().await;
-        let names: Vec<&str> = sent.iter().map(|s| s.name.as_str()).collect();
-        self.update_files(task_id, &names, |name, file| {
-            if held_by(file, claimant) {
-                file.status = FileStatus::Queued;
-                file.queued_at = Some(queued_at);
-                file.message_id = sent.iter().find(|s| s.name == name).map(|s| s.message_id.clone());
-                file.claim = None;
-                file.lease_until = None;
+        let mut tables = lock(&self.tables);
+        let Some(task) = tables.get_mut(task_id.as_str()).and_then(|t| t.get_mut(items::TASK_SK)) else {
+            return Ok(());
+        };
+        let version = number(task, "version").unwrap_or(0) + 1;
+        task.insert("version".to_owned(), AttributeValue::N(version.to_string()));
+        let queued = task.entry("queued".to_owned()).or_insert_with(|| AttributeValue::Ss(Vec::new()));
+        if let AttributeValue::Ss(set) = queued {
+            for name in names {
+                if !set.contains(name) {
+                    set.push(name.clone());
+                }
             }
-        });
+        }
         Ok(())
     }
 }
@@ -186,14 +242,19 @@ impl MarkQueued for MemoryTableAndQueue {
 impl ReleaseClaims for MemoryTableAndQueue {
     async fn release_claims(&self, task_id: &TaskId, claimant: &str, names: &[String]) -> Result<(), StoreError> {
         self.interleave().await;
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.update_files(task_id, &names, |_, file| {
-            if held_by(file, claimant) {
+        let mut tables = lock(&self.tables);
+        let Some(items) = tables.get_mut(task_id.as_str()) else { return Ok(()) };
+        for name in names {
+            let Some(item) = items.get_mut(&items::file_sk(name)) else { continue };
+            let (_, mut file) = items::read_file_item(item.clone())?;
+            if file.status == FileStatus::Enqueuing && file.claim.as_deref() == Some(claimant) {
                 file.status = FileStatus::Pending;
                 file.claim = None;
                 file.lease_until = None;
+                file.rev += 1;
+                *item = items::file_item(task_id.as_str(), name, &file)?;
             }
-        });
+        }
         Ok(())
     }
 }

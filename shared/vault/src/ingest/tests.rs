@@ -269,25 +269,43 @@ fn a_second_different_body_for_the_same_stage_is_kept() {
 }
 
 #[test]
-fn a_new_file_drops_the_lease_of_a_manifest_being_written() {
+fn a_new_file_moves_the_generation_on_and_fences_off_the_old_settle() {
     let first = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
     let mut r = ingest_callback(None, &first, &body("aa"), &claimant("r"), now(0)).record;
+    assert_eq!(r.generation, 1);
     mark_all_queued(&mut r);
     set_status(&mut r, "a", FileStatus::Stored);
-    // A downloader settled the vault and is writing the manifest.
+    // A downloader settled the vault (its manifest not recorded yet).
     r.vault = VaultState::Complete;
-    r.manifest_lease_until = Some(now(20).unix_seconds());
 
     let same_files = event(Stage::Complete, 201, &[("a", "https://h/a.mp3")]);
     let kept = ingest_callback(Some(&r), &same_files, &body("bb"), &claimant("r2"), now(1)).record;
-    assert_eq!((kept.vault, kept.manifest_lease_until), (VaultState::Complete, Some(now(20).unix_seconds())));
+    assert_eq!((kept.vault, kept.generation), (VaultState::Complete, 1));
 
     let more = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
     let reopened = ingest_callback(Some(&r), &more, &body("cc"), &claimant("r3"), now(2)).record;
     assert_eq!(
-        (reopened.vault, reopened.manifest_key.as_deref(), reopened.manifest_lease_until),
-        (VaultState::Pending, None, None)
+        (reopened.vault, reopened.manifest_key.as_deref(), reopened.generation, reopened.open.as_deref()),
+        (VaultState::Pending, None, 2, Some("open"))
     );
+}
+
+#[test]
+fn an_unsettled_file_reopens_a_vault_its_task_item_says_is_settled() {
+    // An attempt wrote a reopened file's item but stopped before the task item.
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0)).record;
+    set_status(&mut r, "a", FileStatus::Pending);
+    r.vault = VaultState::Complete;
+    r.manifest_key = Some("tasks/t1/manifest.json".into());
+    r.open = None;
+    let m = ingest_callback(Some(&r), &e, &body("aa"), &claimant("r2"), now(1));
+    assert!(m.duplicate);
+    assert_eq!(
+        (m.record.vault, m.record.manifest_key.as_deref(), m.record.open.as_deref()),
+        (VaultState::Pending, None, Some("open"))
+    );
+    assert_eq!(m.claims.to_enqueue.len(), 1, "and its file is sent");
 }
 
 #[test]
@@ -560,13 +578,28 @@ fn details_over_the_limit_become_a_pointer_to_the_archived_body() {
 }
 
 #[test]
-fn the_item_estimate_counts_what_the_downloader_adds_to_each_file() {
+fn the_item_estimate_is_the_largest_item_and_what_the_downloader_adds_to_a_file() {
+    let long = format!("https://h/{}", "a".repeat(5_000));
+    let one = ingest_callback(None, &event(Stage::Final, 200, &[("a", &long)]), &body("a"), &claimant("r"), now(0));
+    let json = |v: &dyn erased::Json| v.len();
+    let file = json(&one.record.files["a"]);
+    assert!(file > 5_000);
+    assert_eq!(item_size_estimate(&one.record), file + 512, "the file item is the largest");
     let none = ingest_callback(None, &event(Stage::Final, 200, &[]), &body("a"), &claimant("r"), now(0)).record;
-    let one =
-        ingest_callback(None, &event(Stage::Final, 200, &[("a", "https://h/a")]), &body("a"), &claimant("r"), now(0));
-    let json = |r: &TaskRecord| serde_json::to_vec(r).unwrap().len();
-    assert_eq!(item_size_estimate(&none), json(&none));
-    assert_eq!(item_size_estimate(&one.record), json(&one.record) + 512);
+    let named: usize = none.callbacks.keys().map(|id| id.len() + 3).sum();
+    assert_eq!(item_size_estimate(&none), json(&none) + named + 512, "the task item, its body named in `bodies`");
+}
+
+/// The JSON size of anything serializable, behind one `dyn`.
+mod erased {
+    pub trait Json {
+        fn len(&self) -> usize;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn len(&self) -> usize {
+            serde_json::to_vec(self).unwrap().len()
+        }
+    }
 }
 
 // --- property: any order of events ------------------------------------------------------

@@ -1,0 +1,306 @@
+//! Fresh links for expired files: kie's `POST {PROVIDER_BASE_URL}/api/v1/common/download-url`
+//! with `{"url": "<original>"}` and the API key as a Bearer token answers `{"code": 200,
+//! "msg": "success", "data": "<temporary URL>"}` (valid 20 minutes; fixture
+//! `fixtures/polls/common-download-url__kie__200.json`). A file whose URL answers 403 or 410
+//! is copied from that link instead ([`crate::domain`]'s copy step); the record keeps the
+//! original URL.
+//!
+//! On only with `PROVIDER=kie` and an API key (sunoapi documents no such endpoint); start-up
+//! says once when it is off ([`refresher`]). The link must itself pass the source policy
+//! (`ALLOWED_SOURCE_HOSTS`) before anything is fetched from it. Every provider error (HTTP
+//! 401, 402, 404, 422 for a URL the provider did not generate, 429, 455, 500, 505, or HTTP 200
+//! carrying one of those codes) is a [`RefreshError`]: the file then fails as before, its
+//! reason naming it. Errors never carry the key, and URLs in them lose their query.
+
+use std::time::Duration;
+
+use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig};
+use url::Url;
+
+use crate::source::loggable_str;
+use crate::source_policy::{Refusal, SourcePolicy};
+
+/// The endpoint, below `PROVIDER_BASE_URL`.
+pub const DOWNLOAD_URL_PATH: &str = "/api/v1/common/download-url";
+/// How long the whole request may take.
+const TIMEOUT: Duration = Duration::from_secs(15);
+/// Longer answers are not read (the documented one is a hundred bytes).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Longest provider message kept in a reason.
+const MAX_MESSAGE_CHARS: usize = 200;
+
+/// Why no fresh link could be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefreshError {
+    /// The provider answered an error: as an HTTP status, or as HTTP 200 with an error `code`.
+    #[error("the provider answered {code}{}{}", meaning(*.code), message_suffix(.message))]
+    Provider { code: i64, message: String },
+    #[error("the provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the provider's answer is unreadable: {0}")]
+    Unreadable(String),
+    /// The link it gave is not an allowed source.
+    #[error("the fresh link: {0}")]
+    Refused(Refusal),
+}
+
+/// What kie's documented codes mean.
+fn meaning(code: i64) -> &'static str {
+    match code {
+        401 => " (unauthorized: check the API key in PROVIDER_SECRET_ARN)",
+        402 => " (insufficient credits)",
+        404 => " (not found)",
+        422 => " (not a URL the provider generated)",
+        429 => " (rate limited)",
+        455 => " (service unavailable: maintenance)",
+        500 => " (server error)",
+        505 => " (feature disabled)",
+        _ => "",
+    }
+}
+
+fn message_suffix(message: &str) -> String {
+    if message.is_empty() { String::new() } else { format!(": {message}") }
+}
+
+/// The answer's `data` (the temporary link) if its HTTP status and `code` are 200.
+pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
+    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok().filter(serde_json::Value::is_object);
+    let code = answer.as_ref().and_then(|a| a.get("code")).and_then(serde_json::Value::as_i64);
+    let message = {
+        let text = answer.as_ref().and_then(|a| a.get("msg")).and_then(serde_json::Value::as_str).unwrap_or_default();
+        text.chars().take(MAX_MESSAGE_CHARS).collect::<String>()
+    };
+    if status != 200 {
+        // The body's code says more than the status where it has one (kie repeats it).
+        let code = code.filter(|c| *c != 200).unwrap_or(i64::from(status));
+        return Err(RefreshError::Provider { code, message });
+    }
+    let Some(read) = &answer else { return Err(RefreshError::Unreadable("not the documented JSON".into())) };
+    match code {
+        Some(200) => {}
+        Some(code) => return Err(RefreshError::Provider { code, message }),
+        None => return Err(RefreshError::Unreadable("no code".into())),
+    }
+    match read.get("data") {
+        Some(serde_json::Value::String(link)) if !link.trim().is_empty() => Ok(link.trim().to_owned()),
+        _ => Err(RefreshError::Unreadable("no link in data".into())),
+    }
+}
+
+/// Asks the provider for fresh links.
+#[derive(Debug, Clone)]
+pub struct LinkRefresher {
+    client: reqwest::Client,
+    endpoint: String,
+    key: ApiKey,
+    policy: SourcePolicy,
+}
+
+/// The refresher `provider` and `key` allow, or None (said once, at start-up): off without a
+/// key, and for sunoapi, which has no such endpoint.
+pub fn refresher(provider: &ProviderConfig, key: Option<ApiKey>, policy: &SourcePolicy) -> Option<LinkRefresher> {
+    if provider.provider != Provider::Kie {
+        tracing::info!(
+            provider = provider.provider.as_str(),
+            "link refresh is off: only kie offers fresh links (common/download-url); expired files fail as before"
+        );
+        return None;
+    }
+    let Some(key) = key else {
+        tracing::info!(
+            "link refresh is off: no provider API key (PROVIDER_SECRET_ARN unset, or its secret empty); \
+             expired files fail as before"
+        );
+        return None;
+    };
+    match LinkRefresher::new(&provider.base_url, key, policy.clone()) {
+        Ok(refresher) => {
+            tracing::info!(endpoint = %refresher.endpoint, "link refresh is on: expired files are copied from fresh links");
+            Some(refresher)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "link refresh is off: no HTTP client");
+            None
+        }
+    }
+}
+
+impl LinkRefresher {
+    /// Fails only when the TLS backend cannot start.
+    pub fn new(base_url: &str, key: ApiKey, policy: SourcePolicy) -> Result<LinkRefresher, reqwest::Error> {
+        let client = provider::http_client(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
+        let endpoint = format!("{}{DOWNLOAD_URL_PATH}", base_url.trim_end_matches('/'));
+        Ok(LinkRefresher { client, endpoint, key, policy })
+    }
+
+    /// A fresh link for the (expired) file `url`, checked against the source policy.
+    pub async fn fresh_link(&self, url: &str) -> Result<String, RefreshError> {
+        let sent = self
+            .client
+            .post(&self.endpoint)
+            .bearer_auth(self.key.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::json!({ "url": url }).to_string())
+            .send()
+            .await;
+        let mut response = sent.map_err(|e| RefreshError::Unreachable(provider::error_text(&e)))?;
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        while let Some(chunk) =
+            response.chunk().await.map_err(|e| RefreshError::Unreachable(provider::error_text(&e)))?
+        {
+            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+                return Err(RefreshError::Unreadable(format!("over {MAX_ANSWER_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let link = read_answer(status, &body)?;
+        let parsed = Url::parse(&link).map_err(|e| RefreshError::Refused(Refusal::BadUrl(e.to_string())))?;
+        self.policy.check(&parsed).map_err(RefreshError::Refused)?;
+        tracing::debug!(link = %loggable_str(&link), "the provider gave a fresh link");
+        Ok(link)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use stemvault_aws::secrets::SecretText;
+
+    use super::*;
+
+    const DOCUMENTED: &str = include_str!("../../../fixtures/polls/common-download-url__kie__200.json");
+
+    #[test]
+    fn the_documented_answer_gives_its_link() {
+        assert_eq!(
+            read_answer(200, DOCUMENTED.as_bytes()).unwrap(),
+            "https://tempfile.1f6cxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxbd98"
+        );
+    }
+
+    #[test]
+    fn every_documented_error_code_is_an_error_named_by_its_code_as_status_or_in_the_body() {
+        for code in [401, 402, 404, 422, 429, 455, 500, 505] {
+            let body = format!(r#"{{"code":{code},"msg":"scripted","data":null}}"#);
+            for status in [200, code as u16] {
+                let err = read_answer(status, body.as_bytes()).unwrap_err();
+                assert_eq!(err, RefreshError::Provider { code, message: "scripted".into() }, "{status}");
+                assert!(err.to_string().starts_with(&format!("the provider answered {code}")), "{err}");
+            }
+        }
+        let unauthorized = read_answer(401, b"{\"code\":401,\"msg\":\"You do not have access permissions\"}");
+        assert_eq!(
+            unauthorized.unwrap_err().to_string(),
+            "the provider answered 401 (unauthorized: check the API key in PROVIDER_SECRET_ARN): \
+             You do not have access permissions"
+        );
+        assert_eq!(read_answer(502, b"<html>bad gateway</html>").unwrap_err().to_string(), "the provider answered 502");
+        assert_eq!(
+            read_answer(422, br#"{"code":422,"msg":"external URL"}"#).unwrap_err().to_string(),
+            "the provider answered 422 (not a URL the provider generated): external URL"
+        );
+    }
+
+    #[test]
+    fn answers_without_a_link_are_unreadable() {
+        for body in [
+            &b"not json"[..],
+            br#"{"msg":"success","data":"https://x"}"#,
+            br#"{"code":200,"data":null}"#,
+            br#"{"code":200,"data":" "}"#,
+        ] {
+            assert!(
+                matches!(read_answer(200, body), Err(RefreshError::Unreadable(_))),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    fn provider(name: Provider) -> ProviderConfig {
+        ProviderConfig { provider: name, base_url: "http://127.0.0.1:9".into(), secret_arn: Some("arn:x".into()) }
+    }
+
+    #[test]
+    fn only_kie_with_a_key_refreshes() {
+        let policy = SourcePolicy::parse("*.suno.ai").unwrap();
+        let key = ApiKey::from_secret(&SecretText::new("k"));
+        assert!(refresher(&provider(Provider::Kie), None, &policy).is_none());
+        assert!(refresher(&provider(Provider::SunoApi), key.clone(), &policy).is_none());
+        let on = refresher(&provider(Provider::Kie), key, &policy).unwrap();
+        assert_eq!(on.endpoint, "http://127.0.0.1:9/api/v1/common/download-url");
+        assert!(!format!("{on:?}").contains("\"k\""), "the key is never shown");
+    }
+
+    /// A one-shot HTTP server: answers the first request with `status` and `body`, and
+    /// hands back the request's head and body.
+    async fn answer_once(status: u16, body: String) -> (String, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if rest.len() >= length || n == 0 {
+                        break;
+                    }
+                }
+            }
+            let reply = format!(
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&request).to_string()
+        });
+        (origin, served)
+    }
+
+    #[tokio::test]
+    async fn asks_with_the_original_url_and_the_bearer_key_and_checks_the_link_against_the_policy() {
+        let key = ApiKey::from_secret(&SecretText::new("sk-test")).unwrap();
+        let original = "https://cdn1.suno.ai/a.mp3?sig=old";
+        let answer = r#"{"code":200,"msg":"success","data":"https://tempfile.suno.ai/a.mp3?sig=new"}"#.to_owned();
+        let (origin, served) = answer_once(200, answer).await;
+        let policy = SourcePolicy::parse("*.suno.ai").unwrap();
+        let links = LinkRefresher::new(&origin, key.clone(), policy).unwrap();
+        assert_eq!(links.fresh_link(original).await.unwrap(), "https://tempfile.suno.ai/a.mp3?sig=new");
+        let request = served.await.unwrap();
+        assert!(request.starts_with("POST /api/v1/common/download-url HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("authorization: bearer sk-test\r\n"), "{request}");
+        let body: serde_json::Value = serde_json::from_str(request.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(body, serde_json::json!({ "url": original }));
+
+        // A link to a host that is not an allowed source is never fetched.
+        let elsewhere = r#"{"code":200,"msg":"success","data":"https://evil.example.com/a.mp3"}"#.to_owned();
+        let (origin, _served) = answer_once(200, elsewhere).await;
+        let links = LinkRefresher::new(&origin, key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
+        let err = links.fresh_link(original).await.unwrap_err();
+        assert!(matches!(err, RefreshError::Refused(Refusal::Refused(_))), "{err}");
+        assert!(err.to_string().starts_with("the fresh link: refused source: host evil.example.com"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_provider_is_an_error_without_the_key() {
+        let key = ApiKey::from_secret(&SecretText::new("sk-hidden")).unwrap();
+        // Nothing listens on port 9 of loopback.
+        let links = LinkRefresher::new("http://127.0.0.1:9", key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
+        let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();
+        assert!(matches!(err, RefreshError::Unreachable(_)), "{err}");
+        assert!(!err.to_string().contains("sk-hidden"));
+    }
+}

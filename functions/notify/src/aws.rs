@@ -1,0 +1,192 @@
+//! The AWS side of the domain traits: [`AwsPorts`] (the HTTP client that posts to
+//! `NOTIFY_URL`, SQS, metrics), and [`AWS_ACTIONS`], the IAM actions of every AWS call it
+//! makes.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::error::DisplayErrorContext;
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use stemvault_aws::metrics::{self, Metric};
+use stemvault_vault::{Clock, Timestamp};
+use url::Url;
+
+use crate::domain::{
+    Answer, CONNECT_TIMEOUT, DelayMessage, EmitMetrics, Measure, PostWebhook, REQUEST_TIMEOUT, Webhook,
+};
+use crate::error::PostError;
+
+/// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility (the
+/// delay before a retry) and Secrets Manager GetSecretValue (the signing secret, at start-up,
+/// through `stemvault_aws::secrets::SecretReader`). (The SQS event source mapping, not the
+/// function, receives and deletes the messages.)
+pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "secretsmanager:GetSecretValue"];
+
+/// The `Function` dimension of the metrics.
+pub const FUNCTION: (&str, &str) = ("Function", "notify");
+/// Webhooks the receiver answered with a 2xx; dimension `Function`.
+pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
+/// Webhooks given up on for good (a 4xx other than 408/429, or a message that is no
+/// stemvault event); dimensions `Function` and `Reason` (`status_404`, `malformed`, ...).
+pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
+/// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
+/// `timeout`, `connect`, ...).
+pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
+
+/// Posts webhooks to `NOTIFY_URL`: no redirects followed, no proxy, connect and overall
+/// timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpPoster {
+    client: reqwest::Client,
+    url: Url,
+}
+
+impl HttpPoster {
+    /// Fails only when the TLS backend cannot start.
+    pub fn new(url: Url) -> Result<HttpPoster, reqwest::Error> {
+        // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .user_agent(concat!("stemvault-notify/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(HttpPoster { client, url })
+    }
+}
+
+impl PostWebhook for HttpPoster {
+    async fn post_webhook(&self, webhook: &Webhook) -> Result<Answer, PostError> {
+        let response = self
+            .client
+            .post(self.url.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("webhook-id", &webhook.id)
+            .header("webhook-timestamp", webhook.timestamp.to_string())
+            .header("webhook-signature", &webhook.signature)
+            .body(webhook.body.clone())
+            .send()
+            .await
+            .map_err(post_error)?;
+        let status = response.status().as_u16();
+        let retry_after = match status {
+            429 | 503 => {
+                response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after_seconds)
+            }
+            _ => None,
+        };
+        Ok(Answer { status, retry_after })
+    }
+}
+
+/// `Retry-After` as delta-seconds (an HTTP-date is not read: the backoff applies).
+pub fn retry_after_seconds(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The error without the URL (its query may carry a token of the receiver's), with its causes.
+fn post_error(e: reqwest::Error) -> PostError {
+    let (timeout, connect) = (e.is_timeout(), e.is_connect());
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    if timeout {
+        PostError::Timeout(text)
+    } else if connect {
+        PostError::Connect(text)
+    } else {
+        PostError::Request(text)
+    }
+}
+
+/// The function's clients, built once per Lambda instance.
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    pub poster: HttpPoster,
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+}
+
+impl Clock for AwsPorts {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await
+    }
+}
+
+impl PostWebhook for AwsPorts {
+    async fn post_webhook(&self, webhook: &Webhook) -> Result<Answer, PostError> {
+        self.poster.post_webhook(webhook).await
+    }
+}
+
+impl DelayMessage for AwsPorts {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+}
+
+/// The metrics of one measure (namespace `stemvault`, dimension `Function` = `notify`):
+/// [`WEBHOOKS_DELIVERED`]; [`WEBHOOKS_REJECTED`] and [`WEBHOOK_RETRIES`] also by `Reason`.
+pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
+    let function = (FUNCTION.0, FUNCTION.1.to_owned());
+    match measure {
+        Measure::Delivered => (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED)]),
+        Measure::Rejected { reason } => {
+            (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
+        }
+        Measure::Retried { reason } => {
+            (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOK_RETRIES)])
+        }
+    }
+}
+
+impl EmitMetrics for AwsPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        let (dimensions, metrics) = metrics_of(measure);
+        let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        metrics::emit(&dimensions, &metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_delta_seconds_only() {
+        assert_eq!(retry_after_seconds(" 120 "), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after_seconds("0"), Some(Duration::ZERO));
+        assert_eq!(retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(retry_after_seconds("-1"), None);
+    }
+
+    #[test]
+    fn metrics_carry_the_function_and_the_reason() {
+        let (dims, metrics) = metrics_of(&Measure::Delivered);
+        assert_eq!(dims, vec![("Function", "notify".to_owned())]);
+        assert_eq!(metrics[0].name, WEBHOOKS_DELIVERED);
+        let (dims, metrics) = metrics_of(&Measure::Rejected { reason: "status_410".into() });
+        assert_eq!(dims, vec![("Function", "notify".to_owned()), ("Reason", "status_410".to_owned())]);
+        assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
+        let (_, metrics) = metrics_of(&Measure::Retried { reason: "timeout".into() });
+        assert_eq!(metrics[0].name, WEBHOOK_RETRIES);
+    }
+}

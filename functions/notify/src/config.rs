@@ -1,0 +1,123 @@
+//! The notify function's settings, read once at start-up from the environment.
+
+use stemvault_aws::{ConfigError, Env, FromEnv};
+use url::{Host, Url};
+
+/// Every variable the function reads (besides `LOG_LEVEL`, read by
+/// `stemvault_aws::logging::init`, and the AWS SDK's own). The signing secret is not among
+/// them: it is in Secrets Manager, named by `NOTIFY_SECRET_ARN` ([`crate::secret`]).
+pub const ENVIRONMENT: &[&str] = &["NOTIFY_URL", "NOTIFY_SECRET_ARN", "QUEUE_URL"];
+
+/// No secret in here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Where every webhook goes ([`notify_url`]).
+    pub notify_url: Url,
+    /// The Secrets Manager secret (ARN or name) whose text is the signing secret.
+    pub notify_secret_arn: String,
+    /// The notify queue: retries are delayed with ChangeMessageVisibility on it.
+    pub queue_url: String,
+}
+
+impl FromEnv for Config {
+    const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
+
+    fn read(env: &Env) -> Result<Config, ConfigError> {
+        let raw = env.required("NOTIFY_URL")?;
+        let notify_url = notify_url(&raw).map_err(|reason| ConfigError::Invalid { name: "NOTIFY_URL", reason })?;
+        Ok(Config {
+            notify_url,
+            notify_secret_arn: env.required("NOTIFY_SECRET_ARN")?,
+            queue_url: env.required("QUEUE_URL")?,
+        })
+    }
+}
+
+/// `NOTIFY_URL`, checked: an absolute `https` URL, or `http` to a loopback host
+/// (`127.0.0.1`, `::1`, `localhost`: local runs only), without credentials or a fragment.
+pub fn notify_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not an absolute URL ({e})"))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials (user:password@)".into());
+    }
+    if url.fragment().is_some() {
+        return Err(format!("{raw:?} has a fragment (#...), which is never sent"));
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(url),
+        "http" if is_loopback(url.host()) => Ok(url),
+        "http" => Err(format!("{raw:?} is plain http to a host other than 127.0.0.1, ::1 or localhost; use https")),
+        other => Err(format!("{raw:?} has scheme {other:?}; use https")),
+    }
+}
+
+fn is_loopback(host: Option<Host<&str>>) -> bool {
+    match host {
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stemvault-notify-AbCdEf";
+
+    fn config(url: &str) -> Result<Config, ConfigError> {
+        let vars: HashMap<&str, &str> =
+            HashMap::from([("NOTIFY_URL", url), ("NOTIFY_SECRET_ARN", ARN), ("QUEUE_URL", "http://q/1/notify")]);
+        Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
+    }
+
+    #[test]
+    fn reads_every_setting() {
+        let c = config(" https://hooks.example.com/stemvault?team=7 ").unwrap();
+        assert_eq!(c.notify_url.as_str(), "https://hooks.example.com/stemvault?team=7");
+        assert_eq!((c.notify_secret_arn.as_str(), c.queue_url.as_str()), (ARN, "http://q/1/notify"));
+    }
+
+    #[test]
+    fn https_anywhere_and_http_only_to_a_loopback_host() {
+        for ok in [
+            "https://hooks.example.com/x",
+            "https://203.0.113.9:8443/",
+            "http://127.0.0.1:4000/hook",
+            "http://localhost/hook",
+            "http://LOCALHOST:9/",
+            "http://[::1]:4000/",
+        ] {
+            assert!(notify_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/x",
+            "http://127.0.0.2/x",
+            "http://10.0.0.1/x",
+            "http://localhost.example.com/x",
+            "http://127.0.0.1.nip.io/x",
+            "ftp://127.0.0.1/x",
+            "file:///etc/passwd",
+            "https://user:pw@hooks.example.com/",
+            "https://hooks.example.com/#frag",
+            "hooks.example.com/x",
+        ] {
+            assert!(notify_url(bad).is_err(), "{bad}");
+        }
+        let err = config("http://hooks.example.com/x").unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "NOTIFY_URL", .. }), "{err}");
+        assert!(err.to_string().contains("use https"), "{err}");
+    }
+
+    #[test]
+    fn required_values() {
+        let none = Config::from_lookup(|_| None).unwrap_err();
+        assert_eq!(none, ConfigError::Missing("NOTIFY_URL"));
+        let vars = HashMap::from([("NOTIFY_URL", "https://h/")]);
+        let err = Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("NOTIFY_SECRET_ARN"));
+    }
+}

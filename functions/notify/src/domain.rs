@@ -1,0 +1,271 @@
+//! One SQS message, start to end, over small traits (implemented for AWS in `aws.rs` and in
+//! memory for the unit tests), bundled as [`Ports`]; the clock is `stemvault_vault`'s.
+//!
+//! Per message ([`process_message`]):
+//!
+//! 1. read the EventBridge event the rule put on the queue ([`parse_event`]): source
+//!    `stemvault`, a known `detail-type`, a `detail` that is a stemvault event detail with an
+//!    `event_id`. Anything else is dropped (a retry cannot mend it);
+//! 2. make the Standard Webhooks payload once ([`payload`]): `{"type": "task.vaulted" | …,
+//!    "timestamp": <the event's time>, "data": <the detail>}`; the same message always makes
+//!    the same bytes, so a retry sends the same body under the same `webhook-id`
+//!    (`detail.event_id`);
+//! 3. sign it ([`Signer`]) for `webhook-timestamp` = now, and POST it to `NOTIFY_URL`
+//!    ([`PostWebhook`]);
+//! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 4xx other
+//!    than 408 and 429 is refused for good (logged, counted, the message deleted); anything
+//!    else (408, 429, 5xx, a redirect, a timeout, no connection) is retried: the message goes
+//!    back to the queue, kept away for [`retry_delay`] (20 s, doubling, at most 15 minutes,
+//!    or longer when a 429/503 said `Retry-After`).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use stemvault_vault::Clock;
+use stemvault_vault::events::{EVENT_SOURCE, EventDetail, EventType, TaskEvent};
+
+use crate::error::{NotifyError, PostError, classify_status};
+use crate::secret::Signer;
+
+/// The first retry's delay; each further retry doubles it.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(20);
+/// The longest delay between retries without a `Retry-After`.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+/// The longest wait a receiver's `Retry-After` gets.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// Receives of a message before the notify queue moves it to its dead-letter queue
+/// (template.yaml `NotifyQueue` `maxReceiveCount`).
+pub const MAX_RECEIVE_COUNT: u32 = 10;
+/// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
+pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
+/// The request's connect timeout.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole request's timeout, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+// Even a receiver asking for the longest wait at every answer lets a message reach its last
+// receive, and so the dead-letter queue, before the queue's retention drops it.
+const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < QUEUE_RETENTION_SECONDS);
+
+/// One signed webhook request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Webhook {
+    /// `webhook-id`: the event's stable id.
+    pub id: String,
+    /// `webhook-timestamp`: unix seconds when it was signed.
+    pub timestamp: i64,
+    /// `webhook-signature`: `v1,<base64>`.
+    pub signature: String,
+    /// The JSON body, exactly as signed.
+    pub body: String,
+}
+
+/// What the receiver answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The `Retry-After` of a 429 or 503, in seconds.
+    pub retry_after: Option<Duration>,
+}
+
+pub trait PostWebhook {
+    /// POST `webhook` to `NOTIFY_URL` (no redirects followed; connect and overall timeouts).
+    fn post_webhook(&self, webhook: &Webhook) -> impl Future<Output = Result<Answer, PostError>> + Send;
+}
+
+pub trait DelayMessage {
+    /// Keep the message invisible for `delay` from now.
+    fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// What the function measures, one event at a time (CloudWatch metrics in [`crate::aws`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Given up on for good: refused with a 4xx, or not a stemvault event.
+    Rejected { reason: String },
+    /// Will be retried ([`NotifyError::reason_code`]).
+    Retried { reason: String },
+}
+
+pub trait EmitMetrics {
+    /// Never fails the caller.
+    fn emit_metrics(&self, measure: &Measure);
+}
+
+/// Everything one message needs.
+pub trait Ports: Clock + PostWebhook + DelayMessage + EmitMetrics + Sync {}
+
+impl<T> Ports for T where T: Clock + PostWebhook + DelayMessage + EmitMetrics + Sync {}
+
+/// One delivery of one message.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub body: String,
+    pub receipt_handle: Option<String>,
+    /// `ApproximateReceiveCount`, 1 on the first delivery.
+    pub receive_count: u32,
+    /// The request must be over by then (the invocation's deadline less a margin).
+    pub stop_at: Instant,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The receiver answered this 2xx.
+    Delivered { status: u16 },
+    /// Never to be delivered: the message is deleted.
+    Rejected(NotifyError),
+    /// Try again later: the message goes back to the queue.
+    Retry(NotifyError),
+}
+
+impl Outcome {
+    /// Whether the message is reported as a batch item failure (so it is not deleted).
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Outcome::Retry(_))
+    }
+
+    fn from_error(error: NotifyError) -> Outcome {
+        if error.is_retryable() { Outcome::Retry(error) } else { Outcome::Rejected(error) }
+    }
+}
+
+/// A stemvault event as EventBridge delivers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub kind: EventType,
+    /// The event's `time` (RFC 3339).
+    pub time: String,
+    /// The `detail`, as published.
+    pub detail: Value,
+    /// `detail.event_id`.
+    pub event_id: String,
+    /// `detail.task_id`.
+    pub task_id: String,
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    source: String,
+    time: String,
+    detail: Value,
+}
+
+/// Read a message body: an EventBridge event from stemvault.
+pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
+    let malformed = |what: String| NotifyError::Malformed(what);
+    let envelope: Envelope =
+        serde_json::from_str(body).map_err(|e| malformed(format!("not an EventBridge event: {e}")))?;
+    if envelope.source != EVENT_SOURCE {
+        return Err(malformed(format!("source {:?} is not {EVENT_SOURCE:?}", envelope.source)));
+    }
+    let kind = EventType::from_detail_type(&envelope.detail_type)
+        .ok_or_else(|| malformed(format!("unknown detail-type {:?}", envelope.detail_type)))?;
+    let detail = EventDetail::deserialize(&envelope.detail)
+        .map_err(|e| malformed(format!("the detail is not a stemvault event detail: {e}")))?;
+    let header_safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
+    if !header_safe(&detail.event_id) {
+        return Err(malformed("the event_id is empty or not printable ASCII".into()));
+    }
+    if envelope.time.trim().is_empty() {
+        return Err(malformed("the event has no time".into()));
+    }
+    Ok(Event { kind, time: envelope.time, detail: envelope.detail, event_id: detail.event_id, task_id: detail.task_id })
+}
+
+/// `event` as EventBridge delivers it to a rule's SQS target (`id` its EventBridge id, `time`
+/// RFC 3339): what the notify queue's messages hold. For the tests and the local runner.
+pub fn eventbridge_message(event: &TaskEvent, id: &str, time: &str) -> String {
+    json!({
+        "version": "0",
+        "id": id,
+        "detail-type": event.kind.detail_type(),
+        "source": EVENT_SOURCE,
+        "account": "000000000000",
+        "time": time,
+        "region": "us-east-1",
+        "resources": [],
+        "detail": event.detail,
+    })
+    .to_string()
+}
+
+/// The Standard Webhooks payload of `event`: `{"data", "timestamp", "type"}`, serialized once.
+pub fn payload(event: &Event) -> String {
+    json!({ "type": event.kind.webhook_type(), "timestamp": event.time, "data": event.detail }).to_string()
+}
+
+/// `event` as a webhook signed by `signer` at `timestamp` (unix seconds).
+pub fn sign(event: &Event, signer: &Signer, timestamp: i64) -> Webhook {
+    let body = payload(event);
+    let signature = signer.sign(&event.event_id, timestamp, &body);
+    Webhook { id: event.event_id.clone(), timestamp, signature, body }
+}
+
+/// Handle one message: parse, sign, post, classify; count the outcome. (Its retry delay is the
+/// caller's: [`delay_retry`].)
+pub async fn process_message<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {
+    let outcome = deliver(ports, signer, delivery).await;
+    let measure = match &outcome {
+        Outcome::Delivered { .. } => Measure::Delivered,
+        Outcome::Rejected(e) => Measure::Rejected { reason: e.reason_code() },
+        Outcome::Retry(e) => Measure::Retried { reason: e.reason_code() },
+    };
+    ports.emit_metrics(&measure);
+    outcome
+}
+
+async fn deliver<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {
+    let event = match parse_event(&delivery.body) {
+        Ok(event) => event,
+        Err(e) => return Outcome::Rejected(e),
+    };
+    let span = tracing::Span::current();
+    span.record("task_id", event.task_id.as_str());
+    span.record("event_id", event.event_id.as_str());
+    if delivery.stop_at.saturating_duration_since(Instant::now()) < REQUEST_TIMEOUT {
+        return Outcome::Retry(NotifyError::NoTimeLeft);
+    }
+    let webhook = sign(&event, signer, ports.now().unix_seconds());
+    match ports.post_webhook(&webhook).await {
+        Ok(answer) => match classify_status(answer.status, answer.retry_after) {
+            None => Outcome::Delivered { status: answer.status },
+            Some(e) => Outcome::from_error(e),
+        },
+        Err(e) => Outcome::Retry(e.into()),
+    }
+}
+
+/// The delay before the next delivery of a message received `receive_count` times:
+/// [`FIRST_RETRY_DELAY`] doubling per receive up to [`MAX_RETRY_DELAY`]; a receiver's
+/// `Retry-After` gets as long as it asked, up to [`MAX_RETRY_AFTER`], never less than that
+/// backoff (every retry spends one of the queue's receives).
+pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duration {
+    let doublings = receive_count.saturating_sub(1).min(16);
+    let backoff = FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY);
+    retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+}
+
+/// After a retryable outcome: keep the message away for [`retry_delay`]. Failing to do so
+/// only means a retry once the queue's visibility timeout is over.
+pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
+    let Outcome::Retry(error) = outcome else { return };
+    let Some(receipt_handle) = &delivery.receipt_handle else { return };
+    let retry_after = match error {
+        NotifyError::Status { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    let delay = retry_delay(delivery.receive_count, retry_after);
+    if let Err(e) = ports.delay_message(receipt_handle, delay).await {
+        tracing::warn!(error = %e, "could not delay the message's next delivery");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::test_support::{MemoryPorts, NOW, SECRET, detail, signer, status, vaulted_message};
+
+fn delivery(body: &str, receive_count: u32) -> Delivery {
+    Delivery {
+        body: body.to_owned(),
+        receipt_handle: Some("rh".into()),
+        receive_count,
+        stop_at: Instant::now() + Duration::from_secs(60),
+    }
+}
+
+/// Verified the way receivers do, with the `standardwebhooks` crate's `verify` (its clock:
+/// the webhook is signed at [`NOW`], so the check of its age is left to the HTTP test).
+fn verifies(webhook: &Webhook) -> bool {
+    signer().sign(&webhook.id, webhook.timestamp, &webhook.body) == webhook.signature
+        && standardwebhooks::Webhook::new(SECRET)
+            .unwrap()
+            .sign(&webhook.id, webhook.timestamp, webhook.body.as_bytes())
+            .unwrap()
+            == webhook.signature
+}
+
+#[test]
+fn an_event_becomes_a_standard_webhooks_payload_of_its_detail() {
+    let event = parse_event(&vaulted_message()).unwrap();
+    assert_eq!(
+        (event.kind, event.event_id.as_str(), event.task_id.as_str()),
+        (EventType::Vaulted, "t1.vaulted.3", "t1")
+    );
+    let body = payload(&event);
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        json,
+        json!({
+            "type": "task.vaulted",
+            "timestamp": "2026-11-23T15:00:00Z",
+            "data": serde_json::to_value(detail()).unwrap(),
+        })
+    );
+    assert_eq!(payload(&parse_event(&vaulted_message()).unwrap()), body, "the same bytes every time");
+    for (detail_type, webhook_type) in
+        [("Task Stage Changed", "task.stage_changed"), ("Task Failed", "task.failed"), ("Task Vaulted", "task.vaulted")]
+    {
+        let message = vaulted_message().replace("Task Vaulted", detail_type);
+        let json: Value = serde_json::from_str(&payload(&parse_event(&message).unwrap())).unwrap();
+        assert_eq!(json["type"], webhook_type);
+    }
+}
+
+#[test]
+fn what_is_not_a_stemvault_event_is_malformed() {
+    let good: Value = serde_json::from_str(&vaulted_message()).unwrap();
+    let with = |path: &[&str], value: Value| {
+        let mut v = good.clone();
+        let mut at = &mut v;
+        for p in &path[..path.len() - 1] {
+            at = &mut at[*p];
+        }
+        at[path[path.len() - 1]] = value;
+        v.to_string()
+    };
+    let cases = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        with(&["source"], json!("aws.s3")),
+        with(&["detail-type"], json!("Object Created")),
+        with(&["detail"], json!({"task_id": "t1"})),
+        with(&["detail", "event_id"], json!("")),
+        with(&["detail", "event_id"], json!("t1 vaulted\n3")),
+        with(&["time"], json!(" ")),
+    ];
+    for body in cases {
+        assert!(matches!(parse_event(&body), Err(NotifyError::Malformed(_))), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
+    let ports = MemoryPorts::answering([status(204)]);
+    let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+    assert_eq!(outcome, Outcome::Delivered { status: 204 });
+    let posted = ports.posted();
+    assert_eq!(posted.len(), 1);
+    let webhook = &posted[0];
+    assert_eq!((webhook.id.as_str(), webhook.timestamp), ("t1.vaulted.3", NOW.unix_seconds()));
+    assert!(webhook.signature.starts_with("v1,"), "{}", webhook.signature);
+    assert!(verifies(webhook));
+    assert_eq!(ports.metrics(), [Measure::Delivered]);
+    delay_retry(&ports, &delivery(&vaulted_message(), 1), &outcome).await;
+    assert!(ports.delays().is_empty(), "nothing to delay");
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried_but_408_429_and_5xx_are() {
+    for refused in [400, 401, 403, 404, 410, 422] {
+        let ports = MemoryPorts::answering([status(refused)]);
+        let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+        assert_eq!(outcome, Outcome::Rejected(NotifyError::Refused(refused)));
+        assert!(!outcome.is_failure(), "{refused}: deleted");
+        assert_eq!(ports.metrics(), [Measure::Rejected { reason: format!("status_{refused}") }]);
+    }
+    for retried in [408, 429, 500, 503, 302] {
+        let ports = MemoryPorts::answering([status(retried)]);
+        let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+        assert!(outcome.is_failure(), "{retried}: {outcome:?}");
+        assert_eq!(ports.metrics(), [Measure::Retried { reason: format!("status_{retried}") }]);
+    }
+    for error in [PostError::Connect("refused".into()), PostError::Timeout("10 s".into())] {
+        let ports = MemoryPorts::answering([Err(error.clone())]);
+        let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+        assert_eq!(outcome, Outcome::Retry(NotifyError::Post(error)));
+    }
+}
+
+#[tokio::test]
+async fn a_retry_sends_the_same_id_and_body() {
+    let ports = MemoryPorts::answering([status(503), status(200)]);
+    let first = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+    assert!(first.is_failure());
+    let second = process_message(&ports, &signer(), &delivery(&vaulted_message(), 2)).await;
+    assert_eq!(second, Outcome::Delivered { status: 200 });
+    let posted = ports.posted();
+    assert_eq!((&posted[0].id, &posted[0].body), (&posted[1].id, &posted[1].body));
+}
+
+#[tokio::test]
+async fn a_malformed_message_is_dropped_without_a_post() {
+    let ports = MemoryPorts::default();
+    let outcome = process_message(&ports, &signer(), &delivery("{\"source\":\"x\"}", 1)).await;
+    assert!(matches!(outcome, Outcome::Rejected(NotifyError::Malformed(_))), "{outcome:?}");
+    assert!(ports.posted().is_empty());
+    assert_eq!(ports.metrics(), [Measure::Rejected { reason: "malformed".into() }]);
+}
+
+#[tokio::test]
+async fn no_post_starts_that_could_outlive_the_invocation() {
+    let ports = MemoryPorts::default();
+    let mut late = delivery(&vaulted_message(), 1);
+    late.stop_at = Instant::now() + REQUEST_TIMEOUT - Duration::from_secs(1);
+    assert_eq!(process_message(&ports, &signer(), &late).await, Outcome::Retry(NotifyError::NoTimeLeft));
+    assert!(ports.posted().is_empty());
+}
+
+#[test]
+fn retries_start_within_a_minute_and_back_off_to_15_minutes() {
+    let secs: Vec<u64> = (1..=8).map(|n| retry_delay(n, None).as_secs()).collect();
+    assert_eq!(secs, [20, 40, 80, 160, 320, 640, 900, 900]);
+    assert_eq!(retry_delay(0, None), FIRST_RETRY_DELAY);
+    assert_eq!(retry_delay(u32::MAX, None), MAX_RETRY_DELAY);
+    let s = Duration::from_secs;
+    assert_eq!(retry_delay(1, Some(s(120))), s(120), "Retry-After longer than the backoff: as asked");
+    assert_eq!(retry_delay(3, Some(s(1))), s(80), "shorter: the backoff");
+    assert_eq!(retry_delay(1, Some(s(86_400))), MAX_RETRY_AFTER);
+}
+
+#[tokio::test]
+async fn a_retry_is_delayed_by_the_backoff_or_the_receivers_retry_after() {
+    let ports =
+        MemoryPorts::answering([status(500), Ok(Answer { status: 429, retry_after: Some(Duration::from_secs(300)) })]);
+    for receive_count in [3, 1] {
+        let d = delivery(&vaulted_message(), receive_count);
+        let outcome = process_message(&ports, &signer(), &d).await;
+        delay_retry(&ports, &d, &outcome).await;
+    }
+    assert_eq!(
+        ports.delays(),
+        [("rh".to_owned(), Duration::from_secs(80)), ("rh".to_owned(), Duration::from_secs(300))]
+    );
+}

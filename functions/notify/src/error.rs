@@ -1,0 +1,106 @@
+//! What can go wrong with one message, and whether trying again later may help.
+//!
+//! Retryable: the message goes back to the queue with a growing delay, and after the queue's
+//! last receive to the notify dead-letter queue (which alarms). Not retryable: a message that
+//! is no stemvault event, and a receiver that refused the webhook with a 4xx other than 408
+//! and 429 (the same request would be refused again); the message is deleted.
+
+use std::time::Duration;
+
+/// Posting one webhook failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostError {
+    #[error("could not connect to NOTIFY_URL: {0}")]
+    Connect(String),
+    #[error("NOTIFY_URL did not answer in time: {0}")]
+    Timeout(String),
+    #[error("the request to NOTIFY_URL failed: {0}")]
+    Request(String),
+}
+
+/// Handling one message failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotifyError {
+    /// Not an EventBridge event from stemvault with a readable detail.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The receiver answered a 4xx other than 408 and 429.
+    #[error("NOTIFY_URL refused the webhook with {0}")]
+    Refused(u16),
+    /// Any other answer but a 2xx: 408, 429, 5xx, and also 1xx and 3xx (redirects are not
+    /// followed; the message ends in the dead-letter queue unless NOTIFY_URL is corrected).
+    /// `retry_after`: what a 429 or 503 asked for.
+    #[error("NOTIFY_URL answered {status}")]
+    Status { status: u16, retry_after: Option<Duration> },
+    #[error(transparent)]
+    Post(#[from] PostError),
+    #[error("the invocation's deadline is too close to post")]
+    NoTimeLeft,
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+}
+
+impl NotifyError {
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, NotifyError::Malformed(_) | NotifyError::Refused(_))
+    }
+
+    /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
+    /// answer, else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `panicked`.
+    pub fn reason_code(&self) -> String {
+        match self {
+            NotifyError::Refused(status) | NotifyError::Status { status, .. } => format!("status_{status}"),
+            NotifyError::Post(PostError::Connect(_)) => "connect".into(),
+            NotifyError::Post(PostError::Timeout(_)) => "timeout".into(),
+            NotifyError::Post(PostError::Request(_)) => "request".into(),
+            NotifyError::Malformed(_) => "malformed".into(),
+            NotifyError::NoTimeLeft => "no_time_left".into(),
+            NotifyError::Panicked(_) => "panicked".into(),
+        }
+    }
+}
+
+/// What an answer's status means: `None` for a 2xx (delivered), else the error.
+pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Option<NotifyError> {
+    match status {
+        200..=299 => None,
+        408 | 429 => Some(NotifyError::Status { status, retry_after }),
+        400..=499 => Some(NotifyError::Refused(status)),
+        _ => Some(NotifyError::Status { status, retry_after }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_hundreds_deliver_client_errors_refuse_the_rest_retries() {
+        for ok in [200, 201, 202, 204, 299] {
+            assert_eq!(classify_status(ok, None), None, "{ok}");
+        }
+        for refused in [400, 401, 403, 404, 405, 410, 413, 422, 451, 499] {
+            let e = classify_status(refused, None).unwrap();
+            assert!(!e.is_retryable(), "{refused}");
+            assert_eq!(e, NotifyError::Refused(refused));
+        }
+        for retried in [408, 429, 500, 502, 503, 504, 599, 301, 302, 307, 308, 100] {
+            assert!(classify_status(retried, None).unwrap().is_retryable(), "{retried}");
+        }
+        let s = Duration::from_secs(7);
+        assert_eq!(classify_status(429, Some(s)), Some(NotifyError::Status { status: 429, retry_after: Some(s) }));
+    }
+
+    #[test]
+    fn reason_codes_are_stable() {
+        assert_eq!(NotifyError::Refused(404).reason_code(), "status_404");
+        assert_eq!(NotifyError::Status { status: 503, retry_after: None }.reason_code(), "status_503");
+        assert_eq!(NotifyError::Post(PostError::Timeout("x".into())).reason_code(), "timeout");
+        assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");
+        assert_eq!(NotifyError::Malformed("x".into()).reason_code(), "malformed");
+        assert!(!NotifyError::Malformed("x".into()).is_retryable());
+        assert!(NotifyError::Post(PostError::Request("x".into())).is_retryable());
+        assert!(NotifyError::Panicked("x".into()).is_retryable());
+        assert!(NotifyError::NoTimeLeft.is_retryable());
+    }
+}

@@ -1,0 +1,26 @@
+//! The notify function: delivers each stemvault event (EventBridge, source `stemvault`, through
+//! a rule and the notify queue) as a signed webhook, the Standard Webhooks way, to
+//! `NOTIFY_URL`.
+//!
+//! * [`config`]: the environment it reads ([`config::ENVIRONMENT`]) and the checks on
+//!   `NOTIFY_URL` (https, or http to a loopback host only).
+//! * [`secret`]: the signing secret (`whsec_<base64>`), read from Secrets Manager at start-up.
+//! * [`app`]: the SQS batch handler (concurrency, panic isolation, partial batch response).
+//! * [`domain`]: one message: the event, the payload, the signature, the POST, the outcome
+//!   and the retry delay, over small traits.
+//! * [`aws`]: the adapters ([`aws::AwsPorts`]: the HTTP client, SQS, metrics) and the AWS
+//!   actions they call ([`aws::AWS_ACTIONS`]).
+//! * [`error`]: what can fail, and whether a retry may help.
+
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod secret;
+
+#[cfg(test)]
+mod test_support;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,13 @@
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
+use stemvault_notify::{App, Config};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let (config, sdk) = stemvault_aws::start::<Config>("notify").await;
+    let app = &stemvault_aws::config_or_exit("notify", App::new(config, &sdk).await);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        Ok::<_, lambda_runtime::Error>(app.handle(event).await)
+    }))
+    .await
+}

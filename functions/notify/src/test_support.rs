@@ -1,0 +1,109 @@
+//! In-memory ports for the unit tests: scripted answers, recorded requests, delays and
+//! metrics, a fixed clock.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use stemvault_vault::events::{EventDetail, EventType, TaskEvent};
+use stemvault_vault::{Clock, Timestamp};
+
+use crate::domain::{Answer, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook, eventbridge_message};
+use crate::error::PostError;
+use crate::secret::Signer;
+
+/// The fixed time of [`MemoryPorts`].
+pub const NOW: Timestamp = Timestamp { unix_ms: 1_795_446_000_000 };
+/// A Standard Webhooks secret for the tests.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn signer() -> Signer {
+    Signer::parse(SECRET).unwrap()
+}
+
+/// A `Task Vaulted` detail of task `t1`.
+pub fn detail() -> EventDetail {
+    serde_json::from_value(serde_json::json!({
+        "event_id": "t1.vaulted.3",
+        "task_id": "t1",
+        "family": "vocal_separation",
+        "stage": "final",
+        "vault": "complete",
+        "client_ref": "order-17",
+        "code": 200,
+        "message": "ok",
+        "bucket": "vault-bucket",
+        "manifest_key": "tasks/t1/manifest.json",
+        "files": [{"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab", "status": "stored",
+                   "error": null}]
+    }))
+    .unwrap()
+}
+
+/// The message the rule puts on the queue for the `Task Vaulted` event of [`detail`].
+pub fn vaulted_message() -> String {
+    eventbridge_message(&TaskEvent { kind: EventType::Vaulted, detail: detail() }, "eb-1", "2026-11-23T15:00:00Z")
+}
+
+#[derive(Default)]
+pub struct MemoryPorts {
+    /// Answers, in order; once used up, 200.
+    pub answers: Mutex<VecDeque<Result<Answer, PostError>>>,
+    pub posted: Mutex<Vec<Webhook>>,
+    pub delays: Mutex<Vec<(String, Duration)>>,
+    pub metrics: Mutex<Vec<Measure>>,
+    /// Panic on every post.
+    pub panics: bool,
+}
+
+impl MemoryPorts {
+    pub fn answering(answers: impl IntoIterator<Item = Result<Answer, PostError>>) -> MemoryPorts {
+        MemoryPorts { answers: Mutex::new(answers.into_iter().collect()), ..MemoryPorts::default() }
+    }
+
+    pub fn posted(&self) -> Vec<Webhook> {
+        self.posted.lock().unwrap().clone()
+    }
+
+    pub fn delays(&self) -> Vec<(String, Duration)> {
+        self.delays.lock().unwrap().clone()
+    }
+
+    pub fn metrics(&self) -> Vec<Measure> {
+        self.metrics.lock().unwrap().clone()
+    }
+}
+
+/// An answer with `status` and no `Retry-After`.
+pub fn status(status: u16) -> Result<Answer, PostError> {
+    Ok(Answer { status, retry_after: None })
+}
+
+impl Clock for MemoryPorts {
+    fn now(&self) -> Timestamp {
+        NOW
+    }
+
+    async fn sleep(&self, _duration: Duration) {}
+}
+
+impl PostWebhook for MemoryPorts {
+    async fn post_webhook(&self, webhook: &Webhook) -> Result<Answer, PostError> {
+        assert!(!self.panics, "poisoned receiver");
+        self.posted.lock().unwrap().push(webhook.clone());
+        self.answers.lock().unwrap().pop_front().unwrap_or(Ok(Answer { status: 200, retry_after: None }))
+    }
+}
+
+impl DelayMessage for MemoryPorts {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+        self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+}
+
+impl EmitMetrics for MemoryPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        self.metrics.lock().unwrap().push(measure.clone());
+    }
+}

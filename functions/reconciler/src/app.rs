@@ -1,0 +1,113 @@
+//! The Lambda-facing side: one scheduled event in, one reconciliation run, its [`Outcome`] out.
+//! The provider's API key is read once, at start-up; without one the function only says so.
+
+use std::time::Duration;
+
+use lambda_runtime::LambdaEvent;
+use stemvault_aws::ConfigError;
+use stemvault_vault::{Clock, DEADLINE_MARGIN, Timestamp};
+use tracing::Instrument;
+
+use crate::Config;
+use crate::aws::AwsPorts;
+use crate::domain::{Outcome, Settings, reconcile};
+use crate::error::ReconcileError;
+use crate::provider::HttpProvider;
+
+/// Stop taking tasks this long before the invocation's deadline: the margin every function
+/// keeps, and one poll and one accept more.
+const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 20);
+
+/// The reconciler with its clients, built once per instance.
+pub struct App {
+    ports: AwsPorts,
+    settings: Settings,
+    /// False without an API key: runs do nothing.
+    on: bool,
+}
+
+impl App {
+    /// Build the clients and read the provider's API key (once per instance). Fails when the
+    /// secret is named but cannot be read.
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+        let key = stemvault_aws::provider::read_api_key(sdk, &config.provider).await?;
+        let provider = match key {
+            Some(key) => Some(HttpProvider::new(&config.provider.base_url, key).map_err(|e| ConfigError::Invalid {
+                name: "PROVIDER_BASE_URL",
+                reason: format!("no HTTP client: {e}"),
+            })?),
+            None => {
+                tracing::warn!(
+                    "no provider API key (PROVIDER_SECRET_ARN unset, or its secret empty): reconciliation is off; \
+                     registered tasks and tasks whose callback is missing are not polled"
+                );
+                None
+            }
+        };
+        let key_source = match &config.provider.secret_arn {
+            Some(arn) => format!("the provider secret {arn} (PROVIDER_API_KEY locally)"),
+            None => "PROVIDER_API_KEY".into(),
+        };
+        let on = provider.is_some();
+        let settings = Settings {
+            accept: stemvault_vault::accept::Settings {
+                reconcile_after: config.reconcile_after,
+                bucket: config.bucket_name.clone(),
+                ..stemvault_vault::accept::Settings::default()
+            },
+            give_up_after: config.give_up_after,
+            key_source,
+            ..Settings::default()
+        };
+        if on {
+            tracing::info!(
+                provider = config.provider.provider.as_str(),
+                base_url = %config.provider.base_url,
+                "reconciliation is on"
+            );
+        }
+        Ok(App { ports: AwsPorts::new(&config, sdk, provider), settings, on })
+    }
+
+    /// Whether a key was configured (runs poll).
+    pub fn is_on(&self) -> bool {
+        self.on
+    }
+
+    /// One scheduled invocation, stopping [`STOP_BEFORE_DEADLINE`] before its deadline.
+    pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
+        let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
+        let margin = i64::try_from(STOP_BEFORE_DEADLINE.as_millis()).unwrap_or(i64::MAX);
+        let stop_at = Timestamp::from_unix_ms(deadline.saturating_sub(margin));
+        Ok(self.run(&event.context.request_id, stop_at).await?)
+    }
+
+    /// One run that stops taking tasks after `budget` (the local runner and the tests).
+    pub async fn run_within(&self, run_id: &str, budget: Duration) -> Result<Outcome, ReconcileError> {
+        self.run(run_id, self.ports.now().plus(budget)).await
+    }
+
+    /// One run, its claims named `reconciler-<run_id>`, stopping by `stop_at`.
+    pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
+        if !self.on {
+            return Ok(Outcome::default());
+        }
+        async {
+            let outcome = reconcile(&self.ports, &self.settings, run_id, stop_at).await?;
+            tracing::info!(
+                tasks_due = outcome.tasks_due,
+                polls = outcome.polls,
+                results = outcome.results,
+                pending = outcome.pending,
+                unauthorized = outcome.unauthorized,
+                abandoned = outcome.abandoned,
+                tasks_failed = outcome.tasks_failed,
+                stopped_early = outcome.stopped_early,
+                "reconciliation done"
+            );
+            Ok(outcome)
+        }
+        .instrument(tracing::info_span!("reconcile", run_id))
+        .await
+    }
+}

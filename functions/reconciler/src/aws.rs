@@ -1,0 +1,109 @@
+//! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
+//! and the download queue), the `reconcile-due` index, the callback body archive, and the
+//! provider over HTTP.
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_aws::events::EventBus;
+use stemvault_vault::accept::ArchiveBody;
+use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
+use stemvault_vault::items::PARTITION_KEY;
+use stemvault_vault::{RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
+use suno_callbacks::{Family, TaskId};
+
+use crate::Config;
+use crate::domain::{ListDueTasks, PollProvider, ProviderAnswer};
+use crate::error::StoreError;
+use crate::provider::HttpProvider;
+
+/// The IAM actions of every AWS call the function makes, its shared adapters' included: the
+/// `reconcile-due` index and each task's item collection (Query), the task, file and callback
+/// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
+/// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the download
+/// and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage), the events of a polled
+/// result or a task given up (PutEvents) and the provider secret (GetSecretValue, at start-up).
+pub const AWS_ACTIONS: &[&str] = &[
+    "dynamodb:Query",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "s3:PutObject",
+    "sqs:SendMessage",
+    "events:PutEvents",
+    "secretsmanager:GetSecretValue",
+];
+
+/// The task table with its `reconcile-due` index, the download queue, the vault bucket and
+/// the provider.
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    shared: TableAndQueue,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    events: EventBus,
+    provider: Option<HttpProvider>,
+}
+
+impl AwsPorts {
+    /// Build the clients once, at start-up. Without a provider every poll is unreachable
+    /// (the app does not run then).
+    pub fn new(config: &Config, sdk: &aws_config::SdkConfig, provider: Option<HttpProvider>) -> AwsPorts {
+        AwsPorts {
+            shared: TableAndQueue::new(sdk, &config.table_name, &config.queue_url),
+            s3: stemvault_aws::s3_client(sdk),
+            bucket: config.bucket_name.clone(),
+            events: EventBus::new(sdk, &config.event_bus_name),
+            provider,
+        }
+    }
+}
+
+stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
+
+impl ArchiveBody for AwsPorts {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        let put = self.s3.put_object().bucket(&self.bucket).key(key).content_type("application/json");
+        put.body(body.to_vec().into())
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+    }
+}
+
+impl PublishEvents for AwsPorts {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        self.events.publish_events(events).await
+    }
+}
+
+impl ListDueTasks for AwsPorts {
+    async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        let table = self.shared.table();
+        // Times compare as the stored RFC 3339 text, which sorts as time (one fixed width).
+        let out = table
+            .client
+            .query()
+            .table_name(&table.table_name)
+            .index_name(RECONCILE_DUE_INDEX)
+            .key_condition_expression("#reconcile = :due AND #at <= :now")
+            .expression_attribute_names("#reconcile", "reconcile")
+            .expression_attribute_names("#at", "reconcile_at")
+            .expression_attribute_values(":due", AttributeValue::S(RECONCILE_DUE.to_owned()))
+            .expression_attribute_values(":now", AttributeValue::S(due_by.rfc3339()))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+        Ok(out.items().iter().filter_map(|item| item.get(PARTITION_KEY)?.as_s().ok().cloned()).collect())
+    }
+}
+
+impl PollProvider for AwsPorts {
+    async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
+        match &self.provider {
+            Some(provider) => provider.poll(family, task_id).await,
+            None => ProviderAnswer::Unreachable("no provider API key".into()),
+        }
+    }
+}

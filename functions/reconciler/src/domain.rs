@@ -1,0 +1,267 @@
+//! A reconciliation run: poll the provider for the tasks whose callback is missing, and ingest
+//! what it says exactly as a callback would.
+//!
+//! Each run reads the sparse `reconcile-due` index (`reconcile = due`, `reconcile_at <= now`,
+//! oldest first, at most `max_tasks`; never a scan). Per task, it reads the task's items,
+//! then either gives it up (`RECONCILE_GIVE_UP_SECONDS` after its registration or first
+//! callback: a `Task Failed` event with reason `abandoned`, then `abandoned` recorded, and it
+//! leaves both indexes) or polls the family's record-info
+//! endpoint and reads the answer with [`suno_callbacks::parse_poll`]:
+//!
+//! * a result: recorded, archived and queued by [`stemvault_vault::accept::accept`], the very
+//!   code ingest runs for a callback (so a callback and a poll bringing the same result merge
+//!   once; the second adds no file and sends no message), which also takes the task out of the
+//!   index once its stage is final;
+//! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour;
+//! * 401/403 (as HTTP status or as the body's `code`): the same, and one error per run naming
+//!   the setting to fix; nothing but the poll bookkeeping changes.
+//!
+//! Every task handled moves its `reconcile_at` forward (one write of its task item), so the
+//! next run continues with the others.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use stemvault_vault::accept::{self, accept};
+use stemvault_vault::events;
+use stemvault_vault::reconcile::{self, ABANDONED_REASON, PollOutcome};
+use stemvault_vault::{Attempt, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
+use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
+
+use crate::error::{ReconcileError, StoreError};
+
+/// Task ids of the `reconcile-due` index due by `due_by`, oldest first, at most `limit`.
+pub trait ListDueTasks {
+    fn due_tasks(
+        &self,
+        due_by: Timestamp,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// What the provider answered to one poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderAnswer {
+    Http {
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// No answer: connection refused, timeout, an answer too large.
+    Unreachable(String),
+}
+
+/// Poll the record-info endpoint of `family` for `task_id`.
+pub trait PollProvider {
+    fn poll(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
+}
+
+/// Everything a run needs: the accept use-case's ports, the index and the provider.
+pub trait Ports: accept::Ports + ListDueTasks + PollProvider + Sync {}
+
+impl<T> Ports for T where T: accept::Ports + ListDueTasks + PollProvider + Sync {}
+
+/// How a run is bounded and what it is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The accept use-case's (its `reconcile_after` is `RECONCILE_AFTER_SECONDS`).
+    pub accept: accept::Settings,
+    /// `RECONCILE_GIVE_UP_SECONDS`.
+    pub give_up_after: Duration,
+    /// At most this many tasks per run; the next run continues with the rest.
+    pub max_tasks: usize,
+    /// Read-write attempts per task before leaving it to the next run.
+    pub max_save_attempts: u32,
+    /// Named in the error a refused key logs: where the key comes from.
+    pub key_source: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            accept: accept::Settings::default(),
+            give_up_after: reconcile::DEFAULT_GIVE_UP_AFTER,
+            max_tasks: 50,
+            max_save_attempts: 5,
+            key_source: "PROVIDER_API_KEY".into(),
+        }
+    }
+}
+
+/// What one run did (also the scheduled invocation's answer).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Outcome {
+    /// Due tasks read from the index.
+    pub tasks_due: usize,
+    /// Polls made.
+    pub polls: usize,
+    /// Results ingested (a result the task already had counts: it was a duplicate).
+    pub results: usize,
+    /// Polls answered pending, or whose answer counts as pending (429, 5xx, no answer).
+    pub pending: usize,
+    /// Polls the provider refused for the key (401/403).
+    pub unauthorized: usize,
+    /// Tasks given up.
+    pub abandoned: usize,
+    /// Tasks that could not be handled this time (the next run tries again).
+    pub tasks_failed: usize,
+    /// Stopped at the deadline before every due task was handled.
+    pub stopped_early: bool,
+}
+
+/// What handling one task did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Handled {
+    /// Not due after all (the index lags), or gone.
+    Skipped,
+    Polled(PollOutcome),
+    Abandoned,
+}
+
+/// One run: handle the due tasks until `stop_at`. `run_id` names this run's claims. Fails only
+/// when the index cannot be read; a task that cannot be handled is counted and left to the
+/// next run.
+pub async fn reconcile<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    run_id: &str,
+    stop_at: Timestamp,
+) -> Result<Outcome, ReconcileError> {
+    let due = ports.due_tasks(ports.now(), settings.max_tasks).await?;
+    let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
+    let claimant = format!("reconciler-{run_id}");
+    for task_id in &due {
+        if ports.now() >= stop_at {
+            outcome.stopped_early = true;
+            break;
+        }
+        match reconcile_task(ports, settings, &claimant, task_id).await {
+            Ok(Handled::Skipped) => {}
+            Ok(Handled::Abandoned) => outcome.abandoned += 1,
+            Ok(Handled::Polled(polled)) => {
+                outcome.polls += 1;
+                match polled {
+                    PollOutcome::Result(_) => outcome.results += 1,
+                    PollOutcome::Http(401 | 403) | PollOutcome::Provider(401 | 403) => outcome.unauthorized += 1,
+                    _ => outcome.pending += 1,
+                }
+            }
+            Err(e) => {
+                outcome.tasks_failed += 1;
+                tracing::warn!(task_id, error = %e, retryable = e.is_retryable(), "task not reconciled; the next run retries");
+            }
+        }
+    }
+    if outcome.unauthorized > 0 {
+        tracing::error!(
+            refused = outcome.unauthorized,
+            "the provider refused the API key (401/403): set a valid key in {}; no task was changed but its poll bookkeeping",
+            settings.key_source
+        );
+    }
+    Ok(outcome)
+}
+
+async fn reconcile_task<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    claimant: &str,
+    task_id: &str,
+) -> Result<Handled, ReconcileError> {
+    let Ok(task) = TaskId::parse(task_id) else {
+        return Err(StoreError::Malformed(format!("the index lists an invalid task id {task_id:?}")).into());
+    };
+    let Some(record) = ports.load_task(&task).await? else { return Ok(Handled::Skipped) };
+    let now = ports.now();
+    let due = record.reconcile.as_deref() == Some(RECONCILE_DUE) && record.reconcile_at.is_some_and(|at| at <= now);
+    if !due {
+        return Ok(Handled::Skipped);
+    }
+    if reconcile::should_give_up(&record, now, settings.give_up_after) {
+        // Published before the write that takes the task out of the index: a failure leaves it
+        // due, and the next run publishes again (same event id).
+        let failed = events::failed(&record, &settings.accept.bucket, ABANDONED_REASON);
+        ports.publish_events(std::slice::from_ref(&failed)).await?;
+        save_with(ports, settings, &task, |r, now| {
+            reconcile::should_give_up(r, now, settings.give_up_after)
+                .then(|| reconcile::abandon(r, ABANDONED_REASON, now))
+        })
+        .await?;
+        tracing::warn!(
+            task_id,
+            stage = %record.stage,
+            since = %reconcile::waiting_since(&record),
+            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
+        );
+        return Ok(Handled::Abandoned);
+    }
+
+    let polled = match ports.poll(record.family, &task).await {
+        ProviderAnswer::Unreachable(why) => {
+            tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
+            PollOutcome::Unreachable
+        }
+        ProviderAnswer::Http { status: 200, body } => match parse_poll(record.family, &body) {
+            Ok(PollResult::Pending { status, .. }) => {
+                tracing::info!(task_id, status, "still pending at the provider");
+                PollOutcome::Pending
+            }
+            Ok(PollResult::Result(event)) if event.task_id == task => {
+                let accepted = accept(ports, &settings.accept, &event, &body, claimant).await?;
+                tracing::info!(
+                    task_id,
+                    stage = %event.stage,
+                    task_stage = %accepted.task_stage,
+                    duplicate = accepted.duplicate,
+                    files = event.files.len(),
+                    files_queued = accepted.files_queued,
+                    "result ingested from a poll"
+                );
+                PollOutcome::Result(event.stage)
+            }
+            Ok(PollResult::Result(event)) => {
+                tracing::warn!(task_id, answered_for = %event.task_id, "the provider answered for another task");
+                PollOutcome::Unreadable
+            }
+            Err(PollError::Provider { code, message }) => {
+                tracing::info!(task_id, code, message, "the provider answered an error code");
+                PollOutcome::Provider(code)
+            }
+            Err(e) => {
+                tracing::warn!(task_id, error = %e, "unreadable record-info answer");
+                PollOutcome::Unreadable
+            }
+        },
+        ProviderAnswer::Http { status, .. } => {
+            tracing::info!(task_id, status, "the provider answered an HTTP error; polling again later");
+            PollOutcome::Http(status)
+        }
+    };
+    save_with(ports, settings, &task, |r, now| Some(reconcile::after_poll(r, &polled, now))).await?;
+    Ok(Handled::Polled(polled))
+}
+
+/// Read the task, `change` it (None: nothing to write) and save it over what was read; again
+/// on a conflict.
+async fn save_with<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task: &TaskId,
+    change: impl Fn(&TaskRecord, Timestamp) -> Option<TaskRecord>,
+) -> Result<(), ReconcileError> {
+    let change = &change;
+    let saved = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
+        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(())) };
+        let Some(next) = change(&record, ports.now()) else { return Ok(Attempt::Done(())) };
+        match ports.save_task(Some(&record), &next).await {
+            Ok(()) => Ok(Attempt::Done(())),
+            Err(StoreError::Conflict) => Ok(Attempt::Conflict),
+            Err(e) => Err(ReconcileError::from(e)),
+        }
+    })
+    .await?;
+    saved.ok_or(ReconcileError::Contention { attempts: settings.max_save_attempts })
+}
+
+#[cfg(test)]
+mod tests;

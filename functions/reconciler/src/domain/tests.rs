@@ -1,0 +1,276 @@
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
+use stemvault_vault::register::Registration;
+use stemvault_vault::{Clock, FileStatus, VaultState};
+use suno_callbacks::{Stage, parse_callback};
+
+use super::*;
+
+const T0: i64 = 1_800_000_000_000;
+/// The documented kie.ai vocal-removal record-info answer (two stems).
+const SUCCESS: &[u8] =
+    include_bytes!("../../../../fixtures/polls/poll-vocal-removal-record-info__kie__200-separate_vocal.json");
+const TASK: &str = "3e63b4cc88d52611159371f6af5571e7";
+/// The documented callback of the same task.
+const CALLBACK: &[u8] =
+    include_bytes!("../../../../fixtures/callbacks/separate-vocals__seed-000__200-separate_vocal.json");
+
+fn pending() -> ProviderAnswer {
+    let body = format!(r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","successFlag":"PENDING"}}}}"#);
+    ProviderAnswer::Http { status: 200, body: body.into_bytes() }
+}
+
+fn status(status: u16) -> ProviderAnswer {
+    ProviderAnswer::Http { status, body: br#"{"code":500,"msg":"busy"}"#.to_vec() }
+}
+
+fn success() -> ProviderAnswer {
+    ProviderAnswer::Http { status: 200, body: SUCCESS.to_vec() }
+}
+
+/// The table and queue in memory on a virtual clock, archived bodies, and a provider that
+/// answers from a script (its last answer again once the script runs out).
+struct MemoryPorts {
+    table: MemoryTableAndQueue,
+    bodies: Mutex<HashMap<String, Vec<u8>>>,
+    script: Mutex<VecDeque<ProviderAnswer>>,
+    polls: Mutex<Vec<(Family, String)>>,
+    events: Mutex<Vec<events::TaskEvent>>,
+}
+
+stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
+
+impl MemoryPorts {
+    fn new(script: Vec<ProviderAnswer>) -> MemoryPorts {
+        MemoryPorts {
+            table: MemoryTableAndQueue::with_virtual_clock(Timestamp::from_unix_ms(T0)),
+            bodies: Mutex::default(),
+            script: Mutex::new(script.into()),
+            polls: Mutex::default(),
+            events: Mutex::default(),
+        }
+    }
+
+    fn record(&self) -> TaskRecord {
+        self.table.record(TASK).expect("the task")
+    }
+
+    /// Move the clock to the task's next poll.
+    fn until_due(&self) {
+        let at = self.record().reconcile_at.expect("scheduled");
+        let now = self.table.now();
+        if at > now {
+            self.table.advance(Duration::from_millis((at.unix_ms - now.unix_ms) as u64));
+        }
+    }
+}
+
+impl accept::ArchiveBody for MemoryPorts {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.bodies.lock().unwrap().insert(key.to_owned(), body.to_vec());
+        Ok(())
+    }
+}
+
+impl events::PublishEvents for MemoryPorts {
+    async fn publish_events(&self, published: &[events::TaskEvent]) -> Result<(), events::PublishError> {
+        self.events.lock().unwrap().extend_from_slice(published);
+        Ok(())
+    }
+}
+
+impl ListDueTasks for MemoryPorts {
+    async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut due: Vec<(Timestamp, String)> = self
+            .table
+            .records()
+            .into_iter()
+            .filter(|r| r.reconcile.as_deref() == Some(RECONCILE_DUE))
+            .filter_map(|r| Some((r.reconcile_at.filter(|at| *at <= due_by)?, r.task_id)))
+            .collect();
+        due.sort();
+        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+}
+
+impl PollProvider for MemoryPorts {
+    async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
+        self.polls.lock().unwrap().push((family, task_id.as_str().to_owned()));
+        let mut script = self.script.lock().unwrap();
+        if script.len() > 1 { script.pop_front().unwrap() } else { script.front().cloned().unwrap_or_else(pending) }
+    }
+}
+
+fn settings() -> Settings {
+    Settings::default()
+}
+
+fn register(ports: &MemoryPorts) {
+    let registration = Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) };
+    let record = registration.record(&TaskId::parse(TASK).unwrap(), ports.table.now(), Duration::from_secs(600));
+    ports.table.put_record(record);
+}
+
+async fn run(ports: &MemoryPorts) -> Outcome {
+    reconcile(ports, &settings(), "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_registered_task_without_a_callback_is_vaulted_by_polling() {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    assert_eq!(run(&ports).await.tasks_due, 0, "not due before RECONCILE_AFTER_SECONDS");
+    assert!(ports.polls.lock().unwrap().is_empty());
+
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.results), (1, 1, 1), "{outcome:?}");
+    assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
+
+    let record = ports.record();
+    assert_eq!(
+        (record.stage, record.vault, record.client_ref.as_deref()),
+        (Stage::Final, VaultState::Pending, Some("order-17"))
+    );
+    let names: Vec<&str> = record.files.keys().map(String::as_str).collect();
+    assert_eq!(names, ["instrumental", "vocal"]);
+    assert!(record.files.values().all(|f| f.status == FileStatus::Queued));
+    assert_eq!((record.reconcile.as_deref(), record.reconcile_at, record.polls), (None, None, 1));
+    assert_eq!(record.last_poll.unwrap().outcome, "result:final");
+    assert_eq!(ports.table.messages().len(), 2);
+    // The answer is archived like a callback body.
+    let keys: Vec<String> = ports.bodies.lock().unwrap().keys().cloned().collect();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].starts_with(&format!("tasks/{TASK}/callbacks/final-")), "{keys:?}");
+
+    // Settled by its result: never polled again.
+    ports.table.advance(Duration::from_secs(7200));
+    assert_eq!(run(&ports).await.tasks_due, 0);
+}
+
+#[tokio::test]
+async fn a_flapping_provider_is_polled_with_growing_waits_until_it_answers() {
+    let ports = MemoryPorts::new(vec![
+        pending(),
+        status(429),
+        status(500),
+        ProviderAnswer::Unreachable("timed out".into()),
+        success(),
+    ]);
+    register(&ports);
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        ports.until_due();
+        let before = ports.table.now();
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.polls, outcome.pending), (1, 1), "{outcome:?}");
+        let record = ports.record();
+        waits.push((record.reconcile_at.unwrap().unix_ms - before.unix_ms) / 1000);
+        assert!(record.files.is_empty() && record.stage == Stage::Submitted);
+    }
+    assert_eq!(waits, [30, 60, 120, 240]);
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "unreachable");
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    let record = ports.record();
+    assert_eq!((record.stage, record.polls, record.files.len()), (Stage::Final, 5, 2));
+    assert_eq!(ports.table.messages().len(), 2, "each file sent once");
+}
+
+#[tokio::test]
+async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
+    for refusal in
+        [status(401), ProviderAnswer::Http { status: 200, body: br#"{"code":401,"msg":"bad key"}"#.to_vec() }]
+    {
+        let ports = MemoryPorts::new(vec![refusal]);
+        register(&ports);
+        ports.until_due();
+        let before = ports.record();
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.polls, outcome.unauthorized), (1, 1), "{outcome:?}");
+        let after = ports.record();
+        assert_eq!(after.polls, 1);
+        assert!(after.last_poll.as_ref().unwrap().outcome.ends_with("_401"));
+        let bookkeeping_only = TaskRecord {
+            polls: before.polls,
+            last_poll: before.last_poll.clone(),
+            reconcile_at: before.reconcile_at,
+            poll_interval_seconds: before.poll_interval_seconds,
+            version: before.version,
+            ..after
+        };
+        assert_eq!(bookkeeping_only, before);
+        assert!(ports.table.messages().is_empty() && ports.bodies.lock().unwrap().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
+    // Poll first, then the provider's late callback.
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    run(&ports).await;
+    let event = parse_callback(CALLBACK).unwrap();
+    let late = accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1").await.unwrap();
+    assert_eq!(late.files_queued, 0);
+    assert_eq!(ports.table.messages().len(), 2);
+    assert_eq!(ports.record().files.len(), 2);
+
+    // A `first` callback, then a poll that still says `first` (nothing new), then one that
+    // says complete: each file is sent once.
+    let first_body = br#"{"code":200,"msg":"first","data":{"callbackType":"first","task_id":"3e63b4cc88d52611159371f6af5571e7","data":[
+        {"id":"a1","audio_url":"https://cdn1.suno.ai/a1.mp3","image_url":"","stream_audio_url":"","title":"x"},
+        {"id":"a2","audio_url":"","image_url":"","stream_audio_url":"","title":"y"}]}}"#;
+    let poll_first =
+        br#"{"code":200,"msg":"success","data":{"taskId":"3e63b4cc88d52611159371f6af5571e7","status":"FIRST_SUCCESS",
+        "response":{"sunoData":[{"id":"a1","audioUrl":"https://cdn1.suno.ai/a1.mp3"},{"id":"a2","audioUrl":""}]}}}"#;
+    let poll_complete = br#"{"code":200,"msg":"success","data":{"taskId":"3e63b4cc88d52611159371f6af5571e7","status":"SUCCESS",
+        "response":{"sunoData":[{"id":"a1","audioUrl":"https://cdn1.suno.ai/a1.mp3"},{"id":"a2","audioUrl":"https://cdn1.suno.ai/a2.mp3"}]}}}"#;
+    let ports = MemoryPorts::new(vec![
+        ProviderAnswer::Http { status: 200, body: poll_first.to_vec() },
+        ProviderAnswer::Http { status: 200, body: poll_complete.to_vec() },
+    ]);
+    let event = parse_callback(first_body).unwrap();
+    assert_eq!(event.stage, Stage::First);
+    accept(&ports, &accept::Settings::default(), &event, first_body, "req-1").await.unwrap();
+    assert_eq!(ports.record().reconcile.as_deref(), Some("due"), "stuck at first: watched");
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    assert_eq!((ports.record().stage, ports.table.messages().len()), (Stage::First, 1));
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    let record = ports.record();
+    assert_eq!((record.stage, record.reconcile.as_deref()), (Stage::Complete, None));
+    let sent: Vec<String> = ports.table.messages().into_iter().map(|(_, job)| job.name).collect();
+    assert_eq!(sent, ["tracks/a1/audio", "tracks/a2/audio"]);
+}
+
+#[tokio::test]
+async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    ports.table.advance(settings().give_up_after);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
+    let published = ports.events.lock().unwrap().clone();
+    let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
+    assert_eq!(ids, [format!("{TASK}.failed.abandoned")]);
+    assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
+    ports.table.advance(Duration::from_secs(3600));
+    assert_eq!(run(&ports).await.tasks_due, 0);
+}
+
+#[tokio::test]
+async fn a_run_stops_at_its_deadline_and_the_next_continues() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    ports.until_due();
+    let outcome = reconcile(&ports, &settings(), "run", ports.table.now()).await.unwrap();
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (1, 0, true));
+    assert_eq!(run(&ports).await.polls, 1);
+}

@@ -1,0 +1,54 @@
+//! What can stop a reconciliation run, or the reconciliation of one task. Nothing is lost
+//! either way: the task stays in the `reconcile-due` index and the next run tries again.
+
+pub use stemvault_vault::StoreError;
+pub use stemvault_vault::accept::AcceptError;
+pub use stemvault_vault::events::PublishError;
+
+/// Why a run, or one task of it, was not done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconcileError {
+    /// Listing the due tasks, or reading or writing one task's record, failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A polled result could not be recorded, archived or queued.
+    #[error("the polled result was not fully processed: {0}")]
+    Accept(#[from] AcceptError),
+    /// The Task Failed event of a task being given up could not be published: it is given up
+    /// by the next run (same event id).
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// Concurrent writers kept changing the task's record; the next run takes it.
+    #[error("the task record kept changing under {attempts} attempts to record a poll")]
+    Contention { attempts: u32 },
+}
+
+impl ReconcileError {
+    /// Whether the next run can succeed where this one failed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ReconcileError::Store(e) => e.is_retryable(),
+            ReconcileError::Accept(e) => e.is_retryable(),
+            ReconcileError::Publish(_) | ReconcileError::Contention { .. } => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_run_can_fix_all_but_a_malformed_refused_or_oversized_record() {
+        let cases = [
+            (ReconcileError::Store(StoreError::Malformed("x".into())), false),
+            (ReconcileError::Store(StoreError::Unavailable("x".into())), true),
+            (ReconcileError::Accept(AcceptError::TooLargeToRecord { bytes: 500_000 }), false),
+            (ReconcileError::Accept(AcceptError::Archive("x".into())), true),
+            (ReconcileError::Contention { attempts: 5 }, true),
+        ];
+        for (error, retryable) in cases {
+            assert_eq!(error.is_retryable(), retryable, "{error}");
+        }
+    }
+}

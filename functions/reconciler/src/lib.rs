@@ -1,0 +1,12 @@
+//! The reconciler function: on a schedule, poll the provider for the tasks whose callback is
+//! missing and ingest what it says exactly as a callback would (see [`domain`]).
+
+pub mod app;
+pub mod aws;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod provider;
+
+pub use app::App;
+pub use config::Config;

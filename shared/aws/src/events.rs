@@ -1,0 +1,176 @@
+//! Task events on EventBridge: the [`PublishEvents`] port over `PutEvents`, to the bus named
+//! by `EVENT_BUS_NAME` (the template's `EventBus`; the emulator's under `make run`).
+//!
+//! Each event is one entry: `Source` [`EVENT_SOURCE`], `DetailType` its type's
+//! [`EventType::detail_type`], `Detail` the JSON of its [`EventDetail`]. At most
+//! [`MAX_ENTRIES_PER_CALL`] entries and [`MAX_REQUEST_BYTES`] per call, as PutEvents allows. An
+//! entry EventBridge did not take (a non-zero `FailedEntryCount`: throttling, an internal
+//! error) makes the whole publish a [`PublishError`] naming the entries' error codes: the
+//! caller's retry publishes them all again with the same ids, and consumers drop the
+//! duplicates by `detail.event_id`.
+
+use aws_sdk_eventbridge::error::DisplayErrorContext;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use stemvault_vault::events::{EVENT_SOURCE, PublishError, PublishEvents, TaskEvent};
+#[cfg(doc)]
+use stemvault_vault::events::{EventDetail, EventType};
+
+/// PutEvents takes at most 10 entries per call.
+pub const MAX_ENTRIES_PER_CALL: usize = 10;
+/// And at most 256 KiB of entries per call.
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+
+/// The environment variable naming the bus.
+pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
+
+/// One event bus.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    client: aws_sdk_eventbridge::Client,
+    name: String,
+}
+
+impl EventBus {
+    /// Build the client once, at start-up; `name` is the bus's name or ARN.
+    pub fn new(sdk: &aws_config::SdkConfig, name: &str) -> EventBus {
+        EventBus { client: aws_sdk_eventbridge::Client::new(sdk), name: name.to_owned() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8
+/// bytes of Source, DetailType and Detail).
+pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
+    // A derived Serialize of plain data: cannot fail.
+    let detail = serde_json::to_string(&event.detail).expect("an event detail serializes");
+    let detail_type = event.kind.detail_type();
+    let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
+    let entry = PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(EVENT_SOURCE)
+        .detail_type(detail_type)
+        .detail(detail)
+        .build();
+    (entry, size)
+}
+
+/// Split sized entries into calls: at most [`MAX_ENTRIES_PER_CALL`] entries and
+/// [`MAX_REQUEST_BYTES`] each (an entry larger than that alone goes alone, and EventBridge
+/// says what it thinks of it).
+pub fn batches<T>(entries: Vec<(T, usize)>) -> Vec<Vec<T>> {
+    let mut calls: Vec<Vec<T>> = Vec::new();
+    let mut bytes = 0;
+    for (entry, size) in entries {
+        let fits = calls.last().is_some_and(|c| c.len() < MAX_ENTRIES_PER_CALL && bytes + size <= MAX_REQUEST_BYTES);
+        if !fits {
+            calls.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        calls.last_mut().expect("a call was just pushed").push(entry);
+    }
+    calls
+}
+
+impl PublishEvents for EventBus {
+    async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
+        let total = events.len();
+        let calls = batches(events.iter().map(|e| entry(&self.name, e)).collect());
+        let (mut failed, mut reasons) = (0, Vec::new());
+        for call in calls {
+            let count = call.len();
+            match self.client.put_events().set_entries(Some(call)).send().await {
+                Ok(out) if out.failed_entry_count() == 0 => {}
+                Ok(out) => {
+                    failed += (out.failed_entry_count().max(0) as usize).min(count);
+                    for e in out.entries().iter().filter(|e| e.error_code().is_some()) {
+                        let code = e.error_code().unwrap_or_default();
+                        let text = format!("{code}: {}", e.error_message().unwrap_or_default());
+                        if !reasons.contains(&text) {
+                            reasons.push(text);
+                        }
+                    }
+                }
+                Err(e) => {
+                    failed += count;
+                    reasons.push(format!("PutEvents failed: {}", DisplayErrorContext(e)));
+                }
+            }
+        }
+        if failed == 0 {
+            return Ok(());
+        }
+        if reasons.is_empty() {
+            reasons.push("FailedEntryCount without error codes".into());
+        }
+        Err(PublishError { failed, total, reason: reasons.join("; ") })
+    }
+}
+
+/// One line for an EventBridge event as an SQS target receives it (`detail-type`,
+/// `detail`): what the local runner prints for each event.
+pub fn describe(body: &str) -> String {
+    let Ok(event) = serde_json::from_str::<serde_json::Value>(body) else {
+        return format!("(not an event: {body})");
+    };
+    let detail = &event["detail"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let mut line = format!(
+        "{} {} stage={} vault={}",
+        text(&event["detail-type"]),
+        text(&detail["task_id"]),
+        text(&detail["stage"]),
+        text(&detail["vault"]),
+    );
+    if let Some(files) = detail["files"].as_array() {
+        let stored = files.iter().filter(|f| f["status"] == "stored").count();
+        line.push_str(&format!(" files={}/{} stored", stored, files.len()));
+    }
+    if let Some(key) = detail["manifest_key"].as_str() {
+        line.push_str(&format!(" manifest={key}"));
+    }
+    line.push_str(&format!(" id={}", text(&detail["event_id"])));
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_ten_entries_and_256_kib_per_call() {
+        let calls = batches((0..23).map(|i| (i, 100)).collect());
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 3]);
+        let calls = batches(vec![(1, 200 * 1024), (2, 100 * 1024), (3, 100 * 1024), (4, 300 * 1024)]);
+        assert_eq!(calls, [vec![1], vec![2, 3], vec![4]]);
+        assert!(batches(Vec::<(u8, usize)>::new()).is_empty());
+    }
+
+    #[test]
+    fn an_entry_is_the_event_on_the_bus() {
+        use stemvault_vault::{TaskRecord, Timestamp};
+        use suno_callbacks::{Family, Stage};
+        let record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+        let event = stemvault_vault::events::stage_changed(&record, "vault");
+        let (entry, size) = entry("stemvault-events", &event);
+        assert_eq!(entry.event_bus_name(), Some("stemvault-events"));
+        assert_eq!((entry.source(), entry.detail_type()), (Some("stemvault"), Some("Task Stage Changed")));
+        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!(detail["event_id"], "t1.stage.complete");
+        assert_eq!(size, "stemvault".len() + "Task Stage Changed".len() + entry.detail().unwrap().len());
+    }
+
+    #[test]
+    fn a_received_event_is_one_line() {
+        let body = r#"{"id":"x","detail-type":"Task Vaulted","source":"stemvault","detail":{"event_id":"t1.vaulted.1",
+            "task_id":"t1","stage":"complete","vault":"complete","manifest_key":"tasks/t1/manifest.json",
+            "files":[{"name":"a","status":"stored"},{"name":"b","status":"failed"}]}}"#;
+        assert_eq!(
+            describe(body),
+            "Task Vaulted t1 stage=complete vault=complete files=1/2 stored manifest=tasks/t1/manifest.json id=t1.vaulted.1"
+        );
+    }
+}

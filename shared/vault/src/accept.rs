@@ -1,0 +1,244 @@
+//! Accepting one canonical event, whether a callback brought it (the ingest function) or a
+//! poll of the provider did (the reconciler): record it, archive its body and queue its
+//! files, over small ports that the AWS adapters and the in-memory ones of the tests
+//! implement. Both functions run exactly this code, so a result that comes both ways is
+//! merged once and the second is a duplicate.
+//!
+//! 1. Write the record and archive the body **at the same time**. The record write is a
+//!    read, a pure merge ([`crate::ingest`], then the reconciler's schedule:
+//!    [`crate::reconcile::after_merge`]) and a save over what was read, retried from the read
+//!    on a conflict. The archive starts as soon as the first merge is judged to fit the
+//!    table, alongside the save: an event refused as too large to record leaves nothing
+//!    behind. The body is archived on every delivery (same key, same bytes), so a retry
+//!    repairs an archive that failed, even as a duplicate.
+//! 2. Send one message per file the merge claimed for this request, mark the sent ones
+//!    `queued` and release the others back to `pending` ([`send_claimed`], which the sweeper
+//!    shares).
+//! 3. Files of this event that a concurrent delivery is queueing are waited for (bounded);
+//!    whatever that delivery released, or left when its lease ran out, is taken over.
+//! 4. A task without files is settled as soon as it is recorded: until its manifest is
+//!    recorded, each delivery sends the downloader a manifest job for it
+//!    ([`crate::download::manifest_job`]).
+//! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
+//!    and `Task Failed` for a failure), once it is recorded and its files are queued. A
+//!    failed publish is a retryable error: the provider's retry of the callback (or the next
+//!    poll) accepts the same event again, a duplicate, and publishes the same events with
+//!    the same ids. No table write is spent on it.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
+
+use crate::download::manifest_job;
+use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
+use crate::events::{PublishEvents, after_callback};
+use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
+use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, reconcile, retry_on_conflict};
+
+mod error;
+
+pub use error::AcceptError;
+
+/// Keep a callback body verbatim under `key`.
+pub trait ArchiveBody {
+    fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Everything the use-case needs: the task table, the archive, the claim-and-send ports, the
+/// event bus and the clock.
+pub trait Ports:
+    LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + PublishEvents + Clock
+{
+}
+
+impl<T> Ports for T where
+    T: LoadTask + SaveTask + ArchiveBody + EnqueueFiles + MarkQueued + ReleaseClaims + PublishEvents + Clock
+{
+}
+
+/// The ingest function's Lambda timeout, whose claims [`Settings::default`] is made for.
+const INGEST_TIMEOUT: Duration = Duration::from_secs(12);
+
+/// Timing of the claim protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// How long this request's enqueue claims hold before others may take them over. At least
+    /// the ingest function's timeout, so a live request keeps its claims; barely more, because
+    /// a request that dies holding claims makes every retry wait until they lapse.
+    pub lease: Duration,
+    /// How long a request waits for files a concurrent delivery is queueing.
+    pub wait_budget: Duration,
+    /// Read-merge-put attempts before giving up on a contended record.
+    pub max_save_attempts: u32,
+    /// When the whole use-case gives up and answers "retry" (the provider waits 10 to 15 s;
+    /// shorter than the ingest function's timeout, so the answer is ours, not a Lambda timeout).
+    pub deadline: Duration,
+    /// `RECONCILE_AFTER_SECONDS`: a task left at `text` or `first` is first polled this long
+    /// after the callback that left it there ([`crate::reconcile::after_merge`]).
+    pub reconcile_after: Duration,
+    /// `BUCKET_NAME`: the vault bucket, which the published events name (`detail.bucket`).
+    pub bucket: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        // The provider waits 10 to 15 s for an answer: stay well inside that.
+        Settings {
+            lease: INGEST_TIMEOUT + Duration::from_secs(3),
+            wait_budget: Duration::from_secs(5),
+            max_save_attempts: 40,
+            deadline: Duration::from_secs(8),
+            reconcile_after: crate::reconcile::DEFAULT_RECONCILE_AFTER,
+            bucket: String::new(),
+        }
+    }
+}
+
+/// What happened to an accepted callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The same body was accepted before.
+    pub duplicate: bool,
+    /// The task's stage after this callback.
+    pub task_stage: Stage,
+    /// Messages this request sent.
+    pub files_queued: usize,
+}
+
+/// Record, archive and queue one valid event within `settings.deadline`. `request_id`
+/// names this request's claims.
+///
+/// Giving up midway is safe: the body is archived again and the record merged again by the
+/// retry, and claims left behind lapse with their lease and are taken over.
+pub async fn accept<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Outcome, AcceptError> {
+    tokio::time::timeout(settings.deadline, accept_unbounded(ports, settings, event, body, request_id))
+        .await
+        .unwrap_or(Err(AcceptError::Deadline { after: settings.deadline }))
+}
+
+async fn accept_unbounded<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Outcome, AcceptError> {
+    let sha256_hex = hex::encode(Sha256::digest(body));
+    let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &sha256_hex);
+    let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64 };
+    let claimant = Claimant { id: request_id.to_owned(), lease: settings.lease };
+
+    let (fits, fitted) = tokio::sync::oneshot::channel();
+    // Once a merge fits (never, when the record would be too large: the sender is dropped).
+    let archive = async {
+        match fitted.await {
+            Ok(()) => ports.archive_body(&info.archive_key, body).await,
+            Err(_) => Ok(()),
+        }
+    };
+    let (archived, recorded) = tokio::join!(archive, record(ports, settings, event, &info, &claimant, fits));
+    let merge = recorded?;
+    let task = &event.task_id;
+    let mut files_queued = send_claimed(ports, task, &claimant, &merge.claims.to_enqueue).await?;
+    if !merge.claims.wait_for.is_empty() {
+        let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+        files_queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
+    }
+    // A task without files is settled as recorded; no download would write its manifest.
+    if let Some(job) = manifest_job(&merge.record) {
+        if let Some(reason) = ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().find_map(Result::err) {
+            return Err(EnqueueError { failed: 1, total: 1, reason }.into());
+        }
+    }
+    // Recorded and queued: tell subscribers. Again on every delivery that speaks for the
+    // task's stage (same ids), so a retry heals a publish that failed.
+    let events = after_callback(&merge.record, event.stage, &settings.bucket);
+    let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
+    // Checked last: the files are worth queueing, and the events publishing, even when the
+    // archive failed.
+    archived.map_err(AcceptError::Archive)?;
+    published?;
+    Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
+}
+
+/// Read, merge, save over what was read (each changed item conditional on it); again on a
+/// conflict. `fits` is told
+/// when the first merge fits the table, before its put. (Should a concurrent delivery grow
+/// the record between that merge and a retried one that no longer fits, the answer is still
+/// 413 but the body is archived: a rare race, accepted to keep the archive beside the put
+/// rather than after it.)
+async fn record<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    body: &BodyInfo,
+    claimant: &Claimant,
+    fits: tokio::sync::oneshot::Sender<()>,
+) -> Result<Merge, AcceptError> {
+    let fits = &std::sync::Mutex::new(Some(fits));
+    let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
+        let existing = ports.load_task(&event.task_id).await?;
+        let now = ports.now();
+        let mut merge = ingest_callback(existing.as_ref(), event, body, claimant, now);
+        // The reconciler's schedule rides on the task item put this write makes anyway.
+        reconcile::after_merge(&mut merge.record, existing.as_ref().map(|r| r.stage), now, settings.reconcile_after);
+        // Messages and details are bounded by the merge; hundreds of long URLs are not.
+        let bytes = item_size_estimate(&merge.record);
+        if bytes > MAX_ITEM_ESTIMATE_BYTES {
+            return Err(AcceptError::TooLargeToRecord { bytes });
+        }
+        if let Some(fits) = fits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            // Nobody listening means the archive is no longer wanted: nothing to do.
+            let _ = fits.send(());
+        }
+        match ports.save_task(existing.as_ref(), &merge.record).await {
+            Ok(()) => Ok(Attempt::Done(merge)),
+            Err(StoreError::Conflict) => Ok(Attempt::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    merged.ok_or(AcceptError::Contention { attempts: settings.max_save_attempts })
+}
+
+/// Wait until every wanted file is queued or beyond, taking over released or lapsed claims.
+/// Returns how many messages this request sent while waiting.
+async fn wait_for_others<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task: &TaskId,
+    claimant: &Claimant,
+    wanted: &[&str],
+) -> Result<usize, AcceptError> {
+    let deadline = ports.now().plus(settings.wait_budget);
+    let mut delay = Duration::from_millis(25);
+    let mut queued = 0;
+    loop {
+        ports.sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(400));
+        let Some(current) = ports.load_task(task).await? else {
+            return Err(StoreError::Unavailable("the task record disappeared".into()).into());
+        };
+        let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
+        if let Some(claimed) = claimed {
+            match ports.save_task(Some(&current), &claimed).await {
+                Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await?,
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if claims.wait_for.is_empty() {
+            return Ok(queued);
+        }
+        if ports.now() >= deadline {
+            return Err(AcceptError::StillEnqueuing { files: claims.wait_for.len().max(1) });
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! What can go wrong after a valid event (a callback, or a poll's result) was accepted as
+//! input, and whether trying again can fix it. Bad input never gets here: ingest answers it
+//! with a 4xx.
+
+use crate::StoreError;
+use crate::enqueue::EnqueueError;
+use crate::events::PublishError;
+
+/// Why a valid event could not be fully processed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AcceptError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the task record kept changing under {attempts} attempts to write it")]
+    Contention { attempts: u32 },
+    #[error("the callback body could not be archived: {0}")]
+    Archive(String),
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
+    /// Recorded and queued, but its events are not all published: the retry publishes them
+    /// again, with the same ids.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
+    StillEnqueuing { files: usize },
+    /// The task's record with this callback would be too large for the table, even with
+    /// messages and details bounded (hundreds of long URLs): nothing is written.
+    #[error("the task record would take about {bytes} bytes")]
+    TooLargeToRecord { bytes: usize },
+    #[error("the callback was not fully processed within {after:?}")]
+    Deadline { after: std::time::Duration },
+}
+
+impl AcceptError {
+    /// Whether the provider's retry of the same callback can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            AcceptError::Store(StoreError::Malformed(_) | StoreError::Rejected(_))
+                | AcceptError::TooLargeToRecord { .. }
+        )
+    }
+
+    /// A stable machine-readable name, for the response body and the logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AcceptError::Store(StoreError::Malformed(_)) => "task_record_malformed",
+            AcceptError::Store(StoreError::Rejected(_)) => "task_record_rejected",
+            AcceptError::TooLargeToRecord { .. } => "callback_too_large_to_record",
+            AcceptError::Store(_) | AcceptError::Contention { .. } => "task_record_unavailable",
+            AcceptError::Archive(_) => "archive_failed",
+            AcceptError::Enqueue(_) => "enqueue_failed",
+            AcceptError::Publish(_) => "publish_failed",
+            AcceptError::StillEnqueuing { .. } => "enqueue_in_progress",
+            AcceptError::Deadline { .. } => "timeout",
+        }
+    }
+
+    /// What the response says: no AWS error text, no resource names.
+    pub fn public_message(&self) -> &'static str {
+        match self {
+            AcceptError::Store(StoreError::Malformed(_)) => {
+                "the stored task record cannot be read; an operator must fix it"
+            }
+            AcceptError::Store(StoreError::Rejected(_)) => {
+                "the task table refused the task record; an operator must look"
+            }
+            AcceptError::TooLargeToRecord { .. } => {
+                "the task's record with this callback would exceed the table's item size; it was not recorded"
+            }
+            AcceptError::Store(_) | AcceptError::Contention { .. } => {
+                "the task record could not be written; retry the delivery"
+            }
+            AcceptError::Archive(_) => {
+                "the callback is recorded but its body could not be archived; retry the delivery"
+            }
+            AcceptError::Enqueue(_) => "the callback is recorded but its files could not be queued; retry the delivery",
+            AcceptError::Publish(_) => {
+                "the callback is recorded but its events could not be published; retry the delivery"
+            }
+            AcceptError::StillEnqueuing { .. } => {
+                "a concurrent delivery of this task is still queueing its files; retry the delivery"
+            }
+            AcceptError::Deadline { .. } => "the callback could not be fully processed in time; retry the delivery",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_malformed_rejected_or_oversized_record_is_permanent() {
+        assert!(!AcceptError::Store(StoreError::Malformed("x".into())).is_retryable());
+        assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_retryable());
+        assert!(!AcceptError::TooLargeToRecord { bytes: 400_000 }.is_retryable());
+        for retryable in [
+            AcceptError::Store(StoreError::Unavailable("x".into())),
+            AcceptError::Store(StoreError::Conflict),
+            AcceptError::Contention { attempts: 3 },
+            AcceptError::Archive("x".into()),
+            AcceptError::Enqueue(EnqueueError { failed: 1, total: 2, reason: "x".into() }),
+            AcceptError::StillEnqueuing { files: 1 },
+            AcceptError::Publish(PublishError { failed: 1, total: 2, reason: "ThrottlingException".into() }),
+            AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
+        ] {
+            assert!(retryable.is_retryable(), "{retryable}");
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! The events stemvault publishes about a task (EventBridge, source [`EVENT_SOURCE`]; and, by
+//! the notify function, signed webhooks): what happened, and what is vaulted.
+//!
+//! Every event has a stable id (`detail.event_id`): the same event published twice (a
+//! delivery retried after a failed publish, two workers settling the same file set) has the
+//! same id, so consumers drop duplicates by it. Ids are made of the task id, the event type
+//! and what makes the event unique within the task: the stage for a stage change or a
+//! failure, the file set's generation for a vaulting.
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+use suno_callbacks::{Family, Stage};
+
+use crate::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
+
+/// The `source` of every event.
+pub const EVENT_SOURCE: &str = "stemvault";
+
+/// What an event says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    /// The task reached a new stage (`text`, `first`, `complete`, `final`, `error`).
+    #[serde(rename = "Task Stage Changed")]
+    StageChanged,
+    /// Every file of the current file set is settled: `vault` is `complete` or `partial`.
+    #[serde(rename = "Task Vaulted")]
+    Vaulted,
+    /// A failure result, or a task given up on.
+    #[serde(rename = "Task Failed")]
+    Failed,
+}
+
+impl EventType {
+    /// EventBridge's `detail-type`.
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            EventType::StageChanged => "Task Stage Changed",
+            EventType::Vaulted => "Task Vaulted",
+            EventType::Failed => "Task Failed",
+        }
+    }
+
+    /// The Standard Webhooks payload `type`.
+    pub fn webhook_type(self) -> &'static str {
+        match self {
+            EventType::StageChanged => "task.stage_changed",
+            EventType::Vaulted => "task.vaulted",
+            EventType::Failed => "task.failed",
+        }
+    }
+
+    /// The type whose [`EventType::detail_type`] is `detail_type`.
+    pub fn from_detail_type(detail_type: &str) -> Option<EventType> {
+        [EventType::StageChanged, EventType::Vaulted, EventType::Failed]
+            .into_iter()
+            .find(|t| t.detail_type() == detail_type)
+    }
+
+    fn id_part(self) -> &'static str {
+        match self {
+            EventType::StageChanged => "stage",
+            EventType::Vaulted => "vaulted",
+            EventType::Failed => "failed",
+        }
+    }
+}
+
+/// One file as an event shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFile {
+    pub name: String,
+    pub key: String,
+    pub bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub status: PublicFileStatus,
+    pub error: Option<String>,
+}
+
+/// An event's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDetail {
+    /// Stable: the same event published again has the same id.
+    pub event_id: String,
+    pub task_id: String,
+    pub family: Family,
+    pub stage: Stage,
+    pub vault: VaultState,
+    /// The user's own id for the task, when it was registered with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
+    /// The provider's `code` and `msg` of the result that set the stage.
+    pub code: i64,
+    pub message: String,
+    pub bucket: String,
+    /// Where the manifest of the file set is (for `Task Vaulted`; otherwise once written).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    pub files: Vec<EventFile>,
+}
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEvent {
+    pub kind: EventType,
+    pub detail: EventDetail,
+}
+
+/// The stable id of the event `kind` of `task_id`, unique by `discriminator`.
+pub fn event_id(task_id: &str, kind: EventType, discriminator: &str) -> String {
+    format!("{task_id}.{}.{discriminator}", kind.id_part())
+}
+
+fn files_of(record: &TaskRecord) -> Vec<EventFile> {
+    record
+        .files
+        .iter()
+        .map(|(name, f)| EventFile {
+            name: name.clone(),
+            key: f.key.clone(),
+            bytes: f.bytes,
+            sha256: f.sha256.clone(),
+            status: f.status.public(),
+            error: match f.status {
+                FileStatus::Failed => f.error.clone(),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+fn detail(
+    record: &TaskRecord,
+    event_id: String,
+    vault: VaultState,
+    bucket: &str,
+    manifest_key: Option<String>,
+) -> EventDetail {
+    EventDetail {
+        event_id,
+        task_id: record.task_id.clone(),
+        family: record.family,
+        stage: record.stage,
+        vault,
+        client_ref: record.client_ref.clone(),
+        code: record.code,
+        message: record.message.clone(),
+        bucket: bucket.to_owned(),
+        manifest_key,
+        files: files_of(record),
+    }
+}
+
+/// `Task Stage Changed` for the record's current stage.
+pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
+    let id = event_id(&record.task_id, EventType::StageChanged, record.stage.as_str());
+    TaskEvent {
+        kind: EventType::StageChanged,
+        detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()),
+    }
+}
+
+/// `Task Failed` for a record whose result is a failure (`reason` distinguishes failures of
+/// one task: the stage for a failure result, `abandoned` for a task given up on).
+pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
+    let id = event_id(&record.task_id, EventType::Failed, reason);
+    TaskEvent { kind: EventType::Failed, detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()) }
+}
+
+/// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest
+/// at `manifest_key`: the same for every worker that settles the same file set.
+pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {
+    let id = event_id(&record.task_id, EventType::Vaulted, &record.generation.to_string());
+    TaskEvent { kind: EventType::Vaulted, detail: detail(record, id, vault, bucket, Some(manifest_key.to_owned())) }
+}
+
+/// The events ingest publishes once a callback is recorded: none unless the callback
+/// speaks for the task's stage (it set it, or is a redelivery of the one that did, whose
+/// publish may have failed); then `Task Stage Changed`, and `Task Failed` when that stage is
+/// a failure.
+pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) -> Vec<TaskEvent> {
+    if callback_stage != record.stage {
+        return Vec::new();
+    }
+    let mut events = vec![stage_changed(record, bucket)];
+    if !record.succeeded {
+        events.push(failed(record, bucket, record.stage.as_str()));
+    }
+    events
+}
+
+/// Publishing events failed, in part or in whole. Always worth trying again: the same
+/// events, with the same ids, are published by the retry (a consumer drops the duplicates of
+/// those that got through).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{failed} of {total} event(s) were not published: {reason}")]
+pub struct PublishError {
+    pub failed: usize,
+    pub total: usize,
+    pub reason: String,
+}
+
+/// Publish task events (EventBridge, `stemvault_aws::events`; in memory in the tests:
+/// [`memory::MemoryEvents`]). Every function that publishes names it the same way.
+pub trait PublishEvents {
+    /// Publish `events`, all of them or an error: at least once, never silently dropped.
+    fn publish_events(&self, events: &[TaskEvent]) -> impl Future<Output = Result<(), PublishError>> + Send;
+}
+
+#[cfg(feature = "test-support")]
+pub mod memory;
+
+#[cfg(test)]
+mod tests;

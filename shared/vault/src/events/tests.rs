@@ -1,0 +1,88 @@
+use serde_json::json;
+use suno_callbacks::{Family, Stage};
+
+use super::*;
+use crate::{FileEntry, Timestamp};
+
+fn record() -> TaskRecord {
+    let at = Timestamp::from_unix_ms(1_795_446_000_000);
+    let mut r = TaskRecord::new("t1", Family::VocalSeparation, Stage::Final, 200, "ok", at);
+    let mut vocal = FileEntry::pending("https://cdn.example/v.mp3?sig=x", "tasks/t1/vocal.mp3".into(), Stage::Final);
+    (vocal.status, vocal.bytes, vocal.sha256) = (FileStatus::Stored, Some(42), Some("ab".repeat(32)));
+    let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Final);
+    (drums.status, drums.error) = (FileStatus::Failed, Some("source answered 403 Forbidden".into()));
+    r.files.insert("vocal".into(), vocal);
+    r.files.insert("drums".into(), drums);
+    r.generation = 3;
+    r.client_ref = Some("order-17".into());
+    r
+}
+
+#[test]
+fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
+    let r = record();
+    let event = vaulted(&r, VaultState::Partial, "vault-bucket", "tasks/t1/manifest.json");
+    assert_eq!(event.kind.detail_type(), "Task Vaulted");
+    assert_eq!(event.kind.webhook_type(), "task.vaulted");
+    assert_eq!(
+        serde_json::to_value(&event.detail).unwrap(),
+        json!({
+            "event_id": "t1.vaulted.3",
+            "task_id": "t1",
+            "family": "vocal_separation",
+            "stage": "final",
+            "vault": "partial",
+            "client_ref": "order-17",
+            "code": 200,
+            "message": "ok",
+            "bucket": "vault-bucket",
+            "manifest_key": "tasks/t1/manifest.json",
+            "files": [
+                {"name": "drums", "key": "tasks/t1/drums.mp3", "bytes": null, "sha256": null, "status": "failed",
+                 "error": "source answered 403 Forbidden"},
+                {"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab".repeat(32), "status": "stored",
+                 "error": null}
+            ]
+        })
+    );
+    assert_eq!(
+        vaulted(&r, VaultState::Partial, "vault-bucket", "tasks/t1/manifest.json"),
+        event,
+        "the same for every settler"
+    );
+    let mut reopened = r.clone();
+    reopened.generation += 1;
+    assert_eq!(vaulted(&reopened, VaultState::Partial, "b", "k").detail.event_id, "t1.vaulted.4");
+    let read: EventDetail = serde_json::from_value(serde_json::to_value(&event.detail).unwrap()).unwrap();
+    assert_eq!(read, event.detail);
+}
+
+#[test]
+fn a_callback_for_the_task_s_stage_announces_it_and_a_failure_also_fails_the_task() {
+    let r = record();
+    let events = after_callback(&r, Stage::Final, "b");
+    assert_eq!(events.len(), 1);
+    assert_eq!((events[0].kind, events[0].detail.event_id.as_str()), (EventType::StageChanged, "t1.stage.final"));
+    assert!(after_callback(&r, Stage::First, "b").is_empty(), "a late, earlier stage announces nothing");
+
+    let mut failure =
+        TaskRecord::new("t2", Family::Music, Stage::Error, 501, "generation failed", Timestamp::from_unix_ms(0));
+    failure.vault = VaultState::Complete;
+    let events = after_callback(&failure, Stage::Error, "b");
+    let kinds: Vec<(EventType, &str)> = events.iter().map(|e| (e.kind, e.detail.event_id.as_str())).collect();
+    assert_eq!(kinds, [(EventType::StageChanged, "t2.stage.error"), (EventType::Failed, "t2.failed.error")]);
+    assert_eq!((events[1].detail.code, events[1].detail.message.as_str()), (501, "generation failed"));
+    assert!(events[1].detail.client_ref.is_none());
+    assert!(serde_json::to_value(&events[1].detail).unwrap().get("client_ref").is_none(), "absent, not null");
+}
+
+#[test]
+fn detail_types_and_webhook_types_name_each_kind_once() {
+    for kind in [EventType::StageChanged, EventType::Vaulted, EventType::Failed] {
+        assert_eq!(EventType::from_detail_type(kind.detail_type()), Some(kind));
+        assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.detail_type()));
+        assert!(kind.webhook_type().starts_with("task."));
+    }
+    assert_eq!(EventType::from_detail_type("Task Exploded"), None);
+    assert_eq!(failed(&record(), "b", "abandoned").detail.event_id, "t1.failed.abandoned");
+}

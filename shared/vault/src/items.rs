@@ -1,0 +1,242 @@
+//! The task record as DynamoDB stores it: an item collection per task. Partition key
+//! `task_id`; the sort key `sk` names the item:
+//!
+//! * `task`: the task item ([`TaskRecord`]'s own fields, plus the `bodies` set naming its
+//!   archived callbacks and the `queued` set naming the files whose messages were sent);
+//! * `file#<name>`: one per file ([`FileEntry`]), written by ingest when the file is first
+//!   seen and by the downloader on each transition, each write touching that item only;
+//! * `callback#<stage>-<sha256>`: one per distinct callback body ([`CallbackEntry`]).
+//!
+//! One strongly consistent Query reads the collection; [`assemble`] makes it a
+//! [`TaskRecord`]. Ingest saves a merged record with [`plan_save`]: the file and callback
+//! items first, then the task item, conditional on the version read. The task item is the
+//! commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
+//! exists (an accepted callback's file is never dropped; its task item follows, or the
+//! provider's retry writes it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use serde_dynamo::{AttributeValue, Item};
+
+use crate::{CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
+
+/// The partition key attribute.
+pub const PARTITION_KEY: &str = "task_id";
+/// The sort key attribute.
+pub const SORT_KEY: &str = "sk";
+/// The sort key of the task item.
+pub const TASK_SK: &str = "task";
+/// Sort keys of file items start with this, then the file's name.
+pub const FILE_SK_PREFIX: &str = "file#";
+/// Sort keys of callback items start with this, then the callback's id.
+pub const CALLBACK_SK_PREFIX: &str = "callback#";
+
+/// The sort key of the file `name`.
+pub fn file_sk(name: &str) -> String {
+    format!("{FILE_SK_PREFIX}{name}")
+}
+
+/// The sort key of the callback `id` (see [`crate::ingest::callback_id`]).
+pub fn callback_sk(id: &str) -> String {
+    format!("{CALLBACK_SK_PREFIX}{id}")
+}
+
+/// The task item's sets (DynamoDB string sets, absent when empty).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Sets {
+    #[serde(default, with = "serde_dynamo::string_set", skip_serializing_if = "Vec::is_empty")]
+    bodies: Vec<String>,
+    #[serde(default, with = "serde_dynamo::string_set", skip_serializing_if = "Vec::is_empty")]
+    queued: Vec<String>,
+}
+
+fn malformed(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Malformed(format!("{what}: {e}"))
+}
+
+fn keyed(mut item: Item, task_id: &str, sk: String) -> Item {
+    item.insert(PARTITION_KEY.to_owned(), AttributeValue::S(task_id.to_owned()));
+    item.insert(SORT_KEY.to_owned(), AttributeValue::S(sk));
+    item
+}
+
+/// The task item of `record`.
+pub fn task_item(record: &TaskRecord) -> Result<Item, StoreError> {
+    let mut item: Item = serde_dynamo::to_item(record).map_err(|e| malformed("task item", e))?;
+    let sets = Sets {
+        bodies: record.callbacks.keys().cloned().collect(),
+        queued: record.files.iter().filter(|(_, f)| f.status == FileStatus::Queued).map(|(n, _)| n.clone()).collect(),
+    };
+    let sets: Item = serde_dynamo::to_item(sets).map_err(|e| malformed("task item", e))?;
+    item.extend(sets.into_inner());
+    Ok(keyed(item, &record.task_id, TASK_SK.to_owned()))
+}
+
+/// The item of the file `name` of `task_id`.
+pub fn file_item(task_id: &str, name: &str, file: &FileEntry) -> Result<Item, StoreError> {
+    let item = serde_dynamo::to_item(file).map_err(|e| malformed("file item", e))?;
+    Ok(keyed(item, task_id, file_sk(name)))
+}
+
+/// The item of the callback `id` of `task_id`.
+pub fn callback_item(task_id: &str, id: &str, callback: &CallbackEntry) -> Result<Item, StoreError> {
+    let item = serde_dynamo::to_item(callback).map_err(|e| malformed("callback item", e))?;
+    Ok(keyed(item, task_id, callback_sk(id)))
+}
+
+/// A file item read alone (the downloader's claim returns one): its name and entry, as
+/// stored (`queued` lives on the task item, so a file item never reads as queued).
+pub fn read_file_item(item: Item) -> Result<(String, FileEntry), StoreError> {
+    let name = match item.get(SORT_KEY) {
+        Some(AttributeValue::S(sk)) => sk.strip_prefix(FILE_SK_PREFIX).map(str::to_owned),
+        _ => None,
+    }
+    .ok_or_else(|| StoreError::Malformed("a file item without a file# sort key".into()))?;
+    let file = serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
+    Ok((name, file))
+}
+
+/// The record a collection's items make; None without a task item (nothing committed yet).
+///
+/// Callback items count when the task item names them in `bodies`; file items count when
+/// they exist. A file item saying `pending` or `enqueuing` whose name is in the task's
+/// `queued` set reads as [`FileStatus::Queued`].
+pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskRecord>, StoreError> {
+    let mut task = None;
+    let mut files = BTreeMap::new();
+    let mut callbacks = BTreeMap::new();
+    for item in items {
+        let sk = match item.get(SORT_KEY) {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            _ => return Err(StoreError::Malformed("an item without a string sort key".into())),
+        };
+        if sk == TASK_SK {
+            task = Some(item);
+        } else if let Some(name) = sk.strip_prefix(FILE_SK_PREFIX) {
+            let file: FileEntry =
+                serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
+            files.insert(name.to_owned(), file);
+        } else if let Some(id) = sk.strip_prefix(CALLBACK_SK_PREFIX) {
+            let callback: CallbackEntry =
+                serde_dynamo::from_item(item).map_err(|e| malformed(&format!("callback item {id}"), e))?;
+            callbacks.insert(id.to_owned(), callback);
+        }
+        // Other sort keys belong to later versions of stemvault: left alone.
+    }
+    let Some(mut task) = task else { return Ok(None) };
+    let sets: Sets = {
+        let mut only = Item::from(std::collections::HashMap::<String, AttributeValue>::new());
+        for key in ["bodies", "queued"] {
+            if let Some(v) = task.remove(key) {
+                only.insert(key.to_owned(), v);
+            }
+        }
+        serde_dynamo::from_item(only).map_err(|e| malformed("task item sets", e))?
+    };
+    let mut record: TaskRecord = serde_dynamo::from_item(task).map_err(|e| malformed("task item", e))?;
+    let bodies: BTreeSet<String> = sets.bodies.into_iter().collect();
+    callbacks.retain(|id, _| bodies.contains(id));
+    let queued: BTreeSet<String> = sets.queued.into_iter().collect();
+    for (name, file) in files.iter_mut() {
+        if matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing) && queued.contains(name) {
+            file.status = FileStatus::Queued;
+        }
+    }
+    record.files = files;
+    record.callbacks = callbacks;
+    Ok(Some(record))
+}
+
+/// What a put requires of the item it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutCondition {
+    /// No item, or one no downloader has claimed (`pending` or `enqueuing`): a file of a
+    /// task without a task item, which only an uncommitted earlier attempt can have written.
+    Unclaimed,
+    /// No item under this key yet.
+    Absent,
+    /// A file item still at this revision.
+    Rev(u64),
+    /// The task item still at this version.
+    Version(u64),
+}
+
+/// One conditional PutItem.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemPut {
+    pub item: Item,
+    pub condition: PutCondition,
+}
+
+/// The writes that save a merged record, in order: `files` and `callbacks` (in any order
+/// or at once), then `task` (the commit), then one `deliveries + 1` per id in
+/// `redelivered` (a body delivered again: counted on its callback item). A callback put
+/// that finds its item there already is not a conflict: an earlier attempt that did not
+/// commit put the same body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavePlan {
+    pub files: Vec<ItemPut>,
+    pub callbacks: Vec<ItemPut>,
+    /// None when the task item's attributes are unchanged (only file items changed).
+    pub task: Option<ItemPut>,
+    pub redelivered: Vec<String>,
+}
+
+/// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
+/// `version` is already incremented. Each changed file item is written at its revision + 1,
+/// conditional on the revision read; a callback new to the task is put if absent (an
+/// earlier attempt may have put it already); the task item is put conditional on
+/// `before.version`, or on being absent.
+pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<SavePlan, StoreError> {
+    let task_id = after.task_id.as_str();
+    let mut files = Vec::new();
+    for (name, file) in &after.files {
+        let known = before.and_then(|b| b.files.get(name));
+        if known == Some(file) {
+            continue;
+        }
+        let condition = match (before, known) {
+            // Without a task item no message was ever sent, so no downloader touched it.
+            (None, _) => PutCondition::Unclaimed,
+            (Some(_), None) => PutCondition::Absent,
+            (Some(_), Some(known)) => PutCondition::Rev(known.rev),
+        };
+        let written = FileEntry { rev: known.map_or(file.rev, |k| k.rev) + 1, ..file.clone() };
+        files.push(ItemPut { item: file_item(task_id, name, &written)?, condition });
+    }
+    let mut callbacks = Vec::new();
+    let mut redelivered = Vec::new();
+    for (id, callback) in &after.callbacks {
+        match before.and_then(|b| b.callbacks.get(id)) {
+            None => {
+                callbacks.push(ItemPut { item: callback_item(task_id, id, callback)?, condition: PutCondition::Absent })
+            }
+            Some(known) if known.deliveries < callback.deliveries => redelivered.push(id.clone()),
+            Some(_) => {}
+        }
+    }
+    let item = task_item(after)?;
+    let task = match before {
+        None => Some(ItemPut { item, condition: PutCondition::Absent }),
+        Some(before) => {
+            let mut unchanged = task_item(before)?;
+            unchanged.insert("version".to_owned(), item["version"].clone());
+            (unchanged != item).then_some(ItemPut { item, condition: PutCondition::Version(before.version) })
+        }
+    };
+    Ok(SavePlan { files, callbacks, task, redelivered })
+}
+
+/// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).
+pub fn largest_item_bytes(record: &TaskRecord) -> usize {
+    let json = |v: Result<Vec<u8>, serde_json::Error>| v.map_or(usize::MAX, |j| j.len());
+    let task = json(serde_json::to_vec(record))
+        .saturating_add(record.callbacks.keys().chain(record.files.keys()).map(|k| k.len() + 3).sum::<usize>());
+    let files = record.files.values().map(|f| json(serde_json::to_vec(f))).max().unwrap_or(0);
+    let callbacks = record.callbacks.values().map(|c| json(serde_json::to_vec(c))).max().unwrap_or(0);
+    task.max(files).max(callbacks)
+}
+
+#[cfg(test)]
+mod tests;

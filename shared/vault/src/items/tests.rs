@@ -1,0 +1,199 @@
+use serde_dynamo::AttributeValue as V;
+
+use super::*;
+use crate::record::tests::{record, stored_task};
+
+fn s(text: &str) -> V {
+    V::S(text.to_owned())
+}
+
+/// Every item of a record, as a save of a new task writes them.
+fn items_of(r: &TaskRecord) -> Vec<Item> {
+    let mut items = vec![task_item(r).unwrap()];
+    items.extend(r.files.iter().map(|(name, f)| file_item(&r.task_id, name, f).unwrap()));
+    items.extend(r.callbacks.iter().map(|(id, c)| callback_item(&r.task_id, id, c).unwrap()));
+    items
+}
+
+fn sort_key(item: &Item) -> &str {
+    match &item[SORT_KEY] {
+        V::S(sk) => sk,
+        other => panic!("sort key {other:?}"),
+    }
+}
+
+#[test]
+fn a_record_is_stored_as_a_task_item_a_file_item_each_and_a_callback_item_each() {
+    let r = record();
+    let items = items_of(&r);
+    let keys: Vec<&str> = items.iter().map(sort_key).collect();
+    assert_eq!(keys, ["task", "file#bass", "file#drums", "file#vocal", "callback#complete-ab"]);
+    for item in &items {
+        assert_eq!(item[PARTITION_KEY], s("t1"));
+    }
+
+    let task = &items[0];
+    let expected: Item = serde_dynamo::to_item(stored_task()).unwrap();
+    for (attribute, value) in expected.iter() {
+        assert_eq!(&task[attribute.as_str()], value, "{attribute}");
+    }
+    assert_eq!(task["bodies"], V::Ss(vec!["complete-ab".into()]), "a string set of committed bodies");
+    assert_eq!(task["queued"], V::Ss(vec!["bass".into()]), "a string set of sent files");
+    assert_eq!(task.len(), expected.len() + 3, "sk, bodies and queued besides the record's own");
+
+    let vocal = &items[3];
+    assert_eq!((&vocal["status"], &vocal["stage"], &vocal["rev"]), (&s("stored"), &s("first"), &V::N("3".into())));
+    assert_eq!(vocal["stored_at"], s("2026-11-23T15:00:05.999Z"));
+    assert!(!vocal.contains_key("files") && !vocal.contains_key("claim"), "a file item is the file only");
+    let callback = &items[4];
+    assert_eq!(
+        (&callback["body_key"], &callback["deliveries"]),
+        (&s("tasks/t1/callbacks/complete-ab.json"), &V::N("2".into()))
+    );
+}
+
+#[test]
+fn the_items_assemble_into_the_same_record() {
+    let r = record();
+    assert_eq!(assemble(items_of(&r)).unwrap(), Some(r.clone()));
+    let mut reversed = items_of(&r);
+    reversed.reverse();
+    assert_eq!(assemble(reversed).unwrap(), Some(r));
+}
+
+#[test]
+fn only_the_task_item_commits_callbacks_and_the_queued_set_says_which_files_were_sent() {
+    let r = record();
+    let mut items = items_of(&r);
+    // A callback an attempt put but never committed, and an item of a later version of stemvault.
+    let late =
+        CallbackEntry { body_key: "tasks/t1/callbacks/complete-cd.json".into(), ..r.callbacks["complete-ab"].clone() };
+    items.push(callback_item("t1", "complete-cd", &late).unwrap());
+    let mut future = Item::from(std::collections::HashMap::<String, V>::new());
+    future.insert(PARTITION_KEY.into(), s("t1"));
+    future.insert(SORT_KEY.into(), s("event#1"));
+    items.push(future);
+    // A file item as ingest wrote it (enqueuing), whose message was sent since.
+    let drums = FileEntry { status: FileStatus::Enqueuing, claim: Some("req-1".into()), ..r.files["drums"].clone() };
+    items.retain(|i| sort_key(i) != "file#drums");
+    items.push(file_item("t1", "drums", &drums).unwrap());
+    let queued = V::Ss(vec!["bass".into(), "drums".into()]);
+    items[0].insert("queued".into(), queued);
+
+    let read = assemble(items).unwrap().unwrap();
+    assert_eq!(read.callbacks.keys().collect::<Vec<_>>(), ["complete-ab"]);
+    assert_eq!(read.files["drums"].status, FileStatus::Queued);
+    assert_eq!(read.files["drums"].claim.as_deref(), Some("req-1"));
+    assert_eq!(read.files["vocal"].status, FileStatus::Stored, "a name in the set does not undo a transition");
+}
+
+#[test]
+fn files_without_a_task_item_are_no_record_and_a_malformed_item_is_an_error() {
+    let r = record();
+    let files: Vec<Item> = items_of(&r).into_iter().filter(|i| sort_key(i).starts_with(FILE_SK_PREFIX)).collect();
+    assert_eq!(assemble(files).unwrap(), None);
+    assert_eq!(assemble(Vec::new()).unwrap(), None);
+
+    let mut items = items_of(&r);
+    items[1].insert("status".into(), s("lost"));
+    assert!(matches!(assemble(items), Err(StoreError::Malformed(m)) if m.contains("file item bass")));
+    let mut items = items_of(&r);
+    items[0].remove(SORT_KEY);
+    assert!(matches!(assemble(items), Err(StoreError::Malformed(_))));
+}
+
+#[test]
+fn a_file_item_reads_alone() {
+    let r = record();
+    let item = file_item("t1", "vocal", &r.files["vocal"]).unwrap();
+    assert_eq!(read_file_item(item).unwrap(), ("vocal".to_owned(), r.files["vocal"].clone()));
+    assert!(read_file_item(task_item(&r).unwrap()).is_err());
+}
+
+fn rev_of(put: &ItemPut) -> &V {
+    &put.item["rev"]
+}
+
+#[test]
+fn a_new_task_is_saved_as_every_item_its_task_item_last() {
+    let r = record();
+    let plan = plan_save(None, &r).unwrap();
+    assert_eq!(plan.files.len(), 3);
+    assert!(
+        plan.files.iter().all(|p| p.condition == PutCondition::Unclaimed),
+        "only an uncommitted attempt wrote them"
+    );
+    assert_eq!(rev_of(&plan.files[2]), &V::N("4".into()), "each file at its revision + 1");
+    assert_eq!(plan.callbacks.len(), 1);
+    assert_eq!(plan.callbacks[0].condition, PutCondition::Absent);
+    let task = plan.task.expect("the task item");
+    assert_eq!((task.condition, sort_key(&task.item)), (PutCondition::Absent, "task"));
+    assert!(plan.redelivered.is_empty());
+}
+
+#[test]
+fn a_save_writes_only_what_changed_each_conditional_on_what_was_read() {
+    let before = record();
+    let mut after = before.clone();
+    after.version += 1;
+    after.deliveries += 1;
+    after.callbacks.get_mut("complete-ab").unwrap().deliveries += 1;
+    after.files.get_mut("bass").unwrap().url = "https://cdn.example/b2.mp3".into();
+    after.files.insert(
+        "piano".into(),
+        FileEntry::pending("https://cdn.example/p.mp3", "tasks/t1/piano.mp3".into(), suno_callbacks::Stage::Complete),
+    );
+    let plan = plan_save(Some(&before), &after).unwrap();
+    let files: Vec<(&str, PutCondition, &V)> =
+        plan.files.iter().map(|p| (sort_key(&p.item), p.condition, rev_of(p))).collect();
+    assert_eq!(
+        files,
+        [
+            ("file#bass", PutCondition::Rev(1), &V::N("2".into())),
+            ("file#piano", PutCondition::Absent, &V::N("1".into()))
+        ]
+    );
+    assert!(plan.callbacks.is_empty());
+    assert_eq!(plan.redelivered, ["complete-ab"]);
+    let task = plan.task.expect("the task item changed");
+    assert_eq!(task.condition, PutCondition::Version(4));
+    assert_eq!(task.item["version"], V::N("5".into()));
+    assert_eq!(task.item["deliveries"], V::N("4".into()));
+}
+
+#[test]
+fn a_save_that_changes_only_files_leaves_the_task_item_alone() {
+    let mut before = record();
+    before.files.get_mut("bass").unwrap().status = FileStatus::Pending;
+    let mut after = before.clone();
+    after.version += 1;
+    let bass = after.files.get_mut("bass").unwrap();
+    bass.status = FileStatus::Enqueuing;
+    bass.claim = Some("sweeper-1".into());
+    let plan = plan_save(Some(&before), &after).unwrap();
+    assert_eq!(plan.files.len(), 1);
+    assert_eq!(plan.task, None);
+
+    // The queued set is the task item's: sending a file changes it.
+    let mut sent = before.clone();
+    sent.files.get_mut("drums").unwrap().status = FileStatus::Queued;
+    sent.version += 1;
+    let plan = plan_save(Some(&before), &sent).unwrap();
+    assert_eq!(plan.task.unwrap().item["queued"], V::Ss(vec!["drums".into()]));
+}
+
+#[test]
+fn the_largest_item_is_what_is_bounded() {
+    let mut r = record();
+    let small = largest_item_bytes(&r);
+    assert!(small < 2_000, "{small}");
+    let long = "x".repeat(10_000);
+    r.files.get_mut("vocal").unwrap().url = format!("https://cdn.example/{long}");
+    assert!(largest_item_bytes(&r) > 10_000, "a file item counts alone");
+    let mut many = record();
+    for i in 0..100 {
+        let f = FileEntry::pending("https://a/x.mp3", format!("tasks/t1/{i}.mp3"), suno_callbacks::Stage::Complete);
+        many.files.insert(format!("f{i}"), f);
+    }
+    assert!(largest_item_bytes(&many) < 4_000, "many small files do not add up in one item");
+}

@@ -1,0 +1,278 @@
+//! When the reconciler watches a task, and what a poll does to its bookkeeping. Pure: the
+//! reconciler function (functions/reconciler) reads the `reconcile-due` index, polls the
+//! provider and saves what these functions decide.
+//!
+//! A task is watched (its task item carries `reconcile = due` and `reconcile_at`, so the
+//! sparse `reconcile-due` index lists it) exactly while a callback may still be missing:
+//!
+//! * registered (`PUT /tasks/{id}`, stage `submitted`) and no callback yet;
+//! * stuck at `text` or `first` (music, lyrics);
+//! * a file failed because its URL expired (the downloader marks the task).
+//!
+//! Every field is set in a write the task item gets anyway (registration, ingest's put), so
+//! a normal task (one `complete` callback) costs no write and no index entry at all.
+
+use std::time::Duration;
+
+use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp};
+use suno_callbacks::Stage;
+
+/// `RECONCILE_AFTER_SECONDS` by default: a task is first polled this long after it was
+/// registered or stopped at `text`/`first`.
+pub const DEFAULT_RECONCILE_AFTER: Duration = Duration::from_secs(600);
+/// The shortest `RECONCILE_AFTER_SECONDS`.
+pub const MIN_RECONCILE_AFTER: Duration = Duration::from_secs(5);
+/// `RECONCILE_GIVE_UP_SECONDS` by default: 14 days, how long the providers keep a task.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
+/// The wait before the second poll; each further wait doubles it.
+pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
+/// The longest wait between two polls.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
+/// The reason an abandoned task gives (also the id suffix of its Task Failed event).
+pub const ABANDONED_REASON: &str = "abandoned";
+
+/// A file that failed for good because its URL expired (what an expired URL answers: 403,
+/// 404, 410 or 441): the provider may still give a fresh one.
+pub fn failed_by_expiry(file: &FileEntry) -> bool {
+    file.status == FileStatus::Failed
+        && file.error.as_deref().is_some_and(|e| {
+            ["source answered 403", "source answered 404", "source answered 410", "source answered 441"]
+                .iter()
+                .any(|p| e.starts_with(p))
+        })
+}
+
+/// Whether a callback or a poll may still bring the task something.
+pub fn needs_watching(record: &TaskRecord) -> bool {
+    if record.abandoned.is_some() {
+        return false;
+    }
+    matches!(record.stage, Stage::Submitted | Stage::Text | Stage::First) || record.files.values().any(failed_by_expiry)
+}
+
+/// Start watching (first poll `after` from `now`), keeping the poll count.
+pub fn watch(record: &mut TaskRecord, now: Timestamp, after: Duration) {
+    record.reconcile = Some(RECONCILE_DUE.to_owned());
+    record.reconcile_at = Some(now.plus(after));
+    record.poll_interval_seconds = None;
+}
+
+/// Stop watching: the task leaves the `reconcile-due` index.
+pub fn unwatch(record: &mut TaskRecord) {
+    record.reconcile = None;
+    record.reconcile_at = None;
+    record.poll_interval_seconds = None;
+}
+
+/// After ingest merged a callback (or a poll's result) into `record`, whose stage was
+/// `before` (None: a new task): a task that just reached `text`/`first` (or still needs
+/// watching and is not watched) is first polled `after` from `now`; a task that needs nothing
+/// more leaves the index. Changes only fields of the task item ingest puts anyway.
+pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestamp, after: Duration) {
+    if !needs_watching(record) {
+        unwatch(record);
+        return;
+    }
+    let moved = before != Some(record.stage);
+    if moved || record.reconcile.is_none() {
+        watch(record, now, after);
+    }
+}
+
+/// What one poll came to, for the schedule and the record's `last_poll`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollOutcome {
+    /// The provider says not done yet.
+    Pending,
+    /// A result was ingested at this stage.
+    Result(Stage),
+    /// The provider answered this HTTP status (429, 5xx, 401, ...).
+    Http(u16),
+    /// HTTP 200 with this error code in the body.
+    Provider(i64),
+    /// No answer (connection refused, timeout).
+    Unreachable,
+    /// An answer that is not a usable record-info answer.
+    Unreadable,
+}
+
+impl PollOutcome {
+    /// As stored in `last_poll.outcome`.
+    pub fn as_text(&self) -> String {
+        match self {
+            PollOutcome::Pending => "pending".into(),
+            PollOutcome::Result(stage) => format!("result:{stage}"),
+            PollOutcome::Http(status) => format!("http_{status}"),
+            PollOutcome::Provider(code) => format!("provider_{code}"),
+            PollOutcome::Unreachable => "unreachable".into(),
+            PollOutcome::Unreadable => "unreadable".into(),
+        }
+    }
+}
+
+/// The wait before the next poll after one that waited `previous` (None: the first).
+pub fn next_interval(previous: Option<u64>) -> Duration {
+    match previous {
+        None | Some(0) => FIRST_POLL_INTERVAL,
+        Some(secs) => Duration::from_secs(secs.saturating_mul(2)).min(MAX_POLL_INTERVAL),
+    }
+}
+
+/// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
+/// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
+/// longer watched (a result settled it) is only counted. Returns the record to save
+/// (`version` incremented).
+pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) -> TaskRecord {
+    let mut next = record.clone();
+    next.polls += 1;
+    next.last_poll = Some(LastPoll { at: now, outcome: outcome.as_text() });
+    if needs_watching(&next) {
+        let wait = next_interval(record.poll_interval_seconds);
+        next.reconcile = Some(RECONCILE_DUE.to_owned());
+        next.reconcile_at = Some(now.plus(wait));
+        next.poll_interval_seconds = Some(wait.as_secs());
+    } else {
+        unwatch(&mut next);
+    }
+    next.version += 1;
+    next
+}
+
+/// Since when the task has been waited for: its registration, else its first callback.
+pub fn waiting_since(record: &TaskRecord) -> Timestamp {
+    record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at)
+}
+
+/// Whether the reconciler should give the task up now.
+pub fn should_give_up(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
+    record.abandoned.is_none() && now >= waiting_since(record).plus(give_up_after)
+}
+
+/// Give the task up: `abandoned` recorded, the task leaves both indexes (`reconcile`, `open`).
+/// Returns the record to save (`version` incremented).
+pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord {
+    let mut next = record.clone();
+    next.abandoned = Some(Abandoned { reason: reason.to_owned(), at: now });
+    unwatch(&mut next);
+    next.open = None;
+    next.version += 1;
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use suno_callbacks::Family;
+
+    use super::*;
+    use crate::VaultState;
+
+    const NOW: Timestamp = Timestamp { unix_ms: 1_800_000_000_000 };
+
+    fn task(stage: Stage) -> TaskRecord {
+        TaskRecord::new("t1", Family::Music, stage, 200, "ok", NOW)
+    }
+
+    fn failed(error: &str) -> FileEntry {
+        FileEntry {
+            status: FileStatus::Failed,
+            error: Some(error.into()),
+            ..FileEntry::pending("https://a/x.mp3", "tasks/t1/x.mp3".into(), Stage::Complete)
+        }
+    }
+
+    #[test]
+    fn submitted_text_first_and_expired_files_are_watched_and_nothing_else() {
+        for stage in [Stage::Submitted, Stage::Text, Stage::First] {
+            assert!(needs_watching(&task(stage)), "{stage}");
+        }
+        for stage in [Stage::Complete, Stage::Error, Stage::Final] {
+            assert!(!needs_watching(&task(stage)), "{stage}");
+        }
+        let mut expired = task(Stage::Complete);
+        expired.files.insert("a".into(), failed("source answered 403 Forbidden"));
+        assert!(needs_watching(&expired));
+        let mut too_large = task(Stage::Complete);
+        too_large.files.insert("a".into(), failed("the file is larger than the 1-byte limit (MAX_FILE_BYTES)"));
+        assert!(!needs_watching(&too_large));
+        let mut abandoned = task(Stage::Submitted);
+        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        assert!(!needs_watching(&abandoned));
+    }
+
+    #[test]
+    fn a_merge_that_reaches_first_schedules_a_poll_and_a_terminal_one_clears_it() {
+        let after = Duration::from_secs(600);
+        let mut r = task(Stage::First);
+        after_merge(&mut r, Some(Stage::Submitted), NOW, after);
+        assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(NOW.plus(after))));
+        // A duplicate at the same stage leaves the schedule alone.
+        let later = NOW.plus(Duration::from_secs(5));
+        after_merge(&mut r, Some(Stage::First), later, after);
+        assert_eq!(r.reconcile_at, Some(NOW.plus(after)));
+        r.stage = Stage::Complete;
+        after_merge(&mut r, Some(Stage::First), later, after);
+        assert_eq!((r.reconcile, r.reconcile_at), (None, None));
+        // A normal task never enters the index.
+        let mut normal = task(Stage::Complete);
+        after_merge(&mut normal, None, NOW, after);
+        assert_eq!(normal.reconcile, None);
+    }
+
+    #[test]
+    fn polls_back_off_from_30_s_doubling_to_an_hour() {
+        let mut r = task(Stage::Submitted);
+        watch(&mut r, NOW, Duration::from_secs(600));
+        let mut waits = Vec::new();
+        for n in 0..10 {
+            r = after_poll(&r, &PollOutcome::Http(429), NOW);
+            waits.push(r.poll_interval_seconds.unwrap());
+            assert_eq!(r.polls, n + 1);
+        }
+        assert_eq!(waits, [30, 60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(r.reconcile_at, Some(NOW.plus(Duration::from_secs(3600))));
+        assert_eq!(r.last_poll, Some(LastPoll { at: NOW, outcome: "http_429".into() }));
+        assert_eq!(r.version, 11);
+    }
+
+    #[test]
+    fn a_poll_of_a_task_a_result_settled_leaves_the_index() {
+        let mut r = task(Stage::Complete);
+        r.reconcile = Some("due".into());
+        r.reconcile_at = Some(NOW);
+        let next = after_poll(&r, &PollOutcome::Result(Stage::Complete), NOW);
+        assert_eq!((next.reconcile, next.reconcile_at, next.polls), (None, None, 1));
+        assert_eq!(next.last_poll.unwrap().outcome, "result:complete");
+    }
+
+    #[test]
+    fn a_task_is_given_up_after_the_retention_since_it_was_registered() {
+        let give_up = Duration::from_secs(14 * 24 * 3600);
+        let mut r = task(Stage::Submitted);
+        r.registered_at = Some(NOW);
+        r.vault = VaultState::Pending;
+        r.sync_open_marker();
+        watch(&mut r, NOW, Duration::from_secs(600));
+        assert!(!should_give_up(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up));
+        assert!(should_give_up(&r, NOW.plus(give_up), give_up));
+        let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
+        assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
+        assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));
+        assert!(!should_give_up(&gone, NOW.plus(give_up * 2), give_up));
+    }
+
+    #[test]
+    fn outcomes_read_as_stored() {
+        let texts: Vec<String> = [
+            PollOutcome::Pending,
+            PollOutcome::Result(Stage::First),
+            PollOutcome::Http(503),
+            PollOutcome::Provider(401),
+            PollOutcome::Unreachable,
+            PollOutcome::Unreadable,
+        ]
+        .iter()
+        .map(PollOutcome::as_text)
+        .collect();
+        assert_eq!(texts, ["pending", "result:first", "http_503", "provider_401", "unreachable", "unreadable"]);
+    }
+}

@@ -1,0 +1,169 @@
+//! Registering a task before any callback (`PUT /tasks/{task_id}`): the task item a
+//! registration writes, and how a second registration compares with what is recorded.
+//!
+//! A registered task is at stage `submitted`, its vault `pending` with no files, `open`, and
+//! watched by the reconciler from `RECONCILE_AFTER_SECONDS` on. Its first callback (or poll
+//! result) moves it on like any later callback ([`crate::ingest`]); `client_ref` stays.
+
+use std::time::Duration;
+
+use suno_callbacks::{Family, Stage, TaskId};
+
+use crate::{TaskRecord, Timestamp, VaultState, reconcile};
+
+/// The longest `client_ref`, in UTF-8 bytes.
+pub const MAX_CLIENT_REF_BYTES: usize = 256;
+
+/// What a registration asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub family: Family,
+    pub client_ref: Option<String>,
+}
+
+/// Why a registration body is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("the body is not a JSON object: {0}")]
+    NotJson(String),
+    #[error("family is required: one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
+    NoFamily,
+    #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
+    UnknownFamily(String),
+    #[error("client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes")]
+    BadClientRef,
+}
+
+impl Registration {
+    /// Read `{"family": "...", "client_ref": "..."}` (client_ref optional; other fields ignored).
+    pub fn parse(body: &[u8]) -> Result<Registration, RegistrationError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| RegistrationError::NotJson(e.to_string()))?;
+        let object = value.as_object().ok_or_else(|| RegistrationError::NotJson("not an object".into()))?;
+        let family = match object.get("family") {
+            None | Some(serde_json::Value::Null) => return Err(RegistrationError::NoFamily),
+            Some(serde_json::Value::String(name)) => match name.parse::<Family>() {
+                Ok(family) if family != Family::Unknown => family,
+                _ => return Err(RegistrationError::UnknownFamily(name.chars().take(64).collect())),
+            },
+            Some(other) => return Err(RegistrationError::UnknownFamily(other.to_string().chars().take(64).collect())),
+        };
+        let client_ref = match object.get("client_ref") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(r)) if r.len() <= MAX_CLIENT_REF_BYTES => Some(r.clone()),
+            Some(_) => return Err(RegistrationError::BadClientRef),
+        };
+        Ok(Registration { family, client_ref })
+    }
+
+    /// The task item of a new registration: stage `submitted`, vault `pending`, no files,
+    /// `open`, first polled `reconcile_after` from `now`.
+    pub fn record(&self, task_id: &TaskId, now: Timestamp, reconcile_after: Duration) -> TaskRecord {
+        let mut record = TaskRecord::new(task_id.as_str(), self.family, Stage::Submitted, 200, "", now);
+        record.deliveries = 0;
+        record.succeeded = false;
+        record.client_ref = self.client_ref.clone();
+        record.registered_at = Some(now);
+        record.vault = VaultState::Pending;
+        record.sync_open_marker();
+        reconcile::watch(&mut record, now, reconcile_after);
+        record
+    }
+
+    /// Whether `recorded` says what this registration says: the same family (or a family the
+    /// callbacks decided, when this one is the registered family) and client_ref.
+    pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
+        let family = recorded.family == self.family || recorded.family == Family::Unknown;
+        family && recorded.client_ref == self.client_ref
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use suno_callbacks::{CallbackEvent, Details, FileRef};
+
+    use super::*;
+    use crate::download::manifest_job;
+    use crate::ingest::{BodyInfo, Claimant, ingest_callback};
+
+    #[test]
+    fn a_body_names_a_known_family_and_perhaps_a_client_ref() {
+        let r = Registration::parse(br#"{"family":"vocal_separation","client_ref":"order-17"}"#).unwrap();
+        assert_eq!(r, Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) });
+        let r = Registration::parse(br#"{"family":"music","extra":1}"#).unwrap();
+        assert_eq!(r.client_ref, None);
+        for (body, expected) in [
+            (&b"nope"[..], "NotJson"),
+            (b"[]", "NotJson"),
+            (b"{}", "NoFamily"),
+            (br#"{"family":"jazz"}"#, "UnknownFamily"),
+            (br#"{"family":"unknown"}"#, "UnknownFamily"),
+            (br#"{"family":3}"#, "UnknownFamily"),
+            (br#"{"family":"wav","client_ref":5}"#, "BadClientRef"),
+        ] {
+            let err = Registration::parse(body).unwrap_err();
+            assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
+        }
+        let long = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "x".repeat(MAX_CLIENT_REF_BYTES + 1));
+        assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::BadClientRef));
+    }
+
+    #[test]
+    fn a_registered_task_is_submitted_open_pending_and_watched() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let reg = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
+        let r = reg.record(&TaskId::parse("t1").unwrap(), now, Duration::from_secs(600));
+        assert_eq!((r.stage, r.vault, r.open.as_deref()), (Stage::Submitted, VaultState::Pending, Some("open")));
+        assert!(r.files.is_empty() && r.callbacks.is_empty());
+        assert_eq!((r.deliveries, r.registered_at, r.client_ref.as_deref()), (0, Some(now), Some("mine")));
+        assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(now.plus(Duration::from_secs(600)))));
+        assert!(reg.agrees_with(&r));
+        assert!(!Registration { client_ref: None, ..reg.clone() }.agrees_with(&r));
+        assert!(!Registration { family: Family::Music, ..reg }.agrees_with(&r));
+    }
+
+    fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {
+        CallbackEvent {
+            task_id: TaskId::parse("t1").unwrap(),
+            family,
+            stage,
+            code: 200,
+            message: "ok".into(),
+            files: files.iter().map(|n| FileRef { name: (*n).into(), url: format!("https://h/{n}.mp3") }).collect(),
+            streams: vec![],
+            details: Details::None,
+        }
+    }
+
+    fn merge(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> TaskRecord {
+        let body = BodyInfo { sha256_hex: "ab".repeat(32), archive_key: "tasks/t1/callbacks/x.json".into(), bytes: 2 };
+        let claimant = Claimant { id: "req".into(), lease: Duration::from_secs(15) };
+        ingest_callback(Some(record), event, &body, &claimant, now).record
+    }
+
+    #[test]
+    fn a_callback_moves_a_registered_task_on_keeping_its_client_ref() {
+        let t0 = Timestamp::from_unix_ms(1_800_000_000_000);
+        let t1 = t0.plus(Duration::from_secs(90));
+        let reg = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
+        let registered = reg.record(&TaskId::parse("t1").unwrap(), t0, Duration::from_secs(600));
+        let merged = merge(&registered, &event(Stage::First, Family::Music, &["tracks/a/audio"]), t1);
+        assert_eq!(
+            (merged.stage, merged.vault, merged.open.as_deref()),
+            (Stage::First, VaultState::Pending, Some("open"))
+        );
+        assert_eq!((merged.client_ref.as_deref(), merged.registered_at), (Some("order-17"), Some(t0)));
+        assert_eq!((merged.first_received_at, merged.deliveries), (t1, 1));
+        assert_eq!(merged.files.len(), 1);
+
+        // The callback's family wins over the registered one; a result without files settles
+        // the task as it is recorded (its manifest is asked for), as for a task first seen so.
+        let lyrics = merge(&registered, &event(Stage::Error, Family::Lyrics, &[]), t1);
+        assert_eq!((lyrics.family, lyrics.stage, lyrics.vault), (Family::Lyrics, Stage::Error, VaultState::Complete));
+        assert_eq!(lyrics.open, None);
+        assert!(manifest_job(&lyrics).is_some());
+        // ... but an unknown family does not replace the registered one.
+        let unknown = merge(&registered, &event(Stage::Final, Family::Unknown, &["x"]), t1);
+        assert_eq!(unknown.family, Family::Music);
+    }
+}

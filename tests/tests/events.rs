@@ -1,0 +1,254 @@
+//! Task events on the emulator's EventBridge, read the way a user's application subscribes:
+//! a rule on the stack's bus for source `stemvault` targeting an SQS queue. A task run through
+//! ingest and the download function gives one `Task Vaulted` per settle (by `detail.event_id`),
+//! with the files as recorded; its stage, and a failure result's `Task Failed`, come too.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use lambda_http::Body;
+use lambda_http::http::StatusCode;
+use serde_json::{Value, json};
+use stemvault_aws::secrets::SecretText;
+use stemvault_ingest::secret::CallbackSecret;
+use stemvault_tests::TestEnv;
+use stemvault_tests::file_server::{FileServer, Reply};
+use stemvault_vault::{TaskRecord, VaultState};
+use suno_callbacks::signature::sign;
+
+const KEY: &str = "events-test-key";
+
+/// A queue subscribed to every stemvault event on the test's bus.
+struct Subscriber {
+    url: String,
+}
+
+impl Subscriber {
+    async fn new(env: &TestEnv) -> Subscriber {
+        let name = format!("{}-subscriber", env.resources.table_name);
+        let (url, arn, _) =
+            stemvault_aws::provision::create_queue_with_dlq(&env.sqs, &name).await.expect("the subscriber's queue");
+        stemvault_aws::provision::subscribe_queue(&env.config, &env.resources.event_bus_name, &name, &url, &arn)
+            .await
+            .expect("the rule");
+        Subscriber { url }
+    }
+
+    /// Receive (and delete) events until `done` holds for all received so far, or 20 s.
+    async fn until(&self, env: &TestEnv, seen: &mut Vec<Value>, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(seen) && Instant::now() < deadline {
+            let out = env
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive events");
+            for m in out.messages.unwrap_or_default() {
+                seen.push(serde_json::from_str(m.body().unwrap_or_default()).expect("an EventBridge event"));
+                let handle = m.receipt_handle().unwrap_or_default();
+                env.sqs.delete_message().queue_url(&self.url).receipt_handle(handle).send().await.expect("delete");
+            }
+        }
+    }
+}
+
+/// The distinct events (by `detail.event_id`) of `kind`, in the order first seen.
+fn distinct<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    let mut ids = BTreeSet::new();
+    events
+        .iter()
+        .filter(|e| e["detail-type"] == kind)
+        .filter(|e| ids.insert(e["detail"]["event_id"].as_str().unwrap_or_default().to_owned()))
+        .collect()
+}
+
+async fn ingest_app(env: &TestEnv) -> stemvault_ingest::App {
+    let name = format!("{}-callback", env.resources.table_name);
+    let secret = CallbackSecret { hmac_keys: vec![KEY.into()], callback_token: None };
+    let arn = stemvault_aws::secrets::put_secret(&env.config, &name, &SecretText::new(secret.to_json()))
+        .await
+        .expect("the callback secret");
+    let config = stemvault_ingest::Config {
+        table_name: env.resources.table_name.clone(),
+        bucket_name: env.resources.bucket_name.clone(),
+        queue_url: env.resources.queue_url.clone(),
+        callback_secret_arn: arn,
+        allow_unauthenticated: false,
+        max_body_bytes: 1024 * 1024,
+        signature_tolerance: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
+        event_bus_name: env.resources.event_bus_name.clone(),
+    };
+    stemvault_ingest::App::new(config, &env.config).await.expect("ingest starts")
+}
+
+async fn post(app: &stemvault_ingest::App, task_id: &str, body: &Value) -> StatusCode {
+    let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/callback")
+        .header("X-Webhook-Timestamp", ts.to_string())
+        .header("X-Webhook-Signature", sign(KEY.as_bytes(), task_id, ts))
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    app.handle(request).await.status()
+}
+
+fn task_id(seed: &str) -> String {
+    format!("{:0>32}", format!("{seed}{}", uuid::Uuid::new_v4().simple()).chars().take(32).collect::<String>())
+}
+
+fn vocal_separation(task: &str, vocal_url: &str, instrumental_url: &str) -> Value {
+    json!({"code": 200, "msg": "vocal separation generated successfully.", "data": {"task_id": task,
+        "vocal_separation_info": {"instrumental_url": instrumental_url, "origin_url": "", "vocal_url": vocal_url}}})
+}
+
+/// Run the download function over the queue until the task's vault is settled.
+async fn download_until_settled(env: &TestEnv, app: &stemvault_download::App, task: &str) -> TaskRecord {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = env.record(task).await.expect("the task is recorded");
+        if record.vault != VaultState::Pending || Instant::now() > deadline {
+            return record;
+        }
+        let (queued, _) = env.queue_depth().await;
+        if queued == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let event = env.receive_event(1, 60).await;
+        let lambda_deadline = tokio::time::Instant::now().into_std() + Duration::from_secs(120);
+        let response = app.handle_batch(event.clone(), lambda_deadline).await;
+        env.finish_batch(&event, &response).await;
+    }
+}
+
+/// The files of an event as (name -> key, bytes, sha256, status, error?).
+/// A file as an event and the record both show it: key, bytes, sha256, status, has an error.
+type Shown = (String, Option<u64>, Option<String>, String, bool);
+
+fn event_files(detail: &Value) -> BTreeMap<String, Shown> {
+    detail["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| {
+            let text = |k: &str| f[k].as_str().map(str::to_owned);
+            let file = (
+                text("key").unwrap(),
+                f["bytes"].as_u64(),
+                text("sha256"),
+                text("status").unwrap(),
+                text("error").is_some(),
+            );
+            (text("name").unwrap(), file)
+        })
+        .collect()
+}
+
+fn record_files(record: &TaskRecord) -> BTreeMap<String, Shown> {
+    record
+        .files
+        .iter()
+        .map(|(name, f)| {
+            let status = serde_json::to_value(f.status.public()).unwrap().as_str().unwrap().to_owned();
+            let failed = f.status == stemvault_vault::FileStatus::Failed;
+            (name.clone(), (f.key.clone(), f.bytes, f.sha256.clone(), status, failed && f.error.is_some()))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_task_vaulted_per_settle_with_the_right_files() {
+    let env = TestEnv::new().await;
+    let subscriber = Subscriber::new(&env).await;
+    let server = FileServer::start().await;
+    server.route("/vocal.mp3", Reply::bytes(&b"vocal bytes"[..], "audio/mpeg"));
+    // The instrumental's first link is gone: the first settle is partial.
+    server.route("/gone.mp3", Reply::Status(404));
+    server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
+    let ingest = ingest_app(&env).await;
+    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
+    let task = task_id("e1");
+
+    let first = vocal_separation(&task, &server.url("/vocal.mp3"), &server.url("/gone.mp3"));
+    assert_eq!(post(&ingest, &task, &first).await, StatusCode::OK);
+    let partial = download_until_settled(&env, &download, &task).await;
+    assert_eq!(partial.vault, VaultState::Partial);
+    // A redelivery of a settled file settles nothing again.
+    let job = stemvault_tests::download::job_of(&partial, "vocal");
+    env.send_jobs(&[job]).await;
+    let event = env.receive_event(1, 60).await;
+    let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(120)).await;
+    env.finish_batch(&event, &response).await;
+
+    let mut seen = Vec::new();
+    subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Vaulted").is_empty()).await;
+    // Two more receives (a second each): a duplicate would show up.
+    let polls = std::cell::Cell::new(0);
+    subscriber
+        .until(&env, &mut seen, |_| {
+            polls.set(polls.get() + 1);
+            polls.get() > 2
+        })
+        .await;
+    let vaulted = distinct(&seen, "Task Vaulted");
+    assert_eq!(vaulted.len(), 1, "one Task Vaulted for one settle: {seen:#?}");
+    let detail = &vaulted[0]["detail"];
+    assert_eq!(vaulted[0]["source"], "stemvault");
+    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}", partial.generation));
+    assert_eq!((detail["task_id"].as_str(), detail["vault"].as_str()), (Some(task.as_str()), Some("partial")));
+    assert_eq!(detail["bucket"], env.resources.bucket_name.as_str());
+    assert_eq!(detail["manifest_key"].as_str(), partial.manifest_key.as_deref());
+    assert_eq!(event_files(detail), record_files(&partial), "the files as recorded");
+    assert_eq!(detail["files"].as_array().unwrap().len(), 2);
+    let stages = distinct(&seen, "Task Stage Changed");
+    assert_eq!(stages.len(), 1, "{stages:#?}");
+    assert_eq!(stages[0]["detail"]["event_id"], format!("{task}.stage.{}", partial.stage.as_str()));
+    assert!(distinct(&seen, "Task Failed").is_empty());
+
+    // The instrumental brought again with a fresh link reopens the task: its second settle
+    // is a second Task Vaulted, of the next generation, complete.
+    let again = vocal_separation(&task, &server.url("/vocal.mp3"), &server.url("/instrumental.mp3"));
+    assert_eq!(post(&ingest, &task, &again).await, StatusCode::OK);
+    let complete = download_until_settled(&env, &download, &task).await;
+    assert_eq!(complete.vault, VaultState::Complete);
+    assert!(complete.generation > partial.generation);
+    subscriber.until(&env, &mut seen, |e| distinct(e, "Task Vaulted").len() >= 2).await;
+    let vaulted = distinct(&seen, "Task Vaulted");
+    assert_eq!(vaulted.len(), 2, "{seen:#?}");
+    let detail = &vaulted[1]["detail"];
+    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}", complete.generation));
+    assert_eq!(detail["vault"], "complete");
+    assert_eq!(event_files(detail), record_files(&complete));
+    let instrumental = &event_files(detail)["instrumental"];
+    assert_eq!((instrumental.1, instrumental.3.as_str()), (Some(18), "stored"));
+}
+
+#[tokio::test]
+async fn a_failure_result_publishes_its_stage_and_task_failed() {
+    let env = TestEnv::new().await;
+    let subscriber = Subscriber::new(&env).await;
+    let ingest = ingest_app(&env).await;
+    let task = task_id("e2");
+    let failure = json!({"code": 500, "msg": "Vocal separation failed",
+        "data": {"task_id": task, "vocal_separation_info": null}});
+    assert_eq!(post(&ingest, &task, &failure).await, StatusCode::OK);
+
+    let mut seen = Vec::new();
+    subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Failed").is_empty()).await;
+    let stages = distinct(&seen, "Task Stage Changed");
+    let failed = distinct(&seen, "Task Failed");
+    assert_eq!(stages.len(), 1, "{seen:#?}");
+    assert_eq!(failed.len(), 1, "{seen:#?}");
+    assert_eq!(stages[0]["detail"]["event_id"], format!("{task}.stage.error"));
+    let detail = &failed[0]["detail"];
+    assert_eq!(detail["event_id"], format!("{task}.failed.error"));
+    assert_eq!((detail["stage"].as_str(), detail["code"].as_i64()), (Some("error"), Some(500)));
+    assert_eq!(detail["message"], "Vocal separation failed");
+    assert_eq!(detail["files"], json!([]));
+}

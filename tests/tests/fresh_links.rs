@@ -1,0 +1,129 @@
+//! Issue 11 part 4 against the emulator and a fake provider (tests/src/fake_provider.rs): a
+//! file whose URL answers 403 is copied from the fresh link kie's `common/download-url` gives
+//! (the key read from its secret, as at a cold start), and the record keeps the original URL;
+//! a provider that refuses, or link refresh off, leaves the file failed as before, its reason
+//! naming what happened.
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use stemvault_aws::provider::{self, ProviderConfig};
+use stemvault_aws::secrets::SecretText;
+use stemvault_aws::{ConfigError, Env};
+use stemvault_tests::TestEnv;
+use stemvault_tests::download::{job_of, queued_record};
+use stemvault_tests::fake_provider::{FILE_BYTES, FakeProvider};
+use stemvault_vault::{FileStatus, TaskRecord, VaultState};
+use suno_callbacks::Family;
+
+const KEY: &str = "fresh-links-test-key";
+
+/// The download function's configuration: sources from the fake provider's origin only,
+/// `PROVIDER` and `PROVIDER_BASE_URL` as given, and the key `api_key` put in the emulator's
+/// Secrets Manager and read back through `PROVIDER_SECRET_ARN` (None: no secret).
+async fn config(
+    env: &TestEnv,
+    fake: &FakeProvider,
+    provider_name: &str,
+    api_key: Option<&str>,
+) -> Result<stemvault_download::Config, ConfigError> {
+    let mut config = env.download_config(&fake.origin(), None);
+    let secret_arn = match api_key {
+        Some(key) => {
+            let name = format!("{}-provider", env.resources.table_name);
+            let text = SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
+            Some(stemvault_aws::secrets::put_secret(&env.config, &name, &text).await.expect("the provider secret"))
+        }
+        None => None,
+    };
+    let origin = fake.origin();
+    config.provider = ProviderConfig::read(&Env::new(provider::ENVIRONMENT, |name| match name {
+        "PROVIDER" => Some(provider_name.to_owned()),
+        "PROVIDER_BASE_URL" => Some(origin.clone()),
+        "PROVIDER_SECRET_ARN" => secret_arn.clone(),
+        _ => None,
+    }))?;
+    config.read_api_key(&env.config).await
+}
+
+/// A task with one queued file, `vocal`, at the fake provider, whose URL has expired.
+async fn expired_task(env: &TestEnv, fake: &FakeProvider) -> TaskRecord {
+    let task = uuid::Uuid::new_v4().simple().to_string();
+    let url = format!("{}/files/{task}/vocal.mp3?sig=old", fake.origin());
+    fake.expire(&task, "vocal.mp3");
+    let record = queued_record(&task, Family::VocalSeparation, &[("vocal", &url)]);
+    env.put_record(&record).await;
+    env.send_jobs(&[job_of(&record, "vocal")]).await;
+    record
+}
+
+/// One batch of the download function over the queue.
+async fn download(env: &TestEnv, config: stemvault_download::Config) {
+    let app = stemvault_download::App::new(config, &env.config);
+    let event = env.receive_event(1, 60).await;
+    let response = app.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    env.finish_batch(&event, &response).await;
+}
+
+#[tokio::test]
+async fn a_403_file_is_copied_from_a_fresh_link_and_stored() {
+    let env = TestEnv::new().await;
+    let fake = FakeProvider::start(KEY).await;
+    let record = expired_task(&env, &fake).await;
+    let original = record.files["vocal"].url.clone();
+
+    download(&env, config(&env, &fake, "kie", Some(KEY)).await.expect("configured")).await;
+
+    let after = env.task_record(&record.task_id).await;
+    let file = &after.files["vocal"];
+    assert_eq!(file.status, FileStatus::Stored, "{:?}", file.error);
+    assert_eq!(file.url, original, "the record keeps the original URL");
+    assert_eq!(file.bytes, Some(FILE_BYTES as u64));
+    assert_eq!(after.vault, VaultState::Complete);
+    let object = env.object(&file.key).await.expect("the copy");
+    assert_eq!(Some(hex::encode(Sha256::digest(&object))), file.sha256);
+    assert_eq!(fake.file_hits(&record.task_id, "vocal.mp3"), 1, "the original, which answered 403");
+    assert_eq!(fake.fresh_link_requests(), [original], "one fresh link, for the original URL");
+}
+
+#[tokio::test]
+async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
+    let env = TestEnv::new().await;
+    let fake = FakeProvider::start(KEY).await;
+
+    // A wrong key: the provider answers 401, and the reason says which setting to fix.
+    let wrong = expired_task(&env, &fake).await;
+    download(&env, config(&env, &fake, "kie", Some("not-the-key")).await.expect("configured")).await;
+    let file = env.task_record(&wrong.task_id).await.files["vocal"].clone();
+    assert_eq!(file.status, FileStatus::Failed);
+    assert_eq!(
+        file.error.as_deref(),
+        Some(
+            "source answered 403 Forbidden; no fresh link: the provider answered 401 (unauthorized: check the API \
+             key in PROVIDER_SECRET_ARN): You do not have access permissions"
+        )
+    );
+    assert!(stemvault_vault::reconcile::failed_by_expiry(&file), "still an expired file for the reconciler");
+    assert_eq!(env.task_record(&wrong.task_id).await.vault, VaultState::Partial);
+
+    // The provider's own refusal (402, insufficient credits).
+    fake.fail_fresh_links(Some(402));
+    let broke = expired_task(&env, &fake).await;
+    download(&env, config(&env, &fake, "kie", Some(KEY)).await.expect("configured")).await;
+    let error = env.task_record(&broke.task_id).await.files["vocal"].error.clone();
+    let reason = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits): \
+                  scripted failure";
+    assert_eq!(error.as_deref(), Some(reason));
+    // (A request with a wrong key is refused before the fake provider records it.)
+    assert_eq!(fake.fresh_link_requests().len(), 1);
+
+    // Off (no key; sunoapi): as before, and the provider is not asked.
+    for (provider_name, key) in [("kie", None), ("sunoapi", Some(KEY))] {
+        let off = expired_task(&env, &fake).await;
+        download(&env, config(&env, &fake, provider_name, key).await.expect("configured")).await;
+        let error = env.task_record(&off.task_id).await.files["vocal"].error.clone();
+        assert_eq!(error.as_deref(), Some("source answered 403 Forbidden"), "{provider_name}");
+    }
+    assert_eq!(fake.fresh_link_requests().len(), 1, "not asked when off");
+}

@@ -1,0 +1,331 @@
+//! The notify function end to end, proven by a client we did not write: a webhook from an
+//! event on the notify queue (in the emulator) is POSTed to a local receiver, and the official
+//! Standard Webhooks library for Python (`standardwebhooks`, pinned in
+//! infra/python/webhooks.txt, installed into .venv/webhooks by `make deps`) verifies every
+//! request it got. Also: a 5xx is retried with the same webhook-id and body, a 4xx is not,
+//! redirects are not followed, and plain http to a non-loopback host is refused at start.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use stemvault_aws::secrets::{SecretText, put_secret};
+use stemvault_aws::{ConfigError, FromEnv};
+use stemvault_notify::domain::eventbridge_message;
+use stemvault_notify::secret::format_secret;
+use stemvault_notify::{App, Config};
+use stemvault_vault::events::{self, TaskEvent};
+use stemvault_vault::{FileEntry, FileStatus, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::{Family, Stage};
+use tokio::net::TcpListener;
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+/// What the receiver answers, in order (then 200).
+#[derive(Debug, Clone)]
+enum Reply {
+    Status(u16),
+    Redirect(String),
+}
+
+/// A local webhook receiver on 127.0.0.1:0 that records every request.
+#[derive(Clone)]
+struct Receiver {
+    addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    replies: Arc<Mutex<Vec<Reply>>>,
+}
+
+impl Receiver {
+    async fn start(replies: Vec<Reply>) -> Receiver {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let receiver = Receiver {
+            addr: listener.local_addr().unwrap(),
+            received: Arc::default(),
+            replies: Arc::new(Mutex::new(replies.into_iter().rev().collect())),
+        };
+        let server = receiver.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| server.clone().answer(req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        receiver
+    }
+
+    async fn answer(self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let path = req.uri().path().to_owned();
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
+        self.received.lock().unwrap().push(Received { path, headers, body });
+        let reply = self.replies.lock().unwrap().pop().unwrap_or(Reply::Status(200));
+        let response = match reply {
+            Reply::Status(status) => Response::builder().status(status).body(Full::new(Bytes::from_static(b"{}"))),
+            Reply::Redirect(location) => {
+                Response::builder().status(307).header("location", location).body(Full::new(Bytes::new()))
+            }
+        };
+        Ok(response.unwrap())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The verdicts of the Python `standardwebhooks` library on `requests`.
+fn python_verdicts(secret: &str, requests: &[Received]) -> Vec<Value> {
+    let python = repo().join(".venv/webhooks/bin/python");
+    assert!(python.is_file(), "{} is missing: run `make deps` (infra/python/webhooks.txt)", python.display());
+    let job = json!({
+        "secret": secret,
+        "requests": requests.iter().map(|r| json!({"headers": r.headers, "body": r.body})).collect::<Vec<_>>(),
+    });
+    let mut child = Command::new(python)
+        .arg(repo().join("tests/python/verify_webhook.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start python");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), job.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "verify_webhook.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// The notify function with its own queue and secret in the emulator.
+struct Setup {
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    secret: String,
+    app: App,
+}
+
+impl Setup {
+    async fn new(notify_url: &str) -> Setup {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        assert!(endpoint.starts_with("http://127.0.0.1"), "run under infra/local/emulator.sh, got {endpoint:?}");
+        let sdk = stemvault_aws::sdk_config().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let queue_url =
+            sqs.create_queue().queue_name(format!("{base}-notify")).send().await.unwrap().queue_url.unwrap();
+        let key: Vec<u8> =
+            uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
+        let secret = format_secret(&key);
+        let arn = put_secret(&sdk, &format!("{base}-notify"), &SecretText::new(secret.clone())).await.unwrap();
+        let vars = BTreeMap::from([
+            ("NOTIFY_URL", notify_url.to_owned()),
+            ("NOTIFY_SECRET_ARN", arn),
+            ("QUEUE_URL", queue_url.clone()),
+        ]);
+        let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        let app = App::new(config, &sdk).await.unwrap();
+        Setup { sqs, queue_url, secret, app }
+    }
+
+    async fn send(&self, event: &TaskEvent) {
+        let body = eventbridge_message(event, &uuid::Uuid::new_v4().to_string(), "2026-12-01T18:00:00Z");
+        self.sqs.send_message().queue_url(&self.queue_url).message_body(body).send().await.unwrap();
+    }
+
+    /// Receive what is visible on the queue, as Lambda's event source would, and run one batch.
+    async fn run_batch(&self) -> (Vec<aws_sdk_sqs::types::Message>, SqsBatchResponse) {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .unwrap();
+        let messages = out.messages.unwrap_or_default();
+        let mut event = SqsEvent::default();
+        event.records = messages
+            .iter()
+            .map(|m| {
+                let mut record = SqsMessage::default();
+                record.message_id = m.message_id.clone();
+                record.receipt_handle = m.receipt_handle.clone();
+                record.body = m.body.clone();
+                record.attributes =
+                    m.attributes.iter().flatten().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect();
+                record
+            })
+            .collect();
+        let response = self.app.handle_batch(event, Instant::now() + Duration::from_secs(60)).await;
+        // What the event source mapping does: delete all but the reported failures.
+        let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        for m in messages.iter().filter(|m| !failed.contains(&m.message_id().unwrap_or_default())) {
+            self.sqs
+                .delete_message()
+                .queue_url(&self.queue_url)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+        (messages, response)
+    }
+
+    /// Check that the retried `message` is kept away for its delay, then end the delay now
+    /// (as if its 20 s had passed).
+    async fn end_delay(&self, message: &aws_sdk_sqs::types::Message) {
+        let out = self.sqs.receive_message().queue_url(&self.queue_url).wait_time_seconds(0).send().await.unwrap();
+        assert!(out.messages.unwrap_or_default().is_empty(), "a retried message is kept away for its delay");
+        self.sqs
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(message.receipt_handle().unwrap())
+            .visibility_timeout(0)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// A settled task's `Task Vaulted` event.
+fn vaulted_event(task_id: &str) -> TaskEvent {
+    let at = Timestamp::from_unix_ms(1_795_446_000_000);
+    let mut record = TaskRecord::new(task_id, Family::VocalSeparation, Stage::Final, 200, "ok", at);
+    let mut vocal = FileEntry::pending("https://cdn.example/v.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Final);
+    (vocal.status, vocal.bytes, vocal.sha256) = (FileStatus::Stored, Some(42), Some("ab".repeat(32)));
+    record.files.insert("vocal".into(), vocal);
+    record.generation = 2;
+    events::vaulted(&record, VaultState::Complete, "vault-bucket", &format!("tasks/{task_id}/manifest.json"))
+}
+
+#[tokio::test]
+async fn a_webhook_verifies_with_the_official_python_library() {
+    let receiver = Receiver::start(vec![]).await;
+    let setup = Setup::new(&receiver.url("/hooks/stemvault")).await;
+    let event = vaulted_event("nt1");
+    setup.send(&event).await;
+    let (received, response) = setup.run_batch().await;
+    assert_eq!((received.len(), response.batch_item_failures.len()), (1, 0), "delivered");
+
+    let requests = receiver.received();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.path, "/hooks/stemvault");
+    assert_eq!(request.headers["content-type"], "application/json");
+    assert_eq!(request.headers["webhook-id"], "nt1.vaulted.2");
+    assert!(request.headers["webhook-signature"].starts_with("v1,"));
+    let now = Timestamp::now().unix_seconds();
+    let signed_at: i64 = request.headers["webhook-timestamp"].parse().unwrap();
+    assert!((now - 60..=now).contains(&signed_at), "signed now: {signed_at}");
+
+    let verdicts = python_verdicts(&setup.secret, &requests);
+    assert_eq!(verdicts[0]["ok"], true, "{verdicts:?}");
+    let payload = &verdicts[0]["payload"];
+    assert_eq!(payload["type"], "task.vaulted");
+    assert_eq!(payload["timestamp"], "2026-12-01T18:00:00Z");
+    assert_eq!(payload["data"], serde_json::to_value(&event.detail).unwrap());
+
+    // The check can fail: another secret, or a body changed on the way, does not verify.
+    let other = format_secret(&[9; 32]);
+    assert_eq!(python_verdicts(&other, &requests)[0]["ok"], false);
+    let mut tampered = request.clone();
+    tampered.body = tampered.body.replace("complete", "partial");
+    assert_eq!(python_verdicts(&setup.secret, &[tampered])[0]["ok"], false);
+}
+
+#[tokio::test]
+async fn a_5xx_is_retried_with_the_same_id_and_body_and_a_4xx_is_not() {
+    let receiver = Receiver::start(vec![Reply::Status(503)]).await;
+    let setup = Setup::new(&receiver.url("/hook")).await;
+    setup.send(&vaulted_event("nt2")).await;
+    let (messages, response) = setup.run_batch().await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a 503 is retried");
+    setup.end_delay(&messages[0]).await;
+
+    // The redelivery of the same message is delivered.
+    let (redelivered, response) = setup.run_batch().await;
+    assert_eq!(redelivered.len(), 1);
+    assert_eq!(redelivered[0].message_id, messages[0].message_id, "the same message");
+    assert!(response.batch_item_failures.is_empty(), "200 the second time");
+    let requests = receiver.received();
+    assert_eq!(requests.len(), 2);
+    let (first, second) = (&requests[0], &requests[1]);
+    assert_eq!(first.headers["webhook-id"], second.headers["webhook-id"], "the same webhook-id on a retry");
+    assert_eq!(first.body, second.body, "the same body on a retry");
+    let verdicts = python_verdicts(&setup.secret, &requests);
+    assert!(verdicts.iter().all(|v| v["ok"] == true), "{verdicts:?}");
+
+    // A 4xx other than 408/429: not retried (the message is deleted).
+    let refusing = Receiver::start(vec![Reply::Status(410)]).await;
+    let setup = Setup::new(&refusing.url("/hook")).await;
+    setup.send(&vaulted_event("nt3")).await;
+    let (received, response) = setup.run_batch().await;
+    assert_eq!((received.len(), response.batch_item_failures.len()), (1, 0));
+    let (received, _) = setup.run_batch().await;
+    assert!(received.is_empty(), "deleted, never delivered again");
+    assert_eq!(refusing.received().len(), 1);
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let receiver = Receiver::start(vec![]).await;
+    let elsewhere = receiver.url("/elsewhere");
+    receiver.replies.lock().unwrap().push(Reply::Redirect(elsewhere));
+    let setup = Setup::new(&receiver.url("/hook")).await;
+    setup.send(&vaulted_event("nt4")).await;
+    let (_, response) = setup.run_batch().await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a redirect is not a delivery: retried");
+    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/hook"], "the redirect's target never got the webhook");
+}
+
+#[tokio::test]
+async fn plain_http_to_a_non_loopback_host_is_refused_at_start() {
+    for url in ["http://hooks.example.com/x", "http://10.0.0.7/x", "ftp://127.0.0.1/x"] {
+        let vars = BTreeMap::from([
+            ("NOTIFY_URL", url.to_owned()),
+            ("NOTIFY_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:000000000000:secret:s".to_owned()),
+            ("QUEUE_URL", "http://127.0.0.1:1/q".to_owned()),
+        ]);
+        let err = Config::from_lookup(|k| vars.get(k).cloned()).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { name: "NOTIFY_URL", .. }), "{url}: {err}");
+    }
+}

@@ -1,0 +1,370 @@
+//! The reconciler against the emulator and a provider we do not control (the fake provider of
+//! `stemvault_tests::fake_provider`, answering the documented record-info answers over HTTP):
+//! a task registered with `PUT /tasks/{id}` and never called back is vaulted by polling; a
+//! task whose `complete` callback never came gets it by polling; a flapping provider (429,
+//! 500) gets the task vaulted anyway with nothing duplicated; a wrong key is one clear error
+//! and changes nothing but the poll bookkeeping; a callback after a poll, and a poll after a
+//! callback, add nothing; a task still without a result at the retention is abandoned.
+//!
+//! Time is not waited for: between runs a test moves the task's `reconcile_at` (the index's
+//! sort key) into the past, as the clock would.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request};
+use stemvault_aws::FromEnv;
+use stemvault_aws::secrets::{SecretText, put_secret};
+use stemvault_reconciler::domain::Outcome;
+use stemvault_tests::TestEnv;
+use stemvault_tests::fake_provider::{Answer, FakeProvider};
+use stemvault_vault::{FileStatus, TaskRecord, Timestamp, VaultState};
+use suno_callbacks::{Family, Stage};
+
+const KEY: &str = "fake-provider-key-1";
+
+fn new_task_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The provider secret in the emulator, holding `key`; its ARN.
+async fn provider_secret(env: &TestEnv, key: &str) -> String {
+    let name = format!("{}-provider", env.resources.table_name);
+    put_secret(&env.config, &name, &SecretText::new(key)).await.expect("put the provider secret")
+}
+
+async fn reconciler(
+    env: &TestEnv,
+    provider: &FakeProvider,
+    key: &str,
+    extra: &[(&str, &str)],
+) -> stemvault_reconciler::App {
+    let secret = provider_secret(env, key).await;
+    let mut vars = vec![
+        ("TABLE_NAME", env.resources.table_name.clone()),
+        ("BUCKET_NAME", env.resources.bucket_name.clone()),
+        ("QUEUE_URL", env.resources.queue_url.clone()),
+        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
+        ("PROVIDER", "kie".to_owned()),
+        ("PROVIDER_BASE_URL", provider.origin()),
+        ("PROVIDER_SECRET_ARN", secret),
+        ("RECONCILE_AFTER_SECONDS", "600".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let config =
+        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .expect("a valid reconciler configuration");
+    let app = stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts");
+    assert!(app.is_on());
+    app
+}
+
+fn results(env: &TestEnv) -> stemvault_results::App {
+    let config = stemvault_results::Config {
+        table_name: env.resources.table_name.clone(),
+        bucket_name: env.resources.bucket_name.clone(),
+        download_url_expiry: Duration::from_secs(60),
+        reconcile_after: Duration::from_secs(600),
+    };
+    stemvault_results::App::new(config, &env.config)
+}
+
+async fn call(
+    app: &stemvault_results::App,
+    method: &str,
+    task_id: &str,
+    body: &str,
+) -> (StatusCode, serde_json::Value) {
+    let request: Request = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(format!("/tasks/{task_id}"))
+        .body(Body::Text(body.to_owned()))
+        .unwrap();
+    let response = app.handle(request).await;
+    (response.status(), serde_json::from_slice(response.body().as_ref()).expect("a JSON answer"))
+}
+
+/// Register `task_id` through `PUT /tasks/{id}`; checks GET answers it at once.
+async fn register(env: &TestEnv, task_id: &str, family: &str) {
+    let app = results(env);
+    let body = format!(r#"{{"family":"{family}","client_ref":"order-{task_id}"}}"#);
+    let (status, created) = call(&app, "PUT", task_id, &body).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, got) = call(&app, "GET", task_id, "").await;
+    assert_eq!(
+        (status, got["stage"].as_str(), got["vault"].as_str()),
+        (StatusCode::OK, Some("submitted"), Some("pending"))
+    );
+    assert_eq!(got["client_ref"].as_str(), Some(format!("order-{task_id}").as_str()));
+}
+
+/// Move the task's next poll into the past, as waiting would.
+async fn make_due(env: &TestEnv, task_id: &str) {
+    let past = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 1000).rfc3339();
+    env.dynamo
+        .update_item()
+        .table_name(&env.resources.table_name)
+        .key("task_id", AttributeValue::S(task_id.to_owned()))
+        .key("sk", AttributeValue::S("task".into()))
+        .update_expression("SET reconcile_at = :past")
+        .condition_expression("attribute_exists(reconcile)")
+        .expression_attribute_values(":past", AttributeValue::S(past))
+        .send()
+        .await
+        .expect("the task is watched");
+}
+
+/// One run, with a task made due first; waits for the index (eventually consistent in AWS,
+/// at once in the emulator).
+async fn run_due(env: &TestEnv, app: &stemvault_reconciler::App, task_id: &str) -> Outcome {
+    make_due(env, task_id).await;
+    app.run_within("test", Duration::from_secs(30)).await.expect("a run")
+}
+
+/// Deliver the download queue to the downloader until it is empty.
+async fn download_all(env: &TestEnv, provider: &FakeProvider) {
+    let download = stemvault_download::App::new(env.download_config(&provider.origin(), None), &env.config);
+    for _ in 0..10 {
+        let (visible, _) = env.queue_depth().await;
+        if visible == 0 {
+            return;
+        }
+        let event = env.receive_event(visible.min(10) as usize, 30).await;
+        let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+        env.finish_batch(&event, &response).await;
+    }
+}
+
+fn stored_names(record: &TaskRecord) -> Vec<&str> {
+    record.files.iter().filter(|(_, f)| f.status == FileStatus::Stored).map(|(n, _)| n.as_str()).collect()
+}
+
+#[tokio::test]
+async fn a_registered_task_never_called_back_is_vaulted_by_polling() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+    register(&env, &task, "vocal_separation").await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+
+    // Not due yet: nothing polled.
+    assert_eq!(app.run_within("early", Duration::from_secs(30)).await.unwrap().tasks_due, 0);
+    assert_eq!(provider.polls(&task), 0);
+
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.polls, outcome.results), (1, 1), "{outcome:?}");
+    download_all(&env, &provider).await;
+
+    let record = env.task_record(&task).await;
+    assert_eq!((record.stage, record.vault), (Stage::Final, VaultState::Complete));
+    assert_eq!(stored_names(&record), ["instrumental", "vocal"]);
+    assert_eq!((record.reconcile.as_deref(), record.open.as_deref(), record.polls), (None, None, 1));
+    assert_eq!(record.client_ref.as_deref(), Some(format!("order-{task}").as_str()));
+    assert!(env.object(&format!("tasks/{task}/manifest.json")).await.is_some());
+    let bodies = env.keys(&format!("tasks/{task}/callbacks/")).await;
+    assert_eq!(bodies.len(), 1, "the answer is archived as a callback body: {bodies:?}");
+    // GET shows it vaulted.
+    let (_, got) = call(&results(&env), "GET", &task, "").await;
+    assert_eq!((got["stage"].as_str(), got["vault"].as_str()), (Some("final"), Some("complete")));
+}
+
+#[tokio::test]
+async fn only_first_delivered_then_complete_is_fetched_by_polling() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::Music, vec![Answer::First, Answer::Success]);
+    register(&env, &task, "music").await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let record = env.task_record(&task).await;
+    assert_eq!(
+        (record.stage, record.reconcile.as_deref()),
+        (Stage::First, Some("due")),
+        "stuck at first: still watched"
+    );
+    let first_files = record.files.len();
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    download_all(&env, &provider).await;
+    let record = env.task_record(&task).await;
+    assert_eq!(
+        (record.stage, record.vault, record.reconcile.as_deref()),
+        (Stage::Complete, VaultState::Complete, None)
+    );
+    assert!(record.files.len() > first_files, "complete brought the second track");
+    assert!(record.files.values().all(|f| f.status == FileStatus::Stored));
+}
+
+#[tokio::test]
+async fn a_flapping_provider_still_gets_the_task_vaulted_with_nothing_duplicated() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    let script = vec![Answer::Status(429), Answer::Status(500), Answer::Pending, Answer::Status(502), Answer::Success];
+    provider.add_task(&task, Family::VocalSeparation, script);
+    register(&env, &task, "vocal_separation").await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let outcome = run_due(&env, &app, &task).await;
+        assert_eq!((outcome.polls, outcome.pending), (1, 1), "{outcome:?}");
+        let record = env.task_record(&task).await;
+        assert!(record.files.is_empty() && record.stage == Stage::Submitted);
+        waits.push(record.poll_interval_seconds.unwrap());
+    }
+    assert_eq!(waits, [30, 60, 120, 240], "429 and 5xx count as pending for the schedule");
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let record = env.task_record(&task).await;
+    assert_eq!(record.reconcile, None, "a final result leaves the index");
+    download_all(&env, &provider).await;
+
+    let record = env.task_record(&task).await;
+    assert_eq!((record.vault, record.polls), (VaultState::Complete, 5));
+    assert_eq!(stored_names(&record), ["instrumental", "vocal"]);
+    for name in ["instrumental", "vocal"] {
+        let url = &record.files[name].url;
+        let hits = provider.file_hits(&task, url.rsplit('/').next().unwrap());
+        assert_eq!(hits, 1, "{name} fetched once");
+    }
+    assert_eq!(env.queue_depth().await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_one_clear_error_and_changes_nothing_but_the_poll_bookkeeping() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+    register(&env, &task, "vocal_separation").await;
+    let wrong = reconciler(&env, &provider, "not-the-key", &[]).await;
+    let before = env.task_record(&task).await;
+
+    let outcome = run_due(&env, &wrong, &task).await;
+    assert_eq!((outcome.polls, outcome.unauthorized, outcome.results), (1, 1, 0), "{outcome:?}");
+    let after = env.task_record(&task).await;
+    assert_eq!(after.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("http_401"));
+    let only_bookkeeping = TaskRecord {
+        polls: before.polls,
+        last_poll: before.last_poll.clone(),
+        reconcile_at: before.reconcile_at,
+        poll_interval_seconds: before.poll_interval_seconds,
+        version: before.version,
+        ..after.clone()
+    };
+    assert_eq!(only_bookkeeping, before);
+    assert!(env.keys(&format!("tasks/{task}/")).await.is_empty());
+    assert_eq!(env.queue_depth().await, (0, 0));
+
+    // The right key then vaults it.
+    let right = reconciler(&env, &provider, KEY, &[]).await;
+    assert_eq!(run_due(&env, &right, &task).await.results, 1);
+    assert_eq!(env.task_record(&task).await.files.len(), 2);
+}
+
+#[tokio::test]
+async fn a_callback_after_a_poll_and_a_poll_after_a_callback_are_no_op_duplicates() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+    let accept = stemvault_vault::accept::Settings::default();
+    let ports = env.accept_ports();
+
+    // Poll first, then the provider's own (late) callback of the same result.
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+    register(&env, &task, "vocal_separation").await;
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let polled = env.task_record(&task).await;
+    let body = callback_like(&polled);
+    let event = suno_callbacks::parse_callback(body.as_bytes()).unwrap();
+    let late = stemvault_vault::accept::accept(&ports, &accept, &event, body.as_bytes(), "req-late").await.unwrap();
+    assert_eq!(late.files_queued, 0, "{late:?}");
+    let after = env.task_record(&task).await;
+    assert_eq!((after.files.len(), after.stage), (2, Stage::Final));
+    assert_eq!(env.queue_depth().await.0, 2, "each file queued once");
+
+    // A poll that leaves the task at first, then one saying first again: nothing new.
+    let task = new_task_id();
+    provider.add_task(&task, Family::Music, vec![Answer::First]);
+    register(&env, &task, "music").await;
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let queued_before = env.queue_depth().await.0;
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let record = env.task_record(&task).await;
+    assert_eq!((record.stage, record.polls), (Stage::First, 2));
+    assert_eq!(env.queue_depth().await.0, queued_before, "the second answer queued nothing");
+}
+
+/// The callback body of a recorded vocal separation result (docs.kie.ai's shape), with the
+/// record's URLs.
+fn callback_like(record: &TaskRecord) -> String {
+    serde_json::json!({
+        "code": 200,
+        "msg": "vocal separation generated successfully.",
+        "data": {
+            "task_id": record.task_id,
+            "vocal_removal_info": {
+                "instrumental_url": record.files["instrumental"].url,
+                "vocal_url": record.files["vocal"].url,
+                "origin_url": ""
+            }
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::Wav, vec![Answer::Pending]);
+    register(&env, &task, "wav").await;
+    let app = reconciler(&env, &provider, KEY, &[("RECONCILE_GIVE_UP_SECONDS", "60")]).await;
+
+    assert_eq!(run_due(&env, &app, &task).await.pending, 1, "polled while within the retention");
+    // Registered longer ago than the retention.
+    let mut record = env.task_record(&task).await;
+    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 120_000);
+    let before = record.clone();
+    record.registered_at = Some(long_ago);
+    record.first_received_at = long_ago;
+    record.version += 1;
+    env.rewrite_record(&before, &record).await;
+
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
+    let record = env.task_record(&task).await;
+    assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
+    assert_eq!((record.reconcile.as_deref(), record.open.as_deref()), (None, None));
+    let (_, got) = call(&results(&env), "GET", &task, "").await;
+    assert_eq!(got["abandoned"]["reason"], "abandoned");
+    assert_eq!(provider.polls(&task), 1);
+}
+
+#[tokio::test]
+async fn without_a_key_the_reconciler_is_off_and_polls_nothing() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::Wav, vec![Answer::Success]);
+    register(&env, &task, "wav").await;
+    let config = stemvault_reconciler::Config::from_lookup(|k| match k {
+        "TABLE_NAME" => Some(env.resources.table_name.clone()),
+        "BUCKET_NAME" => Some(env.resources.bucket_name.clone()),
+        "QUEUE_URL" => Some(env.resources.queue_url.clone()),
+        "EVENT_BUS_NAME" => Some(env.resources.event_bus_name.clone()),
+        "PROVIDER_BASE_URL" => Some(provider.origin()),
+        _ => None,
+    })
+    .unwrap();
+    let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
+    assert!(!app.is_on());
+    make_due(&env, &task).await;
+    assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default());
+    assert_eq!(provider.polls(&task), 0);
+}
