@@ -6,7 +6,8 @@ runs them (a loopback Runtime API), against a boto3 peer, on one emulator and on
   pipeline_bench.py --ingest BIN --download BIN --rounds 1 --meter    # AWS operations per task
   pipeline_bench.py --ingest BIN --download BIN --big-mib 1024        # peak RSS of one 1 GiB copy
 
-Per round: the emulator's raw PutObject rate for the same bytes (the ceiling), then the project
+Per round: the emulator's raw PutObject rate for the same bytes (the ceiling: the better of one
+PutObject at a time and `--instances` at once, as the download uploads), then the project
 (ingest one signed split_stem callback whose URLs point at the source server; hand the queued
 SQS messages to `--instances` download processes in batches of 5, like the event source
 mapping; wall = first batch handed -> last batch answered; every object's sha256 checked),
@@ -219,13 +220,16 @@ def item_bytes(item):
     return sum(len(k.encode()) + value(v) for k, v in item.items())
 
 
-def ceiling(w, files, size):
-    """The emulator's raw PutObject rate (MB/s) for `files` objects of `size` bytes, one at a time."""
+def ceiling(w, files, size, parallel=1):
+    """The emulator's raw PutObject rate (MB/s) for `files` objects of `size` bytes, `parallel`
+    at a time (1: one after another)."""
+    from concurrent.futures import ThreadPoolExecutor
     bucket = w.provision()["BUCKET_NAME"]
     payload = os.urandom(size)
+    put = lambda i: w.s3.put_object(Bucket=bucket, Key=f"c/{i}", Body=payload)
     t = time.perf_counter()
-    for i in range(files):
-        w.s3.put_object(Bucket=bucket, Key=f"c/{i}", Body=payload)
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(put, range(files)))
     return files * size / (time.perf_counter() - t) / 1e6
 
 
@@ -384,9 +388,14 @@ def main():
         src = Source(a.mib << 20)
         rows = []
         for r in range(a.rounds):
-            c = ceiling(w, 12, a.mib << 20)
+            # The ceiling: the better of one PutObject at a time and as many at once as the
+            # download runs instances (each uploads several files at once); never the lower.
+            c1 = ceiling(w, 12, a.mib << 20)
+            cn = ceiling(w, 12, a.mib << 20, parallel=max(1, a.instances))
+            c = max(c1, cn)
             p = run_project(a, w, src, a.log)
-            print(json.dumps({"round": r, "ceiling_mb_s": round(c, 1), **p}), flush=True)
+            print(json.dumps({"round": r, "ceiling_mb_s": round(c, 1), "ceiling_serial_mb_s": round(c1, 1),
+                              "ceiling_parallel_mb_s": round(cn, 1), **p}), flush=True)
             q = None
             if not a.no_peer:
                 _, urls = callback(src.origin, uuid.uuid4().hex)

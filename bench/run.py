@@ -162,9 +162,12 @@ def summarise(a, runs, problems):
             f"{cpu:.2f} s/GiB (boto3 peer {peer_cpu:.2f} s/GiB, {peer_cpu / cpu:.1f}×)",
             f"≤ {peer_cpu / 8:.2f} s/GiB (peer / 8)", cpu <= peer_cpu / 8)
         ceiling = max(l["ceiling_mb_s"] for l in project)
+        serial = max(l.get("ceiling_serial_mb_s", l["ceiling_mb_s"]) for l in project)
+        parallel = max(l.get("ceiling_parallel_mb_s", 0) for l in project)
         rate = max(l["mb_s"] for l in project)
         share = rate / ceiling
-        row("Download throughput", f"{rate:.0f} MB/s = {share:.0%} of the emulator's raw PutObject {ceiling:.0f} MB/s",
+        row("Download throughput", f"{rate:.0f} MB/s = {share:.0%} of the emulator's raw PutObject {ceiling:.0f} MB/s "
+            f"(best of one at a time {serial:.0f}, {a.instances} at once {parallel:.0f})",
             "≥ 80 % of raw PutObject, same run", share >= 0.8)
         wall, peer_wall = min(l["wall_s"] for l in project), min(l["wall_s"] for l in peer)
         row("Download wall vs the boto3 peer", f"{wall:.2f} s vs {peer_wall:.2f} s ({wall / peer_wall:.2f}×)")

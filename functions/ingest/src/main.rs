@@ -1,7 +1,11 @@
 use lambda_http::service_fn;
 use stemvault_ingest::{App, Config};
 
-#[tokio::main]
+// One thread: Lambda gives this function (256 MB) a fraction of one vCPU, and on the
+// multi-threaded runtime every response the SDK awaited crossed threads (the handler runs on
+// the main thread, the I/O driver on a worker): futex wake-ups and context switches were
+// about a third of the CPU a callback cost (perf, `make bench`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("ingest").await;
     let app = &stemvault_aws::config_or_exit("ingest", App::new(config, &sdk).await);
