@@ -159,9 +159,18 @@ impl TaskTable {
     }
 
     /// Save `after` over `before` as read ([`items::plan_save`]): the changed file and new
-    /// callback items at once, then the task item, then the redelivery counts.
+    /// callback items at once (for a new task, one file item first), then the task item, then
+    /// the redelivery counts.
     pub async fn save(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
-        let plan = items::plan_save(before, after)?;
+        let mut plan = items::plan_save(before, after)?;
+        // A first save races other first deliveries of the task: one file item alone first,
+        // so a request that lost (another is enqueuing the files) stops after one write.
+        if before.is_none()
+            && !plan.files.is_empty()
+            && self.put("PutItem (file)", plan.files.remove(0)).await? == Conditional::Conflict
+        {
+            return Err(StoreError::Conflict);
+        }
         let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
         let (files, callbacks) = futures::future::join(join_all(files), join_all(callbacks)).await;
