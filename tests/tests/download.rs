@@ -547,8 +547,11 @@ async fn claims_and_settles_answer_with_the_item() {
     assert_eq!(env.task_record(&record.task_id).await.vault, VaultState::Pending);
 }
 
-/// Two workers finish a task's last two files at the same time, in two invocations: both
-/// succeed (no condition fails between files of one task) and the task settles once.
+/// Two workers finish a task's last two files at the same time, in two invocations: no
+/// condition fails between files of one task, and the task settles with one settle write.
+/// Both may see every file settled; the one holding the file settled last settles, and the
+/// other's message comes back later (deferred) to find it settled. Should the last one's read
+/// have come before the other file settled, the deferred message's redelivery settles it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_workers_finishing_a_task_s_last_files_at_once_both_succeed() {
     let s = setup(None).await;
@@ -570,10 +573,24 @@ async fn two_workers_finishing_a_task_s_last_files_at_once_both_succeed() {
         tokio::join!(s.app.handle_batch(first.clone(), deadline()), s.app.handle_batch(second.clone(), deadline()));
     s.env.finish_batch(&first, &a).await;
     s.env.finish_batch(&second, &b).await;
-    assert_eq!((failed_ids(&a), failed_ids(&b)), (Vec::<String>::new(), Vec::<String>::new()));
+    let deferred: Vec<String> = failed_ids(&a).into_iter().chain(failed_ids(&b)).collect();
+    assert!(deferred.len() <= 1, "at most the worker not holding the last file defers: {deferred:?}");
+    if let Some(id) = deferred.first() {
+        // Redeliver the deferred message now rather than after its delay: it finds the task
+        // settled, or (the rare order: the last file's read came first) settles it.
+        let pending = s.env.task_record(&record.task_id).await.vault == VaultState::Pending;
+        let message = event.records.iter().find(|m| m.message_id.as_deref() == Some(id.as_str())).unwrap();
+        let handle = message.receipt_handle.clone().unwrap();
+        let visible = s.env.sqs.change_message_visibility().queue_url(s.env.resources.queue_url.clone());
+        visible.receipt_handle(handle).visibility_timeout(0).send().await.unwrap();
+        let again = s.env.receive_event(1, 30).await;
+        let answer = s.app.handle_batch(again.clone(), deadline()).await;
+        s.env.finish_batch(&again, &answer).await;
+        assert!(failed_ids(&answer).is_empty(), "settled (pending before: {pending})");
+    }
     let settled = s.env.task_record(&record.task_id).await;
     assert_eq!((settled.vault, settled.open.as_deref()), (VaultState::Complete, None));
-    assert!((1..=2).contains(&(settled.version - before.version)), "one or two settle writes, the same values");
+    assert_eq!(settled.version - before.version, 1, "one settle write");
     assert_eq!(s.manifest(&record.task_id).await.files.len(), 2);
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }

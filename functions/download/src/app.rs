@@ -29,8 +29,8 @@ use tracing::Instrument;
 use crate::aws::AwsPorts;
 use crate::config::Config;
 use crate::domain::{
-    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, process_message, release_after_panic,
-    settle_check_for,
+    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job, process_message,
+    release_after_panic, settle_check_for,
 };
 use crate::error::DownloadError;
 use crate::fresh_link;
@@ -173,8 +173,9 @@ where
 }
 
 /// After the batch's messages: one settle check per task that any of them asked for, at
-/// most `limit` at once. When a task's check fails (or panics), every message that asked
-/// for it goes back to the queue (delayed like any retry), so its redelivery checks again.
+/// most `limit` at once. When a task's check fails (or panics), or is deferred to the worker
+/// that settled the task's last file, every message that asked for it goes back to the queue
+/// (delayed like any retry), so its redelivery checks again.
 async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
@@ -183,22 +184,40 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
             tasks.entry(task_id.as_str().to_owned()).or_insert_with(|| (task_id, Vec::new())).1.push(i);
         }
     }
-    let checks = tasks.into_values().map(|(task_id, asked)| async move {
+    let tasks: Vec<_> = tasks
+        .into_values()
+        .map(|(task_id, asked)| {
+            let here = settled_here(ran, &asked);
+            (task_id, asked, here)
+        })
+        .collect();
+    let checks = tasks.into_iter().map(|(task_id, asked, here)| async move {
         let span = tracing::info_span!("settle", task_id = %task_id.as_str());
-        let checking = AssertUnwindSafe(check_settled(ports, &task_id)).catch_unwind().instrument(span.clone());
+        let checking =
+            AssertUnwindSafe(check_settled(ports, &task_id, here.as_deref())).catch_unwind().instrument(span.clone());
         let checked = checking.await.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic_text(panic.as_ref()))));
         (span, checked, asked)
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
     for (span, checked, asked) in results {
         let error = match checked {
+            Ok(Settling::Deferred) => {
+                span.in_scope(|| {
+                    tracing::info!(messages = asked.len(), "another worker settled the last file; checking again later")
+                });
+                DownloadError::SettleDeferred
+            }
             Ok(settling) => {
                 span.in_scope(|| log_settling(settling));
                 continue;
             }
-            Err(e) => e,
+            Err(e) => {
+                span.in_scope(
+                    || tracing::warn!(error = %e, messages = asked.len(), "the settle check failed; will retry"),
+                );
+                e
+            }
         };
-        span.in_scope(|| tracing::warn!(error = %error, messages = asked.len(), "the settle check failed; will retry"));
         for i in asked {
             let message = &mut ran[i];
             let Some(handled) = &mut message.handled else { continue };
@@ -208,13 +227,30 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
     }
 }
 
+/// The files the asking messages just stored or failed for good, when every one of them is
+/// on its first receive and did that: then only the worker holding the task's last settled
+/// file settles it at once. None otherwise (a redelivery, a manifest job, an already settled
+/// file, a dead letter): whoever checks settles.
+fn settled_here(ran: &[Ran], asked: &[usize]) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    for &i in asked {
+        let handled = ran[i].handled.as_ref()?;
+        let first = handled.delivery.receive_count <= 1;
+        if !first || !matches!(handled.outcome, Outcome::Stored(_) | Outcome::FailedForGood(_)) {
+            return None;
+        }
+        names.push(parse_job(&handled.delivery.body).ok()?.0.name);
+    }
+    Some(names)
+}
+
 fn log_settling(settling: Settling) {
     match settling {
         Settling::NoTask => tracing::warn!("the task has no task item; nothing to settle"),
         Settling::Open => tracing::debug!("the task has open files"),
         Settling::AlreadySettled => tracing::debug!("the task is settled and its manifest recorded"),
-        // check_settled logs what it wrote.
-        Settling::Settled | Settling::Recorded | Settling::Reopened => {}
+        // check_settled logs what it wrote; settle_checks retries a deferred check.
+        Settling::Settled | Settling::Recorded | Settling::Reopened | Settling::Deferred => {}
     }
 }
 

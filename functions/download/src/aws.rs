@@ -174,8 +174,9 @@ impl RecordFailed for AwsPorts {
         name: &str,
         worker: &str,
         reason: &str,
+        failed_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
-        self.update_file("failed", task_id, name, expressions::record_failed(worker, reason)).await
+        self.update_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
     }
 }
 

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use stemvault_vault::download::manifest_job;
 use stemvault_vault::download::{
     CopyPlan, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step,
-    retry_delay_after, settle_plan,
+    retry_delay_after, settle_plan, settled_last,
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
@@ -139,6 +139,7 @@ pub trait RecordFailed {
         name: &str,
         worker: &str,
         reason: &str,
+        failed_at: Timestamp,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
@@ -507,7 +508,7 @@ async fn copy_claimed<P: Ports>(
         true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
         false => (error.to_string(), error.reason_code()),
     };
-    match ports.record_failed(task_id, name, worker, &reason).await {
+    match ports.record_failed(task_id, name, worker, &reason, ports.now()).await {
         Ok(Conditional::Applied) if code == DEAD_LETTERED => {
             tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
             ports.emit_metrics(&Measure::Failed { reason: code });
@@ -611,6 +612,9 @@ pub enum Settling {
     /// The manifest is written, but ingest added or reopened a file meanwhile: the task
     /// settles when those files do.
     Reopened,
+    /// Every file is settled, but another worker settled the last one and settles the task
+    /// ([`settled_last`]): the messages that asked come back later and check again.
+    Deferred,
 }
 
 /// The settle check of one task, once per batch: read its items (one Query) and, when
@@ -621,7 +625,17 @@ pub enum Settling {
 ///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
 /// this check go back to the queue, and their redeliveries check again.
-pub async fn check_settled<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Settling, DownloadError> {
+///
+/// `settled_here` (the files this batch just stored or failed, when every message asking is
+/// on its first receive) lets only the worker holding the task's last settled file settle a
+/// pending vault at once ([`settled_last`]); any other defers, so two workers finishing the
+/// last files together write the manifest, the event and the settle once. None: settle
+/// whoever holds what (a redelivery, a manifest job, a healing check).
+pub async fn check_settled<P: Ports>(
+    ports: &P,
+    task_id: &TaskId,
+    settled_here: Option<&[String]>,
+) -> Result<Settling, DownloadError> {
     let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
     let now = ports.now();
     let plan = match settle_plan(&record, task_id, now) {
@@ -629,6 +643,9 @@ pub async fn check_settled<P: Ports>(ports: &P, task_id: &TaskId) -> Result<Sett
         SettlePlan::AlreadySettled => return Ok(Settling::AlreadySettled),
         SettlePlan::Settle(plan) => plan,
     };
+    if record.vault == VaultState::Pending && settled_here.is_some_and(|here| !settled_last(&record, here)) {
+        return Ok(Settling::Deferred);
+    }
     if record.vault != VaultState::Pending && !record.files.is_empty() {
         tracing::warn!(vault = %plan.vault, "the vault settled but its manifest was never recorded; writing it");
     }

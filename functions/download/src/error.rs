@@ -187,6 +187,11 @@ pub enum DownloadError {
     Publish(#[from] PublishError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
+    /// Every file of the task is settled, but another worker settled its last file and
+    /// settles it: this check is deferred to the message's redelivery, in case that worker
+    /// did not see this one's file settled.
+    #[error("the worker that settled the task's last file settles it; checking again later")]
+    SettleDeferred,
     #[error("the handler panicked: {0}")]
     Panicked(String),
 }
@@ -206,6 +211,7 @@ impl DownloadError {
             | DownloadError::Storage(_)
             | DownloadError::Publish(_)
             | DownloadError::NoTimeLeft
+            | DownloadError::SettleDeferred
             | DownloadError::Panicked(_) => true,
         }
     }

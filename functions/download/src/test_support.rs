@@ -586,9 +586,14 @@ impl RecordFailed for MemoryPorts {
         name: &str,
         worker: &str,
         reason: &str,
+        failed_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
         self.called("record_failed");
-        Ok(self.finish(task_id, name, worker, FileStatus::Failed, reason))
+        let failed = self.finish(task_id, name, worker, FileStatus::Failed, reason);
+        if failed == Conditional::Applied {
+            self.update_file(task_id, name, |_| true, |f| f.failed_at = Some(failed_at));
+        }
+        Ok(failed)
     }
 }
 

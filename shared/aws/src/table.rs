@@ -72,13 +72,20 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The condition expression of a put, and its placeholders.
-fn put_condition(condition: PutCondition) -> Update {
+/// The condition expression of a put, and its placeholders; `now_secs` is the writer's
+/// clock (Unix seconds) for a lease.
+fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
     let mut u = match condition {
         PutCondition::Absent => Update::new("", "attribute_not_exists(sk)"),
-        PutCondition::Unclaimed => {
-            let mut u = Update::new("", "attribute_not_exists(sk) OR #status IN (:pending, :enqueuing)");
-            u.name("#status", "status").value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
+        PutCondition::Unclaimed { claimant } => {
+            let mut u = Update::new(
+                "",
+                "attribute_not_exists(sk) OR #status = :pending \
+                 OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))",
+            );
+            u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until");
+            u.value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
+            u.value(":me", s(claimant)).value(":now", n(now_secs));
             u
         }
         PutCondition::Rev(rev) => {
@@ -152,9 +159,18 @@ impl TaskTable {
     }
 
     /// Save `after` over `before` as read ([`items::plan_save`]): the changed file and new
-    /// callback items at once, then the task item, then the redelivery counts.
+    /// callback items at once (for a new task, one file item first), then the task item, then
+    /// the redelivery counts.
     pub async fn save(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
-        let plan = items::plan_save(before, after)?;
+        let mut plan = items::plan_save(before, after)?;
+        // A first save races other first deliveries of the task: one file item alone first,
+        // so a request that lost (another is enqueuing the files) stops after one write.
+        if before.is_none()
+            && !plan.files.is_empty()
+            && self.put("PutItem (file)", plan.files.remove(0)).await? == Conditional::Conflict
+        {
+            return Err(StoreError::Conflict);
+        }
         let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
         let (files, callbacks) = futures::future::join(join_all(files), join_all(callbacks)).await;
@@ -181,7 +197,7 @@ impl TaskTable {
 
     /// One conditional PutItem; `operation` names it in errors.
     pub async fn put(&self, operation: &str, put: ItemPut) -> Result<Conditional, StoreError> {
-        let c = put_condition(put.condition);
+        let c = put_condition(&put.condition, stemvault_vault::Timestamp::now().unix_seconds());
         let sent = self
             .client
             .put_item()
@@ -268,18 +284,23 @@ mod tests {
 
     #[test]
     fn a_put_is_conditional_on_what_was_read() {
-        let c = put_condition(PutCondition::Absent);
+        let c = put_condition(&PutCondition::Absent, 0);
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
-        let c = put_condition(PutCondition::Version(7));
+        let c = put_condition(&PutCondition::Version(7), 0);
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("version = :read", &n(7)));
-        let c = put_condition(PutCondition::Rev(3));
+        let c = put_condition(&PutCondition::Rev(3), 0);
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
-        let c = put_condition(PutCondition::Unclaimed);
-        assert_eq!(c.condition, "attribute_not_exists(sk) OR #status IN (:pending, :enqueuing)");
+        let c = put_condition(&PutCondition::Unclaimed { claimant: "req-1".into() }, 1_800_000_000);
+        assert_eq!(
+            c.condition,
+            "attribute_not_exists(sk) OR #status = :pending OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))"
+        );
         assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
-        for condition in [PutCondition::Absent, PutCondition::Unclaimed, PutCondition::Rev(1), PutCondition::Version(1)]
-        {
-            let c = put_condition(condition);
+        assert_eq!((&c.values[":me"], &c.values[":now"]), (&s("req-1"), &n(1_800_000_000)));
+        assert_eq!(c.names["#lease"], "lease_until");
+        let unclaimed = PutCondition::Unclaimed { claimant: "r".into() };
+        for condition in [PutCondition::Absent, unclaimed, PutCondition::Rev(1), PutCondition::Version(1)] {
+            let c = put_condition(&condition, 0);
             assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");
         }
     }

@@ -172,6 +172,17 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
     })
 }
 
+/// Whether the file settled last in `record` (the latest `stored_at` or `failed_at`, by name
+/// on a tie) is one of `settled_here`, or no file has a time: then the worker that settled
+/// `settled_here` is the one to settle the task. Two workers that finish a task's last files
+/// at once both see every file settled; only the one holding the last file settles at once,
+/// so the task's settle is written once (the other defers its check; should the last one
+/// not have seen the others settled, the deferred check settles it).
+pub fn settled_last(record: &TaskRecord, settled_here: &[String]) -> bool {
+    let last = record.files.iter().filter_map(|(name, f)| f.stored_at.or(f.failed_at).map(|at| (at, name))).max();
+    last.is_none_or(|(_, name)| settled_here.contains(name))
+}
+
 /// Delay before the first retry.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Longest delay between two retries.
@@ -353,6 +364,24 @@ mod tests {
         r.reconcile = Some(crate::RECONCILE_DUE.into());
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
         assert_eq!(plan.watch_from, None, "already watched: its schedule is kept");
+    }
+
+    #[test]
+    fn the_worker_holding_the_last_settled_file_is_the_one_to_settle() {
+        let at = |ms| Some(Timestamp::from_unix_ms(ms));
+        let mut r = settled_without_manifest();
+        r.files.get_mut("vocal").unwrap().stored_at = at(2_000);
+        r.files.get_mut("drums").unwrap().failed_at = at(1_000);
+        let here = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert!(settled_last(&r, &here(&["vocal"])));
+        assert!(!settled_last(&r, &here(&["drums"])), "a failure before the last store");
+        r.files.get_mut("drums").unwrap().failed_at = at(3_000);
+        assert!(settled_last(&r, &here(&["drums"])), "a failure is a settle too");
+        r.files.get_mut("drums").unwrap().failed_at = at(2_000);
+        assert!(settled_last(&r, &here(&["vocal"])), "a tie goes to the last name");
+        let mut untimed = settled_without_manifest();
+        untimed.files.values_mut().for_each(|f| (f.stored_at, f.failed_at) = (None, None));
+        assert!(settled_last(&untimed, &[]), "nothing says who was last: settle");
     }
 
     #[test]

@@ -149,11 +149,14 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
 }
 
 /// What a put requires of the item it replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
-    /// No item, or one no downloader has claimed (`pending` or `enqueuing`): a file of a
-    /// task without a task item, which only an uncommitted earlier attempt can have written.
-    Unclaimed,
+    /// No item; or one nobody holds: `pending`, or `enqueuing` under `claimant`'s own claim
+    /// or under a claim whose lease has run out (an attempt that stopped before writing its
+    /// task item). For a file of a task without a task item: never one another request is
+    /// enqueuing right now (that request commits first; this one reads again), and never one
+    /// a downloader took. The lease is compared with the writer's clock when it is sent.
+    Unclaimed { claimant: String },
     /// No item under this key yet.
     Absent,
     /// A file item still at this revision.
@@ -198,7 +201,7 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
         }
         let condition = match (before, known) {
             // Without a task item no message was ever sent, so no downloader touched it.
-            (None, _) => PutCondition::Unclaimed,
+            (None, _) => PutCondition::Unclaimed { claimant: file.claim.clone().unwrap_or_default() },
             (Some(_), None) => PutCondition::Absent,
             (Some(_), Some(known)) => PutCondition::Rev(known.rev),
         };

@@ -176,6 +176,9 @@ pub struct FileEntry {
     /// Why the file failed for good (or the last retryable error while it is being retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// When the file was recorded failed for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<Timestamp>,
     /// The file item's revision: every write increments it, and ingest's writes of a known
     /// file are conditional on the revision read.
     #[serde(default)]
@@ -198,6 +201,7 @@ impl FileEntry {
             content_type: None,
             stored_at: None,
             error: None,
+            failed_at: None,
             rev: 0,
         }
     }

@@ -91,9 +91,15 @@ fn finish_with_error(worker: &str, status: FileStatus, error: &str) -> Update {
     u
 }
 
-/// `downloading` under `worker` -> `failed` for good, with the reason.
-pub(crate) fn record_failed(worker: &str, reason: &str) -> Update {
-    finish_with_error(worker, FileStatus::Failed, reason)
+/// `downloading` under `worker` -> `failed` for good, with the reason and when.
+pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) -> Update {
+    let mut u = finish_file(
+        worker,
+        "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease",
+    );
+    u.name("#error", "error").name("#failed_at", "failed_at");
+    u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
+    u
 }
 
 /// `downloading` under `worker` -> `pending` again, keeping the error for people to see.
@@ -226,13 +232,18 @@ mod tests {
 
     #[test]
     fn failed_and_released_files_keep_the_error_and_drop_the_claim() {
-        for (u, status) in [
-            (record_failed("w-1", "source answered 410 Gone"), "failed"),
-            (release_file("w-1", "source answered 410 Gone"), "pending"),
+        let at = Timestamp::from_unix_ms(1_795_446_030_000);
+        for (u, status, when) in [
+            (record_failed("w-1", "source answered 410 Gone", at), "failed", ", #failed_at = :at"),
+            (release_file("w-1", "source answered 410 Gone"), "pending", ""),
         ] {
             assert_well_formed(&u, "rev");
             assert_eq!(u.condition, "#status = :downloading AND #claim = :me");
-            assert_eq!(u.update, "SET #status = :status, #error = :error ADD #rev :one REMOVE #claim, #lease");
+            assert_eq!(
+                u.update,
+                format!("SET #status = :status, #error = :error{when} ADD #rev :one REMOVE #claim, #lease")
+            );
+            assert_eq!(u.values.get(":at"), (status == "failed").then(|| s(&at.rfc3339())).as_ref());
             assert_eq!(u.values[":status"], s(status));
             assert_eq!(u.values[":error"], s("source answered 410 Gone"));
             assert_eq!(u.values[":me"], s("w-1"));

@@ -33,7 +33,7 @@ async fn run(
     let d = delivery(name, receive_count);
     let mut outcome = process_message(ports, &SETTINGS, &d).await;
     let Some(task_id) = settle_check_for(&d, &outcome) else { return (outcome, None) };
-    let checked = check_settled(ports, &task_id).await;
+    let checked = check_settled(ports, &task_id, None).await;
     if let Err(e) = &checked {
         outcome = Outcome::Retry(e.clone());
     }

@@ -37,7 +37,7 @@ async fn run_body(
     let mut outcome = process_message(ports, &SETTINGS, &d).await;
     let mut checked = None;
     if let Some(task_id) = settle_check_for(&d, &outcome) {
-        let result = check_settled(ports, &task_id).await;
+        let result = check_settled(ports, &task_id, None).await;
         if let Err(e) = &result {
             outcome = Outcome::Retry(e.clone());
         }
@@ -609,7 +609,7 @@ async fn no_read_comes_before_a_claim() {
     let d = delivery(job_body("drums"), 1);
     assert!(matches!(process_message(&ports, &SETTINGS, &d).await, Outcome::FailedForGood(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_failed"]);
-    assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap()).await, Ok(Settling::Settled));
+    assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap(), None).await, Ok(Settling::Settled));
     assert_eq!(ports.take_table_calls(), ["load_task", "settle_task"]);
 
     // A redelivery: the refused claim returns the item, which says the file is settled.
@@ -869,4 +869,45 @@ async fn a_permanent_failure_on_the_last_receive_is_an_ordinary_failure() {
     let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
     assert!(!outcome.is_failure());
+}
+
+/// Two workers that finish a task's last files at once both find every file settled; only
+/// the one holding the file settled last writes the manifest, the event and the settle. The
+/// other's check is deferred, and its redelivery finds the task settled.
+#[tokio::test]
+async fn only_the_worker_holding_the_last_settled_file_settles_at_once() {
+    let mut r = record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]);
+    r.files.get_mut("vocal").unwrap().stored_at = Some(Timestamp::from_unix_ms(1_800_000_002_000));
+    r.files.get_mut("drums").unwrap().failed_at = Some(Timestamp::from_unix_ms(1_800_000_001_000));
+    let ports = MemoryPorts::with_record(r);
+    let task = TaskId::parse(TASK).unwrap();
+    ports.take_table_calls();
+
+    let drums = ["drums".to_owned()];
+    assert_eq!(check_settled(&ports, &task, Some(&drums)).await, Ok(Settling::Deferred));
+    assert_eq!(ports.take_table_calls(), ["load_task"], "nothing written by the deferred check");
+    assert!(ports.manifests.lock().unwrap().is_empty());
+
+    let vocal = ["vocal".to_owned()];
+    assert_eq!(check_settled(&ports, &task, Some(&vocal)).await, Ok(Settling::Settled));
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    assert_eq!(ports.manifests.lock().unwrap().len(), 1);
+
+    // The deferred message's redelivery: nothing left to do.
+    assert_eq!(check_settled(&ports, &task, None).await, Ok(Settling::AlreadySettled));
+}
+
+/// Should the worker holding the last file not have seen the other settled (its read came
+/// first), the deferred check's redelivery settles the task: a redelivery never defers.
+#[tokio::test]
+async fn a_deferred_check_settles_on_its_redelivery() {
+    let mut r = record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Stored)]);
+    r.files.get_mut("vocal").unwrap().stored_at = Some(Timestamp::from_unix_ms(1_800_000_002_000));
+    r.files.get_mut("drums").unwrap().stored_at = Some(Timestamp::from_unix_ms(1_800_000_001_000));
+    let ports = MemoryPorts::with_record(r);
+    let task = TaskId::parse(TASK).unwrap();
+    assert_eq!(check_settled(&ports, &task, Some(&["drums".to_owned()])).await, Ok(Settling::Deferred));
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+    assert_eq!(check_settled(&ports, &task, None).await, Ok(Settling::Settled));
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }

@@ -145,14 +145,22 @@ fn string<'a>(item: &'a Item, attribute: &str) -> Option<&'a str> {
     }
 }
 
-/// Whether `condition` holds for the stored item (None: no item), as DynamoDB decides it.
-fn holds(condition: PutCondition, stored: Option<&Item>) -> bool {
+/// Whether `condition` holds for the stored item (None: no item), as DynamoDB decides it,
+/// at `now_secs`.
+fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool {
     match (condition, stored) {
-        (PutCondition::Absent | PutCondition::Unclaimed, None) => true,
+        (PutCondition::Absent | PutCondition::Unclaimed { .. }, None) => true,
         (PutCondition::Absent, Some(_)) => false,
-        (PutCondition::Unclaimed, Some(item)) => matches!(string(item, "status"), Some("pending" | "enqueuing")),
-        (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(rev),
-        (PutCondition::Version(version), Some(item)) => number(item, "version") == Some(version),
+        (PutCondition::Unclaimed { claimant }, Some(item)) => match string(item, "status") {
+            Some("pending") => true,
+            Some("enqueuing") => {
+                string(item, "claim") == Some(claimant.as_str())
+                    || number(item, "lease_until").is_some_and(|lease| (lease as i64) < now_secs)
+            }
+            _ => false,
+        },
+        (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(*rev),
+        (PutCondition::Version(version), Some(item)) => number(item, "version") == Some(*version),
         (PutCondition::Rev(_) | PutCondition::Version(_), None) => false,
     }
 }
@@ -175,18 +183,19 @@ impl SaveTask for MemoryTableAndQueue {
             return Err(error);
         }
         let plan = items::plan_save(before, after)?;
+        let now_secs = self.now().unix_seconds();
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
-            if holds(put.condition, items.get(&sk)) {
+            if holds(&put.condition, items.get(&sk), now_secs) {
                 items.insert(sk, put.item);
             } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
                 return Err(StoreError::Conflict);
             }
         }
         if let Some(put) = plan.task {
-            if !holds(put.condition, items.get(items::TASK_SK)) {
+            if !holds(&put.condition, items.get(items::TASK_SK), now_secs) {
                 return Err(StoreError::Conflict);
             }
             items.insert(items::TASK_SK.to_owned(), put.item);
