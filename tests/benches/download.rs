@@ -1,4 +1,4 @@
-//! `make bench`: the download function against the local emulator and a local file server.
+//! `make bench-micro`: the download function against the local emulator and a local file server.
 //!
 //! 1. Wall time and throughput of vaulting a 12-stem `split_stem` task (12 files of 8 MiB),
 //!    delivered as Lambda would: two batches (10 + 2 messages) in two concurrent invocations.
@@ -6,7 +6,7 @@
 //!    the copy runs in a child process (this binary again) that reports its own VmHWM.
 //! 3. For scale: how fast the source alone is read, so the emulator's share shows.
 //!
-//! Run under `infra/local/emulator.sh` (as `make bench` does).
+//! Run under `infra/local/emulator.sh` (as `make bench-micro` does).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ fn main() {
         return;
     }
     if std::env::var("AWS_ENDPOINT_URL").is_err() {
-        println!("download bench: no emulator (run `make bench`); skipped");
+        println!("download bench: no emulator (run `make bench-micro`); skipped");
         return;
     }
     runtime.block_on(async {

@@ -1,7 +1,7 @@
-//! `make bench`: the ingest handler's throughput and latency against the local emulator,
+//! `make bench-micro`: the ingest handler's throughput and latency against the local emulator,
 //! and its own overhead (the same handler over in-memory ports, no AWS calls).
 //!
-//! Run under `infra/local/emulator.sh` (as `make bench` does); without an emulator only the
+//! Run under `infra/local/emulator.sh` (as `make bench-micro` does); without an emulator only the
 //! in-memory part runs. Bounded: a few hundred requests per scenario.
 
 use std::sync::Arc;
@@ -152,7 +152,7 @@ fn main() {
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
         if !endpoint.starts_with("http://127.0.0.1") && !endpoint.starts_with("http://localhost") {
-            println!("emulator: skipped (run under infra/local/emulator.sh, as `make bench` does)");
+            println!("emulator: skipped (run under infra/local/emulator.sh, as `make bench-micro` does)");
             return;
         }
         let env = TestEnv::new().await;
