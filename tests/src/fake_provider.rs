@@ -8,7 +8,7 @@
 //!   `{"code":404,...}`; a known task answers the next [`Answer`] of its script (the last one
 //!   again once the script is used up).
 //! * Result answers are the documented answers (`fixtures/polls`, and section 7's shapes in
-//!   `shared/tests/fixtures/polls`) for the task, their file URLs pointing at this server's
+//!   `fixtures/polls/own`) for the task, their file URLs pointing at this server's
 //!   own `GET /files/<task>/<name>`, which serves generated audio, or 403 once
 //!   [`FakeProvider::expire`]d.
 //! * It counts polls per task and hits per file.
@@ -42,9 +42,9 @@ const VOCAL_REMOVAL_SUCCESS: &str =
     include_str!("../../fixtures/polls/poll-vocal-removal-record-info__kie__200-separate_vocal.json");
 /// A music task at its `first` and `complete` stages (section 7's shape).
 const MUSIC_FIRST: &str =
-    include_str!("../../shared/tests/fixtures/polls/poll-generate-record-info__own__200-FIRST_SUCCESS.json");
+    include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-FIRST_SUCCESS.json");
 const MUSIC_SUCCESS: &str =
-    include_str!("../../shared/tests/fixtures/polls/poll-generate-record-info__own__200-SUCCESS.json");
+    include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-SUCCESS.json");
 
 /// Bytes each served file has.
 pub const FILE_BYTES: usize = 48 * 1024;

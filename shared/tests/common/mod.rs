@@ -21,9 +21,10 @@ pub fn documented_polls_dir() -> PathBuf {
     documented_dir().join("../polls")
 }
 
-/// This crate's own record-info answers, built from the documentation's descriptions.
+/// Our own record-info answers, built from the documentation's descriptions (shared with the
+/// fake provider of the integration tests).
 pub fn own_polls_dir() -> PathBuf {
-    own_dir().join("polls")
+    documented_polls_dir().join("own")
 }
 
 pub fn read(path: PathBuf) -> Vec<u8> {
