@@ -43,8 +43,7 @@ const VOCAL_REMOVAL_SUCCESS: &str =
 /// A music task at its `first` and `complete` stages (section 7's shape).
 const MUSIC_FIRST: &str =
     include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-FIRST_SUCCESS.json");
-const MUSIC_SUCCESS: &str =
-    include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-SUCCESS.json");
+const MUSIC_SUCCESS: &str = include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-SUCCESS.json");
 
 /// Bytes each served file has.
 pub const FILE_BYTES: usize = 48 * 1024;
