@@ -3,7 +3,7 @@ loopback Lambda Runtime API, signed API Gateway events, and process statistics.
 
 Run the harnesses with the Python of `.venv/emulator` (moto[server], boto3 and requests).
 """
-import base64, hashlib, hmac, http.server, json, os, queue, socket, subprocess, sys, threading, time, uuid
+import base64, hashlib, hmac, http.server, json, os, queue, socket, subprocess, sys, tempfile, threading, time, uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,8 +33,10 @@ class Emulator:
         self.port = free_port()
         # The bench empties its queue every few seconds (runtime_api.py): moto allows that.
         env = dict(os.environ, MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false")
+        # Its request log (werkzeug writes one line per request to stderr) counts AWS requests.
+        self.log = tempfile.NamedTemporaryFile(prefix="emulator-", suffix=".log")
         self.proc = subprocess.Popen([sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", str(self.port)],
-                                     env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
         for _ in range(300):
             try:
@@ -79,12 +81,18 @@ class Emulator:
                     EVENT_BUS_NAME=name,
                     WEBHOOK_HMAC_KEYS=KEY)  # the last for the Node peer; the project reads the secret
 
+    def requests_served(self):
+        """How many HTTP requests the emulator has answered so far (its request log's lines)."""
+        with open(self.log.name, "rb") as f:
+            return sum(1 for line in f if b'" ' in line and b"HTTP/1." in line)
+
     def close(self):
         self.proc.terminate()
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill(); self.proc.wait()
+        self.log.close()
 
 
 def api_event(body, task_id, request_id=None):

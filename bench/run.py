@@ -187,6 +187,12 @@ def summarise(a, runs, problems):
             row(f"Ingest CPU per callback ({r['events']} callbacks)", f"{cpu:.2f} ms (Node peer {ncpu:.2f} ms, "
                 f"{ncpu / cpu:.1f}×)", f"≤ {ncpu / 5:.2f} ms (peer / 5)", cpu <= ncpu / 5)
             node_init = f" (Node peer {node[0]['init_ms']:.0f} ms)"
+            # What stands between the two: the work per request, and how many requests a callback makes.
+            reqs, nreqs = r.get("aws_requests_per_callback"), node[0].get("aws_requests_per_callback")
+            if reqs and nreqs:
+                row("Ingest AWS requests per callback, CPU per request",
+                    f"{reqs:.0f} requests, {cpu / reqs:.2f} ms each (Node peer {nreqs:.0f} requests, "
+                    f"{ncpu / nreqs:.2f} ms each, {ncpu / nreqs / (cpu / reqs):.1f}×)")
         row("Ingest init (spawn → first /next, secret read)", f"{r['init_ms']:.0f} ms{node_init}")
         row("Ingest invoke p50 / p99", f"{r['invoke_p50_ms']:.1f} / {r['invoke_p99_ms']:.1f} ms, "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB")

@@ -44,15 +44,20 @@ def main():
         # moto's SendMessage gets slower with every message the queue holds (real SQS does not):
         # empty the queue as the callbacks fill it, so invoke latency stays what it would be.
         stop = threading.Event()
+        purges = []
         def purge():
             while not stop.wait(2):
-                w.sqs.purge_queue(QueueUrl=env["QUEUE_URL"])
+                w.sqs.purge_queue(QueueUrl=env["QUEUE_URL"]); purges.append(1)
         threading.Thread(target=purge, daemon=True).start()
+        served_before = w.requests_served()
         t0 = time.perf_counter()
         proc = spawn(cmd, api, env, "ingest", a.log, memory_mb=256)
         api.wait(rids, 600, [proc])
         stop.set()
         time.sleep(0.2)
+        # The function's AWS requests: all the emulator served meanwhile but the purges above
+        # (the callback secret's read at init included, spread over the callbacks).
+        aws_requests = w.requests_served() - served_before - len(purges)
         cpu_ms, rss = proc_stats(proc.pid)  # while it is still alive, waiting on /next
         proc.kill(); proc.wait()
         api.close()
@@ -72,6 +77,7 @@ def main():
         "first_invoke_ms": round((api.done[rids[0]] - api.handed[rids[0]]) * 1000, 1) if rids[0] in api.done else None,
         "invoke_p50_ms": pct(0.5), "invoke_p99_ms": pct(0.99),
         "cpu_ms_per_1000": round(cpu_ms * 1000 / max(1, len(done)), 1), "peak_rss_mib": round(rss, 1),
+        "aws_requests_per_callback": round(aws_requests / max(1, len(done)), 2),
     }), flush=True)
 
 
