@@ -25,7 +25,7 @@ use stemvault_aws::table::Updated;
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items;
-use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
@@ -126,15 +126,7 @@ impl AwsPorts {
     }
 }
 
-impl Clock for AwsPorts {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await
-    }
-}
+stemvault_aws::system_clock!(AwsPorts);
 
 impl LoadTask for AwsPorts {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {

@@ -7,7 +7,6 @@ use std::time::Duration;
 use aws_sdk_sqs::error::DisplayErrorContext;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use stemvault_aws::metrics::{self, Metric};
-use stemvault_vault::{Clock, Timestamp};
 use url::Url;
 
 use crate::domain::{
@@ -113,15 +112,7 @@ pub struct AwsPorts {
     pub queue_url: String,
 }
 
-impl Clock for AwsPorts {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await
-    }
-}
+stemvault_aws::system_clock!(AwsPorts);
 
 impl PostWebhook for AwsPorts {
     async fn post_webhook(&self, webhook: &Webhook) -> Result<Answer, PostError> {

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
-use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
+use stemvault_vault::{FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
@@ -129,15 +129,7 @@ impl ReleaseClaims for TableAndQueue {
     }
 }
 
-impl Clock for TableAndQueue {
-    fn now(&self) -> Timestamp {
-        Timestamp::now()
-    }
-
-    async fn sleep(&self, duration: std::time::Duration) {
-        tokio::time::sleep(duration).await
-    }
-}
+crate::system_clock!(TableAndQueue);
 
 /// Add `names` to the task item's `queued` set; a new version, so a concurrent save of the
 /// task item (which writes the set it read) conflicts instead of dropping them.

@@ -1,6 +1,7 @@
 //! AWS adapters shared by the stemvault functions. Every client reaches AWS, or a local
 //! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
 
+pub mod clock;
 pub mod enqueue;
 pub mod env;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod provision;
 pub mod secrets;
 pub mod table;
 
+pub use clock::SystemClock;
 pub use env::{ConfigError, Env, FromEnv, reconcile_after};
 pub use table::{TaskTable, Update};
 
