@@ -2,7 +2,7 @@
 //! callback is recorded, archived and queued; concurrent and out-of-order deliveries; refusals
 //! that write nothing (a callback too large to record included); a queue that really fails
 //! after the record was written; and the callback secret read from Secrets Manager at start-up
-//! and again, after a refusal, once rotated.
+//! and again: after a refusal, once rotated, and when the checks are too old, once revoked.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -454,32 +454,64 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
 
 // --- the callback secret in Secrets Manager ----------------------------------------------
 
+/// The task of the WAV fixture the secret's tests deliver.
+const WAV_TASK: &str = "988e****c8d3";
+
+/// The WAV fixture signed now by `key`.
+fn wav_signed_by(key: &str) -> Request {
+    request(&signed_by(key, WAV_TASK, now_secs()), &fixture("convert-to-wav__kie__200.json"))
+}
+
+/// Two instances over the test's resources, each having accepted a callback signed by
+/// [`KEY`]: one as deployed, and one re-reading the secret by `policy`.
+async fn deployed_and(env: &TestEnv, policy: RefreshPolicy) -> (App, App) {
+    let config = config(env).await;
+    let deployed = start(env, config.clone()).await;
+    let other = start(env, config).await.with_refresh_policy(policy);
+    for app in [&deployed, &other] {
+        assert_eq!(app.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK, "the key read at start-up");
+    }
+    (deployed, other)
+}
+
 #[tokio::test]
 async fn the_secret_is_read_at_start_and_a_rotated_key_is_taken_after_a_refusal() {
     let env = TestEnv::new().await;
-    let config = config(&env).await;
-    // One instance as deployed (re-reads at most once a minute), one that may re-read at once.
-    let deployed = start(&env, config.clone()).await;
-    let eager = start(&env, config).await.with_refresh_policy(RefreshPolicy { interval: Duration::ZERO });
-    let body = fixture("convert-to-wav__kie__200.json");
-    let task = "988e****c8d3";
-    let by = |key: &str| request(&signed_by(key, task, now_secs()), &body);
-    for app in [&deployed, &eager] {
-        assert_eq!(app.handle(by(KEY)).await.status(), StatusCode::OK, "the key read at start-up");
-    }
+    // The other instance may re-read at once after a refusal.
+    let eager = RefreshPolicy { interval: Duration::ZERO, ..RefreshPolicy::default() };
+    let (deployed, eager) = deployed_and(&env, eager).await;
 
     put_secret(&env, &signing_key("rotated-key")).await;
-    let response = eager.handle(by("rotated-key")).await;
+    let response = eager.handle(wav_signed_by("rotated-key")).await;
     assert_eq!(response.status(), StatusCode::OK, "refused, re-read, accepted: {}", json(&response));
-    assert_eq!(refused(&eager, by(KEY)).await, (StatusCode::UNAUTHORIZED, "signature_mismatch".into()), "rotated out");
+    let refusal = (StatusCode::UNAUTHORIZED, "signature_mismatch".to_owned());
+    assert_eq!(refused(&eager, wav_signed_by(KEY)).await, refusal, "rotated out");
 
     assert_eq!(
-        refused(&deployed, by("rotated-key")).await,
-        (StatusCode::UNAUTHORIZED, "signature_mismatch".into()),
+        refused(&deployed, wav_signed_by("rotated-key")).await,
+        refusal,
         "read less than a minute ago: not read again yet"
     );
-    assert_eq!(deployed.handle(by(KEY)).await.status(), StatusCode::OK);
-    assert_eq!(env.record(task).await.unwrap().deliveries, 4);
+    assert_eq!(deployed.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK);
+    assert_eq!(env.record(WAV_TASK).await.unwrap().deliveries, 4);
+}
+
+#[tokio::test]
+async fn a_key_revoked_from_the_secret_is_refused_once_the_checks_reach_their_age() {
+    let env = TestEnv::new().await;
+    // The other instance's checks are always too old: it reads the secret before every request.
+    let aged = RefreshPolicy { max_age: Duration::ZERO, ..RefreshPolicy::default() };
+    let (deployed, aged) = deployed_and(&env, aged).await;
+
+    put_secret(&env, &signing_key("replacement-key")).await;
+    assert_eq!(
+        refused(&aged, wav_signed_by(KEY)).await,
+        (StatusCode::UNAUTHORIZED, "signature_mismatch".into()),
+        "revoked: read again for its age, though nothing was refused"
+    );
+    assert_eq!(aged.handle(wav_signed_by("replacement-key")).await.status(), StatusCode::OK);
+    assert_eq!(deployed.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK, "read less than five minutes ago");
+    assert_eq!(env.record(WAV_TASK).await.unwrap().deliveries, 4);
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication
-//! (with the callback secret read again when it may have been rotated), limits, metrics and
+//! (with the callback secret read again when it may have been rotated or revoked), limits, metrics and
 //! answers around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda, in memory
 //! in the tests and the benchmark).
 
@@ -72,7 +72,8 @@ impl<P: Ports> App<P> {
         App::over(config, ports).await
     }
 
-    /// Another policy for re-reading the secret (the emulator tests re-read at once).
+    /// Another policy for re-reading the secret (the emulator tests re-read at once, or
+    /// before every request).
     #[cfg(any(test, feature = "test-support"))]
     pub fn with_refresh_policy(mut self, policy: RefreshPolicy) -> App<P> {
         self.credentials = self.credentials.with_policy(policy);
@@ -95,7 +96,8 @@ impl<P: Ports> App<P> {
     }
 
     async fn respond(&self, req: Request, request_id: &str) -> Response<Body> {
-        let auth = self.credentials.current();
+        // Read again first if older than the maximum age: a revoked key stops working.
+        let auth = self.credentials.fresh(&self.ports).await;
         let mut checked = self.check(&auth, &req);
         if matches!(&checked, Err(rejection) if rejection.may_be_stale) {
             // Perhaps signed with a key rotated in since the secret was read: read it again

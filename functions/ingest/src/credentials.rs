@@ -1,11 +1,18 @@
 //! The callback checks in force, and when to read the callback secret again.
 //!
-//! The secret is read once at start-up. A request that its checks refuse may be signed with a
-//! key (or sent to a token) that was rotated into Secrets Manager since: then the secret is
-//! read again, at most once per [`REFRESH_INTERVAL`] per instance however many requests are
-//! refused (an unauthenticated flood costs one read a minute), and the request is checked again
-//! with what was read. Concurrent refused requests wait for that one read and use its result.
-//! A secret that cannot be read or used keeps the checks in force.
+//! The secret is read at start-up, then again in two cases, one read at a time per instance
+//! (concurrent requests wait for it and use its result; bounded by [`REFRESH_READ_TIMEOUT`]):
+//! - a request arriving when the checks in force were read more than [`MAX_AGE`] ago: so a key
+//!   or token taken out of the secret (revoked) stops being accepted within that age on every
+//!   warm instance, though no request is ever refused (costs one read per instance per
+//!   [`MAX_AGE`] while it serves requests);
+//! - a request its checks refuse: it may be signed with a key (or sent to a token) rotated into
+//!   Secrets Manager since. At most once per [`REFRESH_INTERVAL`] however many requests are
+//!   refused (an unauthenticated flood costs one read a minute), and the request is checked
+//!   again with what was read.
+//!
+//! A secret that cannot be read or used keeps the checks in force; the read time advances all
+//! the same, so a failing Secrets Manager is not read again on every request.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,27 +33,44 @@ pub trait ReadSecret {
 /// How often a refused request may read the secret again.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
-/// How long a re-read may take before the refusal stands (the provider waits 15 s at most).
+/// How old the checks in force may be: a key revoked from the secret is refused after this.
+pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// How long a re-read may take before the checks in force stand (the provider waits 15 s at most).
 const REFRESH_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// When the secret may be read again: pure, over the times of the clock.
+/// When the secret is read again: pure, over the times of the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshPolicy {
+    /// The least time between reads that refused requests trigger.
     pub interval: Duration,
+    /// The most time the checks in force may go unread.
+    pub max_age: Duration,
 }
 
 impl Default for RefreshPolicy {
     fn default() -> RefreshPolicy {
-        RefreshPolicy { interval: REFRESH_INTERVAL }
+        RefreshPolicy { interval: REFRESH_INTERVAL, max_age: MAX_AGE }
     }
 }
 
 impl RefreshPolicy {
-    /// Whether a read may start at `now` when the last one started at `last_read`. A clock
-    /// that stepped back allows it too (the read then restarts the interval from `now`).
+    /// Whether a refused request may read at `now` when the last read started at `last_read`.
+    /// A clock that stepped back allows it too (the read then restarts the interval from `now`).
     pub fn allows(&self, last_read: Timestamp, now: Timestamp) -> bool {
-        now < last_read || now >= last_read.plus(self.interval)
+        passed_or_stepped_back(self.interval, last_read, now)
     }
+
+    /// Whether checks last read at `last_read` are too old to use at `now`. A clock that
+    /// stepped back cannot tell their age, so they are (the read restarts the age from `now`).
+    pub fn is_stale(&self, last_read: Timestamp, now: Timestamp) -> bool {
+        passed_or_stepped_back(self.max_age, last_read, now)
+    }
+}
+
+/// `span` has passed from `since` to `now`, or the clock went back before `since`.
+fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
+    now < since || now >= since.plus(span)
 }
 
 /// The settings (not secrets) that turn a secret into checks.
@@ -64,12 +88,30 @@ impl AuthSettings {
     }
 }
 
+/// The checks in force and when the secret was last read (successfully or not).
+#[derive(Debug, Clone)]
+struct InForce {
+    auth: Arc<Auth>,
+    read_at: Timestamp,
+}
+
+/// Why the secret is read again (for the logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A request was refused.
+    Refusal,
+    /// The checks in force reached the policy's maximum age.
+    Age,
+}
+
 /// The checks in force, shared by every request of the instance.
 #[derive(Debug)]
 pub struct Credentials {
-    current: Mutex<Arc<Auth>>,
-    /// When the secret was last read; held while reading, so one read runs at a time.
-    last_read: tokio::sync::Mutex<Timestamp>,
+    /// Replaced as a whole when a read ends, so a request sees the time of the read that
+    /// brought the checks it uses.
+    in_force: Mutex<InForce>,
+    /// Held while reading the secret, so one read runs at a time and requests wait for it.
+    reading: tokio::sync::Mutex<()>,
     policy: RefreshPolicy,
     settings: AuthSettings,
 }
@@ -82,68 +124,109 @@ impl Credentials {
             .read_secret()
             .await
             .map_err(|e| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() })?;
-        let auth = settings.auth(&text)?;
+        let auth = Arc::new(settings.auth(&text)?);
         Ok(Credentials {
-            current: Mutex::new(Arc::new(auth)),
-            last_read: tokio::sync::Mutex::new(read_at),
+            in_force: Mutex::new(InForce { auth, read_at }),
+            reading: tokio::sync::Mutex::new(()),
             policy: RefreshPolicy::default(),
             settings,
         })
     }
 
-    /// Another refresh policy (the tests' shorter interval).
+    /// Another refresh policy (the tests' shorter interval or age).
     #[cfg(any(test, feature = "test-support"))]
     pub fn with_policy(mut self, policy: RefreshPolicy) -> Credentials {
         self.policy = policy;
         self
     }
 
-    /// The checks in force.
+    fn in_force(&self) -> InForce {
+        self.in_force.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The checks in force, as last read.
     pub fn current(&self) -> Arc<Auth> {
-        self.current.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.in_force().auth
+    }
+
+    /// The checks to use for a request now: those in force, read again first when they are
+    /// older than the policy's maximum age.
+    pub async fn fresh<P: ReadSecret + Clock>(&self, ports: &P) -> Arc<Auth> {
+        let in_force = self.in_force();
+        if !self.policy.is_stale(in_force.read_at, ports.now()) {
+            return in_force.auth;
+        }
+        let _reading = self.reading.lock().await;
+        // Another request may have read it while this one waited.
+        let in_force = self.in_force();
+        let now = ports.now();
+        if !self.policy.is_stale(in_force.read_at, now) {
+            return in_force.auth;
+        }
+        self.read(ports, now, Trigger::Age).await;
+        self.current()
     }
 
     /// Checks to try a request again with, after `refused_by` refused it: those another
     /// request's read brought meanwhile, or those this read brings when the policy allows a
     /// read and the secret changed. `None`: the refusal stands.
     pub async fn refreshed<P: ReadSecret + Clock>(&self, ports: &P, refused_by: &Arc<Auth>) -> Option<Arc<Auth>> {
-        let mut last_read = self.last_read.lock().await;
-        let current = self.current();
-        if !Arc::ptr_eq(&current, refused_by) {
-            return Some(current);
+        let _reading = self.reading.lock().await;
+        let in_force = self.in_force();
+        if !Arc::ptr_eq(&in_force.auth, refused_by) {
+            return Some(in_force.auth);
         }
         let now = ports.now();
-        if !self.policy.allows(*last_read, now) {
+        if !self.policy.allows(in_force.read_at, now) {
             return None;
         }
-        *last_read = now;
-        // Bounded: requests refused meanwhile wait for this read.
+        self.read(ports, now, Trigger::Refusal).await
+    }
+
+    /// Read the secret (the caller holds `reading`) and put it in force when usable and
+    /// changed: the new checks, or `None` when those in force stay. The read time becomes
+    /// `now` either way, so a failing read is not retried by every request.
+    async fn read<P: ReadSecret>(&self, ports: &P, now: Timestamp, trigger: Trigger) -> Option<Arc<Auth>> {
+        // Bounded: requests wait for this read.
         let read = tokio::time::timeout(REFRESH_READ_TIMEOUT, ports.read_secret()).await;
         let fresh = match read {
             Ok(Ok(text)) => self.settings.auth(&text).map_err(|e| e.to_string()),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no answer within {REFRESH_READ_TIMEOUT:?}")),
         };
-        match fresh {
-            Ok(fresh) if fresh.secret() == current.secret() => {
-                tracing::debug!("callback secret re-read after a refusal: unchanged");
-                None
+        let mut in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        in_force.read_at = now;
+        let fresh = match fresh {
+            Ok(fresh) if fresh.secret() == in_force.auth.secret() => {
+                tracing::debug!(?trigger, "callback secret re-read: unchanged");
+                return None;
             }
-            Ok(fresh) => {
-                tracing::info!(
-                    hmac_keys = fresh.secret().hmac_keys.len(),
-                    callback_token = fresh.secret().callback_token.is_some(),
-                    "callback secret changed: checking with its new version"
-                );
-                let fresh = Arc::new(fresh);
-                *self.current.lock().unwrap_or_else(PoisonError::into_inner) = fresh.clone();
-                Some(fresh)
-            }
+            Ok(fresh) => Arc::new(fresh),
             Err(e) => {
-                tracing::error!(error = %e, "callback secret re-read after a refusal is unusable; keeping the current one");
-                None
+                drop(in_force);
+                match trigger {
+                    Trigger::Refusal => tracing::error!(
+                        error = %e,
+                        "callback secret re-read after a refusal is unusable; keeping the current one"
+                    ),
+                    Trigger::Age => tracing::warn!(
+                        error = %e,
+                        max_age_secs = self.policy.max_age.as_secs(),
+                        "callback secret re-read for its age is unusable; keeping the current one"
+                    ),
+                }
+                return None;
             }
-        }
+        };
+        in_force.auth = fresh.clone();
+        drop(in_force);
+        tracing::info!(
+            ?trigger,
+            hmac_keys = fresh.secret().hmac_keys.len(),
+            callback_token = fresh.secret().callback_token.is_some(),
+            "callback secret changed: checking with its new version"
+        );
+        Some(fresh)
     }
 }
 
@@ -151,16 +234,36 @@ impl Credentials {
 mod tests {
     use super::*;
 
+    const T0: Timestamp = Timestamp { unix_ms: 1_763_910_000_000 };
+
+    fn before(t: Timestamp, ms: i64) -> Timestamp {
+        Timestamp::from_unix_ms(t.unix_ms - ms)
+    }
+
     #[test]
     fn a_read_at_most_once_per_interval() {
         let policy = RefreshPolicy::default();
         assert_eq!(policy.interval, Duration::from_secs(60));
-        let t0 = Timestamp::from_unix_ms(1_763_910_000_000);
-        assert!(!policy.allows(t0, t0));
-        assert!(!policy.allows(t0, t0.plus(Duration::from_millis(59_999))));
-        assert!(policy.allows(t0, t0.plus(Duration::from_secs(60))));
-        assert!(policy.allows(t0, t0.plus(Duration::from_secs(3600))));
-        assert!(policy.allows(t0, Timestamp::from_unix_ms(t0.unix_ms - 1)), "the clock stepped back");
-        assert!(RefreshPolicy { interval: Duration::ZERO }.allows(t0, t0));
+        assert!(!policy.allows(T0, T0));
+        assert!(!policy.allows(T0, T0.plus(Duration::from_millis(59_999))));
+        assert!(policy.allows(T0, T0.plus(Duration::from_secs(60))));
+        assert!(policy.allows(T0, T0.plus(Duration::from_secs(3600))));
+        assert!(policy.allows(T0, before(T0, 1)), "the clock stepped back");
+        assert!(RefreshPolicy { interval: Duration::ZERO, ..policy }.allows(T0, T0));
+    }
+
+    #[test]
+    fn checks_are_stale_after_five_minutes_or_when_the_clock_stepped_back() {
+        let policy = RefreshPolicy::default();
+        assert_eq!(policy.max_age, Duration::from_secs(300));
+        assert!(!policy.is_stale(T0, T0));
+        assert!(!policy.is_stale(T0, T0.plus(Duration::from_millis(299_999))), "fresh");
+        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(300))));
+        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
+        assert!(policy.is_stale(T0, before(T0, 1)), "the clock stepped back: age unknown");
+        assert!(RefreshPolicy { max_age: Duration::ZERO, ..policy }.is_stale(T0, T0));
+        // Age and refusals are separate: a minute on, a refusal may read but the checks are fresh.
+        let a_minute_on = T0.plus(Duration::from_secs(60));
+        assert!(policy.allows(T0, a_minute_on) && !policy.is_stale(T0, a_minute_on));
     }
 }

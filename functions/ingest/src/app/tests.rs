@@ -448,11 +448,106 @@ async fn a_secret_that_cannot_be_read_again_or_used_keeps_the_checks_in_force() 
         assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "{unusable}");
     }
     assert_eq!(h.ports.secret_reads(), 5);
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = logs_without_keys(&captured);
     assert_eq!(logs.matches("keeping the current one").count(), 4, "{logs}");
+}
+
+/// The logs captured, after checking they hold none of the keys.
+fn logs_without_keys(captured: &Captured) -> String {
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     for secret in [KEY, OLD_KEY, NEW_KEY] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
     }
+    logs
+}
+
+// --- the callback secret, revoked ----------------------------------------------------------
+
+/// The secret with [`KEY`] and [`OLD_KEY`] revoked: only [`NEW_KEY`] left.
+fn revoked() -> CallbackSecret {
+    CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None }
+}
+
+#[tokio::test]
+async fn a_key_removed_from_the_secret_is_refused_once_the_checks_are_five_minutes_old() {
+    let h = app().await;
+    h.ports.set_secret(&revoked());
+
+    h.ports.advance(Duration::from_secs(299));
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 299)).await.status(), StatusCode::OK, "read 299 s ago: in force");
+    assert_eq!(h.ports.secret_reads(), 1);
+
+    // Nothing was refused, yet the checks are five minutes old: read again before checking.
+    h.ports.advance(Duration::from_secs(1));
+    assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 300)).await, "signature_mismatch", "revoked");
+    assert_eq!(refusal(&h, signed_at(OLD_KEY, NOW_SECS + 300)).await, "signature_mismatch", "revoked");
+    assert_eq!(h.handle(signed_at(NEW_KEY, NOW_SECS + 300)).await.status(), StatusCode::OK);
+    assert_eq!(h.ports.secret_reads(), 2, "one read for the age; the refusals read nothing more within the minute");
+
+    // The next read is five minutes after that one, unless a refusal comes first.
+    h.ports.set_secret(&keys());
+    h.ports.advance(Duration::from_secs(299));
+    assert_eq!(h.handle(signed_at(NEW_KEY, NOW_SECS + 599)).await.status(), StatusCode::OK);
+    assert_eq!(h.ports.secret_reads(), 2);
+    h.ports.advance(Duration::from_secs(1));
+    assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 600)).await, "signature_mismatch");
+    assert_eq!(h.ports.secret_reads(), 3);
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_read_for_its_age_keeps_the_checks_without_a_read_per_request() {
+    let captured = capture_logs();
+    let h = app().await;
+    h.ports.set_secret_failing(true);
+    h.ports.advance(Duration::from_secs(300));
+    for _ in 0..3 {
+        assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 300)).await.status(), StatusCode::OK, "still in force");
+    }
+    assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 300)).await, "signature_mismatch");
+    assert_eq!(h.ports.secret_reads(), 2, "the failed read counts as one: none per request after it");
+
+    h.ports.set_secret_failing(false);
+    h.ports.set_secret_text("{}");
+    h.ports.advance(Duration::from_secs(300));
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 600)).await.status(), StatusCode::OK, "an unusable secret");
+    assert_eq!(h.ports.secret_reads(), 3);
+
+    h.ports.set_secret(&revoked());
+    h.ports.advance(Duration::from_secs(300));
+    assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 900)).await, "signature_mismatch", "readable again");
+    assert_eq!(h.ports.secret_reads(), 4);
+
+    let logs = logs_without_keys(&captured);
+    let unusable: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| {
+            l["fields"]["message"] == "callback secret re-read for its age is unusable; keeping the current one"
+        })
+        .collect();
+    assert_eq!(unusable.len(), 2, "{logs}");
+    assert!(unusable.iter().all(|l| l["level"] == "WARN"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_one_read_for_the_age() {
+    let h = std::sync::Arc::new(app().await);
+    h.ports.set_secret(&revoked());
+    h.ports.advance(Duration::from_secs(300));
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let task = format!("wav-task-{i}");
+        let body = String::from_utf8(WAV.to_vec()).unwrap().replace(WAV_TASK, &task);
+        let key = if i % 2 == 0 { NEW_KEY } else { KEY };
+        let req = request("/callback", &signed_headers(key, &task, NOW_SECS + 300), body.into_bytes());
+        let h = h.clone();
+        requests.spawn(async move { (key, h.handle(req).await.status()) });
+    }
+    for (key, status) in requests.join_all().await {
+        let expected = if key == NEW_KEY { StatusCode::OK } else { StatusCode::UNAUTHORIZED };
+        assert_eq!(status, expected, "signed by {key:?}");
+    }
+    assert_eq!(h.ports.secret_reads(), 2, "the start-up read and one for the age");
 }
 
 // --- API Gateway request fixtures (events/*.json) ---------------------------------------
