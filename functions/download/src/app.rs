@@ -12,18 +12,17 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
 use stemvault_aws::events::EventBus;
+use stemvault_aws::sqs_batch::{self, Ran, catch_panic, deadline_instant, receive_count};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 use suno_callbacks::TaskId;
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::aws::AwsPorts;
@@ -70,7 +69,7 @@ impl App {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        let deadline = deadline_instant(event.context.deadline, Timestamp::now(), Instant::now());
+        let deadline = deadline_instant(event.context.deadline);
         self.handle_batch(event.payload, deadline).await
     }
 
@@ -107,22 +106,11 @@ struct Handled {
     outcome: Outcome,
 }
 
-/// One message of the batch after [`run_messages`]: its id, its span, and how it ended
-/// (None: its task panicked).
-struct Ran {
-    id: String,
-    span: tracing::Span,
-    handled: Option<Handled>,
-}
-
 /// Handle one message (in the caller's span); a retryable outcome delays its next delivery.
 async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Handled {
     let delivery = delivery(&message, deadline, ports.now());
     let processing = process_message(ports, settings, &delivery);
-    let outcome = AssertUnwindSafe(processing)
-        .catch_unwind()
-        .await
-        .unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic_text(panic.as_ref()))));
+    let outcome = catch_panic(processing).await.unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic)));
     log_outcome(&outcome);
     if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
         release_after_panic(ports, &delivery, &e.to_string()).await;
@@ -134,49 +122,23 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
 }
 
 /// Run `handle` on every message, at most `limit` at once, each in its own task and span.
-async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran>
+async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran<Handled>>
 where
     F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Handled> + Send + 'static,
 {
-    let handle = Arc::new(handle);
-    let permits = Arc::new(Semaphore::new(limit.max(1)));
-    let mut running = Vec::with_capacity(messages.len());
-    for message in messages {
-        let id = message.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!(
-            "message",
-            message_id = %id,
-            task_id = tracing::field::Empty,
-            file = tracing::field::Empty
-        );
-        let (handle, permits) = (handle.clone(), permits.clone());
-        let work = async move {
-            // The semaphore is never closed, so this always yields a permit.
-            let _permit = permits.acquire_owned().await;
-            handle(message).await
-        };
-        running.push((id, span.clone(), tokio::spawn(work.instrument(span))));
-    }
-    let mut ran = Vec::with_capacity(running.len());
-    for (id, span, task) in running {
-        let handled = match task.await {
-            Ok(handled) => Some(handled),
-            Err(e) => {
-                span.in_scope(|| tracing::error!(error = %e, "the message's handler panicked"));
-                None
-            }
-        };
-        ran.push(Ran { id, span, handled });
-    }
-    ran
+    sqs_batch::run_messages(messages, limit, message_span, handle).await
+}
+
+fn message_span(id: &str) -> tracing::Span {
+    tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, file = tracing::field::Empty)
 }
 
 /// After the batch's messages: one settle check per task that any of them asked for, at
 /// most `limit` at once. When a task's check fails (or panics), or is deferred to the worker
 /// that settled the task's last file, every message that asked for it goes back to the queue
 /// (delayed like any retry), so its redelivery checks again.
-async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
+async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize) {
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
         let Some(handled) = &message.handled else { continue };
@@ -193,9 +155,8 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
         .collect();
     let checks = tasks.into_iter().map(|(task_id, asked, here)| async move {
         let span = tracing::info_span!("settle", task_id = %task_id.as_str());
-        let checking =
-            AssertUnwindSafe(check_settled(ports, &task_id, here.as_deref())).catch_unwind().instrument(span.clone());
-        let checked = checking.await.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic_text(panic.as_ref()))));
+        let checking = catch_panic(check_settled(ports, &task_id, here.as_deref())).instrument(span.clone());
+        let checked = checking.await.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic)));
         (span, checked, asked)
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
@@ -231,7 +192,7 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran], limit: usize) {
 /// on its first receive and did that: then only the worker holding the task's last settled
 /// file settles it at once. None otherwise (a redelivery, a manifest job, an already settled
 /// file, a dead letter): whoever checks settles.
-fn settled_here(ran: &[Ran], asked: &[usize]) -> Option<Vec<String>> {
+fn settled_here(ran: &[Ran<Handled>], asked: &[usize]) -> Option<Vec<String>> {
     let mut names = Vec::new();
     for &i in asked {
         let handled = ran[i].handled.as_ref()?;
@@ -256,21 +217,8 @@ fn log_settling(settling: Settling) {
 
 /// The partial batch response: the messages whose outcome is a failure, or whose task
 /// panicked.
-fn respond(ran: &[Ran]) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for message in ran {
-        let failed = message.handled.as_ref().is_none_or(|h| h.outcome.is_failure());
-        if !failed {
-            continue;
-        }
-        if message.id.is_empty() {
-            // An empty identifier would make Lambda fail the whole batch.
-            message.span.in_scope(|| tracing::error!("a failed message has no message id and cannot be reported"));
-            continue;
-        }
-        response.add_failure(message.id.clone());
-    }
-    response
+fn respond(ran: &[Ran<Handled>]) -> SqsBatchResponse {
+    sqs_batch::respond(ran, |handled| handled.outcome.is_failure())
 }
 
 /// The domain's view of one message.
@@ -288,26 +236,6 @@ fn delivery(message: &SqsMessage, deadline: Instant, now: Timestamp) -> Delivery
     }
 }
 
-/// `ApproximateReceiveCount`, 1 when absent or unreadable.
-fn receive_count(message: &SqsMessage) -> u32 {
-    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
-}
-
-/// The deadline Lambda gives (milliseconds since the epoch) as an [`Instant`], given the
-/// time now on both clocks.
-fn deadline_instant(deadline_epoch_ms: u64, now: Timestamp, now_instant: Instant) -> Instant {
-    let now_ms = u64::try_from(now.unix_ms).unwrap_or(0);
-    now_instant + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 fn log_outcome(outcome: &Outcome) {
     match outcome {
         Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
@@ -321,7 +249,7 @@ fn log_outcome(outcome: &Outcome) {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::time::Duration;
 
     use stemvault_vault::{FileStatus, VaultState};
 
@@ -370,36 +298,6 @@ mod tests {
         ];
         let response = respond(&run_messages(messages, 2, outcome_for).await);
         assert_eq!(failed_ids(&response), vec!["m2", "m3"]);
-    }
-
-    #[tokio::test]
-    async fn failures_without_a_message_id_are_never_reported_as_empty_ids() {
-        let mut anonymous = message("", "retry");
-        anonymous.message_id = None;
-        let messages = vec![anonymous, message("", "panic"), message("m3", "retry")];
-        let response = respond(&run_messages(messages, 4, outcome_for).await);
-        assert_eq!(failed_ids(&response), vec!["m3"]);
-    }
-
-    #[tokio::test]
-    async fn concurrency_is_bounded() {
-        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (r, p) = (running.clone(), peak.clone());
-        let messages = (0..10).map(|i| message(&format!("m{i}"), "ok")).collect();
-        let ran = run_messages(messages, 3, move |m| {
-            let (r, p) = (r.clone(), p.clone());
-            async move {
-                let now = r.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-                p.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                r.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                handled(&m, stored())
-            }
-        })
-        .await;
-        assert!(respond(&ran).batch_item_failures.is_empty());
-        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
@@ -496,24 +394,8 @@ mod tests {
     }
 
     #[test]
-    fn receive_count_defaults_to_one() {
-        let mut m = message("m", "");
-        assert_eq!(receive_count(&m), 1);
-        m.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), "4".to_owned())]);
-        assert_eq!(receive_count(&m), 4);
-        m.attributes.insert("ApproximateReceiveCount".to_owned(), "zero".to_owned());
-        assert_eq!(receive_count(&m), 1);
-        m.attributes.insert("ApproximateReceiveCount".to_owned(), "0".to_owned());
-        assert_eq!(receive_count(&m), 1);
-    }
-
-    #[test]
-    fn the_lambda_deadline_becomes_an_instant_and_a_lease() {
+    fn the_lambda_deadline_becomes_a_lease() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let at = Instant::now();
-        assert_eq!(deadline_instant(1_800_000_060_000, now, at), at + Duration::from_secs(60));
-        assert_eq!(deadline_instant(1_799_999_000_000, now, at), at, "a past deadline is now");
-
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut m = message("m", "{}");
         m.receipt_handle = Some("r".into());

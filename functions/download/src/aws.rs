@@ -301,15 +301,7 @@ impl EmitMetrics for AwsPorts {
 
 impl DelayMessage for AwsPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
-        self.sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+        stemvault_aws::sqs_batch::delay_message(&self.sqs, &self.queue_url, receipt_handle, delay).await
     }
 }
 

@@ -1,22 +1,20 @@
 //! The Lambda side: one SQS batch in, a partial batch response out.
 //!
 //! Messages of a batch are delivered concurrently (at most [`MAX_CONCURRENT_MESSAGES`] at
-//! once), each in its own span (`message_id`, then `task_id` and `event_id`). A panic fails
-//! only its own message. Only messages to try again are reported as batch item failures,
+//! once), each as its own tokio task in its own span (`message_id`, then `task_id` and
+//! `event_id`). A panic fails only its own message. Only messages to try again are reported as batch item failures,
 //! each kept away first for its retry delay; every other message of the batch is deleted by
 //! Lambda.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::{FutureExt, StreamExt};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
 use stemvault_aws::secrets::SecretReader;
-use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
-use tracing::Instrument;
+use stemvault_aws::sqs_batch::{catch_panic, deadline_instant, receive_count, respond, run_messages};
+use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::{AwsPorts, HttpPoster};
 use crate::config::Config;
@@ -59,78 +57,40 @@ impl<P: Ports + Send + 'static> App<P> {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        let now_ms = u64::try_from(Timestamp::now().unix_ms).unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
-        self.handle_batch(event.payload, deadline).await
+        self.handle_batch(event.payload, deadline_instant(event.context.deadline)).await
     }
 
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
-        let handled: Vec<(String, tracing::Span, Outcome)> = futures::stream::iter(event.records)
-            .map(|message| self.handle_message(message, stop_at))
-            .buffer_unordered(MAX_CONCURRENT_MESSAGES)
-            .collect()
-            .await;
-        respond(&handled)
-    }
-
-    async fn handle_message(&self, message: SqsMessage, stop_at: Instant) -> (String, tracing::Span, Outcome) {
-        let id = message.message_id.clone().unwrap_or_default();
-        let span = tracing::info_span!(
-            "message",
-            message_id = %id,
-            task_id = tracing::field::Empty,
-            event_id = tracing::field::Empty
-        );
-        let delivery = Delivery {
-            body: message.body.clone().unwrap_or_default(),
-            receipt_handle: message.receipt_handle.clone().filter(|h| !h.is_empty()),
-            receive_count: receive_count(&message),
-            stop_at,
-        };
-        let work = async {
-            let outcome = AssertUnwindSafe(process_message(&*self.ports, &self.signer, &delivery))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|panic| Outcome::Retry(NotifyError::Panicked(panic_text(panic.as_ref()))));
-            log_outcome(&outcome, delivery.receive_count);
-            delay_retry(&*self.ports, &delivery, &outcome).await;
-            outcome
-        };
-        let outcome = work.instrument(span.clone()).await;
-        (id, span, outcome)
+        let (ports, signer) = (self.ports.clone(), self.signer.clone());
+        let ran = run_messages(event.records, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
+            let (ports, signer) = (ports.clone(), signer.clone());
+            async move { handle_message(&*ports, &signer, message, stop_at).await }
+        })
+        .await;
+        respond(&ran, Outcome::is_failure)
     }
 }
 
-/// The partial batch response: the messages to retry.
-fn respond(handled: &[(String, tracing::Span, Outcome)]) -> SqsBatchResponse {
-    let mut response = SqsBatchResponse::default();
-    for (id, span, outcome) in handled {
-        if !outcome.is_failure() {
-            continue;
-        }
-        if id.is_empty() {
-            // An empty identifier would make Lambda fail the whole batch.
-            span.in_scope(|| tracing::error!("a failed message has no message id and cannot be reported"));
-            continue;
-        }
-        response.add_failure(id.clone());
-    }
-    response
+fn message_span(id: &str) -> tracing::Span {
+    tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, event_id = tracing::field::Empty)
 }
 
-/// `ApproximateReceiveCount`, 1 when absent or unreadable.
-fn receive_count(message: &SqsMessage) -> u32 {
-    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
+/// Deliver one message (in the caller's span); a retry delays its next delivery.
+async fn handle_message<P: Ports>(ports: &P, signer: &Signer, message: SqsMessage, stop_at: Instant) -> Outcome {
+    let delivery = Delivery {
+        receive_count: receive_count(&message),
+        body: message.body.unwrap_or_default(),
+        receipt_handle: message.receipt_handle.filter(|h| !h.is_empty()),
+        stop_at,
+    };
+    let outcome = catch_panic(process_message(ports, signer, &delivery))
+        .await
+        .unwrap_or_else(|panic| Outcome::Retry(NotifyError::Panicked(panic)));
+    log_outcome(&outcome, delivery.receive_count);
+    delay_retry(ports, &delivery, &outcome).await;
+    outcome
 }
 
 fn log_outcome(outcome: &Outcome, receive_count: u32) {

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use stemvault_aws::metrics::{self, Metric};
 use url::Url;
@@ -122,15 +121,7 @@ impl PostWebhook for AwsPorts {
 
 impl DelayMessage for AwsPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
-        self.sqs
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+        stemvault_aws::sqs_batch::delay_message(&self.sqs, &self.queue_url, receipt_handle, delay).await
     }
 }
 

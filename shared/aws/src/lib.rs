@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod provider;
 pub mod provision;
 pub mod secrets;
+pub mod sqs_batch;
 pub mod table;
 
 pub use clock::SystemClock;

@@ -1,0 +1,250 @@
+//! The plumbing of a function fed SQS batches (download, notify): every message handled in
+//! its own tokio task and span, a bounded number at once, so that a panic fails only its own
+//! message; the partial batch response (`batchItemFailures`) naming the messages to try
+//! again; and the delay of a retried message's next delivery (ChangeMessageVisibility).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
+use aws_sdk_sqs::error::DisplayErrorContext;
+use futures::FutureExt;
+use stemvault_vault::Timestamp;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// One message of a batch after [`run_messages`]: its id (empty when SQS gave none), its
+/// span, and what its handler returned (None: the handler's task panicked).
+#[derive(Debug)]
+pub struct Ran<H> {
+    pub id: String,
+    pub span: tracing::Span,
+    pub handled: Option<H>,
+}
+
+/// Run `handle` on every message, at most `limit` at once, each in its own tokio task, in the
+/// span `span_of` makes for its message id. The answers keep the batch's order.
+pub async fn run_messages<H, S, F, Fut>(messages: Vec<SqsMessage>, limit: usize, span_of: S, handle: F) -> Vec<Ran<H>>
+where
+    H: Send + 'static,
+    S: Fn(&str) -> tracing::Span,
+    F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = H> + Send + 'static,
+{
+    let handle = Arc::new(handle);
+    let permits = Arc::new(Semaphore::new(limit.max(1)));
+    let mut running = Vec::with_capacity(messages.len());
+    for message in messages {
+        let id = message.message_id.clone().unwrap_or_default();
+        let span = span_of(&id);
+        let (handle, permits) = (handle.clone(), permits.clone());
+        let work = async move {
+            // The semaphore is never closed, so this always yields a permit.
+            let _permit = permits.acquire_owned().await;
+            handle(message).await
+        };
+        running.push((id, span.clone(), tokio::spawn(work.instrument(span))));
+    }
+    let mut ran = Vec::with_capacity(running.len());
+    for (id, span, task) in running {
+        let handled = match task.await {
+            Ok(handled) => Some(handled),
+            Err(e) => {
+                span.in_scope(|| tracing::error!(error = %e, "the message's handler panicked"));
+                None
+            }
+        };
+        ran.push(Ran { id, span, handled });
+    }
+    ran
+}
+
+/// The partial batch response: the messages whose handler panicked or whose answer `failed`
+/// says is to be tried again. Lambda deletes every other message of the batch.
+pub fn respond<H>(ran: &[Ran<H>], failed: impl Fn(&H) -> bool) -> SqsBatchResponse {
+    let mut response = SqsBatchResponse::default();
+    for message in ran {
+        if !message.handled.as_ref().is_none_or(&failed) {
+            continue;
+        }
+        if message.id.is_empty() {
+            // An empty identifier would make Lambda fail the whole batch.
+            message.span.in_scope(|| tracing::error!("a failed message has no message id and cannot be reported"));
+            continue;
+        }
+        response.add_failure(message.id.clone());
+    }
+    response
+}
+
+/// What `work` returns, or the message of its panic: a handler turns it into a retry of its
+/// own message, and can still log and delay it.
+pub async fn catch_panic<F: Future>(work: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(work).catch_unwind().await.map_err(|panic| panic_text(panic.as_ref()))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// `ApproximateReceiveCount`, 1 when absent or unreadable.
+pub fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
+}
+
+/// The invocation's deadline, as Lambda gives it (milliseconds since the epoch), as an
+/// [`Instant`].
+pub fn deadline_instant(deadline_epoch_ms: u64) -> Instant {
+    instant_of(deadline_epoch_ms, Timestamp::now(), Instant::now())
+}
+
+/// `deadline_epoch_ms` as an [`Instant`], given the time now on both clocks.
+fn instant_of(deadline_epoch_ms: u64, now: Timestamp, now_instant: Instant) -> Instant {
+    let now_ms = u64::try_from(now.unix_ms).unwrap_or(0);
+    now_instant + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
+}
+
+/// Keep a received message of `queue_url` invisible for `delay` from now
+/// (ChangeMessageVisibility): its next delivery waits that long.
+pub async fn delay_message(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    receipt_handle: &str,
+    delay: Duration,
+) -> Result<(), String> {
+    sqs.change_message_visibility()
+        .queue_url(queue_url)
+        .receipt_handle(receipt_handle)
+        .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| DisplayErrorContext(e).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// What a test's handler made of a message.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Answer {
+        Done,
+        Retry,
+    }
+
+    fn message(id: &str, body: &str) -> SqsMessage {
+        let mut m = SqsMessage::default();
+        m.message_id = Some(id.to_owned());
+        m.body = Some(body.to_owned());
+        m
+    }
+
+    fn span_of(id: &str) -> tracing::Span {
+        tracing::info_span!("message", message_id = %id)
+    }
+
+    async fn answer(m: SqsMessage) -> Answer {
+        match m.body.as_deref() {
+            Some("panic") => panic!("poisoned message"),
+            Some("retry") => Answer::Retry,
+            _ => Answer::Done,
+        }
+    }
+
+    fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
+    }
+
+    fn to_retry(answer: &Answer) -> bool {
+        *answer == Answer::Retry
+    }
+
+    #[tokio::test]
+    async fn only_failed_and_panicked_messages_are_reported() {
+        let messages = vec![
+            message("m1", "ok"),
+            message("m2", "panic"),
+            message("m3", "retry"),
+            message("m4", "ok"),
+            message("m5", "retry"),
+        ];
+        let ran = run_messages(messages, 2, span_of, answer).await;
+        let ids: Vec<&str> = ran.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2", "m3", "m4", "m5"], "the batch's order");
+        assert_eq!(ran[1].handled, None);
+        assert_eq!(failed_ids(&respond(&ran, to_retry)), vec!["m2", "m3", "m5"]);
+    }
+
+    #[tokio::test]
+    async fn failures_without_a_message_id_are_never_reported_as_empty_ids() {
+        let mut anonymous = message("", "retry");
+        anonymous.message_id = None;
+        let messages = vec![anonymous, message("", "panic"), message("m3", "retry")];
+        let response = respond(&run_messages(messages, 4, span_of, answer).await, to_retry);
+        assert_eq!(failed_ids(&response), vec!["m3"]);
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded() {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let (r, p) = (running.clone(), peak.clone());
+        let messages = (0..10).map(|i| message(&format!("m{i}"), "ok")).collect();
+        let ran = run_messages(messages, 3, span_of, move |_| {
+            let (r, p) = (r.clone(), p.clone());
+            async move {
+                let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                p.fetch_max(now, Ordering::SeqCst);
+                // Hand the thread to the other tasks, so that all that may run do.
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                r.fetch_sub(1, Ordering::SeqCst);
+                Answer::Done
+            }
+        })
+        .await;
+        assert!(respond(&ran, to_retry).batch_item_failures.is_empty());
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
+        assert_eq!(catch_panic(async { panic!("poisoned message") }).await, Err::<(), _>("poisoned message".into()));
+        let id = 9;
+        assert_eq!(catch_panic(async { panic!("message {id}") }).await, Err::<(), _>("message 9".into()));
+        let anything = catch_panic(async { std::panic::panic_any(id) }).await;
+        assert_eq!(anything, Err::<(), _>("a panic without a message".into()));
+    }
+
+    #[test]
+    fn receive_count_defaults_to_one() {
+        let mut m = message("m", "");
+        assert_eq!(receive_count(&m), 1);
+        m.attributes = HashMap::from([("ApproximateReceiveCount".to_owned(), "4".to_owned())]);
+        assert_eq!(receive_count(&m), 4);
+        m.attributes.insert("ApproximateReceiveCount".to_owned(), "zero".to_owned());
+        assert_eq!(receive_count(&m), 1);
+        m.attributes.insert("ApproximateReceiveCount".to_owned(), "0".to_owned());
+        assert_eq!(receive_count(&m), 1);
+    }
+
+    #[test]
+    fn the_lambda_deadline_becomes_an_instant() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let at = Instant::now();
+        assert_eq!(instant_of(1_800_000_060_000, now, at), at + Duration::from_secs(60));
+        assert_eq!(instant_of(1_799_999_000_000, now, at), at, "a past deadline is now");
+    }
+}
