@@ -19,8 +19,9 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
+use stemvault_aws::deadline;
 use stemvault_aws::events::EventBus;
-use stemvault_aws::sqs_batch::{self, Ran, catch_panic, deadline_instant, receive_count};
+use stemvault_aws::sqs_batch::{self, Ran, catch_panic, receive_count};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 use suno_callbacks::TaskId;
 use tracing::Instrument;
@@ -69,8 +70,7 @@ impl App {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        let deadline = deadline_instant(event.context.deadline);
-        self.handle_batch(event.payload, deadline).await
+        self.handle_batch(event.payload, deadline::as_instant(event.context.deadline)).await
     }
 
     /// Handle one batch; `deadline` is when the invocation must be done.

@@ -12,8 +12,9 @@ use std::time::Instant;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
+use stemvault_aws::deadline;
 use stemvault_aws::secrets::SecretReader;
-use stemvault_aws::sqs_batch::{catch_panic, deadline_instant, receive_count, respond, run_messages};
+use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages};
 use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::{AwsPorts, HttpPoster};
@@ -57,7 +58,7 @@ impl<P: Ports + Send + 'static> App<P> {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        self.handle_batch(event.payload, deadline_instant(event.context.deadline)).await
+        self.handle_batch(event.payload, deadline::as_instant(event.context.deadline)).await
     }
 
     /// Handle one batch; `deadline` is when the invocation must be done.

@@ -76,9 +76,7 @@ impl App {
 
     /// One scheduled invocation, stopping [`STOP_BEFORE_DEADLINE`] before its deadline.
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
-        let deadline = i64::try_from(event.context.deadline).unwrap_or(i64::MAX);
-        let margin = i64::try_from(STOP_BEFORE_DEADLINE.as_millis()).unwrap_or(i64::MAX);
-        let stop_at = Timestamp::from_unix_ms(deadline.saturating_sub(margin));
+        let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, STOP_BEFORE_DEADLINE);
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 

@@ -2,6 +2,7 @@
 //! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
 
 pub mod clock;
+pub mod deadline;
 pub mod enqueue;
 pub mod env;
 pub mod events;

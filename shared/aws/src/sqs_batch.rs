@@ -1,17 +1,17 @@
 //! The plumbing of a function fed SQS batches (download, notify): every message handled in
 //! its own tokio task and span, a bounded number at once, so that a panic fails only its own
 //! message; the partial batch response (`batchItemFailures`) naming the messages to try
-//! again; and the delay of a retried message's next delivery (ChangeMessageVisibility).
+//! again; and the delay of a retried message's next delivery (ChangeMessageVisibility). The
+//! invocation's deadline is [`crate::deadline`]'s.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
 use futures::FutureExt;
-use stemvault_vault::Timestamp;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -96,18 +96,6 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 /// `ApproximateReceiveCount`, 1 when absent or unreadable.
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
-}
-
-/// The invocation's deadline, as Lambda gives it (milliseconds since the epoch), as an
-/// [`Instant`].
-pub fn deadline_instant(deadline_epoch_ms: u64) -> Instant {
-    instant_of(deadline_epoch_ms, Timestamp::now(), Instant::now())
-}
-
-/// `deadline_epoch_ms` as an [`Instant`], given the time now on both clocks.
-fn instant_of(deadline_epoch_ms: u64, now: Timestamp, now_instant: Instant) -> Instant {
-    let now_ms = u64::try_from(now.unix_ms).unwrap_or(0);
-    now_instant + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms))
 }
 
 /// Keep a received message of `queue_url` invisible for `delay` from now
@@ -238,13 +226,5 @@ mod tests {
         assert_eq!(receive_count(&m), 1);
         m.attributes.insert("ApproximateReceiveCount".to_owned(), "0".to_owned());
         assert_eq!(receive_count(&m), 1);
-    }
-
-    #[test]
-    fn the_lambda_deadline_becomes_an_instant() {
-        let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let at = Instant::now();
-        assert_eq!(instant_of(1_800_000_060_000, now, at), at + Duration::from_secs(60));
-        assert_eq!(instant_of(1_799_999_000_000, now, at), at, "a past deadline is now");
     }
 }
