@@ -686,10 +686,19 @@ pub async fn check_settled<P: Ports>(
 /// exactly the object its writer saw, which was older, so the generation under the key only
 /// grows, whatever the timing; a write that loses the race reads again.
 ///
+/// (It starts with a write that requires no object under the key: the first manifest of a
+/// task, the usual case, then costs one request.)
+///
 /// (The other design, a new key per generation with the record pointing at the current
 /// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
 pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), DownloadError> {
     let (key, generation) = (plan.manifest_key.as_str(), plan.generation);
+    // Most settles write a task's first manifest: write it as new before reading what is
+    // under the key (one S3 request instead of two). It lands only where there is no object,
+    // so it replaces nothing; an object there refuses it, and the loop reads that object.
+    if ports.put_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
+        return Ok(());
+    }
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
         let current = ports.head_object(key).await?;
         let expected = match &current {

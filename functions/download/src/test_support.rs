@@ -379,6 +379,8 @@ pub struct MemoryPorts {
     pub refreshed: Mutex<Vec<String>>,
     /// Every manifest written, in order (the bucket keeps the latest under its key).
     pub manifests: Mutex<Vec<(String, Manifest)>>,
+    /// The key of every HeadObject, in order.
+    pub heads: Mutex<Vec<String>>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
     /// Hold the next manifest write.
@@ -774,6 +776,7 @@ impl ObjectStore for MemoryPorts {
 
 impl ReadObject for MemoryPorts {
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+        self.heads.lock().unwrap().push(key.to_owned());
         self.store.head_object(key).await
     }
 

@@ -122,6 +122,7 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     assert_eq!(manifests.len(), 1);
     let (key, manifest) = &manifests[0];
     assert_eq!(key, &format!("tasks/{TASK}/manifest.json"));
+    assert!(!ports.heads.lock().unwrap().contains(key), "a first manifest is written without reading the key");
     assert_eq!(manifest.vault, VaultState::Partial);
     let statuses: Vec<(&str, PublicFileStatus)> = manifest.files.iter().map(|f| (f.name.as_str(), f.status)).collect();
     assert_eq!(statuses, vec![("drums", PublicFileStatus::Failed), ("vocal", PublicFileStatus::Stored)]);
