@@ -1,7 +1,8 @@
 //! The callback checks in force, and when to read the callback secret again.
 //!
 //! The secret is read at start-up, then again in two cases, one read at a time per instance
-//! (concurrent requests wait for it and use its result; bounded by [`REFRESH_READ_TIMEOUT`]):
+//! (concurrent requests wait for it and use its result; bounded by
+//! [`stemvault_aws::secrets::REREAD_TIMEOUT`]; the shared part is [`stemvault_aws::secrets::Reread`]):
 //! - a request arriving when the checks in force were read more than [`MAX_AGE`] ago: so a key
 //!   or token taken out of the secret (revoked) stops being accepted within that age on every
 //!   warm instance, though no request is ever refused (costs one read per instance per
@@ -14,30 +15,22 @@
 //! A secret that cannot be read or used keeps the checks in force; the read time advances all
 //! the same, so a failing Secrets Manager is not read again on every request.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
-use stemvault_aws::secrets::{SecretError, SecretText};
+pub use stemvault_aws::secrets::ReadSecret;
+use stemvault_aws::secrets::{AgePolicy, Reread, SecretText, passed_or_stepped_back, read_within_timeout};
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::auth::Auth;
 use crate::secret::CallbackSecret;
 
-/// Read the callback secret's current text.
-pub trait ReadSecret {
-    fn read_secret(&self) -> impl Future<Output = Result<SecretText, SecretError>> + Send;
-}
-
 /// How often a refused request may read the secret again.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How old the checks in force may be: a key revoked from the secret is refused after this.
-pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
-
-/// How long a re-read may take before the checks in force stand (the provider waits 15 s at most).
-const REFRESH_READ_TIMEOUT: Duration = Duration::from_secs(3);
+pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;
 
 /// When the secret is read again: pure, over the times of the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,13 +57,12 @@ impl RefreshPolicy {
     /// Whether checks last read at `last_read` are too old to use at `now`. A clock that
     /// stepped back cannot tell their age, so they are (the read restarts the age from `now`).
     pub fn is_stale(&self, last_read: Timestamp, now: Timestamp) -> bool {
-        passed_or_stepped_back(self.max_age, last_read, now)
+        self.age().is_stale(last_read, now)
     }
-}
 
-/// `span` has passed from `since` to `now`, or the clock went back before `since`.
-fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
-    now < since || now >= since.plus(span)
+    fn age(&self) -> AgePolicy {
+        AgePolicy { max_age: self.max_age }
+    }
 }
 
 /// The settings (not secrets) that turn a secret into checks.
@@ -88,13 +80,6 @@ impl AuthSettings {
     }
 }
 
-/// The checks in force and when the secret was last read (successfully or not).
-#[derive(Debug, Clone)]
-struct InForce {
-    auth: Arc<Auth>,
-    read_at: Timestamp,
-}
-
 /// Why the secret is read again (for the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -107,11 +92,8 @@ enum Trigger {
 /// The checks in force, shared by every request of the instance.
 #[derive(Debug)]
 pub struct Credentials {
-    /// Replaced as a whole when a read ends, so a request sees the time of the read that
-    /// brought the checks it uses.
-    in_force: Mutex<InForce>,
-    /// Held while reading the secret, so one read runs at a time and requests wait for it.
-    reading: tokio::sync::Mutex<()>,
+    /// The checks and when the secret was last read, swapped together.
+    checks: Reread<Auth>,
     policy: RefreshPolicy,
     settings: AuthSettings,
 }
@@ -124,13 +106,8 @@ impl Credentials {
             .read_secret()
             .await
             .map_err(|e| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() })?;
-        let auth = Arc::new(settings.auth(&text)?);
-        Ok(Credentials {
-            in_force: Mutex::new(InForce { auth, read_at }),
-            reading: tokio::sync::Mutex::new(()),
-            policy: RefreshPolicy::default(),
-            settings,
-        })
+        let auth = settings.auth(&text)?;
+        Ok(Credentials { checks: Reread::new(auth, read_at), policy: RefreshPolicy::default(), settings })
     }
 
     /// Another refresh policy (the tests' shorter interval or age).
@@ -140,70 +117,49 @@ impl Credentials {
         self
     }
 
-    fn in_force(&self) -> InForce {
-        self.in_force.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
     /// The checks in force, as last read.
     pub fn current(&self) -> Arc<Auth> {
-        self.in_force().auth
+        self.checks.in_force().value
     }
 
     /// The checks to use for a request now: those in force, read again first when they are
     /// older than the policy's maximum age.
     pub async fn fresh<P: ReadSecret + Clock>(&self, ports: &P) -> Arc<Auth> {
-        let in_force = self.in_force();
-        if !self.policy.is_stale(in_force.read_at, ports.now()) {
-            return in_force.auth;
-        }
-        let _reading = self.reading.lock().await;
-        // Another request may have read it while this one waited.
-        let in_force = self.in_force();
-        let now = ports.now();
-        if !self.policy.is_stale(in_force.read_at, now) {
-            return in_force.auth;
-        }
-        self.read(ports, now, Trigger::Age).await;
-        self.current()
+        self.checks.fresh(ports, self.policy.age(), || self.read(ports, Trigger::Age)).await
     }
 
     /// Checks to try a request again with, after `refused_by` refused it: those another
     /// request's read brought meanwhile, or those this read brings when the policy allows a
     /// read and the secret changed. `None`: the refusal stands.
     pub async fn refreshed<P: ReadSecret + Clock>(&self, ports: &P, refused_by: &Arc<Auth>) -> Option<Arc<Auth>> {
-        let _reading = self.reading.lock().await;
-        let in_force = self.in_force();
-        if !Arc::ptr_eq(&in_force.auth, refused_by) {
-            return Some(in_force.auth);
+        let _reading = self.checks.reading().await;
+        let in_force = self.checks.in_force();
+        if !Arc::ptr_eq(&in_force.value, refused_by) {
+            return Some(in_force.value);
         }
         let now = ports.now();
         if !self.policy.allows(in_force.read_at, now) {
             return None;
         }
-        self.read(ports, now, Trigger::Refusal).await
+        let fresh = self.read(ports, Trigger::Refusal).await;
+        self.checks.settle(now, fresh.clone());
+        fresh
     }
 
-    /// Read the secret (the caller holds `reading`) and put it in force when usable and
-    /// changed: the new checks, or `None` when those in force stay. The read time becomes
-    /// `now` either way, so a failing read is not retried by every request.
-    async fn read<P: ReadSecret>(&self, ports: &P, now: Timestamp, trigger: Trigger) -> Option<Arc<Auth>> {
-        // Bounded: requests wait for this read.
-        let read = tokio::time::timeout(REFRESH_READ_TIMEOUT, ports.read_secret()).await;
-        let fresh = match read {
-            Ok(Ok(text)) => self.settings.auth(&text).map_err(|e| e.to_string()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {REFRESH_READ_TIMEOUT:?}")),
+    /// Read the secret (the caller holds the right to): the new checks when usable and
+    /// changed, or `None` when those in force stay.
+    async fn read<P: ReadSecret>(&self, ports: &P, trigger: Trigger) -> Option<Arc<Auth>> {
+        let fresh = match read_within_timeout(ports).await {
+            Ok(text) => self.settings.auth(&text).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
         };
-        let mut in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
-        in_force.read_at = now;
         let fresh = match fresh {
-            Ok(fresh) if fresh.secret() == in_force.auth.secret() => {
+            Ok(fresh) if fresh.secret() == self.current().secret() => {
                 tracing::debug!(?trigger, "callback secret re-read: unchanged");
                 return None;
             }
             Ok(fresh) => Arc::new(fresh),
             Err(e) => {
-                drop(in_force);
                 match trigger {
                     Trigger::Refusal => tracing::error!(
                         error = %e,
@@ -218,8 +174,6 @@ impl Credentials {
                 return None;
             }
         };
-        in_force.auth = fresh.clone();
-        drop(in_force);
         tracing::info!(
             ?trigger,
             hmac_keys = fresh.secret().hmac_keys.len(),

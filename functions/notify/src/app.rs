@@ -4,7 +4,8 @@
 //! once), each as its own tokio task in its own span (`message_id`, then `task_id` and
 //! `event_id`). A panic fails only its own message. Only messages to try again are reported as batch item failures,
 //! each kept away first for its retry delay; every other message of the batch is deleted by
-//! Lambda.
+//! Lambda. Each message signs with the signer in force, read again first when it is five
+//! minutes old ([`Signers`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,8 +13,9 @@ use std::time::Instant;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
+use stemvault_aws::clock::SystemClock;
 use stemvault_aws::deadline;
-use stemvault_aws::secrets::SecretReader;
+use stemvault_aws::secrets::{ReadSecret, SecretReader};
 use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages};
 use stemvault_vault::DEADLINE_MARGIN;
 
@@ -21,39 +23,52 @@ use crate::aws::{AwsPorts, HttpPoster};
 use crate::config::Config;
 use crate::domain::{Delivery, Outcome, Ports, delay_retry, process_message};
 use crate::error::NotifyError;
-use crate::secret::Signer;
+use crate::secret::{AgePolicy, Signers};
 
 /// Webhooks posted at once by one invocation.
 pub const MAX_CONCURRENT_MESSAGES: usize = 10;
 
-/// The notify function with its clients and signer, built once per instance. Cheap to clone.
-#[derive(Clone)]
-pub struct App<P = AwsPorts> {
+/// The notify function with its clients, its secret's reader and signer, built once per
+/// instance. Cheap to clone.
+pub struct App<P = AwsPorts, R = SecretReader> {
     ports: Arc<P>,
-    signer: Arc<Signer>,
+    secret: Arc<R>,
+    signers: Arc<Signers>,
+    /// When the signer in force is too old to sign with.
+    secret_policy: AgePolicy,
+}
+
+impl<P, R> Clone for App<P, R> {
+    fn clone(&self) -> App<P, R> {
+        let (ports, secret, signers) = (self.ports.clone(), self.secret.clone(), self.signers.clone());
+        App { ports, secret, signers, secret_policy: self.secret_policy }
+    }
 }
 
 impl App {
     /// Build the clients and read the signing secret: once per instance, at its cold start.
     /// Fails when the secret cannot be read or is no Standard Webhooks secret.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-        let secret = SecretReader::new(sdk, &config.notify_secret_arn)
-            .read()
-            .await
-            .map_err(|e| ConfigError::Invalid { name: "NOTIFY_SECRET_ARN", reason: e.to_string() })?;
-        let signer = Signer::parse(secret.expose())
-            .map_err(|e| ConfigError::Invalid { name: "NOTIFY_SECRET_ARN", reason: e.to_string() })?;
+        let secret = SecretReader::new(sdk, &config.notify_secret_arn);
+        let signers = Signers::load(&secret, &SystemClock).await?;
         // Fails only if the TLS backend cannot start, which no input can cause.
         let poster = HttpPoster::new(config.notify_url).expect("the HTTP client's TLS backend starts");
         let ports = AwsPorts { poster, sqs: aws_sdk_sqs::Client::new(sdk), queue_url: config.queue_url };
-        Ok(App::with_ports(ports, signer))
+        Ok(App::with_ports(ports, secret, signers))
     }
 }
 
-impl<P: Ports + Send + 'static> App<P> {
-    /// The app over other ports (the in-memory ones of the tests).
-    pub fn with_ports(ports: P, signer: Signer) -> App<P> {
-        App { ports: Arc::new(ports), signer: Arc::new(signer) }
+impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R> {
+    /// The app over other ports and secret (the in-memory ones of the tests).
+    pub fn with_ports(ports: P, secret: R, signers: Signers) -> App<P, R> {
+        let signers = Arc::new(signers);
+        App { ports: Arc::new(ports), secret: Arc::new(secret), signers, secret_policy: AgePolicy::default() }
+    }
+
+    /// Another age to read the secret again at (the tests' shorter one).
+    pub fn with_secret_policy(mut self, policy: AgePolicy) -> App<P, R> {
+        self.secret_policy = policy;
+        self
     }
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
@@ -64,10 +79,13 @@ impl<P: Ports + Send + 'static> App<P> {
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
-        let (ports, signer) = (self.ports.clone(), self.signer.clone());
+        let app = self.clone();
         let ran = run_messages(event.records, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
-            let (ports, signer) = (ports.clone(), signer.clone());
-            async move { handle_message(&*ports, &signer, message, stop_at).await }
+            let app = app.clone();
+            async move {
+                let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy).await;
+                handle_message(&*app.ports, &signer, message, stop_at).await
+            }
         })
         .await;
         respond(&ran, Outcome::is_failure)
@@ -79,7 +97,12 @@ fn message_span(id: &str) -> tracing::Span {
 }
 
 /// Deliver one message (in the caller's span); a retry delays its next delivery.
-async fn handle_message<P: Ports>(ports: &P, signer: &Signer, message: SqsMessage, stop_at: Instant) -> Outcome {
+async fn handle_message<P: Ports>(
+    ports: &P,
+    signer: &crate::secret::Signer,
+    message: SqsMessage,
+    stop_at: Instant,
+) -> Outcome {
     let delivery = Delivery {
         receive_count: receive_count(&message),
         body: message.body.unwrap_or_default(),

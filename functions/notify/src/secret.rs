@@ -1,11 +1,18 @@
 //! The signing secret: a Standard Webhooks secret, `whsec_` followed by the base64 of 24 to
 //! 64 random bytes (the prefix may be left out: a secret the template generates is 32 letters
 //! and digits, which is the base64 of 24 bytes). It is the text of the Secrets Manager secret
-//! `NOTIFY_SECRET_ARN` names, read once at start-up. Its value never appears in `Debug`,
-//! `Display` or errors.
+//! `NOTIFY_SECRET_ARN` names, read at start-up and again once the signer in force is
+//! [`MAX_AGE`] old ([`Signers`]), so a rotated secret signs within that on every warm instance.
+//! Its value never appears in `Debug`, `Display`, errors or logs.
+
+use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use stemvault_aws::ConfigError;
+pub use stemvault_aws::secrets::{AgePolicy, MAX_AGE, ReadSecret};
+use stemvault_aws::secrets::{Reread, read_within_timeout};
+use stemvault_vault::Clock;
 
 /// The prefix Standard Webhooks gives secrets.
 pub const SECRET_PREFIX: &str = "whsec_";
@@ -27,6 +34,14 @@ pub enum SecretProblem {
 /// Signs webhooks with the secret (the `standardwebhooks` crate's `Webhook::sign`).
 pub struct Signer {
     webhook: standardwebhooks::Webhook,
+    /// The key, only to tell whether a re-read changed it.
+    key: Vec<u8>,
+}
+
+impl PartialEq for Signer {
+    fn eq(&self, other: &Signer) -> bool {
+        self.key == other.key
+    }
 }
 
 impl std::fmt::Debug for Signer {
@@ -47,14 +62,72 @@ impl Signer {
         if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
             return Err(SecretProblem::Length(key.len()));
         }
-        let webhook = standardwebhooks::Webhook::from_bytes(key).map_err(|_| SecretProblem::NotBase64)?;
-        Ok(Signer { webhook })
+        let webhook = standardwebhooks::Webhook::from_bytes(key.clone()).map_err(|_| SecretProblem::NotBase64)?;
+        Ok(Signer { webhook, key })
     }
 
     /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &str) -> String {
         // Fails only for a body that is not UTF-8, which a &str cannot be.
         self.webhook.sign(id, timestamp, body.as_bytes()).expect("a UTF-8 body signs")
+    }
+}
+
+/// The signer in force, shared by every message of the instance, and the secret read again
+/// for it once it is [`AgePolicy::max_age`] old: one read at a time, concurrent messages
+/// waiting for it and signing with its result. A secret that cannot be read or is no Standard
+/// Webhooks secret keeps the signer in force (logged, never the secret) until the next age.
+#[derive(Debug)]
+pub struct Signers {
+    signer: Reread<Signer>,
+}
+
+impl Signers {
+    /// Read the secret (at start-up). Fails when it cannot be read or used.
+    pub async fn load<R: ReadSecret, C: Clock>(reader: &R, clock: &C) -> Result<Signers, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid { name: "NOTIFY_SECRET_ARN", reason };
+        let read_at = clock.now();
+        let text = reader.read_secret().await.map_err(|e| invalid(e.to_string()))?;
+        let signer = Signer::parse(text.expose()).map_err(|e| invalid(e.to_string()))?;
+        Ok(Signers::new(signer, read_at))
+    }
+
+    /// `signer`, made from the secret read at `read_at`.
+    pub fn new(signer: Signer, read_at: stemvault_vault::Timestamp) -> Signers {
+        Signers { signer: Reread::new(signer, read_at) }
+    }
+
+    /// The signer to sign with now: the one in force, after reading the secret again when
+    /// `policy` finds it stale ([`AgePolicy::default`]: [`MAX_AGE`] old).
+    pub async fn fresh<R: ReadSecret, C: Clock>(&self, reader: &R, clock: &C, policy: AgePolicy) -> Arc<Signer> {
+        self.signer.fresh(clock, policy, || self.read(reader, policy)).await
+    }
+
+    /// Read the secret (the caller holds the right to): a new signer when it is usable and
+    /// changed, `None` to keep the one in force.
+    async fn read<R: ReadSecret>(&self, reader: &R, policy: AgePolicy) -> Option<Arc<Signer>> {
+        let fresh = match read_within_timeout(reader).await {
+            Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match fresh {
+            Ok(fresh) if fresh == *self.signer.in_force().value => {
+                tracing::debug!("notify secret re-read: unchanged");
+                None
+            }
+            Ok(fresh) => {
+                tracing::info!("notify secret changed: signing with its new version");
+                Some(Arc::new(fresh))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    max_age_secs = policy.max_age.as_secs(),
+                    "notify secret re-read for its age is unusable; signing with the current one"
+                );
+                None
+            }
+        }
     }
 }
 

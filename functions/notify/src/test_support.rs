@@ -1,24 +1,71 @@
 //! In-memory ports for the unit tests: scripted answers, recorded requests, delays and
-//! metrics, a fixed clock.
+//! metrics, a virtual clock (at [`NOW`] until advanced), and a secret to rotate.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use stemvault_aws::secrets::{ReadSecret, SecretError, SecretText};
 use stemvault_vault::events::{EventDetail, EventType, TaskEvent};
 use stemvault_vault::{Clock, Timestamp};
 
+use crate::app::App;
 use crate::domain::{Answer, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook, eventbridge_message};
 use crate::error::PostError;
-use crate::secret::Signer;
+use crate::secret::{Signer, Signers};
 
-/// The fixed time of [`MemoryPorts`].
+/// The start time of [`MemoryPorts`].
 pub const NOW: Timestamp = Timestamp { unix_ms: 1_795_446_000_000 };
 /// A Standard Webhooks secret for the tests.
 pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The secret rotated in after [`SECRET`].
+pub const NEW_SECRET: &str = "whsec_c3RlbXZhdWx0LXJvdGF0ZWQtc2VjcmV0LTMyYnk=";
 
 pub fn signer() -> Signer {
     Signer::parse(SECRET).unwrap()
+}
+
+/// The app over `ports`, signing with [`SECRET`] read at [`NOW`], its secret reading [`SECRET`].
+pub fn app(ports: MemoryPorts) -> App<MemoryPorts, MemorySecret> {
+    App::with_ports(ports, MemorySecret::holding(SECRET), Signers::new(signer(), NOW))
+}
+
+/// The signing secret in memory: its text (or a failure), and the reads it answered.
+pub struct MemorySecret {
+    text: Mutex<Result<String, SecretError>>,
+    reads: AtomicUsize,
+}
+
+impl MemorySecret {
+    pub fn holding(text: &str) -> MemorySecret {
+        MemorySecret { text: Mutex::new(Ok(text.to_owned())), reads: AtomicUsize::new(0) }
+    }
+
+    /// Rotate the secret to `text`.
+    pub fn set(&self, text: &str) {
+        *self.text.lock().unwrap() = Ok(text.to_owned());
+    }
+
+    /// Make every read fail.
+    pub fn fail(&self) {
+        *self.text.lock().unwrap() = Err(SecretError::Unavailable("throttled".into()));
+    }
+
+    pub fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+}
+
+impl ReadSecret for MemorySecret {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        // Let every other message of the batch run up to the read before it answers.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        self.text.lock().unwrap().clone().map(SecretText::new)
+    }
 }
 
 /// A `Task Vaulted` detail of task `t1`.
@@ -54,6 +101,8 @@ pub struct MemoryPorts {
     pub metrics: Mutex<Vec<Measure>>,
     /// Panic on every post.
     pub panics: bool,
+    /// How far the clock is past [`NOW`].
+    pub advanced: Mutex<Duration>,
 }
 
 impl MemoryPorts {
@@ -72,6 +121,11 @@ impl MemoryPorts {
     pub fn metrics(&self) -> Vec<Measure> {
         self.metrics.lock().unwrap().clone()
     }
+
+    /// Move the clock on by `by`.
+    pub fn advance(&self, by: Duration) {
+        *self.advanced.lock().unwrap() += by;
+    }
 }
 
 /// An answer with `status` and no `Retry-After`.
@@ -81,7 +135,7 @@ pub fn status(status: u16) -> Result<Answer, PostError> {
 
 impl Clock for MemoryPorts {
     fn now(&self) -> Timestamp {
-        NOW
+        NOW.plus(*self.advanced.lock().unwrap())
     }
 
     async fn sleep(&self, _duration: Duration) {}

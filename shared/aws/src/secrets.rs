@@ -1,8 +1,20 @@
 //! AWS Secrets Manager: a function reads its secret's current value (at start-up, and again
-//! when it may have been rotated); the local runner and the tests put secrets in the emulator.
-//! Secret values never appear in `Debug`, `Display` or errors.
+//! when it may have been rotated: [`Reread`]); the local runner and the tests put secrets in
+//! the emulator. Secret values never appear in `Debug`, `Display` or errors.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use stemvault_vault::{Clock, Timestamp};
+
+/// How old what a function made from its secret may get before the secret is read again: a
+/// secret rotated (or a key revoked) is in force on every warm instance within this.
+pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// How long a re-read may take before what is in force stands (requests wait for it).
+pub const REREAD_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A secret's text. Its `Debug` never shows it; read it with [`SecretText::expose`].
 #[derive(Clone, PartialEq, Eq)]
@@ -69,6 +81,130 @@ impl SecretReader {
     }
 }
 
+/// Read a secret's current text: the port functions read their secret through.
+pub trait ReadSecret {
+    fn read_secret(&self) -> impl Future<Output = Result<SecretText, SecretError>> + Send;
+}
+
+impl ReadSecret for SecretReader {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.read().await
+    }
+}
+
+/// The secret's text, unless the read takes longer than [`REREAD_TIMEOUT`] (then
+/// [`SecretError::Unavailable`]).
+pub async fn read_within_timeout<R: ReadSecret>(reader: &R) -> Result<SecretText, SecretError> {
+    tokio::time::timeout(REREAD_TIMEOUT, reader.read_secret())
+        .await
+        .unwrap_or_else(|_| Err(SecretError::Unavailable(format!("no answer within {REREAD_TIMEOUT:?}"))))
+}
+
+/// When what was made from a secret is too old to use: pure, over the clock's times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgePolicy {
+    /// The most time it may go unread.
+    pub max_age: Duration,
+}
+
+impl Default for AgePolicy {
+    fn default() -> AgePolicy {
+        AgePolicy { max_age: MAX_AGE }
+    }
+}
+
+impl AgePolicy {
+    /// Whether what was read at `read_at` is too old to use at `now`. A clock that stepped
+    /// back cannot tell its age, so it is (the read restarts the age from `now`).
+    pub fn is_stale(&self, read_at: Timestamp, now: Timestamp) -> bool {
+        passed_or_stepped_back(self.max_age, read_at, now)
+    }
+}
+
+/// `span` has passed from `since` to `now`, or the clock went back before `since`.
+pub fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
+    now < since || now >= since.plus(span)
+}
+
+/// What a function made from its secret, and when the secret was last read (successfully or not).
+#[derive(Debug)]
+pub struct InForce<T> {
+    pub value: Arc<T>,
+    pub read_at: Timestamp,
+}
+
+impl<T> Clone for InForce<T> {
+    fn clone(&self) -> InForce<T> {
+        InForce { value: self.value.clone(), read_at: self.read_at }
+    }
+}
+
+/// What a function made from its secret, shared by every request of an instance and made
+/// again from a new read, one read at a time: concurrent requests wait for it and use its
+/// result. A read that brings nothing usable keeps what is in force.
+#[derive(Debug)]
+pub struct Reread<T> {
+    /// Replaced as a whole when a read ends, so a request sees the time of the read that
+    /// brought the value it uses.
+    in_force: Mutex<InForce<T>>,
+    /// Held while reading the secret, so one read runs at a time and requests wait for it.
+    reading: tokio::sync::Mutex<()>,
+}
+
+impl<T> Reread<T> {
+    /// `value`, made from the secret read at `read_at`.
+    pub fn new(value: T, read_at: Timestamp) -> Reread<T> {
+        Reread {
+            in_force: Mutex::new(InForce { value: Arc::new(value), read_at }),
+            reading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn in_force(&self) -> InForce<T> {
+        self.in_force.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Wait for the right to read the secret: hold it until [`Reread::settle`].
+    pub async fn reading(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.reading.lock().await
+    }
+
+    /// The end of a read started at `read_at`: `value`, when it brought one, goes in force.
+    /// The read time becomes `read_at` either way, so a failing read is not retried by every
+    /// request.
+    pub fn settle(&self, read_at: Timestamp, value: Option<Arc<T>>) {
+        let mut in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
+        in_force.read_at = read_at;
+        if let Some(value) = value {
+            in_force.value = value;
+        }
+    }
+
+    /// The value to use now: the one in force, made again first by `read` when `policy` finds
+    /// it stale. `read` returns the new value, or `None` to keep the one in force (it logs why).
+    pub async fn fresh<C, F, Fut>(&self, clock: &C, policy: AgePolicy, read: F) -> Arc<T>
+    where
+        C: Clock,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Option<Arc<T>>>,
+    {
+        let in_force = self.in_force();
+        if !policy.is_stale(in_force.read_at, clock.now()) {
+            return in_force.value;
+        }
+        let _reading = self.reading().await;
+        // Another request may have read it while this one waited.
+        let in_force = self.in_force();
+        let now = clock.now();
+        if !policy.is_stale(in_force.read_at, now) {
+            return in_force.value;
+        }
+        let value = read().await;
+        self.settle(now, value);
+        self.in_force().value
+    }
+}
+
 /// Create the secret `name` holding `text`, or make `text` its current value when it exists;
 /// returns its ARN. For the local emulator and the tests: no function writes a secret.
 pub async fn put_secret(sdk: &aws_config::SdkConfig, name: &str, text: &SecretText) -> Result<String, SecretError> {
@@ -99,5 +235,19 @@ mod tests {
         let text = SecretText::new("{\"callback_token\":\"very-secret\"}");
         assert_eq!(format!("{text:?}"), "SecretText(<redacted>)");
         assert_eq!(text.expose(), "{\"callback_token\":\"very-secret\"}");
+    }
+
+    const T0: Timestamp = Timestamp { unix_ms: 1_763_910_000_000 };
+
+    #[test]
+    fn stale_after_five_minutes_or_when_the_clock_stepped_back() {
+        let policy = AgePolicy::default();
+        assert_eq!(policy.max_age, Duration::from_secs(300));
+        assert!(!policy.is_stale(T0, T0));
+        assert!(!policy.is_stale(T0, T0.plus(Duration::from_millis(299_999))), "fresh");
+        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(300))));
+        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
+        assert!(policy.is_stale(T0, Timestamp::from_unix_ms(T0.unix_ms - 1)), "the clock stepped back: age unknown");
+        assert!(AgePolicy { max_age: Duration::ZERO }.is_stale(T0, T0));
     }
 }

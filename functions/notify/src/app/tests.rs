@@ -4,7 +4,8 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 
 use super::*;
 use crate::domain::Measure;
-use crate::test_support::{MemoryPorts, signer, status, vaulted_message};
+use crate::secret::Signer;
+use crate::test_support::{MemoryPorts, NEW_SECRET, NOW, SECRET, app, status, vaulted_message};
 
 fn message(id: &str, body: &str) -> SqsMessage {
     let mut m = SqsMessage::default();
@@ -30,7 +31,7 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
 #[tokio::test]
 async fn only_messages_to_retry_are_reported_and_each_is_delayed() {
     // Posted in order: m1 200, m2 503, m3 404; m4 is no event.
-    let app = App::with_ports(MemoryPorts::answering([status(200), status(503), status(404)]), signer());
+    let app = app(MemoryPorts::answering([status(200), status(503), status(404)]));
     let messages = vec![
         message("m1", &vaulted_message()),
         message("m2", &vaulted_message()),
@@ -51,7 +52,7 @@ async fn only_messages_to_retry_are_reported_and_each_is_delayed() {
 #[tokio::test]
 async fn a_panic_fails_only_its_own_message() {
     let ports = MemoryPorts { panics: true, ..MemoryPorts::default() };
-    let app = App::with_ports(ports, signer());
+    let app = app(ports);
     let response = app
         .handle_batch(
             batch(vec![message("m1", &vaulted_message()), message("m2", "garbage")]),
@@ -64,7 +65,7 @@ async fn a_panic_fails_only_its_own_message() {
 
 #[tokio::test]
 async fn a_failure_without_a_message_id_is_never_reported_as_an_empty_id() {
-    let app = App::with_ports(MemoryPorts::answering([status(500), status(500)]), signer());
+    let app = app(MemoryPorts::answering([status(500), status(500)]));
     let mut anonymous = message("", &vaulted_message());
     anonymous.message_id = None;
     let response = app
@@ -74,4 +75,99 @@ async fn a_failure_without_a_message_id_is_never_reported_as_an_empty_id() {
         )
         .await;
     assert_eq!(failed_ids(&response), ["m2"]);
+}
+
+// --- the signing secret, rotated ------------------------------------------------------------
+
+/// Deliver `count` vaulted messages in one batch.
+async fn deliver(app: &App<MemoryPorts, crate::test_support::MemorySecret>, count: usize) {
+    let messages = (0..count).map(|i| message(&format!("m{i}"), &vaulted_message())).collect();
+    let response = app.handle_batch(batch(messages), Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+}
+
+/// Which of [`SECRET`] and [`NEW_SECRET`] signed each webhook posted, in order.
+fn signed_with(app: &App<MemoryPorts, crate::test_support::MemorySecret>) -> Vec<&'static str> {
+    let (old, new) = (Signer::parse(SECRET).unwrap(), Signer::parse(NEW_SECRET).unwrap());
+    let by = |w: &crate::domain::Webhook, s: &Signer| s.sign(&w.id, w.timestamp, &w.body) == w.signature;
+    app.ports
+        .posted()
+        .iter()
+        .map(|w| match (by(w, &old), by(w, &new)) {
+            (true, false) => "old",
+            (false, true) => "new",
+            _ => panic!("signed by neither secret: {w:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_once_the_signer_is_five_minutes_old_not_before() {
+    let app = app(MemoryPorts::default());
+    app.secret.set(NEW_SECRET);
+    app.ports.advance(Duration::from_secs(299));
+    deliver(&app, 1).await;
+    assert_eq!((signed_with(&app), app.secret.reads()), (vec!["old"], 0), "read 299 s ago: in force");
+
+    app.ports.advance(Duration::from_secs(1));
+    deliver(&app, 1).await;
+    deliver(&app, 1).await;
+    assert_eq!(signed_with(&app), ["old", "new", "new"]);
+    assert_eq!(app.secret.reads(), 1, "one read for the age, none per message after it");
+
+    // The next read is five minutes after that one.
+    app.secret.set(SECRET);
+    app.ports.advance(Duration::from_secs(299));
+    deliver(&app, 1).await;
+    app.ports.advance(Duration::from_secs(1));
+    deliver(&app, 1).await;
+    assert_eq!(signed_with(&app), ["old", "new", "new", "new", "old"]);
+    assert_eq!(app.secret.reads(), 2);
+}
+
+#[tokio::test]
+async fn a_secret_that_cannot_be_read_or_used_keeps_the_signer_without_a_read_per_message() {
+    let app = app(MemoryPorts::default());
+    app.secret.fail();
+    app.ports.advance(Duration::from_secs(300));
+    deliver(&app, 3).await;
+    deliver(&app, 2).await;
+    assert_eq!(signed_with(&app), ["old"; 5], "still in force");
+    assert_eq!(app.secret.reads(), 1, "the failed read counts as one: none per message after it");
+
+    for unusable in ["", "whsec_c2hvcnQ=", "{\"key\": 1}"] {
+        app.secret.set(unusable);
+        app.ports.advance(Duration::from_secs(300));
+        deliver(&app, 2).await;
+    }
+    assert_eq!(signed_with(&app), ["old"; 11]);
+    assert_eq!(app.secret.reads(), 4);
+
+    app.secret.set(NEW_SECRET);
+    app.ports.advance(Duration::from_secs(300));
+    deliver(&app, 1).await;
+    assert_eq!(signed_with(&app).last(), Some(&"new"), "readable again");
+    assert_eq!(app.secret.reads(), 5);
+}
+
+#[tokio::test]
+async fn concurrent_messages_share_one_read() {
+    let app = app(MemoryPorts::default());
+    app.secret.set(NEW_SECRET);
+    app.ports.advance(Duration::from_secs(300));
+    deliver(&app, 10).await;
+    assert_eq!(signed_with(&app), ["new"; 10]);
+    assert_eq!(app.secret.reads(), 1, "ten messages at once, one read");
+}
+
+#[tokio::test]
+async fn a_clock_stepped_back_reads_the_secret_again() {
+    let ports = MemoryPorts::default();
+    let app = App::with_ports(
+        ports,
+        crate::test_support::MemorySecret::holding(NEW_SECRET),
+        crate::secret::Signers::new(Signer::parse(SECRET).unwrap(), NOW.plus(Duration::from_secs(1))),
+    );
+    deliver(&app, 1).await;
+    assert_eq!((signed_with(&app), app.secret.reads()), (vec!["new"], 1));
 }
