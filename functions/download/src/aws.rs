@@ -276,11 +276,12 @@ impl ReadObject for AwsPorts {
 }
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
-/// them), all with dimension `Function` = `download`: `FilesStored` (Count), `BytesStored`
-/// (Bytes) and `CopySeconds` (Seconds, only for a copy made now); `FilesFailed` (Count, also
-/// by `Reason`); `SecondsToSettled` (Seconds, from the first callback to the vault settled).
-pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
-    let function = ("Function", "download");
+/// them), all with dimension `Function` = `function` (the deployed function's name,
+/// [`metrics::function_name`]): `FilesStored` (Count), `BytesStored` (Bytes) and `CopySeconds`
+/// (Seconds, only for a copy made now); `FilesFailed` (Count, also by `Reason`);
+/// `SecondsToSettled` (Seconds, from the first callback to the vault settled).
+pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    let function = (metrics::FUNCTION, function);
     match measure {
         Measure::Stored { bytes, copy_seconds } => {
             let mut metrics = vec![Metric::count("FilesStored"), Metric::bytes("BytesStored", *bytes)];
@@ -294,7 +295,7 @@ pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<
 
 impl EmitMetrics for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
-        let (dimensions, metrics) = metrics_of(measure);
+        let (dimensions, metrics) = metrics_of(metrics::function_name("download"), measure);
         metrics::emit(&dimensions, &metrics);
     }
 }
@@ -520,8 +521,9 @@ mod tests {
 
     #[test]
     fn measures_become_the_agreed_metrics() {
-        let (dimensions, metrics) = metrics_of(&Measure::Stored { bytes: 42, copy_seconds: Some(1.5) });
-        assert_eq!(dimensions, vec![("Function", "download")]);
+        let function = "stemvault-prod-DownloadFunction-AbC123";
+        let (dimensions, metrics) = metrics_of(function, &Measure::Stored { bytes: 42, copy_seconds: Some(1.5) });
+        assert_eq!(dimensions, vec![("Function", function)]);
         assert_eq!(
             names(&metrics),
             vec![
@@ -530,15 +532,15 @@ mod tests {
                 ("CopySeconds", Unit::Seconds, 1.5)
             ]
         );
-        let (_, metrics) = metrics_of(&Measure::Stored { bytes: 42, copy_seconds: None });
+        let (_, metrics) = metrics_of(function, &Measure::Stored { bytes: 42, copy_seconds: None });
         assert_eq!(names(&metrics), vec![("FilesStored", Unit::Count, 1.0), ("BytesStored", Unit::Bytes, 42.0)]);
 
-        let (dimensions, metrics) = metrics_of(&Measure::Failed { reason: "source_expired" });
-        assert_eq!(dimensions, vec![("Function", "download"), ("Reason", "source_expired")]);
+        let (dimensions, metrics) = metrics_of(function, &Measure::Failed { reason: "source_expired" });
+        assert_eq!(dimensions, vec![("Function", function), ("Reason", "source_expired")]);
         assert_eq!(names(&metrics), vec![("FilesFailed", Unit::Count, 1.0)]);
 
-        let (dimensions, metrics) = metrics_of(&Measure::Settled { seconds: 90.25 });
-        assert_eq!(dimensions, vec![("Function", "download")]);
+        let (dimensions, metrics) = metrics_of(function, &Measure::Settled { seconds: 90.25 });
+        assert_eq!(dimensions, vec![("Function", function)]);
         assert_eq!(names(&metrics), vec![("SecondsToSettled", Unit::Seconds, 90.25)]);
     }
 }

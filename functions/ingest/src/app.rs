@@ -7,7 +7,7 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
-use stemvault_aws::metrics::{Metric, emit};
+use stemvault_aws::metrics::{self, Metric, emit};
 use suno_callbacks::{CallbackEvent, ParseError, parse_callback};
 use tracing::Instrument;
 
@@ -20,8 +20,11 @@ use crate::credentials::RefreshPolicy;
 use crate::domain::{Ports, Settings, ingest};
 use crate::error::IngestError;
 
-/// The `Function` dimension of the metrics.
-const FUNCTION: (&str, &str) = ("Function", "ingest");
+/// The `Function` dimension of the metrics: the deployed function's name (the logical one,
+/// `ingest`, outside Lambda).
+fn function() -> (&'static str, &'static str) {
+    (metrics::FUNCTION, metrics::function_name("ingest"))
+}
 /// Callbacks answered 200 (duplicates included); dimension `Function`.
 pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
 /// Callbacks answered 4xx, nothing written; dimensions `Function` and `Reason` (the answer's
@@ -123,7 +126,7 @@ impl<P: Ports> App<P> {
                     files_queued = outcome.files_queued,
                     "callback {status}"
                 );
-                emit(&[FUNCTION], &[Metric::count(CALLBACKS_ACCEPTED)]);
+                emit(&[function()], &[Metric::count(CALLBACKS_ACCEPTED)]);
                 let body = json!({
                     "status": status,
                     "task_id": event.task_id.as_str(),
@@ -141,7 +144,7 @@ impl<P: Ports> App<P> {
                     _ if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, CALLBACKS_FAILED),
                     _ => (StatusCode::INTERNAL_SERVER_ERROR, CALLBACKS_FAILED),
                 };
-                emit(&[FUNCTION, ("Reason", e.code())], &[Metric::count(metric)]);
+                emit(&[function(), ("Reason", e.code())], &[Metric::count(metric)]);
                 error(status, e.code(), e.public_message())
             }
         }
@@ -205,7 +208,7 @@ impl Rejection {
     /// Log, count and answer it.
     fn answer(self) -> Response<Body> {
         tracing::warn!(reason = self.reason, status = self.status.as_u16(), "callback refused: {}", self.message);
-        emit(&[FUNCTION, ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
+        emit(&[function(), ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
         match self.status {
             StatusCode::UNAUTHORIZED => {
                 let body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });

@@ -19,8 +19,9 @@ use crate::error::PostError;
 /// function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "secretsmanager:GetSecretValue"];
 
-/// The `Function` dimension of the metrics.
-pub const FUNCTION: (&str, &str) = ("Function", "notify");
+/// The function's logical name: the `Function` dimension of its metrics outside Lambda
+/// (in Lambda, its deployed name: [`metrics::function_name`]).
+pub const LOGICAL_NAME: &str = "notify";
 /// Webhooks the receiver answered with a 2xx; dimension `Function`.
 pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
 /// Webhooks given up on for good (a 4xx other than 408/429, or a message that is no
@@ -125,10 +126,11 @@ impl DelayMessage for AwsPorts {
     }
 }
 
-/// The metrics of one measure (namespace `stemvault`, dimension `Function` = `notify`):
-/// [`WEBHOOKS_DELIVERED`]; [`WEBHOOKS_REJECTED`] and [`WEBHOOK_RETRIES`] also by `Reason`.
-pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
-    let function = (FUNCTION.0, FUNCTION.1.to_owned());
+/// The metrics of one measure (namespace `stemvault`, dimension `Function` = `function`, the
+/// deployed function's name): [`WEBHOOKS_DELIVERED`]; [`WEBHOOKS_REJECTED`] and
+/// [`WEBHOOK_RETRIES`] also by `Reason`.
+pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
+    let function = (metrics::FUNCTION, function.to_owned());
     match measure {
         Measure::Delivered => (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED)]),
         Measure::Rejected { reason } => {
@@ -142,7 +144,7 @@ pub fn metrics_of(measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric
 
 impl EmitMetrics for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
-        let (dimensions, metrics) = metrics_of(measure);
+        let (dimensions, metrics) = metrics_of(metrics::function_name(LOGICAL_NAME), measure);
         let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
         metrics::emit(&dimensions, &metrics);
     }
@@ -162,13 +164,14 @@ mod tests {
 
     #[test]
     fn metrics_carry_the_function_and_the_reason() {
-        let (dims, metrics) = metrics_of(&Measure::Delivered);
-        assert_eq!(dims, vec![("Function", "notify".to_owned())]);
+        let function = "stemvault-prod-NotifyFunction-AbC123";
+        let (dims, metrics) = metrics_of(function, &Measure::Delivered);
+        assert_eq!(dims, vec![("Function", function.to_owned())]);
         assert_eq!(metrics[0].name, WEBHOOKS_DELIVERED);
-        let (dims, metrics) = metrics_of(&Measure::Rejected { reason: "status_410".into() });
-        assert_eq!(dims, vec![("Function", "notify".to_owned()), ("Reason", "status_410".to_owned())]);
+        let (dims, metrics) = metrics_of(function, &Measure::Rejected { reason: "status_410".into() });
+        assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "status_410".to_owned())]);
         assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
-        let (_, metrics) = metrics_of(&Measure::Retried { reason: "timeout".into() });
+        let (_, metrics) = metrics_of(function, &Measure::Retried { reason: "timeout".into() });
         assert_eq!(metrics[0].name, WEBHOOK_RETRIES);
     }
 }

@@ -1,15 +1,40 @@
 //! Metrics in CloudWatch embedded metric format (EMF): one JSON line per event on stdout,
 //! which Lambda ships to CloudWatch Logs, where CloudWatch turns it into metrics. No API
 //! call and no IAM permission; alarms and the dashboard in `template.yaml` read them from
-//! the [`NAMESPACE`] namespace. Outside Lambda the same values are logged at debug level.
+//! the [`NAMESPACE`] namespace, by the deployed function's name ([`function_name`]). Outside
+//! Lambda the same values are logged at debug level.
 
 use std::io::Write;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value, json};
 use stemvault_vault::Timestamp;
 
 /// The CloudWatch namespace of every stemvault metric.
 pub const NAMESPACE: &str = "stemvault";
+
+/// The dimension every metric carries: which function emitted it, by [`function_name`].
+pub const FUNCTION: &str = "Function";
+
+/// The value of the [`FUNCTION`] dimension of the function whose logical name is `logical`
+/// ("download", "ingest", ...): its deployed name (`AWS_LAMBDA_FUNCTION_NAME`, unique per
+/// stack), so two stacks in one account and region never add up in each other's metrics and
+/// alarms; `logical` outside Lambda. The environment is read once per instance.
+pub fn function_name(logical: &'static str) -> &'static str {
+    function_name_of(deployed_name(), logical)
+}
+
+/// [`function_name`] with the deployed name given: it, unless unset or empty.
+fn function_name_of(deployed: Option<&'static str>, logical: &'static str) -> &'static str {
+    deployed.filter(|name| !name.is_empty()).unwrap_or(logical)
+}
+
+/// `AWS_LAMBDA_FUNCTION_NAME`, read on first use: Lambda sets it before start-up and never
+/// changes it, so there is no reason to read it again per metric.
+fn deployed_name() -> Option<&'static str> {
+    static DEPLOYED: OnceLock<Option<String>> = OnceLock::new();
+    DEPLOYED.get_or_init(|| std::env::var("AWS_LAMBDA_FUNCTION_NAME").ok()).as_deref()
+}
 
 /// A CloudWatch unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +105,7 @@ pub fn emf_document(at: Timestamp, dimensions: &[(&str, &str)], metrics: &[Metri
 /// Record `metrics` under `dimensions`: an EMF line on stdout in Lambda, a debug log line
 /// elsewhere. Never fails the caller.
 pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric]) {
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+    if deployed_name().is_some() {
         let line = emf_document(Timestamp::now(), dimensions, metrics).to_string();
         let _ = writeln!(std::io::stdout().lock(), "{line}");
     } else {
@@ -117,5 +142,20 @@ mod tests {
         assert_eq!((doc["Function"].as_str(), doc["Reason"].as_str()), (Some("download"), Some("source_expired")));
         assert_eq!((doc["FilesFailed"].as_f64(), doc["BytesStored"].as_f64()), (Some(1.0), Some(42.0)));
         assert_eq!(doc["CopySeconds"], 1.5);
+    }
+
+    #[test]
+    fn the_function_dimension_is_the_deployed_name() {
+        let deployed = "stemvault-prod-DownloadFunction-AbC123";
+        let function = function_name_of(Some(deployed), "download");
+        let doc = emf_document(Timestamp::from_unix_ms(0), &[(FUNCTION, function)], &[Metric::count("FilesStored")]);
+        assert_eq!(doc["Function"], deployed);
+        assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["Function"]]));
+    }
+
+    #[test]
+    fn outside_lambda_the_function_dimension_is_the_logical_name() {
+        assert_eq!(function_name_of(None, "download"), "download");
+        assert_eq!(function_name_of(Some(""), "download"), "download");
     }
 }
