@@ -1715,24 +1715,52 @@ Resources:
     assert_eq!(problems[2], "Logs: checkov skip CKV_AWS_158 gives no one-line reason");
 }
 
-/// The dashboard of template.yaml, substituted and parsed.
+/// The widgets of template.yaml's dashboards (the main one and the webhooks'), substituted
+/// and parsed, as one dashboard.
 fn dashboard(template: &Value) -> serde_json::Value {
     let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
-    let dashboard = resources.values().find(|r| r["Type"] == "AWS::CloudWatch::Dashboard").expect("a dashboard");
-    let text = cfn::sub(&dashboard["Properties"]["DashboardBody"]).expect("a !Sub dashboard body");
-    serde_json::from_str(&substitute(&text).0).expect("the dashboard body is JSON")
+    let mut widgets = Vec::new();
+    for dashboard in resources.values().filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard") {
+        let text = cfn::sub(&dashboard["Properties"]["DashboardBody"]).expect("a !Sub dashboard body");
+        let body: serde_json::Value = serde_json::from_str(&substitute(&text).0).expect("the dashboard body is JSON");
+        widgets.extend(body["widgets"].as_array().cloned().unwrap_or_default());
+    }
+    assert!(!widgets.is_empty(), "no dashboard");
+    serde_json::json!({ "widgets": widgets })
+}
+
+/// Every row of every metric widget of `dashboard`.
+fn metric_rows(dashboard: &serde_json::Value) -> Vec<serde_json::Value> {
+    dashboard["widgets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The `Function` values the dashboard reads `stemvault` metrics by: metric rows' and
+/// `SEARCH` expressions'.
+fn dashboard_function_values(dashboard: &serde_json::Value) -> BTreeSet<String> {
+    let rows = metric_rows(dashboard);
+    let mut values = BTreeSet::new();
+    for row in &rows {
+        if row[0] == stemvault_aws::metrics::NAMESPACE && row[2] == "Function" {
+            values.insert(row[3].as_str().unwrap_or_default().to_owned());
+        }
+        let expression = row[0]["expression"].as_str().unwrap_or_default();
+        for rest in expression.split(r#"Function=""#).skip(1) {
+            values.insert(rest.split('"').next().unwrap_or_default().to_owned());
+        }
+    }
+    values
 }
 
 /// Whether the dashboard reads metric `name` of namespace `stemvault` under `dimensions` as
 /// the code emits them: a metric row for `Function` alone, a `SEARCH` over every `Reason`
 /// when there is one.
 fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&str, &str)]) -> bool {
-    let rows: Vec<serde_json::Value> = dashboard["widgets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let rows = metric_rows(dashboard);
     match dimensions {
         [("Function", function)] => rows.iter().any(|row| {
             row[0] == stemvault_aws::metrics::NAMESPACE && row[1] == name && row[2] == "Function" && row[3] == *function
@@ -1748,6 +1776,9 @@ fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&st
     }
 }
 
+/// In Lambda a function's metrics carry its deployed name as `Function`
+/// (`stemvault_aws::metrics::function_name`), which is what `!Ref` of the function (`${Name}`
+/// in a `!Sub`) yields; substituted as the tests substitute, that is its logical id.
 #[test]
 fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_download::domain::Measure;
@@ -1759,26 +1790,46 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         Measure::Failed { reason: "source_expired" },
         Measure::Settled { seconds: 1.0 },
     ];
-    let mut emitted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
+    let mut emitted: Vec<(String, Vec<(&str, String)>)> = Vec::new();
     for measure in &measures {
-        let (dimensions, metrics) = stemvault_download::aws::metrics_of(measure);
+        let (dimensions, metrics) = stemvault_download::aws::metrics_of("DownloadFunction", measure);
+        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // Notify: every measure, likewise (its dashboard exists only with NotifyUrl).
+    use stemvault_notify::domain::Measure as Delivery;
+    let deliveries = [
+        Delivery::Delivered,
+        Delivery::Rejected { reason: "status_410".into() },
+        Delivery::Retried { reason: "timeout".into() },
+    ];
+    for delivery in &deliveries {
+        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", delivery);
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // Ingest: its metric names, with the dimensions its app emits them under.
     use stemvault_ingest::app::{CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_REFUSED};
-    emitted.push((CALLBACKS_ACCEPTED.to_owned(), vec![("Function", "ingest")]));
+    let ingest = ("Function", "IngestFunction".to_owned());
+    emitted.push((CALLBACKS_ACCEPTED.to_owned(), vec![ingest.clone()]));
     for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED] {
-        emitted.push((name.to_owned(), vec![("Function", "ingest"), ("Reason", "any")]));
+        emitted.push((name.to_owned(), vec![ingest.clone(), ("Reason", "any".to_owned())]));
     }
     let unread: Vec<String> = emitted
         .iter()
-        .filter(|(name, dimensions)| !dashboard_reads(&dashboard, name, dimensions))
+        .filter(|(name, dimensions)| {
+            let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            !dashboard_reads(&dashboard, name, &dimensions)
+        })
         .map(|(name, dimensions)| format!("{name} {dimensions:?}"))
         .collect();
     assert!(unread.is_empty(), "the dashboard does not read these metrics as emitted: {unread:?}");
+    // And reads none by a name no function of this stack has (a logical name, another stack's).
+    let functions: BTreeSet<String> = FUNCTIONS.iter().map(|f| f.logical_id.to_owned()).collect();
+    let strangers: Vec<String> = dashboard_function_values(&dashboard).difference(&functions).cloned().collect();
+    assert!(strangers.is_empty(), "the dashboard reads metrics of Function {strangers:?}, not of a function here");
 
     // The permanent-failure alarm sums FilesFailed over the dimension set download emits.
-    let (dimensions, _) = stemvault_download::aws::metrics_of(&Measure::Failed { reason: "x" });
+    let (dimensions, _) = stemvault_download::aws::metrics_of("DownloadFunction", &Measure::Failed { reason: "x" });
     let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
     let query = format!(
         "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE Function = '{}'",
@@ -1787,7 +1838,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         dimensions[0].1
     );
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
-    assert_eq!(alarm.as_str(), Some(query.as_str()));
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
 }
 
 #[test]
@@ -1801,6 +1853,8 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "download"), ("Reason", "x")]));
     assert!(dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download"), ("Reason", "x")]));
     assert!(!dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download")]));
+    let values: Vec<String> = dashboard_function_values(&dashboard).into_iter().collect();
+    assert_eq!(values, ["download"]);
 }
 
 /// Issue 11: the sweeper reads one item by key, its cursor, and may put it; its role grants
