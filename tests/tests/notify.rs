@@ -3,7 +3,8 @@
 //! Standard Webhooks library for Python (`standardwebhooks`, pinned in
 //! infra/python/webhooks.txt, installed into .venv/webhooks by `make deps`) verifies every
 //! request it got. Also: a 5xx is retried with the same webhook-id and body, a 4xx is not,
-//! redirects are not followed, and plain http to a non-loopback host is refused at start.
+//! redirects are not followed, plain http to a non-loopback host is refused at start, and a
+//! secret rotated in Secrets Manager signs once the signer in force is too old.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -21,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use stemvault_aws::secrets::{SecretText, put_secret};
+use stemvault_aws::secrets::{AgePolicy, SecretText, put_secret};
 use stemvault_aws::{ConfigError, FromEnv};
 use stemvault_notify::domain::eventbridge_message;
 use stemvault_notify::secret::format_secret;
@@ -137,6 +138,9 @@ struct Setup {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     secret: String,
+    /// The secret's name in the emulator, to rotate it.
+    secret_name: String,
+    sdk: aws_config::SdkConfig,
     app: App,
 }
 
@@ -152,7 +156,8 @@ impl Setup {
         let key: Vec<u8> =
             uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
         let secret = format_secret(&key);
-        let arn = put_secret(&sdk, &format!("{base}-notify"), &SecretText::new(secret.clone())).await.unwrap();
+        let secret_name = format!("{base}-notify");
+        let arn = put_secret(&sdk, &secret_name, &SecretText::new(secret.clone())).await.unwrap();
         let vars = BTreeMap::from([
             ("NOTIFY_URL", notify_url.to_owned()),
             ("NOTIFY_SECRET_ARN", arn),
@@ -160,7 +165,7 @@ impl Setup {
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let app = App::new(config, &sdk).await.unwrap();
-        Setup { sqs, queue_url, secret, app }
+        Setup { sqs, queue_url, secret, secret_name, sdk, app }
     }
 
     async fn send(&self, event: &TaskEvent) {
@@ -328,4 +333,27 @@ async fn plain_http_to_a_non_loopback_host_is_refused_at_start() {
         let err = Config::from_lookup(|k| vars.get(k).cloned()).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { name: "NOTIFY_URL", .. }), "{url}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_secret_rotated_in_secrets_manager_signs_once_the_signer_is_too_old() {
+    let receiver = Receiver::start(vec![]).await;
+    let mut setup = Setup::new(&receiver.url("/hook")).await;
+    // An instance whose signer is too old at once: every message reads the secret first.
+    setup.app = setup.app.clone().with_secret_policy(AgePolicy { max_age: Duration::ZERO });
+    let old = setup.secret.clone();
+    setup.send(&vaulted_event("nt5")).await;
+    assert_eq!(setup.run_batch().await.1.batch_item_failures.len(), 0);
+
+    let new = format_secret(&[5; 32]);
+    put_secret(&setup.sdk, &setup.secret_name, &SecretText::new(new.clone())).await.unwrap();
+    setup.send(&vaulted_event("nt6")).await;
+    assert_eq!(setup.run_batch().await.1.batch_item_failures.len(), 0);
+
+    let requests = receiver.received();
+    assert_eq!(requests.len(), 2);
+    let ok =
+        |secret: &str| -> Vec<Value> { python_verdicts(secret, &requests).iter().map(|v| v["ok"].clone()).collect() };
+    assert_eq!(ok(&old), [true, false], "the first signed with the old secret, the second not");
+    assert_eq!(ok(&new), [false, true], "the second signed with the rotated one");
 }

@@ -4,7 +4,8 @@
 //!
 //! * [`config`]: the environment it reads ([`config::ENVIRONMENT`]) and the checks on
 //!   `NOTIFY_URL` (https, or http to a loopback host only).
-//! * [`secret`]: the signing secret (`whsec_<base64>`), read from Secrets Manager at start-up.
+//! * [`secret`]: the signing secret (`whsec_<base64>`), read from Secrets Manager at start-up
+//!   and again once the signer in force is 5 minutes old ([`secret::Signers`]).
 //! * [`app`]: the SQS batch handler (concurrency, panic isolation, partial batch response).
 //! * [`domain`]: one message: the event, the payload, the signature, the POST, the outcome
 //!   and the retry delay, over small traits.
