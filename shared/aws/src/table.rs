@@ -187,8 +187,7 @@ impl TaskTable {
             }
         }
         for id in plan.redelivered {
-            let u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
-            let mut u = u;
+            let mut u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
             u.value(":one", n(1));
             self.update("redelivered", after.task_id.as_str(), &items::callback_sk(&id), u).await?;
         }
