@@ -22,7 +22,7 @@ use crate::error::IngestError;
 
 /// The `Function` dimension of the metrics: the deployed function's name (the logical one,
 /// `ingest`, outside Lambda).
-fn function() -> (&'static str, &'static str) {
+pub(crate) fn function() -> (&'static str, &'static str) {
     (metrics::FUNCTION, metrics::function_name("ingest"))
 }
 /// Callbacks answered 200 (duplicates included); dimension `Function`.
@@ -34,6 +34,9 @@ pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
 /// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
 /// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...).
 pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
+/// Re-reads of the callback secret that brought nothing usable, the checks in force kept
+/// ([`crate::credentials`]); dimension `Function`.
+pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
 
 /// The ingest function with its clients and checks, built once per instance.
 pub struct App<P = AwsPorts> {

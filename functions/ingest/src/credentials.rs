@@ -12,17 +12,20 @@
 //!   refused (an unauthenticated flood costs one read a minute), and the request is checked
 //!   again with what was read.
 //!
-//! A secret that cannot be read or used keeps the checks in force; the read time advances all
-//! the same, so a failing Secrets Manager is not read again on every request.
+//! A secret that cannot be read or used keeps the checks in force and counts one
+//! [`SECRET_REREADS_FAILED`]; the read time advances all the same, so a failing Secrets
+//! Manager is not read (nor counted) again on every request.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
+use stemvault_aws::metrics::{Metric, emit};
 pub use stemvault_aws::secrets::ReadSecret;
 use stemvault_aws::secrets::{AgePolicy, Reread, SecretText, passed_or_stepped_back, read_within_timeout};
 use stemvault_vault::{Clock, Timestamp};
 
+use crate::app::SECRET_REREADS_FAILED;
 use crate::auth::Auth;
 use crate::secret::CallbackSecret;
 
@@ -160,6 +163,8 @@ impl Credentials {
             }
             Ok(fresh) => Arc::new(fresh),
             Err(e) => {
+                // Once per read, not per request: reads are rate-limited (see the module doc).
+                emit(&[crate::app::function()], &[Metric::count(SECRET_REREADS_FAILED)]);
                 match trigger {
                     Trigger::Refusal => tracing::error!(
                         error = %e,

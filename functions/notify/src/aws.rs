@@ -30,6 +30,9 @@ pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).
 pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
+/// Re-reads of the signing secret that brought nothing usable, the signer in force kept
+/// ([`crate::secret::Signers`]); dimension `Function`.
+pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
 
 /// Posts webhooks to `NOTIFY_URL`: no redirects followed, no proxy, connect and overall
 /// timeouts.
@@ -127,8 +130,8 @@ impl DelayMessage for AwsPorts {
 }
 
 /// The metrics of one measure (namespace `stemvault`, dimension `Function` = `function`, the
-/// deployed function's name): [`WEBHOOKS_DELIVERED`]; [`WEBHOOKS_REJECTED`] and
-/// [`WEBHOOK_RETRIES`] also by `Reason`.
+/// deployed function's name): [`WEBHOOKS_DELIVERED`] and [`SECRET_REREADS_FAILED`];
+/// [`WEBHOOKS_REJECTED`] and [`WEBHOOK_RETRIES`] also by `Reason`.
 pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
     let function = (metrics::FUNCTION, function.to_owned());
     match measure {
@@ -139,6 +142,7 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
         Measure::Retried { reason } => {
             (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOK_RETRIES)])
         }
+        Measure::SecretRereadFailed => (vec![function], vec![Metric::count(SECRET_REREADS_FAILED)]),
     }
 }
 
@@ -173,5 +177,8 @@ mod tests {
         assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
         let (_, metrics) = metrics_of(function, &Measure::Retried { reason: "timeout".into() });
         assert_eq!(metrics[0].name, WEBHOOK_RETRIES);
+        let (dims, metrics) = metrics_of(function, &Measure::SecretRereadFailed);
+        assert_eq!(dims, vec![("Function", function.to_owned())]);
+        assert_eq!(metrics[0].name, "SecretRereadsFailed");
     }
 }

@@ -89,6 +89,9 @@ pub enum Measure {
     Rejected { reason: String },
     /// Will be retried ([`NotifyError::reason_code`]).
     Retried { reason: String },
+    /// A re-read of the signing secret brought nothing usable: the signer in force stays
+    /// ([`crate::secret::Signers`]). Once per read, not per message.
+    SecretRereadFailed,
 }
 
 pub trait EmitMetrics {

@@ -14,6 +14,8 @@ pub use stemvault_aws::secrets::{AgePolicy, MAX_AGE, ReadSecret};
 use stemvault_aws::secrets::{Reread, read_within_timeout};
 use stemvault_vault::Clock;
 
+use crate::domain::{EmitMetrics, Measure};
+
 /// The prefix Standard Webhooks gives secrets.
 pub const SECRET_PREFIX: &str = "whsec_";
 /// The shortest and longest keys Standard Webhooks allows, in bytes.
@@ -98,14 +100,24 @@ impl Signers {
     }
 
     /// The signer to sign with now: the one in force, after reading the secret again when
-    /// `policy` finds it stale ([`AgePolicy::default`]: [`MAX_AGE`] old).
-    pub async fn fresh<R: ReadSecret, C: Clock>(&self, reader: &R, clock: &C, policy: AgePolicy) -> Arc<Signer> {
-        self.signer.fresh(clock, policy, || self.read(reader, policy)).await
+    /// `policy` finds it stale ([`AgePolicy::default`]: [`MAX_AGE`] old). A read that brings
+    /// nothing usable is counted on `ports` ([`Measure::SecretRereadFailed`]).
+    pub async fn fresh<R, P>(&self, reader: &R, ports: &P, policy: AgePolicy) -> Arc<Signer>
+    where
+        R: ReadSecret,
+        P: Clock + EmitMetrics,
+    {
+        self.signer.fresh(ports, policy, || self.read(reader, ports, policy)).await
     }
 
     /// Read the secret (the caller holds the right to): a new signer when it is usable and
     /// changed, `None` to keep the one in force.
-    async fn read<R: ReadSecret>(&self, reader: &R, policy: AgePolicy) -> Option<Arc<Signer>> {
+    async fn read<R: ReadSecret, M: EmitMetrics>(
+        &self,
+        reader: &R,
+        metrics: &M,
+        policy: AgePolicy,
+    ) -> Option<Arc<Signer>> {
         let fresh = match read_within_timeout(reader).await {
             Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -120,6 +132,7 @@ impl Signers {
                 Some(Arc::new(fresh))
             }
             Err(e) => {
+                metrics.emit_metrics(&Measure::SecretRereadFailed);
                 tracing::warn!(
                     error = %e,
                     max_age_secs = policy.max_age.as_secs(),

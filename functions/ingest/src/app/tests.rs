@@ -450,6 +450,16 @@ async fn a_secret_that_cannot_be_read_again_or_used_keeps_the_checks_in_force() 
     assert_eq!(h.ports.secret_reads(), 5);
     let logs = logs_without_keys(&captured);
     assert_eq!(logs.matches("keeping the current one").count(), 4, "{logs}");
+    assert_eq!(rereads_failed(&captured), 4, "one per read that brought nothing usable, none per request");
+}
+
+/// How many [`SECRET_REREADS_FAILED`] were counted since `captured` started, each under the
+/// `Function` dimension alone.
+fn rereads_failed(captured: &Captured) -> usize {
+    let counted: Vec<(String, String)> =
+        metrics(captured).into_iter().filter(|(name, _)| name == SECRET_REREADS_FAILED).collect();
+    assert!(counted.iter().all(|(_, dimensions)| dimensions == r#"[("Function", "ingest")]"#), "{counted:?}");
+    counted.len()
 }
 
 /// The logs captured, after checking they hold none of the keys.
@@ -505,17 +515,20 @@ async fn a_secret_that_cannot_be_read_for_its_age_keeps_the_checks_without_a_rea
     }
     assert_eq!(refusal(&h, signed_at(NEW_KEY, NOW_SECS + 300)).await, "signature_mismatch");
     assert_eq!(h.ports.secret_reads(), 2, "the failed read counts as one: none per request after it");
+    assert_eq!(rereads_failed(&captured), 1, "four requests, one failed read");
 
     h.ports.set_secret_failing(false);
     h.ports.set_secret_text("{}");
     h.ports.advance(Duration::from_secs(300));
     assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 600)).await.status(), StatusCode::OK, "an unusable secret");
     assert_eq!(h.ports.secret_reads(), 3);
+    assert_eq!(rereads_failed(&captured), 2, "an unusable text counts too");
 
     h.ports.set_secret(&revoked());
     h.ports.advance(Duration::from_secs(300));
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 900)).await, "signature_mismatch", "readable again");
     assert_eq!(h.ports.secret_reads(), 4);
+    assert_eq!(rereads_failed(&captured), 2, "a read that brought a usable secret counts nothing");
 
     let logs = logs_without_keys(&captured);
     let unusable: Vec<Value> = logs

@@ -134,6 +134,7 @@ async fn a_secret_that_cannot_be_read_or_used_keeps_the_signer_without_a_read_pe
     deliver(&app, 2).await;
     assert_eq!(signed_with(&app), ["old"; 5], "still in force");
     assert_eq!(app.secret.reads(), 1, "the failed read counts as one: none per message after it");
+    assert_eq!(rereads_failed(&app), 1, "five messages, one failed read");
 
     for unusable in ["", "whsec_c2hvcnQ=", "{\"key\": 1}"] {
         app.secret.set(unusable);
@@ -142,12 +143,19 @@ async fn a_secret_that_cannot_be_read_or_used_keeps_the_signer_without_a_read_pe
     }
     assert_eq!(signed_with(&app), ["old"; 11]);
     assert_eq!(app.secret.reads(), 4);
+    assert_eq!(rereads_failed(&app), 4, "an unusable text counts too, once per read");
 
     app.secret.set(NEW_SECRET);
     app.ports.advance(Duration::from_secs(300));
     deliver(&app, 1).await;
     assert_eq!(signed_with(&app).last(), Some(&"new"), "readable again");
     assert_eq!(app.secret.reads(), 5);
+    assert_eq!(rereads_failed(&app), 4, "a read that brought a usable secret counts nothing");
+}
+
+/// How many failed re-reads of the secret `app` counted.
+fn rereads_failed(app: &App<MemoryPorts, crate::test_support::MemorySecret>) -> usize {
+    app.ports.metrics().iter().filter(|m| **m == Measure::SecretRereadFailed).count()
 }
 
 #[tokio::test]
