@@ -1143,6 +1143,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::app::CALLBACKS_ACCEPTED,
     stemvault_ingest::app::CALLBACKS_REFUSED,
     stemvault_ingest::app::CALLBACKS_FAILED,
+    stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
     "FilesStored",
     "FilesFailed",
@@ -1633,6 +1634,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show CallbacksAccepted",
         "the dashboard does not show CallbacksRefused",
         "the dashboard does not show CallbacksFailed",
+        "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show FilesFailed",
         "the dashboard does not show BytesStored",
@@ -1806,15 +1808,18 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         Delivery::Delivered,
         Delivery::Rejected { reason: "status_410".into() },
         Delivery::Retried { reason: "timeout".into() },
+        Delivery::SecretRereadFailed,
     ];
     for delivery in &deliveries {
         let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", delivery);
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // Ingest: its metric names, with the dimensions its app emits them under.
-    use stemvault_ingest::app::{CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_REFUSED};
+    use stemvault_ingest::app::{CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_REFUSED, SECRET_REREADS_FAILED};
     let ingest = ("Function", "IngestFunction".to_owned());
-    emitted.push((CALLBACKS_ACCEPTED.to_owned(), vec![ingest.clone()]));
+    for name in [CALLBACKS_ACCEPTED, SECRET_REREADS_FAILED] {
+        emitted.push((name.to_owned(), vec![ingest.clone()]));
+    }
     for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED] {
         emitted.push((name.to_owned(), vec![ingest.clone(), ("Reason", "any".to_owned())]));
     }
@@ -1844,6 +1849,47 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+}
+
+/// The `secret-unreadable` alarm sums the failed re-reads of both functions that re-read a
+/// secret, under the dimension set they emit them with, and names notify only when it exists.
+#[test]
+fn the_secret_alarm_reads_the_failed_rereads_of_ingest_and_notify_as_emitted() {
+    use stemvault_notify::domain::Measure;
+    let template = template();
+    let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &Measure::SecretRereadFailed);
+    assert_eq!(metrics[0].name, stemvault_ingest::app::SECRET_REREADS_FAILED, "one metric for both functions");
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = |functions: &[&str]| {
+        let wheres: Vec<String> = functions.iter().map(|f| format!("Function = '{f}'")).collect();
+        format!(
+            "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {}",
+            metrics[0].name,
+            stemvault_aws::metrics::NAMESPACE,
+            names.join(", "),
+            wheres.join(" OR ")
+        )
+    };
+    let alarm = &cfn::resource(&template, "SecretUnreadable")["Properties"];
+    let branches = match cfn::intrinsic(&alarm["Metrics"][0]["Expression"]) {
+        Some((tag, Value::Sequence(branches))) if tag == "If" && branches.len() == 3 => branches,
+        _ => panic!("the secret alarm's query is no !If [condition, with notify, without]"),
+    };
+    assert_eq!(branches[0], "HasNotifyUrl");
+    assert_eq!(cfn::resource(&template, "NotifyFunction")["Condition"], "HasNotifyUrl");
+    let branch = |b: &Value| cfn::sub(b).map(|text| substitute(&text).0);
+    assert_eq!(branch(&branches[1]), Some(query(&["IngestFunction", "NotifyFunction"])), "with NotifyUrl");
+    assert_eq!(branch(&branches[2]), Some(query(&["IngestFunction"])), "without NotifyUrl");
+    assert_eq!(
+        alarm["AlarmName"],
+        serde_yaml::from_str::<Value>("!Sub '${AWS::StackName}-secret-unreadable'").unwrap()
+    );
+    // Any failed read in 15 minutes: 1 of 3 five-minute periods at >= 1.
+    let settings =
+        [&alarm["Threshold"], &alarm["EvaluationPeriods"], &alarm["DatapointsToAlarm"], &alarm["Metrics"][0]["Period"]];
+    assert_eq!(settings.map(|v| v.as_u64()), [Some(1), Some(3), Some(1), Some(300)]);
+    assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+    assert_eq!(alarm["TreatMissingData"], "notBreaching");
 }
 
 #[test]
