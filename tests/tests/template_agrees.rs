@@ -1852,7 +1852,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
 }
 
 /// The `secret-unreadable` alarm sums the failed re-reads of both functions that re-read a
-/// secret, under the dimension set they emit them with, and names notify only when it exists.
+/// secret, each under the dimension set it emits them with, and names notify only when it
+/// exists.
 #[test]
 fn the_secret_alarm_reads_the_failed_rereads_of_ingest_and_notify_as_emitted() {
     use stemvault_notify::domain::Measure;
@@ -1860,34 +1861,48 @@ fn the_secret_alarm_reads_the_failed_rereads_of_ingest_and_notify_as_emitted() {
     let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &Measure::SecretRereadFailed);
     assert_eq!(metrics[0].name, stemvault_ingest::app::SECRET_REREADS_FAILED, "one metric for both functions");
     let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
-    let query = |functions: &[&str]| {
-        let wheres: Vec<String> = functions.iter().map(|f| format!("Function = '{f}'")).collect();
-        format!(
-            "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {}",
-            metrics[0].name,
-            stemvault_aws::metrics::NAMESPACE,
-            names.join(", "),
-            wheres.join(" OR ")
-        )
-    };
+    assert_eq!(names, ["Function"], "the alarm reads the metric by Function alone");
     let alarm = &cfn::resource(&template, "SecretUnreadable")["Properties"];
-    let branches = match cfn::intrinsic(&alarm["Metrics"][0]["Expression"]) {
-        Some((tag, Value::Sequence(branches))) if tag == "If" && branches.len() == 3 => branches,
-        _ => panic!("the secret alarm's query is no !If [condition, with notify, without]"),
+    let queries = alarm["Metrics"].as_sequence().expect("the alarm's Metrics");
+    // Each function's metric: its name, namespace and the function's deployed name.
+    let reads = |query: &Value, id: &str, function: &str| {
+        let metric = &query["MetricStat"]["Metric"];
+        assert_eq!(query["Id"], id);
+        assert_eq!(query["ReturnData"], false, "{id}");
+        assert_eq!(query["MetricStat"]["Stat"], "Sum", "{id}");
+        assert_eq!(query["MetricStat"]["Period"].as_u64(), Some(300), "{id}");
+        assert_eq!(metric["Namespace"], stemvault_aws::metrics::NAMESPACE, "{id}");
+        assert_eq!(metric["MetricName"], metrics[0].name, "{id}");
+        assert_eq!(metric["Dimensions"][0]["Name"], "Function", "{id}");
+        assert_eq!(cfn::reference(&metric["Dimensions"][0]["Value"]).as_deref(), Some(function), "{id}");
+        assert_eq!(metric["Dimensions"].as_sequence().map(Vec::len), Some(1), "{id}");
     };
-    assert_eq!(branches[0], "HasNotifyUrl");
+    let if_notify = |value: &Value| match cfn::intrinsic(value) {
+        Some((tag, Value::Sequence(branches))) if tag == "If" && branches.len() == 3 => {
+            assert_eq!(branches[0], "HasNotifyUrl");
+            (branches[1].clone(), branches[2].clone())
+        }
+        _ => panic!("expected !If [HasNotifyUrl, with notify, without]: {value:?}"),
+    };
+    assert_eq!(queries.len(), 3);
+    let (with_notify, without) = if_notify(&queries[0]["Expression"]);
+    assert_eq!(
+        (with_notify.as_str(), without.as_str()),
+        (Some("FILL(ingest, 0) + FILL(notify, 0)"), Some("FILL(ingest, 0)"))
+    );
+    assert_eq!(queries[0]["ReturnData"], true);
+    reads(&queries[1], "ingest", "IngestFunction");
+    let (notify, absent) = if_notify(&queries[2]);
+    reads(&notify, "notify", "NotifyFunction");
+    assert_eq!(cfn::reference(&absent).as_deref(), Some("AWS::NoValue"));
     assert_eq!(cfn::resource(&template, "NotifyFunction")["Condition"], "HasNotifyUrl");
-    let branch = |b: &Value| cfn::sub(b).map(|text| substitute(&text).0);
-    assert_eq!(branch(&branches[1]), Some(query(&["IngestFunction", "NotifyFunction"])), "with NotifyUrl");
-    assert_eq!(branch(&branches[2]), Some(query(&["IngestFunction"])), "without NotifyUrl");
     assert_eq!(
         alarm["AlarmName"],
         serde_yaml::from_str::<Value>("!Sub '${AWS::StackName}-secret-unreadable'").unwrap()
     );
     // Any failed read in 15 minutes: 1 of 3 five-minute periods at >= 1.
-    let settings =
-        [&alarm["Threshold"], &alarm["EvaluationPeriods"], &alarm["DatapointsToAlarm"], &alarm["Metrics"][0]["Period"]];
-    assert_eq!(settings.map(|v| v.as_u64()), [Some(1), Some(3), Some(1), Some(300)]);
+    let settings = [&alarm["Threshold"], &alarm["EvaluationPeriods"], &alarm["DatapointsToAlarm"]];
+    assert_eq!(settings.map(|v| v.as_u64()), [Some(1), Some(3), Some(1)]);
     assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
     assert_eq!(alarm["TreatMissingData"], "notBreaching");
 }
