@@ -4,7 +4,8 @@
 //!
 //! * `GET /api/v1/<family>/record-info?taskId=<id>` (every path of
 //!   [`suno_callbacks::poll::record_info_path`]) with `Authorization: Bearer <key>`: a wrong or
-//!   missing key answers HTTP 401 (`{"code":401,...}`); a task it does not know answers
+//!   missing key answers HTTP 401 (`{"code":401,...}`; [`FakeProvider::rotate_key`] changes the
+//!   key it accepts, as an operator rotating it at the provider); a task it does not know answers
 //!   `{"code":404,...}`; a known task answers the next [`Answer`] of its script (the last one
 //!   again once the script is used up).
 //! * Result answers are the documented answers (`fixtures/polls`, and section 7's shapes in
@@ -132,6 +133,11 @@ impl FakeProvider {
         if let Some((_, answers)) = self.lock().tasks.get_mut(task_id) {
             *answers = script.into();
         }
+    }
+
+    /// Accept `api_key` from now on, and refuse the one accepted so far (a rotation).
+    pub fn rotate_key(&self, api_key: &str) {
+        self.lock().key = api_key.to_owned();
     }
 
     /// How many times `task_id` was polled (with any key).

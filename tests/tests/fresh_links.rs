@@ -1,8 +1,9 @@
 //! Issue 11 part 4 against the emulator and a fake provider (tests/src/fake_provider.rs): a
 //! file whose URL answers 403 is copied from the fresh link kie's `common/download-url` gives
 //! (the key read from its secret, as at a cold start), and the record keeps the original URL;
-//! a provider that refuses, or link refresh off, leaves the file failed as before, its reason
-//! naming what happened.
+//! a key rotated at the provider and in the secret is re-read on the first 401 and the link
+//! asked for again; a provider that refuses, or link refresh off, leaves the file failed as
+//! before, its reason naming what happened.
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,26 @@ async fn a_403_file_is_copied_from_a_fresh_link_and_stored() {
     assert_eq!(Some(hex::encode(Sha256::digest(&object))), file.sha256);
     assert_eq!(fake.file_hits(&record.task_id, "vocal.mp3"), 1, "the original, which answered 403");
     assert_eq!(fake.fresh_link_requests(), [original], "one fresh link, for the original URL");
+}
+
+#[tokio::test]
+async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first_401() {
+    let env = TestEnv::new().await;
+    let fake = FakeProvider::start(KEY).await;
+    let record = expired_task(&env, &fake).await;
+    let warm = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
+
+    // The operator rotates the key at the provider, then in the secret; the instance is warm.
+    const ROTATED: &str = "fresh-links-test-key-2";
+    fake.rotate_key(ROTATED);
+    let name = format!("{}-provider", env.resources.table_name);
+    let text = SecretText::new(format!(r#"{{"api_key": "{ROTATED}"}}"#));
+    stemvault_aws::secrets::put_secret(&env.config, &name, &text).await.expect("the rotated secret");
+
+    download(&env, warm).await;
+    let file = env.task_record(&record.task_id).await.files["vocal"].clone();
+    assert_eq!(file.status, FileStatus::Stored, "{:?}", file.error);
+    assert_eq!(fake.fresh_link_requests().len(), 1, "the refused request is not recorded, the retried one is");
 }
 
 #[tokio::test]

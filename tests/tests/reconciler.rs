@@ -3,7 +3,8 @@
 //! a task registered with `PUT /tasks/{id}` and never called back is vaulted by polling; a
 //! task whose `complete` callback never came gets it by polling; a flapping provider (429,
 //! 500) gets the task vaulted anyway with nothing duplicated; a wrong key is one clear error
-//! and changes nothing but the poll bookkeeping; a callback after a poll, and a poll after a
+//! and changes nothing but the poll bookkeeping; a key rotated at the provider and in the
+//! secret is re-read on the first 401 and the poll succeeds; a callback after a poll, and a poll after a
 //! callback, add nothing; a task still without a result at the retention is abandoned.
 //!
 //! Time is not waited for: between runs a test moves the task's `reconcile_at` (the index's
@@ -99,6 +100,14 @@ async fn register(env: &TestEnv, task_id: &str, family: &str) {
     assert_eq!(got["client_ref"].as_str(), Some(format!("order-{task_id}").as_str()));
 }
 
+/// A registered vocal separation task whose result the provider answers to a poll; its id.
+async fn registered_vocal_separation(env: &TestEnv, provider: &FakeProvider) -> String {
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+    register(env, &task, "vocal_separation").await;
+    task
+}
+
 /// Move the task's next poll into the past, as waiting would.
 async fn make_due(env: &TestEnv, task_id: &str) {
     let past = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 1000).rfc3339();
@@ -144,9 +153,7 @@ fn stored_names(record: &TaskRecord) -> Vec<&str> {
 async fn a_registered_task_never_called_back_is_vaulted_by_polling() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
-    register(&env, &task, "vocal_separation").await;
+    let task = registered_vocal_separation(&env, &provider).await;
     let app = reconciler(&env, &provider, KEY, &[]).await;
 
     // Not due yet: nothing polled.
@@ -237,9 +244,7 @@ async fn a_flapping_provider_still_gets_the_task_vaulted_with_nothing_duplicated
 async fn a_wrong_key_is_one_clear_error_and_changes_nothing_but_the_poll_bookkeeping() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
-    register(&env, &task, "vocal_separation").await;
+    let task = registered_vocal_separation(&env, &provider).await;
     let wrong = reconciler(&env, &provider, "not-the-key", &[]).await;
     let before = env.task_record(&task).await;
 
@@ -266,6 +271,27 @@ async fn a_wrong_key_is_one_clear_error_and_changes_nothing_but_the_poll_bookkee
 }
 
 #[tokio::test]
+async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first_401() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+
+    // The operator rotates the key at the provider, then in the secret; the instance is warm.
+    const ROTATED: &str = "fake-provider-key-2";
+    provider.rotate_key(ROTATED);
+    provider_secret(&env, ROTATED).await;
+
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.polls, outcome.results, outcome.unauthorized), (1, 1, 0), "{outcome:?}");
+    assert_eq!(provider.polls(&task), 2, "refused with the old key, answered with the new one");
+    let record = env.task_record(&task).await;
+    let last = record.last_poll.as_ref().map(|p| p.outcome.as_str());
+    assert!(last.is_some_and(|o| o.starts_with("result:")), "{last:?}");
+    assert_eq!(record.files.len(), 2);
+}
+
+#[tokio::test]
 async fn a_callback_after_a_poll_and_a_poll_after_a_callback_are_no_op_duplicates() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
@@ -274,9 +300,7 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_are_no_op_duplicate
     let ports = env.accept_ports();
 
     // Poll first, then the provider's own (late) callback of the same result.
-    let task = new_task_id();
-    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
-    register(&env, &task, "vocal_separation").await;
+    let task = registered_vocal_separation(&env, &provider).await;
     assert_eq!(run_due(&env, &app, &task).await.results, 1);
     let polled = env.task_record(&task).await;
     let body = callback_like(&polled);

@@ -49,8 +49,8 @@ use stemvault_aws::Update;
 /// authorises HeadObject: reading back a copy an earlier attempt stored, and the manifest's
 /// current generation), all on `tasks/*`; SQS ChangeMessageVisibility; EventBridge
 /// PutEvents (`Task Vaulted`, on the stack's bus); Secrets Manager GetSecretValue on the
-/// provider secret, once per cold start (fresh links, through
-/// `stemvault_aws::provider::read_api_key`). (The SQS event source mapping, not the
+/// provider secret, at start-up and when the key may have been rotated (fresh links, through
+/// `stemvault_aws::provider::ProviderKey`). (The SQS event source mapping, not the
 /// function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",

@@ -1,6 +1,8 @@
 //! The download function's settings, read once at start-up from the environment.
 
-use stemvault_aws::provider::{ApiKey, ProviderConfig};
+use std::sync::Arc;
+
+use stemvault_aws::provider::{ProviderConfig, ProviderKey};
 use stemvault_aws::{ConfigError, Env, FromEnv};
 
 use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
@@ -26,7 +28,7 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// S3's largest object (5 TiB): the largest `MAX_FILE_BYTES`.
 const MAX_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub table_name: String,
     pub bucket_name: String,
@@ -40,15 +42,17 @@ pub struct Config {
     /// The provider, for fresh links of expired files ([`crate::fresh_link`]).
     pub provider: ProviderConfig,
     /// The provider's API key, read from `PROVIDER_SECRET_ARN`'s secret after the
-    /// environment ([`Config::read_api_key`]); None from the environment alone, and without
-    /// a key (link refresh off).
-    pub api_key: Option<ApiKey>,
+    /// environment ([`Config::read_api_key`]) and again when it may have been rotated; None
+    /// from the environment alone, and without a key at start-up (link refresh off).
+    pub api_key: Option<Arc<ProviderKey>>,
 }
 
 impl Config {
-    /// Read the provider's API key from its secret (once, at start-up).
+    /// Read the provider's API key from its secret (at start-up; [`ProviderKey`] reads it
+    /// again when it may have been rotated).
     pub async fn read_api_key(mut self, sdk: &aws_config::SdkConfig) -> Result<Config, ConfigError> {
-        self.api_key = stemvault_aws::provider::read_api_key(sdk, &self.provider).await?;
+        let key = stemvault_aws::provider::read_provider_key(sdk, &self.provider, "download").await?;
+        self.api_key = key.map(Arc::new);
         Ok(self)
     }
 }
@@ -107,7 +111,7 @@ mod tests {
         }
         let c = config(&BASE).unwrap();
         assert_eq!((c.provider.provider, c.provider.secret_arn.as_deref()), (Provider::Kie, None));
-        assert_eq!(c.api_key, None, "read from the secret at start-up, never from the environment");
+        assert!(c.api_key.is_none(), "read from the secret at start-up, never from the environment");
         let mut pairs = BASE.to_vec();
         pairs.extend([
             ("PROVIDER", "sunoapi"),
@@ -126,7 +130,7 @@ mod tests {
         for missing in ["TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "EVENT_BUS_NAME"] {
             let pairs: Vec<(&str, &str)> =
                 BASE.iter().map(|&(k, v)| if k == missing { (k, " ") } else { (k, v) }).collect();
-            assert_eq!(config(&pairs), Err(ConfigError::Missing(missing)));
+            assert_eq!(config(&pairs).unwrap_err(), ConfigError::Missing(missing));
         }
     }
 

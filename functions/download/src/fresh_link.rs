@@ -5,16 +5,19 @@
 //! is copied from that link instead ([`crate::domain`]'s copy step); the record keeps the
 //! original URL.
 //!
-//! On only with `PROVIDER=kie` and an API key (sunoapi documents no such endpoint); start-up
-//! says once when it is off ([`refresher`]). The link must itself pass the source policy
+//! On only with `PROVIDER=kie` and an API key at start-up (sunoapi documents no such
+//! endpoint); start-up says once when it is off ([`refresher`]). The key is the one in force
+//! ([`ProviderKey`]: read again when 5 minutes old, or when the provider refuses it with 401
+//! or 403, the refused request being made once more with a rotated key). The link must itself pass the source policy
 //! (`ALLOWED_SOURCE_HOSTS`) before anything is fetched from it. Every provider error (HTTP
 //! 401, 402, 404, 422 for a URL the provider did not generate, 429, 455, 500, 505, or HTTP 200
 //! carrying one of those codes) is a [`RefreshError`]: the file then fails as before, its
 //! reason naming it. Errors never carry the key, and URLs in them lose their query.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig};
+use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig, ProviderKey};
 use url::Url;
 
 use crate::source::loggable_str;
@@ -88,18 +91,27 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
     }
 }
 
+/// Whether the provider refused the key (401/403): worth a re-read of the key.
+pub fn refused(answer: &Result<String, RefreshError>) -> bool {
+    matches!(answer, Err(RefreshError::Provider { code: 401 | 403, .. }))
+}
+
 /// Asks the provider for fresh links.
 #[derive(Debug, Clone)]
 pub struct LinkRefresher {
     client: reqwest::Client,
     endpoint: String,
-    key: ApiKey,
+    key: Arc<ProviderKey>,
     policy: SourcePolicy,
 }
 
 /// The refresher `provider` and `key` allow, or None (said once, at start-up): off without a
 /// key, and for sunoapi, which has no such endpoint.
-pub fn refresher(provider: &ProviderConfig, key: Option<ApiKey>, policy: &SourcePolicy) -> Option<LinkRefresher> {
+pub fn refresher(
+    provider: &ProviderConfig,
+    key: Option<Arc<ProviderKey>>,
+    policy: &SourcePolicy,
+) -> Option<LinkRefresher> {
     if provider.provider != Provider::Kie {
         tracing::info!(
             provider = provider.provider.as_str(),
@@ -128,18 +140,25 @@ pub fn refresher(provider: &ProviderConfig, key: Option<ApiKey>, policy: &Source
 
 impl LinkRefresher {
     /// Fails only when the TLS backend cannot start.
-    pub fn new(base_url: &str, key: ApiKey, policy: SourcePolicy) -> Result<LinkRefresher, reqwest::Error> {
+    pub fn new(base_url: &str, key: Arc<ProviderKey>, policy: SourcePolicy) -> Result<LinkRefresher, reqwest::Error> {
         let client = provider::http_client(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         let endpoint = format!("{}{DOWNLOAD_URL_PATH}", base_url.trim_end_matches('/'));
         Ok(LinkRefresher { client, endpoint, key, policy })
     }
 
-    /// A fresh link for the (expired) file `url`, checked against the source policy.
+    /// A fresh link for the (expired) file `url`, checked against the source policy: asked
+    /// with the key in force, and once more when the provider refused it and a re-read
+    /// brought another.
     pub async fn fresh_link(&self, url: &str) -> Result<String, RefreshError> {
+        self.key.call(|key| self.ask(key, url), refused).await
+    }
+
+    /// One request for a fresh link of `url`, with `key`.
+    pub async fn ask(&self, key: Arc<ApiKey>, url: &str) -> Result<String, RefreshError> {
         let sent = self
             .client
             .post(&self.endpoint)
-            .bearer_auth(self.key.expose())
+            .bearer_auth(key.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(serde_json::json!({ "url": url }).to_string())
             .send()
@@ -165,9 +184,27 @@ impl LinkRefresher {
 
 #[cfg(test)]
 mod tests {
-    use stemvault_aws::secrets::SecretText;
+    use stemvault_aws::SystemClock;
+    use stemvault_aws::secrets::{SecretReader, SecretText};
+    use stemvault_vault::Timestamp;
 
     use super::*;
+
+    /// `text` as the key in force, just read (its secret is never read again by these tests:
+    /// none lasts 5 minutes or is refused).
+    fn key_in_force(text: &str) -> Arc<ProviderKey> {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let key = ApiKey::from_secret(&SecretText::new(text)).unwrap();
+        let reader = SecretReader::new(&sdk, "arn:x");
+        Arc::new(ProviderKey::new(key, Timestamp::now(), reader, SystemClock, "download"))
+    }
+
+    fn api_key(text: &str) -> Arc<ApiKey> {
+        Arc::new(ApiKey::from_secret(&SecretText::new(text)).unwrap())
+    }
 
     const DOCUMENTED: &str = include_str!("../../../fixtures/polls/common-download-url__kie__200.json");
 
@@ -203,6 +240,28 @@ mod tests {
     }
 
     #[test]
+    fn only_a_401_or_403_is_worth_a_reread_of_the_key() {
+        let provider = |code| Err(RefreshError::Provider { code, message: String::new() });
+        assert!(refused(&provider(401)) && refused(&provider(403)));
+        for not in
+            [provider(402), provider(422), provider(500), Err(RefreshError::Unreachable("x".into())), Ok("l".into())]
+        {
+            assert!(!refused(&not), "{not:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_carries_the_key_it_is_given() {
+        let answer = r#"{"code":200,"msg":"success","data":"https://tempfile.suno.ai/a.mp3"}"#.to_owned();
+        let (origin, served) = answer_once(200, answer).await;
+        let links =
+            LinkRefresher::new(&origin, key_in_force("sk-old"), SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
+        links.ask(api_key("sk-new"), "https://cdn1.suno.ai/a.mp3").await.unwrap();
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.contains("authorization: bearer sk-new\r\n"), "{request}");
+    }
+
+    #[test]
     fn answers_without_a_link_are_unreadable() {
         for body in [
             &b"not json"[..],
@@ -225,7 +284,7 @@ mod tests {
     #[test]
     fn only_kie_with_a_key_refreshes() {
         let policy = SourcePolicy::parse("*.suno.ai").unwrap();
-        let key = ApiKey::from_secret(&SecretText::new("k"));
+        let key = Some(key_in_force("k"));
         assert!(refresher(&provider(Provider::Kie), None, &policy).is_none());
         assert!(refresher(&provider(Provider::SunoApi), key.clone(), &policy).is_none());
         let on = refresher(&provider(Provider::Kie), key, &policy).unwrap();
@@ -272,7 +331,7 @@ mod tests {
 
     #[tokio::test]
     async fn asks_with_the_original_url_and_the_bearer_key_and_checks_the_link_against_the_policy() {
-        let key = ApiKey::from_secret(&SecretText::new("sk-test")).unwrap();
+        let key = key_in_force("sk-test");
         let original = "https://cdn1.suno.ai/a.mp3?sig=old";
         let answer = r#"{"code":200,"msg":"success","data":"https://tempfile.suno.ai/a.mp3?sig=new"}"#.to_owned();
         let (origin, served) = answer_once(200, answer).await;
@@ -296,7 +355,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_provider_is_an_error_without_the_key() {
-        let key = ApiKey::from_secret(&SecretText::new("sk-hidden")).unwrap();
+        let key = key_in_force("sk-hidden");
         // Nothing listens on port 9 of loopback.
         let links = LinkRefresher::new("http://127.0.0.1:9", key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
         let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();

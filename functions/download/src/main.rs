@@ -5,7 +5,8 @@ use stemvault_download::{App, Config};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("download").await;
-    // The provider's API key, for fresh links of expired files: read once per cold start.
+    // The provider's API key, for fresh links of expired files: read at start-up, and again
+    // when it may have been rotated.
     let config = stemvault_aws::config_or_exit("download", config.read_api_key(&sdk).await);
     let app = &App::new(config, &sdk);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {

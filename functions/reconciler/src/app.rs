@@ -1,6 +1,8 @@
 //! The Lambda-facing side: one scheduled event in, one reconciliation run, its [`Outcome`] out.
-//! The provider's API key is read once, at start-up; without one the function only says so.
+//! The provider's API key is read at start-up (without one the function only says so) and
+//! again when it may have been rotated ([`stemvault_aws::provider::ProviderKey`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
@@ -27,14 +29,14 @@ pub struct App {
 }
 
 impl App {
-    /// Build the clients and read the provider's API key (once per instance). Fails when the
-    /// secret is named but cannot be read.
+    /// Build the clients and read the provider's API key (at start-up; an empty secret turns
+    /// reconciliation off until the next cold start). Fails when the secret is named but
+    /// cannot be read.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-        let key = stemvault_aws::provider::read_api_key(sdk, &config.provider).await?;
+        let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, "reconciler").await?;
         let provider = match key {
-            Some(key) => Some(HttpProvider::new(&config.provider.base_url, key).map_err(|e| ConfigError::Invalid {
-                name: "PROVIDER_BASE_URL",
-                reason: format!("no HTTP client: {e}"),
+            Some(key) => Some(HttpProvider::new(&config.provider.base_url, Arc::new(key)).map_err(|e| {
+                ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("no HTTP client: {e}") }
             })?),
             None => {
                 tracing::warn!(

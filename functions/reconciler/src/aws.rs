@@ -22,7 +22,8 @@ use crate::provider::HttpProvider;
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
 /// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the download
 /// and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage), the events of a polled
-/// result or a task given up (PutEvents) and the provider secret (GetSecretValue, at start-up).
+/// result or a task given up (PutEvents) and the provider secret (GetSecretValue, at start-up and when the key may have been
+/// rotated).
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",
     "dynamodb:PutItem",

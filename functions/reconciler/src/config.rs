@@ -1,7 +1,8 @@
 //! The reconciler's settings, read once at start-up from the environment. The provider's
 //! (`PROVIDER`, `PROVIDER_BASE_URL`, `PROVIDER_SECRET_ARN`) are read by the one reader every
 //! function that calls the provider shares ([`stemvault_aws::provider`]); the API key itself
-//! is in the provider secret, read at start-up ([`crate::app::App::new`]).
+//! is in the provider secret, read at start-up ([`crate::app::App::new`]) and again when it
+//! may have been rotated.
 
 use std::time::Duration;
 

@@ -13,8 +13,9 @@
 //!   once; the second adds no file and sends no message), which also takes the task out of the
 //!   index once its stage is final;
 //! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour;
-//! * 401/403 (as HTTP status or as the body's `code`): the same, and one error per run naming
-//!   the setting to fix; nothing but the poll bookkeeping changes.
+//! * 401/403 (as HTTP status or as the body's `code`), still so after the poll port re-read
+//!   the key (at most once a minute) and polled again with a rotated one: the same, and one
+//!   error per run naming the setting to fix; nothing but the poll bookkeeping changes.
 //!
 //! Every task handled moves its `reconcile_at` forward (one write of its task item), so the
 //! next run continues with the others.
@@ -155,7 +156,8 @@ pub async fn reconcile<P: Ports>(
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,
-            "the provider refused the API key (401/403): set a valid key in {}; no task was changed but its poll bookkeeping",
+            "the provider refused the API key (401/403), re-read at most once a minute: set a valid key in {}; \
+             no task was changed but its poll bookkeeping",
             settings.key_source
         );
     }

@@ -1,9 +1,12 @@
 //! The provider's record-info endpoints over HTTP: `GET {PROVIDER_BASE_URL}{path}?taskId=<id>`
-//! with the API key as a Bearer token ([`suno_callbacks::poll::record_info_path`]).
+//! with the API key as a Bearer token ([`suno_callbacks::poll::record_info_path`]). The key is
+//! the one in force ([`ProviderKey`]: read again when 5 minutes old, or when the provider
+//! refuses it, a refused poll being made once more with a rotated key).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use stemvault_aws::provider::ApiKey;
+use stemvault_aws::provider::{ApiKey, ProviderKey};
 use suno_callbacks::{Family, TaskId, poll::record_info_path};
 
 use crate::domain::ProviderAnswer;
@@ -18,31 +21,49 @@ pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
 pub struct HttpProvider {
     client: reqwest::Client,
     base_url: String,
-    key: ApiKey,
+    key: Arc<ProviderKey>,
+}
+
+/// Whether the provider refused the key (401/403, as HTTP status or as the body's `code`).
+pub fn refused(answer: &ProviderAnswer) -> bool {
+    match answer {
+        ProviderAnswer::Http { status: 401 | 403, .. } => true,
+        ProviderAnswer::Http { status: 200, body } => {
+            let code = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|a| a.get("code")?.as_i64());
+            matches!(code, Some(401 | 403))
+        }
+        _ => false,
+    }
+}
+
+/// The URL polled for `task_id` of `family` below `base_url` (None: the family has no endpoint).
+pub fn record_info_url(base_url: &str, family: Family, task_id: &TaskId) -> Option<String> {
+    let path = record_info_path(family)?;
+    let mut url = url::Url::parse(&format!("{}{path}", base_url.trim_end_matches('/'))).ok()?;
+    url.query_pairs_mut().append_pair("taskId", task_id.as_str());
+    Some(url.into())
 }
 
 impl HttpProvider {
     /// Fails only when the TLS backend cannot start.
-    pub fn new(base_url: &str, key: ApiKey) -> Result<HttpProvider, reqwest::Error> {
+    pub fn new(base_url: &str, key: Arc<ProviderKey>) -> Result<HttpProvider, reqwest::Error> {
         let client =
             stemvault_aws::provider::http_client(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         Ok(HttpProvider { client, base_url: base_url.trim_end_matches('/').to_owned(), key })
     }
 
-    /// The URL polled for `task_id` of `family` (None: the family has no endpoint).
-    pub fn url(&self, family: Family, task_id: &TaskId) -> Option<String> {
-        let path = record_info_path(family)?;
-        let mut url = url::Url::parse(&format!("{}{path}", self.base_url)).ok()?;
-        url.query_pairs_mut().append_pair("taskId", task_id.as_str());
-        Some(url.into())
-    }
-
-    /// One poll. Transport failures and over-long answers are [`ProviderAnswer::Unreachable`].
+    /// One poll with the key in force, made once more when the provider refused it and a
+    /// re-read brought another. Transport failures and over-long answers are
+    /// [`ProviderAnswer::Unreachable`].
     pub async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
-        let Some(url) = self.url(family, task_id) else {
+        let Some(url) = record_info_url(&self.base_url, family, task_id) else {
             return ProviderAnswer::Unreachable(format!("family {family} has no record-info endpoint"));
         };
-        let sent = self.client.get(&url).bearer_auth(self.key.expose()).send().await;
+        self.key.call(|key| self.poll_with(&url, key), refused).await
+    }
+
+    async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {
+        let sent = self.client.get(url).bearer_auth(key.expose()).send().await;
         let mut response = match sent {
             Ok(response) => response,
             Err(e) => return ProviderAnswer::Unreachable(without_url(&e)),
@@ -69,19 +90,34 @@ fn without_url(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use stemvault_aws::secrets::SecretText;
-
     use super::*;
 
     #[test]
     fn each_family_is_polled_at_its_record_info_endpoint() {
-        let key = ApiKey::from_secret(&SecretText::new("k")).unwrap();
-        let provider = HttpProvider::new("http://127.0.0.1:9/", key).unwrap();
         let task = TaskId::parse("2fac****9f72").unwrap();
         assert_eq!(
-            provider.url(Family::VocalSeparation, &task).as_deref(),
+            record_info_url("http://127.0.0.1:9/", Family::VocalSeparation, &task).as_deref(),
             Some("http://127.0.0.1:9/api/v1/vocal-removal/record-info?taskId=2fac****9f72")
         );
-        assert_eq!(provider.url(Family::Unknown, &task), None);
+        assert_eq!(record_info_url("http://127.0.0.1:9", Family::Unknown, &task), None);
+    }
+
+    #[test]
+    fn a_refusal_is_401_or_403_as_status_or_as_the_body_code() {
+        let http = |status: u16, body: &str| ProviderAnswer::Http { status, body: body.as_bytes().to_vec() };
+        for answer in
+            [http(401, ""), http(403, "x"), http(200, r#"{"code":401,"msg":"no"}"#), http(200, r#"{"code":403}"#)]
+        {
+            assert!(refused(&answer), "{answer:?}");
+        }
+        for answer in [
+            http(200, r#"{"code":200,"data":{}}"#),
+            http(200, "not json"),
+            http(429, r#"{"code":401}"#),
+            http(500, ""),
+            ProviderAnswer::Unreachable("x".into()),
+        ] {
+            assert!(!refused(&answer), "{answer:?}");
+        }
     }
 }

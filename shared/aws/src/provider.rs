@@ -1,14 +1,23 @@
 //! The provider whose API the tasks were submitted to: which one (`PROVIDER`), where its API
 //! is (`PROVIDER_BASE_URL`) and its API key (in the Secrets Manager secret
-//! `PROVIDER_SECRET_ARN`, read once per cold start). One reader for every function that calls
-//! the provider: the reconciler (record-info polls) and the downloader (fresh links for
-//! expired files). Without a key those calls are off; the key never appears in `Debug`, logs
-//! or errors.
+//! `PROVIDER_SECRET_ARN`, read at start-up and again when it may have been rotated:
+//! [`ProviderKey`]). One reader for every function that calls the provider: the reconciler
+//! (record-info polls) and the downloader (fresh links for expired files). Without a key at
+//! start-up those calls are off; the key never appears in `Debug`, logs or errors.
 
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use stemvault_vault::{Clock, Timestamp};
+
+use crate::clock::SystemClock;
 use crate::env::{ConfigError, Env};
-use crate::secrets::{SecretReader, SecretText};
+use crate::metrics::{self, Metric};
+use crate::secrets::{
+    AgePolicy, REREADS_FAILED, ReadSecret, Reread, SecretError, SecretReader, SecretText, passed_or_stepped_back,
+    read_within_timeout,
+};
 
 /// The variables [`ProviderConfig::read`] reads; a function that reads it declares them all
 /// in its own `config::ENVIRONMENT`.
@@ -157,16 +166,151 @@ pub fn error_text(e: &reqwest::Error) -> String {
     format!("{kind}: {causes}")
 }
 
-/// The API key in `config`'s secret (one `secretsmanager:GetSecretValue`, at start-up): None
-/// without `PROVIDER_SECRET_ARN` or with an empty secret. A secret that is named but cannot
-/// be read is a configuration error (the function must not start half-configured).
-pub async fn read_api_key(sdk: &aws_config::SdkConfig, config: &ProviderConfig) -> Result<Option<ApiKey>, ConfigError> {
+/// How often refusals (401/403) may read the provider secret again: however many calls the
+/// provider refuses, an instance reads it at most this often for them.
+pub const REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The provider's API key `config`'s secret holds (one `secretsmanager:GetSecretValue`, at
+/// start-up), to be read again by `function` (its logical name, for the
+/// [`REREADS_FAILED`] metric): None without `PROVIDER_SECRET_ARN` or with an empty secret
+/// (calls off until the next cold start). A secret that is named but cannot be read is a
+/// configuration error (the function must not start half-configured).
+pub async fn read_provider_key(
+    sdk: &aws_config::SdkConfig,
+    config: &ProviderConfig,
+    function: &'static str,
+) -> Result<Option<ProviderKey>, ConfigError> {
     let Some(arn) = &config.secret_arn else { return Ok(None) };
-    let text = SecretReader::new(sdk, arn).read().await.map_err(|e| ConfigError::Invalid {
+    ProviderKey::load(SecretReader::new(sdk, arn), SystemClock, function).await.map_err(|e| ConfigError::Invalid {
         name: "PROVIDER_SECRET_ARN",
         reason: format!("the provider secret cannot be read: {e}"),
-    })?;
-    Ok(ApiKey::from_secret(&text))
+    })
+}
+
+/// Why the key is read again (for the logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The key in force reached [`AgePolicy::max_age`].
+    Age,
+    /// The provider refused a call with it (401/403).
+    Refusal,
+}
+
+/// The API key in force on an instance, shared by all its calls, and the secret read again
+/// (one read at a time, bounded by [`crate::secrets::REREAD_TIMEOUT`]; concurrent calls wait
+/// for it and use its result) so a rotated key is used without a redeploy:
+/// - before a call, when the key in force was read [`AgePolicy::max_age`] ago (5 minutes):
+///   one read per instance per 5 minutes while it calls the provider;
+/// - when the provider refuses a call (401/403), at most once per [`REFUSAL_REREAD_INTERVAL`]
+///   for refusals; the call is made once more when the key changed.
+///
+/// A read that brings no key (unreadable, or an emptied secret: calls are not turned off at
+/// run time) keeps the key in force, logs a warning and counts one [`REREADS_FAILED`].
+#[derive(Debug)]
+pub struct ProviderKey<R = SecretReader, C = SystemClock> {
+    key: Reread<ApiKey>,
+    /// When a refusal last read the secret: refusals read at most once per interval.
+    refusal_read_at: Mutex<Option<Timestamp>>,
+    reader: R,
+    clock: C,
+    age: AgePolicy,
+    /// The `Function` dimension's logical name.
+    function: &'static str,
+}
+
+impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
+    /// Read the secret (at start-up): None when it holds no key.
+    pub async fn load(reader: R, clock: C, function: &'static str) -> Result<Option<ProviderKey<R, C>>, SecretError> {
+        let read_at = clock.now();
+        let text = reader.read_secret().await?;
+        Ok(ApiKey::from_secret(&text).map(|key| ProviderKey::new(key, read_at, reader, clock, function)))
+    }
+
+    /// `key`, read from `reader`'s secret at `read_at`.
+    pub fn new(key: ApiKey, read_at: Timestamp, reader: R, clock: C, function: &'static str) -> ProviderKey<R, C> {
+        ProviderKey {
+            key: Reread::new(key, read_at),
+            refusal_read_at: Mutex::new(None),
+            reader,
+            clock,
+            age: AgePolicy::default(),
+            function,
+        }
+    }
+
+    /// The key to call with now: the one in force, read again first when it is stale.
+    pub async fn fresh(&self) -> Arc<ApiKey> {
+        self.key.fresh(&self.clock, self.age, || self.read(Trigger::Age)).await
+    }
+
+    /// The key to call again with after the provider refused `refused`: the one another
+    /// call's read brought meanwhile, or the one this read brings when refusals may read and
+    /// the key changed. None: the refusal stands.
+    pub async fn refreshed(&self, refused: &Arc<ApiKey>) -> Option<Arc<ApiKey>> {
+        let _reading = self.key.reading().await;
+        let in_force = self.key.in_force();
+        if !Arc::ptr_eq(&in_force.value, refused) {
+            return Some(in_force.value);
+        }
+        let now = self.clock.now();
+        {
+            let mut last = self.refusal_read_at.lock().unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|at| !passed_or_stepped_back(REFUSAL_REREAD_INTERVAL, at, now)) {
+                return None;
+            }
+            *last = Some(now);
+        }
+        let fresh = self.read(Trigger::Refusal).await;
+        self.key.settle(now, fresh.clone());
+        fresh
+    }
+
+    /// `send` with the fresh key; when `refused` says the provider refused it (401/403),
+    /// once more with the key a re-read brings, if it changed.
+    pub async fn call<T, F, Fut>(&self, send: F, refused: impl Fn(&T) -> bool) -> T
+    where
+        F: Fn(Arc<ApiKey>) -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let key = self.fresh().await;
+        let answer = send(key.clone()).await;
+        if !refused(&answer) {
+            return answer;
+        }
+        match self.refreshed(&key).await {
+            Some(new_key) => {
+                tracing::info!("the provider refused the API key: calling again with the key re-read");
+                send(new_key).await
+            }
+            None => answer,
+        }
+    }
+
+    /// Read the secret (the caller holds the right to): the new key when there is one and it
+    /// changed, None to keep the one in force.
+    async fn read(&self, trigger: Trigger) -> Option<Arc<ApiKey>> {
+        let fresh = match read_within_timeout(&self.reader).await {
+            Ok(text) => ApiKey::from_secret(&text).ok_or_else(|| "the secret holds no API key (empty)".to_owned()),
+            Err(e) => Err(e.to_string()),
+        };
+        match fresh {
+            Ok(fresh) if fresh == *self.key.in_force().value => {
+                tracing::debug!(?trigger, "provider API key re-read: unchanged");
+                None
+            }
+            Ok(fresh) => {
+                tracing::info!(?trigger, "provider API key changed: calling with its new version");
+                Some(Arc::new(fresh))
+            }
+            Err(e) => {
+                // Once per read, and reads are rate-limited: not once per call.
+                let function = (metrics::FUNCTION, metrics::function_name(self.function));
+                metrics::emit(&[function], &[Metric::count(REREADS_FAILED)]);
+                tracing::warn!(?trigger, error = %e, "provider API key re-read brought no key; keeping the current one");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +345,172 @@ mod tests {
             let err = config(&[("PROVIDER_BASE_URL", bad)]).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { name: "PROVIDER_BASE_URL", .. }), "{bad}: {err}");
         }
+    }
+
+    /// The provider secret: its text now (or a failure), and how many times it was read.
+    #[derive(Debug, Default)]
+    struct FakeSecret {
+        text: Mutex<Option<String>>,
+        reads: Mutex<usize>,
+    }
+
+    impl FakeSecret {
+        fn holding(text: &str) -> FakeSecret {
+            let secret = FakeSecret::default();
+            secret.put(Some(text));
+            secret
+        }
+
+        /// None: reads fail.
+        fn put(&self, text: Option<&str>) {
+            *self.text.lock().unwrap() = text.map(str::to_owned);
+        }
+
+        fn reads(&self) -> usize {
+            *self.reads.lock().unwrap()
+        }
+    }
+
+    impl ReadSecret for &FakeSecret {
+        async fn read_secret(&self) -> Result<SecretText, SecretError> {
+            *self.reads.lock().unwrap() += 1;
+            let text = self.text.lock().unwrap().clone();
+            text.map(SecretText::new).ok_or_else(|| SecretError::Unavailable("scripted".into()))
+        }
+    }
+
+    #[derive(Debug)]
+    struct VirtualClock(Mutex<Timestamp>);
+
+    impl VirtualClock {
+        fn advance_to(&self, at: Timestamp) {
+            *self.0.lock().unwrap() = at;
+        }
+    }
+
+    impl Clock for &VirtualClock {
+        fn now(&self) -> Timestamp {
+            *self.0.lock().unwrap()
+        }
+
+        async fn sleep(&self, _: Duration) {}
+    }
+
+    const T0: Timestamp = Timestamp { unix_ms: 1_763_910_000_000 };
+
+    fn at(seconds: u64) -> Timestamp {
+        T0.plus(Duration::from_secs(seconds))
+    }
+
+    /// A provider accepting one key: the keys it was called with, and 200 or 401.
+    #[derive(Default)]
+    struct FakeProvider {
+        accepts: Mutex<String>,
+        called_with: Mutex<Vec<String>>,
+    }
+
+    impl FakeProvider {
+        fn accepting(key: &str) -> FakeProvider {
+            FakeProvider { accepts: Mutex::new(key.into()), ..FakeProvider::default() }
+        }
+
+        async fn call<R: ReadSecret, C: Clock>(&self, keys: &ProviderKey<R, C>) -> u16 {
+            let send = |key: Arc<ApiKey>| async move {
+                self.called_with.lock().unwrap().push(key.expose().to_owned());
+                if *self.accepts.lock().unwrap() == key.expose() { 200 } else { 401 }
+            };
+            keys.call(send, |status| matches!(status, 401 | 403)).await
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.called_with.lock().unwrap())
+        }
+    }
+
+    async fn loaded<'a>(
+        secret: &'a FakeSecret,
+        clock: &'a VirtualClock,
+    ) -> ProviderKey<&'a FakeSecret, &'a VirtualClock> {
+        ProviderKey::load(secret, clock, "test").await.unwrap().expect("a key")
+    }
+
+    #[tokio::test]
+    async fn an_empty_secret_at_start_up_is_no_key_and_an_unreadable_one_an_error() {
+        let clock = VirtualClock(Mutex::new(T0));
+        assert!(ProviderKey::load(&FakeSecret::holding(" "), &clock, "test").await.unwrap().is_none());
+        assert!(ProviderKey::load(&FakeSecret::default(), &clock, "test").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_rotated_key_is_used_once_the_key_in_force_is_five_minutes_old() {
+        let (secret, clock) = (FakeSecret::holding("k1"), VirtualClock(Mutex::new(T0)));
+        let keys = loaded(&secret, &clock).await;
+        secret.put(Some(r#"{"api_key": "k2"}"#));
+        clock.advance_to(T0.plus(Duration::from_millis(299_999)));
+        assert_eq!(keys.fresh().await.expose(), "k1");
+        assert_eq!(secret.reads(), 1, "only the start-up read");
+        clock.advance_to(at(300));
+        assert_eq!(keys.fresh().await.expose(), "k2");
+        assert_eq!(keys.fresh().await.expose(), "k2");
+        assert_eq!(secret.reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_rereads_once_a_minute_at_most_and_calls_again_when_the_key_changed() {
+        let (secret, clock) = (FakeSecret::holding("k1"), VirtualClock(Mutex::new(T0)));
+        let keys = loaded(&secret, &clock).await;
+        let provider = FakeProvider::accepting("k2");
+        secret.put(Some("k2"));
+        clock.advance_to(at(10));
+        assert_eq!(provider.call(&keys).await, 200);
+        assert_eq!(provider.calls(), ["k1", "k2"], "refused, re-read, called again with the new key");
+        assert_eq!(secret.reads(), 2);
+
+        // Rotated again within the minute: refused, and no re-read.
+        *provider.accepts.lock().unwrap() = "k3".into();
+        secret.put(Some("k3"));
+        clock.advance_to(at(69));
+        assert_eq!(provider.call(&keys).await, 401);
+        assert_eq!(provider.calls(), ["k2"]);
+        assert_eq!(secret.reads(), 2);
+        clock.advance_to(at(70));
+        assert_eq!(provider.call(&keys).await, 200);
+        assert_eq!(provider.calls(), ["k2", "k3"]);
+        assert_eq!(secret.reads(), 3);
+
+        // A refusal the re-read cannot fix: one call, the refusal stands.
+        *provider.accepts.lock().unwrap() = "k4".into();
+        clock.advance_to(at(130));
+        assert_eq!(provider.call(&keys).await, 401);
+        assert_eq!((provider.calls(), secret.reads()), (vec!["k3".to_owned()], 4), "unchanged: not called again");
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_emptied_secret_keeps_the_key_in_force_until_the_next_age() {
+        let (secret, clock) = (FakeSecret::holding("k1"), VirtualClock(Mutex::new(T0)));
+        let keys = loaded(&secret, &clock).await;
+        let provider = FakeProvider::accepting("k1");
+        secret.put(None);
+        clock.advance_to(at(300));
+        assert_eq!(provider.call(&keys).await, 200);
+        assert_eq!((provider.calls(), secret.reads()), (vec!["k1".to_owned()], 2));
+        clock.advance_to(at(599));
+        assert_eq!(keys.fresh().await.expose(), "k1");
+        assert_eq!(secret.reads(), 2, "the failed read restarted the age");
+
+        // Refused, and the re-read fails: the refusal stands with the key in force.
+        *provider.accepts.lock().unwrap() = "k2".into();
+        assert_eq!(provider.call(&keys).await, 401);
+        assert_eq!((provider.calls(), secret.reads()), (vec!["k1".to_owned()], 3));
+
+        // An emptied secret does not turn calls off at run time.
+        secret.put(Some(""));
+        clock.advance_to(at(1200));
+        assert_eq!(keys.fresh().await.expose(), "k1");
+        assert_eq!(secret.reads(), 4);
+        secret.put(Some("k2"));
+        clock.advance_to(at(1500));
+        assert_eq!(keys.fresh().await.expose(), "k2");
     }
 
     #[test]
