@@ -1851,11 +1851,11 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
 }
 
-/// The `secret-unreadable` alarm sums the failed re-reads of both functions that re-read a
+/// The `secret-unreadable` alarm sums the failed re-reads of every function that re-reads a
 /// secret, each under the dimension set it emits them with, and names notify only when it
 /// exists.
 #[test]
-fn the_secret_alarm_reads_the_failed_rereads_of_ingest_and_notify_as_emitted() {
+fn the_secret_alarm_reads_the_failed_rereads_of_every_function_as_emitted() {
     use stemvault_notify::domain::Measure;
     let template = template();
     let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &Measure::SecretRereadFailed);
@@ -1884,15 +1884,20 @@ fn the_secret_alarm_reads_the_failed_rereads_of_ingest_and_notify_as_emitted() {
         }
         _ => panic!("expected !If [HasNotifyUrl, with notify, without]: {value:?}"),
     };
-    assert_eq!(queries.len(), 3);
+    // Every function that re-reads a secret (ingest, notify) or the provider key (reconciler,
+    // download) and so may count a failed read.
+    let always = [("ingest", "IngestFunction"), ("reconciler", "ReconcilerFunction"), ("download", "DownloadFunction")];
+    assert_eq!(queries.len(), always.len() + 2);
+    let sum = |ids: &[&str]| ids.iter().map(|id| format!("FILL({id}, 0)")).collect::<Vec<_>>().join(" + ");
+    let ids: Vec<&str> = always.iter().map(|(id, _)| *id).collect();
     let (with_notify, without) = if_notify(&queries[0]["Expression"]);
-    assert_eq!(
-        (with_notify.as_str(), without.as_str()),
-        (Some("FILL(ingest, 0) + FILL(notify, 0)"), Some("FILL(ingest, 0)"))
-    );
+    assert_eq!(with_notify.as_str(), Some(sum(&[ids.as_slice(), &["notify"]].concat()).as_str()));
+    assert_eq!(without.as_str(), Some(sum(&ids).as_str()));
     assert_eq!(queries[0]["ReturnData"], true);
-    reads(&queries[1], "ingest", "IngestFunction");
-    let (notify, absent) = if_notify(&queries[2]);
+    for (query, (id, function)) in queries[1..].iter().zip(always) {
+        reads(query, id, function);
+    }
+    let (notify, absent) = if_notify(&queries[always.len() + 1]);
     reads(&notify, "notify", "NotifyFunction");
     assert_eq!(cfn::reference(&absent).as_deref(), Some("AWS::NoValue"));
     assert_eq!(cfn::resource(&template, "NotifyFunction")["Condition"], "HasNotifyUrl");
