@@ -141,7 +141,7 @@ pub fn refresher(
 impl LinkRefresher {
     /// Fails only when the TLS backend cannot start.
     pub fn new(base_url: &str, key: Arc<ProviderKey>, policy: SourcePolicy) -> Result<LinkRefresher, reqwest::Error> {
-        let client = provider::http_client(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
+        let client = stemvault_aws::http::client(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         let endpoint = format!("{}{DOWNLOAD_URL_PATH}", base_url.trim_end_matches('/'));
         Ok(LinkRefresher { client, endpoint, key, policy })
     }

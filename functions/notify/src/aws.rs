@@ -8,9 +8,7 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use stemvault_aws::metrics::{self, Metric};
 use url::Url;
 
-use crate::domain::{
-    Answer, CONNECT_TIMEOUT, DelayMessage, EmitMetrics, Measure, PostWebhook, REQUEST_TIMEOUT, Webhook,
-};
+use crate::domain::{Answer, DelayMessage, EmitMetrics, Measure, PostWebhook, REQUEST_TIMEOUT, Webhook};
 use crate::error::PostError;
 
 /// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility (the
@@ -45,15 +43,8 @@ pub struct HttpPoster {
 impl HttpPoster {
     /// Fails only when the TLS backend cannot start.
     pub fn new(url: Url) -> Result<HttpPoster, reqwest::Error> {
-        // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .user_agent(concat!("stemvault-notify/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let client =
+            stemvault_aws::http::client(concat!("stemvault-notify/", env!("CARGO_PKG_VERSION")), REQUEST_TIMEOUT)?;
         Ok(HttpPoster { client, url })
     }
 }

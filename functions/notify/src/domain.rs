@@ -40,8 +40,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 pub const MAX_RECEIVE_COUNT: u32 = 10;
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
-/// The request's connect timeout.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The whole request's timeout, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -47,8 +47,7 @@ pub fn record_info_url(base_url: &str, family: Family, task_id: &TaskId) -> Opti
 impl HttpProvider {
     /// Fails only when the TLS backend cannot start.
     pub fn new(base_url: &str, key: Arc<ProviderKey>) -> Result<HttpProvider, reqwest::Error> {
-        let client =
-            stemvault_aws::provider::http_client(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
+        let client = stemvault_aws::http::client(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         Ok(HttpProvider { client, base_url: base_url.trim_end_matches('/').to_owned(), key })
     }
 

@@ -6,6 +6,7 @@ pub mod deadline;
 pub mod enqueue;
 pub mod env;
 pub mod events;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod provider;

@@ -127,24 +127,6 @@ impl ApiKey {
     }
 }
 
-/// How long a connection to the provider may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// An HTTP client for the provider's API: redirects not followed, proxies from the
-/// environment ignored, [`CONNECT_TIMEOUT`], `timeout` for a whole request. Fails only when
-/// the TLS backend cannot start.
-pub fn http_client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(timeout)
-        .user_agent(user_agent)
-        .build()
-}
-
 /// A failed request to the provider, as `<what happened>: <causes>`, without its URL:
 /// `timed out: ...`, `could not connect: ...` or `failed: ...`.
 pub fn error_text(e: &reqwest::Error) -> String {
