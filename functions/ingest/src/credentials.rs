@@ -135,18 +135,8 @@ impl Credentials {
     /// request's read brought meanwhile, or those this read brings when the policy allows a
     /// read and the secret changed. `None`: the refusal stands.
     pub async fn refreshed<P: ReadSecret + Clock>(&self, ports: &P, refused_by: &Arc<Auth>) -> Option<Arc<Auth>> {
-        let _reading = self.checks.reading().await;
-        let in_force = self.checks.in_force();
-        if !Arc::ptr_eq(&in_force.value, refused_by) {
-            return Some(in_force.value);
-        }
-        let now = ports.now();
-        if !self.policy.allows(in_force.read_at, now) {
-            return None;
-        }
-        let fresh = self.read(ports, Trigger::Refusal).await;
-        self.checks.settle(now, fresh.clone());
-        fresh
+        let may_read = |last_read, now| self.policy.allows(last_read, now);
+        self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await
     }
 
     /// Read the secret (the caller holds the right to): the new checks when usable and

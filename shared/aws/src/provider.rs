@@ -229,22 +229,16 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// call's read brought meanwhile, or the one this read brings when refusals may read and
     /// the key changed. None: the refusal stands.
     pub async fn refreshed(&self, refused: &Arc<ApiKey>) -> Option<Arc<ApiKey>> {
-        let _reading = self.key.reading().await;
-        let in_force = self.key.in_force();
-        if !Arc::ptr_eq(&in_force.value, refused) {
-            return Some(in_force.value);
-        }
-        let now = self.clock.now();
-        {
+        // Counted from the last refusal's read, not the age's: refusals have their own budget.
+        let may_read = |_, now| {
             let mut last = self.refusal_read_at.lock().unwrap_or_else(PoisonError::into_inner);
             if last.is_some_and(|at| !passed_or_stepped_back(REFUSAL_REREAD_INTERVAL, at, now)) {
-                return None;
+                return false;
             }
             *last = Some(now);
-        }
-        let fresh = self.read(Trigger::Refusal).await;
-        self.key.settle(now, fresh.clone());
-        fresh
+            true
+        };
+        self.key.refreshed(&self.clock, refused, may_read, || self.read(Trigger::Refusal)).await
     }
 
     /// `send` with the fresh key; when `refused` says the provider refused it (401/403),

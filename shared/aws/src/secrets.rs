@@ -170,15 +170,10 @@ impl<T> Reread<T> {
         self.in_force.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// Wait for the right to read the secret: hold it until [`Reread::settle`].
-    pub async fn reading(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.reading.lock().await
-    }
-
     /// The end of a read started at `read_at`: `value`, when it brought one, goes in force.
     /// The read time becomes `read_at` either way, so a failing read is not retried by every
     /// request.
-    pub fn settle(&self, read_at: Timestamp, value: Option<Arc<T>>) {
+    fn settle(&self, read_at: Timestamp, value: Option<Arc<T>>) {
         let mut in_force = self.in_force.lock().unwrap_or_else(PoisonError::into_inner);
         in_force.read_at = read_at;
         if let Some(value) = value {
@@ -198,7 +193,7 @@ impl<T> Reread<T> {
         if !policy.is_stale(in_force.read_at, clock.now()) {
             return in_force.value;
         }
-        let _reading = self.reading().await;
+        let _reading = self.reading.lock().await;
         // Another request may have read it while this one waited.
         let in_force = self.in_force();
         let now = clock.now();
@@ -208,6 +203,36 @@ impl<T> Reread<T> {
         let value = read().await;
         self.settle(now, value);
         self.in_force().value
+    }
+
+    /// The value to try again with after `refused` was refused (a signature the checks
+    /// refused, a key the provider refused): the one another request's read brought
+    /// meanwhile; else, when `may_read(last read, now)` allows a read, the one `read` brings
+    /// (None from it: nothing new). None: the refusal stands.
+    pub async fn refreshed<C, F, Fut>(
+        &self,
+        clock: &C,
+        refused: &Arc<T>,
+        may_read: impl FnOnce(Timestamp, Timestamp) -> bool,
+        read: F,
+    ) -> Option<Arc<T>>
+    where
+        C: Clock,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Option<Arc<T>>>,
+    {
+        let _reading = self.reading.lock().await;
+        let in_force = self.in_force();
+        if !Arc::ptr_eq(&in_force.value, refused) {
+            return Some(in_force.value);
+        }
+        let now = clock.now();
+        if !may_read(in_force.read_at, now) {
+            return None;
+        }
+        let value = read().await;
+        self.settle(now, value.clone());
+        value
     }
 }
 
