@@ -94,6 +94,12 @@ impl App {
         }
         async {
             let outcome = reconcile(&self.ports, &self.settings, run_id, stop_at).await?;
+            // An idle run says so at debug level: a schedule that finds nothing every few
+            // minutes (seconds, locally) should not fill the log.
+            if outcome.is_idle() {
+                tracing::debug!("reconciliation done: no task due");
+                return Ok(outcome);
+            }
             tracing::info!(
                 tasks_due = outcome.tasks_due,
                 polls = outcome.polls,

@@ -110,6 +110,13 @@ pub struct Outcome {
     pub stopped_early: bool,
 }
 
+impl Outcome {
+    /// Nothing was found to do.
+    pub fn is_idle(&self) -> bool {
+        self.tasks_due == 0 && self.tasks_failed == 0 && !self.stopped_early
+    }
+}
+
 /// What handling one task did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Handled {

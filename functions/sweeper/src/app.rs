@@ -40,6 +40,12 @@ impl App {
         let claimant = format!("sweeper-{run_id}");
         async {
             let outcome = sweep(&self.ports, &self.settings, &claimant, stop_at).await?;
+            // An idle run says so at debug level: a schedule that finds nothing every few
+            // minutes (seconds, locally) should not fill the log.
+            if outcome.is_idle() {
+                tracing::debug!("sweep done: no open task past the grace period");
+                return Ok(outcome);
+            }
             tracing::info!(
                 tasks_checked = outcome.tasks_checked,
                 files_requeued = outcome.files_requeued,

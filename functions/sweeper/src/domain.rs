@@ -123,6 +123,13 @@ pub struct Outcome {
     pub wrapped: bool,
 }
 
+impl Outcome {
+    /// Nothing was found to do.
+    pub fn is_idle(&self) -> bool {
+        self.tasks_checked == 0 && self.tasks_failed == 0 && !self.stopped_early
+    }
+}
+
 /// Sweep the open tasks: from just after the entry the previous run checked last (its
 /// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
 /// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then

@@ -123,6 +123,16 @@ const OLD: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const FRESH: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 #[tokio::test]
+async fn a_sweep_that_finds_no_open_task_is_idle() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert!(report.is_idle(), "{report:?}");
+    // Delivered within the grace period: still nothing to check.
+    ports.put_record(orphaned(FRESH, at(0), &[("p", FileStatus::Pending)]));
+    assert!(sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap().is_idle());
+}
+
+#[tokio::test]
 async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     let ports = TestPorts::with_virtual_clock(at(0));
     use FileStatus::*;
@@ -139,7 +149,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
 
     assert_eq!(sent(&ports), [(OLD.into(), "e".into()), (OLD.into(), "p".into())]);
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
-    assert!(!report.stopped_early);
+    assert!(!report.stopped_early && !report.is_idle());
     let old = ports.record(OLD).unwrap();
     let items = ports.items(OLD);
     for name in ["p", "e"] {
