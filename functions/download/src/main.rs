@@ -2,7 +2,10 @@ use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use stemvault_download::{App, Config};
 
-#[tokio::main]
+// One thread, as in ingest: Lambda gives this function (512 MB) a fraction of one vCPU, so a
+// second thread adds only cross-thread wake-ups (a third of ingest's CPU, 15-20 % of
+// download's: `make bench`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("download").await;
     // The provider's API key, for fresh links of expired files: read at start-up, and again
