@@ -163,11 +163,11 @@ impl LinkRefresher {
             .body(serde_json::json!({ "url": url }).to_string())
             .send()
             .await;
-        let mut response = sent.map_err(|e| RefreshError::Unreachable(provider::error_text(&e)))?;
+        let mut response = sent.map_err(|e| RefreshError::Unreachable(provider::error_text(e)))?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while let Some(chunk) =
-            response.chunk().await.map_err(|e| RefreshError::Unreachable(provider::error_text(&e)))?
+            response.chunk().await.map_err(|e| RefreshError::Unreachable(provider::error_text(e)))?
         {
             if body.len() + chunk.len() > MAX_ANSWER_BYTES {
                 return Err(RefreshError::Unreadable(format!("over {MAX_ANSWER_BYTES} bytes")));

@@ -258,7 +258,7 @@ fn request_error(e: reqwest::Error) -> FetchError {
         return FetchError::Refused(refusal);
     }
     let (timeout, connect) = (e.is_timeout(), e.is_connect());
-    let text = describe(&e.without_url());
+    let text = stemvault_aws::http::describe(e);
     if timeout {
         FetchError::Timeout(text)
     } else if connect {
@@ -270,7 +270,7 @@ fn request_error(e: reqwest::Error) -> FetchError {
 
 fn body_error(e: reqwest::Error) -> FetchError {
     let timeout = e.is_timeout();
-    let text = describe(&e.without_url());
+    let text = stemvault_aws::http::describe(e);
     if timeout { FetchError::Timeout(text) } else { FetchError::Body(text) }
 }
 
@@ -283,20 +283,6 @@ fn find_refusal(e: &(dyn StdError + 'static)) -> Option<Refusal> {
         current = err.source();
     }
     None
-}
-
-/// An error and its causes on one line, each said once.
-fn describe(e: &(dyn StdError + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = Some(e);
-    while let Some(err) = current {
-        let text = err.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = err.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -81,14 +81,7 @@ pub fn retry_after_seconds(value: &str) -> Option<Duration> {
 /// The error without the URL (its query may carry a token of the receiver's), with its causes.
 fn post_error(e: reqwest::Error) -> PostError {
     let (timeout, connect) = (e.is_timeout(), e.is_connect());
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
+    let text = stemvault_aws::http::describe(e);
     if timeout {
         PostError::Timeout(text)
     } else if connect {

@@ -65,7 +65,7 @@ impl HttpProvider {
         let sent = self.client.get(url).bearer_auth(key.expose()).send().await;
         let mut response = match sent {
             Ok(response) => response,
-            Err(e) => return ProviderAnswer::Unreachable(without_url(&e)),
+            Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
         };
         let status = response.status().as_u16();
         let mut body = Vec::new();
@@ -76,14 +76,14 @@ impl HttpProvider {
                     return ProviderAnswer::Unreachable(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
                 }
                 Ok(None) => return ProviderAnswer::Http { status, body },
-                Err(e) => return ProviderAnswer::Unreachable(without_url(&e)),
+                Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
             }
         }
     }
 }
 
-/// A reqwest error's text without its URL (it names the task id only, but stays short).
-fn without_url(e: &reqwest::Error) -> String {
+/// What a failed request says, without its URL (it names the task id only, but stays short).
+fn unreachable(e: reqwest::Error) -> String {
     format!("the provider {}", stemvault_aws::provider::error_text(e))
 }
 

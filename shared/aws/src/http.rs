@@ -21,3 +21,41 @@ pub fn client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, re
         .user_agent(user_agent)
         .build()
 }
+
+/// A failed request and its causes on one line, each said once, without its URL (a source's
+/// signed query must never reach a log or the record).
+pub fn describe(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = current {
+        let text = err.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = err.source();
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request refused at connect, to a URL with a signed query: the text says what
+    /// happened and why, each once, and nothing of the URL.
+    #[tokio::test]
+    async fn a_failed_request_is_described_with_its_causes_and_without_its_url() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/file.mp3?X-Amz-Signature=secret0123");
+        let e = client("test", Duration::from_secs(5)).unwrap().get(&url).send().await.unwrap_err();
+        assert!(e.is_connect());
+        let text = describe(e);
+        assert!(!text.contains("secret0123") && !text.contains("/file.mp3"), "{text}");
+        let parts: Vec<&str> = text.split(": ").collect();
+        assert!(parts.len() >= 2, "the causes are there: {text}");
+        for (i, part) in parts.iter().enumerate() {
+            assert!(parts[i + 1..].iter().all(|later| !part.contains(later)), "each cause once: {text}");
+        }
+    }
+}

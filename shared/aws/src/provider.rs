@@ -127,10 +127,10 @@ impl ApiKey {
     }
 }
 
-/// A failed request to the provider, as `<what happened>: <causes>`, without its URL:
-/// `timed out: ...`, `could not connect: ...` or `failed: ...`.
-pub fn error_text(e: &reqwest::Error) -> String {
-    use std::error::Error;
+/// A failed request to the provider, as `<what happened>: <the request's error and its
+/// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or
+/// `failed: ...`.
+pub fn error_text(e: reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
@@ -138,14 +138,7 @@ pub fn error_text(e: &reqwest::Error) -> String {
     } else {
         "failed"
     };
-    let mut causes = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
-    let causes = if causes.is_empty() { "no detail".to_owned() } else { causes.join(": ") };
-    format!("{kind}: {causes}")
+    format!("{kind}: {}", crate::http::describe(e))
 }
 
 /// How often refusals (401/403) may read the provider secret again: however many calls the
