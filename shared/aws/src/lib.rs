@@ -7,6 +7,8 @@ pub mod enqueue;
 pub mod env;
 pub mod events;
 pub mod http;
+#[cfg(feature = "test-support")]
+pub mod log_capture;
 pub mod logging;
 pub mod metrics;
 pub mod provider;

@@ -4,6 +4,7 @@ use std::time::Duration;
 use lambda_http::http::{self, StatusCode};
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
+use stemvault_aws::log_capture::{Captured, capture_logs};
 use stemvault_vault::{FileStatus, Timestamp};
 use suno_callbacks::Family;
 use suno_callbacks::signature::sign;
@@ -464,7 +465,7 @@ fn rereads_failed(captured: &Captured) -> usize {
 
 /// The logs captured, after checking they hold none of the keys.
 fn logs_without_keys(captured: &Captured) -> String {
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     for secret in [KEY, OLD_KEY, NEW_KEY] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
     }
@@ -627,46 +628,6 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
 
 // --- logs -------------------------------------------------------------------------------
 
-thread_local! {
-    /// Where the log lines of this thread's test go, if it captures them.
-    static CAPTURE: std::cell::RefCell<Option<Captured>> = const { std::cell::RefCell::new(None) };
-}
-
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-/// Writes to the capture of the current thread, or nowhere.
-struct ThreadCapture;
-
-impl std::io::Write for ThreadCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        CAPTURE.with_borrow(|c| c.as_ref().map(|c| c.0.lock().unwrap().extend_from_slice(buf)));
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Capture the JSON logs of the current thread. One global subscriber for the whole test
-/// binary: a thread-scoped one (`set_default`) races with other tests' threads registering the
-/// same callsites, which then stay disabled for it.
-fn capture_logs() -> Captured {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .json()
-            .with_current_span(true)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(|| ThreadCapture)
-            .finish();
-        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber of the tests");
-    });
-    let captured = Captured::default();
-    CAPTURE.set(Some(captured.clone()));
-    captured
-}
-
 #[tokio::test]
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let captured = capture_logs();
@@ -680,7 +641,7 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
         401
     );
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
     let accepted = lines.iter().find(|l| l["fields"]["message"] == "callback accepted").expect("an accepted line");
     assert_eq!(accepted["span"]["task_id"], WAV_TASK);
@@ -697,7 +658,7 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
 /// The metric lines logged since `captured` started (outside Lambda `emit` logs them at debug),
 /// as (name, dimensions).
 fn metrics(captured: &Captured) -> Vec<(String, String)> {
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     logs.lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|l| l["fields"]["message"] == "metric")

@@ -179,3 +179,30 @@ async fn a_clock_stepped_back_reads_the_secret_again() {
     deliver(&app, 1).await;
     assert_eq!((signed_with(&app), app.secret.reads()), (vec!["new"], 1));
 }
+
+/// Reading the secret again, whether it changed, cannot be used or cannot be read, logs what
+/// happened and never the secret (old, new or unusable).
+#[tokio::test]
+async fn secret_rereads_are_logged_without_the_secret() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let app = app(MemoryPorts::default());
+    // Base64 of 16 bytes: too short to be a Standard Webhooks key, and a secret all the same.
+    let unusable = "whsec_dW51c2FibGUtc2VjcmV0MTIz";
+    for text in [unusable, NEW_SECRET] {
+        app.secret.set(text);
+        app.ports.advance(Duration::from_secs(300));
+        deliver(&app, 1).await;
+    }
+    app.secret.fail();
+    app.ports.advance(Duration::from_secs(300));
+    deliver(&app, 1).await;
+
+    let logs = captured.text();
+    let said = |message: &str| logs.lines().filter(|l| l.contains(message)).count();
+    assert_eq!(said("unusable; signing with the current one"), 2, "{logs}");
+    assert_eq!(said("notify secret changed"), 1, "{logs}");
+    for secret in [SECRET, NEW_SECRET, unusable] {
+        let key = secret.trim_start_matches("whsec_");
+        assert!(!logs.contains(key), "{secret:?} logged: {logs}");
+    }
+}
