@@ -96,6 +96,16 @@ pub fn callback_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) 
     format!("tasks/{task_id}/callbacks/{stage}-{body_sha256_hex}.json")
 }
 
+/// Where verified callbacks that could not be recorded wait (the table unavailable, too
+/// contended or too slow): ingest parks them, the reconciler replays and deletes them.
+pub const PARKED_PREFIX: &str = "parked/";
+
+/// Where a verified callback body waits to be recorded: under [`PARKED_PREFIX`], named as its
+/// archive will be ([`callback_body_key`]), so parking the same body twice keeps one copy.
+pub fn parked_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) -> String {
+    format!("{PARKED_PREFIX}{task_id}/{stage}-{body_sha256_hex}.json")
+}
+
 /// Where the manifest of a settled task is written.
 pub fn manifest_key(task_id: &TaskId) -> String {
     format!("tasks/{task_id}/manifest.json")
@@ -183,6 +193,8 @@ mod tests {
         assert_eq!(manifest_key(&t), "tasks/2fac****9f72/manifest.json");
         assert_eq!(task_prefix(&t), "tasks/2fac****9f72/");
         assert!(callback_body_key(&t, Stage::Complete, "ab").starts_with(&callback_body_prefix(&t)));
+        assert_eq!(parked_body_key(&t, Stage::Final, "ab12"), "parked/2fac****9f72/final-ab12.json");
+        assert!(parked_body_key(&t, Stage::Final, "ab12").starts_with(PARKED_PREFIX));
     }
 
     #[test]

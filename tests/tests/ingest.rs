@@ -393,6 +393,49 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
     assert_jobs_match_record(&jobs, &record, &[&event]);
 }
 
+/// A verified callback the table cannot take (here: no such table) is parked under `parked/`
+/// and answered 200; the reconciler's next run, without a provider key (replaying needs
+/// none), records, archives and queues it, and deletes the parked copy.
+#[tokio::test]
+async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconciler() {
+    use stemvault_aws::FromEnv;
+    let env = TestEnv::new().await;
+    let missing_table = format!("{}-missing", env.resources.table_name);
+    let broken = start(&env, Config { table_name: missing_table, ..config(&env).await }).await;
+    let body = fixture("separate-vocals__seed-000__200-split_stem.json");
+    let event = parse_callback(&body).unwrap();
+
+    let response = broken.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = json(&response);
+    assert_eq!((answer["status"].as_str(), answer["task_id"].as_str()), (Some("parked"), Some(event.task_id.as_str())));
+    assert!(env.record(event.task_id.as_str()).await.is_none());
+    let parked = s3_key::parked_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&body)));
+    assert_eq!(env.object(&parked).await.as_deref(), Some(&body[..]));
+
+    let vars = [
+        ("TABLE_NAME", env.resources.table_name.clone()),
+        ("BUCKET_NAME", env.resources.bucket_name.clone()),
+        ("QUEUE_URL", env.resources.queue_url.clone()),
+        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
+    ];
+    let config =
+        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .expect("a reconciler configuration without a provider key");
+    let reconciler = stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts");
+    assert!(!reconciler.is_on());
+    let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
+    assert_eq!((outcome.replayed.callbacks_replayed, outcome.replayed.callbacks_still_parked), (1, 0), "{outcome:?}");
+    let record = env.record(event.task_id.as_str()).await.expect("recorded by the replay");
+    assert_eq!((record.files.len(), record.deliveries), (12, 1));
+    assert_eq!(env.object(&parked).await, None, "deleted once recorded");
+    assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "archived");
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), 12);
+    assert_jobs_match_record(&jobs, &record, &[&event]);
+    assert!(reconciler.run_within("again", Duration::from_secs(30)).await.expect("a run").is_idle());
+}
+
 #[test]
 fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
     let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))

@@ -365,7 +365,7 @@ mod s3_keys {
     use super::*;
     use sha2::{Digest, Sha256};
     use suno_callbacks::parse::MAX_SEGMENT_LEN;
-    use suno_callbacks::s3_key::{callback_body_key, file_key, manifest_key};
+    use suno_callbacks::s3_key::{callback_body_key, file_key, manifest_key, parked_body_key};
     use suno_callbacks::{Stage, TaskId};
 
     /// What a function's grant for an action must do with one kind of key.
@@ -386,17 +386,20 @@ mod s3_keys {
         pub files: Reach,
         pub bodies: Reach,
         pub manifests: Reach,
+        pub parked: Reach,
     }
 
     /// Every S3 object action a role grants needs a rule here.
     pub const RULES: &[KeyRule] = &[
-        // Ingest archives each accepted body, and writes nothing else.
+        // Ingest archives each accepted body, parks one it cannot record, and writes nothing
+        // else.
         KeyRule {
             function: "IngestFunction",
             actions: &["s3:PutObject"],
             files: MustNot,
             bodies: Must,
             manifests: MustNot,
+            parked: Must,
         },
         // The reconciler archives each answer it ingests as a callback body, nothing else.
         KeyRule {
@@ -405,6 +408,16 @@ mod s3_keys {
             files: MustNot,
             bodies: Must,
             manifests: MustNot,
+            parked: MustNot,
+        },
+        // It replays the parked callbacks: reads them, deletes them once recorded.
+        KeyRule {
+            function: "ReconcilerFunction",
+            actions: &["s3:GetObject", "s3:DeleteObject"],
+            files: MustNot,
+            bodies: MustNot,
+            manifests: MustNot,
+            parked: Must,
         },
         // The downloader writes files and manifests, never a body.
         KeyRule {
@@ -413,6 +426,7 @@ mod s3_keys {
             files: Must,
             bodies: MustNot,
             manifests: Must,
+            parked: MustNot,
         },
         // It reads back what it stored (a copy an earlier attempt made, the manifest's
         // version), never a body.
@@ -422,6 +436,7 @@ mod s3_keys {
             files: Must,
             bodies: MustNot,
             manifests: Must,
+            parked: MustNot,
         },
         // Results presigns the stored files it links. The manifest may stay readable: it
         // holds what the results answer holds, and refusing `tasks/*/manifest.json` would also
@@ -432,6 +447,7 @@ mod s3_keys {
             files: Must,
             bodies: MustNot,
             manifests: May,
+            parked: MustNot,
         },
     ];
 
@@ -530,6 +546,7 @@ mod s3_keys {
         pub files: Vec<String>,
         pub bodies: Vec<String>,
         pub manifests: Vec<String>,
+        pub parked: Vec<String>,
     }
 
     /// Every stage (a new variant stops this compiling until it is listed).
@@ -570,7 +587,7 @@ mod s3_keys {
     /// The keys of every documented fixture (its files, its body at every stage, its manifest),
     /// and of the edge names under the edge task ids.
     pub fn sample_keys() -> SampleKeys {
-        let mut keys = SampleKeys { files: Vec::new(), bodies: Vec::new(), manifests: Vec::new() };
+        let mut keys = SampleKeys { files: Vec::new(), bodies: Vec::new(), manifests: Vec::new(), parked: Vec::new() };
         let mut fixtures: Vec<PathBuf> = std::fs::read_dir(stemvault_tests::fixtures_dir())
             .expect("fixtures")
             .map(|e| e.unwrap().path())
@@ -584,6 +601,7 @@ mod s3_keys {
             let sha = hex::encode(Sha256::digest(body.as_bytes()));
             keys.files.extend(event.files.iter().map(|f| file_key(&event.task_id, &f.name, &f.url)));
             keys.bodies.extend(every_stage().map(|stage| callback_body_key(&event.task_id, stage, &sha)));
+            keys.parked.extend(every_stage().map(|stage| parked_body_key(&event.task_id, stage, &sha)));
             keys.manifests.push(manifest_key(&event.task_id));
         }
         let sha = hex::encode(Sha256::digest(b"{}"));
@@ -594,6 +612,7 @@ mod s3_keys {
                 }
             }
             keys.bodies.extend(every_stage().map(|stage| callback_body_key(&task, stage, &sha)));
+            keys.parked.extend(every_stage().map(|stage| parked_body_key(&task, stage, &sha)));
             keys.manifests.push(manifest_key(&task));
         }
         keys
@@ -615,6 +634,7 @@ mod s3_keys {
                 ("vaulted files", rule.files, &keys.files),
                 ("callback bodies", rule.bodies, &keys.bodies),
                 ("manifests", rule.manifests, &keys.manifests),
+                ("parked callbacks", rule.parked, &keys.parked),
             ];
             for (kind, reach, samples) in kinds {
                 let wrong = match reach {
@@ -1143,6 +1163,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::app::CALLBACKS_ACCEPTED,
     stemvault_ingest::app::CALLBACKS_REFUSED,
     stemvault_ingest::app::CALLBACKS_FAILED,
+    stemvault_ingest::app::CALLBACKS_PARKED,
     stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
     "FilesStored",
@@ -1510,14 +1531,35 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
         files: vec!["tasks/t/vocal.mp3".into(), "tasks/t/tracks/callbacks/audio.json".into()],
         bodies: vec![format!("tasks/t/callbacks/first-{}.json", "0".repeat(64))],
         manifests: vec!["tasks/t/manifest.json".into()],
+        parked: vec![format!("parked/t/first-{}.json", "0".repeat(64))],
     };
-    let ingest =
-        |function| KeyRule { function, actions: &["s3:PutObject"], files: MustNot, bodies: Must, manifests: MustNot };
+    let ingest = |function| KeyRule {
+        function,
+        actions: &["s3:PutObject"],
+        files: MustNot,
+        bodies: Must,
+        manifests: MustNot,
+        parked: May,
+    };
     let rules = [
         ingest("Ingest"),
         ingest("IngestWithoutDeny"),
-        KeyRule { function: "Download", actions: &["s3:PutObject"], files: Must, bodies: MustNot, manifests: Must },
-        KeyRule { function: "Results", actions: &["s3:GetObject"], files: Must, bodies: MustNot, manifests: May },
+        KeyRule {
+            function: "Download",
+            actions: &["s3:PutObject"],
+            files: Must,
+            bodies: MustNot,
+            manifests: Must,
+            parked: MustNot,
+        },
+        KeyRule {
+            function: "Results",
+            actions: &["s3:GetObject"],
+            files: Must,
+            bodies: MustNot,
+            manifests: May,
+            parked: May,
+        },
     ];
     let problems: Vec<String> = ["Ingest", "IngestWithoutDeny", "Download", "Results"]
         .into_iter()
@@ -1634,6 +1676,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show CallbacksAccepted",
         "the dashboard does not show CallbacksRefused",
         "the dashboard does not show CallbacksFailed",
+        "the dashboard does not show CallbacksParked",
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show FilesFailed",
@@ -1815,12 +1858,14 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // Ingest: its metric names, with the dimensions its app emits them under.
-    use stemvault_ingest::app::{CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_REFUSED, SECRET_REREADS_FAILED};
+    use stemvault_ingest::app::{
+        CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_PARKED, CALLBACKS_REFUSED, SECRET_REREADS_FAILED,
+    };
     let ingest = ("Function", "IngestFunction".to_owned());
     for name in [CALLBACKS_ACCEPTED, SECRET_REREADS_FAILED] {
         emitted.push((name.to_owned(), vec![ingest.clone()]));
     }
-    for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED] {
+    for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED, CALLBACKS_PARKED] {
         emitted.push((name.to_owned(), vec![ingest.clone(), ("Reason", "any".to_owned())]));
     }
     let unread: Vec<String> = emitted

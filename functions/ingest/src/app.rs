@@ -1,6 +1,6 @@
 //! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication
 //! (with the callback secret read again when it may have been rotated or revoked), limits, metrics and
-//! answers around [`crate::domain::ingest`], over any [`Ports`] (AWS in the Lambda, in memory
+//! answers around [`crate::domain::ingest_or_park`], over any [`Ports`] (AWS in the Lambda, in memory
 //! in the tests and the benchmark).
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
@@ -17,7 +17,7 @@ use crate::aws::AwsPorts;
 use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
 use crate::credentials::RefreshPolicy;
-use crate::domain::{Ports, Settings, ingest};
+use crate::domain::{Ingested, Ports, Settings, ingest_or_park};
 use crate::error::IngestError;
 
 /// The `Function` dimension of the metrics: the deployed function's name (the logical one,
@@ -34,6 +34,10 @@ pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
 /// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
 /// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...).
 pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
+/// Valid callbacks not recorded now but parked for the reconciler to replay, answered 200
+/// ([`crate::domain::ingest_or_park`]); dimensions `Function` and `Reason` (why it was not
+/// recorded: `task_record_unavailable`, `timeout`).
+pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// Re-reads of the callback secret that brought nothing usable, the checks in force kept
 /// ([`crate::credentials`]); dimension `Function`.
 pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
@@ -118,8 +122,24 @@ impl<P: Ports> App<P> {
         };
 
         let body: &[u8] = req.body().as_ref();
-        match ingest(&self.ports, &self.settings, &event, body, request_id).await {
-            Ok(outcome) => {
+        match ingest_or_park(&self.ports, &self.settings, &event, body, request_id).await {
+            Ok(Ingested::Parked { key, because }) => {
+                tracing::warn!(
+                    error = %because,
+                    code = because.code(),
+                    key,
+                    "callback parked: not recorded now; the reconciler replays it"
+                );
+                emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);
+                let body = json!({
+                    "status": "parked",
+                    "task_id": event.task_id.as_str(),
+                    "stage": event.stage.as_str(),
+                    "files": event.files.len(),
+                });
+                respond_json(StatusCode::OK, &body)
+            }
+            Ok(Ingested::Recorded(outcome)) => {
                 let status = if outcome.duplicate { "duplicate" } else { "accepted" };
                 tracing::info!(
                     family = %event.family,

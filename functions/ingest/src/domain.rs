@@ -8,13 +8,14 @@ use std::time::Duration;
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use suno_callbacks::CallbackEvent;
 
+use sha2::{Digest, Sha256};
+use suno_callbacks::s3_key;
+
 use crate::credentials::ReadSecret;
-use crate::error::IngestError;
+use crate::error::{IngestError, StoreError};
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
 use {
-    crate::error::StoreError,
-    sha2::{Digest, Sha256},
     stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims},
     stemvault_vault::{Clock, LoadTask, SaveTask},
 };
@@ -41,6 +42,62 @@ pub async fn ingest<P: Ports>(
     request_id: &str,
 ) -> Result<Outcome, IngestError> {
     stemvault_vault::accept::accept(ports, settings, event, body, request_id).await
+}
+
+/// What became of a valid callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// Recorded, archived and queued.
+    Recorded(Outcome),
+    /// Not recorded now ([`parks`]): its body is kept under `key` ([`s3_key::parked_body_key`])
+    /// for the reconciler to replay; `because` says why it was not recorded.
+    Parked { key: String, because: IngestError },
+}
+
+/// How long parking may take: what is left of the Lambda's time after the use-case's deadline.
+pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Whether `e` may have left the callback unrecorded while a later try can record it (the
+/// table unavailable, too contended, or not done in time): then the callback is parked, not
+/// left to the provider's few retries. Failures after the record was written (queue, archive,
+/// events) are the provider's to retry, and the sweeper's to heal.
+pub fn parks(e: &IngestError) -> bool {
+    matches!(
+        e,
+        IngestError::Store(StoreError::Unavailable(_) | StoreError::Conflict)
+            | IngestError::Contention { .. }
+            | IngestError::Deadline { .. }
+    )
+}
+
+/// [`ingest`], and when that fails in a way a later try can fix ([`parks`]), keep the body
+/// under `parked/` (one PutObject, the archive's port) so that no verified callback is lost
+/// to an outage of the table longer than the provider's retries. Only when parking fails too
+/// is the failure the answer.
+pub async fn ingest_or_park<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Ingested, IngestError> {
+    let failed = match ingest(ports, settings, event, body, request_id).await {
+        Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
+        Err(e) if parks(&e) => e,
+        Err(e) => return Err(e),
+    };
+    let key = s3_key::parked_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(body)));
+    match tokio::time::timeout(PARK_TIMEOUT, ports.archive_body(&key, body)).await {
+        Ok(Ok(())) => Ok(Ingested::Parked { key, because: failed }),
+        Ok(Err(reason)) => {
+            tracing::warn!(reason, "the callback could not be parked either");
+            Err(failed)
+        }
+        Err(_) => {
+            tracing::warn!(timeout_ms = PARK_TIMEOUT.as_millis() as u64, "the callback could not be parked in time");
+            Err(failed)
+        }
+    }
 }
 
 #[cfg(test)]

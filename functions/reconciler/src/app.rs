@@ -15,6 +15,7 @@ use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
 use crate::provider::HttpProvider;
+use crate::replay::{Replayed, replay_parked};
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, and one poll and one accept more.
@@ -87,20 +88,33 @@ impl App {
         self.run(run_id, self.ports.now().plus(budget)).await
     }
 
-    /// One run, its claims named `reconciler-<run_id>`, stopping by `stop_at`.
+    /// One run, its claims named `reconciler-<run_id>`, stopping by `stop_at`: the parked
+    /// callbacks first (with or without a provider key: replaying needs none), then the polls.
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
-        if !self.on {
-            return Ok(Outcome::default());
-        }
         async {
-            let outcome = reconcile(&self.ports, &self.settings, run_id, stop_at).await?;
+            let (settings, limit) = (&self.settings.accept, self.settings.max_tasks);
+            let replayed = match replay_parked(&self.ports, settings, run_id, limit, stop_at).await {
+                Ok(replayed) => replayed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not list the parked callbacks; the next run tries again");
+                    Replayed::default()
+                }
+            };
+            let polled = if self.on {
+                reconcile(&self.ports, &self.settings, run_id, stop_at).await?
+            } else {
+                Outcome::default()
+            };
+            let outcome = Outcome { replayed, ..polled };
             // An idle run says so at debug level: a schedule that finds nothing every few
             // minutes (seconds, locally) should not fill the log.
             if outcome.is_idle() {
-                tracing::debug!("reconciliation done: no task due");
+                tracing::debug!("reconciliation done: no task due, no callback parked");
                 return Ok(outcome);
             }
             tracing::info!(
+                callbacks_replayed = outcome.replayed.callbacks_replayed,
+                callbacks_still_parked = outcome.replayed.callbacks_still_parked,
                 tasks_due = outcome.tasks_due,
                 polls = outcome.polls,
                 results = outcome.results,

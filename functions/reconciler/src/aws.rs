@@ -1,6 +1,6 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
-//! and the download queue), the `reconcile-due` index, the callback body archive, and the
-//! provider over HTTP.
+//! and the download queue), the `reconcile-due` index, the callback body archive, the parked
+//! callbacks, and the provider over HTTP.
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -10,17 +10,20 @@ use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items::PARTITION_KEY;
 use stemvault_vault::{RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
-use suno_callbacks::{Family, TaskId};
+use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
 use crate::domain::{ListDueTasks, PollProvider, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
+use crate::replay::{DeleteParked, ListParked, ReadParked};
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
-/// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the download
+/// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the parked
+/// callbacks (ListObjectsV2 under `parked/`, authorised by s3:ListBucket; GetObject and
+/// DeleteObject), the download
 /// and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage), the events of a polled
 /// result or a task given up (PutEvents) and the provider secret (GetSecretValue, at start-up and when the key may have been
 /// rotated).
@@ -29,6 +32,9 @@ pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:PutItem",
     "dynamodb:UpdateItem",
     "s3:PutObject",
+    "s3:ListBucket",
+    "s3:GetObject",
+    "s3:DeleteObject",
     "sqs:SendMessage",
     "events:PutEvents",
     "secretsmanager:GetSecretValue",
@@ -75,6 +81,47 @@ impl ArchiveBody for AwsPorts {
 impl PublishEvents for AwsPorts {
     async fn publish_events(&self, events: &[TaskEvent]) -> Result<(), PublishError> {
         self.events.publish_events(events).await
+    }
+}
+
+impl ListParked for AwsPorts {
+    async fn parked(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(s3_key::PARKED_PREFIX)
+            .max_keys(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
+        Ok(listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+    }
+}
+
+impl ReadParked for AwsPorts {
+    async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let unavailable = |e: String| StoreError::Unavailable(format!("GetObject (parked): {e}"));
+        let got = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(got) => got,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
+            Err(e) => return Err(unavailable(DisplayErrorContext(e).to_string())),
+        };
+        let body = got.body.collect().await.map_err(|e| unavailable(e.to_string()))?;
+        Ok(Some(body.to_vec()))
+    }
+}
+
+impl DeleteParked for AwsPorts {
+    async fn delete_parked(&self, key: &str) -> Result<(), StoreError> {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Unavailable(format!("DeleteObject (parked): {}", DisplayErrorContext(e))))
     }
 }
 

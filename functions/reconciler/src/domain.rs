@@ -57,10 +57,11 @@ pub trait PollProvider {
     fn poll(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
 }
 
-/// Everything a run needs: the accept use-case's ports, the index and the provider.
-pub trait Ports: accept::Ports + ListDueTasks + PollProvider + Sync {}
+/// Everything a run needs: the accept use-case's ports, the parked callbacks
+/// ([`crate::replay`]), the index and the provider.
+pub trait Ports: crate::replay::Ports + ListDueTasks + PollProvider + Sync {}
 
-impl<T> Ports for T where T: accept::Ports + ListDueTasks + PollProvider + Sync {}
+impl<T> Ports for T where T: crate::replay::Ports + ListDueTasks + PollProvider + Sync {}
 
 /// How a run is bounded and what it is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,12 +109,18 @@ pub struct Outcome {
     pub tasks_failed: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
+    /// The parked callbacks replayed before the polls ([`crate::replay`]).
+    #[serde(flatten)]
+    pub replayed: crate::replay::Replayed,
 }
 
 impl Outcome {
     /// Nothing was found to do.
     pub fn is_idle(&self) -> bool {
-        self.tasks_due == 0 && self.tasks_failed == 0 && !self.stopped_early
+        self.tasks_due == 0
+            && self.tasks_failed == 0
+            && !self.stopped_early
+            && self.replayed == crate::replay::Replayed::default()
     }
 }
 

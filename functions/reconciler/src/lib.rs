@@ -1,5 +1,6 @@
-//! The reconciler function: on a schedule, poll the provider for the tasks whose callback is
-//! missing and ingest what it says exactly as a callback would (see [`domain`]).
+//! The reconciler function: on a schedule, replay the callbacks ingest parked (see
+//! [`replay`]), and poll the provider for the tasks whose callback is missing and ingest what
+//! it says exactly as a callback would (see [`domain`]).
 
 pub mod app;
 pub mod aws;
@@ -7,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod provider;
+pub mod replay;
 
 pub use app::App;
 pub use config::Config;

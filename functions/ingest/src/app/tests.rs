@@ -354,10 +354,19 @@ async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
     assert_eq!(metrics(&captured), [("CallbacksRefused".to_owned(), expected.to_owned())]);
 }
 
+/// A request over its deadline parks the callback (answered 200, `parked`); when parking
+/// cannot be done either, it is a 503 `timeout`, which the provider retries.
 #[tokio::test]
-async fn a_request_over_its_deadline_is_a_503_timeout() {
+async fn a_request_over_its_deadline_is_parked_or_else_a_503_timeout() {
     let h = app().await.with_settings(Settings { deadline: Duration::from_millis(50), ..Settings::default() });
-    h.ports.set_latency(Duration::from_secs(1));
+    h.ports.set_latency(Duration::from_millis(200));
+    let response = h.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let answer = json(&response);
+    assert_eq!((answer["status"].as_str(), answer["task_id"].as_str()), (Some("parked"), Some(WAV_TASK)));
+    assert!(h.ports.body_keys().iter().any(|k| k.starts_with(&format!("parked/{WAV_TASK}/"))));
+
+    h.ports.set_archive_failing(true);
     let response = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(&response)["error"], "timeout");

@@ -437,3 +437,51 @@ async fn a_failed_publish_is_retryable_and_the_retry_publishes_the_same_ids() {
     assert_eq!(ids, [format!("{TASK}.stage.complete")]);
     assert_eq!(ports.events.attempts(), 2);
 }
+
+// --- parking ------------------------------------------------------------------------------
+
+fn parked_key(stage: &str, body: &[u8]) -> String {
+    format!("parked/{TASK}/{stage}-{}.json", hex::encode(Sha256::digest(body)))
+}
+
+/// A callback the table cannot take now is kept under `parked/` (named as its archive will
+/// be), and nothing else is written; once the table is back, recording it works as before.
+#[tokio::test]
+async fn a_callback_the_table_cannot_take_is_parked() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-1").await.unwrap();
+    let because = IngestError::Store(StoreError::Unavailable("throttled".into()));
+    assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{\"p\":1}"), because });
+    // (Archived too: the archive goes beside the first write, which then failed.)
+    assert!(ports.body_keys().contains(&parked_key("final", b"{\"p\":1}")), "{:?}", ports.body_keys());
+    assert_eq!(ports.body(&parked_key("final", b"{\"p\":1}")).as_deref(), Some(&b"{\"p\":1}"[..]));
+    assert!(ports.record(TASK).is_none() && ports.messages().is_empty());
+
+    ports.set_save_error(None);
+    let recorded = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-2").await.unwrap();
+    assert!(matches!(recorded, Ingested::Recorded(Outcome { duplicate: false, files_queued: 1, .. })), "{recorded:?}");
+}
+
+/// Parking is for callbacks not recorded: a failure after the record was written is the
+/// answer (the provider retries it, the sweeper heals the files); so is one parking cannot
+/// help (a record the table refuses) and one where parking fails too.
+#[tokio::test]
+async fn only_an_unrecorded_callback_is_parked_and_only_when_parking_works() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ports.set_enqueue_failing(true);
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(err, IngestError::Enqueue(_)), "{err}");
+    ports.set_enqueue_failing(false);
+
+    ports.set_save_error(Some(StoreError::Rejected("too large".into())));
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
+    assert!(matches!(err, IngestError::Store(StoreError::Rejected(_))), "{err}");
+
+    ports.set_save_error(Some(StoreError::Unavailable("down".into())));
+    ports.set_archive_failing(true);
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["c"]), b"{}", "req-3").await.unwrap_err();
+    assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
+    assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
+}

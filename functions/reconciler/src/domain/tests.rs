@@ -81,6 +81,29 @@ impl events::PublishEvents for MemoryPorts {
     }
 }
 
+/// The parked bodies are the `parked/` keys of `bodies` (one bucket, as in S3).
+impl crate::replay::ListParked for MemoryPorts {
+    async fn parked(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut keys: Vec<String> =
+            self.bodies.lock().unwrap().keys().filter(|k| k.starts_with("parked/")).cloned().collect();
+        keys.sort();
+        Ok(keys.into_iter().take(limit).collect())
+    }
+}
+
+impl crate::replay::ReadParked for MemoryPorts {
+    async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.bodies.lock().unwrap().get(key).cloned())
+    }
+}
+
+impl crate::replay::DeleteParked for MemoryPorts {
+    async fn delete_parked(&self, key: &str) -> Result<(), StoreError> {
+        self.bodies.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
 impl ListDueTasks for MemoryPorts {
     async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut due: Vec<(Timestamp, String)> = self
@@ -274,4 +297,37 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now()).await.unwrap();
     assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (1, 0, true));
     assert_eq!(run(&ports).await.polls, 1);
+}
+
+// --- parked callbacks -----------------------------------------------------------------------
+
+/// A parked callback is recorded, archived and queued by the next run and leaves `parked/`;
+/// one the table cannot take yet stays for the run after; a body that is no callback stays
+/// for an operator.
+#[tokio::test]
+async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
+    use crate::replay::{Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let parked = format!("parked/{TASK}/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.bodies.lock().unwrap().insert("parked/by-hand.json".into(), b"not a callback".to_vec());
+    let accept = &settings().accept;
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+
+    ports.table.set_save_error(Some(StoreError::Unavailable("still down".into())));
+    let replayed = replay_parked(&ports, accept, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 2 });
+    assert!(ports.table.record(TASK).is_none());
+
+    ports.table.set_save_error(None);
+    let replayed = replay_parked(&ports, accept, "run-2", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1 });
+    let record = ports.record();
+    assert_eq!(record.stage, Stage::Final);
+    assert!(!record.files.is_empty() && record.files.values().all(|f| f.status == FileStatus::Queued));
+    assert_eq!(ports.table.messages().len(), record.files.len());
+    let bodies = ports.bodies.lock().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert!(!bodies.contains(&parked), "deleted once recorded: {bodies:?}");
+    assert!(bodies.iter().any(|k| k.starts_with(&format!("tasks/{TASK}/callbacks/"))), "archived: {bodies:?}");
+    assert!(bodies.contains(&"parked/by-hand.json".to_owned()), "{bodies:?}");
 }

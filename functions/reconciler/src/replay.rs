@@ -1,0 +1,125 @@
+//! Replaying parked callbacks: a verified callback that ingest could not record (the table
+//! unavailable, too contended or too slow) is kept under `parked/` in the vault bucket
+//! ([`suno_callbacks::s3_key::parked_body_key`]) and answered 200. Each run, before its polls,
+//! the reconciler lists what is parked (one ListObjectsV2, at most `max_tasks` keys), reads
+//! each body, records, archives and queues it with [`stemvault_vault::accept::accept`] (the
+//! very code ingest runs: a body recorded meanwhile is a duplicate that queues nothing), and
+//! deletes it once recorded. A body that cannot be recorded yet stays for the next run; one
+//! the table refuses for good stays too, logged as an error each run, for an operator.
+
+use std::future::Future;
+
+use serde::Serialize;
+use stemvault_vault::Timestamp;
+use stemvault_vault::accept::{self, accept};
+use suno_callbacks::parse_callback;
+use tracing::Instrument;
+
+use crate::error::StoreError;
+
+/// The keys under `parked/`, oldest name first, at most `limit`.
+pub trait ListParked {
+    fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+}
+
+/// The body parked under `key` (None: gone, replayed by another run).
+pub trait ReadParked {
+    fn read_parked(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+}
+
+/// Delete the body parked under `key`, once recorded.
+pub trait DeleteParked {
+    fn delete_parked(&self, key: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Everything replaying needs: the accept use-case's ports and the parked bodies.
+pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
+
+impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
+
+/// What one run's replay did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Replayed {
+    /// Parked callbacks recorded (and deleted from `parked/`).
+    pub callbacks_replayed: usize,
+    /// Parked callbacks left for the next run: not recordable yet, refused, or not reached.
+    pub callbacks_still_parked: usize,
+}
+
+/// What became of one parked body.
+enum Replay {
+    Recorded,
+    Gone,
+    Left,
+}
+
+/// Replay what is parked, at most `limit` bodies, taking none after `stop_at`. `run_id` names
+/// the claims of the replays. Fails only when the parked bodies cannot be listed.
+pub async fn replay_parked<P: Ports>(
+    ports: &P,
+    settings: &accept::Settings,
+    run_id: &str,
+    limit: usize,
+    stop_at: Timestamp,
+) -> Result<Replayed, StoreError> {
+    let keys = ports.parked(limit).await?;
+    let mut replayed = Replayed::default();
+    for (i, key) in keys.iter().enumerate() {
+        if ports.now() >= stop_at {
+            replayed.callbacks_still_parked += keys.len() - i;
+            break;
+        }
+        let span = tracing::info_span!("replay", key = %key, task_id = tracing::field::Empty);
+        match replay_one(ports, settings, key, &format!("replay-{run_id}-{i}")).instrument(span).await {
+            Replay::Recorded => replayed.callbacks_replayed += 1,
+            Replay::Gone => {}
+            Replay::Left => replayed.callbacks_still_parked += 1,
+        }
+    }
+    Ok(replayed)
+}
+
+async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str, claimant: &str) -> Replay {
+    let body = match ports.read_parked(key).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Replay::Gone,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
+            return Replay::Left;
+        }
+    };
+    // Ingest parsed it before parking it: only a body put there by hand fails here.
+    let event = match parse_callback(&body) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::error!(error = %e, "a parked body is no callback; left for an operator");
+            return Replay::Left;
+        }
+    };
+    tracing::Span::current().record("task_id", event.task_id.as_str());
+    match accept(ports, settings, &event, &body, claimant).await {
+        Ok(outcome) => {
+            tracing::info!(
+                stage = %event.stage,
+                duplicate = outcome.duplicate,
+                files_queued = outcome.files_queued,
+                "parked callback replayed"
+            );
+            if let Err(e) = ports.delete_parked(key).await {
+                // Replayed again by the next run: a duplicate that queues nothing.
+                tracing::warn!(error = %e, "a replayed callback could not be deleted from parked/");
+            }
+            Replay::Recorded
+        }
+        Err(e) if e.is_retryable() => {
+            tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
+            Replay::Left
+        }
+        Err(e) => {
+            tracing::error!(error = %e, code = e.code(), "a parked callback cannot be recorded; left for an operator");
+            Replay::Left
+        }
+    }
+}
+
+// Tested with the run's in-memory ports: `crate::domain::tests`.
