@@ -1894,6 +1894,15 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+
+    // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
+    let query = format!(
+        "SELECT SUM({CALLBACKS_PARKED}) FROM SCHEMA({}, Function, Reason) WHERE Function = 'IngestFunction'",
+        stemvault_aws::metrics::NAMESPACE
+    );
+    let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
 }
 
 /// The `secret-unreadable` alarm sums the failed re-reads of every function that re-reads a
