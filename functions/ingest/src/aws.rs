@@ -1,9 +1,8 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
-//! and the download queue), the vault bucket, where callback bodies are archived, the
-//! callback secret in Secrets Manager, and the event bus ([`EventBus`]).
+//! and the download queue), the vault bucket, where callback bodies are archived and parked
+//! ([`BodyArchive`]), the callback secret in Secrets Manager, and the event bus ([`EventBus`]).
 
-use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::primitives::ByteStream;
+use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::secrets::{SecretError, SecretReader, SecretText};
@@ -14,8 +13,8 @@ use crate::credentials::ReadSecret;
 use crate::domain::ArchiveBody;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
-/// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the body archive
-/// (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage), the
+/// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the
+/// body archive and the parked callbacks (PutObject), the download jobs (SendMessageBatch, authorised by sqs:SendMessage), the
 /// callback secret ([`SecretReader`]: GetSecretValue) and the task events (PutEvents).
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",
@@ -32,8 +31,7 @@ pub const AWS_ACTIONS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
     shared: TableAndQueue,
-    s3: aws_sdk_s3::Client,
-    bucket: String,
+    archive: BodyArchive,
     secret: SecretReader,
     events: EventBus,
 }
@@ -43,8 +41,7 @@ impl AwsPorts {
     pub fn new(config: &Config, sdk: &aws_config::SdkConfig) -> AwsPorts {
         AwsPorts {
             shared: TableAndQueue::new(sdk, &config.table_name, &config.queue_url),
-            s3: stemvault_aws::s3_client(sdk),
-            bucket: config.bucket_name.clone(),
+            archive: BodyArchive::new(stemvault_aws::s3_client(sdk), &config.bucket_name),
             secret: SecretReader::new(sdk, &config.callback_secret_arn),
             events: EventBus::new(sdk, &config.event_bus_name),
         }
@@ -55,16 +52,7 @@ stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
 
 impl ArchiveBody for AwsPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+        self.archive.archive_body(key, body).await
     }
 }
 

@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
 use stemvault_vault::accept::ArchiveBody;
@@ -45,6 +46,7 @@ pub const AWS_ACTIONS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
     shared: TableAndQueue,
+    archive: BodyArchive,
     s3: aws_sdk_s3::Client,
     bucket: String,
     events: EventBus,
@@ -55,9 +57,11 @@ impl AwsPorts {
     /// Build the clients once, at start-up. Without a provider every poll is unreachable
     /// (the app does not run then).
     pub fn new(config: &Config, sdk: &aws_config::SdkConfig, provider: Option<HttpProvider>) -> AwsPorts {
+        let s3 = stemvault_aws::s3_client(sdk);
         AwsPorts {
             shared: TableAndQueue::new(sdk, &config.table_name, &config.queue_url),
-            s3: stemvault_aws::s3_client(sdk),
+            archive: BodyArchive::new(s3.clone(), &config.bucket_name),
+            s3,
             bucket: config.bucket_name.clone(),
             events: EventBus::new(sdk, &config.event_bus_name),
             provider,
@@ -69,12 +73,7 @@ stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
 
 impl ArchiveBody for AwsPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        let put = self.s3.put_object().bucket(&self.bucket).key(key).content_type("application/json");
-        put.body(body.to_vec().into())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+        self.archive.archive_body(key, body).await
     }
 }
 

@@ -1,6 +1,7 @@
 //! AWS adapters shared by the stemvault functions. Every client reaches AWS, or a local
 //! emulator, through the SDK's standard configuration (`AWS_ENDPOINT_URL` and friends).
 
+pub mod archive;
 pub mod clock;
 pub mod deadline;
 pub mod enqueue;

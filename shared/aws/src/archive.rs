@@ -1,0 +1,34 @@
+//! The callback bodies in the vault bucket: what ingest and the reconciler archive under
+//! `tasks/<task_id>/callbacks/` (and ingest parks under `parked/`), one PutObject each.
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::primitives::ByteStream;
+use stemvault_vault::accept::ArchiveBody;
+
+/// The vault bucket, for callback bodies.
+#[derive(Debug, Clone)]
+pub struct BodyArchive {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl BodyArchive {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> BodyArchive {
+        BodyArchive { s3, bucket: bucket.into() }
+    }
+}
+
+impl ArchiveBody for BodyArchive {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+}
