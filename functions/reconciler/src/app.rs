@@ -15,7 +15,7 @@ use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
 use crate::provider::HttpProvider;
-use crate::replay::{Replayed, replay_parked};
+use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, and one poll and one accept more.
@@ -92,8 +92,7 @@ impl App {
     /// callbacks first (with or without a provider key: replaying needs none), then the polls.
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
         async {
-            let (settings, limit) = (&self.settings.accept, self.settings.max_tasks);
-            let replayed = match replay_parked(&self.ports, settings, run_id, limit, stop_at).await {
+            let replayed = match replay_parked(&self.ports, &self.settings.accept, run_id, MAX_REPLAYS, stop_at).await {
                 Ok(replayed) => replayed,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not list the parked callbacks; the next run tries again");

@@ -84,17 +84,29 @@ impl PublishEvents for AwsPorts {
 }
 
 impl ListParked for AwsPorts {
+    /// One request for up to 1,000 keys; more pages only for a larger `limit`.
     async fn parked(&self, limit: usize) -> Result<Vec<String>, StoreError> {
-        let listed = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(s3_key::PARKED_PREFIX)
-            .max_keys(i32::try_from(limit).unwrap_or(i32::MAX))
-            .send()
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
-        Ok(listed.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect())
+        let mut keys = Vec::new();
+        let mut after = None;
+        while keys.len() < limit {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(s3_key::PARKED_PREFIX)
+                .max_keys(i32::try_from(limit - keys.len()).unwrap_or(i32::MAX))
+                .set_continuation_token(after)
+                .send()
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            match page.next_continuation_token {
+                Some(token) if page.is_truncated == Some(true) => after = Some(token),
+                _ => break,
+            }
+        }
+        keys.truncate(limit);
+        Ok(keys)
     }
 }
 

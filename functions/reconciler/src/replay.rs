@@ -1,11 +1,13 @@
 //! Replaying parked callbacks: a verified callback that ingest could not record (the table
 //! unavailable, too contended or too slow) is kept under `parked/` in the vault bucket
 //! ([`suno_callbacks::s3_key::parked_body_key`]) and answered 200. Each run, before its polls,
-//! the reconciler lists what is parked (one ListObjectsV2, at most `max_tasks` keys), reads
+//! the reconciler lists what is parked (ListObjectsV2, at most [`MAX_REPLAYS`] keys), reads
 //! each body, records, archives and queues it with [`stemvault_vault::accept::accept`] (the
 //! very code ingest runs: a body recorded meanwhile is a duplicate that queues nothing), and
-//! deletes it once recorded. A body that cannot be recorded yet stays for the next run; one
-//! the table refuses for good stays too, logged as an error each run, for an operator.
+//! deletes it once recorded. A body that cannot be recorded yet stays for the next run; after
+//! [`MAX_FAILURES_IN_A_ROW`] of those in a row the run stops replaying (the table is still
+//! failing: no point reading the rest now). One the table refuses for good stays too, logged
+//! as an error each run, for an operator.
 
 use std::future::Future;
 
@@ -37,6 +39,14 @@ pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {
 
 impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
 
+/// At most this many parked callbacks are replayed per run (one ListObjectsV2 page of up to
+/// 1,000 keys; about 100 ms each): a backlog of thousands after a long outage drains in an
+/// hour of runs every 2 minutes, and leaves each run time for its polls.
+pub const MAX_REPLAYS: usize = 200;
+
+/// A run stops replaying after this many replays in a row that the table could not take yet.
+pub const MAX_FAILURES_IN_A_ROW: usize = 3;
+
 /// What one run's replay did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Replayed {
@@ -50,7 +60,10 @@ pub struct Replayed {
 enum Replay {
     Recorded,
     Gone,
-    Left,
+    /// Not recordable yet (a later run may succeed).
+    NotYet,
+    /// Left for an operator: no callback, or refused for good.
+    Refused,
 }
 
 /// Replay what is parked, at most `limit` bodies, taking none after `stop_at`. `run_id` names
@@ -64,17 +77,26 @@ pub async fn replay_parked<P: Ports>(
 ) -> Result<Replayed, StoreError> {
     let keys = ports.parked(limit).await?;
     let mut replayed = Replayed::default();
+    let mut failures_in_a_row = 0;
     for (i, key) in keys.iter().enumerate() {
-        if ports.now() >= stop_at {
+        if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
             replayed.callbacks_still_parked += keys.len() - i;
             break;
         }
         let span = tracing::info_span!("replay", key = %key, task_id = tracing::field::Empty);
-        match replay_one(ports, settings, key, &format!("replay-{run_id}-{i}")).instrument(span).await {
+        let replay = replay_one(ports, settings, key, &format!("replay-{run_id}-{i}")).instrument(span).await;
+        failures_in_a_row = if matches!(replay, Replay::NotYet) { failures_in_a_row + 1 } else { 0 };
+        match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
-            Replay::Left => replayed.callbacks_still_parked += 1,
+            Replay::NotYet | Replay::Refused => replayed.callbacks_still_parked += 1,
         }
+    }
+    if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
+        tracing::warn!(
+            still_parked = replayed.callbacks_still_parked,
+            "the table took none of the last {MAX_FAILURES_IN_A_ROW} parked callbacks; replaying again next run"
+        );
     }
     Ok(replayed)
 }
@@ -85,7 +107,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         Ok(None) => return Replay::Gone,
         Err(e) => {
             tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
-            return Replay::Left;
+            return Replay::NotYet;
         }
     };
     // Ingest parsed it before parking it: only a body put there by hand fails here.
@@ -93,7 +115,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         Ok(event) => event,
         Err(e) => {
             tracing::error!(error = %e, "a parked body is no callback; left for an operator");
-            return Replay::Left;
+            return Replay::Refused;
         }
     };
     tracing::Span::current().record("task_id", event.task_id.as_str());
@@ -113,11 +135,11 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         }
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
-            Replay::Left
+            Replay::NotYet
         }
         Err(e) => {
             tracing::error!(error = %e, code = e.code(), "a parked callback cannot be recorded; left for an operator");
-            Replay::Left
+            Replay::Refused
         }
     }
 }

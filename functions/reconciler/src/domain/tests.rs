@@ -38,6 +38,7 @@ struct MemoryPorts {
     script: Mutex<VecDeque<ProviderAnswer>>,
     polls: Mutex<Vec<(Family, String)>>,
     events: Mutex<Vec<events::TaskEvent>>,
+    parked_reads: std::sync::atomic::AtomicUsize,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -50,6 +51,7 @@ impl MemoryPorts {
             script: Mutex::new(script.into()),
             polls: Mutex::default(),
             events: Mutex::default(),
+            parked_reads: Default::default(),
         }
     }
 
@@ -93,6 +95,7 @@ impl crate::replay::ListParked for MemoryPorts {
 
 impl crate::replay::ReadParked for MemoryPorts {
     async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.parked_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(self.bodies.lock().unwrap().get(key).cloned())
     }
 }
@@ -330,4 +333,25 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     assert!(!bodies.contains(&parked), "deleted once recorded: {bodies:?}");
     assert!(bodies.iter().any(|k| k.starts_with(&format!("tasks/{TASK}/callbacks/"))), "archived: {bodies:?}");
     assert!(bodies.contains(&"parked/by-hand.json".to_owned()), "{bodies:?}");
+}
+
+/// While the table still takes nothing, a run stops replaying after a few failures in a row
+/// instead of reading every parked body; the next run starts again.
+#[tokio::test]
+async fn a_run_stops_replaying_while_the_table_takes_nothing() {
+    use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..10 {
+        ports.bodies.lock().unwrap().insert(format!("parked/{TASK}/final-{i:064}.json"), CALLBACK.to_vec());
+    }
+    ports.table.set_save_error(Some(StoreError::Unavailable("down".into())));
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10 });
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), MAX_FAILURES_IN_A_ROW);
+
+    ports.table.set_save_error(None);
+    let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 10, callbacks_still_parked: 0 }, "the same body ten times");
+    assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
 }
