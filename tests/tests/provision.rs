@@ -84,6 +84,11 @@ async fn table_bucket_and_queues_match_the_template() {
     assert_eq!(abort.days_after_initiation(), Some(ABORT_INCOMPLETE_MULTIPART_DAYS));
     let noncurrent = lifecycle.rules().iter().find_map(|r| r.noncurrent_version_expiration()).unwrap();
     assert_eq!(noncurrent.noncurrent_days(), Some(NONCURRENT_VERSION_DAYS));
+    let parked = lifecycle.rules().iter().find(|r| r.id() == Some("ForgetReplayedParkedCallbacks")).unwrap();
+    assert_eq!(parked.filter().and_then(|f| f.prefix()), Some(suno_callbacks::s3_key::PARKED_PREFIX));
+    let days = parked.noncurrent_version_expiration().and_then(|n| n.noncurrent_days());
+    assert_eq!(days, Some(stemvault_aws::provision::PARKED_NONCURRENT_VERSION_DAYS));
+    assert_eq!(parked.expiration().and_then(|e| e.expired_object_delete_marker()), Some(true));
 
     let attrs = env
         .sqs

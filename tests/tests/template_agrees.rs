@@ -1164,6 +1164,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::app::CALLBACKS_REFUSED,
     stemvault_ingest::app::CALLBACKS_FAILED,
     stemvault_ingest::app::CALLBACKS_PARKED,
+    stemvault_reconciler::app::CALLBACKS_STILL_PARKED,
     stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
     "FilesStored",
@@ -1677,6 +1678,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show CallbacksRefused",
         "the dashboard does not show CallbacksFailed",
         "the dashboard does not show CallbacksParked",
+        "the dashboard does not show CallbacksStillParked",
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show FilesFailed",
@@ -1868,6 +1870,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED, CALLBACKS_PARKED] {
         emitted.push((name.to_owned(), vec![ingest.clone(), ("Reason", "any".to_owned())]));
     }
+    let reconciler = ("Function", "ReconcilerFunction".to_owned());
+    emitted.push((stemvault_reconciler::app::CALLBACKS_STILL_PARKED.to_owned(), vec![reconciler]));
     let unread: Vec<String> = emitted
         .iter()
         .filter(|(name, dimensions)| {
@@ -1903,6 +1907,16 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
+
+    // The stuck-parked alarm reads CallbacksStillParked under the one dimension the reconciler
+    // emits it with.
+    let stuck = &cfn::resource(&template, "ParkedCallbacksStuck")["Properties"];
+    assert_eq!(stuck["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE));
+    assert_eq!(stuck["MetricName"].as_str(), Some(stemvault_reconciler::app::CALLBACKS_STILL_PARKED));
+    let dimensions = cfn::as_list(&stuck["Dimensions"]);
+    assert_eq!(dimensions.len(), 1, "{dimensions:?}");
+    assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION));
+    assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("ReconcilerFunction"));
 }
 
 /// The `secret-unreadable` alarm sums the failed re-reads of every function that re-reads a

@@ -99,13 +99,14 @@ impl<P: Ports> App<P> {
 
     /// Answer one request; every outcome is an HTTP response.
     pub async fn handle(&self, req: Request) -> Response<Body> {
+        let started = std::time::Instant::now();
         let request_id = uuid::Uuid::new_v4().to_string();
         // No path (it may hold the token) and no URL in the span or the logs.
         let span = tracing::info_span!("callback", request_id = %request_id, task_id = tracing::field::Empty);
-        self.respond(req, &request_id).instrument(span).await
+        self.respond(req, &request_id, started).instrument(span).await
     }
 
-    async fn respond(&self, req: Request, request_id: &str) -> Response<Body> {
+    async fn respond(&self, req: Request, request_id: &str, started: std::time::Instant) -> Response<Body> {
         // Read again first if older than the maximum age: a revoked key stops working.
         let auth = self.credentials.fresh(&self.ports).await;
         let mut checked = self.check(&auth, &req);
@@ -122,13 +123,13 @@ impl<P: Ports> App<P> {
         };
 
         let body: &[u8] = req.body().as_ref();
-        match ingest_or_park(&self.ports, &self.settings, &event, body, request_id).await {
+        match ingest_or_park(&self.ports, &self.settings, &event, body, request_id, started.elapsed()).await {
             Ok(Ingested::Parked { key, because }) => {
                 tracing::warn!(
                     error = %because,
                     code = because.code(),
                     key,
-                    "callback parked: not recorded now; the reconciler replays it"
+                    "callback parked: it may not be recorded; the reconciler replays it"
                 );
                 emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);
                 let body = json!({

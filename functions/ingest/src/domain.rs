@@ -6,10 +6,9 @@
 use std::time::Duration;
 
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
-use suno_callbacks::CallbackEvent;
+use suno_callbacks::{CallbackEvent, s3_key};
 
 use sha2::{Digest, Sha256};
-use suno_callbacks::s3_key;
 
 use crate::credentials::ReadSecret;
 use crate::error::{IngestError, StoreError};
@@ -54,8 +53,13 @@ pub enum Ingested {
     Parked { key: String, because: IngestError },
 }
 
-/// How long parking may take: what is left of the Lambda's time after the use-case's deadline.
+/// How long parking may take.
 pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Every valid callback is answered within this long of its request's start (the provider
+/// waits 10 s at least): the checks in front (a secret re-read among them), then recording
+/// within what is left but [`PARK_TIMEOUT`], then parking.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
 /// Whether `e` may have left the callback unrecorded while a later try can record it (the
 /// table unavailable, too contended, or not done in time): then the callback is parked, not
@@ -73,14 +77,18 @@ pub fn parks(e: &IngestError) -> bool {
 /// [`ingest`], and when that fails in a way a later try can fix ([`parks`]), keep the body
 /// under `parked/` (one PutObject, the archive's port) so that no verified callback is lost
 /// to an outage of the table longer than the provider's retries. Only when parking fails too
-/// is the failure the answer.
+/// is the failure the answer. `spent` is how long the request ran before: recording gets
+/// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`].
 pub async fn ingest_or_park<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
     body: &[u8],
     request_id: &str,
+    spent: Duration,
 ) -> Result<Ingested, IngestError> {
+    let left = ANSWER_WITHIN.saturating_sub(spent).saturating_sub(PARK_TIMEOUT);
+    let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
         Err(e) if parks(&e) => e,
@@ -90,7 +98,7 @@ pub async fn ingest_or_park<P: Ports>(
     match tokio::time::timeout(PARK_TIMEOUT, ports.archive_body(&key, body)).await {
         Ok(Ok(())) => Ok(Ingested::Parked { key, because: failed }),
         Ok(Err(reason)) => {
-            tracing::warn!(reason, "the callback could not be parked either");
+            tracing::warn!(error = reason, "the callback could not be parked either");
             Err(failed)
         }
         Err(_) => {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
+use stemvault_aws::metrics::{self, Metric, emit};
 use stemvault_vault::{Clock, DEADLINE_MARGIN, Timestamp};
 use tracing::Instrument;
 
@@ -20,6 +21,10 @@ use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, and one poll and one accept more.
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 20);
+
+/// Parked callbacks a run left under `parked/` (not recordable yet, refused for good, or not
+/// reached), emitted by every run that could list them; dimension `Function`.
+pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
 
 /// The reconciler with its clients, built once per instance.
 pub struct App {
@@ -93,7 +98,11 @@ impl App {
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
         async {
             let replayed = match replay_parked(&self.ports, &self.settings.accept, run_id, MAX_REPLAYS, stop_at).await {
-                Ok(replayed) => replayed,
+                Ok(replayed) => {
+                    let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
+                    emit(&[function], &[Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked)]);
+                    replayed
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not list the parked callbacks; the next run tries again");
                     Replayed::default()

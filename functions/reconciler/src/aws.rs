@@ -24,10 +24,9 @@ use crate::replay::{DeleteParked, ListParked, ReadParked};
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
 /// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the parked
 /// callbacks (ListObjectsV2 under `parked/`, authorised by s3:ListBucket; GetObject and
-/// DeleteObject), the download
-/// and manifest jobs (SendMessageBatch, authorised by sqs:SendMessage), the events of a polled
-/// result or a task given up (PutEvents) and the provider secret (GetSecretValue, at start-up and when the key may have been
-/// rotated).
+/// DeleteObject), the download and manifest jobs (SendMessageBatch, authorised by
+/// sqs:SendMessage), the events of a polled result or a task given up (PutEvents) and the
+/// provider secret (GetSecretValue, at start-up and when the key may have been rotated).
 pub const AWS_ACTIONS: &[&str] = &[
     "dynamodb:Query",
     "dynamodb:PutItem",
@@ -100,8 +99,8 @@ impl ListParked for AwsPorts {
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
             keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-            match page.next_continuation_token {
-                Some(token) if page.is_truncated == Some(true) => after = Some(token),
+            match page.next_continuation_token() {
+                Some(token) if page.is_truncated() == Some(true) => after = Some(token.to_owned()),
                 _ => break,
             }
         }

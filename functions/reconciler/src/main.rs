@@ -2,8 +2,7 @@ use lambda_runtime::service_fn;
 use stemvault_reconciler::{App, Config};
 
 // One thread, as in ingest: Lambda gives this function (256 MB) a fraction of one vCPU, so a
-// second thread adds only cross-thread wake-ups (a third of ingest's CPU, 15-20 % of
-// download's: `make bench`).
+// second thread adds only cross-thread wake-ups (measured for ingest and download: `make bench`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("reconciler").await;

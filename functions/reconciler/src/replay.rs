@@ -13,13 +13,13 @@ use std::future::Future;
 
 use serde::Serialize;
 use stemvault_vault::Timestamp;
-use stemvault_vault::accept::{self, accept};
+use stemvault_vault::accept::{self, AcceptError, accept};
 use suno_callbacks::parse_callback;
 use tracing::Instrument;
 
 use crate::error::StoreError;
 
-/// The keys under `parked/`, oldest name first, at most `limit`.
+/// The keys under `parked/` in key order (by task id), at most `limit`.
 pub trait ListParked {
     fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
@@ -44,13 +44,15 @@ impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeletePar
 /// hour of runs every 2 minutes, and leaves each run time for its polls.
 pub const MAX_REPLAYS: usize = 200;
 
-/// A run stops replaying after this many replays in a row that the table could not take yet.
+/// A run stops replaying after this many replays in a row that the table could not take yet
+/// (failures of one body, such as its read, do not count).
 pub const MAX_FAILURES_IN_A_ROW: usize = 3;
 
 /// What one run's replay did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Replayed {
-    /// Parked callbacks recorded (and deleted from `parked/`).
+    /// Parked callbacks recorded (and deleted from `parked/`, unless that delete failed: then
+    /// the next run replays it again, a duplicate).
     pub callbacks_replayed: usize,
     /// Parked callbacks left for the next run: not recordable yet, refused, or not reached.
     pub callbacks_still_parked: usize,
@@ -60,8 +62,11 @@ pub struct Replayed {
 enum Replay {
     Recorded,
     Gone,
-    /// Not recordable yet (a later run may succeed).
-    NotYet,
+    /// Not recordable yet (a later run may succeed); `table_failing` when the table itself
+    /// failed (unavailable, contended, too slow), which stops the run's replays.
+    NotYet {
+        table_failing: bool,
+    },
     /// Left for an operator: no callback, or refused for good.
     Refused,
 }
@@ -85,11 +90,12 @@ pub async fn replay_parked<P: Ports>(
         }
         let span = tracing::info_span!("replay", key = %key, task_id = tracing::field::Empty);
         let replay = replay_one(ports, settings, key, &format!("replay-{run_id}-{i}")).instrument(span).await;
-        failures_in_a_row = if matches!(replay, Replay::NotYet) { failures_in_a_row + 1 } else { 0 };
+        let table_failing = matches!(replay, Replay::NotYet { table_failing: true });
+        failures_in_a_row = if table_failing { failures_in_a_row + 1 } else { 0 };
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
-            Replay::NotYet | Replay::Refused => replayed.callbacks_still_parked += 1,
+            Replay::NotYet { .. } | Replay::Refused => replayed.callbacks_still_parked += 1,
         }
     }
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
@@ -107,7 +113,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         Ok(None) => return Replay::Gone,
         Err(e) => {
             tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
-            return Replay::NotYet;
+            return Replay::NotYet { table_failing: false };
         }
     };
     // Ingest parsed it before parking it: only a body put there by hand fails here.
@@ -135,7 +141,9 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         }
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
-            Replay::NotYet
+            let table_failing =
+                matches!(e, AcceptError::Store(_) | AcceptError::Contention { .. } | AcceptError::Deadline { .. });
+            Replay::NotYet { table_failing }
         }
         Err(e) => {
             tracing::error!(error = %e, code = e.code(), "a parked callback cannot be recorded; left for an operator");

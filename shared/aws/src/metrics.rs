@@ -67,6 +67,11 @@ impl Metric {
         Metric { name, unit: Unit::Count, value: 1.0 }
     }
 
+    /// A count of `n` (a gauge sampled once per run).
+    pub fn counted(name: &'static str, n: usize) -> Metric {
+        Metric { name, unit: Unit::Count, value: n as f64 }
+    }
+
     pub fn bytes(name: &'static str, bytes: u64) -> Metric {
         Metric { name, unit: Unit::Bytes, value: bytes as f64 }
     }

@@ -8,9 +8,9 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketVersioningStatus, ExpirationStatus,
-    LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
-    VersioningConfiguration,
+    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, NoncurrentVersionExpiration,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
@@ -29,6 +29,8 @@ pub const SQS_MANAGED_SSE: bool = true;
 pub const ABORT_INCOMPLETE_MULTIPART_DAYS: i32 = 1;
 /// Overwritten or deleted object versions are kept this many days (kept equal to template.yaml).
 pub const NONCURRENT_VERSION_DAYS: i32 = 30;
+/// Days a replayed parked callback's noncurrent version is kept (`ForgetReplayedParkedCallbacks`).
+pub const PARKED_NONCURRENT_VERSION_DAYS: i32 = 1;
 
 /// Names and URLs of everything provisioned.
 #[derive(Debug, Clone)]
@@ -216,7 +218,8 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
 }
 
 /// The vault bucket: encrypted, public access blocked, versioned, with the template's
-/// lifecycle rules (abort incomplete multipart uploads, expire old versions).
+/// lifecycle rules (abort incomplete multipart uploads, expire old versions, forget replayed
+/// parked callbacks).
 pub async fn create_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), String> {
     if client.head_bucket().bucket(name).send().await.is_ok() {
         return Ok(());
@@ -285,7 +288,20 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
             NoncurrentVersionExpiration::builder().noncurrent_days(NONCURRENT_VERSION_DAYS).build(),
         )
         .build()?;
-    BucketLifecycleConfiguration::builder().rules(abort).rules(expire_old_versions).build()
+    let forget_replayed_parked = LifecycleRule::builder()
+        .id("ForgetReplayedParkedCallbacks")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix(suno_callbacks::s3_key::PARKED_PREFIX).build())
+        .noncurrent_version_expiration(
+            NoncurrentVersionExpiration::builder().noncurrent_days(PARKED_NONCURRENT_VERSION_DAYS).build(),
+        )
+        .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
+        .build()?;
+    BucketLifecycleConfiguration::builder()
+        .rules(abort)
+        .rules(expire_old_versions)
+        .rules(forget_replayed_parked)
+        .build()
 }
 
 /// The download queue and its dead-letter queue, both encrypted with SQS-managed keys;

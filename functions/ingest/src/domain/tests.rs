@@ -176,7 +176,25 @@ async fn slow_ports_get_a_retryable_timeout_by_the_deadline_and_the_retry_comple
 fn the_whole_request_ends_before_the_lambda_and_its_claims() {
     let s = Settings::default();
     assert!(s.deadline < LAMBDA_TIMEOUT && s.deadline < s.lease, "{s:?}");
-    assert!(s.deadline <= Duration::from_secs(9), "the provider waits 10 s at least: {s:?}");
+    assert!(ANSWER_WITHIN <= Duration::from_secs(9), "the provider waits 10 s at least");
+    // The longest checks in front (a secret re-read), recording and parking end by then.
+    let checks = stemvault_aws::secrets::REREAD_TIMEOUT;
+    assert!(checks + PARK_TIMEOUT < ANSWER_WITHIN, "recording gets some time after a slow re-read");
+    assert!(ANSWER_WITHIN < LAMBDA_TIMEOUT);
+}
+
+/// Recording gets what is left of [`ANSWER_WITHIN`] after the time already spent and the
+/// park's: a request that spent 6 s in its checks records for 1 s at most, then parks.
+#[tokio::test]
+async fn recording_leaves_time_to_park_within_the_answer_time() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ports.set_latency(Duration::from_millis(600));
+    let e = event(Stage::Final, &["vocal"]);
+    let started = std::time::Instant::now();
+    let spent = ANSWER_WITHIN - PARK_TIMEOUT - Duration::from_millis(300);
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", spent).await.unwrap();
+    assert!(matches!(parked, Ingested::Parked { because: IngestError::Deadline { .. }, .. }), "{parked:?}");
+    assert!(started.elapsed() < Duration::from_millis(300) + PARK_TIMEOUT, "{:?}", started.elapsed());
 }
 
 #[tokio::test]
@@ -451,7 +469,7 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
-    let parked = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-1").await.unwrap();
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-1", Duration::ZERO).await.unwrap();
     let because = IngestError::Store(StoreError::Unavailable("throttled".into()));
     assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{\"p\":1}"), because });
     // (Archived too: the archive goes beside the first write, which then failed.)
@@ -460,7 +478,7 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     assert!(ports.record(TASK).is_none() && ports.messages().is_empty());
 
     ports.set_save_error(None);
-    let recorded = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-2").await.unwrap();
+    let recorded = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-2", Duration::ZERO).await.unwrap();
     assert!(matches!(recorded, Ingested::Recorded(Outcome { duplicate: false, files_queued: 1, .. })), "{recorded:?}");
 }
 
@@ -471,17 +489,23 @@ async fn a_callback_the_table_cannot_take_is_parked() {
 async fn only_an_unrecorded_callback_is_parked_and_only_when_parking_works() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     ports.set_enqueue_failing(true);
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1").await.unwrap_err();
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1", Duration::ZERO)
+        .await
+        .unwrap_err();
     assert!(matches!(err, IngestError::Enqueue(_)), "{err}");
     ports.set_enqueue_failing(false);
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
+        .await
+        .unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Rejected(_))), "{err}");
 
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     ports.set_archive_failing(true);
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["c"]), b"{}", "req-3").await.unwrap_err();
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["c"]), b"{}", "req-3", Duration::ZERO)
+        .await
+        .unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
     assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
 }

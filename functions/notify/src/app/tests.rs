@@ -186,7 +186,7 @@ async fn a_clock_stepped_back_reads_the_secret_again() {
 async fn secret_rereads_are_logged_without_the_secret() {
     let captured = stemvault_aws::log_capture::capture_logs();
     let app = app(MemoryPorts::default());
-    // Base64 of 16 bytes: too short to be a Standard Webhooks key, and a secret all the same.
+    // Base64 of 18 bytes: too short to be a Standard Webhooks key, and a secret all the same.
     let unusable = "whsec_dW51c2FibGUtc2VjcmV0MTIz";
     for text in [unusable, NEW_SECRET] {
         app.secret.set(text);
