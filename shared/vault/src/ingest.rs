@@ -95,6 +95,7 @@ pub fn ingest_callback(
     now: Timestamp,
 ) -> Merge {
     let id = callback_id(event.stage, &body.sha256_hex);
+    let read_generation = existing.map(|r| r.generation);
     let (mut record, duplicate) = match existing {
         None => (new_record(event, body, &id, now), false),
         Some(current) => {
@@ -121,11 +122,20 @@ pub fn ingest_callback(
             (record, duplicate)
         }
     };
-    // A file left unsettled by an attempt that stopped before its task item (a reopen whose
-    // commit never came) reopens the vault too, whatever the task item said.
+    // An attempt that wrote its file items but not its task item (it stopped, or lost the
+    // task write to another writer and this is its retry) left files stamped with a
+    // generation the task item has not reached: reach it, so that a settle planned for the
+    // file set without them is refused, and their settle writes a new manifest and event.
+    let stamped = record.files.values().filter_map(|f| f.generation).max().unwrap_or(0);
+    record.generation = record.generation.max(stamped);
+    // A file left unsettled that way reopens the vault too, whatever the task item said; the
+    // settle it records was of another file set.
     if !record.files_settled() && record.vault != VaultState::Pending {
         record.vault = VaultState::Pending;
         record.manifest_key = None;
+        if Some(record.generation) == read_generation {
+            record.generation += 1;
+        }
     }
     record.sync_open_marker();
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
@@ -162,7 +172,8 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) 
         now,
     );
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
-    merge_files(&mut record, event, true);
+    let opened = merge_files(&mut record, event, true);
+    stamp(&mut record, &opened);
     merge_streams(&mut record, event, true);
     merge_details(&mut record, event, body, true);
     record.vault = if record.files_settled() { VaultState::Complete } else { VaultState::Pending };
@@ -197,11 +208,13 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     // a late, earlier-stage event only fills gaps.
     let authoritative = merged.advanced || current == event.stage;
 
-    if merge_files(record, event, authoritative) {
+    let opened = merge_files(record, event, authoritative);
+    if !opened.is_empty() {
         record.vault = VaultState::Pending;
         record.manifest_key = None;
         // The settle of the old file set, if one is under way, no longer applies.
         record.generation += 1;
+        stamp(record, &opened);
     }
     merge_streams(record, event, authoritative);
     merge_details(record, event, body, authoritative);
@@ -227,26 +240,36 @@ fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> Cal
     }
 }
 
+/// Mark the files `opened` as added or reopened by the record's generation.
+fn stamp(record: &mut TaskRecord, opened: &[String]) {
+    let generation = record.generation;
+    for name in opened {
+        if let Some(file) = record.files.get_mut(name) {
+            file.generation = Some(generation);
+        }
+    }
+}
+
 /// Add the event's new files and reopen failed ones that come with a new URL. An
 /// authoritative event's new URL also replaces the URL of a file not yet being downloaded
 /// (`complete` supersedes `first`): the downloader reads the URL and key from the record, so
-/// a message already sent for the file fetches the new one. Returns whether any file was
+/// a message already sent for the file fetches the new one. Returns the names of the files
 /// added or reopened.
-fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> bool {
-    let mut opened = false;
+fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> Vec<String> {
+    let mut opened = Vec::new();
     for file in &event.files {
         match record.files.get_mut(&file.name) {
             None => {
                 let entry = pending_file(&event.task_id, &file.name, &file.url, event.stage);
                 record.files.insert(file.name.clone(), entry);
-                opened = true;
+                opened.push(file.name.clone());
             }
             Some(known) if known.url == file.url => {}
             Some(known) if known.status == FileStatus::Failed => {
                 let stage = known.stage;
                 *known = pending_file(&event.task_id, &file.name, &file.url, event.stage);
                 known.stage = stage;
-                opened = true;
+                opened.push(file.name.clone());
             }
             Some(known) if authoritative && !matches!(known.status, FileStatus::Stored | FileStatus::Downloading) => {
                 known.url = file.url.clone();

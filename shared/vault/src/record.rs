@@ -183,6 +183,11 @@ pub struct FileEntry {
     /// file are conditional on the revision read.
     #[serde(default)]
     pub rev: u64,
+    /// The task's [`TaskRecord::generation`] that added or last reopened the file (None: kept
+    /// since before stemvault stamped files). An attempt whose task item never came leaves
+    /// its file items stamped ahead of the task item; the next merge catches up with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 impl FileEntry {
@@ -203,6 +208,7 @@ impl FileEntry {
             error: None,
             failed_at: None,
             rev: 0,
+            generation: None,
         }
     }
 }

@@ -306,6 +306,38 @@ fn an_unsettled_file_reopens_a_vault_its_task_item_says_is_settled() {
         (VaultState::Pending, None, Some("open"))
     );
     assert_eq!(m.claims.to_enqueue.len(), 1, "and its file is sent");
+    assert!(m.record.generation > r.generation, "the settle recorded was of another file set");
+}
+
+/// An attempt adding a file wrote its file item, then lost its task write (to a downloader
+/// settling the task, or to any other writer of the task item). Its retry, reading that file
+/// item as known, still moves the generation past the file set without it: a settle planned
+/// for that set is refused, or, when it landed, the new file's settle writes a new manifest
+/// (and `Task Vaulted` event id) instead of finding the old one current.
+#[test]
+fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let mut settled = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut settled);
+    set_status(&mut settled, "a", FileStatus::Stored);
+    settled.vault = VaultState::Complete;
+    settled.manifest_key = Some("tasks/task-1/manifest.json".into());
+    settled.open = None;
+    let g = settled.generation;
+    let more = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let attempt = ingest_callback(Some(&settled), &more, &body("2"), &claimant("r2"), now(1)).record;
+    assert_eq!(attempt.generation, g + 1);
+
+    let mut still_pending = settled.clone();
+    still_pending.vault = VaultState::Pending;
+    still_pending.manifest_key = None;
+    for mut read in [settled, still_pending] {
+        // The task item as read, with the attempt's file item beside it.
+        read.files.insert("b".into(), attempt.files["b"].clone());
+        let retry = ingest_callback(Some(&read), &more, &body("2"), &claimant("r2"), now(2)).record;
+        assert_eq!((retry.generation, retry.vault), (g + 1, VaultState::Pending), "read {:?}", read.vault);
+        assert_eq!(retry.files["b"].generation, Some(g + 1));
+    }
 }
 
 #[test]
