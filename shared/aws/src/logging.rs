@@ -33,11 +33,42 @@ impl LogFormat {
     }
 }
 
-/// Install the global subscriber. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`.
+/// Crates that log whole requests at debug or trace: the Lambda runtime the raw event (a
+/// callback's token path, its signature headers, a body of signed URLs), the SDK and the
+/// HTTP stack their requests. They never log below info, whatever level is asked for.
+const NEVER_BELOW_INFO: &[&str] = &[
+    "lambda_runtime",
+    "lambda_runtime_api_client",
+    "lambda_http",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_smithy_http_client",
+    "aws_sigv4",
+    "hyper",
+    "hyper_util",
+    "reqwest",
+    "h2",
+    "rustls",
+];
+
+/// The filter directives for `asked` (a level or `RUST_LOG` directives): as asked, and, when
+/// that turns on debug or trace, [`NEVER_BELOW_INFO`] kept at info, so that no level makes
+/// the logs hold secrets or signed URLs.
+pub fn filter_directives(asked: &str) -> String {
+    let lower = asked.to_ascii_lowercase();
+    if !(lower.contains("debug") || lower.contains("trace")) {
+        return asked.to_owned();
+    }
+    let capped: Vec<String> = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info")).collect();
+    format!("{asked},{}", capped.join(","))
+}
+
+/// Install the global subscriber. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`
+/// ([`filter_directives`]).
 pub fn init() {
     let level = Env::process(ENVIRONMENT).optional("LOG_LEVEL").unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+    let asked = std::env::var("RUST_LOG").ok().filter(|v| !v.is_empty()).unwrap_or(level);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter_directives(&asked))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let format = LogFormat::choose(
         std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
@@ -72,6 +103,32 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+
+    /// At trace, the crates that would log whole requests (the raw Lambda event among them)
+    /// stay at info; everything else logs as asked; at warn nothing is raised.
+    #[test]
+    fn no_level_lets_the_runtime_or_the_sdk_log_whole_requests() {
+        use tracing::Level;
+        let enabled = |asked: &str, target: &str, level: Level| {
+            let filter = tracing_subscriber::EnvFilter::try_new(filter_directives(asked)).unwrap();
+            let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::sink).finish();
+            tracing::subscriber::with_default(subscriber, || match (target, level) {
+                ("lambda_runtime", Level::TRACE) => tracing::enabled!(target: "lambda_runtime", Level::TRACE),
+                ("lambda_runtime", _) => tracing::enabled!(target: "lambda_runtime", Level::INFO),
+                ("aws_smithy_runtime", _) => tracing::enabled!(target: "aws_smithy_runtime", Level::DEBUG),
+                (_, Level::TRACE) => tracing::enabled!(target: "stemvault_ingest", Level::TRACE),
+                _ => tracing::enabled!(target: "stemvault_ingest", Level::INFO),
+            })
+        };
+        for asked in ["trace", "TRACE", "debug", "info,stemvault_ingest=trace"] {
+            assert!(!enabled(asked, "lambda_runtime", Level::TRACE), "{asked}");
+            assert!(!enabled(asked, "aws_smithy_runtime", Level::DEBUG), "{asked}");
+            assert!(enabled(asked, "lambda_runtime", Level::INFO), "{asked}");
+        }
+        assert!(enabled("trace", "stemvault_ingest", Level::TRACE));
+        assert!(!enabled("warn", "lambda_runtime", Level::INFO), "warn raises nothing");
+        assert_eq!(filter_directives("warn"), "warn");
+    }
 
     #[derive(Clone, Default)]
     struct Buffer(Arc<Mutex<Vec<u8>>>);
