@@ -137,7 +137,7 @@ async fn register_task(
             return error(StatusCode::BAD_REQUEST, "invalid_registration", e.to_string());
         }
     };
-    match register(ports, task_id, &registration, now, settings.reconcile_after, settings.link_expiry).await {
+    match register(ports, task_id, &registration, now, settings.reconcile_after).await {
         Ok(Registered::Created(view)) => {
             tracing::info!(family = %registration.family, "task registered");
             json(StatusCode::CREATED, &view)

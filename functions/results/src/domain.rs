@@ -67,16 +67,18 @@ pub async fn task_view(
     let Some(record) = ports.load_task(task_id).await? else {
         return Ok(None);
     };
-    view_of(ports, &record, link_expiry).await.map(Some)
+    view_of(ports, &record, Some(link_expiry)).await.map(Some)
 }
 
-async fn view_of(ports: &impl Ports, record: &TaskRecord, link_expiry: Duration) -> Result<TaskView, ResultsError> {
+/// The view of `record`, with presigned links valid for `links` (None: none, for callers who
+/// may register tasks but not read their files).
+async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
     // The same projection the manifest uses, so both always agree; its timestamp is unused.
     let manifest = Manifest::of(record, record.vault, record.last_received_at);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
-        let download_url = match file.status {
-            PublicFileStatus::Stored => Some(ports.presign(&file.key, link_expiry).await?),
+        let download_url = match (file.status, links) {
+            (PublicFileStatus::Stored, Some(expiry)) => Some(ports.presign(&file.key, expiry).await?),
             _ => None,
         };
         files.push(FileView { file, download_url });
@@ -107,20 +109,20 @@ pub enum Registered {
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already. Idempotent: one read, and one
-/// conditional put only for a new task.
+/// conditional put only for a new task. The view answered has no download links: the right
+/// to register (`PUT`) is not the right to read the files (`GET`).
 pub async fn register(
     ports: &impl Ports,
     task_id: &TaskId,
     registration: &Registration,
     now: Timestamp,
     reconcile_after: Duration,
-    link_expiry: Duration,
 ) -> Result<Registered, ResultsError> {
     let mut known = ports.load_task(task_id).await?;
     if known.is_none() {
         let record = registration.record(task_id, now, reconcile_after);
         match ports.put_new_task(&record).await? {
-            Conditional::Applied => return Ok(Registered::Created(view_of(ports, &record, link_expiry).await?)),
+            Conditional::Applied => return Ok(Registered::Created(view_of(ports, &record, None).await?)),
             // Registered (or called back) at the same moment: answer with what is there.
             Conditional::Conflict => known = ports.load_task(task_id).await?,
         }
@@ -128,7 +130,7 @@ pub async fn register(
     let Some(record) = known else {
         return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
     };
-    let view = view_of(ports, &record, link_expiry).await?;
+    let view = view_of(ports, &record, None).await?;
     Ok(if registration.agrees_with(&record) { Registered::Existing(view) } else { Registered::Disagrees(view) })
 }
 
@@ -293,8 +295,7 @@ pub(crate) mod tests {
         let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
         let reg = Registration { family: Family::Wav, client_ref: Some("order-17".into()) };
         let second = Duration::from_secs(1);
-        let Registered::Created(view) = register(&ports, &id("t9"), &reg, now, second * 600, second).await.unwrap()
-        else {
+        let Registered::Created(view) = register(&ports, &id("t9"), &reg, now, second * 600).await.unwrap() else {
             panic!("a new task is created")
         };
         assert_eq!(
@@ -305,21 +306,25 @@ pub(crate) mod tests {
         let written = ports.put.lock().unwrap()[0].clone();
         assert_eq!((written.reconcile.as_deref(), written.reconcile_at), (Some("due"), Some(now.plus(second * 600))));
 
-        let again = register(&ports, &id("t9"), &reg, now, second * 600, second).await.unwrap();
+        let again = register(&ports, &id("t9"), &reg, now, second * 600).await.unwrap();
         assert!(
             matches!(again, Registered::Existing(ref v) if v.client_ref.as_deref() == Some("order-17")),
             "{again:?}"
         );
         let other = Registration { client_ref: Some("order-18".into()), ..reg.clone() };
-        let refused = register(&ports, &id("t9"), &other, now, second * 600, second).await.unwrap();
+        let refused = register(&ports, &id("t9"), &other, now, second * 600).await.unwrap();
         assert!(matches!(refused, Registered::Disagrees(_)), "{refused:?}");
         assert_eq!(ports.put.lock().unwrap().len(), 1, "written once");
 
         // A task a callback recorded first keeps what it has; its family is the callback's.
         let called_back = MemoryPorts::with(&["t1"]);
         let music = Registration { family: Family::Music, client_ref: None };
-        let known = register(&called_back, &id("t1"), &music, now, second, second).await.unwrap();
+        let known = register(&called_back, &id("t1"), &music, now, second).await.unwrap();
         assert!(matches!(known, Registered::Existing(ref v) if v.stage == Stage::Complete), "{known:?}");
         assert!(called_back.put.lock().unwrap().is_empty());
+        // Its stored file is shown, without a link: registering is not reading the files.
+        let Registered::Existing(view) = known else { unreachable!() };
+        assert!(view.files.iter().any(|f| f.file.status == PublicFileStatus::Stored), "{view:?}");
+        assert!(view.files.iter().all(|f| f.download_url.is_none()), "{view:?}");
     }
 }
