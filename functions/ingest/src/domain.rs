@@ -8,13 +8,12 @@ use std::time::Duration;
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use suno_callbacks::{CallbackEvent, s3_key};
 
-use sha2::{Digest, Sha256};
-
 use crate::credentials::ReadSecret;
 use crate::error::{IngestError, StoreError};
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
 use {
+    sha2::{Digest, Sha256},
     stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims},
     stemvault_vault::{Clock, LoadTask, SaveTask},
 };
@@ -94,7 +93,7 @@ pub async fn ingest_or_park<P: Ports>(
         Err(e) if parks(&e) => e,
         Err(e) => return Err(e),
     };
-    let key = s3_key::parked_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(body)));
+    let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));
     match tokio::time::timeout(PARK_TIMEOUT, ports.archive_body(&key, body)).await {
         Ok(Ok(())) => Ok(Ingested::Parked { key, because: failed }),
         Ok(Err(reason)) => {

@@ -6,15 +6,16 @@
 //! very code ingest runs: a body recorded meanwhile is a duplicate that queues nothing), and
 //! deletes it once recorded. A body that cannot be recorded yet stays for the next run; after
 //! [`MAX_FAILURES_IN_A_ROW`] of those in a row the run stops replaying (the table is still
-//! failing: no point reading the rest now). One the table refuses for good stays too, logged
-//! as an error each run, for an operator.
+//! failing: no point reading the rest now). One that can never be recorded (too large for
+//! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
+//! accepted body, and logged as an error: it no longer stands in front of the others.
 
 use std::future::Future;
 
 use serde::Serialize;
 use stemvault_vault::Timestamp;
 use stemvault_vault::accept::{self, AcceptError, accept};
-use suno_callbacks::parse_callback;
+use suno_callbacks::{parse_callback, s3_key};
 use tracing::Instrument;
 
 use crate::error::StoreError;
@@ -146,7 +147,27 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
             Replay::NotYet { table_failing }
         }
         Err(e) => {
-            tracing::error!(error = %e, code = e.code(), "a parked callback cannot be recorded; left for an operator");
+            // Never recordable (too large for the table, or a record it refuses): kept where
+            // every accepted body is kept, and out of the way of the parked ones behind it.
+            let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &accept::body_sha256_hex(&body));
+            let moved = match ports.archive_body(&archive_key, &body).await {
+                Ok(()) => ports.delete_parked(key).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match moved {
+                Ok(()) => tracing::error!(
+                    error = %e,
+                    code = e.code(),
+                    archive_key,
+                    "a parked callback cannot be recorded; its body is archived, not recorded"
+                ),
+                Err(why) => tracing::error!(
+                    error = %e,
+                    code = e.code(),
+                    why,
+                    "a parked callback cannot be recorded, nor moved to the archive; left for an operator"
+                ),
+            }
             Replay::Refused
         }
     }

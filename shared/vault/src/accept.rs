@@ -107,6 +107,11 @@ pub struct Outcome {
     pub files_queued: usize,
 }
 
+/// The lower-case hex SHA-256 of a body: what names it in the archive (and under `parked/`).
+pub fn body_sha256_hex(body: &[u8]) -> String {
+    hex::encode(Sha256::digest(body))
+}
+
 /// Record, archive and queue one valid event within `settings.deadline`. `request_id`
 /// names this request's claims.
 ///
@@ -131,7 +136,7 @@ async fn accept_unbounded<P: Ports>(
     body: &[u8],
     request_id: &str,
 ) -> Result<Outcome, AcceptError> {
-    let sha256_hex = hex::encode(Sha256::digest(body));
+    let sha256_hex = body_sha256_hex(body);
     let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &sha256_hex);
     let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64 };
     let claimant = Claimant { id: request_id.to_owned(), lease: settings.lease };

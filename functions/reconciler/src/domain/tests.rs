@@ -355,3 +355,25 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     assert_eq!(replayed, Replayed { callbacks_replayed: 10, callbacks_still_parked: 0 }, "the same body ten times");
     assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
 }
+
+/// A parked callback the table refuses for good (here: a record it rejects) is moved to its
+/// archive key, out of `parked/`, so it never stands in front of the others; a body that is
+/// no callback has no archive key and stays for an operator.
+#[tokio::test]
+async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
+    use crate::replay::{Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let parked = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
+    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.table.set_save_error(Some(StoreError::Rejected("item too large".into())));
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1 });
+    let bodies = ports.bodies.lock().unwrap().clone();
+    let archive = format!("tasks/{TASK}/callbacks/");
+    assert!(!bodies.contains_key(&parked), "{:?}", bodies.keys());
+    let archived: Vec<_> = bodies.iter().filter(|(k, _)| k.starts_with(&archive)).collect();
+    assert_eq!(archived.len(), 1, "{:?}", bodies.keys());
+    assert_eq!(archived[0].1.as_slice(), CALLBACK);
+    assert!(ports.table.record(TASK).is_none(), "nothing recorded");
+}
