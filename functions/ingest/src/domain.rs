@@ -9,10 +9,11 @@ pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use suno_callbacks::{CallbackEvent, s3_key};
 
 use crate::credentials::ReadSecret;
-use crate::error::{IngestError, StoreError};
+use crate::error::IngestError;
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
 use {
+    crate::error::StoreError,
     sha2::{Digest, Sha256},
     stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims},
     stemvault_vault::{Clock, LoadTask, SaveTask},
@@ -47,7 +48,7 @@ pub async fn ingest<P: Ports>(
 pub enum Ingested {
     /// Recorded, archived and queued.
     Recorded(Outcome),
-    /// Not recorded now ([`parks`]): its body is kept under `key` ([`s3_key::parked_body_key`])
+    /// Not recorded now ([`IngestError::is_table_failure`]): its body is kept under `key` ([`s3_key::parked_body_key`])
     /// for the reconciler to replay; `because` says why it was not recorded.
     Parked { key: String, because: IngestError },
 }
@@ -60,20 +61,9 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
-/// Whether `e` may have left the callback unrecorded while a later try can record it (the
-/// table unavailable, too contended, or not done in time): then the callback is parked, not
-/// left to the provider's few retries. Failures after the record was written (queue, archive,
-/// events) are the provider's to retry, and the sweeper's to heal.
-pub fn parks(e: &IngestError) -> bool {
-    matches!(
-        e,
-        IngestError::Store(StoreError::Unavailable(_) | StoreError::Conflict)
-            | IngestError::Contention { .. }
-            | IngestError::Deadline { .. }
-    )
-}
-
-/// [`ingest`], and when that fails in a way a later try can fix ([`parks`]), keep the body
+/// [`ingest`], and when the table failed it ([`IngestError::is_table_failure`]: a later try
+/// can record it; failures after the record was written are the provider's to retry and the
+/// sweeper's to heal), keep the body
 /// under `parked/` (one PutObject, the archive's port) so that no verified callback is lost
 /// to an outage of the table longer than the provider's retries. Only when parking fails too
 /// is the failure the answer. `spent` is how long the request ran before: recording gets
@@ -90,7 +80,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
-        Err(e) if parks(&e) => e,
+        Err(e) if e.is_table_failure() => e,
         Err(e) => return Err(e),
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));

@@ -14,7 +14,7 @@ use std::future::Future;
 
 use serde::Serialize;
 use stemvault_vault::Timestamp;
-use stemvault_vault::accept::{self, AcceptError, accept};
+use stemvault_vault::accept::{self, accept};
 use suno_callbacks::{parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -142,9 +142,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         }
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
-            let table_failing =
-                matches!(e, AcceptError::Store(_) | AcceptError::Contention { .. } | AcceptError::Deadline { .. });
-            Replay::NotYet { table_failing }
+            Replay::NotYet { table_failing: e.is_table_failure() }
         }
         Err(e) => {
             // Never recordable (too large for the table, or a record it refuses): kept where

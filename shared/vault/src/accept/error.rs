@@ -41,6 +41,18 @@ impl AcceptError {
         )
     }
 
+    /// Whether the task table failed the event (unavailable, too contended, or not done in
+    /// time), so that it may be left unrecorded while a later try can record it: what makes
+    /// ingest park a callback, and stops a run's replays of parked ones.
+    pub fn is_table_failure(&self) -> bool {
+        matches!(
+            self,
+            AcceptError::Store(StoreError::Unavailable(_) | StoreError::Conflict)
+                | AcceptError::Contention { .. }
+                | AcceptError::Deadline { .. }
+        )
+    }
+
     /// A stable machine-readable name, for the response body and the logs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -106,6 +118,13 @@ mod tests {
             AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
+            // The table's own failures, and only those: the others come after the record.
+            let table = matches!(
+                retryable,
+                AcceptError::Store(_) | AcceptError::Contention { .. } | AcceptError::Deadline { .. }
+            );
+            assert_eq!(retryable.is_table_failure(), table, "{retryable}");
         }
+        assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_table_failure());
     }
 }
