@@ -33,7 +33,7 @@ class Emulator:
         self.port = free_port()
         # The bench empties its queue every few seconds (runtime_api.py): moto allows that.
         env = dict(os.environ, MOTO_SQS_ENFORCE_STRICT_QUEUE_PURGE_BEHAVIOUR="false")
-        # Its request log (werkzeug writes one line per request to stderr) counts AWS requests.
+        # Its request log (emulator.py writes one line per request to stderr) counts AWS requests.
         self.log = tempfile.NamedTemporaryFile(prefix="emulator-", suffix=".log")
         self.proc = subprocess.Popen([sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", str(self.port)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=self.log)

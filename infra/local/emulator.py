@@ -1,11 +1,21 @@
-"""The local AWS emulator: moto's server, with DynamoDB requests made atomic.
+"""The local AWS emulator: moto's application, with DynamoDB requests made atomic, served with
+keep-alive connections.
 
 moto serves requests on threads and its DynamoDB backend takes no lock, so two conditional
 writes that arrive together can both pass their condition; real DynamoDB never allows that,
 and stemvault's idempotency rests on it. This runs moto's own WSGI application with one
 lock around DynamoDB requests (SQS long polls and S3 transfers stay concurrent).
 
+It is served by waitress, not by moto's own server (werkzeug's development server): that one
+answers every request with `Connection: close`, so each AWS request paid a TCP connect and
+close that AWS's keep-alive endpoints never cost. They were about half of the CPU a
+callback cost the ingest function in `make bench` (one connection per request, strace), and
+any peer measured against the emulator paid them per request too.
+
     python emulator.py --host 127.0.0.1 --port 5000
+
+One line per request goes to stderr (`"METHOD /path HTTP/1.1" status`): the bench counts
+AWS requests with it.
 """
 
 import argparse
@@ -14,8 +24,8 @@ import signal
 import sys
 import threading
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from werkzeug.serving import run_simple
+import waitress
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
 class DynamoDbSerialised:
@@ -33,6 +43,22 @@ class DynamoDbSerialised:
         return self.app(environ, start_response)
 
 
+class RequestLog:
+    """WSGI middleware: one line per request on stderr, as moto's own server wrote."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def logged(status, headers, exc_info=None):
+            line = f'"{environ["REQUEST_METHOD"]} {environ.get("PATH_INFO", "")} HTTP/1.1" {status.split(" ", 1)[0]}\n'
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, logged)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -41,7 +67,22 @@ def main() -> None:
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds some URLs (SQS queues) from it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = DomainDispatcherApplication(create_backend_app)
-    run_simple(args.host, args.port, DynamoDbSerialised(app), threaded=True, request_handler=MotoRequestHandler)
+    waitress.serve(
+        RequestLog(DynamoDbSerialised(app)),
+        host=args.host,
+        port=args.port,
+        # A thread per request in flight: SQS long polls hold theirs for up to 20 s.
+        threads=64,
+        connection_limit=1000,
+        asyncore_use_poll=True,
+        # Request bodies (S3 parts of 8 MiB and more) read in large pieces and kept in memory,
+        # not spooled to a temporary file past 512 KiB; objects up to 5 GiB in one PUT.
+        recv_bytes=1 << 18,
+        inbuf_overflow=64 << 20,
+        max_request_body_size=5 << 30,
+        # No "Serving on ..." banner, no warnings about a full task queue on stderr.
+        _quiet=True,
+    )
 
 
 if __name__ == "__main__":
