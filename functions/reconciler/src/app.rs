@@ -123,6 +123,7 @@ impl App {
             tracing::info!(
                 callbacks_replayed = outcome.replayed.callbacks_replayed,
                 callbacks_still_parked = outcome.replayed.callbacks_still_parked,
+                callbacks_refused = outcome.replayed.callbacks_refused,
                 tasks_due = outcome.tasks_due,
                 polls = outcome.polls,
                 results = outcome.results,

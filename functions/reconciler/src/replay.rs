@@ -55,8 +55,12 @@ pub struct Replayed {
     /// Parked callbacks recorded (and deleted from `parked/`, unless that delete failed: then
     /// the next run replays it again, a duplicate).
     pub callbacks_replayed: usize,
-    /// Parked callbacks left for the next run: not recordable yet, refused, or not reached.
+    /// Parked callbacks left for the next run: not recordable yet, left for an operator, or
+    /// not reached.
     pub callbacks_still_parked: usize,
+    /// Parked callbacks the table refuses for good (too large, a record it rejects): moved to
+    /// their archive key unrecorded, out of `parked/`.
+    pub callbacks_refused: usize,
 }
 
 /// What became of one parked body.
@@ -68,7 +72,9 @@ enum Replay {
     NotYet {
         table_failing: bool,
     },
-    /// Left for an operator: no callback, or refused for good.
+    /// Refused for good and moved to its archive key, out of `parked/`.
+    Archived,
+    /// Left for an operator: no callback, or refused for good and not movable.
     Refused,
 }
 
@@ -96,6 +102,7 @@ pub async fn replay_parked<P: Ports>(
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
+            Replay::Archived => replayed.callbacks_refused += 1,
             Replay::NotYet { .. } | Replay::Refused => replayed.callbacks_still_parked += 1,
         }
     }
@@ -153,20 +160,25 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
                 Err(e) => Err(e),
             };
             match moved {
-                Ok(()) => tracing::error!(
-                    error = %e,
-                    code = e.code(),
-                    archive_key,
-                    "a parked callback cannot be recorded; its body is archived, not recorded"
-                ),
-                Err(why) => tracing::error!(
-                    error = %e,
-                    code = e.code(),
-                    why,
-                    "a parked callback cannot be recorded, nor moved to the archive; left for an operator"
-                ),
+                Ok(()) => {
+                    tracing::error!(
+                        error = %e,
+                        code = e.code(),
+                        archive_key,
+                        "a parked callback cannot be recorded; its body is archived, not recorded"
+                    );
+                    Replay::Archived
+                }
+                Err(why) => {
+                    tracing::error!(
+                        error = %e,
+                        code = e.code(),
+                        why,
+                        "a parked callback cannot be recorded, nor moved to the archive; left for an operator"
+                    );
+                    Replay::Refused
+                }
             }
-            Replay::Refused
         }
     }
 }

@@ -319,12 +319,12 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
 
     ports.table.set_save_error(Some(StoreError::Unavailable("still down".into())));
     let replayed = replay_parked(&ports, accept, "run-1", 50, stop_at).await.unwrap();
-    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 2 });
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 2, callbacks_refused: 0 });
     assert!(ports.table.record(TASK).is_none());
 
     ports.table.set_save_error(None);
     let replayed = replay_parked(&ports, accept, "run-2", 50, stop_at).await.unwrap();
-    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1 });
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1, callbacks_refused: 0 });
     let record = ports.record();
     assert_eq!(record.stage, Stage::Final);
     assert!(!record.files.is_empty() && record.files.values().all(|f| f.status == FileStatus::Queued));
@@ -347,12 +347,16 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     ports.table.set_save_error(Some(StoreError::Unavailable("down".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
-    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10 });
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10, callbacks_refused: 0 });
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), MAX_FAILURES_IN_A_ROW);
 
     ports.table.set_save_error(None);
     let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
-    assert_eq!(replayed, Replayed { callbacks_replayed: 10, callbacks_still_parked: 0 }, "the same body ten times");
+    assert_eq!(
+        replayed,
+        Replayed { callbacks_replayed: 10, callbacks_still_parked: 0, callbacks_refused: 0 },
+        "the same body ten times"
+    );
     assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
 }
 
@@ -368,7 +372,7 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
     ports.table.set_save_error(Some(StoreError::Rejected("item too large".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
-    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1 });
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 0, callbacks_refused: 1 });
     let bodies = ports.bodies.lock().unwrap().clone();
     let archive = format!("tasks/{TASK}/callbacks/");
     assert!(!bodies.contains_key(&parked), "{:?}", bodies.keys());
