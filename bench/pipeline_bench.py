@@ -146,7 +146,9 @@ class Meter:
 
     def forward(self, method, path, body, headers):
         c = self.http_client.HTTPConnection("127.0.0.1", self.upstream, timeout=300)
-        hdrs = {k: v for k, v in headers.items() if k.lower() not in ("connection", "transfer-encoding")}
+        # Its own Content-Length only: a second one in another case is a request the emulator
+        # (waitress) refuses as ambiguous, as a careful server should.
+        hdrs = {k: v for k, v in headers.items() if k.lower() not in ("connection", "transfer-encoding", "content-length")}
         hdrs["Content-Length"] = str(len(body))
         c.request(method, path, body=body, headers=hdrs)
         r = c.getresponse(); data = r.read(); c.close()
