@@ -424,10 +424,15 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
             .expect("a reconciler configuration without a provider key");
     let reconciler = stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts");
     assert!(!reconciler.is_on());
+    let replayed_from = stemvault_vault::Timestamp::now();
     let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
     assert_eq!((outcome.replayed.callbacks_replayed, outcome.replayed.callbacks_still_parked), (1, 0), "{outcome:?}");
     let record = env.record(event.task_id.as_str()).await.expect("recorded by the replay");
     assert_eq!((record.files.len(), record.deliveries), (12, 1));
+    // Dated when parked (the object's LastModified, to the second), not when replayed.
+    assert!(record.first_received_at < replayed_from, "{:?}", record.first_received_at);
+    let received: Vec<_> = record.callbacks.values().map(|c| c.received_at).collect();
+    assert_eq!(received, vec![record.first_received_at]);
     assert_eq!(env.object(&parked).await, None, "deleted once recorded");
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "archived");
     let jobs = jobs(&env).await;

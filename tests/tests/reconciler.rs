@@ -305,7 +305,8 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_are_no_op_duplicate
     let polled = env.task_record(&task).await;
     let body = callback_like(&polled);
     let event = suno_callbacks::parse_callback(body.as_bytes()).unwrap();
-    let late = stemvault_vault::accept::accept(&ports, &accept, &event, body.as_bytes(), "req-late").await.unwrap();
+    let late =
+        stemvault_vault::accept::accept(&ports, &accept, &event, body.as_bytes(), "req-late", None).await.unwrap();
     assert_eq!(late.files_queued, 0, "{late:?}");
     let after = env.task_record(&task).await;
     assert_eq!((after.files.len(), after.stage), (2, Stage::Final));

@@ -40,7 +40,7 @@ pub async fn ingest<P: Ports>(
     body: &[u8],
     request_id: &str,
 ) -> Result<Outcome, IngestError> {
-    stemvault_vault::accept::accept(ports, settings, event, body, request_id).await
+    stemvault_vault::accept::accept(ports, settings, event, body, request_id, None).await
 }
 
 /// What became of a valid callback.

@@ -17,7 +17,7 @@ use crate::Config;
 use crate::domain::{ListDueTasks, PollProvider, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
-use crate::replay::{DeleteParked, ListParked, ReadParked};
+use crate::replay::{DeleteParked, ListParked, ParkedBody, ReadParked};
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
@@ -84,7 +84,7 @@ impl PublishEvents for AwsPorts {
 
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
-    async fn parked(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
         let mut keys = Vec::new();
         let mut after = None;
         while keys.len() < limit {
@@ -98,7 +98,10 @@ impl ListParked for AwsPorts {
                 .send()
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+            keys.extend(page.contents().iter().filter_map(|o| {
+                let parked_at = o.last_modified().and_then(|t| t.to_millis().ok()).map(Timestamp::from_unix_ms);
+                Some(ParkedBody { key: o.key()?.to_owned(), parked_at })
+            }));
             match page.next_continuation_token() {
                 Some(token) if page.is_truncated() == Some(true) => after = Some(token.to_owned()),
                 _ => break,

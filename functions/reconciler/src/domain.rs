@@ -223,7 +223,7 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Pending
             }
             Ok(PollResult::Result(event)) if event.task_id == task => {
-                let accepted = accept(ports, &settings.accept, &event, &body, claimant).await?;
+                let accepted = accept(ports, &settings.accept, &event, &body, claimant, None).await?;
                 tracing::info!(
                     task_id,
                     stage = %event.stage,

@@ -20,9 +20,18 @@ use tracing::Instrument;
 
 use crate::error::StoreError;
 
-/// The keys under `parked/` in key order (by task id), at most `limit`.
+/// One body under `parked/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedBody {
+    pub key: String,
+    /// When it was parked (its object's last modification): when the callback reached
+    /// stemvault, which dates it in the record rather than the replay does.
+    pub parked_at: Option<Timestamp>,
+}
+
+/// The bodies under `parked/` in key order (by task id), at most `limit`.
 pub trait ListParked {
-    fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
 }
 
 /// The body parked under `key` (None: gone, replayed by another run).
@@ -87,16 +96,16 @@ pub async fn replay_parked<P: Ports>(
     limit: usize,
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
-    let keys = ports.parked(limit).await?;
+    let parked = ports.parked(limit).await?;
     let mut replayed = Replayed::default();
     let mut failures_in_a_row = 0;
-    for (i, key) in keys.iter().enumerate() {
+    for (i, body) in parked.iter().enumerate() {
         if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
-            replayed.callbacks_still_parked += keys.len() - i;
+            replayed.callbacks_still_parked += parked.len() - i;
             break;
         }
-        let span = tracing::info_span!("replay", key = %key, task_id = tracing::field::Empty);
-        let replay = replay_one(ports, settings, key, &format!("replay-{run_id}-{i}")).instrument(span).await;
+        let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
+        let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
         let table_failing = matches!(replay, Replay::NotYet { table_failing: true });
         failures_in_a_row = if table_failing { failures_in_a_row + 1 } else { 0 };
         match replay {
@@ -115,7 +124,8 @@ pub async fn replay_parked<P: Ports>(
     Ok(replayed)
 }
 
-async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str, claimant: &str) -> Replay {
+async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &ParkedBody, claimant: &str) -> Replay {
+    let key = parked.key.as_str();
     let body = match ports.read_parked(key).await {
         Ok(Some(body)) => body,
         Ok(None) => return Replay::Gone,
@@ -133,7 +143,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, key: &str,
         }
     };
     tracing::Span::current().record("task_id", event.task_id.as_str());
-    match accept(ports, settings, &event, &body, claimant).await {
+    match accept(ports, settings, &event, &body, claimant, parked.parked_at).await {
         Ok(outcome) => {
             tracing::info!(
                 stage = %event.stage,

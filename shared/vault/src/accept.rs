@@ -35,7 +35,7 @@ use crate::download::manifest_job;
 use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use crate::events::{PublishEvents, after_callback};
 use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
-use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, reconcile, retry_on_conflict};
+use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, Timestamp, reconcile, retry_on_conflict};
 
 mod error;
 
@@ -113,7 +113,8 @@ pub fn body_sha256_hex(body: &[u8]) -> String {
 }
 
 /// Record, archive and queue one valid event within `settings.deadline`. `request_id`
-/// names this request's claims.
+/// names this request's claims; `arrived_at` dates a body that reached stemvault before now
+/// (a parked callback: [`BodyInfo::arrived_at`]).
 ///
 /// Giving up midway is safe: the body is archived again and the record merged again by the
 /// retry, and claims left behind lapse with their lease and are taken over.
@@ -123,8 +124,9 @@ pub async fn accept<P: Ports>(
     event: &CallbackEvent,
     body: &[u8],
     request_id: &str,
+    arrived_at: Option<Timestamp>,
 ) -> Result<Outcome, AcceptError> {
-    tokio::time::timeout(settings.deadline, accept_unbounded(ports, settings, event, body, request_id))
+    tokio::time::timeout(settings.deadline, accept_unbounded(ports, settings, event, body, request_id, arrived_at))
         .await
         .unwrap_or(Err(AcceptError::Deadline { after: settings.deadline }))
 }
@@ -135,10 +137,11 @@ async fn accept_unbounded<P: Ports>(
     event: &CallbackEvent,
     body: &[u8],
     request_id: &str,
+    arrived_at: Option<Timestamp>,
 ) -> Result<Outcome, AcceptError> {
     let sha256_hex = body_sha256_hex(body);
     let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &sha256_hex);
-    let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64 };
+    let info = BodyInfo { sha256_hex, archive_key, bytes: body.len() as u64, arrived_at };
     let claimant = Claimant { id: request_id.to_owned(), lease: settings.lease };
 
     let (fits, fitted) = tokio::sync::oneshot::channel();

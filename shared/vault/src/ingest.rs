@@ -29,12 +29,16 @@ pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 /// What the downloader may still add to one file of the record (ids, times, digest, error).
 const FILE_GROWTH_BYTES: usize = 512;
 
-/// The accepted body as archived: its digest, where it is kept, and its size.
+/// The accepted body as archived: its digest, where it is kept, its size, and when it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyInfo {
     pub sha256_hex: String,
     pub archive_key: String,
     pub bytes: u64,
+    /// When the body reached stemvault, if before this merge (a parked callback replayed
+    /// later); None: now. It dates the callback and the task's first receipt, never a claim
+    /// nor `last_received_at`, which orders the sweeper's grace from the merge.
+    pub arrived_at: Option<Timestamp>,
 }
 
 /// Who is claiming files to enqueue them, and for how long the claim holds.
@@ -95,15 +99,19 @@ pub fn ingest_callback(
     now: Timestamp,
 ) -> Merge {
     let id = callback_id(event.stage, &body.sha256_hex);
+    let arrived = body.arrived_at.map_or(now, |t| t.min(now));
     let read_generation = existing.map(|r| r.generation);
     let (mut record, duplicate) = match existing {
-        None => (new_record(event, body, &id, now), false),
+        None => (new_record(event, body, &id, arrived, now), false),
         Some(current) => {
             let mut record = current.clone();
             if record.deliveries == 0 {
                 // A registered task's first callback.
-                record.first_received_at = now;
+                record.first_received_at = arrived;
                 record.last_received_at = now;
+            } else {
+                // A parked callback replayed after a later one was recorded directly.
+                record.first_received_at = record.first_received_at.min(arrived);
             }
             record.deliveries += 1;
             // The latest of the deliveries seen (clocks of concurrent requests differ).
@@ -115,7 +123,7 @@ pub fn ingest_callback(
                     true
                 }
                 None => {
-                    apply_new_body(&mut record, event, body, &id, now);
+                    apply_new_body(&mut record, event, body, &id, arrived);
                     false
                 }
             };
@@ -162,16 +170,17 @@ pub fn reclaim(
     (Some(updated), claims)
 }
 
-fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) -> TaskRecord {
+fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp, now: Timestamp) -> TaskRecord {
     let mut record = TaskRecord::new(
         event.task_id.as_str(),
         event.family,
         event.stage,
         event.code,
         &bounded_message(&event.message),
-        now,
+        arrived,
     );
-    record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
+    record.last_received_at = now;
+    record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
     let opened = merge_files(&mut record, event, true);
     stamp(&mut record, &opened);
     merge_streams(&mut record, event, true);
@@ -180,9 +189,9 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) 
     record
 }
 
-/// A body not seen before for a known task.
-fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, now: Timestamp) {
-    record.callbacks.insert(id.to_owned(), callback_entry(event, body, now));
+/// A body not seen before for a known task, which arrived at `arrived`.
+fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp) {
+    record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
     let registered = record.stage == Stage::Submitted;
     if (record.family == Family::Unknown || registered) && event.family != Family::Unknown {
         record.family = event.family;
@@ -201,7 +210,7 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
             stage: event.stage,
             code: event.code,
             message: bounded_message(&event.message),
-            received_at: now,
+            received_at: arrived,
         });
     }
     // An event at the task's own stage (or one that set it) speaks for the task's data;
@@ -228,12 +237,12 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     }
 }
 
-fn callback_entry(event: &CallbackEvent, body: &BodyInfo, now: Timestamp) -> CallbackEntry {
+fn callback_entry(event: &CallbackEvent, body: &BodyInfo, arrived: Timestamp) -> CallbackEntry {
     CallbackEntry {
         stage: event.stage,
         code: event.code,
         message: bounded_message(&event.message),
-        received_at: now,
+        received_at: arrived,
         body_key: body.archive_key.clone(),
         bytes: body.bytes,
         deliveries: 1,

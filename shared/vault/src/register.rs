@@ -136,7 +136,12 @@ mod tests {
     }
 
     fn merge(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> TaskRecord {
-        let body = BodyInfo { sha256_hex: "ab".repeat(32), archive_key: "tasks/t1/callbacks/x.json".into(), bytes: 2 };
+        let body = BodyInfo {
+            sha256_hex: "ab".repeat(32),
+            archive_key: "tasks/t1/callbacks/x.json".into(),
+            bytes: 2,
+            arrived_at: None,
+        };
         let claimant = Claimant { id: "req".into(), lease: Duration::from_secs(15) };
         ingest_callback(Some(record), event, &body, &claimant, now).record
     }

@@ -242,7 +242,8 @@ async fn a_body_whose_record_fits_is_archived_even_when_the_put_fails() {
 /// A record whose files a request claimed and then abandoned (it crashed before sending).
 fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
     let sha256_hex = hex::encode(Sha256::digest(body));
-    let info = BodyInfo { archive_key: body_key("final", body), sha256_hex, bytes: body.len() as u64 };
+    let info =
+        BodyInfo { archive_key: body_key("final", body), sha256_hex, bytes: body.len() as u64, arrived_at: None };
     let claimant = Claimant { id: "crashed".into(), lease: Duration::from_secs(30) };
     ports.put_record(ingest_callback(None, e, &info, &claimant, ports.now()).record);
 }

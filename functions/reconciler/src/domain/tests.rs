@@ -39,6 +39,8 @@ struct MemoryPorts {
     polls: Mutex<Vec<(Family, String)>>,
     events: Mutex<Vec<events::TaskEvent>>,
     parked_reads: std::sync::atomic::AtomicUsize,
+    /// When each parked body was parked (none: unknown).
+    parked_at: Mutex<HashMap<String, Timestamp>>,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -52,6 +54,7 @@ impl MemoryPorts {
             polls: Mutex::default(),
             events: Mutex::default(),
             parked_reads: Default::default(),
+            parked_at: Mutex::default(),
         }
     }
 
@@ -85,11 +88,16 @@ impl events::PublishEvents for MemoryPorts {
 
 /// The parked bodies are the `parked/` keys of `bodies` (one bucket, as in S3).
 impl crate::replay::ListParked for MemoryPorts {
-    async fn parked(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn parked(&self, limit: usize) -> Result<Vec<crate::replay::ParkedBody>, StoreError> {
         let mut keys: Vec<String> =
             self.bodies.lock().unwrap().keys().filter(|k| k.starts_with("parked/")).cloned().collect();
         keys.sort();
-        Ok(keys.into_iter().take(limit).collect())
+        let parked_at = self.parked_at.lock().unwrap();
+        Ok(keys
+            .into_iter()
+            .take(limit)
+            .map(|key| crate::replay::ParkedBody { parked_at: parked_at.get(&key).copied(), key })
+            .collect())
     }
 }
 
@@ -241,7 +249,7 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
     ports.until_due();
     run(&ports).await;
     let event = parse_callback(CALLBACK).unwrap();
-    let late = accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1").await.unwrap();
+    let late = accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
     assert_eq!(late.files_queued, 0);
     assert_eq!(ports.table.messages().len(), 2);
     assert_eq!(ports.record().files.len(), 2);
@@ -262,7 +270,7 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
     ]);
     let event = parse_callback(first_body).unwrap();
     assert_eq!(event.stage, Stage::First);
-    accept(&ports, &accept::Settings::default(), &event, first_body, "req-1").await.unwrap();
+    accept(&ports, &accept::Settings::default(), &event, first_body, "req-1", None).await.unwrap();
     assert_eq!(ports.record().reconcile.as_deref(), Some("due"), "stuck at first: watched");
     ports.until_due();
     assert_eq!(run(&ports).await.results, 1);
@@ -333,6 +341,26 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     assert!(!bodies.contains(&parked), "deleted once recorded: {bodies:?}");
     assert!(bodies.iter().any(|k| k.starts_with(&format!("tasks/{TASK}/callbacks/"))), "archived: {bodies:?}");
     assert!(bodies.contains(&"parked/by-hand.json".to_owned()), "{bodies:?}");
+}
+
+/// A replayed callback is dated when it was parked, not when it was replayed: the task's
+/// first receipt and the callback's; `last_received_at` (the sweeper's grace) is the replay's.
+#[tokio::test]
+async fn a_replayed_callback_is_dated_when_it_was_parked() {
+    use crate::replay::replay_parked;
+    let ports = MemoryPorts::new(vec![]);
+    let parked = format!("parked/{TASK}/final-{}.json", "ef".repeat(32));
+    let parked_at = ports.table.now();
+    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.parked_at.lock().unwrap().insert(parked, parked_at);
+    ports.table.advance(Duration::from_secs(3600));
+    let replayed_at = ports.table.now();
+    let stop_at = replayed_at.plus(Duration::from_secs(60));
+    replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let record = ports.record();
+    assert_eq!(record.first_received_at, parked_at);
+    assert_eq!(record.callbacks.values().map(|c| c.received_at).collect::<Vec<_>>(), vec![parked_at]);
+    assert_eq!(record.last_received_at, replayed_at);
 }
 
 /// While the table still takes nothing, a run stops replaying after a few failures in a row

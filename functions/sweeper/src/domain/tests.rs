@@ -29,8 +29,12 @@ fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) ->
         streams: vec![],
         details: Details::None,
     };
-    let body =
-        BodyInfo { sha256_hex: "ab".into(), archive_key: format!("tasks/{task}/callbacks/final-ab.json"), bytes: 2 };
+    let body = BodyInfo {
+        sha256_hex: "ab".into(),
+        archive_key: format!("tasks/{task}/callbacks/final-ab.json"),
+        bytes: 2,
+        arrived_at: None,
+    };
     let dead = Claimant { id: "dead-request".into(), lease: Duration::from_secs(15) };
     let mut record = ingest_callback(None, &event, &body, &dead, received).record;
     for (name, status) in statuses {

@@ -34,7 +34,12 @@ fn event(stage: Stage, code: i64, files: &[(&str, &str)]) -> CallbackEvent {
 }
 
 fn body(sha: &str) -> BodyInfo {
-    BodyInfo { sha256_hex: sha.to_owned(), archive_key: format!("tasks/task-1/callbacks/x-{sha}.json"), bytes: 42 }
+    BodyInfo {
+        sha256_hex: sha.to_owned(),
+        archive_key: format!("tasks/task-1/callbacks/x-{sha}.json"),
+        bytes: 42,
+        arrived_at: None,
+    }
 }
 
 /// What the ingest adapter does after sending: the claimed files are `queued`.
@@ -715,4 +720,27 @@ proptest! {
             record = Some(next);
         }
     }
+}
+
+/// A body that arrived before its merge (a parked callback replayed) dates the task's first
+/// receipt and its callback entry; `last_received_at` is the merge's. Replayed after a later
+/// callback was recorded directly, it moves the first receipt back.
+#[test]
+fn a_body_that_arrived_earlier_is_dated_when_it_arrived() {
+    let parked = BodyInfo { arrived_at: Some(now(0)), ..body("aa") };
+    let first = ingest_callback(None, &event(Stage::Text, 200, &[]), &parked, &claimant("replay"), now(60)).record;
+    assert_eq!((first.first_received_at, first.last_received_at), (now(0), now(60)));
+    assert_eq!(first.callbacks.values().map(|c| c.received_at).collect::<Vec<_>>(), vec![now(0)]);
+
+    let direct = ingest_callback(None, &event(Stage::First, 200, &[]), &body("bb"), &claimant("req"), now(30)).record;
+    let parked = BodyInfo { arrived_at: Some(now(10)), ..body("cc") };
+    let merged = ingest_callback(Some(&direct), &event(Stage::Text, 200, &[]), &parked, &claimant("replay"), now(90));
+    let r = &merged.record;
+    assert_eq!((r.first_received_at, r.last_received_at), (now(10), now(90)));
+    let entry = r.callbacks.values().find(|c| c.stage == Stage::Text).expect("the replayed callback");
+    assert_eq!(entry.received_at, now(10));
+    // A clock behind the arrival never dates a callback in the future.
+    let ahead = BodyInfo { arrived_at: Some(now(120)), ..body("dd") };
+    let r = ingest_callback(None, &event(Stage::Text, 200, &[]), &ahead, &claimant("replay"), now(100)).record;
+    assert_eq!(r.first_received_at, now(100));
 }
