@@ -103,7 +103,12 @@ pub const PARKED_PREFIX: &str = "parked/";
 /// Where a verified callback body waits to be recorded: under [`PARKED_PREFIX`], named as its
 /// archive will be ([`callback_body_key`]), so parking the same body twice keeps one copy.
 pub fn parked_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) -> String {
-    format!("{PARKED_PREFIX}{task_id}/{stage}-{body_sha256_hex}.json")
+    format!("{}{stage}-{body_sha256_hex}.json", parked_task_prefix(task_id))
+}
+
+/// The prefix of every parked body of a task, with a trailing `/`.
+pub fn parked_task_prefix(task_id: &TaskId) -> String {
+    format!("{PARKED_PREFIX}{task_id}/")
 }
 
 /// Where the manifest of a settled task is written.
@@ -195,6 +200,8 @@ mod tests {
         assert!(callback_body_key(&t, Stage::Complete, "ab").starts_with(&callback_body_prefix(&t)));
         assert_eq!(parked_body_key(&t, Stage::Final, "ab12"), "parked/2fac****9f72/final-ab12.json");
         assert!(parked_body_key(&t, Stage::Final, "ab12").starts_with(PARKED_PREFIX));
+        assert!(parked_body_key(&t, Stage::Final, "ab12").starts_with(&parked_task_prefix(&t)));
+        assert_eq!(parked_task_prefix(&t), "parked/2fac****9f72/");
     }
 
     #[test]

@@ -129,3 +129,27 @@ async fn unknown_task_is_404_and_invalid_id_is_400() {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json(&response)["error"], "invalid_task_id");
 }
+
+/// A task the table does not know but whose callback ingest parked is 202 `parked`: the
+/// ListObjectsV2 of its own `parked/<task_id>/` prefix (another task's id that starts the
+/// same is not it).
+#[tokio::test]
+async fn a_task_known_only_by_a_parked_callback_is_202() {
+    let env = TestEnv::new().await;
+    let app = app(&env, 60);
+    let key = format!("parked/waiting-task/final-{}.json", "ab".repeat(32));
+    env.s3
+        .put_object()
+        .bucket(&env.resources.bucket_name)
+        .key(key)
+        .body(b"{}".to_vec().into())
+        .send()
+        .await
+        .expect("a parked body");
+
+    let response = app.handle(get("/tasks/waiting-task")).await;
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    assert_eq!(json(&response)["status"], "parked");
+    let response = app.handle(get("/tasks/waiting")).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

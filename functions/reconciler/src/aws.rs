@@ -17,7 +17,8 @@ use crate::Config;
 use crate::domain::{ListDueTasks, PollProvider, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
-use crate::replay::{DeleteParked, ListParked, ParkedBody, ReadParked};
+use crate::replay::{DeleteParked, ListParked, ReadParked};
+use stemvault_vault::accept::ParkedBody;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
@@ -85,30 +86,9 @@ impl PublishEvents for AwsPorts {
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
     async fn parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
-        let mut keys = Vec::new();
-        let mut after = None;
-        while keys.len() < limit {
-            let page = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(s3_key::PARKED_PREFIX)
-                .max_keys(i32::try_from(limit - keys.len()).unwrap_or(i32::MAX))
-                .set_continuation_token(after)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
-            keys.extend(page.contents().iter().filter_map(|o| {
-                let parked_at = o.last_modified().and_then(|t| t.to_millis().ok()).map(Timestamp::from_unix_ms);
-                Some(ParkedBody { key: o.key()?.to_owned(), parked_at })
-            }));
-            match page.next_continuation_token() {
-                Some(token) if page.is_truncated() == Some(true) => after = Some(token.to_owned()),
-                _ => break,
-            }
-        }
-        keys.truncate(limit);
-        Ok(keys)
+        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
     }
 }
 

@@ -14,20 +14,11 @@ use std::future::Future;
 
 use serde::Serialize;
 use stemvault_vault::Timestamp;
-use stemvault_vault::accept::{self, accept};
+use stemvault_vault::accept::{self, ParkedBody, accept};
 use suno_callbacks::{parse_callback, s3_key};
 use tracing::Instrument;
 
 use crate::error::StoreError;
-
-/// One body under `parked/`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParkedBody {
-    pub key: String,
-    /// When it was parked (its object's last modification): when the callback reached
-    /// stemvault, which dates it in the record rather than the replay does.
-    pub parked_at: Option<Timestamp>,
-}
 
 /// The bodies under `parked/` in key order (by task id), at most `limit`.
 pub trait ListParked {

@@ -13,11 +13,15 @@ use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Ports, Registered, register, task_view};
+use crate::domain::{Found, Ports, Registered, register, task_view};
 use crate::error::ResultsError;
 
 /// The largest registration body accepted (`{"family": ..., "client_ref": <256 bytes>}`).
 pub const MAX_REGISTRATION_BYTES: usize = 4096;
+
+/// When to ask again about a parked task: the reconciler replays parked callbacks every 2
+/// minutes (template.yaml, ReconcilerFunction's schedule).
+const PARKED_RETRY_AFTER: &str = "60";
 
 /// The results function with its clients, built once per Lambda instance.
 pub struct App {
@@ -161,9 +165,21 @@ async fn register_task(
 
 async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> Response<Body> {
     match task_view(ports, task_id, link_expiry).await {
-        Ok(Some(view)) => {
+        Ok(Some(Found::Task(view))) => {
             tracing::info!(files = view.files.len(), vault = %view.vault, "task found");
             json(StatusCode::OK, &view)
+        }
+        Ok(Some(Found::Parked)) => {
+            tracing::info!("task known only by a parked callback");
+            let body = serde_json::json!({
+                "task_id": task_id.as_str(),
+                "status": "parked",
+                "message": "a callback of this task was received but not recorded yet (the task table \
+                            could not take it); the reconciler records it within minutes",
+            });
+            let mut response = json(StatusCode::ACCEPTED, &body);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(PARKED_RETRY_AFTER));
+            response
         }
         Ok(None) => {
             tracing::info!("task not found");
@@ -289,6 +305,15 @@ mod tests {
             assert_eq!(body["error"], "invalid_task_id", "{path}");
             assert!(body["message"].as_str().unwrap().contains("task id"), "{path}: {body}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_task_known_only_by_a_parked_callback_is_202_with_retry_after() {
+        let ports = MemoryPorts { parked: vec!["t2".into()], ..MemoryPorts::with(&["t1"]) };
+        let (status, body, response) = call(&ports, Method::GET, "/tasks/t2").await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!((body["task_id"].as_str(), body["status"].as_str()), (Some("t2"), Some("parked")));
+        assert_eq!(response.headers()[header::RETRY_AFTER], PARKED_RETRY_AFTER);
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
 //! The ports over AWS: the task table (one strongly consistent Query of a task's item
-//! collection, and a registration's conditional PutItem) and S3 presigning.
+//! collection, and a registration's conditional PutItem), S3 presigning, and the parked
+//! callbacks of a task the table does not know (one ListObjectsV2).
 
 use std::time::Duration;
 
@@ -8,17 +9,17 @@ use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
 use stemvault_vault::items::{self, ItemPut, PutCondition};
 use stemvault_vault::{Conditional, LoadTask, StoreError, TaskRecord};
-use suno_callbacks::TaskId;
+use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{PresignDownload, PutNewTask};
+use crate::domain::{FindParked, PresignDownload, PutNewTask};
 use crate::error::PresignError;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
 /// the task's item collection (one Query), a registration's task item (PutItem, only if
-/// absent), and presigning, which signs a GetObject the caller later makes with the
-/// function's credentials.
-pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "dynamodb:PutItem", "s3:GetObject"];
+/// absent), presigning, which signs a GetObject the caller later makes with the function's
+/// credentials, and listing a task's parked callbacks (ListBucket, under `parked/` only).
+pub const AWS_ACTIONS: &[&str] = &["dynamodb:Query", "dynamodb:PutItem", "s3:GetObject", "s3:ListBucket"];
 
 /// The task table and the vault bucket.
 #[derive(Debug, Clone)]
@@ -49,6 +50,15 @@ impl PutNewTask for AwsPorts {
     async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
         let put = ItemPut { item: items::task_item(record)?, condition: PutCondition::Absent };
         self.table.put("PutItem (registration)", put).await
+    }
+}
+
+impl FindParked for AwsPorts {
+    async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
+        stemvault_aws::parked::list(&self.s3, &self.bucket, &s3_key::parked_task_prefix(task_id), 1)
+            .await
+            .map(|parked| !parked.is_empty())
+            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
     }
 }
 

@@ -26,10 +26,26 @@ pub trait PutNewTask {
     fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
-/// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + PutNewTask + Sync {}
+/// Whether a callback of the task is parked: verified and kept under `parked/` because the
+/// table could not take it, until the reconciler's next run records it.
+pub trait FindParked {
+    fn is_parked(&self, task_id: &TaskId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + Sync {}
+/// Everything the use-cases need.
+pub trait Ports: LoadTask + PresignDownload + PutNewTask + FindParked + Sync {}
+
+impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + FindParked + Sync {}
+
+/// What is known of a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Recorded: as its manifest shows it.
+    Task(TaskView),
+    /// Not recorded yet, but a callback of it is parked (the reconciler records it within
+    /// minutes).
+    Parked,
+}
 
 /// The response body: the task as its manifest shows it, with download links.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,16 +74,17 @@ pub struct FileView {
     pub download_url: Option<String>,
 }
 
-/// The view of one task, or None when no such task was recorded.
+/// The view of one task, or None when no such task was recorded nor parked.
 pub async fn task_view(
     ports: &impl Ports,
     task_id: &TaskId,
     link_expiry: Duration,
-) -> Result<Option<TaskView>, ResultsError> {
+) -> Result<Option<Found>, ResultsError> {
     let Some(record) = ports.load_task(task_id).await? else {
-        return Ok(None);
+        // One ListObjectsV2, only for a task the table does not know.
+        return Ok(ports.is_parked(task_id).await?.then_some(Found::Parked));
     };
-    view_of(ports, &record, Some(link_expiry)).await.map(Some)
+    view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(view)))
 }
 
 /// The view of `record`, with presigned links valid for `links` (None: none, for callers who
@@ -152,6 +169,8 @@ pub(crate) mod tests {
         pub fail_signing: bool,
         /// Task items written by registrations.
         pub put: Mutex<Vec<TaskRecord>>,
+        /// Tasks with a parked callback.
+        pub parked: Vec<String>,
     }
 
     impl MemoryPorts {
@@ -184,6 +203,12 @@ pub(crate) mod tests {
             }
             put.push(record.clone());
             Ok(Conditional::Applied)
+        }
+    }
+
+    impl FindParked for MemoryPorts {
+        async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
+            Ok(self.parked.iter().any(|t| t == task_id.as_str()))
         }
     }
 
@@ -244,7 +269,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
         let ports = MemoryPorts::with(&["t1"]);
-        let view = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap().unwrap();
+        let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
+            panic!("the task");
+        };
 
         assert_eq!((view.task_id.as_str(), view.family, view.stage), ("t1", Family::Music, Stage::Complete));
         assert_eq!(
@@ -270,6 +297,19 @@ pub(crate) mod tests {
     async fn unknown_task_is_none() {
         let view = task_view(&MemoryPorts::default(), &id("nope"), Duration::from_secs(1)).await;
         assert_eq!(view, Ok(None));
+    }
+
+    /// A task the table does not know, with a callback parked: received, not recorded yet.
+    #[tokio::test]
+    async fn a_task_known_only_by_a_parked_callback_is_parked() {
+        let ports = MemoryPorts { parked: vec!["t2".into()], ..MemoryPorts::with(&["t1"]) };
+        let found = |task: &'static str| {
+            let ports = &ports;
+            async move { task_view(ports, &id(task), Duration::from_secs(1)).await.unwrap() }
+        };
+        assert_eq!(found("t2").await, Some(Found::Parked));
+        assert!(matches!(found("t1").await, Some(Found::Task(_))));
+        assert_eq!(found("t3").await, None);
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod log_capture;
 pub mod logging;
 pub mod metrics;
+pub mod parked;
 pub mod provider;
 pub mod provision;
 pub mod secrets;

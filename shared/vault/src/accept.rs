@@ -107,6 +107,16 @@ pub struct Outcome {
     pub files_queued: usize,
 }
 
+/// One callback body ingest parked under `parked/` because the table failed it: replayed
+/// through [`accept`] by the reconciler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedBody {
+    pub key: String,
+    /// When it was parked (its object's last modification): when the callback reached
+    /// stemvault, which dates it in the record rather than the replay does.
+    pub parked_at: Option<Timestamp>,
+}
+
 /// The lower-case hex SHA-256 of a body: what names it in the archive (and under `parked/`).
 pub fn body_sha256_hex(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))

@@ -88,7 +88,7 @@ impl events::PublishEvents for MemoryPorts {
 
 /// The parked bodies are the `parked/` keys of `bodies` (one bucket, as in S3).
 impl crate::replay::ListParked for MemoryPorts {
-    async fn parked(&self, limit: usize) -> Result<Vec<crate::replay::ParkedBody>, StoreError> {
+    async fn parked(&self, limit: usize) -> Result<Vec<stemvault_vault::accept::ParkedBody>, StoreError> {
         let mut keys: Vec<String> =
             self.bodies.lock().unwrap().keys().filter(|k| k.starts_with("parked/")).cloned().collect();
         keys.sort();
@@ -96,7 +96,7 @@ impl crate::replay::ListParked for MemoryPorts {
         Ok(keys
             .into_iter()
             .take(limit)
-            .map(|key| crate::replay::ParkedBody { parked_at: parked_at.get(&key).copied(), key })
+            .map(|key| stemvault_vault::accept::ParkedBody { parked_at: parked_at.get(&key).copied(), key })
             .collect())
     }
 }

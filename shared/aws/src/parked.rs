@@ -1,0 +1,40 @@
+//! The callbacks ingest parked in the vault bucket (under `parked/`: ingest could not record
+//! them): the reconciler lists them to replay them, results to tell a caller that a task's
+//! callback is waiting to be recorded.
+
+use aws_sdk_s3::error::DisplayErrorContext;
+use stemvault_vault::Timestamp;
+use stemvault_vault::accept::ParkedBody;
+
+/// Up to `limit` parked bodies under `prefix` (`parked/`, or one task's `parked/<task_id>/`)
+/// in key order, with when each was parked: one ListObjectsV2 request per 1,000.
+pub async fn list(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    limit: usize,
+) -> Result<Vec<ParkedBody>, String> {
+    let mut parked = Vec::new();
+    let mut after = None;
+    while parked.len() < limit {
+        let page = s3
+            .list_objects_v2()
+            .bucket(bucket)
+            .prefix(prefix)
+            .max_keys(i32::try_from(limit - parked.len()).unwrap_or(i32::MAX))
+            .set_continuation_token(after)
+            .send()
+            .await
+            .map_err(|e| DisplayErrorContext(e).to_string())?;
+        parked.extend(page.contents().iter().filter_map(|o| {
+            let parked_at = o.last_modified().and_then(|t| t.to_millis().ok()).map(Timestamp::from_unix_ms);
+            Some(ParkedBody { key: o.key()?.to_owned(), parked_at })
+        }));
+        match page.next_continuation_token() {
+            Some(token) if page.is_truncated() == Some(true) => after = Some(token.to_owned()),
+            _ => break,
+        }
+    }
+    parked.truncate(limit);
+    Ok(parked)
+}
