@@ -1165,6 +1165,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::app::CALLBACKS_FAILED,
     stemvault_ingest::app::CALLBACKS_PARKED,
     stemvault_reconciler::app::CALLBACKS_STILL_PARKED,
+    stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED,
     stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
     "FilesStored",
@@ -1679,6 +1680,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show CallbacksFailed",
         "the dashboard does not show CallbacksParked",
         "the dashboard does not show CallbacksStillParked",
+        "the dashboard does not show ParkedCallbacksRefused",
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show FilesFailed",
@@ -1917,6 +1919,12 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     assert_eq!(dimensions.len(), 1, "{dimensions:?}");
     assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION));
     assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("ReconcilerFunction"));
+
+    // So does the refused-parked alarm CallbacksRefused, emitted beside it.
+    let refused = &cfn::resource(&template, "ParkedCallbacksRefused")["Properties"];
+    assert_eq!(refused["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE));
+    assert_eq!(refused["MetricName"].as_str(), Some(stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED));
+    assert_eq!(refused["Dimensions"], stuck["Dimensions"]);
 }
 
 /// The `secret-unreadable` alarm sums the failed re-reads of every function that re-reads a

@@ -22,9 +22,13 @@ use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
 /// keeps, and one poll and one accept more.
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 20);
 
-/// Parked callbacks a run left under `parked/` (not recordable yet, refused for good, or not
-/// reached), emitted by every run that could list them; dimension `Function`.
+/// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
+/// not reached), emitted by every run that could list them; dimension `Function`.
 pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
+
+/// Parked callbacks a run found the table refuses for good (too large, a record it rejects)
+/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`].
+pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
 /// The reconciler with its clients, built once per instance.
 pub struct App {
@@ -100,7 +104,13 @@ impl App {
             let replayed = match replay_parked(&self.ports, &self.settings.accept, run_id, MAX_REPLAYS, stop_at).await {
                 Ok(replayed) => {
                     let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
-                    emit(&[function], &[Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked)]);
+                    emit(
+                        &[function],
+                        &[
+                            Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
+                            Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
+                        ],
+                    );
                     replayed
                 }
                 Err(e) => {
