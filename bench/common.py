@@ -24,7 +24,7 @@ def free_port():
 
 
 class Emulator:
-    """The project's local AWS emulator (infra/local/emulator.py: moto's server with DynamoDB
+    """The project's local AWS emulator (infra/local/emulator.py: moto with DynamoDB
     requests serialised, as real DynamoDB's conditions are atomic), on a free port."""
 
     def __init__(self):

@@ -43,20 +43,41 @@ class DynamoDbSerialised:
         return self.app(environ, start_response)
 
 
-class RequestLog:
-    """WSGI middleware: one line per request on stderr, as moto's own server wrote."""
+class MotoEnviron:
+    """WSGI middleware: the environ moto's own request handler gave it. moto reads a request's
+    undecoded path from `RAW_URI` (werkzeug's name; waitress calls it `REQUEST_URI`), and
+    falls back to the decoded path, which S3 would decode a second time."""
 
     def __init__(self, app):
         self.app = app
 
     def __call__(self, environ, start_response):
-        def logged(status, headers, exc_info=None):
-            line = f'"{environ["REQUEST_METHOD"]} {environ.get("PATH_INFO", "")} HTTP/1.1" {status.split(" ", 1)[0]}\n'
-            sys.stderr.write(line)
+        environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
+        return self.app(environ, start_response)
+
+
+class RequestLog:
+    """WSGI middleware: one line per request the application answers (or fails: 500) on
+    stderr, as moto's own server wrote. Requests waitress refuses before the application
+    (a malformed or ambiguous request: 400, 413, 431) are not logged."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        def log(status):
+            sys.stderr.write(f'"{environ["REQUEST_METHOD"]} {environ.get("PATH_INFO", "")} HTTP/1.1" {status}\n')
             sys.stderr.flush()
+
+        def logged(status, headers, exc_info=None):
+            log(status.split(" ", 1)[0])
             return start_response(status, headers, exc_info)
 
-        return self.app(environ, logged)
+        try:
+            return self.app(environ, logged)
+        except Exception:
+            log(500)  # waitress answers it; its traceback follows on stderr
+            raise
 
 
 def main() -> None:
@@ -68,7 +89,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = DomainDispatcherApplication(create_backend_app)
     waitress.serve(
-        RequestLog(DynamoDbSerialised(app)),
+        RequestLog(MotoEnviron(DynamoDbSerialised(app))),
         host=args.host,
         port=args.port,
         # A thread per request in flight: SQS long polls hold theirs for up to 20 s.
@@ -80,7 +101,7 @@ def main() -> None:
         recv_bytes=1 << 18,
         inbuf_overflow=64 << 20,
         max_request_body_size=5 << 30,
-        # No "Serving on ..." banner, no warnings about a full task queue on stderr.
+        # No "Serving on ..." banner (its warnings and tracebacks still go to stderr).
         _quiet=True,
     )
 

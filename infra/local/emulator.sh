@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run a command with the local AWS emulator (moto's server) started on 127.0.0.1 and the
+# Run a command with the local AWS emulator (moto, infra/local/emulator.py) started on 127.0.0.1 and the
 # standard SDK environment pointing at it; stop the emulator when the command ends.
 #   infra/local/emulator.sh cargo test
 # The emulator's port is free-picked unless EMULATOR_PORT is set.
@@ -11,7 +11,7 @@ venv="$root/.venv/emulator"
 port=${EMULATOR_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 mkdir -p "$root/.local"
 log="$root/.local/emulator-$port.log"
-# emulator.py is moto's server with DynamoDB requests made atomic (see its docstring).
+# emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
 MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 pid=$!
 # '|| true' on both: under set -e a failing kill (moto already gone after Ctrl-C) would turn the

@@ -400,6 +400,7 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
 async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconciler() {
     use stemvault_aws::FromEnv;
     let env = TestEnv::new().await;
+    let started = stemvault_vault::Timestamp::now();
     let missing_table = format!("{}-missing", env.resources.table_name);
     let broken = start(&env, Config { table_name: missing_table, ..config(&env).await }).await;
     let body = fixture("separate-vocals__seed-000__200-split_stem.json");
@@ -430,6 +431,8 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
     let record = env.record(event.task_id.as_str()).await.expect("recorded by the replay");
     assert_eq!((record.files.len(), record.deliveries), (12, 1));
     // Dated when parked (the object's LastModified, to the second), not when replayed.
+    let parked_within = started.unix_seconds()..replayed_from.unix_seconds() + 1;
+    assert!(parked_within.contains(&record.first_received_at.unix_seconds()), "{:?}", record.first_received_at);
     assert!(record.first_received_at < replayed_from, "{:?}", record.first_received_at);
     let received: Vec<_> = record.callbacks.values().map(|c| c.received_at).collect();
     assert_eq!(received, vec![record.first_received_at]);

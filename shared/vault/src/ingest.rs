@@ -88,6 +88,8 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
+/// * The callback's `received_at` and the task's `first_received_at` date the body's arrival
+///   ([`BodyInfo::arrived_at`], never after `now`); `last_received_at` and claims date `now`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
 ///   [`MAX_DETAILS_BYTES`] become a pointer to the archived body. The caller refuses to write a
 ///   record whose [`item_size_estimate`] is still over [`MAX_ITEM_ESTIMATE_BYTES`].

@@ -739,6 +739,15 @@ fn a_body_that_arrived_earlier_is_dated_when_it_arrived() {
     assert_eq!((r.first_received_at, r.last_received_at), (now(10), now(90)));
     let entry = r.callbacks.values().find(|c| c.stage == Stage::Text).expect("the replayed callback");
     assert_eq!(entry.received_at, now(10));
+    // A registered task's first callback, replayed: dated when it arrived, after the
+    // registration.
+    let registration = crate::register::Registration::parse(br#"{"family":"music"}"#).unwrap();
+    let registered =
+        registration.record(&TaskId::parse("task-1").unwrap(), now(0), std::time::Duration::from_secs(600));
+    let parked = BodyInfo { arrived_at: Some(now(40)), ..body("ee") };
+    let r =
+        ingest_callback(Some(&registered), &event(Stage::Text, 200, &[]), &parked, &claimant("replay"), now(90)).record;
+    assert_eq!((r.first_received_at, r.last_received_at, r.deliveries), (now(40), now(90), 1));
     // A clock behind the arrival never dates a callback in the future.
     let ahead = BodyInfo { arrived_at: Some(now(120)), ..body("dd") };
     let r = ingest_callback(None, &event(Stage::Text, 200, &[]), &ahead, &claimant("replay"), now(100)).record;
