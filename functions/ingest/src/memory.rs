@@ -25,6 +25,8 @@ pub struct MemoryPorts {
     shared: MemoryTableAndQueue,
     bodies: Mutex<BTreeMap<String, Vec<u8>>>,
     archive_failing: AtomicBool,
+    /// Archive writes never answer (an S3 that hangs).
+    archive_stalled: AtomicBool,
     /// The callback secret's text; `None` reads as a missing secret.
     secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
@@ -69,6 +71,10 @@ impl MemoryPorts {
         self.secret_reads.load(Ordering::SeqCst)
     }
 
+    pub fn set_archive_stalled(&self, stalled: bool) {
+        self.archive_stalled.store(stalled, Ordering::SeqCst);
+    }
+
     pub fn set_archive_failing(&self, failing: bool) {
         self.archive_failing.store(failing, Ordering::SeqCst);
     }
@@ -95,6 +101,9 @@ stemvault_vault::delegate_enqueue_ports!(MemoryPorts => shared);
 impl ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
         self.shared.interleave().await;
+        if self.archive_stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.archive_failing.load(Ordering::SeqCst) {
             return Err("archive switched off".into());
         }

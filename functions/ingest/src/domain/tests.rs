@@ -510,3 +510,21 @@ async fn only_an_unrecorded_callback_is_parked_and_only_when_parking_works() {
     assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
     assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
 }
+
+/// A park that does not answer within its time is given up: the answer is the table's
+/// failure (503, the provider retries) by `ANSWER_WITHIN`, not a request hanging until
+/// Lambda's timeout.
+#[tokio::test(start_paused = true)]
+async fn a_park_that_hangs_is_given_up_in_time() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ports.set_save_error(Some(StoreError::Unavailable("down".into())));
+    ports.set_archive_stalled(true);
+    let started = tokio::time::Instant::now();
+    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1", Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(err.is_table_failure(), "{err}");
+    let waited = started.elapsed();
+    assert!(waited >= PARK_TIMEOUT && waited <= ANSWER_WITHIN, "{waited:?}");
+    assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
+}
