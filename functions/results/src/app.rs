@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Found, Ports, Registered, register, task_view};
+use crate::domain::{Found, Ports, Registered, TaskView, register, task_view};
 use crate::error::ResultsError;
 
 /// The largest registration body accepted (`{"family": ..., "client_ref": <256 bytes>}`).
@@ -149,6 +149,9 @@ async fn register_task(
         Ok(Registered::Existing(view)) => json(StatusCode::OK, &view),
         Ok(Registered::Disagrees(view)) => {
             tracing::info!(family = %view.family, "registration disagrees with the recorded task");
+            // Another caller's client_ref is theirs: a registration that did not give it does
+            // not learn it.
+            let view = TaskView { client_ref: None, ..view };
             let body = serde_json::json!({
                 "error": "task_conflict",
                 "message": format!(
@@ -348,6 +351,10 @@ mod tests {
         let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;
         assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("task_conflict")));
         assert_eq!(conflict["task"]["family"], "vocal_separation");
+        let (status, conflict, _) =
+            put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"vocal_separation","client_ref":"guess"}"#).await;
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(conflict["task"].get("client_ref"), None, "{conflict}");
         assert_eq!(ports.put.lock().unwrap().len(), 1);
     }
 
