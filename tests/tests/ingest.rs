@@ -414,6 +414,19 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
     let parked = s3_key::parked_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&body)));
     assert_eq!(env.object(&parked).await.as_deref(), Some(&body[..]));
 
+    // The provider delivers it again while the table still fails: parked, and the first copy
+    // kept (its LastModified, whole seconds, dates the callback).
+    let parked_at = |key: String| {
+        let s3 = env.s3.clone();
+        let bucket = env.resources.bucket_name.clone();
+        async move { s3.head_object().bucket(bucket).key(key).send().await.expect("parked").last_modified }
+    };
+    let first = parked_at(parked.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = broken.handle(signed(&body)).await;
+    assert_eq!((again.status(), json(&again)["status"].as_str()), (StatusCode::OK, Some("parked")));
+    assert_eq!(parked_at(parked.clone()).await, first, "the first park's copy is kept");
+
     let vars = [
         ("TABLE_NAME", env.resources.table_name.clone()),
         ("BUCKET_NAME", env.resources.bucket_name.clone()),

@@ -10,7 +10,7 @@ use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
 use crate::credentials::ReadSecret;
-use crate::domain::ArchiveBody;
+use crate::domain::{ArchiveBody, ParkBody};
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the
@@ -53,6 +53,12 @@ stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
 impl ArchiveBody for AwsPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
         self.archive.archive_body(key, body).await
+    }
+}
+
+impl ParkBody for AwsPorts {
+    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.archive.park(key, body).await
     }
 }
 

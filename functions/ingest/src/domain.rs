@@ -3,6 +3,7 @@
 //! over the ports the AWS adapters ([`crate::aws`]) and the in-memory ones of the tests and
 //! the benchmark implement; ingest adds the callback secret for the checks in front of it.
 
+use std::future::Future;
 use std::time::Duration;
 
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
@@ -19,13 +20,19 @@ use {
     stemvault_vault::{Clock, LoadTask, SaveTask},
 };
 
+/// Keep a verified callback the table failed under `key` (under `parked/`), unless a copy is
+/// there already: the first park's time dates the callback when it is replayed.
+pub trait ParkBody {
+    fn park_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// Everything the function needs from outside: the use-case's ports
 /// ([`stemvault_vault::accept::Ports`]: the task table, the archive, the claim-and-send ports
-/// and the clock), and the callback secret for the checks in front of it
+/// and the clock), parking, and the callback secret for the checks in front of it
 /// ([`crate::credentials`]).
-pub trait Ports: stemvault_vault::accept::Ports + ReadSecret {}
+pub trait Ports: stemvault_vault::accept::Ports + ParkBody + ReadSecret {}
 
-impl<T> Ports for T where T: stemvault_vault::accept::Ports + ReadSecret {}
+impl<T> Ports for T where T: stemvault_vault::accept::Ports + ParkBody + ReadSecret {}
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.
@@ -33,7 +40,7 @@ pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Record, archive and queue one valid callback within `settings.deadline`. `request_id`
 /// names this request's claims ([`stemvault_vault::accept::accept`]).
-pub async fn ingest<P: Ports>(
+pub async fn ingest<P: stemvault_vault::accept::Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
@@ -84,7 +91,7 @@ pub async fn ingest_or_park<P: Ports>(
         Err(e) => return Err(e),
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));
-    match tokio::time::timeout(PARK_TIMEOUT, ports.archive_body(&key, body)).await {
+    match tokio::time::timeout(PARK_TIMEOUT, ports.park_body(&key, body)).await {
         Ok(Ok(())) => Ok(Ingested::Parked { key, because: failed }),
         Ok(Err(reason)) => {
             tracing::warn!(error = reason, "the callback could not be parked either");

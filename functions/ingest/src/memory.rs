@@ -14,7 +14,7 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::credentials::ReadSecret;
-use crate::domain::ArchiveBody;
+use crate::domain::{ArchiveBody, ParkBody};
 use crate::secret::CallbackSecret;
 
 /// A task table, a bucket, a queue and a secret in memory. Everything but the bucket and the
@@ -98,8 +98,9 @@ impl std::ops::Deref for MemoryPorts {
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => shared);
 
-impl ArchiveBody for MemoryPorts {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+impl MemoryPorts {
+    /// What the bucket's switches make of a write: it hangs, fails, or goes ahead.
+    async fn bucket_write(&self) -> Result<(), String> {
         self.shared.interleave().await;
         if self.archive_stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -107,7 +108,27 @@ impl ArchiveBody for MemoryPorts {
         if self.archive_failing.load(Ordering::SeqCst) {
             return Err("archive switched off".into());
         }
+        Ok(())
+    }
+}
+
+impl ArchiveBody for MemoryPorts {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.bucket_write().await?;
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), body.to_vec());
+        Ok(())
+    }
+}
+
+/// The bucket's switches hold for parking too; a parked copy is never replaced.
+impl ParkBody for MemoryPorts {
+    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        self.bucket_write().await?;
+        self.bodies
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key.to_owned())
+            .or_insert_with(|| body.to_vec());
         Ok(())
     }
 }

@@ -18,6 +18,28 @@ impl BodyArchive {
     }
 }
 
+impl BodyArchive {
+    /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
+    /// first park's LastModified dates the callback when replayed; a 412 is that copy).
+    pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        let put = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .if_none_match("*")
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(()),
+            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        }
+    }
+}
+
 impl ArchiveBody for BodyArchive {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
         self.s3
