@@ -1920,7 +1920,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION));
     assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("ReconcilerFunction"));
 
-    // So does the refused-parked alarm CallbacksRefused, emitted beside it.
+    // So does the refused-parked alarm ParkedCallbacksRefused, emitted beside it.
     let refused = &cfn::resource(&template, "ParkedCallbacksRefused")["Properties"];
     assert_eq!(refused["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE));
     assert_eq!(refused["MetricName"].as_str(), Some(stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED));

@@ -71,7 +71,7 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 /// [`ingest`], and when the table failed it ([`IngestError::is_table_failure`]: a later try
 /// can record it; failures after the record was written are the provider's to retry and the
 /// sweeper's to heal), keep the body
-/// under `parked/` (one PutObject, the archive's port) so that no verified callback is lost
+/// under `parked/` (one PutObject unless a copy is there: [`ParkBody`]) so that no verified callback is lost
 /// to an outage of the table longer than the provider's retries. Only when parking fails too
 /// is the failure the answer. `spent` is how long the request ran before: recording gets
 /// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`].

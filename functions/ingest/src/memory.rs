@@ -25,8 +25,10 @@ pub struct MemoryPorts {
     shared: MemoryTableAndQueue,
     bodies: Mutex<BTreeMap<String, Vec<u8>>>,
     archive_failing: AtomicBool,
-    /// Archive writes never answer (an S3 that hangs).
+    /// Archive and park writes never answer (an S3 that hangs).
     archive_stalled: AtomicBool,
+    /// Park writes alone never answer.
+    park_stalled: AtomicBool,
     /// The callback secret's text; `None` reads as a missing secret.
     secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
@@ -73,6 +75,10 @@ impl MemoryPorts {
 
     pub fn set_archive_stalled(&self, stalled: bool) {
         self.archive_stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    pub fn set_park_stalled(&self, stalled: bool) {
+        self.park_stalled.store(stalled, Ordering::SeqCst);
     }
 
     pub fn set_archive_failing(&self, failing: bool) {
@@ -123,6 +129,9 @@ impl ArchiveBody for MemoryPorts {
 /// The bucket's switches hold for parking too; a parked copy is never replaced.
 impl ParkBody for MemoryPorts {
     async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        if self.park_stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.bucket_write().await?;
         self.bodies
             .lock()

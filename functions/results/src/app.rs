@@ -13,7 +13,7 @@ use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{Found, Ports, Registered, TaskView, register, task_view};
+use crate::domain::{Found, Ports, Registered, register, task_view};
 use crate::error::ResultsError;
 
 /// The largest registration body accepted (`{"family": ..., "client_ref": <256 bytes>}`).
@@ -149,16 +149,15 @@ async fn register_task(
         Ok(Registered::Existing(view)) => json(StatusCode::OK, &view),
         Ok(Registered::Disagrees(view)) => {
             tracing::info!(family = %view.family, "registration disagrees with the recorded task");
-            // Another caller's client_ref is theirs: a registration that did not give it does
-            // not learn it.
-            let view = TaskView { client_ref: None, ..view };
+            // Only the family: the recorded task (another caller's client_ref, its files) is
+            // for whoever may read it (GET), not for a registration that does not match it.
             let body = serde_json::json!({
                 "error": "task_conflict",
                 "message": format!(
-                    "task {task_id} is recorded with family {} and another client_ref than this registration",
+                    "task {task_id} is recorded with family {} or another client_ref than this registration",
                     view.family
                 ),
-                "task": view,
+                "family": view.family,
             });
             json(StatusCode::CONFLICT, &body)
         }
@@ -350,11 +349,12 @@ mod tests {
 
         let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;
         assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("task_conflict")));
-        assert_eq!(conflict["task"]["family"], "vocal_separation");
+        assert_eq!(conflict["family"], "vocal_separation");
         let (status, conflict, _) =
             put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"vocal_separation","client_ref":"guess"}"#).await;
         assert_eq!(status, StatusCode::CONFLICT);
-        assert_eq!(conflict["task"].get("client_ref"), None, "{conflict}");
+        assert!(!conflict.to_string().contains("order-17"), "{conflict}");
+        assert_eq!(conflict.get("task"), None, "{conflict}");
         assert_eq!(ports.put.lock().unwrap().len(), 1);
     }
 

@@ -81,8 +81,13 @@ pub async fn task_view(
     link_expiry: Duration,
 ) -> Result<Option<Found>, ResultsError> {
     let Some(record) = ports.load_task(task_id).await? else {
-        // One ListObjectsV2, only for a task the table does not know.
-        return Ok(ports.is_parked(task_id).await?.then_some(Found::Parked));
+        // One ListObjectsV2, only for a task the table does not know. Should it fail (S3
+        // down, a policy refusing it), the table's answer stands: unknown, not unavailable.
+        let parked = ports.is_parked(task_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "could not look for a parked callback; answering as unknown");
+            false
+        });
+        return Ok(parked.then_some(Found::Parked));
     };
     view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(view)))
 }
@@ -171,6 +176,8 @@ pub(crate) mod tests {
         pub put: Mutex<Vec<TaskRecord>>,
         /// Tasks with a parked callback.
         pub parked: Vec<String>,
+        /// Looking for parked callbacks fails.
+        pub parked_unreadable: bool,
     }
 
     impl MemoryPorts {
@@ -208,6 +215,9 @@ pub(crate) mod tests {
 
     impl FindParked for MemoryPorts {
         async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
+            if self.parked_unreadable {
+                return Err(StoreError::Unavailable("AccessDenied".into()));
+            }
             Ok(self.parked.iter().any(|t| t == task_id.as_str()))
         }
     }
@@ -310,6 +320,10 @@ pub(crate) mod tests {
         assert_eq!(found("t2").await, Some(Found::Parked));
         assert!(matches!(found("t1").await, Some(Found::Task(_))));
         assert_eq!(found("t3").await, None);
+
+        // The parked bodies cannot be listed: the table's answer stands.
+        let blind = MemoryPorts { parked: vec!["t2".into()], parked_unreadable: true, ..Default::default() };
+        assert_eq!(task_view(&blind, &id("t2"), Duration::from_secs(1)).await, Ok(None));
     }
 
     #[tokio::test]
