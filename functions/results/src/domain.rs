@@ -80,14 +80,25 @@ pub async fn task_view(
     task_id: &TaskId,
     link_expiry: Duration,
 ) -> Result<Option<Found>, ResultsError> {
-    let Some(record) = ports.load_task(task_id).await? else {
-        // One ListObjectsV2, only for a task the table does not know. Should it fail (S3
-        // down, a policy refusing it), the table's answer stands: unknown, not unavailable.
-        let parked = ports.is_parked(task_id).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "could not look for a parked callback; answering as unknown");
-            false
-        });
-        return Ok(parked.then_some(Found::Parked));
+    let record = match ports.load_task(task_id).await? {
+        Some(record) => record,
+        None => {
+            // One ListObjectsV2, only for a task the table does not know. Should it fail (S3
+            // down, a policy refusing it), the table's answer stands: unknown, not unavailable.
+            let parked = ports.is_parked(task_id).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not look for a parked callback; answering as unknown");
+                false
+            });
+            if parked {
+                return Ok(Some(Found::Parked));
+            }
+            // The reconciler records a replayed callback before it deletes the parked body:
+            // one replayed between the two reads is in the table now.
+            match ports.load_task(task_id).await? {
+                Some(record) => record,
+                None => return Ok(None),
+            }
+        }
     };
     view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(view)))
 }
@@ -178,6 +189,8 @@ pub(crate) mod tests {
         pub parked: Vec<String>,
         /// Looking for parked callbacks fails.
         pub parked_unreadable: bool,
+        /// Recorded (by a replay) while the parked callbacks are listed, its body gone.
+        pub replayed_while_listing: Option<TaskRecord>,
     }
 
     impl MemoryPorts {
@@ -217,6 +230,10 @@ pub(crate) mod tests {
         async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
             if self.parked_unreadable {
                 return Err(StoreError::Unavailable("AccessDenied".into()));
+            }
+            if let Some(replayed) = &self.replayed_while_listing {
+                self.put.lock().unwrap().push(replayed.clone());
+                return Ok(false);
             }
             Ok(self.parked.iter().any(|t| t == task_id.as_str()))
         }
@@ -324,6 +341,15 @@ pub(crate) mod tests {
         // The parked bodies cannot be listed: the table's answer stands.
         let blind = MemoryPorts { parked: vec!["t2".into()], parked_unreadable: true, ..Default::default() };
         assert_eq!(task_view(&blind, &id("t2"), Duration::from_secs(1)).await, Ok(None));
+    }
+
+    /// The reconciler recorded the parked callback and deleted its body between the table's
+    /// read and the listing: the task is found, not unknown.
+    #[tokio::test]
+    async fn a_task_replayed_while_parked_callbacks_are_listed_is_found() {
+        let ports = MemoryPorts { replayed_while_listing: Some(record("t2")), ..Default::default() };
+        let found = task_view(&ports, &id("t2"), Duration::from_secs(1)).await.unwrap();
+        assert!(matches!(&found, Some(Found::Task(view)) if view.task_id == "t2"), "{found:?}");
     }
 
     #[tokio::test]
