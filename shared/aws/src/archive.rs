@@ -20,23 +20,49 @@ impl BodyArchive {
 
 impl BodyArchive {
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
-    /// first park's LastModified dates the callback when replayed; a 412 is that copy).
+    /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
+    /// (a concurrent park of the same key, which S3 asks to retry) is tried again.
     pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .if_none_match("*")
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => Ok(()),
-            Err(e) => Err(DisplayErrorContext(e).to_string()),
+        let mut attempt = 1;
+        loop {
+            let put = self
+                .s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type("application/json")
+                .if_none_match("*")
+                .body(ByteStream::from(body.to_vec()))
+                .send()
+                .await;
+            let Err(e) = put else { return Ok(()) };
+            match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
+                RefusedPark::AlreadyParked => return Ok(()),
+                RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => attempt += 1,
+                _ => return Err(DisplayErrorContext(e).to_string()),
+            }
         }
+    }
+}
+
+/// Conditional parks tried when S3 answers 409 (bounded: ingest's park has a deadline too).
+const PARK_ATTEMPTS: u32 = 3;
+
+/// Why S3 refused a conditional park, by its HTTP status (None: no answer).
+#[derive(Debug, PartialEq, Eq)]
+enum RefusedPark {
+    /// 412: a copy is there.
+    AlreadyParked,
+    /// 409 ConditionalRequestConflict: another write of the key was under way; try again.
+    Concurrent,
+    Failed,
+}
+
+fn refused_park(status: Option<u16>) -> RefusedPark {
+    match status {
+        Some(412) => RefusedPark::AlreadyParked,
+        Some(409) => RefusedPark::Concurrent,
+        _ => RefusedPark::Failed,
     }
 }
 
@@ -52,5 +78,18 @@ impl ArchiveBody for BodyArchive {
             .await
             .map(|_| ())
             .map_err(|e| DisplayErrorContext(e).to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_park_is_done_when_a_copy_is_there_and_tried_again_on_a_conflict() {
+        assert_eq!(refused_park(Some(412)), RefusedPark::AlreadyParked);
+        assert_eq!(refused_park(Some(409)), RefusedPark::Concurrent);
+        assert_eq!(refused_park(Some(503)), RefusedPark::Failed);
+        assert_eq!(refused_park(None), RefusedPark::Failed);
     }
 }
