@@ -35,19 +35,24 @@ impl FromEnv for Config {
 
 /// `NOTIFY_URL`, checked: an absolute `https` URL, or `http` to a loopback host
 /// (`127.0.0.1`, `::1`, `localhost`: local runs only), without credentials or a fragment.
+/// A refusal names at most the scheme and host: the path and query may carry the receiver's
+/// token, and the reason is printed to the function's logs.
 pub fn notify_url(raw: &str) -> Result<Url, String> {
-    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not an absolute URL ({e})"))?;
+    let url = Url::parse(raw).map_err(|e| format!("not an absolute URL ({e})"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err("must not carry credentials (user:password@)".into());
     }
     if url.fragment().is_some() {
-        return Err(format!("{raw:?} has a fragment (#...), which is never sent"));
+        return Err("has a fragment (#...), which is never sent".into());
     }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url),
         "http" if is_loopback(url.host()) => Ok(url),
-        "http" => Err(format!("{raw:?} is plain http to a host other than 127.0.0.1, ::1 or localhost; use https")),
-        other => Err(format!("{raw:?} has scheme {other:?}; use https")),
+        "http" => Err(format!(
+            "plain http to {:?}, which is not 127.0.0.1, ::1 or localhost; use https",
+            url.host_str().unwrap_or_default()
+        )),
+        other => Err(format!("scheme {other:?}; use https")),
     }
 }
 
@@ -110,6 +115,21 @@ mod tests {
         let err = config("http://hooks.example.com/x").unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { name: "NOTIFY_URL", .. }), "{err}");
         assert!(err.to_string().contains("use https"), "{err}");
+    }
+
+    /// The reason goes to the logs: never the path or query, where a receiver's token may be.
+    #[test]
+    fn a_refusal_shows_no_path_nor_query() {
+        for bad in [
+            "https://hooks.example.com/in/s3cr3t?token=s3cr3t#x",
+            "https://hooks.example.com:99999/in/s3cr3t?token=s3cr3t",
+            "http://hooks.example.com/in/s3cr3t?token=s3cr3t",
+            "ftp://hooks.example.com/in/s3cr3t?token=s3cr3t",
+            "https://user:s3cr3t@hooks.example.com/",
+        ] {
+            let reason = notify_url(bad).unwrap_err();
+            assert!(!reason.contains("s3cr3t"), "{bad}: {reason}");
+        }
     }
 
     #[test]
