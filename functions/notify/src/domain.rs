@@ -15,7 +15,7 @@
 //! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 4xx other
 //!    than 408 and 429 is refused for good (logged, counted, the message deleted); anything
 //!    else (408, 429, 5xx, a redirect, a timeout, no connection) is retried: the message goes
-//!    back to the queue, kept away for [`retry_delay`] (20 s, doubling, at most 15 minutes,
+//!    back to the queue, kept away for [`retry_delay`] (20 s, doubling, at most an hour,
 //!    or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
@@ -32,7 +32,7 @@ use crate::secret::Signer;
 /// The first retry's delay; each further retry doubles it.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(20);
 /// The longest delay between retries without a `Retry-After`.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
 /// The longest wait a receiver's `Retry-After` gets.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 /// Receives of a message before the notify queue moves it to its dead-letter queue

@@ -147,15 +147,26 @@ async fn no_post_starts_that_could_outlive_the_invocation() {
 }
 
 #[test]
-fn retries_start_within_a_minute_and_back_off_to_15_minutes() {
-    let secs: Vec<u64> = (1..=8).map(|n| retry_delay(n, None).as_secs()).collect();
-    assert_eq!(secs, [20, 40, 80, 160, 320, 640, 900, 900]);
+fn retries_start_within_a_minute_and_back_off_to_an_hour() {
+    let secs: Vec<u64> = (1..=10).map(|n| retry_delay(n, None).as_secs()).collect();
+    assert_eq!(secs, [20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]);
     assert_eq!(retry_delay(0, None), FIRST_RETRY_DELAY);
     assert_eq!(retry_delay(u32::MAX, None), MAX_RETRY_DELAY);
     let s = Duration::from_secs;
     assert_eq!(retry_delay(1, Some(s(120))), s(120), "Retry-After longer than the backoff: as asked");
     assert_eq!(retry_delay(3, Some(s(1))), s(80), "shorter: the backoff");
     assert_eq!(retry_delay(1, Some(s(86_400))), MAX_RETRY_AFTER);
+}
+
+/// What the README and the dead-letter alarm promise: the last of the queue's receives comes
+/// more than 2 hours after the first (a receiver down that long still gets every event), and
+/// the event reaches the dead-letter queue within 4.
+#[test]
+fn the_retries_span_hours_before_the_dead_letter_queue() {
+    let before_last: Duration = (1..MAX_RECEIVE_COUNT).map(|n| retry_delay(n, None)).sum();
+    let dead_lettered = before_last + retry_delay(MAX_RECEIVE_COUNT, None);
+    assert!(before_last > Duration::from_secs(2 * 3600), "{before_last:?}");
+    assert!(dead_lettered < Duration::from_secs(4 * 3600), "{dead_lettered:?}");
 }
 
 #[tokio::test]
