@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stemvault_vault::Clock;
-use stemvault_vault::events::{EVENT_SOURCE, EventDetail, EventType, TaskEvent};
+use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -158,6 +158,14 @@ struct Envelope {
     detail: Value,
 }
 
+/// What notify reads of a `detail`; the rest is forwarded as published, so an event from a
+/// newer release (a stage or family this build does not know) is still delivered, not dropped.
+#[derive(Deserialize)]
+struct DetailIds {
+    event_id: String,
+    task_id: String,
+}
+
 /// Read a message body: an EventBridge event from stemvault.
 pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
     let malformed = |what: String| NotifyError::Malformed(what);
@@ -168,7 +176,7 @@ pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
     }
     let kind = EventType::from_detail_type(&envelope.detail_type)
         .ok_or_else(|| malformed(format!("unknown detail-type {:?}", envelope.detail_type)))?;
-    let detail = EventDetail::deserialize(&envelope.detail)
+    let detail = DetailIds::deserialize(&envelope.detail)
         .map_err(|e| malformed(format!("the detail is not a stemvault event detail: {e}")))?;
     let header_safe = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic());
     if !header_safe(&detail.event_id) {

@@ -79,6 +79,21 @@ fn what_is_not_a_stemvault_event_is_malformed() {
     }
 }
 
+/// An event published by a newer release (ingest deployed before notify, or a dead-letter
+/// redrive after a rollback) may name a stage or family this build does not know: it is
+/// delivered as published, not dropped as malformed.
+#[test]
+fn an_event_with_values_this_build_does_not_know_is_forwarded_as_published() {
+    let mut newer: Value = serde_json::from_str(&vaulted_message()).unwrap();
+    newer["detail"]["stage"] = json!("remastered");
+    newer["detail"]["family"] = json!("karaoke");
+    newer["detail"]["added_later"] = json!({"x": 1});
+    let event = parse_event(&newer.to_string()).unwrap();
+    assert_eq!(event.detail, newer["detail"]);
+    let sent: Value = serde_json::from_str(&payload(&event)).unwrap();
+    assert_eq!(sent["data"]["stage"], "remastered", "{sent}");
+}
+
 #[tokio::test]
 async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
     let ports = MemoryPorts::answering([status(204)]);
