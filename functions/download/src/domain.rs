@@ -464,9 +464,12 @@ async fn copy_claimed<P: Ports>(
 ) -> Outcome {
     let started = Instant::now();
     let worker = delivery.worker.as_str();
-    let found = match plan.earlier_attempts {
-        0 => None,
-        _ => stored_before(ports, plan, delivery.stop_at).await,
+    let (found, unsure) = match plan.earlier_attempts {
+        0 => (None, None),
+        _ => match stored_before(ports, plan, delivery.stop_at).await {
+            Ok(found) => (found, None),
+            Err(lookup) => (None, Some(lookup)),
+        },
     };
     let copied_now = found.is_none();
     let copied = match found {
@@ -492,6 +495,15 @@ async fn copy_claimed<P: Ports>(
             };
         }
         Err(e) => e,
+    };
+    // An earlier attempt may have stored the file before its URL expired: while that cannot be
+    // looked for, the source refusing for good fails nothing for good.
+    let error = match unsure {
+        Some(lookup) if !error.is_retryable() && lookup.is_retryable() => {
+            tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
+            CopyError::Storage(lookup)
+        }
+        _ => error,
     };
     let last_receive = delivery.receive_count >= MAX_RECEIVE_COUNT;
     if error.is_retryable() && !last_receive {
@@ -525,17 +537,22 @@ async fn copy_claimed<P: Ports>(
 }
 
 /// The complete copy of the plan's URL an earlier attempt stored under its key, if any. Not
-/// being able to tell only means copying again, as if there were none.
-async fn stored_before<P: ReadObject + Sync>(ports: &P, plan: &CopyPlan, stop_at: Instant) -> Option<StoredObject> {
+/// being able to tell means copying again, as if there were none (the caller keeps the
+/// error: should the source refuse for good, the copy may still be there).
+async fn stored_before<P: ReadObject + Sync>(
+    ports: &P,
+    plan: &CopyPlan,
+    stop_at: Instant,
+) -> Result<Option<StoredObject>, StorageError> {
     match find_copy(ports, &plan.key, &plan.url, stop_at).await {
         Ok(Some(stored)) => {
             tracing::info!(key = %plan.key, bytes = stored.bytes, "an earlier attempt stored the file; recording it");
-            Some(stored)
+            Ok(Some(stored))
         }
-        Ok(None) => None,
+        Ok(None) => Ok(None),
         Err(e) => {
             tracing::warn!(error = %e, "could not look for an earlier copy; copying");
-            None
+            Err(e)
         }
     }
 }

@@ -381,6 +381,8 @@ pub struct MemoryPorts {
     pub manifests: Mutex<Vec<(String, Manifest)>>,
     /// The key of every HeadObject, in order.
     pub heads: Mutex<Vec<String>>,
+    /// Fail this many HeadObjects (S3 unavailable) before answering.
+    pub head_failures: Mutex<u32>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
     /// Hold the next manifest write.
@@ -777,6 +779,9 @@ impl ObjectStore for MemoryPorts {
 impl ReadObject for MemoryPorts {
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
         self.heads.lock().unwrap().push(key.to_owned());
+        if injected(&self.head_failures) {
+            return Err(StorageError::transient("HeadObject", "503 SlowDown"));
+        }
         self.store.head_object(key).await
     }
 

@@ -518,6 +518,32 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
     }
 }
 
+/// As above, but S3 fails the look for the earlier copy on the redelivery, and the source has
+/// expired: the copy may be there, so the file is retried, not failed for good; the next
+/// receive finds and records it.
+#[tokio::test]
+async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_for() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let data = deterministic_bytes(100_000, 6);
+    serve(&ports, "vocal", &data);
+    *ports.stored_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+
+    let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
+    ports.source(&url("vocal"), Script::Fail(expired));
+    let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
+    *ports.now.lock().unwrap() = Some(lease_over);
+    *ports.head_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 2).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Copy(CopyError::Storage(_)))), "{outcome:?}");
+    assert_ne!(ports.record(TASK).files["vocal"].status, FileStatus::Failed);
+
+    let outcome = run(&ports, "vocal", 3).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
+}
+
 /// A copy under the key made from another URL (the record's URL changed since) is not this
 /// file: it is copied over.
 #[tokio::test]
