@@ -211,12 +211,15 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// A URL as it may be logged or stored: without its query (signatures live there) and
-/// fragment.
+/// A URL as it may be logged or stored: without its query (signatures live there), fragment
+/// and credentials (`user:password@`, refused as a source but logged before the refusal).
 pub fn loggable(url: &Url) -> String {
     let mut shown = url.clone();
     shown.set_query(None);
     shown.set_fragment(None);
+    // Only a URL that cannot have credentials refuses to drop them: it has none.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
     shown.to_string()
 }
 
@@ -346,12 +349,13 @@ mod tests {
     }
 
     #[test]
-    fn logged_urls_lose_their_query_and_fragment() {
+    fn logged_urls_lose_their_query_fragment_and_credentials() {
         assert_eq!(
             loggable_str("https://cdn1.suno.ai/a/b.mp3?X-Amz-Signature=secret#frag"),
             "https://cdn1.suno.ai/a/b.mp3"
         );
         assert_eq!(loggable_str("not a url?sig=secret"), "<not a URL>");
+        assert_eq!(loggable_str("https://u:secret@cdn1.suno.ai/a/b.mp3"), "https://cdn1.suno.ai/a/b.mp3");
     }
 
     #[tokio::test]
