@@ -575,11 +575,13 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
 /// for it instead ([`FetchSource::fresh_link`], already checked against the source policy).
 /// The plan keeps the original URL (the record's, and the copy's `source-sha256`).
 ///
-/// No fresh link (a provider error), or one that fails for good, leaves the file failed as
-/// before: the original status, its reason naming what the refresh came to (so it still
-/// reads as expired: `source answered 403 Forbidden; no fresh link: the provider answered
-/// 422 ...`). A fresh link that fails in a way a retry may fix (5xx, a timeout) is retried
-/// like any source: the next attempt asks for a new link.
+/// No fresh link (the provider refused: 401, 402, 422, ...), or one that fails for good,
+/// leaves the file failed as before: the original status, its reason naming what the refresh
+/// came to (so it still reads as expired: `source answered 403 Forbidden; no fresh link: the
+/// provider answered 422 ...`). No link this time for a reason that may pass (the provider
+/// unreachable, 429, 455, 5xx: [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in
+/// a way a retry may fix (5xx, a timeout), is retried like any source: the next attempt
+/// asks for a new link.
 async fn open_or_refresh<P: FetchSource + Sync>(
     ports: &P,
     url: &str,
@@ -599,6 +601,10 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     };
     let link = match ports.fresh_link(url).await {
         None => return Err(expired(None)),
+        Some(Err(e)) if e.may_recover() => {
+            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
+            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string() });
+        }
         Some(Err(e)) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
             return Err(expired(Some(format!("no fresh link: {e}"))));

@@ -35,6 +35,10 @@ pub enum FetchError {
     LengthMismatch { expected: u64, got: u64 },
     #[error("the file is larger than the {limit}-byte limit (MAX_FILE_BYTES){}", declared_suffix(*.declared))]
     TooLarge { limit: u64, declared: Option<u64> },
+    /// The source answered `status` (expired) and the provider could not give a fresh link
+    /// this time, for a reason that may pass (`why`): asked again on the next attempt.
+    #[error("source answered {status}{}; no fresh link yet: {why}", reason_suffix(.reason))]
+    NoFreshLinkYet { status: u16, reason: String, why: String },
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -52,7 +56,8 @@ impl FetchError {
             FetchError::Connect(_)
             | FetchError::Timeout(_)
             | FetchError::Body(_)
-            | FetchError::LengthMismatch { .. } => true,
+            | FetchError::LengthMismatch { .. }
+            | FetchError::NoFreshLinkYet { .. } => true,
             FetchError::Refused(_)
             | FetchError::TooManyRedirects(_)
             | FetchError::BadRedirect { .. }

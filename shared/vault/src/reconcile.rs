@@ -32,10 +32,12 @@ pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
 pub const ABANDONED_REASON: &str = "abandoned";
 
 /// A file that failed for good because its URL expired (what an expired URL answers: 403,
-/// 404, 410 or 441): the provider may still give a fresh one.
+/// 404, 410 or 441), at once or on its last receive (`dead_lettered: `, when no fresh link
+/// could be had in time): the provider may still give a fresh one.
 pub fn failed_by_expiry(file: &FileEntry) -> bool {
     file.status == FileStatus::Failed
         && file.error.as_deref().is_some_and(|e| {
+            let e = e.strip_prefix("dead_lettered: ").unwrap_or(e);
             ["source answered 403", "source answered 404", "source answered 410", "source answered 441"]
                 .iter()
                 .any(|p| e.starts_with(p))

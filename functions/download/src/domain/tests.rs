@@ -820,8 +820,8 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
              key in PROVIDER_SECRET_ARN)",
         ),
         (
-            RefreshError::Provider { code: 429, message: "slow down".into() },
-            "source answered 403 Forbidden; no fresh link: the provider answered 429 (rate limited): slow down",
+            RefreshError::Provider { code: 505, message: String::new() },
+            "source answered 403 Forbidden; no fresh link: the provider answered 505 (feature disabled)",
         ),
         (
             RefreshError::Refused(Refusal::Refused("host evil.example.com is not in ALLOWED_SOURCE_HOSTS".into())),
@@ -841,6 +841,43 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         assert_eq!(ports.opened(), [url("vocal")], "nothing fetched but the original");
         assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
     }
+}
+
+/// The provider cannot give a link this time (unreachable, rate limited, failing): the file
+/// is retried, not failed, and a later attempt copies from the link it then gives. On the
+/// last receive it is dead-lettered, still read as expired (the reconciler watches it).
+#[tokio::test]
+async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
+    use crate::fresh_link::RefreshError;
+    let passing = [
+        RefreshError::Unreachable("connection reset".into()),
+        RefreshError::Provider { code: 429, message: "slow down".into() },
+        RefreshError::Provider { code: 455, message: String::new() },
+        RefreshError::Provider { code: 500, message: String::new() },
+    ];
+    for error in passing {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(403, "Forbidden"));
+        fresh_links(&ports, &[("vocal", Err(error.clone()))]);
+        let outcome = run(&ports, "vocal", 1).await;
+        let wanted = format!("source answered 403 Forbidden; no fresh link yet: {error}");
+        assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == wanted), "{outcome:?}");
+        assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+
+        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+        let data = deterministic_bytes(1000, 3);
+        ports.source(FRESH, Script::Body { data: data.clone(), declared: true, content_type: None });
+        let outcome = run(&ports, "vocal", 2).await;
+        assert!(matches!(outcome, Outcome::Stored(_)), "{error}: {outcome:?}");
+    }
+
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    fresh_links(&ports, &[("vocal", Err(RefreshError::Unreachable("timed out".into())))]);
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
 }
 
 #[tokio::test]
