@@ -896,6 +896,8 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let targets = cfn::as_list(&rule["Targets"]);
     assert_eq!(targets.len(), 1);
     assert_eq!(cfn::get_att(&targets[0]["Arn"]).as_deref(), Some("NotifyQueue.Arn"));
+    // What the rule cannot deliver is dead-lettered where the alarm watches, not dropped.
+    assert_eq!(cfn::get_att(&targets[0]["DeadLetterConfig"]["Arn"]).as_deref(), Some("NotifyDeadLetterQueue.Arn"));
 
     let queue = &cfn::resource(&template, "NotifyQueue")["Properties"];
     assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), QUEUE_RETENTION_SECONDS);
@@ -917,16 +919,25 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     assert_eq!(cfn::get_att(&events["Queue"]).as_deref(), Some("NotifyQueue.Arn"));
     assert_eq!(events["FunctionResponseTypes"], Value::Sequence(vec!["ReportBatchItemFailures".into()]));
 
-    // Only the rule may send to the queue.
-    let policy = &cfn::resource(&template, "NotifyQueuePolicy")["Properties"];
-    let statements = cfn::as_list(&policy["PolicyDocument"]["Statement"]);
-    assert_eq!(statements.len(), 1);
-    assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
-    assert_eq!(statements[0]["Action"], "sqs:SendMessage");
-    assert_eq!(
-        cfn::get_att(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).as_deref(),
-        Some("NotifyRule.Arn")
-    );
+    // Only the rule may send to the queue, and to the DLQ what it cannot deliver.
+    for (policy, queue) in
+        [("NotifyQueuePolicy", "NotifyQueue"), ("NotifyDeadLetterQueuePolicy", "NotifyDeadLetterQueue")]
+    {
+        let policy = &cfn::resource(&template, policy)["Properties"];
+        assert_eq!(
+            cfn::as_list(&policy["Queues"]).into_iter().map(cfn::reference).collect::<Vec<_>>(),
+            [Some(queue.into())]
+        );
+        let statements = cfn::as_list(&policy["PolicyDocument"]["Statement"]);
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
+        assert_eq!(statements[0]["Action"], "sqs:SendMessage");
+        assert_eq!(cfn::get_att(&statements[0]["Resource"]).as_deref(), Some(format!("{queue}.Arn").as_str()));
+        assert_eq!(
+            cfn::get_att(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).as_deref(),
+            Some("NotifyRule.Arn")
+        );
+    }
 
     let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
