@@ -140,6 +140,7 @@ impl App {
                 pending = outcome.pending,
                 unauthorized = outcome.unauthorized,
                 abandoned = outcome.abandoned,
+                unwatched = outcome.unwatched,
                 tasks_failed = outcome.tasks_failed,
                 stopped_early = outcome.stopped_early,
                 "reconciliation done"

@@ -103,8 +103,10 @@ pub struct Outcome {
     pub pending: usize,
     /// Polls the provider refused for the key (401/403).
     pub unauthorized: usize,
-    /// Tasks given up.
+    /// Tasks given up: no result in time.
     pub abandoned: usize,
+    /// Tasks with their result no longer watched: no new URL for their expired files in time.
+    pub unwatched: usize,
     /// Tasks that could not be handled this time (the next run tries again).
     pub tasks_failed: usize,
     /// Stopped at the deadline before every due task was handled.
@@ -131,6 +133,7 @@ enum Handled {
     Skipped,
     Polled(PollOutcome),
     Abandoned,
+    Unwatched,
 }
 
 /// One run: handle the due tasks until `stop_at`. `run_id` names this run's claims. Fails only
@@ -153,6 +156,7 @@ pub async fn reconcile<P: Ports>(
         match reconcile_task(ports, settings, &claimant, task_id).await {
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
+            Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Polled(polled)) => {
                 outcome.polls += 1;
                 match polled {
@@ -193,14 +197,24 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
-    if reconcile::should_give_up(&record, now, settings.give_up_after) {
+    let give_up = |r: &TaskRecord, now| reconcile::should_give_up(r, now, settings.give_up_after);
+    if give_up(&record, now) && !reconcile::awaits_result(&record) {
+        // It has its result; only files whose URL expired kept it watched. Nothing failed.
+        save_with(ports, settings, &task, |r, now| {
+            (give_up(r, now) && !reconcile::awaits_result(r)).then(|| reconcile::stop_watching(r))
+        })
+        .await?;
+        tracing::info!(task_id, stage = %record.stage, "no new URL for the expired files in time; no longer watched");
+        return Ok(Handled::Unwatched);
+    }
+    if give_up(&record, now) {
         // Published before the write that takes the task out of the index: a failure leaves it
         // due, and the next run publishes again (same event id).
         let failed = events::failed(&record, &settings.accept.bucket, ABANDONED_REASON);
         ports.publish_events(std::slice::from_ref(&failed)).await?;
+        // A result that came meanwhile wins: the task is not given up.
         save_with(ports, settings, &task, |r, now| {
-            reconcile::should_give_up(r, now, settings.give_up_after)
-                .then(|| reconcile::abandon(r, ABANDONED_REASON, now))
+            (give_up(r, now) && reconcile::awaits_result(r)).then(|| reconcile::abandon(r, ABANDONED_REASON, now))
         })
         .await?;
         tracing::warn!(

@@ -44,12 +44,17 @@ pub fn failed_by_expiry(file: &FileEntry) -> bool {
         })
 }
 
+/// Whether the task still waits for its result (registered, or only `text`/`first` came).
+pub fn awaits_result(record: &TaskRecord) -> bool {
+    matches!(record.stage, Stage::Submitted | Stage::Text | Stage::First)
+}
+
 /// Whether a callback or a poll may still bring the task something.
 pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
     }
-    matches!(record.stage, Stage::Submitted | Stage::Text | Stage::First) || record.files.values().any(failed_by_expiry)
+    awaits_result(record) || record.files.values().any(failed_by_expiry)
 }
 
 /// Start watching (first poll `after` from `now`), keeping the poll count.
@@ -145,9 +150,20 @@ pub fn waiting_since(record: &TaskRecord) -> Timestamp {
     record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at)
 }
 
-/// Whether the reconciler should give the task up now.
+/// Whether the reconciler should stop watching the task now: it was waited for
+/// `give_up_after`. A task still without its result is then given up ([`abandon`]); one that
+/// has it (watched for files whose URL expired) only leaves the index ([`stop_watching`]).
 pub fn should_give_up(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
     record.abandoned.is_none() && now >= waiting_since(record).plus(give_up_after)
+}
+
+/// Stop watching a task that has its result: nothing failed, no new URL came for its expired
+/// files in time. Returns the record to save (`version` incremented).
+pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
+    let mut next = record.clone();
+    unwatch(&mut next);
+    next.version += 1;
+    next
 }
 
 /// Give the task up: `abandoned` recorded, the task leaves both indexes (`reconcile`, `open`).

@@ -300,6 +300,32 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A task that has its result, watched only because a file's URL expired, is not given up
+/// as failed after the retention: it only stops being watched.
+#[tokio::test]
+async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_after_the_retention() {
+    let ports = MemoryPorts::new(vec![success()]);
+    let event = parse_callback(CALLBACK).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
+    let mut record = ports.record();
+    assert!(!reconcile::awaits_result(&record), "{:?}", record.stage);
+    let file = record.files.values_mut().next().expect("a file");
+    file.status = FileStatus::Failed;
+    file.error = Some("source answered 410 Gone".into());
+    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+    ports.table.put_record(record);
+
+    ports.table.advance(settings().give_up_after);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.unwatched, outcome.abandoned, outcome.polls), (1, 0, 0), "{outcome:?}");
+    let record = ports.record();
+    assert_eq!((record.abandoned, record.reconcile), (None, None));
+    let published = ports.events.lock().unwrap().clone();
+    assert!(published.iter().all(|e| !e.detail.event_id.contains(".failed.")), "no Task Failed");
+    ports.table.advance(Duration::from_secs(3600));
+    assert_eq!(run(&ports).await.tasks_due, 0);
+}
+
 #[tokio::test]
 async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     let ports = MemoryPorts::new(vec![pending()]);
