@@ -237,7 +237,19 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Pending
             }
             Ok(PollResult::Result(event)) if event.task_id == task => {
-                let accepted = accept(ports, &settings.accept, &event, &body, claimant, None).await?;
+                let accepted = match accept(ports, &settings.accept, &event, &body, claimant, None).await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Kept on the poll schedule (backing off), not left due: a result the
+                        // table refuses for good would otherwise be polled first on every
+                        // run, ahead of every other due task.
+                        save_with(ports, settings, &task, |r, now| {
+                            Some(reconcile::after_poll(r, &PollOutcome::Unrecorded, now))
+                        })
+                        .await?;
+                        return Err(e.into());
+                    }
+                };
                 tracing::info!(
                     task_id,
                     stage = %event.stage,

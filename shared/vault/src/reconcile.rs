@@ -101,6 +101,8 @@ pub enum PollOutcome {
     Unreachable,
     /// An answer that is not a usable record-info answer.
     Unreadable,
+    /// A result that could not be recorded (the table failed or refused it).
+    Unrecorded,
 }
 
 impl PollOutcome {
@@ -113,6 +115,7 @@ impl PollOutcome {
             PollOutcome::Provider(code) => format!("provider_{code}"),
             PollOutcome::Unreachable => "unreachable".into(),
             PollOutcome::Unreadable => "unreadable".into(),
+            PollOutcome::Unrecorded => "unrecorded".into(),
         }
     }
 }

@@ -326,6 +326,24 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A polled result the table refuses (for good, here) is counted as failed, and the task
+/// stays on its poll schedule, backing off, rather than due: due, it would come first in
+/// every run, ahead of the others.
+#[tokio::test]
+async fn a_result_the_table_refuses_keeps_the_task_on_its_poll_schedule() {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    ports.table.fail_saves(1, StoreError::Rejected("item too large".into()));
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_failed, outcome.results), (1, 0), "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.stage, Stage::Submitted, "nothing recorded");
+    assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unrecorded"));
+    assert!(record.reconcile_at.is_some_and(|at| at > ports.table.now()), "{:?}", record.reconcile_at);
+    assert_eq!(run(&ports).await.tasks_due, 0, "not due again at once");
+}
+
 #[tokio::test]
 async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     let ports = MemoryPorts::new(vec![pending()]);

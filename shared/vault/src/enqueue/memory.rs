@@ -26,6 +26,8 @@ pub struct MemoryTableAndQueue {
     next_message_id: AtomicU64,
     enqueue_failing: AtomicBool,
     save_error: Mutex<Option<StoreError>>,
+    /// The next whole-record writes that fail, and with what.
+    failing_saves: Mutex<(u32, Option<StoreError>)>,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -78,6 +80,11 @@ impl MemoryTableAndQueue {
     /// Make every whole-record write fail with `error` (None: writes work again).
     pub fn set_save_error(&self, error: Option<StoreError>) {
         *lock(&self.save_error) = error;
+    }
+
+    /// Make the next `count` whole-record writes fail with `error`.
+    pub fn fail_saves(&self, count: u32, error: StoreError) {
+        *lock(&self.failing_saves) = (count, Some(error));
     }
 
     pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
@@ -181,6 +188,10 @@ impl SaveTask for MemoryTableAndQueue {
         self.interleave().await;
         if let Some(error) = lock(&self.save_error).clone() {
             return Err(error);
+        }
+        if let (count @ 1.., Some(error)) = &mut *lock(&self.failing_saves) {
+            *count -= 1;
+            return Err(error.clone());
         }
         let plan = items::plan_save(before, after)?;
         let now_secs = self.now().unix_seconds();
