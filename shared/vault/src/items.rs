@@ -101,7 +101,9 @@ pub fn read_file_item(item: Item) -> Result<(String, FileEntry), StoreError> {
 ///
 /// Callback items count when the task item names them in `bodies`; file items count when
 /// they exist. A file item saying `pending` or `enqueuing` whose name is in the task's
-/// `queued` set reads as [`FileStatus::Queued`].
+/// `queued` set reads as [`FileStatus::Queued`], unless it was (re)opened at a generation the
+/// task item has not reached: an attempt wrote it but not the task item, and the name in the
+/// set is of the file set before (its message was sent for the old URL).
 pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskRecord>, StoreError> {
     let mut task = None;
     let mut files = BTreeMap::new();
@@ -139,7 +141,8 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
     callbacks.retain(|id, _| bodies.contains(id));
     let queued: BTreeSet<String> = sets.queued.into_iter().collect();
     for (name, file) in files.iter_mut() {
-        if matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing) && queued.contains(name) {
+        let uncommitted = file.generation.is_some_and(|g| g > record.generation);
+        if matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing) && queued.contains(name) && !uncommitted {
             file.status = FileStatus::Queued;
         }
     }

@@ -87,6 +87,31 @@ fn only_the_task_item_commits_callbacks_and_the_queued_set_says_which_files_were
     assert_eq!(read.files["vocal"].status, FileStatus::Stored, "a name in the set does not undo a transition");
 }
 
+/// A file sent, then failed, then reopened by a new URL whose attempt wrote the file item
+/// (enqueuing, the next generation) but not the task item: its name still in the set is of
+/// the old URL's message, so it reads as enqueuing, for a retry or the sweeper to send.
+#[test]
+fn a_reopened_file_whose_task_item_was_not_written_is_not_read_as_queued() {
+    let r = record();
+    let mut items = items_of(&r);
+    let reopened = FileEntry {
+        status: FileStatus::Enqueuing,
+        claim: Some("req-2".into()),
+        generation: Some(r.generation + 1),
+        ..r.files["drums"].clone()
+    };
+    items.retain(|i| sort_key(i) != "file#drums");
+    items.push(file_item("t1", "drums", &reopened).unwrap());
+    items[0].insert("queued".into(), V::Ss(vec!["drums".into()]));
+    let read = assemble(items.clone()).unwrap().unwrap();
+    assert_eq!(read.files["drums"].status, FileStatus::Enqueuing);
+
+    // Once the task item reaches that generation, the set speaks for the file again.
+    items[0].insert("generation".into(), V::N((r.generation + 1).to_string()));
+    let read = assemble(items).unwrap().unwrap();
+    assert_eq!(read.files["drums"].status, FileStatus::Queued);
+}
+
 #[test]
 fn files_without_a_task_item_are_no_record_and_a_malformed_item_is_an_error() {
     let r = record();
