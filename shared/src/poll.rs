@@ -162,6 +162,13 @@ pub fn record_info_path(family: Family) -> Option<&'static str> {
     })
 }
 
+/// The `code` of a JSON answer's envelope, read as [`parse_poll`] reads it (a number, or a
+/// string of one: `401`, `"401"`, `401.0`); None when the body is no JSON object or has none.
+pub fn answer_code(body: &[u8]) -> Option<i64> {
+    let root: Value = serde_json::from_slice(body).ok()?;
+    i64_of(root.as_object()?.get("code"))
+}
+
 /// Parse the answer of `family`'s record-info endpoint (rules in the module docs).
 ///
 /// ```

@@ -28,9 +28,9 @@ pub struct HttpProvider {
 pub fn refused(answer: &ProviderAnswer) -> bool {
     match answer {
         ProviderAnswer::Http { status: 401 | 403, .. } => true,
+        // The code read as the poll's parser reads it (`"401"` too).
         ProviderAnswer::Http { status: 200, body } => {
-            let code = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|a| a.get("code")?.as_i64());
-            matches!(code, Some(401 | 403))
+            matches!(suno_callbacks::poll::answer_code(body), Some(401 | 403))
         }
         _ => false,
     }
@@ -104,9 +104,14 @@ mod tests {
     #[test]
     fn a_refusal_is_401_or_403_as_status_or_as_the_body_code() {
         let http = |status: u16, body: &str| ProviderAnswer::Http { status, body: body.as_bytes().to_vec() };
-        for answer in
-            [http(401, ""), http(403, "x"), http(200, r#"{"code":401,"msg":"no"}"#), http(200, r#"{"code":403}"#)]
-        {
+        for answer in [
+            http(401, ""),
+            http(403, "x"),
+            http(200, r#"{"code":401,"msg":"no"}"#),
+            http(200, r#"{"code":403}"#),
+            http(200, r#"{"code":"401","msg":"no"}"#),
+            http(200, r#"{"code":403.0}"#),
+        ] {
             assert!(refused(&answer), "{answer:?}");
         }
         for answer in [
