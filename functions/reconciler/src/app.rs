@@ -22,6 +22,10 @@ use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
 /// keeps, and one poll and one accept more.
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 20);
 
+// The last task a run starts ends, at the latest, within the margin before the deadline.
+const _: () =
+    assert!(crate::domain::TASK_BUDGET.as_secs() + DEADLINE_MARGIN.as_secs() <= STOP_BEFORE_DEADLINE.as_secs());
+
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
 /// not reached), emitted by every run that could list them; dimension `Function`.
 pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";

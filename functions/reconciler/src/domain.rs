@@ -136,6 +136,11 @@ enum Handled {
     Unwatched,
 }
 
+/// The most one task may take: a task started just before `stop_at` then still ends before
+/// the invocation's deadline (the reserve after `stop_at`, less the shared margin). A
+/// refused key's two polls (10 s each) and a result's accept (up to 8 s) could outlast it.
+pub const TASK_BUDGET: Duration = Duration::from_secs(20);
+
 /// One run: handle the due tasks until `stop_at`. `run_id` names this run's claims. Fails only
 /// when the index cannot be read; a task that cannot be handled is counted and left to the
 /// next run.
@@ -153,7 +158,8 @@ pub async fn reconcile<P: Ports>(
             outcome.stopped_early = true;
             break;
         }
-        match reconcile_task(ports, settings, &claimant, task_id).await {
+        let handled = tokio::time::timeout(TASK_BUDGET, reconcile_task(ports, settings, &claimant, task_id)).await;
+        match handled.unwrap_or(Err(ReconcileError::OutOfTime { after: TASK_BUDGET })) {
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,

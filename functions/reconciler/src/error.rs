@@ -21,6 +21,10 @@ pub enum ReconcileError {
     /// Concurrent writers kept changing the task's record; the next run takes it.
     #[error("the task record kept changing under {attempts} attempts to record a poll")]
     Contention { attempts: u32 },
+    /// Handling the task took longer than a task may ([`crate::domain::TASK_BUDGET`]); the
+    /// next run takes it.
+    #[error("the task was not handled within {}s", .after.as_secs())]
+    OutOfTime { after: std::time::Duration },
 }
 
 impl ReconcileError {
@@ -29,7 +33,7 @@ impl ReconcileError {
         match self {
             ReconcileError::Store(e) => e.is_retryable(),
             ReconcileError::Accept(e) => e.is_retryable(),
-            ReconcileError::Publish(_) | ReconcileError::Contention { .. } => true,
+            ReconcileError::Publish(_) | ReconcileError::Contention { .. } | ReconcileError::OutOfTime { .. } => true,
         }
     }
 }

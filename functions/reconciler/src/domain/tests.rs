@@ -41,6 +41,8 @@ struct MemoryPorts {
     parked_reads: std::sync::atomic::AtomicUsize,
     /// When each parked body was parked (none: unknown).
     parked_at: Mutex<HashMap<String, Timestamp>>,
+    /// The provider never answers.
+    polls_hang: std::sync::atomic::AtomicBool,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -55,6 +57,7 @@ impl MemoryPorts {
             events: Mutex::default(),
             parked_reads: Default::default(),
             parked_at: Mutex::default(),
+            polls_hang: Default::default(),
         }
     }
 
@@ -132,6 +135,9 @@ impl ListDueTasks for MemoryPorts {
 impl PollProvider for MemoryPorts {
     async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         self.polls.lock().unwrap().push((family, task_id.as_str().to_owned()));
+        if self.polls_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let mut script = self.script.lock().unwrap();
         if script.len() > 1 { script.pop_front().unwrap() } else { script.front().cloned().unwrap_or_else(pending) }
     }
@@ -342,6 +348,21 @@ async fn a_result_the_table_refuses_keeps_the_task_on_its_poll_schedule() {
     assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unrecorded"));
     assert!(record.reconcile_at.is_some_and(|at| at > ports.table.now()), "{:?}", record.reconcile_at);
     assert_eq!(run(&ports).await.tasks_due, 0, "not due again at once");
+}
+
+/// A task that hangs (here the provider never answers) is given up after TASK_BUDGET and
+/// counted as failed, so the run ends before its deadline; the next run takes it.
+#[tokio::test(start_paused = true)]
+async fn a_task_that_hangs_is_left_after_its_budget() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    ports.until_due();
+    ports.polls_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (1, 1, 0), "{outcome:?}");
+    assert_eq!(started.elapsed(), TASK_BUDGET);
+    assert!(ports.record().reconcile_at.is_some_and(|at| at <= ports.table.now()), "still due");
 }
 
 #[tokio::test]
