@@ -203,33 +203,8 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
-    let give_up = |r: &TaskRecord, now| reconcile::should_give_up(r, now, settings.give_up_after);
-    if give_up(&record, now) && !reconcile::awaits_result(&record) {
-        // It has its result; only files whose URL expired kept it watched. Nothing failed.
-        save_with(ports, settings, &task, |r, now| {
-            (give_up(r, now) && !reconcile::awaits_result(r)).then(|| reconcile::stop_watching(r))
-        })
-        .await?;
-        tracing::info!(task_id, stage = %record.stage, "no new URL for the expired files in time; no longer watched");
-        return Ok(Handled::Unwatched);
-    }
-    if give_up(&record, now) {
-        // Published before the write that takes the task out of the index: a failure leaves it
-        // due, and the next run publishes again (same event id).
-        let failed = events::failed(&record, &settings.accept.bucket, ABANDONED_REASON);
-        ports.publish_events(std::slice::from_ref(&failed)).await?;
-        // A result that came meanwhile wins: the task is not given up.
-        save_with(ports, settings, &task, |r, now| {
-            (give_up(r, now) && reconcile::awaits_result(r)).then(|| reconcile::abandon(r, ABANDONED_REASON, now))
-        })
-        .await?;
-        tracing::warn!(
-            task_id,
-            stage = %record.stage,
-            since = %reconcile::waiting_since(&record),
-            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
-        );
-        return Ok(Handled::Abandoned);
+    if reconcile::should_give_up(&record, now, settings.give_up_after) {
+        return give_up(ports, settings, &task, &record).await;
     }
 
     let polled = match ports.poll(record.family, &task).await {
@@ -287,6 +262,41 @@ async fn reconcile_task<P: Ports>(
     };
     save_with(ports, settings, &task, |r, now| Some(reconcile::after_poll(r, &polled, now))).await?;
     Ok(Handled::Polled(polled))
+}
+
+/// Stop watching a task waited for too long: a task still without its result is given up
+/// (`abandoned`, and a Task Failed event); one that has it, watched only because files' URLs
+/// expired, only leaves the index. Each write applies only while the record read again is
+/// still in the same case (a result that came meanwhile wins).
+async fn give_up<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task: &TaskId,
+    record: &TaskRecord,
+) -> Result<Handled, ReconcileError> {
+    let awaiting = reconcile::awaits_result(record);
+    let still = |r: &TaskRecord, now| {
+        reconcile::should_give_up(r, now, settings.give_up_after) && reconcile::awaits_result(r) == awaiting
+    };
+    let task_id = task.as_str();
+    if !awaiting {
+        save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await?;
+        tracing::info!(task_id, stage = %record.stage, "no new URL for the expired files in time; no longer watched");
+        return Ok(Handled::Unwatched);
+    }
+    // Published before the write that takes the task out of the index: a failure leaves it
+    // due, and the next run publishes again (same event id).
+    let failed = events::failed(record, &settings.accept.bucket, ABANDONED_REASON);
+    ports.publish_events(std::slice::from_ref(&failed)).await?;
+    save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, ABANDONED_REASON, now)))
+        .await?;
+    tracing::warn!(
+        task_id,
+        stage = %record.stage,
+        since = %reconcile::waiting_since(record),
+        "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
+    );
+    Ok(Handled::Abandoned)
 }
 
 /// Read the task, `change` it (None: nothing to write) and save it over what was read; again

@@ -1,7 +1,9 @@
 //! The callback bodies in the vault bucket: what ingest and the reconciler archive under
 //! `tasks/<task_id>/callbacks/` (and ingest parks under `parked/`), one PutObject each.
 
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use stemvault_vault::accept::ArchiveBody;
 
@@ -16,26 +18,33 @@ impl BodyArchive {
     pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> BodyArchive {
         BodyArchive { s3, bucket: bucket.into() }
     }
-}
 
-impl BodyArchive {
+    /// One PutObject of a JSON body; only when no object is under `key` if `only_if_absent`.
+    async fn put(
+        &self,
+        key: &str,
+        body: &[u8],
+        only_if_absent: bool,
+    ) -> Result<(), aws_sdk_s3::error::SdkError<PutObjectError, HttpResponse>> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
+            .body(ByteStream::from(body.to_vec()))
+            .send()
+            .await
+            .map(drop)
+    }
+
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
     /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
     /// (a concurrent park of the same key, which S3 asks to retry) is tried again.
     pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), String> {
         let mut attempt = 1;
         loop {
-            let put = self
-                .s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type("application/json")
-                .if_none_match("*")
-                .body(ByteStream::from(body.to_vec()))
-                .send()
-                .await;
-            let Err(e) = put else { return Ok(()) };
+            let Err(e) = self.put(key, body, true).await else { return Ok(()) };
             match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
                 RefusedPark::AlreadyParked => return Ok(()),
                 RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => attempt += 1,
@@ -68,16 +77,7 @@ fn refused_park(status: Option<u16>) -> RefusedPark {
 
 impl ArchiveBody for BodyArchive {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+        self.put(key, body, false).await.map_err(|e| DisplayErrorContext(e).to_string())
     }
 }
 
