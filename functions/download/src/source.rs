@@ -24,6 +24,7 @@ use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use sha2::{Digest, Sha256};
 use stemvault_vault::Timestamp;
 use url::Url;
 
@@ -211,21 +212,25 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// A URL as it may be logged or stored: without its query (signatures live there), fragment
-/// and credentials (`user:password@`, refused as a source but logged before the refusal).
+/// A URL as the logs show it: its scheme, host and port, and the first 12 hex digits of the
+/// SHA-256 of the whole URL (the object's [`crate::upload::SOURCE_METADATA`] starts with them,
+/// so a log line and a stored copy can be matched). Nothing else: signatures live in the
+/// query, credentials before the host, and the provider's file links carry their capability
+/// in the path (`/s/<uuid>_Vocals.mp3`, a working link for 14 days).
 pub fn loggable(url: &Url) -> String {
-    let mut shown = url.clone();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    // Only a URL that cannot have credentials refuses to drop them: it has none.
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.to_string()
+    shown(url, url.as_str())
 }
 
-/// [`loggable`] for a URL that may not even parse.
+/// [`loggable`] for a URL that may not even parse (the digest is of `url` as given).
 pub fn loggable_str(url: &str) -> String {
-    Url::parse(url).map_or_else(|_| "<not a URL>".to_owned(), |u| loggable(&u))
+    Url::parse(url).map_or_else(|_| "<not a URL>".to_owned(), |u| shown(&u, url))
+}
+
+fn shown(url: &Url, whole: &str) -> String {
+    let digest = hex::encode(Sha256::digest(whole.as_bytes()));
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{}://{host}{port}/… (sha256 {})", url.scheme(), &digest[..12])
 }
 
 /// Resolves names and refuses those with any non-public address.
@@ -349,13 +354,20 @@ mod tests {
     }
 
     #[test]
-    fn logged_urls_lose_their_query_fragment_and_credentials() {
+    fn logged_urls_show_only_their_host_and_a_digest() {
+        let url = "https://u:secret@tempfile.aiquickdraw.com:8443/s/0a1b2c_Vocals.mp3?X-Amz-Signature=sig#frag";
+        let shown = loggable_str(url);
+        let digest = crate::existing::source_sha256(url);
+        assert_eq!(shown, format!("https://tempfile.aiquickdraw.com:8443/… (sha256 {})", &digest[..12]));
+        for secret in ["secret", "0a1b2c", "Vocals", "sig", "frag"] {
+            assert!(!shown.contains(secret), "{shown} shows {secret}");
+        }
         assert_eq!(
-            loggable_str("https://cdn1.suno.ai/a/b.mp3?X-Amz-Signature=secret#frag"),
-            "https://cdn1.suno.ai/a/b.mp3"
+            loggable(&Url::parse("https://cdn1.suno.ai/a.mp3").unwrap()),
+            loggable_str("https://cdn1.suno.ai/a.mp3")
         );
+        assert_ne!(loggable_str("https://cdn1.suno.ai/a.mp3"), loggable_str("https://cdn1.suno.ai/b.mp3"));
         assert_eq!(loggable_str("not a url?sig=secret"), "<not a URL>");
-        assert_eq!(loggable_str("https://u:secret@cdn1.suno.ai/a/b.mp3"), "https://cdn1.suno.ai/a/b.mp3");
     }
 
     #[tokio::test]
