@@ -942,6 +942,19 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
     assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("NotifyDeadLetterQueue.QueueName"));
+    // What the rule could put on neither queue is lost: alarmed, on the rule's own metrics (a
+    // rule on a custom bus is measured by bus and rule name).
+    let lost = &cfn::resource(&template, "NotifyEventsLost")["Properties"];
+    assert_eq!(
+        (&lost["Namespace"], &lost["MetricName"]),
+        (&"AWS/Events".into(), &"InvocationsFailedToBeSentToDlq".into())
+    );
+    let dimensions = cfn::as_list(&lost["Dimensions"]);
+    assert_eq!(dimensions[0]["Name"], "EventBusName");
+    assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("EventBus"));
+    assert_eq!(dimensions[1]["Name"], "RuleName");
+    assert_eq!(cfn::sub(&dimensions[1]["Value"]), cfn::sub(&rule["Name"]), "the rule's name");
+    assert!(cfn::sub(&rule["Name"]).is_some_and(|n| n.contains("${AWS::StackName}")), "one rule per stack");
 
     // Nothing of the webhooks exists without NotifyUrl (the bus does: the events are published
     // either way).
