@@ -13,6 +13,9 @@
 //!   once; the second adds no file and sends no message), which also takes the task out of the
 //!   index once its stage is final;
 //! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour;
+//! * "not found" (404/422, as HTTP status or as the body's `code`): the same, and once the
+//!   provider has said so for a day without a word about the task in between, the task is
+//!   given up like one waited for too long, with reason `not_found`;
 //! * 401/403 (as HTTP status or as the body's `code`), still so after the poll port re-read
 //!   the key (at most once a minute) and polled again with a rotated one: the same, and one
 //!   error per run naming the setting to fix; nothing but the poll bookkeeping changes.
@@ -26,7 +29,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
-use stemvault_vault::reconcile::{self, ABANDONED_REASON, PollOutcome};
+use stemvault_vault::reconcile::{self, PollOutcome};
 use stemvault_vault::{Attempt, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
 
@@ -103,6 +106,8 @@ pub struct Outcome {
     pub pending: usize,
     /// Polls the provider refused for the key (401/403).
     pub unauthorized: usize,
+    /// Polls answered that the provider does not know the task (404/422).
+    pub not_found: usize,
     /// Tasks given up: no result in time.
     pub abandoned: usize,
     /// Tasks with their result no longer watched: no new URL for their expired files in time.
@@ -168,6 +173,7 @@ pub async fn reconcile<P: Ports>(
                 match polled {
                     PollOutcome::Result(_) => outcome.results += 1,
                     PollOutcome::Http(401 | 403) | PollOutcome::Provider(401 | 403) => outcome.unauthorized += 1,
+                    ref not_found if not_found.not_found() => outcome.not_found += 1,
                     _ => outcome.pending += 1,
                 }
             }
@@ -203,8 +209,8 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
-    if reconcile::should_give_up(&record, now, settings.give_up_after) {
-        return give_up(ports, settings, &task, &record).await;
+    if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
+        return give_up(ports, settings, &task, &record, reason).await;
     }
 
     let polled = match ports.poll(record.family, &task).await {
@@ -264,38 +270,49 @@ async fn reconcile_task<P: Ports>(
     Ok(Handled::Polled(polled))
 }
 
-/// Stop watching a task waited for too long: a task still without its result is given up
-/// (`abandoned`, and a Task Failed event); one that has it, watched only because files' URLs
-/// expired, only leaves the index. Each write applies only while the record read again is
-/// still in the same case (a result that came meanwhile wins).
+/// Stop watching a task waited for too long, or that the provider keeps saying it does not
+/// know (`reason`): a task still without its result is given up (`abandoned`, and a Task
+/// Failed event); one that has it, watched only because files' URLs expired, only leaves the
+/// index. Each write applies only while the record read again is still in the same case (a
+/// result that came meanwhile wins).
 async fn give_up<P: Ports>(
     ports: &P,
     settings: &Settings,
     task: &TaskId,
     record: &TaskRecord,
+    reason: &'static str,
 ) -> Result<Handled, ReconcileError> {
     let awaiting = reconcile::awaits_result(record);
     let still = |r: &TaskRecord, now| {
-        reconcile::should_give_up(r, now, settings.give_up_after) && reconcile::awaits_result(r) == awaiting
+        reconcile::give_up_reason(r, now, settings.give_up_after) == Some(reason)
+            && reconcile::awaits_result(r) == awaiting
     };
     let task_id = task.as_str();
     if !awaiting {
         save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await?;
-        tracing::info!(task_id, stage = %record.stage, "no new URL for the expired files in time; no longer watched");
+        tracing::info!(task_id, stage = %record.stage, reason, "no new URL for the expired files; no longer watched");
         return Ok(Handled::Unwatched);
     }
     // Published before the write that takes the task out of the index: a failure leaves it
     // due, and the next run publishes again (same event id).
-    let failed = events::failed(record, &settings.accept.bucket, ABANDONED_REASON);
+    let failed = events::failed(record, &settings.accept.bucket, reason);
     ports.publish_events(std::slice::from_ref(&failed)).await?;
-    save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, ABANDONED_REASON, now)))
-        .await?;
-    tracing::warn!(
-        task_id,
-        stage = %record.stage,
-        since = %reconcile::waiting_since(record),
-        "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
-    );
+    save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, reason, now))).await?;
+    if reason == reconcile::NOT_FOUND_REASON {
+        tracing::warn!(
+            task_id,
+            family = %record.family,
+            since = ?record.not_found_since,
+            "gave the task up: the provider has not known it for a day (registered under the wrong family?)"
+        );
+    } else {
+        tracing::warn!(
+            task_id,
+            stage = %record.stage,
+            since = %reconcile::waiting_since(record),
+            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
+        );
+    }
     Ok(Handled::Abandoned)
 }
 

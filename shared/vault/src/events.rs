@@ -161,7 +161,7 @@ pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
 }
 
 /// `Task Failed` for a record whose result is a failure (`reason` distinguishes failures of
-/// one task: the stage for a failure result, `abandoned` for a task given up on).
+/// one task: the stage for a failure result, `abandoned` or `not_found` for a task given up on).
 pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
     let id = event_id(&record.task_id, EventType::Failed, reason);
     TaskEvent { kind: EventType::Failed, detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()) }

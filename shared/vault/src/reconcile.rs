@@ -30,6 +30,14 @@ pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
 /// The reason an abandoned task gives (also the id suffix of its Task Failed event).
 pub const ABANDONED_REASON: &str = "abandoned";
+/// The reason a task gives that the provider said, poll after poll for
+/// [`NOT_FOUND_GIVE_UP_AFTER`], it does not know.
+pub const NOT_FOUND_REASON: &str = "not_found";
+/// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`])
+/// before the task is given up: one registered under the wrong family, or with an id the
+/// provider never issued, is then polled about 30 times rather than for 14 days. A callback
+/// or a poll that finds the task restarts the count.
+pub const NOT_FOUND_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// A file that failed for good because its URL expired (what an expired URL answers: 403,
 /// 404, 410 or 441), at once or on its last receive (`dead_lettered: `, when no fresh link
@@ -74,8 +82,10 @@ pub fn unwatch(record: &mut TaskRecord) {
 /// After ingest merged a callback (or a poll's result) into `record`, whose stage was
 /// `before` (None: a new task): a task that just reached `text`/`first` (or still needs
 /// watching and is not watched) is first polled `after` from `now`; a task that needs nothing
-/// more leaves the index. Changes only fields of the task item ingest puts anyway.
+/// more leaves the index. The provider knows the task, whatever a poll said before. Changes
+/// only fields of the task item ingest puts anyway.
 pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestamp, after: Duration) {
+    record.not_found_since = None;
     if !needs_watching(record) {
         unwatch(record);
         return;
@@ -106,6 +116,17 @@ pub enum PollOutcome {
 }
 
 impl PollOutcome {
+    /// The provider said it does not know the task: 404, or 422 (not a task id it takes at
+    /// this family's endpoint), as HTTP status or as the body's `code`.
+    pub fn not_found(&self) -> bool {
+        matches!(self, PollOutcome::Http(404 | 422) | PollOutcome::Provider(404 | 422))
+    }
+
+    /// The provider answered about the task itself, so it knows it.
+    fn found(&self) -> bool {
+        matches!(self, PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::Unrecorded)
+    }
+
     /// As stored in `last_poll.outcome`.
     pub fn as_text(&self) -> String {
         match self {
@@ -130,12 +151,19 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 
 /// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
-/// longer watched (a result settled it) is only counted. Returns the record to save
+/// longer watched (a result settled it) is only counted. `not_found_since` dates the first of
+/// an unbroken run of "not found" answers: an answer about the task ends the run, one that
+/// says nothing either way (429, 5xx, 401, no answer) does not. Returns the record to save
 /// (`version` incremented).
 pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
     next.polls += 1;
     next.last_poll = Some(LastPoll { at: now, outcome: outcome.as_text() });
+    if outcome.not_found() {
+        next.not_found_since.get_or_insert(now);
+    } else if outcome.found() {
+        next.not_found_since = None;
+    }
     if needs_watching(&next) {
         let wait = next_interval(record.poll_interval_seconds);
         next.reconcile = Some(RECONCILE_DUE.to_owned());
@@ -153,11 +181,21 @@ pub fn waiting_since(record: &TaskRecord) -> Timestamp {
     record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at)
 }
 
-/// Whether the reconciler should stop watching the task now: it was waited for
-/// `give_up_after`. A task still without its result is then given up ([`abandon`]); one that
-/// has it (watched for files whose URL expired) only leaves the index ([`stop_watching`]).
-pub fn should_give_up(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
-    record.abandoned.is_none() && now >= waiting_since(record).plus(give_up_after)
+/// Why the reconciler should stop watching the task now, if it should: it was waited for
+/// `give_up_after` ([`ABANDONED_REASON`]), or the provider has said it does not know it for
+/// [`NOT_FOUND_GIVE_UP_AFTER`] ([`NOT_FOUND_REASON`]). A task still without its result is then
+/// given up ([`abandon`]); one that has it (watched for files whose URL expired) only leaves
+/// the index ([`stop_watching`]).
+pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<&'static str> {
+    if record.abandoned.is_some() {
+        None
+    } else if now >= waiting_since(record).plus(give_up_after) {
+        Some(ABANDONED_REASON)
+    } else if record.not_found_since.is_some_and(|since| now >= since.plus(NOT_FOUND_GIVE_UP_AFTER)) {
+        Some(NOT_FOUND_REASON)
+    } else {
+        None
+    }
 }
 
 /// Stop watching a task that has its result: nothing failed, no new URL came for its expired
@@ -273,12 +311,46 @@ mod tests {
         r.vault = VaultState::Pending;
         r.sync_open_marker();
         watch(&mut r, NOW, Duration::from_secs(600));
-        assert!(!should_give_up(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up));
-        assert!(should_give_up(&r, NOW.plus(give_up), give_up));
+        assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
+        assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
         let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
         assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));
-        assert!(!should_give_up(&gone, NOW.plus(give_up * 2), give_up));
+        assert_eq!(give_up_reason(&gone, NOW.plus(give_up * 2), give_up), None);
+    }
+
+    #[test]
+    fn a_task_the_provider_keeps_saying_it_does_not_know_is_given_up_after_a_day() {
+        let give_up = DEFAULT_GIVE_UP_AFTER;
+        let at = |secs: u64| NOW.plus(Duration::from_secs(secs));
+        let mut r = task(Stage::Submitted);
+        watch(&mut r, NOW, Duration::from_secs(600));
+        r = after_poll(&r, &PollOutcome::Http(404), at(600));
+        assert_eq!(r.not_found_since, Some(at(600)));
+        // Answers that say nothing about the task keep the run going; later "not found"s
+        // keep its start.
+        for outcome in [PollOutcome::Http(503), PollOutcome::Unreachable, PollOutcome::Provider(422)] {
+            r = after_poll(&r, &outcome, at(3600));
+            assert_eq!(r.not_found_since, Some(at(600)), "{outcome:?}");
+        }
+        let day = NOT_FOUND_GIVE_UP_AFTER.as_secs();
+        assert_eq!(give_up_reason(&r, at(600 + day - 1), give_up), None);
+        assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(NOT_FOUND_REASON));
+        // An answer about the task ends the run, and so does a callback.
+        for found in [PollOutcome::Pending, PollOutcome::Result(Stage::First), PollOutcome::Unrecorded] {
+            let again = after_poll(&r, &found, at(7200));
+            assert_eq!(again.not_found_since, None, "{found:?}");
+            assert_eq!(give_up_reason(&again, at(600 + day), give_up), None);
+        }
+        let mut called_back = r.clone();
+        after_merge(&mut called_back, Some(Stage::Submitted), at(7200), Duration::from_secs(600));
+        assert_eq!(called_back.not_found_since, None);
+        // The retention still comes first when it is shorter.
+        assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(ABANDONED_REASON));
+        let outcomes = [PollOutcome::Http(404), PollOutcome::Provider(404), PollOutcome::Http(422)];
+        assert!(outcomes.iter().all(PollOutcome::not_found));
+        let others = [PollOutcome::Http(400), PollOutcome::Provider(500), PollOutcome::Unreadable];
+        assert!(!others.iter().any(PollOutcome::not_found));
     }
 
     #[test]

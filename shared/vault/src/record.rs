@@ -78,6 +78,10 @@ pub struct TaskRecord {
     /// The last poll: when, and what came of it (`pending`, `result:<stage>`, `http_429`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_poll: Option<LastPoll>,
+    /// The first of the polls since which the provider has said it does not know the task
+    /// (see [`crate::reconcile::NOT_FOUND_GIVE_UP_AFTER`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_found_since: Option<Timestamp>,
     /// The reconciler gave up on the task: no result came by callback or poll in time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
@@ -346,6 +350,7 @@ impl TaskRecord {
             polls: 0,
             poll_interval_seconds: None,
             last_poll: None,
+            not_found_since: None,
             abandoned: None,
             manifest_key: None,
             version: 1,

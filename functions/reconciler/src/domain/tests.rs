@@ -306,6 +306,48 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A task the provider keeps saying it does not know (registered under the wrong family, say)
+/// is given up after a day of such answers, not polled for the 14-day retention.
+#[tokio::test]
+async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found() {
+    let not_found =
+        ProviderAnswer::Http { status: 200, body: br#"{"code":404,"msg":"task not found","data":null}"#.to_vec() };
+    let ports = MemoryPorts::new(vec![status(404), status(503), not_found]);
+    register(&ports);
+    let mut runs = 0;
+    let first = loop {
+        ports.until_due();
+        let outcome = run(&ports).await;
+        runs += 1;
+        if outcome.abandoned == 1 {
+            assert_eq!(outcome.polls, 0, "{outcome:?}");
+            break ports.record();
+        }
+        assert_eq!(outcome.polls, 1, "{outcome:?}");
+        assert!(runs < 60, "never given up");
+    };
+    let since = first.not_found_since.expect("dated");
+    let waited = ports.table.now().unix_ms - since.unix_ms;
+    let day = reconcile::NOT_FOUND_GIVE_UP_AFTER.as_millis() as i64;
+    assert!(waited >= day && waited < day + 3_600_000, "given up {waited} ms after the first not found");
+    assert!(runs < 40, "{runs} polls");
+    assert_eq!(first.abandoned.as_ref().map(|a| a.reason.as_str()), Some("not_found"));
+    let published = ports.events.lock().unwrap().clone();
+    let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
+    assert_eq!(ids, [format!("{TASK}.failed.not_found")]);
+    assert_eq!((first.reconcile, first.open), (None, None));
+}
+
+#[tokio::test]
+async fn not_found_answers_are_counted_as_such() {
+    let ports = MemoryPorts::new(vec![status(404)]);
+    register(&ports);
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.polls, outcome.not_found, outcome.pending), (1, 1, 0), "{outcome:?}");
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "http_404");
+}
+
 /// A task that has its result, watched only because a file's URL expired, is not given up
 /// as failed after the retention: it only stops being watched.
 #[tokio::test]
