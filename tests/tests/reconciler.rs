@@ -371,6 +371,50 @@ async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
     assert_eq!(provider.polls(&task), 1);
 }
 
+/// A task whose items this version cannot read is put off an hour (one UpdateItem that reads
+/// nothing), rather than failing first in every run ahead of the other due tasks.
+#[tokio::test]
+async fn an_unreadable_task_is_put_off_an_hour() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::Wav, vec![Answer::Pending]);
+    register(&env, &task, "wav").await;
+    env.dynamo
+        .put_item()
+        .table_name(&env.resources.table_name)
+        .item("task_id", AttributeValue::S(task.clone()))
+        .item("sk", AttributeValue::S("file#wav".into()))
+        .item("status", AttributeValue::S("no such status".into()))
+        .send()
+        .await
+        .expect("an unreadable file item");
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+
+    let before = Timestamp::now();
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.tasks_failed, outcome.polls), (1, 0), "{outcome:?}");
+    let item = env
+        .dynamo
+        .get_item()
+        .table_name(&env.resources.table_name)
+        .key("task_id", AttributeValue::S(task.clone()))
+        .key("sk", AttributeValue::S("task".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap()
+        .item
+        .expect("the task item");
+    let at: Timestamp = item["reconcile_at"].as_s().unwrap().parse().unwrap();
+    let hour = 3_600_000;
+    assert!(at.unix_ms >= before.unix_ms + hour && at.unix_ms < before.unix_ms + hour + 60_000, "{at}");
+    assert_eq!(item["reconcile"].as_s().unwrap(), "due", "still watched");
+    assert_eq!(item["version"].as_n().unwrap(), "2", "the write is counted");
+    assert_eq!(app.run_within("again", Duration::from_secs(30)).await.unwrap().tasks_due, 0, "not due now");
+    assert_eq!(provider.polls(&task), 0);
+}
+
 #[tokio::test]
 async fn without_a_key_the_reconciler_is_off_and_polls_nothing() {
     let env = TestEnv::new().await;

@@ -7,14 +7,15 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
+use stemvault_aws::table::{Update, n, s};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
-use stemvault_vault::items::PARTITION_KEY;
+use stemvault_vault::items::{PARTITION_KEY, TASK_SK};
 use stemvault_vault::{RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{ListDueTasks, PollProvider, ProviderAnswer};
+use crate::domain::{ListDueTasks, PollProvider, PostponePoll, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
 use crate::replay::{DeleteParked, ListParked, ReadParked};
@@ -23,7 +24,7 @@ use stemvault_vault::accept::ParkedBody;
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
-/// claims and redelivery counts (UpdateItem), the archived answers (PutObject), the parked
+/// claims, redelivery counts and the postponed poll of an unreadable task (UpdateItem), the archived answers (PutObject), the parked
 /// callbacks (ListObjectsV2 under `parked/`, authorised by s3:ListBucket; GetObject and
 /// DeleteObject), the download and manifest jobs (SendMessageBatch, authorised by
 /// sqs:SendMessage), the events of a polled result or a task given up (PutEvents) and the
@@ -140,11 +141,44 @@ impl ListDueTasks for AwsPorts {
     }
 }
 
+/// The update that moves a watched task's next poll to `until`, reading nothing.
+pub fn postpone_poll_update(until: Timestamp) -> Update {
+    let mut u = Update::new("SET #at = :until ADD #version :one", "#reconcile = :due");
+    u.name("#at", "reconcile_at").name("#version", "version").name("#reconcile", "reconcile");
+    u.value(":until", s(&until.rfc3339())).value(":one", n(1)).value(":due", s(RECONCILE_DUE));
+    u
+}
+
+impl PostponePoll for AwsPorts {
+    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<(), StoreError> {
+        let update = postpone_poll_update(until);
+        self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await.map(|_| ())
+    }
+}
+
 impl PollProvider for AwsPorts {
     async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         match &self.provider {
             Some(provider) => provider.poll(family, task_id).await,
             None => ProviderAnswer::Unreachable("no provider API key".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postponed_poll_moves_only_a_watched_task_and_counts_the_write() {
+        let until: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
+        let u = postpone_poll_update(until);
+        assert_eq!(u.update, "SET #at = :until ADD #version :one");
+        assert_eq!(u.condition, "#reconcile = :due");
+        assert_eq!(u.names["#at"], "reconcile_at");
+        assert_eq!(u.names["#reconcile"], "reconcile");
+        assert_eq!(u.values[":until"], AttributeValue::S(until.rfc3339()));
+        assert_eq!(u.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
+        assert!(u.unused_placeholders().is_empty());
     }
 }

@@ -60,11 +60,18 @@ pub trait PollProvider {
     fn poll(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
 }
 
+/// Move the next poll of the task `task_id` to `until` without reading its record (which
+/// cannot be read), only while the task is still watched; the task item's `version` counts
+/// the write.
+pub trait PostponePoll {
+    fn postpone_poll(&self, task_id: &str, until: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// Everything a run needs: the accept use-case's ports, the parked callbacks
 /// ([`crate::replay`]), the index and the provider.
-pub trait Ports: crate::replay::Ports + ListDueTasks + PollProvider + Sync {}
+pub trait Ports: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + Sync {}
 
-impl<T> Ports for T where T: crate::replay::Ports + ListDueTasks + PollProvider + Sync {}
+impl<T> Ports for T where T: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + Sync {}
 
 /// How a run is bounded and what it is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,9 +208,13 @@ async fn reconcile_task<P: Ports>(
     task_id: &str,
 ) -> Result<Handled, ReconcileError> {
     let Ok(task) = TaskId::parse(task_id) else {
-        return Err(StoreError::Malformed(format!("the index lists an invalid task id {task_id:?}")).into());
+        return postpone(ports, task_id, format!("the index lists an invalid task id {task_id:?}")).await;
     };
-    let Some(record) = ports.load_task(&task).await? else { return Ok(Handled::Skipped) };
+    let record = match ports.load_task(&task).await {
+        Err(StoreError::Malformed(why)) => return postpone(ports, task_id, why).await,
+        loaded => loaded?,
+    };
+    let Some(record) = record else { return Ok(Handled::Skipped) };
     let now = ports.now();
     let due = record.reconcile.as_deref() == Some(RECONCILE_DUE) && record.reconcile_at.is_some_and(|at| at <= now);
     if !due {
@@ -314,6 +325,16 @@ async fn give_up<P: Ports>(
         );
     }
     Ok(Handled::Abandoned)
+}
+
+/// A task whose record cannot be read (`why`) would come first in every run's due list, ahead
+/// of every other task, and fail each time: its next poll is put off by the longest poll
+/// interval, with an error in the logs each time, until its items are fixed or deleted.
+async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Handled, ReconcileError> {
+    let until = ports.now().plus(reconcile::MAX_POLL_INTERVAL);
+    ports.postpone_poll(task_id, until).await?;
+    tracing::error!(task_id, error = %why, next_poll = %until, "the task's record is unreadable; its next poll is put off");
+    Err(StoreError::Malformed(why).into())
 }
 
 /// Read the task, `change` it (None: nothing to write) and save it over what was read; again

@@ -118,17 +118,42 @@ impl crate::replay::DeleteParked for MemoryPorts {
     }
 }
 
+/// The `reconcile-due` index as DynamoDB keeps it: from the task items' `reconcile` and
+/// `reconcile_at` attributes, whether the rest of the record reads or not.
 impl ListDueTasks for MemoryPorts {
     async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
-        let mut due: Vec<(Timestamp, String)> = self
+        let text = |item: &serde_dynamo::Item, name: &str| match item.get(name) {
+            Some(serde_dynamo::AttributeValue::S(s)) => Some(s.clone()),
+            _ => None,
+        };
+        let mut due: Vec<(String, String)> = self
             .table
-            .records()
+            .task_items()
             .into_iter()
-            .filter(|r| r.reconcile.as_deref() == Some(RECONCILE_DUE))
-            .filter_map(|r| Some((r.reconcile_at.filter(|at| *at <= due_by)?, r.task_id)))
+            .filter(|(_, item)| text(item, "reconcile").as_deref() == Some(RECONCILE_DUE))
+            .filter_map(|(id, item)| Some((text(&item, "reconcile_at").filter(|at| *at <= due_by.rfc3339())?, id)))
             .collect();
         due.sort();
         Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+}
+
+impl PostponePoll for MemoryPorts {
+    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<(), StoreError> {
+        use serde_dynamo::AttributeValue;
+        self.table.update_task_item(task_id, |item| {
+            if !matches!(item.get("reconcile"), Some(AttributeValue::S(due)) if due == RECONCILE_DUE) {
+                return false;
+            }
+            item.insert("reconcile_at".into(), AttributeValue::S(until.rfc3339()));
+            let version = match item.get("version") {
+                Some(AttributeValue::N(v)) => v.parse::<u64>().unwrap_or(0),
+                _ => 0,
+            };
+            item.insert("version".into(), AttributeValue::N((version + 1).to_string()));
+            true
+        });
+        Ok(())
     }
 }
 
@@ -346,6 +371,38 @@ async fn not_found_answers_are_counted_as_such() {
     let outcome = run(&ports).await;
     assert_eq!((outcome.polls, outcome.not_found, outcome.pending), (1, 1, 0), "{outcome:?}");
     assert_eq!(ports.record().last_poll.unwrap().outcome, "http_404");
+}
+
+/// A task whose record cannot be read (an item this version cannot read) would fail first in
+/// every run, ahead of every other due task: its next poll is put off an hour each time.
+#[tokio::test]
+async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    // Due before the other task.
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let mut broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
+    broken.version = 3;
+    ports.table.put_record(broken);
+    let bad_file: HashMap<String, serde_dynamo::AttributeValue> =
+        [("task_id", "broken-1"), ("sk", "file#vocal"), ("status", "no such status")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_dynamo::AttributeValue::S(v.to_owned())))
+            .collect();
+    ports.table.put_item("broken-1", bad_file.into());
+
+    // One task per run: the unreadable one is due first.
+    let one = Settings { max_tasks: 1, ..settings() };
+    ports.until_due();
+    let first = reconcile(&ports, &one, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!((first.tasks_failed, first.polls), (1, 0), "{first:?}");
+    let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
+    let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
+    assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)));
+    assert_eq!(task.get("version"), Some(&serde_dynamo::AttributeValue::N("4".into())), "the write is counted");
+    let second = reconcile(&ports, &one, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!((second.tasks_failed, second.polls), (0, 1), "the other task's turn: {second:?}");
+    assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
 }
 
 /// A task that has its result, watched only because a file's URL expired, is not given up

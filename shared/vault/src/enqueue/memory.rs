@@ -115,6 +115,31 @@ impl MemoryTableAndQueue {
         lock(&self.tables).insert(record.task_id.clone(), items);
     }
 
+    /// Store `item` as is under its sort key, whatever it holds (to set up a test: an item this
+    /// version cannot read).
+    pub fn put_item(&self, task_id: &str, item: Item) {
+        lock(&self.tables).entry(task_id.to_owned()).or_default().insert(sort_key(&item), item);
+    }
+
+    /// Every task item, with its task id, readable or not: what a secondary index projects.
+    pub fn task_items(&self) -> Vec<(String, Item)> {
+        let tables = lock(&self.tables);
+        tables.iter().filter_map(|(id, items)| Some((id.clone(), items.get(items::TASK_SK)?.clone()))).collect()
+    }
+
+    /// Change the task item of `task_id` in place, if there is one and `change` says it applies
+    /// (a conditional update). Returns whether it did.
+    pub fn update_task_item(&self, task_id: &str, change: impl FnOnce(&mut Item) -> bool) -> bool {
+        let mut tables = lock(&self.tables);
+        let Some(item) = tables.get_mut(task_id).and_then(|items| items.get_mut(items::TASK_SK)) else { return false };
+        let mut changed = item.clone();
+        if !change(&mut changed) {
+            return false;
+        }
+        *item = changed;
+        true
+    }
+
     /// How many tasks have a task item.
     pub fn record_count(&self) -> usize {
         lock(&self.tables).values().filter(|items| items.contains_key(items::TASK_SK)).count()
