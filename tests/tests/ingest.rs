@@ -593,3 +593,40 @@ async fn ingest_does_not_start_without_a_usable_secret() {
     let body = fixture("convert-to-wav__kie__200.json");
     assert_eq!(open.handle(request(&[], &body)).await.status(), StatusCode::OK);
 }
+
+/// A park S3 answers 409 ConditionalRequestConflict (a concurrent conditional write of the same
+/// key; S3 says to retry) is tried again, a bounded number of times; a 412 is the copy already
+/// parked. The emulator never answers 409, so a scripted server stands in for S3 here.
+#[tokio::test]
+async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use stemvault_aws::archive::BodyArchive;
+    use stemvault_tests::file_server::{FileServer, Reply};
+
+    let server = FileServer::start().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .endpoint_url(server.origin())
+            .force_path_style(true)
+            .build(),
+    );
+    let archive = BodyArchive::new(s3, "vault");
+    let ok = || Reply::Status(200);
+    let cases = [
+        ("parked/once.json", Reply::fail_times(1, Reply::Status(409), ok()), Ok(()), 2),
+        ("parked/twice.json", Reply::fail_times(2, Reply::Status(409), ok()), Ok(()), 3),
+        ("parked/always.json", Reply::Status(409), Err(()), 3),
+        ("parked/there.json", Reply::Status(412), Ok(()), 1),
+        ("parked/down.json", Reply::Status(400), Err(()), 1),
+    ];
+    for (key, reply, expected, requests) in cases {
+        let path = format!("/vault/{key}");
+        server.route(&path, reply);
+        let parked = archive.park(key, b"{}").await;
+        assert_eq!(parked.as_ref().map(|_| ()).map_err(drop), expected, "{key}: {parked:?}");
+        assert_eq!(server.hits(&path), requests, "{key}");
+    }
+}
