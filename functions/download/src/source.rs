@@ -213,8 +213,9 @@ fn is_redirect(status: StatusCode) -> bool {
 }
 
 /// A URL as the logs show it: its scheme, host and port, and the first 12 hex digits of the
-/// SHA-256 of the whole URL (the object's [`crate::upload::SOURCE_METADATA`] starts with them,
-/// so a log line and a stored copy can be matched). Nothing else: signatures live in the
+/// SHA-256 of the whole URL (for the URL a copy came from, the stored object's
+/// [`crate::upload::SOURCE_METADATA`] starts with them, so the `copying` line and the object
+/// can be matched). Nothing else: signatures live in the
 /// query, credentials before the host, and the provider's file links carry their capability
 /// in the path (`/s/<uuid>_Vocals.mp3`, a working link for 14 days).
 pub fn loggable(url: &Url) -> String {

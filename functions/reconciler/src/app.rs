@@ -143,6 +143,7 @@ impl App {
                 results = outcome.results,
                 pending = outcome.pending,
                 unauthorized = outcome.unauthorized,
+                not_found = outcome.not_found,
                 abandoned = outcome.abandoned,
                 unwatched = outcome.unwatched,
                 tasks_failed = outcome.tasks_failed,

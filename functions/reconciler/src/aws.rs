@@ -7,11 +7,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
-use stemvault_aws::table::{Update, n, s};
+use stemvault_aws::table::{Update, s};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items::{PARTITION_KEY, TASK_SK};
-use stemvault_vault::{RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
+use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
@@ -141,18 +141,19 @@ impl ListDueTasks for AwsPorts {
     }
 }
 
-/// The update that moves a watched task's next poll to `until`, reading nothing.
+/// The update that moves a watched task's next poll to `until`, reading and touching nothing
+/// else (not `version`: it may be what cannot be read, and an ADD to it would then fail).
 pub fn postpone_poll_update(until: Timestamp) -> Update {
-    let mut u = Update::new("SET #at = :until ADD #version :one", "#reconcile = :due");
-    u.name("#at", "reconcile_at").name("#version", "version").name("#reconcile", "reconcile");
-    u.value(":until", s(&until.rfc3339())).value(":one", n(1)).value(":due", s(RECONCILE_DUE));
+    let mut u = Update::new("SET #at = :until", "#reconcile = :due");
+    u.name("#at", "reconcile_at").name("#reconcile", "reconcile");
+    u.value(":until", s(&until.rfc3339())).value(":due", s(RECONCILE_DUE));
     u
 }
 
 impl PostponePoll for AwsPorts {
-    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<(), StoreError> {
+    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<Conditional, StoreError> {
         let update = postpone_poll_update(until);
-        self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await.map(|_| ())
+        self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await
     }
 }
 
@@ -170,10 +171,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_postponed_poll_moves_only_a_watched_task_and_counts_the_write() {
+    fn a_postponed_poll_moves_only_a_watched_task_and_touches_nothing_else() {
         let until: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let u = postpone_poll_update(until);
-        assert_eq!(u.update, "SET #at = :until ADD #version :one");
+        assert_eq!(u.update, "SET #at = :until");
         assert_eq!(u.condition, "#reconcile = :due");
         assert_eq!(u.names["#at"], "reconcile_at");
         assert_eq!(u.names["#reconcile"], "reconcile");

@@ -30,7 +30,7 @@ use serde::Serialize;
 use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
 use stemvault_vault::reconcile::{self, PollOutcome};
-use stemvault_vault::{Attempt, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
+use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
 
 use crate::error::{ReconcileError, StoreError};
@@ -61,10 +61,15 @@ pub trait PollProvider {
 }
 
 /// Move the next poll of the task `task_id` to `until` without reading its record (which
-/// cannot be read), only while the task is still watched; the task item's `version` counts
-/// the write.
+/// cannot be read), only while the task is still watched (Conflict: it is not). Nothing else
+/// of the item is touched, not even `version`, which may be what cannot be read; nobody can
+/// read the record to write over the change.
 pub trait PostponePoll {
-    fn postpone_poll(&self, task_id: &str, until: Timestamp) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn postpone_poll(
+        &self,
+        task_id: &str,
+        until: Timestamp,
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 /// Everything a run needs: the accept use-case's ports, the parked callbacks
@@ -115,9 +120,10 @@ pub struct Outcome {
     pub unauthorized: usize,
     /// Polls answered that the provider does not know the task (404/422).
     pub not_found: usize,
-    /// Tasks given up: no result in time.
+    /// Tasks given up: no result in time, or unknown to the provider for a day.
     pub abandoned: usize,
-    /// Tasks with their result no longer watched: no new URL for their expired files in time.
+    /// Tasks with their result no longer watched: no new URL for their expired files in time
+    /// (or the provider no longer knows them).
     pub unwatched: usize,
     /// Tasks that could not be handled this time (the next run tries again).
     pub tasks_failed: usize,
@@ -300,15 +306,22 @@ async fn give_up<P: Ports>(
     };
     let task_id = task.as_str();
     if !awaiting {
-        save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await?;
+        if !save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await? {
+            return Ok(Handled::Skipped);
+        }
         tracing::info!(task_id, stage = %record.stage, reason, "no new URL for the expired files; no longer watched");
         return Ok(Handled::Unwatched);
     }
     // Published before the write that takes the task out of the index: a failure leaves it
-    // due, and the next run publishes again (same event id).
+    // due, and the next run publishes again (same event id). A callback that lands between
+    // the two wins the write, though the event may be out (consumers see its stage event
+    // after it).
     let failed = events::failed(record, &settings.accept.bucket, reason);
     ports.publish_events(std::slice::from_ref(&failed)).await?;
-    save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, reason, now))).await?;
+    if !save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, reason, now))).await? {
+        tracing::info!(task_id, reason, "not given up after all: the task changed meanwhile");
+        return Ok(Handled::Skipped);
+    }
     if reason == reconcile::NOT_FOUND_REASON {
         tracing::warn!(
             task_id,
@@ -331,26 +344,29 @@ async fn give_up<P: Ports>(
 /// of every other task, and fail each time: its next poll is put off by the longest poll
 /// interval, with an error in the logs each time, until its items are fixed or deleted.
 async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Handled, ReconcileError> {
+    tracing::error!(task_id, error = %why, "the task's record is unreadable: fix or delete its items");
     let until = ports.now().plus(reconcile::MAX_POLL_INTERVAL);
-    ports.postpone_poll(task_id, until).await?;
-    tracing::error!(task_id, error = %why, next_poll = %until, "the task's record is unreadable; its next poll is put off");
+    match ports.postpone_poll(task_id, until).await? {
+        Conditional::Applied => tracing::info!(task_id, next_poll = %until, "its next poll is put off"),
+        Conditional::Conflict => tracing::info!(task_id, "it is no longer watched"),
+    }
     Err(StoreError::Malformed(why).into())
 }
 
 /// Read the task, `change` it (None: nothing to write) and save it over what was read; again
-/// on a conflict.
+/// on a conflict. Whether it wrote.
 async fn save_with<P: Ports>(
     ports: &P,
     settings: &Settings,
     task: &TaskId,
     change: impl Fn(&TaskRecord, Timestamp) -> Option<TaskRecord>,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     let change = &change;
     let saved = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
-        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(())) };
-        let Some(next) = change(&record, ports.now()) else { return Ok(Attempt::Done(())) };
+        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(false)) };
+        let Some(next) = change(&record, ports.now()) else { return Ok(Attempt::Done(false)) };
         match ports.save_task(Some(&record), &next).await {
-            Ok(()) => Ok(Attempt::Done(())),
+            Ok(()) => Ok(Attempt::Done(true)),
             Err(StoreError::Conflict) => Ok(Attempt::Conflict),
             Err(e) => Err(ReconcileError::from(e)),
         }

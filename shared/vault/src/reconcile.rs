@@ -33,10 +33,10 @@ pub const ABANDONED_REASON: &str = "abandoned";
 /// The reason a task gives that the provider said, poll after poll for
 /// [`NOT_FOUND_GIVE_UP_AFTER`], it does not know.
 pub const NOT_FOUND_REASON: &str = "not_found";
-/// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`])
-/// before the task is given up: one registered under the wrong family, or with an id the
-/// provider never issued, is then polled about 30 times rather than for 14 days. A callback
-/// or a poll that finds the task restarts the count.
+/// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`]),
+/// poll after poll, before the task is given up: one registered under the wrong family, or
+/// with an id the provider never issued, is then polled about 30 times rather than for 14
+/// days. Any other answer (or none), and any callback, restarts the count.
 pub const NOT_FOUND_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// A file that failed for good because its URL expired (what an expired URL answers: 403,
@@ -122,11 +122,6 @@ impl PollOutcome {
         matches!(self, PollOutcome::Http(404 | 422) | PollOutcome::Provider(404 | 422))
     }
 
-    /// The provider answered about the task itself, so it knows it.
-    fn found(&self) -> bool {
-        matches!(self, PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::Unrecorded)
-    }
-
     /// As stored in `last_poll.outcome`.
     pub fn as_text(&self) -> String {
         match self {
@@ -152,16 +147,16 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 /// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
 /// longer watched (a result settled it) is only counted. `not_found_since` dates the first of
-/// an unbroken run of "not found" answers: an answer about the task ends the run, one that
-/// says nothing either way (429, 5xx, 401, no answer) does not. Returns the record to save
-/// (`version` incremented).
+/// an unbroken run of "not found" answers; any other answer, or none, ends the run (so a task
+/// is never given up as unknown on old answers, across an outage or a refused key). Returns
+/// the record to save (`version` incremented).
 pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
     next.polls += 1;
     next.last_poll = Some(LastPoll { at: now, outcome: outcome.as_text() });
     if outcome.not_found() {
         next.not_found_since.get_or_insert(now);
-    } else if outcome.found() {
+    } else {
         next.not_found_since = None;
     }
     if needs_watching(&next) {
@@ -199,7 +194,8 @@ pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Durati
 }
 
 /// Stop watching a task that has its result: nothing failed, no new URL came for its expired
-/// files in time. Returns the record to save (`version` incremented).
+/// files in time (or the provider no longer knows the task). Returns the record to save
+/// (`version` incremented).
 pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
     let mut next = record.clone();
     unwatch(&mut next);
@@ -327,19 +323,28 @@ mod tests {
         watch(&mut r, NOW, Duration::from_secs(600));
         r = after_poll(&r, &PollOutcome::Http(404), at(600));
         assert_eq!(r.not_found_since, Some(at(600)));
-        // Answers that say nothing about the task keep the run going; later "not found"s
-        // keep its start.
-        for outcome in [PollOutcome::Http(503), PollOutcome::Unreachable, PollOutcome::Provider(422)] {
+        // Later "not found"s keep its start.
+        for outcome in [PollOutcome::Provider(422), PollOutcome::Http(404)] {
             r = after_poll(&r, &outcome, at(3600));
             assert_eq!(r.not_found_since, Some(at(600)), "{outcome:?}");
         }
         let day = NOT_FOUND_GIVE_UP_AFTER.as_secs();
         assert_eq!(give_up_reason(&r, at(600 + day - 1), give_up), None);
         assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(NOT_FOUND_REASON));
-        // An answer about the task ends the run, and so does a callback.
-        for found in [PollOutcome::Pending, PollOutcome::Result(Stage::First), PollOutcome::Unrecorded] {
-            let again = after_poll(&r, &found, at(7200));
-            assert_eq!(again.not_found_since, None, "{found:?}");
+        // Any other answer, or none, ends the run (an outage is no evidence), and so does a
+        // callback.
+        let others = [
+            PollOutcome::Pending,
+            PollOutcome::Result(Stage::First),
+            PollOutcome::Unrecorded,
+            PollOutcome::Http(503),
+            PollOutcome::Provider(401),
+            PollOutcome::Unreachable,
+            PollOutcome::Unreadable,
+        ];
+        for other in others {
+            let again = after_poll(&r, &other, at(7200));
+            assert_eq!(again.not_found_since, None, "{other:?}");
             assert_eq!(give_up_reason(&again, at(600 + day), give_up), None);
         }
         let mut called_back = r.clone();

@@ -82,7 +82,8 @@ pub struct TaskRecord {
     /// (see [`crate::reconcile::NOT_FOUND_GIVE_UP_AFTER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_found_since: Option<Timestamp>,
-    /// The reconciler gave up on the task: no result came by callback or poll in time.
+    /// The reconciler gave up on the task: no result came by callback or poll in time, or the
+    /// provider has not known it for a day (`reason`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
     /// Set when the manifest of the current file set has been written.

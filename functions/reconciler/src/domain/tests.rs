@@ -43,6 +43,8 @@ struct MemoryPorts {
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
     polls_hang: std::sync::atomic::AtomicBool,
+    /// A record written right after the next publish (a callback landing just then).
+    after_publish: Mutex<Option<TaskRecord>>,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -58,6 +60,7 @@ impl MemoryPorts {
             parked_reads: Default::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
+            after_publish: Mutex::default(),
         }
     }
 
@@ -85,6 +88,9 @@ impl accept::ArchiveBody for MemoryPorts {
 impl events::PublishEvents for MemoryPorts {
     async fn publish_events(&self, published: &[events::TaskEvent]) -> Result<(), events::PublishError> {
         self.events.lock().unwrap().extend_from_slice(published);
+        if let Some(record) = self.after_publish.lock().unwrap().take() {
+            self.table.put_record(record);
+        }
         Ok(())
     }
 }
@@ -139,21 +145,16 @@ impl ListDueTasks for MemoryPorts {
 }
 
 impl PostponePoll for MemoryPorts {
-    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<(), StoreError> {
+    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<Conditional, StoreError> {
         use serde_dynamo::AttributeValue;
-        self.table.update_task_item(task_id, |item| {
+        let applied = self.table.update_task_item(task_id, |item| {
             if !matches!(item.get("reconcile"), Some(AttributeValue::S(due)) if due == RECONCILE_DUE) {
                 return false;
             }
             item.insert("reconcile_at".into(), AttributeValue::S(until.rfc3339()));
-            let version = match item.get("version") {
-                Some(AttributeValue::N(v)) => v.parse::<u64>().unwrap_or(0),
-                _ => 0,
-            };
-            item.insert("version".into(), AttributeValue::N((version + 1).to_string()));
             true
         });
-        Ok(())
+        Ok(if applied { Conditional::Applied } else { Conditional::Conflict })
     }
 }
 
@@ -363,6 +364,34 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
     assert_eq!((first.reconcile, first.open), (None, None));
 }
 
+/// A callback that lands between the Task Failed event and the write that gives the task up
+/// wins: the task is not given up (nor counted so), though the event went out.
+#[tokio::test]
+async fn a_callback_just_before_the_give_up_write_wins() {
+    let ports = MemoryPorts::new(vec![status(404)]);
+    register(&ports);
+    for _ in 0..40 {
+        ports.until_due();
+        run(&ports).await;
+        if ports
+            .record()
+            .not_found_since
+            .is_some_and(|since| ports.record().reconcile_at.unwrap() >= since.plus(reconcile::NOT_FOUND_GIVE_UP_AFTER))
+        {
+            break;
+        }
+    }
+    let mut called_back = ports.record();
+    reconcile::after_merge(&mut called_back, Some(Stage::Submitted), ports.table.now(), Duration::from_secs(600));
+    called_back.version += 1;
+    *ports.after_publish.lock().unwrap() = Some(called_back);
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!(ports.events.lock().unwrap().len(), 1, "the event went out");
+    assert_eq!((outcome.abandoned, outcome.polls), (0, 0), "{outcome:?}");
+    assert_eq!(ports.record().abandoned, None);
+}
+
 #[tokio::test]
 async fn not_found_answers_are_counted_as_such() {
     let ports = MemoryPorts::new(vec![status(404)]);
@@ -381,15 +410,11 @@ async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
     register(&ports);
     // Due before the other task.
     let registration = Registration { family: Family::VocalSeparation, client_ref: None };
-    let mut broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
-    broken.version = 3;
+    let broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
     ports.table.put_record(broken);
-    let bad_file: HashMap<String, serde_dynamo::AttributeValue> =
-        [("task_id", "broken-1"), ("sk", "file#vocal"), ("status", "no such status")]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), serde_dynamo::AttributeValue::S(v.to_owned())))
-            .collect();
-    ports.table.put_item("broken-1", bad_file.into());
+    // Its version, of all things, is what cannot be read.
+    let unreadable = serde_dynamo::AttributeValue::S("three".into());
+    ports.table.update_task_item("broken-1", |item| item.insert("version".into(), unreadable.clone()).is_some());
 
     // One task per run: the unreadable one is due first.
     let one = Settings { max_tasks: 1, ..settings() };
@@ -399,7 +424,7 @@ async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
     let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
     assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)));
-    assert_eq!(task.get("version"), Some(&serde_dynamo::AttributeValue::N("4".into())), "the write is counted");
+    assert_eq!(task.get("version"), Some(&unreadable), "nothing else touched");
     let second = reconcile(&ports, &one, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
     assert_eq!((second.tasks_failed, second.polls), (0, 1), "the other task's turn: {second:?}");
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
