@@ -277,13 +277,17 @@ async fn a_webhook_verifies_with_the_official_python_library() {
 }
 
 #[tokio::test]
-async fn a_5xx_is_retried_with_the_same_id_and_body_and_a_4xx_is_not() {
-    let receiver = Receiver::start(vec![Reply::Status(503)]).await;
+async fn a_5xx_or_404_is_retried_with_the_same_id_and_body_and_a_410_is_not() {
+    // A receiver being deployed (404), then failing (503), then up.
+    let receiver = Receiver::start(vec![Reply::Status(404), Reply::Status(503)]).await;
     let setup = Setup::new(&receiver.url("/hook")).await;
     setup.send(&vaulted_event("nt2")).await;
     let (messages, response) = setup.run_batch().await;
-    assert_eq!(response.batch_item_failures.len(), 1, "a 503 is retried");
+    assert_eq!(response.batch_item_failures.len(), 1, "a 404 is retried");
     setup.end_delay(&messages[0]).await;
+    let (again, response) = setup.run_batch().await;
+    assert_eq!(response.batch_item_failures.len(), 1, "a 503 is retried");
+    setup.end_delay(&again[0]).await;
 
     // The redelivery of the same message is delivered.
     let (redelivered, response) = setup.run_batch().await;
@@ -291,14 +295,14 @@ async fn a_5xx_is_retried_with_the_same_id_and_body_and_a_4xx_is_not() {
     assert_eq!(redelivered[0].message_id, messages[0].message_id, "the same message");
     assert!(response.batch_item_failures.is_empty(), "200 the second time");
     let requests = receiver.received();
-    assert_eq!(requests.len(), 2);
-    let (first, second) = (&requests[0], &requests[1]);
+    assert_eq!(requests.len(), 3);
+    let (first, second) = (&requests[0], &requests[2]);
     assert_eq!(first.headers["webhook-id"], second.headers["webhook-id"], "the same webhook-id on a retry");
     assert_eq!(first.body, second.body, "the same body on a retry");
     let verdicts = python_verdicts(&setup.secret, &requests);
     assert!(verdicts.iter().all(|v| v["ok"] == true), "{verdicts:?}");
 
-    // A 4xx other than 408/429: not retried (the message is deleted).
+    // 410 Gone: not retried (the message is deleted).
     let refusing = Receiver::start(vec![Reply::Status(410)]).await;
     let setup = Setup::new(&refusing.url("/hook")).await;
     setup.send(&vaulted_event("nt3")).await;

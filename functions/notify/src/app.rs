@@ -21,7 +21,7 @@ use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::{AwsPorts, HttpPoster};
 use crate::config::Config;
-use crate::domain::{Delivery, Outcome, Ports, delay_retry, process_message};
+use crate::domain::{Delivery, Outcome, Ports, delay_retry, measure, process_message};
 use crate::error::NotifyError;
 use crate::secret::{AgePolicy, Signers};
 
@@ -109,9 +109,15 @@ async fn handle_message<P: Ports>(
         receipt_handle: message.receipt_handle.filter(|h| !h.is_empty()),
         stop_at,
     };
-    let outcome = catch_panic(process_message(ports, signer, &delivery))
-        .await
-        .unwrap_or_else(|panic| Outcome::Retry(NotifyError::Panicked(panic)));
+    let outcome = match catch_panic(process_message(ports, signer, &delivery)).await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            // Counted here: the panic cut process_message short of counting it.
+            let outcome = Outcome::Retry(NotifyError::Panicked(panic));
+            ports.emit_metrics(&measure(&outcome));
+            outcome
+        }
+    };
     log_outcome(&outcome, delivery.receive_count);
     delay_retry(ports, &delivery, &outcome).await;
     outcome

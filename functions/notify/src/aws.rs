@@ -22,8 +22,8 @@ pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "secretsmanage
 pub const LOGICAL_NAME: &str = "notify";
 /// Webhooks the receiver answered with a 2xx; dimension `Function`.
 pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
-/// Webhooks given up on for good (a 4xx other than 408/429, or a message that is no
-/// stemvault event); dimensions `Function` and `Reason` (`status_404`, `malformed`, ...).
+/// Webhooks given up on for good (410 Gone, or a message that is no stemvault event);
+/// dimensions `Function` and `Reason` (`status_410`, `malformed`).
 pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).

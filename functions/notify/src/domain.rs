@@ -12,9 +12,9 @@
 //!    (`detail.event_id`);
 //! 3. sign it ([`Signer`]) for `webhook-timestamp` = now, and POST it to `NOTIFY_URL`
 //!    ([`PostWebhook`]);
-//! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 4xx other
-//!    than 408 and 429 is refused for good (logged, counted, the message deleted); anything
-//!    else (408, 429, 5xx, a redirect, a timeout, no connection) is retried: the message goes
+//! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 410 Gone
+//!    is refused for good (logged, counted, the message deleted); anything else (every other
+//!    4xx, 5xx, a redirect, a timeout, no connection) is retried: the message goes
 //!    back to the queue, kept away for [`retry_delay`] (20 s, doubling, at most an hour,
 //!    or longer when a 429/503 said `Retry-After`).
 
@@ -83,7 +83,7 @@ pub trait DelayMessage {
 pub enum Measure {
     /// The receiver answered 2xx.
     Delivered,
-    /// Given up on for good: refused with a 4xx, or not a stemvault event.
+    /// Given up on for good: refused with 410 Gone, or not a stemvault event.
     Rejected { reason: String },
     /// Will be retried ([`NotifyError::reason_code`]).
     Retried { reason: String },
@@ -221,13 +221,17 @@ pub fn sign(event: &Event, signer: &Signer, timestamp: i64) -> Webhook {
 /// caller's: [`delay_retry`].)
 pub async fn process_message<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {
     let outcome = deliver(ports, signer, delivery).await;
-    let measure = match &outcome {
+    ports.emit_metrics(&measure(&outcome));
+    outcome
+}
+
+/// How `outcome` is counted (`WebhooksDelivered`, `WebhooksRejected`, `WebhookRetries`).
+pub fn measure(outcome: &Outcome) -> Measure {
+    match outcome {
         Outcome::Delivered { .. } => Measure::Delivered,
         Outcome::Rejected(e) => Measure::Rejected { reason: e.reason_code() },
         Outcome::Retry(e) => Measure::Retried { reason: e.reason_code() },
-    };
-    ports.emit_metrics(&measure);
-    outcome
+    }
 }
 
 async fn deliver<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {

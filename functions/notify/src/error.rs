@@ -2,8 +2,8 @@
 //!
 //! Retryable: the message goes back to the queue with a growing delay, and after the queue's
 //! last receive to the notify dead-letter queue (which alarms). Not retryable: a message that
-//! is no stemvault event, and a receiver that refused the webhook with a 4xx other than 408
-//! and 429 (the same request would be refused again); the message is deleted.
+//! is no stemvault event, and a receiver that answered 410 Gone (it wants no more webhooks at
+//! this URL); the message is deleted.
 
 use std::time::Duration;
 
@@ -24,12 +24,14 @@ pub enum NotifyError {
     /// Not an EventBridge event from stemvault with a readable detail.
     #[error("malformed message: {0}")]
     Malformed(String),
-    /// The receiver answered a 4xx other than 408 and 429.
+    /// The receiver answered 410 Gone: it wants no more webhooks at this URL.
     #[error("NOTIFY_URL refused the webhook with {0}")]
     Refused(u16),
-    /// Any other answer but a 2xx: 408, 429, 5xx, and also 1xx and 3xx (redirects are not
-    /// followed; the message ends in the dead-letter queue unless NOTIFY_URL is corrected).
-    /// `retry_after`: what a 429 or 503 asked for.
+    /// Any other answer but a 2xx: every other 4xx (a receiver being deployed answers 404, one
+    /// whose signing secret is being rotated 401: nothing is dropped for them; a 4xx that
+    /// stands ends in the dead-letter queue, to redrive once the receiver is fixed), 5xx, and
+    /// also 1xx and 3xx (redirects are not followed; the message ends in the dead-letter queue
+    /// unless NOTIFY_URL is corrected). `retry_after`: what a 429 or 503 asked for.
     #[error("NOTIFY_URL answered {status}")]
     Status { status: u16, retry_after: Option<Duration> },
     #[error(transparent)]
@@ -64,8 +66,7 @@ impl NotifyError {
 pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Option<NotifyError> {
     match status {
         200..=299 => None,
-        408 | 429 => Some(NotifyError::Status { status, retry_after }),
-        400..=499 => Some(NotifyError::Refused(status)),
+        410 => Some(NotifyError::Refused(status)),
         _ => Some(NotifyError::Status { status, retry_after }),
     }
 }
@@ -75,16 +76,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn two_hundreds_deliver_client_errors_refuse_the_rest_retries() {
+    fn two_hundreds_deliver_410_refuses_the_rest_retries() {
         for ok in [200, 201, 202, 204, 299] {
             assert_eq!(classify_status(ok, None), None, "{ok}");
         }
-        for refused in [400, 401, 403, 404, 405, 410, 413, 422, 451, 499] {
-            let e = classify_status(refused, None).unwrap();
-            assert!(!e.is_retryable(), "{refused}");
-            assert_eq!(e, NotifyError::Refused(refused));
-        }
-        for retried in [408, 429, 500, 502, 503, 504, 599, 301, 302, 307, 308, 100] {
+        let e = classify_status(410, None).unwrap();
+        assert!(!e.is_retryable());
+        assert_eq!(e, NotifyError::Refused(410));
+        let client_errors = [400, 401, 403, 404, 405, 409, 413, 422, 425, 451, 499];
+        for retried in client_errors.into_iter().chain([408, 429, 500, 502, 503, 504, 599, 301, 302, 307, 308, 100]) {
             assert!(classify_status(retried, None).unwrap().is_retryable(), "{retried}");
         }
         let s = Duration::from_secs(7);
@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn reason_codes_are_stable() {
-        assert_eq!(NotifyError::Refused(404).reason_code(), "status_404");
+        assert_eq!(NotifyError::Refused(410).reason_code(), "status_410");
         assert_eq!(NotifyError::Status { status: 503, retry_after: None }.reason_code(), "status_503");
         assert_eq!(NotifyError::Post(PostError::Timeout("x".into())).reason_code(), "timeout");
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");

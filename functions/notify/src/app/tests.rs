@@ -30,8 +30,8 @@ fn failed_ids(response: &SqsBatchResponse) -> Vec<String> {
 
 #[tokio::test]
 async fn only_messages_to_retry_are_reported_and_each_is_delayed() {
-    // Posted in order: m1 200, m2 503, m3 404; m4 is no event.
-    let app = app(MemoryPorts::answering([status(200), status(503), status(404)]));
+    // Posted in order: m1 200, m2 503, m3 410; m4 is no event.
+    let app = app(MemoryPorts::answering([status(200), status(503), status(410)]));
     let messages = vec![
         message("m1", &vaulted_message()),
         message("m2", &vaulted_message()),
@@ -61,6 +61,7 @@ async fn a_panic_fails_only_its_own_message() {
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
 }
 
 #[tokio::test]
