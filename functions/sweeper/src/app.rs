@@ -8,7 +8,7 @@ use tracing::Instrument;
 
 use crate::Config;
 use crate::aws::AwsPorts;
-use crate::domain::{Outcome, Settings, sweep};
+use crate::domain::{Outcome, Settings, TASK_BUDGET, sweep};
 use crate::error::SweepError;
 
 /// The sweeper with its clients, built once per instance.
@@ -17,16 +17,20 @@ pub struct App {
     settings: Settings,
 }
 
+/// A run stops taking tasks this long before its deadline: the last task it starts has
+/// [`TASK_BUDGET`], and the cursor write [`DEADLINE_MARGIN`].
+const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + TASK_BUDGET.as_secs());
+
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         let settings = Settings { grace: config.grace, ..Settings::default() };
         App { ports: AwsPorts::new(&config, sdk), settings }
     }
 
-    /// One scheduled invocation: a sweep that stops taking tasks [`DEADLINE_MARGIN`] before
-    /// the invocation's deadline, answered with its outcome.
+    /// One scheduled invocation: a sweep that stops taking tasks [`STOP_BEFORE_DEADLINE`]
+    /// before the invocation's deadline, answered with its outcome.
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
-        let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, DEADLINE_MARGIN);
+        let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, STOP_BEFORE_DEADLINE);
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 

@@ -130,14 +130,22 @@ impl Outcome {
     }
 }
 
+/// The most one task may take (its reads, claims, sends and marks, retried on conflicts): a
+/// task started just before `stop_at` then still ends before the invocation's deadline (the
+/// reserve after `stop_at`, less the shared margin), and the run writes its cursor. Throttled
+/// table or queue calls could otherwise run one task past the deadline, and a run killed by
+/// its timeout writes no cursor: the next would start at the same place, and do the same.
+pub const TASK_BUDGET: Duration = Duration::from_secs(10);
+
 /// Sweep the open tasks: from just after the entry the previous run checked last (its
 /// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
 /// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then
 /// set to the last entry checked (or cleared after a whole lap), so however many tasks stay
 /// open for good (a message in the dead-letter queue), every open task is checked within
 /// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
-/// when the index cannot be read; a task that cannot be swept is counted and left to the next
-/// run, and a cursor that cannot be read or written only means starting at the oldest entry.
+/// when the index cannot be read (after writing the cursor for the entries checked); a task
+/// that cannot be swept (or not within [`TASK_BUDGET`]) is counted and left to the next run,
+/// and a cursor that cannot be read or written only means starting at the oldest entry.
 pub async fn sweep<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -157,8 +165,17 @@ pub async fn sweep<P: Ports>(
     let mut outcome = Outcome::default();
     let mut last: Option<OpenTask> = None;
     let mut after = start.clone();
+    let mut unreadable = None;
     'lap: loop {
-        let page = ports.open_tasks(received_before, after.as_ref()).await?;
+        let page = match ports.open_tasks(received_before, after.as_ref()).await {
+            Ok(page) => page,
+            Err(e) => {
+                // Stopped as if out of time: the next run resumes after the last entry checked.
+                outcome.stopped_early = true;
+                unreadable = Some(e);
+                break;
+            }
+        };
         for task in &page.tasks {
             // Past the cursor again after wrapping: this run checked these already.
             if outcome.wrapped && start.as_ref().is_some_and(|s| position(task) > position(s)) {
@@ -170,7 +187,8 @@ pub async fn sweep<P: Ports>(
             }
             outcome.tasks_checked += 1;
             last = Some(task.clone());
-            match sweep_task(ports, settings, &claimant, &task.task_id).await {
+            let swept = tokio::time::timeout(TASK_BUDGET, sweep_task(ports, settings, &claimant, &task.task_id)).await;
+            match swept.unwrap_or(Err(SweepError::OutOfTime { after: TASK_BUDGET })) {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
                 Err(e) => {
@@ -201,7 +219,10 @@ pub async fn sweep<P: Ports>(
             tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
-    Ok(outcome)
+    match unreadable {
+        Some(e) => Err(e.into()),
+        None => Ok(outcome),
+    }
 }
 
 /// Where an entry stands in the index: by last delivery, then task id.

@@ -17,6 +17,10 @@ pub enum SweepError {
     /// Concurrent writers kept changing the task's record; the next run takes it.
     #[error("the task record kept changing under {attempts} attempts to claim its files")]
     Contention { attempts: u32 },
+    /// Sweeping the task took longer than a task may ([`crate::domain::TASK_BUDGET`]); what it
+    /// claimed and did not send lapses with its lease, and the next run takes it.
+    #[error("the task was not swept within {}s", .after.as_secs())]
+    OutOfTime { after: std::time::Duration },
 }
 
 impl SweepError {
@@ -26,7 +30,7 @@ impl SweepError {
         match self {
             SweepError::Store(e) => e.is_retryable(),
             SweepError::Enqueue(e) => e.is_retryable(),
-            SweepError::Contention { .. } => true,
+            SweepError::Contention { .. } | SweepError::OutOfTime { .. } => true,
         }
     }
 }
@@ -43,6 +47,7 @@ mod tests {
             (SweepError::Store(StoreError::Unavailable("x".into())), true),
             (SweepError::Enqueue(EnqueueError { failed: 1, total: 1, reason: "x".into() }), true),
             (SweepError::Contention { attempts: 5 }, true),
+            (SweepError::OutOfTime { after: std::time::Duration::from_secs(10) }, true),
         ];
         for (error, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error}");

@@ -1,7 +1,13 @@
 //! Claim-and-send: how the files a request (ingest) or a run (the sweeper) has claimed reach
 //! the download queue. One message per claimed file; the sent files are marked `queued` (one
-//! write of the task item), the others released back to `pending`, each only while still
-//! held under the sender's claim.
+//! write of the task item, unconditional: the set names files, not claims), the others
+//! released back to `pending`, each only while still held under the sender's claim.
+//!
+//! Known gap: a mark delayed past a whole download of the file, its failure, a reopen by a
+//! new URL and a release of the new claim (a chain of seconds at least, against one
+//! UpdateItem sent right after the messages) would read that reopened file as `queued`
+//! with no message out. Stamping the names in the set with the file's generation would
+//! close it.
 //!
 //! The ports are implemented over AWS by `stemvault_aws::enqueue`; a function's own adapter
 //! struct hands them to it with [`delegate_enqueue_ports!`](crate::delegate_enqueue_ports).

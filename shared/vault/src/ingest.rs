@@ -5,7 +5,8 @@
 //! record it read ([`crate::items::plan_save`]: each changed item conditional on what was
 //! read; retrying from the read on a conflict). Files move
 //! `pending` → `enqueuing` here under the caller's claim; the caller sends their messages and
-//! then marks them `queued` with targeted updates conditional on that claim. A request that
+//! then marks them `queued` (one update of the task item's `queued` set; see
+//! [`crate::enqueue`]). A request that
 //! finds files under someone else's unexpired claim waits for them, and calls [`reclaim`] on
 //! each fresh read to take over what that request released or abandoned.
 
@@ -357,7 +358,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
         let claimable = match file.status {
             FileStatus::Pending => true,
             FileStatus::Enqueuing => {
-                file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t <= now_secs)
+                file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t < now_secs)
             }
             _ => false,
         };

@@ -54,6 +54,8 @@ struct TestPorts {
     cursor: std::sync::Mutex<Option<OpenTask>>,
     /// Every cursor written, in order.
     cursor_writes: std::sync::Mutex<Vec<Option<OpenTask>>>,
+    /// Index pages read before every further read fails (None: never fails).
+    index_fails_after: std::sync::Mutex<Option<usize>>,
 }
 
 impl TestPorts {
@@ -62,6 +64,7 @@ impl TestPorts {
             table: MemoryTableAndQueue::with_virtual_clock(start),
             cursor: Default::default(),
             cursor_writes: Default::default(),
+            index_fails_after: Default::default(),
         }
     }
 }
@@ -97,6 +100,12 @@ impl ListOpenTasks for TestPorts {
     ) -> Result<OpenTaskPage, StoreError> {
         const PAGE: usize = 2;
         self.interleave().await;
+        if let Some(left) = self.index_fails_after.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(StoreError::Unavailable("the index is throttled".into()));
+            }
+            *left -= 1;
+        }
         let mut open: Vec<OpenTask> = self
             .records()
             .into_iter()
@@ -236,6 +245,44 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
     let rest = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((rest.tasks_checked, rest.files_requeued, rest.stopped_early), (5, 2, false));
     assert_eq!(ports.messages().len(), 5);
+}
+
+/// A task whose table or queue calls hang (throttling, say) is given up after TASK_BUDGET
+/// and the run goes on to the next; the run ends and writes its cursor, instead of running
+/// into its Lambda timeout, which writes none.
+#[tokio::test(start_paused = true)]
+async fn a_task_that_hangs_is_left_after_its_budget_and_the_cursor_still_written() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    for i in 0..3 {
+        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
+    }
+    ports.advance(Duration::from_secs(300));
+    ports.set_latency(Duration::from_secs(3600));
+    let bounded = Settings { max_tasks: 2, ..Settings::default() };
+    let started = tokio::time::Instant::now();
+    let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.tasks_failed, report.stopped_early), (2, 2, true), "{report:?}");
+    assert!(ports.messages().is_empty());
+    // Two tasks at their budget each, and the index pages read (not bounded by the budget).
+    assert!(started.elapsed() < Duration::from_secs(2 * 3600) + 2 * TASK_BUDGET + Duration::from_secs(1));
+    let cursor = ports.cursor.lock().unwrap().clone().expect("written");
+    assert_eq!(cursor.task_id, task_id(1), "resumes after the last task checked");
+}
+
+/// An index that cannot be read past a page still leaves the cursor after the entries checked.
+#[tokio::test]
+async fn an_index_read_failing_mid_run_still_moves_the_cursor() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    for i in 0..3 {
+        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
+    }
+    ports.advance(Duration::from_secs(300));
+    *ports.index_fails_after.lock().unwrap() = Some(1);
+    let err = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap_err();
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(sent(&ports).len(), 2, "the first page was swept");
+    let cursor = ports.cursor.lock().unwrap().clone().expect("written");
+    assert_eq!(cursor.task_id, task_id(1));
 }
 
 #[tokio::test]

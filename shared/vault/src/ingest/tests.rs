@@ -140,17 +140,19 @@ fn a_duplicate_waits_for_files_under_an_unexpired_claim_and_takes_over_expired_o
     let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
     let first = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
 
-    let waiting = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r2"), now(29));
+    // Held through its lease's last second, as the put's condition (`lease < now`) and the
+    // downloader hold it.
+    let waiting = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r2"), now(30));
     assert!(waiting.duplicate);
     assert!(waiting.claims.to_enqueue.is_empty());
     assert_eq!(waiting.claims.wait_for, vec!["a", "b"]);
     assert_eq!(waiting.record.files["a"].claim.as_deref(), Some("r1"));
 
-    let taking_over = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r3"), now(30));
+    let taking_over = ingest_callback(Some(&first), &e, &body("aa"), &claimant("r3"), now(31));
     assert_eq!(job_names(&taking_over.claims), vec!["a", "b"]);
     assert!(taking_over.claims.wait_for.is_empty());
     assert_eq!(taking_over.record.files["b"].claim.as_deref(), Some("r3"));
-    assert_eq!(taking_over.record.files["b"].lease_until, Some(now(60).unix_seconds()));
+    assert_eq!(taking_over.record.files["b"].lease_until, Some(now(61).unix_seconds()));
 }
 
 #[test]
