@@ -360,4 +360,16 @@ async fn a_secret_rotated_in_secrets_manager_signs_once_the_signer_is_too_old() 
         |secret: &str| -> Vec<Value> { python_verdicts(secret, &requests).iter().map(|v| v["ok"].clone()).collect() };
     assert_eq!(ok(&old), [true, false], "the first signed with the old secret, the second not");
     assert_eq!(ok(&new), [false, true], "the second signed with the rotated one");
+
+    // During a rotation the secret holds both: every webhook carries both signatures, and the
+    // Standard Webhooks verifier accepts it with either secret.
+    put_secret(&setup.sdk, &setup.secret_name, &SecretText::new(format!("{new} {old}"))).await.unwrap();
+    setup.send(&vaulted_event("nt7")).await;
+    assert_eq!(setup.run_batch().await.1.batch_item_failures.len(), 0);
+    let requests = receiver.received();
+    let third = &requests[2..];
+    assert_eq!(third[0].headers["webhook-signature"].matches("v1,").count(), 2);
+    for secret in [&old, &new] {
+        assert_eq!(python_verdicts(secret, third)[0]["ok"], true);
+    }
 }

@@ -1,6 +1,9 @@
 //! The signing secret: a Standard Webhooks secret, `whsec_` followed by the base64 of 24 to
 //! 64 random bytes (the prefix may be left out: a secret the template generates is 32 letters
-//! and digits, which is the base64 of 24 bytes). It is the text of the Secrets Manager secret
+//! and digits, which is the base64 of 24 bytes); or, while rotating, up to [`MAX_SECRETS`] of
+//! them separated by spaces, each signing every webhook (`webhook-signature` then lists one
+//! `v1,` signature per secret, space-separated, as Standard Webhooks allows: a receiver
+//! verifies with whichever secret it has). It is the text of the Secrets Manager secret
 //! `NOTIFY_SECRET_ARN` names, read at start-up and again once the signer in force is
 //! [`MAX_AGE`] old ([`Signers`]), so a rotated secret signs within that on every warm instance.
 //! Its value never appears in `Debug`, `Display`, errors or logs.
@@ -21,6 +24,8 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// The shortest and longest keys Standard Webhooks allows, in bytes.
 pub const MIN_KEY_BYTES: usize = 24;
 pub const MAX_KEY_BYTES: usize = 64;
+/// The most secrets one text may hold (a rotation needs two).
+pub const MAX_SECRETS: usize = 3;
 
 /// Why a secret's text cannot be used. Never carries the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,18 +36,21 @@ pub enum SecretProblem {
     NotBase64,
     #[error("the notify secret is {0} bytes long; Standard Webhooks secrets are 24 to 64 bytes")]
     Length(usize),
+    #[error("the notify secret holds {0} secrets; at most {MAX_SECRETS} (space-separated) sign at once")]
+    TooMany(usize),
 }
 
-/// Signs webhooks with the secret (the `standardwebhooks` crate's `Webhook::sign`).
+/// Signs webhooks with the secret, or each of the secrets (the `standardwebhooks` crate's
+/// `Webhook::sign`).
 pub struct Signer {
-    webhook: standardwebhooks::Webhook,
-    /// The key, only to tell whether a re-read changed it.
-    key: Vec<u8>,
+    webhooks: Vec<standardwebhooks::Webhook>,
+    /// The keys, only to tell whether a re-read changed them.
+    keys: Vec<Vec<u8>>,
 }
 
 impl PartialEq for Signer {
     fn eq(&self, other: &Signer) -> bool {
-        self.key == other.key
+        self.keys == other.keys
     }
 }
 
@@ -53,26 +61,48 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    /// From the secret's text: `whsec_<base64>` or `<base64>`, surrounding whitespace ignored.
+    /// From the secret's text: `whsec_<base64>` or `<base64>`, or several separated by
+    /// whitespace; surrounding whitespace ignored.
     pub fn parse(text: &str) -> Result<Signer, SecretProblem> {
-        let text = text.trim();
-        let encoded = text.strip_prefix(SECRET_PREFIX).unwrap_or(text);
-        if encoded.is_empty() {
+        let secrets: Vec<&str> = text.split_whitespace().collect();
+        if secrets.len() > MAX_SECRETS {
+            return Err(SecretProblem::TooMany(secrets.len()));
+        }
+        let keys = secrets.into_iter().map(decode_key).collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
             return Err(SecretProblem::Empty);
         }
-        let key = BASE64.decode(encoded).map_err(|_| SecretProblem::NotBase64)?;
-        if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
-            return Err(SecretProblem::Length(key.len()));
-        }
-        let webhook = standardwebhooks::Webhook::from_bytes(key.clone()).map_err(|_| SecretProblem::NotBase64)?;
-        Ok(Signer { webhook, key })
+        let webhooks = keys
+            .iter()
+            .map(|key| standardwebhooks::Webhook::from_bytes(key.clone()).map_err(|_| SecretProblem::NotBase64))
+            .collect::<Result<_, _>>()?;
+        Ok(Signer { webhooks, keys })
     }
 
-    /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`.
+    /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one
+    /// per secret, space-separated.
     pub fn sign(&self, id: &str, timestamp: i64, body: &str) -> String {
-        // Fails only for a body that is not UTF-8, which a &str cannot be.
-        self.webhook.sign(id, timestamp, body.as_bytes()).expect("a UTF-8 body signs")
+        let signatures: Vec<String> = self
+            .webhooks
+            .iter()
+            // Fails only for a body that is not UTF-8, which a &str cannot be.
+            .map(|webhook| webhook.sign(id, timestamp, body.as_bytes()).expect("a UTF-8 body signs"))
+            .collect();
+        signatures.join(" ")
     }
+}
+
+/// One secret's key: `whsec_<base64>` or `<base64>`, of 24 to 64 bytes.
+fn decode_key(secret: &str) -> Result<Vec<u8>, SecretProblem> {
+    let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
+    if encoded.is_empty() {
+        return Err(SecretProblem::Empty);
+    }
+    let key = BASE64.decode(encoded).map_err(|_| SecretProblem::NotBase64)?;
+    if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
+        return Err(SecretProblem::Length(key.len()));
+    }
+    Ok(key)
 }
 
 /// The signer in force, shared by every message of the instance, and the secret read again
@@ -171,6 +201,19 @@ mod tests {
         assert_eq!(with.sign("a", 1, "{}"), without.sign("a", 1, "{}"));
         // What the template's generated secret looks like: 32 letters and digits.
         assert!(Signer::parse("abcdefghijklmnopqrstuvwxyzABCDEF").is_ok());
+    }
+
+    #[test]
+    fn several_secrets_each_sign_for_a_rotation() {
+        let (old, new) = ("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", format_secret(&[9; 32]));
+        let both = Signer::parse(&format!(" {new}\n{old} ")).unwrap();
+        let (by_old, by_new) = (Signer::parse(old).unwrap(), Signer::parse(&new).unwrap());
+        let sign = |s: &Signer| s.sign("msg_1", 1614265330, "{}");
+        assert_eq!(sign(&both), format!("{} {}", sign(&by_new), sign(&by_old)));
+        assert_ne!(both, by_old, "a re-read that adds a secret is a change");
+        let four = [old; 4].join(" ");
+        assert_eq!(Signer::parse(&four).unwrap_err(), SecretProblem::TooMany(4));
+        assert_eq!(Signer::parse(&format!("{old} whsec_c2hvcnQ=")).unwrap_err(), SecretProblem::Length(5));
     }
 
     #[test]
