@@ -133,22 +133,7 @@ pub fn ingest_callback(
             (record, duplicate)
         }
     };
-    // An attempt that wrote its file items but not its task item (it stopped, or lost the
-    // task write to another writer and this is its retry) left files stamped with a
-    // generation the task item has not reached: reach it, so that a settle planned for the
-    // file set without them is refused, and their settle writes a new manifest and event.
-    let stamped = record.files.values().filter_map(|f| f.generation).max().unwrap_or(0);
-    record.generation = record.generation.max(stamped);
-    // A file left unsettled that way reopens the vault too, whatever the task item said; the
-    // settle it records was of another file set.
-    if !record.files_settled() && record.vault != VaultState::Pending {
-        record.vault = VaultState::Pending;
-        record.manifest_key = None;
-        if Some(record.generation) == read_generation {
-            record.generation += 1;
-        }
-    }
-    record.sync_open_marker();
+    adopt_uncommitted(&mut record, read_generation);
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
     let claims = claim_files(&mut record, claimant, now, &wanted);
     Merge { record, duplicate, claims }
@@ -165,12 +150,34 @@ pub fn reclaim(
     wanted: &[&str],
 ) -> (Option<TaskRecord>, Claims) {
     let mut updated = record.clone();
+    // What a stopped attempt wrote but did not commit is committed with the claims (the
+    // sweeper's, say): else its files never read as `queued`, and are sent again and again.
+    adopt_uncommitted(&mut updated, Some(record.generation));
     let claims = claim_files(&mut updated, claimant, now, wanted);
     if claims.to_enqueue.is_empty() {
         return (None, claims);
     }
     updated.version += 1;
     (Some(updated), claims)
+}
+
+/// An attempt that wrote its file items but not its task item (it stopped, or lost the task
+/// write to another writer and this is its retry) left files stamped with a generation the
+/// task item has not reached: reach it, so that a settle planned for the file set without
+/// them is refused, and their settle writes a new manifest and event. A file left unsettled
+/// that way reopens the vault too, whatever the task item said (the settle it records was of
+/// another file set). `read_generation`: the task item's, as read (None: none was).
+fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option<u64>) {
+    let stamped = record.files.values().filter_map(|f| f.generation).max().unwrap_or(0);
+    record.generation = record.generation.max(stamped);
+    if !record.files_settled() && record.vault != VaultState::Pending {
+        record.vault = VaultState::Pending;
+        record.manifest_key = None;
+        if Some(record.generation) == read_generation {
+            record.generation += 1;
+        }
+    }
+    record.sync_open_marker();
 }
 
 fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp, now: Timestamp) -> TaskRecord {

@@ -755,3 +755,25 @@ fn a_body_that_arrived_earlier_is_dated_when_it_arrived() {
     let r = ingest_callback(None, &event(Stage::Text, 200, &[]), &ahead, &claimant("replay"), now(100)).record;
     assert_eq!(r.first_received_at, now(100));
 }
+
+/// A file an attempt wrote at a generation its task item never reached (the attempt stopped
+/// before its task write) is committed by the next reclaim (the sweeper's): its claim's save
+/// then writes the task item at that generation, and the file can read as `queued`.
+#[test]
+fn reclaim_commits_a_file_a_stopped_attempt_left_uncommitted() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+    r.files.get_mut("a").unwrap().status = FileStatus::Queued;
+    let mut late = FileEntry::pending("https://h/b.mp3", "tasks/t1/b.mp3".into(), Stage::Complete);
+    late.generation = Some(r.generation + 1);
+    r.files.insert("b".into(), late);
+
+    let (updated, claims) = reclaim(&r, &claimant("sweeper"), now(100), &[]);
+    let updated = updated.expect("b is claimed");
+    assert_eq!(job_names(&claims), vec!["b"]);
+    assert_eq!(updated.generation, r.generation + 1, "the task item reaches b's generation");
+    assert_eq!(updated.vault, VaultState::Pending);
+    assert_eq!(updated.open.as_deref(), Some("open"));
+    let plan = crate::items::plan_save(Some(&r), &updated).unwrap();
+    assert!(plan.task.is_some(), "the task item is written, committing b");
+}
