@@ -170,12 +170,7 @@ impl HmacVerifier {
         signature: Option<&str>,
         now_unix_secs: i64,
     ) -> Result<(), SignatureError> {
-        let timestamp = timestamp.filter(|t| !t.is_empty()).ok_or(SignatureError::MissingTimestamp)?;
-        let signature = signature.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingSignature)?;
-        let sent_at = parse_timestamp(timestamp)?;
-        let presented = decode_signature(signature)?;
-        self.check_window(sent_at, now_unix_secs)?;
-
+        let (timestamp, presented) = self.read_headers(timestamp, signature, now_unix_secs)?;
         let message = signed_message(task_id, timestamp);
         // Every key is tried, whatever matched before, so timing says nothing about which.
         let mut matched = Choice::from(0);
@@ -185,6 +180,34 @@ impl HmacVerifier {
             matched |= mac.finalize().into_bytes().as_slice().ct_eq(&presented);
         }
         if bool::from(matched) { Ok(()) } else { Err(SignatureError::NoKeyMatches) }
+    }
+
+    /// Everything [`Self::verify`] checks but the MAC, which needs the body's task id: both
+    /// headers there, the timestamp plain digits within the window, the signature base64. A
+    /// receiver can refuse stale or malformed requests before reading their bodies.
+    pub fn check_headers(
+        &self,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<(), SignatureError> {
+        self.read_headers(timestamp, signature, now_unix_secs).map(drop)
+    }
+
+    /// The timestamp as sent and the decoded signature, once checked as [`Self::check_headers`]
+    /// says.
+    fn read_headers<'t>(
+        &self,
+        timestamp: Option<&'t str>,
+        signature: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<(&'t str, [u8; 32]), SignatureError> {
+        let timestamp = timestamp.filter(|t| !t.is_empty()).ok_or(SignatureError::MissingTimestamp)?;
+        let signature = signature.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingSignature)?;
+        let sent_at = parse_timestamp(timestamp)?;
+        let presented = decode_signature(signature)?;
+        self.check_window(sent_at, now_unix_secs)?;
+        Ok((timestamp, presented))
     }
 
     fn check_window(&self, sent_at: i64, now: i64) -> Result<(), SignatureError> {

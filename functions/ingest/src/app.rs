@@ -190,7 +190,8 @@ impl<P: Ports> App<P> {
                 return Err(rejection);
             }
         };
-        auth.check_before_body(path_token, req.headers()).map_err(Rejection::unauthorized)?;
+        let now = self.ports.now().unix_seconds();
+        auth.check_before_body(path_token, req.headers(), now).map_err(Rejection::unauthorized)?;
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {
@@ -201,7 +202,6 @@ impl<P: Ports> App<P> {
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, parse_error_code(&e), e.to_string()))?;
         tracing::Span::current().record("task_id", event.task_id.as_str());
 
-        let now = self.ports.now().unix_seconds();
         auth.check_signature(event.task_id.as_str(), req.headers(), now).map_err(Rejection::unauthorized)?;
         Ok(event)
     }

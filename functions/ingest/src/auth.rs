@@ -80,19 +80,22 @@ impl Auth {
         self.token.is_some()
     }
 
-    /// Everything that can be checked before reading the body: the path token, and that
-    /// both signature headers are there.
-    pub fn check_before_body(&self, path_token: Option<&str>, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// Everything that can be checked before reading the body: the path token, and the
+    /// signature headers but for the MAC (there, the timestamp within the window, the
+    /// signature base64): a stale or junk request is refused before its body is parsed.
+    pub fn check_before_body(
+        &self,
+        path_token: Option<&str>,
+        headers: &HeaderMap,
+        now_unix_secs: i64,
+    ) -> Result<(), Refusal> {
         if let Some(verifier) = &self.token {
             verifier.verify(path_token).map_err(token_refusal)?;
         }
-        if self.hmac.is_some() {
-            if header(headers, TIMESTAMP_HEADER).is_none() {
-                return Err(signature_refusal(SignatureError::MissingTimestamp));
-            }
-            if header(headers, SIGNATURE_HEADER).is_none() {
-                return Err(signature_refusal(SignatureError::MissingSignature));
-            }
+        if let Some(verifier) = &self.hmac {
+            verifier
+                .check_headers(header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER), now_unix_secs)
+                .map_err(signature_refusal)?;
         }
         Ok(())
     }

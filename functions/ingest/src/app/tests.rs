@@ -194,8 +194,13 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     let mut bad_sig = signed_headers(KEY, WAV_TASK, NOW_SECS);
     bad_sig[1].1 = "not base64!".into();
     assert_eq!(refusal(&h, with(bad_sig)).await, "malformed_signature");
-    // Missing headers are refused before the body is even looked at.
+    // Missing, stale or malformed headers are refused before the body is even parsed.
     assert_eq!(refusal(&h, request("/callback", &[], b"not json".to_vec())).await, "missing_timestamp");
+    let stale = signed_headers(KEY, WAV_TASK, NOW_SECS - 301);
+    assert_eq!(refusal(&h, request("/callback", &stale, b"not json".to_vec())).await, "timestamp_too_old");
+    let mut junk = signed_headers(KEY, WAV_TASK, NOW_SECS);
+    junk[1].1 = "not base64!".into();
+    assert_eq!(refusal(&h, request("/callback", &junk, b"not json".to_vec())).await, "malformed_signature");
     assert_untouched(&h);
 }
 
