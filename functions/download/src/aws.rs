@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
-use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -37,7 +37,7 @@ use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream, FetchSource, HttpSource};
 use crate::upload::{
-    ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
+    ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed, UploadedPart,
 };
 use stemvault_aws::Update;
 
@@ -316,7 +316,55 @@ impl FetchSource for AwsPorts {
     }
 }
 
+/// A streamed source body as the SDK takes it: an HTTP body (which the SDK wants `Sync`; the
+/// mutex is never locked, only reached through `&mut`).
+struct StreamedBody(std::sync::Mutex<Streamed>);
+
+impl http_body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = FetchError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, FetchError>>> {
+        let chunks = self.get_mut().0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        chunks.as_mut().poll_next(cx).map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}
+
 impl ObjectStore for AwsPorts {
+    async fn put_streamed(
+        &self,
+        key: &str,
+        body: Streamed,
+        len: u64,
+        info: ObjectInfo<'_>,
+    ) -> Result<[u8; 32], StorageError> {
+        let body = SdkBody::from_body_1_x(StreamedBody(std::sync::Mutex::new(body)));
+        let out = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(i64::try_from(len).unwrap_or(i64::MAX))
+            .set_content_type(info.content_type.map(str::to_owned))
+            .metadata(SOURCE_METADATA, info.source_sha256)
+            // The SDK computes the body's SHA-256 as it sends it, and sends it after the body
+            // (aws-chunked, `x-amz-trailer`); S3 checks it and keeps it as the object's.
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .body(ByteStream::new(body))
+            .customize()
+            // UNSIGNED-PAYLOAD: the trailing checksum guards the body; over https TLS does too.
+            .disable_payload_signing()
+            .send()
+            .await
+            .map_err(|e| storage_error("PutObject", e))?;
+        let checksum = out.checksum_sha256.unwrap_or_default();
+        let digest = BASE64.decode(checksum.as_bytes()).ok().and_then(|d| <[u8; 32]>::try_from(d).ok());
+        digest.ok_or_else(|| StorageError::transient("PutObject", "S3 answered no ChecksumSHA256 for the object"))
+    }
+
     async fn put_object(
         &self,
         key: &str,

@@ -11,9 +11,10 @@
 //!   after every part), so any object under the key is a whole upload;
 //! * its [`SOURCE_METADATA`] says which URL its bytes came from: only the record's current URL
 //!   counts (an object copied from an older URL is copied over);
-//! * its SHA-256: a single PutObject's object carries it as [`SHA256_METADATA`], the same
-//!   digest S3 verified as its `ChecksumSHA256` (and still shows with checksum mode on, which
-//!   must agree). A multipart object has no SHA-256 of its whole body anywhere (its checksum
+//! * its SHA-256: a body streamed up in one PutObject has it as its full-object
+//!   `ChecksumSHA256` (sent as a trailer, checked by S3, shown with checksum mode on); one
+//!   put whole (a body without Content-Length that fit in one part) carries it as
+//!   [`SHA256_METADATA`] too, the same digest S3 verified (which must agree). A multipart object has no SHA-256 of its whole body anywhere (its checksum
 //!   is a CRC32, see [`crate::upload`]; one stored by an older version carries S3's
 //!   composite `ChecksumSHA256`, `<digest>-<parts>`, the SHA-256 of its parts' SHA-256s), so
 //!   it is read back and hashed, streaming, which costs one GetObject and no download from
@@ -71,10 +72,12 @@ pub async fn find_copy<R: ReadObject + Sync>(
         if head.metadata.get(SOURCE_METADATA) != Some(&source_sha256(url)) {
             return Ok(None);
         }
-        let sha256_hex = match head.metadata.get(SHA256_METADATA) {
-            Some(hex) if agrees_with_checksum(hex, head.checksum_sha256.as_deref()) => hex.clone(),
-            Some(_) => return Ok(None),
-            None => {
+        let full_object = head.checksum_sha256.as_deref().and_then(full_object_sha256);
+        let sha256_hex = match (head.metadata.get(SHA256_METADATA), full_object) {
+            (Some(hex), _) if agrees_with_checksum(hex, head.checksum_sha256.as_deref()) => hex.clone(),
+            (Some(_), _) => return Ok(None),
+            (None, Some(digest)) => hex::encode(digest),
+            (None, None) => {
                 let (bytes, digest) = store.hash_object(key).await?;
                 if bytes != head.bytes {
                     // Replaced between the two requests: copy again.
@@ -91,6 +94,15 @@ pub async fn find_copy<R: ReadObject + Sync>(
 
 /// Whether `hex` is a SHA-256 in lower-case hex that matches S3's full-object checksum, when
 /// S3 shows one (a composite, `<digest>-<parts>`, says nothing about the whole body).
+/// A `ChecksumSHA256` that is a whole body's SHA-256 (not a multipart upload's composite,
+/// `<digest>-<parts>`).
+fn full_object_sha256(checksum: &str) -> Option<[u8; 32]> {
+    if checksum.contains('-') {
+        return None;
+    }
+    BASE64.decode(checksum).ok().and_then(|d| <[u8; 32]>::try_from(d).ok())
+}
+
 fn agrees_with_checksum(hex: &str, checksum: Option<&str>) -> bool {
     let Ok(digest) = hex::decode(hex) else { return false };
     if digest.len() != 32 || hex.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -125,6 +137,20 @@ mod tests {
     async fn put(store: &MemoryStore, key: &str, data: &[u8], url: &str) {
         let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: &source_sha256(url) };
         store.put_object(key, Bytes::copy_from_slice(data), info, sha256(data)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_streamed_copy_of_the_same_url_is_found_by_its_checksum_without_reading_it() {
+        let store = MemoryStore::default();
+        let data = deterministic_bytes(1000, 2);
+        let info = ObjectInfo { content_type: None, source_sha256: &source_sha256(URL) };
+        let chunks = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(&data))]);
+        store.put_streamed("k", Box::pin(chunks), 1000, info).await.unwrap();
+        assert!(!store.stored("k").unwrap().metadata.contains_key(SHA256_METADATA));
+        let found = find_copy(&store, "k", URL, soon()).await.unwrap().expect("found");
+        assert_eq!((found.bytes, found.sha256_hex), (1000, hex::encode(sha256(&data))));
+        assert_eq!(store.reads(), 0, "not read back");
+        assert_eq!(find_copy(&store, "k", "https://cdn1.suno.ai/other.mp3", soon()).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ use tokio::sync::{Barrier, oneshot};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
 use stemvault_vault::{
@@ -31,8 +32,8 @@ use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream as SourceChunks, FetchSource};
 use crate::upload::{
-    MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, UploadedPart,
-    crc32,
+    MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed,
+    UploadedPart, crc32,
 };
 
 /// The task the domain and app tests work on.
@@ -124,10 +125,29 @@ pub fn body_of(data: &[u8], chunk: usize, declared: bool, content_type: Option<&
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreCall {
-    Put { key: String, len: usize, sha256: [u8; 32] },
-    Create { key: String },
-    Part { number: i32, len: usize, crc32: u32 },
-    Complete { key: String, parts: usize, crc32: u32 },
+    Put {
+        key: String,
+        len: usize,
+        sha256: [u8; 32],
+    },
+    /// A body streamed with a trailing checksum ([`ObjectStore::put_streamed`]).
+    Streamed {
+        key: String,
+        len: usize,
+    },
+    Create {
+        key: String,
+    },
+    Part {
+        number: i32,
+        len: usize,
+        crc32: u32,
+    },
+    Complete {
+        key: String,
+        parts: usize,
+        crc32: u32,
+    },
     Abort,
 }
 
@@ -148,6 +168,8 @@ pub struct MemoryObject {
     pub content_type: Option<String>,
     pub metadata: HashMap<String, String>,
     pub etag: String,
+    /// Stored with its full-object SHA-256 checksum but no `sha256` metadata (streamed).
+    pub full_object_sha256: bool,
 }
 
 /// A multipart upload in progress: what its object will be stored with, and its parts.
@@ -181,7 +203,8 @@ impl StoreState {
     ) {
         self.writes += 1;
         let etag = format!("\"etag-{}\"", self.writes);
-        self.objects.insert(key.to_owned(), MemoryObject { data, content_type, metadata, etag });
+        let object = MemoryObject { data, content_type, metadata, etag, full_object_sha256: false };
+        self.objects.insert(key.to_owned(), object);
     }
 }
 
@@ -218,6 +241,46 @@ impl MemoryStore {
 }
 
 impl ObjectStore for MemoryStore {
+    /// As S3 takes a body with a trailing checksum: read whole, refused when it fails or ends
+    /// short, kept with its SHA-256 as the object's full-object checksum (no `sha256`
+    /// metadata: it was not known when the request began).
+    async fn put_streamed(
+        &self,
+        key: &str,
+        mut body: Streamed,
+        len: u64,
+        info: ObjectInfo<'_>,
+    ) -> Result<[u8; 32], StorageError> {
+        let mut data = Vec::new();
+        let mut failed = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => data.extend_from_slice(&chunk),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let mut state = self.state.lock().unwrap();
+        state.calls.push(StoreCall::Streamed { key: key.to_owned(), len: data.len() });
+        if let Some(refusal) = &self.refuse {
+            return Err(refusal.clone());
+        }
+        if let Some(e) = failed {
+            return Err(storage_error("PutObject", &format!("the request body failed: {e}")));
+        }
+        if data.len() as u64 != len {
+            return Err(storage_error("PutObject", "IncompleteBody"));
+        }
+        let sha256: [u8; 32] = Sha256::digest(&data).into();
+        state.insert(key, data, info.content_type.map(str::to_owned), metadata_of(info));
+        if let Some(object) = state.objects.get_mut(key) {
+            object.full_object_sha256 = true;
+        }
+        Ok(sha256)
+    }
+
     async fn put_object(
         &self,
         key: &str,
@@ -315,7 +378,8 @@ impl ReadObject for MemoryStore {
             bytes: o.data.len() as u64,
             content_type: o.content_type.clone(),
             etag: o.etag.clone(),
-            checksum_sha256: o.metadata.contains_key(SHA256_METADATA).then(|| BASE64.encode(Sha256::digest(&o.data))),
+            checksum_sha256: (o.metadata.contains_key(SHA256_METADATA) || o.full_object_sha256)
+                .then(|| BASE64.encode(Sha256::digest(&o.data))),
             metadata: o.metadata.clone(),
         }))
     }
@@ -736,6 +800,16 @@ impl FetchSource for MemoryPorts {
 }
 
 impl ObjectStore for MemoryPorts {
+    async fn put_streamed(
+        &self,
+        key: &str,
+        body: Streamed,
+        len: u64,
+        info: ObjectInfo<'_>,
+    ) -> Result<[u8; 32], StorageError> {
+        self.store.put_streamed(key, body, len, info).await
+    }
+
     async fn put_object(
         &self,
         key: &str,

@@ -1,17 +1,26 @@
 //! Stream a source body into the vault bucket with memory bounded by two parts, whatever the
 //! file's size.
 //!
-//! The body is cut into parts of `part_size` bytes (8 MiB or more) as it arrives. A body that
-//! fits in one part (known from its Content-Length or found out by reaching its end) goes up
-//! in one PutObject. Anything longer goes up as a multipart upload in which part N uploads
-//! while part N+1 is read, so at most two parts are in memory. A multipart upload that fails
-//! for any reason is aborted, and S3 shows the object only once CompleteMultipartUpload
+//! A body whose Content-Length says it fits in one part (8 MiB or more) goes up in one
+//! PutObject **as it arrives**, chunk by chunk, with no buffer: the SDK hashes it with
+//! SHA-256 as it sends it and sends the digest after it (an aws-chunked trailer), S3 verifies
+//! it and keeps it as the object's full-object `ChecksumSHA256`, and answers it back: that is
+//! the digest recorded. Reading the source and uploading overlap, and no part buffer is
+//! filled (fresh memory the kernel faults in, 4 KiB at a time) nor copied into. Its length is
+//! checked on the way: a source that fails or sends more or fewer bytes than it declared
+//! fails the put, and nothing is stored.
+//!
+//! Any other body is cut into parts of `part_size` bytes as it arrives. One that turns out to
+//! fit in one part (no Content-Length; found out by reaching its end) goes up in one
+//! PutObject. Anything longer goes up as a multipart upload in which part N uploads while
+//! part N+1 is read, so at most two parts are in memory. A multipart upload that fails for
+//! any reason is aborted, and S3 shows the object only once CompleteMultipartUpload
 //! succeeds, which happens only after the whole body arrived with exactly its declared
 //! length: no partial object ever sits under the key.
 //!
 //! Every byte is hashed with SHA-256 once, while streaming: the whole body's digest is kept in
-//! the record. A body stored by one PutObject sends that same digest as its `ChecksumSHA256`,
-//! so S3 verifies it. A multipart upload's SHA-256 checksum could only be S3's composite (a
+//! the record. A body put whole sends that digest as its `ChecksumSHA256` (a header), so S3
+//! verifies it. A multipart upload's SHA-256 checksum could only be S3's composite (a
 //! SHA-256 of the parts' SHA-256s: a second pass over every byte for a digest nobody reads),
 //! so each part carries a CRC32 instead (S3 verifies every byte it receives), and
 //! CompleteMultipartUpload the whole body's CRC32, combined from the parts' without reading
@@ -21,15 +30,19 @@
 //! full-object checksums, but the local emulator (moto, without its optional native
 //! libraries) computes only CRC32 correctly, and the SDK checks what GetObject returns.
 //!
-//! Every request carries its body's checksum in a signed header, so its payload is not
-//! hashed a second time to sign it (see `crate::aws`).
+//! Every request carries its body's checksum (in a signed header, or as a trailer), so its
+//! payload is not hashed a second time to sign it (see `crate::aws`).
 //!
 //! Every object carries the SHA-256 of the URL its bytes came from as its
-//! [`SOURCE_METADATA`], and a single PutObject also the body's SHA-256 as its
-//! [`SHA256_METADATA`]: what [`crate::existing`] reads back to recognise a complete copy that
+//! [`SOURCE_METADATA`], and one put whole also the body's SHA-256 as its
+//! [`SHA256_METADATA`] (a streamed one has only its checksum: the digest is known only once
+//! the body is sent): what [`crate::existing`] reads back to recognise a complete copy that
 //! an earlier attempt stored but could not record.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -122,9 +135,23 @@ pub fn crc32_combine(a: u32, b: u32, b_len: u64) -> u32 {
     crc_fast::checksum_combine(crc_fast::CrcAlgorithm::Crc32IsoHdlc, a.into(), b.into(), b_len) as u32
 }
 
+/// A body streamed to the bucket as it arrives from the source, each chunk as it came.
+pub type Streamed = Pin<Box<dyn Stream<Item = Result<Bytes, FetchError>> + Send>>;
+
 /// The S3 operations an upload needs. `sha256` arguments are raw digests of `body`,
 /// `crc32` ones CRC32s ([`crc32`]) of `body` or of the whole object.
 pub trait ObjectStore {
+    /// Store `body`, exactly `len` bytes, with `info`, as it streams in, without holding it:
+    /// its SHA-256 is computed as it is sent and sent after it (an aws-chunked trailer), and
+    /// S3 verifies it and keeps it as the object's full-object `ChecksumSHA256`. Returns that
+    /// digest. A body that fails or ends short fails the put: nothing is stored.
+    fn put_streamed(
+        &self,
+        key: &str,
+        body: Streamed,
+        len: u64,
+        info: ObjectInfo<'_>,
+    ) -> impl Future<Output = Result<[u8; 32], StorageError>> + Send;
     /// Store `body` whole, with `info` and `sha256` (as [`SHA256_METADATA`] too).
     fn put_object(
         &self,
@@ -175,7 +202,7 @@ pub async fn upload<O, S>(
 ) -> Result<StoredObject, CopyError>
 where
     O: ObjectStore + Sync,
-    S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send,
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send + 'static,
 {
     if let Some(declared) = body.content_length.filter(|d| *d > limits.max_bytes) {
         return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
@@ -183,6 +210,10 @@ where
     let content_type = body.content_type;
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
+    if let Some(len) = body.content_length.filter(|len| (1..=limits.part_size as u64).contains(len)) {
+        let sha256 = before(limits.stop_at, put_streamed(store, key, body.chunks, len, info)).await?;
+        return Ok(StoredObject { bytes: len, sha256_hex: hex::encode(sha256), content_type, parts: 1 });
+    }
     let mut reader = PartReader::new(body.chunks, body.content_length, limits.max_bytes);
     let first = before(limits.stop_at, async {
         let part = reader.next_part(limits.part_size).await?;
@@ -223,6 +254,73 @@ where
             }
             Err(e)
         }
+    }
+}
+
+/// A body of a declared `len` that fits in one part goes up as it arrives: no part buffer to
+/// fill (fresh memory the kernel faults in, 4 KiB at a time), no copy into it, and the
+/// source read and the upload overlap. Its length is checked on the way; what the source did
+/// wrong (a failure, too many or too few bytes) is the error, rather than the upload it broke.
+async fn put_streamed<O, S>(
+    store: &O,
+    key: &str,
+    chunks: S,
+    len: u64,
+    info: ObjectInfo<'_>,
+) -> Result<[u8; 32], CopyError>
+where
+    O: ObjectStore + Sync,
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send + 'static,
+{
+    let source_failure: Arc<Mutex<Option<FetchError>>> = Arc::default();
+    let checked = LengthChecked { chunks, len, total: 0, done: false, failure: source_failure.clone() };
+    let stored = store.put_streamed(key, Box::pin(checked), len, info).await;
+    let failed = source_failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+    match (stored, failed) {
+        (_, Some(source)) => Err(source.into()),
+        (stored, None) => Ok(stored?),
+    }
+}
+
+/// Chunks checked against their declared length on the way: more or fewer than `len` bytes,
+/// or a failing chunk, end the stream with that error, also kept in `failure`.
+struct LengthChecked<S> {
+    chunks: S,
+    len: u64,
+    total: u64,
+    done: bool,
+    failure: Arc<Mutex<Option<FetchError>>>,
+}
+
+impl<S> Stream for LengthChecked<S>
+where
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin,
+{
+    type Item = Result<Bytes, FetchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        let failed = match ready!(this.chunks.poll_next_unpin(cx)) {
+            Some(Ok(chunk)) => {
+                this.total += chunk.len() as u64;
+                if this.total <= this.len {
+                    return Poll::Ready(Some(Ok(chunk)));
+                }
+                FetchError::LengthMismatch { expected: this.len, got: this.total }
+            }
+            Some(Err(e)) => e,
+            None if this.total == this.len => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            None => FetchError::LengthMismatch { expected: this.len, got: this.total },
+        };
+        this.done = true;
+        *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failed.clone());
+        Poll::Ready(Some(Err(failed)))
     }
 }
 
@@ -507,12 +605,51 @@ mod tests {
             assert_eq!(stored.parts, 1);
             assert_eq!(stored.content_type.as_deref(), Some("audio/mpeg"));
             assert_eq!(store.object("k").unwrap(), data, "len {len}");
-            let calls = store.calls();
-            assert_eq!(calls, vec![StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() }]);
-            let metadata = store.stored("k").unwrap().metadata;
-            assert_eq!(metadata[SOURCE_METADATA], SOURCE, "which URL the bytes came from");
-            assert_eq!(metadata[SHA256_METADATA], sha_hex(&data), "the whole body's SHA-256");
+            let object = store.stored("k").unwrap();
+            assert_eq!(object.metadata[SOURCE_METADATA], SOURCE, "which URL the bytes came from");
+            // With its length declared it streams up as it arrives (the SHA-256 a trailer);
+            // without, it is read whole first and put with its SHA-256 in a header.
+            let streamed = declared && len > 0;
+            let expected = if streamed {
+                StoreCall::Streamed { key: "k".into(), len }
+            } else {
+                StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() }
+            };
+            assert_eq!(store.calls(), vec![expected], "len {len}, declared {declared}");
+            assert_eq!(object.full_object_sha256, streamed);
+            if !streamed {
+                assert_eq!(object.metadata[SHA256_METADATA], sha_hex(&data), "the whole body's SHA-256");
+            }
         }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_never_held_and_its_length_is_checked_on_the_way() {
+        // Each chunk goes on as it arrives: the store sees the source's chunks, not a copy.
+        let data = deterministic_bytes(PART, 4);
+        let store = MemoryStore::default();
+        upload(&store, to("k"), body_of(&data, 65_536, true, None), limits()).await.unwrap();
+        assert_eq!(store.calls(), vec![StoreCall::Streamed { key: "k".into(), len: PART }]);
+        // Fewer or more bytes than declared, or a failing body: the source's error, nothing stored.
+        for (actual, declared) in [(1000, 1001u64), (1000, 999)] {
+            let data = deterministic_bytes(actual, 5);
+            let mut body = body_of(&data, 300, false, None);
+            body.content_length = Some(declared);
+            let store = MemoryStore::default();
+            let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
+            assert!(
+                matches!(err, CopyError::Fetch(FetchError::LengthMismatch { expected, .. }) if expected == declared),
+                "{err}"
+            );
+            assert_eq!(store.object("k"), None);
+        }
+        let broken: Vec<Result<Bytes, FetchError>> =
+            vec![Ok(Bytes::from_static(b"abc")), Err(FetchError::Body("connection reset".into()))];
+        let body = SourceBody { content_length: Some(10), content_type: None, chunks: futures::stream::iter(broken) };
+        let store = MemoryStore::default();
+        let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
+        assert_eq!(err, CopyError::Fetch(FetchError::Body("connection reset".into())));
+        assert_eq!(store.object("k"), None);
     }
 
     #[tokio::test]
@@ -556,7 +693,10 @@ mod tests {
             let store = MemoryStore::default();
             HASHED.with(|h| h.set(0));
             let stored = upload(&store, to("k"), body_of(&data, chunk, declared, None), limits()).await.unwrap();
-            assert_eq!(HASHED.with(|h| h.get()), len as u64, "{len} bytes in chunks of {chunk}");
+            // A streamed body is hashed by whoever sends it (the SDK, for its trailer), not here.
+            let streamed = declared && (1..=PART).contains(&len);
+            let hashed_here = if streamed { 0 } else { len as u64 };
+            assert_eq!(HASHED.with(|h| h.get()), hashed_here, "{len} bytes in chunks of {chunk}");
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(store.object("k").unwrap(), data);
         }
@@ -682,6 +822,15 @@ mod tests {
     struct StalledStore;
 
     impl ObjectStore for StalledStore {
+        async fn put_streamed(
+            &self,
+            _: &str,
+            _: Streamed,
+            _: u64,
+            _: ObjectInfo<'_>,
+        ) -> Result<[u8; 32], StorageError> {
+            futures::future::pending().await
+        }
         async fn put_object(&self, _: &str, _: Bytes, _: ObjectInfo<'_>, _: [u8; 32]) -> Result<(), StorageError> {
             futures::future::pending().await
         }
