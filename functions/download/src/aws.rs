@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
@@ -35,7 +36,7 @@ use crate::domain::{
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
-use crate::source::{ChunkStream, FetchSource, HttpSource};
+use crate::source::{ChunkStream, FetchSource, HttpSource, READ_IDLE_TIMEOUT};
 use crate::upload::{
     ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed, UploadedPart,
 };
@@ -355,7 +356,18 @@ impl ObjectStore for AwsPorts {
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .body(ByteStream::new(body))
             .customize()
-            // UNSIGNED-PAYLOAD: the trailing checksum guards the body; over https TLS does too.
+            // The body is the source's, as it arrives: while the source pauses, the upload waits
+            // for it. The SDK's upload stall protection (5 s by default) would fail the put
+            // before the source's own read-idle timeout, and name S3 for it.
+            .config_override(
+                aws_sdk_s3::config::Builder::default().stalled_stream_protection(
+                    StalledStreamProtectionConfig::enabled()
+                        .grace_period(READ_IDLE_TIMEOUT + Duration::from_secs(5))
+                        .build(),
+                ),
+            )
+            // The SDK signs it STREAMING-UNSIGNED-PAYLOAD-TRAILER (the trailing checksum guards
+            // the body; over https TLS does too), not hashing it a second time to sign it.
             .disable_payload_signing()
             .send()
             .await
@@ -541,6 +553,24 @@ mod tests {
             events: EventBus::new(&sdk, "events"),
         };
         (ports, capture)
+    }
+
+    /// A streamed put goes out aws-chunked with the SHA-256 as a trailer the SDK computes, its
+    /// decoded length declared, and its payload not hashed to sign it.
+    #[tokio::test]
+    async fn a_streamed_put_sends_its_sha256_as_a_trailer() {
+        let (ports, capture) = capturing_ports();
+        let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some ")), Ok(Bytes::from_static(b"audio"))]);
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+        assert!(ports.put_streamed("k", Box::pin(chunks), 10, info).await.is_err());
+        let sent = capture.0.lock().unwrap().clone();
+        let [put] = sent.as_slice() else { panic!("{sent:?}") };
+        assert_eq!(put["x-amz-trailer"], "x-amz-checksum-sha256");
+        assert_eq!(put["x-amz-decoded-content-length"], "10");
+        assert_eq!(put["content-encoding"], "aws-chunked");
+        assert_eq!(put["x-amz-content-sha256"], "STREAMING-UNSIGNED-PAYLOAD-TRAILER");
+        assert_eq!(put["x-amz-meta-source-sha256"], "5a1e");
+        assert!(!put.contains_key("x-amz-checksum-sha256"), "no digest known up front");
     }
 
     #[tokio::test]

@@ -566,7 +566,12 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
 ) -> Result<StoredObject, CopyError> {
     let opening = open_or_refresh(ports, &plan.url, settings.max_file_bytes);
     let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
-    let limits = UploadLimits { part_size: settings.part_size, max_bytes: settings.max_file_bytes, stop_at };
+    let limits = UploadLimits {
+        part_size: settings.part_size,
+        max_bytes: settings.max_file_bytes,
+        stop_at,
+        stream_single_part: plan.earlier_attempts == 0,
+    };
     let source = source_sha256(&plan.url);
     upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await
 }

@@ -92,8 +92,6 @@ pub async fn find_copy<R: ReadObject + Sync>(
     tokio::time::timeout_at(stop_at.into(), looking).await.unwrap_or_else(|_| Err(timed_out()))
 }
 
-/// Whether `hex` is a SHA-256 in lower-case hex that matches S3's full-object checksum, when
-/// S3 shows one (a composite, `<digest>-<parts>`, says nothing about the whole body).
 /// A `ChecksumSHA256` that is a whole body's SHA-256 (not a multipart upload's composite,
 /// `<digest>-<parts>`).
 fn full_object_sha256(checksum: &str) -> Option<[u8; 32]> {
@@ -103,6 +101,8 @@ fn full_object_sha256(checksum: &str) -> Option<[u8; 32]> {
     BASE64.decode(checksum).ok().and_then(|d| <[u8; 32]>::try_from(d).ok())
 }
 
+/// Whether `hex` is a SHA-256 in lower-case hex that matches S3's full-object checksum, when
+/// S3 shows one (a composite, `<digest>-<parts>`, says nothing about the whole body).
 fn agrees_with_checksum(hex: &str, checksum: Option<&str>) -> bool {
     let Ok(digest) = hex::decode(hex) else { return false };
     if digest.len() != 32 || hex.bytes().any(|b| b.is_ascii_uppercase()) {

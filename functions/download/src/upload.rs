@@ -191,6 +191,12 @@ pub struct UploadLimits {
     pub max_bytes: u64,
     /// Reading stops here (a retryable failure), leaving time to abort and record.
     pub stop_at: Instant,
+    /// Stream a declared body that fits in one part ([`ObjectStore::put_streamed`]). Such a
+    /// put cannot be retried by the SDK (the body is gone once sent): a first attempt streams,
+    /// and one after an attempt that failed puts the body whole, so that a transient S3 error
+    /// (503 SlowDown, a dead pooled connection) is retried at once instead of costing a
+    /// redelivery and a new download.
+    pub stream_single_part: bool,
 }
 
 /// Stream `body` to `to`.
@@ -210,7 +216,8 @@ where
     let content_type = body.content_type;
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
-    if let Some(len) = body.content_length.filter(|len| (1..=limits.part_size as u64).contains(len)) {
+    let streamable = |len: &u64| limits.stream_single_part && (1..=limits.part_size as u64).contains(len);
+    if let Some(len) = body.content_length.filter(streamable) {
         let sha256 = before(limits.stop_at, put_streamed(store, key, body.chunks, len, info)).await?;
         return Ok(StoredObject { bytes: len, sha256_hex: hex::encode(sha256), content_type, parts: 1 });
     }
@@ -575,7 +582,12 @@ mod tests {
     }
 
     fn limits() -> UploadLimits {
-        UploadLimits { part_size: PART, max_bytes: 1 << 30, stop_at: Instant::now() + Duration::from_secs(60) }
+        UploadLimits {
+            part_size: PART,
+            max_bytes: 1 << 30,
+            stop_at: Instant::now() + Duration::from_secs(60),
+            stream_single_part: true,
+        }
     }
 
     fn sha_hex(data: &[u8]) -> String {
@@ -610,6 +622,11 @@ mod tests {
             // With its length declared it streams up as it arrives (the SHA-256 a trailer);
             // without, it is read whole first and put with its SHA-256 in a header.
             let streamed = declared && len > 0;
+            let whole = UploadLimits { stream_single_part: false, ..limits() };
+            let retried = MemoryStore::default();
+            upload(&retried, to("k"), body_of(&data, 7000, declared, Some("audio/mpeg")), whole).await.unwrap();
+            let put_whole = StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() };
+            assert_eq!(retried.calls(), vec![put_whole], "a retried copy is put whole: the SDK can retry it");
             let expected = if streamed {
                 StoreCall::Streamed { key: "k".into(), len }
             } else {
