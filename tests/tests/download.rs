@@ -635,8 +635,8 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
 /// A file whose upload succeeded but whose record update failed (rewound here: the file is
 /// `downloading` under a claim whose lease ran out, as the attempt that stopped left it) is
 /// recorded `stored` by the redelivery from the copy under its key, though its URL has
-/// expired meanwhile: from the object's metadata for a single PutObject, read back and hashed
-/// for a multipart upload.
+/// expired meanwhile: from the object's full-object checksum for a single streamed PutObject,
+/// read back and hashed for a multipart upload.
 #[tokio::test]
 async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery() {
     let s = setup(None).await;

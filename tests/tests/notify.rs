@@ -2,9 +2,10 @@
 //! event on the notify queue (in the emulator) is POSTed to a local receiver, and the official
 //! Standard Webhooks library for Python (`standardwebhooks`, pinned in
 //! infra/python/webhooks.txt, installed into .venv/webhooks by `make deps`) verifies every
-//! request it got. Also: a 5xx is retried with the same webhook-id and body, a 4xx is not,
-//! redirects are not followed, plain http to a non-loopback host is refused at start, and a
-//! secret rotated in Secrets Manager signs once the signer in force is too old.
+//! request it got. Also: a 404 or 5xx is retried with the same webhook-id and body, a 410 is
+//! not, redirects are not followed, plain http to a non-loopback host is refused at start, a
+//! secret rotated in Secrets Manager signs once the signer in force is too old, and a secret
+//! holding two signs with both (the library accepts either).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -394,7 +394,7 @@ async fn an_unreadable_task_is_put_off_an_hour() {
 
     let before = Timestamp::now();
     let outcome = run_due(&env, &app, &task).await;
-    assert_eq!((outcome.tasks_failed, outcome.polls), (1, 0), "{outcome:?}");
+    assert_eq!((outcome.unreadable, outcome.tasks_failed, outcome.polls), (1, 0, 0), "{outcome:?}");
     let item = env
         .dynamo
         .get_item()

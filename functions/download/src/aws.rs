@@ -372,8 +372,7 @@ impl ObjectStore for AwsPorts {
             .send()
             .await
             .map_err(|e| storage_error("PutObject", e))?;
-        let checksum = out.checksum_sha256.unwrap_or_default();
-        let digest = BASE64.decode(checksum.as_bytes()).ok().and_then(|d| <[u8; 32]>::try_from(d).ok());
+        let digest = out.checksum_sha256.as_deref().and_then(crate::existing::full_object_sha256);
         digest.ok_or_else(|| StorageError::transient("PutObject", "S3 answered no ChecksumSHA256 for the object"))
     }
 

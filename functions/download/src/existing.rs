@@ -13,8 +13,9 @@
 //!   counts (an object copied from an older URL is copied over);
 //! * its SHA-256: a body streamed up in one PutObject has it as its full-object
 //!   `ChecksumSHA256` (sent as a trailer, checked by S3, shown with checksum mode on); one
-//!   put whole (a body without Content-Length that fit in one part) carries it as
-//!   [`SHA256_METADATA`] too, the same digest S3 verified (which must agree). A multipart object has no SHA-256 of its whole body anywhere (its checksum
+//!   put whole (a body without Content-Length that fit in one part, or a retried copy)
+//!   carries it as [`SHA256_METADATA`] too, the same digest S3 verified (which must agree).
+//!   A multipart object has no SHA-256 of its whole body anywhere (its checksum
 //!   is a CRC32, see [`crate::upload`]; one stored by an older version carries S3's
 //!   composite `ChecksumSHA256`, `<digest>-<parts>`, the SHA-256 of its parts' SHA-256s), so
 //!   it is read back and hashed, streaming, which costs one GetObject and no download from
@@ -94,7 +95,7 @@ pub async fn find_copy<R: ReadObject + Sync>(
 
 /// A `ChecksumSHA256` that is a whole body's SHA-256 (not a multipart upload's composite,
 /// `<digest>-<parts>`).
-fn full_object_sha256(checksum: &str) -> Option<[u8; 32]> {
+pub(crate) fn full_object_sha256(checksum: &str) -> Option<[u8; 32]> {
     if checksum.contains('-') {
         return None;
     }

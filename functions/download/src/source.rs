@@ -24,7 +24,6 @@ use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
-use sha2::{Digest, Sha256};
 use stemvault_vault::Timestamp;
 use url::Url;
 
@@ -219,6 +218,7 @@ fn is_redirect(status: StatusCode) -> bool {
 /// query, credentials before the host, and the provider's file links carry their capability
 /// in the path (`/s/<uuid>_Vocals.mp3`, a working link for 14 days).
 pub fn loggable(url: &Url) -> String {
+    // As parsed (normalised): a redirect's target, never a URL an object was copied from.
     shown(url, url.as_str())
 }
 
@@ -228,7 +228,7 @@ pub fn loggable_str(url: &str) -> String {
 }
 
 fn shown(url: &Url, whole: &str) -> String {
-    let digest = hex::encode(Sha256::digest(whole.as_bytes()));
+    let digest = crate::existing::source_sha256(whole);
     let host = url.host_str().unwrap_or_default();
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
     format!("{}://{host}{port}/… (sha256 {})", url.scheme(), &digest[..12])

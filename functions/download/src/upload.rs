@@ -1,8 +1,10 @@
 //! Stream a source body into the vault bucket with memory bounded by two parts, whatever the
 //! file's size.
 //!
-//! A body whose Content-Length says it fits in one part (8 MiB or more) goes up in one
-//! PutObject **as it arrives**, chunk by chunk, with no buffer: the SDK hashes it with
+//! A body whose Content-Length says it fits in one part (a part is 8 MiB or more) goes up in
+//! one PutObject **as it arrives**, chunk by chunk, with no buffer, on a copy's first attempt
+//! ([`UploadLimits::stream_single_part`]; a retried copy is put whole, below, so that the SDK
+//! can retry the put): the SDK hashes it with
 //! SHA-256 as it sends it and sends the digest after it (an aws-chunked trailer), S3 verifies
 //! it and keeps it as the object's full-object `ChecksumSHA256`, and answers it back: that is
 //! the digest recorded. Reading the source and uploading overlap, and no part buffer is
@@ -11,8 +13,7 @@
 //! fails the put, and nothing is stored.
 //!
 //! Any other body is cut into parts of `part_size` bytes as it arrives. One that turns out to
-//! fit in one part (no Content-Length; found out by reaching its end) goes up in one
-//! PutObject. Anything longer goes up as a multipart upload in which part N uploads while
+//! fit in one part (found out by reaching its end) goes up in one PutObject, whole. Anything longer goes up as a multipart upload in which part N uploads while
 //! part N+1 is read, so at most two parts are in memory. A multipart upload that fails for
 //! any reason is aborted, and S3 shows the object only once CompleteMultipartUpload
 //! succeeds, which happens only after the whole body arrived with exactly its declared
@@ -55,10 +56,10 @@ use crate::error::{CopyError, FetchError, StorageError};
 /// object's bytes came from (the whole URL, signed query included; a hash, so no signature is
 /// kept in the clear).
 pub const SOURCE_METADATA: &str = "source-sha256";
-/// Object metadata (`x-amz-meta-sha256`) of an object stored by one PutObject: the lower-case
-/// hex SHA-256 of its body, the same digest S3 verified as its `ChecksumSHA256`. A multipart
-/// object has none: its SHA-256 is only known once its last part is read, after
-/// CreateMultipartUpload fixed its metadata.
+/// Object metadata (`x-amz-meta-sha256`) of an object put whole by one PutObject: the
+/// lower-case hex SHA-256 of its body, the same digest S3 verified as its `ChecksumSHA256`.
+/// A streamed or multipart object has none: its SHA-256 is only known once its body is sent
+/// or its last part read, after its request or CreateMultipartUpload fixed its metadata.
 pub const SHA256_METADATA: &str = "sha256";
 
 /// Smallest part size used (S3's minimum is 5 MiB).
@@ -641,7 +642,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_streamed_body_is_never_held_and_its_length_is_checked_on_the_way() {
+    async fn a_declared_body_goes_up_in_one_streamed_put_its_length_checked_on_the_way() {
         // Each chunk goes on as it arrives: the store sees the source's chunks, not a copy.
         let data = deterministic_bytes(PART, 4);
         let store = MemoryStore::default();

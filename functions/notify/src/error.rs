@@ -25,8 +25,8 @@ pub enum NotifyError {
     #[error("malformed message: {0}")]
     Malformed(String),
     /// The receiver answered 410 Gone: it wants no more webhooks at this URL.
-    #[error("NOTIFY_URL refused the webhook with {0}")]
-    Refused(u16),
+    #[error("NOTIFY_URL answered 410 Gone: it takes no more webhooks")]
+    Gone,
     /// Any other answer but a 2xx: every other 4xx (a receiver being deployed answers 404, one
     /// whose signing secret is being rotated 401: nothing is dropped for them; a 4xx that
     /// stands ends in the dead-letter queue, to redrive once the receiver is fixed), 5xx, and
@@ -44,14 +44,15 @@ pub enum NotifyError {
 
 impl NotifyError {
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, NotifyError::Malformed(_) | NotifyError::Refused(_))
+        !matches!(self, NotifyError::Malformed(_) | NotifyError::Gone)
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
     /// answer, else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `panicked`.
     pub fn reason_code(&self) -> String {
         match self {
-            NotifyError::Refused(status) | NotifyError::Status { status, .. } => format!("status_{status}"),
+            NotifyError::Gone => "status_410".into(),
+            NotifyError::Status { status, .. } => format!("status_{status}"),
             NotifyError::Post(PostError::Connect(_)) => "connect".into(),
             NotifyError::Post(PostError::Timeout(_)) => "timeout".into(),
             NotifyError::Post(PostError::Request(_)) => "request".into(),
@@ -66,7 +67,7 @@ impl NotifyError {
 pub fn classify_status(status: u16, retry_after: Option<Duration>) -> Option<NotifyError> {
     match status {
         200..=299 => None,
-        410 => Some(NotifyError::Refused(status)),
+        410 => Some(NotifyError::Gone),
         _ => Some(NotifyError::Status { status, retry_after }),
     }
 }
@@ -82,7 +83,7 @@ mod tests {
         }
         let e = classify_status(410, None).unwrap();
         assert!(!e.is_retryable());
-        assert_eq!(e, NotifyError::Refused(410));
+        assert_eq!(e, NotifyError::Gone);
         let client_errors = [400, 401, 403, 404, 405, 409, 413, 422, 425, 451, 499];
         for retried in client_errors.into_iter().chain([408, 429, 500, 502, 503, 504, 599, 301, 302, 307, 308, 100]) {
             assert!(classify_status(retried, None).unwrap().is_retryable(), "{retried}");
@@ -93,7 +94,7 @@ mod tests {
 
     #[test]
     fn reason_codes_are_stable() {
-        assert_eq!(NotifyError::Refused(410).reason_code(), "status_410");
+        assert_eq!(NotifyError::Gone.reason_code(), "status_410");
         assert_eq!(NotifyError::Status { status: 503, retry_after: None }.reason_code(), "status_503");
         assert_eq!(NotifyError::Post(PostError::Timeout("x".into())).reason_code(), "timeout");
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");

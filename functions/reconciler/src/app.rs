@@ -147,6 +147,7 @@ impl App {
                 abandoned = outcome.abandoned,
                 unwatched = outcome.unwatched,
                 tasks_failed = outcome.tasks_failed,
+                unreadable = outcome.unreadable,
                 stopped_early = outcome.stopped_early,
                 "reconciliation done"
             );

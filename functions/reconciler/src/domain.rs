@@ -4,8 +4,9 @@
 //! Each run reads the sparse `reconcile-due` index (`reconcile = due`, `reconcile_at <= now`,
 //! oldest first, at most `max_tasks`; never a scan). Per task, it reads the task's items,
 //! then either gives it up (`RECONCILE_GIVE_UP_SECONDS` after its registration or first
-//! callback: a `Task Failed` event with reason `abandoned`, then `abandoned` recorded, and it
-//! leaves both indexes) or polls the family's record-info
+//! callback, reason `abandoned`; or after a day of "not found" answers, reason `not_found`: a
+//! `Task Failed` event with that reason, then `abandoned` recorded, and it leaves both
+//! indexes) or polls the family's record-info
 //! endpoint and reads the answer with [`suno_callbacks::parse_poll`]:
 //!
 //! * a result: recorded, archived and queued by [`stemvault_vault::accept::accept`], the very
@@ -13,9 +14,9 @@
 //!   once; the second adds no file and sends no message), which also takes the task out of the
 //!   index once its stage is final;
 //! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour;
-//! * "not found" (404/422, as HTTP status or as the body's `code`): the same, and once the
-//!   provider has said so for a day without a word about the task in between, the task is
-//!   given up like one waited for too long, with reason `not_found`;
+//! * "not found" (404/422, as HTTP status or as the body's `code`): the same, and once every
+//!   answer has said so for a day (any other answer, or none, restarts the count), the task
+//!   is given up like one waited for too long, with reason `not_found`;
 //! * 401/403 (as HTTP status or as the body's `code`), still so after the poll port re-read
 //!   the key (at most once a minute) and polled again with a rotated one: the same, and one
 //!   error per run naming the setting to fix; nothing but the poll bookkeeping changes.
@@ -127,6 +128,8 @@ pub struct Outcome {
     pub unwatched: usize,
     /// Tasks that could not be handled this time (the next run tries again).
     pub tasks_failed: usize,
+    /// Tasks whose record cannot be read, each put off an hour (logged as an error).
+    pub unreadable: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
@@ -152,6 +155,8 @@ enum Handled {
     Polled(PollOutcome),
     Abandoned,
     Unwatched,
+    /// Its record cannot be read: its next poll was put off.
+    Unreadable,
 }
 
 /// The most one task may take: a task started just before `stop_at` then still ends before
@@ -181,6 +186,7 @@ pub async fn reconcile<P: Ports>(
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
+            Ok(Handled::Unreadable) => outcome.unreadable += 1,
             Ok(Handled::Polled(polled)) => {
                 outcome.polls += 1;
                 match polled {
@@ -309,7 +315,11 @@ async fn give_up<P: Ports>(
         if !save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await? {
             return Ok(Handled::Skipped);
         }
-        tracing::info!(task_id, stage = %record.stage, reason, "no new URL for the expired files; no longer watched");
+        let why = match reason {
+            reconcile::NOT_FOUND_REASON => "the provider no longer knows the task",
+            _ => "no new URL for the expired files in time",
+        };
+        tracing::info!(task_id, stage = %record.stage, reason, "{why}; no longer watched");
         return Ok(Handled::Unwatched);
     }
     // Published before the write that takes the task out of the index: a failure leaves it
@@ -350,7 +360,7 @@ async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Han
         Conditional::Applied => tracing::info!(task_id, next_poll = %until, "its next poll is put off"),
         Conditional::Conflict => tracing::info!(task_id, "it is no longer watched"),
     }
-    Err(StoreError::Malformed(why).into())
+    Ok(Handled::Unreadable)
 }
 
 /// Read the task, `change` it (None: nothing to write) and save it over what was read; again

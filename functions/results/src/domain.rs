@@ -59,7 +59,8 @@ pub struct TaskView {
     /// The caller's own id, given when the task was registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ref: Option<String>,
-    /// Set when the reconciler gave the task up (no result by callback or poll in time).
+    /// Set when the reconciler gave the task up (no result by callback or poll in time, or the
+    /// provider has not known it for a day).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
     pub files: Vec<FileView>,

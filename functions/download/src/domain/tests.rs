@@ -7,7 +7,7 @@ use crate::error::FetchError;
 use tokio::sync::oneshot;
 
 use crate::test_support::{
-    ManifestGate, MemoryPorts, SETTINGS, Script, TASK, deterministic_bytes, job_body, record, serve, url,
+    ManifestGate, MemoryPorts, SETTINGS, Script, StoreCall, TASK, deterministic_bytes, job_body, record, serve, url,
 };
 
 fn delivery(body: String, receive_count: u32) -> Delivery {
@@ -172,6 +172,16 @@ async fn retryable_failures_release_the_file_and_back_off() {
     assert!(matches!(run(&ports, "vocal", 4).await, Outcome::Stored(_)));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
     assert_eq!(ports.record(TASK).open, None, "settling removes the open-tasks marker");
+    // A retried copy is put whole (the SDK can retry that put); a first one streams.
+    let puts: Vec<_> = ports.store.calls().into_iter().filter(|c| !matches!(c, StoreCall::Abort)).collect();
+    assert!(matches!(puts.as_slice(), [StoreCall::Put { len: 7, .. }]), "{puts:?}");
+    let first = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&first, "vocal", b"at once");
+    assert!(matches!(run(&first, "vocal", 1).await, Outcome::Stored(_)));
+    assert_eq!(
+        first.store.calls(),
+        [StoreCall::Streamed { key: first.record(TASK).files["vocal"].key.clone(), len: 7 }]
+    );
 }
 
 /// A source that says when to come back (`Retry-After`) is left alone that long, within the
@@ -479,8 +489,9 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
 
 /// The upload succeeded, recording it failed (the table timed out): the claim stays until its
 /// lease ends, and by the time the message comes back the URL has expired. The redelivery
-/// finds the complete copy under the key and records it, for a single PutObject (SHA-256 in
-/// its metadata) and for a multipart upload (read back and hashed).
+/// finds the complete copy under the key and records it, for a single streamed PutObject
+/// (its SHA-256 is its full-object checksum) and for a multipart upload (read back and
+/// hashed).
 #[tokio::test]
 async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copying_it_again() {
     for len in [100_000, SETTINGS.part_size + 5] {

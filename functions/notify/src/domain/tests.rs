@@ -114,7 +114,7 @@ async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
 async fn only_410_is_not_retried() {
     let ports = MemoryPorts::answering([status(410)]);
     let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
-    assert_eq!(outcome, Outcome::Rejected(NotifyError::Refused(410)));
+    assert_eq!(outcome, Outcome::Rejected(NotifyError::Gone));
     assert!(!outcome.is_failure(), "deleted");
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "status_410".into() }]);
     for retried in [400, 401, 403, 404, 422, 408, 429, 500, 503, 302] {

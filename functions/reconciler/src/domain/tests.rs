@@ -420,7 +420,7 @@ async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
     let one = Settings { max_tasks: 1, ..settings() };
     ports.until_due();
     let first = reconcile(&ports, &one, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
-    assert_eq!((first.tasks_failed, first.polls), (1, 0), "{first:?}");
+    assert_eq!((first.unreadable, first.tasks_failed, first.polls), (1, 0, 0), "{first:?}");
     let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
     assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)));

@@ -115,12 +115,6 @@ impl MemoryTableAndQueue {
         lock(&self.tables).insert(record.task_id.clone(), items);
     }
 
-    /// Store `item` as is under its sort key, whatever it holds (to set up a test: an item this
-    /// version cannot read).
-    pub fn put_item(&self, task_id: &str, item: Item) {
-        lock(&self.tables).entry(task_id.to_owned()).or_default().insert(sort_key(&item), item);
-    }
-
     /// Every task item, with its task id, readable or not: what a secondary index projects.
     pub fn task_items(&self) -> Vec<(String, Item)> {
         let tables = lock(&self.tables);
