@@ -165,14 +165,14 @@ pub async fn sweep<P: Ports>(
     let mut outcome = Outcome::default();
     let mut last: Option<OpenTask> = None;
     let mut after = start.clone();
-    let mut unreadable = None;
+    let mut index_failure = None;
     'lap: loop {
         let page = match ports.open_tasks(received_before, after.as_ref()).await {
             Ok(page) => page,
             Err(e) => {
                 // Stopped as if out of time: the next run resumes after the last entry checked.
                 outcome.stopped_early = true;
-                unreadable = Some(e);
+                index_failure = Some(e);
                 break;
             }
         };
@@ -219,7 +219,7 @@ pub async fn sweep<P: Ports>(
             tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
-    match unreadable {
+    match index_failure {
         Some(e) => Err(e.into()),
         None => Ok(outcome),
     }
