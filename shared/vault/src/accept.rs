@@ -13,7 +13,8 @@
 //!    repairs an archive that failed, even as a duplicate.
 //! 2. Send one message per file the merge claimed for this request, mark the sent ones
 //!    `queued` and release the others back to `pending` ([`send_claimed`], which the sweeper
-//!    shares).
+//!    shares). Once every message is out, the mark runs beside steps 3 to 5: it is
+//!    bookkeeping, and the answer need not wait for it.
 //! 3. Files of this event that a concurrent delivery is queueing are waited for (bounded);
 //!    whatever that delivery released, or left when its lease ran out, is taken over.
 //! 4. A task without files is settled as soon as it is recorded: until its manifest is
@@ -32,7 +33,7 @@ use sha2::{Digest, Sha256};
 use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
 
 use crate::download::manifest_job;
-use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
+use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, record_sent, send_claimed, send_jobs};
 use crate::events::{PublishEvents, after_callback};
 use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
 use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, Timestamp, reconcile, retry_on_conflict};
@@ -165,26 +166,38 @@ async fn accept_unbounded<P: Ports>(
     let (archived, recorded) = tokio::join!(archive, record(ports, settings, event, &info, &claimant, fits));
     let merge = recorded?;
     let task = &event.task_id;
-    let mut files_queued = send_claimed(ports, task, &claimant, &merge.claims.to_enqueue).await?;
-    if !merge.claims.wait_for.is_empty() {
-        let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-        files_queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
+    let sent = send_jobs(ports, &merge.claims.to_enqueue).await;
+    if let Err(e) = sent.result() {
+        record_sent(ports, task, &claimant, &sent).await;
+        return Err(e.into());
     }
-    // A task without files is settled as recorded; no download would write its manifest.
-    if let Some(job) = manifest_job(&merge.record) {
-        if let Some(reason) = ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().find_map(Result::err) {
-            return Err(EnqueueError { failed: 1, total: 1, reason }.into());
+    // The messages are out: marking them queued is bookkeeping, so it runs beside the rest
+    // (one round trip fewer on the answer path).
+    let rest = async {
+        let mut queued = sent.sent.len();
+        if !merge.claims.wait_for.is_empty() {
+            let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+            queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
         }
-    }
-    // Recorded and queued: tell subscribers. Again on every delivery that speaks for the
-    // task's stage (same ids), so a retry heals a publish that failed.
-    let events = after_callback(&merge.record, event.stage, &settings.bucket);
-    let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
-    // Checked last: the files are worth queueing, and the events publishing, even when the
-    // archive failed.
-    archived.map_err(AcceptError::Archive)?;
-    published?;
-    Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued })
+        // A task without files is settled as recorded; no download would write its manifest.
+        if let Some(job) = manifest_job(&merge.record) {
+            let sent = ports.enqueue_files(std::slice::from_ref(&job)).await;
+            if let Some(reason) = sent.into_iter().find_map(Result::err) {
+                return Err(EnqueueError { failed: 1, total: 1, reason }.into());
+            }
+        }
+        // Recorded and queued: tell subscribers. Again on every delivery that speaks for the
+        // task's stage (same ids), so a retry heals a publish that failed.
+        let events = after_callback(&merge.record, event.stage, &settings.bucket);
+        let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
+        // Checked last: the files are worth queueing, and the events publishing, even when
+        // the archive failed.
+        archived.map_err(AcceptError::Archive)?;
+        published?;
+        Ok::<usize, AcceptError>(queued)
+    };
+    let ((), files_queued) = tokio::join!(record_sent(ports, task, &claimant, &sent), rest);
+    Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued: files_queued? })
 }
 
 /// Read, merge, save over what was read (each changed item conditional on it); again on a

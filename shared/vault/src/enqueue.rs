@@ -20,7 +20,6 @@ use std::future::Future;
 use suno_callbacks::TaskId;
 
 use crate::ingest::Claimant;
-use crate::ports::Clock;
 use crate::{FileJob, StoreError};
 
 /// Send one message per job; one result per job, in order: the message id or why it failed.
@@ -62,6 +61,68 @@ impl EnqueueError {
     }
 }
 
+/// What one send of claimed jobs did: the files whose message went out, and those whose
+/// message did not (with the first failure's reason).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Sent {
+    pub sent: Vec<String>,
+    pub failed: Vec<String>,
+    reason: Option<String>,
+}
+
+impl Sent {
+    /// How many messages went out, or why some did not.
+    pub fn result(&self) -> Result<usize, EnqueueError> {
+        if self.failed.is_empty() {
+            return Ok(self.sent.len());
+        }
+        let total = self.sent.len() + self.failed.len();
+        Err(EnqueueError { failed: self.failed.len(), total, reason: self.reason.clone().unwrap_or_default() })
+    }
+}
+
+/// Send one message per claimed job (none for no jobs).
+pub async fn send_jobs<P: EnqueueFiles>(ports: &P, jobs: &[FileJob]) -> Sent {
+    let mut out = Sent::default();
+    if jobs.is_empty() {
+        return out;
+    }
+    let mut results = ports.enqueue_files(jobs).await.into_iter();
+    for job in jobs {
+        match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
+            Ok(message_id) => {
+                tracing::debug!(file = %job.name, message_id, "queued");
+                out.sent.push(job.name.clone());
+            }
+            Err(why) => {
+                out.reason.get_or_insert(why);
+                out.failed.push(job.name.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The record's side of a send: mark the sent files queued, release the others. Its
+/// failures are only logged: the messages are out (the downloader takes files still
+/// `enqueuing`), and unreleased claims lapse with their lease.
+pub async fn record_sent<P>(ports: &P, task: &TaskId, claimant: &Claimant, sent: &Sent)
+where
+    P: MarkQueued + ReleaseClaims,
+{
+    if !sent.sent.is_empty() {
+        if let Err(e) = ports.mark_queued(task, &sent.sent).await {
+            // The files will be stored; the record only lags behind until then.
+            tracing::warn!(error = %e, files = sent.sent.len(), "messages sent but files not marked queued");
+        }
+    }
+    if !sent.failed.is_empty() {
+        if let Err(e) = ports.release_claims(task, &claimant.id, &sent.failed).await {
+            tracing::warn!(error = %e, files = sent.failed.len(), "claims not released; they lapse with their lease");
+        }
+    }
+}
+
 /// Send the claimed jobs, mark the sent ones queued, release the rest. Returns how many were
 /// sent.
 pub async fn send_claimed<P>(
@@ -71,41 +132,11 @@ pub async fn send_claimed<P>(
     jobs: &[FileJob],
 ) -> Result<usize, EnqueueError>
 where
-    P: EnqueueFiles + MarkQueued + ReleaseClaims + Clock,
+    P: EnqueueFiles + MarkQueued + ReleaseClaims,
 {
-    if jobs.is_empty() {
-        return Ok(0);
-    }
-    let mut results = ports.enqueue_files(jobs).await.into_iter();
-    let mut sent = Vec::new();
-    let mut failed = Vec::new();
-    let mut reason = None;
-    for job in jobs {
-        match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
-            Ok(message_id) => {
-                tracing::debug!(file = %job.name, message_id, "queued");
-                sent.push(job.name.clone());
-            }
-            Err(why) => {
-                reason.get_or_insert(why);
-                failed.push(job.name.clone());
-            }
-        }
-    }
-    if !sent.is_empty() {
-        if let Err(e) = ports.mark_queued(task, &sent).await {
-            // The messages exist and the downloader takes files that are still `enqueuing`,
-            // so the files will be stored; the record only lags behind until then.
-            tracing::warn!(error = %e, files = sent.len(), "messages sent but files not marked queued");
-        }
-    }
-    if failed.is_empty() {
-        return Ok(sent.len());
-    }
-    if let Err(e) = ports.release_claims(task, &claimant.id, &failed).await {
-        tracing::warn!(error = %e, files = failed.len(), "claims not released; they lapse with their lease");
-    }
-    Err(EnqueueError { failed: failed.len(), total: jobs.len(), reason: reason.unwrap_or_default() })
+    let sent = send_jobs(ports, jobs).await;
+    record_sent(ports, task, claimant, &sent).await;
+    sent.result()
 }
 
 #[doc(hidden)]
@@ -191,7 +222,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::Timestamp;
 
     /// A queue that refuses the jobs named in `refuse`, and a record of what was marked and
     /// released.
@@ -227,13 +257,6 @@ mod tests {
             self.released.lock().unwrap().extend_from_slice(names);
             Ok(())
         }
-    }
-
-    impl Clock for Recorder {
-        fn now(&self) -> Timestamp {
-            Timestamp::from_unix_ms(0)
-        }
-        async fn sleep(&self, _: Duration) {}
     }
 
     fn jobs(names: &[&str]) -> Vec<FileJob> {

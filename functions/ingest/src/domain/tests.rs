@@ -291,12 +291,22 @@ async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
     assert!(ports.messages().is_empty(), "the holder's message is the one");
 }
 
-/// Ports whose first record write and whose archive each wait for the other to start: the
-/// use-case only gets through if it runs them at the same time.
+/// Which two operations of [`Rendezvous`] wait for each other.
+#[derive(PartialEq)]
+enum Meeting {
+    /// The first record write and the archive.
+    SaveAndArchive,
+    /// Marking the sent files queued and publishing the stage event.
+    MarkAndPublish,
+}
+
+/// Ports whose two operations of `meeting` each wait for the other to start: the use-case
+/// only gets through if it runs them at the same time.
 struct Rendezvous {
     inner: MemoryPorts,
     barrier: Barrier,
     saved_once: AtomicBool,
+    meeting: Meeting,
 }
 
 impl Rendezvous {
@@ -313,7 +323,7 @@ impl LoadTask for Rendezvous {
 }
 impl SaveTask for Rendezvous {
     async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
-        if !self.saved_once.swap(true, Ordering::SeqCst) {
+        if self.meeting == Meeting::SaveAndArchive && !self.saved_once.swap(true, Ordering::SeqCst) {
             self.meet().await.map_err(StoreError::Unavailable)?;
         }
         self.inner.save_task(before, after).await
@@ -321,7 +331,9 @@ impl SaveTask for Rendezvous {
 }
 impl ArchiveBody for Rendezvous {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.meet().await?;
+        if self.meeting == Meeting::SaveAndArchive {
+            self.meet().await?;
+        }
         self.inner.archive_body(key, body).await
     }
 }
@@ -332,6 +344,9 @@ impl EnqueueFiles for Rendezvous {
 }
 impl MarkQueued for Rendezvous {
     async fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> Result<(), StoreError> {
+        if self.meeting == Meeting::MarkAndPublish {
+            self.meet().await.map_err(StoreError::Unavailable)?;
+        }
         self.inner.mark_queued(task_id, names).await
     }
 }
@@ -345,6 +360,14 @@ impl stemvault_vault::events::PublishEvents for Rendezvous {
         &self,
         events: &[stemvault_vault::events::TaskEvent],
     ) -> Result<(), stemvault_vault::events::PublishError> {
+        if self.meeting == Meeting::MarkAndPublish {
+            let met = self.meet().await;
+            met.map_err(|reason| stemvault_vault::events::PublishError {
+                failed: events.len(),
+                total: events.len(),
+                reason,
+            })?;
+        }
         self.inner.publish_events(events).await
     }
 }
@@ -364,10 +387,23 @@ impl Clock for Rendezvous {
 
 #[tokio::test]
 async fn the_body_is_archived_while_the_record_is_written() {
-    let ports = Rendezvous { inner: MemoryPorts::new(), barrier: Barrier::new(2), saved_once: AtomicBool::new(false) };
+    let ports = rendezvous(Meeting::SaveAndArchive);
     let outcome = ingest(&ports, &settings(), &event(Stage::Final, &["vocal"]), b"{}", "r").await;
     assert_eq!(outcome.map(|o| o.files_queued), Ok(1));
     assert_eq!(ports.inner.body_keys().len(), 1);
+}
+
+fn rendezvous(meeting: Meeting) -> Rendezvous {
+    Rendezvous { inner: MemoryPorts::new(), barrier: Barrier::new(2), saved_once: AtomicBool::new(false), meeting }
+}
+
+#[tokio::test]
+async fn the_sent_files_are_marked_queued_while_the_event_is_published() {
+    let ports = rendezvous(Meeting::MarkAndPublish);
+    let outcome = ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"{}", "r").await;
+    assert_eq!(outcome.map(|o| o.files_queued), Ok(2));
+    assert_eq!(ports.inner.events.published().len(), 1);
+    assert!(ports.inner.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
 }
 
 #[tokio::test]
