@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::future::join_all;
 use serde_dynamo::Item;
-use stemvault_vault::items::{self, ItemPut, PutCondition};
+use stemvault_vault::items::{self, ItemPut, PutCondition, TaskWrite};
 use stemvault_vault::{Conditional, StoreError, TaskRecord};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
@@ -103,6 +103,14 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
     u
 }
 
+/// One more delivery of a task, counted on its existing task item without a read:
+/// [`TaskWrite::CountDelivery`].
+fn count_delivery(last_received_at: AttributeValue) -> Update {
+    let mut u = Update::new("ADD deliveries :one, version :one SET last_received_at = :at", "attribute_exists(sk)");
+    u.value(":one", n(1)).value(":at", last_received_at);
+    u
+}
+
 /// What a conditional update of one item did, with the item when asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Updated {
@@ -181,10 +189,16 @@ impl TaskTable {
         }
         // A callback item already there was put by an earlier attempt that did not commit.
         callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
-        if let Some(task) = plan.task {
-            if self.put("PutItem (task)", task).await? == Conditional::Conflict {
-                return Err(StoreError::Conflict);
+        let committed = match plan.task {
+            Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await?,
+            Some(TaskWrite::CountDelivery { last_received_at }) => {
+                self.update("delivery", after.task_id.as_str(), items::TASK_SK, count_delivery(last_received_at.into()))
+                    .await?
             }
+            None => Conditional::Applied,
+        };
+        if committed == Conditional::Conflict {
+            return Err(StoreError::Conflict);
         }
         for id in plan.redelivered {
             let mut u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
@@ -302,6 +316,15 @@ mod tests {
             let c = put_condition(&condition, 0);
             assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");
         }
+    }
+
+    #[test]
+    fn a_counted_delivery_adds_one_to_deliveries_and_version_of_an_existing_task_item() {
+        let u = count_delivery(s("2026-12-02T12:00:00.000Z"));
+        assert_eq!(u.update, "ADD deliveries :one, version :one SET last_received_at = :at");
+        assert_eq!(u.condition, "attribute_exists(sk)");
+        assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
+        assert!(u.unused_placeholders().is_empty() && u.names.is_empty());
     }
 
     #[test]

@@ -175,6 +175,19 @@ pub struct ItemPut {
     pub condition: PutCondition,
 }
 
+/// How the task item is written.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskWrite {
+    /// The whole item, conditional on what was read.
+    Put(ItemPut),
+    /// Only one more delivery to count (a duplicate that changes no other attribute and no
+    /// file or callback item): `deliveries` and `version` each + 1 and `last_received_at`
+    /// set, in one update of the existing item, whatever its version. Concurrent duplicates then never conflict (each would otherwise
+    /// read and put the whole item again after every other's put), and the version still
+    /// moves, so a concurrent read-merge-put of the item is refused and retried.
+    CountDelivery { last_received_at: AttributeValue },
+}
+
 /// The writes that save a merged record, in order: `files` and `callbacks` (in any order
 /// or at once), then `task` (the commit), then one `deliveries + 1` per id in
 /// `redelivered` (a body delivered again: counted on its callback item). A callback put
@@ -185,7 +198,7 @@ pub struct SavePlan {
     pub files: Vec<ItemPut>,
     pub callbacks: Vec<ItemPut>,
     /// None when the task item's attributes are unchanged (only file items changed).
-    pub task: Option<ItemPut>,
+    pub task: Option<TaskWrite>,
     pub redelivered: Vec<String>,
 }
 
@@ -224,14 +237,40 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     }
     let item = task_item(after)?;
     let task = match before {
-        None => Some(ItemPut { item, condition: PutCondition::Absent }),
+        None => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Absent })),
         Some(before) => {
             let mut unchanged = task_item(before)?;
             unchanged.insert("version".to_owned(), item["version"].clone());
-            (unchanged != item).then_some(ItemPut { item, condition: PutCondition::Version(before.version) })
+            let mut counted = unchanged.clone();
+            for field in ["deliveries", "last_received_at"] {
+                match item.get(field) {
+                    Some(value) => counted.insert(field.to_owned(), value.clone()),
+                    None => counted.remove(field),
+                };
+            }
+            let last_received_at = item.get("last_received_at").cloned();
+            match last_received_at {
+                _ if unchanged == item => None,
+                Some(last_received_at)
+                    if counted == item && counts_only(before, after) && no_items(&files, &callbacks) =>
+                {
+                    Some(TaskWrite::CountDelivery { last_received_at })
+                }
+                _ => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Version(before.version) })),
+            }
         }
     };
     Ok(SavePlan { files, callbacks, task, redelivered })
+}
+
+/// `after` is `before` with one more delivery.
+fn counts_only(before: &TaskRecord, after: &TaskRecord) -> bool {
+    after.deliveries == before.deliveries + 1
+}
+
+/// The save writes no file and no callback item.
+fn no_items(files: &[ItemPut], callbacks: &[ItemPut]) -> bool {
+    files.is_empty() && callbacks.is_empty()
 }
 
 /// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).

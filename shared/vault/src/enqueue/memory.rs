@@ -12,7 +12,7 @@ use suno_callbacks::TaskId;
 use serde_dynamo::{AttributeValue, Item};
 
 use super::{EnqueueFiles, MarkQueued, ReleaseClaims};
-use crate::items::{self, PutCondition};
+use crate::items::{self, PutCondition, TaskWrite};
 use crate::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
 
 /// A task table (item collections, with DynamoDB's conditions) and a queue in memory, with a
@@ -224,11 +224,22 @@ impl SaveTask for MemoryTableAndQueue {
                 return Err(StoreError::Conflict);
             }
         }
-        if let Some(put) = plan.task {
-            if !holds(&put.condition, items.get(items::TASK_SK), now_secs) {
-                return Err(StoreError::Conflict);
+        match plan.task {
+            Some(TaskWrite::Put(put)) => {
+                if !holds(&put.condition, items.get(items::TASK_SK), now_secs) {
+                    return Err(StoreError::Conflict);
+                }
+                items.insert(items::TASK_SK.to_owned(), put.item);
             }
-            items.insert(items::TASK_SK.to_owned(), put.item);
+            Some(TaskWrite::CountDelivery { last_received_at }) => {
+                let Some(item) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
+                for field in ["deliveries", "version"] {
+                    let n = number(item, field).unwrap_or(0) + 1;
+                    item.insert(field.to_owned(), AttributeValue::N(n.to_string()));
+                }
+                item.insert("last_received_at".to_owned(), last_received_at);
+            }
+            None => {}
         }
         for id in plan.redelivered {
             if let Some(item) = items.get_mut(&items::callback_sk(&id)) {

@@ -151,7 +151,7 @@ fn a_new_task_is_saved_as_every_item_its_task_item_last() {
     assert_eq!(rev_of(&plan.files[2]), &V::N("4".into()), "each file at its revision + 1");
     assert_eq!(plan.callbacks.len(), 1);
     assert_eq!(plan.callbacks[0].condition, PutCondition::Absent);
-    let task = plan.task.expect("the task item");
+    let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
     assert_eq!((task.condition, sort_key(&task.item)), (PutCondition::Absent, "task"));
     assert!(plan.redelivered.is_empty());
 }
@@ -180,7 +180,7 @@ fn a_save_writes_only_what_changed_each_conditional_on_what_was_read() {
     );
     assert!(plan.callbacks.is_empty());
     assert_eq!(plan.redelivered, ["complete-ab"]);
-    let task = plan.task.expect("the task item changed");
+    let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
     assert_eq!(task.condition, PutCondition::Version(4));
     assert_eq!(task.item["version"], V::N("5".into()));
     assert_eq!(task.item["deliveries"], V::N("4".into()));
@@ -204,7 +204,36 @@ fn a_save_that_changes_only_files_leaves_the_task_item_alone() {
     sent.files.get_mut("drums").unwrap().status = FileStatus::Queued;
     sent.version += 1;
     let plan = plan_save(Some(&before), &sent).unwrap();
-    assert_eq!(plan.task.unwrap().item["queued"], V::Ss(vec!["drums".into()]));
+    let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
+    assert_eq!(task.item["queued"], V::Ss(vec!["drums".into()]));
+}
+
+#[test]
+fn a_duplicate_that_changes_nothing_else_is_only_counted() {
+    let before = record();
+    let mut after = before.clone();
+    after.version += 1;
+    after.deliveries += 1;
+    after.last_received_at = after.last_received_at.plus(std::time::Duration::from_secs(3));
+    after.callbacks.get_mut("complete-ab").unwrap().deliveries += 1;
+    let plan = plan_save(Some(&before), &after).unwrap();
+    let at = task_item(&after).unwrap()["last_received_at"].clone();
+    assert_eq!(plan.task, Some(TaskWrite::CountDelivery { last_received_at: at }));
+    assert_eq!(plan.redelivered, ["complete-ab"]);
+    assert!(plan.files.is_empty() && plan.callbacks.is_empty());
+
+    // Anything more is a put conditional on the version read: another attribute, a file
+    // item, or not exactly one delivery.
+    let mut moved = after.clone();
+    moved.stage = suno_callbacks::Stage::Error;
+    let mut claimed = after.clone();
+    claimed.files.get_mut("bass").unwrap().claim = Some("req-2".into());
+    let mut twice = after.clone();
+    twice.deliveries += 1;
+    for other in [moved, claimed, twice] {
+        let plan = plan_save(Some(&before), &other).unwrap();
+        assert!(matches!(plan.task, Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version(4), .. }))));
+    }
 }
 
 #[test]
