@@ -496,7 +496,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
+    use aws_sdk_s3::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut};
     use aws_sdk_s3::config::retry::RetryConfig;
     use aws_sdk_s3::config::{
         BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedCredentialsProvider,
@@ -529,7 +529,44 @@ mod tests {
         }
     }
 
+    /// Answers every S3 request with `0`, as if S3 had sent it, instead of sending it.
+    #[derive(Debug)]
+    struct Answer(aws_sdk_s3::operation::put_object::PutObjectOutput);
+
+    impl Intercept for Answer {
+        fn name(&self) -> &'static str {
+            "Answer"
+        }
+
+        fn read_before_transmit(
+            &self,
+            _: &BeforeTransmitInterceptorContextRef<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            Err("answered, not sent".into())
+        }
+
+        fn modify_before_completion(
+            &self,
+            context: &mut FinalizerInterceptorContextMut<'_>,
+            _: &RuntimeComponents,
+            _: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            if let Some(result) = context.output_or_error_mut() {
+                *result = Ok(aws_smithy_runtime_api::client::interceptors::context::Output::erase(self.0.clone()));
+            }
+            Ok(())
+        }
+    }
+
     fn capturing_ports() -> (AwsPorts, Capture) {
+        let capture = Capture::default();
+        (ports_with(capture.clone()), capture)
+    }
+
+    /// Ports whose S3 requests go through `interceptor` (and nowhere, when it fails them).
+    fn ports_with(interceptor: impl Intercept + 'static) -> AwsPorts {
         let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -537,12 +574,11 @@ mod tests {
             .credentials_provider(SharedCredentialsProvider::new(credentials))
             .endpoint_url("https://s3.example.test")
             .build();
-        let capture = Capture::default();
         let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .interceptor(capture.clone())
+            .interceptor(interceptor)
             .retry_config(RetryConfig::disabled())
             .build();
-        let ports = AwsPorts {
+        AwsPorts {
             table: TaskTable::new(aws_sdk_dynamodb::Client::new(&sdk), "tasks"),
             s3: aws_sdk_s3::Client::from_conf(s3),
             bucket: "vault".into(),
@@ -550,8 +586,7 @@ mod tests {
             queue_url: "https://sqs.example.test/queue".into(),
             source: HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap(),
             events: EventBus::new(&sdk, "events"),
-        };
-        (ports, capture)
+        }
     }
 
     /// A streamed put goes out aws-chunked with the SHA-256 as a trailer the SDK computes, its
@@ -570,6 +605,26 @@ mod tests {
         assert_eq!(put["x-amz-content-sha256"], "STREAMING-UNSIGNED-PAYLOAD-TRAILER");
         assert_eq!(put["x-amz-meta-source-sha256"], "5a1e");
         assert!(!put.contains_key("x-amz-checksum-sha256"), "no digest known up front");
+    }
+
+    /// The digest a streamed put records is the one S3 answers; no full-object checksum in the
+    /// answer (none, or a composite) is a failure to retry, never a file stored unverified.
+    #[tokio::test]
+    async fn a_streamed_put_records_the_sha256_s3_answers_and_fails_without_one() {
+        use aws_sdk_s3::operation::put_object::PutObjectOutput;
+        let sha256: [u8; 32] = Sha256::digest(b"some audio").into();
+        let put = |answer: PutObjectOutput| async move {
+            let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some audio"))]);
+            let info = ObjectInfo { content_type: None, source_sha256: "5a1e" };
+            ports_with(Answer(answer)).put_streamed("k", Box::pin(chunks), 10, info).await
+        };
+        let answered = PutObjectOutput::builder().checksum_sha256(BASE64.encode(sha256)).build();
+        assert_eq!(put(answered).await, Ok(sha256));
+        let composite = PutObjectOutput::builder().checksum_sha256(format!("{}-2", BASE64.encode(sha256))).build();
+        for answer in [PutObjectOutput::builder().build(), composite] {
+            let err = put(answer).await.unwrap_err();
+            assert!(err.is_retryable() && err.message.contains("no ChecksumSHA256"), "{err:?}");
+        }
     }
 
     #[tokio::test]
