@@ -105,8 +105,10 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
 
 /// One more delivery of a task, counted on its existing task item without a read:
 /// [`TaskWrite::CountDelivery`].
-fn count_delivery(last_received_at: AttributeValue) -> Update {
-    let mut u = Update::new("ADD deliveries :one, version :one SET last_received_at = :at", "attribute_exists(sk)");
+fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
+    let reconcile = if watched { "attribute_exists(reconcile)" } else { "attribute_not_exists(reconcile)" };
+    let condition = format!("attribute_exists(sk) AND attribute_not_exists(not_found_since) AND {reconcile}");
+    let mut u = Update::new("ADD deliveries :one, version :one SET last_received_at = :at", condition);
     u.value(":one", n(1)).value(":at", last_received_at);
     u
 }
@@ -191,9 +193,9 @@ impl TaskTable {
         callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
         let committed = match plan.task {
             Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await?,
-            Some(TaskWrite::CountDelivery { last_received_at }) => {
-                self.update("delivery", after.task_id.as_str(), items::TASK_SK, count_delivery(last_received_at.into()))
-                    .await?
+            Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
+                let count = count_delivery(last_received_at.into(), watched);
+                self.update("delivery", after.task_id.as_str(), items::TASK_SK, count).await?
             }
             None => Conditional::Applied,
         };
@@ -320,9 +322,12 @@ mod tests {
 
     #[test]
     fn a_counted_delivery_adds_one_to_deliveries_and_version_of_an_existing_task_item() {
-        let u = count_delivery(s("2026-12-02T12:00:00.000Z"));
+        let u = count_delivery(s("2026-12-02T12:00:00.000Z"), true);
         assert_eq!(u.update, "ADD deliveries :one, version :one SET last_received_at = :at");
-        assert_eq!(u.condition, "attribute_exists(sk)");
+        let only_as_read = "attribute_exists(sk) AND attribute_not_exists(not_found_since)";
+        assert_eq!(u.condition, format!("{only_as_read} AND attribute_exists(reconcile)"));
+        let unwatched = count_delivery(s("2026-12-02T12:00:00.000Z"), false).condition;
+        assert_eq!(unwatched, format!("{only_as_read} AND attribute_not_exists(reconcile)"));
         assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
         assert!(u.unused_placeholders().is_empty() && u.names.is_empty());
     }

@@ -21,7 +21,8 @@
 //!    recorded, each delivery sends the downloader a manifest job for it
 //!    ([`crate::download::manifest_job`]).
 //! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
-//!    and `Task Failed` for a failure), once it is recorded and its files are queued. A
+//!    and `Task Failed` for a failure), once it is recorded and its files' messages are
+//!    sent (the `queued` mark may land just after). A
 //!    failed publish is a retryable error: the provider's retry of the callback (or the next
 //!    poll) accepts the same event again, a duplicate, and publishes the same events with
 //!    the same ids. No table write is spent on it.
@@ -172,10 +173,15 @@ async fn accept_unbounded<P: Ports>(
         return Err(e.into());
     }
     // The messages are out: marking them queued is bookkeeping, so it runs beside the rest
-    // (one round trip fewer on the answer path).
+    // (one round trip fewer on the answer path), unless this request waits for others'
+    // files: its reclaim must read its own files as queued, not as still its to send.
+    let waits = !merge.claims.wait_for.is_empty();
+    if waits {
+        record_sent(ports, task, &claimant, &sent).await;
+    }
     let rest = async {
         let mut queued = sent.sent.len();
-        if !merge.claims.wait_for.is_empty() {
+        if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
             queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
         }
@@ -196,7 +202,10 @@ async fn accept_unbounded<P: Ports>(
         published?;
         Ok::<usize, AcceptError>(queued)
     };
-    let ((), files_queued) = tokio::join!(record_sent(ports, task, &claimant, &sent), rest);
+    let files_queued = match waits {
+        true => rest.await,
+        false => tokio::join!(record_sent(ports, task, &claimant, &sent), rest).1,
+    };
     Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued: files_queued? })
 }
 

@@ -9,7 +9,8 @@
 //!
 //! One strongly consistent Query reads the collection; [`assemble`] makes it a
 //! [`TaskRecord`]. Ingest saves a merged record with [`plan_save`]: the file and callback
-//! items first, then the task item, conditional on the version read. The task item is the
+//! items first, then the task item, conditional on the version read (a duplicate that
+//! changes nothing else only counts itself: [`TaskWrite::CountDelivery`]). The task item is the
 //! commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
 //! exists (an accepted callback's file is never dropped; its task item follows, or the
 //! provider's retry writes it).
@@ -185,7 +186,12 @@ pub enum TaskWrite {
     /// set, in one update of the existing item, whatever its version. Concurrent duplicates then never conflict (each would otherwise
     /// read and put the whole item again after every other's put), and the version still
     /// moves, so a concurrent read-merge-put of the item is refused and retried.
-    CountDelivery { last_received_at: AttributeValue },
+    ///
+    /// It holds only while the reconciler's view is as read (no `not_found_since`, and
+    /// `reconcile` present exactly when `watched`): a merge clears the one and re-watches a
+    /// task that needs it, so a count over a change made since would skip that; such a
+    /// count is refused as a conflict, and the merge is made again from a new read.
+    CountDelivery { last_received_at: AttributeValue, watched: bool },
 }
 
 /// The writes that save a merged record, in order: `files` and `callbacks` (in any order
@@ -254,7 +260,7 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
                 Some(last_received_at)
                     if counted == item && counts_only(before, after) && no_items(&files, &callbacks) =>
                 {
-                    Some(TaskWrite::CountDelivery { last_received_at })
+                    Some(TaskWrite::CountDelivery { last_received_at, watched: before.reconcile.is_some() })
                 }
                 _ => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Version(before.version) })),
             }

@@ -48,7 +48,8 @@ pub trait LoadTask {
 }
 
 /// Save `after` over `before`, the record as read (None: no task item yet): the items that
-/// changed, each conditional on what was read ([`crate::items::plan_save`]);
+/// changed, each conditional on what was read ([`crate::items::plan_save`]; a duplicate's
+/// count of the task item only on what its merge relied on);
 /// [`StoreError::Conflict`] when any changed since. `after.version` is already the new
 /// version. Read again before saving again: the stored revisions moved on.
 pub trait SaveTask {

@@ -298,6 +298,9 @@ enum Meeting {
     SaveAndArchive,
     /// Marking the sent files queued and publishing the stage event.
     MarkAndPublish,
+    /// Not a meeting: marking the sent files queued waits (a while) for a read of the task,
+    /// as a slow mark would let one come first.
+    MarkAfterALoad,
 }
 
 /// Ports whose two operations of `meeting` each wait for the other to start: the use-case
@@ -307,6 +310,7 @@ struct Rendezvous {
     barrier: Barrier,
     saved_once: AtomicBool,
     meeting: Meeting,
+    loaded: tokio::sync::Notify,
 }
 
 impl Rendezvous {
@@ -318,7 +322,9 @@ impl Rendezvous {
 
 impl LoadTask for Rendezvous {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.inner.load_task(task_id).await
+        let loaded = self.inner.load_task(task_id).await;
+        self.loaded.notify_waiters();
+        loaded
     }
 }
 impl SaveTask for Rendezvous {
@@ -346,6 +352,9 @@ impl MarkQueued for Rendezvous {
     async fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> Result<(), StoreError> {
         if self.meeting == Meeting::MarkAndPublish {
             self.meet().await.map_err(StoreError::Unavailable)?;
+        }
+        if self.meeting == Meeting::MarkAfterALoad {
+            let _ = tokio::time::timeout(Duration::from_millis(300), self.loaded.notified()).await;
         }
         self.inner.mark_queued(task_id, names).await
     }
@@ -394,7 +403,26 @@ async fn the_body_is_archived_while_the_record_is_written() {
 }
 
 fn rendezvous(meeting: Meeting) -> Rendezvous {
-    Rendezvous { inner: MemoryPorts::new(), barrier: Barrier::new(2), saved_once: AtomicBool::new(false), meeting }
+    rendezvous_over(MemoryPorts::new(), meeting)
+}
+
+fn rendezvous_over(inner: MemoryPorts, meeting: Meeting) -> Rendezvous {
+    let loaded = tokio::sync::Notify::new();
+    Rendezvous { inner, barrier: Barrier::new(2), saved_once: AtomicBool::new(false), meeting, loaded }
+}
+
+/// A request that sent its own files and waits for another's marks its own first: its
+/// reclaim would otherwise read them as still its own to send, and send them again.
+#[tokio::test]
+async fn a_request_that_waits_for_others_files_sends_its_own_once() {
+    let ports = rendezvous_over(MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0)), Meeting::MarkAfterALoad);
+    abandoned(&ports.inner, &event(Stage::Final, &["vocal"]), b"1");
+    let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
+    let outcome = ingest(&ports, &patient, &event(Stage::Final, &["vocal", "drums"]), b"2", "req-2").await;
+    assert_eq!(outcome.map(|o| o.files_queued), Ok(2), "drums at once, vocal once its claim lapsed");
+    let mut sent: Vec<String> = ports.inner.messages().into_iter().map(|(_, job)| job.name).collect();
+    sent.sort();
+    assert_eq!(sent, ["drums", "vocal"]);
 }
 
 #[tokio::test]

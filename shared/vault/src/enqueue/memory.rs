@@ -231,8 +231,11 @@ impl SaveTask for MemoryTableAndQueue {
                 }
                 items.insert(items::TASK_SK.to_owned(), put.item);
             }
-            Some(TaskWrite::CountDelivery { last_received_at }) => {
+            Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
                 let Some(item) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
+                if item.contains_key("not_found_since") || item.contains_key("reconcile") != watched {
+                    return Err(StoreError::Conflict);
+                }
                 for field in ["deliveries", "version"] {
                     let n = number(item, field).unwrap_or(0) + 1;
                     item.insert(field.to_owned(), AttributeValue::N(n.to_string()));

@@ -218,7 +218,8 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
     after.callbacks.get_mut("complete-ab").unwrap().deliveries += 1;
     let plan = plan_save(Some(&before), &after).unwrap();
     let at = task_item(&after).unwrap()["last_received_at"].clone();
-    assert_eq!(plan.task, Some(TaskWrite::CountDelivery { last_received_at: at }));
+    let watched = before.reconcile.is_some();
+    assert_eq!(plan.task, Some(TaskWrite::CountDelivery { last_received_at: at, watched }));
     assert_eq!(plan.redelivered, ["complete-ab"]);
     assert!(plan.files.is_empty() && plan.callbacks.is_empty());
 
@@ -250,4 +251,49 @@ fn the_largest_item_is_what_is_bounded() {
         many.files.insert(format!("f{i}"), f);
     }
     assert!(largest_item_bytes(&many) < 4_000, "many small files do not add up in one item");
+}
+
+/// A duplicate as ingest merges it (ingest_callback, then the reconciler's schedule) is
+/// only counted; one whose read shows a poll's "not found" is put, clearing it.
+#[test]
+fn a_merged_duplicate_is_counted_unless_its_merge_changes_the_task() {
+    use std::time::Duration;
+
+    use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
+
+    use crate::ingest::{BodyInfo, Claimant, ingest_callback};
+    use crate::reconcile::after_merge;
+    use crate::{FileStatus, Timestamp};
+
+    let event = CallbackEvent {
+        task_id: TaskId::parse("t1").unwrap(),
+        family: Family::VocalSeparation,
+        stage: Stage::Final,
+        code: 200,
+        message: "ok".into(),
+        files: vec![FileRef { name: "vocal".into(), url: "https://h/v.mp3".into() }],
+        streams: vec![],
+        details: Details::None,
+    };
+    let body = BodyInfo { sha256_hex: "ab".repeat(32), archive_key: "k".into(), bytes: 2, arrived_at: None };
+    let claimant = |id: &str| Claimant { id: id.into(), lease: Duration::from_secs(15) };
+    let merge = |read: &TaskRecord, now: Timestamp| {
+        let mut m = ingest_callback(Some(read), &event, &body, &claimant("req-2"), now);
+        after_merge(&mut m.record, Some(read.stage), now, Duration::from_secs(600));
+        m.record
+    };
+    let t0 = Timestamp::from_unix_ms(1_800_000_000_000);
+    let mut stored = ingest_callback(None, &event, &body, &claimant("req-1"), t0).record;
+    after_merge(&mut stored, None, t0, Duration::from_secs(600));
+    stored.files.get_mut("vocal").unwrap().status = FileStatus::Queued;
+
+    let t1 = t0.plus(Duration::from_secs(2));
+    let plan = plan_save(Some(&stored), &merge(&stored, t1)).unwrap();
+    assert!(matches!(plan.task, Some(TaskWrite::CountDelivery { watched: false, .. })), "{:?}", plan.task);
+    assert_eq!(plan.redelivered.len(), 1);
+
+    let mut not_found = stored.clone();
+    not_found.not_found_since = Some(t0);
+    let plan = plan_save(Some(&not_found), &merge(&not_found, t1)).unwrap();
+    assert!(matches!(plan.task, Some(TaskWrite::Put(_))), "{:?}", plan.task);
 }
