@@ -529,7 +529,8 @@ mod tests {
         }
     }
 
-    /// Answers every S3 request with `0`, as if S3 had sent it, instead of sending it.
+    /// Answers a PutObject with `0`, as if S3 had sent it, instead of sending it (only a
+    /// PutObject's output fits).
     #[derive(Debug)]
     struct Answer(aws_sdk_s3::operation::put_object::PutObjectOutput);
 
@@ -612,7 +613,8 @@ mod tests {
     #[tokio::test]
     async fn a_streamed_put_records_the_sha256_s3_answers_and_fails_without_one() {
         use aws_sdk_s3::operation::put_object::PutObjectOutput;
-        let sha256: [u8; 32] = Sha256::digest(b"some audio").into();
+        // Not the body's digest: what is recorded is S3's answer, not a hash of our own.
+        let sha256: [u8; 32] = Sha256::digest(b"what S3 answered").into();
         let put = |answer: PutObjectOutput| async move {
             let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some audio"))]);
             let info = ObjectInfo { content_type: None, source_sha256: "5a1e" };

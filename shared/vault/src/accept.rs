@@ -12,9 +12,10 @@
 //!    behind. The body is archived on every delivery (same key, same bytes), so a retry
 //!    repairs an archive that failed, even as a duplicate.
 //! 2. Send one message per file the merge claimed for this request, mark the sent ones
-//!    `queued` and release the others back to `pending` ([`send_claimed`], which the sweeper
-//!    shares). Once every message is out, the mark runs beside steps 3 to 5: it is
-//!    bookkeeping, and the answer need not wait for it.
+//!    `queued` and release the others back to `pending` ([`send_jobs`], [`record_sent`]: the
+//!    sweeper's [`send_claimed`] in two steps). Once every message is out, the mark runs
+//!    beside steps 4 and 5: it is bookkeeping, and the answer need not wait for it. A
+//!    request that waits (step 3) marks first, so its reclaim reads its own files as queued.
 //! 3. Files of this event that a concurrent delivery is queueing are waited for (bounded);
 //!    whatever that delivery released, or left when its lease ran out, is taken over.
 //! 4. A task without files is settled as soon as it is recorded: until its manifest is
@@ -187,12 +188,12 @@ async fn accept_unbounded<P: Ports>(
         }
         // A task without files is settled as recorded; no download would write its manifest.
         if let Some(job) = manifest_job(&merge.record) {
-            let sent = ports.enqueue_files(std::slice::from_ref(&job)).await;
-            if let Some(reason) = sent.into_iter().find_map(Result::err) {
+            let manifest_sent = ports.enqueue_files(std::slice::from_ref(&job)).await;
+            if let Some(reason) = manifest_sent.into_iter().find_map(Result::err) {
                 return Err(EnqueueError { failed: 1, total: 1, reason }.into());
             }
         }
-        // Recorded and queued: tell subscribers. Again on every delivery that speaks for the
+        // Recorded and its messages sent: tell subscribers. Again on every delivery that speaks for the
         // task's stage (same ids), so a retry heals a publish that failed.
         let events = after_callback(&merge.record, event.stage, &settings.bucket);
         let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };

@@ -183,9 +183,10 @@ pub enum TaskWrite {
     Put(ItemPut),
     /// Only one more delivery to count (a duplicate that changes no other attribute and no
     /// file or callback item): `deliveries` and `version` each + 1 and `last_received_at`
-    /// set, in one update of the existing item, whatever its version. Concurrent duplicates then never conflict (each would otherwise
-    /// read and put the whole item again after every other's put), and the version still
-    /// moves, so a concurrent read-merge-put of the item is refused and retried.
+    /// set, in one update of the existing item, whatever its version. Concurrent duplicates
+    /// then never conflict (each would otherwise read and put the whole item again after
+    /// every other's put), and the version still moves, so a concurrent read-merge-put of
+    /// the item is refused and retried.
     ///
     /// It holds only while the reconciler's view is as read (no `not_found_since`, and
     /// `reconcile` present exactly when `watched`): a merge clears the one and re-watches a
@@ -258,7 +259,10 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
             match last_received_at {
                 _ if unchanged == item => None,
                 Some(last_received_at)
-                    if counted == item && counts_only(before, after) && no_items(&files, &callbacks) =>
+                    if counted == item
+                        && one_more_delivery(before, after)
+                        && files.is_empty()
+                        && callbacks.is_empty() =>
                 {
                     Some(TaskWrite::CountDelivery { last_received_at, watched: before.reconcile.is_some() })
                 }
@@ -270,13 +274,8 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
 }
 
 /// `after` is `before` with one more delivery.
-fn counts_only(before: &TaskRecord, after: &TaskRecord) -> bool {
+fn one_more_delivery(before: &TaskRecord, after: &TaskRecord) -> bool {
     after.deliveries == before.deliveries + 1
-}
-
-/// The save writes no file and no callback item.
-fn no_items(files: &[ItemPut], callbacks: &[ItemPut]) -> bool {
-    files.is_empty() && callbacks.is_empty()
 }
 
 /// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).

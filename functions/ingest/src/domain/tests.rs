@@ -601,3 +601,30 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     assert!(matches!(err, IngestError::Deadline { .. }), "{err}");
     assert_eq!(started.elapsed(), ANSWER_WITHIN);
 }
+
+/// A duplicate's count is refused when the reconciler changed the task since its read (a
+/// poll's "not found"), and the merge made again from a new read clears it.
+#[tokio::test]
+async fn a_duplicate_count_over_a_change_since_its_read_is_refused_and_merged_again() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap();
+    let task = TaskId::parse(TASK).unwrap();
+    let read = ports.load_task(&task).await.unwrap().unwrap();
+    let sha256_hex = hex::encode(Sha256::digest(b"{}"));
+    let info = BodyInfo { archive_key: body_key("final", b"{}"), sha256_hex, bytes: 2, arrived_at: None };
+    let claimant = Claimant { id: "req-2".into(), lease: Duration::from_secs(15) };
+    let merged = ingest_callback(Some(&read), &e, &info, &claimant, ports.now()).record;
+    // A poll's "not found" since the read (dated as the task's last delivery, a time alike).
+    let poll_said_not_found = ports.update_task_item(TASK, |item| {
+        let since = item.get("last_received_at").cloned();
+        since.is_some_and(|since| item.insert("not_found_since".into(), since).is_none())
+    });
+    assert!(poll_said_not_found);
+
+    assert_eq!(ports.save_task(Some(&read), &merged).await, Err(StoreError::Conflict));
+    let again = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    assert!(again.duplicate);
+    let record = ports.record(TASK).unwrap();
+    assert_eq!((record.deliveries, record.not_found_since), (2, None));
+}

@@ -17,7 +17,7 @@ pub enum AcceptError {
     Archive(String),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
-    /// Recorded and queued, but its events are not all published: the retry publishes them
+    /// Recorded and its messages sent, but its events are not all published: the retry publishes them
     /// again, with the same ids.
     #[error(transparent)]
     Publish(#[from] PublishError),
