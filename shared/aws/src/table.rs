@@ -1,7 +1,7 @@
 //! The task table, an item collection per task ([`stemvault_vault::items`]): one strongly
 //! consistent Query per record read, saves as conditional puts of the changed items (a
-//! duplicate's count as one update of the task item), and
-//! conditional updates of one item whose expressions pure functions build as an [`Update`].
+//! duplicate's count as one update of the task item), and conditional updates of one item
+//! whose expressions pure functions build as an [`Update`].
 
 use std::collections::HashMap;
 

@@ -23,10 +23,9 @@
 //!    ([`crate::download::manifest_job`]).
 //! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
 //!    and `Task Failed` for a failure), once it is recorded and its files' messages are
-//!    sent (the `queued` mark may land just after). A
-//!    failed publish is a retryable error: the provider's retry of the callback (or the next
-//!    poll) accepts the same event again, a duplicate, and publishes the same events with
-//!    the same ids. No table write is spent on it.
+//!    sent (the `queued` mark may land just after). A failed publish is a retryable error:
+//!    the provider's retry of the callback (or the next poll) accepts the same event again,
+//!    a duplicate, and publishes the same events with the same ids. No table write is spent on it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -181,7 +180,7 @@ async fn accept_unbounded<P: Ports>(
         record_sent(ports, task, &claimant, &sent).await;
     }
     let rest = async {
-        let mut queued = sent.sent.len();
+        let mut queued = sent.out.len();
         if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
             queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
@@ -193,8 +192,8 @@ async fn accept_unbounded<P: Ports>(
                 return Err(EnqueueError { failed: 1, total: 1, reason }.into());
             }
         }
-        // Recorded and its messages sent: tell subscribers. Again on every delivery that speaks for the
-        // task's stage (same ids), so a retry heals a publish that failed.
+        // Recorded and its messages sent: tell subscribers. Again on every delivery that
+        // speaks for the task's stage (same ids), so a retry heals a publish that failed.
         let events = after_callback(&merge.record, event.stage, &settings.bucket);
         let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
         // Checked last: the files are worth queueing, and the events publishing, even when

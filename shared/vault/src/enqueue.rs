@@ -65,7 +65,8 @@ impl EnqueueError {
 /// message did not (with the first failure's reason).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Sent {
-    pub sent: Vec<String>,
+    /// Names of the files whose message went out.
+    pub out: Vec<String>,
     pub failed: Vec<String>,
     reason: Option<String>,
 }
@@ -74,33 +75,33 @@ impl Sent {
     /// How many messages went out, or why some did not.
     pub fn result(&self) -> Result<usize, EnqueueError> {
         if self.failed.is_empty() {
-            return Ok(self.sent.len());
+            return Ok(self.out.len());
         }
-        let total = self.sent.len() + self.failed.len();
+        let total = self.out.len() + self.failed.len();
         Err(EnqueueError { failed: self.failed.len(), total, reason: self.reason.clone().unwrap_or_default() })
     }
 }
 
 /// Send one message per claimed job (none for no jobs).
 pub async fn send_jobs<P: EnqueueFiles>(ports: &P, jobs: &[FileJob]) -> Sent {
-    let mut out = Sent::default();
+    let mut sent = Sent::default();
     if jobs.is_empty() {
-        return out;
+        return sent;
     }
     let mut results = ports.enqueue_files(jobs).await.into_iter();
     for job in jobs {
         match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
             Ok(message_id) => {
                 tracing::debug!(file = %job.name, message_id, "queued");
-                out.sent.push(job.name.clone());
+                sent.out.push(job.name.clone());
             }
             Err(why) => {
-                out.reason.get_or_insert(why);
-                out.failed.push(job.name.clone());
+                sent.reason.get_or_insert(why);
+                sent.failed.push(job.name.clone());
             }
         }
     }
-    out
+    sent
 }
 
 /// The record's side of a send: mark the sent files queued, release the others. Its
@@ -110,10 +111,10 @@ pub async fn record_sent<P>(ports: &P, task: &TaskId, claimant: &Claimant, sent:
 where
     P: MarkQueued + ReleaseClaims,
 {
-    if !sent.sent.is_empty() {
-        if let Err(e) = ports.mark_queued(task, &sent.sent).await {
+    if !sent.out.is_empty() {
+        if let Err(e) = ports.mark_queued(task, &sent.out).await {
             // The files will be stored; the record only lags behind until then.
-            tracing::warn!(error = %e, files = sent.sent.len(), "messages sent but files not marked queued");
+            tracing::warn!(error = %e, files = sent.out.len(), "messages sent but files not marked queued");
         }
     }
     if !sent.failed.is_empty() {

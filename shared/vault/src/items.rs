@@ -10,8 +10,8 @@
 //! One strongly consistent Query reads the collection; [`assemble`] makes it a
 //! [`TaskRecord`]. Ingest saves a merged record with [`plan_save`]: the file and callback
 //! items first, then the task item, conditional on the version read (a duplicate that
-//! changes nothing else only counts itself: [`TaskWrite::CountDelivery`]). The task item is the
-//! commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
+//! changes nothing else only counts itself: [`TaskWrite::CountDelivery`]). The task item is
+//! the commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
 //! exists (an accepted callback's file is never dropped; its task item follows, or the
 //! provider's retry writes it).
 
@@ -245,37 +245,38 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     let item = task_item(after)?;
     let task = match before {
         None => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Absent })),
-        Some(before) => {
-            let mut unchanged = task_item(before)?;
-            unchanged.insert("version".to_owned(), item["version"].clone());
-            let mut counted = unchanged.clone();
-            for field in ["deliveries", "last_received_at"] {
-                match item.get(field) {
-                    Some(value) => counted.insert(field.to_owned(), value.clone()),
-                    None => counted.remove(field),
-                };
-            }
-            let last_received_at = item.get("last_received_at").cloned();
-            match last_received_at {
-                _ if unchanged == item => None,
-                Some(last_received_at)
-                    if counted == item
-                        && one_more_delivery(before, after)
-                        && files.is_empty()
-                        && callbacks.is_empty() =>
-                {
-                    Some(TaskWrite::CountDelivery { last_received_at, watched: before.reconcile.is_some() })
-                }
-                _ => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Version(before.version) })),
-            }
-        }
+        Some(before) => task_write(before, after, item, !files.is_empty() || !callbacks.is_empty())?,
     };
     Ok(SavePlan { files, callbacks, task, redelivered })
 }
 
-/// `after` is `before` with one more delivery.
-fn one_more_delivery(before: &TaskRecord, after: &TaskRecord) -> bool {
-    after.deliveries == before.deliveries + 1
+/// How the task item `item` of `after` is written over `before` (None: unchanged but its
+/// version); `writes_items`: the save writes file or callback items too.
+fn task_write(
+    before: &TaskRecord,
+    after: &TaskRecord,
+    item: Item,
+    writes_items: bool,
+) -> Result<Option<TaskWrite>, StoreError> {
+    let mut unchanged = task_item(before)?;
+    unchanged.insert("version".to_owned(), item["version"].clone());
+    if unchanged == item {
+        return Ok(None);
+    }
+    // `before` with only the counted attributes of `after` (both always present).
+    let mut counted = unchanged;
+    for field in ["deliveries", "last_received_at"] {
+        if let Some(value) = item.get(field) {
+            counted.insert(field.to_owned(), value.clone());
+        }
+    }
+    let one_more_delivery = after.deliveries == before.deliveries + 1;
+    Ok(Some(match item.get("last_received_at") {
+        Some(at) if counted == item && one_more_delivery && !writes_items => {
+            TaskWrite::CountDelivery { last_received_at: at.clone(), watched: before.reconcile.is_some() }
+        }
+        _ => TaskWrite::Put(ItemPut { item, condition: PutCondition::Version(before.version) }),
+    }))
 }
 
 /// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).

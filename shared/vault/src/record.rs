@@ -2,8 +2,9 @@
 //! as an item collection (see [`crate::items`]): the fields here are the task item's
 //! attributes, people see them under these names in the AWS console and CLI; `files` and
 //! `callbacks` are items of their own. Every write of the task item increments `version`
-//! (but the reconciler's postponed poll, which sets `reconcile_at` only), and every write that sets attributes from a read is conditional on the version read, so
-//! no write is ever lost to a concurrent one (a duplicate's count only adds to counters:
+//! (but the reconciler's postponed poll, which sets `reconcile_at` only), and every write
+//! that sets attributes from a read is conditional on the version read, so no write is ever
+//! lost to a concurrent one (a duplicate's count only adds to counters:
 //! [`crate::items::TaskWrite::CountDelivery`]).
 
 use std::collections::BTreeMap;

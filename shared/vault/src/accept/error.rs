@@ -17,8 +17,8 @@ pub enum AcceptError {
     Archive(String),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
-    /// Recorded and its messages sent, but its events are not all published: the retry publishes them
-    /// again, with the same ids.
+    /// Recorded and its messages sent, but its events are not all published: the retry
+    /// publishes them again, with the same ids.
     #[error(transparent)]
     Publish(#[from] PublishError),
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
