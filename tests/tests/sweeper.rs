@@ -130,6 +130,32 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     assert!(env.drain_queue(10).await.is_empty(), "nothing sent twice");
 }
 
+/// A file whose message went to the dead-letter queue on a receive that could not write the
+/// table stays `downloading` (or `queued`); once the queue can hold no message of it, the
+/// sweeper sends it again, conditional on the file item as read.
+#[tokio::test]
+async fn a_file_left_downloading_when_its_message_cannot_be_on_the_queue_is_sent_again() {
+    let env = TestEnv::new().await;
+    let retention = stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION;
+    let mut record = orphaned(retention * 2, &[("gone", FileStatus::Downloading), ("live", FileStatus::Downloading)]);
+    let lease_ended = |ago: Duration| Some(Timestamp::now().unix_seconds() - ago.as_secs() as i64);
+    for (name, ago) in [("gone", retention + Duration::from_secs(60)), ("live", retention - Duration::from_secs(60))] {
+        let file = record.files.get_mut(name).unwrap();
+        (file.claim, file.lease_until, file.attempts) = (Some("worker-gone".into()), lease_ended(ago), 8);
+    }
+    let record = stored(&env, &record).await;
+
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 1, 0));
+    assert_eq!(jobs_on_queue(&env.drain_queue(10).await), [job_of(&record, "gone")]);
+    let after = env.task_record(&record.task_id).await;
+    let gone = &after.files["gone"];
+    assert_eq!((gone.status, gone.claim.as_deref()), (FileStatus::Queued, Some("sweeper-run-1")));
+    assert_eq!(gone.rev, record.files["gone"].rev + 1);
+    assert_eq!(after.files["live"], record.files["live"]);
+}
+
 /// A downloader that stopped between the manifest and the settle write leaves the vault
 /// pending with every file settled; the sweeper's manifest job gets it settled.
 #[tokio::test]

@@ -858,6 +858,8 @@ fn queue_settings_equal_the_emulator_provisioning() {
     let queue = &cfn::resource(&template, "DownloadQueue")["Properties"];
     assert_eq!(cfn::number(&queue["VisibilityTimeout"]), u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS));
     assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
+    let retention = stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION.as_secs();
+    assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), retention, "the sweeper's bound on a message's life");
     assert_eq!(
         cfn::get_att(&queue["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
         Some("DownloadDeadLetterQueue.Arn")

@@ -56,8 +56,8 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use stemvault_vault::download::manifest_job;
 use stemvault_vault::download::{
-    CopyPlan, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep, SettlePlan, next_step,
-    retry_delay_after, settle_plan, settled_last,
+    CopyPlan, DOWNLOAD_QUEUE_RETENTION, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep,
+    SettlePlan, next_step, retry_delay_after, settle_plan, settled_last,
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
@@ -82,10 +82,9 @@ pub use stemvault_aws::provision::MAX_RECEIVE_COUNT;
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
 
-/// The download queue keeps a message for SQS's default retention of 4 days (the template
-/// sets none): even a source that asks for the longest wait at every receive lets the
-/// message reach its last receive, and then the dead-letter queue, within it.
-const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < 4 * 24 * 3600);
+/// Even a source that asks for the longest wait at every receive lets a message reach its
+/// last receive, and then the dead-letter queue, within the download queue's retention.
+const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < DOWNLOAD_QUEUE_RETENTION.as_secs());
 
 /// A download claim on one file.
 #[derive(Debug, Clone, PartialEq, Eq)]

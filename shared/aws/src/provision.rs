@@ -13,6 +13,7 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
+use stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION;
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
@@ -327,6 +328,7 @@ pub async fn create_queue_with_dlq(
         .create_queue()
         .queue_name(name)
         .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, DOWNLOAD_QUEUE_RETENTION.as_secs().to_string())
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, SQS_MANAGED_SSE.to_string())
         .send()

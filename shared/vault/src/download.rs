@@ -183,6 +183,13 @@ pub fn settled_last(record: &TaskRecord, settled_here: &[String]) -> bool {
     last.is_none_or(|(_, name)| settled_here.contains(name))
 }
 
+/// How long the download queue keeps a message (its `MessageRetentionPeriod`: template.yaml,
+/// `provision`). No message sent before a file's last claim outlives that claim's lease by
+/// more: a file still `queued` or `downloading` that long after is stranded (its message went
+/// to the dead-letter queue, or expired, without a word on the file item), and
+/// [`crate::ingest::reclaim`] sends it again.
+pub const DOWNLOAD_QUEUE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
+
 /// Delay before the first retry.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Longest delay between two retries.

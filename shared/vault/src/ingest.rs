@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage, s3_key};
 
+use crate::download::DOWNLOAD_QUEUE_RETENTION;
 use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
 
 /// At most this much of a provider's `msg` is kept in the record (UTF-8 bytes, marker included);
@@ -355,8 +356,9 @@ pub fn item_size_estimate(record: &TaskRecord) -> usize {
     crate::items::largest_item_bytes(record).saturating_add(FILE_GROWTH_BYTES)
 }
 
-/// Claim every `pending` file and every `enqueuing` file whose lease ran out (or that this
-/// claimant already holds); list the wanted files another claimant still holds.
+/// Claim every `pending` file, every `enqueuing` file whose lease ran out (or that this
+/// claimant already holds), and every [`stranded`] one; list the wanted files another
+/// claimant still holds.
 fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wanted: &[&str]) -> Claims {
     let now_secs = now.unix_seconds();
     let lease_until = now.plus(claimant.lease).unix_seconds();
@@ -367,7 +369,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             FileStatus::Enqueuing => {
                 file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t < now_secs)
             }
-            _ => false,
+            _ => stranded(file, now_secs),
         };
         if claimable {
             file.status = FileStatus::Enqueuing;
@@ -384,6 +386,18 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
         }
     }
     claims
+}
+
+/// A file `queued` or `downloading` whose message cannot be on the download queue any more:
+/// its last claim's lease ran out longer ago than the queue keeps a message. Its message
+/// reached the dead-letter queue on a receive that could not write the file item (the table
+/// throttled or unavailable, the time up, a panic) or expired unread; nothing else would
+/// send the file again. Sending it again is safe even were a message left: a downloader
+/// copies a file only under its own claim, and a settled file is never claimed.
+fn stranded(file: &FileEntry, now_secs: i64) -> bool {
+    let retention = i64::try_from(DOWNLOAD_QUEUE_RETENTION.as_secs()).unwrap_or(i64::MAX);
+    matches!(file.status, FileStatus::Queued | FileStatus::Downloading)
+        && file.lease_until.is_some_and(|t| t.saturating_add(retention) < now_secs)
 }
 
 #[cfg(test)]

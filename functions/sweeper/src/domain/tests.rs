@@ -194,6 +194,34 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
 }
 
 #[tokio::test]
+async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_queue_is_sent_again() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    use FileStatus::*;
+    let mut record = orphaned(OLD, at(0), &[("q", Queued), ("d", Downloading), ("redelivered", Downloading)]);
+    for (name, lease_until) in [("q", 15), ("d", 900), ("redelivered", 86_400)] {
+        record.files.get_mut(name).unwrap().lease_until = Some(at(lease_until).unix_seconds());
+    }
+    ports.put_record(record);
+    let stop_at = at(100 * 86_400);
+
+    // Within the queue's retention of the last lease, a message may still come back.
+    ports.advance(stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION);
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", stop_at).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued), (1, 0));
+    assert!(ports.messages().is_empty());
+
+    ports.advance(Duration::from_secs(901));
+    let report = sweep(&ports, &Settings::default(), "sweeper-2", stop_at).await.unwrap();
+    assert_eq!(sent(&ports), [(OLD.into(), "d".into()), (OLD.into(), "q".into())]);
+    assert_eq!(report.files_requeued, 2);
+    let old = ports.record(OLD).unwrap();
+    for name in ["d", "q"] {
+        assert_eq!((old.files[name].status, old.files[name].claim.as_deref()), (Queued, Some("sweeper-2")), "{name}");
+    }
+    assert_eq!(old.files["redelivered"].status, Downloading);
+}
+
+#[tokio::test]
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("e", FileStatus::Enqueuing)]);

@@ -558,6 +558,33 @@ fn reclaim_takes_released_or_expired_files_and_reports_the_rest() {
     assert_eq!(later.unwrap().files["c"].claim.as_deref(), Some("r3"));
 }
 
+#[test]
+fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
+    let e =
+        event(Stage::Complete, 200, &[("q", "https://h/q.mp3"), ("d", "https://h/d.mp3"), ("p", "https://h/p.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r1"), now(0)).record;
+    set_status(&mut r, "q", FileStatus::Queued);
+    let d = r.files.get_mut("d").unwrap();
+    d.status = FileStatus::Downloading;
+    d.claim = Some("worker".to_owned());
+    d.lease_until = Some(now(600).unix_seconds());
+    set_status(&mut r, "p", FileStatus::Queued);
+    r.files.get_mut("p").unwrap().lease_until = None;
+    let retention = crate::download::DOWNLOAD_QUEUE_RETENTION.as_secs() as i64;
+
+    // q's lease ended at 30 s, d's at 600 s: until the queue's retention has passed since,
+    // their messages may still come.
+    assert_eq!(reclaim(&r, &claimant("r2"), now(30 + retention), &[]).1, Claims::default());
+    let (updated, claims) = reclaim(&r, &claimant("r2"), now(31 + retention), &[]);
+    assert_eq!(job_names(&claims), vec!["q"]);
+    assert_eq!(updated.unwrap().files["q"].claim.as_deref(), Some("r2"));
+
+    let (updated, claims) = reclaim(&r, &claimant("r2"), now(601 + retention), &[]);
+    assert_eq!(job_names(&claims), vec!["d", "q"], "p, queued without a lease, is left alone");
+    let updated = updated.unwrap();
+    assert_eq!((updated.files["d"].status, updated.files["d"].claim.as_deref()), (FileStatus::Enqueuing, Some("r2")));
+}
+
 // --- bounds: the record stays well inside DynamoDB's item limit ---------------------------
 
 #[test]
