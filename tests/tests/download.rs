@@ -226,6 +226,8 @@ async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
     let entry = &after_failure.files["vocal"];
     assert_eq!(entry.status, FileStatus::Queued, "released for the retry");
     assert_eq!(entry.claim, None);
+    let released_at = entry.lease_until.expect("a released file keeps when its claim ended");
+    assert!((Timestamp::now().unix_seconds() - released_at).abs() < 60, "{released_at}");
     assert!(entry.error.as_deref().is_some_and(|e| e.contains("source")), "{:?}", entry.error);
     assert_eq!(s.env.object(&key).await, None, "no partial object under the key");
     assert_eq!(s.env.open_multipart_uploads().await, 0, "the multipart upload was aborted");

@@ -26,7 +26,7 @@ use stemvault_aws::table::Updated;
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items;
-use stemvault_vault::{Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
@@ -181,7 +181,8 @@ impl ReleaseFile for AwsPorts {
         worker: &str,
         error: &str,
     ) -> Result<Conditional, StoreError> {
-        self.update_file("release", task_id, name, expressions::release_file(worker, error)).await
+        let released_at = self.now().unix_seconds();
+        self.update_file("release", task_id, name, expressions::release_file(worker, error, released_at)).await
     }
 }
 

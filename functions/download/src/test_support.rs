@@ -674,7 +674,12 @@ impl ReleaseFile for MemoryPorts {
         error: &str,
     ) -> Result<Conditional, StoreError> {
         self.called("release_file");
-        Ok(self.finish(task_id, name, worker, FileStatus::Pending, error))
+        let released = self.finish(task_id, name, worker, FileStatus::Pending, error);
+        if released == Conditional::Applied {
+            let released_at = self.now().unix_seconds();
+            self.update_file(task_id, name, |_| true, |f| f.lease_until = Some(released_at));
+        }
+        Ok(released)
     }
 }
 

@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
-use stemvault_vault::{FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
@@ -121,7 +121,8 @@ impl ReleaseClaims for TableAndQueue {
         // Rare (the queue refused a send): one UpdateItem per file; a file no longer held is
         // someone else's now.
         for name in names {
-            self.table.update("release", task_id.as_str(), &file_sk(name), release_update(claimant)).await?;
+            let update = release_update(claimant, self.now().unix_seconds());
+            self.table.update("release", task_id.as_str(), &file_sk(name), update).await?;
         }
         Ok(())
     }
@@ -138,16 +139,19 @@ fn queued_update(names: &[String]) -> Update {
     u
 }
 
-/// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim.
-fn release_update(claimant: &str) -> Update {
+/// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim; its lease
+/// ended `released_at` (Unix seconds: should the file already be named `queued`, the sweeper
+/// counts from it how long a message of it can still come).
+fn release_update(claimant: &str, released_at: i64) -> Update {
     let mut u = Update::new(
-        "SET #status = :pending REMOVE #claim, #lease ADD #rev :one",
+        "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
         "#status = :enqueuing AND #claim = :me",
     );
     u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until").name("#rev", "rev");
     u.value(":pending", s(FileStatus::Pending.as_str()))
         .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
         .value(":me", s(claimant))
+        .value(":released", n(released_at))
         .value(":one", n(1));
     u
 }
@@ -170,8 +174,9 @@ mod tests {
 
     #[test]
     fn a_release_puts_a_file_back_to_pending_only_under_the_claim() {
-        let u = release_update("req-9");
-        assert_eq!(u.update, "SET #status = :pending REMOVE #claim, #lease ADD #rev :one");
+        let u = release_update("req-9", 1_795_446_030);
+        assert_eq!(u.update, "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one");
+        assert_eq!(u.values[":released"], n(1_795_446_030));
         assert_eq!(u.condition, "#status = :enqueuing AND #claim = :me");
         assert_eq!((&u.values[":me"], &u.values[":pending"]), (&s("req-9"), &s("pending")));
         assert_eq!(u.names["#lease"], "lease_until");

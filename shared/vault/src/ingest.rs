@@ -389,7 +389,8 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
 }
 
 /// A file `queued` or `downloading` whose message cannot be on the download queue any more:
-/// its last claim's lease ran out longer ago than the queue keeps a message. Its message
+/// its last claim's lease ran out (or the claim was released: a released file keeps when)
+/// longer ago than the queue keeps a message. Its message
 /// reached the dead-letter queue on a receive that could not write the file item (the table
 /// throttled or unavailable, the time up, a panic) or expired unread; nothing else would
 /// send the file again. Sending it again is safe even were a message left: a downloader

@@ -166,7 +166,9 @@ pub struct FileEntry {
     pub status: FileStatus,
     /// The stage of the callback that first brought this file.
     pub stage: Stage,
-    /// Who holds the current enqueue or download claim, and until when (Unix seconds).
+    /// Who holds the current enqueue or download claim, and until when (Unix seconds). A
+    /// released file keeps only `lease_until`, when its claim ended: the sweeper counts from
+    /// it how long a message of the file can still come (`ingest::reclaim`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

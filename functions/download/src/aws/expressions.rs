@@ -82,15 +82,6 @@ pub(crate) fn record_stored(worker: &str, stored: &StoredObject, stored_at: Time
     u
 }
 
-/// `downloading` under `worker` -> `status` (`failed` for good, or `pending` again), with
-/// `error` saying why.
-fn finish_with_error(worker: &str, status: FileStatus, error: &str) -> Update {
-    let mut u = finish_file(worker, "SET #status = :status, #error = :error ADD #rev :one REMOVE #claim, #lease");
-    u.name("#error", "error");
-    u.value(":status", s(status.as_str())).value(":error", s(error));
-    u
-}
-
 /// `downloading` under `worker` -> `failed` for good, with the reason and when.
 pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) -> Update {
     let mut u = finish_file(
@@ -102,11 +93,16 @@ pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) ->
     u
 }
 
-/// `downloading` under `worker` -> `pending` again, keeping the error for people to see.
-/// (Never `queued`: that lives in the task item's `queued` set, which names the file since
-/// its message was sent, so it reads as `queued` again.)
-pub(crate) fn release_file(worker: &str, error: &str) -> Update {
-    finish_with_error(worker, FileStatus::Pending, error)
+/// `downloading` under `worker` -> `pending` again, keeping the error for people to see, its
+/// lease ended `released_at` (Unix seconds; the sweeper counts from it how long the message
+/// can still come back). (Never `queued`: that lives in the task item's `queued` set, which
+/// names the file since its message was sent, so it reads as `queued` again.)
+pub(crate) fn release_file(worker: &str, error: &str, released_at: i64) -> Update {
+    let mut u = of_file("SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim", HELD);
+    u.name("#claim", "claim").name("#lease", "lease_until").name("#error", "error");
+    u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
+    u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
+    u
 }
 
 /// The task item, while its `generation` is still the plan's: set `vault` and
@@ -233,17 +229,18 @@ mod tests {
     #[test]
     fn failed_and_released_files_keep_the_error_and_drop_the_claim() {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
-        for (u, status, when) in [
-            (record_failed("w-1", "source answered 410 Gone", at), "failed", ", #failed_at = :at"),
-            (release_file("w-1", "source answered 410 Gone"), "pending", ""),
+        let failed = "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease";
+        // A released file keeps when its lease ended: the sweeper counts from it.
+        let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
+        for (u, status, update) in [
+            (record_failed("w-1", "source answered 410 Gone", at), "failed", failed),
+            (release_file("w-1", "source answered 410 Gone", at.unix_seconds()), "pending", released),
         ] {
             assert_well_formed(&u, "rev");
             assert_eq!(u.condition, "#status = :downloading AND #claim = :me");
-            assert_eq!(
-                u.update,
-                format!("SET #status = :status, #error = :error{when} ADD #rev :one REMOVE #claim, #lease")
-            );
+            assert_eq!(u.update, update);
             assert_eq!(u.values.get(":at"), (status == "failed").then(|| s(&at.rfc3339())).as_ref());
+            assert_eq!(u.values.get(":released"), (status == "pending").then(|| n(at.unix_seconds())).as_ref());
             assert_eq!(u.values[":status"], s(status));
             assert_eq!(u.values[":error"], s("source answered 410 Gone"));
             assert_eq!(u.values[":me"], s("w-1"));

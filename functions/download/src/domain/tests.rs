@@ -161,6 +161,8 @@ async fn retryable_failures_release_the_file_and_back_off() {
     assert_eq!(f.status, FileStatus::Queued, "pending again, its message still queued");
     assert_eq!(ports.file_item(TASK, "vocal").status, FileStatus::Pending, "never written as queued");
     assert_eq!(f.claim, None);
+    // When its lease ended: should its message never come back, the sweeper counts from it.
+    assert_eq!(f.lease_until, Some(ports.now().unix_seconds()));
     assert_eq!(f.attempts, 3);
     assert_eq!(f.error.as_deref(), Some("source answered 503 Service Unavailable"));
     let delays: Vec<u64> = ports.delays.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();

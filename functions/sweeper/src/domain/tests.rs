@@ -324,6 +324,7 @@ async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
     assert_eq!((failed.tasks_checked, failed.files_requeued, failed.tasks_failed), (1, 0, 1));
     let p = &ports.record(OLD).unwrap().files["p"];
     assert_eq!((p.status, p.claim.as_deref()), (FileStatus::Pending, None));
+    assert_eq!(p.lease_until, Some(at(300).unix_seconds()), "when its claim ended");
 
     ports.set_enqueue_failing(false);
     let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();

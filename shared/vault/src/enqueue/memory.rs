@@ -297,13 +297,14 @@ impl ReleaseClaims for MemoryTableAndQueue {
         self.interleave().await;
         let mut tables = lock(&self.tables);
         let Some(items) = tables.get_mut(task_id.as_str()) else { return Ok(()) };
+        let released_at = self.now().unix_seconds();
         for name in names {
             let Some(item) = items.get_mut(&items::file_sk(name)) else { continue };
             let (_, mut file) = items::read_file_item(item.clone())?;
             if file.status == FileStatus::Enqueuing && file.claim.as_deref() == Some(claimant) {
                 file.status = FileStatus::Pending;
                 file.claim = None;
-                file.lease_until = None;
+                file.lease_until = Some(released_at);
                 file.rev += 1;
                 *item = items::file_item(task_id.as_str(), name, &file)?;
             }

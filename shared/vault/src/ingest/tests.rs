@@ -580,7 +580,11 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
     assert_eq!(updated.unwrap().files["q"].claim.as_deref(), Some("r2"));
 
     let (updated, claims) = reclaim(&r, &claimant("r2"), now(601 + retention), &[]);
-    assert_eq!(job_names(&claims), vec!["d", "q"], "p, queued without a lease, is left alone");
+    assert_eq!(
+        job_names(&claims),
+        vec!["d", "q"],
+        "p, queued without a lease (written before releases kept one), is left alone"
+    );
     let updated = updated.unwrap();
     assert_eq!((updated.files["d"].status, updated.files["d"].claim.as_deref()), (FileStatus::Enqueuing, Some("r2")));
 }
