@@ -167,8 +167,10 @@ pub fn reclaim(
 /// task item has not reached: reach it, so that a settle planned for the file set without
 /// them is refused, and their settle writes a new manifest and event. A file left unsettled
 /// that way reopens the vault too, whatever the task item said (the settle it records was of
-/// another file set). `read_generation`: the task item's, as read (None: none was).
-fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option<u64>) {
+/// another file set). `read_generation`: the task item's, as read (None: none was). Every
+/// read-modify-write of the task item makes it (the reconciler's bookkeeping too): one that
+/// did not would leave such a file unsent under a settled task no sweep looks at.
+pub(crate) fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option<u64>) {
     let stamped = record.files.values().filter_map(|f| f.generation).max().unwrap_or(0);
     record.generation = record.generation.max(stamped);
     if !record.files_settled() && record.vault != VaultState::Pending {

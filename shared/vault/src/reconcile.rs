@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use crate::ingest::adopt_uncommitted;
 use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp};
 use suno_callbacks::Stage;
 
@@ -148,10 +149,13 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
 /// longer watched (a result settled it) is only counted. `not_found_since` dates the first of
 /// an unbroken run of "not found" answers; any other answer, or none, ends the run (so a task
-/// is never given up as unknown on old answers, across an outage or a refused key). Returns
-/// the record to save (`version` incremented).
+/// is never given up as unknown on old answers, across an outage or a refused key). A reopen
+/// whose task item never came (a polled result the table then refused) is committed with it,
+/// the vault pending and the task open for the sweeper. Returns the record to save (`version`
+/// incremented).
 pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
+    adopt_uncommitted(&mut next, Some(record.generation));
     next.polls += 1;
     next.last_poll = Some(LastPoll { at: now, outcome: outcome.as_text() });
     if outcome.not_found() {
@@ -194,10 +198,12 @@ pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Durati
 }
 
 /// Stop watching a task that has its result: nothing failed, no new URL came for its expired
-/// files in time (or the provider no longer knows the task). Returns the record to save
-/// (`version` incremented).
+/// files in time (or the provider no longer knows the task). A reopen whose task item never
+/// came is committed with it, as in [`after_poll`]. Returns the record to save (`version`
+/// incremented).
 pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
     let mut next = record.clone();
+    adopt_uncommitted(&mut next, Some(record.generation));
     unwatch(&mut next);
     next.version += 1;
     next

@@ -456,6 +456,41 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A poll's result that reopened an expired file but whose task item write failed (the table
+/// down, say) left the file item reopened and the task item settled. The poll's bookkeeping,
+/// the next write of the task item, commits the reopen: the vault is pending and the task
+/// open again, so the sweeper sends the file; else the task, no longer waiting for an expired
+/// file, would be unwatched and the file never sent.
+#[tokio::test]
+async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Unreachable("timed out".into())]);
+    let event = parse_callback(CALLBACK).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
+    let mut record = ports.record();
+    let settled_generation = record.generation;
+    (record.vault, record.manifest_key) = (VaultState::Partial, Some(format!("tasks/{TASK}/manifest.json")));
+    record.sync_open_marker();
+    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+    let (name, file) = record.files.iter_mut().next().expect("a file");
+    let name = name.clone();
+    // As merge_files reopens a file: a new URL under the reopening request's claim, stamped
+    // with the generation its task item write would have committed.
+    (file.status, file.error, file.url) = (FileStatus::Enqueuing, None, "https://h/fresh.mp3".into());
+    (file.claim, file.lease_until) = (Some("req-2".into()), Some(ports.table.now().unix_seconds() + 30));
+    file.generation = Some(settled_generation + 1);
+    assert_eq!(record.open, None);
+    ports.table.put_record(record);
+
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.polls, 1, "{outcome:?}");
+    let record = ports.record();
+    assert_eq!((record.vault, record.manifest_key.as_deref()), (VaultState::Pending, None));
+    assert_eq!(record.open.as_deref(), Some(stemvault_vault::OPEN_MARKER), "in the sweeper's index");
+    assert_eq!(record.generation, settled_generation + 1);
+    assert_eq!(record.files[&name].status, FileStatus::Enqueuing);
+}
+
 /// A polled result the table refuses (for good, here) is counted as failed, and the task
 /// stays on its poll schedule, backing off, rather than due: due, it would come first in
 /// every run, ahead of the others.
