@@ -363,8 +363,26 @@ async fn an_unknown_family_is_still_recorded() {
     assert_jobs_match_record(&jobs, &record, &[&parse_callback(body).unwrap()]);
 }
 
+/// The reconciler as deployed without a provider key: it replays parked callbacks only.
+async fn reconciler_without_provider_key(env: &TestEnv) -> stemvault_reconciler::App {
+    use stemvault_aws::FromEnv;
+    let vars = [
+        ("TABLE_NAME", env.resources.table_name.clone()),
+        ("BUCKET_NAME", env.resources.bucket_name.clone()),
+        ("QUEUE_URL", env.resources.queue_url.clone()),
+        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
+    ];
+    let config =
+        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .expect("a reconciler configuration without a provider key");
+    stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts")
+}
+
+/// A queue failing after the record was written parks the callback too (answered 200): its
+/// files' messages, and its event, no longer wait on the provider's few retries; the
+/// reconciler's replay, a duplicate, queues every file.
 #[tokio::test]
-async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queues_everything() {
+async fn a_queue_failing_after_the_record_was_written_is_parked_and_the_replay_queues_everything() {
     let env = TestEnv::new().await;
     let missing_queue = format!("{}-missing", env.resources.queue_url);
     let broken = start(&env, Config { queue_url: missing_queue, ..config(&env).await }).await;
@@ -372,22 +390,22 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
     let event = parse_callback(&body).unwrap();
 
     let response = broken.handle(signed(&body)).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(json(&response)["error"], "enqueue_failed");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(&response)["status"], "parked");
     let record = env.record(event.task_id.as_str()).await.expect("the record was written first");
     assert_eq!(record.files.len(), 12);
     assert!(record.files.values().all(|f| f.status == FileStatus::Pending && f.claim.is_none()), "claims released");
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]));
+    let parked = s3_key::parked_body_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&body)));
+    assert_eq!(env.object(&parked).await.as_deref(), Some(&body[..]));
     assert!(env.drain_queue(20).await.is_empty());
 
-    // The provider retries the same callback; by then the function's queue works.
-    let fixed = start(&env, config(&env).await).await;
-    let retry = fixed.handle(signed(&body)).await;
-    assert_eq!(retry.status(), StatusCode::OK);
-    let answer = json(&retry);
-    assert_eq!((answer["status"].as_str(), answer["files_queued"].as_u64()), (Some("duplicate"), Some(12)));
+    let reconciler = reconciler_without_provider_key(&env).await;
+    let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
+    assert_eq!(outcome.replayed.callbacks_replayed, 1, "{outcome:?}");
+    assert_eq!(env.object(&parked).await, None, "deleted once finished");
     let record = env.record(event.task_id.as_str()).await.unwrap();
-    assert_eq!(record.deliveries, 2);
+    assert_eq!(record.deliveries, 2, "the replay is a duplicate");
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 12);
     assert_jobs_match_record(&jobs, &record, &[&event]);
@@ -398,7 +416,6 @@ async fn a_queue_failing_after_the_record_was_written_is_503_and_the_retry_queue
 /// none), records, archives and queues it, and deletes the parked copy.
 #[tokio::test]
 async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconciler() {
-    use stemvault_aws::FromEnv;
     let env = TestEnv::new().await;
     let started = stemvault_vault::Timestamp::now();
     let missing_table = format!("{}-missing", env.resources.table_name);
@@ -427,16 +444,7 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
     assert_eq!((again.status(), json(&again)["status"].as_str()), (StatusCode::OK, Some("parked")));
     assert_eq!(parked_at(parked.clone()).await, first, "the first park's copy is kept");
 
-    let vars = [
-        ("TABLE_NAME", env.resources.table_name.clone()),
-        ("BUCKET_NAME", env.resources.bucket_name.clone()),
-        ("QUEUE_URL", env.resources.queue_url.clone()),
-        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
-    ];
-    let config =
-        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .expect("a reconciler configuration without a provider key");
-    let reconciler = stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts");
+    let reconciler = reconciler_without_provider_key(&env).await;
     assert!(!reconciler.is_on());
     let replayed_from = stemvault_vault::Timestamp::now();
     let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");

@@ -129,7 +129,7 @@ impl<P: Ports> App<P> {
                     error = %because,
                     code = because.code(),
                     key,
-                    "callback parked: it may not be recorded; the reconciler replays it"
+                    "callback parked: not recorded, or not fully processed; the reconciler replays it"
                 );
                 emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);
                 let body = json!({

@@ -55,8 +55,8 @@ pub async fn ingest<P: stemvault_vault::accept::Ports>(
 pub enum Ingested {
     /// Recorded, archived and queued.
     Recorded(Outcome),
-    /// Not recorded now ([`IngestError::is_table_failure`]): its body is kept under `key` ([`s3_key::parked_body_key`])
-    /// for the reconciler to replay; `because` says why it was not recorded.
+    /// Not (fully) processed now ([`IngestError::replay_can_finish`]): its body is kept under
+    /// `key` ([`s3_key::parked_body_key`]) for the reconciler to replay; `because` says why.
     Parked { key: String, because: IngestError },
 }
 
@@ -68,12 +68,12 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
-/// [`ingest`], and when the table failed it ([`IngestError::is_table_failure`]: a later try
-/// can record it; failures after the record was written are the provider's to retry and the
-/// sweeper's to heal), keep the body
-/// under `parked/` (one PutObject unless a copy is there: [`ParkBody`]) so that no verified callback is lost
-/// to an outage of the table longer than the provider's retries. Only when parking fails too
-/// is the failure the answer. `spent` is how long the request ran before: recording gets
+/// [`ingest`], and when a later replay can finish what it could not
+/// ([`IngestError::replay_can_finish`]: the table failed it; or, recorded, its archive, its
+/// files' messages or its events were not all written), keep the body under `parked/` (one
+/// PutObject unless a copy is there: [`ParkBody`]) so that no verified callback, and no
+/// event of it, is lost to an outage longer than the provider's retries. Only when parking
+/// fails too is the failure the answer. `spent` is how long the request ran before: recording gets
 /// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`].
 pub async fn ingest_or_park<P: Ports>(
     ports: &P,
@@ -87,7 +87,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
-        Err(e) if e.is_table_failure() => e,
+        Err(e) if e.replay_can_finish() => e,
         Err(e) => return Err(e),
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));

@@ -29,6 +29,8 @@ pub struct MemoryPorts {
     archive_stalled: AtomicBool,
     /// Park writes alone never answer.
     park_stalled: AtomicBool,
+    /// Park writes alone are refused.
+    park_failing: AtomicBool,
     /// The callback secret's text; `None` reads as a missing secret.
     secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
@@ -81,6 +83,10 @@ impl MemoryPorts {
         self.park_stalled.store(stalled, Ordering::SeqCst);
     }
 
+    pub fn set_park_failing(&self, failing: bool) {
+        self.park_failing.store(failing, Ordering::SeqCst);
+    }
+
     pub fn set_archive_failing(&self, failing: bool) {
         self.archive_failing.store(failing, Ordering::SeqCst);
     }
@@ -131,6 +137,9 @@ impl ParkBody for MemoryPorts {
     async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
         if self.park_stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
+        }
+        if self.park_failing.load(Ordering::SeqCst) {
+            return Err("injected: the park write was refused".into());
         }
         self.bucket_write().await?;
         self.bodies

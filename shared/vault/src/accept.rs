@@ -24,8 +24,9 @@
 //! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
 //!    and `Task Failed` for a failure), once it is recorded and its files' messages are
 //!    sent (the `queued` mark may land just after). A failed publish is a retryable error:
-//!    the provider's retry of the callback (or the next poll) accepts the same event again,
-//!    a duplicate, and publishes the same events with the same ids. No table write is spent on it.
+//!    a later delivery of the same event (ingest parks the callback for the reconciler to
+//!    replay; the provider may retry it; the next poll) is a duplicate and publishes the same
+//!    events with the same ids. No table write is spent on it.
 
 use std::future::Future;
 use std::time::Duration;

@@ -297,9 +297,10 @@ async fn an_unknown_family_is_recorded() {
 }
 
 #[tokio::test]
-async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
+async fn infrastructure_failures_are_5xx_when_not_parked_and_the_retry_completes() {
     let h = app().await;
     h.ports.set_enqueue_failing(true);
+    h.ports.set_park_failing(true);
     let failed = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     let answer = json(&failed);
@@ -311,6 +312,13 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
     let retry = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(retry.status(), StatusCode::OK);
     assert_eq!((json(&retry)["status"].as_str(), json(&retry)["files_queued"].as_u64()), (Some("duplicate"), Some(1)));
+
+    // Parking works: the provider is answered, and the reconciler's replay finishes it.
+    let parked = app().await;
+    parked.ports.set_enqueue_failing(true);
+    let response = parked.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(json(&response)["status"], "parked");
 
     let broken = app().await;
     broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
@@ -326,9 +334,10 @@ async fn infrastructure_failures_are_5xx_and_the_retry_completes() {
 }
 
 #[tokio::test]
-async fn a_failed_publish_is_a_503_and_the_provider_s_retry_publishes_the_same_event() {
+async fn a_failed_publish_not_parked_is_a_503_and_the_provider_s_retry_publishes_the_same_event() {
     let h = app().await;
     h.ports.events.fail_next(1);
+    h.ports.set_park_failing(true);
     let failed = h.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(json(&failed)["error"], "publish_failed");
@@ -698,6 +707,7 @@ async fn every_answer_is_counted_once_with_its_reason() {
     let not_json = request("/callback", &signed_headers(NEW_KEY, WAV_TASK, now), b"{".to_vec());
     assert_eq!(h.handle(not_json).await.status(), StatusCode::BAD_REQUEST);
     h.ports.set_enqueue_failing(true);
+    h.ports.set_park_failing(true);
     let other = br#"{"code":200,"msg":"ok","data":{"audioWavUrl":"https://h/s/b.wav","task_id":"other-task"}}"#;
     let failed = request("/callback", &signed_headers(NEW_KEY, "other-task", now), other.to_vec());
     assert_eq!(h.handle(failed).await.status(), StatusCode::SERVICE_UNAVAILABLE);

@@ -547,18 +547,36 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     assert!(matches!(recorded, Ingested::Recorded(Outcome { duplicate: false, files_queued: 1, .. })), "{recorded:?}");
 }
 
-/// Parking is for callbacks not recorded: a failure after the record was written is the
-/// answer (the provider retries it, the sweeper heals the files); so is one parking cannot
-/// help (a record the table refuses) and one where parking fails too.
+/// A callback recorded whose files' messages or events could not all be sent is parked too:
+/// the provider's few retries no longer stand between an SQS or EventBridge outage and a
+/// lost event, and the replay, a duplicate, sends what is missing with the same event ids.
 #[tokio::test]
-async fn only_an_unrecorded_callback_is_parked_and_only_when_parking_works() {
+async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_replay_finishes_it() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &["a"]);
     ports.set_enqueue_failing(true);
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1", Duration::ZERO)
-        .await
-        .unwrap_err();
-    assert!(matches!(err, IngestError::Enqueue(_)), "{err}");
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", Duration::ZERO).await.unwrap();
+    assert!(matches!(&parked, Ingested::Parked { because: IngestError::Enqueue(_), .. }), "{parked:?}");
+    assert!(ports.record(TASK).is_some(), "recorded");
+    assert!(ports.events.published().is_empty(), "no event before its files are queued");
     ports.set_enqueue_failing(false);
+
+    ports.events.fail_next(1);
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "replay-1", Duration::ZERO).await.unwrap();
+    assert!(matches!(&parked, Ingested::Parked { because: IngestError::Publish(_), .. }), "{parked:?}");
+    assert_eq!(ports.messages().len(), 1, "the file sent by the replay");
+
+    let replayed = ingest_or_park(&ports, &settings(), &e, b"{}", "replay-2", Duration::ZERO).await.unwrap();
+    assert!(matches!(replayed, Ingested::Recorded(Outcome { duplicate: true, .. })), "{replayed:?}");
+    let ids: Vec<String> = ports.events.published().iter().map(|e| e.detail.event_id.clone()).collect();
+    assert_eq!(ids, [format!("{TASK}.stage.final")]);
+}
+
+/// Parking is for callbacks a replay can finish: one parking cannot help (a record the table
+/// refuses) is the answer, and so is one where parking fails too.
+#[tokio::test]
+async fn only_a_callback_a_replay_can_finish_is_parked_and_only_when_parking_works() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));
     let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)

@@ -53,6 +53,17 @@ impl AcceptError {
         )
     }
 
+    /// Whether replaying the same event later (the reconciler's replay of a parked body) can
+    /// finish what this attempt could not: the table failed it, so it may be unrecorded; or
+    /// it is recorded but its body was not archived, its files' messages not all sent or its
+    /// events not all published. A replay is then a duplicate that completes what is
+    /// missing (the same archive key, the claims taken over, the same event ids), and no
+    /// longer waits on the provider's few retries: what makes ingest park a callback.
+    pub fn replay_can_finish(&self) -> bool {
+        self.is_table_failure()
+            || matches!(self, AcceptError::Archive(_) | AcceptError::Enqueue(_) | AcceptError::Publish(_))
+    }
+
     /// A stable machine-readable name, for the response body and the logs.
     pub fn code(&self) -> &'static str {
         match self {
@@ -124,7 +135,12 @@ mod tests {
                 AcceptError::Store(_) | AcceptError::Contention { .. } | AcceptError::Deadline { .. }
             );
             assert_eq!(retryable.is_table_failure(), table, "{retryable}");
+            // A concurrent delivery is finishing what this one waited for: nothing to replay.
+            let still = matches!(retryable, AcceptError::StillEnqueuing { .. });
+            assert_eq!(retryable.replay_can_finish(), !still, "{retryable}");
         }
         assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_table_failure());
+        assert!(!AcceptError::Store(StoreError::Rejected("x".into())).replay_can_finish());
+        assert!(!AcceptError::TooLargeToRecord { bytes: 400_000 }.replay_can_finish());
     }
 }
