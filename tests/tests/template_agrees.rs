@@ -1939,6 +1939,20 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
 
+    // The rejected-webhooks alarm sums WebhooksRejected over the dimensions notify emits it with.
+    let (dimensions, metrics) =
+        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
+        metrics[0].name,
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", ")
+    );
+    let alarm = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the notify function");
+
     // The stuck-parked alarm reads CallbacksStillParked under the one dimension the reconciler
     // emits it with.
     let stuck = &cfn::resource(&template, "ParkedCallbacksStuck")["Properties"];
