@@ -145,7 +145,8 @@ pub trait RecordFailed {
 pub trait ReleaseFile {
     /// `downloading` under `worker` -> `pending` again (its message is still on the queue,
     /// so the task's `queued` set still names it and it reads as `queued`), keeping the last
-    /// error for people to see.
+    /// error for people to see, and `lease_until` set to now, when the claim ended: should
+    /// the message never come back, the sweeper counts from it (`ingest::reclaim`).
     fn release_file(
         &self,
         task_id: &TaskId,

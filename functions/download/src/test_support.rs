@@ -674,12 +674,17 @@ impl ReleaseFile for MemoryPorts {
         error: &str,
     ) -> Result<Conditional, StoreError> {
         self.called("release_file");
-        let released = self.finish(task_id, name, worker, FileStatus::Pending, error);
-        if released == Conditional::Applied {
-            let released_at = self.now().unix_seconds();
-            self.update_file(task_id, name, |_| true, |f| f.lease_until = Some(released_at));
-        }
-        Ok(released)
+        // As the expression says: pending, the error kept, the claim gone, the lease ended now.
+        let released_at = self.now().unix_seconds();
+        Ok(self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, worker),
+            |f| {
+                (f.status, f.error, f.claim) = (FileStatus::Pending, Some(error.to_owned()), None);
+                f.lease_until = Some(released_at);
+            },
+        ))
     }
 }
 

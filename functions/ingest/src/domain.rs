@@ -55,7 +55,7 @@ pub async fn ingest<P: stemvault_vault::accept::Ports>(
 pub enum Ingested {
     /// Recorded, archived and queued.
     Recorded(Outcome),
-    /// Not (fully) processed now ([`IngestError::replay_can_finish`]): its body is kept under
+    /// Not (fully) processed now ([`IngestError::is_retryable`]): its body is kept under
     /// `key` ([`s3_key::parked_body_key`]) for the reconciler to replay; `because` says why.
     Parked { key: String, because: IngestError },
 }
@@ -69,8 +69,9 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
 /// [`ingest`], and when a later replay can finish what it could not
-/// ([`IngestError::replay_can_finish`]: the table failed it; or, recorded, its archive, its
-/// files' messages or its events were not all written), keep the body under `parked/` (one
+/// ([`IngestError::is_retryable`]: the table failed it; or, recorded, its archive, its files'
+/// messages or its events were not all written, or another delivery held its files), keep
+/// the body under `parked/` (one
 /// PutObject unless a copy is there: [`ParkBody`]) so that no verified callback, and no
 /// event of it, is lost to an outage longer than the provider's retries. Only when parking
 /// fails too is the failure the answer. `spent` is how long the request ran before: recording gets
@@ -87,7 +88,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
-        Err(e) if e.replay_can_finish() => e,
+        Err(e) if e.is_retryable() => e,
         Err(e) => return Err(e),
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));

@@ -1,12 +1,13 @@
 //! Replaying parked callbacks: a verified callback that ingest could not record (the table
-//! unavailable, too contended or too slow) is kept under `parked/` in the vault bucket
-//! ([`suno_callbacks::s3_key::parked_body_key`]) and answered 200. Each run, before its polls,
-//! the reconciler lists what is parked (ListObjectsV2, at most [`MAX_REPLAYS`] keys), reads
-//! each body, records, archives and queues it with [`stemvault_vault::accept::accept`] (the
-//! very code ingest runs: a body recorded meanwhile is a duplicate that queues nothing), and
-//! deletes it once recorded. A body that cannot be recorded yet stays for the next run; after
-//! [`MAX_FAILURES_IN_A_ROW`] of those in a row the run stops replaying (the table is still
-//! failing: no point reading the rest now). One that can never be recorded (too large for
+//! unavailable, too contended or too slow), or recorded but could not archive, queue or
+//! publish events for (S3, SQS or EventBridge failing), is kept under `parked/` in the vault
+//! bucket ([`suno_callbacks::s3_key::parked_body_key`]) and answered 200. Each run, before its
+//! polls, the reconciler lists what is parked (ListObjectsV2, at most [`MAX_REPLAYS`] keys),
+//! reads each body, records, archives, queues and publishes it with
+//! [`stemvault_vault::accept::accept`] (the very code ingest runs: a body recorded meanwhile is
+//! a duplicate that sends what is missing), and deletes it once that succeeds. A body that
+//! fails again stays for the next run; after [`MAX_FAILURES_IN_A_ROW`] of those in a row the
+//! run stops replaying (what failed is still failing: no point reading the rest now). One that can never be recorded (too large for
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others.
 
@@ -45,8 +46,8 @@ impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeletePar
 /// hour of runs every 2 minutes, and leaves each run time for its polls.
 pub const MAX_REPLAYS: usize = 200;
 
-/// A run stops replaying after this many replays in a row that the table could not take yet
-/// (failures of one body, such as its read, do not count).
+/// A run stops replaying after this many replays in a row that could not finish yet (the
+/// table, the bucket, the queue or the bus failing).
 pub const MAX_FAILURES_IN_A_ROW: usize = 3;
 
 /// What one run's replay did.
@@ -64,14 +65,13 @@ pub struct Replayed {
 }
 
 /// What became of one parked body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Replay {
     Recorded,
     Gone,
-    /// Not recordable yet (a later run may succeed); `table_failing` when the table itself
-    /// failed (unavailable, contended, too slow), which stops the run's replays.
-    NotYet {
-        table_failing: bool,
-    },
+    /// Not recordable, or not finished, yet (a later run may succeed): the table, the bucket,
+    /// the queue or the bus failing; a run stops replaying after a few of these in a row.
+    NotYet,
     /// Refused for good and moved to its archive key, out of `parked/`.
     Archived,
     /// Left for an operator: no callback, or refused for good and not movable.
@@ -97,19 +97,18 @@ pub async fn replay_parked<P: Ports>(
         }
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
-        let table_failing = matches!(replay, Replay::NotYet { table_failing: true });
-        failures_in_a_row = if table_failing { failures_in_a_row + 1 } else { 0 };
+        failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
             Replay::Archived => replayed.callbacks_refused += 1,
-            Replay::NotYet { .. } | Replay::Refused => replayed.callbacks_still_parked += 1,
+            Replay::NotYet | Replay::Refused => replayed.callbacks_still_parked += 1,
         }
     }
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
         tracing::warn!(
             still_parked = replayed.callbacks_still_parked,
-            "the table took none of the last {MAX_FAILURES_IN_A_ROW} parked callbacks; replaying again next run"
+            "none of the last {MAX_FAILURES_IN_A_ROW} parked callbacks could be replayed; replaying again next run"
         );
     }
     Ok(replayed)
@@ -122,7 +121,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
         Ok(None) => return Replay::Gone,
         Err(e) => {
             tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
-            return Replay::NotYet { table_failing: false };
+            return Replay::NotYet;
         }
     };
     // Ingest parsed it before parking it: only a body put there by hand fails here.
@@ -150,7 +149,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
         }
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
-            Replay::NotYet { table_failing: e.is_table_failure() }
+            Replay::NotYet
         }
         Err(e) => {
             // Never recordable (too large for the table, or a record it refuses): kept where

@@ -9,11 +9,14 @@
 //! so requests still in flight are left alone), reads each one's item collection (one
 //! Query), claims its orphaned files with the same [`reclaim`] as ingest (a conditional put of
 //! each claimed file item), and sends them through the same [`send_claimed`]. Files already
-//! `queued` or beyond belong to the queue and its dead-letter queue and are not touched.
+//! `queued` or `downloading` belong to the queue until no message of them can be left on it
+//! (their last lease ended longer ago than the queue keeps a message: the message went to the
+//! dead-letter queue on a receive that could not write the table, or expired); then
+//! [`reclaim`] claims and sends them again too.
 //!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
-//! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for good
-//! (a file whose message dead-lettered) never hide newer orphans behind them.
+//! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for long
+//! (a file waiting out its message's retention) never hide newer orphans behind them.
 //!
 //! A downloader that stopped between writing a task's manifest and its settle write leaves a
 //! pending vault whose files are all stored or failed, and no message that would settle it.
@@ -141,7 +144,7 @@ pub const TASK_BUDGET: Duration = Duration::from_secs(10);
 /// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
 /// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then
 /// set to the last entry checked (or cleared after a whole lap), so however many tasks stay
-/// open for good (a message in the dead-letter queue), every open task is checked within
+/// open for long (a file waiting out its message's retention), every open task is checked within
 /// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
 /// when the index cannot be read (after writing the cursor for the entries checked); a task
 /// that cannot be swept (or not within [`TASK_BUDGET`]) is counted and left to the next run,

@@ -110,8 +110,8 @@ pub struct Outcome {
     pub files_queued: usize,
 }
 
-/// One callback body ingest parked under `parked/` because the table failed it: replayed
-/// through [`accept`] by the reconciler.
+/// One callback body ingest parked under `parked/` because recording it, or what follows the
+/// record (archive, messages, events), failed: replayed through [`accept`] by the reconciler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedBody {
     pub key: String,

@@ -34,7 +34,8 @@ pub trait MarkQueued {
 }
 
 /// Put files whose message could not be sent back to `pending`, each only while it is still
-/// `enqueuing` under `claimant`'s claim.
+/// `enqueuing` under `claimant`'s claim; `lease_until` becomes now, when the claim ended
+/// (read by [`crate::ingest::reclaim`]'s rule for a file whose message cannot be left).
 pub trait ReleaseClaims {
     fn release_claims(
         &self,

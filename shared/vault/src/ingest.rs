@@ -364,6 +364,10 @@ pub fn item_size_estimate(record: &TaskRecord) -> usize {
 fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wanted: &[&str]) -> Claims {
     let now_secs = now.unix_seconds();
     let lease_until = now.plus(claimant.lease).unix_seconds();
+    // A stranded file is claimed as a reopened one is, under the next generation: should the
+    // task item write not come, the file reads as uncommitted (not as queued, which the old
+    // `queued` set would say, with this claim's fresh lease), so the next sweep takes it.
+    let reopened = record.generation + 1;
     let mut claims = Claims::default();
     for (name, file) in record.files.iter_mut() {
         let claimable = match file.status {
@@ -371,7 +375,11 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             FileStatus::Enqueuing => {
                 file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t < now_secs)
             }
-            _ => stranded(file, now_secs),
+            _ if stranded(file, now_secs) => {
+                file.generation = Some(reopened);
+                true
+            }
+            _ => false,
         };
         if claimable {
             file.status = FileStatus::Enqueuing;
@@ -386,6 +394,9 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
         } else if file.status == FileStatus::Enqueuing && wanted.contains(&name.as_str()) {
             claims.wait_for.push(name.clone());
         }
+    }
+    if record.files.values().any(|f| f.generation == Some(reopened)) {
+        record.generation = reopened;
     }
     claims
 }

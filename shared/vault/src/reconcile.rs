@@ -66,6 +66,15 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
     awaits_result(record) || record.files.values().any(failed_by_expiry)
 }
 
+/// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
+/// task was given up: an abandoned task stays out of the sweeper's index.
+fn adopt_unless_abandoned(record: &mut TaskRecord) {
+    if record.abandoned.is_none() {
+        let read = record.generation;
+        adopt_uncommitted(record, Some(read));
+    }
+}
+
 /// Start watching (first poll `after` from `now`), keeping the poll count.
 pub fn watch(record: &mut TaskRecord, now: Timestamp, after: Duration) {
     record.reconcile = Some(RECONCILE_DUE.to_owned());
@@ -155,7 +164,7 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 /// incremented).
 pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
-    adopt_uncommitted(&mut next, Some(record.generation));
+    adopt_unless_abandoned(&mut next);
     next.polls += 1;
     next.last_poll = Some(LastPoll { at: now, outcome: outcome.as_text() });
     if outcome.not_found() {
@@ -203,7 +212,7 @@ pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Durati
 /// incremented).
 pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
     let mut next = record.clone();
-    adopt_uncommitted(&mut next, Some(record.generation));
+    adopt_unless_abandoned(&mut next);
     unwatch(&mut next);
     next.version += 1;
     next
@@ -258,6 +267,22 @@ mod tests {
         let mut abandoned = task(Stage::Submitted);
         abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
         assert!(!needs_watching(&abandoned));
+    }
+
+    #[test]
+    fn the_bookkeeping_commits_an_uncommitted_reopen_unless_the_task_was_given_up() {
+        let mut settled = task(Stage::Complete);
+        let reopened = FileEntry { generation: Some(settled.generation + 1), ..failed("x") };
+        settled.files.insert("a".into(), FileEntry { status: FileStatus::Enqueuing, error: None, ..reopened });
+        (settled.vault, settled.open) = (VaultState::Partial, None);
+        for next in [after_poll(&settled, &PollOutcome::Unreachable, NOW), stop_watching(&settled)] {
+            assert_eq!((next.vault, next.open.as_deref()), (VaultState::Pending, Some(crate::OPEN_MARKER)));
+            assert_eq!(next.generation, settled.generation + 1);
+        }
+        let mut abandoned = settled.clone();
+        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        let next = after_poll(&abandoned, &PollOutcome::Unreachable, NOW);
+        assert_eq!((next.vault, next.open), (VaultState::Partial, None), "left out of the sweeper's index");
     }
 
     #[test]

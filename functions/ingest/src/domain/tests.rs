@@ -575,7 +575,7 @@ async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_r
 /// Parking is for callbacks a replay can finish: one parking cannot help (a record the table
 /// refuses) is the answer, and so is one where parking fails too.
 #[tokio::test]
-async fn only_a_callback_a_replay_can_finish_is_parked_and_only_when_parking_works() {
+async fn only_a_callback_a_retry_can_finish_is_parked_and_only_when_parking_works() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));

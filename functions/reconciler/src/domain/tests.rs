@@ -587,8 +587,8 @@ async fn a_replayed_callback_is_dated_when_it_was_parked() {
     assert_eq!(record.last_received_at, replayed_at);
 }
 
-/// While the table still takes nothing, a run stops replaying after a few failures in a row
-/// instead of reading every parked body; the next run starts again.
+/// While the table (or the queue) still takes nothing, a run stops replaying after a few
+/// failures in a row instead of reading every parked body; the next run starts again.
 #[tokio::test]
 async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
@@ -602,7 +602,14 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10, callbacks_refused: 0 });
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), MAX_FAILURES_IN_A_ROW);
 
+    // Nor while the queue takes nothing (the record is written, its messages are not).
     ports.table.set_save_error(None);
+    ports.table.set_enqueue_failing(true);
+    let replayed = replay_parked(&ports, &settings().accept, "run-queue", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10, callbacks_refused: 0 });
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), 2 * MAX_FAILURES_IN_A_ROW);
+    ports.table.set_enqueue_failing(false);
+
     let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
     assert_eq!(
         replayed,

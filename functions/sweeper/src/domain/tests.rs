@@ -221,6 +221,30 @@ async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_qu
     assert_eq!(old.files["redelivered"].status, Downloading);
 }
 
+/// The re-send of a stranded file whose task item write fails: the file's item says the
+/// sweeper's claim, the task item's old `queued` set still names it; it reads as uncommitted,
+/// not as queued, so the next sweep takes it once that claim lapses (not 4 days later).
+#[tokio::test]
+async fn a_stranded_file_whose_task_item_write_failed_is_taken_by_the_next_sweep() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut record = orphaned(OLD, at(0), &[("q", FileStatus::Queued)]);
+    record.files.get_mut("q").unwrap().lease_until = Some(at(15).unix_seconds());
+    ports.put_record(record);
+    let stop_at = at(100 * 86_400);
+    ports.advance(stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION + Duration::from_secs(60));
+
+    ports.fail_task_writes(1);
+    let failed = sweep(&ports, &Settings::default(), "sweeper-1", stop_at).await.unwrap();
+    assert_eq!((failed.files_requeued, failed.tasks_failed), (0, 1), "{failed:?}");
+    assert!(ports.messages().is_empty());
+    assert_eq!(ports.record(OLD).unwrap().files["q"].status, FileStatus::Enqueuing, "not read as queued");
+
+    ports.advance(Duration::from_secs(60));
+    let healed = sweep(&ports, &Settings::default(), "sweeper-2", stop_at).await.unwrap();
+    assert_eq!(healed.files_requeued, 1, "{healed:?}");
+    assert_eq!(sent(&ports), [(OLD.into(), "q".into())]);
+}
+
 #[tokio::test]
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
     let ports = TestPorts::with_virtual_clock(at(0));

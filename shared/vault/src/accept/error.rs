@@ -32,36 +32,19 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
-    /// Whether the provider's retry of the same callback can succeed.
+    /// Whether delivering the same event again can succeed: the table failed it (so it may
+    /// be unrecorded), or it is recorded but its body, its files' messages or its events
+    /// were not all written, or a concurrent delivery still held its files. A later delivery
+    /// is then a duplicate that completes what is missing (the same archive key, the claims
+    /// taken over, the same event ids). What makes ingest park a callback (so that it no
+    /// longer waits on the provider's few retries) and a replay of a parked one wait for the
+    /// next run.
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
             AcceptError::Store(StoreError::Malformed(_) | StoreError::Rejected(_))
                 | AcceptError::TooLargeToRecord { .. }
         )
-    }
-
-    /// Whether the task table failed the event (unavailable, too contended, or not done in
-    /// time), so that it may be left unrecorded while a later try can record it: what makes
-    /// ingest park a callback, and stops a run's replays of parked ones.
-    pub fn is_table_failure(&self) -> bool {
-        matches!(
-            self,
-            AcceptError::Store(StoreError::Unavailable(_) | StoreError::Conflict)
-                | AcceptError::Contention { .. }
-                | AcceptError::Deadline { .. }
-        )
-    }
-
-    /// Whether replaying the same event later (the reconciler's replay of a parked body) can
-    /// finish what this attempt could not: the table failed it, so it may be unrecorded; or
-    /// it is recorded but its body was not archived, its files' messages not all sent or its
-    /// events not all published. A replay is then a duplicate that completes what is
-    /// missing (the same archive key, the claims taken over, the same event ids), and no
-    /// longer waits on the provider's few retries: what makes ingest park a callback.
-    pub fn replay_can_finish(&self) -> bool {
-        self.is_table_failure()
-            || matches!(self, AcceptError::Archive(_) | AcceptError::Enqueue(_) | AcceptError::Publish(_))
     }
 
     /// A stable machine-readable name, for the response body and the logs.
@@ -129,18 +112,6 @@ mod tests {
             AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
-            // The table's own failures, and only those: the others come after the record.
-            let table = matches!(
-                retryable,
-                AcceptError::Store(_) | AcceptError::Contention { .. } | AcceptError::Deadline { .. }
-            );
-            assert_eq!(retryable.is_table_failure(), table, "{retryable}");
-            // A concurrent delivery is finishing what this one waited for: nothing to replay.
-            let still = matches!(retryable, AcceptError::StillEnqueuing { .. });
-            assert_eq!(retryable.replay_can_finish(), !still, "{retryable}");
         }
-        assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_table_failure());
-        assert!(!AcceptError::Store(StoreError::Rejected("x".into())).replay_can_finish());
-        assert!(!AcceptError::TooLargeToRecord { bytes: 400_000 }.replay_can_finish());
     }
 }

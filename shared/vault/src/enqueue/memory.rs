@@ -28,6 +28,9 @@ pub struct MemoryTableAndQueue {
     save_error: Mutex<Option<StoreError>>,
     /// The next whole-record writes that fail, and with what.
     failing_saves: Mutex<(u32, Option<StoreError>)>,
+    /// The next task item writes that fail (unavailable) after the save's file and callback
+    /// items were written: an attempt that stops between its writes.
+    failing_task_writes: std::sync::atomic::AtomicU32,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -85,6 +88,11 @@ impl MemoryTableAndQueue {
     /// Make the next `count` whole-record writes fail with `error`.
     pub fn fail_saves(&self, count: u32, error: StoreError) {
         *lock(&self.failing_saves) = (count, Some(error));
+    }
+
+    /// Make the next `count` task item writes fail after their file and callback items land.
+    pub fn fail_task_writes(&self, count: u32) {
+        self.failing_task_writes.store(count, Ordering::SeqCst);
     }
 
     pub fn record(&self, task_id: &str) -> Option<TaskRecord> {
@@ -223,6 +231,12 @@ impl SaveTask for MemoryTableAndQueue {
             } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
                 return Err(StoreError::Conflict);
             }
+        }
+        let stop = |n: u32| n.checked_sub(1);
+        if plan.task.is_some()
+            && self.failing_task_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, stop).is_ok()
+        {
+            return Err(StoreError::Unavailable("injected: the task item write failed".into()));
         }
         match plan.task {
             Some(TaskWrite::Put(put)) => {

@@ -587,6 +587,12 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
     );
     let updated = updated.unwrap();
     assert_eq!((updated.files["d"].status, updated.files["d"].claim.as_deref()), (FileStatus::Enqueuing, Some("r2")));
+    // Claimed as reopened: uncommitted until the task item says the new generation.
+    assert_eq!(updated.generation, r.generation + 1);
+    assert_eq!(
+        (updated.files["d"].generation, updated.files["q"].generation),
+        (Some(r.generation + 1), Some(r.generation + 1))
+    );
 }
 
 // --- bounds: the record stays well inside DynamoDB's item limit ---------------------------
