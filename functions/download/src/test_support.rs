@@ -535,17 +535,16 @@ impl MemoryPorts {
         Conditional::Applied
     }
 
-    /// Leave `downloading` under `worker` for `status`, keeping `error`.
-    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, status: FileStatus, error: &str) -> Conditional {
+    /// Leave `downloading` under `worker` with an error: the claim gone, `end` setting the
+    /// status, the error and the lease; one conditional update, as the expressions make.
+    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, end: impl FnOnce(&mut FileEntry)) -> Conditional {
         self.update_file(
             task_id,
             name,
             |f| held_by(f, worker),
             |f| {
-                f.status = status;
-                f.error = Some(error.to_owned());
                 f.claim = None;
-                f.lease_until = None;
+                end(f);
             },
         )
     }
@@ -657,11 +656,10 @@ impl RecordFailed for MemoryPorts {
         failed_at: Timestamp,
     ) -> Result<Conditional, StoreError> {
         self.called("record_failed");
-        let failed = self.finish(task_id, name, worker, FileStatus::Failed, reason);
-        if failed == Conditional::Applied {
-            self.update_file(task_id, name, |_| true, |f| f.failed_at = Some(failed_at));
-        }
-        Ok(failed)
+        Ok(self.finish(task_id, name, worker, |f| {
+            (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
+            f.failed_at = Some(failed_at);
+        }))
     }
 }
 
@@ -674,17 +672,10 @@ impl ReleaseFile for MemoryPorts {
         error: &str,
     ) -> Result<Conditional, StoreError> {
         self.called("release_file");
-        // As the expression says: pending, the error kept, the claim gone, the lease ended now.
-        let released_at = self.now().unix_seconds();
-        Ok(self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, worker),
-            |f| {
-                (f.status, f.error, f.claim) = (FileStatus::Pending, Some(error.to_owned()), None);
-                f.lease_until = Some(released_at);
-            },
-        ))
+        let released_at = Some(self.now().unix_seconds());
+        Ok(self.finish(task_id, name, worker, |f| {
+            (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
+        }))
     }
 }
 

@@ -368,6 +368,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
     // task item write not come, the file reads as uncommitted (not as queued, which the old
     // `queued` set would say, with this claim's fresh lease), so the next sweep takes it.
     let reopened = record.generation + 1;
+    let mut reopens = false;
     let mut claims = Claims::default();
     for (name, file) in record.files.iter_mut() {
         let claimable = match file.status {
@@ -377,6 +378,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             }
             _ if stranded(file, now_secs) => {
                 file.generation = Some(reopened);
+                reopens = true;
                 true
             }
             _ => false,
@@ -395,7 +397,7 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             claims.wait_for.push(name.clone());
         }
     }
-    if record.files.values().any(|f| f.generation == Some(reopened)) {
+    if reopens {
         record.generation = reopened;
     }
     claims

@@ -46,7 +46,8 @@ pub(crate) fn claim_file(claim: &Claim) -> Update {
 /// The condition of every write by the claim holder: still `downloading` under `:me`.
 const HELD: &str = "#status = :downloading AND #claim = :me";
 
-/// A file held by `worker`, finished: its claim and lease removed.
+/// A file held by `worker`, finished: its claim removed, and its lease (or, for a release,
+/// set to when it ended).
 fn finish_file(worker: &str, update: &str) -> Update {
     let mut u = of_file(update, HELD);
     u.name("#claim", "claim").name("#lease", "lease_until");
@@ -98,9 +99,9 @@ pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) ->
 /// can still come back). (Never `queued`: that lives in the task item's `queued` set, which
 /// names the file since its message was sent, so it reads as `queued` again.)
 pub(crate) fn release_file(worker: &str, error: &str, released_at: i64) -> Update {
-    let mut u = of_file("SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim", HELD);
-    u.name("#claim", "claim").name("#lease", "lease_until").name("#error", "error");
-    u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
+    let mut u =
+        finish_file(worker, "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim");
+    u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
     u
 }
