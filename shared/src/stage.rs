@@ -71,7 +71,7 @@ pub fn merge_stage(current: Option<Stage>, incoming: Stage) -> StageMerge {
 impl Stage {
     /// `submitted` < `text` < `first` < every stage that ends a task. Ends are never left: once a task is
     /// `complete`, `error` or `final`, a later event changes its files and history, not its stage.
-    fn rank(self) -> u8 {
+    pub fn rank(self) -> u8 {
         match self {
             Stage::Submitted => 0,
             Stage::Text => 1,

@@ -14,6 +14,7 @@ use stemvault_ingest::secret::CallbackSecret;
 use stemvault_tests::TestEnv;
 use stemvault_tests::file_server::{FileServer, Reply};
 use stemvault_vault::{TaskRecord, VaultState};
+use suno_callbacks::Stage;
 use suno_callbacks::signature::sign;
 
 const KEY: &str = "events-test-key";
@@ -107,12 +108,14 @@ fn vocal_separation(task: &str, vocal_url: &str, instrumental_url: &str) -> Valu
         "vocal_separation_info": {"instrumental_url": instrumental_url, "origin_url": "", "vocal_url": vocal_url}}})
 }
 
-/// Run the download function over the queue until the task's vault is settled.
+/// Run the download function over the queue until the task's vault is settled and its
+/// manifest recorded.
 async fn download_until_settled(env: &TestEnv, app: &stemvault_download::App, task: &str) -> TaskRecord {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let record = env.record(task).await.expect("the task is recorded");
-        if record.vault != VaultState::Pending || Instant::now() > deadline {
+        let settled = record.vault != VaultState::Pending && record.manifest_key.is_some();
+        if settled || Instant::now() > deadline {
             return record;
         }
         let (queued, _) = env.queue_depth().await;
@@ -200,7 +203,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     assert_eq!(vaulted.len(), 1, "one Task Vaulted for one settle: {seen:#?}");
     let detail = &vaulted[0]["detail"];
     assert_eq!(vaulted[0]["source"], "stemvault");
-    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}", partial.generation));
+    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}.{}", partial.generation, partial.stage.as_str()));
     assert_eq!((detail["task_id"].as_str(), detail["vault"].as_str()), (Some(task.as_str()), Some("partial")));
     assert_eq!(detail["bucket"], env.resources.bucket_name.as_str());
     assert_eq!(detail["manifest_key"].as_str(), partial.manifest_key.as_deref());
@@ -222,11 +225,70 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     let vaulted = distinct(&seen, "Task Vaulted");
     assert_eq!(vaulted.len(), 2, "{seen:#?}");
     let detail = &vaulted[1]["detail"];
-    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}", complete.generation));
+    assert_eq!(detail["event_id"], format!("{task}.vaulted.{}.{}", complete.generation, complete.stage.as_str()));
     assert_eq!(detail["vault"], "complete");
     assert_eq!(event_files(detail), record_files(&complete));
     let instrumental = &event_files(detail)["instrumental"];
     assert_eq!((instrumental.1, instrumental.3.as_str()), (Some(18), "stored"));
+}
+
+/// A music task's `first` callback settles its track; its `complete` brings the same track,
+/// no file new: that stage is settled on its own, with its manifest and a `Task Vaulted`
+/// naming it (so a subscriber matching `complete` hears of it).
+#[tokio::test]
+async fn a_new_stage_without_new_files_is_vaulted_again_for_that_stage() {
+    let env = TestEnv::new().await;
+    let subscriber = Subscriber::new(&env).await;
+    let server = FileServer::start().await;
+    server.route("/1.mp3", Reply::bytes(&b"track one"[..], "audio/mpeg"));
+    server.route("/1.jpeg", Reply::bytes(&b"cover"[..], "image/jpeg"));
+    let ingest = ingest_app(&env).await;
+    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
+    let task = task_id("e3");
+    let music = |stage: &str, msg: &str| {
+        json!({"code": 200, "msg": msg, "data": {"callbackType": stage, "task_id": task, "data": [{
+            "id": "track-1", "audio_url": server.url("/1.mp3"), "image_url": server.url("/1.jpeg"),
+            "prompt": "[Verse] Rain", "model_name": "chirp-v4-5", "title": "One", "tags": "piano",
+            "createTime": "2025-03-04 05:06:07", "duration": 1.5}]}})
+    };
+
+    assert_eq!(post(&ingest, &task, &music("first", "First track generated successfully.")).await, StatusCode::OK);
+    let first = download_until_settled(&env, &download, &task).await;
+    assert_eq!((first.stage, first.vault), (Stage::First, VaultState::Complete));
+    assert_eq!(post(&ingest, &task, &music("complete", "All generated successfully.")).await, StatusCode::OK);
+    let complete = download_until_settled(&env, &download, &task).await;
+    assert_eq!((complete.stage, complete.vault), (Stage::Complete, VaultState::Complete));
+    assert_eq!(complete.generation, first.generation);
+    assert_eq!(complete.files, first.files, "nothing copied again");
+    let manifest: Value = serde_json::from_slice(&env.object(complete.manifest_key.as_deref().unwrap()).await.unwrap())
+        .expect("the manifest");
+    assert_eq!(manifest["stage"], "complete");
+
+    let mut seen = Vec::new();
+    let all_four = |e: &[Value]| distinct(e, "Task Vaulted").len() >= 2 && distinct(e, "Task Stage Changed").len() >= 2;
+    subscriber.until(&env, &mut seen, all_four).await;
+    // In stage order (a queue does not keep the order they were sent in).
+    let mut vaulted: Vec<(&str, &str, u64)> = distinct(&seen, "Task Vaulted")
+        .iter()
+        .map(|e| {
+            let d = &e["detail"];
+            (d["event_id"].as_str().unwrap(), d["stage"].as_str().unwrap(), d["generation"].as_u64().unwrap())
+        })
+        .collect();
+    vaulted.sort_by_key(|v| v.1 == "complete");
+    let (first_id, complete_id) = (
+        format!("{task}.vaulted.{}.first", first.generation),
+        format!("{task}.vaulted.{}.complete", complete.generation),
+    );
+    assert_eq!(
+        vaulted,
+        [(first_id.as_str(), "first", first.generation), (complete_id.as_str(), "complete", complete.generation)],
+        "{seen:#?}"
+    );
+    let stages = distinct(&seen, "Task Stage Changed");
+    let last = &stages.iter().find(|e| e["detail"]["stage"] == "complete").expect("complete's stage event")["detail"];
+    assert_eq!((last["stage"].as_str(), last["vault"].as_str()), (Some("complete"), Some("complete")));
+    assert_eq!(last["generation"].as_u64(), Some(complete.generation));
 }
 
 #[tokio::test]

@@ -256,7 +256,7 @@ async fn a_webhook_verifies_with_the_official_python_library() {
     let request = &requests[0];
     assert_eq!(request.path, "/hooks/stemvault");
     assert_eq!(request.headers["content-type"], "application/json");
-    assert_eq!(request.headers["webhook-id"], "nt1.vaulted.2");
+    assert_eq!(request.headers["webhook-id"], "nt1.vaulted.2.final");
     assert!(request.headers["webhook-signature"].starts_with("v1,"));
     let now = Timestamp::now().unix_seconds();
     let signed_at: i64 = request.headers["webhook-timestamp"].parse().unwrap();

@@ -31,7 +31,7 @@ use suno_callbacks::TaskId;
 
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
-    ReleaseFile, SettleTask, SettleWrite, WriteManifest,
+    ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
@@ -228,7 +228,8 @@ impl WriteManifest for AwsPorts {
         let sha256: [u8; 32] = Sha256::digest(&body).into();
         let request = self
             .put_request(key, Bytes::from(body), Some("application/json"), sha256)
-            .metadata(GENERATION_METADATA, generation.to_string());
+            .metadata(GENERATION_METADATA, generation.to_string())
+            .metadata(STAGE_METADATA, manifest.stage.as_str());
         let request = match expected {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),

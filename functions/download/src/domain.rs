@@ -31,13 +31,14 @@
 //!
 //! 4. read the task's items (one strongly consistent Query) and ask [`settle_plan`]; when
 //!    every file is stored or failed and the manifest is not recorded yet: (a) write the
-//!    manifest to S3, fenced by the file set's generation (`put_fenced`), then (b) ONE
-//!    update of the task item setting `vault` and `manifest_key` and removing `open`,
-//!    conditional on the generation being still the one the manifest is of. Two workers
+//!    manifest to S3, fenced by the file set's generation and the stage (`put_fenced`),
+//!    then (b) ONE update of the task item setting `vault` and `manifest_key` and removing
+//!    `open`, conditional on the generation and stage being still the manifest's. Two workers
 //!    that finish a task's last files at once both succeed (no condition fails between files
 //!    of one task); the one whose write found the vault `pending` is the one that settled it
 //!    (it logs it and emits `SecondsToSettled`). A refused write means ingest added or
-//!    reopened a file meanwhile: the task settles when those files do. A retryable failure
+//!    reopened a file meanwhile (the task settles when those files do) or recorded a new
+//!    stage: the check reads again and settles that. A retryable failure
 //!    here returns the messages that asked for the check to the queue, and their
 //!    redeliveries (the file already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.
@@ -64,7 +65,7 @@ use stemvault_vault::{
     Attempt, Clock, Conditional, FileEntry, FileJob, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
     retry_on_conflict,
 };
-use suno_callbacks::{Family, TaskId};
+use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
@@ -81,6 +82,9 @@ pub use stemvault_aws::provision::MAX_RECEIVE_COUNT;
 
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
+
+/// How many times one settle check reads the task when its settle write is refused.
+pub const SETTLE_CHECKS: u32 = 3;
 
 /// Even a source that asks for the longest wait at every receive lets a message reach its
 /// last receive, and then the dead-letter queue, within the download queue's retention.
@@ -164,13 +168,14 @@ pub enum SettleWrite {
     /// Applied over a vault already settled (by another worker finishing a file at the same
     /// time, or by ingest for a task without files): the same values again.
     Rewritten,
-    /// The task's generation moved on (ingest added or reopened a file): nothing written.
+    /// The task's generation or stage moved on (ingest added or reopened a file, or recorded
+    /// a new stage): nothing written.
     Refused,
 }
 
 pub trait SettleTask {
     /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task's
-    /// `generation` is still the plan's: one conditional write of the task item, saying
+    /// `generation` and `stage` are still the plan's: one conditional write of the task item, saying
     /// whether the vault was `pending` before.
     fn settle_task(
         &self,
@@ -184,6 +189,10 @@ pub trait SettleTask {
 /// `generation`: manifests written before item collections carry the record's old version
 /// under that name, which is no file-set generation; they count as having none.)
 pub const GENERATION_METADATA: &str = "file-generation";
+
+/// Object metadata (`x-amz-meta-stage`) of a manifest: the stage it names, which orders
+/// manifests of one generation (a new stage over the same files gets a new manifest).
+pub const STAGE_METADATA: &str = "stage";
 
 pub trait WriteManifest {
     /// The vault bucket the manifests (and files) are written to, which `Task Vaulted`
@@ -637,8 +646,9 @@ pub enum Settling {
     /// The manifest is written and recorded, over a vault already settled: by another worker
     /// that finished a file at the same time, or by ingest (a task without files).
     Recorded,
-    /// The manifest is written, but ingest added or reopened a file meanwhile: the task
-    /// settles when those files do.
+    /// The manifest is written, but the task moved on before each of [`SETTLE_CHECKS`]
+    /// settle writes: what it moved to settles on its own (its files' downloads, its manifest
+    /// job, or the sweeper).
     Reopened,
     /// Every file is settled, but another worker settled the last one and settles the task
     /// ([`settled_last`]): the messages that asked come back later and check again.
@@ -651,6 +661,11 @@ pub enum Settling {
 /// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
 /// reports it settled (log, `SecondsToSettled`).
 ///
+/// A settle write refused because the task moved on since the read (ingest added or
+/// reopened a file, or recorded a new stage) is checked again from a new read, up to
+/// [`SETTLE_CHECKS`] times: a new stage over files all settled has no download left to
+/// settle it (its manifest job would, later).
+///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
 /// this check go back to the queue, and their redeliveries check again.
 ///
@@ -660,6 +675,21 @@ pub enum Settling {
 /// last files together write the manifest, the event and the settle once. None: settle
 /// whoever holds what (a redelivery, a manifest job, a healing check).
 pub async fn check_settled<P: Ports>(
+    ports: &P,
+    task_id: &TaskId,
+    settled_here: Option<&[String]>,
+) -> Result<Settling, DownloadError> {
+    let mut checks = 1;
+    loop {
+        let settling = check_settled_once(ports, task_id, settled_here).await?;
+        if settling != Settling::Reopened || checks == SETTLE_CHECKS {
+            return Ok(settling);
+        }
+        checks += 1;
+    }
+}
+
+async fn check_settled_once<P: Ports>(
     ports: &P,
     task_id: &TaskId,
     settled_here: Option<&[String]>,
@@ -675,7 +705,8 @@ pub async fn check_settled<P: Ports>(
         return Ok(Settling::Deferred);
     }
     if record.vault != VaultState::Pending && !record.files.is_empty() {
-        tracing::warn!(vault = %plan.vault, "the vault settled but its manifest was never recorded; writing it");
+        // A new stage over settled files, or a settler that stopped before its write.
+        tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
     put_fenced(ports, &plan).await?;
     // Before the settle write: once the task is settled no check comes back to publish it.
@@ -694,7 +725,7 @@ pub async fn check_settled<P: Ports>(
             Settling::Recorded
         }
         SettleWrite::Refused => {
-            tracing::info!(key, "manifest written, but a file was added or reopened meanwhile; not settling");
+            tracing::info!(key, "manifest written, but the task moved on meanwhile; not settling");
             Settling::Reopened
         }
     })
@@ -727,14 +758,19 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
     if ports.put_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
         return Ok(());
     }
+    let ours = (generation, plan.manifest.stage.rank());
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
         let current = ports.head_object(key).await?;
         let expected = match &current {
             Some(head) => {
-                let theirs = head.metadata.get(GENERATION_METADATA).and_then(|g| g.parse::<u64>().ok());
-                // A manifest without one predates generations: any plan is newer.
-                if theirs.is_some_and(|theirs| theirs >= generation) {
-                    tracing::info!(key, generation, theirs, "a manifest as new or newer is already written");
+                // A manifest without a generation predates generations: any plan is newer;
+                // one without a stage predates stages: a plan of its generation is newer.
+                let theirs = head.metadata.get(GENERATION_METADATA).and_then(|g| g.parse::<u64>().ok()).map(|g| {
+                    let stage = head.metadata.get(STAGE_METADATA).and_then(|s| s.parse::<Stage>().ok());
+                    (g, stage.map_or(0, Stage::rank))
+                });
+                if theirs.is_some_and(|theirs| theirs >= ours) {
+                    tracing::info!(key, generation, ?theirs, "a manifest as new or newer is already written");
                     return Ok(Attempt::Done(()));
                 }
                 Some(head.etag.as_str())

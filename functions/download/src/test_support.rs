@@ -25,7 +25,7 @@ use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
-    ReleaseFile, Settings, SettleTask, SettleWrite, WriteManifest,
+    ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -692,7 +692,7 @@ impl SettleTask for MemoryPorts {
         let Some(task) = tables.get_mut(task_id.as_str()).and_then(|c| c.task.as_mut()) else {
             return Ok(SettleWrite::Refused);
         };
-        if task.generation != plan.generation {
+        if task.generation != plan.generation || task.stage != plan.manifest.stage {
             return Ok(SettleWrite::Refused);
         }
         let was = task.vault;
@@ -751,7 +751,10 @@ impl WriteManifest for MemoryPorts {
         if state.etag(key) != expected {
             return Ok(Conditional::Conflict);
         }
-        let metadata = HashMap::from([(GENERATION_METADATA.to_owned(), generation.to_string())]);
+        let metadata = HashMap::from([
+            (GENERATION_METADATA.to_owned(), generation.to_string()),
+            (STAGE_METADATA.to_owned(), manifest.stage.as_str().to_owned()),
+        ]);
         let body = serde_json::to_vec(manifest).unwrap();
         state.insert(key, body, Some("application/json".into()), metadata);
         self.manifests.lock().unwrap().push((key.to_owned(), manifest.clone()));

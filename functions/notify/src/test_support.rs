@@ -79,6 +79,7 @@ pub fn detail() -> EventDetail {
         "client_ref": "order-17",
         "code": 200,
         "message": "ok",
+        "generation": 3,
         "bucket": "vault-bucket",
         "manifest_key": "tasks/t1/manifest.json",
         "files": [{"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab", "status": "stored",

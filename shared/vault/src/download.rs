@@ -105,10 +105,12 @@ pub enum SettlePlan {
 }
 
 /// The steps that settle a vault, whoever takes them and however often:
-/// 1. write `manifest` to `manifest_key`, fenced by `generation`: never over a manifest of a
-///    later generation (one of the same generation says the same);
+/// 1. write `manifest` to `manifest_key`, fenced by `generation` and the manifest's stage:
+///    never over a manifest of a later generation, or a later stage of this one (one of the
+///    same generation and stage says the same);
 /// 2. set `vault` and `manifest_key` and remove `open`, conditional on the task's
-///    `generation` still being `generation` (ingest did not add or reopen a file since).
+///    `generation` still being `generation` and its stage the manifest's (ingest did not add
+///    or reopen a file, or record a new stage, since).
 ///
 /// Two workers that finish a task's last files at once may both take them: both writes
 /// succeed with the same values, and the one that found the vault `pending` is the one that
@@ -130,15 +132,17 @@ pub struct ManifestPlan {
 /// task's manifest. No file has this name ([`s3_key::is_reserved_name`]).
 pub const MANIFEST_JOB_NAME: &str = "manifest";
 
-/// The message that gets a task without files its manifest, when it needs one.
+/// The message that gets a task settled by ingest its manifest, when it needs one.
 ///
 /// The downloader that settles a task's vault writes its manifest, but a task without files
-/// (lyrics, MIDI, Suno Voice, a failure) is settled the moment ingest records it, and no
-/// download message would ever come for it. So ingest sends this job instead, on every
-/// delivery until the manifest is recorded: the downloader copies nothing, it only takes
-/// the [`settle_plan`] of the settled vault, as for a writer that stopped.
+/// (lyrics, MIDI, Suno Voice, a failure) is settled the moment ingest records it, as is a
+/// task reaching a new stage whose files are all settled already (its manifest, of the
+/// earlier stage, is out of date), and no download message would ever come for it. So
+/// ingest sends this job instead, on every delivery until the manifest is recorded: the
+/// downloader copies nothing, it only takes the [`settle_plan`] of the settled vault, as for
+/// a writer that stopped.
 pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
-    let wanted = record.files.is_empty() && record.vault != VaultState::Pending && record.manifest_key.is_none();
+    let wanted = record.vault != VaultState::Pending && record.manifest_key.is_none();
     let task_id = TaskId::parse(&record.task_id).ok().filter(|_| wanted)?;
     Some(FileJob {
         task_id: record.task_id.clone(),
@@ -435,7 +439,12 @@ mod tests {
         lyrics.manifest_key = Some("tasks/t1/manifest.json".into());
         assert_eq!(manifest_job(&lyrics), None, "written already");
         let with_files = record(vec![("vocal", file("https://a/v.mp3", FileStatus::Stored))]);
+        assert_eq!(with_files.vault, VaultState::Pending);
         assert_eq!(manifest_job(&with_files), None, "the downloader that settles it writes it");
+        // Settled with files, but its manifest not recorded: a new stage over settled files.
+        let mut next_stage = with_files.clone();
+        next_stage.vault = VaultState::Complete;
+        assert_eq!(manifest_job(&next_stage).map(|j| j.name), Some("manifest".to_owned()));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! delivery retried after a failed publish, two workers settling the same file set) has the
 //! same id, so consumers drop duplicates by it. Ids are made of the task id, the event type
 //! and what makes the event unique within the task: the stage for a stage change or a
-//! failure, the file set's generation for a vaulting.
+//! failure, the file set's generation and the stage for a vaulting.
 
 use std::future::Future;
 
@@ -92,6 +92,11 @@ pub struct EventDetail {
     /// The provider's `code` and `msg` of the result that set the stage.
     pub code: i64,
     pub message: String,
+    /// The task's file-set generation when the event was made: it grows with every file
+    /// added or reopened, so a task's events are ordered by generation, then stage (within
+    /// both, `Task Vaulted` comes last).
+    #[serde(default)]
+    pub generation: u64,
     pub bucket: String,
     /// Where the manifest of the file set is (for `Task Vaulted`; otherwise once written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +150,7 @@ fn detail(
         client_ref: record.client_ref.clone(),
         code: record.code,
         message: record.message.clone(),
+        generation: record.generation,
         bucket: bucket.to_owned(),
         manifest_key,
         files: files_of(record),
@@ -170,7 +176,8 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 /// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest
 /// at `manifest_key`: the same for every worker that settles the same file set.
 pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {
-    let id = event_id(&record.task_id, EventType::Vaulted, &record.generation.to_string());
+    // A file set is settled once per stage: a new stage over the same files is a new event.
+    let id = event_id(&record.task_id, EventType::Vaulted, &format!("{}.{}", record.generation, record.stage.as_str()));
     TaskEvent { kind: EventType::Vaulted, detail: detail(record, id, vault, bucket, Some(manifest_key.to_owned())) }
 }
 

@@ -231,6 +231,13 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     let authoritative = merged.advanced || current == event.stage;
 
     let opened = merge_files(record, event, authoritative);
+    // A new stage is settled on its own (its manifest and `Task Vaulted` name it; the settle
+    // of the earlier one, if under way, is refused: it is conditional on the stage too). Over
+    // files all settled the vault stays as it is and its manifest is due
+    // ([`crate::download::manifest_job`]).
+    if merged.advanced {
+        record.manifest_key = None;
+    }
     if !opened.is_empty() {
         record.vault = VaultState::Pending;
         record.manifest_key = None;

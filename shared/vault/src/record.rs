@@ -95,7 +95,8 @@ pub struct TaskRecord {
     /// Optimistic-concurrency counter; every write of the task item increments it.
     pub version: u64,
     /// The file set's generation: ingest increments it whenever it adds or reopens a file.
-    /// The settle is conditional on it, and the manifest is fenced by it.
+    /// The settle is conditional on it and on the stage, and the manifest is fenced by both
+    /// (a stage, which the manifest names, is settled on its own).
     #[serde(default)]
     pub generation: u64,
 }

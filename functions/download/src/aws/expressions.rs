@@ -116,17 +116,19 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     let watch = if plan.watch_from.is_some() { ", #reconcile = :due, #reconcile_at = :at" } else { "" };
     let mut u = Update::new(
         format!("SET #vault = :vault, #mk = :key{watch} ADD #version :one REMOVE #open"),
-        "#generation = :generation",
+        "#generation = :generation AND #stage = :stage",
     );
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
         .name("#version", "version")
         .name("#open", "open")
-        .name("#generation", "generation");
+        .name("#generation", "generation")
+        .name("#stage", "stage");
     u.value(":vault", s(plan.vault.as_str()))
         .value(":key", s(&plan.manifest_key))
         .value(":one", n(1))
-        .value(":generation", n(plan.generation));
+        .value(":generation", n(plan.generation))
+        .value(":stage", s(plan.manifest.stage.as_str()));
     if let Some(at) = plan.watch_from {
         u.name("#reconcile", "reconcile").name("#reconcile_at", "reconcile_at");
         u.value(":due", s(stemvault_vault::RECONCILE_DUE)).value(":at", s(&at.rfc3339()));
@@ -262,7 +264,11 @@ mod tests {
         let u = settle_task(&plan);
         assert_well_formed(&u, "version");
         assert_eq!(u.update, "SET #vault = :vault, #mk = :key ADD #version :one REMOVE #open");
-        assert_eq!(u.condition, "#generation = :generation", "not vault = pending: concurrent settlers both apply");
+        assert_eq!(
+            u.condition, "#generation = :generation AND #stage = :stage",
+            "not vault = pending: concurrent settlers both apply"
+        );
+        assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s(plan.manifest.stage.as_str())));
         assert_eq!(u.values[":vault"], s("partial"));
         assert_eq!(u.values[":key"], s("tasks/t1/manifest.json"));
         assert_eq!(u.values[":generation"], n(7));

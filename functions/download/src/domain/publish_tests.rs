@@ -41,8 +41,8 @@ async fn run(
 }
 
 fn vaulted_id() -> String {
-    // The record's generation is 2 (test_support::record).
-    format!("{TASK}.vaulted.2")
+    // The record's generation is 2 and its stage first (test_support::record).
+    format!("{TASK}.vaulted.2.first")
 }
 
 #[tokio::test]

@@ -312,7 +312,8 @@ async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
     };
     let ((slow, checked), ()) = tokio::join!(slow, overtaking);
     assert!(matches!(slow, Outcome::Stored(_)), "{slow:?}");
-    assert_eq!(checked, Some(Ok(Settling::Reopened)), "its settle write is refused");
+    // Its settle write is refused; read again, the task is settled.
+    assert_eq!(checked, Some(Ok(Settling::AlreadySettled)));
 
     let written = ports.manifests.lock().unwrap().clone();
     assert_eq!(written.len(), 1, "the stalled write did not land");
@@ -327,25 +328,31 @@ async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
 }
 
 /// A writer that only starts after a newer manifest is written writes nothing; one of the
-/// same generation is left as it is; a newer generation replaces an older manifest.
+/// same generation and stage is left as it is; a newer generation, or a later stage of the
+/// same generation, replaces an older manifest.
 #[tokio::test]
-async fn manifests_are_written_only_over_older_generations() {
+async fn manifests_are_written_only_over_older_generations_and_stages() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
     let task = TaskId::parse(TASK).unwrap();
     let key = format!("tasks/{TASK}/manifest.json");
-    let plan = |generation: u64| {
+    let plan = |generation: u64, stage: Stage| {
         let mut r = ports.record(TASK);
-        r.generation = generation;
+        (r.generation, r.stage) = (generation, stage);
         let SettlePlan::Settle(plan) = settle_plan(&r, &task, ports.now()) else { panic!("expected a settle") };
         plan
     };
-    put_fenced(&ports, &plan(7)).await.unwrap();
-    put_fenced(&ports, &plan(5)).await.unwrap();
-    put_fenced(&ports, &plan(7)).await.unwrap();
-    assert_eq!(ports.manifests.lock().unwrap().len(), 1, "an older or the same generation is not written");
-    put_fenced(&ports, &plan(9)).await.unwrap();
-    assert_eq!(ports.manifests.lock().unwrap().len(), 2);
-    assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "9");
+    let written = || ports.manifests.lock().unwrap().len();
+    let under_key = |name: &str| ports.store.stored(&key).unwrap().metadata[name].clone();
+    put_fenced(&ports, &plan(7, Stage::First)).await.unwrap();
+    put_fenced(&ports, &plan(5, Stage::Complete)).await.unwrap();
+    put_fenced(&ports, &plan(7, Stage::Text)).await.unwrap();
+    put_fenced(&ports, &plan(7, Stage::First)).await.unwrap();
+    assert_eq!(written(), 1, "an older generation, an earlier stage or the same one is not written");
+    put_fenced(&ports, &plan(7, Stage::Complete)).await.unwrap();
+    assert_eq!((written(), under_key(STAGE_METADATA)), (2, "complete".to_owned()), "a later stage is");
+    put_fenced(&ports, &plan(9, Stage::Complete)).await.unwrap();
+    assert_eq!(written(), 3);
+    assert_eq!((under_key(GENERATION_METADATA), under_key(STAGE_METADATA)), ("9".to_owned(), "complete".to_owned()));
 }
 
 #[tokio::test]
@@ -719,9 +726,62 @@ async fn two_workers_finishing_the_last_two_files_at_once_both_succeed_and_one_s
     assert_eq!(manifests[0].1.files.len(), 2);
 }
 
+/// What ingest does when a callback brings a new stage and no new file: the stage, whose
+/// manifest is due; the vault and the generation as they were.
+fn advance_stage(ports: &MemoryPorts, stage: Stage) {
+    let mut next = ports.record(TASK);
+    next.stage = stage;
+    next.manifest_key = None;
+    next.version += 1;
+    ports.put_record(next);
+}
+
+/// Ingest records a new stage without a new file between the settle check's read and its
+/// settle write (conditional on the stage read): no download is left to settle the new
+/// stage, so the check reads again and settles it, with its manifest and `Task Vaulted` (the
+/// earlier stage's went out before the refused write: true of its file set, and superseded).
+#[tokio::test]
+async fn a_settle_refused_because_of_a_new_stage_is_made_again_for_it() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    let key = format!("tasks/{TASK}/manifest.json");
+    let (at_gate, release) = hold_next_manifest(&ports);
+
+    let settling = run_body(&ports, job_body("vocal"), 1);
+    let completing = async {
+        at_gate.await.unwrap();
+        advance_stage(&ports, Stage::Complete);
+        release.send(()).unwrap();
+    };
+    let ((outcome, checked), ()) = tokio::join!(settling, completing);
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Settled)));
+    let r = ports.record(TASK);
+    assert_eq!((r.stage, r.generation), (Stage::Complete, 2));
+    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Complete, Some(key.as_str())));
+    let manifest: Manifest = serde_json::from_slice(&ports.store.object(&key).unwrap()).unwrap();
+    assert_eq!(manifest.stage, Stage::Complete, "the new stage's manifest");
+    assert_eq!(ports.store.stored(&key).unwrap().metadata[STAGE_METADATA], "complete");
+    let vaulted: Vec<(String, Stage, u64)> = ports
+        .events
+        .published()
+        .iter()
+        .map(|e| (e.detail.event_id.clone(), e.detail.stage, e.detail.generation))
+        .collect();
+    assert_eq!(
+        vaulted,
+        [
+            (format!("{TASK}.vaulted.2.first"), Stage::First, 2),
+            (format!("{TASK}.vaulted.2.complete"), Stage::Complete, 2)
+        ],
+        "the last Task Vaulted names the new stage"
+    );
+}
+
 /// Ingest adds a file between the settle check's read and its settle write: the manifest
-/// of the older generation is written, the settle write is refused, and the task stays
-/// open until the new file settles it, with a newer manifest over the older one.
+/// of the older generation is written, the settle write is refused (read again, the new file
+/// is open), and the task stays open until the new file settles it, with a newer manifest
+/// over the older one.
 #[tokio::test]
 async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -738,7 +798,7 @@ async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
     };
     let ((outcome, checked), ()) = tokio::join!(settling, reopening);
     assert!(matches!(outcome, Outcome::Stored(_)), "not retried: {outcome:?}");
-    assert_eq!(checked, Some(Ok(Settling::Reopened)));
+    assert_eq!(checked, Some(Ok(Settling::Open)));
     let r = ports.record(TASK);
     assert_eq!((r.vault, r.manifest_key.as_deref(), r.version), (VaultState::Pending, None, 4), "not settled");
     assert!(ports.measures.lock().unwrap().iter().all(|m| !matches!(m, Measure::Settled { .. })));

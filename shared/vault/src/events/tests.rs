@@ -27,7 +27,7 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
     assert_eq!(
         serde_json::to_value(&event.detail).unwrap(),
         json!({
-            "event_id": "t1.vaulted.3",
+            "event_id": "t1.vaulted.3.final",
             "task_id": "t1",
             "family": "vocal_separation",
             "stage": "final",
@@ -35,6 +35,7 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
             "client_ref": "order-17",
             "code": 200,
             "message": "ok",
+            "generation": 3,
             "bucket": "vault-bucket",
             "manifest_key": "tasks/t1/manifest.json",
             "files": [
@@ -52,7 +53,7 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
     );
     let mut reopened = r.clone();
     reopened.generation += 1;
-    assert_eq!(vaulted(&reopened, VaultState::Partial, "b", "k").detail.event_id, "t1.vaulted.4");
+    assert_eq!(vaulted(&reopened, VaultState::Partial, "b", "k").detail.event_id, "t1.vaulted.4.final");
     let read: EventDetail = serde_json::from_value(serde_json::to_value(&event.detail).unwrap()).unwrap();
     assert_eq!(read, event.detail);
 }

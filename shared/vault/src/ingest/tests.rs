@@ -297,6 +297,43 @@ fn a_new_file_moves_the_generation_on_and_fences_off_the_old_settle() {
     );
 }
 
+/// A new stage without a new file: the manifest and `Task Vaulted` of the earlier stage no
+/// longer describe the task, so its manifest is due (a job for it, as no download will
+/// settle it); its vault and generation stay what its files make them.
+#[test]
+fn a_new_stage_over_settled_files_has_its_manifest_due() {
+    let first = event(Stage::First, 200, &[("t1/audio", "https://h/1.mp3")]);
+    let mut r = ingest_callback(None, &first, &body("01"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "t1/audio", FileStatus::Stored);
+    (r.vault, r.manifest_key) = (VaultState::Complete, Some("tasks/task-1/manifest.json".into()));
+    assert_eq!(crate::download::manifest_job(&r), None);
+
+    let complete = event(Stage::Complete, 200, &[("t1/audio", "https://h/1.mp3")]);
+    let m = ingest_callback(Some(&r), &complete, &body("02"), &claimant("r2"), now(1));
+    let out = &m.record;
+    assert_eq!((out.stage, out.generation, out.vault), (Stage::Complete, r.generation, VaultState::Complete));
+    assert_eq!((out.manifest_key.as_deref(), out.open.as_deref()), (None, None));
+    assert!(job_names(&m.claims).is_empty(), "nothing to copy");
+    assert_eq!(crate::download::manifest_job(out).map(|j| j.name), Some("manifest".to_owned()));
+
+    // While a file is still open, its download settles the new stage.
+    let mut open = ingest_callback(None, &first, &body("01"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut open);
+    let m = ingest_callback(Some(&open), &complete, &body("02"), &claimant("r2"), now(1));
+    assert_eq!((m.record.generation, m.record.vault), (open.generation, VaultState::Pending));
+    assert_eq!(crate::download::manifest_job(&m.record), None, "its download settles it");
+
+    // A late earlier stage, or the same stage again, leaves a recorded manifest as it is.
+    let mut settled = out.clone();
+    settled.manifest_key = Some("tasks/task-1/manifest.json".into());
+    let late = ingest_callback(Some(&settled), &first, &body("03"), &claimant("r3"), now(2));
+    assert_eq!(late.record.manifest_key, settled.manifest_key);
+    let again = event(Stage::Complete, 201, &[("t1/audio", "https://h/1.mp3")]);
+    let again = ingest_callback(Some(&settled), &again, &body("04"), &claimant("r3"), now(2));
+    assert_eq!(again.record.manifest_key, settled.manifest_key);
+}
+
 #[test]
 fn an_unsettled_file_reopens_a_vault_its_task_item_says_is_settled() {
     // An attempt wrote a reopened file's item but stopped before the task item.
