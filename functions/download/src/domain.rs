@@ -708,7 +708,11 @@ async fn check_settled_once<P: Ports>(
         // A new stage over settled files, or a settler that stopped before its write.
         tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
-    put_fenced(ports, &plan).await?;
+    if put_fenced(ports, &plan).await? == Fenced::Superseded {
+        // Its Task Vaulted would go out after the newer one's: the check reads again.
+        tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
+        return Ok(Settling::Reopened);
+    }
     // Before the settle write: once the task is settled no check comes back to publish it.
     let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
     ports.publish_events(std::slice::from_ref(&vaulted)).await?;
@@ -731,6 +735,16 @@ async fn check_settled_once<P: Ports>(
     })
 }
 
+/// What is under a manifest's key after [`put_fenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fenced {
+    /// The plan's manifest: written now, or by another worker settling the same plan.
+    Current,
+    /// A newer one (a later generation, or a later stage of this one): the plan is out of
+    /// date, and the task item moved on since it was read.
+    Superseded,
+}
+
 /// Write the plan's manifest unless one as new is already under its key.
 ///
 /// Several workers may write a manifest of one task: two that finish its last files at
@@ -750,13 +764,13 @@ async fn check_settled_once<P: Ports>(
 ///
 /// (The other design, a new key per generation with the record pointing at the current
 /// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
-pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<(), DownloadError> {
+pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<Fenced, DownloadError> {
     let (key, generation) = (plan.manifest_key.as_str(), plan.generation);
     // Most settles write a task's first manifest: write it as new before reading what is
     // under the key (one S3 request instead of two). It lands only where there is no object,
     // so it replaces nothing; an object there refuses it, and the loop reads that object.
     if ports.put_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
-        return Ok(());
+        return Ok(Fenced::Current);
     }
     let ours = (generation, plan.manifest.stage.rank());
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
@@ -769,16 +783,16 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
                     let stage = head.metadata.get(STAGE_METADATA).and_then(|s| s.parse::<Stage>().ok());
                     (g, stage.map_or(0, Stage::rank))
                 });
-                if theirs.is_some_and(|theirs| theirs >= ours) {
+                if let Some(theirs) = theirs.filter(|theirs| *theirs >= ours) {
                     tracing::info!(key, generation, ?theirs, "a manifest as new or newer is already written");
-                    return Ok(Attempt::Done(()));
+                    return Ok(Attempt::Done(if theirs > ours { Fenced::Superseded } else { Fenced::Current }));
                 }
                 Some(head.etag.as_str())
             }
             None => None,
         };
         Ok::<_, DownloadError>(match ports.put_manifest(key, &plan.manifest, generation, expected).await? {
-            Conditional::Applied => Attempt::Done(()),
+            Conditional::Applied => Attempt::Done(Fenced::Current),
             Conditional::Conflict => {
                 tracing::debug!(key, "the manifest changed since it was read; reading it again");
                 Attempt::Conflict

@@ -258,8 +258,10 @@ async fn sweep_task<P: Ports>(
         let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(Swept::Files(0))) };
         let now = ports.now();
         // The index is eventually consistent: re-check what it said against the record.
-        // A registered task without a result has no files to send yet: the reconciler's.
-        if record.vault != VaultState::Pending
+        // Settled means settled with its manifest recorded (until then ingest's manifest job
+        // may be lost). A registered task without a result has no files to send yet: the
+        // reconciler's.
+        if (record.vault != VaultState::Pending && record.manifest_key.is_some())
             || record.stage == Stage::Submitted
             || record.last_received_at >= before(now, settings.grace)
         {

@@ -50,9 +50,11 @@ pub struct TaskRecord {
     pub details: Option<serde_json::Value>,
     /// `pending` until every file is stored or failed for good; then `complete` or `partial`.
     pub vault: VaultState,
-    /// [`OPEN_MARKER`] exactly while `vault` is `pending`, absent otherwise: the partition key
-    /// of the sparse `open-tasks` index, through which the sweeper finds unsettled tasks
-    /// without scanning the table.
+    /// [`OPEN_MARKER`] exactly while `vault` is `pending` or the manifest of the task as it
+    /// is not recorded, absent otherwise: the partition key of the sparse `open-tasks` index,
+    /// through which the sweeper finds unsettled tasks without scanning the table (a task
+    /// ingest settled, with no files or at a new stage over settled ones, stays there until
+    /// its manifest job is done, so a job lost for good is sent again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<String>,
     /// A failure callback that arrived after the task had already succeeded.
@@ -365,9 +367,11 @@ impl TaskRecord {
         }
     }
 
-    /// Set [`TaskRecord::open`] from `vault`: present while pending, absent once settled.
+    /// Set [`TaskRecord::open`] from `vault` and `manifest_key`: present while pending or
+    /// without a manifest, absent once settled with one (the settle write sets both).
     pub fn sync_open_marker(&mut self) {
-        self.open = (self.vault == VaultState::Pending).then(|| OPEN_MARKER.to_owned());
+        let open = self.vault == VaultState::Pending || self.manifest_key.is_none();
+        self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).

@@ -312,8 +312,10 @@ async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
     };
     let ((slow, checked), ()) = tokio::join!(slow, overtaking);
     assert!(matches!(slow, Outcome::Stored(_)), "{slow:?}");
-    // Its settle write is refused; read again, the task is settled.
+    // It finds the newer manifest, so it publishes nothing and reads again: settled.
     assert_eq!(checked, Some(Ok(Settling::AlreadySettled)));
+    let ids: Vec<String> = ports.events.ids().into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, [format!("{TASK}.vaulted.3.first")], "no older Task Vaulted after the newer one");
 
     let written = ports.manifests.lock().unwrap().clone();
     assert_eq!(written.len(), 1, "the stalled write did not land");
@@ -343,14 +345,15 @@ async fn manifests_are_written_only_over_older_generations_and_stages() {
     };
     let written = || ports.manifests.lock().unwrap().len();
     let under_key = |name: &str| ports.store.stored(&key).unwrap().metadata[name].clone();
-    put_fenced(&ports, &plan(7, Stage::First)).await.unwrap();
-    put_fenced(&ports, &plan(5, Stage::Complete)).await.unwrap();
-    put_fenced(&ports, &plan(7, Stage::Text)).await.unwrap();
-    put_fenced(&ports, &plan(7, Stage::First)).await.unwrap();
+    let fenced = async |generation, stage| put_fenced(&ports, &plan(generation, stage)).await.unwrap();
+    assert_eq!(fenced(7, Stage::First).await, Fenced::Current);
+    assert_eq!(fenced(5, Stage::Complete).await, Fenced::Superseded);
+    assert_eq!(fenced(7, Stage::Text).await, Fenced::Superseded);
+    assert_eq!(fenced(7, Stage::First).await, Fenced::Current, "another worker's of the same plan");
     assert_eq!(written(), 1, "an older generation, an earlier stage or the same one is not written");
-    put_fenced(&ports, &plan(7, Stage::Complete)).await.unwrap();
+    assert_eq!(fenced(7, Stage::Complete).await, Fenced::Current);
     assert_eq!((written(), under_key(STAGE_METADATA)), (2, "complete".to_owned()), "a later stage is");
-    put_fenced(&ports, &plan(9, Stage::Complete)).await.unwrap();
+    assert_eq!(fenced(9, Stage::Complete).await, Fenced::Current);
     assert_eq!(written(), 3);
     assert_eq!((under_key(GENERATION_METADATA), under_key(STAGE_METADATA)), ("9".to_owned(), "complete".to_owned()));
 }

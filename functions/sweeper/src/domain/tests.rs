@@ -263,8 +263,10 @@ async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
 async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("p", FileStatus::Pending)]);
-    // Not a state ingest writes; shows that the record, not the index, decides.
+    // Not a state ingest writes (`open` kept: the index lags); shows that the record, not
+    // the index, decides.
     record.vault = stemvault_vault::VaultState::Complete;
+    record.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
     ports.put_record(record);
     ports.advance(Duration::from_secs(300));
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
@@ -403,6 +405,24 @@ async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run(
     let done = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((done.tasks_checked, done.manifests_requested), (1, 0));
     assert_eq!(ports.messages().len(), 2);
+}
+
+/// A task ingest settled as it recorded it (no files; or a new stage over settled files)
+/// stays in the index until its manifest is recorded: a manifest job lost for good (dead-
+/// lettered) is sent again by the sweeper.
+#[tokio::test]
+async fn a_task_settled_by_ingest_without_its_manifest_gets_a_manifest_job() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let lyrics = orphaned(OLD, at(0), &[]);
+    assert_eq!((lyrics.vault, lyrics.manifest_key.as_deref()), (VaultState::Complete, None));
+    assert_eq!(lyrics.open.as_deref(), Some("open"));
+    ports.put_record(lyrics);
+    ports.advance(Duration::from_secs(300));
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
+    let jobs: Vec<FileJob> = ports.messages().into_iter().map(|(_, j)| j).collect();
+    assert_eq!(jobs, [settle_job(&TaskId::parse(OLD).unwrap())]);
 }
 
 #[tokio::test]

@@ -313,7 +313,7 @@ fn a_new_stage_over_settled_files_has_its_manifest_due() {
     let m = ingest_callback(Some(&r), &complete, &body("02"), &claimant("r2"), now(1));
     let out = &m.record;
     assert_eq!((out.stage, out.generation, out.vault), (Stage::Complete, r.generation, VaultState::Complete));
-    assert_eq!((out.manifest_key.as_deref(), out.open.as_deref()), (None, None));
+    assert_eq!((out.manifest_key.as_deref(), out.open.as_deref()), (None, Some("open")), "swept until recorded");
     assert!(job_names(&m.claims).is_empty(), "nothing to copy");
     assert_eq!(crate::download::manifest_job(out).map(|j| j.name), Some("manifest".to_owned()));
 
@@ -527,16 +527,21 @@ fn the_open_marker_follows_the_vault_through_merges() {
     let json = serde_json::to_value(&with_files.record).unwrap();
     assert_eq!(json["open"], "open");
 
+    // Settled as recorded, it stays open until its manifest job records the manifest.
     let without_files = ingest_callback(None, &event(Stage::Final, 200, &[]), &body("bb"), &claimant("req-2"), now(0));
     assert_eq!(without_files.record.vault, VaultState::Complete);
-    assert_eq!(without_files.record.open, None);
-    assert!(serde_json::to_value(&without_files.record).unwrap().get("open").is_none(), "absent, not null");
+    assert_eq!(without_files.record.open.as_deref(), Some("open"));
+    let mut recorded = without_files.record.clone();
+    (recorded.manifest_key, recorded.open) = (Some("tasks/task-1/manifest.json".into()), None);
+    let again = ingest_callback(Some(&recorded), &event(Stage::Final, 200, &[]), &body("bb"), &claimant("r"), now(1));
+    assert_eq!(again.record.open, None);
+    assert!(serde_json::to_value(&again.record).unwrap().get("open").is_none(), "absent, not null");
 
     // The downloader settles the vault and removes the marker; a new file reopens both.
     let mut settled = with_files.record.clone();
     set_status(&mut settled, "vocal", FileStatus::Stored);
     settled.vault = VaultState::Complete;
-    settled.open = None;
+    (settled.manifest_key, settled.open) = (Some("tasks/task-1/manifest.json".into()), None);
     let same_file = ingest_callback(
         Some(&settled),
         &event(Stage::First, 200, &[("vocal", "https://h/v.mp3")]),
