@@ -71,7 +71,7 @@ impl ReadSecret for MemorySecret {
 /// A `Task Vaulted` detail of task `t1`.
 pub fn detail() -> EventDetail {
     serde_json::from_value(serde_json::json!({
-        "event_id": "t1.vaulted.3",
+        "event_id": "t1.vaulted.3.final",
         "task_id": "t1",
         "family": "vocal_separation",
         "stage": "final",

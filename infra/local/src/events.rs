@@ -193,11 +193,11 @@ mod tests {
             event("Task Stage Changed", "t1", "t1.stage.complete"),
             event("Task Stage Changed", "t2", "t2.stage.complete"),
             event("Task Stage Changed", "t1", "t1.stage.complete"),
-            event("Task Vaulted", "t1", "t1.vaulted.1"),
+            event("Task Vaulted", "t1", "t1.vaulted.1.complete"),
         ];
         let mine = task_events(&events, "t1");
         let ids: Vec<&str> = mine.iter().map(|e| e["detail"]["event_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["t1.stage.complete", "t1.vaulted.1"]);
+        assert_eq!(ids, ["t1.stage.complete", "t1.vaulted.1.complete"]);
         assert!(task_events(&events, "t3").is_empty());
     }
 
@@ -206,7 +206,7 @@ mod tests {
         let log = EventLog::new(false);
         let mut lines = log.subscribe();
         let mut batch = SqsEvent::default();
-        batch.records = ["t1.stage.complete", "t1.vaulted.1"]
+        batch.records = ["t1.stage.complete", "t1.vaulted.1.complete"]
             .iter()
             .map(|id| {
                 let mut record = aws_lambda_events::sqs::SqsMessage::default();
@@ -221,6 +221,6 @@ mod tests {
             lines.recv().await.unwrap(),
             "event: Task Stage Changed t1 stage=complete vault=pending id=t1.stage.complete"
         );
-        assert!(lines.recv().await.unwrap().ends_with("id=t1.vaulted.1"));
+        assert!(lines.recv().await.unwrap().ends_with("id=t1.vaulted.1.complete"));
     }
 }

@@ -165,12 +165,12 @@ mod tests {
 
     #[test]
     fn a_received_event_is_one_line() {
-        let body = r#"{"id":"x","detail-type":"Task Vaulted","source":"stemvault","detail":{"event_id":"t1.vaulted.1",
+        let body = r#"{"id":"x","detail-type":"Task Vaulted","source":"stemvault","detail":{"event_id":"t1.vaulted.1.complete",
             "task_id":"t1","stage":"complete","vault":"complete","manifest_key":"tasks/t1/manifest.json",
             "files":[{"name":"a","status":"stored"},{"name":"b","status":"failed"}]}}"#;
         assert_eq!(
             describe(body),
-            "Task Vaulted t1 stage=complete vault=complete files=1/2 stored manifest=tasks/t1/manifest.json id=t1.vaulted.1"
+            "Task Vaulted t1 stage=complete vault=complete files=1/2 stored manifest=tasks/t1/manifest.json id=t1.vaulted.1.complete"
         );
     }
 }

@@ -30,7 +30,7 @@ fn an_event_becomes_a_standard_webhooks_payload_of_its_detail() {
     let event = parse_event(&vaulted_message()).unwrap();
     assert_eq!(
         (event.kind, event.event_id.as_str(), event.task_id.as_str()),
-        (EventType::Vaulted, "t1.vaulted.3", "t1")
+        (EventType::Vaulted, "t1.vaulted.3.final", "t1")
     );
     let body = payload(&event);
     let json: Value = serde_json::from_str(&body).unwrap();
@@ -102,7 +102,7 @@ async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
     let posted = ports.posted();
     assert_eq!(posted.len(), 1);
     let webhook = &posted[0];
-    assert_eq!((webhook.id.as_str(), webhook.timestamp), ("t1.vaulted.3", NOW.unix_seconds()));
+    assert_eq!((webhook.id.as_str(), webhook.timestamp), ("t1.vaulted.3.final", NOW.unix_seconds()));
     assert!(webhook.signature.starts_with("v1,"), "{}", webhook.signature);
     assert!(verifies(webhook));
     assert_eq!(ports.metrics(), [Measure::Delivered]);
