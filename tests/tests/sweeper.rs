@@ -95,10 +95,12 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     let record = stored(&env, &record).await;
     // Delivered 10 s ago: its ingest request may still be sending.
     let fresh = stored(&env, &orphaned(Duration::from_secs(10), &[("pending", FileStatus::Pending)])).await;
-    // Settled (no `open`), so outside the index even with a pending file.
+    // Settled with its manifest (no `open`), so outside the index even with a pending file.
     let mut settled = orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)]);
     settled.vault = VaultState::Complete;
-    settled.open = None;
+    settled.manifest_key = Some(format!("tasks/{}/manifest.json", settled.task_id));
+    settled.sync_open_marker();
+    assert_eq!(settled.open, None);
     let settled = stored(&env, &settled).await;
 
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));

@@ -166,7 +166,7 @@ pub enum SettleWrite {
     /// Applied, and the vault was `pending` before: this write settled the task.
     Settled,
     /// Applied over a vault already settled (by another worker finishing a file at the same
-    /// time, or by ingest for a task without files): the same values again.
+    /// time, or by ingest for a task without files or a new stage): the same values again.
     Rewritten,
     /// The task's generation or stage moved on (ingest added or reopened a file, or recorded
     /// a new stage): nothing written.
@@ -644,7 +644,7 @@ pub enum Settling {
     /// This check wrote the manifest and its write settled the vault.
     Settled,
     /// The manifest is written and recorded, over a vault already settled: by another worker
-    /// that finished a file at the same time, or by ingest (a task without files).
+    /// that finished a file at the same time, or by ingest (a task without files, a new stage).
     Recorded,
     /// The manifest is written, but the task moved on before each of [`SETTLE_CHECKS`]
     /// settle writes: what it moved to settles on its own (its files' downloads, its manifest

@@ -1,11 +1,11 @@
 //! The sweep: re-enqueue files that no ingest request will ever send, and get a settle for
-//! tasks whose files are all settled but whose vault never was.
+//! tasks whose files are all settled but whose vault or manifest never was.
 //!
 //! An ingest request that dies between writing the record and sending the messages (or
 //! answers 503 after SQS failed and released its claims) leaves files `pending` or
 //! `enqueuing`; only another delivery of the task would pick them up, and the provider stops
-//! retrying. On a schedule, the sweeper reads the tasks whose vault is still pending from the
-//! sparse `open-tasks` index (only those whose last delivery is older than the grace period,
+//! retrying. On a schedule, the sweeper reads the unsettled tasks (vault pending, or manifest
+//! not recorded) from the sparse `open-tasks` index (only those whose last delivery is older than the grace period,
 //! so requests still in flight are left alone), reads each one's item collection (one
 //! Query), claims its orphaned files with the same [`reclaim`] as ingest (a conditional put of
 //! each claimed file item), and sends them through the same [`send_claimed`]. Files already
@@ -19,8 +19,10 @@
 //! (a file waiting out its message's retention) never hide newer orphans behind them.
 //!
 //! A downloader that stopped between writing a task's manifest and its settle write leaves a
-//! pending vault whose files are all stored or failed, and no message that would settle it.
-//! Such a task gets a manifest job ([`settle_job`], a
+//! pending vault whose files are all stored or failed, and no message that would settle it;
+//! a task ingest settled as it recorded it (no files, or a new stage over settled ones) whose
+//! manifest job was lost leaves a settled vault without a manifest. Such a task gets a
+//! manifest job ([`settle_job`], a
 //! [`stemvault_vault::download::MANIFEST_JOB_NAME`] job): the downloader reads the task and
 //! settles it, as it settles a task without files.
 
@@ -53,7 +55,7 @@ pub struct OpenTaskPage {
     pub next: Option<OpenTask>,
 }
 
-/// Tasks whose vault is pending and whose last delivery was before `received_before`,
+/// Unsettled tasks (`open`) whose last delivery was before `received_before`,
 /// starting after `after`.
 pub trait ListOpenTasks {
     fn open_tasks(
@@ -307,11 +309,15 @@ async fn request_manifest<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecor
     let job = settle_job(task);
     match ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().next() {
         Some(Ok(message_id)) => {
+            let why = match record.vault {
+                VaultState::Pending => "files all settled but the vault pending",
+                _ => "the vault settled but its manifest not recorded",
+            };
             tracing::info!(
                 task_id = %task,
                 files = record.files.len(),
                 message_id,
-                "files all settled but the vault pending: asked the downloader to settle it"
+                "{why}: asked the downloader to settle it"
             );
             Ok(())
         }

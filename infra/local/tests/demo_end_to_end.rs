@@ -104,10 +104,7 @@ async fn demo_callback_stores_all_twelve_stems_and_the_manifest() {
     let task = outcome.task_id.as_str();
     assert_eq!(kinds(&outcome.events), ["Task Stage Changed", "Task Vaulted"], "{:#?}", outcome.events);
     let vaulted = &outcome.events[1]["detail"];
-    assert_eq!(
-        vaulted["event_id"],
-        format!("{task}.vaulted.1.{}", outcome.manifest["stage"].as_str().unwrap_or_default())
-    );
+    assert_eq!(vaulted["event_id"], format!("{task}.vaulted.1.final"));
     assert_eq!((vaulted["vault"].as_str(), vaulted["files"].as_array().map(Vec::len)), (Some("complete"), Some(12)));
     assert!(demo::report(&outcome).contains(&format!("Task Vaulted {task} stage=")), "the report shows them");
     // ... and `make run` prints each one as a line.
@@ -255,7 +252,7 @@ async fn with_a_notify_url_the_demo_tasks_events_arrive_as_signed_webhooks() {
     let outcome = demo::run(&target, &file_origin, Duration::from_secs(90)).await.expect("the demo completes");
     assert_eq!(outcome.vault, "complete");
     let task = outcome.task_id.clone();
-    let vaulted_id = format!("{task}.vaulted.1.{}", outcome.manifest["stage"].as_str().unwrap_or_default());
+    let vaulted_id = format!("{task}.vaulted.1.final");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let hooks = loop {
         let hooks: Vec<Webhook> = receiver.seen.lock().unwrap().clone();

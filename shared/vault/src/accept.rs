@@ -18,9 +18,9 @@
 //!    request that waits (step 3) marks first, so its reclaim reads its own files as queued.
 //! 3. Files of this event that a concurrent delivery is queueing are waited for (bounded);
 //!    whatever that delivery released, or left when its lease ran out, is taken over.
-//! 4. A task without files is settled as soon as it is recorded: until its manifest is
-//!    recorded, each delivery sends the downloader a manifest job for it
-//!    ([`crate::download::manifest_job`]).
+//! 4. A task without files, or at a new stage whose files are all settled, is settled as
+//!    soon as it is recorded: until its manifest is recorded, each delivery sends the
+//!    downloader a manifest job for it ([`crate::download::manifest_job`]).
 //! 5. Publish the event's events ([`crate::events::after_callback`]: `Task Stage Changed`,
 //!    and `Task Failed` for a failure), once it is recorded and its files' messages are
 //!    sent (the `queued` mark may land just after). A failed publish is a retryable error:
@@ -186,7 +186,8 @@ async fn accept_unbounded<P: Ports>(
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
             queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
         }
-        // A task without files is settled as recorded; no download would write its manifest.
+        // A task without files (or a new stage over settled files) is settled as recorded;
+        // no download would write its manifest.
         if let Some(job) = manifest_job(&merge.record) {
             let manifest_sent = ports.enqueue_files(std::slice::from_ref(&job)).await;
             if let Some(reason) = manifest_sent.into_iter().find_map(Result::err) {

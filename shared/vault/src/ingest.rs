@@ -86,8 +86,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 /// * Files are only ever added. A file that failed for good is reopened by a new URL; a file
 ///   not yet downloading or stored takes the new URL of an event at (or setting) the task's
 ///   stage. New or reopened files reopen the vault.
-/// * `open` is set while the vault is pending (a new record with files, or a reopen) and
-///   absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
+/// * `open` is set while the vault is pending (a new record with files, or a reopen) or the
+///   manifest of the task as it is not recorded (a task settled as recorded, or a new stage),
+///   and absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival

@@ -103,7 +103,7 @@ pub struct TaskRecord {
     pub generation: u64,
 }
 
-/// The value of [`TaskRecord::open`] while the vault is pending (the index's one partition).
+/// The value of [`TaskRecord::open`] while the task is unsettled (the index's one partition).
 pub const OPEN_MARKER: &str = "open";
 
 /// The value of [`TaskRecord::reconcile`] while the reconciler watches the task (the

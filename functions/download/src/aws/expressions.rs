@@ -106,7 +106,7 @@ pub(crate) fn release_file(worker: &str, error: &str, released_at: i64) -> Updat
     u
 }
 
-/// The task item, while its `generation` is still the plan's: set `vault` and
+/// The task item, while its `generation` and `stage` are still the plan's: set `vault` and
 /// `manifest_key`, and drop `open` (which takes the task out of the sweeper's index). Not
 /// conditional on the vault being `pending`: two workers that finish the task's last files
 /// at once both write the same values, and the old item (ALL_OLD) tells which one settled it.
@@ -268,7 +268,7 @@ mod tests {
             u.condition, "#generation = :generation AND #stage = :stage",
             "not vault = pending: concurrent settlers both apply"
         );
-        assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s(plan.manifest.stage.as_str())));
+        assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s("complete")));
         assert_eq!(u.values[":vault"], s("partial"));
         assert_eq!(u.values[":key"], s("tasks/t1/manifest.json"));
         assert_eq!(u.values[":generation"], n(7));

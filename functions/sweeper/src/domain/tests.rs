@@ -503,7 +503,8 @@ async fn each_run_resumes_after_the_last_entry_checked_and_wraps_around_once() {
     // place all the same.
     *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: task_id(2), last_received_at: at(2) });
     let mut settled = ports.record(&task_id(2)).unwrap();
-    (settled.vault, settled.open) = (VaultState::Complete, None);
+    (settled.vault, settled.manifest_key) = (VaultState::Complete, Some("tasks/2/manifest.json".into()));
+    settled.sync_open_marker();
     ports.put_record(settled);
     let after_gone = sweep(&ports, &three, "sweeper-5", at(10_000)).await.unwrap();
     assert_eq!((after_gone.tasks_checked, after_gone.wrapped), (3, true));

@@ -235,6 +235,19 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
         let plan = plan_save(Some(&before), &other).unwrap();
         assert!(matches!(plan.task, Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version(4), .. }))));
     }
+
+    // A settled record without a manifest from before `open` covered that: a duplicate's
+    // merge marks it, so it is put, not only counted.
+    let mut old = before.clone();
+    (old.vault, old.manifest_key, old.open) = (crate::VaultState::Complete, None, None);
+    let mut marked = old.clone();
+    (marked.version, marked.deliveries, marked.last_received_at) =
+        (after.version, after.deliveries, after.last_received_at);
+    marked.callbacks = after.callbacks.clone();
+    marked.sync_open_marker();
+    assert_eq!(marked.open.as_deref(), Some(crate::OPEN_MARKER));
+    let plan = plan_save(Some(&old), &marked).unwrap();
+    assert!(matches!(plan.task, Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version(4), .. }))));
 }
 
 #[test]
