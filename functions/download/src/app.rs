@@ -213,7 +213,7 @@ fn log_settling(settling: Settling) {
         Settling::Open => tracing::debug!("the task has open files"),
         Settling::AlreadySettled => tracing::debug!("the task is settled and its manifest recorded"),
         // check_settled logs what it wrote; settle_checks retries a deferred check.
-        Settling::Settled | Settling::Recorded | Settling::Reopened | Settling::Deferred => {}
+        Settling::Settled | Settling::Recorded | Settling::MovedOn | Settling::Deferred => {}
     }
 }
 

@@ -646,10 +646,10 @@ pub enum Settling {
     /// The manifest is written and recorded, over a vault already settled: by another worker
     /// that finished a file at the same time, or by ingest (a task without files, a new stage).
     Recorded,
-    /// The manifest is written, but the task moved on before each of [`SETTLE_CHECKS`]
-    /// settle writes: what it moved to settles on its own (its files' downloads, its manifest
-    /// job, or the sweeper).
-    Reopened,
+    /// The task moved on (a file added or reopened, a new stage) before each of
+    /// [`SETTLE_CHECKS`] checks' settle writes: what it moved to settles on its own (its
+    /// files' downloads, its manifest job, or the sweeper).
+    MovedOn,
     /// Every file is settled, but another worker settled the last one and settles the task
     /// ([`settled_last`]): the messages that asked come back later and check again.
     Deferred,
@@ -662,9 +662,12 @@ pub enum Settling {
 /// reports it settled (log, `SecondsToSettled`).
 ///
 /// A settle write refused because the task moved on since the read (ingest added or
-/// reopened a file, or recorded a new stage) is checked again from a new read, up to
-/// [`SETTLE_CHECKS`] times: a new stage over files all settled has no download left to
-/// settle it (its manifest job would, later).
+/// reopened a file, or recorded a new stage), or a newer manifest found under the key, makes
+/// the check start again from a new read, [`SETTLE_CHECKS`] checks in all: a new stage over
+/// files all settled has no download left to settle it (its manifest job would, later). The
+/// last check settles even under a newer manifest: its read still showing the plan's
+/// generation and stage, the table is behind S3 (restored from a backup, say), and the task
+/// would otherwise never settle.
 ///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
 /// this check go back to the queue, and their redeliveries check again.
@@ -681,8 +684,9 @@ pub async fn check_settled<P: Ports>(
 ) -> Result<Settling, DownloadError> {
     let mut checks = 1;
     loop {
-        let settling = check_settled_once(ports, task_id, settled_here).await?;
-        if settling != Settling::Reopened || checks == SETTLE_CHECKS {
+        let last = checks == SETTLE_CHECKS;
+        let settling = check_settled_once(ports, task_id, settled_here, last).await?;
+        if settling != Settling::MovedOn || last {
             return Ok(settling);
         }
         checks += 1;
@@ -693,6 +697,7 @@ async fn check_settled_once<P: Ports>(
     ports: &P,
     task_id: &TaskId,
     settled_here: Option<&[String]>,
+    last: bool,
 ) -> Result<Settling, DownloadError> {
     let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
     let now = ports.now();
@@ -709,9 +714,12 @@ async fn check_settled_once<P: Ports>(
         tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
     if put_fenced(ports, &plan).await? == Fenced::Superseded {
-        // Its Task Vaulted would go out after the newer one's: the check reads again.
-        tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
-        return Ok(Settling::Reopened);
+        if !last {
+            // Its Task Vaulted would go out after the newer one's: the check reads again.
+            tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
+            return Ok(Settling::MovedOn);
+        }
+        tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
     }
     // Before the settle write: once the task is settled no check comes back to publish it.
     let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
@@ -730,7 +738,7 @@ async fn check_settled_once<P: Ports>(
         }
         SettleWrite::Refused => {
             tracing::info!(key, "manifest written, but the task moved on meanwhile; not settling");
-            Settling::Reopened
+            Settling::MovedOn
         }
     })
 }

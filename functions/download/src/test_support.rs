@@ -680,7 +680,7 @@ impl ReleaseFile for MemoryPorts {
 }
 
 impl SettleTask for MemoryPorts {
-    /// As the expression says: at the plan's generation, set `vault` and `manifest_key`,
+    /// As the expression says: at the plan's generation and stage, set `vault` and `manifest_key`,
     /// version + 1, no `open`; the old vault tells whether this write settled it.
     async fn settle_task(&self, task_id: &TaskId, plan: &ManifestPlan) -> Result<SettleWrite, StoreError> {
         self.called("settle_task");

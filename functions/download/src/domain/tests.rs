@@ -358,6 +358,26 @@ async fn manifests_are_written_only_over_older_generations_and_stages() {
     assert_eq!((under_key(GENERATION_METADATA), under_key(STAGE_METADATA)), ("9".to_owned(), "complete".to_owned()));
 }
 
+/// The table behind S3 (a task item restored from a backup; its manifest of a later
+/// generation still in the bucket): the newer manifest is found on every check, but the task
+/// item still says the plan's generation and stage, so the last check settles it all the same.
+#[tokio::test]
+async fn a_task_item_behind_its_manifest_still_settles_on_the_last_check() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
+    let task = TaskId::parse(TASK).unwrap();
+    let mut later = ports.record(TASK);
+    later.generation = 5;
+    let SettlePlan::Settle(newer) = settle_plan(&later, &task, ports.now()) else { panic!("expected a settle") };
+    assert_eq!(put_fenced(&ports, &newer).await.unwrap(), Fenced::Current);
+
+    assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
+    let r = ports.record(TASK);
+    assert_eq!((r.vault, r.generation), (VaultState::Complete, 2));
+    assert_eq!(ports.events.published().len(), 1, "one Task Vaulted, from the last check");
+    let reads = ports.take_table_calls().into_iter().filter(|c| *c == "load_task").count();
+    assert_eq!(reads, SETTLE_CHECKS as usize);
+}
+
 #[tokio::test]
 async fn a_settled_record_whose_vault_is_still_pending_is_settled_by_a_redelivery() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored), ("drums", FileStatus::Failed)]));

@@ -535,6 +535,13 @@ fn the_open_marker_follows_the_vault_through_merges() {
     (recorded.manifest_key, recorded.open) = (Some("tasks/task-1/manifest.json".into()), None);
     let again = ingest_callback(Some(&recorded), &event(Stage::Final, 200, &[]), &body("bb"), &claimant("r"), now(1));
     assert_eq!(again.record.open, None);
+    // One settled without its manifest before `open` marked that: a duplicate marks it.
+    let mut unmarked = without_files.record.clone();
+    unmarked.open = None;
+    let duplicate =
+        ingest_callback(Some(&unmarked), &event(Stage::Final, 200, &[]), &body("bb"), &claimant("r"), now(1));
+    assert!(duplicate.duplicate);
+    assert_eq!(duplicate.record.open.as_deref(), Some("open"));
     assert!(serde_json::to_value(&again.record).unwrap().get("open").is_none(), "absent, not null");
 
     // The downloader settles the vault and removes the marker; a new file reopens both.
