@@ -263,7 +263,7 @@ async fn sweep_task<P: Ports>(
         // Settled means settled with its manifest recorded (until then ingest's manifest job
         // may be lost). A registered task without a result has no files to send yet: the
         // reconciler's.
-        if (record.vault != VaultState::Pending && record.manifest_key.is_some())
+        if record.is_settled()
             || record.stage == Stage::Submitted
             || record.last_received_at >= before(now, settings.grace)
         {

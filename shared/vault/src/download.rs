@@ -162,7 +162,7 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
     let Some(files_vault) = record.settled_vault_state() else {
         return SettlePlan::Open;
     };
-    if record.vault != VaultState::Pending && record.manifest_key.is_some() {
+    if record.is_settled() {
         return SettlePlan::AlreadySettled;
     }
     let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };

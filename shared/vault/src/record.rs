@@ -367,11 +367,16 @@ impl TaskRecord {
         }
     }
 
-    /// Set [`TaskRecord::open`] from `vault` and `manifest_key`: present while pending or
-    /// without a manifest, absent once settled with one (the settle write sets both).
+    /// Whether the task is settled for good: its vault settled and the manifest of the task
+    /// as it is recorded (the settle write sets both; until then, something still has to
+    /// write it).
+    pub fn is_settled(&self) -> bool {
+        self.vault != VaultState::Pending && self.manifest_key.is_some()
+    }
+
+    /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled).
     pub fn sync_open_marker(&mut self) {
-        let open = self.vault == VaultState::Pending || self.manifest_key.is_none();
-        self.open = open.then(|| OPEN_MARKER.to_owned());
+        self.open = (!self.is_settled()).then(|| OPEN_MARKER.to_owned());
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).
