@@ -444,11 +444,17 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 }
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
-/// receive count, or as long as the source's `Retry-After` asked ([`retry_delay_after`]).
-/// Failing to do so only means a retry once the queue's visibility timeout is over.
+/// receive count, or as long as the source's `Retry-After` asked ([`retry_delay_after`]);
+/// after its last receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another
+/// attempt (the queue moves it to the dead-letter queue at its next receive), and the
+/// dead-letter alarm should not wait for it. Failing to do so only means a retry once the
+/// queue's visibility timeout is over.
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
-    let delay = retry_delay_after(delivery.receive_count, outcome.retry_after());
+    let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
+        true => Duration::ZERO,
+        false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
+    };
     if let Err(e) = ports.delay_message(receipt_handle, delay).await {
         tracing::warn!(error = %e, "could not delay the message's next delivery");
     }

@@ -44,7 +44,8 @@ pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 // Even a receiver asking for the longest wait at every answer lets a message reach its last
-// receive, and so the dead-letter queue, before the queue's retention drops it.
+// receive, and so the dead-letter queue (at once after it: [`delay_retry`]), before the
+// queue's retention drops it.
 const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < QUEUE_RETENTION_SECONDS);
 
 /// One signed webhook request.
@@ -265,8 +266,11 @@ pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duratio
     retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
 }
 
-/// After a retryable outcome: keep the message away for [`retry_delay`]. Failing to do so
-/// only means a retry once the queue's visibility timeout is over.
+/// After a retryable outcome: keep the message away for [`retry_delay`]; after its last
+/// receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another attempt (the
+/// queue moves it to the dead-letter queue at its next receive), and the dead-letter alarm
+/// should not wait another hour. Failing to do so only means a retry once the queue's
+/// visibility timeout is over.
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Outcome::Retry(error) = outcome else { return };
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
@@ -274,7 +278,10 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         NotifyError::Status { retry_after, .. } => *retry_after,
         _ => None,
     };
-    let delay = retry_delay(delivery.receive_count, retry_after);
+    let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
+        true => Duration::ZERO,
+        false => retry_delay(delivery.receive_count, retry_after),
+    };
     if let Err(e) = ports.delay_message(receipt_handle, delay).await {
         tracing::warn!(error = %e, "could not delay the message's next delivery");
     }

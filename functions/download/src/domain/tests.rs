@@ -1010,6 +1010,14 @@ async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_an
         format!("dead_lettered: source answered 503 Service Unavailable (receive {MAX_RECEIVE_COUNT}, the last)");
     assert_eq!(last, Outcome::DeadLettered(reason.clone()));
     assert!(last.is_failure(), "the message goes on to the dead-letter queue");
+    let delays = ports.delays.lock().unwrap().clone();
+    assert_eq!(delays.len(), MAX_RECEIVE_COUNT as usize, "every failed receive sets a delay");
+    assert!(delays[..delays.len() - 1].iter().all(|(_, d)| !d.is_zero()), "{delays:?}");
+    assert_eq!(
+        delays.last(),
+        Some(&(format!("receipt-{MAX_RECEIVE_COUNT}"), Duration::ZERO)),
+        "after the last receive, none: it goes to the dead-letter queue at once"
+    );
     let r = ports.record(TASK);
     assert_eq!(
         (r.files["vocal"].status, r.files["vocal"].error.as_deref()),
