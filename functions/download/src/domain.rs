@@ -62,8 +62,8 @@ use stemvault_vault::download::{
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
-    Attempt, Clock, Conditional, FileEntry, FileJob, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
-    retry_on_conflict,
+    Attempt, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, StoreError, TaskRecord, Timestamp,
+    VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -410,6 +410,14 @@ async fn claim<P: Ports>(
     let file = match ports.claim_file(task_id, &job.name, &claim).await? {
         ClaimAnswer::Claimed(file) => file,
         ClaimAnswer::Refused(None) => return Err(DownloadError::Dropped(DropReason::FileMissing)),
+        // Our own claim: it was applied, its answer lost, and the SDK's retry of the same
+        // write found it (each delivery has its own worker id and claims once). Not another
+        // worker's, which would hold the file until this invocation's lease runs out.
+        ClaimAnswer::Refused(Some(file))
+            if file.status == FileStatus::Downloading && file.claim.as_deref() == Some(delivery.worker.as_str()) =>
+        {
+            file
+        }
         ClaimAnswer::Refused(Some(file)) => return refused(task_id, job, file, now),
     };
     let plan = CopyPlan {

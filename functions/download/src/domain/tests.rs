@@ -206,6 +206,25 @@ async fn a_source_s_retry_after_is_honoured() {
     assert_eq!(delays, vec![600, 60, 11 * 3600 + 45 * 60]);
 }
 
+/// The claim was applied but its answer lost (a timeout, a reset connection), and the SDK's
+/// retry of the same write found the file `downloading` under this very delivery: it is
+/// ours to copy, not another worker's to wait for until our own lease runs out.
+#[tokio::test]
+async fn a_claim_refused_because_it_was_already_applied_for_this_delivery_copies() {
+    let mut d = delivery(job_body("vocal"), 1);
+    d.worker = "this-delivery".into();
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until, f.attempts) = (Some(d.worker.clone()), Some(d.lease_until), 1);
+    let ports = MemoryPorts::with_record(r);
+    serve(&ports, "vocal", b"vocal");
+
+    let outcome = process_message(&ports, &SETTINGS, &d).await;
+    let Outcome::Stored(stored) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(stored.bytes, 5);
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
+}
+
 #[tokio::test]
 async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_taken_over() {
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
