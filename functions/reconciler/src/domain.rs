@@ -32,6 +32,7 @@ use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
 use stemvault_vault::reconcile::{self, PollOutcome};
 use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
+use suno_callbacks::poll::answer_code;
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
 
 use crate::error::{ReconcileError, StoreError};
@@ -284,6 +285,18 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Unreadable
             }
         },
+        // A 404 or 422 says the provider does not know the task only in its own JSON answer
+        // (one with a `code`): from a wrong PROVIDER_BASE_URL or a gateway's HTML page it
+        // would give up every watched task a day later, and fixing the setting brings none back.
+        ProviderAnswer::Http { status: status @ (404 | 422), body } if answer_code(&body).is_none() => {
+            tracing::error!(
+                task_id,
+                status,
+                "PROVIDER_BASE_URL answered {status} without the provider's JSON answer (is it the provider's API \
+                 root?); not taken as the task unknown, polling again later"
+            );
+            PollOutcome::Unreadable
+        }
         ProviderAnswer::Http { status, .. } => {
             tracing::info!(task_id, status, "the provider answered an HTTP error; polling again later");
             PollOutcome::Http(status)

@@ -402,6 +402,24 @@ async fn not_found_answers_are_counted_as_such() {
     assert_eq!(ports.record().last_poll.unwrap().outcome, "http_404");
 }
 
+/// A 404 or 422 that is not the provider's JSON answer (a wrong PROVIDER_BASE_URL, a
+/// gateway's HTML page) does not say the task is unknown: no run of "not found" starts, so
+/// nothing is given up for it.
+#[tokio::test]
+async fn a_404_or_422_without_the_providers_answer_is_not_not_found() {
+    for status in [404, 422] {
+        let page = ProviderAnswer::Http { status, body: b"<html><body>Not Found</body></html>".to_vec() };
+        let ports = MemoryPorts::new(vec![page]);
+        register(&ports);
+        ports.until_due();
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.polls, outcome.not_found), (1, 0), "{status}: {outcome:?}");
+        let record = ports.record();
+        assert_eq!(record.last_poll.unwrap().outcome, "unreadable", "{status}");
+        assert_eq!(record.not_found_since, None, "{status}");
+    }
+}
+
 /// A task whose record cannot be read (an item this version cannot read) would fail first in
 /// every run, ahead of every other due task: its next poll is put off an hour each time.
 #[tokio::test]
