@@ -3,7 +3,7 @@
 //! ```text
 //! tasks/<task_id>/<file name>[.<ext>]            a vaulted file (name may contain '/')
 //! tasks/<task_id>/<start of name>(<sha256>)[.<ext>] a vaulted file whose key would be too long
-//! tasks/<task_id>/callbacks/<stage>-<sha256>.json  every accepted callback body, verbatim
+//! tasks/<task_id>/callbacks/<stage>-<sha256>.json  every accepted callback body, verbatim (a polled answer: its callback URLs redacted)
 //! tasks/<task_id>/manifest.json                   written once the task's files are settled
 //! ```
 //!

@@ -7,7 +7,8 @@
 //! callback, reason `abandoned`; or after a day of "not found" answers, reason `not_found`: a
 //! `Task Failed` event with that reason, then `abandoned` recorded, and it leaves both
 //! indexes) or polls the family's record-info
-//! endpoint and reads the answer with [`suno_callbacks::parse_poll`]:
+//! endpoint and reads the answer, its callback URLs redacted ([`crate::redact`]), with
+//! [`suno_callbacks::parse_poll`]:
 //!
 //! * a result: recorded, archived and queued by [`stemvault_vault::accept::accept`], the very
 //!   code ingest runs for a callback (so a callback and a poll bringing the same result merge
@@ -200,6 +201,7 @@ pub async fn reconcile<P: Ports>(
             Err(e) => {
                 outcome.tasks_failed += 1;
                 tracing::warn!(task_id, error = %e, retryable = e.is_retryable(), "task not reconciled; the next run retries");
+                put_behind(ports, task_id).await;
             }
         }
     }
@@ -237,7 +239,15 @@ async fn reconcile_task<P: Ports>(
         return give_up(ports, settings, &task, &record, reason).await;
     }
 
-    let polled = match ports.poll(record.family, &task).await {
+    let answer = match ports.poll(record.family, &task).await {
+        // Callback URLs (they end in the path token) redacted before the answer is read,
+        // hashed or archived: the archive holds what the event is read from (crate::redact).
+        ProviderAnswer::Http { status: 200, body } => {
+            ProviderAnswer::Http { status: 200, body: crate::redact::callback_urls(&body).into_owned() }
+        }
+        other => other,
+    };
+    let polled = match answer {
         ProviderAnswer::Unreachable(why) => {
             tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
             PollOutcome::Unreachable
@@ -361,6 +371,22 @@ async fn give_up<P: Ports>(
         );
     }
     Ok(Handled::Abandoned)
+}
+
+/// How long putting a failed task behind may take.
+const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(2);
+
+/// A task that failed (ran out of its budget, a table error) keeps its place at the head of
+/// the due list, oldest first: one that fails every time (a provider that hangs for it) would
+/// take its budget out of every run before any other task. Its next poll moves to
+/// [`reconcile::FIRST_POLL_INTERVAL`] from now, behind every task due now. Best effort.
+async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
+    let until = ports.now().plus(reconcile::FIRST_POLL_INTERVAL);
+    match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, until)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(task_id, error = %e, "could not put the failed task behind the others"),
+        Err(_) => tracing::warn!(task_id, "could not put the failed task behind the others in time"),
+    }
 }
 
 /// A task whose record cannot be read (`why`) would come first in every run's due list, ahead

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod provider;
+pub mod redact;
 pub mod replay;
 
 pub use app::App;

@@ -1,0 +1,268 @@
+//! Callback URLs taken out of a record-info answer before it is read, hashed and archived.
+//!
+//! The answers echo where the provider was told to call back: `data.callbackUrl` (WAV, MP4,
+//! MIDI, cover images, vocal separation) and `data.param`, the original request as a JSON
+//! *string*, with its `callBackUrl` (section 7 of the callback catalog). With path-token
+//! authentication that URL is `https://.../callback/<token>`, and the answer is archived
+//! under `tasks/<id>/callbacks/`: kept as it came, the secret token would be readable by
+//! whoever may read that prefix. No result is read from these fields (the parser ignores
+//! callback URLs), so the answer is redacted before anything else sees it.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+/// What a callback URL is replaced with.
+pub const REDACTED: &str = "[redacted]";
+
+/// Keys whose string value is a callback URL, case-sensitive: the answers' and requests'
+/// spellings (`calBackUrl` is voice regenerate's request field).
+const CALLBACK_URL_KEYS: [&str; 4] = ["callbackUrl", "callBackUrl", "callback_url", "calBackUrl"];
+
+/// The original request, as a JSON string, in record-info answers.
+const PARAM_KEY: &str = "param";
+
+/// `body` with the string value of every callback URL key, anywhere in it and inside any
+/// `param` string that holds a JSON object (written back as a string), replaced by
+/// [`REDACTED`], then serialized again by serde_json (`preserve_order` is on in the
+/// workspace, so keys keep their order; either way the same answer always gives the same
+/// bytes, hence the same archive key and callback id).
+///
+/// A body that is no JSON (refused by the poll's parser as before), or has no callback URL
+/// to replace, is returned as it came: verbatim, and byte for byte what earlier runs archived.
+pub fn callback_urls(body: &[u8]) -> Cow<'_, [u8]> {
+    let Ok(mut root) = serde_json::from_slice::<Value>(body) else { return Cow::Borrowed(body) };
+    if !redact(&mut root) {
+        return Cow::Borrowed(body);
+    }
+    match serde_json::to_vec(&root) {
+        Ok(redacted) => Cow::Owned(redacted),
+        // Unreachable for a Value (its keys are strings): the answer stays what it was.
+        Err(_) => Cow::Borrowed(body),
+    }
+}
+
+/// Redact `value` in place; whether anything changed. Depth is bounded by serde_json's
+/// recursion limit (128), per `param` level.
+fn redact(value: &mut Value) -> bool {
+    let mut changed = false;
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object.iter_mut() {
+                changed |= match child {
+                    Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
+                    Value::String(param) if key == PARAM_KEY => redact_param(param),
+                    _ => redact(child),
+                };
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                changed |= redact(item);
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// A callback URL replaced; false when it already was.
+fn replace(url: &mut String) -> bool {
+    if url.as_str() == REDACTED {
+        return false;
+    }
+    REDACTED.clone_into(url);
+    true
+}
+
+/// A `param` string holding a JSON object, redacted inside and serialized back into the
+/// string; any other `param` is left alone.
+fn redact_param(param: &mut String) -> bool {
+    let Ok(mut request) = serde_json::from_str::<Value>(param) else { return false };
+    if !request.is_object() || !redact(&mut request) {
+        return false;
+    }
+    match serde_json::to_string(&request) {
+        Ok(redacted) => {
+            *param = redacted;
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use suno_callbacks::{Family, PollResult, parse_poll};
+
+    use super::*;
+
+    const TOKEN: &str = "s3cr3t-path-token-4f9a0c2b7d";
+
+    /// A kie.ai generate record-info answer whose request was sent to a path-token URL, with
+    /// the `callbackUrl` the other families' answers carry.
+    fn kie_answer() -> String {
+        let url = format!("https://abc123.execute-api.eu-west-1.amazonaws.com/callback/{TOKEN}");
+        format!(
+            r#"{{"code":200,"msg":"success","data":{{"taskId":"7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c","parentMusicId":"",
+            "callbackUrl":"{url}",
+            "param":"{{\"prompt\":\"Rain on the harbour\",\"model\":\"V4_5\",\"callBackUrl\":\"{url}\"}}",
+            "response":{{"taskId":"7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c","sunoData":[
+                {{"id":"4f1e2d3c-0001","audioUrl":"https://tempfile.aiquickdraw.com/r/0001.mp3","duration":180.5}},
+                {{"id":"4f1e2d3c-0002","audioUrl":"https://tempfile.aiquickdraw.com/r/0002.mp3","duration":201.25}}]}},
+            "status":"SUCCESS","type":"chirp-v4-5","operationType":"generate","errorCode":null,"errorMessage":null}}}}"#
+        )
+    }
+
+    fn redacted_json(body: &[u8]) -> Value {
+        serde_json::from_slice(&callback_urls(body)).expect("still JSON")
+    }
+
+    #[test]
+    fn a_kie_answer_keeps_no_token_and_every_other_field() {
+        let body = kie_answer();
+        assert_eq!(body.matches(TOKEN).count(), 2);
+        let original: Value = serde_json::from_str(&body).unwrap();
+        let redacted = callback_urls(body.as_bytes());
+        assert!(!String::from_utf8_lossy(&redacted).contains(TOKEN), "{}", String::from_utf8_lossy(&redacted));
+
+        let redacted: Value = serde_json::from_slice(&redacted).unwrap();
+        assert_eq!(redacted["data"]["callbackUrl"], REDACTED);
+        let param: Value = serde_json::from_str(redacted["data"]["param"].as_str().unwrap()).unwrap();
+        assert_eq!(param, json!({"prompt": "Rain on the harbour", "model": "V4_5", "callBackUrl": REDACTED}));
+        assert_eq!(redacted["data"]["taskId"], "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c");
+        assert_eq!(redacted["data"]["status"], "SUCCESS");
+        assert_eq!(
+            redacted["data"]["response"]["sunoData"][1]["audioUrl"],
+            "https://tempfile.aiquickdraw.com/r/0002.mp3"
+        );
+        // Everything but the two redacted fields is as it was.
+        let without_urls = |mut answer: Value| {
+            let data = answer["data"].as_object_mut().unwrap();
+            data.remove("callbackUrl");
+            data.remove("param");
+            answer
+        };
+        assert_eq!(without_urls(redacted), without_urls(original));
+    }
+
+    #[test]
+    fn callback_urls_are_redacted_in_nested_arrays_and_objects() {
+        let url = format!("https://api.example.com/callback/{TOKEN}");
+        let body = json!({
+            "items": [
+                {"callbackUrl": url},
+                [{"callback_url": url, "n": [1, 2.5, null]}, {"param": json!({"callBackUrl": url}).to_string()}],
+                {"deeper": {"calBackUrl": url, "callbackUrl": null, "CallbackUrl": "kept"}}
+            ]
+        });
+        let redacted = redacted_json(body.to_string().as_bytes());
+        let param = json!({"callBackUrl": REDACTED}).to_string();
+        assert_eq!(
+            redacted,
+            json!({
+                "items": [
+                    {"callbackUrl": REDACTED},
+                    [{"callback_url": REDACTED, "n": [1, 2.5, null]}, {"param": param}],
+                    {"deeper": {"calBackUrl": REDACTED, "callbackUrl": null, "CallbackUrl": "kept"}}
+                ]
+            })
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_no_json_is_left_as_it_came() {
+        for body in
+            [&b"not json: callbackUrl=https://x/callback/t"[..], b"", b"{\"callbackUrl\":\"https://x/c", b"\xff\xfe"]
+        {
+            assert!(matches!(callback_urls(body), Cow::Borrowed(same) if same == body), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_param_that_holds_no_json_object_is_left_as_it_came() {
+        for param in ["prompt=rain&callBackUrl=https://x/callback/t", "{not json", "[1,2]", "\"https://x\"", ""] {
+            let body = json!({"code": 200, "data": {"taskId": "t1", "param": param, "status": "PENDING"}}).to_string();
+            assert!(matches!(callback_urls(body.as_bytes()), Cow::Borrowed(_)), "{body}");
+        }
+    }
+
+    /// An answer without a callback URL stays verbatim (the documented lyrics answer: its
+    /// `param` has none), and a redacted answer redacts to itself: the same bytes each time.
+    #[test]
+    fn redacting_is_stable() {
+        let lyrics = include_str!("../../../fixtures/polls/own/poll-lyrics-record-info__own__200-SUCCESS.json");
+        assert!(matches!(callback_urls(lyrics.as_bytes()), Cow::Borrowed(_)));
+
+        let body = kie_answer();
+        let once = callback_urls(body.as_bytes()).into_owned();
+        assert_eq!(callback_urls(body.as_bytes()), once);
+        assert!(matches!(callback_urls(&once), Cow::Borrowed(same) if same == once.as_slice()));
+    }
+
+    /// The poll's parser reads the redacted fixtures exactly as the originals: no field it
+    /// reads (task id, status, results) is touched.
+    #[test]
+    fn the_documented_answers_read_the_same_once_redacted() {
+        for (family, body, url) in [
+            (
+                Family::VocalSeparation,
+                include_str!("../../../fixtures/polls/poll-vocal-removal-record-info__kie__200-separate_vocal.json"),
+                "https://57312fc2e366.ngrok-free.app/api/v1/vocal-removal/test",
+            ),
+            (
+                Family::VocalSeparation,
+                include_str!(
+                    "../../../fixtures/polls/poll-vocal-removal-record-info__kie-dogtest__200-separate_vocal.json"
+                ),
+                "https://57312fc2e366.ngrok-free.app/api/v1/vocal-removal/test",
+            ),
+            (
+                Family::Wav,
+                include_str!("../../../fixtures/polls/poll-wav-record-info__kie-dogtest-cn__200.json"),
+                "https://api.example.com/callback",
+            ),
+            (
+                Family::Music,
+                include_str!("../../../fixtures/polls/own/poll-generate-record-info__own__200-SUCCESS.json"),
+                "https://api.example.com/callback",
+            ),
+            (
+                Family::CoverImage,
+                include_str!("../../../fixtures/polls/own/poll-cover-record-info__own__200-1.json"),
+                "https://api.example.com/callback",
+            ),
+            (
+                Family::MusicVideo,
+                include_str!("../../../fixtures/polls/own/poll-mp4-record-info__own__200-SUCCESS.json"),
+                "https://api.example.com/callback",
+            ),
+        ] {
+            assert!(body.contains(url));
+            let redacted = callback_urls(body.as_bytes());
+            assert!(matches!(redacted, Cow::Owned(_)), "{body}");
+            assert!(!String::from_utf8_lossy(&redacted).contains(url), "{}", String::from_utf8_lossy(&redacted));
+            let read = parse_poll(family, &redacted).unwrap();
+            assert!(matches!(read, PollResult::Result(_)), "{read:?}");
+            assert_eq!(read, parse_poll(family, body.as_bytes()).unwrap(), "{family}");
+        }
+    }
+
+    /// MIDI's note times are floats serde_json writes back in its own notation (compared by
+    /// what the reconciler acts on, not to the last bit).
+    #[test]
+    fn the_documented_midi_answer_reads_the_same_once_redacted() {
+        let body = include_str!("../../../fixtures/polls/poll-midi-record-info__kie__200.json");
+        let redacted = callback_urls(body.as_bytes());
+        assert!(!String::from_utf8_lossy(&redacted).contains("https://example.callback"));
+        let (Ok(PollResult::Result(read)), Ok(PollResult::Result(original))) =
+            (parse_poll(Family::Midi, &redacted), parse_poll(Family::Midi, body.as_bytes()))
+        else {
+            panic!("both read as a result");
+        };
+        assert_eq!(read.task_id, original.task_id);
+        assert_eq!((read.family, read.stage, read.code), (original.family, original.stage, original.code));
+        assert_eq!(read.files, original.files);
+    }
+}
