@@ -42,7 +42,17 @@
 //! # Shared token
 //!
 //! For senders that cannot sign (docs.sunoapi.org documents no signing), [`TokenVerifier`]
-//! compares a secret token carried by the callback URL, in constant time.
+//! compares a secret token carried by the callback URL, in constant time. It too may hold
+//! several tokens: a task's callback URL is fixed when the task is submitted, so the old token
+//! must stay accepted beside the new one until the last task submitted with it has called back.
+//!
+//! ```
+//! use suno_callbacks::signature::{TokenError, TokenVerifier};
+//!
+//! let verifier = TokenVerifier::any_of(["new-long-random-token", "old-long-random-token"]).unwrap();
+//! assert_eq!(verifier.verify(Some("old-long-random-token")), Ok(()));
+//! assert_eq!(verifier.verify(Some("a-guessed-token")), Err(TokenError::Mismatch));
+//! ```
 
 use std::time::Duration;
 
@@ -99,6 +109,10 @@ pub enum VerifierConfigError {
     EmptyKey { position: usize },
     #[error("the callback token is empty")]
     EmptyToken,
+    #[error("no callback token given")]
+    NoTokens,
+    #[error("callback token number {position} is empty")]
+    EmptyTokenAt { position: usize },
 }
 
 /// Why a signed callback was refused. No variant carries a secret or a header value.
@@ -261,32 +275,64 @@ pub enum TokenError {
     Mismatch,
 }
 
-/// Compares a presented shared token with the configured one. Debug is redacted.
+/// Compares a presented shared token with the configured ones (several while a token is
+/// rotated). Debug shows how many, never them.
 #[derive(Clone)]
 pub struct TokenVerifier {
-    /// SHA-256 of the token: comparing fixed-size digests keeps the comparison constant
-    /// time whatever the presented length, and the token itself is not kept.
-    digest: [u8; 32],
+    /// SHA-256 of each token: comparing fixed-size digests keeps the comparison constant
+    /// time whatever the presented length, and the tokens themselves are not kept.
+    digests: Vec<[u8; DIGEST_LEN]>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenVerifier(<redacted>)")
+        f.debug_struct("TokenVerifier").field("tokens", &format_args!("<{} redacted>", self.digests.len())).finish()
     }
 }
 
 impl TokenVerifier {
+    /// A verifier accepting `token` (not empty) alone.
     pub fn new(token: &str) -> Result<TokenVerifier, VerifierConfigError> {
         if token.is_empty() {
             return Err(VerifierConfigError::EmptyToken);
         }
-        Ok(TokenVerifier { digest: Sha256::digest(token.as_bytes()).into() })
+        Ok(TokenVerifier { digests: vec![token_digest(token)] })
+    }
+
+    /// A verifier accepting any of `tokens` (at least one, none empty): the new token beside
+    /// the old while tasks submitted with the old one may still call back.
+    pub fn any_of<I>(tokens: I) -> Result<TokenVerifier, VerifierConfigError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let mut digests = Vec::new();
+        for (i, token) in tokens.into_iter().enumerate() {
+            let token = token.as_ref();
+            if token.is_empty() {
+                return Err(VerifierConfigError::EmptyTokenAt { position: i + 1 });
+            }
+            digests.push(token_digest(token));
+        }
+        if digests.is_empty() {
+            return Err(VerifierConfigError::NoTokens);
+        }
+        Ok(TokenVerifier { digests })
     }
 
     /// `presented` is the token from the request (`None` or empty when absent).
     pub fn verify(&self, presented: Option<&str>) -> Result<(), TokenError> {
         let presented = presented.filter(|p| !p.is_empty()).ok_or(TokenError::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(digest.ct_eq(&self.digest)) { Ok(()) } else { Err(TokenError::Mismatch) }
+        let digest = token_digest(presented);
+        // Every digest is compared, whatever matched before, so timing says nothing about which.
+        let mut matched = Choice::from(0);
+        for configured in &self.digests {
+            matched |= digest.ct_eq(configured);
+        }
+        if bool::from(matched) { Ok(()) } else { Err(TokenError::Mismatch) }
     }
+}
+
+fn token_digest(token: &str) -> [u8; DIGEST_LEN] {
+    Sha256::digest(token.as_bytes()).into()
 }

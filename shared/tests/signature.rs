@@ -145,6 +145,11 @@ fn empty_configuration_is_refused() {
         VerifierConfigError::EmptyKey { position: 2 }
     );
     assert_eq!(TokenVerifier::new("").unwrap_err(), VerifierConfigError::EmptyToken);
+    assert_eq!(TokenVerifier::any_of(Vec::<String>::new()).unwrap_err(), VerifierConfigError::NoTokens);
+    assert_eq!(
+        TokenVerifier::any_of(["new-token", ""]).unwrap_err(),
+        VerifierConfigError::EmptyTokenAt { position: 2 }
+    );
 }
 
 #[test]
@@ -159,6 +164,9 @@ fn debug_and_errors_never_show_secrets() {
     let token = TokenVerifier::new(secret).unwrap();
     let shown = format!("{token:?} {token:#?}");
     assert!(!shown.contains(secret), "{shown}");
+    let tokens = TokenVerifier::any_of([secret, "second-secret"]).unwrap();
+    let shown = format!("{tokens:?} {tokens:#?}");
+    assert!(!shown.contains(secret) && !shown.contains("second-secret"), "{shown}");
 
     let (_, task, timestamp, signature) = VECTORS[0];
     let now: i64 = timestamp.parse().unwrap();
@@ -182,4 +190,23 @@ fn tokens_compare_whole() {
     for wrong in ["s3cr3t-toke", "s3cr3t-token ", "S3CR3T-TOKEN", "s3cr3t-tokenx", "x"] {
         assert_eq!(t.verify(Some(wrong)), Err(TokenError::Mismatch), "{wrong:?}");
     }
+}
+
+#[test]
+fn any_listed_token_is_accepted() {
+    // Rotation: tasks submitted with the old token still call back to it.
+    let t = TokenVerifier::any_of(["new-s3cr3t-token", "old-s3cr3t-token"]).unwrap();
+    assert_eq!(t.verify(Some("new-s3cr3t-token")), Ok(()));
+    assert_eq!(t.verify(Some("old-s3cr3t-token")), Ok(()));
+    assert_eq!(t.verify(None), Err(TokenError::Missing));
+    assert_eq!(t.verify(Some("")), Err(TokenError::Missing));
+    for wrong in ["third-s3cr3t-token", "new-s3cr3t-toke", "old-s3cr3t-token ", "OLD-S3CR3T-TOKEN", "x"] {
+        assert_eq!(t.verify(Some(wrong)), Err(TokenError::Mismatch), "{wrong:?}");
+    }
+    // The order does not matter, and a list of one is the single token.
+    let reversed = TokenVerifier::any_of(vec![String::from("old-s3cr3t-token"), String::from("new-s3cr3t-token")]);
+    assert_eq!(reversed.unwrap().verify(Some("new-s3cr3t-token")), Ok(()));
+    let one = TokenVerifier::any_of(["s3cr3t-token"]).unwrap();
+    assert_eq!(one.verify(Some("s3cr3t-token")), Ok(()));
+    assert_eq!(one.verify(Some("new-s3cr3t-token")), Err(TokenError::Mismatch));
 }

@@ -50,7 +50,7 @@ fn config(table: &str, bucket: &str, queue: &str, secret_arn: &str, bus: &str) -
 
 /// The callback secret: [`KEY`].
 fn secret() -> CallbackSecret {
-    CallbackSecret { hmac_keys: vec![KEY.into()], callback_token: None }
+    CallbackSecret { hmac_keys: vec![KEY.into()], callback_tokens: vec![] }
 }
 
 /// One split_stem callback (12 files) per task id, each task distinct.

@@ -69,7 +69,7 @@ fn distinct<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 
 async fn ingest_app(env: &TestEnv) -> stemvault_ingest::App {
     let name = format!("{}-callback", env.resources.table_name);
-    let secret = CallbackSecret { hmac_keys: vec![KEY.into()], callback_token: None };
+    let secret = CallbackSecret { hmac_keys: vec![KEY.into()], callback_tokens: vec![] };
     let arn = stemvault_aws::secrets::put_secret(&env.config, &name, &SecretText::new(secret.to_json()))
         .await
         .expect("the callback secret");

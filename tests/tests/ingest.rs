@@ -36,7 +36,7 @@ async fn put_secret(env: &TestEnv, secret: &CallbackSecret) -> String {
 }
 
 fn signing_key(key: &str) -> CallbackSecret {
-    CallbackSecret { hmac_keys: vec![key.into()], callback_token: None }
+    CallbackSecret { hmac_keys: vec![key.into()], callback_tokens: vec![] }
 }
 
 /// The test's resources, and a callback secret holding [`KEY`].
@@ -522,6 +522,32 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
+}
+
+/// Readers take the task item first (TaskTable::items): a file item a writer committed
+/// before the task item it read is then read after it, so no reader sees a task item counting
+/// a file it does not see.
+#[tokio::test]
+async fn a_collection_is_read_task_item_first() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    let body = fixture("convert-to-wav__kie__200.json");
+    assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
+
+    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    let items = table.items(WAV_TASK).await.unwrap();
+    let sort_keys: Vec<String> = items
+        .into_iter()
+        .map(|i| {
+            let item: std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue> = i.into();
+            item["sk"].as_s().expect("a string sort key").clone()
+        })
+        .collect();
+    assert!(sort_keys.len() >= 3, "a task, a file and a callback item: {sort_keys:?}");
+    assert_eq!(sort_keys[0], "task", "{sort_keys:?}");
+    assert!(
+        sort_keys.iter().any(|sk| sk.starts_with("file#")) && sort_keys.iter().any(|sk| sk.starts_with("callback#"))
+    );
 }
 
 // --- the callback secret in Secrets Manager ----------------------------------------------

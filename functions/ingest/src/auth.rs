@@ -61,7 +61,11 @@ impl Auth {
                     .with_tolerance(signature_tolerance),
             ),
         };
-        let token = secret.callback_token.as_deref().map(TokenVerifier::new).transpose().map_err(unusable)?;
+        // Every listed token is accepted: tasks submitted with the old one still call back to it.
+        let token = match secret.callback_tokens.as_slice() {
+            [] => None,
+            tokens => Some(TokenVerifier::any_of(tokens).map_err(unusable)?),
+        };
         Ok(Auth { secret, hmac, token })
     }
 
@@ -75,7 +79,7 @@ impl Auth {
         self.hmac.is_none() && self.token.is_none()
     }
 
-    /// Whether callbacks are posted to `/callback/<token>`.
+    /// Whether callbacks are posted to `/callback/<token>` (with any of the secret's tokens).
     pub fn expects_path_token(&self) -> bool {
         self.token.is_some()
     }
@@ -134,4 +138,50 @@ fn signature_refusal(e: SignatureError) -> Refusal {
         SignatureError::NoKeyMatches => "signature_mismatch",
     };
     Refusal::new(reason, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NEW_TOKEN: &str = "new-0123456789abcdef";
+    const OLD_TOKEN: &str = "old-0123456789abcdef";
+
+    /// The checks built from the secret's JSON text.
+    fn auth(secret: &str) -> Auth {
+        let secret = CallbackSecret::parse(secret).expect("a valid secret");
+        Auth::new(secret, Duration::from_secs(300), false).expect("usable checks")
+    }
+
+    /// The path token check alone (the secrets here hold no HMAC keys).
+    fn check_token(auth: &Auth, token: Option<&str>) -> Result<(), &'static str> {
+        auth.check_before_body(token, &HeaderMap::new(), 0).map_err(|refusal| refusal.reason)
+    }
+
+    #[test]
+    fn every_listed_token_opens_the_path_and_no_other() {
+        let rotating = auth(&format!(r#"{{"callback_token": ["{NEW_TOKEN}", "{OLD_TOKEN}"]}}"#));
+        assert!(rotating.expects_path_token() && !rotating.is_unauthenticated());
+        assert_eq!(check_token(&rotating, Some(NEW_TOKEN)), Ok(()));
+        assert_eq!(check_token(&rotating, Some(OLD_TOKEN)), Ok(()), "the old token while it is listed");
+        assert_eq!(check_token(&rotating, Some("third-0123456789abcdef")), Err("invalid_token"));
+        assert_eq!(check_token(&rotating, Some(&OLD_TOKEN[1..])), Err("invalid_token"));
+        assert_eq!(check_token(&rotating, None), Err("missing_token"));
+    }
+
+    #[test]
+    fn one_token_as_a_string_works_as_before() {
+        let single = auth(&format!(r#"{{"callback_token": "{NEW_TOKEN}"}}"#));
+        assert!(single.expects_path_token());
+        assert_eq!(check_token(&single, Some(NEW_TOKEN)), Ok(()));
+        assert_eq!(check_token(&single, Some(OLD_TOKEN)), Err("invalid_token"));
+        assert_eq!(check_token(&single, None), Err("missing_token"));
+    }
+
+    #[test]
+    fn debug_shows_no_token() {
+        let rotating = auth(&format!(r#"{{"callback_token": ["{NEW_TOKEN}", "{OLD_TOKEN}"]}}"#));
+        let debug = format!("{rotating:?} {rotating:#?}");
+        assert!(!debug.contains(NEW_TOKEN) && !debug.contains(OLD_TOKEN), "{debug}");
+    }
 }

@@ -172,7 +172,7 @@ impl Credentials {
         tracing::info!(
             ?trigger,
             hmac_keys = fresh.secret().hmac_keys.len(),
-            callback_token = fresh.secret().callback_token.is_some(),
+            callback_tokens = fresh.secret().callback_tokens.len(),
             "callback secret changed: checking with its new version"
         );
         Some(fresh)

@@ -6,7 +6,15 @@
 //! ```
 //!
 //! Either field may be left out (or be `[]` / `null`); several keys allow rotation without
-//! downtime. No other field is accepted (a misspelt one would silently turn a check off).
+//! downtime. `callback_token` may also be an array of tokens, each accepted:
+//!
+//! ```json
+//! {"callback_token": ["the-new-long-random-token", "the-old-long-random-token"]}
+//! ```
+//!
+//! A task's callback URL is fixed when it is submitted, so the old token must stay accepted
+//! until the last task submitted with it has called back (README, "Rotating the callback
+//! token"). No other field is accepted (a misspelt one would silently turn a check off).
 //! Errors name fields and positions, never values.
 
 use serde_json::{Value, json};
@@ -14,23 +22,24 @@ use stemvault_aws::ConfigError;
 
 /// The secret's field of HMAC keys.
 pub const KEYS_FIELD: &str = "webhook_hmac_keys";
-/// The secret's field of the path token.
+/// The secret's field of the path token (a string, or an array of them).
 pub const TOKEN_FIELD: &str = "callback_token";
 
-/// What the secret holds. Its `Debug` shows how many keys and whether a token is set, never them.
+/// What the secret holds. Its `Debug` shows how many keys and tokens, never them.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct CallbackSecret {
     /// Every key is accepted (rotation).
     pub hmac_keys: Vec<String>,
-    /// Callbacks must be posted to `/callback/<token>`.
-    pub callback_token: Option<String>,
+    /// When not empty, callbacks must be posted to `/callback/<token>` with one of these
+    /// (several while a token is rotated).
+    pub callback_tokens: Vec<String>,
 }
 
 impl std::fmt::Debug for CallbackSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallbackSecret")
             .field("hmac_keys", &format_args!("<{} redacted>", self.hmac_keys.len()))
-            .field("callback_token", &self.callback_token.as_ref().map(|_| "<redacted>"))
+            .field("callback_tokens", &format_args!("<{} redacted>", self.callback_tokens.len()))
             .finish()
     }
 }
@@ -57,40 +66,49 @@ impl CallbackSecret {
             return Err(SecretProblem::NotAnObject("another JSON value".into()));
         };
         let keys = keys_field(fields.remove(KEYS_FIELD))?;
-        let token = token_field(fields.remove(TOKEN_FIELD))?;
+        let tokens = token_field(fields.remove(TOKEN_FIELD))?;
         if let Some(unknown) = fields.keys().next() {
             return Err(SecretProblem::UnknownField(unknown.clone()));
         }
         let invalid = |field| move |reason| SecretProblem::Invalid { field, reason };
         Ok(CallbackSecret {
             hmac_keys: hmac_keys(keys).map_err(invalid(KEYS_FIELD))?,
-            callback_token: token.map(callback_token).transpose().map_err(invalid(TOKEN_FIELD))?,
+            callback_tokens: callback_tokens(tokens).map_err(invalid(TOKEN_FIELD))?,
         })
     }
 
     /// From the local runner's variables: `WEBHOOK_HMAC_KEYS` (comma-separated) and
-    /// `CALLBACK_TOKEN`, unset or empty when not used.
+    /// `CALLBACK_TOKEN` (one token: the local runner also posts with it), unset or empty when
+    /// not used.
     pub fn from_variables(keys: Option<&str>, token: Option<&str>) -> Result<CallbackSecret, ConfigError> {
         let keys = keys.map(str::trim).filter(|k| !k.is_empty());
         let token = token.map(str::trim).filter(|t| !t.is_empty());
         let keys = keys.map_or_else(Vec::new, |k| k.split(',').map(str::to_owned).collect());
         Ok(CallbackSecret {
             hmac_keys: hmac_keys(keys).map_err(|reason| ConfigError::Invalid { name: "WEBHOOK_HMAC_KEYS", reason })?,
-            callback_token: token
+            callback_tokens: token
                 .map(|t| callback_token(t.to_owned()))
                 .transpose()
-                .map_err(|reason| ConfigError::Invalid { name: "CALLBACK_TOKEN", reason })?,
+                .map_err(|reason| ConfigError::Invalid { name: "CALLBACK_TOKEN", reason })?
+                .into_iter()
+                .collect(),
         })
     }
 
-    /// The secret's JSON text, as [`CallbackSecret::parse`] reads it.
+    /// The secret's JSON text, as [`CallbackSecret::parse`] reads it. A single token is
+    /// written as a string, the form every version reads; only several make an array.
     pub fn to_json(&self) -> String {
-        json!({ KEYS_FIELD: self.hmac_keys, TOKEN_FIELD: self.callback_token }).to_string()
+        let tokens = match self.callback_tokens.as_slice() {
+            [] => Value::Null,
+            [token] => json!(token),
+            tokens => json!(tokens),
+        };
+        json!({ KEYS_FIELD: self.hmac_keys, TOKEN_FIELD: tokens }).to_string()
     }
 
     /// Neither keys nor a token: anyone could post callbacks.
     pub fn is_unauthenticated(&self) -> bool {
-        self.hmac_keys.is_empty() && self.callback_token.is_none()
+        self.hmac_keys.is_empty() && self.callback_tokens.is_empty()
     }
 }
 
@@ -109,12 +127,22 @@ fn keys_field(value: Option<Value>) -> Result<Vec<String>, SecretProblem> {
     }
 }
 
-fn token_field(value: Option<Value>) -> Result<Option<String>, SecretProblem> {
+/// The tokens as written, unchecked: a blank string is no token (as before arrays were
+/// accepted), but a blank in an array is kept for [`callback_tokens`] to refuse.
+fn token_field(value: Option<Value>) -> Result<Vec<String>, SecretProblem> {
+    let invalid = |reason: &str| SecretProblem::Invalid { field: TOKEN_FIELD, reason: reason.into() };
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(token)) if token.trim().is_empty() => Ok(None),
-        Some(Value::String(token)) => Ok(Some(token.trim().to_owned())),
-        Some(_) => Err(SecretProblem::Invalid { field: TOKEN_FIELD, reason: "must be a JSON string or null".into() }),
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(token)) if token.trim().is_empty() => Ok(Vec::new()),
+        Some(Value::String(token)) => Ok(vec![token]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::String(token) => Ok(token),
+                _ => Err(invalid("every token must be a JSON string")),
+            })
+            .collect(),
+        Some(_) => Err(invalid("must be a JSON string, an array of strings, or null")),
     }
 }
 
@@ -127,8 +155,25 @@ fn hmac_keys(keys: Vec<String>) -> Result<Vec<String>, String> {
     }
 }
 
+/// Each token trimmed and checked as [`callback_token`] says; among several, the one at fault
+/// is named by its position.
+fn callback_tokens(tokens: Vec<String>) -> Result<Vec<String>, String> {
+    let several = tokens.len() > 1;
+    tokens
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            callback_token(token.trim().to_owned())
+                .map_err(|reason| if several { format!("token number {}: {reason}", i + 1) } else { reason })
+        })
+        .collect()
+}
+
 /// The token is a path segment, so it is restricted to characters that need no encoding.
 fn callback_token(token: String) -> Result<String, String> {
+    if token.is_empty() {
+        return Err("it is empty (a stray \"\"?)".into());
+    }
     let url_safe = |c: char| c.is_ascii_alphanumeric() || "-_.~".contains(c);
     if !token.chars().all(url_safe) {
         return Err("use only ASCII letters, digits and - _ . ~ (it is part of the callback URL path)".into());
@@ -151,6 +196,7 @@ mod tests {
     }
 
     const TOKEN: &str = "0123456789abcdef-_.~";
+    const OLD_TOKEN: &str = "old-0123456789abcdef";
 
     #[test]
     fn reads_the_documented_shape() {
@@ -159,18 +205,39 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(secret.hmac_keys, vec!["new-key", "old-key"]);
-        assert_eq!(secret.callback_token.as_deref(), Some(TOKEN));
+        assert_eq!(secret.callback_tokens, vec![TOKEN]);
         assert!(!secret.is_unauthenticated());
         assert_eq!(CallbackSecret::parse(&secret.to_json()).unwrap(), secret, "to_json round-trips");
+        // One token is still written as a string, which versions before arrays read too.
+        let written: Value = serde_json::from_str(&secret.to_json()).unwrap();
+        assert_eq!(written[TOKEN_FIELD], json!(TOKEN));
+    }
+
+    #[test]
+    fn several_tokens_are_read_from_an_array() {
+        let secret = CallbackSecret::parse(&format!(r#"{{"callback_token": [" {TOKEN} ", "{OLD_TOKEN}"]}}"#)).unwrap();
+        assert_eq!(secret.callback_tokens, vec![TOKEN, OLD_TOKEN], "in order, trimmed");
+        assert!(!secret.is_unauthenticated());
+        assert_eq!(CallbackSecret::parse(&secret.to_json()).unwrap(), secret, "to_json round-trips");
+        let written: Value = serde_json::from_str(&secret.to_json()).unwrap();
+        assert_eq!(written[TOKEN_FIELD], json!([TOKEN, OLD_TOKEN]));
+        // A list of one is the same secret as the string.
+        let one = CallbackSecret::parse(&format!(r#"{{"callback_token": ["{TOKEN}"]}}"#)).unwrap();
+        assert_eq!(one, CallbackSecret::parse(&format!(r#"{{"callback_token": "{TOKEN}"}}"#)).unwrap());
     }
 
     #[test]
     fn either_field_may_be_absent_empty_or_null() {
         let only_keys = CallbackSecret::parse(r#"{"webhook_hmac_keys": ["k"]}"#).unwrap();
-        assert_eq!((only_keys.hmac_keys.len(), only_keys.callback_token), (1, None));
+        assert_eq!((only_keys.hmac_keys.len(), only_keys.callback_tokens.len()), (1, 0));
         let only_token = CallbackSecret::parse(&object(&[(KEYS_FIELD, json!([])), (TOKEN_FIELD, json!(TOKEN))]));
         assert_eq!(only_token.unwrap().hmac_keys, Vec::<String>::new());
-        for empty in ["{}", r#"{"webhook_hmac_keys": null, "callback_token": null}"#, r#"{"callback_token": " "}"#] {
+        for empty in [
+            "{}",
+            r#"{"webhook_hmac_keys": null, "callback_token": null}"#,
+            r#"{"callback_token": " "}"#,
+            r#"{"callback_token": []}"#,
+        ] {
             assert!(CallbackSecret::parse(empty).unwrap().is_unauthenticated(), "{empty}");
         }
         // What template.yaml writes when the stack creates the secret without a token.
@@ -187,9 +254,26 @@ mod tests {
             (r#"{"webhook_hmac_keys": "secret-value"}"#.into(), "webhook_hmac_keys is invalid: must be a JSON array"),
             (r#"{"webhook_hmac_keys": ["secret-value", 7]}"#.into(), "every key must be a JSON string"),
             (r#"{"webhook_hmac_keys": ["secret-value", " "]}"#.into(), "key number 2 is empty"),
-            (r#"{"callback_token": ["secret-value"]}"#.into(), "callback_token is invalid: must be a JSON string"),
+            (r#"{"callback_token": 7}"#.into(), "callback_token is invalid: must be a JSON string, an array"),
             (r#"{"callback_token": "secret-value"}"#.into(), "use at least 16 random characters"),
             (r#"{"callback_token": "secret/value-0123456789"}"#.into(), "use only ASCII letters"),
+            // The array form: every token a string, none empty, each checked like the one token.
+            (r#"{"callback_token": ["secret-value-0123456789", 7]}"#.into(), "every token must be a JSON string"),
+            (r#"{"callback_token": ["secret-value-0123456789", null]}"#.into(), "every token must be a JSON string"),
+            (
+                r#"{"callback_token": ["secret-value-0123456789", " "]}"#.into(),
+                "callback_token is invalid: token number 2: it is empty",
+            ),
+            (r#"{"callback_token": [""]}"#.into(), "callback_token is invalid: it is empty"),
+            (
+                r#"{"callback_token": ["secret-value-0123456789", "secret-value"]}"#.into(),
+                "token number 2: it is 12 characters long; use at least 16",
+            ),
+            (
+                r#"{"callback_token": ["secret/value-0123456789", "secret-value-0123456789"]}"#.into(),
+                "token number 1: use only ASCII letters",
+            ),
+            (r#"{"callback_token": [["secret-value-0123456789"]]}"#.into(), "every token must be a JSON string"),
         ];
         for (text, expected) in cases {
             let err = CallbackSecret::parse(text).unwrap_err().to_string();
@@ -202,7 +286,7 @@ mod tests {
     fn the_local_variables_read_as_before() {
         let secret = CallbackSecret::from_variables(Some(" new-key , old-key "), Some(TOKEN)).unwrap();
         assert_eq!(secret.hmac_keys, vec!["new-key", "old-key"]);
-        assert_eq!(secret.callback_token.as_deref(), Some(TOKEN));
+        assert_eq!(secret.callback_tokens, vec![TOKEN]);
         assert!(CallbackSecret::from_variables(Some(" "), Some("")).unwrap().is_unauthenticated());
         assert!(CallbackSecret::from_variables(None, None).unwrap().is_unauthenticated());
 
@@ -218,9 +302,10 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        let secret = CallbackSecret { hmac_keys: vec!["key-123".into()], callback_token: Some(TOKEN.into()) };
-        let debug = format!("{secret:?}");
-        assert!(!debug.contains("key-123") && !debug.contains(TOKEN), "{debug}");
-        assert_eq!(debug, r#"CallbackSecret { hmac_keys: <1 redacted>, callback_token: Some("<redacted>") }"#);
+        let secret =
+            CallbackSecret { hmac_keys: vec!["key-123".into()], callback_tokens: vec![TOKEN.into(), OLD_TOKEN.into()] };
+        let debug = format!("{secret:?} {secret:#?}");
+        assert!(!debug.contains("key-123") && !debug.contains(TOKEN) && !debug.contains(OLD_TOKEN), "{debug}");
+        assert_eq!(format!("{secret:?}"), "CallbackSecret { hmac_keys: <1 redacted>, callback_tokens: <2 redacted> }");
     }
 }

@@ -140,7 +140,12 @@ impl TaskTable {
     }
 
     /// Every item of a task, with one strongly consistent Query (more pages only for a
-    /// collection over 1 MB).
+    /// collection over 1 MB), the task item first. A Query is no snapshot, but every writer
+    /// commits an item before the task item that counts it (ingest its new file and callback
+    /// items, a reopen its file items): read after the task item, each of those reflects at
+    /// least what the task item read does. In ascending order (`callback#`, `file#`, `task`),
+    /// a file item written while the Query ran could be missed under a task item counting it,
+    /// and a settle check then settle a file set without it.
     pub async fn items(&self, task_id: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
@@ -152,6 +157,7 @@ impl TaskTable {
                 .key_condition_expression("task_id = :task")
                 .expression_attribute_values(":task", s(task_id))
                 .consistent_read(true)
+                .scan_index_forward(false)
                 .set_exclusive_start_key(start)
                 .send()
                 .await

@@ -38,11 +38,11 @@ fn config() -> Config {
 
 /// The callback secret: the current and the previous HMAC key.
 fn keys() -> CallbackSecret {
-    CallbackSecret { hmac_keys: vec![KEY.into(), OLD_KEY.into()], callback_token: None }
+    CallbackSecret { hmac_keys: vec![KEY.into(), OLD_KEY.into()], callback_tokens: vec![] }
 }
 
 fn token(token: &str) -> CallbackSecret {
-    CallbackSecret { hmac_keys: vec![], callback_token: Some(token.into()) }
+    CallbackSecret { hmac_keys: vec![], callback_tokens: vec![token.into()] }
 }
 
 fn ports(secret: &CallbackSecret) -> MemoryPorts {
@@ -227,7 +227,7 @@ async fn a_path_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn token_and_signature_together_both_count() {
-    let h = app_with(config(), CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() }).await;
+    let h = app_with(config(), CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }).await;
     let path = format!("/callback/{TOKEN}");
     assert_eq!(refusal(&h, request(&path, &[], WAV.to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, signed(WAV, WAV_TASK)).await, "missing_token");
@@ -399,7 +399,7 @@ fn signed_at(key: &str, secs: i64) -> Request {
 async fn a_key_rotated_into_the_secret_is_taken_after_a_refusal_at_most_once_a_minute() {
     let h = app().await;
     assert_eq!(h.ports.secret_reads(), 1, "read at start-up");
-    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into(), KEY.into()], callback_token: None });
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into(), KEY.into()], callback_tokens: vec![] });
 
     // Within a minute of the last read: the refusal stands, and nothing is read.
     h.ports.advance(Duration::from_secs(59));
@@ -424,7 +424,7 @@ async fn a_key_rotated_into_the_secret_is_taken_after_a_refusal_at_most_once_a_m
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_refusals_share_one_read() {
     let h = std::sync::Arc::new(app().await);
-    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None });
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] });
     h.ports.advance(Duration::from_secs(60));
     let mut requests = tokio::task::JoinSet::new();
     for i in 0..20 {
@@ -449,10 +449,29 @@ async fn a_token_added_to_the_secret_opens_its_path() {
     let path = format!("/callback/{TOKEN}");
     let with_token = || request(&path, &signed_headers(KEY, WAV_TASK, NOW_SECS + 60), WAV.to_vec());
     assert_eq!(h.handle(with_token()).await.status(), StatusCode::NOT_FOUND);
-    h.ports.set_secret(&CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() });
+    h.ports.set_secret(&CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() });
     h.ports.advance(Duration::from_secs(60));
     assert_eq!(h.handle(with_token()).await.status(), StatusCode::OK);
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 60)).await, "missing_token", "the token is now required");
+}
+
+#[tokio::test]
+async fn a_rotated_token_leaves_the_old_path_open_while_it_is_listed() {
+    const NEW_TOKEN: &str = "fedcba9876543210-token";
+    let h = app_with(config(), token(TOKEN)).await;
+    let to = |token: &str| request(&format!("/callback/{token}"), &[], WAV.to_vec());
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![], callback_tokens: vec![NEW_TOKEN.into(), TOKEN.into()] });
+    h.ports.advance(Duration::from_secs(60));
+    // The new token's refusal reads the secret again; tasks submitted with the old one still land.
+    assert_eq!(h.handle(to(NEW_TOKEN)).await.status(), StatusCode::OK, "tasks submitted with the new token");
+    assert_eq!(h.handle(to(TOKEN)).await.status(), StatusCode::OK, "tasks submitted with the old token");
+    assert_eq!(refusal(&h, to("0123456789abcdef-tokem")).await, "invalid_token");
+
+    // The old token taken out: refused once the checks are five minutes old.
+    h.ports.set_secret(&token(NEW_TOKEN));
+    h.ports.advance(Duration::from_secs(300));
+    assert_eq!(refusal(&h, to(TOKEN)).await, "invalid_token");
+    assert_eq!(h.handle(to(NEW_TOKEN)).await.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -499,7 +518,7 @@ fn logs_without_keys(captured: &Captured) -> String {
 
 /// The secret with [`KEY`] and [`OLD_KEY`] revoked: only [`NEW_KEY`] left.
 fn revoked() -> CallbackSecret {
-    CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None }
+    CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] }
 }
 
 #[tokio::test]
@@ -601,8 +620,8 @@ async fn events_signed_split_stem() {
     let req = lambda_http::request::from_str(&event_file("signed-split-stem.json")).unwrap();
     assert!(matches!(req.body(), Body::Binary(_)), "API Gateway's base64 body arrives decoded");
     assert_eq!(routed_path(&req), "/callback");
-    let h =
-        app_with(config(), CallbackSecret { hmac_keys: vec!["local-dev-hmac-key".into()], callback_token: None }).await;
+    let secret = CallbackSecret { hmac_keys: vec!["local-dev-hmac-key".into()], callback_tokens: vec![] };
+    let h = app_with(config(), secret).await;
     let h = App { max_body_bytes: 1 << 20, ..h };
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
@@ -655,7 +674,7 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let captured = capture_logs();
 
-    let h = app_with(config(), CallbackSecret { callback_token: Some(TOKEN.into()), ..keys() }).await;
+    let h = app_with(config(), CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }).await;
     let path = format!("/callback/{TOKEN}");
     let signature = signed_headers(KEY, WAV_TASK, NOW_SECS);
     assert_eq!(h.handle(request(&path, &signature, WAV.to_vec())).await.status(), StatusCode::OK);
@@ -696,7 +715,7 @@ fn metrics(captured: &Captured) -> Vec<(String, String)> {
 async fn every_answer_is_counted_once_with_its_reason() {
     let captured = capture_logs();
     let h = app().await;
-    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_token: None });
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] });
     h.ports.advance(Duration::from_secs(60));
     let now = NOW_SECS + 60;
     assert_eq!(h.handle(signed_at(KEY, now)).await.status(), StatusCode::OK, "still the start-up keys");
