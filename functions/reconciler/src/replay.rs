@@ -6,8 +6,10 @@
 //! reads each body, records, archives, queues and publishes it with
 //! [`stemvault_vault::accept::accept`] (the very code ingest runs: a body recorded meanwhile is
 //! a duplicate that sends what is missing), and deletes it once that succeeds. A body that
-//! fails again stays for the next run; after [`MAX_FAILURES_IN_A_ROW`] of those in a row the
-//! run stops replaying (what failed is still failing: no point reading the rest now). One that can never be recorded (too large for
+//! fails again stays for the next run, and so do the other bodies of its task this run (one
+//! task failing every time must not stand in front of the keys after it); after
+//! [`MAX_FAILURES_IN_A_ROW`] tasks failing in a row the run stops replaying (what failed is
+//! still failing: no point reading the rest now). One that can never be recorded (too large for
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others.
 
@@ -46,8 +48,8 @@ impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeletePar
 /// hour of runs every 2 minutes, and leaves each run time for its polls.
 pub const MAX_REPLAYS: usize = 200;
 
-/// A run stops replaying after this many replays in a row that could not finish yet (the
-/// table, the bucket, the queue or the bus failing).
+/// A run stops replaying after the bodies of this many tasks in a row could not finish yet
+/// (the table, the bucket, the queue or the bus failing).
 pub const MAX_FAILURES_IN_A_ROW: usize = 3;
 
 /// What one run's replay did.
@@ -90,14 +92,24 @@ pub async fn replay_parked<P: Ports>(
     let parked = ports.parked(limit).await?;
     let mut replayed = Replayed::default();
     let mut failures_in_a_row = 0;
+    // Tasks a body of which could not be replayed this run: their other bodies wait too.
+    let mut failing_tasks = std::collections::HashSet::new();
     for (i, body) in parked.iter().enumerate() {
         if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
             replayed.callbacks_still_parked += parked.len() - i;
             break;
         }
+        let task = parked_task(&body.key);
+        if task.is_some_and(|task| failing_tasks.contains(task)) {
+            replayed.callbacks_still_parked += 1;
+            continue;
+        }
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
+        if replay == Replay::NotYet {
+            failing_tasks.extend(task);
+        }
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
@@ -112,6 +124,11 @@ pub async fn replay_parked<P: Ports>(
         );
     }
     Ok(replayed)
+}
+
+/// The task a parked key is under (`parked/<task_id>/...`; None for a key put elsewhere by hand).
+fn parked_task(key: &str) -> Option<&str> {
+    key.strip_prefix(s3_key::PARKED_PREFIX)?.split_once('/').map(|(task, _)| task)
 }
 
 async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &ParkedBody, claimant: &str) -> Replay {

@@ -39,6 +39,8 @@ struct MemoryPorts {
     polls: Mutex<Vec<(Family, String)>>,
     events: Mutex<Vec<events::TaskEvent>>,
     parked_reads: std::sync::atomic::AtomicUsize,
+    /// Parked keys whose reads fail.
+    unreadable: Mutex<std::collections::HashSet<String>>,
     /// When each parked body was parked (none: unknown).
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
@@ -58,6 +60,7 @@ impl MemoryPorts {
             polls: Mutex::default(),
             events: Mutex::default(),
             parked_reads: Default::default(),
+            unreadable: Mutex::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
             after_publish: Mutex::default(),
@@ -113,6 +116,9 @@ impl crate::replay::ListParked for MemoryPorts {
 impl crate::replay::ReadParked for MemoryPorts {
     async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.parked_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.unreadable.lock().unwrap().contains(key) {
+            return Err(StoreError::Unavailable("GetObject: access denied".into()));
+        }
         Ok(self.bodies.lock().unwrap().get(key).cloned())
     }
 }
@@ -615,13 +621,14 @@ async fn a_replayed_callback_is_dated_when_it_was_parked() {
 }
 
 /// While the table (or the queue) still takes nothing, a run stops replaying after a few
-/// failures in a row instead of reading every parked body; the next run starts again.
+/// tasks failing in a row instead of reading every parked body; the next run starts again.
 #[tokio::test]
 async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
+    // Ten keys of ten tasks (the keys' task; every body is the same callback).
     for i in 0..10 {
-        ports.bodies.lock().unwrap().insert(format!("parked/{TASK}/final-{i:064}.json"), CALLBACK.to_vec());
+        ports.bodies.lock().unwrap().insert(format!("parked/task{i}/final-{i:064}.json"), CALLBACK.to_vec());
     }
     ports.table.set_save_error(Some(StoreError::Unavailable("down".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
@@ -644,6 +651,30 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
         "the same body ten times"
     );
     assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
+}
+
+/// One task whose bodies fail every time (here its parked bodies cannot be read) does not
+/// stand in front of the keys after it: its other bodies wait for the next run without
+/// counting as failures in a row, and the next task's body is replayed.
+#[tokio::test]
+async fn a_task_failing_every_time_does_not_hold_back_the_others() {
+    use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..MAX_FAILURES_IN_A_ROW + 2 {
+        let key = format!("parked/aaa-failing/final-{i:064}.json");
+        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.unreadable.lock().unwrap().insert(key);
+    }
+    let replayable = format!("parked/{TASK}/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+
+    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let still = MAX_FAILURES_IN_A_ROW + 2;
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: still, callbacks_refused: 0 });
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), 2, "one of the failing task's, then ours");
+    assert!(!ports.bodies.lock().unwrap().contains_key(&replayable), "replayed and deleted");
+    assert_eq!(ports.record().stage, Stage::Final);
 }
 
 /// A parked callback the table refuses for good (here: a record it rejects) is moved to its
