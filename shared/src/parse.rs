@@ -135,6 +135,7 @@ use serde_json::Value;
 use crate::{CallbackEvent, Details, Family, FileRef, TaskIdError};
 
 pub use envelope::MISSING_CODE;
+pub use files::MAX_NAME_BYTES;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
 
 /// Why a body is not a usable callback.

@@ -390,7 +390,8 @@ fn deep_nesting_is_an_error_or_bounded() {
 }
 
 /// The deepest names an unknown body can make (16 nested keys of 64 characters, under the
-/// longest task id) still get keys S3 accepts, each its own.
+/// longest task id) are shortened to fit a table sort key (`file#<name>`, at most 1,024
+/// bytes) and still get keys S3 accepts, each its own.
 #[test]
 fn the_deepest_unknown_names_get_keys_s3_accepts() {
     let task = "t".repeat(TaskId::MAX_LEN);
@@ -411,9 +412,13 @@ fn the_deepest_unknown_names_get_keys_s3_accepts() {
     assert_eq!(event.files.len(), 3, "{:?}", event.files);
     let keys: HashSet<String> = event.files.iter().map(|f| s3_key::file_key(&event.task_id, &f.name, &f.url)).collect();
     assert_eq!(keys.len(), 3);
+    let names: HashSet<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names.len(), 3);
     for f in &event.files {
-        assert_eq!(f.name.split('/').count(), 16, "{}", f.name);
-        assert!(f.name.len() > s3_key::MAX_KEY_BYTES, "{} bytes", f.name.len());
+        assert!(f.name.starts_with("k01"), "{}", f.name);
+        let bytes = f.name.len();
+        assert!(bytes <= suno_callbacks::parse::MAX_NAME_BYTES && bytes > 900, "{bytes} bytes: {}", f.name);
+        assert!("file#".len() + bytes + "-256".len() <= 1024, "a sort key DynamoDB takes");
     }
     for key in keys {
         assert!(key.len() <= s3_key::MAX_KEY_BYTES, "{} bytes: {key}", key.len());

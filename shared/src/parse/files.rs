@@ -3,10 +3,16 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use super::names::unreserved;
 use super::value::non_blank_str;
 use crate::FileRef;
+
+/// The longest file name: a file's table item is keyed `file#<name>`, and DynamoDB refuses a
+/// sort key over 1,024 bytes (the callback would be refused for good). Room is left for a
+/// `-<n>` suffix. Only an unknown family's deeply nested keys come near it.
+pub const MAX_NAME_BYTES: usize = 1000;
 
 #[derive(Default)]
 pub(super) struct FileSet {
@@ -23,7 +29,7 @@ impl FileSet {
     /// `callbacks`) is renamed first, so every family's names stay clear of the task's own
     /// objects.
     pub(super) fn claim(&mut self, base: &str) -> String {
-        let base = &unreserved(base);
+        let base = &bounded(unreserved(base));
         let mut name = base.clone();
         let n = self.last_suffix.entry(base.to_owned()).or_insert(1);
         while self.taken.contains(&name) {
@@ -63,10 +69,43 @@ impl FileSet {
     }
 }
 
+/// `name`, or when longer than [`MAX_NAME_BYTES`] its start and `(<sha256 of name>)`: the
+/// same name always gives the same result, and two long names with the same start differ.
+fn bounded(name: String) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let hash: String = Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let mut cut = MAX_NAME_BYTES - hash.len() - 2;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}({hash})", &name[..cut])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_name_too_long_for_a_sort_key_is_shortened_the_same_way_every_time() {
+        let long = format!("{}é{}", "a".repeat(990), "/b".repeat(300));
+        let other = format!("{long}/c");
+        let mut set = FileSet::default();
+        set.file(&long, Some(&json!("https://h/1")));
+        set.file(&other, Some(&json!("https://h/2")));
+        set.file("short", Some(&json!("https://h/3")));
+        let (files, _) = set.finish();
+        let names: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        assert!(names[..2].iter().all(|n| n.len() <= MAX_NAME_BYTES && n.ends_with(')')), "{names:?}");
+        assert_ne!(names[0], names[1], "two long names with the same start stay apart");
+        assert!(names[0].starts_with(&"a".repeat(900)));
+        assert_eq!(names[2], "short");
+        let mut again = FileSet::default();
+        again.file(&long, Some(&json!("https://h/1")));
+        assert_eq!(again.finish().0[0].name, names[0], "the same name every delivery");
+    }
 
     #[test]
     fn names_are_unique_and_blank_urls_dropped() {
