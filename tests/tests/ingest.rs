@@ -47,7 +47,7 @@ async fn config(env: &TestEnv) -> Config {
         queue_url: env.resources.queue_url.clone(),
         callback_secret_arn: put_secret(env, &signing_key(KEY)).await,
         allow_unauthenticated: false,
-        max_body_bytes: 1024 * 1024,
+        max_body_bytes: stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES,
         signature_tolerance: Duration::from_secs(300),
         reconcile_after: Duration::from_secs(600),
         event_bus_name: env.resources.event_bus_name.clone(),
@@ -336,7 +336,7 @@ async fn a_callback_too_large_to_record_leaves_nothing_behind() {
     let tracks = vec![serde_json::json!({"id": "t0", "audio_url": url})];
     let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big0task", "data": tracks}});
     let body = body.to_string().into_bytes();
-    assert!(body.len() < 1024 * 1024, "within MAX_BODY_BYTES: {}", body.len());
+    assert!(body.len() < stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES, "within MAX_BODY_BYTES: {}", body.len());
     let response = app.handle(signed(&body)).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
@@ -489,8 +489,10 @@ fn midi_body(task_id: &str, target: usize) -> Vec<u8> {
 async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_details() {
     let env = TestEnv::new().await;
     let app = start(&env, config(&env).await).await;
-    let body = midi_body("midi0big0task", 1024 * 1024 - 64);
-    assert!(body.len() > 1_000_000 && body.len() <= 1024 * 1024, "{}", body.len());
+    // A whole song's notes: over 1 MiB, within the default limit.
+    let limit = stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES;
+    let body = midi_body("midi0big0task", limit - 64);
+    assert!(body.len() > 4_000_000 && body.len() <= limit, "{}", body.len());
     let event = parse_callback(&body).unwrap();
     assert_eq!(event.family.as_str(), "midi");
 

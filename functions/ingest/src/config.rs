@@ -21,9 +21,13 @@ pub const ENVIRONMENT: &[&str] = &[
     "EVENT_BUS_NAME",
 ];
 
-/// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise (1 MiB; the largest
-/// documented bodies, MIDI note lists, are tens of kilobytes).
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Largest accepted callback body unless `MAX_BODY_BYTES` says otherwise: 4 MiB. The
+/// documented bodies are short examples, but a MIDI callback lists every note (about 95 bytes
+/// each), and a whole song's can pass 1 MiB; a 413 is final (the provider gives up, the task
+/// is lost). Recording a big body costs no more than a small one (its details become a pointer
+/// to the archive). Below Lambda's 6 MB event limit with room for the body's JSON escaping
+/// (or base64) in the API Gateway event.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// API Gateway and Lambda refuse bodies over 6 MB anyway.
 const MAX_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
 const DEFAULT_SIGNATURE_TOLERANCE_SECONDS: u64 = 300;
@@ -128,7 +132,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.max_body_bytes, 1_048_576);
+        assert_eq!(c.max_body_bytes, 4_194_304);
         assert_eq!(c.signature_tolerance, Duration::from_secs(300));
         assert!(!c.allow_unauthenticated);
         assert!(matches!(
