@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::ingest::adopt_uncommitted;
 use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp};
 use suno_callbacks::Stage;
+use suno_callbacks::poll::record_info_path;
 
 /// `RECONCILE_AFTER_SECONDS` by default: a task is first polled this long after it was
 /// registered or stopped at `text`/`first`.
@@ -58,12 +59,16 @@ pub fn awaits_result(record: &TaskRecord) -> bool {
     matches!(record.stage, Stage::Submitted | Stage::Text | Stage::First)
 }
 
-/// Whether a callback or a poll may still bring the task something.
+/// Whether a callback or a poll may still bring the task something. A task waiting for its
+/// result is watched whatever its family (it is given up, with an event, when nothing comes);
+/// one watched only for a new URL of an expired file is not when its family has no
+/// record-info endpoint (an unknown family): no poll could bring one, and each would only
+/// write its bookkeeping for 14 days.
 pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
     }
-    awaits_result(record) || record.files.values().any(failed_by_expiry)
+    awaits_result(record) || (record_info_path(record.family).is_some() && record.files.values().any(failed_by_expiry))
 }
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
@@ -261,6 +266,10 @@ mod tests {
         let mut expired = task(Stage::Complete);
         expired.files.insert("a".into(), failed("source answered 403 Forbidden"));
         assert!(needs_watching(&expired));
+        let unknown_family = TaskRecord { family: Family::Unknown, ..expired.clone() };
+        assert!(!needs_watching(&unknown_family), "no endpoint could bring a new URL");
+        let unknown_waiting = TaskRecord { family: Family::Unknown, ..task(Stage::First) };
+        assert!(needs_watching(&unknown_waiting), "given up with an event when nothing comes");
         let mut too_large = task(Stage::Complete);
         too_large.files.insert("a".into(), failed("the file is larger than the 1-byte limit (MAX_FILE_BYTES)"));
         assert!(!needs_watching(&too_large));
