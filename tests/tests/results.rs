@@ -153,3 +153,39 @@ async fn a_task_known_only_by_a_parked_callback_is_202() {
     let response = app.handle(get("/tasks/waiting")).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// A task a callback recorded before its registration takes the registration's client_ref
+/// (one PutItem conditional on the task item's version, through the real table), and keeps
+/// its files; a second registration with another client_ref is then refused (409).
+#[tokio::test]
+async fn a_registration_after_the_callback_adds_its_client_ref() {
+    let env = TestEnv::new().await;
+    let task_id = "called0back0first";
+    let queued = FileEntry {
+        status: FileStatus::Queued,
+        ..FileEntry::pending("https://cdn.example/vocal.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Complete)
+    };
+    let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
+    table.save(None, &record(task_id, BTreeMap::from([("vocal".to_owned(), queued)]))).await.unwrap();
+    let version = table.load(task_id).await.unwrap().expect("recorded").version;
+
+    let put = |client_ref: &str| {
+        let body = format!(r#"{{"family":"vocal_separation","client_ref":"{client_ref}"}}"#);
+        lambda_http::http::Request::builder()
+            .method("PUT")
+            .uri(format!("/tasks/{task_id}"))
+            .body(Body::Text(body))
+            .unwrap()
+    };
+    let app = app(&env, 300);
+    let response = app.handle(put("order-17")).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    assert_eq!(json(&response)["client_ref"], "order-17");
+    let recorded = table.load(task_id).await.unwrap().expect("recorded");
+    assert_eq!((recorded.client_ref.as_deref(), recorded.version), (Some("order-17"), version + 1));
+    assert_eq!((recorded.stage, recorded.files.len()), (Stage::Complete, 1), "the callback's record kept");
+
+    let response = app.handle(put("order-18")).await;
+    assert_eq!(response.status(), StatusCode::CONFLICT, "{}", json(&response));
+    assert_eq!(table.load(task_id).await.unwrap().unwrap().client_ref.as_deref(), Some("order-17"));
+}

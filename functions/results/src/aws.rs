@@ -12,7 +12,7 @@ use stemvault_vault::{Conditional, LoadTask, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{FindParked, PresignDownload, PutNewTask};
+use crate::domain::{CompleteRegistration, FindParked, PresignDownload, PutNewTask};
 use crate::error::PresignError;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
@@ -50,6 +50,17 @@ impl PutNewTask for AwsPorts {
     async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
         let put = ItemPut { item: items::task_item(record)?, condition: PutCondition::Absent };
         self.table.put("PutItem (registration)", put).await
+    }
+}
+
+impl CompleteRegistration for AwsPorts {
+    async fn complete_registration(
+        &self,
+        recorded: &TaskRecord,
+        completed: &TaskRecord,
+    ) -> Result<Conditional, StoreError> {
+        let put = ItemPut { item: items::task_item(completed)?, condition: PutCondition::Version(recorded.version) };
+        self.table.put("PutItem (registration's client_ref)", put).await
     }
 }
 

@@ -26,6 +26,16 @@ pub trait PutNewTask {
     fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
+/// Write `completed` over `recorded` (one PutItem of the task item conditional on its
+/// version): [`Conditional::Conflict`] when the task changed since it was read.
+pub trait CompleteRegistration {
+    fn complete_registration(
+        &self,
+        recorded: &TaskRecord,
+        completed: &TaskRecord,
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+}
+
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
 /// table could not take it, until the reconciler's next run records it.
 pub trait FindParked {
@@ -33,9 +43,9 @@ pub trait FindParked {
 }
 
 /// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + PutNewTask + FindParked + Sync {}
+pub trait Ports: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Sync {}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + FindParked + Sync {}
+impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Sync {}
 
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,16 +145,22 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
 pub enum Registered {
     /// The task was new: its item was written (201).
     Created(TaskView),
-    /// The task was known and agrees with the registration (200): nothing written.
+    /// The task was known and agrees with the registration (200): nothing written, or, for a
+    /// task a callback recorded first, the registration's client_ref added
+    /// ([`Registration::completes`]).
     Existing(TaskView),
     /// The task is recorded with another family or client_ref (409): nothing written.
     Disagrees(TaskView),
 }
 
+/// How many times completing a registration reads the task again after a conflict.
+const COMPLETE_ATTEMPTS: usize = 5;
+
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
-/// `reconcile_after` on), unless it is recorded already. Idempotent: one read, and one
-/// conditional put only for a new task. The view answered has no download links: the right
-/// to register (`PUT`) is not the right to read the files (`GET`).
+/// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
+/// takes the registration's client_ref ([`Registration::completes`]). Idempotent: one read,
+/// and one conditional put only for a new task or a client_ref to add. The view answered has
+/// no download links: the right to register (`PUT`) is not the right to read the files (`GET`).
 pub async fn register(
     ports: &impl Ports,
     task_id: &TaskId,
@@ -161,11 +177,23 @@ pub async fn register(
             Conditional::Conflict => known = ports.load_task(task_id).await?,
         }
     }
-    let Some(record) = known else {
-        return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
-    };
-    let view = view_of(ports, &record, None).await?;
-    Ok(if registration.agrees_with(&record) { Registered::Existing(view) } else { Registered::Disagrees(view) })
+    for _ in 0..COMPLETE_ATTEMPTS {
+        let Some(record) = known else {
+            return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
+        };
+        if registration.agrees_with(&record) {
+            return Ok(Registered::Existing(view_of(ports, &record, None).await?));
+        }
+        let Some(completed) = registration.completes(&record) else {
+            return Ok(Registered::Disagrees(view_of(ports, &record, None).await?));
+        };
+        match ports.complete_registration(&record, &completed).await? {
+            Conditional::Applied => return Ok(Registered::Existing(view_of(ports, &completed, None).await?)),
+            // A callback or a download wrote meanwhile: read it again.
+            Conditional::Conflict => known = ports.load_task(task_id).await?,
+        }
+    }
+    Err(StoreError::Unavailable("the task kept changing while the registration was added".into()).into())
 }
 
 #[cfg(test)]
@@ -223,6 +251,21 @@ pub(crate) mod tests {
                 return Ok(Conditional::Conflict);
             }
             put.push(record.clone());
+            Ok(Conditional::Applied)
+        }
+    }
+
+    impl CompleteRegistration for MemoryPorts {
+        async fn complete_registration(
+            &self,
+            recorded: &TaskRecord,
+            completed: &TaskRecord,
+        ) -> Result<Conditional, StoreError> {
+            let current = self.load_task(&TaskId::parse(&recorded.task_id).unwrap()).await?;
+            if current.map(|r| r.version) != Some(recorded.version) {
+                return Ok(Conditional::Conflict);
+            }
+            self.put.lock().unwrap().push(completed.clone());
             Ok(Conditional::Applied)
         }
     }
@@ -396,6 +439,18 @@ pub(crate) mod tests {
         let refused = register(&ports, &id("t9"), &other, now, second * 600).await.unwrap();
         assert!(matches!(refused, Registered::Disagrees(_)), "{refused:?}");
         assert_eq!(ports.put.lock().unwrap().len(), 1, "written once");
+
+        // A task a callback recorded first takes the client_ref it has none of, once.
+        let called_back = MemoryPorts::with(&["t1"]);
+        let music_17 = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
+        let completed = register(&called_back, &id("t1"), &music_17, now, second).await.unwrap();
+        assert!(
+            matches!(&completed, Registered::Existing(v) if v.client_ref.as_deref() == Some("order-17")),
+            "{completed:?}"
+        );
+        let written = called_back.put.lock().unwrap().clone();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].version, called_back.records["t1"].version + 1, "over the version read");
 
         // A task a callback recorded first keeps what it has; its family is the callback's.
         let called_back = MemoryPorts::with(&["t1"]);

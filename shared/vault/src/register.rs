@@ -73,8 +73,28 @@ impl Registration {
     /// Whether `recorded` says what this registration says: the same family (or a family the
     /// callbacks decided, when this one is the registered family) and client_ref.
     pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
-        let family = recorded.family == self.family || recorded.family == Family::Unknown;
-        family && recorded.client_ref == self.client_ref
+        self.family_agrees(recorded) && recorded.client_ref == self.client_ref
+    }
+
+    /// `recorded` with this registration's client_ref, when a callback recorded the task
+    /// first (it has none) and the family agrees; an unknown family becomes the registered
+    /// one (so the reconciler can poll it). The next version: written over `recorded`'s.
+    /// None when there is nothing to add or they disagree.
+    pub fn completes(&self, recorded: &TaskRecord) -> Option<TaskRecord> {
+        if !self.family_agrees(recorded) || recorded.client_ref.is_some() || self.client_ref.is_none() {
+            return None;
+        }
+        let mut completed = recorded.clone();
+        completed.client_ref = self.client_ref.clone();
+        if completed.family == Family::Unknown {
+            completed.family = self.family;
+        }
+        completed.version += 1;
+        Some(completed)
+    }
+
+    fn family_agrees(&self, recorded: &TaskRecord) -> bool {
+        recorded.family == self.family || recorded.family == Family::Unknown
     }
 }
 
@@ -118,8 +138,34 @@ mod tests {
         assert_eq!((r.deliveries, r.registered_at, r.client_ref.as_deref()), (0, Some(now), Some("mine")));
         assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(now.plus(Duration::from_secs(600)))));
         assert!(reg.agrees_with(&r));
+        assert_eq!(reg.completes(&r), None, "nothing to add");
         assert!(!Registration { client_ref: None, ..reg.clone() }.agrees_with(&r));
         assert!(!Registration { family: Family::Music, ..reg }.agrees_with(&r));
+    }
+
+    /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and
+    /// an unknown family the registered one; a recorded client_ref or family that differs is
+    /// a disagreement, never overwritten.
+    #[test]
+    fn a_registration_completes_a_called_back_task_it_agrees_with() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let called_back =
+            TaskRecord { version: 4, ..TaskRecord::new("t1", Family::Unknown, Stage::First, 200, "", now) };
+        let reg = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
+        assert!(!reg.agrees_with(&called_back));
+        let completed = reg.completes(&called_back).expect("completed");
+        assert_eq!(completed.client_ref.as_deref(), Some("order-17"));
+        assert_eq!((completed.family, completed.version, completed.stage), (Family::Music, 5, Stage::First));
+        assert!(reg.agrees_with(&completed));
+
+        let known_family = TaskRecord { family: Family::Music, ..called_back.clone() };
+        assert_eq!(reg.completes(&known_family).map(|r| r.family), Some(Family::Music));
+        let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
+        assert_eq!(reg.completes(&other_family), None);
+        let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
+        assert_eq!(reg.completes(&other_ref), None);
+        let no_ref = Registration { client_ref: None, ..reg.clone() };
+        assert_eq!(no_ref.completes(&called_back), None, "nothing to add");
     }
 
     fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {
