@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use futures::StreamExt;
@@ -95,9 +95,14 @@ async fn process_batch<P: Ports + Send + Sync + 'static>(
         async move { handle_message(&*ports, &settings, message, deadline).await }
     })
     .await;
-    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES).await;
+    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES, deadline).await;
     respond(&ran)
 }
+
+/// The settle checks end this long before the invocation's deadline at the latest: time for
+/// the retries' delays and the answer. An invocation killed by its timeout answers nothing,
+/// and its whole batch would come back only after the queue's visibility timeout.
+const SETTLE_RESERVE: Duration = Duration::from_secs(3);
 
 /// One message handled: the delivery the domain saw, and how it ended.
 #[derive(Debug, Clone)]
@@ -138,8 +143,11 @@ fn message_span(id: &str) -> tracing::Span {
 /// most `limit` at once. When a task's check fails (or panics), every message that asked for
 /// it goes back to the queue (delayed like any retry), so its redelivery checks again; when
 /// the check is deferred to the worker that settled the task's last file, one of them does
-/// (should that worker not settle, one redelivery's check settles the whole task).
-async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize) {
+/// (should that worker not settle, one redelivery's check settles the whole task). A check
+/// still running [`SETTLE_RESERVE`] before `deadline` (a throttled or hanging AWS call) has
+/// failed: stopped there, as a crash would stop it, which every step allows.
+async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize, deadline: Instant) {
+    let give_up_at = tokio::time::Instant::from_std(deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline));
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
         let Some(handled) = &message.handled else { continue };
@@ -157,7 +165,10 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
     let checks = tasks.into_iter().map(|(task_id, asked, here)| async move {
         let span = tracing::info_span!("settle", task_id = %task_id.as_str());
         let checking = catch_panic(check_settled(ports, &task_id, here.as_deref())).instrument(span.clone());
-        let checked = checking.await.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic)));
+        let checked = match tokio::time::timeout_at(give_up_at, checking).await {
+            Ok(checked) => checked.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic))),
+            Err(_) => Err(DownloadError::OutOfTime),
+        };
         (span, checked, asked)
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
@@ -318,7 +329,7 @@ mod tests {
             }
         })
         .await;
-        settle_checks(&*ports, &mut ran, 4).await;
+        settle_checks(&*ports, &mut ran, 4, deadline).await;
         assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
@@ -393,6 +404,34 @@ mod tests {
         assert_eq!(failed_ids(&response), Vec::<&str>::new());
         assert_eq!(ports.record(TASK).vault, VaultState::Complete);
         assert_eq!(ports.opened().len(), 2, "nothing copied again");
+    }
+
+    /// A settle check still running near the deadline (here its manifest write never
+    /// answers) is given up before it, and the messages that asked for it go back to the
+    /// queue: the invocation answers in time instead of being killed with its whole batch.
+    #[tokio::test(start_paused = true)]
+    async fn a_settle_check_that_hangs_is_given_up_before_the_deadline() {
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        // The manifest write waits for a release that never comes.
+        let (reached, _at_gate) = tokio::sync::oneshot::channel();
+        let (_release, released) = tokio::sync::oneshot::channel();
+        *ports.manifest_gate.lock().unwrap() = Some(crate::test_support::ManifestGate { reached, release: released });
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a"))];
+        batch[0].receipt_handle = Some("r1".to_owned());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = tokio::time::Instant::now();
+        let response = process_batch(ports.clone(), SETTINGS, batch, deadline).await;
+        assert_eq!(failed_ids(&response), vec!["m1"]);
+        // Paused time: where the check was given up, not how long anything took.
+        let given_up = started.elapsed();
+        assert!(
+            given_up >= Duration::from_secs(60) - SETTLE_RESERVE && given_up < Duration::from_secs(58),
+            "{given_up:?}"
+        );
+        assert_eq!(ports.delays.lock().unwrap().len(), 1, "delayed like any retry");
+        assert_eq!(ports.record(TASK).files["a"].status, FileStatus::Stored, "the copy itself is kept");
     }
 
     /// A deferred check (another worker settled the task's last file) sends one of the

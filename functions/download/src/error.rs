@@ -192,6 +192,9 @@ pub enum DownloadError {
     Publish(#[from] PublishError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
+    /// The settle check was still running when the invocation had to answer.
+    #[error("the settle check ran out of the invocation's time")]
+    OutOfTime,
     /// Every file of the task is settled, but another worker settled its last file and
     /// settles it: this check is deferred to the message's redelivery, in case that worker
     /// did not see this one's file settled.
@@ -216,6 +219,7 @@ impl DownloadError {
             | DownloadError::Storage(_)
             | DownloadError::Publish(_)
             | DownloadError::NoTimeLeft
+            | DownloadError::OutOfTime
             | DownloadError::SettleDeferred
             | DownloadError::Panicked(_) => true,
         }
