@@ -103,6 +103,8 @@ async fn process_batch<P: Ports + Send + Sync + 'static>(
 /// the retries' delays and the answer. An invocation killed by its timeout answers nothing,
 /// and its whole batch would come back only after the queue's visibility timeout.
 const SETTLE_RESERVE: Duration = Duration::from_secs(3);
+/// The retries' delays after the checks end this long before the deadline at the latest.
+const ANSWER_RESERVE: Duration = Duration::from_secs(1);
 
 /// One message handled: the delivery the domain saw, and how it ended.
 #[derive(Debug, Clone)]
@@ -148,6 +150,7 @@ fn message_span(id: &str) -> tracing::Span {
 /// failed: stopped there, as a crash would stop it, which every step allows.
 async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize, deadline: Instant) {
     let give_up_at = tokio::time::Instant::from_std(deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline));
+    let answer_by = tokio::time::Instant::from_std(deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline));
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
         let Some(handled) = &message.handled else { continue };
@@ -196,7 +199,11 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
             let message = &mut ran[i];
             let Some(handled) = &mut message.handled else { continue };
             handled.outcome = Outcome::Retry(error.clone());
-            delay_retry(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone()).await;
+            let delaying = delay_retry(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone());
+            // Not delayed in time: retried once the visibility timeout is over instead.
+            if tokio::time::timeout_at(answer_by, delaying).await.is_err() {
+                message.span.in_scope(|| tracing::warn!("no time left to delay the retry"));
+            }
         }
     }
 }

@@ -19,12 +19,15 @@ use crate::provider::HttpProvider;
 use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
-/// keeps, and one poll and one accept more.
-const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 20);
+/// keeps, one poll and one accept more, and putting a failed task behind.
+const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 22);
 
-// The last task a run starts ends, at the latest, within the margin before the deadline.
-const _: () =
-    assert!(crate::domain::TASK_BUDGET.as_secs() + DEADLINE_MARGIN.as_secs() <= STOP_BEFORE_DEADLINE.as_secs());
+// The last task a run starts ends (put behind if it failed), at the latest, within the margin
+// before the deadline.
+const _: () = assert!(
+    crate::domain::TASK_BUDGET.as_secs() + crate::domain::PUT_BEHIND_BUDGET.as_secs() + DEADLINE_MARGIN.as_secs()
+        <= STOP_BEFORE_DEADLINE.as_secs()
+);
 
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
 /// not reached), emitted by every run that could list them; dimension `Function`.

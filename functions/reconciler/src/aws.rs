@@ -141,18 +141,24 @@ impl ListDueTasks for AwsPorts {
     }
 }
 
-/// The update that moves a watched task's next poll to `until`, reading and touching nothing
-/// else (not `version`: it may be what cannot be read, and an ADD to it would then fail).
-pub fn postpone_poll_update(until: Timestamp) -> Update {
-    let mut u = Update::new("SET #at = :until", "#reconcile = :due");
+/// The update that moves the next poll of a watched task due by `due_by` to `until`, reading
+/// and touching nothing else (not `version`: it may be what cannot be read, and an ADD to it
+/// would then fail). `reconcile_at` compares as text: RFC 3339 in one fixed format.
+pub fn postpone_poll_update(due_by: Timestamp, until: Timestamp) -> Update {
+    let mut u = Update::new("SET #at = :until", "#reconcile = :due AND #at <= :due_by");
     u.name("#at", "reconcile_at").name("#reconcile", "reconcile");
-    u.value(":until", s(&until.rfc3339())).value(":due", s(RECONCILE_DUE));
+    u.value(":until", s(&until.rfc3339())).value(":due", s(RECONCILE_DUE)).value(":due_by", s(&due_by.rfc3339()));
     u
 }
 
 impl PostponePoll for AwsPorts {
-    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<Conditional, StoreError> {
-        let update = postpone_poll_update(until);
+    async fn postpone_poll(
+        &self,
+        task_id: &str,
+        due_by: Timestamp,
+        until: Timestamp,
+    ) -> Result<Conditional, StoreError> {
+        let update = postpone_poll_update(due_by, until);
         self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await
     }
 }
@@ -173,9 +179,11 @@ mod tests {
     #[test]
     fn a_postponed_poll_moves_only_a_watched_task_and_touches_nothing_else() {
         let until: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
-        let u = postpone_poll_update(until);
+        let due_by: Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
+        let u = postpone_poll_update(due_by, until);
         assert_eq!(u.update, "SET #at = :until");
-        assert_eq!(u.condition, "#reconcile = :due");
+        assert_eq!(u.condition, "#reconcile = :due AND #at <= :due_by");
+        assert_eq!(u.values[":due_by"], AttributeValue::S("2026-12-02T09:00:00.000Z".into()));
         assert_eq!(u.names["#at"], "reconcile_at");
         assert_eq!(u.names["#reconcile"], "reconcile");
         assert_eq!(u.values[":until"], AttributeValue::S(until.rfc3339()));

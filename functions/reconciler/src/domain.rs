@@ -64,13 +64,15 @@ pub trait PollProvider {
 }
 
 /// Move the next poll of the task `task_id` to `until` without reading its record (which
-/// cannot be read), only while the task is still watched (Conflict: it is not). Nothing else
-/// of the item is touched, not even `version`, which may be what cannot be read; nobody can
-/// read the record to write over the change.
+/// cannot be read), only while the task is still watched and due by `due_by` (Conflict: it
+/// is not, or a write since scheduled its next poll, which then stands). Nothing else of the
+/// item is touched, not even `version`, which may be what cannot be read; nobody can read
+/// the record to write over the change.
 pub trait PostponePoll {
     fn postpone_poll(
         &self,
         task_id: &str,
+        due_by: Timestamp,
         until: Timestamp,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
@@ -374,15 +376,18 @@ async fn give_up<P: Ports>(
 }
 
 /// How long putting a failed task behind may take.
-const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(2);
+pub const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(2);
 
 /// A task that failed (ran out of its budget, a table error) keeps its place at the head of
 /// the due list, oldest first: one that fails every time (a provider that hangs for it) would
 /// take its budget out of every run before any other task. Its next poll moves to
-/// [`reconcile::FIRST_POLL_INTERVAL`] from now, behind every task due now. Best effort.
+/// [`reconcile::FIRST_POLL_INTERVAL`] from now, behind every task due now, unless the task
+/// failed after its poll was recorded (its next poll is scheduled then, on the doubling
+/// schedule: not due now). Best effort.
 async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
-    let until = ports.now().plus(reconcile::FIRST_POLL_INTERVAL);
-    match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, until)).await {
+    let now = ports.now();
+    let until = now.plus(reconcile::FIRST_POLL_INTERVAL);
+    match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, now, until)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(task_id, error = %e, "could not put the failed task behind the others"),
         Err(_) => tracing::warn!(task_id, "could not put the failed task behind the others in time"),
@@ -394,8 +399,9 @@ async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
 /// interval, with an error in the logs each time, until its items are fixed or deleted.
 async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Handled, ReconcileError> {
     tracing::error!(task_id, error = %why, "the task's record is unreadable: fix or delete its items");
-    let until = ports.now().plus(reconcile::MAX_POLL_INTERVAL);
-    match ports.postpone_poll(task_id, until).await? {
+    let now = ports.now();
+    let until = now.plus(reconcile::MAX_POLL_INTERVAL);
+    match ports.postpone_poll(task_id, now, until).await? {
         Conditional::Applied => tracing::info!(task_id, next_poll = %until, "its next poll is put off"),
         Conditional::Conflict => tracing::info!(task_id, "it is no longer watched"),
     }

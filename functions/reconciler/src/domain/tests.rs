@@ -151,10 +151,18 @@ impl ListDueTasks for MemoryPorts {
 }
 
 impl PostponePoll for MemoryPorts {
-    async fn postpone_poll(&self, task_id: &str, until: Timestamp) -> Result<Conditional, StoreError> {
+    async fn postpone_poll(
+        &self,
+        task_id: &str,
+        due_by: Timestamp,
+        until: Timestamp,
+    ) -> Result<Conditional, StoreError> {
         use serde_dynamo::AttributeValue;
         let applied = self.table.update_task_item(task_id, |item| {
             if !matches!(item.get("reconcile"), Some(AttributeValue::S(due)) if due == RECONCILE_DUE) {
+                return false;
+            }
+            if !matches!(item.get("reconcile_at"), Some(AttributeValue::S(at)) if *at <= due_by.rfc3339()) {
                 return false;
             }
             item.insert("reconcile_at".into(), AttributeValue::S(until.rfc3339()));
@@ -528,6 +536,10 @@ async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
 async fn a_result_the_table_refuses_keeps_the_task_on_its_poll_schedule() {
     let ports = MemoryPorts::new(vec![success()]);
     register(&ports);
+    // Polled for a while already: the next wait doubles to the longest.
+    let mut polled = ports.record();
+    polled.poll_interval_seconds = Some(1800);
+    ports.table.put_record(polled);
     ports.until_due();
     ports.table.fail_saves(1, StoreError::Rejected("item too large".into()));
     let outcome = run(&ports).await;
@@ -535,7 +547,8 @@ async fn a_result_the_table_refuses_keeps_the_task_on_its_poll_schedule() {
     let record = ports.record();
     assert_eq!(record.stage, Stage::Submitted, "nothing recorded");
     assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unrecorded"));
-    assert!(record.reconcile_at.is_some_and(|at| at > ports.table.now()), "{:?}", record.reconcile_at);
+    let hour_later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL);
+    assert_eq!(record.reconcile_at, Some(hour_later), "its schedule stands: not put behind by 30 s");
     assert_eq!(run(&ports).await.tasks_due, 0, "not due again at once");
 }
 
