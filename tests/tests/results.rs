@@ -184,6 +184,7 @@ async fn a_registration_after_the_callback_adds_its_client_ref() {
     let recorded = table.load(task_id).await.unwrap().expect("recorded");
     assert_eq!((recorded.client_ref.as_deref(), recorded.version), (Some("order-17"), version + 1));
     assert_eq!((recorded.stage, recorded.files.len()), (Stage::Complete, 1), "the callback's record kept");
+    assert_eq!(recorded.files["vocal"].status, FileStatus::Queued, "its queued mark untouched");
 
     let response = app.handle(put("order-18")).await;
     assert_eq!(response.status(), StatusCode::CONFLICT, "{}", json(&response));

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::register::Registration;
+use stemvault_vault::register::{Completion, Registration};
 use stemvault_vault::{
     Abandoned, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, StoreError, TaskRecord, Timestamp,
     VaultState,
@@ -26,13 +26,15 @@ pub trait PutNewTask {
     fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
-/// Write `completed` over `recorded` (one PutItem of the task item conditional on its
-/// version): [`Conditional::Conflict`] when the task changed since it was read.
+/// Add `completion` to the task item read at `version` (one UpdateItem of those attributes
+/// and the version, conditional on it): [`Conditional::Conflict`] when the task changed since
+/// it was read.
 pub trait CompleteRegistration {
     fn complete_registration(
         &self,
-        recorded: &TaskRecord,
-        completed: &TaskRecord,
+        task_id: &TaskId,
+        version: u64,
+        completion: &Completion,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
@@ -147,7 +149,7 @@ pub enum Registered {
     Created(TaskView),
     /// The task was known and agrees with the registration (200): nothing written, or, for a
     /// task a callback recorded first, the registration's client_ref added
-    /// ([`Registration::completes`]).
+    /// ([`Registration::completion`]).
     Existing(TaskView),
     /// The task is recorded with another family or client_ref (409): nothing written.
     Disagrees(TaskView),
@@ -158,7 +160,7 @@ const COMPLETE_ATTEMPTS: usize = 5;
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
-/// takes the registration's client_ref ([`Registration::completes`]). Idempotent: one read,
+/// takes the registration's client_ref ([`Registration::completion`]). Idempotent: one read,
 /// and one conditional put only for a new task or a client_ref to add. The view answered has
 /// no download links: the right to register (`PUT`) is not the right to read the files (`GET`).
 pub async fn register(
@@ -181,14 +183,17 @@ pub async fn register(
         let Some(record) = known else {
             return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
         };
-        if registration.agrees_with(&record) {
-            return Ok(Registered::Existing(view_of(ports, &record, None).await?));
-        }
-        let Some(completed) = registration.completes(&record) else {
-            return Ok(Registered::Disagrees(view_of(ports, &record, None).await?));
+        let Some(completion) = registration.completion(&record) else {
+            let view = view_of(ports, &record, None).await?;
+            let agrees = registration.agrees_with(&record);
+            return Ok(if agrees { Registered::Existing(view) } else { Registered::Disagrees(view) });
         };
-        match ports.complete_registration(&record, &completed).await? {
-            Conditional::Applied => return Ok(Registered::Existing(view_of(ports, &completed, None).await?)),
+        match ports.complete_registration(task_id, record.version, &completion).await? {
+            Conditional::Applied => {
+                let mut completed = record;
+                completion.apply(&mut completed);
+                return Ok(Registered::Existing(view_of(ports, &completed, None).await?));
+            }
             // A callback or a download wrote meanwhile: read it again.
             Conditional::Conflict => known = ports.load_task(task_id).await?,
         }
@@ -258,14 +263,15 @@ pub(crate) mod tests {
     impl CompleteRegistration for MemoryPorts {
         async fn complete_registration(
             &self,
-            recorded: &TaskRecord,
-            completed: &TaskRecord,
+            task_id: &TaskId,
+            version: u64,
+            completion: &Completion,
         ) -> Result<Conditional, StoreError> {
-            let current = self.load_task(&TaskId::parse(&recorded.task_id).unwrap()).await?;
-            if current.map(|r| r.version) != Some(recorded.version) {
+            let Some(mut current) = self.load_task(task_id).await?.filter(|r| r.version == version) else {
                 return Ok(Conditional::Conflict);
-            }
-            self.put.lock().unwrap().push(completed.clone());
+            };
+            completion.apply(&mut current);
+            self.put.lock().unwrap().push(current);
             Ok(Conditional::Applied)
         }
     }

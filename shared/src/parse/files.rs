@@ -11,8 +11,9 @@ use crate::FileRef;
 
 /// The longest file name: a file's table item is keyed `file#<name>`, and DynamoDB refuses a
 /// sort key over 1,024 bytes (the callback would be refused for good). Room is left for a
-/// `-<n>` suffix. Only an unknown family's deeply nested keys come near it.
-pub const MAX_NAME_BYTES: usize = 1000;
+/// `-<n>` suffix (at most `-256`: [`super::generic::MAX_URLS`]); every name that fitted
+/// before without one is kept. Only an unknown family's deeply nested keys come near it.
+pub const MAX_NAME_BYTES: usize = 1024 - "file#".len() - "-256".len();
 
 #[derive(Default)]
 pub(super) struct FileSet {

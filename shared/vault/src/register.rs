@@ -76,25 +76,45 @@ impl Registration {
         self.family_agrees(recorded) && recorded.client_ref == self.client_ref
     }
 
-    /// `recorded` with this registration's client_ref, when a callback recorded the task
-    /// first (it has none) and the family agrees; an unknown family becomes the registered
-    /// one (so the reconciler can poll it). The next version: written over `recorded`'s.
-    /// None when there is nothing to add or they disagree.
-    pub fn completes(&self, recorded: &TaskRecord) -> Option<TaskRecord> {
-        if !self.family_agrees(recorded) || recorded.client_ref.is_some() || self.client_ref.is_none() {
+    /// What this registration adds to a task a callback recorded first: its client_ref when
+    /// the task has none, its family when the callbacks could not tell it (so the reconciler
+    /// can poll it). None when there is nothing to add, or when they disagree.
+    pub fn completion(&self, recorded: &TaskRecord) -> Option<Completion> {
+        let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
+        if !self.family_agrees(recorded) || !ref_agrees {
             return None;
         }
-        let mut completed = recorded.clone();
-        completed.client_ref = self.client_ref.clone();
-        if completed.family == Family::Unknown {
-            completed.family = self.family;
-        }
-        completed.version += 1;
-        Some(completed)
+        let completion = Completion {
+            client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
+            family: (recorded.family == Family::Unknown).then_some(self.family),
+        };
+        (completion.client_ref.is_some() || completion.family.is_some()).then_some(completion)
     }
 
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
         recorded.family == self.family || recorded.family == Family::Unknown
+    }
+}
+
+/// What a registration adds to a task recorded before it ([`Registration::completion`]):
+/// written as one update of these attributes of the task item alone (and its version), over
+/// the version read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    pub client_ref: Option<String>,
+    pub family: Option<Family>,
+}
+
+impl Completion {
+    /// `record` as the update leaves it.
+    pub fn apply(&self, record: &mut TaskRecord) {
+        if let Some(client_ref) = &self.client_ref {
+            record.client_ref = Some(client_ref.clone());
+        }
+        if let Some(family) = self.family {
+            record.family = family;
+        }
+        record.version += 1;
     }
 }
 
@@ -138,7 +158,7 @@ mod tests {
         assert_eq!((r.deliveries, r.registered_at, r.client_ref.as_deref()), (0, Some(now), Some("mine")));
         assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(now.plus(Duration::from_secs(600)))));
         assert!(reg.agrees_with(&r));
-        assert_eq!(reg.completes(&r), None, "nothing to add");
+        assert_eq!(reg.completion(&r), None, "nothing to add");
         assert!(!Registration { client_ref: None, ..reg.clone() }.agrees_with(&r));
         assert!(!Registration { family: Family::Music, ..reg }.agrees_with(&r));
     }
@@ -153,19 +173,24 @@ mod tests {
             TaskRecord { version: 4, ..TaskRecord::new("t1", Family::Unknown, Stage::First, 200, "", now) };
         let reg = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
         assert!(!reg.agrees_with(&called_back));
-        let completed = reg.completes(&called_back).expect("completed");
-        assert_eq!(completed.client_ref.as_deref(), Some("order-17"));
+        let both = reg.completion(&called_back).expect("something to add");
+        assert_eq!(both, Completion { client_ref: Some("order-17".into()), family: Some(Family::Music) });
+        let mut completed = called_back.clone();
+        both.apply(&mut completed);
         assert_eq!((completed.family, completed.version, completed.stage), (Family::Music, 5, Stage::First));
-        assert!(reg.agrees_with(&completed));
+        assert!(reg.agrees_with(&completed) && reg.completion(&completed).is_none(), "once");
 
         let known_family = TaskRecord { family: Family::Music, ..called_back.clone() };
-        assert_eq!(reg.completes(&known_family).map(|r| r.family), Some(Family::Music));
-        let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
-        assert_eq!(reg.completes(&other_family), None);
-        let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
-        assert_eq!(reg.completes(&other_ref), None);
+        assert_eq!(reg.completion(&known_family).map(|c| c.family), Some(None), "only the client_ref");
         let no_ref = Registration { client_ref: None, ..reg.clone() };
-        assert_eq!(no_ref.completes(&called_back), None, "nothing to add");
+        let family_only = no_ref.completion(&called_back).expect("the family");
+        assert_eq!(family_only, Completion { client_ref: None, family: Some(Family::Music) });
+        assert_eq!(no_ref.completion(&known_family), None, "nothing to add");
+
+        let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
+        assert_eq!(reg.completion(&other_family), None);
+        let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
+        assert_eq!(reg.completion(&other_ref), None);
     }
 
     fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {
