@@ -71,15 +71,22 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     if prefix.len() + name.len() + suffix.len() <= MAX_KEY_BYTES {
         return format!("{prefix}{name}{suffix}");
     }
-    let hash = hex_sha256(name);
+    let shortened = shortened(name, MAX_KEY_BYTES.saturating_sub(prefix.len() + suffix.len()));
+    format!("{prefix}{shortened}{suffix}")
+}
+
+/// `text`'s start and `(<sha256 of text>)`, at most `max_bytes` long (the start cut on a
+/// character boundary): the same text always gives the same result, and two long texts with
+/// the same start differ.
+pub(crate) fn shortened(text: &str, max_bytes: usize) -> String {
+    let hash = hex_sha256(text);
     // `(` + 64 hex digits + `)`.
     let marker_len = hash.len() + 2;
-    let room = MAX_KEY_BYTES.saturating_sub(prefix.len() + marker_len + suffix.len());
-    let mut cut = room.min(name.len());
-    while !name.is_char_boundary(cut) {
+    let mut cut = max_bytes.saturating_sub(marker_len).min(text.len());
+    while !text.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{prefix}{}{SHORTENED_OPEN}{hash}){suffix}", &name[..cut])
+    format!("{}{SHORTENED_OPEN}{hash})", &text[..cut])
 }
 
 fn hex_sha256(text: &str) -> String {

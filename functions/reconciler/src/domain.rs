@@ -245,7 +245,12 @@ async fn reconcile_task<P: Ports>(
         // Callback URLs (they end in the path token) redacted before the answer is read,
         // hashed or archived: the archive holds what the event is read from (crate::redact).
         ProviderAnswer::Http { status: 200, body } => {
-            ProviderAnswer::Http { status: 200, body: crate::redact::callback_urls(&body).into_owned() }
+            let redacted = match crate::redact::callback_urls(&body) {
+                std::borrow::Cow::Owned(redacted) => Some(redacted),
+                // Nothing to redact: the body as it came, not a copy of it.
+                std::borrow::Cow::Borrowed(_) => None,
+            };
+            ProviderAnswer::Http { status: 200, body: redacted.unwrap_or(body) }
         }
         other => other,
     };

@@ -75,6 +75,8 @@ pub fn completion_update(version: u64, completion: &Completion) -> Update {
     u
 }
 
+stemvault_aws::system_clock!(AwsPorts);
+
 impl CompleteRegistration for AwsPorts {
     async fn complete_registration(
         &self,

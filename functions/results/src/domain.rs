@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::register::{Completion, Registration};
 use stemvault_vault::{
-    Abandoned, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, StoreError, TaskRecord, Timestamp,
-    VaultState,
+    Abandoned, Attempt, Clock, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, StoreError, TaskRecord,
+    Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -45,9 +45,9 @@ pub trait FindParked {
 }
 
 /// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Sync {}
+pub trait Ports: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Clock + Sync {}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Sync {}
+impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Clock + Sync {}
 
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,7 +156,7 @@ pub enum Registered {
 }
 
 /// How many times completing a registration reads the task again after a conflict.
-const COMPLETE_ATTEMPTS: usize = 5;
+const COMPLETE_ATTEMPTS: u32 = 5;
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
@@ -179,26 +179,42 @@ pub async fn register(
             Conditional::Conflict => known = ports.load_task(task_id).await?,
         }
     }
-    for _ in 0..COMPLETE_ATTEMPTS {
-        let Some(record) = known else {
-            return Err(StoreError::Unavailable("the task item exists but could not be read".into()).into());
-        };
-        let Some(completion) = registration.completion(&record) else {
-            let view = view_of(ports, &record, None).await?;
-            let agrees = registration.agrees_with(&record);
-            return Ok(if agrees { Registered::Existing(view) } else { Registered::Disagrees(view) });
-        };
-        match ports.complete_registration(task_id, record.version, &completion).await? {
-            Conditional::Applied => {
-                let mut completed = record;
-                completion.apply(&mut completed);
-                return Ok(Registered::Existing(view_of(ports, &completed, None).await?));
-            }
-            // A callback or a download wrote meanwhile: read it again.
-            Conditional::Conflict => known = ports.load_task(task_id).await?,
+    // The first attempt decides on the read above; a conflict (a callback or a download wrote
+    // meanwhile) reads again.
+    let mut read = Some(known);
+    let registered = retry_on_conflict(ports, COMPLETE_ATTEMPTS, |_| {
+        let read = read.take();
+        async move {
+            let known = match read {
+                Some(known) => known,
+                None => ports.load_task(task_id).await?,
+            };
+            let Some(record) = known else {
+                let unreadable = StoreError::Unavailable("the task item exists but could not be read".into());
+                return Err(ResultsError::from(unreadable));
+            };
+            let Some(completion) = registration.completion(&record) else {
+                let view = view_of(ports, &record, None).await?;
+                let agrees = registration.agrees_with(&record);
+                return Ok(Attempt::Done(if agrees {
+                    Registered::Existing(view)
+                } else {
+                    Registered::Disagrees(view)
+                }));
+            };
+            Ok(match ports.complete_registration(task_id, record.version, &completion).await? {
+                Conditional::Applied => {
+                    let mut completed = record;
+                    completion.apply(&mut completed);
+                    Attempt::Done(Registered::Existing(view_of(ports, &completed, None).await?))
+                }
+                Conditional::Conflict => Attempt::Conflict,
+            })
         }
-    }
-    Err(StoreError::Unavailable("the task kept changing while the registration was added".into()).into())
+    })
+    .await?;
+    registered
+        .ok_or_else(|| StoreError::Unavailable("the task kept changing while the registration was added".into()).into())
 }
 
 #[cfg(test)]
@@ -231,6 +247,14 @@ pub(crate) mod tests {
         pub(crate) fn with(ids: &[&str]) -> MemoryPorts {
             MemoryPorts { records: ids.iter().map(|id| (id.to_string(), record(id))).collect(), ..Default::default() }
         }
+    }
+
+    impl Clock for MemoryPorts {
+        fn now(&self) -> Timestamp {
+            Timestamp::from_unix_ms(1_800_000_000_000)
+        }
+
+        async fn sleep(&self, _: Duration) {}
     }
 
     impl LoadTask for MemoryPorts {

@@ -3,7 +3,6 @@
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::names::unreserved;
 use super::value::non_blank_str;
@@ -70,18 +69,10 @@ impl FileSet {
     }
 }
 
-/// `name`, or when longer than [`MAX_NAME_BYTES`] its start and `(<sha256 of name>)`: the
-/// same name always gives the same result, and two long names with the same start differ.
+/// `name`, or when longer than [`MAX_NAME_BYTES`] its start and `(<sha256 of name>)`, as a
+/// key too long for S3 is shortened ([`crate::s3_key::shortened`]).
 fn bounded(name: String) -> String {
-    if name.len() <= MAX_NAME_BYTES {
-        return name;
-    }
-    let hash: String = Sha256::digest(name.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    let mut cut = MAX_NAME_BYTES - hash.len() - 2;
-    while !name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}({hash})", &name[..cut])
+    if name.len() <= MAX_NAME_BYTES { name } else { crate::s3_key::shortened(&name, MAX_NAME_BYTES) }
 }
 
 #[cfg(test)]
