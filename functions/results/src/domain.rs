@@ -241,6 +241,9 @@ pub(crate) mod tests {
         pub parked_unreadable: bool,
         /// Recorded (by a replay) while the parked callbacks are listed, its body gone.
         pub replayed_while_listing: Option<TaskRecord>,
+        /// How many completions find the task changed by another writer (a callback or a
+        /// download): each such write moves the version on and refuses the completion.
+        pub written_meanwhile: Mutex<u32>,
     }
 
     impl MemoryPorts {
@@ -261,11 +264,15 @@ pub(crate) mod tests {
         async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
             match &self.fail {
                 Some(e) => Err(e.clone()),
+                // The latest write, else the record as it was.
                 None => Ok(self
-                    .records
-                    .get(task_id.as_str())
+                    .put
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rfind(|r| r.task_id == task_id.as_str())
                     .cloned()
-                    .or_else(|| self.put.lock().unwrap().iter().find(|r| r.task_id == task_id.as_str()).cloned())),
+                    .or_else(|| self.records.get(task_id.as_str()).cloned())),
             }
         }
     }
@@ -294,6 +301,15 @@ pub(crate) mod tests {
             let Some(mut current) = self.load_task(task_id).await?.filter(|r| r.version == version) else {
                 return Ok(Conditional::Conflict);
             };
+            let mut meanwhile = self.written_meanwhile.lock().unwrap();
+            if *meanwhile > 0 {
+                *meanwhile -= 1;
+                current.version += 1;
+                current.deliveries += 1;
+                self.put.lock().unwrap().push(current);
+                return Ok(Conditional::Conflict);
+            }
+            drop(meanwhile);
             completion.apply(&mut current);
             self.put.lock().unwrap().push(current);
             Ok(Conditional::Applied)
@@ -492,5 +508,30 @@ pub(crate) mod tests {
         let Registered::Existing(view) = known else { unreachable!() };
         assert!(view.files.iter().any(|f| f.file.status == PublicFileStatus::Stored), "{view:?}");
         assert!(view.files.iter().all(|f| f.download_url.is_none()), "{view:?}");
+    }
+
+    /// Another writer moves the task on between the read and the completion: the completion
+    /// reads again and is applied over the newer version, keeping what that writer wrote;
+    /// a task that never stops changing is a retryable error, not a lost client_ref.
+    #[tokio::test]
+    async fn a_completion_refused_by_a_concurrent_write_is_retried_over_it() {
+        let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let reg = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
+        let ports = MemoryPorts { written_meanwhile: Mutex::new(2), ..MemoryPorts::with(&["t1"]) };
+        let read = ports.records["t1"].clone();
+
+        let completed = register(&ports, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap();
+        assert!(
+            matches!(&completed, Registered::Existing(v) if v.client_ref.as_deref() == Some("order-17")),
+            "{completed:?}"
+        );
+        let last = ports.load_task(&id("t1")).await.unwrap().unwrap();
+        assert_eq!(last.client_ref.as_deref(), Some("order-17"));
+        assert_eq!(last.deliveries, read.deliveries + 2, "both other writes kept");
+        assert_eq!(last.version, read.version + 3);
+
+        let busy = MemoryPorts { written_meanwhile: Mutex::new(u32::MAX), ..MemoryPorts::with(&["t1"]) };
+        let err = register(&busy, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
     }
 }
