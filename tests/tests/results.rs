@@ -190,3 +190,36 @@ async fn a_registration_after_the_callback_adds_its_client_ref() {
     assert_eq!(response.status(), StatusCode::CONFLICT, "{}", json(&response));
     assert_eq!(table.load(task_id).await.unwrap().unwrap().client_ref.as_deref(), Some("order-17"));
 }
+
+/// A task the callbacks could not give a family, one of its files failed by an expired URL,
+/// is not watched; a registration naming its family starts watching it (the reconciler can
+/// then poll for a fresh URL), through the real table.
+#[tokio::test]
+async fn a_registration_giving_a_family_watches_a_task_with_an_expired_file() {
+    let env = TestEnv::new().await;
+    let task_id = "unknown0family0expired";
+    let expired = FileEntry {
+        status: FileStatus::Failed,
+        error: Some("source answered 403 Forbidden".into()),
+        ..FileEntry::pending("https://cdn.example/vocal.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Complete)
+    };
+    let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
+    let called_back = TaskRecord {
+        family: Family::Unknown,
+        vault: VaultState::Partial,
+        ..record(task_id, BTreeMap::from([("vocal".to_owned(), expired)]))
+    };
+    table.save(None, &called_back).await.unwrap();
+    assert_eq!(table.load(task_id).await.unwrap().expect("recorded").reconcile, None);
+
+    let put = lambda_http::http::Request::builder()
+        .method("PUT")
+        .uri(format!("/tasks/{task_id}"))
+        .body(Body::Text(r#"{"family":"vocal_separation"}"#.into()))
+        .unwrap();
+    let response = app(&env, 300).handle(put).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    let recorded = table.load(task_id).await.unwrap().expect("recorded");
+    assert_eq!((recorded.family, recorded.reconcile.as_deref()), (Family::VocalSeparation, Some("due")));
+    assert!(recorded.reconcile_at.is_some(), "{recorded:?}");
+}

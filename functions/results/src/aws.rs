@@ -10,7 +10,7 @@ use stemvault_aws::table::{n, s};
 use stemvault_aws::{TaskTable, Update};
 use stemvault_vault::items::{self, ItemPut, PutCondition};
 use stemvault_vault::register::Completion;
-use stemvault_vault::{Conditional, LoadTask, StoreError, TaskRecord};
+use stemvault_vault::{Conditional, LoadTask, RECONCILE_DUE, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
@@ -70,7 +70,16 @@ pub fn completion_update(version: u64, completion: &Completion) -> Update {
         sets.push("#family = :family");
         u.name("#family", "family").value(":family", s(family.as_str()));
     }
-    u.update = format!("SET {} ADD #version :one", sets.join(", "));
+    let mut removes = "";
+    if let Some(from) = completion.watch_from {
+        sets.push("#reconcile = :due, #reconcile_at = :watch_from");
+        removes = " REMOVE #interval";
+        u.name("#reconcile", "reconcile")
+            .name("#reconcile_at", "reconcile_at")
+            .name("#interval", "poll_interval_seconds");
+        u.value(":due", s(RECONCILE_DUE)).value(":watch_from", s(&from.rfc3339()));
+    }
+    u.update = format!("SET {}{removes} ADD #version :one", sets.join(", "));
     u.name("#version", "version").value(":read", n(version)).value(":one", n(1));
     u
 }
@@ -122,7 +131,7 @@ mod completion_tests {
 
     #[test]
     fn a_completion_sets_only_what_it_adds_over_the_version_read() {
-        let both = Completion { client_ref: Some("order-17".into()), family: Some(Family::Music) };
+        let both = Completion { client_ref: Some("order-17".into()), family: Some(Family::Music), watch_from: None };
         let u = completion_update(7, &both);
         assert_eq!(u.update, "SET #client_ref = :client_ref, #family = :family ADD #version :one");
         assert_eq!(u.condition, "#version = :read");
@@ -131,9 +140,24 @@ mod completion_tests {
         assert_eq!((&u.values[":read"], &u.values[":one"]), (&n(7), &n(1)));
         assert!(u.unused_placeholders().is_empty());
 
-        let family_only = completion_update(3, &Completion { client_ref: None, family: Some(Family::Wav) });
+        let family_only =
+            completion_update(3, &Completion { client_ref: None, family: Some(Family::Wav), watch_from: None });
         assert_eq!(family_only.update, "SET #family = :family ADD #version :one");
         assert!(!family_only.names.contains_key("#client_ref"));
         assert!(family_only.unused_placeholders().is_empty());
+
+        let from = stemvault_vault::Timestamp::from_unix_ms(1_800_000_000_000);
+        let watched = Completion { client_ref: None, family: Some(Family::Music), watch_from: Some(from) };
+        let u = completion_update(3, &watched);
+        assert_eq!(
+            u.update,
+            "SET #family = :family, #reconcile = :due, #reconcile_at = :watch_from REMOVE #interval ADD #version :one"
+        );
+        assert_eq!(u.values[":watch_from"], AttributeValue::S(from.rfc3339()));
+        assert_eq!(
+            (&u.values[":due"], u.names["#interval"].as_str()),
+            (&AttributeValue::S("due".into()), "poll_interval_seconds")
+        );
+        assert!(u.unused_placeholders().is_empty());
     }
 }

@@ -193,7 +193,7 @@ pub async fn register(
                 let unreadable = StoreError::Unavailable("the task item exists but could not be read".into());
                 return Err(ResultsError::from(unreadable));
             };
-            let Some(completion) = registration.completion(&record) else {
+            let Some(completion) = registration.completion(&record, now) else {
                 let view = view_of(ports, &record, None).await?;
                 let agrees = registration.agrees_with(&record);
                 return Ok(Attempt::Done(if agrees {

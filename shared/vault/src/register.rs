@@ -78,16 +78,23 @@ impl Registration {
 
     /// What this registration adds to a task a callback recorded first: its client_ref when
     /// the task has none, its family when the callbacks could not tell it (so the reconciler
-    /// can poll it). None when there is nothing to add, or when they disagree.
-    pub fn completion(&self, recorded: &TaskRecord) -> Option<Completion> {
+    /// can poll it: a task that then needs watching, a file of it failed by an expired URL,
+    /// is watched from `now`). None when there is nothing to add, or when they disagree.
+    pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
         let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
         if !self.family_agrees(recorded) || !ref_agrees {
             return None;
         }
-        let completion = Completion {
+        let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
             family: (recorded.family == Family::Unknown).then_some(self.family),
+            watch_from: None,
         };
+        if completion.family.is_some() && recorded.reconcile.is_none() {
+            let mut completed = recorded.clone();
+            completion.apply(&mut completed);
+            completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
+        }
         (completion.client_ref.is_some() || completion.family.is_some()).then_some(completion)
     }
 
@@ -103,6 +110,9 @@ impl Registration {
 pub struct Completion {
     pub client_ref: Option<String>,
     pub family: Option<Family>,
+    /// Start watching the task, first polled at this time: the family given makes a task the
+    /// reconciler did not watch one a poll can mend.
+    pub watch_from: Option<Timestamp>,
 }
 
 impl Completion {
@@ -113,6 +123,9 @@ impl Completion {
         }
         if let Some(family) = self.family {
             record.family = family;
+        }
+        if let Some(from) = self.watch_from {
+            reconcile::watch(record, from, Duration::ZERO);
         }
         record.version += 1;
     }
@@ -158,7 +171,7 @@ mod tests {
         assert_eq!((r.deliveries, r.registered_at, r.client_ref.as_deref()), (0, Some(now), Some("mine")));
         assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(now.plus(Duration::from_secs(600)))));
         assert!(reg.agrees_with(&r));
-        assert_eq!(reg.completion(&r), None, "nothing to add");
+        assert_eq!(reg.completion(&r, now), None, "nothing to add");
         assert!(!Registration { client_ref: None, ..reg.clone() }.agrees_with(&r));
         assert!(!Registration { family: Family::Music, ..reg }.agrees_with(&r));
     }
@@ -169,28 +182,64 @@ mod tests {
     #[test]
     fn a_registration_completes_a_called_back_task_it_agrees_with() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let called_back =
+        // At `first`, so watched already whatever its family.
+        let mut called_back =
             TaskRecord { version: 4, ..TaskRecord::new("t1", Family::Unknown, Stage::First, 200, "", now) };
+        reconcile::watch(&mut called_back, now, Duration::from_secs(600));
         let reg = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
         assert!(!reg.agrees_with(&called_back));
-        let both = reg.completion(&called_back).expect("something to add");
-        assert_eq!(both, Completion { client_ref: Some("order-17".into()), family: Some(Family::Music) });
+        let both = reg.completion(&called_back, now).expect("something to add");
+        assert_eq!(
+            both,
+            Completion { client_ref: Some("order-17".into()), family: Some(Family::Music), watch_from: None }
+        );
         let mut completed = called_back.clone();
         both.apply(&mut completed);
         assert_eq!((completed.family, completed.version, completed.stage), (Family::Music, 5, Stage::First));
-        assert!(reg.agrees_with(&completed) && reg.completion(&completed).is_none(), "once");
+        assert!(reg.agrees_with(&completed) && reg.completion(&completed, now).is_none(), "once");
 
         let known_family = TaskRecord { family: Family::Music, ..called_back.clone() };
-        assert_eq!(reg.completion(&known_family).map(|c| c.family), Some(None), "only the client_ref");
+        assert_eq!(reg.completion(&known_family, now).map(|c| c.family), Some(None), "only the client_ref");
         let no_ref = Registration { client_ref: None, ..reg.clone() };
-        let family_only = no_ref.completion(&called_back).expect("the family");
-        assert_eq!(family_only, Completion { client_ref: None, family: Some(Family::Music) });
-        assert_eq!(no_ref.completion(&known_family), None, "nothing to add");
+        let family_only = no_ref.completion(&called_back, now).expect("the family");
+        assert_eq!(family_only, Completion { client_ref: None, family: Some(Family::Music), watch_from: None });
+        assert_eq!(no_ref.completion(&known_family, now), None, "nothing to add");
 
         let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
-        assert_eq!(reg.completion(&other_family), None);
+        assert_eq!(reg.completion(&other_family, now), None);
         let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
-        assert_eq!(reg.completion(&other_ref), None);
+        assert_eq!(reg.completion(&other_ref, now), None);
+    }
+
+    /// A task of a family the callbacks could not tell, with a file failed by an expired URL,
+    /// is not watched (no endpoint to poll); the registration naming its family starts
+    /// watching it, from now, so the reconciler can fetch a fresh URL.
+    #[test]
+    fn a_family_given_to_a_task_with_an_expired_file_starts_watching_it() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let mut expired =
+            crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
+        expired.status = crate::FileStatus::Failed;
+        expired.error = Some("source answered 403 Forbidden".into());
+        let mut called_back = TaskRecord::new("t1", Family::Unknown, Stage::Complete, 200, "", now);
+        called_back.files.insert("a".into(), expired);
+        assert!(!reconcile::needs_watching(&called_back), "unknown family: not watched");
+
+        let reg = Registration { family: Family::Music, client_ref: None };
+        let later = now.plus(Duration::from_secs(60));
+        let completion = reg.completion(&called_back, later).expect("the family");
+        assert_eq!(completion.watch_from, Some(later));
+        let mut completed = called_back.clone();
+        completion.apply(&mut completed);
+        assert_eq!((completed.reconcile.as_deref(), completed.reconcile_at), (Some("due"), Some(later)));
+
+        // Nothing failed by expiry, or watched already: the watch is left as it is.
+        let mut stored = called_back.clone();
+        stored.files.get_mut("a").unwrap().status = crate::FileStatus::Stored;
+        assert_eq!(reg.completion(&stored, later).and_then(|c| c.watch_from), None);
+        let mut watched = called_back.clone();
+        reconcile::watch(&mut watched, now, Duration::from_secs(600));
+        assert_eq!(reg.completion(&watched, later).and_then(|c| c.watch_from), None);
     }
 
     fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {
