@@ -29,8 +29,8 @@ use tracing::Instrument;
 use crate::aws::AwsPorts;
 use crate::config::Config;
 use crate::domain::{
-    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job, process_message,
-    release_after_panic, settle_check_for,
+    Delivery, MAX_RECEIVE_COUNT, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job,
+    process_message, release_after_panic, settle_check_for,
 };
 use crate::error::DownloadError;
 use crate::fresh_link;
@@ -198,6 +198,12 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
         for &i in asked {
             let message = &mut ran[i];
             let Some(handled) = &mut message.handled else { continue };
+            if handled.delivery.receive_count >= MAX_RECEIVE_COUNT {
+                // Its file is settled; sent back, the message would only reach the DLQ (and
+                // its alarm). The task keeps `open` until it is settled: the sweeper asks.
+                message.span.in_scope(|| tracing::warn!("last receive: the sweeper settles the task instead"));
+                continue;
+            }
             handled.outcome = Outcome::Retry(error.clone());
             let delaying = delay_retry(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone());
             // Not delayed in time: retried once the visibility timeout is over instead.
@@ -411,6 +417,30 @@ mod tests {
         assert_eq!(failed_ids(&response), Vec::<&str>::new());
         assert_eq!(ports.record(TASK).vault, VaultState::Complete);
         assert_eq!(ports.opened().len(), 2, "nothing copied again");
+    }
+
+    /// On a message's last receive, a failed settle check does not send it back: its file is
+    /// stored, and another receive would only move it to the dead-letter queue (its alarm
+    /// saying a file was lost). The task stays open for the sweeper to settle.
+    #[tokio::test]
+    async fn a_failed_settle_check_on_the_last_receive_keeps_the_message_out_of_the_dlq() {
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        serve(&ports, "b", b"b");
+        *ports.settle_failures.lock().unwrap() = 1;
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        for (m, (receipt, count)) in batch.iter_mut().zip([("r1", MAX_RECEIVE_COUNT), ("r2", 2)]) {
+            m.receipt_handle = Some(receipt.to_owned());
+            m.attributes.insert("ApproximateReceiveCount".into(), count.to_string());
+        }
+        let response = process_batch(ports.clone(), SETTINGS, batch, Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response), vec!["m2"], "only the message with receives left checks again");
+        let delayed: Vec<String> = ports.delays.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+        assert_eq!(delayed, ["r2"]);
+        let task = ports.record(TASK);
+        assert_eq!((task.files["a"].status, task.vault), (FileStatus::Stored, VaultState::Pending));
+        assert_eq!(task.open.as_deref(), Some("open"), "listed for the sweeper");
     }
 
     /// A settle check still running near the deadline (here its manifest write never
