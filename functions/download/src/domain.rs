@@ -603,9 +603,9 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
 /// for it instead ([`FetchSource::fresh_link`], already checked against the source policy).
 /// The plan keeps the original URL (the record's, and the copy's `source-sha256`).
 ///
-/// No fresh link (the provider refused: 401, 402, 422, ...), or one that fails for good,
-/// leaves the file failed as before: the original status, its reason naming what the refresh
-/// came to (so it still reads as expired: `source answered 403 Forbidden; no fresh link: the
+/// No fresh link (the provider refused: 401, 402, 422, ...), or one that answers a status
+/// that fails for good, leaves the file failed as before: the original status, its reason
+/// naming what the refresh came to (so it still reads as expired: `source answered 403 Forbidden; no fresh link: the
 /// provider answered 422 ...`). No link this time for a reason that may pass (the provider
 /// unreachable, 429, 455, 5xx: [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in
 /// a way a retry may fix (5xx, a timeout), is retried like any source: the next attempt
@@ -641,7 +641,12 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
     match ports.open(&link, max_bytes).await {
-        Err(e) if !e.is_retryable() => Err(expired(Some(format!("the fresh link failed: {e}")))),
+        // Gone or expired again: still a file whose URL a poll may renew.
+        Err(e @ FetchError::Status { .. }) if !e.is_retryable() => {
+            Err(expired(Some(format!("the fresh link failed: {e}"))))
+        }
+        // Too large, refused, a bad redirect: what the file is, not its link's age, so not
+        // recorded as expired (the reconciler would watch the task for a link that cannot help).
         opened => opened,
     }
 }

@@ -1010,6 +1010,19 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
     assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal"), url("vocal")], "a new link each attempt");
+    assert!(stemvault_vault::reconcile::failed_by_expiry(&ports.record(TASK).files["vocal"]));
+
+    // A fresh link to a file over the limit fails it as too large, not as expired: no poll's
+    // link would copy it.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(403, "Forbidden"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.source(FRESH, Script::Fail(FetchError::TooLarge { limit: 10, declared: Some(11) }));
+    let outcome = run(&ports, "vocal", 1).await;
+    let reason = "the file is larger than the 10-byte limit (MAX_FILE_BYTES); Content-Length is 11";
+    assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
+    assert!(!stemvault_vault::reconcile::failed_by_expiry(&ports.record(TASK).files["vocal"]));
+    assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "too_large" });
 }
 
 #[tokio::test]
