@@ -44,7 +44,7 @@ async fn config(
         "PROVIDER_SECRET_ARN" => secret_arn.clone(),
         _ => None,
     }))?;
-    config.read_api_key(&env.config).await
+    Ok(config.read_api_key(&env.config).await)
 }
 
 /// A task with one queued file, `vocal`, at the fake provider, whose URL has expired.

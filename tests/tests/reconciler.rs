@@ -438,3 +438,35 @@ async fn without_a_key_the_reconciler_is_off_and_polls_nothing() {
     assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default());
     assert_eq!(provider.polls(&task), 0);
 }
+
+/// A provider secret that cannot be read at start-up (here: not created yet) does not stop the
+/// reconciler: it starts, replays what is parked, and holds its polls back (no request with
+/// no key; the task's poll recorded `unreachable`, polled again on its schedule) until a
+/// read of the secret brings a key.
+#[tokio::test]
+async fn an_unreadable_provider_secret_holds_polls_back_without_stopping_the_reconciler() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    let missing = format!("{}-provider-not-yet", env.resources.table_name);
+    let vars = [
+        ("TABLE_NAME", env.resources.table_name.clone()),
+        ("BUCKET_NAME", env.resources.bucket_name.clone()),
+        ("QUEUE_URL", env.resources.queue_url.clone()),
+        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
+        ("PROVIDER_BASE_URL", provider.origin()),
+        ("PROVIDER_SECRET_ARN", missing),
+    ];
+    let config =
+        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
+            .unwrap();
+    let app = stemvault_reconciler::App::new(config, &env.config).await.expect("starts without the key");
+    assert!(app.is_on());
+
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.polls, outcome.pending, outcome.results), (1, 1, 0), "{outcome:?}");
+    assert_eq!(provider.polls(&task), 0, "nothing sent without a key");
+    let record = env.task_record(&task).await;
+    assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unreachable"));
+    assert_eq!(record.reconcile.as_deref(), Some("due"), "still watched");
+}

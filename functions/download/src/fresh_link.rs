@@ -182,7 +182,10 @@ impl LinkRefresher {
     /// with the key in force, and once more when the provider refused it and a re-read
     /// brought another.
     pub async fn fresh_link(&self, url: &str) -> Result<String, RefreshError> {
-        self.key.call(|key| self.ask(key, url), refused).await
+        self.key
+            .call(|key| self.ask(key, url), refused)
+            .await
+            .unwrap_or_else(|e| Err(RefreshError::Unreachable(e.to_string())))
     }
 
     /// One request for a fresh link of `url`, with `key`.

@@ -47,10 +47,10 @@ pub struct App {
 
 impl App {
     /// Build the clients and read the provider's API key (at start-up; an empty secret turns
-    /// reconciliation off until the next cold start). Fails when the secret is named but
-    /// cannot be read.
+    /// reconciliation off until the next cold start, an unreadable one holds polls back until
+    /// a read brings a key: replaying parked callbacks needs none).
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-        let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, "reconciler").await?;
+        let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, "reconciler").await;
         let provider = match key {
             Some(key) => Some(HttpProvider::new(&config.provider.base_url, Arc::new(key)).map_err(|e| {
                 ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("no HTTP client: {e}") }

@@ -58,7 +58,10 @@ impl HttpProvider {
         let Some(url) = record_info_url(&self.base_url, family, task_id) else {
             return ProviderAnswer::Unreachable(format!("family {family} has no record-info endpoint"));
         };
-        self.key.call(|key| self.poll_with(&url, key), refused).await
+        self.key
+            .call(|key| self.poll_with(&url, key), refused)
+            .await
+            .unwrap_or_else(|e| ProviderAnswer::Unreachable(e.to_string()))
     }
 
     async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {

@@ -142,8 +142,7 @@ impl Pipeline {
         let download = stemvault_download::Config::from_lookup(&lookup)
             .map_err(|e| config_error("download")(e.to_string()))?
             .read_api_key(&sdk)
-            .await
-            .map_err(|e| config_error("download")(e.to_string()))?;
+            .await;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
         let sweeper =

@@ -3,7 +3,9 @@
 //! `PROVIDER_SECRET_ARN`, read at start-up and again when it may have been rotated:
 //! [`ProviderKey`]). One reader for every function that calls the provider: the reconciler
 //! (record-info polls) and the downloader (fresh links for expired files). Without a key at
-//! start-up those calls are off; the key never appears in `Debug`, logs or errors.
+//! start-up (no secret, or an empty one) those calls are off; a secret that cannot be read at
+//! start-up is read again before calls until it can (calls wait, answered as unreachable, not
+//! refused). The key never appears in `Debug`, logs or errors.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,7 +17,7 @@ use crate::clock::SystemClock;
 use crate::env::{ConfigError, Env};
 use crate::metrics::{self, Metric};
 use crate::secrets::{
-    AgePolicy, REREADS_FAILED, ReadSecret, Reread, SecretError, SecretReader, SecretText, passed_or_stepped_back,
+    AgePolicy, REREADS_FAILED, ReadSecret, Reread, SecretReader, SecretText, passed_or_stepped_back,
     read_within_timeout,
 };
 
@@ -125,7 +127,25 @@ impl ApiKey {
     pub fn expose(&self) -> &str {
         self.0.expose()
     }
+
+    /// No key yet: the secret could not be read at start-up. Never sent ([`ProviderKey::call`]);
+    /// a key from a secret is never empty, so this is no key a secret can hold.
+    fn unread() -> ApiKey {
+        ApiKey(SecretText::new(String::new()))
+    }
+
+    fn is_unread(&self) -> bool {
+        self.0.expose().is_empty()
+    }
 }
+
+/// A call not made: the provider secret has not been readable since start-up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no provider API key: the provider secret has not been readable since start-up")]
+pub struct KeyUnread;
+
+/// How often the secret is read again while no key could be read since start-up.
+pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A failed request to the provider, as `<what happened>: <the request's error and its
 /// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or
@@ -148,18 +168,17 @@ pub const REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 /// The provider's API key `config`'s secret holds (one `secretsmanager:GetSecretValue`, at
 /// start-up), to be read again by `function` (its logical name, for the
 /// [`REREADS_FAILED`] metric): None without `PROVIDER_SECRET_ARN` or with an empty secret
-/// (calls off until the next cold start). A secret that is named but cannot be read is a
-/// configuration error (the function must not start half-configured).
+/// (calls off until the next cold start). A secret that is named but cannot be read (a
+/// Secrets Manager error, a key policy) does not stop the function: the rest of its work
+/// (copying files, replaying parked callbacks) needs no key. It starts with no key, counted
+/// and logged as an error, and reads the secret again before calls ([`ProviderKey::unread`]).
 pub async fn read_provider_key(
     sdk: &aws_config::SdkConfig,
     config: &ProviderConfig,
     function: &'static str,
-) -> Result<Option<ProviderKey>, ConfigError> {
-    let Some(arn) = &config.secret_arn else { return Ok(None) };
-    ProviderKey::load(SecretReader::new(sdk, arn), SystemClock, function).await.map_err(|e| ConfigError::Invalid {
-        name: "PROVIDER_SECRET_ARN",
-        reason: format!("the provider secret cannot be read: {e}"),
-    })
+) -> Option<ProviderKey> {
+    let arn = config.secret_arn.as_ref()?;
+    ProviderKey::load(SecretReader::new(sdk, arn), SystemClock, function).await
 }
 
 /// Why the key is read again (for the logs).
@@ -194,11 +213,29 @@ pub struct ProviderKey<R = SecretReader, C = SystemClock> {
 }
 
 impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
-    /// Read the secret (at start-up): None when it holds no key.
-    pub async fn load(reader: R, clock: C, function: &'static str) -> Result<Option<ProviderKey<R, C>>, SecretError> {
+    /// Read the secret (at start-up): None when it holds no key; [`ProviderKey::unread`]
+    /// (counted and logged as an error) when it cannot be read.
+    pub async fn load(reader: R, clock: C, function: &'static str) -> Option<ProviderKey<R, C>> {
         let read_at = clock.now();
-        let text = reader.read_secret().await?;
-        Ok(ApiKey::from_secret(&text).map(|key| ProviderKey::new(key, read_at, reader, clock, function)))
+        match read_within_timeout(&reader).await {
+            Ok(text) => ApiKey::from_secret(&text).map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
+            Err(e) => {
+                metrics::emit(
+                    &[(metrics::FUNCTION, metrics::function_name(function))],
+                    &[Metric::count(REREADS_FAILED)],
+                );
+                tracing::error!(error = %e, "the provider secret cannot be read; calls to the provider wait until it can");
+                Some(ProviderKey::unread(reader, clock, function))
+            }
+        }
+    }
+
+    /// No key yet (`reader`'s secret could not be read at start-up): the secret is read again
+    /// before a call, at most once per [`UNREAD_REREAD_INTERVAL`], and calls are not made
+    /// ([`KeyUnread`]) until a read brings a key.
+    pub fn unread(reader: R, clock: C, function: &'static str) -> ProviderKey<R, C> {
+        let now = clock.now();
+        ProviderKey::new(ApiKey::unread(), now, reader, clock, function)
     }
 
     /// `key`, read from `reader`'s secret at `read_at`.
@@ -213,9 +250,12 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
         }
     }
 
-    /// The key to call with now: the one in force, read again first when it is stale.
+    /// The key to call with now: the one in force, read again first when it is stale (or,
+    /// with no key yet, once [`UNREAD_REREAD_INTERVAL`] passed since the last read).
     pub async fn fresh(&self) -> Arc<ApiKey> {
-        self.key.fresh(&self.clock, self.age, || self.read(Trigger::Age)).await
+        let unread = self.key.in_force().value.is_unread();
+        let age = if unread { AgePolicy { max_age: UNREAD_REREAD_INTERVAL } } else { self.age };
+        self.key.fresh(&self.clock, age, || self.read(Trigger::Age)).await
     }
 
     /// The key to call again with after the provider refused `refused`: the one another
@@ -235,24 +275,28 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     }
 
     /// `send` with the fresh key; when `refused` says the provider refused it (401/403),
-    /// once more with the key a re-read brings, if it changed.
-    pub async fn call<T, F, Fut>(&self, send: F, refused: impl Fn(&T) -> bool) -> T
+    /// once more with the key a re-read brings, if it changed. [`KeyUnread`], and nothing
+    /// sent, while no key could be read since start-up.
+    pub async fn call<T, F, Fut>(&self, send: F, refused: impl Fn(&T) -> bool) -> Result<T, KeyUnread>
     where
         F: Fn(Arc<ApiKey>) -> Fut,
         Fut: Future<Output = T>,
     {
         let key = self.fresh().await;
+        if key.is_unread() {
+            return Err(KeyUnread);
+        }
         let answer = send(key.clone()).await;
         if !refused(&answer) {
-            return answer;
+            return Ok(answer);
         }
-        match self.refreshed(&key).await {
+        Ok(match self.refreshed(&key).await {
             Some(new_key) => {
                 tracing::info!("the provider refused the API key: calling again with the key re-read");
                 send(new_key).await
             }
             None => answer,
-        }
+        })
     }
 
     /// Read the secret (the caller holds the right to): the new key when there is one and it
@@ -266,6 +310,10 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
             Ok(fresh) if fresh == *self.key.in_force().value => {
                 tracing::debug!(?trigger, "provider API key re-read: unchanged");
                 None
+            }
+            Ok(fresh) if self.key.in_force().value.is_unread() => {
+                tracing::info!(?trigger, "provider API key read: calls to the provider resume");
+                Some(Arc::new(fresh))
             }
             Ok(fresh) => {
                 tracing::info!(?trigger, "provider API key changed: calling with its new version");
@@ -285,6 +333,7 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::SecretError;
 
     fn config(pairs: &[(&str, &str)]) -> Result<ProviderConfig, ConfigError> {
         let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -384,6 +433,10 @@ mod tests {
         }
 
         async fn call<R: ReadSecret, C: Clock>(&self, keys: &ProviderKey<R, C>) -> u16 {
+            self.try_call(keys).await.expect("a key")
+        }
+
+        async fn try_call<R: ReadSecret, C: Clock>(&self, keys: &ProviderKey<R, C>) -> Result<u16, KeyUnread> {
             let send = |key: Arc<ApiKey>| async move {
                 self.called_with.lock().unwrap().push(key.expose().to_owned());
                 if *self.accepts.lock().unwrap() == key.expose() { 200 } else { 401 }
@@ -400,14 +453,39 @@ mod tests {
         secret: &'a FakeSecret,
         clock: &'a VirtualClock,
     ) -> ProviderKey<&'a FakeSecret, &'a VirtualClock> {
-        ProviderKey::load(secret, clock, "test").await.unwrap().expect("a key")
+        ProviderKey::load(secret, clock, "test").await.expect("a key")
     }
 
     #[tokio::test]
-    async fn an_empty_secret_at_start_up_is_no_key_and_an_unreadable_one_an_error() {
+    async fn an_empty_secret_at_start_up_is_no_key() {
         let clock = VirtualClock(Mutex::new(T0));
-        assert!(ProviderKey::load(&FakeSecret::holding(" "), &clock, "test").await.unwrap().is_none());
-        assert!(ProviderKey::load(&FakeSecret::default(), &clock, "test").await.is_err());
+        assert!(ProviderKey::load(&FakeSecret::holding(" "), &clock, "test").await.is_none());
+    }
+
+    /// A secret that cannot be read at start-up: nothing is sent (the call answers
+    /// `KeyUnread`), the secret is read again once a minute while it fails, and the first key
+    /// read is used.
+    #[tokio::test]
+    async fn an_unreadable_secret_at_start_up_is_read_again_before_calls_until_it_brings_a_key() {
+        let (secret, clock) = (FakeSecret::default(), VirtualClock(Mutex::new(T0)));
+        let keys = ProviderKey::load(&secret, &clock, "test").await.expect("calls not off");
+        let provider = FakeProvider::accepting("k1");
+        assert_eq!(provider.try_call(&keys).await, Err(KeyUnread));
+        assert_eq!((provider.calls().len(), secret.reads()), (0, 1), "nothing sent, no read within the minute");
+        clock.advance_to(at(60));
+        assert_eq!(provider.try_call(&keys).await, Err(KeyUnread));
+        assert_eq!(secret.reads(), 2, "read again after a minute");
+
+        secret.put(Some("k1"));
+        clock.advance_to(at(119));
+        assert_eq!(provider.try_call(&keys).await, Err(KeyUnread));
+        clock.advance_to(at(120));
+        assert_eq!(provider.try_call(&keys).await, Ok(200));
+        assert_eq!((provider.calls(), secret.reads()), (vec!["k1".to_owned()], 3));
+        // From then on, the usual five-minute age.
+        clock.advance_to(at(400));
+        assert_eq!(provider.try_call(&keys).await, Ok(200));
+        assert_eq!(secret.reads(), 3);
     }
 
     #[tokio::test]
