@@ -52,7 +52,8 @@ async fn reconciler(
         ("PROVIDER_SECRET_ARN", secret),
         ("RECONCILE_AFTER_SECONDS", "600".to_owned()),
     ];
-    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    // An extra variable overrides the one above (the first found is read).
+    vars.splice(0..0, extra.iter().map(|(k, v)| (*k, v.to_string())));
     let config =
         stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .expect("a valid reconciler configuration");
@@ -469,4 +470,19 @@ async fn an_unreadable_provider_secret_holds_polls_back_without_stopping_the_rec
     let record = env.task_record(&task).await;
     assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unreachable"));
     assert_eq!(record.reconcile.as_deref(), Some("due"), "still watched");
+}
+
+/// A run that cannot list the parked callbacks (here: a bucket that does not exist) still
+/// polls what is due, then fails, so the function's error alarm says so: without a listing
+/// no CallbacksStillParked is emitted, and parked callbacks would wait unseen.
+#[tokio::test]
+async fn a_run_that_cannot_list_the_parked_callbacks_polls_then_fails() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    make_due(&env, &task).await;
+    let app = reconciler(&env, &provider, KEY, &[("BUCKET_NAME", "no-such-bucket-for-parked")]).await;
+    let err = app.run_within("unlisted", Duration::from_secs(30)).await.unwrap_err();
+    assert!(err.to_string().contains("parked"), "{err}");
+    assert_eq!(provider.polls(&task), 1, "polled all the same");
 }

@@ -106,8 +106,11 @@ impl App {
 
     /// One run, its claims named `reconciler-<run_id>`, stopping by `stop_at`: the parked
     /// callbacks first (with or without a provider key: replaying needs none), then the polls.
+    /// A run that could not list the parked callbacks still polls, then fails: its error is
+    /// the only sign (no `CallbacksStillParked` is emitted without a listing).
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
         async {
+            let mut unlisted = None;
             let replayed = match replay_parked(&self.ports, &self.settings.accept, run_id, MAX_REPLAYS, stop_at).await {
                 Ok(replayed) => {
                     let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
@@ -121,7 +124,8 @@ impl App {
                     replayed
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "could not list the parked callbacks; the next run tries again");
+                    tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
+                    unlisted = Some(e);
                     Replayed::default()
                 }
             };
@@ -130,6 +134,9 @@ impl App {
             } else {
                 Outcome::default()
             };
+            if let Some(e) = unlisted {
+                return Err(e.into());
+            }
             let outcome = Outcome { replayed, ..polled };
             // An idle run says so at debug level: a schedule that finds nothing every few
             // minutes (seconds, locally) should not fill the log.
