@@ -62,12 +62,16 @@ fn keyed(mut item: Item, task_id: &str, sk: String) -> Item {
     item
 }
 
-/// The task item of `record`.
+/// The task item of `record`. Its `queued` set names the files read as queued and those
+/// being downloaded: a downloader took the file from a message, which comes back should it
+/// release the file for a retry, so the name must stay (else the file would read `pending`
+/// and be sent a second time).
 pub fn task_item(record: &TaskRecord) -> Result<Item, StoreError> {
     let mut item: Item = serde_dynamo::to_item(record).map_err(|e| malformed("task item", e))?;
+    let sent = |f: &FileEntry| matches!(f.status, FileStatus::Queued | FileStatus::Downloading);
     let sets = Sets {
         bodies: record.callbacks.keys().cloned().collect(),
-        queued: record.files.iter().filter(|(_, f)| f.status == FileStatus::Queued).map(|(n, _)| n.clone()).collect(),
+        queued: record.files.iter().filter(|(_, f)| sent(f)).map(|(n, _)| n.clone()).collect(),
     };
     let sets: Item = serde_dynamo::to_item(sets).map_err(|e| malformed("task item", e))?;
     item.extend(sets.into_inner());

@@ -223,13 +223,19 @@ pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
     next
 }
 
-/// Give the task up: `abandoned` recorded, the task leaves both indexes (`reconcile`, `open`).
-/// Returns the record to save (`version` incremented).
+/// Give the task up: `abandoned` recorded, the task leaves the `reconcile-due` index, and the
+/// `open-tasks` index too unless files it has (a task stopped at `first`) are not settled yet:
+/// the sweeper still sees those through (a lost settle, a lost message). Returns the record
+/// to save (`version` incremented).
 pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
     next.abandoned = Some(Abandoned { reason: reason.to_owned(), at: now });
     unwatch(&mut next);
-    next.open = None;
+    if next.files.is_empty() {
+        next.open = None;
+    } else {
+        next.sync_open_marker();
+    }
     next.version += 1;
     next
 }
@@ -353,6 +359,22 @@ mod tests {
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
         assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));
         assert_eq!(give_up_reason(&gone, NOW.plus(give_up * 2), give_up), None);
+
+        // Given up at `first` with a file still being copied: still open for the sweeper,
+        // until the settle; with its files settled and recorded, not.
+        let mut first = task(Stage::First);
+        first.files.insert(
+            "a".into(),
+            crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t/a.mp3".into(), Stage::First),
+        );
+        first.vault = VaultState::Pending;
+        first.sync_open_marker();
+        let gone = abandon(&first, ABANDONED_REASON, NOW);
+        assert_eq!(gone.open.as_deref(), Some("open"));
+        first.files.get_mut("a").unwrap().status = crate::FileStatus::Stored;
+        first.vault = VaultState::Complete;
+        first.manifest_key = Some("tasks/t/manifest.json".into());
+        assert_eq!(abandon(&first, ABANDONED_REASON, NOW).open, None);
     }
 
     #[test]

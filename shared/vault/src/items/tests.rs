@@ -38,7 +38,7 @@ fn a_record_is_stored_as_a_task_item_a_file_item_each_and_a_callback_item_each()
         assert_eq!(&task[attribute.as_str()], value, "{attribute}");
     }
     assert_eq!(task["bodies"], V::Ss(vec!["complete-ab".into()]), "a string set of committed bodies");
-    assert_eq!(task["queued"], V::Ss(vec!["bass".into()]), "a string set of sent files");
+    assert_eq!(task["queued"], V::Ss(vec!["bass".into(), "drums".into()]), "a string set of sent files");
     assert_eq!(task.len(), expected.len() + 3, "sk, bodies and queued besides the record's own");
 
     let vocal = &items[3];
@@ -85,6 +85,25 @@ fn only_the_task_item_commits_callbacks_and_the_queued_set_says_which_files_were
     assert_eq!(read.files["drums"].status, FileStatus::Queued);
     assert_eq!(read.files["drums"].claim.as_deref(), Some("req-1"));
     assert_eq!(read.files["vocal"].status, FileStatus::Stored, "a name in the set does not undo a transition");
+}
+
+/// A task item written while a file is being downloaded (a later callback, a sweep, a poll)
+/// keeps the file's name in the set: released for a retry, it reads as queued (its message
+/// comes back), not pending (which would send it a second time).
+#[test]
+fn a_file_being_downloaded_keeps_its_name_in_the_queued_set() {
+    let mut r = record();
+    let downloading =
+        FileEntry { status: FileStatus::Downloading, claim: Some("worker-1".into()), ..r.files["drums"].clone() };
+    r.files.insert("drums".into(), downloading.clone());
+    let mut items = items_of(&r);
+    let Some(V::Ss(names)) = items[0].get("queued") else { panic!("a queued set: {:?}", items[0].get("queued")) };
+    assert!(names.contains(&"drums".to_owned()), "{names:?}");
+
+    let released = FileEntry { status: FileStatus::Pending, claim: None, ..downloading };
+    items.retain(|i| sort_key(i) != "file#drums");
+    items.push(file_item("t1", "drums", &released).unwrap());
+    assert_eq!(assemble(items).unwrap().unwrap().files["drums"].status, FileStatus::Queued);
 }
 
 /// A file sent, then failed, then reopened by a new URL whose attempt wrote the file item
@@ -201,11 +220,11 @@ fn a_save_that_changes_only_files_leaves_the_task_item_alone() {
 
     // The queued set is the task item's: sending a file changes it.
     let mut sent = before.clone();
-    sent.files.get_mut("drums").unwrap().status = FileStatus::Queued;
+    sent.files.get_mut("bass").unwrap().status = FileStatus::Queued;
     sent.version += 1;
     let plan = plan_save(Some(&before), &sent).unwrap();
     let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
-    assert_eq!(task.item["queued"], V::Ss(vec!["drums".into()]));
+    assert_eq!(task.item["queued"], V::Ss(vec!["bass".into(), "drums".into()]), "drums: being downloaded");
 }
 
 #[test]
