@@ -18,7 +18,7 @@ use std::future::Future;
 use serde::Serialize;
 use stemvault_vault::Timestamp;
 use stemvault_vault::accept::{self, ParkedBody, accept};
-use suno_callbacks::{parse_callback, s3_key};
+use suno_callbacks::{Stage, parse_callback, s3_key};
 use tracing::Instrument;
 
 use crate::error::StoreError;
@@ -89,7 +89,14 @@ pub async fn replay_parked<P: Ports>(
     limit: usize,
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
-    let parked = ports.parked(limit).await?;
+    let mut parked = ports.parked(limit).await?;
+    // A task's bodies in the order its stages come (`text`, `first`, then the final ones), not
+    // their keys' (`complete-` before `first-`): replayed after a later stage, an earlier
+    // one would be a late callback that publishes no Task Stage Changed of its own.
+    parked.sort_by_cached_key(|body| {
+        let task = parked_task(&body.key).unwrap_or(&body.key).to_owned();
+        (task, parked_stage(&body.key).map_or(u8::MAX, Stage::rank))
+    });
     let mut replayed = Replayed::default();
     let mut failures_in_a_row = 0;
     // Tasks a body of which could not be replayed this run: their other bodies wait too.
@@ -129,6 +136,12 @@ pub async fn replay_parked<P: Ports>(
 /// The task a parked key is under (`parked/<task_id>/...`; None for a key put elsewhere by hand).
 fn parked_task(key: &str) -> Option<&str> {
     key.strip_prefix(s3_key::PARKED_PREFIX)?.split_once('/').map(|(task, _)| task)
+}
+
+/// The stage a parked key names (`parked/<task_id>/<stage>-<sha256>.json`).
+fn parked_stage(key: &str) -> Option<Stage> {
+    let name = key.rsplit('/').next()?;
+    name.split_once('-')?.0.parse().ok()
 }
 
 async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &ParkedBody, claimant: &str) -> Replay {

@@ -613,6 +613,28 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     assert!(bodies.contains(&"parked/by-hand.json".to_owned()), "{bodies:?}");
 }
 
+/// A task's parked `first` and `complete` are replayed in that order, not their keys'
+/// (`complete-…` sorts first): each publishes its own Task Stage Changed.
+#[tokio::test]
+async fn a_tasks_parked_stages_are_replayed_in_stage_order() {
+    use crate::replay::replay_parked;
+    const FIRST: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-first.json");
+    const COMPLETE: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-complete.json");
+    const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
+    let ports = MemoryPorts::new(vec![]);
+    for (stage, body) in [("complete", COMPLETE), ("first", FIRST)] {
+        let key = format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body));
+        ports.bodies.lock().unwrap().insert(key, body.to_vec());
+    }
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed.callbacks_replayed, 2, "{replayed:?}");
+    let published = ports.events.lock().unwrap().clone();
+    let stages: Vec<&str> =
+        published.iter().map(|e| e.detail.event_id.as_str()).filter(|id| id.contains(".stage.")).collect();
+    assert_eq!(stages, [format!("{MUSIC}.stage.first"), format!("{MUSIC}.stage.complete")]);
+}
+
 /// A replayed callback is dated when it was parked, not when it was replayed: the task's
 /// first receipt and the callback's; `last_received_at` (the sweeper's grace) is the replay's.
 #[tokio::test]
