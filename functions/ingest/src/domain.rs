@@ -70,7 +70,8 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
 /// [`ingest`], and when a later replay can finish what it could not
 /// ([`IngestError::is_retryable`]: the table failed it; or, recorded, its archive, its files'
-/// messages or its events were not all written, or another delivery held its files), keep
+/// messages or its events were not all written, or another delivery held its files; or
+/// [`IngestError::waits_for_the_record`]: the task's record must be fixed first), keep
 /// the body under `parked/` (one
 /// PutObject unless a copy is there: [`ParkBody`]) so that no verified callback, and no
 /// event of it, is lost to an outage longer than the provider's retries. Only when parking
@@ -88,7 +89,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
-        Err(e) if e.is_retryable() => e,
+        Err(e) if e.is_retryable() || e.waits_for_the_record() => e,
         Err(e) => return Err(e),
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));

@@ -74,6 +74,9 @@ enum Replay {
     /// Not recordable, or not finished, yet (a later run may succeed): the table, the bucket,
     /// the queue or the bus failing; a run stops replaying after a few of these in a row.
     NotYet,
+    /// The task's record cannot be read: left parked until an operator fixes it (not an
+    /// outage: the run goes on replaying the others).
+    Held,
     /// Refused for good and moved to its archive key, out of `parked/`.
     Archived,
     /// Left for an operator: no callback, or refused for good and not movable.
@@ -114,14 +117,14 @@ pub async fn replay_parked<P: Ports>(
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
-        if replay == Replay::NotYet {
+        if matches!(replay, Replay::NotYet | Replay::Held) {
             failing_tasks.extend(task);
         }
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
             Replay::Archived => replayed.callbacks_refused += 1,
-            Replay::NotYet | Replay::Refused => replayed.callbacks_still_parked += 1,
+            Replay::NotYet | Replay::Held | Replay::Refused => replayed.callbacks_still_parked += 1,
         }
     }
     if failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
@@ -180,6 +183,14 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
         Err(e) if e.is_retryable() => {
             tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
             Replay::NotYet
+        }
+        Err(e) if e.waits_for_the_record() => {
+            tracing::error!(
+                error = %e,
+                code = e.code(),
+                "the task's record cannot be read: fix its items, and the next run records this parked callback"
+            );
+            Replay::Held
         }
         Err(e) => {
             // Never recordable (too large for the table, or a record it refuses): kept where

@@ -320,8 +320,12 @@ async fn infrastructure_failures_are_5xx_when_not_parked_and_the_retry_completes
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["status"], "parked");
 
+    // A record an operator must fix: parked for after the fix; 500 only when parking fails.
     let broken = app().await;
     broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
+    let response = broken.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!((response.status(), json(&response)["status"].as_str()), (StatusCode::OK, Some("parked")));
+    broken.ports.set_park_failing(true);
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");

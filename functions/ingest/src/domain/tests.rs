@@ -572,6 +572,34 @@ async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_r
     assert_eq!(ids, [format!("{TASK}.stage.final")]);
 }
 
+/// A verified callback for a task whose stored record cannot be read (an item edited by hand,
+/// a value a rolled-back build does not know) is parked, not lost: the answer is 200 and the
+/// replay records it once an operator fixed the record.
+#[tokio::test]
+async fn a_callback_for_a_task_whose_record_cannot_be_read_is_parked_for_after_the_fix() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1").await.unwrap();
+    // Its stage removed by hand: the record cannot be read.
+    let mut removed = None;
+    assert!(ports.update_task_item(TASK, |item| {
+        removed = item.remove("stage");
+        removed.is_some()
+    }));
+
+    let late = event(Stage::Final, &["a", "b"]);
+    let parked = ingest_or_park(&ports, &settings(), &late, b"{\"b\":1}", "req-2", Duration::ZERO).await.unwrap();
+    assert!(
+        matches!(&parked, Ingested::Parked { because: IngestError::Store(StoreError::Malformed(_)), .. }),
+        "{parked:?}"
+    );
+    assert!(ports.body_keys().contains(&parked_key("final", b"{\"b\":1}")), "{:?}", ports.body_keys());
+
+    assert!(ports.update_task_item(TASK, |item| item.insert("stage".into(), removed.unwrap()).is_none()));
+    let replayed = ingest_or_park(&ports, &settings(), &late, b"{\"b\":1}", "replay-1", Duration::ZERO).await.unwrap();
+    assert!(matches!(replayed, Ingested::Recorded(_)), "{replayed:?}");
+    assert!(ports.record(TASK).unwrap().files.contains_key("b"));
+}
+
 /// Parking is for callbacks a replay can finish: one parking cannot help (a record the table
 /// refuses) is the answer, and so is one where parking fails too.
 #[tokio::test]

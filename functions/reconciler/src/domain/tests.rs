@@ -733,3 +733,23 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
     assert_eq!(archived[0].1.as_slice(), CALLBACK);
     assert!(ports.table.record(TASK).is_none(), "nothing recorded");
 }
+
+/// A parked callback of a task whose record cannot be read stays parked (not moved to the
+/// archive as refused for good), and the run after the record was fixed records it.
+#[tokio::test]
+async fn a_parked_callback_waits_for_an_unreadable_record_to_be_fixed() {
+    use crate::replay::{Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let parked = format!("parked/{TASK}/final-{}.json", "ce".repeat(32));
+    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.table.set_save_error(Some(StoreError::Malformed("stage: missing".into())));
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 0 });
+    assert!(ports.bodies.lock().unwrap().contains_key(&parked), "left parked");
+
+    ports.table.set_save_error(None);
+    let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
+    assert_eq!(replayed.callbacks_replayed, 1, "{replayed:?}");
+    assert_eq!(ports.record().stage, Stage::Final);
+}

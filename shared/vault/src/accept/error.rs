@@ -47,6 +47,13 @@ impl AcceptError {
         )
     }
 
+    /// The task's stored record cannot be read: no delivery records the callback until an
+    /// operator fixes it, but one after the fix does. So the body is kept: ingest parks it,
+    /// and a replay leaves it parked (not counted as an outage) until the record reads.
+    pub fn waits_for_the_record(&self) -> bool {
+        matches!(self, AcceptError::Store(StoreError::Malformed(_)))
+    }
+
     /// A stable machine-readable name, for the response body and the logs.
     pub fn code(&self) -> &'static str {
         match self {
