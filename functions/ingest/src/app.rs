@@ -116,6 +116,14 @@ impl<P: Ports> App<P> {
             if let Some(fresh) = self.credentials.refreshed(&self.ports, &auth).await {
                 checked = self.check(&fresh, &req);
             }
+            // The secret could not be read to settle it: a retry may pass, a 401 may be final.
+            if matches!(&checked, Err(rejection) if rejection.may_be_stale) && self.credentials.in_doubt() {
+                checked = Err(Rejection::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "secret_unreadable",
+                    "refused by the checks in force, and the callback secret could not be read again; retry later",
+                ));
+            }
         }
         let event = match checked {
             Ok(event) => event,

@@ -17,6 +17,7 @@
 //! Manager is not read (nor counted) again on every request.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
@@ -97,6 +98,9 @@ enum Trigger {
 pub struct Credentials {
     /// The checks and when the secret was last read, swapped together.
     checks: Reread<Auth>,
+    /// The last read brought nothing usable (unreadable, or unusable text): the secret may
+    /// hold checks that would pass a request those in force refuse.
+    last_read_failed: AtomicBool,
     policy: RefreshPolicy,
     settings: AuthSettings,
 }
@@ -110,7 +114,12 @@ impl Credentials {
             .await
             .map_err(|e| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() })?;
         let auth = settings.auth(&text)?;
-        Ok(Credentials { checks: Reread::new(auth, read_at), policy: RefreshPolicy::default(), settings })
+        Ok(Credentials {
+            checks: Reread::new(auth, read_at),
+            last_read_failed: AtomicBool::new(false),
+            policy: RefreshPolicy::default(),
+            settings,
+        })
     }
 
     /// Another refresh policy (the tests' shorter interval or age).
@@ -123,6 +132,12 @@ impl Credentials {
     /// The checks in force, as last read.
     pub fn current(&self) -> Arc<Auth> {
         self.checks.in_force().value
+    }
+
+    /// Whether the last read of the secret brought nothing usable: a refusal by the checks in
+    /// force is then in doubt (the secret may hold a key rotated in), not final.
+    pub fn in_doubt(&self) -> bool {
+        self.last_read_failed.load(Ordering::Relaxed)
     }
 
     /// The checks to use for a request now: those in force, read again first when they are
@@ -146,6 +161,7 @@ impl Credentials {
             Ok(text) => self.settings.auth(&text).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
+        self.last_read_failed.store(fresh.is_err(), Ordering::Relaxed);
         let fresh = match fresh {
             Ok(fresh) if fresh.secret() == self.current().secret() => {
                 tracing::debug!(?trigger, "callback secret re-read: unchanged");
