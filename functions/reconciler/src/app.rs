@@ -16,7 +16,7 @@ use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
 use crate::provider::HttpProvider;
-use crate::replay::{MAX_REPLAYS, Replayed, replay_parked};
+use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked};
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
@@ -41,8 +41,10 @@ pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 pub struct App {
     ports: AwsPorts,
     settings: Settings,
-    /// False without an API key: runs do nothing.
+    /// False without an API key: runs replay parked callbacks but poll nothing.
     on: bool,
+    /// Tasks whose parked callbacks wait for their record to be fixed (across warm runs).
+    held: HeldTasks,
 }
 
 impl App {
@@ -85,7 +87,7 @@ impl App {
                 "reconciliation is on"
             );
         }
-        Ok(App { ports: AwsPorts::new(&config, sdk, provider), settings, on })
+        Ok(App { ports: AwsPorts::new(&config, sdk, provider), settings, on, held: HeldTasks::default() })
     }
 
     /// Whether a key was configured (runs poll).
@@ -111,24 +113,26 @@ impl App {
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
         async {
             let mut unlisted = None;
-            let replayed = match replay_parked(&self.ports, &self.settings.accept, run_id, MAX_REPLAYS, stop_at).await {
-                Ok(replayed) => {
-                    let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
-                    emit(
-                        &[function],
-                        &[
-                            Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
-                            Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
-                        ],
-                    );
-                    replayed
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
-                    unlisted = Some(e);
-                    Replayed::default()
-                }
-            };
+            let replayed =
+                match replay_parked(&self.ports, &self.settings.accept, &self.held, run_id, MAX_REPLAYS, stop_at).await
+                {
+                    Ok(replayed) => {
+                        let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
+                        emit(
+                            &[function],
+                            &[
+                                Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
+                                Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
+                            ],
+                        );
+                        replayed
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
+                        unlisted = Some(e);
+                        Replayed::default()
+                    }
+                };
             let polled = if self.on {
                 reconcile(&self.ports, &self.settings, run_id, stop_at).await?
             } else {

@@ -13,7 +13,10 @@
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use serde::Serialize;
 use stemvault_vault::Timestamp;
@@ -43,10 +46,37 @@ pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {
 
 impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
 
-/// At most this many parked callbacks are replayed per run (one ListObjectsV2 page of up to
-/// 1,000 keys; about 100 ms each): a backlog of thousands after a long outage drains in an
-/// hour of runs every 2 minutes, and leaves each run time for its polls.
+/// At most this many parked callbacks are replayed per run (about 100 ms each): a backlog of
+/// thousands after a long outage drains in an hour of runs every 2 minutes, and leaves each
+/// run time for its polls.
 pub const MAX_REPLAYS: usize = 200;
+
+/// Keys listed per run: one ListObjectsV2 page, so that bodies held for an operator (their
+/// task's record unreadable, [`HeldTasks`]) do not fill what a run sees.
+pub const LISTED: usize = 1000;
+
+/// How long a task whose record could not be read is left alone: its parked bodies are
+/// skipped without reading them until then (an operator must fix the record first).
+pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
+
+/// The tasks whose parked bodies wait for an operator to fix their record, and when each is
+/// tried again: kept by a warm instance across runs (a cold one learns them again, once).
+#[derive(Debug, Default)]
+pub struct HeldTasks(Mutex<HashMap<String, Timestamp>>);
+
+impl HeldTasks {
+    fn skips(&self, task: &str, now: Timestamp) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(task).is_some_and(|until| now < *until)
+    }
+
+    fn hold(&self, task: &str, now: Timestamp) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(task.to_owned(), now.plus(HELD_RECHECK));
+    }
+
+    fn release(&self, task: &str) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(task);
+    }
+}
 
 /// A run stops replaying after the bodies of this many tasks in a row could not finish yet
 /// (the table, the bucket, the queue or the bus failing).
@@ -83,16 +113,30 @@ enum Replay {
     Refused,
 }
 
-/// Replay what is parked, at most `limit` bodies, taking none after `stop_at`. `run_id` names
-/// the claims of the replays. Fails only when the parked bodies cannot be listed.
+/// Replay what is parked, at most `limit` bodies, taking none after `stop_at` and none of a
+/// task `held` skips. `run_id` names the claims of the replays. Fails only when the parked
+/// bodies cannot be listed.
 pub async fn replay_parked<P: Ports>(
     ports: &P,
     settings: &accept::Settings,
+    held: &HeldTasks,
     run_id: &str,
     limit: usize,
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
-    let mut parked = ports.parked(limit).await?;
+    let listed = LISTED.max(limit);
+    let mut parked = ports.parked(listed).await?;
+    let mut replayed = Replayed::default();
+    // A full listing may have cut the last task's bodies short (its `first-` key the first
+    // one not listed): that task waits for a run that lists all of them.
+    if parked.len() >= listed {
+        let last = parked.last().and_then(|b| parked_task(&b.key)).map(str::to_owned);
+        let cut = parked.iter().rposition(|b| parked_task(&b.key) != last.as_deref()).map_or(0, |i| i + 1);
+        if cut > 0 {
+            replayed.callbacks_still_parked += parked.len() - cut;
+            parked.truncate(cut);
+        }
+    }
     // A task's bodies in the order its stages come (`text`, `first`, then the final ones), not
     // their keys' (`complete-` before `first-`): replayed after a later stage, an earlier
     // one would be a late callback that publishes no Task Stage Changed of its own.
@@ -100,25 +144,33 @@ pub async fn replay_parked<P: Ports>(
         let task = parked_task(&body.key).unwrap_or(&body.key).to_owned();
         (task, parked_stage(&body.key).map_or(u8::MAX, Stage::rank))
     });
-    let mut replayed = Replayed::default();
     let mut failures_in_a_row = 0;
+    let mut attempts = 0;
     // Tasks a body of which could not be replayed this run: their other bodies wait too.
     let mut failing_tasks = std::collections::HashSet::new();
     for (i, body) in parked.iter().enumerate() {
-        if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW {
+        if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW || attempts >= limit {
             replayed.callbacks_still_parked += parked.len() - i;
             break;
         }
         let task = parked_task(&body.key);
-        if task.is_some_and(|task| failing_tasks.contains(task)) {
+        if task.is_some_and(|task| failing_tasks.contains(task) || held.skips(task, ports.now())) {
             replayed.callbacks_still_parked += 1;
             continue;
         }
+        attempts += 1;
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
         if matches!(replay, Replay::NotYet | Replay::Held) {
             failing_tasks.extend(task);
+        }
+        if let Some(task) = task {
+            match replay {
+                Replay::Held => held.hold(task, ports.now()),
+                Replay::Recorded => held.release(task),
+                _ => {}
+            }
         }
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,

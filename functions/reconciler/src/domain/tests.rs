@@ -587,7 +587,7 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
 /// for an operator.
 #[tokio::test]
 async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
-    use crate::replay::{Replayed, replay_parked};
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ab".repeat(32));
     ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
@@ -596,12 +596,12 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
 
     ports.table.set_save_error(Some(StoreError::Unavailable("still down".into())));
-    let replayed = replay_parked(&ports, accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed = replay_parked(&ports, accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 2, callbacks_refused: 0 });
     assert!(ports.table.record(TASK).is_none());
 
     ports.table.set_save_error(None);
-    let replayed = replay_parked(&ports, accept, "run-2", 50, stop_at).await.unwrap();
+    let replayed = replay_parked(&ports, accept, &HeldTasks::default(), "run-2", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1, callbacks_refused: 0 });
     let record = ports.record();
     assert_eq!(record.stage, Stage::Final);
@@ -617,7 +617,7 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
 /// (`complete-…` sorts first): each publishes its own Task Stage Changed.
 #[tokio::test]
 async fn a_tasks_parked_stages_are_replayed_in_stage_order() {
-    use crate::replay::replay_parked;
+    use crate::replay::{HeldTasks, replay_parked};
     const FIRST: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-first.json");
     const COMPLETE: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-complete.json");
     const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
@@ -627,7 +627,8 @@ async fn a_tasks_parked_stages_are_replayed_in_stage_order() {
         ports.bodies.lock().unwrap().insert(key, body.to_vec());
     }
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
-    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed.callbacks_replayed, 2, "{replayed:?}");
     let published = ports.events.lock().unwrap().clone();
     let stages: Vec<&str> =
@@ -639,7 +640,7 @@ async fn a_tasks_parked_stages_are_replayed_in_stage_order() {
 /// first receipt and the callback's; `last_received_at` (the sweeper's grace) is the replay's.
 #[tokio::test]
 async fn a_replayed_callback_is_dated_when_it_was_parked() {
-    use crate::replay::replay_parked;
+    use crate::replay::{HeldTasks, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ef".repeat(32));
     let parked_at = ports.table.now();
@@ -648,7 +649,7 @@ async fn a_replayed_callback_is_dated_when_it_was_parked() {
     ports.table.advance(Duration::from_secs(3600));
     let replayed_at = ports.table.now();
     let stop_at = replayed_at.plus(Duration::from_secs(60));
-    replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     let record = ports.record();
     assert_eq!(record.first_received_at, parked_at);
     assert_eq!(record.callbacks.values().map(|c| c.received_at).collect::<Vec<_>>(), vec![parked_at]);
@@ -659,7 +660,7 @@ async fn a_replayed_callback_is_dated_when_it_was_parked() {
 /// tasks failing in a row instead of reading every parked body; the next run starts again.
 #[tokio::test]
 async fn a_run_stops_replaying_while_the_table_takes_nothing() {
-    use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     // Ten keys of ten tasks (the keys' task; every body is the same callback).
     for i in 0..10 {
@@ -667,19 +668,22 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     }
     ports.table.set_save_error(Some(StoreError::Unavailable("down".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
-    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10, callbacks_refused: 0 });
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), MAX_FAILURES_IN_A_ROW);
 
     // Nor while the queue takes nothing (the record is written, its messages are not).
     ports.table.set_save_error(None);
     ports.table.set_enqueue_failing(true);
-    let replayed = replay_parked(&ports, &settings().accept, "run-queue", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-queue", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 10, callbacks_refused: 0 });
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), 2 * MAX_FAILURES_IN_A_ROW);
     ports.table.set_enqueue_failing(false);
 
-    let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-2", 50, stop_at).await.unwrap();
     assert_eq!(
         replayed,
         Replayed { callbacks_replayed: 10, callbacks_still_parked: 0, callbacks_refused: 0 },
@@ -693,7 +697,7 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
 /// counting as failures in a row, and the next task's body is replayed.
 #[tokio::test]
 async fn a_task_failing_every_time_does_not_hold_back_the_others() {
-    use crate::replay::{MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     for i in 0..MAX_FAILURES_IN_A_ROW + 2 {
         let key = format!("parked/aaa-failing/final-{i:064}.json");
@@ -704,7 +708,8 @@ async fn a_task_failing_every_time_does_not_hold_back_the_others() {
     ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
 
-    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     let still = MAX_FAILURES_IN_A_ROW + 2;
     assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: still, callbacks_refused: 0 });
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), 2, "one of the failing task's, then ours");
@@ -717,13 +722,14 @@ async fn a_task_failing_every_time_does_not_hold_back_the_others() {
 /// no callback has no archive key and stays for an operator.
 #[tokio::test]
 async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
-    use crate::replay::{Replayed, replay_parked};
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
     ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
     ports.table.set_save_error(Some(StoreError::Rejected("item too large".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
-    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 0, callbacks_refused: 1 });
     let bodies = ports.bodies.lock().unwrap().clone();
     let archive = format!("tasks/{TASK}/callbacks/");
@@ -738,18 +744,88 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
 /// archive as refused for good), and the run after the record was fixed records it.
 #[tokio::test]
 async fn a_parked_callback_waits_for_an_unreadable_record_to_be_fixed() {
-    use crate::replay::{Replayed, replay_parked};
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ce".repeat(32));
     ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
     ports.table.set_save_error(Some(StoreError::Malformed("stage: missing".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
-    let replayed = replay_parked(&ports, &settings().accept, "run-1", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 0 });
     assert!(ports.bodies.lock().unwrap().contains_key(&parked), "left parked");
 
     ports.table.set_save_error(None);
-    let replayed = replay_parked(&ports, &settings().accept, "run-2", 50, stop_at).await.unwrap();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-2", 50, stop_at).await.unwrap();
     assert_eq!(replayed.callbacks_replayed, 1, "{replayed:?}");
     assert_eq!(ports.record().stage, Stage::Final);
+}
+
+/// Tasks whose record cannot be read are skipped without reading their bodies for
+/// `HELD_RECHECK` (the run's replays go to the others, however many held ones sort first),
+/// then tried again.
+#[tokio::test]
+async fn held_tasks_are_skipped_for_a_while_and_do_not_use_up_a_run() {
+    use crate::replay::{HELD_RECHECK, HeldTasks, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for task in ["0-held-1", "0-held-2"] {
+        let key = format!("parked/{task}/final-{}.json", "ab".repeat(32));
+        ports.bodies.lock().unwrap().insert(key, CALLBACK.to_vec());
+    }
+    let held = HeldTasks::default();
+    let reads = || ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    ports.table.set_save_error(Some(StoreError::Malformed("stage: missing".into())));
+    let stop_at = |ports: &MemoryPorts| ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-1", 10, stop_at(&ports)).await.unwrap();
+    assert_eq!((replayed.callbacks_still_parked, reads()), (2, 2));
+
+    // Another task's body parked since; one replay a run: it is that one, the held not read.
+    ports.table.set_save_error(None);
+    let ours = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
+    ports.bodies.lock().unwrap().insert(ours.clone(), CALLBACK.to_vec());
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-2", 1, stop_at(&ports)).await.unwrap();
+    assert_eq!((replayed.callbacks_replayed, replayed.callbacks_still_parked, reads()), (1, 2, 3));
+    assert!(!ports.bodies.lock().unwrap().contains_key(&ours));
+
+    // Past the recheck (the records fixed meanwhile), they are replayed.
+    ports.table.advance(HELD_RECHECK);
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-3", 10, stop_at(&ports)).await.unwrap();
+    assert_eq!((replayed.callbacks_replayed, replayed.callbacks_still_parked), (2, 0));
+}
+
+/// A listing that fills its page may have cut a task's bodies short (its `first-` key the first
+/// one not listed): that task waits for a run that lists them all, rather than replaying its
+/// `complete` alone (which would make its `first` a late callback without its event).
+#[tokio::test]
+async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
+    use crate::replay::{HeldTasks, LISTED, replay_parked};
+    const FIRST: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-first.json");
+    const COMPLETE: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-complete.json");
+    const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
+    let ports = MemoryPorts::new(vec![]);
+    // A task whose bodies cannot be read fills the page but one key.
+    for i in 0..LISTED - 1 {
+        let key = format!("parked/0-unreadable/final-{i:064}.json");
+        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.unreadable.lock().unwrap().insert(key);
+    }
+    let keys: Vec<String> = [("complete", COMPLETE), ("first", FIRST)]
+        .iter()
+        .map(|(stage, body)| format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body)))
+        .collect();
+    ports.bodies.lock().unwrap().insert(keys[0].clone(), COMPLETE.to_vec());
+    ports.bodies.lock().unwrap().insert(keys[1].clone(), FIRST.to_vec());
+    let stop_at = ports.table.now().plus(Duration::from_secs(600));
+    let held = HeldTasks::default();
+    replay_parked(&ports, &settings().accept, &held, "run-1", 200, stop_at).await.unwrap();
+    assert!(ports.table.record(MUSIC).is_none(), "its complete, listed alone, is not replayed");
+    assert!(ports.bodies.lock().unwrap().contains_key(&keys[0]));
+
+    // The unreadable bodies gone, the next run lists both and replays them in stage order.
+    ports.bodies.lock().unwrap().retain(|k, _| !k.starts_with("parked/0-unreadable/"));
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-2", 200, stop_at).await.unwrap();
+    assert_eq!(replayed.callbacks_replayed, 2, "{replayed:?}");
+    let stages: Vec<String> = ports.events.lock().unwrap().iter().map(|e| e.detail.event_id.clone()).collect();
+    assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
 }
