@@ -117,7 +117,13 @@ impl<P: Ports> App<P> {
                 checked = self.check(&fresh, &req);
             }
             // The secret could not be read to settle it: a retry may pass, a 401 may be final.
-            if matches!(&checked, Err(rejection) if rejection.may_be_stale) && self.credentials.in_doubt() {
+            // Only for what a key or token in the secret decides (not a stale timestamp).
+            let keyed = |r: &Rejection| {
+                matches!(r.reason, "signature_mismatch" | "invalid_token" | "missing_token" | "not_found")
+            };
+            if matches!(&checked, Err(rejection) if rejection.may_be_stale && keyed(rejection))
+                && self.credentials.in_doubt()
+            {
                 checked = Err(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "secret_unreadable",
