@@ -2073,3 +2073,77 @@ fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
     assert!(AWS_ACTIONS.contains(&"dynamodb:GetItem") && AWS_ACTIONS.contains(&"dynamodb:PutItem"));
     assert!(suno_callbacks::TaskId::parse(CURSOR_TASK_ID).is_err(), "no callback can name the cursor's partition");
 }
+
+/// A parameter a function parses at start-up refuses, at deploy time, what the function would
+/// refuse: a stack that deploys and then cannot start answers every callback (or download)
+/// with an error. Every sample a pattern accepts, the function accepts too.
+#[test]
+fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
+    use stemvault_download::source_policy::SourcePolicy;
+    use stemvault_ingest::secret::CallbackSecret;
+    let template = template();
+    let parameter = |name: &str| &template["Parameters"][name];
+    let pattern = |name: &str| {
+        let text = parameter(name)["AllowedPattern"].as_str().unwrap_or_else(|| panic!("{name}: no pattern"));
+        regex::Regex::new(text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+
+    let hosts = pattern("AllowedSourceHosts");
+    let default = parameter("AllowedSourceHosts")["Default"].as_str().unwrap();
+    assert!(hosts.is_match(default), "{default}");
+    let host_lists = [
+        default,
+        "",
+        "files_cdn.example.com",
+        "[::1]",
+        "http://127.0.0.1:3001",
+        "a.com, b.com",
+        "a.com,,b.com,",
+        "https://h.example:8443/",
+    ];
+    for list in host_lists {
+        assert!(hosts.is_match(list), "{list:?}: refused by the pattern");
+        assert!(SourcePolicy::parse(list).is_ok(), "{list:?}: accepted by the pattern, refused by the download");
+    }
+    for refused in ["a.com b.com", "a.com/path", "*."] {
+        assert!(!hosts.is_match(refused), "{refused:?}");
+    }
+
+    let keys = pattern("WebhookHmacKeys");
+    for list in ["", "k1", "k1,k2", " k1 , k2 ", "a key", "k1,", ",k1", "k1,,k2", " ", "k1, "] {
+        let secret = serde_json::json!({ "webhook_hmac_keys": list.split(',').collect::<Vec<_>>() });
+        let ingest_starts = list.is_empty() || CallbackSecret::parse(&secret.to_string()).is_ok();
+        assert_eq!(keys.is_match(list), ingest_starts, "{list:?}");
+    }
+
+    let notify = pattern("NotifyUrl");
+    for url in [
+        "https://h.example/hook?token=t",
+        "https://h.example:8443/a@b",
+        "https://u:p@h.example/x",
+        "https://h.example/x#f",
+    ] {
+        let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
+        assert_eq!(notify.is_match(url), notify_starts, "{url}");
+    }
+}
+
+/// Scheduled runs are not retried by Lambda (a retry overlaps the next run, which does the same
+/// work), and the stack refuses a provider key given beside an existing provider secret.
+#[test]
+fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
+    let template = template();
+    for function in ["SweeperFunction", "ReconcilerFunction"] {
+        let config = &cfn::resource(&template, function)["Properties"]["EventInvokeConfig"];
+        assert_eq!(config["MaximumRetryAttempts"].as_u64(), Some(0), "{function}");
+    }
+    let rule = &template["Rules"]["OneProviderKey"];
+    assert_eq!(
+        rule["RuleCondition"],
+        serde_yaml::from_str::<Value>(r#"!Not [!Equals [!Ref ProviderSecretArn, ""]]"#).unwrap()
+    );
+    assert_eq!(
+        rule["Assertions"][0]["Assert"],
+        serde_yaml::from_str::<Value>(r#"!Equals [!Ref ProviderApiKey, ""]"#).unwrap()
+    );
+}
