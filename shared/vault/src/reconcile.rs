@@ -72,7 +72,7 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
 }
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
-/// task was given up: an abandoned task stays out of the sweeper's index.
+/// task was given up: a task given up takes no new file set.
 fn adopt_unless_abandoned(record: &mut TaskRecord) {
     if record.abandoned.is_none() {
         let read = record.generation;
