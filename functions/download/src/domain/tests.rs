@@ -1111,3 +1111,30 @@ async fn a_deferred_check_settles_on_its_redelivery() {
     assert_eq!(check_settled(&ports, &task, None).await, Ok(Settling::Settled));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }
+
+/// A registration gives the task its family between the settle's read and its write: the
+/// settle, decided without a family (no watch for the expired file), is refused and decided
+/// again from a new read, which watches the task for a fresh URL.
+#[tokio::test]
+async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_without_it() {
+    let mut unknown = record(&[("vocal", FileStatus::Queued)]);
+    // Its result in (at `first` it would be watched whatever its family).
+    (unknown.family, unknown.stage) = (Family::Unknown, Stage::Complete);
+    let ports = MemoryPorts::with_record(unknown);
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let (reached, at_gate) = oneshot::channel();
+    let (release, released) = oneshot::channel();
+    *ports.manifest_gate.lock().unwrap() = Some(ManifestGate { reached, release: released });
+    let register = async {
+        at_gate.await.unwrap();
+        let mut r = ports.record(TASK);
+        r.family = Family::VocalSeparation;
+        ports.put_record(r);
+        release.send(()).unwrap();
+    };
+    let (outcome, ()) = tokio::join!(run(&ports, "vocal", 1), register);
+    assert!(matches!(outcome, Outcome::FailedForGood(_)), "{outcome:?}");
+    let r = ports.record(TASK);
+    assert_eq!((r.family, r.vault), (Family::VocalSeparation, VaultState::Partial));
+    assert_eq!(r.reconcile.as_deref(), Some("due"), "watched for a fresh URL");
+}
