@@ -8,7 +8,7 @@ pub mod enqueue;
 pub mod env;
 pub mod events;
 pub mod http;
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(feature = "test-support")]
 pub mod log_capture;
 pub mod logging;
 pub mod metrics;

@@ -303,12 +303,6 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// changed, None to keep the one in force.
     async fn read(&self, trigger: Trigger) -> Option<Arc<ApiKey>> {
         let fresh = match read_within_timeout(&self.reader).await {
-            // Unreadable at start-up, then readable but empty: calls are off, as they would
-            // have been had it read so at start-up; not a failure to count every minute.
-            Ok(text) if self.key.in_force().value.is_unread() && ApiKey::from_secret(&text).is_none() => {
-                tracing::info!(?trigger, "the provider secret is empty: calls to the provider stay off");
-                return None;
-            }
             Ok(text) => ApiKey::from_secret(&text).ok_or_else(|| "the secret holds no API key (empty)".to_owned()),
             Err(e) => Err(e.to_string()),
         };
@@ -492,22 +486,6 @@ mod tests {
         clock.advance_to(at(400));
         assert_eq!(provider.try_call(&keys).await, Ok(200));
         assert_eq!(secret.reads(), 3);
-    }
-
-    /// Unreadable at start-up, then readable but empty: calls stay off, as with an empty
-    /// secret at start-up, and that is no failed read to count every minute.
-    #[tokio::test]
-    async fn an_unreadable_secret_that_reads_empty_later_keeps_calls_off_without_counting_failures() {
-        let captured = crate::log_capture::capture_logs();
-        let (secret, clock) = (FakeSecret::default(), VirtualClock(Mutex::new(T0)));
-        let keys = ProviderKey::load(&secret, &clock, "test").await.expect("calls not off");
-        secret.put(Some(" "));
-        clock.advance_to(at(60));
-        assert_eq!(FakeProvider::accepting("k1").try_call(&keys).await, Err(KeyUnread));
-        assert_eq!(secret.reads(), 2);
-        let logs = captured.text();
-        assert_eq!(logs.matches(REREADS_FAILED).count(), 1, "the start-up read only: {logs}");
-        assert!(logs.contains("calls to the provider stay off"), "{logs}");
     }
 
     #[tokio::test]
