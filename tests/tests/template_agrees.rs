@@ -2105,7 +2105,7 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         assert!(hosts.is_match(list), "{list:?}: refused by the pattern");
         assert!(SourcePolicy::parse(list).is_ok(), "{list:?}: accepted by the pattern, refused by the download");
     }
-    for refused in ["a.com b.com", "a.com/path", "*."] {
+    for refused in ["a.com b.com", "a.com/path", "*.", "https://u:p@h.example/", "[::1", "::1]", ".a.com"] {
         assert!(!hosts.is_match(refused), "{refused:?}");
     }
 

@@ -573,7 +573,8 @@ async fn a_secret_that_cannot_be_read_for_its_age_keeps_the_checks_without_a_rea
         assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 300)).await.status(), StatusCode::OK, "still in force");
     }
     in_doubt(&h, signed_at(NEW_KEY, NOW_SECS + 300)).await;
-    // What no key decides stays a 401: a stale timestamp is stale under any secret.
+    // What no key decides stays a 401: a stale timestamp passes only a secret that drops the
+    // signature altogether (a change of mode, not a rotation).
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS - 2)).await, "timestamp_too_old");
     assert_eq!(h.ports.secret_reads(), 2, "the failed read counts as one: none per request after it");
     assert_eq!(rereads_failed(&captured), 1, "four requests, one failed read");
