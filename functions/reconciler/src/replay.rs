@@ -2,8 +2,9 @@
 //! unavailable, too contended or too slow), or recorded but could not archive, queue or
 //! publish events for (S3, SQS or EventBridge failing), is kept under `parked/` in the vault
 //! bucket ([`suno_callbacks::s3_key::parked_body_key`]) and answered 200. Each run, before its
-//! polls, the reconciler lists what is parked (ListObjectsV2, at most [`MAX_REPLAYS`] keys),
-//! reads each body, records, archives, queues and publishes it with
+//! polls, the reconciler lists what is parked (one ListObjectsV2 page of [`LISTED`] keys),
+//! and, a task's bodies in stage order, at most [`MAX_REPLAYS`] of them, reads each body,
+//! records, archives, queues and publishes it with
 //! [`stemvault_vault::accept::accept`] (the very code ingest runs: a body recorded meanwhile is
 //! a duplicate that sends what is missing), and deletes it once that succeeds. A body that
 //! fails again stays for the next run, and so do the other bodies of its task this run (one
@@ -11,7 +12,8 @@
 //! [`MAX_FAILURES_IN_A_ROW`] tasks failing in a row the run stops replaying (what failed is
 //! still failing: no point reading the rest now). One that can never be recorded (too large for
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
-//! accepted body, and logged as an error: it no longer stands in front of the others.
+//! accepted body, and logged as an error: it no longer stands in front of the others. One
+//! whose task's record cannot be read waits for an operator to fix it ([`HeldTasks`]).
 
 use std::collections::HashMap;
 use std::future::Future;
