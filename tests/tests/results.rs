@@ -154,6 +154,19 @@ async fn a_task_known_only_by_a_parked_callback_is_202() {
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
 
+/// `PUT /tasks/{task_id}` with `body`: a registration.
+fn put(task_id: &str, body: String) -> Request {
+    lambda_http::http::Request::builder().method("PUT").uri(format!("/tasks/{task_id}")).body(Body::Text(body)).unwrap()
+}
+
+/// The file `vocal` of `task_id` a callback brought, in `status`.
+fn vocal(task_id: &str, status: FileStatus) -> FileEntry {
+    FileEntry {
+        status,
+        ..FileEntry::pending("https://cdn.example/vocal.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Complete)
+    }
+}
+
 /// A task a callback recorded before its registration takes the registration's client_ref
 /// (one PutItem conditional on the task item's version, through the real table), and keeps
 /// its files; a second registration with another client_ref is then refused (409).
@@ -161,24 +174,15 @@ async fn a_task_known_only_by_a_parked_callback_is_202() {
 async fn a_registration_after_the_callback_adds_its_client_ref() {
     let env = TestEnv::new().await;
     let task_id = "called0back0first";
-    let queued = FileEntry {
-        status: FileStatus::Queued,
-        ..FileEntry::pending("https://cdn.example/vocal.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Complete)
-    };
+    let queued = vocal(task_id, FileStatus::Queued);
     let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
     table.save(None, &record(task_id, BTreeMap::from([("vocal".to_owned(), queued)]))).await.unwrap();
     let version = table.load(task_id).await.unwrap().expect("recorded").version;
 
-    let put = |client_ref: &str| {
-        let body = format!(r#"{{"family":"vocal_separation","client_ref":"{client_ref}"}}"#);
-        lambda_http::http::Request::builder()
-            .method("PUT")
-            .uri(format!("/tasks/{task_id}"))
-            .body(Body::Text(body))
-            .unwrap()
-    };
+    let register =
+        |client_ref: &str| put(task_id, format!(r#"{{"family":"vocal_separation","client_ref":"{client_ref}"}}"#));
     let app = app(&env, 300);
-    let response = app.handle(put("order-17")).await;
+    let response = app.handle(register("order-17")).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
     assert_eq!(json(&response)["client_ref"], "order-17");
     let recorded = table.load(task_id).await.unwrap().expect("recorded");
@@ -186,7 +190,7 @@ async fn a_registration_after_the_callback_adds_its_client_ref() {
     assert_eq!((recorded.stage, recorded.files.len()), (Stage::Complete, 1), "the callback's record kept");
     assert_eq!(recorded.files["vocal"].status, FileStatus::Queued, "its queued mark untouched");
 
-    let response = app.handle(put("order-18")).await;
+    let response = app.handle(register("order-18")).await;
     assert_eq!(response.status(), StatusCode::CONFLICT, "{}", json(&response));
     assert_eq!(table.load(task_id).await.unwrap().unwrap().client_ref.as_deref(), Some("order-17"));
 }
@@ -198,11 +202,8 @@ async fn a_registration_after_the_callback_adds_its_client_ref() {
 async fn a_registration_giving_a_family_watches_a_task_with_an_expired_file() {
     let env = TestEnv::new().await;
     let task_id = "unknown0family0expired";
-    let expired = FileEntry {
-        status: FileStatus::Failed,
-        error: Some("source answered 403 Forbidden".into()),
-        ..FileEntry::pending("https://cdn.example/vocal.mp3", format!("tasks/{task_id}/vocal.mp3"), Stage::Complete)
-    };
+    let expired =
+        FileEntry { error: Some("source answered 403 Forbidden".into()), ..vocal(task_id, FileStatus::Failed) };
     let table = TaskTable::new(env.dynamo.clone(), &env.resources.table_name);
     let called_back = TaskRecord {
         family: Family::Unknown,
@@ -212,12 +213,7 @@ async fn a_registration_giving_a_family_watches_a_task_with_an_expired_file() {
     table.save(None, &called_back).await.unwrap();
     assert_eq!(table.load(task_id).await.unwrap().expect("recorded").reconcile, None);
 
-    let put = lambda_http::http::Request::builder()
-        .method("PUT")
-        .uri(format!("/tasks/{task_id}"))
-        .body(Body::Text(r#"{"family":"vocal_separation"}"#.into()))
-        .unwrap();
-    let response = app(&env, 300).handle(put).await;
+    let response = app(&env, 300).handle(put(task_id, r#"{"family":"vocal_separation"}"#.into())).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
     let recorded = table.load(task_id).await.unwrap().expect("recorded");
     assert_eq!((recorded.family, recorded.reconcile.as_deref()), (Family::VocalSeparation, Some("due")));

@@ -29,8 +29,8 @@ use tracing::Instrument;
 use crate::aws::AwsPorts;
 use crate::config::Config;
 use crate::domain::{
-    Delivery, MAX_RECEIVE_COUNT, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job,
-    process_message, release_after_panic, settle_check_for,
+    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job, process_message,
+    release_after_panic, settle_check_for,
 };
 use crate::error::DownloadError;
 use crate::fresh_link;
@@ -198,7 +198,7 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
         for &i in asked {
             let message = &mut ran[i];
             let Some(handled) = &mut message.handled else { continue };
-            if handled.delivery.receive_count >= MAX_RECEIVE_COUNT {
+            if handled.delivery.is_last_receive() {
                 // Its file is settled; sent back, the message would only reach the DLQ (and
                 // its alarm). The task keeps `open` until it is settled: the sweeper asks.
                 message.span.in_scope(|| tracing::warn!("last receive: the sweeper settles the task instead"));
@@ -424,6 +424,7 @@ mod tests {
     /// saying a file was lost). The task stays open for the sweeper to settle.
     #[tokio::test]
     async fn a_failed_settle_check_on_the_last_receive_keeps_the_message_out_of_the_dlq() {
+        use crate::domain::MAX_RECEIVE_COUNT;
         let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
         serve(&ports, "a", b"a");
         serve(&ports, "b", b"b");

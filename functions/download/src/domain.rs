@@ -295,6 +295,14 @@ pub struct Delivery {
     pub lease_until: i64,
 }
 
+impl Delivery {
+    /// The queue's last receive of this message ([`MAX_RECEIVE_COUNT`]): sent back, it would
+    /// go to the dead-letter queue on its next receive.
+    pub fn is_last_receive(&self) -> bool {
+        self.receive_count >= MAX_RECEIVE_COUNT
+    }
+}
+
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -459,7 +467,7 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 /// queue's visibility timeout is over.
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
-    let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
+    let delay = match delivery.is_last_receive() {
         true => Duration::ZERO,
         false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
     };
@@ -528,7 +536,7 @@ async fn copy_claimed<P: Ports>(
         }
         _ => error,
     };
-    let last_receive = delivery.receive_count >= MAX_RECEIVE_COUNT;
+    let last_receive = delivery.is_last_receive();
     if error.is_retryable() && !last_receive {
         match ports.release_file(task_id, name, worker, &error.to_string()).await {
             Ok(_) => {}

@@ -181,6 +181,11 @@ pub async fn read_provider_key(
     ProviderKey::load(SecretReader::new(sdk, arn), SystemClock, function).await
 }
 
+/// One [`REREADS_FAILED`] for `function`: a read of the provider secret that brought no key.
+fn count_failed_read(function: &'static str) {
+    metrics::emit(&[(metrics::FUNCTION, metrics::function_name(function))], &[Metric::count(REREADS_FAILED)]);
+}
+
 /// Why the key is read again (for the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -220,10 +225,7 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
         match read_within_timeout(&reader).await {
             Ok(text) => ApiKey::from_secret(&text).map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
             Err(e) => {
-                metrics::emit(
-                    &[(metrics::FUNCTION, metrics::function_name(function))],
-                    &[Metric::count(REREADS_FAILED)],
-                );
+                count_failed_read(function);
                 tracing::error!(error = %e, "the provider secret cannot be read; calls to the provider wait until it can");
                 Some(ProviderKey::unread(reader, clock, function))
             }
@@ -321,8 +323,7 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
             }
             Err(e) => {
                 // Once per read, and reads are rate-limited: not once per call.
-                let function = (metrics::FUNCTION, metrics::function_name(self.function));
-                metrics::emit(&[function], &[Metric::count(REREADS_FAILED)]);
+                count_failed_read(self.function);
                 tracing::warn!(?trigger, error = %e, "provider API key re-read brought no key; keeping the current one");
                 None
             }

@@ -16,6 +16,19 @@ const TASK: &str = "3e63b4cc88d52611159371f6af5571e7";
 /// The documented callback of the same task.
 const CALLBACK: &[u8] =
     include_bytes!("../../../../fixtures/callbacks/separate-vocals__seed-000__200-separate_vocal.json");
+/// A music task's `first` and `complete` callbacks (copies of our own fixtures: `fixtures/`).
+const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
+const MUSIC_FIRST: &[u8] = include_bytes!("fixtures/generate-music__own__200-first.json");
+const MUSIC_COMPLETE: &[u8] = include_bytes!("fixtures/generate-music__own__200-complete.json");
+
+/// Park the music task's `complete`, then its `first`, under their keys; the keys, in that order.
+fn park_music_stages(ports: &MemoryPorts) -> [String; 2] {
+    [("complete", MUSIC_COMPLETE), ("first", MUSIC_FIRST)].map(|(stage, body)| {
+        let key = format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body));
+        ports.bodies.lock().unwrap().insert(key.clone(), body.to_vec());
+        key
+    })
+}
 
 fn pending() -> ProviderAnswer {
     let body = format!(r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","successFlag":"PENDING"}}}}"#);
@@ -618,14 +631,8 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
 #[tokio::test]
 async fn a_tasks_parked_stages_are_replayed_in_stage_order() {
     use crate::replay::{HeldTasks, replay_parked};
-    const FIRST: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-first.json");
-    const COMPLETE: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-complete.json");
-    const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
     let ports = MemoryPorts::new(vec![]);
-    for (stage, body) in [("complete", COMPLETE), ("first", FIRST)] {
-        let key = format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body));
-        ports.bodies.lock().unwrap().insert(key, body.to_vec());
-    }
+    park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed =
         replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
@@ -800,9 +807,6 @@ async fn held_tasks_are_skipped_for_a_while_and_do_not_use_up_a_run() {
 #[tokio::test]
 async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     use crate::replay::{HeldTasks, LISTED, replay_parked};
-    const FIRST: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-first.json");
-    const COMPLETE: &[u8] = include_bytes!("../../../../shared/tests/fixtures/generate-music__own__200-complete.json");
-    const MUSIC: &str = "7d0f3b9a1c2e4f5a8b6c9d0e1f2a3b4c";
     let ports = MemoryPorts::new(vec![]);
     // A task whose bodies cannot be read fills the page but one key.
     for i in 0..LISTED - 1 {
@@ -810,12 +814,7 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
         ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
         ports.unreadable.lock().unwrap().insert(key);
     }
-    let keys: Vec<String> = [("complete", COMPLETE), ("first", FIRST)]
-        .iter()
-        .map(|(stage, body)| format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body)))
-        .collect();
-    ports.bodies.lock().unwrap().insert(keys[0].clone(), COMPLETE.to_vec());
-    ports.bodies.lock().unwrap().insert(keys[1].clone(), FIRST.to_vec());
+    let keys = park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
     let held = HeldTasks::default();
     replay_parked(&ports, &settings().accept, &held, "run-1", 200, stop_at).await.unwrap();
