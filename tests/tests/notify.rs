@@ -165,7 +165,7 @@ impl Setup {
             ("QUEUE_URL", queue_url.clone()),
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-        let app = App::new(config, &sdk).await.unwrap();
+        let app = App::new(config, &sdk).await;
         Setup { sqs, queue_url, secret, secret_name, sdk, app }
     }
 

@@ -12,8 +12,6 @@ use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use stemvault_aws::ConfigError;
-use stemvault_aws::clock::SystemClock;
 use stemvault_aws::deadline;
 use stemvault_aws::secrets::{ReadSecret, SecretReader};
 use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages};
@@ -47,14 +45,15 @@ impl<P, R> Clone for App<P, R> {
 
 impl App {
     /// Build the clients and read the signing secret: once per instance, at its cold start.
-    /// Fails when the secret cannot be read or is no Standard Webhooks secret.
-    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+    /// A secret that cannot be read or used leaves the instance with no signer until a later
+    /// read brings one ([`Signers::load`]).
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         let secret = SecretReader::new(sdk, &config.notify_secret_arn);
-        let signers = Signers::load(&secret, &SystemClock).await?;
         // Fails only if the TLS backend cannot start, which no input can cause.
         let poster = HttpPoster::new(config.notify_url).expect("the HTTP client's TLS backend starts");
         let ports = AwsPorts { poster, sqs: aws_sdk_sqs::Client::new(sdk), queue_url: config.queue_url };
-        Ok(App::with_ports(ports, secret, signers))
+        let signers = Signers::load(&secret, &ports).await;
+        App::with_ports(ports, secret, signers)
     }
 }
 

@@ -11,7 +11,8 @@
 //!    the same bytes, so a retry sends the same body under the same `webhook-id`
 //!    (`detail.event_id`);
 //! 3. sign it ([`Signer`]) for `webhook-timestamp` = now, and POST it to `NOTIFY_URL`
-//!    ([`PostWebhook`]);
+//!    ([`PostWebhook`]); with no signer (the secret unusable since start-up) it is retried
+//!    as a failed post is;
 //! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 410 Gone
 //!    is refused for good (logged, counted, the message deleted); anything else (every other
 //!    4xx, 5xx, a redirect, a timeout, no connection) is retried: the message goes
@@ -243,6 +244,9 @@ async fn deliver<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> O
     let span = tracing::Span::current();
     span.record("task_id", event.task_id.as_str());
     span.record("event_id", event.event_id.as_str());
+    if signer.is_unread() {
+        return Outcome::Retry(NotifyError::NoSigningSecret);
+    }
     if delivery.stop_at.saturating_duration_since(Instant::now()) < REQUEST_TIMEOUT {
         return Outcome::Retry(NotifyError::NoTimeLeft);
     }

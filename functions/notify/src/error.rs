@@ -38,6 +38,9 @@ pub enum NotifyError {
     Post(#[from] PostError),
     #[error("the invocation's deadline is too close to post")]
     NoTimeLeft,
+    /// The signing secret has not been usable since the instance started: nothing to sign with.
+    #[error("no signing secret: the notify secret has not been usable since start-up")]
+    NoSigningSecret,
     #[error("the handler panicked: {0}")]
     Panicked(String),
 }
@@ -48,7 +51,7 @@ impl NotifyError {
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
-    /// answer, else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `panicked`.
+    /// answer, else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`.
     pub fn reason_code(&self) -> String {
         match self {
             NotifyError::Gone => "status_410".into(),
@@ -58,6 +61,7 @@ impl NotifyError {
             NotifyError::Post(PostError::Request(_)) => "request".into(),
             NotifyError::Malformed(_) => "malformed".into(),
             NotifyError::NoTimeLeft => "no_time_left".into(),
+            NotifyError::NoSigningSecret => "no_signing_secret".into(),
             NotifyError::Panicked(_) => "panicked".into(),
         }
     }
@@ -103,5 +107,7 @@ mod tests {
         assert!(NotifyError::Post(PostError::Request("x".into())).is_retryable());
         assert!(NotifyError::Panicked("x".into()).is_retryable());
         assert!(NotifyError::NoTimeLeft.is_retryable());
+        assert!(NotifyError::NoSigningSecret.is_retryable());
+        assert_eq!(NotifyError::NoSigningSecret.reason_code(), "no_signing_secret");
     }
 }

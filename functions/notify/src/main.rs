@@ -7,7 +7,7 @@ use stemvault_notify::{App, Config};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("notify").await;
-    let app = &stemvault_aws::config_or_exit("notify", App::new(config, &sdk).await);
+    let app = &App::new(config, &sdk).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, lambda_runtime::Error>(app.handle(event).await)
     }))

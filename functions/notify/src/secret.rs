@@ -5,16 +5,16 @@
 //! `v1,` signature per secret, space-separated, as Standard Webhooks allows: a receiver
 //! verifies with whichever secret it has). It is the text of the Secrets Manager secret
 //! `NOTIFY_SECRET_ARN` names, read at start-up and again once the signer in force is
-//! [`MAX_AGE`] old ([`Signers`]), so a rotated secret signs within that on every warm instance.
+//! [`MAX_AGE`] old ([`Signers`]), so a rotated secret signs within that on every warm instance
+//! (one unusable at start-up: read again once a minute, webhooks waiting meanwhile).
 //! Its value never appears in `Debug`, `Display`, errors or logs.
 
 use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use stemvault_aws::ConfigError;
 pub use stemvault_aws::secrets::{AgePolicy, MAX_AGE, ReadSecret};
-use stemvault_aws::secrets::{Reread, read_within_timeout};
+use stemvault_aws::secrets::{Reread, UNREAD_REREAD_INTERVAL, read_within_timeout};
 use stemvault_vault::Clock;
 
 use crate::domain::{EmitMetrics, Measure};
@@ -79,6 +79,17 @@ impl Signer {
         Ok(Signer { webhooks, keys })
     }
 
+    /// No signer: the secret could not be read, or was unusable, since start-up. It signs
+    /// nothing ([`crate::domain::process_message`] holds webhooks back while it is in force).
+    pub fn unread() -> Signer {
+        Signer { webhooks: Vec::new(), keys: Vec::new() }
+    }
+
+    /// Whether this is [`Signer::unread`] (a secret's text always has a key).
+    pub fn is_unread(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one
     /// per secret, space-separated.
     pub fn sign(&self, id: &str, timestamp: i64, body: &str) -> String {
@@ -115,13 +126,25 @@ pub struct Signers {
 }
 
 impl Signers {
-    /// Read the secret (at start-up). Fails when it cannot be read or used.
-    pub async fn load<R: ReadSecret, C: Clock>(reader: &R, clock: &C) -> Result<Signers, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid { name: "NOTIFY_SECRET_ARN", reason };
-        let read_at = clock.now();
-        let text = reader.read_secret().await.map_err(|e| invalid(e.to_string()))?;
-        let signer = Signer::parse(text.expose()).map_err(|e| invalid(e.to_string()))?;
-        Ok(Signers::new(signer, read_at))
+    /// Read the secret (at start-up). One that cannot be read or used starts the instance
+    /// with no signer ([`Signer::unread`], logged as an error and counted as a failed read):
+    /// it is read again at most once per [`UNREAD_REREAD_INTERVAL`] until it brings one, and
+    /// webhooks wait meanwhile. Exiting instead would cost every message of the instance's
+    /// batch a receive and the queue's whole visibility timeout, on each new instance.
+    pub async fn load<R: ReadSecret, P: Clock + EmitMetrics>(reader: &R, ports: &P) -> Signers {
+        let read_at = ports.now();
+        let signer = match read_within_timeout(reader).await {
+            Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match signer {
+            Ok(signer) => Signers::new(signer, read_at),
+            Err(e) => {
+                ports.emit_metrics(&Measure::SecretRereadFailed);
+                tracing::error!(error = %e, "the notify secret cannot be used; webhooks wait until it can");
+                Signers::new(Signer::unread(), read_at)
+            }
+        }
     }
 
     /// `signer`, made from the secret read at `read_at`.
@@ -137,7 +160,11 @@ impl Signers {
         R: ReadSecret,
         P: Clock + EmitMetrics,
     {
-        self.signer.fresh(ports, policy, || self.read(reader, ports, policy)).await
+        let age = match self.signer.in_force().value.is_unread() {
+            true => AgePolicy { max_age: UNREAD_REREAD_INTERVAL.min(policy.max_age) },
+            false => policy,
+        };
+        self.signer.fresh(ports, age, || self.read(reader, ports, age)).await
     }
 
     /// Read the secret (the caller holds the right to): a new signer when it is usable and
@@ -157,17 +184,27 @@ impl Signers {
                 tracing::debug!("notify secret re-read: unchanged");
                 None
             }
+            Ok(fresh) if self.signer.in_force().value.is_unread() => {
+                tracing::info!("notify secret read: webhooks resume");
+                Some(Arc::new(fresh))
+            }
             Ok(fresh) => {
                 tracing::info!("notify secret changed: signing with its new version");
                 Some(Arc::new(fresh))
             }
             Err(e) => {
                 metrics.emit_metrics(&Measure::SecretRereadFailed);
-                tracing::warn!(
-                    error = %e,
-                    max_age_secs = policy.max_age.as_secs(),
-                    "notify secret re-read for its age is unusable; signing with the current one"
-                );
+                match self.signer.in_force().value.is_unread() {
+                    true => tracing::warn!(
+                        error = %e,
+                        "notify secret re-read is unusable; webhooks still wait for a usable one"
+                    ),
+                    false => tracing::warn!(
+                        error = %e,
+                        max_age_secs = policy.max_age.as_secs(),
+                        "notify secret re-read for its age is unusable; signing with the current one"
+                    ),
+                }
                 None
             }
         }

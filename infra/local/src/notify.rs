@@ -79,7 +79,7 @@ pub async fn start(
         _ => None,
     };
     let config = stemvault_notify::Config::from_lookup(lookup).map_err(|e| e.to_string())?;
-    let app = stemvault_notify::App::new(config, sdk).await.map_err(|e| e.to_string())?;
+    let app = stemvault_notify::App::new(config, sdk).await;
     let source = QueueSource { queue_url, queue_arn, region: region.to_owned() };
     Ok(Some(NotifyRunner { app, source, notify_url, generated_secret }))
 }

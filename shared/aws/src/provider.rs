@@ -144,8 +144,7 @@ impl ApiKey {
 #[error("no provider API key: the provider secret has not been readable since start-up")]
 pub struct KeyUnread;
 
-/// How often the secret is read again while no key could be read since start-up.
-pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(60);
+pub use crate::secrets::UNREAD_REREAD_INTERVAL;
 
 /// A failed request to the provider, as `<what happened>: <the request's error and its
 /// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or

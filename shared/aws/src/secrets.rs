@@ -13,6 +13,10 @@ use stemvault_vault::{Clock, Timestamp};
 /// secret rotated (or a key revoked) is in force on every warm instance within this.
 pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
+/// How often a secret is read again while nothing usable could be read from it since
+/// start-up (the function then holds back what needs it: provider calls, webhooks).
+pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long a re-read may take before what is in force stands (requests wait for it).
 pub const REREAD_TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -207,3 +207,51 @@ async fn secret_rereads_are_logged_without_the_secret() {
         assert!(!logs.contains(key), "{secret:?} logged: {logs}");
     }
 }
+
+/// A secret that cannot be read (or used) when the instance starts: the instance starts all
+/// the same, with no signer; its webhooks are retried on their backoff, not posted unsigned,
+/// and the secret is read again once a minute (not per message) until it brings a signer.
+#[tokio::test]
+async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let secret = crate::test_support::MemorySecret::holding(SECRET);
+    secret.fail();
+    let ports = MemoryPorts::default();
+    let signers = crate::secret::Signers::load(&secret, &ports).await;
+    let app = App::with_ports(ports, secret, signers);
+    assert_eq!((app.secret.reads(), rereads_failed(&app)), (1, 1), "the start-up read, counted");
+
+    let response = app
+        .handle_batch(batch(vec![message("m1", &vaulted_message())]), Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(failed_ids(&response), ["m1"]);
+    assert!(app.ports.posted().is_empty(), "nothing posted unsigned");
+    assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))], "the usual backoff");
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret".into() }));
+    assert_eq!(app.secret.reads(), 1, "no read per message within the minute");
+
+    // Unusable text is no better than none.
+    app.secret.set("whsec_c2hvcnQ=");
+    app.ports.advance(Duration::from_secs(60));
+    let response = app
+        .handle_batch(batch(vec![message("m2", &vaulted_message())]), Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(failed_ids(&response), ["m2"]);
+    assert_eq!((app.secret.reads(), rereads_failed(&app)), (2, 2), "read again after a minute, counted");
+
+    app.secret.set(SECRET);
+    app.ports.advance(Duration::from_secs(59));
+    let response = app
+        .handle_batch(batch(vec![message("m3", &vaulted_message())]), Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!((failed_ids(&response), app.secret.reads()), (vec!["m3".to_owned()], 2), "59 s: not yet");
+    app.ports.advance(Duration::from_secs(1));
+    deliver(&app, 2).await;
+    assert_eq!(signed_with(&app), ["old", "old"]);
+    assert_eq!((app.secret.reads(), rereads_failed(&app)), (3, 2));
+
+    let logs = captured.text();
+    assert!(logs.contains("the notify secret cannot be used; webhooks wait until it can"), "{logs}");
+    assert!(logs.contains("notify secret read: webhooks resume"), "{logs}");
+    assert!(!logs.contains("c2hvcnQ"), "the unusable secret logged: {logs}");
+}
