@@ -60,6 +60,8 @@ struct MemoryPorts {
     polls_hang: std::sync::atomic::AtomicBool,
     /// A record written right after the next publish (a callback landing just then).
     after_publish: Mutex<Option<TaskRecord>>,
+    /// Publishing fails (nothing is published).
+    publish_fails: std::sync::atomic::AtomicBool,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -77,6 +79,7 @@ impl MemoryPorts {
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
             after_publish: Mutex::default(),
+            publish_fails: Default::default(),
         }
     }
 
@@ -103,6 +106,10 @@ impl accept::ArchiveBody for MemoryPorts {
 
 impl events::PublishEvents for MemoryPorts {
     async fn publish_events(&self, published: &[events::TaskEvent]) -> Result<(), events::PublishError> {
+        if self.publish_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            let total = published.len();
+            return Err(events::PublishError { failed: total, total, reason: "throttled".into() });
+        }
         self.events.lock().unwrap().extend_from_slice(published);
         if let Some(record) = self.after_publish.lock().unwrap().take() {
             self.table.put_record(record);
@@ -827,4 +834,34 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     assert_eq!(replayed.callbacks_replayed, 2, "{replayed:?}");
     let stages: Vec<String> = ports.events.lock().unwrap().iter().map(|e| e.detail.event_id.clone()).collect();
     assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
+}
+
+/// A task watched at one stage for long (here stuck at `first`) is polled again and again;
+/// its stage's events go out once more at most (the first poll, after the callback's), not
+/// on every poll, and a poll whose publish failed is followed by one that publishes.
+#[tokio::test]
+async fn polls_of_a_task_stuck_at_one_stage_do_not_publish_its_events_each_time() {
+    let first_body = br#"{"code":200,"msg":"first","data":{"callbackType":"first","task_id":"3e63b4cc88d52611159371f6af5571e7","data":[
+        {"id":"a1","audio_url":"https://cdn1.suno.ai/a1.mp3","image_url":"","stream_audio_url":"","title":"x"}]}}"#;
+    let poll_first =
+        br#"{"code":200,"msg":"success","data":{"taskId":"3e63b4cc88d52611159371f6af5571e7","status":"FIRST_SUCCESS",
+        "response":{"sunoData":[{"id":"a1","audioUrl":"https://cdn1.suno.ai/a1.mp3"}]}}}"#;
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body: poll_first.to_vec() }]);
+    let event = parse_callback(first_body).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, first_body, "req-1", None).await.unwrap();
+    let stage_events =
+        || ports.events.lock().unwrap().iter().filter(|e| e.kind == events::EventType::StageChanged).count();
+    assert_eq!(stage_events(), 1, "the callback's");
+    let mut published = Vec::new();
+    for poll in 0..5 {
+        // The first poll's publish fails: it is recorded unrecorded, and the next publishes.
+        ports.publish_fails.store(poll == 0, std::sync::atomic::Ordering::SeqCst);
+        ports.until_due();
+        let _ = run(&ports).await;
+        published.push(stage_events());
+    }
+    assert_eq!(ports.record().stage, Stage::First);
+    assert_eq!(ports.record().polls, 5);
+    // Once more, by the poll after the failed one (it cannot know the callback's went out).
+    assert_eq!(published, [1, 2, 2, 2, 2]);
 }
