@@ -67,6 +67,8 @@ use stemvault_vault::{
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
+use futures::TryStreamExt;
+
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
 use crate::source::{ChunkStream, FetchSource, loggable_str};
@@ -648,6 +650,18 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         Some(Ok(link)) => link,
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
+    // A fresh link that fails in a way a retry may fix (5xx, a timeout, a reset, before or
+    // while its body is read) is retried as no fresh link yet: the next attempt asks for a new
+    // one, and on the last receive the file is still recorded as expired, which the
+    // reconciler watches for a URL.
+    let expired_reason = reason.clone();
+    let not_yet = move |e: FetchError| match e.is_retryable() {
+        true => {
+            let why = format!("the fresh link failed: {e}");
+            FetchError::NoFreshLinkYet { status, reason: expired_reason.clone(), why }
+        }
+        false => e,
+    };
     match ports.open(&link, max_bytes).await {
         // Gone or expired again: still a file whose URL a poll may renew.
         Err(e @ FetchError::Status { .. }) if !e.is_retryable() => {
@@ -655,7 +669,11 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         }
         // Too large, refused, a bad redirect: what the file is, not its link's age, so not
         // recorded as expired (the reconciler would watch the task for a link that cannot help).
-        opened => opened,
+        Err(e) => Err(not_yet(e)),
+        Ok(body) => {
+            let chunks = body.chunks.map_err(not_yet);
+            Ok(SourceBody { chunks: Box::pin(chunks), ..body })
+        }
     }
 }
 

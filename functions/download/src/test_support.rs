@@ -395,8 +395,16 @@ impl ReadObject for MemoryStore {
 /// What a scripted source answers for one URL.
 #[derive(Debug, Clone)]
 pub enum Script {
-    Body { data: Vec<u8>, declared: bool, content_type: Option<String> },
+    Body {
+        data: Vec<u8>,
+        declared: bool,
+        content_type: Option<String>,
+    },
     Fail(FetchError),
+    /// `data`, its length declared as twice that, then the connection reset.
+    Reset {
+        data: Vec<u8>,
+    },
 }
 
 /// One task's item collection as DynamoDB keeps it: the task item (a record without its
@@ -796,6 +804,11 @@ impl FetchSource for MemoryPorts {
                 let body = body_of(&data, 64 * 1024, declared, content_type.as_deref());
                 let chunks: SourceChunks = Box::pin(body.chunks);
                 Ok(SourceBody { content_length: body.content_length, content_type: body.content_type, chunks })
+            }
+            Some(Script::Reset { data }) => {
+                let reset = Err(FetchError::Body("connection reset".into()));
+                let chunks: SourceChunks = Box::pin(stream::iter([Ok(Bytes::from(data.clone())), reset]));
+                Ok(SourceBody { content_length: Some(2 * data.len() as u64), content_type: None, chunks })
             }
         }
     }

@@ -1002,7 +1002,9 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     fresh_links(&ports, &[("vocal", Ok(FRESH))]);
     ports.source(FRESH, expired(503, "Service Unavailable"));
     let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == "source answered 503 Service Unavailable"));
+    let not_yet = "source answered 410 Gone; no fresh link yet: the fresh link failed: source answered 503 Service \
+                   Unavailable";
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == not_yet), "{outcome:?}");
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
 
     ports.source(FRESH, expired(404, "Not Found"));
@@ -1011,6 +1013,19 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
     assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal"), url("vocal")], "a new link each attempt");
     assert!(stemvault_vault::reconcile::failed_by_expiry(&ports.record(TASK).files["vocal"]));
+
+    // Failing so on the last receive (at once, or while its body is read), the file is
+    // dead-lettered as expired: the reconciler watches the task for a URL.
+    for broken in [expired(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(410, "Gone"));
+        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+        ports.source(FRESH, broken);
+        let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+        assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+        let file = &ports.record(TASK).files["vocal"];
+        assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+    }
 
     // A fresh link to a file over the limit fails it as too large, not as expired: no poll's
     // link would copy it.
