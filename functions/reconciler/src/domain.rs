@@ -54,8 +54,12 @@ pub enum ProviderAnswer {
         status: u16,
         body: Vec<u8>,
     },
-    /// No answer: connection refused, timeout, an answer too large.
+    /// No answer: connection refused, timeout.
     Unreachable(String),
+    /// An answer longer than `limit` bytes, not read.
+    TooLarge {
+        limit: usize,
+    },
 }
 
 /// Poll the record-info endpoint of `family` for `task_id`.
@@ -258,6 +262,14 @@ async fn reconcile_task<P: Ports>(
         ProviderAnswer::Unreachable(why) => {
             tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
             PollOutcome::Unreachable
+        }
+        ProviderAnswer::TooLarge { limit } => {
+            tracing::warn!(
+                task_id,
+                limit,
+                "the provider's answer is over {limit} bytes; not read, polling again later"
+            );
+            PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status: 200, body } => match parse_poll(record.family, &body) {
             Ok(PollResult::Pending { status, .. }) => {

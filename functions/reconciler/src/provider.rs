@@ -13,8 +13,11 @@ use crate::domain::ProviderAnswer;
 
 /// How long a whole poll may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Larger answers are not read (the largest documented ones are tens of kilobytes).
-pub const MAX_ANSWER_BYTES: usize = 2 * 1024 * 1024;
+/// Larger answers are not read: the largest callback body ingest may be set to accept
+/// (`MAX_BODY_BYTES` at most 6 MiB, Lambda's own payload limit), so that whatever a callback
+/// could bring, a poll can too (the documented answers are tens of kilobytes; a split-stem
+/// MIDI task's notes run larger).
+pub const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024;
 
 /// The record-info endpoints of one provider.
 #[derive(Debug, Clone)]
@@ -52,8 +55,7 @@ impl HttpProvider {
     }
 
     /// One poll with the key in force, made once more when the provider refused it and a
-    /// re-read brought another. Transport failures and over-long answers are
-    /// [`ProviderAnswer::Unreachable`].
+    /// re-read brought another. Transport failures are [`ProviderAnswer::Unreachable`].
     pub async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         let Some(url) = record_info_url(&self.base_url, family, task_id) else {
             return ProviderAnswer::Unreachable(format!("family {family} has no record-info endpoint"));
@@ -75,9 +77,7 @@ impl HttpProvider {
         loop {
             match response.chunk().await {
                 Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER_BYTES => body.extend_from_slice(&chunk),
-                Ok(Some(_)) => {
-                    return ProviderAnswer::Unreachable(format!("the answer is over {MAX_ANSWER_BYTES} bytes"));
-                }
+                Ok(Some(_)) => return ProviderAnswer::TooLarge { limit: MAX_ANSWER_BYTES },
                 Ok(None) => return ProviderAnswer::Http { status, body },
                 Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
             }
@@ -102,6 +102,48 @@ mod tests {
             Some("http://127.0.0.1:9/api/v1/vocal-removal/record-info?taskId=2fac****9f72")
         );
         assert_eq!(record_info_url("http://127.0.0.1:9", Family::Unknown, &task), None);
+    }
+
+    /// A server that answers every request with `bytes` bytes of JSON (spaces around `{}`).
+    async fn answering(bytes: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\nconnection: close\r\n\r\n");
+            let mut body = vec![b' '; bytes];
+            body[..2].copy_from_slice(b"{}");
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+        origin
+    }
+
+    /// Whatever size a callback may be accepted at, a poll's answer is read at too; a larger
+    /// one is said to be too large, not taken for no answer.
+    #[tokio::test]
+    async fn answers_as_large_as_a_callback_may_be_are_read() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let key = ApiKey::from_secret(&stemvault_aws::secrets::SecretText::new("k")).unwrap();
+        let reader = stemvault_aws::secrets::SecretReader::new(&sdk, "arn:x");
+        let clock = stemvault_aws::clock::SystemClock;
+        let key = Arc::new(ProviderKey::new(key, stemvault_vault::Timestamp::now(), reader, clock, "reconciler"));
+        let task = TaskId::parse("2fac9f72").unwrap();
+        let largest_callback = 6 * 1024 * 1024;
+        for (bytes, read) in [(2 * 1024 * 1024 + 1, true), (largest_callback, true), (largest_callback + 1, false)] {
+            let provider = HttpProvider::new(&answering(bytes).await, key.clone()).unwrap();
+            match provider.poll(Family::VocalSeparation, &task).await {
+                ProviderAnswer::Http { status: 200, body } if read => assert_eq!(body.len(), bytes),
+                ProviderAnswer::TooLarge { limit } if !read => assert_eq!(limit, largest_callback),
+                other => panic!("{bytes} bytes: {other:?}"),
+            }
+        }
     }
 
     #[test]
