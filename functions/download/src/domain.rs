@@ -62,8 +62,8 @@ use stemvault_vault::download::{
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
-    Attempt, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, StoreError, TaskRecord, Timestamp,
-    VaultState, retry_on_conflict,
+    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest,
+    StoreError, TaskRecord, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -466,15 +466,19 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 /// after its last receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another
 /// attempt (the queue moves it to the dead-letter queue at its next receive), and the
 /// dead-letter alarm should not wait for it. Failing to do so only means a retry once the
-/// queue's visibility timeout is over.
+/// queue's visibility timeout is over (so does SQS not answering
+/// within [`BEST_EFFORT_CALL_TIMEOUT`]).
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
     let delay = match delivery.is_last_receive() {
         true => Duration::ZERO,
         false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
     };
-    if let Err(e) = ports.delay_message(receipt_handle, delay).await {
-        tracing::warn!(error = %e, "could not delay the message's next delivery");
+    let delaying = tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, ports.delay_message(receipt_handle, delay));
+    match delaying.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
+        Err(_) => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
     }
 }
 

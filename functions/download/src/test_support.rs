@@ -467,6 +467,8 @@ pub struct MemoryPorts {
     /// settle checks all start reading together, and all have read before any goes on.
     pub load_barrier: Mutex<Option<Arc<Barrier>>>,
     pub delays: Mutex<Vec<(String, Duration)>>,
+    /// Delaying a message never answers.
+    pub delays_hang: std::sync::atomic::AtomicBool,
     pub measures: Mutex<Vec<Measure>>,
     /// The event bus: every event published, and a switch to fail publishes.
     pub events: MemoryEvents,
@@ -784,6 +786,9 @@ impl EmitMetrics for MemoryPorts {
 impl DelayMessage for MemoryPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
         self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
+        if self.delays_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }

@@ -49,6 +49,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
+use stemvault_vault::BEST_EFFORT_CALL_TIMEOUT;
 
 use crate::error::{CopyError, FetchError, StorageError};
 
@@ -256,9 +257,14 @@ where
             Ok(reader.finish().stored(u32::try_from(count).unwrap_or(u32::MAX), content_type))
         }
         Err(e) => {
-            if let Err(abort) = store.abort_multipart(key, &upload_id).await {
-                // S3's lifecycle rule for incomplete uploads cleans up what this leaves.
-                tracing::warn!(error = %abort, "could not abort the multipart upload");
+            // Often after the deadline stopped the upload, S3 being slow: bounded, so the
+            // invocation still answers. S3's lifecycle rule for incomplete uploads cleans up
+            // what an abort that fails or hangs leaves.
+            let aborting = tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, store.abort_multipart(key, &upload_id));
+            match aborting.await {
+                Ok(Ok(())) => {}
+                Ok(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
+                Err(_) => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
             }
             Err(e)
         }
@@ -832,8 +838,11 @@ mod tests {
         assert!(store.open_uploads().is_empty());
     }
 
-    /// A bucket that never answers.
-    struct StalledStore;
+    /// A bucket that never answers; or, `starts_uploads`, that starts a multipart upload and
+    /// then never answers, its abort included.
+    struct StalledStore {
+        starts_uploads: bool,
+    }
 
     impl ObjectStore for StalledStore {
         async fn put_streamed(
@@ -849,7 +858,10 @@ mod tests {
             futures::future::pending().await
         }
         async fn create_multipart(&self, _: &str, _: ObjectInfo<'_>) -> Result<String, StorageError> {
-            futures::future::pending().await
+            match self.starts_uploads {
+                true => Ok("upload-1".into()),
+                false => futures::future::pending().await,
+            }
         }
         async fn upload_part(&self, _: &str, _: &str, _: i32, _: Bytes, _: u32) -> Result<UploadedPart, StorageError> {
             futures::future::pending().await
@@ -858,7 +870,10 @@ mod tests {
             futures::future::pending().await
         }
         async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), StorageError> {
-            Ok(())
+            match self.starts_uploads {
+                true => futures::future::pending().await,
+                false => Ok(()),
+            }
         }
     }
 
@@ -867,9 +882,24 @@ mod tests {
         for len in [1000, PART + 1] {
             let data = deterministic_bytes(len, 8);
             let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
-            let err = upload(&StalledStore, to("k"), body_of(&data, 1 << 16, true, None), soon).await.unwrap_err();
+            let err =
+                upload(&StalledStore { starts_uploads: false }, to("k"), body_of(&data, 1 << 16, true, None), soon)
+                    .await
+                    .unwrap_err();
             assert_eq!(err, CopyError::Deadline, "{len} bytes");
         }
+    }
+
+    /// The abort after the deadline stopped an upload is bounded too: a bucket that does not
+    /// answer it must not run the invocation into its timeout.
+    #[tokio::test(start_paused = true)]
+    async fn an_abort_that_hangs_is_given_up() {
+        let data = deterministic_bytes(PART + 1, 9);
+        let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
+        let uploading =
+            upload(&StalledStore { starts_uploads: true }, to("k"), body_of(&data, 1 << 16, true, None), soon);
+        let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;
+        assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
     }
 
     #[tokio::test]

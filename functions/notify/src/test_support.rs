@@ -102,6 +102,8 @@ pub struct MemoryPorts {
     pub metrics: Mutex<Vec<Measure>>,
     /// Panic on every post.
     pub panics: bool,
+    /// Delaying a message never answers.
+    pub delays_hang: bool,
     /// How far the clock is past [`NOW`].
     pub advanced: Mutex<Duration>,
 }
@@ -153,6 +155,9 @@ impl PostWebhook for MemoryPorts {
 impl DelayMessage for MemoryPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
         self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
+        if self.delays_hang {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }

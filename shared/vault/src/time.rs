@@ -11,6 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// before it, leaving time to record what they did.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
+/// The longest a best-effort call made inside that margin may take (a retry's delay, a
+/// multipart upload's abort): one that hangs must not run the invocation into its timeout,
+/// which answers nothing and sends its whole batch back after the visibility timeout.
+pub const BEST_EFFORT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// An instant, to the millisecond, since the Unix epoch.
 ///
 /// Stored (serde) and displayed as RFC 3339 in UTC with milliseconds, e.g.

@@ -1153,3 +1153,15 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
     assert_eq!((r.family, r.vault), (Family::VocalSeparation, VaultState::Partial));
     assert_eq!(r.reconcile.as_deref(), Some("due"), "watched for a fresh URL");
 }
+
+/// SQS not answering a retry's delay leaves the message to the visibility timeout instead of
+/// holding the invocation until its timeout (which would answer nothing for the batch).
+#[tokio::test(start_paused = true)]
+async fn a_delay_that_hangs_is_given_up() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.delays_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let d = delivery(job_body("vocal"), 1);
+    let outcome = Outcome::Retry(DownloadError::NoTimeLeft);
+    tokio::time::timeout(Duration::from_secs(30), delay_retry(&ports, &d, &outcome)).await.expect("given up");
+    assert_eq!(ports.delays.lock().unwrap().len(), 1, "asked");
+}

@@ -64,6 +64,18 @@ async fn a_panic_fails_only_its_own_message() {
     assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
 }
 
+/// SQS not answering the retry's delay leaves the message to the visibility timeout; the
+/// batch is still answered (an invocation run into its timeout answers nothing).
+#[tokio::test(start_paused = true)]
+async fn a_delay_that_hangs_is_given_up_and_the_batch_answered() {
+    let app = app(MemoryPorts { delays_hang: true, ..MemoryPorts::answering([status(503)]) });
+    let handling =
+        app.handle_batch(batch(vec![message("m1", &vaulted_message())]), Instant::now() + Duration::from_secs(60));
+    let response = tokio::time::timeout(Duration::from_secs(30), handling).await.expect("answered");
+    assert_eq!(failed_ids(&response), ["m1"]);
+    assert_eq!(app.ports.delays().len(), 1, "asked");
+}
+
 #[tokio::test]
 async fn a_failure_without_a_message_id_is_never_reported_as_an_empty_id() {
     let app = app(MemoryPorts::answering([status(500), status(500)]));
