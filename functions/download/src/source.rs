@@ -266,9 +266,13 @@ fn request_error(e: reqwest::Error) -> FetchError {
     if let Some(refusal) = find_refusal(&e) {
         return FetchError::Refused(refusal);
     }
-    let (timeout, connect) = (e.is_timeout(), e.is_connect());
+    let (timeout, connect, unsendable) = (e.is_timeout(), e.is_connect(), e.is_builder());
     let text = stemvault_aws::http::describe(e);
-    if timeout {
+    if unsendable {
+        // A URL the policy allows but no request can carry (longer than an HTTP request
+        // line may be): no retry would send it.
+        FetchError::Refused(Refusal::BadUrl(text))
+    } else if timeout {
         FetchError::Timeout(text)
     } else if connect {
         FetchError::Connect(text)
@@ -387,5 +391,10 @@ mod tests {
             let err = source.open(url, 1 << 20).await.unwrap_err();
             assert!(matches!(err, FetchError::Refused(_)), "{url}: {err}");
         }
+        // Allowed, but longer than any request may carry: refused, not retried 8 times.
+        let long = format!("https://cdn1.suno.ai/{}", "a".repeat(70_000));
+        let err = source.open(&long, 1 << 20).await.unwrap_err();
+        assert!(matches!(err, FetchError::Refused(Refusal::BadUrl(_))), "{err}");
+        assert!(!err.is_retryable() && err.to_string().len() < 1000, "{err}");
     }
 }
