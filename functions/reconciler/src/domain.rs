@@ -309,11 +309,33 @@ async fn reconcile_task<P: Ports>(
                 tracing::info!(task_id, code, message, "the provider answered an error code");
                 PollOutcome::Provider(code)
             }
+            // Not the provider's JSON at all (a web page): a wrong PROVIDER_BASE_URL, which
+            // would leave every watched task unreadable until it is given up.
+            Err(e) if answer_code(&body).is_none() => {
+                tracing::error!(
+                    task_id,
+                    error = %e,
+                    "PROVIDER_BASE_URL answered 200 without the provider's JSON answer (is it the provider's API \
+                     root?); polling again later"
+                );
+                PollOutcome::Unreadable
+            }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "unreadable record-info answer");
                 PollOutcome::Unreadable
             }
         },
+        // Redirects are not followed (the key would go with them): the provider's API answers
+        // none, so a setting that points elsewhere.
+        ProviderAnswer::Http { status: status @ 300..=399, .. } => {
+            tracing::error!(
+                task_id,
+                status,
+                "PROVIDER_BASE_URL answered {status}, a redirect, which is not followed (is it the provider's API \
+                 root?); polling again later"
+            );
+            PollOutcome::Http(status)
+        }
         // A 404 or 422 says the provider does not know the task only in its own JSON answer
         // (one with a `code`): from a wrong PROVIDER_BASE_URL or a gateway's HTML page it
         // would give up every watched task a day later, and fixing the setting brings none back.

@@ -460,6 +460,26 @@ async fn a_404_or_422_without_the_providers_answer_is_not_not_found() {
     }
 }
 
+/// A PROVIDER_BASE_URL that is no API root (a site answering a web page, or a redirect) is
+/// said as an error on each poll, not as a task pending or an answer it could not read.
+#[tokio::test]
+async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
+    for (answer, outcome) in [
+        (ProviderAnswer::Http { status: 301, body: Vec::new() }, "http_301"),
+        (ProviderAnswer::Http { status: 200, body: b"<html><body>Welcome</body></html>".to_vec() }, "unreadable"),
+    ] {
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let ports = MemoryPorts::new(vec![answer]);
+        register(&ports);
+        ports.until_due();
+        assert_eq!(run(&ports).await.polls, 1);
+        assert_eq!(ports.record().last_poll.unwrap().outcome, outcome);
+        let logs = captured.text();
+        let error = logs.lines().find(|l| l.contains("ERROR") && l.contains("is it the provider's API root?"));
+        assert!(error.is_some(), "{outcome}: {logs}");
+    }
+}
+
 /// A task whose record cannot be read (an item this version cannot read) would fail first in
 /// every run, ahead of every other due task: its next poll is put off an hour each time.
 #[tokio::test]
