@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, TRANSFER_ENCODING};
 use stemvault_vault::Timestamp;
 use url::Url;
 
@@ -137,6 +137,9 @@ impl FetchSource for HttpSource {
                 return Err(FetchError::Status { status: status.as_u16(), reason, retry_after });
             }
             let content_length = response.content_length();
+            if content_length.is_none() && !is_framed(&response) {
+                return Err(Refusal::Refused(UNFRAMED.into()).into());
+            }
             if let Some(declared) = content_length.filter(|d| *d > max_bytes) {
                 return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
             }
@@ -155,6 +158,23 @@ impl FetchSource for HttpSource {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         Some(self.links.as_ref()?.fresh_link(url).await)
     }
+}
+
+/// Why an answer whose end is only the connection's close is refused.
+const UNFRAMED: &str = "the answer declares neither its length nor chunked framing, so a body cut short could not be \
+                        told from a whole one";
+
+/// Whether a body without a declared length still has an end of its own: HTTP/2 and later
+/// frame every body, and HTTP/1.1 chunked encoding ends with a last chunk. Otherwise (HTTP/1.x
+/// read until the connection closes) a connection lost halfway looks like the end of the file.
+fn is_framed(response: &reqwest::Response) -> bool {
+    response.version() >= reqwest::Version::HTTP_2
+        || response
+            .headers()
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|coding| coding.trim().eq_ignore_ascii_case("chunked")))
 }
 
 /// A `Retry-After` value as a wait from `now`: delta-seconds (`120`) or an HTTP-date in any
@@ -382,6 +402,42 @@ mod tests {
         let err = source.open("https://localhost:9/file.mp3", 1 << 20).await.unwrap_err();
         assert!(matches!(&err, FetchError::Refused(Refusal::Refused(why)) if why.contains("loopback")), "{err}");
         assert!(!err.is_retryable());
+    }
+
+    /// A listed loopback origin answering `head` and then `body`, then closing.
+    async fn answering(head: &'static str, body: &'static [u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let _ = stream.read(&mut [0u8; 4096]).await;
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body).await;
+        });
+        origin
+    }
+
+    /// An answer that ends only where the connection closes is refused: one cut short would
+    /// be stored as the whole file. A declared length or chunked framing is read.
+    #[tokio::test]
+    async fn only_answers_whose_end_can_be_told_are_read() {
+        let read = |head: &'static str, body: &'static [u8]| async move {
+            let origin = answering(head, body).await;
+            let source = HttpSource::new(SourcePolicy::parse(&origin).unwrap()).unwrap();
+            let opened = source.open(&format!("{origin}/a.mp3"), 1 << 20).await?;
+            let chunks: Vec<Bytes> = opened.chunks.map(|c| c.unwrap()).collect().await;
+            Ok::<_, FetchError>(chunks.concat())
+        };
+        let closed = read("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", b"half of it").await.unwrap_err();
+        assert!(matches!(&closed, FetchError::Refused(Refusal::Refused(why)) if why == UNFRAMED), "{closed}");
+        assert!(!closed.is_retryable());
+        let old = read("HTTP/1.0 200 OK\r\n\r\n", b"half of it").await.unwrap_err();
+        assert!(matches!(&old, FetchError::Refused(_)), "{old}");
+        let declared = read("HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\n", b"abcd").await;
+        assert_eq!(declared.unwrap(), b"abcd".as_slice());
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+        assert_eq!(read(chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice());
     }
 
     #[tokio::test]
