@@ -114,16 +114,28 @@ struct Handled {
 }
 
 /// Handle one message (in the caller's span); a retryable outcome delays its next delivery.
+///
+/// The copy stops at the delivery's `stop_at`, but a table or S3 call after it (recording
+/// the file, releasing it) that hangs would still run the invocation into its timeout, which
+/// answers nothing: the message is given up [`SETTLE_RESERVE`] before the deadline (retried,
+/// its claim ending with its lease), and its delay [`ANSWER_RESERVE`] before.
 async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Handled {
     let delivery = delivery(&message, deadline, ports.now());
-    let processing = process_message(ports, settings, &delivery);
-    let outcome = catch_panic(processing).await.unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic)));
+    let give_up_at = tokio::time::Instant::from_std(deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline));
+    let answer_by = tokio::time::Instant::from_std(deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline));
+    let processing = catch_panic(process_message(ports, settings, &delivery));
+    let outcome = match tokio::time::timeout_at(give_up_at, processing).await {
+        Ok(handled) => handled.unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic))),
+        Err(_) => Outcome::Retry(DownloadError::OutOfTime),
+    };
     log_outcome(&outcome);
     if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
         release_after_panic(ports, &delivery, &e.to_string()).await;
     }
-    if outcome.is_failure() {
-        delay_retry(ports, &delivery, &outcome).await;
+    if outcome.is_failure()
+        && tokio::time::timeout_at(answer_by, delay_retry(ports, &delivery, &outcome)).await.is_err()
+    {
+        tracing::warn!("no time left to delay the retry");
     }
     Handled { delivery, outcome }
 }
@@ -281,7 +293,8 @@ mod tests {
 
     use super::*;
     use crate::domain::Measure;
-    use crate::test_support::{MemoryPorts, SETTINGS, TASK, job_body, job_body_of, record, record_of, serve};
+    use crate::error::FetchError;
+    use crate::test_support::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve};
     use crate::upload::StoredObject;
 
     fn message(id: &str, body: &str) -> SqsMessage {
@@ -470,6 +483,30 @@ mod tests {
         );
         assert_eq!(ports.delays.lock().unwrap().len(), 1, "delayed like any retry");
         assert_eq!(ports.record(TASK).files["a"].status, FileStatus::Stored, "the copy itself is kept");
+    }
+
+    /// A message whose table writes never answer (recording its file stored; the release
+    /// of another after a failed copy) is given up before the deadline, retried, and the
+    /// batch answered: an invocation run into its timeout answers nothing for any message.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_whose_table_write_hangs_is_given_up_before_the_deadline() {
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        ports.source(&crate::test_support::url("b"), Script::Fail(FetchError::Timeout("stalled".into())));
+        ports.file_writes_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        for m in &mut batch {
+            m.receipt_handle = m.message_id.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let started = tokio::time::Instant::now();
+        let processing = process_batch(ports.clone(), SETTINGS, batch, deadline);
+        let response = tokio::time::timeout(Duration::from_secs(120), processing).await.expect("answered");
+        assert_eq!(failed_ids(&response), vec!["m1", "m2"]);
+        let answered = started.elapsed();
+        assert!(answered < Duration::from_secs(60) - ANSWER_RESERVE, "{answered:?}");
+        assert_eq!(ports.delays.lock().unwrap().len(), 2, "each delayed like any retry");
     }
 
     /// A deferred check (another worker settled the task's last file) sends one of the

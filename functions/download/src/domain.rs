@@ -335,9 +335,9 @@ impl Outcome {
     /// How long the source asked to be left alone (`Retry-After` on a 429 or 503).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Outcome::Retry(DownloadError::Copy(CopyError::Fetch(FetchError::Status { retry_after, .. }))) => {
-                *retry_after
-            }
+            Outcome::Retry(DownloadError::Copy(CopyError::Fetch(
+                FetchError::Status { retry_after, .. } | FetchError::NoFreshLinkYet { retry_after, .. },
+            ))) => *retry_after,
             _ => None,
         }
     }
@@ -482,11 +482,20 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
     }
 }
 
+/// A release that does not answer within [`BEST_EFFORT_CALL_TIMEOUT`] is a failed one: the
+/// claim ends with its lease.
+async fn bounded<T>(release: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, release)
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {BEST_EFFORT_CALL_TIMEOUT:?}"))))
+}
+
 /// After a panic while handling `delivery`: give back its claim (if it took one), so the
 /// retry need not wait for the lease to run out. Best effort.
 pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
-    if let Err(e) = ports.release_file(&task_id, &job.name, &delivery.worker, reason).await {
+    let releasing = ports.release_file(&task_id, &job.name, &delivery.worker, reason);
+    if let Err(e) = bounded(releasing).await {
         tracing::warn!(error = %e, "could not release the claim after a panic; it ends with its lease");
     }
 }
@@ -544,9 +553,9 @@ async fn copy_claimed<P: Ports>(
     };
     let last_receive = delivery.is_last_receive();
     if error.is_retryable() && !last_receive {
-        match ports.release_file(task_id, name, worker, &error.to_string()).await {
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not release the claim; it ends with its lease"),
+        // Often just after the deadline stopped the copy: bounded, as the delay after it is.
+        if let Err(e) = bounded(ports.release_file(task_id, name, worker, &error.to_string())).await {
+            tracing::warn!(error = %e, "could not release the claim; it ends with its lease");
         }
         return Outcome::Retry(error.into());
     }
@@ -645,7 +654,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         None => return Err(expired(None)),
         Some(Err(e)) if e.may_recover() => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
-            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string() });
+            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string(), retry_after: None });
         }
         Some(Err(e)) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
@@ -662,7 +671,11 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     let not_yet = move |e: FetchError| match e.is_retryable() {
         true => {
             let why = format!("the fresh link failed: {e}");
-            FetchError::NoFreshLinkYet { status, reason: expired_reason.clone(), why }
+            let retry_after = match e {
+                FetchError::Status { retry_after, .. } => retry_after,
+                _ => None,
+            };
+            FetchError::NoFreshLinkYet { status, reason: expired_reason.clone(), why, retry_after }
         }
         false => e,
     };

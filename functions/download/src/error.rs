@@ -38,7 +38,8 @@ pub enum FetchError {
     /// The source answered `status` (expired) and the provider could not give a fresh link
     /// this time, for a reason that may pass (`why`): asked again on the next attempt.
     #[error("source answered {status}{}; no fresh link yet: {why}", reason_suffix(.reason))]
-    NoFreshLinkYet { status: u16, reason: String, why: String },
+    /// `retry_after`: what a fresh link that answered 429 or 503 asked for.
+    NoFreshLinkYet { status: u16, reason: String, why: String, retry_after: Option<Duration> },
 }
 
 fn reason_suffix(reason: &str) -> String {
@@ -192,8 +193,9 @@ pub enum DownloadError {
     Publish(#[from] PublishError),
     #[error("the invocation's deadline is too close to start")]
     NoTimeLeft,
-    /// The settle check was still running when the invocation had to answer.
-    #[error("the settle check ran out of the invocation's time")]
+    /// The settle check, or a message's handling (a table or S3 call that did not answer),
+    /// was still running when the invocation had to answer.
+    #[error("ran out of the invocation's time")]
     OutOfTime,
     /// Every file of the task is settled, but another worker settled its last file and
     /// settles it: this check is deferred to the message's redelivery, in case that worker

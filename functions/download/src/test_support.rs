@@ -469,6 +469,8 @@ pub struct MemoryPorts {
     pub delays: Mutex<Vec<(String, Duration)>>,
     /// Delaying a message never answers.
     pub delays_hang: std::sync::atomic::AtomicBool,
+    /// Recording a file stored, and releasing a file, never answer.
+    pub file_writes_hang: std::sync::atomic::AtomicBool,
     pub measures: Mutex<Vec<Measure>>,
     /// The event bus: every event published, and a switch to fail publishes.
     pub events: MemoryEvents,
@@ -635,6 +637,9 @@ impl RecordStored for MemoryPorts {
     ) -> Result<Conditional, StoreError> {
         self.called("record_stored");
         tokio::task::yield_now().await;
+        if self.file_writes_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if injected(&self.stored_failures) {
             return Err(StoreError::Unavailable("injected: the table timed out".into()));
         }
@@ -681,6 +686,9 @@ impl ReleaseFile for MemoryPorts {
         worker: &str,
         error: &str,
     ) -> Result<Conditional, StoreError> {
+        if self.file_writes_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.called("release_file");
         let released_at = Some(self.now().unix_seconds());
         Ok(self.finish(task_id, name, worker, |f| {

@@ -1007,11 +1007,18 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == not_yet), "{outcome:?}");
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
 
+    // The fresh link's own Retry-After is honoured.
+    let busy = Duration::from_secs(600);
+    let slow_down = FetchError::Status { status: 429, reason: "Too Many Requests".into(), retry_after: Some(busy) };
+    ports.source(FRESH, Script::Fail(slow_down));
+    let outcome = run(&ports, "vocal", 2).await;
+    assert_eq!(outcome.retry_after(), Some(busy), "{outcome:?}");
+
     ports.source(FRESH, expired(404, "Not Found"));
     let outcome = run(&ports, "vocal", 2).await;
     let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
-    assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal"), url("vocal")], "a new link each attempt");
+    assert_eq!(*ports.refreshed.lock().unwrap(), vec![url("vocal"); 3], "a new link each attempt");
     assert!(stemvault_vault::reconcile::failed_by_expiry(&ports.record(TASK).files["vocal"]));
 
     // Failing so on the last receive (at once, or while its body is read), the file is
