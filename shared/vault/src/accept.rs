@@ -26,7 +26,8 @@
 //!    sent (the `queued` mark may land just after). A failed publish is a retryable error:
 //!    a later delivery of the same event (ingest parks the callback for the reconciler to
 //!    replay; the provider may retry it; the next poll) is a duplicate and publishes the same
-//!    events with the same ids. No table write is spent on it.
+//!    events with the same ids, unless a poll recorded a result at that stage since (it
+//!    published them). No table write is spent on it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -195,7 +196,8 @@ async fn accept_unbounded<P: Ports>(
             }
         }
         // Recorded and its messages sent: tell subscribers. Again on every delivery that
-        // speaks for the task's stage (same ids), so a retry heals a publish that failed.
+        // speaks for the task's stage (same ids), so a retry heals a publish that failed;
+        // not after a poll that recorded that stage (after_callback).
         let events = after_callback(&merge.record, event.stage, &settings.bucket);
         let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
         // Checked last: the files are worth queueing, and the events publishing, even when

@@ -67,6 +67,10 @@ pub struct TaskRecord {
     /// first callback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_at: Option<Timestamp>,
+    /// The family that registration gave (the task's `family` is the first callback's, when it
+    /// names one): a repeat of the same registration still agrees with the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_family: Option<Family>,
     /// [`RECONCILE_DUE`] exactly while the reconciler watches the task: the partition key of the
     /// sparse `reconcile-due` index (see [`crate::reconcile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -354,6 +358,7 @@ impl TaskRecord {
             failure: None,
             client_ref: None,
             registered_at: None,
+            registered_family: None,
             reconcile: None,
             reconcile_at: None,
             polls: 0,

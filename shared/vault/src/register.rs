@@ -64,6 +64,7 @@ impl Registration {
         record.succeeded = false;
         record.client_ref = self.client_ref.clone();
         record.registered_at = Some(now);
+        record.registered_family = Some(self.family);
         record.vault = VaultState::Pending;
         record.sync_open_marker();
         reconcile::watch(&mut record, now, reconcile_after);
@@ -71,7 +72,8 @@ impl Registration {
     }
 
     /// Whether `recorded` says what this registration says: the same family (or a family the
-    /// callbacks decided, when this one is the registered family) and client_ref.
+    /// callbacks decided, when this one is the registered family: a retried registration
+    /// agrees) and client_ref.
     pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
         self.family_agrees(recorded) && recorded.client_ref == self.client_ref
     }
@@ -99,7 +101,9 @@ impl Registration {
     }
 
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
-        recorded.family == self.family || recorded.family == Family::Unknown
+        recorded.family == self.family
+            || recorded.family == Family::Unknown
+            || recorded.registered_family == Some(self.family)
     }
 }
 
@@ -285,6 +289,10 @@ mod tests {
         // the task as it is recorded (its manifest is asked for), as for a task first seen so.
         let lyrics = merge(&registered, &event(Stage::Error, Family::Lyrics, &[]), t1);
         assert_eq!((lyrics.family, lyrics.stage, lyrics.vault), (Family::Lyrics, Stage::Error, VaultState::Complete));
+        // The same registration, retried, still agrees; another family does not.
+        assert!(reg.agrees_with(&lyrics) && reg.completion(&lyrics, t1).is_none());
+        let cover = Registration { family: Family::CoverImage, ..reg.clone() };
+        assert!(!cover.agrees_with(&lyrics) && cover.completion(&lyrics, t1).is_none());
         assert!(manifest_job(&lyrics).is_some());
         assert_eq!(lyrics.open.as_deref(), Some("open"), "swept until its manifest is recorded");
         // ... but an unknown family does not replace the registered one.
