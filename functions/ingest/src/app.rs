@@ -3,6 +3,8 @@
 //! answers around [`crate::domain::ingest_or_park`], over any [`Ports`] (AWS in the Lambda, in memory
 //! in the tests and the benchmark).
 
+use std::borrow::Cow;
+
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
@@ -192,6 +194,7 @@ impl<P: Ports> App<P> {
     /// path token and signature headers, the size, the body, then the signature.
     fn check(&self, auth: &Auth, req: &Request) -> Result<CallbackEvent, Rejection> {
         let path = routed_path(req);
+        let path = path.as_ref();
         let path_token = match route(req.method(), path, auth.expects_path_token()) {
             Route::Callback { token } => token,
             Route::MethodNotAllowed => {
@@ -285,23 +288,37 @@ fn route<'a>(method: &Method, path: &'a str, expects_token: bool) -> Route<'a> {
     if method == Method::POST { Route::Callback { token } } else { Route::MethodNotAllowed }
 }
 
-/// The request path without the API Gateway stage that lambda_http puts in front of it for
-/// named stages (`/prod/callback` → `/callback`).
-fn routed_path(req: &Request) -> &str {
+/// The path as the API routed it. An HTTP API names the route it matched (`POST /callback`,
+/// `POST /callback/{token}`) and the token it took from the path: what stands in front of
+/// the route in the raw path (a custom domain's API mapping key, `/hooks/callback/...`)
+/// then does not matter. Otherwise the raw path, without the API Gateway stage lambda_http
+/// puts in front of it for named stages (`/prod/callback` → `/callback`).
+fn routed_path(req: &Request) -> Cow<'_, str> {
+    use lambda_http::request::RequestContext;
     let path = req.uri().path();
-    let stage = match req.request_context_ref() {
-        Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
-        Some(lambda_http::request::RequestContext::ApiGatewayV1(ctx)) => ctx.stage.as_deref(),
-        _ => None,
+    let (stage, route_key) = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.stage.as_deref(), ctx.route_key.as_deref()),
+        Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.stage.as_deref(), None),
+        _ => (None, None),
     };
-    match stage {
+    match route_key.and_then(|key| key.split_once(' ')).map(|(_, template)| template) {
+        Some("/callback") => return Cow::Borrowed("/callback"),
+        Some("/callback/{token}") => {
+            if let Some(token) = req.path_parameters_ref().and_then(|p| p.first("token")) {
+                return Cow::Owned(format!("/callback/{token}"));
+            }
+        }
+        _ => {}
+    }
+    let unstaged = match stage {
         Some(stage) if stage != "$default" => path
             .strip_prefix('/')
             .and_then(|p| p.strip_prefix(stage))
             .filter(|rest| rest.starts_with('/'))
             .unwrap_or(path),
         _ => path,
-    }
+    };
+    Cow::Borrowed(unstaged)
 }
 
 fn parse_error_code(e: &ParseError) -> &'static str {

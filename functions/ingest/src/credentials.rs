@@ -109,8 +109,9 @@ impl Credentials {
     /// Read the secret (at start-up). Fails when it cannot be read or used.
     pub async fn load<P: ReadSecret + Clock>(ports: &P, settings: AuthSettings) -> Result<Credentials, ConfigError> {
         let read_at = ports.now();
-        let text = ports
-            .read_secret()
+        // Bounded as every re-read is: a read that hangs would hold the cold start (and the
+        // callback waiting on it) until Lambda's init timeout.
+        let text = read_within_timeout(ports)
             .await
             .map_err(|e| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() })?;
         let auth = settings.auth(&text)?;

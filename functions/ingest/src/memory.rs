@@ -34,6 +34,8 @@ pub struct MemoryPorts {
     /// The callback secret's text; `None` reads as a missing secret.
     secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
+    /// Reads of the secret never answer.
+    secret_hanging: AtomicBool,
     secret_reads: AtomicUsize,
     /// The event bus: every event published, and a switch to fail publishes.
     pub events: MemoryEvents,
@@ -68,6 +70,11 @@ impl MemoryPorts {
 
     pub fn set_secret_failing(&self, failing: bool) {
         self.secret_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Make every read of the secret hang.
+    pub fn hang_secret_reads(&self) {
+        self.secret_hanging.store(true, Ordering::SeqCst);
     }
 
     /// How many times the secret was read.
@@ -162,6 +169,9 @@ impl ReadSecret for MemoryPorts {
     async fn read_secret(&self) -> Result<SecretText, SecretError> {
         self.secret_reads.fetch_add(1, Ordering::SeqCst);
         self.shared.interleave().await;
+        if self.secret_hanging.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.secret_failing.load(Ordering::SeqCst) {
             return Err(SecretError::Unavailable("secret switched off".into()));
         }

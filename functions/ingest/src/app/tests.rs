@@ -270,6 +270,19 @@ async fn a_secret_that_cannot_be_read_or_used_stops_the_start() {
     assert!(!err.to_string().contains("secret-key"), "{err}");
 }
 
+/// A start-up read of the secret that never answers fails the start (the provider's
+/// callback gets a 5xx and is retried by a new start) instead of holding it until Lambda's
+/// init timeout.
+#[tokio::test(start_paused = true)]
+async fn a_start_up_read_that_hangs_fails_the_start() {
+    let hanging = MemoryPorts::new();
+    hanging.hang_secret_reads();
+    let config = config();
+    let starting = App::with_ports(&config, hanging);
+    let err = tokio::time::timeout(Duration::from_secs(60), starting).await.expect("given up").err().unwrap();
+    assert!(err.to_string().contains("no answer within"), "{err}");
+}
+
 #[tokio::test]
 async fn bad_input_gets_a_specific_4xx_and_writes_nothing() {
     let h = app().await;
@@ -685,6 +698,25 @@ async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
     assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
     let h = app_with(config(), token("local-dev-callback-token")).await;
     assert_eq!(h.handle(req).await.status(), StatusCode::OK);
+}
+
+/// Behind a custom domain whose API mapping has a key (`https://api.example.com/hooks`), the
+/// raw path keeps the key; the API's route and path parameter say what it routed.
+#[tokio::test]
+async fn a_custom_domain_mapping_key_is_not_part_of_the_route() {
+    let raw = event_file("token-path-wav.json")
+        .replace("\"rawPath\": \"/callback/", "\"rawPath\": \"/hooks/callback/")
+        .replace("\"path\": \"/callback/", "\"path\": \"/hooks/callback/");
+    let req = lambda_http::request::from_str(&raw).unwrap();
+    assert_eq!(req.uri().path(), "/hooks/callback/local-dev-callback-token");
+    assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
+    let h = app_with(config(), token("local-dev-callback-token")).await;
+    assert_eq!(h.handle(req).await.status(), StatusCode::OK);
+
+    let raw =
+        event_file("signed-split-stem.json").replace("\"rawPath\": \"/callback\"", "\"rawPath\": \"/hooks/callback\"");
+    let req = lambda_http::request::from_str(&raw).unwrap();
+    assert_eq!((req.uri().path(), routed_path(&req).as_ref()), ("/hooks/callback", "/callback"));
 }
 
 // --- logs -------------------------------------------------------------------------------
