@@ -8,13 +8,18 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3
+# A virtualenv, or a clear word on what this Python lacks (Debian and Ubuntu ship venv's
+# ensurepip apart, in python3-venv).
+NEW_VENV = $(PYTHON) -c 'import ensurepip' 2>/dev/null \
+  || { echo "$(PYTHON) cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }; \
+  $(PYTHON) -m venv
 VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
-.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean
+.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -22,31 +27,32 @@ help:
 	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault, then a task recovered by the reconciler"
 	@echo "make bench  - the release bootstraps side by side with their peers (DynamoDB cost, CPU, RSS)"
 	@echo "make bench-micro - the in-process Rust benchmarks (tests/benches) against the emulator"
+	@echo "make clean  - the virtualenvs and .local; make clean-build - the build directory ($(CARGO_TARGET_DIR))"
 
 # --- installs -------------------------------------------------------------------------
 $(VENV)/emulator/.installed: infra/python/emulator.txt
 	rm -rf $(VENV)/emulator
-	$(PYTHON) -m venv $(VENV)/emulator
+	$(NEW_VENV) $(VENV)/emulator
 	$(VENV)/emulator/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 $(VENV)/tools/.installed: infra/python/tools.txt
 	rm -rf $(VENV)/tools
-	$(PYTHON) -m venv $(VENV)/tools
+	$(NEW_VENV) $(VENV)/tools
 	$(VENV)/tools/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 # Its own venv: checkov's boto3 pin conflicts with aws-sam-cli's (see checkov.txt).
 $(VENV)/checkov/.installed: infra/python/checkov.txt
 	rm -rf $(VENV)/checkov
-	$(PYTHON) -m venv $(VENV)/checkov
+	$(NEW_VENV) $(VENV)/checkov
 	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 # The Standard Webhooks verifier of the notify integration test (infra/python/webhooks.txt).
 $(VENV)/webhooks/.installed: infra/python/webhooks.txt
 	rm -rf $(VENV)/webhooks
-	$(PYTHON) -m venv $(VENV)/webhooks
+	$(NEW_VENV) $(VENV)/webhooks
 	$(VENV)/webhooks/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
@@ -119,3 +125,7 @@ bench-micro: deps
 
 clean:
 	rm -rf $(VENV) .local
+
+# The build output lives outside the clone (CARGO_TARGET_DIR) and is shared by every clone.
+clean-build:
+	cargo clean

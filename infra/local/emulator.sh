@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv/emulator"
 [ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
 
-port=${EMULATOR_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 mkdir -p "$root/.local"
 log="$root/.local/emulator-$port.log"
 # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
@@ -18,12 +18,16 @@ pid=$!
 # command's own exit status into 1.
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT INT TERM
 
-for _ in $(seq 1 100); do
-  if "$venv/bin/python" -c "import urllib.request, sys; urllib.request.urlopen(sys.argv[1], timeout=1)" \
-       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then break; fi
+# Up to about 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
+# settings (the emulator is on loopback).
+ready=
+for _ in $(seq 1 300); do
+  if "$venv/bin/python" -c "import urllib.request as u, sys; u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1)" \
+       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then ready=1; break; fi
   kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }
-  sleep 0.1
+  sleep 0.2
 done
+[ -n "$ready" ] || { echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2; cat "$log" >&2; exit 1; }
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local}

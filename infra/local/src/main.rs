@@ -123,10 +123,13 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         return Ok((DemoTarget::from_run_info(&info).await, None));
     }
     let auth = ClientAuth::from_lookup(&env);
-    if auth == ClientAuth::default() && !settings::has_callback_auth(&env) {
+    // Not ours, as far as anyone can tell: another program on the port (3000 is a common
+    // one), or a runner whose AWS the environment must name; never real AWS by default.
+    if env("AWS_ENDPOINT_URL").is_none() || (auth == ClientAuth::default() && !settings::has_callback_auth(&env)) {
         return Err(format!(
-            "something answers on 127.0.0.1:{port} but .local/run.json does not describe it; \
-             set WEBHOOK_HMAC_KEYS or CALLBACK_TOKEN (or ALLOW_UNAUTHENTICATED=true) as that server has them"
+            "something answers on 127.0.0.1:{port} but .local/run.json does not describe it: if it is another \
+             program, run with PORT set to a free port; if it is a stemvault runner, set AWS_ENDPOINT_URL to its \
+             emulator and WEBHOOK_HMAC_KEYS or CALLBACK_TOKEN (or ALLOW_UNAUTHENTICATED=true) as it has them"
         ));
     }
     let info = RunInfo {

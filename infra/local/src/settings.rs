@@ -71,9 +71,11 @@ impl Overlay {
             values.insert("WEBHOOK_HMAC_KEYS".to_owned(), key.clone());
             generated_hmac_key = Some(key);
         }
-        if non_empty(env, "ALLOWED_SOURCE_HOSTS").is_none() {
-            values.insert("ALLOWED_SOURCE_HOSTS".to_owned(), format!("{PRODUCTION_SOURCE_HOSTS},{file_server_origin}"));
-        }
+        // Yours (or the download's default), and always the local file server the demo's
+        // callbacks point at (and the fake provider, added when it starts): without them a
+        // list of your own would refuse every demo file.
+        let hosts = non_empty(env, "ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| PRODUCTION_SOURCE_HOSTS.to_owned());
+        values.insert("ALLOWED_SOURCE_HOSTS".to_owned(), format!("{hosts},{file_server_origin}"));
         Overlay { values, generated_hmac_key }
     }
 
@@ -155,7 +157,8 @@ mod tests {
             let get = overlay.over(&env);
             assert_eq!(overlay.generated_hmac_key, None);
             assert_eq!(get(auth.0).as_deref(), Some(auth.1));
-            assert_eq!(get("ALLOWED_SOURCE_HOSTS").as_deref(), Some("*.example.com"));
+            let hosts = get("ALLOWED_SOURCE_HOSTS");
+            assert_eq!(hosts.as_deref(), Some("*.example.com,http://127.0.0.1:3001"), "yours, and the demo's");
         }
     }
 
