@@ -688,31 +688,24 @@ async fn events_token_path_wav() {
     assert_eq!(json(&response)["stage"], "final");
 }
 
+/// What stands in front of the route in the raw path is not part of it: a named API Gateway
+/// stage (`/prod`), or a custom domain's API mapping key (`https://api.example.com/hooks`),
+/// which the raw path keeps (the API's route and path parameter say what it routed).
 #[tokio::test]
-async fn a_named_api_gateway_stage_is_not_part_of_the_route() {
-    let raw = event_file("token-path-wav.json")
+async fn a_stage_or_a_custom_domain_mapping_key_is_not_part_of_the_route() {
+    let named_stage = event_file("token-path-wav.json")
         .replace("\"$default\"", "\"prod\"")
         .replace("\"rawPath\": \"/callback/", "\"rawPath\": \"/prod/callback/");
-    let req = lambda_http::request::from_str(&raw).unwrap();
-    assert_eq!(req.uri().path(), "/prod/callback/local-dev-callback-token");
-    assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = app_with(config(), token("local-dev-callback-token")).await;
-    assert_eq!(h.handle(req).await.status(), StatusCode::OK);
-}
-
-/// Behind a custom domain whose API mapping has a key (`https://api.example.com/hooks`), the
-/// raw path keeps the key; the API's route and path parameter say what it routed.
-#[tokio::test]
-async fn a_custom_domain_mapping_key_is_not_part_of_the_route() {
-    let raw = event_file("token-path-wav.json")
+    let mapping_key = event_file("token-path-wav.json")
         .replace("\"rawPath\": \"/callback/", "\"rawPath\": \"/hooks/callback/")
         .replace("\"path\": \"/callback/", "\"path\": \"/hooks/callback/");
-    let req = lambda_http::request::from_str(&raw).unwrap();
-    assert_eq!(req.uri().path(), "/hooks/callback/local-dev-callback-token");
-    assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
-    let h = app_with(config(), token("local-dev-callback-token")).await;
-    assert_eq!(h.handle(req).await.status(), StatusCode::OK);
-
+    for (raw, prefix) in [(named_stage, "/prod"), (mapping_key, "/hooks")] {
+        let req = lambda_http::request::from_str(&raw).unwrap();
+        assert_eq!(req.uri().path(), format!("{prefix}/callback/local-dev-callback-token"));
+        assert_eq!(routed_path(&req), "/callback/local-dev-callback-token");
+        let h = app_with(config(), token("local-dev-callback-token")).await;
+        assert_eq!(h.handle(req).await.status(), StatusCode::OK, "{prefix}");
+    }
     let raw =
         event_file("signed-split-stem.json").replace("\"rawPath\": \"/callback\"", "\"rawPath\": \"/hooks/callback\"");
     let req = lambda_http::request::from_str(&raw).unwrap();
