@@ -18,10 +18,11 @@ pid=$!
 # command's own exit status into 1.
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT INT TERM
 
-# Up to about 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
+# Up to 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
 # settings (the emulator is on loopback).
 ready=
-for _ in $(seq 1 300); do
+deadline=$((SECONDS + 60))
+while (( SECONDS < deadline )); do
   if "$venv/bin/python" -c "import urllib.request as u, sys; u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1)" \
        "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then ready=1; break; fi
   kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }

@@ -3,13 +3,12 @@
 //! answers around [`crate::domain::ingest_or_park`], over any [`Ports`] (AWS in the Lambda, in memory
 //! in the tests and the benchmark).
 
-use std::borrow::Cow;
-
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
 use stemvault_aws::metrics::{self, Metric, emit};
+use stemvault_aws::route::routed_path;
 use suno_callbacks::{CallbackEvent, ParseError, parse_callback};
 use tracing::Instrument;
 
@@ -286,39 +285,6 @@ fn route<'a>(method: &Method, path: &'a str, expects_token: bool) -> Route<'a> {
         _ => return Route::NotFound,
     };
     if method == Method::POST { Route::Callback { token } } else { Route::MethodNotAllowed }
-}
-
-/// The path as the API routed it. An HTTP API names the route it matched (`POST /callback`,
-/// `POST /callback/{token}`) and the token it took from the path: what stands in front of
-/// the route in the raw path (a custom domain's API mapping key, `/hooks/callback/...`)
-/// then does not matter. Otherwise the raw path, without the API Gateway stage lambda_http
-/// puts in front of it for named stages (`/prod/callback` → `/callback`).
-fn routed_path(req: &Request) -> Cow<'_, str> {
-    use lambda_http::request::RequestContext;
-    let path = req.uri().path();
-    let (stage, route_key) = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.stage.as_deref(), ctx.route_key.as_deref()),
-        Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.stage.as_deref(), None),
-        _ => (None, None),
-    };
-    match route_key.and_then(|key| key.split_once(' ')).map(|(_, template)| template) {
-        Some("/callback") => return Cow::Borrowed("/callback"),
-        Some("/callback/{token}") => {
-            if let Some(token) = req.path_parameters_ref().and_then(|p| p.first("token")) {
-                return Cow::Owned(format!("/callback/{token}"));
-            }
-        }
-        _ => {}
-    }
-    let unstaged = match stage {
-        Some(stage) if stage != "$default" => path
-            .strip_prefix('/')
-            .and_then(|p| p.strip_prefix(stage))
-            .filter(|rest| rest.starts_with('/'))
-            .unwrap_or(path),
-        _ => path,
-    };
-    Cow::Borrowed(unstaged)
 }
 
 fn parse_error_code(e: &ParseError) -> &'static str {

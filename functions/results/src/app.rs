@@ -45,7 +45,10 @@ impl App {
     /// Answer one request; every outcome is an HTTP response.
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let body: &[u8] = req.body().as_ref();
-        respond(&self.ports, self.settings, req.method(), req.uri().path(), body, Timestamp::now()).await
+        // The route API Gateway matched, whatever stands in front of it in the raw path (a
+        // custom domain's API mapping key).
+        let path = stemvault_aws::route::routed_path(&req);
+        respond(&self.ports, self.settings, req.method(), &path, body, Timestamp::now()).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! What the runner adds on top of the environment: the provisioned resource names (and the
 //! callback secret's ARN), and friendly defaults for a first run (a generated development HMAC
 //! key, and the demo file server among the allowed download sources). The user's own variables
-//! always win, except the provisioned names, which must be the ones just provisioned.
+//! win, except the provisioned names, which must be the ones just provisioned, and
+//! `ALLOWED_SOURCE_HOSTS`, which gets the demo file server added.
 
 use std::collections::BTreeMap;
 

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod parked;
 pub mod provider;
 pub mod provision;
+pub mod route;
 pub mod secrets;
 pub mod sqs_batch;
 pub mod table;
