@@ -121,23 +121,49 @@ struct Handled {
 /// its claim ending with its lease), and its delay [`ANSWER_RESERVE`] before.
 async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMessage, deadline: Instant) -> Handled {
     let delivery = delivery(&message, deadline, ports.now());
-    let give_up_at = tokio::time::Instant::from_std(deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline));
-    let answer_by = tokio::time::Instant::from_std(deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline));
-    let processing = catch_panic(process_message(ports, settings, &delivery));
-    let outcome = match tokio::time::timeout_at(give_up_at, processing).await {
-        Ok(handled) => handled.unwrap_or_else(|panic| Outcome::Retry(DownloadError::Panicked(panic))),
-        Err(_) => Outcome::Retry(DownloadError::OutOfTime),
-    };
+    let reserves = Reserves::before(deadline);
+    let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
     log_outcome(&outcome);
     if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
         release_after_panic(ports, &delivery, &e.to_string()).await;
     }
-    if outcome.is_failure()
-        && tokio::time::timeout_at(answer_by, delay_retry(ports, &delivery, &outcome)).await.is_err()
-    {
-        tracing::warn!("no time left to delay the retry");
+    if outcome.is_failure() {
+        reserves.delay(ports, &delivery, &outcome).await;
     }
     Handled { delivery, outcome }
+}
+
+/// When an invocation's work must end so that it still answers: [`SETTLE_RESERVE`] and
+/// [`ANSWER_RESERVE`] before its deadline.
+#[derive(Debug, Clone, Copy)]
+struct Reserves {
+    /// Handling and settle checks still running are given up.
+    give_up_at: tokio::time::Instant,
+    /// The retries' delays are given up.
+    answer_by: tokio::time::Instant,
+}
+
+impl Reserves {
+    fn before(deadline: Instant) -> Reserves {
+        let at = |reserve| tokio::time::Instant::from_std(deadline.checked_sub(reserve).unwrap_or(deadline));
+        Reserves { give_up_at: at(SETTLE_RESERVE), answer_by: at(ANSWER_RESERVE) }
+    }
+
+    /// `work`'s result, or why there is none: it panicked, or ran to [`Reserves::give_up_at`].
+    async fn guarded<T>(&self, work: impl Future<Output = T>) -> Result<T, DownloadError> {
+        match tokio::time::timeout_at(self.give_up_at, catch_panic(work)).await {
+            Ok(done) => done.map_err(DownloadError::Panicked),
+            Err(_) => Err(DownloadError::OutOfTime),
+        }
+    }
+
+    /// [`delay_retry`], given up at [`Reserves::answer_by`] (the retry then comes once the
+    /// visibility timeout is over).
+    async fn delay<P: Ports>(&self, ports: &P, delivery: &Delivery, outcome: &Outcome) {
+        if tokio::time::timeout_at(self.answer_by, delay_retry(ports, delivery, outcome)).await.is_err() {
+            tracing::warn!("no time left to delay the retry");
+        }
+    }
 }
 
 /// Run `handle` on every message, at most `limit` at once, each in its own task and span.
@@ -161,8 +187,7 @@ fn message_span(id: &str) -> tracing::Span {
 /// still running [`SETTLE_RESERVE`] before `deadline` (a throttled or hanging AWS call) has
 /// failed: stopped there, as a crash would stop it, which every step allows.
 async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize, deadline: Instant) {
-    let give_up_at = tokio::time::Instant::from_std(deadline.checked_sub(SETTLE_RESERVE).unwrap_or(deadline));
-    let answer_by = tokio::time::Instant::from_std(deadline.checked_sub(ANSWER_RESERVE).unwrap_or(deadline));
+    let reserves = Reserves::before(deadline);
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
         let Some(handled) = &message.handled else { continue };
@@ -179,11 +204,8 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
         .collect();
     let checks = tasks.into_iter().map(|(task_id, asked, here)| async move {
         let span = tracing::info_span!("settle", task_id = %task_id.as_str());
-        let checking = catch_panic(check_settled(ports, &task_id, here.as_deref())).instrument(span.clone());
-        let checked = match tokio::time::timeout_at(give_up_at, checking).await {
-            Ok(checked) => checked.unwrap_or_else(|panic| Err(DownloadError::Panicked(panic))),
-            Err(_) => Err(DownloadError::OutOfTime),
-        };
+        let checking = check_settled(ports, &task_id, here.as_deref()).instrument(span.clone());
+        let checked = reserves.guarded(checking).await.and_then(|checked| checked);
         (span, checked, asked)
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
@@ -217,11 +239,7 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
                 continue;
             }
             handled.outcome = Outcome::Retry(error.clone());
-            let delaying = delay_retry(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone());
-            // Not delayed in time: retried once the visibility timeout is over instead.
-            if tokio::time::timeout_at(answer_by, delaying).await.is_err() {
-                message.span.in_scope(|| tracing::warn!("no time left to delay the retry"));
-            }
+            reserves.delay(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone()).await;
         }
     }
 }

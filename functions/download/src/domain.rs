@@ -63,7 +63,7 @@ use stemvault_vault::download::{
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
     Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest,
-    StoreError, TaskRecord, Timestamp, VaultState, retry_on_conflict,
+    StoreError, TaskRecord, Timestamp, VaultState, best_effort, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -474,20 +474,18 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         true => Duration::ZERO,
         false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
     };
-    let delaying = tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, ports.delay_message(receipt_handle, delay));
-    match delaying.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
-        Err(_) => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
+    match best_effort(ports.delay_message(receipt_handle, delay)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
+        None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
     }
 }
 
 /// A release that does not answer within [`BEST_EFFORT_CALL_TIMEOUT`] is a failed one: the
 /// claim ends with its lease.
 async fn bounded<T>(release: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, release)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("no answer within {BEST_EFFORT_CALL_TIMEOUT:?}"))))
+    let unanswered = || Err(StoreError::Unavailable(format!("no answer within {BEST_EFFORT_CALL_TIMEOUT:?}")));
+    best_effort(release).await.unwrap_or_else(unanswered)
 }
 
 /// After a panic while handling `delivery`: give back its claim (if it took one), so the

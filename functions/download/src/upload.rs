@@ -49,7 +49,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use stemvault_vault::BEST_EFFORT_CALL_TIMEOUT;
+use stemvault_vault::best_effort;
 
 use crate::error::{CopyError, FetchError, StorageError};
 
@@ -260,11 +260,10 @@ where
             // Often after the deadline stopped the upload, S3 being slow: bounded, so the
             // invocation still answers. S3's lifecycle rule for incomplete uploads cleans up
             // what an abort that fails or hangs leaves.
-            let aborting = tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, store.abort_multipart(key, &upload_id));
-            match aborting.await {
-                Ok(Ok(())) => {}
-                Ok(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
-                Err(_) => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
+            match best_effort(store.abort_multipart(key, &upload_id)).await {
+                Some(Ok(())) => {}
+                Some(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
+                None => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
             }
             Err(e)
         }

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
-use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock};
+use stemvault_vault::{Clock, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -275,7 +275,7 @@ pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duratio
 /// queue moves it to the dead-letter queue at its next receive), and the dead-letter alarm
 /// should not wait another hour. Failing to do so only means a retry once the queue's
 /// visibility timeout is over (so does SQS not answering
-/// within [`BEST_EFFORT_CALL_TIMEOUT`]).
+/// within [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT)).
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Outcome::Retry(error) = outcome else { return };
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
@@ -287,11 +287,10 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         true => Duration::ZERO,
         false => retry_delay(delivery.receive_count, retry_after),
     };
-    let delaying = tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, ports.delay_message(receipt_handle, delay));
-    match delaying.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
-        Err(_) => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
+    match best_effort(ports.delay_message(receipt_handle, delay)).await {
+        Some(Ok(())) => {}
+        Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
+        None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 pub use stemvault_aws::secrets::{AgePolicy, MAX_AGE, ReadSecret};
-use stemvault_aws::secrets::{Reread, UNREAD_REREAD_INTERVAL, read_within_timeout};
+use stemvault_aws::secrets::{Reread, read_within_timeout};
 use stemvault_vault::Clock;
 
 use crate::domain::{EmitMetrics, Measure};
@@ -128,16 +128,13 @@ pub struct Signers {
 impl Signers {
     /// Read the secret (at start-up). One that cannot be read or used starts the instance
     /// with no signer ([`Signer::unread`], logged as an error and counted as a failed read):
-    /// it is read again at most once per [`UNREAD_REREAD_INTERVAL`] until it brings one, and
+    /// it is read again at most once per
+    /// [`UNREAD_REREAD_INTERVAL`](stemvault_aws::secrets::UNREAD_REREAD_INTERVAL) until it brings one, and
     /// webhooks wait meanwhile. Exiting instead would cost every message of the instance's
     /// batch a receive and the queue's whole visibility timeout, on each new instance.
     pub async fn load<R: ReadSecret, P: Clock + EmitMetrics>(reader: &R, ports: &P) -> Signers {
         let read_at = ports.now();
-        let signer = match read_within_timeout(reader).await {
-            Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match signer {
+        match read_signer(reader).await {
             Ok(signer) => Signers::new(signer, read_at),
             Err(e) => {
                 ports.emit_metrics(&Measure::SecretRereadFailed);
@@ -160,10 +157,7 @@ impl Signers {
         R: ReadSecret,
         P: Clock + EmitMetrics,
     {
-        let age = match self.signer.in_force().value.is_unread() {
-            true => AgePolicy { max_age: UNREAD_REREAD_INTERVAL.min(policy.max_age) },
-            false => policy,
-        };
+        let age = policy.until_read(self.signer.in_force().value.is_unread());
         self.signer.fresh(ports, age, || self.read(reader, ports, age)).await
     }
 
@@ -175,10 +169,7 @@ impl Signers {
         metrics: &M,
         policy: AgePolicy,
     ) -> Option<Arc<Signer>> {
-        let fresh = match read_within_timeout(reader).await {
-            Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
+        let fresh = read_signer(reader).await;
         match fresh {
             Ok(fresh) if fresh == *self.signer.in_force().value => {
                 tracing::debug!("notify secret re-read: unchanged");
@@ -208,6 +199,15 @@ impl Signers {
                 None
             }
         }
+    }
+}
+
+/// A signer from the secret's text now (within [`stemvault_aws::secrets::REREAD_TIMEOUT`]), or
+/// why there is none (never the secret).
+async fn read_signer<R: ReadSecret>(reader: &R) -> Result<Signer, String> {
+    match read_within_timeout(reader).await {
+        Ok(text) => Signer::parse(text.expose()).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -125,8 +125,8 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
     let auth = ClientAuth::from_lookup(&env);
     // Not ours, as far as anyone can tell: another program on the port (3000 is a common
     // one), or a runner whose AWS the environment must name; never real AWS by default.
-    let no_emulator = settings::non_empty(&env, "AWS_ENDPOINT_URL").is_none();
-    if no_emulator || (auth == ClientAuth::default() && !settings::has_callback_auth(&env)) {
+    let aws_endpoint_url = settings::non_empty(&env, "AWS_ENDPOINT_URL");
+    if aws_endpoint_url.is_none() || (auth == ClientAuth::default() && !settings::has_callback_auth(&env)) {
         return Err(format!(
             "something answers on 127.0.0.1:{port} but .local/run.json does not describe it: if it is another \
              program, run with PORT set to a free port; if it is a stemvault runner, set AWS_ENDPOINT_URL to its \
@@ -139,7 +139,7 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         base_url: format!("http://127.0.0.1:{port}"),
         file_server_origin: file_server_origin(file_port),
         auth,
-        aws_endpoint_url: settings::non_empty(&env, "AWS_ENDPOINT_URL"),
+        aws_endpoint_url,
         aws_region: env("AWS_REGION"),
         table_name: env("TABLE_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-tasks")),
         bucket_name: env("BUCKET_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-vault")),

@@ -254,8 +254,7 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// The key to call with now: the one in force, read again first when it is stale (or,
     /// with no key yet, once [`UNREAD_REREAD_INTERVAL`] passed since the last read).
     pub async fn fresh(&self) -> Arc<ApiKey> {
-        let unread = self.key.in_force().value.is_unread();
-        let age = if unread { AgePolicy { max_age: UNREAD_REREAD_INTERVAL } } else { self.age };
+        let age = self.age.until_read(self.key.in_force().value.is_unread());
         self.key.fresh(&self.clock, age, || self.read(Trigger::Age)).await
     }
 

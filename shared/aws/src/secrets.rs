@@ -129,6 +129,15 @@ impl AgePolicy {
     pub fn is_stale(&self, read_at: Timestamp, now: Timestamp) -> bool {
         passed_or_stepped_back(self.max_age, read_at, now)
     }
+
+    /// This policy, or, while nothing usable has been read since start-up (`unread`), one
+    /// that reads again once per [`UNREAD_REREAD_INTERVAL`] (or sooner, if this one does).
+    pub fn until_read(self, unread: bool) -> AgePolicy {
+        match unread {
+            true => AgePolicy { max_age: UNREAD_REREAD_INTERVAL.min(self.max_age) },
+            false => self,
+        }
+    }
 }
 
 /// `span` has passed from `since` to `now`, or the clock went back before `since`.

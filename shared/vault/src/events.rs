@@ -12,7 +12,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use suno_callbacks::{Family, Stage};
 
-use crate::reconcile::PollOutcome;
+use crate::reconcile;
 use crate::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
 
 /// The `source` of every event.
@@ -184,10 +184,13 @@ pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_ke
 
 /// The events ingest publishes once a callback is recorded: none unless the callback
 /// speaks for the task's stage (it set it, or is a redelivery of the one that did, whose
-/// publish may have failed) and no poll published them already; then `Task Stage Changed`,
-/// and `Task Failed` when that stage is a failure.
+/// publish may have failed) and no poll published them already (the last poll recorded a
+/// result at that stage: a poll whose publish failed is recorded `unrecorded`, and the next
+/// publishes; without this, a task watched for days at one stage, stuck at `first` or with a
+/// file's URL expired, sent the same events and webhooks on every poll); then `Task Stage
+/// Changed`, and `Task Failed` when that stage is a failure.
 pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) -> Vec<TaskEvent> {
-    if callback_stage != record.stage || published_by_last_poll(record) {
+    if callback_stage != record.stage || reconcile::last_poll_recorded(record, record.stage) {
         return Vec::new();
     }
     let mut events = vec![stage_changed(record, bucket)];
@@ -195,15 +198,6 @@ pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) 
         events.push(failed(record, bucket, record.stage.as_str()));
     }
     events
-}
-
-/// The task's last poll recorded a result at its stage, so that poll published the stage's
-/// events (a poll whose publish failed is recorded `unrecorded`, and the next one publishes
-/// them). Without this, a task watched for days at one stage (stuck at `first`, or a file's
-/// URL expired) sent the same events, and webhooks, again on every poll: hundreds of them.
-fn published_by_last_poll(record: &TaskRecord) -> bool {
-    let said = PollOutcome::Result(record.stage).as_text();
-    record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
 }
 
 /// Publishing events failed, in part or in whole. Always worth trying again: the same

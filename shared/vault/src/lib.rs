@@ -26,4 +26,4 @@ pub use record::{
     PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
-pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp};
+pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp, best_effort};

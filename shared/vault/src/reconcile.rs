@@ -159,6 +159,13 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
     }
 }
 
+/// Whether the task's last poll recorded a result at `stage` (its `last_poll.outcome` says
+/// so).
+pub fn last_poll_recorded(record: &TaskRecord, stage: Stage) -> bool {
+    let said = PollOutcome::Result(stage).as_text();
+    record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
+}
+
 /// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
 /// longer watched (a result settled it) is only counted. `not_found_since` dates the first of

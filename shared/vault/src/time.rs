@@ -16,6 +16,11 @@ pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 /// which answers nothing and sends its whole batch back after the visibility timeout.
 pub const BEST_EFFORT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// `call`'s answer, or None when it gives none within [`BEST_EFFORT_CALL_TIMEOUT`].
+pub async fn best_effort<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, call).await.ok()
+}
+
 /// An instant, to the millisecond, since the Unix epoch.
 ///
 /// Stored (serde) and displayed as RFC 3339 in UTC with milliseconds, e.g.

@@ -480,6 +480,16 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
     }
 }
 
+/// An answer too large to read is unreadable (a warning), not the provider unreachable.
+#[tokio::test]
+async fn an_answer_too_large_to_read_is_unreadable() {
+    let ports = MemoryPorts::new(vec![ProviderAnswer::TooLarge { limit: 6 * 1024 * 1024 }]);
+    register(&ports);
+    ports.until_due();
+    assert_eq!(run(&ports).await.polls, 1);
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
+}
+
 /// A task whose record cannot be read (an item this version cannot read) would fail first in
 /// every run, ahead of every other due task: its next poll is put off an hour each time.
 #[tokio::test]
