@@ -83,7 +83,7 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
             let app = app.clone();
             async move {
                 let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy).await;
-                handle_message(&*app.ports, &signer, message, stop_at).await
+                handle_message(&*app.ports, Option::as_ref(&signer), message, stop_at).await
             }
         })
         .await;
@@ -98,7 +98,7 @@ fn message_span(id: &str) -> tracing::Span {
 /// Deliver one message (in the caller's span); a retry delays its next delivery.
 async fn handle_message<P: Ports>(
     ports: &P,
-    signer: &crate::secret::Signer,
+    signer: Option<&crate::secret::Signer>,
     message: SqsMessage,
     stop_at: Instant,
 ) -> Outcome {

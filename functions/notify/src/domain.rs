@@ -221,7 +221,7 @@ pub fn sign(event: &Event, signer: &Signer, timestamp: i64) -> Webhook {
 
 /// Handle one message: parse, sign, post, classify; count the outcome. (Its retry delay is the
 /// caller's: [`delay_retry`].)
-pub async fn process_message<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {
+pub async fn process_message<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delivery) -> Outcome {
     let outcome = deliver(ports, signer, delivery).await;
     ports.emit_metrics(&measure(&outcome));
     outcome
@@ -236,7 +236,8 @@ pub fn measure(outcome: &Outcome) -> Measure {
     }
 }
 
-async fn deliver<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> Outcome {
+/// `signer` is `None` while the secret has not been read since start-up: the message waits.
+async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delivery) -> Outcome {
     let event = match parse_event(&delivery.body) {
         Ok(event) => event,
         Err(e) => return Outcome::Rejected(e),
@@ -244,9 +245,9 @@ async fn deliver<P: Ports>(ports: &P, signer: &Signer, delivery: &Delivery) -> O
     let span = tracing::Span::current();
     span.record("task_id", event.task_id.as_str());
     span.record("event_id", event.event_id.as_str());
-    if signer.is_unread() {
+    let Some(signer) = signer else {
         return Outcome::Retry(NotifyError::NoSigningSecret);
-    }
+    };
     if delivery.stop_at.saturating_duration_since(Instant::now()) < REQUEST_TIMEOUT {
         return Outcome::Retry(NotifyError::NoTimeLeft);
     }

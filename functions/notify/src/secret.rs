@@ -79,17 +79,6 @@ impl Signer {
         Ok(Signer { webhooks, keys })
     }
 
-    /// No signer: the secret could not be read, or was unusable, since start-up. It signs
-    /// nothing ([`crate::domain::process_message`] holds webhooks back while it is in force).
-    pub fn unread() -> Signer {
-        Signer { webhooks: Vec::new(), keys: Vec::new() }
-    }
-
-    /// Whether this is [`Signer::unread`] (a secret's text always has a key).
-    pub fn is_unread(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// The `webhook-signature` header: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">`, one
     /// per secret, space-separated.
     pub fn sign(&self, id: &str, timestamp: i64, body: &str) -> String {
@@ -122,12 +111,13 @@ fn decode_key(secret: &str) -> Result<Vec<u8>, SecretProblem> {
 /// Webhooks secret keeps the signer in force (logged, never the secret) until the next age.
 #[derive(Debug)]
 pub struct Signers {
-    signer: Reread<Signer>,
+    /// `None` while the secret has not been read, or was unusable, since start-up.
+    signer: Reread<Option<Signer>>,
 }
 
 impl Signers {
     /// Read the secret (at start-up). One that cannot be read or used starts the instance
-    /// with no signer ([`Signer::unread`], logged as an error and counted as a failed read):
+    /// with no signer (logged as an error and counted as a failed read):
     /// it is read again at most once per
     /// [`UNREAD_REREAD_INTERVAL`](stemvault_aws::secrets::UNREAD_REREAD_INTERVAL) until it brings one, and
     /// webhooks wait meanwhile. Exiting instead would cost every message of the instance's
@@ -139,25 +129,30 @@ impl Signers {
             Err(e) => {
                 ports.emit_metrics(&Measure::SecretRereadFailed);
                 tracing::error!(error = %e, "the notify secret cannot be used; webhooks wait until it can");
-                Signers::new(Signer::unread(), read_at)
+                Signers { signer: Reread::new(None, read_at) }
             }
         }
     }
 
     /// `signer`, made from the secret read at `read_at`.
     pub fn new(signer: Signer, read_at: stemvault_vault::Timestamp) -> Signers {
-        Signers { signer: Reread::new(signer, read_at) }
+        Signers { signer: Reread::new(Some(signer), read_at) }
+    }
+
+    fn unread(&self) -> bool {
+        self.signer.in_force().value.is_none()
     }
 
     /// The signer to sign with now: the one in force, after reading the secret again when
     /// `policy` finds it stale ([`AgePolicy::default`]: [`MAX_AGE`] old). A read that brings
-    /// nothing usable is counted on `ports` ([`Measure::SecretRereadFailed`]).
-    pub async fn fresh<R, P>(&self, reader: &R, ports: &P, policy: AgePolicy) -> Arc<Signer>
+    /// nothing usable is counted on `ports` ([`Measure::SecretRereadFailed`]). `None` while
+    /// no read has brought a usable secret.
+    pub async fn fresh<R, P>(&self, reader: &R, ports: &P, policy: AgePolicy) -> Arc<Option<Signer>>
     where
         R: ReadSecret,
         P: Clock + EmitMetrics,
     {
-        let age = policy.until_read(self.signer.in_force().value.is_unread());
+        let age = policy.until_read(self.unread());
         self.signer.fresh(ports, age, || self.read(reader, ports, age)).await
     }
 
@@ -168,24 +163,23 @@ impl Signers {
         reader: &R,
         metrics: &M,
         policy: AgePolicy,
-    ) -> Option<Arc<Signer>> {
+    ) -> Option<Arc<Option<Signer>>> {
         let fresh = read_signer(reader).await;
         match fresh {
-            Ok(fresh) if fresh == *self.signer.in_force().value => {
+            Ok(fresh) if Option::as_ref(&self.signer.in_force().value) == Some(&fresh) => {
                 tracing::debug!("notify secret re-read: unchanged");
                 None
             }
-            Ok(fresh) if self.signer.in_force().value.is_unread() => {
-                tracing::info!("notify secret read: webhooks resume");
-                Some(Arc::new(fresh))
-            }
             Ok(fresh) => {
-                tracing::info!("notify secret changed: signing with its new version");
-                Some(Arc::new(fresh))
+                match self.unread() {
+                    true => tracing::info!("notify secret read: webhooks resume"),
+                    false => tracing::info!("notify secret changed: signing with its new version"),
+                }
+                Some(Arc::new(Some(fresh)))
             }
             Err(e) => {
                 metrics.emit_metrics(&Measure::SecretRereadFailed);
-                match self.signer.in_force().value.is_unread() {
+                match self.unread() {
                     true => tracing::warn!(
                         error = %e,
                         "notify secret re-read is unusable; webhooks still wait for a usable one"

@@ -97,7 +97,7 @@ fn an_event_with_values_this_build_does_not_know_is_forwarded_as_published() {
 #[tokio::test]
 async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
     let ports = MemoryPorts::answering([status(204)]);
-    let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+    let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
     assert_eq!(outcome, Outcome::Delivered { status: 204 });
     let posted = ports.posted();
     assert_eq!(posted.len(), 1);
@@ -113,19 +113,19 @@ async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
 #[tokio::test]
 async fn only_410_is_not_retried() {
     let ports = MemoryPorts::answering([status(410)]);
-    let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+    let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
     assert_eq!(outcome, Outcome::Rejected(NotifyError::Gone));
     assert!(!outcome.is_failure(), "deleted");
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "status_410".into() }]);
     for retried in [400, 401, 403, 404, 422, 408, 429, 500, 503, 302] {
         let ports = MemoryPorts::answering([status(retried)]);
-        let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+        let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
         assert!(outcome.is_failure(), "{retried}: {outcome:?}");
         assert_eq!(ports.metrics(), [Measure::Retried { reason: format!("status_{retried}") }]);
     }
     for error in [PostError::Connect("refused".into()), PostError::Timeout("10 s".into())] {
         let ports = MemoryPorts::answering([Err(error.clone())]);
-        let outcome = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+        let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
         assert_eq!(outcome, Outcome::Retry(NotifyError::Post(error)));
     }
 }
@@ -133,9 +133,9 @@ async fn only_410_is_not_retried() {
 #[tokio::test]
 async fn a_retry_sends_the_same_id_and_body() {
     let ports = MemoryPorts::answering([status(503), status(200)]);
-    let first = process_message(&ports, &signer(), &delivery(&vaulted_message(), 1)).await;
+    let first = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
     assert!(first.is_failure());
-    let second = process_message(&ports, &signer(), &delivery(&vaulted_message(), 2)).await;
+    let second = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 2)).await;
     assert_eq!(second, Outcome::Delivered { status: 200 });
     let posted = ports.posted();
     assert_eq!((&posted[0].id, &posted[0].body), (&posted[1].id, &posted[1].body));
@@ -144,7 +144,7 @@ async fn a_retry_sends_the_same_id_and_body() {
 #[tokio::test]
 async fn a_malformed_message_is_dropped_without_a_post() {
     let ports = MemoryPorts::default();
-    let outcome = process_message(&ports, &signer(), &delivery("{\"source\":\"x\"}", 1)).await;
+    let outcome = process_message(&ports, Some(&signer()), &delivery("{\"source\":\"x\"}", 1)).await;
     assert!(matches!(outcome, Outcome::Rejected(NotifyError::Malformed(_))), "{outcome:?}");
     assert!(ports.posted().is_empty());
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "malformed".into() }]);
@@ -155,7 +155,7 @@ async fn no_post_starts_that_could_outlive_the_invocation() {
     let ports = MemoryPorts::default();
     let mut late = delivery(&vaulted_message(), 1);
     late.stop_at = Instant::now() + REQUEST_TIMEOUT - Duration::from_secs(1);
-    assert_eq!(process_message(&ports, &signer(), &late).await, Outcome::Retry(NotifyError::NoTimeLeft));
+    assert_eq!(process_message(&ports, Some(&signer()), &late).await, Outcome::Retry(NotifyError::NoTimeLeft));
     assert!(ports.posted().is_empty());
 }
 
@@ -190,7 +190,7 @@ async fn the_last_receive_is_not_delayed() {
     let ports = MemoryPorts::answering([status(500), Ok(Answer { status: 429, retry_after })]);
     for receive_count in [MAX_RECEIVE_COUNT, MAX_RECEIVE_COUNT] {
         let d = delivery(&vaulted_message(), receive_count);
-        let outcome = process_message(&ports, &signer(), &d).await;
+        let outcome = process_message(&ports, Some(&signer()), &d).await;
         assert!(matches!(outcome, Outcome::Retry(_)), "{outcome:?}");
         delay_retry(&ports, &d, &outcome).await;
     }
@@ -203,7 +203,7 @@ async fn a_retry_is_delayed_by_the_backoff_or_the_receivers_retry_after() {
         MemoryPorts::answering([status(500), Ok(Answer { status: 429, retry_after: Some(Duration::from_secs(300)) })]);
     for receive_count in [3, 1] {
         let d = delivery(&vaulted_message(), receive_count);
-        let outcome = process_message(&ports, &signer(), &d).await;
+        let outcome = process_message(&ports, Some(&signer()), &d).await;
         delay_retry(&ports, &d, &outcome).await;
     }
     assert_eq!(
