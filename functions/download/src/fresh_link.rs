@@ -219,22 +219,14 @@ impl LinkRefresher {
 
 #[cfg(test)]
 mod tests {
-    use stemvault_aws::SystemClock;
-    use stemvault_aws::secrets::{SecretReader, SecretText};
-    use stemvault_vault::Timestamp;
+    use stemvault_aws::secrets::SecretText;
 
     use super::*;
 
     /// `text` as the key in force, just read (its secret is never read again by these tests:
     /// none lasts 5 minutes or is refused).
     fn key_in_force(text: &str) -> Arc<ProviderKey> {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-        let key = ApiKey::from_secret(&SecretText::new(text)).unwrap();
-        let reader = SecretReader::new(&sdk, "arn:x");
-        Arc::new(ProviderKey::new(key, Timestamp::now(), reader, SystemClock, "download"))
+        stemvault_aws::test_http::key_in_force(text, "download")
     }
 
     fn api_key(text: &str) -> Arc<ApiKey> {
@@ -349,41 +341,10 @@ mod tests {
         assert!(!format!("{on:?}").contains("\"k\""), "the key is never shown");
     }
 
-    /// A one-shot HTTP server: answers the first request with `status` and `body`, and
-    /// hands back the request's head and body.
+    /// A one-shot provider: answers the first request with `status` and `body`, and hands
+    /// back the request's head and body.
     async fn answer_once(status: u16, body: String) -> (String, tokio::task::JoinHandle<String>) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        let served = tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = stream.read(&mut buf).await.unwrap();
-                request.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&request).to_string();
-                if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-                    let length = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
-                        })
-                        .and_then(|v| v.parse::<usize>().ok())
-                        .unwrap_or(0);
-                    if rest.len() >= length || n == 0 {
-                        break;
-                    }
-                }
-            }
-            let reply = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            stream.write_all(reply.as_bytes()).await.unwrap();
-            String::from_utf8_lossy(&request).to_string()
-        });
-        (origin, served)
+        stemvault_aws::test_http::answer_once(stemvault_aws::test_http::json_reply(status, body.as_bytes())).await
     }
 
     #[tokio::test]

@@ -406,16 +406,7 @@ mod tests {
 
     /// A listed loopback origin answering `head` and then `body`, then closing.
     async fn answering(head: &'static str, body: &'static [u8]) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let _ = stream.read(&mut [0u8; 4096]).await;
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body).await;
-        });
-        origin
+        stemvault_aws::test_http::answer_once([head.as_bytes(), body].concat()).await.0
     }
 
     /// An answer that ends only where the connection closes is refused: one cut short would

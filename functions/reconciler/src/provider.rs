@@ -104,36 +104,18 @@ mod tests {
         assert_eq!(record_info_url("http://127.0.0.1:9", Family::Unknown, &task), None);
     }
 
-    /// A server that answers every request with `bytes` bytes of JSON (spaces around `{}`).
+    /// A provider answering one request with `bytes` bytes of JSON (spaces around `{}`).
     async fn answering(bytes: usize) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut stream, _) = listener.accept().await.unwrap();
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\nconnection: close\r\n\r\n");
-            let mut body = vec![b' '; bytes];
-            body[..2].copy_from_slice(b"{}");
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(&body).await;
-        });
-        origin
+        let mut body = vec![b' '; bytes];
+        body[..2].copy_from_slice(b"{}");
+        stemvault_aws::test_http::answer_once(stemvault_aws::test_http::json_reply(200, &body)).await.0
     }
 
     /// Whatever size a callback may be accepted at, a poll's answer is read at too; a larger
     /// one is said to be too large, not taken for no answer.
     #[tokio::test]
     async fn answers_as_large_as_a_callback_may_be_are_read() {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-        let key = ApiKey::from_secret(&stemvault_aws::secrets::SecretText::new("k")).unwrap();
-        let reader = stemvault_aws::secrets::SecretReader::new(&sdk, "arn:x");
-        let clock = stemvault_aws::clock::SystemClock;
-        let key = Arc::new(ProviderKey::new(key, stemvault_vault::Timestamp::now(), reader, clock, "reconciler"));
+        let key = stemvault_aws::test_http::key_in_force("k", "reconciler");
         let task = TaskId::parse("2fac9f72").unwrap();
         let largest_callback = 6 * 1024 * 1024;
         for (bytes, read) in [(2 * 1024 * 1024 + 1, true), (largest_callback, true), (largest_callback + 1, false)] {

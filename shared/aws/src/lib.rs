@@ -19,6 +19,8 @@ pub mod route;
 pub mod secrets;
 pub mod sqs_batch;
 pub mod table;
+#[cfg(feature = "test-support")]
+pub mod test_http;
 
 pub use clock::SystemClock;
 pub use env::{ConfigError, Env, FromEnv, reconcile_after};

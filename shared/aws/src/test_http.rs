@@ -1,0 +1,105 @@
+//! One-shot HTTP origins on loopback for the functions' tests: each reads one request and
+//! answers it with the bytes given, as they are (so a test can send framing a client must
+//! refuse), then closes. Tests only (the `test-support` feature).
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use crate::clock::SystemClock;
+use crate::provider::{ApiKey, ProviderKey};
+use crate::secrets::{SecretReader, SecretText};
+
+/// `http://127.0.0.1:<port>`, answering its first request with `reply` and closing; the
+/// task yields that request as read (its head, and its body up to its `content-length`).
+pub async fn answer_once(reply: impl Into<Vec<u8>>) -> (String, JoinHandle<String>) {
+    let reply = reply.into();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let served = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("a connection");
+        let request = read_request(&mut stream).await;
+        let _ = stream.write_all(&reply).await;
+        let _ = stream.shutdown().await;
+        request
+    });
+    (origin, served)
+}
+
+/// `reply` as a complete answer: `status`, `content-type: application/json`, its length, and
+/// `connection: close`.
+pub fn json_reply(status: u16, body: &[u8]) -> Vec<u8> {
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    [head.as_bytes(), body].concat()
+}
+
+/// One request: its head and as much of its body as its `content-length` says (less when the
+/// client stops sending).
+async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> String {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.unwrap_or(0);
+        request.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&request);
+        let complete = text.split_once("\r\n\r\n").is_some_and(|(head, body)| body.len() >= content_length(head));
+        if n == 0 || complete {
+            return text.into_owned();
+        }
+    }
+}
+
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
+
+/// `text` as the provider key in force, just read, for `function`; its secret (an ARN no
+/// test reaches) is not read again within a test (none lasts 5 minutes or is refused).
+pub fn key_in_force(text: &str, function: &'static str) -> Arc<ProviderKey> {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let key = ApiKey::from_secret(&SecretText::new(text)).expect("a non-empty key");
+    let reader = SecretReader::new(&sdk, "arn:x");
+    Arc::new(ProviderKey::new(key, stemvault_vault::Timestamp::now(), reader, SystemClock, function))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_the_request_to_its_declared_length_and_sends_the_reply_as_given() {
+        let (origin, served) = answer_once(json_reply(201, b"{}")).await;
+        let mut stream = tokio::net::TcpStream::connect(origin.trim_start_matches("http://")).await.unwrap();
+        stream.write_all(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab").await.unwrap();
+        stream.write_all(b"cde").await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 201 X\r\n")
+                && answer.ends_with("content-length: 2\r\nconnection: close\r\n\r\n{}"),
+            "{answer}"
+        );
+        assert!(served.await.unwrap().ends_with("\r\n\r\nabcde"));
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_sending_ends_the_request() {
+        let (origin, served) = answer_once(b"HTTP/1.1 200 OK\r\n\r\n".to_vec()).await;
+        let mut stream = tokio::net::TcpStream::connect(origin.trim_start_matches("http://")).await.unwrap();
+        stream.write_all(b"GET / HT").await.unwrap();
+        stream.shutdown().await.unwrap();
+        assert_eq!(served.await.unwrap(), "GET / HT");
+    }
+}
