@@ -14,9 +14,21 @@ log="$root/.local/emulator-$port.log"
 # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
 MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
 pid=$!
-# '|| true' on both: under set -e a failing kill (moto already gone after Ctrl-C) would turn the
-# command's own exit status into 1.
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT INT TERM
+# Stop the emulator when the command ends; keep its log only when the command failed (a
+# success or a Ctrl-C leaves none behind). '|| true' on both: under set -e a failing kill
+# (moto already gone after Ctrl-C) would turn the command's own exit status into 1.
+stop_emulator() {
+  local rc=$?
+  kill $pid 2>/dev/null || true
+  wait $pid 2>/dev/null || true
+  case $rc in
+    0|130) rm -f "$log" ;;
+    *) echo "emulator log kept: $log" >&2 ;;
+  esac
+}
+trap stop_emulator EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Up to 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
 # settings (the emulator is on loopback).
