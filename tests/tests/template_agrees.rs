@@ -2126,16 +2126,37 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
         assert_eq!(notify.is_match(url), notify_starts, "{url}");
     }
+
+    // Empty is the provider's default; anything else the download and the reconciler check.
+    let provider = pattern("ProviderBaseUrl");
+    for url in [
+        "https://api.kie.ai",
+        "https://api.kie.ai/",
+        "https://proxy.example:8443/suno/v1",
+        "https://h.example:65535",
+        "https://u:p@api.kie.ai",
+        "https://api.kie.ai:65536",
+        "https://api.kie.ai:99999",
+        "https://api.kie.ai/?x=1",
+        "https://api.kie.ai/#f",
+        "http://api.kie.ai",
+    ] {
+        let functions_start = stemvault_aws::provider::base_url(url).is_ok();
+        assert_eq!(provider.is_match(url), functions_start, "{url}");
+    }
+    assert!(provider.is_match(""));
 }
 
-/// Scheduled runs are not retried by Lambda (a retry overlaps the next run, which does the same
-/// work), and the stack refuses a provider key given beside an existing provider secret.
+/// Scheduled runs are not retried or kept for later by Lambda (either overlaps the next run,
+/// which does the same work), and the stack refuses a provider key given beside an existing provider secret.
 #[test]
 fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
     let template = template();
     for function in ["SweeperFunction", "ReconcilerFunction"] {
         let config = &cfn::resource(&template, function)["Properties"]["EventInvokeConfig"];
         assert_eq!(config["MaximumRetryAttempts"].as_u64(), Some(0), "{function}");
+        // Nor kept for later when throttled (Lambda's default: 6 hours); 60 s is the least.
+        assert_eq!(config["MaximumEventAgeInSeconds"].as_u64(), Some(60), "{function}");
     }
     let rule = &template["Rules"]["OneProviderKey"];
     assert_eq!(
@@ -2146,4 +2167,41 @@ fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
         rule["Assertions"][0]["Assert"],
         serde_yaml::from_str::<Value>(r#"!Equals [!Ref ProviderApiKey, ""]"#).unwrap()
     );
+}
+
+/// A batch is as large as the messages a function handles at once: a larger one leaves the
+/// rest waiting for a permit inside the same invocation deadline (a late copy can be cut off
+/// and retried while its URL ages).
+#[test]
+fn each_queue_batch_is_as_large_as_the_messages_handled_at_once() {
+    let template = template();
+    for (function, event, at_once) in [
+        ("DownloadFunction", "Jobs", stemvault_download::app::MAX_CONCURRENT_MESSAGES),
+        ("NotifyFunction", "Events", stemvault_notify::app::MAX_CONCURRENT_MESSAGES),
+    ] {
+        let source = &cfn::resource(&template, function)["Properties"]["Events"][event]["Properties"];
+        assert_eq!(source["BatchSize"].as_u64(), Some(at_once as u64), "{function}");
+    }
+}
+
+/// Every alarm the stack creates has its entry in README's "Operating it" alarm list (by its
+/// `<stack>-<what>` name): what it means and what to do.
+#[test]
+fn the_readme_says_what_each_alarm_means() {
+    let template = template();
+    let readme = read(&repo().join("README.md"));
+    let resources = template["Resources"].as_mapping().unwrap();
+    let mut missing = Vec::new();
+    for (id, resource) in resources {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let name = serde_yaml::to_string(&resource["Properties"]["AlarmName"]).unwrap();
+        let what = name.split("${AWS::StackName}-").nth(1).and_then(|rest| rest.split(['"', '\'', '\n']).next());
+        let what = what.unwrap_or_else(|| panic!("{id:?}: not named <stack>-<what>: {name}"));
+        if !readme.contains(&format!("`{what}`")) {
+            missing.push(what.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "alarms README does not describe: {missing:?}");
 }

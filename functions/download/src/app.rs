@@ -37,8 +37,9 @@ use crate::fresh_link;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
 
-/// Files copied at once by one invocation: each holds up to two 8 MiB parts in memory.
-pub const MAX_CONCURRENT_MESSAGES: usize = 4;
+/// Files copied at once by one invocation, the queue's whole batch (`BatchSize`): each holds
+/// up to two 8 MiB parts in memory.
+pub const MAX_CONCURRENT_MESSAGES: usize = 5;
 
 /// The download function with its clients, built once per Lambda instance. Cheap to clone.
 #[derive(Clone)]

@@ -81,7 +81,8 @@ impl ProviderConfig {
 }
 
 /// `PROVIDER_BASE_URL` checked: https anywhere, plain http only on a loopback host (the fake
-/// provider of local runs and tests), no query, no credentials; without its trailing slash.
+/// provider of local runs and tests), no query, fragment or credentials; without its trailing
+/// slash.
 pub fn base_url(raw: &str) -> Result<String, ConfigError> {
     let invalid =
         |reason: &str| ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("{raw:?}: {reason}") };
@@ -93,8 +94,11 @@ pub fn base_url(raw: &str) -> Result<String, ConfigError> {
         "http" => return Err(invalid("plain http is allowed only on a loopback host (127.0.0.1, ::1, localhost)")),
         _ => return Err(invalid("not an https URL")),
     }
-    if url.query().is_some() || !url.username().is_empty() || url.password().is_some() || url.host_str().is_none() {
-        return Err(invalid("an origin (and path) without query or credentials is expected"));
+    // A fragment would end every polled URL built on it (`<base>#f/api/v1/...`): the request
+    // would go to the base itself.
+    let extra = url.query().is_some() || url.fragment().is_some();
+    if extra || !url.username().is_empty() || url.password().is_some() || url.host_str().is_none() {
+        return Err(invalid("an origin (and path) without query, fragment or credentials is expected"));
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -357,8 +361,14 @@ mod tests {
             assert!(config(&[("PROVIDER_BASE_URL", ok)]).is_ok(), "{ok}");
         }
         assert_eq!(config(&[("PROVIDER_BASE_URL", "https://api.kie.ai/")]).unwrap().base_url, "https://api.kie.ai");
-        for bad in ["http://api.kie.ai", "http://127.0.0.1.nip.io", "ftp://127.0.0.1", "https://u:p@api.kie.ai", "kie"]
-        {
+        for bad in [
+            "http://api.kie.ai",
+            "http://127.0.0.1.nip.io",
+            "ftp://127.0.0.1",
+            "https://u:p@api.kie.ai",
+            "kie",
+            "https://api.kie.ai/#f",
+        ] {
             let err = config(&[("PROVIDER_BASE_URL", bad)]).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { name: "PROVIDER_BASE_URL", .. }), "{bad}: {err}");
         }
