@@ -73,8 +73,19 @@ impl Family {
     }
 
     /// Families that report progress through `callbackType` (`text`, `first`, `complete`).
+    /// Every family is named, so a new one must say (a family with stages read as without
+    /// would take its first `text` callback for its final one).
     pub fn has_stages(self) -> bool {
-        matches!(self, Family::Music | Family::Lyrics)
+        match self {
+            Family::Music | Family::Lyrics => true,
+            Family::CoverImage
+            | Family::Wav
+            | Family::VocalSeparation
+            | Family::Midi
+            | Family::MusicVideo
+            | Family::Voice
+            | Family::Unknown => false,
+        }
     }
 }
 

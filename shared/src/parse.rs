@@ -25,8 +25,9 @@
 //! 2. [`CoverImage`](Family::CoverImage): `images`.
 //! 3. [`Wav`](Family::Wav): `audioWavUrl` or `audio_wav_url`.
 //! 4. [`MusicVideo`](Family::MusicVideo): `video_url` (or `videoUrl`).
-//! 5. [`Midi`](Family::Midi): `instruments`; or `state` with a top-level `task_id`; or the
-//!    legacy docs.kie.ai shape: `data.taskId`, no `callbackType`, and a `msg` mentioning MIDI.
+//! 5. [`Midi`](Family::Midi): `instruments`; or `state` with a top-level `task_id` (or
+//!    `taskId`, the older docs.kie.ai field list's); or the legacy docs.kie.ai shape:
+//!    `data.taskId`, no `callbackType`, and a `msg` mentioning MIDI.
 //! 6. [`Voice`](Family::Voice): `voiceId` or `validateInfo`; or both `status` and `errorCode`
 //!    with neither `callbackType` nor `data.data`.
 //! 7. [`Lyrics`](Family::Lyrics): `data.data` holds an item with `text` and none with an audio
@@ -36,7 +37,8 @@
 //! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
 //!    seven music-track endpoints, including replace-section's failure (`data.error`).
 //! 9. [`Midi`](Family::Midi): there is a top-level `task_id` and `data` is `null`, absent
-//!    (the MIDI failure body) or an empty object (MIDI data may come back empty).
+//!    (the MIDI failure body; also with a top-level `taskId` and a `msg` mentioning MIDI) or
+//!    an empty object (MIDI data may come back empty).
 //! 10. [`Unknown`](Family::Unknown) otherwise: still accepted, as long as it has a task id.
 //!
 //! A failure body is keyed, staged and recorded whatever family it is detected as; the

@@ -7,7 +7,10 @@
 //! tasks/<task_id>/manifest.json                   written once the task's files are settled
 //! ```
 //!
-//! File names come from [`crate::parse_callback`] and are made of safe segments already.
+//! File names come from [`crate::parse_callback`] and are made of safe segments already. A
+//! name's last segment never ends in a known extension ([`ends_in_known_extension`]: such a
+//! segment is hashed), so the extension a key gets from its URL cannot make two names' keys
+//! equal (`vocal` with an `.mp3` URL and `vocal.mp3` with none).
 //!
 //! # Reserved names
 //!
@@ -26,7 +29,7 @@
 //! key is exactly [`MAX_KEY_BYTES`] long. The key depends only on the task id, the name and
 //! the extension, so it is the same at every stage and in every run. Two different long
 //! names never share a key (their hashes differ), and a shortened key never equals an
-//! unshortened one: names from [`crate::parse_callback`] never contain `(`.
+//! unshortened one: its last 64 hex digits before `)` are the hash of its own whole name.
 
 use sha2::{Digest, Sha256};
 
@@ -35,7 +38,7 @@ use crate::{Stage, TaskId};
 /// The longest S3 key, in bytes (UTF-8).
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// What marks a shortened name: file names never contain it.
+/// What opens the hash at the end of a shortened name.
 const SHORTENED_OPEN: char = '(';
 
 /// Media types whose extension is kept on the key.
@@ -58,14 +61,23 @@ pub fn is_reserved_name(name: &str) -> bool {
     RESERVED_FIRST_SEGMENTS.contains(&stem)
 }
 
+/// Whether `segment` ends in `.` and one of the extensions a key keeps (any case).
+pub fn ends_in_known_extension(segment: &str) -> bool {
+    segment
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| KNOWN_EXTENSIONS.iter().any(|known| known.eq_ignore_ascii_case(ext)))
+}
+
 /// Where a file of a task is stored: `tasks/<task_id>/<name>[.<ext>]`, or, when that would
 /// be longer than [`MAX_KEY_BYTES`], `tasks/<task_id>/<start of name>(<sha256 of name>)[.<ext>]`
 /// (see [Long names](self#long-names)).
 ///
-/// `name` must not be [reserved](is_reserved_name) (names from [`crate::parse_callback`] never
-/// are), so the key is never the manifest's nor under [`callback_body_prefix`].
+/// `name` must not be [reserved](is_reserved_name) nor end in a
+/// [known extension](ends_in_known_extension) (names from [`crate::parse_callback`] never do),
+/// so the key is never the manifest's nor under [`callback_body_prefix`], and no other name's.
 pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     debug_assert!(!is_reserved_name(name), "reserved file name {name:?}");
+    debug_assert!(!ends_in_known_extension(name.rsplit('/').next().unwrap_or(name)), "file name {name:?}");
     let suffix = extension_from_url(url).map(|ext| format!(".{ext}")).unwrap_or_default();
     let prefix = task_prefix(task_id);
     if prefix.len() + name.len() + suffix.len() <= MAX_KEY_BYTES {

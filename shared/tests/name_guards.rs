@@ -128,6 +128,22 @@ fn unknown_body_segments_that_needed_sanitising_are_hashed() {
     assert_eq!(alone.files[0].name, names[0]);
 }
 
+/// The extension a key takes from its URL cannot make two names' keys one: a name ending in a
+/// kept extension is hashed (`vocal.mp3` with no extension in its URL and `vocal` with an
+/// `.mp3` URL would both be `tasks/t1/vocal.mp3`).
+#[test]
+fn a_name_ending_in_a_kept_extension_shares_no_key() {
+    for body in [
+        json!({"code":200,"data":{"task_id":"t1","vocal_separation_info":{"vocal_url":"https://h/v.mp3","vocal.mp3_url":"https://h/w"}}}),
+        json!({"code":200,"data":{"taskId":"t1","cover_url":"https://h/c.png","cover.PNG_url":"https://h/d"}}),
+    ] {
+        let event = parse(body);
+        let keys = keys(&event);
+        let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!((event.files.len(), distinct.len()), (2, 2), "{keys:?}");
+    }
+}
+
 fn midi_notes(notes: Value) -> Vec<MidiNote> {
     let event = parse(
         json!({"task_id":"t1","code":200,"data":{"state":"complete","instruments":[{"name":"x","notes":notes}]}}),

@@ -493,3 +493,16 @@ fn dialects_share_track_file_names() {
     assert_eq!(names(&kie.streams), ["tracks/8551****662c/stream"]);
     assert!(names(&sunoapi.streams).contains(&"tracks/8551****662c/stream"));
 }
+
+/// The older docs.kie.ai MIDI field list puts the id at the top as `taskId`: still MIDI,
+/// failed or complete. Another failure with a top-level `taskId` is not taken for MIDI.
+#[test]
+fn midi_with_a_top_level_task_id_is_midi() {
+    let parse = |body: &str| suno_callbacks::parse_callback(body.as_bytes()).unwrap();
+    let failed = parse(r#"{"taskId":"5c79be8e","code":500,"msg":"MIDI generation failed","data":null}"#);
+    assert_eq!((failed.family, failed.stage), (Family::Midi, Stage::Error));
+    let complete = parse(r#"{"taskId":"5c79be8e","code":200,"msg":"success","data":{"state":"complete"}}"#);
+    assert_eq!((complete.family, complete.stage), (Family::Midi, Stage::Final));
+    let other = parse(r#"{"taskId":"5c79be8e","code":500,"msg":"Internal error","data":null}"#);
+    assert_eq!(other.family, Family::Unknown);
+}

@@ -40,10 +40,12 @@ pub fn sanitize_segment(raw: &str) -> String {
 /// (sanitising changed or truncated it) the sanitised text is cut to leave room for
 /// `-<first 8 hex of SHA-256(raw)>`: `a/b` -> `a_b-<hash>`, never `a_b`, which is `a_b`'s.
 /// A safe `raw` that already ends like such a suffix is hashed too, so that a hashed segment
-/// can never equal an unchanged one. Empty stays empty.
+/// can never equal an unchanged one, and so is one ending in an extension a key keeps
+/// ([`s3_key::ends_in_known_extension`]: `vocal.mp3` and `vocal` with an `.mp3` URL would share
+/// a key). Empty stays empty.
 pub(super) fn distinct_segment(raw: &str) -> String {
     let segment = sanitize_segment(raw);
-    if segment == raw && !ends_like_hash(raw) {
+    if segment == raw && !ends_like_hash(raw) && !s3_key::ends_in_known_extension(raw) {
         return segment;
     }
     // Segments are ASCII, so any byte index is a char boundary.
@@ -137,6 +139,9 @@ mod tests {
         assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_hash(&hashed)));
         assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_hash("x-12345678")));
         assert_eq!(distinct_segment("x-1234567"), "x-1234567");
+        assert_eq!(distinct_segment("x.mp3"), format!("x.mp3-{}", short_hash("x.mp3")));
+        assert_eq!(distinct_segment("x.Wav"), format!("x.Wav-{}", short_hash("x.Wav")));
+        assert_eq!(distinct_segment("x.mp3s"), "x.mp3s");
         assert_eq!(distinct_segment("x-1234567A"), "x-1234567A");
         let long = distinct_segment(&"x".repeat(100));
         assert_eq!(long.len(), MAX_SEGMENT_LEN);
