@@ -111,26 +111,47 @@ impl ListOpenTasks for AwsPorts {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
-        let tasks = out
-            .items()
-            .iter()
-            .filter_map(|item| {
-                let task = open_task(item);
-                if task.is_none() {
-                    tracing::warn!("skipped an open-tasks entry without a task id or a readable last_received_at");
-                }
-                task
-            })
-            .collect();
-        // Unreadable, the page key would end the sweep early without a word.
-        let next = out
-            .last_evaluated_key()
-            .map(|key| {
-                open_task(key).ok_or_else(|| StoreError::Malformed("the open-tasks page key is unreadable".into()))
-            })
-            .transpose()?;
-        Ok(OpenTaskPage { tasks, next })
+        page(out.items(), out.last_evaluated_key())
     }
+}
+
+/// An index page read back: its readable entries (an unreadable one is skipped with a
+/// warning naming its task), and where the next page starts: after the page key's entry, or,
+/// when the page key is unreadable (its `last_received_at` edited by hand), after the page's
+/// last readable entry, so the next page reads that one as an entry and skips it (failing
+/// instead, every run would stop on the same page). No readable entry and an unreadable page
+/// key: an error naming its task.
+fn page(
+    items: &[HashMap<String, AttributeValue>],
+    page_key: Option<&HashMap<String, AttributeValue>>,
+) -> Result<OpenTaskPage, StoreError> {
+    let unreadable = |item: &HashMap<String, AttributeValue>| {
+        let task_id = item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).map_or("<none>", String::as_str);
+        format!("task {task_id}: no task id or no readable last_received_at")
+    };
+    let tasks: Vec<OpenTask> = items
+        .iter()
+        .filter_map(|item| {
+            let task = open_task(item);
+            if task.is_none() {
+                tracing::warn!(entry = %unreadable(item), "skipped an unreadable open-tasks entry");
+            }
+            task
+        })
+        .collect();
+    let next = match page_key {
+        None => None,
+        Some(key) => match open_task(key).or_else(|| tasks.last().cloned()) {
+            Some(next) => Some(next),
+            None => {
+                return Err(StoreError::Malformed(format!(
+                    "the open-tasks page key is unreadable ({})",
+                    unreadable(key)
+                )));
+            }
+        },
+    };
+    Ok(OpenTaskPage { tasks, next })
 }
 
 /// The cursor item: where the next run starts (after `after`, or at the oldest entry).
@@ -211,6 +232,31 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    fn entry(task_id: &str, last_received_at: &str) -> HashMap<String, AttributeValue> {
+        let s = |v: &str| AttributeValue::S(v.to_owned());
+        HashMap::from([
+            (PARTITION_KEY.to_owned(), s(task_id)),
+            (SORT_KEY.to_owned(), s(TASK_SK)),
+            ("open".to_owned(), s(OPEN_MARKER)),
+            ("last_received_at".to_owned(), s(last_received_at)),
+        ])
+    }
+
+    /// A page key edited into an unreadable time: the next page starts after the last readable
+    /// entry (and skips the bad one then), not an error every run would stop at.
+    #[test]
+    fn an_unreadable_page_key_continues_after_the_last_readable_entry() {
+        let good = entry("t-1", "2026-01-01T00:00:00.000Z");
+        let bad = entry("t-2", "yesterday");
+        let read = page(&[good.clone(), bad.clone()], Some(&bad)).unwrap();
+        let t1 = OpenTask { task_id: "t-1".into(), last_received_at: at("2026-01-01T00:00:00.000Z") };
+        assert_eq!((read.tasks, read.next), (vec![t1.clone()], Some(t1.clone())));
+        assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
+        assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
+        let err = page(std::slice::from_ref(&bad), Some(&bad)).unwrap_err();
+        assert!(matches!(&err, StoreError::Malformed(why) if why.contains("t-2")), "{err}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
 use stemvault_vault::{
-    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, retry_on_conflict,
+    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, best_effort, retry_on_conflict,
 };
 use suno_callbacks::{Stage, TaskId, s3_key};
 
@@ -150,7 +150,11 @@ pub const TASK_BUDGET: Duration = Duration::from_secs(10);
 /// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
 /// when the index cannot be read (after writing the cursor for the entries checked); a task
 /// that cannot be swept (or not within [`TASK_BUDGET`]) is counted and left to the next run,
-/// and a cursor that cannot be read or written only means starting at the oldest entry.
+/// a cursor that cannot be read means starting at the oldest entry, and one that cannot be
+/// written the next run starting where this one did. Every call is bounded (a page read and a
+/// task by [`TASK_BUDGET`], the cursor's by
+/// [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT)), so a run stops in
+/// its reserve after `stop_at`.
 pub async fn sweep<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -159,11 +163,15 @@ pub async fn sweep<P: Ports>(
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = before(ports.now(), settings.grace);
-    let start = match ports.read_cursor().await {
+    let start = match best_effort(ports.read_cursor()).await {
         // An entry past the query's range (a shorter grace since) cannot start a page.
-        Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
-        Err(e) => {
+        Some(Ok(cursor)) => cursor.filter(|c| c.last_received_at < received_before),
+        Some(Err(e)) => {
             tracing::warn!(error = %e, "could not read the sweep cursor; starting at the oldest open task");
+            None
+        }
+        None => {
+            tracing::warn!("no answer reading the sweep cursor; starting at the oldest open task");
             None
         }
     };
@@ -172,7 +180,16 @@ pub async fn sweep<P: Ports>(
     let mut after = start.clone();
     let mut index_failure = None;
     'lap: loop {
-        let page = match ports.open_tasks(received_before, after.as_ref()).await {
+        if ports.now() >= stop_at {
+            outcome.stopped_early = true;
+            break;
+        }
+        // Bounded like a task: a page read started before `stop_at` ends within the reserve.
+        let reading = tokio::time::timeout(TASK_BUDGET, ports.open_tasks(received_before, after.as_ref()));
+        let no_answer = || {
+            StoreError::Unavailable(format!("no answer from the open-tasks index within {}s", TASK_BUDGET.as_secs()))
+        };
+        let page = match reading.await.unwrap_or_else(|_| Err(no_answer())) {
             Ok(page) => page,
             Err(e) => {
                 // Stopped as if out of time: the next run resumes after the last entry checked.
@@ -197,6 +214,10 @@ pub async fn sweep<P: Ports>(
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
                 Err(e) => {
+                    // Files of the task that went out before others did not still count.
+                    if let SweepError::Enqueue(unsent) = &e {
+                        outcome.files_requeued += unsent.total.saturating_sub(unsent.failed);
+                    }
                     outcome.tasks_failed += 1;
                     tracing::warn!(
                         task_id = %task.task_id,
@@ -220,8 +241,12 @@ pub async fn sweep<P: Ports>(
     // A whole lap: the next run starts at the oldest entry.
     let cursor = if outcome.stopped_early { last.or(start.clone()) } else { None };
     if cursor != start {
-        if let Err(e) = ports.write_cursor(cursor.as_ref()).await {
-            tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
+        match best_effort(ports.write_cursor(cursor.as_ref())).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did")
+            }
+            None => tracing::warn!("no answer writing the sweep cursor; the next run starts where this one did"),
         }
     }
     match index_failure {
@@ -277,11 +302,12 @@ async fn sweep_task<P: Ports>(
         let Some(claimed) = claimed else { return Ok(Attempt::Done(Swept::Files(0))) };
         match ports.save_task(Some(&record), &claimed).await {
             Ok(()) => {
-                let sent = send_claimed(ports, task, claimant, &claims.to_enqueue).await?;
-                for job in &claims.to_enqueue {
-                    tracing::info!(task_id = %task, file = %job.name, "re-enqueued an orphaned file");
+                let sent = send_claimed(ports, task, claimant, &claims.to_enqueue).await;
+                // Each file that went out, even when others did not (the task then fails).
+                for file in &sent.out {
+                    tracing::info!(task_id = %task, file = %file, "re-enqueued an orphaned file");
                 }
-                Ok(Attempt::Done(Swept::Files(sent)))
+                Ok(Attempt::Done(Swept::Files(sent.result()?)))
             }
             Err(StoreError::Conflict) => Ok(Attempt::Conflict),
             Err(e) => Err(SweepError::from(e)),

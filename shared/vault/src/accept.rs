@@ -274,7 +274,7 @@ async fn wait_for_others<P: Ports>(
         let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
         if let Some(claimed) = claimed {
             match ports.save_task(Some(&current), &claimed).await {
-                Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await?,
+                Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await.result()?,
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }

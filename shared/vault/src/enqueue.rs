@@ -125,20 +125,15 @@ where
     }
 }
 
-/// Send the claimed jobs, mark the sent ones queued, release the rest. Returns how many were
-/// sent.
-pub async fn send_claimed<P>(
-    ports: &P,
-    task: &TaskId,
-    claimant: &Claimant,
-    jobs: &[FileJob],
-) -> Result<usize, EnqueueError>
+/// Send the claimed jobs, mark the sent ones queued, release the rest. Returns what was sent
+/// and what was not ([`Sent::result`]: how many, or why some were not).
+pub async fn send_claimed<P>(ports: &P, task: &TaskId, claimant: &Claimant, jobs: &[FileJob]) -> Sent
 where
     P: EnqueueFiles + MarkQueued + ReleaseClaims,
 {
     let sent = send_jobs(ports, jobs).await;
     record_sent(ports, task, claimant, &sent).await;
-    sent.result()
+    sent
 }
 
 #[doc(hidden)]
@@ -281,7 +276,7 @@ mod tests {
     async fn sent_files_are_marked_and_refused_ones_released() {
         let task = TaskId::parse("t").unwrap();
         let ports = Recorder { refuse: vec!["b", "c"], ..Recorder::default() };
-        let err = send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b", "c"])).await.unwrap_err();
+        let err = send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b", "c"])).await.result().unwrap_err();
         assert_eq!(err, EnqueueError { failed: 2, total: 3, reason: "refused b".into() });
         assert!(err.is_retryable());
         assert_eq!(*ports.marked.lock().unwrap(), ["a"]);
@@ -292,9 +287,9 @@ mod tests {
     async fn all_sent_counts_even_when_marking_fails_and_nothing_sends_nothing() {
         let task = TaskId::parse("t").unwrap();
         let ports = Recorder { mark_fails: true, ..Recorder::default() };
-        assert_eq!(send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b"])).await, Ok(2));
+        assert_eq!(send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b"])).await.result(), Ok(2));
         assert!(ports.released.lock().unwrap().is_empty());
-        assert_eq!(send_claimed(&ports, &task, &claimant(), &[]).await, Ok(0));
+        assert_eq!(send_claimed(&ports, &task, &claimant(), &[]).await.result(), Ok(0));
         assert_eq!(ports.marked.lock().unwrap().len(), 2);
     }
 }

@@ -21,6 +21,9 @@ pub async fn best_effort<T>(call: impl std::future::Future<Output = T>) -> Optio
     tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, call).await.ok()
 }
 
+/// 9999-12-31T23:59:59.999Z in Unix ms: the last time RFC 3339 (four-digit years) can write.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
 /// An instant, to the millisecond, since the Unix epoch.
 ///
 /// Stored (serde) and displayed as RFC 3339 in UTC with milliseconds, e.g.
@@ -52,14 +55,16 @@ impl Timestamp {
         self.unix_ms.div_euclid(1000)
     }
 
+    /// `d` later, saturating (never wrapping into the past).
     pub fn plus(self, d: Duration) -> Timestamp {
-        Timestamp { unix_ms: self.unix_ms.saturating_add(d.as_millis() as i64) }
+        Timestamp { unix_ms: self.unix_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) }
     }
 
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T15:00:00.123Z`: sortable and
-    /// readable in the AWS console.
+    /// readable in the AWS console. Times before 1970 or after 9999 are written as those
+    /// bounds (RFC 3339 has four-digit years; a saturated time must not fail to print).
     pub fn rfc3339(self) -> String {
-        let t = UNIX_EPOCH + Duration::from_millis(self.unix_ms.max(0) as u64);
+        let t = UNIX_EPOCH + Duration::from_millis(self.unix_ms.clamp(0, LAST_RFC3339_MS) as u64);
         humantime::format_rfc3339_millis(t).to_string()
     }
 }
@@ -109,6 +114,15 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn far_times_saturate_and_print() {
+        let far = Timestamp::from_unix_ms(0).plus(Duration::from_millis(u64::MAX));
+        assert_eq!(far.unix_ms, i64::MAX);
+        assert_eq!(far.rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_unix_ms(LAST_RFC3339_MS).rfc3339(), "9999-12-31T23:59:59.999Z");
+        assert_eq!(Timestamp::from_unix_ms(-5).rfc3339(), "1970-01-01T00:00:00.000Z");
+    }
 
     #[test]
     fn formats_rfc3339() {

@@ -25,6 +25,8 @@ pub struct MemoryTableAndQueue {
     queue: Mutex<Vec<(String, FileJob)>>,
     next_message_id: AtomicU64,
     enqueue_failing: AtomicBool,
+    /// Names of files whose jobs the queue refuses (the others go out).
+    refused_jobs: Mutex<Vec<String>>,
     save_error: Mutex<Option<StoreError>>,
     /// The next whole-record writes that fail, and with what.
     failing_saves: Mutex<(u32, Option<StoreError>)>,
@@ -61,6 +63,11 @@ impl MemoryTableAndQueue {
 
     pub fn set_enqueue_failing(&self, failing: bool) {
         self.enqueue_failing.store(failing, Ordering::SeqCst);
+    }
+
+    /// Refuse the jobs of the files named `names` (a batch sent partly).
+    pub fn refuse_jobs_for(&self, names: &[&str]) {
+        *lock(&self.refused_jobs) = names.iter().map(|n| (*n).to_owned()).collect();
     }
 
     /// Make every call take `latency` of real time (zero: answer at once).
@@ -274,9 +281,13 @@ impl EnqueueFiles for MemoryTableAndQueue {
         if self.enqueue_failing.load(Ordering::SeqCst) {
             return jobs.iter().map(|_| Err("queue switched off".to_owned())).collect();
         }
+        let refused = lock(&self.refused_jobs).clone();
         let mut queue = lock(&self.queue);
         jobs.iter()
             .map(|job| {
+                if refused.contains(&job.name) {
+                    return Err("refused by the test".to_owned());
+                }
                 let id = format!("m-{}", self.next_message_id.fetch_add(1, Ordering::SeqCst));
                 queue.push((id.clone(), job.clone()));
                 Ok(id)
