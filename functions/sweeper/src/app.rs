@@ -43,7 +43,10 @@ impl App {
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, SweepError> {
         let claimant = format!("sweeper-{run_id}");
         async {
-            let outcome = sweep(&self.ports, &self.settings, &claimant, stop_at).await?;
+            // Boxed: the sweep's future nests deep enough (a task's retries inside its timeout
+            // inside the lap) that the binary's main future overflowed the compiler's
+            // layout-query depth.
+            let outcome = Box::pin(sweep(&self.ports, &self.settings, &claimant, stop_at)).await?;
             // An idle run says so at debug level: a schedule that finds nothing every few
             // minutes (seconds, locally) should not fill the log.
             if outcome.is_idle() {
