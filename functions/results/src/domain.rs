@@ -2,6 +2,7 @@
 //! presigned download link for each stored file; and what `PUT /tasks/<task_id>` does:
 //! register a task before any callback ([`register`]). Plain Rust over small traits.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -52,8 +53,8 @@ impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + CompleteR
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Found {
-    /// Recorded: as its manifest shows it.
-    Task(TaskView),
+    /// Recorded: as its manifest shows it (boxed: the view is large beside `Parked`).
+    Task(Box<TaskView>),
     /// Not recorded yet, but a callback of it is parked (the reconciler records it within
     /// minutes).
     Parked,
@@ -76,6 +77,13 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
     pub files: Vec<FileView>,
+    /// Results that are no files (lyrics, MIDI notes, voice ids, track metadata) as the task
+    /// item keeps them: over 64 KiB, a pointer to the archived body that holds them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+    /// Live stream URLs by name (the provider's; never vaulted).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub streams: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -113,7 +121,7 @@ pub async fn task_view(
             }
         }
     };
-    view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(view)))
+    view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(Box::new(view))))
 }
 
 /// The view of `record`, with presigned links valid for `links` (None: none, for callers who
@@ -139,6 +147,8 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
+        details: record.details.clone(),
+        streams: record.streams.clone(),
     })
 }
 
@@ -408,6 +418,31 @@ pub(crate) mod tests {
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
         assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
+    }
+
+    /// What is no file (lyrics, MIDI notes, voice ids, track metadata) and the live streams
+    /// are answered too; absent, neither key is.
+    #[tokio::test]
+    async fn details_and_streams_are_answered_as_recorded() {
+        let mut ports = MemoryPorts::with(&["t1", "t2"]);
+        let lyrics = serde_json::json!({"kind": "lyrics", "variants": [{"title": "A", "text": "la la"}]});
+        let with = ports.records.get_mut("t1").unwrap();
+        with.details = Some(lyrics.clone());
+        with.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
+        let view = |id: &'static str| {
+            let ports = &ports;
+            async move {
+                match task_view(ports, &TaskId::parse(id).unwrap(), Duration::from_secs(90)).await.unwrap() {
+                    Some(Found::Task(view)) => serde_json::to_value(view).unwrap(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let answered = view("t1").await;
+        assert_eq!(answered["details"], lyrics);
+        assert_eq!(answered["streams"], serde_json::json!({"tracks/a/stream": "https://cdn.example/live/a"}));
+        let plain = view("t2").await;
+        assert!(plain.get("details").is_none() && plain.get("streams").is_none(), "{plain}");
     }
 
     #[tokio::test]
