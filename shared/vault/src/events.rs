@@ -102,8 +102,19 @@ pub struct EventDetail {
     /// Where the manifest of the file set is (for `Task Vaulted`; otherwise once written).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// Every file of the task, unless they would not fit one event ([`MAX_FILES_BYTES`]).
     pub files: Vec<EventFile>,
+    /// How many files the task has when they did not fit (`files` is then empty: read the
+    /// manifest or `GET /tasks/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<usize>,
 }
+
+/// The most the `files` of one event may take as JSON. EventBridge refuses an entry over
+/// 256 KiB (its source, detail-type and detail), for good: a task whose event could not be
+/// published would never settle. The rest of a detail is a few KiB at most (a task id of up
+/// to 128 bytes, a message cut to 1 KiB, a client_ref within a 4 KiB registration).
+pub const MAX_FILES_BYTES: usize = 192 * 1024;
 
 /// An event to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +153,13 @@ fn detail(
     bucket: &str,
     manifest_key: Option<String>,
 ) -> EventDetail {
+    let files = files_of(record);
+    // A derived Serialize of plain data: cannot fail (0 would list them, as before).
+    let files_bytes = serde_json::to_vec(&files).map_or(0, |json| json.len());
+    let (files, files_omitted) = match files_bytes > MAX_FILES_BYTES {
+        true => (Vec::new(), Some(files.len())),
+        false => (files, None),
+    };
     EventDetail {
         event_id,
         task_id: record.task_id.clone(),
@@ -154,7 +172,8 @@ fn detail(
         generation: record.generation,
         bucket: bucket.to_owned(),
         manifest_key,
-        files: files_of(record),
+        files,
+        files_omitted,
     }
 }
 

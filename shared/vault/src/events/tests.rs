@@ -18,6 +18,26 @@ fn record() -> TaskRecord {
     r
 }
 
+/// A task with more files than one event can list (an unknown family's 256 URLs under long
+/// names) says how many instead: EventBridge refuses an entry over 256 KiB for good, and the
+/// task would never settle.
+#[test]
+fn files_too_many_for_one_event_are_counted_not_listed() {
+    let mut r = record();
+    for i in 0..256 {
+        let name = format!("result/{}/{i:03}", "x".repeat(900));
+        let mut f = FileEntry::pending("https://cdn.example/a.mp3", format!("tasks/t1/{name}.mp3"), Stage::Final);
+        (f.status, f.bytes, f.sha256) = (FileStatus::Stored, Some(1), Some("ab".repeat(32)));
+        r.files.insert(name, f);
+    }
+    let event = vaulted(&r, VaultState::Partial, "vault-bucket", "tasks/t1/manifest.json");
+    let json = serde_json::to_string(&event.detail).unwrap();
+    assert!(json.len() < 200 * 1024, "{} bytes", json.len());
+    assert_eq!((event.detail.files.len(), event.detail.files_omitted), (0, Some(258)));
+    assert_eq!(stage_changed(&r, "b").detail.files_omitted, Some(258));
+    assert_eq!(stage_changed(&record(), "b").detail.files_omitted, None);
+}
+
 #[test]
 fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
     let r = record();
