@@ -124,8 +124,8 @@ pub async fn task_view(
     view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(Box::new(view))))
 }
 
-/// The view of `record`, with presigned links valid for `links` (None: none, for callers who
-/// may register tasks but not read their files).
+/// The view of `record`, with presigned links valid for `links` (None: none, nor its details
+/// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
     // The same projection the manifest uses, so both always agree; its timestamp is unused.
     let manifest = Manifest::of(record, record.vault, record.last_received_at);
@@ -147,8 +147,12 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
-        details: record.details.clone(),
-        streams: record.streams.clone(),
+        // Results, as the links are: for readers (GET), not for those who may only register.
+        details: links.and(record.details.clone()),
+        streams: match links {
+            Some(_) => record.streams.clone(),
+            None => BTreeMap::new(),
+        },
     })
 }
 
@@ -492,6 +496,22 @@ pub(crate) mod tests {
         let err = task_view(&broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
         assert_eq!(err, ResultsError::Presign(PresignError("no credentials".into())));
         assert!(err.is_retryable());
+    }
+
+    /// The right to register is not the right to read results: a registration's answer has no
+    /// details nor streams, as it has no links.
+    #[tokio::test]
+    async fn a_registrations_answer_carries_no_results_nor_streams() {
+        let mut ports = MemoryPorts::with(&["t1"]);
+        let recorded = ports.records.get_mut("t1").unwrap();
+        recorded.details = Some(serde_json::json!({"kind": "lyrics", "variants": [{"title": "A", "text": "la la"}]}));
+        recorded.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
+        let reg = Registration { family: Family::Music, client_ref: None };
+        let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
+        let answer = register(&ports, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap();
+        let Registered::Existing(view) = answer else { panic!("{answer:?}") };
+        let json = serde_json::to_value(&view).unwrap();
+        assert!(json.get("details").is_none() && json.get("streams").is_none(), "{json}");
     }
 
     #[tokio::test]
