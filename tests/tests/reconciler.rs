@@ -418,7 +418,7 @@ async fn an_unreadable_task_is_put_off_an_hour() {
 }
 
 #[tokio::test]
-async fn without_a_key_the_reconciler_is_off_and_polls_nothing() {
+async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
     let task = new_task_id();
@@ -436,7 +436,25 @@ async fn without_a_key_the_reconciler_is_off_and_polls_nothing() {
     let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
     assert!(!app.is_on());
     make_due(&env, &task).await;
-    assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default());
+    let outcome = app.run_within("off", Duration::from_secs(5)).await.unwrap();
+    assert_eq!(outcome, Outcome { tasks_due: 1, put_off: 1, ..Outcome::default() });
+    assert_eq!(provider.polls(&task), 0);
+    // Put off until it is to be given up (14 days after its registration), once.
+    let record = env.task_record(&task).await;
+    let give_up_at = record.registered_at.unwrap().plus(Duration::from_secs(14 * 24 * 3600));
+    assert_eq!((record.reconcile.as_deref(), record.reconcile_at), (Some("due"), Some(give_up_at)));
+    assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default(), "not due");
+
+    // Then given up, with no key as with one: a client waiting for its vault stops.
+    let mut backdated = record.clone();
+    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 15 * 24 * 3600 * 1000);
+    (backdated.registered_at, backdated.first_received_at) = (Some(long_ago), long_ago);
+    backdated.version += 1;
+    env.rewrite_record(&record, &backdated).await;
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
+    let record = env.task_record(&task).await;
+    assert_eq!(record.abandoned.map(|a| a.reason), Some("abandoned".to_owned()));
     assert_eq!(provider.polls(&task), 0);
 }
 

@@ -40,9 +40,9 @@ pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 /// The reconciler with its clients, built once per instance.
 pub struct App {
     ports: AwsPorts,
+    /// `polls` false without an API key: runs replay parked callbacks and give tasks up in
+    /// time, but poll nothing.
     settings: Settings,
-    /// False without an API key: runs replay parked callbacks but poll nothing.
-    on: bool,
     /// Tasks whose parked callbacks wait for their record to be fixed (across warm runs).
     held: HeldTasks,
 }
@@ -60,7 +60,7 @@ impl App {
             None => {
                 tracing::warn!(
                     "no provider API key (PROVIDER_SECRET_ARN unset, or its secret empty): reconciliation is off; \
-                     registered tasks and tasks whose callback is missing are not polled"
+                     registered tasks and tasks whose callback is missing are not polled, only given up in time"
                 );
                 None
             }
@@ -78,6 +78,7 @@ impl App {
             },
             give_up_after: config.give_up_after,
             key_source,
+            polls: on,
             ..Settings::default()
         };
         if on {
@@ -87,12 +88,12 @@ impl App {
                 "reconciliation is on"
             );
         }
-        Ok(App { ports: AwsPorts::new(&config, sdk, provider), settings, on, held: HeldTasks::default() })
+        Ok(App { ports: AwsPorts::new(&config, sdk, provider), settings, held: HeldTasks::default() })
     }
 
     /// Whether a key was configured (runs poll).
     pub fn is_on(&self) -> bool {
-        self.on
+        self.settings.polls
     }
 
     /// One scheduled invocation, stopping [`STOP_BEFORE_DEADLINE`] before its deadline.
@@ -133,11 +134,8 @@ impl App {
                         Replayed::default()
                     }
                 };
-            let polled = if self.on {
-                reconcile(&self.ports, &self.settings, run_id, stop_at).await?
-            } else {
-                Outcome::default()
-            };
+            // Without a key too: tasks are still given up when their time comes.
+            let polled = reconcile(&self.ports, &self.settings, run_id, stop_at).await?;
             if let Some(e) = unlisted {
                 return Err(e.into());
             }

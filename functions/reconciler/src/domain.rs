@@ -100,6 +100,9 @@ pub struct Settings {
     pub max_save_attempts: u32,
     /// Named in the error a refused key logs: where the key comes from.
     pub key_source: String,
+    /// Whether runs poll the provider (a key is configured). Without, they only give tasks up
+    /// when their time comes (a task due before is put off until then, once).
+    pub polls: bool,
 }
 
 impl Default for Settings {
@@ -110,6 +113,7 @@ impl Default for Settings {
             max_tasks: 50,
             max_save_attempts: 5,
             key_source: "PROVIDER_API_KEY".into(),
+            polls: true,
         }
     }
 }
@@ -138,6 +142,8 @@ pub struct Outcome {
     pub tasks_failed: usize,
     /// Tasks whose record cannot be read, each put off an hour (logged as an error).
     pub unreadable: usize,
+    /// Without a provider key: tasks put off until they are given up (not polled).
+    pub put_off: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
@@ -165,6 +171,8 @@ enum Handled {
     Unwatched,
     /// Its record cannot be read: its next poll was put off.
     Unreadable,
+    /// No provider key: put off until its give-up time.
+    PutOff,
 }
 
 /// The most one task may take: a task started just before `stop_at` then still ends before
@@ -195,6 +203,7 @@ pub async fn reconcile<P: Ports>(
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
+            Ok(Handled::PutOff) => outcome.put_off += 1,
             Ok(Handled::Polled(polled)) => {
                 outcome.polls += 1;
                 match polled {
@@ -243,6 +252,9 @@ async fn reconcile_task<P: Ports>(
     }
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
         return give_up(ports, settings, &task, &record, reason).await;
+    }
+    if !settings.polls {
+        return put_off_until_given_up(ports, settings, task_id, &record, now).await;
     }
 
     let answer = match ports.poll(record.family, &task).await {
@@ -430,6 +442,27 @@ async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(task_id, error = %e, "could not put the failed task behind the others"),
         Err(_) => tracing::warn!(task_id, "could not put the failed task behind the others in time"),
+    }
+}
+
+/// Without a provider key nothing can be polled, but a task still ends: it is due again when
+/// it is to be given up (one UpdateItem), and given up then, so a client waiting for its vault
+/// stops at `abandoned` as it would with a key.
+async fn put_off_until_given_up<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task_id: &str,
+    record: &TaskRecord,
+    now: Timestamp,
+) -> Result<Handled, ReconcileError> {
+    let until = reconcile::waiting_since(record).plus(settings.give_up_after);
+    match ports.postpone_poll(task_id, now, until).await? {
+        Conditional::Applied => {
+            tracing::info!(task_id, give_up_at = %until, "no provider key: not polled; given up then unless a result comes");
+            Ok(Handled::PutOff)
+        }
+        // A write since scheduled it (a callback): that stands.
+        Conditional::Conflict => Ok(Handled::Skipped),
     }
 }
 

@@ -69,11 +69,9 @@ pub async fn prepare(
     Ok(ProviderSetup { fake, base_url, has_key: key.is_some() })
 }
 
-/// The scheduled reconciler, locally: one run every `interval` until stopped.
+/// The scheduled reconciler, locally: one run every `interval` until stopped (without a key
+/// too, as in Lambda: it replays parked callbacks and gives tasks up in time).
 pub async fn reconcile_every(reconciler: stemvault_reconciler::App, interval: Duration, mut stop: StopSignal) {
-    if !reconciler.is_on() {
-        return;
-    }
     loop {
         tokio::select! {
             _ = stop.stopped() => return,

@@ -168,7 +168,9 @@ pub fn last_poll_recorded(record: &TaskRecord, stage: Stage) -> bool {
 
 /// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
-/// longer watched (a result settled it) is only counted. `not_found_since` dates the first of
+/// longer watched (a result settled it) is only counted, unless its result was
+/// [`PollOutcome::Unrecorded`] (saved perhaps, but not finished): polled again until a poll
+/// records it (or the task is given up). `not_found_since` dates the first of
 /// an unbroken run of "not found" answers; any other answer, or none, ends the run (so a task
 /// is never given up as unknown on old answers, across an outage or a refused key). A reopen
 /// whose task item never came (a polled result the table then refused) is committed with it,
@@ -184,7 +186,11 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     } else {
         next.not_found_since = None;
     }
-    if needs_watching(&next) {
+    // A result saved but not finished (its events, file messages or archive failed after the
+    // save) is polled again, and that poll's duplicate finishes it: left unwatched, a task
+    // polled because its callback never came would never get its events.
+    let unfinished = matches!(outcome, PollOutcome::Unrecorded) && next.abandoned.is_none();
+    if needs_watching(&next) || unfinished {
         let wait = next_interval(record.poll_interval_seconds);
         next.reconcile = Some(RECONCILE_DUE.to_owned());
         next.reconcile_at = Some(now.plus(wait));
@@ -289,6 +295,21 @@ mod tests {
         let mut abandoned = task(Stage::Submitted);
         abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
         assert!(!needs_watching(&abandoned));
+    }
+
+    /// A result whose save landed but whose events (or file messages, or archive) failed:
+    /// watched still, so the next poll's duplicate publishes them; a recorded one is not.
+    #[test]
+    fn a_result_not_finished_is_polled_again_until_one_is_recorded() {
+        let saved = task(Stage::Final);
+        let next = after_poll(&saved, &PollOutcome::Unrecorded, NOW);
+        assert_eq!(next.reconcile.as_deref(), Some(crate::RECONCILE_DUE));
+        assert!(next.reconcile_at.is_some_and(|at| at > NOW));
+        let recorded = after_poll(&next, &PollOutcome::Result(Stage::Final), NOW);
+        assert_eq!((recorded.reconcile, recorded.reconcile_at), (None, None));
+        let mut abandoned = task(Stage::Final);
+        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        assert_eq!(after_poll(&abandoned, &PollOutcome::Unrecorded, NOW).reconcile, None);
     }
 
     #[test]
