@@ -23,11 +23,12 @@ use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked};
 const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 22);
 
 // The last task a run starts ends (put behind if it failed), at the latest, within the margin
-// before the deadline.
+// before the deadline; so does the last replay, and the due list's read.
 const _: () = assert!(
     crate::domain::TASK_BUDGET.as_secs() + crate::domain::PUT_BEHIND_BUDGET.as_secs() + DEADLINE_MARGIN.as_secs()
         <= STOP_BEFORE_DEADLINE.as_secs()
 );
+const _: () = assert!(crate::replay::REPLAY_BUDGET.as_secs() <= crate::domain::TASK_BUDGET.as_secs());
 
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
 /// not reached), emitted by every run that could list them; dimension `Function`.

@@ -189,7 +189,14 @@ pub async fn reconcile<P: Ports>(
     run_id: &str,
     stop_at: Timestamp,
 ) -> Result<Outcome, ReconcileError> {
-    let due = ports.due_tasks(ports.now(), settings.max_tasks).await?;
+    // The replay may have used the run's time; the due list is read within a task's budget.
+    if ports.now() >= stop_at {
+        return Ok(Outcome { stopped_early: true, ..Outcome::default() });
+    }
+    let listing = tokio::time::timeout(TASK_BUDGET, ports.due_tasks(ports.now(), settings.max_tasks)).await;
+    let due = listing.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("no answer reading the due tasks within {}s", TASK_BUDGET.as_secs())))
+    })?;
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
     for task_id in &due {
@@ -295,7 +302,7 @@ async fn reconcile_task<P: Ports>(
                         // Kept on the poll schedule (backing off), not left due: a result the
                         // table refuses for good would otherwise be polled first on every
                         // run, ahead of every other due task.
-                        save_with(ports, settings, &task, |r, now| {
+                        save_with(ports, settings, &task, None, |r, now| {
                             Some(reconcile::after_poll(r, &PollOutcome::Unrecorded, now))
                         })
                         .await?;
@@ -365,7 +372,9 @@ async fn reconcile_task<P: Ports>(
             PollOutcome::Http(status)
         }
     };
-    save_with(ports, settings, &task, |r, now| Some(reconcile::after_poll(r, &polled, now))).await?;
+    // A result's accept wrote the task since it was read: read it again.
+    let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
+    save_with(ports, settings, &task, read, |r, now| Some(reconcile::after_poll(r, &polled, now))).await?;
     Ok(Handled::Polled(polled))
 }
 
@@ -388,7 +397,8 @@ async fn give_up<P: Ports>(
     };
     let task_id = task.as_str();
     if !awaiting {
-        if !save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::stop_watching(r))).await? {
+        let unwatch = |r: &TaskRecord, now| still(r, now).then(|| reconcile::stop_watching(r));
+        if !save_with(ports, settings, task, Some(record), unwatch).await? {
             return Ok(Handled::Skipped);
         }
         let why = match reason {
@@ -404,7 +414,8 @@ async fn give_up<P: Ports>(
     // after it).
     let failed = events::failed(record, &settings.accept.bucket, reason);
     ports.publish_events(std::slice::from_ref(&failed)).await?;
-    if !save_with(ports, settings, task, |r, now| still(r, now).then(|| reconcile::abandon(r, reason, now))).await? {
+    let abandon = |r: &TaskRecord, now| still(r, now).then(|| reconcile::abandon(r, reason, now));
+    if !save_with(ports, settings, task, Some(record), abandon).await? {
         tracing::info!(task_id, reason, "not given up after all: the task changed meanwhile");
         return Ok(Handled::Skipped);
     }
@@ -481,16 +492,24 @@ async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Han
 }
 
 /// Read the task, `change` it (None: nothing to write) and save it over what was read; again
-/// on a conflict. Whether it wrote.
+/// on a conflict. The first attempt takes `read` when given (the record this run read and
+/// nothing of its own changed since: one Query less per poll). Whether it wrote.
 async fn save_with<P: Ports>(
     ports: &P,
     settings: &Settings,
     task: &TaskId,
+    read: Option<&TaskRecord>,
     change: impl Fn(&TaskRecord, Timestamp) -> Option<TaskRecord>,
 ) -> Result<bool, ReconcileError> {
     let change = &change;
-    let saved = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
-        let Some(record) = ports.load_task(task).await? else { return Ok(Attempt::Done(false)) };
+    let saved = retry_on_conflict(ports, settings.max_save_attempts, |n| async move {
+        let record = match read.filter(|_| n == 0) {
+            Some(read) => read.clone(),
+            None => match ports.load_task(task).await? {
+                Some(record) => record,
+                None => return Ok(Attempt::Done(false)),
+            },
+        };
         let Some(next) = change(&record, ports.now()) else { return Ok(Attempt::Done(false)) };
         match ports.save_task(Some(&record), &next).await {
             Ok(()) => Ok(Attempt::Done(true)),

@@ -53,6 +53,11 @@ impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeletePar
 /// run time for its polls.
 pub const MAX_REPLAYS: usize = 200;
 
+/// The most one parked callback's replay may take (its read, accept and delete): one started
+/// just before `stop_at` still ends within the run's reserve; the next run replays what it cut
+/// short (a duplicate, should its accept have landed).
+pub const REPLAY_BUDGET: Duration = Duration::from_secs(15);
+
 /// Keys listed per run: one ListObjectsV2 page, so that bodies held for an operator (their
 /// task's record unreadable, [`HeldTasks`]) do not fill what a run sees.
 pub const LISTED: usize = 1000;
@@ -127,7 +132,10 @@ pub async fn replay_parked<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
     let listed = LISTED.max(limit);
-    let mut parked = ports.parked(listed).await?;
+    let listing = tokio::time::timeout(REPLAY_BUDGET, ports.parked(listed)).await;
+    let mut parked = listing.unwrap_or_else(|_| {
+        Err(StoreError::Unavailable(format!("no answer listing parked/ within {}s", REPLAY_BUDGET.as_secs())))
+    })?;
     let mut replayed = Replayed::default();
     // A full listing may have cut the last task's bodies short (its `first-` key the first
     // one not listed): that task waits for a run that lists all of them.
@@ -162,7 +170,12 @@ pub async fn replay_parked<P: Ports>(
         }
         attempts += 1;
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
-        let replay = replay_one(ports, settings, body, &format!("replay-{run_id}-{i}")).instrument(span).await;
+        let claimant = format!("replay-{run_id}-{i}");
+        let replaying = replay_one(ports, settings, body, &claimant).instrument(span);
+        let replay = tokio::time::timeout(REPLAY_BUDGET, replaying).await.unwrap_or_else(|_| {
+            tracing::warn!(key = %body.key, "a parked callback's replay took over {}s; the next run tries again", REPLAY_BUDGET.as_secs());
+            Replay::NotYet
+        });
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
         if matches!(replay, Replay::NotYet | Replay::Held) {
             failing_tasks.extend(task);

@@ -62,6 +62,8 @@ struct MemoryPorts {
     after_publish: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
     publish_fails: std::sync::atomic::AtomicBool,
+    /// Reading a parked body never answers.
+    parked_reads_hang: std::sync::atomic::AtomicBool,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -80,6 +82,7 @@ impl MemoryPorts {
             polls_hang: Default::default(),
             after_publish: Mutex::default(),
             publish_fails: Default::default(),
+            parked_reads_hang: Default::default(),
         }
     }
 
@@ -136,6 +139,9 @@ impl crate::replay::ListParked for MemoryPorts {
 impl crate::replay::ReadParked for MemoryPorts {
     async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.parked_reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if self.parked_reads_hang.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.unreadable.lock().unwrap().contains(key) {
             return Err(StoreError::Unavailable("GetObject: access denied".into()));
         }
@@ -620,13 +626,28 @@ async fn a_task_that_hangs_is_left_after_its_budget() {
     assert_eq!(ports.record().reconcile.as_deref(), Some(RECONCILE_DUE), "still watched");
 }
 
+/// A poll answered pending reads the task once and writes it once: its bookkeeping is
+/// written over the record the run read (each table call here takes a second).
+#[tokio::test(start_paused = true)]
+async fn a_pending_poll_costs_one_read_and_one_write() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    ports.until_due();
+    ports.table.set_latency(Duration::from_secs(1));
+    let started = tokio::time::Instant::now();
+    assert_eq!(run(&ports).await.pending, 1);
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "one load, one save");
+    assert_eq!(ports.record().polls, 1);
+}
+
 #[tokio::test]
 async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     let ports = MemoryPorts::new(vec![pending()]);
     register(&ports);
     ports.until_due();
+    // Past its stop already (the replay used the time): not even the due list is read.
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now()).await.unwrap();
-    assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (1, 0, true));
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (0, 0, true));
     assert_eq!(run(&ports).await.polls, 1);
 }
 
@@ -759,6 +780,24 @@ async fn a_task_failing_every_time_does_not_hold_back_the_others() {
     assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), 2, "one of the failing task's, then ours");
     assert!(!ports.bodies.lock().unwrap().contains_key(&replayable), "replayed and deleted");
     assert_eq!(ports.record().stage, Stage::Final);
+}
+
+/// A replay whose read of the parked body never answers is given up after REPLAY_BUDGET: the
+/// run goes on (and ends within its reserve) instead of running into its Lambda timeout.
+#[tokio::test(start_paused = true)]
+async fn a_replay_that_hangs_is_given_up_after_its_budget() {
+    use crate::replay::{HeldTasks, REPLAY_BUDGET, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let parked = format!("parked/{TASK}/final-{}.json", "ef".repeat(32));
+    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.parked_reads_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let started = tokio::time::Instant::now();
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 0 });
+    assert!(started.elapsed() <= REPLAY_BUDGET + Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(ports.bodies.lock().unwrap().contains_key(&parked), "left for the next run");
 }
 
 /// A parked callback the table refuses for good (here: a record it rejects) is moved to its
