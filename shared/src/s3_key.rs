@@ -29,7 +29,9 @@
 //! key is exactly [`MAX_KEY_BYTES`] long. The key depends only on the task id, the name and
 //! the extension, so it is the same at every stage and in every run. Two different long
 //! names never share a key (their hashes differ), and a shortened key never equals an
-//! unshortened one: its last 64 hex digits before `)` are the hash of its own whole name.
+//! unshortened one: a name from [`crate::parse_callback`] holds `(` only when the parser
+//! already shortened it the same way (to fit a table sort key), so an equal key would need
+//! two names with one SHA-256.
 
 use sha2::{Digest, Sha256};
 
@@ -61,7 +63,8 @@ pub fn is_reserved_name(name: &str) -> bool {
     RESERVED_FIRST_SEGMENTS.contains(&stem)
 }
 
-/// Whether `segment` ends in `.` and one of the extensions a key keeps (any case).
+/// Whether `segment` ends in `.` and one of the extensions a key keeps (any case): a file
+/// name's last segment from [`crate::parse_callback`] never does.
 pub fn ends_in_known_extension(segment: &str) -> bool {
     segment
         .rsplit_once('.')

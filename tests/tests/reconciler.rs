@@ -439,13 +439,25 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let outcome = app.run_within("off", Duration::from_secs(5)).await.unwrap();
     assert_eq!(outcome, Outcome { tasks_due: 1, put_off: 1, ..Outcome::default() });
     assert_eq!(provider.polls(&task), 0);
-    // Put off until it is to be given up (14 days after its registration), once.
+    // Put off an hour (the longest poll interval), not polled.
     let record = env.task_record(&task).await;
-    let give_up_at = record.registered_at.unwrap().plus(Duration::from_secs(14 * 24 * 3600));
-    assert_eq!((record.reconcile.as_deref(), record.reconcile_at), (Some("due"), Some(give_up_at)));
+    let (put_off_at, within_an_hour) = (Timestamp::now(), Duration::from_secs(3600));
+    let until = record.reconcile_at.expect("still watched");
+    assert!(until > put_off_at && until <= put_off_at.plus(within_an_hour), "{until}");
     assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default(), "not due");
 
-    // Then given up, with no key as with one: a client waiting for its vault stops.
+    // An instance started with a key since polls it when it is due again (within the hour).
+    let keyed = reconciler(&env, &provider, KEY, &[]).await;
+    let outcome = run_due(&env, &keyed, &task).await;
+    assert_eq!((outcome.polls, outcome.results), (1, 1), "{outcome:?}");
+    assert_eq!(provider.polls(&task), 1);
+
+    // A task without its result by the give-up time is given up, with no key as with one: a
+    // client waiting for its vault stops.
+    let task = new_task_id();
+    register(&env, &task, "wav").await;
+    make_due(&env, &task).await;
+    let record = env.task_record(&task).await;
     let mut backdated = record.clone();
     let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 15 * 24 * 3600 * 1000);
     (backdated.registered_at, backdated.first_received_at) = (Some(long_ago), long_ago);

@@ -526,7 +526,8 @@ where
 /// page-faults in, 4 KiB at a time, as the first part is copied in (perf, 12 files of 8 MiB:
 /// page faults were 24 % of the download's CPU, 9 in 10 of them in that copy). Only buffers
 /// that were in use at once are ever kept (at most [`spares::KEPT`]: the
-/// `MAX_CONCURRENT_MESSAGES` files, two buffers each when multipart), so the peak is unchanged.
+/// [`MAX_CONCURRENT_MESSAGES`](crate::app::MAX_CONCURRENT_MESSAGES) files, two buffers each when
+/// multipart), so the peak is unchanged.
 mod spares {
     use std::sync::Mutex;
 
@@ -534,7 +535,7 @@ mod spares {
 
     use super::MIN_PART_SIZE;
 
-    pub const KEPT: usize = 8;
+    pub const KEPT: usize = 2 * crate::app::MAX_CONCURRENT_MESSAGES;
 
     static SPARES: Mutex<Vec<BytesMut>> = Mutex::new(Vec::new());
 

@@ -50,8 +50,8 @@ pub struct App {
 
 impl App {
     /// Build the clients and read the provider's API key (at start-up; an empty secret turns
-    /// reconciliation off until the next cold start, an unreadable one holds polls back until
-    /// a read brings a key: replaying parked callbacks needs none).
+    /// polling off until the next cold start, an unreadable one holds polls back until a read
+    /// brings a key: replaying parked callbacks and giving tasks up need none).
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, "reconciler").await;
         let provider = match key {
@@ -161,6 +161,7 @@ impl App {
                 unwatched = outcome.unwatched,
                 tasks_failed = outcome.tasks_failed,
                 unreadable = outcome.unreadable,
+                put_off = outcome.put_off,
                 stopped_early = outcome.stopped_early,
                 "reconciliation done"
             );

@@ -101,7 +101,7 @@ pub struct Settings {
     /// Named in the error a refused key logs: where the key comes from.
     pub key_source: String,
     /// Whether runs poll the provider (a key is configured). Without, they only give tasks up
-    /// when their time comes (a task due before is put off until then, once).
+    /// when their time comes (a task due before is put off, an hour at a time).
     pub polls: bool,
 }
 
@@ -456,9 +456,11 @@ async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
     }
 }
 
-/// Without a provider key nothing can be polled, but a task still ends: it is due again when
-/// it is to be given up (one UpdateItem), and given up then, so a client waiting for its vault
-/// stops at `abandoned` as it would with a key.
+/// Without a provider key nothing can be polled, but a task still ends: it is put off (one
+/// UpdateItem) until it is to be given up, and given up then, so a client waiting for its vault
+/// stops at `abandoned` as it would with a key. At most an hour at a time (the longest poll
+/// interval): an instance started with a key since polls it within the hour, not after the
+/// give-up.
 async fn put_off_until_given_up<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -466,10 +468,11 @@ async fn put_off_until_given_up<P: Ports>(
     record: &TaskRecord,
     now: Timestamp,
 ) -> Result<Handled, ReconcileError> {
-    let until = reconcile::waiting_since(record).plus(settings.give_up_after);
+    let give_up_at = reconcile::waiting_since(record).plus(settings.give_up_after);
+    let until = give_up_at.min(now.plus(reconcile::MAX_POLL_INTERVAL));
     match ports.postpone_poll(task_id, now, until).await? {
         Conditional::Applied => {
-            tracing::info!(task_id, give_up_at = %until, "no provider key: not polled; given up then unless a result comes");
+            tracing::info!(task_id, %give_up_at, "no provider key: not polled; given up then unless a result comes");
             Ok(Handled::PutOff)
         }
         // A write since scheduled it (a callback): that stands.

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::files::FileSet;
-use super::names::{distinct_segment, snake_case, url_key_stem};
+use super::names::{distinct_segment, file_segment, snake_case, url_key_stem};
 use super::value::Object;
 use crate::Details;
 
@@ -76,7 +76,7 @@ fn classify(key: &str) -> (Context, String) {
         Some(stem) if CALLBACK_KEYS.contains(&stem.as_str()) => (Context::Plain, segment(key)),
         Some(stem) => {
             let context = if key.to_ascii_lowercase().contains("stream") { Context::Stream } else { Context::File };
-            let segment = distinct_segment(&stem);
+            let segment = file_segment(&stem);
             (context, if segment.is_empty() { "file".to_owned() } else { segment })
         }
         None if key == "images" => (Context::File, segment(key)),

@@ -40,17 +40,30 @@ pub fn sanitize_segment(raw: &str) -> String {
 /// (sanitising changed or truncated it) the sanitised text is cut to leave room for
 /// `-<first 8 hex of SHA-256(raw)>`: `a/b` -> `a_b-<hash>`, never `a_b`, which is `a_b`'s.
 /// A safe `raw` that already ends like such a suffix is hashed too, so that a hashed segment
-/// can never equal an unchanged one, and so is one ending in an extension a key keeps
-/// ([`s3_key::ends_in_known_extension`]: `vocal.mp3` and `vocal` with an `.mp3` URL would share
-/// a key). Empty stays empty.
+/// can never equal an unchanged one. Empty stays empty.
 pub(super) fn distinct_segment(raw: &str) -> String {
     let segment = sanitize_segment(raw);
-    if segment == raw && !ends_like_hash(raw) && !s3_key::ends_in_known_extension(raw) {
+    if segment == raw && !ends_like_hash(raw) {
         return segment;
     }
+    hashed(raw, &segment)
+}
+
+/// `segment` (`raw` sanitised) cut to leave room for `-<first 8 hex of SHA-256(raw)>`, and that.
+fn hashed(raw: &str, segment: &str) -> String {
     // Segments are ASCII, so any byte index is a char boundary.
     let kept = &segment[..segment.len().min(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)];
     format!("{kept}-{}", short_hash(raw))
+}
+
+/// `raw` as a file name's last segment: [`distinct_segment`], and hashed too when it ends in an
+/// extension a key keeps ([`s3_key::ends_in_known_extension`]): `vocal.mp3` with an
+/// extensionless URL and `vocal` with an `.mp3` URL would share a key.
+pub(super) fn file_segment(raw: &str) -> String {
+    match s3_key::ends_in_known_extension(raw) {
+        true => hashed(raw, &sanitize_segment(raw)),
+        false => distinct_segment(raw),
+    }
 }
 
 /// `name` with a [reserved](s3_key::is_reserved_name) first segment renamed, so no file lands
@@ -139,9 +152,11 @@ mod tests {
         assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_hash(&hashed)));
         assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_hash("x-12345678")));
         assert_eq!(distinct_segment("x-1234567"), "x-1234567");
-        assert_eq!(distinct_segment("x.mp3"), format!("x.mp3-{}", short_hash("x.mp3")));
-        assert_eq!(distinct_segment("x.Wav"), format!("x.Wav-{}", short_hash("x.Wav")));
-        assert_eq!(distinct_segment("x.mp3s"), "x.mp3s");
+        assert_eq!(file_segment("x.mp3"), format!("x.mp3-{}", short_hash("x.mp3")));
+        assert_eq!(file_segment("x.Wav"), format!("x.Wav-{}", short_hash("x.Wav")));
+        assert_eq!((file_segment("x.mp3s"), file_segment("x")), ("x.mp3s".into(), "x".into()));
+        assert_eq!(file_segment("a b.mp3"), distinct_segment("a b.mp3"), "changed: hashed alike");
+        assert_eq!(distinct_segment("take.mp3"), "take.mp3", "not a file's own segment: kept");
         assert_eq!(distinct_segment("x-1234567A"), "x-1234567A");
         let long = distinct_segment(&"x".repeat(100));
         assert_eq!(long.len(), MAX_SEGMENT_LEN);

@@ -1,7 +1,7 @@
 //! Vocal separation: one file per `<stem>_url` key of the info object.
 
 use super::files::FileSet;
-use super::names::{distinct_segment, url_key_stem};
+use super::names::{file_segment, url_key_stem};
 use super::value::Object;
 use crate::{Details, SeparationType};
 
@@ -15,7 +15,7 @@ pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
     let info = data.and_then(|d| INFO_KEYS.iter().find_map(|k| d.get(*k)?.as_object()));
     for (key, url) in info.into_iter().flatten() {
         if let Some(stem) = url_key_stem(key) {
-            let stem = distinct_segment(&stem);
+            let stem = file_segment(&stem);
             let name = if stem.is_empty() { "stem" } else { &stem };
             files.file(name, Some(url).filter(|v| v.is_string()));
         }
