@@ -63,7 +63,7 @@ use stemvault_vault::download::{
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
     Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest,
-    StoreError, TaskRecord, Timestamp, VaultState, best_effort, retry_on_conflict,
+    StoreError, TaskRecord, Timestamp, VaultState, answer_within, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -231,10 +231,9 @@ pub trait EmitMetrics {
     fn emit_metrics(&self, measure: &Measure);
 }
 
-pub trait DelayMessage {
-    /// Keep the message invisible for `delay` from now.
-    fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
-}
+/// Delay a retried message's next delivery (the trait every SQS-triggered function shares).
+pub use stemvault_vault::delay::DelayMessage;
+use stemvault_vault::delay::delay_next_delivery;
 
 /// Everything one message needs.
 pub trait Ports:
@@ -474,18 +473,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         true => Duration::ZERO,
         false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
     };
-    match best_effort(ports.delay_message(receipt_handle, delay)).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
-        None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
-    }
-}
-
-/// A release that does not answer within [`BEST_EFFORT_CALL_TIMEOUT`] is a failed one: the
-/// claim ends with its lease.
-async fn bounded<T>(release: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    let unanswered = || Err(StoreError::Unavailable(format!("no answer within {BEST_EFFORT_CALL_TIMEOUT:?}")));
-    best_effort(release).await.unwrap_or_else(unanswered)
+    delay_next_delivery(ports, receipt_handle, delay).await;
 }
 
 /// After a panic while handling `delivery`: give back its claim (if it took one), so the
@@ -493,7 +481,8 @@ async fn bounded<T>(release: impl Future<Output = Result<T, StoreError>>) -> Res
 pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
     let releasing = ports.release_file(&task_id, &job.name, &delivery.worker, reason);
-    if let Err(e) = bounded(releasing).await {
+    // Unanswered within the best-effort bound, it failed: the claim ends with its lease.
+    if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {
         tracing::warn!(error = %e, "could not release the claim after a panic; it ends with its lease");
     }
 }
@@ -552,7 +541,9 @@ async fn copy_claimed<P: Ports>(
     let last_receive = delivery.is_last_receive();
     if error.is_retryable() && !last_receive {
         // Often just after the deadline stopped the copy: bounded, as the delay after it is.
-        if let Err(e) = bounded(ports.release_file(task_id, name, worker, &error.to_string())).await {
+        let why = error.to_string();
+        let releasing = ports.release_file(task_id, name, worker, &why);
+        if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {
             tracing::warn!(error = %e, "could not release the claim; it ends with its lease");
         }
         return Outcome::Retry(error.into());

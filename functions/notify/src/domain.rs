@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use stemvault_vault::Clock;
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
-use stemvault_vault::{Clock, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -75,10 +75,9 @@ pub trait PostWebhook {
     fn post_webhook(&self, webhook: &Webhook) -> impl Future<Output = Result<Answer, PostError>> + Send;
 }
 
-pub trait DelayMessage {
-    /// Keep the message invisible for `delay` from now.
-    fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
-}
+/// Delay a retried message's next delivery (the trait every SQS-triggered function shares).
+pub use stemvault_vault::delay::DelayMessage;
+use stemvault_vault::delay::delay_next_delivery;
 
 /// What the function measures, one event at a time (CloudWatch metrics in [`crate::aws`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -288,11 +287,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         true => Duration::ZERO,
         false => retry_delay(delivery.receive_count, retry_after),
     };
-    match best_effort(ports.delay_message(receipt_handle, delay)).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
-        None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
-    }
+    delay_next_delivery(ports, receipt_handle, delay).await;
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use serde::Serialize;
 use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
 use stemvault_vault::reconcile::{self, PollOutcome};
-use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, retry_on_conflict};
+use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict};
 use suno_callbacks::poll::answer_code;
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
 
@@ -193,10 +193,8 @@ pub async fn reconcile<P: Ports>(
     if ports.now() >= stop_at {
         return Ok(Outcome { stopped_early: true, ..Outcome::default() });
     }
-    let listing = tokio::time::timeout(TASK_BUDGET, ports.due_tasks(ports.now(), settings.max_tasks)).await;
-    let due = listing.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!("no answer reading the due tasks within {}s", TASK_BUDGET.as_secs())))
-    })?;
+    let due =
+        answer_within(TASK_BUDGET, "reading the due tasks", ports.due_tasks(ports.now(), settings.max_tasks)).await?;
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
     for task_id in &due {

@@ -21,8 +21,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::Timestamp;
 use stemvault_vault::accept::{self, ParkedBody, accept};
+use stemvault_vault::{Timestamp, answer_within};
 use suno_callbacks::{Stage, parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -132,10 +132,7 @@ pub async fn replay_parked<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
     let listed = LISTED.max(limit);
-    let listing = tokio::time::timeout(REPLAY_BUDGET, ports.parked(listed)).await;
-    let mut parked = listing.unwrap_or_else(|_| {
-        Err(StoreError::Unavailable(format!("no answer listing parked/ within {}s", REPLAY_BUDGET.as_secs())))
-    })?;
+    let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", ports.parked(listed)).await?;
     let mut replayed = Replayed::default();
     // A full listing may have cut the last task's bodies short (its `first-` key the first
     // one not listed): that task waits for a run that lists all of them.

@@ -34,7 +34,8 @@ use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
 use stemvault_vault::{
-    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, best_effort, retry_on_conflict,
+    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, answer_within, best_effort,
+    retry_on_conflict,
 };
 use suno_callbacks::{Stage, TaskId, s3_key};
 
@@ -185,11 +186,8 @@ pub async fn sweep<P: Ports>(
             break;
         }
         // Bounded like a task: a page read started before `stop_at` ends within the reserve.
-        let reading = tokio::time::timeout(TASK_BUDGET, ports.open_tasks(received_before, after.as_ref()));
-        let no_answer = || {
-            StoreError::Unavailable(format!("no answer from the open-tasks index within {}s", TASK_BUDGET.as_secs()))
-        };
-        let page = match reading.await.unwrap_or_else(|_| Err(no_answer())) {
+        let reading = ports.open_tasks(received_before, after.as_ref());
+        let page = match answer_within(TASK_BUDGET, "from the open-tasks index", reading).await {
             Ok(page) => page,
             Err(e) => {
                 // Stopped as if out of time: the next run resumes after the last entry checked.

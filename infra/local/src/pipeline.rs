@@ -67,7 +67,7 @@ pub struct Pipeline {
     pub info: RunInfo,
     /// The development HMAC key generated because no callback auth was configured.
     pub generated_key: Option<String>,
-    /// The effective `ALLOWED_SOURCE_HOSTS` ("default" when the download function's own applies).
+    /// The effective `ALLOWED_SOURCE_HOSTS` (the overlay always sets it).
     pub allowed_source_hosts: String,
     pub sdk: aws_config::SdkConfig,
     /// Webhooks (with `NOTIFY_URL` set).
@@ -185,8 +185,7 @@ impl Pipeline {
             fake_provider: provider.fake.as_ref().map(|f| f.origin()),
             event_bus_name: Some(resources.event_bus_name.clone()),
         };
-        let allowed_source_hosts =
-            lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_else(|| "the download function's default".into());
+        let allowed_source_hosts = lookup("ALLOWED_SOURCE_HOSTS").unwrap_or_default();
 
         // Subscribed before anything can publish, so no event misses the log or the webhooks.
         let region = region.unwrap_or_else(|| "us-east-1".into());

@@ -50,9 +50,7 @@ pub async fn prepare(
             };
             let fake = FakeProvider::on(listener, generated);
             let origin = fake.origin();
-            if let Some(hosts) = overlay.get("ALLOWED_SOURCE_HOSTS").map(str::to_owned) {
-                overlay.set("ALLOWED_SOURCE_HOSTS", format!("{hosts},{origin}"));
-            }
+            overlay.allow_source(&origin);
             overlay.set("PROVIDER_BASE_URL", origin.clone());
             (Some(fake), origin)
         }

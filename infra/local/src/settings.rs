@@ -80,6 +80,13 @@ impl Overlay {
         Overlay { values, generated_hmac_key }
     }
 
+    /// Let the downloader fetch from `origin` too (the fake provider, once it starts).
+    pub fn allow_source(&mut self, origin: &str) {
+        if let Some(hosts) = self.values.get_mut("ALLOWED_SOURCE_HOSTS") {
+            *hosts = format!("{hosts},{origin}");
+        }
+    }
+
     /// Set `name` for the functions, over the environment (a value provisioned after the
     /// overlay was made: the callback secret's ARN).
     pub fn set(&mut self, name: &str, value: impl Into<String>) {

@@ -215,7 +215,6 @@ pub struct ProviderKey<R = SecretReader, C = SystemClock> {
     refusal_read_at: Mutex<Option<Timestamp>>,
     reader: R,
     clock: C,
-    age: AgePolicy,
     /// The `Function` dimension's logical name.
     function: &'static str,
 }
@@ -245,20 +244,13 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
 
     /// `key`, read from `reader`'s secret at `read_at`.
     pub fn new(key: ApiKey, read_at: Timestamp, reader: R, clock: C, function: &'static str) -> ProviderKey<R, C> {
-        ProviderKey {
-            key: Reread::new(key, read_at),
-            refusal_read_at: Mutex::new(None),
-            reader,
-            clock,
-            age: AgePolicy::default(),
-            function,
-        }
+        ProviderKey { key: Reread::new(key, read_at), refusal_read_at: Mutex::new(None), reader, clock, function }
     }
 
     /// The key to call with now: the one in force, read again first when it is stale (or,
     /// with no key yet, once [`UNREAD_REREAD_INTERVAL`] passed since the last read).
     pub async fn fresh(&self) -> Arc<ApiKey> {
-        let age = self.age.until_read(self.key.in_force().value.is_unread());
+        let age = AgePolicy::default().until_read(self.key.in_force().value.is_unread());
         self.key.fresh(&self.clock, age, || self.read(Trigger::Age)).await
     }
 

@@ -209,7 +209,7 @@ pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_ke
 /// file's URL expired, sent the same events and webhooks on every poll); then `Task Stage
 /// Changed`, and `Task Failed` when that stage is a failure.
 pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) -> Vec<TaskEvent> {
-    if callback_stage != record.stage || reconcile::last_poll_recorded(record, record.stage) {
+    if callback_stage != record.stage || reconcile::last_poll_recorded(record) {
         return Vec::new();
     }
     let mut events = vec![stage_changed(record, bucket)];

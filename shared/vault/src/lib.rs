@@ -4,6 +4,7 @@
 //! Everything here is plain data and pure functions; time is passed in as a [`Timestamp`].
 
 pub mod accept;
+pub mod delay;
 pub mod download;
 pub mod enqueue;
 pub mod events;
@@ -26,4 +27,4 @@ pub use record::{
     PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
-pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp, best_effort};
+pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp, answer_within, best_effort};

@@ -159,10 +159,10 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
     }
 }
 
-/// Whether the task's last poll recorded a result at `stage` (its `last_poll.outcome` says
-/// so).
-pub fn last_poll_recorded(record: &TaskRecord, stage: Stage) -> bool {
-    let said = PollOutcome::Result(stage).as_text();
+/// Whether the task's last poll recorded a result at the task's stage (its
+/// `last_poll.outcome` says so).
+pub fn last_poll_recorded(record: &TaskRecord) -> bool {
+    let said = PollOutcome::Result(record.stage).as_text();
     record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
 }
 

@@ -7,6 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::StoreError;
+
 /// Functions that work until their invocation's deadline stop taking new work this long
 /// before it, leaving time to record what they did.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
@@ -19,6 +21,18 @@ pub const BEST_EFFORT_CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// `call`'s answer, or None when it gives none within [`BEST_EFFORT_CALL_TIMEOUT`].
 pub async fn best_effort<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
     tokio::time::timeout(BEST_EFFORT_CALL_TIMEOUT, call).await.ok()
+}
+
+/// `call`'s answer, or [`StoreError::Unavailable`] (`no answer <what> within <budget>`) when it
+/// gives none within `budget`: a stalled table, bucket or queue call fails like one that is
+/// unavailable, rather than holding its caller past its deadline.
+pub async fn answer_within<T>(
+    budget: Duration,
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let unanswered = || Err(StoreError::Unavailable(format!("no answer {what} within {}s", budget.as_secs())));
+    tokio::time::timeout(budget, call).await.unwrap_or_else(|_| unanswered())
 }
 
 /// 9999-12-31T23:59:59.999Z in Unix ms: the last time RFC 3339 (four-digit years) can write.
@@ -114,6 +128,18 @@ impl<'de> Deserialize<'de> for Timestamp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call that never answers fails as unavailable once its budget is spent, saying which
+    /// call; one that answers in time is its answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_without_an_answer_in_its_budget_is_unavailable() {
+        let budget = Duration::from_secs(15);
+        let started = tokio::time::Instant::now();
+        let hung = answer_within(budget, "listing parked/", std::future::pending::<Result<(), StoreError>>()).await;
+        assert_eq!(hung, Err(StoreError::Unavailable("no answer listing parked/ within 15s".into())));
+        assert_eq!(started.elapsed(), budget);
+        assert_eq!(answer_within(budget, "x", async { Ok::<_, StoreError>(7) }).await, Ok(7));
+    }
 
     #[test]
     fn far_times_saturate_and_print() {
