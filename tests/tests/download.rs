@@ -10,7 +10,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{
-    Claim, ClaimAnswer, ClaimFile, GENERATION_METADATA, RecordStored, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, RecordStored, SettleTask, SettleWrite, WriteManifest,
 };
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
@@ -526,8 +526,20 @@ async fn claims_and_settles_answer_with_the_item() {
 
     let stored = StoredObject { bytes: 3, sha256_hex: "ab".repeat(32), content_type: None, parts: 1 };
     let at = Timestamp::now();
-    assert_eq!(ports.record_stored(&task, "vocal", "w-2", &stored, at).await, Ok(Conditional::Conflict));
-    assert_eq!(ports.record_stored(&task, "vocal", "w-1", &stored, at).await, Ok(Conditional::Applied));
+    let Ok(FileWrite::Refused(Some(held))) = ports.record_stored(&task, "vocal", "w-2", &stored, at).await else {
+        panic!("another worker's file is refused, with its item")
+    };
+    assert_eq!((held.status, held.claim.as_deref()), (FileStatus::Downloading, Some("w-1")));
+    assert_eq!(ports.record_stored(&task, "vocal", "w-1", &stored, at).await, Ok(FileWrite::Applied));
+    // The same write again (the SDK retrying one whose answer was lost): refused, with the
+    // item it wrote.
+    let Ok(FileWrite::Refused(Some(written))) = ports.record_stored(&task, "vocal", "w-1", &stored, at).await else {
+        panic!("a finished file is refused, with its item")
+    };
+    assert_eq!(
+        (written.status, written.claim, written.sha256),
+        (FileStatus::Stored, None, Some(stored.sha256_hex.clone()))
+    );
 
     let read = env.task_record(&record.task_id).await;
     let SettlePlan::Settle(plan) = settle_plan(&read, &task, Timestamp::now()) else { panic!("settles") };

@@ -30,8 +30,8 @@ use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRe
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
-    ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, Measure, RecordFailed,
+    RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
@@ -125,6 +125,28 @@ impl AwsPorts {
     ) -> Result<Conditional, StoreError> {
         self.table.update(operation, task_id.as_str(), &items::file_sk(name), u).await
     }
+
+    /// Send the claim holder's last conditional update of the file `name`'s item; refused,
+    /// the item as it is (ALL_OLD).
+    async fn finish_file(
+        &self,
+        operation: &str,
+        task_id: &TaskId,
+        name: &str,
+        u: Update,
+    ) -> Result<FileWrite, StoreError> {
+        Ok(
+            match self
+                .table
+                .update_returning(operation, task_id.as_str(), &items::file_sk(name), u, ReturnValue::None)
+                .await?
+            {
+                Updated::Applied(_) => FileWrite::Applied,
+                Updated::Refused(None) => FileWrite::Refused(None),
+                Updated::Refused(Some(item)) => FileWrite::Refused(Some(Box::new(items::read_file_item(item)?.1))),
+            },
+        )
+    }
 }
 
 stemvault_aws::system_clock!(AwsPorts);
@@ -155,8 +177,8 @@ impl RecordStored for AwsPorts {
         worker: &str,
         stored: &StoredObject,
         stored_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
-        self.update_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
+    ) -> Result<FileWrite, StoreError> {
+        self.finish_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
     }
 }
 
@@ -168,8 +190,8 @@ impl RecordFailed for AwsPorts {
         worker: &str,
         reason: &str,
         failed_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
-        self.update_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
+    ) -> Result<FileWrite, StoreError> {
+        self.finish_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
     }
 }
 

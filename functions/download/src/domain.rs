@@ -17,7 +17,10 @@
 //!    (a redelivery: nothing to copy), or another worker's claim (try later). Two copies of
 //!    one message thus never both copy;
 //! 3. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
-//!    with one update of the file item conditional on still holding the claim; a retryable
+//!    with one update of the file item conditional on still holding the claim (refused, it
+//!    returns the item: holding what it wrote, the write was ours, its answer lost and the
+//!    SDK's retry refused; settled otherwise, another worker took over once our lease ran
+//!    out, and nothing is left to do; neither, the claim was lost); a retryable
 //!    failure releases the claim (`pending` again: its message is still on the queue), except
 //!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
 //!    and the message goes on to the dead-letter queue. A URL that answers 403 or 410 is
@@ -124,8 +127,18 @@ pub trait ClaimFile {
     ) -> impl Future<Output = Result<ClaimAnswer, StoreError>> + Send;
 }
 
+/// What the claim holder's last write of its file (`stored`, `failed`) did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileWrite {
+    Applied,
+    /// The condition did not hold: the file's item as it is (None: no such file). It may be
+    /// our own write, applied, its answer lost, and the SDK's retry of it refused.
+    Refused(Option<Box<FileEntry>>),
+}
+
 pub trait RecordStored {
-    /// `downloading` under `worker` -> `stored` with size, digest, content type and time.
+    /// `downloading` under `worker` -> `stored` with size, digest, content type and time;
+    /// refused, the item as it is.
     fn record_stored(
         &self,
         task_id: &TaskId,
@@ -133,11 +146,12 @@ pub trait RecordStored {
         worker: &str,
         stored: &StoredObject,
         stored_at: Timestamp,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+    ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
 }
 
 pub trait RecordFailed {
-    /// `downloading` under `worker` -> `failed` for good, with the reason.
+    /// `downloading` under `worker` -> `failed` for good, with the reason; refused, the
+    /// item as it is.
     fn record_failed(
         &self,
         task_id: &TaskId,
@@ -145,7 +159,7 @@ pub trait RecordFailed {
         worker: &str,
         reason: &str,
         failed_at: Timestamp,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+    ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
 }
 
 pub trait ReleaseFile {
@@ -515,15 +529,19 @@ async fn copy_claimed<P: Ports>(
     let error = match copied {
         Ok(stored) => {
             let stored_at = ports.now();
-            return match ports.record_stored(task_id, name, worker, &stored, stored_at).await {
-                Ok(Conditional::Applied) => {
+            let written = ports.record_stored(task_id, name, worker, &stored, stored_at).await;
+            return match written.map(|w| {
+                after_refusal(w, |f| f.status == FileStatus::Stored && f.sha256.as_deref() == Some(&stored.sha256_hex))
+            }) {
+                Ok(Finished::Ours) => {
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
                     let copy_seconds = copied_now.then_some(seconds);
                     ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
                     Outcome::Stored(stored)
                 }
-                Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
+                Ok(Finished::ByAnother) => Outcome::AlreadySettled,
+                Ok(Finished::NotHeld) => Outcome::Retry(DownloadError::LostClaim),
                 Err(e) => Outcome::Retry(e.into()),
             };
         }
@@ -555,19 +573,52 @@ async fn copy_claimed<P: Ports>(
         true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
         false => (error.to_string(), error.reason_code()),
     };
-    match ports.record_failed(task_id, name, worker, &reason, ports.now()).await {
-        Ok(Conditional::Applied) if code == DEAD_LETTERED => {
+    let written = ports.record_failed(task_id, name, worker, &reason, ports.now()).await;
+    match written.map(|w| after_refusal(w, |f| f.status == FileStatus::Failed && f.error.as_deref() == Some(&reason))) {
+        Ok(Finished::Ours) if code == DEAD_LETTERED => {
             tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
             ports.emit_metrics(&Measure::Failed { reason: code });
             Outcome::DeadLettered(reason)
         }
-        Ok(Conditional::Applied) => {
+        Ok(Finished::Ours) => {
             tracing::warn!(reason = %reason, "the file failed for good");
             ports.emit_metrics(&Measure::Failed { reason: code });
             Outcome::FailedForGood(reason)
         }
-        Ok(Conditional::Conflict) => Outcome::Retry(DownloadError::LostClaim),
+        Ok(Finished::ByAnother) => Outcome::AlreadySettled,
+        Ok(Finished::NotHeld) => Outcome::Retry(DownloadError::LostClaim),
         Err(e) => Outcome::Retry(e.into()),
+    }
+}
+
+/// Who finished a file, after the claim holder's `stored` or `failed` write.
+#[derive(Debug, PartialEq)]
+enum Finished {
+    /// Our write: applied, or applied with its answer lost (the item holds what we wrote).
+    Ours,
+    /// Another worker settled the file (our lease ran out and it took over): nothing left
+    /// to do for this message.
+    ByAnother,
+    /// The file is not settled and not ours: the claim was lost.
+    NotHeld,
+}
+
+/// [`Finished`] from a write's answer; `wrote` tells the item as our write leaves it (a
+/// refused write's item is compared with it: the SDK retries a write whose answer was lost,
+/// and the retry of an applied write is refused).
+fn after_refusal(written: FileWrite, wrote: impl FnOnce(&FileEntry) -> bool) -> Finished {
+    match written {
+        FileWrite::Applied => Finished::Ours,
+        FileWrite::Refused(Some(file)) if file.status.is_settled() && file.claim.is_none() => {
+            if wrote(&file) {
+                tracing::info!(status = %file.status, "the write was applied before (its answer was lost)");
+                Finished::Ours
+            } else {
+                tracing::info!(status = %file.status, "another worker settled the file meanwhile");
+                Finished::ByAnother
+            }
+        }
+        FileWrite::Refused(_) => Finished::NotHeld,
     }
 }
 

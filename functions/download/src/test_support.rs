@@ -24,8 +24,8 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, GENERATION_METADATA, Measure, RecordFailed, RecordStored,
-    ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, Measure, RecordFailed,
+    RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -461,6 +461,9 @@ pub struct MemoryPorts {
     pub manifest_gate: Mutex<Option<ManifestGate>>,
     /// Fail this many `stored` records (the table unavailable) before succeeding.
     pub stored_failures: Mutex<u32>,
+    /// Apply this many file writes (`stored`, `failed`, a release) but lose their answers:
+    /// the SDK's retry of the same write is refused, with the item as the first left it.
+    pub lost_answers: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
     pub settle_failures: Mutex<u32>,
     /// Every task read waits here before it reads and again before it answers: concurrent
@@ -527,29 +530,32 @@ impl MemoryPorts {
     }
 
     /// One conditional update of a file item: `change` when `allowed` holds for the item,
-    /// which must exist; every write increments its `rev`.
+    /// which must exist; every write increments its `rev`. Refused, the item as it is.
     fn update_file(
         &self,
         task_id: &TaskId,
         name: &str,
         allowed: impl FnOnce(&FileEntry) -> bool,
         change: impl FnOnce(&mut FileEntry),
-    ) -> Conditional {
+    ) -> FileWrite {
         let mut tables = self.tables.lock().unwrap();
         let Some(file) = tables.get_mut(task_id.as_str()).and_then(|c| c.files.get_mut(name)) else {
-            return Conditional::Conflict;
+            return FileWrite::Refused(None);
         };
         if !allowed(file) {
-            return Conditional::Conflict;
+            return FileWrite::Refused(Some(Box::new(file.clone())));
         }
         change(file);
         file.rev += 1;
-        Conditional::Applied
+        match injected(&self.lost_answers) {
+            true => FileWrite::Refused(Some(Box::new(file.clone()))),
+            false => FileWrite::Applied,
+        }
     }
 
-    /// Leave `downloading` under `worker` with an error: the claim gone, `end` setting the
-    /// status, the error and the lease; one conditional update, as the expressions make.
-    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, end: impl FnOnce(&mut FileEntry)) -> Conditional {
+    /// Leave `downloading` under `worker`: the claim gone, `end` setting the status, the
+    /// error and the lease; one conditional update, as the expressions make.
+    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, end: impl FnOnce(&mut FileEntry)) -> FileWrite {
         self.update_file(
             task_id,
             name,
@@ -634,7 +640,7 @@ impl RecordStored for MemoryPorts {
         worker: &str,
         stored: &StoredObject,
         stored_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
+    ) -> Result<FileWrite, StoreError> {
         self.called("record_stored");
         tokio::task::yield_now().await;
         if self.file_writes_hang.load(std::sync::atomic::Ordering::SeqCst) {
@@ -669,7 +675,7 @@ impl RecordFailed for MemoryPorts {
         worker: &str,
         reason: &str,
         failed_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
+    ) -> Result<FileWrite, StoreError> {
         self.called("record_failed");
         Ok(self.finish(task_id, name, worker, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
@@ -691,9 +697,13 @@ impl ReleaseFile for MemoryPorts {
         }
         self.called("release_file");
         let released_at = Some(self.now().unix_seconds());
-        Ok(self.finish(task_id, name, worker, |f| {
+        let written = self.finish(task_id, name, worker, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
-        }))
+        });
+        Ok(match written {
+            FileWrite::Applied => Conditional::Applied,
+            FileWrite::Refused(_) => Conditional::Conflict,
+        })
     }
 }
 

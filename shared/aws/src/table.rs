@@ -258,7 +258,8 @@ impl TaskTable {
 
     /// Apply `u` to the item `sk` of the task if its condition holds, returning the item as
     /// `returning` asks when applied (`ALL_NEW`, `ALL_OLD`; empty for `NONE`) and as it is
-    /// when refused.
+    /// when refused (free but for its bytes: whether a refused write was our own, applied,
+    /// its answer lost and the SDK's retry refused, can be told from the item).
     pub async fn update_returning(
         &self,
         operation: &str,
@@ -267,7 +268,6 @@ impl TaskTable {
         u: Update,
         returning: ReturnValue,
     ) -> Result<Updated, StoreError> {
-        let wants_item = returning != ReturnValue::None;
         let sent = self
             .client
             .update_item()
@@ -279,9 +279,7 @@ impl TaskTable {
             .set_expression_attribute_names((!u.names.is_empty()).then_some(u.names))
             .set_expression_attribute_values((!u.values.is_empty()).then_some(u.values))
             .return_values(returning)
-            .set_return_values_on_condition_check_failure(
-                wants_item.then_some(ReturnValuesOnConditionCheckFailure::AllOld),
-            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match sent {

@@ -225,6 +225,52 @@ async fn a_claim_refused_because_it_was_already_applied_for_this_delivery_copies
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
 }
 
+/// The `stored` or `failed` write was applied but its answer lost, and the SDK's retry of
+/// it was refused (the claim is gone): the item holds what was written, so the outcome is
+/// the write's, and the task settles. On the message's last receive, a lost claim sent the
+/// message of a settled file to the dead-letter queue.
+#[tokio::test]
+async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    *ports.lost_answers.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+    assert!(ports.delays.lock().unwrap().is_empty(), "not retried");
+
+    let gone = FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None };
+    let unreachable = FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None };
+    for (script, receive, failed_for_good) in [(gone, 1, true), (unreachable, MAX_RECEIVE_COUNT, false)] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), Script::Fail(script));
+        *ports.lost_answers.lock().unwrap() = 1;
+        let outcome = run(&ports, "vocal", receive).await;
+        match failed_for_good {
+            true => assert!(matches!(outcome, Outcome::FailedForGood(_)), "{outcome:?}"),
+            false => assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}"),
+        }
+        assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+    }
+}
+
+/// A refused finishing write: another worker settled the file after our lease ran out (its
+/// item differs from what we wrote): nothing is left to do for the message; a file neither
+/// settled nor ours is a lost claim.
+#[test]
+fn a_refused_finishing_write_tells_our_write_from_another_worker_s() {
+    let ours = |f: &FileEntry| f.sha256.as_deref() == Some("ours");
+    let mut file = record(&[("vocal", FileStatus::Stored)]).files.remove("vocal").unwrap();
+    file.sha256 = Some("ours".into());
+    assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file.clone()))), ours), Finished::Ours);
+    assert_eq!(after_refusal(FileWrite::Applied, ours), Finished::Ours);
+    file.sha256 = Some("theirs".into());
+    assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file.clone()))), ours), Finished::ByAnother);
+    (file.status, file.claim) = (FileStatus::Downloading, Some("another".into()));
+    assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file))), ours), Finished::NotHeld);
+    assert_eq!(after_refusal(FileWrite::Refused(None), ours), Finished::NotHeld);
+}
+
 #[tokio::test]
 async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_taken_over() {
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
