@@ -52,11 +52,12 @@ const NEVER_BELOW_INFO: &[&str] = &[
 ];
 
 /// The filter directives for `asked` (a level or `RUST_LOG` directives): as asked, and, when
-/// that turns on debug or trace, [`NEVER_BELOW_INFO`] kept at info, so that no level makes
-/// the logs hold secrets or signed URLs.
+/// that may turn on debug or trace (by name, by number such as `5`, or unreadable),
+/// [`NEVER_BELOW_INFO`] kept at info, so that no level makes the logs hold secrets or signed
+/// URLs.
 pub fn filter_directives(asked: &str) -> String {
-    let lower = asked.to_ascii_lowercase();
-    if !(lower.contains("debug") || lower.contains("trace")) {
+    let most_verbose = tracing_subscriber::EnvFilter::try_new(asked).ok().and_then(|f| f.max_level_hint());
+    if most_verbose.is_some_and(|level| level <= tracing_subscriber::filter::LevelFilter::INFO) {
         return asked.to_owned();
     }
     let capped: Vec<String> = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info")).collect();
@@ -120,7 +121,9 @@ mod tests {
                 _ => tracing::enabled!(target: "stemvault_ingest", Level::INFO),
             })
         };
-        for asked in ["trace", "TRACE", "debug", "info,stemvault_ingest=trace"] {
+        for asked in
+            ["trace", "TRACE", "debug", "info,stemvault_ingest=trace", "5", "lambda_runtime=5,aws_smithy_runtime=4"]
+        {
             assert!(!enabled(asked, "lambda_runtime", Level::TRACE), "{asked}");
             assert!(!enabled(asked, "aws_smithy_runtime", Level::DEBUG), "{asked}");
             assert!(enabled(asked, "lambda_runtime", Level::INFO), "{asked}");
