@@ -105,12 +105,9 @@ pub async fn task_view(
         Some(record) => record,
         None => {
             // One ListObjectsV2, only for a task the table does not know. Should it fail (S3
-            // down, a policy refusing it), the table's answer stands: unknown, not unavailable.
-            let parked = ports.is_parked(task_id).await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "could not look for a parked callback; answering as unknown");
-                false
-            });
-            if parked {
+            // down, throttled), the task may be on its way: unavailable (503, ask again), not
+            // unknown (404, which a client may take as final and stop asking).
+            if ports.is_parked(task_id).await? {
                 return Ok(Some(Found::Parked));
             }
             // The reconciler records a replayed callback before it deletes the parked body:
@@ -467,9 +464,10 @@ pub(crate) mod tests {
         assert!(matches!(found("t1").await, Some(Found::Task(_))));
         assert_eq!(found("t3").await, None);
 
-        // The parked bodies cannot be listed: the table's answer stands.
+        // The parked bodies cannot be listed: unavailable, not unknown.
         let blind = MemoryPorts { parked: vec!["t2".into()], parked_unreadable: true, ..Default::default() };
-        assert_eq!(task_view(&blind, &id("t2"), Duration::from_secs(1)).await, Ok(None));
+        let answer = task_view(&blind, &id("t2"), Duration::from_secs(1)).await;
+        assert!(matches!(&answer, Err(e) if e.is_retryable()), "{answer:?}");
     }
 
     /// The reconciler recorded the parked callback and deleted its body between the table's
