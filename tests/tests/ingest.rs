@@ -327,8 +327,11 @@ async fn refusals_and_bad_input_write_nothing() {
     assert!(env.drain_queue(10).await.is_empty());
 }
 
+/// A verified callback no delivery could record (too large for the table) is parked, not
+/// refused: its body is kept. The reconciler's replay moves it to its archive key, counted
+/// as refused, and nothing is recorded or queued.
 #[tokio::test]
-async fn a_callback_too_large_to_record_leaves_nothing_behind() {
+async fn a_callback_too_large_to_record_is_kept_in_the_archive_unrecorded() {
     let env = TestEnv::new().await;
     let app = start(&env, config(&env).await).await;
     // One URL that alone would make its file item larger than DynamoDB's 400 KB.
@@ -338,10 +341,18 @@ async fn a_callback_too_large_to_record_leaves_nothing_behind() {
     let body = body.to_string().into_bytes();
     assert!(body.len() < stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES, "within MAX_BODY_BYTES: {}", body.len());
     let response = app.handle(signed(&body)).await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(json(&response)["error"], "callback_too_large_to_record");
+    assert_eq!((response.status(), json(&response)["status"].as_str()), (StatusCode::OK, Some("parked")));
     assert!(env.record("big0task").await.is_none());
-    assert!(env.keys("").await.is_empty(), "its body is not archived");
+    let [parked] = &env.keys("").await[..] else { panic!("one parked body") };
+    assert!(parked.starts_with("parked/big0task/"), "{parked}");
+
+    let reconciler = reconciler_without_provider_key(&env).await;
+    let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
+    assert_eq!((outcome.replayed.callbacks_refused, outcome.replayed.callbacks_replayed), (1, 0), "{outcome:?}");
+    let [archived] = &env.keys("").await[..] else { panic!("one archived body") };
+    assert!(archived.starts_with("tasks/big0task/callbacks/"), "{archived}");
+    assert_eq!(env.object(archived).await.as_deref(), Some(&body[..]));
+    assert!(env.record("big0task").await.is_none());
     assert!(env.drain_queue(10).await.is_empty());
 }
 

@@ -140,12 +140,21 @@ impl<P: Ports> App<P> {
         let body: &[u8] = req.body().as_ref();
         match ingest_or_park(&self.ports, &self.settings, &event, body, request_id, started.elapsed()).await {
             Ok(Ingested::Parked { key, because }) => {
-                tracing::warn!(
-                    error = %because,
-                    code = because.code(),
-                    key,
-                    "callback parked: not recorded, or not fully processed; the reconciler replays it"
-                );
+                if because.is_retryable() || because.waits_for_the_record() {
+                    tracing::warn!(
+                        error = %because,
+                        code = because.code(),
+                        key,
+                        "callback parked: not recorded, or not fully processed; the reconciler replays it"
+                    );
+                } else {
+                    tracing::error!(
+                        error = %because,
+                        code = because.code(),
+                        key,
+                        "callback parked: the table refuses it for good; the reconciler moves it to its archive key"
+                    );
+                }
                 emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);
                 let body = json!({
                     "status": "parked",

@@ -55,8 +55,8 @@ pub async fn ingest<P: stemvault_vault::accept::Ports>(
 pub enum Ingested {
     /// Recorded, archived and queued.
     Recorded(Outcome),
-    /// Not (fully) processed now ([`IngestError::is_retryable`]): its body is kept under
-    /// `key` ([`s3_key::parked_body_key`]) for the reconciler to replay; `because` says why.
+    /// Not (fully) processed now: its body is kept under `key` ([`s3_key::parked_body_key`])
+    /// for the reconciler to replay (or, refused for good, to archive); `because` says why.
     Parked { key: String, because: IngestError },
 }
 
@@ -68,14 +68,16 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
-/// [`ingest`], and when a later replay can finish what it could not
+/// [`ingest`], and when it fails, keep the body under `parked/` (one PutObject unless a copy
+/// is there: [`ParkBody`]) so that no verified callback, and no event of it, is lost to an
+/// outage longer than the provider's retries: a later replay finishes what this could not
 /// ([`IngestError::is_retryable`]: the table failed it; or, recorded, its archive, its files'
-/// messages or its events were not all written, or another delivery held its files; or
-/// [`IngestError::waits_for_the_record`]: the task's record must be fixed first), keep
-/// the body under `parked/` (one
-/// PutObject unless a copy is there: [`ParkBody`]) so that no verified callback, and no
-/// event of it, is lost to an outage longer than the provider's retries. Only when parking
-/// fails too is the failure the answer. `spent` is how long the request ran before: recording gets
+/// messages or its events were not all written, or another delivery held its files), or
+/// does once the task's record is fixed ([`IngestError::waits_for_the_record`]). A callback
+/// no delivery can record (too large for the table, or refused by it) is parked too: the
+/// provider's retries could not help, and the replay moves its body to its archive key
+/// (`parked-callbacks-refused`), where it is kept, not lost with a 4xx/5xx answer. Only when
+/// parking fails too is the failure the answer. `spent` is how long the request ran before: recording gets
 /// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`].
 pub async fn ingest_or_park<P: Ports>(
     ports: &P,
@@ -89,8 +91,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
-        Err(e) if e.is_retryable() || e.waits_for_the_record() => e,
-        Err(e) => return Err(e),
+        Err(e) => e,
     };
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));
     match tokio::time::timeout(PARK_TIMEOUT, ports.park_body(&key, body)).await {

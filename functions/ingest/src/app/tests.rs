@@ -351,8 +351,14 @@ async fn infrastructure_failures_are_5xx_when_not_parked_and_the_retry_completes
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(json(&response)["error"], "task_record_malformed");
 
+    // A record the table refuses for good: no retry helps, and the body is kept, parked for
+    // the replay to move to its archive key; 500 only when parking fails.
     let refused = app().await;
     refused.ports.set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
+    let response = refused.handle(signed(WAV, WAV_TASK)).await;
+    assert_eq!((response.status(), json(&response)["status"].as_str()), (StatusCode::OK, Some("parked")));
+    assert_eq!(refused.ports.body_keys().iter().filter(|k| k.starts_with("parked/")).count(), 1);
+    refused.ports.set_park_failing(true);
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
     assert_eq!(json(&response)["error"], "task_record_rejected");
@@ -377,7 +383,7 @@ async fn a_failed_publish_not_parked_is_a_503_and_the_provider_s_retry_publishes
 }
 
 #[tokio::test]
-async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
+async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_413() {
     let captured = capture_logs();
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     // One track whose URL alone would make an item over DynamoDB's 400 KB.
@@ -386,11 +392,21 @@ async fn a_callback_too_large_to_record_is_a_413_that_leaves_nothing_behind() {
     let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "big-1", "data": tracks}});
     let body = body.to_string().into_bytes();
     let response = h.handle(signed(&body, "big-1")).await;
+    assert_eq!((response.status(), json(&response)["status"].as_str()), (StatusCode::OK, Some("parked")));
+    assert_eq!(h.ports.record_count(), 0);
+    assert!(h.ports.messages().is_empty());
+    let [key] = &h.ports.body_keys()[..] else { panic!("{:?}", h.ports.body_keys()) };
+    assert!(key.starts_with("parked/big-1/"), "{key}");
+    assert_eq!(h.ports.body(key).as_deref(), Some(&body[..]));
+    let expected = r#"[("Function", "ingest"), ("Reason", "callback_too_large_to_record")]"#;
+    assert_eq!(metrics(&captured), [("CallbacksParked".to_owned(), expected.to_owned())]);
+
+    let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
+    h.ports.set_park_failing(true);
+    let response = h.handle(signed(&body, "big-1")).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
     assert_untouched(&h);
-    let expected = r#"[("Function", "ingest"), ("Reason", "callback_too_large_to_record")]"#;
-    assert_eq!(metrics(&captured), [("CallbacksRefused".to_owned(), expected.to_owned())]);
 }
 
 /// A request over its deadline parks the callback (answered 200, `parked`); when parking

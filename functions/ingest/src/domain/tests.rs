@@ -600,18 +600,25 @@ async fn a_callback_for_a_task_whose_record_cannot_be_read_is_parked_for_after_t
     assert!(ports.record(TASK).unwrap().files.contains_key("b"));
 }
 
-/// Parking is for callbacks a replay can finish: one parking cannot help (a record the table
-/// refuses) is the answer, and so is one where parking fails too.
+/// A callback the table refuses for good is parked too (its body kept: the replay moves it
+/// to its archive key); when parking fails, the failure is the answer.
 #[tokio::test]
-async fn only_a_callback_a_retry_can_finish_is_parked_and_only_when_parking_works() {
+async fn a_refused_callback_is_parked_and_the_failure_is_the_answer_only_when_parking_fails() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));
+    let parked = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
+        .await
+        .unwrap();
+    let because = IngestError::Store(StoreError::Rejected("too large".into()));
+    assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{}"), because });
+    ports.set_park_failing(true);
     let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
         .await
         .unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Rejected(_))), "{err}");
 
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     ports.set_archive_failing(true);
     let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["c"]), b"{}", "req-3", Duration::ZERO)
