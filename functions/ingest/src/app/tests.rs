@@ -270,6 +270,18 @@ async fn a_secret_that_cannot_be_read_or_used_stops_the_start() {
     assert!(!err.to_string().contains("secret-key"), "{err}");
 }
 
+/// The first request of an instance waited for it to start (the secret's read): its answer
+/// is due that much sooner; later requests count from when they are handled.
+#[tokio::test]
+async fn the_first_request_counts_the_instance_s_start_as_spent() {
+    let slow = ports(&keys());
+    slow.set_latency(Duration::from_millis(50));
+    let h = App::with_ports(&config(), slow).await.expect("starts");
+    let now = std::time::Instant::now();
+    assert!(now - h.arrived(now) >= Duration::from_millis(50), "the start counted");
+    assert_eq!(h.arrived(now), now, "only for the first request");
+}
+
 /// A start-up read of the secret that never answers fails the start (the provider's
 /// callback gets a 5xx and is retried by a new start) instead of holding it until Lambda's
 /// init timeout.
