@@ -103,8 +103,9 @@ async fn respond(
             );
         }
     };
-    // Clients may percent-encode characters task ids allow (`*`, `:`, ...); TaskId refuses
-    // anything that could still escape its S3 prefix after decoding (`/`, `..`, `%`).
+    // Clients may percent-encode characters task ids allow (`*`, `:`, ...); the routed path
+    // is encoded as a raw path is, so it is decoded once, and TaskId refuses anything that
+    // could still escape its S3 prefix after decoding (`/`, `..`, `%`).
     let task_id = match percent_encoding::percent_decode_str(segment).decode_utf8() {
         Ok(decoded) => TaskId::parse(&decoded).map_err(|e| e.to_string()),
         Err(_) => Err("task id is not valid UTF-8 once percent-decoded".to_owned()),

@@ -3,12 +3,31 @@
 //! route's template filled with them is the path the function routes by, whatever stands in
 //! front of it in the raw path (a custom domain's API mapping key: `/hooks/tasks/...`).
 //! Without a route key (API Gateway's REST events, the local runner's requests), the raw
-//! path without the named stage lambda_http puts in front of it (`/prod/callback`).
+//! path without the named stage lambda_http puts in front of it (`/prod/callback`). Either
+//! way the path is percent-encoded, as a raw path is: HTTP APIs pass path parameters
+//! decoded, so they are encoded again, and a reader decodes each segment once.
 
 use std::borrow::Cow;
 
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+
+/// What a path segment cannot hold as it is (the WHATWG URL standard's path percent-encode
+/// set, with `/` and `%`): a filled parameter is one segment, and `%` must not read as an
+/// escape when the segment is decoded.
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}')
+    .add(b'/')
+    .add(b'%');
 
 /// The path `req` was routed by: its route's template filled with its path parameters, else
 /// its raw path without a named stage.
@@ -34,9 +53,9 @@ pub fn routed_path(req: &Request) -> Cow<'_, str> {
     Cow::Borrowed(unstaged)
 }
 
-/// `template` (`/tasks/{task_id}`) with each `{name}` segment replaced by `param(name)`. None
-/// when it is no path, a parameter is missing, or one is greedy (`{proxy+}`: its value spans
-/// segments the template does not show).
+/// `template` (`/tasks/{task_id}`) with each `{name}` segment replaced by `param(name)`,
+/// percent-encoded. None when it is no path, a parameter is missing, or one is greedy
+/// (`{proxy+}`: its value spans segments the template does not show).
 fn fill<'a>(template: &str, param: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
     if !template.starts_with('/') {
         return None;
@@ -44,10 +63,10 @@ fn fill<'a>(template: &str, param: impl Fn(&str) -> Option<&'a str>) -> Option<S
     let segments =
         template.split('/').map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
             Some(name) if name.ends_with('+') => None,
-            Some(name) => param(name),
-            None => Some(segment),
+            Some(name) => param(name).map(|value| utf8_percent_encode(value, SEGMENT).to_string()),
+            None => Some(segment.to_owned()),
         });
-    segments.collect::<Option<Vec<&str>>>().map(|segments| segments.join("/"))
+    segments.collect::<Option<Vec<String>>>().map(|segments| segments.join("/"))
 }
 
 #[cfg(test)]
@@ -65,6 +84,9 @@ mod tests {
         assert_eq!(fill("/callback/{token}", param).as_deref(), Some("/callback/t0k"));
         assert_eq!(fill("/tasks/{task_id}", param).as_deref(), Some("/tasks/abc"));
         assert_eq!(fill("/tasks/{missing}", param), None);
+        // Passed decoded: encoded again, so that decoding the segment once gives it back.
+        let decoded = |_: &str| Some("a%2A b/c*");
+        assert_eq!(fill("/tasks/{task_id}", decoded).as_deref(), Some("/tasks/a%252A%20b%2Fc*"));
         assert_eq!(fill("/{proxy+}", param), None);
         assert_eq!(fill("$default", param), None);
     }
