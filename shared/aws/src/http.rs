@@ -1,12 +1,17 @@
 //! The outbound HTTP client of the functions that call parties outside AWS (the provider's
 //! API, a user's webhook receiver): redirects not followed (a 3xx is an answer, never a way
-//! to another host), proxies from the environment ignored, a connect timeout and a timeout
-//! for each whole request.
+//! to another host), proxies from the environment ignored, a connect timeout, a timeout
+//! for each whole request, and idle connections dropped before a peer would close them.
 
 use std::time::Duration;
 
 /// How long a connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an idle connection is kept for reuse: under the 5 s after which Node's HTTP
+/// server (a common webhook receiver) closes one, so a request is not sent down a
+/// connection the peer is closing (hyper checks the age when it takes one from the pool).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A client that names itself `user_agent` and gives up on a request after `timeout`. Fails
 /// only when the TLS backend cannot start.
@@ -17,6 +22,7 @@ pub fn client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, re
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .timeout(timeout)
         .user_agent(user_agent)
         .build()
