@@ -180,6 +180,11 @@ enum Handled {
 /// refused key's two polls (10 s each) and a result's accept (up to 8 s) could outlast it.
 pub const TASK_BUDGET: Duration = Duration::from_secs(20);
 
+/// What a polled result's accept leaves of [`TASK_BUDGET`] for recording that it failed (a
+/// read and a write): an accept cut off by the task's budget instead, its result perhaps
+/// saved but its events not published, would leave the task unwatched.
+pub const FAILURE_RECORD_RESERVE: Duration = Duration::from_secs(3);
+
 /// One run: handle the due tasks until `stop_at`. `run_id` names this run's claims. Fails only
 /// when the index cannot be read; a task that cannot be handled is counted and left to the
 /// next run.
@@ -242,6 +247,7 @@ async fn reconcile_task<P: Ports>(
     claimant: &str,
     task_id: &str,
 ) -> Result<Handled, ReconcileError> {
+    let began = tokio::time::Instant::now();
     let Ok(task) = TaskId::parse(task_id) else {
         return postpone(ports, task_id, format!("the index lists an invalid task id {task_id:?}")).await;
     };
@@ -294,7 +300,10 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Pending
             }
             Ok(PollResult::Result(event)) if event.task_id == task => {
-                let accepted = match accept(ports, &settings.accept, &event, &body, claimant, None).await {
+                let left = TASK_BUDGET.saturating_sub(began.elapsed()).saturating_sub(FAILURE_RECORD_RESERVE);
+                let within =
+                    accept::Settings { deadline: settings.accept.deadline.min(left), ..settings.accept.clone() };
+                let accepted = match accept(ports, &within, &event, &body, claimant, None).await {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Kept on the poll schedule (backing off), not left due: a result the

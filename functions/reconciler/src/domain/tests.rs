@@ -58,6 +58,8 @@ struct MemoryPorts {
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
     polls_hang: std::sync::atomic::AtomicBool,
+    /// How long the provider takes to answer.
+    poll_latency: Mutex<Duration>,
     /// A record written right after the next publish (a callback landing just then).
     after_publish: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
@@ -80,6 +82,7 @@ impl MemoryPorts {
             unreadable: Mutex::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
+            poll_latency: Mutex::default(),
             after_publish: Mutex::default(),
             publish_fails: Default::default(),
             parked_reads_hang: Default::default(),
@@ -204,6 +207,8 @@ impl PollProvider for MemoryPorts {
         if self.polls_hang.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+        let latency = *self.poll_latency.lock().unwrap();
+        tokio::time::sleep(latency).await;
         let mut script = self.script.lock().unwrap();
         if script.len() > 1 { script.pop_front().unwrap() } else { script.front().cloned().unwrap_or_else(pending) }
     }
@@ -624,6 +629,31 @@ async fn a_task_that_hangs_is_left_after_its_budget() {
     let behind = ports.table.now().plus(stemvault_vault::reconcile::FIRST_POLL_INTERVAL);
     assert_eq!(ports.record().reconcile_at, Some(behind), "due again, behind the tasks due now");
     assert_eq!(ports.record().reconcile.as_deref(), Some(RECONCILE_DUE), "still watched");
+}
+
+/// A result polled late in the task's budget (the provider slow, then the table): its accept
+/// gets what is left of the budget, less the time to record its failure, so a cut-off accept
+/// (which may have saved the result but not published its events) leaves the task watched,
+/// and the next poll's duplicate publishes them. Cut off by the task's budget instead, the
+/// task was unwatched with its events unpublished.
+#[tokio::test(start_paused = true)]
+async fn a_result_polled_late_in_the_task_s_budget_stays_watched_until_its_events_are_out() {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    *ports.poll_latency.lock().unwrap() = TASK_BUDGET - Duration::from_secs(4);
+    ports.table.set_latency(Duration::from_secs(1));
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.tasks_failed, 1, "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.reconcile.as_deref(), Some(RECONCILE_DUE), "still watched: {record:?}");
+
+    *ports.poll_latency.lock().unwrap() = Duration::ZERO;
+    ports.table.set_latency(Duration::ZERO);
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    let published = ports.events.lock().unwrap().clone();
+    assert!(published.iter().any(|e| e.kind == events::EventType::StageChanged), "{published:?}");
 }
 
 /// A poll answered pending reads the task once and writes it once: its bookkeeping is
