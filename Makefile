@@ -30,30 +30,14 @@ help:
 	@echo "make clean  - the virtualenvs and .local; make clean-build - the build directory ($(CARGO_TARGET_DIR))"
 
 # --- installs -------------------------------------------------------------------------
-$(VENV)/emulator/.installed: infra/python/emulator.txt
-	rm -rf $(VENV)/emulator
-	$(NEW_VENV) $(VENV)/emulator
-	$(VENV)/emulator/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
-
-$(VENV)/tools/.installed: infra/python/tools.txt
-	rm -rf $(VENV)/tools
-	$(NEW_VENV) $(VENV)/tools
-	$(VENV)/tools/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
-
-# Its own venv: checkov's boto3 pin conflicts with aws-sam-cli's (see checkov.txt).
-$(VENV)/checkov/.installed: infra/python/checkov.txt
-	rm -rf $(VENV)/checkov
-	$(NEW_VENV) $(VENV)/checkov
-	$(VENV)/checkov/bin/pip install --quiet --disable-pip-version-check -r $<
-	touch $@
-
-# The Standard Webhooks verifier of the notify integration test (infra/python/webhooks.txt).
-$(VENV)/webhooks/.installed: infra/python/webhooks.txt
-	rm -rf $(VENV)/webhooks
-	$(NEW_VENV) $(VENV)/webhooks
-	$(VENV)/webhooks/bin/pip install --quiet --disable-pip-version-check -r $<
+# One virtualenv per requirements file, infra/python/<name>.txt: the emulator (moto), the
+# tools (aws-sam-cli, cfn-lint, cargo-lambda), checkov apart (its boto3 pin conflicts with
+# aws-sam-cli's, see checkov.txt), and the Standard Webhooks verifier of the notify tests.
+VENVS := emulator tools checkov webhooks
+$(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt
+	rm -rf $(VENV)/$*
+	$(NEW_VENV) $(VENV)/$*
+	$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $<
 	touch $@
 
 deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed
