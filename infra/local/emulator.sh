@@ -9,6 +9,12 @@ venv="$root/.venv/emulator"
 [ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
 
 port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+# A port asked for must be free: otherwise the readiness probe below would be answered by
+# whatever holds it (another run's emulator), and this run would use that.
+if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
+  echo "EMULATOR_PORT=$port is in use (another run's emulator?): unset it to pick a free port" >&2
+  exit 1
+fi
 mkdir -p "$root/.local"
 log="$root/.local/emulator-$port.log"
 # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
@@ -36,15 +42,21 @@ ready=
 deadline=$((SECONDS + 60))
 while (( SECONDS < deadline )); do
   if "$venv/bin/python" -c "import urllib.request as u, sys; u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1)" \
-       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then ready=1; break; fi
+       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && kill -0 $pid 2>/dev/null; then ready=1; break; fi
   kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }
   sleep 0.2
 done
 [ -n "$ready" ] || { echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2; cat "$log" >&2; exit 1; }
 
+# Only the emulator: no profile, real credentials or per-service endpoint of the caller's
+# environment (AWS_ENDPOINT_URL_S3 and the like would win over AWS_ENDPOINT_URL).
+for name in $(compgen -e); do
+  case $name in AWS_ENDPOINT_URL_*|AWS_PROFILE|AWS_DEFAULT_PROFILE|AWS_SESSION_TOKEN|AWS_IGNORE_CONFIGURED_ENDPOINT_URLS) unset "$name" ;; esac
+done
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local}
-export AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
+export AWS_ACCESS_KEY_ID=local
+export AWS_SECRET_ACCESS_KEY=local
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_S3_FORCE_PATH_STYLE=true
 echo "emulator: $AWS_ENDPOINT_URL (log: $log)" >&2

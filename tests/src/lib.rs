@@ -28,7 +28,7 @@ impl TestEnv {
     pub async fn new() -> TestEnv {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
         assert!(
-            endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+            stemvault_aws::provision::is_local_endpoint(&endpoint),
             "AWS_ENDPOINT_URL must point at the local emulator (run via `make test`), got {endpoint:?}"
         );
         let config = stemvault_aws::sdk_config().await;

@@ -27,8 +27,13 @@ struct Subscriber {
 impl Subscriber {
     async fn new(env: &TestEnv) -> Subscriber {
         let name = format!("{}-subscriber", env.resources.table_name);
-        let (url, arn, _) =
-            stemvault_aws::provision::create_queue_with_dlq(&env.sqs, &name).await.expect("the subscriber's queue");
+        let (url, arn, _) = stemvault_aws::provision::create_queue_with_dlq(
+            &env.sqs,
+            &name,
+            &stemvault_aws::provision::QueueSettings::DOWNLOADS,
+        )
+        .await
+        .expect("the subscriber's queue");
         stemvault_aws::provision::subscribe_queue(&env.config, &env.resources.event_bus_name, &name, &url, &arn)
             .await
             .expect("the rule");

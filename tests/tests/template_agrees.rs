@@ -916,6 +916,8 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let notify = cfn::function_properties(&template, "NotifyFunction");
     let timeout = cfn::number(&notify["Timeout"]);
     assert!(cfn::number(&queue["VisibilityTimeout"]) >= 6 * timeout, "visibility timeout: 6 x the timeout");
+    let visibility = u64::from(stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS);
+    assert_eq!(cfn::number(&queue["VisibilityTimeout"]), visibility, "as the local runner makes it");
     assert!(timeout < MAX_RETRY_DELAY.as_secs());
     let events = &notify["Events"]["Events"]["Properties"];
     assert_eq!(cfn::get_att(&events["Queue"]).as_deref(), Some("NotifyQueue.Arn"));

@@ -102,7 +102,16 @@ pub async fn subscribe(
     if let Some(notify) = notify {
         subscribe_queue(sdk, bus, &format!("{base}-notify"), &notify.queue_url, &notify.queue_arn).await?;
     }
-    Ok(QueueSource { queue_url, queue_arn, region: region.to_owned() })
+    // Only printed: any batch size and budget do.
+    let budget = std::time::Duration::from_secs(60);
+    Ok(QueueSource {
+        name: "events-log",
+        queue_url,
+        queue_arn,
+        region: region.to_owned(),
+        batch_size: 10,
+        invocation_budget: budget,
+    })
 }
 
 /// A queue of its own subscribed to every event on a bus, until [`EventWatch::remove`].

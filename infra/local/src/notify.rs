@@ -4,8 +4,9 @@
 //! printed when unset), which the runner puts in the emulator's Secrets Manager as
 //! `<base>-notify` so the function reads it through `NOTIFY_SECRET_ARN` as in AWS.
 //!
-//! The queue is `<base>-notify` with its dead-letter queue (the download queue's settings:
-//! `stemvault_aws::provision::create_queue_with_dlq`); events reach it from the emulator's
+//! The queue is `<base>-notify` with its dead-letter queue, made and consumed as the template
+//! makes and consumes them (visibility, retention, receives before the dead-letter queue,
+//! batch size, the function's timeout); events reach it from the emulator's
 //! event bus through a rule on source `stemvault` (the publishing side's, see
 //! [`NotifyRunner::queue_arn`]), or from anything that sends an EventBridge-shaped message to
 //! it. Retries are delayed by the function itself (20 s, doubling), so the first comes within
@@ -18,6 +19,17 @@ use stemvault_aws::FromEnv;
 use stemvault_aws::secrets::{SecretText, put_secret};
 
 use crate::poller::{BatchHandler, QueueSource};
+
+/// The notify queue as template.yaml makes it (`NotifyQueue`).
+const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
+    visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+    retention_seconds: stemvault_notify::domain::QUEUE_RETENTION_SECONDS,
+    max_receive_count: stemvault_notify::domain::MAX_RECEIVE_COUNT,
+};
+/// The notify function's SQS event source `BatchSize` in template.yaml.
+const BATCH_SIZE: i32 = stemvault_notify::app::MAX_CONCURRENT_MESSAGES as i32;
+/// The notify function's Lambda timeout: each batch gets this long.
+const INVOCATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
 use crate::settings::non_empty;
 
 impl BatchHandler for stemvault_notify::App {
@@ -69,7 +81,7 @@ pub async fn start(
     stemvault_notify::secret::Signer::parse(&secret).map_err(|e| format!("NOTIFY_SECRET: {e}"))?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let (queue_url, queue_arn, _dlq_url) =
-        stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify")).await?;
+        stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), &QUEUE_SETTINGS).await?;
     let secret_arn =
         put_secret(sdk, &format!("{base}-notify"), &SecretText::new(secret)).await.map_err(|e| e.to_string())?;
     let lookup = |name: &str| match name {
@@ -80,7 +92,14 @@ pub async fn start(
     };
     let config = stemvault_notify::Config::from_lookup(lookup).map_err(|e| e.to_string())?;
     let app = stemvault_notify::App::new(config, sdk).await;
-    let source = QueueSource { queue_url, queue_arn, region: region.to_owned() };
+    let source = QueueSource {
+        name: "notify",
+        queue_url,
+        queue_arn,
+        region: region.to_owned(),
+        batch_size: BATCH_SIZE,
+        invocation_budget: INVOCATION_BUDGET,
+    };
     Ok(Some(NotifyRunner { app, source, notify_url, generated_secret }))
 }
 

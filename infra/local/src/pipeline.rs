@@ -41,8 +41,7 @@ pub enum PipelineError {
 /// Refuse to create anything anywhere but on a local emulator.
 pub fn local_endpoint(env: &impl Fn(&str) -> Option<String>) -> Result<String, PipelineError> {
     let endpoint = env("AWS_ENDPOINT_URL").unwrap_or_default();
-    let host = endpoint.strip_prefix("http://").unwrap_or_default().split(['/', ':']).next().unwrap_or_default();
-    if matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+    if stemvault_aws::provision::is_local_endpoint(&endpoint) {
         Ok(endpoint)
     } else {
         Err(PipelineError::NotLocal(endpoint))
@@ -203,8 +202,14 @@ impl Pipeline {
             Arc::new(events.clone()),
             shutdown.signal(),
         )));
-        let source =
-            QueueSource { queue_url: resources.queue_url.clone(), queue_arn: resources.queue_arn.clone(), region };
+        let source = QueueSource {
+            name: "download",
+            queue_url: resources.queue_url.clone(),
+            queue_arn: resources.queue_arn.clone(),
+            region,
+            batch_size: crate::poller::DOWNLOAD_BATCH_SIZE,
+            invocation_budget: crate::poller::DOWNLOAD_INVOCATION_BUDGET,
+        };
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         for _ in 0..options.pollers.max(1) {
             tasks.push(tokio::spawn(crate::poller::poll(

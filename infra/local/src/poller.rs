@@ -1,6 +1,7 @@
-//! The download queue's consumer: what Lambda's SQS event source mapping does with
-//! `ReportBatchItemFailures`. Receive up to 5 messages (the template's batch size), hand them to the download function
-//! as one `SqsEvent`, then delete every message the function did not report as failed.
+//! A queue's consumer: what Lambda's SQS event source mapping does with
+//! `ReportBatchItemFailures`. Receive up to the source's batch size, hand the messages to its
+//! function as one `SqsEvent` with the function's timeout, then delete every message the
+//! function did not report as failed.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -14,10 +15,11 @@ use crate::shutdown::StopSignal;
 
 /// Long-poll wait per receive: short enough to notice a stop quickly.
 pub const WAIT_SECONDS: i32 = 2;
-/// Messages per batch: the SQS event source's `BatchSize` in template.yaml.
-pub const MAX_MESSAGES: i32 = 5;
+/// Messages per batch of the download queue: its SQS event source's `BatchSize` in
+/// template.yaml.
+pub const DOWNLOAD_BATCH_SIZE: i32 = stemvault_download::app::MAX_CONCURRENT_MESSAGES as i32;
 /// The download function's Lambda timeout: each batch gets this long.
-pub const INVOCATION_BUDGET: Duration = Duration::from_secs(15 * 60);
+pub const DOWNLOAD_INVOCATION_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// Pause after a failed receive (emulator restarting, ...).
 const RECEIVE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -26,12 +28,19 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> impl Future<Output = SqsBatchResponse> + Send;
 }
 
-/// The queue and what Lambda would put in each record about it.
+/// The queue, what Lambda would put in each record about it, and how its event source
+/// mapping takes batches.
 #[derive(Debug, Clone)]
 pub struct QueueSource {
+    /// What the logs call it (`download`, `notify`, `events-log`).
+    pub name: &'static str,
     pub queue_url: String,
     pub queue_arn: String,
     pub region: String,
+    /// Messages per batch (`BatchSize`).
+    pub batch_size: i32,
+    /// The function's timeout: each batch gets this long.
+    pub invocation_budget: Duration,
 }
 
 /// The messages as the records of one Lambda SQS event.
@@ -95,7 +104,7 @@ pub async fn poll<H: BatchHandler>(
         let receive = client
             .receive_message()
             .queue_url(&source.queue_url)
-            .max_number_of_messages(MAX_MESSAGES)
+            .max_number_of_messages(source.batch_size)
             .wait_time_seconds(WAIT_SECONDS)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send();
@@ -106,7 +115,8 @@ pub async fn poll<H: BatchHandler>(
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(e) => {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receiving from the download queue failed");
+                let error = aws_sdk_sqs::error::DisplayErrorContext(e);
+                tracing::warn!(queue = source.name, error = %error, "receiving from the queue failed");
                 tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
                 continue;
             }
@@ -126,25 +136,28 @@ async fn run_batch<H: BatchHandler>(
 ) {
     let event = to_sqs_event(messages, source);
     let handler = handler.clone();
+    let deadline = Instant::now() + source.invocation_budget;
     // A separate task, so a panic fails this batch (its messages come back) and not the poller.
-    let response = tokio::spawn(async move { handler.handle_batch(event, Instant::now() + INVOCATION_BUDGET).await })
+    let response = tokio::spawn(async move { handler.handle_batch(event, deadline).await })
         .await
-        .map_err(|e| tracing::error!(error = %e, "the download handler crashed; the batch will be retried"))
+        .map_err(|e| tracing::error!(queue = source.name, error = %e, "the handler crashed; the batch will be retried"))
         .ok();
     let entries = to_delete(messages, response.as_ref());
-    tracing::debug!(received = messages.len(), settled = entries.len(), "batch done");
+    tracing::debug!(queue = source.name, received = messages.len(), settled = entries.len(), "batch done");
     if entries.is_empty() {
         return;
     }
     match client.delete_message_batch().queue_url(&source.queue_url).set_entries(Some(entries)).send().await {
         Ok(out) if !out.failed.is_empty() => {
             tracing::warn!(
+                queue = source.name,
                 failed = out.failed.len(),
                 "some settled messages could not be deleted; they will be redelivered"
             )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(
+            queue = source.name,
             error = %aws_sdk_sqs::error::DisplayErrorContext(e),
             "deleting settled messages failed; they will be redelivered"
         ),
@@ -168,9 +181,12 @@ mod tests {
 
     fn source() -> QueueSource {
         QueueSource {
+            name: "download",
             queue_url: "http://127.0.0.1:5000/123456789012/q".into(),
             queue_arn: "arn:aws:sqs:us-east-1:123456789012:q".into(),
             region: "us-east-1".into(),
+            batch_size: DOWNLOAD_BATCH_SIZE,
+            invocation_budget: DOWNLOAD_INVOCATION_BUDGET,
         }
     }
 

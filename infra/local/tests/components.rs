@@ -140,9 +140,12 @@ async fn poller_hands_lambda_style_batches_over_and_deletes_all_but_failures() {
     let handler = Arc::new(FailOne::default());
     let shutdown = Shutdown::new();
     let source = QueueSource {
+        name: "download",
         queue_url: env.resources.queue_url.clone(),
         queue_arn: env.resources.queue_arn.clone(),
         region: "us-east-1".into(),
+        batch_size: stemvault_local::poller::DOWNLOAD_BATCH_SIZE,
+        invocation_budget: stemvault_local::poller::DOWNLOAD_INVOCATION_BUDGET,
     };
     let poller =
         tokio::spawn(stemvault_local::poller::poll(env.sqs.clone(), source, handler.clone(), shutdown.signal()));

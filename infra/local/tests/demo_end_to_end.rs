@@ -247,6 +247,22 @@ async fn with_a_notify_url_the_demo_tasks_events_arrive_as_signed_webhooks() {
     let WithFiles { pipeline, file_origin, files, file_server } = WithFiles::start(env).await;
     assert_eq!(pipeline.notify.as_ref().map(|n| n.notify_url.as_str()), Some(notify_url.as_str()));
     assert!(pipeline.notify.as_ref().unwrap().generated_secret.is_none(), "NOTIFY_SECRET is used");
+    // The notify queue as the template makes it, not the download queue's settings.
+    let notify = pipeline.notify.as_ref().unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&stemvault_aws::sdk_config().await);
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&notify.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    let redrive: serde_json::Value =
+        serde_json::from_str(&attributes[&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy]).unwrap();
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "10");
+    assert_eq!(attributes[&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout], "360");
     let target = DemoTarget::from_run_info(&pipeline.info).await;
 
     let outcome = demo::run(&target, &file_origin, Duration::from_secs(90)).await.expect("the demo completes");

@@ -55,8 +55,12 @@ pub async fn provision(config: &aws_config::SdkConfig, base: &str) -> Result<Res
     let bucket_name = format!("{base}-vault");
     create_table(&aws_sdk_dynamodb::Client::new(config), &table_name).await?;
     create_bucket(&crate::s3_client(config), &bucket_name).await?;
-    let (queue_url, queue_arn, dlq_url) =
-        create_queue_with_dlq(&aws_sdk_sqs::Client::new(config), &format!("{base}-downloads")).await?;
+    let (queue_url, queue_arn, dlq_url) = create_queue_with_dlq(
+        &aws_sdk_sqs::Client::new(config),
+        &format!("{base}-downloads"),
+        &QueueSettings::DOWNLOADS,
+    )
+    .await?;
     let event_bus_name = format!("{base}-events");
     create_event_bus(&aws_sdk_eventbridge::Client::new(config), &event_bus_name).await?;
     Ok(Resources { table_name, bucket_name, queue_url, queue_arn, dlq_url, event_bus_name })
@@ -305,11 +309,40 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
         .build()
 }
 
-/// The download queue and its dead-letter queue, both encrypted with SQS-managed keys;
-/// returns (queue url, queue arn, dlq url).
+/// Whether `endpoint` is a local emulator's (plain HTTP on loopback): what provisioning by the
+/// local runner and the tests insists on, so that they never create resources in real AWS.
+pub fn is_local_endpoint(endpoint: &str) -> bool {
+    let authority = endpoint.strip_prefix("http://").unwrap_or_default().split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    matches!(host, "127.0.0.1" | "localhost" | "::1")
+}
+
+/// How a queue with a dead-letter queue is made: its template.yaml settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub visibility_timeout_seconds: u32,
+    pub retention_seconds: u64,
+    pub max_receive_count: u32,
+}
+
+impl QueueSettings {
+    /// The download queue's (`DownloadQueue`).
+    pub const DOWNLOADS: QueueSettings = QueueSettings {
+        visibility_timeout_seconds: QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+        retention_seconds: DOWNLOAD_QUEUE_RETENTION.as_secs(),
+        max_receive_count: MAX_RECEIVE_COUNT,
+    };
+}
+
+/// A queue made with `settings` and its dead-letter queue, both encrypted with SQS-managed
+/// keys; returns (queue url, queue arn, dlq url).
 pub async fn create_queue_with_dlq(
     client: &aws_sdk_sqs::Client,
     name: &str,
+    settings: &QueueSettings,
 ) -> Result<(String, String, String), String> {
     let dlq_url = client
         .create_queue()
@@ -322,13 +355,12 @@ pub async fn create_queue_with_dlq(
         .queue_url
         .ok_or("create dead-letter queue: no url")?;
     let dlq_arn = queue_arn(client, &dlq_url).await?;
-    let redrive =
-        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT.to_string() });
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count.to_string() });
     let queue_url = client
         .create_queue()
         .queue_name(name)
-        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string())
-        .attributes(QueueAttributeName::MessageRetentionPeriod, DOWNLOAD_QUEUE_RETENTION.as_secs().to_string())
+        .attributes(QueueAttributeName::VisibilityTimeout, settings.visibility_timeout_seconds.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, settings.retention_seconds.to_string())
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, SQS_MANAGED_SSE.to_string())
         .send()
@@ -351,4 +383,21 @@ async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> Result<String, St
     out.attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| format!("queue {url} has no ARN"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_http_on_loopback_is_a_local_endpoint() {
+        for local in ["http://127.0.0.1:5000", "http://localhost:5000/", "http://127.0.0.1", "http://[::1]:5000"] {
+            assert!(is_local_endpoint(local), "{local}");
+        }
+        for other in
+            ["", "https://dynamodb.us-east-1.amazonaws.com", "http://127.0.0.1.example.com", "https://127.0.0.1"]
+        {
+            assert!(!is_local_endpoint(other), "{other}");
+        }
+    }
 }
