@@ -11,17 +11,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use stemvault_local::client_auth::ClientAuth;
 use stemvault_local::demo::{self, DemoTarget};
 use stemvault_local::pipeline::{DEFAULT_POLLERS, Pipeline, PipelineOptions};
-use stemvault_local::run_info::{self, RunInfo};
+use stemvault_local::run_info::{self, RESOURCE_BASE};
 use stemvault_local::settings::{self, file_server_origin};
 use stemvault_local::shutdown::{Shutdown, interrupted};
 use tokio::net::{TcpListener, TcpStream};
 
 const USAGE: &str = "usage: stemvault-local [run|demo|status]   (PORT, default 3000; the demo file server uses PORT+1)";
-/// Resource names of `make run` (the emulator is fresh on every start).
-const RESOURCE_BASE: &str = "stemvault-local";
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
@@ -118,35 +115,12 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         let pipeline = start_pipeline(port, file_port, false).await?;
         return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
     }
-    if let Some(info) = run_info::read(&run_info::default_path()).filter(|info| info.port == port) {
+    let described = run_info::read(&run_info::default_path()).filter(|info| info.port == port);
+    if let Some(info) = described.filter(run_info::runner_alive) {
         println!("using the runner on {} (pid {})", info.base_url, info.pid);
         return Ok((DemoTarget::from_run_info(&info).await, None));
     }
-    let auth = ClientAuth::from_lookup(&env);
-    // Not ours, as far as anyone can tell: another program on the port (3000 is a common
-    // one), or a runner whose AWS the environment must name; never real AWS by default.
-    let aws_endpoint_url = settings::non_empty(&env, "AWS_ENDPOINT_URL");
-    if aws_endpoint_url.is_none() || (auth == ClientAuth::default() && !settings::has_callback_auth(&env)) {
-        return Err(format!(
-            "something answers on 127.0.0.1:{port} but .local/run.json does not describe it: if it is another \
-             program, run with PORT set to a free port; if it is a stemvault runner, set AWS_ENDPOINT_URL to its \
-             emulator and WEBHOOK_HMAC_KEYS or CALLBACK_TOKEN (or ALLOW_UNAUTHENTICATED=true) as it has them"
-        ));
-    }
-    let info = RunInfo {
-        pid: 0,
-        port,
-        base_url: format!("http://127.0.0.1:{port}"),
-        file_server_origin: file_server_origin(file_port),
-        auth,
-        aws_endpoint_url,
-        aws_region: env("AWS_REGION"),
-        table_name: env("TABLE_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-tasks")),
-        bucket_name: env("BUCKET_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-vault")),
-        queue_url: env("QUEUE_URL").unwrap_or_default(),
-        fake_provider: None,
-        event_bus_name: Some(env("EVENT_BUS_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-events"))),
-    };
+    let info = run_info::described_by_environment(&env, port, file_server_origin(file_port))?;
     Ok((DemoTarget::from_run_info(&info).await, None))
 }
 

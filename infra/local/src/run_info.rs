@@ -31,6 +31,43 @@ pub struct RunInfo {
     pub event_bus_name: Option<String>,
 }
 
+/// Resource names of `make run` (the emulator is fresh on every start).
+pub const RESOURCE_BASE: &str = "stemvault-local";
+
+/// A runner on `port` that no `.local/run.json` describes, as the environment `get` names
+/// it. Refused unless the environment names its AWS (`AWS_ENDPOINT_URL`: never real AWS by
+/// default) and how to call it (a key, a token, or `ALLOW_UNAUTHENTICATED`): most often it is
+/// another program on the port (3000 is a common one).
+pub fn described_by_environment(
+    get: &impl Fn(&str) -> Option<String>,
+    port: u16,
+    file_server_origin: String,
+) -> Result<RunInfo, String> {
+    let auth = ClientAuth::from_lookup(get);
+    let aws_endpoint_url = crate::settings::non_empty(get, "AWS_ENDPOINT_URL");
+    if aws_endpoint_url.is_none() || (auth == ClientAuth::default() && !crate::settings::has_callback_auth(get)) {
+        return Err(format!(
+            "something answers on 127.0.0.1:{port} but .local/run.json does not describe it: if it is another \
+             program, run with PORT set to a free port; if it is a stemvault runner, set AWS_ENDPOINT_URL to its \
+             emulator and WEBHOOK_HMAC_KEYS or CALLBACK_TOKEN (or ALLOW_UNAUTHENTICATED=true) as it has them"
+        ));
+    }
+    Ok(RunInfo {
+        pid: 0,
+        port,
+        base_url: format!("http://127.0.0.1:{port}"),
+        file_server_origin,
+        auth,
+        aws_endpoint_url,
+        aws_region: get("AWS_REGION"),
+        table_name: get("TABLE_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-tasks")),
+        bucket_name: get("BUCKET_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-vault")),
+        queue_url: get("QUEUE_URL").unwrap_or_default(),
+        fake_provider: None,
+        event_bus_name: Some(get("EVENT_BUS_NAME").unwrap_or_else(|| format!("{RESOURCE_BASE}-events"))),
+    })
+}
+
 /// Where a runner started from this clone writes its [`RunInfo`].
 pub fn default_path() -> PathBuf {
     crate::repo_root().join(".local").join("run.json")
@@ -51,6 +88,13 @@ pub fn write(info: &RunInfo, path: &Path) -> io::Result<()> {
 /// The info at `path`, if present and readable.
 pub fn read(path: &Path) -> Option<RunInfo> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// Whether the runner that wrote `info` still runs, as far as this system tells (Linux:
+/// `/proc/<pid>`; elsewhere assumed): a runner killed outright leaves its file behind.
+pub fn runner_alive(info: &RunInfo) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(info.pid.to_string()).exists()
 }
 
 /// Remove the file if it is still this process's.
@@ -81,6 +125,36 @@ mod tests {
         }
     }
 
+    /// A runner the environment describes needs its AWS and its callers' credentials named;
+    /// the rest defaults to `make run`'s names.
+    #[test]
+    fn a_runner_no_run_json_describes_is_refused_unless_the_environment_names_it() {
+        let lookup = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned())
+        };
+        let origin = || "http://127.0.0.1:3001".to_owned();
+        for vars in [
+            &[][..],
+            &[("WEBHOOK_HMAC_KEYS", "k")][..],
+            &[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")][..],
+            &[("AWS_ENDPOINT_URL", ""), ("WEBHOOK_HMAC_KEYS", "k")][..],
+        ] {
+            let refused = described_by_environment(&lookup(vars), 3000, origin()).unwrap_err();
+            assert!(refused.contains("PORT") && refused.contains("AWS_ENDPOINT_URL"), "{vars:?}: {refused}");
+        }
+        for vars in [
+            &[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("WEBHOOK_HMAC_KEYS", "k")][..],
+            &[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000"), ("ALLOW_UNAUTHENTICATED", "true")][..],
+        ] {
+            let info = described_by_environment(&lookup(vars), 3000, origin()).unwrap();
+            assert_eq!(info.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"), "{vars:?}");
+            assert_eq!(
+                (info.table_name.as_str(), info.base_url.as_str()),
+                ("stemvault-local-tasks", "http://127.0.0.1:3000")
+            );
+        }
+    }
+
     #[test]
     fn round_trips_and_removes_only_its_own() {
         let dir = std::env::temp_dir().join(format!("stemvault-run-info-{}", uuid::Uuid::new_v4().simple()));
@@ -94,6 +168,10 @@ mod tests {
         }
         remove_own(&path);
         assert!(path.exists(), "another process's file stays");
+        assert!(runner_alive(&info(std::process::id())));
+        if Path::new("/proc/self").exists() {
+            assert!(!runner_alive(&info(u32::MAX)), "no such process");
+        }
         write(&info(std::process::id()), &path).unwrap();
         remove_own(&path);
         assert!(!path.exists());
