@@ -10,8 +10,9 @@ venv="$root/.venv/emulator"
 
 port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 # A port asked for must be free: otherwise the readiness probe below would be answered by
-# whatever holds it (another run's emulator), and this run would use that.
-if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
+# whatever holds it (another run's emulator), and this run would use that. SO_REUSEADDR, as
+# the emulator binds: a previous run's connections in TIME_WAIT do not make it busy.
+if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
   echo "EMULATOR_PORT=$port is in use (another run's emulator?): unset it to pick a free port" >&2
   exit 1
 fi

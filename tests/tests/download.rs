@@ -540,6 +540,7 @@ async fn claims_and_settles_answer_with_the_item() {
         (written.status, written.claim, written.sha256),
         (FileStatus::Stored, None, Some(stored.sha256_hex.clone()))
     );
+    assert_eq!(written.stored_at, Some(at), "to the millisecond: what tells our write from another's");
 
     let read = env.task_record(&record.task_id).await;
     let SettlePlan::Settle(plan) = settle_plan(&read, &task, Timestamp::now()) else { panic!("settles") };

@@ -916,6 +916,7 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let notify = cfn::function_properties(&template, "NotifyFunction");
     let timeout = cfn::number(&notify["Timeout"]);
     assert!(cfn::number(&queue["VisibilityTimeout"]) >= 6 * timeout, "visibility timeout: 6 x the timeout");
+    assert_eq!(timeout, stemvault_notify::domain::FUNCTION_TIMEOUT.as_secs(), "as the local runner gives a batch");
     let visibility = u64::from(stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS);
     assert_eq!(cfn::number(&queue["VisibilityTimeout"]), visibility, "as the local runner makes it");
     assert!(timeout < MAX_RETRY_DELAY.as_secs());

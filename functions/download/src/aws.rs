@@ -128,7 +128,7 @@ impl AwsPorts {
 
     /// Send the claim holder's last conditional update of the file `name`'s item; refused,
     /// the item as it is (ALL_OLD).
-    async fn finish_file(
+    async fn update_finished_file(
         &self,
         operation: &str,
         task_id: &TaskId,
@@ -178,7 +178,7 @@ impl RecordStored for AwsPorts {
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
-        self.finish_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
+        self.update_finished_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
     }
 }
 
@@ -191,7 +191,7 @@ impl RecordFailed for AwsPorts {
         reason: &str,
         failed_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
-        self.finish_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
+        self.update_finished_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
     }
 }
 

@@ -530,9 +530,9 @@ async fn copy_claimed<P: Ports>(
         Ok(stored) => {
             let stored_at = ports.now();
             let written = ports.record_stored(task_id, name, worker, &stored, stored_at).await;
-            return match written.map(|w| {
-                after_refusal(w, |f| f.status == FileStatus::Stored && f.sha256.as_deref() == Some(&stored.sha256_hex))
-            }) {
+            return match written
+                .map(|w| after_refusal(w, |f| f.status == FileStatus::Stored && f.stored_at == Some(stored_at)))
+            {
                 Ok(Finished::Ours) => {
                     let seconds = started.elapsed().as_secs_f64();
                     tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
@@ -573,8 +573,9 @@ async fn copy_claimed<P: Ports>(
         true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
         false => (error.to_string(), error.reason_code()),
     };
-    let written = ports.record_failed(task_id, name, worker, &reason, ports.now()).await;
-    match written.map(|w| after_refusal(w, |f| f.status == FileStatus::Failed && f.error.as_deref() == Some(&reason))) {
+    let failed_at = ports.now();
+    let written = ports.record_failed(task_id, name, worker, &reason, failed_at).await;
+    match written.map(|w| after_refusal(w, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at))) {
         Ok(Finished::Ours) if code == DEAD_LETTERED => {
             tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
             ports.emit_metrics(&Measure::Failed { reason: code });
@@ -603,9 +604,10 @@ enum Finished {
     NotHeld,
 }
 
-/// [`Finished`] from a write's answer; `wrote` tells the item as our write leaves it (a
-/// refused write's item is compared with it: the SDK retries a write whose answer was lost,
-/// and the retry of an applied write is refused).
+/// [`Finished`] from a write's answer; `wrote` tells the item as our write leaves it, by the
+/// time it sets (to the millisecond, as stored: another worker's copy of the same URL has the
+/// same digest, and its failure the same reason). A refused write's item is compared with it:
+/// the SDK retries a write whose answer was lost, and the retry of an applied write is refused.
 fn after_refusal(written: FileWrite, wrote: impl FnOnce(&FileEntry) -> bool) -> Finished {
     match written {
         FileWrite::Applied => Finished::Ours,

@@ -109,7 +109,7 @@ impl<P: Ports> App<P> {
 
     /// When the request being handled `now` came, as far as the instance can tell: the
     /// answer is due within `ANSWER_WITHIN` of it, and the first request also waited for the
-    /// instance to start.
+    /// app to be built (the secret's read; the runtime's own start is not measured).
     fn arrived(&self, now: Instant) -> Instant {
         let waited = Duration::from_micros(self.start_up_micros.swap(0, Ordering::Relaxed));
         now.checked_sub(waited).unwrap_or(now)

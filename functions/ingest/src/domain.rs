@@ -64,8 +64,8 @@ pub enum Ingested {
 pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every valid callback is answered within this long of its request's start (the provider
-/// waits 10 s at least; an instance's first request counts the instance's own start, the
-/// secret's read among it): the checks in front (a secret re-read among them), then
+/// waits 10 s at least; an instance's first request also counts the secret's read at the
+/// instance's start): the checks in front (a secret re-read among them), then
 /// recording within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 

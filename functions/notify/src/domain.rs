@@ -41,9 +41,11 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 pub const MAX_RECEIVE_COUNT: u32 = 10;
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
-/// The notify queue's visibility timeout: 6 x the function's 60 s timeout, as AWS recommends
-/// for an SQS event source (kept equal to template.yaml).
-pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 360;
+/// The function's Lambda timeout (kept equal to template.yaml).
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// The notify queue's visibility timeout: 6 x the function's timeout, as AWS recommends for
+/// an SQS event source (kept equal to template.yaml).
+pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 6 * FUNCTION_TIMEOUT.as_secs() as u32;
 /// The whole request's timeout, answer included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 

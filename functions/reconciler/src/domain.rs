@@ -303,7 +303,12 @@ async fn reconcile_task<P: Ports>(
                 let left = TASK_BUDGET.saturating_sub(began.elapsed()).saturating_sub(FAILURE_RECORD_RESERVE);
                 let within =
                     accept::Settings { deadline: settings.accept.deadline.min(left), ..settings.accept.clone() };
-                let accepted = match accept(ports, &within, &event, &body, claimant, None).await {
+                let accepted = match left.is_zero() {
+                    // No time to record it: not started (nothing half-written), polled again.
+                    true => Err(stemvault_vault::accept::AcceptError::Deadline { after: Duration::ZERO }),
+                    false => accept(ports, &within, &event, &body, claimant, None).await,
+                };
+                let accepted = match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
                         // Kept on the poll schedule (backing off), not left due: a result the

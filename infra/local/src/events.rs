@@ -11,6 +11,7 @@
 //! for the events of the tasks it posts, removed when done.
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
@@ -78,7 +79,8 @@ impl BatchHandler for EventLog {
         for record in event.records {
             let line = EventLog::line(record.body.as_deref().unwrap_or_default());
             if self.print {
-                println!("{line}");
+                // Not println!: it panics once stdout is gone (the terminal closed).
+                let _ = writeln!(std::io::stdout(), "{line}");
             }
             let _ = self.lines.send(line);
         }

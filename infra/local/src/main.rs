@@ -8,6 +8,7 @@
 //!   task's events.
 //! * `stemvault-local status`: exit 0 when something answers on 127.0.0.1:$PORT.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -97,12 +98,14 @@ async fn run() -> Result<(), String> {
     }
 
     interrupted().await;
-    eprintln!("stopping (Ctrl-C again to quit at once)");
+    // First, and no eprintln!: after a hangup (the terminal closed) writing to it fails, and
+    // eprintln! would panic before the file is removed.
+    run_info::remove_own(&info_path);
+    let _ = writeln!(std::io::stderr(), "stopping (Ctrl-C again to quit at once)");
     tokio::spawn(async {
         interrupted().await;
         std::process::exit(130);
     });
-    run_info::remove_own(&info_path);
     pipeline.stop().await;
     Ok(())
 }

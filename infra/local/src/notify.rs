@@ -29,7 +29,7 @@ const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::p
 /// The notify function's SQS event source `BatchSize` in template.yaml.
 const BATCH_SIZE: i32 = stemvault_notify::app::MAX_CONCURRENT_MESSAGES as i32;
 /// The notify function's Lambda timeout: each batch gets this long.
-const INVOCATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+const INVOCATION_BUDGET: std::time::Duration = stemvault_notify::domain::FUNCTION_TIMEOUT;
 use crate::settings::non_empty;
 
 impl BatchHandler for stemvault_notify::App {

@@ -35,8 +35,8 @@ pub struct RunInfo {
 pub const RESOURCE_BASE: &str = "stemvault-local";
 
 /// A runner on `port` that no `.local/run.json` describes, as the environment `get` names
-/// it. Refused unless the environment names its AWS (`AWS_ENDPOINT_URL`: never real AWS by
-/// default) and how to call it (a key, a token, or `ALLOW_UNAUTHENTICATED`): most often it is
+/// it. Refused unless the environment names its AWS (`AWS_ENDPOINT_URL`, a local emulator's:
+/// never real AWS) and how to call it (a key, a token, or `ALLOW_UNAUTHENTICATED`): most often it is
 /// another program on the port (3000 is a common one).
 pub fn described_by_environment(
     get: &impl Fn(&str) -> Option<String>,
@@ -44,7 +44,8 @@ pub fn described_by_environment(
     file_server_origin: String,
 ) -> Result<RunInfo, String> {
     let auth = ClientAuth::from_lookup(get);
-    let aws_endpoint_url = crate::settings::non_empty(get, "AWS_ENDPOINT_URL");
+    let aws_endpoint_url = crate::settings::non_empty(get, "AWS_ENDPOINT_URL")
+        .filter(|url| stemvault_aws::provision::is_local_endpoint(url));
     if aws_endpoint_url.is_none() || (auth == ClientAuth::default() && !crate::settings::has_callback_auth(get)) {
         return Err(format!(
             "something answers on 127.0.0.1:{port} but .local/run.json does not describe it: if it is another \
@@ -138,6 +139,7 @@ mod tests {
             &[("WEBHOOK_HMAC_KEYS", "k")][..],
             &[("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")][..],
             &[("AWS_ENDPOINT_URL", ""), ("WEBHOOK_HMAC_KEYS", "k")][..],
+            &[("AWS_ENDPOINT_URL", "https://dynamodb.us-east-1.amazonaws.com"), ("WEBHOOK_HMAC_KEYS", "k")][..],
         ] {
             let refused = described_by_environment(&lookup(vars), 3000, origin()).unwrap_err();
             assert!(refused.contains("PORT") && refused.contains("AWS_ENDPOINT_URL"), "{vars:?}: {refused}");

@@ -53,15 +53,23 @@ const NEVER_BELOW_INFO: &[&str] = &[
 
 /// The filter directives for `asked` (a level or `RUST_LOG` directives): as asked, and, when
 /// that may turn on debug or trace (by name, by number such as `5`, or unreadable),
-/// [`NEVER_BELOW_INFO`] kept at info, so that no level makes the logs hold secrets or signed
-/// URLs.
+/// [`NEVER_BELOW_INFO`] kept at info (any directive of theirs dropped), so that no level makes
+/// the logs hold secrets or signed URLs.
 pub fn filter_directives(asked: &str) -> String {
     let most_verbose = tracing_subscriber::EnvFilter::try_new(asked).ok().and_then(|f| f.max_level_hint());
     if most_verbose.is_some_and(|level| level <= tracing_subscriber::filter::LevelFilter::INFO) {
         return asked.to_owned();
     }
-    let capped: Vec<String> = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info")).collect();
-    format!("{asked},{}", capped.join(","))
+    // A directive for a module of a capped crate (`lambda_runtime::layers=trace`) is more
+    // specific than the crate's cap, and would win over it: such directives go.
+    let of_capped_crate = |directive: &str| {
+        let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
+        let krate = target.split("::").next().unwrap_or_default();
+        directive.contains('=') && NEVER_BELOW_INFO.contains(&krate)
+    };
+    let kept = asked.split(',').filter(|d| !of_capped_crate(d) && !d.trim().is_empty()).map(str::to_owned);
+    let capped = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info"));
+    kept.chain(capped).collect::<Vec<_>>().join(",")
 }
 
 /// Install the global subscriber. Level from `RUST_LOG`, else `LOG_LEVEL`, else `info`
@@ -115,6 +123,9 @@ mod tests {
             let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::sink).finish();
             tracing::subscriber::with_default(subscriber, || match (target, level) {
                 ("lambda_runtime", Level::TRACE) => tracing::enabled!(target: "lambda_runtime", Level::TRACE),
+                ("lambda_runtime::layers", _) => {
+                    tracing::enabled!(target: "lambda_runtime::layers::api_response", Level::TRACE)
+                }
                 ("lambda_runtime", _) => tracing::enabled!(target: "lambda_runtime", Level::INFO),
                 ("aws_smithy_runtime", _) => tracing::enabled!(target: "aws_smithy_runtime", Level::DEBUG),
                 (_, Level::TRACE) => tracing::enabled!(target: "stemvault_ingest", Level::TRACE),
@@ -125,9 +136,14 @@ mod tests {
             ["trace", "TRACE", "debug", "info,stemvault_ingest=trace", "5", "lambda_runtime=5,aws_smithy_runtime=4"]
         {
             assert!(!enabled(asked, "lambda_runtime", Level::TRACE), "{asked}");
+            assert!(!enabled(asked, "lambda_runtime::layers", Level::TRACE), "{asked}");
             assert!(!enabled(asked, "aws_smithy_runtime", Level::DEBUG), "{asked}");
             assert!(enabled(asked, "lambda_runtime", Level::INFO), "{asked}");
         }
+        // A module of a capped crate, asked by name: dropped, so the crate's cap holds.
+        let by_module = "info,lambda_runtime::layers=trace,aws_smithy_runtime::client[x]=debug";
+        assert!(!enabled(by_module, "lambda_runtime::layers", Level::TRACE), "{}", filter_directives(by_module));
+        assert!(!filter_directives(by_module).contains("client["), "{}", filter_directives(by_module));
         assert!(enabled("trace", "stemvault_ingest", Level::TRACE));
         assert!(!enabled("warn", "lambda_runtime", Level::INFO), "warn raises nothing");
         assert_eq!(filter_directives("warn"), "warn");

@@ -313,6 +313,10 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
 /// local runner and the tests insists on, so that they never create resources in real AWS.
 pub fn is_local_endpoint(endpoint: &str) -> bool {
     let authority = endpoint.strip_prefix("http://").unwrap_or_default().split('/').next().unwrap_or_default();
+    // `http://127.0.0.1:1@example.com` is example.com.
+    if authority.contains('@') {
+        return false;
+    }
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
@@ -394,9 +398,13 @@ mod tests {
         for local in ["http://127.0.0.1:5000", "http://localhost:5000/", "http://127.0.0.1", "http://[::1]:5000"] {
             assert!(is_local_endpoint(local), "{local}");
         }
-        for other in
-            ["", "https://dynamodb.us-east-1.amazonaws.com", "http://127.0.0.1.example.com", "https://127.0.0.1"]
-        {
+        for other in [
+            "",
+            "https://dynamodb.us-east-1.amazonaws.com",
+            "http://127.0.0.1.example.com",
+            "https://127.0.0.1",
+            "http://127.0.0.1:1@example.com",
+        ] {
             assert!(!is_local_endpoint(other), "{other}");
         }
     }

@@ -259,12 +259,14 @@ async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
 /// settled nor ours is a lost claim.
 #[test]
 fn a_refused_finishing_write_tells_our_write_from_another_worker_s() {
-    let ours = |f: &FileEntry| f.sha256.as_deref() == Some("ours");
+    let our_time = Timestamp::from_unix_ms(1_800_000_000_123);
+    let ours = |f: &FileEntry| f.stored_at == Some(our_time);
     let mut file = record(&[("vocal", FileStatus::Stored)]).files.remove("vocal").unwrap();
-    file.sha256 = Some("ours".into());
+    file.stored_at = Some(our_time);
     assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file.clone()))), ours), Finished::Ours);
     assert_eq!(after_refusal(FileWrite::Applied, ours), Finished::Ours);
-    file.sha256 = Some("theirs".into());
+    // The same copy (same digest) by another worker, at another time.
+    file.stored_at = Some(Timestamp::from_unix_ms(1_800_000_000_124));
     assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file.clone()))), ours), Finished::ByAnother);
     (file.status, file.claim) = (FileStatus::Downloading, Some("another".into()));
     assert_eq!(after_refusal(FileWrite::Refused(Some(Box::new(file))), ours), Finished::NotHeld);

@@ -638,22 +638,29 @@ async fn a_task_that_hangs_is_left_after_its_budget() {
 /// task was unwatched with its events unpublished.
 #[tokio::test(start_paused = true)]
 async fn a_result_polled_late_in_the_task_s_budget_stays_watched_until_its_events_are_out() {
-    let ports = MemoryPorts::new(vec![success()]);
-    register(&ports);
-    ports.until_due();
-    *ports.poll_latency.lock().unwrap() = TASK_BUDGET - Duration::from_secs(4);
-    ports.table.set_latency(Duration::from_secs(1));
-    let outcome = run(&ports).await;
-    assert_eq!(outcome.tasks_failed, 1, "{outcome:?}");
-    let record = ports.record();
-    assert_eq!(record.reconcile.as_deref(), Some(RECONCILE_DUE), "still watched: {record:?}");
+    // The task's read takes a second, then the poll: 2 s left for the accept, then none.
+    for left in [Duration::from_secs(2), Duration::ZERO] {
+        let ports = MemoryPorts::new(vec![success()]);
+        register(&ports);
+        ports.until_due();
+        let poll = TASK_BUDGET - FAILURE_RECORD_RESERVE - Duration::from_secs(1) - left;
+        *ports.poll_latency.lock().unwrap() = poll;
+        ports.table.set_latency(Duration::from_secs(1));
+        let outcome = run(&ports).await;
+        assert_eq!(outcome.tasks_failed, 1, "{left:?}: {outcome:?}");
+        let record = ports.record();
+        assert_eq!(record.reconcile.as_deref(), Some(RECONCILE_DUE), "{left:?}: still watched: {record:?}");
+        if left.is_zero() {
+            assert_eq!(record.stage, Stage::Submitted, "no accept started");
+        }
 
-    *ports.poll_latency.lock().unwrap() = Duration::ZERO;
-    ports.table.set_latency(Duration::ZERO);
-    ports.until_due();
-    assert_eq!(run(&ports).await.results, 1);
-    let published = ports.events.lock().unwrap().clone();
-    assert!(published.iter().any(|e| e.kind == events::EventType::StageChanged), "{published:?}");
+        *ports.poll_latency.lock().unwrap() = Duration::ZERO;
+        ports.table.set_latency(Duration::ZERO);
+        ports.until_due();
+        assert_eq!(run(&ports).await.results, 1);
+        let published = ports.events.lock().unwrap().clone();
+        assert!(published.iter().any(|e| e.kind == events::EventType::StageChanged), "{left:?}: {published:?}");
+    }
 }
 
 /// A poll answered pending reads the task once and writes it once: its bookkeeping is
