@@ -32,15 +32,16 @@ pub(crate) fn function() -> (&'static str, &'static str) {
 /// Callbacks answered 200 (duplicates included); dimension `Function`.
 pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
 /// Callbacks answered 4xx, nothing written; dimensions `Function` and `Reason` (the answer's
-/// reason code: `signature_mismatch`, `invalid_token`, `body_too_large`, `invalid_json`,
-/// `callback_too_large_to_record`, ...).
+/// reason code: `signature_mismatch`, `invalid_token`, `body_too_large`, `invalid_json`, ...;
+/// `callback_too_large_to_record` when it could not be parked either).
 pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
 /// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
 /// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...).
 pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
 /// Valid callbacks not recorded now but parked for the reconciler to replay, answered 200
 /// ([`crate::domain::ingest_or_park`]); dimensions `Function` and `Reason` (why it was not
-/// recorded: `task_record_unavailable`, `timeout`).
+/// recorded: `task_record_unavailable`, `timeout`, ...; `callback_too_large_to_record` and
+/// `task_record_rejected` for one the replay moves to its archive key).
 pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// Re-reads of the callback secret that brought nothing usable, the checks in force kept
 /// ([`crate::credentials`]); dimension `Function`.
