@@ -185,7 +185,7 @@ async fn accept_unbounded<P: Ports>(
         let mut queued = sent.out.len();
         if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-            queued += wait_for_others(ports, settings, task, &claimant, &wanted).await?;
+            queued += wait_for_others(ports, settings, task, &claimant, &wanted, &sent.out).await?;
         }
         // A task without files (or a new stage over settled files) is settled as recorded;
         // no download would write its manifest.
@@ -254,13 +254,16 @@ async fn record<P: Ports>(
 }
 
 /// Wait until every wanted file is queued or beyond, taking over released or lapsed claims.
-/// Returns how many messages this request sent while waiting.
+/// `sent`: the files whose messages this request sent already (should marking them queued
+/// have failed, they still read as its own claims to send, on every look). Returns how many
+/// messages this request sent while waiting.
 async fn wait_for_others<P: Ports>(
     ports: &P,
     settings: &Settings,
     task: &TaskId,
     claimant: &Claimant,
     wanted: &[&str],
+    sent: &[String],
 ) -> Result<usize, AcceptError> {
     let deadline = ports.now().plus(settings.wait_budget);
     let mut delay = Duration::from_millis(25);
@@ -271,8 +274,9 @@ async fn wait_for_others<P: Ports>(
         let Some(current) = ports.load_task(task).await? else {
             return Err(StoreError::Unavailable("the task record disappeared".into()).into());
         };
-        let (claimed, claims) = reclaim(&current, claimant, ports.now(), wanted);
-        if let Some(claimed) = claimed {
+        let (claimed, mut claims) = reclaim(&current, claimant, ports.now(), wanted);
+        claims.to_enqueue.retain(|job| !sent.contains(&job.name));
+        if let Some(claimed) = claimed.filter(|_| !claims.to_enqueue.is_empty()) {
             match ports.save_task(Some(&current), &claimed).await {
                 Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await.result()?,
                 Err(StoreError::Conflict) => {}

@@ -260,6 +260,20 @@ async fn a_duplicate_waits_for_a_live_claim_within_its_budget() {
     assert!((5_000..6_000).contains(&waited), "waited {waited} ms");
 }
 
+/// Its own files sent but not marked queued (that write failed), a request waiting for
+/// another delivery's files does not send its own again on every look (they are still
+/// `enqueuing` under its claim, but their messages are out).
+#[tokio::test]
+async fn a_request_waiting_for_others_sends_its_own_files_once() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    abandoned(&ports, &event(Stage::Final, &["vocal"]), b"{}");
+    ports.set_mark_queued_failing(true);
+    let err = ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"2", "req-2").await.unwrap_err();
+    assert_eq!(err, IngestError::StillEnqueuing { files: 1 });
+    let drums = ports.messages().iter().filter(|(_, job)| job.name == "drums").count();
+    assert_eq!(drums, 1, "{:?}", ports.messages());
+}
+
 #[tokio::test]
 async fn a_lapsed_claim_is_taken_over() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));

@@ -33,6 +33,8 @@ pub struct MemoryTableAndQueue {
     /// The next task item writes that fail (unavailable) after the save's file and callback
     /// items were written: an attempt that stops between its writes.
     failing_task_writes: std::sync::atomic::AtomicU32,
+    /// Marking files queued fails (the table unavailable for that write).
+    mark_queued_failing: AtomicBool,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -85,6 +87,11 @@ impl MemoryTableAndQueue {
         } else {
             tokio::time::sleep(latency).await;
         }
+    }
+
+    /// Make marking files queued fail, or work again.
+    pub fn set_mark_queued_failing(&self, failing: bool) {
+        self.mark_queued_failing.store(failing, Ordering::SeqCst);
     }
 
     /// Make every whole-record write fail with `error` (None: writes work again).
@@ -299,6 +306,9 @@ impl EnqueueFiles for MemoryTableAndQueue {
 impl MarkQueued for MemoryTableAndQueue {
     async fn mark_queued(&self, task_id: &TaskId, names: &[String]) -> Result<(), StoreError> {
         self.interleave().await;
+        if self.mark_queued_failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: marking queued failed".into()));
+        }
         let mut tables = lock(&self.tables);
         let Some(task) = tables.get_mut(task_id.as_str()).and_then(|t| t.get_mut(items::TASK_SK)) else {
             return Ok(());
