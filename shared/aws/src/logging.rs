@@ -60,12 +60,13 @@ pub fn filter_directives(asked: &str) -> String {
     if most_verbose.is_some_and(|level| level <= tracing_subscriber::filter::LevelFilter::INFO) {
         return asked.to_owned();
     }
-    // A directive for a module of a capped crate (`lambda_runtime::layers=trace`) is more
-    // specific than the crate's cap, and would win over it: such directives go.
+    // A directive for a module of a capped crate (`lambda_runtime::layers=trace`, or the bare
+    // `lambda_runtime::layers`, which means every level) is more specific than the crate's
+    // cap, and would win over it: such directives go.
     let of_capped_crate = |directive: &str| {
         let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
         let krate = target.split("::").next().unwrap_or_default();
-        directive.contains('=') && NEVER_BELOW_INFO.contains(&krate)
+        NEVER_BELOW_INFO.contains(&krate)
     };
     let kept = asked.split(',').filter(|d| !of_capped_crate(d) && !d.trim().is_empty()).map(str::to_owned);
     let capped = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info"));
@@ -142,6 +143,8 @@ mod tests {
         }
         // A module of a capped crate, asked by name: dropped, so the crate's cap holds.
         let by_module = "info,lambda_runtime::layers=trace,aws_smithy_runtime::client[x]=debug";
+        let bare = "info,lambda_runtime::layers";
+        assert!(!enabled(bare, "lambda_runtime::layers", Level::TRACE), "{}", filter_directives(bare));
         assert!(!enabled(by_module, "lambda_runtime::layers", Level::TRACE), "{}", filter_directives(by_module));
         assert!(!filter_directives(by_module).contains("client["), "{}", filter_directives(by_module));
         assert!(enabled("trace", "stemvault_ingest", Level::TRACE));

@@ -254,8 +254,9 @@ async fn record<P: Ports>(
 }
 
 /// Wait until every wanted file is queued or beyond, taking over released or lapsed claims.
-/// `sent`: the files whose messages this request sent already (should marking them queued
-/// have failed, they still read as its own claims to send, on every look). Returns how many
+/// `sent`: the files whose messages this request sent already, to which the loop adds its own
+/// (should marking them queued have failed, they still read as its own claims to send, on
+/// every look). Returns how many
 /// messages this request sent while waiting.
 async fn wait_for_others<P: Ports>(
     ports: &P,
@@ -265,6 +266,7 @@ async fn wait_for_others<P: Ports>(
     wanted: &[&str],
     sent: &[String],
 ) -> Result<usize, AcceptError> {
+    let mut sent = sent.to_vec();
     let deadline = ports.now().plus(settings.wait_budget);
     let mut delay = Duration::from_millis(25);
     let mut queued = 0;
@@ -278,7 +280,11 @@ async fn wait_for_others<P: Ports>(
         claims.to_enqueue.retain(|job| !sent.contains(&job.name));
         if let Some(claimed) = claimed.filter(|_| !claims.to_enqueue.is_empty()) {
             match ports.save_task(Some(&current), &claimed).await {
-                Ok(()) => queued += send_claimed(ports, task, claimant, &claims.to_enqueue).await.result()?,
+                Ok(()) => {
+                    let out = send_claimed(ports, task, claimant, &claims.to_enqueue).await;
+                    sent.extend(out.out.iter().cloned());
+                    queued += out.result()?;
+                }
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),
             }

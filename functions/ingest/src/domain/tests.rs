@@ -272,6 +272,22 @@ async fn a_request_waiting_for_others_sends_its_own_files_once() {
     assert_eq!(err, IngestError::StillEnqueuing { files: 1 });
     let drums = ports.messages().iter().filter(|(_, job)| job.name == "drums").count();
     assert_eq!(drums, 1, "{:?}", ports.messages());
+
+    // And the files it takes over while waiting (their claims lapsed): once each too.
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    abandoned(&ports, &event(Stage::Final, &["vocal", "bass"]), b"{}");
+    let mut record = ports.record(TASK).unwrap();
+    let bass = record.files.get_mut("bass").unwrap();
+    (bass.claim, bass.lease_until) = (Some("live".into()), Some(T0 / 1000 + 50));
+    ports.put_record(record);
+    ports.set_mark_queued_failing(true);
+    let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
+    let e = event(Stage::Final, &["vocal", "bass", "drums"]);
+    assert_eq!(ingest(&ports, &patient, &e, b"2", "req-2").await.unwrap().files_queued, 3);
+    for name in ["vocal", "bass", "drums"] {
+        let sent = ports.messages().iter().filter(|(_, job)| job.name == name).count();
+        assert_eq!(sent, 1, "{name}: {:?}", ports.messages());
+    }
 }
 
 #[tokio::test]
