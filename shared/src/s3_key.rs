@@ -66,9 +66,12 @@ pub fn is_reserved_name(name: &str) -> bool {
 /// Whether `segment` ends in `.` and one of the extensions a key keeps (any case): a file
 /// name's last segment from [`crate::parse_callback`] never does.
 pub fn ends_in_known_extension(segment: &str) -> bool {
-    segment
-        .rsplit_once('.')
-        .is_some_and(|(_, ext)| KNOWN_EXTENSIONS.iter().any(|known| known.eq_ignore_ascii_case(ext)))
+    segment.rsplit_once('.').is_some_and(|(_, ext)| known_extension(ext).is_some())
+}
+
+/// `ext` as the known extension it names (any case), if it names one.
+fn known_extension(ext: &str) -> Option<&'static str> {
+    KNOWN_EXTENSIONS.iter().copied().find(|known| known.eq_ignore_ascii_case(ext))
 }
 
 /// Where a file of a task is stored: `tasks/<task_id>/<name>[.<ext>]`, or, when that would
@@ -80,7 +83,8 @@ pub fn ends_in_known_extension(segment: &str) -> bool {
 /// so the key is never the manifest's nor under [`callback_body_prefix`], and no other name's.
 pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     debug_assert!(!is_reserved_name(name), "reserved file name {name:?}");
-    debug_assert!(!ends_in_known_extension(name.rsplit('/').next().unwrap_or(name)), "file name {name:?}");
+    // Of the whole name: a `.` before a `/` gives an "extension" holding `/`, never a known one.
+    debug_assert!(!ends_in_known_extension(name), "file name {name:?}");
     let suffix = extension_from_url(url).map(|ext| format!(".{ext}")).unwrap_or_default();
     let prefix = task_prefix(task_id);
     if prefix.len() + name.len() + suffix.len() <= MAX_KEY_BYTES {
@@ -146,8 +150,7 @@ pub fn extension_from_url(url: &str) -> Option<&'static str> {
     let path = path_and_more.split(['?', '#']).next().unwrap_or("");
     let last_segment = path.rsplit('/').next().unwrap_or("");
     let (_, ext) = last_segment.rsplit_once('.')?;
-    let ext = ext.to_ascii_lowercase();
-    KNOWN_EXTENSIONS.iter().copied().find(|known| *known == ext)
+    known_extension(ext)
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ fn main() {
         scenarios("handler overhead (in-memory ports)", in_memory).await;
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        if !endpoint.starts_with("http://127.0.0.1") && !endpoint.starts_with("http://localhost") {
+        if !stemvault_aws::provision::is_local_endpoint(&endpoint) {
             println!("emulator: skipped (run under infra/local/emulator.sh, as `make bench-micro` does)");
             return;
         }

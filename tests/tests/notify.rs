@@ -148,7 +148,8 @@ struct Setup {
 impl Setup {
     async fn new(notify_url: &str) -> Setup {
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        assert!(endpoint.starts_with("http://127.0.0.1"), "run under infra/local/emulator.sh, got {endpoint:?}");
+        let local = stemvault_aws::provision::is_local_endpoint(&endpoint);
+        assert!(local, "run under infra/local/emulator.sh, got {endpoint:?}");
         let sdk = stemvault_aws::sdk_config().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);

@@ -873,6 +873,7 @@ fn queue_settings_equal_the_emulator_provisioning() {
 
     let download = cfn::function_properties(&template, "DownloadFunction");
     let timeout = cfn::number(&download["Timeout"]);
+    assert_eq!(timeout, stemvault_download::app::FUNCTION_TIMEOUT.as_secs(), "as the local runner gives a batch");
     assert!(
         u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS) >= 6 * timeout,
         "visibility timeout must be at least 6 x the download timeout ({timeout} s)"
@@ -2202,9 +2203,9 @@ fn the_readme_says_what_each_alarm_means() {
         if resource["Type"] != "AWS::CloudWatch::Alarm" {
             continue;
         }
-        let name = serde_yaml::to_string(&resource["Properties"]["AlarmName"]).unwrap();
-        let what = name.split("${AWS::StackName}-").nth(1).and_then(|rest| rest.split(['"', '\'', '\n']).next());
-        let what = what.unwrap_or_else(|| panic!("{id:?}: not named <stack>-<what>: {name}"));
+        let name = cfn::sub(&resource["Properties"]["AlarmName"]);
+        let what = name.as_deref().and_then(|name| name.strip_prefix("${AWS::StackName}-"));
+        let what = what.unwrap_or_else(|| panic!("{id:?}: not named !Sub <stack>-<what>: {name:?}"));
         let listed = operating.lines().any(|line| {
             let entry = line.trim_start().strip_prefix("- **").and_then(|rest| rest.split("**").next());
             entry.is_some_and(|names| names.contains(&format!("`{what}`")))

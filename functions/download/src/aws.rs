@@ -22,11 +22,14 @@ use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
+use stemvault_aws::table::Item;
 use stemvault_aws::table::Updated;
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items;
-use stemvault_vault::{Clock, Conditional, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{
+    Clock, Conditional, FileEntry, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
+};
 use suno_callbacks::TaskId;
 
 use crate::domain::{
@@ -135,18 +138,17 @@ impl AwsPorts {
         name: &str,
         u: Update,
     ) -> Result<FileWrite, StoreError> {
-        Ok(
-            match self
-                .table
-                .update_returning(operation, task_id.as_str(), &items::file_sk(name), u, ReturnValue::None)
-                .await?
-            {
-                Updated::Applied(_) => FileWrite::Applied,
-                Updated::Refused(None) => FileWrite::Refused(None),
-                Updated::Refused(Some(item)) => FileWrite::Refused(Some(Box::new(items::read_file_item(item)?.1))),
-            },
-        )
+        let sk = items::file_sk(name);
+        Ok(match self.table.update_returning(operation, task_id.as_str(), &sk, u, ReturnValue::None).await? {
+            Updated::Applied(_) => FileWrite::Applied,
+            Updated::Refused(item) => FileWrite::Refused(refused_file(item)?.map(Box::new)),
+        })
     }
+}
+
+/// The file's item a refused write returned (None: no such file).
+fn refused_file(item: Option<Item>) -> Result<Option<FileEntry>, StoreError> {
+    item.map(|item| items::read_file_item(item).map(|(_, file)| file)).transpose()
 }
 
 stemvault_aws::system_clock!(AwsPorts);
@@ -163,8 +165,7 @@ impl ClaimFile for AwsPorts {
         let u = expressions::claim_file(claim);
         Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew).await? {
             Updated::Applied(item) => ClaimAnswer::Claimed(items::read_file_item(item)?.1),
-            Updated::Refused(None) => ClaimAnswer::Refused(None),
-            Updated::Refused(Some(item)) => ClaimAnswer::Refused(Some(items::read_file_item(item)?.1)),
+            Updated::Refused(item) => ClaimAnswer::Refused(refused_file(item)?),
         })
     }
 }

@@ -494,10 +494,16 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
 /// retry need not wait for the lease to run out. Best effort.
 pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
-    let releasing = ports.release_file(&task_id, &job.name, &delivery.worker, reason);
-    // Unanswered within the best-effort bound, it failed: the claim ends with its lease.
+    release_claim(ports, &task_id, &job.name, &delivery.worker, reason).await;
+}
+
+/// Give the claim back (`pending` again, `why` kept), within the best-effort bound: often
+/// just after the deadline stopped a copy, as the delay after it is. Unanswered in time, it
+/// failed, and the claim ends with its lease.
+async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, worker: &str, why: &str) {
+    let releasing = ports.release_file(task_id, name, worker, why);
     if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {
-        tracing::warn!(error = %e, "could not release the claim after a panic; it ends with its lease");
+        tracing::warn!(error = %e, "could not release the claim; it ends with its lease");
     }
 }
 
@@ -558,12 +564,7 @@ async fn copy_claimed<P: Ports>(
     };
     let last_receive = delivery.is_last_receive();
     if error.is_retryable() && !last_receive {
-        // Often just after the deadline stopped the copy: bounded, as the delay after it is.
-        let why = error.to_string();
-        let releasing = ports.release_file(task_id, name, worker, &why);
-        if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {
-            tracing::warn!(error = %e, "could not release the claim; it ends with its lease");
-        }
+        release_claim(ports, task_id, name, worker, &error.to_string()).await;
         return Outcome::Retry(error.into());
     }
     // On its last receive, a retryable failure sends the message to the dead-letter queue:

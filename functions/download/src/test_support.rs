@@ -461,7 +461,10 @@ pub struct MemoryPorts {
     pub manifest_gate: Mutex<Option<ManifestGate>>,
     /// Fail this many `stored` records (the table unavailable) before succeeding.
     pub stored_failures: Mutex<u32>,
-    /// Apply this many file writes (`stored`, `failed`, a release) but lose their answers:
+    /// The file's item as another worker leaves it just before the next file write (our lease
+    /// ran out and it took the file over).
+    pub changed_meanwhile: Mutex<Option<FileEntry>>,
+    /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
     pub lost_answers: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
@@ -542,6 +545,9 @@ impl MemoryPorts {
         let Some(file) = tables.get_mut(task_id.as_str()).and_then(|c| c.files.get_mut(name)) else {
             return FileWrite::Refused(None);
         };
+        if let Some(theirs) = self.changed_meanwhile.lock().unwrap().take() {
+            *file = theirs;
+        }
         if !allowed(file) {
             return FileWrite::Refused(Some(Box::new(file.clone())));
         }

@@ -158,19 +158,19 @@ impl<P: Ports> App<P> {
         let body: &[u8] = req.body().as_ref();
         match ingest_or_park(&self.ports, &self.settings, &event, body, request_id, started.elapsed()).await {
             Ok(Ingested::Parked { key, because }) => {
-                if because.is_retryable() || because.waits_for_the_record() {
-                    tracing::warn!(
-                        error = %because,
-                        code = because.code(),
-                        key,
-                        "callback parked: not recorded, or not fully processed; the reconciler replays it"
-                    );
-                } else {
+                if because.is_refused_for_good() {
                     tracing::error!(
                         error = %because,
                         code = because.code(),
                         key,
                         "callback parked: the table refuses it for good; the reconciler moves it to its archive key"
+                    );
+                } else {
+                    tracing::warn!(
+                        error = %because,
+                        code = because.code(),
+                        key,
+                        "callback parked: not recorded, or not fully processed; the reconciler replays it"
                     );
                 }
                 emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);

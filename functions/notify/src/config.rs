@@ -1,7 +1,7 @@
 //! The notify function's settings, read once at start-up from the environment.
 
 use stemvault_aws::{ConfigError, Env, FromEnv};
-use url::{Host, Url};
+use url::Url;
 
 /// Every variable the function reads (besides `LOG_LEVEL`, read by
 /// `stemvault_aws::logging::init`, and the AWS SDK's own). The signing secret is not among
@@ -47,21 +47,12 @@ pub fn notify_url(raw: &str) -> Result<Url, String> {
     }
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url),
-        "http" if is_loopback(url.host()) => Ok(url),
+        "http" if stemvault_aws::http::is_loopback(url.host()) => Ok(url),
         "http" => Err(format!(
             "plain http to {:?}, which is not 127.0.0.1, ::1 or localhost; use https",
             url.host_str().unwrap_or_default()
         )),
         other => Err(format!("scheme {other:?}; use https")),
-    }
-}
-
-fn is_loopback(host: Option<Host<&str>>) -> bool {
-    match host {
-        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        Some(Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
-        Some(Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
-        None => false,
     }
 }
 

@@ -303,10 +303,11 @@ async fn reconcile_task<P: Ports>(
                 let left = TASK_BUDGET.saturating_sub(began.elapsed()).saturating_sub(FAILURE_RECORD_RESERVE);
                 let within =
                     accept::Settings { deadline: settings.accept.deadline.min(left), ..settings.accept.clone() };
-                let accepted = match left.is_zero() {
-                    // No time to record it: not started (nothing half-written), polled again.
-                    true => Err(stemvault_vault::accept::AcceptError::Deadline { after: Duration::ZERO }),
-                    false => accept(ports, &within, &event, &body, claimant, None).await,
+                // No time to record it: not started (nothing half-written), polled again.
+                let accepted = if left.is_zero() {
+                    Err(accept::AcceptError::Deadline { after: Duration::ZERO })
+                } else {
+                    accept(ports, &within, &event, &body, claimant, None).await
                 };
                 let accepted = match accepted {
                     Ok(accepted) => accepted,

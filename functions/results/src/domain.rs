@@ -145,11 +145,8 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         abandoned: record.abandoned.clone(),
         files,
         // Results, as the links are: for readers (GET), not for those who may only register.
-        details: links.and(record.details.clone()),
-        streams: match links {
-            Some(_) => record.streams.clone(),
-            None => BTreeMap::new(),
-        },
+        details: links.and_then(|_| record.details.clone()),
+        streams: links.map(|_| record.streams.clone()).unwrap_or_default(),
     })
 }
 

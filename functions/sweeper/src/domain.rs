@@ -34,8 +34,8 @@ use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
 use stemvault_vault::{
-    Attempt, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState, answer_within, best_effort,
-    retry_on_conflict,
+    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState,
+    answer_within, retry_on_conflict,
 };
 use suno_callbacks::{Stage, TaskId, s3_key};
 
@@ -164,15 +164,11 @@ pub async fn sweep<P: Ports>(
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = before(ports.now(), settings.grace);
-    let start = match best_effort(ports.read_cursor()).await {
+    let start = match answer_within(BEST_EFFORT_CALL_TIMEOUT, "reading the sweep cursor", ports.read_cursor()).await {
         // An entry past the query's range (a shorter grace since) cannot start a page.
-        Some(Ok(cursor)) => cursor.filter(|c| c.last_received_at < received_before),
-        Some(Err(e)) => {
+        Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
+        Err(e) => {
             tracing::warn!(error = %e, "could not read the sweep cursor; starting at the oldest open task");
-            None
-        }
-        None => {
-            tracing::warn!("no answer reading the sweep cursor; starting at the oldest open task");
             None
         }
     };
@@ -239,12 +235,9 @@ pub async fn sweep<P: Ports>(
     // A whole lap: the next run starts at the oldest entry.
     let cursor = if outcome.stopped_early { last.or(start.clone()) } else { None };
     if cursor != start {
-        match best_effort(ports.write_cursor(cursor.as_ref())).await {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did")
-            }
-            None => tracing::warn!("no answer writing the sweep cursor; the next run starts where this one did"),
+        let writing = ports.write_cursor(cursor.as_ref());
+        if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "writing the sweep cursor", writing).await {
+            tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
     match index_failure {

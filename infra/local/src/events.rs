@@ -105,7 +105,7 @@ pub async fn subscribe(
         subscribe_queue(sdk, bus, &format!("{base}-notify"), &notify.queue_url, &notify.queue_arn).await?;
     }
     // Only printed: any batch size and budget do.
-    let budget = std::time::Duration::from_secs(60);
+    let budget = Duration::from_secs(60);
     Ok(QueueSource {
         name: "events-log",
         queue_url,

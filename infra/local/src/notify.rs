@@ -19,6 +19,7 @@ use stemvault_aws::FromEnv;
 use stemvault_aws::secrets::{SecretText, put_secret};
 
 use crate::poller::{BatchHandler, QueueSource};
+use crate::settings::non_empty;
 
 /// The notify queue as template.yaml makes it (`NotifyQueue`).
 const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
@@ -30,7 +31,6 @@ const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::p
 const BATCH_SIZE: i32 = stemvault_notify::app::MAX_CONCURRENT_MESSAGES as i32;
 /// The notify function's Lambda timeout: each batch gets this long.
 const INVOCATION_BUDGET: std::time::Duration = stemvault_notify::domain::FUNCTION_TIMEOUT;
-use crate::settings::non_empty;
 
 impl BatchHandler for stemvault_notify::App {
     async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {

@@ -28,6 +28,17 @@ pub fn client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, re
         .build()
 }
 
+/// Whether `host` is this machine's loopback (`localhost`, 127.0.0.1, ::1): where plain http
+/// is allowed (local runs and tests).
+pub fn is_loopback(host: Option<url::Host<&str>>) -> bool {
+    match host {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => false,
+    }
+}
+
 /// A failed request and its causes on one line, each said once, without its URL (a source's
 /// signed query must never reach a log or the record).
 pub fn describe(e: reqwest::Error) -> String {

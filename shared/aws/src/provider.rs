@@ -87,10 +87,9 @@ pub fn base_url(raw: &str) -> Result<String, ConfigError> {
     let invalid =
         |reason: &str| ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("{raw:?}: {reason}") };
     let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
-    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     match url.scheme() {
         "https" => {}
-        "http" if loopback => {}
+        "http" if crate::http::is_loopback(url.host()) => {}
         "http" => return Err(invalid("plain http is allowed only on a loopback host (127.0.0.1, ::1, localhost)")),
         _ => return Err(invalid("not an https URL")),
     }

@@ -312,16 +312,13 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
 /// Whether `endpoint` is a local emulator's (plain HTTP on loopback): what provisioning by the
 /// local runner and the tests insists on, so that they never create resources in real AWS.
 pub fn is_local_endpoint(endpoint: &str) -> bool {
-    let authority = endpoint.strip_prefix("http://").unwrap_or_default().split('/').next().unwrap_or_default();
-    // `http://127.0.0.1:1@example.com` is example.com.
-    if authority.contains('@') {
-        return false;
-    }
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    matches!(host, "127.0.0.1" | "localhost" | "::1")
+    // No user-info either: `http://127.0.0.1:1@example.com` is example.com.
+    url::Url::parse(endpoint).is_ok_and(|url| {
+        url.scheme() == "http"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && crate::http::is_loopback(url.host())
+    })
 }
 
 /// How a queue with a dead-letter queue is made: its template.yaml settings.

@@ -11,7 +11,8 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::future::join_all;
-use serde_dynamo::Item;
+// What `Updated` carries: callers read it with `stemvault_vault::items`.
+pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, PutCondition, TaskWrite};
 use stemvault_vault::{Conditional, StoreError, TaskRecord};
 

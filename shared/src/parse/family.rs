@@ -7,10 +7,11 @@ use crate::Family;
 
 pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Option<&str>) -> Family {
     let top_level_task_id = root.contains_key("task_id");
+    let top_level_camel_id = root.contains_key("taskId");
     let message = message.to_ascii_lowercase();
     // The older kie MIDI page's field list (and its sample receiver) put the id at the top as
     // `taskId`; only MIDI is documented so, and its failure says so in `msg`.
-    let midi_top_level_id = top_level_task_id || (root.contains_key("taskId") && message.contains("midi"));
+    let midi_top_level_id = top_level_task_id || (top_level_camel_id && message.contains("midi"));
     let Some(data) = root.get("data").and_then(Value::as_object) else {
         // MIDI's failure body: `{task_id, code: 500, msg, data: null}`.
         let data_missing = matches!(root.get("data"), None | Some(Value::Null));
@@ -27,7 +28,7 @@ pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Opt
     } else if has("video_url") || has("videoUrl") {
         Family::MusicVideo
     } else if has("instruments")
-        || (has("state") && (top_level_task_id || root.contains_key("taskId")))
+        || (has("state") && (top_level_task_id || top_level_camel_id))
         || (has("taskId") && callback_type.is_none() && message.contains("midi"))
     {
         Family::Midi

@@ -254,6 +254,32 @@ async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
     }
 }
 
+/// The file changed between our claim and our write (our lease ran out): settled by another
+/// worker, the message has nothing left to do (and its task is checked); held by another, the
+/// claim was lost.
+#[tokio::test]
+async fn a_finishing_write_refused_for_another_worker_s_file_is_not_taken_as_ours() {
+    for (status, claim) in [(FileStatus::Stored, None), (FileStatus::Downloading, Some("another"))] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        serve(&ports, "vocal", b"vocal bytes");
+        let mut theirs = ports.file_item(TASK, "vocal");
+        (theirs.status, theirs.claim, theirs.stored_at) =
+            (status, claim.map(str::to_owned), Some(Timestamp::from_unix_ms(1)));
+        *ports.changed_meanwhile.lock().unwrap() = Some(theirs);
+        let outcome = run(&ports, "vocal", 1).await;
+        match status {
+            FileStatus::Stored => {
+                assert_eq!(outcome, Outcome::AlreadySettled);
+                assert_eq!(ports.record(TASK).vault, VaultState::Complete, "its task checked and settled");
+            }
+            _ => assert!(matches!(outcome, Outcome::Retry(DownloadError::LostClaim)), "{outcome:?}"),
+        }
+        let measures = ports.measures.lock().unwrap().clone();
+        let ours = measures.iter().any(|m| matches!(m, Measure::Stored { .. } | Measure::Failed { .. }));
+        assert!(!ours, "nothing counted as ours: {measures:?}");
+    }
+}
+
 /// A refused finishing write: another worker settled the file after our lease ran out (its
 /// item differs from what we wrote): nothing is left to do for the message; a file neither
 /// settled nor ours is a lost claim.

@@ -412,6 +412,12 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_413() {
     assert_eq!(h.ports.body(key).as_deref(), Some(&body[..]));
     let expected = r#"[("Function", "ingest"), ("Reason", "callback_too_large_to_record")]"#;
     assert_eq!(metrics(&captured), [("CallbacksParked".to_owned(), expected.to_owned())]);
+    let logs = captured.text();
+    let parked = logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["fields"]["message"].as_str().is_some_and(|m| m.starts_with("callback parked")));
+    assert_eq!(parked.map(|l| l["level"].clone()), Some(Value::from("ERROR")), "{logs}");
 
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     h.ports.set_park_failing(true);

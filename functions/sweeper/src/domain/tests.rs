@@ -288,17 +288,24 @@ async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
     assert!(ports.messages().is_empty());
 }
 
+/// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
+/// 300 s on (past the grace period).
+fn pending_orphans(n: usize) -> TestPorts {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    for i in 0..n {
+        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
+    }
+    ports.advance(Duration::from_secs(300));
+    ports
+}
+
 fn task_id(i: usize) -> String {
     format!("{i:032x}")
 }
 
 #[tokio::test]
 async fn every_page_is_swept_within_the_task_and_time_bounds() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    for i in 0..5 {
-        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
-    }
-    ports.advance(Duration::from_secs(300));
+    let ports = pending_orphans(5);
 
     let bounded = Settings { max_tasks: 3, ..Settings::default() };
     let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
@@ -320,11 +327,7 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
 /// into its Lambda timeout, which writes none.
 #[tokio::test(start_paused = true)]
 async fn a_task_that_hangs_is_left_after_its_budget_and_the_cursor_still_written() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    for i in 0..3 {
-        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
-    }
-    ports.advance(Duration::from_secs(300));
+    let ports = pending_orphans(3);
     ports.set_latency(Duration::from_secs(3600));
     let bounded = Settings { max_tasks: 2, ..Settings::default() };
     let started = tokio::time::Instant::now();
@@ -343,11 +346,7 @@ async fn a_task_that_hangs_is_left_after_its_budget_and_the_cursor_still_written
 /// its cursor after the entries checked instead of running into its Lambda timeout.
 #[tokio::test(start_paused = true)]
 async fn an_index_page_that_hangs_is_given_up_and_the_cursor_still_written() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    for i in 0..3 {
-        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
-    }
-    ports.advance(Duration::from_secs(300));
+    let ports = pending_orphans(3);
     *ports.index_hangs_after.lock().unwrap() = Some(1);
     let started = tokio::time::Instant::now();
     let err = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap_err();
@@ -361,11 +360,7 @@ async fn an_index_page_that_hangs_is_given_up_and_the_cursor_still_written() {
 /// An index that cannot be read past a page still leaves the cursor after the entries checked.
 #[tokio::test]
 async fn an_index_read_failing_mid_run_still_moves_the_cursor() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    for i in 0..3 {
-        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
-    }
-    ports.advance(Duration::from_secs(300));
+    let ports = pending_orphans(3);
     *ports.index_fails_after.lock().unwrap() = Some(1);
     let err = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
@@ -528,11 +523,7 @@ async fn more_stuck_tasks_than_a_run_takes_never_hide_a_newer_orphan() {
 
 #[tokio::test]
 async fn each_run_resumes_after_the_last_entry_checked_and_wraps_around_once() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    for i in 0..5 {
-        ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
-    }
-    ports.advance(Duration::from_secs(300));
+    let ports = pending_orphans(5);
     let three = Settings { max_tasks: 3, ..Settings::default() };
     let cursor = |ports: &TestPorts| ports.cursor.lock().unwrap().clone().map(|c| c.task_id);
 

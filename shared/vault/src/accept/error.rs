@@ -54,6 +54,13 @@ impl AcceptError {
         matches!(self, AcceptError::Store(StoreError::Malformed(_)))
     }
 
+    /// Whether no delivery can ever record the event as it is (too large for the table, or a
+    /// record it rejects): neither [retryable](Self::is_retryable) nor
+    /// [waiting for the record](Self::waits_for_the_record).
+    pub fn is_refused_for_good(&self) -> bool {
+        !self.is_retryable() && !self.waits_for_the_record()
+    }
+
     /// A stable machine-readable name, for the response body and the logs.
     pub fn code(&self) -> &'static str {
         match self {
