@@ -203,6 +203,66 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert!(env.drain_queue(10).await.is_empty());
 }
 
+/// Take the sweeper's manifest job of a task off the queue and let the downloader handle it.
+async fn settle_through_manifest_job(env: &TestEnv, task_id: &str) {
+    let event = env.receive_event(1, 2).await;
+    let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!((job.task_id.as_str(), job.name.as_str()), (task_id, MANIFEST_JOB_NAME));
+    let download = stemvault_download::App::new(env.download_config("cdn1.suno.ai", None), &env.config);
+    let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    env.finish_batch(&event, &response).await;
+}
+
+/// A task settled before anyone named its family gets a registration naming it (and a
+/// client_ref): the registration moves the file set's generation on and reopens the task,
+/// and the sweeper's next run has its manifest written again, with the family, over the one
+/// without it (through the real table, queue and bucket).
+#[tokio::test]
+async fn a_registration_completing_a_settled_task_has_its_manifest_written_again() {
+    let env = TestEnv::new().await;
+    let mut unknown = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
+    unknown.family = Family::Unknown;
+    let unknown = stored(&env, &unknown).await;
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    assert_eq!(app(&env).run("run-1", stop_at).await.expect("sweep").manifests_requested, 1);
+    settle_through_manifest_job(&env, &unknown.task_id).await;
+    let key = s3_key::manifest_key(&TaskId::parse(&unknown.task_id).unwrap());
+    let manifest = |bytes: Option<Vec<u8>>| serde_json::from_slice::<Manifest>(&bytes.expect("a manifest")).unwrap();
+    assert_eq!(manifest(env.object(&key).await).family, Family::Unknown);
+    let settled = env.task_record(&unknown.task_id).await;
+    assert!(settled.is_settled(), "{settled:?}");
+
+    let results_config = stemvault_results::Config {
+        table_name: env.resources.table_name.clone(),
+        bucket_name: env.resources.bucket_name.clone(),
+        download_url_expiry: Duration::from_secs(300),
+        reconcile_after: Duration::from_secs(600),
+    };
+    let body = r#"{"family":"vocal_separation","client_ref":"order-17"}"#;
+    let put = lambda_http::http::Request::builder()
+        .method("PUT")
+        .uri(format!("/tasks/{}", unknown.task_id))
+        .body(lambda_http::Body::Text(body.into()))
+        .unwrap();
+    let response = stemvault_results::App::new(results_config, &env.config).handle(put).await;
+    assert_eq!(response.status(), 200, "{:?}", response.body());
+    let completed = env.task_record(&unknown.task_id).await;
+    assert_eq!(
+        (completed.family, completed.generation, completed.open.as_deref(), completed.manifest_key.as_deref()),
+        (Family::VocalSeparation, settled.generation + 1, Some("open"), None)
+    );
+    assert_eq!((completed.vault, completed.files["vocal"].status), (VaultState::Complete, FileStatus::Stored));
+
+    let report = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
+    settle_through_manifest_job(&env, &unknown.task_id).await;
+    assert_eq!(manifest(env.object(&key).await).family, Family::VocalSeparation);
+    let resettled = env.task_record(&unknown.task_id).await;
+    assert_eq!((resettled.vault, resettled.open.as_deref()), (VaultState::Complete, None));
+    assert_eq!(resettled.manifest_key.as_deref(), Some(key.as_str()));
+}
+
 /// Issue 11: each run resumes after the last open task the previous run checked (a cursor
 /// item in the table), wrapping around at the end, so tasks stuck open for good never hide a
 /// newer orphan; the cursor item is no task to any reader.

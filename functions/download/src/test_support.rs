@@ -729,11 +729,6 @@ impl SettleTask for MemoryPorts {
         if task.generation != plan.generation || task.stage != plan.manifest.stage {
             return Ok(SettleWrite::Refused);
         }
-        // Not watched for want of a family, over a family given since.
-        let unknown = plan.manifest.family == Family::Unknown;
-        if plan.watch_from.is_none() && unknown && task.family != Family::Unknown {
-            return Ok(SettleWrite::Refused);
-        }
         let was = task.vault;
         task.vault = plan.vault;
         task.manifest_key = Some(plan.manifest_key.clone());

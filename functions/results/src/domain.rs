@@ -7,10 +7,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::register::{Completion, Registration};
+use stemvault_vault::register::Registration;
 use stemvault_vault::{
-    Abandoned, Attempt, Clock, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, StoreError, TaskRecord,
-    Timestamp, VaultState, retry_on_conflict,
+    Abandoned, Attempt, Clock, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StoreError,
+    TaskRecord, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -27,18 +27,6 @@ pub trait PutNewTask {
     fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
-/// Add `completion` to the task item read at `version` (one UpdateItem of those attributes
-/// and the version, conditional on it): [`Conditional::Conflict`] when the task changed since
-/// it was read.
-pub trait CompleteRegistration {
-    fn complete_registration(
-        &self,
-        task_id: &TaskId,
-        version: u64,
-        completion: &Completion,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
-}
-
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
 /// table could not take it, until the reconciler's next run records it.
 pub trait FindParked {
@@ -46,9 +34,9 @@ pub trait FindParked {
 }
 
 /// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Clock + Sync {}
+pub trait Ports: LoadTask + PresignDownload + PutNewTask + SaveTask + FindParked + Clock + Sync {}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + CompleteRegistration + FindParked + Clock + Sync {}
+impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + SaveTask + FindParked + Clock + Sync {}
 
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,13 +198,12 @@ pub async fn register(
                     Registered::Disagrees(view)
                 }));
             };
-            Ok(match ports.complete_registration(task_id, record.version, &completion).await? {
-                Conditional::Applied => {
-                    let mut completed = record;
-                    completion.apply(&mut completed);
-                    Attempt::Done(Registered::Existing(view_of(ports, &completed, None).await?))
-                }
-                Conditional::Conflict => Attempt::Conflict,
+            let mut completed = record.clone();
+            completion.apply(&mut completed);
+            Ok(match ports.save_task(Some(&record), &completed).await {
+                Ok(()) => Attempt::Done(Registered::Existing(view_of(ports, &completed, None).await?)),
+                Err(StoreError::Conflict) => Attempt::Conflict,
+                Err(e) => return Err(e.into()),
             })
         }
     })
@@ -299,15 +286,12 @@ pub(crate) mod tests {
         }
     }
 
-    impl CompleteRegistration for MemoryPorts {
-        async fn complete_registration(
-            &self,
-            task_id: &TaskId,
-            version: u64,
-            completion: &Completion,
-        ) -> Result<Conditional, StoreError> {
-            let Some(mut current) = self.load_task(task_id).await?.filter(|r| r.version == version) else {
-                return Ok(Conditional::Conflict);
+    impl SaveTask for MemoryPorts {
+        async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
+            let id = TaskId::parse(&after.task_id).unwrap();
+            let current = self.load_task(&id).await?;
+            let Some(mut current) = current.filter(|r| Some(r.version) == before.map(|b| b.version)) else {
+                return Err(StoreError::Conflict);
             };
             let mut meanwhile = self.written_meanwhile.lock().unwrap();
             if *meanwhile > 0 {
@@ -315,12 +299,11 @@ pub(crate) mod tests {
                 current.version += 1;
                 current.deliveries += 1;
                 self.put.lock().unwrap().push(current);
-                return Ok(Conditional::Conflict);
+                return Err(StoreError::Conflict);
             }
             drop(meanwhile);
-            completion.apply(&mut current);
-            self.put.lock().unwrap().push(current);
-            Ok(Conditional::Applied)
+            self.put.lock().unwrap().push(after.clone());
+            Ok(())
         }
     }
 

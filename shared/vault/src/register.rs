@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use suno_callbacks::{Family, Stage, TaskId};
 
+use crate::ingest::adopt_uncommitted;
 use crate::{TaskRecord, Timestamp, VaultState, reconcile};
 
 /// The longest `client_ref`, in UTF-8 bytes.
@@ -108,8 +109,7 @@ impl Registration {
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
-/// written as one update of these attributes of the task item alone (and its version), over
-/// the version read.
+/// the task item as [`Completion::apply`] leaves it, written over the version read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
     pub client_ref: Option<String>,
@@ -120,7 +120,14 @@ pub struct Completion {
 }
 
 impl Completion {
-    /// `record` as the update leaves it.
+    /// `record` completed. The family and client_ref are in the task's manifest and Task
+    /// Vaulted, so the file set's generation moves on: a settle planned before the completion
+    /// is refused (it is conditional on the generation) and planned again, and the next
+    /// settle writes its manifest over the old one (fenced by generation) and publishes its
+    /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
+    /// manifest key and is open again: the sweeper's next run asks for its manifest, as for
+    /// a settler that stopped before recording it. As every read-modify-write of the task
+    /// item, it adopts the files of an attempt that wrote them but not the task item.
     pub fn apply(&self, record: &mut TaskRecord) {
         if let Some(client_ref) = &self.client_ref {
             record.client_ref = Some(client_ref.clone());
@@ -131,6 +138,13 @@ impl Completion {
         if let Some(from) = self.watch_from {
             reconcile::watch(record, from, Duration::ZERO);
         }
+        let read = record.generation;
+        adopt_uncommitted(record, Some(read));
+        if record.generation == read {
+            record.generation += 1;
+        }
+        record.manifest_key = None;
+        record.sync_open_marker();
         record.version += 1;
     }
 }
@@ -244,6 +258,45 @@ mod tests {
         let mut watched = called_back.clone();
         reconcile::watch(&mut watched, now, Duration::from_secs(600));
         assert_eq!(reg.completion(&watched, later).and_then(|c| c.watch_from), None);
+    }
+
+    /// What a completion adds is in the manifest and Task Vaulted: the file set's generation
+    /// moves on (a settle planned before is refused), and a task settled already is open
+    /// again, its manifest key gone, for a new manifest of the new generation. Files an
+    /// attempt wrote without its task item are adopted, their generation being the new one.
+    #[test]
+    fn a_completion_moves_the_generation_on_and_reopens_a_settled_task_for_its_manifest() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let mut stored =
+            crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
+        stored.status = crate::FileStatus::Stored;
+        let mut settled = TaskRecord::new("t1", Family::Unknown, Stage::Complete, 200, "", now);
+        settled.files.insert("a".into(), stored);
+        (settled.vault, settled.manifest_key, settled.generation) =
+            (VaultState::Complete, Some("tasks/t1/manifest.json".into()), 4);
+        settled.sync_open_marker();
+        assert!(settled.is_settled() && settled.open.is_none());
+
+        let reg = Registration { family: Family::Music, client_ref: None };
+        let mut completed = settled.clone();
+        reg.completion(&settled, now).expect("the family").apply(&mut completed);
+        assert_eq!((completed.generation, completed.vault), (5, VaultState::Complete));
+        assert_eq!((completed.manifest_key.as_deref(), completed.open.as_deref()), (None, Some("open")));
+        let id = TaskId::parse("t1").unwrap();
+        let crate::download::SettlePlan::Settle(plan) = crate::download::settle_plan(&completed, &id, now) else {
+            panic!("the manifest is asked for again");
+        };
+        assert_eq!((plan.generation, plan.manifest.family), (5, Family::Music));
+
+        // A reopen whose task item never came (its file stamped with generation 6): adopted.
+        let mut reopened =
+            crate::FileEntry::pending("https://cdn.example/a2.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
+        (reopened.status, reopened.generation) = (crate::FileStatus::Enqueuing, Some(6));
+        let mut uncommitted = settled.clone();
+        uncommitted.files.insert("a".into(), reopened);
+        reg.completion(&uncommitted, now).expect("the family").apply(&mut uncommitted);
+        assert_eq!((uncommitted.generation, uncommitted.vault), (6, VaultState::Pending));
+        assert_eq!(uncommitted.open.as_deref(), Some("open"));
     }
 
     fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {

@@ -11,7 +11,6 @@ use stemvault_aws::Update;
 use stemvault_aws::table::{n, s};
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::{FileStatus, Timestamp};
-use suno_callbacks::Family;
 
 use crate::domain::Claim;
 use crate::upload::StoredObject;
@@ -133,12 +132,6 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     if let Some(at) = plan.watch_from {
         u.name("#reconcile", "reconcile").name("#reconcile_at", "reconcile_at");
         u.value(":due", s(stemvault_vault::RECONCILE_DUE)).value(":at", s(&at.rfc3339()));
-    } else if plan.manifest.family == Family::Unknown {
-        // Not watched because no family was known: a registration naming one since the read
-        // (it does not touch `generation`) may make an expired file worth watching, so the
-        // settle is refused and decided again from a new read.
-        u.condition.push_str(" AND #family = :family");
-        u.name("#family", "family").value(":family", s(Family::Unknown.as_str()));
     }
     u
 }
@@ -281,17 +274,6 @@ mod tests {
         assert_eq!(u.values[":generation"], n(7));
         assert_eq!((u.names["#mk"].as_str(), u.names["#open"].as_str()), ("manifest_key", "open"));
         assert_eq!(u.names["#generation"], "generation");
-
-        // Of a task whose family no callback told: not settled over a family given since.
-        let unknown = TaskRecord { family: Family::Unknown, ..record.clone() };
-        let of_unknown = ManifestPlan {
-            manifest: Manifest::of(&unknown, VaultState::Partial, Timestamp::from_unix_ms(0)),
-            ..plan.clone()
-        };
-        let u = settle_task(&of_unknown);
-        assert_well_formed(&u, "version");
-        assert_eq!(u.condition, "#generation = :generation AND #stage = :stage AND #family = :family");
-        assert_eq!((u.names["#family"].as_str(), &u.values[":family"]), ("family", &s("unknown")));
 
         // A file expired: the same write asks the reconciler to poll.
         let at = Timestamp::from_unix_ms(1_795_446_030_000);

@@ -1,4 +1,5 @@
 use sha2::{Digest, Sha256};
+use stemvault_vault::register::Registration;
 use stemvault_vault::{FileStatus, PublicFileStatus, TaskRecord, Timestamp};
 use suno_callbacks::{Family, Stage};
 
@@ -1208,14 +1209,17 @@ async fn a_deferred_check_settles_on_its_redelivery() {
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }
 
-/// A registration gives the task its family between the settle's read and its write: the
-/// settle, decided without a family (no watch for the expired file), is refused and decided
-/// again from a new read, which watches the task for a fresh URL.
+/// A registration gives the task its family between the settle's read and its write (while
+/// its manifest is being written): the settle, decided without the family (no watch for the
+/// expired file), is refused, and decided again from a new read of the next generation, which
+/// watches the task for a fresh URL, writes its manifest over the one without the family and
+/// publishes its Task Vaulted under another id: one event id, one content.
 #[tokio::test]
 async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_without_it() {
     let mut unknown = record(&[("vocal", FileStatus::Queued)]);
     // Its result in (at `first` it would be watched whatever its family).
     (unknown.family, unknown.stage) = (Family::Unknown, Stage::Complete);
+    let generation = unknown.generation;
     let ports = MemoryPorts::with_record(unknown);
     ports.source(&url("vocal"), expired(404, "Not Found"));
     let (reached, at_gate) = oneshot::channel();
@@ -1224,15 +1228,26 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
     let register = async {
         at_gate.await.unwrap();
         let mut r = ports.record(TASK);
-        r.family = Family::VocalSeparation;
+        let registration = Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) };
+        let completion = registration.completion(&r, ports.now()).expect("the family and client_ref to add");
+        completion.apply(&mut r);
         ports.put_record(r);
         release.send(()).unwrap();
     };
     let (outcome, ()) = tokio::join!(run(&ports, "vocal", 1), register);
     assert!(matches!(outcome, Outcome::FailedForGood(_)), "{outcome:?}");
     let r = ports.record(TASK);
-    assert_eq!((r.family, r.vault), (Family::VocalSeparation, VaultState::Partial));
+    assert_eq!((r.family, r.vault, r.generation), (Family::VocalSeparation, VaultState::Partial, generation + 1));
     assert_eq!(r.reconcile.as_deref(), Some("due"), "watched for a fresh URL");
+    let manifests = ports.manifests.lock().unwrap().clone();
+    let families: Vec<Family> = manifests.iter().map(|(_, m)| m.family).collect();
+    assert_eq!(families, [Family::Unknown, Family::VocalSeparation], "the manifest written again");
+    let published = ports.events.published();
+    let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_ne!(ids[0], ids[1], "two contents, two ids");
+    let last = &published[1].detail;
+    assert_eq!((last.family, last.client_ref.as_deref()), (Family::VocalSeparation, Some("order-17")));
 }
 
 /// SQS not answering a retry's delay leaves the message to the visibility timeout instead of
