@@ -109,6 +109,17 @@ async fn registered_vocal_separation(env: &TestEnv, provider: &FakeProvider) -> 
     task
 }
 
+/// Move the task's registration (and first delivery) `ago` into the past, as a task
+/// registered that long ago.
+async fn backdate_registration(env: &TestEnv, task: &str, ago: Duration) {
+    let record = env.task_record(task).await;
+    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - ago.as_millis() as i64);
+    let mut backdated = record.clone();
+    (backdated.registered_at, backdated.first_received_at) = (Some(long_ago), long_ago);
+    backdated.version += 1;
+    env.rewrite_record(&record, &backdated).await;
+}
+
 /// Move the task's next poll into the past, as waiting would.
 async fn make_due(env: &TestEnv, task_id: &str) {
     let past = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 1000).rfc3339();
@@ -354,13 +365,7 @@ async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
 
     assert_eq!(run_due(&env, &app, &task).await.pending, 1, "polled while within the retention");
     // Registered longer ago than the retention.
-    let mut record = env.task_record(&task).await;
-    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 120_000);
-    let before = record.clone();
-    record.registered_at = Some(long_ago);
-    record.first_received_at = long_ago;
-    record.version += 1;
-    env.rewrite_record(&before, &record).await;
+    backdate_registration(&env, &task, Duration::from_secs(120)).await;
 
     let outcome = run_due(&env, &app, &task).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
@@ -457,12 +462,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let task = new_task_id();
     register(&env, &task, "wav").await;
     make_due(&env, &task).await;
-    let record = env.task_record(&task).await;
-    let mut backdated = record.clone();
-    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 15 * 24 * 3600 * 1000);
-    (backdated.registered_at, backdated.first_received_at) = (Some(long_ago), long_ago);
-    backdated.version += 1;
-    env.rewrite_record(&record, &backdated).await;
+    backdate_registration(&env, &task, Duration::from_secs(15 * 24 * 3600)).await;
     let outcome = run_due(&env, &app, &task).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let record = env.task_record(&task).await;

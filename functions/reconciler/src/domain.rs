@@ -207,7 +207,9 @@ pub async fn reconcile<P: Ports>(
             outcome.stopped_early = true;
             break;
         }
-        let handled = tokio::time::timeout(TASK_BUDGET, reconcile_task(ports, settings, &claimant, task_id)).await;
+        let deadline = tokio::time::Instant::now() + TASK_BUDGET;
+        let task = reconcile_task(ports, settings, &claimant, task_id, deadline);
+        let handled = tokio::time::timeout_at(deadline, task).await;
         match handled.unwrap_or(Err(ReconcileError::OutOfTime { after: TASK_BUDGET })) {
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
@@ -246,8 +248,8 @@ async fn reconcile_task<P: Ports>(
     settings: &Settings,
     claimant: &str,
     task_id: &str,
+    deadline: tokio::time::Instant,
 ) -> Result<Handled, ReconcileError> {
-    let began = tokio::time::Instant::now();
     let Ok(task) = TaskId::parse(task_id) else {
         return postpone(ports, task_id, format!("the index lists an invalid task id {task_id:?}")).await;
     };
@@ -300,7 +302,8 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Pending
             }
             Ok(PollResult::Result(event)) if event.task_id == task => {
-                let left = TASK_BUDGET.saturating_sub(began.elapsed()).saturating_sub(FAILURE_RECORD_RESERVE);
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let left = left.saturating_sub(FAILURE_RECORD_RESERVE);
                 let within =
                     accept::Settings { deadline: settings.accept.deadline.min(left), ..settings.accept.clone() };
                 // No time to record it: not started (nothing half-written), polled again.
@@ -481,7 +484,7 @@ async fn put_off_until_given_up<P: Ports>(
     record: &TaskRecord,
     now: Timestamp,
 ) -> Result<Handled, ReconcileError> {
-    let give_up_at = reconcile::waiting_since(record).plus(settings.give_up_after);
+    let give_up_at = reconcile::give_up_at(record, settings.give_up_after);
     let until = give_up_at.min(now.plus(reconcile::MAX_POLL_INTERVAL));
     match ports.postpone_poll(task_id, now, until).await? {
         Conditional::Applied => {

@@ -60,13 +60,18 @@ fn fill<'a>(template: &str, param: impl Fn(&str) -> Option<&'a str>) -> Option<S
     if !template.starts_with('/') {
         return None;
     }
-    let segments =
-        template.split('/').map(|segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) if name.ends_with('+') => None,
-            Some(name) => param(name).map(|value| utf8_percent_encode(value, SEGMENT).to_string()),
-            None => Some(segment.to_owned()),
-        });
-    segments.collect::<Option<Vec<String>>>().map(|segments| segments.join("/"))
+    let mut filled = String::with_capacity(template.len());
+    for (i, segment) in template.split('/').enumerate() {
+        if i > 0 {
+            filled.push('/');
+        }
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            Some(name) if name.ends_with('+') => return None,
+            Some(name) => filled.extend(utf8_percent_encode(param(name)?, SEGMENT)),
+            None => filled.push_str(segment),
+        }
+    }
+    Some(filled)
 }
 
 #[cfg(test)]

@@ -207,6 +207,12 @@ pub fn waiting_since(record: &TaskRecord) -> Timestamp {
     record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at)
 }
 
+/// When a task still without its result is given up: `give_up_after` after it was first
+/// waited for.
+pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
+    waiting_since(record).plus(give_up_after)
+}
+
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
 /// `give_up_after` ([`ABANDONED_REASON`]), or the provider has said it does not know it for
 /// [`NOT_FOUND_GIVE_UP_AFTER`] ([`NOT_FOUND_REASON`]). A task still without its result is then
@@ -215,7 +221,7 @@ pub fn waiting_since(record: &TaskRecord) -> Timestamp {
 pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<&'static str> {
     if record.abandoned.is_some() {
         None
-    } else if now >= waiting_since(record).plus(give_up_after) {
+    } else if now >= give_up_at(record, give_up_after) {
         Some(ABANDONED_REASON)
     } else if record.not_found_since.is_some_and(|since| now >= since.plus(NOT_FOUND_GIVE_UP_AFTER)) {
         Some(NOT_FOUND_REASON)

@@ -60,6 +60,8 @@ struct MemoryPorts {
     polls_hang: std::sync::atomic::AtomicBool,
     /// How long the provider takes to answer.
     poll_latency: Mutex<Duration>,
+    /// How far each poll moves the table's clock on.
+    poll_moves_clock: Mutex<Duration>,
     /// A record written right after the next publish (a callback landing just then).
     after_publish: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
@@ -83,6 +85,7 @@ impl MemoryPorts {
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
             poll_latency: Mutex::default(),
+            poll_moves_clock: Mutex::default(),
             after_publish: Mutex::default(),
             publish_fails: Default::default(),
             parked_reads_hang: Default::default(),
@@ -209,6 +212,7 @@ impl PollProvider for MemoryPorts {
         }
         let latency = *self.poll_latency.lock().unwrap();
         tokio::time::sleep(latency).await;
+        self.table.advance(*self.poll_moves_clock.lock().unwrap());
         let mut script = self.script.lock().unwrap();
         if script.len() > 1 { script.pop_front().unwrap() } else { script.front().cloned().unwrap_or_else(pending) }
     }
@@ -686,6 +690,17 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now()).await.unwrap();
     assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (0, 0, true));
     assert_eq!(run(&ports).await.polls, 1);
+
+    // Two tasks due, the first one's poll taking the run past its stop: the second waits.
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let other = registration.record(&TaskId::parse("other-1").unwrap(), ports.table.now(), Duration::ZERO);
+    ports.table.put_record(other);
+    ports.until_due();
+    *ports.poll_moves_clock.lock().unwrap() = Duration::from_secs(61);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (2, 1, true), "{outcome:?}");
+    *ports.poll_moves_clock.lock().unwrap() = Duration::ZERO;
+    assert_eq!(run(&ports).await.polls, 1, "the one left, in the next run");
 }
 
 // --- parked callbacks -----------------------------------------------------------------------

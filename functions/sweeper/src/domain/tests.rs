@@ -54,11 +54,16 @@ struct TestPorts {
     cursor: std::sync::Mutex<Option<OpenTask>>,
     /// Every cursor written, in order.
     cursor_writes: std::sync::Mutex<Vec<Option<OpenTask>>>,
-    /// Index pages read before every further read fails (None: never fails).
-    index_fails_after: std::sync::Mutex<Option<usize>>,
-    /// Index pages read before every further read hangs (None: never hangs). The table's
-    /// latency does not apply to the index.
-    index_hangs_after: std::sync::Mutex<Option<usize>>,
+    /// Index pages read before every further read goes wrong, and how (None: never). The
+    /// table's latency does not apply to the index.
+    index_fault: std::sync::Mutex<Option<(usize, IndexFault)>>,
+}
+
+/// How an index read goes wrong.
+#[derive(Debug, Clone, Copy)]
+enum IndexFault {
+    Fails,
+    Hangs,
 }
 
 impl TestPorts {
@@ -67,8 +72,7 @@ impl TestPorts {
             table: MemoryTableAndQueue::with_virtual_clock(start),
             cursor: Default::default(),
             cursor_writes: Default::default(),
-            index_fails_after: Default::default(),
-            index_hangs_after: Default::default(),
+            index_fault: Default::default(),
         }
     }
 }
@@ -104,21 +108,18 @@ impl ListOpenTasks for TestPorts {
     ) -> Result<OpenTaskPage, StoreError> {
         const PAGE: usize = 2;
         tokio::task::yield_now().await;
-        let hangs = self.index_hangs_after.lock().unwrap().as_mut().is_some_and(|left| match *left {
-            0 => true,
-            _ => {
+        let fault = match self.index_fault.lock().unwrap().as_mut() {
+            Some((0, fault)) => Some(*fault),
+            Some((left, _)) => {
                 *left -= 1;
-                false
+                None
             }
-        });
-        if hangs {
-            std::future::pending::<()>().await;
-        }
-        if let Some(left) = self.index_fails_after.lock().unwrap().as_mut() {
-            if *left == 0 {
-                return Err(StoreError::Unavailable("the index is throttled".into()));
-            }
-            *left -= 1;
+            None => None,
+        };
+        match fault {
+            Some(IndexFault::Hangs) => std::future::pending::<()>().await,
+            Some(IndexFault::Fails) => return Err(StoreError::Unavailable("the index is throttled".into())),
+            None => {}
         }
         let mut open: Vec<OpenTask> = self
             .records()
@@ -347,7 +348,7 @@ async fn a_task_that_hangs_is_left_after_its_budget_and_the_cursor_still_written
 #[tokio::test(start_paused = true)]
 async fn an_index_page_that_hangs_is_given_up_and_the_cursor_still_written() {
     let ports = pending_orphans(3);
-    *ports.index_hangs_after.lock().unwrap() = Some(1);
+    *ports.index_fault.lock().unwrap() = Some((1, IndexFault::Hangs));
     let started = tokio::time::Instant::now();
     let err = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap_err();
     assert!(err.is_retryable() && err.to_string().contains("no answer"), "{err}");
@@ -361,7 +362,7 @@ async fn an_index_page_that_hangs_is_given_up_and_the_cursor_still_written() {
 #[tokio::test]
 async fn an_index_read_failing_mid_run_still_moves_the_cursor() {
     let ports = pending_orphans(3);
-    *ports.index_fails_after.lock().unwrap() = Some(1);
+    *ports.index_fault.lock().unwrap() = Some((1, IndexFault::Fails));
     let err = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(sent(&ports).len(), 2, "the first page was swept");
