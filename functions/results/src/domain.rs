@@ -144,8 +144,9 @@ pub enum Registered {
     /// The task was new: its item was written (201).
     Created(TaskView),
     /// The task was known and agrees with the registration (200): nothing written, or, for a
-    /// task a callback recorded first, the registration's client_ref added
-    /// ([`Registration::completion`]).
+    /// task a callback recorded first, the registration's client_ref or family added
+    /// ([`Registration::completion`]: its generation moves on, and a settled task is open
+    /// again for a new manifest).
     Existing(TaskView),
     /// The task is recorded with another family or client_ref (409): nothing written.
     Disagrees(TaskView),
@@ -156,8 +157,9 @@ const COMPLETE_ATTEMPTS: u32 = 5;
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
-/// takes the registration's client_ref ([`Registration::completion`]). Idempotent: one read,
-/// and one conditional put only for a new task or a client_ref to add. The view answered has
+/// takes the registration's client_ref, and an unknown family its family
+/// ([`Registration::completion`]). Idempotent: one read, and one conditional put only for a
+/// new task or something to add. The view answered has
 /// no download links: the right to register (`PUT`) is not the right to read the files (`GET`).
 pub async fn register(
     ports: &impl Ports,

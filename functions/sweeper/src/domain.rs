@@ -21,7 +21,8 @@
 //! A downloader that stopped between writing a task's manifest and its settle write leaves a
 //! pending vault whose files are all stored or failed, and no message that would settle it;
 //! a task ingest settled as it recorded it (no files, or a new stage over settled ones) whose
-//! manifest job was lost leaves a settled vault without a manifest. Such a task gets a
+//! manifest job was lost, or a registration completed since (its manifest is to carry the
+//! family or client_ref given), leaves a settled vault without a manifest. Such a task gets a
 //! manifest job ([`settle_job`], a
 //! [`stemvault_vault::download::MANIFEST_JOB_NAME`] job): the downloader reads the task and
 //! settles it, as it settles a task without files.

@@ -94,7 +94,7 @@ pub struct EventDetail {
     pub code: i64,
     pub message: String,
     /// The task's file-set generation when the event was made: it grows with every file
-    /// added or reopened, so a task's events are ordered by generation, then stage (within
+    /// added or reopened (and a registration completing the task), so a task's events are ordered by generation, then stage (within
     /// both, `Task Vaulted` comes last).
     #[serde(default)]
     pub generation: u64,

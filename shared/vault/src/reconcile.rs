@@ -73,7 +73,7 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
 /// task was given up: a task given up takes no new file set.
-fn adopt_unless_abandoned(record: &mut TaskRecord) {
+pub(crate) fn adopt_unless_abandoned(record: &mut TaskRecord) {
     if record.abandoned.is_none() {
         let read = record.generation;
         adopt_uncommitted(record, Some(read));
@@ -250,13 +250,19 @@ pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord 
     let mut next = record.clone();
     next.abandoned = Some(Abandoned { reason: reason.to_owned(), at: now });
     unwatch(&mut next);
-    if next.files.is_empty() {
-        next.open = None;
-    } else {
-        next.sync_open_marker();
-    }
+    sync_open(&mut next);
     next.version += 1;
     next
+}
+
+/// Set `open` as the sweeper is to see it: a task given up without files is out of the
+/// `open-tasks` index (nothing would ever settle it); any other is in it until it is settled.
+pub(crate) fn sync_open(record: &mut TaskRecord) {
+    if record.abandoned.is_some() && record.files.is_empty() {
+        record.open = None;
+    } else {
+        record.sync_open_marker();
+    }
 }
 
 #[cfg(test)]

@@ -100,8 +100,9 @@ pub struct TaskRecord {
     pub manifest_key: Option<String>,
     /// Optimistic-concurrency counter; every write of the task item increments it.
     pub version: u64,
-    /// The file set's generation: ingest increments it whenever it adds or reopens a file.
-    /// The settle is conditional on it and on the stage, and the manifest is fenced by both
+    /// The file set's generation: ingest increments it whenever it adds or reopens a file,
+    /// and a registration that completes the task (its family or client_ref, which the
+    /// manifest and Task Vaulted carry: [`crate::register::Completion::apply`]). The settle is conditional on it and on the stage, and the manifest is fenced by both
     /// (a stage, which the manifest names, is settled on its own).
     #[serde(default)]
     pub generation: u64,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use suno_callbacks::{Family, Stage, TaskId};
 
-use crate::ingest::adopt_uncommitted;
 use crate::{TaskRecord, Timestamp, VaultState, reconcile};
 
 /// The longest `client_ref`, in UTF-8 bytes.
@@ -126,8 +125,10 @@ impl Completion {
     /// settle writes its manifest over the old one (fenced by generation) and publishes its
     /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
     /// manifest key and is open again: the sweeper's next run asks for its manifest, as for
-    /// a settler that stopped before recording it. As every read-modify-write of the task
-    /// item, it adopts the files of an attempt that wrote them but not the task item.
+    /// a settler that stopped before recording it (a task given up without files stays out of
+    /// the index: nothing would settle it). As every read-modify-write of the task item, it
+    /// adopts the files of an attempt that wrote them but not the task item, unless the task
+    /// was given up.
     pub fn apply(&self, record: &mut TaskRecord) {
         if let Some(client_ref) = &self.client_ref {
             record.client_ref = Some(client_ref.clone());
@@ -139,12 +140,12 @@ impl Completion {
             reconcile::watch(record, from, Duration::ZERO);
         }
         let read = record.generation;
-        adopt_uncommitted(record, Some(read));
+        reconcile::adopt_unless_abandoned(record);
         if record.generation == read {
             record.generation += 1;
         }
         record.manifest_key = None;
-        record.sync_open_marker();
+        reconcile::sync_open(record);
         record.version += 1;
     }
 }
@@ -282,6 +283,11 @@ mod tests {
         reg.completion(&settled, now).expect("the family").apply(&mut completed);
         assert_eq!((completed.generation, completed.vault), (5, VaultState::Complete));
         assert_eq!((completed.manifest_key.as_deref(), completed.open.as_deref()), (None, Some("open")));
+        // Written as one PutItem of the task item over the version read (results' only write).
+        let plan = crate::items::plan_save(Some(&settled), &completed).unwrap();
+        assert!(plan.files.is_empty() && plan.callbacks.is_empty() && plan.redelivered.is_empty(), "{plan:?}");
+        let over_read = crate::items::PutCondition::Version(settled.version);
+        assert!(matches!(plan.task, Some(crate::items::TaskWrite::Put(ref put)) if put.condition == over_read));
         let id = TaskId::parse("t1").unwrap();
         let crate::download::SettlePlan::Settle(plan) = crate::download::settle_plan(&completed, &id, now) else {
             panic!("the manifest is asked for again");
@@ -297,6 +303,32 @@ mod tests {
         reg.completion(&uncommitted, now).expect("the family").apply(&mut uncommitted);
         assert_eq!((uncommitted.generation, uncommitted.vault), (6, VaultState::Pending));
         assert_eq!(uncommitted.open.as_deref(), Some("open"));
+    }
+
+    /// A task given up without files is out of the `open-tasks` index (nothing would settle
+    /// it): a registration adding its client_ref leaves it out; a given-up task takes no new
+    /// file set, so an attempt's uncommitted files are not adopted.
+    #[test]
+    fn a_completion_leaves_a_given_up_task_out_of_the_open_index() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let reg = Registration { family: Family::Music, client_ref: None };
+        let registered = reg.record(&TaskId::parse("t1").unwrap(), now, Duration::from_secs(600));
+        let given_up = reconcile::abandon(&registered, reconcile::ABANDONED_REASON, now);
+        assert_eq!(given_up.open, None);
+        let with_ref = Registration { client_ref: Some("order-17".into()), ..reg };
+        let mut completed = given_up.clone();
+        with_ref.completion(&given_up, now).expect("the client_ref").apply(&mut completed);
+        assert_eq!((completed.client_ref.as_deref(), completed.open.as_deref()), (Some("order-17"), None));
+
+        let mut reopened =
+            crate::FileEntry::pending("https://cdn.example/a2.mp3", "tasks/t1/a.mp3".into(), Stage::First);
+        (reopened.status, reopened.generation) = (crate::FileStatus::Enqueuing, Some(given_up.generation + 3));
+        let mut with_file = given_up.clone();
+        with_file.files.insert("a".into(), reopened);
+        let mut completed = with_file.clone();
+        with_ref.completion(&with_file, now).expect("the client_ref").apply(&mut completed);
+        assert_eq!(completed.generation, given_up.generation + 1, "moved on by the completion, not by adopting");
+        assert_eq!(completed.vault, with_file.vault);
     }
 
     fn event(stage: Stage, family: Family, files: &[&str]) -> CallbackEvent {
