@@ -70,8 +70,6 @@ use stemvault_vault::{
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
-use futures::TryStreamExt;
-
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy, source_sha256};
 use crate::source::{ChunkStream, FetchSource, loggable_str};
@@ -653,8 +651,7 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     plan: &CopyPlan,
     stop_at: Instant,
 ) -> Result<StoredObject, CopyError> {
-    let opening = open_or_refresh(ports, &plan.url, settings.max_file_bytes);
-    let body = tokio::time::timeout_at(stop_at.into(), opening).await.map_err(|_| CopyError::Deadline)??;
+    let (body, expired) = open_or_refresh(ports, &plan.url, settings.max_file_bytes, stop_at).await?;
     let limits = UploadLimits {
         part_size: settings.part_size,
         max_bytes: settings.max_file_bytes,
@@ -662,28 +659,59 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
         stream_single_part: plan.earlier_attempts == 0,
     };
     let source = source_sha256(&plan.url);
-    upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await
+    let copied = upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await;
+    match (copied, expired) {
+        // Whatever failed (the fresh link's body, its length, S3, the deadline): the URL the
+        // file has is still expired.
+        (Err(e), Some(expired)) if e.is_retryable() => Err(expired.not_yet(&e, None).into()),
+        (copied, _) => copied,
+    }
+}
+
+/// The status the file's own URL answered (403 or 410: expired) while a fresh link is copied
+/// instead.
+struct Expired {
+    status: u16,
+    reason: String,
+}
+
+impl Expired {
+    /// A failure of the fresh link (or of copying from it) that a retry may fix: retried as
+    /// no fresh link yet, so the next attempt asks for a new one, and on the last receive the
+    /// file is still recorded as expired (`source answered 410 ...`), which the reconciler
+    /// watches for a URL.
+    fn not_yet(&self, e: &dyn std::fmt::Display, retry_after: Option<Duration>) -> FetchError {
+        let (status, reason, why) = (self.status, self.reason.clone(), format!("the fresh link failed: {e}"));
+        FetchError::NoFreshLinkYet { status, reason, why, retry_after }
+    }
 }
 
 /// Open `url`; when it answers 403 or 410 (expired) and link refresh is on, open a fresh link
-/// for it instead ([`FetchSource::fresh_link`], already checked against the source policy).
-/// The plan keeps the original URL (the record's, and the copy's `source-sha256`).
+/// for it instead ([`FetchSource::fresh_link`], already checked against the source policy),
+/// and say the URL expired ([`Expired`]). The plan keeps the original URL (the record's, and
+/// the copy's `source-sha256`). Each request stops at `stop_at`.
 ///
 /// No fresh link (the provider refused: 401, 402, 422, ...), or one that answers a status
 /// that fails for good, leaves the file failed as before: the original status, its reason
-/// naming what the refresh came to (so it still reads as expired: `source answered 403 Forbidden; no fresh link: the
-/// provider answered 422 ...`). No link this time for a reason that may pass (the provider
-/// unreachable, 429, 455, 5xx: [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in
-/// a way a retry may fix (5xx, a timeout), is retried like any source: the next attempt
-/// asks for a new link.
+/// naming what the refresh came to (so it still reads as expired: `source answered 403
+/// Forbidden; no fresh link: the provider answered 422 ...`). No link this time for a reason
+/// that may pass (the provider unreachable or too slow, 429, 455, 5xx:
+/// [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in a way a
+/// retry may fix (5xx, a timeout), is retried like any source ([`Expired::not_yet`]): the
+/// next attempt asks for a new link.
 async fn open_or_refresh<P: FetchSource + Sync>(
     ports: &P,
     url: &str,
     max_bytes: u64,
-) -> Result<SourceBody<ChunkStream>, FetchError> {
-    let (status, reason, retry_after) = match ports.open(url, max_bytes).await {
-        Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after }) => (status, reason, retry_after),
-        opened => return opened,
+    stop_at: Instant,
+) -> Result<(SourceBody<ChunkStream>, Option<Expired>), CopyError> {
+    let in_time = |opening| tokio::time::timeout_at(stop_at.into(), opening);
+    let (status, reason, retry_after) = match in_time(ports.open(url, max_bytes)).await {
+        Err(_) => return Err(CopyError::Deadline),
+        Ok(Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after })) => {
+            (status, reason, retry_after)
+        }
+        Ok(opened) => return Ok((opened?, None)),
     };
     let expired = |note: Option<String>| {
         let reason = match note {
@@ -691,49 +719,44 @@ async fn open_or_refresh<P: FetchSource + Sync>(
             Some(note) if reason.is_empty() => note,
             Some(note) => format!("{reason}; {note}"),
         };
-        FetchError::Status { status, reason, retry_after }
+        CopyError::from(FetchError::Status { status, reason, retry_after })
     };
-    let link = match ports.fresh_link(url).await {
-        None => return Err(expired(None)),
-        Some(Err(e)) if e.may_recover() => {
-            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
-            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string(), retry_after: None });
+    let link = match tokio::time::timeout_at(stop_at.into(), ports.fresh_link(url)).await {
+        Ok(None) => return Err(expired(None)),
+        Err(_) => {
+            let why = "no answer before the invocation's deadline";
+            tracing::warn!(status, why, "the source expired and no fresh link could be had yet; retrying");
+            return Err(FetchError::NoFreshLinkYet { status, reason, why: why.into(), retry_after: None }.into());
         }
-        Some(Err(e)) => {
+        Ok(Some(Err(e))) if e.may_recover() => {
+            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
+            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string(), retry_after: None }.into());
+        }
+        Ok(Some(Err(e))) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
             return Err(expired(Some(format!("no fresh link: {e}"))));
         }
-        Some(Ok(link)) => link,
+        Ok(Some(Ok(link))) => link,
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
-    // A fresh link that fails in a way a retry may fix (5xx, a timeout, a reset, before or
-    // while its body is read) is retried as no fresh link yet: the next attempt asks for a new
-    // one, and on the last receive the file is still recorded as expired, which the
-    // reconciler watches for a URL.
-    let expired_reason = reason.clone();
-    let not_yet = move |e: FetchError| match e.is_retryable() {
-        true => {
-            let why = format!("the fresh link failed: {e}");
+    let this = Expired { status, reason: reason.clone() };
+    match in_time(ports.open(&link, max_bytes)).await {
+        Err(_) => Err(this.not_yet(&CopyError::Deadline, None).into()),
+        // Gone or expired again: still a file whose URL a poll may renew.
+        Ok(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
+            Err(expired(Some(format!("the fresh link failed: {e}"))))
+        }
+        Ok(Err(e)) if e.is_retryable() => {
             let retry_after = match e {
                 FetchError::Status { retry_after, .. } => retry_after,
                 _ => None,
             };
-            FetchError::NoFreshLinkYet { status, reason: expired_reason.clone(), why, retry_after }
-        }
-        false => e,
-    };
-    match ports.open(&link, max_bytes).await {
-        // Gone or expired again: still a file whose URL a poll may renew.
-        Err(e @ FetchError::Status { .. }) if !e.is_retryable() => {
-            Err(expired(Some(format!("the fresh link failed: {e}"))))
+            Err(this.not_yet(&e, retry_after).into())
         }
         // Too large, refused, a bad redirect: what the file is, not its link's age, so not
         // recorded as expired (the reconciler would watch the task for a link that cannot help).
-        Err(e) => Err(not_yet(e)),
-        Ok(body) => {
-            let chunks = body.chunks.map_err(not_yet);
-            Ok(SourceBody { chunks: Box::pin(chunks), ..body })
-        }
+        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(body)) => Ok((body, Some(this))),
     }
 }
 

@@ -1108,6 +1108,19 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
         let file = &ports.record(TASK).files["vocal"];
         assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
     }
+    // ... and so is one whose fresh link opened but whose copy S3 did not take in time.
+    let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.store.refuse = Some(StorageError::transient("PutObject", "dispatch failure: connection reset"));
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.source(FRESH, Script::Body { data: deterministic_bytes(1000, 3), declared: true, content_type: None });
+    let outcome = run(&ports, "vocal", 1).await;
+    let wanted = "source answered 410 Gone; no fresh link yet: the fresh link failed: S3 PutObject";
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string().starts_with(wanted)), "{outcome:?}");
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
 
     // A fresh link to a file over the limit fails it as too large, not as expired: no poll's
     // link would copy it.
