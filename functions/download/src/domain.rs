@@ -663,7 +663,9 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     match (copied, expired) {
         // Whatever failed (the fresh link's body, its length, S3, the deadline): the URL the
         // file has is still expired.
-        (Err(e), Some(expired)) if e.is_retryable() => Err(expired.not_yet(&e, None).into()),
+        (Err(e), Some(expired)) if e.is_retryable() => {
+            Err(expired.not_yet(format!("copying from the fresh link failed: {e}"), None).into())
+        }
         (copied, _) => copied,
     }
 }
@@ -676,13 +678,12 @@ struct Expired {
 }
 
 impl Expired {
-    /// A failure of the fresh link (or of copying from it) that a retry may fix: retried as
-    /// no fresh link yet, so the next attempt asks for a new one, and on the last receive the
-    /// file is still recorded as expired (`source answered 410 ...`), which the reconciler
-    /// watches for a URL.
-    fn not_yet(&self, e: &dyn std::fmt::Display, retry_after: Option<Duration>) -> FetchError {
-        let (status, reason, why) = (self.status, self.reason.clone(), format!("the fresh link failed: {e}"));
-        FetchError::NoFreshLinkYet { status, reason, why, retry_after }
+    /// A failure of the fresh link (or of copying from it), `why`, that a retry may fix:
+    /// retried as no fresh link yet, so the next attempt asks for a new one, and on the last
+    /// receive the file is still recorded as expired (`source answered 410 ...`), which the
+    /// reconciler watches for a URL.
+    fn not_yet(&self, why: String, retry_after: Option<Duration>) -> FetchError {
+        FetchError::NoFreshLinkYet { status: self.status, reason: self.reason.clone(), why, retry_after }
     }
 }
 
@@ -697,8 +698,9 @@ impl Expired {
 /// Forbidden; no fresh link: the provider answered 422 ...`). No link this time for a reason
 /// that may pass (the provider unreachable or too slow, 429, 455, 5xx:
 /// [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in a way a
-/// retry may fix (5xx, a timeout), is retried like any source ([`Expired::not_yet`]): the
-/// next attempt asks for a new link.
+/// retry may fix (5xx, a timeout, the deadline), is retried like any source
+/// ([`Expired::not_yet`]): the next attempt asks for a new link. So is a copy from the fresh
+/// link that fails so later (its body, S3, the deadline: [`copy`] maps those).
 async fn open_or_refresh<P: FetchSource + Sync>(
     ports: &P,
     url: &str,
@@ -741,7 +743,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
     let this = Expired { status, reason: reason.clone() };
     match in_time(ports.open(&link, max_bytes)).await {
-        Err(_) => Err(this.not_yet(&CopyError::Deadline, None).into()),
+        Err(_) => Err(this.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None).into()),
         // Gone or expired again: still a file whose URL a poll may renew.
         Ok(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
             Err(expired(Some(format!("the fresh link failed: {e}"))))
@@ -751,7 +753,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
                 FetchError::Status { retry_after, .. } => retry_after,
                 _ => None,
             };
-            Err(this.not_yet(&e, retry_after).into())
+            Err(this.not_yet(format!("the fresh link failed: {e}"), retry_after).into())
         }
         // Too large, refused, a bad redirect: what the file is, not its link's age, so not
         // recorded as expired (the reconciler would watch the task for a link that cannot help).

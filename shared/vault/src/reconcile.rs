@@ -43,7 +43,7 @@ pub const NOT_FOUND_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// A file that failed for good because its URL expired (what an expired URL answers: 403,
 /// 404, 410 or 441), at once or on its last receive (`dead_lettered: `, when no fresh link
-/// could be had in time): the provider may still give a fresh one.
+/// could be had, or copied from, in time): the provider may still give a fresh one.
 pub fn failed_by_expiry(file: &FileEntry) -> bool {
     file.status == FileStatus::Failed
         && file.error.as_deref().is_some_and(|e| {

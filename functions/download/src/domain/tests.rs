@@ -1115,7 +1115,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     fresh_links(&ports, &[("vocal", Ok(FRESH))]);
     ports.source(FRESH, Script::Body { data: deterministic_bytes(1000, 3), declared: true, content_type: None });
     let outcome = run(&ports, "vocal", 1).await;
-    let wanted = "source answered 410 Gone; no fresh link yet: the fresh link failed: S3 PutObject";
+    let wanted = "source answered 410 Gone; no fresh link yet: copying from the fresh link failed: S3 PutObject";
     assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string().starts_with(wanted)), "{outcome:?}");
     let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
     assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
