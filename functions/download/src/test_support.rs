@@ -449,6 +449,8 @@ pub struct MemoryPorts {
     /// provider's 404); every URL asked for is kept in `refreshed`.
     pub fresh_links: Mutex<Option<HashMap<String, Result<String, RefreshError>>>>,
     pub refreshed: Mutex<Vec<String>>,
+    /// The provider never answers a fresh-link request.
+    pub fresh_link_hangs: std::sync::atomic::AtomicBool,
     /// Every manifest written, in order (the bucket keeps the latest under its key).
     pub manifests: Mutex<Vec<(String, Manifest)>>,
     /// The key of every HeadObject, in order.
@@ -840,6 +842,9 @@ impl FetchSource for MemoryPorts {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         let links = self.fresh_links.lock().unwrap().clone()?;
         self.refreshed.lock().unwrap().push(url.to_owned());
+        if self.fresh_link_hangs.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         let not_found = || Err(RefreshError::Provider { code: 404, message: "not found".into() });
         Some(links.get(url).cloned().unwrap_or_else(not_found))
     }

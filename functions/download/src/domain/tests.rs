@@ -1135,6 +1135,36 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "too_large" });
 }
 
+/// The file of a task whose URL expired, the provider never answering for a fresh link.
+fn fresh_link_never_given() -> MemoryPorts {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.fresh_link_hangs.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports
+}
+
+/// The provider not giving a fresh link before the invocation's deadline is no fresh link
+/// yet: retried, and on the last receive the file is dead-lettered as expired (watched).
+/// (A runtime each: paused time moves on to each deadline.)
+#[tokio::test(start_paused = true)]
+async fn a_fresh_link_not_given_in_time_is_no_fresh_link_yet() {
+    let ports = fresh_link_never_given();
+    let outcome = run(&ports, "vocal", 1).await;
+    let wanted = "source answered 410 Gone; no fresh link yet: no answer before the invocation's deadline";
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string() == wanted), "{outcome:?}");
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_link_not_given_in_time_on_the_last_receive_leaves_the_file_expired() {
+    let ports = fresh_link_never_given();
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+}
+
 #[tokio::test]
 async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
