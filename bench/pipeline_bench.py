@@ -316,7 +316,8 @@ def run_project(a, w, src, log):
               for o in stored_files(w, bucket, task)}
     good = sum(1 for u in urls if src.sha(u[len(src.origin):]) in stored)
     item = task_item(w, env["TABLE_NAME"], task, a.sort_key)
-    return {"who": "project", "files": len(urls), "messages": len(msgs), "answered": ok, "batch_failures": failures,
+    return {"who": "project", "files": len(urls), "messages": len(msgs), "batches": len(rids), "answered": ok,
+            "batch_failures": failures,
             "verified": good, "vault": item.get("vault", {}).get("S"), "wall_s": round(wall, 3),
             "mb_s": round(len(urls) * src.size / wall / 1e6, 1),
             "cpu_ms": round(sum(s[0] for s in stats)), "peak_rss_mib": round(max(s[1] for s in stats), 1),
