@@ -62,13 +62,16 @@ pub fn filter_directives(asked: &str) -> String {
     }
     // A directive for a module of a capped crate (`lambda_runtime::layers=trace`, or the bare
     // `lambda_runtime::layers`, which means every level) is more specific than the crate's
-    // cap, and would win over it: such directives go.
-    let of_capped_crate = |directive: &str| {
+    // cap, and would win over it; a span- or field-scoped one (`[Lambda runtime invoke]=trace`)
+    // is checked before any other, so one whose target is none or a prefix of a capped crate's
+    // would open that crate inside its spans: such directives go.
+    let reaches_capped_crate = |directive: &str| {
         let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
         let krate = target.split("::").next().unwrap_or_default();
-        NEVER_BELOW_INFO.contains(&krate)
+        let scoped_over = directive.contains('[') && NEVER_BELOW_INFO.iter().any(|capped| capped.starts_with(target));
+        NEVER_BELOW_INFO.contains(&krate) || scoped_over
     };
-    let kept = asked.split(',').filter(|d| !of_capped_crate(d) && !d.trim().is_empty()).map(str::to_owned);
+    let kept = asked.split(',').filter(|d| !reaches_capped_crate(d) && !d.trim().is_empty()).map(str::to_owned);
     let capped = NEVER_BELOW_INFO.iter().map(|target| format!("{target}=info"));
     kept.chain(capped).collect::<Vec<_>>().join(",")
 }
@@ -128,14 +131,26 @@ mod tests {
                     tracing::enabled!(target: "lambda_runtime::layers::api_response", Level::TRACE)
                 }
                 ("lambda_runtime", _) => tracing::enabled!(target: "lambda_runtime", Level::INFO),
+                // Inside the span the runtime opens per invocation, where it logs the raw event.
+                ("the invoke span", _) => {
+                    let span = tracing::info_span!(target: "lambda_runtime::layers::trace", "Lambda runtime invoke");
+                    let _entered = span.enter();
+                    tracing::enabled!(target: "lambda_runtime::layers::api_response", Level::TRACE)
+                }
                 ("aws_smithy_runtime", _) => tracing::enabled!(target: "aws_smithy_runtime", Level::DEBUG),
                 (_, Level::TRACE) => tracing::enabled!(target: "stemvault_ingest", Level::TRACE),
                 _ => tracing::enabled!(target: "stemvault_ingest", Level::INFO),
             })
         };
-        for asked in
-            ["trace", "TRACE", "debug", "info,stemvault_ingest=trace", "5", "lambda_runtime=5,aws_smithy_runtime=4"]
-        {
+        for asked in [
+            "trace",
+            "TRACE",
+            "debug",
+            "info,stemvault_ingest=trace",
+            "5",
+            "lambda_runtime=5,aws_smithy_runtime=4",
+            "info,lambda_runtime::layers=trace",
+        ] {
             assert!(!enabled(asked, "lambda_runtime", Level::TRACE), "{asked}");
             assert!(!enabled(asked, "lambda_runtime::layers", Level::TRACE), "{asked}");
             assert!(!enabled(asked, "aws_smithy_runtime", Level::DEBUG), "{asked}");
@@ -147,6 +162,13 @@ mod tests {
         assert!(!enabled(bare, "lambda_runtime::layers", Level::TRACE), "{}", filter_directives(bare));
         assert!(!enabled(by_module, "lambda_runtime::layers", Level::TRACE), "{}", filter_directives(by_module));
         assert!(!filter_directives(by_module).contains("client["), "{}", filter_directives(by_module));
+        // A span-scoped directive is checked before any target's: one naming no target (or a
+        // prefix of a capped crate's) would open the capped crates inside its spans.
+        for scoped in ["info,[Lambda runtime invoke]=trace", "info,lambda[Lambda runtime invoke]=trace"] {
+            assert!(!enabled(scoped, "the invoke span", Level::TRACE), "{}", filter_directives(scoped));
+        }
+        let ours = "info,stemvault_ingest[callback]=trace";
+        assert!(filter_directives(ours).starts_with(&format!("{ours},")), "a scoped directive of ours stays");
         assert!(enabled("trace", "stemvault_ingest", Level::TRACE));
         assert!(!enabled("warn", "lambda_runtime", Level::INFO), "warn raises nothing");
         assert_eq!(filter_directives("warn"), "warn");
