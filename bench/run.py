@@ -103,9 +103,8 @@ def pipeline_broken(lines):
         # A message per batch but one may come back by design: a batch that finished files but
         # not the task's last one defers its settle check to the worker that did (one message
         # back; the harness does not redeliver it, the vault settled).
-        deferrable = max(1, r.get("batches", 2) - 1)
         if r.get("who") == "project" and (r.get("verified") != r.get("files") or r.get("vault") != "complete"
-                                         or r.get("batch_failures", 0) > deferrable):
+                                         or r.get("batch_failures", 0) > r.get("batches", 1) - 1):
             return f"round {r.get('round')}: {r.get('verified')}/{r.get('files')} verified, vault {r.get('vault')}, " \
                    f"{r.get('batch_failures')} batch failures"
         if r.get("who") == "boto3-peer" and (r.get("rc") or r.get("stored") != r.get("files")):

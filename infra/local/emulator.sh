@@ -8,6 +8,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv/emulator"
 [ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
 
+# Only the emulator, for it and the command: no profile, real credentials or per-service endpoint of the caller's
+# environment (AWS_ENDPOINT_URL_S3 and the like would win over AWS_ENDPOINT_URL).
+for name in $(compgen -e); do
+  case $name in AWS_ENDPOINT_URL_*|AWS_PROFILE|AWS_DEFAULT_PROFILE|AWS_SESSION_TOKEN|AWS_IGNORE_CONFIGURED_ENDPOINT_URLS) unset "$name" ;; esac
+done
+export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+
 port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 # A port asked for must be free: otherwise the readiness probe below would be answered by
 # whatever holds it (another run's emulator), and this run would use that. SO_REUSEADDR, as
@@ -49,12 +56,6 @@ while (( SECONDS < deadline )); do
 done
 [ -n "$ready" ] || { echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2; cat "$log" >&2; exit 1; }
 
-# Only the emulator: no profile, real credentials or per-service endpoint of the caller's
-# environment (AWS_ENDPOINT_URL_S3 and the like would win over AWS_ENDPOINT_URL).
-for name in $(compgen -e); do
-  case $name in AWS_ENDPOINT_URL_*|AWS_PROFILE|AWS_DEFAULT_PROFILE|AWS_SESSION_TOKEN|AWS_IGNORE_CONFIGURED_ENDPOINT_URLS) unset "$name" ;; esac
-done
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=local
 export AWS_SECRET_ACCESS_KEY=local

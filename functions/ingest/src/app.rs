@@ -203,15 +203,16 @@ impl<P: Ports> App<P> {
                 });
                 respond_json(StatusCode::OK, &body)
             }
+            // Not parked either (S3 failing too): whatever the table said, the provider's retry
+            // may park it, so the answer is one it retries; a 4xx or 500 would lose the body.
             Err(e) => {
                 tracing::error!(error = %e, code = e.code(), retryable = e.is_retryable(), "callback not fully processed");
-                let (status, metric) = match e {
-                    IngestError::TooLargeToRecord { .. } => (StatusCode::PAYLOAD_TOO_LARGE, CALLBACKS_REFUSED),
-                    _ if e.is_retryable() => (StatusCode::SERVICE_UNAVAILABLE, CALLBACKS_FAILED),
-                    _ => (StatusCode::INTERNAL_SERVER_ERROR, CALLBACKS_FAILED),
+                let metric = match e {
+                    IngestError::TooLargeToRecord { .. } => CALLBACKS_REFUSED,
+                    _ => CALLBACKS_FAILED,
                 };
                 emit(&[function(), ("Reason", e.code())], &[Metric::count(metric)]);
-                error(status, e.code(), e.public_message())
+                error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.public_message())
             }
         }
     }

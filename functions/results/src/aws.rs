@@ -7,7 +7,7 @@ use std::time::Duration;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
-use stemvault_vault::items::{self, ItemPut, PutCondition, SavePlan, TaskWrite};
+use stemvault_vault::items::{self, ItemPut, PutCondition};
 use stemvault_vault::{Conditional, LoadTask, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
@@ -61,23 +61,14 @@ impl SaveTask for AwsPorts {
     /// read), one PutItem over the version read. Any other plan is refused before it is
     /// sent: this role may not write file or callback items, nor UpdateItem.
     async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
-        let put = task_put_alone(items::plan_save(before, after)?)?;
+        let Some(put) = items::plan_save(before, after)?.task_put_alone() else {
+            // Not the plan's contents: file items hold signed URLs.
+            return Err(StoreError::Rejected("a registration writes the task item alone".into()));
+        };
         match self.table.put("PutItem (registration)", put).await? {
             Conditional::Applied => Ok(()),
             Conditional::Conflict => Err(StoreError::Conflict),
         }
-    }
-}
-
-/// The task item's put of `plan`, when that is all it writes.
-fn task_put_alone(plan: SavePlan) -> Result<ItemPut, StoreError> {
-    match plan {
-        SavePlan { files, callbacks, task: Some(TaskWrite::Put(put)), redelivered }
-            if files.is_empty() && callbacks.is_empty() && redelivered.is_empty() =>
-        {
-            Ok(put)
-        }
-        other => Err(StoreError::Rejected(format!("a registration writes the task item alone, not {other:?}"))),
     }
 }
 
@@ -102,32 +93,5 @@ impl PresignDownload for AwsPorts {
             .await
             .map_err(|e| PresignError(DisplayErrorContext(e).to_string()))?;
         Ok(request.uri().to_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use stemvault_vault::TaskRecord;
-    use stemvault_vault::register::Registration;
-    use suno_callbacks::{Family, Stage};
-
-    use super::*;
-
-    /// A completion is one PutItem of the task item; a plan writing anything else (here a
-    /// file item) is refused before it is sent, as the role could not make it.
-    #[test]
-    fn a_registration_writes_the_task_item_alone() {
-        let now = stemvault_vault::Timestamp::from_unix_ms(1_800_000_000_000);
-        let read = TaskRecord { version: 4, ..TaskRecord::new("t1", Family::Unknown, Stage::Complete, 200, "", now) };
-        let registration = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
-        let mut completed = read.clone();
-        registration.completion(&read, now).expect("something to add").apply(&mut completed);
-        let put = task_put_alone(items::plan_save(Some(&read), &completed).unwrap()).unwrap();
-        assert_eq!(put.condition, PutCondition::Version(4));
-
-        let file = stemvault_vault::FileEntry::pending("https://h/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
-        completed.files.insert("a".into(), file);
-        let refused = task_put_alone(items::plan_save(Some(&read), &completed).unwrap());
-        assert!(matches!(refused, Err(StoreError::Rejected(_))), "{refused:?}");
     }
 }

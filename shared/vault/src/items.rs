@@ -213,6 +213,20 @@ pub struct SavePlan {
     pub redelivered: Vec<String>,
 }
 
+impl SavePlan {
+    /// The task item's put, when that is all the plan writes.
+    pub fn task_put_alone(self) -> Option<ItemPut> {
+        match self {
+            SavePlan { files, callbacks, task: Some(TaskWrite::Put(put)), redelivered }
+                if files.is_empty() && callbacks.is_empty() && redelivered.is_empty() =>
+            {
+                Some(put)
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
 /// `version` is already incremented. Each changed file item is written at its revision + 1,
 /// conditional on the revision read; a callback new to the task is put if absent (an

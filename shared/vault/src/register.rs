@@ -284,10 +284,12 @@ mod tests {
         assert_eq!((completed.generation, completed.vault), (5, VaultState::Complete));
         assert_eq!((completed.manifest_key.as_deref(), completed.open.as_deref()), (None, Some("open")));
         // Written as one PutItem of the task item over the version read (results' only write).
-        let plan = crate::items::plan_save(Some(&settled), &completed).unwrap();
-        assert!(plan.files.is_empty() && plan.callbacks.is_empty() && plan.redelivered.is_empty(), "{plan:?}");
-        let over_read = crate::items::PutCondition::Version(settled.version);
-        assert!(matches!(plan.task, Some(crate::items::TaskWrite::Put(ref put)) if put.condition == over_read));
+        let put = crate::items::plan_save(Some(&settled), &completed).unwrap().task_put_alone();
+        assert_eq!(put.map(|p| p.condition), Some(crate::items::PutCondition::Version(settled.version)));
+        let mut with_a_file = completed.clone();
+        with_a_file.files.insert("b".into(), settled.files["a"].clone());
+        let more = crate::items::plan_save(Some(&settled), &with_a_file).unwrap().task_put_alone();
+        assert!(more.is_none(), "a file item besides: not the task item alone");
         let id = TaskId::parse("t1").unwrap();
         let crate::download::SettlePlan::Settle(plan) = crate::download::settle_plan(&completed, &id, now) else {
             panic!("the manifest is asked for again");

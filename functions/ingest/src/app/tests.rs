@@ -353,18 +353,18 @@ async fn infrastructure_failures_are_5xx_when_not_parked_and_the_retry_completes
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(json(&response)["status"], "parked");
 
-    // A record an operator must fix: parked for after the fix; 500 only when parking fails.
+    // A record an operator must fix: parked for after the fix; 503 when parking fails.
     let broken = app().await;
     broken.ports.set_save_error(Some(StoreError::Malformed("bad item".into())));
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
     assert_eq!((response.status(), json(&response)["status"].as_str()), (StatusCode::OK, Some("parked")));
     broken.ports.set_park_failing(true);
     let response = broken.handle(signed(WAV, WAV_TASK)).await;
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "a retry may park it");
     assert_eq!(json(&response)["error"], "task_record_malformed");
 
     // A record the table refuses for good: no retry helps, and the body is kept, parked for
-    // the replay to move to its archive key; 500 only when parking fails.
+    // the replay to move to its archive key; 503 when parking fails (a retry may park it).
     let refused = app().await;
     refused.ports.set_save_error(Some(StoreError::Rejected("Item size has exceeded the maximum".into())));
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
@@ -372,7 +372,7 @@ async fn infrastructure_failures_are_5xx_when_not_parked_and_the_retry_completes
     assert_eq!(refused.ports.body_keys().iter().filter(|k| k.starts_with("parked/")).count(), 1);
     refused.ports.set_park_failing(true);
     let response = refused.handle(signed(WAV, WAV_TASK)).await;
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR, "the same write would be refused again");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "a retry may park it");
     assert_eq!(json(&response)["error"], "task_record_rejected");
 }
 
@@ -395,7 +395,7 @@ async fn a_failed_publish_not_parked_is_a_503_and_the_provider_s_retry_publishes
 }
 
 #[tokio::test]
-async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_413() {
+async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     let captured = capture_logs();
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     // One track whose URL alone would make an item over DynamoDB's 400 KB.
@@ -422,7 +422,7 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_413() {
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     h.ports.set_park_failing(true);
     let response = h.handle(signed(&body, "big-1")).await;
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "retried: a retry may park it");
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
     assert_untouched(&h);
 }
