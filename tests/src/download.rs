@@ -154,6 +154,14 @@ impl TestEnv {
         message
     }
 
+    /// One batch of the download function as Lambda runs it: `event` handled with a minute
+    /// left, then [`TestEnv::finish_batch`]. Its answer.
+    pub async fn run_download(&self, app: &stemvault_download::App, event: &SqsEvent) -> SqsBatchResponse {
+        let response = app.handle_batch(event.clone(), std::time::Instant::now() + Duration::from_secs(60)).await;
+        self.finish_batch(event, &response).await;
+        response
+    }
+
     /// What Lambda does after a batch: delete every message not reported as failed.
     pub async fn finish_batch(&self, event: &SqsEvent, response: &SqsBatchResponse) {
         for message in &event.records {

@@ -5,8 +5,6 @@
 //! asked for again; a provider that refuses, or link refresh off, leaves the file failed as
 //! before, its reason naming what happened.
 
-use std::time::{Duration, Instant};
-
 use sha2::{Digest, Sha256};
 use stemvault_aws::provider::{self, ProviderConfig};
 use stemvault_aws::secrets::SecretText;
@@ -62,9 +60,8 @@ async fn expired_task(env: &TestEnv, fake: &FakeProvider) -> TaskRecord {
 async fn download(env: &TestEnv, config: stemvault_download::Config) {
     let app = stemvault_download::App::new(config, &env.config);
     let event = env.receive_event(1, 60).await;
-    let response = app.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+    let response = env.run_download(&app, &event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
-    env.finish_batch(&event, &response).await;
 }
 
 #[tokio::test]

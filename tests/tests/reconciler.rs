@@ -10,7 +10,7 @@
 //! Time is not waited for: between runs a test moves the task's `reconcile_at` (the index's
 //! sort key) into the past, as the clock would.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::StatusCode;
@@ -152,8 +152,7 @@ async fn download_all(env: &TestEnv, provider: &FakeProvider) {
             return;
         }
         let event = env.receive_event(visible.min(10) as usize, 30).await;
-        let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
-        env.finish_batch(&event, &response).await;
+        env.run_download(&download, &event).await;
     }
 }
 

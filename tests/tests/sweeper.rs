@@ -3,7 +3,7 @@
 //! all settled gets a manifest job, which the downloader settles.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use stemvault_aws::FromEnv;
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -172,8 +172,8 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 1));
     assert_eq!(env.task_record(&stuck.task_id).await, stuck, "the sweeper itself writes nothing");
 
-    let event = env.receive_event(1, 2).await;
-    let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+    // The downloader takes it: one settle, its manifest written.
+    let job = settle_through_manifest_job(&env).await;
     let task = TaskId::parse(&stuck.task_id).unwrap();
     let manifest_key = s3_key::manifest_key(&task);
     let expected = FileJob {
@@ -183,12 +183,6 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
         key: manifest_key,
     };
     assert_eq!(job, expected);
-
-    // The downloader takes it: one settle, its manifest written.
-    let download = stemvault_download::App::new(env.download_config("cdn1.suno.ai", None), &env.config);
-    let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
-    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
-    env.finish_batch(&event, &response).await;
     let settled = env.task_record(&stuck.task_id).await;
     assert_eq!(
         (settled.vault, settled.open.as_deref(), settled.manifest_key.as_deref()),
@@ -203,15 +197,14 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert!(env.drain_queue(10).await.is_empty());
 }
 
-/// Take the sweeper's manifest job of a task off the queue and let the downloader handle it.
-async fn settle_through_manifest_job(env: &TestEnv, task_id: &str) {
+/// Take the sweeper's one job off the queue and let the downloader handle it; the job.
+async fn settle_through_manifest_job(env: &TestEnv) -> FileJob {
     let event = env.receive_event(1, 2).await;
     let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-    assert_eq!((job.task_id.as_str(), job.name.as_str()), (task_id, MANIFEST_JOB_NAME));
     let download = stemvault_download::App::new(env.download_config("cdn1.suno.ai", None), &env.config);
-    let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(60)).await;
+    let response = env.run_download(&download, &event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
-    env.finish_batch(&event, &response).await;
+    job
 }
 
 /// A task settled before anyone named its family gets a registration naming it (and a
@@ -226,7 +219,8 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     let unknown = stored(&env, &unknown).await;
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));
     assert_eq!(app(&env).run("run-1", stop_at).await.expect("sweep").manifests_requested, 1);
-    settle_through_manifest_job(&env, &unknown.task_id).await;
+    let job = settle_through_manifest_job(&env).await;
+    assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
     let key = s3_key::manifest_key(&TaskId::parse(&unknown.task_id).unwrap());
     let manifest = |bytes: Option<Vec<u8>>| serde_json::from_slice::<Manifest>(&bytes.expect("a manifest")).unwrap();
     assert_eq!(manifest(env.object(&key).await).family, Family::Unknown);
@@ -256,7 +250,8 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
 
     let report = app(&env).run("run-2", stop_at).await.expect("second sweep");
     assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
-    settle_through_manifest_job(&env, &unknown.task_id).await;
+    let job = settle_through_manifest_job(&env).await;
+    assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
     assert_eq!(manifest(env.object(&key).await).family, Family::VocalSeparation);
     let resettled = env.task_record(&unknown.task_id).await;
     assert_eq!((resettled.vault, resettled.open.as_deref()), (VaultState::Complete, None));

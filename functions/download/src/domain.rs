@@ -534,20 +534,15 @@ async fn copy_claimed<P: Ports>(
         Ok(stored) => {
             let stored_at = ports.now();
             let written = ports.record_stored(task_id, name, worker, &stored, stored_at).await;
-            return match written
-                .map(|w| after_refusal(w, |f| f.status == FileStatus::Stored && f.stored_at == Some(stored_at)))
+            if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Stored && f.stored_at == Some(stored_at))
             {
-                Ok(Finished::Ours) => {
-                    let seconds = started.elapsed().as_secs_f64();
-                    tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
-                    let copy_seconds = copied_now.then_some(seconds);
-                    ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
-                    Outcome::Stored(stored)
-                }
-                Ok(Finished::ByAnother) => Outcome::AlreadySettled,
-                Ok(Finished::NotHeld) => Outcome::Retry(DownloadError::LostClaim),
-                Err(e) => Outcome::Retry(e.into()),
-            };
+                return outcome;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
+            let copy_seconds = copied_now.then_some(seconds);
+            ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
+            return Outcome::Stored(stored);
         }
         Err(e) => e,
     };
@@ -574,20 +569,27 @@ async fn copy_claimed<P: Ports>(
     };
     let failed_at = ports.now();
     let written = ports.record_failed(task_id, name, worker, &reason, failed_at).await;
-    match written.map(|w| after_refusal(w, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at))) {
-        Ok(Finished::Ours) if code == DEAD_LETTERED => {
-            tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
-            ports.emit_metrics(&Measure::Failed { reason: code });
-            Outcome::DeadLettered(reason)
-        }
-        Ok(Finished::Ours) => {
-            tracing::warn!(reason = %reason, "the file failed for good");
-            ports.emit_metrics(&Measure::Failed { reason: code });
-            Outcome::FailedForGood(reason)
-        }
-        Ok(Finished::ByAnother) => Outcome::AlreadySettled,
-        Ok(Finished::NotHeld) => Outcome::Retry(DownloadError::LostClaim),
-        Err(e) => Outcome::Retry(e.into()),
+    if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
+        return outcome;
+    }
+    ports.emit_metrics(&Measure::Failed { reason: code });
+    if code == DEAD_LETTERED {
+        tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
+        Outcome::DeadLettered(reason)
+    } else {
+        tracing::warn!(reason = %reason, "the file failed for good");
+        Outcome::FailedForGood(reason)
+    }
+}
+
+/// Nothing when the finishing write (`stored` or `failed`) was ours ([`after_refusal`]);
+/// otherwise what the message comes to.
+fn ours_or(written: Result<FileWrite, StoreError>, wrote: impl FnOnce(&FileEntry) -> bool) -> Result<(), Outcome> {
+    match written.map(|w| after_refusal(w, wrote)) {
+        Ok(Finished::Ours) => Ok(()),
+        Ok(Finished::ByAnother) => Err(Outcome::AlreadySettled),
+        Ok(Finished::NotHeld) => Err(Outcome::Retry(DownloadError::LostClaim)),
+        Err(e) => Err(Outcome::Retry(e.into())),
     }
 }
 
@@ -670,18 +672,29 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     }
 }
 
-/// The status the file's own URL answered (403 or 410: expired) while a fresh link is copied
-/// instead.
+/// What the file's own URL answered (403 or 410: expired), while a fresh link is sought and
+/// copied instead.
 struct Expired {
     status: u16,
     reason: String,
+    retry_after: Option<Duration>,
 }
 
 impl Expired {
-    /// A failure of the fresh link (or of copying from it), `why`, that a retry may fix:
-    /// retried as no fresh link yet, so the next attempt asks for a new one, and on the last
-    /// receive the file is still recorded as expired (`source answered 410 ...`), which the
-    /// reconciler watches for a URL.
+    /// The file failed as expired, `note` saying what the refresh came to.
+    fn failed(&self, note: Option<String>) -> CopyError {
+        let reason = match note {
+            None => self.reason.clone(),
+            Some(note) if self.reason.is_empty() => note,
+            Some(note) => format!("{}; {note}", self.reason),
+        };
+        FetchError::Status { status: self.status, reason, retry_after: self.retry_after }.into()
+    }
+
+    /// No fresh link this time, or a failure of the fresh link (or of copying from it), `why`,
+    /// that a retry may get past: retried, the next attempt asking for a new link, and on the
+    /// last receive the file is still recorded as expired (`source answered 410 ...`), which
+    /// the reconciler watches for a URL.
     fn not_yet(&self, why: String, retry_after: Option<Duration>) -> FetchError {
         FetchError::NoFreshLinkYet { status: self.status, reason: self.reason.clone(), why, retry_after }
     }
@@ -707,58 +720,53 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     max_bytes: u64,
     stop_at: Instant,
 ) -> Result<(SourceBody<ChunkStream>, Option<Expired>), CopyError> {
-    let in_time = |opening| tokio::time::timeout_at(stop_at.into(), opening);
-    let (status, reason, retry_after) = match in_time(ports.open(url, max_bytes)).await {
-        Err(_) => return Err(CopyError::Deadline),
-        Ok(Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after })) => {
-            (status, reason, retry_after)
+    // None: `stop_at` came first.
+    async fn by<F: std::future::Future>(stop_at: Instant, work: F) -> Option<F::Output> {
+        tokio::time::timeout_at(stop_at.into(), work).await.ok()
+    }
+    let expired = match by(stop_at, ports.open(url, max_bytes)).await {
+        None => return Err(CopyError::Deadline),
+        Some(Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after })) => {
+            Expired { status, reason, retry_after }
         }
-        Ok(opened) => return Ok((opened?, None)),
+        Some(opened) => return Ok((opened?, None)),
     };
-    let expired = |note: Option<String>| {
-        let reason = match note {
-            None => reason.clone(),
-            Some(note) if reason.is_empty() => note,
-            Some(note) => format!("{reason}; {note}"),
-        };
-        CopyError::from(FetchError::Status { status, reason, retry_after })
-    };
-    let link = match tokio::time::timeout_at(stop_at.into(), ports.fresh_link(url)).await {
-        Ok(None) => return Err(expired(None)),
-        Err(_) => {
+    let status = expired.status;
+    let link = match by(stop_at, ports.fresh_link(url)).await {
+        Some(None) => return Err(expired.failed(None)),
+        None => {
             let why = "no answer before the invocation's deadline";
             tracing::warn!(status, why, "the source expired and no fresh link could be had yet; retrying");
-            return Err(FetchError::NoFreshLinkYet { status, reason, why: why.into(), retry_after: None }.into());
+            return Err(expired.not_yet(why.into(), None).into());
         }
-        Ok(Some(Err(e))) if e.may_recover() => {
+        Some(Some(Err(e))) if e.may_recover() => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
-            return Err(FetchError::NoFreshLinkYet { status, reason, why: e.to_string(), retry_after: None }.into());
+            return Err(expired.not_yet(e.to_string(), None).into());
         }
-        Ok(Some(Err(e))) => {
+        Some(Some(Err(e))) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
-            return Err(expired(Some(format!("no fresh link: {e}"))));
+            return Err(expired.failed(Some(format!("no fresh link: {e}"))));
         }
-        Ok(Some(Ok(link))) => link,
+        Some(Some(Ok(link))) => link,
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
-    let this = Expired { status, reason: reason.clone() };
-    match in_time(ports.open(&link, max_bytes)).await {
-        Err(_) => Err(this.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None).into()),
+    match by(stop_at, ports.open(&link, max_bytes)).await {
+        None => Err(expired.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None).into()),
         // Gone or expired again: still a file whose URL a poll may renew.
-        Ok(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
-            Err(expired(Some(format!("the fresh link failed: {e}"))))
+        Some(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
+            Err(expired.failed(Some(format!("the fresh link failed: {e}"))))
         }
-        Ok(Err(e)) if e.is_retryable() => {
+        Some(Err(e)) if e.is_retryable() => {
             let retry_after = match e {
                 FetchError::Status { retry_after, .. } => retry_after,
                 _ => None,
             };
-            Err(this.not_yet(format!("the fresh link failed: {e}"), retry_after).into())
+            Err(expired.not_yet(format!("the fresh link failed: {e}"), retry_after).into())
         }
         // Too large, refused, a bad redirect: what the file is, not its link's age, so not
         // recorded as expired (the reconciler would watch the task for a link that cannot help).
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(body)) => Ok((body, Some(this))),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(body)) => Ok((body, Some(expired))),
     }
 }
 

@@ -89,7 +89,7 @@ pub async fn ingest_or_park<P: Ports>(
     spent: Duration,
 ) -> Result<Ingested, IngestError> {
     let left = ANSWER_WITHIN.saturating_sub(spent).saturating_sub(PARK_TIMEOUT);
-    let settings = &Settings { deadline: settings.deadline.min(left), ..settings.clone() };
+    let settings = &settings.within(left);
     let failed = match ingest(ports, settings, event, body, request_id).await {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
         Err(e) => e,

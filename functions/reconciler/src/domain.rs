@@ -304,8 +304,7 @@ async fn reconcile_task<P: Ports>(
             Ok(PollResult::Result(event)) if event.task_id == task => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let left = left.saturating_sub(FAILURE_RECORD_RESERVE);
-                let within =
-                    accept::Settings { deadline: settings.accept.deadline.min(left), ..settings.accept.clone() };
+                let within = settings.accept.within(left);
                 // No time to record it: not started (nothing half-written), polled again.
                 let accepted = if left.is_zero() {
                     Err(accept::AcceptError::Deadline { after: Duration::ZERO })

@@ -86,6 +86,13 @@ pub struct Settings {
     pub bucket: String,
 }
 
+impl Settings {
+    /// These settings with at most `left` to answer.
+    pub fn within(&self, left: Duration) -> Settings {
+        Settings { deadline: self.deadline.min(left), ..self.clone() }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Settings {
         // The provider waits 10 to 15 s for an answer: stay well inside that.

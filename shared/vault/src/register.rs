@@ -92,9 +92,9 @@ impl Registration {
             family: (recorded.family == Family::Unknown).then_some(self.family),
             watch_from: None,
         };
-        if completion.family.is_some() && recorded.reconcile.is_none() {
-            let mut completed = recorded.clone();
-            completion.apply(&mut completed);
+        if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
+            // Whether it needs watching depends on its family, which is all the completion changes of it.
+            let completed = TaskRecord { family, ..recorded.clone() };
             completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
         }
         (completion.client_ref.is_some() || completion.family.is_some()).then_some(completion)
@@ -141,9 +141,8 @@ impl Completion {
         }
         let read = record.generation;
         reconcile::adopt_unless_abandoned(record);
-        if record.generation == read {
-            record.generation += 1;
-        }
+        // Past what it was read at, whether or not adopting moved it.
+        record.generation = record.generation.max(read + 1);
         record.manifest_key = None;
         reconcile::sync_open(record);
         record.version += 1;
@@ -157,6 +156,12 @@ mod tests {
     use super::*;
     use crate::download::manifest_job;
     use crate::ingest::{BodyInfo, Claimant, ingest_callback};
+
+    /// The task's one file `a`, in `status`, (re)opened at `generation`.
+    fn file(status: crate::FileStatus, generation: Option<u64>) -> crate::FileEntry {
+        let pending = crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
+        crate::FileEntry { status, generation, ..pending }
+    }
 
     #[test]
     fn a_body_names_a_known_family_and_perhaps_a_client_ref() {
@@ -236,9 +241,7 @@ mod tests {
     #[test]
     fn a_family_given_to_a_task_with_an_expired_file_starts_watching_it() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let mut expired =
-            crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
-        expired.status = crate::FileStatus::Failed;
+        let mut expired = file(crate::FileStatus::Failed, None);
         expired.error = Some("source answered 403 Forbidden".into());
         let mut called_back = TaskRecord::new("t1", Family::Unknown, Stage::Complete, 200, "", now);
         called_back.files.insert("a".into(), expired);
@@ -268,11 +271,8 @@ mod tests {
     #[test]
     fn a_completion_moves_the_generation_on_and_reopens_a_settled_task_for_its_manifest() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let mut stored =
-            crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
-        stored.status = crate::FileStatus::Stored;
         let mut settled = TaskRecord::new("t1", Family::Unknown, Stage::Complete, 200, "", now);
-        settled.files.insert("a".into(), stored);
+        settled.files.insert("a".into(), file(crate::FileStatus::Stored, None));
         (settled.vault, settled.manifest_key, settled.generation) =
             (VaultState::Complete, Some("tasks/t1/manifest.json".into()), 4);
         settled.sync_open_marker();
@@ -297,9 +297,7 @@ mod tests {
         assert_eq!((plan.generation, plan.manifest.family), (5, Family::Music));
 
         // A reopen whose task item never came (its file stamped with generation 6): adopted.
-        let mut reopened =
-            crate::FileEntry::pending("https://cdn.example/a2.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
-        (reopened.status, reopened.generation) = (crate::FileStatus::Enqueuing, Some(6));
+        let reopened = file(crate::FileStatus::Enqueuing, Some(6));
         let mut uncommitted = settled.clone();
         uncommitted.files.insert("a".into(), reopened);
         reg.completion(&uncommitted, now).expect("the family").apply(&mut uncommitted);
@@ -322,9 +320,7 @@ mod tests {
         with_ref.completion(&given_up, now).expect("the client_ref").apply(&mut completed);
         assert_eq!((completed.client_ref.as_deref(), completed.open.as_deref()), (Some("order-17"), None));
 
-        let mut reopened =
-            crate::FileEntry::pending("https://cdn.example/a2.mp3", "tasks/t1/a.mp3".into(), Stage::First);
-        (reopened.status, reopened.generation) = (crate::FileStatus::Enqueuing, Some(given_up.generation + 3));
+        let reopened = file(crate::FileStatus::Enqueuing, Some(given_up.generation + 3));
         let mut with_file = given_up.clone();
         with_file.files.insert("a".into(), reopened);
         let mut completed = with_file.clone();
