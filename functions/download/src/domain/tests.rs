@@ -255,14 +255,18 @@ async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
     }
 }
 
-/// The file changed between our claim and our write (our lease ran out): settled by another
-/// worker, the message has nothing left to do (and its task is checked); held by another, the
-/// claim was lost.
+/// The file changed between our claim and our write, `stored` or `failed` (our lease ran
+/// out): settled by another worker, the message has nothing left to do (and its task is
+/// checked); held by another, the claim was lost.
 #[tokio::test]
 async fn a_finishing_write_refused_for_another_worker_s_file_is_not_taken_as_ours() {
-    for (status, claim) in [(FileStatus::Stored, None), (FileStatus::Downloading, Some("another"))] {
+    let finishing = [(FileStatus::Stored, None), (FileStatus::Downloading, Some("another"))];
+    for ((status, claim), source_gone) in finishing.into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        serve(&ports, "vocal", b"vocal bytes");
+        match source_gone {
+            false => serve(&ports, "vocal", b"vocal bytes"),
+            true => ports.source(&url("vocal"), expired(404, "Not Found")),
+        }
         let mut theirs = ports.file_item(TASK, "vocal");
         (theirs.status, theirs.claim, theirs.stored_at) =
             (status, claim.map(str::to_owned), Some(Timestamp::from_unix_ms(1)));

@@ -424,6 +424,8 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     let response = h.handle(signed(&body, "big-1")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "retried: a retry may park it");
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
+    let refused = ("CallbacksRefused".to_owned(), expected.to_owned());
+    assert_eq!(metrics(&captured).last(), Some(&refused), "counted as refused");
     assert_untouched(&h);
 }
 

@@ -57,6 +57,8 @@ struct TestPorts {
     /// Index pages read before every further read goes wrong, and how (None: never). The
     /// table's latency does not apply to the index.
     index_fault: std::sync::Mutex<Option<(usize, IndexFault)>>,
+    /// Every cursor read and write goes wrong so.
+    cursor_fault: std::sync::Mutex<Option<IndexFault>>,
 }
 
 /// How an index read goes wrong.
@@ -73,6 +75,7 @@ impl TestPorts {
             cursor: Default::default(),
             cursor_writes: Default::default(),
             index_fault: Default::default(),
+            cursor_fault: Default::default(),
         }
     }
 }
@@ -86,12 +89,25 @@ impl std::ops::Deref for TestPorts {
 
 stemvault_vault::delegate_enqueue_ports!(TestPorts => table);
 
+impl TestPorts {
+    async fn cursor_call(&self) -> Result<(), StoreError> {
+        let fault = *self.cursor_fault.lock().unwrap();
+        match fault {
+            Some(IndexFault::Hangs) => std::future::pending().await,
+            Some(IndexFault::Fails) => Err(StoreError::Unavailable("the table is throttled".into())),
+            None => Ok(()),
+        }
+    }
+}
+
 impl SweepCursor for TestPorts {
     async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
+        self.cursor_call().await?;
         Ok(self.cursor.lock().unwrap().clone())
     }
 
     async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
+        self.cursor_call().await?;
         *self.cursor.lock().unwrap() = after.cloned();
         self.cursor_writes.lock().unwrap().push(after.cloned());
         Ok(())
@@ -356,6 +372,26 @@ async fn an_index_page_that_hangs_is_given_up_and_the_cursor_still_written() {
     assert_eq!(sent(&ports).len(), 2, "the first page was swept");
     let cursor = ports.cursor.lock().unwrap().clone().expect("written");
     assert_eq!(cursor.task_id, task_id(1));
+}
+
+/// A cursor that cannot be read or written (failing, or never answering) costs the run no
+/// task: it starts at the oldest open task, sweeps within its bounds, and ends in time, the
+/// next run starting where this one did.
+#[tokio::test(start_paused = true)]
+async fn a_cursor_that_cannot_be_read_or_written_only_costs_where_the_run_starts() {
+    for fault in [IndexFault::Fails, IndexFault::Hangs] {
+        let ports = pending_orphans(3);
+        *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: task_id(1), last_received_at: at(1) });
+        *ports.cursor_fault.lock().unwrap() = Some(fault);
+        let bounded = Settings { max_tasks: 2, ..Settings::default() };
+        let started = tokio::time::Instant::now();
+        let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
+        assert_eq!((report.tasks_checked, report.stopped_early), (2, true), "{fault:?}: {report:?}");
+        let first: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
+        assert_eq!(first, [task_id(0), task_id(1)], "{fault:?}: from the oldest");
+        assert!(ports.cursor_writes.lock().unwrap().is_empty(), "{fault:?}");
+        assert!(started.elapsed() <= 2 * stemvault_vault::BEST_EFFORT_CALL_TIMEOUT + Duration::from_secs(1));
+    }
 }
 
 /// An index that cannot be read past a page still leaves the cursor after the entries checked.
