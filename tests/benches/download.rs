@@ -198,6 +198,8 @@ async fn child_copy() {
         .queue_url(&queue_url)
         .max_number_of_messages(1)
         .wait_time_seconds(5)
+        .customize()
+        .config_override(stemvault_aws::receive_without_attempt_timeout())
         .send()
         .await
         .expect("receive the job");

@@ -131,6 +131,8 @@ impl TestEnv {
                 .visibility_timeout(visibility)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .wait_time_seconds(1)
+                .customize()
+                .config_override(stemvault_aws::receive_without_attempt_timeout())
                 .send()
                 .await
                 .expect("receive messages");

@@ -54,6 +54,8 @@ impl TestEnv {
                 .queue_url(&self.resources.queue_url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(0)
+                .customize()
+                .config_override(stemvault_aws::receive_without_attempt_timeout())
                 .send()
                 .await
                 .expect("receive");

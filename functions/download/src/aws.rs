@@ -11,6 +11,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
@@ -95,6 +96,16 @@ where
         return StorageError { operation, message, permanent: true };
     }
     StorageError::transient(operation, DisplayErrorContext(e).to_string())
+}
+
+/// The uploads of a file's body, and the completion of a multipart one, run without the SDK's
+/// attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): an attempt lasts as long as its body
+/// takes to send (a streamed one, as long as its source takes to send it), and S3 may take
+/// minutes to assemble a large object. The SDK's stalled-stream protection and the batch's
+/// deadline bound them.
+fn body_upload() -> aws_sdk_s3::config::Builder {
+    let timeouts = TimeoutConfig::builder().disable_operation_attempt_timeout().build();
+    aws_sdk_s3::config::Builder::default().timeout_config(timeouts)
 }
 
 impl AwsPorts {
@@ -385,7 +396,7 @@ impl ObjectStore for AwsPorts {
             // for it. The SDK's upload stall protection (5 s by default) would fail the put
             // before the source's own read-idle timeout, and name S3 for it.
             .config_override(
-                aws_sdk_s3::config::Builder::default().stalled_stream_protection(
+                body_upload().stalled_stream_protection(
                     StalledStreamProtectionConfig::enabled()
                         .grace_period(READ_IDLE_TIMEOUT + Duration::from_secs(5))
                         .build(),
@@ -412,6 +423,7 @@ impl ObjectStore for AwsPorts {
             .metadata(SOURCE_METADATA, info.source_sha256)
             .metadata(SHA256_METADATA, hex::encode(sha256))
             .customize()
+            .config_override(body_upload())
             // UNSIGNED-PAYLOAD instead of a second SHA-256 of the body: the signed
             // `x-amz-checksum-sha256` header is that same digest, and S3 verifies the body
             // against it (over plain http too).
@@ -461,6 +473,7 @@ impl ObjectStore for AwsPorts {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .checksum_crc32(BASE64.encode(crc32.to_be_bytes()))
             .customize()
+            .config_override(body_upload())
             // UNSIGNED-PAYLOAD instead of a SHA-256 of the part: S3 verifies the part against
             // the signed checksum header; over https TLS guards it on the way.
             .disable_payload_signing()
@@ -497,6 +510,8 @@ impl ObjectStore for AwsPorts {
             // S3 checks the object it assembles against the whole body's CRC32.
             .checksum_type(ChecksumType::FullObject)
             .checksum_crc32(BASE64.encode(crc32.to_be_bytes()))
+            .customize()
+            .config_override(body_upload())
             .send()
             .await
             .map_err(|e| storage_error("CompleteMultipartUpload", e))?;
@@ -527,6 +542,11 @@ mod tests {
         BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedCredentialsProvider,
     };
     use aws_sdk_s3::error::BoxError;
+    use aws_smithy_runtime_api::client::http::{
+        HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+    use aws_smithy_runtime_api::http::StatusCode;
     use stemvault_aws::metrics::Unit;
 
     use super::*;
@@ -591,27 +611,33 @@ mod tests {
         (ports_with(capture.clone()), capture)
     }
 
-    /// Ports whose S3 requests go through `interceptor` (and nowhere, when it fails them).
-    fn ports_with(interceptor: impl Intercept + 'static) -> AwsPorts {
+    fn sdk() -> aws_config::SdkConfig {
         let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
-        let sdk = aws_config::SdkConfig::builder()
+        aws_config::SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(SharedCredentialsProvider::new(credentials))
             .endpoint_url("https://s3.example.test")
-            .build();
-        let s3 = aws_sdk_s3::config::Builder::from(&sdk)
-            .interceptor(interceptor)
-            .retry_config(RetryConfig::disabled())
-            .build();
+            .build()
+    }
+
+    /// Ports whose S3 requests go through `interceptor` (and nowhere, when it fails them).
+    fn ports_with(interceptor: impl Intercept + 'static) -> AwsPorts {
+        let sdk = sdk();
+        ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).interceptor(interceptor))
+    }
+
+    /// Ports whose S3 client is `s3`, without retries.
+    fn ports_over(sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::config::Builder) -> AwsPorts {
+        let s3 = s3.retry_config(RetryConfig::disabled()).build();
         AwsPorts {
-            table: TaskTable::new(aws_sdk_dynamodb::Client::new(&sdk), "tasks"),
+            table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), "tasks"),
             s3: aws_sdk_s3::Client::from_conf(s3),
             bucket: "vault".into(),
-            sqs: aws_sdk_sqs::Client::new(&sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
             queue_url: "https://sqs.example.test/queue".into(),
             source: HttpSource::new(SourcePolicy::parse("*.suno.ai").unwrap()).unwrap(),
-            events: EventBus::new(&sdk, "events"),
+            events: EventBus::new(sdk, "events"),
         }
     }
 
@@ -652,6 +678,56 @@ mod tests {
             let err = put(answer).await.unwrap_err();
             assert!(err.is_retryable() && err.message.contains("no ChecksumSHA256"), "{err:?}");
         }
+    }
+
+    /// An S3 that answers every request `after` it arrives, its body unread: 200 with an ETag
+    /// and a SHA-256 (what a put and a part's upload must get back) and an empty
+    /// CompleteMultipartUpload result.
+    #[derive(Debug, Clone)]
+    struct SlowS3 {
+        after: Duration,
+        sha256: [u8; 32],
+    }
+
+    impl HttpConnector for SlowS3 {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let (after, sha256) = (self.after, self.sha256);
+            HttpConnectorFuture::new(async move {
+                tokio::time::sleep(after).await;
+                let body = SdkBody::from("<CompleteMultipartUploadResult></CompleteMultipartUploadResult>");
+                let mut answer = HttpResponse::new(StatusCode::try_from(200).unwrap(), body);
+                answer.headers_mut().insert("etag", "\"e\"");
+                answer.headers_mut().insert("x-amz-checksum-sha256", BASE64.encode(sha256));
+                Ok(answer)
+            })
+        }
+    }
+
+    /// A file's upload and its completion run as long as they take (`body_upload`); any other
+    /// request of the same client, configured as the functions' are
+    /// ([`stemvault_aws::timeouts`]), gives up after the attempt timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_files_upload_outlasts_the_attempt_timeout_that_bounds_other_requests() {
+        let body = Bytes::from_static(b"some audio");
+        let sha256: [u8; 32] = Sha256::digest(&body).into();
+        let s3 = SlowS3 { after: stemvault_aws::ATTEMPT_TIMEOUT * 4, sha256 };
+        let sdk = sdk()
+            .to_builder()
+            .timeout_config(stemvault_aws::timeouts())
+            .http_client(http_client_fn(move |_, _| SharedHttpConnector::new(s3.clone())))
+            .build();
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+
+        ports.put_object("k", body.clone(), info, sha256).await.expect("a whole body's put");
+        let part = ports.upload_part("k", "upload", 1, body.clone(), crc32(&body)).await.expect("a part's upload");
+        ports.complete_multipart("k", "upload", &[part], crc32(&body)).await.expect("the completion");
+        let chunks = futures::stream::iter(vec![Ok(body.clone())]);
+        let streamed = ports.put_streamed("k", Box::pin(chunks), 10, info).await;
+        assert_eq!(streamed, Ok(sha256), "a streamed put");
+
+        let head = ports.head_object("k").await.expect_err("any other request times out");
+        assert!(head.message.contains("timeout"), "{head:?}");
     }
 
     #[tokio::test]

@@ -148,8 +148,14 @@ impl EventWatch {
             if events.iter().any(|e| e["detail-type"] == detail_type) || Instant::now() >= deadline {
                 return events;
             }
-            let received =
-                sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).wait_time_seconds(1).send();
+            let received = sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .customize()
+                .config_override(stemvault_aws::receive_without_attempt_timeout())
+                .send();
             let messages = match received.await {
                 Ok(out) => out.messages.unwrap_or_default(),
                 Err(e) => {

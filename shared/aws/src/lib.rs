@@ -22,6 +22,10 @@ pub mod table;
 #[cfg(feature = "test-support")]
 pub mod test_http;
 
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+
 pub use clock::SystemClock;
 pub use env::{ConfigError, Env, FromEnv, reconcile_after};
 pub use table::{TaskTable, Update};
@@ -43,9 +47,31 @@ pub fn config_or_exit<T, E: std::fmt::Display>(function: &str, config: Result<T,
     })
 }
 
-/// Load the SDK configuration once, at start-up.
+/// Load the SDK configuration once, at start-up, with [`timeouts`].
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts()).load().await
+}
+
+/// How long one attempt of an AWS request may take before the SDK gives it up and tries
+/// again (standard retries: three attempts). Without it a request whose connection stalls
+/// waits for the function's own deadline: ingest's answer (9 s), a download batch's 15
+/// minutes. Every request the functions make is small and answers in milliseconds but the
+/// uploads of a file's body, which run without it (`download`'s S3 adapter says why).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The SDK's timeouts: [`ATTEMPT_TIMEOUT`] per attempt, the SDK's defaults otherwise (a
+/// 3.1 s connect timeout).
+pub fn timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder().operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
+}
+
+/// The configuration override of an SQS ReceiveMessage (the local runner's, the tests'; the
+/// functions receive nothing, Lambda does): no attempt timeout. A long poll answers after up
+/// to its wait, and a receive given up after SQS answered would hide its messages for their
+/// visibility timeout.
+pub fn receive_without_attempt_timeout() -> aws_sdk_sqs::config::Builder {
+    let timeouts = TimeoutConfig::builder().disable_operation_attempt_timeout().build();
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts)
 }
 
 /// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE=true` (S3-compatible
