@@ -537,6 +537,29 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
 }
 
+/// A save whose put was applied by an attempt whose answer was lost, retried by the SDK and
+/// refused by its own write, is applied; a save over the same read that puts anything else
+/// is still a conflict.
+#[tokio::test]
+async fn a_put_refused_by_its_own_earlier_attempt_is_applied() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
+    let before = env.record(WAV_TASK).await.unwrap();
+    let mut record = before.clone();
+    record.version += 1;
+    record.details = Some(serde_json::json!({ "note": "the first" }));
+
+    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    table.save(Some(&before), &record).await.expect("the first attempt");
+    table.save(Some(&before), &record).await.expect("its retry meets its own write");
+    assert_eq!(env.record(WAV_TASK).await.unwrap(), record);
+
+    let mut other = record.clone();
+    other.details = Some(serde_json::json!({ "note": "another" }));
+    assert_eq!(table.save(Some(&before), &other).await, Err(StoreError::Conflict), "another write over the same read");
+}
+
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
 /// before the task item it read is then read after it, so no reader sees a task item counting
 /// a file it does not see.

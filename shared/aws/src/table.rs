@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::future::join_all;
 // What `Updated` carries: callers read it with `stemvault_vault::items`.
+use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, PutCondition, TaskWrite};
 use stemvault_vault::{Conditional, StoreError, TaskRecord};
@@ -113,6 +114,44 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
     let mut u = Update::new("ADD deliveries :one, version :one SET last_received_at = :at", condition);
     u.value(":one", n(1)).value(":at", last_received_at);
     u
+}
+
+/// Whether `stored` is the item `sent`, as DynamoDB keeps it: a set's members in any order,
+/// a number in any notation of its value.
+fn same_item(sent: &Item, stored: &Item) -> bool {
+    same_map(sent, stored)
+}
+
+fn same_map(a: &HashMap<String, Value>, b: &HashMap<String, Value>) -> bool {
+    a.len() == b.len() && a.iter().all(|(name, v)| b.get(name).is_some_and(|w| same_value(v, w)))
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::N(a), Value::N(b)) => same_number(a, b),
+        (Value::Ss(a), Value::Ss(b)) => same_members(a, b, |x, y| x == y),
+        (Value::Ns(a), Value::Ns(b)) => same_members(a, b, |x, y| same_number(x, y)),
+        (Value::Bs(a), Value::Bs(b)) => same_members(a, b, |x, y| x == y),
+        (Value::M(a), Value::M(b)) => same_map(a, b),
+        (Value::L(a), Value::L(b)) => a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_value(v, w)),
+        _ => a == b,
+    }
+}
+
+/// Two sets (whose members are distinct) with the same members, in any order.
+fn same_members<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
+    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| same(x, y)))
+}
+
+/// `1`, `1.0` and `10E-1` are one number to DynamoDB (integers compared exactly).
+fn same_number(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    match (a.parse::<i128>(), b.parse::<i128>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y),
+    }
 }
 
 /// What a conditional update of one item did, with the item when asked for.
@@ -222,22 +261,32 @@ impl TaskTable {
         Ok(())
     }
 
-    /// One conditional PutItem; `operation` names it in errors.
+    /// One conditional PutItem; `operation` names it in errors. Refused by the very item it
+    /// puts, it was applied: an attempt whose answer was lost, retried by the SDK.
     pub async fn put(&self, operation: &str, put: ItemPut) -> Result<Conditional, StoreError> {
         let c = put_condition(&put.condition, stemvault_vault::Timestamp::now().unix_seconds());
         let sent = self
             .client
             .put_item()
             .table_name(&self.table_name)
-            .set_item(Some(put.item.into()))
+            .set_item(Some(put.item.clone().into()))
             .condition_expression(c.condition)
             .set_expression_attribute_names((!c.names.is_empty()).then_some(c.names))
             .set_expression_attribute_values((!c.values.is_empty()).then_some(c.values))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match sent {
             Ok(_) => Ok(Conditional::Applied),
             Err(SdkError::ServiceError(e)) if matches!(e.err(), PutItemError::ConditionalCheckFailedException(_)) => {
+                let stored = match e.into_err() {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item.map(Item::from),
+                    _ => None,
+                };
+                if stored.is_some_and(|stored| same_item(&put.item, &stored)) {
+                    tracing::info!(operation, "the put was applied before (its answer was lost)");
+                    return Ok(Conditional::Applied);
+                }
                 Ok(Conditional::Conflict)
             }
             // Item too large, or an attribute DynamoDB does not accept.
@@ -306,6 +355,42 @@ impl TaskTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(pairs: &[(&str, Value)]) -> Item {
+        Item::from(pairs.iter().cloned().map(|(k, v)| (k.to_owned(), v)).collect::<HashMap<_, _>>())
+    }
+
+    #[test]
+    fn an_item_is_the_one_sent_as_dynamodb_keeps_it() {
+        let set = |members: &[&str]| Value::Ss(members.iter().map(|m| (*m).to_owned()).collect());
+        let sent = item(&[
+            ("sk", Value::S("task".into())),
+            ("version", Value::N("7".into())),
+            ("bodies", set(&["a", "b"])),
+            ("meta", Value::M(HashMap::from([("n".to_owned(), Value::N("1.5".into()))]))),
+        ]);
+        let kept = item(&[
+            ("sk", Value::S("task".into())),
+            ("version", Value::N("7.0".into())),
+            ("bodies", set(&["b", "a"])),
+            ("meta", Value::M(HashMap::from([("n".to_owned(), Value::N("15E-1".into()))]))),
+        ]);
+        assert!(same_item(&sent, &kept), "sets in any order, numbers in any notation");
+
+        let mut other = kept.clone();
+        other.insert("version".into(), Value::N("8".into()));
+        assert!(!same_item(&sent, &other), "another version");
+        let mut other = kept.clone();
+        other.insert("bodies".into(), set(&["a", "c"]));
+        assert!(!same_item(&sent, &other), "another member");
+        let mut other = kept.clone();
+        other.insert("open".into(), Value::S("1".into()));
+        assert!(!same_item(&sent, &other), "one attribute more");
+        other.remove("open");
+        other.remove("meta");
+        assert!(!same_item(&sent, &other), "one attribute fewer");
+        assert!(!same_number("9007199254740993", "9007199254740992"), "integers compared exactly");
+    }
 
     #[test]
     fn a_put_is_conditional_on_what_was_read() {
