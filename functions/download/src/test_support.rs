@@ -405,6 +405,8 @@ pub enum Script {
     Reset {
         data: Vec<u8>,
     },
+    /// Never answers.
+    Hang,
 }
 
 /// One task's item collection as DynamoDB keeps it: the task item (a record without its
@@ -831,6 +833,7 @@ impl FetchSource for MemoryPorts {
                 let chunks: SourceChunks = Box::pin(body.chunks);
                 Ok(SourceBody { content_length: body.content_length, content_type: body.content_type, chunks })
             }
+            Some(Script::Hang) => std::future::pending().await,
             Some(Script::Reset { data }) => {
                 let reset = Err(FetchError::Body("connection reset".into()));
                 let chunks: SourceChunks = Box::pin(stream::iter([Ok(Bytes::from(data.clone())), reset]));

@@ -1169,6 +1169,37 @@ async fn a_fresh_link_not_given_in_time_on_the_last_receive_leaves_the_file_expi
     assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
 }
 
+/// The file of a task whose URL expired, its fresh link's source never answering.
+fn fresh_link_never_answering() -> MemoryPorts {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(403, "Forbidden"));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports.source(FRESH, Script::Hang);
+    ports
+}
+
+/// A fresh link given whose source does not answer before the invocation's deadline is no
+/// fresh link yet too: retried, and on the last receive the file is dead-lettered as expired
+/// (watched). (A runtime each, as above.)
+#[tokio::test(start_paused = true)]
+async fn a_fresh_link_whose_source_does_not_answer_in_time_is_no_fresh_link_yet() {
+    let ports = fresh_link_never_answering();
+    let outcome = run(&ports, "vocal", 1).await;
+    let wanted = "source answered 403 Forbidden; no fresh link yet: the fresh link failed: the copy did not finish";
+    assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string().starts_with(wanted)), "{outcome:?}");
+    assert_eq!(ports.opened(), vec![url("vocal"), FRESH.to_owned()]);
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fresh_link_whose_source_does_not_answer_in_time_on_the_last_receive_leaves_the_file_expired() {
+    let ports = fresh_link_never_answering();
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+}
+
 #[tokio::test]
 async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
