@@ -1139,11 +1139,17 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "too_large" });
 }
 
+/// The file of a task whose URL answers `status` (expired), its fresh link [`FRESH`].
+fn expired_with_fresh_link(status: u16, reason: &str) -> MemoryPorts {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(status, reason));
+    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    ports
+}
+
 /// The file of a task whose URL expired, the provider never answering for a fresh link.
 fn fresh_link_never_given() -> MemoryPorts {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(410, "Gone"));
-    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    let ports = expired_with_fresh_link(410, "Gone");
     ports.fresh_link_hangs.store(true, std::sync::atomic::Ordering::SeqCst);
     ports
 }
@@ -1171,9 +1177,7 @@ async fn a_fresh_link_not_given_in_time_on_the_last_receive_leaves_the_file_expi
 
 /// The file of a task whose URL expired, its fresh link's source never answering.
 fn fresh_link_never_answering() -> MemoryPorts {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(403, "Forbidden"));
-    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    let ports = expired_with_fresh_link(403, "Forbidden");
     ports.source(FRESH, Script::Hang);
     ports
 }
