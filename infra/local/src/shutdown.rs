@@ -45,23 +45,24 @@ impl StopSignal {
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+/// Resolves on Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal `make run` ran in was
+/// closed). A signal whose handler cannot be installed is left out, not the others with it.
 pub async fn interrupted() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        // SIGHUP too: the terminal `make run` ran in was closed.
-        match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-            (Ok(mut term), Ok(mut hangup)) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = hangup.recv() => {}
+        async fn on(kind: SignalKind) {
+            match signal(kind) {
+                Ok(mut received) => {
+                    received.recv().await;
                 }
+                Err(_) => std::future::pending().await,
             }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+        }
+        tokio::select! {
+            _ = on(SignalKind::interrupt()) => {}
+            _ = on(SignalKind::terminate()) => {}
+            _ = on(SignalKind::hangup()) => {}
         }
     }
     #[cfg(not(unix))]
