@@ -11,6 +11,7 @@ use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::download::MANIFEST_JOB_NAME;
+use stemvault_vault::register::Registration;
 use stemvault_vault::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, TaskId, s3_key};
 
@@ -273,6 +274,14 @@ async fn each_run_resumes_after_the_cursor_kept_in_the_table_and_wraps_around() 
         stuck.push(stored(&env, &orphaned(Duration::from_secs(age), &[("queued", FileStatus::Queued)])).await);
     }
     let orphan = stored(&env, &orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)])).await;
+    // Registered tasks still without a result, older than all: out of the index, so they take
+    // none of a run's tasks.
+    for age in [1000, 950] {
+        let registered_at = Timestamp::from_unix_ms(Timestamp::now().unix_ms - age * 1000);
+        let registration = Registration { family: Family::Music, client_ref: None };
+        let task = TaskId::parse(&new_task_id()).unwrap();
+        stored(&env, &registration.record(&task, registered_at, Duration::from_secs(600))).await;
+    }
     let config = Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(env.resources.table_name.clone()),
         "QUEUE_URL" => Some(env.resources.queue_url.clone()),

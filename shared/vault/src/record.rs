@@ -51,7 +51,7 @@ pub struct TaskRecord {
     /// `pending` until every file is stored or failed for good; then `complete` or `partial`.
     pub vault: VaultState,
     /// [`OPEN_MARKER`] exactly while `vault` is `pending` or the manifest of the task as it
-    /// is not recorded, absent otherwise: the partition key of the sparse `open-tasks` index,
+    /// is not recorded, absent otherwise (and while a registered task awaits its result): the partition key of the sparse `open-tasks` index,
     /// through which the sweeper finds unsettled tasks without scanning the table (a task
     /// ingest settled, with no files or at a new stage over settled ones, stays there until
     /// its manifest job is done, so a job lost for good is sent again).
@@ -380,9 +380,13 @@ impl TaskRecord {
         self.vault != VaultState::Pending && self.manifest_key.is_some()
     }
 
-    /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled).
+    /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled), but
+    /// for a registered task still without a result (stage `submitted`): it has nothing for
+    /// the sweeper to do (no files, no manifest due; the reconciler's index watches it), and
+    /// each such task in the index would take one of a sweep's tasks.
     pub fn sync_open_marker(&mut self) {
-        self.open = (!self.is_settled()).then(|| OPEN_MARKER.to_owned());
+        let open = !self.is_settled() && self.stage != Stage::Submitted;
+        self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).

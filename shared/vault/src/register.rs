@@ -1,8 +1,8 @@
 //! Registering a task before any callback (`PUT /tasks/{task_id}`): the task item a
 //! registration writes, and how a second registration compares with what is recorded.
 //!
-//! A registered task is at stage `submitted`, its vault `pending` with no files, `open`, and
-//! watched by the reconciler from `RECONCILE_AFTER_SECONDS` on. Its first callback (or poll
+//! A registered task is at stage `submitted`, its vault `pending` with no files, out of the
+//! sweeper's `open-tasks` index (nothing to sweep yet), and watched by the reconciler from `RECONCILE_AFTER_SECONDS` on. Its first callback (or poll
 //! result) moves it on like any later callback ([`crate::ingest`]); `client_ref` stays.
 
 use std::time::Duration;
@@ -56,7 +56,7 @@ impl Registration {
         Ok(Registration { family, client_ref })
     }
 
-    /// The task item of a new registration: stage `submitted`, vault `pending`, no files,
+    /// The task item of a new registration: stage `submitted`, vault `pending`, no files, not
     /// `open`, first polled `reconcile_after` from `now`.
     pub fn record(&self, task_id: &TaskId, now: Timestamp, reconcile_after: Duration) -> TaskRecord {
         let mut record = TaskRecord::new(task_id.as_str(), self.family, Stage::Submitted, 200, "", now);
@@ -186,11 +186,11 @@ mod tests {
     }
 
     #[test]
-    fn a_registered_task_is_submitted_open_pending_and_watched() {
+    fn a_registered_task_is_submitted_pending_unswept_and_watched() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let reg = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
         let r = reg.record(&TaskId::parse("t1").unwrap(), now, Duration::from_secs(600));
-        assert_eq!((r.stage, r.vault, r.open.as_deref()), (Stage::Submitted, VaultState::Pending, Some("open")));
+        assert_eq!((r.stage, r.vault, r.open.as_deref()), (Stage::Submitted, VaultState::Pending, None));
         assert!(r.files.is_empty() && r.callbacks.is_empty());
         assert_eq!((r.deliveries, r.registered_at, r.client_ref.as_deref()), (0, Some(now), Some("mine")));
         assert_eq!((r.reconcile.as_deref(), r.reconcile_at), (Some("due"), Some(now.plus(Duration::from_secs(600)))));
