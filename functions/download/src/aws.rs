@@ -11,7 +11,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
@@ -101,11 +100,10 @@ where
 /// The uploads of a file's body, and the completion of a multipart one, run without the SDK's
 /// attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): an attempt lasts as long as its body
 /// takes to send (a streamed one, as long as its source takes to send it), and S3 may take
-/// minutes to assemble a large object. The SDK's stalled-stream protection and the batch's
-/// deadline bound them.
+/// minutes to assemble a large object. The connect timeout, the SDK's stalled-stream
+/// protection (a body that stops moving) and the batch's deadline bound them.
 fn body_upload() -> aws_sdk_s3::config::Builder {
-    let timeouts = TimeoutConfig::builder().disable_operation_attempt_timeout().build();
-    aws_sdk_s3::config::Builder::default().timeout_config(timeouts)
+    aws_sdk_s3::config::Builder::default().timeout_config(stemvault_aws::timeouts_without_attempt_limit())
 }
 
 impl AwsPorts {
@@ -711,10 +709,16 @@ mod tests {
         let body = Bytes::from_static(b"some audio");
         let sha256: [u8; 32] = Sha256::digest(&body).into();
         let s3 = SlowS3 { after: stemvault_aws::ATTEMPT_TIMEOUT * 4, sha256 };
+        // The connect timeout each request's connection is made with.
+        let connect_timeouts = Arc::new(Mutex::new(Vec::new()));
+        let seen = connect_timeouts.clone();
         let sdk = sdk()
             .to_builder()
             .timeout_config(stemvault_aws::timeouts())
-            .http_client(http_client_fn(move |_, _| SharedHttpConnector::new(s3.clone())))
+            .http_client(http_client_fn(move |settings, _| {
+                seen.lock().unwrap().push(settings.connect_timeout());
+                SharedHttpConnector::new(s3.clone())
+            }))
             .build();
         let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
         let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
@@ -728,6 +732,8 @@ mod tests {
 
         let head = ports.head_object("k").await.expect_err("any other request times out");
         assert!(head.message.contains("timeout"), "{head:?}");
+        let connect_timeouts = connect_timeouts.lock().unwrap().clone();
+        assert_eq!(connect_timeouts, [Some(stemvault_aws::CONNECT_TIMEOUT); 5], "every connection, uploads' too");
     }
 
     #[tokio::test]

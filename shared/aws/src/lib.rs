@@ -59,10 +59,20 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// uploads of a file's body, which run without it (`download`'s S3 adapter says why).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The SDK's timeouts: [`ATTEMPT_TIMEOUT`] per attempt, the SDK's defaults otherwise (a
-/// 3.1 s connect timeout).
+/// How long a connection may take to open: the SDK's default, stated because an override of
+/// the timeouts replaces them all.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// The SDK's timeouts: [`CONNECT_TIMEOUT`], and [`ATTEMPT_TIMEOUT`] per attempt.
 pub fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder().operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
+    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
+}
+
+/// [`timeouts`] without the attempt timeout, for a request that may take as long as it
+/// takes (a client's or an operation's override: the SDK takes nothing from the timeouts it
+/// overrides, so the connect timeout is set again here).
+pub fn timeouts_without_attempt_limit() -> TimeoutConfig {
+    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).disable_operation_attempt_timeout().build()
 }
 
 /// The configuration override of an SQS ReceiveMessage (the local runner's, the tests'; the
@@ -70,8 +80,7 @@ pub fn timeouts() -> TimeoutConfig {
 /// to its wait, and a receive given up after SQS answered would hide its messages for their
 /// visibility timeout.
 pub fn receive_without_attempt_timeout() -> aws_sdk_sqs::config::Builder {
-    let timeouts = TimeoutConfig::builder().disable_operation_attempt_timeout().build();
-    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts)
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts_without_attempt_limit())
 }
 
 /// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE=true` (S3-compatible

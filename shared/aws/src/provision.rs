@@ -49,8 +49,15 @@ fn describe<E: std::error::Error + 'static>(what: &str, e: E) -> String {
     format!("{what}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))
 }
 
+/// `config` without the attempt timeout: a create whose first attempt the emulator applied
+/// late would be retried and fail as already existing.
+fn unhurried(config: &aws_config::SdkConfig) -> aws_config::SdkConfig {
+    config.to_builder().timeout_config(crate::timeouts_without_attempt_limit()).build()
+}
+
 /// Create (or reuse) all resources under the given base name.
 pub async fn provision(config: &aws_config::SdkConfig, base: &str) -> Result<Resources, String> {
+    let config = &unhurried(config);
     let table_name = format!("{base}-tasks");
     let bucket_name = format!("{base}-vault");
     create_table(&aws_sdk_dynamodb::Client::new(config), &table_name).await?;
@@ -91,6 +98,7 @@ pub async fn subscribe_queue(
     queue_url: &str,
     queue_arn: &str,
 ) -> Result<(), String> {
+    let config = &unhurried(config);
     let events = aws_sdk_eventbridge::Client::new(config);
     let rule_arn = events
         .put_rule()
@@ -140,7 +148,7 @@ pub async fn subscribe_queue(
 
 /// Undo [`subscribe_queue`]: remove the rule's target and the rule (the queue stays).
 pub async fn unsubscribe_queue(config: &aws_config::SdkConfig, bus: &str, rule: &str) -> Result<(), String> {
-    let events = aws_sdk_eventbridge::Client::new(config);
+    let events = aws_sdk_eventbridge::Client::new(&unhurried(config));
     events
         .remove_targets()
         .rule(rule)
