@@ -28,8 +28,11 @@ pub const ENVIRONMENT: &[&str] = &[
 /// to the archive). Below Lambda's 6 MB event limit with room for the body's JSON escaping
 /// (or base64) in the API Gateway event.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
-/// API Gateway and Lambda refuse bodies over 6 MB anyway.
-const MAX_MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+/// The most that can be set: Lambda's 6 MB event holds the body JSON-escaped, or base64-encoded
+/// (a third larger), inside API Gateway's event only up to about this. A larger body would be
+/// refused by Lambda before ingest sees it (API Gateway's own 413 or 500: not parked, not
+/// counted), so a larger setting could only promise what cannot be delivered.
+const MAX_MAX_BODY_BYTES: usize = DEFAULT_MAX_BODY_BYTES;
 const DEFAULT_SIGNATURE_TOLERANCE_SECONDS: u64 = 300;
 /// A day: past that, a captured signature stays replayable for too long.
 const MAX_SIGNATURE_TOLERANCE_SECONDS: u64 = 86_400;
@@ -157,8 +160,9 @@ mod tests {
     #[test]
     fn numbers_are_bounded() {
         let with = |k: &'static str, v: &'static str| config(&[(k, v)]);
-        assert_eq!(with("MAX_BODY_BYTES", "6291456").unwrap().max_body_bytes, 6_291_456);
-        for bad in ["0", "6291457", "-1", "1MiB"] {
+        assert_eq!(with("MAX_BODY_BYTES", "4194304").unwrap().max_body_bytes, 4_194_304);
+        assert_eq!(with("MAX_BODY_BYTES", "65536").unwrap().max_body_bytes, 65_536);
+        for bad in ["0", "4194305", "6291456", "-1", "1MiB"] {
             assert!(
                 matches!(with("MAX_BODY_BYTES", bad), Err(ConfigError::Invalid { name: "MAX_BODY_BYTES", .. })),
                 "{bad}"
