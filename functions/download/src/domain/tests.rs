@@ -1076,9 +1076,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
 
 #[tokio::test]
 async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recover_is_retried() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(410, "Gone"));
-    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    let ports = expired_with_fresh_link(410, "Gone");
     ports.source(FRESH, expired(503, "Service Unavailable"));
     let outcome = run(&ports, "vocal", 1).await;
     let not_yet = "source answered 410 Gone; no fresh link yet: the fresh link failed: source answered 503 Service \
@@ -1103,34 +1101,22 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     // Failing so on the last receive (at once, or while its body is read), the file is
     // dead-lettered as expired: the reconciler watches the task for a URL.
     for broken in [expired(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), expired(410, "Gone"));
-        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+        let ports = expired_with_fresh_link(410, "Gone");
         ports.source(FRESH, broken);
-        let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
-        assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-        let file = &ports.record(TASK).files["vocal"];
-        assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+        last_receive_leaves_it_expired(&ports).await;
     }
     // ... and so is one whose fresh link opened but whose copy S3 did not take in time.
-    let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let mut ports = expired_with_fresh_link(410, "Gone");
     ports.store.refuse = Some(StorageError::transient("PutObject", "dispatch failure: connection reset"));
-    ports.source(&url("vocal"), expired(410, "Gone"));
-    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
     ports.source(FRESH, Script::Body { data: deterministic_bytes(1000, 3), declared: true, content_type: None });
     let outcome = run(&ports, "vocal", 1).await;
     let wanted = "source answered 410 Gone; no fresh link yet: copying from the fresh link failed: S3 PutObject";
     assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string().starts_with(wanted)), "{outcome:?}");
-    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
-    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-    let file = &ports.record(TASK).files["vocal"];
-    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+    last_receive_leaves_it_expired(&ports).await;
 
     // A fresh link to a file over the limit fails it as too large, not as expired: no poll's
     // link would copy it.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(403, "Forbidden"));
-    fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+    let ports = expired_with_fresh_link(403, "Forbidden");
     ports.source(FRESH, Script::Fail(FetchError::TooLarge { limit: 10, declared: Some(11) }));
     let outcome = run(&ports, "vocal", 1).await;
     let reason = "the file is larger than the 10-byte limit (MAX_FILE_BYTES); Content-Length is 11";
@@ -1145,6 +1131,15 @@ fn expired_with_fresh_link(status: u16, reason: &str) -> MemoryPorts {
     ports.source(&url("vocal"), expired(status, reason));
     fresh_links(&ports, &[("vocal", Ok(FRESH))]);
     ports
+}
+
+/// The file `vocal`'s last receive dead-letters it as expired: the reconciler watches its task
+/// for a URL.
+async fn last_receive_leaves_it_expired(ports: &MemoryPorts) {
+    let outcome = run(ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
 }
 
 /// The file of a task whose URL expired, the provider never answering for a fresh link.
@@ -1168,11 +1163,7 @@ async fn a_fresh_link_not_given_in_time_is_no_fresh_link_yet() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_link_not_given_in_time_on_the_last_receive_leaves_the_file_expired() {
-    let ports = fresh_link_never_given();
-    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
-    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-    let file = &ports.record(TASK).files["vocal"];
-    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+    last_receive_leaves_it_expired(&fresh_link_never_given()).await;
 }
 
 /// The file of a task whose URL expired, its fresh link's source never answering.
@@ -1197,11 +1188,7 @@ async fn a_fresh_link_whose_source_does_not_answer_in_time_is_no_fresh_link_yet(
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_link_whose_source_does_not_answer_in_time_on_the_last_receive_leaves_the_file_expired() {
-    let ports = fresh_link_never_answering();
-    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
-    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-    let file = &ports.record(TASK).files["vocal"];
-    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+    last_receive_leaves_it_expired(&fresh_link_never_answering()).await;
 }
 
 #[tokio::test]
