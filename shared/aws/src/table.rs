@@ -116,12 +116,8 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
     u
 }
 
-/// Whether `stored` is the item `sent`, as DynamoDB keeps it: a set's members in any order,
-/// a number in any notation of its value.
-fn same_item(sent: &Item, stored: &Item) -> bool {
-    same_map(sent, stored)
-}
-
+/// Whether `b` is the item (or map) `a`, as DynamoDB keeps it: a string set's members in any
+/// order (the only sets the items hold), a number in any notation of its value.
 fn same_map(a: &HashMap<String, Value>, b: &HashMap<String, Value>) -> bool {
     a.len() == b.len() && a.iter().all(|(name, v)| b.get(name).is_some_and(|w| same_value(v, w)))
 }
@@ -129,18 +125,11 @@ fn same_map(a: &HashMap<String, Value>, b: &HashMap<String, Value>) -> bool {
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::N(a), Value::N(b)) => same_number(a, b),
-        (Value::Ss(a), Value::Ss(b)) => same_members(a, b, |x, y| x == y),
-        (Value::Ns(a), Value::Ns(b)) => same_members(a, b, |x, y| same_number(x, y)),
-        (Value::Bs(a), Value::Bs(b)) => same_members(a, b, |x, y| x == y),
+        (Value::Ss(a), Value::Ss(b)) => a.len() == b.len() && a.iter().all(|x| b.contains(x)),
         (Value::M(a), Value::M(b)) => same_map(a, b),
         (Value::L(a), Value::L(b)) => a.len() == b.len() && a.iter().zip(b).all(|(v, w)| same_value(v, w)),
         _ => a == b,
     }
-}
-
-/// Two sets (whose members are distinct) with the same members, in any order.
-fn same_members<T>(a: &[T], b: &[T], same: impl Fn(&T, &T) -> bool) -> bool {
-    a.len() == b.len() && a.iter().all(|x| b.iter().any(|y| same(x, y)))
 }
 
 /// `1`, `1.0` and `10E-1` are one number to DynamoDB (integers compared exactly).
@@ -283,7 +272,7 @@ impl TaskTable {
                     PutItemError::ConditionalCheckFailedException(c) => c.item.map(Item::from),
                     _ => None,
                 };
-                if stored.is_some_and(|stored| same_item(&put.item, &stored)) {
+                if stored.is_some_and(|stored| same_map(&put.item, &stored)) {
                     tracing::info!(operation, "the put was applied before (its answer was lost)");
                     return Ok(Conditional::Applied);
                 }
@@ -368,27 +357,38 @@ mod tests {
             ("version", Value::N("7".into())),
             ("bodies", set(&["a", "b"])),
             ("meta", Value::M(HashMap::from([("n".to_owned(), Value::N("1.5".into()))]))),
+            ("list", Value::L(vec![Value::N("2".into()), Value::S("x".into())])),
         ]);
         let kept = item(&[
             ("sk", Value::S("task".into())),
             ("version", Value::N("7.0".into())),
             ("bodies", set(&["b", "a"])),
             ("meta", Value::M(HashMap::from([("n".to_owned(), Value::N("15E-1".into()))]))),
+            ("list", Value::L(vec![Value::N("2.0".into()), Value::S("x".into())])),
         ]);
-        assert!(same_item(&sent, &kept), "sets in any order, numbers in any notation");
+        assert!(same_map(&sent, &kept), "sets in any order, numbers in any notation");
 
         let mut other = kept.clone();
         other.insert("version".into(), Value::N("8".into()));
-        assert!(!same_item(&sent, &other), "another version");
+        assert!(!same_map(&sent, &other), "another version");
         let mut other = kept.clone();
         other.insert("bodies".into(), set(&["a", "c"]));
-        assert!(!same_item(&sent, &other), "another member");
+        assert!(!same_map(&sent, &other), "another member");
+        other.insert("bodies".into(), set(&["a"]));
+        assert!(!same_map(&sent, &other), "fewer members");
+        let mut other = kept.clone();
+        other.insert("list".into(), Value::L(vec![Value::S("x".into()), Value::N("2".into())]));
+        assert!(!same_map(&sent, &other), "a list in another order");
+        let mut other = kept.clone();
+        let version = other.remove("version").unwrap();
+        other.insert("revision".into(), version);
+        assert!(!same_map(&sent, &other), "another attribute in its place");
         let mut other = kept.clone();
         other.insert("open".into(), Value::S("1".into()));
-        assert!(!same_item(&sent, &other), "one attribute more");
+        assert!(!same_map(&sent, &other), "one attribute more");
         other.remove("open");
         other.remove("meta");
-        assert!(!same_item(&sent, &other), "one attribute fewer");
+        assert!(!same_map(&sent, &other), "one attribute fewer");
         assert!(!same_number("9007199254740993", "9007199254740992"), "integers compared exactly");
     }
 
