@@ -13,8 +13,8 @@ use crate::domain::ProviderAnswer;
 
 /// How long a whole poll may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
-/// Larger answers are not read: the largest callback body ingest may be set to accept
-/// (`MAX_BODY_BYTES` at most 6 MiB, Lambda's own payload limit), so that whatever a callback
+/// Larger answers are not read: Lambda's own payload limit, above the largest callback body
+/// ingest may be set to accept (`MAX_BODY_BYTES`, at most 4 MiB), so that whatever a callback
 /// could bring, a poll can too (the documented answers are tens of kilobytes; a split-stem
 /// MIDI task's notes run larger).
 pub const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024;
