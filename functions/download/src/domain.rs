@@ -666,7 +666,7 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
         // Whatever failed (the fresh link's body, its length, S3, the deadline): the URL the
         // file has is still expired.
         (Err(e), Some(expired)) if e.is_retryable() => {
-            Err(expired.not_yet(format!("copying from the fresh link failed: {e}"), None).into())
+            Err(expired.not_yet(format!("copying from the fresh link failed: {e}"), None))
         }
         (copied, _) => copied,
     }
@@ -695,8 +695,8 @@ impl Expired {
     /// that a retry may get past: retried, the next attempt asking for a new link, and on the
     /// last receive the file is still recorded as expired (`source answered 410 ...`), which
     /// the reconciler watches for a URL.
-    fn not_yet(&self, why: String, retry_after: Option<Duration>) -> FetchError {
-        FetchError::NoFreshLinkYet { status: self.status, reason: self.reason.clone(), why, retry_after }
+    fn not_yet(&self, why: String, retry_after: Option<Duration>) -> CopyError {
+        FetchError::NoFreshLinkYet { status: self.status, reason: self.reason.clone(), why, retry_after }.into()
     }
 }
 
@@ -737,11 +737,11 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         None => {
             let why = "no answer before the invocation's deadline";
             tracing::warn!(status, why, "the source expired and no fresh link could be had yet; retrying");
-            return Err(expired.not_yet(why.into(), None).into());
+            return Err(expired.not_yet(why.into(), None));
         }
         Some(Some(Err(e))) if e.may_recover() => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
-            return Err(expired.not_yet(e.to_string(), None).into());
+            return Err(expired.not_yet(e.to_string(), None));
         }
         Some(Some(Err(e))) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
@@ -751,7 +751,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
     match by(stop_at, ports.open(&link, max_bytes)).await {
-        None => Err(expired.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None).into()),
+        None => Err(expired.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None)),
         // Gone or expired again: still a file whose URL a poll may renew.
         Some(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
             Err(expired.failed(Some(format!("the fresh link failed: {e}"))))
@@ -761,7 +761,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
                 FetchError::Status { retry_after, .. } => retry_after,
                 _ => None,
             };
-            Err(expired.not_yet(format!("the fresh link failed: {e}"), retry_after).into())
+            Err(expired.not_yet(format!("the fresh link failed: {e}"), retry_after))
         }
         // Too large, refused, a bad redirect: what the file is, not its link's age, so not
         // recorded as expired (the reconciler would watch the task for a link that cannot help).
