@@ -192,14 +192,12 @@ async fn child_copy() {
     let queue_url = config.queue_url.clone();
     let sdk = stemvault_aws::sdk_config().await;
     let app = App::new(config, &sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
     let received = sqs
         .receive_message()
         .queue_url(&queue_url)
         .max_number_of_messages(1)
         .wait_time_seconds(5)
-        .customize()
-        .config_override(stemvault_aws::receive_without_attempt_timeout())
         .send()
         .await
         .expect("receive the job");

@@ -91,7 +91,7 @@ impl TestEnv {
             table: self.tasks(),
             s3: self.s3.clone(),
             bucket: self.resources.bucket_name.clone(),
-            sqs: self.sqs.clone(),
+            sqs: aws_sdk_sqs::Client::new(&self.config),
             queue_url: self.resources.queue_url.clone(),
             source: HttpSource::new(policy).expect("the HTTP client starts"),
             events: stemvault_aws::events::EventBus::new(&self.config, &self.resources.event_bus_name),
@@ -131,8 +131,6 @@ impl TestEnv {
                 .visibility_timeout(visibility)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .wait_time_seconds(1)
-                .customize()
-                .config_override(stemvault_aws::receive_without_attempt_timeout())
                 .send()
                 .await
                 .expect("receive messages");

@@ -19,6 +19,7 @@ pub struct TestEnv {
     pub resources: Resources,
     pub dynamo: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
+    /// For long polls: no attempt timeout ([`stemvault_aws::long_polling_sqs_client`]).
     pub sqs: aws_sdk_sqs::Client,
 }
 
@@ -38,7 +39,7 @@ impl TestEnv {
         TestEnv {
             dynamo: aws_sdk_dynamodb::Client::new(&config),
             s3: stemvault_aws::s3_client(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
+            sqs: stemvault_aws::long_polling_sqs_client(&config),
             config,
             resources,
         }
@@ -54,8 +55,6 @@ impl TestEnv {
                 .queue_url(&self.resources.queue_url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(0)
-                .customize()
-                .config_override(stemvault_aws::receive_without_attempt_timeout())
                 .send()
                 .await
                 .expect("receive");

@@ -50,8 +50,6 @@ impl Subscriber {
                 .queue_url(&self.url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
-                .customize()
-                .config_override(stemvault_aws::receive_without_attempt_timeout())
                 .send()
                 .await
                 .expect("receive events");

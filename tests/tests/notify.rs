@@ -151,7 +151,7 @@ impl Setup {
         let local = stemvault_aws::provision::is_local_endpoint(&endpoint);
         assert!(local, "run under infra/local/emulator.sh, got {endpoint:?}");
         let sdk = stemvault_aws::sdk_config().await;
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let queue_url =
             sqs.create_queue().queue_name(format!("{base}-notify")).send().await.unwrap().queue_url.unwrap();
@@ -184,8 +184,6 @@ impl Setup {
             .max_number_of_messages(10)
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All)
-            .customize()
-            .config_override(stemvault_aws::receive_without_attempt_timeout())
             .send()
             .await
             .unwrap();
@@ -221,16 +219,7 @@ impl Setup {
     /// Check that the retried `message` is kept away for its delay, then end the delay now
     /// (as if its 20 s had passed).
     async fn end_delay(&self, message: &aws_sdk_sqs::types::Message) {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .wait_time_seconds(0)
-            .customize()
-            .config_override(stemvault_aws::receive_without_attempt_timeout())
-            .send()
-            .await
-            .unwrap();
+        let out = self.sqs.receive_message().queue_url(&self.queue_url).wait_time_seconds(0).send().await.unwrap();
         assert!(out.messages.unwrap_or_default().is_empty(), "a retried message is kept away for its delay");
         self.sqs
             .change_message_visibility()

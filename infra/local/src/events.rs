@@ -141,21 +141,15 @@ impl EventWatch {
     /// Receive events until those of `task_id` include a `detail-type` one, or `timeout`.
     /// The task's distinct events (by `detail.event_id`), in the order received.
     pub async fn until(&mut self, task_id: &str, detail_type: &str, timeout: Duration) -> Vec<Value> {
-        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let sqs = stemvault_aws::long_polling_sqs_client(&self.sdk);
         let deadline = Instant::now() + timeout;
         loop {
             let events = task_events(&self.received, task_id);
             if events.iter().any(|e| e["detail-type"] == detail_type) || Instant::now() >= deadline {
                 return events;
             }
-            let received = sqs
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(1)
-                .customize()
-                .config_override(stemvault_aws::receive_without_attempt_timeout())
-                .send();
+            let received =
+                sqs.receive_message().queue_url(&self.queue_url).max_number_of_messages(10).wait_time_seconds(1).send();
             let messages = match received.await {
                 Ok(out) => out.messages.unwrap_or_default(),
                 Err(e) => {

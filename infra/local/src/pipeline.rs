@@ -197,7 +197,7 @@ impl Pipeline {
             vec![tokio::spawn(crate::http::serve_lambda(options.listener, http_functions, shutdown.signal()))];
         let events = crate::events::EventLog::new(options.print_events);
         tasks.push(tokio::spawn(crate::poller::poll(
-            aws_sdk_sqs::Client::new(&sdk),
+            stemvault_aws::long_polling_sqs_client(&sdk),
             events_source,
             Arc::new(events.clone()),
             shutdown.signal(),
@@ -210,7 +210,7 @@ impl Pipeline {
             batch_size: crate::poller::DOWNLOAD_BATCH_SIZE,
             invocation_budget: crate::poller::DOWNLOAD_INVOCATION_BUDGET,
         };
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         for _ in 0..options.pollers.max(1) {
             tasks.push(tokio::spawn(crate::poller::poll(
                 sqs.clone(),

@@ -107,8 +107,6 @@ pub async fn poll<H: BatchHandler>(
             .max_number_of_messages(source.batch_size)
             .wait_time_seconds(WAIT_SECONDS)
             .message_system_attribute_names(MessageSystemAttributeName::All)
-            .customize()
-            .config_override(stemvault_aws::receive_without_attempt_timeout())
             .send();
         let received = tokio::select! {
             received = receive => received,

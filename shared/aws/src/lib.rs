@@ -75,12 +75,13 @@ pub fn timeouts_without_attempt_limit() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).disable_operation_attempt_timeout().build()
 }
 
-/// The configuration override of an SQS ReceiveMessage (the local runner's, the tests'; the
+/// An SQS client for long polls (the local runner's queue consumers, the tests'; the
 /// functions receive nothing, Lambda does): no attempt timeout. A long poll answers after up
 /// to its wait, and a receive given up after SQS answered would hide its messages for their
 /// visibility timeout.
-pub fn receive_without_attempt_timeout() -> aws_sdk_sqs::config::Builder {
-    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts_without_attempt_limit())
+pub fn long_polling_sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    let sqs = aws_sdk_sqs::config::Builder::from(config).timeout_config(timeouts_without_attempt_limit()).build();
+    aws_sdk_sqs::Client::from_conf(sqs)
 }
 
 /// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE=true` (S3-compatible
