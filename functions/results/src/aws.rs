@@ -7,12 +7,12 @@ use std::time::Duration;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
-use stemvault_vault::items::{self, ItemPut, PutCondition};
+use stemvault_vault::items;
 use stemvault_vault::{Conditional, LoadTask, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{FindParked, PresignDownload, PutNewTask};
+use crate::domain::{FindParked, PresignDownload};
 use crate::error::PresignError;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
@@ -47,18 +47,11 @@ impl LoadTask for AwsPorts {
     }
 }
 
-impl PutNewTask for AwsPorts {
-    async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
-        let put = ItemPut { item: items::task_item(record)?, condition: PutCondition::Absent };
-        self.table.put("PutItem (registration)", put).await
-    }
-}
-
 stemvault_aws::system_clock!(AwsPorts);
 
 impl SaveTask for AwsPorts {
-    /// A registration's completion: the task item alone (its files and callbacks are as
-    /// read), one PutItem over the version read. Any other plan is refused before it is
+    /// A registration (over no task: its task item, only if there is none) or its completion
+    /// (the task item alone, its files and callbacks as read): one PutItem, over the version read. Any other plan is refused before it is
     /// sent: this role may not write file or callback items, nor UpdateItem.
     async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
         let Some(put) = items::plan_save(before, after)?.task_put_alone() else {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::register::Registration;
 use stemvault_vault::{
-    Abandoned, Attempt, Clock, Conditional, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StoreError,
-    TaskRecord, Timestamp, VaultState, retry_on_conflict,
+    Abandoned, Attempt, Clock, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StoreError, TaskRecord,
+    Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -21,12 +21,6 @@ pub trait PresignDownload {
     fn presign(&self, key: &str, expires_in: Duration) -> impl Future<Output = Result<String, PresignError>> + Send;
 }
 
-/// Write a registered task's item if the task has none yet (one PutItem conditional on
-/// `attribute_not_exists(sk)`): [`Conditional::Conflict`] when it exists.
-pub trait PutNewTask {
-    fn put_new_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
-}
-
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
 /// table could not take it, until the reconciler's next run records it.
 pub trait FindParked {
@@ -34,9 +28,9 @@ pub trait FindParked {
 }
 
 /// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + PutNewTask + SaveTask + FindParked + Clock + Sync {}
+pub trait Ports: LoadTask + PresignDownload + SaveTask + FindParked + Clock + Sync {}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + PutNewTask + SaveTask + FindParked + Clock + Sync {}
+impl<T> Ports for T where T: LoadTask + PresignDownload + SaveTask + FindParked + Clock + Sync {}
 
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -171,10 +165,12 @@ pub async fn register(
     let mut known = ports.load_task(task_id).await?;
     if known.is_none() {
         let record = registration.record(task_id, now, reconcile_after);
-        match ports.put_new_task(&record).await? {
-            Conditional::Applied => return Ok(Registered::Created(view_of(ports, &record, None).await?)),
+        // Saved over no task: its task item alone, only if there is none.
+        match ports.save_task(None, &record).await {
+            Ok(()) => return Ok(Registered::Created(view_of(ports, &record, None).await?)),
             // Registered (or called back) at the same moment: answer with what is there.
-            Conditional::Conflict => known = ports.load_task(task_id).await?,
+            Err(StoreError::Conflict) => known = ports.load_task(task_id).await?,
+            Err(e) => return Err(e.into()),
         }
     }
     // The first attempt decides on the read above; a conflict (a callback or a download wrote
@@ -274,26 +270,16 @@ pub(crate) mod tests {
         }
     }
 
-    impl PutNewTask for MemoryPorts {
-        async fn put_new_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
-            if let Some(e) = &self.fail {
-                return Err(e.clone());
-            }
-            let mut put = self.put.lock().unwrap();
-            if self.records.contains_key(&record.task_id) || put.iter().any(|r| r.task_id == record.task_id) {
-                return Ok(Conditional::Conflict);
-            }
-            put.push(record.clone());
-            Ok(Conditional::Applied)
-        }
-    }
-
     impl SaveTask for MemoryPorts {
         async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
             let id = TaskId::parse(&after.task_id).unwrap();
-            let current = self.load_task(&id).await?;
-            let Some(mut current) = current.filter(|r| Some(r.version) == before.map(|b| b.version)) else {
-                return Err(StoreError::Conflict);
+            let mut current = match (self.load_task(&id).await?, before) {
+                (None, None) => {
+                    self.put.lock().unwrap().push(after.clone());
+                    return Ok(());
+                }
+                (Some(current), Some(before)) if current.version == before.version => current,
+                _ => return Err(StoreError::Conflict),
             };
             let mut meanwhile = self.written_meanwhile.lock().unwrap();
             if *meanwhile > 0 {
