@@ -163,6 +163,7 @@ impl App {
                 unreadable = outcome.unreadable,
                 put_off = outcome.put_off,
                 stopped_early = outcome.stopped_early,
+                rate_limited = outcome.rate_limited,
                 "reconciliation done"
             );
             Ok(outcome)

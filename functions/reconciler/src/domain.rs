@@ -14,7 +14,10 @@
 //!   code ingest runs for a callback (so a callback and a poll bringing the same result merge
 //!   once; the second adds no file and sends no message), which also takes the task out of the
 //!   index once its stage is final;
-//! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour;
+//! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour; after
+//!   a 429 the run polls no other task: a task is polled at most every 30 s, far inside the
+//!   provider's per-task limit, so the limit hit is the account's, and every other poll would
+//!   be refused too and only use it up; they stay due for the next run;
 //! * "not found" (404/422, as HTTP status or as the body's `code`): the same, and once every
 //!   answer has said so for a day (any other answer, or none, restarts the count), the task
 //!   is given up like one waited for too long, with reason `not_found`;
@@ -146,6 +149,8 @@ pub struct Outcome {
     pub put_off: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
+    /// Stopped after the provider answered 429; the tasks left wait for the next run.
+    pub rate_limited: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
     #[serde(flatten)]
     pub replayed: crate::replay::Replayed,
@@ -223,6 +228,11 @@ pub async fn reconcile<P: Ports>(
                     PollOutcome::Http(401 | 403) | PollOutcome::Provider(401 | 403) => outcome.unauthorized += 1,
                     ref not_found if not_found.not_found() => outcome.not_found += 1,
                     _ => outcome.pending += 1,
+                }
+                if polled.rate_limited() {
+                    outcome.rate_limited = true;
+                    tracing::warn!(task_id, "the provider answered 429 (too many requests): no more polls this run");
+                    break;
                 }
             }
             Err(e) => {

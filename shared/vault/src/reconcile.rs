@@ -137,6 +137,11 @@ impl PollOutcome {
         matches!(self, PollOutcome::Http(404 | 422) | PollOutcome::Provider(404 | 422))
     }
 
+    /// The provider asked to slow down: 429, as HTTP status or as the body's `code`.
+    pub fn rate_limited(&self) -> bool {
+        matches!(self, PollOutcome::Http(429) | PollOutcome::Provider(429))
+    }
+
     /// As stored in `last_poll.outcome`.
     pub fn as_text(&self) -> String {
         match self {

@@ -703,6 +703,35 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     assert_eq!(run(&ports).await.polls, 1, "the one left, in the next run");
 }
 
+/// A 429 is the account's limit (no task is polled more than every 30 s): the run polls no
+/// other task, and those left are still due, first in the next run.
+#[tokio::test]
+async fn a_run_stops_polling_when_the_provider_answers_429() {
+    for answer in
+        [status(429), ProviderAnswer::Http { status: 200, body: br#"{"code":429,"msg":"slow down"}"#.to_vec() }]
+    {
+        let ports = MemoryPorts::new(vec![answer, pending()]);
+        register(&ports);
+        // Due before the registered task.
+        let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+        let first = registration.record(&TaskId::parse("first-1").unwrap(), ports.table.now(), Duration::ZERO);
+        ports.table.put_record(first);
+        ports.until_due();
+        let due_before = ports.record().reconcile_at;
+
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.tasks_due, outcome.polls, outcome.pending), (2, 1, 1), "{outcome:?}");
+        assert!(outcome.rate_limited && !outcome.stopped_early, "{outcome:?}");
+        assert_eq!(ports.table.record("first-1").unwrap().polls, 1, "the refused poll is booked: it backs off");
+        assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before), "left due");
+
+        let next = run(&ports).await;
+        assert_eq!((next.polls, next.rate_limited), (1, false), "{next:?}");
+        let polled: Vec<String> = ports.polls.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(polled, ["first-1", TASK]);
+    }
+}
+
 // --- parked callbacks -----------------------------------------------------------------------
 
 /// A parked callback is recorded, archived and queued by the next run and leaves `parked/`;
