@@ -33,8 +33,9 @@ pub struct Config {
     /// Which provider, where, and the secret holding its API key (None: reconciliation off).
     pub provider: ProviderConfig,
     pub reconcile_after: Duration,
-    /// `RECONCILE_GIVE_UP_SECONDS`: how long after its registration (or first callback) a
-    /// task still without a result is given up.
+    /// `RECONCILE_GIVE_UP_SECONDS`: how long after its registration (or first callback, or
+    /// the callback that brought its current stage: `reconcile::waiting_since`) a task still
+    /// without a result is given up.
     pub give_up_after: Duration,
 }
 

@@ -4,7 +4,7 @@
 //! Each run reads the sparse `reconcile-due` index (`reconcile = due`, `reconcile_at <= now`,
 //! oldest first, at most `max_tasks`; never a scan). Per task, it reads the task's items,
 //! then either gives it up (`RECONCILE_GIVE_UP_SECONDS` after its registration or first
-//! callback, reason `abandoned`; or after a day of "not found" answers, reason `not_found`: a
+//! callback, or after its current stage came when later, reason `abandoned`; or after a day of "not found" answers, reason `not_found`: a
 //! `Task Failed` event with that reason, then `abandoned` recorded, and it leaves both
 //! indexes) or polls the family's record-info
 //! endpoint and reads the answer, its callback URLs redacted ([`crate::redact`]), with

@@ -207,13 +207,18 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     next
 }
 
-/// Since when the task has been waited for: its registration, else its first callback.
+/// Since when the task has been waited for: its registration, else its first callback; or,
+/// when later, since its current stage came (the first callback or poll that brought it).
+/// Minutes apart as a task goes, but a callback that revives a task given up (a late stage)
+/// starts the wait again: else the task would be given up at its next run, without a poll.
 pub fn waiting_since(record: &TaskRecord) -> Timestamp {
-    record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at)
+    let first = record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at);
+    let stage_came = record.callbacks.values().filter(|c| c.stage == record.stage).map(|c| c.received_at).min();
+    stage_came.map_or(first, |came| came.max(first))
 }
 
-/// When a task still without its result is given up: `give_up_after` after it was first
-/// waited for.
+/// When a task still without its result is given up: `give_up_after` after it was last
+/// waited for ([`waiting_since`]).
 pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
     waiting_since(record).plus(give_up_after)
 }

@@ -30,6 +30,12 @@ fn park_music_stages(ports: &MemoryPorts) -> [String; 2] {
     })
 }
 
+/// A music `first` callback for [`TASK`]: one track of two has its audio.
+const FIRST_OF_TASK: &[u8] =
+    br#"{"code":200,"msg":"first","data":{"callbackType":"first","task_id":"3e63b4cc88d52611159371f6af5571e7","data":[
+    {"id":"a1","audio_url":"https://cdn1.suno.ai/a1.mp3","image_url":"","stream_audio_url":"","title":"x"},
+    {"id":"a2","audio_url":"","image_url":"","stream_audio_url":"","title":"y"}]}}"#;
+
 fn pending() -> ProviderAnswer {
     let body = format!(r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","successFlag":"PENDING"}}}}"#);
     ProviderAnswer::Http { status: 200, body: body.into_bytes() }
@@ -343,9 +349,6 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
 
     // A `first` callback, then a poll that still says `first` (nothing new), then one that
     // says complete: each file is sent once.
-    let first_body = br#"{"code":200,"msg":"first","data":{"callbackType":"first","task_id":"3e63b4cc88d52611159371f6af5571e7","data":[
-        {"id":"a1","audio_url":"https://cdn1.suno.ai/a1.mp3","image_url":"","stream_audio_url":"","title":"x"},
-        {"id":"a2","audio_url":"","image_url":"","stream_audio_url":"","title":"y"}]}}"#;
     let poll_first =
         br#"{"code":200,"msg":"success","data":{"taskId":"3e63b4cc88d52611159371f6af5571e7","status":"FIRST_SUCCESS",
         "response":{"sunoData":[{"id":"a1","audioUrl":"https://cdn1.suno.ai/a1.mp3"},{"id":"a2","audioUrl":""}]}}}"#;
@@ -355,9 +358,9 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
         ProviderAnswer::Http { status: 200, body: poll_first.to_vec() },
         ProviderAnswer::Http { status: 200, body: poll_complete.to_vec() },
     ]);
-    let event = parse_callback(first_body).unwrap();
+    let event = parse_callback(FIRST_OF_TASK).unwrap();
     assert_eq!(event.stage, Stage::First);
-    accept(&ports, &accept::Settings::default(), &event, first_body, "req-1", None).await.unwrap();
+    accept(&ports, &accept::Settings::default(), &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
     assert_eq!(ports.record().reconcile.as_deref(), Some("due"), "stuck at first: watched");
     ports.until_due();
     assert_eq!(run(&ports).await.results, 1);
@@ -385,6 +388,34 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
     ports.table.advance(Duration::from_secs(3600));
     assert_eq!(run(&ports).await.tasks_due, 0);
+}
+
+/// A late callback that brings a task given up a new stage revives it, and its wait starts
+/// again: it is polled, not given up again at its next run.
+#[tokio::test]
+async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
+    let music_pending = format!(r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","status":"PENDING"}}}}"#);
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body: music_pending.into_bytes() }]);
+    let registration = Registration { family: Family::Music, client_ref: None };
+    let registered = registration.record(&TaskId::parse(TASK).unwrap(), ports.table.now(), Duration::from_secs(600));
+    ports.table.put_record(registered);
+    ports.table.advance(settings().give_up_after);
+    assert_eq!(run(&ports).await.abandoned, 1);
+
+    let event = parse_callback(FIRST_OF_TASK).unwrap();
+    accept(&ports, &settings().accept, &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
+    assert_eq!((ports.record().abandoned, ports.record().reconcile.as_deref()), (None, Some("due")));
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.polls, outcome.pending), (0, 1, 1), "{outcome:?}");
+
+    // Given up once more only `give_up_after` after the stage came.
+    let revived_at = ports.record().callbacks.values().next().expect("the late callback").received_at;
+    ports.table.advance(settings().give_up_after);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
+    let abandoned = ports.record().abandoned.expect("given up");
+    assert!(abandoned.at >= revived_at.plus(settings().give_up_after), "{abandoned:?}");
 }
 
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
