@@ -2104,20 +2104,57 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "a.com, b.com",
         "a.com,,b.com,",
         "https://h.example:8443/",
+        "*.example.com.",
+        "::1",
+        "2001:db8::1",
+        "http://[::1]:8080",
+        "http://127.0.0.1:65535",
+        "_dmarc.example.com",
     ];
     for list in host_lists {
         assert!(hosts.is_match(list), "{list:?}: refused by the pattern");
         assert!(SourcePolicy::parse(list).is_ok(), "{list:?}: accepted by the pattern, refused by the download");
     }
-    for refused in ["a.com b.com", "a.com/path", "*.", "https://u:p@h.example/", "[::1", "::1]", ".a.com"] {
+    for refused in [
+        "a.com b.com",
+        "a.com/path",
+        "*.",
+        "https://u:p@h.example/",
+        "[::1",
+        "::1]",
+        ".a.com",
+        "https://h.example/?x",
+        "https://h.example#f",
+        "http://h.example:65536",
+        "http://h.example:99999",
+        "foo..bar",
+        "-foo.com",
+        "foo-.com",
+        "a.-b.com",
+        "a.com:8080",
+        "ad.be:80",
+    ] {
         assert!(!hosts.is_match(refused), "{refused:?}");
+        assert!(SourcePolicy::parse(refused).is_err(), "{refused:?}: the download would start with it");
     }
 
+    // The secret's JSON as the template writes it: each key between quotes, as typed.
     let keys = pattern("WebhookHmacKeys");
-    for list in ["", "k1", "k1,k2", " k1 , k2 ", "a key", "k1,", ",k1", "k1,,k2", " ", "k1, "] {
-        let secret = serde_json::json!({ "webhook_hmac_keys": list.split(',').collect::<Vec<_>>() });
-        let ingest_starts = list.is_empty() || CallbackSecret::parse(&secret.to_string()).is_ok();
+    for list in ["", "k1", "k1,k2", " k1 , k2 ", "a key", "k1,", ",k1", "k1,,k2", " ", "k1, ", "a\tkey", "k1,k\u{1}"] {
+        let secret = format!(
+            r#"{{"webhook_hmac_keys": ["{}"], "callback_token": null}}"#,
+            list.split(',').collect::<Vec<_>>().join(r#"",""#)
+        );
+        let ingest_starts = list.is_empty() || CallbackSecret::parse(&secret).is_ok();
         assert_eq!(keys.is_match(list), ingest_starts, "{list:?}");
+    }
+    let api_key = pattern("ProviderApiKey");
+    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}"] {
+        // A secret that is no JSON is read as the key itself: the whole text, sent and refused.
+        let secret = stemvault_aws::secrets::SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
+        let read = stemvault_aws::provider::ApiKey::from_secret(&secret);
+        let key_as_typed = read.as_ref().map(|k| k.expose()).unwrap_or("") == key;
+        assert_eq!(api_key.is_match(key), key_as_typed, "{key:?}");
     }
 
     let notify = pattern("NotifyUrl");
