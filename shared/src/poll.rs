@@ -33,10 +33,10 @@
 //!
 //! | status | meaning | result |
 //! |---|---|---|
-//! | `PENDING`, `GENERATING`, `wait_processing`, `processing_validate`; integer `0`; cover's integer `2` (generating) | not done | `Pending` |
+//! | `PENDING`, `GENERATING`, `wait_processing`, `processing_validate`, `wait_validating` without a `validateInfo` (a voice generation waiting for its validation); integer `0`; cover's integer `2` (generating) | not done | `Pending` |
 //! | `TEXT_SUCCESS` | lyrics text ready | staged: stage `text`; others: `Pending` |
 //! | `FIRST_SUCCESS` | first track ready | staged: stage `first`; others: `Pending` |
-//! | `SUCCESS`, `success` (voice), `wait_validating` (voice: phrase ready); integer `1` | done | staged: `complete`; others: `final` |
+//! | `SUCCESS`, `success` (voice), `wait_validating` with a `validateInfo` (voice validation: phrase ready); integer `1` | done | staged: `complete`; others: `final` |
 //! | `CREATE_TASK_FAILED`, `GENERATE_AUDIO_FAILED`, `GENERATE_LYRICS_FAILED`, `GENERATE_WAV_FAILED`, `GENERATE_MP4_FAILED`, `SENSITIVE_WORD_ERROR`, `processing_validate_fail`, `fail`, `FAILED`, and any other status ending in `_FAILED`, `_FAIL` or `_ERROR`; integers `2` (create-task failed; not for cover) and `3` | failed | `error` |
 //! | `CALLBACK_EXCEPTION` | the provider could not deliver its callback | see below |
 //!
@@ -147,7 +147,9 @@ impl PollError {
 }
 
 /// The record-info endpoint polled for `family` (both providers, same path under their API
-/// host; voice is docs.sunoapi.org only), with `?taskId=<id>` appended by the caller.
+/// host), with `?taskId=<id>` appended by the caller. Voice's is the validation tasks' (the
+/// phrase); a voice generation task is polled at [`generation_record_path`] when this one
+/// does not know it.
 pub fn record_info_path(family: Family) -> Option<&'static str> {
     Some(match family {
         Family::Music => "/api/v1/generate/record-info",
@@ -160,6 +162,14 @@ pub fn record_info_path(family: Family) -> Option<&'static str> {
         Family::Voice => "/api/v1/voice/validate-info",
         Family::Unknown => return None,
     })
+}
+
+/// Where a task the family's [`record_info_path`] does not know may be: voice generation tasks
+/// (the `voiceId`) have their own record, `/api/v1/voice/record-info`, answered in the same
+/// shape and statuses (there `wait_validating`, without a `validateInfo`, is not done yet).
+/// A voice task's family does not say which of the two it is.
+pub fn generation_record_path(family: Family) -> Option<&'static str> {
+    (family == Family::Voice).then_some("/api/v1/voice/record-info")
 }
 
 /// The `code` of a JSON answer's envelope, read as [`parse_poll`] reads it (a number, or a

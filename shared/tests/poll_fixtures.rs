@@ -487,4 +487,7 @@ fn every_family_but_unknown_has_an_endpoint() {
     assert_eq!(record_info_path(Family::CoverImage), Some("/api/v1/suno/cover/record-info"));
     assert_eq!(record_info_path(Family::Voice), Some("/api/v1/voice/validate-info"));
     assert_eq!(record_info_path(Family::Unknown), None);
+    use suno_callbacks::poll::generation_record_path;
+    assert_eq!(generation_record_path(Family::Voice), Some("/api/v1/voice/record-info"));
+    assert_eq!(generation_record_path(Family::Music), None);
 }

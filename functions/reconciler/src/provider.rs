@@ -1,5 +1,6 @@
 //! The provider's record-info endpoints over HTTP: `GET {PROVIDER_BASE_URL}{path}?taskId=<id>`
-//! with the API key as a Bearer token ([`suno_callbacks::poll::record_info_path`]). The key is
+//! with the API key as a Bearer token ([`suno_callbacks::poll::record_info_path`]; a voice task
+//! that endpoint does not know, at [`suno_callbacks::poll::generation_record_path`]). The key is
 //! the one in force ([`ProviderKey`]: read again when 5 minutes old, or when the provider
 //! refuses it, a refused poll being made once more with a rotated key).
 
@@ -7,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stemvault_aws::provider::{ApiKey, ProviderKey};
-use suno_callbacks::{Family, TaskId, poll::record_info_path};
+use suno_callbacks::poll::{answer_code, generation_record_path, record_info_path};
+use suno_callbacks::{Family, TaskId};
 
 use crate::domain::ProviderAnswer;
 
@@ -39,9 +41,25 @@ pub fn refused(answer: &ProviderAnswer) -> bool {
     }
 }
 
+/// Whether the provider said, in its own JSON answer, that it does not know the task (404 or
+/// 422, as HTTP status or as the body's `code`).
+fn unknown_task(answer: &ProviderAnswer) -> bool {
+    match answer {
+        ProviderAnswer::Http { status, body } => match answer_code(body) {
+            Some(404 | 422) => true,
+            Some(_) => matches!(status, 404 | 422),
+            None => false,
+        },
+        _ => false,
+    }
+}
+
 /// The URL polled for `task_id` of `family` below `base_url` (None: the family has no endpoint).
 pub fn record_info_url(base_url: &str, family: Family, task_id: &TaskId) -> Option<String> {
-    let path = record_info_path(family)?;
+    url_at(base_url, record_info_path(family)?, task_id)
+}
+
+fn url_at(base_url: &str, path: &str, task_id: &TaskId) -> Option<String> {
     let mut url = url::Url::parse(&format!("{}{path}", base_url.trim_end_matches('/'))).ok()?;
     url.query_pairs_mut().append_pair("taskId", task_id.as_str());
     Some(url.into())
@@ -55,13 +73,23 @@ impl HttpProvider {
     }
 
     /// One poll with the key in force, made once more when the provider refused it and a
-    /// re-read brought another. Transport failures are [`ProviderAnswer::Unreachable`].
+    /// re-read brought another; a voice task the validation record does not know is asked for
+    /// at the generation record. Transport failures are [`ProviderAnswer::Unreachable`].
     pub async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         let Some(url) = record_info_url(&self.base_url, family, task_id) else {
             return ProviderAnswer::Unreachable(format!("family {family} has no record-info endpoint"));
         };
+        let answer = self.poll_url(&url).await;
+        let generation = generation_record_path(family).and_then(|path| url_at(&self.base_url, path, task_id));
+        match generation {
+            Some(url) if unknown_task(&answer) => self.poll_url(&url).await,
+            _ => answer,
+        }
+    }
+
+    async fn poll_url(&self, url: &str) -> ProviderAnswer {
         self.key
-            .call(|key| self.poll_with(&url, key), refused)
+            .call(|key| self.poll_with(url, key), refused)
             .await
             .unwrap_or_else(|e| ProviderAnswer::Unreachable(e.to_string()))
     }
@@ -125,6 +153,39 @@ mod tests {
                 ProviderAnswer::TooLarge { limit } if !read => assert_eq!(limit, largest_callback),
                 other => panic!("{bytes} bytes: {other:?}"),
             }
+        }
+    }
+
+    /// A voice generation task is unknown to the validation record (the family does not say
+    /// which the task is): its generation record is asked next. Any other answer stands.
+    #[tokio::test]
+    async fn a_voice_task_the_validation_record_does_not_know_is_polled_at_the_generation_record() {
+        use stemvault_aws::test_http::{answer_in_turn, json_reply, key_in_force};
+        let key = key_in_force("k", "reconciler");
+        let task = TaskId::parse("v0ice7a5k").unwrap();
+        let unknown = [json_reply(200, br#"{"code":404,"msg":"task not found"}"#), json_reply(422, br#"{"code":422}"#)];
+        let found = br#"{"code":200,"data":{"taskId":"v0ice7a5k","voiceId":"v1","status":"success"}}"#;
+        for first in unknown {
+            let (origin, served) = answer_in_turn(vec![first, json_reply(200, found)]).await;
+            let answer = HttpProvider::new(&origin, key.clone()).unwrap().poll(Family::Voice, &task).await;
+            assert_eq!(answer, ProviderAnswer::Http { status: 200, body: found.to_vec() });
+            let paths: Vec<String> =
+                served.await.unwrap().iter().map(|r| r.split(' ').nth(1).unwrap().to_owned()).collect();
+            assert_eq!(
+                paths,
+                ["/api/v1/voice/validate-info?taskId=v0ice7a5k", "/api/v1/voice/record-info?taskId=v0ice7a5k"]
+            );
+        }
+        // Found, or a 404 that is no provider answer, or another family (one record): that
+        // answer (a second poll would find the origin closed: unreachable).
+        let page = b"<html>not here</html>";
+        let not_found = br#"{"code":404}"#;
+        for (family, status, body) in
+            [(Family::Voice, 200, &found[..]), (Family::Voice, 404, page), (Family::Music, 200, not_found)]
+        {
+            let (origin, _served) = answer_in_turn(vec![json_reply(status, body)]).await;
+            let answer = HttpProvider::new(&origin, key.clone()).unwrap().poll(family, &task).await;
+            assert_eq!(answer, ProviderAnswer::Http { status, body: body.to_vec() }, "{family}");
         }
     }
 

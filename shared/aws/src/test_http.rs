@@ -14,15 +14,24 @@ use crate::secrets::{SecretReader, SecretText};
 /// `http://127.0.0.1:<port>`, answering its first request with `reply` and closing; the
 /// task yields that request as read (its head, and its body up to its `content-length`).
 pub async fn answer_once(reply: impl Into<Vec<u8>>) -> (String, JoinHandle<String>) {
-    let reply = reply.into();
+    let (origin, served) = answer_in_turn(vec![reply.into()]).await;
+    (origin, tokio::spawn(async move { served.await.expect("served").pop().unwrap_or_default() }))
+}
+
+/// As [`answer_once`], for as many requests (one connection each) as `replies`, in turn; the
+/// task yields the requests.
+pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<String>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
     let served = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.expect("a connection");
-        let request = read_request(&mut stream).await;
-        let _ = stream.write_all(&reply).await;
-        let _ = stream.shutdown().await;
-        request
+        let mut requests = Vec::new();
+        for reply in replies {
+            let (mut stream, _) = listener.accept().await.expect("a connection");
+            requests.push(read_request(&mut stream).await);
+            let _ = stream.write_all(&reply).await;
+            let _ = stream.shutdown().await;
+        }
+        requests
     });
     (origin, served)
 }

@@ -30,9 +30,17 @@ pub(super) fn read(family: Family, data: &Object) -> Result<(String, Outcome), P
     };
     let outcome = match i64_of(Some(raw)) {
         Some(flag) => numeric(family, flag),
-        None => named(&status.to_ascii_uppercase()),
+        None => named(&status.to_ascii_uppercase()).map(|o| phrase_not_ready(&status, data).unwrap_or(o)),
     };
     outcome.map(|o| (status.clone(), o)).ok_or(PollError::UnknownStatus(status))
+}
+
+/// `wait_validating` is a validation task's result (its phrase ready) only with the phrase: a
+/// voice generation task's record (`/api/v1/voice/record-info`, no `validateInfo`) is in that
+/// status while it waits for its validation to complete, not done.
+fn phrase_not_ready(status: &str, data: &Object) -> Option<Outcome> {
+    let phrase = data.get("validateInfo").filter(|v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()));
+    (status.eq_ignore_ascii_case("wait_validating") && phrase.is_none()).then_some(Outcome::Pending)
 }
 
 /// MIDI's integer flags, and cover images' (whose `2` means generating).
@@ -125,7 +133,7 @@ mod tests {
             ("FIRST_SUCCESS", First),
             ("SUCCESS", Success),
             ("success", Success),
-            ("wait_validating", Success),
+            ("wait_validating", Pending),
             ("CALLBACK_EXCEPTION", CallbackException),
             ("CREATE_TASK_FAILED", Failed),
             ("GENERATE_AUDIO_FAILED", Failed),
@@ -143,6 +151,22 @@ mod tests {
         assert_eq!(outcome(Family::Music, json!("LATER")), Err(PollError::UnknownStatus("LATER".into())));
         assert_eq!(outcome(Family::Music, json!(true)), Err(PollError::UnknownStatus("true".into())));
         assert_eq!(read(Family::Music, json!({"successFlag":null}).as_object().unwrap()), Err(PollError::NoStatus));
+    }
+
+    #[test]
+    fn wait_validating_is_done_only_with_the_phrase() {
+        let read_voice = |data: Value| read(Family::Voice, data.as_object().unwrap()).map(|(_, o)| o);
+        for phrase in [json!("Sing this line"), json!({"phrase": "Sing this line"})] {
+            let data = json!({"status": " WAIT_VALIDATING ", "validateInfo": phrase});
+            assert_eq!(read_voice(data), Ok(Outcome::Success));
+        }
+        for missing in [
+            json!({"status": "wait_validating", "voiceId": ""}),
+            json!({"status": "wait_validating", "validateInfo": " "}),
+        ] {
+            assert_eq!(read_voice(missing), Ok(Outcome::Pending));
+        }
+        assert_eq!(read_voice(json!({"status": "success", "voiceId": "v1"})), Ok(Outcome::Success));
     }
 
     #[test]
