@@ -31,8 +31,8 @@
 //! 6. [`Voice`](Family::Voice): `voiceId` or `validateInfo`; or both `status` and `errorCode`
 //!    with neither `callbackType` nor `data.data`.
 //! 7. [`Lyrics`](Family::Lyrics): `data.data` holds an item with `text` and none with an audio
-//!    URL; or `data.taskId` without `data.task_id` next to a `callbackType` (docs.sunoapi.org
-//!    lyrics); or a failure (`code` != 200) whose `msg` mentions "song description" or
+//!    URL; or `data.taskId` without `data.task_id` next to a `callbackType` and no item with
+//!    an audio URL (docs.sunoapi.org lyrics); or a failure (`code` != 200) whose `msg` mentions "song description" or
 //!    "lyrics generation" (the docs.kie.ai lyrics failure keeps `callbackType "complete"`).
 //! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
 //!    seven music-track endpoints, including replace-section's failure (`data.error`).

@@ -55,7 +55,12 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     let has_audio = |item: &Value| has_key(item, "audio_url") || has_key(item, "audioUrl");
     let text_items = items.iter().any(|item| has_key(item, "text")) && !items.iter().any(has_audio);
     // docs.sunoapi.org lyrics key the task as `data.taskId`; music-track bodies use `task_id`.
-    let sunoapi_lyrics = data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some();
+    // Items with audio are tracks whatever the id's spelling: as lyrics, their files would be
+    // dropped.
+    let sunoapi_lyrics = data.contains_key("taskId")
+        && !data.contains_key("task_id")
+        && callback_type.is_some()
+        && !items.iter().any(has_audio);
     let lyrics_failure = code != 200
         && ["song description", "lyrics generation", "lyric generation", "generate lyrics"]
             .iter()
@@ -118,5 +123,11 @@ mod tests {
         assert_eq!(family_of(lyrics), Family::Lyrics);
         let tracks = json!({"code":200,"data":{"task_id":"t","data":[{"text":"la","audio_url":"u"}]}});
         assert_eq!(family_of(tracks), Family::Music);
+        let camel_tracks =
+            json!({"code":200,"data":{"callbackType":"complete","taskId":"t","data":[{"id":"a","audio_url":"u"}]}});
+        assert_eq!(family_of(camel_tracks), Family::Music);
+        let sunoapi_lyrics =
+            json!({"code":200,"data":{"callbackType":"complete","taskId":"t","data":[{"text":"la","title":"x"}]}});
+        assert_eq!(family_of(sunoapi_lyrics), Family::Lyrics);
     }
 }
