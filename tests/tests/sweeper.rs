@@ -210,8 +210,8 @@ async fn settle_through_manifest_job(env: &TestEnv) -> FileJob {
 
 /// A task settled before anyone named its family gets a registration naming it (and a
 /// client_ref): the registration moves the file set's generation on and reopens the task,
-/// and the sweeper's next run has its manifest written again, with the family, over the one
-/// without it (through the real table, queue and bucket).
+/// and the sweeper's next run has its manifest written again, with the family and client_ref,
+/// over the one without them (through the real table, queue and bucket).
 #[tokio::test]
 async fn a_registration_completing_a_settled_task_has_its_manifest_written_again() {
     let env = TestEnv::new().await;
@@ -224,7 +224,8 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
     let key = s3_key::manifest_key(&TaskId::parse(&unknown.task_id).unwrap());
     let manifest = |bytes: Option<Vec<u8>>| serde_json::from_slice::<Manifest>(&bytes.expect("a manifest")).unwrap();
-    assert_eq!(manifest(env.object(&key).await).family, Family::Unknown);
+    let first = manifest(env.object(&key).await);
+    assert_eq!((first.family, first.client_ref), (Family::Unknown, None));
     let settled = env.task_record(&unknown.task_id).await;
     assert!(settled.is_settled(), "{settled:?}");
 
@@ -253,7 +254,8 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
     let job = settle_through_manifest_job(&env).await;
     assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
-    assert_eq!(manifest(env.object(&key).await).family, Family::VocalSeparation);
+    let rewritten = manifest(env.object(&key).await);
+    assert_eq!((rewritten.family, rewritten.client_ref.as_deref()), (Family::VocalSeparation, Some("order-17")));
     let resettled = env.task_record(&unknown.task_id).await;
     assert_eq!((resettled.vault, resettled.open.as_deref()), (VaultState::Complete, None));
     assert_eq!(resettled.manifest_key.as_deref(), Some(key.as_str()));

@@ -9,6 +9,9 @@ use crate::{FileStatus, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 pub struct Manifest {
     pub task_id: String,
     pub family: Family,
+    /// The user's own id for the task, when it was registered with one (as in the events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ref: Option<String>,
     pub stage: Stage,
     pub code: i64,
     pub message: String,
@@ -34,6 +37,7 @@ impl Manifest {
         Manifest {
             task_id: record.task_id.clone(),
             family: record.family,
+            client_ref: record.client_ref.clone(),
             stage: record.stage,
             code: record.code,
             message: record.message.clone(),
@@ -94,6 +98,13 @@ mod tests {
             }]
         });
         assert_eq!(serde_json::to_value(&manifest).unwrap(), written);
-        assert_eq!(serde_json::from_value::<Manifest>(written).unwrap(), manifest);
+        assert_eq!(serde_json::from_value::<Manifest>(written.clone()).unwrap(), manifest);
+
+        // A registered task's own id is in it (what a registration that adds one rewrites it for).
+        record.client_ref = Some("order-17".into());
+        let registered = serde_json::to_value(Manifest::of(&record, VaultState::Complete, generated_at)).unwrap();
+        let mut with_ref = written;
+        with_ref["client_ref"] = json!("order-17");
+        assert_eq!(registered, with_ref);
     }
 }
