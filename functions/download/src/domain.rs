@@ -548,24 +548,33 @@ async fn copy_claimed<P: Ports>(
     };
     // An earlier attempt may have stored the file before its URL expired: while that cannot be
     // looked for, the source refusing for good fails nothing for good.
-    let error = match unsure {
-        Some(lookup) if !error.is_retryable() && lookup.is_retryable() => {
-            tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
-            CopyError::Storage(lookup)
-        }
-        _ => error,
-    };
+    let unsure = unsure.filter(|lookup| !error.is_retryable() && lookup.is_retryable());
+    if unsure.is_some() {
+        tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
+    }
     let last_receive = delivery.is_last_receive();
-    if error.is_retryable() && !last_receive {
+    if (error.is_retryable() || unsure.is_some()) && !last_receive {
+        let error = unsure.map_or(error, CopyError::Storage);
         release_claim(ports, task_id, name, worker, &error.to_string()).await;
         return Outcome::Retry(error.into());
     }
     // On its last receive, a retryable failure sends the message to the dead-letter queue:
     // the file is recorded failed (`dead_lettered`) so that the task can settle and people
-    // see why, in the record and in GET /tasks/{id}.
-    let (reason, code) = match error.is_retryable() {
-        true => (format!("{DEAD_LETTERED}: {error} (receive {}, the last)", delivery.receive_count), DEAD_LETTERED),
-        false => (error.to_string(), error.reason_code()),
+    // see why, in the record and in GET /tasks/{id}. A refusal kept from failing for good by
+    // a lookup that failed keeps its own words first: an expired URL still reads as one
+    // (`reconcile::failed_by_expiry`), so the task is watched for a fresh one.
+    let receive = delivery.receive_count;
+    let (reason, code) = match unsure {
+        Some(lookup) => (
+            format!(
+                "{DEAD_LETTERED}: {error}; an earlier copy could not be looked for: {lookup} (receive {receive}, the last)"
+            ),
+            DEAD_LETTERED,
+        ),
+        None if error.is_retryable() => {
+            (format!("{DEAD_LETTERED}: {error} (receive {receive}, the last)"), DEAD_LETTERED)
+        }
+        None => (error.to_string(), error.reason_code()),
     };
     let failed_at = ports.now();
     let written = ports.record_failed(task_id, name, worker, &reason, failed_at).await;

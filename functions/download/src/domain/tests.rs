@@ -685,6 +685,25 @@ async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
 }
 
+/// As above, on the message's last receive: dead-lettered, and the reason still says the URL
+/// expired, so the task is watched for a fresh one.
+#[tokio::test]
+async fn an_expired_source_whose_earlier_copy_cannot_be_looked_for_on_the_last_receive_stays_expired() {
+    let mut r = record(&[("vocal", FileStatus::Queued)]);
+    r.files.get_mut("vocal").unwrap().attempts = 1;
+    let ports = MemoryPorts::with_record(r);
+    let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
+    ports.source(&url("vocal"), Script::Fail(expired));
+    *ports.head_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = ports.record(TASK).files["vocal"].clone();
+    let reason = file.error.clone().unwrap_or_default();
+    assert!(reason.starts_with("dead_lettered: source answered 410"), "{reason}");
+    assert!(reason.contains("an earlier copy could not be looked for"), "{reason}");
+    assert!(stemvault_vault::reconcile::failed_by_expiry(&file), "{reason}");
+}
+
 /// A copy under the key made from another URL (the record's URL changed since) is not this
 /// file: it is copied over.
 #[tokio::test]
