@@ -343,12 +343,19 @@ impl Outcome {
         matches!(self, Outcome::Retry(_) | Outcome::DeadLettered(_))
     }
 
-    /// How long the source asked to be left alone (`Retry-After` on a 429 or 503).
-    pub fn retry_after(&self) -> Option<Duration> {
+    /// How long to leave the file alone, at `now`: as long as the source asked (`Retry-After`
+    /// on a 429 or 503), or, for a file another claim holds, until a second after its lease
+    /// (a claim left by a failed write lapses then; redeliveries before only meet it again,
+    /// each spending one of the message's receives).
+    pub fn retry_after(&self, now: Timestamp) -> Option<Duration> {
         match self {
             Outcome::Retry(DownloadError::Copy(CopyError::Fetch(
                 FetchError::Status { retry_after, .. } | FetchError::NoFreshLinkYet { retry_after, .. },
             ))) => *retry_after,
+            Outcome::Retry(DownloadError::Busy { lease_until }) => {
+                let left = lease_until.saturating_add(1).saturating_sub(now.unix_seconds());
+                Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
+            }
             _ => None,
         }
     }
@@ -473,17 +480,18 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 }
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
-/// receive count, or as long as the source's `Retry-After` asked ([`retry_delay_after`]);
+/// receive count, or as long as the source's `Retry-After` or another claim's lease asks
+/// ([`retry_delay_after`], [`Outcome::retry_after`]);
 /// after its last receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another
 /// attempt (the queue moves it to the dead-letter queue at its next receive), and the
 /// dead-letter alarm should not wait for it. Failing to do so only means a retry once the
 /// queue's visibility timeout is over (so does SQS not answering
 /// within [`BEST_EFFORT_CALL_TIMEOUT`]).
-pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
+pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
     let delay = match delivery.is_last_receive() {
         true => Duration::ZERO,
-        false => retry_delay_after(delivery.receive_count, outcome.retry_after()),
+        false => retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

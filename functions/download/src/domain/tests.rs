@@ -309,15 +309,19 @@ async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_t
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     let f = r.files.get_mut("vocal").unwrap();
     f.claim = Some("someone-else".into());
-    f.lease_until = Some(Timestamp::from_unix_ms(1_800_000_000_000).unix_seconds() + 10);
+    f.lease_until = Some(Timestamp::from_unix_ms(1_800_000_000_000).unix_seconds() + 600);
     let ports = MemoryPorts::with_record(r);
     serve(&ports, "vocal", b"x");
 
     let outcome = run(&ports, "vocal", 1).await;
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Busy { .. })), "{outcome:?}");
     assert!(ports.opened().is_empty());
+    // Kept away until a second after the lease, not the first retry's 30 s: redeliveries
+    // before would meet the claim again, each spending a receive.
+    assert_eq!(ports.delays.lock().unwrap().last().map(|(_, d)| *d), Some(Duration::from_secs(601)));
 
-    *ports.now.lock().unwrap() = Some(Timestamp::from_unix_ms(1_800_000_011_000));
+    *ports.now.lock().unwrap() = Some(Timestamp::from_unix_ms(1_800_000_601_000));
+    assert_eq!(outcome.retry_after(ports.now()), Some(Duration::ZERO), "lapsed");
     assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
 }
 
@@ -1108,7 +1112,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     let slow_down = FetchError::Status { status: 429, reason: "Too Many Requests".into(), retry_after: Some(busy) };
     ports.source(FRESH, Script::Fail(slow_down));
     let outcome = run(&ports, "vocal", 2).await;
-    assert_eq!(outcome.retry_after(), Some(busy), "{outcome:?}");
+    assert_eq!(outcome.retry_after(ports.now()), Some(busy), "{outcome:?}");
 
     ports.source(FRESH, expired(404, "Not Found"));
     let outcome = run(&ports, "vocal", 2).await;
