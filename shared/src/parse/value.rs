@@ -49,7 +49,9 @@ pub(super) fn storable(f: f64) -> Option<f64> {
 }
 
 /// Whether `value` can be kept in details as is: no decimal number out of [`storable`]'s
-/// range (integers are fine), nested at most [`MAX_JSON_DEPTH`] levels.
+/// range (integers are fine), no empty object key (a DynamoDB map's keys are attribute names,
+/// at least one character long: the item would be refused), nested at most
+/// [`MAX_JSON_DEPTH`] levels.
 pub(super) fn storable_json(value: &Value) -> bool {
     fn within(value: &Value, depth: usize) -> bool {
         match value {
@@ -57,7 +59,7 @@ pub(super) fn storable_json(value: &Value) -> bool {
             Value::Number(n) if n.is_i64() || n.is_u64() => true,
             Value::Number(n) => n.as_f64().and_then(storable).is_some(),
             Value::Array(items) => items.iter().all(|v| within(v, depth + 1)),
-            Value::Object(map) => map.values().all(|v| within(v, depth + 1)),
+            Value::Object(map) => map.iter().all(|(key, v)| !key.is_empty() && within(v, depth + 1)),
             _ => true,
         }
     }
@@ -117,6 +119,8 @@ mod tests {
         assert!(storable_json(&json!({"a":[1, -2.5, u64::MAX, i64::MIN, "1e200", null]})));
         assert!(!storable_json(&json!({"a":[1e200]})));
         assert!(!storable_json(&json!([{"b":1e-200}])));
+        assert!(!storable_json(&json!({"a":{"":1}})));
+        assert!(storable_json(&json!({"a":{" ":1}})));
         let mut deep = json!(1);
         for _ in 0..MAX_JSON_DEPTH {
             deep = json!([deep]);
