@@ -8,9 +8,11 @@ SHELL := bash
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3
-# A virtualenv, or a clear word on what this Python lacks (Debian and Ubuntu ship venv's
-# ensurepip apart, in python3-venv).
-NEW_VENV = $(PYTHON) -c 'import ensurepip' 2>/dev/null \
+# A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
+# cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
+NEW_VENV = $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || { echo "$(PYTHON) is older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }; \
+  $(PYTHON) -c 'import ensurepip' 2>/dev/null \
   || { echo "$(PYTHON) cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }; \
   $(PYTHON) -m venv
 VENV := .venv
@@ -78,16 +80,16 @@ lambda-build: tools
 # --- run ------------------------------------------------------------------------------
 run: deps
 	cargo build --locked -p stemvault-local
-	$(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local
+	$(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"
 
 # Against a running `make run` when one answers on PORT, else the whole pipeline in-process
 # under a fresh emulator.
 demo: deps
 	cargo build --locked -p stemvault-local
-	if $(CARGO_TARGET_DIR)/debug/stemvault-local status >/dev/null 2>&1; then \
-	  $(CARGO_TARGET_DIR)/debug/stemvault-local demo; \
+	if "$(CARGO_TARGET_DIR)/debug/stemvault-local" status >/dev/null 2>&1; then \
+	  "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
 	else \
-	  $(EMULATOR) $(CARGO_TARGET_DIR)/debug/stemvault-local demo; \
+	  $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
 	fi
 
 # --- bench ----------------------------------------------------------------------------
@@ -97,11 +99,11 @@ demo: deps
 BENCH_OUT ?= $(CARGO_TARGET_DIR)/bench
 bench: deps
 	cargo build --release --locked -p stemvault-ingest -p stemvault-download
-	mkdir -p $(BENCH_OUT)/bin
-	cp $(CARGO_TARGET_DIR)/release/ingest $(CARGO_TARGET_DIR)/release/download $(BENCH_OUT)/bin/
+	mkdir -p "$(BENCH_OUT)/bin"
+	cp "$(CARGO_TARGET_DIR)/release/ingest" "$(CARGO_TARGET_DIR)/release/download" "$(BENCH_OUT)/bin/"
 	PYTHONDONTWRITEBYTECODE=1 $(VENV)/emulator/bin/python bench/run.py \
-	  --ingest $(BENCH_OUT)/bin/ingest --download $(BENCH_OUT)/bin/download \
-	  --scratch $(BENCH_OUT) --out $(BENCH_OUT)/last.json
+	  --ingest "$(BENCH_OUT)/bin/ingest" --download "$(BENCH_OUT)/bin/download" \
+	  --scratch "$(BENCH_OUT)" --out "$(BENCH_OUT)/last.json"
 
 # The in-process Rust benchmarks (tests/benches) against the emulator.
 bench-micro: deps

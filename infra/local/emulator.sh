@@ -43,6 +43,7 @@ stop_emulator() {
 trap stop_emulator EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # Up to 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
 # settings (the emulator is on loopback).
@@ -62,4 +63,26 @@ export AWS_SECRET_ACCESS_KEY=local
 export AWS_REGION=${AWS_REGION:-us-east-1}
 export AWS_S3_FORCE_PATH_STYLE=true
 echo "emulator: $AWS_ENDPOINT_URL (log: $log)" >&2
-"$@"
+
+# The command runs in its own process group and this script waits for it, passing on a stop
+# signal sent to the script alone (make's recipe shell, an IDE's stop button): bash runs a
+# trap only once its foreground command has ended, so the signal would wait for the command,
+# and the emulator with it. A terminal's Ctrl-C reaches the script and is passed on the same
+# way. Its own group also keeps SIGINT at its default (bash ignores it in background jobs).
+set -m
+"$@" &
+cmd=$!
+set +m
+forwarded=
+forward() { forwarded=1; kill -"$1" -- -"$cmd" 2>/dev/null || true; }
+trap 'forward INT' INT
+trap 'forward TERM' TERM
+trap 'forward HUP' HUP
+while :; do
+  forwarded=
+  rc=0
+  wait "$cmd" || rc=$?
+  # A wait a forwarded signal cut short: the command is stopping; wait for its own status.
+  [ -n "$forwarded" ] || break
+done
+exit "$rc"

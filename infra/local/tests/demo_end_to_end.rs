@@ -10,13 +10,12 @@ use stemvault_local::pipeline::{Pipeline, PipelineOptions};
 use stemvault_local::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
-/// The process environment without the settings a developer may have exported, so the
-/// runner's first-run defaults (generated key, file server origin) are what is tested.
+/// The emulator's settings (`AWS_*`, from `infra/local/emulator.sh`) and nothing else of the
+/// process environment: the runner's first-run defaults (generated key, file server origin,
+/// the built-in fake provider, no webhooks) are what is tested, whatever a developer exported
+/// (a `PROVIDER_BASE_URL`, a `NOTIFY_URL` of a real receiver, a `MAX_FILE_BYTES`).
 fn test_env(name: &str) -> Option<String> {
-    match name {
-        "WEBHOOK_HMAC_KEYS" | "CALLBACK_TOKEN" | "ALLOW_UNAUTHENTICATED" | "ALLOWED_SOURCE_HOSTS" | "PORT" => None,
-        _ => std::env::var(name).ok(),
-    }
+    name.starts_with("AWS_").then(|| std::env::var(name).ok()).flatten()
 }
 
 /// Stem name -> the file name in its URL, from the fixture (`bass_url` -> `..._Bass.mp3`).
