@@ -78,7 +78,7 @@
 //! | music video | `mp4/record-info` | `data.response.videoUrl` | `data` | `video` |
 //! | MIDI | `midi/record-info` | `data.midiData{state, instruments}` | `data` | none |
 //! | cover image | `suno/cover/record-info` | `data.response.images[]` | `data` | `cover-<n>` |
-//! | voice | `voice/validate-info` (docs.sunoapi.org) | `data{voiceId, validateInfo, status, errorCode, errorMessage}` | `data` | none |
+//! | voice | `voice/validate-info`, then `voice/record-info` for a task the first does not know (a voice generation) | `data{voiceId, validateInfo, status, errorCode, errorMessage}` | `data` | none |
 //!
 //! On a failure, a non-blank `errorMessage` is also given as the callback's `data.error`, so
 //! families that keep one (music with no track, WAV, MP4, cover images) record it in

@@ -4,9 +4,9 @@
 //! Each run reads the sparse `reconcile-due` index (`reconcile = due`, `reconcile_at <= now`,
 //! oldest first, at most `max_tasks`; never a scan). Per task, it reads the task's items,
 //! then either gives it up (`RECONCILE_GIVE_UP_SECONDS` after its registration or first
-//! callback, or after its current stage came when later, reason `abandoned`; or after a day of "not found" answers, reason `not_found`: a
-//! `Task Failed` event with that reason, then `abandoned` recorded, and it leaves both
-//! indexes) or polls the family's record-info
+//! callback, or after its current stage came when later, reason `abandoned`; or after a day
+//! of "not found" answers, reason `not_found`: a `Task Failed` event with that reason, then
+//! `abandoned` recorded, and it leaves both indexes) or polls the family's record-info
 //! endpoint and reads the answer, its callback URLs redacted ([`crate::redact`]), with
 //! [`suno_callbacks::parse_poll`]:
 //!
@@ -182,7 +182,8 @@ enum Handled {
 
 /// The most one task may take: a task started just before `stop_at` then still ends before
 /// the invocation's deadline (the reserve after `stop_at`, less the shared margin). A
-/// refused key's two polls (10 s each) and a result's accept (up to 8 s) could outlast it.
+/// refused key's two polls (10 s each; four for a voice task asked at both its records) and a
+/// result's accept (up to 8 s) could outlast it.
 pub const TASK_BUDGET: Duration = Duration::from_secs(20);
 
 /// What a polled result's accept leaves of [`TASK_BUDGET`] for recording that it failed (a

@@ -42,14 +42,12 @@ pub fn refused(answer: &ProviderAnswer) -> bool {
 }
 
 /// Whether the provider said, in its own JSON answer, that it does not know the task (404 or
-/// 422, as HTTP status or as the body's `code`).
+/// 422, as HTTP status with a `code` in the body, or as the `code` of a 200), as the run reads
+/// it (`PollOutcome::not_found`).
 fn unknown_task(answer: &ProviderAnswer) -> bool {
     match answer {
-        ProviderAnswer::Http { status, body } => match answer_code(body) {
-            Some(404 | 422) => true,
-            Some(_) => matches!(status, 404 | 422),
-            None => false,
-        },
+        ProviderAnswer::Http { status: 404 | 422, body } => answer_code(body).is_some(),
+        ProviderAnswer::Http { status: 200, body } => matches!(answer_code(body), Some(404 | 422)),
         _ => false,
     }
 }
@@ -80,10 +78,12 @@ impl HttpProvider {
             return ProviderAnswer::Unreachable(format!("family {family} has no record-info endpoint"));
         };
         let answer = self.poll_url(&url).await;
-        let generation = generation_record_path(family).and_then(|path| url_at(&self.base_url, path, task_id));
-        match generation {
-            Some(url) if unknown_task(&answer) => self.poll_url(&url).await,
-            _ => answer,
+        if !unknown_task(&answer) {
+            return answer;
+        }
+        match generation_record_path(family).and_then(|path| url_at(&self.base_url, path, task_id)) {
+            Some(url) => self.poll_url(&url).await,
+            None => answer,
         }
     }
 

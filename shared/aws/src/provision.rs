@@ -49,8 +49,9 @@ fn describe<E: std::error::Error + 'static>(what: &str, e: E) -> String {
     format!("{what}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))
 }
 
-/// `config` without the attempt timeout: a create whose first attempt the emulator applied
-/// late would be retried and fail as already existing.
+/// `config` without the attempt timeout, for provisioning and the local event subscription:
+/// nothing there is in a hurry, and a create whose first attempt the emulator applied late
+/// would be retried and fail as already existing.
 fn unhurried(config: &aws_config::SdkConfig) -> aws_config::SdkConfig {
     config.to_builder().timeout_config(crate::timeouts_without_attempt_limit()).build()
 }

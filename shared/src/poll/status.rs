@@ -30,17 +30,24 @@ pub(super) fn read(family: Family, data: &Object) -> Result<(String, Outcome), P
     };
     let outcome = match i64_of(Some(raw)) {
         Some(flag) => numeric(family, flag),
-        None => named(&status.to_ascii_uppercase()).map(|o| phrase_not_ready(&status, data).unwrap_or(o)),
+        None => match status.to_ascii_uppercase().as_str() {
+            // A validation task's result (its phrase ready) only with the phrase: a voice
+            // generation's record (`/api/v1/voice/record-info`, no `validateInfo`) is in that
+            // status while it waits for its validation to complete.
+            "WAIT_VALIDATING" => Some(if has_phrase(data) { Outcome::Success } else { Outcome::Pending }),
+            named_status => named(named_status),
+        },
     };
     outcome.map(|o| (status.clone(), o)).ok_or(PollError::UnknownStatus(status))
 }
 
-/// `wait_validating` is a validation task's result (its phrase ready) only with the phrase: a
-/// voice generation task's record (`/api/v1/voice/record-info`, no `validateInfo`) is in that
-/// status while it waits for its validation to complete, not done.
-fn phrase_not_ready(status: &str, data: &Object) -> Option<Outcome> {
-    let phrase = data.get("validateInfo").filter(|v| !v.is_null() && v.as_str().is_none_or(|s| !s.trim().is_empty()));
-    (status.eq_ignore_ascii_case("wait_validating") && phrase.is_none()).then_some(Outcome::Pending)
+/// Whether the answer carries a validation phrase (`validateInfo`: not null, not blank).
+fn has_phrase(data: &Object) -> bool {
+    match data.get("validateInfo") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.trim().is_empty(),
+        Some(_) => true,
+    }
 }
 
 /// MIDI's integer flags, and cover images' (whose `2` means generating).
@@ -58,7 +65,7 @@ fn named(status: &str) -> Option<Outcome> {
         "PENDING" | "GENERATING" | "WAIT_PROCESSING" | "PROCESSING_VALIDATE" => Outcome::Pending,
         "TEXT_SUCCESS" => Outcome::Text,
         "FIRST_SUCCESS" => Outcome::First,
-        "SUCCESS" | "WAIT_VALIDATING" => Outcome::Success,
+        "SUCCESS" => Outcome::Success,
         "CALLBACK_EXCEPTION" => Outcome::CallbackException,
         "FAIL" | "FAILED" => Outcome::Failed,
         s if s.ends_with("_FAILED") || s.ends_with("_FAIL") || s.ends_with("_ERROR") => Outcome::Failed,

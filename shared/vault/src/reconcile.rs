@@ -207,14 +207,15 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     next
 }
 
-/// Since when the task has been waited for: its registration, else its first callback; or,
-/// when later, since its current stage came (the first callback or poll that brought it).
-/// Minutes apart as a task goes, but a callback that revives a task given up (a late stage)
-/// starts the wait again: else the task would be given up at its next run, without a poll.
+/// Since when the task has been waited for: since its current stage came (the first callback
+/// or poll that brought it, never before the first callback), else (a registered task without
+/// a result) its registration. Minutes after the first callback as a task goes, but a callback
+/// that revives a task given up (a late stage) starts the wait again: else the task would be
+/// given up at its next run, without a poll.
 pub fn waiting_since(record: &TaskRecord) -> Timestamp {
     let first = record.registered_at.unwrap_or(record.first_received_at).min(record.first_received_at);
     let stage_came = record.callbacks.values().filter(|c| c.stage == record.stage).map(|c| c.received_at).min();
-    stage_came.map_or(first, |came| came.max(first))
+    stage_came.unwrap_or(first)
 }
 
 /// When a task still without its result is given up: `give_up_after` after it was last
