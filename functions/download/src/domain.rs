@@ -560,8 +560,8 @@ async fn copy_claimed<P: Ports>(
     if unsure.is_some() {
         tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
     }
-    let last_receive = delivery.is_last_receive();
-    if (error.is_retryable() || unsure.is_some()) && !last_receive {
+    let retryable = error.is_retryable() || unsure.is_some();
+    if retryable && !delivery.is_last_receive() {
         let error = unsure.map_or(error, CopyError::Storage);
         release_claim(ports, task_id, name, worker, &error.to_string()).await;
         return Outcome::Retry(error.into());
@@ -571,18 +571,12 @@ async fn copy_claimed<P: Ports>(
     // see why, in the record and in GET /tasks/{id}. A refusal kept from failing for good by
     // a lookup that failed keeps its own words first: an expired URL still reads as one
     // (`reconcile::failed_by_expiry`), so the task is watched for a fresh one.
-    let receive = delivery.receive_count;
-    let (reason, code) = match unsure {
-        Some(lookup) => (
-            format!(
-                "{DEAD_LETTERED}: {error}; an earlier copy could not be looked for: {lookup} (receive {receive}, the last)"
-            ),
-            DEAD_LETTERED,
-        ),
-        None if error.is_retryable() => {
-            (format!("{DEAD_LETTERED}: {error} (receive {receive}, the last)"), DEAD_LETTERED)
-        }
-        None => (error.to_string(), error.reason_code()),
+    let (reason, code) = if retryable {
+        let unsure = unsure.map(|lookup| format!("; an earlier copy could not be looked for: {lookup}"));
+        let receive = delivery.receive_count;
+        (format!("{DEAD_LETTERED}: {error}{} (receive {receive}, the last)", unsure.unwrap_or_default()), DEAD_LETTERED)
+    } else {
+        (error.to_string(), error.reason_code())
     };
     let failed_at = ports.now();
     let written = ports.record_failed(task_id, name, worker, &reason, failed_at).await;

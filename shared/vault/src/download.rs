@@ -207,13 +207,14 @@ pub fn retry_delay(receive_count: u32) -> Duration {
     FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY)
 }
 
-/// The longest wait a source's `Retry-After` gets: SQS keeps a received message invisible
+/// The longest wait a source's `Retry-After` (or another claim's lease) gets: SQS keeps a received message invisible
 /// for at most 12 hours from its receipt (ChangeMessageVisibility refuses more), and the
 /// invocation that received it may have run for up to its 15-minute timeout before asking.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
 
 /// How long a message waits after a transient failure when the source said when to come back
-/// (`Retry-After` on a 429 or 503): that long, but never less than [`retry_delay`] (every
+/// (`Retry-After` on a 429 or 503), or another claim holds the file until its lease ends:
+/// that long, but never less than [`retry_delay`] (every
 /// retry spends one of the queue's receives, after which the message goes to the dead-letter
 /// queue, so a source asking for 1 s must not use them up in seconds) and never more than
 /// [`MAX_RETRY_AFTER`]. Without one, [`retry_delay`].

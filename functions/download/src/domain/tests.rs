@@ -696,16 +696,12 @@ async fn an_expired_source_whose_earlier_copy_cannot_be_looked_for_on_the_last_r
     let mut r = record(&[("vocal", FileStatus::Queued)]);
     r.files.get_mut("vocal").unwrap().attempts = 1;
     let ports = MemoryPorts::with_record(r);
-    let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
-    ports.source(&url("vocal"), Script::Fail(expired));
+    ports.source(&url("vocal"), expired(410, "Gone"));
     *ports.head_failures.lock().unwrap() = 1;
-    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
-    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
-    let file = ports.record(TASK).files["vocal"].clone();
-    let reason = file.error.clone().unwrap_or_default();
+    last_receive_leaves_it_expired(&ports).await;
+    let reason = ports.record(TASK).files["vocal"].error.clone().unwrap_or_default();
     assert!(reason.starts_with("dead_lettered: source answered 410"), "{reason}");
     assert!(reason.contains("an earlier copy could not be looked for"), "{reason}");
-    assert!(stemvault_vault::reconcile::failed_by_expiry(&file), "{reason}");
 }
 
 /// A copy under the key made from another URL (the record's URL changed since) is not this
