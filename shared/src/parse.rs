@@ -32,8 +32,9 @@
 //!    with neither `callbackType` nor `data.data`.
 //! 7. [`Lyrics`](Family::Lyrics): `data.data` holds an item with `text` and none with an audio
 //!    URL; or `data.taskId` without `data.task_id` next to a `callbackType` and no item with
-//!    an audio URL (docs.sunoapi.org lyrics); or a failure (`code` != 200) whose `msg` mentions "song description" or
-//!    "lyrics generation" (the docs.kie.ai lyrics failure keeps `callbackType "complete"`).
+//!    an audio URL (docs.sunoapi.org lyrics); or a failure (`code` != 200) whose `msg`
+//!    mentions "song description" or "lyrics generation" (the docs.kie.ai lyrics failure
+//!    keeps `callbackType "complete"`).
 //! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
 //!    seven music-track endpoints, including replace-section's failure (`data.error`).
 //! 9. [`Midi`](Family::Midi): there is a top-level `task_id` and `data` is `null`, absent
@@ -112,8 +113,9 @@
 //!   DynamoDB numbers stop near 1E+126 / 1E-130): a decimal must be `0` or have a magnitude
 //!   within `1e-9..=1e9`, and a MIDI `pitch` must be within `0..=1000`. A MIDI note with any
 //!   number out of range is skipped; a track `duration` out of range is `None`; a voice
-//!   `validateInfo` holding such a number or nested more than 16 levels is `None`. The
-//!   verbatim body keeps them all.
+//!   `validateInfo` holding such a number, an object with an empty key (a DynamoDB map's keys
+//!   are attribute names, never empty) or nested more than 16 levels is `None`. The verbatim
+//!   body keeps them all.
 //! * Vocal separation: [`Details::Separation`]: `separate_vocal` when an `instrumental` file
 //!   is present, `split_stem` when any stem other than `vocal`, `origin`, `instrumental` is,
 //!   else unknown.

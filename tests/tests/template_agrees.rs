@@ -2153,7 +2153,10 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         // A secret that is no JSON is read as the key itself: the whole text, sent and refused.
         let secret = stemvault_aws::secrets::SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
         let read = stemvault_aws::provider::ApiKey::from_secret(&secret);
-        let key_as_typed = read.as_ref().map(|k| k.expose()).unwrap_or("") == key;
+        let key_as_typed = match &read {
+            Some(read) => read.expose() == key,
+            None => key.is_empty(),
+        };
         assert_eq!(api_key.is_match(key), key_as_typed, "{key:?}");
     }
 

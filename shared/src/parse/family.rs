@@ -53,14 +53,13 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     let items = data.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let has_key = |item: &Value, key: &str| item.as_object().is_some_and(|o| o.contains_key(key));
     let has_audio = |item: &Value| has_key(item, "audio_url") || has_key(item, "audioUrl");
-    let text_items = items.iter().any(|item| has_key(item, "text")) && !items.iter().any(has_audio);
+    let tracks = items.iter().any(has_audio);
+    let text_items = items.iter().any(|item| has_key(item, "text")) && !tracks;
     // docs.sunoapi.org lyrics key the task as `data.taskId`; music-track bodies use `task_id`.
     // Items with audio are tracks whatever the id's spelling: as lyrics, their files would be
     // dropped.
-    let sunoapi_lyrics = data.contains_key("taskId")
-        && !data.contains_key("task_id")
-        && callback_type.is_some()
-        && !items.iter().any(has_audio);
+    let sunoapi_lyrics =
+        data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some() && !tracks;
     let lyrics_failure = code != 200
         && ["song description", "lyrics generation", "lyric generation", "generate lyrics"]
             .iter()
