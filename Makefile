@@ -11,7 +11,7 @@ PYTHON ?= python3
 # A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
 # cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
 NEW_VENV = $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-  || { echo "$(PYTHON) is older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }; \
+  || { echo "$(PYTHON) is missing or older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }; \
   $(PYTHON) -c 'import ensurepip' 2>/dev/null \
   || { echo "$(PYTHON) cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }; \
   $(PYTHON) -m venv
@@ -87,9 +87,9 @@ run: deps
 demo: deps
 	cargo build --locked -p stemvault-local
 	if "$(CARGO_TARGET_DIR)/debug/stemvault-local" status >/dev/null 2>&1; then \
-	  "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
+	  exec "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
 	else \
-	  $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
+	  exec $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
 	fi
 
 # --- bench ----------------------------------------------------------------------------

@@ -31,8 +31,11 @@ pid=$!
 # Stop the emulator when the command ends; keep its log only when the command failed (a
 # success or a Ctrl-C leaves none behind). '|| true' on both: under set -e a failing kill
 # (moto already gone after Ctrl-C) would turn the command's own exit status into 1.
+cmd=
 stop_emulator() {
   local rc=$?
+  # The command too, should a signal have ended this script before it was waited for.
+  [ -z "$cmd" ] || kill -TERM -- -"$cmd" 2>/dev/null || true
   kill $pid 2>/dev/null || true
   wait $pid 2>/dev/null || true
   case $rc in
@@ -74,7 +77,13 @@ set -m
 cmd=$!
 set +m
 forwarded=
-forward() { forwarded=1; kill -"$1" -- -"$cmd" 2>/dev/null || true; }
+# CONT: a command stopped for reading the terminal (its group is not the terminal's) would
+# hold the signal pending for good.
+forward() {
+  forwarded=1
+  kill -"$1" -- -"$cmd" 2>/dev/null || true
+  kill -CONT -- -"$cmd" 2>/dev/null || true
+}
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 trap 'forward HUP' HUP
