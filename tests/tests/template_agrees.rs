@@ -2140,7 +2140,22 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
 
     // The secret's JSON as the template writes it: each key between quotes, as typed.
     let keys = pattern("WebhookHmacKeys");
-    for list in ["", "k1", "k1,k2", " k1 , k2 ", "a key", "k1,", ",k1", "k1,,k2", " ", "k1, ", "a\tkey", "k1,k\u{1}", "k1,\u{a0}", "k1,\u{a0}k2"] {
+    for list in [
+        "",
+        "k1",
+        "k1,k2",
+        " k1 , k2 ",
+        "a key",
+        "k1,",
+        ",k1",
+        "k1,,k2",
+        " ",
+        "k1, ",
+        "a\tkey",
+        "k1,k\u{1}",
+        "k1,\u{a0}",
+        "k1,\u{a0}k2",
+    ] {
         let secret = format!(
             r#"{{"webhook_hmac_keys": ["{}"], "callback_token": null}}"#,
             list.split(',').collect::<Vec<_>>().join(r#"",""#)
