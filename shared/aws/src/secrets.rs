@@ -23,7 +23,7 @@ pub const REREAD_TIMEOUT: Duration = Duration::from_secs(3);
 /// The metric (Count, dimension `Function`) a function emits once per re-read of its secret
 /// that brought nothing usable (unreadable, or text it cannot use): what it made from the
 /// secret before stays in force, so a rotation or a revocation is not taking effect. The
-/// `<stack>-secret-unreadable` alarm in `template.yaml` watches it.
+/// function's `<stack>-<function>-secret-unreadable` alarm in `template.yaml` watches it.
 pub const REREADS_FAILED: &str = "SecretRereadsFailed";
 
 /// A secret's text. Its `Debug` never shows it; read it with [`SecretText::expose`].
