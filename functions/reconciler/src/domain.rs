@@ -438,7 +438,7 @@ async fn give_up<P: Ports>(
     // due, and the next run publishes again (same event id). A callback that lands between
     // the two wins the write, though the event may be out (consumers see its stage event
     // after it).
-    let failed = events::failed(record, &settings.accept.bucket, reason);
+    let failed = events::given_up(record, &settings.accept.bucket, reason);
     ports.publish_events(std::slice::from_ref(&failed)).await?;
     let abandon = |r: &TaskRecord, now| still(r, now).then(|| reconcile::abandon(r, reason, now));
     if !save_with(ports, settings, task, Some(record), abandon).await? {

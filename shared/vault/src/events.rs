@@ -187,10 +187,18 @@ pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
 }
 
 /// `Task Failed` for a record whose result is a failure (`reason` distinguishes failures of
-/// one task: the stage for a failure result, `abandoned` or `not_found` for a task given up on).
+/// one task: the stage of a failure result).
 pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
     let id = event_id(&record.task_id, EventType::Failed, reason);
     TaskEvent { kind: EventType::Failed, detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()) }
+}
+
+/// `Task Failed` for a task the reconciler gives up on, for `reason` (`abandoned`,
+/// `not_found`), at its stage: a task is given up once per stage (only a later stage revives
+/// one), so a task revived by a late callback and given up again gets an event of its own,
+/// not a duplicate of the first that consumers would drop.
+pub fn given_up(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
+    failed(record, bucket, &format!("{reason}.{}", record.stage.as_str()))
 }
 
 /// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest

@@ -384,7 +384,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.abandoned")]);
+    assert_eq!(ids, [format!("{TASK}.failed.abandoned.submitted")]);
     assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
     ports.table.advance(Duration::from_secs(3600));
     assert_eq!(run(&ports).await.tasks_due, 0);
@@ -416,6 +416,11 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let abandoned = ports.record().abandoned.expect("given up");
     assert!(abandoned.at >= revived_at.plus(settings().give_up_after), "{abandoned:?}");
+    // Each give-up its own event: consumers deduplicating by id see the second.
+    let published = ports.events.lock().unwrap().clone();
+    let ids: Vec<&str> =
+        published.iter().filter(|e| e.kind == events::EventType::Failed).map(|e| e.detail.event_id.as_str()).collect();
+    assert_eq!(ids, [format!("{TASK}.failed.abandoned.submitted"), format!("{TASK}.failed.abandoned.first")]);
 }
 
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
@@ -446,7 +451,7 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
     assert_eq!(first.abandoned.as_ref().map(|a| a.reason.as_str()), Some("not_found"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.not_found")]);
+    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}", first.stage.as_str())]);
     assert_eq!((first.reconcile, first.open), (None, None));
 }
 

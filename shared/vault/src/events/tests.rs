@@ -105,5 +105,16 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
         assert!(kind.webhook_type().starts_with("task."));
     }
     assert_eq!(EventType::from_detail_type("Task Exploded"), None);
-    assert_eq!(failed(&record(), "b", "abandoned").detail.event_id, "t1.failed.abandoned");
+    assert_eq!(failed(&record(), "b", "error").detail.event_id, "t1.failed.error");
+}
+
+#[test]
+fn a_give_up_is_told_apart_by_reason_and_stage() {
+    let mut record = record();
+    let first = given_up(&record, "b", "abandoned");
+    assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}", record.stage.as_str()));
+    assert_eq!(first.kind, EventType::Failed);
+    record.stage = Stage::Complete;
+    assert_eq!(given_up(&record, "b", "abandoned").detail.event_id, "t1.failed.abandoned.complete");
+    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.complete");
 }
