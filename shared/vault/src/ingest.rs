@@ -207,7 +207,12 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timesta
 fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp) {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
     let registered = record.stage == Stage::Submitted;
-    if (record.family == Family::Unknown || registered) && event.family != Family::Unknown {
+    // A failure read as music is only the parser's fallback for a `callbackType` body
+    // (docs.kie.ai's lyrics failure keeps `callbackType "complete"`): it does not overrule
+    // the family the task was registered with.
+    let guessed = event.family == Family::Music && !event.succeeded();
+    let adopt = record.family == Family::Unknown || (registered && !guessed);
+    if adopt && event.family != Family::Unknown {
         record.family = event.family;
     }
 

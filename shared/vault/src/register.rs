@@ -372,6 +372,14 @@ mod tests {
         // the task as it is recorded (its manifest is asked for), as for a task first seen so.
         let lyrics = merge(&registered, &event(Stage::Error, Family::Lyrics, &[]), t1);
         assert_eq!((lyrics.family, lyrics.stage, lyrics.vault), (Family::Lyrics, Stage::Error, VaultState::Complete));
+        // ... except a failure read as music, the parser's fallback for any `callbackType`
+        // body: a task registered as lyrics stays lyrics, one registered as music is music.
+        let as_lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
+        let registered_lyrics = as_lyrics.record(&TaskId::parse("t1").unwrap(), t0, Duration::from_secs(600));
+        let failed = merge(&registered_lyrics, &event(Stage::Error, Family::Music, &[]), t1);
+        assert_eq!((failed.family, failed.stage), (Family::Lyrics, Stage::Error));
+        let succeeded = merge(&registered_lyrics, &event(Stage::Complete, Family::Music, &["tracks/a/audio"]), t1);
+        assert_eq!(succeeded.family, Family::Music, "a result with tracks is music");
         // The same registration, retried, still agrees; another family does not.
         assert!(reg.agrees_with(&lyrics) && reg.completion(&lyrics, t1).is_none());
         let cover = Registration { family: Family::CoverImage, ..reg.clone() };
