@@ -52,8 +52,9 @@ tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
 test: deps tools fmt-check clippy unit-and-integration template-lint checkov lambda-build
 
 # The bench scripts are not run by `make test` (it asserts no timings): only checked to parse.
+# rustfmt's own `--color auto` colours its diff even into a file (CARGO_TERM_COLOR is cargo's).
 fmt-check:
-	cargo fmt --all --check
+	cargo fmt --all --check -- --color "$$(test -t 1 && echo auto || echo never)"
 	$(PYTHON) -c 'import ast, sys; [ast.parse(open(p).read(), p) for p in sys.argv[1:]]' bench/*.py bench/py-download/*.py
 
 clippy:
