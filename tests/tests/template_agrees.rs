@@ -314,6 +314,18 @@ mod cfn {
         }
     }
 
+    /// The policies of the role `role` (its logical id): its inline `Policies`, and those
+    /// `AWS::IAM::RolePolicy` resources attach to it (a grant that exists only under a
+    /// condition), each with its `PolicyDocument`.
+    pub fn role_policies<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
+        let attached = template["Resources"].as_mapping().into_iter().flatten().filter_map(|(_, r)| {
+            let attached =
+                r["Type"] == "AWS::IAM::RolePolicy" && reference(&r["Properties"]["RoleName"]).as_deref() == Some(role);
+            attached.then_some(&r["Properties"])
+        });
+        as_list(&resource(template, role)["Properties"]["Policies"]).into_iter().chain(attached).collect()
+    }
+
     pub fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
         template["Resources"].get(name).unwrap_or_else(|| panic!("template.yaml has no resource {name}"))
     }
@@ -497,8 +509,7 @@ mod s3_keys {
     fn statements(template: &Value, function: &str) -> Vec<Value> {
         let props = cfn::function_properties(template, function);
         let Some(role) = props.get("Role").and_then(cfn::get_att) else { return Vec::new() };
-        let role = &cfn::resource(template, role.trim_end_matches(".Arn"))["Properties"];
-        cfn::as_list(&role["Policies"])
+        cfn::role_policies(template, role.trim_end_matches(".Arn"))
             .into_iter()
             .flat_map(|policy| cfn::as_list(&policy["PolicyDocument"]["Statement"]).into_iter().cloned())
             .collect()
@@ -754,7 +765,7 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
         problems.push(format!("{function}: {role_name} has managed policies"));
     }
     let mut granted = BTreeSet::new();
-    for policy in cfn::as_list(&role["Policies"]) {
+    for policy in cfn::role_policies(template, &role_name) {
         for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
             if statement["Effect"].as_str() != Some("Allow") {
                 continue;
@@ -1047,9 +1058,8 @@ fn query_kinds(template: &Value, function: &str) -> BTreeSet<String> {
 fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<String> {
     let props = cfn::function_properties(template, function);
     let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
-    let role = &cfn::resource(template, role_name.trim_end_matches(".Arn"))["Properties"];
     let mut kinds = BTreeSet::new();
-    for policy in cfn::as_list(&role["Policies"]) {
+    for policy in cfn::role_policies(template, role_name.trim_end_matches(".Arn")) {
         for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
             let actions = cfn::as_list(&statement["Action"]);
             if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
@@ -1112,6 +1122,12 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
         let props = cfn::function_properties(&template, function.logical_id);
         assert!(props["Environment"]["Variables"].get("PROVIDER_API_KEY").is_none(), "{}", function.logical_id);
     }
+    // The downloader only with the provider whose fresh links it asks for.
+    let grant = cfn::resource(&template, "DownloadProviderKeyPolicy");
+    assert_eq!(cfn::reference(&grant["Properties"]["RoleName"]).as_deref(), Some("DownloadRole"));
+    let condition = grant["Condition"].as_str().expect("granted under a condition");
+    let only_with = format!("!Equals [!Ref Provider, {}]", stemvault_download::config::FRESH_LINK_PROVIDER.as_str());
+    assert_eq!(template["Conditions"][condition], serde_yaml::from_str::<Value>(&only_with).unwrap());
 }
 
 /// The kinds of secret a function's role may read.
@@ -2041,9 +2057,8 @@ fn dashboard_reads_tells_dimension_sets_apart() {
 fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
     use stemvault_sweeper::aws::{AWS_ACTIONS, CURSOR_TASK_ID};
     let template = template();
-    let role = &cfn::resource(&template, "SweeperRole")["Properties"];
     let mut get_item_grants = Vec::new();
-    for policy in cfn::as_list(&role["Policies"]) {
+    for policy in cfn::role_policies(&template, "SweeperRole") {
         for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
             let actions = cfn::as_list(&statement["Action"]);
             if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {

@@ -47,12 +47,16 @@ pub struct Config {
     pub api_key: Option<Arc<ProviderKey>>,
 }
 
+/// The one provider that offers fresh links (kie's `common/download-url`): the downloader
+/// reads no other's key (`template.yaml` grants the read only with it).
+pub const FRESH_LINK_PROVIDER: stemvault_aws::provider::Provider = stemvault_aws::provider::Provider::Kie;
+
 impl Config {
     /// Read the provider's API key from its secret (at start-up; [`ProviderKey`] reads it
-    /// again when it may have been rotated, or until it can be read). Only kie's: no other
-    /// provider offers fresh links.
+    /// again when it may have been rotated, or until it can be read). Only
+    /// [`FRESH_LINK_PROVIDER`]'s.
     pub async fn read_api_key(mut self, sdk: &aws_config::SdkConfig) -> Config {
-        if self.provider.provider != stemvault_aws::provider::Provider::Kie {
+        if self.provider.provider != FRESH_LINK_PROVIDER {
             return self;
         }
         let key = stemvault_aws::provider::read_provider_key(sdk, &self.provider, "download").await;
