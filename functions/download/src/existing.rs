@@ -55,6 +55,10 @@ pub trait ReadObject {
     fn hash_object(&self, key: &str) -> impl Future<Output = Result<(u64, [u8; 32]), StorageError>> + Send;
 }
 
+/// The `Content-Type` S3 shows for an object stored without one: a copy whose source named
+/// none was stored so, and is recorded with none, as a fresh copy of it is.
+pub const S3_DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
+
 /// The hex SHA-256 of a source URL, as kept in [`SOURCE_METADATA`].
 pub fn source_sha256(url: &str) -> String {
     hex::encode(Sha256::digest(url.as_bytes()))
@@ -87,7 +91,8 @@ pub async fn find_copy<R: ReadObject + Sync>(
                 hex::encode(digest)
             }
         };
-        Ok(Some(StoredObject { bytes: head.bytes, sha256_hex, content_type: head.content_type, parts: 0 }))
+        let content_type = head.content_type.filter(|t| t != S3_DEFAULT_CONTENT_TYPE);
+        Ok(Some(StoredObject { bytes: head.bytes, sha256_hex, content_type, parts: 0 }))
     };
     let timed_out = || StorageError::transient("GetObject", "no time left to read back the stored copy");
     tokio::time::timeout_at(stop_at.into(), looking).await.unwrap_or_else(|_| Err(timed_out()))
@@ -150,6 +155,7 @@ mod tests {
         assert!(!store.stored("k").unwrap().metadata.contains_key(SHA256_METADATA));
         let found = find_copy(&store, "k", URL, soon()).await.unwrap().expect("found");
         assert_eq!((found.bytes, found.sha256_hex), (1000, hex::encode(sha256(&data))));
+        assert_eq!(found.content_type, None, "stored without one, as the fresh copy records it");
         assert_eq!(store.reads(), 0, "not read back");
         assert_eq!(find_copy(&store, "k", "https://cdn1.suno.ai/other.mp3", soon()).await.unwrap(), None);
     }
