@@ -389,6 +389,13 @@ impl TaskRecord {
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
+    /// Whether the recorded family is only the parser's fallback: a failure without files
+    /// read as music, as any `callbackType` body is (docs.kie.ai's lyrics failure keeps
+    /// `callbackType "complete"`). A registration naming another family then says better.
+    pub fn family_is_a_guess(&self) -> bool {
+        self.family == Family::Music && !self.succeeded && self.files.is_empty()
+    }
+
     /// Every file is stored or failed for good (a task without files is settled too).
     pub fn files_settled(&self) -> bool {
         self.files.values().all(|f| f.status.is_settled())

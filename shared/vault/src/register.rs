@@ -79,9 +79,10 @@ impl Registration {
     }
 
     /// What this registration adds to a task a callback recorded first: its client_ref when
-    /// the task has none, its family when the callbacks could not tell it (so the reconciler
-    /// can poll it: a task that then needs watching, a file of it failed by an expired URL,
-    /// is watched from `now`). None when there is nothing to add, or when they disagree.
+    /// the task has none, its family when the callbacks could not tell it or only guessed it
+    /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
+    /// needs watching, a file of it failed by an expired URL, is watched from `now`). None
+    /// when there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
         let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
         if !self.family_agrees(recorded) || !ref_agrees {
@@ -89,7 +90,9 @@ impl Registration {
         }
         let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
-            family: (recorded.family == Family::Unknown).then_some(self.family),
+            family: (recorded.family != self.family
+                && (recorded.family == Family::Unknown || recorded.family_is_a_guess()))
+            .then_some(self.family),
             watch_from: None,
         };
         if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
@@ -103,6 +106,7 @@ impl Registration {
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
         recorded.family == self.family
             || recorded.family == Family::Unknown
+            || recorded.family_is_a_guess()
             || recorded.registered_family == Some(self.family)
     }
 }
@@ -231,6 +235,26 @@ mod tests {
 
         let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
         assert_eq!(reg.completion(&other_family, now), None);
+        // A failure without files read as music is the parser's guess: a registration naming
+        // lyrics (docs.kie.ai's lyrics failure reads so) gives the task its family; one
+        // naming music adds only its client_ref.
+        let guessed = TaskRecord {
+            family: Family::Music,
+            stage: Stage::Error,
+            succeeded: false,
+            ..TaskRecord::new("t1", Family::Unknown, Stage::Error, 500, "", now)
+        };
+        let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
+        let completion = lyrics.completion(&guessed, now).expect("the family");
+        assert_eq!(completion.family, Some(Family::Lyrics));
+        let mut completed = guessed.clone();
+        completion.apply(&mut completed);
+        assert!(lyrics.agrees_with(&completed) && lyrics.completion(&completed, now).is_none(), "once");
+        assert_eq!(reg.completion(&guessed, now).map(|c| c.family), Some(None), "music: only the client_ref");
+        // Music that failed after tracks came is no guess.
+        let mut with_tracks = guessed.clone();
+        with_tracks.files.insert("tracks/a/audio".into(), file(crate::FileStatus::Stored, None));
+        assert_eq!(lyrics.completion(&with_tracks, now), None);
         let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
         assert_eq!(reg.completion(&other_ref, now), None);
     }
