@@ -236,10 +236,17 @@ pub async fn reconcile<P: Ports>(
                     break;
                 }
             }
+            Err(e) if e.is_retryable() => {
+                outcome.tasks_failed += 1;
+                tracing::warn!(task_id, error = %e, "task not reconciled; the next run retries");
+                put_behind(ports, task_id, reconcile::FIRST_POLL_INTERVAL).await;
+            }
+            // The table refused its writes for good (an item too large, a record it cannot
+            // read): every run would poll it again, first. Hourly, with an error, until mended.
             Err(e) => {
                 outcome.tasks_failed += 1;
-                tracing::warn!(task_id, error = %e, retryable = e.is_retryable(), "task not reconciled; the next run retries");
-                put_behind(ports, task_id).await;
+                tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items");
+                put_behind(ports, task_id, reconcile::MAX_POLL_INTERVAL).await;
             }
         }
     }
@@ -274,7 +281,12 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
-    if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
+    // Not known for a day is the provider's word, read while polling: without a key (since
+    // a cold start) the answers that dated it are old, and the task is given up as abandoned
+    // at its time instead.
+    let reason = reconcile::give_up_reason(&record, now, settings.give_up_after)
+        .filter(|reason| settings.polls || *reason != reconcile::NOT_FOUND_REASON);
+    if let Some(reason) = reason {
         return give_up(ports, settings, &task, &record, reason).await;
     }
     if !settings.polls {
@@ -468,13 +480,14 @@ pub const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(2);
 
 /// A task that failed (ran out of its budget, a table error) keeps its place at the head of
 /// the due list, oldest first: one that fails every time (a provider that hangs for it) would
-/// take its budget out of every run before any other task. Its next poll moves to
-/// [`reconcile::FIRST_POLL_INTERVAL`] from now, behind every task due now, unless the task
+/// take its budget out of every run before any other task. Its next poll moves `by` from now
+/// (the first poll interval; the longest after a failure no retry mends), behind every task
+/// due now, unless the task
 /// failed after its poll was recorded (its next poll is scheduled then, on the doubling
 /// schedule: not due now). Best effort.
-async fn put_behind<P: Ports>(ports: &P, task_id: &str) {
+async fn put_behind<P: Ports>(ports: &P, task_id: &str, by: Duration) {
     let now = ports.now();
-    let until = now.plus(reconcile::FIRST_POLL_INTERVAL);
+    let until = now.plus(by);
     match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, now, until)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(task_id, error = %e, "could not put the failed task behind the others"),

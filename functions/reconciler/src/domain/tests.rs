@@ -635,22 +635,57 @@ async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
 /// every run, ahead of the others.
 #[tokio::test]
 async fn a_result_the_table_refuses_keeps_the_task_on_its_poll_schedule() {
-    let ports = MemoryPorts::new(vec![success()]);
-    register(&ports);
     // Polled for a while already: the next wait doubles to the longest.
-    let mut polled = ports.record();
-    polled.poll_interval_seconds = Some(1800);
-    ports.table.put_record(polled);
-    ports.until_due();
-    ports.table.fail_saves(1, StoreError::Rejected("item too large".into()));
-    let outcome = run(&ports).await;
-    assert_eq!((outcome.tasks_failed, outcome.results), (1, 0), "{outcome:?}");
+    let ports = a_result_refused(1, Some(1800)).await;
     let record = ports.record();
-    assert_eq!(record.stage, Stage::Submitted, "nothing recorded");
     assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unrecorded"));
     let hour_later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL);
     assert_eq!(record.reconcile_at, Some(hour_later), "its schedule stands: not put behind by 30 s");
     assert_eq!(run(&ports).await.tasks_due, 0, "not due again at once");
+}
+
+/// A registered task whose polled result the table refuses `saves` times, after one run (its
+/// poll interval `interval` before): nothing recorded, the task failed.
+async fn a_result_refused(saves: u32, interval: Option<u64>) -> MemoryPorts {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    let mut polled = ports.record();
+    polled.poll_interval_seconds = interval;
+    ports.table.put_record(polled);
+    ports.until_due();
+    ports.table.fail_saves(saves, StoreError::Rejected("item too large".into()));
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_failed, outcome.results), (1, 0), "{outcome:?}");
+    assert_eq!(ports.record().stage, Stage::Submitted, "nothing recorded");
+    ports
+}
+
+/// A result the table refuses every write for (the result's, then the poll's bookkeeping): no
+/// retry can mend it, so the task is put off by the longest poll interval, not 30 s (it
+/// would be polled, first, in every run).
+#[tokio::test]
+async fn a_task_whose_every_write_the_table_refuses_is_put_off_an_hour() {
+    let ports = a_result_refused(10, None).await;
+    let hour_later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL);
+    assert_eq!(ports.record().reconcile_at, Some(hour_later), "put off an hour, not 30 s");
+}
+
+/// Without a provider key, a task the provider said it did not know (before the key went) is
+/// not given up as `not_found` on those old answers: it is put off, and given up as
+/// `abandoned` at its time.
+#[tokio::test]
+async fn without_a_key_old_not_found_answers_give_nothing_up() {
+    let ports = MemoryPorts::new(vec![]);
+    register(&ports);
+    let mut unknown = ports.record();
+    unknown.not_found_since = Some(ports.table.now());
+    ports.table.put_record(unknown);
+    ports.table.advance(reconcile::NOT_FOUND_GIVE_UP_AFTER + Duration::from_secs(60));
+    ports.until_due();
+    let keyless = Settings { polls: false, ..settings() };
+    let outcome = reconcile(&ports, &keyless, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!((outcome.abandoned, outcome.polls), (0, 0), "{outcome:?}");
+    assert_eq!(ports.record().abandoned, None);
 }
 
 /// A task that hangs (here the provider never answers) is given up after TASK_BUDGET and
