@@ -691,11 +691,16 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
         ("parked/always.json", Reply::Status(409), Err(()), 3),
         ("parked/there.json", Reply::Status(412), Ok(()), 1),
         ("parked/down.json", Reply::Status(400), Err(()), 1),
+        // A first attempt that stalls is given up in time for a second within ingest's park
+        // deadline (the SDK's own attempt timeout is longer than that deadline).
+        ("parked/stalled.json", Reply::fail_times(1, Reply::delayed(Duration::from_secs(5), ok()), ok()), Ok(()), 2),
     ];
     for (key, reply, expected, requests) in cases {
         let path = format!("/vault/{key}");
         server.route(&path, reply);
-        let parked = archive.park(key, b"{}").await;
+        let parked = tokio::time::timeout(stemvault_ingest::domain::PARK_TIMEOUT, archive.park(key, b"{}"))
+            .await
+            .unwrap_or_else(|_| panic!("{key}: not parked within ingest's park deadline"));
         assert_eq!(parked.as_ref().map(|_| ()).map_err(drop), expected, "{key}: {parked:?}");
         assert_eq!(server.hits(&path), requests, "{key}");
     }

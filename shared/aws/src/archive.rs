@@ -1,7 +1,11 @@
 //! The callback bodies in the vault bucket: what ingest and the reconciler archive under
 //! `tasks/<task_id>/callbacks/` (and ingest parks under `parked/`), one PutObject each.
 
+use std::time::Duration;
+
 use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::put_object::PutObjectError;
 use aws_sdk_s3::primitives::ByteStream;
@@ -19,23 +23,26 @@ impl BodyArchive {
         BodyArchive { s3, bucket: bucket.into() }
     }
 
-    /// One PutObject of a JSON body; only when no object is under `key` if `only_if_absent`.
+    /// One PutObject of a JSON body; only when no object is under `key` if `only_if_absent`
+    /// (a park: each attempt within [`PARK_ATTEMPT_TIMEOUT`]).
     async fn put(
         &self,
         key: &str,
         body: &[u8],
         only_if_absent: bool,
     ) -> Result<(), aws_sdk_s3::error::SdkError<PutObjectError, HttpResponse>> {
-        self.s3
+        let put = self
+            .s3
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_type("application/json")
             .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
-            .body(ByteStream::from(body.to_vec()))
-            .send()
-            .await
-            .map(drop)
+            .body(ByteStream::from(body.to_vec()));
+        match only_if_absent {
+            true => put.customize().config_override(park_config()).send().await.map(drop),
+            false => put.send().await.map(drop),
+        }
     }
 
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
@@ -52,6 +59,25 @@ impl BodyArchive {
             }
         }
     }
+}
+
+/// How long one attempt of a park may take (its connection too). Ingest parks within 2 s
+/// (`stemvault_ingest::domain::PARK_TIMEOUT`): with the SDK's 3 s attempt timeout (and up to
+/// 1 s before a retry) a stalled first attempt used all of it, and the callback was answered
+/// 503 where a second attempt would have kept it. A body of at most 4 MiB takes milliseconds.
+pub const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+
+/// The most a park waits before its first retry (the SDK's standard retries, jittered).
+pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
+
+fn park_config() -> aws_sdk_s3::config::Builder {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(PARK_ATTEMPT_TIMEOUT)
+        .operation_attempt_timeout(PARK_ATTEMPT_TIMEOUT)
+        .build();
+    aws_sdk_s3::config::Builder::default()
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_initial_backoff(PARK_FIRST_RETRY_WITHIN))
 }
 
 /// Conditional parks tried when S3 answers 409 (bounded: ingest's park has a deadline too).
