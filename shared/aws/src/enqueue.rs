@@ -4,6 +4,7 @@
 //! (UpdateItem), on the system clock.
 
 use std::collections::HashMap;
+use std::ops::Range;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -18,6 +19,12 @@ use crate::table::{Update, n, s};
 
 /// SendMessageBatch takes at most 10 entries.
 const SQS_BATCH: usize = 10;
+
+/// The most the bodies of one SendMessageBatch may sum to, and one body may be: 256 KiB, SQS's
+/// limit until 2025 (1 MiB since) and moto's. A job is a few hundred bytes; a batch over the
+/// limit is refused whole, so an outsized one (a URL of many kilobytes) would take the other
+/// files of its batch down with it, on every try.
+const SQS_BATCH_BYTES: usize = 256 * 1024;
 
 /// The task table and the download queue: what claiming and sending files needs. A
 /// function's `AwsPorts` holds one and hands it the shared ports
@@ -60,22 +67,44 @@ impl SaveTask for TableAndQueue {
 impl EnqueueFiles for TableAndQueue {
     /// The batches at once: a 12-file task's two cost one round trip, not two.
     async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
-        let batches = futures::future::join_all(jobs.chunks(SQS_BATCH).map(|chunk| self.send_batch(chunk))).await;
-        batches.into_iter().flatten().collect()
+        let bodies: Vec<Result<String, String>> =
+            jobs.iter().map(|job| serde_json::to_string(job).map_err(|e| e.to_string())).collect();
+        let sizes: Vec<usize> = bodies.iter().map(|body| body.as_ref().map_or(0, String::len)).collect();
+        let sends = batches(&sizes).into_iter().map(|batch| self.send_batch(&bodies[batch]));
+        futures::future::join_all(sends).await.into_iter().flatten().collect()
     }
 }
 
+/// `sizes` (the bodies' bytes, in order) cut into consecutive batches of at most
+/// [`SQS_BATCH`] entries summing to at most [`SQS_BATCH_BYTES`]; a body over the limit alone
+/// is a batch of its own (refused alone).
+fn batches(sizes: &[usize]) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == SQS_BATCH || bytes + size > SQS_BATCH_BYTES) {
+            batches.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        batches.push(start..sizes.len());
+    }
+    batches
+}
+
 impl TableAndQueue {
-    /// One SendMessageBatch; entry ids are positions in `jobs`.
-    async fn send_batch(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
-        let entries: Result<Vec<SendMessageBatchRequestEntry>, String> = jobs
+    /// One SendMessageBatch of the bodies of consecutive jobs; entry ids are positions in
+    /// `bodies`.
+    async fn send_batch(&self, bodies: &[Result<String, String>]) -> Vec<Result<String, String>> {
+        let entries: Result<Vec<SendMessageBatchRequestEntry>, String> = bodies
             .iter()
             .enumerate()
-            .map(|(i, job)| {
-                let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+            .map(|(i, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body)
+                    .message_body(body.clone()?)
                     .build()
                     .map_err(|e| e.to_string())
             })
@@ -84,13 +113,13 @@ impl TableAndQueue {
             Ok(entries) => {
                 self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await
             }
-            Err(e) => return jobs.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return bodies.iter().map(|_| Err(e.clone())).collect(),
         };
         let out = match sent {
             Ok(out) => out,
             Err(e) => {
                 let reason = DisplayErrorContext(e).to_string();
-                return jobs.iter().map(|_| Err(reason.clone())).collect();
+                return bodies.iter().map(|_| Err(reason.clone())).collect();
             }
         };
         let mut by_id: HashMap<&str, Result<String, String>> = HashMap::new();
@@ -101,7 +130,7 @@ impl TableAndQueue {
             let reason = format!("{}: {}", failed.code(), failed.message().unwrap_or("no message"));
             by_id.insert(failed.id(), Err(reason));
         }
-        (0..jobs.len())
+        (0..bodies.len())
             .map(|i| by_id.remove(i.to_string().as_str()).unwrap_or_else(|| Err("not in the batch answer".into())))
             .collect()
     }
@@ -170,6 +199,19 @@ mod tests {
         assert_eq!(u.values[":names"], AttributeValue::Ss(vec!["tracks/a/audio".into(), "vocal".into()]));
         assert_eq!(u.names["#queued"], "queued");
         assert!(u.unused_placeholders().is_empty());
+    }
+
+    #[test]
+    fn jobs_go_in_batches_of_ten_within_the_batch_byte_limit() {
+        assert_eq!(batches(&[]), Vec::<Range<usize>>::new());
+        assert_eq!(batches(&[300; 12]), [0..10, 10..12], "a 12-file task: two batches");
+        assert_eq!(batches(&[300; 20]), [0..10, 10..20]);
+        // Bytes cut a batch short: 100 KiB bodies, two a batch plus what fits.
+        let kib = 1024;
+        assert_eq!(batches(&[100 * kib, 100 * kib, 100 * kib, 300]), [0..2, 2..4]);
+        assert_eq!(batches(&[SQS_BATCH_BYTES - 10, 10, 1]), [0..2, 2..3], "exactly at the limit fits");
+        // An outsized body is a batch of its own: the others are not refused with it.
+        assert_eq!(batches(&[300, SQS_BATCH_BYTES + 1, 300, 300]), [0..1, 1..2, 2..4]);
     }
 
     #[test]
