@@ -2180,6 +2180,13 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "https://h.example:8443/a@b",
         "https://u:p@h.example/x",
         "https://h.example/x#f",
+        "https://h.example:65535/x",
+        "https://h.example:65536/x",
+        "https://h.example:99999/",
+        "https://[oops/",
+        "https://[::1]:8443/hook",
+        "https://hooks.bücher.example/x",
+        "https://h.example?token=t",
     ] {
         let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
         assert_eq!(notify.is_match(url), notify_starts, "{url}");

@@ -82,10 +82,12 @@ pub fn retry_after_seconds(value: &str) -> Option<Duration> {
 fn post_error(e: reqwest::Error) -> PostError {
     let (timeout, connect) = (e.is_timeout(), e.is_connect());
     let text = stemvault_aws::http::describe(e);
-    if timeout {
-        PostError::Timeout(text)
-    } else if connect {
+    // A connect timeout is both: the receiver was not reached, so it is a connect failure,
+    // not a slow answer.
+    if connect {
         PostError::Connect(text)
+    } else if timeout {
+        PostError::Timeout(text)
     } else {
         PostError::Request(text)
     }
