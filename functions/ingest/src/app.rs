@@ -29,10 +29,12 @@ use crate::error::IngestError;
 pub(crate) fn function() -> (&'static str, &'static str) {
     (metrics::FUNCTION, metrics::function_name("ingest"))
 }
-/// Callbacks answered 200 (duplicates included); dimension `Function`.
+/// Callbacks recorded and answered 200 (duplicates included; one parked and answered 200
+/// counts in `CallbacksParked` instead); dimension `Function`.
 pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
-/// Callbacks answered 4xx, nothing written; dimensions `Function` and `Reason` (the answer's
-/// reason code: `signature_mismatch`, `invalid_token`, `body_too_large`, `invalid_json`, ...;
+/// Callbacks refused, nothing written; dimensions `Function` and `Reason` (the answer's
+/// reason code): answered 4xx (`signature_mismatch`, `invalid_token`, `body_too_large`,
+/// `invalid_json`, ...), or 503 when a retry may pass (`secret_unreadable`;
 /// `callback_too_large_to_record` when it could not be parked either).
 pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
 /// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
@@ -137,9 +139,7 @@ impl<P: Ports> App<P> {
             }
             // The secret could not be read to settle it: a retry may pass, a 401 may be final.
             // Only for what a key or token in the secret decides (not a stale timestamp).
-            let keyed = |r: &Rejection| {
-                matches!(r.reason, "signature_mismatch" | "invalid_token" | "missing_token" | "not_found")
-            };
+            let keyed = |r: &Rejection| matches!(r.reason, "signature_mismatch" | "invalid_token" | "missing_token");
             if matches!(&checked, Err(rejection) if rejection.may_be_stale && keyed(rejection))
                 && self.credentials.in_doubt()
             {
@@ -228,10 +228,7 @@ impl<P: Ports> App<P> {
                 return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
             }
             Route::NotFound => {
-                let mut rejection = Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
-                // A token path while the checks expect none: the secret may have gained a token.
-                rejection.may_be_stale = !auth.expects_path_token() && path.starts_with("/callback/");
-                return Err(rejection);
+                return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
             }
         };
         let now = self.ports.now().unix_seconds();
@@ -306,11 +303,13 @@ enum Route<'a> {
 fn route<'a>(method: &Method, path: &'a str, expects_token: bool) -> Route<'a> {
     let token = match path.strip_prefix("/callback") {
         Some("") => None,
-        Some(rest) if expects_token => match rest.strip_prefix('/') {
-            Some(token) if !token.contains('/') => Some(token),
+        Some(rest) => match rest.strip_prefix('/') {
+            // Without a token in the secret the segment decides nothing (the signature does):
+            // tasks submitted while it had one still call back to `/callback/<token>`.
+            Some(token) if !token.contains('/') => expects_token.then_some(token),
             _ => return Route::NotFound,
         },
-        _ => return Route::NotFound,
+        None => return Route::NotFound,
     };
     if method == Method::POST { Route::Callback { token } } else { Route::MethodNotAllowed }
 }
