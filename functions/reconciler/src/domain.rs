@@ -327,7 +327,7 @@ async fn reconcile_task<P: Ports>(
             Ok(PollResult::Result(event)) if event.task_id == task => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let left = left.saturating_sub(FAILURE_RECORD_RESERVE);
-                let within = settings.accept.within(left);
+                let within = accept::Settings { polled: true, ..settings.accept.within(left) };
                 // No time to record it: not started (nothing half-written), polled again.
                 let accepted = if left.is_zero() {
                     Err(accept::AcceptError::Deadline { after: Duration::ZERO })

@@ -84,6 +84,9 @@ pub struct Settings {
     pub reconcile_after: Duration,
     /// `BUCKET_NAME`: the vault bucket, which the published events name (`detail.bucket`).
     pub bucket: String,
+    /// The result is a poll's (the reconciler's): its save keeps the task watched until the
+    /// poll's own write records it ([`crate::reconcile::keep_watched`]).
+    pub polled: bool,
 }
 
 impl Settings {
@@ -103,6 +106,7 @@ impl Default for Settings {
             deadline: Duration::from_secs(8),
             reconcile_after: crate::reconcile::DEFAULT_RECONCILE_AFTER,
             bucket: String::new(),
+            polled: false,
         }
     }
 }
@@ -241,6 +245,9 @@ async fn record<P: Ports>(
         let mut merge = ingest_callback(existing.as_ref(), event, body, claimant, now);
         // The reconciler's schedule rides on the task item put this write makes anyway.
         reconcile::after_merge(&mut merge.record, existing.as_ref().map(|r| r.stage), now, settings.reconcile_after);
+        if settings.polled {
+            reconcile::keep_watched(&mut merge.record, now);
+        }
         // Messages and details are bounded by the merge; hundreds of long URLs are not.
         let bytes = item_size_estimate(&merge.record);
         if bytes > MAX_ITEM_ESTIMATE_BYTES {

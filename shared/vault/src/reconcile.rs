@@ -111,6 +111,18 @@ pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestam
     }
 }
 
+/// A poll's result saved ([`crate::accept::Settings::polled`]): the task stays in the index
+/// (due again after [`FIRST_POLL_INTERVAL`]) even when the result ends it, until the poll's
+/// own write ([`after_poll`]) takes it out. Should its events fail to publish and that write
+/// fail too, the task is polled again and the duplicate publishes them (a callback's are
+/// parked for that); left out of the index, a task polled because its callback never came
+/// would never get them.
+pub fn keep_watched(record: &mut TaskRecord, now: Timestamp) {
+    if record.reconcile.is_none() && record.abandoned.is_none() {
+        watch(record, now, FIRST_POLL_INTERVAL);
+    }
+}
+
 /// What one poll came to, for the schedule and the record's `last_poll`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PollOutcome {

@@ -72,6 +72,8 @@ struct MemoryPorts {
     after_publish: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
     publish_fails: std::sync::atomic::AtomicBool,
+    /// A failed publish also makes the table refuse the next writes (an outage of both).
+    publish_failure_takes_the_table: std::sync::atomic::AtomicBool,
     /// Reading a parked body never answers.
     parked_reads_hang: std::sync::atomic::AtomicBool,
 }
@@ -94,6 +96,7 @@ impl MemoryPorts {
             poll_moves_clock: Mutex::default(),
             after_publish: Mutex::default(),
             publish_fails: Default::default(),
+            publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
         }
     }
@@ -122,6 +125,9 @@ impl accept::ArchiveBody for MemoryPorts {
 impl events::PublishEvents for MemoryPorts {
     async fn publish_events(&self, published: &[events::TaskEvent]) -> Result<(), events::PublishError> {
         if self.publish_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            if self.publish_failure_takes_the_table.load(std::sync::atomic::Ordering::SeqCst) {
+                self.table.fail_saves(10, StoreError::Unavailable("throttled".into()));
+            }
             let total = published.len();
             return Err(events::PublishError { failed: total, total, reason: "throttled".into() });
         }
@@ -1055,6 +1061,33 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     assert_eq!(replayed.callbacks_replayed, 2, "{replayed:?}");
     let stages: Vec<String> = ports.events.lock().unwrap().iter().map(|e| e.detail.event_id.clone()).collect();
     assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
+}
+
+/// A polled result that ends the task, whose events fail and whose poll bookkeeping the
+/// table then refuses too: the task stays watched (the result's own save keeps it so), and
+/// the next poll's duplicate publishes the events; unwatched, they would never go out.
+#[tokio::test]
+async fn a_polled_result_whose_events_and_bookkeeping_fail_is_polled_again_and_published() {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    ports.publish_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports.publish_failure_takes_the_table.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.tasks_failed, 1, "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.stage, Stage::Final, "the result is saved");
+    assert_eq!(record.reconcile.as_deref(), Some(RECONCILE_DUE), "still watched");
+    assert!(ports.events.lock().unwrap().is_empty());
+
+    ports.publish_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    ports.table.fail_saves(0, StoreError::Unavailable("mended".into()));
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_failed, outcome.polls), (0, 1), "{outcome:?}");
+    let kinds: Vec<_> = ports.events.lock().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [events::EventType::StageChanged], "published by the duplicate");
+    assert_eq!(ports.record().reconcile, None, "and no longer watched");
 }
 
 /// A task watched at one stage for long (here stuck at `first`) is polled again and again;
