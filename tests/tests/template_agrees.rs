@@ -314,9 +314,24 @@ mod cfn {
         }
     }
 
+    /// A policy's statements, a statement given as `!If [condition, statement, !Ref
+    /// AWS::NoValue]` read as the statement (it grants that or nothing).
+    pub fn statements(policy: &Value) -> Vec<&Value> {
+        as_list(&policy["PolicyDocument"]["Statement"])
+            .into_iter()
+            .map(|statement| match intrinsic(statement) {
+                Some((tag, Value::Sequence(args)))
+                    if tag == "If" && args.len() == 3 && reference(&args[2]).as_deref() == Some("AWS::NoValue") =>
+                {
+                    &args[1]
+                }
+                _ => statement,
+            })
+            .collect()
+    }
+
     /// The policies of the role `role` (its logical id): its inline `Policies`, and those
-    /// `AWS::IAM::RolePolicy` resources attach to it (a grant that exists only under a
-    /// condition), each with its `PolicyDocument`.
+    /// `AWS::IAM::RolePolicy` resources attach to it, each with its `PolicyDocument`.
     pub fn role_policies<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
         let attached = template["Resources"].as_mapping().into_iter().flatten().filter_map(|(_, r)| {
             let attached =
@@ -511,7 +526,7 @@ mod s3_keys {
         let Some(role) = props.get("Role").and_then(cfn::get_att) else { return Vec::new() };
         cfn::role_policies(template, role.trim_end_matches(".Arn"))
             .into_iter()
-            .flat_map(|policy| cfn::as_list(&policy["PolicyDocument"]["Statement"]).into_iter().cloned())
+            .flat_map(|policy| cfn::statements(policy).into_iter().cloned())
             .collect()
     }
 
@@ -766,7 +781,7 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
     }
     let mut granted = BTreeSet::new();
     for policy in cfn::role_policies(template, &role_name) {
-        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+        for statement in cfn::statements(policy) {
             if statement["Effect"].as_str() != Some("Allow") {
                 continue;
             }
@@ -945,7 +960,7 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
             cfn::as_list(&policy["Queues"]).into_iter().map(cfn::reference).collect::<Vec<_>>(),
             [Some(queue.into())]
         );
-        let statements = cfn::as_list(&policy["PolicyDocument"]["Statement"]);
+        let statements = cfn::statements(policy);
         assert_eq!(statements.len(), 1);
         assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
         assert_eq!(statements[0]["Action"], "sqs:SendMessage");
@@ -1060,7 +1075,7 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
     let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
     let mut kinds = BTreeSet::new();
     for policy in cfn::role_policies(template, role_name.trim_end_matches(".Arn")) {
-        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+        for statement in cfn::statements(policy) {
             let actions = cfn::as_list(&statement["Action"]);
             if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
                 kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
@@ -1123,9 +1138,14 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
         assert!(props["Environment"]["Variables"].get("PROVIDER_API_KEY").is_none(), "{}", function.logical_id);
     }
     // The downloader only with the provider whose fresh links it asks for.
-    let grant = cfn::resource(&template, "DownloadProviderKeyPolicy");
-    assert_eq!(cfn::reference(&grant["Properties"]["RoleName"]).as_deref(), Some("DownloadRole"));
-    let condition = grant["Condition"].as_str().expect("granted under a condition");
+    let role = &cfn::resource(&template, "DownloadRole")["Properties"];
+    let statements = cfn::as_list(&role["Policies"][0]["PolicyDocument"]["Statement"]);
+    let condition = statements.iter().find_map(|s| match cfn::intrinsic(s) {
+        Some((tag, Value::Sequence(args))) if tag == "If" && args[1]["Sid"] == "ProviderSecret" => args[0].as_str(),
+        _ => None,
+    });
+    let condition =
+        condition.unwrap_or_else(|| panic!("the download's ProviderSecret statement is an !If: {statements:?}"));
     let only_with = format!("!Equals [!Ref Provider, {}]", stemvault_download::config::FRESH_LINK_PROVIDER.as_str());
     assert_eq!(template["Conditions"][condition], serde_yaml::from_str::<Value>(&only_with).unwrap());
 }
@@ -2059,7 +2079,7 @@ fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
     let template = template();
     let mut get_item_grants = Vec::new();
     for policy in cfn::role_policies(&template, "SweeperRole") {
-        for statement in cfn::as_list(&policy["PolicyDocument"]["Statement"]) {
+        for statement in cfn::statements(policy) {
             let actions = cfn::as_list(&statement["Action"]);
             if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {
                 get_item_grants.push(statement.clone());
@@ -2187,6 +2207,9 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "https://[::1]:8443/hook",
         "https://hooks.bücher.example/x",
         "https://h.example?token=t",
+        "https://a|b/",
+        "https://a<b/",
+        "https://a^b/",
     ] {
         let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
         assert_eq!(notify.is_match(url), notify_starts, "{url}");
