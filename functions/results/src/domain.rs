@@ -151,7 +151,7 @@ const COMPLETE_ATTEMPTS: u32 = 5;
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
-/// takes the registration's client_ref, and an unknown family its family
+/// takes the registration's client_ref, and an unknown or only guessed family its family
 /// ([`Registration::completion`]). Idempotent: one read, and one conditional put only for a
 /// new task or something to add. The view answered has
 /// no download links: the right to register (`PUT`) is not the right to read the files (`GET`).

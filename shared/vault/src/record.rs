@@ -389,11 +389,16 @@ impl TaskRecord {
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
-    /// Whether the recorded family is only the parser's fallback: a failure without files
-    /// read as music, as any `callbackType` body is (docs.kie.ai's lyrics failure keeps
-    /// `callbackType "complete"`). A registration naming another family then says better.
+    /// Whether the recorded family is only the parser's fallback: a callback's failure
+    /// without files read as music, as any `callbackType` body is (docs.kie.ai's lyrics
+    /// failure keeps `callbackType "complete"`), on a task no registration named. A
+    /// registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
-        self.family == Family::Music && !self.succeeded && self.files.is_empty()
+        self.family == Family::Music
+            && !self.succeeded
+            && self.files.is_empty()
+            && self.registered_family.is_none()
+            && !self.callbacks.is_empty()
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).

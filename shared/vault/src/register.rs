@@ -238,12 +238,8 @@ mod tests {
         // A failure without files read as music is the parser's guess: a registration naming
         // lyrics (docs.kie.ai's lyrics failure reads so) gives the task its family; one
         // naming music adds only its client_ref.
-        let guessed = TaskRecord {
-            family: Family::Music,
-            stage: Stage::Error,
-            succeeded: false,
-            ..TaskRecord::new("t1", Family::Unknown, Stage::Error, 500, "", now)
-        };
+        let guessed = first_seen(&event(Stage::Error, Family::Music, &[]), now);
+        assert!(guessed.family_is_a_guess());
         let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let completion = lyrics.completion(&guessed, now).expect("the family");
         assert_eq!(completion.family, Some(Family::Lyrics));
@@ -251,10 +247,19 @@ mod tests {
         completion.apply(&mut completed);
         assert!(lyrics.agrees_with(&completed) && lyrics.completion(&completed, now).is_none(), "once");
         assert_eq!(reg.completion(&guessed, now).map(|c| c.family), Some(None), "music: only the client_ref");
-        // Music that failed after tracks came is no guess.
+        // Music that failed after tracks came is no guess, nor a family a registration gave.
         let mut with_tracks = guessed.clone();
         with_tracks.files.insert("tracks/a/audio".into(), file(crate::FileStatus::Stored, None));
         assert_eq!(lyrics.completion(&with_tracks, now), None);
+        let registered_music = Registration { client_ref: None, ..reg.clone() }.record(
+            &TaskId::parse("t1").unwrap(),
+            now,
+            Duration::from_secs(600),
+        );
+        assert!(!lyrics.agrees_with(&registered_music) && lyrics.completion(&registered_music, now).is_none());
+        let failed_after = merge(&registered_music, &event(Stage::Error, Family::Music, &[]), now);
+        assert_eq!((failed_after.family, failed_after.succeeded), (Family::Music, false));
+        assert!(!lyrics.agrees_with(&failed_after) && lyrics.completion(&failed_after, now).is_none());
         let other_ref = TaskRecord { client_ref: Some("order-18".into()), ..called_back.clone() };
         assert_eq!(reg.completion(&other_ref, now), None);
     }
@@ -364,6 +369,13 @@ mod tests {
             streams: vec![],
             details: Details::None,
         }
+    }
+
+    /// A task first seen with `event`.
+    fn first_seen(event: &CallbackEvent, now: Timestamp) -> TaskRecord {
+        let body = BodyInfo { sha256_hex: "cd".repeat(32), archive_key: "k".into(), bytes: 2, arrived_at: None };
+        let claimant = Claimant { id: "req".into(), lease: Duration::from_secs(15) };
+        ingest_callback(None, event, &body, &claimant, now).record
     }
 
     fn merge(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> TaskRecord {
