@@ -360,7 +360,8 @@ async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
     let task = new_task_id();
     provider.add_task(&task, Family::Wav, vec![Answer::Pending]);
     register(&env, &task, "wav").await;
-    let app = reconciler(&env, &provider, KEY, &[("RECONCILE_GIVE_UP_SECONDS", "60")]).await;
+    let give_up = [("RECONCILE_GIVE_UP_SECONDS", "60"), ("RECONCILE_AFTER_SECONDS", "30")];
+    let app = reconciler(&env, &provider, KEY, &give_up).await;
 
     assert_eq!(run_due(&env, &app, &task).await.pending, 1, "polled while within the retention");
     // Registered longer ago than the retention.

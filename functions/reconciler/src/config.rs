@@ -43,14 +43,26 @@ impl FromEnv for Config {
     const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
 
     fn read(env: &Env) -> Result<Config, ConfigError> {
+        let reconcile_after = stemvault_aws::reconcile_after(env)?;
+        let give_up_after = env.seconds("RECONCILE_GIVE_UP_SECONDS", 14 * 24 * 3600, 60, 90 * 24 * 3600)?;
+        // Given up before its first poll, a registered task would never be polled.
+        if give_up_after <= reconcile_after {
+            let reason = format!(
+                "{} s is not longer than RECONCILE_AFTER_SECONDS ({} s): every registered task would be given up \
+                 before its first poll",
+                give_up_after.as_secs(),
+                reconcile_after.as_secs()
+            );
+            return Err(ConfigError::Invalid { name: "RECONCILE_GIVE_UP_SECONDS", reason });
+        }
         Ok(Config {
             table_name: env.required("TABLE_NAME")?,
             bucket_name: env.required("BUCKET_NAME")?,
             queue_url: env.required("QUEUE_URL")?,
             event_bus_name: env.required(stemvault_aws::events::EVENT_BUS_NAME)?,
             provider: ProviderConfig::read(env)?,
-            reconcile_after: stemvault_aws::reconcile_after(env)?,
-            give_up_after: env.seconds("RECONCILE_GIVE_UP_SECONDS", 14 * 24 * 3600, 60, 90 * 24 * 3600)?,
+            reconcile_after,
+            give_up_after,
         })
     }
 }
@@ -64,6 +76,17 @@ mod tests {
         all.extend_from_slice(pairs);
         let all: Vec<(String, String)> = all.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(move |k| all.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn a_give_up_no_longer_than_the_first_poll_wait_is_refused() {
+        for (after, give_up) in [("600", "600"), ("600", "300"), ("86400", "3600")] {
+            let pairs = [("RECONCILE_AFTER_SECONDS", after), ("RECONCILE_GIVE_UP_SECONDS", give_up)];
+            let refused = config(&pairs).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(refused.contains("RECONCILE_GIVE_UP_SECONDS") && refused.contains("first poll"), "{refused}");
+        }
+        let pairs = [("RECONCILE_AFTER_SECONDS", "600"), ("RECONCILE_GIVE_UP_SECONDS", "601")];
+        assert_eq!(config(&pairs).map(|c| c.give_up_after.as_secs()).ok(), Some(601));
     }
 
     #[test]

@@ -281,12 +281,7 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
-    // Not known for a day is the provider's word, read while polling: without a key (since
-    // a cold start) the answers that dated it are old, and the task is given up as abandoned
-    // at its time instead.
-    let reason = reconcile::give_up_reason(&record, now, settings.give_up_after)
-        .filter(|reason| settings.polls || *reason != reconcile::NOT_FOUND_REASON);
-    if let Some(reason) = reason {
+    if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
         return give_up(ports, settings, &task, &record, reason).await;
     }
     if !settings.polls {

@@ -3,7 +3,8 @@
 //! provider and saves what these functions decide.
 //!
 //! A task is watched (its task item carries `reconcile = due` and `reconcile_at`, so the
-//! sparse `reconcile-due` index lists it) exactly while a callback may still be missing:
+//! sparse `reconcile-due` index lists it) while a callback may still be missing (and, a poll's
+//! result saved, until the poll's own write: [`keep_watched`]):
 //!
 //! * registered (`PUT /tasks/{id}`, stage `submitted`) and no callback yet;
 //! * stuck at `text` or `first` (music, lyrics);
@@ -246,7 +247,12 @@ pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Durati
         None
     } else if now >= give_up_at(record, give_up_after) {
         Some(ABANDONED_REASON)
-    } else if record.not_found_since.is_some_and(|since| now >= since.plus(NOT_FOUND_GIVE_UP_AFTER)) {
+    } else if record.not_found_since.is_some_and(|since| {
+        // A day of it, said again by a poll after that day (the run is unbroken, so the last
+        // poll said it): not answers from before a time without polls (no key since).
+        let day = since.plus(NOT_FOUND_GIVE_UP_AFTER);
+        now >= day && record.last_poll.as_ref().is_some_and(|poll| poll.at >= day)
+    }) {
         Some(NOT_FOUND_REASON)
     } else {
         None
@@ -455,6 +461,9 @@ mod tests {
         }
         let day = NOT_FOUND_GIVE_UP_AFTER.as_secs();
         assert_eq!(give_up_reason(&r, at(600 + day - 1), give_up), None);
+        // A day is out, but the last answer came before it (no poll since: no key, say).
+        assert_eq!(give_up_reason(&r, at(600 + day), give_up), None);
+        r = after_poll(&r, &PollOutcome::Http(404), at(600 + day));
         assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(NOT_FOUND_REASON));
         // Any other answer, or none, ends the run (an outage is no evidence), and so does a
         // callback.
