@@ -139,8 +139,7 @@ impl<P: Ports> App<P> {
             }
             // The secret could not be read to settle it: a retry may pass, a 401 may be final.
             // Only for what a key or token in the secret decides (not a stale timestamp).
-            let keyed = |r: &Rejection| matches!(r.reason, "signature_mismatch" | "invalid_token" | "missing_token");
-            if matches!(&checked, Err(rejection) if rejection.may_be_stale && keyed(rejection))
+            if matches!(&checked, Err(rejection) if rejection.may_be_stale && rejection.keyed)
                 && self.credentials.in_doubt()
             {
                 checked = Err(Rejection::new(
@@ -222,8 +221,8 @@ impl<P: Ports> App<P> {
     fn check(&self, auth: &Auth, req: &Request) -> Result<CallbackEvent, Rejection> {
         let path = routed_path(req);
         let path = path.as_ref();
-        let path_token = match route(req.method(), path, auth.expects_path_token()) {
-            Route::Callback { token } => token,
+        let (path_token, token_ignored) = match route(req.method(), path, auth.expects_path_token()) {
+            Route::Callback { token, token_ignored } => (token, token_ignored),
             Route::MethodNotAllowed => {
                 return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
             }
@@ -232,7 +231,8 @@ impl<P: Ports> App<P> {
             }
         };
         let now = self.ports.now().unix_seconds();
-        auth.check_before_body(path_token, req.headers(), now).map_err(Rejection::unauthorized)?;
+        auth.check_before_body(path_token, req.headers(), now)
+            .map_err(|refusal| Rejection::unauthorized(refusal, token_ignored))?;
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {
@@ -243,7 +243,8 @@ impl<P: Ports> App<P> {
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, parse_error_code(&e), e.to_string()))?;
         tracing::Span::current().record("task_id", event.task_id.as_str());
 
-        auth.check_signature(event.task_id.as_str(), req.headers(), now).map_err(Rejection::unauthorized)?;
+        auth.check_signature(event.task_id.as_str(), req.headers(), now)
+            .map_err(|refusal| Rejection::unauthorized(refusal, token_ignored))?;
         Ok(event)
     }
 }
@@ -258,16 +259,24 @@ struct Rejection {
     message: String,
     /// Checks built from a newer version of the callback secret might not refuse it.
     may_be_stale: bool,
+    /// What refused it is a key or token the secret holds (or no longer holds), not the
+    /// request alone (a stale timestamp).
+    keyed: bool,
 }
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), may_be_stale: false }
+        Rejection { status, reason, message: message.into(), may_be_stale: false, keyed: false }
     }
 
-    /// Refused by the callback checks: 401.
-    fn unauthorized(refusal: Refusal) -> Rejection {
-        Rejection { may_be_stale: true, ..Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message) }
+    /// Refused by the callback checks: 401. `token_ignored`: the path carried a segment the
+    /// checks in force took for no token (the secret held none): a secret that now holds one,
+    /// and no keys, would let it through unsigned.
+    fn unauthorized(refusal: Refusal, token_ignored: bool) -> Rejection {
+        let keyed = matches!(refusal.reason, "signature_mismatch" | "invalid_token" | "missing_token")
+            || (token_ignored && matches!(refusal.reason, "missing_timestamp" | "missing_signature"));
+        let rejection = Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message);
+        Rejection { may_be_stale: true, keyed, ..rejection }
     }
 
     /// Log, count and answer it.
@@ -292,26 +301,28 @@ impl Rejection {
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
-    /// `POST /callback` or `POST /callback/<token>` (the token still as sent).
+    /// `POST /callback` or `POST /callback/<token>`: the token as sent when the checks
+    /// expect one; without, none, and `token_ignored` when the path carried one.
     Callback {
         token: Option<&'a str>,
+        token_ignored: bool,
     },
     MethodNotAllowed,
     NotFound,
 }
 
 fn route<'a>(method: &Method, path: &'a str, expects_token: bool) -> Route<'a> {
-    let token = match path.strip_prefix("/callback") {
-        Some("") => None,
+    let (token, token_ignored) = match path.strip_prefix("/callback") {
+        Some("") => (None, false),
         Some(rest) => match rest.strip_prefix('/') {
             // Without a token in the secret the segment decides nothing (the signature does):
             // tasks submitted while it had one still call back to `/callback/<token>`.
-            Some(token) if !token.contains('/') => expects_token.then_some(token),
+            Some(token) if !token.contains('/') => (expects_token.then_some(token), !expects_token),
             _ => return Route::NotFound,
         },
         None => return Route::NotFound,
     };
-    if method == Method::POST { Route::Callback { token } } else { Route::MethodNotAllowed }
+    if method == Method::POST { Route::Callback { token, token_ignored } } else { Route::MethodNotAllowed }
 }
 
 fn parse_error_code(e: &ParseError) -> &'static str {

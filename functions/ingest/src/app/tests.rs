@@ -516,6 +516,25 @@ async fn a_token_added_to_the_secret_is_required_from_then_on() {
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 300)).await, "missing_token", "the token is now required");
 }
 
+/// A secret switched from keys to a token (a move to docs.sunoapi.org, which signs nothing)
+/// while it cannot be read again: an unsigned callback to a token path, which the checks in
+/// force refuse for its missing signature, may be one the new secret lets through: 503, so
+/// the provider retries, not a 401 it may take as final.
+#[tokio::test]
+async fn an_unsigned_token_path_refused_while_the_secret_cannot_be_read_is_in_doubt() {
+    let h = app().await;
+    h.ports.set_secret(&token(TOKEN));
+    h.ports.set_secret_failing(true);
+    h.ports.advance(Duration::from_secs(60));
+    let to_token = || request(&format!("/callback/{TOKEN}"), &[], WAV.to_vec());
+    in_doubt(&h, to_token()).await;
+    // Unsigned to /callback stays a 401: no token would let it through.
+    assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
+    h.ports.set_secret_failing(false);
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(h.handle(to_token()).await.status(), StatusCode::OK, "read again: the token lets it in");
+}
+
 /// With HMAC keys, a path token taken out of the secret leaves the callbacks of tasks
 /// submitted with it (to `/callback/<token>`) landing: without a token the path's segment
 /// decides nothing, the signature does.
