@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use crate::ingest::adopt_uncommitted;
-use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp};
+use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::Stage;
 use suno_callbacks::poll::record_info_path;
 
@@ -284,10 +284,12 @@ pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord 
     next
 }
 
-/// Set `open` as the sweeper is to see it: a task given up without files is out of the
-/// `open-tasks` index (nothing would ever settle it); any other is in it until it is settled.
+/// Set `open` as the sweeper is to see it: a task given up without files or a result is out
+/// of the `open-tasks` index (nothing would ever settle it); any other is in it until it is
+/// settled, so one given up with its result settled but its manifest not (a registration's
+/// `client_ref` asks for it again) has it written.
 pub(crate) fn sync_open(record: &mut TaskRecord) {
-    if record.abandoned.is_some() && record.files.is_empty() {
+    if record.abandoned.is_some() && record.files.is_empty() && record.vault == VaultState::Pending {
         record.open = None;
     } else {
         record.sync_open_marker();

@@ -129,8 +129,8 @@ impl Completion {
     /// settle writes its manifest over the old one (fenced by generation) and publishes its
     /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
     /// manifest key and is open again: the sweeper's next run asks for its manifest, as for
-    /// a settler that stopped before recording it (a task given up without files stays out of
-    /// the index: nothing would settle it). As every read-modify-write of the task item, it
+    /// a settler that stopped before recording it (a task given up without files or a result
+    /// stays out of the index: nothing would settle it). As every read-modify-write of the task item, it
     /// adopts the files of an attempt that wrote them but not the task item, unless the task
     /// was given up.
     pub fn apply(&self, record: &mut TaskRecord) {
@@ -334,9 +334,10 @@ mod tests {
         assert_eq!(uncommitted.open.as_deref(), Some("open"));
     }
 
-    /// A task given up without files is out of the `open-tasks` index (nothing would settle
-    /// it): a registration adding its client_ref leaves it out; a given-up task takes no new
-    /// file set, so an attempt's uncommitted files are not adopted.
+    /// A task given up without files or a result is out of the `open-tasks` index (nothing
+    /// would settle it): a registration adding its client_ref leaves it out, but puts one given
+    /// up with its result settled back for its manifest; a given-up task takes no new file
+    /// set, so an attempt's uncommitted files are not adopted.
     #[test]
     fn a_completion_leaves_a_given_up_task_out_of_the_open_index() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
@@ -348,6 +349,22 @@ mod tests {
         let mut completed = given_up.clone();
         with_ref.completion(&given_up, now).expect("the client_ref").apply(&mut completed);
         assert_eq!((completed.client_ref.as_deref(), completed.open.as_deref()), (Some("order-17"), None));
+
+        // Given up with its result settled (a `text` stage without files, its manifest
+        // written): the client_ref asks for the manifest again, so it is open for the sweeper.
+        let mut settled_text = TaskRecord::new("t1", Family::Music, Stage::Text, 200, "", now);
+        (settled_text.vault, settled_text.manifest_key) = (VaultState::Complete, Some("tasks/t1/manifest.json".into()));
+        let given_up_text = reconcile::abandon(&settled_text, reconcile::ABANDONED_REASON, now);
+        assert_eq!(given_up_text.open, None, "settled: nothing to do");
+        let mut completed_text = given_up_text.clone();
+        with_ref.completion(&given_up_text, now).expect("the client_ref").apply(&mut completed_text);
+        assert_eq!((completed_text.manifest_key.as_deref(), completed_text.open.as_deref()), (None, Some("open")));
+        let crate::download::SettlePlan::Settle(plan) =
+            crate::download::settle_plan(&completed_text, &TaskId::parse("t1").unwrap(), now)
+        else {
+            panic!("the manifest is asked for again");
+        };
+        assert_eq!(plan.manifest.client_ref.as_deref(), Some("order-17"));
 
         let reopened = file(crate::FileStatus::Enqueuing, Some(given_up.generation + 3));
         let mut with_file = given_up.clone();
