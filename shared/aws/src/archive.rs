@@ -3,11 +3,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
-use aws_sdk_s3::operation::put_object::PutObjectError;
+use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use stemvault_vault::accept::ArchiveBody;
 
@@ -23,35 +22,21 @@ impl BodyArchive {
         BodyArchive { s3, bucket: bucket.into() }
     }
 
-    /// One PutObject of a JSON body; only when no object is under `key` if `only_if_absent`
-    /// (a park: each attempt within [`PARK_ATTEMPT_TIMEOUT`]).
-    async fn put(
-        &self,
-        key: &str,
-        body: &[u8],
-        only_if_absent: bool,
-    ) -> Result<(), aws_sdk_s3::error::SdkError<PutObjectError, HttpResponse>> {
-        let put = self
-            .s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type("application/json")
-            .set_if_none_match(only_if_absent.then(|| "*".to_owned()))
-            .body(ByteStream::from(body.to_vec()));
-        match only_if_absent {
-            true => put.customize().config_override(park_config()).send().await.map(drop),
-            false => put.send().await.map(drop),
-        }
+    /// A PutObject of a JSON body under `key`, to send.
+    fn put(&self, key: &str, body: &[u8]) -> PutObjectFluentBuilder {
+        let body = ByteStream::from(body.to_vec());
+        self.s3.put_object().bucket(&self.bucket).key(key).content_type("application/json").body(body)
     }
 
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
     /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
     /// (a concurrent park of the same key, which S3 asks to retry) is tried again.
     pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), String> {
+        let config = park_config();
         let mut attempt = 1;
         loop {
-            let Err(e) = self.put(key, body, true).await else { return Ok(()) };
+            let put = self.put(key, body).if_none_match("*").customize().config_override(config.clone());
+            let Err(e) = put.send().await else { return Ok(()) };
             match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
                 RefusedPark::AlreadyParked => return Ok(()),
                 RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => attempt += 1,
@@ -65,10 +50,11 @@ impl BodyArchive {
 /// (`stemvault_ingest::domain::PARK_TIMEOUT`): with the SDK's 3 s attempt timeout (and up to
 /// 1 s before a retry) a stalled first attempt used all of it, and the callback was answered
 /// 503 where a second attempt would have kept it. A body of at most 4 MiB takes milliseconds.
-pub const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+/// The archive's puts (within recording's own deadline) keep the SDK's.
+const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// The most a park waits before its first retry (the SDK's standard retries, jittered).
-pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
+const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
 
 fn park_config() -> aws_sdk_s3::config::Builder {
     let timeouts = TimeoutConfig::builder()
@@ -103,7 +89,7 @@ fn refused_park(status: Option<u16>) -> RefusedPark {
 
 impl ArchiveBody for BodyArchive {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.put(key, body, false).await.map_err(|e| DisplayErrorContext(e).to_string())
+        self.put(key, body).send().await.map(drop).map_err(|e| DisplayErrorContext(e).to_string())
     }
 }
 

@@ -70,7 +70,9 @@ impl EnqueueFiles for TableAndQueue {
         let bodies: Vec<Result<String, String>> =
             jobs.iter().map(|job| serde_json::to_string(job).map_err(|e| e.to_string())).collect();
         let sizes: Vec<usize> = bodies.iter().map(|body| body.as_ref().map_or(0, String::len)).collect();
-        let sends = batches(&sizes).into_iter().map(|batch| self.send_batch(&bodies[batch]));
+        let mut bodies = bodies.into_iter();
+        let sends =
+            batches(&sizes).into_iter().map(|batch| self.send_batch(bodies.by_ref().take(batch.len()).collect()));
         futures::future::join_all(sends).await.into_iter().flatten().collect()
     }
 }
@@ -97,14 +99,15 @@ fn batches(sizes: &[usize]) -> Vec<Range<usize>> {
 impl TableAndQueue {
     /// One SendMessageBatch of the bodies of consecutive jobs; entry ids are positions in
     /// `bodies`.
-    async fn send_batch(&self, bodies: &[Result<String, String>]) -> Vec<Result<String, String>> {
+    async fn send_batch(&self, bodies: Vec<Result<String, String>>) -> Vec<Result<String, String>> {
+        let count = bodies.len();
         let entries: Result<Vec<SendMessageBatchRequestEntry>, String> = bodies
-            .iter()
+            .into_iter()
             .enumerate()
             .map(|(i, body)| {
                 SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
-                    .message_body(body.clone()?)
+                    .message_body(body?)
                     .build()
                     .map_err(|e| e.to_string())
             })
@@ -113,13 +116,13 @@ impl TableAndQueue {
             Ok(entries) => {
                 self.sqs.send_message_batch().queue_url(&self.queue_url).set_entries(Some(entries)).send().await
             }
-            Err(e) => return bodies.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return vec![Err(e); count],
         };
         let out = match sent {
             Ok(out) => out,
             Err(e) => {
                 let reason = DisplayErrorContext(e).to_string();
-                return bodies.iter().map(|_| Err(reason.clone())).collect();
+                return vec![Err(reason); count];
             }
         };
         let mut by_id: HashMap<&str, Result<String, String>> = HashMap::new();
@@ -130,7 +133,7 @@ impl TableAndQueue {
             let reason = format!("{}: {}", failed.code(), failed.message().unwrap_or("no message"));
             by_id.insert(failed.id(), Err(reason));
         }
-        (0..bodies.len())
+        (0..count)
             .map(|i| by_id.remove(i.to_string().as_str()).unwrap_or_else(|| Err("not in the batch answer".into())))
             .collect()
     }
