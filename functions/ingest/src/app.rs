@@ -16,7 +16,7 @@ use suno_callbacks::{CallbackEvent, ParseError, parse_callback};
 use tracing::Instrument;
 
 use crate::Config;
-use crate::auth::{Auth, Refusal};
+use crate::auth::{Auth, Grounds, Refusal};
 use crate::aws::AwsPorts;
 use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
@@ -139,9 +139,7 @@ impl<P: Ports> App<P> {
             }
             // The secret could not be read to settle it: a retry may pass, a 401 may be final.
             // Only for what a key or token in the secret decides (not a stale timestamp).
-            if matches!(&checked, Err(rejection) if rejection.may_be_stale && rejection.keyed)
-                && self.credentials.in_doubt()
-            {
+            if matches!(&checked, Err(rejection) if rejection.keyed) && self.credentials.in_doubt() {
                 checked = Err(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "secret_unreadable",
@@ -231,8 +229,8 @@ impl<P: Ports> App<P> {
             }
         };
         let now = self.ports.now().unix_seconds();
-        auth.check_before_body(path_token, req.headers(), now)
-            .map_err(|refusal| Rejection::unauthorized(refusal, token_ignored))?;
+        let unauthorized = |refusal| Rejection::unauthorized(refusal, token_ignored);
+        auth.check_before_body(path_token, req.headers(), now).map_err(unauthorized)?;
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {
@@ -243,8 +241,7 @@ impl<P: Ports> App<P> {
             .map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, parse_error_code(&e), e.to_string()))?;
         tracing::Span::current().record("task_id", event.task_id.as_str());
 
-        auth.check_signature(event.task_id.as_str(), req.headers(), now)
-            .map_err(|refusal| Rejection::unauthorized(refusal, token_ignored))?;
+        auth.check_signature(event.task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
         Ok(event)
     }
 }
@@ -260,7 +257,7 @@ struct Rejection {
     /// Checks built from a newer version of the callback secret might not refuse it.
     may_be_stale: bool,
     /// What refused it is a key or token the secret holds (or no longer holds), not the
-    /// request alone (a stale timestamp).
+    /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
 }
 
@@ -273,8 +270,7 @@ impl Rejection {
     /// checks in force took for no token (the secret held none): a secret that now holds one,
     /// and no keys, would let it through unsigned.
     fn unauthorized(refusal: Refusal, token_ignored: bool) -> Rejection {
-        let keyed = matches!(refusal.reason, "signature_mismatch" | "invalid_token" | "missing_token")
-            || (token_ignored && matches!(refusal.reason, "missing_timestamp" | "missing_signature"));
+        let keyed = refusal.grounds == Grounds::Secret || (token_ignored && refusal.grounds == Grounds::Unsigned);
         let rejection = Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message);
         Rejection { may_be_stale: true, keyed, ..rejection }
     }

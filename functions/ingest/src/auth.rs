@@ -20,11 +20,23 @@ pub struct Refusal {
     pub reason: &'static str,
     /// For people; never contains a secret or a header value.
     pub message: String,
+    /// What it rests on.
+    pub grounds: Grounds,
+}
+
+/// What a refusal rests on: a key or token the secret holds (or not), so checks built from a
+/// newer secret might not refuse it; a signature the request lacks; or the request alone (a
+/// stale or malformed header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grounds {
+    Secret,
+    Unsigned,
+    Request,
 }
 
 impl Refusal {
-    fn new(reason: &'static str, message: impl Into<String>) -> Refusal {
-        Refusal { reason, message: message.into() }
+    fn new(reason: &'static str, message: impl Into<String>, grounds: Grounds) -> Refusal {
+        Refusal { reason, message: message.into(), grounds }
     }
 }
 
@@ -124,20 +136,20 @@ fn token_refusal(e: TokenError) -> Refusal {
         TokenError::Missing => "missing_token",
         TokenError::Mismatch => "invalid_token",
     };
-    Refusal::new(reason, e.to_string())
+    Refusal::new(reason, e.to_string(), Grounds::Secret)
 }
 
 fn signature_refusal(e: SignatureError) -> Refusal {
-    let reason = match e {
-        SignatureError::MissingTimestamp => "missing_timestamp",
-        SignatureError::MissingSignature => "missing_signature",
-        SignatureError::MalformedTimestamp => "malformed_timestamp",
-        SignatureError::MalformedSignature => "malformed_signature",
-        SignatureError::TooOld { .. } => "timestamp_too_old",
-        SignatureError::TooFarInFuture { .. } => "timestamp_in_future",
-        SignatureError::NoKeyMatches => "signature_mismatch",
+    let (reason, grounds) = match e {
+        SignatureError::MissingTimestamp => ("missing_timestamp", Grounds::Unsigned),
+        SignatureError::MissingSignature => ("missing_signature", Grounds::Unsigned),
+        SignatureError::MalformedTimestamp => ("malformed_timestamp", Grounds::Request),
+        SignatureError::MalformedSignature => ("malformed_signature", Grounds::Request),
+        SignatureError::TooOld { .. } => ("timestamp_too_old", Grounds::Request),
+        SignatureError::TooFarInFuture { .. } => ("timestamp_in_future", Grounds::Request),
+        SignatureError::NoKeyMatches => ("signature_mismatch", Grounds::Secret),
     };
-    Refusal::new(reason, e.to_string())
+    Refusal::new(reason, e.to_string(), grounds)
 }
 
 #[cfg(test)]

@@ -41,6 +41,11 @@ fn keys() -> CallbackSecret {
     CallbackSecret { hmac_keys: vec![KEY.into(), OLD_KEY.into()], callback_tokens: vec![] }
 }
 
+/// [`keys`] and [`TOKEN`]: both checked.
+fn keys_and_token() -> CallbackSecret {
+    CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }
+}
+
 fn token(token: &str) -> CallbackSecret {
     CallbackSecret { hmac_keys: vec![], callback_tokens: vec![token.into()] }
 }
@@ -235,7 +240,7 @@ async fn a_path_token_is_required_when_configured() {
 
 #[tokio::test]
 async fn token_and_signature_together_both_count() {
-    let h = app_with(config(), CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }).await;
+    let h = app_with(config(), keys_and_token()).await;
     let path = format!("/callback/{TOKEN}");
     assert_eq!(refusal(&h, request(&path, &[], WAV.to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, signed(WAV, WAV_TASK)).await, "missing_token");
@@ -510,7 +515,7 @@ async fn a_token_added_to_the_secret_is_required_from_then_on() {
     let path = format!("/callback/{TOKEN}");
     let with_token = |at: i64| request(&path, &signed_headers(KEY, WAV_TASK, at), WAV.to_vec());
     assert_eq!(h.handle(with_token(NOW_SECS)).await.status(), StatusCode::OK, "no token yet: the signature decides");
-    h.ports.set_secret(&CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() });
+    h.ports.set_secret(&keys_and_token());
     h.ports.advance(Duration::from_secs(300));
     assert_eq!(h.handle(with_token(NOW_SECS + 300)).await.status(), StatusCode::OK);
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 300)).await, "missing_token", "the token is now required");
@@ -528,6 +533,8 @@ async fn an_unsigned_token_path_refused_while_the_secret_cannot_be_read_is_in_do
     h.ports.advance(Duration::from_secs(60));
     let to_token = || request(&format!("/callback/{TOKEN}"), &[], WAV.to_vec());
     in_doubt(&h, to_token()).await;
+    let timestamp_only = [("X-Webhook-Timestamp", (NOW_SECS + 60).to_string())];
+    in_doubt(&h, request(&format!("/callback/{TOKEN}"), &timestamp_only, WAV.to_vec())).await;
     // Unsigned to /callback stays a 401: no token would let it through.
     assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
     h.ports.set_secret_failing(false);
@@ -540,7 +547,7 @@ async fn an_unsigned_token_path_refused_while_the_secret_cannot_be_read_is_in_do
 /// decides nothing, the signature does.
 #[tokio::test]
 async fn a_token_dropped_from_the_secret_leaves_its_signed_callbacks_landing() {
-    let h = app_with(config(), CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }).await;
+    let h = app_with(config(), keys_and_token()).await;
     let to =
         |token: &str, headers: &[(&'static str, String)]| request(&format!("/callback/{token}"), headers, WAV.to_vec());
     h.ports.set_secret(&keys());
@@ -548,6 +555,8 @@ async fn a_token_dropped_from_the_secret_leaves_its_signed_callbacks_landing() {
     let signed = signed_headers(KEY, WAV_TASK, NOW_SECS + 300);
     assert_eq!(h.handle(to(TOKEN, &signed)).await.status(), StatusCode::OK, "submitted with the token");
     assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 300)).await.status(), StatusCode::OK, "submitted without");
+    let trailing_slash = request("/callback/", &signed, WAV.to_vec());
+    assert_eq!(h.handle(trailing_slash).await.status(), StatusCode::OK, "an empty segment: as /callback");
     assert_eq!(refusal(&h, to(TOKEN, &[])).await, "missing_timestamp", "unsigned: refused");
     let forged = signed_headers("wrong-key", WAV_TASK, NOW_SECS + 300);
     assert_eq!(refusal(&h, to(TOKEN, &forged)).await, "signature_mismatch");
@@ -793,7 +802,7 @@ async fn a_stage_or_a_custom_domain_mapping_key_is_not_part_of_the_route() {
 async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let captured = capture_logs();
 
-    let h = app_with(config(), CallbackSecret { callback_tokens: vec![TOKEN.into()], ..keys() }).await;
+    let h = app_with(config(), keys_and_token()).await;
     let path = format!("/callback/{TOKEN}");
     let signature = signed_headers(KEY, WAV_TASK, NOW_SECS);
     assert_eq!(h.handle(request(&path, &signature, WAV.to_vec())).await.status(), StatusCode::OK);
