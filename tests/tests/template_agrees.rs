@@ -330,15 +330,9 @@ mod cfn {
             .collect()
     }
 
-    /// The policies of the role `role` (its logical id): its inline `Policies`, and those
-    /// `AWS::IAM::RolePolicy` resources attach to it, each with its `PolicyDocument`.
-    pub fn role_policies<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
-        let attached = template["Resources"].as_mapping().into_iter().flatten().filter_map(|(_, r)| {
-            let attached =
-                r["Type"] == "AWS::IAM::RolePolicy" && reference(&r["Properties"]["RoleName"]).as_deref() == Some(role);
-            attached.then_some(&r["Properties"])
-        });
-        as_list(&resource(template, role)["Properties"]["Policies"]).into_iter().chain(attached).collect()
+    /// The statements of the role `role` (its logical id), every inline policy's.
+    pub fn role_statements<'a>(template: &'a Value, role: &str) -> Vec<&'a Value> {
+        as_list(&resource(template, role)["Properties"]["Policies"]).into_iter().flat_map(statements).collect()
     }
 
     pub fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
@@ -524,10 +518,7 @@ mod s3_keys {
     fn statements(template: &Value, function: &str) -> Vec<Value> {
         let props = cfn::function_properties(template, function);
         let Some(role) = props.get("Role").and_then(cfn::get_att) else { return Vec::new() };
-        cfn::role_policies(template, role.trim_end_matches(".Arn"))
-            .into_iter()
-            .flat_map(|policy| cfn::statements(policy).into_iter().cloned())
-            .collect()
+        cfn::role_statements(template, role.trim_end_matches(".Arn")).into_iter().cloned().collect()
     }
 
     fn key_patterns(statement: &Value) -> Vec<String> {
@@ -780,29 +771,27 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
         problems.push(format!("{function}: {role_name} has managed policies"));
     }
     let mut granted = BTreeSet::new();
-    for policy in cfn::role_policies(template, &role_name) {
-        for statement in cfn::statements(policy) {
-            if statement["Effect"].as_str() != Some("Allow") {
-                continue;
+    for statement in cfn::role_statements(template, &role_name) {
+        if statement["Effect"].as_str() != Some("Allow") {
+            continue;
+        }
+        let kinds: Vec<String> = cfn::as_list(&statement["Resource"])
+            .into_iter()
+            .map(|r| resource_kind(r, own_log_group.as_deref()))
+            .collect();
+        for action in cfn::as_list(&statement["Action"]).into_iter().filter_map(Value::as_str) {
+            if action.contains('*') {
+                problems.push(format!("{function}: wildcard action {action}"));
             }
-            let kinds: Vec<String> = cfn::as_list(&statement["Resource"])
-                .into_iter()
-                .map(|r| resource_kind(r, own_log_group.as_deref()))
-                .collect();
-            for action in cfn::as_list(&statement["Action"]).into_iter().filter_map(Value::as_str) {
-                if action.contains('*') {
-                    problems.push(format!("{function}: wildcard action {action}"));
+            for kind in &kinds {
+                if !expected_kinds(action).contains(&kind.as_str()) {
+                    problems.push(format!(
+                        "{function}: {action} is granted on {kind}; it belongs on {}",
+                        expected_kinds(action).join(" or ")
+                    ));
                 }
-                for kind in &kinds {
-                    if !expected_kinds(action).contains(&kind.as_str()) {
-                        problems.push(format!(
-                            "{function}: {action} is granted on {kind}; it belongs on {}",
-                            expected_kinds(action).join(" or ")
-                        ));
-                    }
-                }
-                granted.insert(action.to_owned());
             }
+            granted.insert(action.to_owned());
         }
     }
     let mut needed = code_actions.clone();
@@ -1074,12 +1063,10 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
     let props = cfn::function_properties(template, function);
     let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
     let mut kinds = BTreeSet::new();
-    for policy in cfn::role_policies(template, role_name.trim_end_matches(".Arn")) {
-        for statement in cfn::statements(policy) {
-            let actions = cfn::as_list(&statement["Action"]);
-            if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
-                kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
-            }
+    for statement in cfn::role_statements(template, role_name.trim_end_matches(".Arn")) {
+        let actions = cfn::as_list(&statement["Action"]);
+        if statement["Effect"].as_str() == Some("Allow") && actions.iter().any(|a| a.as_str() == Some(action)) {
+            kinds.extend(cfn::as_list(&statement["Resource"]).into_iter().map(|r| resource_kind(r, None)));
         }
     }
     kinds
@@ -2078,12 +2065,10 @@ fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
     use stemvault_sweeper::aws::{AWS_ACTIONS, CURSOR_TASK_ID};
     let template = template();
     let mut get_item_grants = Vec::new();
-    for policy in cfn::role_policies(&template, "SweeperRole") {
-        for statement in cfn::statements(policy) {
-            let actions = cfn::as_list(&statement["Action"]);
-            if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {
-                get_item_grants.push(statement.clone());
-            }
+    for statement in cfn::role_statements(&template, "SweeperRole") {
+        let actions = cfn::as_list(&statement["Action"]);
+        if actions.iter().any(|a| a.as_str() == Some("dynamodb:GetItem")) {
+            get_item_grants.push(statement.clone());
         }
     }
     assert_eq!(get_item_grants.len(), 1, "{get_item_grants:?}");
