@@ -44,7 +44,8 @@ impl FromEnv for Config {
 
     fn read(env: &Env) -> Result<Config, ConfigError> {
         let reconcile_after = stemvault_aws::reconcile_after(env)?;
-        let give_up_after = env.seconds("RECONCILE_GIVE_UP_SECONDS", 14 * 24 * 3600, 60, 90 * 24 * 3600)?;
+        let default = stemvault_vault::reconcile::DEFAULT_GIVE_UP_AFTER.as_secs();
+        let give_up_after = env.seconds("RECONCILE_GIVE_UP_SECONDS", default, 60, 90 * 24 * 3600)?;
         // Given up before its first poll, a registered task would never be polled.
         if give_up_after <= reconcile_after {
             let reason = format!(

@@ -247,16 +247,20 @@ pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Durati
         None
     } else if now >= give_up_at(record, give_up_after) {
         Some(ABANDONED_REASON)
-    } else if record.not_found_since.is_some_and(|since| {
-        // A day of it, said again by a poll after that day (the run is unbroken, so the last
-        // poll said it): not answers from before a time without polls (no key since).
-        let day = since.plus(NOT_FOUND_GIVE_UP_AFTER);
-        now >= day && record.last_poll.as_ref().is_some_and(|poll| poll.at >= day)
-    }) {
+    } else if not_known_for_a_day(record, now) {
         Some(NOT_FOUND_REASON)
     } else {
         None
     }
+}
+
+/// The provider has said it does not know the task for [`NOT_FOUND_GIVE_UP_AFTER`], and a poll
+/// after that said it again (the run is unbroken, so the last poll said it): not answers from
+/// before a time without polls (no key since).
+fn not_known_for_a_day(record: &TaskRecord, now: Timestamp) -> bool {
+    let Some(since) = record.not_found_since else { return false };
+    let day = since.plus(NOT_FOUND_GIVE_UP_AFTER);
+    now >= day && record.last_poll.as_ref().is_some_and(|poll| poll.at >= day)
 }
 
 /// Stop watching a task that has its result: nothing failed, no new URL came for its expired

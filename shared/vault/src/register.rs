@@ -90,9 +90,7 @@ impl Registration {
         }
         let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
-            family: (recorded.family != self.family
-                && (recorded.family == Family::Unknown || recorded.family_is_a_guess()))
-            .then_some(self.family),
+            family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
             watch_from: None,
         };
         if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
@@ -104,11 +102,14 @@ impl Registration {
     }
 
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
-        recorded.family == self.family
-            || recorded.family == Family::Unknown
-            || recorded.family_is_a_guess()
-            || recorded.registered_family == Some(self.family)
+        recorded.family == self.family || family_open(recorded) || recorded.registered_family == Some(self.family)
     }
+}
+
+/// Whether the callbacks left the task's family for a registration to give: they could not
+/// tell it, or only guessed it.
+fn family_open(recorded: &TaskRecord) -> bool {
+    recorded.family == Family::Unknown || recorded.family_is_a_guess()
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
@@ -390,12 +391,14 @@ mod tests {
 
     /// A task first seen with `event`.
     fn first_seen(event: &CallbackEvent, now: Timestamp) -> TaskRecord {
-        let body = BodyInfo { sha256_hex: "cd".repeat(32), archive_key: "k".into(), bytes: 2, arrived_at: None };
-        let claimant = Claimant { id: "req".into(), lease: Duration::from_secs(15) };
-        ingest_callback(None, event, &body, &claimant, now).record
+        ingested(None, event, now)
     }
 
     fn merge(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> TaskRecord {
+        ingested(Some(record), event, now)
+    }
+
+    fn ingested(record: Option<&TaskRecord>, event: &CallbackEvent, now: Timestamp) -> TaskRecord {
         let body = BodyInfo {
             sha256_hex: "ab".repeat(32),
             archive_key: "tasks/t1/callbacks/x.json".into(),
@@ -403,7 +406,7 @@ mod tests {
             arrived_at: None,
         };
         let claimant = Claimant { id: "req".into(), lease: Duration::from_secs(15) };
-        ingest_callback(Some(record), event, &body, &claimant, now).record
+        ingest_callback(record, event, &body, &claimant, now).record
     }
 
     #[test]
