@@ -286,18 +286,16 @@ fn request_error(e: reqwest::Error) -> FetchError {
     if let Some(refusal) = find_refusal(&e) {
         return FetchError::Refused(refusal);
     }
-    let (timeout, connect, unsendable) = (e.is_timeout(), e.is_connect(), e.is_builder());
-    let text = stemvault_aws::http::describe(e);
-    if unsendable {
+    use stemvault_aws::http::{Failure, describe, failure};
+    if e.is_builder() {
         // A URL the policy allows but no request can carry (longer than an HTTP request
         // line may be): no retry would send it.
-        FetchError::Refused(Refusal::BadUrl(text))
-    } else if timeout {
-        FetchError::Timeout(text)
-    } else if connect {
-        FetchError::Connect(text)
-    } else {
-        FetchError::Body(text)
+        return FetchError::Refused(Refusal::BadUrl(describe(e)));
+    }
+    match failure(&e) {
+        Failure::Connect => FetchError::Connect(describe(e)),
+        Failure::Timeout => FetchError::Timeout(describe(e)),
+        Failure::Other => FetchError::Body(describe(e)),
     }
 }
 

@@ -80,16 +80,11 @@ pub fn retry_after_seconds(value: &str) -> Option<Duration> {
 
 /// The error without the URL (its query may carry a token of the receiver's), with its causes.
 fn post_error(e: reqwest::Error) -> PostError {
-    let (timeout, connect) = (e.is_timeout(), e.is_connect());
-    let text = stemvault_aws::http::describe(e);
-    // A connect timeout is both: the receiver was not reached, so it is a connect failure,
-    // not a slow answer.
-    if connect {
-        PostError::Connect(text)
-    } else if timeout {
-        PostError::Timeout(text)
-    } else {
-        PostError::Request(text)
+    use stemvault_aws::http::{Failure, describe, failure};
+    match failure(&e) {
+        Failure::Connect => PostError::Connect(describe(e)),
+        Failure::Timeout => PostError::Timeout(describe(e)),
+        Failure::Other => PostError::Request(describe(e)),
     }
 }
 

@@ -39,6 +39,29 @@ pub fn is_loopback(host: Option<url::Host<&str>>) -> bool {
     }
 }
 
+/// What kind of failure a request's error is, told the same way by every client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The peer was not reached, however that failed: a connect that timed out is this, not
+    /// [`Failure::Timeout`] (nothing was sent, so nothing was slow to answer).
+    Connect,
+    /// Reached, then the request or its answer took longer than the client's timeout.
+    Timeout,
+    /// Anything else (a broken connection, a malformed answer, a body cut short).
+    Other,
+}
+
+/// The kind of `e` (see [`Failure`]).
+pub fn failure(e: &reqwest::Error) -> Failure {
+    if e.is_connect() {
+        Failure::Connect
+    } else if e.is_timeout() {
+        Failure::Timeout
+    } else {
+        Failure::Other
+    }
+}
+
 /// A failed request and its causes on one line, each said once, without its URL (a source's
 /// signed query must never reach a log or the record).
 pub fn describe(e: reqwest::Error) -> String {
@@ -66,7 +89,7 @@ mod tests {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/file.mp3?X-Amz-Signature=secret0123");
         let e = client("test", Duration::from_secs(5)).unwrap().get(&url).send().await.unwrap_err();
-        assert!(e.is_connect());
+        assert_eq!(failure(&e), Failure::Connect);
         let text = describe(e);
         assert!(!text.contains("secret0123") && !text.contains("/file.mp3"), "{text}");
         let parts: Vec<&str> = text.split(": ").collect();
@@ -74,5 +97,28 @@ mod tests {
         for (i, part) in parts.iter().enumerate() {
             assert!(parts[i + 1..].iter().all(|later| !part.contains(later)), "each cause once: {text}");
         }
+    }
+
+    /// A listener whose queue is full drops new connections' SYNs, so a connect to it times
+    /// out: a connect failure, not a slow answer.
+    #[tokio::test]
+    async fn a_connect_that_times_out_is_a_connect_failure() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let origin = listener.local_addr().unwrap();
+        // Never accepted: these fill the queue (a backlog of 0 holds one).
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            match tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(origin)).await {
+                Ok(Ok(stream)) => held.push(stream),
+                _ => break,
+            }
+        }
+        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(300)).build().unwrap();
+        let e = client.get(format!("http://{origin}/")).send().await.unwrap_err();
+        assert!(e.is_timeout(), "the connect timed out: {e:?}");
+        assert_eq!(failure(&e), Failure::Connect);
+        drop(held);
     }
 }

@@ -153,12 +153,10 @@ pub use crate::secrets::UNREAD_REREAD_INTERVAL;
 /// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or
 /// `failed: ...`.
 pub fn error_text(e: reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "failed"
+    let kind = match crate::http::failure(&e) {
+        crate::http::Failure::Connect => "could not connect",
+        crate::http::Failure::Timeout => "timed out",
+        crate::http::Failure::Other => "failed",
     };
     format!("{kind}: {}", crate::http::describe(e))
 }
