@@ -82,8 +82,8 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
         let ran = run_messages(event.records, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
             let app = app.clone();
             async move {
-                let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy).await;
-                handle_message(&*app.ports, Option::as_ref(&signer), message, stop_at).await
+                let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy);
+                handle_message(&*app.ports, signer, message, stop_at).await
             }
         })
         .await;
@@ -95,10 +95,11 @@ fn message_span(id: &str) -> tracing::Span {
     tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, event_id = tracing::field::Empty)
 }
 
-/// Deliver one message (in the caller's span); a retry delays its next delivery.
+/// Deliver one message (in the caller's span) with the signer `signer` brings (read under the
+/// same panic guard as the delivery); a retry delays its next delivery.
 async fn handle_message<P: Ports>(
     ports: &P,
-    signer: Option<&crate::secret::Signer>,
+    signer: impl Future<Output = Arc<Option<crate::secret::Signer>>>,
     message: SqsMessage,
     stop_at: Instant,
 ) -> Outcome {
@@ -108,7 +109,11 @@ async fn handle_message<P: Ports>(
         receipt_handle: message.receipt_handle.filter(|h| !h.is_empty()),
         stop_at,
     };
-    let outcome = match catch_panic(process_message(ports, signer, &delivery)).await {
+    let delivered = async {
+        let signer = signer.await;
+        process_message(ports, Option::as_ref(&signer), &delivery).await
+    };
+    let outcome = match catch_panic(delivered).await {
         Ok(outcome) => outcome,
         Err(panic) => {
             // Counted here: the panic cut process_message short of counting it.

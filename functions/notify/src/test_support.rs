@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::secrets::{ReadSecret, SecretError, SecretText};
@@ -35,11 +35,16 @@ pub fn app(ports: MemoryPorts) -> App<MemoryPorts, MemorySecret> {
 pub struct MemorySecret {
     text: Mutex<Result<String, SecretError>>,
     reads: AtomicUsize,
+    panics: AtomicBool,
 }
 
 impl MemorySecret {
     pub fn holding(text: &str) -> MemorySecret {
-        MemorySecret { text: Mutex::new(Ok(text.to_owned())), reads: AtomicUsize::new(0) }
+        MemorySecret {
+            text: Mutex::new(Ok(text.to_owned())),
+            reads: AtomicUsize::new(0),
+            panics: AtomicBool::new(false),
+        }
     }
 
     /// Rotate the secret to `text`.
@@ -50,6 +55,11 @@ impl MemorySecret {
     /// Make every read fail.
     pub fn fail(&self) {
         *self.text.lock().unwrap() = Err(SecretError::Unavailable("throttled".into()));
+    }
+
+    /// Make every read panic.
+    pub fn panic(&self) {
+        self.panics.store(true, Ordering::SeqCst);
     }
 
     pub fn reads(&self) -> usize {
@@ -64,6 +74,7 @@ impl ReadSecret for MemorySecret {
         for _ in 0..50 {
             tokio::task::yield_now().await;
         }
+        assert!(!self.panics.load(Ordering::SeqCst), "poisoned secret");
         self.text.lock().unwrap().clone().map(SecretText::new)
     }
 }

@@ -64,6 +64,22 @@ async fn a_panic_fails_only_its_own_message() {
     assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
 }
 
+/// A panic reading the secret again is the message's own, as any other: retried after its
+/// delay and counted.
+#[tokio::test]
+async fn a_panic_reading_the_secret_fails_its_message_with_a_delay() {
+    let app = app(MemoryPorts::answering([status(200)]));
+    app.secret.panic();
+    app.ports.advance(Duration::from_secs(300));
+    let response = app
+        .handle_batch(batch(vec![message("m1", &vaulted_message())]), Instant::now() + Duration::from_secs(60))
+        .await;
+    assert_eq!(failed_ids(&response), ["m1"]);
+    assert_eq!(app.secret.reads(), 1, "the read that panicked");
+    assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
+}
+
 /// SQS not answering the retry's delay leaves the message to the visibility timeout; the
 /// batch is still answered (an invocation run into its timeout answers nothing).
 #[tokio::test(start_paused = true)]
