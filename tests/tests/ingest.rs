@@ -18,6 +18,7 @@ use stemvault_ingest::credentials::RefreshPolicy;
 use stemvault_ingest::domain::LAMBDA_TIMEOUT;
 use stemvault_ingest::secret::CallbackSecret;
 use stemvault_ingest::{App, Config};
+use stemvault_tests::file_server::FileServer;
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
 use stemvault_vault::download::MANIFEST_JOB_NAME;
@@ -535,6 +536,35 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
     assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
+}
+
+/// A file URL too long for a queue message (a signed body can bring anything): the job goes
+/// out without it, and the download refuses the record's URL and records why, where the
+/// queue refused the job on every try (and the file stayed pending).
+#[tokio::test]
+async fn a_file_url_too_long_for_a_message_is_queued_and_recorded_as_failed() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    let server = FileServer::start().await;
+    let url = format!("{}?{}", server.url("/s/a.wav"), "q".repeat(300 * 1024));
+    let body =
+        serde_json::json!({"code": 200, "msg": "success", "data": {"audioWavUrl": url, "task_id": "long-url-1"}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let response = app.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    assert_eq!(json(&response)["files_queued"], 1);
+
+    let event = env.receive_event(1, 60).await;
+    let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(job.name, "wav");
+    assert!(job.url.is_empty(), "sent without the URL, not with {} bytes of it", job.url.len());
+    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
+    assert!(env.run_download(&download, &event).await.batch_item_failures.is_empty(), "not retried");
+    let record = env.record("long-url-1").await.unwrap();
+    let wav = &record.files["wav"];
+    assert_eq!((wav.status, wav.url.len()), (FileStatus::Failed, url.len()));
+    let error = wav.error.as_deref().unwrap_or_default();
+    assert!(error.contains("URL") && !error.contains("qqqq"), "{}", &error[..error.len().min(300)]);
 }
 
 /// A save whose put was applied by an attempt whose answer was lost, retried by the SDK and

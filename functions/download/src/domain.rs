@@ -449,7 +449,7 @@ async fn claim<P: Ports>(
         ClaimAnswer::Refused(Some(file)) => return refused(task_id, job, file, now),
     };
     let plan = CopyPlan {
-        replaced: file.url != job.url,
+        replaced: job.url_replaced_by(&file.url),
         // The item counts this claim.
         earlier_attempts: file.attempts.saturating_sub(1),
         url: file.url,

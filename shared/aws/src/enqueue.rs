@@ -23,7 +23,8 @@ const SQS_BATCH: usize = 10;
 /// The most the bodies of one SendMessageBatch may sum to, and one body may be: 256 KiB, SQS's
 /// limit until 2025 (1 MiB since) and moto's. A job is a few hundred bytes; a batch over the
 /// limit is refused whole, so an outsized one (a URL of many kilobytes) would take the other
-/// files of its batch down with it, on every try.
+/// files of its batch down with it, on every try; a job that alone is over it is sent
+/// without its URL ([`job_body`]).
 const SQS_BATCH_BYTES: usize = 256 * 1024;
 
 /// The task table and the download queue: what claiming and sending files needs. A
@@ -67,14 +68,25 @@ impl SaveTask for TableAndQueue {
 impl EnqueueFiles for TableAndQueue {
     /// The batches at once: a 12-file task's two cost one round trip, not two.
     async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
-        let bodies: Vec<Result<String, String>> =
-            jobs.iter().map(|job| serde_json::to_string(job).map_err(|e| e.to_string())).collect();
+        let bodies: Vec<Result<String, String>> = jobs.iter().map(job_body).collect();
         let sizes: Vec<usize> = bodies.iter().map(|body| body.as_ref().map_or(0, String::len)).collect();
         let mut bodies = bodies.into_iter();
         let sends =
             batches(&sizes).into_iter().map(|batch| self.send_batch(bodies.by_ref().take(batch.len()).collect()));
         futures::future::join_all(sends).await.into_iter().flatten().collect()
     }
+}
+
+/// A job's message body. The download copies the URL the file's item holds (a message's URL
+/// only tells it whether the record has a newer one), so a job too large for a message (a
+/// URL of hundreds of kilobytes, which the download refuses and records as failed) is sent
+/// without its URL rather than refused by the queue on every try.
+fn job_body(job: &FileJob) -> Result<String, String> {
+    let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+    if body.len() <= SQS_BATCH_BYTES {
+        return Ok(body);
+    }
+    serde_json::to_string(&FileJob { url: String::new(), ..job.clone() }).map_err(|e| e.to_string())
 }
 
 /// `sizes` (the bodies' bytes, in order) cut into consecutive batches of at most
@@ -215,6 +227,19 @@ mod tests {
         assert_eq!(batches(&[SQS_BATCH_BYTES - 10, 10, 1]), [0..2, 2..3], "exactly at the limit fits");
         // An outsized body is a batch of its own: the others are not refused with it.
         assert_eq!(batches(&[300, SQS_BATCH_BYTES + 1, 300, 300]), [0..1, 1..2, 2..4]);
+    }
+
+    #[test]
+    fn a_job_too_large_for_a_message_is_sent_without_its_url() {
+        let job =
+            |url: String| FileJob { task_id: "t1".into(), name: "vocal".into(), url, key: "tasks/t1/vocal.mp3".into() };
+        let small = job("https://cdn.example/a.mp3".into());
+        assert_eq!(job_body(&small), Ok(serde_json::to_string(&small).unwrap()), "as it is");
+        let huge = job(format!("https://cdn.example/a.mp3?{}", "q".repeat(SQS_BATCH_BYTES)));
+        let body = job_body(&huge).unwrap();
+        assert!(body.len() <= SQS_BATCH_BYTES, "{} bytes", body.len());
+        let sent: FileJob = serde_json::from_str(&body).unwrap();
+        assert_eq!(sent, FileJob { url: String::new(), ..huge });
     }
 
     #[test]

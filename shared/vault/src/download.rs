@@ -80,7 +80,7 @@ pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Timestamp) -> 
             NextStep::Copy(CopyPlan {
                 url: file.url.clone(),
                 key: file.key.clone(),
-                replaced: file.url != job.url,
+                replaced: job.url_replaced_by(&file.url),
                 earlier_attempts: file.attempts,
             })
         }
@@ -289,6 +289,16 @@ mod tests {
         };
         assert_eq!(plan.url, "https://a/new.mp3");
         assert!(plan.replaced);
+    }
+
+    /// A job too large for a message is sent without its URL: the record's is copied.
+    #[test]
+    fn a_job_without_a_url_copies_the_record_url() {
+        let r = record(vec![("vocal", file("https://a/x.mp3", FileStatus::Queued))]);
+        let NextStep::Copy(plan) = next_step(Some(&r), &job("vocal", ""), NOW) else {
+            panic!("expected a copy");
+        };
+        assert_eq!((plan.url.as_str(), plan.replaced), ("https://a/x.mp3", false));
     }
 
     #[test]
