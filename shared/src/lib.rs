@@ -43,7 +43,7 @@ pub mod task_id;
 pub use event::{
     CallbackEvent, Details, Family, FileRef, LyricsVariant, MidiInstrument, MidiNote, SeparationType, Track,
 };
-pub use parse::{ParseError, parse_callback};
+pub use parse::{ParseError, callback_task_id, parse_callback};
 pub use poll::{PollError, PollResult, parse_poll};
 pub use signature::{HmacKey, HmacVerifier, SignatureError, TokenError, TokenVerifier, VerifierConfigError, sign};
 pub use stage::{Stage, StageMerge, merge_stage};

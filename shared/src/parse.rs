@@ -131,6 +131,7 @@ mod music;
 mod names;
 mod separation;
 mod single;
+mod task_id_only;
 pub(crate) mod value;
 mod voice;
 
@@ -141,6 +142,7 @@ use crate::{CallbackEvent, Details, Family, FileRef, TaskIdError};
 pub use envelope::MISSING_CODE;
 pub use files::MAX_NAME_BYTES;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
+pub use task_id_only::callback_task_id;
 
 /// Why a body is not a usable callback.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use suno_callbacks::parse::MAX_SEGMENT_LEN;
-use suno_callbacks::{CallbackEvent, Family, PollResult, TaskId, parse_callback, parse_poll, s3_key};
+use suno_callbacks::{CallbackEvent, Family, PollResult, TaskId, callback_task_id, parse_callback, parse_poll, s3_key};
 
 /// Keys the parser looks at, so generated bodies reach every branch, plus arbitrary ones.
 const KEYS: &[&str] = &[
@@ -213,6 +213,34 @@ fn assert_names_safe(event: &CallbackEvent) {
 }
 
 /// A task id of any accepted length and alphabet.
+/// What a signature is checked against before the body is parsed is what the parse reads:
+/// every body the parse takes gives the same task id read alone.
+fn assert_task_id_read_alone(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(event) = parse_callback(bytes) {
+        prop_assert_eq!(callback_task_id(bytes), Ok(event.task_id));
+    }
+    Ok(())
+}
+
+/// An object's text with `entries` in order, repeats kept (a `Value` cannot hold them).
+fn object_text(entries: &[(&str, String)]) -> String {
+    let fields: Vec<String> = entries.iter().map(|(k, v)| format!("{}:{v}", Value::from(*k))).collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A key of `keys` and its value's text: for a task id place mostly an id (valid, blank or
+/// not one), else any value.
+fn entry(keys: &'static [&'static str]) -> impl Strategy<Value = (&'static str, String)> {
+    let id = prop::sample::select(vec!["a1", " ", "b/2", "c3"]).prop_map(|id| Value::from(id).to_string());
+    (prop::sample::select(keys), prop_oneof![2 => id, 1 => value().prop_map(|v| v.to_string())]).prop_map(
+        |(key, text)| match key {
+            "task_id" | "taskId" => (key, text),
+            _ if text.starts_with('"') => (key, "{}".to_owned()),
+            _ => (key, text),
+        },
+    )
+}
+
 fn task_id() -> impl Strategy<Value = TaskId> {
     "[a-zA-Z0-9*._~+=@,:!-]{1,128}".prop_filter_map("a valid task id", |raw| TaskId::parse(&raw).ok())
 }
@@ -270,7 +298,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = parse_callback(&bytes);
+        assert_task_id_read_alone(&bytes)?;
         let _ = parse_poll(Family::Music, &bytes);
     }
 
@@ -309,6 +337,7 @@ proptest! {
         let mut body = common::read(dir.join(index.get(&names)));
         let at = at.index(body.len());
         body[at] = byte;
+        assert_task_id_read_alone(&body)?;
         if let Ok(event) = parse_callback(&body) {
             assert_names_safe(&event);
         }
@@ -317,15 +346,34 @@ proptest! {
     #[test]
     fn arbitrary_json_never_panics(value in value()) {
         let body = serde_json::to_vec(&value).unwrap();
+        assert_task_id_read_alone(&body)?;
         if let Ok(event) = parse_callback(&body) {
             assert_names_safe(&event);
         }
+    }
+
+    /// Repeated keys (the last counts) and a `data` that is or is not an object, in any order.
+    #[test]
+    fn task_ids_read_alone_agree_with_repeated_keys(
+        top in prop::collection::vec(entry(&["task_id", "taskId", "data", "code"]), 0..6),
+        inner in prop::collection::vec(entry(&["task_id", "taskId", "x"]), 0..5),
+    ) {
+        let inner: Vec<(&str, String)> = inner.iter().map(|(k, v)| (*k, v.clone())).collect();
+        let top: Vec<(&str, String)> = top
+            .iter()
+            .map(|(k, v)| match *k {
+                "data" if v.starts_with('{') => (*k, object_text(&inner)),
+                _ => (*k, v.clone()),
+            })
+            .collect();
+        assert_task_id_read_alone(object_text(&top).as_bytes())?;
     }
 
     #[test]
     fn keyed_bodies_parse_deterministically_with_safe_names(body in keyed_body()) {
         let bytes = serde_json::to_vec(&body).unwrap();
         let event = parse_callback(&bytes).unwrap();
+        assert_task_id_read_alone(&bytes)?;
         assert_names_safe(&event);
         prop_assert_eq!(parse_callback(&bytes).unwrap(), event);
     }

@@ -217,6 +217,21 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     assert_untouched(&h);
 }
 
+/// The signature is checked against the task id alone, before the rest of the body is read:
+/// a forged body the parse would refuse is refused as unsigned (and nothing is built from
+/// it); signed, the same body is refused as unparsable.
+#[tokio::test]
+async fn the_signature_is_checked_before_the_body_is_parsed() {
+    let h = app().await;
+    let body = format!(r#"{{"code":200,"data":{{"task_id":"{WAV_TASK}","data":[{{}}],"duration":1e400}}}}"#);
+    let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS), body.clone().into_bytes());
+    assert_eq!(refusal(&h, forged).await, "signature_mismatch");
+    let signed = h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), body.into_bytes())).await;
+    assert_eq!(signed.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(&signed)["error"], "invalid_json");
+    assert_untouched(&h);
+}
+
 #[tokio::test]
 async fn a_signature_by_the_previous_key_or_at_the_window_edge_is_accepted() {
     let h = app().await;

@@ -1,0 +1,228 @@
+//! A callback's task id without the rest of its body: what a signature names, read before the
+//! signature is checked, so an unsigned or forged body costs a pass over its bytes (nothing is
+//! built from what it holds) rather than a parse of every file and track it claims to have.
+//!
+//! Reads the places [`super::envelope::task_id`] reads, in its order, with a parsed body's
+//! rules (the last of a repeated key counts; a `data` that is not an object has no places).
+//! Every body [`super::parse_callback`] parses gives the task id it gives (a property test
+//! holds them to it); some it refuses (a number out of range, say) give one here, and the
+//! parse then refuses them after the signature.
+
+use std::fmt;
+
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::ParseError;
+use crate::TaskId;
+
+/// The task id `body` names, or why it names none.
+pub fn callback_task_id(body: &[u8]) -> Result<TaskId, ParseError> {
+    let root: Root = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let Root::Object { top, data } = root else {
+        return Err(ParseError::NotAnObject);
+    };
+    let raw = [data.snake, data.camel, top.snake, top.camel]
+        .into_iter()
+        .flatten()
+        .find(|s| !s.trim().is_empty())
+        .ok_or(ParseError::NoTaskId)?;
+    Ok(TaskId::parse(&raw)?)
+}
+
+/// The values of `task_id` and `taskId` in one object, when they are strings.
+#[derive(Default)]
+struct Places {
+    snake: Option<String>,
+    camel: Option<String>,
+}
+
+impl Places {
+    /// Take `key`'s value if it is a place (a later one replaces an earlier one, as a parsed
+    /// object keeps the last); skip it otherwise. True when it was a place.
+    fn take<'de, A: MapAccess<'de>>(&mut self, key: &str, map: &mut A) -> Result<bool, A::Error> {
+        let slot = match key {
+            "task_id" => &mut self.snake,
+            "taskId" => &mut self.camel,
+            _ => return Ok(false),
+        };
+        *slot = map.next_value::<StringOrSkipped>()?.0;
+        Ok(true)
+    }
+}
+
+enum Root {
+    Object { top: Places, data: Places },
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Root {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Root, D::Error> {
+        deserializer.deserialize_any(RootVisitor)
+    }
+}
+
+/// Skips any value that is not what the visitor wants; `Other` for a root that is no object.
+macro_rules! skip_scalars {
+    ($out:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($out)
+        }
+    };
+}
+
+struct RootVisitor;
+
+impl<'de> Visitor<'de> for RootVisitor {
+    type Value = Root;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    skip_scalars!(Root::Other);
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Root, E> {
+        Ok(Root::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
+        let (mut top, mut data) = (Places::default(), Places::default());
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "data" {
+                data = map.next_value::<DataPlaces>()?.0;
+            } else if !top.take(&key, &mut map)? {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(Root::Object { top, data })
+    }
+}
+
+/// `data`'s places: none when it is not an object.
+struct DataPlaces(Places);
+
+impl<'de> serde::Deserialize<'de> for DataPlaces {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DataPlaces, D::Error> {
+        deserializer.deserialize_any(DataVisitor)
+    }
+}
+
+struct DataVisitor;
+
+impl<'de> Visitor<'de> for DataVisitor {
+    type Value = DataPlaces;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    skip_scalars!(DataPlaces(Places::default()));
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<DataPlaces, E> {
+        Ok(DataPlaces(Places::default()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataPlaces, A::Error> {
+        let mut places = Places::default();
+        while let Some(key) = map.next_key::<String>()? {
+            if !places.take(&key, &mut map)? {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(DataPlaces(places))
+    }
+}
+
+/// A string value, or None for any other (skipped).
+struct StringOrSkipped(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for StringOrSkipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StringOrSkipped, D::Error> {
+        deserializer.deserialize_any(StringVisitor)
+    }
+}
+
+struct StringVisitor;
+
+impl<'de> Visitor<'de> for StringVisitor {
+    type Value = StringOrSkipped;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    skip_scalars!(StringOrSkipped(None));
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<StringOrSkipped, E> {
+        Ok(StringOrSkipped(Some(s.to_owned())))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrSkipped, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(StringOrSkipped(None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_callback;
+
+    fn both(body: &str) -> (Result<TaskId, ParseError>, Result<TaskId, ParseError>) {
+        (callback_task_id(body.as_bytes()), parse_callback(body.as_bytes()).map(|e| e.task_id))
+    }
+
+    #[test]
+    fn reads_the_places_a_parse_reads_in_its_order() {
+        for body in [
+            r#"{"task_id":"d","taskId":"e","data":{"task_id":"a","taskId":"b"}}"#,
+            r#"{"task_id":"d","data":{"task_id":"  ","taskId":"b"}}"#,
+            r#"{"taskId":"e","data":{"task_id":7,"taskId":8}}"#,
+            r#"{"task_id":"d","data":[{"task_id":"x"}]}"#,
+            r#"{"data":{"task_id":"a"},"data":[1]}"#,
+            r#"{"data":{"task_id":"a"},"data":{"taskId":"b"}}"#,
+            r#"{"taskId":"a","taskId":{"x":1},"task_id":"c"}"#,
+            r#"{"task\u005fid":"escaped","data":{"n":[1,{"task_id":"deep"}],"s":"x","b":true,"z":null}}"#,
+            r#"{"data":{"id":"x"}}"#,
+            r#"{"data":{"task_id":"a/b"},"taskId":"ok"}"#,
+            r#"["task_id"]"#,
+            r#""task_id""#,
+            r#"{"task_id":"a""#,
+        ] {
+            let (only, parsed) = both(body);
+            assert_eq!(only.is_ok(), parsed.is_ok(), "{body}: {only:?} {parsed:?}");
+            match (only, parsed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{body}"),
+                (Err(a), Err(b)) => {
+                    assert_eq!(std::mem::discriminant(&a), std::mem::discriminant(&b), "{body}: {a:?} {b:?}")
+                }
+                _ => unreachable!(),
+            }
+        }
+        assert_eq!(callback_task_id(br#"{"task\u005fid":"escaped"}"#).unwrap().as_str(), "escaped");
+    }
+
+    /// Nothing is built from what the body claims to hold: a body of a million empty tracks
+    /// is one pass.
+    #[test]
+    fn a_body_of_many_items_gives_its_task_id() {
+        let body = format!(r#"{{"code":200,"data":{{"task_id":"t1","data":[{}{{}}]}}}}"#, "{},".repeat(1_000_000));
+        assert_eq!(callback_task_id(body.as_bytes()).unwrap().as_str(), "t1");
+    }
+}
