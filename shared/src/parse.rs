@@ -119,7 +119,8 @@
 //! * Vocal separation: [`Details::Separation`]: `separate_vocal` when an `instrumental` file
 //!   is present, `split_stem` when any stem other than `vocal`, `origin`, `instrumental` is,
 //!   else unknown.
-//! * Voice: [`Details::Voice`].
+//! * Voice: [`Details::Voice`]; a `status` of `fail` or `<step>_fail` is a failure whatever
+//!   the envelope's `code` (the documented failure sends 400, a poll reads the status).
 
 pub(crate) mod envelope;
 mod family;
@@ -137,7 +138,7 @@ mod voice;
 
 use serde_json::Value;
 
-use crate::{CallbackEvent, Details, Family, FileRef, TaskIdError};
+use crate::{CallbackEvent, Details, Family, FileRef, Stage, TaskIdError};
 
 pub use envelope::MISSING_CODE;
 pub use files::MAX_NAME_BYTES;
@@ -182,8 +183,12 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
     let data = root.get("data").and_then(Value::as_object);
 
     let family = family::detect(&root, code, &message, callback_type.as_deref());
-    let stage = envelope::stage(family, code, callback_type.as_deref());
     let FamilyResults { details, files, streams } = family_results(family, &root, data);
+    let stage = match envelope::stage(family, code, callback_type.as_deref()) {
+        // A voice body says its outcome in `status` too (its `errorCode` is not the envelope's).
+        Stage::Final if voice::failed(&details) => Stage::Error,
+        stage => stage,
+    };
     Ok(CallbackEvent { task_id, family, stage, code, message, files, streams, details })
 }
 

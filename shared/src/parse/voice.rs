@@ -3,6 +3,14 @@
 use super::value::{Object, i64_of, storable_json, string_field};
 use crate::Details;
 
+/// Whether `details` are a voice task's that says it failed (`fail`, `failed`, or a step's
+/// `..._fail`, as the validate-info poll reads them).
+pub(super) fn failed(details: &Details) -> bool {
+    let Details::Voice { status: Some(status), .. } = details else { return false };
+    let status = status.trim().to_ascii_lowercase();
+    status == "fail" || status == "failed" || status.ends_with("_fail") || status.ends_with("_failed")
+}
+
 pub(super) fn parse(data: Option<&Object>) -> Details {
     let Some(data) = data else {
         return Details::Voice {
@@ -20,5 +28,31 @@ pub(super) fn parse(data: Option<&Object>) -> Details {
         error_message: string_field(data, &["errorMessage", "error_message"]),
         // Kept only when DynamoDB can store it; the verbatim body keeps it either way.
         validate_info: data.get("validateInfo").filter(|v| !v.is_null() && storable_json(v)).cloned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Family, Stage, parse_callback};
+
+    fn stage(code: i64, status: &str) -> Stage {
+        let body = serde_json::json!({"code": code, "msg": "m", "data": {
+            "taskId": "v1", "voiceId": "", "status": status, "errorCode": 500, "errorMessage": "x"}});
+        let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+        assert_eq!(event.family, Family::Voice);
+        event.stage
+    }
+
+    /// A failure's `status` decides even under a 200 envelope (the poll of the same task reads
+    /// it so); any other status under 200 is the result.
+    #[test]
+    fn a_failed_status_is_a_failure_whatever_the_code() {
+        for status in ["fail", "FAILED", "processing_validate_fail", " fail "] {
+            assert_eq!(stage(200, status), Stage::Error, "{status}");
+            assert_eq!(stage(400, status), Stage::Error, "{status}");
+        }
+        for status in ["success", "wait_validating", "", "failsafe"] {
+            assert_eq!(stage(200, status), Stage::Final, "{status}");
+        }
     }
 }
