@@ -31,6 +31,10 @@ pub enum FetchError {
     Timeout(String),
     #[error("reading the source failed: {0}")]
     Body(String),
+    /// A success with no bytes: no audio, image, video or MIDI file is empty, so this is a
+    /// source not ready (or failing) rather than the file.
+    #[error("the source answered with an empty body")]
+    Empty,
     #[error("the source sent {got} bytes but its Content-Length said {expected}")]
     LengthMismatch { expected: u64, got: u64 },
     #[error("the file is larger than the {limit}-byte limit (MAX_FILE_BYTES){}", declared_suffix(*.declared))]
@@ -57,6 +61,7 @@ impl FetchError {
             FetchError::Connect(_)
             | FetchError::Timeout(_)
             | FetchError::Body(_)
+            | FetchError::Empty
             | FetchError::LengthMismatch { .. }
             | FetchError::NoFreshLinkYet { .. } => true,
             FetchError::Refused(_)

@@ -231,6 +231,9 @@ where
     })
     .await;
     let (first, ended) = first?;
+    if ended && first.is_empty() {
+        return Err(FetchError::Empty.into());
+    }
     if ended {
         // The whole body is this one part: its SHA-256 is the body's, computed once.
         let spare = reader.spare.take();
@@ -614,7 +617,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_fits_in_one_part_goes_up_in_one_put() {
-        for (len, declared) in [(0usize, true), (1, true), (1000, false), (PART, true), (PART, false)] {
+        for (len, declared) in [(1usize, true), (1, false), (1000, false), (PART, true), (PART, false)] {
             let data = deterministic_bytes(len, 3);
             let store = MemoryStore::default();
             let stored =
@@ -707,7 +710,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_byte_is_hashed_once_whatever_the_chunks_and_parts() {
-        let cases = [(0, 1), (1000, 7), (PART, 65_536), (PART, PART), (PART + 1, 4096), (3 * PART, PART + 3)];
+        let cases = [(1, 1), (1000, 7), (PART, 65_536), (PART, PART), (PART + 1, 4096), (3 * PART, PART + 3)];
         for ((len, chunk), declared) in cases.into_iter().flat_map(|c| [(c, true), (c, false)]) {
             let data = deterministic_bytes(len, 11);
             let store = MemoryStore::default();
@@ -874,6 +877,19 @@ mod tests {
                 true => futures::future::pending().await,
                 false => Ok(()),
             }
+        }
+    }
+
+    /// An empty success is no file: retried, nothing stored, whether its length said 0 or it
+    /// said none.
+    #[tokio::test]
+    async fn an_empty_body_is_retried_not_stored() {
+        for declared in [true, false] {
+            let store = MemoryStore::default();
+            let err = upload(&store, to("k"), body_of(&[], 1, declared, None), limits()).await.unwrap_err();
+            assert_eq!(err, CopyError::Fetch(FetchError::Empty), "declared: {declared}");
+            assert!(err.is_retryable());
+            assert_eq!((store.object("k"), store.calls().len()), (None, 0));
         }
     }
 
