@@ -25,8 +25,10 @@ pub const ENVIRONMENT: &[&str] = &[
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// S3's largest object (5 TiB): the largest `MAX_FILE_BYTES`.
-const MAX_MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024 * 1024;
+/// The largest `MAX_FILE_BYTES`: S3's 10,000 parts of 8 MiB (about 78 GiB), more than one
+/// invocation's 15 minutes can copy. Larger would need larger parts, and each message holds
+/// up to two at once, five messages at a time, in a function of 512 MB.
+const MAX_MAX_FILE_BYTES: u64 = crate::upload::MAX_PARTS * crate::upload::MIN_PART_SIZE as u64;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -152,7 +154,13 @@ mod tests {
         assert_eq!(c.allowed_sources.check(&local), Ok(Access::ListedOrigin));
         assert!(c.allowed_sources.check(&Url::parse("https://cdn1.suno.ai/x").unwrap()).is_err());
 
-        for bad in ["0", "-1", "lots", "1.5", "6000000000000"] {
+        let largest = (10_000u64 * 8 * 1024 * 1024).to_string();
+        pairs.retain(|(name, _)| *name != "MAX_FILE_BYTES");
+        pairs.push(("MAX_FILE_BYTES", &largest));
+        assert_eq!(config(&pairs).unwrap().max_file_bytes, 83_886_080_000, "78 GiB: parts stay 8 MiB");
+        assert_eq!(crate::upload::part_size_for(83_886_080_000), 8 << 20);
+        let over = (10_000u64 * 8 * 1024 * 1024 + 1).to_string();
+        for bad in ["0", "-1", "lots", "1.5", "6000000000000", &over] {
             let mut pairs = BASE.to_vec();
             pairs.push(("MAX_FILE_BYTES", bad));
             assert!(matches!(config(&pairs), Err(ConfigError::Invalid { name: "MAX_FILE_BYTES", .. })), "{bad}");
