@@ -130,7 +130,13 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
     log_outcome(&outcome);
     if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
-        release_after_panic(ports, &delivery, &e.to_string()).await;
+        // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
+        // less than the release's own bound.
+        let reason = e.to_string();
+        let releasing = release_after_panic(ports, &delivery, &reason);
+        if tokio::time::timeout_at(reserves.answer_by, releasing).await.is_err() {
+            tracing::warn!("no time left to release the claim; it ends with its lease");
+        }
     }
     if outcome.is_failure() {
         reserves.delay(ports, &delivery, &outcome).await;
