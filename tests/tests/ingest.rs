@@ -590,6 +590,36 @@ async fn a_put_refused_by_its_own_earlier_attempt_is_applied() {
     assert_eq!(table.save(Some(&before), &other).await, Err(StoreError::Conflict), "another write over the same read");
 }
 
+/// A first save (no task item read) must not overwrite a file item another request
+/// committed meanwhile and a downloader took and released (`pending` again, its revision
+/// moved on): the save conflicts and reads again, and the item keeps its URL and history.
+#[tokio::test]
+async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
+    let committed = env.record(WAV_TASK).await.unwrap();
+    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    // A downloader's claim and release, as writes at the file's next revisions.
+    let mut released = committed.clone();
+    let wav = released.files.get_mut("wav").unwrap();
+    (wav.status, wav.claim, wav.lease_until, wav.attempts) = (FileStatus::Pending, None, None, 1);
+    wav.error = Some("the source timed out".into());
+    wav.rev += 1;
+    released.version += 1;
+    table.save(Some(&committed), &released).await.unwrap();
+    let released = env.record(WAV_TASK).await.unwrap();
+    assert!(released.files["wav"].rev > 1, "{:?}", released.files["wav"]);
+
+    // A request that read no task item before all that, saving its own first record.
+    let mut late = committed.clone();
+    let wav = late.files.get_mut("wav").unwrap();
+    (wav.url, wav.rev, wav.attempts, wav.error) = ("https://example.com/s/other.wav".into(), 0, 0, None);
+    late.version = 1;
+    assert_eq!(table.save(None, &late).await, Err(StoreError::Conflict));
+    assert_eq!(env.record(WAV_TASK).await.unwrap().files["wav"], released.files["wav"], "untouched");
+}
+
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
 /// before the task item it read is then read after it, so no reader sees a task item counting
 /// a file it does not see.

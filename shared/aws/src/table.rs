@@ -83,11 +83,11 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
         PutCondition::Unclaimed { claimant } => {
             let mut u = Update::new(
                 "",
-                "attribute_not_exists(sk) OR #status = :pending \
-                 OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))",
+                "attribute_not_exists(sk) OR (rev = :first AND (#status = :pending \
+                 OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))))",
             );
             u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until");
-            u.value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
+            u.value(":first", n(1)).value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
             u.value(":me", s(claimant)).value(":now", n(now_secs));
             u
         }
@@ -403,8 +403,10 @@ mod tests {
         let c = put_condition(&PutCondition::Unclaimed { claimant: "req-1".into() }, 1_800_000_000);
         assert_eq!(
             c.condition,
-            "attribute_not_exists(sk) OR #status = :pending OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))"
+            "attribute_not_exists(sk) OR (rev = :first AND (#status = :pending \
+             OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))))"
         );
+        assert_eq!(c.values[":first"], n(1));
         assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
         assert_eq!((&c.values[":me"], &c.values[":now"]), (&s("req-1"), &n(1_800_000_000)));
         assert_eq!(c.names["#lease"], "lease_until");

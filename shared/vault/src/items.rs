@@ -159,11 +159,14 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
 /// What a put requires of the item it replaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PutCondition {
-    /// No item; or one nobody holds: `pending`, or `enqueuing` under `claimant`'s own claim
-    /// or under a claim whose lease has run out (an attempt that stopped before writing its
-    /// task item). For a file of a task without a task item: never one another request is
-    /// enqueuing right now (that request commits first; this one reads again), and never one
-    /// a downloader took. The lease is compared with the writer's clock when it is sent.
+    /// No item; or one nobody holds and nobody has written since a first save (`rev` 1):
+    /// `pending`, or `enqueuing` under `claimant`'s own claim or under a claim whose lease
+    /// has run out (an attempt that stopped before writing its task item). For a file of a
+    /// task without a task item: never one another request is enqueuing right now (that
+    /// request commits first; this one reads again), and never one a downloader took, even
+    /// when another request committed the task and a downloader took and released the file
+    /// after this one read no task item. The lease is compared with the writer's clock when
+    /// it is sent.
     Unclaimed { claimant: String },
     /// No item under this key yet.
     Absent,
@@ -241,7 +244,8 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
             continue;
         }
         let condition = match (before, known) {
-            // Without a task item no message was ever sent, so no downloader touched it.
+            // None read: an item of an attempt that never committed (or of one that committed
+            // since this read, and then nobody touched).
             (None, _) => PutCondition::Unclaimed { claimant: file.claim.clone().unwrap_or_default() },
             (Some(_), None) => PutCondition::Absent,
             (Some(_), Some(known)) => PutCondition::Rev(known.rev),

@@ -199,6 +199,7 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
     match (condition, stored) {
         (PutCondition::Absent | PutCondition::Unclaimed { .. }, None) => true,
         (PutCondition::Absent, Some(_)) => false,
+        (PutCondition::Unclaimed { .. }, Some(item)) if number(item, "rev") != Some(1) => false,
         (PutCondition::Unclaimed { claimant }, Some(item)) => match string(item, "status") {
             Some("pending") => true,
             Some("enqueuing") => {
