@@ -12,7 +12,8 @@ pub(super) fn callback_data(family: Family, data: &Object, failed: bool) -> Obje
     let response = data.get("response").and_then(Value::as_object);
     let mut shaped = match family {
         Family::Music => {
-            let tracks = response.and_then(|r| r.get("sunoData").or_else(|| r.get("data")));
+            // A `sunoData` of null is none: kie's `data` may hold the tracks.
+            let tracks = response.and_then(|r| r.get("sunoData").filter(|v| !v.is_null()).or_else(|| r.get("data")));
             wrap("data", tracks)
         }
         Family::Lyrics => wrap("data", response.and_then(|r| r.get("data"))),
@@ -29,4 +30,23 @@ pub(super) fn callback_data(family: Family, data: &Object, failed: bool) -> Obje
 
 fn wrap(key: &str, value: Option<&Value>) -> Object {
     value.map(|v| Map::from_iter([(key.to_owned(), v.clone())])).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn music_tracks_come_from_suno_data_else_data() {
+        let tracks = json!([{"id": "t1", "audioUrl": "https://h/a.mp3"}]);
+        for response in
+            [json!({"sunoData": tracks}), json!({"data": tracks}), json!({"sunoData": null, "data": tracks})]
+        {
+            let data = json!({"response": response});
+            let shaped = callback_data(Family::Music, data.as_object().unwrap(), false);
+            assert_eq!(shaped.get("data"), Some(&tracks), "{response}");
+        }
+    }
 }
