@@ -101,6 +101,8 @@
 //! are ignored, the walk stops [`generic::MAX_DEPTH`] levels deep and after
 //! [`generic::MAX_URLS`] URLs.
 //!
+//! Music tracks and cover images: the first [`MAX_ITEMS`] of them.
+//!
 //! # Details
 //!
 //! * Music: [`Details::Tracks`], or [`Details::Error`] when there are no tracks and
@@ -139,6 +141,10 @@ mod voice;
 use serde_json::Value;
 
 use crate::{CallbackEvent, Details, Family, FileRef, Stage, TaskIdError};
+
+/// The most tracks (or cover images) one body contributes: a task makes two, and each is
+/// built in memory before the record's size is checked (the verbatim body keeps any more).
+pub const MAX_ITEMS: usize = 256;
 
 pub use envelope::MISSING_CODE;
 pub use files::MAX_NAME_BYTES;

@@ -486,3 +486,33 @@ fn unknown_bodies_contribute_a_bounded_number_of_urls() {
     assert_eq!(event.files[0].name, "result/file-1");
     assert_eq!(event.files[255].url, "https://h/255.png");
 }
+
+/// Nor tracks or cover images without bound: the first [`MAX_ITEMS`] count, each as it would
+/// alone, and an unknown body's walk stops at its limit, with the files before it named as
+/// they would be.
+#[test]
+fn tracks_and_images_are_bounded_too() {
+    use suno_callbacks::Details;
+    use suno_callbacks::parse::MAX_ITEMS;
+    let tracks: Vec<Value> =
+        (0..1000).map(|i| json!({"id": format!("id{i}"), "audio_url": format!("https://h/{i}.mp3")})).collect();
+    let body = json!({"code": 200, "data": {"callbackType": "complete", "task_id": "t", "data": tracks}});
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    let Details::Tracks { tracks } = &event.details else { panic!("{:?}", event.details) };
+    assert_eq!((tracks.len(), event.files.len()), (MAX_ITEMS, MAX_ITEMS));
+    assert_eq!(event.files[MAX_ITEMS - 1].url, format!("https://h/{}.mp3", MAX_ITEMS - 1));
+
+    let images: Vec<String> = (0..1000).map(|i| format!("https://h/{i}.png")).collect();
+    let body = json!({"code": 200, "data": {"taskId": "t", "images": images}});
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(event.family, Family::CoverImage);
+    assert_eq!((event.files.len(), event.files[MAX_ITEMS - 1].name.as_str()), (MAX_ITEMS, "cover-256"));
+
+    // Numbers among the URLs keep their places; a plain array of numbers is skipped whole.
+    let mixed: Vec<Value> =
+        (0..600).map(|i| if i % 2 == 0 { json!(i) } else { json!(format!("https://h/{i}.png")) }).collect();
+    let body = json!({"code": 200, "data": {"taskId": "t", "numbers": vec![1; 5000], "result": {"file_url": mixed}}});
+    let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+    assert_eq!(event.files.len(), suno_callbacks::parse::generic::MAX_URLS);
+    assert_eq!((event.files[0].name.as_str(), event.files[0].url.as_str()), ("result/file-2", "https://h/1.png"));
+}

@@ -49,7 +49,12 @@ fn walk(value: &Value, path: Vec<String>, context: Context, depth: usize, files:
             }
         }
         Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
+            // Scalars hold nothing outside a URL context; past the limit nothing is taken.
+            let holding = |item: &&Value| context != Context::Plain || item.is_array() || item.is_object();
+            for (i, item) in items.iter().enumerate().filter(|(_, item)| holding(item)) {
+                if files.len() >= MAX_URLS {
+                    break;
+                }
                 let mut path = path.clone();
                 match path.last_mut() {
                     Some(last) => last.push_str(&format!("-{}", i + 1)),
@@ -60,6 +65,9 @@ fn walk(value: &Value, path: Vec<String>, context: Context, depth: usize, files:
         }
         Value::Object(object) => {
             for (child_key, child) in object {
+                if files.len() >= MAX_URLS {
+                    break;
+                }
                 let (child_context, child_segment) = classify(child_key);
                 let mut child_path = path.clone();
                 child_path.push(child_segment);
