@@ -516,3 +516,14 @@ fn tracks_and_images_are_bounded_too() {
     assert_eq!(event.files.len(), suno_callbacks::parse::generic::MAX_URLS);
     assert_eq!((event.files[0].name.as_str(), event.files[0].url.as_str()), ("result/file-2", "https://h/1.png"));
 }
+
+/// A bare `url` key names no file in any spelling (too general: often a page).
+#[test]
+fn a_bare_url_key_is_no_file_in_any_spelling() {
+    for key in ["url", "Url", "URL"] {
+        let body = json!({"code": 200, "data": {"taskId": "t", "result": {key: "https://h/a.mp3", "audio_url": "https://h/b.mp3"}}});
+        let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
+        let files: Vec<(&str, &str)> = event.files.iter().map(|f| (f.name.as_str(), f.url.as_str())).collect();
+        assert_eq!(files, [("result/audio", "https://h/b.mp3")], "{key}");
+    }
+}

@@ -94,8 +94,13 @@ fn ends_like_hash(segment: &str) -> bool {
 }
 
 /// `audioWavUrl` -> `audio_wav`, `backing_vocals_url` -> `backing_vocals`, `coverURL` ->
-/// `cover`; None when the key does not end in `_url`, `Url` or `URL`.
+/// `cover`; None when the key does not end in `_url`, `Url` or `URL`, and for a bare `url`
+/// in any spelling (too general a name: often a page, such as a song's share link, not a
+/// file).
 pub(super) fn url_key_stem(key: &str) -> Option<String> {
+    if key.eq_ignore_ascii_case("url") {
+        return None;
+    }
     let stem = key.strip_suffix("_url").or_else(|| key.strip_suffix("Url")).or_else(|| key.strip_suffix("URL"))?;
     Some(snake_case(stem))
 }
@@ -184,6 +189,10 @@ mod tests {
         assert_eq!(url_key_stem("backingVocalsUrl").as_deref(), Some("backing_vocals"));
         assert_eq!(url_key_stem("origin_url").as_deref(), Some("origin"));
         assert_eq!(url_key_stem("coverURL").as_deref(), Some("cover"));
+        for bare in ["url", "Url", "URL"] {
+            assert_eq!(url_key_stem(bare), None, "{bare}");
+        }
+        assert_eq!(url_key_stem("curl"), None);
         assert_eq!(url_key_stem("HTTPServerUrl").as_deref(), Some("http_server"));
         assert_eq!(url_key_stem("_url").as_deref(), Some(""));
         assert_eq!(url_key_stem("url"), None);
