@@ -1224,6 +1224,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED,
     stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
+    "CallbacksThrottled",
     "FilesStored",
     "FilesFailed",
     "BytesStored",
@@ -1290,7 +1291,10 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     if !rate {
         problems.push("no alarm on the rate of callbacks answered 5xx".into());
     }
-    for metric in ["CallbackServerErrors", "CallbackResponses"] {
+    if !alarms.iter().any(|(_, a)| a["MetricName"] == "CallbacksThrottled") {
+        problems.push("no alarm on callbacks the routes throttled (429)".into());
+    }
+    for metric in ["CallbackServerErrors", "CallbackResponses", "CallbacksThrottled"] {
         let counted = resources.values().any(|r| {
             r["Type"] == "AWS::Logs::MetricFilter"
                 && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
@@ -1725,8 +1729,10 @@ fn alarm_checks_report_what_goes_unwatched() {
     let expected = [
         "no alarm on Watched's Throttles",
         "no alarm on the rate of callbacks answered 5xx",
+        "no alarm on callbacks the routes throttled (429)",
         "no metric filter counts CallbackServerErrors from the callback routes' access log",
         "no metric filter counts CallbackResponses from the callback routes' access log",
+        "no metric filter counts CallbacksThrottled from the callback routes' access log",
         "no alarm on files failed for good (FilesFailed, every reason)",
         "no dead-letter queue alarm",
         "FnErrors: OKActions do not notify AlarmTopic",
@@ -1739,6 +1745,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show ParkedCallbacksRefused",
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
+        "the dashboard does not show CallbacksThrottled",
         "the dashboard does not show FilesFailed",
         "the dashboard does not show BytesStored",
         "the dashboard does not show CopySeconds",
