@@ -230,7 +230,7 @@ mod tests {
     }
 
     fn api_key(text: &str) -> Arc<ApiKey> {
-        Arc::new(ApiKey::from_secret(&SecretText::new(text)).unwrap())
+        Arc::new(ApiKey::from_secret(&SecretText::new(text)).unwrap().unwrap())
     }
 
     const DOCUMENTED: &str = include_str!("../../../fixtures/polls/common-download-url__kie__200.json");

@@ -82,11 +82,16 @@ impl ProviderConfig {
 
 /// `PROVIDER_BASE_URL` checked: https anywhere, plain http only on a loopback host (the fake
 /// provider of local runs and tests), no query, fragment or credentials; without its trailing
-/// slash.
+/// slash. A refusal names at most the scheme and host: what is refused (credentials, a
+/// query) may be a key, and the reason is printed to the function's logs.
 pub fn base_url(raw: &str) -> Result<String, ConfigError> {
+    let url = url::Url::parse(raw).map_err(|e| ConfigError::Invalid {
+        name: "PROVIDER_BASE_URL",
+        reason: format!("not an absolute URL ({e})"),
+    })?;
+    let origin = format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default());
     let invalid =
-        |reason: &str| ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("{raw:?}: {reason}") };
-    let url = url::Url::parse(raw).map_err(|e| invalid(&e.to_string()))?;
+        |reason: &str| ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("{origin:?}: {reason}") };
     match url.scheme() {
         "https" => {}
         "http" if crate::http::is_loopback(url.host()) => {}
@@ -113,17 +118,21 @@ impl std::fmt::Debug for ApiKey {
 }
 
 impl ApiKey {
-    /// The key in a secret's text: the text itself, or the `api_key` of a JSON object. None
-    /// when it is empty (calls to the provider off).
-    pub fn from_secret(text: &SecretText) -> Option<ApiKey> {
+    /// The key in a secret's text: the text itself, a JSON string's contents, or the
+    /// `api_key` of a JSON object. None when it is empty, or the object's `api_key` is
+    /// (calls to the provider off). An object without a string `api_key` (`apiKey`, a
+    /// number) is a mistake, not "off": an error, which names no value.
+    pub fn from_secret(text: &SecretText) -> Result<Option<ApiKey>, String> {
         let raw = text.expose().trim();
         let key = match serde_json::from_str::<serde_json::Value>(raw) {
-            Ok(serde_json::Value::Object(o)) => {
-                o.get("api_key").and_then(|k| k.as_str()).unwrap_or("").trim().to_owned()
-            }
+            Ok(serde_json::Value::Object(o)) => match o.get("api_key") {
+                Some(serde_json::Value::String(key)) => key.trim().to_owned(),
+                _ => return Err("the secret is a JSON object without a string \"api_key\"".to_owned()),
+            },
+            Ok(serde_json::Value::String(key)) => key.trim().to_owned(),
             _ => raw.to_owned(),
         };
-        (!key.is_empty()).then(|| ApiKey(SecretText::new(key)))
+        Ok((!key.is_empty()).then(|| ApiKey(SecretText::new(key))))
     }
 
     /// The key itself, for the `Authorization: Bearer` header only.
@@ -222,7 +231,14 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     pub async fn load(reader: R, clock: C, function: &'static str) -> Option<ProviderKey<R, C>> {
         let read_at = clock.now();
         match read_within_timeout(&reader).await {
-            Ok(text) => ApiKey::from_secret(&text).map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
+            Ok(text) => match ApiKey::from_secret(&text) {
+                Ok(key) => key.map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
+                Err(e) => {
+                    count_failed_read(function);
+                    tracing::error!(error = %e, "the provider secret holds no usable key; calls to the provider wait until it does");
+                    Some(ProviderKey::unread(reader, clock, function))
+                }
+            },
             Err(e) => {
                 count_failed_read(function);
                 tracing::error!(error = %e, "the provider secret cannot be read; calls to the provider wait until it can");
@@ -296,7 +312,8 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// changed, None to keep the one in force.
     async fn read(&self, trigger: Trigger) -> Option<Arc<ApiKey>> {
         let fresh = match read_within_timeout(&self.reader).await {
-            Ok(text) => ApiKey::from_secret(&text).ok_or_else(|| "the secret holds no API key (empty)".to_owned()),
+            Ok(text) => ApiKey::from_secret(&text)
+                .and_then(|key| key.ok_or_else(|| "the secret holds no API key (empty)".to_owned())),
             Err(e) => Err(e.to_string()),
         };
         match fresh {
@@ -354,12 +371,15 @@ mod tests {
             "http://api.kie.ai",
             "http://127.0.0.1.nip.io",
             "ftp://127.0.0.1",
-            "https://u:p@api.kie.ai",
+            "https://u:sk-secret1@api.kie.ai",
             "kie",
-            "https://api.kie.ai/#f",
+            "https://api.kie.ai/#sk-secret1",
+            "https://api.kie.ai/?api_key=sk-secret1",
+            "https://api.kie.ai/sk-secret1?x",
         ] {
             let err = config(&[("PROVIDER_BASE_URL", bad)]).unwrap_err();
             assert!(matches!(err, ConfigError::Invalid { name: "PROVIDER_BASE_URL", .. }), "{bad}: {err}");
+            assert!(!err.to_string().contains("sk-secret1"), "the refusal is logged: {err}");
         }
     }
 
@@ -458,6 +478,20 @@ mod tests {
     async fn an_empty_secret_at_start_up_is_no_key() {
         let clock = VirtualClock(Mutex::new(T0));
         assert!(ProviderKey::load(&FakeSecret::holding(" "), &clock, "test").await.is_none());
+    }
+
+    /// A secret that holds no usable key (an object without `api_key`) is not "calls off":
+    /// as an unreadable one, nothing is sent and it is read again until it brings a key.
+    #[tokio::test]
+    async fn a_mistaken_secret_at_start_up_is_read_again_not_taken_for_off() {
+        let clock = VirtualClock(Mutex::new(T0));
+        let secret = FakeSecret::holding(r#"{"apiKey": "k1"}"#);
+        let keys = ProviderKey::load(&secret, &clock, "test").await.expect("calls not off");
+        let provider = FakeProvider::accepting("k1");
+        assert_eq!(provider.try_call(&keys).await, Err(KeyUnread));
+        secret.put(Some(r#"{"api_key": "k1"}"#));
+        clock.advance_to(at(60));
+        assert_eq!(provider.try_call(&keys).await, Ok(200));
     }
 
     /// A secret that cannot be read at start-up: nothing is sent (the call answers
@@ -560,13 +594,18 @@ mod tests {
 
     #[test]
     fn the_key_is_the_secret_text_or_its_api_key_and_never_shown() {
-        let plain = ApiKey::from_secret(&SecretText::new(" sk-123 \n")).unwrap();
+        let key = |text: &str| ApiKey::from_secret(&SecretText::new(text));
+        let plain = key(" sk-123 \n").unwrap().unwrap();
         assert_eq!(plain.expose(), "sk-123");
         assert_eq!(format!("{plain:?}"), "ApiKey(<redacted>)");
-        let json = ApiKey::from_secret(&SecretText::new(r#"{"api_key": "sk-456"}"#)).unwrap();
-        assert_eq!(json.expose(), "sk-456");
-        for off in ["", "  ", r#"{"api_key": ""}"#, r#"{"other": 1}"#] {
-            assert!(ApiKey::from_secret(&SecretText::new(off)).is_none(), "{off:?}");
+        assert_eq!(key(r#"{"api_key": "sk-456"}"#).unwrap().unwrap().expose(), "sk-456");
+        assert_eq!(key(r#" "sk-789" "#).unwrap().unwrap().expose(), "sk-789", "a JSON string's contents");
+        for off in ["", "  ", r#"{"api_key": ""}"#, r#""""#] {
+            assert_eq!(key(off), Ok(None), "{off:?}");
+        }
+        for mistake in [r#"{"apiKey": "sk-1"}"#, r#"{"api_key": 123}"#, "{}"] {
+            let err = key(mistake).unwrap_err();
+            assert!(!err.contains("sk-1") && !err.contains("123"), "{err}");
         }
     }
 }
