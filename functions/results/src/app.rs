@@ -19,6 +19,12 @@ use crate::error::ResultsError;
 /// The largest registration body accepted (`{"family": ..., "client_ref": <256 bytes>}`).
 pub const MAX_REGISTRATION_BYTES: usize = 4096;
 
+/// Every answer is given within this, under the function's 10 s timeout (template.yaml): one
+/// AWS request may take 12 s through the SDK's three attempts of 3 s, and a request makes up
+/// to three, so a stalled table would otherwise run the invocation into its timeout (API
+/// Gateway's bare 500, and a cold start after).
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(8);
+
 /// When to ask again about a parked task: the reconciler replays parked callbacks every 2
 /// minutes (template.yaml, ReconcilerFunction's schedule).
 const PARKED_RETRY_AFTER: &str = "60";
@@ -74,8 +80,29 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
 }
 
-/// The whole request cycle over the domain traits (so it is testable without AWS).
+/// The whole request cycle over the domain traits (so it is testable without AWS), answered
+/// 503 when it takes longer than [`ANSWER_WITHIN`].
 async fn respond(
+    ports: &impl Ports,
+    settings: Settings,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    now: Timestamp,
+) -> Response<Body> {
+    match tokio::time::timeout(ANSWER_WITHIN, respond_in_time(ports, settings, method, path, body, now)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(within_secs = ANSWER_WITHIN.as_secs(), "no answer in time");
+            let mut response =
+                error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the vault did not answer in time; try again".into());
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+        }
+    }
+}
+
+async fn respond_in_time(
     ports: &impl Ports,
     settings: Settings,
     method: &Method,
@@ -375,6 +402,18 @@ mod tests {
         let (status, _, _) = put(&ports, Method::PUT, "/tasks/..", br#"{"family":"wav"}"#).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(ports.put.lock().unwrap().is_empty());
+    }
+
+    /// A table that does not answer: 503 within the answer's bound, never the function's
+    /// timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_table_that_does_not_answer_is_503_in_time() {
+        let stalled = MemoryPorts { hangs: true, ..MemoryPorts::with(&["t1"]) };
+        let started = tokio::time::Instant::now();
+        let (status, body, response) = call(&stalled, Method::GET, "/tasks/t1").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(started.elapsed(), ANSWER_WITHIN);
     }
 
     #[tokio::test]

@@ -237,6 +237,8 @@ pub(crate) mod tests {
         /// How many completions find the task changed by another writer (a callback or a
         /// download): each such write moves the version on and refuses the completion.
         pub written_meanwhile: Mutex<u32>,
+        /// Every load waits for ever (a table that does not answer).
+        pub hangs: bool,
     }
 
     impl MemoryPorts {
@@ -255,6 +257,9 @@ pub(crate) mod tests {
 
     impl LoadTask for MemoryPorts {
         async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
+            if self.hangs {
+                std::future::pending::<()>().await;
+            }
             match &self.fail {
                 Some(e) => Err(e.clone()),
                 // The latest write, else the record as it was.
