@@ -54,7 +54,7 @@ impl App {
         // The route API Gateway matched, whatever stands in front of it in the raw path (a
         // custom domain's API mapping key).
         let path = stemvault_aws::route::routed_path(&req);
-        respond(&self.ports, self.settings, req.method(), &path, body, Timestamp::now()).await
+        in_time(respond(&self.ports, self.settings, req.method(), &path, body, Timestamp::now())).await
     }
 }
 
@@ -80,17 +80,9 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
     }
 }
 
-/// The whole request cycle over the domain traits (so it is testable without AWS), answered
-/// 503 when it takes longer than [`ANSWER_WITHIN`].
-async fn respond(
-    ports: &impl Ports,
-    settings: Settings,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-    now: Timestamp,
-) -> Response<Body> {
-    match tokio::time::timeout(ANSWER_WITHIN, respond_in_time(ports, settings, method, path, body, now)).await {
+/// `responding`'s answer, or 503 when it takes longer than [`ANSWER_WITHIN`].
+async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<Body> {
+    match tokio::time::timeout(ANSWER_WITHIN, responding).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(within_secs = ANSWER_WITHIN.as_secs(), "no answer in time");
@@ -102,7 +94,8 @@ async fn respond(
     }
 }
 
-async fn respond_in_time(
+/// The whole request cycle over the domain traits (so it is testable without AWS).
+async fn respond(
     ports: &impl Ports,
     settings: Settings,
     method: &Method,
@@ -289,7 +282,7 @@ mod tests {
         body: &[u8],
     ) -> (StatusCode, serde_json::Value, Response<Body>) {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let response = respond(ports, SETTINGS, &method, path, body, now).await;
+        let response = in_time(respond(ports, SETTINGS, &method, path, body, now)).await;
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
         (response.status(), body, response)
     }
