@@ -29,7 +29,6 @@ use std::time::Instant;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use sha2::{Digest, Sha256};
 
 use crate::error::StorageError;
 use crate::upload::{SHA256_METADATA, SOURCE_METADATA, StoredObject};
@@ -61,7 +60,7 @@ pub const S3_DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 /// The hex SHA-256 of a source URL, as kept in [`SOURCE_METADATA`].
 pub fn source_sha256(url: &str) -> String {
-    hex::encode(Sha256::digest(url.as_bytes()))
+    stemvault_aws::shown::url_sha256(url)
 }
 
 /// The complete copy of `url` under `key`, if an earlier attempt stored one: what to record.
@@ -129,6 +128,7 @@ mod tests {
     use super::*;
     use crate::test_support::{MemoryStore, deterministic_bytes};
     use crate::upload::{MIN_PART_SIZE, ObjectInfo, ObjectStore, UploadedPart, crc32};
+    use sha2::{Digest, Sha256};
 
     const URL: &str = "https://cdn1.suno.ai/vocal.mp3?sig=1";
 

@@ -29,8 +29,6 @@ pub const DOWNLOAD_URL_PATH: &str = "/api/v1/common/download-url";
 const TIMEOUT: Duration = Duration::from_secs(15);
 /// Longer answers are not read (the documented one is a hundred bytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
-/// Longest provider message kept in a reason.
-const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Why no fresh link could be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +83,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
     let code = answer.as_ref().and_then(|a| a.get("code")).and_then(serde_json::Value::as_i64);
     let message = {
         let text = answer.as_ref().and_then(|a| a.get("msg")).and_then(serde_json::Value::as_str).unwrap_or_default();
-        without_links(&text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
+        stemvault_aws::shown::provider_message(text)
     };
     if status != 200 {
         // The body's code says more than the status where it has one (kie repeats it).
@@ -102,25 +100,6 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
         Some(serde_json::Value::String(link)) if !link.trim().is_empty() => Ok(link.trim().to_owned()),
         _ => Err(RefreshError::Unreadable("no link in data".into())),
     }
-}
-
-/// `text` with every link in it shown as the logs show URLs ([`crate::source::loggable_str`]):
-/// the provider's message is logged and kept as a failure reason, and it may quote the URL
-/// it was asked about (a working link, or a signed one).
-fn without_links(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = ["http://", "https://"].iter().filter_map(|scheme| rest.find(scheme)).min() {
-        shown.push_str(&rest[..start]);
-        let link = &rest[start..];
-        let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
-        // Punctuation that ends the sentence is not part of the link.
-        let end = link[..end].trim_end_matches([',', '.', ';', ':', '!', '?', ')']).len();
-        shown.push_str(&crate::source::loggable_str(&link[..end]));
-        rest = &link[end..];
-    }
-    shown.push_str(rest);
-    shown
 }
 
 /// Whether the provider refused the key (401/403): worth a re-read of the key.
@@ -246,15 +225,6 @@ mod tests {
         for secret in ["0a1b", "Vocals", "sig=abc"] {
             assert!(!message.contains(secret), "{message}");
         }
-        assert_eq!(without_links("no link here"), "no link here");
-        assert_eq!(
-            without_links("two: http://a.example/x and \"https://b.example/y\""),
-            format!(
-                "two: {} and \"{}\"",
-                crate::source::loggable_str("http://a.example/x"),
-                crate::source::loggable_str("https://b.example/y")
-            )
-        );
     }
 
     #[test]

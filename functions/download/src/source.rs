@@ -231,28 +231,9 @@ fn is_redirect(status: StatusCode) -> bool {
     matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
 }
 
-/// A URL as the logs show it: its scheme, host and port, and the first 12 hex digits of the
-/// SHA-256 of the whole URL (for the URL a copy came from, the stored object's
-/// [`crate::upload::SOURCE_METADATA`] starts with them, so the `copying` line and the object
-/// can be matched). Nothing else: signatures live in the
-/// query, credentials before the host, and the provider's file links carry their capability
-/// in the path (`/s/<uuid>_Vocals.mp3`, a working link for 14 days).
-pub fn loggable(url: &Url) -> String {
-    // As parsed (normalised): a redirect's target, never a URL an object was copied from.
-    shown(url, url.as_str())
-}
-
-/// [`loggable`] for a URL that may not even parse (the digest is of `url` as given).
-pub fn loggable_str(url: &str) -> String {
-    Url::parse(url).map_or_else(|_| "<not a URL>".to_owned(), |u| shown(&u, url))
-}
-
-fn shown(url: &Url, whole: &str) -> String {
-    let digest = crate::existing::source_sha256(whole);
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!("{}://{host}{port}/… (sha256 {})", url.scheme(), &digest[..12])
-}
+/// URLs as the logs show them (scheme, host, port and a digest of the whole URL; for the URL
+/// a copy came from, the stored object's [`crate::upload::SOURCE_METADATA`] is that digest).
+pub use stemvault_aws::shown::{loggable, loggable_str};
 
 /// Resolves names and refuses those with any non-public address.
 struct PublicOnlyResolver;

@@ -358,6 +358,8 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Unreadable
             }
             Err(PollError::Provider { code, message }) => {
+                // It may quote the callback URL (its token) or a file link.
+                let message = stemvault_aws::shown::provider_message(&message);
                 tracing::info!(task_id, code, message, "the provider answered an error code");
                 PollOutcome::Provider(code)
             }

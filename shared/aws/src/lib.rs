@@ -17,6 +17,7 @@ pub mod provider;
 pub mod provision;
 pub mod route;
 pub mod secrets;
+pub mod shown;
 pub mod sqs_batch;
 pub mod table;
 #[cfg(feature = "test-support")]

@@ -537,6 +537,24 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
     }
 }
 
+/// The provider's error message is logged without the links it quotes (a callback URL's
+/// token, a file link) and cut to its first 200 characters.
+#[tokio::test]
+async fn a_provider_error_message_is_logged_without_its_links() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let msg = format!("callBackUrl https://h.example/callback/tok3n-secret is invalid {}", "x".repeat(300));
+    let body = serde_json::to_vec(&serde_json::json!({"code": 422, "msg": msg, "data": null})).unwrap();
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body }]);
+    register(&ports);
+    ports.until_due();
+    assert_eq!(run(&ports).await.polls, 1);
+    let logs = captured.text();
+    let line = logs.lines().find(|l| l.contains("the provider answered an error code"));
+    let line = line.unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("https://h.example/… (sha256 ") && !line.contains("tok3n"), "{line}");
+    assert!(!line.contains(&"x".repeat(200)), "cut: {line}");
+}
+
 /// An answer too large to read is unreadable (a warning), not the provider unreachable.
 #[tokio::test]
 async fn an_answer_too_large_to_read_is_unreadable() {
