@@ -45,17 +45,28 @@ pub enum NotifyError {
     Panicked(String),
 }
 
+/// The statuses a metric names one by one: what receivers, proxies and gateways commonly
+/// answer, and the redirects (a receiver moved: redirects are not followed).
+pub const NAMED_STATUSES: [u16; 20] =
+    [301, 302, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 501, 502, 503, 504];
+
 impl NotifyError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, NotifyError::Malformed(_) | NotifyError::Gone)
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
-    /// answer, else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`.
+    /// answer with a common status ([`NAMED_STATUSES`]), `status_<n>xx` for any other (each
+    /// value is a metric of its own, billed: a receiver's odd statuses must not each make
+    /// one), else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`.
     pub fn reason_code(&self) -> String {
         match self {
             NotifyError::Gone => "status_410".into(),
-            NotifyError::Status { status, .. } => format!("status_{status}"),
+            NotifyError::Status { status, .. } if NAMED_STATUSES.contains(status) => format!("status_{status}"),
+            NotifyError::Status { status, .. } => match status / 100 {
+                class @ 1..=5 => format!("status_{class}xx"),
+                _ => "status_other".into(),
+            },
             NotifyError::Post(PostError::Connect(_)) => "connect".into(),
             NotifyError::Post(PostError::Timeout(_)) => "timeout".into(),
             NotifyError::Post(PostError::Request(_)) => "request".into(),
@@ -100,6 +111,14 @@ mod tests {
     fn reason_codes_are_stable() {
         assert_eq!(NotifyError::Gone.reason_code(), "status_410");
         assert_eq!(NotifyError::Status { status: 503, retry_after: None }.reason_code(), "status_503");
+        let grouped = |status| NotifyError::Status { status, retry_after: None }.reason_code();
+        assert_eq!(
+            [grouped(418), grouped(599), grouped(304), grouped(103)],
+            ["status_4xx", "status_5xx", "status_3xx", "status_1xx"]
+        );
+        assert_eq!((grouped(600), grouped(999)), ("status_other".into(), "status_other".into()));
+        let reasons: std::collections::HashSet<String> = (100..=999).map(grouped).collect();
+        assert!(reasons.len() <= NAMED_STATUSES.len() + 6, "{} metric values", reasons.len());
         assert_eq!(NotifyError::Post(PostError::Timeout("x".into())).reason_code(), "timeout");
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");
         assert_eq!(NotifyError::Malformed("x".into()).reason_code(), "malformed");
