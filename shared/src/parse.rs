@@ -101,7 +101,7 @@
 //! are ignored, the walk stops [`generic::MAX_DEPTH`] levels deep and after
 //! [`generic::MAX_URLS`] URLs.
 //!
-//! Music tracks and cover images: the first [`MAX_ITEMS`] of them.
+//! Music tracks and cover images: the first [`MAX_TRACKS_OR_IMAGES`] of them.
 //!
 //! # Details
 //!
@@ -121,8 +121,9 @@
 //! * Vocal separation: [`Details::Separation`]: `separate_vocal` when an `instrumental` file
 //!   is present, `split_stem` when any stem other than `vocal`, `origin`, `instrumental` is,
 //!   else unknown.
-//! * Voice: [`Details::Voice`]; a `status` of `fail` or `<step>_fail` is a failure whatever
-//!   the envelope's `code` (the documented failure sends 400, a poll reads the status).
+//! * Voice: [`Details::Voice`]; a `status` that says it failed (`fail`, `failed`,
+//!   `<step>_fail`, `<step>_error`, as a poll reads it) is a failure whatever the envelope's
+//!   `code` (the documented failure sends 400).
 
 pub(crate) mod envelope;
 mod family;
@@ -144,7 +145,7 @@ use crate::{CallbackEvent, Details, Family, FileRef, Stage, TaskIdError};
 
 /// The most tracks (or cover images) one body contributes: a task makes two, and each is
 /// built in memory before the record's size is checked (the verbatim body keeps any more).
-pub const MAX_ITEMS: usize = 256;
+pub const MAX_TRACKS_OR_IMAGES: usize = 256;
 
 pub use envelope::MISSING_CODE;
 pub use files::MAX_NAME_BYTES;

@@ -86,7 +86,7 @@
 //! endpoint: [`PollError::UnsupportedFamily`].
 
 mod reshape;
-mod status;
+pub(crate) mod status;
 
 use serde_json::Value;
 

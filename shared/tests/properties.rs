@@ -212,7 +212,6 @@ fn assert_names_safe(event: &CallbackEvent) {
     }
 }
 
-/// A task id of any accepted length and alphabet.
 /// What a signature is checked against before the body is parsed is what the parse reads:
 /// every body the parse takes gives the same task id read alone.
 fn assert_task_id_read_alone(bytes: &[u8]) -> Result<(), TestCaseError> {
@@ -241,6 +240,7 @@ fn entry(keys: &'static [&'static str]) -> impl Strategy<Value = (&'static str, 
     )
 }
 
+/// A task id of any accepted length and alphabet.
 fn task_id() -> impl Strategy<Value = TaskId> {
     "[a-zA-Z0-9*._~+=@,:!-]{1,128}".prop_filter_map("a valid task id", |raw| TaskId::parse(&raw).ok())
 }
@@ -355,15 +355,17 @@ proptest! {
     /// Repeated keys (the last counts) and a `data` that is or is not an object, in any order.
     #[test]
     fn task_ids_read_alone_agree_with_repeated_keys(
-        top in prop::collection::vec(entry(&["task_id", "taskId", "data", "code"]), 0..6),
-        inner in prop::collection::vec(entry(&["task_id", "taskId", "x"]), 0..5),
+        top in prop::collection::vec(
+            (entry(&["task_id", "taskId", "data", "code"]), prop::collection::vec(entry(&["task_id", "taskId", "x"]), 0..5)),
+            0..6,
+        ),
     ) {
-        let inner: Vec<(&str, String)> = inner.iter().map(|(k, v)| (*k, v.clone())).collect();
+        // Each object `data` its own places.
         let top: Vec<(&str, String)> = top
-            .iter()
-            .map(|(k, v)| match *k {
-                "data" if v.starts_with('{') => (*k, object_text(&inner)),
-                _ => (*k, v.clone()),
+            .into_iter()
+            .map(|((k, v), inner)| match k {
+                "data" if v.starts_with('{') => (k, object_text(&inner)),
+                _ => (k, v),
             })
             .collect();
         assert_task_id_read_alone(object_text(&top).as_bytes())?;
@@ -487,26 +489,29 @@ fn unknown_bodies_contribute_a_bounded_number_of_urls() {
     assert_eq!(event.files[255].url, "https://h/255.png");
 }
 
-/// Nor tracks or cover images without bound: the first [`MAX_ITEMS`] count, each as it would
+/// Nor tracks or cover images without bound: the first [`MAX_TRACKS_OR_IMAGES`] count, each as it would
 /// alone, and an unknown body's walk stops at its limit, with the files before it named as
 /// they would be.
 #[test]
 fn tracks_and_images_are_bounded_too() {
     use suno_callbacks::Details;
-    use suno_callbacks::parse::MAX_ITEMS;
+    use suno_callbacks::parse::MAX_TRACKS_OR_IMAGES;
     let tracks: Vec<Value> =
         (0..1000).map(|i| json!({"id": format!("id{i}"), "audio_url": format!("https://h/{i}.mp3")})).collect();
     let body = json!({"code": 200, "data": {"callbackType": "complete", "task_id": "t", "data": tracks}});
     let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
     let Details::Tracks { tracks } = &event.details else { panic!("{:?}", event.details) };
-    assert_eq!((tracks.len(), event.files.len()), (MAX_ITEMS, MAX_ITEMS));
-    assert_eq!(event.files[MAX_ITEMS - 1].url, format!("https://h/{}.mp3", MAX_ITEMS - 1));
+    assert_eq!((tracks.len(), event.files.len()), (MAX_TRACKS_OR_IMAGES, MAX_TRACKS_OR_IMAGES));
+    assert_eq!(event.files[MAX_TRACKS_OR_IMAGES - 1].url, format!("https://h/{}.mp3", MAX_TRACKS_OR_IMAGES - 1));
 
     let images: Vec<String> = (0..1000).map(|i| format!("https://h/{i}.png")).collect();
     let body = json!({"code": 200, "data": {"taskId": "t", "images": images}});
     let event = parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap();
     assert_eq!(event.family, Family::CoverImage);
-    assert_eq!((event.files.len(), event.files[MAX_ITEMS - 1].name.as_str()), (MAX_ITEMS, "cover-256"));
+    assert_eq!(
+        (event.files.len(), event.files[MAX_TRACKS_OR_IMAGES - 1].name.as_str()),
+        (MAX_TRACKS_OR_IMAGES, "cover-256")
+    );
 
     // Numbers among the URLs keep their places; a plain array of numbers is skipped whole.
     let mixed: Vec<Value> =

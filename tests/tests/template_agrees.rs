@@ -1291,16 +1291,25 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     if !rate {
         problems.push("no alarm on the rate of callbacks answered 5xx".into());
     }
-    if !alarms.iter().any(|(_, a)| a["MetricName"] == "CallbacksThrottled") {
+    // On the metric the filter writes: its namespace and its one dimension, the API's id.
+    let throttled = alarms.iter().any(|(_, a)| {
+        a["MetricName"] == "CallbacksThrottled"
+            && a["Namespace"] == "stemvault"
+            && cfn::as_list(&a["Dimensions"])
+                .iter()
+                .any(|d| d["Name"] == "ApiId" && cfn::reference(&d["Value"]).as_deref() == Some("HttpApi"))
+    });
+    if !throttled {
         problems.push("no alarm on callbacks the routes throttled (429)".into());
     }
     for metric in ["CallbackServerErrors", "CallbackResponses", "CallbacksThrottled"] {
         let counted = resources.values().any(|r| {
             r["Type"] == "AWS::Logs::MetricFilter"
                 && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
-                && r["Properties"]["FilterPattern"]
-                    .as_str()
-                    .is_some_and(|p| p.contains(r#"$.routeKey = "POST /callback*""#))
+                && r["Properties"]["FilterPattern"].as_str().is_some_and(|p| {
+                    p.contains(r#"$.routeKey = "POST /callback*""#)
+                        && (metric != "CallbacksThrottled" || p.contains(r#"$.status = "429""#))
+                })
                 && cfn::as_list(&r["Properties"]["MetricTransformations"]).iter().any(|t| t["MetricName"] == metric)
         });
         if !counted {
@@ -2292,4 +2301,17 @@ fn the_readme_says_what_each_alarm_means() {
         }
     }
     assert!(missing.is_empty(), "alarms README does not describe: {missing:?}");
+}
+
+/// Results answers within its bound, with time to spare under the function's timeout (the
+/// invocation killed by it answers API Gateway's bare 500).
+#[test]
+fn results_answers_before_its_timeout() {
+    let template = template();
+    let timeout = cfn::resource(&template, "ResultsFunction")["Properties"]["Timeout"].as_u64().expect("a Timeout");
+    let within = stemvault_results::app::ANSWER_WITHIN;
+    assert!(
+        within + std::time::Duration::from_secs(1) < std::time::Duration::from_secs(timeout),
+        "{within:?} of {timeout} s"
+    );
 }

@@ -131,7 +131,9 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     log_outcome(&outcome);
     if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
         // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
-        // less than the release's own bound.
+        // less than the release's own bound. A release that takes all of it leaves the retry
+        // no delay (the message then waits out its visibility timeout): a panic and a slow
+        // table at once, rare enough.
         let reason = e.to_string();
         let releasing = release_after_panic(ports, &delivery, &reason);
         if tokio::time::timeout_at(reserves.answer_by, releasing).await.is_err() {

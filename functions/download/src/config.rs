@@ -25,9 +25,10 @@ pub const ENVIRONMENT: &[&str] = &[
 
 /// Largest file copied unless `MAX_FILE_BYTES` says otherwise (2 GiB).
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// The largest `MAX_FILE_BYTES`: S3's 10,000 parts of 8 MiB (about 78 GiB), more than one
-/// invocation's 15 minutes can copy. Larger would need larger parts, and each message holds
-/// up to two at once, five messages at a time, in a function of 512 MB.
+/// The largest `MAX_FILE_BYTES`: S3's 10,000 parts, of this project's 8 MiB (about 78 GiB),
+/// more than one invocation's 15 minutes can copy. Larger would need larger parts (the
+/// growth `part_size_for` still computes), and each message holds up to two at once, five
+/// messages at a time, in a function of 512 MB.
 const MAX_MAX_FILE_BYTES: u64 = crate::upload::MAX_PARTS * crate::upload::MIN_PART_SIZE as u64;
 
 #[derive(Debug, Clone)]

@@ -47,8 +47,8 @@ pub enum NotifyError {
 
 /// The statuses a metric names one by one: what receivers, proxies and gateways commonly
 /// answer, and the redirects (a receiver moved: redirects are not followed).
-pub const NAMED_STATUSES: [u16; 20] =
-    [301, 302, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 501, 502, 503, 504];
+pub const NAMED_STATUSES: [u16; 21] =
+    [301, 302, 303, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 501, 502, 503, 504];
 
 impl NotifyError {
     pub fn is_retryable(&self) -> bool {
@@ -56,7 +56,8 @@ impl NotifyError {
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
-    /// answer with a common status ([`NAMED_STATUSES`]), `status_<n>xx` for any other (each
+    /// answer with a common status ([`NAMED_STATUSES`]), `status_<n>xx` for any other from
+    /// 100 to 599 and `status_other` above (each
     /// value is a metric of its own, billed: a receiver's odd statuses must not each make
     /// one), else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`.
     pub fn reason_code(&self) -> String {

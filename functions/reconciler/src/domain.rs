@@ -359,8 +359,8 @@ async fn reconcile_task<P: Ports>(
             }
             Err(PollError::Provider { code, message }) => {
                 // It may quote the callback URL (its token) or a file link.
-                let message = stemvault_aws::shown::provider_message(&message);
-                tracing::info!(task_id, code, message, "the provider answered an error code");
+                let provider_message = stemvault_aws::shown::provider_message(&message);
+                tracing::info!(task_id, code, provider_message, "the provider answered an error code");
                 PollOutcome::Provider(code)
             }
             // Not the provider's JSON at all (a web page): a wrong PROVIDER_BASE_URL, which

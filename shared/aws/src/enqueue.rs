@@ -23,10 +23,9 @@ const SQS_BATCH: usize = 10;
 /// The most the bodies of one SendMessageBatch may sum to, and one body may be: 256 KiB, SQS's
 /// limit until 2025 (it takes 1 MiB since, as moto does; kept at the old one so a queue whose
 /// `MaximumMessageSize` was left at that default takes every batch). A job is a few hundred
-/// bytes; a batch over the
-/// limit is refused whole, so an outsized one (a URL of many kilobytes) would take the other
-/// files of its batch down with it, on every try; a job that alone is over it is sent
-/// without its URL ([`job_body`]).
+/// bytes; a batch over the limit is refused whole, so an outsized one (a URL of many
+/// kilobytes) would take the other files of its batch down with it, on every try; a job that
+/// alone is over it is sent without its URL ([`job_body`]).
 const SQS_BATCH_BYTES: usize = 256 * 1024;
 
 /// The task table and the download queue: what claiming and sending files needs. A

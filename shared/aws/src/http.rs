@@ -115,7 +115,12 @@ mod tests {
                 _ => break,
             }
         }
-        let client = reqwest::Client::builder().connect_timeout(Duration::from_millis(300)).build().unwrap();
+        // The whole request bounded too: where the queue does not drop SYNs, this fails, not hangs.
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(300))
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
         let e = client.get(format!("http://{origin}/")).send().await.unwrap_err();
         assert!(e.is_timeout(), "the connect timed out: {e:?}");
         assert_eq!(failure(&e), Failure::Connect);

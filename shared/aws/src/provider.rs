@@ -226,8 +226,9 @@ pub struct ProviderKey<R = SecretReader, C = SystemClock> {
 }
 
 impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
-    /// Read the secret (at start-up): None when it holds no key; [`ProviderKey::unread`]
-    /// (counted and logged as an error) when it cannot be read.
+    /// Read the secret (at start-up): None when it holds no key (empty: calls off);
+    /// [`ProviderKey::unread`] (counted and logged as an error) when it cannot be read or
+    /// holds no usable key (an object without a string `api_key`).
     pub async fn load(reader: R, clock: C, function: &'static str) -> Option<ProviderKey<R, C>> {
         let read_at = clock.now();
         match read_within_timeout(&reader).await {

@@ -44,7 +44,11 @@ pub fn provider_message(text: &str) -> String {
 pub fn without_links(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(start) = ["http://", "https://"].iter().filter_map(|scheme| rest.find(scheme)).min() {
+    // Schemes in any case (`HTTPS://`): ASCII lower-casing keeps every byte offset.
+    while let Some(start) = {
+        let lower = rest.to_ascii_lowercase();
+        ["http://", "https://"].iter().filter_map(|scheme| lower.find(scheme)).min()
+    } {
         shown.push_str(&rest[..start]);
         let link = &rest[start..];
         let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
@@ -78,5 +82,7 @@ mod tests {
         assert_eq!(provider_message(&long), "x".repeat(MAX_MESSAGE_CHARS));
         let quoting = provider_message("bad callBackUrl https://h.example/callback/token123, fix it");
         assert!(!quoting.contains("token123") && quoting.ends_with(", fix it"), "{quoting}");
+        let shouting = without_links("see HTTPS://h.example/callback/token123 now");
+        assert!(!shouting.contains("token123") && shouting.ends_with(" now"), "{shouting}");
     }
 }

@@ -28,7 +28,7 @@ const URL_FIELDS: [(&str, &str, &str, Kind); 6] = [
 pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
     let items = data.and_then(|d| d.get("data")).and_then(Value::as_array);
     let mut tracks = Vec::new();
-    for (position, item) in items.into_iter().flatten().take(super::MAX_ITEMS).enumerate() {
+    for (position, item) in items.into_iter().flatten().take(super::MAX_TRACKS_OR_IMAGES).enumerate() {
         let Some(item) = item.as_object() else { continue };
         tracks.push(track(item, position + 1, files));
     }

@@ -10,7 +10,7 @@ use crate::Details;
 /// shift the names of the others).
 pub(super) fn cover_images(data: Option<&Object>, files: &mut FileSet) -> Details {
     let images = data.and_then(|d| d.get("images")).and_then(Value::as_array);
-    for (i, url) in images.into_iter().flatten().take(super::MAX_ITEMS).enumerate() {
+    for (i, url) in images.into_iter().flatten().take(super::MAX_TRACKS_OR_IMAGES).enumerate() {
         files.file(&format!("cover-{}", i + 1), Some(url).filter(|v| v.is_string()));
     }
     super::error_details(data).unwrap_or_default()

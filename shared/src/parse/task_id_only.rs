@@ -1,6 +1,7 @@
 //! A callback's task id without the rest of its body: what a signature names, read before the
-//! signature is checked, so an unsigned or forged body costs a pass over its bytes (nothing is
-//! built from what it holds) rather than a parse of every file and track it claims to have.
+//! signature is checked, so an unsigned or forged body costs a pass over its bytes (only the
+//! keys of its top level and of `data` are kept, one at a time) rather than a parse of every
+//! file and track it claims to have.
 //!
 //! Reads the places [`super::envelope::task_id`] reads, in its order, with a parsed body's
 //! rules (the last of a repeated key counts; a `data` that is not an object has no places).
@@ -61,8 +62,8 @@ impl<'de> serde::Deserialize<'de> for Root {
     }
 }
 
-/// Skips any value that is not what the visitor wants; `Other` for a root that is no object.
-macro_rules! skip_scalars {
+/// Answers `$out` for a scalar or an array (an array skipped whole): what no place can be.
+macro_rules! skip_others {
     ($out:expr) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok($out)
@@ -95,7 +96,7 @@ impl<'de> Visitor<'de> for RootVisitor {
         f.write_str("a JSON value")
     }
 
-    skip_scalars!(Root::Other);
+    skip_others!(Root::Other);
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Root, E> {
         Ok(Root::Other)
@@ -132,7 +133,7 @@ impl<'de> Visitor<'de> for DataVisitor {
         f.write_str("a JSON value")
     }
 
-    skip_scalars!(DataPlaces(Places::default()));
+    skip_others!(DataPlaces(Places::default()));
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<DataPlaces, E> {
         Ok(DataPlaces(Places::default()))
@@ -167,7 +168,7 @@ impl<'de> Visitor<'de> for StringVisitor {
         f.write_str("a JSON value")
     }
 
-    skip_scalars!(StringOrSkipped(None));
+    skip_others!(StringOrSkipped(None));
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<StringOrSkipped, E> {
         Ok(StringOrSkipped(Some(s.to_owned())))

@@ -3,12 +3,10 @@
 use super::value::{Object, i64_of, storable_json, string_field};
 use crate::Details;
 
-/// Whether `details` are a voice task's that says it failed (`fail`, `failed`, or a step's
-/// `..._fail`, as the validate-info poll reads them).
+/// Whether `details` are a voice task's whose status says it failed, as the validate-info
+/// poll reads a status ([`crate::poll::status::is_failed`]).
 pub(super) fn failed(details: &Details) -> bool {
-    let Details::Voice { status: Some(status), .. } = details else { return false };
-    let status = status.trim().to_ascii_lowercase();
-    status == "fail" || status == "failed" || status.ends_with("_fail") || status.ends_with("_failed")
+    matches!(details, Details::Voice { status: Some(status), .. } if crate::poll::status::is_failed(status))
 }
 
 pub(super) fn parse(data: Option<&Object>) -> Details {
@@ -47,7 +45,7 @@ mod tests {
     /// it so); any other status under 200 is the result.
     #[test]
     fn a_failed_status_is_a_failure_whatever_the_code() {
-        for status in ["fail", "FAILED", "processing_validate_fail", " fail "] {
+        for status in ["fail", "FAILED", "processing_validate_fail", " fail ", "sensitive_word_error"] {
             assert_eq!(stage(200, status), Stage::Error, "{status}");
             assert_eq!(stage(400, status), Stage::Error, "{status}");
         }

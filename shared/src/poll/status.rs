@@ -67,10 +67,19 @@ fn named(status: &str) -> Option<Outcome> {
         "FIRST_SUCCESS" => Outcome::First,
         "SUCCESS" => Outcome::Success,
         "CALLBACK_EXCEPTION" => Outcome::CallbackException,
-        "FAIL" | "FAILED" => Outcome::Failed,
-        s if s.ends_with("_FAILED") || s.ends_with("_FAIL") || s.ends_with("_ERROR") => Outcome::Failed,
+        s if is_failed(s) => Outcome::Failed,
         _ => return None,
     })
+}
+
+/// Whether a task's status (any case) says it failed: `FAIL`, `FAILED`, or a step's
+/// `..._FAIL`, `..._FAILED`, `..._ERROR` (`SENSITIVE_WORD_ERROR`). A callback's voice status
+/// is read by the same rule ([`crate::parse`]).
+pub(crate) fn is_failed(status: &str) -> bool {
+    let status = status.trim().to_ascii_uppercase();
+    status == "FAIL"
+        || status == "FAILED"
+        || ["_FAILED", "_FAIL", "_ERROR"].iter().any(|suffix| status.ends_with(suffix))
 }
 
 /// The event's stage, or None when there is nothing to record yet.

@@ -367,3 +367,41 @@ impl Clock for MemoryTableAndQueue {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(status: &str, rev: Option<u64>, claim: &str, lease_until: i64) -> Item {
+        let mut item: HashMap<String, AttributeValue> = HashMap::from([
+            ("status".to_owned(), AttributeValue::S(status.to_owned())),
+            ("claim".to_owned(), AttributeValue::S(claim.to_owned())),
+            ("lease_until".to_owned(), AttributeValue::N(lease_until.to_string())),
+        ]);
+        if let Some(rev) = rev {
+            item.insert("rev".to_owned(), AttributeValue::N(rev.to_string()));
+        }
+        item.into()
+    }
+
+    /// As `stemvault_aws::table`'s expression: a first save takes an item nobody holds only
+    /// while nobody has written it since a first save (rev 1).
+    #[test]
+    fn a_first_save_takes_only_items_at_their_first_revision() {
+        let unclaimed = PutCondition::Unclaimed { claimant: "me".into() };
+        let now = 100;
+        for (stored, takes) in [
+            (item("pending", Some(1), "", 0), true),
+            (item("enqueuing", Some(1), "me", 200), true),
+            (item("enqueuing", Some(1), "other", 50), true),
+            (item("enqueuing", Some(1), "other", 200), false),
+            (item("pending", Some(3), "", 0), false),
+            (item("enqueuing", Some(2), "me", 200), false),
+            (item("pending", None, "", 0), false),
+            (item("downloading", Some(1), "w", 200), false),
+        ] {
+            assert_eq!(holds(&unclaimed, Some(&stored), now), takes, "{stored:?}");
+        }
+        assert!(holds(&unclaimed, None, now));
+    }
+}
