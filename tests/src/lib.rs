@@ -105,10 +105,16 @@ impl TestEnv {
     }
 }
 
+/// The repository the tests run in, read when they run: `env!("CARGO_MANIFEST_DIR")` would be
+/// the clone the test binary was built from, and the build directory is shared between clones
+/// (cargo reuses a binary another clone built from the same sources).
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The documented callback fixtures, copied into the repository's `fixtures/callbacks/`.
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../fixtures/callbacks")
+    repo_dir().join("fixtures/callbacks")
 }
 
 /// One documented fixture's bytes.

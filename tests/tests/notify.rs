@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,20 +108,16 @@ impl Receiver {
     }
 }
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The verdicts of the Python `standardwebhooks` library on `requests`.
 fn python_verdicts(secret: &str, requests: &[Received]) -> Vec<Value> {
-    let python = repo().join(".venv/webhooks/bin/python");
+    let python = stemvault_tests::repo_dir().join(".venv/webhooks/bin/python");
     assert!(python.is_file(), "{} is missing: run `make deps` (infra/python/webhooks.txt)", python.display());
     let job = json!({
         "secret": secret,
         "requests": requests.iter().map(|r| json!({"headers": r.headers, "body": r.body})).collect::<Vec<_>>(),
     });
     let mut child = Command::new(python)
-        .arg(repo().join("tests/python/verify_webhook.py"))
+        .arg(stemvault_tests::repo_dir().join("tests/python/verify_webhook.py"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
