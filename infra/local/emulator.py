@@ -56,6 +56,21 @@ class MotoEnviron:
         return self.app(environ, start_response)
 
 
+class Identity:
+    """WSGI middleware: `GET /stemvault-emulator/pid` answers this process's id, so whoever
+    started it knows the server answering on its port is this one (a port picked free can be
+    taken by another process before this one binds it)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO") == "/stemvault-emulator/pid":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [str(os.getpid()).encode()]
+        return self.app(environ, start_response)
+
+
 class RequestLog:
     """WSGI middleware: one line per request the application answers (or fails: 500) on
     stderr, as moto's own server wrote. Requests waitress refuses before the application
@@ -89,7 +104,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = DomainDispatcherApplication(create_backend_app)
     waitress.serve(
-        RequestLog(MotoEnviron(DynamoDbSerialised(app))),
+        RequestLog(Identity(MotoEnviron(DynamoDbSerialised(app)))),
         host=args.host,
         port=args.port,
         # A thread per request in flight: SQS long polls hold theirs for up to 20 s.

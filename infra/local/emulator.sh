@@ -49,12 +49,14 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 # Up to 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
-# settings (the emulator is on loopback).
+# settings (the emulator is on loopback) and takes only this emulator's answer: the port was
+# free when picked, but another run's emulator may have bound it first (ours then fails to).
 ready=
 deadline=$((SECONDS + 60))
+probe='import urllib.request as u, sys; print(u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1).read().decode())'
 while (( SECONDS < deadline )); do
-  if "$venv/bin/python" -c "import urllib.request as u, sys; u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1)" \
-       "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && kill -0 $pid 2>/dev/null; then ready=1; break; fi
+  answered=$("$venv/bin/python" -c "$probe" "http://127.0.0.1:$port/stemvault-emulator/pid" 2>/dev/null || true)
+  if [ "$answered" = "$pid" ]; then ready=1; break; fi
   kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }
   sleep 0.2
 done
