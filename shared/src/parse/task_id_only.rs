@@ -11,17 +11,18 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::ParseError;
 use crate::TaskId;
 
 /// The task id `body` names, or why it names none.
 pub fn callback_task_id(body: &[u8]) -> Result<TaskId, ParseError> {
-    let root: Root = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
-    let Root::Object { top, data } = root else {
-        return Err(ParseError::NotAnObject);
-    };
+    let not_json = |e: serde_json::Error| ParseError::NotJson(e.to_string());
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let read = Object { at_root: true }.deserialize(&mut json).map_err(not_json)?;
+    json.end().map_err(not_json)?;
+    let (top, data) = read.ok_or(ParseError::NotAnObject)?;
     let raw = [data.snake, data.camel, top.snake, top.camel]
         .into_iter()
         .flatten()
@@ -51,20 +52,12 @@ impl Places {
     }
 }
 
-enum Root {
-    Object { top: Places, data: Places },
-    Other,
-}
-
-impl<'de> serde::Deserialize<'de> for Root {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Root, D::Error> {
-        deserializer.deserialize_any(RootVisitor)
-    }
-}
-
-/// Answers `$out` for a scalar or an array (an array skipped whole): what no place can be.
-macro_rules! skip_others {
+/// A visitor's answer `$out` to what no place can be (a scalar, or an array skipped whole).
+macro_rules! no_place {
     ($out:expr) => {
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON value")
+        }
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
             Ok($out)
         }
@@ -87,66 +80,39 @@ macro_rules! skip_others {
     };
 }
 
-struct RootVisitor;
+/// An object's places, and at the root those of its `data` (none when `data` is no object);
+/// None for any other value.
+struct Object {
+    at_root: bool,
+}
 
-impl<'de> Visitor<'de> for RootVisitor {
-    type Value = Root;
+impl<'de> DeserializeSeed<'de> for Object {
+    type Value = Option<(Places, Places)>;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    skip_others!(Root::Other);
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Root, E> {
-        Ok(Root::Other)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Root, A::Error> {
-        let (mut top, mut data) = (Places::default(), Places::default());
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "data" {
-                data = map.next_value::<DataPlaces>()?.0;
-            } else if !top.take(&key, &mut map)? {
-                map.next_value::<IgnoredAny>()?;
-            }
-        }
-        Ok(Root::Object { top, data })
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
     }
 }
 
-/// `data`'s places: none when it is not an object.
-struct DataPlaces(Places);
+impl<'de> Visitor<'de> for Object {
+    type Value = Option<(Places, Places)>;
 
-impl<'de> serde::Deserialize<'de> for DataPlaces {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<DataPlaces, D::Error> {
-        deserializer.deserialize_any(DataVisitor)
-    }
-}
+    no_place!(None);
 
-struct DataVisitor;
-
-impl<'de> Visitor<'de> for DataVisitor {
-    type Value = DataPlaces;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
     }
 
-    skip_others!(DataPlaces(Places::default()));
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<DataPlaces, E> {
-        Ok(DataPlaces(Places::default()))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<DataPlaces, A::Error> {
-        let mut places = Places::default();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut places, mut data) = (Places::default(), Places::default());
         while let Some(key) = map.next_key::<String>()? {
-            if !places.take(&key, &mut map)? {
+            if self.at_root && key == "data" {
+                data = map.next_value_seed(Object { at_root: false })?.map(|(places, _)| places).unwrap_or_default();
+            } else if !places.take(&key, &mut map)? {
                 map.next_value::<IgnoredAny>()?;
             }
         }
-        Ok(DataPlaces(places))
+        Ok(Some((places, data)))
     }
 }
 
@@ -164,11 +130,7 @@ struct StringVisitor;
 impl<'de> Visitor<'de> for StringVisitor {
     type Value = StringOrSkipped;
 
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    skip_others!(StringOrSkipped(None));
+    no_place!(StringOrSkipped(None));
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<StringOrSkipped, E> {
         Ok(StringOrSkipped(Some(s.to_owned())))
