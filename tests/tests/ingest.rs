@@ -12,7 +12,6 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use stemvault_aws::TaskTable;
 use stemvault_aws::secrets::SecretText;
 use stemvault_ingest::credentials::RefreshPolicy;
 use stemvault_ingest::domain::LAMBDA_TIMEOUT;
@@ -519,23 +518,27 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "the notes are in the archive");
 }
 
-#[tokio::test]
-async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
+/// The test's resources with the WAV fixture's task recorded by ingest, and that record.
+async fn wav_recorded() -> (TestEnv, TaskRecord) {
     let env = TestEnv::new().await;
     let app = start(&env, config(&env).await).await;
-    let body = fixture("convert-to-wav__kie__200.json");
-    assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
-    let before = env.record("988e****c8d3").await.unwrap();
+    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
+    let record = env.record(WAV_TASK).await.unwrap();
+    (env, record)
+}
+
+#[tokio::test]
+async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
+    let (env, before) = wav_recorded().await;
     let expected = before.version;
     let mut record = before.clone();
     record.version += 1;
     record.details = Some(serde_json::json!({ "blob": "x".repeat(500 * 1024) }));
 
-    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
-    let err = table.save(Some(&before), &record).await.unwrap_err();
+    let err = env.tasks().save(Some(&before), &record).await.unwrap_err();
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
-    assert_eq!(env.record("988e****c8d3").await.unwrap().version, expected, "nothing written");
+    assert_eq!(env.record(WAV_TASK).await.unwrap().version, expected, "nothing written");
 }
 
 /// A file URL too long for a queue message (a signed body can bring anything): the job goes
@@ -572,15 +575,12 @@ async fn a_file_url_too_long_for_a_message_is_queued_and_recorded_as_failed() {
 /// is still a conflict.
 #[tokio::test]
 async fn a_put_refused_by_its_own_earlier_attempt_is_applied() {
-    let env = TestEnv::new().await;
-    let app = start(&env, config(&env).await).await;
-    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
-    let before = env.record(WAV_TASK).await.unwrap();
+    let (env, before) = wav_recorded().await;
     let mut record = before.clone();
     record.version += 1;
     record.details = Some(serde_json::json!({ "note": "the first" }));
 
-    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    let table = env.tasks();
     table.save(Some(&before), &record).await.expect("the first attempt");
     table.save(Some(&before), &record).await.expect("its retry meets its own write");
     assert_eq!(env.record(WAV_TASK).await.unwrap(), record);
@@ -595,11 +595,8 @@ async fn a_put_refused_by_its_own_earlier_attempt_is_applied() {
 /// moved on): the save conflicts and reads again, and the item keeps its URL and history.
 #[tokio::test]
 async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
-    let env = TestEnv::new().await;
-    let app = start(&env, config(&env).await).await;
-    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
-    let committed = env.record(WAV_TASK).await.unwrap();
-    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    let (env, committed) = wav_recorded().await;
+    let table = env.tasks();
     // A downloader's claim and release, as writes at the file's next revisions.
     let mut released = committed.clone();
     let wav = released.files.get_mut("wav").unwrap();
@@ -630,7 +627,7 @@ async fn a_collection_is_read_task_item_first() {
     let body = fixture("convert-to-wav__kie__200.json");
     assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
 
-    let table = TaskTable::new(env.dynamo.clone(), env.resources.table_name.clone());
+    let table = env.tasks();
     let items = table.items(WAV_TASK).await.unwrap();
     let sort_keys: Vec<String> = items
         .into_iter()
