@@ -71,9 +71,10 @@ use stemvault_vault::{
 use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
-use crate::existing::{ReadObject, find_copy, source_sha256};
-use crate::source::{ChunkStream, FetchSource, loggable_str};
+use crate::existing::{ReadObject, find_copy};
+use crate::source::{ChunkStream, FetchSource};
 use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
+use stemvault_aws::shown::{loggable_str, url_sha256};
 
 /// The reason (its start) of a file recorded failed on its message's last receive, and the
 /// `Reason` of its `FilesFailed` metric.
@@ -671,7 +672,7 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
         stop_at,
         stream_single_part: plan.earlier_attempts == 0,
     };
-    let source = source_sha256(&plan.url);
+    let source = url_sha256(&plan.url);
     let copied = upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await;
     match (copied, expired) {
         // Whatever failed (the fresh link's body, its length, S3, the deadline): the URL the

@@ -26,6 +26,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
+use stemvault_aws::shown::url_sha256;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -58,11 +59,6 @@ pub trait ReadObject {
 /// none was stored so, and is recorded with none, as a fresh copy of it is.
 pub const S3_DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
-/// The hex SHA-256 of a source URL, as kept in [`SOURCE_METADATA`].
-pub fn source_sha256(url: &str) -> String {
-    stemvault_aws::shown::url_sha256(url)
-}
-
 /// The complete copy of `url` under `key`, if an earlier attempt stored one: what to record.
 /// Gives up at `stop_at`.
 pub async fn find_copy<R: ReadObject + Sync>(
@@ -73,7 +69,7 @@ pub async fn find_copy<R: ReadObject + Sync>(
 ) -> Result<Option<StoredObject>, StorageError> {
     let looking = async {
         let Some(head) = store.head_object(key).await? else { return Ok(None) };
-        if head.metadata.get(SOURCE_METADATA) != Some(&source_sha256(url)) {
+        if head.metadata.get(SOURCE_METADATA) != Some(&url_sha256(url)) {
             return Ok(None);
         }
         let full_object = head.checksum_sha256.as_deref().and_then(full_object_sha256);
@@ -141,7 +137,7 @@ mod tests {
     }
 
     async fn put(store: &MemoryStore, key: &str, data: &[u8], url: &str) {
-        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: &source_sha256(url) };
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: &url_sha256(url) };
         store.put_object(key, Bytes::copy_from_slice(data), info, sha256(data)).await.unwrap();
     }
 
@@ -149,7 +145,7 @@ mod tests {
     async fn a_streamed_copy_of_the_same_url_is_found_by_its_checksum_without_reading_it() {
         let store = MemoryStore::default();
         let data = deterministic_bytes(1000, 2);
-        let info = ObjectInfo { content_type: None, source_sha256: &source_sha256(URL) };
+        let info = ObjectInfo { content_type: None, source_sha256: &url_sha256(URL) };
         let chunks = futures::stream::iter(vec![Ok(Bytes::copy_from_slice(&data))]);
         store.put_streamed("k", Box::pin(chunks), 1000, info).await.unwrap();
         assert!(!store.stored("k").unwrap().metadata.contains_key(SHA256_METADATA));
@@ -180,7 +176,7 @@ mod tests {
     async fn a_multipart_copy_is_read_back_and_hashed() {
         let store = MemoryStore::default();
         let data = deterministic_bytes(MIN_PART_SIZE + 10, 2);
-        let info = ObjectInfo { content_type: None, source_sha256: &source_sha256(URL) };
+        let info = ObjectInfo { content_type: None, source_sha256: &url_sha256(URL) };
         let upload = store.create_multipart("k", info).await.unwrap();
         let mut parts: Vec<UploadedPart> = Vec::new();
         for (i, chunk) in data.chunks(MIN_PART_SIZE).enumerate() {

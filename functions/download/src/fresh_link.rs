@@ -20,8 +20,8 @@ use std::time::Duration;
 use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig, ProviderKey};
 use url::Url;
 
-use crate::source::loggable_str;
 use crate::source_policy::{Refusal, SourcePolicy};
+use stemvault_aws::shown::loggable_str;
 
 /// The endpoint, below `PROVIDER_BASE_URL`.
 pub const DOWNLOAD_URL_PATH: &str = "/api/v1/common/download-url";

@@ -195,6 +195,11 @@ fn count_failed_read(function: &'static str) {
     metrics::emit(&[(metrics::FUNCTION, metrics::function_name(function))], &[Metric::count(REREADS_FAILED)]);
 }
 
+/// The key `reader`'s secret holds now ([`ApiKey::from_secret`]), or why none could be had.
+async fn read_key<R: ReadSecret>(reader: &R) -> Result<Option<ApiKey>, String> {
+    ApiKey::from_secret(&read_within_timeout(reader).await.map_err(|e| e.to_string())?)
+}
+
 /// Why the key is read again (for the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -231,18 +236,11 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// holds no usable key (an object without a string `api_key`).
     pub async fn load(reader: R, clock: C, function: &'static str) -> Option<ProviderKey<R, C>> {
         let read_at = clock.now();
-        match read_within_timeout(&reader).await {
-            Ok(text) => match ApiKey::from_secret(&text) {
-                Ok(key) => key.map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
-                Err(e) => {
-                    count_failed_read(function);
-                    tracing::error!(error = %e, "the provider secret holds no usable key; calls to the provider wait until it does");
-                    Some(ProviderKey::unread(reader, clock, function))
-                }
-            },
+        match read_key(&reader).await {
+            Ok(key) => key.map(|key| ProviderKey::new(key, read_at, reader, clock, function)),
             Err(e) => {
                 count_failed_read(function);
-                tracing::error!(error = %e, "the provider secret cannot be read; calls to the provider wait until it can");
+                tracing::error!(error = %e, "the provider secret brought no usable key; calls to the provider wait until it does");
                 Some(ProviderKey::unread(reader, clock, function))
             }
         }
@@ -312,11 +310,9 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
     /// Read the secret (the caller holds the right to): the new key when there is one and it
     /// changed, None to keep the one in force.
     async fn read(&self, trigger: Trigger) -> Option<Arc<ApiKey>> {
-        let fresh = match read_within_timeout(&self.reader).await {
-            Ok(text) => ApiKey::from_secret(&text)
-                .and_then(|key| key.ok_or_else(|| "the secret holds no API key (empty)".to_owned())),
-            Err(e) => Err(e.to_string()),
-        };
+        let fresh = read_key(&self.reader)
+            .await
+            .and_then(|key| key.ok_or_else(|| "the secret holds no API key (empty)".to_owned()));
         match fresh {
             Ok(fresh) if fresh == *self.key.in_force().value => {
                 tracing::debug!(?trigger, "provider API key re-read: unchanged");

@@ -2,13 +2,12 @@
 //! host or a capability in the path (the provider's file links: `/s/<uuid>_Vocals.mp3`, a
 //! working link for 14 days) never reach a log line, a record or an answer.
 
-use sha2::{Digest, Sha256};
 use url::Url;
 
 /// The SHA-256 of `url` as given, in hex: what names a URL without showing it (the download
 /// keeps it as a copy's `source-sha256` metadata).
 pub fn url_sha256(url: &str) -> String {
-    hex::encode(Sha256::digest(url.as_bytes()))
+    stemvault_vault::accept::body_sha256_hex(url.as_bytes())
 }
 
 /// A URL as the logs show it: its scheme, host and port, and the first 12 hex digits of
@@ -31,7 +30,7 @@ fn shown(url: &Url, whole: &str) -> String {
 }
 
 /// The most of a provider's message kept (logged, or kept as a failure reason).
-pub const MAX_MESSAGE_CHARS: usize = 200;
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// A provider's message as it may be logged and kept: its first [`MAX_MESSAGE_CHARS`]
 /// characters, every link in them shown as [`loggable_str`] shows it (a message may quote the
@@ -41,23 +40,22 @@ pub fn provider_message(text: &str) -> String {
 }
 
 /// `text` with every link in it shown as [`loggable_str`] shows it.
-pub fn without_links(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    let mut rest = text;
+fn without_links(text: &str) -> String {
     // Schemes in any case (`HTTPS://`): ASCII lower-casing keeps every byte offset.
-    while let Some(start) = {
-        let lower = rest.to_ascii_lowercase();
-        ["http://", "https://"].iter().filter_map(|scheme| lower.find(scheme)).min()
-    } {
-        shown.push_str(&rest[..start]);
-        let link = &rest[start..];
+    let lower = text.to_ascii_lowercase();
+    let mut shown = String::with_capacity(text.len());
+    let mut at = 0;
+    while let Some(start) = ["http://", "https://"].iter().filter_map(|scheme| lower[at..].find(scheme)).min() {
+        let start = at + start;
+        shown.push_str(&text[at..start]);
+        let link = &text[start..];
         let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
         // Punctuation that ends the sentence is not part of the link.
         let end = link[..end].trim_end_matches([',', '.', ';', ':', '!', '?', ')']).len();
         shown.push_str(&loggable_str(&link[..end]));
-        rest = &link[end..];
+        at = start + end;
     }
-    shown.push_str(rest);
+    shown.push_str(&text[at..]);
     shown
 }
 
@@ -66,13 +64,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn links_are_shown_by_origin_and_digest_only() {
-        let shown = loggable_str("https://u:p@cdn.example:8443/s/0a1b_Vocals.mp3?X-Amz-Signature=abc");
-        assert!(shown.starts_with("https://cdn.example:8443/… (sha256 "), "{shown}");
-        for secret in ["u:p", "0a1b", "Vocals", "abc"] {
-            assert!(!shown.contains(secret), "{shown}");
+    fn logged_urls_show_only_their_host_and_a_digest() {
+        let url = "https://u:secret@tempfile.aiquickdraw.com:8443/s/0a1b2c_Vocals.mp3?X-Amz-Signature=sig#frag";
+        let shown = loggable_str(url);
+        let digest = url_sha256(url);
+        assert_eq!(shown, format!("https://tempfile.aiquickdraw.com:8443/… (sha256 {})", &digest[..12]));
+        for secret in ["secret", "0a1b2c", "Vocals", "sig", "frag"] {
+            assert!(!shown.contains(secret), "{shown} shows {secret}");
         }
-        assert_eq!(loggable_str("not a url"), "<not a URL>");
+        assert_eq!(
+            loggable(&Url::parse("https://cdn1.suno.ai/a.mp3").unwrap()),
+            loggable_str("https://cdn1.suno.ai/a.mp3")
+        );
+        assert_ne!(loggable_str("https://cdn1.suno.ai/a.mp3"), loggable_str("https://cdn1.suno.ai/b.mp3"));
+        assert_eq!(loggable_str("not a url?sig=secret"), "<not a URL>");
+    }
+
+    #[test]
+    fn links_in_a_text_are_shown_as_logged_urls() {
         assert_eq!(without_links("no link here"), "no link here");
         assert_eq!(
             without_links("two: http://a.example/x and \"https://b.example/y\"."),

@@ -714,7 +714,7 @@ async fn a_copy_of_another_url_under_the_key_is_copied_over() {
     let key = format!("tasks/{TASK}/vocal.mp3");
     let older = crate::upload::ObjectInfo {
         content_type: None,
-        source_sha256: &crate::existing::source_sha256("https://cdn1.suno.ai/old.mp3"),
+        source_sha256: &stemvault_aws::shown::url_sha256("https://cdn1.suno.ai/old.mp3"),
     };
     ports
         .store
@@ -991,7 +991,7 @@ async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_ur
         assert_eq!(r.vault, VaultState::Complete);
         // The copy is of the original URL, as an earlier copy is recognised by it.
         let source = ports.store.stored(&key).unwrap().metadata[crate::upload::SOURCE_METADATA].clone();
-        assert_eq!(source, source_sha256(&url("vocal")));
+        assert_eq!(source, stemvault_aws::shown::url_sha256(&url("vocal")));
     }
 }
 
