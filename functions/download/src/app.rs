@@ -136,9 +136,7 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
         // table at once, rare enough.
         let reason = e.to_string();
         let releasing = release_after_panic(ports, &delivery, &reason);
-        if tokio::time::timeout_at(reserves.answer_by, releasing).await.is_err() {
-            tracing::warn!("no time left to release the claim; it ends with its lease");
-        }
+        reserves.by_answer("no time left to release the claim; it ends with its lease", releasing).await;
     }
     if outcome.is_failure() {
         reserves.delay(ports, &delivery, &outcome).await;
@@ -173,8 +171,13 @@ impl Reserves {
     /// [`delay_retry`], given up at [`Reserves::answer_by`] (the retry then comes once the
     /// visibility timeout is over).
     async fn delay<P: Ports>(&self, ports: &P, delivery: &Delivery, outcome: &Outcome) {
-        if tokio::time::timeout_at(self.answer_by, delay_retry(ports, delivery, outcome)).await.is_err() {
-            tracing::warn!("no time left to delay the retry");
+        self.by_answer("no time left to delay the retry", delay_retry(ports, delivery, outcome)).await;
+    }
+
+    /// `work`, given up (saying `given_up`) at [`Reserves::answer_by`].
+    async fn by_answer(&self, given_up: &str, work: impl Future<Output = ()>) {
+        if tokio::time::timeout_at(self.answer_by, work).await.is_err() {
+            tracing::warn!("{given_up}");
         }
     }
 }

@@ -131,7 +131,7 @@ impl<P: Ports> App<P> {
         // Read again first if older than the maximum age: a revoked key stops working.
         let auth = self.credentials.fresh(&self.ports).await;
         let mut checked = self.check(&auth, &req);
-        if matches!(&checked, Err(rejection) if rejection.may_be_stale) {
+        if matches!(&checked, Err(rejection) if rejection.may_be_stale()) {
             // Perhaps signed with a key rotated in since the secret was read: read it again
             // (rate-limited) and check once more.
             if let Some(fresh) = self.credentials.refreshed(&self.ports, &auth).await {
@@ -255,8 +255,6 @@ struct Rejection {
     reason: &'static str,
     /// For people; never contains a secret or a header value.
     message: String,
-    /// Checks built from a newer version of the callback secret might not refuse it.
-    may_be_stale: bool,
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
@@ -264,7 +262,13 @@ struct Rejection {
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), may_be_stale: false, keyed: false }
+        Rejection { status, reason, message: message.into(), keyed: false }
+    }
+
+    /// Checks built from a newer version of the callback secret might not refuse it: what the
+    /// callback checks refused (401), and only that.
+    fn may_be_stale(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
     }
 
     /// Refused by the callback checks: 401. `token_ignored`: the path carried a segment the
@@ -273,7 +277,7 @@ impl Rejection {
     fn unauthorized(refusal: Refusal, token_ignored: bool) -> Rejection {
         let keyed = refusal.grounds == Grounds::Secret || (token_ignored && refusal.grounds == Grounds::Unsigned);
         let rejection = Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message);
-        Rejection { may_be_stale: true, keyed, ..rejection }
+        Rejection { keyed, ..rejection }
     }
 
     /// Log, count and answer it.

@@ -236,17 +236,19 @@ pub async fn reconcile<P: Ports>(
                     break;
                 }
             }
-            Err(e) if e.is_retryable() => {
-                outcome.tasks_failed += 1;
-                tracing::warn!(task_id, error = %e, "task not reconciled; the next run retries");
-                put_behind(ports, task_id, reconcile::FIRST_POLL_INTERVAL).await;
-            }
-            // The table refused its writes for good (an item too large, a record it cannot
-            // read): every run would poll it again, first. Hourly, with an error, until mended.
             Err(e) => {
                 outcome.tasks_failed += 1;
-                tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items");
-                put_behind(ports, task_id, reconcile::MAX_POLL_INTERVAL).await;
+                // The table refusing its writes for good (an item too large, a record it
+                // cannot read) would have it polled again, first, in every run: hourly, with
+                // an error, until mended.
+                let by = if e.is_retryable() {
+                    tracing::warn!(task_id, error = %e, "task not reconciled; the next run retries");
+                    reconcile::FIRST_POLL_INTERVAL
+                } else {
+                    tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items");
+                    reconcile::MAX_POLL_INTERVAL
+                };
+                put_behind(ports, task_id, by).await;
             }
         }
     }

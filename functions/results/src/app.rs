@@ -86,10 +86,7 @@ async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<B
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(within_secs = ANSWER_WITHIN.as_secs(), "no answer in time");
-            let mut response =
-                error(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the vault did not answer in time; try again".into());
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
+            try_again_soon("timeout", "the vault did not answer in time; try again")
         }
     }
 }
@@ -215,17 +212,18 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
     }
 }
 
+/// 503 with `Retry-After: 1`: the same request may be answered a second later.
+fn try_again_soon(code: &str, message: &str) -> Response<Body> {
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message.into());
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 /// The details go to the log, not to the caller.
 fn failure(e: &ResultsError) -> Response<Body> {
     if e.is_retryable() {
         tracing::warn!(error = %e, "cannot answer now");
-        let mut response = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the vault cannot be read right now; try again".into(),
-        );
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        try_again_soon("unavailable", "the vault cannot be read right now; try again")
     } else {
         tracing::error!(error = %e, "cannot answer");
         error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task record cannot be read".into())
