@@ -478,8 +478,7 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
 
 #[test]
 fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
-    let path = std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"))
-        .join("../template.yaml");
+    let path = stemvault_tests::repo_dir().join("template.yaml");
     let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
     assert_eq!(timeout.as_u64(), Some(LAMBDA_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
@@ -518,12 +517,20 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "the notes are in the archive");
 }
 
+/// The task of the WAV fixture the table tests and the secret's tests deliver.
+const WAV_TASK: &str = "988e****c8d3";
+
+/// The WAV fixture signed now by `key`.
+fn wav_signed_by(key: &str) -> Request {
+    request(&signed_by(key, WAV_TASK, now_secs()), &fixture("convert-to-wav__kie__200.json"))
+}
+
 /// The test's resources with the WAV fixture's task recorded by ingest, and that record.
 async fn wav_recorded() -> (TestEnv, TaskRecord) {
     let env = TestEnv::new().await;
     let app = start(&env, config(&env).await).await;
-    assert_eq!(app.handle(signed(&fixture("convert-to-wav__kie__200.json"))).await.status(), StatusCode::OK);
-    let record = env.record(WAV_TASK).await.unwrap();
+    assert_eq!(app.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK);
+    let record = env.task_record(WAV_TASK).await;
     (env, record)
 }
 
@@ -538,7 +545,7 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     let err = env.tasks().save(Some(&before), &record).await.unwrap_err();
     assert!(matches!(err, StoreError::Rejected(_)), "{err}");
     assert!(!err.is_retryable());
-    assert_eq!(env.record(WAV_TASK).await.unwrap().version, expected, "nothing written");
+    assert_eq!(env.task_record(WAV_TASK).await.version, expected, "nothing written");
 }
 
 /// A file URL too long for a queue message (a signed body can bring anything): the job goes
@@ -583,7 +590,7 @@ async fn a_put_refused_by_its_own_earlier_attempt_is_applied() {
     let table = env.tasks();
     table.save(Some(&before), &record).await.expect("the first attempt");
     table.save(Some(&before), &record).await.expect("its retry meets its own write");
-    assert_eq!(env.record(WAV_TASK).await.unwrap(), record);
+    assert_eq!(env.task_record(WAV_TASK).await, record);
 
     let mut other = record.clone();
     other.details = Some(serde_json::json!({ "note": "another" }));
@@ -604,8 +611,8 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
     wav.error = Some("the source timed out".into());
     wav.rev += 1;
     released.version += 1;
-    table.save(Some(&committed), &released).await.unwrap();
-    let released = env.record(WAV_TASK).await.unwrap();
+    env.rewrite_record(&committed, &released).await;
+    let released = env.task_record(WAV_TASK).await;
     assert!(released.files["wav"].rev > 1, "{:?}", released.files["wav"]);
 
     // A request that read no task item before all that, saving its own first record.
@@ -614,7 +621,7 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
     (wav.url, wav.rev, wav.attempts, wav.error) = ("https://example.com/s/other.wav".into(), 0, 0, None);
     late.version = 1;
     assert_eq!(table.save(None, &late).await, Err(StoreError::Conflict));
-    assert_eq!(env.record(WAV_TASK).await.unwrap().files["wav"], released.files["wav"], "untouched");
+    assert_eq!(env.task_record(WAV_TASK).await.files["wav"], released.files["wav"], "untouched");
 }
 
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
@@ -622,13 +629,8 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
 /// a file it does not see.
 #[tokio::test]
 async fn a_collection_is_read_task_item_first() {
-    let env = TestEnv::new().await;
-    let app = start(&env, config(&env).await).await;
-    let body = fixture("convert-to-wav__kie__200.json");
-    assert_eq!(app.handle(signed(&body)).await.status(), StatusCode::OK);
-
-    let table = env.tasks();
-    let items = table.items(WAV_TASK).await.unwrap();
+    let (env, _) = wav_recorded().await;
+    let items = env.tasks().items(WAV_TASK).await.unwrap();
     let sort_keys: Vec<String> = items
         .into_iter()
         .map(|i| {
@@ -644,14 +646,6 @@ async fn a_collection_is_read_task_item_first() {
 }
 
 // --- the callback secret in Secrets Manager ----------------------------------------------
-
-/// The task of the WAV fixture the secret's tests deliver.
-const WAV_TASK: &str = "988e****c8d3";
-
-/// The WAV fixture signed now by `key`.
-fn wav_signed_by(key: &str) -> Request {
-    request(&signed_by(key, WAV_TASK, now_secs()), &fixture("convert-to-wav__kie__200.json"))
-}
 
 /// Two instances over the test's resources, each having accepted a callback signed by
 /// [`KEY`]: one as deployed, and one re-reading the secret by `policy`.

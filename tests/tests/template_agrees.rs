@@ -1272,16 +1272,19 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
         .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
         .collect();
+    // An alarm on one metric, by the dimension naming the resource it watches.
+    let alarmed = |namespace: &str, metric: &str, dimension: &str, resource: &str| {
+        alarms.iter().any(|(_, a)| {
+            a["Namespace"] == namespace
+                && a["MetricName"] == metric
+                && cfn::as_list(&a["Dimensions"])
+                    .iter()
+                    .any(|d| d["Name"] == dimension && cfn::reference(&d["Value"]).as_deref() == Some(resource))
+        })
+    };
     for function in functions {
         for metric in ["Errors", "Throttles"] {
-            let watched = alarms.iter().any(|(_, a)| {
-                a["Namespace"] == "AWS/Lambda"
-                    && a["MetricName"] == metric
-                    && cfn::as_list(&a["Dimensions"]).iter().any(|d| {
-                        d["Name"] == "FunctionName" && cfn::reference(&d["Value"]).as_deref() == Some(*function)
-                    })
-            });
-            if !watched {
+            if !alarmed("AWS/Lambda", metric, "FunctionName", function) {
                 problems.push(format!("no alarm on {function}'s {metric}"));
             }
         }
@@ -1292,23 +1295,21 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         problems.push("no alarm on the rate of callbacks answered 5xx".into());
     }
     // On the metric the filter writes: its namespace and its one dimension, the API's id.
-    let throttled = alarms.iter().any(|(_, a)| {
-        a["MetricName"] == "CallbacksThrottled"
-            && a["Namespace"] == "stemvault"
-            && cfn::as_list(&a["Dimensions"])
-                .iter()
-                .any(|d| d["Name"] == "ApiId" && cfn::reference(&d["Value"]).as_deref() == Some("HttpApi"))
-    });
-    if !throttled {
+    if !alarmed(stemvault_aws::metrics::NAMESPACE, "CallbacksThrottled", "ApiId", "HttpApi") {
         problems.push("no alarm on callbacks the routes throttled (429)".into());
     }
-    for metric in ["CallbackServerErrors", "CallbackResponses", "CallbacksThrottled"] {
+    // Each counted from the callback routes' access lines, and those with its status.
+    let counted_metrics = [
+        ("CallbackServerErrors", None),
+        ("CallbackResponses", None),
+        ("CallbacksThrottled", Some(r#"$.status = "429""#)),
+    ];
+    for (metric, status) in counted_metrics {
         let counted = resources.values().any(|r| {
             r["Type"] == "AWS::Logs::MetricFilter"
                 && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
                 && r["Properties"]["FilterPattern"].as_str().is_some_and(|p| {
-                    p.contains(r#"$.routeKey = "POST /callback*""#)
-                        && (metric != "CallbacksThrottled" || p.contains(r#"$.status = "429""#))
+                    p.contains(r#"$.routeKey = "POST /callback*""#) && status.is_none_or(|s| p.contains(s))
                 })
                 && cfn::as_list(&r["Properties"]["MetricTransformations"]).iter().any(|t| t["MetricName"] == metric)
         });
@@ -1718,12 +1719,28 @@ Resources:
       MetricName: Errors
       Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
       AlarmActions: [!Ref AlarmTopic]
+  # On the throttle metric, but by a dimension its filter does not write.
+  ThrottledByFunction:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: stemvault
+      MetricName: CallbacksThrottled
+      Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
+      AlarmActions: [!Ref AlarmTopic]
+      OKActions: [!Ref AlarmTopic]
+  # Counts every callback answer as throttled: no status in its pattern.
+  ThrottledUnfiltered:
+    Type: AWS::Logs::MetricFilter
+    Properties:
+      LogGroupName: !Ref HttpApiAccessLogs
+      FilterPattern: '{ $.routeKey = "POST /callback*" }'
+      MetricTransformations: [{ MetricNamespace: stemvault, MetricName: CallbacksThrottled, MetricValue: "1" }]
   Dashboard:
     Type: AWS::CloudWatch::Dashboard
     Properties:
       DashboardBody: !Sub |
         { "widgets": [
-          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}"] } },
+          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}", "${ThrottledByFunction.Arn}"] } },
           { "type": "metric", "properties": { "metrics": [
             ["stemvault", "FilesStored", "Function", "download"],
             ["AWS/Lambda", "Errors", "FunctionName", "${Gone}"]
@@ -1768,7 +1785,7 @@ fn alarm_checks_report_what_goes_unwatched() {
     ];
     assert_eq!(problems, expected);
 
-    let broken_json = UNWATCHED.replace(r#"["${FnErrors.Arn}"]"#, r#"["${FnErrors.Arn}",]"#);
+    let broken_json = UNWATCHED.replace(r#""${ThrottledByFunction.Arn}"]"#, r#""${ThrottledByFunction.Arn}",]"#);
     let problems = eyes_problems(&serde_yaml::from_str(&broken_json).unwrap(), &["Watched"]);
     assert!(problems.last().unwrap().starts_with("the dashboard body is not JSON"), "{problems:?}");
     assert_eq!(
@@ -2308,7 +2325,7 @@ fn the_readme_says_what_each_alarm_means() {
 #[test]
 fn results_answers_before_its_timeout() {
     let template = template();
-    let timeout = cfn::resource(&template, "ResultsFunction")["Properties"]["Timeout"].as_u64().expect("a Timeout");
+    let timeout = cfn::number(&cfn::function_properties(&template, "ResultsFunction")["Timeout"]);
     let within = stemvault_results::app::ANSWER_WITHIN;
     assert!(
         within + std::time::Duration::from_secs(1) < std::time::Duration::from_secs(timeout),
