@@ -21,7 +21,7 @@ TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
-.PHONY: help deps tools test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
+.PHONY: help deps tools python-locks test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -35,12 +35,17 @@ help:
 # One virtualenv per requirements file, infra/python/<name>.txt: the emulator (moto), the
 # tools (aws-sam-cli, cfn-lint, cargo-lambda), checkov apart (its boto3 pin conflicts with
 # aws-sam-cli's, see checkov.txt), and the Standard Webhooks verifier of the notify tests.
+# Each installs with its <name>.lock as constraints: every dependency at the version tested.
 VENVS := emulator tools checkov webhooks
-$(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt
+$(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/python/%.lock
 	rm -rf $(VENV)/$*
 	$(NEW_VENV) $(VENV)/$*
-	$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $<
+	$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $< -c infra/python/$*.lock
 	touch $@
+
+# After changing a requirements file: resolve every venv afresh and rewrite the locks.
+python-locks:
+	infra/python/lock.sh $(PYTHON) $(VENVS)
 
 deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
