@@ -359,14 +359,9 @@ async fn reconcile_task<P: Ports>(
                 tracing::warn!(task_id, answered_for = %event.task_id, "the provider answered for another task");
                 PollOutcome::Unreadable
             }
-            Err(PollError::Provider { code, message }) => {
-                // It may quote the callback URL (its token) or a file link.
-                let provider_message = stemvault_aws::shown::provider_message(&message);
-                tracing::info!(task_id, code, provider_message, "the provider answered an error code");
-                PollOutcome::Provider(code)
-            }
-            // Not the provider's JSON at all (a web page): a wrong PROVIDER_BASE_URL, which
-            // would leave every watched task unreadable until it is given up.
+            // Not the provider's answer at all (a web page, or JSON without its `code`): a wrong
+            // PROVIDER_BASE_URL, which would leave every watched task unreadable until it is
+            // given up.
             Err(e) if answer_code(&body).is_none() => {
                 tracing::error!(
                     task_id,
@@ -375,6 +370,12 @@ async fn reconcile_task<P: Ports>(
                      root?); polling again later"
                 );
                 PollOutcome::Unreadable
+            }
+            Err(PollError::Provider { code, message }) => {
+                // It may quote the callback URL (its token) or a file link.
+                let provider_message = stemvault_aws::shown::provider_message(&message);
+                tracing::info!(task_id, code, provider_message, "the provider answered an error code");
+                PollOutcome::Provider(code)
             }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "unreadable record-info answer");
@@ -392,15 +393,16 @@ async fn reconcile_task<P: Ports>(
             );
             PollOutcome::Http(status)
         }
-        // A 404 or 422 says the provider does not know the task only in its own JSON answer
-        // (one with a `code`): from a wrong PROVIDER_BASE_URL or a gateway's HTML page it
-        // would give up every watched task a day later, and fixing the setting brings none back.
-        ProviderAnswer::Http { status: status @ (404 | 422), body } if answer_code(&body).is_none() => {
+        // The provider says it does not know a task in a 200's `code`; an HTTP 404 or 422 is a
+        // path it does not serve: a wrong PROVIDER_BASE_URL (a gateway's page or its own JSON
+        // error), which taken as "unknown" would give up every watched task a day later, and
+        // fixing the setting would bring none back.
+        ProviderAnswer::Http { status: status @ (404 | 422), .. } => {
             tracing::error!(
                 task_id,
                 status,
-                "PROVIDER_BASE_URL answered {status} without the provider's JSON answer (is it the provider's API \
-                 root?); not taken as the task unknown, polling again later"
+                "PROVIDER_BASE_URL answered HTTP {status}, which the provider's API answers for no task (is it the \
+                 provider's API root?); not taken as the task unknown, polling again later"
             );
             PollOutcome::Unreadable
         }

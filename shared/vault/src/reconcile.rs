@@ -145,9 +145,10 @@ pub enum PollOutcome {
 
 impl PollOutcome {
     /// The provider said it does not know the task: 404, or 422 (not a task id it takes at
-    /// this family's endpoint), as HTTP status or as the body's `code`.
+    /// this family's endpoint), as the `code` of its answer (an HTTP 404 or 422 is a path it
+    /// does not serve, and is read as no answer).
     pub fn not_found(&self) -> bool {
-        matches!(self, PollOutcome::Http(404 | 422) | PollOutcome::Provider(404 | 422))
+        matches!(self, PollOutcome::Provider(404 | 422))
     }
 
     /// The provider asked to slow down: 429, as HTTP status or as the body's `code`.
@@ -458,10 +459,10 @@ mod tests {
         let at = |secs: u64| NOW.plus(Duration::from_secs(secs));
         let mut r = task(Stage::Submitted);
         watch(&mut r, NOW, Duration::from_secs(600));
-        r = after_poll(&r, &PollOutcome::Http(404), at(600));
+        r = after_poll(&r, &PollOutcome::Provider(404), at(600));
         assert_eq!(r.not_found_since, Some(at(600)));
         // Later "not found"s keep its start.
-        for outcome in [PollOutcome::Provider(422), PollOutcome::Http(404)] {
+        for outcome in [PollOutcome::Provider(422), PollOutcome::Provider(404)] {
             r = after_poll(&r, &outcome, at(3600));
             assert_eq!(r.not_found_since, Some(at(600)), "{outcome:?}");
         }
@@ -469,7 +470,7 @@ mod tests {
         assert_eq!(give_up_reason(&r, at(600 + day - 1), give_up), None);
         // A day is out, but the last answer came before it (no poll since: no key, say).
         assert_eq!(give_up_reason(&r, at(600 + day), give_up), None);
-        r = after_poll(&r, &PollOutcome::Http(404), at(600 + day));
+        r = after_poll(&r, &PollOutcome::Provider(404), at(600 + day));
         assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(NOT_FOUND_REASON));
         // Any other answer, or none, ends the run (an outage is no evidence), and so does a
         // callback.
@@ -478,6 +479,7 @@ mod tests {
             PollOutcome::Result(Stage::First),
             PollOutcome::Unrecorded,
             PollOutcome::Http(503),
+            PollOutcome::Http(404),
             PollOutcome::Provider(401),
             PollOutcome::Unreachable,
             PollOutcome::Unreadable,
@@ -492,9 +494,16 @@ mod tests {
         assert_eq!(called_back.not_found_since, None);
         // The retention still comes first when it is shorter.
         assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(ABANDONED_REASON));
-        let outcomes = [PollOutcome::Http(404), PollOutcome::Provider(404), PollOutcome::Http(422)];
+        let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422)];
         assert!(outcomes.iter().all(PollOutcome::not_found));
-        let others = [PollOutcome::Http(400), PollOutcome::Provider(500), PollOutcome::Unreadable];
+        // An HTTP 404 or 422 is a path the provider does not serve (a wrong base URL).
+        let others = [
+            PollOutcome::Http(404),
+            PollOutcome::Http(422),
+            PollOutcome::Http(400),
+            PollOutcome::Provider(500),
+            PollOutcome::Unreadable,
+        ];
         assert!(!others.iter().any(PollOutcome::not_found));
     }
 

@@ -45,6 +45,11 @@ fn status(status: u16) -> ProviderAnswer {
     ProviderAnswer::Http { status, body: br#"{"code":500,"msg":"busy"}"#.to_vec() }
 }
 
+/// The provider's answer for a task it does not know: a 200 whose `code` is 404.
+fn unknown() -> ProviderAnswer {
+    ProviderAnswer::Http { status: 200, body: br#"{"code":404,"msg":"task not found","data":null}"#.to_vec() }
+}
+
 fn success() -> ProviderAnswer {
     ProviderAnswer::Http { status: 200, body: SUCCESS.to_vec() }
 }
@@ -433,9 +438,7 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
 /// is given up after a day of such answers, not polled for the 14-day retention.
 #[tokio::test]
 async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found() {
-    let not_found =
-        ProviderAnswer::Http { status: 200, body: br#"{"code":404,"msg":"task not found","data":null}"#.to_vec() };
-    let ports = MemoryPorts::new(vec![status(404), status(503), not_found]);
+    let ports = MemoryPorts::new(vec![unknown(), status(503), unknown()]);
     register(&ports);
     let mut runs = 0;
     let first = loop {
@@ -466,7 +469,7 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
 /// wins: the task is not given up (nor counted so), though the event went out.
 #[tokio::test]
 async fn a_callback_just_before_the_give_up_write_wins() {
-    let ports = MemoryPorts::new(vec![status(404)]);
+    let ports = MemoryPorts::new(vec![unknown()]);
     register(&ports);
     for _ in 0..40 {
         ports.until_due();
@@ -491,21 +494,26 @@ async fn a_callback_just_before_the_give_up_write_wins() {
 
 #[tokio::test]
 async fn not_found_answers_are_counted_as_such() {
-    let ports = MemoryPorts::new(vec![status(404)]);
+    let ports = MemoryPorts::new(vec![unknown()]);
     register(&ports);
     ports.until_due();
     let outcome = run(&ports).await;
     assert_eq!((outcome.polls, outcome.not_found, outcome.pending), (1, 1, 0), "{outcome:?}");
-    assert_eq!(ports.record().last_poll.unwrap().outcome, "http_404");
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "provider_404");
 }
 
-/// A 404 or 422 that is not the provider's JSON answer (a wrong PROVIDER_BASE_URL, a
-/// gateway's HTML page) does not say the task is unknown: no run of "not found" starts, so
-/// nothing is given up for it.
+/// An HTTP 404 or 422 (a wrong PROVIDER_BASE_URL: a gateway's HTML page, or its JSON error
+/// with a `code`) does not say the task is unknown: no run of "not found" starts, so nothing is
+/// given up for it.
 #[tokio::test]
-async fn a_404_or_422_without_the_providers_answer_is_not_not_found() {
-    for status in [404, 422] {
-        let page = ProviderAnswer::Http { status, body: b"<html><body>Not Found</body></html>".to_vec() };
+async fn an_http_404_or_422_is_not_not_found() {
+    let bodies: [&[u8]; 3] = [
+        b"<html><body>Not Found</body></html>",
+        br#"{"code":404,"msg":"no such endpoint"}"#,
+        br#"{"code":422,"msg":"unprocessable"}"#,
+    ];
+    for (status, body) in [404, 422].into_iter().flat_map(|s| bodies.map(|b| (s, b))) {
+        let page = ProviderAnswer::Http { status, body: body.to_vec() };
         let ports = MemoryPorts::new(vec![page]);
         register(&ports);
         ports.until_due();
@@ -517,13 +525,16 @@ async fn a_404_or_422_without_the_providers_answer_is_not_not_found() {
     }
 }
 
-/// A PROVIDER_BASE_URL that is no API root (a site answering a web page, or a redirect) is
-/// said as an error on each poll, not as a task pending or an answer it could not read.
+/// A PROVIDER_BASE_URL that is no API root (a site answering a web page, JSON without the
+/// provider's `code`, a redirect, an HTTP 404) is said as an error on each poll, not as a task
+/// pending or an answer it could not read.
 #[tokio::test]
 async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
     for (answer, outcome) in [
         (ProviderAnswer::Http { status: 301, body: Vec::new() }, "http_301"),
         (ProviderAnswer::Http { status: 200, body: b"<html><body>Welcome</body></html>".to_vec() }, "unreadable"),
+        (ProviderAnswer::Http { status: 200, body: br#"{"status":"ok"}"#.to_vec() }, "unreadable"),
+        (ProviderAnswer::Http { status: 404, body: br#"{"code":404,"msg":"no such path"}"#.to_vec() }, "unreadable"),
     ] {
         let captured = stemvault_aws::log_capture::capture_logs();
         let ports = MemoryPorts::new(vec![answer]);
