@@ -122,7 +122,10 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         stage: manifest.stage,
         code: manifest.code,
         message: manifest.message,
-        vault: manifest.vault,
+        // A settled vault with a file still open: a later callback's file item, written before
+        // its task item by an ingest that stopped between the two. Clients stop waiting on a
+        // settled vault, so it is pending until the file settles too.
+        vault: if record.files_settled() { manifest.vault } else { VaultState::Pending },
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
@@ -392,6 +395,26 @@ pub(crate) mod tests {
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
         assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
+    }
+
+    /// A settled vault is answered pending while a file is open (a later callback's file
+    /// item whose task item write did not follow): clients stop waiting on a settled one.
+    #[tokio::test]
+    async fn a_settled_vault_with_an_open_file_is_pending() {
+        let mut ports = MemoryPorts::with(&["t1", "t2"]);
+        for (task, vault) in [("t1", VaultState::Partial), ("t2", VaultState::Complete)] {
+            let record = ports.records.get_mut(task).unwrap();
+            record.vault = vault;
+            record.manifest_key = Some(format!("tasks/{task}/manifest.json"));
+        }
+        let t2 = ports.records.get_mut("t2").unwrap();
+        t2.files.retain(|_, f| f.status == FileStatus::Stored);
+        for (task, vault) in [("t1", VaultState::Pending), ("t2", VaultState::Complete)] {
+            let Some(Found::Task(view)) = task_view(&ports, &id(task), Duration::from_secs(1)).await.unwrap() else {
+                panic!("the task");
+            };
+            assert_eq!(view.vault, vault, "{task}");
+        }
     }
 
     /// What is no file (lyrics, MIDI notes, voice ids, track metadata) and the live streams
