@@ -106,7 +106,8 @@ pub async fn task_view(
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
-    // The same projection the manifest uses, so both always agree; its timestamp is unused.
+    // The same projection the manifest uses, so both agree (but for `vault` while a file is
+    // open, below); its timestamp is unused.
     let manifest = Manifest::of(record, record.vault, record.last_received_at);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
