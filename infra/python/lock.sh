@@ -6,16 +6,15 @@
 set -euo pipefail
 python=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
+version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 # CI (.ci/run) and this machine run CPython 3.11: locks made on another Python would be
 # ignored there (their markers would not match).
-"$python" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-  || echo "warning: $python is not CPython 3.11, which CI runs; its locks will not apply there" >&2
+[ "$version" = 3.11 ] || echo "warning: $python is Python $version, not 3.11, which CI runs; its locks will not apply there" >&2
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for name in "$@"; do
   "$python" -m venv "$scratch/$name"
   "$scratch/$name/bin/pip" install --quiet --disable-pip-version-check -r "$here/$name.txt"
-  version=$("$scratch/$name/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
   # Written aside and moved into place: a failed run leaves the old lock whole.
   {
     echo "# Every package of .venv/$name as resolved from $name.txt (pip freeze), so a fresh clone"

@@ -106,9 +106,12 @@ pub async fn task_view(
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
-    // The same projection the manifest uses, so both agree (but for `vault` while a file is
-    // open, below); its timestamp is unused.
-    let manifest = Manifest::of(record, record.vault, record.last_received_at);
+    // A settled vault with a file still open: a later callback's file item, written before
+    // its task item by an ingest that stopped between the two. Clients stop waiting on a
+    // settled vault, so it is pending until the file settles too.
+    let vault = if record.files_settled() { record.vault } else { VaultState::Pending };
+    // The same projection the manifest uses, so both agree; its timestamp is unused.
+    let manifest = Manifest::of(record, vault, record.last_received_at);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match (file.status, links) {
@@ -123,10 +126,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         stage: manifest.stage,
         code: manifest.code,
         message: manifest.message,
-        // A settled vault with a file still open: a later callback's file item, written before
-        // its task item by an ingest that stopped between the two. Clients stop waiting on a
-        // settled vault, so it is pending until the file settles too.
-        vault: if record.files_settled() { manifest.vault } else { VaultState::Pending },
+        vault: manifest.vault,
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
