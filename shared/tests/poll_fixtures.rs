@@ -105,7 +105,7 @@ fn own_answers() -> Vec<(&'static str, Want)> {
     use Family::*;
     let harbour_complete = || Want::SameAsCallback(own("generate-music__own__200-complete.json"), "success");
     vec![
-        ("poll-any-record-info__own__200-no-task.json", Want::Error(PollError::NoTask)),
+        ("poll-any-record-info__own__200-no-task.json", Want::Error(PollError::NoRecord)),
         (
             "poll-any-record-info__own__401.json",
             Want::Error(PollError::Provider { code: 401, message: "You do not have access permissions".into() }),
@@ -469,6 +469,10 @@ fn unusable_answers_are_errors() {
     assert_eq!(no_code, Err(PollError::Provider { code: 0, message: String::new() }));
     assert_eq!(no_code.unwrap_err().provider_code(), Some(0));
     assert_eq!(inline(Family::Music, json!({"status": "SUCCESS"})), Err(PollError::NoTask));
+    // No record at all is told apart from a record that names no task.
+    assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"msg":"success"}"#), Err(PollError::NoRecord));
+    assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"data":null}"#), Err(PollError::NoRecord));
+    assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"data":[]}"#), Err(PollError::NoTask));
     assert!(matches!(
         inline(Family::Music, json!({"taskId": "a/b", "status": "SUCCESS"})),
         Err(PollError::InvalidTaskId(_))

@@ -18,7 +18,8 @@
 //!   a 429 the run polls no other task: a task is polled at most every 30 s, far inside the
 //!   provider's per-task limit, so the limit hit is the account's, and every other poll would
 //!   be refused too and only use it up; they stay due for the next run;
-//! * "not found" (404/422 as the `code` of the provider's answer; an HTTP 404/422 is a path it
+//! * "not found" (404/422 as the `code` of the provider's answer, or a success whose `data` is
+//!   null: no record of the task at its family's endpoint; an HTTP 404/422 is a path it
 //!   does not serve, read as unreadable): the same, and once every
 //!   answer has said so for a day (any other answer, or none, restarts the count), the task
 //!   is given up like one waited for too long, with reason `not_found`;
@@ -371,6 +372,10 @@ async fn reconcile_task<P: Ports>(
                      root?); polling again later"
                 );
                 PollOutcome::Unreadable
+            }
+            Err(PollError::NoRecord) => {
+                tracing::info!(task_id, family = %record.family, "the provider holds no record of the task at its family's endpoint");
+                PollOutcome::NoRecord
             }
             Err(PollError::Provider { code, message }) => {
                 // It may quote the callback URL (its token) or a file link.

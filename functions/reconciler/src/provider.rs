@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stemvault_aws::provider::{ApiKey, ProviderKey};
-use suno_callbacks::poll::{answer_code, generation_record_path, record_info_path};
+use suno_callbacks::poll::{PollError, answer_code, generation_record_path, record_info_path};
 use suno_callbacks::{Family, TaskId};
 
 use crate::domain::ProviderAnswer;
@@ -57,7 +57,7 @@ fn unknown_task(answer: &ProviderAnswer) -> bool {
 /// does not hold it, for the voice fallback as much as a 404 (the run reads it unreadable).
 fn no_task_named(family: Family, answer: &ProviderAnswer) -> bool {
     matches!(answer, ProviderAnswer::Http { status: 200, body }
-        if matches!(suno_callbacks::poll::parse_poll(family, body), Err(suno_callbacks::poll::PollError::NoTask)))
+        if matches!(suno_callbacks::poll::parse_poll(family, body), Err(PollError::NoRecord | PollError::NoTask)))
 }
 
 /// The URL polled for `task_id` of `family` below `base_url` (None: the family has no endpoint).

@@ -135,6 +135,8 @@ pub enum PollOutcome {
     Http(u16),
     /// HTTP 200 with this error code in the body.
     Provider(i64),
+    /// HTTP 200, code 200, and no record in it (`data` null): the endpoint holds no such task.
+    NoRecord,
     /// No answer (connection refused, timeout).
     Unreachable,
     /// An answer that is not a usable record-info answer.
@@ -146,9 +148,10 @@ pub enum PollOutcome {
 impl PollOutcome {
     /// The provider said it does not know the task: 404, or 422 (not a task id it takes at
     /// this family's endpoint), as the `code` of its answer (an HTTP 404 or 422 is a path it
-    /// does not serve, and is read as no answer).
+    /// does not serve, and is read as no answer); or a success holding no record (a task
+    /// registered under another family: its endpoint never will).
     pub fn not_found(&self) -> bool {
-        matches!(self, PollOutcome::Provider(404 | 422))
+        matches!(self, PollOutcome::Provider(404 | 422) | PollOutcome::NoRecord)
     }
 
     /// The provider asked to slow down: 429, as HTTP status or as the body's `code`.
@@ -163,6 +166,7 @@ impl PollOutcome {
             PollOutcome::Result(stage) => format!("result:{stage}"),
             PollOutcome::Http(status) => format!("http_{status}"),
             PollOutcome::Provider(code) => format!("provider_{code}"),
+            PollOutcome::NoRecord => "no_record".into(),
             PollOutcome::Unreachable => "unreachable".into(),
             PollOutcome::Unreadable => "unreadable".into(),
             PollOutcome::Unrecorded => "unrecorded".into(),
@@ -494,7 +498,7 @@ mod tests {
         assert_eq!(called_back.not_found_since, None);
         // The retention still comes first when it is shorter.
         assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(ABANDONED_REASON));
-        let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422)];
+        let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422), PollOutcome::NoRecord];
         assert!(outcomes.iter().all(PollOutcome::not_found));
         // An HTTP 404 or 422 is a path the provider does not serve (a wrong base URL).
         let others = [
@@ -514,12 +518,16 @@ mod tests {
             PollOutcome::Result(Stage::First),
             PollOutcome::Http(503),
             PollOutcome::Provider(401),
+            PollOutcome::NoRecord,
             PollOutcome::Unreachable,
             PollOutcome::Unreadable,
         ]
         .iter()
         .map(PollOutcome::as_text)
         .collect();
-        assert_eq!(texts, ["pending", "result:first", "http_503", "provider_401", "unreachable", "unreadable"]);
+        assert_eq!(
+            texts,
+            ["pending", "result:first", "http_503", "provider_401", "no_record", "unreachable", "unreadable"]
+        );
     }
 }

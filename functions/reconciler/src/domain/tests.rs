@@ -502,6 +502,22 @@ async fn not_found_answers_are_counted_as_such() {
     assert_eq!(ports.record().last_poll.unwrap().outcome, "provider_404");
 }
 
+/// A success that holds no record (`data` null: the family's endpoint does not hold the task,
+/// registered under another family, say) is not found: its run starts, and a day of them gives
+/// the task up, where an unreadable answer would poll it for the whole retention.
+#[tokio::test]
+async fn a_success_without_a_record_is_not_found() {
+    let body = include_bytes!("../../../../fixtures/polls/own/poll-any-record-info__own__200-no-task.json");
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body: body.to_vec() }]);
+    register(&ports);
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.polls, outcome.not_found, outcome.unreadable), (1, 1, 0), "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.last_poll.unwrap().outcome, "no_record");
+    assert!(record.not_found_since.is_some());
+}
+
 /// An HTTP 404 or 422 (a wrong PROVIDER_BASE_URL: a gateway's HTML page, or its JSON error
 /// with a `code`) does not say the task is unknown: no run of "not found" starts, so nothing is
 /// given up for it.
