@@ -14,6 +14,12 @@
 //! dead-letter queue on a receive that could not write the table, or expired); then
 //! [`reclaim`] claims and sends them again too.
 //!
+//! A later callback that adds or reopens files of a settled task marks its task item open
+//! before writing them ([`stemvault_vault::items::MarkOpen`]); should its request stop before
+//! the task item, the task is in the index, settled but with files at a generation its task
+//! item has not reached: swept like any other (the claim's save commits them). A settled task
+//! marked so with no such file (its request stopped before any) is taken out of the index.
+//!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
 //! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for long
 //! (a file waiting out its message's retention) never hide newer orphans behind them.
@@ -278,13 +284,18 @@ async fn sweep_task<P: Ports>(
         let now = ports.now();
         // The index is eventually consistent: re-check what it said against the record.
         // Settled means settled with its manifest recorded (until then ingest's manifest job
-        // may be lost). A registered task without a result has no files to send yet: the
-        // reconciler's.
-        if record.is_settled()
-            || record.stage == Stage::Submitted
-            || record.last_received_at >= before(now, settings.grace)
-        {
+        // may be lost), and no file of a save that reopened it and stopped before its task
+        // item (it marked the task open first: `items::MarkOpen`). A registered task without a
+        // result has no files to send yet: the reconciler's.
+        if record.stage == Stage::Submitted || record.last_received_at >= before(now, settings.grace) {
             return Ok(Attempt::Done(Swept::Files(0)));
+        }
+        if record.is_settled() && !record.has_uncommitted_files() {
+            return match record.open {
+                // Marked open by a save that stopped before writing any file item.
+                Some(_) => close(ports, &record).await,
+                None => Ok(Attempt::Done(Swept::Files(0))),
+            };
         }
         if record.files_settled() {
             request_manifest(ports, task, &record).await?;
@@ -307,6 +318,22 @@ async fn sweep_task<P: Ports>(
     })
     .await?;
     swept.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
+}
+
+/// Take a settled task out of the index: its `open` was left by a save that marked it and
+/// stopped before writing any file.
+async fn close<P: Ports>(ports: &P, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
+    let mut closed = record.clone();
+    closed.sync_open_marker();
+    closed.version += 1;
+    match ports.save_task(Some(record), &closed).await {
+        Ok(()) => {
+            tracing::info!(task_id = %record.task_id, "a settled task left marked open: taken out of the index");
+            Ok(Attempt::Done(Swept::Files(0)))
+        }
+        Err(StoreError::Conflict) => Ok(Attempt::Conflict),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The job that asks the downloader to settle a task whose files are all settled: the shape

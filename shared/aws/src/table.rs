@@ -14,8 +14,8 @@ use futures::future::join_all;
 // What `Updated` carries: callers read it with `stemvault_vault::items`.
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
-use stemvault_vault::items::{self, ItemPut, PutCondition, TaskWrite};
-use stemvault_vault::{Conditional, StoreError, TaskRecord};
+use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
+use stemvault_vault::{Conditional, OPEN_MARKER, StoreError, TaskRecord};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
 /// Built by small pure functions (each function's `aws` module), so tests see exactly what
@@ -116,6 +116,15 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
     u
 }
 
+/// A settled task's item marked open before the file items of the save that reopens it:
+/// [`MarkOpen`].
+fn mark_open(mark: &MarkOpen) -> Update {
+    let mut u = Update::new("SET #open = :open, last_received_at = :at", "version = :read");
+    u.name("#open", "open").value(":open", s(OPEN_MARKER));
+    u.value(":at", mark.last_received_at.clone().into()).value(":read", n(mark.version));
+    u
+}
+
 /// Whether `b` is the item (or map) `a`, as DynamoDB keeps it: a string set's members in any
 /// order (the only sets the items hold), a number in any notation of its value.
 fn same_map(a: &HashMap<String, Value>, b: &HashMap<String, Value>) -> bool {
@@ -204,11 +213,17 @@ impl TaskTable {
         items::assemble(self.items(task_id).await?)
     }
 
-    /// Save `after` over `before` as read ([`items::plan_save`]): the changed file and new
-    /// callback items at once (for a new task, one file item first), then the task item, then
-    /// the redelivery counts.
+    /// Save `after` over `before` as read ([`items::plan_save`]): a settled task it reopens
+    /// marked open, the changed file and new callback items at once (for a new task, one file
+    /// item first), then the task item, then the redelivery counts.
     pub async fn save(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
         let mut plan = items::plan_save(before, after)?;
+        if let Some(mark) = plan.mark_open.take()
+            && self.update("marking open", after.task_id.as_str(), items::TASK_SK, mark_open(&mark)).await?
+                == Conditional::Conflict
+        {
+            return Err(StoreError::Conflict);
+        }
         // A first save races other first deliveries of the task: one file item alone first,
         // so a request that lost (another is enqueuing the files) stops after one write.
         if before.is_none()
@@ -427,6 +442,19 @@ mod tests {
         assert_eq!(unwatched, format!("{only_as_read} AND attribute_not_exists(reconcile)"));
         assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
         assert!(u.unused_placeholders().is_empty() && u.names.is_empty());
+    }
+
+    #[test]
+    fn a_reopened_task_is_marked_open_at_the_version_read_which_stays() {
+        let at = Value::S("2026-12-04T12:00:00.000Z".into());
+        let u = mark_open(&MarkOpen { version: 9, last_received_at: at });
+        assert_eq!(
+            (u.update.as_str(), u.condition.as_str()),
+            ("SET #open = :open, last_received_at = :at", "version = :read")
+        );
+        assert_eq!((&u.names["#open"], &u.values[":open"]), (&"open".to_owned(), &s(OPEN_MARKER)));
+        assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
+        assert!(u.unused_placeholders().is_empty());
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! One strongly consistent Query reads the collection; [`assemble`] makes it a
 //! [`TaskRecord`]. Ingest saves a merged record with [`plan_save`]: the file and callback
-//! items first, then the task item, conditional on the version read (a duplicate that
+//! items first (a settled task it reopens marked open before them: [`MarkOpen`]), then the
+//! task item, conditional on the version read (a duplicate that
 //! changes nothing else only counts itself: [`TaskWrite::CountDelivery`]). The task item is
 //! the commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
 //! exists (an accepted callback's file is never dropped; its task item follows, or the
@@ -202,13 +203,14 @@ pub enum TaskWrite {
     CountDelivery { last_received_at: AttributeValue, watched: bool },
 }
 
-/// The writes that save a merged record, in order: `files` and `callbacks` (in any order
-/// or at once), then `task` (the commit), then one `deliveries + 1` per id in
-/// `redelivered` (a body delivered again: counted on its callback item). A callback put
-/// that finds its item there already is not a conflict: an earlier attempt that did not
-/// commit put the same body.
+/// The writes that save a merged record, in order: `mark_open` (before anything else), then
+/// `files` and `callbacks` (in any order or at once), then `task` (the commit), then one
+/// `deliveries + 1` per id in `redelivered` (a body delivered again: counted on its callback
+/// item). A callback put that finds its item there already is not a conflict: an earlier
+/// attempt that did not commit put the same body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SavePlan {
+    pub mark_open: Option<MarkOpen>,
     pub files: Vec<ItemPut>,
     pub callbacks: Vec<ItemPut>,
     /// None when the task item's attributes are unchanged (only file items changed).
@@ -220,7 +222,7 @@ impl SavePlan {
     /// The task item's put, when that is all the plan writes.
     pub fn task_put_alone(self) -> Option<ItemPut> {
         match self {
-            SavePlan { files, callbacks, task: Some(TaskWrite::Put(put)), redelivered }
+            SavePlan { mark_open: None, files, callbacks, task: Some(TaskWrite::Put(put)), redelivered }
                 if files.is_empty() && callbacks.is_empty() && redelivered.is_empty() =>
             {
                 Some(put)
@@ -228,6 +230,19 @@ impl SavePlan {
             _ => None,
         }
     }
+}
+
+/// A save that reopens a settled task (its task item without `open`, so outside the sweeper's
+/// `open-tasks` index) with file items: before them, the task item gets `open` and the save's
+/// `last_received_at` (keeping the sweeper off it for its grace period), conditional on the
+/// version read and leaving it. An attempt that then stops before its task item leaves the
+/// task in the index, and the sweeper commits and sends the files it wrote; without it they
+/// would wait, unsent, for the provider to retry the callback.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MarkOpen {
+    /// The task item's version as read.
+    pub version: u64,
+    pub last_received_at: AttributeValue,
 }
 
 /// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
@@ -265,11 +280,17 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
         }
     }
     let item = task_item(after)?;
+    let mark_open = match (before, item.get("last_received_at")) {
+        (Some(before), Some(at)) if before.open.is_none() && after.open.is_some() && !files.is_empty() => {
+            Some(MarkOpen { version: before.version, last_received_at: at.clone() })
+        }
+        _ => None,
+    };
     let task = match before {
         None => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Absent })),
         Some(before) => task_write(before, after, item, !files.is_empty() || !callbacks.is_empty())?,
     };
-    Ok(SavePlan { files, callbacks, task, redelivered })
+    Ok(SavePlan { mark_open, files, callbacks, task, redelivered })
 }
 
 /// How the task item `item` of `after` is written over `before` (None: unchanged but its

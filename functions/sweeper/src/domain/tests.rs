@@ -13,28 +13,32 @@ fn at(secs: i64) -> Timestamp {
     Timestamp::from_unix_ms(T0 + secs * 1000)
 }
 
-/// The record a request wrote at `received` before dying: every file `enqueuing` under its
-/// claim, then set to `statuses`.
-fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) -> TaskRecord {
+/// A `final` callback of `task` naming the files `names`, and its body whose digest is `digest`.
+fn final_callback(task: &str, names: &[&str], digest: &str) -> (CallbackEvent, BodyInfo) {
     let event = CallbackEvent {
         task_id: TaskId::parse(task).unwrap(),
         family: Family::VocalSeparation,
         stage: Stage::Final,
         code: 200,
         message: "ok".into(),
-        files: statuses
-            .iter()
-            .map(|(n, _)| FileRef { name: (*n).into(), url: format!("https://h/s/{n}.mp3?sig=z") })
-            .collect(),
+        files: names.iter().map(|n| FileRef { name: (*n).into(), url: format!("https://h/s/{n}.mp3?sig=z") }).collect(),
         streams: vec![],
         details: Details::None,
     };
     let body = BodyInfo {
-        sha256_hex: "ab".into(),
-        archive_key: format!("tasks/{task}/callbacks/final-ab.json"),
+        sha256_hex: digest.into(),
+        archive_key: format!("tasks/{task}/callbacks/final-{digest}.json"),
         bytes: 2,
         arrived_at: None,
     };
+    (event, body)
+}
+
+/// The record a request wrote at `received` before dying: every file `enqueuing` under its
+/// claim, then set to `statuses`.
+fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) -> TaskRecord {
+    let names: Vec<&str> = statuses.iter().map(|(n, _)| *n).collect();
+    let (event, body) = final_callback(task, &names, "ab");
     let dead = Claimant { id: "dead-request".into(), lease: Duration::from_secs(15) };
     let mut record = ingest_callback(None, &event, &body, &dead, received).record;
     for (name, status) in statuses {
@@ -290,6 +294,39 @@ async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
     assert_eq!(ports.record(OLD).unwrap().files["e"].claim.as_deref(), Some("dead-request"));
 }
 
+/// A callback that reopens a settled task (a new file over stored ones) whose request
+/// stopped after its file items, before its task item: the save marked the task open first,
+/// so the sweeper finds it once the grace period is over, commits the file and sends it.
+#[tokio::test]
+async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
+    settled.vault = VaultState::Complete;
+    settled.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
+    settled.sync_open_marker();
+    ports.put_record(settled.clone());
+    ports.advance(Duration::from_secs(3_600));
+
+    let (event, body) = final_callback(OLD, &["n"], "cd");
+    let stopped = Claimant { id: "stopped-request".into(), lease: Duration::from_secs(15) };
+    let reopened = ingest_callback(Some(&settled), &event, &body, &stopped, ports.now()).record;
+    ports.fail_task_writes(1);
+    assert!(ports.save_task(Some(&settled), &reopened).await.is_err());
+    let left = ports.record(OLD).unwrap();
+    assert_eq!((left.vault, left.open.is_some()), (VaultState::Complete, true), "the task item: settled, marked open");
+    assert_eq!(left.files["n"].status, FileStatus::Enqueuing);
+
+    // Within the grace period of the stopped request: left to it.
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(100_000)).await.unwrap();
+    assert_eq!(report.tasks_checked, 0, "{report:?}");
+    ports.advance(Duration::from_secs(300));
+    let report = sweep(&ports, &Settings::default(), "sweeper-2", at(100_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued), (1, 1), "{report:?}");
+    assert_eq!(sent(&ports), [(OLD.into(), "n".into())]);
+    let swept = ports.record(OLD).unwrap();
+    assert_eq!((swept.vault, swept.files["n"].status), (VaultState::Pending, FileStatus::Queued));
+}
+
 #[tokio::test]
 async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
     let ports = TestPorts::with_virtual_clock(at(0));
@@ -303,6 +340,10 @@ async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.files_requeued), (1, 0));
     assert!(ports.messages().is_empty());
+    // Its `open` (as a save that marked it open and stopped leaves it) is taken away.
+    assert_eq!(ports.record(OLD).unwrap().open, None);
+    let report = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!(report.tasks_checked, 0, "{report:?}");
 }
 
 /// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock

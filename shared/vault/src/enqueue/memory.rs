@@ -239,6 +239,14 @@ impl SaveTask for MemoryTableAndQueue {
         let now_secs = self.now().unix_seconds();
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
+        if let Some(mark) = plan.mark_open {
+            let Some(task) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
+            if number(task, "version") != Some(mark.version) {
+                return Err(StoreError::Conflict);
+            }
+            task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
+            task.insert("last_received_at".to_owned(), mark.last_received_at);
+        }
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
             if holds(&put.condition, items.get(&sk), now_secs) {

@@ -329,3 +329,44 @@ fn a_merged_duplicate_is_counted_unless_its_merge_changes_the_task() {
     let plan = plan_save(Some(&not_found), &merge(&not_found, t1)).unwrap();
     assert!(matches!(plan.task, Some(TaskWrite::Put(_))), "{:?}", plan.task);
 }
+
+/// A save that reopens a settled task with a file marks the task item open first, at the
+/// version read; no other save does.
+#[test]
+fn only_a_save_reopening_a_settled_task_with_files_marks_it_open_first() {
+    let mut settled = record();
+    for file in settled.files.values_mut() {
+        file.status = FileStatus::Stored;
+    }
+    settled.vault = crate::VaultState::Complete;
+    settled.manifest_key = Some("tasks/t1/manifest.json".into());
+    settled.sync_open_marker();
+    assert_eq!(settled.open, None);
+
+    let mut reopened = settled.clone();
+    let mut file = settled.files["vocal"].clone();
+    file.status = FileStatus::Pending;
+    file.generation = Some(settled.generation + 1);
+    reopened.files.insert("new".into(), file);
+    reopened.generation += 1;
+    reopened.vault = crate::VaultState::Pending;
+    reopened.manifest_key = None;
+    reopened.sync_open_marker();
+    reopened.version += 1;
+    reopened.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
+    let plan = plan_save(Some(&settled), &reopened).unwrap();
+    let at = task_item(&reopened).unwrap()["last_received_at"].clone();
+    assert_eq!(plan.mark_open, Some(MarkOpen { version: settled.version, last_received_at: at }));
+    assert_eq!(plan.files.len(), 1);
+
+    // Open already (in the index), new (no task item to mark), or no file item written.
+    let mut open = settled.clone();
+    open.open = reopened.open.clone();
+    assert_eq!(plan_save(Some(&open), &reopened).unwrap().mark_open, None);
+    assert_eq!(plan_save(None, &reopened).unwrap().mark_open, None);
+    let mut manifest_due = settled.clone();
+    manifest_due.manifest_key = None;
+    manifest_due.sync_open_marker();
+    manifest_due.version += 1;
+    assert_eq!(plan_save(Some(&settled), &manifest_due).unwrap().mark_open, None);
+}
