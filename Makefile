@@ -21,11 +21,11 @@ TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
-.PHONY: help deps tools python-locks test fmt-check clippy unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
+.PHONY: help deps tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
-	@echo "make test   - formatting, lints, every test, template checks, arm64 Lambda builds"
+	@echo "make test   - formatting, lints, API docs, every test, template checks, arm64 Lambda builds"
 	@echo "make demo   - post the seed split_stem callback to a running 'make run' and show the vault, then a task recovered by the reconciler"
 	@echo "make bench  - the release bootstraps side by side with their peers (DynamoDB cost, CPU, RSS)"
 	@echo "make bench-micro - the in-process Rust benchmarks (tests/benches) against the emulator"
@@ -54,7 +54,7 @@ tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
 	rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 # --- test -----------------------------------------------------------------------------
-test: deps tools fmt-check clippy unit-and-integration template-lint checkov lambda-build
+test: deps tools fmt-check clippy docs unit-and-integration template-lint checkov lambda-build
 
 # The bench scripts are not run by `make test` (it asserts no timings): only checked to parse.
 # rustfmt's own `--color auto` colours its diff even into a file (CARGO_TERM_COLOR is cargo's).
@@ -64,6 +64,10 @@ fmt-check:
 
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The API docs build without a broken or private link (they are how the crates are read).
+docs:
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 unit-and-integration: deps
 	$(EMULATOR) cargo test --workspace --locked

@@ -47,11 +47,11 @@
 //!
 //! # Stage
 //!
-//! * Music and lyrics: [`Stage::Error`](crate::Stage::Error) when `code` != 200 or `callbackType` is `error`;
+//! * Music and lyrics: [`Stage::Error`] when `code` != 200 or `callbackType` is `error`;
 //!   otherwise `text`, `first` or `complete` from `callbackType`, and a missing or unknown
 //!   `callbackType` counts as `complete` (some tasks send `complete` directly).
-//! * Every other family (and unknown bodies): [`Stage::Final`](crate::Stage::Final) when `code` == 200, else
-//!   [`Stage::Error`](crate::Stage::Error).
+//! * Every other family (and unknown bodies): [`Stage::Final`] when `code` == 200, else
+//!   [`Stage::Error`].
 //!
 //! # File names
 //!

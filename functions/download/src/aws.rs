@@ -1,7 +1,7 @@
 //! The AWS side of the domain traits: [`AwsPorts`], and [`AWS_ACTIONS`], the IAM actions of
 //! every SDK call it makes.
 //!
-//! The updates of a task's items are built, and tested, in [`expressions`].
+//! The updates of a task's items are built, and tested, in `expressions`.
 
 mod expressions;
 

@@ -97,7 +97,7 @@ impl App {
         self.settings.polls
     }
 
-    /// One scheduled invocation, stopping [`STOP_BEFORE_DEADLINE`] before its deadline.
+    /// One scheduled invocation, stopping `STOP_BEFORE_DEADLINE` before its deadline.
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
         let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, STOP_BEFORE_DEADLINE);
         Ok(self.run(&event.context.request_id, stop_at).await?)

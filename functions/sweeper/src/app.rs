@@ -27,7 +27,7 @@ impl App {
         App { ports: AwsPorts::new(&config, sdk), settings }
     }
 
-    /// One scheduled invocation: a sweep that stops taking tasks [`STOP_BEFORE_DEADLINE`]
+    /// One scheduled invocation: a sweep that stops taking tasks `STOP_BEFORE_DEADLINE`
     /// before the invocation's deadline, answered with its outcome.
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
         let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, STOP_BEFORE_DEADLINE);

@@ -161,7 +161,7 @@ pub const TASK_BUDGET: Duration = Duration::from_secs(10);
 /// a cursor that cannot be read means starting at the oldest entry, and one that cannot be
 /// written the next run starting where this one did. Every call is bounded (a page read and a
 /// task by [`TASK_BUDGET`], the cursor's by
-/// [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT)), so a run stops in
+/// [`BEST_EFFORT_CALL_TIMEOUT`]), so a run stops in
 /// its reserve after `stop_at`.
 pub async fn sweep<P: Ports>(
     ports: &P,

@@ -53,7 +53,7 @@ const NEVER_BELOW_INFO: &[&str] = &[
 
 /// The filter directives for `asked` (a level or `RUST_LOG` directives): as asked, and, when
 /// that may turn on debug or trace (by name, by number such as `5`, or unreadable),
-/// [`NEVER_BELOW_INFO`] kept at info (any directive of theirs dropped), so that no level makes
+/// `NEVER_BELOW_INFO` kept at info (any directive of theirs dropped), so that no level makes
 /// the logs hold secrets or signed URLs.
 pub fn filter_directives(asked: &str) -> String {
     let most_verbose = tracing_subscriber::EnvFilter::try_new(asked).ok().and_then(|f| f.max_level_hint());

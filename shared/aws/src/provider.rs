@@ -51,7 +51,7 @@ impl Provider {
     }
 }
 
-/// The provider settings. No secret in here: [`read_api_key`] reads it.
+/// The provider settings. No secret in here: [`read_provider_key`] reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     /// `PROVIDER`: `kie` (the default) or `sunoapi`.

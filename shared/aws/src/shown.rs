@@ -32,7 +32,7 @@ fn shown(url: &Url, whole: &str) -> String {
 /// The most of a provider's message kept (logged, or kept as a failure reason).
 const MAX_MESSAGE_CHARS: usize = 200;
 
-/// A provider's message as it may be logged and kept: its first [`MAX_MESSAGE_CHARS`]
+/// A provider's message as it may be logged and kept: its first `MAX_MESSAGE_CHARS` (200)
 /// characters, every link in them shown as [`loggable_str`] shows it (a message may quote the
 /// URL it was asked about: a working file link, a signed one, a callback URL with its token).
 pub fn provider_message(text: &str) -> String {

@@ -239,7 +239,7 @@ pub struct PublishError {
 }
 
 /// Publish task events (EventBridge, `stemvault_aws::events`; in memory in the tests:
-/// [`memory::MemoryEvents`]). Every function that publishes names it the same way.
+/// `memory::MemoryEvents`). Every function that publishes names it the same way.
 pub trait PublishEvents {
     /// Publish `events`, all of them or an error: at least once, never silently dropped.
     fn publish_events(&self, events: &[TaskEvent]) -> impl Future<Output = Result<(), PublishError>> + Send;
