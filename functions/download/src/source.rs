@@ -23,9 +23,8 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, LOCATION, RETRY_AFTER, TRANSFER_ENCODING};
+use reqwest::header::{CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
 use stemvault_aws::shown::loggable;
-use stemvault_vault::Timestamp;
 use url::Url;
 
 use crate::address::classify;
@@ -127,14 +126,7 @@ impl FetchSource for HttpSource {
             // complete file with a valid-looking hash.
             if status != reqwest::StatusCode::OK {
                 let reason = status.canonical_reason().unwrap_or_default().to_owned();
-                let retry_after = match status.as_u16() {
-                    429 | 503 => response
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, Timestamp::now())),
-                    _ => None,
-                };
+                let retry_after = stemvault_aws::http::asked_wait(&response);
                 return Err(FetchError::Status { status: status.as_u16(), reason, retry_after });
             }
             let content_length = response.content_length();
@@ -176,56 +168,6 @@ fn is_framed(response: &reqwest::Response) -> bool {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.split(',').any(|coding| coding.trim().eq_ignore_ascii_case("chunked")))
-}
-
-/// A `Retry-After` value as a wait from `now`: delta-seconds (`120`) or an HTTP-date in any
-/// of its three forms (`Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
-/// `Sun Nov  6 08:49:37 1994`; a date already past is no wait). None for anything else.
-pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<Duration> {
-    let value = value.trim();
-    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return value.parse().ok().map(Duration::from_secs);
-    }
-    let at = http_date(value, now)?;
-    Some(Duration::from_millis(u64::try_from(at.unix_ms.saturating_sub(now.unix_ms)).unwrap_or(0)))
-}
-
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/// An HTTP-date (RFC 9110, section 5.6.7), read as RFC 3339 so invalid dates are refused.
-fn http_date(text: &str, now: Timestamp) -> Option<Timestamp> {
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    let (day, month, year, time) = match fields.as_slice() {
-        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
-        [weekday, day, month, year, time, "GMT"] if weekday.ends_with(',') && year.len() == 4 => {
-            (*day, *month, year.parse::<u32>().ok()?, *time)
-        }
-        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
-        [weekday, date, time, "GMT"] if weekday.ends_with(',') => {
-            let [day, month, year]: [&str; 3] = date.split('-').collect::<Vec<_>>().try_into().ok()?;
-            (day, month, two_digit_year(year, now)?, *time)
-        }
-        // asctime: Sun Nov  6 08:49:37 1994
-        [_, month, day, time, year] if year.len() == 4 => (*day, *month, year.parse::<u32>().ok()?, *time),
-        _ => return None,
-    };
-    let month = MONTHS.iter().position(|m| *m == month)? + 1;
-    if day.is_empty() || day.len() > 2 || !day.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let day: u32 = day.parse().ok()?;
-    format!("{year:04}-{month:02}-{day:02}T{time}Z").parse().ok()
-}
-
-/// RFC 9110: a two-digit year more than 50 years in the future is the latest past year with
-/// those digits.
-fn two_digit_year(year: &str, now: Timestamp) -> Option<u32> {
-    if year.len() != 2 || !year.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let this_year: u32 = now.rfc3339().get(..4)?.parse().ok()?;
-    let candidate = this_year / 100 * 100 + year.parse::<u32>().ok()?;
-    Some(if candidate > this_year + 50 { candidate - 100 } else { candidate })
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -313,45 +255,6 @@ mod tests {
             let err = screen("cdn1.suno.ai", mixed).unwrap_err();
             assert!(err.to_string().contains(&private.parse::<std::net::IpAddr>().unwrap().to_string()), "{err}");
         }
-    }
-
-    #[test]
-    fn retry_after_reads_seconds_and_every_http_date_form() {
-        let now: Timestamp = "1994-11-06T08:49:00Z".parse().unwrap();
-        let s = Duration::from_secs;
-        assert_eq!(parse_retry_after("120", now), Some(s(120)));
-        assert_eq!(parse_retry_after(" 0 ", now), Some(s(0)));
-        for date in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
-            assert_eq!(parse_retry_after(date, now), Some(s(37)), "{date}");
-        }
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(s(0)), "already past");
-        assert_eq!(parse_retry_after("Mon, 07 Nov 1994 08:49:00 GMT", now), Some(s(86_400)));
-        for bad in [
-            "",
-            "-5",
-            "1.5",
-            "soon",
-            "99999999999999999999999",
-            "Sun, 31 Feb 1994 08:49:37 GMT",
-            "Sun, 06 Foo 1994 08:49:37 GMT",
-            "Sun, 06 Nov 1994 25:49:37 GMT",
-            "Sun, 06 Nov 1994 08:49:37 CET",
-            "Sun, 06 Nov 94 08:49:37 GMT",
-            "Sunday, 06-Nov-1994 08:49:37 GMT",
-            "Sun Nov 6 08:49 1994",
-            "2026-01-01T00:00:00Z",
-        ] {
-            assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn a_two_digit_year_is_never_more_than_50_years_ahead() {
-        let now: Timestamp = "2026-06-01T00:00:00Z".parse().unwrap();
-        assert_eq!(two_digit_year("30", now), Some(2030));
-        assert_eq!(two_digit_year("76", now), Some(2076));
-        assert_eq!(two_digit_year("77", now), Some(1977));
-        assert_eq!(two_digit_year("7", now), None);
     }
 
     #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use stemvault_aws::metrics::{self, Metric};
 use url::Url;
 
@@ -62,20 +62,9 @@ impl PostWebhook for HttpPoster {
             .send()
             .await
             .map_err(post_error)?;
-        let status = response.status().as_u16();
-        let retry_after = match status {
-            429 | 503 => {
-                response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry_after_seconds)
-            }
-            _ => None,
-        };
-        Ok(Answer { status, retry_after })
+        let retry_after = stemvault_aws::http::asked_wait(&response);
+        Ok(Answer { status: response.status().as_u16(), retry_after })
     }
-}
-
-/// `Retry-After` as delta-seconds (an HTTP-date is not read: the backoff applies).
-pub fn retry_after_seconds(value: &str) -> Option<Duration> {
-    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// The error without the URL (its query may carry a token of the receiver's), with its causes.
@@ -138,14 +127,6 @@ impl EmitMetrics for AwsPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_reads_delta_seconds_only() {
-        assert_eq!(retry_after_seconds(" 120 "), Some(Duration::from_secs(120)));
-        assert_eq!(retry_after_seconds("0"), Some(Duration::ZERO));
-        assert_eq!(retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT"), None);
-        assert_eq!(retry_after_seconds("-1"), None);
-    }
 
     #[test]
     fn metrics_carry_the_function_and_the_reason() {

@@ -28,6 +28,29 @@ pub fn client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, re
         .build()
 }
 
+/// The wait a 429 or 503 asks for in its `Retry-After` (None for other statuses, or a value
+/// that is neither form): see [`retry_after`].
+pub fn asked_wait(response: &reqwest::Response) -> Option<Duration> {
+    if !matches!(response.status().as_u16(), 429 | 503) {
+        return None;
+    }
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    retry_after(value, stemvault_vault::Timestamp::now())
+}
+
+/// A `Retry-After` value as a wait from `now`: delta-seconds (`120`) or an HTTP-date in any
+/// of its three forms (`Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
+/// `Sun Nov  6 08:49:37 1994`; a date already past is no wait). None for anything else.
+pub fn retry_after(value: &str, now: stemvault_vault::Timestamp) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return value.parse().ok().map(Duration::from_secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now.unix_ms).unwrap_or(0));
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 /// Whether `host` is this machine's loopback (`localhost`, 127.0.0.1, ::1): where plain http
 /// is allowed (local runs and tests).
 pub fn is_loopback(host: Option<url::Host<&str>>) -> bool {
@@ -81,6 +104,36 @@ pub fn describe(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_every_http_date_form() {
+        let now: stemvault_vault::Timestamp = "1994-11-06T08:49:00Z".parse().unwrap();
+        let s = Duration::from_secs;
+        assert_eq!(retry_after("120", now), Some(s(120)));
+        assert_eq!(retry_after(" 0 ", now), Some(s(0)));
+        for date in ["Sun, 06 Nov 1994 08:49:37 GMT", "Sunday, 06-Nov-94 08:49:37 GMT", "Sun Nov  6 08:49:37 1994"] {
+            assert_eq!(retry_after(date, now), Some(s(37)), "{date}");
+        }
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(s(0)), "already past");
+        assert_eq!(retry_after("Mon, 07 Nov 1994 08:49:00 GMT", now), Some(s(86_400)));
+        for bad in [
+            "",
+            "-5",
+            "1.5",
+            "soon",
+            "99999999999999999999999",
+            "Sun, 31 Feb 1994 08:49:37 GMT",
+            "Sun, 06 Foo 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 25:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 CET",
+            "Sun, 06 Nov 94 08:49:37 GMT",
+            "Sunday, 06-Nov-1994 08:49:37 GMT",
+            "Sun Nov 6 08:49 1994",
+            "2026-01-01T00:00:00Z",
+        ] {
+            assert_eq!(retry_after(bad, now), None, "{bad:?}");
+        }
+    }
 
     /// A request refused at connect, to a URL with a signed query: the text says what
     /// happened and why, each once, and nothing of the URL.

@@ -130,15 +130,21 @@ async fn only_410_is_not_retried() {
     }
 }
 
+/// A retry is the same webhook (id and body) signed afresh at its own time: receivers refuse
+/// a timestamp over 5 minutes old, and retries come up to hours later.
 #[tokio::test]
-async fn a_retry_sends_the_same_id_and_body() {
+async fn a_retry_sends_the_same_id_and_body_signed_at_its_own_time() {
     let ports = MemoryPorts::answering([status(503), status(200)]);
     let first = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
     assert!(first.is_failure());
+    ports.advance(Duration::from_secs(640));
     let second = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 2)).await;
     assert_eq!(second, Outcome::Delivered { status: 200 });
     let posted = ports.posted();
     assert_eq!((&posted[0].id, &posted[0].body), (&posted[1].id, &posted[1].body));
+    assert_eq!(posted[0].timestamp, NOW.unix_seconds());
+    assert_eq!(posted[1].timestamp, NOW.unix_seconds() + 640);
+    assert!(posted.iter().all(verifies), "each signature is of its own timestamp");
 }
 
 #[tokio::test]
