@@ -177,12 +177,31 @@ async fn accept_unbounded<P: Ports>(
             Err(_) => Ok(()),
         }
     };
-    let (archived, recorded) = tokio::join!(archive, record(ports, settings, event, &info, &claimant, fits));
-    let merge = recorded?;
+    // The archive runs beside the whole of it, not only the record: a stalled S3 holds back
+    // neither the messages nor the events (the answer still waits for it, within the deadline).
+    let (archived, accepted) =
+        tokio::join!(archive, record_send_publish(ports, settings, event, &info, &claimant, fits));
+    let accepted = accepted?;
+    // Checked last: the files are worth queueing, and the events publishing, even when the
+    // archive failed.
+    archived.map_err(AcceptError::Archive)?;
+    Ok(accepted)
+}
+
+/// Record the event, send its files' messages and publish its events.
+async fn record_send_publish<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    event: &CallbackEvent,
+    info: &BodyInfo,
+    claimant: &Claimant,
+    fits: tokio::sync::oneshot::Sender<()>,
+) -> Result<Outcome, AcceptError> {
+    let merge = record(ports, settings, event, info, claimant, fits).await?;
     let task = &event.task_id;
     let sent = send_jobs(ports, &merge.claims.to_enqueue).await;
     if let Err(e) = sent.result() {
-        record_sent(ports, task, &claimant, &sent).await;
+        record_sent(ports, task, claimant, &sent).await;
         return Err(e.into());
     }
     // The messages are out: marking them queued is bookkeeping, so it runs beside the rest
@@ -190,13 +209,13 @@ async fn accept_unbounded<P: Ports>(
     // files: its reclaim must read its own files as queued, not as still its to send.
     let waits = !merge.claims.wait_for.is_empty();
     if waits {
-        record_sent(ports, task, &claimant, &sent).await;
+        record_sent(ports, task, claimant, &sent).await;
     }
     let rest = async {
         let mut queued = sent.out.len();
         if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-            queued += wait_for_others(ports, settings, task, &claimant, &wanted, &sent.out).await?;
+            queued += wait_for_others(ports, settings, task, claimant, &wanted, &sent.out).await?;
         }
         // A task without files (or a new stage over settled files) is settled as recorded;
         // no download would write its manifest.
@@ -210,16 +229,14 @@ async fn accept_unbounded<P: Ports>(
         // speaks for the task's stage (same ids), so a retry heals a publish that failed;
         // not after a poll that recorded that stage (after_callback).
         let events = after_callback(&merge.record, event.stage, &settings.bucket);
-        let published = if events.is_empty() { Ok(()) } else { ports.publish_events(&events).await };
-        // Checked last: the files are worth queueing, and the events publishing, even when
-        // the archive failed.
-        archived.map_err(AcceptError::Archive)?;
-        published?;
+        if !events.is_empty() {
+            ports.publish_events(&events).await?;
+        }
         Ok::<usize, AcceptError>(queued)
     };
     let files_queued = match waits {
         true => rest.await,
-        false => tokio::join!(record_sent(ports, task, &claimant, &sent), rest).1,
+        false => tokio::join!(record_sent(ports, task, claimant, &sent), rest).1,
     };
     Ok(Outcome { duplicate: merge.duplicate, task_stage: merge.record.stage, files_queued: files_queued? })
 }

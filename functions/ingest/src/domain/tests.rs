@@ -139,6 +139,22 @@ async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
     assert_eq!(ports.messages().len(), 1);
 }
 
+/// An archive write that does not answer (S3 stalled, the table and queue well) holds back
+/// neither the files' messages nor the events: they are out when the deadline ends the
+/// request, and only the answer waits for the archive.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_archive_holds_back_neither_the_files_nor_the_events() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ports.set_archive_stalled(true);
+    let e = event(Stage::Final, &["vocal", "drums"]);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(err, IngestError::Deadline { .. }), "{err}");
+    assert_eq!(ports.messages().len(), 2);
+    assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
+    assert_eq!(ports.events.ids(), [(stemvault_vault::events::EventType::StageChanged, format!("{TASK}.stage.final"))]);
+    assert!(ports.body_keys().is_empty());
+}
+
 #[tokio::test]
 async fn record_failures_say_whether_to_retry() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
