@@ -151,7 +151,10 @@ pub async fn accept<P: Ports>(
     request_id: &str,
     arrived_at: Option<Timestamp>,
 ) -> Result<Outcome, AcceptError> {
-    tokio::time::timeout(settings.deadline, accept_unbounded(ports, settings, event, body, request_id, arrived_at))
+    // On the heap: the whole pipeline's state is large (in a debug build, more than a test
+    // thread's 2 MiB stack holds under the reconciler's own), and it is one allocation a callback.
+    let accepting = Box::pin(accept_unbounded(ports, settings, event, body, request_id, arrived_at));
+    tokio::time::timeout(settings.deadline, accepting)
         .await
         .unwrap_or(Err(AcceptError::Deadline { after: settings.deadline }))
 }
