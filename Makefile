@@ -4,8 +4,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-# Build output lives outside the clone so fresh clones (CI) reuse it.
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target
+# Build output lives outside the clone, a directory per clone: cargo takes a build as fresh by
+# file times, so a clone whose sources are older than another clone's build would run that
+# build. (.ci/run's copies, whose files are all new, share one.)
+CLONE_KEY := $(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target-$(CLONE_KEY)
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3
 # A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
@@ -21,7 +24,7 @@ TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
-.PHONY: help deps tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
+.PHONY: help build-dir deps tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -30,6 +33,10 @@ help:
 	@echo "make bench  - the release bootstraps side by side with their peers (DynamoDB cost, CPU, RSS)"
 	@echo "make bench-micro - the in-process Rust benchmarks (tests/benches) against the emulator"
 	@echo "make clean  - the virtualenvs and .local; make clean-build - the build directory ($(CARGO_TARGET_DIR))"
+	@echo "make build-dir - print this clone's build directory"
+
+build-dir:
+	@echo "$(CARGO_TARGET_DIR)"
 
 # --- installs -------------------------------------------------------------------------
 # One virtualenv per requirements file, infra/python/<name>.txt: the emulator (moto), the

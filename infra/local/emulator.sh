@@ -8,12 +8,15 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv/emulator"
 [ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
 
-# Only the emulator, for it and the command: no profile, real credentials or per-service endpoint of the caller's
-# environment (AWS_ENDPOINT_URL_S3 and the like would win over AWS_ENDPOINT_URL).
+# Only the emulator, for it and the command: none of the caller's AWS settings but the region
+# (a profile, real credentials, a per-service endpoint such as AWS_ENDPOINT_URL_S3, which would
+# win over AWS_ENDPOINT_URL, FIPS or dual-stack endpoints, retry settings that change timings).
 for name in $(compgen -e); do
-  case $name in AWS_ENDPOINT_URL_*|AWS_PROFILE|AWS_DEFAULT_PROFILE|AWS_SESSION_TOKEN|AWS_IGNORE_CONFIGURED_ENDPOINT_URLS) unset "$name" ;; esac
+  case $name in AWS_REGION|AWS_DEFAULT_REGION) ;; AWS_*) unset "$name" ;; esac
 done
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+# Loopback never through a proxy (the emulator, and the servers tests start).
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 
 port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
 # A port asked for must be free: otherwise the readiness probe below would be answered by

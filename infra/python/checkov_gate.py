@@ -1,6 +1,7 @@
 """Pass or fail `make checkov` from checkov's JSON report (`checkov --output json`).
 
-Fails when a check failed, when the template did not parse or nothing was checked, or when a
+Fails when a check failed, when the template did not parse or no CloudFormation check ran on
+it (the secrets scan alone does not count), or when a
 check is skipped without a reason: every skip in template.yaml is
 `Metadata: checkov: skip: - id: CKV_... comment: <one-line reason>`.
 
@@ -19,7 +20,8 @@ def problems(reports):
     for report in reports:
         kind = report.get("check_type", "?")
         summary = report.get("summary", {})
-        checked += summary.get("passed", 0) + summary.get("failed", 0) + summary.get("skipped", 0)
+        if kind == "cloudformation":
+            checked += summary.get("passed", 0) + summary.get("failed", 0) + summary.get("skipped", 0)
         if summary.get("parsing_errors", 0):
             found.append(f"{kind}: {summary['parsing_errors']} file(s) did not parse")
         results = report.get("results", {})
@@ -33,7 +35,7 @@ def problems(reports):
             if not comment or comment == NO_COMMENT:
                 found.append(f"SKIPPED WITHOUT A REASON {check['check_id']} {check['resource']}")
     if checked == 0:
-        found.append("checkov checked nothing: is template.yaml still a CloudFormation template?")
+        found.append("checkov ran no CloudFormation check: is template.yaml still a CloudFormation template?")
     return found
 
 

@@ -204,7 +204,10 @@ impl TestEnv {
             .await
             .expect("queue attributes");
         let attributes = out.attributes.unwrap_or_default();
-        let get = |a: A| attributes.get(&a).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let get = |a: A| {
+            let value = attributes.get(&a).unwrap_or_else(|| panic!("no {a} in the queue's attributes"));
+            value.parse().unwrap_or_else(|_| panic!("{a} is {value:?}"))
+        };
         (get(A::ApproximateNumberOfMessages), get(A::ApproximateNumberOfMessagesNotVisible))
     }
 

@@ -135,9 +135,11 @@ impl FileServer {
         self.routes.lock().expect("routes").insert(path.to_owned(), Route { reply, hits: 0 });
     }
 
-    /// How many requests `path` has answered.
+    /// How many requests `path` has answered. Panics for a path never routed: a typo in a
+    /// test would otherwise read as "never requested".
     pub fn hits(&self, path: &str) -> usize {
-        self.routes.lock().expect("routes").get(path).map_or(0, |r| r.hits)
+        let routes = self.routes.lock().expect("routes");
+        routes.get(path).unwrap_or_else(|| panic!("{path} is not a route of this file server")).hits
     }
 }
 

@@ -85,9 +85,15 @@ impl TestEnv {
         table.load(task_id).await.expect("read task record")
     }
 
-    /// The bytes of an object in the vault bucket, or None when absent.
+    /// The bytes of an object in the vault bucket, or None when absent. Any other failure
+    /// fails the test: a test asserting an object is absent must not pass on an emulator error.
     pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let out = self.s3.get_object().bucket(&self.resources.bucket_name).key(key).send().await.ok()?;
+        let sent = self.s3.get_object().bucket(&self.resources.bucket_name).key(key).send().await;
+        let out = match sent {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return None,
+            Err(e) => panic!("reading {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)),
+        };
         Some(out.body.collect().await.expect("read object").into_bytes().to_vec())
     }
 
@@ -106,7 +112,7 @@ impl TestEnv {
 }
 
 /// The repository the tests run in, read when they run: `env!("CARGO_MANIFEST_DIR")` would be
-/// the clone the test binary was built from, and the build directory is shared between clones
+/// the clone the test binary was built from, and a build directory may be shared between clones
 /// (cargo reuses a binary another clone built from the same sources).
 pub fn repo_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("..")

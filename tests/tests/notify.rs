@@ -126,7 +126,10 @@ fn python_verdicts(secret: &str, requests: &[Received]) -> Vec<Value> {
     std::io::Write::write_all(&mut child.stdin.take().unwrap(), job.to_string().as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "verify_webhook.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let verdicts: Vec<Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(verdicts.len(), requests.len(), "one verdict per request");
+    verdicts
 }
 
 /// The notify function with its own queue and secret in the emulator.

@@ -20,12 +20,12 @@ pub mod shutdown;
 use std::path::PathBuf;
 
 /// The repository root: the nearest directory at or above the working directory that holds
-/// `infra/local/emulator.sh` (make runs the runner from the root), else the clone the binary
-/// was built from. Found at run time because the build directory is shared between clones, so
-/// the binary may have been built from another one.
+/// `infra/local/emulator.sh` (make runs the runner from the root), else the working directory
+/// itself. Found at run time, never from the clone the binary was built from: the build
+/// directory may be shared between clones, so that could be another one, whose `.local` this
+/// run would then write.
 pub fn repo_root() -> PathBuf {
-    let from_cwd = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from));
-    from_cwd.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."))
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let root = cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from);
+    root.unwrap_or(cwd)
 }
