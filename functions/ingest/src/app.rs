@@ -219,8 +219,8 @@ impl<P: Ports> App<P> {
     fn check(&self, auth: &Auth, req: &Request) -> Result<CallbackEvent, Rejection> {
         let path = routed_path(req);
         let path = path.as_ref();
-        let (path_token, token_ignored) = match route(req.method(), path, auth.expects_path_token()) {
-            Route::Callback { token, token_ignored } => (token, token_ignored),
+        let segment = match route(req.method(), path) {
+            Route::Callback { segment } => segment,
             Route::MethodNotAllowed => {
                 return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
             }
@@ -228,8 +228,11 @@ impl<P: Ports> App<P> {
                 return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
             }
         };
+        // Without a token in the secret the segment decides nothing (the signature does):
+        // tasks submitted while it had one still call back to `/callback/<token>`.
+        let path_token = segment.filter(|_| auth.expects_path_token());
         let now = self.ports.now().unix_seconds();
-        let unauthorized = |refusal| Rejection::unauthorized(refusal, token_ignored);
+        let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
         auth.check_before_body(path_token, req.headers(), now).map_err(unauthorized)?;
 
         let body: &[u8] = req.body().as_ref();
@@ -271,11 +274,11 @@ impl Rejection {
         self.status == StatusCode::UNAUTHORIZED
     }
 
-    /// Refused by the callback checks: 401. `token_ignored`: the path carried a segment the
-    /// checks in force took for no token (the secret held none): a secret that now holds one,
-    /// and no keys, would let it through unsigned.
-    fn unauthorized(refusal: Refusal, token_ignored: bool) -> Rejection {
-        let keyed = refusal.grounds == Grounds::Secret || (token_ignored && refusal.grounds == Grounds::Unsigned);
+    /// Refused by the callback checks: 401. `token_path`: the path carried a segment (a token,
+    /// or one the checks in force ignore): a secret that now holds that token and no keys
+    /// would let it through unsigned, so an unsigned refusal depends on the secret too.
+    fn unauthorized(refusal: Refusal, token_path: bool) -> Rejection {
+        let keyed = refusal.grounds == Grounds::Secret || (token_path && refusal.grounds == Grounds::Unsigned);
         let rejection = Rejection::new(StatusCode::UNAUTHORIZED, refusal.reason, refusal.message);
         Rejection { keyed, ..rejection }
     }
@@ -302,28 +305,24 @@ impl Rejection {
 /// Where a request goes.
 #[derive(Debug, PartialEq, Eq)]
 enum Route<'a> {
-    /// `POST /callback` or `POST /callback/<token>`: the token as sent when the checks
-    /// expect one; without, none, and `token_ignored` when the path carried one.
+    /// `POST /callback`, or `POST /callback/<segment>` with the segment as sent.
     Callback {
-        token: Option<&'a str>,
-        token_ignored: bool,
+        segment: Option<&'a str>,
     },
     MethodNotAllowed,
     NotFound,
 }
 
-fn route<'a>(method: &Method, path: &'a str, expects_token: bool) -> Route<'a> {
-    let (token, token_ignored) = match path.strip_prefix("/callback") {
-        Some("") => (None, false),
+fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
+    let segment = match path.strip_prefix("/callback") {
+        Some("") => None,
         Some(rest) => match rest.strip_prefix('/') {
-            // Without a token in the secret the segment decides nothing (the signature does):
-            // tasks submitted while it had one still call back to `/callback/<token>`.
-            Some(token) if !token.contains('/') => (expects_token.then_some(token), !expects_token),
+            Some(segment) if !segment.contains('/') => Some(segment),
             _ => return Route::NotFound,
         },
         None => return Route::NotFound,
     };
-    if method == Method::POST { Route::Callback { token, token_ignored } } else { Route::MethodNotAllowed }
+    if method == Method::POST { Route::Callback { segment } } else { Route::MethodNotAllowed }
 }
 
 fn parse_error_code(e: &ParseError) -> &'static str {

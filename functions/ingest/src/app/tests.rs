@@ -555,6 +555,13 @@ async fn an_unsigned_token_path_refused_while_the_secret_cannot_be_read_is_in_do
     h.ports.set_secret_failing(false);
     h.ports.advance(Duration::from_secs(60));
     assert_eq!(h.handle(to_token()).await.status(), StatusCode::OK, "read again: the token lets it in");
+
+    // Keys and the token in force, switched to the token alone: the same.
+    let h = app_with(config(), keys_and_token()).await;
+    h.ports.set_secret(&token(TOKEN));
+    h.ports.set_secret_failing(true);
+    h.ports.advance(Duration::from_secs(60));
+    in_doubt(&h, to_token()).await;
 }
 
 /// With HMAC keys, a path token taken out of the secret leaves the callbacks of tasks
