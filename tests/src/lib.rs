@@ -27,11 +27,7 @@ impl TestEnv {
     /// Provision fresh resources. Panics (failing the test) when no emulator is configured,
     /// so a run without one cannot silently pass against real AWS.
     pub async fn new() -> TestEnv {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        assert!(
-            stemvault_aws::provision::is_local_endpoint(&endpoint),
-            "AWS_ENDPOINT_URL must point at the local emulator (run via `make test`), got {endpoint:?}"
-        );
+        assert_emulator();
         let config = stemvault_aws::sdk_config().await;
         let base = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let resources =
@@ -109,6 +105,26 @@ impl TestEnv {
             .expect("list objects");
         out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
     }
+}
+
+/// Panics unless the SDK can reach only the local emulator: AWS_ENDPOINT_URL on loopback, and
+/// nothing that would send a client elsewhere (a per-service endpoint, a profile, endpoints
+/// ignored), so a test run by hand cannot create resources in a real account.
+pub fn assert_emulator() {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        stemvault_aws::provision::is_local_endpoint(&endpoint),
+        "AWS_ENDPOINT_URL must point at the local emulator (run via `make test`), got {endpoint:?}"
+    );
+    let elsewhere: Vec<String> = std::env::vars()
+        .map(|(name, _)| name)
+        .filter(|name| {
+            name.starts_with("AWS_ENDPOINT_URL_")
+                || ["AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"]
+                    .contains(&name.as_str())
+        })
+        .collect();
+    assert!(elsewhere.is_empty(), "{elsewhere:?} could send a client past the emulator: run via `make test`");
 }
 
 /// The repository the tests run in, read when they run: `env!("CARGO_MANIFEST_DIR")` would be
