@@ -21,7 +21,7 @@ use crate::aws::AwsPorts;
 use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
 use crate::credentials::RefreshPolicy;
-use crate::domain::{Ingested, Ports, Settings, ingest_or_park};
+use crate::domain::{Ingested, Outage, Ports, Settings, ingest_or_park};
 use crate::error::IngestError;
 
 /// The `Function` dimension of the metrics: the deployed function's name (the logical one,
@@ -55,6 +55,8 @@ pub struct App<P = AwsPorts> {
     credentials: Credentials,
     max_body_bytes: usize,
     settings: Settings,
+    /// Recording that failed slowly, remembered across this instance's requests.
+    outage: Outage,
     /// How long building the app took (the secret's read, up to 3 s), in microseconds, until
     /// the first request takes it: that request (most often the one that started the
     /// instance) waited for it, and the provider's clock ran.
@@ -86,7 +88,8 @@ impl<P: Ports> App<P> {
             ..Settings::default()
         };
         let start_up_micros = AtomicU64::new(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
-        Ok(App { ports, credentials, max_body_bytes: config.max_body_bytes, settings, start_up_micros })
+        let max_body_bytes = config.max_body_bytes;
+        Ok(App { ports, credentials, max_body_bytes, settings, outage: Outage::default(), start_up_micros })
     }
 
     /// The app over other ports (the in-memory ones of the tests and the benchmark).
@@ -153,7 +156,8 @@ impl<P: Ports> App<P> {
         };
 
         let body: &[u8] = req.body().as_ref();
-        match ingest_or_park(&self.ports, &self.settings, &event, body, request_id, started.elapsed()).await {
+        let spent = started.elapsed();
+        match ingest_or_park(&self.ports, &self.settings, &event, body, request_id, spent, &self.outage).await {
             Ok(Ingested::Parked { key, because }) => {
                 if because.is_refused_for_good() {
                     tracing::error!(

@@ -69,6 +69,46 @@ pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 /// recording within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 
+/// After recording failed having taken longer than this, the instance's next callbacks get
+/// only this long to record before they are parked, for [`OUTAGE_MEMORY`].
+pub const QUICK_RECORDING: Duration = Duration::from_millis(1500);
+/// How long an instance remembers recording that failed slowly.
+pub const OUTAGE_MEMORY: Duration = Duration::from_secs(30);
+
+/// An instance's memory of recording that failed slowly (a table or queue that hangs rather
+/// than refuses): while it lasts, each callback gets [`QUICK_RECORDING`] to record before it
+/// is parked, so an instance parks a callback in about 2 s rather than 9, and the function's
+/// reserved concurrency takes four times the callbacks before Lambda throttles them (a
+/// throttled callback is answered 5xx unparked: only the provider's few retries are left
+/// for it). A callback recorded ends it; a parked one is replayed later, so nothing is lost
+/// to a table that was only slow.
+#[derive(Debug, Default)]
+pub struct Outage {
+    /// When recording last failed slowly.
+    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+impl Outage {
+    /// How long recording gets, of `left`.
+    fn recording_budget(&self, left: Duration) -> Duration {
+        let last = *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match last {
+            Some(at) if at.elapsed() < OUTAGE_MEMORY => left.min(QUICK_RECORDING),
+            _ => left,
+        }
+    }
+
+    /// Remember how recording went: `failed` after `took`.
+    fn observe(&self, failed: bool, took: Duration) {
+        let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !failed {
+            *last = None;
+        } else if took >= QUICK_RECORDING {
+            *last = Some(tokio::time::Instant::now());
+        }
+    }
+}
+
 /// [`ingest`], and when it fails, keep the body under `parked/` (one PutObject unless a copy
 /// is there: [`ParkBody`]) so that no verified callback, and no event of it, is lost to an
 /// outage longer than the provider's retries: a later replay finishes what this could not
@@ -79,7 +119,8 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 /// provider's retries could not help, and the replay moves its body to its archive key
 /// (`parked-callbacks-refused`), where it is kept, not lost with a 4xx/5xx answer. Only when
 /// parking fails too is the failure the answer. `spent` is how long the request ran before: recording gets
-/// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`].
+/// `settings.deadline`, or less so that parking still ends within [`ANSWER_WITHIN`], or less
+/// still while the instance's `outage` lasts.
 pub async fn ingest_or_park<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -87,10 +128,17 @@ pub async fn ingest_or_park<P: Ports>(
     body: &[u8],
     request_id: &str,
     spent: Duration,
+    outage: &Outage,
 ) -> Result<Ingested, IngestError> {
     let left = ANSWER_WITHIN.saturating_sub(spent).saturating_sub(PARK_TIMEOUT);
-    let settings = &settings.within(left);
-    let failed = match ingest(ports, settings, event, body, request_id).await {
+    let settings = &settings.within(outage.recording_budget(left));
+    let began = tokio::time::Instant::now();
+    let recorded = ingest(ports, settings, event, body, request_id).await;
+    // Only what another try may mend counts: a callback refused for good says nothing of
+    // the table's health.
+    let slow_failure = recorded.as_ref().is_err_and(IngestError::is_retryable);
+    outage.observe(slow_failure, began.elapsed());
+    let failed = match recorded {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
         Err(e) => e,
     };

@@ -208,7 +208,7 @@ async fn recording_leaves_time_to_park_within_the_answer_time() {
     let e = event(Stage::Final, &["vocal"]);
     let started = std::time::Instant::now();
     let spent = ANSWER_WITHIN - PARK_TIMEOUT - Duration::from_millis(300);
-    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", spent).await.unwrap();
+    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", spent, &Outage::default()).await.unwrap();
     assert!(matches!(parked, Ingested::Parked { because: IngestError::Deadline { .. }, .. }), "{parked:?}");
     assert!(started.elapsed() < Duration::from_millis(300) + PARK_TIMEOUT, "{:?}", started.elapsed());
 }
@@ -573,6 +573,16 @@ fn parked_key(stage: &str, body: &[u8]) -> String {
     format!("parked/{TASK}/{stage}-{}.json", hex::encode(Sha256::digest(body)))
 }
 
+/// [`ingest_or_park`] with the default settings, nothing spent and no outage remembered.
+async fn park_or_record(
+    ports: &MemoryPorts,
+    e: &CallbackEvent,
+    body: &[u8],
+    request_id: &str,
+) -> Result<Ingested, IngestError> {
+    ingest_or_park(ports, &settings(), e, body, request_id, Duration::ZERO, &Outage::default()).await
+}
+
 /// A callback the table cannot take now is kept under `parked/` (named as its archive will
 /// be), and nothing else is written; once the table is back, recording it works as before.
 #[tokio::test]
@@ -580,7 +590,7 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["vocal"]);
     ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
-    let parked = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-1", Duration::ZERO).await.unwrap();
+    let parked = park_or_record(&ports, &e, b"{\"p\":1}", "req-1").await.unwrap();
     let because = IngestError::Store(StoreError::Unavailable("throttled".into()));
     assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{\"p\":1}"), because });
     // (Archived too: the archive goes beside the first write, which then failed.)
@@ -589,7 +599,7 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     assert!(ports.record(TASK).is_none() && ports.messages().is_empty());
 
     ports.set_save_error(None);
-    let recorded = ingest_or_park(&ports, &settings(), &e, b"{\"p\":1}", "req-2", Duration::ZERO).await.unwrap();
+    let recorded = park_or_record(&ports, &e, b"{\"p\":1}", "req-2").await.unwrap();
     assert!(matches!(recorded, Ingested::Recorded(Outcome { duplicate: false, files_queued: 1, .. })), "{recorded:?}");
 }
 
@@ -601,18 +611,18 @@ async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_r
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let e = event(Stage::Final, &["a"]);
     ports.set_enqueue_failing(true);
-    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", Duration::ZERO).await.unwrap();
+    let parked = park_or_record(&ports, &e, b"{}", "req-1").await.unwrap();
     assert!(matches!(&parked, Ingested::Parked { because: IngestError::Enqueue(_), .. }), "{parked:?}");
     assert!(ports.record(TASK).is_some(), "recorded");
     assert!(ports.events.published().is_empty(), "no event before its files are queued");
     ports.set_enqueue_failing(false);
 
     ports.events.fail_next(1);
-    let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "replay-1", Duration::ZERO).await.unwrap();
+    let parked = park_or_record(&ports, &e, b"{}", "replay-1").await.unwrap();
     assert!(matches!(&parked, Ingested::Parked { because: IngestError::Publish(_), .. }), "{parked:?}");
     assert_eq!(ports.messages().len(), 1, "the file sent by the replay");
 
-    let replayed = ingest_or_park(&ports, &settings(), &e, b"{}", "replay-2", Duration::ZERO).await.unwrap();
+    let replayed = park_or_record(&ports, &e, b"{}", "replay-2").await.unwrap();
     assert!(matches!(replayed, Ingested::Recorded(Outcome { duplicate: true, .. })), "{replayed:?}");
     let ids: Vec<String> = ports.events.published().iter().map(|e| e.detail.event_id.clone()).collect();
     assert_eq!(ids, [format!("{TASK}.stage.final")]);
@@ -633,7 +643,7 @@ async fn a_callback_for_a_task_whose_record_cannot_be_read_is_parked_for_after_t
     }));
 
     let late = event(Stage::Final, &["a", "b"]);
-    let parked = ingest_or_park(&ports, &settings(), &late, b"{\"b\":1}", "req-2", Duration::ZERO).await.unwrap();
+    let parked = park_or_record(&ports, &late, b"{\"b\":1}", "req-2").await.unwrap();
     assert!(
         matches!(&parked, Ingested::Parked { because: IngestError::Store(StoreError::Malformed(_)), .. }),
         "{parked:?}"
@@ -641,7 +651,7 @@ async fn a_callback_for_a_task_whose_record_cannot_be_read_is_parked_for_after_t
     assert!(ports.body_keys().contains(&parked_key("final", b"{\"b\":1}")), "{:?}", ports.body_keys());
 
     assert!(ports.update_task_item(TASK, |item| item.insert("stage".into(), removed.unwrap()).is_none()));
-    let replayed = ingest_or_park(&ports, &settings(), &late, b"{\"b\":1}", "replay-1", Duration::ZERO).await.unwrap();
+    let replayed = park_or_record(&ports, &late, b"{\"b\":1}", "replay-1").await.unwrap();
     assert!(matches!(replayed, Ingested::Recorded(_)), "{replayed:?}");
     assert!(ports.record(TASK).unwrap().files.contains_key("b"));
 }
@@ -653,23 +663,17 @@ async fn a_refused_callback_is_parked_and_the_failure_is_the_answer_only_when_pa
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));
-    let parked = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
-        .await
-        .unwrap();
+    let parked = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap();
     let because = IngestError::Store(StoreError::Rejected("too large".into()));
     assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{}"), because });
     ports.set_park_failing(true);
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Rejected(_))), "{err}");
 
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     ports.set_archive_failing(true);
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["c"]), b"{}", "req-3", Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = park_or_record(&ports, &event(Stage::Final, &["c"]), b"{}", "req-3").await.unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
     assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
 }
@@ -684,9 +688,7 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     ports.set_park_stalled(true);
     let started = tokio::time::Instant::now();
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["a"]), b"{}", "req-1", Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = park_or_record(&ports, &event(Stage::Final, &["a"]), b"{}", "req-1").await.unwrap_err();
     assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
     let waited = started.elapsed();
     assert!(waited >= PARK_TIMEOUT && waited < PARK_TIMEOUT + Duration::from_secs(1), "{waited:?}");
@@ -694,11 +696,48 @@ async fn a_park_that_hangs_is_given_up_in_time() {
 
     ports.set_archive_stalled(true);
     let started = tokio::time::Instant::now();
-    let err = ingest_or_park(&ports, &settings(), &event(Stage::Final, &["b"]), b"{}", "req-2", Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
     assert!(matches!(err, IngestError::Deadline { .. }), "{err}");
     assert_eq!(started.elapsed(), ANSWER_WITHIN);
+}
+
+/// A table that hangs: the first callback records until its deadline and is parked; while
+/// the instance remembers it, the next ones get only `QUICK_RECORDING` before they are
+/// parked (each answered in about 2 s, not 9). One recorded in that time ends it, and so does
+/// the memory's end.
+#[tokio::test(start_paused = true)]
+async fn after_recording_failed_slowly_the_next_callbacks_are_parked_quickly() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let outage = Outage::default();
+    let callback = |n: u8, request: &'static str| {
+        let body = vec![n];
+        let e = event(Stage::Final, &["vocal"]);
+        let (ports, outage) = (&ports, &outage);
+        async move {
+            let started = tokio::time::Instant::now();
+            let ingested = ingest_or_park(ports, &settings(), &e, &body, request, Duration::ZERO, outage).await;
+            (ingested.unwrap(), started.elapsed())
+        }
+    };
+    let parked = |ingested: &Ingested| matches!(ingested, Ingested::Parked { .. });
+    ports.set_table_stalled(true);
+    let (first, took) = callback(1, "req-1").await;
+    assert!(parked(&first) && took >= ANSWER_WITHIN - PARK_TIMEOUT, "{first:?} in {took:?}");
+    let (second, took) = callback(2, "req-2").await;
+    assert!(parked(&second) && took >= QUICK_RECORDING && took < QUICK_RECORDING * 2, "{second:?} in {took:?}");
+
+    // The memory ends: a callback gets its whole time again.
+    tokio::time::advance(OUTAGE_MEMORY).await;
+    let (third, took) = callback(3, "req-3").await;
+    assert!(parked(&third) && took >= ANSWER_WITHIN - PARK_TIMEOUT, "{third:?} in {took:?}");
+
+    // The table answers again: recorded within the short time, which ends the memory.
+    ports.set_table_stalled(false);
+    let (fourth, _) = callback(4, "req-4").await;
+    assert!(matches!(fourth, Ingested::Recorded(_)), "{fourth:?}");
+    ports.set_table_stalled(true);
+    let (_, took) = callback(5, "req-5").await;
+    assert!(took >= ANSWER_WITHIN - PARK_TIMEOUT, "the whole time again: {took:?}");
 }
 
 /// A duplicate's count is refused when the reconciler changed the task since its read (a

@@ -35,6 +35,8 @@ pub struct MemoryTableAndQueue {
     failing_task_writes: std::sync::atomic::AtomicU32,
     /// Marking files queued fails (the table unavailable for that write).
     mark_queued_failing: AtomicBool,
+    /// Reads and saves of a record never answer (a table that hangs).
+    table_stalled: AtomicBool,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -102,6 +104,19 @@ impl MemoryTableAndQueue {
     /// Make the next `count` whole-record writes fail with `error`.
     pub fn fail_saves(&self, count: u32, error: StoreError) {
         *lock(&self.failing_saves) = (count, Some(error));
+    }
+
+    /// Make reads and saves of a record hang, or answer again.
+    pub fn set_table_stalled(&self, stalled: bool) {
+        self.table_stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    /// A read or save waits here while the table is stalled.
+    async fn table_call(&self) {
+        self.interleave().await;
+        while self.table_stalled.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Make the next `count` task item writes fail after their file and callback items land.
@@ -216,7 +231,7 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
 
 impl LoadTask for MemoryTableAndQueue {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
-        self.interleave().await;
+        self.table_call().await;
         let items: Vec<Item> =
             lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
         items::assemble(items)
@@ -227,7 +242,7 @@ impl SaveTask for MemoryTableAndQueue {
     /// The puts one at a time, as the DynamoDB adapter sends them: a conflict leaves the
     /// puts before it in place.
     async fn save_task(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
-        self.interleave().await;
+        self.table_call().await;
         if let Some(error) = lock(&self.save_error).clone() {
             return Err(error);
         }
