@@ -3,9 +3,10 @@
 //! Standard Webhooks library for Python (`standardwebhooks`, pinned in
 //! infra/python/webhooks.txt, installed into .venv/webhooks by `make deps`) verifies every
 //! request it got. Also: a 404 or 5xx is retried with the same webhook-id and body, a 410 is
-//! not, redirects are not followed, plain http to a non-loopback host is refused at start, a
-//! secret rotated in Secrets Manager signs once the signer in force is too old, and a secret
-//! holding two signs with both (the library accepts either).
+//! not (the event moves to the notify dead-letter queue with its reason, or stays to be
+//! retried while it cannot), redirects are not followed, plain http to a non-loopback host is
+//! refused at start, a secret rotated in Secrets Manager signs once the signer in force is too
+//! old, and a secret holding two signs with both (the library accepts either).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use stemvault_aws::secrets::{AgePolicy, SecretText, put_secret};
 use stemvault_aws::{ConfigError, FromEnv};
-use stemvault_notify::domain::eventbridge_message;
+use stemvault_notify::domain::{DEAD_LETTER_REASON_ATTRIBUTE, eventbridge_message};
 use stemvault_notify::secret::format_secret;
 use stemvault_notify::{App, Config};
 use stemvault_vault::events::{self, TaskEvent};
@@ -132,10 +133,13 @@ fn python_verdicts(secret: &str, requests: &[Received]) -> Vec<Value> {
     verdicts
 }
 
-/// The notify function with its own queue and secret in the emulator.
+/// The notify function with its own queue, dead-letter queue and secret in the emulator.
 struct Setup {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
+    dead_letter_queue_url: String,
+    /// The function's environment.
+    vars: BTreeMap<&'static str, String>,
     secret: String,
     /// The secret's name in the emulator, to rotate it.
     secret_name: String,
@@ -151,8 +155,9 @@ impl Setup {
         let sdk = stemvault_aws::sdk_config().await;
         let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let queue_url =
-            sqs.create_queue().queue_name(format!("{base}-notify")).send().await.unwrap().queue_url.unwrap();
+        let create = |name: String| sqs.create_queue().queue_name(name).send();
+        let queue_url = create(format!("{base}-notify")).await.unwrap().queue_url.unwrap();
+        let dead_letter_queue_url = create(format!("{base}-notify-dlq")).await.unwrap().queue_url.unwrap();
         let key: Vec<u8> =
             uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
         let secret = format_secret(&key);
@@ -162,10 +167,46 @@ impl Setup {
             ("NOTIFY_URL", notify_url.to_owned()),
             ("NOTIFY_SECRET_ARN", arn),
             ("QUEUE_URL", queue_url.clone()),
+            ("DEAD_LETTER_QUEUE_URL", dead_letter_queue_url.clone()),
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let app = App::new(config, &sdk).await;
-        Setup { sqs, queue_url, secret, secret_name, sdk, app }
+        Setup { sqs, queue_url, dead_letter_queue_url, vars, secret, secret_name, sdk, app }
+    }
+
+    /// A new instance of the function, with `name` set to `value`.
+    async fn restart_with(&mut self, name: &'static str, value: String) {
+        self.vars.insert(name, value);
+        let config = Config::from_lookup(|k| self.vars.get(k).cloned()).unwrap();
+        self.app = App::new(config, &self.sdk).await;
+    }
+
+    /// What the notify dead-letter queue holds: (body, `reason` attribute) of each message.
+    async fn dead_letters(&self) -> Vec<(String, Option<String>)> {
+        let reason = |m: &aws_sdk_sqs::types::Message| {
+            let attribute = m.message_attributes.as_ref()?.get(DEAD_LETTER_REASON_ATTRIBUTE)?;
+            assert_eq!(attribute.data_type(), "String");
+            attribute.string_value.clone()
+        };
+        let messages = self.receive(&self.dead_letter_queue_url, 0).await;
+        messages.iter().map(|m| (m.body.clone().unwrap_or_default(), reason(m))).collect()
+    }
+
+    /// Up to 10 messages visible on `queue_url` (waiting up to `wait_seconds` for one), with
+    /// their system and message attributes.
+    async fn receive(&self, queue_url: &str, wait_seconds: i32) -> Vec<aws_sdk_sqs::types::Message> {
+        let out = self
+            .sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .unwrap();
+        out.messages.unwrap_or_default()
     }
 
     async fn send(&self, event: &TaskEvent) {
@@ -175,17 +216,7 @@ impl Setup {
 
     /// Receive what is visible on the queue, as Lambda's event source would, and run one batch.
     async fn run_batch(&self) -> (Vec<aws_sdk_sqs::types::Message>, SqsBatchResponse) {
-        let out = self
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let messages = out.messages.unwrap_or_default();
+        let messages = self.receive(&self.queue_url, 1).await;
         let mut event = SqsEvent::default();
         event.records = messages
             .iter()
@@ -302,15 +333,43 @@ async fn a_5xx_or_404_is_retried_with_the_same_id_and_body_and_a_410_is_not() {
     let verdicts = python_verdicts(&setup.secret, &requests);
     assert!(verdicts.iter().all(|v| v["ok"] == true), "{verdicts:?}");
 
-    // 410 Gone: not retried (the message is deleted).
+    // 410 Gone: not retried; the event moves to the notify dead-letter queue with its reason,
+    // to redrive once the receiver is fixed, and leaves the notify queue.
     let refusing = Receiver::start(vec![Reply::Status(410)]).await;
     let setup = Setup::new(&refusing.url("/hook")).await;
     setup.send(&vaulted_event("nt3")).await;
     let (received, response) = setup.run_batch().await;
     assert_eq!((received.len(), response.batch_item_failures.len()), (1, 0));
-    let (received, _) = setup.run_batch().await;
-    assert!(received.is_empty(), "deleted, never delivered again");
+    let (again, _) = setup.run_batch().await;
+    assert!(again.is_empty(), "deleted from the notify queue, never delivered again");
     assert_eq!(refusing.received().len(), 1);
+    let queued = received[0].body.clone().unwrap();
+    assert_eq!(setup.dead_letters().await, [(queued, Some("status_410".to_owned()))], "the event as queued");
+}
+
+/// A 410'd event that cannot be put on the dead-letter queue is not deleted: it stays on the
+/// notify queue, retried like a failed post, and reaches the dead-letter queue once it can.
+#[tokio::test]
+async fn a_410_that_cannot_be_dead_lettered_is_kept_and_retried() {
+    let refusing = Receiver::start(vec![Reply::Status(410), Reply::Status(410)]).await;
+    let mut setup = Setup::new(&refusing.url("/hook")).await;
+    let dead_letter_queue_url = setup.dead_letter_queue_url.clone();
+    setup.restart_with("DEAD_LETTER_QUEUE_URL", format!("{dead_letter_queue_url}-missing")).await;
+    setup.send(&vaulted_event("nt8")).await;
+    let (messages, response) = setup.run_batch().await;
+    assert_eq!((messages.len(), response.batch_item_failures.len()), (1, 1), "kept for a retry");
+    assert!(setup.dead_letters().await.is_empty());
+    setup.end_delay(&messages[0]).await;
+
+    setup.restart_with("DEAD_LETTER_QUEUE_URL", dead_letter_queue_url).await;
+    let (again, response) = setup.run_batch().await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message_id, messages[0].message_id, "the same message");
+    assert!(response.batch_item_failures.is_empty(), "dead-lettered, then deleted");
+    assert_eq!(refusing.received().len(), 2, "posted again on the retry");
+    let queued = messages[0].body.clone().unwrap();
+    assert_eq!(setup.dead_letters().await, [(queued, Some("status_410".to_owned()))]);
+    assert!(setup.run_batch().await.0.is_empty(), "left the notify queue");
 }
 
 #[tokio::test]
@@ -333,6 +392,7 @@ async fn plain_http_to_a_non_loopback_host_is_refused_at_start() {
             ("NOTIFY_URL", url.to_owned()),
             ("NOTIFY_SECRET_ARN", "arn:aws:secretsmanager:us-east-1:000000000000:secret:s".to_owned()),
             ("QUEUE_URL", "http://127.0.0.1:1/q".to_owned()),
+            ("DEAD_LETTER_QUEUE_URL", "http://127.0.0.1:1/q-dlq".to_owned()),
         ]);
         let err = Config::from_lookup(|k| vars.get(k).cloned()).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid { name: "NOTIFY_URL", .. }), "{url}: {err}");

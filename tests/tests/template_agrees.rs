@@ -22,7 +22,9 @@
 //! - webhooks (only with `NotifyUrl`): a rule on the event bus sends every stemvault event to
 //!   the notify queue (which only that rule may send to), whose retention, redrive and
 //!   visibility timeout fit the notify function's retry delays (`stemvault_notify::domain`),
-//!   with its dead-letter queue alarmed; every notify resource exists only with `NotifyUrl`.
+//!   with its dead-letter queue alarmed, which the notify function alone may send to (a 410'd
+//!   event) and nothing may send to the notify queue but the rule; every notify resource
+//!   exists only with `NotifyUrl`.
 //!
 //! Each check has a test that feeds it a broken template and expects its complaints.
 //!
@@ -719,6 +721,7 @@ fn resource_kind(resource: &Value, own_log_group: Option<&str>) -> String {
             "DownloadQueue.Arn" => "the download queue".into(),
             "EventBus.Arn" => "the event bus".into(),
             "NotifyQueue.Arn" => "the notify queue".into(),
+            "NotifyDeadLetterQueue.Arn" => "the notify dead-letter queue".into(),
             "VaultBucket.Arn" => "the vault bucket".into(),
             other if Some(other.trim_end_matches(".Arn")) == own_log_group => "its own log group".into(),
             other => format!("!GetAtt {other}"),
@@ -740,6 +743,9 @@ fn expected_kinds(action: &str) -> &'static [&'static str] {
             &["the task table", "the open-tasks index", "the reconcile-due index"]
         }
         Some("dynamodb") => &["the task table"],
+        // Only the rule sends to the notify queue (its queue policy); a function sends jobs to
+        // the download queue, or a refused event to the notify dead-letter queue.
+        Some("sqs") if action == "sqs:SendMessage" => &["the download queue", "the notify dead-letter queue"],
         Some("sqs") => &["the download queue", "the notify queue"],
         Some("logs") => &["its own log group"],
         Some("s3") if action == "s3:ListBucket" => &["the vault bucket"],
@@ -990,7 +996,22 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
         }
     }
     assert_eq!(cfn::resource(&template, "NotifySecret")["Condition"], "CreateNotifySecret");
-    assert_eq!(cfn::reference(&notify["Environment"]["Variables"]["NOTIFY_URL"]).as_deref(), Some("NotifyUrl"));
+    let variables = &notify["Environment"]["Variables"];
+    assert_eq!(cfn::reference(&variables["NOTIFY_URL"]).as_deref(), Some("NotifyUrl"));
+    assert_eq!(cfn::reference(&variables["QUEUE_URL"]).as_deref(), Some("NotifyQueue"));
+
+    // A 410'd event goes to the notify DLQ, the queue's own redrive target, so one redrive
+    // returns it with the rest; the notify function may send there and nowhere else, and no
+    // other function may send there.
+    assert_eq!(cfn::reference(&variables["DEAD_LETTER_QUEUE_URL"]).as_deref(), Some("NotifyDeadLetterQueue"));
+    for function in FUNCTIONS {
+        let sends = granted_kinds(&template, function.logical_id, "sqs:SendMessage");
+        let dead_letters = sends.contains("the notify dead-letter queue");
+        match function.logical_id {
+            "NotifyFunction" => assert_eq!(sends, BTreeSet::from(["the notify dead-letter queue".to_owned()])),
+            other => assert!(!dead_letters, "{other} may send to the notify dead-letter queue"),
+        }
+    }
 }
 
 #[test]
@@ -1469,18 +1490,30 @@ Resources:
               - Effect: Allow
                 Action: s3:GetObject
                 Resource: !GetAtt VaultBucket.Arn
+              # Only the rule sends to the notify queue; the notify DLQ takes refused events.
+              - Effect: Allow
+                Action: sqs:SendMessage
+                Resource: [!GetAtt NotifyQueue.Arn, !GetAtt NotifyDeadLetterQueue.Arn]
+              - Effect: Allow
+                Action: sqs:ChangeMessageVisibility
+                Resource: !GetAtt NotifyDeadLetterQueue.Arn
 "#;
 
 #[test]
 fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
     let template: Value = serde_yaml::from_str(BROKEN_TEMPLATE).unwrap();
-    let code_actions = BTreeSet::from(["dynamodb:GetItem", "s3:GetObject", "sqs:SendMessage"].map(String::from));
+    let code_actions = BTreeSet::from(
+        ["dynamodb:GetItem", "s3:GetObject", "sqs:SendMessage", "sqs:ChangeMessageVisibility", "events:PutEvents"]
+            .map(String::from),
+    );
     let problems = policy_problems(&template, "Fn", &code_actions, &[]);
     assert_eq!(
         problems,
         [
             "Fn: s3:GetObject is granted on the vault bucket; it belongs on objects in the vault bucket",
-            "Fn: the code needs sqs:SendMessage but FnRole does not grant it",
+            "Fn: sqs:SendMessage is granted on the notify queue; it belongs on the download queue or the notify dead-letter queue",
+            "Fn: sqs:ChangeMessageVisibility is granted on the notify dead-letter queue; it belongs on the download queue or the notify queue",
+            "Fn: the code needs events:PutEvents but FnRole does not grant it",
             "Fn: FnRole grants dynamodb:DeleteItem, which the code never calls",
         ]
     );

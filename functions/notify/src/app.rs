@@ -51,7 +51,12 @@ impl App {
         let secret = SecretReader::new(sdk, &config.notify_secret_arn);
         // Fails only if the TLS backend cannot start, which no input can cause.
         let poster = HttpPoster::new(config.notify_url).expect("the HTTP client's TLS backend starts");
-        let ports = AwsPorts { poster, sqs: aws_sdk_sqs::Client::new(sdk), queue_url: config.queue_url };
+        let ports = AwsPorts {
+            poster,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: config.queue_url,
+            dead_letter_queue_url: config.dead_letter_queue_url,
+        };
         let signers = Signers::load(&secret, &ports).await;
         App::with_ports(ports, secret, signers)
     }
@@ -132,6 +137,9 @@ fn log_outcome(outcome: &Outcome, receive_count: u32) {
         Outcome::Delivered { status } => tracing::info!(status, "webhook delivered"),
         Outcome::Rejected(e @ NotifyError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),
         Outcome::Rejected(e) => tracing::warn!(error = %e, "the webhook was refused; not retried"),
+        Outcome::DeadLettered(e) => {
+            tracing::warn!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
+        }
         Outcome::Retry(e) => tracing::warn!(error = %e, receive_count, "will retry"),
     }
 }

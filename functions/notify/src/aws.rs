@@ -4,26 +4,33 @@
 
 use std::time::Duration;
 
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::MessageAttributeValue;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use stemvault_aws::metrics::{self, Metric};
 use url::Url;
 
-use crate::domain::{Answer, DelayMessage, EmitMetrics, Measure, PostWebhook, REQUEST_TIMEOUT, Webhook};
+use crate::domain::{
+    Answer, DEAD_LETTER_REASON_ATTRIBUTE, DeadLetterMessage, DelayMessage, EmitMetrics, Measure, PostWebhook,
+    REQUEST_TIMEOUT, Webhook,
+};
 use crate::error::PostError;
 
-/// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility (the
-/// delay before a retry) and Secrets Manager GetSecretValue (the signing secret, at start-up,
-/// through `stemvault_aws::secrets::SecretReader`). (The SQS event source mapping, not the
-/// function, receives and deletes the messages.)
-pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "secretsmanager:GetSecretValue"];
+/// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility on the
+/// notify queue (the delay before a retry), SQS SendMessage on the notify dead-letter queue (a
+/// message the receiver refused with 410 Gone) and Secrets Manager GetSecretValue (the signing
+/// secret, at start-up, through `stemvault_aws::secrets::SecretReader`). (The SQS event source
+/// mapping, not the function, receives and deletes the messages.)
+pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "sqs:SendMessage", "secretsmanager:GetSecretValue"];
 
 /// The function's logical name: the `Function` dimension of its metrics outside Lambda
 /// (in Lambda, its deployed name: [`metrics::function_name`]).
 pub const LOGICAL_NAME: &str = "notify";
 /// Webhooks the receiver answered with a 2xx; dimension `Function`.
 pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
-/// Webhooks given up on for good (410 Gone, or a message that is no stemvault event);
-/// dimensions `Function` and `Reason` (`status_410`, `malformed`).
+/// Webhooks given up on for good (410 Gone: moved to the dead-letter queue; or a message that
+/// is no stemvault event: dropped); dimensions `Function` and `Reason` (`status_410`,
+/// `malformed`).
 pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).
@@ -83,6 +90,8 @@ pub struct AwsPorts {
     pub poster: HttpPoster,
     pub sqs: aws_sdk_sqs::Client,
     pub queue_url: String,
+    /// The notify dead-letter queue, where refused messages are sent.
+    pub dead_letter_queue_url: String,
 }
 
 stemvault_aws::system_clock!(AwsPorts);
@@ -90,6 +99,25 @@ stemvault_aws::system_clock!(AwsPorts);
 impl PostWebhook for AwsPorts {
     async fn post_webhook(&self, webhook: &Webhook) -> Result<Answer, PostError> {
         self.poster.post_webhook(webhook).await
+    }
+}
+
+impl DeadLetterMessage for AwsPorts {
+    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), String> {
+        let reason = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(reason)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.sqs
+            .send_message()
+            .queue_url(&self.dead_letter_queue_url)
+            .message_body(body)
+            .message_attributes(DEAD_LETTER_REASON_ATTRIBUTE, reason)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| DisplayErrorContext(e).to_string())
     }
 }
 

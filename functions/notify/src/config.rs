@@ -6,7 +6,7 @@ use url::Url;
 /// Every variable the function reads (besides `LOG_LEVEL`, read by
 /// `stemvault_aws::logging::init`, and the AWS SDK's own). The signing secret is not among
 /// them: it is in Secrets Manager, named by `NOTIFY_SECRET_ARN` ([`crate::secret`]).
-pub const ENVIRONMENT: &[&str] = &["NOTIFY_URL", "NOTIFY_SECRET_ARN", "QUEUE_URL"];
+pub const ENVIRONMENT: &[&str] = &["NOTIFY_URL", "NOTIFY_SECRET_ARN", "QUEUE_URL", "DEAD_LETTER_QUEUE_URL"];
 
 /// No secret in here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,9 @@ pub struct Config {
     pub notify_secret_arn: String,
     /// The notify queue: retries are delayed with ChangeMessageVisibility on it.
     pub queue_url: String,
+    /// The notify dead-letter queue (the notify queue's redrive target): a message the
+    /// receiver refused with 410 Gone is sent there, with its reason, to be redriven.
+    pub dead_letter_queue_url: String,
 }
 
 impl FromEnv for Config {
@@ -29,6 +32,7 @@ impl FromEnv for Config {
             notify_url,
             notify_secret_arn: env.required("NOTIFY_SECRET_ARN")?,
             queue_url: env.required("QUEUE_URL")?,
+            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
         })
     }
 }
@@ -65,8 +69,12 @@ mod tests {
     const ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stemvault-notify-AbCdEf";
 
     fn config(url: &str) -> Result<Config, ConfigError> {
-        let vars: HashMap<&str, &str> =
-            HashMap::from([("NOTIFY_URL", url), ("NOTIFY_SECRET_ARN", ARN), ("QUEUE_URL", "http://q/1/notify")]);
+        let vars: HashMap<&str, &str> = HashMap::from([
+            ("NOTIFY_URL", url),
+            ("NOTIFY_SECRET_ARN", ARN),
+            ("QUEUE_URL", "http://q/1/notify"),
+            ("DEAD_LETTER_QUEUE_URL", "http://q/1/notify-dlq"),
+        ]);
         Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
     }
 
@@ -75,6 +83,7 @@ mod tests {
         let c = config(" https://hooks.example.com/stemvault?team=7 ").unwrap();
         assert_eq!(c.notify_url.as_str(), "https://hooks.example.com/stemvault?team=7");
         assert_eq!((c.notify_secret_arn.as_str(), c.queue_url.as_str()), (ARN, "http://q/1/notify"));
+        assert_eq!(c.dead_letter_queue_url, "http://q/1/notify-dlq");
     }
 
     #[test]
@@ -130,5 +139,9 @@ mod tests {
         let vars = HashMap::from([("NOTIFY_URL", "https://h/")]);
         let err = Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
         assert_eq!(err, ConfigError::Missing("NOTIFY_SECRET_ARN"));
+        let vars =
+            HashMap::from([("NOTIFY_URL", "https://h/"), ("NOTIFY_SECRET_ARN", ARN), ("QUEUE_URL", "http://q/1/n")]);
+        let err = Config::from_lookup(|k| vars.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err, ConfigError::Missing("DEAD_LETTER_QUEUE_URL"));
     }
 }

@@ -14,18 +14,22 @@
 //!    ([`PostWebhook`]); with no signer (the secret unusable since start-up) it is retried
 //!    as a failed post is;
 //! 4. the answer decides ([`crate::error::classify_status`]): a 2xx is delivered; a 410 Gone
-//!    is refused for good (logged, counted, the message deleted); anything else (every other
-//!    4xx, 5xx, a redirect, a timeout, no connection) is retried: the message goes
-//!    back to the queue, kept away for [`retry_delay`] (20 s, doubling, at most an hour,
-//!    or longer when a 429/503 said `Retry-After`).
+//!    is refused for good: the message, as received, is moved to the notify dead-letter
+//!    queue with the message attribute [`DEAD_LETTER_REASON_ATTRIBUTE`] (`reason` =
+//!    `status_410`) ([`DeadLetterMessage`]; logged, counted), then deleted from the notify
+//!    queue, so a 410 by mistake loses nothing: the dead-letter queue is redriven once the
+//!    receiver is fixed. If that move fails, the message is retried as a failed post is.
+//!    Anything else (every other 4xx, 5xx, a redirect, a timeout, no connection) is retried:
+//!    the message goes back to the queue, kept away for [`retry_delay`] (20 s, doubling, at
+//!    most an hour, or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use stemvault_vault::Clock;
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
+use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -54,6 +58,17 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 // queue's retention drops it.
 const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < QUEUE_RETENTION_SECONDS);
 
+/// The message attribute (a `String`) that says why the function moved a message to the
+/// notify dead-letter queue: the refusal's [`NotifyError::reason_code`] (`status_410`).
+/// (A message the queue itself moved there after its last receive has none.)
+pub const DEAD_LETTER_REASON_ATTRIBUTE: &str = "reason";
+
+// A post ends by the delivery's `stop_at` (the deadline less DEADLINE_MARGIN); the move of a
+// refused message to the dead-letter queue and, when that fails, the retry's delay each get
+// BEST_EFFORT_CALL_TIMEOUT: both fit in the margin, so neither runs the invocation into its
+// timeout (which answers nothing and sends the whole batch back).
+const _: () = assert!(2 * BEST_EFFORT_CALL_TIMEOUT.as_secs() < DEADLINE_MARGIN.as_secs());
+
 /// One signed webhook request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
@@ -80,6 +95,12 @@ pub trait PostWebhook {
     fn post_webhook(&self, webhook: &Webhook) -> impl Future<Output = Result<Answer, PostError>> + Send;
 }
 
+pub trait DeadLetterMessage {
+    /// Send `body` (a notify queue message, as received) to the notify dead-letter queue with
+    /// the message attribute [`DEAD_LETTER_REASON_ATTRIBUTE`] = `reason`.
+    fn dead_letter_message(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 /// Delay a retried message's next delivery (the trait every SQS-triggered function shares).
 pub use stemvault_vault::delay::DelayMessage;
 use stemvault_vault::delay::delay_next_delivery;
@@ -89,7 +110,8 @@ use stemvault_vault::delay::delay_next_delivery;
 pub enum Measure {
     /// The receiver answered 2xx.
     Delivered,
-    /// Given up on for good: refused with 410 Gone, or not a stemvault event.
+    /// Given up on for good: refused with 410 Gone (moved to the dead-letter queue), or not a
+    /// stemvault event (dropped).
     Rejected { reason: String },
     /// Will be retried ([`NotifyError::reason_code`]).
     Retried { reason: String },
@@ -104,9 +126,9 @@ pub trait EmitMetrics {
 }
 
 /// Everything one message needs.
-pub trait Ports: Clock + PostWebhook + DelayMessage + EmitMetrics + Sync {}
+pub trait Ports: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics + Sync {}
 
-impl<T> Ports for T where T: Clock + PostWebhook + DelayMessage + EmitMetrics + Sync {}
+impl<T> Ports for T where T: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics + Sync {}
 
 /// One delivery of one message.
 #[derive(Debug, Clone)]
@@ -124,8 +146,11 @@ pub struct Delivery {
 pub enum Outcome {
     /// The receiver answered this 2xx.
     Delivered { status: u16 },
-    /// Never to be delivered: the message is deleted.
+    /// Never to be delivered (not a stemvault event): the message is deleted.
     Rejected(NotifyError),
+    /// Refused for good by the receiver ([`NotifyError::dead_letters`]): the message was moved
+    /// to the notify dead-letter queue with its reason, and is deleted from the notify queue.
+    DeadLettered(NotifyError),
     /// Try again later: the message goes back to the queue.
     Retry(NotifyError),
 }
@@ -235,7 +260,7 @@ pub async fn process_message<P: Ports>(ports: &P, signer: Option<&Signer>, deliv
 pub fn measure(outcome: &Outcome) -> Measure {
     match outcome {
         Outcome::Delivered { .. } => Measure::Delivered,
-        Outcome::Rejected(e) => Measure::Rejected { reason: e.reason_code() },
+        Outcome::Rejected(e) | Outcome::DeadLettered(e) => Measure::Rejected { reason: e.reason_code() },
         Outcome::Retry(e) => Measure::Retried { reason: e.reason_code() },
     }
 }
@@ -259,10 +284,25 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
     match ports.post_webhook(&webhook).await {
         Ok(answer) => match classify_status(answer.status, answer.retry_after) {
             None => Outcome::Delivered { status: answer.status },
+            Some(refusal) if refusal.dead_letters() => dead_letter(ports, &delivery.body, refusal).await,
             Some(e) => Outcome::from_error(e),
         },
         Err(e) => Outcome::Retry(e.into()),
     }
+}
+
+/// Move a message the receiver refused for good to the notify dead-letter queue, its reason
+/// with it. When SQS refuses, or gives no answer within
+/// [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT), the message is kept
+/// and retried ([`NotifyError::DeadLetter`]); one SQS took after all is then in the
+/// dead-letter queue twice (receivers drop duplicates by `webhook-id`).
+async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: NotifyError) -> Outcome {
+    let error = match best_effort(ports.dead_letter_message(body, &refusal.reason_code())).await {
+        Some(Ok(())) => return Outcome::DeadLettered(refusal),
+        Some(Err(e)) => e,
+        None => format!("no answer from SQS within {} s", BEST_EFFORT_CALL_TIMEOUT.as_secs()),
+    };
+    Outcome::Retry(NotifyError::DeadLetter { refusal: Box::new(refusal), error })
 }
 
 /// The delay before the next delivery of a message received `receive_count` times:

@@ -2,8 +2,10 @@
 //!
 //! Retryable: the message goes back to the queue with a growing delay, and after the queue's
 //! last receive to the notify dead-letter queue (which alarms). Not retryable: a message that
-//! is no stemvault event, and a receiver that answered 410 Gone (it wants no more webhooks at
-//! this URL); the message is deleted.
+//! is no stemvault event (deleted), and a receiver that answered 410 Gone (it wants no more
+//! webhooks at this URL): the function moves the message to the notify dead-letter queue at
+//! once ([`NotifyError::dead_letters`]), to redrive once the receiver is fixed, and it is then
+//! deleted; when that move fails, the message is retried ([`NotifyError::DeadLetter`]).
 
 use std::time::Duration;
 
@@ -43,6 +45,11 @@ pub enum NotifyError {
     NoSigningSecret,
     #[error("the handler panicked: {0}")]
     Panicked(String),
+    /// The receiver refused the webhook for good (`refusal`, which [`NotifyError::dead_letters`])
+    /// but the message could not be sent to the notify dead-letter queue: it stays on the notify
+    /// queue and is retried, as a failed post is.
+    #[error("{refusal}; the message could not be moved to the dead-letter queue: {error}")]
+    DeadLetter { refusal: Box<NotifyError>, error: String },
 }
 
 /// The statuses a metric names one by one: what receivers, proxies and gateways commonly
@@ -55,11 +62,20 @@ impl NotifyError {
         !matches!(self, NotifyError::Malformed(_) | NotifyError::Gone)
     }
 
+    /// Whether a message refused with this error goes to the notify dead-letter queue (with
+    /// [`reason_code`](NotifyError::reason_code) as its `reason`) rather than being dropped:
+    /// 410 Gone, which a receiver mid-deploy or a CDN may answer by mistake. A message that is
+    /// no stemvault event is dropped: no redrive could deliver it.
+    pub fn dead_letters(&self) -> bool {
+        matches!(self, NotifyError::Gone)
+    }
+
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
     /// answer with a common status ([`NAMED_STATUSES`]), `status_<n>xx` for any other from
     /// 100 to 599 and `status_other` above (each
     /// value is a metric of its own, billed: a receiver's odd statuses must not each make
-    /// one), else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`.
+    /// one), else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`,
+    /// `dead_letter`.
     pub fn reason_code(&self) -> String {
         match self {
             NotifyError::Gone => "status_410".into(),
@@ -75,6 +91,7 @@ impl NotifyError {
             NotifyError::NoTimeLeft => "no_time_left".into(),
             NotifyError::NoSigningSecret => "no_signing_secret".into(),
             NotifyError::Panicked(_) => "panicked".into(),
+            NotifyError::DeadLetter { .. } => "dead_letter".into(),
         }
     }
 }
@@ -99,6 +116,7 @@ mod tests {
         }
         let e = classify_status(410, None).unwrap();
         assert!(!e.is_retryable());
+        assert!(e.dead_letters(), "a 410 goes to the dead-letter queue");
         assert_eq!(e, NotifyError::Gone);
         let client_errors = [400, 401, 403, 404, 405, 409, 413, 422, 425, 451, 499];
         for retried in client_errors.into_iter().chain([408, 429, 500, 502, 503, 504, 599, 301, 302, 307, 308, 100]) {
@@ -124,6 +142,10 @@ mod tests {
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");
         assert_eq!(NotifyError::Malformed("x".into()).reason_code(), "malformed");
         assert!(!NotifyError::Malformed("x".into()).is_retryable());
+        assert!(!NotifyError::Malformed("x".into()).dead_letters(), "dropped: no redrive could deliver it");
+        let unmoved = NotifyError::DeadLetter { refusal: Box::new(NotifyError::Gone), error: "throttled".into() };
+        assert!(unmoved.is_retryable() && !unmoved.dead_letters());
+        assert_eq!(unmoved.reason_code(), "dead_letter");
         assert!(NotifyError::Post(PostError::Request("x".into())).is_retryable());
         assert!(NotifyError::Panicked("x".into()).is_retryable());
         assert!(NotifyError::NoTimeLeft.is_retryable());

@@ -8,7 +8,8 @@
 //!   and again once the signer in force is 5 minutes old ([`secret::Signers`]).
 //! * [`app`]: the SQS batch handler (concurrency, panic isolation, partial batch response).
 //! * [`domain`]: one message: the event, the payload, the signature, the POST, the outcome
-//!   and the retry delay, over small traits.
+//!   (a 410 Gone moves the message to the dead-letter queue) and the retry delay, over small
+//!   traits.
 //! * [`aws`]: the adapters ([`aws::AwsPorts`]: the HTTP client, SQS, metrics) and the AWS
 //!   actions they call ([`aws::AWS_ACTIONS`]).
 //! * [`error`]: what can fail, and whether a retry may help.

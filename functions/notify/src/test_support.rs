@@ -1,5 +1,5 @@
-//! In-memory ports for the unit tests: scripted answers, recorded requests, delays and
-//! metrics, a virtual clock (at [`NOW`] until advanced), and a secret to rotate.
+//! In-memory ports for the unit tests: scripted answers, recorded requests, dead letters,
+//! delays and metrics, a virtual clock (at [`NOW`] until advanced), and a secret to rotate.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -11,7 +11,9 @@ use stemvault_vault::events::{EventDetail, EventType, TaskEvent};
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::app::App;
-use crate::domain::{Answer, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook, eventbridge_message};
+use crate::domain::{
+    Answer, DeadLetterMessage, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook, eventbridge_message,
+};
 use crate::error::PostError;
 use crate::secret::{Signer, Signers};
 
@@ -110,9 +112,15 @@ pub struct MemoryPorts {
     pub answers: Mutex<VecDeque<Result<Answer, PostError>>>,
     pub posted: Mutex<Vec<Webhook>>,
     pub delays: Mutex<Vec<(String, Duration)>>,
+    /// Messages sent to the dead-letter queue: (body, reason).
+    pub dead_letters: Mutex<Vec<(String, String)>>,
     pub metrics: Mutex<Vec<Measure>>,
     /// Panic on every post.
     pub panics: bool,
+    /// Sending to the dead-letter queue fails (nothing is sent).
+    pub dead_letters_fail: bool,
+    /// Sending to the dead-letter queue never answers (nothing is sent).
+    pub dead_letters_hang: bool,
     /// Delaying a message never answers.
     pub delays_hang: bool,
     /// How far the clock is past [`NOW`].
@@ -130,6 +138,10 @@ impl MemoryPorts {
 
     pub fn delays(&self) -> Vec<(String, Duration)> {
         self.delays.lock().unwrap().clone()
+    }
+
+    pub fn dead_letters(&self) -> Vec<(String, String)> {
+        self.dead_letters.lock().unwrap().clone()
     }
 
     pub fn metrics(&self) -> Vec<Measure> {
@@ -160,6 +172,19 @@ impl PostWebhook for MemoryPorts {
         assert!(!self.panics, "poisoned receiver");
         self.posted.lock().unwrap().push(webhook.clone());
         self.answers.lock().unwrap().pop_front().unwrap_or(Ok(Answer { status: 200, retry_after: None }))
+    }
+}
+
+impl DeadLetterMessage for MemoryPorts {
+    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), String> {
+        if self.dead_letters_hang {
+            std::future::pending::<()>().await;
+        }
+        if self.dead_letters_fail {
+            return Err("AccessDenied: not authorized to perform sqs:SendMessage".into());
+        }
+        self.dead_letters.lock().unwrap().push((body.to_owned(), reason.to_owned()));
+        Ok(())
     }
 }
 

@@ -10,7 +10,8 @@
 //! event bus through a rule on source `stemvault` (the publishing side's, see
 //! [`NotifyRunner::queue_arn`]), or from anything that sends an EventBridge-shaped message to
 //! it. Retries are delayed by the function itself (20 s, doubling), so the first comes within
-//! a minute locally too.
+//! a minute locally too. An event the receiver refuses with 410 Gone is sent to the
+//! dead-letter queue (`<base>-notify-dlq`, the function's `DEAD_LETTER_QUEUE_URL`) as in AWS.
 
 use std::time::Instant;
 
@@ -80,7 +81,7 @@ pub async fn start(
     // Refuse an unusable secret here, without showing it.
     stemvault_notify::secret::Signer::parse(&secret).map_err(|e| format!("NOTIFY_SECRET: {e}"))?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let (queue_url, queue_arn, _dlq_url) =
+    let (queue_url, queue_arn, dlq_url) =
         stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), &QUEUE_SETTINGS).await?;
     let secret_arn =
         put_secret(sdk, &format!("{base}-notify"), &SecretText::new(secret)).await.map_err(|e| e.to_string())?;
@@ -88,6 +89,7 @@ pub async fn start(
         "NOTIFY_URL" => Some(notify_url.clone()),
         "NOTIFY_SECRET_ARN" => Some(secret_arn.clone()),
         "QUEUE_URL" => Some(queue_url.clone()),
+        "DEAD_LETTER_QUEUE_URL" => Some(dlq_url.clone()),
         _ => None,
     };
     let config = stemvault_notify::Config::from_lookup(lookup).map_err(|e| e.to_string())?;

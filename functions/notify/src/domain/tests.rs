@@ -114,14 +114,15 @@ async fn a_2xx_delivers_a_signed_post_whose_id_is_the_event_id() {
 async fn only_410_is_not_retried() {
     let ports = MemoryPorts::answering([status(410)]);
     let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
-    assert_eq!(outcome, Outcome::Rejected(NotifyError::Gone));
-    assert!(!outcome.is_failure(), "deleted");
+    assert_eq!(outcome, Outcome::DeadLettered(NotifyError::Gone));
+    assert!(!outcome.is_failure(), "deleted from the notify queue");
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "status_410".into() }]);
     for retried in [400, 401, 403, 404, 422, 408, 429, 500, 503, 302] {
         let ports = MemoryPorts::answering([status(retried)]);
         let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
         assert!(outcome.is_failure(), "{retried}: {outcome:?}");
         assert_eq!(ports.metrics(), [Measure::Retried { reason: format!("status_{retried}") }]);
+        assert!(ports.dead_letters().is_empty(), "{retried}: retried, not dead-lettered");
     }
     for error in [PostError::Connect("refused".into()), PostError::Timeout("10 s".into())] {
         let ports = MemoryPorts::answering([Err(error.clone())]);
@@ -147,11 +148,59 @@ async fn a_retry_sends_the_same_id_and_body_signed_at_its_own_time() {
     assert!(posted.iter().all(verifies), "each signature is of its own timestamp");
 }
 
+/// A 410 by mistake (a receiver mid-deploy, a CDN) loses nothing: the message, exactly as
+/// received, goes to the dead-letter queue with its reason (to redrive once the receiver is
+/// fixed), and only then is it deleted from the notify queue.
+#[tokio::test]
+async fn a_410_moves_the_message_to_the_dead_letter_queue_with_its_reason() {
+    let ports = MemoryPorts::answering([status(410)]);
+    let d = delivery(&vaulted_message(), 3);
+    let outcome = process_message(&ports, Some(&signer()), &d).await;
+    assert_eq!(outcome, Outcome::DeadLettered(NotifyError::Gone));
+    assert!(!outcome.is_failure(), "deleted from the notify queue");
+    assert_eq!(ports.dead_letters(), [(vaulted_message(), "status_410".to_owned())]);
+    assert_eq!(ports.posted().len(), 1, "posted once");
+    delay_retry(&ports, &d, &outcome).await;
+    assert!(ports.delays().is_empty(), "nothing to delay");
+}
+
+/// When SQS refuses the dead letter, the message is kept on the notify queue (a batch item
+/// failure) and retried after its backoff, like a failed post: nothing is deleted unmoved.
+#[tokio::test]
+async fn a_failed_dead_letter_keeps_the_message_for_a_retry() {
+    let ports = MemoryPorts { dead_letters_fail: true, ..MemoryPorts::answering([status(410)]) };
+    let d = delivery(&vaulted_message(), 2);
+    let outcome = process_message(&ports, Some(&signer()), &d).await;
+    let Outcome::Retry(NotifyError::DeadLetter { refusal, error }) = &outcome else {
+        panic!("kept for a retry: {outcome:?}")
+    };
+    assert_eq!(**refusal, NotifyError::Gone);
+    assert!(error.contains("AccessDenied"), "{error}");
+    assert!(outcome.is_failure(), "reported as a batch item failure");
+    assert!(ports.dead_letters().is_empty());
+    assert_eq!(ports.metrics(), [Measure::Retried { reason: "dead_letter".into() }]);
+    delay_retry(&ports, &d, &outcome).await;
+    assert_eq!(ports.delays(), [("rh".to_owned(), Duration::from_secs(40))], "the usual backoff");
+}
+
+/// SQS not answering the dead letter keeps the message too, without waiting past the
+/// invocation's margin.
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_that_hangs_keeps_the_message_for_a_retry() {
+    let ports = MemoryPorts { dead_letters_hang: true, ..MemoryPorts::answering([status(410)]) };
+    let started = tokio::time::Instant::now();
+    let outcome = process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), 1)).await;
+    assert!(matches!(&outcome, Outcome::Retry(NotifyError::DeadLetter { .. })), "{outcome:?}");
+    assert!(started.elapsed() <= stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, "{:?}", started.elapsed());
+}
+
 #[tokio::test]
 async fn a_malformed_message_is_dropped_without_a_post() {
     let ports = MemoryPorts::default();
     let outcome = process_message(&ports, Some(&signer()), &delivery("{\"source\":\"x\"}", 1)).await;
     assert!(matches!(outcome, Outcome::Rejected(NotifyError::Malformed(_))), "{outcome:?}");
+    assert!(!outcome.is_failure(), "deleted");
+    assert!(ports.dead_letters().is_empty(), "dropped, not dead-lettered");
     assert!(ports.posted().is_empty());
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "malformed".into() }]);
 }
