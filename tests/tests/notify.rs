@@ -148,19 +148,21 @@ struct Setup {
 }
 
 impl Setup {
+    /// With a new `whsec_` secret of 32 random bytes.
     async fn new(notify_url: &str) -> Setup {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-        let local = stemvault_aws::provision::is_local_endpoint(&endpoint);
-        assert!(local, "run under infra/local/emulator.sh, got {endpoint:?}");
+        let key: Vec<u8> =
+            uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
+        Setup::with_secret(notify_url, format_secret(&key)).await
+    }
+
+    async fn with_secret(notify_url: &str, secret: String) -> Setup {
+        stemvault_tests::assert_emulator();
         let sdk = stemvault_aws::sdk_config().await;
         let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let create = |name: String| sqs.create_queue().queue_name(name).send();
         let queue_url = create(format!("{base}-notify")).await.unwrap().queue_url.unwrap();
         let dead_letter_queue_url = create(format!("{base}-notify-dlq")).await.unwrap().queue_url.unwrap();
-        let key: Vec<u8> =
-            uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).copied().collect();
-        let secret = format_secret(&key);
         let secret_name = format!("{base}-notify");
         let arn = put_secret(&sdk, &secret_name, &SecretText::new(secret.clone())).await.unwrap();
         let vars = BTreeMap::from([
@@ -305,6 +307,27 @@ async fn a_webhook_verifies_with_the_official_python_library() {
     let mut tampered = request.clone();
     tampered.body = tampered.body.replace("complete", "partial");
     assert_eq!(python_verdicts(&setup.secret, &[tampered])[0]["ok"], false);
+}
+
+/// The secret template.yaml generates when none is given (32 letters and digits, no `whsec_`)
+/// signs webhooks the Python library verifies with it as it is and with `whsec_` in front,
+/// as the README tells receivers.
+#[tokio::test]
+async fn a_webhook_signed_with_the_generated_secret_verifies_with_it_as_given() {
+    let receiver = Receiver::start(vec![]).await;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let random = a.as_bytes().iter().chain(b.as_bytes());
+    let generated: String = random.map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
+    let setup = Setup::with_secret(&receiver.url("/hooks"), generated.clone()).await;
+    setup.send(&vaulted_event("nt9")).await;
+    let (received, response) = setup.run_batch().await;
+    assert_eq!((received.len(), response.batch_item_failures.len()), (1, 0), "delivered");
+    let requests = receiver.received();
+    for secret in [generated.clone(), format!("whsec_{generated}")] {
+        let verdicts = python_verdicts(&secret, &requests);
+        assert!(verdicts.iter().all(|v| v["ok"] == true), "{secret}: {verdicts:?}");
+    }
 }
 
 #[tokio::test]
