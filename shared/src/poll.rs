@@ -21,9 +21,9 @@
 //!   [`PollError::Provider`] with that code and `msg`, whatever else it holds, so a
 //!   reconciler can back off on 429/5xx or report a 401.
 //! * **Task.** `data` must be an object with a task id (looked for as in callbacks:
-//!   `data.task_id`, `data.taskId`, `task_id`, `taskId`). A `data` that is `null` or absent
-//!   is [`PollError::NoRecord`] (the endpoint holds no such task: one registered under
-//!   another family, say); any other `data`, or no task id, is [`PollError::NoTask`].
+//!   `data.task_id`, `data.taskId`, `task_id`, `taskId`). A `data` that is `null` is
+//!   [`PollError::NoRecord`] (the endpoint holds no such task: one registered under another
+//!   family, say); any other `data` (or none), or no task id, is [`PollError::NoTask`].
 //! * **Status.** `data.successFlag`, else `data.status` (the first that is not `null`), a
 //!   string or an integer; a string of digits counts as that integer. Missing:
 //!   [`PollError::NoStatus`]; not in the table below: [`PollError::UnknownStatus`].
@@ -126,7 +126,7 @@ pub enum PollError {
     /// HTTP 200 with an error `code` in the body (401 bad key, 429 too many requests, ...).
     #[error("provider answered code {code}: {message}")]
     Provider { code: i64, message: String },
-    /// `data` is `null` or absent under code 200: this endpoint holds no record of the task.
+    /// `data` is `null` under code 200: this endpoint holds no record of the task.
     #[error("the answer holds no record (data is null)")]
     NoRecord,
     #[error("the answer holds no task (data is not an object or has no task id)")]
@@ -213,8 +213,9 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     }
     let data = match root.get("data") {
         Some(Value::Object(data)) => data,
-        None | Some(Value::Null) => return Err(PollError::NoRecord),
-        Some(_) => return Err(PollError::NoTask),
+        // An answer without `data` at all is not the provider's (a gateway's own JSON, say).
+        Some(Value::Null) => return Err(PollError::NoRecord),
+        _ => return Err(PollError::NoTask),
     };
     let task_id = envelope::task_id(&root).map_err(|e| match e {
         ParseError::InvalidTaskId(e) => PollError::InvalidTaskId(e),

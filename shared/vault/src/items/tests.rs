@@ -330,10 +330,10 @@ fn a_merged_duplicate_is_counted_unless_its_merge_changes_the_task() {
     assert!(matches!(plan.task, Some(TaskWrite::Put(_))), "{:?}", plan.task);
 }
 
-/// A save that reopens a settled task with a file marks the task item open first, at the
-/// version read; no other save does.
+/// A save that writes files of a settled task marks the task item open first, at the version
+/// read; no other save does.
 #[test]
-fn only_a_save_reopening_a_settled_task_with_files_marks_it_open_first() {
+fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     let mut settled = record();
     for file in settled.files.values_mut() {
         file.status = FileStatus::Stored;
@@ -359,10 +359,22 @@ fn only_a_save_reopening_a_settled_task_with_files_marks_it_open_first() {
     assert_eq!(plan.mark_open, Some(MarkOpen { version: settled.version, last_received_at: at }));
     assert_eq!(plan.files.len(), 1);
 
-    // Open already (in the index), new (no task item to mark), or no file item written.
-    let mut open = settled.clone();
-    open.open = reopened.open.clone();
-    assert_eq!(plan_save(Some(&open), &reopened).unwrap().mark_open, None);
+    // Marked by an attempt that stopped: marked again (its time refreshed).
+    let mut marked = settled.clone();
+    marked.open = reopened.open.clone();
+    assert!(plan_save(Some(&marked), &reopened).unwrap().mark_open.is_some());
+
+    // Not settled (in the index already, or a registered task the reconciler watches), new
+    // (no task item to mark), or no file item written.
+    let mut pending = settled.clone();
+    pending.vault = crate::VaultState::Pending;
+    pending.sync_open_marker();
+    assert_eq!(plan_save(Some(&pending), &reopened).unwrap().mark_open, None);
+    let mut registered = pending.clone();
+    registered.stage = suno_callbacks::Stage::Submitted;
+    registered.sync_open_marker();
+    assert_eq!(registered.open, None);
+    assert_eq!(plan_save(Some(&registered), &reopened).unwrap().mark_open, None);
     assert_eq!(plan_save(None, &reopened).unwrap().mark_open, None);
     let mut manifest_due = settled.clone();
     manifest_due.manifest_key = None;
