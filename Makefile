@@ -8,7 +8,10 @@ SHELL := bash
 # file times, so a clone whose sources are older than another clone's build would run that
 # build. (.ci/run's copies, whose files are all new, share one.)
 CLONE_KEY := $(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
-export CARGO_TARGET_DIR ?= $(HOME)/.cache/stemvault/target-$(CLONE_KEY)
+ifeq ($(strip $(CARGO_TARGET_DIR)),)
+CARGO_TARGET_DIR := $(HOME)/.cache/stemvault/target-$(CLONE_KEY)
+endif
+export CARGO_TARGET_DIR
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3
 # A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
@@ -129,6 +132,6 @@ bench-micro: deps
 clean:
 	rm -rf $(VENV) .local
 
-# The build output lives outside the clone (CARGO_TARGET_DIR) and is shared by every clone.
+# This clone's build output (CARGO_TARGET_DIR, outside the clone; make build-dir prints it).
 clean-build:
 	cargo clean

@@ -11,8 +11,9 @@ venv="$root/.venv/emulator"
 # Only the emulator, for it and the command: none of the caller's AWS settings but the region
 # (a profile, real credentials, a per-service endpoint such as AWS_ENDPOINT_URL_S3, which would
 # win over AWS_ENDPOINT_URL, FIPS or dual-stack endpoints, retry settings that change timings).
+# The aws-lc crates' build settings (AWS_LC_SYS_*) are the build's, not the SDK's: kept.
 for name in $(compgen -e); do
-  case $name in AWS_REGION|AWS_DEFAULT_REGION) ;; AWS_*) unset "$name" ;; esac
+  case $name in AWS_REGION|AWS_DEFAULT_REGION|AWS_LC_*) ;; AWS_*) unset "$name" ;; esac
 done
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 # Loopback never through a proxy (the emulator, and the servers tests start).

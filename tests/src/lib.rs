@@ -27,8 +27,7 @@ impl TestEnv {
     /// Provision fresh resources. Panics (failing the test) when no emulator is configured,
     /// so a run without one cannot silently pass against real AWS.
     pub async fn new() -> TestEnv {
-        assert_emulator();
-        let config = stemvault_aws::sdk_config().await;
+        let config = emulator_sdk_config().await;
         let base = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let resources =
             stemvault_aws::provision::provision(&config, &base).await.expect("provision emulator resources");
@@ -105,6 +104,20 @@ impl TestEnv {
             .expect("list objects");
         out.contents.unwrap_or_default().into_iter().filter_map(|o| o.key).collect()
     }
+}
+
+/// The SDK's configuration, once [`assert_emulator`] holds and the configuration loaded
+/// (profile files included) points at the emulator too: a profile's
+/// `ignore_configured_endpoint_urls` would otherwise send the clients to a real account.
+pub async fn emulator_sdk_config() -> aws_config::SdkConfig {
+    assert_emulator();
+    let config = stemvault_aws::sdk_config().await;
+    let endpoint = config.endpoint_url().unwrap_or_default();
+    assert!(
+        stemvault_aws::provision::is_local_endpoint(endpoint),
+        "the SDK's configuration does not point at the emulator (endpoint {endpoint:?}): run via `make test`"
+    );
+    config
 }
 
 /// Panics unless the SDK can reach only the local emulator: AWS_ENDPOINT_URL on loopback, and

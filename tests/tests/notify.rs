@@ -156,8 +156,7 @@ impl Setup {
     }
 
     async fn with_secret(notify_url: &str, secret: String) -> Setup {
-        stemvault_tests::assert_emulator();
-        let sdk = stemvault_aws::sdk_config().await;
+        let sdk = stemvault_tests::emulator_sdk_config().await;
         let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let create = |name: String| sqs.create_queue().queue_name(name).send();

@@ -1001,8 +1001,8 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     assert_eq!(cfn::reference(&variables["QUEUE_URL"]).as_deref(), Some("NotifyQueue"));
 
     // A 410'd event goes to the notify DLQ, the queue's own redrive target, so one redrive
-    // returns it with the rest; the notify function may send there and nowhere else, and no
-    // other function may send there.
+    // (to the notify queue) delivers it with the rest; the notify function may send there and
+    // nowhere else, and no other function may send there.
     assert_eq!(cfn::reference(&variables["DEAD_LETTER_QUEUE_URL"]).as_deref(), Some("NotifyDeadLetterQueue"));
     for function in FUNCTIONS {
         let sends = granted_kinds(&template, function.logical_id, "sqs:SendMessage");

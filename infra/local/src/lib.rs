@@ -20,12 +20,11 @@ pub mod shutdown;
 use std::path::PathBuf;
 
 /// The repository root: the nearest directory at or above the working directory that holds
-/// `infra/local/emulator.sh` (make runs the runner from the root), else the working directory
-/// itself. Found at run time, never from the clone the binary was built from: the build
-/// directory may be shared between clones, so that could be another one, whose `.local` this
-/// run would then write.
-pub fn repo_root() -> PathBuf {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    let root = cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from);
-    root.unwrap_or(cwd)
+/// `infra/local/emulator.sh` (make runs the runner from the root); None outside a clone.
+/// Found at run time, never from the clone the binary was built from: the build directory may
+/// be shared between clones, so that could be another one, whose `.local` this run would then
+/// write.
+pub fn repo_root() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().ok()?;
+    cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from)
 }

@@ -78,8 +78,8 @@ async fn start_pipeline(port: u16, file_port: u16, print_events: bool) -> Result
 
 async fn run() -> Result<(), String> {
     let (port, file_port) = ports()?;
+    let info_path = run_info::default_path()?;
     let pipeline = start_pipeline(port, file_port, true).await?;
-    let info_path = run_info::default_path();
     if let Err(e) = run_info::write(&pipeline.info, &info_path) {
         eprintln!("warning: could not write {} ({e}); `make demo` will not know the key", info_path.display());
     }
@@ -118,7 +118,8 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         let pipeline = start_pipeline(port, file_port, false).await?;
         return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
     }
-    let described = run_info::read(&run_info::default_path()).filter(|info| info.port == port);
+    let described =
+        run_info::default_path().ok().and_then(|path| run_info::read(&path)).filter(|info| info.port == port);
     if let Some(info) = described.filter(run_info::runner_alive) {
         println!("using the runner on {} (pid {})", info.base_url, info.pid);
         return Ok((DemoTarget::from_run_info(&info).await, None));

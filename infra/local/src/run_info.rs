@@ -69,9 +69,11 @@ pub fn described_by_environment(
     })
 }
 
-/// Where a runner started from this clone writes its [`RunInfo`].
-pub fn default_path() -> PathBuf {
-    crate::repo_root().join(".local").join("run.json")
+/// Where a runner started from this clone writes its [`RunInfo`]; an error outside a clone
+/// (its development key is not written just anywhere).
+pub fn default_path() -> Result<PathBuf, String> {
+    let root = crate::repo_root().ok_or("run stemvault-local from the repository (make run, make demo)")?;
+    Ok(root.join(".local").join("run.json"))
 }
 
 pub fn write(info: &RunInfo, path: &Path) -> io::Result<()> {

@@ -40,7 +40,9 @@ pub fn asked_wait(response: &reqwest::Response) -> Option<Duration> {
 
 /// A `Retry-After` value as a wait from `now`: delta-seconds (`120`) or an HTTP-date in any
 /// of its three forms (`Sun, 06 Nov 1994 08:49:37 GMT`, `Sunday, 06-Nov-94 08:49:37 GMT`,
-/// `Sun Nov  6 08:49:37 1994`; a date already past is no wait). None for anything else.
+/// `Sun Nov  6 08:49:37 1994`; a date already past is no wait), as the `httpdate` crate reads
+/// them (strictly: the weekday must be the date's). None for anything else: the caller's
+/// backoff applies.
 pub fn retry_after(value: &str, now: stemvault_vault::Timestamp) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
@@ -116,6 +118,8 @@ mod tests {
         }
         assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(s(0)), "already past");
         assert_eq!(retry_after("Mon, 07 Nov 1994 08:49:00 GMT", now), Some(s(86_400)));
+        // Read as httpdate reads it: a weekday that is not the date's is no date.
+        assert_eq!(retry_after("Mon, 06 Nov 1994 08:49:37 GMT", now), None, "6 Nov 1994 was a Sunday");
         for bad in [
             "",
             "-5",
