@@ -159,6 +159,27 @@ async fn a_file_left_downloading_when_its_message_cannot_be_on_the_queue_is_sent
     assert_eq!(after.files["live"], record.files["live"]);
 }
 
+/// A settled task left marked open (a request that marked it and stopped before writing any
+/// file) is taken out of the index by one conditional update of `open` alone, and is not
+/// checked again.
+#[tokio::test]
+async fn a_settled_task_left_marked_open_leaves_the_index() {
+    let env = TestEnv::new().await;
+    let mut record = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
+    (record.vault, record.manifest_key) =
+        (VaultState::Complete, Some(format!("tasks/{}/manifest.json", record.task_id)));
+    assert_eq!(record.open.as_deref(), Some("open"));
+    let record = stored(&env, &record).await;
+
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 0));
+    assert_eq!(env.task_record(&record.task_id).await, TaskRecord { open: None, ..record });
+    assert!(env.drain_queue(10).await.is_empty());
+    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    assert_eq!(again.tasks_checked, 0, "{again:?}");
+}
+
 /// A downloader that stopped between the manifest and the settle write leaves the vault
 /// pending with every file settled; the sweeper's manifest job gets it settled.
 #[tokio::test]

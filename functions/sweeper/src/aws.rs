@@ -6,17 +6,19 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_aws::table::Update;
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
-use stemvault_vault::{OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
+use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
+use suno_callbacks::TaskId;
 
 use crate::Config;
-use crate::domain::{ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
+use crate::domain::{CloseTask, ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the open-tasks index and each task's item collection (Query), the sweep cursor (GetItem,
-/// and PutItem, which also puts the claimed file items), the task item's `queued` set and
-/// released claims (UpdateItem), and the download and manifest jobs (SendMessageBatch,
+/// and PutItem, which also puts the claimed file items), the task item's `queued` set,
+/// released claims and a settled task's `open` taken away (UpdateItem), and the download and manifest jobs (SendMessageBatch,
 /// authorised by sqs:SendMessage).
 pub const AWS_ACTIONS: &[&str] =
     &["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "sqs:SendMessage"];
@@ -154,6 +156,27 @@ fn page(
     Ok(OpenTaskPage { tasks, next })
 }
 
+/// A settled task's `open` taken away, if its task item is still as read: [`CloseTask`].
+fn close_update(version: u64, last_received_at: Timestamp) -> Update {
+    let mut u = Update::new("REMOVE #open", "version = :read AND last_received_at = :at");
+    u.name("#open", "open");
+    u.value(":read", AttributeValue::N(version.to_string()));
+    u.value(":at", AttributeValue::S(last_received_at.rfc3339()));
+    u
+}
+
+impl CloseTask for AwsPorts {
+    async fn close_task(
+        &self,
+        task_id: &TaskId,
+        version: u64,
+        last_received_at: Timestamp,
+    ) -> Result<Conditional, StoreError> {
+        let close = close_update(version, last_received_at);
+        self.shared.table().update("closing", task_id.as_str(), TASK_SK, close).await
+    }
+}
+
 /// The cursor item: where the next run starts (after `after`, or at the oldest entry).
 fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, AttributeValue> {
     let s = |v: &str| AttributeValue::S(v.to_owned());
@@ -232,6 +255,17 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_close_removes_open_from_the_task_item_as_read() {
+        let u = close_update(7, at("2026-12-04T12:00:00.000Z"));
+        let expressions = (u.update.as_str(), u.condition.as_str());
+        assert_eq!(expressions, ("REMOVE #open", "version = :read AND last_received_at = :at"));
+        assert_eq!(u.names["#open"], "open");
+        assert_eq!(u.values[":read"], AttributeValue::N("7".into()));
+        assert_eq!(u.values[":at"], AttributeValue::S("2026-12-04T12:00:00.000Z".into()));
+        assert!(u.unused_placeholders().is_empty());
     }
 
     fn entry(task_id: &str, last_received_at: &str) -> HashMap<String, AttributeValue> {

@@ -41,8 +41,8 @@ use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, reclaim};
 use stemvault_vault::{
-    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState,
-    answer_within, retry_on_conflict,
+    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp,
+    VaultState, answer_within, retry_on_conflict,
 };
 use suno_callbacks::{Stage, TaskId, s3_key};
 
@@ -81,15 +81,36 @@ pub trait SweepCursor {
     fn write_cursor(&self, after: Option<&OpenTask>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
+/// Take a settled task out of the `open-tasks` index: remove `open` from its task item if it
+/// is still at `version` and `last_received_at` as read ([`Conditional::Conflict`] if not).
+/// Both: a save marking the task open again since (`stemvault_vault::items::MarkOpen`) moves
+/// only the latter, and its files would otherwise be left out of the index.
+pub trait CloseTask {
+    fn close_task(
+        &self,
+        task_id: &TaskId,
+        version: u64,
+        last_received_at: Timestamp,
+    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+}
+
 /// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
 /// ports and the clock.
 pub trait Ports:
-    ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+    ListOpenTasks + SweepCursor + LoadTask + SaveTask + CloseTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
 {
 }
 
 impl<T> Ports for T where
-    T: ListOpenTasks + SweepCursor + LoadTask + SaveTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+    T: ListOpenTasks
+        + SweepCursor
+        + LoadTask
+        + SaveTask
+        + CloseTask
+        + EnqueueFiles
+        + MarkQueued
+        + ReleaseClaims
+        + Clock
 {
 }
 
@@ -293,7 +314,7 @@ async fn sweep_task<P: Ports>(
         if record.is_settled() && !record.has_uncommitted_files() {
             return match record.open {
                 // Marked open by a save that stopped before writing any file item.
-                Some(_) => close(ports, &record).await,
+                Some(_) => close(ports, task, &record).await,
                 None => Ok(Attempt::Done(Swept::Files(0))),
             };
         }
@@ -322,17 +343,13 @@ async fn sweep_task<P: Ports>(
 
 /// Take a settled task out of the index: its `open` was left by a save that marked it and
 /// stopped before writing any file.
-async fn close<P: Ports>(ports: &P, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
-    let mut closed = record.clone();
-    closed.sync_open_marker();
-    closed.version += 1;
-    match ports.save_task(Some(record), &closed).await {
-        Ok(()) => {
-            tracing::info!(task_id = %record.task_id, "a settled task left marked open: taken out of the index");
+async fn close<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
+    match ports.close_task(task, record.version, record.last_received_at).await? {
+        Conditional::Applied => {
+            tracing::info!(task_id = %task, "a settled task left marked open: taken out of the index");
             Ok(Attempt::Done(Swept::Files(0)))
         }
-        Err(StoreError::Conflict) => Ok(Attempt::Conflict),
-        Err(e) => Err(e.into()),
+        Conditional::Conflict => Ok(Attempt::Conflict),
     }
 }
 

@@ -157,6 +157,24 @@ impl ListOpenTasks for TestPorts {
     }
 }
 
+/// As DynamoDB applies the update `aws.rs` builds: `open` removed when the task item is still
+/// at the version and delivery time read.
+impl CloseTask for TestPorts {
+    async fn close_task(
+        &self,
+        task_id: &TaskId,
+        version: u64,
+        last_received_at: Timestamp,
+    ) -> Result<Conditional, StoreError> {
+        let closed = self.table.update_task_item(task_id.as_str(), |item| {
+            let read = stemvault_vault::items::assemble([item.clone()]).ok().flatten();
+            let as_read = read.is_some_and(|r| r.version == version && r.last_received_at == last_received_at);
+            as_read && item.remove("open").is_some()
+        });
+        Ok(if closed { Conditional::Applied } else { Conditional::Conflict })
+    }
+}
+
 fn sent(ports: &TestPorts) -> Vec<(String, String)> {
     let mut jobs: Vec<(String, String)> = ports.messages().into_iter().map(|(_, j)| (j.task_id, j.name)).collect();
     jobs.sort();
@@ -327,6 +345,23 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
     assert_eq!((swept.vault, swept.files["n"].status), (VaultState::Pending, FileStatus::Queued));
 }
 
+/// A mark made after the sweeper read the task (a retried callback about to write files)
+/// moves its `last_received_at`: the close is refused, and the task stays in the index.
+#[tokio::test]
+async fn a_close_is_refused_once_the_task_was_marked_again() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
+    (record.vault, record.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
+    ports.put_record(record.clone());
+    let task = TaskId::parse(OLD).unwrap();
+    let marked_at = at(500);
+    ports.put_record(TaskRecord { last_received_at: marked_at, ..record.clone() });
+    assert_eq!(ports.close_task(&task, record.version, record.last_received_at).await, Ok(Conditional::Conflict));
+    assert_eq!(ports.record(OLD).unwrap().open.as_deref(), Some("open"));
+    assert_eq!(ports.close_task(&task, record.version, marked_at).await, Ok(Conditional::Applied));
+    assert_eq!(ports.record(OLD).unwrap().open, None);
+}
+
 #[tokio::test]
 async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
     let ports = TestPorts::with_virtual_clock(at(0));
@@ -336,6 +371,7 @@ async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
     // index nor that file, decides.
     record.vault = stemvault_vault::VaultState::Complete;
     record.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
+    let record_version = record.version;
     ports.put_record(record);
     ports.advance(Duration::from_secs(300));
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
@@ -343,6 +379,7 @@ async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
     assert!(ports.messages().is_empty());
     // Its `open` (as a save that marked it open and stopped leaves it) is taken away.
     assert_eq!(ports.record(OLD).unwrap().open, None);
+    assert_eq!(ports.record(OLD).unwrap().version, record_version, "only `open`");
     let report = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
     assert_eq!(report.tasks_checked, 0, "{report:?}");
 }
