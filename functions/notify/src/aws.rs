@@ -156,6 +156,42 @@ impl EmitMetrics for AwsPorts {
 mod tests {
     use super::*;
 
+    /// The poster against a receiver on loopback: a 429 or 503 says how long to wait, in
+    /// seconds or as a date; no other status does, and neither does one without the header.
+    #[tokio::test]
+    async fn a_429_or_503_says_how_long_to_wait_and_nothing_else_does() {
+        let reply = |status: &str, header: &str| {
+            format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n{header}connection: close\r\n\r\n").into_bytes()
+        };
+        let (origin, served) = stemvault_aws::test_http::answer_in_turn(vec![
+            reply("503 Service Unavailable", "retry-after: 120\r\n"),
+            reply("429 Too Many Requests", "retry-after: Fri, 01 Jan 2100 00:00:00 GMT\r\n"),
+            reply("500 Internal Server Error", "retry-after: 120\r\n"),
+            reply("503 Service Unavailable", ""),
+            reply("204 No Content", ""),
+        ])
+        .await;
+        let poster = HttpPoster::new(Url::parse(&format!("{origin}/hooks")).unwrap()).unwrap();
+        let webhook =
+            Webhook { id: "t1.stage.final".into(), timestamp: 1, signature: "v1,x".into(), body: "{}".into() };
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(poster.post_webhook(&webhook).await.unwrap());
+        }
+        assert_eq!(answers[0], Answer { status: 503, retry_after: Some(Duration::from_secs(120)) });
+        assert!(
+            answers[1].retry_after.is_some_and(|wait| wait > Duration::from_secs(365 * 86_400)),
+            "{:?}",
+            answers[1]
+        );
+        assert_eq!(answers[2], Answer { status: 500, retry_after: None });
+        assert_eq!(answers[3], Answer { status: 503, retry_after: None });
+        assert_eq!(answers[4], Answer { status: 204, retry_after: None });
+        let requests = served.await.unwrap();
+        assert!(requests[0].starts_with("POST /hooks "), "{}", requests[0]);
+        assert!(requests[0].contains("webhook-id: t1.stage.final"), "{}", requests[0]);
+    }
+
     #[test]
     fn metrics_carry_the_function_and_the_reason() {
         let function = "stemvault-prod-NotifyFunction-AbC123";
