@@ -320,7 +320,7 @@ pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duratio
 /// queue moves it to the dead-letter queue at its next receive), and the dead-letter alarm
 /// should not wait another hour. Failing to do so only means a retry once the queue's
 /// visibility timeout is over (so does SQS not answering
-/// within [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT)).
+/// within [`BEST_EFFORT_CALL_TIMEOUT`]).
 pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Outcome::Retry(error) = outcome else { return };
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
