@@ -182,8 +182,11 @@ async fn accept_unbounded<P: Ports>(
     };
     // The archive runs beside the whole of it, not only the record: a stalled S3 holds back
     // neither the messages nor the events (the answer still waits for it, within the deadline).
-    let (archived, accepted) =
-        tokio::join!(archive, record_send_publish(ports, settings, event, &info, &claimant, fits));
+    let accepting = async {
+        let merge = record(ports, settings, event, &info, &claimant, fits).await?;
+        send_and_publish(ports, settings, event, &claimant, merge).await
+    };
+    let (archived, accepted) = tokio::join!(archive, accepting);
     let accepted = accepted?;
     // Checked last: the files are worth queueing, and the events publishing, even when the
     // archive failed.
@@ -191,16 +194,15 @@ async fn accept_unbounded<P: Ports>(
     Ok(accepted)
 }
 
-/// Record the event, send its files' messages and publish its events.
-async fn record_send_publish<P: Ports>(
+/// Send the files' messages `merge` claimed (and a manifest job when it settled the task),
+/// then publish the event's events.
+async fn send_and_publish<P: Ports>(
     ports: &P,
     settings: &Settings,
     event: &CallbackEvent,
-    info: &BodyInfo,
     claimant: &Claimant,
-    fits: tokio::sync::oneshot::Sender<()>,
+    merge: Merge,
 ) -> Result<Outcome, AcceptError> {
-    let merge = record(ports, settings, event, info, claimant, fits).await?;
     let task = &event.task_id;
     let sent = send_jobs(ports, &merge.claims.to_enqueue).await;
     if let Err(e) = sent.result() {
