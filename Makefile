@@ -7,9 +7,8 @@ SHELL := bash
 # Build output lives outside the clone, a directory per clone: cargo takes a build as fresh by
 # file times, so a clone whose sources are older than another clone's build would run that
 # build. (.ci/run's copies, whose files are all new, share one.)
-CLONE_KEY := $(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 ifeq ($(strip $(CARGO_TARGET_DIR)),)
-CARGO_TARGET_DIR := $(HOME)/.cache/stemvault/target-$(CLONE_KEY)
+CARGO_TARGET_DIR := $(HOME)/.cache/stemvault/target-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 endif
 export CARGO_TARGET_DIR
 export CARGO_TERM_COLOR ?= never
@@ -89,6 +88,7 @@ template-lint: tools
 # checkov on the template, offline: fails on a failed check, a parse error, or a check skipped
 # without a reason (template.yaml: `Metadata: checkov: skip: - id: CKV_... comment: ...`).
 checkov: $(VENV)/checkov/.installed
+	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_checkov_gate.py
 	mkdir -p .local
 	$(CHECKOV)/checkov --file template.yaml --framework cloudformation secrets --skip-download \
 	  --output json >.local/checkov.json || true

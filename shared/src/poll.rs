@@ -213,8 +213,8 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     }
     let data = match root.get("data") {
         Some(Value::Object(data)) => data,
-        // An answer without `data` at all is not the provider's (a gateway's own JSON, say).
         Some(Value::Null) => return Err(PollError::NoRecord),
+        // Also an answer without `data` at all: not the provider's (a gateway's own JSON, say).
         _ => return Err(PollError::NoTask),
     };
     let task_id = envelope::task_id(&root).map_err(|e| match e {

@@ -725,7 +725,7 @@ async fn retry_after_is_read_from_a_busy_source() {
     let in_an_hour = Timestamp::now().plus(Duration::from_secs(3600));
     let http_date = {
         let t = std::time::UNIX_EPOCH + Duration::from_secs(in_an_hour.unix_seconds() as u64);
-        httpdate_of(t)
+        httpdate::fmt_http_date(t)
     };
     let cases = [
         ("/429", 429, "120".to_owned(), Some((120, 120))),
@@ -748,17 +748,6 @@ async fn retry_after_is_read_from_a_busy_source() {
             None => assert_eq!(asked, None, "{path}"),
         }
     }
-}
-
-/// `t` as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-fn httpdate_of(t: std::time::SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let rfc3339 = Timestamp::from_unix_ms(secs as i64 * 1000).rfc3339();
-    let (year, month, day, time) = (&rfc3339[..4], &rfc3339[5..7], &rfc3339[8..10], &rfc3339[11..19]);
-    let weekday = DAYS[(secs / 86_400 % 7) as usize];
-    format!("{weekday}, {day} {} {year} {time} GMT", MONTHS[month.parse::<usize>().unwrap() - 1])
 }
 
 /// A task without files (lyrics here) is settled as ingest records it, and ingest sends its

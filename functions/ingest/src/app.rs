@@ -232,12 +232,9 @@ impl<P: Ports> App<P> {
                 return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
             }
         };
-        // Without a token in the secret the segment decides nothing (the signature does):
-        // tasks submitted while it had one still call back to `/callback/<token>`.
-        let path_token = segment.filter(|_| auth.expects_path_token());
         let now = self.ports.now().unix_seconds();
         let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
-        auth.check_before_body(path_token, req.headers(), now).map_err(unauthorized)?;
+        auth.check_before_body(segment, req.headers(), now).map_err(unauthorized)?;
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {

@@ -92,11 +92,14 @@ impl Auth {
     }
 
     /// Whether callbacks are posted to `/callback/<token>` (with any of the secret's tokens).
+    #[cfg(test)]
     pub fn expects_path_token(&self) -> bool {
         self.token.is_some()
     }
 
-    /// Everything that can be checked before reading the body: the path token, and the
+    /// Everything that can be checked before reading the body: the path token (`path_token`,
+    /// the path's segment: without a token in the secret it decides nothing, the signature
+    /// does, so tasks submitted while it had one still call back to `/callback/<token>`), and the
     /// signature headers but for the MAC (there, the timestamp within the window, the
     /// signature base64): a stale or junk request is refused before its body is parsed.
     pub fn check_before_body(

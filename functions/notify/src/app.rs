@@ -135,8 +135,7 @@ async fn handle_message<P: Ports>(
 fn log_outcome(outcome: &Outcome, receive_count: u32) {
     match outcome {
         Outcome::Delivered { status } => tracing::info!(status, "webhook delivered"),
-        Outcome::Rejected(e @ NotifyError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),
-        Outcome::Rejected(e) => tracing::warn!(error = %e, "the webhook was refused; not retried"),
+        Outcome::Rejected(e) => tracing::error!(error = %e, "dropping the message"),
         Outcome::DeadLettered(e) => {
             tracing::warn!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
         }

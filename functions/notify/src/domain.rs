@@ -160,10 +160,6 @@ impl Outcome {
     pub fn is_failure(&self) -> bool {
         matches!(self, Outcome::Retry(_))
     }
-
-    fn from_error(error: NotifyError) -> Outcome {
-        if error.is_retryable() { Outcome::Retry(error) } else { Outcome::Rejected(error) }
-    }
 }
 
 /// A stemvault event as EventBridge delivers it.
@@ -285,7 +281,7 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
         Ok(answer) => match classify_status(answer.status, answer.retry_after) {
             None => Outcome::Delivered { status: answer.status },
             Some(refusal) if refusal.dead_letters() => dead_letter(ports, &delivery.body, refusal).await,
-            Some(e) => Outcome::from_error(e),
+            Some(e) => Outcome::Retry(e),
         },
         Err(e) => Outcome::Retry(e.into()),
     }

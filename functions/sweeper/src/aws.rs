@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
-use stemvault_aws::table::Update;
+use stemvault_aws::table::{Update, n, s};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
-use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, Timestamp};
-use suno_callbacks::TaskId;
+use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
 use crate::Config;
 use crate::domain::{CloseTask, ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
@@ -159,21 +158,14 @@ fn page(
 /// A settled task's `open` taken away, if its task item is still as read: [`CloseTask`].
 fn close_update(version: u64, last_received_at: Timestamp) -> Update {
     let mut u = Update::new("REMOVE #open", "version = :read AND last_received_at = :at");
-    u.name("#open", "open");
-    u.value(":read", AttributeValue::N(version.to_string()));
-    u.value(":at", AttributeValue::S(last_received_at.rfc3339()));
+    u.name("#open", "open").value(":read", n(version)).value(":at", s(&last_received_at.rfc3339()));
     u
 }
 
 impl CloseTask for AwsPorts {
-    async fn close_task(
-        &self,
-        task_id: &TaskId,
-        version: u64,
-        last_received_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
-        let close = close_update(version, last_received_at);
-        self.shared.table().update("closing", task_id.as_str(), TASK_SK, close).await
+    async fn close_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
+        let close = close_update(record.version, record.last_received_at);
+        self.shared.table().update("closing", &record.task_id, TASK_SK, close).await
     }
 }
 

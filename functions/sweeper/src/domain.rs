@@ -82,16 +82,12 @@ pub trait SweepCursor {
 }
 
 /// Take a settled task out of the `open-tasks` index: remove `open` from its task item if it
-/// is still at `version` and `last_received_at` as read ([`Conditional::Conflict`] if not).
-/// Both: a save marking the task open again since (`stemvault_vault::items::MarkOpen`) moves
-/// only the latter, and its files would otherwise be left out of the index.
+/// is still at the `version` and `last_received_at` of `record`, as read
+/// ([`Conditional::Conflict`] if not). Both: a save marking the task open again since
+/// (`stemvault_vault::items::MarkOpen`) moves only the latter, and its files would otherwise be
+/// left out of the index.
 pub trait CloseTask {
-    fn close_task(
-        &self,
-        task_id: &TaskId,
-        version: u64,
-        last_received_at: Timestamp,
-    ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
+    fn close_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
 /// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
@@ -314,7 +310,7 @@ async fn sweep_task<P: Ports>(
         if record.is_settled() && !record.has_uncommitted_files() {
             return match record.open {
                 // Marked open by a save that stopped before writing any file item.
-                Some(_) => close(ports, task, &record).await,
+                Some(_) => close(ports, &record).await,
                 None => Ok(Attempt::Done(Swept::Files(0))),
             };
         }
@@ -343,10 +339,10 @@ async fn sweep_task<P: Ports>(
 
 /// Take a settled task out of the index: its `open` was left by a save that marked it and
 /// stopped before writing any file.
-async fn close<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
-    match ports.close_task(task, record.version, record.last_received_at).await? {
+async fn close<P: Ports>(ports: &P, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
+    match ports.close_task(record).await? {
         Conditional::Applied => {
-            tracing::info!(task_id = %task, "a settled task left marked open: taken out of the index");
+            tracing::info!(task_id = %record.task_id, "a settled task left marked open: taken out of the index");
             Ok(Attempt::Done(Swept::Files(0)))
         }
         Conditional::Conflict => Ok(Attempt::Conflict),

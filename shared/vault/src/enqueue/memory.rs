@@ -111,11 +111,11 @@ impl MemoryTableAndQueue {
         self.table_stalled.store(stalled, Ordering::SeqCst);
     }
 
-    /// A read or save waits here while the table is stalled.
+    /// A read or save never answers while the table is stalled.
     async fn table_call(&self) {
         self.interleave().await;
-        while self.table_stalled.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+        if self.table_stalled.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -255,10 +255,10 @@ impl SaveTask for MemoryTableAndQueue {
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
         if let Some(mark) = plan.mark_open {
-            let Some(task) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
-            if number(task, "version") != Some(mark.version) {
+            if !holds(&PutCondition::Version(mark.version), items.get(items::TASK_SK), now_secs) {
                 return Err(StoreError::Conflict);
             }
+            let Some(task) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             task.insert("last_received_at".to_owned(), mark.last_received_at);
         }
