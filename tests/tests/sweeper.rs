@@ -7,12 +7,14 @@ use std::time::Duration;
 use stemvault_aws::FromEnv;
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use stemvault_sweeper::aws::AwsPorts;
+use stemvault_sweeper::domain::CloseTask;
 use stemvault_sweeper::{App, Config};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::register::Registration;
-use stemvault_vault::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{Conditional, FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 fn new_task_id() -> String {
@@ -53,14 +55,17 @@ async fn stored(env: &TestEnv, record: &TaskRecord) -> TaskRecord {
     env.task_record(&record.task_id).await
 }
 
-fn app(env: &TestEnv) -> App {
-    let config = Config::from_lookup(|name| match name {
+fn config(env: &TestEnv) -> Config {
+    Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(env.resources.table_name.clone()),
         "QUEUE_URL" => Some(env.resources.queue_url.clone()),
         _ => None,
     })
-    .unwrap();
-    App::new(config, &env.config)
+    .unwrap()
+}
+
+fn app(env: &TestEnv) -> App {
+    App::new(config(env), &env.config)
 }
 
 fn jobs_on_queue(messages: &[aws_sdk_sqs::types::Message]) -> Vec<FileJob> {
@@ -159,17 +164,22 @@ async fn a_file_left_downloading_when_its_message_cannot_be_on_the_queue_is_sent
     assert_eq!(after.files["live"], record.files["live"]);
 }
 
-/// A settled task left marked open (a request that marked it and stopped before writing any
-/// file) is taken out of the index by one conditional update of `open` alone, and is not
-/// checked again.
-#[tokio::test]
-async fn a_settled_task_left_marked_open_leaves_the_index() {
-    let env = TestEnv::new().await;
+/// A settled task left marked open (as a request that marked it and stopped before writing
+/// any file leaves it), stored and read back.
+async fn settled_marked_open(env: &TestEnv) -> TaskRecord {
     let mut record = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
     (record.vault, record.manifest_key) =
         (VaultState::Complete, Some(format!("tasks/{}/manifest.json", record.task_id)));
     assert_eq!(record.open.as_deref(), Some("open"));
-    let record = stored(&env, &record).await;
+    stored(env, &record).await
+}
+
+/// A settled task left marked open is taken out of the index by one conditional update of
+/// `open` alone, and is not checked again.
+#[tokio::test]
+async fn a_settled_task_left_marked_open_leaves_the_index() {
+    let env = TestEnv::new().await;
+    let record = settled_marked_open(&env).await;
 
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));
     let report = app(&env).run("run-1", stop_at).await.expect("sweep");
@@ -178,6 +188,31 @@ async fn a_settled_task_left_marked_open_leaves_the_index() {
     assert!(env.drain_queue(10).await.is_empty());
     let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
     assert_eq!(again.tasks_checked, 0, "{again:?}");
+}
+
+/// The close is refused once the task was marked again after the sweeper read it (a mark
+/// moves `last_received_at`, not the version), and applied over the task as it now is.
+#[tokio::test]
+async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
+    let env = TestEnv::new().await;
+    let read = settled_marked_open(&env).await;
+    env.dynamo
+        .update_item()
+        .table_name(&env.resources.table_name)
+        .key("task_id", AttributeValue::S(read.task_id.clone()))
+        .key("sk", AttributeValue::S("task".into()))
+        .update_expression("SET last_received_at = :now")
+        .expression_attribute_values(":now", AttributeValue::S(Timestamp::now().rfc3339()))
+        .send()
+        .await
+        .expect("mark the task again");
+
+    let ports = AwsPorts::new(&config(&env), &env.config);
+    assert_eq!(ports.close_task(&read).await, Ok(Conditional::Conflict));
+    let marked = env.task_record(&read.task_id).await;
+    assert_eq!(marked.open.as_deref(), Some("open"));
+    assert_eq!(ports.close_task(&marked).await, Ok(Conditional::Applied));
+    assert_eq!(env.task_record(&read.task_id).await.open, None);
 }
 
 /// A downloader that stopped between the manifest and the settle write leaves the vault

@@ -177,6 +177,7 @@ mod tests {
             json_reply(200, br#"{"code":404,"msg":"task not found"}"#),
             json_reply(422, br#"{"code":422}"#),
             json_reply(200, br#"{"code":200,"msg":"success","data":null}"#),
+            json_reply(200, br#"{"code":200,"msg":"success","data":{}}"#),
         ];
         let found = br#"{"code":200,"data":{"taskId":"v0ice7a5k","voiceId":"v1","status":"success"}}"#;
         for first in unknown {

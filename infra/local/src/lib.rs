@@ -17,7 +17,7 @@ pub mod run_info;
 pub mod settings;
 pub mod shutdown;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The repository root: the nearest directory at or above the working directory that holds
 /// `infra/local/emulator.sh` (make runs the runner from the root); None outside a clone.
@@ -25,6 +25,28 @@ use std::path::PathBuf;
 /// be shared between clones, so that could be another one, whose `.local` this run would then
 /// write.
 pub fn repo_root() -> Option<PathBuf> {
-    let cwd = std::env::current_dir().ok()?;
-    cwd.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from)
+    repo_root_from(&std::env::current_dir().ok()?)
+}
+
+/// [`repo_root`] seen from `dir`.
+fn repo_root_from(dir: &Path) -> Option<PathBuf> {
+    dir.ancestors().find(|dir| dir.join("infra/local/emulator.sh").is_file()).map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_the_nearest_clone_at_or_above_and_none_outside_one() {
+        let outside = std::env::temp_dir().join(format!("stemvault-root-{}", std::process::id()));
+        let clone = outside.join("clone");
+        std::fs::create_dir_all(clone.join("infra/local")).unwrap();
+        std::fs::create_dir_all(clone.join("functions/ingest")).unwrap();
+        std::fs::write(clone.join("infra/local/emulator.sh"), "").unwrap();
+        assert_eq!(repo_root_from(&clone.join("functions/ingest")), Some(clone.clone()));
+        assert_eq!(repo_root_from(&clone), Some(clone.clone()));
+        assert_eq!(repo_root_from(&outside), None);
+        std::fs::remove_dir_all(&outside).unwrap();
+    }
 }

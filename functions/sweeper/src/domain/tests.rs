@@ -160,15 +160,11 @@ impl ListOpenTasks for TestPorts {
 /// As DynamoDB applies the update `aws.rs` builds: `open` removed when the task item is still
 /// at the version and delivery time read.
 impl CloseTask for TestPorts {
-    async fn close_task(
-        &self,
-        task_id: &TaskId,
-        version: u64,
-        last_received_at: Timestamp,
-    ) -> Result<Conditional, StoreError> {
-        let closed = self.table.update_task_item(task_id.as_str(), |item| {
-            let read = stemvault_vault::items::assemble([item.clone()]).ok().flatten();
-            let as_read = read.is_some_and(|r| r.version == version && r.last_received_at == last_received_at);
+    async fn close_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
+        let closed = self.table.update_task_item(&record.task_id, |item| {
+            let stored = stemvault_vault::items::assemble([item.clone()]).ok().flatten();
+            let as_read =
+                stored.is_some_and(|r| r.version == record.version && r.last_received_at == record.last_received_at);
             as_read && item.remove("open").is_some()
         });
         Ok(if closed { Conditional::Applied } else { Conditional::Conflict })
@@ -345,6 +341,24 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
     assert_eq!((swept.vault, swept.files["n"].status), (VaultState::Pending, FileStatus::Queued));
 }
 
+/// The mark is conditional on the version read: over a task another writer changed since,
+/// the save is refused before it writes any file item (it reads again and merges anew).
+#[tokio::test]
+async fn a_reopen_over_a_stale_read_is_refused_at_its_mark() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
+    (settled.vault, settled.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
+    settled.sync_open_marker();
+    ports.put_record(TaskRecord { version: settled.version + 1, ..settled.clone() });
+    let (event, body) = final_callback(OLD, &["n"], "cd");
+    let request = Claimant { id: "request".into(), lease: Duration::from_secs(15) };
+    let reopened = ingest_callback(Some(&settled), &event, &body, &request, ports.now()).record;
+    assert_eq!(ports.save_task(Some(&settled), &reopened).await, Err(StoreError::Conflict));
+    let items = ports.items(OLD);
+    assert!(!items.contains_key("file#n"), "no file item written");
+    assert!(!items["task"].contains_key("open"), "nor the mark");
+}
+
 /// A mark made after the sweeper read the task (a retried callback about to write files)
 /// moves its `last_received_at`: the close is refused, and the task stays in the index.
 #[tokio::test]
@@ -352,13 +366,11 @@ async fn a_close_is_refused_once_the_task_was_marked_again() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     (record.vault, record.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
-    ports.put_record(record.clone());
-    let task = TaskId::parse(OLD).unwrap();
-    let marked_at = at(500);
-    ports.put_record(TaskRecord { last_received_at: marked_at, ..record.clone() });
-    assert_eq!(ports.close_task(&task, record.version, record.last_received_at).await, Ok(Conditional::Conflict));
+    let marked = TaskRecord { last_received_at: at(500), ..record.clone() };
+    ports.put_record(marked.clone());
+    assert_eq!(ports.close_task(&record).await, Ok(Conditional::Conflict));
     assert_eq!(ports.record(OLD).unwrap().open.as_deref(), Some("open"));
-    assert_eq!(ports.close_task(&task, record.version, marked_at).await, Ok(Conditional::Applied));
+    assert_eq!(ports.close_task(&marked).await, Ok(Conditional::Applied));
     assert_eq!(ports.record(OLD).unwrap().open, None);
 }
 

@@ -376,6 +376,12 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     assert_eq!(registered.open, None);
     assert_eq!(plan_save(Some(&registered), &reopened).unwrap().mark_open, None);
     assert_eq!(plan_save(None, &reopened).unwrap().mark_open, None);
+    // A file item written that leaves the task settled (the task stays out of the index).
+    let mut still_settled = settled.clone();
+    still_settled.files.get_mut("vocal").unwrap().attempts += 1;
+    still_settled.version += 1;
+    let plan = plan_save(Some(&settled), &still_settled).unwrap();
+    assert_eq!((plan.files.len(), plan.mark_open), (1, None));
     let mut manifest_due = settled.clone();
     manifest_due.manifest_key = None;
     manifest_due.sync_open_marker();
