@@ -10,7 +10,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{
-    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, RecordStored, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, HeldCopy, RecordStored, SettleTask, SettleWrite,
+    WriteManifest,
 };
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
@@ -526,14 +527,16 @@ async fn claims_and_settles_answer_with_the_item() {
 
     let stored = StoredObject { bytes: 3, sha256_hex: "ab".repeat(32), content_type: None, parts: 1 };
     let at = Timestamp::now();
-    let Ok(FileWrite::Refused(Some(held))) = ports.record_stored(&task, "vocal", "w-2", &stored, at).await else {
+    let copy = |worker| HeldCopy { worker, url: &file.url, key: &file.key };
+    let Ok(FileWrite::Refused(Some(held))) = ports.record_stored(&task, "vocal", copy("w-2"), &stored, at).await else {
         panic!("another worker's file is refused, with its item")
     };
     assert_eq!((held.status, held.claim.as_deref()), (FileStatus::Downloading, Some("w-1")));
-    assert_eq!(ports.record_stored(&task, "vocal", "w-1", &stored, at).await, Ok(FileWrite::Applied));
+    assert_eq!(ports.record_stored(&task, "vocal", copy("w-1"), &stored, at).await, Ok(FileWrite::Applied));
     // The same write again (the SDK retrying one whose answer was lost): refused, with the
     // item it wrote.
-    let Ok(FileWrite::Refused(Some(written))) = ports.record_stored(&task, "vocal", "w-1", &stored, at).await else {
+    let Ok(FileWrite::Refused(Some(written))) = ports.record_stored(&task, "vocal", copy("w-1"), &stored, at).await
+    else {
         panic!("a finished file is refused, with its item")
     };
     assert_eq!(

@@ -13,7 +13,7 @@ use stemvault_aws::secrets::SecretText;
 use stemvault_ingest::secret::CallbackSecret;
 use stemvault_tests::TestEnv;
 use stemvault_tests::file_server::{FileServer, Reply};
-use stemvault_vault::{TaskRecord, VaultState};
+use stemvault_vault::{FileStatus, TaskRecord, VaultState};
 use suno_callbacks::Stage;
 use suno_callbacks::signature::sign;
 
@@ -235,6 +235,50 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     assert_eq!(event_files(detail), record_files(&complete));
     let instrumental = &event_files(detail)["instrumental"];
     assert_eq!((instrumental.1, instrumental.3.as_str()), (Some(18), "stored"));
+}
+
+/// A callback brings a newer URL for a file while the downloader copies the old one: the
+/// downloader keeps its claim, and when the old URL fails for good (its `failed` write is
+/// conditional on the URL it copied) it copies the newer one under the same claim. The task
+/// settles complete, once, and its Task Vaulted names the file at the newer URL's key.
+#[tokio::test]
+async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_for_good() {
+    let env = TestEnv::new().await;
+    let subscriber = Subscriber::new(&env).await;
+    let server = FileServer::start().await;
+    server.route("/old-vocal.mp3", Reply::delayed(Duration::from_secs(2), Reply::Status(404)));
+    server.route("/vocal.wav", Reply::bytes(&b"vocal bytes, final"[..], "audio/wav"));
+    server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
+    let ingest = ingest_app(&env).await;
+    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
+    let task = task_id("e4");
+    let first = vocal_separation(&task, &server.url("/old-vocal.mp3"), &server.url("/instrumental.mp3"));
+    assert_eq!(post(&ingest, &task, &first).await, StatusCode::OK);
+
+    let newer = vocal_separation(&task, &server.url("/vocal.wav"), &server.url("/instrumental.mp3"));
+    let bring_newer_during_the_copy = async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while env.record(&task).await.expect("recorded").files["vocal"].status != FileStatus::Downloading {
+            assert!(Instant::now() < deadline, "the vocal was never claimed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(post(&ingest, &task, &newer).await, StatusCode::OK);
+    };
+    let (settled, ()) = tokio::join!(download_until_settled(&env, &download, &task), bring_newer_during_the_copy);
+
+    assert_eq!(settled.vault, VaultState::Complete, "{settled:#?}");
+    let vocal = &settled.files["vocal"];
+    assert_eq!((vocal.status, vocal.url.as_str()), (FileStatus::Stored, server.url("/vocal.wav").as_str()));
+    assert_eq!(vocal.key, format!("tasks/{task}/vocal.wav"));
+    assert_eq!(env.object(&vocal.key).await.as_deref(), Some(&b"vocal bytes, final"[..]));
+    assert_eq!((server.hits("/old-vocal.mp3"), server.hits("/vocal.wav")), (1, 1));
+
+    let mut seen = Vec::new();
+    subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Vaulted").is_empty()).await;
+    let vaulted = distinct(&seen, "Task Vaulted");
+    assert_eq!(vaulted.len(), 1, "{seen:#?}");
+    assert_eq!(vaulted[0]["detail"]["vault"], "complete");
+    assert_eq!(event_files(&vaulted[0]["detail"]), record_files(&settled));
 }
 
 /// A music task's `first` callback settles its track; its `complete` brings the same track,

@@ -33,8 +33,8 @@ use stemvault_vault::{
 use suno_callbacks::TaskId;
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, Measure, RecordFailed,
-    RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
+    RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
 use crate::existing::{ObjectHead, ReadObject};
@@ -184,11 +184,11 @@ impl RecordStored for AwsPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
-        self.update_finished_file("stored", task_id, name, expressions::record_stored(worker, stored, stored_at)).await
+        self.update_finished_file("stored", task_id, name, expressions::record_stored(held, stored, stored_at)).await
     }
 }
 
@@ -197,11 +197,11 @@ impl RecordFailed for AwsPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         reason: &str,
         failed_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
-        self.update_finished_file("failed", task_id, name, expressions::record_failed(worker, reason, failed_at)).await
+        self.update_finished_file("failed", task_id, name, expressions::record_failed(held, reason, failed_at)).await
     }
 }
 

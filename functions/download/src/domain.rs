@@ -135,27 +135,38 @@ pub enum FileWrite {
     Refused(Option<Box<FileEntry>>),
 }
 
+/// The claim holder's copy of a file: who holds it, and the URL and key it copies (the
+/// record's when claimed; ingest may replace them in the item meanwhile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldCopy<'a> {
+    pub worker: &'a str,
+    pub url: &'a str,
+    pub key: &'a str,
+}
+
 pub trait RecordStored {
-    /// `downloading` under `worker` -> `stored` with size, digest, content type and time;
-    /// refused, the item as it is.
+    /// `downloading` under `held.worker` -> `stored` with size, digest, content type and
+    /// time, and the URL and key copied (a newer URL ingest wrote meanwhile gives way to the
+    /// copy made); refused, the item as it is.
     fn record_stored(
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
 }
 
 pub trait RecordFailed {
-    /// `downloading` under `worker` -> `failed` for good, with the reason; refused, the
-    /// item as it is.
+    /// `downloading` under `held.worker`, still at `held.url` -> `failed` for good, with the
+    /// reason; refused, the item as it is (a newer URL came while the old one was copied:
+    /// the holder copies that instead).
     fn record_failed(
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         reason: &str,
         failed_at: Timestamp,
     ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
@@ -514,6 +525,10 @@ async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, 
     }
 }
 
+/// Copy the claimed file as planned; should its URL fail for good after ingest wrote a newer
+/// one into the item (the `failed` write refused, the file still ours), copy that one
+/// instead, under the same claim and deadline. Each turn needs a URL another callback
+/// brought, and every copy stops at the deadline.
 async fn copy_claimed<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -522,8 +537,39 @@ async fn copy_claimed<P: Ports>(
     name: &str,
     plan: &CopyPlan,
 ) -> Outcome {
+    let mut plan = plan.clone();
+    loop {
+        match copy_held(ports, settings, delivery, task_id, name, &plan).await {
+            Copied::Finished(outcome) => return outcome,
+            Copied::NewerUrl(file) => {
+                tracing::info!(
+                    url = %loggable_str(&file.url),
+                    "the URL failed for good, but a newer one came while it was copied; copying that"
+                );
+                plan = CopyPlan { url: file.url, key: file.key, replaced: true, ..plan };
+            }
+        }
+    }
+}
+
+/// What [`copy_held`] came to.
+enum Copied {
+    Finished(Outcome),
+    /// The plan's URL failed for good, and the item, still ours, has a newer URL and key.
+    NewerUrl(FileEntry),
+}
+
+async fn copy_held<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    delivery: &Delivery,
+    task_id: &TaskId,
+    name: &str,
+    plan: &CopyPlan,
+) -> Copied {
     let started = Instant::now();
     let worker = delivery.worker.as_str();
+    let held = HeldCopy { worker, url: &plan.url, key: &plan.key };
     let (found, unsure) = match plan.earlier_attempts {
         0 => (None, None),
         _ => match stored_before(ports, plan, delivery.stop_at).await {
@@ -542,16 +588,16 @@ async fn copy_claimed<P: Ports>(
     let error = match copied {
         Ok(stored) => {
             let stored_at = ports.now();
-            let written = ports.record_stored(task_id, name, worker, &stored, stored_at).await;
+            let written = ports.record_stored(task_id, name, held, &stored, stored_at).await;
             if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Stored && f.stored_at == Some(stored_at))
             {
-                return outcome;
+                return Copied::Finished(outcome);
             }
             let seconds = started.elapsed().as_secs_f64();
             tracing::info!(bytes = stored.bytes, sha256 = %stored.sha256_hex, parts = stored.parts, seconds, "stored");
             let copy_seconds = copied_now.then_some(seconds);
             ports.emit_metrics(&Measure::Stored { bytes: stored.bytes, copy_seconds });
-            return Outcome::Stored(stored);
+            return Copied::Finished(Outcome::Stored(stored));
         }
         Err(e) => e,
     };
@@ -565,7 +611,7 @@ async fn copy_claimed<P: Ports>(
     if retryable && !delivery.is_last_receive() {
         let error = unsure.map_or(error, CopyError::Storage);
         release_claim(ports, task_id, name, worker, &error.to_string()).await;
-        return Outcome::Retry(error.into());
+        return Copied::Finished(Outcome::Retry(error.into()));
     }
     // On its last receive, a retryable failure sends the message to the dead-letter queue:
     // the file is recorded failed (`dead_lettered`) so that the task can settle and people
@@ -580,17 +626,24 @@ async fn copy_claimed<P: Ports>(
         (error.to_string(), error.reason_code())
     };
     let failed_at = ports.now();
-    let written = ports.record_failed(task_id, name, worker, &reason, failed_at).await;
+    let written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
+    if let Ok(FileWrite::Refused(Some(file))) = &written
+        && file.status == FileStatus::Downloading
+        && file.claim.as_deref() == Some(worker)
+        && file.url != plan.url
+    {
+        return Copied::NewerUrl(file.as_ref().clone());
+    }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
-        return outcome;
+        return Copied::Finished(outcome);
     }
     ports.emit_metrics(&Measure::Failed { reason: code });
     if code == DEAD_LETTERED {
         tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
-        Outcome::DeadLettered(reason)
+        Copied::Finished(Outcome::DeadLettered(reason))
     } else {
         tracing::warn!(reason = %reason, "the file failed for good");
-        Outcome::FailedForGood(reason)
+        Copied::Finished(Outcome::FailedForGood(reason))
     }
 }
 

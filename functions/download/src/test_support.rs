@@ -24,8 +24,8 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, Measure, RecordFailed,
-    RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
+    RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -471,6 +471,9 @@ pub struct MemoryPorts {
     /// The file's item as another worker leaves it just before the next file write (our lease
     /// ran out and it took the file over).
     pub changed_meanwhile: Mutex<Option<FileEntry>>,
+    /// A URL and key ingest writes into the file's item just before the next file write (a
+    /// callback with a newer URL came during the copy; the claim stays).
+    pub url_replaced_meanwhile: Mutex<Option<(String, String)>>,
     /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
     pub lost_answers: Mutex<u32>,
@@ -554,6 +557,10 @@ impl MemoryPorts {
         };
         if let Some(theirs) = self.changed_meanwhile.lock().unwrap().take() {
             *file = theirs;
+        }
+        if let Some((url, key)) = self.url_replaced_meanwhile.lock().unwrap().take() {
+            (file.url, file.key) = (url, key);
+            file.rev += 1;
         }
         if !allowed(file) {
             return FileWrite::Refused(Some(Box::new(file.clone())));
@@ -650,7 +657,7 @@ impl RecordStored for MemoryPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         stored: &StoredObject,
         stored_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
@@ -665,9 +672,10 @@ impl RecordStored for MemoryPorts {
         Ok(self.update_file(
             task_id,
             name,
-            |f| held_by(f, worker),
+            |f| held_by(f, held.worker),
             |f| {
                 f.status = FileStatus::Stored;
+                (f.url, f.key) = (held.url.to_owned(), held.key.to_owned());
                 f.bytes = Some(stored.bytes);
                 f.sha256 = Some(stored.sha256_hex.clone());
                 f.content_type = stored.content_type.clone();
@@ -685,15 +693,20 @@ impl RecordFailed for MemoryPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         reason: &str,
         failed_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
         self.called("record_failed");
-        Ok(self.finish(task_id, name, worker, |f| {
-            (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
-            f.failed_at = Some(failed_at);
-        }))
+        Ok(self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, held.worker) && f.url == held.url,
+            |f| {
+                (f.status, f.error, f.lease_until, f.claim) = (FileStatus::Failed, Some(reason.to_owned()), None, None);
+                f.failed_at = Some(failed_at);
+            },
+        ))
     }
 }
 

@@ -12,7 +12,7 @@ use stemvault_aws::table::{n, s};
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::{FileStatus, Timestamp};
 
-use crate::domain::Claim;
+use crate::domain::{Claim, HeldCopy};
 use crate::upload::StoredObject;
 
 /// An update of a file's item, with its `#status`; every write of it increments `rev`.
@@ -46,36 +46,44 @@ pub(crate) fn claim_file(claim: &Claim) -> Update {
 /// The condition of every write by the claim holder: still `downloading` under `:me`.
 const HELD: &str = "#status = :downloading AND #claim = :me";
 
-/// A file held by `worker`, finished: its claim removed, and its lease (or, for a release,
-/// set to when it ended).
-fn finish_file(worker: &str, update: &str) -> Update {
-    let mut u = of_file(update, HELD);
+/// [`HELD`], and still at the URL copied (`:url`).
+const HELD_AT_URL: &str = "#status = :downloading AND #claim = :me AND #url = :url";
+
+/// A file held by `worker` (`condition`: [`HELD`] or [`HELD_AT_URL`]), finished: its claim
+/// removed, and its lease (or, for a release, set to when it ended).
+fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
+    let mut u = of_file(update, condition);
     u.name("#claim", "claim").name("#lease", "lease_until");
     u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
     u
 }
 
-/// `downloading` under `worker` -> `stored` with size, digest, content type (removed when
-/// the source sent none) and time (as stored: RFC 3339); a last error is removed.
-pub(crate) fn record_stored(worker: &str, stored: &StoredObject, stored_at: Timestamp) -> Update {
+/// `downloading` under `held.worker` -> `stored` with size, digest, content type (removed
+/// when the source sent none), time (as stored: RFC 3339), and the URL and key copied (ingest
+/// may have written a newer URL meanwhile: the item says what the object is); a last error
+/// is removed.
+pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at: Timestamp) -> Update {
     let mut u = match &stored.content_type {
         Some(content_type) => {
             let mut u = finish_file(
-                worker,
-                "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct \
+                held.worker,
+                "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
                  ADD #rev :one REMOVE #claim, #lease, #error",
+                HELD,
             );
             u.value(":ct", s(content_type));
             u
         }
         None => finish_file(
-            worker,
-            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at \
+            held.worker,
+            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key \
              ADD #rev :one REMOVE #claim, #lease, #error, #ct",
+            HELD,
         ),
     };
     u.name("#bytes", "bytes").name("#sha", "sha256").name("#at", "stored_at");
-    u.name("#ct", "content_type").name("#error", "error");
+    u.name("#ct", "content_type").name("#error", "error").name("#url", "url").name("#key", "key");
+    u.value(":url", s(held.url)).value(":key", s(held.key));
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
         .value(":sha", s(&stored.sha256_hex))
@@ -83,13 +91,16 @@ pub(crate) fn record_stored(worker: &str, stored: &StoredObject, stored_at: Time
     u
 }
 
-/// `downloading` under `worker` -> `failed` for good, with the reason and when.
-pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) -> Update {
+/// `downloading` under `held.worker` and still at `held.url` -> `failed` for good, with the
+/// reason and when. Refused for a newer URL ingest wrote meanwhile (the holder copies it).
+pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
     let mut u = finish_file(
-        worker,
+        held.worker,
         "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease",
+        HELD_AT_URL,
     );
-    u.name("#error", "error").name("#failed_at", "failed_at");
+    u.name("#error", "error").name("#failed_at", "failed_at").name("#url", "url");
+    u.value(":url", s(held.url));
     u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
     u
 }
@@ -99,8 +110,11 @@ pub(crate) fn record_failed(worker: &str, reason: &str, failed_at: Timestamp) ->
 /// can still come back). (Never `queued`: that lives in the task item's `queued` set, which
 /// names the file since its message was sent, so it reads as `queued` again.)
 pub(crate) fn release_file(worker: &str, error: &str, released_at: i64) -> Update {
-    let mut u =
-        finish_file(worker, "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim");
+    let mut u = finish_file(
+        worker,
+        "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim",
+        HELD,
+    );
     u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
     u
@@ -176,6 +190,8 @@ mod tests {
         found
     }
 
+    const HELD_COPY: HeldCopy<'static> = HeldCopy { worker: "w-1", url: "https://cdn/a.mp3", key: "tasks/t1/a.mp3" };
+
     fn stored(content_type: Option<&str>) -> StoredObject {
         StoredObject { bytes: 42, sha256_hex: "ab".repeat(32), content_type: content_type.map(str::to_owned), parts: 1 }
     }
@@ -204,14 +220,16 @@ mod tests {
     #[test]
     fn stored_records_the_object_and_drops_the_claim_and_last_error() {
         let at = Timestamp::from_unix_ms(1_795_446_000_120);
-        let u = record_stored("w-1", &stored(Some("audio/mpeg")), at);
+        let u = record_stored(HELD_COPY, &stored(Some("audio/mpeg")), at);
         assert_well_formed(&u, "rev");
-        assert_eq!(u.condition, HELD);
+        assert_eq!(u.condition, HELD, "not on the URL: a newer one written meanwhile gives way to the copy made");
         assert_eq!(
             u.update,
-            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct \
+            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
              ADD #rev :one REMOVE #claim, #lease, #error"
         );
+        assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
+        assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.mp3"), &s("tasks/t1/a.mp3")));
         assert_eq!(u.values[":stored"], s("stored"));
         assert_eq!(u.values[":bytes"], n(42));
         assert_eq!(u.values[":sha"], s(&"ab".repeat(32)));
@@ -223,7 +241,7 @@ mod tests {
 
     #[test]
     fn stored_without_a_content_type_removes_an_old_one() {
-        let u = record_stored("w-1", &stored(None), Timestamp::from_unix_ms(0));
+        let u = record_stored(HELD_COPY, &stored(None), Timestamp::from_unix_ms(0));
         assert_well_formed(&u, "rev");
         assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct"), "{}", u.update);
         assert!(!u.values.contains_key(":ct"));
@@ -235,12 +253,20 @@ mod tests {
         let failed = "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
-        for (u, status, update) in [
-            (record_failed("w-1", "source answered 410 Gone", at), "failed", failed),
-            (release_file("w-1", "source answered 410 Gone", at.unix_seconds()), "pending", released),
+        // Failed for good only at the URL copied: a newer one written meanwhile is copied next.
+        let at_url = "#status = :downloading AND #claim = :me AND #url = :url";
+        for (u, status, update, condition) in [
+            (record_failed(HELD_COPY, "source answered 410 Gone", at), "failed", failed, at_url),
+            (
+                release_file("w-1", "source answered 410 Gone", at.unix_seconds()),
+                "pending",
+                released,
+                "#status = :downloading AND #claim = :me",
+            ),
         ] {
             assert_well_formed(&u, "rev");
-            assert_eq!(u.condition, "#status = :downloading AND #claim = :me");
+            assert_eq!(u.condition, condition);
+            assert_eq!(u.values.get(":url"), (status == "failed").then(|| s("https://cdn/a.mp3")).as_ref());
             assert_eq!(u.update, update);
             assert_eq!(u.values.get(":at"), (status == "failed").then(|| s(&at.rfc3339())).as_ref());
             assert_eq!(u.values.get(":released"), (status == "pending").then(|| n(at.unix_seconds())).as_ref());

@@ -100,6 +100,51 @@ async fn a_queued_file_is_stored_and_recorded() {
     );
 }
 
+/// Ingest wrote a newer URL into the file's item while the old one was copied (a callback
+/// came meanwhile; the claim stays): should the old URL fail for good, its `failed` write is
+/// refused and the holder copies the newer one; should it be copied, the item says so.
+#[tokio::test]
+async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_for_good() {
+    let (newer_url, newer_key) =
+        ("https://cdn1.suno.ai/vocal-final.wav?sig=s".to_owned(), format!("tasks/{TASK}/vocal.wav"));
+    let data = deterministic_bytes(70_000, 3);
+    let newer = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/wav".into()) };
+
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(
+        &url("vocal"),
+        Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
+    );
+    ports.source(&newer_url, newer.clone());
+    *ports.url_replaced_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(ports.opened(), vec![url("vocal"), newer_url.clone()]);
+    assert_eq!(ports.store.object(&newer_key), Some(data.clone()));
+    let vocal = &ports.record(TASK).files["vocal"];
+    assert_eq!(
+        (vocal.status, vocal.url.as_str(), vocal.key.as_str()),
+        (FileStatus::Stored, newer_url.as_str(), newer_key.as_str())
+    );
+    assert_eq!((vocal.error.as_deref(), vocal.attempts), (None, 1), "one claim copied both");
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+
+    // The old URL copied: the item names the URL and key of the object stored.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", &data);
+    ports.source(&newer_url, newer);
+    *ports.url_replaced_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    let vocal = &ports.record(TASK).files["vocal"];
+    let old_key = format!("tasks/{TASK}/vocal.mp3");
+    assert_eq!(
+        (vocal.status, vocal.url.clone(), vocal.key.as_str()),
+        (FileStatus::Stored, url("vocal"), old_key.as_str())
+    );
+    assert_eq!(ports.opened(), vec![url("vocal")]);
+    assert_eq!(ports.store.object(&newer_key), None);
+}
+
 #[tokio::test]
 async fn the_last_settled_file_writes_the_manifest_once() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));

@@ -417,7 +417,7 @@ fn a_failed_file_is_reopened_by_a_new_url_only() {
 }
 
 #[test]
-fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
+fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
     let first = event(
         Stage::First,
         200,
@@ -436,6 +436,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
     (held.status, held.claim, held.lease_until) =
         (FileStatus::Enqueuing, Some("other".into()), Some(now(30).unix_seconds()));
     set_status(&mut r, "downloading", FileStatus::Downloading);
+    r.files.get_mut("downloading").unwrap().claim = Some("worker".into());
     set_status(&mut r, "stored", FileStatus::Stored);
 
     let names = ["queued", "pending", "claimed", "downloading", "stored"];
@@ -444,7 +445,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
     let complete = event(Stage::Complete, 200, &files);
     let m = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1));
     let out = &m.record;
-    for name in ["queued", "pending", "claimed"] {
+    for name in ["queued", "pending", "claimed", "downloading"] {
         let f = &out.files[name];
         let url = format!("https://h/{name}-complete.wav");
         assert_eq!((f.url.as_str(), f.key.clone()), (url.as_str(), format!("tasks/task-1/{name}.wav")), "{name}");
@@ -457,10 +458,12 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_downloading() {
     assert_eq!(job_names(&m.claims), vec!["pending"], "a pending file is claimed as usual, with its new URL");
     assert_eq!(m.claims.to_enqueue[0].url, "https://h/pending-complete.wav");
     assert_eq!(m.claims.wait_for, vec!["claimed"]);
-    for (name, old) in [("downloading", "https://h/d-first.mp3"), ("stored", "https://h/s-first.mp3")] {
-        let f = &out.files[name];
-        assert_eq!((f.url.as_str(), f.key.clone()), (old, format!("tasks/task-1/{name}.mp3")), "{name} keeps its URL");
-    }
+    let stored = &out.files["stored"];
+    assert_eq!((stored.url.as_str(), stored.key.as_str()), ("https://h/s-first.mp3", "tasks/task-1/stored.mp3"));
+    // The downloader copying the first URL keeps its claim: it copies the new one should the
+    // old fail for good (its `failed` write is conditional on the URL it copied).
+    let downloading = &out.files["downloading"];
+    assert_eq!((downloading.status, downloading.claim.as_deref()), (FileStatus::Downloading, Some("worker")));
 }
 
 #[test]
