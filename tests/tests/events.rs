@@ -237,10 +237,11 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     assert_eq!((instrumental.1, instrumental.3.as_str()), (Some(18), "stored"));
 }
 
-/// A callback brings a newer URL for a file while the downloader copies the old one: the
-/// downloader keeps its claim, and when the old URL fails for good (its `failed` write is
-/// conditional on the URL it copied) it copies the newer one under the same claim. The task
-/// settles complete, once, and its Task Vaulted names the file at the newer URL's key.
+/// A callback brings a newer URL for a file while the downloader copies the old one: ingest
+/// writes it beside the old one (`next_url`), and when the old URL fails for good (the
+/// `failed` write is conditional on no newer URL waiting) the downloader copies the newer one
+/// under the same claim. The task settles complete, once, and its Task Vaulted names the file
+/// at the newer URL's key.
 #[tokio::test]
 async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_for_good() {
     let env = TestEnv::new().await;

@@ -20,7 +20,11 @@
 //!    with one update of the file item conditional on still holding the claim (refused, it
 //!    returns the item: holding what it wrote, the write was ours, its answer lost and the
 //!    SDK's retry refused; settled otherwise, another worker took over once our lease ran
-//!    out, and nothing is left to do; neither, the claim was lost); a retryable
+//!    out, and nothing is left to do; neither, the claim was lost). `failed` is also
+//!    conditional on no newer URL waiting in the item (`next_url`, written by ingest for a
+//!    callback that came during the copy): refused for one while still ours, the newer URL
+//!    is copied under the same claim, and the `stored` or `failed` write that ends it sets
+//!    the URL and key copied and removes `next_url`. A retryable
 //!    failure releases the claim (`pending` again: its message is still on the queue), except
 //!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
 //!    and the message goes on to the dead-letter queue. A URL that answers 403 or 410 is
@@ -51,8 +55,9 @@
 //!    that stops after the settle write has published already. Two workers settling at once
 //!    may both publish it: the same id, which consumers drop. No table write is spent on it.
 //!
-//! DynamoDB per file: two writes (the claim, then stored or failed), no read; per task and
-//! batch: one Query, and one write when it settles.
+//! DynamoDB per file: two writes (the claim, then stored or failed; one more when a newer
+//! URL is copied after the first failed), no read; per task and batch: one Query, and one
+//! write when it settles.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -136,7 +141,7 @@ pub enum FileWrite {
 }
 
 /// The claim holder's copy of a file: who holds it, and the URL and key it copies (the
-/// record's when claimed; ingest may replace them in the item meanwhile).
+/// item's when claimed, or its `next_url` and `next_key` once the first failed for good).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldCopy<'a> {
     pub worker: &'a str,
@@ -146,8 +151,8 @@ pub struct HeldCopy<'a> {
 
 pub trait RecordStored {
     /// `downloading` under `held.worker` -> `stored` with size, digest, content type and
-    /// time, and the URL and key copied (a newer URL ingest wrote meanwhile gives way to the
-    /// copy made); refused, the item as it is.
+    /// time, and the URL and key copied (`next_url` removed: a newer URL ingest wrote
+    /// meanwhile gives way to the copy made); refused, the item as it is.
     fn record_stored(
         &self,
         task_id: &TaskId,
@@ -159,9 +164,9 @@ pub trait RecordStored {
 }
 
 pub trait RecordFailed {
-    /// `downloading` under `held.worker`, still at `held.url` -> `failed` for good, with the
-    /// reason; refused, the item as it is (a newer URL came while the old one was copied:
-    /// the holder copies that instead).
+    /// `downloading` under `held.worker`, with no newer URL than `held.url` in `next_url` ->
+    /// `failed` for good, with the reason, at the URL and key copied; refused, the item as it
+    /// is (a newer URL came while the old one was copied: the holder copies that instead).
     fn record_failed(
         &self,
         task_id: &TaskId,
@@ -526,9 +531,9 @@ async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, 
 }
 
 /// Copy the claimed file as planned; should its URL fail for good after ingest wrote a newer
-/// one into the item (the `failed` write refused, the file still ours), copy that one
-/// instead, under the same claim and deadline. Each turn needs a URL another callback
-/// brought, and every copy stops at the deadline.
+/// one into the item (`next_url`: the `failed` write refused, the file still ours), copy
+/// that one instead, under the same claim and deadline. Each turn needs a URL another
+/// callback brought, and every copy stops at the deadline.
 async fn copy_claimed<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -541,12 +546,12 @@ async fn copy_claimed<P: Ports>(
     loop {
         match copy_held(ports, settings, delivery, task_id, name, &plan).await {
             Copied::Finished(outcome) => return outcome,
-            Copied::NewerUrl(file) => {
+            Copied::NewerUrl { url, key } => {
                 tracing::info!(
-                    url = %loggable_str(&file.url),
+                    url = %loggable_str(&url),
                     "the URL failed for good, but a newer one came while it was copied; copying that"
                 );
-                plan = CopyPlan { url: file.url, key: file.key, replaced: true, ..plan };
+                plan = CopyPlan { url, key, replaced: true, ..plan };
             }
         }
     }
@@ -556,7 +561,10 @@ async fn copy_claimed<P: Ports>(
 enum Copied {
     Finished(Outcome),
     /// The plan's URL failed for good, and the item, still ours, has a newer URL and key.
-    NewerUrl(FileEntry),
+    NewerUrl {
+        url: String,
+        key: String,
+    },
 }
 
 async fn copy_held<P: Ports>(
@@ -630,9 +638,10 @@ async fn copy_held<P: Ports>(
     if let Ok(FileWrite::Refused(Some(file))) = &written
         && file.status == FileStatus::Downloading
         && file.claim.as_deref() == Some(worker)
-        && file.url != plan.url
+        && let (Some(url), Some(key)) = (&file.next_url, &file.next_key)
+        && *url != plan.url
     {
-        return Copied::NewerUrl(file.as_ref().clone());
+        return Copied::NewerUrl { url: url.clone(), key: key.clone() };
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
         return Copied::Finished(outcome);

@@ -471,9 +471,9 @@ pub struct MemoryPorts {
     /// The file's item as another worker leaves it just before the next file write (our lease
     /// ran out and it took the file over).
     pub changed_meanwhile: Mutex<Option<FileEntry>>,
-    /// A URL and key ingest writes into the file's item just before the next file write (a
-    /// callback with a newer URL came during the copy; the claim stays).
-    pub url_replaced_meanwhile: Mutex<Option<(String, String)>>,
+    /// A URL and key ingest writes into the file's item as `next_url` and `next_key` just
+    /// before the next file write (a callback with a newer URL came during the copy).
+    pub next_url_meanwhile: Mutex<Option<(String, String)>>,
     /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
     pub lost_answers: Mutex<u32>,
@@ -558,8 +558,8 @@ impl MemoryPorts {
         if let Some(theirs) = self.changed_meanwhile.lock().unwrap().take() {
             *file = theirs;
         }
-        if let Some((url, key)) = self.url_replaced_meanwhile.lock().unwrap().take() {
-            (file.url, file.key) = (url, key);
+        if let Some((url, key)) = self.next_url_meanwhile.lock().unwrap().take() {
+            (file.next_url, file.next_key) = (Some(url), Some(key));
             file.rev += 1;
         }
         if !allowed(file) {
@@ -676,6 +676,7 @@ impl RecordStored for MemoryPorts {
             |f| {
                 f.status = FileStatus::Stored;
                 (f.url, f.key) = (held.url.to_owned(), held.key.to_owned());
+                (f.next_url, f.next_key) = (None, None);
                 f.bytes = Some(stored.bytes);
                 f.sha256 = Some(stored.sha256_hex.clone());
                 f.content_type = stored.content_type.clone();
@@ -701,10 +702,11 @@ impl RecordFailed for MemoryPorts {
         Ok(self.update_file(
             task_id,
             name,
-            |f| held_by(f, held.worker) && f.url == held.url,
+            |f| held_by(f, held.worker) && f.next_url.as_deref().is_none_or(|next| next == held.url),
             |f| {
                 (f.status, f.error, f.lease_until, f.claim) = (FileStatus::Failed, Some(reason.to_owned()), None, None);
-                f.failed_at = Some(failed_at);
+                (f.url, f.key, f.failed_at) = (held.url.to_owned(), held.key.to_owned(), Some(failed_at));
+                (f.next_url, f.next_key) = (None, None);
             },
         ))
     }

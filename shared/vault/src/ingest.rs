@@ -85,7 +85,7 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   changes nothing else. A different body for the same stage gets its own `callbacks` entry.
 /// * Files are only ever added. A file that failed for good is reopened by a new URL; a file
 ///   not yet stored takes the new URL of an event at (or setting) the task's stage (one
-///   being downloaded keeps its claim). New or reopened files reopen the vault.
+///   being downloaded as its `next_url`). New or reopened files reopen the vault.
 /// * `open` is set while the vault is pending (a new record with files, or a reopen) or the
 ///   manifest of the task as it is not recorded (a task settled as recorded, or a new stage),
 ///   and absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
@@ -288,10 +288,10 @@ fn stamp(record: &mut TaskRecord, opened: &[String]) {
 /// Add the event's new files and reopen failed ones that come with a new URL. An
 /// authoritative event's new URL also replaces the URL of a file not yet stored (`complete`
 /// supersedes `first`): the downloader reads the URL and key from the record, so a message
-/// already sent for the file fetches the new one; a file being downloaded keeps its claim,
-/// and its downloader copies the new URL should the old one fail for good (its `failed` write
-/// is conditional on the URL it copied) or, retried, from the record. Returns the names of
-/// the files added or reopened.
+/// already sent for the file fetches the new one. A file being downloaded keeps its URL and
+/// key (what its holder copies, and where an earlier attempt's copy would be) and takes the
+/// new one as `next_url`: its holder copies that should the old fail for good (its `failed`
+/// write is conditional on no newer URL). Returns the names of the files added or reopened.
 fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> Vec<String> {
     let mut opened = Vec::new();
     for file in &event.files {
@@ -308,9 +308,14 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
                 known.stage = stage;
                 opened.push(file.name.clone());
             }
+            Some(known) if authoritative && known.status == FileStatus::Downloading => {
+                known.next_key = Some(s3_key::file_key(&event.task_id, &file.name, &file.url));
+                known.next_url = Some(file.url.clone());
+            }
             Some(known) if authoritative && known.status != FileStatus::Stored => {
                 known.url = file.url.clone();
                 known.key = s3_key::file_key(&event.task_id, &file.name, &file.url);
+                (known.next_url, known.next_key) = (None, None);
             }
             Some(_) => {}
         }

@@ -206,6 +206,14 @@ pub struct FileEntry {
     /// its file items stamped ahead of the task item; the next merge catches up with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
+    /// A newer URL (and its key) a callback brought while the file was being downloaded: the
+    /// holder keeps copying `url` into `key` (an earlier attempt's copy stays findable there)
+    /// and copies this one should `url` fail for good. Cleared by the `stored` and `failed`
+    /// writes, which set `url` and `key` to what was copied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_key: Option<String>,
 }
 
 impl FileEntry {
@@ -227,6 +235,8 @@ impl FileEntry {
             failed_at: None,
             rev: 0,
             generation: None,
+            next_url: None,
+            next_key: None,
         }
     }
 }

@@ -46,11 +46,12 @@ pub(crate) fn claim_file(claim: &Claim) -> Update {
 /// The condition of every write by the claim holder: still `downloading` under `:me`.
 const HELD: &str = "#status = :downloading AND #claim = :me";
 
-/// [`HELD`], and still at the URL copied (`:url`).
-const HELD_AT_URL: &str = "#status = :downloading AND #claim = :me AND #url = :url";
+/// [`HELD`], with no URL newer than the one copied (`:url`) waiting in `next_url`.
+const HELD_NOTHING_NEWER: &str =
+    "#status = :downloading AND #claim = :me AND (attribute_not_exists(#next_url) OR #next_url = :url)";
 
-/// A file held by `worker` (`condition`: [`HELD`] or [`HELD_AT_URL`]), finished: its claim
-/// removed, and its lease (or, for a release, set to when it ended).
+/// A file held by `worker` (`condition`: [`HELD`] or [`HELD_NOTHING_NEWER`]), finished: its
+/// claim removed, and its lease (or, for a release, set to when it ended).
 fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
     let mut u = of_file(update, condition);
     u.name("#claim", "claim").name("#lease", "lease_until");
@@ -59,16 +60,16 @@ fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
 }
 
 /// `downloading` under `held.worker` -> `stored` with size, digest, content type (removed
-/// when the source sent none), time (as stored: RFC 3339), and the URL and key copied (ingest
-/// may have written a newer URL meanwhile: the item says what the object is); a last error
-/// is removed.
+/// when the source sent none), time (as stored: RFC 3339), and the URL and key copied (the
+/// newer URL of `next_url`, when that was copied); a last error and a newer URL left are
+/// removed (a stored file is never copied again).
 pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at: Timestamp) -> Update {
     let mut u = match &stored.content_type {
         Some(content_type) => {
             let mut u = finish_file(
                 held.worker,
                 "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
-                 ADD #rev :one REMOVE #claim, #lease, #error",
+                 ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key",
                 HELD,
             );
             u.value(":ct", s(content_type));
@@ -77,12 +78,13 @@ pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at
         None => finish_file(
             held.worker,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key \
-             ADD #rev :one REMOVE #claim, #lease, #error, #ct",
+             ADD #rev :one REMOVE #claim, #lease, #error, #ct, #next_url, #next_key",
             HELD,
         ),
     };
     u.name("#bytes", "bytes").name("#sha", "sha256").name("#at", "stored_at");
     u.name("#ct", "content_type").name("#error", "error").name("#url", "url").name("#key", "key");
+    u.name("#next_url", "next_url").name("#next_key", "next_key");
     u.value(":url", s(held.url)).value(":key", s(held.key));
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
@@ -91,16 +93,19 @@ pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at
     u
 }
 
-/// `downloading` under `held.worker` and still at `held.url` -> `failed` for good, with the
-/// reason and when. Refused for a newer URL ingest wrote meanwhile (the holder copies it).
+/// `downloading` under `held.worker`, with no newer URL than `held.url` in `next_url` ->
+/// `failed` for good, with the reason and when, at the URL and key copied. Refused for a
+/// newer URL ingest wrote meanwhile (the holder copies that).
 pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
     let mut u = finish_file(
         held.worker,
-        "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease",
-        HELD_AT_URL,
+        "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
+         ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key",
+        HELD_NOTHING_NEWER,
     );
-    u.name("#error", "error").name("#failed_at", "failed_at").name("#url", "url");
-    u.value(":url", s(held.url));
+    u.name("#error", "error").name("#failed_at", "failed_at").name("#url", "url").name("#key", "key");
+    u.name("#next_url", "next_url").name("#next_key", "next_key");
+    u.value(":url", s(held.url)).value(":key", s(held.key));
     u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
     u
 }
@@ -226,9 +231,10 @@ mod tests {
         assert_eq!(
             u.update,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
-             ADD #rev :one REMOVE #claim, #lease, #error"
+             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key"
         );
         assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
+        assert_eq!((u.names["#next_url"].as_str(), u.names["#next_key"].as_str()), ("next_url", "next_key"));
         assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.mp3"), &s("tasks/t1/a.mp3")));
         assert_eq!(u.values[":stored"], s("stored"));
         assert_eq!(u.values[":bytes"], n(42));
@@ -243,18 +249,20 @@ mod tests {
     fn stored_without_a_content_type_removes_an_old_one() {
         let u = record_stored(HELD_COPY, &stored(None), Timestamp::from_unix_ms(0));
         assert_well_formed(&u, "rev");
-        assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct"), "{}", u.update);
+        assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct, #next_url, #next_key"), "{}", u.update);
         assert!(!u.values.contains_key(":ct"));
     }
 
     #[test]
     fn failed_and_released_files_keep_the_error_and_drop_the_claim() {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
-        let failed = "SET #status = :status, #error = :error, #failed_at = :at ADD #rev :one REMOVE #claim, #lease";
+        let failed = "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
+                      ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
-        // Failed for good only at the URL copied: a newer one written meanwhile is copied next.
-        let at_url = "#status = :downloading AND #claim = :me AND #url = :url";
+        // Failed for good only when no newer URL came meanwhile (the holder copies that next).
+        let at_url = "#status = :downloading AND #claim = :me \
+                      AND (attribute_not_exists(#next_url) OR #next_url = :url)";
         for (u, status, update, condition) in [
             (record_failed(HELD_COPY, "source answered 410 Gone", at), "failed", failed, at_url),
             (
@@ -267,6 +275,7 @@ mod tests {
             assert_well_formed(&u, "rev");
             assert_eq!(u.condition, condition);
             assert_eq!(u.values.get(":url"), (status == "failed").then(|| s("https://cdn/a.mp3")).as_ref());
+            assert_eq!(u.values.get(":key"), (status == "failed").then(|| s("tasks/t1/a.mp3")).as_ref());
             assert_eq!(u.update, update);
             assert_eq!(u.values.get(":at"), (status == "failed").then(|| s(&at.rfc3339())).as_ref());
             assert_eq!(u.values.get(":released"), (status == "pending").then(|| n(at.unix_seconds())).as_ref());

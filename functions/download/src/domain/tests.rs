@@ -100,9 +100,9 @@ async fn a_queued_file_is_stored_and_recorded() {
     );
 }
 
-/// Ingest wrote a newer URL into the file's item while the old one was copied (a callback
-/// came meanwhile; the claim stays): should the old URL fail for good, its `failed` write is
-/// refused and the holder copies the newer one; should it be copied, the item says so.
+/// Ingest wrote a newer URL into the file's item (`next_url`) while the old one was copied:
+/// should the old URL fail for good, its `failed` write is refused and the holder copies the
+/// newer one; should the old be copied, the newer is dropped.
 #[tokio::test]
 async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_for_good() {
     let (newer_url, newer_key) =
@@ -116,7 +116,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
         Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
     );
     ports.source(&newer_url, newer.clone());
-    *ports.url_replaced_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    *ports.next_url_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
     let outcome = run(&ports, "vocal", 1).await;
     assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
     assert_eq!(ports.opened(), vec![url("vocal"), newer_url.clone()]);
@@ -127,13 +127,14 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
         (FileStatus::Stored, newer_url.as_str(), newer_key.as_str())
     );
     assert_eq!((vocal.error.as_deref(), vocal.attempts), (None, 1), "one claim copied both");
+    assert_eq!((vocal.next_url.as_deref(), vocal.next_key.as_deref()), (None, None));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 
     // The old URL copied: the item names the URL and key of the object stored.
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     serve(&ports, "vocal", &data);
     ports.source(&newer_url, newer);
-    *ports.url_replaced_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    *ports.next_url_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
     let vocal = &ports.record(TASK).files["vocal"];
     let old_key = format!("tasks/{TASK}/vocal.mp3");
@@ -141,6 +142,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
         (vocal.status, vocal.url.clone(), vocal.key.as_str()),
         (FileStatus::Stored, url("vocal"), old_key.as_str())
     );
+    assert_eq!((vocal.next_url.as_deref(), vocal.next_key.as_deref()), (None, None));
     assert_eq!(ports.opened(), vec![url("vocal")]);
     assert_eq!(ports.store.object(&newer_key), None);
 }
@@ -706,6 +708,60 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         let measures = ports.measures.lock().unwrap().clone();
         assert_eq!(measures[0], Measure::Stored { bytes: len as u64, copy_seconds: None }, "counted once, no copy");
     }
+}
+
+/// An attempt copied the file but could not record it; a callback then brought a newer URL
+/// (`next_url`), and the old URL expired: the redelivery finds the copy under the file's own
+/// key and records it, fetching nothing (the newer URL waits beside the URL being copied, it
+/// does not replace it).
+#[tokio::test]
+async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let data = deterministic_bytes(50_000, 8);
+    serve(&ports, "vocal", &data);
+    *ports.stored_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+
+    let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
+    if let Some(f) = ports.tables.lock().unwrap().get_mut(TASK).and_then(|c| c.files.get_mut("vocal")) {
+        (f.next_url, f.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
+    }
+    ports.source(
+        &url("vocal"),
+        Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }),
+    );
+    let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
+    *ports.now.lock().unwrap() = Some(lease_over);
+    let outcome = run(&ports, "vocal", 2).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    let f = &ports.record(TASK).files["vocal"];
+    let key = format!("tasks/{TASK}/vocal.mp3");
+    assert_eq!((f.status, f.url.clone(), f.key.as_str()), (FileStatus::Stored, url("vocal"), key.as_str()));
+    assert_eq!((f.next_url.as_deref(), f.next_key.as_deref()), (None, None));
+    assert_eq!(ports.opened(), vec![url("vocal")], "fetched once, by the first attempt");
+}
+
+/// Another worker took the file over (our lease ran out) and a newer URL came: our `failed`
+/// write is refused and the file is not ours, so we copy nothing more.
+#[tokio::test]
+async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(
+        &url("vocal"),
+        Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
+    );
+    let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
+    ports.source(newer_url, Script::Body { data: b"final".to_vec(), declared: true, content_type: None });
+    let mut theirs = ports.file_item(TASK, "vocal");
+    theirs.status = FileStatus::Downloading;
+    (theirs.claim, theirs.lease_until) = (Some("another-worker".into()), Some(1_900_000_000));
+    (theirs.next_url, theirs.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
+    *ports.changed_meanwhile.lock().unwrap() = Some(theirs);
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::LostClaim)), "{outcome:?}");
+    assert_eq!(ports.opened(), vec![url("vocal")]);
+    assert_eq!(ports.file_item(TASK, "vocal").claim.as_deref(), Some("another-worker"));
 }
 
 /// As above, but S3 fails the look for the earlier copy on the redelivery, and the source has

@@ -445,7 +445,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
     let complete = event(Stage::Complete, 200, &files);
     let m = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1));
     let out = &m.record;
-    for name in ["queued", "pending", "claimed", "downloading"] {
+    for name in ["queued", "pending", "claimed"] {
         let f = &out.files[name];
         let url = format!("https://h/{name}-complete.wav");
         assert_eq!((f.url.as_str(), f.key.clone()), (url.as_str(), format!("tasks/task-1/{name}.wav")), "{name}");
@@ -460,10 +460,28 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
     assert_eq!(m.claims.wait_for, vec!["claimed"]);
     let stored = &out.files["stored"];
     assert_eq!((stored.url.as_str(), stored.key.as_str()), ("https://h/s-first.mp3", "tasks/task-1/stored.mp3"));
-    // The downloader copying the first URL keeps its claim: it copies the new one should the
-    // old fail for good (its `failed` write is conditional on the URL it copied).
+    assert_eq!(stored.next_url, None);
+    // The file being copied keeps its URL and key (an earlier attempt's copy is looked for
+    // there) and its claim; its holder copies the new URL should the old fail for good.
     let downloading = &out.files["downloading"];
-    assert_eq!((downloading.status, downloading.claim.as_deref()), (FileStatus::Downloading, Some("worker")));
+    assert_eq!(
+        (downloading.url.as_str(), downloading.key.as_str(), downloading.claim.as_deref()),
+        ("https://h/d-first.mp3", "tasks/task-1/downloading.mp3", Some("worker"))
+    );
+    assert_eq!(
+        (downloading.next_url.as_deref(), downloading.next_key.as_deref()),
+        (Some("https://h/downloading-complete.wav"), Some("tasks/task-1/downloading.wav"))
+    );
+
+    // Released for a retry before it was copied: the next URL replaces the file's own.
+    let mut released = out.clone();
+    set_status(&mut released, "downloading", FileStatus::Queued);
+    let again = ingest_callback(Some(&released), &complete, &body("3"), &claimant("r3"), now(2)).record;
+    let f = &again.files["downloading"];
+    assert_eq!(
+        (f.url.as_str(), f.next_url.as_deref(), f.next_key.as_deref()),
+        ("https://h/downloading-complete.wav", None, None)
+    );
 }
 
 #[test]
