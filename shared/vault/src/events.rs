@@ -211,13 +211,14 @@ pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_ke
 
 /// The events ingest publishes once a callback is recorded: none unless the callback
 /// speaks for the task's stage (it set it, or is a redelivery of the one that did, whose
-/// publish may have failed) and no poll published them already (the last poll recorded a
-/// result at that stage: a poll whose publish failed is recorded `unrecorded`, and the next
-/// publishes; without this, a task watched for days at one stage, stuck at `first` or with a
+/// publish may have failed) and no poll published them already (a poll recorded a result at
+/// that stage, [`reconcile::poll_recorded`]: a poll whose publish failed is recorded
+/// `unrecorded`, and a later one publishes; polls that bring nothing in between change
+/// neither; without this, a task watched for days at one stage, stuck at `first` or with a
 /// file's URL expired, sent the same events and webhooks on every poll); then `Task Stage
 /// Changed`, and `Task Failed` when that stage is a failure.
 pub fn after_callback(record: &TaskRecord, callback_stage: Stage, bucket: &str) -> Vec<TaskEvent> {
-    if callback_stage != record.stage || reconcile::last_poll_recorded(record) {
+    if callback_stage != record.stage || reconcile::poll_recorded(record) {
         return Vec::new();
     }
     let mut events = vec![stage_changed(record, bucket)];

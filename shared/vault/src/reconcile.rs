@@ -16,7 +16,7 @@
 use std::time::Duration;
 
 use crate::ingest::adopt_uncommitted;
-use crate::{Abandoned, FileEntry, FileStatus, LastPoll, RECONCILE_DUE, TaskRecord, Timestamp, VaultState};
+use crate::{Abandoned, FileEntry, FileStatus, LastPoll, PollResult, RECONCILE_DUE, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::Stage;
 use suno_callbacks::poll::record_info_path;
 
@@ -112,14 +112,17 @@ pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestam
     }
 }
 
-/// A poll's result saved ([`crate::accept::Settings::polled`]): the task stays in the index
-/// (due again after [`FIRST_POLL_INTERVAL`]) even when the result ends it, until the poll's
-/// own write ([`after_poll`]) takes it out. Should its events fail to publish and that write
-/// fail too, the task is polled again and the duplicate publishes them (a callback's are
-/// parked for that); left out of the index, a task polled because its callback never came
-/// would never get them.
+/// A poll's result saved ([`crate::accept::Settings::polled`]): the task stays in the index,
+/// due again within [`FIRST_POLL_INTERVAL`] (not at the later first poll [`after_merge`]
+/// schedules for a stage the result moved), even when the result ends it, until the poll's
+/// own write ([`after_poll`]) takes it out or schedules it. Should its events fail to publish
+/// and that write fail too, the task is polled again soon and the duplicate publishes them (a
+/// callback's are parked for that); left out of the index, a task polled because its
+/// callback never came would never get them.
 pub fn keep_watched(record: &mut TaskRecord, now: Timestamp) {
-    if record.reconcile.is_none() && record.abandoned.is_none() {
+    let soon = now.plus(FIRST_POLL_INTERVAL);
+    let due_soon = record.reconcile.is_some() && record.reconcile_at.is_some_and(|at| at <= soon);
+    if !due_soon && record.abandoned.is_none() {
         watch(record, now, FIRST_POLL_INTERVAL);
     }
 }
@@ -182,18 +185,25 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
     }
 }
 
-/// Whether the task's last poll recorded a result at the task's stage (its
-/// `last_poll.outcome` says so).
-pub fn last_poll_recorded(record: &TaskRecord) -> bool {
-    let said = PollOutcome::Result(record.stage).as_text();
-    record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
+/// Whether a poll recorded a result at the task's stage and published its events
+/// ([`TaskRecord::poll_result`], which polls that bring nothing leave as it is; on an item
+/// written before it existed, the last poll's outcome).
+pub fn poll_recorded(record: &TaskRecord) -> bool {
+    match record.poll_result {
+        Some(result) => result == PollResult::Recorded(record.stage),
+        None => {
+            let said = PollOutcome::Result(record.stage).as_text();
+            record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
+        }
+    }
 }
 
 /// Record a poll of a still-watched task: one more poll, `last_poll`, and the next poll
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
-/// longer watched (a result settled it) is only counted, unless its result was
-/// [`PollOutcome::Unrecorded`] (saved perhaps, but not finished): polled again until a poll
-/// records it (or the task is given up). `not_found_since` dates the first of
+/// longer watched (a result settled it) is only counted, unless a result was
+/// [`PollOutcome::Unrecorded`] (saved perhaps, but not finished) and no poll since recorded
+/// one ([`PollResult::Unfinished`], kept across polls that bring nothing): polled again
+/// until a poll records it (or the task is given up). `not_found_since` dates the first of
 /// an unbroken run of "not found" answers; any other answer, or none, ends the run (so a task
 /// is never given up as unknown on old answers, across an outage or a refused key). A reopen
 /// whose task item never came (a polled result the table then refused) is committed with it,
@@ -209,10 +219,16 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     } else {
         next.not_found_since = None;
     }
+    match outcome {
+        PollOutcome::Result(stage) => next.poll_result = Some(PollResult::Recorded(*stage)),
+        PollOutcome::Unrecorded => next.poll_result = Some(PollResult::Unfinished),
+        _ => {}
+    }
     // A result saved but not finished (its events, file messages or archive failed after the
-    // save) is polled again, and that poll's duplicate finishes it: left unwatched, a task
-    // polled because its callback never came would never get its events.
-    let unfinished = matches!(outcome, PollOutcome::Unrecorded) && next.abandoned.is_none();
+    // save) is polled again, through answers that bring nothing, until a poll's duplicate
+    // finishes it: left unwatched, a task polled because its callback never came would never
+    // get its events.
+    let unfinished = next.poll_result == Some(PollResult::Unfinished) && next.abandoned.is_none();
     if needs_watching(&next) || unfinished {
         let wait = next_interval(record.poll_interval_seconds);
         next.reconcile = Some(RECONCILE_DUE.to_owned());
@@ -349,15 +365,43 @@ mod tests {
         assert!(!needs_watching(&abandoned));
     }
 
+    /// A poll's saved result keeps the task due within the first interval, whether it was
+    /// watched or not and whatever later first poll the merge scheduled for a new stage.
+    #[test]
+    fn a_saved_poll_result_keeps_the_task_due_soon() {
+        let soon = NOW.plus(FIRST_POLL_INTERVAL);
+        let mut moved = task(Stage::First);
+        after_merge(&mut moved, Some(Stage::Submitted), NOW, Duration::from_secs(600));
+        assert!(moved.reconcile_at.is_some_and(|at| at > soon));
+        let mut ended = task(Stage::Final);
+        after_merge(&mut ended, Some(Stage::Submitted), NOW, Duration::from_secs(600));
+        assert_eq!(ended.reconcile, None);
+        for mut saved in [moved, ended] {
+            keep_watched(&mut saved, NOW);
+            assert_eq!((saved.reconcile.as_deref(), saved.reconcile_at), (Some(RECONCILE_DUE), Some(soon)));
+        }
+        let mut abandoned = task(Stage::Final);
+        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        keep_watched(&mut abandoned, NOW);
+        assert_eq!(abandoned.reconcile, None);
+    }
+
     /// A result whose save landed but whose events (or file messages, or archive) failed:
     /// watched still, so the next poll's duplicate publishes them; a recorded one is not.
     #[test]
     fn a_result_not_finished_is_polled_again_until_one_is_recorded() {
         let saved = task(Stage::Final);
-        let next = after_poll(&saved, &PollOutcome::Unrecorded, NOW);
-        assert_eq!(next.reconcile.as_deref(), Some(crate::RECONCILE_DUE));
-        assert!(next.reconcile_at.is_some_and(|at| at > NOW));
+        let mut next = after_poll(&saved, &PollOutcome::Unrecorded, NOW);
+        // Answers that bring nothing keep it watched: only a recorded result ends it.
+        for nothing in [PollOutcome::Http(503), PollOutcome::Unreachable, PollOutcome::Pending, PollOutcome::Http(401)]
+        {
+            next = after_poll(&next, &nothing, NOW);
+            assert_eq!(next.reconcile.as_deref(), Some(crate::RECONCILE_DUE), "{nothing:?}");
+            assert!(next.reconcile_at.is_some_and(|at| at > NOW));
+            assert!(!poll_recorded(&next));
+        }
         let recorded = after_poll(&next, &PollOutcome::Result(Stage::Final), NOW);
+        assert!(poll_recorded(&recorded));
         assert_eq!((recorded.reconcile, recorded.reconcile_at), (None, None));
         let mut abandoned = task(Stage::Final);
         abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });

@@ -87,6 +87,10 @@ pub struct TaskRecord {
     /// The last poll: when, and what came of it (`pending`, `result:<stage>`, `http_429`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_poll: Option<LastPoll>,
+    /// What the polls last made of a result, kept across polls that bring none (a 503, a
+    /// timeout): recorded at a stage (its events published), or saved but not finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_result: Option<PollResult>,
     /// The first of the polls since which the provider has said it does not know the task
     /// (see [`crate::reconcile::NOT_FOUND_GIVE_UP_AFTER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +133,18 @@ pub struct LastPoll {
     /// `pending`, `result:<stage>`, `http_<status>`, `provider_<code>`, `unreachable`,
     /// `unreadable`.
     pub outcome: String,
+}
+
+/// What the reconciler's polls last made of a result ([`TaskRecord::poll_result`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "stage", rename_all = "snake_case")]
+pub enum PollResult {
+    /// Recorded at this stage, its events published: a callback or poll that brings the
+    /// same stage publishes nothing again.
+    Recorded(Stage),
+    /// Saved perhaps, but not finished (its events, file messages or archive failed): the
+    /// task is polled until a poll records it.
+    Unfinished,
 }
 
 /// Why and when the reconciler gave a task up.
@@ -375,6 +391,7 @@ impl TaskRecord {
             polls: 0,
             poll_interval_seconds: None,
             last_poll: None,
+            poll_result: None,
             not_found_since: None,
             abandoned: None,
             manifest_key: None,

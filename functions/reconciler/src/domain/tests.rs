@@ -1135,9 +1135,42 @@ async fn a_polled_result_whose_events_and_bookkeeping_fail_is_polled_again_and_p
     assert_eq!(ports.record().reconcile, None, "and no longer watched");
 }
 
+/// A polled result saved whose events failed (`unrecorded`), then a poll that brings nothing
+/// (a 503, no answer): the task stays watched through it, and the next poll that brings the
+/// result publishes the events; taken out of the index on the empty poll, a task polled
+/// because its callback never came would never get them.
+#[tokio::test]
+async fn a_result_left_unfinished_stays_watched_through_polls_that_bring_nothing() {
+    let unavailable = ProviderAnswer::Http { status: 503, body: b"busy".to_vec() };
+    let ports =
+        MemoryPorts::new(vec![success(), unavailable, ProviderAnswer::Unreachable("timed out".into()), success()]);
+    register(&ports);
+    ports.until_due();
+    ports.publish_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.tasks_failed, 1, "{outcome:?}");
+    assert_eq!(ports.record().stage, Stage::Final, "the result is saved");
+    ports.publish_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    for nothing in ["http_503", "unreachable"] {
+        ports.until_due();
+        let _ = run(&ports).await;
+        let record = ports.record();
+        assert_eq!(record.last_poll.map(|p| p.outcome).as_deref(), Some(nothing));
+        assert_eq!(record.reconcile.as_deref(), Some(RECONCILE_DUE), "still watched after {nothing}");
+    }
+    assert!(ports.events.lock().unwrap().is_empty());
+
+    ports.until_due();
+    let _ = run(&ports).await;
+    let kinds: Vec<_> = ports.events.lock().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [events::EventType::StageChanged], "published by the poll that brought the result");
+    assert_eq!(ports.record().reconcile, None, "and no longer watched");
+}
+
 /// A task watched at one stage for long (here stuck at `first`) is polled again and again;
 /// its stage's events go out once more at most (the first poll, after the callback's), not
-/// on every poll, and a poll whose publish failed is followed by one that publishes.
+/// on every poll (nor on the one after a poll that brought nothing), and a poll whose
+/// publish failed is followed by one that publishes.
 #[tokio::test]
 async fn polls_of_a_task_stuck_at_one_stage_do_not_publish_its_events_each_time() {
     let first_body = br#"{"code":200,"msg":"first","data":{"callbackType":"first","task_id":"3e63b4cc88d52611159371f6af5571e7","data":[
@@ -1145,7 +1178,10 @@ async fn polls_of_a_task_stuck_at_one_stage_do_not_publish_its_events_each_time(
     let poll_first =
         br#"{"code":200,"msg":"success","data":{"taskId":"3e63b4cc88d52611159371f6af5571e7","status":"FIRST_SUCCESS",
         "response":{"sunoData":[{"id":"a1","audioUrl":"https://cdn1.suno.ai/a1.mp3"}]}}}"#;
-    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body: poll_first.to_vec() }]);
+    let first = || ProviderAnswer::Http { status: 200, body: poll_first.to_vec() };
+    let unavailable = ProviderAnswer::Http { status: 503, body: b"busy".to_vec() };
+    // The fourth poll gets a 503: the poll after it publishes nothing again either.
+    let ports = MemoryPorts::new(vec![first(), first(), first(), unavailable, first()]);
     let event = parse_callback(first_body).unwrap();
     accept(&ports, &accept::Settings::default(), &event, first_body, "req-1", None).await.unwrap();
     let stage_events =
@@ -1163,4 +1199,5 @@ async fn polls_of_a_task_stuck_at_one_stage_do_not_publish_its_events_each_time(
     assert_eq!(ports.record().polls, 5);
     // Once more, by the poll after the failed one (it cannot know the callback's went out).
     assert_eq!(published, [1, 2, 2, 2, 2]);
+    assert_eq!(ports.record().last_poll.map(|p| p.outcome).as_deref(), Some("result:first"));
 }
