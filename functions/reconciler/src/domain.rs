@@ -319,7 +319,7 @@ async fn reconcile_task<P: Ports>(
             PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status: 200, body } => match parse_poll(record.family, &body) {
-            Ok(PollResult::Pending { status, .. }) => {
+            Ok(PollResult::Pending { task_id: answered_for, status }) if answered_for == task => {
                 tracing::info!(task_id, status, "still pending at the provider");
                 PollOutcome::Pending
             }
@@ -357,8 +357,10 @@ async fn reconcile_task<P: Ports>(
                 );
                 PollOutcome::Result(event.stage)
             }
-            Ok(PollResult::Result(event)) => {
-                tracing::warn!(task_id, answered_for = %event.task_id, "the provider answered for another task");
+            // An answer for another task (a cache or proxy mixing answers up), pending or not:
+            // not waiting read as this task's.
+            Ok(other) => {
+                tracing::warn!(task_id, answered_for = %other.task_id(), "the provider answered for another task");
                 PollOutcome::Unreadable
             }
             // Not the provider's answer at all (a web page, or JSON without its `code`): a wrong

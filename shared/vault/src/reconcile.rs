@@ -16,7 +16,9 @@
 use std::time::Duration;
 
 use crate::ingest::adopt_uncommitted;
-use crate::{Abandoned, FileEntry, FileStatus, LastPoll, PollResult, RECONCILE_DUE, TaskRecord, Timestamp, VaultState};
+use crate::{
+    Abandoned, FileEntry, FileStatus, LastPoll, PolledResult, RECONCILE_DUE, TaskRecord, Timestamp, VaultState,
+};
 use suno_callbacks::Stage;
 use suno_callbacks::poll::record_info_path;
 
@@ -186,11 +188,11 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 }
 
 /// Whether a poll recorded a result at the task's stage and published its events
-/// ([`TaskRecord::poll_result`], which polls that bring nothing leave as it is; on an item
+/// ([`TaskRecord::polled_result`], which polls that bring nothing leave as it is; on an item
 /// written before it existed, the last poll's outcome).
 pub fn poll_recorded(record: &TaskRecord) -> bool {
-    match record.poll_result {
-        Some(result) => result == PollResult::Recorded(record.stage),
+    match record.polled_result {
+        Some(result) => result == PolledResult::Recorded(record.stage),
         None => {
             let said = PollOutcome::Result(record.stage).as_text();
             record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
@@ -202,7 +204,7 @@ pub fn poll_recorded(record: &TaskRecord) -> bool {
 /// scheduled with a doubled interval (429, 5xx and unreachable count as pending). A task no
 /// longer watched (a result settled it) is only counted, unless a result was
 /// [`PollOutcome::Unrecorded`] (saved perhaps, but not finished) and no poll since recorded
-/// one ([`PollResult::Unfinished`], kept across polls that bring nothing): polled again
+/// one ([`PolledResult::Unfinished`], kept across polls that bring nothing): polled again
 /// until a poll records it (or the task is given up). `not_found_since` dates the first of
 /// an unbroken run of "not found" answers; any other answer, or none, ends the run (so a task
 /// is never given up as unknown on old answers, across an outage or a refused key). A reopen
@@ -220,15 +222,15 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
         next.not_found_since = None;
     }
     match outcome {
-        PollOutcome::Result(stage) => next.poll_result = Some(PollResult::Recorded(*stage)),
-        PollOutcome::Unrecorded => next.poll_result = Some(PollResult::Unfinished),
+        PollOutcome::Result(stage) => next.polled_result = Some(PolledResult::Recorded(*stage)),
+        PollOutcome::Unrecorded => next.polled_result = Some(PolledResult::Unfinished),
         _ => {}
     }
     // A result saved but not finished (its events, file messages or archive failed after the
     // save) is polled again, through answers that bring nothing, until a poll's duplicate
     // finishes it: left unwatched, a task polled because its callback never came would never
     // get its events.
-    let unfinished = next.poll_result == Some(PollResult::Unfinished) && next.abandoned.is_none();
+    let unfinished = next.polled_result == Some(PolledResult::Unfinished) && next.abandoned.is_none();
     if needs_watching(&next) || unfinished {
         let wait = next_interval(record.poll_interval_seconds);
         next.reconcile = Some(RECONCILE_DUE.to_owned());

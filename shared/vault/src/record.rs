@@ -90,7 +90,7 @@ pub struct TaskRecord {
     /// What the polls last made of a result, kept across polls that bring none (a 503, a
     /// timeout): recorded at a stage (its events published), or saved but not finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub poll_result: Option<PollResult>,
+    pub polled_result: Option<PolledResult>,
     /// The first of the polls since which the provider has said it does not know the task
     /// (see [`crate::reconcile::NOT_FOUND_GIVE_UP_AFTER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,10 +135,10 @@ pub struct LastPoll {
     pub outcome: String,
 }
 
-/// What the reconciler's polls last made of a result ([`TaskRecord::poll_result`]).
+/// What the reconciler's polls last made of a result ([`TaskRecord::polled_result`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", content = "stage", rename_all = "snake_case")]
-pub enum PollResult {
+pub enum PolledResult {
     /// Recorded at this stage, its events published: a callback or poll that brings the
     /// same stage publishes nothing again.
     Recorded(Stage),
@@ -391,7 +391,7 @@ impl TaskRecord {
             polls: 0,
             poll_interval_seconds: None,
             last_poll: None,
-            poll_result: None,
+            polled_result: None,
             not_found_since: None,
             abandoned: None,
             manifest_key: None,

@@ -564,6 +564,27 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
     }
 }
 
+/// An answer for another task, a result or still pending (a cache or proxy mixing answers
+/// up), is unreadable and logged, not read as this task's: its pending would look like the
+/// normal wait for the whole retention.
+#[tokio::test]
+async fn an_answer_for_another_task_is_unreadable_pending_or_not() {
+    let other = "0123456789abcdef0123456789abcdef";
+    let pending = format!(r#"{{"code":200,"msg":"success","data":{{"taskId":"{other}","successFlag":"PENDING"}}}}"#);
+    let result = String::from_utf8(SUCCESS.to_vec()).unwrap().replace(TASK, other);
+    for body in [pending, result] {
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body: body.into_bytes() }]);
+        register(&ports);
+        ports.until_due();
+        assert_eq!(run(&ports).await.polls, 1);
+        let record = ports.record();
+        assert_eq!((record.last_poll.unwrap().outcome.as_str(), record.stage), ("unreadable", Stage::Submitted));
+        let logs = captured.text();
+        assert!(logs.contains("the provider answered for another task") && logs.contains(other), "{logs}");
+    }
+}
+
 /// The provider's error message is logged without the links it quotes (a callback URL's
 /// token, a file link) and cut to its first 200 characters.
 #[tokio::test]
