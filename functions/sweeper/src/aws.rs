@@ -141,7 +141,9 @@ fn page(
         })
         .collect();
     let next = match page_key {
+        // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
         None => None,
+        Some(key) if key.is_empty() => None,
         Some(key) => match open_task(key).or_else(|| tasks.last().cloned()) {
             Some(next) => Some(next),
             None => {
@@ -281,6 +283,8 @@ mod tests {
         assert_eq!((read.tasks, read.next), (vec![t1.clone()], Some(t1.clone())));
         assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
         assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
+        assert_eq!(page(std::slice::from_ref(&good), Some(&HashMap::new())).unwrap().next, None, "an empty key ends");
+        assert_eq!(page(&[], Some(&HashMap::new())).unwrap().tasks, vec![]);
         let err = page(std::slice::from_ref(&bad), Some(&bad)).unwrap_err();
         assert!(matches!(&err, StoreError::Malformed(why) if why.contains("t-2")), "{err}");
     }
