@@ -527,7 +527,7 @@ async fn claims_and_settles_answer_with_the_item() {
 
     let stored = StoredObject { bytes: 3, sha256_hex: "ab".repeat(32), content_type: None, parts: 1 };
     let at = Timestamp::now();
-    let copy = |worker| HeldCopy { worker, url: &file.url, key: &file.key };
+    let copy = |worker| HeldCopy { worker, next: None };
     let Ok(FileWrite::Refused(Some(held))) = ports.record_stored(&task, "vocal", copy("w-2"), &stored, at).await else {
         panic!("another worker's file is refused, with its item")
     };

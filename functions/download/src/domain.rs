@@ -140,19 +140,27 @@ pub enum FileWrite {
     Refused(Option<Box<FileEntry>>),
 }
 
-/// The claim holder's copy of a file: who holds it, and the URL and key it copies (the
-/// item's when claimed, or its `next_url` and `next_key` once the first failed for good).
+/// The claim holder's copy of a file: who holds it, and the newer URL and key it copies
+/// instead of the item's own (its `next_url` and `next_key`, once the own URL failed for
+/// good; None while it copies the item's `url` into its `key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldCopy<'a> {
     pub worker: &'a str,
+    pub next: Option<NextSource<'a>>,
+}
+
+/// A newer URL a callback brought for a file being copied, and its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextSource<'a> {
     pub url: &'a str,
     pub key: &'a str,
 }
 
 pub trait RecordStored {
     /// `downloading` under `held.worker` -> `stored` with size, digest, content type and
-    /// time, and the URL and key copied (`next_url` removed: a newer URL ingest wrote
-    /// meanwhile gives way to the copy made); refused, the item as it is.
+    /// time, `url` and `key` set to `held.next` when that was copied, and `next_url` removed
+    /// (a newer URL ingest wrote meanwhile gives way to the copy made); refused, the item as
+    /// it is.
     fn record_stored(
         &self,
         task_id: &TaskId,
@@ -164,9 +172,10 @@ pub trait RecordStored {
 }
 
 pub trait RecordFailed {
-    /// `downloading` under `held.worker`, with no newer URL than `held.url` in `next_url` ->
-    /// `failed` for good, with the reason, at the URL and key copied; refused, the item as it
-    /// is (a newer URL came while the old one was copied: the holder copies that instead).
+    /// `downloading` under `held.worker`, with no newer URL than the one copied waiting in
+    /// `next_url` (none, or `held.next`'s, which becomes `url` and `key`) -> `failed` for
+    /// good, with the reason; refused, the item as it is (a newer URL came while the copied
+    /// one was copied: the holder copies that instead).
     fn record_failed(
         &self,
         task_id: &TaskId,
@@ -543,8 +552,9 @@ async fn copy_claimed<P: Ports>(
     plan: &CopyPlan,
 ) -> Outcome {
     let mut plan = plan.clone();
+    let mut from_next = false;
     loop {
-        match copy_held(ports, settings, delivery, task_id, name, &plan).await {
+        match copy_held(ports, settings, delivery, task_id, name, &plan, from_next).await {
             Copied::Finished(outcome) => return outcome,
             Copied::NewerUrl { url, key } => {
                 tracing::info!(
@@ -552,6 +562,7 @@ async fn copy_claimed<P: Ports>(
                     "the URL failed for good, but a newer one came while it was copied; copying that"
                 );
                 plan = CopyPlan { url, key, replaced: true, ..plan };
+                from_next = true;
             }
         }
     }
@@ -567,6 +578,7 @@ enum Copied {
     },
 }
 
+/// Copy the plan's URL under the claim: the item's own, or (`from_next`) its `next_url`.
 async fn copy_held<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -574,10 +586,12 @@ async fn copy_held<P: Ports>(
     task_id: &TaskId,
     name: &str,
     plan: &CopyPlan,
+    from_next: bool,
 ) -> Copied {
     let started = Instant::now();
     let worker = delivery.worker.as_str();
-    let held = HeldCopy { worker, url: &plan.url, key: &plan.key };
+    let next = from_next.then_some(NextSource { url: &plan.url, key: &plan.key });
+    let held = HeldCopy { worker, next };
     let (found, unsure) = match plan.earlier_attempts {
         0 => (None, None),
         _ => match stored_before(ports, plan, delivery.stop_at).await {

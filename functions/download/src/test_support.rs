@@ -675,7 +675,9 @@ impl RecordStored for MemoryPorts {
             |f| held_by(f, held.worker),
             |f| {
                 f.status = FileStatus::Stored;
-                (f.url, f.key) = (held.url.to_owned(), held.key.to_owned());
+                if let Some(next) = held.next {
+                    (f.url, f.key) = (next.url.to_owned(), next.key.to_owned());
+                }
                 (f.next_url, f.next_key) = (None, None);
                 f.bytes = Some(stored.bytes);
                 f.sha256 = Some(stored.sha256_hex.clone());
@@ -702,11 +704,13 @@ impl RecordFailed for MemoryPorts {
         Ok(self.update_file(
             task_id,
             name,
-            |f| held_by(f, held.worker) && f.next_url.as_deref().is_none_or(|next| next == held.url),
+            |f| held_by(f, held.worker) && f.next_url.as_deref() == held.next.map(|next| next.url),
             |f| {
                 (f.status, f.error, f.lease_until, f.claim) = (FileStatus::Failed, Some(reason.to_owned()), None, None);
-                (f.url, f.key, f.failed_at) = (held.url.to_owned(), held.key.to_owned(), Some(failed_at));
-                (f.next_url, f.next_key) = (None, None);
+                if let Some(next) = held.next {
+                    (f.url, f.key) = (next.url.to_owned(), next.key.to_owned());
+                }
+                (f.failed_at, f.next_url, f.next_key) = (Some(failed_at), None, None);
             },
         ))
     }

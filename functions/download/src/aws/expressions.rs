@@ -46,12 +46,15 @@ pub(crate) fn claim_file(claim: &Claim) -> Update {
 /// The condition of every write by the claim holder: still `downloading` under `:me`.
 const HELD: &str = "#status = :downloading AND #claim = :me";
 
-/// [`HELD`], with no URL newer than the one copied (`:url`) waiting in `next_url`.
-const HELD_NOTHING_NEWER: &str =
-    "#status = :downloading AND #claim = :me AND (attribute_not_exists(#next_url) OR #next_url = :url)";
+/// [`HELD`], copying the item's own URL, and no newer one waiting (`next_url`).
+const HELD_NOTHING_NEWER: &str = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
 
-/// A file held by `worker` (`condition`: [`HELD`] or [`HELD_NOTHING_NEWER`]), finished: its
-/// claim removed, and its lease (or, for a release, set to when it ended).
+/// [`HELD`], copying the item's `next_url` (`:url`), and no newer one waiting since.
+const HELD_AT_NEXT: &str = "#status = :downloading AND #claim = :me AND #next_url = :url";
+
+/// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`] or
+/// [`HELD_AT_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
+/// when it ended).
 fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
     let mut u = of_file(update, condition);
     u.name("#claim", "claim").name("#lease", "lease_until");
@@ -60,53 +63,65 @@ fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
 }
 
 /// `downloading` under `held.worker` -> `stored` with size, digest, content type (removed
-/// when the source sent none), time (as stored: RFC 3339), and the URL and key copied (the
-/// newer URL of `next_url`, when that was copied); a last error and a newer URL left are
-/// removed (a stored file is never copied again).
+/// when the source sent none) and time (as stored: RFC 3339); `url` and `key` set to
+/// `held.next` when that was copied; a last error and a newer URL left (`next_url`) removed:
+/// a stored file is never copied again.
 pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at: Timestamp) -> Update {
-    let mut u = match &stored.content_type {
-        Some(content_type) => {
-            let mut u = finish_file(
-                held.worker,
-                "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
-                 ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key",
-                HELD,
-            );
-            u.value(":ct", s(content_type));
-            u
-        }
-        None => finish_file(
-            held.worker,
-            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key \
-             ADD #rev :one REMOVE #claim, #lease, #error, #ct, #next_url, #next_key",
-            HELD,
+    let content_type = if stored.content_type.is_some() { ", #ct = :ct" } else { "" };
+    let next = if held.next.is_some() { ", #url = :url, #key = :key" } else { "" };
+    let removed_ct = if stored.content_type.is_none() { ", #ct" } else { "" };
+    let mut u = finish_file(
+        held.worker,
+        &format!(
+            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at{content_type}{next} \
+             ADD #rev :one REMOVE #claim, #lease, #error{removed_ct}, #next_url, #next_key"
         ),
-    };
+        HELD,
+    );
+    if let Some(content_type) = &stored.content_type {
+        u.value(":ct", s(content_type));
+    }
     u.name("#bytes", "bytes").name("#sha", "sha256").name("#at", "stored_at");
-    u.name("#ct", "content_type").name("#error", "error").name("#url", "url").name("#key", "key");
-    u.name("#next_url", "next_url").name("#next_key", "next_key");
-    u.value(":url", s(held.url)).value(":key", s(held.key));
+    u.name("#ct", "content_type").name("#error", "error").name("#next_url", "next_url").name("#next_key", "next_key");
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
         .value(":sha", s(&stored.sha256_hex))
         .value(":at", s(&stored_at.rfc3339()));
+    set_next(&mut u, held);
     u
 }
 
-/// `downloading` under `held.worker`, with no newer URL than `held.url` in `next_url` ->
-/// `failed` for good, with the reason and when, at the URL and key copied. Refused for a
-/// newer URL ingest wrote meanwhile (the holder copies that).
+/// The copied `next_url` and `next_key` as `url` and `key` (`:url`, `:key`), if that was
+/// what was copied.
+fn set_next(u: &mut Update, held: HeldCopy<'_>) {
+    if let Some(next) = held.next {
+        u.name("#url", "url").name("#key", "key");
+        u.value(":url", s(next.url)).value(":key", s(next.key));
+    }
+}
+
+/// `downloading` under `held.worker`, with no URL newer than the one copied waiting in
+/// `next_url` -> `failed` for good, with the reason and when (and, when `held.next` was
+/// copied, that as `url` and `key`). Refused for a newer URL ingest wrote meanwhile (the
+/// holder copies that). The item's own URL is never sent back (a signed body may bring
+/// hundreds of kilobytes of it).
 pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
+    let (next, condition) = match held.next {
+        Some(_) => (", #key = :key, #url = :url", HELD_AT_NEXT),
+        None => ("", HELD_NOTHING_NEWER),
+    };
     let mut u = finish_file(
         held.worker,
-        "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
-         ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key",
-        HELD_NOTHING_NEWER,
+        &format!(
+            "SET #status = :status, #error = :error, #failed_at = :at{next} \
+             ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key"
+        ),
+        condition,
     );
-    u.name("#error", "error").name("#failed_at", "failed_at").name("#url", "url").name("#key", "key");
+    u.name("#error", "error").name("#failed_at", "failed_at");
     u.name("#next_url", "next_url").name("#next_key", "next_key");
-    u.value(":url", s(held.url)).value(":key", s(held.key));
     u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
+    set_next(&mut u, held);
     u
 }
 
@@ -161,6 +176,7 @@ mod tests {
     use suno_callbacks::{Family, Stage};
 
     use super::*;
+    use crate::domain::NextSource;
 
     /// Every placeholder is used and every one used is defined (DynamoDB refuses both
     /// mistakes), and the item's counter goes up by one.
@@ -195,7 +211,9 @@ mod tests {
         found
     }
 
-    const HELD_COPY: HeldCopy<'static> = HeldCopy { worker: "w-1", url: "https://cdn/a.mp3", key: "tasks/t1/a.mp3" };
+    const HELD_OWN: HeldCopy<'static> = HeldCopy { worker: "w-1", next: None };
+    const HELD_NEXT: HeldCopy<'static> =
+        HeldCopy { worker: "w-1", next: Some(NextSource { url: "https://cdn/a.wav", key: "tasks/t1/a.wav" }) };
 
     fn stored(content_type: Option<&str>) -> StoredObject {
         StoredObject { bytes: 42, sha256_hex: "ab".repeat(32), content_type: content_type.map(str::to_owned), parts: 1 }
@@ -225,17 +243,16 @@ mod tests {
     #[test]
     fn stored_records_the_object_and_drops_the_claim_and_last_error() {
         let at = Timestamp::from_unix_ms(1_795_446_000_120);
-        let u = record_stored(HELD_COPY, &stored(Some("audio/mpeg")), at);
+        let u = record_stored(HELD_OWN, &stored(Some("audio/mpeg")), at);
         assert_well_formed(&u, "rev");
-        assert_eq!(u.condition, HELD, "not on the URL: a newer one written meanwhile gives way to the copy made");
+        assert_eq!(u.condition, HELD, "not on next_url: a newer one written meanwhile gives way to the copy made");
         assert_eq!(
             u.update,
-            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #url = :url, #key = :key, #ct = :ct \
+            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct \
              ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key"
         );
-        assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
         assert_eq!((u.names["#next_url"].as_str(), u.names["#next_key"].as_str()), ("next_url", "next_key"));
-        assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.mp3"), &s("tasks/t1/a.mp3")));
+        assert!(!u.values.contains_key(":url"), "the item's own URL is not sent back");
         assert_eq!(u.values[":stored"], s("stored"));
         assert_eq!(u.values[":bytes"], n(42));
         assert_eq!(u.values[":sha"], s(&"ab".repeat(32)));
@@ -243,11 +260,22 @@ mod tests {
         assert_eq!(u.values[":ct"], s("audio/mpeg"));
         assert_eq!((u.names["#sha"].as_str(), u.names["#ct"].as_str()), ("sha256", "content_type"));
         assert_eq!(u.values[":me"], s("w-1"));
+
+        // The newer URL copied: it becomes the file's URL and key.
+        let u = record_stored(HELD_NEXT, &stored(Some("audio/wav")), at);
+        assert_well_formed(&u, "rev");
+        assert_eq!(
+            u.update,
+            "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct, #url = :url, #key = :key \
+             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key"
+        );
+        assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
+        assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.wav"), &s("tasks/t1/a.wav")));
     }
 
     #[test]
     fn stored_without_a_content_type_removes_an_old_one() {
-        let u = record_stored(HELD_COPY, &stored(None), Timestamp::from_unix_ms(0));
+        let u = record_stored(HELD_OWN, &stored(None), Timestamp::from_unix_ms(0));
         assert_well_formed(&u, "rev");
         assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct, #next_url, #next_key"), "{}", u.update);
         assert!(!u.values.contains_key(":ct"));
@@ -256,31 +284,42 @@ mod tests {
     #[test]
     fn failed_and_released_files_keep_the_error_and_drop_the_claim() {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
-        let failed = "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
+        let failed = "SET #status = :status, #error = :error, #failed_at = :at \
                       ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
+        let failed_at_next = "SET #status = :status, #error = :error, #failed_at = :at, #key = :key, #url = :url \
+                              ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
         // Failed for good only when no newer URL came meanwhile (the holder copies that next).
-        let at_url = "#status = :downloading AND #claim = :me \
-                      AND (attribute_not_exists(#next_url) OR #next_url = :url)";
-        for (u, status, update, condition) in [
-            (record_failed(HELD_COPY, "source answered 410 Gone", at), "failed", failed, at_url),
+        let nothing_newer = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
+        let at_next = "#status = :downloading AND #claim = :me AND #next_url = :url";
+        let reason = "source answered 410 Gone";
+        for (u, status, update, condition, next) in [
+            (record_failed(HELD_OWN, reason, at), "failed", failed, nothing_newer, None),
             (
-                release_file("w-1", "source answered 410 Gone", at.unix_seconds()),
+                record_failed(HELD_NEXT, reason, at),
+                "failed",
+                failed_at_next,
+                at_next,
+                Some(("https://cdn/a.wav", "tasks/t1/a.wav")),
+            ),
+            (
+                release_file("w-1", reason, at.unix_seconds()),
                 "pending",
                 released,
                 "#status = :downloading AND #claim = :me",
+                None,
             ),
         ] {
             assert_well_formed(&u, "rev");
             assert_eq!(u.condition, condition);
-            assert_eq!(u.values.get(":url"), (status == "failed").then(|| s("https://cdn/a.mp3")).as_ref());
-            assert_eq!(u.values.get(":key"), (status == "failed").then(|| s("tasks/t1/a.mp3")).as_ref());
             assert_eq!(u.update, update);
+            assert_eq!(u.values.get(":url"), next.map(|n| s(n.0)).as_ref());
+            assert_eq!(u.values.get(":key"), next.map(|n| s(n.1)).as_ref());
             assert_eq!(u.values.get(":at"), (status == "failed").then(|| s(&at.rfc3339())).as_ref());
             assert_eq!(u.values.get(":released"), (status == "pending").then(|| n(at.unix_seconds())).as_ref());
             assert_eq!(u.values[":status"], s(status));
-            assert_eq!(u.values[":error"], s("source answered 410 Gone"));
+            assert_eq!(u.values[":error"], s(reason));
             assert_eq!(u.values[":me"], s("w-1"));
         }
     }
