@@ -3,7 +3,8 @@
 //!
 //! Each path gets a [`Reply`]: fixed bytes, generated deterministic bytes of any length
 //! (produced as they are sent, never held in memory) with or without Content-Length, a
-//! status code, a redirect, a body cut off mid-way, a delay, or "fail N times, then".
+//! status code, a redirect, a body cut off mid-way, a delay, a gate the test opens, or "fail
+//! N times, then".
 //! Routes match on the path only, so URLs may carry a (fake) signature in their query.
 
 use std::collections::HashMap;
@@ -63,6 +64,11 @@ pub enum Reply {
         delay: Duration,
         reply: Box<Reply>,
     },
+    /// Waits until the test opens the gate ([`Gate::open`]), then answers.
+    Gated {
+        gate: Gate,
+        reply: Box<Reply>,
+    },
     /// `first` for the first `times` requests, then `then`.
     FailTimes {
         times: usize,
@@ -95,6 +101,28 @@ impl Reply {
 
     pub fn delayed(delay: Duration, reply: Reply) -> Reply {
         Reply::Delayed { delay, reply: Box::new(reply) }
+    }
+
+    pub fn gated(gate: &Gate, reply: Reply) -> Reply {
+        Reply::Gated { gate: gate.clone(), reply: Box::new(reply) }
+    }
+}
+
+/// Holds [`Reply::Gated`] answers until opened: a test makes something happen while a
+/// request is known to be in flight, whatever the machine's speed.
+#[derive(Debug, Clone, Default)]
+pub struct Gate(Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Gate {
+    /// Let every held and later request through.
+    pub fn open(&self) {
+        self.0.send_replace(true);
+    }
+
+    async fn passed(&self) {
+        let mut opened = self.0.subscribe();
+        // Err: the sender is gone, which cannot happen while `self` holds it.
+        let _ = opened.wait_for(|open| *open).await;
     }
 }
 
@@ -184,6 +212,10 @@ async fn answer(routes: &Routes, path: &str) -> Response<Body> {
                 tokio::time::sleep(delay).await;
                 reply = *inner;
             }
+            Reply::Gated { gate, reply: inner } => {
+                gate.passed().await;
+                reply = *inner;
+            }
             other => return respond(other),
         }
     }
@@ -225,7 +257,9 @@ fn respond(reply: Reply) -> Response<Body> {
             response.headers_mut().insert(LOCATION, location.parse().expect("a valid Location"));
             response
         }
-        Reply::Delayed { reply, .. } | Reply::FailTimes { then: reply, .. } => respond(*reply),
+        Reply::Delayed { reply, .. } | Reply::Gated { reply, .. } | Reply::FailTimes { then: reply, .. } => {
+            respond(*reply)
+        }
     }
 }
 

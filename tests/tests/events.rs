@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use stemvault_aws::secrets::SecretText;
 use stemvault_ingest::secret::CallbackSecret;
 use stemvault_tests::TestEnv;
-use stemvault_tests::file_server::{FileServer, Reply};
+use stemvault_tests::file_server::{FileServer, Gate, Reply};
 use stemvault_vault::{FileStatus, TaskRecord, VaultState};
 use suno_callbacks::Stage;
 use suno_callbacks::signature::sign;
@@ -247,7 +247,9 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
     let env = TestEnv::new().await;
     let subscriber = Subscriber::new(&env).await;
     let server = FileServer::start().await;
-    server.route("/old-vocal.mp3", Reply::delayed(Duration::from_secs(2), Reply::Status(404)));
+    // The old URL answers 404 only once the newer one is recorded.
+    let gate = Gate::default();
+    server.route("/old-vocal.mp3", Reply::gated(&gate, Reply::Status(404)));
     server.route("/vocal.wav", Reply::bytes(&b"vocal bytes, final"[..], "audio/wav"));
     server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
     let ingest = ingest_app(&env).await;
@@ -259,11 +261,13 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
     let newer = vocal_separation(&task, &server.url("/vocal.wav"), &server.url("/instrumental.mp3"));
     let bring_newer_during_the_copy = async {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while env.record(&task).await.expect("recorded").files["vocal"].status != FileStatus::Downloading {
-            assert!(Instant::now() < deadline, "the vocal was never claimed");
+        while server.hits("/old-vocal.mp3") == 0 {
+            assert!(Instant::now() < deadline, "the vocal was never fetched");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        assert_eq!(env.record(&task).await.expect("recorded").files["vocal"].status, FileStatus::Downloading);
         assert_eq!(post(&ingest, &task, &newer).await, StatusCode::OK);
+        gate.open();
     };
     let (settled, ()) = tokio::join!(download_until_settled(&env, &download, &task), bring_newer_during_the_copy);
 
