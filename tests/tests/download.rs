@@ -10,8 +10,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{
-    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, HeldCopy, RecordStored, SettleTask, SettleWrite,
-    WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, HeldCopy, NextSource, RecordFailed, RecordStored,
+    ReleaseFile, SettleTask, SettleWrite, WriteManifest,
 };
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
@@ -497,6 +497,32 @@ async fn a_redelivery_settles_the_task_a_stopped_worker_left_unsettled() {
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
+/// A task with one queued file, `vocal`, in the table.
+async fn one_queued_vocal(env: &TestEnv) -> (TaskRecord, TaskId) {
+    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", "https://cdn1.suno.ai/v.mp3")]);
+    env.put_record(&record).await;
+    let task = TaskId::parse(&record.task_id).unwrap();
+    (record, task)
+}
+
+/// A claim for `worker`, its lease a minute.
+fn claim(worker: &str) -> Claim {
+    let now = Timestamp::now().unix_seconds();
+    Claim { worker: worker.into(), lease_until: now + 60, now }
+}
+
+/// What ingest writes for a callback bringing `url` while `vocal` is being downloaded (its
+/// conditional put of the file item, `next_url` beside the URL copied); the newer URL's key.
+async fn bring_next_url(env: &TestEnv, task_id: &str, url: &str, extension: &str) -> String {
+    let read = env.task_record(task_id).await;
+    let mut newer = read.clone();
+    let key = format!("tasks/{task_id}/vocal.{extension}");
+    let vocal = newer.files.get_mut("vocal").unwrap();
+    (vocal.next_url, vocal.next_key) = (Some(url.into()), Some(key.clone()));
+    env.rewrite_record(&read, &newer).await;
+    key
+}
+
 /// The claim and the settle against the emulator's DynamoDB: a claim applies to a claimable
 /// file item and returns it (ALL_NEW), a refused one returns the item as it is (ALL_OLD, via
 /// ReturnValuesOnConditionCheckFailure) or nothing for a file the task does not have, and
@@ -507,13 +533,10 @@ async fn a_redelivery_settles_the_task_a_stopped_worker_left_unsettled() {
 async fn claims_and_settles_answer_with_the_item() {
     let env = TestEnv::new().await;
     let ports = env.download_ports();
-    let record = queued_record(&new_task_id(), Family::VocalSeparation, &[("vocal", "https://cdn1.suno.ai/v.mp3")]);
-    env.put_record(&record).await;
-    let task = TaskId::parse(&record.task_id).unwrap();
-    let now = Timestamp::now().unix_seconds();
-    let claim = |worker: &str| Claim { worker: worker.into(), lease_until: now + 60, now };
+    let (record, task) = one_queued_vocal(&env).await;
 
-    let ClaimAnswer::Claimed(file) = ports.claim_file(&task, "vocal", &claim("w-1")).await.unwrap() else {
+    let first = claim("w-1");
+    let ClaimAnswer::Claimed(file) = ports.claim_file(&task, "vocal", &first).await.unwrap() else {
         panic!("a queued file is claimed")
     };
     assert_eq!((file.status, file.claim.as_deref(), file.attempts), (FileStatus::Downloading, Some("w-1"), 1));
@@ -521,7 +544,7 @@ async fn claims_and_settles_answer_with_the_item() {
     let ClaimAnswer::Refused(Some(held)) = ports.claim_file(&task, "vocal", &claim("w-2")).await.unwrap() else {
         panic!("a held file is refused, with its item")
     };
-    assert_eq!((held.claim.as_deref(), held.lease_until), (Some("w-1"), Some(now + 60)));
+    assert_eq!((held.claim.as_deref(), held.lease_until), (Some("w-1"), Some(first.lease_until)));
     assert_eq!(ports.claim_file(&task, "bass", &claim("w-2")).await, Ok(ClaimAnswer::Refused(None)));
     assert!(!env.task_record(&record.task_id).await.files.contains_key("bass"), "no item created");
 
@@ -563,6 +586,48 @@ async fn claims_and_settles_answer_with_the_item() {
     env.rewrite_record(&settled, &reopened).await;
     assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
     assert_eq!(env.task_record(&record.task_id).await.vault, VaultState::Pending);
+}
+
+/// The writes around a newer URL against the emulator's DynamoDB: with `next_url` in the item
+/// (ingest's conditional put), the holder's `failed` of its own URL is refused with the item;
+/// its release of the newer one makes that the file's URL; a `failed` of the newer one applies
+/// only while it is still the item's `next_url`.
+#[tokio::test]
+async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_url() {
+    let env = TestEnv::new().await;
+    let ports = env.download_ports();
+    let (record, task) = one_queued_vocal(&env).await;
+    let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-1")).await else { panic!("claimed") };
+    let next_url = "https://cdn1.suno.ai/v-final.wav";
+    let next_key = bring_next_url(&env, &record.task_id, next_url, "wav").await;
+
+    let at = Timestamp::now();
+    let own = HeldCopy { worker: "w-1", next: None };
+    let Ok(FileWrite::Refused(Some(item))) = ports.record_failed(&task, "vocal", own, "gone", at).await else {
+        panic!("refused: a newer URL waits")
+    };
+    assert_eq!((item.next_url.as_deref(), item.claim.as_deref()), (Some(next_url), Some("w-1")));
+    let next = HeldCopy { worker: "w-1", next: Some(NextSource { url: next_url, key: &next_key }) };
+    let stale = HeldCopy { worker: "w-1", next: Some(NextSource { url: "https://cdn1.suno.ai/older.wav", key: "k" }) };
+    assert_eq!(ports.release_file(&task, "vocal", stale, "busy").await, Ok(Conditional::Conflict));
+    assert_eq!(ports.release_file(&task, "vocal", next, "busy").await, Ok(Conditional::Applied));
+    let released = &env.task_record(&record.task_id).await.files["vocal"];
+    assert_eq!(
+        (released.url.as_str(), released.key.as_str(), released.next_url.as_deref(), released.claim.as_deref()),
+        (next_url, next_key.as_str(), None, None)
+    );
+
+    // Held again, copying the newer URL (as if ingest wrote it once more), it fails for good there.
+    let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-2")).await else { panic!("claimed") };
+    let third_url = "https://cdn1.suno.ai/v-3.flac";
+    let third_key = bring_next_url(&env, &record.task_id, third_url, "flac").await;
+    let third = HeldCopy { worker: "w-2", next: Some(NextSource { url: third_url, key: &third_key }) };
+    assert_eq!(ports.record_failed(&task, "vocal", third, "gone", at).await, Ok(FileWrite::Applied));
+    let failed = &env.task_record(&record.task_id).await.files["vocal"];
+    assert_eq!(
+        (failed.status, failed.url.as_str(), failed.key.as_str(), failed.next_url.as_deref()),
+        (FileStatus::Failed, third_url, third_key.as_str(), None)
+    );
 }
 
 /// Two workers finish a task's last two files at the same time, in two invocations: no

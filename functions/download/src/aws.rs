@@ -210,11 +210,11 @@ impl ReleaseFile for AwsPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         error: &str,
     ) -> Result<Conditional, StoreError> {
         let released_at = self.now().unix_seconds();
-        self.update_file("release", task_id, name, expressions::release_file(worker, error, released_at)).await
+        self.update_file("release", task_id, name, expressions::release_file(held, error, released_at)).await
     }
 }
 

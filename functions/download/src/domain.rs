@@ -187,15 +187,18 @@ pub trait RecordFailed {
 }
 
 pub trait ReleaseFile {
-    /// `downloading` under `worker` -> `pending` again (its message is still on the queue,
-    /// so the task's `queued` set still names it and it reads as `queued`), keeping the last
-    /// error for people to see, and `lease_until` set to now, when the claim ended: should
-    /// the message never come back, the sweeper counts from it (`ingest::reclaim`).
+    /// `downloading` under `held.worker` -> `pending` again (its message is still on the
+    /// queue, so the task's `queued` set still names it and it reads as `queued`), keeping
+    /// the last error for people to see, and `lease_until` set to now, when the claim ended:
+    /// should the message never come back, the sweeper counts from it (`ingest::reclaim`).
+    /// With `held.next` (its `next_url` was being copied, the own URL failed for good), only
+    /// while that is still the item's `next_url`, which becomes its `url` and `key`: the retry
+    /// copies it, not the URL that failed.
     fn release_file(
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         error: &str,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
@@ -526,14 +529,24 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
 /// retry need not wait for the lease to run out. Best effort.
 pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
-    release_claim(ports, &task_id, &job.name, &delivery.worker, reason).await;
+    let held = HeldCopy { worker: &delivery.worker, next: None };
+    release_claim(ports, &task_id, &job.name, held, reason).await;
 }
 
 /// Give the claim back (`pending` again, `why` kept), within the best-effort bound: often
 /// just after the deadline stopped a copy, as the delay after it is. Unanswered in time, it
-/// failed, and the claim ends with its lease.
-async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, worker: &str, why: &str) {
-    let releasing = ports.release_file(task_id, name, worker, why);
+/// failed, and the claim ends with its lease. A release of a newer URL being copied that an
+/// even newer one replaced meanwhile is made again as a plain release (the retry copies the
+/// item's URL, then its newest).
+async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, held: HeldCopy<'_>, why: &str) {
+    let releasing = async {
+        match ports.release_file(task_id, name, held, why).await? {
+            Conditional::Conflict if held.next.is_some() => {
+                ports.release_file(task_id, name, HeldCopy { next: None, ..held }, why).await
+            }
+            released => Ok(released),
+        }
+    };
     if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {
         tracing::warn!(error = %e, "could not release the claim; it ends with its lease");
     }
@@ -541,8 +554,9 @@ async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, 
 
 /// Copy the claimed file as planned; should its URL fail for good after ingest wrote a newer
 /// one into the item (`next_url`: the `failed` write refused, the file still ours), copy
-/// that one instead, under the same claim and deadline. Each turn needs a URL another
-/// callback brought, and every copy stops at the deadline.
+/// that one instead, under the same claim and deadline. No count bounds the turns: each
+/// needs a URL another callback (or a poll) brought meanwhile, and every copy stops at the
+/// deadline.
 async fn copy_claimed<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -556,12 +570,12 @@ async fn copy_claimed<P: Ports>(
     loop {
         match copy_held(ports, settings, delivery, task_id, name, &plan, from_next).await {
             Copied::Finished(outcome) => return outcome,
-            Copied::NewerUrl { url, key } => {
+            Copied::NextUrl { url, key } => {
                 tracing::info!(
                     url = %loggable_str(&url),
                     "the URL failed for good, but a newer one came while it was copied; copying that"
                 );
-                plan = CopyPlan { url, key, replaced: true, ..plan };
+                plan = CopyPlan { url, key, ..plan };
                 from_next = true;
             }
         }
@@ -571,8 +585,9 @@ async fn copy_claimed<P: Ports>(
 /// What [`copy_held`] came to.
 enum Copied {
     Finished(Outcome),
-    /// The plan's URL failed for good, and the item, still ours, has a newer URL and key.
-    NewerUrl {
+    /// The plan's URL failed for good, and the item, still ours, has a newer one waiting
+    /// (its `next_url` and `next_key`).
+    NextUrl {
         url: String,
         key: String,
     },
@@ -632,7 +647,7 @@ async fn copy_held<P: Ports>(
     let retryable = error.is_retryable() || unsure.is_some();
     if retryable && !delivery.is_last_receive() {
         let error = unsure.map_or(error, CopyError::Storage);
-        release_claim(ports, task_id, name, worker, &error.to_string()).await;
+        release_claim(ports, task_id, name, held, &error.to_string()).await;
         return Copied::Finished(Outcome::Retry(error.into()));
     }
     // On its last receive, a retryable failure sends the message to the dead-letter queue:
@@ -653,9 +668,10 @@ async fn copy_held<P: Ports>(
         && file.status == FileStatus::Downloading
         && file.claim.as_deref() == Some(worker)
         && let (Some(url), Some(key)) = (&file.next_url, &file.next_key)
+        // Never equal as ingest writes it: a guard against turning forever on an edited item.
         && *url != plan.url
     {
-        return Copied::NewerUrl { url: url.clone(), key: key.clone() };
+        return Copied::NextUrl { url: url.clone(), key: key.clone() };
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
         return Copied::Finished(outcome);

@@ -471,9 +471,9 @@ pub struct MemoryPorts {
     /// The file's item as another worker leaves it just before the next file write (our lease
     /// ran out and it took the file over).
     pub changed_meanwhile: Mutex<Option<FileEntry>>,
-    /// A URL and key ingest writes into the file's item as `next_url` and `next_key` just
-    /// before the next file write (a callback with a newer URL came during the copy).
-    pub next_url_meanwhile: Mutex<Option<(String, String)>>,
+    /// URLs and keys ingest writes into the file's item as `next_url` and `next_key`, one just
+    /// before each of the next file writes (a callback with a newer URL came during a copy).
+    pub next_urls_meanwhile: Mutex<std::collections::VecDeque<(String, String)>>,
     /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
     pub lost_answers: Mutex<u32>,
@@ -558,7 +558,7 @@ impl MemoryPorts {
         if let Some(theirs) = self.changed_meanwhile.lock().unwrap().take() {
             *file = theirs;
         }
-        if let Some((url, key)) = self.next_url_meanwhile.lock().unwrap().take() {
+        if let Some((url, key)) = self.next_urls_meanwhile.lock().unwrap().pop_front() {
             (file.next_url, file.next_key) = (Some(url), Some(key));
             file.rev += 1;
         }
@@ -571,20 +571,6 @@ impl MemoryPorts {
             true => FileWrite::Refused(Some(Box::new(file.clone()))),
             false => FileWrite::Applied,
         }
-    }
-
-    /// Leave `downloading` under `worker`: the claim gone, `end` setting the status, the
-    /// error and the lease; one conditional update, as the expressions make.
-    fn finish(&self, task_id: &TaskId, name: &str, worker: &str, end: impl FnOnce(&mut FileEntry)) -> FileWrite {
-        self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, worker),
-            |f| {
-                f.claim = None;
-                end(f);
-            },
-        )
     }
 }
 
@@ -721,7 +707,7 @@ impl ReleaseFile for MemoryPorts {
         &self,
         task_id: &TaskId,
         name: &str,
-        worker: &str,
+        held: HeldCopy<'_>,
         error: &str,
     ) -> Result<Conditional, StoreError> {
         if self.file_writes_hang.load(std::sync::atomic::Ordering::SeqCst) {
@@ -729,9 +715,18 @@ impl ReleaseFile for MemoryPorts {
         }
         self.called("release_file");
         let released_at = Some(self.now().unix_seconds());
-        let written = self.finish(task_id, name, worker, |f| {
-            (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
-        });
+        let written = self.update_file(
+            task_id,
+            name,
+            |f| held_by(f, held.worker) && held.next.is_none_or(|next| f.next_url.as_deref() == Some(next.url)),
+            |f| {
+                (f.status, f.error, f.lease_until, f.claim) =
+                    (FileStatus::Pending, Some(error.to_owned()), released_at, None);
+                if let Some(next) = held.next {
+                    (f.url, f.key, f.next_url, f.next_key) = (next.url.to_owned(), next.key.to_owned(), None, None);
+                }
+            },
+        );
         Ok(match written {
             FileWrite::Applied => Conditional::Applied,
             FileWrite::Refused(_) => Conditional::Conflict,

@@ -31,6 +31,12 @@ pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 /// What the downloader may still add to one file of the record (ids, times, digest, error).
 const FILE_GROWTH_BYTES: usize = 512;
 
+/// The longest newer URL kept beside a file being downloaded (`next_url`; signed links run to
+/// a few hundred bytes): a longer one is dropped, as before `next_url` existed, rather than
+/// doubling the URL's share of the file's item until the whole callback is refused as too
+/// large.
+pub const MAX_NEXT_URL_BYTES: usize = 8 * 1024;
+
 /// The accepted body as archived: its digest, where it is kept, its size, and when it came.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyInfo {
@@ -290,8 +296,10 @@ fn stamp(record: &mut TaskRecord, opened: &[String]) {
 /// supersedes `first`): the downloader reads the URL and key from the record, so a message
 /// already sent for the file fetches the new one. A file being downloaded keeps its URL and
 /// key (what its holder copies, and where an earlier attempt's copy would be) and takes the
-/// new one as `next_url`: its holder copies that should the old fail for good (its `failed`
-/// write is conditional on no newer URL). Returns the names of the files added or reopened.
+/// new one as `next_url` (up to [`MAX_NEXT_URL_BYTES`]): its holder copies that should the old
+/// fail for good (its `failed` write is conditional on no newer URL), and a claim of the file
+/// stranded takes it as its URL ([`claim_files`]). Returns the names of the files added or
+/// reopened.
 fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> Vec<String> {
     let mut opened = Vec::new();
     for file in &event.files {
@@ -309,8 +317,10 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
                 opened.push(file.name.clone());
             }
             Some(known) if authoritative && known.status == FileStatus::Downloading => {
-                known.next_key = Some(s3_key::file_key(&event.task_id, &file.name, &file.url));
-                known.next_url = Some(file.url.clone());
+                if file.url.len() <= MAX_NEXT_URL_BYTES {
+                    known.next_key = Some(s3_key::file_key(&event.task_id, &file.name, &file.url));
+                    known.next_url = Some(file.url.clone());
+                }
             }
             Some(known) if authoritative && known.status != FileStatus::Stored => {
                 known.url = file.url.clone();
@@ -399,6 +409,10 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             _ if stranded(file, now_secs) => {
                 file.generation = Some(reopened);
                 reopens = true;
+                // Sent again days later: the newer URL a callback brought meanwhile, if any.
+                if let (Some(url), Some(key)) = (file.next_url.take(), file.next_key.take()) {
+                    (file.url, file.key) = (url, key);
+                }
                 true
             }
             _ => false,

@@ -8,7 +8,9 @@
 //!
 //! * registered (`PUT /tasks/{id}`, stage `submitted`) and no callback yet;
 //! * stuck at `text` or `first` (music, lyrics);
-//! * a file failed because its URL expired (the downloader marks the task).
+//! * a file failed because its URL expired (the downloader marks the task);
+//! * a polled result left unfinished (its events, file messages or archive failed after the
+//!   save: [`PolledResult::Unfinished`]), until a poll records it.
 //!
 //! Every field is set in a write the task item gets anyway (registration, ingest's put), so
 //! a normal task (one `complete` callback) costs no write and no index entry at all.
@@ -188,15 +190,20 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 }
 
 /// Whether a poll recorded a result at the task's stage and published its events
-/// ([`TaskRecord::polled_result`], which polls that bring nothing leave as it is; on an item
-/// written before it existed, the last poll's outcome).
+/// ([`TaskRecord::polled_result`], which polls that bring nothing leave as it is).
 pub fn poll_recorded(record: &TaskRecord) -> bool {
-    match record.polled_result {
-        Some(result) => result == PolledResult::Recorded(record.stage),
-        None => {
-            let said = PollOutcome::Result(record.stage).as_text();
-            record.last_poll.as_ref().is_some_and(|poll| poll.outcome == said)
-        }
+    polled_result(record) == Some(PolledResult::Recorded(record.stage))
+}
+
+/// [`TaskRecord::polled_result`]; on an item written before it existed, what the last poll
+/// said of a result (`result:<stage>` or `unrecorded`).
+fn polled_result(record: &TaskRecord) -> Option<PolledResult> {
+    if record.polled_result.is_some() {
+        return record.polled_result;
+    }
+    match record.last_poll.as_ref()?.outcome.as_str() {
+        "unrecorded" => Some(PolledResult::Unfinished),
+        outcome => outcome.strip_prefix("result:")?.parse().ok().map(PolledResult::Recorded),
     }
 }
 
@@ -221,11 +228,11 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     } else {
         next.not_found_since = None;
     }
-    match outcome {
-        PollOutcome::Result(stage) => next.polled_result = Some(PolledResult::Recorded(*stage)),
-        PollOutcome::Unrecorded => next.polled_result = Some(PolledResult::Unfinished),
-        _ => {}
-    }
+    next.polled_result = match outcome {
+        PollOutcome::Result(stage) => Some(PolledResult::Recorded(*stage)),
+        PollOutcome::Unrecorded => Some(PolledResult::Unfinished),
+        _ => polled_result(record),
+    };
     // A result saved but not finished (its events, file messages or archive failed after the
     // save) is polled again, through answers that bring nothing, until a poll's duplicate
     // finishes it: left unwatched, a task polled because its callback never came would never
@@ -365,6 +372,24 @@ mod tests {
         let mut abandoned = task(Stage::Submitted);
         abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
         assert!(!needs_watching(&abandoned));
+    }
+
+    /// An item written before `polled_result` existed: its last poll's outcome stands for it,
+    /// through polls that bring nothing.
+    #[test]
+    fn an_item_from_before_polled_result_reads_its_last_poll() {
+        let mut unfinished = task(Stage::Final);
+        unfinished.last_poll = Some(LastPoll { at: NOW, outcome: "unrecorded".into() });
+        let next = after_poll(&unfinished, &PollOutcome::Http(503), NOW);
+        assert_eq!(next.reconcile.as_deref(), Some(RECONCILE_DUE), "still unfinished");
+        assert_eq!(next.polled_result, Some(PolledResult::Unfinished));
+
+        let mut recorded = task(Stage::First);
+        recorded.last_poll = Some(LastPoll { at: NOW, outcome: "result:first".into() });
+        assert!(poll_recorded(&recorded));
+        let next = after_poll(&recorded, &PollOutcome::Http(503), NOW);
+        assert!(poll_recorded(&next), "a 503 since does not make its events due again");
+        assert!(!poll_recorded(&TaskRecord { stage: Stage::Complete, ..next }));
     }
 
     /// A poll's saved result keeps the task due within the first interval, whether it was

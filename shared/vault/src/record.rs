@@ -222,12 +222,15 @@ pub struct FileEntry {
     /// its file items stamped ahead of the task item; the next merge catches up with them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u64>,
-    /// A newer URL (and its key) a callback brought while the file was being downloaded: the
-    /// holder keeps copying `url` into `key` (an earlier attempt's copy stays findable there)
-    /// and copies this one should `url` fail for good. Cleared by the `stored` and `failed`
-    /// writes, which set `url` and `key` to what was copied.
+    /// A newer URL a callback brought while the file was being downloaded: the holder keeps
+    /// copying `url` into `key` (an earlier attempt's copy stays findable there) and copies
+    /// this one should `url` fail for good. It becomes `url` when copied (by the `stored`,
+    /// `failed` or release write that ends that copy) or when a stranded file is claimed
+    /// again; ingest drops it when it replaces the URL of a file not being downloaded; a
+    /// `stored` or `failed` write of `url` drops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_url: Option<String>,
+    /// Where [`FileEntry::next_url`] goes in the vault bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key: Option<String>,
 }

@@ -125,18 +125,30 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
     u
 }
 
-/// `downloading` under `worker` -> `pending` again, keeping the error for people to see, its
-/// lease ended `released_at` (Unix seconds; the sweeper counts from it how long the message
-/// can still come back). (Never `queued`: that lives in the task item's `queued` set, which
-/// names the file since its message was sent, so it reads as `queued` again.)
-pub(crate) fn release_file(worker: &str, error: &str, released_at: i64) -> Update {
+/// `downloading` under `held.worker` -> `pending` again, keeping the error for people to
+/// see, its lease ended `released_at` (Unix seconds; the sweeper counts from it how long the
+/// message can still come back); with `held.next`, only while that is still the item's
+/// `next_url`, which becomes `url` and `key` (the retry copies it, not the URL that failed
+/// for good). (Never `queued`: that lives in the task item's `queued` set, which names the
+/// file since its message was sent, so it reads as `queued` again.)
+pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
+    let (next, removed, condition) = match held.next {
+        Some(_) => (", #url = :url, #key = :key", ", #next_url, #next_key", HELD_AT_NEXT),
+        None => ("", "", HELD),
+    };
     let mut u = finish_file(
-        worker,
-        "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim",
-        HELD,
+        held.worker,
+        &format!(
+            "SET #status = :status, #error = :error, #lease = :released{next} ADD #rev :one REMOVE #claim{removed}"
+        ),
+        condition,
     );
     u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
+    if held.next.is_some() {
+        u.name("#next_url", "next_url").name("#next_key", "next_key");
+    }
+    set_next(&mut u, held);
     u
 }
 
@@ -290,6 +302,9 @@ mod tests {
                               ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
+        // Releasing a newer URL being copied: the retry copies it, not the URL that failed.
+        let released_at_next = "SET #status = :status, #error = :error, #lease = :released, #url = :url, #key = :key \
+                                ADD #rev :one REMOVE #claim, #next_url, #next_key";
         // Failed for good only when no newer URL came meanwhile (the holder copies that next).
         let nothing_newer = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
         let at_next = "#status = :downloading AND #claim = :me AND #next_url = :url";
@@ -304,11 +319,18 @@ mod tests {
                 Some(("https://cdn/a.wav", "tasks/t1/a.wav")),
             ),
             (
-                release_file("w-1", reason, at.unix_seconds()),
+                release_file(HELD_OWN, reason, at.unix_seconds()),
                 "pending",
                 released,
                 "#status = :downloading AND #claim = :me",
                 None,
+            ),
+            (
+                release_file(HELD_NEXT, reason, at.unix_seconds()),
+                "pending",
+                released_at_next,
+                at_next,
+                Some(("https://cdn/a.wav", "tasks/t1/a.wav")),
             ),
         ] {
             assert_well_formed(&u, "rev");

@@ -116,7 +116,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
         Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
     );
     ports.source(&newer_url, newer.clone());
-    *ports.next_url_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
     let outcome = run(&ports, "vocal", 1).await;
     assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
     assert_eq!(ports.opened(), vec![url("vocal"), newer_url.clone()]);
@@ -134,7 +134,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     serve(&ports, "vocal", &data);
     ports.source(&newer_url, newer);
-    *ports.next_url_meanwhile.lock().unwrap() = Some((newer_url.clone(), newer_key.clone()));
+    ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
     let vocal = &ports.record(TASK).files["vocal"];
     let old_key = format!("tasks/{TASK}/vocal.mp3");
@@ -708,6 +708,49 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         let measures = ports.measures.lock().unwrap().clone();
         assert_eq!(measures[0], Measure::Stored { bytes: len as u64, copy_seconds: None }, "counted once, no copy");
     }
+}
+
+/// The newer URL fails too, for good: so does the file, at that URL; or an even newer one
+/// came while it was copied: that is copied. Failing in a way a retry may fix, the file is
+/// released at the newer URL, which the retry copies (not the URL that failed for good).
+#[tokio::test]
+async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() {
+    let not_found = || Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None });
+    let (b, c) = ("https://cdn1.suno.ai/vocal-b.wav?sig=s", "https://cdn1.suno.ai/vocal-c.flac?sig=s");
+    let (b_key, c_key) = (format!("tasks/{TASK}/vocal.wav"), format!("tasks/{TASK}/vocal.flac"));
+
+    // B fails for good: the file fails at B.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), not_found());
+    ports.source(b, not_found());
+    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
+
+    // C came while B was copied: C is copied.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), not_found());
+    ports.source(b, not_found());
+    ports.source(c, Script::Body { data: b"c".to_vec(), declared: true, content_type: None });
+    ports.next_urls_meanwhile.lock().unwrap().extend([(b.into(), b_key.clone()), (c.into(), c_key.clone())]);
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), c.to_owned()]);
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Stored, c, c_key.as_str(), None));
+
+    // B answers 503: released at B, and the retry copies B.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), not_found());
+    ports.source(b, Script::Fail(FetchError::Status { status: 503, reason: "Busy".into(), retry_after: None }));
+    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
+    ports.source(b, Script::Body { data: b"b".to_vec(), declared: true, content_type: None });
+    assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
+    assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), b.to_owned()], "the failed URL not fetched again");
+    assert_eq!(ports.store.object(&b_key), Some(b"b".to_vec()));
 }
 
 /// An attempt copied the file but could not record it; a callback then brought a newer URL

@@ -663,6 +663,35 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
         (updated.files["d"].generation, updated.files["q"].generation),
         (Some(r.generation + 1), Some(r.generation + 1))
     );
+    assert_eq!(updated.files["d"].url, "https://h/d.mp3", "no newer URL came: its own");
+
+    // A newer URL came while it was being downloaded: sent again days later, with that one.
+    let mut with_next = r.clone();
+    let d = with_next.files.get_mut("d").unwrap();
+    (d.next_url, d.next_key) = (Some("https://h/d-new.wav".into()), Some("tasks/task-1/d.wav".into()));
+    let (updated, claims) = reclaim(&with_next, &claimant("r2"), now(601 + retention), &[]);
+    let d = &updated.unwrap().files["d"];
+    assert_eq!((d.url.as_str(), d.key.as_str()), ("https://h/d-new.wav", "tasks/task-1/d.wav"));
+    assert_eq!((d.next_url.as_deref(), d.next_key.as_deref()), (None, None));
+    let job = claims.to_enqueue.iter().find(|j| j.name == "d").unwrap();
+    assert_eq!((job.url.as_str(), job.key.as_str()), ("https://h/d-new.wav", "tasks/task-1/d.wav"));
+}
+
+/// A newer URL too long to keep beside the one being copied is dropped (the whole callback
+/// would otherwise be refused as too large once two such URLs share the file's item).
+#[test]
+fn a_newer_url_too_long_to_keep_beside_the_copied_one_is_dropped() {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    set_status(&mut r, "a", FileStatus::Downloading);
+    let long = format!("https://h/a.wav?sig={}", "s".repeat(MAX_NEXT_URL_BYTES));
+    let complete = event(Stage::Complete, 200, &[("a", long.as_str())]);
+    let out = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1)).record;
+    assert_eq!((out.files["a"].url.as_str(), out.files["a"].next_url.as_deref()), ("https://h/a.mp3", None));
+    let fits = format!("https://h/a.wav?sig={}", "s".repeat(MAX_NEXT_URL_BYTES - 30));
+    let complete = event(Stage::Complete, 200, &[("a", fits.as_str())]);
+    let out = ingest_callback(Some(&r), &complete, &body("3"), &claimant("r2"), now(1)).record;
+    assert_eq!(out.files["a"].next_url.as_deref(), Some(fits.as_str()));
 }
 
 // --- bounds: the record stays well inside DynamoDB's item limit ---------------------------
