@@ -297,9 +297,9 @@ fn stamp(record: &mut TaskRecord, opened: &[String]) {
 /// already sent for the file fetches the new one. A file being downloaded keeps its URL and
 /// key (what its holder copies, and where an earlier attempt's copy would be) and takes the
 /// new one as `next_url` (up to [`MAX_NEXT_URL_BYTES`]): its holder copies that should the old
-/// fail for good (its `failed` write is conditional on no newer URL), and a claim of the file
-/// stranded takes it as its URL ([`claim_files`]). Returns the names of the files added or
-/// reopened.
+/// fail for good (its `failed` write is conditional on no newer URL; a stranded file sent
+/// again keeps both, so an earlier attempt's unrecorded copy of its URL is still found).
+/// Returns the names of the files added or reopened.
 fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> Vec<String> {
     let mut opened = Vec::new();
     for file in &event.files {
@@ -409,10 +409,6 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
             _ if stranded(file, now_secs) => {
                 file.generation = Some(reopened);
                 reopens = true;
-                // Sent again days later: the newer URL a callback brought meanwhile, if any.
-                if let (Some(url), Some(key)) = (file.next_url.take(), file.next_key.take()) {
-                    (file.url, file.key) = (url, key);
-                }
                 true
             }
             _ => false,

@@ -225,9 +225,8 @@ pub struct FileEntry {
     /// A newer URL a callback brought while the file was being downloaded: the holder keeps
     /// copying `url` into `key` (an earlier attempt's copy stays findable there) and copies
     /// this one should `url` fail for good. It becomes `url` when copied (by the `stored`,
-    /// `failed` or release write that ends that copy) or when a stranded file is claimed
-    /// again; ingest drops it when it replaces the URL of a file not being downloaded; a
-    /// `stored` or `failed` write of `url` drops it.
+    /// `failed` or release write that ends that copy); ingest drops it when it replaces the
+    /// URL of a file not being downloaded; a `stored` or `failed` write of `url` drops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_url: Option<String>,
     /// Where [`FileEntry::next_url`] goes in the vault bucket.

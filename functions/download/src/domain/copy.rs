@@ -269,7 +269,7 @@ impl Expired {
 /// [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in a way a
 /// retry may fix (5xx, a timeout, the deadline), is retried like any source
 /// ([`Expired::not_yet`]): the next attempt asks for a new link. So is a copy from the fresh
-/// link that fails so later (its body, S3, the deadline: [`copy`] maps those).
+/// link that fails so later (its body, S3, the deadline: [`fn@copy`] maps those).
 async fn open_or_refresh<P: FetchSource + Sync>(
     ports: &P,
     url: &str,

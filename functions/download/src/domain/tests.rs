@@ -753,6 +753,40 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     assert_eq!(ports.store.object(&b_key), Some(b"b".to_vec()));
 }
 
+/// Releasing the newer URL being copied: an even newer one came meanwhile (the release at the
+/// newer URL refused), so the claim is released as it is, the newest waiting; or the
+/// release's answer was lost (the SDK's retry refused): released at the newer URL all the same.
+#[tokio::test]
+async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends_the_claim() {
+    let not_found = || Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None });
+    let busy = || Script::Fail(FetchError::Status { status: 503, reason: "Busy".into(), retry_after: None });
+    let (b, c) = ("https://cdn1.suno.ai/vocal-b.wav?sig=s", "https://cdn1.suno.ai/vocal-c.flac?sig=s");
+    let (b_key, c_key) = (format!("tasks/{TASK}/vocal.wav"), format!("tasks/{TASK}/vocal.flac"));
+
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), not_found());
+    ports.source(b, busy());
+    ports.next_urls_meanwhile.lock().unwrap().extend([(b.into(), b_key.clone()), (c.into(), c_key.clone())]);
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "released");
+    assert_eq!((f.url, f.next_url.as_deref()), (url("vocal"), Some(c)));
+
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), not_found());
+    ports.source(b, busy());
+    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    // The failed write for the own URL is refused (B waits), so the first write applied is
+    // the release at B: its answer lost, the plain release after it is refused too.
+    *ports.lost_answers.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(_)), "{outcome:?}");
+    let releases = ports.take_table_calls().iter().filter(|c| **c == "release_file").count();
+    assert_eq!(releases, 2, "at the newer URL, then as it is");
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.claim, f.url.as_str(), f.key.as_str()), (FileStatus::Pending, None, b, b_key.as_str()));
+}
+
 /// An attempt copied the file but could not record it; a callback then brought a newer URL
 /// (`next_url`), and the old URL expired: the redelivery finds the copy under the file's own
 /// key and records it, fetching nothing (the newer URL waits beside the URL being copied, it

@@ -665,16 +665,17 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
     );
     assert_eq!(updated.files["d"].url, "https://h/d.mp3", "no newer URL came: its own");
 
-    // A newer URL came while it was being downloaded: sent again days later, with that one.
+    // A newer URL came while it was being downloaded: it stays beside the URL sent again (an
+    // earlier attempt's unrecorded copy of that is looked for first; the newer is copied
+    // should it fail for good).
     let mut with_next = r.clone();
     let d = with_next.files.get_mut("d").unwrap();
     (d.next_url, d.next_key) = (Some("https://h/d-new.wav".into()), Some("tasks/task-1/d.wav".into()));
     let (updated, claims) = reclaim(&with_next, &claimant("r2"), now(601 + retention), &[]);
     let d = &updated.unwrap().files["d"];
-    assert_eq!((d.url.as_str(), d.key.as_str()), ("https://h/d-new.wav", "tasks/task-1/d.wav"));
-    assert_eq!((d.next_url.as_deref(), d.next_key.as_deref()), (None, None));
+    assert_eq!((d.url.as_str(), d.next_url.as_deref()), ("https://h/d.mp3", Some("https://h/d-new.wav")));
     let job = claims.to_enqueue.iter().find(|j| j.name == "d").unwrap();
-    assert_eq!((job.url.as_str(), job.key.as_str()), ("https://h/d-new.wav", "tasks/task-1/d.wav"));
+    assert_eq!(job.url, "https://h/d.mp3");
 }
 
 /// A newer URL too long to keep beside the one being copied is dropped (the whole callback
@@ -684,11 +685,12 @@ fn a_newer_url_too_long_to_keep_beside_the_copied_one_is_dropped() {
     let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
     let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
     set_status(&mut r, "a", FileStatus::Downloading);
-    let long = format!("https://h/a.wav?sig={}", "s".repeat(MAX_NEXT_URL_BYTES));
+    let prefix = "https://h/a.wav?sig=";
+    let long = format!("{prefix}{}", "s".repeat(MAX_NEXT_URL_BYTES + 1 - prefix.len()));
     let complete = event(Stage::Complete, 200, &[("a", long.as_str())]);
     let out = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1)).record;
     assert_eq!((out.files["a"].url.as_str(), out.files["a"].next_url.as_deref()), ("https://h/a.mp3", None));
-    let fits = format!("https://h/a.wav?sig={}", "s".repeat(MAX_NEXT_URL_BYTES - 30));
+    let fits = format!("{prefix}{}", "s".repeat(MAX_NEXT_URL_BYTES - prefix.len()));
     let complete = event(Stage::Complete, 200, &[("a", fits.as_str())]);
     let out = ingest_callback(Some(&r), &complete, &body("3"), &claimant("r2"), now(1)).record;
     assert_eq!(out.files["a"].next_url.as_deref(), Some(fits.as_str()));
