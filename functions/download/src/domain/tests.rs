@@ -710,40 +710,57 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
     }
 }
 
+/// Newer URLs of the vocal a callback may bring while it is copied.
+const NEWER_B: &str = "https://cdn1.suno.ai/vocal-b.wav?sig=s";
+const NEWER_C: &str = "https://cdn1.suno.ai/vocal-c.flac?sig=s";
+
+/// Where the vocal goes under a URL ending in `extension`.
+fn vocal_key(extension: &str) -> String {
+    format!("tasks/{TASK}/vocal.{extension}")
+}
+
+/// A source answering `status`.
+fn answering(status: u16) -> Script {
+    Script::Fail(FetchError::Status { status, reason: "scripted".into(), retry_after: None })
+}
+
+/// The vocal queued, its own URL answering 404, and each of `newer` written as its
+/// `next_url` just before one of the next file writes (in order).
+fn vocal_gone_with_newer(newer: &[(&str, &str)]) -> MemoryPorts {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), answering(404));
+    let newer = newer.iter().map(|(url, extension)| (url.to_string(), vocal_key(extension)));
+    ports.next_urls_meanwhile.lock().unwrap().extend(newer);
+    ports
+}
+
 /// The newer URL fails too, for good: so does the file, at that URL; or an even newer one
 /// came while it was copied: that is copied. Failing in a way a retry may fix, the file is
 /// released at the newer URL, which the retry copies (not the URL that failed for good).
 #[tokio::test]
 async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() {
-    let not_found = || Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None });
-    let (b, c) = ("https://cdn1.suno.ai/vocal-b.wav?sig=s", "https://cdn1.suno.ai/vocal-c.flac?sig=s");
-    let (b_key, c_key) = (format!("tasks/{TASK}/vocal.wav"), format!("tasks/{TASK}/vocal.flac"));
+    let (b, c) = (NEWER_B, NEWER_C);
+    let (b_key, c_key) = (vocal_key("wav"), vocal_key("flac"));
 
     // B fails for good: the file fails at B.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), not_found());
-    ports.source(b, not_found());
-    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    let ports = vocal_gone_with_newer(&[(b, "wav")]);
+    ports.source(b, answering(404));
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
 
     // C came while B was copied: C is copied.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), not_found());
-    ports.source(b, not_found());
+    let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
+    ports.source(b, answering(404));
     ports.source(c, Script::Body { data: b"c".to_vec(), declared: true, content_type: None });
-    ports.next_urls_meanwhile.lock().unwrap().extend([(b.into(), b_key.clone()), (c.into(), c_key.clone())]);
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), c.to_owned()]);
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Stored, c, c_key.as_str(), None));
 
     // B answers 503: released at B, and the retry copies B.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), not_found());
-    ports.source(b, Script::Fail(FetchError::Status { status: 503, reason: "Busy".into(), retry_after: None }));
-    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    let ports = vocal_gone_with_newer(&[(b, "wav")]);
+    ports.source(b, answering(503));
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
@@ -758,24 +775,18 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
 /// release's answer was lost (the SDK's retry refused): released at the newer URL all the same.
 #[tokio::test]
 async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends_the_claim() {
-    let not_found = || Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None });
-    let busy = || Script::Fail(FetchError::Status { status: 503, reason: "Busy".into(), retry_after: None });
-    let (b, c) = ("https://cdn1.suno.ai/vocal-b.wav?sig=s", "https://cdn1.suno.ai/vocal-c.flac?sig=s");
-    let (b_key, c_key) = (format!("tasks/{TASK}/vocal.wav"), format!("tasks/{TASK}/vocal.flac"));
+    let (b, c) = (NEWER_B, NEWER_C);
+    let b_key = vocal_key("wav");
 
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), not_found());
-    ports.source(b, busy());
-    ports.next_urls_meanwhile.lock().unwrap().extend([(b.into(), b_key.clone()), (c.into(), c_key.clone())]);
+    let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
+    ports.source(b, answering(503));
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "released");
     assert_eq!((f.url, f.next_url.as_deref()), (url("vocal"), Some(c)));
 
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), not_found());
-    ports.source(b, busy());
-    ports.next_urls_meanwhile.lock().unwrap().push_back((b.into(), b_key.clone()));
+    let ports = vocal_gone_with_newer(&[(b, "wav")]);
+    ports.source(b, answering(503));
     // The failed write for the own URL is refused (B waits), so the first write applied is
     // the release at B: its answer lost, the plain release after it is refused too.
     *ports.lost_answers.lock().unwrap() = 1;
