@@ -319,11 +319,17 @@ async fn reconcile_task<P: Ports>(
             PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status: 200, body } => match parse_poll(record.family, &body) {
-            Ok(PollResult::Pending { task_id: answered_for, status }) if answered_for == task => {
+            // An answer for another task (a cache or proxy mixing answers up), pending or not:
+            // not waiting read as this task's.
+            Ok(other) if *other.task_id() != task => {
+                tracing::warn!(task_id, answered_for = %other.task_id(), "the provider answered for another task");
+                PollOutcome::Unreadable
+            }
+            Ok(PollResult::Pending { status, .. }) => {
                 tracing::info!(task_id, status, "still pending at the provider");
                 PollOutcome::Pending
             }
-            Ok(PollResult::Result(event)) if event.task_id == task => {
+            Ok(PollResult::Result(event)) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 let left = left.saturating_sub(FAILURE_RECORD_RESERVE);
                 let within = accept::Settings { polled: true, ..settings.accept.within(left) };
@@ -356,12 +362,6 @@ async fn reconcile_task<P: Ports>(
                     "result ingested from a poll"
                 );
                 PollOutcome::Result(event.stage)
-            }
-            // An answer for another task (a cache or proxy mixing answers up), pending or not:
-            // not waiting read as this task's.
-            Ok(other) => {
-                tracing::warn!(task_id, answered_for = %other.task_id(), "the provider answered for another task");
-                PollOutcome::Unreadable
             }
             // Not the provider's answer at all (a web page, or JSON without its `code`): a wrong
             // PROVIDER_BASE_URL, which would leave every watched task unreadable until it is

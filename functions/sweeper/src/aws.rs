@@ -140,10 +140,9 @@ fn page(
             task
         })
         .collect();
-    let next = match page_key {
-        // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
+    // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
+    let next = match page_key.filter(|key| !key.is_empty()) {
         None => None,
-        Some(key) if key.is_empty() => None,
         Some(key) => match open_task(key).or_else(|| tasks.last().cloned()) {
             Some(next) => Some(next),
             None => {

@@ -147,7 +147,7 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
     callbacks.retain(|id, _| bodies.contains(id));
     let queued: BTreeSet<String> = sets.queued.into_iter().collect();
     for (name, file) in files.iter_mut() {
-        let uncommitted = file.generation.is_some_and(|g| g > record.generation);
+        let uncommitted = file.is_uncommitted(record.generation);
         if matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing) && queued.contains(name) && !uncommitted {
             file.status = FileStatus::Queued;
         }

@@ -235,6 +235,12 @@ pub struct FileEntry {
 }
 
 impl FileEntry {
+    /// (Re)opened at a generation the task item has not reached (`task_generation`): an
+    /// attempt wrote this file item but not its task item.
+    pub fn is_uncommitted(&self, task_generation: u64) -> bool {
+        self.generation.is_some_and(|g| g > task_generation)
+    }
+
     /// A file just recorded: no message sent, no claim, nothing downloaded.
     pub fn pending(url: &str, key: String, stage: Stage) -> FileEntry {
         FileEntry {
@@ -433,7 +439,7 @@ impl TaskRecord {
     /// Whether a file item was (re)opened at a generation the task item has not reached: an
     /// attempt wrote it and stopped before its task item.
     pub fn has_uncommitted_files(&self) -> bool {
-        self.files.values().any(|f| f.generation.is_some_and(|g| g > self.generation))
+        self.files.values().any(|f| f.is_uncommitted(self.generation))
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).

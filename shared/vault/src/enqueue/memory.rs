@@ -255,10 +255,10 @@ impl SaveTask for MemoryTableAndQueue {
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
         if let Some(mark) = plan.mark_open {
-            if !holds(&PutCondition::Version(mark.version), items.get(items::TASK_SK), now_secs) {
-                return Err(StoreError::Conflict);
-            }
-            let Some(task) = items.get_mut(items::TASK_SK) else { return Err(StoreError::Conflict) };
+            let task = match items.get_mut(items::TASK_SK) {
+                Some(task) if holds(&PutCondition::Version(mark.version), Some(&*task), now_secs) => task,
+                _ => return Err(StoreError::Conflict),
+            };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             task.insert("last_received_at".to_owned(), mark.last_received_at);
         }
