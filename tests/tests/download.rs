@@ -512,11 +512,12 @@ fn claim(worker: &str) -> Claim {
 }
 
 /// What ingest writes for a callback bringing `url` while `vocal` is being downloaded (its
-/// conditional put of the file item, `next_url` beside the URL copied); the newer URL's key.
-async fn bring_next_url(env: &TestEnv, task_id: &str, url: &str, extension: &str) -> String {
+/// conditional put of the file item, `next_url` beside the URL copied); the newer URL's key,
+/// as ingest makes it.
+async fn bring_next_url(env: &TestEnv, task_id: &str, url: &str) -> String {
     let read = env.task_record(task_id).await;
     let mut newer = read.clone();
-    let key = format!("tasks/{task_id}/vocal.{extension}");
+    let key = suno_callbacks::s3_key::file_key(&TaskId::parse(task_id).unwrap(), "vocal", url);
     let vocal = newer.files.get_mut("vocal").unwrap();
     (vocal.next_url, vocal.next_key) = (Some(url.into()), Some(key.clone()));
     env.rewrite_record(&read, &newer).await;
@@ -599,7 +600,7 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
     let (record, task) = one_queued_vocal(&env).await;
     let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-1")).await else { panic!("claimed") };
     let next_url = "https://cdn1.suno.ai/v-final.wav";
-    let next_key = bring_next_url(&env, &record.task_id, next_url, "wav").await;
+    let next_key = bring_next_url(&env, &record.task_id, next_url).await;
 
     let at = Timestamp::now();
     let own = HeldCopy { worker: "w-1", next: None };
@@ -620,7 +621,7 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
     // Held again, copying the newer URL (as if ingest wrote it once more), it fails for good there.
     let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-2")).await else { panic!("claimed") };
     let third_url = "https://cdn1.suno.ai/v-3.flac";
-    let third_key = bring_next_url(&env, &record.task_id, third_url, "flac").await;
+    let third_key = bring_next_url(&env, &record.task_id, third_url).await;
     let third = HeldCopy { worker: "w-2", next: Some(NextSource { url: third_url, key: &third_key }) };
     assert_eq!(ports.record_failed(&task, "vocal", third, "gone", at).await, Ok(FileWrite::Applied));
     let failed = &env.task_record(&record.task_id).await.files["vocal"];

@@ -438,7 +438,7 @@ pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery:
         return Outcome::ManifestChecked;
     }
     match claim(ports, delivery, &task_id, &job).await {
-        Ok(Claimed::Copy(plan)) => copy_claimed(ports, settings, delivery, &task_id, &job.name, &plan).await,
+        Ok(Claimed::Copy(plan)) => copy_claimed(ports, settings, delivery, &task_id, &job.name, plan).await,
         Ok(Claimed::AlreadySettled) => Outcome::AlreadySettled,
         Err(e) if e.is_retryable() => Outcome::Retry(e),
         Err(e) => Outcome::Dropped(e),
@@ -470,11 +470,7 @@ async fn claim<P: Ports>(
         // Our own claim: it was applied, its answer lost, and the SDK's retry of the same
         // write found it (each delivery has its own worker id and claims once). Not another
         // worker's, which would hold the file until this invocation's lease runs out.
-        ClaimAnswer::Refused(Some(file))
-            if file.status == FileStatus::Downloading && file.claim.as_deref() == Some(delivery.worker.as_str()) =>
-        {
-            file
-        }
+        ClaimAnswer::Refused(Some(file)) if file.is_held_by(&delivery.worker) => file,
         ClaimAnswer::Refused(Some(file)) => return refused(task_id, job, file, now),
     };
     let plan = CopyPlan {

@@ -572,10 +572,31 @@ impl MemoryPorts {
             false => FileWrite::Applied,
         }
     }
-}
 
-fn held_by(file: &FileEntry, worker: &str) -> bool {
-    file.status == FileStatus::Downloading && file.claim.as_deref() == Some(worker)
+    /// The claim holder's last write of its file, as the expressions make it: refused unless
+    /// the file is held by `held.worker` and `also` holds; applied, the claim gone, the copied
+    /// `next_url` (`held.next`) set as the URL, then `end`.
+    fn finish(
+        &self,
+        task_id: &TaskId,
+        name: &str,
+        held: HeldCopy<'_>,
+        also: impl FnOnce(&FileEntry) -> bool,
+        end: impl FnOnce(&mut FileEntry),
+    ) -> FileWrite {
+        self.update_file(
+            task_id,
+            name,
+            |f| f.is_held_by(held.worker) && also(f),
+            |f| {
+                f.claim = None;
+                if let Some(next) = held.next {
+                    (f.url, f.key, f.next_url, f.next_key) = (next.url.to_owned(), next.key.to_owned(), None, None);
+                }
+                end(f);
+            },
+        )
+    }
 }
 
 /// Take one injected failure, if any are left.
@@ -655,21 +676,19 @@ impl RecordStored for MemoryPorts {
         if injected(&self.stored_failures) {
             return Err(StoreError::Unavailable("injected: the table timed out".into()));
         }
-        Ok(self.update_file(
+        // HELD: not on next_url (a newer URL gives way to the copy made).
+        Ok(self.finish(
             task_id,
             name,
-            |f| held_by(f, held.worker),
+            held,
+            |_| true,
             |f| {
                 f.status = FileStatus::Stored;
-                if let Some(next) = held.next {
-                    (f.url, f.key) = (next.url.to_owned(), next.key.to_owned());
-                }
                 (f.next_url, f.next_key) = (None, None);
                 f.bytes = Some(stored.bytes);
                 f.sha256 = Some(stored.sha256_hex.clone());
                 f.content_type = stored.content_type.clone();
                 f.stored_at = Some(stored_at);
-                f.claim = None;
                 f.lease_until = None;
                 f.error = None;
             },
@@ -687,18 +706,12 @@ impl RecordFailed for MemoryPorts {
         failed_at: Timestamp,
     ) -> Result<FileWrite, StoreError> {
         self.called("record_failed");
-        Ok(self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, held.worker) && f.next_url.as_deref() == held.next.map(|next| next.url),
-            |f| {
-                (f.status, f.error, f.lease_until, f.claim) = (FileStatus::Failed, Some(reason.to_owned()), None, None);
-                if let Some(next) = held.next {
-                    (f.url, f.key) = (next.url.to_owned(), next.key.to_owned());
-                }
-                (f.failed_at, f.next_url, f.next_key) = (Some(failed_at), None, None);
-            },
-        ))
+        // HELD_NOTHING_NEWER or HELD_AT_NEXT.
+        let nothing_newer = |f: &FileEntry| f.next_url.as_deref() == held.next.map(|next| next.url);
+        Ok(self.finish(task_id, name, held, nothing_newer, |f| {
+            (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
+            (f.failed_at, f.next_url, f.next_key) = (Some(failed_at), None, None);
+        }))
     }
 }
 
@@ -715,18 +728,11 @@ impl ReleaseFile for MemoryPorts {
         }
         self.called("release_file");
         let released_at = Some(self.now().unix_seconds());
-        let written = self.update_file(
-            task_id,
-            name,
-            |f| held_by(f, held.worker) && held.next.is_none_or(|next| f.next_url.as_deref() == Some(next.url)),
-            |f| {
-                (f.status, f.error, f.lease_until, f.claim) =
-                    (FileStatus::Pending, Some(error.to_owned()), released_at, None);
-                if let Some(next) = held.next {
-                    (f.url, f.key, f.next_url, f.next_key) = (next.url.to_owned(), next.key.to_owned(), None, None);
-                }
-            },
-        );
+        // HELD, or HELD_AT_NEXT.
+        let at_next = |f: &FileEntry| held.next.is_none_or(|next| f.next_url.as_deref() == Some(next.url));
+        let written = self.finish(task_id, name, held, at_next, |f| {
+            (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
+        });
         Ok(match written {
             FileWrite::Applied => Conditional::Applied,
             FileWrite::Refused(_) => Conditional::Conflict,

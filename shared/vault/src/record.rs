@@ -241,6 +241,11 @@ impl FileEntry {
         self.generation.is_some_and(|g| g > task_generation)
     }
 
+    /// Being downloaded under `worker`'s claim.
+    pub fn is_held_by(&self, worker: &str) -> bool {
+        self.status == FileStatus::Downloading && self.claim.as_deref() == Some(worker)
+    }
+
     /// A file just recorded: no message sent, no claim, nothing downloaded.
     pub fn pending(url: &str, key: String, stage: Stage) -> FileEntry {
         FileEntry {

@@ -52,12 +52,17 @@ const HELD_NOTHING_NEWER: &str = "#status = :downloading AND #claim = :me AND at
 /// [`HELD`], copying the item's `next_url` (`:url`), and no newer one waiting since.
 const HELD_AT_NEXT: &str = "#status = :downloading AND #claim = :me AND #next_url = :url";
 
+/// The copied `next_url` and `next_key` set as `url` and `key` ([`set_next`] gives the values).
+const SET_NEXT: &str = ", #url = :url, #key = :key";
+
 /// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`] or
 /// [`HELD_AT_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
-/// when it ended).
+/// when it ended). The URL attributes are named whether or not `update` uses them: each
+/// builder ends with [`Update::without_unused_placeholders`].
 fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
     let mut u = of_file(update, condition);
     u.name("#claim", "claim").name("#lease", "lease_until");
+    u.name("#url", "url").name("#key", "key").name("#next_url", "next_url").name("#next_key", "next_key");
     u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
     u
 }
@@ -68,7 +73,7 @@ fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
 /// a stored file is never copied again.
 pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at: Timestamp) -> Update {
     let content_type = if stored.content_type.is_some() { ", #ct = :ct" } else { "" };
-    let next = if held.next.is_some() { ", #url = :url, #key = :key" } else { "" };
+    let next = if held.next.is_some() { SET_NEXT } else { "" };
     let removed_ct = if stored.content_type.is_none() { ", #ct" } else { "" };
     let mut u = finish_file(
         held.worker,
@@ -82,20 +87,18 @@ pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at
         u.value(":ct", s(content_type));
     }
     u.name("#bytes", "bytes").name("#sha", "sha256").name("#at", "stored_at");
-    u.name("#ct", "content_type").name("#error", "error").name("#next_url", "next_url").name("#next_key", "next_key");
+    u.name("#ct", "content_type").name("#error", "error");
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
         .value(":sha", s(&stored.sha256_hex))
         .value(":at", s(&stored_at.rfc3339()));
     set_next(&mut u, held);
-    u
+    u.without_unused_placeholders()
 }
 
-/// The copied `next_url` and `next_key` as `url` and `key` (`:url`, `:key`), if that was
-/// what was copied.
+/// The values of [`SET_NEXT`] (`:url`, `:key`), when `next_url` was what was copied.
 fn set_next(u: &mut Update, held: HeldCopy<'_>) {
     if let Some(next) = held.next {
-        u.name("#url", "url").name("#key", "key");
         u.value(":url", s(next.url)).value(":key", s(next.key));
     }
 }
@@ -107,7 +110,7 @@ fn set_next(u: &mut Update, held: HeldCopy<'_>) {
 /// hundreds of kilobytes of it).
 pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
     let (next, condition) = match held.next {
-        Some(_) => (", #key = :key, #url = :url", HELD_AT_NEXT),
+        Some(_) => (SET_NEXT, HELD_AT_NEXT),
         None => ("", HELD_NOTHING_NEWER),
     };
     let mut u = finish_file(
@@ -119,10 +122,9 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
         condition,
     );
     u.name("#error", "error").name("#failed_at", "failed_at");
-    u.name("#next_url", "next_url").name("#next_key", "next_key");
     u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
     set_next(&mut u, held);
-    u
+    u.without_unused_placeholders()
 }
 
 /// `downloading` under `held.worker` -> `pending` again, keeping the error for people to
@@ -133,7 +135,7 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
 /// file since its message was sent, so it reads as `queued` again.)
 pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
     let (next, removed, condition) = match held.next {
-        Some(_) => (", #url = :url, #key = :key", ", #next_url, #next_key", HELD_AT_NEXT),
+        Some(_) => (SET_NEXT, ", #next_url, #next_key", HELD_AT_NEXT),
         None => ("", "", HELD),
     };
     let mut u = finish_file(
@@ -145,11 +147,8 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
     );
     u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
-    if held.next.is_some() {
-        u.name("#next_url", "next_url").name("#next_key", "next_key");
-    }
     set_next(&mut u, held);
-    u
+    u.without_unused_placeholders()
 }
 
 /// The task item, while its `generation` and `stage` are still the plan's: set `vault` and
@@ -298,7 +297,7 @@ mod tests {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
         let failed = "SET #status = :status, #error = :error, #failed_at = :at \
                       ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
-        let failed_at_next = "SET #status = :status, #error = :error, #failed_at = :at, #key = :key, #url = :url \
+        let failed_at_next = "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
                               ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";

@@ -15,9 +15,8 @@ pub(super) async fn copy_claimed<P: Ports>(
     delivery: &Delivery,
     task_id: &TaskId,
     name: &str,
-    plan: &CopyPlan,
+    mut plan: CopyPlan,
 ) -> Outcome {
-    let mut plan = plan.clone();
     let mut from_next = false;
     loop {
         match copy_held(ports, settings, delivery, task_id, name, &plan, from_next).await {
@@ -117,8 +116,7 @@ async fn copy_held<P: Ports>(
     let failed_at = ports.now();
     let written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
     if let Ok(FileWrite::Refused(Some(file))) = &written
-        && file.status == FileStatus::Downloading
-        && file.claim.as_deref() == Some(worker)
+        && file.is_held_by(worker)
         && let (Some(url), Some(key)) = (&file.next_url, &file.next_key)
         // Never equal as ingest writes it: a guard against turning forever on an edited item.
         && *url != plan.url

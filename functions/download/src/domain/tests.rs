@@ -798,6 +798,17 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     assert_eq!((f.status, f.claim, f.url.as_str(), f.key.as_str()), (FileStatus::Pending, None, b, b_key.as_str()));
 }
 
+/// A `next_url` equal to the URL that failed (never so as ingest writes it; an edited item)
+/// is not copied again: the refusal reads as a lost claim, left to its lease.
+#[tokio::test]
+async fn a_next_url_equal_to_the_failed_one_is_not_copied_again() {
+    let ports = vocal_gone_with_newer(&[]);
+    ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), vocal_key("mp3")));
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::LostClaim)), "{outcome:?}");
+    assert_eq!(ports.opened(), vec![url("vocal")]);
+}
+
 /// An attempt copied the file but could not record it; a callback then brought a newer URL
 /// (`next_url`), and the old URL expired: the redelivery finds the copy under the file's own
 /// key and records it, fetching nothing (the newer URL waits beside the URL being copied, it
