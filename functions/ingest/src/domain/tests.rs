@@ -748,6 +748,17 @@ async fn after_recording_failed_slowly_the_next_callbacks_are_parked_quickly() {
     ports.set_table_stalled(true);
     let (_, took) = callback(5, "req-5").await;
     assert!(took >= ANSWER_WITHIN - PARK_TIMEOUT, "the whole time again: {took:?}");
+
+    // A failure another try may mend, answered at once, starts no memory: only slow ones do.
+    tokio::time::advance(OUTAGE_MEMORY).await;
+    ports.set_table_stalled(false);
+    ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
+    let (quick, took) = callback(8, "req-8").await;
+    assert!(parked(&quick) && took < QUICK_RECORDING, "{quick:?} in {took:?}");
+    ports.set_save_error(None);
+    ports.set_table_stalled(true);
+    let (_, took) = callback(9, "req-9").await;
+    assert!(took >= ANSWER_WITHIN - PARK_TIMEOUT, "the whole time after a quick failure: {took:?}");
 }
 
 /// A duplicate's count is refused when the reconciler changed the task since its read (a
