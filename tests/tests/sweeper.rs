@@ -14,7 +14,7 @@ use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::register::Registration;
-use stemvault_vault::{Conditional, FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{Conditional, FileJob, FileStatus, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 fn new_task_id() -> String {
@@ -213,6 +213,34 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
     assert_eq!(marked.open.as_deref(), Some("open"));
     assert_eq!(ports.close_task(&marked).await, Ok(Conditional::Applied));
     assert_eq!(env.task_record(&read.task_id).await.open, None);
+}
+
+/// A save reopening a settled task over a stale read is refused at its mark (the UpdateItem
+/// of `open`, conditional on the version read) before any file item is written: the table's
+/// own condition, not only the in-memory one.
+#[tokio::test]
+async fn a_reopen_over_a_stale_read_is_refused_at_its_mark_before_any_file_item() {
+    let env = TestEnv::new().await;
+    let mut settled = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
+    (settled.vault, settled.manifest_key) =
+        (VaultState::Complete, Some(format!("tasks/{}/manifest.json", settled.task_id)));
+    settled.sync_open_marker();
+    let read = stored(&env, &settled).await;
+    assert!(read.is_settled() && read.open.is_none(), "{read:?}");
+    let moved_on = TaskRecord { deliveries: read.deliveries + 1, version: read.version + 1, ..read.clone() };
+    env.rewrite_record(&read, &moved_on).await;
+
+    let mut reopened = read.clone();
+    let drums = queued_record(&read.task_id, Family::VocalSeparation, &[("drums", "https://cdn1.suno.ai/d.mp3")]);
+    reopened.files.insert("drums".into(), drums.files["drums"].clone());
+    (reopened.vault, reopened.manifest_key, reopened.generation) = (VaultState::Pending, None, read.generation + 1);
+    reopened.last_received_at = Timestamp::now();
+    reopened.sync_open_marker();
+    reopened.version += 1;
+    assert_eq!(env.tasks().save(Some(&read), &reopened).await, Err(StoreError::Conflict));
+    let items = items(&env, &read.task_id).await;
+    assert!(!items.contains_key("file#drums"), "no file item written: {:?}", items.keys());
+    assert_eq!(env.task_record(&read.task_id).await, moved_on, "the task item as the other write left it");
 }
 
 /// A downloader that stopped between the manifest and the settle write leaves the vault
