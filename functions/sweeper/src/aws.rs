@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
-use stemvault_aws::table::{Update, n, s};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
@@ -156,17 +155,9 @@ fn page(
     Ok(OpenTaskPage { tasks, next })
 }
 
-/// A settled task's `open` taken away, if its task item is still as read: [`CloseTask`].
-fn close_update(version: u64, last_received_at: Timestamp) -> Update {
-    let mut u = Update::new("REMOVE #open", "version = :read AND last_received_at = :at");
-    u.name("#open", "open").value(":read", n(version)).value(":at", s(&last_received_at.rfc3339()));
-    u
-}
-
 impl CloseTask for AwsPorts {
     async fn close_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
-        let close = close_update(record.version, record.last_received_at);
-        self.shared.table().update("closing", &record.task_id, TASK_SK, close).await
+        self.shared.table().close_open(record).await
     }
 }
 
@@ -248,17 +239,6 @@ mod tests {
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
-    }
-
-    #[test]
-    fn a_close_removes_open_from_the_task_item_as_read() {
-        let u = close_update(7, at("2026-12-04T12:00:00.000Z"));
-        let expressions = (u.update.as_str(), u.condition.as_str());
-        assert_eq!(expressions, ("REMOVE #open", "version = :read AND last_received_at = :at"));
-        assert_eq!(u.names["#open"], "open");
-        assert_eq!(u.values[":read"], AttributeValue::N("7".into()));
-        assert_eq!(u.values[":at"], AttributeValue::S("2026-12-04T12:00:00.000Z".into()));
-        assert!(u.unused_placeholders().is_empty());
     }
 
     fn entry(task_id: &str, last_received_at: &str) -> HashMap<String, AttributeValue> {

@@ -125,6 +125,15 @@ fn mark_open(mark: &MarkOpen) -> Update {
     u
 }
 
+/// A settled task's `open` taken away, if its task item is still as read (its version and
+/// `last_received_at`: a [`MarkOpen`] since moved the time, not the version):
+/// [`TaskTable::close_open`].
+fn close_open(record: &TaskRecord) -> Update {
+    let mut u = Update::new("REMOVE #open", "version = :read AND last_received_at = :at");
+    u.name("#open", "open").value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339()));
+    u
+}
+
 /// Whether `b` is the item (or map) `a`, as DynamoDB keeps it: a string set's members in any
 /// order (the only sets the items hold), a number in any notation of its value.
 fn same_map(a: &HashMap<String, Value>, b: &HashMap<String, Value>) -> bool {
@@ -301,6 +310,12 @@ impl TaskTable {
         }
     }
 
+    /// Take a settled task read as `record` out of the open-tasks index (the inverse of the
+    /// [`MarkOpen`] a save makes), if its task item is still as read.
+    pub async fn close_open(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
+        self.update("closing", &record.task_id, items::TASK_SK, close_open(record)).await
+    }
+
     /// Apply `u` to the item `sk` of the task if its condition holds; `operation` names it
     /// in errors.
     pub async fn update(&self, operation: &str, task_id: &str, sk: &str, u: Update) -> Result<Conditional, StoreError> {
@@ -442,6 +457,26 @@ mod tests {
         assert_eq!(unwatched, format!("{only_as_read} AND attribute_not_exists(reconcile)"));
         assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
         assert!(u.unused_placeholders().is_empty() && u.names.is_empty());
+    }
+
+    #[test]
+    fn a_close_removes_open_from_the_task_item_as_read() {
+        let mut record = TaskRecord::new(
+            "t1",
+            suno_callbacks::Family::Wav,
+            suno_callbacks::Stage::Final,
+            200,
+            "ok",
+            "2026-12-04T12:00:00.000Z".parse().unwrap(),
+        );
+        record.version = 7;
+        let u = close_open(&record);
+        let expressions = (u.update.as_str(), u.condition.as_str());
+        assert_eq!(expressions, ("REMOVE #open", "version = :read AND last_received_at = :at"));
+        assert_eq!(u.names["#open"], "open");
+        assert_eq!(u.values[":read"], n(7));
+        assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
+        assert!(u.unused_placeholders().is_empty());
     }
 
     #[test]

@@ -161,13 +161,7 @@ impl ListOpenTasks for TestPorts {
 /// at the version and delivery time read.
 impl CloseTask for TestPorts {
     async fn close_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
-        let closed = self.table.update_task_item(&record.task_id, |item| {
-            let stored = stemvault_vault::items::assemble([item.clone()]).ok().flatten();
-            let as_read =
-                stored.is_some_and(|r| r.version == record.version && r.last_received_at == record.last_received_at);
-            as_read && item.remove("open").is_some()
-        });
-        Ok(if closed { Conditional::Applied } else { Conditional::Conflict })
+        Ok(self.table.close_open(record))
     }
 }
 

@@ -171,6 +171,18 @@ impl MemoryTableAndQueue {
         true
     }
 
+    /// Take a settled task read as `record` out of the open-tasks index, if its task item is
+    /// still as read (version and `last_received_at`), as `TaskTable::close_open` does.
+    pub fn close_open(&self, record: &TaskRecord) -> crate::Conditional {
+        let closed = self.update_task_item(&record.task_id, |item| {
+            let stored = items::assemble([item.clone()]).ok().flatten();
+            let as_read =
+                stored.is_some_and(|r| r.version == record.version && r.last_received_at == record.last_received_at);
+            as_read && item.remove("open").is_some()
+        });
+        if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
+    }
+
     /// How many tasks have a task item.
     pub fn record_count(&self) -> usize {
         lock(&self.tables).values().filter(|items| items.contains_key(items::TASK_SK)).count()
