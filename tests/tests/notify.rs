@@ -380,7 +380,6 @@ async fn a_410_that_cannot_be_dead_lettered_is_kept_and_retried() {
     setup.send(&vaulted_event("nt8")).await;
     let (messages, response) = setup.run_batch().await;
     assert_eq!((messages.len(), response.batch_item_failures.len()), (1, 1), "kept for a retry");
-    assert!(setup.dead_letters().await.is_empty());
     setup.end_delay(&messages[0]).await;
 
     setup.restart_with("DEAD_LETTER_QUEUE_URL", dead_letter_queue_url).await;
