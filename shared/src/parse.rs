@@ -149,6 +149,7 @@ pub const MAX_TRACKS_OR_IMAGES: usize = 256;
 
 pub use envelope::MISSING_CODE;
 pub use files::MAX_NAME_BYTES;
+pub(crate) use music::is_source_file;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
 pub use task_id_only::callback_task_id;
 

@@ -169,6 +169,24 @@ pub fn record_info_path(family: Family) -> Option<&'static str> {
     })
 }
 
+/// Whether a poll of `family`'s [`record_info_path`] may bring a fresh URL for the file named
+/// `name`: music's answers carry each track's audio, cover and stream but never the
+/// `source_*` URLs its callbacks may have (documented on both providers), so a track's
+/// `source_audio` and `source_cover` are renewed by no poll; every other family's answer
+/// carries its callback's files.
+///
+/// ```
+/// use suno_callbacks::{Family, poll::renews_file};
+///
+/// assert!(renews_file(Family::Music, "tracks/8551/audio"));
+/// assert!(!renews_file(Family::Music, "tracks/8551/source_audio"));
+/// assert!(renews_file(Family::VocalSeparation, "vocal"));
+/// assert!(!renews_file(Family::Unknown, "result/cover"), "no endpoint to poll");
+/// ```
+pub fn renews_file(family: Family, name: &str) -> bool {
+    record_info_path(family).is_some() && !(family == Family::Music && crate::parse::is_source_file(name))
+}
+
 /// Where a task the family's [`record_info_path`] does not know may be: voice generation tasks
 /// (the `voiceId`) have their own record, `/api/v1/voice/record-info`, answered in the same
 /// shape and statuses (there `wait_validating`, without a `validateInfo`, is not done yet).

@@ -25,6 +25,14 @@ const URL_FIELDS: [(&str, &str, &str, Kind); 6] = [
     ("source_image_url", "sourceImageUrl", "source_cover", Kind::File),
 ];
 
+/// Whether `name` is a track's `source_audio` or `source_cover` (the `source_*` URL fields'
+/// files), which the music record-info answers never carry.
+pub(crate) fn is_source_file(name: &str) -> bool {
+    let Some((track, suffix)) = name.rsplit_once('/') else { return false };
+    track.starts_with("tracks/")
+        && URL_FIELDS.iter().any(|&(key, _, s, kind)| kind == Kind::File && key.starts_with("source_") && s == suffix)
+}
+
 pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
     let items = data.and_then(|d| d.get("data")).and_then(Value::as_array);
     let mut tracks = Vec::new();

@@ -22,7 +22,7 @@ use crate::{
     Abandoned, FileEntry, FileStatus, LastPoll, PolledResult, RECONCILE_DUE, TaskRecord, Timestamp, VaultState,
 };
 use suno_callbacks::Stage;
-use suno_callbacks::poll::record_info_path;
+use suno_callbacks::poll::renews_file;
 
 /// `RECONCILE_AFTER_SECONDS` by default: a task is first polled this long after it was
 /// registered or stopped at `text`/`first`.
@@ -66,14 +66,16 @@ pub fn awaits_result(record: &TaskRecord) -> bool {
 
 /// Whether a callback or a poll may still bring the task something. A task waiting for its
 /// result is watched whatever its family (it is given up, with an event, when nothing comes);
-/// one watched only for a new URL of an expired file is not when its family has no
-/// record-info endpoint (an unknown family): no poll could bring one, and each would only
-/// write its bookkeeping for 14 days.
+/// one watched only for a new URL of an expired file is not when no poll could bring one
+/// ([`renews_file`]: an unknown family has no record-info endpoint, and music's answers
+/// never carry a track's `source_*` URLs): each poll would only write its bookkeeping, for
+/// 14 days.
 pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
     }
-    awaits_result(record) || (record_info_path(record.family).is_some() && record.files.values().any(failed_by_expiry))
+    awaits_result(record)
+        || record.files.iter().any(|(name, file)| failed_by_expiry(file) && renews_file(record.family, name))
 }
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
@@ -364,6 +366,11 @@ mod tests {
         assert!(needs_watching(&expired));
         let unknown_family = TaskRecord { family: Family::Unknown, ..expired.clone() };
         assert!(!needs_watching(&unknown_family), "no endpoint could bring a new URL");
+        let mut source_only = task(Stage::Complete);
+        source_only.files.insert("tracks/8551/source_audio".into(), failed("source answered 404 Not Found"));
+        assert!(!needs_watching(&source_only), "no record-info answer brings a source_* URL");
+        source_only.files.insert("tracks/8551/audio".into(), failed("source answered 404 Not Found"));
+        assert!(needs_watching(&source_only), "but one brings the track's audio");
         let unknown_waiting = TaskRecord { family: Family::Unknown, ..task(Stage::First) };
         assert!(needs_watching(&unknown_waiting), "given up with an event when nothing comes");
         let mut too_large = task(Stage::Complete);
