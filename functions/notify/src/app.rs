@@ -135,7 +135,9 @@ async fn handle_message<P: Ports>(
 fn log_outcome(outcome: &Outcome, receive_count: u32) {
     match outcome {
         Outcome::Delivered { status } => tracing::info!(status, "webhook delivered"),
-        Outcome::Rejected(e) => tracing::error!(error = %e, "dropping the message"),
+        Outcome::DeadLettered(e @ NotifyError::Malformed(_)) => {
+            tracing::error!(error = %e, "not a stemvault event this build reads; moved to the dead-letter queue")
+        }
         Outcome::DeadLettered(e) => {
             tracing::warn!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
         }

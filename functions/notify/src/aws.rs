@@ -28,8 +28,8 @@ pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "sqs:SendMessa
 pub const LOGICAL_NAME: &str = "notify";
 /// Webhooks the receiver answered with a 2xx; dimension `Function`.
 pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
-/// Webhooks given up on for good (410 Gone: moved to the dead-letter queue; or a message that
-/// is no stemvault event: dropped); dimensions `Function` and `Reason` (`status_410`,
+/// Webhooks given up on for good, moved to the dead-letter queue (410 Gone, or a message this
+/// build cannot read as a stemvault event); dimensions `Function` and `Reason` (`status_410`,
 /// `malformed`).
 pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,

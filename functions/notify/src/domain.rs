@@ -146,10 +146,9 @@ pub struct Delivery {
 pub enum Outcome {
     /// The receiver answered this 2xx.
     Delivered { status: u16 },
-    /// Never to be delivered (not a stemvault event): the message is deleted.
-    Rejected(NotifyError),
-    /// Refused for good by the receiver ([`NotifyError::dead_letters`]): the message was moved
-    /// to the notify dead-letter queue with its reason, and is deleted from the notify queue.
+    /// Refused for good ([`NotifyError::dead_letters`]: by the receiver, or unreadable here):
+    /// the message was moved to the notify dead-letter queue with its reason, and is deleted
+    /// from the notify queue.
     DeadLettered(NotifyError),
     /// Try again later: the message goes back to the queue.
     Retry(NotifyError),
@@ -256,7 +255,7 @@ pub async fn process_message<P: Ports>(ports: &P, signer: Option<&Signer>, deliv
 pub fn measure(outcome: &Outcome) -> Measure {
     match outcome {
         Outcome::Delivered { .. } => Measure::Delivered,
-        Outcome::Rejected(e) | Outcome::DeadLettered(e) => Measure::Rejected { reason: e.reason_code() },
+        Outcome::DeadLettered(e) => Measure::Rejected { reason: e.reason_code() },
         Outcome::Retry(e) => Measure::Retried { reason: e.reason_code() },
     }
 }
@@ -265,7 +264,7 @@ pub fn measure(outcome: &Outcome) -> Measure {
 async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delivery) -> Outcome {
     let event = match parse_event(&delivery.body) {
         Ok(event) => event,
-        Err(e) => return Outcome::Rejected(e),
+        Err(e) => return dead_letter(ports, &delivery.body, e).await,
     };
     let span = tracing::Span::current();
     span.record("task_id", event.task_id.as_str());
@@ -287,8 +286,8 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
     }
 }
 
-/// Move a message the receiver refused for good to the notify dead-letter queue, its reason
-/// with it. When SQS refuses, or gives no answer within
+/// Move a message refused for good (by the receiver, or unreadable here) to the notify
+/// dead-letter queue, its reason with it. When SQS refuses, or gives no answer within
 /// [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT), the message is kept
 /// and retried ([`NotifyError::DeadLetter`]); one SQS took after all is then in the
 /// dead-letter queue twice (receivers drop duplicates by `webhook-id`).

@@ -1,9 +1,9 @@
 //! What can go wrong with one message, and whether trying again later may help.
 //!
 //! Retryable: the message goes back to the queue with a growing delay, and after the queue's
-//! last receive to the notify dead-letter queue (which alarms). Not retryable: a message that
-//! is no stemvault event (deleted), and a receiver that answered 410 Gone (it wants no more
-//! webhooks at this URL): the function moves the message to the notify dead-letter queue at
+//! last receive to the notify dead-letter queue (which alarms). Not retryable: a message this
+//! build cannot read as a stemvault event, and a receiver that answered 410 Gone (it wants no
+//! more webhooks at this URL): the function moves the message to the notify dead-letter queue at
 //! once ([`NotifyError::dead_letters`]), to redrive once the receiver is fixed, and it is then
 //! deleted; when that move fails, the message is retried ([`NotifyError::DeadLetter`]).
 
@@ -62,12 +62,14 @@ impl NotifyError {
         !matches!(self, NotifyError::Malformed(_) | NotifyError::Gone)
     }
 
-    /// Whether a message refused with this error goes to the notify dead-letter queue (with
-    /// [`reason_code`](NotifyError::reason_code) as its `reason`) rather than being dropped:
-    /// 410 Gone, which a receiver mid-deploy or a CDN may answer by mistake. A message that is
-    /// no stemvault event is dropped: no redrive could deliver it.
+    /// Whether a message refused with this error goes to the notify dead-letter queue at once
+    /// (with [`reason_code`](NotifyError::reason_code) as its `reason`): 410 Gone, which a
+    /// receiver mid-deploy or a CDN may answer by mistake, and a message this build cannot
+    /// read (an event type a newer release publishes, reaching a notify function not yet
+    /// updated, or redriven to an older one after a rollback): a redrive delivers either once
+    /// the receiver or the function is fixed. Nothing is deleted unmoved.
     pub fn dead_letters(&self) -> bool {
-        matches!(self, NotifyError::Gone)
+        matches!(self, NotifyError::Gone | NotifyError::Malformed(_))
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an
@@ -142,7 +144,7 @@ mod tests {
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");
         assert_eq!(NotifyError::Malformed("x".into()).reason_code(), "malformed");
         assert!(!NotifyError::Malformed("x".into()).is_retryable());
-        assert!(!NotifyError::Malformed("x".into()).dead_letters(), "dropped: no redrive could deliver it");
+        assert!(NotifyError::Malformed("x".into()).dead_letters(), "kept for a redrive by a build that reads it");
         let unmoved = NotifyError::DeadLetter { refusal: Box::new(NotifyError::Gone), error: "throttled".into() };
         assert!(unmoved.is_retryable() && !unmoved.dead_letters());
         assert_eq!(unmoved.reason_code(), "dead_letter");

@@ -193,15 +193,24 @@ async fn a_dead_letter_that_hangs_keeps_the_message_for_a_retry() {
     assert!(started.elapsed() <= stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, "{:?}", started.elapsed());
 }
 
+/// What this build cannot read (here an event type from a newer release) is moved to the
+/// dead-letter queue unposted, for a redrive once the function reads it; never deleted
+/// unmoved, so a failed move keeps it for a retry.
 #[tokio::test]
-async fn a_malformed_message_is_dropped_without_a_post() {
+async fn a_message_it_cannot_read_is_dead_lettered_without_a_post() {
+    let newer = vaulted_message().replace("Task Vaulted", "Task Archived");
     let ports = MemoryPorts::default();
-    let outcome = process_message(&ports, Some(&signer()), &delivery("{\"source\":\"x\"}", 1)).await;
-    assert!(matches!(outcome, Outcome::Rejected(NotifyError::Malformed(_))), "{outcome:?}");
-    assert!(!outcome.is_failure(), "deleted");
-    assert!(ports.dead_letters().is_empty(), "dropped, not dead-lettered");
+    let outcome = process_message(&ports, Some(&signer()), &delivery(&newer, 1)).await;
+    assert!(matches!(&outcome, Outcome::DeadLettered(NotifyError::Malformed(_))), "{outcome:?}");
+    assert!(!outcome.is_failure(), "deleted from the notify queue");
+    assert_eq!(ports.dead_letters(), [(newer.clone(), "malformed".to_owned())]);
     assert!(ports.posted().is_empty());
     assert_eq!(ports.metrics(), [Measure::Rejected { reason: "malformed".into() }]);
+
+    let refusing = MemoryPorts { dead_letters_fail: true, ..MemoryPorts::default() };
+    let outcome = process_message(&refusing, Some(&signer()), &delivery(&newer, 1)).await;
+    assert!(matches!(&outcome, Outcome::Retry(NotifyError::DeadLetter { .. })), "{outcome:?}");
+    assert!(outcome.is_failure(), "kept on the notify queue");
 }
 
 #[tokio::test]
