@@ -14,8 +14,10 @@ fn delivery(body: &str, receive_count: u32) -> Delivery {
     }
 }
 
-/// Verified the way receivers do, with the `standardwebhooks` crate's `verify` (its clock:
-/// the webhook is signed at [`NOW`], so the check of its age is left to the HTTP test).
+/// The signature is the one the `standardwebhooks` crate makes for the same id, timestamp
+/// and body with the same secret. Its `verify` reads the system clock, and the webhook is
+/// signed at [`NOW`]: the headers and the age are checked by the HTTP test
+/// (tests/tests/notify.rs, with the Python `standardwebhooks` library).
 fn verifies(webhook: &Webhook) -> bool {
     signer().sign(&webhook.id, webhook.timestamp, &webhook.body) == webhook.signature
         && standardwebhooks::Webhook::new(SECRET)
