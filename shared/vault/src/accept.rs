@@ -320,6 +320,10 @@ async fn wait_for_others<P: Ports>(
                     let out = send_claimed(ports, task, claimant, &claims.to_enqueue).await;
                     sent.extend(out.out.iter().cloned());
                     queued += out.result()?;
+                    // Nothing else held: done, though this look may be past the deadline.
+                    if claims.wait_for.is_empty() {
+                        return Ok(queued);
+                    }
                 }
                 Err(StoreError::Conflict) => {}
                 Err(e) => return Err(e.into()),

@@ -319,6 +319,22 @@ async fn a_lapsed_claim_is_taken_over() {
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
 }
 
+/// A claim that lapses on the wait's last look is taken over and sent: the request has
+/// nothing left to wait for and finishes (manifest job, events), not answers "still enqueuing".
+#[tokio::test]
+async fn a_claim_taken_over_on_the_last_look_finishes_the_request() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &["vocal"]);
+    abandoned(&ports, &e, b"{}");
+    let lease = ports.record(TASK).unwrap().files["vocal"].lease_until.unwrap();
+    // The budget ends as the claim lapses (the second after `lease_until`): the look that
+    // takes it over is the first past the deadline.
+    let budget = Duration::from_secs((lease + 1 - T0 / 1000).unsigned_abs());
+    let outcome = ingest(&ports, &Settings { wait_budget: budget, ..settings() }, &e, b"{}", "req-2").await;
+    assert_eq!(outcome, Ok(Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 1 }));
+    assert_eq!(ports.messages().len(), 1);
+}
+
 #[tokio::test]
 async fn a_duplicate_returns_once_the_holder_has_queued_the_files() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
