@@ -19,29 +19,20 @@ export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 # Loopback never through a proxy (the emulator, and the servers tests start).
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"
 
-port=${EMULATOR_PORT:-$("$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
-# A port asked for must be free: otherwise the readiness probe below would be answered by
-# whatever holds it (another run's emulator), and this run would use that. SO_REUSEADDR, as
-# the emulator binds: a previous run's connections in TIME_WAIT do not make it busy.
-if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$port" 2>/dev/null; then
-  echo "EMULATOR_PORT=$port is in use (another run's emulator?): unset it to pick a free port" >&2
-  exit 1
-fi
-mkdir -p "$root/.local"
-log="$root/.local/emulator-$port.log"
-# emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
-MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
-pid=$!
 # Stop the emulator when the command ends; keep its log only when the command failed (a
 # success or a Ctrl-C leaves none behind). '|| true' on both: under set -e a failing kill
-# (moto already gone after Ctrl-C) would turn the command's own exit status into 1.
-cmd=
+# (moto already gone after Ctrl-C) would turn the command's own exit status into 1. Set
+# before the emulator starts, so no signal can leave it running.
+pid= cmd= log=
 stop_emulator() {
   local rc=$?
   # The command too, should a signal have ended this script before it was waited for.
   [ -z "$cmd" ] || kill -TERM -- -"$cmd" 2>/dev/null || true
-  kill $pid 2>/dev/null || true
-  wait $pid 2>/dev/null || true
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  [ -n "$log" ] || return 0
   case $rc in
     0|130) rm -f "$log" ;;
     *) echo "emulator log kept: $log" >&2 ;;
@@ -52,19 +43,60 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-# Up to 60 s (a busy 2-core machine starts moto slowly); the probe ignores any proxy
-# settings (the emulator is on loopback) and takes only this emulator's answer: the port was
-# free when picked, but another run's emulator may have bound it first (ours then fails to).
-ready=
-deadline=$((SECONDS + 60))
-probe='import urllib.request as u, sys; print(u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1).read().decode())'
-while (( SECONDS < deadline )); do
-  answered=$("$venv/bin/python" -c "$probe" "http://127.0.0.1:$port/stemvault-emulator/pid" 2>/dev/null || true)
-  if [ "$answered" = "$pid" ]; then ready=1; break; fi
-  kill -0 $pid 2>/dev/null || { echo "emulator failed to start; see $log" >&2; cat "$log" >&2; exit 1; }
-  sleep 0.2
+free_port() {
+  "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+# A port asked for must be free: otherwise the readiness probe below would be answered by
+# whatever holds it (another run's emulator), and this run would use that. SO_REUSEADDR, as
+# the emulator binds: a previous run's connections in TIME_WAIT do not make it busy.
+if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$EMULATOR_PORT" 2>/dev/null; then
+  echo "EMULATOR_PORT=$EMULATOR_PORT is in use (another run's emulator?): unset it to pick a free port" >&2
+  exit 1
+fi
+mkdir -p "$root/.local"
+
+# Start the emulator on `port` and wait up to 60 s (a busy 2-core machine starts moto slowly)
+# for it to answer. The probe ignores any proxy settings (the emulator is on loopback) and
+# takes only this emulator's answer. Returns 1 when it exited first (say, its port was taken
+# between being picked and bound, by another run started at the same moment), 2 when it never
+# answered.
+start_emulator() {
+  log="$root/.local/emulator-$port.log"
+  # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
+  MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+  pid=$!
+  local deadline=$((SECONDS + 60)) answered
+  local probe='import urllib.request as u, sys; print(u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1).read().decode())'
+  while (( SECONDS < deadline )); do
+    answered=$("$venv/bin/python" -c "$probe" "http://127.0.0.1:$port/stemvault-emulator/pid" 2>/dev/null || true)
+    [ "$answered" != "$pid" ] || return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 2
+}
+
+# A free-picked port is tried up to three times: each pick is free when picked, not held.
+attempt=1
+while :; do
+  port=${EMULATOR_PORT:-$(free_port)}
+  started=0
+  start_emulator || started=$?
+  [ "$started" != 0 ] || break
+  if [ "$started" = 1 ] && [ -z "${EMULATOR_PORT:-}" ] && (( attempt < 3 )); then
+    echo "emulator on 127.0.0.1:$port exited before answering (port taken?); trying another port" >&2
+    wait "$pid" 2>/dev/null || true
+    rm -f "$log"
+    attempt=$((attempt + 1))
+    continue
+  fi
+  case $started in
+    1) echo "emulator failed to start; see $log" >&2 ;;
+    *) echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2 ;;
+  esac
+  cat "$log" >&2
+  exit 1
 done
-[ -n "$ready" ] || { echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2; cat "$log" >&2; exit 1; }
 
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
 export AWS_ACCESS_KEY_ID=local
