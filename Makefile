@@ -47,10 +47,11 @@ build-dir:
 # Each installs with its <name>.lock as constraints: every dependency at the version tested.
 VENVS := emulator tools checkov webhooks
 $(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/python/%.lock
-	rm -rf $(VENV)/$*
-	$(NEW_VENV) $(VENV)/$*
-	$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $< -c infra/python/$*.lock
-	touch $@
+	@echo "installing $(VENV)/$* from $< (constraints: infra/python/$*.lock)"
+	@rm -rf $(VENV)/$*
+	@$(NEW_VENV) $(VENV)/$*
+	@$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $< -c infra/python/$*.lock
+	@touch $@
 
 # After changing a requirements file: resolve every venv afresh and rewrite the locks.
 python-locks:

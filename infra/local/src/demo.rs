@@ -17,6 +17,9 @@ const FIXTURE: &str = include_str!("../../../fixtures/callbacks/separate-vocals_
 pub const PROVIDER_FILE_ORIGIN: &str = "https://file.aiquickdraw.com";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The longest pause between two looks at a task: the recovered task waits for the
+/// reconciler's next run (every 15 s), and each look is two lines in `make run`'s log.
+const MAX_POLL_INTERVAL: Duration = Duration::from_secs(2);
 /// How long after the vault settles the demo waits for its `Task Vaulted` event (published
 /// before the settle: normally already there).
 pub const EVENTS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -328,6 +331,7 @@ async fn wait_for_vault(
     let url = format!("{base_url}/tasks/{task_id}");
     let started = Instant::now();
     let mut last_progress = String::new();
+    let mut pause = POLL_INTERVAL;
     loop {
         let response = http.get(&url).send().await.map_err(unreachable(&url))?;
         let status = response.status().as_u16();
@@ -350,7 +354,8 @@ async fn wait_for_vault(
         if started.elapsed() >= timeout {
             return Err(DemoError::Timeout { seconds: timeout.as_secs(), last: format!("HTTP {status} {text}") });
         }
-        tokio::time::sleep(POLL_INTERVAL).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_POLL_INTERVAL);
     }
 }
 

@@ -107,6 +107,7 @@ async fn run() -> Result<(), String> {
         std::process::exit(130);
     });
     pipeline.stop().await;
+    let _ = writeln!(std::io::stderr(), "stopped");
     Ok(())
 }
 
