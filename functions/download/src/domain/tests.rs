@@ -823,7 +823,9 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
 
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
-    if let Some(f) = ports.tables.lock().unwrap().get_mut(TASK).and_then(|c| c.files.get_mut("vocal")) {
+    {
+        let mut tables = ports.tables.lock().unwrap();
+        let f = tables.get_mut(TASK).and_then(|c| c.files.get_mut("vocal")).expect("the vocal's item");
         (f.next_url, f.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
     }
     ports.source(
