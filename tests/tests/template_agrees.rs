@@ -2305,8 +2305,83 @@ fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
     );
     assert_eq!(
         rule["Assertions"][0]["Assert"],
-        serde_yaml::from_str::<Value>(r#"!Equals [!Ref ProviderApiKey, ""]"#).unwrap()
+        serde_yaml::from_str::<Value>(
+            r#"!Or [!Equals [!Ref ProviderApiKey, ""], !Equals [!Ref ProviderApiKey, none]]"#
+        )
+        .unwrap()
     );
+}
+
+/// Whether a condition or rule expression (`Equals`, `Not`, `And`, `Or`, `Condition`, `Ref`
+/// of a parameter) holds with `given` parameter values, the others at their defaults.
+fn holds(template: &Value, expression: &Value, given: &BTreeMap<&str, &str>) -> bool {
+    let value = |v: &Value| -> String {
+        match cfn::reference(v) {
+            Some(name) => given.get(name.as_str()).map_or_else(
+                || template["Parameters"][name.as_str()]["Default"].as_str().unwrap_or_default().to_owned(),
+                |v| (*v).to_owned(),
+            ),
+            None => v.as_str().unwrap_or_else(|| panic!("not a string or Ref: {v:?}")).to_owned(),
+        }
+    };
+    let (tag, args) = cfn::intrinsic(expression).unwrap_or_else(|| panic!("not an intrinsic: {expression:?}"));
+    let all = || args.as_sequence().unwrap_or_else(|| panic!("{tag}: not a list")).iter();
+    match tag.as_str() {
+        "Equals" => {
+            let pair: Vec<String> = all().map(value).collect();
+            pair[0] == pair[1]
+        }
+        "Not" => !all().all(|a| holds(template, a, given)),
+        "And" => all().all(|a| holds(template, a, given)),
+        "Or" => all().any(|a| holds(template, a, given)),
+        "Condition" => holds(template, &template["Conditions"][args.as_str().unwrap()], given),
+        other => panic!("{other} is not evaluated here"),
+    }
+}
+
+/// `sam deploy --guided` prompts for every parameter and takes no empty answer for a NoEcho
+/// one: each NoEcho parameter takes `none` for unset, and the conditions and rules read it so.
+#[test]
+fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
+    let template = template();
+    let parameters = template["Parameters"].as_mapping().unwrap();
+    let no_echo: BTreeSet<&str> =
+        parameters.iter().filter(|(_, p)| p["NoEcho"] == true).filter_map(|(name, _)| name.as_str()).collect();
+    let unset_when_none = [
+        ("WebhookHmacKeys", "HasWebhookHmacKeys", "k1"),
+        ("CallbackToken", "HasCallbackToken", "a-long-enough-token"),
+        ("ProviderApiKey", "HasProviderApiKey", "sk-123"),
+        ("NotifyUrl", "HasNotifyUrl", "https://hooks.example/x"),
+    ];
+    assert_eq!(no_echo, unset_when_none.iter().map(|(p, ..)| *p).collect(), "every NoEcho parameter, and only those");
+    for (parameter, condition, set) in unset_when_none {
+        let pattern = regex::Regex::new(parameters[parameter]["AllowedPattern"].as_str().unwrap()).unwrap();
+        let has = |value: &str| {
+            assert!(pattern.is_match(value), "{parameter}: {value:?} refused by its pattern");
+            holds(&template, &template["Conditions"][condition], &BTreeMap::from([(parameter, value)]))
+        };
+        assert_eq!((has(""), has("none"), has(set)), (false, false, true), "{parameter}");
+    }
+
+    let rule = |name: &str, i: usize| &template["Rules"][name]["Assertions"][i]["Assert"];
+    let given = |pairs: &[(&'static str, &'static str)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+    let none = [("WebhookHmacKeys", "none"), ("CallbackToken", "none")];
+    assert!(!holds(&template, rule("CallbacksMustBeAuthenticated", 0), &given(&none)), "none of the three: refused");
+    let hmac_only = given(&[("WebhookHmacKeys", "k1"), ("CallbackToken", "none")]);
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 0), &hmac_only));
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cb-AbCdEf";
+    let own_secret = given(&[("WebhookHmacKeys", "none"), ("CallbackToken", "none"), ("CallbackSecretArn", arn)]);
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 0), &own_secret));
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 1), &own_secret), "none beside an own secret");
+    let own_provider_secret = given(&[("ProviderApiKey", "none"), ("ProviderSecretArn", arn)]);
+    assert!(holds(&template, rule("OneProviderKey", 0), &own_provider_secret));
+    let webhooks_off = &template["Rules"]["WebhooksNeedANotifyUrl"]["RuleCondition"];
+    assert!(holds(&template, webhooks_off, &given(&[("NotifyUrl", "none")])));
+    // The created provider secret holds no key for `none`.
+    let secret = &cfn::resource(&template, "ProviderSecret")["Properties"]["SecretString"];
+    let (tag, args) = cfn::intrinsic(secret).expect("an !If");
+    assert_eq!((tag.as_str(), args[0].as_str()), ("If", Some("HasProviderApiKey")));
+    assert_eq!(args[2], r#"{"api_key": ""}"#);
 }
 
 /// A batch is as large as the messages a function handles at once: a larger one leaves the
