@@ -157,6 +157,8 @@ pub struct MemoryStore {
     pub state: Mutex<StoreState>,
     /// Fail the upload of this part number.
     pub fail_part: Option<i32>,
+    /// Panic uploading this part number (before taking the state's lock).
+    pub panic_part: Option<i32>,
     /// Answer every PutObject and CreateMultipartUpload with this.
     pub refuse: Option<StorageError>,
 }
@@ -327,6 +329,7 @@ impl ObjectStore for MemoryStore {
         body: Bytes,
         crc: u32,
     ) -> Result<UploadedPart, StorageError> {
+        assert_ne!(self.panic_part, Some(part_number), "injected panic");
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Part { number: part_number, len: body.len(), crc32: crc });
         if self.fail_part == Some(part_number) {

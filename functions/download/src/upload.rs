@@ -41,13 +41,14 @@
 //! an earlier attempt stored but could not record.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use stemvault_vault::best_effort;
 
@@ -246,13 +247,20 @@ where
         return Ok(body.stored(1, content_type));
     }
     let upload_id = before(limits.stop_at, async { Ok(store.create_multipart(key, info).await?) }).await?;
-    let sent = before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await;
-    let completed = match sent {
-        Ok((parts, crc32)) => {
-            let complete = async { Ok(store.complete_multipart(key, &upload_id, &parts, crc32).await?) };
-            before(limits.stop_at, complete).await.map(|()| parts.len())
+    let sending = async {
+        let (parts, crc32) =
+            before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await?;
+        let complete = async { Ok(store.complete_multipart(key, &upload_id, &parts, crc32).await?) };
+        before(limits.stop_at, complete).await.map(|()| parts.len())
+    };
+    // A panic on the way (a bug) is the message's to contain, but not before the upload's
+    // parts are aborted: they would be billed until the lifecycle rule.
+    let completed = match AssertUnwindSafe(sending).catch_unwind().await {
+        Ok(completed) => completed,
+        Err(panic) => {
+            abort(store, key, &upload_id).await;
+            std::panic::resume_unwind(panic)
         }
-        Err(e) => Err(e),
     };
     match completed {
         Ok(count) => {
@@ -260,16 +268,20 @@ where
             Ok(reader.finish().stored(u32::try_from(count).unwrap_or(u32::MAX), content_type))
         }
         Err(e) => {
-            // Often after the deadline stopped the upload, S3 being slow: bounded, so the
-            // invocation still answers. S3's lifecycle rule for incomplete uploads cleans up
-            // what an abort that fails or hangs leaves.
-            match best_effort(store.abort_multipart(key, &upload_id)).await {
-                Some(Ok(())) => {}
-                Some(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
-                None => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
-            }
+            abort(store, key, &upload_id).await;
             Err(e)
         }
+    }
+}
+
+/// Abort a multipart upload that failed. Often after the deadline stopped it, S3 being slow:
+/// bounded, so the invocation still answers. S3's lifecycle rule for incomplete uploads cleans
+/// up what an abort that fails or hangs leaves.
+async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
+    match best_effort(store.abort_multipart(key, upload_id)).await {
+        Some(Ok(())) => {}
+        Some(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
+        None => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
     }
 }
 
@@ -829,6 +841,18 @@ mod tests {
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
         assert!(store.calls().iter().any(|c| matches!(c, StoreCall::Abort)));
+    }
+
+    /// A panic while the parts go up still aborts the upload, then goes on unwinding to the
+    /// message's `catch_panic`.
+    #[tokio::test]
+    async fn a_panic_while_the_parts_go_up_aborts_the_upload() {
+        let data = deterministic_bytes(3 * PART, 6);
+        let store = MemoryStore { panic_part: Some(2), ..MemoryStore::default() };
+        let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), limits());
+        assert!(AssertUnwindSafe(uploading).catch_unwind().await.is_err(), "the panic goes on");
+        assert!(store.calls().iter().any(|c| matches!(c, StoreCall::Abort)));
+        assert!(store.open_uploads().is_empty(), "aborted");
     }
 
     #[tokio::test]
