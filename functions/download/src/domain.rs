@@ -531,16 +531,20 @@ pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery,
 
 /// Give the claim back (`pending` again, `why` kept), within the best-effort bound: often
 /// just after the deadline stopped a copy, as the delay after it is. Unanswered in time, it
-/// failed, and the claim ends with its lease. A release of a newer URL being copied that an
-/// even newer one replaced meanwhile is made again as a plain release (the retry copies the
-/// item's URL, then its newest).
+/// failed, and the claim ends with its lease. A release of a newer URL being copied makes the
+/// item's newest URL its `url`; refused (no newer URL is left: the item changed under it) or
+/// failed, it is made again as a plain release.
 async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, held: HeldCopy<'_>, why: &str) {
+    let plain = HeldCopy { next: None, ..held };
     let releasing = async {
-        match ports.release_file(task_id, name, held, why).await? {
-            Conditional::Conflict if held.next.is_some() => {
-                ports.release_file(task_id, name, HeldCopy { next: None, ..held }, why).await
+        match ports.release_file(task_id, name, held, why).await {
+            Ok(Conditional::Conflict) if held.next.is_some() => ports.release_file(task_id, name, plain, why).await,
+            // Whatever failed the write moving the newer URL in, the claim still goes back.
+            Err(e) if held.next.is_some() => {
+                tracing::warn!(error = %e, "could not release the claim at the newer URL; releasing it as it is");
+                ports.release_file(task_id, name, plain, why).await
             }
-            released => Ok(released),
+            released => released,
         }
     };
     if let Err(e) = answer_within(BEST_EFFORT_CALL_TIMEOUT, "releasing the claim", releasing).await {

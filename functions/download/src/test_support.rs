@@ -482,6 +482,8 @@ pub struct MemoryPorts {
     pub lost_answers: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
     pub settle_failures: Mutex<u32>,
+    /// Fail this many releases (the table refusing the write) before succeeding.
+    pub release_failures: Mutex<u32>,
     /// Every task read waits here before it reads and again before it answers: concurrent
     /// settle checks all start reading together, and all have read before any goes on.
     pub load_barrier: Mutex<Option<Arc<Barrier>>>,
@@ -730,11 +732,18 @@ impl ReleaseFile for MemoryPorts {
             std::future::pending::<()>().await;
         }
         self.called("release_file");
+        if injected(&self.release_failures) {
+            return Err(StoreError::Unavailable("injected: ValidationException".into()));
+        }
         let released_at = Some(self.now().unix_seconds());
-        // HELD, or HELD_AT_NEXT.
-        let at_next = |f: &FileEntry| held.next.is_none_or(|next| f.next_url.as_deref() == Some(next.url));
-        let written = self.finish(task_id, name, held, at_next, |f| {
+        // HELD, or HELD_WITH_NEXT, moving the item's newest URL (not the one held) into `url`.
+        let moving = held.next.is_some();
+        let with_next = |f: &FileEntry| !moving || f.next_url.is_some();
+        let written = self.finish(task_id, name, HeldCopy { next: None, ..held }, with_next, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
+            if moving && let (Some(url), Some(key)) = (f.next_url.take(), f.next_key.take()) {
+                (f.url, f.key) = (url, key);
+            }
         });
         Ok(match written {
             FileWrite::Applied => Conditional::Applied,

@@ -55,6 +55,12 @@ const HELD_AT_NEXT: &str = "#status = :downloading AND #claim = :me AND #next_ur
 /// The copied `next_url` and `next_key` set as `url` and `key` ([`set_next`] gives the values).
 const SET_NEXT: &str = ", #url = :url, #key = :key";
 
+/// [`HELD`], with a `next_url` waiting: the one being copied, or one newer still.
+const HELD_WITH_NEXT: &str = "#status = :downloading AND #claim = :me AND attribute_exists(#next_url)";
+
+/// The item's `next_url` and `next_key` as they are now set as `url` and `key`.
+const MOVE_NEXT: &str = ", #url = #next_url, #key = #next_key";
+
 /// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`] or
 /// [`HELD_AT_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
 /// when it ended). The URL attributes are named whether or not `update` uses them: each
@@ -129,13 +135,13 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
 
 /// `downloading` under `held.worker` -> `pending` again, keeping the error for people to
 /// see, its lease ended `released_at` (Unix seconds; the sweeper counts from it how long the
-/// message can still come back); with `held.next`, only while that is still the item's
-/// `next_url`, which becomes `url` and `key` (the retry copies it, not the URL that failed
-/// for good). (Never `queued`: that lives in the task item's `queued` set, which names the
+/// message can still come back); with `held.next`, the item's `next_url` and `next_key`,
+/// the one being copied or one newer still, become `url` and `key` (the retry copies the
+/// newest, not the URL that failed for good). (Never `queued`: that lives in the task item's `queued` set, which names the
 /// file since its message was sent, so it reads as `queued` again.)
 pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
     let (next, removed, condition) = match held.next {
-        Some(_) => (SET_NEXT, ", #next_url, #next_key", HELD_AT_NEXT),
+        Some(_) => (MOVE_NEXT, ", #next_url, #next_key", HELD_WITH_NEXT),
         None => ("", "", HELD),
     };
     let mut u = finish_file(
@@ -147,7 +153,6 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
     );
     u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
-    set_next(&mut u, held);
     u.without_unused_placeholders()
 }
 
@@ -301,9 +306,10 @@ mod tests {
                               ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
-        // Releasing a newer URL being copied: the retry copies it, not the URL that failed.
-        let released_at_next = "SET #status = :status, #error = :error, #lease = :released, #url = :url, #key = :key \
-                                ADD #rev :one REMOVE #claim, #next_url, #next_key";
+        // Releasing a newer URL being copied: the retry copies it (or one newer still), not
+        // the URL that failed.
+        let released_at_next = "SET #status = :status, #error = :error, #lease = :released, #url = #next_url, \
+                                #key = #next_key ADD #rev :one REMOVE #claim, #next_url, #next_key";
         // Failed for good only when no newer URL came meanwhile (the holder copies that next).
         let nothing_newer = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
         let at_next = "#status = :downloading AND #claim = :me AND #next_url = :url";
@@ -328,8 +334,8 @@ mod tests {
                 release_file(HELD_NEXT, reason, at.unix_seconds()),
                 "pending",
                 released_at_next,
-                at_next,
-                Some(("https://cdn/a.wav", "tasks/t1/a.wav")),
+                "#status = :downloading AND #claim = :me AND attribute_exists(#next_url)",
+                None,
             ),
         ] {
             assert_well_formed(&u, "rev");

@@ -770,9 +770,10 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     assert_eq!(ports.store.object(&b_key), Some(b"b".to_vec()));
 }
 
-/// Releasing the newer URL being copied: an even newer one came meanwhile (the release at the
-/// newer URL refused), so the claim is released as it is, the newest waiting; or the
-/// release's answer was lost (the SDK's retry refused): released at the newer URL all the same.
+/// Releasing the newer URL being copied: an even newer one came meanwhile, and the release
+/// makes that, the newest, the file's URL (the retry copies it, not the URL that failed for
+/// good); or the release's answer was lost (the SDK's retry refused): released at the newer
+/// URL all the same.
 #[tokio::test]
 async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends_the_claim() {
     let (b, c) = (NEWER_B, NEWER_C);
@@ -783,7 +784,8 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "released");
-    assert_eq!((f.url, f.next_url.as_deref()), (url("vocal"), Some(c)));
+    let c_key = vocal_key("flac");
+    assert_eq!((f.url.as_str(), f.key.as_str(), f.next_url.as_deref()), (c, c_key.as_str(), None));
 
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
     ports.source(b, answering(503));
@@ -796,6 +798,14 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     assert_eq!(releases, 2, "at the newer URL, then as it is");
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim, f.url.as_str(), f.key.as_str()), (FileStatus::Pending, None, b, b_key.as_str()));
+
+    // The release at the newer URL fails (the table refuses the write): released as it is.
+    let ports = vocal_gone_with_newer(&[(b, "wav")]);
+    ports.source(b, answering(503));
+    *ports.release_failures.lock().unwrap() = 1;
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.claim, f.url, f.next_url.as_deref()), (FileStatus::Pending, None, url("vocal"), Some(b)));
 }
 
 /// A `next_url` equal to the URL that failed (never so as ingest writes it; an edited item)
