@@ -184,6 +184,14 @@ async fn accept_unbounded<P: Ports>(
     // neither the messages nor the events (the answer still waits for it, within the deadline).
     let accepting = async {
         let merge = record(ports, settings, event, &info, &claimant, fits).await?;
+        for file in &merge.newer_urls_dropped {
+            tracing::warn!(
+                file = %file,
+                max_bytes = crate::ingest::MAX_NEXT_URL_BYTES,
+                "a newer URL for a file being downloaded is too long to keep beside its URL; the copy goes on from \
+                 that one"
+            );
+        }
         send_and_publish(ports, settings, event, &claimant, merge).await
     };
     let (archived, accepted) = tokio::join!(archive, accepting);

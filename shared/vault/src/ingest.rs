@@ -66,6 +66,9 @@ pub struct Merge {
     /// The same body (same stage, same digest) was accepted before.
     pub duplicate: bool,
     pub claims: Claims,
+    /// Files being downloaded whose newer URL was not kept beside the one copied: longer than
+    /// [`MAX_NEXT_URL_BYTES`] (the caller logs them; the copy goes on from the file's URL).
+    pub newer_urls_dropped: Vec<String>,
 }
 
 /// Files this request claimed, and files of its callback that another request is enqueuing.
@@ -112,6 +115,7 @@ pub fn ingest_callback(
     let id = callback_id(event.stage, &body.sha256_hex);
     let arrived = body.arrived_at.map_or(now, |t| t.min(now));
     let read_generation = existing.map(|r| r.generation);
+    let mut newer_urls_dropped = Vec::new();
     let (mut record, duplicate) = match existing {
         None => (new_record(event, body, &id, arrived, now), false),
         Some(current) => {
@@ -134,7 +138,7 @@ pub fn ingest_callback(
                     true
                 }
                 None => {
-                    apply_new_body(&mut record, event, body, &id, arrived);
+                    newer_urls_dropped = apply_new_body(&mut record, event, body, &id, arrived);
                     false
                 }
             };
@@ -144,7 +148,7 @@ pub fn ingest_callback(
     adopt_uncommitted(&mut record, read_generation);
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
     let claims = claim_files(&mut record, claimant, now, &wanted);
-    Merge { record, duplicate, claims }
+    Merge { record, duplicate, claims, newer_urls_dropped }
 }
 
 /// Claim what is claimable in a freshly read record, for a request waiting on `wanted`.
@@ -201,7 +205,7 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timesta
     );
     record.last_received_at = now;
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
-    let opened = merge_files(&mut record, event, true);
+    let (opened, _) = merge_files(&mut record, event, true);
     stamp(&mut record, &opened);
     merge_streams(&mut record, event, true);
     merge_details(&mut record, event, body, true);
@@ -209,8 +213,15 @@ fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timesta
     record
 }
 
-/// A body not seen before for a known task, which arrived at `arrived`.
-fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp) {
+/// A body not seen before for a known task, which arrived at `arrived`. Returns the files
+/// whose newer URL was too long to keep ([`Merge::newer_urls_dropped`]).
+fn apply_new_body(
+    record: &mut TaskRecord,
+    event: &CallbackEvent,
+    body: &BodyInfo,
+    id: &str,
+    arrived: Timestamp,
+) -> Vec<String> {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
     let registered = record.stage == Stage::Submitted;
     // A failure read as music is only the parser's fallback for a `callbackType` body
@@ -242,7 +253,7 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     // a late, earlier-stage event only fills gaps.
     let authoritative = merged.advanced || current == event.stage;
 
-    let opened = merge_files(record, event, authoritative);
+    let (opened, newer_urls_dropped) = merge_files(record, event, authoritative);
     // A new stage is settled on its own (its manifest and `Task Vaulted` name it; the settle
     // of the earlier one, if under way, is refused: it is conditional on the stage too). Over
     // files all settled the vault stays as it is and its manifest is due
@@ -267,6 +278,7 @@ fn apply_new_body(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInf
     } else if merged.advanced {
         record.abandoned = None;
     }
+    newer_urls_dropped
 }
 
 fn callback_entry(event: &CallbackEvent, body: &BodyInfo, arrived: Timestamp) -> CallbackEntry {
@@ -299,9 +311,11 @@ fn stamp(record: &mut TaskRecord, opened: &[String]) {
 /// new one as `next_url` (up to [`MAX_NEXT_URL_BYTES`]): its holder copies that should the old
 /// fail for good (its `failed` write is conditional on no newer URL; a stranded file sent
 /// again keeps both, so an earlier attempt's unrecorded copy of its URL is still found).
-/// Returns the names of the files added or reopened.
-fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> Vec<String> {
+/// Returns the names of the files added or reopened, and of those whose newer URL was too
+/// long to keep.
+fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bool) -> (Vec<String>, Vec<String>) {
     let mut opened = Vec::new();
+    let mut dropped = Vec::new();
     for file in &event.files {
         match record.files.get_mut(&file.name) {
             None => {
@@ -320,6 +334,8 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
                 if file.url.len() <= MAX_NEXT_URL_BYTES {
                     known.next_key = Some(s3_key::file_key(&event.task_id, &file.name, &file.url));
                     known.next_url = Some(file.url.clone());
+                } else {
+                    dropped.push(file.name.clone());
                 }
             }
             Some(known) if authoritative && known.status != FileStatus::Stored => {
@@ -330,7 +346,7 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
             Some(_) => {}
         }
     }
-    opened
+    (opened, dropped)
 }
 
 fn pending_file(task_id: &TaskId, name: &str, url: &str, stage: Stage) -> FileEntry {

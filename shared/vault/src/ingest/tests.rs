@@ -688,12 +688,15 @@ fn a_newer_url_too_long_to_keep_beside_the_copied_one_is_dropped() {
     let prefix = "https://h/a.wav?sig=";
     let long = format!("{prefix}{}", "s".repeat(MAX_NEXT_URL_BYTES + 1 - prefix.len()));
     let complete = event(Stage::Complete, 200, &[("a", long.as_str())]);
-    let out = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1)).record;
+    let merge = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r2"), now(1));
+    let out = merge.record;
     assert_eq!((out.files["a"].url.as_str(), out.files["a"].next_url.as_deref()), ("https://h/a.mp3", None));
+    assert_eq!(merge.newer_urls_dropped, ["a"], "named, for the log");
     let fits = format!("{prefix}{}", "s".repeat(MAX_NEXT_URL_BYTES - prefix.len()));
     let complete = event(Stage::Complete, 200, &[("a", fits.as_str())]);
-    let out = ingest_callback(Some(&r), &complete, &body("3"), &claimant("r2"), now(1)).record;
-    assert_eq!(out.files["a"].next_url.as_deref(), Some(fits.as_str()));
+    let merge = ingest_callback(Some(&r), &complete, &body("3"), &claimant("r2"), now(1));
+    assert_eq!(merge.record.files["a"].next_url.as_deref(), Some(fits.as_str()));
+    assert!(merge.newer_urls_dropped.is_empty());
 }
 
 // --- bounds: the record stays well inside DynamoDB's item limit ---------------------------
