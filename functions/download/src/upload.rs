@@ -865,10 +865,21 @@ mod tests {
         assert!(store.open_uploads().is_empty());
     }
 
-    /// A bucket that never answers; or, `starts_uploads`, that starts a multipart upload and
-    /// then never answers, its abort included.
+    /// What a [`StalledStore`] answers before it stops answering.
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum Stall {
+        /// Nothing.
+        Everything,
+        /// It starts a multipart upload, then answers nothing more (its abort included).
+        AfterStart,
+        /// It starts an upload and takes its parts, but never completes it (aborts it).
+        AtComplete,
+    }
+
+    /// A bucket that stops answering (`stall`); [`Stall::AfterStart`] leaves the abort
+    /// unanswered too.
     struct StalledStore {
-        starts_uploads: bool,
+        stall: Stall,
     }
 
     impl ObjectStore for StalledStore {
@@ -885,21 +896,31 @@ mod tests {
             futures::future::pending().await
         }
         async fn create_multipart(&self, _: &str, _: ObjectInfo<'_>) -> Result<String, StorageError> {
-            match self.starts_uploads {
-                true => Ok("upload-1".into()),
-                false => futures::future::pending().await,
+            match self.stall {
+                Stall::Everything => futures::future::pending().await,
+                Stall::AfterStart | Stall::AtComplete => Ok("upload-1".into()),
             }
         }
-        async fn upload_part(&self, _: &str, _: &str, _: i32, _: Bytes, _: u32) -> Result<UploadedPart, StorageError> {
-            futures::future::pending().await
+        async fn upload_part(
+            &self,
+            _: &str,
+            _: &str,
+            part_number: i32,
+            _: Bytes,
+            _: u32,
+        ) -> Result<UploadedPart, StorageError> {
+            match self.stall {
+                Stall::AtComplete => Ok(UploadedPart { part_number, etag: "e".into(), checksum_crc32: None }),
+                Stall::Everything | Stall::AfterStart => futures::future::pending().await,
+            }
         }
         async fn complete_multipart(&self, _: &str, _: &str, _: &[UploadedPart], _: u32) -> Result<(), StorageError> {
             futures::future::pending().await
         }
         async fn abort_multipart(&self, _: &str, _: &str) -> Result<(), StorageError> {
-            match self.starts_uploads {
-                true => futures::future::pending().await,
-                false => Ok(()),
+            match self.stall {
+                Stall::AfterStart => futures::future::pending().await,
+                Stall::Everything | Stall::AtComplete => Ok(()),
             }
         }
     }
@@ -917,16 +938,25 @@ mod tests {
         }
     }
 
+    /// Each request of each path is bounded by the deadline: the streamed PutObject, the
+    /// whole one (a retried copy), CreateMultipartUpload, UploadPart, CompleteMultipartUpload.
     #[tokio::test]
     async fn a_stalled_bucket_stops_at_the_deadline_on_every_upload_path() {
-        for len in [1000, PART + 1] {
+        for (len, streamed, stall) in [
+            (1000, true, Stall::Everything),
+            (1000, false, Stall::Everything),
+            (PART + 1, true, Stall::Everything),
+            (PART + 1, true, Stall::AfterStart),
+            (PART + 1, true, Stall::AtComplete),
+        ] {
             let data = deterministic_bytes(len, 8);
-            let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
-            let err =
-                upload(&StalledStore { starts_uploads: false }, to("k"), body_of(&data, 1 << 16, true, None), soon)
-                    .await
-                    .unwrap_err();
-            assert_eq!(err, CopyError::Deadline, "{len} bytes");
+            let stop_at = Instant::now() + Duration::from_millis(200);
+            let soon = UploadLimits { stop_at, stream_single_part: streamed, ..limits() };
+            let store = StalledStore { stall };
+            let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon);
+            let case = format!("{len} bytes, streamed {streamed}, {stall:?}");
+            let ended = tokio::time::timeout(Duration::from_secs(10), uploading).await;
+            assert_eq!(ended.unwrap_or_else(|_| panic!("{case}: hung")).unwrap_err(), CopyError::Deadline, "{case}");
         }
     }
 
@@ -937,7 +967,7 @@ mod tests {
         let data = deterministic_bytes(PART + 1, 9);
         let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
         let uploading =
-            upload(&StalledStore { starts_uploads: true }, to("k"), body_of(&data, 1 << 16, true, None), soon);
+            upload(&StalledStore { stall: Stall::AfterStart }, to("k"), body_of(&data, 1 << 16, true, None), soon);
         let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;
         assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
     }
