@@ -22,7 +22,8 @@ export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1
 # Stop the emulator when the command ends; keep its log only when the command failed (a
 # success or a Ctrl-C leaves none behind). '|| true' on both: under set -e a failing kill
 # (moto already gone after Ctrl-C) would turn the command's own exit status into 1. Set
-# before the emulator starts, so no signal can leave it running.
+# before the emulator starts: only a signal in the instant between its start and `pid=$!`
+# can leave it running.
 pid= cmd= log=
 stop_emulator() {
   local rc=$?
@@ -57,9 +58,9 @@ mkdir -p "$root/.local"
 
 # Start the emulator on `port` and wait up to 60 s (a busy 2-core machine starts moto slowly)
 # for it to answer. The probe ignores any proxy settings (the emulator is on loopback) and
-# takes only this emulator's answer. Returns 1 when it exited first (say, its port was taken
-# between being picked and bound, by another run started at the same moment), 2 when it never
-# answered.
+# takes only this emulator's answer. Returns 1 when it exited first, 3 when it exited because
+# its port was taken (between being picked and bound, by another run started at the same
+# moment), 2 when it never answered.
 start_emulator() {
   log="$root/.local/emulator-$port.log"
   # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
@@ -70,7 +71,12 @@ start_emulator() {
   while (( SECONDS < deadline )); do
     answered=$("$venv/bin/python" -c "$probe" "http://127.0.0.1:$port/stemvault-emulator/pid" 2>/dev/null || true)
     [ "$answered" != "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || return 1
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null || true
+      pid=
+      if grep -q "Address already in use" "$log"; then return 3; fi
+      return 1
+    fi
     sleep 0.2
   done
   return 2
@@ -83,15 +89,14 @@ while :; do
   started=0
   start_emulator || started=$?
   [ "$started" != 0 ] || break
-  if [ "$started" = 1 ] && [ -z "${EMULATOR_PORT:-}" ] && (( attempt < 3 )); then
-    echo "emulator on 127.0.0.1:$port exited before answering (port taken?); trying another port" >&2
-    wait "$pid" 2>/dev/null || true
+  if [ "$started" = 3 ] && [ -z "${EMULATOR_PORT:-}" ] && (( attempt < 3 )); then
+    echo "the emulator's port 127.0.0.1:$port was taken before it bound it; trying another port" >&2
     rm -f "$log"
     attempt=$((attempt + 1))
     continue
   fi
   case $started in
-    1) echo "emulator failed to start; see $log" >&2 ;;
+    1|3) echo "emulator failed to start; see $log" >&2 ;;
     *) echo "emulator did not answer on 127.0.0.1:$port; see $log" >&2 ;;
   esac
   cat "$log" >&2
