@@ -618,6 +618,14 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
         (next_url, next_key.as_str(), None, None)
     );
 
+    // Held again with no newer URL waiting: a release as if copying one is refused (no
+    // `next_url` to move in), a plain one applies.
+    let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-1b")).await else { panic!("claimed") };
+    let gone = HeldCopy { worker: "w-1b", next: Some(NextSource { url: next_url, key: &next_key }) };
+    assert_eq!(ports.release_file(&task, "vocal", gone, "busy").await, Ok(Conditional::Conflict));
+    let plain = HeldCopy { worker: "w-1b", next: None };
+    assert_eq!(ports.release_file(&task, "vocal", plain, "busy").await, Ok(Conditional::Applied));
+
     // Held again, copying the newer URL (as if ingest wrote it once more), it fails for good there.
     let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-2")).await else { panic!("claimed") };
     let third_url = "https://cdn1.suno.ai/v-3.flac";

@@ -192,8 +192,8 @@ pub trait ReleaseFile {
     /// the last error for people to see, and `lease_until` set to now, when the claim ended:
     /// should the message never come back, the sweeper counts from it (`ingest::reclaim`).
     /// With `held.next` (its `next_url` was being copied, the own URL failed for good), only
-    /// while that is still the item's `next_url`, which becomes its `url` and `key`: the retry
-    /// copies it, not the URL that failed.
+    /// while the item has a `next_url` (that one, or one newer still), which becomes its `url`
+    /// and `key`: the retry copies the newest, not the URL that failed.
     fn release_file(
         &self,
         task_id: &TaskId,
@@ -538,10 +538,12 @@ async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, 
     let plain = HeldCopy { next: None, ..held };
     let releasing = async {
         match ports.release_file(task_id, name, held, why).await {
-            Ok(Conditional::Conflict) if held.next.is_some() => ports.release_file(task_id, name, plain, why).await,
-            // Whatever failed the write moving the newer URL in, the claim still goes back.
-            Err(e) if held.next.is_some() => {
-                tracing::warn!(error = %e, "could not release the claim at the newer URL; releasing it as it is");
+            // Whatever refused or failed the write moving the newer URL in, the claim still
+            // goes back.
+            at_next @ (Ok(Conditional::Conflict) | Err(_)) if held.next.is_some() => {
+                if let Err(e) = at_next {
+                    tracing::warn!(error = %e, "could not release the claim at the newer URL; releasing it as it is");
+                }
                 ports.release_file(task_id, name, plain, why).await
             }
             released => released,

@@ -738,7 +738,7 @@ impl ReleaseFile for MemoryPorts {
         let released_at = Some(self.now().unix_seconds());
         // HELD, or HELD_WITH_NEXT, moving the item's newest URL (not the one held) into `url`.
         let moving = held.next.is_some();
-        let with_next = |f: &FileEntry| !moving || f.next_url.is_some();
+        let with_next = |f: &FileEntry| !moving || (f.next_url.is_some() && f.next_key.is_some());
         let written = self.finish(task_id, name, HeldCopy { next: None, ..held }, with_next, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
             if moving && let (Some(url), Some(key)) = (f.next_url.take(), f.next_key.take()) {

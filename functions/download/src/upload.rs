@@ -940,7 +940,7 @@ mod tests {
 
     /// Each request of each path is bounded by the deadline: the streamed PutObject, the
     /// whole one (a retried copy), CreateMultipartUpload, UploadPart, CompleteMultipartUpload.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_bucket_stops_at_the_deadline_on_every_upload_path() {
         for (len, streamed, stall) in [
             (1000, true, Stall::Everything),

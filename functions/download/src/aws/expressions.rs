@@ -55,14 +55,16 @@ const HELD_AT_NEXT: &str = "#status = :downloading AND #claim = :me AND #next_ur
 /// The copied `next_url` and `next_key` set as `url` and `key` ([`set_next`] gives the values).
 const SET_NEXT: &str = ", #url = :url, #key = :key";
 
-/// [`HELD`], with a `next_url` waiting: the one being copied, or one newer still.
-const HELD_WITH_NEXT: &str = "#status = :downloading AND #claim = :me AND attribute_exists(#next_url)";
+/// [`HELD`], with a `next_url` (and its `next_key`) waiting: the one being copied, or one
+/// newer still. (A SET reading a missing attribute would fail the write, not refuse it.)
+const HELD_WITH_NEXT: &str =
+    "#status = :downloading AND #claim = :me AND attribute_exists(#next_url) AND attribute_exists(#next_key)";
 
 /// The item's `next_url` and `next_key` as they are now set as `url` and `key`.
 const MOVE_NEXT: &str = ", #url = #next_url, #key = #next_key";
 
-/// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`] or
-/// [`HELD_AT_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
+/// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`], [`HELD_AT_NEXT`]
+/// or [`HELD_WITH_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
 /// when it ended). The URL attributes are named whether or not `update` uses them: each
 /// builder ends with [`Update::without_unused_placeholders`].
 fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
@@ -137,8 +139,9 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
 /// see, its lease ended `released_at` (Unix seconds; the sweeper counts from it how long the
 /// message can still come back); with `held.next`, the item's `next_url` and `next_key`,
 /// the one being copied or one newer still, become `url` and `key` (the retry copies the
-/// newest, not the URL that failed for good). (Never `queued`: that lives in the task item's `queued` set, which names the
-/// file since its message was sent, so it reads as `queued` again.)
+/// newest, not the URL that failed for good). (Never `queued`: that lives in the task item's
+/// `queued` set, which names the file since its message was sent, so it reads as `queued`
+/// again.)
 pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
     let (next, removed, condition) = match held.next {
         Some(_) => (MOVE_NEXT, ", #next_url, #next_key", HELD_WITH_NEXT),
@@ -334,7 +337,8 @@ mod tests {
                 release_file(HELD_NEXT, reason, at.unix_seconds()),
                 "pending",
                 released_at_next,
-                "#status = :downloading AND #claim = :me AND attribute_exists(#next_url)",
+                "#status = :downloading AND #claim = :me AND attribute_exists(#next_url) AND \
+                 attribute_exists(#next_key)",
                 None,
             ),
         ] {
