@@ -5,7 +5,8 @@
 //!
 //! 1. read the EventBridge event the rule put on the queue ([`parse_event`]): source
 //!    `stemvault`, a known `detail-type`, a `detail` that is a stemvault event detail with an
-//!    `event_id`. Anything else is dropped (a retry cannot mend it);
+//!    `event_id`. Anything else goes to the dead-letter queue at once (a retry cannot mend it;
+//!    a redrive to a function that reads it can);
 //! 2. make the Standard Webhooks payload once ([`payload`]): `{"type": "task.vaulted" | …,
 //!    "timestamp": <the event's time>, "data": <the detail>}`; the same message always makes
 //!    the same bytes, so a retry sends the same body under the same `webhook-id`
@@ -110,8 +111,8 @@ use stemvault_vault::delay::delay_next_delivery;
 pub enum Measure {
     /// The receiver answered 2xx.
     Delivered,
-    /// Given up on for good: refused with 410 Gone (moved to the dead-letter queue), or not a
-    /// stemvault event (dropped).
+    /// Given up on for good and moved to the dead-letter queue: refused with 410 Gone, or not
+    /// a stemvault event this build reads.
     Rejected { reason: String },
     /// Will be retried ([`NotifyError::reason_code`]).
     Retried { reason: String },

@@ -83,7 +83,7 @@ fn what_is_not_a_stemvault_event_is_malformed() {
 
 /// An event published by a newer release (ingest deployed before notify, or a dead-letter
 /// redrive after a rollback) may name a stage or family this build does not know: it is
-/// delivered as published, not dropped as malformed.
+/// delivered as published, not dead-lettered as malformed.
 #[test]
 fn an_event_with_values_this_build_does_not_know_is_forwarded_as_published() {
     let mut newer: Value = serde_json::from_str(&vaulted_message()).unwrap();
