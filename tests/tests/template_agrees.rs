@@ -1122,6 +1122,8 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
     let schedule = &reconciler["Events"]["Schedule"];
     assert_eq!(schedule["Type"], "Schedule");
     assert_eq!(schedule["Properties"]["Schedule"], "rate(2 minutes)");
+    // A run stops in time for the next one by this period.
+    assert_eq!(stemvault_reconciler::schedule::RUN_EVERY, std::time::Duration::from_secs(2 * 60));
     let indexes = cfn::as_list(&cfn::resource(&template, "TaskTable")["Properties"]["GlobalSecondaryIndexes"]);
     let index = indexes.into_iter().find(|i| i["IndexName"] == stemvault_vault::RECONCILE_DUE_INDEX).expect("index");
     let keys: Vec<(&str, &str)> = cfn::as_list(&index["KeySchema"])

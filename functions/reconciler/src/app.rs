@@ -97,9 +97,11 @@ impl App {
         self.settings.polls
     }
 
-    /// One scheduled invocation, stopping `STOP_BEFORE_DEADLINE` before its deadline.
+    /// One scheduled invocation, stopping `STOP_BEFORE_DEADLINE` before its deadline or
+    /// before the next scheduled run, whichever comes first ([`crate::schedule`]).
     pub async fn handle(&self, event: LambdaEvent<serde_json::Value>) -> Result<Outcome, lambda_runtime::Error> {
-        let stop_at = stemvault_aws::deadline::stop_at(event.context.deadline, STOP_BEFORE_DEADLINE);
+        let now = self.ports.now();
+        let stop_at = crate::schedule::stop_at(&event.payload, event.context.deadline, STOP_BEFORE_DEADLINE, now);
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod provider;
 pub mod redact;
 pub mod replay;
+pub mod schedule;
 
 pub use app::App;
 pub use config::Config;

@@ -1,0 +1,110 @@
+//! When a scheduled run stops taking work. Lambda may start a run up to a minute late (the
+//! function's `MaximumEventAgeInSeconds`), and a late run stopping by its own deadline alone
+//! would still be replaying parked callbacks when the next run starts: each would then read
+//! bodies the other had just deleted (403, not 404: the role may list `parked/` only). So a
+//! run also stops in time for the next one, by the time EventBridge scheduled it.
+
+use std::time::Duration;
+
+use stemvault_vault::Timestamp;
+
+/// The schedule's period (template.yaml: `rate(2 minutes)`; a test holds the two together).
+pub const RUN_EVERY: Duration = Duration::from_secs(120);
+
+/// When to stop taking work: `margin` before the invocation's deadline, or `margin` before
+/// the next scheduled run if that comes first. The next run's time is the event's own (an
+/// EventBridge "Scheduled Event", whose `time` is when it was scheduled) plus [`RUN_EVERY`];
+/// an event with no such time (an invoke by hand), or one whose next run is no later than
+/// `now` (an old event sent again by hand), stops by the deadline alone.
+pub fn stop_at(event: &serde_json::Value, deadline_epoch_ms: u64, margin: Duration, now: Timestamp) -> Timestamp {
+    let by_deadline = stemvault_aws::deadline::stop_at(deadline_epoch_ms, margin);
+    let next_run = scheduled_at(event).map(|at| at.plus(RUN_EVERY)).filter(|next| *next > now);
+    match next_run {
+        Some(next) => {
+            let by_next_run = Timestamp::from_unix_ms(next.unix_ms.saturating_sub(millis(margin)));
+            by_deadline.min(by_next_run)
+        }
+        None => by_deadline,
+    }
+}
+
+/// The time a scheduled event was scheduled for.
+fn scheduled_at(event: &serde_json::Value) -> Option<Timestamp> {
+    if event.get("detail-type")?.as_str()? != "Scheduled Event" {
+        return None;
+    }
+    event.get("time")?.as_str()?.parse().ok()
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MARGIN: Duration = Duration::from_secs(32);
+
+    fn at(rfc3339: &str) -> Timestamp {
+        rfc3339.parse().expect("a time")
+    }
+
+    fn ms(t: Timestamp) -> u64 {
+        u64::try_from(t.unix_ms).expect("after the epoch")
+    }
+
+    fn scheduled(time: &str) -> serde_json::Value {
+        json!({
+            "version": "0",
+            "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+            "detail-type": "Scheduled Event",
+            "source": "aws.events",
+            "account": "123456789012",
+            "time": time,
+            "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/stemvault-reconciler"],
+            "detail": {}
+        })
+    }
+
+    #[test]
+    fn a_run_started_on_time_stops_by_its_deadline() {
+        let event = scheduled("2026-12-04T20:00:00Z");
+        let started = at("2026-12-04T20:00:01Z");
+        let deadline = started.plus(Duration::from_secs(90));
+        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:00:59Z"));
+    }
+
+    #[test]
+    fn a_run_started_late_stops_in_time_for_the_next_one() {
+        let event = scheduled("2026-12-04T20:00:00Z");
+        let started = at("2026-12-04T20:00:50Z");
+        let deadline = started.plus(Duration::from_secs(90));
+        // Its deadline (20:02:20) would have it working until after the next run starts.
+        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:01:28Z"));
+    }
+
+    #[test]
+    fn an_event_with_no_schedule_time_stops_by_the_deadline_alone() {
+        let started = at("2026-12-04T20:00:50Z");
+        let deadline = started.plus(Duration::from_secs(90));
+        let by_deadline = at("2026-12-04T20:01:48Z");
+        let mut not_scheduled = scheduled("2026-12-04T20:00:00Z");
+        not_scheduled["detail-type"] = json!("Object Created");
+        for event in [json!({}), json!(null), json!({"time": "2026-12-04T20:00:00Z"}), not_scheduled] {
+            assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), by_deadline, "{event}");
+        }
+        let unreadable = scheduled("yesterday");
+        assert_eq!(stop_at(&unreadable, ms(deadline), MARGIN, started), by_deadline);
+    }
+
+    #[test]
+    fn an_old_event_sent_again_by_hand_stops_by_the_deadline_alone() {
+        let event = scheduled("2026-11-30T09:00:00Z");
+        let started = at("2026-12-04T20:00:00Z");
+        let deadline = started.plus(Duration::from_secs(90));
+        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:00:58Z"));
+    }
+}
