@@ -2337,6 +2337,10 @@ fn holds(template: &Value, expression: &Value, given: &BTreeMap<&str, &str>) -> 
         "And" => all().all(|a| holds(template, a, given)),
         "Or" => all().any(|a| holds(template, a, given)),
         "Condition" => holds(template, &template["Conditions"][args.as_str().unwrap()], given),
+        "Contains" => {
+            let (list, item) = (&args[0], value(&args[1]));
+            list.as_sequence().unwrap_or_else(|| panic!("Contains: not a list")).iter().any(|v| value(v) == item)
+        }
         other => panic!("{other} is not evaluated here"),
     }
 }
@@ -2377,6 +2381,18 @@ fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
     assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 1), &own_secret), "none beside an own secret");
     let own_provider_secret = given(&[("ProviderApiKey", "none"), ("ProviderSecretArn", arn)]);
     assert!(holds(&template, rule("OneProviderKey", 0), &own_provider_secret));
+    // Another case of none is refused where it would be taken as a value (the patterns of
+    // CallbackToken and NotifyUrl refuse it already).
+    for (i, parameter) in ["WebhookHmacKeys", "ProviderApiKey"].into_iter().enumerate() {
+        let lower_case =
+            |value: &'static str| holds(&template, rule("NoneIsLowerCase", i), &given(&[(parameter, value)]));
+        assert_eq!((lower_case("none"), lower_case(""), lower_case("k1")), (true, true, true), "{parameter}");
+        assert_eq!((lower_case("None"), lower_case("NONE")), (false, false), "{parameter}");
+    }
+    for parameter in ["CallbackToken", "NotifyUrl"] {
+        let pattern = regex::Regex::new(parameters[parameter]["AllowedPattern"].as_str().unwrap()).unwrap();
+        assert!(!pattern.is_match("None") && !pattern.is_match("NONE"), "{parameter}");
+    }
     let webhooks_off = &template["Rules"]["WebhooksNeedANotifyUrl"]["RuleCondition"];
     assert!(holds(&template, webhooks_off, &given(&[("NotifyUrl", "none")])));
     // The created provider secret holds no key for `none`.

@@ -950,7 +950,8 @@ mod tests {
             (PART + 1, true, Stall::AtComplete),
         ] {
             let data = deterministic_bytes(len, 8);
-            let stop_at = Instant::now() + Duration::from_millis(200);
+            // The paused clock's now: the abort bound of a case before moves it on.
+            let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
             let soon = UploadLimits { stop_at, stream_single_part: streamed, ..limits() };
             let store = StalledStore { stall };
             let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon);
@@ -965,7 +966,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_abort_that_hangs_is_given_up() {
         let data = deterministic_bytes(PART + 1, 9);
-        let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
+        let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
+        let soon = UploadLimits { stop_at, ..limits() };
         let uploading =
             upload(&StalledStore { stall: Stall::AfterStart }, to("k"), body_of(&data, 1 << 16, true, None), soon);
         let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;

@@ -146,13 +146,20 @@ fn token_field(value: Option<Value>) -> Result<Vec<String>, SecretProblem> {
     }
 }
 
-/// Each key trimmed; none may be empty (a stray comma or `""`).
+/// Each key trimmed; none may be empty (a stray comma or `""`), nor the word `none` in any
+/// case: the template reads `none` as no key (the guided deploy's prompt takes no empty
+/// answer), and a `None` typed there would otherwise make a key anyone can sign with.
 fn hmac_keys(keys: Vec<String>) -> Result<Vec<String>, String> {
     let keys: Vec<String> = keys.iter().map(|k| k.trim().to_owned()).collect();
-    match keys.iter().position(String::is_empty) {
-        Some(position) => Err(format!("key number {} is empty (stray comma?)", position + 1)),
-        None => Ok(keys),
+    for (i, key) in keys.iter().enumerate() {
+        if key.is_empty() {
+            return Err(format!("key number {} is empty (stray comma?)", i + 1));
+        }
+        if key.eq_ignore_ascii_case("none") {
+            return Err(format!("key number {} is the word none (meant as no key? leave it out)", i + 1));
+        }
     }
+    Ok(keys)
 }
 
 /// Each token trimmed and checked as [`callback_token`] says; among several, the one at fault
@@ -254,6 +261,8 @@ mod tests {
             (r#"{"webhook_hmac_keys": "secret-value"}"#.into(), "webhook_hmac_keys is invalid: must be a JSON array"),
             (r#"{"webhook_hmac_keys": ["secret-value", 7]}"#.into(), "every key must be a JSON string"),
             (r#"{"webhook_hmac_keys": ["secret-value", " "]}"#.into(), "key number 2 is empty"),
+            (r#"{"webhook_hmac_keys": ["secret-value", " None"]}"#.into(), "key number 2 is the word none"),
+            (r#"{"webhook_hmac_keys": ["NONE"]}"#.into(), "key number 1 is the word none"),
             (r#"{"callback_token": 7}"#.into(), "callback_token is invalid: must be a JSON string, an array"),
             (r#"{"callback_token": "secret-value"}"#.into(), "use at least 16 random characters"),
             (r#"{"callback_token": "secret/value-0123456789"}"#.into(), "use only ASCII letters"),

@@ -291,7 +291,9 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
 /// dead-letter queue, its reason with it. When SQS refuses, or gives no answer within
 /// [`BEST_EFFORT_CALL_TIMEOUT`](stemvault_vault::BEST_EFFORT_CALL_TIMEOUT), the message is kept
 /// and retried ([`NotifyError::DeadLetter`]); one SQS took after all is then in the
-/// dead-letter queue twice (receivers drop duplicates by `webhook-id`).
+/// dead-letter queue twice (redriven, both are sent: receivers drop the second by its
+/// `webhook-id`, the event's id; a message unreadable here stays unreadable until redriven to a
+/// build that reads it).
 async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: NotifyError) -> Outcome {
     let error = match best_effort(ports.dead_letter_message(body, &refusal.reason_code())).await {
         Some(Ok(())) => return Outcome::DeadLettered(refusal),

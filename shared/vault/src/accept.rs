@@ -189,7 +189,7 @@ async fn accept_unbounded<P: Ports>(
                 file = %file,
                 max_bytes = crate::ingest::MAX_NEXT_URL_BYTES,
                 "a newer URL for a file being downloaded is too long to keep beside its URL; the copy goes on from \
-                 that one"
+                 the URLs the file has"
             );
         }
         send_and_publish(ports, settings, event, &claimant, merge).await
