@@ -129,6 +129,7 @@ pub(crate) mod envelope;
 mod family;
 mod files;
 pub mod generic;
+pub(crate) mod json_text;
 mod lyrics;
 mod midi;
 mod music;
@@ -180,7 +181,7 @@ pub enum ParseError {
 /// ```
 pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
     // serde_json's messages name a position and a category, never the input itself.
-    let root: Value = serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let root = json_text::parse(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(root) = root else {
         return Err(ParseError::NotAnObject);
     };

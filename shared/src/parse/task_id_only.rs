@@ -16,19 +16,29 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqA
 use super::ParseError;
 use crate::TaskId;
 
-/// The task id `body` names, or why it names none.
+/// The task id `body` names, or why it names none. A body that reads only once repaired (a
+/// broken character in a key or an id read as U+FFFD) is read so, as
+/// [`super::parse_callback`] reads it.
 pub fn callback_task_id(body: &[u8]) -> Result<TaskId, ParseError> {
-    let not_json = |e: serde_json::Error| ParseError::NotJson(e.to_string());
-    let mut json = serde_json::Deserializer::from_slice(body);
-    let read = Object { at_root: true }.deserialize(&mut json).map_err(not_json)?;
-    json.end().map_err(not_json)?;
-    let (top, data) = read.ok_or(ParseError::NotAnObject)?;
+    let read = read_places(body).or_else(|e| match super::json_text::repaired(body) {
+        Some(repaired) => read_places(&repaired).map_err(|_| e),
+        None => Err(e),
+    });
+    let (top, data) = read.map_err(|e| ParseError::NotJson(e.to_string()))?.ok_or(ParseError::NotAnObject)?;
     let raw = [data.snake, data.camel, top.snake, top.camel]
         .into_iter()
         .flatten()
         .find(|s| !s.trim().is_empty())
         .ok_or(ParseError::NoTaskId)?;
     Ok(TaskId::parse(&raw)?)
+}
+
+/// The task id places of the root object and of its `data` (None: the body is no object).
+fn read_places(body: &[u8]) -> Result<Option<(Places, Places)>, serde_json::Error> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let read = Object { at_root: true }.deserialize(&mut json)?;
+    json.end()?;
+    Ok(read)
 }
 
 /// The values of `task_id` and `taskId` in one object, when they are strings.

@@ -1,0 +1,125 @@
+//! Reading a body as JSON, repairing what serde_json refuses inside strings but a sender can
+//! write: an unpaired UTF-16 surrogate escape (`"\ud83c"`, a title cut in the middle of an
+//! emoji, which JavaScript's `JSON.stringify` and Python's `json.dumps` both write) and bytes
+//! that are not UTF-8. Each becomes U+FFFD, as a lossy decoder would make it. A signed
+//! callback refused for a broken character in its title would be lost: the provider sends
+//! the same bytes on every retry, and polls read the same text.
+//!
+//! The body is archived as received; only what is read from it is repaired. A body that
+//! parses as it is costs nothing more.
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+/// The body as a [`Value`]; when it does not parse as it is, as repaired (see the module),
+/// if that changed anything. The error is the first parse's.
+pub(crate) fn parse(body: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|e| match repaired(body) {
+        Some(repaired) => serde_json::from_slice(&repaired).map_err(|_| e),
+        None => Err(e),
+    })
+}
+
+/// `body` with its invalid UTF-8 and its unpaired surrogate escapes replaced by U+FFFD; None
+/// when it has neither.
+pub(crate) fn repaired(body: &[u8]) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(body);
+    let mut changed = matches!(text, Cow::Owned(_));
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if !in_string {
+            in_string = byte == b'"';
+            out.push(byte);
+            i += 1;
+            continue;
+        }
+        match byte {
+            b'"' => in_string = false,
+            b'\\' if bytes.get(i + 1) == Some(&b'u') => {
+                let unit = hex_unit(bytes, i + 2);
+                let paired = |next: usize| {
+                    bytes.get(next) == Some(&b'\\')
+                        && bytes.get(next + 1) == Some(&b'u')
+                        && hex_unit(bytes, next + 2).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low))
+                };
+                match unit {
+                    Some(0xD800..=0xDBFF) if paired(i + 6) => {
+                        out.extend_from_slice(&bytes[i..i + 12]);
+                        i += 12;
+                    }
+                    Some(0xD800..=0xDFFF) => {
+                        out.extend_from_slice(br"\ufffd");
+                        changed = true;
+                        i += 6;
+                    }
+                    // Another escape, or a malformed one (left for the parser to refuse).
+                    _ => {
+                        out.extend_from_slice(&bytes[i..(i + 6).min(bytes.len())]);
+                        i += 6;
+                    }
+                }
+                continue;
+            }
+            b'\\' => {
+                out.extend_from_slice(&bytes[i..(i + 2).min(bytes.len())]);
+                i += 2;
+                continue;
+            }
+            _ => {}
+        }
+        out.push(byte);
+        i += 1;
+    }
+    changed.then_some(out)
+}
+
+/// The code unit of the four hex digits at `at`, if there are four.
+fn hex_unit(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u16::from_str_radix(digits, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn title(body: &[u8]) -> String {
+        parse(body).expect("parsed")["t"].as_str().expect("a string").to_owned()
+    }
+
+    #[test]
+    fn an_unpaired_surrogate_escape_reads_as_the_replacement_character() {
+        assert_eq!(title(br#"{"t":"Sunrise \ud83c"}"#), "Sunrise \u{fffd}");
+        assert_eq!(title(br#"{"t":"\ud83c\u0041"}"#), "\u{fffd}A", "a leading one before another escape");
+        assert_eq!(title(br#"{"t":"\udc00x"}"#), "\u{fffd}x", "a trailing one alone");
+        assert_eq!(title(br#"{"t":"\ud83c\ud83c\udf05"}"#), "\u{fffd}\u{1f305}", "a lone one, then a pair");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_read_as_the_replacement_character() {
+        assert_eq!(title(b"{\"t\":\"a\xffb\"}"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn what_parses_as_it_is_is_left_alone() {
+        assert_eq!(repaired(br#"{"t":"\ud83c\udf05 \\ud83c \u00e9 \" \\"}"#), None);
+        assert_eq!(title(br#"{"t":"\ud83c\udf05 \\ud83c"}"#), "\u{1f305} \\ud83c", "an escaped backslash, then text");
+        assert_eq!(repaired(br#"{"ud83c":"x","n":1}"#), None);
+    }
+
+    #[test]
+    fn what_no_repair_makes_json_keeps_the_first_error() {
+        let err = parse(br#"{"t":"\ud83c", "n": 1e400}"#).unwrap_err().to_string();
+        assert!(err.contains("hex escape"), "{err}");
+        assert!(parse(br#"{"t":"\u12"}"#).is_err());
+        assert!(parse(b"{\"t\":\"\\").is_err(), "a body that ends in an escape");
+    }
+}
