@@ -1248,6 +1248,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::app::SECRET_REREADS_FAILED,
     "CallbackServerErrors",
     "CallbacksThrottled",
+    "ResultsServerErrors",
     "FilesStored",
     "FilesFailed",
     "BytesStored",
@@ -1320,6 +1321,25 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     // On the metric the filter writes: its namespace and its one dimension, the API's id.
     if !alarmed(stemvault_aws::metrics::NAMESPACE, "CallbacksThrottled", "ApiId", "HttpApi") {
         problems.push("no alarm on callbacks the routes throttled (429)".into());
+    }
+    // The results function answers its own 5xx (Lambda's Errors do not count them).
+    if !alarmed(stemvault_aws::metrics::NAMESPACE, "ResultsServerErrors", "ApiId", "HttpApi") {
+        problems.push("no alarm on the results routes' 5xx".into());
+    }
+    let results_counted = resources.values().any(|r| {
+        r["Type"] == "AWS::Logs::MetricFilter"
+            && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
+            && r["Properties"]["FilterPattern"].as_str().is_some_and(|p| {
+                [r#"$.routeKey = "GET /tasks*""#, r#"$.routeKey = "PUT /tasks*""#, r#"$.status = "5*""#]
+                    .iter()
+                    .all(|part| p.contains(part))
+            })
+            && cfn::as_list(&r["Properties"]["MetricTransformations"])
+                .iter()
+                .any(|t| t["MetricName"] == "ResultsServerErrors")
+    });
+    if !results_counted {
+        problems.push("no metric filter counts ResultsServerErrors from the results routes' access log".into());
     }
     // Each counted from the callback routes' access lines, and those with its status.
     let counted_metrics = [
@@ -1791,6 +1811,8 @@ fn alarm_checks_report_what_goes_unwatched() {
         "no alarm on Watched's Throttles",
         "no alarm on the rate of callbacks answered 5xx",
         "no alarm on callbacks the routes throttled (429)",
+        "no alarm on the results routes' 5xx",
+        "no metric filter counts ResultsServerErrors from the results routes' access log",
         "no metric filter counts CallbackServerErrors from the callback routes' access log",
         "no metric filter counts CallbackResponses from the callback routes' access log",
         "no metric filter counts CallbacksThrottled from the callback routes' access log",
@@ -1807,6 +1829,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show CallbacksThrottled",
+        "the dashboard does not show ResultsServerErrors",
         "the dashboard does not show FilesFailed",
         "the dashboard does not show BytesStored",
         "the dashboard does not show CopySeconds",
