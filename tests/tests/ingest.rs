@@ -548,6 +548,20 @@ async fn an_item_over_the_table_limit_is_rejected_not_unavailable() {
     assert_eq!(env.task_record(WAV_TASK).await.version, expected, "nothing written");
 }
 
+/// A write the table refuses as invalid for another reason than its size (here a value no
+/// expression uses: what a faulty build would send) is Invalid, not Rejected: a callback it
+/// fails stays parked until a fix, instead of being archived unrecorded as one too large
+/// would be.
+#[tokio::test]
+async fn a_write_refused_as_invalid_is_not_an_item_too_large() {
+    let (env, _) = wav_recorded().await;
+    let mut faulty = stemvault_aws::table::Update::new("SET deliveries = deliveries", "attribute_exists(sk)");
+    faulty.value(":unused", stemvault_aws::table::s("x"));
+    let err = env.tasks().update("probing", WAV_TASK, stemvault_vault::items::TASK_SK, faulty).await.unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(!err.is_retryable());
+}
+
 /// A file URL too long for a queue message (a signed body can bring anything): the job goes
 /// out without it, and the download refuses the record's URL and records why, where the
 /// queue refused the job on every try (and the file stayed pending).

@@ -252,7 +252,8 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             tracing::error!(
                 error = %e,
                 code = e.code(),
-                "the task's record cannot be read: fix its items, and the next run records this parked callback"
+                "the task's record cannot be read, or the table refuses its writes as invalid: fix its items (or \
+                 the build), and a run after that records this parked callback"
             );
             Replay::Held
         }

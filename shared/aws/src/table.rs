@@ -302,9 +302,13 @@ impl TaskTable {
                 }
                 Ok(Conditional::Conflict)
             }
-            // Item too large, or an attribute DynamoDB does not accept.
+            // Item too large (for good), or an expression or attribute DynamoDB does not accept.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                Err(StoreError::Rejected(format!("{operation}: {}", DisplayErrorContext(e.into_err()))))
+                let message = e.err().message().unwrap_or_default().to_owned();
+                Err(StoreError::from_validation(
+                    &message,
+                    format!("{operation}: {}", DisplayErrorContext(e.into_err())),
+                ))
             }
             Err(e) => Err(unavailable(operation, DisplayErrorContext(e))),
         }
@@ -362,9 +366,12 @@ impl TaskTable {
                 };
                 Ok(Updated::Refused(item))
             }
-            // The item would grow past DynamoDB's limit, or an attribute is refused.
+            // The item would grow past DynamoDB's limit (for good), or an expression or attribute
+            // is refused.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                Err(StoreError::Rejected(format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()))))
+                let message = e.err().message().unwrap_or_default().to_owned();
+                let context = format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()));
+                Err(StoreError::from_validation(&message, context))
             }
             Err(e) => Err(unavailable(&format!("UpdateItem ({operation})"), DisplayErrorContext(e))),
         }

@@ -21,16 +21,26 @@ pub enum StoreError {
     /// DynamoDB or the network failed; trying again later may work.
     #[error("the task table is unavailable: {0}")]
     Unavailable(String),
-    /// The table refused the item itself (over 400 KB, or otherwise invalid): the same write
-    /// fails again.
+    /// The table refused the item itself (over 400 KB): the same write fails again.
     #[error("the task table refused the record: {0}")]
     Rejected(String),
+    /// The table refused the request as invalid for another reason than the item's size (an
+    /// expression or a value it does not accept: a fault of this build, or data it did not
+    /// foresee): the same write fails again until a fix (or a rollback) is deployed.
+    #[error("the task table refused the write as invalid: {0}")]
+    Invalid(String),
 }
 
 impl StoreError {
     /// Whether the same operation can succeed later.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_))
+        !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
+    }
+
+    /// A `ValidationException` of DynamoDB, by its message: the item's size ([`Rejected`](Self::Rejected),
+    /// for good), or anything else ([`Invalid`](Self::Invalid), until a fix).
+    pub fn from_validation(message: &str, context: String) -> StoreError {
+        if message.contains("Item size") { StoreError::Rejected(context) } else { StoreError::Invalid(context) }
     }
 }
 
@@ -65,4 +75,21 @@ pub trait SaveTask {
 pub trait Clock {
     fn now(&self) -> Timestamp;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_validation_exception_is_for_good_only_for_the_item_size() {
+        for size in [
+            "Item size has exceeded the maximum allowed size",
+            "Item size to update has exceeded the maximum allowed size",
+        ] {
+            assert_eq!(StoreError::from_validation(size, "x".into()), StoreError::Rejected("x".into()));
+        }
+        let invalid = "Invalid UpdateExpression: An expression attribute name used in the document path is not defined";
+        assert_eq!(StoreError::from_validation(invalid, "x".into()), StoreError::Invalid("x".into()));
+    }
 }

@@ -42,16 +42,18 @@ impl AcceptError {
     pub fn is_retryable(&self) -> bool {
         !matches!(
             self,
-            AcceptError::Store(StoreError::Malformed(_) | StoreError::Rejected(_))
+            AcceptError::Store(StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
                 | AcceptError::TooLargeToRecord { .. }
         )
     }
 
-    /// The task's stored record cannot be read: no delivery records the callback until an
-    /// operator fixes it, but one after the fix does. So the body is kept: ingest parks it,
-    /// and a replay leaves it parked (not counted as an outage) until the record reads.
+    /// The task's stored record cannot be read, or the table refuses the writes as invalid
+    /// (not for their size): no delivery records the callback until an operator fixes the
+    /// record (or deploys a build that writes what the table takes), but one after the fix
+    /// does. So the body is kept: ingest parks it, and a replay leaves it parked (not counted
+    /// as an outage) until then.
     pub fn waits_for_the_record(&self) -> bool {
-        matches!(self, AcceptError::Store(StoreError::Malformed(_)))
+        matches!(self, AcceptError::Store(StoreError::Malformed(_) | StoreError::Invalid(_)))
     }
 
     /// Whether no delivery can ever record the event as it is (too large for the table, or a
@@ -66,6 +68,7 @@ impl AcceptError {
         match self {
             AcceptError::Store(StoreError::Malformed(_)) => "task_record_malformed",
             AcceptError::Store(StoreError::Rejected(_)) => "task_record_rejected",
+            AcceptError::Store(StoreError::Invalid(_)) => "task_write_invalid",
             AcceptError::TooLargeToRecord { .. } => "callback_too_large_to_record",
             AcceptError::Store(_) | AcceptError::Contention { .. } => "task_record_unavailable",
             AcceptError::Archive(_) => "archive_failed",
@@ -84,6 +87,9 @@ impl AcceptError {
             }
             AcceptError::Store(StoreError::Rejected(_)) => {
                 "the task table refused the task record; an operator must look"
+            }
+            AcceptError::Store(StoreError::Invalid(_)) => {
+                "the task table refused the write as invalid; an operator must look"
             }
             AcceptError::TooLargeToRecord { .. } => {
                 "the task's record with this callback would exceed the table's item size; it was not recorded"
@@ -114,6 +120,7 @@ mod tests {
     fn only_a_malformed_rejected_or_oversized_record_is_permanent() {
         assert!(!AcceptError::Store(StoreError::Malformed("x".into())).is_retryable());
         assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_retryable());
+        assert!(!AcceptError::Store(StoreError::Invalid("x".into())).is_retryable());
         assert!(!AcceptError::TooLargeToRecord { bytes: 400_000 }.is_retryable());
         for retryable in [
             AcceptError::Store(StoreError::Unavailable("x".into())),
@@ -126,6 +133,21 @@ mod tests {
             AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
+        }
+    }
+
+    /// Kept parked until a fix: a record that cannot be read, or writes the table refuses as
+    /// invalid (a faulty build); archived unrecorded: only what no build could record.
+    #[test]
+    fn only_what_no_build_could_record_is_refused_for_good() {
+        for waits in [StoreError::Malformed("x".into()), StoreError::Invalid("x".into())] {
+            let e = AcceptError::Store(waits);
+            assert!(e.waits_for_the_record() && !e.is_refused_for_good(), "{e}");
+        }
+        for refused in
+            [AcceptError::Store(StoreError::Rejected("x".into())), AcceptError::TooLargeToRecord { bytes: 1 }]
+        {
+            assert!(refused.is_refused_for_good() && !refused.waits_for_the_record(), "{refused}");
         }
     }
 }
