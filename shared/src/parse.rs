@@ -167,6 +167,13 @@ pub enum ParseError {
     InvalidTaskId(#[from] TaskIdError),
 }
 
+/// `body` as JSON, read as [`parse_callback`] and [`poll::parse_poll`](crate::poll::parse_poll)
+/// read it: a broken character inside a string (an unpaired surrogate escape, a byte that is
+/// not UTF-8) reads as U+FFFD, where serde_json alone refuses the whole body.
+pub fn read_json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    json_text::parse(body)
+}
+
 /// Parse one callback body.
 ///
 /// ```

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
+use suno_callbacks::parse::read_json;
 
 /// What a callback URL is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -28,10 +29,12 @@ const PARAM_KEY: &str = "param";
 /// workspace, so keys keep their order; either way the same answer always gives the same
 /// bytes, hence the same archive key and callback id).
 ///
-/// A body that is no JSON (refused by the poll's parser as before), or has no callback URL
-/// to replace, is returned as it came: verbatim, and byte for byte what earlier runs archived.
+/// The body is read as the poll's parser reads it ([`read_json`]: a broken character in a
+/// string as U+FFFD), so every answer that parser reads is redacted. A body that is no JSON
+/// (refused by the poll's parser too: never archived), or has no callback URL to replace, is
+/// returned as it came: verbatim, and byte for byte what earlier runs archived.
 pub fn callback_urls(body: &[u8]) -> Cow<'_, [u8]> {
-    let Ok(mut root) = serde_json::from_slice::<Value>(body) else { return Cow::Borrowed(body) };
+    let Ok(mut root) = read_json(body) else { return Cow::Borrowed(body) };
     if !redact(&mut root) {
         return Cow::Borrowed(body);
     }
@@ -75,11 +78,18 @@ fn replace(url: &mut String) -> bool {
     true
 }
 
-/// A `param` string holding a JSON object, redacted inside and serialized back into the
-/// string; any other `param` is left alone.
+/// A `param` string holding JSON, redacted inside and serialized back into the string. One
+/// that holds no JSON (cut short, say) but names a callback is replaced whole: nothing reads
+/// `param`, and a token must not be archived because its text did not parse. Any other is left
+/// alone.
 fn redact_param(param: &mut String) -> bool {
-    let Ok(mut request) = serde_json::from_str::<Value>(param) else { return false };
-    if !request.is_object() || !redact(&mut request) {
+    let Ok(mut request) = read_json(param.as_bytes()) else {
+        if !param.to_ascii_lowercase().contains("callback") {
+            return false;
+        }
+        return replace(param);
+    };
+    if !redact(&mut request) {
         return false;
     }
     match serde_json::to_string(&request) {
@@ -181,11 +191,42 @@ mod tests {
     }
 
     #[test]
-    fn a_param_that_holds_no_json_object_is_left_as_it_came() {
-        for param in ["prompt=rain&callBackUrl=https://x/callback/t", "{not json", "[1,2]", "\"https://x\"", ""] {
+    fn a_param_with_no_callback_url_is_left_as_it_came() {
+        for param in ["{not json", "[1,2]", "\"https://x\"", "", r#"{"prompt":"rain"}"#] {
             let body = json!({"code": 200, "data": {"taskId": "t1", "param": param, "status": "PENDING"}}).to_string();
             assert!(matches!(callback_urls(body.as_bytes()), Cow::Borrowed(_)), "{body}");
         }
+    }
+
+    /// A `param` that holds no JSON but names a callback (cut short, or another encoding) is
+    /// replaced whole; one that holds JSON other than an object is redacted inside.
+    #[test]
+    fn a_param_that_names_a_callback_keeps_no_token_whatever_it_holds() {
+        let url = format!("https://x/callback/{TOKEN}");
+        for param in [
+            format!("prompt=rain&callBackUrl={url}"),
+            format!(r#"{{"prompt":"rain","callBackUrl":"{url}"#),
+            json!([{"callBackUrl": url}]).to_string(),
+        ] {
+            let body = json!({"code": 200, "data": {"taskId": "t1", "param": param, "status": "PENDING"}}).to_string();
+            let redacted = callback_urls(body.as_bytes());
+            assert!(matches!(redacted, Cow::Owned(_)), "{body}");
+            assert!(!String::from_utf8_lossy(&redacted).contains(TOKEN), "{}", String::from_utf8_lossy(&redacted));
+        }
+    }
+
+    /// An answer the poll's parser reads only with a broken character repaired (a title cut
+    /// in the middle of an emoji) is redacted too, inside its `param` as well.
+    #[test]
+    fn an_answer_with_a_broken_character_keeps_no_token() {
+        let broken = kie_answer()
+            .replace("Rain on the harbour", r"Rain \\ud83c")
+            .replace("180.5}", r#"180.5,"title":"\ud83c"}"#);
+        assert!(serde_json::from_slice::<Value>(broken.as_bytes()).is_err(), "serde_json alone refuses it");
+        let redacted = callback_urls(broken.as_bytes());
+        assert!(!String::from_utf8_lossy(&redacted).contains(TOKEN), "{}", String::from_utf8_lossy(&redacted));
+        let read = parse_poll(Family::Music, &redacted).unwrap();
+        assert!(matches!(read, PollResult::Result(_)), "{read:?}");
     }
 
     /// An answer without a callback URL stays verbatim (the documented lyrics answer: its
