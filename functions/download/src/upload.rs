@@ -492,7 +492,9 @@ where
             }
             return Ok(first);
         }
-        let mut buf = match self.spare.take() {
+        // The second buffer of a multipart upload comes from the kept ones too: a fresh one
+        // beside an idle kept one would raise the peak the pool is meant to leave unchanged.
+        let mut buf = match self.spare.take().or_else(spares::take) {
             Some(spare) if spare.capacity() >= capacity => spare,
             _ => BytesMut::with_capacity(capacity),
         };
