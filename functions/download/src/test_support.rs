@@ -476,6 +476,7 @@ pub struct MemoryPorts {
     pub changed_meanwhile: Mutex<Option<FileEntry>>,
     /// URLs and keys ingest writes into the file's item as `next_url` and `next_key`, one just
     /// before each of the next file writes (a callback with a newer URL came during a copy).
+    /// (An empty key writes none: an edited item.)
     pub next_urls_meanwhile: Mutex<std::collections::VecDeque<(String, String)>>,
     /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
@@ -564,7 +565,7 @@ impl MemoryPorts {
             *file = theirs;
         }
         if let Some((url, key)) = self.next_urls_meanwhile.lock().unwrap().pop_front() {
-            (file.next_url, file.next_key) = (Some(url), Some(key));
+            (file.next_url, file.next_key) = (Some(url), Some(key).filter(|k| !k.is_empty()));
             file.rev += 1;
         }
         if !allowed(file) {

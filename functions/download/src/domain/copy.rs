@@ -114,14 +114,21 @@ async fn copy_held<P: Ports>(
         (error.to_string(), error.reason_code())
     };
     let failed_at = ports.now();
-    let written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
+    let mut written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
     if let Ok(FileWrite::Refused(Some(file))) = &written
         && file.is_held_by(worker)
-        && let (Some(url), Some(key)) = (&file.next_url, &file.next_key)
-        // Never equal as ingest writes it: a guard against turning forever on an edited item.
-        && *url != plan.url
+        && let Some(url) = file.next_url.clone()
     {
-        return Copied::NextUrl { url: url.clone(), key: key.clone() };
+        // Ingest writes `next_key` with `next_url`, and never the URL being copied: an edited
+        // item may hold either. Without its key the newer URL goes under the plan's.
+        let key = file.next_key.clone().unwrap_or_else(|| plan.key.clone());
+        if url != plan.url {
+            return Copied::NextUrl { url, key };
+        }
+        // The newer URL is the one that just failed: fail the file as having copied it (which
+        // takes it out), rather than turn forever or hold the claim refused on every receive.
+        let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &key }) };
+        written = ports.record_failed(task_id, name, at_next, &reason, failed_at).await;
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
         return Copied::Finished(outcome);

@@ -809,14 +809,33 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
 }
 
 /// A `next_url` equal to the URL that failed (never so as ingest writes it; an edited item)
-/// is not copied again: the refusal reads as a lost claim, left to its lease.
+/// is not copied again: the file fails for good at it, its `next_*` taken out (it held its
+/// claim, refused, on every receive).
 #[tokio::test]
 async fn a_next_url_equal_to_the_failed_one_is_not_copied_again() {
+    for key in [vocal_key("mp3"), String::new()] {
+        let ports = vocal_gone_with_newer(&[]);
+        ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), key.clone()));
+        let outcome = run(&ports, "vocal", 1).await;
+        assert!(matches!(outcome, Outcome::FailedForGood(_)), "{key:?}: {outcome:?}");
+        assert_eq!(ports.opened(), vec![url("vocal")]);
+        let f = ports.file_item(TASK, "vocal");
+        assert_eq!((f.status, f.claim, f.url, f.key), (FileStatus::Failed, None, url("vocal"), vocal_key("mp3")));
+        assert_eq!((f.next_url, f.next_key), (None, None), "{key:?}");
+    }
+}
+
+/// A newer URL written without its key (an edited item) is copied under the file's own key.
+#[tokio::test]
+async fn a_newer_url_without_its_key_is_copied_under_the_files_key() {
     let ports = vocal_gone_with_newer(&[]);
-    ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), vocal_key("mp3")));
-    let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::LostClaim)), "{outcome:?}");
-    assert_eq!(ports.opened(), vec![url("vocal")]);
+    ports.next_urls_meanwhile.lock().unwrap().push_back((NEWER_B.into(), String::new()));
+    let data = deterministic_bytes(10_000, 3);
+    ports.source(NEWER_B, Script::Body { data: data.clone(), declared: true, content_type: None });
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_B, vocal_key("mp3")));
+    assert_eq!(ports.store.object(&vocal_key("mp3")), Some(data));
 }
 
 /// An attempt copied the file but could not record it; a callback then brought a newer URL
