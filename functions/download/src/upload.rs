@@ -268,6 +268,7 @@ where
             Ok(reader.finish().stored(u32::try_from(count).unwrap_or(u32::MAX), content_type))
         }
         Err(e) => {
+            spares::keep(reader.spare.take());
             abort(store, key, &upload_id).await;
             Err(e)
         }
@@ -510,11 +511,12 @@ where
         Ok(buf.freeze())
     }
 
-    /// Keep the buffer of a part that was sent, if nothing else holds it any more.
+    /// Keep the buffer of a part that was sent, if nothing else holds it any more; a spare it
+    /// displaces (the last round reads no part into it) goes back to the kept ones.
     fn recycle(&mut self, sent: Bytes) {
         if let Ok(mut buf) = sent.try_into_mut() {
             buf.clear();
-            self.spare = Some(buf);
+            spares::keep(self.spare.replace(buf));
         }
     }
 
