@@ -21,7 +21,8 @@ pub enum StoreError {
     /// DynamoDB or the network failed; trying again later may work.
     #[error("the task table is unavailable: {0}")]
     Unavailable(String),
-    /// The table refused the item itself (over 400 KB): the same write fails again.
+    /// The table refused the item itself (over 400 KB, or another limit its data went past):
+    /// the same write fails again.
     #[error("the task table refused the record: {0}")]
     Rejected(String),
     /// The table refused the request as invalid for another reason than the item's size (an
@@ -37,10 +38,17 @@ impl StoreError {
         !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
     }
 
-    /// A `ValidationException` of DynamoDB, by its message: the item's size ([`Rejected`](Self::Rejected),
-    /// for good), or anything else ([`Invalid`](Self::Invalid), until a fix).
+    /// A `ValidationException` of DynamoDB, by its message: a limit the data went past (the
+    /// item's size, a key's, nesting, a number's range: "... has exceeded ...", "Number
+    /// overflow ..."), [`Rejected`](Self::Rejected), for good; anything else (an expression
+    /// or a value this build sent wrong), [`Invalid`](Self::Invalid), until a fix.
     pub fn from_validation(message: &str, context: String) -> StoreError {
-        if message.contains("Item size") { StoreError::Rejected(context) } else { StoreError::Invalid(context) }
+        let message = message.to_ascii_lowercase();
+        if ["exceeded", "overflow", "underflow"].iter().any(|limit| message.contains(limit)) {
+            StoreError::Rejected(context)
+        } else {
+            StoreError::Invalid(context)
+        }
     }
 }
 
@@ -82,10 +90,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_validation_exception_is_for_good_only_for_the_item_size() {
+    fn a_validation_exception_is_for_good_only_for_a_limit_the_data_went_past() {
         for size in [
             "Item size has exceeded the maximum allowed size",
             "Item size to update has exceeded the maximum allowed size",
+            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes",
+            "Nesting Levels have exceeded supported limits",
+            "Number overflow. Attempting to store a number with magnitude larger than supported range",
         ] {
             assert_eq!(StoreError::from_validation(size, "x".into()), StoreError::Rejected("x".into()));
         }
