@@ -64,9 +64,17 @@ fn redact(value: &mut Value) -> bool {
                 changed |= redact(item);
             }
         }
+        // Under any other key (another spelling, or a request string inside a string): a
+        // URL of the callback path ends in the token too.
+        Value::String(text) if names_callback_path(text) => changed = replace(text),
         _ => {}
     }
     changed
+}
+
+/// Whether `text` holds a URL path through `/callback/` (where the path token follows).
+fn names_callback_path(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("/callback/")
 }
 
 /// A callback URL replaced; false when it already was.
@@ -207,6 +215,8 @@ mod tests {
             format!("prompt=rain&callBackUrl={url}"),
             format!(r#"{{"prompt":"rain","callBackUrl":"{url}"#),
             json!([{"callBackUrl": url}]).to_string(),
+            json!(format!("prompt=rain&callBackUrl={url}")).to_string(),
+            json!({"prompt": "rain", "callBackURL": url}).to_string(),
         ] {
             let body = json!({"code": 200, "data": {"taskId": "t1", "param": param, "status": "PENDING"}}).to_string();
             let redacted = callback_urls(body.as_bytes());
