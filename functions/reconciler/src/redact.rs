@@ -35,7 +35,7 @@ const PARAM_KEY: &str = "param";
 /// returned as it came: verbatim, and byte for byte what earlier runs archived.
 pub fn callback_urls(body: &[u8]) -> Cow<'_, [u8]> {
     let Ok(mut root) = read_json(body) else { return Cow::Borrowed(body) };
-    if !redact(&mut root) {
+    if !redact(&mut root, false) {
         return Cow::Borrowed(body);
     }
     match serde_json::to_vec(&root) {
@@ -46,8 +46,11 @@ pub fn callback_urls(body: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// Redact `value` in place; whether anything changed. Depth is bounded by serde_json's
-/// recursion limit (128), per `param` level.
-fn redact(value: &mut Value) -> bool {
+/// recursion limit (128), per `param` level. `in_param`: inside the request `param` holds,
+/// where nothing is read and any string naming the callback path goes (a form-encoded
+/// request, say); elsewhere only under a key naming a callback (another spelling, such as
+/// `callBackURL`): the parser's own fields are never touched.
+fn redact(value: &mut Value, in_param: bool) -> bool {
     let mut changed = false;
     match value {
         Value::Object(object) => {
@@ -55,21 +58,25 @@ fn redact(value: &mut Value) -> bool {
                 changed |= match child {
                     Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
                     Value::String(param) if key == PARAM_KEY => redact_param(param),
-                    _ => redact(child),
+                    Value::String(url) if names_callback(key) && names_callback_path(url) => replace(url),
+                    _ => redact(child, in_param),
                 };
             }
         }
         Value::Array(items) => {
             for item in items {
-                changed |= redact(item);
+                changed |= redact(item, in_param);
             }
         }
-        // Under any other key (another spelling, or a request string inside a string): a
-        // URL of the callback path ends in the token too.
-        Value::String(text) if names_callback_path(text) => changed = replace(text),
+        Value::String(text) if in_param && names_callback_path(text) => changed = replace(text),
         _ => {}
     }
     changed
+}
+
+/// Whether a key names a callback, in any case.
+fn names_callback(key: &str) -> bool {
+    key.to_ascii_lowercase().contains("callback")
 }
 
 /// Whether `text` holds a URL path through `/callback/` (where the path token follows).
@@ -97,7 +104,7 @@ fn redact_param(param: &mut String) -> bool {
         }
         return replace(param);
     };
-    if !redact(&mut request) {
+    if !redact(&mut request, true) {
         return false;
     }
     match serde_json::to_string(&request) {
@@ -223,6 +230,17 @@ mod tests {
             assert!(matches!(redacted, Cow::Owned(_)), "{body}");
             assert!(!String::from_utf8_lossy(&redacted).contains(TOKEN), "{}", String::from_utf8_lossy(&redacted));
         }
+    }
+
+    /// Outside `param`, only a key naming a callback is redacted by its value: a title or a
+    /// result URL through `/callback/` is read as it came.
+    #[test]
+    fn the_parsers_fields_are_not_redacted_for_their_value() {
+        let url = format!("https://x/callback/{TOKEN}");
+        let body = json!({"data": {"title": url, "audioUrl": url, "callBackURL": url, "callbackType": "complete"}});
+        let redacted = redacted_json(body.to_string().as_bytes());
+        let expected = json!({"title": url, "audioUrl": url, "callBackURL": REDACTED, "callbackType": "complete"});
+        assert_eq!(redacted["data"], expected);
     }
 
     /// An answer the poll's parser reads only with a broken character repaired (a title cut

@@ -39,12 +39,14 @@ impl StoreError {
     }
 
     /// A `ValidationException` of DynamoDB, by its message: a limit the data went past (the
-    /// item's size, a key's, nesting, a number's range: "... has exceeded ...", "Number
-    /// overflow ..."), [`Rejected`](Self::Rejected), for good; anything else (an expression
-    /// or a value this build sent wrong), [`Invalid`](Self::Invalid), until a fix.
+    /// item's size, a key's, nesting, a number's range), [`Rejected`](Self::Rejected), for
+    /// good; anything else (an expression, even one too large, or a value this build sent
+    /// wrong), [`Invalid`](Self::Invalid), until a fix.
     pub fn from_validation(message: &str, context: String) -> StoreError {
+        const DATA_LIMITS: [&str; 6] =
+            ["item size", "size of hashkey", "size of all range keys", "nesting levels", "overflow", "underflow"];
         let message = message.to_ascii_lowercase();
-        if ["exceeded", "overflow", "underflow"].iter().any(|limit| message.contains(limit)) {
+        if DATA_LIMITS.iter().any(|limit| message.contains(limit)) {
             StoreError::Rejected(context)
         } else {
             StoreError::Invalid(context)
@@ -97,10 +99,16 @@ mod tests {
             "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes",
             "Nesting Levels have exceeded supported limits",
             "Number overflow. Attempting to store a number with magnitude larger than supported range",
+            "Number underflow. Attempting to store a number with magnitude smaller than supported range",
+            "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes",
         ] {
             assert_eq!(StoreError::from_validation(size, "x".into()), StoreError::Rejected("x".into()));
         }
-        let invalid = "Invalid UpdateExpression: An expression attribute name used in the document path is not defined";
-        assert_eq!(StoreError::from_validation(invalid, "x".into()), StoreError::Invalid("x".into()));
+        for invalid in [
+            "Invalid UpdateExpression: An expression attribute name used in the document path is not defined",
+            "Invalid UpdateExpression: Expression size has exceeded the maximum allowed size",
+        ] {
+            assert_eq!(StoreError::from_validation(invalid, "x".into()), StoreError::Invalid("x".into()));
+        }
     }
 }

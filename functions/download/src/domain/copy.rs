@@ -115,19 +115,25 @@ async fn copy_held<P: Ports>(
     };
     let failed_at = ports.now();
     let mut written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
-    if let Ok(FileWrite::Refused(Some(file))) = &written
+    let mut failed_at_next = false;
+    // Refused while still ours: a newer URL waits (copied next). Ingest writes `next_key`
+    // with `next_url`, and never the URL being copied; an edited item may hold either.
+    while let Ok(FileWrite::Refused(Some(file))) = &written
         && file.is_held_by(worker)
         && let Some(url) = file.next_url.clone()
     {
-        // Ingest writes `next_key` with `next_url`, and never the URL being copied: an edited
-        // item may hold either. Without its key the newer URL goes under the plan's.
-        let key = file.next_key.clone().unwrap_or_else(|| plan.key.clone());
         if url != plan.url {
+            let key = file.next_key.clone().unwrap_or_else(|| suno_callbacks::s3_key::file_key(task_id, name, &url));
             return Copied::NextUrl { url, key };
         }
+        if failed_at_next {
+            break;
+        }
         // The newer URL is the one that just failed: fail the file as having copied it (which
-        // takes it out), rather than turn forever or hold the claim refused on every receive.
-        let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &key }) };
+        // takes it out, its key left), rather than turn forever or hold the claim refused on
+        // every receive. Refused again for an even newer URL, that one is copied.
+        failed_at_next = true;
+        let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &plan.key }) };
         written = ports.record_failed(task_id, name, at_next, &reason, failed_at).await;
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {

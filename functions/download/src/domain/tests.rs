@@ -813,7 +813,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
 /// claim, refused, on every receive).
 #[tokio::test]
 async fn a_next_url_equal_to_the_failed_one_is_not_copied_again() {
-    for key in [vocal_key("mp3"), String::new()] {
+    for key in [vocal_key("wav"), String::new()] {
         let ports = vocal_gone_with_newer(&[]);
         ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), key.clone()));
         let outcome = run(&ports, "vocal", 1).await;
@@ -825,17 +825,32 @@ async fn a_next_url_equal_to_the_failed_one_is_not_copied_again() {
     }
 }
 
-/// A newer URL written without its key (an edited item) is copied under the file's own key.
+/// Failing the file at an edited `next_url` equal to its own, refused because an even newer
+/// URL came meanwhile: that one is copied.
 #[tokio::test]
-async fn a_newer_url_without_its_key_is_copied_under_the_files_key() {
+async fn an_even_newer_url_after_an_edited_one_is_copied() {
+    let ports = vocal_gone_with_newer(&[]);
+    ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), vocal_key("mp3")));
+    ports.next_urls_meanwhile.lock().unwrap().push_back((NEWER_C.into(), vocal_key("flac")));
+    let data = deterministic_bytes(10_000, 4);
+    ports.source(NEWER_C, Script::Body { data, declared: true, content_type: None });
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_C, vocal_key("flac")));
+}
+
+/// A newer URL written without its key (an edited item) is copied under the key ingest
+/// would have given it.
+#[tokio::test]
+async fn a_newer_url_without_its_key_is_copied_under_its_own_key() {
     let ports = vocal_gone_with_newer(&[]);
     ports.next_urls_meanwhile.lock().unwrap().push_back((NEWER_B.into(), String::new()));
     let data = deterministic_bytes(10_000, 3);
     ports.source(NEWER_B, Script::Body { data: data.clone(), declared: true, content_type: None });
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
     let f = ports.file_item(TASK, "vocal");
-    assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_B, vocal_key("mp3")));
-    assert_eq!(ports.store.object(&vocal_key("mp3")), Some(data));
+    assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_B, vocal_key("wav")));
+    assert_eq!(ports.store.object(&vocal_key("wav")), Some(data));
 }
 
 /// An attempt copied the file but could not record it; a callback then brought a newer URL
