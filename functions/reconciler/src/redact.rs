@@ -46,11 +46,12 @@ pub fn callback_urls(body: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// Redact `value` in place; whether anything changed. Depth is bounded by serde_json's
-/// recursion limit (128), per `param` level. `in_param`: inside the request `param` holds,
-/// where nothing is read and any string naming the callback path goes (a form-encoded
-/// request, say); elsewhere only under a key naming a callback (another spelling, such as
-/// `callBackURL`): the parser's own fields are never touched.
-fn redact(value: &mut Value, in_param: bool) -> bool {
+/// recursion limit (128), per `param` level. `by_value`: any string naming the callback path
+/// is replaced, as it is inside the request `param` holds (where nothing is read: a
+/// form-encoded request, say) and anywhere under a key naming a callback (another spelling,
+/// such as `callBackURL`, or a list of them); elsewhere the parser's own fields are never
+/// touched.
+fn redact(value: &mut Value, by_value: bool) -> bool {
     let mut changed = false;
     match value {
         Value::Object(object) => {
@@ -58,25 +59,27 @@ fn redact(value: &mut Value, in_param: bool) -> bool {
                 changed |= match child {
                     Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
                     Value::String(param) if key == PARAM_KEY => redact_param(param),
-                    Value::String(url) if names_callback(key) && names_callback_path(url) => replace(url),
-                    _ => redact(child, in_param),
+                    // A request kept as an object rather than a string is read no more.
+                    _ if key == PARAM_KEY => redact(child, true),
+                    _ => redact(child, by_value || names_callback(key)),
                 };
             }
         }
         Value::Array(items) => {
             for item in items {
-                changed |= redact(item, in_param);
+                changed |= redact(item, by_value);
             }
         }
-        Value::String(text) if in_param && names_callback_path(text) => changed = replace(text),
+        Value::String(text) if by_value && names_callback_path(text) => changed = replace(text),
         _ => {}
     }
     changed
 }
 
-/// Whether a key names a callback, in any case.
+/// Whether a key names a callback, in any case and spelling (`callback_url`, `calBackURL`).
 fn names_callback(key: &str) -> bool {
-    key.to_ascii_lowercase().contains("callback")
+    let key: String = key.chars().filter(|c| !matches!(c, '_' | '-')).collect::<String>().to_ascii_lowercase();
+    key.contains("callback") || key.contains("calback")
 }
 
 /// Whether `text` holds a URL path through `/callback/` (where the path token follows).
@@ -237,9 +240,17 @@ mod tests {
     #[test]
     fn the_parsers_fields_are_not_redacted_for_their_value() {
         let url = format!("https://x/callback/{TOKEN}");
-        let body = json!({"data": {"title": url, "audioUrl": url, "callBackURL": url, "callbackType": "complete"}});
+        let body = json!({"data": {
+            "title": url, "audioUrl": url, "callBackURL": url, "callbackType": "complete",
+            "CalBack_Url": url, "callback": {"url": url}, "callbackUrls": [url, "https://h/x"],
+            "param": {"note": url}
+        }});
         let redacted = redacted_json(body.to_string().as_bytes());
-        let expected = json!({"title": url, "audioUrl": url, "callBackURL": REDACTED, "callbackType": "complete"});
+        let expected = json!({
+            "title": url, "audioUrl": url, "callBackURL": REDACTED, "callbackType": "complete",
+            "CalBack_Url": REDACTED, "callback": {"url": REDACTED}, "callbackUrls": [REDACTED, "https://h/x"],
+            "param": {"note": REDACTED}
+        });
         assert_eq!(redacted["data"], expected);
     }
 
