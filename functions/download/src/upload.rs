@@ -567,10 +567,10 @@ mod spares {
     pub fn keep(buf: Option<BytesMut>) {
         let Some(mut buf) = buf.filter(|b| b.capacity() >= MIN_PART_SIZE) else { return };
         buf.clear();
-        if let Ok(mut spares) = SPARES.lock() {
-            if spares.len() < KEPT {
-                spares.push(buf);
-            }
+        if let Ok(mut spares) = SPARES.lock()
+            && spares.len() < KEPT
+        {
+            spares.push(buf);
         }
     }
 

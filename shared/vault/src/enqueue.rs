@@ -112,16 +112,16 @@ pub async fn record_sent<P>(ports: &P, task: &TaskId, claimant: &Claimant, sent:
 where
     P: MarkQueued + ReleaseClaims,
 {
-    if !sent.out.is_empty() {
-        if let Err(e) = ports.mark_queued(task, &sent.out).await {
-            // The files will be stored; the record only lags behind until then.
-            tracing::warn!(error = %e, files = sent.out.len(), "messages sent but files not marked queued");
-        }
+    if !sent.out.is_empty()
+        && let Err(e) = ports.mark_queued(task, &sent.out).await
+    {
+        // The files will be stored; the record only lags behind until then.
+        tracing::warn!(error = %e, files = sent.out.len(), "messages sent but files not marked queued");
     }
-    if !sent.failed.is_empty() {
-        if let Err(e) = ports.release_claims(task, &claimant.id, &sent.failed).await {
-            tracing::warn!(error = %e, files = sent.failed.len(), "claims not released; they lapse with their lease");
-        }
+    if !sent.failed.is_empty()
+        && let Err(e) = ports.release_claims(task, &claimant.id, &sent.failed).await
+    {
+        tracing::warn!(error = %e, files = sent.failed.len(), "claims not released; they lapse with their lease");
     }
 }
 

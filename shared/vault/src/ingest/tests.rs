@@ -851,12 +851,12 @@ proptest! {
             mark_all_queued(&mut next);
             for (n, ok) in &s.settle {
                 let name = format!("f{n}");
-                if let Some(f) = next.files.get_mut(&name) {
-                    if !f.status.is_settled() {
-                        f.status = if *ok { FileStatus::Stored } else { FileStatus::Failed };
-                        if *ok {
-                            stored.push((name, f.key.clone()));
-                        }
+                if let Some(f) = next.files.get_mut(&name)
+                    && !f.status.is_settled()
+                {
+                    f.status = if *ok { FileStatus::Stored } else { FileStatus::Failed };
+                    if *ok {
+                        stored.push((name, f.key.clone()));
                     }
                 }
             }
