@@ -141,8 +141,9 @@ pub enum FileWrite {
 }
 
 /// The claim holder's copy of a file: who holds it, and the newer URL and key it copies
-/// instead of the item's own (its `next_url` and `next_key`, once the own URL failed for
-/// good; None while it copies the item's `url` into its `key`).
+/// instead of the item's own (its `next_url` and `next_key`, or the key that URL would be
+/// given when an edited item has none, once the own URL failed for good; None while it copies
+/// the item's `url` into its `key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeldCopy<'a> {
     pub worker: &'a str,

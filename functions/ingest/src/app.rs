@@ -166,6 +166,14 @@ impl<P: Ports> App<P> {
                         key,
                         "callback parked: the table refuses it for good; the reconciler moves it to its archive key"
                     );
+                } else if because.waits_for_the_record() {
+                    tracing::error!(
+                        error = %because,
+                        code = because.code(),
+                        key,
+                        "callback parked: the task's record cannot be read, or the table refuses the write as invalid; \
+                         the reconciler records it once the record (or the build) is fixed"
+                    );
                 } else {
                     tracing::warn!(
                         error = %because,

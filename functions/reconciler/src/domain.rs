@@ -241,13 +241,13 @@ pub async fn reconcile<P: Ports>(
             Err(e) => {
                 outcome.tasks_failed += 1;
                 // The table refusing its writes for good (an item too large, a record it
-                // cannot read) would have it polled again, first, in every run: hourly, with
-                // an error, until mended.
+                // cannot read, a write it refuses as invalid) would have it polled again,
+                // first, in every run: hourly, with an error, until mended.
                 let by = if e.is_retryable() {
                     tracing::warn!(task_id, error = %e, "task not reconciled; the next run retries");
                     reconcile::FIRST_POLL_INTERVAL
                 } else {
-                    tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items");
+                    tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items (or the build)");
                     reconcile::MAX_POLL_INTERVAL
                 };
                 put_behind(ports, task_id, by).await;

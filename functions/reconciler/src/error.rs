@@ -43,9 +43,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_next_run_can_fix_all_but_a_malformed_refused_or_oversized_record() {
+    fn the_next_run_can_fix_all_but_a_malformed_refused_invalid_or_oversized_record() {
         let cases = [
             (ReconcileError::Store(StoreError::Malformed("x".into())), false),
+            (ReconcileError::Store(StoreError::Invalid("x".into())), false),
             (ReconcileError::Store(StoreError::Unavailable("x".into())), true),
             (ReconcileError::Accept(AcceptError::TooLargeToRecord { bytes: 500_000 }), false),
             (ReconcileError::Accept(AcceptError::Archive("x".into())), true),

@@ -23,9 +23,10 @@ const CALLBACK_URL_KEYS: [&str; 4] = ["callbackUrl", "callBackUrl", "callback_ur
 /// The original request, as a JSON string, in record-info answers.
 const PARAM_KEY: &str = "param";
 
-/// `body` with the string value of every callback URL key, anywhere in it and inside any
-/// `param` string that holds a JSON object (written back as a string), replaced by
-/// [`REDACTED`], then serialized again by serde_json (`preserve_order` is on in the
+/// `body` with the string value of every callback URL key anywhere in it, every string naming
+/// the `/callback/` path under a key naming a callback, and every such string inside `param`
+/// (a string holding JSON, written back as a string, or an object; a `param` string holding no
+/// JSON but naming a callback whole) replaced by [`REDACTED`], then serialized again by serde_json (`preserve_order` is on in the
 /// workspace, so keys keep their order; either way the same answer always gives the same
 /// bytes, hence the same archive key and callback id).
 ///

@@ -13,7 +13,8 @@
 //! still failing: no point reading the rest now). One that can never be recorded (too large for
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others. One
-//! whose task's record cannot be read waits for an operator to fix it ([`HeldTasks`]).
+//! whose task's record cannot be read, or whose writes the table refuses as invalid (a faulty
+//! build), waits for an operator to fix it ([`HeldTasks`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -66,8 +67,8 @@ pub const LISTED: usize = 1000;
 /// skipped without reading them until then (an operator must fix the record first).
 pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 
-/// The tasks whose parked bodies wait for an operator to fix their record, and when each is
-/// tried again: kept by a warm instance across runs (a cold one learns them again, once).
+/// The tasks whose parked bodies wait for an operator to fix their record (or the build), and
+/// when each is tried again: kept by a warm instance across runs (a cold one learns them again, once).
 #[derive(Debug, Default)]
 pub struct HeldTasks(Mutex<HashMap<String, Timestamp>>);
 
@@ -111,8 +112,8 @@ enum Replay {
     /// Not recordable, or not finished, yet (a later run may succeed): the table, the bucket,
     /// the queue or the bus failing; a run stops replaying after a few of these in a row.
     NotYet,
-    /// The task's record cannot be read: left parked until an operator fixes it (not an
-    /// outage: the run goes on replaying the others).
+    /// The task's record cannot be read, or the table refuses its writes as invalid: left
+    /// parked until an operator fixes it (not an outage: the run goes on replaying the others).
     Held,
     /// Refused for good and moved to its archive key, out of `parked/`.
     Archived,

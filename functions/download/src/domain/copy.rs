@@ -37,7 +37,8 @@ pub(super) async fn copy_claimed<P: Ports>(
 enum Copied {
     Finished(Outcome),
     /// The plan's URL failed for good, and the item, still ours, has a newer one waiting
-    /// (its `next_url` and `next_key`).
+    /// (its `next_url`, and `next_key` or, missing from an edited item, the key ingest would
+    /// give that URL).
     NextUrl {
         url: String,
         key: String,

@@ -117,7 +117,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_malformed_rejected_or_oversized_record_is_permanent() {
+    fn only_a_malformed_rejected_invalid_or_oversized_record_is_permanent() {
         assert!(!AcceptError::Store(StoreError::Malformed("x".into())).is_retryable());
         assert!(!AcceptError::Store(StoreError::Rejected("x".into())).is_retryable());
         assert!(!AcceptError::Store(StoreError::Invalid("x".into())).is_retryable());
