@@ -19,11 +19,8 @@ pub const RUN_EVERY: Duration = Duration::from_secs(120);
 pub fn stop_at(event: &serde_json::Value, deadline_epoch_ms: u64, margin: Duration, now: Timestamp) -> Timestamp {
     let by_deadline = stemvault_aws::deadline::stop_at(deadline_epoch_ms, margin);
     let next_run = scheduled_at(event).map(|at| at.plus(RUN_EVERY)).filter(|next| *next > now);
-    match next_run {
-        Some(next) => {
-            let by_next_run = Timestamp::from_unix_ms(next.unix_ms.saturating_sub(millis(margin)));
-            by_deadline.min(by_next_run)
-        }
+    match next_run.and_then(|next| u64::try_from(next.unix_ms).ok()) {
+        Some(next_ms) => by_deadline.min(stemvault_aws::deadline::stop_at(next_ms, margin)),
         None => by_deadline,
     }
 }
@@ -34,10 +31,6 @@ fn scheduled_at(event: &serde_json::Value) -> Option<Timestamp> {
         return None;
     }
     event.get("time")?.as_str()?.parse().ok()
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -51,8 +44,11 @@ mod tests {
         rfc3339.parse().expect("a time")
     }
 
-    fn ms(t: Timestamp) -> u64 {
-        u64::try_from(t.unix_ms).expect("after the epoch")
+    /// Where a run of `event` started at `started`, with Lambda's 90 s, stops.
+    fn stop_of(event: &serde_json::Value, started: &str) -> Timestamp {
+        let started = at(started);
+        let deadline = u64::try_from(started.plus(Duration::from_secs(90)).unix_ms).expect("after the epoch");
+        stop_at(event, deadline, MARGIN, started)
     }
 
     fn scheduled(time: &str) -> serde_json::Value {
@@ -72,39 +68,30 @@ mod tests {
     #[test]
     fn a_run_started_on_time_stops_by_its_deadline() {
         let event = scheduled("2026-12-04T20:00:00Z");
-        let started = at("2026-12-04T20:00:01Z");
-        let deadline = started.plus(Duration::from_secs(90));
-        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:00:59Z"));
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:01Z"), at("2026-12-04T20:00:59Z"));
     }
 
     #[test]
     fn a_run_started_late_stops_in_time_for_the_next_one() {
         let event = scheduled("2026-12-04T20:00:00Z");
-        let started = at("2026-12-04T20:00:50Z");
-        let deadline = started.plus(Duration::from_secs(90));
         // Its deadline (20:02:20) would have it working until after the next run starts.
-        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:01:28Z"));
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:50Z"), at("2026-12-04T20:01:28Z"));
     }
 
     #[test]
     fn an_event_with_no_schedule_time_stops_by_the_deadline_alone() {
-        let started = at("2026-12-04T20:00:50Z");
-        let deadline = started.plus(Duration::from_secs(90));
         let by_deadline = at("2026-12-04T20:01:48Z");
         let mut not_scheduled = scheduled("2026-12-04T20:00:00Z");
         not_scheduled["detail-type"] = json!("Object Created");
-        for event in [json!({}), json!(null), json!({"time": "2026-12-04T20:00:00Z"}), not_scheduled] {
-            assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), by_deadline, "{event}");
-        }
         let unreadable = scheduled("yesterday");
-        assert_eq!(stop_at(&unreadable, ms(deadline), MARGIN, started), by_deadline);
+        for event in [json!({}), json!(null), json!({"time": "2026-12-04T20:00:00Z"}), not_scheduled, unreadable] {
+            assert_eq!(stop_of(&event, "2026-12-04T20:00:50Z"), by_deadline, "{event}");
+        }
     }
 
     #[test]
     fn an_old_event_sent_again_by_hand_stops_by_the_deadline_alone() {
         let event = scheduled("2026-11-30T09:00:00Z");
-        let started = at("2026-12-04T20:00:00Z");
-        let deadline = started.plus(Duration::from_secs(90));
-        assert_eq!(stop_at(&event, ms(deadline), MARGIN, started), at("2026-12-04T20:00:58Z"));
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:00Z"), at("2026-12-04T20:00:58Z"));
     }
 }
