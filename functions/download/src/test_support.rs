@@ -734,7 +734,7 @@ impl ReleaseFile for MemoryPorts {
         }
         self.called("release_file");
         if injected(&self.release_failures) {
-            return Err(StoreError::Unavailable("injected: ValidationException".into()));
+            return Err(StoreError::Invalid("injected".into()));
         }
         let released_at = Some(self.now().unix_seconds());
         // HELD, or HELD_WITH_NEXT, moving the item's newest URL (not the one held) into `url`.

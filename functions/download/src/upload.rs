@@ -262,13 +262,10 @@ where
             std::panic::resume_unwind(panic)
         }
     };
+    spares::keep(reader.spare.take());
     match completed {
-        Ok(count) => {
-            spares::keep(reader.spare.take());
-            Ok(reader.finish().stored(u32::try_from(count).unwrap_or(u32::MAX), content_type))
-        }
+        Ok(count) => Ok(reader.finish().stored(u32::try_from(count).unwrap_or(u32::MAX), content_type)),
         Err(e) => {
-            spares::keep(reader.spare.take());
             abort(store, key, &upload_id).await;
             Err(e)
         }

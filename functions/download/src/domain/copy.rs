@@ -116,26 +116,21 @@ async fn copy_held<P: Ports>(
     };
     let failed_at = ports.now();
     let mut written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
-    let mut failed_at_next = false;
-    // Refused while still ours: a newer URL waits (copied next). Ingest writes `next_key`
-    // with `next_url`, and never the URL being copied; an edited item may hold either.
-    while let Ok(FileWrite::Refused(Some(file))) = &written
-        && file.is_held_by(worker)
-        && let Some(url) = file.next_url.clone()
-    {
+    if let Some(url) = waiting_url(&written, worker) {
         if url != plan.url {
-            let key = file.next_key.clone().unwrap_or_else(|| suno_callbacks::s3_key::file_key(task_id, name, &url));
-            return Copied::NextUrl { url, key };
+            return next_copy(&written, task_id, name, url);
         }
-        if failed_at_next {
-            break;
-        }
-        // The newer URL is the one that just failed: fail the file as having copied it (which
-        // takes it out, its key left), rather than turn forever or hold the claim refused on
-        // every receive. Refused again for an even newer URL, that one is copied.
-        failed_at_next = true;
+        // The newer URL is the one that just failed (an edited item: ingest never writes it):
+        // fail the file as having copied it (which takes it out, its key left), rather than
+        // hold the claim refused on every receive. Refused again for an even newer URL, that
+        // one is copied.
         let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &plan.key }) };
         written = ports.record_failed(task_id, name, at_next, &reason, failed_at).await;
+        if let Some(url) = waiting_url(&written, worker)
+            && url != plan.url
+        {
+            return next_copy(&written, task_id, name, url);
+        }
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
         return Copied::Finished(outcome);
@@ -148,6 +143,25 @@ async fn copy_held<P: Ports>(
         tracing::warn!(reason = %reason, "the file failed for good");
         Copied::Finished(Outcome::FailedForGood(reason))
     }
+}
+
+/// The `next_url` waiting in an item that refused the write but is still held by `worker`.
+fn waiting_url(written: &Result<FileWrite, StoreError>, worker: &str) -> Option<String> {
+    match written {
+        Ok(FileWrite::Refused(Some(file))) if file.is_held_by(worker) => file.next_url.clone(),
+        _ => None,
+    }
+}
+
+/// Copy `url`, the refused item's `next_url`, under its `next_key`: ingest writes both; an
+/// edited item without the key gets the one ingest would give that URL.
+fn next_copy(written: &Result<FileWrite, StoreError>, task_id: &TaskId, name: &str, url: String) -> Copied {
+    let next_key = match written {
+        Ok(FileWrite::Refused(Some(file))) => file.next_key.clone(),
+        _ => None,
+    };
+    let key = next_key.unwrap_or_else(|| suno_callbacks::s3_key::file_key(task_id, name, &url));
+    Copied::NextUrl { url, key }
 }
 
 /// Nothing when the finishing write (`stored` or `failed`) was ours ([`after_refusal`]);
