@@ -170,9 +170,7 @@ pub enum ParseError {
 /// `body` as JSON, read as [`parse_callback`] and [`poll::parse_poll`](crate::poll::parse_poll)
 /// read it: a broken character inside a string (an unpaired surrogate escape, a byte that is
 /// not UTF-8) reads as U+FFFD, where serde_json alone refuses the whole body.
-pub fn read_json(body: &[u8]) -> Result<Value, serde_json::Error> {
-    json_text::parse(body)
-}
+pub use json_text::parse as read_json;
 
 /// Parse one callback body.
 ///
@@ -188,7 +186,7 @@ pub fn read_json(body: &[u8]) -> Result<Value, serde_json::Error> {
 /// ```
 pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
     // serde_json's messages name a position and a category, never the input itself.
-    let root = json_text::parse(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let root = read_json(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Value::Object(root) = root else {
         return Err(ParseError::NotAnObject);
     };

@@ -198,7 +198,7 @@ pub fn generation_record_path(family: Family) -> Option<&'static str> {
 /// The `code` of a JSON answer's envelope, read as [`parse_poll`] reads it (a number, or a
 /// string of one: `401`, `"401"`, `401.0`); None when the body is no JSON object or has none.
 pub fn answer_code(body: &[u8]) -> Option<i64> {
-    let root = crate::parse::json_text::parse(body).ok()?;
+    let root = crate::parse::read_json(body).ok()?;
     i64_of(root.as_object()?.get("code"))
 }
 
@@ -221,7 +221,7 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     if family == Family::Unknown {
         return Err(PollError::UnsupportedFamily(family));
     }
-    let root = crate::parse::json_text::parse(body).map_err(|e| PollError::NotJson(e.to_string()))?;
+    let root = crate::parse::read_json(body).map_err(|e| PollError::NotJson(e.to_string()))?;
     let Value::Object(root) = root else {
         return Err(PollError::NotAnObject);
     };

@@ -67,9 +67,10 @@ impl NotifyError {
     /// receiver mid-deploy or a CDN may answer by mistake, and a message this build cannot
     /// read (an event type a newer release publishes, reaching a notify function not yet
     /// updated, or redriven to an older one after a rollback): a redrive delivers either once
-    /// the receiver or the function is fixed. Nothing is deleted unmoved.
+    /// the receiver or the function is fixed. Nothing is deleted unmoved: every refusal that
+    /// is not retried is one of these.
     pub fn dead_letters(&self) -> bool {
-        matches!(self, NotifyError::Gone | NotifyError::Malformed(_))
+        !self.is_retryable()
     }
 
     /// A stable snake_case code (the `Reason` of the metrics): `status_<code>` for an

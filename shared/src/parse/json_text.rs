@@ -14,16 +14,25 @@ use serde_json::Value;
 
 /// The body as a [`Value`]; when it does not parse as it is, as repaired (see the module),
 /// if that changed anything. The error is the first parse's.
-pub(crate) fn parse(body: &[u8]) -> Result<Value, serde_json::Error> {
-    serde_json::from_slice(body).or_else(|e| match repaired(body) {
-        Some(repaired) => serde_json::from_slice(&repaired).map_err(|_| e),
+pub fn parse(body: &[u8]) -> Result<Value, serde_json::Error> {
+    read_with(body, |bytes| serde_json::from_slice(bytes))
+}
+
+/// `body` read by `read`; when that fails, the repaired body read by it, if repairing changed
+/// anything. The error is the first read's.
+pub(crate) fn read_with<T>(
+    body: &[u8],
+    read: impl Fn(&[u8]) -> Result<T, serde_json::Error>,
+) -> Result<T, serde_json::Error> {
+    read(body).or_else(|e| match repaired(body) {
+        Some(repaired) => read(&repaired).map_err(|_| e),
         None => Err(e),
     })
 }
 
 /// `body` with its invalid UTF-8 and its unpaired surrogate escapes replaced by U+FFFD; None
 /// when it has neither.
-pub(crate) fn repaired(body: &[u8]) -> Option<Vec<u8>> {
+fn repaired(body: &[u8]) -> Option<Vec<u8>> {
     let text = String::from_utf8_lossy(body);
     let mut changed = matches!(text, Cow::Owned(_));
     let bytes = text.as_bytes();
