@@ -164,12 +164,19 @@ async fn a_file_left_downloading_when_its_message_cannot_be_on_the_queue_is_sent
     assert_eq!(after.files["live"], record.files["live"]);
 }
 
-/// A settled task left marked open (as a request that marked it and stopped before writing
-/// any file leaves it), stored and read back.
-async fn settled_marked_open(env: &TestEnv) -> TaskRecord {
+/// A task whose file is stored and whose manifest is recorded, received 10 minutes ago (its
+/// `open` left as `orphaned` made it).
+fn settled_record() -> TaskRecord {
     let mut record = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
     (record.vault, record.manifest_key) =
         (VaultState::Complete, Some(format!("tasks/{}/manifest.json", record.task_id)));
+    record
+}
+
+/// A settled task left marked open (as a request that marked it and stopped before writing
+/// any file leaves it), stored and read back.
+async fn settled_marked_open(env: &TestEnv) -> TaskRecord {
+    let record = settled_record();
     assert_eq!(record.open.as_deref(), Some("open"));
     stored(env, &record).await
 }
@@ -221,9 +228,7 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
 #[tokio::test]
 async fn a_reopen_over_a_stale_read_is_refused_at_its_mark_before_any_file_item() {
     let env = TestEnv::new().await;
-    let mut settled = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
-    (settled.vault, settled.manifest_key) =
-        (VaultState::Complete, Some(format!("tasks/{}/manifest.json", settled.task_id)));
+    let mut settled = settled_record();
     settled.sync_open_marker();
     let read = stored(&env, &settled).await;
     assert!(read.is_settled() && read.open.is_none(), "{read:?}");
