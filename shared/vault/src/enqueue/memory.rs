@@ -174,10 +174,11 @@ impl MemoryTableAndQueue {
     /// Take a settled task read as `record` out of the open-tasks index, if its task item is
     /// still as read (version and `last_received_at`), as `TaskTable::close_open` does.
     pub fn close_open(&self, record: &TaskRecord) -> crate::Conditional {
+        // As the expression: `version = :read AND last_received_at = :at`.
+        let at = record.last_received_at.rfc3339();
         let closed = self.update_task_item(&record.task_id, |item| {
-            let stored = items::assemble([item.clone()]).ok().flatten();
-            let as_read =
-                stored.is_some_and(|r| r.version == record.version && r.last_received_at == record.last_received_at);
+            let as_read = holds(&PutCondition::Version(record.version), Some(&*item), 0)
+                && string(item, "last_received_at") == Some(at.as_str());
             as_read && item.remove("open").is_some()
         });
         if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
