@@ -177,6 +177,21 @@ pub struct TaskTable {
     pub table_name: String,
 }
 
+/// A `ValidationException`, by its message: a limit the data went past (the item's size, a
+/// key's, nesting, a number's range), [`StoreError::Rejected`], for good; anything else (an
+/// expression, even one too large, or a value this build sent wrong), [`StoreError::Invalid`],
+/// until a fix.
+fn validation_error(message: &str, context: String) -> StoreError {
+    const DATA_LIMITS: [&str; 6] =
+        ["item size", "size of hashkey", "size of all range keys", "nesting levels", "overflow", "underflow"];
+    let message = message.to_ascii_lowercase();
+    if DATA_LIMITS.iter().any(|limit| message.contains(limit)) {
+        StoreError::Rejected(context)
+    } else {
+        StoreError::Invalid(context)
+    }
+}
+
 fn unavailable(operation: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{operation}: {e}"))
 }
@@ -305,10 +320,7 @@ impl TaskTable {
             // Item too large (for good), or an expression or attribute DynamoDB does not accept.
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
                 let message = e.err().message().unwrap_or_default().to_owned();
-                Err(StoreError::from_validation(
-                    &message,
-                    format!("{operation}: {}", DisplayErrorContext(e.into_err())),
-                ))
+                Err(validation_error(&message, format!("{operation}: {}", DisplayErrorContext(e.into_err()))))
             }
             Err(e) => Err(unavailable(operation, DisplayErrorContext(e))),
         }
@@ -371,7 +383,7 @@ impl TaskTable {
             Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
                 let message = e.err().message().unwrap_or_default().to_owned();
                 let context = format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()));
-                Err(StoreError::from_validation(&message, context))
+                Err(validation_error(&message, context))
             }
             Err(e) => Err(unavailable(&format!("UpdateItem ({operation})"), DisplayErrorContext(e))),
         }
@@ -381,6 +393,27 @@ impl TaskTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_validation_exception_is_for_good_only_for_a_limit_the_data_went_past() {
+        for size in [
+            "Item size has exceeded the maximum allowed size",
+            "Item size to update has exceeded the maximum allowed size",
+            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes",
+            "Nesting Levels have exceeded supported limits",
+            "Number overflow. Attempting to store a number with magnitude larger than supported range",
+            "Number underflow. Attempting to store a number with magnitude smaller than supported range",
+            "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes",
+        ] {
+            assert_eq!(validation_error(size, "x".into()), StoreError::Rejected("x".into()));
+        }
+        for invalid in [
+            "Invalid UpdateExpression: An expression attribute name used in the document path is not defined",
+            "Invalid UpdateExpression: Expression size has exceeded the maximum allowed size",
+        ] {
+            assert_eq!(validation_error(invalid, "x".into()), StoreError::Invalid("x".into()));
+        }
+    }
 
     fn item(pairs: &[(&str, Value)]) -> Item {
         Item::from(pairs.iter().cloned().map(|(k, v)| (k.to_owned(), v)).collect::<HashMap<_, _>>())

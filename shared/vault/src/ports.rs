@@ -37,21 +37,6 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
     }
-
-    /// A `ValidationException` of DynamoDB, by its message: a limit the data went past (the
-    /// item's size, a key's, nesting, a number's range), [`Rejected`](Self::Rejected), for
-    /// good; anything else (an expression, even one too large, or a value this build sent
-    /// wrong), [`Invalid`](Self::Invalid), until a fix.
-    pub fn from_validation(message: &str, context: String) -> StoreError {
-        const DATA_LIMITS: [&str; 6] =
-            ["item size", "size of hashkey", "size of all range keys", "nesting levels", "overflow", "underflow"];
-        let message = message.to_ascii_lowercase();
-        if DATA_LIMITS.iter().any(|limit| message.contains(limit)) {
-            StoreError::Rejected(context)
-        } else {
-            StoreError::Invalid(context)
-        }
-    }
 }
 
 /// Whether a conditional write happened.
@@ -85,30 +70,4 @@ pub trait SaveTask {
 pub trait Clock {
     fn now(&self) -> Timestamp;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_validation_exception_is_for_good_only_for_a_limit_the_data_went_past() {
-        for size in [
-            "Item size has exceeded the maximum allowed size",
-            "Item size to update has exceeded the maximum allowed size",
-            "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of 2048 bytes",
-            "Nesting Levels have exceeded supported limits",
-            "Number overflow. Attempting to store a number with magnitude larger than supported range",
-            "Number underflow. Attempting to store a number with magnitude smaller than supported range",
-            "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes",
-        ] {
-            assert_eq!(StoreError::from_validation(size, "x".into()), StoreError::Rejected("x".into()));
-        }
-        for invalid in [
-            "Invalid UpdateExpression: An expression attribute name used in the document path is not defined",
-            "Invalid UpdateExpression: Expression size has exceeded the maximum allowed size",
-        ] {
-            assert_eq!(StoreError::from_validation(invalid, "x".into()), StoreError::Invalid("x".into()));
-        }
-    }
 }
