@@ -7,6 +7,7 @@ use std::time::Duration;
 use stemvault_aws::FromEnv;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use stemvault_aws::TaskTable;
 use stemvault_download::Config;
@@ -61,6 +62,24 @@ impl TestEnv {
     /// conditional on what was read.
     pub async fn rewrite_record(&self, before: &TaskRecord, after: &TaskRecord) {
         self.tasks().save(Some(before), after).await.expect("rewrite the task record");
+    }
+
+    /// What a request reopening a settled task writes before its file items
+    /// (`items::MarkOpen`): `open` and the request's `last_received_at`, the version left as
+    /// it is.
+    pub async fn mark_open(&self, task_id: &str) {
+        self.dynamo
+            .update_item()
+            .table_name(&self.resources.table_name)
+            .key("task_id", AttributeValue::S(task_id.to_owned()))
+            .key("sk", AttributeValue::S("task".into()))
+            .update_expression("SET #open = :open, last_received_at = :now")
+            .expression_attribute_names("#open", "open")
+            .expression_attribute_values(":open", AttributeValue::S(stemvault_vault::OPEN_MARKER.into()))
+            .expression_attribute_values(":now", AttributeValue::S(Timestamp::now().rfc3339()))
+            .send()
+            .await
+            .expect("mark the task open");
     }
 
     /// The task record, which must exist (its item collection, one strongly consistent Query).

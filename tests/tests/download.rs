@@ -528,8 +528,8 @@ async fn bring_next_url(env: &TestEnv, task_id: &str, url: &str) -> String {
 /// file item and returns it (ALL_NEW), a refused one returns the item as it is (ALL_OLD, via
 /// ReturnValuesOnConditionCheckFailure) or nothing for a file the task does not have, and
 /// creates no item; the settle write applies at the generation manifested, again with the
-/// same values (the second of two workers finishing at once), and is refused once ingest
-/// moved the generation on.
+/// same values (the second of two workers finishing at once), and is refused once a request
+/// reopening the task marked it open, or moved the generation on.
 #[tokio::test]
 async fn claims_and_settles_answer_with_the_item() {
     let env = TestEnv::new().await;
@@ -578,6 +578,12 @@ async fn claims_and_settles_answer_with_the_item() {
         (settled.vault, settled.open.as_deref(), settled.version),
         (VaultState::Complete, None, read.version + 2)
     );
+
+    // Ingest reopening it marks it open before its file items (version and generation as
+    // they were): a settle read before the task settled is refused, and the mark kept.
+    env.mark_open(&record.task_id).await;
+    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
+    assert_eq!(env.task_record(&record.task_id).await.open.as_deref(), Some("open"));
 
     // Ingest reopens it (a new generation): a settle of the older one is refused.
     let mut reopened = settled.clone();

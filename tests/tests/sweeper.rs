@@ -14,7 +14,10 @@ use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::register::Registration;
-use stemvault_vault::{Conditional, FileJob, FileStatus, Manifest, StoreError, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{
+    CallbackEntry, Conditional, FileJob, FileStatus, Manifest, OPEN_MARKER, StoreError, TaskRecord, Timestamp,
+    VaultState,
+};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 fn new_task_id() -> String {
@@ -220,6 +223,51 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
     assert_eq!(marked.open.as_deref(), Some("open"));
     assert_eq!(ports.close_task(&marked).await, Ok(Conditional::Applied));
     assert_eq!(env.task_record(&read.task_id).await.open, None);
+}
+
+/// A save that writes no `open` (another body of a settled task: its callback item and the
+/// task item), over a read taken before another request marked the task open, is refused by
+/// the table: that request is writing its file items, the version unmoved, and the put would
+/// take its mark away (should it then stop, its files would wait unsent for the provider's
+/// retry, out of the sweeper's sight). Read with a mark left by an attempt that stopped, the
+/// same save is refused once the task is marked again, and applies over the task as it is.
+#[tokio::test]
+async fn a_save_without_open_is_refused_once_the_task_was_marked_open_since_its_read() {
+    let env = TestEnv::new().await;
+    let mut settled = settled_record();
+    settled.sync_open_marker();
+    let read = stored(&env, &settled).await;
+    assert!(read.is_settled() && read.open.is_none(), "{read:?}");
+    let another_body = |read: &TaskRecord| {
+        let mut after = read.clone();
+        let body = CallbackEntry {
+            stage: read.stage,
+            code: 200,
+            message: "success".into(),
+            received_at: Timestamp::now(),
+            body_key: format!("tasks/{}/callbacks/other.json", read.task_id),
+            bytes: 10,
+            deliveries: 1,
+        };
+        after.callbacks.insert("complete-cd".into(), body);
+        (after.version, after.deliveries, after.last_received_at) =
+            (read.version + 1, read.deliveries + 1, Timestamp::now());
+        after.sync_open_marker();
+        after
+    };
+
+    env.mark_open(&read.task_id).await;
+    assert_eq!(env.tasks().save(Some(&read), &another_body(&read)).await, Err(StoreError::Conflict));
+    let marked = env.task_record(&read.task_id).await;
+    assert_eq!(marked.open.as_deref(), Some(OPEN_MARKER), "the mark kept");
+
+    env.mark_open(&read.task_id).await;
+    assert_eq!(env.tasks().save(Some(&marked), &another_body(&marked)).await, Err(StoreError::Conflict));
+    let marked_again = env.task_record(&read.task_id).await;
+    assert_eq!(marked_again.open.as_deref(), Some(OPEN_MARKER), "the second mark kept");
+    assert_eq!(env.tasks().save(Some(&marked_again), &another_body(&marked_again)).await, Ok(()));
+    let saved = env.task_record(&read.task_id).await;
+    assert_eq!((saved.open, saved.callbacks.len()), (None, marked_again.callbacks.len() + 1));
 }
 
 /// A save reopening a settled task over a stale read is refused at its mark (the UpdateItem

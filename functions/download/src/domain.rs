@@ -40,12 +40,14 @@
 //!    every file is stored or failed and the manifest is not recorded yet: (a) write the
 //!    manifest to S3, fenced by the file set's generation and the stage (`put_fenced`),
 //!    then (b) ONE update of the task item setting `vault` and `manifest_key` and removing
-//!    `open`, conditional on the generation and stage being still the manifest's. Two workers
+//!    `open`, conditional on the generation and stage being still the manifest's (and on the
+//!    task not being settled and marked open again since). Two workers
 //!    that finish a task's last files at once both succeed (no condition fails between files
 //!    of one task); the one whose write found the vault `pending` is the one that settled it
 //!    (it logs it and emits `SecondsToSettled`). A refused write means ingest added or
-//!    reopened a file meanwhile (the task settles when those files do) or recorded a new
-//!    stage: the check reads again and settles that. A retryable failure
+//!    reopened a file meanwhile (the task settles when those files do), recorded a new
+//!    stage, or is reopening the task settled meanwhile: the check reads again and settles
+//!    what there is to settle. A retryable failure
 //!    here returns the messages that asked for the check to the queue, and their
 //!    redeliveries (the file already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.

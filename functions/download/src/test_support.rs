@@ -754,8 +754,9 @@ impl ReleaseFile for MemoryPorts {
 }
 
 impl SettleTask for MemoryPorts {
-    /// As the expression says: at the plan's generation and stage, set `vault` and `manifest_key`,
-    /// version + 1, no `open`; the old vault tells whether this write settled it.
+    /// As the expression says: at the plan's generation and stage, and not settled and marked
+    /// open again, set `vault` and `manifest_key`, version + 1, no `open`; the old vault tells
+    /// whether this write settled it.
     async fn settle_task(&self, task_id: &TaskId, plan: &ManifestPlan) -> Result<SettleWrite, StoreError> {
         self.called("settle_task");
         tokio::task::yield_now().await;
@@ -766,7 +767,8 @@ impl SettleTask for MemoryPorts {
         let Some(task) = tables.get_mut(task_id.as_str()).and_then(|c| c.task.as_mut()) else {
             return Ok(SettleWrite::Refused);
         };
-        if task.generation != plan.generation || task.stage != plan.manifest.stage {
+        let marked_again = task.manifest_key.is_some() && task.open.is_some();
+        if task.generation != plan.generation || task.stage != plan.manifest.stage || marked_again {
             return Ok(SettleWrite::Refused);
         }
         let was = task.vault;

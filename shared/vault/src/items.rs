@@ -175,6 +175,12 @@ pub enum PutCondition {
     Rev(u64),
     /// The task item still at this version.
     Version(u64),
+    /// The task item still at this version and not marked open since it was read (a
+    /// [`MarkOpen`] leaves the version as it is): still without `open` (`marked_at` None: read
+    /// without one), or still at the `last_received_at` it was read with (read marked: a mark
+    /// an attempt that stopped left; a new mark moves the time). For a put that writes no
+    /// `open`, which would take away the mark of a save writing its file items right now.
+    Unmarked { version: u64, marked_at: Option<String> },
 }
 
 /// One conditional PutItem.
@@ -235,9 +241,13 @@ impl SavePlan {
 /// A save that writes file items of a settled task (one outside the sweeper's `open-tasks`
 /// index, unless an attempt that stopped marked it): before them, the task item gets `open`
 /// and the save's `last_received_at` (keeping the sweeper off it for its grace period, and off
-/// taking a stopped attempt's mark away), conditional on the version read and leaving it. An attempt that then stops before its task item leaves the
-/// task in the index, and the sweeper commits and sends the files it wrote; without it they
-/// would wait, unsent, for the provider to retry the callback.
+/// taking a stopped attempt's mark away), conditional on the version read and leaving it. An
+/// attempt that then stops before its task item leaves the task in the index, and the sweeper
+/// commits and sends the files it wrote; without it they would wait, unsent, for the provider
+/// to retry the callback. Since the version stays, every write taking `open` away is fenced
+/// against a mark made after its read: a task item put writing no `open`
+/// ([`PutCondition::Unmarked`]), the downloader's settle (never over a settled task marked
+/// open) and the sweeper's close (the `last_received_at` read).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.
@@ -318,8 +328,20 @@ fn task_write(
         Some(at) if counted == item && one_more_delivery && !writes_items => {
             TaskWrite::CountDelivery { last_received_at: at.clone(), watched: before.reconcile.is_some() }
         }
-        _ => TaskWrite::Put(ItemPut { item, condition: PutCondition::Version(before.version) }),
+        _ => TaskWrite::Put(ItemPut { item, condition: task_put_condition(before, after) }),
     }))
+}
+
+/// What a put of `after`'s task item over `before` requires: the version read, and, when it
+/// writes no `open`, no mark since ([`PutCondition::Unmarked`]).
+fn task_put_condition(before: &TaskRecord, after: &TaskRecord) -> PutCondition {
+    match after.open {
+        Some(_) => PutCondition::Version(before.version),
+        None => PutCondition::Unmarked {
+            version: before.version,
+            marked_at: before.open.is_some().then(|| before.last_received_at.rfc3339()),
+        },
+    }
 }
 
 /// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).

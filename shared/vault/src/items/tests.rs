@@ -330,10 +330,8 @@ fn a_merged_duplicate_is_counted_unless_its_merge_changes_the_task() {
     assert!(matches!(plan.task, Some(TaskWrite::Put(_))), "{:?}", plan.task);
 }
 
-/// A save that writes files of a settled task marks the task item open first, at the version
-/// read; no other save does.
-#[test]
-fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
+/// `record()` with its files stored and its manifest recorded: out of the open-tasks index.
+fn settled() -> TaskRecord {
     let mut settled = record();
     for file in settled.files.values_mut() {
         file.status = FileStatus::Stored;
@@ -342,6 +340,14 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     settled.manifest_key = Some("tasks/t1/manifest.json".into());
     settled.sync_open_marker();
     assert_eq!(settled.open, None);
+    settled
+}
+
+/// A save that writes files of a settled task marks the task item open first, at the version
+/// read; no other save does.
+#[test]
+fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
+    let settled = settled();
 
     let mut reopened = settled.clone();
     let mut file = settled.files["vocal"].clone();
@@ -387,4 +393,34 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     manifest_due.sync_open_marker();
     manifest_due.version += 1;
     assert_eq!(plan_save(Some(&settled), &manifest_due).unwrap().mark_open, None);
+}
+
+/// A task item put that writes no `open` requires that nobody marked the task open since the
+/// read (a mark leaves the version): no `open`, read without one; the `last_received_at` read,
+/// read with one (left by an attempt that stopped). One that writes `open` needs the version.
+#[test]
+fn a_put_without_open_requires_no_mark_since_the_read() {
+    let settled = settled();
+    // Another body of the settled stage: a callback item and the task item, no file.
+    let mut another_body = settled.clone();
+    let body = settled.callbacks["complete-ab"].clone();
+    another_body.callbacks.insert("complete-cd".into(), body);
+    (another_body.version, another_body.deliveries) = (settled.version + 1, settled.deliveries + 1);
+    another_body.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
+    let put = |before: &TaskRecord, after: &TaskRecord| match plan_save(Some(before), after).unwrap().task {
+        Some(TaskWrite::Put(put)) => put.condition,
+        other => panic!("the task item is put: {other:?}"),
+    };
+    assert_eq!(put(&settled, &another_body), PutCondition::Unmarked { version: settled.version, marked_at: None });
+
+    let mut marked = settled.clone();
+    marked.open = Some(crate::OPEN_MARKER.into());
+    let at = marked.last_received_at.rfc3339();
+    assert_eq!(put(&marked, &another_body), PutCondition::Unmarked { version: settled.version, marked_at: Some(at) });
+
+    // Writing `open` (not settled), a mark made since is kept whatever it finds.
+    let mut pending = another_body.clone();
+    pending.vault = crate::VaultState::Pending;
+    pending.sync_open_marker();
+    assert_eq!(put(&settled, &pending), PutCondition::Version(settled.version));
 }
