@@ -202,10 +202,6 @@ mod tests {
 
     const T0: Timestamp = Timestamp { unix_ms: 1_763_910_000_000 };
 
-    fn before(t: Timestamp, ms: i64) -> Timestamp {
-        Timestamp::from_unix_ms(t.unix_ms - ms)
-    }
-
     #[test]
     fn a_read_at_most_once_per_interval() {
         let policy = RefreshPolicy::default();
@@ -214,7 +210,7 @@ mod tests {
         assert!(!policy.allows(T0, T0.plus(Duration::from_millis(59_999))));
         assert!(policy.allows(T0, T0.plus(Duration::from_secs(60))));
         assert!(policy.allows(T0, T0.plus(Duration::from_secs(3600))));
-        assert!(policy.allows(T0, before(T0, 1)), "the clock stepped back");
+        assert!(policy.allows(T0, T0.minus(Duration::from_millis(1))), "the clock stepped back");
         assert!(RefreshPolicy { interval: Duration::ZERO, ..policy }.allows(T0, T0));
     }
 
@@ -226,7 +222,7 @@ mod tests {
         assert!(!policy.is_stale(T0, T0.plus(Duration::from_millis(299_999))), "fresh");
         assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(300))));
         assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
-        assert!(policy.is_stale(T0, before(T0, 1)), "the clock stepped back: age unknown");
+        assert!(policy.is_stale(T0, T0.minus(Duration::from_millis(1))), "the clock stepped back: age unknown");
         assert!(RefreshPolicy { max_age: Duration::ZERO, ..policy }.is_stale(T0, T0));
         // Age and refusals are separate: a minute on, a refusal may read but the checks are fresh.
         let a_minute_on = T0.plus(Duration::from_secs(60));

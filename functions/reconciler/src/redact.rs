@@ -103,7 +103,7 @@ fn replace(url: &mut String) -> bool {
 /// alone.
 fn redact_param(param: &mut String) -> bool {
     let Ok(mut request) = read_json(param.as_bytes()) else {
-        if !param.to_ascii_lowercase().contains("callback") {
+        if !names_callback(param) {
             return false;
         }
         return replace(param);
@@ -217,13 +217,14 @@ mod tests {
         }
     }
 
-    /// A `param` that holds no JSON but names a callback (cut short, or another encoding) is
-    /// replaced whole; one that holds JSON other than an object is redacted inside.
+    /// A `param` that holds no JSON but names a callback (cut short, or another encoding; in
+    /// any of the spellings a key may have) is replaced whole; one that holds JSON other than an object is redacted inside.
     #[test]
     fn a_param_that_names_a_callback_keeps_no_token_whatever_it_holds() {
         let url = format!("https://x/callback/{TOKEN}");
         for param in [
             format!("prompt=rain&callBackUrl={url}"),
+            format!("prompt=rain&calBack_Url=https://x/hook/{TOKEN}"),
             format!(r#"{{"prompt":"rain","callBackUrl":"{url}"#),
             json!([{"callBackUrl": url}]).to_string(),
             json!(format!("prompt=rain&callBackUrl={url}")).to_string(),

@@ -187,7 +187,7 @@ pub async fn sweep<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Outcome, SweepError> {
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
-    let received_before = before(ports.now(), settings.grace);
+    let received_before = ports.now().minus(settings.grace);
     let start = match answer_within(BEST_EFFORT_CALL_TIMEOUT, "reading the sweep cursor", ports.read_cursor()).await {
         // An entry past the query's range (a shorter grace since) cannot start a page.
         Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
@@ -304,7 +304,7 @@ async fn sweep_task<P: Ports>(
         // may be lost), and no file of a save that reopened it and stopped before its task
         // item (it marked the task open first: `items::MarkOpen`). A registered task without a
         // result has no files to send yet: the reconciler's.
-        if record.stage == Stage::Submitted || record.last_received_at >= before(now, settings.grace) {
+        if record.stage == Stage::Submitted || record.last_received_at >= now.minus(settings.grace) {
             return Ok(Attempt::Done(Swept::Files(0)));
         }
         if record.is_settled() && !record.has_uncommitted_files() {
@@ -387,10 +387,6 @@ async fn request_manifest<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecor
             Err(EnqueueError { failed: 1, total: 1, reason }.into())
         }
     }
-}
-
-fn before(now: Timestamp, grace: Duration) -> Timestamp {
-    Timestamp::from_unix_ms(now.unix_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX)))
 }
 
 #[cfg(test)]

@@ -19,9 +19,7 @@ fn instant_of(deadline_epoch_ms: u64, now: Timestamp, now_instant: Instant) -> I
 
 /// When to stop taking work: `margin` before the deadline.
 pub fn stop_at(deadline_epoch_ms: u64, margin: Duration) -> Timestamp {
-    let deadline = i64::try_from(deadline_epoch_ms).unwrap_or(i64::MAX);
-    let margin = i64::try_from(margin.as_millis()).unwrap_or(i64::MAX);
-    Timestamp::from_unix_ms(deadline.saturating_sub(margin))
+    Timestamp::from_unix_ms(i64::try_from(deadline_epoch_ms).unwrap_or(i64::MAX)).minus(margin)
 }
 
 #[cfg(test)]

@@ -74,6 +74,11 @@ impl Timestamp {
         Timestamp { unix_ms: self.unix_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) }
     }
 
+    /// `d` earlier (saturating, as [`Self::plus`]).
+    pub fn minus(self, d: Duration) -> Timestamp {
+        Timestamp { unix_ms: self.unix_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) }
+    }
+
     /// RFC 3339 in UTC with milliseconds, e.g. `2026-11-23T15:00:00.123Z`: sortable and
     /// readable in the AWS console. Times before 1970 or after 9999 are written as those
     /// bounds (RFC 3339 has four-digit years; a saturated time must not fail to print).
@@ -145,6 +150,8 @@ mod tests {
     fn far_times_saturate_and_print() {
         let far = Timestamp::from_unix_ms(0).plus(Duration::from_millis(u64::MAX));
         assert_eq!(far.unix_ms, i64::MAX);
+        assert_eq!(Timestamp::from_unix_ms(0).minus(Duration::from_millis(u64::MAX)).unix_ms, -i64::MAX);
+        assert_eq!(Timestamp::from_unix_ms(5_000).minus(Duration::from_secs(2)).unix_ms, 3_000);
         assert_eq!(far.rfc3339(), "9999-12-31T23:59:59.999Z");
         assert_eq!(Timestamp::from_unix_ms(LAST_RFC3339_MS).rfc3339(), "9999-12-31T23:59:59.999Z");
         assert_eq!(Timestamp::from_unix_ms(-5).rfc3339(), "1970-01-01T00:00:00.000Z");
