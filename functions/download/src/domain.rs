@@ -215,14 +215,16 @@ pub enum SettleWrite {
     /// time, or by ingest for a task without files or a new stage): the same values again.
     Rewritten,
     /// The task's generation or stage moved on (ingest added or reopened a file, or recorded
-    /// a new stage): nothing written.
+    /// a new stage), or the task, settled meanwhile, was marked open again by a request
+    /// reopening it: nothing written.
     Refused,
 }
 
 pub trait SettleTask {
     /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task's
-    /// `generation` and `stage` are still the plan's: one conditional write of the task item, saying
-    /// whether the vault was `pending` before.
+    /// `generation` and `stage` are still the plan's and it is not settled and marked open
+    /// again: one conditional write of the task item, saying whether the vault was `pending`
+    /// before.
     fn settle_task(
         &self,
         task_id: &TaskId,

@@ -101,14 +101,9 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":read", n(version));
             u
         }
-        PutCondition::Unmarked { version, marked_at: None } => {
+        PutCondition::Unmarked(version) => {
             let mut u = Update::new("", "version = :read AND attribute_not_exists(#open)");
             u.name("#open", "open").value(":read", n(version));
-            u
-        }
-        PutCondition::Unmarked { version, marked_at: Some(at) } => {
-            let mut u = Update::new("", "version = :read AND last_received_at = :at");
-            u.value(":read", n(version)).value(":at", s(at));
             u
         }
     };
@@ -490,20 +485,20 @@ mod tests {
         assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
         assert_eq!((&c.values[":me"], &c.values[":now"]), (&s("req-1"), &n(1_800_000_000)));
         assert_eq!(c.names["#lease"], "lease_until");
-        let c = put_condition(&PutCondition::Unmarked { version: 7, marked_at: None }, 0);
+        let c = put_condition(&PutCondition::Unmarked(7), 0);
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"]),
             ("version = :read AND attribute_not_exists(#open)", &n(7))
         );
         assert_eq!(c.names["#open"], "open");
-        let marked = PutCondition::Unmarked { version: 7, marked_at: Some("2026-12-04T10:00:00.123Z".into()) };
-        let c = put_condition(&marked, 0);
-        assert_eq!(c.condition, "version = :read AND last_received_at = :at");
-        assert_eq!((&c.values[":read"], &c.values[":at"]), (&n(7), &s("2026-12-04T10:00:00.123Z")));
         let unclaimed = PutCondition::Unclaimed { claimant: "r".into() };
-        let unmarked = PutCondition::Unmarked { version: 1, marked_at: None };
-        let conditions =
-            [PutCondition::Absent, unclaimed, PutCondition::Rev(1), PutCondition::Version(1), unmarked, marked];
+        let conditions = [
+            PutCondition::Absent,
+            unclaimed,
+            PutCondition::Rev(1),
+            PutCondition::Version(1),
+            PutCondition::Unmarked(1),
+        ];
         for condition in conditions {
             let c = put_condition(&condition, 0);
             assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");

@@ -175,12 +175,10 @@ pub enum PutCondition {
     Rev(u64),
     /// The task item still at this version.
     Version(u64),
-    /// The task item still at this version and not marked open since it was read (a
-    /// [`MarkOpen`] leaves the version as it is): still without `open` (`marked_at` None: read
-    /// without one), or still at the `last_received_at` it was read with (read marked: a mark
-    /// an attempt that stopped left; a new mark moves the time). For a put that writes no
+    /// The task item still at this version and still without `open`, as read: not marked
+    /// open since (a [`MarkOpen`] leaves the version as it is). For a put that writes no
     /// `open`, which would take away the mark of a save writing its file items right now.
-    Unmarked { version: u64, marked_at: Option<String> },
+    Unmarked(u64),
 }
 
 /// One conditional PutItem.
@@ -244,10 +242,11 @@ impl SavePlan {
 /// taking a stopped attempt's mark away), conditional on the version read and leaving it. An
 /// attempt that then stops before its task item leaves the task in the index, and the sweeper
 /// commits and sends the files it wrote; without it they would wait, unsent, for the provider
-/// to retry the callback. Since the version stays, every write taking `open` away is fenced
-/// against a mark made after its read: a task item put writing no `open`
+/// to retry the callback. Since the version stays, every write that could take `open` away is
+/// fenced against a mark made after its read: a task item put writing no `open`
 /// ([`PutCondition::Unmarked`]), the downloader's settle (never over a settled task marked
-/// open) and the sweeper's close (the `last_received_at` read).
+/// open) and the sweeper's close (the `last_received_at` read); a record read marked keeps
+/// its mark ([`TaskRecord::sync_open_marker`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.
@@ -332,15 +331,14 @@ fn task_write(
     }))
 }
 
-/// What a put of `after`'s task item over `before` requires: the version read, and, when it
-/// writes no `open`, no mark since ([`PutCondition::Unmarked`]).
+/// What a put of `after`'s task item over `before` requires: the version read, and, when
+/// neither has `open`, no mark since ([`PutCondition::Unmarked`]). A put that drops an `open`
+/// it read never drops a mark: a settled task read marked keeps it
+/// ([`TaskRecord::sync_open_marker`]), and no other task is marked.
 fn task_put_condition(before: &TaskRecord, after: &TaskRecord) -> PutCondition {
-    match after.open {
-        Some(_) => PutCondition::Version(before.version),
-        None => PutCondition::Unmarked {
-            version: before.version,
-            marked_at: before.open.is_some().then(|| before.last_received_at.rfc3339()),
-        },
+    match (&before.open, &after.open) {
+        (None, None) => PutCondition::Unmarked(before.version),
+        _ => PutCondition::Version(before.version),
     }
 }
 

@@ -532,7 +532,12 @@ mod tests {
         first.files.get_mut("a").unwrap().status = crate::FileStatus::Stored;
         first.vault = VaultState::Complete;
         first.manifest_key = Some("tasks/t/manifest.json".into());
+        first.open = None; // as the settle write leaves it
         assert_eq!(abandon(&first, ABANDONED_REASON, NOW).open, None);
+        // Marked open again by a request reopening it (its file items maybe being written):
+        // the mark is kept for the sweeper, which commits such files or takes a stale mark away.
+        first.open = Some(crate::OPEN_MARKER.into());
+        assert_eq!(abandon(&first, ABANDONED_REASON, NOW).open.as_deref(), Some("open"));
     }
 
     #[test]

@@ -423,9 +423,13 @@ impl TaskRecord {
     /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled), but
     /// for a registered task still without a result (stage `submitted`): it has nothing for
     /// the sweeper to do (no files, no manifest due; the reconciler's index watches it), and
-    /// each such task in the index would take one of a sweep's tasks.
+    /// each such task in the index would take one of a sweep's tasks. A settled task read
+    /// marked open keeps its mark: only a request reopening it marks a settled task
+    /// (`items::MarkOpen`), which may be writing its file items right now; the sweeper takes a
+    /// mark away once its grace period has passed, fenced against a new one.
     pub fn sync_open_marker(&mut self) {
-        let open = !self.is_settled() && self.stage != Stage::Submitted;
+        let marked = self.is_settled() && self.open.is_some();
+        let open = marked || (!self.is_settled() && self.stage != Stage::Submitted);
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 

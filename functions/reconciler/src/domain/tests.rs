@@ -680,7 +680,7 @@ async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
     let mut record = ports.record();
     let settled_generation = record.generation;
     (record.vault, record.manifest_key) = (VaultState::Partial, Some(format!("tasks/{TASK}/manifest.json")));
-    record.sync_open_marker();
+    record.open = None; // as the settle write leaves it
     reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
     let (name, file) = record.files.iter_mut().next().expect("a file");
     let name = name.clone();

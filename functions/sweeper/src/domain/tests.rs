@@ -311,7 +311,7 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
     let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     settled.vault = VaultState::Complete;
     settled.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
-    settled.sync_open_marker();
+    settled.open = None; // as the settle write leaves it
     ports.put_record(settled.clone());
     ports.advance(Duration::from_secs(3_600));
 
@@ -342,7 +342,7 @@ async fn a_reopen_over_a_stale_read_is_refused_at_its_mark() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     (settled.vault, settled.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
-    settled.sync_open_marker();
+    settled.open = None; // as the settle write leaves it
     ports.put_record(TaskRecord { version: settled.version + 1, ..settled.clone() });
     let (event, body) = final_callback(OLD, &["n"], "cd");
     let request = Claimant { id: "request".into(), lease: Duration::from_secs(15) };
@@ -577,7 +577,7 @@ async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run(
     // Settled meanwhile (no `open`): out of the index, nothing sent.
     let mut settled = stuck;
     (settled.vault, settled.manifest_key) = (VaultState::Partial, Some(expected.key.clone()));
-    settled.sync_open_marker();
+    settled.open = None; // as the settle write leaves it
     ports.put_record(settled);
     let done = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((done.tasks_checked, done.manifests_requested), (1, 0));
@@ -677,7 +677,7 @@ async fn each_run_resumes_after_the_last_entry_checked_and_wraps_around_once() {
     *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: task_id(2), last_received_at: at(2) });
     let mut settled = ports.record(&task_id(2)).unwrap();
     (settled.vault, settled.manifest_key) = (VaultState::Complete, Some("tasks/2/manifest.json".into()));
-    settled.sync_open_marker();
+    settled.open = None; // as the settle write leaves it
     ports.put_record(settled);
     let after_gone = sweep(&ports, &three, "sweeper-5", at(10_000)).await.unwrap();
     assert_eq!((after_gone.tasks_checked, after_gone.wrapped), (3, true));

@@ -238,14 +238,10 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
         },
         (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(*rev),
         (PutCondition::Version(version), Some(item)) => number(item, "version") == Some(*version),
-        (PutCondition::Unmarked { version, marked_at }, Some(item)) => {
-            number(item, "version") == Some(*version)
-                && match marked_at {
-                    None => !item.contains_key("open"),
-                    Some(at) => string(item, "last_received_at") == Some(at.as_str()),
-                }
+        (PutCondition::Unmarked(version), Some(item)) => {
+            number(item, "version") == Some(*version) && !item.contains_key("open")
         }
-        (PutCondition::Rev(_) | PutCondition::Version(_) | PutCondition::Unmarked { .. }, None) => false,
+        (PutCondition::Rev(_) | PutCondition::Version(_) | PutCondition::Unmarked(_), None) => false,
     }
 }
 
@@ -451,23 +447,17 @@ mod tests {
     /// As the expression: a put without `open` is refused by a mark made since the read.
     #[test]
     fn an_unmarked_put_is_refused_by_a_mark_since_the_read() {
-        let task = |open: bool, at: &str| -> Item {
-            let mut item = HashMap::from([
-                ("version".to_owned(), AttributeValue::N("4".into())),
-                ("last_received_at".to_owned(), AttributeValue::S(at.to_owned())),
-            ]);
+        let task = |open: bool| -> Item {
+            let mut item = HashMap::from([("version".to_owned(), AttributeValue::N("4".into()))]);
             if open {
                 item.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             }
             item.into()
         };
-        let unmarked = PutCondition::Unmarked { version: 4, marked_at: None };
-        assert!(holds(&unmarked, Some(&task(false, "t0")), 0));
-        assert!(!holds(&unmarked, Some(&task(true, "t1")), 0), "marked since");
-        assert!(!holds(&PutCondition::Unmarked { version: 3, marked_at: None }, Some(&task(false, "t0")), 0));
-        let marked = PutCondition::Unmarked { version: 4, marked_at: Some("t0".into()) };
-        assert!(holds(&marked, Some(&task(true, "t0")), 0));
-        assert!(!holds(&marked, Some(&task(true, "t1")), 0), "marked again");
+        let unmarked = PutCondition::Unmarked(4);
+        assert!(holds(&unmarked, Some(&task(false)), 0));
+        assert!(!holds(&unmarked, Some(&task(true)), 0), "marked since");
+        assert!(!holds(&PutCondition::Unmarked(3), Some(&task(false)), 0));
         assert!(!holds(&unmarked, None, 0));
     }
 }

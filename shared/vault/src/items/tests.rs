@@ -338,6 +338,7 @@ fn settled() -> TaskRecord {
     }
     settled.vault = crate::VaultState::Complete;
     settled.manifest_key = Some("tasks/t1/manifest.json".into());
+    settled.open = None; // as the settle write leaves it
     settled.sync_open_marker();
     assert_eq!(settled.open, None);
     settled
@@ -395,32 +396,36 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     assert_eq!(plan_save(Some(&settled), &manifest_due).unwrap().mark_open, None);
 }
 
-/// A task item put that writes no `open` requires that nobody marked the task open since the
-/// read (a mark leaves the version): no `open`, read without one; the `last_received_at` read,
-/// read with one (left by an attempt that stopped). One that writes `open` needs the version.
+/// A task item put that writes no `open` over a task read without one requires that nobody
+/// marked the task open since (a mark leaves the version). A task read marked keeps its mark
+/// (the request that marked it may be writing its file items): a put over it, as one that
+/// writes `open`, needs the version alone.
 #[test]
 fn a_put_without_open_requires_no_mark_since_the_read() {
     let settled = settled();
     // Another body of the settled stage: a callback item and the task item, no file.
-    let mut another_body = settled.clone();
-    let body = settled.callbacks["complete-ab"].clone();
-    another_body.callbacks.insert("complete-cd".into(), body);
-    (another_body.version, another_body.deliveries) = (settled.version + 1, settled.deliveries + 1);
-    another_body.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
+    let another_body = |read: &TaskRecord| {
+        let mut after = read.clone();
+        let body = read.callbacks["complete-ab"].clone();
+        after.callbacks.insert("complete-cd".into(), body);
+        (after.version, after.deliveries) = (read.version + 1, read.deliveries + 1);
+        after.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
+        after.sync_open_marker();
+        after
+    };
     let put = |before: &TaskRecord, after: &TaskRecord| match plan_save(Some(before), after).unwrap().task {
-        Some(TaskWrite::Put(put)) => put.condition,
+        Some(TaskWrite::Put(put)) => (put.item.contains_key("open"), put.condition),
         other => panic!("the task item is put: {other:?}"),
     };
-    assert_eq!(put(&settled, &another_body), PutCondition::Unmarked { version: settled.version, marked_at: None });
+    assert_eq!(put(&settled, &another_body(&settled)), (false, PutCondition::Unmarked(settled.version)));
 
     let mut marked = settled.clone();
     marked.open = Some(crate::OPEN_MARKER.into());
-    let at = marked.last_received_at.rfc3339();
-    assert_eq!(put(&marked, &another_body), PutCondition::Unmarked { version: settled.version, marked_at: Some(at) });
+    assert_eq!(put(&marked, &another_body(&marked)), (true, PutCondition::Version(settled.version)), "mark kept");
 
     // Writing `open` (not settled), a mark made since is kept whatever it finds.
-    let mut pending = another_body.clone();
+    let mut pending = another_body(&settled);
     pending.vault = crate::VaultState::Pending;
     pending.sync_open_marker();
-    assert_eq!(put(&settled, &pending), PutCondition::Version(settled.version));
+    assert_eq!(put(&settled, &pending), (true, PutCondition::Version(settled.version)));
 }
