@@ -1257,6 +1257,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_notify::aws::WEBHOOKS_DELIVERED,
     stemvault_notify::aws::WEBHOOKS_REJECTED,
     stemvault_notify::aws::WEBHOOK_RETRIES,
+    stemvault_notify::aws::WEBHOOKS_LATE,
     "ApproximateNumberOfMessagesVisible",
     "ApproximateAgeOfOldestMessage",
     "Errors",
@@ -1823,6 +1824,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show WebhooksDelivered",
         "the dashboard does not show WebhooksRejected",
         "the dashboard does not show WebhookRetries",
+        "the dashboard does not show WebhooksLate",
         "the dashboard does not show ApproximateNumberOfMessagesVisible",
         "the dashboard does not show ApproximateAgeOfOldestMessage",
         "the dashboard does not show Throttles",
@@ -1987,7 +1989,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let deliveries = [
         Delivery::Delivered,
         Delivery::Rejected { reason: "status_410".into() },
-        Delivery::Retried { reason: "timeout".into() },
+        Delivery::Retried { reason: "timeout".into(), late: true },
         Delivery::SecretRereadFailed,
     ];
     for delivery in &deliveries {
@@ -2043,19 +2045,29 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
 
-    // The rejected-webhooks alarm sums WebhooksRejected over the dimensions notify emits it with.
-    let (dimensions, metrics) =
-        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
-    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
-    let query = format!(
-        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
-        metrics[0].name,
-        stemvault_aws::metrics::NAMESPACE,
-        names.join(", ")
-    );
-    let alarm = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
-    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
-    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the notify function");
+    // The rejected-webhooks and late-webhooks alarms sum their metric over the dimensions
+    // notify emits it with (WebhooksLate beside a retry).
+    let late = Delivery::Retried { reason: "status_503".into(), late: true };
+    for (alarm, measure, metric) in [
+        (
+            "WebhooksRejectedAlarm",
+            Delivery::Rejected { reason: "status_410".into() },
+            stemvault_notify::aws::WEBHOOKS_REJECTED,
+        ),
+        ("WebhooksLateAlarm", late, stemvault_notify::aws::WEBHOOKS_LATE),
+    ] {
+        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &measure);
+        assert!(metrics.iter().any(|m| m.name == metric), "{alarm}: {metric} emitted");
+        let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+        let query = format!(
+            "SELECT SUM({metric}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
+            stemvault_aws::metrics::NAMESPACE,
+            names.join(", ")
+        );
+        let expression = &cfn::resource(&template, alarm)["Properties"]["Metrics"][0]["Expression"];
+        let expression = cfn::sub(expression).map(|text| substitute(&text).0);
+        assert_eq!(expression.as_deref(), Some(query.as_str()), "{alarm}: a !Sub naming the notify function");
+    }
 
     // The stuck-parked alarm reads CallbacksStillParked under the one dimension the reconciler
     // emits it with.

@@ -123,7 +123,7 @@ async fn handle_message<P: Ports>(
         Err(panic) => {
             // Counted here: the panic cut process_message short of counting it.
             let outcome = Outcome::Retry(NotifyError::Panicked(panic));
-            ports.emit_metrics(&measure(&outcome));
+            ports.emit_metrics(&measure(&outcome, delivery.receive_count));
             outcome
         }
     };

@@ -35,6 +35,10 @@ pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).
 pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
+/// Webhooks that failed on their [`crate::domain::LATE_AT_RECEIVE`]th delivery, about an hour
+/// and a half after the first (each counted once, beside its retry); dimensions `Function` and
+/// `Reason`, as [`WEBHOOK_RETRIES`].
+pub const WEBHOOKS_LATE: &str = "WebhooksLate";
 /// Re-reads of the signing secret that brought nothing usable, the signer in force kept
 /// ([`crate::secret::Signers`]); dimension `Function`.
 pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
@@ -129,7 +133,7 @@ impl DelayMessage for AwsPorts {
 
 /// The metrics of one measure (namespace `stemvault`, dimension `Function` = `function`, the
 /// deployed function's name): [`WEBHOOKS_DELIVERED`] and [`SECRET_REREADS_FAILED`];
-/// [`WEBHOOKS_REJECTED`] and [`WEBHOOK_RETRIES`] also by `Reason`.
+/// [`WEBHOOKS_REJECTED`], [`WEBHOOK_RETRIES`] and [`WEBHOOKS_LATE`] also by `Reason`.
 pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
     let function = (metrics::FUNCTION, function.to_owned());
     match measure {
@@ -137,8 +141,12 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
         Measure::Rejected { reason } => {
             (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
         }
-        Measure::Retried { reason } => {
-            (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOK_RETRIES)])
+        Measure::Retried { reason, late } => {
+            let mut counted = vec![Metric::count(WEBHOOK_RETRIES)];
+            if *late {
+                counted.push(Metric::count(WEBHOOKS_LATE));
+            }
+            (vec![function, ("Reason", reason.clone())], counted)
         }
         Measure::SecretRereadFailed => (vec![function], vec![Metric::count(SECRET_REREADS_FAILED)]),
     }
@@ -201,8 +209,12 @@ mod tests {
         let (dims, metrics) = metrics_of(function, &Measure::Rejected { reason: "status_410".into() });
         assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "status_410".to_owned())]);
         assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
-        let (_, metrics) = metrics_of(function, &Measure::Retried { reason: "timeout".into() });
-        assert_eq!(metrics[0].name, WEBHOOK_RETRIES);
+        let retried = |late| metrics_of(function, &Measure::Retried { reason: "timeout".into(), late });
+        let names = |metrics: Vec<Metric>| metrics.iter().map(|m| m.name).collect::<Vec<_>>();
+        assert_eq!(names(retried(false).1), [WEBHOOK_RETRIES]);
+        let (dims, metrics) = retried(true);
+        assert_eq!(names(metrics), [WEBHOOK_RETRIES, WEBHOOKS_LATE]);
+        assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "timeout".to_owned())]);
         let (dims, metrics) = metrics_of(function, &Measure::SecretRereadFailed);
         assert_eq!(dims, vec![("Function", function.to_owned())]);
         assert_eq!(metrics[0].name, "SecretRereadsFailed");

@@ -22,7 +22,7 @@
 //!    receiver is fixed. If that move fails, the message is retried as a failed post is.
 //!    Anything else (every other 4xx, 5xx, a redirect, a timeout, no connection) is retried:
 //!    the message goes back to the queue, kept away for [`retry_delay`] (20 s, doubling, at
-//!    most an hour, or longer when a 429/503 said `Retry-After`).
+//!    most 4 hours, or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -38,12 +38,16 @@ use crate::secret::Signer;
 /// The first retry's delay; each further retry doubles it.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(20);
 /// The longest delay between retries without a `Retry-After`.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(60 * 60);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(4 * 3600);
 /// The longest wait a receiver's `Retry-After` gets.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 /// Receives of a message before the notify queue moves it to its dead-letter queue
 /// (template.yaml `NotifyQueue` `maxReceiveCount`).
-pub const MAX_RECEIVE_COUNT: u32 = 10;
+pub const MAX_RECEIVE_COUNT: u32 = 16;
+/// The receive whose retryable failure counts the webhook as late (`WebhooksLate`, the
+/// `webhooks-late` alarm): about an hour and a half after the first, long before the
+/// dead-letter queue a day later.
+pub const LATE_AT_RECEIVE: u32 = 9;
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
 /// The function's Lambda timeout (kept equal to template.yaml).
@@ -114,8 +118,9 @@ pub enum Measure {
     /// Given up on for good and moved to the dead-letter queue: refused with 410 Gone, or not
     /// a stemvault event this build reads.
     Rejected { reason: String },
-    /// Will be retried ([`NotifyError::reason_code`]).
-    Retried { reason: String },
+    /// Will be retried ([`NotifyError::reason_code`]); `late`: it failed on its
+    /// [`LATE_AT_RECEIVE`]th receive (counted once per webhook).
+    Retried { reason: String, late: bool },
     /// A re-read of the signing secret brought nothing usable: the signer in force stays
     /// ([`crate::secret::Signers`]). Once per read, not per message.
     SecretRereadFailed,
@@ -248,16 +253,17 @@ pub fn sign(event: &Event, signer: &Signer, timestamp: i64) -> Webhook {
 /// caller's: [`delay_retry`].)
 pub async fn process_message<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delivery) -> Outcome {
     let outcome = deliver(ports, signer, delivery).await;
-    ports.emit_metrics(&measure(&outcome));
+    ports.emit_metrics(&measure(&outcome, delivery.receive_count));
     outcome
 }
 
-/// How `outcome` is counted (`WebhooksDelivered`, `WebhooksRejected`, `WebhookRetries`).
-pub fn measure(outcome: &Outcome) -> Measure {
+/// How `outcome` of a message's `receive_count`th receive is counted (`WebhooksDelivered`,
+/// `WebhooksRejected`, `WebhookRetries`, `WebhooksLate`).
+pub fn measure(outcome: &Outcome, receive_count: u32) -> Measure {
     match outcome {
         Outcome::Delivered { .. } => Measure::Delivered,
         Outcome::DeadLettered(e) => Measure::Rejected { reason: e.reason_code() },
-        Outcome::Retry(e) => Measure::Retried { reason: e.reason_code() },
+        Outcome::Retry(e) => Measure::Retried { reason: e.reason_code(), late: receive_count == LATE_AT_RECEIVE },
     }
 }
 

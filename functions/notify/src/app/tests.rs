@@ -61,7 +61,7 @@ async fn a_panic_fails_only_its_own_message() {
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
 }
 
 /// A panic reading the secret again is the message's own, as any other: retried after its
@@ -77,7 +77,7 @@ async fn a_panic_reading_the_secret_fails_its_message_with_a_delay() {
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_eq!(app.secret.reads(), 1, "the read that panicked");
     assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into() }), "counted");
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
 }
 
 /// SQS not answering the retry's delay leaves the message to the visibility timeout; the
@@ -255,7 +255,7 @@ async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() 
     assert_eq!(failed_ids(&response), ["m1"]);
     assert!(app.ports.posted().is_empty(), "nothing posted unsigned");
     assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))], "the usual backoff");
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret".into() }));
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret".into(), late: false }));
     assert_eq!(app.secret.reads(), 1, "no read per message within the minute");
 
     // Unusable text is no better than none.
