@@ -73,9 +73,31 @@ impl PostWebhook for HttpPoster {
             .send()
             .await
             .map_err(post_error)?;
-        let retry_after = stemvault_aws::http::asked_wait(&response);
-        Ok(Answer { status: response.status().as_u16(), retry_after })
+        let answer =
+            Answer { status: response.status().as_u16(), retry_after: stemvault_aws::http::asked_wait(&response) };
+        drain(response).await;
+        Ok(answer)
     }
+}
+
+/// The most of an answer's body read to keep its connection.
+const DRAINED_BYTES: usize = 64 * 1024;
+/// The longest an answer's body is read for.
+const DRAIN_WITHIN: Duration = Duration::from_secs(1);
+
+/// Read a short answer's body to its end, so its connection goes back to the pool for the next
+/// webhook (one whose body has not all arrived with the status is closed when left unread: the
+/// next webhook pays a new TLS handshake). A long or slow body is dropped: the answer is its
+/// status, whatever the body does.
+async fn drain(mut response: reqwest::Response) {
+    let read = async {
+        let mut left = DRAINED_BYTES;
+        while let Ok(Some(chunk)) = response.chunk().await {
+            let Some(rest) = left.checked_sub(chunk.len()) else { return };
+            left = rest;
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WITHIN, read).await;
 }
 
 /// The error without the URL (its query may carry a token of the receiver's), with its causes.
@@ -163,6 +185,50 @@ impl EmitMetrics for AwsPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Webhooks to a receiver that keeps connections and answers with a body (40 KB: more than
+    /// arrives with the status line; a body left unread then closes the connection) go over
+    /// one connection: each answer's body is read to its end.
+    #[tokio::test]
+    async fn answers_with_a_body_keep_their_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n @ 1..) = stream.read(&mut buf).await else { return };
+                        seen.extend_from_slice(&buf[..n]);
+                        // One whole request: its head, and the 2-byte body `{}` after it.
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if seen.len() < end + 4 + 2 {
+                                break;
+                            }
+                            seen.drain(..end + 4 + 2);
+                            let body = "x".repeat(40_000);
+                            let reply = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                            if stream.write_all(reply.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let poster = HttpPoster::new(Url::parse(&format!("{origin}/hooks")).unwrap()).unwrap();
+        let webhook =
+            Webhook { id: "t1.stage.final".into(), timestamp: 1, signature: "v1,x".into(), body: "{}".into() };
+        for _ in 0..3 {
+            assert_eq!(poster.post_webhook(&webhook).await.unwrap(), Answer { status: 200, retry_after: None });
+        }
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     /// The poster against a receiver on loopback: a 429 or 503 says how long to wait, in
     /// seconds or as a date; no other status does, and neither does one without the header.
