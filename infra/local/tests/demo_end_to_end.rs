@@ -260,7 +260,8 @@ async fn with_a_notify_url_the_demo_tasks_events_arrive_as_signed_webhooks() {
         .unwrap();
     let redrive: serde_json::Value =
         serde_json::from_str(&attributes[&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy]).unwrap();
-    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "10");
+    let receives = stemvault_notify::domain::MAX_RECEIVE_COUNT.to_string();
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), receives);
     assert_eq!(attributes[&aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout], "360");
     let target = DemoTarget::from_run_info(&pipeline.info).await;
 
