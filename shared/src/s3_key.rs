@@ -122,6 +122,13 @@ pub fn callback_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) 
     format!("tasks/{task_id}/callbacks/{stage}-{body_sha256_hex}.json")
 }
 
+/// Where the results of a callback body that are no files (MIDI notes, say) are kept as JSON
+/// when they are too large for the task item: named as the body is, outside `callbacks/` so
+/// that a presigned link may reach them and never a body.
+pub fn details_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) -> String {
+    format!("tasks/{task_id}/details/{stage}-{body_sha256_hex}.json")
+}
+
 /// Where verified callbacks that could not be recorded wait (the table unavailable, too
 /// contended or too slow): ingest parks them, the reconciler replays and deletes them.
 pub const PARKED_PREFIX: &str = "parked/";
@@ -220,6 +227,7 @@ mod tests {
     fn other_keys() {
         let t = id("2fac****9f72");
         assert_eq!(callback_body_key(&t, Stage::First, "ab12"), "tasks/2fac****9f72/callbacks/first-ab12.json");
+        assert_eq!(details_key(&t, Stage::Final, "ab12"), "tasks/2fac****9f72/details/final-ab12.json");
         assert_eq!(manifest_key(&t), "tasks/2fac****9f72/manifest.json");
         assert_eq!(task_prefix(&t), "tasks/2fac****9f72/");
         assert!(callback_body_key(&t, Stage::Complete, "ab").starts_with(&callback_body_prefix(&t)));

@@ -52,15 +52,7 @@ async fn a_file_failing_on_its_last_receive_is_recorded_dead_lettered_and_the_ta
     assert!(after.manifest_key.is_some());
 
     // GET /tasks/{id} shows it.
-    let results = stemvault_results::App::new(
-        stemvault_results::Config {
-            table_name: env.resources.table_name.clone(),
-            bucket_name: env.resources.bucket_name.clone(),
-            download_url_expiry: Duration::from_secs(60),
-            reconcile_after: Duration::from_secs(600),
-        },
-        &env.config,
-    );
+    let results = env.results_app(Duration::from_secs(60));
     let request =
         lambda_http::http::Request::builder().method("GET").uri(format!("/tasks/{task}")).body(Body::Empty).unwrap();
     let response = results.handle(request).await;

@@ -515,6 +515,20 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
     assert_eq!(details["body_key"], body_key(&event, &body));
     assert!(details["bytes"].as_u64().unwrap() > 64 * 1024, "{details}");
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "the notes are in the archive");
+
+    // Kept whole as JSON beside it, and linked by the results function's GET.
+    let details_key = s3_key::details_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&body)));
+    assert_eq!(details["details_key"], details_key);
+    let notes = serde_json::to_vec(&event.details).unwrap();
+    assert!(env.object(&details_key).await == Some(notes.clone()), "the details object holds the notes");
+    let results = env.results_app(Duration::from_secs(60));
+    let get = lambda_http::http::Request::builder().uri("/tasks/midi0big0task").body(Body::Empty).unwrap();
+    let answer = json(&results.handle(get).await);
+    assert_eq!(answer["details"], details);
+    let url = answer["details_url"].as_str().expect("a link to the details");
+    let fetched = reqwest::get(url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert!(fetched.bytes().await.unwrap().to_vec() == notes, "the link fetches the notes");
 }
 
 /// The task of the WAV fixture the table tests and the secret's tests deliver.

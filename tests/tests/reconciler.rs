@@ -63,13 +63,7 @@ async fn reconciler(
 }
 
 fn results(env: &TestEnv) -> stemvault_results::App {
-    let config = stemvault_results::Config {
-        table_name: env.resources.table_name.clone(),
-        bucket_name: env.resources.bucket_name.clone(),
-        download_url_expiry: Duration::from_secs(60),
-        reconcile_after: Duration::from_secs(600),
-    };
-    stemvault_results::App::new(config, &env.config)
+    env.results_app(Duration::from_secs(60))
 }
 
 async fn call(

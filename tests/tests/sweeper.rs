@@ -360,19 +360,13 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     let settled = env.task_record(&unknown.task_id).await;
     assert!(settled.is_settled(), "{settled:?}");
 
-    let results_config = stemvault_results::Config {
-        table_name: env.resources.table_name.clone(),
-        bucket_name: env.resources.bucket_name.clone(),
-        download_url_expiry: Duration::from_secs(300),
-        reconcile_after: Duration::from_secs(600),
-    };
     let body = r#"{"family":"vocal_separation","client_ref":"order-17"}"#;
     let put = lambda_http::http::Request::builder()
         .method("PUT")
         .uri(format!("/tasks/{}", unknown.task_id))
         .body(lambda_http::Body::Text(body.into()))
         .unwrap();
-    let response = stemvault_results::App::new(results_config, &env.config).handle(put).await;
+    let response = env.results_app(Duration::from_secs(300)).handle(put).await;
     assert_eq!(response.status(), 200, "{:?}", response.body());
     let completed = env.task_record(&unknown.task_id).await;
     assert_eq!(

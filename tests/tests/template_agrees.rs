@@ -388,7 +388,7 @@ mod s3_keys {
     use super::*;
     use sha2::{Digest, Sha256};
     use suno_callbacks::parse::MAX_SEGMENT_LEN;
-    use suno_callbacks::s3_key::{callback_body_key, file_key, manifest_key, parked_body_key};
+    use suno_callbacks::s3_key::{callback_body_key, details_key, file_key, manifest_key, parked_body_key};
     use suno_callbacks::{Stage, TaskId};
 
     /// What a function's grant for an action must do with one kind of key.
@@ -408,28 +408,33 @@ mod s3_keys {
         pub actions: &'static [&'static str],
         pub files: Reach,
         pub bodies: Reach,
+        /// Results too large for the task item, kept beside the bodies (`details/`).
+        pub details: Reach,
         pub manifests: Reach,
         pub parked: Reach,
     }
 
     /// Every S3 object action a role grants needs a rule here.
     pub const RULES: &[KeyRule] = &[
-        // Ingest archives each accepted body, parks one it cannot record, and writes nothing
-        // else.
+        // Ingest archives each accepted body (and its results too large for the task item),
+        // parks one it cannot record, and writes nothing else.
         KeyRule {
             function: "IngestFunction",
             actions: &["s3:PutObject"],
             files: MustNot,
             bodies: Must,
+            details: Must,
             manifests: MustNot,
             parked: Must,
         },
-        // The reconciler archives each answer it ingests as a callback body, nothing else.
+        // The reconciler archives each answer it ingests as a callback body (and its results
+        // too large for the task item), nothing else.
         KeyRule {
             function: "ReconcilerFunction",
             actions: &["s3:PutObject"],
             files: MustNot,
             bodies: Must,
+            details: Must,
             manifests: MustNot,
             parked: MustNot,
         },
@@ -439,6 +444,7 @@ mod s3_keys {
             actions: &["s3:GetObject", "s3:DeleteObject"],
             files: MustNot,
             bodies: MustNot,
+            details: MustNot,
             manifests: MustNot,
             parked: Must,
         },
@@ -448,6 +454,7 @@ mod s3_keys {
             actions: &["s3:PutObject", "s3:AbortMultipartUpload"],
             files: Must,
             bodies: MustNot,
+            details: MustNot,
             manifests: Must,
             parked: MustNot,
         },
@@ -458,10 +465,11 @@ mod s3_keys {
             actions: &["s3:GetObject"],
             files: Must,
             bodies: MustNot,
+            details: MustNot,
             manifests: Must,
             parked: MustNot,
         },
-        // Results presigns the stored files it links. The manifest may stay readable: it
+        // Results presigns the stored files it links, and the details kept apart. The manifest may stay readable: it
         // holds what the results answer holds, and refusing `tasks/*/manifest.json` would also
         // refuse a file named `<something>/manifest` with a .json URL.
         KeyRule {
@@ -469,6 +477,7 @@ mod s3_keys {
             actions: &["s3:GetObject"],
             files: Must,
             bodies: MustNot,
+            details: Must,
             manifests: May,
             parked: MustNot,
         },
@@ -564,6 +573,7 @@ mod s3_keys {
     pub struct SampleKeys {
         pub files: Vec<String>,
         pub bodies: Vec<String>,
+        pub details: Vec<String>,
         pub manifests: Vec<String>,
         pub parked: Vec<String>,
     }
@@ -582,10 +592,12 @@ mod s3_keys {
     fn edge_names() -> Vec<String> {
         let mut names: Vec<String> = [
             "tracks/callbacks/audio",
+            "tracks/details/audio",
             "result/manifest",
             "manifest-1a2b3c4d",
             "callbacks_x",
             "x/callbacks/first-1a2b3c4d",
+            "x/details/first-1a2b3c4d",
         ]
         .map(str::to_owned)
         .into();
@@ -606,7 +618,13 @@ mod s3_keys {
     /// The keys of every documented fixture (its files, its body at every stage, its manifest),
     /// and of the edge names under the edge task ids.
     pub fn sample_keys() -> SampleKeys {
-        let mut keys = SampleKeys { files: Vec::new(), bodies: Vec::new(), manifests: Vec::new(), parked: Vec::new() };
+        let mut keys = SampleKeys {
+            files: Vec::new(),
+            bodies: Vec::new(),
+            details: Vec::new(),
+            manifests: Vec::new(),
+            parked: Vec::new(),
+        };
         let mut fixtures: Vec<PathBuf> = std::fs::read_dir(stemvault_tests::fixtures_dir())
             .expect("fixtures")
             .map(|e| e.unwrap().path())
@@ -620,6 +638,7 @@ mod s3_keys {
             let sha = hex::encode(Sha256::digest(body.as_bytes()));
             keys.files.extend(event.files.iter().map(|f| file_key(&event.task_id, &f.name, &f.url)));
             keys.bodies.extend(every_stage().map(|stage| callback_body_key(&event.task_id, stage, &sha)));
+            keys.details.extend(every_stage().map(|stage| details_key(&event.task_id, stage, &sha)));
             keys.parked.extend(every_stage().map(|stage| parked_body_key(&event.task_id, stage, &sha)));
             keys.manifests.push(manifest_key(&event.task_id));
         }
@@ -631,6 +650,7 @@ mod s3_keys {
                 }
             }
             keys.bodies.extend(every_stage().map(|stage| callback_body_key(&task, stage, &sha)));
+            keys.details.extend(every_stage().map(|stage| details_key(&task, stage, &sha)));
             keys.parked.extend(every_stage().map(|stage| parked_body_key(&task, stage, &sha)));
             keys.manifests.push(manifest_key(&task));
         }
@@ -652,6 +672,7 @@ mod s3_keys {
             let kinds = [
                 ("vaulted files", rule.files, &keys.files),
                 ("callback bodies", rule.bodies, &keys.bodies),
+                ("kept details", rule.details, &keys.details),
                 ("manifests", rule.manifests, &keys.manifests),
                 ("parked callbacks", rule.parked, &keys.parked),
             ];
@@ -1644,6 +1665,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
     let keys = SampleKeys {
         files: vec!["tasks/t/vocal.mp3".into(), "tasks/t/tracks/callbacks/audio.json".into()],
         bodies: vec![format!("tasks/t/callbacks/first-{}.json", "0".repeat(64))],
+        details: vec![],
         manifests: vec!["tasks/t/manifest.json".into()],
         parked: vec![format!("parked/t/first-{}.json", "0".repeat(64))],
     };
@@ -1652,6 +1674,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
         actions: &["s3:PutObject"],
         files: MustNot,
         bodies: Must,
+        details: May,
         manifests: MustNot,
         parked: May,
     };
@@ -1663,6 +1686,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
             actions: &["s3:PutObject"],
             files: Must,
             bodies: MustNot,
+            details: May,
             manifests: Must,
             parked: MustNot,
         },
@@ -1671,6 +1695,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
             actions: &["s3:GetObject"],
             files: Must,
             bodies: MustNot,
+            details: May,
             manifests: May,
             parked: May,
         },

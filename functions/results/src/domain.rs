@@ -60,9 +60,13 @@ pub struct TaskView {
     pub abandoned: Option<Abandoned>,
     pub files: Vec<FileView>,
     /// Results that are no files (lyrics, MIDI notes, voice ids, track metadata) as the task
-    /// item keeps them: over 64 KiB, a pointer to the archived body that holds them.
+    /// item keeps them: over 64 KiB, a pointer (`kind` `in_body`) to the object holding them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
+    /// Presigned GET link to the details kept whole when the task item holds only a pointer
+    /// (their JSON, as `details` would have been).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details_url: Option<String>,
     /// Live stream URLs by name (the provider's; never vaulted).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub streams: BTreeMap<String, String>,
@@ -120,6 +124,12 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         };
         files.push(FileView { file, download_url });
     }
+    // Results, as the links are: for readers (GET), not for those who may only register.
+    let details = links.and_then(|_| record.details.clone());
+    let details_url = match (kept_details_key(&record.task_id, details.as_ref()), links) {
+        (Some(key), Some(expiry)) => Some(ports.presign(key, expiry).await?),
+        _ => None,
+    };
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
@@ -130,10 +140,22 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
-        // Results, as the links are: for readers (GET), not for those who may only register.
-        details: links.and_then(|_| record.details.clone()),
+        details,
+        details_url,
         streams: links.map(|_| record.streams.clone()).unwrap_or_default(),
     })
+}
+
+/// Where details too large for the task item are kept, from its pointer to them (None: the
+/// details are inline, or a pointer from before they were kept apart, to the archived body
+/// alone). Only a key under the task's own `details/` is linked.
+fn kept_details_key<'a>(task_id: &str, details: Option<&'a serde_json::Value>) -> Option<&'a str> {
+    let details = details?;
+    if details["kind"] != "in_body" {
+        return None;
+    }
+    let prefix = format!("tasks/{task_id}/details/");
+    details["details_key"].as_str().filter(|key| key.starts_with(&prefix))
 }
 
 /// What a registration came to.
@@ -418,6 +440,14 @@ pub(crate) mod tests {
         }
     }
 
+    /// The GET answer for `id`, links valid 90 s, as JSON.
+    async fn answer(ports: &MemoryPorts, id: &str) -> serde_json::Value {
+        match task_view(ports, &TaskId::parse(id).unwrap(), Duration::from_secs(90)).await.unwrap() {
+            Some(Found::Task(view)) => serde_json::to_value(view).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// What is no file (lyrics, MIDI notes, voice ids, track metadata) and the live streams
     /// are answered too; absent, neither key is.
     #[tokio::test]
@@ -427,20 +457,38 @@ pub(crate) mod tests {
         let with = ports.records.get_mut("t1").unwrap();
         with.details = Some(lyrics.clone());
         with.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
-        let view = |id: &'static str| {
-            let ports = &ports;
-            async move {
-                match task_view(ports, &TaskId::parse(id).unwrap(), Duration::from_secs(90)).await.unwrap() {
-                    Some(Found::Task(view)) => serde_json::to_value(view).unwrap(),
-                    other => panic!("{other:?}"),
-                }
-            }
-        };
-        let answered = view("t1").await;
+        let answered = answer(&ports, "t1").await;
         assert_eq!(answered["details"], lyrics);
         assert_eq!(answered["streams"], serde_json::json!({"tracks/a/stream": "https://cdn.example/live/a"}));
-        let plain = view("t2").await;
+        let plain = answer(&ports, "t2").await;
         assert!(plain.get("details").is_none() && plain.get("streams").is_none(), "{plain}");
+    }
+
+    /// Details too large for the task item are answered as their pointer and a link to the
+    /// object holding them whole; a pointer from before they were kept apart (the archived body
+    /// alone), or to another task's object, gets no link.
+    #[tokio::test]
+    async fn details_kept_apart_are_linked() {
+        let mut ports = MemoryPorts::with(&["t1", "t2", "t3"]);
+        let pointer = |key: Option<&str>| {
+            let mut p = serde_json::json!({"kind": "in_body", "details_kind": "midi", "bytes": 70_000,
+                "body_key": "tasks/t1/callbacks/final-ab.json"});
+            if let Some(key) = key {
+                p["details_key"] = key.into();
+            }
+            p
+        };
+        ports.records.get_mut("t1").unwrap().details = Some(pointer(Some("tasks/t1/details/final-ab.json")));
+        ports.records.get_mut("t2").unwrap().details = Some(pointer(None));
+        ports.records.get_mut("t3").unwrap().details = Some(pointer(Some("tasks/t1/details/final-ab.json")));
+        let linked = answer(&ports, "t1").await;
+        assert_eq!(linked["details"], pointer(Some("tasks/t1/details/final-ab.json")));
+        assert_eq!(linked["details_url"], "signed:tasks/t1/details/final-ab.json?expires=90");
+        for id in ["t2", "t3"] {
+            let unlinked = answer(&ports, id).await;
+            assert!(unlinked.get("details_url").is_none(), "{unlinked}");
+        }
+        assert!(!ports.signed.lock().unwrap().iter().any(|k| k.contains("callbacks")), "never a body");
     }
 
     #[tokio::test]

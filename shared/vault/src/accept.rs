@@ -10,7 +10,8 @@
 //!    on a conflict. The archive starts as soon as the first merge is judged to fit the
 //!    table, alongside the save: an event refused as too large to record leaves nothing
 //!    behind. The body is archived on every delivery (same key, same bytes), so a retry
-//!    repairs an archive that failed, even as a duplicate.
+//!    repairs an archive that failed, even as a duplicate; so are results that are no files
+//!    when too large for the task item, as JSON beside it ([`crate::ingest::oversized_details`]).
 //! 2. Send one message per file the merge claimed for this request, mark the sent ones
 //!    `queued` and release the others back to `pending` ([`send_jobs`], [`record_sent`]: the
 //!    sweeper's [`send_claimed`] in two steps). Once every message is out, the mark runs
@@ -174,10 +175,20 @@ async fn accept_unbounded<P: Ports>(
 
     let (fits, fitted) = tokio::sync::oneshot::channel();
     // Once a merge fits (never, when the record would be too large: the sender is dropped).
+    let details = crate::ingest::oversized_details(event)
+        .map(|json| (s3_key::details_key(&event.task_id, event.stage, &info.sha256_hex), json));
     let archive = async {
-        match fitted.await {
-            Ok(()) => ports.archive_body(&info.archive_key, body).await,
-            Err(_) => Ok(()),
+        if fitted.await.is_err() {
+            return Ok(());
+        }
+        let body_archived = ports.archive_body(&info.archive_key, body);
+        match &details {
+            // The record points at both: the results' link needs the details object.
+            Some((key, json)) => {
+                let (archived, details_kept) = tokio::join!(body_archived, ports.archive_body(key, json.as_bytes()));
+                archived.and(details_kept)
+            }
+            None => body_archived.await,
         }
     };
     // The archive runs beside the whole of it, not only the record: a stalled S3 holds back

@@ -103,7 +103,8 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival
 ///   ([`BodyInfo::arrived_at`], never after `now`); `last_received_at` and claims date `now`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
-///   [`MAX_DETAILS_BYTES`] become a pointer to the archived body. The caller refuses to write a
+///   [`MAX_DETAILS_BYTES`] become a pointer to the object the caller keeps them in
+///   ([`oversized_details`]) and to the archived body. The caller refuses to write a
 ///   record whose [`item_size_estimate`] is still over [`MAX_ITEM_ESTIMATE_BYTES`].
 pub fn ingest_callback(
     existing: Option<&TaskRecord>,
@@ -366,13 +367,25 @@ fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo
         return;
     }
     if let Ok(value) = serde_json::to_value(&event.details) {
-        record.details = Some(bounded_details(value, body));
+        record.details = Some(bounded_details(value, event, body));
     }
 }
 
-/// The details, or when their JSON is over [`MAX_DETAILS_BYTES`] (thousands of MIDI notes) a
-/// pointer to the archived body that holds them.
-fn bounded_details(details: serde_json::Value, body: &BodyInfo) -> serde_json::Value {
+/// The event's details as JSON when they are over [`MAX_DETAILS_BYTES`] (thousands of MIDI
+/// notes): kept whole under [`s3_key::details_key`] beside the archived body, and in the
+/// record only as a pointer to it.
+pub fn oversized_details(event: &CallbackEvent) -> Option<String> {
+    if event.details == Details::None {
+        return None;
+    }
+    let json = serde_json::to_value(&event.details).ok()?.to_string();
+    (json.len() > MAX_DETAILS_BYTES).then_some(json)
+}
+
+/// The details, or when their JSON is over [`MAX_DETAILS_BYTES`] a pointer: to the object
+/// that holds them whole (`details_key`, written beside the archive: [`oversized_details`])
+/// and to the archived body they came in.
+fn bounded_details(details: serde_json::Value, event: &CallbackEvent, body: &BodyInfo) -> serde_json::Value {
     let bytes = details.to_string().len();
     if bytes <= MAX_DETAILS_BYTES {
         return details;
@@ -381,6 +394,7 @@ fn bounded_details(details: serde_json::Value, body: &BodyInfo) -> serde_json::V
         "kind": "in_body",
         "details_kind": details["kind"],
         "bytes": bytes,
+        "details_key": s3_key::details_key(&event.task_id, event.stage, &body.sha256_hex),
         "body_key": body.archive_key,
     })
 }

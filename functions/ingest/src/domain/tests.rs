@@ -43,6 +43,38 @@ fn claims_outlive_a_live_request_but_not_a_dead_one_by_much() {
     assert!(lease <= LAMBDA_TIMEOUT + Duration::from_secs(5), "{lease:?}: retries after a crash wait this long");
 }
 
+/// A MIDI result of `notes` notes.
+fn midi(notes: usize) -> CallbackEvent {
+    use suno_callbacks::{MidiInstrument, MidiNote};
+    let note = MidiNote { pitch: 60, start: 0.5, end: 0.75, velocity: 1.0 };
+    let instruments = vec![MidiInstrument { name: "Piano".into(), notes: vec![note; notes] }];
+    CallbackEvent {
+        family: Family::Midi,
+        details: Details::Midi { state: None, instruments },
+        ..event(Stage::Final, &[])
+    }
+}
+
+/// MIDI notes too many for the task item are kept whole as JSON beside the archived body, and
+/// the record points at both (a retry writes them again, as it archives the body again); a
+/// few stay in the task item alone.
+#[tokio::test]
+async fn results_too_large_for_the_task_item_are_kept_beside_the_body() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let (e, body) = (midi(5_000), b"{\"midi\":1}");
+    ingest(&ports, &settings(), &e, body, "req-1").await.unwrap();
+    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
+    let kept = ports.body(&details_key).expect("the details kept");
+    assert!(kept == serde_json::to_vec(&e.details).unwrap(), "as JSON, whole");
+    assert_eq!(ports.body(&body_key("final", body)).as_deref(), Some(&body[..]));
+    let pointer = ports.record(TASK).unwrap().details.expect("a pointer");
+    assert_eq!((&pointer["details_key"], &pointer["body_key"]), (&details_key.into(), &body_key("final", body).into()));
+
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &midi(10), b"{\"midi\":2}", "req-1").await.unwrap();
+    assert_eq!(ports.body_keys(), [body_key("final", b"{\"midi\":2}")]);
+}
+
 #[tokio::test]
 async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));

@@ -737,11 +737,12 @@ fn midi(notes: usize) -> Details {
 }
 
 #[test]
-fn details_over_the_limit_become_a_pointer_to_the_archived_body() {
+fn details_over_the_limit_become_a_pointer_to_the_object_holding_them() {
     let mut small = event(Stage::Final, 200, &[]);
     small.details = midi(10);
     let r = ingest_callback(None, &small, &body("s"), &claimant("r"), now(0)).record;
     assert_eq!(r.details, Some(serde_json::to_value(&small.details).unwrap()));
+    assert_eq!(oversized_details(&small), None, "kept in the task item");
 
     let mut large = event(Stage::Final, 200, &[]);
     large.details = midi(10_000);
@@ -751,9 +752,13 @@ fn details_over_the_limit_become_a_pointer_to_the_archived_body() {
     assert_eq!(
         out.details,
         Some(serde_json::json!({
-            "kind": "in_body", "details_kind": "midi", "bytes": full, "body_key": "tasks/task-1/callbacks/x-l.json"
+            "kind": "in_body", "details_kind": "midi", "bytes": full,
+            "details_key": "tasks/task-1/details/final-l.json", "body_key": "tasks/task-1/callbacks/x-l.json"
         }))
     );
+    // What the caller keeps under `details_key`: the details whole, as JSON.
+    let kept = oversized_details(&large).expect("over the limit");
+    assert!(kept == serde_json::to_string(&large.details).unwrap(), "the details' own JSON");
     assert!(item_size_estimate(&out) < 10_000, "{}", item_size_estimate(&out));
 }
 
