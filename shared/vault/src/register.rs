@@ -30,8 +30,16 @@ pub enum RegistrationError {
     NoFamily,
     #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
     UnknownFamily(String),
-    #[error("client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes")]
+    #[error(
+        "client_ref must be a non-empty string of at most {MAX_CLIENT_REF_BYTES} bytes, without control characters"
+    )]
     BadClientRef,
+}
+
+/// A client_ref as given: not empty, bounded, no control characters (it goes into logs,
+/// events and webhooks as it is).
+fn client_ref_ok(client_ref: &str) -> bool {
+    !client_ref.is_empty() && client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(char::is_control)
 }
 
 impl Registration {
@@ -50,7 +58,8 @@ impl Registration {
         };
         let client_ref = match object.get("client_ref") {
             None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::String(r)) if r.len() <= MAX_CLIENT_REF_BYTES => Some(r.clone()),
+            // Not "": a retry with null (or none) would then disagree with it (409) for nothing.
+            Some(serde_json::Value::String(r)) if client_ref_ok(r) => Some(r.clone()),
             Some(_) => return Err(RegistrationError::BadClientRef),
         };
         Ok(Registration { family, client_ref })
@@ -182,12 +191,17 @@ mod tests {
             (br#"{"family":"unknown"}"#, "UnknownFamily"),
             (br#"{"family":3}"#, "UnknownFamily"),
             (br#"{"family":"wav","client_ref":5}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":""}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"a\nb"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"a\u0000"}"#, "BadClientRef"),
         ] {
             let err = Registration::parse(body).unwrap_err();
             assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
         }
         let long = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "x".repeat(MAX_CLIENT_REF_BYTES + 1));
         assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::BadClientRef));
+        let longest = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "é".repeat(MAX_CLIENT_REF_BYTES / 2));
+        assert!(Registration::parse(longest.as_bytes()).is_ok(), "at the limit, any non-control character");
     }
 
     #[test]
