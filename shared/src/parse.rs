@@ -90,8 +90,9 @@
 //! `-` and 8 lower-case hex digits (then they are hashed too, so no hashed name equals an
 //! unchanged one).
 //!
-//! **Reserved names.** A name never starts with the segment `manifest` or `callbacks` (alone
-//! or followed by `.`), where the task's manifest and verbatim bodies are stored: such a
+//! **Reserved names.** A name never starts with the segment `manifest`, `callbacks` or
+//! `details` (alone or followed by `.`), where the task's manifest, verbatim bodies and
+//! results kept apart are stored: such a
 //! reserved word gets `-<hash of the segment>` (`manifest` -> `manifest-<hash>`,
 //! `callbacks/first` -> `callbacks-<hash>/first`), for every family. See
 //! [`s3_key::is_reserved_name`](crate::s3_key::is_reserved_name). Track fields are also read in their camelCase

@@ -4,6 +4,7 @@
 //! tasks/<task_id>/<file name>[.<ext>]            a vaulted file (name may contain '/')
 //! tasks/<task_id>/<start of name>(<sha256>)[.<ext>] a vaulted file whose key would be too long
 //! tasks/<task_id>/callbacks/<stage>-<sha256>.json  every accepted callback body, verbatim (a polled answer: its callback URLs redacted)
+//! tasks/<task_id>/details/<stage>-<sha256>.json    that body's results that are no files, as JSON, when too large for the task item
 //! tasks/<task_id>/manifest.json                   written once the task's files are settled
 //! ```
 //!
@@ -14,11 +15,12 @@
 //!
 //! # Reserved names
 //!
-//! A file name never starts with a [reserved](RESERVED_FIRST_SEGMENTS) segment (`manifest` or
-//! `callbacks`, alone or followed by `.`): the parser appends `-<8 hex of SHA-256 of the
+//! A file name never starts with a [reserved](RESERVED_FIRST_SEGMENTS) segment (`manifest`,
+//! `callbacks` or `details`, alone or followed by `.`): the parser appends `-<8 hex of SHA-256 of the
 //! segment>` to the reserved word (`manifest` -> `manifest-<hash>`, `manifest.json` ->
 //! `manifest-<hash>.json`). So no file key equals
-//! [`manifest_key`] or starts with [`callback_body_prefix`], whatever the body's keys say.
+//! [`manifest_key`] or starts with [`callback_body_prefix`] or the task's `details/`, whatever
+//! the body's keys say.
 //!
 //! # Long names
 //!
@@ -52,10 +54,10 @@ pub fn task_prefix(task_id: &TaskId) -> String {
 }
 
 /// First name segments a file may not have, because the task's own objects live there.
-pub const RESERVED_FIRST_SEGMENTS: [&str; 2] = ["manifest", "callbacks"];
+pub const RESERVED_FIRST_SEGMENTS: [&str; 3] = ["manifest", "callbacks", "details"];
 
-/// Whether `name` starts with a reserved segment: `manifest` or `callbacks`, alone or followed
-/// by `.` (`manifest.json`) or `/` (`callbacks/first-x`). Names from [`crate::parse_callback`]
+/// Whether `name` starts with a reserved segment: `manifest`, `callbacks` or `details`, alone
+/// or followed by `.` (`manifest.json`) or `/` (`callbacks/first-x`). Names from [`crate::parse_callback`]
 /// never do.
 pub fn is_reserved_name(name: &str) -> bool {
     let first = name.split('/').next().unwrap_or(name);
@@ -246,12 +248,28 @@ mod tests {
 
     #[test]
     fn reserved_names() {
-        for name in
-            ["manifest", "manifest.json", "callbacks", "callbacks/first-abc", "callbacks.first-abc", "manifest/x"]
-        {
+        for name in [
+            "manifest",
+            "manifest.json",
+            "callbacks",
+            "callbacks/first-abc",
+            "callbacks.first-abc",
+            "manifest/x",
+            "details",
+            "details/xUrl",
+        ] {
             assert!(is_reserved_name(name), "{name}");
         }
-        for name in ["manifests", "manifest-1a2b3c4d", "callbacks_x", "result/manifest", "tracks/callbacks/audio", ""] {
+        let unreserved = [
+            "manifests",
+            "manifest-1a2b3c4d",
+            "callbacks_x",
+            "result/manifest",
+            "tracks/callbacks/audio",
+            "details_x",
+            "",
+        ];
+        for name in unreserved {
             assert!(!is_reserved_name(name), "{name}");
         }
     }

@@ -1665,7 +1665,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
     let keys = SampleKeys {
         files: vec!["tasks/t/vocal.mp3".into(), "tasks/t/tracks/callbacks/audio.json".into()],
         bodies: vec![format!("tasks/t/callbacks/first-{}.json", "0".repeat(64))],
-        details: vec![],
+        details: vec![format!("tasks/t/details/first-{}.json", "0".repeat(64))],
         manifests: vec!["tasks/t/manifest.json".into()],
         parked: vec![format!("parked/t/first-{}.json", "0".repeat(64))],
     };
@@ -1686,7 +1686,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
             actions: &["s3:PutObject"],
             files: Must,
             bodies: MustNot,
-            details: May,
+            details: MustNot,
             manifests: Must,
             parked: MustNot,
         },
@@ -1695,7 +1695,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
             actions: &["s3:GetObject"],
             files: Must,
             bodies: MustNot,
-            details: May,
+            details: Must,
             manifests: May,
             parked: May,
         },
@@ -1704,7 +1704,7 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
         .into_iter()
         .flat_map(|f| s3_keys::problems(&template, f, &rules, &keys))
         .collect();
-    let body = &keys.bodies[0];
+    let (body, details) = (&keys.bodies[0], &keys.details[0]);
     assert_eq!(
         problems,
         [
@@ -1713,9 +1713,11 @@ fn s3_checks_report_too_broad_and_too_narrow_grants() {
             "IngestWithoutDeny: s3:PutObject reaches vaulted files (tasks/t/tracks/callbacks/audio.json)".to_owned(),
             "Download: s3:DeleteObject on vault objects, but no key rule says which keys it may reach".to_owned(),
             format!("Download: s3:PutObject reaches callback bodies ({body})"),
+            format!("Download: s3:PutObject reaches kept details ({details})"),
             "Download: s3:PutObject does not reach manifests (tasks/t/manifest.json)".to_owned(),
             "Results: s3:GetObject does not reach vaulted files (tasks/t/vocal.mp3)".to_owned(),
             format!("Results: s3:GetObject reaches callback bodies ({body})"),
+            format!("Results: s3:GetObject does not reach kept details ({details})"),
         ]
     );
 }

@@ -177,6 +177,7 @@ mod tests {
         assert_eq!(unreserved("callbacks.x/y"), format!("callbacks-{}.x/y", short_hash("callbacks.x")));
         assert!(!s3_key::is_reserved_name(&unreserved("manifest.json")));
         assert_eq!(unreserved("callbacks/first-abc"), format!("callbacks-{}/first-abc", short_hash("callbacks")));
+        assert_eq!(unreserved("details/xUrl"), format!("details-{}/xUrl", short_hash("details")));
         assert_eq!(unreserved("result/manifest"), "result/manifest");
         assert_eq!(unreserved("manifests"), "manifests");
         assert_eq!(short_hash("abc"), "ba7816bf");
