@@ -40,7 +40,7 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(20);
 /// The longest delay between retries without a `Retry-After`.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(4 * 3600);
 /// The longest wait a receiver's `Retry-After` gets.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
 /// Receives of a message before the notify queue moves it to its dead-letter queue
 /// (template.yaml `NotifyQueue` `maxReceiveCount`).
 pub const MAX_RECEIVE_COUNT: u32 = 16;
@@ -61,7 +61,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 // Even a receiver asking for the longest wait at every answer lets a message reach its last
 // receive, and so the dead-letter queue (at once after it: [`delay_retry`]), before the
 // queue's retention drops it.
-const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() < QUEUE_RETENTION_SECONDS);
+const _: () = assert!(
+    (MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() + RETENTION_TO_SPARE.as_secs() < QUEUE_RETENTION_SECONDS
+);
+/// Retention the longest schedule leaves unused: a day's wait before a first receive (the
+/// event source mapping disabled, the function throttled) still reaches the dead-letter queue.
+const RETENTION_TO_SPARE: Duration = Duration::from_secs(24 * 3600);
 
 /// The message attribute (a `String`) that says why the function moved a message to the
 /// notify dead-letter queue: the refusal's [`NotifyError::reason_code`] (`status_410`).

@@ -1,5 +1,6 @@
 //! The callback bodies in the vault bucket: what ingest and the reconciler archive under
-//! `tasks/<task_id>/callbacks/` (and ingest parks under `parked/`), one PutObject each.
+//! `tasks/<task_id>/callbacks/` (with results too large for the task item under
+//! `tasks/<task_id>/details/`), and ingest parks under `parked/`, one PutObject each.
 
 use std::time::Duration;
 

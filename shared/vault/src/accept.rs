@@ -46,7 +46,8 @@ mod error;
 
 pub use error::AcceptError;
 
-/// Keep a callback body verbatim under `key`.
+/// Keep a callback body verbatim under `key` (and, the same way, results kept apart:
+/// [`crate::ingest::oversized_details`]).
 pub trait ArchiveBody {
     fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
 }

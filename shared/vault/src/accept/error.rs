@@ -13,7 +13,7 @@ pub enum AcceptError {
     Store(#[from] StoreError),
     #[error("the task record kept changing under {attempts} attempts to write it")]
     Contention { attempts: u32 },
-    #[error("the callback body could not be archived: {0}")]
+    #[error("the callback body (or its results kept apart) could not be archived: {0}")]
     Archive(String),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
@@ -98,7 +98,7 @@ impl AcceptError {
                 "the task record could not be written; retry the delivery"
             }
             AcceptError::Archive(_) => {
-                "the callback is recorded but its body could not be archived; retry the delivery"
+                "the callback is recorded but its body (or its results kept apart) could not be archived; retry the delivery"
             }
             AcceptError::Enqueue(_) => "the callback is recorded but its files could not be queued; retry the delivery",
             AcceptError::Publish(_) => {
