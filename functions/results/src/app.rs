@@ -168,17 +168,20 @@ async fn register_task(
             json(StatusCode::CREATED, &view)
         }
         Ok(Registered::Existing(view)) => json(StatusCode::OK, &view),
-        Ok(Registered::Disagrees(view)) => {
-            tracing::info!(family = %view.family, "registration disagrees with the recorded task");
-            // Only the family: the recorded task (another caller's client_ref, its files) is
-            // for whoever may read it (GET), not for a registration that does not match it.
+        Ok(Registered::Disagrees { view, fields }) => {
+            tracing::info!(family = %view.family, ?fields, "registration disagrees with the recorded task");
+            // The family and which fields disagree, not the recorded client_ref: the recorded
+            // task (another caller's client_ref, its files) is for whoever may read it (GET),
+            // not for a registration that does not match it.
             let body = serde_json::json!({
                 "error": "task_conflict",
                 "message": format!(
-                    "task {task_id} is recorded with family {} or another client_ref than this registration",
-                    view.family
+                    "task {task_id} is recorded with family {} and disagrees with this registration on {}",
+                    view.family,
+                    fields.join(" and ")
                 ),
                 "family": view.family,
+                "conflicting": fields,
             });
             json(StatusCode::CONFLICT, &body)
         }
@@ -372,9 +375,14 @@ mod tests {
         let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;
         assert_eq!((status, conflict["error"].as_str()), (StatusCode::CONFLICT, Some("task_conflict")));
         assert_eq!(conflict["family"], "vocal_separation");
+        assert_eq!(conflict["conflicting"], serde_json::json!(["family", "client_ref"]), "{conflict}");
         let (status, conflict, _) =
             put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"vocal_separation","client_ref":"guess"}"#).await;
         assert_eq!(status, StatusCode::CONFLICT);
+        assert_eq!(conflict["conflicting"], serde_json::json!(["client_ref"]), "{conflict}");
+        let body = br#"{"family":"wav","client_ref":"order-17"}"#;
+        let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", body).await;
+        assert_eq!((status, &conflict["conflicting"]), (StatusCode::CONFLICT, &serde_json::json!(["family"])));
         assert!(!conflict.to_string().contains("order-17"), "{conflict}");
         assert_eq!(conflict.get("task"), None, "{conflict}");
         assert_eq!(ports.put.lock().unwrap().len(), 1);

@@ -168,8 +168,9 @@ pub enum Registered {
     /// ([`Registration::completion`]: its generation moves on, and a settled task is open
     /// again for a new manifest).
     Existing(TaskView),
-    /// The task is recorded with another family or client_ref (409): nothing written.
-    Disagrees(TaskView),
+    /// The task is recorded with another family or client_ref (409), named in `fields`:
+    /// nothing written.
+    Disagrees { view: TaskView, fields: Vec<&'static str> },
 }
 
 /// How many times completing a registration reads the task again after a conflict.
@@ -215,11 +216,11 @@ pub async fn register(
             };
             let Some(completion) = registration.completion(&record, now) else {
                 let view = view_of(ports, &record, None).await?;
-                let agrees = registration.agrees_with(&record);
-                return Ok(Attempt::Done(if agrees {
+                let fields = registration.disagreements(&record);
+                return Ok(Attempt::Done(if fields.is_empty() {
                     Registered::Existing(view)
                 } else {
-                    Registered::Disagrees(view)
+                    Registered::Disagrees { view, fields }
                 }));
             };
             let mut completed = record.clone();
@@ -581,7 +582,7 @@ pub(crate) mod tests {
         );
         let other = Registration { client_ref: Some("order-18".into()), ..reg.clone() };
         let refused = register(&ports, &id("t9"), &other, now, second * 600).await.unwrap();
-        assert!(matches!(refused, Registered::Disagrees(_)), "{refused:?}");
+        assert!(matches!(refused, Registered::Disagrees { .. }), "{refused:?}");
         assert_eq!(ports.put.lock().unwrap().len(), 1, "written once");
 
         // A task a callback recorded first takes the client_ref it has none of, once.

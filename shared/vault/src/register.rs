@@ -87,6 +87,14 @@ impl Registration {
         self.family_agrees(recorded) && recorded.client_ref == self.client_ref
     }
 
+    /// The fields on which `recorded` and this registration disagree, as a 409 names them
+    /// (`family`, `client_ref`): none when the registration agrees or only adds to it.
+    pub fn disagreements(&self, recorded: &TaskRecord) -> Vec<&'static str> {
+        let family = !self.family_agrees(recorded);
+        let client_ref = recorded.client_ref.is_some() && recorded.client_ref != self.client_ref;
+        [("family", family), ("client_ref", client_ref)].into_iter().filter_map(|(f, d)| d.then_some(f)).collect()
+    }
+
     /// What this registration adds to a task a callback recorded first: its client_ref when
     /// the task has none, its family when the callbacks could not tell it or only guessed it
     /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
