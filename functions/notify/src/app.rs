@@ -14,7 +14,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::deadline;
 use stemvault_aws::secrets::{ReadSecret, SecretReader};
-use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages};
+use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages, sent_at};
 use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::{AwsPorts, HttpPoster};
@@ -110,6 +110,7 @@ async fn handle_message<P: Ports>(
 ) -> Outcome {
     let delivery = Delivery {
         receive_count: receive_count(&message),
+        sent_at: sent_at(&message),
         body: message.body.unwrap_or_default(),
         receipt_handle: message.receipt_handle.filter(|h| !h.is_empty()),
         stop_at,
@@ -123,7 +124,7 @@ async fn handle_message<P: Ports>(
         Err(panic) => {
             // Counted here: the panic cut process_message short of counting it.
             let outcome = Outcome::Retry(NotifyError::Panicked(panic));
-            ports.emit_metrics(&measure(&outcome, delivery.receive_count));
+            ports.emit_metrics(&measure(&outcome, &delivery, ports.now()));
             outcome
         }
     };

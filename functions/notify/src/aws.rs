@@ -35,9 +35,10 @@ pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).
 pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
-/// Webhooks that failed on their [`crate::domain::LATE_AT_RECEIVE`]th delivery, about an hour
-/// and a half after the first (each counted once, beside its retry); dimensions `Function` and
-/// `Reason`, as [`WEBHOOK_RETRIES`].
+/// Failed deliveries of webhooks first queued about an hour and a half ago or longer (their
+/// [`crate::domain::LATE_AT_RECEIVE`]th receive or a later one, or
+/// [`crate::domain::LATE_AFTER`] since queued), each beside its retry; dimensions `Function`
+/// and `Reason`, as [`WEBHOOK_RETRIES`].
 pub const WEBHOOKS_LATE: &str = "WebhooksLate";
 /// Re-reads of the signing secret that brought nothing usable, the signer in force kept
 /// ([`crate::secret::Signers`]); dimension `Function`.

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
-use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, best_effort};
+use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, Timestamp, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -44,10 +44,15 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
 /// Receives of a message before the notify queue moves it to its dead-letter queue
 /// (template.yaml `NotifyQueue` `maxReceiveCount`).
 pub const MAX_RECEIVE_COUNT: u32 = 16;
-/// The receive whose retryable failure counts the webhook as late (`WebhooksLate`, the
-/// `webhooks-late` alarm): about an hour and a half after the first, long before the
-/// dead-letter queue a day later.
+/// From this receive on, a retryable failure counts as late (`WebhooksLate`, the
+/// `webhooks-late` alarm): about an hour and a half after the first ([`LATE_AFTER`]), long
+/// before the dead-letter queue a day later.
 pub const LATE_AT_RECEIVE: u32 = 9;
+/// A retryable failure of a message first queued this long ago counts as late too, whatever
+/// its receive: a receiver's `Retry-After` may have spaced the receives out by hours, and a
+/// receive whose invocation died counts in `ApproximateReceiveCount` all the same. The
+/// backoff's own time until [`LATE_AT_RECEIVE`] (a test holds them equal).
+pub const LATE_AFTER: Duration = Duration::from_secs(85 * 60);
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
 /// The function's Lambda timeout (kept equal to template.yaml).
@@ -123,8 +128,8 @@ pub enum Measure {
     /// Given up on for good and moved to the dead-letter queue: refused with 410 Gone, or not
     /// a stemvault event this build reads.
     Rejected { reason: String },
-    /// Will be retried ([`NotifyError::reason_code`]); `late`: it failed on its
-    /// [`LATE_AT_RECEIVE`]th receive (counted once per webhook).
+    /// Will be retried ([`NotifyError::reason_code`]); `late`: on its [`LATE_AT_RECEIVE`]th
+    /// receive or later, or [`LATE_AFTER`] or more after the message was queued.
     Retried { reason: String, late: bool },
     /// A re-read of the signing secret brought nothing usable: the signer in force stays
     /// ([`crate::secret::Signers`]). Once per read, not per message.
@@ -148,6 +153,8 @@ pub struct Delivery {
     pub receipt_handle: Option<String>,
     /// `ApproximateReceiveCount`, 1 on the first delivery.
     pub receive_count: u32,
+    /// When the message was queued (`SentTimestamp`), if SQS said.
+    pub sent_at: Option<Timestamp>,
     /// The request must be over by then (the invocation's deadline less a margin).
     pub stop_at: Instant,
 }
@@ -258,18 +265,25 @@ pub fn sign(event: &Event, signer: &Signer, timestamp: i64) -> Webhook {
 /// caller's: [`delay_retry`].)
 pub async fn process_message<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delivery) -> Outcome {
     let outcome = deliver(ports, signer, delivery).await;
-    ports.emit_metrics(&measure(&outcome, delivery.receive_count));
+    ports.emit_metrics(&measure(&outcome, delivery, ports.now()));
     outcome
 }
 
-/// How `outcome` of a message's `receive_count`th receive is counted (`WebhooksDelivered`,
-/// `WebhooksRejected`, `WebhookRetries`, `WebhooksLate`).
-pub fn measure(outcome: &Outcome, receive_count: u32) -> Measure {
+/// How `outcome` of `delivery` is counted `now` (`WebhooksDelivered`, `WebhooksRejected`,
+/// `WebhookRetries`, `WebhooksLate`).
+pub fn measure(outcome: &Outcome, delivery: &Delivery, now: Timestamp) -> Measure {
     match outcome {
         Outcome::Delivered { .. } => Measure::Delivered,
         Outcome::DeadLettered(e) => Measure::Rejected { reason: e.reason_code() },
-        Outcome::Retry(e) => Measure::Retried { reason: e.reason_code(), late: receive_count == LATE_AT_RECEIVE },
+        Outcome::Retry(e) => Measure::Retried { reason: e.reason_code(), late: is_late(delivery, now) },
     }
+}
+
+/// Whether a failure of `delivery` `now` is late: its [`LATE_AT_RECEIVE`]th receive or a later
+/// one, or [`LATE_AFTER`] since it was queued. Each late failure counts, so a receiver that
+/// keeps failing keeps the alarm coming back.
+fn is_late(delivery: &Delivery, now: Timestamp) -> bool {
+    delivery.receive_count >= LATE_AT_RECEIVE || delivery.sent_at.is_some_and(|sent| sent.plus(LATE_AFTER) <= now)
 }
 
 /// `signer` is `None` while the secret has not been read since start-up: the message waits.

@@ -98,6 +98,13 @@ pub fn receive_count(message: &SqsMessage) -> u32 {
     message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)
 }
 
+/// When the message was first sent to the queue (`SentTimestamp`, Unix milliseconds); None
+/// when absent or unreadable.
+pub fn sent_at(message: &SqsMessage) -> Option<stemvault_vault::Timestamp> {
+    let ms = message.attributes.get("SentTimestamp")?.trim().parse().ok()?;
+    Some(stemvault_vault::Timestamp::from_unix_ms(ms))
+}
+
 /// Keep a received message of `queue_url` invisible for `delay` from now
 /// (ChangeMessageVisibility): its next delivery waits that long.
 pub async fn delay_message(
@@ -226,5 +233,15 @@ mod tests {
         assert_eq!(receive_count(&m), 1);
         m.attributes.insert("ApproximateReceiveCount".to_owned(), "0".to_owned());
         assert_eq!(receive_count(&m), 1);
+    }
+
+    #[test]
+    fn sent_at_reads_unix_milliseconds() {
+        let mut m = message("m", "");
+        assert_eq!(sent_at(&m), None);
+        m.attributes = HashMap::from([("SentTimestamp".to_owned(), "1700000000123".to_owned())]);
+        assert_eq!(sent_at(&m).map(|t| t.rfc3339()).as_deref(), Some("2023-11-14T22:13:20.123Z"));
+        m.attributes.insert("SentTimestamp".to_owned(), "soon".to_owned());
+        assert_eq!(sent_at(&m), None);
     }
 }

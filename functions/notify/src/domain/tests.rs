@@ -10,6 +10,7 @@ fn delivery(body: &str, receive_count: u32) -> Delivery {
         body: body.to_owned(),
         receipt_handle: Some("rh".into()),
         receive_count,
+        sent_at: None,
         stop_at: Instant::now() + Duration::from_secs(60),
     }
 }
@@ -247,20 +248,29 @@ fn the_retries_span_a_day_before_the_dead_letter_queue() {
 }
 
 /// A webhook still failing on its `LATE_AT_RECEIVE`th delivery, an hour or two after the first
-/// (the `webhooks-late` alarm's promise), is counted late once: not before, not after.
+/// (the `webhooks-late` alarm's promise), is counted late from then on, not before; so is one
+/// queued `LATE_AFTER` ago whatever its receive (a `Retry-After` spaced the receives out).
 #[tokio::test]
-async fn a_webhook_failing_for_over_an_hour_is_counted_late_once() {
+async fn a_webhook_failing_for_over_an_hour_is_counted_late() {
     let since_first: Duration = (1..LATE_AT_RECEIVE).map(|n| retry_delay(n, None)).sum();
+    assert_eq!(since_first, LATE_AFTER, "the two marks of lateness agree");
     assert!(since_first > Duration::from_secs(3600) && since_first < Duration::from_secs(2 * 3600), "{since_first:?}");
     for receive in 1..=MAX_RECEIVE_COUNT {
         let ports = MemoryPorts::answering([status(503)]);
         process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), receive)).await;
-        let late = receive == LATE_AT_RECEIVE;
+        let late = receive >= LATE_AT_RECEIVE;
         assert_eq!(ports.metrics(), [Measure::Retried { reason: "status_503".into(), late }], "receive {receive}");
     }
     let ports = MemoryPorts::answering([status(204)]);
     process_message(&ports, Some(&signer()), &delivery(&vaulted_message(), LATE_AT_RECEIVE)).await;
     assert_eq!(ports.metrics(), [Measure::Delivered], "delivered is not late");
+
+    for (queued_ago, late) in [(LATE_AFTER - Duration::from_secs(1), false), (LATE_AFTER, true)] {
+        let ports = MemoryPorts::answering([status(503)]);
+        let spaced_out = Delivery { sent_at: Some(ports.now().minus(queued_ago)), ..delivery(&vaulted_message(), 2) };
+        process_message(&ports, Some(&signer()), &spaced_out).await;
+        assert_eq!(ports.metrics(), [Measure::Retried { reason: "status_503".into(), late }], "{queued_ago:?}");
+    }
 }
 
 /// After the last receive no delay buys another attempt: the message is visible again at
