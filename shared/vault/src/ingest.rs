@@ -97,7 +97,8 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   being downloaded as its `next_url`). New or reopened files reopen the vault.
 /// * `open` is set while the vault is pending (a new record with files, or a reopen) or the
 ///   manifest of the task as it is not recorded (a task settled as recorded, or a new stage),
-///   and absent otherwise, so the sweeper's index lists exactly the unsettled tasks.
+///   and kept on a settled task read marked open ([`TaskRecord::sync_open_marker`]), so the
+///   sweeper's index lists the unsettled tasks and those a reopening request marked.
 /// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
 ///   claimed for `claimant`.
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival

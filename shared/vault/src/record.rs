@@ -50,11 +50,13 @@ pub struct TaskRecord {
     pub details: Option<serde_json::Value>,
     /// `pending` until every file is stored or failed for good; then `complete` or `partial`.
     pub vault: VaultState,
-    /// [`OPEN_MARKER`] exactly while `vault` is `pending` or the manifest of the task as it
-    /// is not recorded, absent otherwise (and while a registered task awaits its result): the partition key of the sparse `open-tasks` index,
-    /// through which the sweeper finds unsettled tasks without scanning the table (a task
-    /// ingest settled, with no files or at a new stage over settled ones, stays there until
-    /// its manifest job is done, so a job lost for good is sent again).
+    /// [`OPEN_MARKER`] while `vault` is `pending` or the manifest of the task as it is not
+    /// recorded (but while a registered task awaits its result), and on a settled task that a
+    /// request reopening it marked (`items::MarkOpen`) until the sweeper takes the mark away;
+    /// absent otherwise: the partition key of the sparse `open-tasks` index, through which the
+    /// sweeper finds unsettled tasks without scanning the table (a task ingest settled, with
+    /// no files or at a new stage over settled ones, stays there until its manifest job is
+    /// done, so a job lost for good is sent again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<String>,
     /// A failure callback that arrived after the task had already succeeded.

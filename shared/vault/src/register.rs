@@ -30,16 +30,19 @@ pub enum RegistrationError {
     NoFamily,
     #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
     UnknownFamily(String),
-    #[error(
-        "client_ref must be a non-empty string of at most {MAX_CLIENT_REF_BYTES} bytes, without control characters"
-    )]
+    #[error("client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control characters")]
     BadClientRef,
 }
 
-/// A client_ref as given: not empty, bounded, no control characters (it goes into logs,
-/// events and webhooks as it is).
+/// A client_ref as given: bounded, no control characters (it goes into logs, events and
+/// webhooks as it is).
 fn client_ref_ok(client_ref: &str) -> bool {
-    !client_ref.is_empty() && client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(char::is_control)
+    client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(char::is_control)
+}
+
+/// The recorded client_ref, an empty one (kept by builds that took `""` as given) read as none.
+fn recorded_ref(recorded: &TaskRecord) -> Option<&str> {
+    recorded.client_ref.as_deref().filter(|r| !r.is_empty())
 }
 
 impl Registration {
@@ -58,7 +61,8 @@ impl Registration {
         };
         let client_ref = match object.get("client_ref") {
             None | Some(serde_json::Value::Null) => None,
-            // Not "": a retry with null (or none) would then disagree with it (409) for nothing.
+            // "" is none: kept as given, a retry with null (or none) would disagree with it (409).
+            Some(serde_json::Value::String(r)) if r.is_empty() => None,
             Some(serde_json::Value::String(r)) if client_ref_ok(r) => Some(r.clone()),
             Some(_) => return Err(RegistrationError::BadClientRef),
         };
@@ -84,14 +88,14 @@ impl Registration {
     /// callbacks decided, when this one is the registered family: a retried registration
     /// agrees) and client_ref.
     pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
-        self.family_agrees(recorded) && recorded.client_ref == self.client_ref
+        self.family_agrees(recorded) && recorded_ref(recorded) == self.client_ref.as_deref()
     }
 
     /// The fields on which `recorded` and this registration disagree, as a 409 names them
     /// (`family`, `client_ref`): none when the registration agrees or only adds to it.
     pub fn disagreements(&self, recorded: &TaskRecord) -> Vec<&'static str> {
         let family = !self.family_agrees(recorded);
-        let client_ref = recorded.client_ref.is_some() && recorded.client_ref != self.client_ref;
+        let client_ref = recorded_ref(recorded).is_some_and(|r| Some(r) != self.client_ref.as_deref());
         [("family", family), ("client_ref", client_ref)].into_iter().filter_map(|(f, d)| d.then_some(f)).collect()
     }
 
@@ -101,12 +105,12 @@ impl Registration {
     /// needs watching, a file of it failed by an expired URL, is watched from `now`). None
     /// when there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
-        let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
+        let ref_agrees = recorded_ref(recorded).is_none_or(|r| Some(r) == self.client_ref.as_deref());
         if !self.family_agrees(recorded) || !ref_agrees {
             return None;
         }
         let mut completion = Completion {
-            client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
+            client_ref: self.client_ref.clone().filter(|_| recorded_ref(recorded).is_none()),
             family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
             watch_from: None,
         };
@@ -191,6 +195,8 @@ mod tests {
         assert_eq!(r, Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) });
         let r = Registration::parse(br#"{"family":"music","extra":1}"#).unwrap();
         assert_eq!(r.client_ref, None);
+        let r = Registration::parse(br#"{"family":"music","client_ref":""}"#).unwrap();
+        assert_eq!(r.client_ref, None, "an empty client_ref is none");
         for (body, expected) in [
             (&b"nope"[..], "NotJson"),
             (b"[]", "NotJson"),
@@ -199,7 +205,6 @@ mod tests {
             (br#"{"family":"unknown"}"#, "UnknownFamily"),
             (br#"{"family":3}"#, "UnknownFamily"),
             (br#"{"family":"wav","client_ref":5}"#, "BadClientRef"),
-            (br#"{"family":"wav","client_ref":""}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\nb"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\u0000"}"#, "BadClientRef"),
         ] {
@@ -224,7 +229,15 @@ mod tests {
         assert!(reg.agrees_with(&r));
         assert_eq!(reg.completion(&r, now), None, "nothing to add");
         assert!(!Registration { client_ref: None, ..reg.clone() }.agrees_with(&r));
-        assert!(!Registration { family: Family::Music, ..reg }.agrees_with(&r));
+        assert!(!Registration { family: Family::Music, ..reg.clone() }.agrees_with(&r));
+
+        // An empty client_ref an earlier build kept as given is none: agreed by a retry
+        // without one, completed by one that gives one.
+        let empty = TaskRecord { client_ref: Some(String::new()), ..r };
+        let no_ref = Registration { client_ref: None, ..reg.clone() };
+        assert!(no_ref.agrees_with(&empty) && no_ref.disagreements(&empty).is_empty());
+        assert!(reg.disagreements(&empty).is_empty());
+        assert_eq!(reg.completion(&empty, now).and_then(|c| c.client_ref).as_deref(), Some("mine"));
     }
 
     /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and
