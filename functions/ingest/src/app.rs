@@ -294,7 +294,12 @@ impl Rejection {
 
     /// Log, count and answer it.
     fn answer(self) -> Response<Body> {
-        tracing::warn!(reason = self.reason, status = self.status.as_u16(), "callback refused: {}", self.message);
+        // Another path or method is no callback (only `make run` routes them here).
+        let what = match self.status {
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "request",
+            _ => "callback",
+        };
+        tracing::warn!(reason = self.reason, status = self.status.as_u16(), "{what} refused: {}", self.message);
         emit(&[function(), ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
         match self.status {
             StatusCode::UNAUTHORIZED => {
