@@ -185,13 +185,31 @@ impl HmacVerifier {
         now_unix_secs: i64,
     ) -> Result<(), SignatureError> {
         let (timestamp, presented) = self.read_headers(timestamp, signature, now_unix_secs)?;
+        self.verify_mac(task_id, timestamp, &presented)
+    }
+
+    /// [`Self::verify`] whatever the timestamp's age: whether one of the keys signed this task
+    /// id at that time. Only for what a sender's id alone may decide once the window is over
+    /// (the body is not signed, and a captured signature stays valid for its task id), such as
+    /// polling the provider for the task.
+    pub fn verify_any_age(
+        &self,
+        task_id: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<(), SignatureError> {
+        let (timestamp, presented, _) = parse_headers(timestamp, signature)?;
+        self.verify_mac(task_id, timestamp, &presented)
+    }
+
+    fn verify_mac(&self, task_id: &str, timestamp: &str, presented: &[u8; 32]) -> Result<(), SignatureError> {
         let message = signed_message(task_id, timestamp);
         // Every key is tried, whatever matched before, so timing says nothing about which.
         let mut matched = Choice::from(0);
         for key in &self.keys {
             let mut mac = key.mac();
             mac.update(&message);
-            matched |= mac.finalize().into_bytes().as_slice().ct_eq(&presented);
+            matched |= mac.finalize().into_bytes().as_slice().ct_eq(presented);
         }
         if bool::from(matched) { Ok(()) } else { Err(SignatureError::NoKeyMatches) }
     }
@@ -216,10 +234,7 @@ impl HmacVerifier {
         signature: Option<&str>,
         now_unix_secs: i64,
     ) -> Result<(&'t str, [u8; 32]), SignatureError> {
-        let timestamp = timestamp.filter(|t| !t.is_empty()).ok_or(SignatureError::MissingTimestamp)?;
-        let signature = signature.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingSignature)?;
-        let sent_at = parse_timestamp(timestamp)?;
-        let presented = decode_signature(signature)?;
+        let (timestamp, presented, sent_at) = parse_headers(timestamp, signature)?;
         self.check_window(sent_at, now_unix_secs)?;
         Ok((timestamp, presented))
     }
@@ -237,6 +252,19 @@ impl HmacVerifier {
             Err(SignatureError::TooFarInFuture { ahead_secs: magnitude, tolerance_secs })
         }
     }
+}
+
+/// Both headers there, the timestamp plain digits, the signature base64: the timestamp as
+/// sent, the decoded signature and the time it names.
+fn parse_headers<'t>(
+    timestamp: Option<&'t str>,
+    signature: Option<&str>,
+) -> Result<(&'t str, [u8; 32], i64), SignatureError> {
+    let timestamp = timestamp.filter(|t| !t.is_empty()).ok_or(SignatureError::MissingTimestamp)?;
+    let signature = signature.filter(|s| !s.is_empty()).ok_or(SignatureError::MissingSignature)?;
+    let sent_at = parse_timestamp(timestamp)?;
+    let presented = decode_signature(signature)?;
+    Ok((timestamp, presented, sent_at))
 }
 
 /// The signature a sender computes: Base64(HMAC-SHA256(key, `task_id.timestamp`)).

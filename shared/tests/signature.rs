@@ -60,6 +60,24 @@ fn tolerance_is_inclusive_in_both_directions() {
     assert!(matches!(at(i64::MIN), Err(SignatureError::TooFarInFuture { .. })));
 }
 
+/// Outside the window the MAC still tells a key's signature from any other: the vectors
+/// verify whatever their age, a wrong task id, key or malformed header does not.
+#[test]
+fn a_signature_verifies_at_any_age_on_request() {
+    for (key, task, timestamp, signature) in VECTORS {
+        assert_eq!(verifier(&[key]).verify_any_age(task, Some(timestamp), Some(signature)), Ok(()), "{task}");
+        let other = verifier(&["another-key"]).verify_any_age(task, Some(timestamp), Some(signature));
+        assert_eq!(other, Err(SignatureError::NoKeyMatches));
+        let moved = verifier(&[key]).verify_any_age("another-task", Some(timestamp), Some(signature));
+        assert_eq!(moved, Err(SignatureError::NoKeyMatches));
+    }
+    let (key, task, timestamp, signature) = VECTORS[0];
+    let v = verifier(&[key]);
+    assert_eq!(v.verify_any_age(task, None, Some(signature)), Err(SignatureError::MissingTimestamp));
+    assert_eq!(v.verify_any_age(task, Some("-1"), Some(signature)), Err(SignatureError::MalformedTimestamp));
+    assert_eq!(v.verify_any_age(task, Some(timestamp), Some("abc")), Err(SignatureError::MalformedSignature));
+}
+
 #[test]
 fn default_tolerance_is_300_seconds() {
     let (key, task, timestamp, signature) = VECTORS[0];

@@ -10,6 +10,7 @@ pub mod accept;
 pub mod download;
 pub mod fake_provider;
 pub mod file_server;
+pub mod ingest;
 pub mod results;
 
 pub use stemvault_aws::provision::Resources;

@@ -9,8 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use lambda_http::Body;
 use lambda_http::http::StatusCode;
 use serde_json::{Value, json};
-use stemvault_aws::secrets::SecretText;
-use stemvault_ingest::secret::CallbackSecret;
 use stemvault_tests::TestEnv;
 use stemvault_tests::file_server::{FileServer, Gate, Reply};
 use stemvault_vault::{FileStatus, TaskRecord, VaultState};
@@ -70,26 +68,6 @@ fn distinct<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .filter(|e| e["detail-type"] == kind)
         .filter(|e| ids.insert(e["detail"]["event_id"].as_str().unwrap_or_default().to_owned()))
         .collect()
-}
-
-async fn ingest_app(env: &TestEnv) -> stemvault_ingest::App {
-    let name = format!("{}-callback", env.resources.table_name);
-    let secret = CallbackSecret { hmac_keys: vec![KEY.into()], callback_tokens: vec![] };
-    let arn = stemvault_aws::secrets::put_secret(&env.config, &name, &SecretText::new(secret.to_json()))
-        .await
-        .expect("the callback secret");
-    let config = stemvault_ingest::Config {
-        table_name: env.resources.table_name.clone(),
-        bucket_name: env.resources.bucket_name.clone(),
-        queue_url: env.resources.queue_url.clone(),
-        callback_secret_arn: arn,
-        allow_unauthenticated: false,
-        max_body_bytes: 1024 * 1024,
-        signature_tolerance: Duration::from_secs(300),
-        reconcile_after: Duration::from_secs(600),
-        event_bus_name: env.resources.event_bus_name.clone(),
-    };
-    stemvault_ingest::App::new(config, &env.config).await.expect("ingest starts")
 }
 
 async fn post(app: &stemvault_ingest::App, task_id: &str, body: &Value) -> StatusCode {
@@ -179,7 +157,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     // The instrumental's first link is gone: the first settle is partial.
     server.route("/gone.mp3", Reply::Status(404));
     server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
-    let ingest = ingest_app(&env).await;
+    let ingest = env.ingest_app(KEY).await;
     let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
     let task = task_id("e1");
 
@@ -252,7 +230,7 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
     server.route("/old-vocal.mp3", Reply::gated(&gate, Reply::Status(404)));
     server.route("/vocal.wav", Reply::bytes(&b"vocal bytes, final"[..], "audio/wav"));
     server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
-    let ingest = ingest_app(&env).await;
+    let ingest = env.ingest_app(KEY).await;
     let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
     let task = task_id("e4");
     let first = vocal_separation(&task, &server.url("/old-vocal.mp3"), &server.url("/instrumental.mp3"));
@@ -296,7 +274,7 @@ async fn a_new_stage_without_new_files_is_vaulted_again_for_that_stage() {
     let server = FileServer::start().await;
     server.route("/1.mp3", Reply::bytes(&b"track one"[..], "audio/mpeg"));
     server.route("/1.jpeg", Reply::bytes(&b"cover"[..], "image/jpeg"));
-    let ingest = ingest_app(&env).await;
+    let ingest = env.ingest_app(KEY).await;
     let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
     let task = task_id("e3");
     let music = |stage: &str, msg: &str| {
@@ -349,7 +327,7 @@ async fn a_new_stage_without_new_files_is_vaulted_again_for_that_stage() {
 async fn a_failure_result_publishes_its_stage_and_task_failed() {
     let env = TestEnv::new().await;
     let subscriber = Subscriber::new(&env).await;
-    let ingest = ingest_app(&env).await;
+    let ingest = env.ingest_app(KEY).await;
     let task = task_id("e2");
     let failure = json!({"code": 500, "msg": "Vocal separation failed",
         "data": {"task_id": task, "vocal_separation_info": null}});

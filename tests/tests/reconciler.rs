@@ -5,7 +5,8 @@
 //! 500) gets the task vaulted anyway with nothing duplicated; a wrong key is one clear error
 //! and changes nothing but the poll bookkeeping; a key rotated at the provider and in the
 //! secret is re-read on the first 401 and the poll succeeds; a callback after a poll, and a poll after a
-//! callback, add nothing; a task still without a result at the retention is abandoned.
+//! callback, add nothing; a task still without a result at the retention is abandoned; a
+//! callback signed too long ago has its task registered by ingest and vaulted by polling.
 //!
 //! Time is not waited for: between runs a test moves the task's `reconcile_at` (the index's
 //! sort key) into the past, as the clock would.
@@ -180,6 +181,50 @@ async fn a_registered_task_never_called_back_is_vaulted_by_polling() {
     // GET shows it vaulted.
     let (_, got) = call(&results(&env), "GET", &task, "").await;
     assert_eq!((got["stage"].as_str(), got["vault"].as_str()), (Some("final"), Some("complete")));
+}
+
+/// A callback signed by a key but delivered past the signature's window (a provider retry
+/// not signed again) is refused, and its task registered: the reconciler's poll vaults it,
+/// with the provider's answer's files, not the unsigned body's.
+#[tokio::test]
+async fn a_callback_signed_too_long_ago_gets_its_task_vaulted_by_polling() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+
+    let hmac_key = "ingest-hmac-key";
+    let ingest = env.ingest_app(hmac_key).await;
+    let fixture = stemvault_tests::fixture("separate-vocals__seed-000__200-separate_vocal.json");
+    let body = String::from_utf8(fixture).unwrap().replace("3e63b4cc88d52611159371f6af5571e7", &task);
+    let an_hour_ago = Timestamp::now().unix_seconds() - 3600;
+    let signature = suno_callbacks::signature::sign(hmac_key.as_bytes(), &task, an_hour_ago);
+    let request: Request = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri("/callback")
+        .header("X-Webhook-Timestamp", an_hour_ago.to_string())
+        .header("X-Webhook-Signature", signature)
+        .body(Body::Text(body))
+        .unwrap();
+    let response = ingest.handle(request).await;
+    let answer: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
+    assert_eq!((response.status(), answer["reason"].as_str()), (StatusCode::UNAUTHORIZED, Some("timestamp_too_old")));
+    assert_eq!(answer["task_registered_for_polling"], true, "{answer}");
+    let registered = env.task_record(&task).await;
+    assert_eq!(
+        (registered.stage, registered.family, registered.files.len()),
+        (Stage::Submitted, Family::VocalSeparation, 0)
+    );
+    assert!(env.keys(&format!("tasks/{task}/")).await.is_empty(), "nothing of the unsigned body is kept");
+
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.polls, outcome.results), (1, 1), "{outcome:?}");
+    download_all(&env, &provider).await;
+    let record = env.task_record(&task).await;
+    assert_eq!((record.stage, record.vault), (Stage::Final, VaultState::Complete));
+    assert_eq!(stored_names(&record), ["instrumental", "vocal"]);
+    assert!(record.files.values().all(|f| f.url.starts_with(&provider.origin())), "the provider's answer's files");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use serde_json::json;
 use stemvault_aws::ConfigError;
 use stemvault_aws::metrics::{self, Metric, emit};
 use stemvault_aws::route::routed_path;
-use suno_callbacks::{CallbackEvent, ParseError, callback_task_id, parse_callback};
+use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback};
 use tracing::Instrument;
 
 use crate::Config;
@@ -21,7 +21,7 @@ use crate::aws::AwsPorts;
 use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
 use crate::credentials::RefreshPolicy;
-use crate::domain::{Ingested, Outage, Ports, Settings, ingest_or_park};
+use crate::domain::{Ingested, Outage, Ports, Settings, StaleTask, ingest_or_park, register_for_polling};
 use crate::error::IngestError;
 
 /// The `Function` dimension of the metrics: the deployed function's name (the logical one,
@@ -152,7 +152,7 @@ impl<P: Ports> App<P> {
         }
         let event = match checked {
             Ok(event) => event,
-            Err(rejection) => return rejection.answer(),
+            Err(rejection) => return self.refuse(rejection).await,
         };
 
         let body: &[u8] = req.body().as_ref();
@@ -242,7 +242,11 @@ impl<P: Ports> App<P> {
         };
         let now = self.ports.now().unix_seconds();
         let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
-        auth.check_before_body(segment, req.headers(), now).map_err(unauthorized)?;
+        if let Err(refusal) = auth.check_before_body(segment, req.headers(), now) {
+            let stale = refusal.grounds == Grounds::Stale;
+            let rejection = unauthorized(refusal);
+            return Err(if stale { Rejection { poll: self.signed_task(auth, req), ..rejection } } else { rejection });
+        }
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {
@@ -257,6 +261,58 @@ impl<P: Ports> App<P> {
         auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
         parse_callback(body).map_err(unparsable)
     }
+
+    /// The task and family of a request refused for its timestamp alone, when a key signed
+    /// its task id ([`Auth::signed_at_any_age`]) and the body names a family to poll.
+    fn signed_task(&self, auth: &Auth, req: &Request) -> Option<(TaskId, Family)> {
+        let body: &[u8] = req.body().as_ref();
+        if body.len() > self.max_body_bytes {
+            return None;
+        }
+        let task_id = callback_task_id(body).ok()?;
+        if !auth.signed_at_any_age(task_id.as_str(), req.headers()) {
+            return None;
+        }
+        tracing::Span::current().record("task_id", task_id.as_str());
+        let family = parse_callback(body).ok()?.family;
+        (family != Family::Unknown).then_some((task_id, family))
+    }
+
+    /// Answer a refused request; one refused as stale though signed by a key first registers
+    /// its task for polling ([`register_for_polling`]; 503 when the table cannot say, so the
+    /// provider's retry tries again).
+    async fn refuse(&self, mut rejection: Rejection) -> Response<Body> {
+        if let Some((task_id, family)) = rejection.poll.take() {
+            let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
+            match tokio::time::timeout(REGISTER_WITHIN, registering).await {
+                Ok(Ok(StaleTask::Registered)) => {
+                    tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
+                    rejection.polled = true;
+                }
+                Ok(Ok(StaleTask::Known)) => tracing::info!("a callback signed too long ago, of a task the table knows"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "a callback signed too long ago: its task could not be registered");
+                    return failed_registration();
+                }
+                Err(_) => {
+                    tracing::error!("a callback signed too long ago: its task could not be registered in time");
+                    return failed_registration();
+                }
+            }
+        }
+        rejection.answer()
+    }
+}
+
+/// How long registering a stale callback's task may take.
+const REGISTER_WITHIN: Duration = Duration::from_secs(3);
+
+/// The answer when a stale callback's task could not be registered: the provider retries.
+fn failed_registration() -> Response<Body> {
+    let code = "task_record_unavailable";
+    emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
+    let message = "signed too long ago, and its task could not be registered for polling; retry later";
+    error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
 /// A request answered with a 4xx before anything is written.
@@ -270,11 +326,16 @@ struct Rejection {
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
+    /// Refused as stale, but a key signed this task, which the body names with its family:
+    /// to be registered for polling ([`App::refuse`]).
+    poll: Option<(TaskId, Family)>,
+    /// Its task was registered for polling now (said in the answer).
+    polled: bool,
 }
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), keyed: false }
+        Rejection { status, reason, message: message.into(), keyed: false, poll: None, polled: false }
     }
 
     /// Checks built from a newer version of the callback secret might not refuse it: what the
@@ -303,7 +364,10 @@ impl Rejection {
         emit(&[function(), ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
         match self.status {
             StatusCode::UNAUTHORIZED => {
-                let body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });
+                let mut body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });
+                if self.polled {
+                    body["task_registered_for_polling"] = json!(true);
+                }
                 respond_json(StatusCode::UNAUTHORIZED, &body)
             }
             StatusCode::METHOD_NOT_ALLOWED => {

@@ -25,13 +25,15 @@ pub struct Refusal {
 }
 
 /// What a refusal rests on: a key or token the secret holds (or not), so checks built from a
-/// newer secret might not refuse it; a signature the request lacks; or the request alone (a
-/// stale or malformed header).
+/// newer secret might not refuse it; a signature the request lacks; the request alone (a
+/// malformed header, a timestamp ahead of the clock); or a timestamp past the window, whose
+/// signature may still be a key's ([`Auth::signed_at_any_age`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grounds {
     Secret,
     Unsigned,
     Request,
+    Stale,
 }
 
 impl Refusal {
@@ -119,6 +121,17 @@ impl Auth {
         Ok(())
     }
 
+    /// Whether one of the keys signed the body's task id at the request's timestamp, however
+    /// long ago: a callback refused as stale ([`Grounds::Stale`]) that came from the provider
+    /// (or replays one that did) names a real task, which may then be polled for.
+    pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> bool {
+        self.hmac.as_ref().is_some_and(|verifier| {
+            verifier
+                .verify_any_age(task_id, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER))
+                .is_ok()
+        })
+    }
+
     /// The signature over the body's task id.
     pub fn check_signature(&self, task_id: &str, headers: &HeaderMap, now_unix_secs: i64) -> Result<(), Refusal> {
         let Some(verifier) = &self.hmac else { return Ok(()) };
@@ -148,7 +161,7 @@ fn signature_refusal(e: SignatureError) -> Refusal {
         SignatureError::MissingSignature => ("missing_signature", Grounds::Unsigned),
         SignatureError::MalformedTimestamp => ("malformed_timestamp", Grounds::Request),
         SignatureError::MalformedSignature => ("malformed_signature", Grounds::Request),
-        SignatureError::TooOld { .. } => ("timestamp_too_old", Grounds::Request),
+        SignatureError::TooOld { .. } => ("timestamp_too_old", Grounds::Stale),
         SignatureError::TooFarInFuture { .. } => ("timestamp_in_future", Grounds::Request),
         SignatureError::NoKeyMatches => ("signature_mismatch", Grounds::Secret),
     };

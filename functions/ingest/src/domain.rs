@@ -7,17 +7,17 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
-use suno_callbacks::{CallbackEvent, s3_key};
+use stemvault_vault::register::Registration;
+use stemvault_vault::{Clock, LoadTask, SaveTask};
+use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
 use crate::credentials::ReadSecret;
-use crate::error::IngestError;
+use crate::error::{IngestError, StoreError};
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
 use {
-    crate::error::StoreError,
     sha2::{Digest, Sha256},
     stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims},
-    stemvault_vault::{Clock, LoadTask, SaveTask},
 };
 
 /// Keep a verified callback the table failed under `key` (under `parked/`), unless a copy is
@@ -151,6 +151,40 @@ pub async fn ingest_or_park<P: Ports>(
             tracing::warn!(timeout_ms = PARK_TIMEOUT.as_millis() as u64, "the callback could not be parked in time");
             Err(failed)
         }
+    }
+}
+
+/// What the task of a callback refused as stale but signed by a key came to
+/// ([`register_for_polling`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleTask {
+    /// New to the table: registered (stage `submitted`), so the reconciler polls the provider
+    /// for it `reconcile_after` on.
+    Registered,
+    /// Recorded already (by a callback, a registration or a poll): left as it is.
+    Known,
+}
+
+/// Register for polling the task of a callback refused for its timestamp alone: signed by a
+/// key at that time, so a task of the provider's, whose retries (if not signed again) would
+/// all be refused too. Only the task id is signed, not the body, so nothing of the body is
+/// recorded but the `family` it names, which decides the polling endpoint (a wrong one only
+/// gets the task given up by the reconciler). A task the table knows is left alone.
+pub async fn register_for_polling<P: LoadTask + SaveTask + Clock>(
+    ports: &P,
+    task_id: &TaskId,
+    family: Family,
+    reconcile_after: Duration,
+) -> Result<StaleTask, StoreError> {
+    if ports.load_task(task_id).await?.is_some() {
+        return Ok(StaleTask::Known);
+    }
+    let record = Registration { family, client_ref: None }.record(task_id, ports.now(), reconcile_after);
+    match ports.save_task(None, &record).await {
+        Ok(()) => Ok(StaleTask::Registered),
+        // Recorded since the read: by a callback, a registration or another stale one.
+        Err(StoreError::Conflict) => Ok(StaleTask::Known),
+        Err(e) => Err(e),
     }
 }
 

@@ -7,6 +7,7 @@ use serde_json::Value;
 use stemvault_aws::log_capture::{Captured, capture_logs};
 use stemvault_vault::{FileStatus, Timestamp};
 use suno_callbacks::Family;
+use suno_callbacks::Stage;
 use suno_callbacks::signature::sign;
 
 use super::*;
@@ -194,7 +195,7 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     let with = |headers: Vec<(&'static str, String)>| request("/callback", &headers, WAV.to_vec());
     assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS))).await, "signature_mismatch");
     assert_eq!(refusal(&h, with(signed_headers(KEY, "another-task", NOW_SECS))).await, "signature_mismatch");
-    assert_eq!(refusal(&h, with(signed_headers(KEY, WAV_TASK, NOW_SECS - 301))).await, "timestamp_too_old");
+    assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS - 301))).await, "timestamp_too_old");
     assert_eq!(refusal(&h, with(signed_headers(KEY, WAV_TASK, NOW_SECS + 301))).await, "timestamp_in_future");
     assert_eq!(refusal(&h, with(vec![])).await, "missing_timestamp");
     let only_ts = vec![("X-Webhook-Timestamp", NOW_SECS.to_string())];
@@ -215,6 +216,48 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     junk[1].1 = "not base64!".into();
     assert_eq!(refusal(&h, request("/callback", &junk, b"not json".to_vec())).await, "malformed_signature");
     assert_untouched(&h);
+}
+
+/// A callback refused for its timestamp alone, signed by a key at that time, is the
+/// provider's (or a replay of one of its callbacks): its task is registered to be polled, and
+/// only its id and the family the body names are taken. Still a 401: the body is not signed.
+#[tokio::test]
+async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
+    let h = app().await;
+    let stale = || request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 3600), WAV.to_vec());
+    let response = h.handle(stale()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = json(&response);
+    assert_eq!(
+        (body["reason"].as_str(), &body["task_registered_for_polling"]),
+        (Some("timestamp_too_old"), &Value::Bool(true))
+    );
+    let record = h.ports.record(WAV_TASK).expect("registered");
+    assert_eq!((record.stage, record.family, record.files.len()), (Stage::Submitted, Family::Wav, 0));
+    assert_eq!(record.reconcile_at, Some(Timestamp::from_unix_ms(NOW_SECS * 1000).plus(Duration::from_secs(600))));
+    assert!(h.ports.body_keys().is_empty() && h.ports.messages().is_empty(), "nothing of the body is taken");
+
+    // Again, or for a task recorded otherwise: the table knows it, nothing is written.
+    let again = h.handle(stale()).await;
+    assert_eq!((again.status(), json(&again).get("task_registered_for_polling")), (StatusCode::UNAUTHORIZED, None));
+    assert_eq!(h.ports.record(WAV_TASK), Some(record));
+
+    // Signed by no key of ours, unreadable, or naming no family to poll: nothing.
+    let h = app().await;
+    let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS - 3600), WAV.to_vec());
+    assert_eq!(refusal(&h, forged).await, "timestamp_too_old");
+    let unknown = br#"{"code":200,"data":{"task_id":"t-unknown","something":"else"}}"#;
+    let unknown = request("/callback", &signed_headers(KEY, "t-unknown", NOW_SECS - 3600), unknown.to_vec());
+    assert_eq!(refusal(&h, unknown).await, "timestamp_too_old");
+    assert_untouched(&h);
+
+    // The table failing: 503, so the provider's retry registers it.
+    h.ports.set_save_error(Some(StoreError::Unavailable("injected".into())));
+    let failed = h.handle(stale()).await;
+    assert_eq!(
+        (failed.status(), json(&failed)["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("task_record_unavailable"))
+    );
 }
 
 /// The signature is checked against the task id alone, before the rest of the body is read:
