@@ -38,7 +38,9 @@ pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
 /// `callback_too_large_to_record` when it could not be parked either).
 pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
 /// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
-/// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...).
+/// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...). Also a
+/// callback refused as stale whose task could not be registered for polling
+/// (`task_record_unavailable`).
 pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
 /// Valid callbacks not recorded now but parked for the reconciler to replay, answered 200
 /// ([`crate::domain::ingest_or_park`]); dimensions `Function` and `Reason` (why it was not
@@ -245,7 +247,12 @@ impl<P: Ports> App<P> {
         if let Err(refusal) = auth.check_before_body(segment, req.headers(), now) {
             let stale = refusal.grounds == Grounds::Stale;
             let rejection = unauthorized(refusal);
-            return Err(if stale { Rejection { poll: self.signed_task(auth, req), ..rejection } } else { rejection });
+            return Err(match stale.then(|| self.signed_task(auth, req)) {
+                // No key in force signed it: one rotated in since the secret was read may have.
+                Some(Signed::NotByAKey) => Rejection { keyed: true, ..rejection },
+                Some(Signed::Task(poll)) => Rejection { poll, ..rejection },
+                None => rejection,
+            });
         }
 
         let body: &[u8] = req.body().as_ref();
@@ -262,20 +269,22 @@ impl<P: Ports> App<P> {
         parse_callback(body).map_err(unparsable)
     }
 
-    /// The task and family of a request refused for its timestamp alone, when a key signed
-    /// its task id ([`Auth::signed_at_any_age`]) and the body names a family to poll.
-    fn signed_task(&self, auth: &Auth, req: &Request) -> Option<(TaskId, Family)> {
+    /// Whether a key signed the task id of a request refused for its timestamp alone
+    /// ([`Auth::signed_at_any_age`]), and then its task and family when the body names one to
+    /// poll (not the parser's guess for a failure without files).
+    fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
         let body: &[u8] = req.body().as_ref();
-        if body.len() > self.max_body_bytes {
-            return None;
-        }
-        let task_id = callback_task_id(body).ok()?;
+        let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() else {
+            return Signed::Task(None);
+        };
         if !auth.signed_at_any_age(task_id.as_str(), req.headers()) {
-            return None;
+            return Signed::NotByAKey;
         }
         tracing::Span::current().record("task_id", task_id.as_str());
-        let family = parse_callback(body).ok()?.family;
-        (family != Family::Unknown).then_some((task_id, family))
+        let Ok(event) = parse_callback(body) else { return Signed::Task(None) };
+        let guessed = event.family == Family::Music && !event.succeeded() && event.files.is_empty();
+        let known = event.family != Family::Unknown && !guessed;
+        Signed::Task(known.then_some((task_id, event.family)))
     }
 
     /// Answer a refused request; one refused as stale though signed by a key first registers
@@ -302,6 +311,14 @@ impl<P: Ports> App<P> {
         }
         rejection.answer()
     }
+}
+
+/// What a key signed, of a request refused as stale ([`App::signed_task`]).
+enum Signed {
+    /// No key in force made its signature (or it names no task id).
+    NotByAKey,
+    /// A key signed it: its task and family when the body names a family to poll.
+    Task(Option<(TaskId, Family)>),
 }
 
 /// How long registering a stale callback's task may take.

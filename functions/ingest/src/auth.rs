@@ -103,7 +103,8 @@ impl Auth {
     /// the path's segment: without a token in the secret it decides nothing, the signature
     /// does, so tasks submitted while it had one still call back to `/callback/<token>`), and the
     /// signature headers but for the MAC (there, the timestamp within the window, the
-    /// signature base64): a stale or junk request is refused before its body is parsed.
+    /// signature base64): a stale or junk request is refused before its body is parsed (a
+    /// stale one's task id is then read for [`Self::signed_at_any_age`]).
     pub fn check_before_body(
         &self,
         path_token: Option<&str>,

@@ -168,8 +168,9 @@ pub enum StaleTask {
 /// Register for polling the task of a callback refused for its timestamp alone: signed by a
 /// key at that time, so a task of the provider's, whose retries (if not signed again) would
 /// all be refused too. Only the task id is signed, not the body, so nothing of the body is
-/// recorded but the `family` it names, which decides the polling endpoint (a wrong one only
-/// gets the task given up by the reconciler). A task the table knows is left alone.
+/// recorded but the `family` it names, which decides the polling endpoint and which a
+/// client's `PUT /tasks/{id}` may still correct ([`Registration::unsigned_record`]). A task
+/// the table knows is left alone.
 pub async fn register_for_polling<P: LoadTask + SaveTask + Clock>(
     ports: &P,
     task_id: &TaskId,
@@ -179,7 +180,7 @@ pub async fn register_for_polling<P: LoadTask + SaveTask + Clock>(
     if ports.load_task(task_id).await?.is_some() {
         return Ok(StaleTask::Known);
     }
-    let record = Registration { family, client_ref: None }.record(task_id, ports.now(), reconcile_after);
+    let record = Registration::unsigned_record(family, task_id, ports.now(), reconcile_after);
     match ports.save_task(None, &record).await {
         Ok(()) => Ok(StaleTask::Registered),
         // Recorded since the read: by a callback, a registration or another stale one.

@@ -84,6 +84,16 @@ impl Registration {
         record
     }
 
+    /// The task item of a task registered for polling by ingest, from a callback refused as
+    /// stale but signed by a key: as [`Self::record`] without a client_ref, but with neither
+    /// `registered_at` nor `registered_family`, since its family is an unsigned body's: a
+    /// client's registration may still give another (see [`Self::completion`]).
+    pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp, reconcile_after: Duration) -> TaskRecord {
+        let mut record = Registration { family, client_ref: None }.record(task_id, now, reconcile_after);
+        (record.registered_at, record.registered_family) = (None, None);
+        record
+    }
+
     /// Whether `recorded` says what this registration says: the same family (or a family the
     /// callbacks decided, when this one is the registered family: a retried registration
     /// agrees) and client_ref.
@@ -128,9 +138,12 @@ impl Registration {
 }
 
 /// Whether the callbacks left the task's family for a registration to give: they could not
-/// tell it, or only guessed it.
+/// tell it, or only guessed it; or no client registered it, and no result came yet (a task
+/// registered for polling from an unsigned body's family: [`Registration::unsigned_record`]).
 fn family_open(recorded: &TaskRecord) -> bool {
-    recorded.family == Family::Unknown || recorded.family_is_a_guess()
+    recorded.family == Family::Unknown
+        || recorded.family_is_a_guess()
+        || (recorded.stage == Stage::Submitted && recorded.registered_family.is_none())
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
@@ -238,6 +251,28 @@ mod tests {
         assert!(no_ref.agrees_with(&empty) && no_ref.disagreements(&empty).is_empty());
         assert!(reg.disagreements(&empty).is_empty());
         assert_eq!(reg.completion(&empty, now).and_then(|c| c.client_ref).as_deref(), Some("mine"));
+    }
+
+    /// A task ingest registered from a stale callback's unsigned family is no client's
+    /// registration: one naming another family corrects it (200), and adds its client_ref.
+    #[test]
+    fn an_unsigned_family_is_corrected_by_a_registration() {
+        let now = Timestamp::from_unix_ms(1_800_000_000_000);
+        let task = TaskId::parse("t1").unwrap();
+        let unsigned = Registration::unsigned_record(Family::Music, &task, now, Duration::from_secs(600));
+        assert_eq!(
+            (unsigned.stage, unsigned.registered_at, unsigned.registered_family),
+            (Stage::Submitted, None, None)
+        );
+        assert_eq!(unsigned.reconcile.as_deref(), Some("due"), "polled");
+        let client = Registration { family: Family::Lyrics, client_ref: Some("mine".into()) };
+        assert!(client.disagreements(&unsigned).is_empty());
+        let completion = client.completion(&unsigned, now).expect("something to add");
+        assert_eq!((completion.family, completion.client_ref.as_deref()), (Some(Family::Lyrics), Some("mine")));
+        // A client's registration is not corrected so.
+        let registered = client.record(&task, now, Duration::from_secs(600));
+        let other = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
+        assert_eq!(other.disagreements(&registered), ["family"]);
     }
 
     /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and

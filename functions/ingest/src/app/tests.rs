@@ -258,6 +258,39 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
         (failed.status(), json(&failed)["error"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("task_record_unavailable"))
     );
+    h.ports.set_save_error(None);
+    assert_eq!(json(&h.handle(stale()).await)["task_registered_for_polling"], true, "the retry registers it");
+}
+
+/// Registering a stale callback's task takes what every other check takes: the path token
+/// first, a failure's family only when the body tells it, and a key rotated in since the
+/// secret was read (or, the secret unreadable, a 503 the retry may pass).
+#[tokio::test]
+async fn a_stale_callback_registers_only_past_every_other_check() {
+    let stale_at = |key: &str, path: &str, body: &[u8], task: &str| {
+        request(path, &signed_headers(key, task, NOW_SECS - 3600), body.to_vec())
+    };
+    let h = app_with(config(), keys_and_token()).await;
+    assert_eq!(refusal(&h, stale_at(KEY, "/callback", WAV, WAV_TASK)).await, "missing_token");
+    assert_eq!(refusal(&h, stale_at(KEY, "/callback/guess", WAV, WAV_TASK)).await, "invalid_token");
+    // A failure without files reads as music whatever its family: a guess, not registered.
+    let failure = br#"{"code":501,"msg":"failed","data":{"callbackType":"error","task_id":"t-failed"}}"#;
+    assert_eq!(
+        refusal(&h, stale_at(KEY, &format!("/callback/{TOKEN}"), failure, "t-failed")).await,
+        "timestamp_too_old"
+    );
+    assert_untouched(&h);
+
+    let h = app().await;
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] });
+    h.ports.set_secret_failing(true);
+    h.ports.advance(Duration::from_secs(60));
+    in_doubt(&h, stale_at(NEW_KEY, "/callback", WAV, WAV_TASK)).await;
+    assert_untouched(&h);
+    h.ports.set_secret_failing(false);
+    h.ports.advance(Duration::from_secs(60));
+    let rotated = h.handle(stale_at(NEW_KEY, "/callback", WAV, WAV_TASK)).await;
+    assert_eq!(json(&rotated)["task_registered_for_polling"], true, "registered once the secret is read again");
 }
 
 /// The signature is checked against the task id alone, before the rest of the body is read:
