@@ -21,7 +21,9 @@ use crate::aws::AwsPorts;
 use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
 use crate::credentials::RefreshPolicy;
-use crate::domain::{Ingested, Outage, Ports, Settings, StaleTask, ingest_or_park, register_for_polling};
+use crate::domain::{
+    ANSWER_WITHIN, Ingested, Outage, Ports, Settings, StaleTask, ingest_or_park, register_for_polling,
+};
 use crate::error::IngestError;
 
 /// The `Function` dimension of the metrics: the deployed function's name (the logical one,
@@ -154,7 +156,7 @@ impl<P: Ports> App<P> {
         }
         let event = match checked {
             Ok(event) => event,
-            Err(rejection) => return self.refuse(rejection).await,
+            Err(rejection) => return self.refuse(rejection, started).await,
         };
 
         let body: &[u8] = req.body().as_ref();
@@ -290,10 +292,11 @@ impl<P: Ports> App<P> {
     /// Answer a refused request; one refused as stale though signed by a key first registers
     /// its task for polling ([`register_for_polling`]; 503 when the table cannot say, so the
     /// provider's retry tries again).
-    async fn refuse(&self, mut rejection: Rejection) -> Response<Body> {
+    async fn refuse(&self, mut rejection: Rejection, started: Instant) -> Response<Body> {
         if let Some((task_id, family)) = rejection.poll.take() {
             let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
-            match tokio::time::timeout(REGISTER_WITHIN, registering).await {
+            let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
+            match tokio::time::timeout(within, registering).await {
                 Ok(Ok(StaleTask::Registered)) => {
                     tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
                     rejection.polled = true;
@@ -321,7 +324,7 @@ enum Signed {
     Task(Option<(TaskId, Family)>),
 }
 
-/// How long registering a stale callback's task may take.
+/// How long registering a stale callback's task may take (less when the answer is due sooner).
 const REGISTER_WITHIN: Duration = Duration::from_secs(3);
 
 /// The answer when a stale callback's task could not be registered: the provider retries.

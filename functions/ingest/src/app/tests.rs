@@ -262,6 +262,22 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     assert_eq!(json(&h.handle(stale()).await)["task_registered_for_polling"], true, "the retry registers it");
 }
 
+/// A table that does not answer holds a stale callback's answer no longer than registering
+/// may take: 503, within the answer's time.
+#[tokio::test(start_paused = true)]
+async fn a_stale_callback_whose_task_cannot_be_registered_in_time_is_503() {
+    let h = app().await;
+    h.ports.set_table_stalled(true);
+    let began = tokio::time::Instant::now();
+    let stale = request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS - 3600), WAV.to_vec());
+    let response = h.handle(stale).await;
+    assert_eq!(
+        (response.status(), json(&response)["error"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("task_record_unavailable"))
+    );
+    assert!(began.elapsed() <= REGISTER_WITHIN && began.elapsed() >= REGISTER_WITHIN / 2, "{:?}", began.elapsed());
+}
+
 /// Registering a stale callback's task takes what every other check takes: the path token
 /// first, a failure's family only when the body tells it, and a key rotated in since the
 /// secret was read (or, the secret unreadable, a 503 the retry may pass).
