@@ -28,6 +28,12 @@ impl CallbackEvent {
     pub fn succeeded(&self) -> bool {
         self.code == 200 && self.stage != Stage::Error
     }
+
+    /// Whether the family is only the parser's fallback: a failure read as music, as any
+    /// `callbackType` body is (docs.kie.ai's lyrics failure keeps `callbackType "complete"`).
+    pub fn family_is_a_guess(&self) -> bool {
+        self.family == Family::Music && !self.succeeded()
+    }
 }
 
 /// A file to vault: a stable, readable name (for example `vocal`, `drums`,

@@ -1,7 +1,8 @@
 //! The Lambda-facing side: `POST /callback[/<token>]` in, JSON out. Routing, authentication
 //! (with the callback secret read again when it may have been rotated or revoked), limits, metrics and
-//! answers around [`crate::domain::ingest_or_park`], over any [`Ports`] (AWS in the Lambda, in memory
-//! in the tests and the benchmark).
+//! answers around [`crate::domain::ingest_or_park`], and registering for polling the task of a
+//! stale callback a key signed ([`crate::domain::register_for_polling`]), over any [`Ports`]
+//! (AWS in the Lambda, in memory in the tests and the benchmark).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -34,7 +35,8 @@ pub(crate) fn function() -> (&'static str, &'static str) {
 /// Callbacks recorded and answered 200 (duplicates included; one parked and answered 200
 /// counts in `CallbacksParked` instead); dimension `Function`.
 pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
-/// Callbacks refused, nothing written; dimensions `Function` and `Reason` (the answer's
+/// Callbacks refused, nothing written but a stale callback's task registered for polling
+/// (counted as `timestamp_too_old`); dimensions `Function` and `Reason` (the answer's
 /// reason code): answered 4xx (`signature_mismatch`, `invalid_token`, `body_too_large`,
 /// `invalid_json`, ...), or 503 when a retry may pass (`secret_unreadable`;
 /// `callback_too_large_to_record` when it could not be parked either).
@@ -145,7 +147,8 @@ impl<P: Ports> App<P> {
                 checked = self.check(&fresh, &req);
             }
             // The secret could not be read to settle it: a retry may pass, a 401 may be final.
-            // Only for what a key or token in the secret decides (not a stale timestamp).
+            // Only for what a key or token in the secret decides (a stale timestamp only when
+            // no key in force made the signature).
             if matches!(&checked, Err(rejection) if rejection.keyed) && self.credentials.in_doubt() {
                 checked = Err(Rejection::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -273,7 +276,8 @@ impl<P: Ports> App<P> {
 
     /// Whether a key signed the task id of a request refused for its timestamp alone
     /// ([`Auth::signed_at_any_age`]), and then its task and family when the body names one to
-    /// poll (not the parser's guess for a failure without files).
+    /// poll (not the parser's guess for a failure) and the signature is not older than
+    /// [`MAX_REGISTERED_AGE`].
     fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
         let body: &[u8] = req.body().as_ref();
         let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() else {
@@ -283,9 +287,14 @@ impl<P: Ports> App<P> {
             return Signed::NotByAKey;
         }
         tracing::Span::current().record("task_id", task_id.as_str());
+        let signed_at = req.headers().get(suno_callbacks::signature::TIMESTAMP_HEADER);
+        let signed_at = signed_at.and_then(|t| t.to_str().ok()).and_then(|t| t.parse::<i64>().ok());
+        let age = signed_at.map(|t| self.ports.now().unix_seconds().saturating_sub(t));
+        if age.is_none_or(|age| age > MAX_REGISTERED_AGE.as_secs() as i64) {
+            return Signed::Task(None);
+        }
         let Ok(event) = parse_callback(body) else { return Signed::Task(None) };
-        let guessed = event.family == Family::Music && !event.succeeded() && event.files.is_empty();
-        let known = event.family != Family::Unknown && !guessed;
+        let known = event.family != Family::Unknown && !event.family_is_a_guess();
         Signed::Task(known.then_some((task_id, event.family)))
     }
 
@@ -302,8 +311,13 @@ impl<P: Ports> App<P> {
                     rejection.polled = true;
                 }
                 Ok(Ok(StaleTask::Known)) => tracing::info!("a callback signed too long ago, of a task the table knows"),
+                // The table says the task item is there, or refuses the write for good: a retry
+                // would meet the same, so the refusal stands.
+                Ok(Err(e)) if !e.is_retryable() => {
+                    tracing::error!(error = %e, retryable = false, "a callback signed too long ago: its task could not be registered");
+                }
                 Ok(Err(e)) => {
-                    tracing::error!(error = %e, "a callback signed too long ago: its task could not be registered");
+                    tracing::error!(error = %e, retryable = true, "a callback signed too long ago: its task could not be registered");
                     return failed_registration();
                 }
                 Err(_) => {
@@ -318,11 +332,17 @@ impl<P: Ports> App<P> {
 
 /// What a key signed, of a request refused as stale ([`App::signed_task`]).
 enum Signed {
-    /// No key in force made its signature (or it names no task id).
+    /// No key in force made its signature.
     NotByAKey,
-    /// A key signed it: its task and family when the body names a family to poll.
+    /// A key signed it, or it could not be told (a body too large, or naming no task id):
+    /// its task and family when a key signed it less than [`MAX_REGISTERED_AGE`] ago and the
+    /// body names a family to poll.
     Task(Option<(TaskId, Family)>),
 }
+
+/// A signature older than this registers nothing: the provider keeps a task's files about
+/// as long, and a signature captured long ago should not register tasks the provider forgot.
+const MAX_REGISTERED_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// How long registering a stale callback's task may take (less when the answer is due sooner).
 const REGISTER_WITHIN: Duration = Duration::from_secs(3);
@@ -335,7 +355,8 @@ fn failed_registration() -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
-/// A request answered with a 4xx before anything is written.
+/// A request refused: 4xx (or 503 while the secret is in doubt), nothing written but, for a
+/// stale one a key signed, its task registered for polling.
 #[derive(Debug)]
 struct Rejection {
     status: StatusCode,

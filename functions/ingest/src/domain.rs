@@ -1,4 +1,5 @@
-//! The ingest use-case: record one valid callback, archive its body and queue its files.
+//! The ingest use-case: record one valid callback, archive its body and queue its files; and
+//! register for polling the task of a callback refused as stale but signed by a key.
 //! It is [`stemvault_vault::accept`], which the reconciler runs too for a result it polled,
 //! over the ports the AWS adapters ([`crate::aws`]) and the in-memory ones of the tests and
 //! the benchmark implement; ingest adds the callback secret for the checks in front of it.

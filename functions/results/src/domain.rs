@@ -164,7 +164,8 @@ pub enum Registered {
     /// The task was new: its item was written (201).
     Created(TaskView),
     /// The task was known and agrees with the registration (200): nothing written, or, for a
-    /// task a callback recorded first, the registration's client_ref or family added
+    /// task a callback (or ingest, from a stale callback's unsigned family) recorded first,
+    /// the registration's client_ref or family added
     /// ([`Registration::completion`]: its generation moves on, and a settled task is open
     /// again for a new manifest).
     Existing(TaskView),
@@ -178,7 +179,7 @@ const COMPLETE_ATTEMPTS: u32 = 5;
 
 /// Register `task_id` (stage `submitted`, vault `pending`, watched by the reconciler from
 /// `reconcile_after` on), unless it is recorded already; a task a callback recorded first
-/// takes the registration's client_ref, and an unknown or only guessed family its family
+/// takes the registration's client_ref, and an unknown, only guessed or unsigned family its family
 /// ([`Registration::completion`]). Idempotent: one read, and one conditional put only for a
 /// new task or something to add. The view answered has
 /// no download links: the right to register (`PUT`) is not the right to read the files (`GET`).

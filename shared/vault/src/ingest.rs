@@ -229,8 +229,7 @@ fn apply_new_body(
     // A failure read as music is only the parser's fallback for a `callbackType` body
     // (docs.kie.ai's lyrics failure keeps `callbackType "complete"`): it does not overrule
     // the family the task was registered with.
-    let guessed = event.family == Family::Music && !event.succeeded();
-    let adopt = record.family == Family::Unknown || (registered && !guessed);
+    let adopt = record.family == Family::Unknown || (registered && !event.family_is_a_guess());
     if adopt && event.family != Family::Unknown {
         record.family = event.family;
     }

@@ -1,5 +1,7 @@
 //! Registering a task before any callback (`PUT /tasks/{task_id}`): the task item a
-//! registration writes, and how a second registration compares with what is recorded.
+//! registration writes, and how a second registration compares with what is recorded. Ingest
+//! registers too, the task of a stale callback a key signed ([`Registration::unsigned_record`]):
+//! its family came unsigned, so it stays open to a client's registration until a result comes.
 //!
 //! A registered task is at stage `submitted`, its vault `pending` with no files, out of the
 //! sweeper's `open-tasks` index (nothing to sweep yet), and watched by the reconciler from `RECONCILE_AFTER_SECONDS` on. Its first callback (or poll
@@ -112,8 +114,10 @@ impl Registration {
     /// What this registration adds to a task a callback recorded first: its client_ref when
     /// the task has none, its family when the callbacks could not tell it or only guessed it
     /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
-    /// needs watching, a file of it failed by an expired URL, is watched from `now`). None
-    /// when there is nothing to add, or when they disagree.
+    /// needs watching, a file of it failed by an expired URL, is watched from `now`). To a
+    /// task ingest registered from a stale callback ([`Self::unsigned_record`]), its family
+    /// as the registered one, so a later registration naming another is refused. None when
+    /// there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
         let ref_agrees = recorded_ref(recorded).is_none_or(|r| Some(r) == self.client_ref.as_deref());
         if !self.family_agrees(recorded) || !ref_agrees {
@@ -122,6 +126,7 @@ impl Registration {
         let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded_ref(recorded).is_none()),
             family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
+            registered_family: unregistered(recorded).then_some(self.family),
             watch_from: None,
         };
         if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
@@ -129,7 +134,9 @@ impl Registration {
             let completed = TaskRecord { family, ..recorded.clone() };
             completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
         }
-        (completion.client_ref.is_some() || completion.family.is_some()).then_some(completion)
+        let adds =
+            completion.client_ref.is_some() || completion.family.is_some() || completion.registered_family.is_some();
+        adds.then_some(completion)
     }
 
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
@@ -141,9 +148,13 @@ impl Registration {
 /// tell it, or only guessed it; or no client registered it, and no result came yet (a task
 /// registered for polling from an unsigned body's family: [`Registration::unsigned_record`]).
 fn family_open(recorded: &TaskRecord) -> bool {
-    recorded.family == Family::Unknown
-        || recorded.family_is_a_guess()
-        || (recorded.stage == Stage::Submitted && recorded.registered_family.is_none())
+    recorded.family == Family::Unknown || recorded.family_is_a_guess() || unregistered(recorded)
+}
+
+/// A task at `submitted` that no client registered: ingest did, from a stale callback's
+/// unsigned family ([`Registration::unsigned_record`]).
+fn unregistered(recorded: &TaskRecord) -> bool {
+    recorded.stage == Stage::Submitted && recorded.registered_family.is_none()
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
@@ -152,6 +163,8 @@ fn family_open(recorded: &TaskRecord) -> bool {
 pub struct Completion {
     pub client_ref: Option<String>,
     pub family: Option<Family>,
+    /// The family a client registered, for a task ingest registered first.
+    pub registered_family: Option<Family>,
     /// Start watching the task, first polled at this time: the family given makes a task the
     /// reconciler did not watch one a poll can mend.
     pub watch_from: Option<Timestamp>,
@@ -174,6 +187,9 @@ impl Completion {
         }
         if let Some(family) = self.family {
             record.family = family;
+        }
+        if let Some(family) = self.registered_family {
+            record.registered_family = Some(family);
         }
         if let Some(from) = self.watch_from {
             reconcile::watch(record, from, Duration::ZERO);
@@ -269,6 +285,17 @@ mod tests {
         assert!(client.disagreements(&unsigned).is_empty());
         let completion = client.completion(&unsigned, now).expect("something to add");
         assert_eq!((completion.family, completion.client_ref.as_deref()), (Some(Family::Lyrics), Some("mine")));
+        // Once a client registered it, its family is the registered one.
+        let mut completed = unsigned.clone();
+        completion.apply(&mut completed);
+        assert_eq!((completed.family, completed.registered_family), (Family::Lyrics, Some(Family::Lyrics)));
+        assert!(client.agrees_with(&completed) && client.completion(&completed, now).is_none(), "a retry agrees");
+        let third = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
+        assert_eq!(third.disagreements(&completed), ["family"]);
+        // The same family as the unsigned one, without a client_ref: registered all the same.
+        let same = Registration { family: Family::Music, client_ref: None };
+        let registered = same.completion(&unsigned, now).expect("the registration itself");
+        assert_eq!((registered.family, registered.registered_family), (None, Some(Family::Music)));
         // A client's registration is not corrected so.
         let registered = client.record(&task, now, Duration::from_secs(600));
         let other = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
@@ -290,7 +317,12 @@ mod tests {
         let both = reg.completion(&called_back, now).expect("something to add");
         assert_eq!(
             both,
-            Completion { client_ref: Some("order-17".into()), family: Some(Family::Music), watch_from: None }
+            Completion {
+                client_ref: Some("order-17".into()),
+                family: Some(Family::Music),
+                registered_family: None,
+                watch_from: None
+            }
         );
         let mut completed = called_back.clone();
         both.apply(&mut completed);
@@ -301,7 +333,10 @@ mod tests {
         assert_eq!(reg.completion(&known_family, now).map(|c| c.family), Some(None), "only the client_ref");
         let no_ref = Registration { client_ref: None, ..reg.clone() };
         let family_only = no_ref.completion(&called_back, now).expect("the family");
-        assert_eq!(family_only, Completion { client_ref: None, family: Some(Family::Music), watch_from: None });
+        assert_eq!(
+            family_only,
+            Completion { client_ref: None, family: Some(Family::Music), registered_family: None, watch_from: None }
+        );
         assert_eq!(no_ref.completion(&known_family, now), None, "nothing to add");
 
         let other_family = TaskRecord { family: Family::Wav, ..called_back.clone() };
