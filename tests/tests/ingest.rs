@@ -1,6 +1,7 @@
 //! The ingest function against the emulator, through its real AWS adapters: every documented
 //! callback is recorded, archived and queued; concurrent and out-of-order deliveries; refusals
-//! that write nothing (a callback too large to record included); a queue that really fails
+//! that write nothing (a callback too large to record included; a stale one a key signed
+//! registers its task for polling instead, tests/tests/reconciler.rs); a queue that really fails
 //! after the record was written; and the callback secret read from Secrets Manager at start-up
 //! and again: after a refusal, once rotated, and when the checks are too old, once revoked.
 
