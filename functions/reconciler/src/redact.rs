@@ -6,7 +6,9 @@
 //! authentication that URL is `https://.../callback/<token>`, and the answer is archived
 //! under `tasks/<id>/callbacks/`: kept as it came, the secret token would be readable by
 //! whoever may read that prefix. No result is read from these fields (the parser ignores
-//! callback URLs), so the answer is redacted before anything else sees it.
+//! callback URLs), so the answer is redacted before anything else sees it. A message for
+//! people (`errorMessage` of a `CALLBACK_EXCEPTION`, say) may quote the URL: there only the
+//! path token is replaced, the message being read and recorded.
 
 use std::borrow::Cow;
 
@@ -26,7 +28,8 @@ const PARAM_KEY: &str = "param";
 /// `body` with the string value of every callback URL key anywhere in it, every string naming
 /// the `/callback/` path under a key naming a callback, and every such string inside `param`
 /// (a string holding JSON, written back as a string, or an object; a `param` string holding no
-/// JSON but naming a callback whole) replaced by [`REDACTED`], then serialized again by serde_json (`preserve_order` is on in the
+/// JSON but naming a callback whole) replaced by [`REDACTED`], and the path token in a message
+/// quoting it (`msg`, `errorMessage`, `error`), then serialized again by serde_json (`preserve_order` is on in the
 /// workspace, so keys keep their order; either way the same answer always gives the same
 /// bytes, hence the same archive key and callback id).
 ///
@@ -60,6 +63,7 @@ fn redact(value: &mut Value, by_value: bool) -> bool {
                 changed |= match child {
                     Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
                     Value::String(param) if key == PARAM_KEY => redact_param(param),
+                    Value::String(text) if names_message(key) => redact_path_tokens(text),
                     // A request kept as an object rather than a string is read no more.
                     _ if key == PARAM_KEY => redact(child, true),
                     _ => redact(child, by_value || names_callback(key)),
@@ -81,6 +85,48 @@ fn redact(value: &mut Value, by_value: bool) -> bool {
 fn names_callback(key: &str) -> bool {
     let key: String = key.chars().filter(|c| !matches!(c, '_' | '-')).collect::<String>().to_ascii_lowercase();
     key.contains("callback") || key.contains("calback")
+}
+
+/// Whether a key holds a message for people (`msg`, `errorMessage`, `error_message`,
+/// `error`): a provider's account of a callback that failed (`CALLBACK_EXCEPTION`) may quote
+/// the callback URL in it.
+fn names_message(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "msg" || key.contains("message") || key.contains("error")
+}
+
+/// Every path segment after `/callback/` in a message replaced by [`REDACTED`], the rest of
+/// the message kept (it is read and recorded: the task's failure message).
+fn redact_path_tokens(text: &mut String) -> bool {
+    const PATH: &str = "/callback/";
+    let lower = text.to_ascii_lowercase();
+    let mut redacted = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut changed = false;
+    for (at, _) in lower.match_indices(PATH) {
+        let start = at + PATH.len();
+        if start < copied {
+            continue;
+        }
+        let rest = &text[start..];
+        let end = start
+            + rest
+                .find(|c: char| c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c.is_whitespace())
+                .unwrap_or(rest.len());
+        let segment = &text[start..end];
+        if segment.is_empty() || segment == REDACTED {
+            continue;
+        }
+        redacted.push_str(&text[copied..start]);
+        redacted.push_str(REDACTED);
+        copied = end;
+        changed = true;
+    }
+    if changed {
+        redacted.push_str(&text[copied..]);
+        *text = redacted;
+    }
+    changed
 }
 
 /// Whether `text` holds a URL path through `/callback/` (where the path token follows).
@@ -268,6 +314,31 @@ mod tests {
         assert!(!String::from_utf8_lossy(&redacted).contains(TOKEN), "{}", String::from_utf8_lossy(&redacted));
         let read = parse_poll(Family::Music, &redacted).unwrap();
         assert!(matches!(read, PollResult::Result(_)), "{read:?}");
+    }
+
+    /// A provider's message quoting the callback URL (a callback that failed) keeps its
+    /// words but not the path token; a message without one, and a file URL, stay as they came.
+    #[test]
+    fn a_message_quoting_the_callback_url_keeps_no_token() {
+        let body = json!({"code": 200, "msg": "success", "data": {
+            "taskId": "t1", "status": "CALLBACK_EXCEPTION",
+            "errorMessage": format!("POST https://h/callback/{TOKEN} answered 502; retried at https://h/CallBack/{TOKEN}?x=1"),
+            "error": format!("https://h/callback/{TOKEN}"),
+            "audioUrl": format!("https://cdn/callback/{TOKEN}.mp3"),
+        }});
+        let redacted = redacted_json(body.to_string().as_bytes());
+        let expected =
+            format!("POST https://h/callback/{REDACTED} answered 502; retried at https://h/CallBack/{REDACTED}?x=1");
+        assert_eq!(redacted["data"]["errorMessage"], expected.as_str());
+        assert_eq!(redacted["data"]["error"], format!("https://h/callback/{REDACTED}").as_str());
+        assert_eq!(
+            redacted["data"]["audioUrl"],
+            format!("https://cdn/callback/{TOKEN}.mp3").as_str(),
+            "read as it came"
+        );
+        assert_eq!(redacted["msg"], "success");
+        let once = callback_urls(body.to_string().as_bytes()).into_owned();
+        assert!(matches!(callback_urls(&once), Cow::Borrowed(_)), "stable");
     }
 
     /// An answer without a callback URL stays verbatim (the documented lyrics answer: its
