@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use suno_callbacks::{Family, Stage};
 
 use crate::Timestamp;
@@ -62,8 +62,9 @@ pub struct TaskRecord {
     /// A failure callback that arrived after the task had already succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureEntry>,
-    /// The user's own id for the task, given when it was registered before any callback.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The user's own id for the task, given when it was registered before any callback. An
+    /// empty one, which builds before 2026-12-04 kept as given, reads as none.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "non_empty")]
     pub client_ref: Option<String>,
     /// When the task was registered (`PUT /tasks/{id}`), for a task registered before its
     /// first callback.
@@ -369,6 +370,11 @@ macro_rules! display_as_stored {
 }
 
 display_as_stored!(FileStatus, PublicFileStatus, VaultState);
+
+/// A string that is empty read as none.
+fn non_empty<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.filter(|s| !s.is_empty()))
+}
 
 impl TaskRecord {
     /// The record of a task's first accepted callback, before its files and bodies are added:

@@ -42,11 +42,6 @@ fn client_ref_ok(client_ref: &str) -> bool {
     client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(char::is_control)
 }
 
-/// The recorded client_ref, an empty one (kept by builds that took `""` as given) read as none.
-fn recorded_ref(recorded: &TaskRecord) -> Option<&str> {
-    recorded.client_ref.as_deref().filter(|r| !r.is_empty())
-}
-
 impl Registration {
     /// Read `{"family": "...", "client_ref": "..."}` (client_ref optional; other fields ignored).
     pub fn parse(body: &[u8]) -> Result<Registration, RegistrationError> {
@@ -100,14 +95,14 @@ impl Registration {
     /// callbacks decided, when this one is the registered family: a retried registration
     /// agrees) and client_ref.
     pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
-        self.family_agrees(recorded) && recorded_ref(recorded) == self.client_ref.as_deref()
+        self.family_agrees(recorded) && recorded.client_ref == self.client_ref
     }
 
     /// The fields on which `recorded` and this registration disagree, as a 409 names them
     /// (`family`, `client_ref`): none when the registration agrees or only adds to it.
     pub fn disagreements(&self, recorded: &TaskRecord) -> Vec<&'static str> {
         let family = !self.family_agrees(recorded);
-        let client_ref = recorded_ref(recorded).is_some_and(|r| Some(r) != self.client_ref.as_deref());
+        let client_ref = recorded.client_ref.is_some() && recorded.client_ref != self.client_ref;
         [("family", family), ("client_ref", client_ref)].into_iter().filter_map(|(f, d)| d.then_some(f)).collect()
     }
 
@@ -119,12 +114,12 @@ impl Registration {
     /// as the registered one, so a later registration naming another is refused. None when
     /// there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
-        let ref_agrees = recorded_ref(recorded).is_none_or(|r| Some(r) == self.client_ref.as_deref());
+        let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
         if !self.family_agrees(recorded) || !ref_agrees {
             return None;
         }
         let mut completion = Completion {
-            client_ref: self.client_ref.clone().filter(|_| recorded_ref(recorded).is_none()),
+            client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
             family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
             registered_family: unregistered(recorded).then_some(self.family),
             watch_from: None,
@@ -262,7 +257,10 @@ mod tests {
 
         // An empty client_ref an earlier build kept as given is none: agreed by a retry
         // without one, completed by one that gives one.
-        let empty = TaskRecord { client_ref: Some(String::new()), ..r };
+        let mut stored = serde_json::to_value(&r).unwrap();
+        stored["client_ref"] = "".into();
+        let empty: TaskRecord = serde_json::from_value(stored).unwrap();
+        assert_eq!(empty.client_ref, None, "read as none");
         let no_ref = Registration { client_ref: None, ..reg.clone() };
         assert!(no_ref.agrees_with(&empty) && no_ref.disagreements(&empty).is_empty());
         assert!(reg.disagreements(&empty).is_empty());
