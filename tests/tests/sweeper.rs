@@ -1,7 +1,6 @@
 //! The sweeper against the emulator: the sparse `open-tasks` index finds the open task, the
 //! orphaned files are sent once, and nothing else is touched; an open task whose files are
-//! all settled gets a manifest job, which the downloader settles; a late file of a task given
-//! up, its request stopped, is sent, stored and settled.
+//! all settled gets a manifest job, which the downloader settles.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -328,52 +327,6 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
     assert_eq!((again.tasks_checked, again.manifests_requested), (0, 0));
     assert!(env.drain_queue(10).await.is_empty());
-}
-
-/// A registered task the reconciler gave up without a result, then a late callback whose
-/// request marked it open and stopped after its file item: the sweeper commits and sends the
-/// file, and the downloader stores it and settles the task (at `submitted`: the callback's
-/// stage never reached the task item), out of the index for good.
-#[tokio::test]
-async fn a_late_file_of_a_task_given_up_is_sent_stored_and_settled() {
-    use stemvault_tests::file_server::{FileServer, Reply};
-    let env = TestEnv::new().await;
-    let server = FileServer::start().await;
-    server.route("/s/vocal.mp3", Reply::bytes(&b"vox"[..], "audio/mpeg"));
-    let task = TaskId::parse(&new_task_id()).unwrap();
-    let long_ago = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 30 * 86_400_000);
-    let mut given_up =
-        Registration { family: Family::VocalSeparation, client_ref: None }.record(&task, long_ago, Duration::ZERO);
-    given_up = stemvault_vault::reconcile::abandon(&given_up, "not_found", long_ago);
-    assert!(given_up.is_out_of_sight());
-    // What the stopped request left: the mark (its `last_received_at` 10 minutes ago) and an
-    // uncommitted file item.
-    let stopped_at = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 600_000);
-    let mut left = TaskRecord { open: Some(OPEN_MARKER.into()), last_received_at: stopped_at, ..given_up };
-    let mut file = stemvault_vault::FileEntry::pending(
-        &server.url("/s/vocal.mp3"),
-        s3_key::file_key(&task, "vocal", &server.url("/s/vocal.mp3")),
-        suno_callbacks::Stage::Final,
-    );
-    file.generation = Some(left.generation + 1);
-    left.files.insert("vocal".into(), file);
-    let left = stored(&env, &left).await;
-    assert!(left.has_uncommitted_files());
-
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
-    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
-    assert_eq!((report.tasks_checked, report.files_requeued), (1, 1), "{report:?}");
-    let event = env.receive_event(1, 2).await;
-    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config);
-    let response = env.run_download(&download, &event).await;
-    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
-
-    let settled = env.task_record(task.as_str()).await;
-    assert_eq!(settled.files["vocal"].status, FileStatus::Stored);
-    assert_eq!((settled.vault, settled.open.as_deref()), (VaultState::Complete, None), "{settled:?}");
-    assert!(env.object(&s3_key::manifest_key(&task)).await.is_some());
-    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
-    assert_eq!((again.tasks_checked, again.manifests_requested), (0, 0));
 }
 
 /// Take the sweeper's one job off the queue and let the downloader handle it; the job.

@@ -155,10 +155,8 @@ pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
     // A registered task without a result yet has no files because none came, not because
-    // they are all settled. One with files has them from a callback whose request stopped
-    // before its task item (the sweeper committed them: a task given up, say): settled as
-    // any other, or it would stay in the sweeper's index for good.
-    if record.stage == Stage::Submitted && record.files.is_empty() {
+    // they are all settled.
+    if record.stage == Stage::Submitted {
         return SettlePlan::Open;
     }
     let Some(files_vault) = record.settled_vault_state() else {
@@ -258,12 +256,6 @@ mod tests {
         r.stage = Stage::Submitted;
         assert_eq!(settle_plan(&r, &TaskId::parse("t1").unwrap(), NOW), SettlePlan::Open);
         assert_eq!(manifest_job(&r), None, "its vault is pending");
-        // Files committed at `submitted` (a late callback's to a task given up, its request
-        // stopped before its task item): settled once they are.
-        let mut with_files = record(vec![("vocal", file("https://a/x.mp3", FileStatus::Stored))]);
-        with_files.stage = Stage::Submitted;
-        let plan = settle_plan(&with_files, &TaskId::parse("t1").unwrap(), NOW);
-        assert!(matches!(plan, SettlePlan::Settle(_)), "{plan:?}");
     }
 
     #[test]
