@@ -14,12 +14,11 @@
 //! dead-letter queue on a receive that could not write the table, or expired); then
 //! [`reclaim`] claims and sends them again too.
 //!
-//! A later callback that adds or reopens files of a settled task (or adds files to a task
-//! given up without any) marks its task item open before writing them
-//! ([`stemvault_vault::items::MarkOpen`]); should its request stop before the task item, the
-//! task is in the index, with files at a generation its task item has not reached: swept like
-//! any other (the claim's save commits them). Such a task marked with no such file (its
-//! request stopped before any) is taken out of the index.
+//! A later callback that adds or reopens files of a settled task marks its task item open
+//! before writing them ([`stemvault_vault::items::MarkOpen`]); should its request stop before
+//! the task item, the task is in the index, settled but with files at a generation its task
+//! item has not reached: swept like any other (the claim's save commits them). A settled task
+//! marked so with no such file (its request stopped before any) is taken out of the index.
 //!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
 //! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for long
@@ -45,7 +44,7 @@ use stemvault_vault::{
     Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp,
     VaultState, answer_within, retry_on_conflict,
 };
-use suno_callbacks::{TaskId, s3_key};
+use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::error::{StoreError, SweepError};
 
@@ -303,13 +302,12 @@ async fn sweep_task<P: Ports>(
         // The index is eventually consistent: re-check what it said against the record.
         // Settled means settled with its manifest recorded (until then ingest's manifest job
         // may be lost), and no file of a save that reopened it and stopped before its task
-        // item (it marked the task open first: `items::MarkOpen`; so does one that adds files
-        // to a task given up without any). A registered task without a result has no files to
-        // send yet: the reconciler's, unless it gave the task up.
-        if record.is_watched_registration() || record.last_received_at >= now.minus(settings.grace) {
+        // item (it marked the task open first: `items::MarkOpen`). A registered task without a
+        // result has no files to send yet: the reconciler's.
+        if record.stage == Stage::Submitted || record.last_received_at >= now.minus(settings.grace) {
             return Ok(Attempt::Done(Swept::Files(0)));
         }
-        if record.is_finished_for_the_sweeper() && !record.has_uncommitted_files() {
+        if record.is_settled() && !record.has_uncommitted_files() {
             return match record.open {
                 // Marked open by a save that stopped before writing any file item.
                 Some(_) => close(ports, &record).await,
@@ -339,12 +337,12 @@ async fn sweep_task<P: Ports>(
     swept.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
 }
 
-/// Take a task with nothing to sweep (settled, or given up without files) out of the index:
-/// its `open` was left by a save that marked it and stopped before writing any file.
+/// Take a settled task out of the index: its `open` was left by a save that marked it and
+/// stopped before writing any file.
 async fn close<P: Ports>(ports: &P, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
     match ports.close_task(record).await? {
         Conditional::Applied => {
-            tracing::info!(task_id = %record.task_id, "a task left marked open with nothing to sweep (settled, or given up without files): taken out of the index");
+            tracing::info!(task_id = %record.task_id, "a settled task left marked open: taken out of the index");
             Ok(Attempt::Done(Swept::Files(0)))
         }
         Conditional::Conflict => Ok(Attempt::Conflict),

@@ -237,8 +237,7 @@ impl SavePlan {
 }
 
 /// A save that writes file items of a settled task (one outside the sweeper's `open-tasks`
-/// index, unless an attempt that stopped marked it), or of another the index does not list
-/// ([`TaskRecord::is_out_of_sight`]: one given up without files): before them, the task item gets `open`
+/// index, unless an attempt that stopped marked it): before them, the task item gets `open`
 /// and the save's `last_received_at` (keeping the sweeper off it for its grace period, and off
 /// taking a stopped attempt's mark away), conditional on the version read and leaving it. An
 /// attempt that then stops before its task item leaves the task in the index, and the sweeper
@@ -291,7 +290,7 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     }
     let item = task_item(after)?;
     let mark_open = match (before, item.get("last_received_at")) {
-        (Some(before), Some(at)) if before.is_out_of_sight() && after.open.is_some() && !files.is_empty() => {
+        (Some(before), Some(at)) if before.is_settled() && after.open.is_some() && !files.is_empty() => {
             Some(MarkOpen { version: before.version, last_received_at: at.clone() })
         }
         _ => None,

@@ -453,28 +453,6 @@ impl TaskRecord {
             && !self.callbacks.is_empty()
     }
 
-    /// Whether a save that writes file items over this task as read marks it open first
-    /// (`items::MarkOpen`): nothing else would finish what a save that stopped before its task
-    /// item wrote. A settled task (out of the sweeper's index, or marked by an attempt the
-    /// sweeper may be closing), and any other the index does not list but a registration the
-    /// reconciler still watches (its poll commits such files): one given up without files.
-    pub fn is_out_of_sight(&self) -> bool {
-        self.is_settled() || (self.open.is_none() && !self.is_watched_registration())
-    }
-
-    /// A registered task without a result that the reconciler has not given up: its polls
-    /// see it through, not the sweeper.
-    pub fn is_watched_registration(&self) -> bool {
-        self.stage == Stage::Submitted && self.abandoned.is_none()
-    }
-
-    /// Whether the sweeper has nothing of its own to finish for the task, only what a save
-    /// that marked it open and stopped may have left (uncommitted file items): settled, or
-    /// given up without files.
-    pub fn is_finished_for_the_sweeper(&self) -> bool {
-        self.is_settled() || (self.abandoned.is_some() && self.files.is_empty())
-    }
-
     /// Whether a file item was (re)opened at a generation the task item has not reached: an
     /// attempt wrote it and stopped before its task item.
     pub fn has_uncommitted_files(&self) -> bool {

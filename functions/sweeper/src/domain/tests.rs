@@ -335,44 +335,6 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
     assert_eq!((swept.vault, swept.files["n"].status), (VaultState::Pending, FileStatus::Queued));
 }
 
-/// A registered task the reconciler gave up without a result is out of the index and no
-/// longer polled: a late callback's save marks it open before its file items, so a request
-/// that stopped before its task item leaves the file to the sweeper, not lost. One marked
-/// that stopped before any file item is taken out of the index.
-#[tokio::test]
-async fn a_file_of_a_late_callback_to_a_task_given_up_is_sent_though_its_request_stopped() {
-    let ports = TestPorts::with_virtual_clock(at(0));
-    let mut given_up = orphaned(OLD, at(0), &[]);
-    given_up.stage = Stage::Submitted;
-    given_up.abandoned = Some(stemvault_vault::Abandoned { reason: "not_found".into(), at: at(0) });
-    given_up.open = None; // as abandon leaves a task without files
-    assert!(given_up.is_out_of_sight());
-    ports.put_record(given_up.clone());
-    ports.advance(Duration::from_secs(3_600));
-
-    let (event, body) = final_callback(OLD, &["n"], "cd");
-    let stopped = Claimant { id: "stopped-request".into(), lease: Duration::from_secs(15) };
-    let late = ingest_callback(Some(&given_up), &event, &body, &stopped, ports.now()).record;
-    ports.fail_task_writes(1);
-    assert!(ports.save_task(Some(&given_up), &late).await.is_err());
-    let left = ports.record(OLD).unwrap();
-    assert_eq!((left.stage, left.open.is_some()), (Stage::Submitted, true), "the task item: given up, marked open");
-
-    ports.advance(Duration::from_secs(300));
-    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(100_000)).await.unwrap();
-    assert_eq!((report.tasks_checked, report.files_requeued), (1, 1), "{report:?}");
-    assert_eq!(sent(&ports), [(OLD.into(), "n".into())]);
-
-    // Marked, and no file item written: out of the index at the next sweep.
-    let ports = TestPorts::with_virtual_clock(at(0));
-    ports.put_record(TaskRecord { open: Some("open".into()), ..given_up });
-    ports.advance(Duration::from_secs(300));
-    let report = sweep(&ports, &Settings::default(), "sweeper-2", at(100_000)).await.unwrap();
-    assert_eq!((report.tasks_checked, report.files_requeued), (1, 0), "{report:?}");
-    assert!(ports.messages().is_empty(), "no manifest job for a task without files");
-    assert_eq!(ports.record(OLD).unwrap().open, None);
-}
-
 /// The mark is conditional on the version read: over a task another writer changed since,
 /// the save is refused before it writes any file item (it reads again and merges anew).
 #[tokio::test]

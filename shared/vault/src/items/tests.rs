@@ -382,12 +382,6 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     registered.sync_open_marker();
     assert_eq!(registered.open, None);
     assert_eq!(plan_save(Some(&registered), &reopened).unwrap().mark_open, None);
-    // Given up without files: out of the index and no longer polled, so marked.
-    let given_up = crate::TaskRecord {
-        abandoned: Some(crate::Abandoned { reason: "not_found".into(), at: registered.last_received_at }),
-        ..registered.clone()
-    };
-    assert!(plan_save(Some(&given_up), &reopened).unwrap().mark_open.is_some());
     assert_eq!(plan_save(None, &reopened).unwrap().mark_open, None);
     // A file item written that leaves the task settled (the task stays out of the index).
     let mut still_settled = settled.clone();
