@@ -64,6 +64,8 @@ fn redact(value: &mut Value, by_value: bool) -> bool {
                     Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
                     Value::String(param) if key == PARAM_KEY => redact_param(param),
                     Value::String(text) if names_message(key) => redact_path_tokens(text),
+                    // A list or an object of messages (`errors`, say): each string in it so.
+                    Value::Array(_) | Value::Object(_) if names_message(key) => redact_messages(child),
                     // A request kept as an object rather than a string is read no more.
                     _ if key == PARAM_KEY => redact(child, true),
                     _ => redact(child, by_value || names_callback(key)),
@@ -93,6 +95,16 @@ fn names_callback(key: &str) -> bool {
 fn names_message(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key == "msg" || key.contains("message") || key.contains("error")
+}
+
+/// [`redact_path_tokens`] in every string of `value`, at any depth; whether anything changed.
+fn redact_messages(value: &mut Value) -> bool {
+    match value {
+        Value::String(text) => redact_path_tokens(text),
+        Value::Array(items) => items.iter_mut().fold(false, |changed, item| redact_messages(item) | changed),
+        Value::Object(object) => object.values_mut().fold(false, |changed, item| redact_messages(item) | changed),
+        _ => false,
+    }
 }
 
 /// Every path segment after `/callback/` in a message replaced by [`REDACTED`], the rest of
@@ -324,6 +336,7 @@ mod tests {
             "taskId": "t1", "status": "CALLBACK_EXCEPTION",
             "errorMessage": format!("POST https://h/callback/{TOKEN} answered 502; retried at https://h/CallBack/{TOKEN}?x=1"),
             "error": format!("https://h/callback/{TOKEN}"),
+            "errors": [{"detail": format!("no answer from https://h/callback/{TOKEN}")}, 3],
             "audioUrl": format!("https://cdn/callback/{TOKEN}.mp3"),
         }});
         let redacted = redacted_json(body.to_string().as_bytes());
@@ -331,6 +344,8 @@ mod tests {
             format!("POST https://h/callback/{REDACTED} answered 502; retried at https://h/CallBack/{REDACTED}?x=1");
         assert_eq!(redacted["data"]["errorMessage"], expected.as_str());
         assert_eq!(redacted["data"]["error"], format!("https://h/callback/{REDACTED}").as_str());
+        let in_a_list = json!([{"detail": format!("no answer from https://h/callback/{REDACTED}")}, 3]);
+        assert_eq!(redacted["data"]["errors"], in_a_list);
         assert_eq!(
             redacted["data"]["audioUrl"],
             format!("https://cdn/callback/{TOKEN}.mp3").as_str(),
