@@ -51,6 +51,10 @@ pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
 /// recorded: `task_record_unavailable`, `timeout`, ...; `callback_too_large_to_record` and
 /// `task_record_rejected` for one the replay moves to its archive key).
 pub const CALLBACKS_PARKED: &str = "CallbacksParked";
+/// Tasks registered for polling from a callback refused as stale but signed by a key
+/// ([`crate::domain::register_for_polling`]): a provider retry not signed again, or a replay
+/// of a captured signature; dimension `Function`.
+pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
 /// Re-reads of the callback secret that brought nothing usable, the checks in force kept
 /// ([`crate::credentials`]); dimension `Function`.
 pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
@@ -308,6 +312,7 @@ impl<P: Ports> App<P> {
             match tokio::time::timeout(within, registering).await {
                 Ok(Ok(StaleTask::Registered)) => {
                     tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
+                    emit(&[function()], &[Metric::count(STALE_CALLBACKS_REGISTERED)]);
                     rejection.polled = true;
                 }
                 Ok(Ok(StaleTask::Known)) => tracing::info!("a callback signed too long ago, of a task the table knows"),

@@ -223,6 +223,7 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
 /// only its id and the family the body names are taken. Still a 401: the body is not signed.
 #[tokio::test]
 async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
+    let captured = capture_logs();
     let h = app().await;
     let stale = || request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 3600), WAV.to_vec());
     let response = h.handle(stale()).await;
@@ -236,11 +237,14 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     assert_eq!((record.stage, record.family, record.files.len()), (Stage::Submitted, Family::Wav, 0));
     assert_eq!(record.reconcile_at, Some(Timestamp::from_unix_ms(NOW_SECS * 1000).plus(Duration::from_secs(600))));
     assert!(h.ports.body_keys().is_empty() && h.ports.messages().is_empty(), "nothing of the body is taken");
+    let registered = |c: &Captured| metrics(c).iter().filter(|(m, _)| m == STALE_CALLBACKS_REGISTERED).count();
+    assert_eq!(registered(&captured), 1);
 
     // Again, or for a task recorded otherwise: the table knows it, nothing is written.
     let again = h.handle(stale()).await;
     assert_eq!((again.status(), json(&again).get("task_registered_for_polling")), (StatusCode::UNAUTHORIZED, None));
     assert_eq!(h.ports.record(WAV_TASK), Some(record));
+    assert_eq!(registered(&captured), 1, "counted once, when registered");
 
     // Signed by no key of ours, unreadable, or naming no family to poll: nothing.
     let h = app().await;
