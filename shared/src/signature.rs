@@ -198,8 +198,19 @@ impl HmacVerifier {
         timestamp: Option<&str>,
         signature: Option<&str>,
     ) -> Result<(), SignatureError> {
-        let (timestamp, presented, _) = parse_headers(timestamp, signature)?;
-        self.verify_mac(task_id, timestamp, &presented)
+        self.signed_at(task_id, timestamp, signature).map(drop)
+    }
+
+    /// [`Self::verify_any_age`], and when a key made the signature, the time it names (Unix
+    /// seconds).
+    pub fn signed_at(
+        &self,
+        task_id: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+    ) -> Result<i64, SignatureError> {
+        let (timestamp, presented, sent_at) = parse_headers(timestamp, signature)?;
+        self.verify_mac(task_id, timestamp, &presented).map(|()| sent_at)
     }
 
     fn verify_mac(&self, task_id: &str, timestamp: &str, presented: &[u8; 32]) -> Result<(), SignatureError> {

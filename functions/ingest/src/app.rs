@@ -163,7 +163,7 @@ impl<P: Ports> App<P> {
         }
         let event = match checked {
             Ok(event) => event,
-            Err(rejection) => return self.refuse(rejection, started).await,
+            Err(rejection) => return self.refuse(rejection, &req, started).await,
         };
 
         let body: &[u8] = req.body().as_ref();
@@ -256,11 +256,13 @@ impl<P: Ports> App<P> {
         if let Err(refusal) = auth.check_before_body(segment, req.headers(), now) {
             let stale = refusal.grounds == Grounds::Stale;
             let rejection = unauthorized(refusal);
-            return Err(match stale.then(|| self.signed_task(auth, req)) {
+            if !stale {
+                return Err(rejection);
+            }
+            return Err(match self.signed_task(auth, req) {
                 // No key in force signed it: one rotated in since the secret was read may have.
-                Some(Signed::NotByAKey) => Rejection { keyed: true, ..rejection },
-                Some(Signed::Task(poll)) => Rejection { poll, ..rejection },
-                None => rejection,
+                Signed::NotByAKey => Rejection { keyed: true, ..rejection },
+                Signed::Task(poll) => Rejection { poll, ..rejection },
             });
         }
 
@@ -279,59 +281,55 @@ impl<P: Ports> App<P> {
     }
 
     /// Whether a key signed the task id of a request refused for its timestamp alone
-    /// ([`Auth::signed_at_any_age`]), and then its task and family when the body names one to
-    /// poll (not the parser's guess for a failure) and the signature is not older than
-    /// [`MAX_REGISTERED_AGE`].
+    /// ([`Auth::signed_at_any_age`]), and then the task and when it was signed.
     fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
         let body: &[u8] = req.body().as_ref();
         let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() else {
             return Signed::Task(None);
         };
-        if !auth.signed_at_any_age(task_id.as_str(), req.headers()) {
+        let Some(signed_at) = auth.signed_at_any_age(task_id.as_str(), req.headers()) else {
             return Signed::NotByAKey;
-        }
+        };
         tracing::Span::current().record("task_id", task_id.as_str());
-        let signed_at = req.headers().get(suno_callbacks::signature::TIMESTAMP_HEADER);
-        let signed_at = signed_at.and_then(|t| t.to_str().ok()).and_then(|t| t.parse::<i64>().ok());
-        let age = signed_at.map(|t| self.ports.now().unix_seconds().saturating_sub(t));
-        if age.is_none_or(|age| age > MAX_REGISTERED_AGE.as_secs() as i64) {
-            return Signed::Task(None);
-        }
-        let Ok(event) = parse_callback(body) else { return Signed::Task(None) };
-        let known = event.family != Family::Unknown && !event.family_is_a_guess();
-        Signed::Task(known.then_some((task_id, event.family)))
+        Signed::Task(Some((task_id, signed_at)))
     }
 
     /// Answer a refused request; one refused as stale though signed by a key first registers
     /// its task for polling ([`register_for_polling`]; 503 when the table cannot say, so the
-    /// provider's retry tries again).
-    async fn refuse(&self, mut rejection: Rejection, started: Instant) -> Response<Body> {
-        if let Some((task_id, family)) = rejection.poll.take() {
-            let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
-            let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
-            match tokio::time::timeout(within, registering).await {
-                Ok(Ok(StaleTask::Registered)) => {
-                    tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
-                    emit(&[function()], &[Metric::count(STALE_CALLBACKS_REGISTERED)]);
-                    rejection.polled = true;
-                }
-                Ok(Ok(StaleTask::Known)) => tracing::info!("a callback signed too long ago, of a task the table knows"),
-                // The table says the task item is there, or refuses the write for good: a retry
-                // would meet the same, so the refusal stands.
-                Ok(Err(e)) if !e.is_retryable() => {
-                    tracing::error!(error = %e, retryable = false, "a callback signed too long ago: its task could not be registered");
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, retryable = true, "a callback signed too long ago: its task could not be registered");
-                    return failed_registration();
-                }
-                Err(_) => {
-                    tracing::error!("a callback signed too long ago: its task could not be registered in time");
-                    return failed_registration();
-                }
+    /// provider's retry tries again), when it was signed less than [`MAX_REGISTERED_AGE`] ago
+    /// and the body names a family to poll (not the parser's guess for a failure). Here, not
+    /// in the checks: those run twice when the secret is read again.
+    async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
+        let Some((task_id, signed_at)) = rejection.poll.take() else { return rejection.answer(false) };
+        let age = self.ports.now().unix_seconds().saturating_sub(signed_at);
+        let pollable = |e: CallbackEvent| (e.family != Family::Unknown && !e.family_is_a_guess()).then_some(e.family);
+        let recent = age <= MAX_REGISTERED_AGE.as_secs() as i64;
+        let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
+        let Some(family) = family else { return rejection.answer(false) };
+        let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
+        let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
+        match tokio::time::timeout(within, registering).await {
+            Ok(Ok(StaleTask::Registered)) => {
+                tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
+                emit(&[function()], &[Metric::count(STALE_CALLBACKS_REGISTERED)]);
+                rejection.answer(true)
+            }
+            Ok(Ok(StaleTask::Known)) => {
+                tracing::info!("a callback signed too long ago, of a task the table knows");
+                rejection.answer(false)
+            }
+            // Refused for good (the task item is there, or the write is invalid): a retry would
+            // meet the same, so the refusal stands; otherwise the provider's retry tries again.
+            Ok(Err(e)) => {
+                let retryable = e.is_retryable();
+                tracing::error!(error = %e, retryable, "a callback signed too long ago: its task could not be registered");
+                if retryable { failed_registration() } else { rejection.answer(false) }
+            }
+            Err(_) => {
+                tracing::error!("a callback signed too long ago: its task could not be registered in time");
+                failed_registration()
             }
         }
-        rejection.answer()
     }
 }
 
@@ -339,10 +337,9 @@ impl<P: Ports> App<P> {
 enum Signed {
     /// No key in force made its signature.
     NotByAKey,
-    /// A key signed it, or it could not be told (a body too large, or naming no task id):
-    /// its task and family when a key signed it less than [`MAX_REGISTERED_AGE`] ago and the
-    /// body names a family to poll.
-    Task(Option<(TaskId, Family)>),
+    /// A key signed it, or it could not be told (a body too large, or naming no task id): the
+    /// task and when it was signed (Unix seconds), when a key did.
+    Task(Option<(TaskId, i64)>),
 }
 
 /// A signature older than this registers nothing: the provider keeps a task's files about
@@ -372,16 +369,14 @@ struct Rejection {
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
-    /// Refused as stale, but a key signed this task, which the body names with its family:
-    /// to be registered for polling ([`App::refuse`]).
-    poll: Option<(TaskId, Family)>,
-    /// Its task was registered for polling now (said in the answer).
-    polled: bool,
+    /// Refused as stale, but a key signed this task at this time (Unix seconds): perhaps to
+    /// be registered for polling ([`App::refuse`]).
+    poll: Option<(TaskId, i64)>,
 }
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), keyed: false, poll: None, polled: false }
+        Rejection { status, reason, message: message.into(), keyed: false, poll: None }
     }
 
     /// Checks built from a newer version of the callback secret might not refuse it: what the
@@ -399,8 +394,9 @@ impl Rejection {
         Rejection { keyed, ..rejection }
     }
 
-    /// Log, count and answer it.
-    fn answer(self) -> Response<Body> {
+    /// Log, count and answer it; `registered`: its task was registered for polling now (said
+    /// in the answer).
+    fn answer(self, registered: bool) -> Response<Body> {
         // Another path or method is no callback (only `make run` routes them here).
         let what = match self.status {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "request",
@@ -411,7 +407,7 @@ impl Rejection {
         match self.status {
             StatusCode::UNAUTHORIZED => {
                 let mut body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });
-                if self.polled {
+                if registered {
                     body["task_registered_for_polling"] = json!(true);
                 }
                 respond_json(StatusCode::UNAUTHORIZED, &body)

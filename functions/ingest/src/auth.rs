@@ -122,15 +122,13 @@ impl Auth {
         Ok(())
     }
 
-    /// Whether one of the keys signed the body's task id at the request's timestamp, however
-    /// long ago: a callback refused as stale ([`Grounds::Stale`]) that came from the provider
-    /// (or replays one that did) names a real task, which may then be polled for.
-    pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> bool {
-        self.hmac.as_ref().is_some_and(|verifier| {
-            verifier
-                .verify_any_age(task_id, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER))
-                .is_ok()
-        })
+    /// When one of the keys signed the body's task id (the request's timestamp, Unix seconds),
+    /// however long ago; None when no key did: a callback refused as stale ([`Grounds::Stale`])
+    /// that came from the provider (or replays one that did) names a real task, which may then
+    /// be polled for.
+    pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
+        let verifier = self.hmac.as_ref()?;
+        verifier.signed_at(task_id, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER)).ok()
     }
 
     /// The signature over the body's task id.

@@ -253,6 +253,14 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     let unknown = br#"{"code":200,"data":{"task_id":"t-unknown","something":"else"}}"#;
     let unknown = request("/callback", &signed_headers(KEY, "t-unknown", NOW_SECS - 3600), unknown.to_vec());
     assert_eq!(refusal(&h, unknown).await, "timestamp_too_old");
+    let unreadable = br#"{"code":200,"data":{"task_id":"t-broken","data":[{}],"duration":1e400}}"#;
+    let unreadable = request("/callback", &signed_headers(KEY, "t-broken", NOW_SECS - 3600), unreadable.to_vec());
+    assert_eq!(refusal(&h, unreadable).await, "timestamp_too_old");
+    // Recorded by another request between the read and the put: known, nothing to add.
+    h.ports.set_save_error(Some(StoreError::Conflict));
+    let raced = h.handle(stale()).await;
+    assert_eq!((raced.status(), json(&raced).get("task_registered_for_polling")), (StatusCode::UNAUTHORIZED, None));
+    h.ports.set_save_error(None);
     assert_untouched(&h);
 
     // The table failing: 503, so the provider's retry registers it.
