@@ -63,9 +63,8 @@ fn redact(value: &mut Value, by_value: bool) -> bool {
                 changed |= match child {
                     Value::String(url) if CALLBACK_URL_KEYS.contains(&key.as_str()) => replace(url),
                     Value::String(param) if key == PARAM_KEY => redact_param(param),
-                    Value::String(text) if names_message(key) => redact_path_tokens(text),
-                    // A list or an object of messages (`errors`, say): each string in it so.
-                    Value::Array(_) | Value::Object(_) if names_message(key) => redact_messages(child),
+                    // A message, or a list or an object of them (`errors`, say).
+                    _ if names_message(key) => redact_messages(child),
                     // A request kept as an object rather than a string is read no more.
                     _ if key == PARAM_KEY => redact(child, true),
                     _ => redact(child, by_value || names_callback(key)),
@@ -110,16 +109,15 @@ fn redact_messages(value: &mut Value) -> bool {
 /// Every path segment after `/callback/` in a message replaced by [`REDACTED`], the rest of
 /// the message kept (it is read and recorded: the task's failure message).
 fn redact_path_tokens(text: &mut String) -> bool {
-    const PATH: &str = "/callback/";
+    if !names_callback_path(text) {
+        return false;
+    }
     let lower = text.to_ascii_lowercase();
     let mut redacted = String::with_capacity(text.len());
     let mut copied = 0;
     let mut changed = false;
-    for (at, _) in lower.match_indices(PATH) {
-        let start = at + PATH.len();
-        if start < copied {
-            continue;
-        }
+    for (at, _) in lower.match_indices(CALLBACK_PATH) {
+        let start = at + CALLBACK_PATH.len();
         let rest = &text[start..];
         let end = start
             + rest
@@ -143,8 +141,11 @@ fn redact_path_tokens(text: &mut String) -> bool {
 
 /// Whether `text` holds a URL path through `/callback/` (where the path token follows).
 fn names_callback_path(text: &str) -> bool {
-    text.to_ascii_lowercase().contains("/callback/")
+    text.to_ascii_lowercase().contains(CALLBACK_PATH)
 }
+
+/// The path the callback token follows (compared in lower case).
+const CALLBACK_PATH: &str = "/callback/";
 
 /// A callback URL replaced; false when it already was.
 fn replace(url: &mut String) -> bool {

@@ -19,8 +19,8 @@ pub const RUN_EVERY: Duration = Duration::from_secs(120);
 pub fn stop_at(event: &serde_json::Value, deadline_epoch_ms: u64, margin: Duration, now: Timestamp) -> Timestamp {
     let by_deadline = stemvault_aws::deadline::stop_at(deadline_epoch_ms, margin);
     let next_run = scheduled_at(event).map(|at| at.plus(RUN_EVERY)).filter(|next| *next > now);
-    match next_run.and_then(|next| u64::try_from(next.unix_ms).ok()) {
-        Some(next_ms) => by_deadline.min(stemvault_aws::deadline::stop_at(next_ms, margin)),
+    match next_run {
+        Some(next) => by_deadline.min(next.minus(margin)),
         None => by_deadline,
     }
 }

@@ -93,7 +93,8 @@ impl Registration {
 
     /// Whether `recorded` says what this registration says: the same family (or a family the
     /// callbacks decided, when this one is the registered family: a retried registration
-    /// agrees) and client_ref.
+    /// agrees) and client_ref. (The results function asks [`Self::disagreements`].)
+    #[cfg(test)]
     pub fn agrees_with(&self, recorded: &TaskRecord) -> bool {
         self.family_agrees(recorded) && recorded.client_ref == self.client_ref
     }
@@ -102,7 +103,7 @@ impl Registration {
     /// (`family`, `client_ref`): none when the registration agrees or only adds to it.
     pub fn disagreements(&self, recorded: &TaskRecord) -> Vec<&'static str> {
         let family = !self.family_agrees(recorded);
-        let client_ref = recorded.client_ref.is_some() && recorded.client_ref != self.client_ref;
+        let client_ref = !self.ref_agrees(recorded);
         [("family", family), ("client_ref", client_ref)].into_iter().filter_map(|(f, d)| d.then_some(f)).collect()
     }
 
@@ -114,8 +115,7 @@ impl Registration {
     /// as the registered one, so a later registration naming another is refused. None when
     /// there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
-        let ref_agrees = recorded.client_ref.is_none() || recorded.client_ref == self.client_ref;
-        if !self.family_agrees(recorded) || !ref_agrees {
+        if !self.family_agrees(recorded) || !self.ref_agrees(recorded) {
             return None;
         }
         let mut completion = Completion {
@@ -132,6 +132,11 @@ impl Registration {
         let adds =
             completion.client_ref.is_some() || completion.family.is_some() || completion.registered_family.is_some();
         adds.then_some(completion)
+    }
+
+    /// The recorded client_ref is none (a registration may give one) or this one.
+    fn ref_agrees(&self, recorded: &TaskRecord) -> bool {
+        recorded.client_ref.is_none() || recorded.client_ref == self.client_ref
     }
 
     fn family_agrees(&self, recorded: &TaskRecord) -> bool {
