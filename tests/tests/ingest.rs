@@ -42,17 +42,7 @@ fn signing_key(key: &str) -> CallbackSecret {
 
 /// The test's resources, and a callback secret holding [`KEY`].
 async fn config(env: &TestEnv) -> Config {
-    Config {
-        table_name: env.resources.table_name.clone(),
-        bucket_name: env.resources.bucket_name.clone(),
-        queue_url: env.resources.queue_url.clone(),
-        callback_secret_arn: put_secret(env, &signing_key(KEY)).await,
-        allow_unauthenticated: false,
-        max_body_bytes: stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES,
-        signature_tolerance: Duration::from_secs(300),
-        reconcile_after: Duration::from_secs(600),
-        event_bus_name: env.resources.event_bus_name.clone(),
-    }
+    Config { max_body_bytes: stemvault_ingest::config::DEFAULT_MAX_BODY_BYTES, ..env.ingest_config(KEY).await }
 }
 
 /// The function as it starts in Lambda: clients built, the callback secret read.

@@ -109,7 +109,6 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     settled.vault = VaultState::Complete;
     settled.manifest_key = Some(format!("tasks/{}/manifest.json", settled.task_id));
     settled.open = None; // as the settle write leaves it
-    assert_eq!(settled.open, None);
     let settled = stored(&env, &settled).await;
 
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));
@@ -176,6 +175,13 @@ fn settled_record() -> TaskRecord {
     record
 }
 
+/// A settled task as the settle write leaves it (no `open`), stored and read back.
+async fn stored_settled(env: &TestEnv) -> TaskRecord {
+    let read = stored(env, &TaskRecord { open: None, ..settled_record() }).await;
+    assert!(read.is_settled() && read.open.is_none(), "{read:?}");
+    read
+}
+
 /// A settled task left marked open (as a request that marked it and stopped before writing
 /// any file leaves it), stored and read back.
 async fn settled_marked_open(env: &TestEnv) -> TaskRecord {
@@ -206,16 +212,7 @@ async fn a_settled_task_left_marked_open_leaves_the_index() {
 async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
     let env = TestEnv::new().await;
     let read = settled_marked_open(&env).await;
-    env.dynamo
-        .update_item()
-        .table_name(&env.resources.table_name)
-        .key("task_id", AttributeValue::S(read.task_id.clone()))
-        .key("sk", AttributeValue::S("task".into()))
-        .update_expression("SET last_received_at = :now")
-        .expression_attribute_values(":now", AttributeValue::S(Timestamp::now().rfc3339()))
-        .send()
-        .await
-        .expect("mark the task again");
+    env.mark_open(&read.task_id).await;
 
     let ports = AwsPorts::new(&config(&env), &env.config);
     assert_eq!(ports.close_task(&read).await, Ok(Conditional::Conflict));
@@ -234,9 +231,7 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
 #[tokio::test]
 async fn a_save_without_open_is_refused_once_the_task_was_marked_open_since_its_read() {
     let env = TestEnv::new().await;
-    let settled = TaskRecord { open: None, ..settled_record() };
-    let read = stored(&env, &settled).await;
-    assert!(read.is_settled() && read.open.is_none(), "{read:?}");
+    let read = stored_settled(&env).await;
     let another_body = |read: &TaskRecord| {
         let mut after = read.clone();
         let body = CallbackEntry {
@@ -271,9 +266,7 @@ async fn a_save_without_open_is_refused_once_the_task_was_marked_open_since_its_
 #[tokio::test]
 async fn a_reopen_over_a_stale_read_is_refused_at_its_mark_before_any_file_item() {
     let env = TestEnv::new().await;
-    let settled = TaskRecord { open: None, ..settled_record() };
-    let read = stored(&env, &settled).await;
-    assert!(read.is_settled() && read.open.is_none(), "{read:?}");
+    let read = stored_settled(&env).await;
     let moved_on = TaskRecord { deliveries: read.deliveries + 1, version: read.version + 1, ..read.clone() };
     env.rewrite_record(&read, &moved_on).await;
 
