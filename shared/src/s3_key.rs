@@ -128,7 +128,12 @@ pub fn callback_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) 
 /// when they are too large for the task item: named as the body is, outside `callbacks/` so
 /// that a presigned link may reach them and never a body.
 pub fn details_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) -> String {
-    format!("tasks/{task_id}/details/{stage}-{body_sha256_hex}.json")
+    format!("{}{stage}-{body_sha256_hex}.json", details_prefix(task_id))
+}
+
+/// The prefix of a task's kept details ([`details_key`]).
+pub fn details_prefix(task_id: &TaskId) -> String {
+    format!("tasks/{task_id}/details/")
 }
 
 /// Where verified callbacks that could not be recorded wait (the table unavailable, too

@@ -151,10 +151,10 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
 /// alone). Only a key under the task's own `details/` is linked.
 fn kept_details_key<'a>(task_id: &str, details: Option<&'a serde_json::Value>) -> Option<&'a str> {
     let details = details?;
-    if details["kind"] != "in_body" {
+    if details["kind"] != stemvault_vault::ingest::DETAILS_KEPT_APART {
         return None;
     }
-    let prefix = format!("tasks/{task_id}/details/");
+    let prefix = suno_callbacks::s3_key::details_prefix(&TaskId::parse(task_id).ok()?);
     details["details_key"].as_str().filter(|key| key.starts_with(&prefix))
 }
 

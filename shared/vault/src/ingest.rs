@@ -382,6 +382,9 @@ pub fn oversized_details(event: &CallbackEvent) -> Option<String> {
     (json.len() > MAX_DETAILS_BYTES).then_some(json)
 }
 
+/// The `kind` of the pointer a task item holds for details kept apart, beside the archived body.
+pub const DETAILS_KEPT_APART: &str = "in_body";
+
 /// The details, or when their JSON is over [`MAX_DETAILS_BYTES`] a pointer: to the object
 /// that holds them whole (`details_key`, written beside the archive: [`oversized_details`])
 /// and to the archived body they came in.
@@ -391,7 +394,7 @@ fn bounded_details(details: serde_json::Value, event: &CallbackEvent, body: &Bod
         return details;
     }
     serde_json::json!({
-        "kind": "in_body",
+        "kind": DETAILS_KEPT_APART,
         "details_kind": details["kind"],
         "bytes": bytes,
         "details_key": s3_key::details_key(&event.task_id, event.stage, &body.sha256_hex),
