@@ -156,6 +156,13 @@ pub fn manifest_key(task_id: &TaskId) -> String {
     format!("tasks/{task_id}/manifest.json")
 }
 
+/// The known extension a file's key ends in (lower-cased), else None: [`file_key`] adds one
+/// only from its URL ([`extension_from_url`]), so it names the kind of file the URL promised.
+pub fn key_extension(key: &str) -> Option<&'static str> {
+    let last_segment = key.rsplit('/').next().unwrap_or(key);
+    known_extension(last_segment.rsplit_once('.')?.1)
+}
+
 /// The extension of the URL's path when it names a known media type (lower-cased), else None.
 /// The query string and fragment are ignored, so signed URLs work.
 pub fn extension_from_url(url: &str) -> Option<&'static str> {
@@ -226,8 +233,12 @@ mod tests {
     #[test]
     fn every_known_extension() {
         for ext in KNOWN_EXTENSIONS {
-            assert_eq!(extension_from_url(&format!("https://h/f.{ext}")), Some(*ext));
+            let url = format!("https://h/f.{}?X-Amz-Signature=x.y", ext.to_uppercase());
+            assert_eq!(extension_from_url(&url), Some(*ext));
+            assert_eq!(key_extension(&file_key(&id("t1"), "vocal", &url)), Some(*ext));
         }
+        assert_eq!(key_extension(&file_key(&id("t1"), "vocal", "https://h/vocal.flac")), None);
+        assert_eq!(key_extension(&file_key(&id("t1"), "a.b/vocal", "https://h/vocal")), None);
     }
 
     #[test]

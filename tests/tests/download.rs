@@ -251,12 +251,13 @@ async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
     assert_eq!(s.env.queue_depth().await, (0, 0));
 }
 
-#[tokio::test]
-async fn a_500_is_retried_and_a_later_200_stored() {
+/// `first` is answered once, then the file: the first attempt leaves the file queued with
+/// `said` as its error and stores nothing; the retry stores it and settles the task.
+async fn retried_then_stored(first: Reply, said: &str) {
     let s = setup(None).await;
     let task = new_task_id();
     let data = media("mp3", 5000, 3);
-    s.server.route("/s/vocal.mp3", Reply::fail_times(1, Reply::Status(500), Reply::bytes(data.clone(), "audio/mpeg")));
+    s.server.route("/s/vocal.mp3", Reply::fail_times(1, first, Reply::bytes(data.clone(), "audio/mpeg")));
     let url = s.server.url("/s/vocal.mp3");
     let record = queued_record(&task, Family::VocalSeparation, &[("vocal", &url)]);
 
@@ -264,16 +265,30 @@ async fn a_500_is_retried_and_a_later_200_stored() {
     assert_eq!(failed_ids(&response).len(), 1);
     let entry = s.env.task_record(&task).await.files["vocal"].clone();
     assert_eq!(entry.status, FileStatus::Queued);
-    assert_eq!(entry.error.as_deref(), Some("source answered 500 Internal Server Error"));
+    assert_eq!(entry.error.as_deref(), Some(said));
+    assert_eq!(s.env.object(&format!("tasks/{task}/vocal.mp3")).await, None);
     s.assert_delayed().await;
 
     s.env.make_visible(&event.records[0]).await;
     let (_, response) = s.run_received(1).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
     let stored = s.env.task_record(&task).await;
-    assert_eq!(stored.files["vocal"].status, FileStatus::Stored);
+    assert_eq!((stored.files["vocal"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
     assert_eq!(s.env.object(&format!("tasks/{task}/vocal.mp3")).await, Some(data));
-    assert_eq!(stored.vault, VaultState::Complete);
+}
+
+#[tokio::test]
+async fn a_500_is_retried_and_a_later_200_stored() {
+    retried_then_stored(Reply::Status(500), "source answered 500 Internal Server Error").await;
+}
+
+/// A host answering 200 with a page where the audio should be: not stored (the task would
+/// settle complete with the page), retried, and the file stored when it is served.
+#[tokio::test]
+async fn a_page_in_place_of_the_file_is_retried_and_the_file_stored_later() {
+    let page = Reply::bytes(&b"<html><body>File not found</body></html>"[..], "text/html; charset=utf-8");
+    let said = "the source answered 200 with Content-Type text/html; charset=utf-8, not the file";
+    retried_then_stored(page, said).await;
 }
 
 #[tokio::test]

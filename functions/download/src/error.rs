@@ -35,6 +35,15 @@ pub enum FetchError {
     /// source not ready (or failing) rather than the file.
     #[error("the source answered with an empty body")]
     Empty,
+    /// A 200 that says it is a page or an error document, not the file ([`crate::media`]): a
+    /// host answering a missing or unready file with a success. The file may come later.
+    #[error("the source answered 200 with Content-Type {content_type}, not the file")]
+    NotTheFile { content_type: String },
+    /// An HTTP/1 answer with neither a declared length nor chunked framing: its end is only
+    /// the connection's close, so a body cut short could not be told from a whole one. Not
+    /// read, but retried: another attempt (another edge, a proxy) may frame it.
+    #[error("the answer declares neither its length nor chunked framing, so a body cut short could not be told apart")]
+    Unframed,
     #[error("the source sent {got} bytes but its Content-Length said {expected}")]
     LengthMismatch { expected: u64, got: u64 },
     #[error("the file is larger than the {limit}-byte limit (MAX_FILE_BYTES){}", declared_suffix(*.declared))]
@@ -62,6 +71,8 @@ impl FetchError {
             | FetchError::Timeout(_)
             | FetchError::Body(_)
             | FetchError::Empty
+            | FetchError::NotTheFile { .. }
+            | FetchError::Unframed
             | FetchError::LengthMismatch { .. }
             | FetchError::NoFreshLinkYet { .. } => true,
             FetchError::Refused(_)

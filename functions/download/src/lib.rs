@@ -7,7 +7,8 @@
 //! * [`domain`]: one message from claim to manifest, over small traits.
 //! * [`source`] and [`source_policy`]: which URLs may be fetched and how; [`fresh_link`]: a
 //!   fresh link for an expired file (kie's `common/download-url`).
-//! * [`upload`]: single or multipart streaming upload with SHA-256.
+//! * [`upload`]: single or multipart streaming upload with SHA-256; [`media`]: whether an
+//!   answer can be the file at all.
 //! * [`existing`]: recognising a complete copy an earlier attempt stored but did not record.
 //! * [`aws`]: the SDK adapters ([`aws::AwsPorts`]) and the AWS actions they call
 //!   ([`aws::AWS_ACTIONS`]).
@@ -21,6 +22,7 @@ pub mod domain;
 pub mod error;
 pub mod existing;
 pub mod fresh_link;
+pub mod media;
 pub mod source;
 pub mod source_policy;
 pub mod upload;

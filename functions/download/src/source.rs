@@ -131,7 +131,7 @@ impl FetchSource for HttpSource {
             }
             let content_length = response.content_length();
             if content_length.is_none() && !is_framed(&response) {
-                return Err(Refusal::Refused(UNFRAMED.into()).into());
+                return Err(FetchError::Unframed);
             }
             if let Some(declared) = content_length.filter(|d| *d > max_bytes) {
                 return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
@@ -152,10 +152,6 @@ impl FetchSource for HttpSource {
         Some(self.links.as_ref()?.fresh_link(url).await)
     }
 }
-
-/// Why an answer whose end is only the connection's close is refused.
-const UNFRAMED: &str = "the answer declares neither its length nor chunked framing, so a body cut short could not be \
-                        told from a whole one";
 
 /// Whether a body without a declared length still has an end of its own: HTTP/2 and later
 /// frame every body, and HTTP/1.1 chunked encoding ends with a last chunk. Otherwise (HTTP/1.x
@@ -271,7 +267,7 @@ mod tests {
         stemvault_aws::test_http::answer_once([head.as_bytes(), body].concat()).await.0
     }
 
-    /// An answer that ends only where the connection closes is refused: one cut short would
+    /// An answer that ends only where the connection closes is not read: one cut short would
     /// be stored as the whole file. A declared length or chunked framing is read.
     #[tokio::test]
     async fn only_answers_whose_end_can_be_told_are_read() {
@@ -283,10 +279,10 @@ mod tests {
             Ok::<_, FetchError>(chunks.concat())
         };
         let closed = read("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n", b"half of it").await.unwrap_err();
-        assert!(matches!(&closed, FetchError::Refused(Refusal::Refused(why)) if why == UNFRAMED), "{closed}");
-        assert!(!closed.is_retryable());
+        assert_eq!(closed, FetchError::Unframed);
+        assert!(closed.is_retryable(), "another answer may be framed");
         let old = read("HTTP/1.0 200 OK\r\n\r\n", b"half of it").await.unwrap_err();
-        assert!(matches!(&old, FetchError::Refused(_)), "{old}");
+        assert_eq!(old, FetchError::Unframed);
         let declared = read("HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\n", b"abcd").await;
         assert_eq!(declared.unwrap(), b"abcd".as_slice());
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";

@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 use stemvault_vault::best_effort;
 
 use crate::error::{CopyError, FetchError, StorageError};
+use crate::media;
 
 /// Object metadata (`x-amz-meta-source-sha256`): the lower-case hex SHA-256 of the URL the
 /// object's bytes came from (the whole URL, signed query included; a hash, so no signature is
@@ -215,6 +216,9 @@ where
 {
     if let Some(declared) = body.content_length.filter(|d| *d > limits.max_bytes) {
         return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
+    }
+    if let Some(content_type) = body.content_type.as_deref().filter(|ct| media::not_the_file(ct, to.key)) {
+        return Err(FetchError::NotTheFile { content_type: content_type.to_owned() }.into());
     }
     let content_type = body.content_type;
     let key = to.key;
@@ -937,6 +941,28 @@ mod tests {
             assert!(err.is_retryable());
             assert_eq!((store.object("k"), store.calls().len()), (None, 0));
         }
+    }
+
+    /// A page or an error document in place of a media file is retried, nothing stored; a
+    /// JSON file whose URL names JSON is stored.
+    #[tokio::test]
+    async fn a_page_in_place_of_the_file_is_retried_not_stored() {
+        for (content_type, key) in [("text/html; charset=utf-8", "t/a.mp3"), ("application/json", "t/a.png")] {
+            let store = MemoryStore::default();
+            let page = body_of(b"<html>not found</html>", 4, true, Some(content_type));
+            let err = upload(&store, to(key), page, limits()).await.unwrap_err();
+            let expected = FetchError::NotTheFile { content_type: content_type.into() };
+            assert_eq!(err, CopyError::Fetch(expected), "{content_type}");
+            assert!(err.is_retryable());
+            assert_eq!((store.object(key), store.calls().len()), (None, 0));
+        }
+        let store = MemoryStore::default();
+        let notes = body_of(b"{\"notes\": []}", 4, true, Some("application/json"));
+        let stored = upload(&store, to("t/notes.json"), notes, limits()).await.unwrap();
+        assert_eq!(
+            (stored.content_type.as_deref(), store.object("t/notes.json").map(|o| o.len())),
+            (Some("application/json"), Some(13))
+        );
     }
 
     /// Each request of each path is bounded by the deadline: the streamed PutObject, the

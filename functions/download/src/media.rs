@@ -1,0 +1,59 @@
+//! Whether a source's 200 can be the file at all, from its Content-Type and the kind of file
+//! its key names.
+//!
+//! Some hosts answer a file that is missing or not ready with a success: an HTML page (file
+//! not found, a CDN's challenge or maintenance page) or, behind an API gateway, a JSON error
+//! (`{"code": 404, "msg": "..."}`). Stored, it would settle the task `complete` with a page
+//! where the audio should be. No file a provider serves is HTML, and none whose URL names a
+//! media extension (`.mp3`, `.png`, `.mp4`, ...) is a JSON or XML document. Everything else
+//! passes, no Content-Type and `application/octet-stream` included: only an answer that says
+//! it is not the file is refused, never one that merely fails to say what it is.
+
+use suno_callbacks::s3_key;
+
+/// Whether an answer of `content_type` cannot be the file stored at `key`.
+pub fn not_the_file(content_type: &str, key: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let page = matches!(essence.as_str(), "text/html" | "application/xhtml+xml");
+    let document = essence.ends_with("+json")
+        || matches!(essence.as_str(), "application/json" | "text/json" | "application/xml" | "text/xml");
+    page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::not_the_file;
+
+    #[test]
+    fn pages_and_error_documents_are_not_the_file() {
+        for (content_type, key) in [
+            ("text/html", "tasks/t/vocal.mp3"),
+            ("Text/HTML; charset=utf-8", "tasks/t/vocal"),
+            ("application/xhtml+xml", "tasks/t/notes.json"),
+            ("application/json", "tasks/t/vocal.mp3"),
+            ("application/problem+json", "tasks/t/cover.png"),
+            (" application/xml ", "tasks/t/video.mp4"),
+            ("text/xml;charset=UTF-8", "tasks/t/vocal.WAV"),
+        ] {
+            assert!(not_the_file(content_type, key), "{content_type} for {key}");
+        }
+    }
+
+    #[test]
+    fn whatever_could_be_the_file_passes() {
+        for (content_type, key) in [
+            ("audio/mpeg", "tasks/t/vocal.mp3"),
+            ("application/octet-stream", "tasks/t/vocal.mp3"),
+            ("binary/octet-stream", "tasks/t/vocal.wav"),
+            // A misconfigured host's default type: the file may well be behind it.
+            ("text/plain", "tasks/t/vocal.wav"),
+            ("image/svg+xml", "tasks/t/cover.png"),
+            ("application/json", "tasks/t/lyrics.json"),
+            // No known extension: a JSON file of a family stemvault does not know may be one.
+            ("application/json", "tasks/t/vocal"),
+            ("", "tasks/t/vocal.mp3"),
+        ] {
+            assert!(!not_the_file(content_type, key), "{content_type} for {key}");
+        }
+    }
+}
