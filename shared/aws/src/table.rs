@@ -197,6 +197,20 @@ fn validation_error(message: &str, context: String) -> StoreError {
     }
 }
 
+/// A write's failure other than its condition: a `ValidationException` as
+/// [`validation_error`] says, anything else unavailable.
+fn write_error<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    if e.code() == Some("ValidationException") {
+        let message = e.message().unwrap_or_default().to_owned();
+        return validation_error(&message, format!("{operation}: {}", DisplayErrorContext(&e)));
+    }
+    unavailable(operation, DisplayErrorContext(e))
+}
+
 fn unavailable(operation: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{operation}: {e}"))
 }
@@ -322,12 +336,8 @@ impl TaskTable {
                 }
                 Ok(Conditional::Conflict)
             }
-            // Item too large (for good), or an expression or attribute DynamoDB does not accept.
-            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                let message = e.err().message().unwrap_or_default().to_owned();
-                Err(validation_error(&message, format!("{operation}: {}", DisplayErrorContext(e.into_err()))))
-            }
-            Err(e) => Err(unavailable(operation, DisplayErrorContext(e))),
+            // Item too large (for good), an expression or attribute refused, or no answer.
+            Err(e) => Err(write_error(operation, e)),
         }
     }
 
@@ -383,14 +393,9 @@ impl TaskTable {
                 };
                 Ok(Updated::Refused(item))
             }
-            // The item would grow past DynamoDB's limit (for good), or an expression or attribute
-            // is refused.
-            Err(SdkError::ServiceError(e)) if e.err().code() == Some("ValidationException") => {
-                let message = e.err().message().unwrap_or_default().to_owned();
-                let context = format!("UpdateItem ({operation}): {}", DisplayErrorContext(e.into_err()));
-                Err(validation_error(&message, context))
-            }
-            Err(e) => Err(unavailable(&format!("UpdateItem ({operation})"), DisplayErrorContext(e))),
+            // The item would grow past DynamoDB's limit (for good), an expression or attribute
+            // refused, or no answer.
+            Err(e) => Err(write_error(&format!("UpdateItem ({operation})"), e)),
         }
     }
 }
