@@ -116,9 +116,9 @@ async fn copy_held<P: Ports>(
     };
     let failed_at = ports.now();
     let mut written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
-    if let Some(url) = waiting_url(&written, worker) {
+    if let Some((url, key)) = waiting_copy(&written, worker, task_id, name) {
         if url != plan.url {
-            return next_copy(&written, task_id, name, url);
+            return Copied::NextUrl { url, key };
         }
         // The newer URL is the one that just failed (an edited item: ingest never writes it):
         // fail the file as having copied it (which takes it out, its key left), rather than
@@ -126,10 +126,10 @@ async fn copy_held<P: Ports>(
         // one is copied.
         let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &plan.key }) };
         written = ports.record_failed(task_id, name, at_next, &reason, failed_at).await;
-        if let Some(url) = waiting_url(&written, worker)
+        if let Some((url, key)) = waiting_copy(&written, worker, task_id, name)
             && url != plan.url
         {
-            return next_copy(&written, task_id, name, url);
+            return Copied::NextUrl { url, key };
         }
     }
     if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
@@ -145,23 +145,19 @@ async fn copy_held<P: Ports>(
     }
 }
 
-/// The `next_url` waiting in an item that refused the write but is still held by `worker`.
-fn waiting_url(written: &Result<FileWrite, StoreError>, worker: &str) -> Option<String> {
-    match written {
-        Ok(FileWrite::Refused(Some(file))) if file.is_held_by(worker) => file.next_url.clone(),
-        _ => None,
-    }
-}
-
-/// Copy `url`, the refused item's `next_url`, under its `next_key`: ingest writes both; an
-/// edited item without the key gets the one ingest would give that URL.
-fn next_copy(written: &Result<FileWrite, StoreError>, task_id: &TaskId, name: &str, url: String) -> Copied {
-    let next_key = match written {
-        Ok(FileWrite::Refused(Some(file))) => file.next_key.clone(),
-        _ => None,
-    };
-    let key = next_key.unwrap_or_else(|| suno_callbacks::s3_key::file_key(task_id, name, &url));
-    Copied::NextUrl { url, key }
+/// The `next_url` waiting in an item that refused the write but is still held by `worker`,
+/// and the key to copy it under: its `next_key` (ingest writes both), or for an edited item
+/// without one, the key ingest would give that URL.
+fn waiting_copy(
+    written: &Result<FileWrite, StoreError>,
+    worker: &str,
+    task_id: &TaskId,
+    name: &str,
+) -> Option<(String, String)> {
+    let Ok(FileWrite::Refused(Some(file))) = written else { return None };
+    let url = file.next_url.clone().filter(|_| file.is_held_by(worker))?;
+    let key = file.next_key.clone().unwrap_or_else(|| suno_callbacks::s3_key::file_key(task_id, name, &url));
+    Some((url, key))
 }
 
 /// Nothing when the finishing write (`stored` or `failed`) was ours ([`after_refusal`]);
