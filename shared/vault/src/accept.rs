@@ -177,7 +177,7 @@ async fn accept_unbounded<P: Ports>(
     let (fits, fitted) = tokio::sync::oneshot::channel();
     // Once a merge fits (never, when the record would be too large: the sender is dropped).
     let details = crate::ingest::oversized_details(event)
-        .map(|json| (s3_key::details_key(&event.task_id, event.stage, &info.sha256_hex), json));
+        .map(|json| (crate::ingest::kept_details_key(event, &info.sha256_hex), json));
     let archive = async {
         if fitted.await.is_err() {
             return Ok(());

@@ -363,44 +363,65 @@ fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: 
 }
 
 fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, authoritative: bool) {
-    if event.details == Details::None || !(authoritative || record.details.is_none()) {
+    if !(authoritative || record.details.is_none()) {
         return;
     }
-    if let Ok(value) = serde_json::to_value(&event.details) {
-        record.details = Some(bounded_details(value, event, body));
-    }
+    record.details = match details_json(event) {
+        None => return,
+        Some(DetailsJson::Fits(details)) => Some(details),
+        // A pointer: to the object holding them whole, written beside the archive
+        // ([`oversized_details`]), and to the archived body they came in.
+        Some(DetailsJson::Over { kind, json }) => Some(serde_json::json!({
+            "kind": DETAILS_KEPT_APART,
+            "details_kind": kind,
+            "bytes": json.len(),
+            "details_key": kept_details_key(event, &body.sha256_hex),
+            "body_key": body.archive_key,
+        })),
+    };
 }
 
-/// The event's details as JSON when they are over [`MAX_DETAILS_BYTES`] (thousands of MIDI
-/// notes): kept whole under [`s3_key::details_key`] beside the archived body, and in the
-/// record only as a pointer to it.
-pub fn oversized_details(event: &CallbackEvent) -> Option<String> {
+/// An event's details as JSON, by whether the task item can hold them.
+enum DetailsJson {
+    Fits(serde_json::Value),
+    /// Over [`MAX_DETAILS_BYTES`]: their `kind`, and their JSON to keep apart.
+    Over {
+        kind: serde_json::Value,
+        json: String,
+    },
+}
+
+/// The event's details (None: it has none).
+fn details_json(event: &CallbackEvent) -> Option<DetailsJson> {
     if event.details == Details::None {
         return None;
     }
-    let json = serde_json::to_value(&event.details).ok()?.to_string();
-    (json.len() > MAX_DETAILS_BYTES).then_some(json)
+    let details = serde_json::to_value(&event.details).ok()?;
+    let json = details.to_string();
+    if json.len() <= MAX_DETAILS_BYTES {
+        return Some(DetailsJson::Fits(details));
+    }
+    Some(DetailsJson::Over { kind: details["kind"].clone(), json })
+}
+
+/// The event's details as JSON when they are over [`MAX_DETAILS_BYTES`] (thousands of MIDI
+/// notes): kept whole under [`kept_details_key`] beside the archived body, and in the record
+/// only as a pointer to it.
+pub fn oversized_details(event: &CallbackEvent) -> Option<String> {
+    match details_json(event)? {
+        DetailsJson::Over { json, .. } => Some(json),
+        DetailsJson::Fits(_) => None,
+    }
+}
+
+/// Where the details of `event`, whose body's SHA-256 is `body_sha256_hex`, are kept when
+/// they are [too large](oversized_details) for the task item.
+pub fn kept_details_key(event: &CallbackEvent, body_sha256_hex: &str) -> String {
+    s3_key::details_key(&event.task_id, event.stage, body_sha256_hex)
 }
 
 /// The `kind` of the pointer a task item holds for details kept apart, beside the archived body.
 pub const DETAILS_KEPT_APART: &str = "in_body";
-
-/// The details, or when their JSON is over [`MAX_DETAILS_BYTES`] a pointer: to the object
-/// that holds them whole (`details_key`, written beside the archive: [`oversized_details`])
-/// and to the archived body they came in.
-fn bounded_details(details: serde_json::Value, event: &CallbackEvent, body: &BodyInfo) -> serde_json::Value {
-    let bytes = details.to_string().len();
-    if bytes <= MAX_DETAILS_BYTES {
-        return details;
-    }
-    serde_json::json!({
-        "kind": DETAILS_KEPT_APART,
-        "details_kind": details["kind"],
-        "bytes": bytes,
-        "details_key": s3_key::details_key(&event.task_id, event.stage, &body.sha256_hex),
-        "body_key": body.archive_key,
-    })
-}
 
 /// `message` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked as cut.
 fn bounded_message(message: &str) -> String {
