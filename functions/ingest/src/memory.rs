@@ -25,6 +25,8 @@ pub struct MemoryPorts {
     shared: MemoryTableAndQueue,
     bodies: Mutex<BTreeMap<String, Vec<u8>>>,
     archive_failing: AtomicBool,
+    /// Archive writes under this prefix alone are refused.
+    archive_refused_under: Mutex<Option<String>>,
     /// Archive and park writes never answer (an S3 that hangs).
     archive_stalled: AtomicBool,
     /// Park writes alone never answer.
@@ -98,6 +100,10 @@ impl MemoryPorts {
         self.archive_failing.store(failing, Ordering::SeqCst);
     }
 
+    pub fn refuse_archive_under(&self, prefix: Option<&str>) {
+        *self.archive_refused_under.lock().unwrap_or_else(PoisonError::into_inner) = prefix.map(str::to_owned);
+    }
+
     pub fn body(&self, key: &str) -> Option<Vec<u8>> {
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
     }
@@ -134,6 +140,11 @@ impl MemoryPorts {
 impl ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
         self.bucket_write().await?;
+        let refused = self.archive_refused_under.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused.as_deref().is_some_and(|prefix| key.starts_with(prefix)) {
+            return Err(format!("archive refused under {}", refused.as_deref().unwrap_or_default()));
+        }
+        drop(refused);
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), body.to_vec());
         Ok(())
     }

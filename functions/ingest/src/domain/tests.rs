@@ -75,6 +75,26 @@ async fn results_too_large_for_the_task_item_are_kept_beside_the_body() {
     assert_eq!(ports.body_keys(), [body_key("final", b"{\"midi\":2}")]);
 }
 
+/// The body archived but its kept details not: the answer fails (the provider retries), the
+/// record already points at the details object, and the retry writes it.
+#[tokio::test]
+async fn kept_details_that_fail_to_write_are_written_by_the_retry() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let (e, body) = (midi(5_000), b"{\"midi\":1}");
+    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
+    ports.refuse_archive_under(Some(&format!("tasks/{TASK}/details/")));
+    let err = ingest(&ports, &settings(), &e, body, "req-1").await.unwrap_err();
+    assert!(matches!(&err, IngestError::Archive(why) if why.contains("details")), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(ports.body_keys(), [body_key("final", body)], "the body archived, the details not");
+    let pointer = ports.record(TASK).unwrap().details.expect("a pointer");
+    assert_eq!(pointer["details_key"], details_key.as_str());
+
+    ports.refuse_archive_under(None);
+    assert!(ingest(&ports, &settings(), &e, body, "req-2").await.unwrap().duplicate);
+    assert!(ports.body(&details_key) == Some(serde_json::to_vec(&e.details).unwrap()), "kept whole");
+}
+
 #[tokio::test]
 async fn a_new_callback_is_recorded_archived_and_its_files_queued() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
