@@ -51,8 +51,8 @@ pub const LATE_AT_RECEIVE: u32 = 9;
 /// A retryable failure of a message first queued this long ago counts as late too, whatever
 /// its receive: a receiver's `Retry-After` may have spaced the receives out by hours, and a
 /// receive whose invocation died counts in `ApproximateReceiveCount` all the same. The
-/// backoff's own time until [`LATE_AT_RECEIVE`] (a test holds them equal).
-pub const LATE_AFTER: Duration = Duration::from_secs(85 * 60);
+/// backoff's own time until [`LATE_AT_RECEIVE`] (85 minutes).
+pub const LATE_AFTER: Duration = backoff_until(LATE_AT_RECEIVE);
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
 /// The function's Lambda timeout (kept equal to template.yaml).
@@ -333,9 +333,25 @@ async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: Notif
 /// `Retry-After` gets as long as it asked, up to [`MAX_RETRY_AFTER`], never less than that
 /// backoff (every retry spends one of the queue's receives).
 pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duration {
-    let doublings = receive_count.saturating_sub(1).min(16);
-    let backoff = FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY);
+    let backoff = backoff(receive_count);
     retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+}
+
+/// [`retry_delay`] without a `Retry-After` (const: [`LATE_AFTER`] is computed from it).
+const fn backoff(receive_count: u32) -> Duration {
+    let doublings = if receive_count > 17 { 16 } else { receive_count.saturating_sub(1) };
+    let doubled = FIRST_RETRY_DELAY.saturating_mul(1 << doublings);
+    if doubled.as_secs() > MAX_RETRY_DELAY.as_secs() { MAX_RETRY_DELAY } else { doubled }
+}
+
+/// The backoff's time from a message's first receive to its `receive`th.
+const fn backoff_until(receive: u32) -> Duration {
+    let (mut total, mut n) = (Duration::ZERO, 1);
+    while n < receive {
+        total = total.saturating_add(backoff(n));
+        n += 1;
+    }
+    total
 }
 
 /// After a retryable outcome: keep the message away for [`retry_delay`]; after its last
