@@ -3,6 +3,7 @@
 //! refuse), then closes. Tests only (the `test-support` feature).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -34,6 +35,30 @@ pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<St
         requests
     });
     (origin, served)
+}
+
+/// `http://127.0.0.1:<port>` keeping its connections: every request on each is answered with
+/// `reply`, as it is (a reply shorter than its `content-length` leaves the client waiting for
+/// the rest). The count is of connections accepted.
+pub async fn answer_every(reply: Vec<u8>) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let accepted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                while !read_request(&mut stream).await.is_empty() {
+                    if stream.write_all(&reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (origin, connections)
 }
 
 /// `reply` as a complete answer: `status`, `content-type: application/json`, its length, and

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 
 use super::*;
-use crate::domain::Measure;
+use crate::domain::{LATE_AFTER, Measure};
 use crate::secret::Signer;
 use crate::test_support::{MemoryPorts, NEW_SECRET, NOW, SECRET, app, status, vaulted_message};
 
@@ -104,6 +104,19 @@ async fn a_failure_without_a_message_id_is_never_reported_as_an_empty_id() {
         )
         .await;
     assert_eq!(failed_ids(&response), ["m2"]);
+}
+
+/// A message's `SentTimestamp` reaches the lateness rule: one first queued LATE_AFTER ago
+/// fails late on its second receive, one queued a moment before that does not.
+#[tokio::test]
+async fn a_message_queued_long_ago_fails_late() {
+    for (queued_ago, late) in [(LATE_AFTER - Duration::from_secs(1), false), (LATE_AFTER, true)] {
+        let app = app(MemoryPorts::answering([status(503)]));
+        let mut m = message("m1", &vaulted_message());
+        m.attributes.insert("SentTimestamp".into(), NOW.minus(queued_ago).unix_ms.to_string());
+        app.handle_batch(batch(vec![m]), Instant::now() + Duration::from_secs(60)).await;
+        assert_eq!(app.ports.metrics(), [Measure::Retried { reason: "status_503".into(), late }], "{queued_ago:?}");
+    }
 }
 
 // --- the signing secret, rotated ------------------------------------------------------------
