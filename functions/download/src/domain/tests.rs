@@ -1200,6 +1200,36 @@ async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
     assert_eq!(ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA], "3");
 }
 
+/// Another worker settles the task between this check's read and its settle write, and a
+/// callback reopening it marks it open (before its file items): the settle write, which would
+/// take `open` away, is refused, and the mark stays for the reopening's files.
+#[tokio::test]
+async fn a_settle_refused_because_a_reopening_marked_the_task_keeps_the_mark() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
+    let task = TaskId::parse(TASK).unwrap();
+    let (at_gate, release) = hold_next_manifest(&ports);
+
+    let checking = check_settled(&ports, &task, None);
+    let marking = async {
+        at_gate.await.unwrap();
+        let mut settled = ports.record(TASK);
+        (settled.vault, settled.version) = (VaultState::Complete, settled.version + 1);
+        settled.manifest_key = Some(format!("tasks/{TASK}/manifest.json"));
+        // A MarkOpen: `open` set, the version left as it is.
+        settled.open = Some(stemvault_vault::OPEN_MARKER.into());
+        ports.put_record(settled);
+        release.send(()).unwrap();
+    };
+    let (checked, ()) = tokio::join!(checking, marking);
+    assert_eq!(checked, Ok(Settling::AlreadySettled));
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.vault, r.open.as_deref(), r.version),
+        (VaultState::Complete, Some(stemvault_vault::OPEN_MARKER), 4),
+        "kept"
+    );
+}
+
 /// What an expired URL answers.
 fn expired(status: u16, reason: &str) -> Script {
     Script::Fail(FetchError::Status { status, reason: reason.into(), retry_after: None })
