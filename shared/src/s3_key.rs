@@ -124,6 +124,12 @@ pub fn callback_body_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) 
     format!("tasks/{task_id}/callbacks/{stage}-{body_sha256_hex}.json")
 }
 
+/// Where a verified callback body the parser refuses is kept verbatim, beside the accepted
+/// ones (its stage could not be read).
+pub fn unparsable_body_key(task_id: &TaskId, body_sha256_hex: &str) -> String {
+    format!("{}unparsable-{body_sha256_hex}.json", callback_body_prefix(task_id))
+}
+
 /// Where the results of a callback body that are no files (MIDI notes, say) are kept as JSON
 /// when they are too large for the task item: named as the body is, outside `callbacks/` so
 /// that a presigned link may reach them and never a body.
@@ -247,6 +253,7 @@ mod tests {
         assert_eq!(callback_body_key(&t, Stage::First, "ab12"), "tasks/2fac****9f72/callbacks/first-ab12.json");
         assert_eq!(details_key(&t, Stage::Final, "ab12"), "tasks/2fac****9f72/details/final-ab12.json");
         assert_eq!(manifest_key(&t), "tasks/2fac****9f72/manifest.json");
+        assert_eq!(unparsable_body_key(&t, "ab12"), "tasks/2fac****9f72/callbacks/unparsable-ab12.json");
         assert_eq!(task_prefix(&t), "tasks/2fac****9f72/");
         assert!(callback_body_key(&t, Stage::Complete, "ab").starts_with(&callback_body_prefix(&t)));
         assert_eq!(parked_body_key(&t, Stage::Final, "ab12"), "parked/2fac****9f72/final-ab12.json");

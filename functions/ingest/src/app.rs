@@ -13,7 +13,8 @@ use serde_json::json;
 use stemvault_aws::ConfigError;
 use stemvault_aws::metrics::{self, Metric, emit};
 use stemvault_aws::route::routed_path;
-use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback};
+use stemvault_vault::accept::body_sha256_hex;
+use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
 
 use crate::Config;
@@ -262,7 +263,10 @@ impl<P: Ports> App<P> {
             return Err(match self.signed_task(auth, req) {
                 // No key in force signed it: one rotated in since the secret was read may have.
                 Signed::NotByAKey => Rejection { keyed: true, ..rejection },
-                Signed::Task(poll) => Rejection { poll, ..rejection },
+                Signed::Task(Some((task_id, signed_at))) => {
+                    Rejection { follow_up: FollowUp::Poll(task_id, signed_at), ..rejection }
+                }
+                Signed::Task(None) => rejection,
             });
         }
 
@@ -277,7 +281,7 @@ impl<P: Ports> App<P> {
         let task_id = callback_task_id(body).map_err(unparsable)?;
         tracing::Span::current().record("task_id", task_id.as_str());
         auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
-        parse_callback(body).map_err(unparsable)
+        parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
     }
 
     /// Whether a key signed the task id of a request refused for its timestamp alone
@@ -294,42 +298,89 @@ impl<P: Ports> App<P> {
         Signed::Task(Some((task_id, signed_at)))
     }
 
-    /// Answer a refused request; one refused as stale though signed by a key first registers
-    /// its task for polling ([`register_for_polling`]; 503 when the table cannot say, so the
-    /// provider's retry tries again), when it was signed less than [`MAX_REGISTERED_AGE`] ago
-    /// and the body names a family to poll (not the parser's guess for a failure). Here, not
-    /// in the checks: those run twice when the secret is read again.
+    /// Answer a refused request, after what its refusal asks for ([`FollowUp`]). Here, not in
+    /// the checks: those run twice when the secret is read again.
     async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
-        let Some((task_id, signed_at)) = rejection.poll.take() else { return rejection.answer(false) };
+        match std::mem::take(&mut rejection.follow_up) {
+            FollowUp::Nothing => rejection.answer(None),
+            FollowUp::Poll(task_id, signed_at) => {
+                self.register_stale(rejection, req, started, task_id, signed_at).await
+            }
+            FollowUp::Keep(task_id) => self.keep_unparsable(rejection, req, started, &task_id).await,
+        }
+    }
+
+    /// A callback refused as stale though signed by a key registers its task for polling
+    /// ([`register_for_polling`]; 503 when the table cannot say, so the provider's retry tries
+    /// again), when it was signed less than [`MAX_REGISTERED_AGE`] ago and the body names a
+    /// family to poll (not the parser's guess for a failure).
+    async fn register_stale(
+        &self,
+        rejection: Rejection,
+        req: &Request,
+        started: Instant,
+        task_id: TaskId,
+        signed_at: i64,
+    ) -> Response<Body> {
         let age = self.ports.now().unix_seconds().saturating_sub(signed_at);
         let pollable = |e: CallbackEvent| (e.family != Family::Unknown && !e.family_is_a_guess()).then_some(e.family);
         let recent = age <= MAX_REGISTERED_AGE.as_secs() as i64;
         let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
-        let Some(family) = family else { return rejection.answer(false) };
+        let Some(family) = family else { return rejection.answer(None) };
         let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
         match tokio::time::timeout(within, registering).await {
             Ok(Ok(StaleTask::Registered)) => {
                 tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
                 emit(&[function()], &[Metric::count(STALE_CALLBACKS_REGISTERED)]);
-                rejection.answer(true)
+                rejection.answer(Some(REGISTERED_FOR_POLLING))
             }
             Ok(Ok(StaleTask::Known)) => {
                 tracing::info!("a callback signed too long ago, of a task the table knows");
-                rejection.answer(false)
+                rejection.answer(None)
             }
             // Refused for good (the task item is there, or the write is invalid): a retry would
             // meet the same, so the refusal stands; otherwise the provider's retry tries again.
             Ok(Err(e)) => {
                 let retryable = e.is_retryable();
                 tracing::error!(error = %e, retryable, "a callback signed too long ago: its task could not be registered");
-                if retryable { failed_registration() } else { rejection.answer(false) }
+                if retryable { failed_registration() } else { rejection.answer(None) }
             }
             Err(_) => {
                 tracing::error!("a callback signed too long ago: its task could not be registered in time");
                 failed_registration()
             }
         }
+    }
+
+    /// Keep a verified body the parser refuses (a number beyond what a double holds, nesting
+    /// past 128 levels: the task id's own reader skips those) whole, at
+    /// [`s3_key::unparsable_body_key`]: a retry brings the same body, so the refusal stands,
+    /// but a callback that came from the provider is never dropped. A bucket that fails or
+    /// does not answer in time answers 503, so the provider's retry keeps it.
+    async fn keep_unparsable(
+        &self,
+        rejection: Rejection,
+        req: &Request,
+        started: Instant,
+        task_id: &TaskId,
+    ) -> Response<Body> {
+        let body: &[u8] = req.body().as_ref();
+        let key = s3_key::unparsable_body_key(task_id, &body_sha256_hex(body));
+        let within = ANSWER_WITHIN.saturating_sub(started.elapsed());
+        let failure = match tokio::time::timeout(within, self.ports.archive_body(&key, body)).await {
+            Ok(Ok(())) => {
+                tracing::error!(key, error = %rejection.message, "a verified callback the parser refuses is kept whole");
+                return rejection.answer(Some(BODY_KEPT));
+            }
+            Ok(Err(e)) => e,
+            Err(_) => "no answer in time".to_owned(),
+        };
+        tracing::error!(key, error = %failure, "a verified callback the parser refuses could not be kept");
+        let code = "archive_unavailable";
+        emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
+        let message = "verified but unparsable, and it could not be kept; retry later";
+        error(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 }
 
@@ -369,14 +420,30 @@ struct Rejection {
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
-    /// Refused as stale, but a key signed this task at this time (Unix seconds): perhaps to
-    /// be registered for polling ([`App::refuse`]).
-    poll: Option<(TaskId, i64)>,
+    /// What the refusal does besides answering ([`App::refuse`]).
+    follow_up: FollowUp,
 }
+
+/// What a refusal does besides answering.
+#[derive(Debug, Default)]
+enum FollowUp {
+    #[default]
+    Nothing,
+    /// Refused as stale, but a key signed this task at this time (Unix seconds): perhaps to be
+    /// registered for polling ([`App::register_stale`]).
+    Poll(TaskId, i64),
+    /// Verified, but the parser refuses the body: kept whole ([`App::keep_unparsable`]).
+    Keep(TaskId),
+}
+
+/// Said `true` in a 401 whose task was registered for polling.
+const REGISTERED_FOR_POLLING: &str = "task_registered_for_polling";
+/// Said `true` in a 400 whose verified body was kept whole.
+const BODY_KEPT: &str = "body_kept";
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), keyed: false, poll: None }
+        Rejection { status, reason, message: message.into(), keyed: false, follow_up: FollowUp::Nothing }
     }
 
     /// Checks built from a newer version of the callback secret might not refuse it: what the
@@ -394,9 +461,9 @@ impl Rejection {
         Rejection { keyed, ..rejection }
     }
 
-    /// Log, count and answer it; `registered`: its task was registered for polling now (said
-    /// in the answer).
-    fn answer(self, registered: bool) -> Response<Body> {
+    /// Log, count and answer it; `done`: what its follow-up did, said `true` in the answer
+    /// ([`REGISTERED_FOR_POLLING`], [`BODY_KEPT`]).
+    fn answer(self, done: Option<&'static str>) -> Response<Body> {
         // Another path or method is no callback (only `make run` routes them here).
         let what = match self.status {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "request",
@@ -404,21 +471,20 @@ impl Rejection {
         };
         tracing::warn!(reason = self.reason, status = self.status.as_u16(), "{what} refused: {}", self.message);
         emit(&[function(), ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
-        match self.status {
+        let mut body = match self.status {
             StatusCode::UNAUTHORIZED => {
-                let mut body = json!({ "error": "unauthorized", "reason": self.reason, "message": self.message });
-                if registered {
-                    body["task_registered_for_polling"] = json!(true);
-                }
-                respond_json(StatusCode::UNAUTHORIZED, &body)
+                json!({ "error": "unauthorized", "reason": self.reason, "message": self.message })
             }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                let mut response = error(self.status, self.reason, &self.message);
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-                response
-            }
-            status => error(status, self.reason, &self.message),
+            _ => json!({ "error": self.reason, "message": self.message }),
+        };
+        if let Some(done) = done {
+            body[done] = json!(true);
         }
+        let mut response = respond_json(self.status, &body);
+        if self.status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        response
     }
 }
 

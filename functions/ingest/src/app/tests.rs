@@ -330,17 +330,42 @@ async fn a_stale_callback_registers_only_past_every_other_check() {
 
 /// The signature is checked against the task id alone, before the rest of the body is read:
 /// a forged body the parse would refuse is refused as unsigned (and nothing is built from
-/// it); signed, the same body is refused as unparsable.
-#[tokio::test]
-async fn the_signature_is_checked_before_the_body_is_parsed() {
-    let h = app().await;
-    let body = format!(r#"{{"code":200,"data":{{"task_id":"{WAV_TASK}","data":[{{}}],"duration":1e400}}}}"#);
-    let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS), body.clone().into_bytes());
-    assert_eq!(refusal(&h, forged).await, "signature_mismatch");
-    let signed = h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), body.into_bytes())).await;
-    assert_eq!(signed.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(json(&signed)["error"], "invalid_json");
-    assert_untouched(&h);
+/// it); signed, the same body is refused as unparsable, and kept whole (it came from the
+/// provider: a retry would bring the same), nothing else written. A bucket failing or not
+/// answering then answers 503, so the retry keeps it.
+#[tokio::test(start_paused = true)]
+async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    for extra in ["1e400".to_owned(), deep] {
+        let h = app().await;
+        let body = format!(r#"{{"code":200,"data":{{"task_id":"{WAV_TASK}","data":[{{}}],"duration":{extra}}}}}"#);
+        let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS), body.clone().into_bytes());
+        assert_eq!(refusal(&h, forged).await, "signature_mismatch");
+        assert!(h.ports.body_keys().is_empty(), "nothing kept of a forged body");
+
+        let signed = || request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), body.clone().into_bytes());
+        h.ports.set_archive_failing(true);
+        let failing = h.handle(signed()).await;
+        assert_eq!(
+            (failing.status(), json(&failing)["error"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("archive_unavailable"))
+        );
+        h.ports.set_archive_failing(false);
+        h.ports.set_archive_stalled(true);
+        assert_eq!(h.handle(signed()).await.status(), StatusCode::SERVICE_UNAVAILABLE, "within the answer's time");
+        h.ports.set_archive_stalled(false);
+
+        let kept = h.handle(signed()).await;
+        assert_eq!(kept.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            (json(&kept)["error"].as_str(), json(&kept)["body_kept"].as_bool()),
+            (Some("invalid_json"), Some(true))
+        );
+        let key = format!("tasks/{WAV_TASK}/callbacks/unparsable-{}.json", body_sha256_hex(body.as_bytes()));
+        assert_eq!(h.ports.body_keys(), std::slice::from_ref(&key));
+        assert!(h.ports.body(&key) == Some(body.into_bytes()), "verbatim");
+        assert!(h.ports.record_count() == 0 && h.ports.messages().is_empty(), "nothing recorded");
+    }
 }
 
 /// A title cut in the middle of an emoji (an unpaired surrogate escape, as JavaScript writes
