@@ -136,13 +136,7 @@ impl FetchSource for HttpSource {
             if let Some(declared) = content_length.filter(|d| *d > max_bytes) {
                 return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
             }
-            let content_type = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-                .filter(|v| !v.is_empty() && v.len() <= MAX_CONTENT_TYPE_LEN)
-                .map(str::to_owned);
+            let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| kept_content_type(v.as_bytes()));
             let chunks = response.bytes_stream().map(|chunk| chunk.map_err(body_error));
             return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
         }
@@ -151,6 +145,17 @@ impl FetchSource for HttpSource {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         Some(self.links.as_ref()?.fresh_link(url).await)
     }
+}
+
+/// The Content-Type kept with the file: as sent, or when that is too long or not printable
+/// ASCII, its media type alone (what [`crate::media::not_the_file`] reads), if that is.
+fn kept_content_type(raw: &[u8]) -> Option<String> {
+    let usable = |v: &[u8]| {
+        let v = std::str::from_utf8(v).ok()?.trim();
+        let printable = v.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
+        (!v.is_empty() && v.len() <= MAX_CONTENT_TYPE_LEN && printable).then(|| v.to_owned())
+    };
+    usable(raw).or_else(|| usable(raw.split(|b| *b == b';').next().unwrap_or_default()))
 }
 
 /// Whether a body without a declared length still has an end of its own: HTTP/2 and later
@@ -287,6 +292,17 @@ mod tests {
         assert_eq!(declared.unwrap(), b"abcd".as_slice());
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
         assert_eq!(read(chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice());
+    }
+
+    #[test]
+    fn a_content_type_too_long_or_not_printable_keeps_its_media_type() {
+        let long = format!("text/html; charset=utf-8; x={}", "a".repeat(300));
+        assert_eq!(kept_content_type(long.as_bytes()).as_deref(), Some("text/html"));
+        assert_eq!(kept_content_type(b"text/html; name=\"caf\xc3\xa9\"").as_deref(), Some("text/html"));
+        assert_eq!(kept_content_type(b" audio/mpeg ").as_deref(), Some("audio/mpeg"));
+        assert_eq!(kept_content_type(b"audio/mpeg; q=1").as_deref(), Some("audio/mpeg; q=1"));
+        assert_eq!(kept_content_type(b"   "), None);
+        assert_eq!(kept_content_type("x".repeat(300).as_bytes()), None);
     }
 
     #[tokio::test]
