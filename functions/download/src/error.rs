@@ -112,7 +112,10 @@ impl StorageError {
 }
 
 /// Error codes S3 may send with a 4xx that a later attempt can get past: throttling, timeouts,
-/// expired or refreshed credentials, a body damaged or cut short on the way, clock skew.
+/// expired or refreshed credentials, a body damaged or cut short on the way, clock skew, and
+/// a setup an operator fixes (a request signed for another region, a bucket key in KMS
+/// disabled or pending: every code `KMS.`-prefixed), whose files should wait in the queue
+/// rather than fail for good.
 const RETRYABLE_S3_CODES: &[&str] = &[
     "RequestTimeout",
     "SlowDown",
@@ -127,18 +130,20 @@ const RETRYABLE_S3_CODES: &[&str] = &[
     "BadDigest",
     "IncompleteBody",
     "XAmzContentSHA256Mismatch",
+    "AuthorizationHeaderMalformed",
+    "InvalidToken",
 ];
 
 /// Whether S3 refused a request for good, given the HTTP status of its answer (None: no
 /// answer at all) and its error code: a 4xx that no retry can fix (`KeyTooLongError`,
 /// `InvalidArgument`, `EntityTooLarge`, ...: the same request gets the same answer), unless
-/// its code is one of throttling, timeout, credentials or a damaged body. Kept retryable on
+/// its code is one of throttling, timeout, credentials, a damaged body or a setup to fix. Kept retryable on
 /// purpose: 401/403 (permissions, which an operator fixes), 404 (a missing bucket or a lost
 /// multipart upload), 408, 409 (a conflicting operation in progress), 412 (a condition, the
 /// caller's to handle) and 429; their messages end in the dead-letter queue, which alarms.
 pub fn s3_refusal_is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
     let Some(status) = status else { return false };
-    if code.is_some_and(|code| RETRYABLE_S3_CODES.contains(&code)) {
+    if code.is_some_and(|code| RETRYABLE_S3_CODES.contains(&code) || code.starts_with("KMS.")) {
         return false;
     }
     (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 409 | 412 | 429)
@@ -307,6 +312,10 @@ mod tests {
             (400, "BadDigest"),
             (400, "IncompleteBody"),
             (400, "XAmzContentSHA256Mismatch"),
+            (400, "AuthorizationHeaderMalformed"),
+            (400, "InvalidToken"),
+            (400, "KMS.DisabledException"),
+            (400, "KMS.KMSInvalidStateException"),
             (403, "AccessDenied"),
             (403, "RequestTimeTooSkewed"),
             (404, "NoSuchBucket"),
