@@ -21,6 +21,18 @@ pub(super) async fn copy_claimed<P: Ports>(
     loop {
         match copy_held(ports, settings, delivery, task_id, name, &plan, from_next).await {
             Copied::Finished(outcome) => return outcome,
+            // Not with no time left: it would fail unfetched (on the last receive, failed for
+            // good at a URL no callback then reopens). Its claim goes back with the newer URL
+            // as the file's, for the next receive (or, after the last, the sweeper).
+            Copied::NextUrl { url, key } if Instant::now() >= delivery.stop_at => {
+                tracing::warn!(
+                    url = %loggable_str(&url),
+                    "the URL failed, and a newer one came while it was copied; no time left to copy it"
+                );
+                let held = HeldCopy { worker: &delivery.worker, next: Some(NextSource { url: &url, key: &key }) };
+                release_claim(ports, task_id, name, held, "a newer URL came; no time was left to copy it").await;
+                return Outcome::Retry(DownloadError::NoTimeLeft);
+            }
             Copied::NextUrl { url, key } => {
                 tracing::info!(
                     url = %loggable_str(&url),

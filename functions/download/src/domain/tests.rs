@@ -996,6 +996,33 @@ async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
     assert!(ports.measures.lock().unwrap().is_empty(), "settled by ingest, not here");
 }
 
+/// The own URL runs into the deadline on the last receive and a newer URL came meanwhile:
+/// with no time left to copy it, the newer URL is not failed unfetched but becomes the file's,
+/// its claim released (the message goes to the dead-letter queue; the sweeper sends the file
+/// again once it is stranded).
+#[tokio::test]
+async fn a_newer_url_with_no_time_left_to_copy_it_is_released_not_failed() {
+    {
+        let receive = MAX_RECEIVE_COUNT;
+        let (newer_url, newer_key) =
+            ("https://cdn1.suno.ai/vocal-2.mp3?sig=s".to_owned(), format!("tasks/{TASK}/v2.mp3"));
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), Script::Hang);
+        ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
+        let mut d = delivery(job_body("vocal"), receive);
+        d.stop_at = Instant::now() + Duration::from_millis(200);
+        let outcome = process_message(&ports, &SETTINGS, &d).await;
+        assert!(matches!(outcome, Outcome::Retry(_)), "receive {receive}: {outcome:?}");
+        assert_eq!(ports.opened(), vec![url("vocal")], "the newer URL not fetched");
+        let f = &ports.record(TASK).files["vocal"];
+        assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
+        assert_eq!(
+            (f.url.as_str(), f.key.as_str(), f.next_url.as_deref()),
+            (newer_url.as_str(), newer_key.as_str(), None)
+        );
+    }
+}
+
 #[tokio::test]
 async fn no_time_left_means_try_later_without_claiming() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
