@@ -231,7 +231,9 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
         next.not_found_since = None;
     }
     next.polled_result = match outcome {
-        PollOutcome::Result(stage) => Some(PolledResult::Recorded(*stage)),
+        // An answer of another stage than the task's (a provider lagging behind the callbacks)
+        // was a late result: it published nothing of the task's own stage.
+        PollOutcome::Result(stage) if *stage == next.stage => Some(PolledResult::Recorded(*stage)),
         PollOutcome::Unrecorded => Some(PolledResult::Unfinished),
         _ => polled_result(record),
     };
@@ -434,6 +436,12 @@ mod tests {
             assert!(next.reconcile_at.is_some_and(|at| at > NOW));
             assert!(!poll_recorded(&next));
         }
+        // An answer lagging behind (an earlier stage, late: nothing published) is not it.
+        next = after_poll(&next, &PollOutcome::Result(Stage::First), NOW);
+        assert_eq!(
+            (next.polled_result, next.reconcile.as_deref()),
+            (Some(PolledResult::Unfinished), Some(crate::RECONCILE_DUE))
+        );
         let recorded = after_poll(&next, &PollOutcome::Result(Stage::Final), NOW);
         assert!(poll_recorded(&recorded));
         assert_eq!((recorded.reconcile, recorded.reconcile_at), (None, None));
