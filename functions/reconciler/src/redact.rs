@@ -109,20 +109,10 @@ fn redact_messages(value: &mut Value) -> bool {
 /// Every path segment after `/callback/` in a message replaced by [`REDACTED`], the rest of
 /// the message kept (it is read and recorded: the task's failure message).
 fn redact_path_tokens(text: &mut String) -> bool {
-    if !names_callback_path(text) {
-        return false;
-    }
     let lower = text.to_ascii_lowercase();
-    let mut redacted = String::with_capacity(text.len());
+    let mut redacted = String::new();
     let mut copied = 0;
-    let mut changed = false;
-    for (at, _) in lower.match_indices(CALLBACK_PATH) {
-        let start = at + CALLBACK_PATH.len();
-        let rest = &text[start..];
-        let end = start
-            + rest
-                .find(|c: char| c == '/' || c == '?' || c == '#' || c == '"' || c == '\'' || c.is_whitespace())
-                .unwrap_or(rest.len());
+    for (start, end) in path_tokens(&lower) {
         let segment = &text[start..end];
         if segment.is_empty() || segment == REDACTED {
             continue;
@@ -130,22 +120,36 @@ fn redact_path_tokens(text: &mut String) -> bool {
         redacted.push_str(&text[copied..start]);
         redacted.push_str(REDACTED);
         copied = end;
-        changed = true;
     }
-    if changed {
-        redacted.push_str(&text[copied..]);
-        *text = redacted;
+    if copied == 0 {
+        return false;
     }
-    changed
+    redacted.push_str(&text[copied..]);
+    *text = redacted;
+    true
 }
 
 /// Whether `text` holds a URL path through `/callback/` (where the path token follows).
 fn names_callback_path(text: &str) -> bool {
-    text.to_ascii_lowercase().contains(CALLBACK_PATH)
+    path_tokens(&text.to_ascii_lowercase()).next().is_some()
 }
 
-/// The path the callback token follows (compared in lower case).
-const CALLBACK_PATH: &str = "/callback/";
+/// Where each path token in `lower` (a text in ASCII lower case: the same byte offsets) starts
+/// and ends: the segment after `callback` between two slashes, each written as is, as JSON
+/// escapes it (`\/`, in a message quoting JSON) or percent-encoded (`%2f`, in a quoted query).
+fn path_tokens(lower: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    const SLASHES: [&str; 3] = ["/", "\\/", "%2f"];
+    const CALLBACK: &str = "callback";
+    lower.match_indices(CALLBACK).filter_map(|(at, _)| {
+        SLASHES.iter().find(|slash| lower[..at].ends_with(**slash))?;
+        let after = at + CALLBACK.len();
+        let slash = SLASHES.iter().find(|slash| lower[after..].starts_with(**slash))?;
+        let start = after + slash.len();
+        let rest = &lower[start..];
+        let ends = |c: char| matches!(c, '/' | '\\' | '%' | '?' | '#' | '&' | '"' | '\'') || c.is_whitespace();
+        Some((start, start + rest.find(ends).unwrap_or(rest.len())))
+    })
+}
 
 /// A callback URL replaced; false when it already was.
 fn replace(url: &mut String) -> bool {
@@ -355,6 +359,21 @@ mod tests {
         assert_eq!(redacted["msg"], "success");
         let once = callback_urls(body.to_string().as_bytes()).into_owned();
         assert!(matches!(callback_urls(&once), Cow::Borrowed(_)), "stable");
+    }
+
+    /// A message quoting the URL as JSON writes it (`\/`) or percent-encoded (in a quoted
+    /// query string) keeps no token either; a word `callback` outside a path stays.
+    #[test]
+    fn a_message_quoting_the_callback_url_escaped_or_encoded_keeps_no_token() {
+        let body = json!({"code": 200, "data": {"taskId": "t1",
+            "errorMessage": format!(r#"request {{"callBackUrl":"https:\/\/h\/callback\/{TOKEN}"}} failed"#),
+            "msg": format!("GET /retry?to=https%3A%2F%2Fh%2FCallback%2F{TOKEN}&n=2 failed; callback/ {TOKEN}"),
+        }});
+        let redacted = redacted_json(body.to_string().as_bytes());
+        let escaped = format!(r#"request {{"callBackUrl":"https:\/\/h\/callback\/{REDACTED}"}} failed"#);
+        assert_eq!(redacted["data"]["errorMessage"], escaped.as_str());
+        let encoded = format!("GET /retry?to=https%3A%2F%2Fh%2FCallback%2F{REDACTED}&n=2 failed; callback/ {TOKEN}");
+        assert_eq!(redacted["data"]["msg"], encoded.as_str(), "no path before that last `callback/`");
     }
 
     /// An answer without a callback URL stays verbatim (the documented lyrics answer: its
