@@ -10,13 +10,14 @@
 //! fails again stays for the next run, and so do the other bodies of its task this run (one
 //! task failing every time must not stand in front of the keys after it); after
 //! [`MAX_FAILURES_IN_A_ROW`] tasks failing in a row the run stops replaying (what failed is
-//! still failing: no point reading the rest now). One that can never be recorded (too large for
+//! still failing: no point reading the rest now); tasks that failed in an earlier run are
+//! replayed after the others ([`HeldTasks`]). One that can never be recorded (too large for
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others. One
 //! whose task's record cannot be read, or whose writes the table refuses as invalid (a faulty
 //! build), waits for an operator to fix it ([`HeldTasks`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -67,22 +68,49 @@ pub const LISTED: usize = 1000;
 /// skipped without reading them until then (an operator must fix the record first).
 pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 
-/// The tasks whose parked bodies wait for an operator to fix their record (or the build), and
-/// when each is tried again: kept by a warm instance across runs (a cold one learns them again, once).
+/// What runs learned of parked tasks, kept by a warm instance across runs (a cold one learns
+/// it again, once): the tasks whose parked bodies wait for an operator to fix their record (or
+/// the build), and when each is tried again; and those whose bodies could not be replayed yet
+/// in an earlier run, replayed after the others, so that a few tasks failing every run for
+/// reasons of their own (a body unreadable, a replay over its budget) do not stop every run
+/// ([`MAX_FAILURES_IN_A_ROW`]) before the keys after them.
 #[derive(Debug, Default)]
-pub struct HeldTasks(Mutex<HashMap<String, Timestamp>>);
+pub struct HeldTasks {
+    held: Mutex<HashMap<String, Timestamp>>,
+    failing: Mutex<HashSet<String>>,
+}
 
 impl HeldTasks {
     fn skips(&self, task: &str, now: Timestamp) -> bool {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(task).is_some_and(|until| now < *until)
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).get(task).is_some_and(|until| now < *until)
     }
 
     fn hold(&self, task: &str, now: Timestamp) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(task.to_owned(), now.plus(HELD_RECHECK));
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(task.to_owned(), now.plus(HELD_RECHECK));
     }
 
-    fn release(&self, task: &str) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).remove(task);
+    /// Whether a body of the task could not be replayed yet in an earlier run.
+    fn failed_before(&self, task: &str) -> bool {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner).contains(task)
+    }
+
+    /// What a replay of one of the task's bodies came to.
+    fn replayed(&self, task: &str, replay: Replay, now: Timestamp) {
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        match replay {
+            Replay::NotYet => {
+                failing.insert(task.to_owned());
+            }
+            Replay::Held => self.hold(task, now),
+            Replay::Recorded => {
+                failing.remove(task);
+                self.held.lock().unwrap_or_else(PoisonError::into_inner).remove(task);
+            }
+            Replay::Gone | Replay::Archived => {
+                failing.remove(task);
+            }
+            Replay::Refused => {}
+        }
     }
 }
 
@@ -148,14 +176,15 @@ pub async fn replay_parked<P: Ports>(
     // A task's bodies in the order its stages come (`text`, `first`, then the final ones), not
     // their keys' (`complete-` before `first-`): replayed after a later stage, an earlier
     // one would be a late callback that publishes no Task Stage Changed of its own.
+    // Tasks that failed in an earlier run go last.
     parked.sort_by_cached_key(|body| {
         let task = parked_task(&body.key).unwrap_or(&body.key).to_owned();
-        (task, parked_stage(&body.key).map_or(u8::MAX, Stage::rank))
+        (held.failed_before(&task), task, parked_stage(&body.key).map_or(u8::MAX, Stage::rank))
     });
     let mut failures_in_a_row = 0;
     let mut attempts = 0;
     // Tasks a body of which could not be replayed this run: their other bodies wait too.
-    let mut failing_tasks = std::collections::HashSet::new();
+    let mut failing_tasks = HashSet::new();
     for (i, body) in parked.iter().enumerate() {
         if ports.now() >= stop_at || failures_in_a_row >= MAX_FAILURES_IN_A_ROW || attempts >= limit {
             replayed.callbacks_still_parked += parked.len() - i;
@@ -179,11 +208,7 @@ pub async fn replay_parked<P: Ports>(
             failing_tasks.extend(task);
         }
         if let Some(task) = task {
-            match replay {
-                Replay::Held => held.hold(task, ports.now()),
-                Replay::Recorded => held.release(task),
-                _ => {}
-            }
+            held.replayed(task, replay, ports.now());
         }
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,

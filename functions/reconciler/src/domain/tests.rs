@@ -981,6 +981,32 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
 }
 
+/// Tasks failing every run for reasons of their own (their bodies unreadable), as many as
+/// stop a run, first in key order: a warm instance's next run replays the others first.
+#[tokio::test]
+async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
+    use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..MAX_FAILURES_IN_A_ROW {
+        let key = format!("parked/aaa-failing-{i}/final-{i:064}.json");
+        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.unreadable.lock().unwrap().insert(key);
+    }
+    // After them in key order (the key's task: the body is TASK's callback).
+    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let held = HeldTasks::default();
+
+    let first = replay_parked(&ports, &settings().accept, &held, "run-1", 50, stop_at).await.unwrap();
+    let all_parked = MAX_FAILURES_IN_A_ROW + 1;
+    assert_eq!(first, Replayed { callbacks_replayed: 0, callbacks_still_parked: all_parked, callbacks_refused: 0 });
+    let next = replay_parked(&ports, &settings().accept, &held, "run-2", 50, stop_at).await.unwrap();
+    let still = MAX_FAILURES_IN_A_ROW;
+    assert_eq!(next, Replayed { callbacks_replayed: 1, callbacks_still_parked: still, callbacks_refused: 0 });
+    assert!(!ports.bodies.lock().unwrap().contains_key(&replayable));
+}
+
 /// One task whose bodies fail every time (here its parked bodies cannot be read) does not
 /// stand in front of the keys after it: its other bodies wait for the next run without
 /// counting as failures in a row, and the next task's body is replayed.
