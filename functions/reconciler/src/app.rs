@@ -16,7 +16,7 @@ use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
 use crate::provider::HttpProvider;
-use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked};
+use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked, replay_until};
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
@@ -111,32 +111,35 @@ impl App {
     }
 
     /// One run, its claims named `reconciler-<run_id>`, stopping by `stop_at`: the parked
-    /// callbacks first (with or without a provider key: replaying needs none), then the polls.
+    /// callbacks first (with or without a provider key: replaying needs none), within half of
+    /// the run's time so that a backlog after an outage leaves the polls the rest, then the
+    /// polls.
     /// A run that could not list the parked callbacks still polls, then fails: its error is
     /// the only sign (no `CallbacksStillParked` is emitted without a listing).
     pub async fn run(&self, run_id: &str, stop_at: Timestamp) -> Result<Outcome, ReconcileError> {
         async {
             let mut unlisted = None;
-            let replayed =
-                match replay_parked(&self.ports, &self.settings.accept, &self.held, run_id, MAX_REPLAYS, stop_at).await
-                {
-                    Ok(replayed) => {
-                        let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
-                        emit(
-                            &[function],
-                            &[
-                                Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
-                                Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
-                            ],
-                        );
-                        replayed
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
-                        unlisted = Some(e);
-                        Replayed::default()
-                    }
-                };
+            let replay_stop = replay_until(self.ports.now(), stop_at);
+            let replaying =
+                replay_parked(&self.ports, &self.settings.accept, &self.held, run_id, MAX_REPLAYS, replay_stop);
+            let replayed = match replaying.await {
+                Ok(replayed) => {
+                    let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
+                    emit(
+                        &[function],
+                        &[
+                            Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
+                            Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
+                        ],
+                    );
+                    replayed
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
+                    unlisted = Some(e);
+                    Replayed::default()
+                }
+            };
             // Without a key too: tasks are still given up when their time comes.
             let polled = reconcile(&self.ports, &self.settings, run_id, stop_at).await?;
             if let Some(e) = unlisted {

@@ -226,6 +226,12 @@ pub async fn replay_parked<P: Ports>(
     Ok(replayed)
 }
 
+/// When a run that started `now` and stops by `stop_at` stops replaying: halfway, so that a
+/// backlog after an outage leaves its polls the other half.
+pub fn replay_until(now: Timestamp, stop_at: Timestamp) -> Timestamp {
+    Timestamp::from_unix_ms(now.unix_ms + (stop_at.unix_ms - now.unix_ms).max(0) / 2)
+}
+
 /// The task a parked key is under (`parked/<task_id>/...`; None for a key put elsewhere by hand).
 fn parked_task(key: &str) -> Option<&str> {
     key.strip_prefix(s3_key::PARKED_PREFIX)?.split_once('/').map(|(task, _)| task)
@@ -316,3 +322,16 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
 }
 
 // Tested with the run's in-memory ports: `crate::domain::tests`.
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaying_takes_half_of_a_run_at_most() {
+        let now = Timestamp::from_unix_ms(1_000_000);
+        assert_eq!(replay_until(now, now.plus(Duration::from_secs(58))), now.plus(Duration::from_secs(29)));
+        assert_eq!(replay_until(now, now), now);
+        assert_eq!(replay_until(now, now.minus(Duration::from_secs(5))), now, "a run already over replays nothing");
+    }
+}
