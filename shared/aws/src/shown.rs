@@ -39,13 +39,19 @@ pub fn provider_message(text: &str) -> String {
     without_links(&text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
 }
 
-/// `text` with every link in it shown as [`loggable_str`] shows it.
+/// How a link may start in a message: plain, as JSON escapes its slashes (`https:\/\/`, a
+/// message quoting JSON), or percent-encoded (`https%3A%2F%2F`, a message quoting a query).
+const LINK_STARTS: [&str; 6] =
+    ["http://", "https://", "http:\\/\\/", "https:\\/\\/", "http%3a%2f%2f", "https%3a%2f%2f"];
+
+/// `text` with every link in it shown as [`loggable_str`] shows it (an encoded one, which does
+/// not parse, as `<not a URL>`).
 fn without_links(text: &str) -> String {
-    // Schemes in any case (`HTTPS://`): ASCII lower-casing keeps every byte offset.
+    // Schemes in any case (`HTTPS://`, `%2F`): ASCII lower-casing keeps every byte offset.
     let lower = text.to_ascii_lowercase();
     let mut shown = String::with_capacity(text.len());
     let mut at = 0;
-    while let Some(start) = ["http://", "https://"].iter().filter_map(|scheme| lower[at..].find(scheme)).min() {
+    while let Some(start) = LINK_STARTS.iter().filter_map(|scheme| lower[at..].find(scheme)).min() {
         let start = at + start;
         shown.push_str(&text[at..start]);
         let link = &text[start..];
@@ -93,5 +99,21 @@ mod tests {
         assert!(!quoting.contains("token123") && quoting.ends_with(", fix it"), "{quoting}");
         let shouting = without_links("see HTTPS://h.example/callback/token123 now");
         assert!(!shouting.contains("token123") && shouting.ends_with(" now"), "{shouting}");
+    }
+
+    /// A link quoted inside JSON (`\/` for each slash) or a query (`%2F`) is no more shown.
+    #[test]
+    fn escaped_or_encoded_links_are_not_shown_either() {
+        let escaped = without_links(r#"request {"callBackUrl":"https:\/\/h.example\/callback\/token123"} failed"#);
+        assert_eq!(
+            escaped,
+            format!(
+                r#"request {{"callBackUrl":"{}"}} failed"#,
+                loggable_str(r"https:\/\/h.example\/callback\/token123")
+            )
+        );
+        assert!(escaped.contains("https://h.example/") && !escaped.contains("token123"), "{escaped}");
+        let encoded = without_links("GET /r?to=HTTPS%3A%2F%2Fh.example%2Fcallback%2Ftoken123&n=2 failed");
+        assert_eq!(encoded, "GET /r?to=<not a URL> failed");
     }
 }
