@@ -83,11 +83,24 @@ impl EnqueueFiles for TableAndQueue {
 /// URL of hundreds of kilobytes, which the download refuses and records as failed) is sent
 /// without its URL rather than refused by the queue on every try.
 fn job_body(job: &FileJob) -> Result<String, String> {
-    let body = serde_json::to_string(job).map_err(|e| e.to_string())?;
+    let body = message_json(job)?;
     if body.len() <= SQS_BATCH_BYTES {
         return Ok(body);
     }
-    serde_json::to_string(&FileJob { url: String::new(), ..job.clone() }).map_err(|e| e.to_string())
+    message_json(&FileJob { url: String::new(), ..job.clone() })
+}
+
+/// `job` as JSON that SQS keeps as sent: U+FFFE and U+FFFF are outside the XML characters it
+/// allows (refused with InvalidMessageContents, or by later documentation replaced with
+/// U+FFFD, which would make the message's URL another than the item's), and serde_json writes
+/// them as they are, which a URL may hold; escaped (they can only be inside strings), they read
+/// back the same.
+fn message_json(job: &FileJob) -> Result<String, String> {
+    let json = serde_json::to_string(job).map_err(|e| e.to_string())?;
+    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+        return Ok(json);
+    }
+    Ok(json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff"))
 }
 
 /// `sizes` (the bodies' bytes, in order) cut into consecutive batches of at most
@@ -241,6 +254,22 @@ mod tests {
         assert!(body.len() <= SQS_BATCH_BYTES, "{} bytes", body.len());
         let sent: FileJob = serde_json::from_str(&body).unwrap();
         assert_eq!(sent, FileJob { url: String::new(), ..huge });
+    }
+
+    /// SQS refuses U+FFFE and U+FFFF in a message: a URL or name holding them is escaped, and
+    /// reads back the same.
+    #[test]
+    fn characters_the_queue_refuses_are_escaped() {
+        let job = FileJob {
+            task_id: "t1".into(),
+            name: "vocal\u{fffe}".into(),
+            url: "https://cdn.example/a\u{ffff}b\u{fffd}.mp3".into(),
+            key: "tasks/t1/vocal.mp3".into(),
+        };
+        let body = job_body(&job).unwrap();
+        assert!(!body.contains(['\u{fffe}', '\u{ffff}']), "{body:?}");
+        assert!(body.contains("a\\uffffb\u{fffd}.mp3"), "U+FFFD is allowed as it is: {body:?}");
+        assert_eq!(serde_json::from_str::<FileJob>(&body).unwrap(), job);
     }
 
     #[test]
