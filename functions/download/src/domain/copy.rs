@@ -21,18 +21,6 @@ pub(super) async fn copy_claimed<P: Ports>(
     loop {
         match copy_held(ports, settings, delivery, task_id, name, &plan, from_next).await {
             Copied::Finished(outcome) => return outcome,
-            // Not with no time left: it would fail unfetched (on the last receive, failed for
-            // good at a URL no callback then reopens). Its claim goes back with the newer URL
-            // as the file's, for the next receive (or, after the last, the sweeper).
-            Copied::NextUrl { url, key } if Instant::now() >= delivery.stop_at => {
-                tracing::warn!(
-                    url = %loggable_str(&url),
-                    "the URL failed, and a newer one came while it was copied; no time left to copy it"
-                );
-                let held = HeldCopy { worker: &delivery.worker, next: Some(NextSource { url: &url, key: &key }) };
-                release_claim(ports, task_id, name, held, "a newer URL came; no time was left to copy it").await;
-                return Outcome::Retry(DownloadError::NoTimeLeft);
-            }
             Copied::NextUrl { url, key } => {
                 tracing::info!(
                     url = %loggable_str(&url),
@@ -109,7 +97,17 @@ async fn copy_held<P: Ports>(
         tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
     }
     let retryable = error.is_retryable() || unsure.is_some();
-    if retryable && !delivery.is_last_receive() {
+    // A newer URL the deadline cut short (or left no time to start) on the last receive is not
+    // failed for good at a URL no later callback reopens: released as the file's URL (its
+    // claim back, `next_url` moved in), it waits for the sweeper once its message is stranded.
+    let newer_out_of_time = from_next && error == CopyError::Deadline;
+    if newer_out_of_time && delivery.is_last_receive() {
+        tracing::error!(
+            "a newer URL came and the invocation's time ran out before it was copied, on the last receive: the \
+             file is left queued at it, for the sweeper; its message goes to the dead-letter queue"
+        );
+    }
+    if retryable && (!delivery.is_last_receive() || newer_out_of_time) {
         let error = unsure.map_or(error, CopyError::Storage);
         release_claim(ports, task_id, name, held, &error.to_string()).await;
         return Copied::Finished(Outcome::Retry(error.into()));

@@ -996,24 +996,27 @@ async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
     assert!(ports.measures.lock().unwrap().is_empty(), "settled by ingest, not here");
 }
 
-/// The own URL runs into the deadline on the last receive and a newer URL came meanwhile:
-/// with no time left to copy it, the newer URL is not failed unfetched but becomes the file's,
+/// On the last receive, the own URL fails and a newer URL came meanwhile, but the deadline
+/// leaves no time to copy it (here the own URL hangs until then) or cuts its copy short (a
+/// 503 first, then the newer URL hangs): the newer URL is not failed but becomes the file's,
 /// its claim released (the message goes to the dead-letter queue; the sweeper sends the file
 /// again once it is stranded).
 #[tokio::test]
-async fn a_newer_url_with_no_time_left_to_copy_it_is_released_not_failed() {
-    {
-        let receive = MAX_RECEIVE_COUNT;
-        let (newer_url, newer_key) =
-            ("https://cdn1.suno.ai/vocal-2.mp3?sig=s".to_owned(), format!("tasks/{TASK}/v2.mp3"));
+async fn a_newer_url_the_deadline_cuts_short_on_the_last_receive_is_released_not_failed() {
+    let (newer_url, newer_key) = ("https://cdn1.suno.ai/vocal-2.mp3?sig=s".to_owned(), format!("tasks/{TASK}/v2.mp3"));
+    let unavailable = Script::Fail(FetchError::Status { status: 503, reason: String::new(), retry_after: None });
+    for (own, newer) in [(Script::Hang, None), (unavailable, Some(Script::Hang))] {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), Script::Hang);
+        ports.source(&url("vocal"), own);
+        if let Some(newer) = newer {
+            ports.source(&newer_url, newer);
+        }
         ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
-        let mut d = delivery(job_body("vocal"), receive);
+        let mut d = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
         d.stop_at = Instant::now() + Duration::from_millis(200);
         let outcome = process_message(&ports, &SETTINGS, &d).await;
-        assert!(matches!(outcome, Outcome::Retry(_)), "receive {receive}: {outcome:?}");
-        assert_eq!(ports.opened(), vec![url("vocal")], "the newer URL not fetched");
+        assert_eq!(outcome, Outcome::Retry(CopyError::Deadline.into()));
+        assert_eq!(ports.opened(), [url("vocal"), newer_url.clone()], "asked for, at most");
         let f = &ports.record(TASK).files["vocal"];
         assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
         assert_eq!(
