@@ -56,6 +56,10 @@ pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// ([`crate::domain::register_for_polling`]): a provider retry not signed again, or a replay
 /// of a captured signature; dimension `Function`.
 pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
+/// Verified callbacks the parser refused, kept whole but not recorded at
+/// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` ([`App::keep_unparsable`]): each needs
+/// an operator (the `unparsable-callbacks-kept` alarm); dimension `Function`.
+pub const UNPARSABLE_CALLBACKS_KEPT: &str = "UnparsableCallbacksKept";
 /// Re-reads of the callback secret that brought nothing usable, the checks in force kept
 /// ([`crate::credentials`]); dimension `Function`.
 pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
@@ -371,13 +375,15 @@ impl<P: Ports> App<P> {
         let failure = match tokio::time::timeout(within, self.ports.archive_body(&key, body)).await {
             Ok(Ok(())) => {
                 tracing::error!(key, error = %rejection.message, "a verified callback the parser refuses is kept whole");
+                emit(&[function()], &[Metric::count(UNPARSABLE_CALLBACKS_KEPT)]);
                 return rejection.answer(Some(BODY_KEPT));
             }
             Ok(Err(e)) => e,
             Err(_) => "no answer in time".to_owned(),
         };
         tracing::error!(key, error = %failure, "a verified callback the parser refuses could not be kept");
-        let code = "archive_unavailable";
+        // What a callback's archive write failing is called anywhere else.
+        let code = "archive_failed";
         emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
         let message = "verified but unparsable, and it could not be kept; retry later";
         error(StatusCode::SERVICE_UNAVAILABLE, code, message)
@@ -408,8 +414,8 @@ fn failed_registration() -> Response<Body> {
     error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
-/// A request refused: 4xx (or 503 while the secret is in doubt), nothing written but, for a
-/// stale one a key signed, its task registered for polling.
+/// A request refused: 4xx (or 503 while the secret is in doubt), nothing written but what its
+/// [`FollowUp`] does.
 #[derive(Debug)]
 struct Rejection {
     status: StatusCode,

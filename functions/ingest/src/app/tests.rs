@@ -335,8 +335,10 @@ async fn a_stale_callback_registers_only_past_every_other_check() {
 /// answering then answers 503, so the retry keeps it.
 #[tokio::test(start_paused = true)]
 async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
+    let captured = capture_logs();
+    let counted = || metrics(&captured).iter().filter(|(m, _)| m == UNPARSABLE_CALLBACKS_KEPT).count();
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-    for extra in ["1e400".to_owned(), deep] {
+    for (extra, before) in [("1e400".to_owned(), 0), (deep, 1)] {
         let h = app().await;
         let body = format!(r#"{{"code":200,"data":{{"task_id":"{WAV_TASK}","data":[{{}}],"duration":{extra}}}}}"#);
         let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS), body.clone().into_bytes());
@@ -348,12 +350,13 @@ async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
         let failing = h.handle(signed()).await;
         assert_eq!(
             (failing.status(), json(&failing)["error"].as_str()),
-            (StatusCode::SERVICE_UNAVAILABLE, Some("archive_unavailable"))
+            (StatusCode::SERVICE_UNAVAILABLE, Some("archive_failed"))
         );
         h.ports.set_archive_failing(false);
         h.ports.set_archive_stalled(true);
         assert_eq!(h.handle(signed()).await.status(), StatusCode::SERVICE_UNAVAILABLE, "within the answer's time");
         h.ports.set_archive_stalled(false);
+        assert_eq!(counted(), before, "counted only once kept");
 
         let kept = h.handle(signed()).await;
         assert_eq!(kept.status(), StatusCode::BAD_REQUEST);
@@ -365,6 +368,7 @@ async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
         assert_eq!(h.ports.body_keys(), std::slice::from_ref(&key));
         assert!(h.ports.body(&key) == Some(body.into_bytes()), "verbatim");
         assert!(h.ports.record_count() == 0 && h.ports.messages().is_empty(), "nothing recorded");
+        assert_eq!(counted(), before + 1);
     }
 }
 
