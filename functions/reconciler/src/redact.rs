@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
+use stemvault_aws::shown::{SLASHES, slash_at};
 use suno_callbacks::parse::read_json;
 
 /// What a callback URL is replaced with.
@@ -138,13 +139,11 @@ fn names_callback_path(text: &str) -> bool {
 /// and ends: the segment after `callback` between two slashes, each written as is, as JSON
 /// escapes it (`\/`, in a message quoting JSON) or percent-encoded (`%2f`, in a quoted query).
 fn path_tokens(lower: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
-    const SLASHES: [&str; 3] = ["/", "\\/", "%2f"];
     const CALLBACK: &str = "callback";
     lower.match_indices(CALLBACK).filter_map(|(at, _)| {
         SLASHES.iter().find(|slash| lower[..at].ends_with(**slash))?;
         let after = at + CALLBACK.len();
-        let slash = SLASHES.iter().find(|slash| lower[after..].starts_with(**slash))?;
-        let start = after + slash.len();
+        let start = after + slash_at(&lower[after..])?;
         let rest = &lower[start..];
         let ends = |c: char| matches!(c, '/' | '\\' | '%' | '?' | '#' | '&' | '"' | '\'') || c.is_whitespace();
         Some((start, start + rest.find(ends).unwrap_or(rest.len())))

@@ -39,10 +39,26 @@ pub fn provider_message(text: &str) -> String {
     without_links(&text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
 }
 
-/// How a link may start in a message: plain, as JSON escapes its slashes (`https:\/\/`, a
-/// message quoting JSON), or percent-encoded (`https%3A%2F%2F`, a message quoting a query).
-const LINK_STARTS: [&str; 6] =
-    ["http://", "https://", "http:\\/\\/", "https:\\/\\/", "http%3a%2f%2f", "https%3a%2f%2f"];
+/// How a `/` may be written in a link a message quotes, in lower case: as is, as JSON escapes
+/// it (a message quoting JSON), or percent-encoded (a message quoting a query).
+pub const SLASHES: [&str; 3] = ["/", "\\/", "%2f"];
+
+/// The bytes of a slash, written any of the [`SLASHES`] ways, at the start of `lower`.
+pub fn slash_at(lower: &str) -> Option<usize> {
+    SLASHES.iter().find(|slash| lower.starts_with(**slash)).map(|slash| slash.len())
+}
+
+/// Where the first link in `lower` at or after `from` starts: `http` or `https`, `:` (or
+/// `%3a`), then two slashes, each written any of the [`SLASHES`] ways.
+fn next_link(lower: &str, from: usize) -> Option<usize> {
+    let starts_a_link = |at: usize| {
+        let rest = &lower[at + "http".len()..];
+        let rest = rest.strip_prefix('s').unwrap_or(rest);
+        let Some(rest) = rest.strip_prefix(':').or_else(|| rest.strip_prefix("%3a")) else { return false };
+        slash_at(rest).is_some_and(|first| slash_at(&rest[first..]).is_some())
+    };
+    lower[from..].match_indices("http").map(|(i, _)| from + i).find(|at| starts_a_link(*at))
+}
 
 /// `text` with every link in it shown as [`loggable_str`] shows it (an encoded one, which does
 /// not parse, as `<not a URL>`).
@@ -51,8 +67,7 @@ fn without_links(text: &str) -> String {
     let lower = text.to_ascii_lowercase();
     let mut shown = String::with_capacity(text.len());
     let mut at = 0;
-    while let Some(start) = LINK_STARTS.iter().filter_map(|scheme| lower[at..].find(scheme)).min() {
-        let start = at + start;
+    while let Some(start) = next_link(&lower, at) {
         shown.push_str(&text[at..start]);
         let link = &text[start..];
         let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
@@ -115,5 +130,11 @@ mod tests {
         assert!(escaped.contains("https://h.example/") && !escaped.contains("token123"), "{escaped}");
         let encoded = without_links("GET /r?to=HTTPS%3A%2F%2Fh.example%2Fcallback%2Ftoken123&n=2 failed");
         assert_eq!(encoded, "GET /r?to=<not a URL> failed");
+        // Python's quote() keeps `/`; a scheme's colon alone encoded; a colon alone not.
+        for mixed in ["https%3A//h.example/callback/token123", "https:%2F%2Fh.example%2Fcallback%2Ftoken123"] {
+            let shown = without_links(&format!("to {mixed} failed"));
+            assert!(!shown.contains("token123") && shown.ends_with(" failed"), "{shown}");
+        }
+        assert_eq!(without_links("http: is not a link, nor httpx://a"), "http: is not a link, nor httpx://a");
     }
 }
