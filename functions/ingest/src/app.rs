@@ -57,7 +57,7 @@ pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// of a captured signature; dimension `Function`.
 pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
 /// Verified callbacks the parser refused, kept whole but not recorded at
-/// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` ([`App::keep_unparsable`]): each needs
+/// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` (by `App::keep_unparsable`): each needs
 /// an operator (the `unparsable-callbacks-kept` alarm); dimension `Function`.
 pub const UNPARSABLE_CALLBACKS_KEPT: &str = "UnparsableCallbacksKept";
 /// Re-reads of the callback secret that brought nothing usable, the checks in force kept
