@@ -89,6 +89,13 @@ impl HeldTasks {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(task.to_owned(), now.plus(HELD_RECHECK));
     }
 
+    /// Forget the tasks with no body in a whole listing of `parked/` (`listed`): replayed or
+    /// removed by another instance, or by hand.
+    fn keep_only(&self, listed: &HashSet<&str>) {
+        self.failing.lock().unwrap_or_else(PoisonError::into_inner).retain(|task| listed.contains(task.as_str()));
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|task, _| listed.contains(task.as_str()));
+    }
+
     /// Whether a body of the task could not be replayed yet in an earlier run.
     fn failed_before(&self, task: &str) -> bool {
         self.failing.lock().unwrap_or_else(PoisonError::into_inner).contains(task)
@@ -163,9 +170,12 @@ pub async fn replay_parked<P: Ports>(
     let listed = LISTED.max(limit);
     let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", ports.parked(listed)).await?;
     let mut replayed = Replayed::default();
-    // A full listing may have cut the last task's bodies short (its `first-` key the first
-    // one not listed): that task waits for a run that lists all of them.
-    if parked.len() >= listed {
+    // A whole listing tells which tasks' memories are moot. A full one may have cut the last
+    // task's bodies short (its `first-` key the first one not listed): that task waits for a
+    // run that lists all of them.
+    if parked.len() < listed {
+        held.keep_only(&parked.iter().filter_map(|body| parked_task(&body.key)).collect());
+    } else {
         let last = parked.last().and_then(|b| parked_task(&b.key)).map(str::to_owned);
         let cut = parked.iter().rposition(|b| parked_task(&b.key) != last.as_deref()).map_or(0, |i| i + 1);
         if cut > 0 {

@@ -1005,6 +1005,17 @@ async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
     let still = MAX_FAILURES_IN_A_ROW;
     assert_eq!(next, Replayed { callbacks_replayed: 1, callbacks_still_parked: still, callbacks_refused: 0 });
     assert!(!ports.bodies.lock().unwrap().contains_key(&replayable));
+
+    // Their bodies removed elsewhere (by hand, another instance): forgotten, so a body parked
+    // for one of them again is not put last.
+    ports.bodies.lock().unwrap().clear();
+    replay_parked(&ports, &settings().accept, &held, "run-3", 50, stop_at).await.unwrap();
+    let again = format!("parked/aaa-failing-0/final-{}.json", "cd".repeat(32));
+    ports.bodies.lock().unwrap().insert(again.clone(), CALLBACK.to_vec());
+    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    replay_parked(&ports, &settings().accept, &held, "run-4", 1, stop_at).await.unwrap();
+    let bodies = ports.bodies.lock().unwrap();
+    assert!(!bodies.contains_key(&again) && bodies.contains_key(&replayable), "in key order again");
 }
 
 /// One task whose bodies fail every time (here its parked bodies cannot be read) does not
