@@ -2100,21 +2100,21 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         assert_eq!(expression.as_deref(), Some(query.as_str()), "{alarm}: a !Sub naming the notify function");
     }
 
-    // The stuck-parked alarm reads CallbacksStillParked under the one dimension the reconciler
-    // emits it with.
-    let stuck = &cfn::resource(&template, "ParkedCallbacksStuck")["Properties"];
-    assert_eq!(stuck["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE));
-    assert_eq!(stuck["MetricName"].as_str(), Some(stemvault_reconciler::app::CALLBACKS_STILL_PARKED));
-    let dimensions = cfn::as_list(&stuck["Dimensions"]);
-    assert_eq!(dimensions.len(), 1, "{dimensions:?}");
-    assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION));
-    assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("ReconcilerFunction"));
-
-    // So does the refused-parked alarm ParkedCallbacksRefused, emitted beside it.
-    let refused = &cfn::resource(&template, "ParkedCallbacksRefused")["Properties"];
-    assert_eq!(refused["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE));
-    assert_eq!(refused["MetricName"].as_str(), Some(stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED));
-    assert_eq!(refused["Dimensions"], stuck["Dimensions"]);
+    // The alarms on a metric emitted under the one dimension `Function` read it so: the parked
+    // callbacks still parked and refused (the reconciler's), the unparsable ones kept (ingest's).
+    for (alarm, metric, function) in [
+        ("ParkedCallbacksStuck", stemvault_reconciler::app::CALLBACKS_STILL_PARKED, "ReconcilerFunction"),
+        ("ParkedCallbacksRefused", stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED, "ReconcilerFunction"),
+        ("UnparsableCallbacksKept", stemvault_ingest::app::UNPARSABLE_CALLBACKS_KEPT, "IngestFunction"),
+    ] {
+        let properties = &cfn::resource(&template, alarm)["Properties"];
+        assert_eq!(properties["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE), "{alarm}");
+        assert_eq!(properties["MetricName"].as_str(), Some(metric), "{alarm}");
+        let dimensions = cfn::as_list(&properties["Dimensions"]);
+        assert_eq!(dimensions.len(), 1, "{alarm}: {dimensions:?}");
+        assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION), "{alarm}");
+        assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some(function), "{alarm}");
+    }
 }
 
 /// Every function that re-reads a secret (ingest, notify) or the provider key (reconciler,

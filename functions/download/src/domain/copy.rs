@@ -99,7 +99,9 @@ async fn copy_held<P: Ports>(
     let retryable = error.is_retryable() || unsure.is_some();
     // A newer URL the deadline cut short (or left no time to start) on the last receive is not
     // failed for good at a URL no later callback reopens: released as the file's URL (its
-    // claim back, `next_url` moved in), it waits for the sweeper once its message is stranded.
+    // claim back, `next_url` moved in), it waits for a redrive or, once its message is
+    // stranded, the sweeper. (One that answered expired is recorded so, as any URL: the
+    // reconciler watches it for a fresh one.)
     let newer_out_of_time = from_next && error == CopyError::Deadline;
     if newer_out_of_time && delivery.is_last_receive() {
         tracing::error!(
