@@ -90,17 +90,9 @@ fn job_body(job: &FileJob) -> Result<String, String> {
     message_json(&FileJob { url: String::new(), ..job.clone() })
 }
 
-/// `job` as JSON that SQS keeps as sent: U+FFFE and U+FFFF are outside the XML characters it
-/// allows (refused with InvalidMessageContents, or by later documentation replaced with
-/// U+FFFD, which would make the message's URL another than the item's), and serde_json writes
-/// them as they are, which a URL may hold; escaped (they can only be inside strings), they read
-/// back the same.
+/// `job` as JSON that SQS keeps as sent ([`crate::sqs_text`]: a URL may hold U+FFFE or U+FFFF).
 fn message_json(job: &FileJob) -> Result<String, String> {
-    let json = serde_json::to_string(job).map_err(|e| e.to_string())?;
-    if !json.contains(['\u{fffe}', '\u{ffff}']) {
-        return Ok(json);
-    }
-    Ok(json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff"))
+    serde_json::to_string(job).map(crate::sqs_text::xml_characters_only).map_err(|e| e.to_string())
 }
 
 /// `sizes` (the bodies' bytes, in order) cut into consecutive batches of at most

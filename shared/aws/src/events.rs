@@ -44,8 +44,10 @@ impl EventBus {
 /// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8
 /// bytes of Source, DetailType and Detail).
 pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
-    // A derived Serialize of plain data: cannot fail.
+    // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
+    // delivers it to a queue.
     let detail = serde_json::to_string(&event.detail).expect("an event detail serializes");
+    let detail = crate::sqs_text::xml_characters_only(detail);
     let detail_type = event.kind.detail_type();
     let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
     let entry = PutEventsRequestEntry::builder()
@@ -153,13 +155,20 @@ mod tests {
     fn an_entry_is_the_event_on_the_bus() {
         use stemvault_vault::{TaskRecord, Timestamp};
         use suno_callbacks::{Family, Stage};
-        let record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+        // A provider's message with a character SQS refuses (the notify rule's target).
+        let message = "ok \u{ffff}";
+        let record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, message, Timestamp::from_unix_ms(0));
         let event = stemvault_vault::events::stage_changed(&record, "vault");
         let (entry, size) = entry("stemvault-events", &event);
         assert_eq!(entry.event_bus_name(), Some("stemvault-events"));
         assert_eq!((entry.source(), entry.detail_type()), (Some("stemvault"), Some("Task Stage Changed")));
+        assert!(
+            !entry.detail().unwrap().contains('\u{ffff}') && entry.detail().unwrap().contains("\\uffff"),
+            "escaped"
+        );
         let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
         assert_eq!(detail["event_id"], "t1.stage.complete");
+        assert_eq!(serde_json::from_value::<stemvault_vault::events::EventDetail>(detail).unwrap(), event.detail);
         assert_eq!(size, "stemvault".len() + "Task Stage Changed".len() + entry.detail().unwrap().len());
     }
 

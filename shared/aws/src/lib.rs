@@ -19,6 +19,7 @@ pub mod route;
 pub mod secrets;
 pub mod shown;
 pub mod sqs_batch;
+pub mod sqs_text;
 pub mod table;
 #[cfg(feature = "test-support")]
 pub mod test_http;

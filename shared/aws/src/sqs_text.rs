@@ -1,0 +1,30 @@
+//! JSON text that SQS keeps as sent. A message may hold only XML's characters (`#x9`, `#xA`,
+//! `#xD`, `#x20`-`#xD7FF`, `#xE000`-`#xFFFD`, `#x10000`-`#x10FFFF`: others are refused with
+//! InvalidMessageContents or, by later documentation, replaced with U+FFFD). serde_json
+//! escapes the control characters but writes U+FFFE and U+FFFF as they are, and a provider's
+//! URL, title or message may hold them. In JSON they can only be inside strings: escaped there,
+//! they read back the same.
+
+/// `json` with U+FFFE and U+FFFF escaped.
+pub fn xml_characters_only(json: String) -> String {
+    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+        return json;
+    }
+    json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_two_characters_json_leaves_are_escaped() {
+        let value = serde_json::json!({"url": "https://h/a\u{ffff}b\u{fffe}\u{fffd}.mp3", "tab": "\t"});
+        let json = xml_characters_only(value.to_string());
+        assert!(!json.contains(['\u{fffe}', '\u{ffff}']), "{json:?}");
+        assert!(json.contains("a\\uffffb\\ufffe\u{fffd}.mp3"), "U+FFFD is allowed as it is: {json:?}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap(), value);
+        let plain = value.to_string().replace(['\u{fffe}', '\u{ffff}'], "");
+        assert_eq!(xml_characters_only(plain.clone()), plain);
+    }
+}
