@@ -11,6 +11,7 @@ pub mod download;
 pub mod fake_provider;
 pub mod file_server;
 pub mod ingest;
+pub mod reconciler;
 pub mod results;
 
 pub use stemvault_aws::provision::Resources;

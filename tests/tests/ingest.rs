@@ -368,17 +368,7 @@ async fn an_unknown_family_is_still_recorded() {
 
 /// The reconciler as deployed without a provider key: it replays parked callbacks only.
 async fn reconciler_without_provider_key(env: &TestEnv) -> stemvault_reconciler::App {
-    use stemvault_aws::FromEnv;
-    let vars = [
-        ("TABLE_NAME", env.resources.table_name.clone()),
-        ("BUCKET_NAME", env.resources.bucket_name.clone()),
-        ("QUEUE_URL", env.resources.queue_url.clone()),
-        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
-    ];
-    let config =
-        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .expect("a reconciler configuration without a provider key");
-    stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts")
+    stemvault_reconciler::App::new(env.reconciler_config(&[]), &env.config).await.expect("the reconciler starts")
 }
 
 /// A queue failing after the record was written parks the callback too (answered 200): its

@@ -16,7 +16,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
-use stemvault_aws::FromEnv;
 use stemvault_aws::secrets::{SecretText, put_secret};
 use stemvault_reconciler::domain::Outcome;
 use stemvault_tests::TestEnv;
@@ -43,21 +42,15 @@ async fn reconciler(
     extra: &[(&str, &str)],
 ) -> stemvault_reconciler::App {
     let secret = provider_secret(env, key).await;
-    let mut vars = vec![
-        ("TABLE_NAME", env.resources.table_name.clone()),
-        ("BUCKET_NAME", env.resources.bucket_name.clone()),
-        ("QUEUE_URL", env.resources.queue_url.clone()),
-        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
+    // An extra variable overrides the ones after it.
+    let mut vars: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    vars.extend([
         ("PROVIDER", "kie".to_owned()),
         ("PROVIDER_BASE_URL", provider.origin()),
         ("PROVIDER_SECRET_ARN", secret),
         ("RECONCILE_AFTER_SECONDS", "600".to_owned()),
-    ];
-    // An extra variable overrides the one above (the first found is read).
-    vars.splice(0..0, extra.iter().map(|(k, v)| (*k, v.to_string())));
-    let config =
-        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .expect("a valid reconciler configuration");
+    ]);
+    let config = env.reconciler_config(&vars);
     let app = stemvault_reconciler::App::new(config, &env.config).await.expect("the reconciler starts");
     assert!(app.is_on());
     app
@@ -468,15 +461,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let task = new_task_id();
     provider.add_task(&task, Family::Wav, vec![Answer::Success]);
     register(&env, &task, "wav").await;
-    let config = stemvault_reconciler::Config::from_lookup(|k| match k {
-        "TABLE_NAME" => Some(env.resources.table_name.clone()),
-        "BUCKET_NAME" => Some(env.resources.bucket_name.clone()),
-        "QUEUE_URL" => Some(env.resources.queue_url.clone()),
-        "EVENT_BUS_NAME" => Some(env.resources.event_bus_name.clone()),
-        "PROVIDER_BASE_URL" => Some(provider.origin()),
-        _ => None,
-    })
-    .unwrap();
+    let config = env.reconciler_config(&[("PROVIDER_BASE_URL", provider.origin())]);
     let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
     assert!(!app.is_on());
     make_due(&env, &task).await;
@@ -519,17 +504,7 @@ async fn an_unreadable_provider_secret_holds_polls_back_without_stopping_the_rec
     let provider = FakeProvider::start(KEY).await;
     let task = registered_vocal_separation(&env, &provider).await;
     let missing = format!("{}-provider-not-yet", env.resources.table_name);
-    let vars = [
-        ("TABLE_NAME", env.resources.table_name.clone()),
-        ("BUCKET_NAME", env.resources.bucket_name.clone()),
-        ("QUEUE_URL", env.resources.queue_url.clone()),
-        ("EVENT_BUS_NAME", env.resources.event_bus_name.clone()),
-        ("PROVIDER_BASE_URL", provider.origin()),
-        ("PROVIDER_SECRET_ARN", missing),
-    ];
-    let config =
-        stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
-            .unwrap();
+    let config = env.reconciler_config(&[("PROVIDER_BASE_URL", provider.origin()), ("PROVIDER_SECRET_ARN", missing)]);
     let app = stemvault_reconciler::App::new(config, &env.config).await.expect("starts without the key");
     assert!(app.is_on());
 
@@ -554,4 +529,25 @@ async fn a_run_that_cannot_list_the_parked_callbacks_polls_then_fails() {
     let err = app.run_within("unlisted", Duration::from_secs(30)).await.unwrap_err();
     assert!(err.to_string().contains("parked"), "{err}");
     assert_eq!(provider.polls(&task), 1, "polled all the same");
+}
+
+/// Whether a parked body is still there, as the reconciler asks S3 after a read that failed
+/// (one ListObjectsV2 of `parked/` from just before the key: the only prefix its role lists).
+#[tokio::test]
+async fn a_parked_body_is_still_parked_until_it_is_deleted() {
+    use stemvault_reconciler::replay::ListParked;
+    let env = TestEnv::new().await;
+    let ports = stemvault_reconciler::aws::AwsPorts::new(&env.reconciler_config(&[]), &env.config, None);
+    let (first, after) = (format!("parked/t1/final-{}.json", "a".repeat(64)), "parked/t2/first-x.json".to_owned());
+    for key in [&first, &after] {
+        let put = env.s3.put_object().bucket(&env.resources.bucket_name).key(key).body(b"{}".to_vec().into());
+        put.send().await.expect("park a body");
+    }
+    assert_eq!(ports.still_parked(&first).await, Ok(true));
+    assert_eq!(ports.still_parked(&after).await, Ok(true));
+    let gone = format!("parked/t1/final-{}.json", "b".repeat(64));
+    assert_eq!(ports.still_parked(&gone).await, Ok(false), "the next key is another's");
+    env.s3.delete_object().bucket(&env.resources.bucket_name).key(&first).send().await.expect("delete");
+    assert_eq!(ports.still_parked(&first).await, Ok(false));
+    assert_eq!(ports.still_parked("parked/t3/first-y.json").await, Ok(false), "none after it");
 }

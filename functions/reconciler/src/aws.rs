@@ -91,6 +91,23 @@ impl ListParked for AwsPorts {
             .await
             .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
     }
+
+    /// One ListObjectsV2 of `parked/` (the only prefix the role may list) from just before
+    /// `key`: whether `key` is the first key there.
+    async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
+        let before = key.char_indices().last().map_or("", |(last, _)| &key[..last]);
+        let page = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(s3_key::PARKED_PREFIX)
+            .start_after(before)
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
+        Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
+    }
 }
 
 impl ReadParked for AwsPorts {

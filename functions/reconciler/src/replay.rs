@@ -30,9 +30,12 @@ use tracing::Instrument;
 
 use crate::error::StoreError;
 
-/// The bodies under `parked/` in key order (by task id), at most `limit`.
+/// The bodies under `parked/` in key order (by task id), at most `limit`; and whether one is
+/// still there.
 pub trait ListParked {
     fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
+
+    fn still_parked(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The body parked under `key` (None: gone, replayed by another run).
@@ -258,6 +261,10 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
     let body = match ports.read_parked(key).await {
         Ok(Some(body)) => body,
         Ok(None) => return Replay::Gone,
+        // A run beside this one (a schedule delivered twice) may have replayed and deleted it
+        // since the listing: S3 answers that GetObject 403, not 404, to a role that may list
+        // only `parked/` itself.
+        Err(_) if matches!(ports.still_parked(key).await, Ok(false)) => return Replay::Gone,
         Err(e) => {
             tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
             return Replay::NotYet;

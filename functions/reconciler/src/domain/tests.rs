@@ -65,6 +65,8 @@ struct MemoryPorts {
     parked_reads: std::sync::atomic::AtomicUsize,
     /// Parked keys whose reads fail.
     unreadable: Mutex<std::collections::HashSet<String>>,
+    /// Parked bodies another run deletes between the listing and their read.
+    deleted_since_listed: Mutex<std::collections::HashSet<String>>,
     /// When each parked body was parked (none: unknown).
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
@@ -95,6 +97,7 @@ impl MemoryPorts {
             events: Mutex::default(),
             parked_reads: Default::default(),
             unreadable: Mutex::default(),
+            deleted_since_listed: Mutex::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
             poll_latency: Mutex::default(),
@@ -157,6 +160,10 @@ impl crate::replay::ListParked for MemoryPorts {
             .map(|key| stemvault_vault::accept::ParkedBody { parked_at: parked_at.get(&key).copied(), key })
             .collect())
     }
+
+    async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
+        Ok(self.bodies.lock().unwrap().contains_key(key))
+    }
 }
 
 impl crate::replay::ReadParked for MemoryPorts {
@@ -166,6 +173,11 @@ impl crate::replay::ReadParked for MemoryPorts {
             std::future::pending::<()>().await;
         }
         if self.unreadable.lock().unwrap().contains(key) {
+            return Err(StoreError::Unavailable("GetObject: access denied".into()));
+        }
+        // Replayed and deleted by another run since the listing: S3's 403 to this role.
+        if self.deleted_since_listed.lock().unwrap().remove(key) {
+            self.bodies.lock().unwrap().remove(key);
             return Err(StoreError::Unavailable("GetObject: access denied".into()));
         }
         Ok(self.bodies.lock().unwrap().get(key).cloned())
@@ -1016,6 +1028,27 @@ async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
     replay_parked(&ports, &settings().accept, &held, "run-4", 1, stop_at).await.unwrap();
     let bodies = ports.bodies.lock().unwrap();
     assert!(!bodies.contains_key(&again) && bodies.contains_key(&replayable), "in key order again");
+}
+
+/// Bodies another run replayed and deleted between this run's listing and its reads (S3
+/// answers this role 403 for them, not 404) are gone, not failures: as many as stop a run do
+/// not stop it before the body after them.
+#[tokio::test]
+async fn bodies_another_run_deleted_are_gone_not_failures() {
+    use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..MAX_FAILURES_IN_A_ROW {
+        let key = format!("parked/aaa-{i}/final-{i:064}.json");
+        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.deleted_since_listed.lock().unwrap().insert(key);
+    }
+    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 0, callbacks_refused: 0 });
+    assert!(!ports.bodies.lock().unwrap().keys().any(|k| k.starts_with("parked/")), "none left");
 }
 
 /// One task whose bodies fail every time (here its parked bodies cannot be read) does not
