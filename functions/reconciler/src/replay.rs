@@ -264,7 +264,10 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
         // A run beside this one (a schedule delivered twice) may have replayed and deleted it
         // since the listing: S3 answers that GetObject 403, not 404, to a role that may list
         // only `parked/` itself.
-        Err(_) if matches!(ports.still_parked(key).await, Ok(false)) => return Replay::Gone,
+        Err(e) if matches!(ports.still_parked(key).await, Ok(false)) => {
+            tracing::info!(error = %e, "a parked callback is no longer listed: another run replayed it");
+            return Replay::Gone;
+        }
         Err(e) => {
             tracing::warn!(error = %e, "could not read a parked callback; the next run tries again");
             return Replay::NotYet;

@@ -45,7 +45,8 @@ impl EventBus {
 /// bytes of Source, DetailType and Detail).
 pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
-    // delivers it to a queue.
+    // delivers it to a queue (assuming EventBridge keeps the escapes it is given, which the
+    // emulator cannot show).
     let detail = serde_json::to_string(&event.detail).expect("an event detail serializes");
     let detail = crate::sqs_text::xml_characters_only(detail);
     let detail_type = event.kind.detail_type();
