@@ -189,20 +189,9 @@ impl HmacVerifier {
     }
 
     /// [`Self::verify`] whatever the timestamp's age: whether one of the keys signed this task
-    /// id at that time. Only for what a sender's id alone may decide once the window is over
-    /// (the body is not signed, and a captured signature stays valid for its task id), such as
-    /// polling the provider for the task.
-    pub fn verify_any_age(
-        &self,
-        task_id: &str,
-        timestamp: Option<&str>,
-        signature: Option<&str>,
-    ) -> Result<(), SignatureError> {
-        self.signed_at(task_id, timestamp, signature).map(drop)
-    }
-
-    /// [`Self::verify_any_age`], and when a key made the signature, the time it names (Unix
-    /// seconds).
+    /// id at that time, and then the time it names (Unix seconds). Only for what a sender's id
+    /// alone may decide once the window is over (the body is not signed, and a captured
+    /// signature stays valid for its task id), such as polling the provider for the task.
     pub fn signed_at(
         &self,
         task_id: &str,

@@ -65,17 +65,17 @@ fn tolerance_is_inclusive_in_both_directions() {
 #[test]
 fn a_signature_verifies_at_any_age_on_request() {
     for (key, task, timestamp, signature) in VECTORS {
-        assert_eq!(verifier(&[key]).verify_any_age(task, Some(timestamp), Some(signature)), Ok(()), "{task}");
-        let other = verifier(&["another-key"]).verify_any_age(task, Some(timestamp), Some(signature));
+        assert_eq!(verifier(&[key]).signed_at(task, Some(timestamp), Some(signature)).map(drop), Ok(()), "{task}");
+        let other = verifier(&["another-key"]).signed_at(task, Some(timestamp), Some(signature)).map(drop);
         assert_eq!(other, Err(SignatureError::NoKeyMatches));
-        let moved = verifier(&[key]).verify_any_age("another-task", Some(timestamp), Some(signature));
+        let moved = verifier(&[key]).signed_at("another-task", Some(timestamp), Some(signature)).map(drop);
         assert_eq!(moved, Err(SignatureError::NoKeyMatches));
     }
     let (key, task, timestamp, signature) = VECTORS[0];
     let v = verifier(&[key]);
-    assert_eq!(v.verify_any_age(task, None, Some(signature)), Err(SignatureError::MissingTimestamp));
-    assert_eq!(v.verify_any_age(task, Some("-1"), Some(signature)), Err(SignatureError::MalformedTimestamp));
-    assert_eq!(v.verify_any_age(task, Some(timestamp), Some("abc")), Err(SignatureError::MalformedSignature));
+    assert_eq!(v.signed_at(task, None, Some(signature)).map(drop), Err(SignatureError::MissingTimestamp));
+    assert_eq!(v.signed_at(task, Some("-1"), Some(signature)).map(drop), Err(SignatureError::MalformedTimestamp));
+    assert_eq!(v.signed_at(task, Some(timestamp), Some("abc")).map(drop), Err(SignatureError::MalformedSignature));
 }
 
 #[test]
