@@ -92,21 +92,11 @@ impl ListParked for AwsPorts {
             .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
     }
 
-    /// One ListObjectsV2 of `parked/` (the only prefix the role may list) from just before
-    /// `key`: whether `key` is the first key there.
+    /// One ListObjectsV2 of `parked/`, the only prefix the role may list.
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
-        let before = key.char_indices().last().map_or("", |(last, _)| &key[..last]);
-        let page = self
-            .s3
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(s3_key::PARKED_PREFIX)
-            .start_after(before)
-            .max_keys(1)
-            .send()
+        stemvault_aws::parked::still_listed(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, key)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {}", DisplayErrorContext(e))))?;
-        Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
+            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
     }
 }
 

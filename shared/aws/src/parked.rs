@@ -38,3 +38,20 @@ pub async fn list(
     parked.truncate(limit);
     Ok(parked)
 }
+
+/// Whether `key` is still under `prefix` (`parked/`): one ListObjectsV2 of `prefix` from just
+/// before the key, for a role that may list that prefix alone (and so reads a missing key's
+/// GetObject as 403, not 404).
+pub async fn still_listed(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, key: &str) -> Result<bool, String> {
+    let before = key.char_indices().last().map_or("", |(last, _)| &key[..last]);
+    let page = s3
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .start_after(before)
+        .max_keys(1)
+        .send()
+        .await
+        .map_err(|e| DisplayErrorContext(e).to_string())?;
+    Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
+}
