@@ -2025,7 +2025,10 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     ];
     for delivery in &deliveries {
         let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", delivery);
-        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+        // Not a delivery's 0 of WebhooksLate: it only brings the webhooks-late alarm back to
+        // OK; the dashboard's late line shows the late failures, by Reason.
+        let shown = metrics.iter().filter(|m| !(m.name == stemvault_notify::aws::WEBHOOKS_LATE && m.value == 0.0));
+        emitted.extend(shown.map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // Ingest: its metric names, with the dimensions its app emits them under.
     use stemvault_ingest::app::{
@@ -2076,29 +2079,43 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
 
-    // The rejected-webhooks and late-webhooks alarms sum their metric over the dimensions
-    // notify emits it with (WebhooksLate beside a retry).
-    let late = Delivery::Retried { reason: "status_503".into(), late: true };
-    for (alarm, measure, metric) in [
-        (
-            "WebhooksRejectedAlarm",
-            Delivery::Rejected { reason: "status_410".into() },
-            stemvault_notify::aws::WEBHOOKS_REJECTED,
-        ),
-        ("WebhooksLateAlarm", late, stemvault_notify::aws::WEBHOOKS_LATE),
-    ] {
-        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &measure);
-        assert!(metrics.iter().any(|m| m.name == metric), "{alarm}: {metric} emitted");
-        let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
-        let query = format!(
-            "SELECT SUM({metric}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
-            stemvault_aws::metrics::NAMESPACE,
-            names.join(", ")
-        );
-        let expression = &cfn::resource(&template, alarm)["Properties"]["Metrics"][0]["Expression"];
-        let expression = cfn::sub(expression).map(|text| substitute(&text).0);
-        assert_eq!(expression.as_deref(), Some(query.as_str()), "{alarm}: a !Sub naming the notify function");
-    }
+    // The rejected-webhooks alarm sums its metric over the dimensions notify emits it with.
+    let (dimensions, metrics) =
+        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
+    let rejected = stemvault_notify::aws::WEBHOOKS_REJECTED;
+    assert!(metrics.iter().any(|m| m.name == rejected), "{rejected} emitted");
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM({rejected}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", ")
+    );
+    let expression = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
+    let expression = cfn::sub(expression).map(|text| substitute(&text).0);
+    assert_eq!(expression.as_deref(), Some(query.as_str()), "a !Sub naming the notify function");
+
+    // The late-webhooks alarm sums WebhooksLate under every dimension set notify emits it with
+    // (by Reason beside a late retry; 0 by Function alone beside a delivery), and keeps its
+    // state through periods with neither: only a delivery brings it back to OK.
+    let late = stemvault_notify::aws::WEBHOOKS_LATE;
+    let emitted = |measure: &Delivery| {
+        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", measure);
+        let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        let value = metrics.iter().find(|m| m.name == late).map(|m| m.value);
+        (names.contains(&"Function"), value)
+    };
+    let retried = Delivery::Retried { reason: "status_503".into(), late: true };
+    assert_eq!(emitted(&retried), (true, Some(1.0)), "a late retry counts");
+    assert_eq!(emitted(&Delivery::Delivered), (true, Some(0.0)), "a delivery counts 0");
+    let query =
+        format!("SELECT SUM({late}) FROM {} WHERE Function = 'NotifyFunction'", stemvault_aws::metrics::NAMESPACE);
+    let properties = &cfn::resource(&template, "WebhooksLateAlarm")["Properties"];
+    let expression = cfn::sub(&properties["Metrics"][0]["Expression"]).map(|text| substitute(&text).0);
+    assert_eq!(expression.as_deref(), Some(query.as_str()), "every dimension set, naming the notify function");
+    assert_eq!(
+        properties["TreatMissingData"], "ignore",
+        "a period without deliveries or late failures keeps the state"
+    );
 
     // The alarms on a metric emitted under the one dimension `Function` read it so: the parked
     // callbacks still parked and refused (the reconciler's), the unparsable ones kept (ingest's).

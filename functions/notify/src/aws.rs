@@ -38,7 +38,10 @@ pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
 /// Failed deliveries of webhooks first queued about an hour and a half ago or longer (their
 /// [`crate::domain::LATE_AT_RECEIVE`]th receive or a later one, or
 /// [`crate::domain::LATE_AFTER`] since queued), each beside its retry; dimensions `Function`
-/// and `Reason`, as [`WEBHOOK_RETRIES`].
+/// and `Reason`, as [`WEBHOOK_RETRIES`]. Each delivered webhook counts 0 of it under
+/// `Function` alone: the `webhooks-late` alarm ignores periods without data (the retries of a
+/// failing receiver are up to 4 hours apart, more than its query may look back), so it stays
+/// in ALARM until a period brings deliveries and no late failure.
 pub const WEBHOOKS_LATE: &str = "WebhooksLate";
 /// Re-reads of the signing secret that brought nothing usable, the signer in force kept
 /// ([`crate::secret::Signers`]); dimension `Function`.
@@ -160,7 +163,9 @@ impl DelayMessage for AwsPorts {
 pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
     let function = (metrics::FUNCTION, function.to_owned());
     match measure {
-        Measure::Delivered => (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED)]),
+        Measure::Delivered => {
+            (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED), Metric::counted(WEBHOOKS_LATE, 0)])
+        }
         Measure::Rejected { reason } => {
             (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
         }
@@ -270,6 +275,8 @@ mod tests {
         let (dims, metrics) = metrics_of(function, &Measure::Delivered);
         assert_eq!(dims, vec![("Function", function.to_owned())]);
         assert_eq!(metrics[0].name, WEBHOOKS_DELIVERED);
+        // What brings the webhooks-late alarm back to OK.
+        assert_eq!((metrics[1].name, metrics[1].value), (WEBHOOKS_LATE, 0.0));
         let (dims, metrics) = metrics_of(function, &Measure::Rejected { reason: "status_410".into() });
         assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "status_410".to_owned())]);
         assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
