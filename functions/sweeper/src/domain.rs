@@ -17,7 +17,8 @@
 //! A later callback that adds or reopens files of a settled task marks its task item open
 //! before writing them ([`stemvault_vault::items::MarkOpen`]); should its request stop before
 //! the task item, the task is in the index, settled but with files at a generation its task
-//! item has not reached: swept like any other (the claim's save commits them). A settled task
+//! item has not reached: swept like any other (the claim's save commits them; should they
+//! all be settled since, a save of their commit alone, then a manifest job). A settled task
 //! marked so with no such file (its request stopped before any) is taken out of the index.
 //!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
@@ -39,7 +40,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
-use stemvault_vault::ingest::{Claimant, reclaim};
+use stemvault_vault::ingest::{Claimant, commit_uncommitted, reclaim};
 use stemvault_vault::{
     Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp,
     VaultState, answer_within, retry_on_conflict,
@@ -315,6 +316,16 @@ async fn sweep_task<P: Ports>(
             };
         }
         if record.files_settled() {
+            // Files of a save that stopped, settled since (a redriven message copied them):
+            // committed first, else the settle would find the task item settled and do
+            // nothing, and every run would ask again.
+            if let Some(committed) = commit_uncommitted(&record) {
+                match ports.save_task(Some(&record), &committed).await {
+                    Ok(()) => tracing::info!(task_id = %task, "committed files a stopped save left"),
+                    Err(StoreError::Conflict) => return Ok(Attempt::Conflict),
+                    Err(e) => return Err(SweepError::from(e)),
+                }
+            }
             request_manifest(ports, task, &record).await?;
             return Ok(Attempt::Done(Swept::ManifestRequested));
         }

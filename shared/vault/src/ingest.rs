@@ -180,11 +180,14 @@ pub fn reclaim(
 /// task item has not reached: reach it, so that a settle planned for the file set without
 /// them is refused, and their settle writes a new manifest and event. A file left unsettled
 /// that way reopens the vault too, whatever the task item said (the settle it records was of
-/// another file set). `read_generation`: the task item's, as read (None: none was). Every
+/// another file set); one settled since (a message redriven from the dead-letter queue copied
+/// it) leaves the vault settled, but its manifest, of the file set before, is to be written
+/// again. `read_generation`: the task item's, as read (None: none was). Every
 /// read-modify-write of the task item makes it (the reconciler's bookkeeping too): one that
 /// did not would leave such a file unsent under a settled task no sweep looks at.
 pub(crate) fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option<u64>) {
     let stamped = record.files.values().filter_map(|f| f.generation).max().unwrap_or(0);
+    let adopted = stamped > record.generation;
     record.generation = record.generation.max(stamped);
     if !record.files_settled() && record.vault != VaultState::Pending {
         record.vault = VaultState::Pending;
@@ -192,8 +195,25 @@ pub(crate) fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option
         if Some(record.generation) == read_generation {
             record.generation += 1;
         }
+    } else if adopted && record.manifest_key.is_some() {
+        record.manifest_key = None;
+        record.vault = record.settled_vault_state().unwrap_or(record.vault);
     }
     record.sync_open_marker();
+}
+
+/// The record to write (version incremented) that commits what a stopped attempt wrote but
+/// did not commit (see `adopt_uncommitted`), when `record` as read has such a file; else None.
+/// For a writer with nothing else to write: the sweeper, over a task whose files are all
+/// settled (its manifest job then settles the file set the task item names).
+pub fn commit_uncommitted(record: &TaskRecord) -> Option<TaskRecord> {
+    if !record.has_uncommitted_files() {
+        return None;
+    }
+    let mut committed = record.clone();
+    adopt_uncommitted(&mut committed, Some(record.generation));
+    committed.version += 1;
+    Some(committed)
 }
 
 fn new_record(event: &CallbackEvent, body: &BodyInfo, id: &str, arrived: Timestamp, now: Timestamp) -> TaskRecord {

@@ -335,6 +335,36 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
     assert_eq!((swept.vault, swept.files["n"].status), (VaultState::Pending, FileStatus::Queued));
 }
 
+/// The same stopped reopen, its file then copied before anything committed it (a message of
+/// it redriven from the dead-letter queue): the sweeper commits the file, so that the
+/// manifest job it sends writes a manifest of it and settles the task, rather than finding
+/// the task item settled, doing nothing, and being asked again at every run.
+#[tokio::test]
+async fn a_file_of_a_stopped_reopen_settled_since_is_committed_before_its_manifest_job() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored), ("n", FileStatus::Stored)]);
+    (record.vault, record.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
+    let generation = record.generation;
+    record.files.get_mut("n").unwrap().generation = Some(generation + 1);
+    assert!(record.is_settled() && record.open.is_some() && record.has_uncommitted_files());
+    ports.put_record(record.clone());
+    ports.advance(Duration::from_secs(300));
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.manifests_requested, report.tasks_failed), (1, 1, 0), "{report:?}");
+    assert_eq!(ports.messages().len(), 1);
+    let committed = ports.record(OLD).unwrap();
+    assert_eq!(committed.generation, generation + 1, "the file committed");
+    assert_eq!((committed.vault, committed.manifest_key.as_deref()), (VaultState::Complete, None), "its manifest due");
+    assert!(committed.open.is_some() && !committed.has_uncommitted_files());
+    // What the manifest job's downloader then decides: a manifest of the file set with it.
+    let task = TaskId::parse(OLD).unwrap();
+    match stemvault_vault::download::settle_plan(&committed, &task, ports.now()) {
+        stemvault_vault::download::SettlePlan::Settle(plan) => assert_eq!(plan.generation, generation + 1),
+        other => panic!("the task is not settled anew: {other:?}"),
+    }
+}
+
 /// The mark is conditional on the version read: over a task another writer changed since,
 /// the save is refused before it writes any file item (it reads again and merges anew).
 #[tokio::test]
