@@ -6,7 +6,8 @@
 //! * `stemvault-local demo` (`make demo`): post the 12-stem demo callback to the running
 //!   runner (or to one started in-process), wait, print the files, the manifest and the
 //!   task's events.
-//! * `stemvault-local status`: exit 0 when something answers on 127.0.0.1:$PORT.
+//! * `stemvault-local status`: exit 0 when something answers on 127.0.0.1:$PORT (PORT unset:
+//!   the port of the live runner `.local/run.json` describes, else 3000).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -52,6 +53,20 @@ async fn main() -> ExitCode {
 fn ports() -> Result<(u16, u16), String> {
     let port = settings::port(&env).map_err(|e| e.to_string())?;
     Ok((port, port + 1))
+}
+
+/// The ports `demo` and `status` talk to: PORT's; with PORT unset, those of the runner
+/// `.local/run.json` describes while its process lives (a `PORT=4000 make run` beside a
+/// plain `make demo`), else the default.
+fn runner_ports() -> Result<(u16, u16), String> {
+    if settings::port_is_set(&env) {
+        return ports();
+    }
+    let running = run_info::default_path().ok().and_then(|path| run_info::read(&path)).filter(run_info::runner_alive);
+    match running {
+        Some(info) if info.port < u16::MAX => Ok((info.port, info.port + 1)),
+        _ => ports(),
+    }
 }
 
 async fn answers(port: u16) -> bool {
@@ -130,7 +145,7 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
 }
 
 async fn run_demo() -> Result<(), String> {
-    let (port, file_port) = ports()?;
+    let (port, file_port) = runner_ports()?;
     let (target, pipeline) = demo_target(port, file_port).await?;
     let file_server = Shutdown::new();
     let served = match listen(file_port, "the demo file server").await {
@@ -182,7 +197,7 @@ async fn recovery_demo(target: &DemoTarget) -> Result<(), String> {
 }
 
 async fn status() -> Result<(), String> {
-    let (port, _) = ports()?;
+    let (port, _) = runner_ports()?;
     if answers(port).await {
         println!("something answers on 127.0.0.1:{port}");
         Ok(())

@@ -32,6 +32,11 @@ pub fn port(get: &impl Fn(&str) -> Option<String>) -> Result<u16, SettingsError>
     }
 }
 
+/// Whether PORT is set (to anything but blanks: read as unset by [`port`]).
+pub fn port_is_set(get: &impl Fn(&str) -> Option<String>) -> bool {
+    non_empty(get, "PORT").is_some()
+}
+
 /// The origin of the demo file server that goes with the HTTP port.
 pub fn file_server_origin(file_server_port: u16) -> String {
     format!("http://127.0.0.1:{file_server_port}")
@@ -184,6 +189,9 @@ mod tests {
         assert_eq!(port(&env_of(&[("PORT", "65535")])), Err(SettingsError::BadPort("65535".into())));
         assert_eq!(port(&env_of(&[("PORT", "http")])), Err(SettingsError::BadPort("http".into())));
         assert_eq!(port(&env_of(&[("PORT", "0")])), Err(SettingsError::BadPort("0".into())));
+        // Unset (blank counts so): `demo` and `status` then look for a live runner's port.
+        assert!(!port_is_set(&env_of(&[])) && !port_is_set(&env_of(&[("PORT", " ")])));
+        assert!(port_is_set(&env_of(&[("PORT", "4000")])));
     }
 
     #[test]
