@@ -118,7 +118,7 @@ pub async fn emulator_sdk_config() -> aws_config::SdkConfig {
     let endpoint = config.endpoint_url().unwrap_or_default();
     assert!(
         stemvault_aws::provision::is_local_endpoint(endpoint),
-        "the SDK's configuration does not point at the emulator (endpoint {endpoint:?}): run via `make test`"
+        "the SDK's configuration does not point at the emulator (endpoint {endpoint:?}): run via `make test`, or one test with `make deps` then `infra/local/emulator.sh cargo test -p <crate> <name>`"
     );
     config
 }
@@ -130,7 +130,7 @@ pub fn assert_emulator() {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(
         stemvault_aws::provision::is_local_endpoint(&endpoint),
-        "AWS_ENDPOINT_URL must point at the local emulator (run via `make test`), got {endpoint:?}"
+        "AWS_ENDPOINT_URL must point at the local emulator (run via `make test`, or one test with `make deps` then `infra/local/emulator.sh cargo test -p <crate> <name>`), got {endpoint:?}"
     );
     let elsewhere: Vec<String> = std::env::vars()
         .map(|(name, _)| name)
@@ -140,7 +140,10 @@ pub fn assert_emulator() {
                     .contains(&name.as_str())
         })
         .collect();
-    assert!(elsewhere.is_empty(), "{elsewhere:?} could send a client past the emulator: run via `make test`");
+    assert!(
+        elsewhere.is_empty(),
+        "{elsewhere:?} could send a client past the emulator: run via `make test`, or one test with `make deps` then `infra/local/emulator.sh cargo test -p <crate> <name>`"
+    );
 }
 
 /// The repository the tests run in, read when they run: `env!("CARGO_MANIFEST_DIR")` would be
