@@ -14,6 +14,10 @@ KEY = "bench-hmac-key"
 TOKEN = "bench-callback-token-0123456789"
 CREDS = dict(AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_KEY_ID="test",
              AWS_SECRET_ACCESS_KEY="test", AWS_EC2_METADATA_DISABLED="true")
+# Everything here talks to loopback: a proxy in the environment (HTTP_PROXY on a corporate
+# machine) must not take those requests, from this process or the ones it starts.
+for _name in ("NO_PROXY", "no_proxy"):
+    os.environ[_name] = ",".join(filter(None, [os.environ.get(_name, ""), "127.0.0.1", "localhost"]))
 # The table's keys as the project's functions expect them (template.yaml): task_id + sk.
 TABLE_KEY, SORT_KEY = "task_id", "sk"
 TASK_SK = "task"

@@ -50,6 +50,10 @@ free_port() {
 # A port asked for must be free: otherwise the readiness probe below would be answered by
 # whatever holds it (another run's emulator), and this run would use that. SO_REUSEADDR, as
 # the emulator binds: a previous run's connections in TIME_WAIT do not make it busy.
+if [ -n "${EMULATOR_PORT:-}" ] && ! [[ $EMULATOR_PORT =~ ^[1-9][0-9]{0,4}$ && $EMULATOR_PORT -le 65535 ]]; then
+  echo "EMULATOR_PORT=$EMULATOR_PORT is not a port number (1-65535): unset it to pick a free port" >&2
+  exit 1
+fi
 if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$EMULATOR_PORT" 2>/dev/null; then
   echo "EMULATOR_PORT=$EMULATOR_PORT is in use (another run's emulator?): unset it to pick a free port" >&2
   exit 1
