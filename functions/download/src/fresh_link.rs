@@ -139,7 +139,9 @@ pub fn refresher(
     };
     match LinkRefresher::new(&provider.base_url, key, policy.clone()) {
         Ok(refresher) => {
-            tracing::info!(endpoint = %refresher.endpoint, "link refresh is on: expired files are copied from fresh links");
+            // Its host: a gateway's path may hold a key.
+            let endpoint = loggable_str(&refresher.endpoint);
+            tracing::info!(endpoint = %endpoint, "link refresh is on: expired files are copied from fresh links");
             Some(refresher)
         }
         Err(e) => {

@@ -85,7 +85,8 @@ impl App {
         if on {
             tracing::info!(
                 provider = config.provider.provider.as_str(),
-                base_url = %config.provider.base_url,
+                // Its host: a gateway's path may hold a key.
+                base_url = %stemvault_aws::shown::loggable_str(&config.provider.base_url),
                 "reconciliation is on"
             );
         }

@@ -40,6 +40,7 @@ use stemvault_vault::reconcile::{self, PollOutcome};
 use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict};
 use suno_callbacks::poll::answer_code;
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
+use tracing::Instrument;
 
 use crate::error::{ReconcileError, StoreError};
 
@@ -216,7 +217,9 @@ pub async fn reconcile<P: Ports>(
             break;
         }
         let deadline = tokio::time::Instant::now() + TASK_BUDGET;
-        let task = reconcile_task(ports, settings, &claimant, task_id, deadline);
+        // What shared code logs of the task (a newer URL too long to keep, ...) names it.
+        let span = tracing::info_span!("task", task_id = %task_id);
+        let task = reconcile_task(ports, settings, &claimant, task_id, deadline).instrument(span);
         let handled = tokio::time::timeout_at(deadline, task).await;
         match handled.unwrap_or(Err(ReconcileError::OutOfTime { after: TASK_BUDGET })) {
             Ok(Handled::Skipped) => {}

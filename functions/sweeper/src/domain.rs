@@ -46,6 +46,7 @@ use stemvault_vault::{
     VaultState, answer_within, retry_on_conflict,
 };
 use suno_callbacks::{Stage, TaskId, s3_key};
+use tracing::Instrument;
 
 use crate::error::{StoreError, SweepError};
 
@@ -228,7 +229,10 @@ pub async fn sweep<P: Ports>(
             }
             outcome.tasks_checked += 1;
             last = Some(task.clone());
-            let swept = tokio::time::timeout(TASK_BUDGET, sweep_task(ports, settings, &claimant, &task.task_id)).await;
+            // What shared code logs of the task (claims not released, ...) names it.
+            let span = tracing::info_span!("task", task_id = %task.task_id);
+            let sweeping = sweep_task(ports, settings, &claimant, &task.task_id).instrument(span);
+            let swept = tokio::time::timeout(TASK_BUDGET, sweeping).await;
             match swept.unwrap_or(Err(SweepError::OutOfTime { after: TASK_BUDGET })) {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
@@ -238,12 +242,16 @@ pub async fn sweep<P: Ports>(
                         outcome.files_requeued += unsent.total.saturating_sub(unsent.failed);
                     }
                     outcome.tasks_failed += 1;
-                    tracing::warn!(
-                        task_id = %task.task_id,
-                        error = %e,
-                        retryable = e.is_retryable(),
-                        "task not swept; the next run retries"
-                    );
+                    if e.is_retryable() {
+                        tracing::warn!(task_id = %task.task_id, error = %e, "task not swept; the next run retries");
+                    } else {
+                        // Fails again every run (a malformed item): as the reconciler says it.
+                        tracing::error!(
+                            task_id = %task.task_id,
+                            error = %e,
+                            "task not swept, and no retry can mend it: fix its items (or the build)"
+                        );
+                    }
                 }
             }
         }

@@ -8,12 +8,26 @@ use crate::settings::non_empty;
 pub const TIMESTAMP_HEADER: &str = "X-Webhook-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Webhook-Signature";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientAuth {
     /// The first of `WEBHOOK_HMAC_KEYS`.
     pub hmac_key: Option<String>,
     /// `CALLBACK_TOKEN`.
     pub callback_token: Option<String>,
+}
+
+/// Whether a secret is set, never its value (a failed assertion or a `?` field prints this).
+pub fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientAuth")
+            .field("hmac_key", &redacted(&self.hmac_key))
+            .field("callback_token", &redacted(&self.callback_token))
+            .finish()
+    }
 }
 
 impl ClientAuth {
@@ -71,6 +85,14 @@ mod tests {
 
     fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn debug_says_what_is_set_never_the_secrets() {
+        let auth = ClientAuth { hmac_key: Some("key-1".into()), callback_token: Some("tok-1".into()) };
+        let shown = format!("{auth:?}");
+        assert!(!shown.contains("key-1") && !shown.contains("tok-1"), "{shown}");
+        assert_eq!(shown, r#"ClientAuth { hmac_key: Some("<redacted>"), callback_token: Some("<redacted>") }"#);
     }
 
     #[test]

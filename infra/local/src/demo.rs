@@ -204,7 +204,8 @@ fn client() -> reqwest::Client {
 }
 
 fn unreachable(url: &str) -> impl FnOnce(reqwest::Error) -> DemoError + '_ {
-    move |e| DemoError::Unreachable { url: url.to_owned(), message: e.to_string() }
+    // Without the URL reqwest's text adds: it would show the callback token.
+    move |e| DemoError::Unreachable { url: url.to_owned(), message: stemvault_aws::http::describe(e) }
 }
 
 /// Post the demo callback and wait (up to `timeout`) until its vault settles; its events.

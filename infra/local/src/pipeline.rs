@@ -80,7 +80,7 @@ pub struct Pipeline {
 }
 
 /// What the runner says about its webhooks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NotifySummary {
     pub notify_url: String,
     pub queue_url: String,
@@ -88,6 +88,17 @@ pub struct NotifySummary {
     pub queue_arn: String,
     /// The signing secret, when the runner generated it (unset `NOTIFY_SECRET`).
     pub generated_secret: Option<String>,
+}
+
+impl std::fmt::Debug for NotifySummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySummary")
+            .field("notify_url", &stemvault_aws::shown::loggable_str(&self.notify_url))
+            .field("queue_url", &self.queue_url)
+            .field("queue_arn", &self.queue_arn)
+            .field("generated_secret", &crate::client_auth::redacted(&self.generated_secret))
+            .finish()
+    }
 }
 
 /// Ingest and results behind one HTTP server, routed as API Gateway routes them.

@@ -50,11 +50,21 @@ pub fn has_callback_auth(get: &impl Fn(&str) -> Option<String>) -> bool {
 }
 
 /// Variables the runner sets for the functions, consulted before the environment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Overlay {
     values: BTreeMap<String, String>,
     /// The development HMAC key the runner generated (none when the user configured auth).
     pub generated_hmac_key: Option<String>,
+}
+
+/// The variables' names only: some hold keys (`WEBHOOK_HMAC_KEYS`).
+impl std::fmt::Debug for Overlay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overlay")
+            .field("names", &self.values.keys().collect::<Vec<_>>())
+            .field("generated_hmac_key", &crate::client_auth::redacted(&self.generated_hmac_key))
+            .finish()
+    }
 }
 
 impl Overlay {
