@@ -70,6 +70,7 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
     }
 
     /// Another age to read the secret again at (the tests' shorter one).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn with_secret_policy(mut self, policy: AgePolicy) -> App<P, R> {
         self.secret_policy = policy;
         self

@@ -187,6 +187,7 @@ mod tests {
         assert!(!text.contains("X-Webhook-Signature"));
         let open = banner(&info(ClientAuth::default()), None, "*.x", 1);
         assert!(open.contains("ALLOW_UNAUTHENTICATED=true"), "{open}");
+        assert!(!open.contains("X-Webhook-Signature"), "{open}");
     }
 
     #[test]
