@@ -235,12 +235,12 @@ impl DownloadError {
         match self {
             DownloadError::Malformed(_) | DownloadError::Dropped(_) => false,
             DownloadError::Copy(e) => e.is_retryable(),
+            DownloadError::Publish(e) => e.is_retryable(),
             DownloadError::Busy { .. }
             | DownloadError::LostClaim
             | DownloadError::Contended
             | DownloadError::Table(_)
             | DownloadError::Storage(_)
-            | DownloadError::Publish(_)
             | DownloadError::NoTimeLeft
             | DownloadError::OutOfTime
             | DownloadError::SettleDeferred

@@ -3,7 +3,6 @@
 //! callbacks, and the provider over HTTP.
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
@@ -129,23 +128,31 @@ impl DeleteParked for AwsPorts {
 impl ListDueTasks for AwsPorts {
     async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         let table = self.shared.table();
-        // Times compare as the stored RFC 3339 text, which sorts as time (one fixed width).
+        let query = due_tasks_query(due_by);
         let out = table
             .client
             .query()
             .table_name(&table.table_name)
             .index_name(RECONCILE_DUE_INDEX)
-            .key_condition_expression("#reconcile = :due AND #at <= :now")
-            .expression_attribute_names("#reconcile", "reconcile")
-            .expression_attribute_names("#at", "reconcile_at")
-            .expression_attribute_values(":due", AttributeValue::S(RECONCILE_DUE.to_owned()))
-            .expression_attribute_values(":now", AttributeValue::S(due_by.rfc3339()))
+            .key_condition_expression(query.condition)
+            .set_expression_attribute_names(Some(query.names))
+            .set_expression_attribute_values(Some(query.values))
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
         Ok(out.items().iter().filter_map(|item| item.get(PARTITION_KEY)?.as_s().ok().cloned()).collect())
     }
+}
+
+/// The `reconcile-due` index's entries due by `due_by` (its key condition, as the
+/// `condition`; no update). Times compare as the stored RFC 3339 text, which sorts as time
+/// (one fixed width).
+pub fn due_tasks_query(due_by: Timestamp) -> Update {
+    let mut u = Update::new("", "#reconcile = :due AND #at <= :now");
+    u.name("#reconcile", "reconcile").name("#at", "reconcile_at");
+    u.value(":due", s(RECONCILE_DUE)).value(":now", s(&due_by.rfc3339()));
+    u
 }
 
 /// The update that moves the next poll of a watched task due by `due_by` to `until`, reading
@@ -181,6 +188,8 @@ impl PollProvider for AwsPorts {
 
 #[cfg(test)]
 mod tests {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
     use super::*;
 
     #[test]
@@ -196,5 +205,17 @@ mod tests {
         assert_eq!(u.values[":until"], AttributeValue::S(until.rfc3339()));
         assert_eq!(u.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
         assert!(u.unused_placeholders().is_empty());
+    }
+
+    #[test]
+    fn the_due_tasks_are_those_watched_and_due_by_the_time() {
+        let due_by: Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
+        let q = due_tasks_query(due_by);
+        assert_eq!(q.condition, "#reconcile = :due AND #at <= :now");
+        assert_eq!(q.names["#reconcile"], "reconcile");
+        assert_eq!(q.names["#at"], "reconcile_at");
+        assert_eq!(q.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
+        assert_eq!(q.values[":now"], AttributeValue::S("2026-12-02T09:00:00.000Z".into()));
+        assert!(q.update.is_empty() && q.unused_placeholders().is_empty());
     }
 }

@@ -33,7 +33,8 @@ impl ReconcileError {
         match self {
             ReconcileError::Store(e) => e.is_retryable(),
             ReconcileError::Accept(e) => e.is_retryable(),
-            ReconcileError::Publish(_) | ReconcileError::Contention { .. } | ReconcileError::OutOfTime { .. } => true,
+            ReconcileError::Publish(e) => e.is_retryable(),
+            ReconcileError::Contention { .. } | ReconcileError::OutOfTime { .. } => true,
         }
     }
 }

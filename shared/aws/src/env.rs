@@ -25,7 +25,9 @@ pub enum ConfigError {
 /// `first`, the reconciler first polls the provider for it (default 600, 5 to 86400). Read by
 /// every function that writes the schedule (ingest, results' registration, the reconciler).
 pub fn reconcile_after(env: &Env) -> Result<Duration, ConfigError> {
-    env.seconds("RECONCILE_AFTER_SECONDS", 600, 5, 86_400)
+    use stemvault_vault::reconcile::{DEFAULT_RECONCILE_AFTER, MIN_RECONCILE_AFTER};
+    let (default, min) = (DEFAULT_RECONCILE_AFTER.as_secs(), MIN_RECONCILE_AFTER.as_secs());
+    env.seconds("RECONCILE_AFTER_SECONDS", default, min, 86_400)
 }
 
 /// A function's configuration, read from the variables it declares.

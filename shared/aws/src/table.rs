@@ -15,7 +15,7 @@ use futures::future::join_all;
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
-use stemvault_vault::{Conditional, OPEN_MARKER, StoreError, TaskRecord};
+use stemvault_vault::{Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
 /// Built by small pure functions (each function's `aws` module), so tests see exactly what
@@ -87,7 +87,9 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
                  OR (#status = :enqueuing AND (#claim = :me OR #lease < :now))))",
             );
             u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until");
-            u.value(":first", n(1)).value(":pending", s("pending")).value(":enqueuing", s("enqueuing"));
+            u.value(":first", n(1))
+                .value(":pending", s(FileStatus::Pending.as_str()))
+                .value(":enqueuing", s(FileStatus::Enqueuing.as_str()));
             u.value(":me", s(claimant)).value(":now", n(now_secs));
             u
         }

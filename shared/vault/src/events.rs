@@ -239,6 +239,13 @@ pub struct PublishError {
     pub reason: String,
 }
 
+impl PublishError {
+    /// Always (see above): the same events are published again, with the same ids.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
 /// Publish task events (EventBridge, `stemvault_aws::events`; in memory in the tests:
 /// `memory::MemoryEvents`). Every function that publishes names it the same way.
 pub trait PublishEvents {

@@ -18,8 +18,9 @@ pub enum StoreError {
     /// The stored item cannot be decoded (edited by hand?); retrying will not help.
     #[error("the stored task record is malformed: {0}")]
     Malformed(String),
-    /// DynamoDB or the network failed; trying again later may work.
-    #[error("the task table is unavailable: {0}")]
+    /// DynamoDB, S3 (the parked callbacks' listing and bodies) or the network failed; trying
+    /// again later may work.
+    #[error("the task store is unavailable: {0}")]
     Unavailable(String),
     /// The table refused the item itself (over 400 KB, or another limit its data went past):
     /// the same write fails again.
