@@ -430,8 +430,12 @@ impl Collection {
     pub fn assemble(&self) -> Option<TaskRecord> {
         let mut record = self.task.clone()?;
         record.files = self.files.clone();
+        let generation = record.generation;
         for (name, file) in record.files.iter_mut() {
-            if matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing) && self.queued.contains(name) {
+            // As the real reader: a name in the set is of the file set before a reopen that has
+            // not committed.
+            let open = matches!(file.status, FileStatus::Pending | FileStatus::Enqueuing);
+            if open && self.queued.contains(name) && !file.is_uncommitted(generation) {
                 file.status = FileStatus::Queued;
             }
         }
