@@ -21,7 +21,7 @@
 //!    queue, so a 410 by mistake loses nothing: the dead-letter queue is redriven once the
 //!    receiver is fixed. If that move fails, the message is retried as a failed post is.
 //!    Anything else (every other 4xx, 5xx, a redirect, a timeout, no connection) is retried:
-//!    the message goes back to the queue, kept away for [`retry_delay`] (20 s, doubling, at
+//!    the message goes back to the queue, kept away for [`retry_delay_after`] (20 s, doubling, at
 //!    most 4 hours, or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::{Value, json};
+use stemvault_vault::delay::Backoff;
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
 use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, Timestamp, best_effort};
 
@@ -52,7 +53,7 @@ pub const LATE_AT_RECEIVE: u32 = 9;
 /// its receive: a receiver's `Retry-After` may have spaced the receives out by hours, and a
 /// receive whose invocation died counts in `ApproximateReceiveCount` all the same. The
 /// backoff's own time until [`LATE_AT_RECEIVE`] (85 minutes).
-pub const LATE_AFTER: Duration = backoff_until(LATE_AT_RECEIVE);
+pub const LATE_AFTER: Duration = NOTIFY_BACKOFF.until(LATE_AT_RECEIVE);
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
 pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
 /// The function's Lambda timeout (kept equal to template.yaml).
@@ -328,33 +329,25 @@ async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: Notif
     Outcome::Retry(NotifyError::DeadLetter { refusal: Box::new(refusal), error })
 }
 
-/// The delay before the next delivery of a message received `receive_count` times:
-/// [`FIRST_RETRY_DELAY`] doubling per receive up to [`MAX_RETRY_DELAY`]; a receiver's
-/// `Retry-After` gets as long as it asked, up to [`MAX_RETRY_AFTER`], never less than that
-/// backoff (every retry spends one of the queue's receives).
-pub fn retry_delay(receive_count: u32, retry_after: Option<Duration>) -> Duration {
-    let backoff = backoff(receive_count);
-    retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+/// The notify queue's retry schedule: [`FIRST_RETRY_DELAY`] doubling per receive up to
+/// [`MAX_RETRY_DELAY`]; a receiver's `Retry-After` gets as long as it asked, up to
+/// [`MAX_RETRY_AFTER`], never less than that backoff.
+pub const NOTIFY_BACKOFF: Backoff =
+    Backoff { first: FIRST_RETRY_DELAY, max: MAX_RETRY_DELAY, max_retry_after: MAX_RETRY_AFTER };
+
+/// The delay before the next delivery of a message received `receive_count` times, without a
+/// `Retry-After` ([`NOTIFY_BACKOFF`]).
+pub fn retry_delay(receive_count: u32) -> Duration {
+    NOTIFY_BACKOFF.retry_delay(receive_count)
 }
 
-/// [`retry_delay`] without a `Retry-After` (const: [`LATE_AFTER`] is computed from it).
-const fn backoff(receive_count: u32) -> Duration {
-    let doublings = if receive_count > 17 { 16 } else { receive_count.saturating_sub(1) };
-    let doubled = FIRST_RETRY_DELAY.saturating_mul(1 << doublings);
-    if doubled.as_secs() > MAX_RETRY_DELAY.as_secs() { MAX_RETRY_DELAY } else { doubled }
+/// The delay before the next delivery of a message received `receive_count` times, the
+/// receiver having asked for `retry_after` ([`NOTIFY_BACKOFF`]).
+pub fn retry_delay_after(receive_count: u32, retry_after: Option<Duration>) -> Duration {
+    NOTIFY_BACKOFF.retry_delay_after(receive_count, retry_after)
 }
 
-/// The backoff's time from a message's first receive to its `receive`th.
-const fn backoff_until(receive: u32) -> Duration {
-    let (mut total, mut n) = (Duration::ZERO, 1);
-    while n < receive {
-        total = total.saturating_add(backoff(n));
-        n += 1;
-    }
-    total
-}
-
-/// After a retryable outcome: keep the message away for [`retry_delay`]; after its last
+/// After a retryable outcome: keep the message away for [`retry_delay_after`]; after its last
 /// receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another attempt (the
 /// queue moves it to the dead-letter queue at its next receive), and the dead-letter alarm
 /// should not wait another hour. Failing to do so only means a retry once the queue's
@@ -369,7 +362,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
     };
     let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
         true => Duration::ZERO,
-        false => retry_delay(delivery.receive_count, retry_after),
+        false => retry_delay_after(delivery.receive_count, retry_after),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

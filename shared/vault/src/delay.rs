@@ -7,6 +7,46 @@ use std::time::Duration;
 
 use crate::time::best_effort;
 
+/// A queue's retry schedule: a message received `n` times (SQS `ApproximateReceiveCount`, 1
+/// on the first delivery) waits `first` × 2^(n-1), at most `max`; when the other side said
+/// when to come back (`Retry-After`), that long, up to `max_retry_after`, but never less than
+/// the backoff (every retry spends one of the queue's receives, after which the message goes
+/// to the dead-letter queue: a source asking for 1 s must not use them up in seconds). Each
+/// SQS-triggered function has its own ([`crate::download::DOWNLOAD_BACKOFF`], notify's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl Backoff {
+    /// The wait after the `receive_count`th receive, without a `Retry-After` (const: a
+    /// schedule's times are computed from it at compile time).
+    pub const fn retry_delay(&self, receive_count: u32) -> Duration {
+        let doublings = if receive_count > 17 { 16 } else { receive_count.saturating_sub(1) };
+        let doubled = self.first.saturating_mul(1 << doublings);
+        if doubled.as_secs() > self.max.as_secs() { self.max } else { doubled }
+    }
+
+    /// The wait after the `receive_count`th receive, the other side having asked for
+    /// `retry_after` (None: [`Backoff::retry_delay`]).
+    pub fn retry_delay_after(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
+        let backoff = self.retry_delay(receive_count);
+        retry_after.map_or(backoff, |asked| asked.min(self.max_retry_after).max(backoff))
+    }
+
+    /// The backoff's time from a message's first receive to its `receive`th.
+    pub const fn until(&self, receive: u32) -> Duration {
+        let (mut total, mut n) = (Duration::ZERO, 1);
+        while n < receive {
+            total = total.saturating_add(self.retry_delay(n));
+            n += 1;
+        }
+        total
+    }
+}
+
 /// Delay a received message's next delivery.
 pub trait DelayMessage {
     /// Keep the message invisible for `delay` from now.
@@ -21,5 +61,31 @@ pub async fn delay_next_delivery<P: DelayMessage>(ports: &P, receipt_handle: &st
         Some(Ok(())) => {}
         Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
         None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const SCHEDULE: Backoff = Backoff {
+        first: Duration::from_secs(10),
+        max: Duration::from_secs(60),
+        max_retry_after: Duration::from_secs(300),
+    };
+
+    #[test]
+    fn the_backoff_doubles_up_to_its_longest_and_honours_a_retry_after_within_bounds() {
+        let waits: Vec<u64> = (0..=6).map(|n| SCHEDULE.retry_delay(n).as_secs()).collect();
+        assert_eq!(waits, [10, 10, 20, 40, 60, 60, 60]);
+        assert_eq!(SCHEDULE.retry_delay(u32::MAX), 60 * S);
+        assert_eq!(SCHEDULE.retry_delay_after(2, Some(45 * S)), 45 * S, "longer than the backoff: as asked");
+        assert_eq!(SCHEDULE.retry_delay_after(3, Some(S)), 40 * S, "shorter: the backoff");
+        assert_eq!(SCHEDULE.retry_delay_after(1, Some(3600 * S)), 300 * S, "at most max_retry_after");
+        assert_eq!(SCHEDULE.retry_delay_after(1, None), 10 * S);
+        // From the first receive to the fourth: the first three waits.
+        assert_eq!(SCHEDULE.until(1), Duration::ZERO);
+        assert_eq!(SCHEDULE.until(4), (10 + 20 + 40) * S);
     }
 }

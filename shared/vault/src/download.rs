@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use suno_callbacks::{Stage, TaskId, s3_key};
 
+use crate::delay::Backoff;
 use crate::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
 
 /// What a message for one file should do.
@@ -201,16 +202,19 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
 /// How long a message that failed transiently stays invisible, given how many times it has
 /// been received (SQS `ApproximateReceiveCount`, 1 on the first delivery):
-/// 30 s × 2^(n-1), at most 15 min.
+/// 30 s × 2^(n-1), at most 15 min ([`DOWNLOAD_BACKOFF`]).
 pub fn retry_delay(receive_count: u32) -> Duration {
-    let doublings = receive_count.saturating_sub(1).min(16);
-    FIRST_RETRY_DELAY.saturating_mul(1 << doublings).min(MAX_RETRY_DELAY)
+    DOWNLOAD_BACKOFF.retry_delay(receive_count)
 }
 
 /// The longest wait a source's `Retry-After` (or another claim's lease) gets: SQS keeps a received message invisible
 /// for at most 12 hours from its receipt (ChangeMessageVisibility refuses more), and the
 /// invocation that received it may have run for up to its 15-minute timeout before asking.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
+
+/// The download queue's retry schedule.
+pub const DOWNLOAD_BACKOFF: Backoff =
+    Backoff { first: FIRST_RETRY_DELAY, max: MAX_RETRY_DELAY, max_retry_after: MAX_RETRY_AFTER };
 
 /// How long a message waits after a transient failure when the source said when to come back
 /// (`Retry-After` on a 429 or 503), or another claim holds the file until its lease ends:
@@ -219,8 +223,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
 /// queue, so a source asking for 1 s must not use them up in seconds) and never more than
 /// [`MAX_RETRY_AFTER`]. Without one, [`retry_delay`].
 pub fn retry_delay_after(receive_count: u32, retry_after: Option<Duration>) -> Duration {
-    let backoff = retry_delay(receive_count);
-    retry_after.map_or(backoff, |asked| asked.min(MAX_RETRY_AFTER).max(backoff))
+    DOWNLOAD_BACKOFF.retry_delay_after(receive_count, retry_after)
 }
 
 #[cfg(test)]
