@@ -15,7 +15,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use stemvault_aws::secrets::SecretText;
 use stemvault_ingest::credentials::RefreshPolicy;
-use stemvault_ingest::domain::LAMBDA_TIMEOUT;
+use stemvault_ingest::domain::FUNCTION_TIMEOUT;
 use stemvault_ingest::secret::CallbackSecret;
 use stemvault_ingest::{App, Config};
 use stemvault_tests::file_server::FileServer;
@@ -463,7 +463,7 @@ fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
     let path = stemvault_tests::repo_dir().join("template.yaml");
     let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
-    assert_eq!(timeout.as_u64(), Some(LAMBDA_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
+    assert_eq!(timeout.as_u64(), Some(FUNCTION_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
 }
 
 /// A MIDI callback of about `target` bytes: one instrument with as many notes as fit.

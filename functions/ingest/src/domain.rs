@@ -37,7 +37,7 @@ impl<T> Ports for T where T: stemvault_vault::accept::Ports + ParkBody + ReadSec
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.
-pub const LAMBDA_TIMEOUT: Duration = Duration::from_secs(12);
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// Record, archive and queue one valid callback within `settings.deadline`. `request_id`
 /// names this request's claims ([`stemvault_vault::accept::accept`]).

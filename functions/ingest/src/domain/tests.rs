@@ -39,8 +39,8 @@ fn settings() -> Settings {
 #[test]
 fn claims_outlive_a_live_request_but_not_a_dead_one_by_much() {
     let lease = Settings::default().lease;
-    assert!(lease >= LAMBDA_TIMEOUT, "{lease:?}");
-    assert!(lease <= LAMBDA_TIMEOUT + Duration::from_secs(5), "{lease:?}: retries after a crash wait this long");
+    assert!(lease >= FUNCTION_TIMEOUT, "{lease:?}");
+    assert!(lease <= FUNCTION_TIMEOUT + Duration::from_secs(5), "{lease:?}: retries after a crash wait this long");
 }
 
 /// A MIDI result of `notes` notes.
@@ -244,12 +244,12 @@ async fn slow_ports_get_a_retryable_timeout_by_the_deadline_and_the_retry_comple
 #[test]
 fn the_whole_request_ends_before_the_lambda_and_its_claims() {
     let s = Settings::default();
-    assert!(s.deadline < LAMBDA_TIMEOUT && s.deadline < s.lease, "{s:?}");
+    assert!(s.deadline < FUNCTION_TIMEOUT && s.deadline < s.lease, "{s:?}");
     assert!(ANSWER_WITHIN <= Duration::from_secs(9), "the provider waits 10 s at least");
     // The longest checks in front (a secret re-read), recording and parking end by then.
     let checks = stemvault_aws::secrets::REREAD_TIMEOUT;
     assert!(checks + PARK_TIMEOUT < ANSWER_WITHIN, "recording gets some time after a slow re-read");
-    assert!(ANSWER_WITHIN < LAMBDA_TIMEOUT);
+    assert!(ANSWER_WITHIN < FUNCTION_TIMEOUT);
 }
 
 /// Recording gets what is left of [`ANSWER_WITHIN`] after the time already spent and the
