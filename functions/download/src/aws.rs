@@ -328,7 +328,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
     }
 }
 
-impl EmitMetrics for AwsPorts {
+impl EmitMetrics<Measure> for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
         let (dimensions, metrics) = metrics_of(metrics::function_name("download"), measure);
         metrics::emit(&dimensions, &metrics);

@@ -274,10 +274,8 @@ pub enum Measure {
     Settled { seconds: f64 },
 }
 
-pub trait EmitMetrics {
-    /// Never fails the caller.
-    fn emit_metrics(&self, measure: &Measure);
-}
+/// What the function counts ([`Measure`]s: its metrics).
+pub use stemvault_vault::EmitMetrics;
 
 /// Delay a retried message's next delivery (the trait every SQS-triggered function shares).
 pub use stemvault_vault::delay::DelayMessage;
@@ -295,7 +293,7 @@ pub trait Ports:
     + WriteManifest
     + PublishEvents
     + DelayMessage
-    + EmitMetrics
+    + EmitMetrics<Measure>
     + FetchSource
     + ObjectStore
     + ReadObject
@@ -314,7 +312,7 @@ impl<T> Ports for T where
         + WriteManifest
         + PublishEvents
         + DelayMessage
-        + EmitMetrics
+        + EmitMetrics<Measure>
         + FetchSource
         + ObjectStore
         + ReadObject

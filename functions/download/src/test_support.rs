@@ -842,7 +842,7 @@ impl WriteManifest for MemoryPorts {
     }
 }
 
-impl EmitMetrics for MemoryPorts {
+impl EmitMetrics<Measure> for MemoryPorts {
     fn emit_metrics(&self, measure: &Measure) {
         self.measures.lock().unwrap().push(measure.clone());
     }

@@ -180,7 +180,7 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
     }
 }
 
-impl EmitMetrics for AwsPorts {
+impl EmitMetrics<Measure> for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
         let (dimensions, metrics) = metrics_of(metrics::function_name(LOGICAL_NAME), measure);
         let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();

@@ -137,15 +137,13 @@ pub enum Measure {
     SecretRereadFailed,
 }
 
-pub trait EmitMetrics {
-    /// Never fails the caller.
-    fn emit_metrics(&self, measure: &Measure);
-}
+/// What the function counts ([`Measure`]s: its metrics).
+pub use stemvault_vault::EmitMetrics;
 
 /// Everything one message needs.
-pub trait Ports: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics + Sync {}
+pub trait Ports: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics<Measure> + Sync {}
 
-impl<T> Ports for T where T: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics + Sync {}
+impl<T> Ports for T where T: Clock + PostWebhook + DeadLetterMessage + DelayMessage + EmitMetrics<Measure> + Sync {}
 
 /// One delivery of one message.
 #[derive(Debug, Clone)]

@@ -122,7 +122,7 @@ impl Signers {
     /// [`UNREAD_REREAD_INTERVAL`](stemvault_aws::secrets::UNREAD_REREAD_INTERVAL) until it brings one, and
     /// webhooks wait meanwhile. Exiting instead would cost every message of the instance's
     /// batch a receive and the queue's whole visibility timeout, on each new instance.
-    pub async fn load<R: ReadSecret, P: Clock + EmitMetrics>(reader: &R, ports: &P) -> Signers {
+    pub async fn load<R: ReadSecret, P: Clock + EmitMetrics<Measure>>(reader: &R, ports: &P) -> Signers {
         let read_at = ports.now();
         match read_signer(reader).await {
             Ok(signer) => Signers::new(signer, read_at),
@@ -150,7 +150,7 @@ impl Signers {
     pub async fn fresh<R, P>(&self, reader: &R, ports: &P, policy: AgePolicy) -> Arc<Option<Signer>>
     where
         R: ReadSecret,
-        P: Clock + EmitMetrics,
+        P: Clock + EmitMetrics<Measure>,
     {
         let age = policy.until_read(self.unread());
         self.signer.fresh(ports, age, || self.read(reader, ports, age)).await
@@ -158,7 +158,7 @@ impl Signers {
 
     /// Read the secret (the caller holds the right to): a new signer when it is usable and
     /// changed, `None` to keep the one in force.
-    async fn read<R: ReadSecret, M: EmitMetrics>(
+    async fn read<R: ReadSecret, M: EmitMetrics<Measure>>(
         &self,
         reader: &R,
         metrics: &M,

@@ -198,7 +198,7 @@ impl DelayMessage for MemoryPorts {
     }
 }
 
-impl EmitMetrics for MemoryPorts {
+impl EmitMetrics<Measure> for MemoryPorts {
     fn emit_metrics(&self, measure: &Measure) {
         self.metrics.lock().unwrap().push(measure.clone());
     }

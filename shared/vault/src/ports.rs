@@ -72,3 +72,9 @@ pub trait Clock {
     fn now(&self) -> Timestamp;
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
+
+/// Count what a function measures, `M` its measures (CloudWatch metrics through the embedded
+/// metric format, in each function's `aws.rs`). Never fails the caller.
+pub trait EmitMetrics<M> {
+    fn emit_metrics(&self, measure: &M);
+}
