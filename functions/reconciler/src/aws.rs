@@ -126,7 +126,7 @@ impl DeleteParked for AwsPorts {
 }
 
 impl ListDueTasks for AwsPorts {
-    async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         let table = self.shared.table();
         let query = due_tasks_query(due_by);
         let out = table
@@ -178,7 +178,7 @@ impl PostponePoll for AwsPorts {
 }
 
 impl PollProvider for AwsPorts {
-    async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
+    async fn poll_provider(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         match &self.provider {
             Some(provider) => provider.poll(family, task_id).await,
             None => ProviderAnswer::Unreachable("no provider API key".into()),

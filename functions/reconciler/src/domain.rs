@@ -46,7 +46,7 @@ use crate::error::{ReconcileError, StoreError};
 
 /// Task ids of the `reconcile-due` index due by `due_by`, oldest first, at most `limit`.
 pub trait ListDueTasks {
-    fn due_tasks(
+    fn list_due_tasks(
         &self,
         due_by: Timestamp,
         limit: usize,
@@ -70,7 +70,7 @@ pub enum ProviderAnswer {
 
 /// Poll the record-info endpoint of `family` for `task_id`.
 pub trait PollProvider {
-    fn poll(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
+    fn poll_provider(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
 }
 
 /// Move the next poll of the task `task_id` to `until` without reading its record (which
@@ -208,7 +208,8 @@ pub async fn reconcile<P: Ports>(
         return Ok(Outcome { stopped_early: true, ..Outcome::default() });
     }
     let due =
-        answer_within(TASK_BUDGET, "reading the due tasks", ports.due_tasks(ports.now(), settings.max_tasks)).await?;
+        answer_within(TASK_BUDGET, "reading the due tasks", ports.list_due_tasks(ports.now(), settings.max_tasks))
+            .await?;
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
     for task_id in &due {
@@ -295,7 +296,7 @@ async fn reconcile_task<P: Ports>(
         return put_off_until_given_up(ports, settings, task_id, &record, now).await;
     }
 
-    let answer = match ports.poll(record.family, &task).await {
+    let answer = match ports.poll_provider(record.family, &task).await {
         // Callback URLs (they end in the path token) redacted before the answer is read,
         // hashed or archived: the archive holds what the event is read from (crate::redact).
         ProviderAnswer::Http { status: 200, body } => {

@@ -75,7 +75,7 @@ impl FindParked for AwsPorts {
 }
 
 impl PresignDownload for AwsPorts {
-    async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
+    async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
         let config = PresigningConfig::expires_in(expires_in).map_err(|e| PresignError(e.to_string()))?;
         let request = self
             .s3

@@ -18,7 +18,11 @@ use crate::error::{PresignError, ResultsError};
 
 /// Make a time-limited GET link for one object of the vault bucket.
 pub trait PresignDownload {
-    fn presign(&self, key: &str, expires_in: Duration) -> impl Future<Output = Result<String, PresignError>> + Send;
+    fn presign_download(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> impl Future<Output = Result<String, PresignError>> + Send;
 }
 
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
@@ -119,7 +123,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match (file.status, links) {
-            (PublicFileStatus::Stored, Some(expiry)) => Some(ports.presign(&file.key, expiry).await?),
+            (PublicFileStatus::Stored, Some(expiry)) => Some(ports.presign_download(&file.key, expiry).await?),
             _ => None,
         };
         files.push(FileView { file, download_url });
@@ -127,7 +131,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // Results, as the links are: for readers (GET), not for those who may only register.
     let details = links.and_then(|_| record.details.clone());
     let details_url = match (kept_details_key(&record.task_id, details.as_ref()), links) {
-        (Some(key), Some(expiry)) => Some(ports.presign(key, expiry).await?),
+        (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
     Ok(TaskView {
@@ -342,7 +346,7 @@ pub(crate) mod tests {
     }
 
     impl PresignDownload for MemoryPorts {
-        async fn presign(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
+        async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
             if self.fail_signing {
                 return Err(PresignError("no credentials".into()));
             }

@@ -91,7 +91,7 @@ fn open_task(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
 }
 
 impl ListOpenTasks for AwsPorts {
-    async fn open_tasks(
+    async fn list_open_tasks(
         &self,
         received_before: Timestamp,
         after: Option<&OpenTask>,

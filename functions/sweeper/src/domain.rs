@@ -68,7 +68,7 @@ pub struct OpenTaskPage {
 /// Unsettled tasks (`open`) whose last delivery was before `received_before`,
 /// starting after `after`.
 pub trait ListOpenTasks {
-    fn open_tasks(
+    fn list_open_tasks(
         &self,
         received_before: Timestamp,
         after: Option<&OpenTask>,
@@ -208,7 +208,7 @@ pub async fn sweep<P: Ports>(
             break;
         }
         // Bounded like a task: a page read started before `stop_at` ends within the reserve.
-        let reading = ports.open_tasks(received_before, after.as_ref());
+        let reading = ports.list_open_tasks(received_before, after.as_ref());
         let page = match answer_within(TASK_BUDGET, "from the open-tasks index", reading).await {
             Ok(page) => page,
             Err(e) => {

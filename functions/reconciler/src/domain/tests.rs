@@ -194,7 +194,7 @@ impl crate::replay::DeleteParked for MemoryPorts {
 /// The `reconcile-due` index as DynamoDB keeps it: from the task items' `reconcile` and
 /// `reconcile_at` attributes, whether the rest of the record reads or not.
 impl ListDueTasks for MemoryPorts {
-    async fn due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
         let text = |item: &serde_dynamo::Item, name: &str| match item.get(name) {
             Some(serde_dynamo::AttributeValue::S(s)) => Some(s.clone()),
             _ => None,
@@ -234,7 +234,7 @@ impl PostponePoll for MemoryPorts {
 }
 
 impl PollProvider for MemoryPorts {
-    async fn poll(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
+    async fn poll_provider(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         self.polls.lock().unwrap().push((family, task_id.as_str().to_owned()));
         if self.polls_hang.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;

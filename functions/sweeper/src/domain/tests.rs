@@ -121,7 +121,7 @@ impl SweepCursor for TestPorts {
 /// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
 /// page (so sweeps over a few tasks already page).
 impl ListOpenTasks for TestPorts {
-    async fn open_tasks(
+    async fn list_open_tasks(
         &self,
         received_before: Timestamp,
         after: Option<&OpenTask>,
