@@ -158,8 +158,9 @@ impl DelayMessage for AwsPorts {
 }
 
 /// The metrics of one measure (namespace `stemvault`, dimension `Function` = `function`, the
-/// deployed function's name): [`WEBHOOKS_DELIVERED`] and [`SECRET_REREADS_FAILED`];
-/// [`WEBHOOKS_REJECTED`], [`WEBHOOK_RETRIES`] and [`WEBHOOKS_LATE`] also by `Reason`.
+/// deployed function's name): [`WEBHOOKS_DELIVERED`] (with 0 of [`WEBHOOKS_LATE`]) and
+/// [`SECRET_REREADS_FAILED`]; [`WEBHOOKS_REJECTED`], [`WEBHOOK_RETRIES`] and [`WEBHOOKS_LATE`]
+/// also by `Reason`.
 pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
     let function = (metrics::FUNCTION, function.to_owned());
     match measure {

@@ -279,8 +279,8 @@ pub fn measure(outcome: &Outcome, delivery: &Delivery, now: Timestamp) -> Measur
 }
 
 /// Whether a failure of `delivery` `now` is late: its [`LATE_AT_RECEIVE`]th receive or a later
-/// one, or [`LATE_AFTER`] since it was queued. Each late failure counts, so a receiver that
-/// keeps failing keeps the alarm coming back.
+/// one, or [`LATE_AFTER`] since it was queued. Each late failure counts (the alarm stays in
+/// ALARM until a delivery counts 0).
 fn is_late(delivery: &Delivery, now: Timestamp) -> bool {
     delivery.receive_count >= LATE_AT_RECEIVE || delivery.sent_at.is_some_and(|sent| sent.plus(LATE_AFTER) <= now)
 }

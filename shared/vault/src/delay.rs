@@ -26,7 +26,7 @@ impl Backoff {
     pub const fn retry_delay(&self, receive_count: u32) -> Duration {
         let doublings = if receive_count > 17 { 16 } else { receive_count.saturating_sub(1) };
         let doubled = self.first.saturating_mul(1 << doublings);
-        if doubled.as_secs() > self.max.as_secs() { self.max } else { doubled }
+        if doubled.as_nanos() > self.max.as_nanos() { self.max } else { doubled }
     }
 
     /// The wait after the `receive_count`th receive, the other side having asked for

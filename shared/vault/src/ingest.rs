@@ -195,7 +195,7 @@ pub(crate) fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option
         if Some(record.generation) == read_generation {
             record.generation += 1;
         }
-    } else if adopted && record.manifest_key.is_some() {
+    } else if adopted && record.vault != VaultState::Pending {
         record.manifest_key = None;
         record.vault = record.settled_vault_state().unwrap_or(record.vault);
     }

@@ -353,6 +353,32 @@ fn an_unsettled_file_reopens_a_vault_its_task_item_says_is_settled() {
     assert!(m.record.generation > r.generation, "the settle recorded was of another file set");
 }
 
+/// A stopped attempt's file settled before anything committed it (a redriven message copied or
+/// failed it): committing it keeps the vault settled, as its files say, and drops the manifest
+/// of the file set before it, recorded or not, so the next settle writes one of it.
+#[test]
+fn committing_a_file_settled_before_its_commit_has_the_manifest_written_again() {
+    let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0)).record;
+    set_status(&mut r, "a", FileStatus::Stored);
+    set_status(&mut r, "b", FileStatus::Failed);
+    r.files.get_mut("b").unwrap().generation = Some(r.generation + 1);
+    r.vault = VaultState::Complete;
+    for recorded in [Some("tasks/t1/manifest.json".to_owned()), None] {
+        let read = TaskRecord { manifest_key: recorded.clone(), ..r.clone() };
+        let committed = commit_uncommitted(&read).expect("a file to commit");
+        assert_eq!(committed.generation, r.generation + 1, "{recorded:?}");
+        assert_eq!((committed.vault, committed.manifest_key.as_deref()), (VaultState::Partial, None), "{recorded:?}");
+        assert_eq!(committed.version, read.version + 1);
+        assert!(committed.open.is_some() && !committed.has_uncommitted_files());
+    }
+    assert_eq!(
+        commit_uncommitted(&TaskRecord { generation: r.generation + 1, ..r.clone() }),
+        None,
+        "nothing to commit"
+    );
+}
+
 /// An attempt adding a file wrote its file item, then lost its task write (to a downloader
 /// settling the task, or to any other writer of the task item). Its retry, reading that file
 /// item as known, still moves the generation past the file set without it: a settle planned
