@@ -68,7 +68,9 @@ mkdir -p "$root/.local"
 start_emulator() {
   log="$root/.local/emulator-$port.log"
   # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
-  MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 &
+  # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
+  # not hold the next run off for good (make and cargo keep it while they build).
+  MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 9>&- &
   pid=$!
   local deadline=$((SECONDS + 60)) answered
   local probe='import urllib.request as u, sys; print(u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=1).read().decode())'

@@ -56,15 +56,15 @@ fn ports() -> Result<(u16, u16), String> {
 }
 
 /// The ports `demo` and `status` talk to: PORT's; with PORT unset, those of the runner
-/// `.local/run.json` describes while its process lives (a `PORT=4000 make run` beside a
-/// plain `make demo`), else the default.
-fn runner_ports() -> Result<(u16, u16), String> {
+/// `.local/run.json` describes while its process lives and its port answers (a `PORT=4000
+/// make run` beside a plain `make demo`; not a file a killed runner left), else the default.
+async fn runner_ports() -> Result<(u16, u16), String> {
     if settings::port_is_set(&env) {
         return ports();
     }
     let running = run_info::default_path().ok().and_then(|path| run_info::read(&path)).filter(run_info::runner_alive);
     match running {
-        Some(info) if info.port < u16::MAX => Ok((info.port, info.port + 1)),
+        Some(info) if info.port < u16::MAX && answers(info.port).await => Ok((info.port, info.port + 1)),
         _ => ports(),
     }
 }
@@ -145,7 +145,7 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
 }
 
 async fn run_demo() -> Result<(), String> {
-    let (port, file_port) = runner_ports()?;
+    let (port, file_port) = runner_ports().await?;
     let (target, pipeline) = demo_target(port, file_port).await?;
     let file_server = Shutdown::new();
     let served = match listen(file_port, "the demo file server").await {
@@ -197,7 +197,7 @@ async fn recovery_demo(target: &DemoTarget) -> Result<(), String> {
 }
 
 async fn status() -> Result<(), String> {
-    let (port, _) = runner_ports()?;
+    let (port, _) = runner_ports().await?;
     if answers(port).await {
         println!("something answers on 127.0.0.1:{port}");
         Ok(())
