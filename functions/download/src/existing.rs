@@ -55,8 +55,9 @@ pub trait ReadObject {
     fn hash_object(&self, key: &str) -> impl Future<Output = Result<(u64, [u8; 32]), StorageError>> + Send;
 }
 
-/// The `Content-Type` S3 shows for an object stored without one: a copy whose source named
-/// none was stored so, and is recorded with none, as a fresh copy of it is.
+/// The `Content-Type` S3 shows for an object a multipart upload stored without one (a
+/// PutObject's SDK sends `application/octet-stream`): both are recorded as none
+/// ([`crate::media::recorded_type`]), as a fresh copy of a source naming no type is.
 pub const S3_DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
 /// The complete copy of `url` under `key`, if an earlier attempt stored one: what to record.
@@ -86,7 +87,7 @@ pub async fn find_copy<R: ReadObject + Sync>(
                 hex::encode(digest)
             }
         };
-        let content_type = head.content_type.filter(|t| t != S3_DEFAULT_CONTENT_TYPE);
+        let content_type = crate::media::recorded_type(head.content_type);
         Ok(Some(StoredObject { bytes: head.bytes, sha256_hex, content_type, parts: 0 }))
     };
     let timed_out = || StorageError::transient("GetObject", "no time left to read back the stored copy");

@@ -20,9 +20,29 @@ pub fn not_the_file(content_type: &str, key: &str) -> bool {
     page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))
 }
 
+/// The type a copy records: None for none, and for the generic binary types, which say no
+/// more than none does. S3 shows one of them for an object stored without a type (PutObject's
+/// SDK sends `application/octet-stream`, a multipart upload gets `binary/octet-stream`), so an
+/// earlier attempt's copy found later records what a fresh copy of the same source records.
+pub fn recorded_type(content_type: Option<String>) -> Option<String> {
+    content_type.filter(|t| {
+        let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+        !matches!(essence.as_str(), "application/octet-stream" | "binary/octet-stream")
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::not_the_file;
+    use super::{not_the_file, recorded_type};
+
+    #[test]
+    fn generic_binary_types_are_recorded_as_none() {
+        for generic in ["application/octet-stream", "binary/octet-stream", "Application/Octet-Stream; x=1"] {
+            assert_eq!(recorded_type(Some(generic.into())), None, "{generic}");
+        }
+        assert_eq!(recorded_type(Some("audio/mpeg".into())).as_deref(), Some("audio/mpeg"));
+        assert_eq!(recorded_type(None), None);
+    }
 
     #[test]
     fn pages_and_error_documents_are_not_the_file() {

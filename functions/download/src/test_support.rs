@@ -276,7 +276,7 @@ impl ObjectStore for MemoryStore {
             return Err(storage_error("PutObject", "IncompleteBody"));
         }
         let sha256: [u8; 32] = Sha256::digest(&data).into();
-        state.insert(key, data, info.content_type.map(str::to_owned), metadata_of(info));
+        state.insert(key, data, put_object_type(&info), metadata_of(info));
         if let Some(object) = state.objects.get_mut(key) {
             object.full_object_sha256 = true;
         }
@@ -300,7 +300,7 @@ impl ObjectStore for MemoryStore {
         }
         let mut metadata = metadata_of(info);
         metadata.insert(SHA256_METADATA.to_owned(), hex::encode(sha256));
-        state.insert(key, body.to_vec(), info.content_type.map(str::to_owned), metadata);
+        state.insert(key, body.to_vec(), put_object_type(&info), metadata);
         Ok(())
     }
 
@@ -374,12 +374,18 @@ impl ObjectStore for MemoryStore {
     }
 }
 
+/// The type a PutObject stores: the SDK sends `application/octet-stream` when the request names
+/// none (a multipart upload's object gets S3's `binary/octet-stream` instead: see `head_object`).
+fn put_object_type(info: &ObjectInfo<'_>) -> Option<String> {
+    Some(info.content_type.unwrap_or("application/octet-stream").to_owned())
+}
+
 impl ReadObject for MemoryStore {
     async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
         let state = self.state.lock().unwrap();
         Ok(state.objects.get(key).map(|o| ObjectHead {
             bytes: o.data.len() as u64,
-            // As S3 shows an object stored without one.
+            // As S3 shows an object a multipart upload stored without one.
             content_type: Some(
                 o.content_type.clone().unwrap_or_else(|| crate::existing::S3_DEFAULT_CONTENT_TYPE.into()),
             ),

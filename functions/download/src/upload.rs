@@ -220,7 +220,7 @@ where
     if let Some(content_type) = body.content_type.as_deref().filter(|ct| media::not_the_file(ct, to.key)) {
         return Err(FetchError::NotTheFile { content_type: content_type.to_owned() }.into());
     }
-    let content_type = body.content_type;
+    let content_type = media::recorded_type(body.content_type);
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
     let streamable = |len: &u64| limits.stream_single_part && (1..=limits.part_size as u64).contains(len);
