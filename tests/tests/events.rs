@@ -346,3 +346,53 @@ async fn a_failure_result_publishes_its_stage_and_task_failed() {
     assert_eq!(detail["message"], "Vocal separation failed");
     assert_eq!(detail["files"], json!([]));
 }
+
+/// The JSON examples of the README that are events (an EventBridge event with a `detail`, or a
+/// webhook body with its `data`): each as the code makes one. A detail reads as an
+/// [`stemvault_vault::events::EventDetail`] and writes back the same JSON (no field the code
+/// lacks, none it would write missing), its `event_id` names its kind and ends with its stage,
+/// and a family without stages is only ever `final` or `error`. (An example of a stage a family
+/// never reaches matched no rule copied from it.)
+#[test]
+fn the_readme_event_examples_are_events_the_code_makes() {
+    use stemvault_vault::events::{EventDetail, EventType};
+    let readme = std::fs::read_to_string(stemvault_tests::repo_dir().join("README.md")).expect("README.md");
+    let mut examples = Vec::new();
+    for block in readme.split("```json\n").skip(1) {
+        let Some((text, _)) = block.split_once("```") else { continue };
+        let Ok(value) = serde_json::from_str::<Value>(text) else { continue };
+        let kind = match (&value["detail-type"], &value["type"]) {
+            (Value::String(detail_type), _) => EventType::from_detail_type(detail_type),
+            (_, Value::String(webhook_type)) if value["data"].is_object() => {
+                [EventType::StageChanged, EventType::Vaulted, EventType::Failed]
+                    .into_iter()
+                    .find(|t| t.webhook_type() == webhook_type.as_str())
+            }
+            _ => continue,
+        };
+        let detail = if value["detail"].is_object() { &value["detail"] } else { &value["data"] };
+        examples.push((kind.unwrap_or_else(|| panic!("an event type the code has: {value}")), detail.clone()));
+    }
+    assert!(examples.len() >= 4, "the three events and the webhook: {} found", examples.len());
+    for (kind, shown) in examples {
+        let detail: EventDetail = serde_json::from_value(shown.clone()).unwrap_or_else(|e| panic!("{e}: {shown}"));
+        assert_eq!(serde_json::to_value(&detail).unwrap(), shown, "the same JSON as the code writes");
+        let (task, rest) = detail.event_id.split_once('.').unwrap_or_else(|| panic!("{}", detail.event_id));
+        assert_eq!(task, detail.task_id);
+        let kind_part = match kind {
+            EventType::StageChanged => "stage.",
+            EventType::Vaulted => "vaulted.",
+            EventType::Failed => "failed.",
+        };
+        assert!(rest.starts_with(kind_part), "{} for {kind:?}", detail.event_id);
+        assert!(rest.ends_with(&format!(".{}", detail.stage.as_str())), "{} at {:?}", detail.event_id, detail.stage);
+        if !detail.family.has_stages() {
+            assert!(
+                matches!(detail.stage, Stage::Final | Stage::Error),
+                "{:?} never reaches {:?}",
+                detail.family,
+                detail.stage
+            );
+        }
+    }
+}
