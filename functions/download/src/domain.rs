@@ -69,8 +69,8 @@ use std::time::{Duration, Instant};
 #[cfg(doc)]
 use stemvault_vault::download::manifest_job;
 use stemvault_vault::download::{
-    CopyPlan, DOWNLOAD_QUEUE_RETENTION, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan, NextStep,
-    SettlePlan, next_step, retry_delay_after, settle_plan, settled_last,
+    CopyPlan, DOWNLOAD_BACKOFF, DOWNLOAD_QUEUE_RETENTION, DropReason, MANIFEST_JOB_NAME, MAX_RETRY_AFTER, ManifestPlan,
+    NextStep, SettlePlan, next_step, settle_plan, settled_last,
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
@@ -511,7 +511,7 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
 /// receive count, or as long as the source's `Retry-After` or another claim's lease asks
-/// ([`retry_delay_after`], [`Outcome::retry_after`]);
+/// ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]);
 /// after its last receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another
 /// attempt (the queue moves it to the dead-letter queue at its next receive), and the
 /// dead-letter alarm should not wait for it. Failing to do so only means a retry once the
@@ -521,7 +521,7 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
     let delay = match delivery.is_last_receive() {
         true => Duration::ZERO,
-        false => retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
+        false => DOWNLOAD_BACKOFF.retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

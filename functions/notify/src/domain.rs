@@ -21,7 +21,7 @@
 //!    queue, so a 410 by mistake loses nothing: the dead-letter queue is redriven once the
 //!    receiver is fixed. If that move fails, the message is retried as a failed post is.
 //!    Anything else (every other 4xx, 5xx, a redirect, a timeout, no connection) is retried:
-//!    the message goes back to the queue, kept away for [`retry_delay_after`] (20 s, doubling, at
+//!    the message goes back to the queue, kept away as [`NOTIFY_BACKOFF`] says (20 s, doubling, at
 //!    most 4 hours, or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
@@ -333,19 +333,7 @@ async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: Notif
 pub const NOTIFY_BACKOFF: Backoff =
     Backoff { first: FIRST_RETRY_DELAY, max: MAX_RETRY_DELAY, max_retry_after: MAX_RETRY_AFTER };
 
-/// The delay before the next delivery of a message received `receive_count` times, without a
-/// `Retry-After` ([`NOTIFY_BACKOFF`]).
-pub fn retry_delay(receive_count: u32) -> Duration {
-    NOTIFY_BACKOFF.retry_delay(receive_count)
-}
-
-/// The delay before the next delivery of a message received `receive_count` times, the
-/// receiver having asked for `retry_after` ([`NOTIFY_BACKOFF`]).
-pub fn retry_delay_after(receive_count: u32, retry_after: Option<Duration>) -> Duration {
-    NOTIFY_BACKOFF.retry_delay_after(receive_count, retry_after)
-}
-
-/// After a retryable outcome: keep the message away for [`retry_delay_after`]; after its last
+/// After a retryable outcome: keep the message away as [`NOTIFY_BACKOFF`] says; after its last
 /// receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another attempt (the
 /// queue moves it to the dead-letter queue at its next receive), and the dead-letter alarm
 /// should not wait another hour. Failing to do so only means a retry once the queue's
@@ -360,7 +348,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
     };
     let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
         true => Duration::ZERO,
-        false => retry_delay_after(delivery.receive_count, retry_after),
+        false => NOTIFY_BACKOFF.retry_delay_after(delivery.receive_count, retry_after),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

@@ -200,31 +200,17 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Longest delay between two retries.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
-/// How long a message that failed transiently stays invisible, given how many times it has
-/// been received (SQS `ApproximateReceiveCount`, 1 on the first delivery):
-/// 30 s × 2^(n-1), at most 15 min ([`DOWNLOAD_BACKOFF`]).
-pub fn retry_delay(receive_count: u32) -> Duration {
-    DOWNLOAD_BACKOFF.retry_delay(receive_count)
-}
-
 /// The longest wait a source's `Retry-After` (or another claim's lease) gets: SQS keeps a received message invisible
 /// for at most 12 hours from its receipt (ChangeMessageVisibility refuses more), and the
 /// invocation that received it may have run for up to its 15-minute timeout before asking.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
 
-/// The download queue's retry schedule.
+/// The download queue's retry schedule: a message that failed transiently stays invisible
+/// 30 s × 2^(n-1) after its nth receive, at most 15 min; when the source said when to come
+/// back (`Retry-After` on a 429 or 503), or another claim holds the file until its lease
+/// ends, that long, but never less and never more than [`MAX_RETRY_AFTER`].
 pub const DOWNLOAD_BACKOFF: Backoff =
     Backoff { first: FIRST_RETRY_DELAY, max: MAX_RETRY_DELAY, max_retry_after: MAX_RETRY_AFTER };
-
-/// How long a message waits after a transient failure when the source said when to come back
-/// (`Retry-After` on a 429 or 503), or another claim holds the file until its lease ends:
-/// that long, but never less than [`retry_delay`] (every
-/// retry spends one of the queue's receives, after which the message goes to the dead-letter
-/// queue, so a source asking for 1 s must not use them up in seconds) and never more than
-/// [`MAX_RETRY_AFTER`]. Without one, [`retry_delay`].
-pub fn retry_delay_after(receive_count: u32, retry_after: Option<Duration>) -> Duration {
-    DOWNLOAD_BACKOFF.retry_delay_after(receive_count, retry_after)
-}
 
 #[cfg(test)]
 mod tests {
@@ -464,14 +450,18 @@ mod tests {
     #[test]
     fn retry_after_is_honoured_within_the_queue_s_limits() {
         let (s, h) = (Duration::from_secs(1), Duration::from_secs(3600));
-        assert_eq!(retry_delay_after(1, None), 30 * s);
-        assert_eq!(retry_delay_after(3, None), 120 * s);
-        assert_eq!(retry_delay_after(1, Some(120 * s)), 120 * s, "longer than the backoff: as asked");
-        assert_eq!(retry_delay_after(1, Some(5 * h)), 5 * h);
-        assert_eq!(retry_delay_after(2, Some(s)), 60 * s, "shorter: the backoff, so receives last");
-        assert_eq!(retry_delay_after(1, Some(Duration::ZERO)), 30 * s);
-        assert_eq!(retry_delay_after(1, Some(24 * h)), 11 * h + 45 * 60 * s, "at most 12 h less one invocation");
-        assert_eq!(retry_delay_after(9, Some(Duration::MAX)), MAX_RETRY_AFTER);
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(1, None), 30 * s);
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(3, None), 120 * s);
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(1, Some(120 * s)), 120 * s, "longer than the backoff: as asked");
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(1, Some(5 * h)), 5 * h);
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(2, Some(s)), 60 * s, "shorter: the backoff, so receives last");
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(1, Some(Duration::ZERO)), 30 * s);
+        assert_eq!(
+            DOWNLOAD_BACKOFF.retry_delay_after(1, Some(24 * h)),
+            11 * h + 45 * 60 * s,
+            "at most 12 h less one invocation"
+        );
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(9, Some(Duration::MAX)), MAX_RETRY_AFTER);
     }
 
     #[test]
@@ -519,8 +509,8 @@ mod tests {
 
     #[test]
     fn retry_delay_doubles_from_30_seconds_up_to_15_minutes() {
-        let secs: Vec<u64> = (0..=9).map(|n| retry_delay(n).as_secs()).collect();
+        let secs: Vec<u64> = (0..=9).map(|n| DOWNLOAD_BACKOFF.retry_delay(n).as_secs()).collect();
         assert_eq!(secs, vec![30, 30, 60, 120, 240, 480, 900, 900, 900, 900]);
-        assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+        assert_eq!(DOWNLOAD_BACKOFF.retry_delay(u32::MAX), MAX_RETRY_DELAY);
     }
 }

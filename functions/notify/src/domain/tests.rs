@@ -227,14 +227,18 @@ async fn no_post_starts_that_could_outlive_the_invocation() {
 
 #[test]
 fn retries_start_within_a_minute_and_back_off_to_four_hours() {
-    let secs: Vec<u64> = (1..=12).map(|n| retry_delay(n).as_secs()).collect();
+    let secs: Vec<u64> = (1..=12).map(|n| NOTIFY_BACKOFF.retry_delay(n).as_secs()).collect();
     assert_eq!(secs, [20, 40, 80, 160, 320, 640, 1280, 2560, 5120, 10240, 14400, 14400]);
-    assert_eq!(retry_delay(0), FIRST_RETRY_DELAY);
-    assert_eq!(retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    assert_eq!(NOTIFY_BACKOFF.retry_delay(0), FIRST_RETRY_DELAY);
+    assert_eq!(NOTIFY_BACKOFF.retry_delay(u32::MAX), MAX_RETRY_DELAY);
     let s = Duration::from_secs;
-    assert_eq!(retry_delay_after(1, Some(s(120))), s(120), "Retry-After longer than the backoff: as asked");
-    assert_eq!(retry_delay_after(3, Some(s(1))), s(80), "shorter: the backoff");
-    assert_eq!(retry_delay_after(1, Some(s(86_400))), MAX_RETRY_AFTER);
+    assert_eq!(
+        NOTIFY_BACKOFF.retry_delay_after(1, Some(s(120))),
+        s(120),
+        "Retry-After longer than the backoff: as asked"
+    );
+    assert_eq!(NOTIFY_BACKOFF.retry_delay_after(3, Some(s(1))), s(80), "shorter: the backoff");
+    assert_eq!(NOTIFY_BACKOFF.retry_delay_after(1, Some(s(86_400))), MAX_RETRY_AFTER);
 }
 
 /// What the README and the dead-letter alarm promise: the last of the queue's receives comes
@@ -242,7 +246,7 @@ fn retries_start_within_a_minute_and_back_off_to_four_hours() {
 /// event), and the event reaches the dead-letter queue within 27 hours.
 #[test]
 fn the_retries_span_a_day_before_the_dead_letter_queue() {
-    let before_last: Duration = (1..MAX_RECEIVE_COUNT).map(retry_delay).sum();
+    let before_last: Duration = (1..MAX_RECEIVE_COUNT).map(|n| NOTIFY_BACKOFF.retry_delay(n)).sum();
     assert!(before_last > Duration::from_secs(24 * 3600), "{before_last:?}");
     assert!(before_last < Duration::from_secs(27 * 3600), "{before_last:?}");
 }
@@ -252,7 +256,7 @@ fn the_retries_span_a_day_before_the_dead_letter_queue() {
 /// queued `LATE_AFTER` ago whatever its receive (a `Retry-After` spaced the receives out).
 #[tokio::test]
 async fn a_webhook_failing_for_over_an_hour_is_counted_late() {
-    let since_first: Duration = (1..LATE_AT_RECEIVE).map(retry_delay).sum();
+    let since_first: Duration = (1..LATE_AT_RECEIVE).map(|n| NOTIFY_BACKOFF.retry_delay(n)).sum();
     assert_eq!(since_first, LATE_AFTER, "the two marks of lateness agree");
     assert_eq!(LATE_AFTER, Duration::from_secs(85 * 60), "the alarm's description says so");
     for receive in 1..=MAX_RECEIVE_COUNT {
