@@ -55,11 +55,6 @@ pub trait ReadObject {
     fn hash_object(&self, key: &str) -> impl Future<Output = Result<(u64, [u8; 32]), StorageError>> + Send;
 }
 
-/// The `Content-Type` S3 shows for an object a multipart upload stored without one (a
-/// PutObject's SDK sends `application/octet-stream`): both are recorded as none
-/// ([`crate::media::recorded_type`]), as a fresh copy of a source naming no type is.
-pub const S3_DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
-
 /// The complete copy of `url` under `key`, if an earlier attempt stored one: what to record.
 /// Gives up at `stop_at`.
 pub async fn find_copy<R: ReadObject + Sync>(

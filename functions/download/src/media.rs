@@ -13,7 +13,7 @@ use suno_callbacks::s3_key;
 
 /// Whether an answer of `content_type` cannot be the file stored at `key`.
 pub fn not_the_file(content_type: &str, key: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = essence(content_type);
     let page = matches!(essence.as_str(), "text/html" | "application/xhtml+xml");
     let document = essence.ends_with("+json")
         || matches!(essence.as_str(), "application/json" | "text/json" | "application/xml" | "text/xml");
@@ -25,10 +25,12 @@ pub fn not_the_file(content_type: &str, key: &str) -> bool {
 /// SDK sends `application/octet-stream`, a multipart upload gets `binary/octet-stream`), so an
 /// earlier attempt's copy found later records what a fresh copy of the same source records.
 pub fn recorded_type(content_type: Option<String>) -> Option<String> {
-    content_type.filter(|t| {
-        let essence = t.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        !matches!(essence.as_str(), "application/octet-stream" | "binary/octet-stream")
-    })
+    content_type.filter(|t| !matches!(essence(t).as_str(), "application/octet-stream" | "binary/octet-stream"))
+}
+
+/// A media type without its parameters, lower case (`Text/HTML; charset=utf-8`: `text/html`).
+fn essence(content_type: &str) -> String {
+    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
 }
 
 #[cfg(test)]

@@ -386,9 +386,7 @@ impl ReadObject for MemoryStore {
         Ok(state.objects.get(key).map(|o| ObjectHead {
             bytes: o.data.len() as u64,
             // As S3 shows an object a multipart upload stored without one.
-            content_type: Some(
-                o.content_type.clone().unwrap_or_else(|| crate::existing::S3_DEFAULT_CONTENT_TYPE.into()),
-            ),
+            content_type: Some(o.content_type.clone().unwrap_or_else(|| "binary/octet-stream".into())),
             etag: o.etag.clone(),
             checksum_sha256: (o.metadata.contains_key(SHA256_METADATA) || o.full_object_sha256)
                 .then(|| BASE64.encode(Sha256::digest(&o.data))),
