@@ -175,9 +175,7 @@ pub fn extension_from_url(url: &str) -> Option<&'static str> {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     let path_and_more = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
     let path = path_and_more.split(['?', '#']).next().unwrap_or("");
-    let last_segment = path.rsplit('/').next().unwrap_or("");
-    let (_, ext) = last_segment.rsplit_once('.')?;
-    known_extension(ext)
+    key_extension(path)
 }
 
 #[cfg(test)]

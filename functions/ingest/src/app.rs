@@ -383,10 +383,8 @@ impl<P: Ports> App<P> {
         };
         tracing::error!(key, error = %failure, "a verified callback the parser refuses could not be kept");
         // What a callback's archive write failing is called anywhere else.
-        let code = "archive_failed";
-        emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
-        let message = "verified but unparsable, and it could not be kept; retry later";
-        error(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        let code = stemvault_vault::accept::AcceptError::Archive(failure).code();
+        unavailable(code, "verified but unparsable, and it could not be kept; retry later")
     }
 }
 
@@ -408,9 +406,14 @@ const REGISTER_WITHIN: Duration = Duration::from_secs(3);
 
 /// The answer when a stale callback's task could not be registered: the provider retries.
 fn failed_registration() -> Response<Body> {
-    let code = "task_record_unavailable";
-    emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
     let message = "signed too long ago, and its task could not be registered for polling; retry later";
+    unavailable("task_record_unavailable", message)
+}
+
+/// 503 `code` for a request whose follow-up failed (the provider retries it), counted as
+/// failed by `code`.
+fn unavailable(code: &'static str, message: &str) -> Response<Body> {
+    emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
     error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
@@ -481,7 +484,7 @@ impl Rejection {
             StatusCode::UNAUTHORIZED => {
                 json!({ "error": "unauthorized", "reason": self.reason, "message": self.message })
             }
-            _ => json!({ "error": self.reason, "message": self.message }),
+            _ => error_body(self.reason, &self.message),
         };
         if let Some(done) = done {
             body[done] = json!(true);
@@ -527,7 +530,11 @@ fn parse_error_code(e: &ParseError) -> &'static str {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    respond_json(status, &json!({ "error": code, "message": message }))
+    respond_json(status, &error_body(code, message))
+}
+
+fn error_body(code: &str, message: &str) -> serde_json::Value {
+    json!({ "error": code, "message": message })
 }
 
 fn respond_json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
