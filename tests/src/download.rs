@@ -89,13 +89,8 @@ impl TestEnv {
 
     /// The download function's configuration for this environment.
     pub fn download_config(&self, allowed_sources: &str, max_file_bytes: Option<u64>) -> Config {
-        let mut env = HashMap::from([
-            ("TABLE_NAME", self.resources.table_name.clone()),
-            ("BUCKET_NAME", self.resources.bucket_name.clone()),
-            ("QUEUE_URL", self.resources.queue_url.clone()),
-            ("EVENT_BUS_NAME", self.resources.event_bus_name.clone()),
-            ("ALLOWED_SOURCE_HOSTS", allowed_sources.to_owned()),
-        ]);
+        let mut env: HashMap<&str, String> = self.resource_vars().into_iter().collect();
+        env.insert("ALLOWED_SOURCE_HOSTS", allowed_sources.to_owned());
         if let Some(max) = max_file_bytes {
             env.insert("MAX_FILE_BYTES", max.to_string());
         }

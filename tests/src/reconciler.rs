@@ -1,20 +1,27 @@
-//! The reconciler's configuration over a test environment's resources.
+//! The functions' resource variables and the reconciler's configuration over a test
+//! environment's resources.
 
 use stemvault_aws::FromEnv;
 
 use crate::TestEnv;
 
 impl TestEnv {
-    /// The reconciler's configuration over this environment: without a provider key (it
-    /// replays parked callbacks only) unless `extra` names one; a variable in `extra` overrides
-    /// the environment's.
-    pub fn reconciler_config(&self, extra: &[(&str, String)]) -> stemvault_reconciler::Config {
-        let mut vars = vec![
+    /// The variables naming this environment's table, bucket, download queue and event bus,
+    /// as the functions read them.
+    pub fn resource_vars(&self) -> Vec<(&'static str, String)> {
+        vec![
             ("TABLE_NAME", self.resources.table_name.clone()),
             ("BUCKET_NAME", self.resources.bucket_name.clone()),
             ("QUEUE_URL", self.resources.queue_url.clone()),
             ("EVENT_BUS_NAME", self.resources.event_bus_name.clone()),
-        ];
+        ]
+    }
+
+    /// The reconciler's configuration over this environment: without a provider key (it
+    /// replays parked callbacks only) unless `extra` names one; a variable in `extra` overrides
+    /// the environment's.
+    pub fn reconciler_config(&self, extra: &[(&str, String)]) -> stemvault_reconciler::Config {
+        let mut vars = self.resource_vars();
         // The first found is read.
         vars.splice(0..0, extra.iter().cloned());
         stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))

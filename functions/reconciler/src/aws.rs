@@ -86,17 +86,19 @@ impl PublishEvents for AwsPorts {
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
     async fn parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
-        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
+        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit).await.map_err(listing_failed)
     }
 
     /// One ListObjectsV2 of `parked/`, the only prefix the role may list.
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
         stemvault_aws::parked::still_listed(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, key)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}")))
+            .map_err(listing_failed)
     }
+}
+
+fn listing_failed(e: String) -> StoreError {
+    StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}"))
 }
 
 impl ReadParked for AwsPorts {

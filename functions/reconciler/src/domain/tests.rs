@@ -67,6 +67,8 @@ struct MemoryPorts {
     unreadable: Mutex<std::collections::HashSet<String>>,
     /// Parked bodies another run deletes between the listing and their read.
     deleted_since_listed: Mutex<std::collections::HashSet<String>>,
+    /// Whether a key is still parked cannot be told (its listing fails).
+    still_parked_fails: std::sync::atomic::AtomicBool,
     /// When each parked body was parked (none: unknown).
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
@@ -98,6 +100,7 @@ impl MemoryPorts {
             parked_reads: Default::default(),
             unreadable: Mutex::default(),
             deleted_since_listed: Mutex::default(),
+            still_parked_fails: Default::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
             poll_latency: Mutex::default(),
@@ -162,6 +165,9 @@ impl crate::replay::ListParked for MemoryPorts {
     }
 
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
+        if self.still_parked_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("ListObjectsV2 (parked): slow down".into()));
+        }
         Ok(self.bodies.lock().unwrap().contains_key(key))
     }
 }
@@ -1049,6 +1055,24 @@ async fn bodies_another_run_deleted_are_gone_not_failures() {
         replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 0, callbacks_refused: 0 });
     assert!(!ports.bodies.lock().unwrap().keys().any(|k| k.starts_with("parked/")), "none left");
+}
+
+/// A body that cannot be read, when whether it is still listed cannot be told either, is not
+/// taken as gone: it waits for the next run, counted as a failure.
+#[tokio::test]
+async fn a_body_unread_and_unlisted_for_a_failing_listing_waits_for_the_next_run() {
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let key = format!("parked/aaa-deleted/final-{}.json", "cd".repeat(32));
+    ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+    ports.deleted_since_listed.lock().unwrap().insert(key);
+    ports.still_parked_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(replayable, CALLBACK.to_vec());
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1, callbacks_refused: 0 });
 }
 
 /// One task whose bodies fail every time (here its parked bodies cannot be read) does not
