@@ -111,6 +111,15 @@ const SETTLE_RESERVE: Duration = Duration::from_secs(3);
 /// The retries' delays after the checks end this long before the deadline at the latest.
 const ANSWER_RESERVE: Duration = Duration::from_secs(1);
 
+// What a copy may spend past its `stop_at` (the request making the object, then an abort)
+// leaves time to record the file before the message is given up.
+const _: () = assert!(
+    crate::upload::FINISH_RESERVE.as_millis()
+        + stemvault_vault::BEST_EFFORT_CALL_TIMEOUT.as_millis()
+        + SETTLE_RESERVE.as_millis()
+        < DEADLINE_MARGIN.as_millis()
+);
+
 /// One message handled: the delivery the domain saw, and how it ended.
 #[derive(Debug, Clone)]
 struct Handled {

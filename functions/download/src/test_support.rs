@@ -161,6 +161,8 @@ pub struct MemoryStore {
     pub panic_part: Option<i32>,
     /// Answer every PutObject and CreateMultipartUpload with this.
     pub refuse: Option<StorageError>,
+    /// Answer a whole body's PutObject and CompleteMultipartUpload this long after asked.
+    pub finish_delay: Duration,
 }
 
 /// One object: its bytes, what it was stored with, and its ETag (new on every write).
@@ -220,6 +222,13 @@ fn metadata_of(info: ObjectInfo<'_>) -> HashMap<String, String> {
 }
 
 impl MemoryStore {
+    /// The wait of a request that makes an object ([`MemoryStore::finish_delay`]).
+    async fn finishing(&self) {
+        if !self.finish_delay.is_zero() {
+            tokio::time::sleep(self.finish_delay).await;
+        }
+    }
+
     pub fn object(&self, key: &str) -> Option<Vec<u8>> {
         self.state.lock().unwrap().objects.get(key).map(|o| o.data.clone())
     }
@@ -290,6 +299,7 @@ impl ObjectStore for MemoryStore {
         info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
+        self.finishing().await;
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Put { key: key.to_owned(), len: body.len(), sha256 });
         if let Some(refusal) = &self.refuse {
@@ -351,6 +361,7 @@ impl ObjectStore for MemoryStore {
         parts: &[UploadedPart],
         crc: u32,
     ) -> Result<(), StorageError> {
+        self.finishing().await;
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Complete { key: key.to_owned(), parts: parts.len(), crc32: crc });
         let upload = state.uploads.remove(upload_id).ok_or_else(|| storage_error("Complete", "no such upload"))?;

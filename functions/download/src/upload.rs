@@ -188,12 +188,21 @@ pub trait ObjectStore {
     fn abort_multipart(&self, key: &str, upload_id: &str) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
 
+/// How long past `stop_at` the request that makes the object (CompleteMultipartUpload, a
+/// whole body's PutObject) may still take. Once sent, S3 may complete it after its caller
+/// stopped waiting: on a message's last receive the file would be recorded failed over a
+/// complete copy (a multipart upload's abort comes too late to stop it). Within the
+/// invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's bound and the time
+/// to record (checked where the margin is spent, in `crate::app`).
+pub const FINISH_RESERVE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Limits of one upload.
 #[derive(Debug, Clone, Copy)]
 pub struct UploadLimits {
     pub part_size: usize,
     pub max_bytes: u64,
-    /// Reading stops here (a retryable failure), leaving time to abort and record.
+    /// Reading stops here (a retryable failure), leaving time to abort and record; the
+    /// request that makes the object may run [`FINISH_RESERVE`] past it.
     pub stop_at: Instant,
     /// Stream a declared body that fits in one part ([`ObjectStore::put_streamed`]). Such a
     /// put cannot be retried by the SDK (the body is gone once sent): a first attempt streams,
@@ -228,6 +237,7 @@ where
         let sha256 = before(limits.stop_at, put_streamed(store, key, body.chunks, len, info)).await?;
         return Ok(StoredObject { bytes: len, sha256_hex: hex::encode(sha256), content_type, parts: 1 });
     }
+    let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
     let mut reader = PartReader::new(body.chunks, body.content_length, limits.max_bytes);
     let first = before(limits.stop_at, async {
         let part = reader.next_part(limits.part_size).await?;
@@ -245,7 +255,7 @@ where
         let body = reader.finish();
         let sent = first.clone();
         let put = async { Ok(store.put_object(key, first, info, body.sha256).await?) };
-        before(limits.stop_at, put).await?;
+        before(finish_by, put).await?;
         spares::keep(spare);
         spares::keep_sent(sent);
         return Ok(body.stored(1, content_type));
@@ -255,7 +265,7 @@ where
         let (parts, crc32) =
             before(limits.stop_at, send_parts(store, key, &upload_id, &mut reader, first, limits.part_size)).await?;
         let complete = async { Ok(store.complete_multipart(key, &upload_id, &parts, crc32).await?) };
-        before(limits.stop_at, complete).await.map(|()| parts.len())
+        before(finish_by, complete).await.map(|()| parts.len())
     };
     // A panic on the way (a bug) is the message's to contain, but not before the upload's
     // parts are aborted: they would be billed until the lifecycle rule.
@@ -985,6 +995,34 @@ mod tests {
             let case = format!("{len} bytes, streamed {streamed}, {stall:?}");
             let ended = tokio::time::timeout(Duration::from_secs(10), uploading).await;
             assert_eq!(ended.unwrap_or_else(|_| panic!("{case}: hung")).unwrap_err(), CopyError::Deadline, "{case}");
+        }
+    }
+
+    /// The request that makes the object, sent before the deadline, is waited for a little past
+    /// it ([`FINISH_RESERVE`]): S3 may complete it anyway, and a copy recorded failed on the last
+    /// receive would sit complete in the bucket. One slower than that is still given up.
+    #[tokio::test(start_paused = true)]
+    async fn the_request_making_the_object_may_answer_a_little_past_the_deadline() {
+        for (len, late_by, stored) in [
+            (1000, Duration::from_secs(1), true),
+            (PART + 1, Duration::from_secs(1), true),
+            (1000, FINISH_RESERVE + Duration::from_secs(1), false),
+            (PART + 1, FINISH_RESERVE + Duration::from_secs(1), false),
+        ] {
+            let data = deterministic_bytes(len, 10);
+            let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
+            let soon = UploadLimits { stop_at, stream_single_part: false, ..limits() };
+            let store = MemoryStore { finish_delay: Duration::from_millis(200) + late_by, ..Default::default() };
+            let copied = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon).await;
+            let case = format!("{len} bytes, answered {late_by:?} late");
+            if stored {
+                assert_eq!(copied.expect(&case).sha256_hex, sha_hex(&data), "{case}");
+                assert_eq!(store.object("k").as_deref(), Some(&data[..]), "{case}");
+            } else {
+                assert_eq!(copied.unwrap_err(), CopyError::Deadline, "{case}");
+                assert_eq!(store.object("k"), None, "{case}");
+            }
+            assert!(store.open_uploads().is_empty(), "{case}");
         }
     }
 
