@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use lambda_http::Body;
 use lambda_http::http::StatusCode;
-use stemvault_aws::provision::MAX_RECEIVE_COUNT;
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply};
+use stemvault_vault::download::MAX_RECEIVE_COUNT;
 use stemvault_vault::{FileStatus, VaultState};
 use suno_callbacks::Family;
 

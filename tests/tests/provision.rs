@@ -4,9 +4,10 @@ use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus, S
 use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_aws::provision::{
-    ABORT_INCOMPLETE_MULTIPART_DAYS, MAX_RECEIVE_COUNT, NONCURRENT_VERSION_DAYS, QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+    ABORT_INCOMPLETE_MULTIPART_DAYS, NONCURRENT_VERSION_DAYS, QUEUE_VISIBILITY_TIMEOUT_SECONDS,
 };
 use stemvault_tests::TestEnv;
+use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
 #[tokio::test]
 async fn table_bucket_and_queues_match_the_template() {

@@ -35,9 +35,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
-use stemvault_aws::provision::{
-    DLQ_RETENTION_SECONDS, MAX_RECEIVE_COUNT, QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE,
-};
+use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE};
+use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
 /// One deployed function: its crate under functions/, its logical id in template.yaml, its
 /// binary, and what it declares.

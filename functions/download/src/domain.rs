@@ -89,9 +89,7 @@ use stemvault_aws::shown::{loggable_str, url_sha256};
 /// `Reason` of its `FilesFailed` metric.
 pub const DEAD_LETTERED: &str = "dead_lettered";
 
-/// The download queue's `maxReceiveCount` (template.yaml, `provision`): the receive after
-/// which SQS moves a message to the dead-letter queue.
-pub use stemvault_aws::provision::MAX_RECEIVE_COUNT;
+pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;

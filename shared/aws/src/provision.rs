@@ -13,14 +13,12 @@ use aws_sdk_s3::types::{
     ServerSideEncryptionConfiguration, ServerSideEncryptionRule, VersioningConfiguration,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
-use stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION;
+use stemvault_vault::download::{DOWNLOAD_QUEUE_RETENTION, MAX_RECEIVE_COUNT};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
 /// as AWS recommends for an SQS event source (kept equal to template.yaml).
 pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
-/// Receives before a message moves to the dead-letter queue (kept equal to template.yaml).
-pub const MAX_RECEIVE_COUNT: u32 = 8;
 /// Dead-letter retention: 14 days, the longest SQS allows.
 pub const DLQ_RETENTION_SECONDS: u32 = 1_209_600;
 /// Both queues are encrypted at rest with SQS-managed keys (SSE-SQS; kept equal to

@@ -195,6 +195,10 @@ pub fn settled_last(record: &TaskRecord, settled_here: &[String]) -> bool {
 /// [`crate::ingest::reclaim`] sends it again.
 pub const DOWNLOAD_QUEUE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 
+/// The download queue's `maxReceiveCount` (template.yaml, `provision`): the receive after
+/// which SQS moves a message to the dead-letter queue.
+pub const MAX_RECEIVE_COUNT: u32 = 8;
+
 /// Delay before the first retry.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Longest delay between two retries.
