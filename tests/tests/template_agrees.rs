@@ -706,15 +706,15 @@ fn a_flood_of_callbacks_cannot_starve_the_pipeline() {
 /// The EMF metrics (namespace `stemvault`; ingest's by the names its code emits) and AWS
 /// metrics the dashboard must show.
 const DASHBOARD_METRICS: &[&str] = &[
-    stemvault_ingest::app::CALLBACKS_ACCEPTED,
-    stemvault_ingest::app::CALLBACKS_REFUSED,
-    stemvault_ingest::app::CALLBACKS_FAILED,
-    stemvault_ingest::app::CALLBACKS_PARKED,
+    stemvault_ingest::aws::CALLBACKS_ACCEPTED,
+    stemvault_ingest::aws::CALLBACKS_REFUSED,
+    stemvault_ingest::aws::CALLBACKS_FAILED,
+    stemvault_ingest::aws::CALLBACKS_PARKED,
     stemvault_reconciler::app::CALLBACKS_STILL_PARKED,
     stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED,
-    stemvault_ingest::app::SECRET_REREADS_FAILED,
-    stemvault_ingest::app::STALE_CALLBACKS_REGISTERED,
-    stemvault_ingest::app::UNPARSABLE_CALLBACKS_KEPT,
+    stemvault_ingest::aws::SECRET_REREADS_FAILED,
+    stemvault_ingest::aws::STALE_CALLBACKS_REGISTERED,
+    stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT,
     "CallbackServerErrors",
     "CallbacksThrottled",
     "ResultsServerErrors",
@@ -1476,16 +1476,21 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let shown = metrics.iter().filter(|m| !(m.name == stemvault_notify::aws::WEBHOOKS_LATE && m.value == 0.0));
         emitted.extend(shown.map(|m| (m.name.to_owned(), dimensions.clone())));
     }
-    // Ingest: its metric names, with the dimensions its app emits them under.
-    use stemvault_ingest::app::{
-        CALLBACKS_ACCEPTED, CALLBACKS_FAILED, CALLBACKS_PARKED, CALLBACKS_REFUSED, SECRET_REREADS_FAILED,
-    };
-    let ingest = ("Function", "IngestFunction".to_owned());
-    for name in [CALLBACKS_ACCEPTED, SECRET_REREADS_FAILED] {
-        emitted.push((name.to_owned(), vec![ingest.clone()]));
-    }
-    for name in [CALLBACKS_REFUSED, CALLBACKS_FAILED, CALLBACKS_PARKED] {
-        emitted.push((name.to_owned(), vec![ingest.clone(), ("Reason", "any".to_owned())]));
+    // Ingest: every measure, likewise.
+    use stemvault_ingest::domain::Measure as Answer;
+    let answers = [
+        Answer::Accepted,
+        Answer::Parked { reason: "timeout" },
+        Answer::Refused { reason: "signature_mismatch" },
+        Answer::Failed { reason: "enqueue_failed" },
+        Answer::StaleRegistered,
+        Answer::UnparsableKept,
+        Answer::SecretRereadFailed,
+    ];
+    for answer in &answers {
+        let (dimensions, metrics) = stemvault_ingest::aws::metrics_of("IngestFunction", answer);
+        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     let reconciler = ("Function", "ReconcilerFunction".to_owned());
     emitted.push((stemvault_reconciler::app::CALLBACKS_STILL_PARKED.to_owned(), vec![reconciler]));
@@ -1517,9 +1522,14 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
 
     // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
+    let (dimensions, metrics) =
+        stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Parked { reason: "timeout" });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
     let query = format!(
-        "SELECT SUM({CALLBACKS_PARKED}) FROM SCHEMA({}, Function, Reason) WHERE Function = 'IngestFunction'",
-        stemvault_aws::metrics::NAMESPACE
+        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE Function = 'IngestFunction'",
+        metrics[0].name,
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", ")
     );
     let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
@@ -1568,7 +1578,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     for (alarm, metric, function) in [
         ("ParkedCallbacksStuck", stemvault_reconciler::app::CALLBACKS_STILL_PARKED, "ReconcilerFunction"),
         ("ParkedCallbacksRefused", stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED, "ReconcilerFunction"),
-        ("UnparsableCallbacksKept", stemvault_ingest::app::UNPARSABLE_CALLBACKS_KEPT, "IngestFunction"),
+        ("UnparsableCallbacksKept", stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT, "IngestFunction"),
     ] {
         let properties = &cfn::resource(&template, alarm)["Properties"];
         assert_eq!(properties["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE), "{alarm}");
@@ -1589,7 +1599,7 @@ fn each_function_reading_a_secret_has_an_alarm_on_its_failed_rereads_as_emitted(
     use stemvault_notify::domain::Measure;
     let template = template();
     let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &Measure::SecretRereadFailed);
-    assert_eq!(metrics[0].name, stemvault_ingest::app::SECRET_REREADS_FAILED, "one metric for every function");
+    assert_eq!(metrics[0].name, stemvault_ingest::aws::SECRET_REREADS_FAILED, "one metric for every function");
     let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
     assert_eq!(names, ["Function"], "the alarms read the metric by Function alone");
     let functions = [

@@ -11,7 +11,6 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
-use stemvault_aws::metrics::{self, Metric, emit};
 use stemvault_aws::route::routed_path;
 use stemvault_vault::accept::body_sha256_hex;
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
@@ -24,45 +23,10 @@ use crate::credentials::Credentials;
 #[cfg(any(test, feature = "test-support"))]
 use crate::credentials::RefreshPolicy;
 use crate::domain::{
-    ANSWER_WITHIN, Ingested, Outage, Ports, Settings, StaleTask, ingest_or_park, register_for_polling,
+    ANSWER_WITHIN, EmitMetrics, Ingested, Measure, Outage, Ports, Settings, StaleTask, ingest_or_park,
+    register_for_polling,
 };
 use crate::error::IngestError;
-
-/// The `Function` dimension of the metrics: the deployed function's name (the logical one,
-/// `ingest`, outside Lambda).
-pub(crate) fn function() -> (&'static str, &'static str) {
-    (metrics::FUNCTION, metrics::function_name("ingest"))
-}
-/// Callbacks recorded and answered 200 (duplicates included; one parked and answered 200
-/// counts in `CallbacksParked` instead); dimension `Function`.
-pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
-/// Callbacks refused, nothing written but a stale callback's task registered for polling
-/// (counted as `timestamp_too_old`); dimensions `Function` and `Reason` (the answer's
-/// reason code): answered 4xx (`signature_mismatch`, `invalid_token`, `body_too_large`,
-/// `invalid_json`, ...), or 503 when a retry may pass (`secret_unreadable`;
-/// `callback_too_large_to_record` when it could not be parked either).
-pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
-/// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
-/// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...). Also a
-/// callback refused as stale whose task could not be registered for polling
-/// (`task_record_unavailable`).
-pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
-/// Valid callbacks not recorded now but parked for the reconciler to replay, answered 200
-/// ([`crate::domain::ingest_or_park`]); dimensions `Function` and `Reason` (why it was not
-/// recorded: `task_record_unavailable`, `timeout`, ...; `callback_too_large_to_record` and
-/// `task_record_rejected` for one the replay moves to its archive key).
-pub const CALLBACKS_PARKED: &str = "CallbacksParked";
-/// Tasks registered for polling from a callback refused as stale but signed by a key
-/// ([`crate::domain::register_for_polling`]): a provider retry not signed again, or a replay
-/// of a captured signature; dimension `Function`.
-pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
-/// Verified callbacks the parser refused, kept whole but not recorded at
-/// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` (by `App::keep_unparsable`): each needs
-/// an operator (the `unparsable-callbacks-kept` alarm); dimension `Function`.
-pub const UNPARSABLE_CALLBACKS_KEPT: &str = "UnparsableCallbacksKept";
-/// Re-reads of the callback secret that brought nothing usable, the checks in force kept
-/// ([`crate::credentials`]); dimension `Function`.
-pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
 
 /// The ingest function with its clients and checks, built once per instance.
 pub struct App<P = AwsPorts> {
@@ -198,7 +162,7 @@ impl<P: Ports> App<P> {
                         "callback parked: not recorded, or not fully processed; the reconciler replays it"
                     );
                 }
-                emit(&[function(), ("Reason", because.code())], &[Metric::count(CALLBACKS_PARKED)]);
+                self.ports.emit_metrics(&Measure::Parked { reason: because.code() });
                 let body = json!({
                     "status": "parked",
                     "task_id": event.task_id.as_str(),
@@ -217,7 +181,7 @@ impl<P: Ports> App<P> {
                     files_queued = outcome.files_queued,
                     "callback {status}"
                 );
-                emit(&[function()], &[Metric::count(CALLBACKS_ACCEPTED)]);
+                self.ports.emit_metrics(&Measure::Accepted);
                 let body = json!({
                     "status": status,
                     "task_id": event.task_id.as_str(),
@@ -232,11 +196,11 @@ impl<P: Ports> App<P> {
             // may park it, so the answer is one it retries; a 4xx or 500 would lose the body.
             Err(e) => {
                 tracing::error!(error = %e, code = e.code(), retryable = e.is_retryable(), "callback not fully processed");
-                let metric = match e {
-                    IngestError::TooLargeToRecord { .. } => CALLBACKS_REFUSED,
-                    _ => CALLBACKS_FAILED,
+                let measure = match e {
+                    IngestError::TooLargeToRecord { .. } => Measure::Refused { reason: e.code() },
+                    _ => Measure::Failed { reason: e.code() },
                 };
-                emit(&[function(), ("Reason", e.code())], &[Metric::count(metric)]);
+                self.ports.emit_metrics(&measure);
                 error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.public_message())
             }
         }
@@ -306,7 +270,7 @@ impl<P: Ports> App<P> {
     /// the checks: those run twice when the secret is read again.
     async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
         match std::mem::take(&mut rejection.follow_up) {
-            FollowUp::Nothing => rejection.answer(None),
+            FollowUp::Nothing => rejection.answer(&self.ports, None),
             FollowUp::Poll(task_id, signed_at) => {
                 self.register_stale(rejection, req, started, task_id, signed_at).await
             }
@@ -330,29 +294,29 @@ impl<P: Ports> App<P> {
         let pollable = |e: CallbackEvent| (e.family != Family::Unknown && !e.family_is_a_guess()).then_some(e.family);
         let recent = age <= MAX_REGISTERED_AGE.as_secs() as i64;
         let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
-        let Some(family) = family else { return rejection.answer(None) };
+        let Some(family) = family else { return rejection.answer(&self.ports, None) };
         let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
         match tokio::time::timeout(within, registering).await {
             Ok(Ok(StaleTask::Registered)) => {
                 tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
-                emit(&[function()], &[Metric::count(STALE_CALLBACKS_REGISTERED)]);
-                rejection.answer(Some(REGISTERED_FOR_POLLING))
+                self.ports.emit_metrics(&Measure::StaleRegistered);
+                rejection.answer(&self.ports, Some(REGISTERED_FOR_POLLING))
             }
             Ok(Ok(StaleTask::Known)) => {
                 tracing::info!("a callback signed too long ago, of a task the table knows");
-                rejection.answer(None)
+                rejection.answer(&self.ports, None)
             }
             // Refused for good (the task item is there, or the write is invalid): a retry would
             // meet the same, so the refusal stands; otherwise the provider's retry tries again.
             Ok(Err(e)) => {
                 let retryable = e.is_retryable();
                 tracing::error!(error = %e, retryable, "a callback signed too long ago: its task could not be registered");
-                if retryable { failed_registration() } else { rejection.answer(None) }
+                if retryable { failed_registration(&self.ports) } else { rejection.answer(&self.ports, None) }
             }
             Err(_) => {
                 tracing::error!("a callback signed too long ago: its task could not be registered in time");
-                failed_registration()
+                failed_registration(&self.ports)
             }
         }
     }
@@ -375,8 +339,8 @@ impl<P: Ports> App<P> {
         let failure = match tokio::time::timeout(within, self.ports.archive_body(&key, body)).await {
             Ok(Ok(())) => {
                 tracing::error!(key, error = %rejection.message, "a verified callback the parser refuses is kept whole");
-                emit(&[function()], &[Metric::count(UNPARSABLE_CALLBACKS_KEPT)]);
-                return rejection.answer(Some(BODY_KEPT));
+                self.ports.emit_metrics(&Measure::UnparsableKept);
+                return rejection.answer(&self.ports, Some(BODY_KEPT));
             }
             Ok(Err(e)) => e,
             Err(_) => "no answer in time".to_owned(),
@@ -384,7 +348,7 @@ impl<P: Ports> App<P> {
         tracing::error!(key, error = %failure, "a verified callback the parser refuses could not be kept");
         // What a callback's archive write failing is called anywhere else.
         let code = stemvault_vault::accept::AcceptError::Archive(failure).code();
-        unavailable(code, "verified but unparsable, and it could not be kept; retry later")
+        unavailable(&self.ports, code, "verified but unparsable, and it could not be kept; retry later")
     }
 }
 
@@ -405,15 +369,15 @@ const MAX_REGISTERED_AGE: Duration = Duration::from_secs(14 * 24 * 3600);
 const REGISTER_WITHIN: Duration = Duration::from_secs(3);
 
 /// The answer when a stale callback's task could not be registered: the provider retries.
-fn failed_registration() -> Response<Body> {
+fn failed_registration(metrics: &impl EmitMetrics<Measure>) -> Response<Body> {
     let message = "signed too long ago, and its task could not be registered for polling; retry later";
-    unavailable("task_record_unavailable", message)
+    unavailable(metrics, "task_record_unavailable", message)
 }
 
 /// 503 `code` for a request whose follow-up failed (the provider retries it), counted as
 /// failed by `code`.
-fn unavailable(code: &'static str, message: &str) -> Response<Body> {
-    emit(&[function(), ("Reason", code)], &[Metric::count(CALLBACKS_FAILED)]);
+fn unavailable(metrics: &impl EmitMetrics<Measure>, code: &'static str, message: &str) -> Response<Body> {
+    metrics.emit_metrics(&Measure::Failed { reason: code });
     error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
@@ -472,14 +436,14 @@ impl Rejection {
 
     /// Log, count and answer it; `done`: what its follow-up did, said `true` in the answer
     /// ([`REGISTERED_FOR_POLLING`], [`BODY_KEPT`]).
-    fn answer(self, done: Option<&'static str>) -> Response<Body> {
+    fn answer(self, metrics: &impl EmitMetrics<Measure>, done: Option<&'static str>) -> Response<Body> {
         // Another path or method is no callback (only `make run` routes them here).
         let what = match self.status {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "request",
             _ => "callback",
         };
         tracing::warn!(reason = self.reason, status = self.status.as_u16(), "{what} refused: {}", self.message);
-        emit(&[function(), ("Reason", self.reason)], &[Metric::count(CALLBACKS_REFUSED)]);
+        metrics.emit_metrics(&Measure::Refused { reason: self.reason });
         let mut body = match self.status {
             StatusCode::UNAUTHORIZED => {
                 json!({ "error": "unauthorized", "reason": self.reason, "message": self.message })

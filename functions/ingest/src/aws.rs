@@ -5,12 +5,13 @@
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
+use stemvault_aws::metrics::{self, Metric};
 use stemvault_aws::secrets::{SecretError, SecretReader, SecretText};
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
 use crate::credentials::ReadSecret;
-use crate::domain::{ArchiveBody, ParkBody};
+use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the
@@ -25,6 +26,37 @@ pub const AWS_ACTIONS: &[&str] = &[
     "secretsmanager:GetSecretValue",
     "events:PutEvents",
 ];
+
+/// Callbacks recorded and answered 200 (duplicates included; one parked and answered 200
+/// counts in `CallbacksParked` instead); dimension `Function`.
+pub const CALLBACKS_ACCEPTED: &str = "CallbacksAccepted";
+/// Callbacks refused, nothing written but a stale callback's task registered for polling
+/// (counted as `timestamp_too_old`); dimensions `Function` and `Reason` (the answer's
+/// reason code): answered 4xx (`signature_mismatch`, `invalid_token`, `body_too_large`,
+/// `invalid_json`, ...), or 503 when a retry may pass (`secret_unreadable`;
+/// `callback_too_large_to_record` when it could not be parked either).
+pub const CALLBACKS_REFUSED: &str = "CallbacksRefused";
+/// Valid callbacks answered 5xx (the provider retries); dimensions `Function` and `Reason`
+/// (the error code: `task_record_unavailable`, `enqueue_failed`, `timeout`, ...). Also a
+/// callback refused as stale whose task could not be registered for polling
+/// (`task_record_unavailable`).
+pub const CALLBACKS_FAILED: &str = "CallbacksFailed";
+/// Valid callbacks not recorded now but parked for the reconciler to replay, answered 200
+/// ([`crate::domain::ingest_or_park`]); dimensions `Function` and `Reason` (why it was not
+/// recorded: `task_record_unavailable`, `timeout`, ...; `callback_too_large_to_record` and
+/// `task_record_rejected` for one the replay moves to its archive key).
+pub const CALLBACKS_PARKED: &str = "CallbacksParked";
+/// Tasks registered for polling from a callback refused as stale but signed by a key
+/// ([`crate::domain::register_for_polling`]): a provider retry not signed again, or a replay
+/// of a captured signature; dimension `Function`.
+pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
+/// Verified callbacks the parser refused, kept whole but not recorded at
+/// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` (by `App::keep_unparsable`): each needs
+/// an operator (the `unparsable-callbacks-kept` alarm); dimension `Function`.
+pub const UNPARSABLE_CALLBACKS_KEPT: &str = "UnparsableCallbacksKept";
+/// Re-reads of the callback secret that brought nothing usable, the checks in force kept
+/// ([`crate::credentials`]); dimension `Function`.
+pub const SECRET_REREADS_FAILED: &str = stemvault_aws::secrets::REREADS_FAILED;
 
 /// The task table, the vault bucket, the download queue, the callback secret and the event
 /// bus.
@@ -71,5 +103,61 @@ impl PublishEvents for AwsPorts {
 impl ReadSecret for AwsPorts {
     async fn read_secret(&self) -> Result<SecretText, SecretError> {
         self.secret.read().await
+    }
+}
+
+/// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read them),
+/// with dimension `Function` = `function` (the deployed function's name,
+/// [`metrics::function_name`]), and `Reason` beside it for [`CALLBACKS_PARKED`],
+/// [`CALLBACKS_REFUSED`] and [`CALLBACKS_FAILED`].
+pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    let function = (metrics::FUNCTION, function);
+    let (metric, reason) = match *measure {
+        Measure::Accepted => (CALLBACKS_ACCEPTED, None),
+        Measure::Parked { reason } => (CALLBACKS_PARKED, Some(reason)),
+        Measure::Refused { reason } => (CALLBACKS_REFUSED, Some(reason)),
+        Measure::Failed { reason } => (CALLBACKS_FAILED, Some(reason)),
+        Measure::StaleRegistered => (STALE_CALLBACKS_REGISTERED, None),
+        Measure::UnparsableKept => (UNPARSABLE_CALLBACKS_KEPT, None),
+        Measure::SecretRereadFailed => (SECRET_REREADS_FAILED, None),
+    };
+    let dimensions = match reason {
+        Some(reason) => vec![function, ("Reason", reason)],
+        None => vec![function],
+    };
+    (dimensions, vec![Metric::count(metric)])
+}
+
+impl EmitMetrics<Measure> for AwsPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        let (dimensions, metrics) = metrics_of(metrics::function_name("ingest"), measure);
+        metrics::emit(&dimensions, &metrics);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One count per measure, under `Function`, and by `Reason` where the measure has one.
+    #[test]
+    fn each_measure_is_one_count_by_function_and_its_reason() {
+        let cases = [
+            (Measure::Accepted, CALLBACKS_ACCEPTED, None),
+            (Measure::Parked { reason: "timeout" }, CALLBACKS_PARKED, Some("timeout")),
+            (Measure::Refused { reason: "invalid_token" }, CALLBACKS_REFUSED, Some("invalid_token")),
+            (Measure::Failed { reason: "enqueue_failed" }, CALLBACKS_FAILED, Some("enqueue_failed")),
+            (Measure::StaleRegistered, STALE_CALLBACKS_REGISTERED, None),
+            (Measure::UnparsableKept, UNPARSABLE_CALLBACKS_KEPT, None),
+            (Measure::SecretRereadFailed, "SecretRereadsFailed", None),
+        ];
+        for (measure, name, reason) in cases {
+            let (dimensions, metrics) = metrics_of("ingest-fn", &measure);
+            let mut expected = vec![(metrics::FUNCTION, "ingest-fn")];
+            expected.extend(reason.map(|r| ("Reason", r)));
+            assert_eq!(dimensions, expected, "{measure:?}");
+            let counted: Vec<(&str, f64)> = metrics.iter().map(|m| (m.name, m.value)).collect();
+            assert_eq!(counted, [(name, 1.0)], "{measure:?}");
+        }
     }
 }

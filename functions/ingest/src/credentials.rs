@@ -13,7 +13,7 @@
 //!   again with what was read.
 //!
 //! A secret that cannot be read or used keeps the checks in force and counts one
-//! [`SECRET_REREADS_FAILED`]; the read time advances all the same, so a failing Secrets
+//! [`Measure::SecretRereadFailed`]; the read time advances all the same, so a failing Secrets
 //! Manager is not read (nor counted) again on every request.
 
 use std::sync::Arc;
@@ -21,13 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
-use stemvault_aws::metrics::{Metric, emit};
 pub use stemvault_aws::secrets::ReadSecret;
 use stemvault_aws::secrets::{AgePolicy, Reread, SecretText, passed_or_stepped_back, read_within_timeout};
 use stemvault_vault::{Clock, Timestamp};
 
-use crate::app::SECRET_REREADS_FAILED;
 use crate::auth::Auth;
+use crate::domain::{EmitMetrics, Measure};
 use crate::secret::CallbackSecret;
 
 /// How often a refused request may read the secret again.
@@ -107,7 +106,10 @@ pub struct Credentials {
 
 impl Credentials {
     /// Read the secret (at start-up). Fails when it cannot be read or used.
-    pub async fn load<P: ReadSecret + Clock>(ports: &P, settings: AuthSettings) -> Result<Credentials, ConfigError> {
+    pub async fn load<P: ReadSecret + Clock + EmitMetrics<Measure>>(
+        ports: &P,
+        settings: AuthSettings,
+    ) -> Result<Credentials, ConfigError> {
         let read_at = ports.now();
         // Bounded as every re-read is: a read that hangs would hold the cold start (and the
         // callback waiting on it) until Lambda's init timeout.
@@ -143,21 +145,25 @@ impl Credentials {
 
     /// The checks to use for a request now: those in force, read again first when they are
     /// older than the policy's maximum age.
-    pub async fn fresh<P: ReadSecret + Clock>(&self, ports: &P) -> Arc<Auth> {
+    pub async fn fresh<P: ReadSecret + Clock + EmitMetrics<Measure>>(&self, ports: &P) -> Arc<Auth> {
         self.checks.fresh(ports, self.policy.age(), || self.read(ports, Trigger::Age)).await
     }
 
     /// Checks to try a request again with, after `refused_by` refused it: those another
     /// request's read brought meanwhile, or those this read brings when the policy allows a
     /// read and the secret changed. `None`: the refusal stands.
-    pub async fn refreshed<P: ReadSecret + Clock>(&self, ports: &P, refused_by: &Arc<Auth>) -> Option<Arc<Auth>> {
+    pub async fn refreshed<P: ReadSecret + Clock + EmitMetrics<Measure>>(
+        &self,
+        ports: &P,
+        refused_by: &Arc<Auth>,
+    ) -> Option<Arc<Auth>> {
         let may_read = |last_read, now| self.policy.allows(last_read, now);
         self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await
     }
 
     /// Read the secret (the caller holds the right to): the new checks when usable and
     /// changed, or `None` when those in force stay.
-    async fn read<P: ReadSecret>(&self, ports: &P, trigger: Trigger) -> Option<Arc<Auth>> {
+    async fn read<P: ReadSecret + EmitMetrics<Measure>>(&self, ports: &P, trigger: Trigger) -> Option<Arc<Auth>> {
         let fresh = match read_within_timeout(ports).await {
             Ok(text) => self.settings.auth(&text).map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
@@ -171,7 +177,7 @@ impl Credentials {
             Ok(fresh) => Arc::new(fresh),
             Err(e) => {
                 // Once per read, not per request: reads are rate-limited (see the module doc).
-                emit(&[crate::app::function()], &[Metric::count(SECRET_REREADS_FAILED)]);
+                ports.emit_metrics(&Measure::SecretRereadFailed);
                 match trigger {
                     Trigger::Refusal => tracing::error!(
                         error = %e,

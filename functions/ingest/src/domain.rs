@@ -31,9 +31,36 @@ pub trait ParkBody {
 /// ([`stemvault_vault::accept::Ports`]: the task table, the archive, the claim-and-send ports
 /// and the clock), parking, and the callback secret for the checks in front of it
 /// ([`crate::credentials`]).
-pub trait Ports: stemvault_vault::accept::Ports + ParkBody + ReadSecret {}
+pub trait Ports: stemvault_vault::accept::Ports + ParkBody + ReadSecret + EmitMetrics<Measure> {}
 
-impl<T> Ports for T where T: stemvault_vault::accept::Ports + ParkBody + ReadSecret {}
+impl<T> Ports for T where T: stemvault_vault::accept::Ports + ParkBody + ReadSecret + EmitMetrics<Measure> {}
+
+/// What the function counts ([`Measure`]s: its metrics).
+pub use stemvault_vault::EmitMetrics;
+
+/// What the function measures, one answer (or one read of the secret) at a time (CloudWatch
+/// metrics in [`crate::aws`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// Recorded and answered 200 (a duplicate included).
+    Accepted,
+    /// Not recorded now but parked for the reconciler to replay, answered 200 ([`ingest_or_park`]);
+    /// `reason`: why it was not recorded ([`stemvault_vault::accept::AcceptError::code`]).
+    Parked { reason: &'static str },
+    /// Refused, nothing written (but a stale callback's task registered for polling): 4xx, or
+    /// 503 when a retry may pass; `reason`: the answer's reason code.
+    Refused { reason: &'static str },
+    /// A valid callback answered 5xx, which the provider retries; `reason`: the error code.
+    Failed { reason: &'static str },
+    /// A callback refused as stale but signed by a key had its task registered for polling
+    /// ([`register_for_polling`]).
+    StaleRegistered,
+    /// A verified callback the parser refused was kept whole, unrecorded.
+    UnparsableKept,
+    /// A re-read of the callback secret brought nothing usable: the checks in force stay
+    /// ([`crate::credentials`]). Once per read, not per request.
+    SecretRereadFailed,
+}
 
 /// The IngestFunction's `Timeout` in template.yaml (tests/tests/ingest.rs checks they agree):
 /// no request runs longer than this.

@@ -14,7 +14,7 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::credentials::ReadSecret;
-use crate::domain::{ArchiveBody, ParkBody};
+use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
 use crate::secret::CallbackSecret;
 
 /// A task table, a bucket, a queue and a secret in memory. Everything but the bucket and the
@@ -41,6 +41,8 @@ pub struct MemoryPorts {
     secret_reads: AtomicUsize,
     /// The event bus: every event published, and a switch to fail publishes.
     pub events: MemoryEvents,
+    /// Every measure emitted, in order.
+    measures: Mutex<Vec<Measure>>,
 }
 
 impl MemoryPorts {
@@ -106,6 +108,11 @@ impl MemoryPorts {
 
     pub fn body(&self, key: &str) -> Option<Vec<u8>> {
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).get(key).cloned()
+    }
+
+    /// Every measure emitted so far, in order.
+    pub fn measures(&self) -> Vec<Measure> {
+        self.measures.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub fn body_keys(&self) -> Vec<String> {
@@ -188,5 +195,11 @@ impl ReadSecret for MemoryPorts {
         }
         let secret = self.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
         secret.ok_or_else(|| SecretError::Unavailable("no callback secret in memory".into()))
+    }
+}
+
+impl EmitMetrics<Measure> for MemoryPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        self.measures.lock().unwrap_or_else(PoisonError::into_inner).push(*measure);
     }
 }

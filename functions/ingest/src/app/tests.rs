@@ -223,7 +223,6 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
 /// only its id and the family the body names are taken. Still a 401: the body is not signed.
 #[tokio::test]
 async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
-    let captured = capture_logs();
     let h = app().await;
     let stale = || request("/callback", &signed_headers(OLD_KEY, WAV_TASK, NOW_SECS - 3600), WAV.to_vec());
     let response = h.handle(stale()).await;
@@ -237,14 +236,15 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     assert_eq!((record.stage, record.family, record.files.len()), (Stage::Submitted, Family::Wav, 0));
     assert_eq!(record.reconcile_at, Some(Timestamp::from_unix_ms(NOW_SECS * 1000).plus(Duration::from_secs(600))));
     assert!(h.ports.body_keys().is_empty() && h.ports.messages().is_empty(), "nothing of the body is taken");
-    let registered = |c: &Captured| metrics(c).iter().filter(|(m, _)| m == STALE_CALLBACKS_REGISTERED).count();
-    assert_eq!(registered(&captured), 1);
+    let registered =
+        |h: &App<MemoryPorts>| h.ports.measures().iter().filter(|m| **m == Measure::StaleRegistered).count();
+    assert_eq!(registered(&h), 1);
 
     // Again, or for a task recorded otherwise: the table knows it, nothing is written.
     let again = h.handle(stale()).await;
     assert_eq!((again.status(), json(&again).get("task_registered_for_polling")), (StatusCode::UNAUTHORIZED, None));
     assert_eq!(h.ports.record(WAV_TASK), Some(record));
-    assert_eq!(registered(&captured), 1, "counted once, when registered");
+    assert_eq!(registered(&h), 1, "counted once, when registered");
 
     // Signed by no key of ours, unreadable, or naming no family to poll: nothing.
     let h = app().await;
@@ -335,11 +335,10 @@ async fn a_stale_callback_registers_only_past_every_other_check() {
 /// answering then answers 503, so the retry keeps it.
 #[tokio::test(start_paused = true)]
 async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
-    let captured = capture_logs();
-    let counted = || metrics(&captured).iter().filter(|(m, _)| m == UNPARSABLE_CALLBACKS_KEPT).count();
     let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
-    for (extra, before) in [("1e400".to_owned(), 0), (deep, 1)] {
+    for extra in ["1e400".to_owned(), deep] {
         let h = app().await;
+        let counted = || h.ports.measures().iter().filter(|m| **m == Measure::UnparsableKept).count();
         let body = format!(r#"{{"code":200,"data":{{"task_id":"{WAV_TASK}","data":[{{}}],"duration":{extra}}}}}"#);
         let forged = request("/callback", &signed_headers("wrong-key", WAV_TASK, NOW_SECS), body.clone().into_bytes());
         assert_eq!(refusal(&h, forged).await, "signature_mismatch");
@@ -356,7 +355,7 @@ async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
         h.ports.set_archive_stalled(true);
         assert_eq!(h.handle(signed()).await.status(), StatusCode::SERVICE_UNAVAILABLE, "within the answer's time");
         h.ports.set_archive_stalled(false);
-        assert_eq!(counted(), before, "counted only once kept");
+        assert_eq!(counted(), 0, "counted only once kept");
 
         let kept = h.handle(signed()).await;
         assert_eq!(kept.status(), StatusCode::BAD_REQUEST);
@@ -368,7 +367,7 @@ async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
         assert_eq!(h.ports.body_keys(), std::slice::from_ref(&key));
         assert!(h.ports.body(&key) == Some(body.into_bytes()), "verbatim");
         assert!(h.ports.record_count() == 0 && h.ports.messages().is_empty(), "nothing recorded");
-        assert_eq!(counted(), before + 1);
+        assert_eq!(counted(), 1);
     }
 }
 
@@ -589,8 +588,8 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     let [key] = &h.ports.body_keys()[..] else { panic!("{:?}", h.ports.body_keys()) };
     assert!(key.starts_with("parked/big-1/"), "{key}");
     assert_eq!(h.ports.body(key).as_deref(), Some(&body[..]));
-    let expected = r#"[("Function", "ingest"), ("Reason", "callback_too_large_to_record")]"#;
-    assert_eq!(metrics(&captured), [("CallbacksParked".to_owned(), expected.to_owned())]);
+    let reason = "callback_too_large_to_record";
+    assert_eq!(h.ports.measures(), [Measure::Parked { reason }]);
     let logs = captured.text();
     let parked = logs
         .lines()
@@ -603,8 +602,7 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     let response = h.handle(signed(&body, "big-1")).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "retried: a retry may park it");
     assert_eq!(json(&response)["error"], "callback_too_large_to_record");
-    let refused = ("CallbacksRefused".to_owned(), expected.to_owned());
-    assert_eq!(metrics(&captured).last(), Some(&refused), "counted as refused");
+    assert_eq!(h.ports.measures().last(), Some(&Measure::Refused { reason }), "counted as refused");
     assert_untouched(&h);
 }
 
@@ -785,16 +783,12 @@ async fn a_secret_that_cannot_be_read_again_or_used_keeps_the_checks_in_force() 
     assert_eq!(h.ports.secret_reads(), 6);
     let logs = logs_without_keys(&captured);
     assert_eq!(logs.matches("keeping the current one").count(), 4, "{logs}");
-    assert_eq!(rereads_failed(&captured), 4, "one per read that brought nothing usable, none per request");
+    assert_eq!(rereads_failed(&h), 4, "one per read that brought nothing usable, none per request");
 }
 
-/// How many [`SECRET_REREADS_FAILED`] were counted since `captured` started, each under the
-/// `Function` dimension alone.
-fn rereads_failed(captured: &Captured) -> usize {
-    let counted: Vec<(String, String)> =
-        metrics(captured).into_iter().filter(|(name, _)| name == SECRET_REREADS_FAILED).collect();
-    assert!(counted.iter().all(|(_, dimensions)| dimensions == r#"[("Function", "ingest")]"#), "{counted:?}");
-    counted.len()
+/// How many failed re-reads of the secret `h` counted.
+fn rereads_failed(h: &App<MemoryPorts>) -> usize {
+    h.ports.measures().iter().filter(|m| **m == Measure::SecretRereadFailed).count()
 }
 
 /// The logs captured, after checking they hold none of the keys.
@@ -853,20 +847,20 @@ async fn a_secret_that_cannot_be_read_for_its_age_keeps_the_checks_without_a_rea
     // signature altogether (a change of mode, not a rotation).
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS - 2)).await, "timestamp_too_old");
     assert_eq!(h.ports.secret_reads(), 2, "the failed read counts as one: none per request after it");
-    assert_eq!(rereads_failed(&captured), 1, "four requests, one failed read");
+    assert_eq!(rereads_failed(&h), 1, "four requests, one failed read");
 
     h.ports.set_secret_failing(false);
     h.ports.set_secret_text("{}");
     h.ports.advance(Duration::from_secs(300));
     assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 600)).await.status(), StatusCode::OK, "an unusable secret");
     assert_eq!(h.ports.secret_reads(), 3);
-    assert_eq!(rereads_failed(&captured), 2, "an unusable text counts too");
+    assert_eq!(rereads_failed(&h), 2, "an unusable text counts too");
 
     h.ports.set_secret(&revoked());
     h.ports.advance(Duration::from_secs(300));
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 900)).await, "signature_mismatch", "readable again");
     assert_eq!(h.ports.secret_reads(), 4);
-    assert_eq!(rereads_failed(&captured), 2, "a read that brought a usable secret counts nothing");
+    assert_eq!(rereads_failed(&h), 2, "a read that brought a usable secret counts nothing");
 
     let logs = logs_without_keys(&captured);
     let unusable: Vec<Value> = logs
@@ -1006,23 +1000,8 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
 
 // --- metrics ----------------------------------------------------------------------------
 
-/// The metric lines logged since `captured` started (outside Lambda `emit` logs them at debug),
-/// as (name, dimensions).
-fn metrics(captured: &Captured) -> Vec<(String, String)> {
-    let logs = captured.text();
-    logs.lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|l| l["fields"]["message"] == "metric")
-        .map(|l| {
-            let field = |name: &str| l["fields"][name].as_str().unwrap_or_default().to_owned();
-            (field("metric"), field("dimensions"))
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn every_answer_is_counted_once_with_its_reason() {
-    let captured = capture_logs();
     let h = app().await;
     h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] });
     h.ports.advance(Duration::from_secs(60));
@@ -1040,17 +1019,15 @@ async fn every_answer_is_counted_once_with_its_reason() {
     let failed = request("/callback", &signed_headers(NEW_KEY, "other-task", now), other.to_vec());
     assert_eq!(h.handle(failed).await.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    let function = r#"("Function", "ingest")"#;
-    let reason = |r: &str| format!(r#"[{function}, ("Reason", "{r}")]"#);
     assert_eq!(
-        metrics(&captured),
+        h.ports.measures(),
         [
-            ("CallbacksAccepted".to_owned(), format!("[{function}]")),
-            ("CallbacksAccepted".to_owned(), format!("[{function}]")),
-            ("CallbacksRefused".to_owned(), reason("signature_mismatch")),
-            ("CallbacksRefused".to_owned(), reason("body_too_large")),
-            ("CallbacksRefused".to_owned(), reason("invalid_json")),
-            ("CallbacksFailed".to_owned(), reason("enqueue_failed")),
+            Measure::Accepted,
+            Measure::Accepted,
+            Measure::Refused { reason: "signature_mismatch" },
+            Measure::Refused { reason: "body_too_large" },
+            Measure::Refused { reason: "invalid_json" },
+            Measure::Failed { reason: "enqueue_failed" },
         ]
     );
 }
