@@ -710,8 +710,8 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_ingest::aws::CALLBACKS_REFUSED,
     stemvault_ingest::aws::CALLBACKS_FAILED,
     stemvault_ingest::aws::CALLBACKS_PARKED,
-    stemvault_reconciler::app::CALLBACKS_STILL_PARKED,
-    stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED,
+    stemvault_reconciler::aws::CALLBACKS_STILL_PARKED,
+    stemvault_reconciler::aws::PARKED_CALLBACKS_REFUSED,
     stemvault_ingest::aws::SECRET_REREADS_FAILED,
     stemvault_ingest::aws::STALE_CALLBACKS_REGISTERED,
     stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT,
@@ -1492,8 +1492,11 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
-    let reconciler = ("Function", "ReconcilerFunction".to_owned());
-    emitted.push((stemvault_reconciler::app::CALLBACKS_STILL_PARKED.to_owned(), vec![reconciler]));
+    // The reconciler: its one measure, likewise.
+    let parked = stemvault_reconciler::domain::Measure::ParkedCallbacks { still_parked: 1, refused: 1 };
+    let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", &parked);
+    let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+    emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     let unread: Vec<String> = emitted
         .iter()
         .filter(|(name, dimensions)| {
@@ -1576,8 +1579,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     // The alarms on a metric emitted under the one dimension `Function` read it so: the parked
     // callbacks still parked and refused (the reconciler's), the unparsable ones kept (ingest's).
     for (alarm, metric, function) in [
-        ("ParkedCallbacksStuck", stemvault_reconciler::app::CALLBACKS_STILL_PARKED, "ReconcilerFunction"),
-        ("ParkedCallbacksRefused", stemvault_reconciler::app::PARKED_CALLBACKS_REFUSED, "ReconcilerFunction"),
+        ("ParkedCallbacksStuck", stemvault_reconciler::aws::CALLBACKS_STILL_PARKED, "ReconcilerFunction"),
+        ("ParkedCallbacksRefused", stemvault_reconciler::aws::PARKED_CALLBACKS_REFUSED, "ReconcilerFunction"),
         ("UnparsableCallbacksKept", stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT, "IngestFunction"),
     ] {
         let properties = &cfn::resource(&template, alarm)["Properties"];

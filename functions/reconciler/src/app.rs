@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
-use stemvault_aws::metrics::{self, Metric, emit};
 use stemvault_vault::{Clock, DEADLINE_MARGIN, Timestamp};
 use tracing::Instrument;
 
@@ -29,14 +28,6 @@ const _: () = assert!(
         <= STOP_BEFORE_DEADLINE.as_secs()
 );
 const _: () = assert!(crate::replay::REPLAY_BUDGET.as_secs() <= crate::domain::TASK_BUDGET.as_secs());
-
-/// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
-/// not reached), emitted by every run that could list them; dimension `Function`.
-pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
-
-/// Parked callbacks a run found the table refuses for good (too large, a record it rejects)
-/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`].
-pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
 /// The reconciler with its clients, built once per instance.
 pub struct App {
@@ -124,17 +115,7 @@ impl App {
             let replaying =
                 replay_parked(&self.ports, &self.settings.accept, &self.held, run_id, MAX_REPLAYS, replay_stop);
             let replayed = match replaying.await {
-                Ok(replayed) => {
-                    let function = (metrics::FUNCTION, metrics::function_name("reconciler"));
-                    emit(
-                        &[function],
-                        &[
-                            Metric::counted(CALLBACKS_STILL_PARKED, replayed.callbacks_still_parked),
-                            Metric::counted(PARKED_CALLBACKS_REFUSED, replayed.callbacks_refused),
-                        ],
-                    );
-                    replayed
-                }
+                Ok(replayed) => replayed,
                 Err(e) => {
                     tracing::error!(error = %e, "could not list the parked callbacks; the next run tries again");
                     unlisted = Some(e);

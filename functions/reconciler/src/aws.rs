@@ -6,6 +6,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
+use stemvault_aws::metrics::{self, Metric};
 use stemvault_aws::table::{Update, s};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
@@ -14,11 +15,19 @@ use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{ListDueTasks, PollProvider, PostponePoll, ProviderAnswer};
+use crate::domain::{EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
 use crate::replay::{DeleteParked, ListParked, ReadParked};
 use stemvault_vault::accept::ParkedBody;
+
+/// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
+/// not reached), emitted by every run that could list them; dimension `Function`.
+pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
+
+/// Parked callbacks a run found the table refuses for good (too large, a record it rejects)
+/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`].
+pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
@@ -185,6 +194,29 @@ impl PollProvider for AwsPorts {
             Some(provider) => provider.poll(family, task_id).await,
             None => ProviderAnswer::Unreachable("no provider API key".into()),
         }
+    }
+}
+
+/// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read them),
+/// with dimension `Function` = `function` (the deployed function's name,
+/// [`metrics::function_name`]).
+pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    let function = (metrics::FUNCTION, function);
+    match *measure {
+        Measure::ParkedCallbacks { still_parked, refused } => (
+            vec![function],
+            vec![
+                Metric::counted(CALLBACKS_STILL_PARKED, still_parked),
+                Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
+            ],
+        ),
+    }
+}
+
+impl EmitMetrics<Measure> for AwsPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        let (dimensions, metrics) = metrics_of(metrics::function_name("reconciler"), measure);
+        metrics::emit(&dimensions, &metrics);
     }
 }
 

@@ -87,6 +87,18 @@ pub trait PostponePoll {
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
+/// What the function measures (CloudWatch metrics in [`crate::aws`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// A run that listed the parked callbacks ([`crate::replay::replay_parked`]): how many it
+    /// left under `parked/` (not recordable yet, left for an operator, or not reached), and how
+    /// many the table refuses for good that it moved to their archive key unrecorded.
+    ParkedCallbacks { still_parked: usize, refused: usize },
+}
+
+/// What the function counts ([`Measure`]s: its metrics).
+pub use stemvault_vault::EmitMetrics;
+
 /// Everything a run needs: the accept use-case's ports, the parked callbacks
 /// ([`crate::replay`]), the index and the provider.
 pub trait Ports: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + Sync {}

@@ -28,6 +28,7 @@ use stemvault_vault::{Timestamp, answer_within};
 use suno_callbacks::{Stage, parse_callback, s3_key};
 use tracing::Instrument;
 
+use crate::domain::{EmitMetrics, Measure};
 use crate::error::StoreError;
 
 /// The bodies under `parked/` in key order (by task id), at most `limit`; and whether one is
@@ -49,9 +50,9 @@ pub trait DeleteParked {
 }
 
 /// Everything replaying needs: the accept use-case's ports and the parked bodies.
-pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
+pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync {}
 
-impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + Sync {}
+impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync {}
 
 /// At most this many parked callbacks are replayed per run (about 100 ms each): a backlog of
 /// thousands after a long outage drains in an hour of runs every 2 minutes, and leaves each
@@ -236,6 +237,8 @@ pub async fn replay_parked<P: Ports>(
             "none of the last {MAX_FAILURES_IN_A_ROW} parked callbacks could be replayed; replaying again next run"
         );
     }
+    let (still_parked, refused) = (replayed.callbacks_still_parked, replayed.callbacks_refused);
+    ports.emit_metrics(&Measure::ParkedCallbacks { still_parked, refused });
     Ok(replayed)
 }
 

@@ -85,6 +85,8 @@ struct MemoryPorts {
     publish_failure_takes_the_table: std::sync::atomic::AtomicBool,
     /// Reading a parked body never answers.
     parked_reads_hang: std::sync::atomic::AtomicBool,
+    /// Every measure emitted, in order.
+    measures: Mutex<Vec<Measure>>,
 }
 
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
@@ -109,6 +111,7 @@ impl MemoryPorts {
             publish_fails: Default::default(),
             publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
+            measures: Mutex::default(),
         }
     }
 
@@ -123,6 +126,12 @@ impl MemoryPorts {
         if at > now {
             self.table.advance(Duration::from_millis((at.unix_ms - now.unix_ms) as u64));
         }
+    }
+}
+
+impl EmitMetrics<Measure> for MemoryPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        self.measures.lock().unwrap().push(*measure);
     }
 }
 
@@ -911,6 +920,8 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     ports.table.set_save_error(Some(StoreError::Unavailable("still down".into())));
     let replayed = replay_parked(&ports, accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 2, callbacks_refused: 0 });
+    let counted = Measure::ParkedCallbacks { still_parked: 2, refused: 0 };
+    assert_eq!(*ports.measures.lock().unwrap(), [counted], "one count per listing run");
     assert!(ports.table.record(TASK).is_none());
 
     ports.table.set_save_error(None);
