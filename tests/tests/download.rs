@@ -494,7 +494,7 @@ async fn a_redelivery_settles_the_task_a_stopped_worker_left_unsettled() {
     let key = format!("tasks/{task}/manifest.json");
     let written = Manifest::of(&stopped, VaultState::Complete, "2026-11-23T15:00:06.000Z".parse().unwrap());
     let ports = s.env.download_ports();
-    let put = ports.put_manifest(&key, &written, stopped.generation, None).await;
+    let put = ports.write_manifest(&key, &written, stopped.generation, None).await;
     assert_eq!(put, Ok(Conditional::Applied));
 
     s.env.send_jobs(&[job_of(&stopped, "vocal")]).await;
@@ -800,17 +800,17 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     let manifest = |at: i64| Manifest::of(&record, VaultState::Complete, Timestamp::from_unix_ms(at));
     let read = |bytes: Vec<u8>| serde_json::from_slice::<Manifest>(&bytes).expect("a manifest");
 
-    assert_eq!(ports.put_manifest(&key, &manifest(1), 5, None).await, Ok(Conditional::Applied));
-    assert_eq!(ports.put_manifest(&key, &manifest(2), 6, None).await, Ok(Conditional::Conflict), "exists");
+    assert_eq!(ports.write_manifest(&key, &manifest(1), 5, None).await, Ok(Conditional::Applied));
+    assert_eq!(ports.write_manifest(&key, &manifest(2), 6, None).await, Ok(Conditional::Conflict), "exists");
     let first = ports.head_object(&key).await.unwrap().expect("written");
     assert_eq!(first.metadata.get(GENERATION_METADATA).map(String::as_str), Some("5"));
     assert_eq!(first.content_type.as_deref(), Some("application/json"));
 
-    assert_eq!(ports.put_manifest(&key, &manifest(3), 7, Some(&first.etag)).await, Ok(Conditional::Applied));
+    assert_eq!(ports.write_manifest(&key, &manifest(3), 7, Some(&first.etag)).await, Ok(Conditional::Applied));
     let second = ports.head_object(&key).await.unwrap().expect("written");
     assert_ne!(second.etag, first.etag);
     // A writer that read the first manifest and lands late changes nothing.
-    assert_eq!(ports.put_manifest(&key, &manifest(4), 6, Some(&first.etag)).await, Ok(Conditional::Conflict));
+    assert_eq!(ports.write_manifest(&key, &manifest(4), 6, Some(&first.etag)).await, Ok(Conditional::Conflict));
     assert_eq!(read(env.object(&key).await.unwrap()), manifest(3));
     assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
 }

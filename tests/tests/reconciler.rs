@@ -535,7 +535,7 @@ async fn a_run_that_cannot_list_the_parked_callbacks_polls_then_fails() {
 /// (one ListObjectsV2 of `parked/` from just before the key: the only prefix its role lists).
 #[tokio::test]
 async fn a_parked_body_is_still_parked_until_it_is_deleted() {
-    use stemvault_reconciler::replay::ListParked;
+    use stemvault_reconciler::replay::StillParked;
     let env = TestEnv::new().await;
     let ports = stemvault_reconciler::aws::AwsPorts::new(&env.reconciler_config(&[]), &env.config, None);
     let (first, after) = (format!("parked/t1/final-{}.json", "a".repeat(64)), "parked/t2/first-x.json".to_owned());

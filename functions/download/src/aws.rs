@@ -248,7 +248,7 @@ impl WriteManifest for AwsPorts {
         &self.bucket
     }
 
-    async fn put_manifest(
+    async fn write_manifest(
         &self,
         key: &str,
         manifest: &Manifest,

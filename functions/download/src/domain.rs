@@ -251,7 +251,7 @@ pub trait WriteManifest {
     /// the object under `key` is still the one `expected` names: the ETag it had when read,
     /// or None for no object at all (S3's conditional writes, `If-Match` and
     /// `If-None-Match: *`). [`Conditional::Conflict`] when another write came first.
-    fn put_manifest(
+    fn write_manifest(
         &self,
         key: &str,
         manifest: &Manifest,
@@ -702,7 +702,7 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
     // Most settles write a task's first manifest: write it as new before reading what is
     // under the key (one S3 request instead of two). It lands only where there is no object,
     // so it replaces nothing; an object there refuses it, and the loop reads that object.
-    if ports.put_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
+    if ports.write_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
         return Ok(Fenced::Current);
     }
     let ours = (generation, plan.manifest.stage.rank());
@@ -724,7 +724,7 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
             }
             None => None,
         };
-        Ok::<_, DownloadError>(match ports.put_manifest(key, &plan.manifest, generation, expected).await? {
+        Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, generation, expected).await? {
             Conditional::Applied => Attempt::Done(Fenced::Current),
             Conditional::Conflict => {
                 tracing::debug!(key, "the manifest changed since it was read; reading it again");

@@ -823,7 +823,7 @@ impl WriteManifest for MemoryPorts {
 
     /// As S3 does: the condition is evaluated when the write lands, and every write gets a
     /// new ETag.
-    async fn put_manifest(
+    async fn write_manifest(
         &self,
         key: &str,
         manifest: &Manifest,

@@ -18,7 +18,7 @@ use crate::Config;
 use crate::domain::{EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
-use crate::replay::{DeleteParked, ListParked, ReadParked};
+use crate::replay::{DeleteParked, ListParked, ReadParked, StillParked};
 use stemvault_vault::accept::ParkedBody;
 
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
@@ -94,10 +94,12 @@ impl PublishEvents for AwsPorts {
 
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
-    async fn parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
+    async fn list_parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
         stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit).await.map_err(listing_failed)
     }
+}
 
+impl StillParked for AwsPorts {
     /// One ListObjectsV2 of `parked/`, the only prefix the role may list.
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
         stemvault_aws::parked::still_listed(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, key)

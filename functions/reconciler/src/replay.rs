@@ -31,11 +31,14 @@ use tracing::Instrument;
 use crate::domain::{EmitMetrics, Measure};
 use crate::error::StoreError;
 
-/// The bodies under `parked/` in key order (by task id), at most `limit`; and whether one is
-/// still there.
+/// The bodies under `parked/` in key order (by task id), at most `limit`.
 pub trait ListParked {
-    fn parked(&self, limit: usize) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
+    fn list_parked(&self, limit: usize) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
+}
 
+/// Whether the body parked under `key` is still listed (a read that failed may have met
+/// another run's delete).
+pub trait StillParked {
     fn still_parked(&self, key: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
@@ -50,9 +53,15 @@ pub trait DeleteParked {
 }
 
 /// Everything replaying needs: the accept use-case's ports and the parked bodies.
-pub trait Ports: accept::Ports + ListParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync {}
+pub trait Ports:
+    accept::Ports + ListParked + StillParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync
+{
+}
 
-impl<T> Ports for T where T: accept::Ports + ListParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync {}
+impl<T> Ports for T where
+    T: accept::Ports + ListParked + StillParked + ReadParked + DeleteParked + EmitMetrics<Measure> + Sync
+{
+}
 
 /// At most this many parked callbacks are replayed per run (about 100 ms each): a backlog of
 /// thousands after a long outage drains in an hour of runs every 2 minutes, and leaves each
@@ -172,7 +181,7 @@ pub async fn replay_parked<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
     let listed = LISTED.max(limit);
-    let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", ports.parked(listed)).await?;
+    let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", ports.list_parked(listed)).await?;
     let mut replayed = Replayed::default();
     // A whole listing tells which tasks' memories are moot. A full one may have cut the last
     // task's bodies short (its `first-` key the first one not listed): that task waits for a

@@ -12,7 +12,7 @@ use stemvault_vault::{Conditional, LoadTask, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{FindParked, PresignDownload};
+use crate::domain::{IsParked, PresignDownload};
 use crate::error::PresignError;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
@@ -65,7 +65,7 @@ impl SaveTask for AwsPorts {
     }
 }
 
-impl FindParked for AwsPorts {
+impl IsParked for AwsPorts {
     async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
         stemvault_aws::parked::list(&self.s3, &self.bucket, &s3_key::parked_task_prefix(task_id), 1)
             .await

@@ -27,14 +27,14 @@ pub trait PresignDownload {
 
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
 /// table could not take it, until the reconciler's next run records it.
-pub trait FindParked {
+pub trait IsParked {
     fn is_parked(&self, task_id: &TaskId) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// Everything the use-cases need.
-pub trait Ports: LoadTask + PresignDownload + SaveTask + FindParked + Clock + Sync {}
+pub trait Ports: LoadTask + PresignDownload + SaveTask + IsParked + Clock + Sync {}
 
-impl<T> Ports for T where T: LoadTask + PresignDownload + SaveTask + FindParked + Clock + Sync {}
+impl<T> Ports for T where T: LoadTask + PresignDownload + SaveTask + IsParked + Clock + Sync {}
 
 /// What is known of a task.
 #[derive(Debug, Clone, PartialEq)]
@@ -332,7 +332,7 @@ pub(crate) mod tests {
         }
     }
 
-    impl FindParked for MemoryPorts {
+    impl IsParked for MemoryPorts {
         async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
             if self.parked_unreadable {
                 return Err(StoreError::Unavailable("AccessDenied".into()));

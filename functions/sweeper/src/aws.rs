@@ -10,7 +10,7 @@ use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
 use crate::Config;
-use crate::domain::{CloseTask, ListOpenTasks, OpenTask, OpenTaskPage, SweepCursor};
+use crate::domain::{CloseTask, ListOpenTasks, OpenTask, OpenTaskPage, ReadCursor, WriteCursor};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
@@ -184,7 +184,7 @@ fn read_cursor_item(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> 
     })
 }
 
-impl SweepCursor for AwsPorts {
+impl ReadCursor for AwsPorts {
     async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
         let table = self.shared.table();
         let out = table
@@ -199,7 +199,9 @@ impl SweepCursor for AwsPorts {
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
         Ok(out.item().and_then(read_cursor_item))
     }
+}
 
+impl WriteCursor for AwsPorts {
     async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
         let table = self.shared.table();
         table

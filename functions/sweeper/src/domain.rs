@@ -22,7 +22,7 @@
 //! marked so with no such file (its request stopped before any) is taken out of the index.
 //!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
-//! the table, [`SweepCursor`]) and wraps around at the end, so tasks that stay open for long
+//! the table, [`ReadCursor`]) and wraps around at the end, so tasks that stay open for long
 //! (a file waiting out its message's retention) never hide newer orphans behind them.
 //!
 //! A downloader that stopped between writing a task's manifest and its settle write leaves a
@@ -76,10 +76,14 @@ pub trait ListOpenTasks {
 }
 
 /// Where the previous run stopped: the last `open-tasks` entry it checked, kept in the table
-/// (one item that no reader takes for a task, read and written once per run).
-pub trait SweepCursor {
-    /// None: start at the oldest entry.
+/// (one item that no reader takes for a task, read and written once per run). None: start at
+/// the oldest entry.
+pub trait ReadCursor {
     fn read_cursor(&self) -> impl Future<Output = Result<Option<OpenTask>, StoreError>> + Send;
+}
+
+/// Keep where this run stopped ([`ReadCursor`]'s item).
+pub trait WriteCursor {
     fn write_cursor(&self, after: Option<&OpenTask>) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
@@ -95,13 +99,23 @@ pub trait CloseTask {
 /// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
 /// ports and the clock.
 pub trait Ports:
-    ListOpenTasks + SweepCursor + LoadTask + SaveTask + CloseTask + EnqueueFiles + MarkQueued + ReleaseClaims + Clock
+    ListOpenTasks
+    + ReadCursor
+    + WriteCursor
+    + LoadTask
+    + SaveTask
+    + CloseTask
+    + EnqueueFiles
+    + MarkQueued
+    + ReleaseClaims
+    + Clock
 {
 }
 
 impl<T> Ports for T where
     T: ListOpenTasks
-        + SweepCursor
+        + ReadCursor
+        + WriteCursor
         + LoadTask
         + SaveTask
         + CloseTask

@@ -161,7 +161,7 @@ impl events::PublishEvents for MemoryPorts {
 
 /// The parked bodies are the `parked/` keys of `bodies` (one bucket, as in S3).
 impl crate::replay::ListParked for MemoryPorts {
-    async fn parked(&self, limit: usize) -> Result<Vec<stemvault_vault::accept::ParkedBody>, StoreError> {
+    async fn list_parked(&self, limit: usize) -> Result<Vec<stemvault_vault::accept::ParkedBody>, StoreError> {
         let mut keys: Vec<String> =
             self.bodies.lock().unwrap().keys().filter(|k| k.starts_with("parked/")).cloned().collect();
         keys.sort();
@@ -172,7 +172,9 @@ impl crate::replay::ListParked for MemoryPorts {
             .map(|key| stemvault_vault::accept::ParkedBody { parked_at: parked_at.get(&key).copied(), key })
             .collect())
     }
+}
 
+impl crate::replay::StillParked for MemoryPorts {
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
         if self.still_parked_fails.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Unavailable("ListObjectsV2 (parked): slow down".into()));

@@ -104,12 +104,14 @@ impl TestPorts {
     }
 }
 
-impl SweepCursor for TestPorts {
+impl ReadCursor for TestPorts {
     async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
         self.cursor_call().await?;
         Ok(self.cursor.lock().unwrap().clone())
     }
+}
 
+impl WriteCursor for TestPorts {
     async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
         self.cursor_writes.lock().unwrap().push(after.cloned());
         self.cursor_call().await?;
