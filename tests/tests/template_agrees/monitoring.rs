@@ -1,0 +1,593 @@
+//! The alarms and the dashboards: every function and metric watched, read as the code emits
+//! them, and described in the README.
+
+use super::*;
+
+/// The EMF metrics (namespace `stemvault`; ingest's by the names its code emits) and AWS
+/// metrics the dashboard must show.
+const DASHBOARD_METRICS: &[&str] = &[
+    stemvault_ingest::aws::CALLBACKS_ACCEPTED,
+    stemvault_ingest::aws::CALLBACKS_REFUSED,
+    stemvault_ingest::aws::CALLBACKS_FAILED,
+    stemvault_ingest::aws::CALLBACKS_PARKED,
+    stemvault_reconciler::aws::CALLBACKS_STILL_PARKED,
+    stemvault_reconciler::aws::PARKED_CALLBACKS_REFUSED,
+    stemvault_ingest::aws::SECRET_REREADS_FAILED,
+    stemvault_ingest::aws::STALE_CALLBACKS_REGISTERED,
+    stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT,
+    "CallbackServerErrors",
+    "CallbacksThrottled",
+    "ResultsServerErrors",
+    "FilesStored",
+    "FilesFailed",
+    "BytesStored",
+    "CopySeconds",
+    "SecondsToSettled",
+    stemvault_notify::aws::WEBHOOKS_DELIVERED,
+    stemvault_notify::aws::WEBHOOKS_REJECTED,
+    stemvault_notify::aws::WEBHOOK_RETRIES,
+    stemvault_notify::aws::WEBHOOKS_LATE,
+    "ApproximateNumberOfMessagesVisible",
+    "ApproximateAgeOfOldestMessage",
+    "Errors",
+    "Throttles",
+];
+
+/// `!Sub` text with every `${Name}`/`${Name.Attr}` replaced by `Name`/`Name.Attr` (and `${!x}`
+/// by `${x}`), and the names substituted.
+fn substitute(text: &str) -> (String, Vec<String>) {
+    let (mut out, mut names, mut rest) = (String::new(), Vec::new(), text);
+    while let Some(at) = rest.find("${") {
+        out.push_str(&rest[..at]);
+        let Some(len) = rest[at..].find('}') else { break };
+        let name = &rest[at + 2..at + len];
+        match name.strip_prefix('!') {
+            Some(literal) => out.push_str(&format!("${{{literal}}}")),
+            None => {
+                out.push_str(name);
+                names.push(name.to_owned());
+            }
+        }
+        rest = &rest[at + len + 1..];
+    }
+    out.push_str(rest);
+    (out, names)
+}
+
+/// The alarms and the dashboard: an Errors and a Throttles alarm on each function; the
+/// callback 5xx rate (from the access log's callback routes); files failed for good; the
+/// dead-letter queue; every alarm notifying the alarm topic; a dashboard (valid JSON once
+/// substituted, naming only resources that exist) showing every alarm and `DASHBOARD_METRICS`.
+fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let alarms: Vec<(String, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), &r["Properties"]))
+        .collect();
+    // An alarm on one metric, by the dimension naming the resource it watches.
+    let alarmed = |namespace: &str, metric: &str, dimension: &str, resource: &str| {
+        alarms.iter().any(|(_, a)| {
+            a["Namespace"] == namespace
+                && a["MetricName"] == metric
+                && cfn::as_list(&a["Dimensions"])
+                    .iter()
+                    .any(|d| d["Name"] == dimension && cfn::reference(&d["Value"]).as_deref() == Some(resource))
+        })
+    };
+    for function in functions {
+        for metric in ["Errors", "Throttles"] {
+            if !alarmed("AWS/Lambda", metric, "FunctionName", function) {
+                problems.push(format!("no alarm on {function}'s {metric}"));
+            }
+        }
+    }
+    let reads = |a: &Value, text: &str| serde_yaml::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
+    let rate = alarms.iter().any(|(_, a)| reads(a, "CallbackServerErrors") && reads(a, "CallbackResponses"));
+    if !rate {
+        problems.push("no alarm on the rate of callbacks answered 5xx".into());
+    }
+    // On the metric the filter writes: its namespace and its one dimension, the API's id.
+    if !alarmed(stemvault_aws::metrics::NAMESPACE, "CallbacksThrottled", "ApiId", "HttpApi") {
+        problems.push("no alarm on callbacks the routes throttled (429)".into());
+    }
+    // The results function answers its own 5xx (Lambda's Errors do not count them).
+    if !alarmed(stemvault_aws::metrics::NAMESPACE, "ResultsServerErrors", "ApiId", "HttpApi") {
+        problems.push("no alarm on the results routes' 5xx".into());
+    }
+    // Each counted from its routes' access lines (the parts its filter pattern must hold).
+    const CALLBACKS: &str = r#"$.routeKey = "POST /callback*""#;
+    let results: &[&str] = &[r#"$.routeKey = "GET /tasks*""#, r#"$.routeKey = "PUT /tasks*""#, r#"$.status = "5*""#];
+    let counted_metrics: [(&str, &[&str], &str); 4] = [
+        ("ResultsServerErrors", results, "results"),
+        ("CallbackServerErrors", &[CALLBACKS], "callback"),
+        ("CallbackResponses", &[CALLBACKS], "callback"),
+        ("CallbacksThrottled", &[CALLBACKS, r#"$.status = "429""#], "callback"),
+    ];
+    for (metric, parts, routes) in counted_metrics {
+        let counted = resources.values().any(|r| {
+            r["Type"] == "AWS::Logs::MetricFilter"
+                && cfn::reference(&r["Properties"]["LogGroupName"]).as_deref() == Some("HttpApiAccessLogs")
+                && r["Properties"]["FilterPattern"].as_str().is_some_and(|p| parts.iter().all(|part| p.contains(part)))
+                && cfn::as_list(&r["Properties"]["MetricTransformations"]).iter().any(|t| t["MetricName"] == metric)
+        });
+        if !counted {
+            problems.push(format!("no metric filter counts {metric} from the {routes} routes' access log"));
+        }
+    }
+    if !alarms.iter().any(|(_, a)| reads(a, "SUM(FilesFailed) FROM SCHEMA(stemvault, Function, Reason)")) {
+        problems.push("no alarm on files failed for good (FilesFailed, every reason)".into());
+    }
+    if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
+        problems.push("no dead-letter queue alarm".into());
+    }
+    for (name, alarm) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let to_topic =
+                cfn::as_list(&alarm[actions]).iter().any(|a| cfn::reference(a).as_deref() == Some("AlarmTopic"));
+            if !to_topic {
+                problems.push(format!("{name}: {actions} do not notify AlarmTopic"));
+            }
+        }
+    }
+
+    // The main dashboard, and any other (the webhooks' exists only with NotifyUrl, like what
+    // it shows): together they show every alarm and metric.
+    let bodies: Vec<&Value> = resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard")
+        .map(|d| &d["Properties"]["DashboardBody"])
+        .collect();
+    if bodies.is_empty() {
+        problems.push("no dashboard".into());
+        return problems;
+    }
+    let mut widgets = Vec::new();
+    for body in bodies {
+        let Some(text) = cfn::sub(body) else {
+            problems.push("the dashboard body is not a !Sub string".into());
+            return problems;
+        };
+        let (json, names) = substitute(&text);
+        for name in names {
+            let resource = name.split('.').next().unwrap_or_default();
+            if !resource.starts_with("AWS::") && resources.get(resource).is_none() {
+                problems.push(format!("the dashboard names ${{{name}}}, which is not a resource"));
+            }
+        }
+        let dashboard: serde_json::Value = match serde_json::from_str(&json) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("the dashboard body is not JSON: {e}"));
+                return problems;
+            }
+        };
+        widgets.extend(dashboard["widgets"].as_array().cloned().unwrap_or_default());
+    }
+    let shown_alarms: BTreeSet<String> = widgets
+        .iter()
+        .flat_map(|w| w["properties"]["alarms"].as_array().cloned().unwrap_or_default())
+        .filter_map(|a| a.as_str().map(|a| a.trim_end_matches(".Arn").to_owned()))
+        .collect();
+    for (name, _) in &alarms {
+        if !shown_alarms.contains(name) {
+            problems.push(format!("the dashboard does not show the alarm {name}"));
+        }
+    }
+    let shown_metrics = widgets.iter().map(|w| w["properties"]["metrics"].to_string()).collect::<String>();
+    for metric in DASHBOARD_METRICS {
+        if !shown_metrics.contains(&format!("\"{metric}\"")) && !shown_metrics.contains(&format!("\\\"{metric}\\\"")) {
+            problems.push(format!("the dashboard does not show {metric}"));
+        }
+    }
+    problems
+}
+
+#[test]
+fn alarms_and_the_dashboard_watch_every_function_and_metric() {
+    let template = template();
+    let functions: Vec<&str> = FUNCTIONS.iter().map(|f| f.logical_id).collect();
+    let problems = eyes_problems(&template, &functions);
+    assert!(problems.is_empty(), "template.yaml alarms and dashboard:\n{}", problems.join("\n"));
+    // The metric filters read fields the access log writes.
+    let format = cfn::resource(&template, "HttpApi")["Properties"]["AccessLogSettings"]["Format"].as_str().unwrap();
+    for field in [r#""routeKey":"$context.routeKey""#, r#""status":"$context.status""#, r#""apiId":"$context.apiId""#] {
+        assert!(format.contains(field), "the access log lacks {field}");
+    }
+}
+
+const UNWATCHED: &str = r#"
+Resources:
+  AlarmTopic: { Type: AWS::SNS::Topic }
+  Watched:
+    Type: AWS::Serverless::Function
+  FnErrors:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: AWS/Lambda
+      MetricName: Errors
+      Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
+      AlarmActions: [!Ref AlarmTopic]
+  # On the throttle metric, but by a dimension its filter does not write.
+  ThrottledByFunction:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Namespace: stemvault
+      MetricName: CallbacksThrottled
+      Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
+      AlarmActions: [!Ref AlarmTopic]
+      OKActions: [!Ref AlarmTopic]
+  # Counts every callback answer as throttled: no status in its pattern.
+  ThrottledUnfiltered:
+    Type: AWS::Logs::MetricFilter
+    Properties:
+      LogGroupName: !Ref HttpApiAccessLogs
+      FilterPattern: '{ $.routeKey = "POST /callback*" }'
+      MetricTransformations: [{ MetricNamespace: stemvault, MetricName: CallbacksThrottled, MetricValue: "1" }]
+  Dashboard:
+    Type: AWS::CloudWatch::Dashboard
+    Properties:
+      DashboardBody: !Sub |
+        { "widgets": [
+          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}", "${ThrottledByFunction.Arn}"] } },
+          { "type": "metric", "properties": { "metrics": [
+            ["stemvault", "FilesStored", "Function", "download"],
+            ["AWS/Lambda", "Errors", "FunctionName", "${Gone}"]
+          ] } }
+        ] }
+"#;
+
+#[test]
+fn alarm_checks_report_what_goes_unwatched() {
+    let template: Value = serde_yaml::from_str(UNWATCHED).unwrap();
+    let problems = eyes_problems(&template, &["Watched"]);
+    let expected = [
+        "no alarm on Watched's Throttles",
+        "no alarm on the rate of callbacks answered 5xx",
+        "no alarm on callbacks the routes throttled (429)",
+        "no alarm on the results routes' 5xx",
+        "no metric filter counts ResultsServerErrors from the results routes' access log",
+        "no metric filter counts CallbackServerErrors from the callback routes' access log",
+        "no metric filter counts CallbackResponses from the callback routes' access log",
+        "no metric filter counts CallbacksThrottled from the callback routes' access log",
+        "no alarm on files failed for good (FilesFailed, every reason)",
+        "no dead-letter queue alarm",
+        "FnErrors: OKActions do not notify AlarmTopic",
+        "the dashboard names ${Gone}, which is not a resource",
+        "the dashboard does not show CallbacksAccepted",
+        "the dashboard does not show CallbacksRefused",
+        "the dashboard does not show CallbacksFailed",
+        "the dashboard does not show CallbacksParked",
+        "the dashboard does not show CallbacksStillParked",
+        "the dashboard does not show ParkedCallbacksRefused",
+        "the dashboard does not show SecretRereadsFailed",
+        "the dashboard does not show StaleCallbacksRegistered",
+        "the dashboard does not show UnparsableCallbacksKept",
+        "the dashboard does not show CallbackServerErrors",
+        "the dashboard does not show CallbacksThrottled",
+        "the dashboard does not show ResultsServerErrors",
+        "the dashboard does not show FilesFailed",
+        "the dashboard does not show BytesStored",
+        "the dashboard does not show CopySeconds",
+        "the dashboard does not show SecondsToSettled",
+        "the dashboard does not show WebhooksDelivered",
+        "the dashboard does not show WebhooksRejected",
+        "the dashboard does not show WebhookRetries",
+        "the dashboard does not show WebhooksLate",
+        "the dashboard does not show ApproximateNumberOfMessagesVisible",
+        "the dashboard does not show ApproximateAgeOfOldestMessage",
+        "the dashboard does not show Throttles",
+    ];
+    assert_eq!(problems, expected);
+
+    let broken_json = UNWATCHED.replace(r#""${ThrottledByFunction.Arn}"]"#, r#""${ThrottledByFunction.Arn}",]"#);
+    let problems = eyes_problems(&serde_yaml::from_str(&broken_json).unwrap(), &["Watched"]);
+    assert!(problems.last().unwrap().starts_with("the dashboard body is not JSON"), "{problems:?}");
+    assert_eq!(
+        substitute("a ${X.Arn} ${!Literal} ${AWS::Region}"),
+        ("a X.Arn ${Literal} AWS::Region".into(), vec!["X.Arn".into(), "AWS::Region".into()])
+    );
+}
+
+/// The widgets of template.yaml's dashboards (the main one and the webhooks'), substituted
+/// and parsed, as one dashboard.
+fn dashboard(template: &Value) -> serde_json::Value {
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let mut widgets = Vec::new();
+    for dashboard in resources.values().filter(|r| r["Type"] == "AWS::CloudWatch::Dashboard") {
+        let text = cfn::sub(&dashboard["Properties"]["DashboardBody"]).expect("a !Sub dashboard body");
+        let body: serde_json::Value = serde_json::from_str(&substitute(&text).0).expect("the dashboard body is JSON");
+        widgets.extend(body["widgets"].as_array().cloned().unwrap_or_default());
+    }
+    assert!(!widgets.is_empty(), "no dashboard");
+    serde_json::json!({ "widgets": widgets })
+}
+
+/// Every row of every metric widget of `dashboard`.
+fn metric_rows(dashboard: &serde_json::Value) -> Vec<serde_json::Value> {
+    dashboard["widgets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|w| w["properties"]["metrics"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The `Function` values the dashboard reads `stemvault` metrics by: metric rows' and
+/// `SEARCH` expressions'.
+fn dashboard_function_values(dashboard: &serde_json::Value) -> BTreeSet<String> {
+    let rows = metric_rows(dashboard);
+    let mut values = BTreeSet::new();
+    for row in &rows {
+        if row[0] == stemvault_aws::metrics::NAMESPACE && row[2] == "Function" {
+            values.insert(row[3].as_str().unwrap_or_default().to_owned());
+        }
+        let expression = row[0]["expression"].as_str().unwrap_or_default();
+        for rest in expression.split(r#"Function=""#).skip(1) {
+            values.insert(rest.split('"').next().unwrap_or_default().to_owned());
+        }
+    }
+    values
+}
+
+/// Whether the dashboard reads metric `name` of namespace `stemvault` under `dimensions` as
+/// the code emits them: a metric row for `Function` alone, a `SEARCH` over every `Reason`
+/// when there is one.
+fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&str, &str)]) -> bool {
+    let rows = metric_rows(dashboard);
+    match dimensions {
+        [("Function", function)] => rows.iter().any(|row| {
+            row[0] == stemvault_aws::metrics::NAMESPACE && row[1] == name && row[2] == "Function" && row[3] == *function
+        }),
+        [("Function", function), ("Reason", _)] => {
+            let search = format!(
+                r#"{{{},Function,Reason}} MetricName="{name}" Function="{function}""#,
+                stemvault_aws::metrics::NAMESPACE
+            );
+            rows.iter().any(|row| row[0]["expression"].as_str().is_some_and(|e| e.contains(&search)))
+        }
+        _ => false,
+    }
+}
+
+/// In Lambda a function's metrics carry its deployed name as `Function`
+/// (`stemvault_aws::metrics::function_name`), which is what `!Ref` of the function (`${Name}`
+/// in a `!Sub`) yields; substituted as the tests substitute, that is its logical id.
+#[test]
+fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
+    use stemvault_download::domain::Measure;
+    let template = template();
+    let dashboard = dashboard(&template);
+    // Download: every measure, through the function that turns it into metrics.
+    let measures = [
+        Measure::Stored { bytes: 1, copy_seconds: Some(1.0) },
+        Measure::Failed { reason: "source_expired" },
+        Measure::Settled { seconds: 1.0 },
+    ];
+    let mut emitted: Vec<(String, Vec<(&str, String)>)> = Vec::new();
+    for measure in &measures {
+        let (dimensions, metrics) = stemvault_download::aws::metrics_of("DownloadFunction", measure);
+        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // Notify: every measure, likewise (its dashboard exists only with NotifyUrl).
+    use stemvault_notify::domain::Measure as Delivery;
+    let deliveries = [
+        Delivery::Delivered,
+        Delivery::Rejected { reason: "status_410".into() },
+        Delivery::Retried { reason: "timeout".into(), late: true },
+        Delivery::SecretRereadFailed,
+    ];
+    for delivery in &deliveries {
+        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", delivery);
+        // Not a delivery's 0 of WebhooksLate: it only brings the webhooks-late alarm back to
+        // OK; the dashboard's late line shows the late failures, by Reason.
+        let shown = metrics.iter().filter(|m| !(m.name == stemvault_notify::aws::WEBHOOKS_LATE && m.value == 0.0));
+        emitted.extend(shown.map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // Ingest: every measure, likewise.
+    use stemvault_ingest::domain::Measure as Answer;
+    let answers = [
+        Answer::Accepted,
+        Answer::Parked { reason: "timeout" },
+        Answer::Refused { reason: "signature_mismatch" },
+        Answer::Failed { reason: "enqueue_failed" },
+        Answer::StaleRegistered,
+        Answer::UnparsableKept,
+        Answer::SecretRereadFailed,
+    ];
+    for answer in &answers {
+        let (dimensions, metrics) = stemvault_ingest::aws::metrics_of("IngestFunction", answer);
+        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // The reconciler: its one measure, likewise.
+    let parked = stemvault_reconciler::domain::Measure::ParkedCallbacks { still_parked: 1, refused: 1 };
+    let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", &parked);
+    let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+    emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    let unread: Vec<String> = emitted
+        .iter()
+        .filter(|(name, dimensions)| {
+            let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            !dashboard_reads(&dashboard, name, &dimensions)
+        })
+        .map(|(name, dimensions)| format!("{name} {dimensions:?}"))
+        .collect();
+    assert!(unread.is_empty(), "the dashboard does not read these metrics as emitted: {unread:?}");
+    // And reads none by a name no function of this stack has (a logical name, another stack's).
+    let functions: BTreeSet<String> = FUNCTIONS.iter().map(|f| f.logical_id.to_owned()).collect();
+    let strangers: Vec<String> = dashboard_function_values(&dashboard).difference(&functions).cloned().collect();
+    assert!(strangers.is_empty(), "the dashboard reads metrics of Function {strangers:?}, not of a function here");
+
+    // The permanent-failure alarm sums FilesFailed over the dimension set download emits.
+    let (dimensions, _) = stemvault_download::aws::metrics_of("DownloadFunction", &Measure::Failed { reason: "x" });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE Function = '{}'",
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", "),
+        dimensions[0].1
+    );
+    let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+
+    // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
+    let (dimensions, metrics) =
+        stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Parked { reason: "timeout" });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE Function = 'IngestFunction'",
+        metrics[0].name,
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", ")
+    );
+    let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
+
+    // The rejected-webhooks alarm sums its metric over the dimensions notify emits it with.
+    let (dimensions, metrics) =
+        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
+    let rejected = stemvault_notify::aws::WEBHOOKS_REJECTED;
+    assert!(metrics.iter().any(|m| m.name == rejected), "{rejected} emitted");
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let query = format!(
+        "SELECT SUM({rejected}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", ")
+    );
+    let expression = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
+    let expression = cfn::sub(expression).map(|text| substitute(&text).0);
+    assert_eq!(expression.as_deref(), Some(query.as_str()), "a !Sub naming the notify function");
+
+    // The late-webhooks alarm sums WebhooksLate under every dimension set notify emits it with
+    // (by Reason beside a late retry; 0 by Function alone beside a delivery), and keeps its
+    // state through periods with neither: only a delivery brings it back to OK.
+    let late = stemvault_notify::aws::WEBHOOKS_LATE;
+    let emitted = |measure: &Delivery| {
+        let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", measure);
+        let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        let value = metrics.iter().find(|m| m.name == late).map(|m| m.value);
+        (names.contains(&"Function"), value)
+    };
+    let retried = Delivery::Retried { reason: "status_503".into(), late: true };
+    assert_eq!(emitted(&retried), (true, Some(1.0)), "a late retry counts");
+    assert_eq!(emitted(&Delivery::Delivered), (true, Some(0.0)), "a delivery counts 0");
+    let query =
+        format!("SELECT SUM({late}) FROM {} WHERE Function = 'NotifyFunction'", stemvault_aws::metrics::NAMESPACE);
+    let properties = &cfn::resource(&template, "WebhooksLateAlarm")["Properties"];
+    let expression = cfn::sub(&properties["Metrics"][0]["Expression"]).map(|text| substitute(&text).0);
+    assert_eq!(expression.as_deref(), Some(query.as_str()), "every dimension set, naming the notify function");
+    assert_eq!(
+        properties["TreatMissingData"], "ignore",
+        "a period without deliveries or late failures keeps the state"
+    );
+
+    // The alarms on a metric emitted under the one dimension `Function` read it so: the parked
+    // callbacks still parked and refused (the reconciler's), the unparsable ones kept (ingest's).
+    for (alarm, metric, function) in [
+        ("ParkedCallbacksStuck", stemvault_reconciler::aws::CALLBACKS_STILL_PARKED, "ReconcilerFunction"),
+        ("ParkedCallbacksRefused", stemvault_reconciler::aws::PARKED_CALLBACKS_REFUSED, "ReconcilerFunction"),
+        ("UnparsableCallbacksKept", stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT, "IngestFunction"),
+    ] {
+        let properties = &cfn::resource(&template, alarm)["Properties"];
+        assert_eq!(properties["Namespace"].as_str(), Some(stemvault_aws::metrics::NAMESPACE), "{alarm}");
+        assert_eq!(properties["MetricName"].as_str(), Some(metric), "{alarm}");
+        let dimensions = cfn::as_list(&properties["Dimensions"]);
+        assert_eq!(dimensions.len(), 1, "{alarm}: {dimensions:?}");
+        assert_eq!(dimensions[0]["Name"].as_str(), Some(stemvault_aws::metrics::FUNCTION), "{alarm}");
+        assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some(function), "{alarm}");
+    }
+}
+
+/// Every function that re-reads a secret (ingest, notify) or the provider key (reconciler,
+/// download), and so may count a failed read, has its own `<function>-secret-unreadable` alarm
+/// on its metric under the dimension set it emits it with (notify's only when notify exists):
+/// no metric math over functions that never failed, whose metric has no data at all.
+#[test]
+fn each_function_reading_a_secret_has_an_alarm_on_its_failed_rereads_as_emitted() {
+    use stemvault_notify::domain::Measure;
+    let template = template();
+    let (dimensions, metrics) = stemvault_notify::aws::metrics_of("NotifyFunction", &Measure::SecretRereadFailed);
+    assert_eq!(metrics[0].name, stemvault_ingest::aws::SECRET_REREADS_FAILED, "one metric for every function");
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["Function"], "the alarms read the metric by Function alone");
+    let functions = [
+        ("IngestSecretUnreadable", "ingest", "IngestFunction"),
+        ("ReconcilerSecretUnreadable", "reconciler", "ReconcilerFunction"),
+        ("DownloadSecretUnreadable", "download", "DownloadFunction"),
+        ("NotifySecretUnreadable", "notify", "NotifyFunction"),
+    ];
+    for (resource, name, function) in functions {
+        let alarm = &cfn::resource(&template, resource)["Properties"];
+        assert_eq!(alarm["Namespace"], stemvault_aws::metrics::NAMESPACE, "{resource}");
+        assert_eq!(alarm["MetricName"], metrics[0].name, "{resource}");
+        assert_eq!(alarm["Dimensions"].as_sequence().map(Vec::len), Some(1), "{resource}");
+        assert_eq!(alarm["Dimensions"][0]["Name"], "Function", "{resource}");
+        assert_eq!(cfn::reference(&alarm["Dimensions"][0]["Value"]).as_deref(), Some(function), "{resource}");
+        assert_eq!(
+            alarm["AlarmName"],
+            serde_yaml::from_str::<Value>(&format!("!Sub '${{AWS::StackName}}-{name}-secret-unreadable'")).unwrap()
+        );
+        // Any failed read in 15 minutes: 1 of 3 five-minute sums at >= 1.
+        assert_eq!((alarm["Statistic"].as_str(), alarm["Period"].as_u64()), (Some("Sum"), Some(300)), "{resource}");
+        let settings = [&alarm["Threshold"], &alarm["EvaluationPeriods"], &alarm["DatapointsToAlarm"]];
+        assert_eq!(settings.map(|v| v.as_u64()), [Some(1), Some(3), Some(1)], "{resource}");
+        assert_eq!(alarm["ComparisonOperator"], "GreaterThanOrEqualToThreshold", "{resource}");
+        assert_eq!(alarm["TreatMissingData"], "notBreaching", "{resource}");
+        // Exists exactly when its function does.
+        assert_eq!(
+            cfn::resource(&template, resource).get("Condition"),
+            cfn::resource(&template, function).get("Condition"),
+            "{resource}"
+        );
+    }
+    assert_eq!(cfn::resource(&template, "NotifyFunction")["Condition"], "HasNotifyUrl");
+}
+
+#[test]
+fn dashboard_reads_tells_dimension_sets_apart() {
+    let dashboard = serde_json::json!({ "widgets": [{ "properties": { "metrics": [
+        ["stemvault", "FilesStored", "Function", "download"],
+        [{ "expression": "SEARCH('{stemvault,Function,Reason} MetricName=\"FilesFailed\" Function=\"download\"', 'Sum', 300)" }]
+    ] } }] });
+    assert!(dashboard_reads(&dashboard, "FilesStored", &[("Function", "download")]));
+    assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "ingest")]));
+    assert!(!dashboard_reads(&dashboard, "FilesStored", &[("Function", "download"), ("Reason", "x")]));
+    assert!(dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download"), ("Reason", "x")]));
+    assert!(!dashboard_reads(&dashboard, "FilesFailed", &[("Function", "download")]));
+    let values: Vec<String> = dashboard_function_values(&dashboard).into_iter().collect();
+    assert_eq!(values, ["download"]);
+}
+
+/// Every alarm the stack creates has its entry in README's "Operating it" alarm list (an
+/// entry naming it in bold, by its `<stack>-<what>` name): what it means and what to do.
+#[test]
+fn the_readme_says_what_each_alarm_means() {
+    let template = template();
+    let readme = read(&repo().join("README.md"));
+    // The list in "Operating it", where each entry starts with its names in bold.
+    let operating = readme.split("\n## Operating it\n").nth(1).expect("README has Operating it");
+    let operating = operating.split("\n## ").next().unwrap_or(operating);
+    let resources = template["Resources"].as_mapping().unwrap();
+    let mut missing = Vec::new();
+    for (id, resource) in resources {
+        if resource["Type"] != "AWS::CloudWatch::Alarm" {
+            continue;
+        }
+        let name = cfn::sub(&resource["Properties"]["AlarmName"]);
+        let what = name.as_deref().and_then(|name| name.strip_prefix("${AWS::StackName}-"));
+        let what = what.unwrap_or_else(|| panic!("{id:?}: not named !Sub <stack>-<what>: {name:?}"));
+        let listed = operating.lines().any(|line| {
+            let entry = line.trim_start().strip_prefix("- **").and_then(|rest| rest.split("**").next());
+            entry.is_some_and(|names| names.contains(&format!("`{what}`")))
+        });
+        if !listed {
+            missing.push(what.to_owned());
+        }
+    }
+    assert!(missing.is_empty(), "alarms README does not describe: {missing:?}");
+}

@@ -1,0 +1,256 @@
+//! The parameters: patterns that refuse at deploy time what a function would refuse at start-up,
+//! the rules and conditions they feed, and how a guided deploy types them.
+
+use super::*;
+
+/// A parameter a function parses at start-up refuses, at deploy time, what the function would
+/// refuse: a stack that deploys and then cannot start answers every callback (or download)
+/// with an error. Every sample a pattern accepts, the function accepts too.
+#[test]
+fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
+    use stemvault_download::source_policy::SourcePolicy;
+    use stemvault_ingest::secret::CallbackSecret;
+    let template = template();
+    let parameter = |name: &str| &template["Parameters"][name];
+    let pattern = |name: &str| {
+        let text = parameter(name)["AllowedPattern"].as_str().unwrap_or_else(|| panic!("{name}: no pattern"));
+        regex::Regex::new(text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+
+    let hosts = pattern("AllowedSourceHosts");
+    let default = parameter("AllowedSourceHosts")["Default"].as_str().unwrap();
+    assert!(hosts.is_match(default), "{default}");
+    let host_lists = [
+        default,
+        "",
+        "files_cdn.example.com",
+        "[::1]",
+        "http://127.0.0.1:3001",
+        "a.com, b.com",
+        "a.com,,b.com,",
+        "https://h.example:8443/",
+        "*.example.com.",
+        "::1",
+        "2001:db8::1",
+        "http://[::1]:8080",
+        "http://127.0.0.1:65535",
+        "_dmarc.example.com",
+    ];
+    for list in host_lists {
+        assert!(hosts.is_match(list), "{list:?}: refused by the pattern");
+        assert!(SourcePolicy::parse(list).is_ok(), "{list:?}: accepted by the pattern, refused by the download");
+    }
+    for refused in [
+        "a.com b.com",
+        "a.com/path",
+        "*.",
+        "https://u:p@h.example/",
+        "[::1",
+        "::1]",
+        ".a.com",
+        "https://h.example/?x",
+        "https://h.example#f",
+        "http://h.example:65536",
+        "http://h.example:99999",
+        "foo..bar",
+        "-foo.com",
+        "foo-.com",
+        "a.-b.com",
+        "a.com:8080",
+        "ad.be:80",
+    ] {
+        assert!(!hosts.is_match(refused), "{refused:?}");
+        assert!(SourcePolicy::parse(refused).is_err(), "{refused:?}: the download would start with it");
+    }
+
+    // The secret's JSON as the template writes it: each key between quotes, as typed.
+    let keys = pattern("WebhookHmacKeys");
+    for list in [
+        "",
+        "k1",
+        "k1,k2",
+        " k1 , k2 ",
+        "a key",
+        "k1,",
+        ",k1",
+        "k1,,k2",
+        " ",
+        "k1, ",
+        "a\tkey",
+        "k1,k\u{1}",
+        "k1,\u{a0}",
+        "k1,\u{a0}k2",
+    ] {
+        let secret = format!(
+            r#"{{"webhook_hmac_keys": ["{}"], "callback_token": null}}"#,
+            list.split(',').collect::<Vec<_>>().join(r#"",""#)
+        );
+        let ingest_starts = list.is_empty() || CallbackSecret::parse(&secret).is_ok();
+        assert_eq!(keys.is_match(list), ingest_starts, "{list:?}");
+    }
+    let api_key = pattern("ProviderApiKey");
+    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}"] {
+        // A secret that is no JSON is read as the key itself: the whole text, sent and refused.
+        let secret = stemvault_aws::secrets::SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
+        let read = stemvault_aws::provider::ApiKey::from_secret(&secret);
+        let key_as_typed = match &read {
+            Ok(Some(read)) => read.expose() == key,
+            Ok(None) => key.is_empty(),
+            Err(_) => false,
+        };
+        assert_eq!(api_key.is_match(key), key_as_typed, "{key:?}");
+    }
+
+    let notify = pattern("NotifyUrl");
+    for url in [
+        "https://h.example/hook?token=t",
+        "https://h.example:8443/a@b",
+        "https://u:p@h.example/x",
+        "https://h.example/x#f",
+        "https://h.example:65535/x",
+        "https://h.example:65536/x",
+        "https://h.example:99999/",
+        "https://[oops/",
+        "https://[::1]:8443/hook",
+        "https://hooks.bücher.example/x",
+        "https://h.example?token=t",
+        "https://a|b/",
+        "https://a<b/",
+        "https://a^b/",
+    ] {
+        let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
+        assert_eq!(notify.is_match(url), notify_starts, "{url}");
+    }
+
+    // Empty is the provider's default; anything else the download and the reconciler check.
+    let provider = pattern("ProviderBaseUrl");
+    for url in [
+        "https://api.kie.ai",
+        "https://api.kie.ai/",
+        "https://proxy.example:8443/suno/v1",
+        "https://h.example:65535",
+        "https://u:p@api.kie.ai",
+        "https://api.kie.ai:65536",
+        "https://api.kie.ai:99999",
+        "https://api.kie.ai/?x=1",
+        "https://api.kie.ai/#f",
+        "http://api.kie.ai",
+    ] {
+        let functions_start = stemvault_aws::provider::base_url(url).is_ok();
+        assert_eq!(provider.is_match(url), functions_start, "{url}");
+    }
+    assert!(provider.is_match(""));
+}
+
+/// Scheduled runs are not retried or kept for later by Lambda (either overlaps the next run,
+/// which does the same work), and the stack refuses a provider key given beside an existing provider secret.
+#[test]
+fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
+    let template = template();
+    for function in ["SweeperFunction", "ReconcilerFunction"] {
+        let config = &cfn::resource(&template, function)["Properties"]["EventInvokeConfig"];
+        assert_eq!(config["MaximumRetryAttempts"].as_u64(), Some(0), "{function}");
+        // Nor kept for later when throttled (Lambda's default: 6 hours); 60 s is the least.
+        assert_eq!(config["MaximumEventAgeInSeconds"].as_u64(), Some(60), "{function}");
+    }
+    let rule = &template["Rules"]["OneProviderKey"];
+    assert_eq!(
+        rule["RuleCondition"],
+        serde_yaml::from_str::<Value>(r#"!Not [!Equals [!Ref ProviderSecretArn, ""]]"#).unwrap()
+    );
+    assert_eq!(
+        rule["Assertions"][0]["Assert"],
+        serde_yaml::from_str::<Value>(
+            r#"!Or [!Equals [!Ref ProviderApiKey, ""], !Equals [!Ref ProviderApiKey, none]]"#
+        )
+        .unwrap()
+    );
+}
+
+/// Whether a condition or rule expression (`Equals`, `Not`, `And`, `Or`, `Condition`, `Ref`
+/// of a parameter) holds with `given` parameter values, the others at their defaults.
+fn holds(template: &Value, expression: &Value, given: &BTreeMap<&str, &str>) -> bool {
+    let value = |v: &Value| -> String {
+        match cfn::reference(v) {
+            Some(name) => given.get(name.as_str()).map_or_else(
+                || template["Parameters"][name.as_str()]["Default"].as_str().unwrap_or_default().to_owned(),
+                |v| (*v).to_owned(),
+            ),
+            None => v.as_str().unwrap_or_else(|| panic!("not a string or Ref: {v:?}")).to_owned(),
+        }
+    };
+    let (tag, args) = cfn::intrinsic(expression).unwrap_or_else(|| panic!("not an intrinsic: {expression:?}"));
+    let all = || args.as_sequence().unwrap_or_else(|| panic!("{tag}: not a list")).iter();
+    match tag.as_str() {
+        "Equals" => {
+            let pair: Vec<String> = all().map(value).collect();
+            pair[0] == pair[1]
+        }
+        "Not" => !holds(template, &args[0], given),
+        "And" => all().all(|a| holds(template, a, given)),
+        "Or" => all().any(|a| holds(template, a, given)),
+        "Condition" => holds(template, &template["Conditions"][args.as_str().unwrap()], given),
+        "Contains" => {
+            let (list, item) = (&args[0], value(&args[1]));
+            list.as_sequence().unwrap_or_else(|| panic!("Contains: not a list")).iter().any(|v| value(v) == item)
+        }
+        other => panic!("{other} is not evaluated here"),
+    }
+}
+
+/// `sam deploy --guided` prompts for every parameter and takes no empty answer for a NoEcho
+/// one: each NoEcho parameter takes `none` for unset, and the conditions and rules read it so.
+#[test]
+fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
+    let template = template();
+    let parameters = template["Parameters"].as_mapping().unwrap();
+    let no_echo: BTreeSet<&str> =
+        parameters.iter().filter(|(_, p)| p["NoEcho"] == true).filter_map(|(name, _)| name.as_str()).collect();
+    let unset_when_none = [
+        ("WebhookHmacKeys", "HasWebhookHmacKeys", "k1"),
+        ("CallbackToken", "HasCallbackToken", "a-long-enough-token"),
+        ("ProviderApiKey", "HasProviderApiKey", "sk-123"),
+        ("NotifyUrl", "HasNotifyUrl", "https://hooks.example/x"),
+    ];
+    assert_eq!(no_echo, unset_when_none.iter().map(|(p, ..)| *p).collect(), "every NoEcho parameter, and only those");
+    for (parameter, condition, set) in unset_when_none {
+        let pattern = regex::Regex::new(parameters[parameter]["AllowedPattern"].as_str().unwrap()).unwrap();
+        let has = |value: &str| {
+            assert!(pattern.is_match(value), "{parameter}: {value:?} refused by its pattern");
+            holds(&template, &template["Conditions"][condition], &BTreeMap::from([(parameter, value)]))
+        };
+        assert_eq!((has(""), has("none"), has(set)), (false, false, true), "{parameter}");
+    }
+
+    let rule = |name: &str, i: usize| &template["Rules"][name]["Assertions"][i]["Assert"];
+    let given = |pairs: &[(&'static str, &'static str)]| pairs.iter().copied().collect::<BTreeMap<_, _>>();
+    let none = [("WebhookHmacKeys", "none"), ("CallbackToken", "none")];
+    assert!(!holds(&template, rule("CallbacksMustBeAuthenticated", 0), &given(&none)), "none of the three: refused");
+    let hmac_only = given(&[("WebhookHmacKeys", "k1"), ("CallbackToken", "none")]);
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 0), &hmac_only));
+    let arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:cb-AbCdEf";
+    let own_secret = given(&[("WebhookHmacKeys", "none"), ("CallbackToken", "none"), ("CallbackSecretArn", arn)]);
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 0), &own_secret));
+    assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 1), &own_secret), "none beside an own secret");
+    let own_provider_secret = given(&[("ProviderApiKey", "none"), ("ProviderSecretArn", arn)]);
+    assert!(holds(&template, rule("OneProviderKey", 0), &own_provider_secret));
+    // Another case of none is refused where it would be taken as a value (the patterns of
+    // CallbackToken and NotifyUrl refuse it already).
+    for (i, parameter) in ["WebhookHmacKeys", "ProviderApiKey"].into_iter().enumerate() {
+        let lower_case =
+            |value: &'static str| holds(&template, rule("NoneIsLowerCase", i), &given(&[(parameter, value)]));
+        assert_eq!((lower_case("none"), lower_case(""), lower_case("k1")), (true, true, true), "{parameter}");
+        assert_eq!((lower_case("None"), lower_case("NONE")), (false, false), "{parameter}");
+    }
+    for parameter in ["CallbackToken", "NotifyUrl"] {
+        let pattern = regex::Regex::new(parameters[parameter]["AllowedPattern"].as_str().unwrap()).unwrap();
+        assert!(!pattern.is_match("None") && !pattern.is_match("NONE"), "{parameter}");
+    }
+    let webhooks_off = &template["Rules"]["WebhooksNeedANotifyUrl"]["RuleCondition"];
+    assert!(holds(&template, webhooks_off, &given(&[("NotifyUrl", "none")])));
+    // The created provider secret holds no key for `none`.
+    let secret = &cfn::resource(&template, "ProviderSecret")["Properties"]["SecretString"];
+    let (tag, args) = cfn::intrinsic(secret).expect("an !If");
+    assert_eq!((tag.as_str(), args[0].as_str()), ("If", Some("HasProviderApiKey")));
+    assert_eq!(args[2], r#"{"api_key": ""}"#);
+}
