@@ -24,7 +24,8 @@
 //!   visibility timeout fit the notify function's retry delays (`stemvault_notify::domain`),
 //!   with its dead-letter queue alarmed, which the notify function alone may send to (a 410'd
 //!   event) and nothing may send to the notify queue but the rule; every notify resource
-//!   exists only with `NotifyUrl`.
+//!   exists only with `NotifyUrl`;
+//! - the code items its comments name as where a value comes from exist.
 //!
 //! Each check has a test that feeds it a broken template and expects its complaints.
 //!
@@ -1040,5 +1041,73 @@ fn results_answers_before_its_timeout() {
     assert!(
         within + std::time::Duration::from_secs(1) < std::time::Duration::from_secs(timeout),
         "{within:?} of {timeout} s"
+    );
+}
+
+/// The Rust items template.yaml's comments name as where a value comes from
+/// (`stemvault_vault::download::MAX_RECEIVE_COUNT`, `provision::DLQ_RETENTION_SECONDS`), with
+/// the source file each is looked for in.
+fn named_items(template: &str) -> Vec<(String, PathBuf, String)> {
+    let repo = repo();
+    let mut named = Vec::new();
+    for comment in template.lines().filter_map(|line| line.split_once('#').map(|(_, c)| c)) {
+        let paths = comment.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+        for path in paths.filter(|p| p.contains("::")) {
+            let segments: Vec<&str> = path.split("::").collect();
+            let (root, modules) = match segments[0] {
+                "provision" => (repo.join("shared/aws/src"), &segments[..segments.len() - 1]),
+                "stemvault_vault" => (repo.join("shared/vault/src"), &segments[1..segments.len() - 1]),
+                "stemvault_aws" => (repo.join("shared/aws/src"), &segments[1..segments.len() - 1]),
+                "suno_callbacks" => (repo.join("shared/src"), &segments[1..segments.len() - 1]),
+                function if function.starts_with("stemvault_") => {
+                    let crate_dir = repo.join("functions").join(&function["stemvault_".len()..]).join("src");
+                    (crate_dir, &segments[1..segments.len() - 1])
+                }
+                _ => continue,
+            };
+            let file = match modules {
+                [] => root.join("lib.rs"),
+                [parents @ .., last] => parents.iter().fold(root, |dir, m| dir.join(m)).join(format!("{last}.rs")),
+            };
+            named.push((path.to_owned(), file, (*segments.last().unwrap_or(&"")).to_owned()));
+        }
+    }
+    named
+}
+
+/// Whether `source` declares `name` (an item, or a `pub use` of one).
+fn declares(source: &str, name: &str) -> bool {
+    let after_name = |rest: &str| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    source.lines().map(str::trim_start).any(|line| {
+        let line = line.strip_prefix("pub ").or_else(|| line.strip_prefix("pub(crate) ")).unwrap_or(line);
+        let item = ["const ", "static ", "fn ", "struct ", "enum ", "type ", "trait "]
+            .iter()
+            .any(|kind| line.strip_prefix(kind).and_then(|l| l.strip_prefix(name)).is_some_and(after_name));
+        let reexport = line.starts_with("use ") && line.trim_end_matches(';').ends_with(&format!("::{name}"));
+        item || reexport
+    })
+}
+
+/// The items of `template` (its text) whose comments name what the code does not declare.
+fn undeclared(template: &str) -> Vec<String> {
+    named_items(template)
+        .into_iter()
+        .filter(|(_, file, name)| !declares(&std::fs::read_to_string(file).unwrap_or_default(), name))
+        .map(|(path, _, _)| path)
+        .collect()
+}
+
+/// What template.yaml's comments name in the code exists there: a value renamed or moved
+/// leaves no comment pointing at nothing.
+#[test]
+fn the_items_the_template_names_exist_in_the_code() {
+    let template = read(&repo().join("template.yaml"));
+    assert!(named_items(&template).len() >= 5, "{:?}", named_items(&template));
+    assert_eq!(undeclared(&template), Vec::<String>::new(), "template.yaml names what the code does not declare");
+    let stale = "  X: 8 # provision::MAX_RECEIVE_COUNT\n  Y: 1 # (doubling: stemvault_notify::domain::retry_delay)\n";
+    let kept = "  Z: 2 # stemvault_notify::domain::NOTIFY_BACKOFF, stemvault_vault::download::MAX_RECEIVE_COUNT";
+    assert_eq!(
+        undeclared(&format!("{stale}{kept}")),
+        ["provision::MAX_RECEIVE_COUNT", "stemvault_notify::domain::retry_delay"]
     );
 }
