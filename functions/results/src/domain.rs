@@ -120,10 +120,16 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     let vault = if record.files_settled() { record.vault } else { VaultState::Pending };
     // The same projection the manifest uses, so both agree; its timestamp is unused.
     let manifest = Manifest::of(record, vault, record.last_received_at);
+    // Only a key under the task's own prefix is linked, as its details are (ingest makes no
+    // other; an item edited by hand could name any).
+    let task_prefix = TaskId::parse(&record.task_id).ok().map(|id| suno_callbacks::s3_key::task_prefix(&id));
+    let own = |key: &str| task_prefix.as_deref().is_some_and(|prefix| key.starts_with(prefix));
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match (file.status, links) {
-            (PublicFileStatus::Stored, Some(expiry)) => Some(ports.presign_download(&file.key, expiry).await?),
+            (PublicFileStatus::Stored, Some(expiry)) if own(&file.key) => {
+                Some(ports.presign_download(&file.key, expiry).await?)
+            }
             _ => None,
         };
         files.push(FileView { file, download_url });
@@ -495,6 +501,25 @@ pub(crate) mod tests {
             assert!(unlinked.get("details_url").is_none(), "{unlinked}");
         }
         assert!(!ports.signed.lock().unwrap().iter().any(|k| k.contains("callbacks")), "never a body");
+    }
+
+    /// A stored file whose item names a key outside its task's prefix (an item edited by hand)
+    /// gets no link.
+    #[tokio::test]
+    async fn only_a_file_under_its_task_s_prefix_is_linked() {
+        let mut ports = MemoryPorts::with(&["t1"]);
+        let record = ports.records.get_mut("t1").unwrap();
+        let stored: Vec<String> =
+            record.files.iter().filter(|(_, f)| f.status == FileStatus::Stored).map(|(n, _)| n.clone()).collect();
+        assert!(!stored.is_empty());
+        for name in &stored {
+            record.files.get_mut(name).unwrap().key = "tasks/t2/tracks/a/audio.mp3".into();
+        }
+        let answered = answer(&ports, "t1").await;
+        let linked: Vec<&serde_json::Value> =
+            answered["files"].as_array().unwrap().iter().filter(|f| !f["download_url"].is_null()).collect();
+        assert!(linked.is_empty(), "{answered}");
+        assert!(ports.signed.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

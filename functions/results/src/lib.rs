@@ -1,5 +1,6 @@
 //! The results function: `GET /tasks/<task_id>` answers what the vault holds for a task, with
-//! presigned S3 links for the files that are stored.
+//! presigned S3 links for the files that are stored; `PUT /tasks/<task_id>` registers a task
+//! for polling before its callback comes.
 
 pub mod app;
 pub mod aws;
