@@ -58,7 +58,7 @@
 //! * voice: `final` when it has a `voiceId` or a `validateInfo`;
 //! * with none of these, `error` when the answer carries an error (`errorMessage` not blank,
 //!   or an `errorCode` other than `0` and `200`), else `Pending`: the reconciler keeps
-//!   polling and, after the retention, gives up with the status as the reason.
+//!   polling and, after the retention, gives the task up as `abandoned`.
 //!
 //! # The event
 //!
