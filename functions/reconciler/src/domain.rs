@@ -36,6 +36,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
+use stemvault_vault::panic::catch_panic;
 use stemvault_vault::reconcile::{self, PollOutcome};
 use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict};
 use suno_callbacks::poll::answer_code;
@@ -232,9 +233,11 @@ pub async fn reconcile<P: Ports>(
         let deadline = tokio::time::Instant::now() + TASK_BUDGET;
         // What shared code logs of the task (a newer URL too long to keep, ...) names it.
         let span = tracing::info_span!("task", task_id = %task_id);
-        let task = reconcile_task(ports, settings, &claimant, task_id, deadline).instrument(span);
+        // A panic (a bug) fails this task alone: it is put behind, and the others are polled.
+        let task = catch_panic(reconcile_task(ports, settings, &claimant, task_id, deadline)).instrument(span);
         let handled = tokio::time::timeout_at(deadline, task).await;
-        match handled.unwrap_or(Err(ReconcileError::OutOfTime { after: TASK_BUDGET })) {
+        let handled = handled.unwrap_or(Ok(Err(ReconcileError::OutOfTime { after: TASK_BUDGET })));
+        match handled.unwrap_or_else(|panic| Err(ReconcileError::Panicked(panic))) {
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,

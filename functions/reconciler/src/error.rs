@@ -25,6 +25,10 @@ pub enum ReconcileError {
     /// next run takes it.
     #[error("the task was not handled within {}s", .after.as_secs())]
     OutOfTime { after: std::time::Duration },
+    /// Handling the task panicked (a bug its record or the provider's answer reaches): the
+    /// run goes on with the others, and the task is put behind as one no retry mends.
+    #[error("handling the task panicked: {0}")]
+    Panicked(String),
 }
 
 impl ReconcileError {
@@ -35,6 +39,7 @@ impl ReconcileError {
             ReconcileError::Accept(e) => e.is_retryable(),
             ReconcileError::Publish(e) => e.is_retryable(),
             ReconcileError::Contention { .. } | ReconcileError::OutOfTime { .. } => true,
+            ReconcileError::Panicked(_) => false,
         }
     }
 }
@@ -52,6 +57,7 @@ mod tests {
             (ReconcileError::Accept(AcceptError::TooLargeToRecord { bytes: 500_000 }), false),
             (ReconcileError::Accept(AcceptError::Archive("x".into())), true),
             (ReconcileError::Contention { attempts: 5 }, true),
+            (ReconcileError::Panicked("a bug".into()), false),
         ];
         for (error, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error}");

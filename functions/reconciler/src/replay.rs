@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stemvault_vault::accept::{self, ParkedBody, accept};
+use stemvault_vault::panic::catch_panic;
 use stemvault_vault::{Timestamp, answer_within};
 use suno_callbacks::{Stage, parse_callback, s3_key};
 use tracing::Instrument;
@@ -221,11 +222,20 @@ pub async fn replay_parked<P: Ports>(
         attempts += 1;
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let claimant = format!("replay-{run_id}-{i}");
-        let replaying = replay_one(ports, settings, body, &claimant).instrument(span);
-        let replay = tokio::time::timeout(REPLAY_BUDGET, replaying).await.unwrap_or_else(|_| {
-            tracing::warn!(key = %body.key, "a parked callback's replay took over {}s; the next run tries again", REPLAY_BUDGET.as_secs());
-            Replay::NotYet
-        });
+        let replaying = catch_panic(replay_one(ports, settings, body, &claimant)).instrument(span);
+        let replay = match tokio::time::timeout(REPLAY_BUDGET, replaying).await {
+            Ok(Ok(replay)) => replay,
+            // A bug the body or its record reaches: held like a record an operator must fix,
+            // so that it does not fail first in every run.
+            Ok(Err(panic)) => {
+                tracing::error!(key = %body.key, panic, "a parked callback's replay panicked; left parked: fix the build");
+                Replay::Held
+            }
+            Err(_) => {
+                tracing::warn!(key = %body.key, "a parked callback's replay took over {}s; the next run tries again", REPLAY_BUDGET.as_secs());
+                Replay::NotYet
+            }
+        };
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
         if matches!(replay, Replay::NotYet | Replay::Held) {
             failing_tasks.extend(task);

@@ -21,6 +21,10 @@ pub enum SweepError {
     /// claimed and did not send lapses with its lease, and the next run takes it.
     #[error("the task was not swept within {}s", .after.as_secs())]
     OutOfTime { after: std::time::Duration },
+    /// Sweeping the task panicked (a bug its items reach): the run goes on with the others,
+    /// and every run meets it again until the items or the build are fixed.
+    #[error("sweeping the task panicked: {0}")]
+    Panicked(String),
 }
 
 impl SweepError {
@@ -31,6 +35,7 @@ impl SweepError {
             SweepError::Store(e) => e.is_retryable(),
             SweepError::Enqueue(e) => e.is_retryable(),
             SweepError::Contention { .. } | SweepError::OutOfTime { .. } => true,
+            SweepError::Panicked(_) => false,
         }
     }
 }
@@ -48,6 +53,7 @@ mod tests {
             (SweepError::Enqueue(EnqueueError { failed: 1, total: 1, reason: "x".into() }), true),
             (SweepError::Contention { attempts: 5 }, true),
             (SweepError::OutOfTime { after: std::time::Duration::from_secs(10) }, true),
+            (SweepError::Panicked("a bug".into()), false),
         ];
         for (error, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error}");

@@ -5,13 +5,11 @@
 //! invocation's deadline is [`crate::deadline`]'s.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
-use futures::FutureExt;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -81,17 +79,7 @@ pub fn respond<H>(ran: &[Ran<H>], failed: impl Fn(&H) -> bool) -> SqsBatchRespon
 
 /// What `work` returns, or the message of its panic: a handler turns it into a retry of its
 /// own message, and can still log and delay it.
-pub async fn catch_panic<F: Future>(work: F) -> Result<F::Output, String> {
-    AssertUnwindSafe(work).catch_unwind().await.map_err(|panic| panic_text(panic.as_ref()))
-}
-
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
+pub use stemvault_vault::panic::catch_panic;
 
 /// `ApproximateReceiveCount`, 1 when absent or unreadable.
 pub fn receive_count(message: &SqsMessage) -> u32 {
@@ -211,16 +199,6 @@ mod tests {
         .await;
         assert!(respond(&ran, to_retry).batch_item_failures.is_empty());
         assert_eq!(peak.load(Ordering::SeqCst), 3);
-    }
-
-    #[tokio::test]
-    async fn a_panic_becomes_its_message() {
-        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
-        assert_eq!(catch_panic(async { panic!("poisoned message") }).await, Err::<(), _>("poisoned message".into()));
-        let id = 9;
-        assert_eq!(catch_panic(async { panic!("message {id}") }).await, Err::<(), _>("message 9".into()));
-        let anything = catch_panic(async { std::panic::panic_any(id) }).await;
-        assert_eq!(anything, Err::<(), _>("a panic without a message".into()));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod items;
 pub mod job;
 pub mod manifest;
+pub mod panic;
 pub mod ports;
 pub mod reconcile;
 pub mod record;

@@ -642,6 +642,50 @@ async fn an_answer_too_large_to_read_is_unreadable() {
     assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
 }
 
+/// A task whose handling panics (a bug its record reaches) fails alone: it is put behind an
+/// hour, as a failure no retry mends, and the run polls the others.
+#[tokio::test]
+async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
+    ports.table.put_record(broken);
+    ports.table.panic_loading(Some("broken-1"));
+    ports.until_due();
+    let outcome = reconcile(&ports, &settings(), "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
+    assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (2, 1, 1), "{outcome:?}");
+    assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
+    let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
+    let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
+    assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)), "put behind an hour");
+}
+
+/// A parked body whose replay panics is held, as one whose record an operator must fix: the
+/// other tasks' bodies are replayed, and the held one is not tried again until its recheck.
+#[tokio::test]
+async fn a_replay_that_panics_is_held_and_the_others_are_replayed() {
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    let panicking = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
+    ports.bodies.lock().unwrap().insert(panicking.clone(), CALLBACK.to_vec());
+    let replayable = format!("parked/{MUSIC}/first-{}.json", stemvault_vault::accept::body_sha256_hex(MUSIC_FIRST));
+    ports.bodies.lock().unwrap().insert(replayable.clone(), MUSIC_FIRST.to_vec());
+    ports.table.panic_loading(Some(TASK));
+    let held = HeldTasks::default();
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 1, callbacks_still_parked: 1, callbacks_refused: 0 });
+    assert!(!ports.bodies.lock().unwrap().contains_key(&replayable), "replayed and deleted");
+    let reads = ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let again = replay_parked(&ports, &settings().accept, &held, "run-2", 50, stop_at).await.unwrap();
+    assert_eq!(again.callbacks_still_parked, 1);
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), reads, "held: not read again");
+    ports.table.panic_loading(None);
+    let fixed = replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-3", 50, stop_at).await.unwrap();
+    assert_eq!(fixed.callbacks_replayed, 1, "{fixed:?}");
+}
+
 /// A task whose record cannot be read (an item this version cannot read) would fail first in
 /// every run, ahead of every other due task: its next poll is put off an hour each time.
 #[tokio::test]

@@ -456,6 +456,23 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
     assert_eq!(ports.messages().len(), 5);
 }
 
+/// A task whose sweep panics (a bug its items reach) fails alone: the tasks after it are
+/// swept in the same run, and the next run does not meet it first (the cursor moved past it).
+#[tokio::test]
+async fn a_task_that_panics_fails_alone_and_the_run_goes_on() {
+    let ports = pending_orphans(3);
+    ports.panic_loading(Some(&task_id(0)));
+    let bounded = Settings { max_tasks: 2, ..Settings::default() };
+    let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.tasks_failed, report.files_requeued), (2, 1, 1), "{report:?}");
+    let swept: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
+    assert_eq!(swept, [task_id(1)]);
+    let cursor = ports.cursor.lock().unwrap().clone().expect("written");
+    assert_eq!(cursor.task_id, task_id(1), "the next run starts after the tasks checked");
+    let next = sweep(&ports, &bounded, "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!(sent(&ports).last().map(|(t, _)| t.clone()), Some(task_id(2)), "{next:?}");
+}
+
 /// A task whose table or queue calls hang (throttling, say) is given up after TASK_BUDGET
 /// and the run goes on to the next; the run ends and writes its cursor, instead of running
 /// into its Lambda timeout, which writes none.

@@ -37,6 +37,8 @@ pub struct MemoryTableAndQueue {
     mark_queued_failing: AtomicBool,
     /// Reads and saves of a record never answer (a table that hangs).
     table_stalled: AtomicBool,
+    /// Reading this task's record panics (a bug its items reach).
+    panics_loading: Mutex<Option<String>>,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -117,6 +119,11 @@ impl MemoryTableAndQueue {
         if self.table_stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
+    }
+
+    /// Make reading `task_id`'s record panic (None: no panic).
+    pub fn panic_loading(&self, task_id: Option<&str>) {
+        *lock(&self.panics_loading) = task_id.map(str::to_owned);
     }
 
     /// Make the next `count` task item writes fail after their file and callback items land.
@@ -248,6 +255,9 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
 impl LoadTask for MemoryTableAndQueue {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         self.table_call().await;
+        if lock(&self.panics_loading).as_deref() == Some(task_id.as_str()) {
+            panic!("a bug reached by task {task_id}");
+        }
         let items: Vec<Item> =
             lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
         items::assemble(items)

@@ -1,0 +1,36 @@
+//! A panic (a bug) kept to the unit of work it broke: one message of a batch, one task of a
+//! scheduled run. The others go on, and the run still ends in order (its cursor written, its
+//! failed task put behind), rather than meeting the same panic first in every run.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+
+/// What `work` returns, or the message of its panic.
+pub async fn catch_panic<F: Future>(work: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(work).catch_unwind().await.map_err(|panic| panic_text(panic.as_ref()))
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_becomes_its_message() {
+        assert_eq!(catch_panic(async { 7 }).await, Ok(7));
+        assert_eq!(catch_panic(async { panic!("poisoned message") }).await, Err::<(), _>("poisoned message".into()));
+        let id = 9;
+        assert_eq!(catch_panic(async { panic!("message {id}") }).await, Err::<(), _>("message 9".into()));
+        let anything = catch_panic(async { std::panic::panic_any(id) }).await;
+        assert_eq!(anything, Err::<(), _>("a panic without a message".into()));
+    }
+}
