@@ -1079,11 +1079,12 @@ fn named_items(template: &str) -> Vec<(String, PathBuf, String)> {
 fn declares(source: &str, name: &str) -> bool {
     let after_name = |rest: &str| !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
     source.lines().map(str::trim_start).any(|line| {
+        // A re-export declares it; a private import (kept where the item once was) does not.
+        let reexport = line.starts_with("pub use ") && line.trim_end_matches(';').ends_with(&format!("::{name}"));
         let line = line.strip_prefix("pub ").or_else(|| line.strip_prefix("pub(crate) ")).unwrap_or(line);
         let item = ["const ", "static ", "fn ", "struct ", "enum ", "type ", "trait "]
             .iter()
             .any(|kind| line.strip_prefix(kind).and_then(|l| l.strip_prefix(name)).is_some_and(after_name));
-        let reexport = line.starts_with("use ") && line.trim_end_matches(';').ends_with(&format!("::{name}"));
         item || reexport
     })
 }
@@ -1110,4 +1111,7 @@ fn the_items_the_template_names_exist_in_the_code() {
         undeclared(&format!("{stale}{kept}")),
         ["provision::MAX_RECEIVE_COUNT", "stemvault_notify::domain::retry_delay"]
     );
+    assert!(declares("pub use stemvault_vault::download::MAX_RECEIVE_COUNT;", "MAX_RECEIVE_COUNT"));
+    assert!(!declares("use stemvault_vault::download::MAX_RECEIVE_COUNT;", "MAX_RECEIVE_COUNT"), "a private import");
+    assert!(declares("    pub const MAX: u32 = 8;", "MAX") && !declares("pub const MAXIMUM: u32 = 8;", "MAX"));
 }

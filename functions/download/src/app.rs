@@ -112,12 +112,13 @@ const SETTLE_RESERVE: Duration = Duration::from_secs(3);
 const ANSWER_RESERVE: Duration = Duration::from_secs(1);
 
 // What a copy may spend past its `stop_at` (the request making the object, then an abort)
-// leaves time to record the file before the message is given up.
+// leaves one AWS attempt to record the file before the message is given up.
 const _: () = assert!(
     crate::upload::FINISH_RESERVE.as_millis()
         + stemvault_vault::BEST_EFFORT_CALL_TIMEOUT.as_millis()
+        + stemvault_aws::ATTEMPT_TIMEOUT.as_millis()
         + SETTLE_RESERVE.as_millis()
-        < DEADLINE_MARGIN.as_millis()
+        <= DEADLINE_MARGIN.as_millis()
 );
 
 /// One message handled: the delivery the domain saw, and how it ended.

@@ -192,9 +192,9 @@ pub trait ObjectStore {
 /// whole body's PutObject) may still take. Once sent, S3 may complete it after its caller
 /// stopped waiting: on a message's last receive the file would be recorded failed over a
 /// complete copy (a multipart upload's abort comes too late to stop it). Within the
-/// invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's bound and the time
-/// to record (checked where the margin is spent, in `crate::app`).
-pub const FINISH_RESERVE: std::time::Duration = std::time::Duration::from_secs(3);
+/// invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's bound and one AWS
+/// attempt to record the file (checked where the margin is spent, in `crate::app`).
+pub const FINISH_RESERVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Limits of one upload.
 #[derive(Debug, Clone, Copy)]
@@ -1004,8 +1004,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_request_making_the_object_may_answer_a_little_past_the_deadline() {
         for (len, late_by, stored) in [
-            (1000, Duration::from_secs(1), true),
-            (PART + 1, Duration::from_secs(1), true),
+            (1000, Duration::from_millis(500), true),
+            (PART + 1, Duration::from_millis(500), true),
             (1000, FINISH_RESERVE + Duration::from_secs(1), false),
             (PART + 1, FINISH_RESERVE + Duration::from_secs(1), false),
         ] {
