@@ -173,8 +173,9 @@ pub fn key_extension(key: &str) -> Option<&'static str> {
 /// The query string and fragment are ignored, so signed URLs work.
 pub fn extension_from_url(url: &str) -> Option<&'static str> {
     let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path_and_more = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
-    let path = path_and_more.split(['?', '#']).next().unwrap_or("");
+    // The query and fragment first: one may hold a `/` where the URL has no path.
+    let before_query = after_scheme.split(['?', '#']).next().unwrap_or("");
+    let path = before_query.find('/').map_or("", |i| &before_query[i..]);
     key_extension(path)
 }
 
@@ -197,6 +198,8 @@ mod tests {
         assert_eq!(file_key(&t, "video", "https://h.mp3"), "tasks/abc/video");
         assert_eq!(file_key(&t, "video", "video_url_847715e66259"), "tasks/abc/video");
         assert_eq!(file_key(&t, "midi", "https://h/dir.mp3/file"), "tasks/abc/midi");
+        assert_eq!(file_key(&t, "wav", "https://cdn.example?f=/x.wav"), "tasks/abc/wav", "no path");
+        assert_eq!(file_key(&t, "wav", "https://cdn.example#/x.wav"), "tasks/abc/wav", "no path");
     }
 
     #[test]
