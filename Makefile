@@ -109,6 +109,8 @@ checkov: $(VENV)/checkov/.installed
 
 lambda-build: tools
 	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked $(FUNCTIONS)
+	@cd "$(CARGO_TARGET_DIR)/lambda" && for f in */bootstrap; do \
+	  printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$(wc -c < "$$f")"; done
 
 # --- run ------------------------------------------------------------------------------
 run: deps
