@@ -1,6 +1,7 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
 //! and the download queue), the vault bucket, where callback bodies are archived and parked
-//! ([`BodyArchive`]), the callback secret in Secrets Manager, and the event bus ([`EventBus`]).
+//! ([`BodyArchive`]), the callback secret in Secrets Manager, and the event bus ([`EventBus`]);
+//! and the function's metrics ([`metrics_of`], CloudWatch's embedded metric format).
 
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;

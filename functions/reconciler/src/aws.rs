@@ -1,6 +1,7 @@
 //! The ports over AWS: the shared claim-and-send adapter ([`TableAndQueue`]: the task table
 //! and the download queue), the `reconcile-due` index, the callback body archive, the parked
-//! callbacks, and the provider over HTTP.
+//! callbacks, and the provider over HTTP; and the function's metrics ([`metrics_of`],
+//! CloudWatch's embedded metric format).
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use stemvault_aws::archive::BodyArchive;
