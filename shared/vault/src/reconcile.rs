@@ -275,26 +275,28 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
 /// `give_up_after` ([`ABANDONED_REASON`]), or the provider has said it does not know it for
 /// [`NOT_FOUND_GIVE_UP_AFTER`] ([`NOT_FOUND_REASON`]). A task still without its result is then
 /// given up ([`abandon`]); one that has it (watched for files whose URL expired) only leaves
-/// the index ([`stop_watching`]).
+/// the index ([`stop_watching`]). When both hold, the one whose time came first: a give-up
+/// tried again by a later run (its event went out, its record write failed) names the reason
+/// its event named, and so publishes under the same id.
 pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<&'static str> {
     if record.abandoned.is_some() {
-        None
-    } else if now >= give_up_at(record, give_up_after) {
-        Some(ABANDONED_REASON)
-    } else if not_known_for_a_day(record, now) {
-        Some(NOT_FOUND_REASON)
-    } else {
-        None
+        return None;
+    }
+    let abandoned_at = Some(give_up_at(record, give_up_after)).filter(|at| now >= *at);
+    match (abandoned_at, not_known_for_a_day(record, now)) {
+        (Some(abandoned_at), Some(not_found_at)) if not_found_at < abandoned_at => Some(NOT_FOUND_REASON),
+        (Some(_), _) => Some(ABANDONED_REASON),
+        (None, Some(_)) => Some(NOT_FOUND_REASON),
+        (None, None) => None,
     }
 }
 
-/// The provider has said it does not know the task for [`NOT_FOUND_GIVE_UP_AFTER`], and a poll
-/// after that said it again (the run is unbroken, so the last poll said it): not answers from
-/// before a time without polls (no key since).
-fn not_known_for_a_day(record: &TaskRecord, now: Timestamp) -> bool {
-    let Some(since) = record.not_found_since else { return false };
-    let day = since.plus(NOT_FOUND_GIVE_UP_AFTER);
-    now >= day && record.last_poll.as_ref().is_some_and(|poll| poll.at >= day)
+/// When the provider's saying it does not know the task reached [`NOT_FOUND_GIVE_UP_AFTER`],
+/// if it has and a poll after that said it again (the run is unbroken, so the last poll said
+/// it): not answers from before a time without polls (no key since).
+fn not_known_for_a_day(record: &TaskRecord, now: Timestamp) -> Option<Timestamp> {
+    let day = record.not_found_since?.plus(NOT_FOUND_GIVE_UP_AFTER);
+    (now >= day && record.last_poll.as_ref().is_some_and(|poll| poll.at >= day)).then_some(day)
 }
 
 /// Stop watching a task that has its result: nothing failed, no new URL came for its expired
@@ -589,6 +591,11 @@ mod tests {
         assert_eq!(called_back.not_found_since, None);
         // The retention still comes first when it is shorter.
         assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(ABANDONED_REASON));
+        // Given up as not found, its record write failed: tried again once the retention is
+        // out too, it is still not found (its event's id names the reason).
+        let retention_after_the_day = Duration::from_secs(600 + day + 60);
+        assert_eq!(give_up_reason(&r, at(600 + day), retention_after_the_day), Some(NOT_FOUND_REASON));
+        assert_eq!(give_up_reason(&r, at(600 + day + 120), retention_after_the_day), Some(NOT_FOUND_REASON));
         let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422), PollOutcome::NoRecord];
         assert!(outcomes.iter().all(PollOutcome::not_found));
         // An HTTP 404 or 422 is a path the provider does not serve (a wrong base URL).
