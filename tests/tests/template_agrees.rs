@@ -1053,19 +1053,19 @@ fn named_items(template: &str) -> Vec<(String, PathBuf, String)> {
     for comment in template.lines().filter_map(|line| line.split_once('#').map(|(_, c)| c)) {
         let paths = comment.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'));
         for path in paths.filter(|p| p.contains("::")) {
-            let segments: Vec<&str> = path.split("::").collect();
-            let (root, modules) = match segments[0] {
-                "provision" => (repo.join("shared/aws/src"), &segments[..segments.len() - 1]),
-                "stemvault_vault" => (repo.join("shared/vault/src"), &segments[1..segments.len() - 1]),
-                "stemvault_aws" => (repo.join("shared/aws/src"), &segments[1..segments.len() - 1]),
-                "suno_callbacks" => (repo.join("shared/src"), &segments[1..segments.len() - 1]),
-                function if function.starts_with("stemvault_") => {
-                    let crate_dir = repo.join("functions").join(&function["stemvault_".len()..]).join("src");
-                    (crate_dir, &segments[1..segments.len() - 1])
-                }
-                _ => continue,
+            // `provision::X` is the shared AWS crate's module, as the template writes it.
+            let full = if path.starts_with("provision::") { format!("stemvault_aws::{path}") } else { path.to_owned() };
+            let segments: Vec<&str> = full.split("::").collect();
+            let root = match segments[0] {
+                "stemvault_vault" => repo.join("shared/vault/src"),
+                "stemvault_aws" => repo.join("shared/aws/src"),
+                "suno_callbacks" => repo.join("shared/src"),
+                function => match function.strip_prefix("stemvault_") {
+                    Some(function) => repo.join("functions").join(function).join("src"),
+                    None => continue,
+                },
             };
-            let file = match modules {
+            let file = match &segments[1..segments.len() - 1] {
                 [] => root.join("lib.rs"),
                 [parents @ .., last] => parents.iter().fold(root, |dir, m| dir.join(m)).join(format!("{last}.rs")),
             };

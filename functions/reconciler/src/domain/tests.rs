@@ -642,21 +642,31 @@ async fn an_answer_too_large_to_read_is_unreadable() {
     assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
 }
 
+/// Register another task, `broken-1`, due before [`TASK`].
+fn register_broken(ports: &MemoryPorts) {
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
+    ports.table.put_record(broken);
+}
+
+/// The task item of [`register_broken`]'s task.
+fn broken_item(ports: &MemoryPorts) -> serde_dynamo::Item {
+    ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").expect("registered").1
+}
+
 /// A task whose handling panics (a bug its record reaches) fails alone: it is put behind an
 /// hour, as a failure no retry mends, and the run polls the others.
 #[tokio::test]
 async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
     let ports = MemoryPorts::new(vec![pending()]);
     register(&ports);
-    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
-    let broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
-    ports.table.put_record(broken);
+    register_broken(&ports);
     ports.table.panic_loading(Some("broken-1"));
     ports.until_due();
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
     assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (2, 1, 1), "{outcome:?}");
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
-    let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
+    let task = broken_item(&ports);
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
     assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)), "put behind an hour");
 }
@@ -692,10 +702,7 @@ async fn a_replay_that_panics_is_held_and_the_others_are_replayed() {
 async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
     let ports = MemoryPorts::new(vec![pending()]);
     register(&ports);
-    // Due before the other task.
-    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
-    let broken = registration.record(&TaskId::parse("broken-1").unwrap(), ports.table.now(), Duration::ZERO);
-    ports.table.put_record(broken);
+    register_broken(&ports);
     // Its version, of all things, is what cannot be read.
     let unreadable = serde_dynamo::AttributeValue::S("three".into());
     ports.table.update_task_item("broken-1", |item| item.insert("version".into(), unreadable.clone()).is_some());
@@ -705,7 +712,7 @@ async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
     ports.until_due();
     let first = reconcile(&ports, &one, "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
     assert_eq!((first.unreadable, first.tasks_failed, first.polls), (1, 0, 0), "{first:?}");
-    let task = ports.table.task_items().into_iter().find(|(id, _)| id == "broken-1").unwrap().1;
+    let task = broken_item(&ports);
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
     assert_eq!(task.get("reconcile_at"), Some(&serde_dynamo::AttributeValue::S(later)));
     assert_eq!(task.get("version"), Some(&unreadable), "nothing else touched");
