@@ -84,6 +84,9 @@ impl HttpSource {
                 .no_proxy()
                 .connect_timeout(CONNECT_TIMEOUT)
                 .read_timeout(READ_IDLE_TIMEOUT)
+                // A connection idle across a freeze of the function may have been closed by
+                // the host meanwhile; one sent down it fails after it was written (not retried).
+                .pool_idle_timeout(stemvault_aws::http::POOL_IDLE_TIMEOUT)
                 .user_agent(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
         };
         Ok(HttpSource {
@@ -117,8 +120,9 @@ impl FetchSource for HttpSource {
                 }
                 redirects += 1;
                 let bad = || FetchError::BadRedirect { status: status.as_u16() };
-                let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(bad)?;
-                url = url.join(location).map_err(|_| bad())?;
+                // As browsers read it: raw UTF-8 (a non-ASCII file name) is percent-encoded by the join.
+                let location = response.headers().get(LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+                url = url.join(&location.ok_or_else(bad)?).map_err(|_| bad())?;
                 tracing::debug!(to = %loggable(&url), status = status.as_u16(), "following a redirect");
                 continue;
             }
@@ -161,14 +165,18 @@ fn kept_content_type(raw: &[u8]) -> Option<String> {
 /// Whether a body without a declared length still has an end of its own: HTTP/2 and later
 /// frame every body, and HTTP/1.1 chunked encoding ends with a last chunk. Otherwise (HTTP/1.x
 /// read until the connection closes) a connection lost halfway looks like the end of the file.
+/// Chunked framing is read, as hyper decides it, only when `chunked` is the last coding of the
+/// last Transfer-Encoding line (`chunked, gzip` is read until the connection closes).
 fn is_framed(response: &reqwest::Response) -> bool {
     response.version() >= reqwest::Version::HTTP_2
         || response
             .headers()
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|coding| coding.trim().eq_ignore_ascii_case("chunked")))
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -292,6 +300,30 @@ mod tests {
         assert_eq!(declared.unwrap(), b"abcd".as_slice());
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
         assert_eq!(read(chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice());
+        let gzip = "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n";
+        assert_eq!(read(gzip, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice(), "framed: chunked last");
+        // hyper reads these until the connection closes: chunked is not the last coding.
+        let last_not_chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\nconnection: close\r\n\r\n";
+        assert_eq!(read(last_not_chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
+        let two_lines =
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\n";
+        assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
+    }
+
+    /// A Location naming a file in raw UTF-8 (as some servers send it) is followed as browsers
+    /// follow it, percent-encoded, not refused as a bad redirect (a permanent failure).
+    #[tokio::test]
+    async fn a_redirect_to_a_non_ascii_path_is_followed_percent_encoded() {
+        let redirect =
+            "HTTP/1.1 302 Found\r\nlocation: /st\u{e9}m.mp3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let file = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nabcd";
+        let (origin, served) = stemvault_aws::test_http::answer_in_turn(vec![redirect.into(), file.into()]).await;
+        let source = HttpSource::new(SourcePolicy::parse(&origin).unwrap()).unwrap();
+        let opened = source.open(&format!("{origin}/a.mp3"), 1 << 20).await.unwrap();
+        let chunks: Vec<Bytes> = opened.chunks.map(|c| c.unwrap()).collect().await;
+        assert_eq!(chunks.concat(), b"abcd");
+        let requests = served.await.unwrap();
+        assert!(requests[1].starts_with("GET /st%C3%A9m.mp3 HTTP/1.1"), "{}", requests[1]);
     }
 
     #[test]

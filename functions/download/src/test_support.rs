@@ -161,7 +161,8 @@ pub struct MemoryStore {
     pub panic_part: Option<i32>,
     /// Answer every PutObject and CreateMultipartUpload with this.
     pub refuse: Option<StorageError>,
-    /// Answer a whole body's PutObject and CompleteMultipartUpload this long after asked.
+    /// Answer a PutObject and CompleteMultipartUpload this long after asked (a streamed one,
+    /// after its body).
     pub finish_delay: Duration,
 }
 
@@ -272,6 +273,9 @@ impl ObjectStore for MemoryStore {
                     break;
                 }
             }
+        }
+        if failed.is_none() {
+            self.finishing().await;
         }
         let mut state = self.state.lock().unwrap();
         state.calls.push(StoreCall::Streamed { key: key.to_owned(), len: data.len() });

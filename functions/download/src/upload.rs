@@ -189,7 +189,7 @@ pub trait ObjectStore {
 }
 
 /// How long past `stop_at` the request that makes the object (CompleteMultipartUpload, a
-/// whole body's PutObject) may still take. Once sent, S3 may complete it after its caller
+/// PutObject, a streamed one once its body is sent) may still take. Once sent, S3 may complete it after its caller
 /// stopped waiting: on a message's last receive the file would be recorded failed over a
 /// complete copy (a multipart upload's abort comes too late to stop it). Within the
 /// invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's bound and one AWS
@@ -232,12 +232,14 @@ where
     let content_type = media::recorded_type(body.content_type);
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
+    let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
     let streamable = |len: &u64| limits.stream_single_part && (1..=limits.part_size as u64).contains(len);
     if let Some(len) = body.content_length.filter(streamable) {
-        let sha256 = before(limits.stop_at, put_streamed(store, key, body.chunks, len, info)).await?;
+        // The body is read until `stop_at` (the stream fails there, and the put with it); S3's
+        // answer, once the body is sent, is waited for until `finish_by`.
+        let sha256 = before(finish_by, put_streamed(store, key, body.chunks, len, info, limits.stop_at)).await?;
         return Ok(StoredObject { bytes: len, sha256_hex: hex::encode(sha256), content_type, parts: 1 });
     }
-    let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
     let mut reader = PartReader::new(body.chunks, body.content_length, limits.max_bytes);
     let first = before(limits.stop_at, async {
         let part = reader.next_part(limits.part_size).await?;
@@ -300,36 +302,47 @@ async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
 /// A body of a declared `len` that fits in one part goes up as it arrives: no part buffer to
 /// fill (fresh memory the kernel faults in, 4 KiB at a time), no copy into it, and the
 /// source read and the upload overlap. Its length is checked on the way; what the source did
-/// wrong (a failure, too many or too few bytes) is the error, rather than the upload it broke.
+/// wrong (a failure, too many or too few bytes) is the error, rather than the upload it broke;
+/// so is a body not read whole by `stop_at` ([`CopyError::Deadline`]).
 async fn put_streamed<O, S>(
     store: &O,
     key: &str,
     chunks: S,
     len: u64,
     info: ObjectInfo<'_>,
+    stop_at: Instant,
 ) -> Result<[u8; 32], CopyError>
 where
     O: ObjectStore + Sync,
     S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send + 'static,
 {
-    let source_failure: Arc<Mutex<Option<FetchError>>> = Arc::default();
-    let checked = LengthChecked { chunks, len, total: 0, done: false, failure: source_failure.clone() };
+    let source_failure: Arc<Mutex<Option<CopyError>>> = Arc::default();
+    let checked = LengthChecked {
+        chunks,
+        len,
+        total: 0,
+        done: false,
+        stop_at: Box::pin(tokio::time::sleep_until(stop_at.into())),
+        failure: source_failure.clone(),
+    };
     let stored = store.put_streamed(key, Box::pin(checked), len, info).await;
     let failed = source_failure.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (stored, failed) {
-        (_, Some(source)) => Err(source.into()),
+        (_, Some(source)) => Err(source),
         (stored, None) => Ok(stored?),
     }
 }
 
 /// Chunks checked against their declared length on the way: more or fewer than `len` bytes,
-/// or a failing chunk, end the stream with that error, also kept in `failure`.
+/// a failing chunk, or `stop_at` passing before the last, end the stream with that error,
+/// also kept in `failure`.
 struct LengthChecked<S> {
     chunks: S,
     len: u64,
     total: u64,
     done: bool,
-    failure: Arc<Mutex<Option<FetchError>>>,
+    stop_at: Pin<Box<tokio::time::Sleep>>,
+    failure: Arc<Mutex<Option<CopyError>>>,
 }
 
 impl<S> Stream for LengthChecked<S>
@@ -342,6 +355,11 @@ where
         let this = &mut *self;
         if this.done {
             return Poll::Ready(None);
+        }
+        if this.stop_at.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(CopyError::Deadline);
+            return Poll::Ready(Some(Err(FetchError::Timeout(CopyError::Deadline.to_string()))));
         }
         let failed = match ready!(this.chunks.poll_next_unpin(cx)) {
             Some(Ok(chunk)) => {
@@ -359,7 +377,7 @@ where
             None => FetchError::LengthMismatch { expected: this.len, got: this.total },
         };
         this.done = true;
-        *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failed.clone());
+        *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(failed.clone().into());
         Poll::Ready(Some(Err(failed)))
     }
 }
@@ -1003,18 +1021,20 @@ mod tests {
     /// receive would sit complete in the bucket. One slower than that is still given up.
     #[tokio::test(start_paused = true)]
     async fn the_request_making_the_object_may_answer_a_little_past_the_deadline() {
-        for (len, late_by, stored) in [
-            (1000, Duration::from_millis(500), true),
-            (PART + 1, Duration::from_millis(500), true),
-            (1000, FINISH_RESERVE + Duration::from_secs(1), false),
-            (PART + 1, FINISH_RESERVE + Duration::from_secs(1), false),
+        for (len, streamed, late_by, stored) in [
+            (1000, false, Duration::from_millis(500), true),
+            (1000, true, Duration::from_millis(500), true),
+            (PART + 1, false, Duration::from_millis(500), true),
+            (1000, false, FINISH_RESERVE + Duration::from_secs(1), false),
+            (1000, true, FINISH_RESERVE + Duration::from_secs(1), false),
+            (PART + 1, false, FINISH_RESERVE + Duration::from_secs(1), false),
         ] {
             let data = deterministic_bytes(len, 10);
             let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
-            let soon = UploadLimits { stop_at, stream_single_part: false, ..limits() };
+            let soon = UploadLimits { stop_at, stream_single_part: streamed, ..limits() };
             let store = MemoryStore { finish_delay: Duration::from_millis(200) + late_by, ..Default::default() };
             let copied = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon).await;
-            let case = format!("{len} bytes, answered {late_by:?} late");
+            let case = format!("{len} bytes, streamed {streamed}, answered {late_by:?} late");
             if stored {
                 assert_eq!(copied.expect(&case).sha256_hex, sha_hex(&data), "{case}");
                 assert_eq!(store.object("k").as_deref(), Some(&data[..]), "{case}");
@@ -1037,6 +1057,23 @@ mod tests {
             upload(&StalledStore { stall: Stall::AfterStart }, to("k"), body_of(&data, 1 << 16, true, None), soon);
         let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;
         assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
+    }
+
+    /// A declared body that stops coming, streamed into its PutObject, fails that put at the
+    /// deadline (a retryable deadline, not a source error), nothing stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_streamed_body_stops_at_the_deadline() {
+        let data = deterministic_bytes(1000, 7);
+        let head = futures::stream::iter(vec![Ok(Bytes::from(data))]);
+        let chunks = head.chain(futures::stream::pending());
+        let body = SourceBody { content_length: Some(2000), content_type: None, chunks: Box::pin(chunks) };
+        let store = MemoryStore::default();
+        let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
+        let soon = UploadLimits { stop_at, ..limits() };
+        let ended = tokio::time::timeout(Duration::from_secs(60), upload(&store, to("k"), body, soon)).await;
+        assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
+        assert_eq!(store.object("k"), None);
+        assert!(matches!(store.calls()[..], [StoreCall::Streamed { len: 1000, .. }]), "{:?}", store.calls());
     }
 
     #[tokio::test]
