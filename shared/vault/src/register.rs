@@ -111,8 +111,9 @@ impl Registration {
     /// the task has none, its family when the callbacks could not tell it or only guessed it
     /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
     /// needs watching, a file of it failed by an expired URL, is watched from `now`). To a
-    /// task ingest registered from a stale callback ([`Self::unsigned_record`]), its family
-    /// as the registered one, so a later registration naming another is refused. None when
+    /// task ingest registered from a stale callback ([`Self::unsigned_record`]), or whose family
+    /// was a guess, its family as the registered one, so a later registration naming another
+    /// is refused. None when
     /// there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
         if !self.family_agrees(recorded) || !self.ref_agrees(recorded) {
@@ -121,7 +122,9 @@ impl Registration {
         let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
             family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
-            registered_family: unregistered(recorded).then_some(self.family),
+            // The family a guess left open, now given (or confirmed): a later registration
+            // naming another is refused, as for any registered task.
+            registered_family: (unregistered(recorded) || recorded.family_is_a_guess()).then_some(self.family),
             watch_from: None,
         };
         if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
@@ -355,7 +358,15 @@ mod tests {
         let mut completed = guessed.clone();
         completion.apply(&mut completed);
         assert!(lyrics.agrees_with(&completed) && lyrics.completion(&completed, now).is_none(), "once");
+        assert_eq!(completed.registered_family, Some(Family::Lyrics));
         assert_eq!(reg.completion(&guessed, now).map(|c| c.family), Some(None), "music: only the client_ref");
+        // Either way the family is given for good: a registration naming another is refused.
+        let mut confirmed = guessed.clone();
+        reg.completion(&guessed, now).expect("the client_ref").apply(&mut confirmed);
+        assert_eq!((confirmed.family, confirmed.registered_family), (Family::Music, Some(Family::Music)));
+        assert_eq!(lyrics.completion(&confirmed, now), None);
+        assert_eq!(lyrics.disagreements(&confirmed), ["family"]);
+        assert_eq!(reg.disagreements(&completed), ["family"]);
         // Music that failed after tracks came is no guess, nor a family a registration gave.
         let mut with_tracks = guessed.clone();
         with_tracks.files.insert("tracks/a/audio".into(), file(crate::FileStatus::Stored, None));
