@@ -64,22 +64,18 @@ impl TestEnv {
         self.tasks().save(Some(before), after).await.expect("rewrite the task record");
     }
 
-    /// What a request reopening a settled task writes before its file items
-    /// (`items::MarkOpen`): `open` and the request's `last_received_at`, the version left as
-    /// it is.
+    /// What a request adding or reopening files writes before its file items
+    /// (`items::MarkOpen`, the adapter's own write): `open`, the request's `last_received_at`
+    /// and the add fence at the next generation, the version left as it is.
     pub async fn mark_open(&self, task_id: &str) {
-        self.dynamo
-            .update_item()
-            .table_name(&self.resources.table_name)
-            .key("task_id", AttributeValue::S(task_id.to_owned()))
-            .key("sk", AttributeValue::S("task".into()))
-            .update_expression("SET #open = :open, last_received_at = :now")
-            .expression_attribute_names("#open", "open")
-            .expression_attribute_values(":open", AttributeValue::S(stemvault_vault::OPEN_MARKER.into()))
-            .expression_attribute_values(":now", AttributeValue::S(Timestamp::now().rfc3339()))
-            .send()
-            .await
-            .expect("mark the task open");
+        let read = self.task_record(task_id).await;
+        let mark = stemvault_vault::items::MarkOpen {
+            version: read.version,
+            last_received_at: AttributeValue::S(Timestamp::now().rfc3339()).into(),
+            adding: read.generation + 1,
+        };
+        let marked = self.tasks().mark_open(task_id, &mark).await.expect("mark the task open");
+        assert_eq!(marked, stemvault_vault::Conditional::Applied, "marked at the version read");
     }
 
     /// The task record, which must exist (its item collection, one strongly consistent Query).

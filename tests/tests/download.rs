@@ -594,18 +594,20 @@ async fn claims_and_settles_answer_with_the_item() {
         (VaultState::Complete, None, read.version + 2)
     );
 
-    // Ingest reopening it marks it open before its file items (version and generation as
-    // they were): a settle read before the task settled is refused, and the mark kept.
+    // Ingest reopening it marks it open and fenced before its file items (version and
+    // generation as they were): a settle read before the task settled is refused, and the
+    // mark kept.
     env.mark_open(&record.task_id).await;
     assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
-    assert_eq!(env.task_record(&record.task_id).await.open.as_deref(), Some("open"));
+    let marked = env.task_record(&record.task_id).await;
+    assert_eq!((marked.open.as_deref(), marked.adding), (Some("open"), Some(settled.generation + 1)));
 
     // Ingest reopens it (a new generation): a settle of the older one is refused.
-    let mut reopened = settled.clone();
+    let mut reopened = marked.clone();
     (reopened.vault, reopened.manifest_key, reopened.generation) = (VaultState::Pending, None, settled.generation + 1);
     reopened.sync_open_marker();
     reopened.version += 1;
-    env.rewrite_record(&settled, &reopened).await;
+    env.rewrite_record(&marked, &reopened).await;
     assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
     assert_eq!(env.task_record(&record.task_id).await.vault, VaultState::Pending);
 }

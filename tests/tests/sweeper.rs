@@ -322,6 +322,54 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert!(env.drain_queue(10).await.is_empty());
 }
 
+/// A callback adding a file to a task whose files are all settled, whose request stops after
+/// its file item (a crash: nothing after it runs), while a downloader that read the task
+/// before that item settles it: the mark's fence refuses that settle (the table's own
+/// condition), a settle check reading the task now does not settle it either, and once the
+/// grace period is over the sweeper takes the fence away, commits the file and sends it.
+/// Without the fence the settle would take the task out of the index, the file unsent.
+#[tokio::test]
+async fn a_settle_read_before_a_stopped_save_added_a_file_is_refused_and_the_sweeper_sends_it() {
+    use stemvault_download::domain::{SettleTask, SettleWrite};
+    use stemvault_vault::download::{SettlePlan, settle_plan};
+    let env = TestEnv::new().await;
+    let read = stored(&env, &orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)])).await;
+    let task = TaskId::parse(&read.task_id).unwrap();
+    let SettlePlan::Settle(plan) = settle_plan(&read, &task, Timestamp::now()) else { panic!("all files settled") };
+
+    // The adding save's mark (the adapter's own write), 10 minutes ago, then its file item.
+    let marked_at = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 600_000);
+    let mark = stemvault_vault::items::MarkOpen {
+        version: read.version,
+        last_received_at: AttributeValue::S(marked_at.rfc3339()).into(),
+        adding: read.generation + 1,
+    };
+    assert_eq!(env.tasks().mark_open(&read.task_id, &mark).await, Ok(Conditional::Applied));
+    let added = orphaned(Duration::from_secs(600), &[("drums", FileStatus::Pending)]);
+    let drums = stemvault_vault::FileEntry { generation: Some(read.generation + 1), ..added.files["drums"].clone() };
+    let item = stemvault_vault::items::file_item(&read.task_id, "drums", &drums).unwrap();
+    let item: HashMap<String, AttributeValue> = item.into_inner().into_iter().map(|(k, v)| (k, v.into())).collect();
+    env.dynamo.put_item().table_name(&env.resources.table_name).set_item(Some(item)).send().await.unwrap();
+
+    let downloader = env.download_ports();
+    assert_eq!(downloader.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
+    let left = env.task_record(&read.task_id).await;
+    let fenced = (VaultState::Pending, Some(OPEN_MARKER), Some(read.generation + 1));
+    assert_eq!((left.vault, left.open.as_deref(), left.adding), fenced);
+    assert!(left.has_uncommitted_files());
+    assert_eq!(settle_plan(&left, &task, Timestamp::now()), SettlePlan::Open);
+
+    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 1, 0), "{report:?}");
+    let sent = jobs_on_queue(&env.drain_queue(10).await);
+    assert_eq!(sent.iter().map(|job| job.name.as_str()).collect::<Vec<_>>(), ["drums"]);
+    let swept = env.task_record(&read.task_id).await;
+    let committed = (None, read.generation + 1, FileStatus::Queued);
+    assert_eq!((swept.adding, swept.generation, swept.files["drums"].status), committed);
+    assert_eq!((swept.vault, swept.open.as_deref()), (VaultState::Pending, Some(OPEN_MARKER)));
+}
+
 /// Take the sweeper's one job off the queue and let the downloader handle it; the job.
 async fn settle_through_manifest_job(env: &TestEnv) -> FileJob {
     let event = env.receive_event(1, 2).await;

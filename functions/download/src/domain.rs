@@ -43,12 +43,14 @@
 //!    manifest to S3, fenced by the file set's generation and the stage (`put_fenced`),
 //!    then (b) ONE update of the task item setting `vault` and `manifest_key` and removing
 //!    `open`, conditional on the generation and stage being still the manifest's (and on the
-//!    task not being settled and marked open again since). Two workers
+//!    task not being settled and marked open again since, nor fenced by a request adding
+//!    files: [`stemvault_vault::TaskRecord::adding`]; a read showing the fence plans no
+//!    settle). Two workers
 //!    that finish a task's last files at once both succeed (no condition fails between files
 //!    of one task); the one whose write found the vault `pending` is the one that settled it
 //!    (it logs it and emits `SecondsToSettled`). A refused write means ingest added or
 //!    reopened a file meanwhile (the task settles when those files do), recorded a new
-//!    stage, or is reopening the task settled meanwhile: the check reads again and settles
+//!    stage, or is adding or reopening files right now: the check reads again and settles
 //!    what there is to settle. A retryable failure
 //!    here returns the messages that asked for the check to the queue, and their
 //!    redeliveries (the file already settled) check again: a worker that stopped between
@@ -215,16 +217,16 @@ pub enum SettleWrite {
     /// time, or by ingest for a task without files or a new stage): the same values again.
     Rewritten,
     /// The task's generation or stage moved on (ingest added or reopened a file, or recorded
-    /// a new stage), or the task, settled meanwhile, was marked open again by a request
-    /// reopening it: nothing written.
+    /// a new stage), or a request adding or reopening files marked and fenced it since the
+    /// read (its file items may not have been read): nothing written.
     Refused,
 }
 
 pub trait SettleTask {
     /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task's
-    /// `generation` and `stage` are still the plan's and it is not settled and marked open
-    /// again: one conditional write of the task item, saying whether the vault was `pending`
-    /// before.
+    /// `generation` and `stage` are still the plan's, no request's add fence (`adding`) is
+    /// there, and it is not settled and marked open again: one conditional write of the task
+    /// item, saying whether the vault was `pending` before.
     fn settle_task(
         &self,
         task_id: &TaskId,

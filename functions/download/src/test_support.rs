@@ -791,7 +791,8 @@ impl SettleTask for MemoryPorts {
             return Ok(SettleWrite::Refused);
         };
         let marked_again = task.manifest_key.is_some() && task.open.is_some();
-        if task.generation != plan.generation || task.stage != plan.manifest.stage || marked_again {
+        let moved_on = task.generation != plan.generation || task.stage != plan.manifest.stage;
+        if moved_on || marked_again || task.adding.is_some() {
             return Ok(SettleWrite::Refused);
         }
         let was = task.vault;

@@ -14,12 +14,14 @@
 //! dead-letter queue on a receive that could not write the table, or expired); then
 //! [`reclaim`] claims and sends them again too.
 //!
-//! A later callback that adds or reopens files of a settled task marks its task item open
-//! before writing them ([`stemvault_vault::items::MarkOpen`]); should its request stop before
-//! the task item, the task is in the index, settled but with files at a generation its task
-//! item has not reached: swept like any other (the claim's save commits them; should they
-//! all be settled since, a save of their commit alone, then a manifest job). A settled task
-//! marked so with no such file (its request stopped before any) is taken out of the index.
+//! A later callback that adds or reopens files of a task (of a settled one too) marks its
+//! task item open and fenced before writing them ([`stemvault_vault::items::MarkOpen`]; no
+//! settle applies while the fence is there); should its request stop before the task item,
+//! the task is in the index, with files at a generation its task item has not reached: the
+//! fence is taken away, and the task swept like any other (the claim's save commits them;
+//! should they all be settled since, a save of their commit alone, then a manifest job). A
+//! settled task marked so with no such file (its request stopped before any) is taken out of
+//! the index, its fence with it.
 //!
 //! Each run resumes after the last index entry the previous run checked (a cursor item in
 //! the table, [`ReadCursor`]) and wraps around at the end, so tasks that stay open for long
@@ -340,6 +342,10 @@ async fn sweep_task<P: Ports>(
                 None => Ok(Attempt::Done(Swept::Files(0))),
             };
         }
+        let record = match take_fence_away(ports, task, record).await? {
+            Some(record) => record,
+            None => return Ok(Attempt::Conflict),
+        };
         if record.files_settled() {
             // Files of a save that stopped, settled since (a redriven message copied them):
             // committed first, else the settle would find the task item settled and do
@@ -371,6 +377,28 @@ async fn sweep_task<P: Ports>(
     })
     .await?;
     swept.ok_or(SweepError::Contention { attempts: settings.max_save_attempts })
+}
+
+/// The record with the add fence ([`TaskRecord::adding`]) of a save that stopped taken away,
+/// as stored (one task item put over the version and fence read); None when the task item
+/// changed since it was read. Past the grace period the save that set it is over, and no
+/// settle applies while it is there; the files it wrote, if any, are uncommitted, and the
+/// sweep commits and sends them.
+async fn take_fence_away<P: Ports>(
+    ports: &P,
+    task: &TaskId,
+    record: TaskRecord,
+) -> Result<Option<TaskRecord>, SweepError> {
+    let Some(adding) = record.adding else { return Ok(Some(record)) };
+    let cleared = TaskRecord { adding: None, version: record.version + 1, ..record.clone() };
+    match ports.save_task(Some(&record), &cleared).await {
+        Ok(()) => {
+            tracing::info!(task_id = %task, adding, "took away the add fence of a save that stopped");
+            Ok(Some(cleared))
+        }
+        Err(StoreError::Conflict) => Ok(None),
+        Err(e) => Err(SweepError::from(e)),
+    }
 }
 
 /// Take a settled task out of the index: its `open` was left by a save that marked it and

@@ -98,14 +98,14 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":read", n(rev));
             u
         }
-        PutCondition::Version(version) => {
-            let mut u = Update::new("", "version = :read");
-            u.value(":read", n(version));
+        PutCondition::Version { version, adding: None } => {
+            let mut u = Update::new("", "version = :read AND attribute_not_exists(#adding)");
+            u.name("#adding", "adding").value(":read", n(version));
             u
         }
-        PutCondition::Unmarked(version) => {
-            let mut u = Update::new("", "version = :read AND attribute_not_exists(#open)");
-            u.name("#open", "open").value(":read", n(version));
+        PutCondition::Version { version, adding: Some(adding) } => {
+            let mut u = Update::new("", "version = :read AND #adding = :adding");
+            u.name("#adding", "adding").value(":read", n(version)).value(":adding", n(adding));
             u
         }
     };
@@ -123,21 +123,23 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
     u
 }
 
-/// A settled task's item marked open before the file items of the save that reopens it:
-/// [`MarkOpen`].
+/// A task's item marked open, and fenced, before the file items of the save that adds or
+/// reopens them: [`MarkOpen`].
 fn mark_open(mark: &MarkOpen) -> Update {
-    let mut u = Update::new("SET #open = :open, last_received_at = :at", "version = :read");
-    u.name("#open", "open").value(":open", s(OPEN_MARKER));
-    u.value(":at", mark.last_received_at.clone().into()).value(":read", n(mark.version));
+    let mut u = Update::new("SET #open = :open, last_received_at = :at, #adding = :adding", "version = :read");
+    u.name("#open", "open").name("#adding", "adding").value(":open", s(OPEN_MARKER));
+    u.value(":at", mark.last_received_at.clone().into()).value(":adding", n(mark.adding));
+    u.value(":read", n(mark.version));
     u
 }
 
-/// A settled task's `open` taken away, if its task item is still as read (its version and
-/// `last_received_at`: a [`MarkOpen`] since moved the time, not the version):
-/// [`TaskTable::close_open`].
+/// A settled task's `open` (and the fence of the save that marked it) taken away, if its task
+/// item is still as read (its version and `last_received_at`: a [`MarkOpen`] since moved the
+/// time, not the version): [`TaskTable::close_open`].
 fn close_open(record: &TaskRecord) -> Update {
-    let mut u = Update::new("REMOVE #open", "version = :read AND last_received_at = :at");
-    u.name("#open", "open").value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339()));
+    let mut u = Update::new("REMOVE #open, #adding", "version = :read AND last_received_at = :at");
+    u.name("#open", "open").name("#adding", "adding");
+    u.value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339()));
     u
 }
 
@@ -264,8 +266,7 @@ impl TaskTable {
     pub async fn save(&self, before: Option<&TaskRecord>, after: &TaskRecord) -> Result<(), StoreError> {
         let mut plan = items::plan_save(before, after)?;
         if let Some(mark) = plan.mark_open.take()
-            && self.update("marking open", after.task_id.as_str(), items::TASK_SK, mark_open(&mark)).await?
-                == Conditional::Conflict
+            && self.mark_open(after.task_id.as_str(), &mark).await? == Conditional::Conflict
         {
             return Err(StoreError::Conflict);
         }
@@ -341,6 +342,13 @@ impl TaskTable {
             // Item too large (for good), an expression or attribute refused, or no answer.
             Err(e) => Err(write_error(operation, e)),
         }
+    }
+
+    /// Mark the task item of `task_id` open and fenced before the file items of a save that
+    /// adds or reopens them ([`MarkOpen`], which [`Self::save`] plans), if it is still at the
+    /// version read.
+    pub async fn mark_open(&self, task_id: &str, mark: &MarkOpen) -> Result<Conditional, StoreError> {
+        self.update("marking open", task_id, items::TASK_SK, mark_open(mark)).await
     }
 
     /// Take a settled task read as `record` out of the open-tasks index (the inverse of the
@@ -478,8 +486,16 @@ mod tests {
     fn a_put_is_conditional_on_what_was_read() {
         let c = put_condition(&PutCondition::Absent, 0);
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
-        let c = put_condition(&PutCondition::Version(7), 0);
-        assert_eq!((c.condition.as_str(), &c.values[":read"]), ("version = :read", &n(7)));
+        let c = put_condition(&PutCondition::Version { version: 7, adding: None }, 0);
+        assert_eq!(
+            (c.condition.as_str(), &c.values[":read"], c.names["#adding"].as_str()),
+            ("version = :read AND attribute_not_exists(#adding)", &n(7), "adding")
+        );
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(4) }, 0);
+        assert_eq!(
+            (c.condition.as_str(), &c.values[":read"], &c.values[":adding"]),
+            ("version = :read AND #adding = :adding", &n(7), &n(4))
+        );
         let c = put_condition(&PutCondition::Rev(3), 0);
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
         let c = put_condition(&PutCondition::Unclaimed { claimant: "req-1".into() }, 1_800_000_000);
@@ -492,19 +508,13 @@ mod tests {
         assert_eq!((&c.values[":pending"], &c.values[":enqueuing"]), (&s("pending"), &s("enqueuing")));
         assert_eq!((&c.values[":me"], &c.values[":now"]), (&s("req-1"), &n(1_800_000_000)));
         assert_eq!(c.names["#lease"], "lease_until");
-        let c = put_condition(&PutCondition::Unmarked(7), 0);
-        assert_eq!(
-            (c.condition.as_str(), &c.values[":read"]),
-            ("version = :read AND attribute_not_exists(#open)", &n(7))
-        );
-        assert_eq!(c.names["#open"], "open");
         let unclaimed = PutCondition::Unclaimed { claimant: "r".into() };
         let conditions = [
             PutCondition::Absent,
             unclaimed,
             PutCondition::Rev(1),
-            PutCondition::Version(1),
-            PutCondition::Unmarked(1),
+            PutCondition::Version { version: 1, adding: None },
+            PutCondition::Version { version: 1, adding: Some(1) },
         ];
         for condition in conditions {
             let c = put_condition(&condition, 0);
@@ -537,8 +547,8 @@ mod tests {
         record.version = 7;
         let u = close_open(&record);
         let expressions = (u.update.as_str(), u.condition.as_str());
-        assert_eq!(expressions, ("REMOVE #open", "version = :read AND last_received_at = :at"));
-        assert_eq!(u.names["#open"], "open");
+        assert_eq!(expressions, ("REMOVE #open, #adding", "version = :read AND last_received_at = :at"));
+        assert_eq!((u.names["#open"].as_str(), u.names["#adding"].as_str()), ("open", "adding"));
         assert_eq!(u.values[":read"], n(7));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
         assert!(u.unused_placeholders().is_empty());
@@ -547,12 +557,13 @@ mod tests {
     #[test]
     fn a_reopened_task_is_marked_open_at_the_version_read_which_stays() {
         let at = Value::S("2026-12-04T12:00:00.000Z".into());
-        let u = mark_open(&MarkOpen { version: 9, last_received_at: at });
+        let u = mark_open(&MarkOpen { version: 9, last_received_at: at, adding: 4 });
         assert_eq!(
             (u.update.as_str(), u.condition.as_str()),
-            ("SET #open = :open, last_received_at = :at", "version = :read")
+            ("SET #open = :open, last_received_at = :at, #adding = :adding", "version = :read")
         );
         assert_eq!((&u.names["#open"], &u.values[":open"]), (&"open".to_owned(), &s(OPEN_MARKER)));
+        assert_eq!((&u.names["#adding"], &u.values[":adding"]), (&"adding".to_owned(), &n(4)));
         assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
         assert!(u.unused_placeholders().is_empty());
     }

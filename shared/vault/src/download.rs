@@ -96,7 +96,8 @@ fn lease_holds(lease_until: Option<i64>, now: Timestamp) -> bool {
 /// What to do about a task's vault state after one of its files changed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SettlePlan {
-    /// Some file is still open.
+    /// Some file is still open, or a save is adding files ([`TaskRecord::adding`]: they are
+    /// downloaded and settle the task, or the sweeper commits and sends them).
     Open,
     /// The vault is settled and its manifest recorded.
     AlreadySettled,
@@ -165,6 +166,9 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
     };
     if record.is_settled() {
         return SettlePlan::AlreadySettled;
+    }
+    if record.adding.is_some() {
+        return SettlePlan::Open;
     }
     let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
     let watch = record.reconcile.is_none() && crate::reconcile::needs_watching(record);
@@ -364,6 +368,20 @@ mod tests {
         assert_eq!((plan.vault, plan.manifest_key.as_str()), (VaultState::Partial, "tasks/t1/manifest.json"));
         assert_eq!(plan.manifest, Manifest::of(&r, VaultState::Partial, NOW));
         assert_eq!(plan.manifest.files.len(), 2);
+    }
+
+    /// A save adding files fenced the task: no settle until they are committed (or the
+    /// sweeper takes the fence of a save that stopped away).
+    #[test]
+    fn no_settle_is_planned_while_a_save_adds_files() {
+        let id = TaskId::parse("t1").unwrap();
+        let mut r = record(vec![("vocal", file("https://a/v.mp3", FileStatus::Stored))]);
+        assert!(matches!(settle_plan(&r, &id, NOW), SettlePlan::Settle(_)));
+        r.adding = Some(r.generation + 1);
+        assert_eq!(settle_plan(&r, &id, NOW), SettlePlan::Open);
+        r.manifest_key = Some("tasks/t1/manifest.json".into());
+        r.vault = VaultState::Complete;
+        assert_eq!(settle_plan(&r, &id, NOW), SettlePlan::AlreadySettled, "a settled task read marked: nothing to do");
     }
 
     #[test]

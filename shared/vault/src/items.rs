@@ -9,7 +9,8 @@
 //!
 //! One strongly consistent Query reads the collection; [`assemble`] makes it a
 //! [`TaskRecord`]. Ingest saves a merged record with [`plan_save`]: the file and callback
-//! items first (a settled task it reopens marked open before them: [`MarkOpen`]), then the
+//! items first (a task it adds or reopens files of, or a settled one it writes files of,
+//! marked open and fenced before them: [`MarkOpen`]), then the
 //! task item, conditional on the version read (a duplicate that
 //! changes nothing else only counts itself: [`TaskWrite::CountDelivery`]). The task item is
 //! the commit: a callback counts once its id is in `bodies`. A file item counts as soon as it
@@ -173,12 +174,11 @@ pub enum PutCondition {
     Absent,
     /// A file item still at this revision.
     Rev(u64),
-    /// The task item still at this version.
-    Version(u64),
-    /// The task item still at this version and still without `open`, as read: not marked
-    /// open since (a [`MarkOpen`] leaves the version as it is). For a put that writes no
-    /// `open`, which would take away the mark of a save writing its file items right now.
-    Unmarked(u64),
+    /// The task item still at this version, and its add fence ([`TaskRecord::adding`]) still
+    /// this one (None: still none). A [`MarkOpen`] leaves the version as it is and sets the
+    /// fence, so a put over a read made before it is refused: it would take away the mark and
+    /// the fence of a save writing its file items right now.
+    Version { version: u64, adding: Option<u64> },
 }
 
 /// One conditional PutItem.
@@ -237,21 +237,27 @@ impl SavePlan {
 }
 
 /// A save that writes file items of a settled task (one outside the sweeper's `open-tasks`
-/// index, unless an attempt that stopped marked it): before them, the task item gets `open`
-/// and the save's `last_received_at` (keeping the sweeper off it for its grace period, and off
-/// taking a stopped attempt's mark away), conditional on the version read and leaving it. An
-/// attempt that then stops before its task item leaves the task in the index, and the sweeper
-/// commits and sends the files it wrote; without it they would wait, unsent, for the provider
-/// to retry the callback. Since the version stays, every write that could take `open` away is
-/// fenced against a mark made after its read: a task item put writing no `open`
-/// ([`PutCondition::Unmarked`]), the downloader's settle (never over a settled task marked
-/// open) and the sweeper's close (the `last_received_at` read); a record read marked keeps
-/// its mark ([`TaskRecord::sync_open_marker`]).
+/// index, unless an attempt that stopped marked it), or adds or reopens files of any task
+/// item (at a generation above the one read): before them, the task item gets `open`, the
+/// save's `last_received_at` (keeping the sweeper off it for its grace period, and off
+/// taking a stopped attempt's mark away) and the add fence, `adding` = the generation of the
+/// save ([`TaskRecord::adding`]), conditional on the version read and leaving it. An attempt
+/// that then stops before its task item leaves the task in the index, and no settle planned
+/// before its file items existed can take it out (the settle requires no fence): the sweeper
+/// commits and sends the files it wrote; without it they would wait, unsent, for the
+/// provider to retry the callback. Since the version stays, every write that could take
+/// `open` or the fence away is fenced against a mark made after its read: a task item put
+/// (the fence as read: [`PutCondition::Version`]), the downloader's settle (no fence, and
+/// never over a settled task marked open) and the sweeper's close (the `last_received_at`
+/// read); a record read marked keeps its mark ([`TaskRecord::sync_open_marker`]) and its
+/// fence, until a put commits the files the fence is for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.
     pub version: u64,
     pub last_received_at: AttributeValue,
+    /// The generation the save's file items are written at.
+    pub adding: u64,
 }
 
 /// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
@@ -288,26 +294,50 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
             Some(_) => {}
         }
     }
-    let item = task_item(after)?;
+    let mut item = task_item(after)?;
     let mark_open = match (before, item.get("last_received_at")) {
-        (Some(before), Some(at)) if before.is_settled() && after.open.is_some() && !files.is_empty() => {
-            Some(MarkOpen { version: before.version, last_received_at: at.clone() })
+        (Some(before), Some(at)) if marks(before, after) && !files.is_empty() => {
+            Some(MarkOpen { version: before.version, last_received_at: at.clone(), adding: after.generation })
         }
         _ => None,
     };
+    // The fence the task item put finds: the mark's, or the one read. The put of the save
+    // that set it takes it away, as does one committing the files it was set for.
+    let fence = mark_open.as_ref().map(|mark| mark.adding).or(before.and_then(|b| b.adding));
+    if mark_open.is_some() || after.adding.is_some_and(|adding| commits_fenced_files(after, adding)) {
+        item.remove("adding");
+    }
     let task = match before {
         None => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Absent })),
-        Some(before) => task_write(before, after, item, !files.is_empty() || !callbacks.is_empty())?,
+        Some(before) => task_write(before, after, item, fence, !files.is_empty() || !callbacks.is_empty())?,
     };
     Ok(SavePlan { mark_open, files, callbacks, task, redelivered })
 }
 
+/// Whether a save of `after` over `before` marks the task item before its file items
+/// ([`MarkOpen`]): it reopens a settled task, or adds or reopens files (a generation above
+/// the one read) of a task that will be open, but for a registered task's first result
+/// (nothing settles a task at `submitted`, and the reconciler watches it).
+fn marks(before: &TaskRecord, after: &TaskRecord) -> bool {
+    let adds = after.generation > before.generation && before.stage != suno_callbacks::Stage::Submitted;
+    (before.is_settled() || adds) && after.open.is_some()
+}
+
+/// Whether `after` commits the files the fence `adding` was set for: its generation has
+/// reached the fence's, and a file item of that generation is among its files (the fenced
+/// save wrote its items, and this put counts them).
+fn commits_fenced_files(after: &TaskRecord, adding: u64) -> bool {
+    after.generation >= adding && after.files.values().any(|f| f.generation == Some(adding))
+}
+
 /// How the task item `item` of `after` is written over `before` (None: unchanged but its
-/// version); `writes_items`: the save writes file or callback items too.
+/// version), the add fence `fence` there when it is; `writes_items`: the save writes file
+/// or callback items too.
 fn task_write(
     before: &TaskRecord,
     after: &TaskRecord,
     item: Item,
+    fence: Option<u64>,
     writes_items: bool,
 ) -> Result<Option<TaskWrite>, StoreError> {
     let mut unchanged = task_item(before)?;
@@ -327,19 +357,13 @@ fn task_write(
         Some(at) if counted == item && one_more_delivery && !writes_items => {
             TaskWrite::CountDelivery { last_received_at: at.clone(), watched: before.reconcile.is_some() }
         }
-        _ => TaskWrite::Put(ItemPut { item, condition: task_put_condition(before, after) }),
+        // The version read, and the fence there (a put that drops an `open` it read never
+        // drops a mark: a settled task read marked keeps it, [`TaskRecord::sync_open_marker`]).
+        _ => TaskWrite::Put(ItemPut {
+            item,
+            condition: PutCondition::Version { version: before.version, adding: fence },
+        }),
     }))
-}
-
-/// What a put of `after`'s task item over `before` requires: the version read, and, when
-/// neither has `open`, no mark since ([`PutCondition::Unmarked`]). A put that drops an `open`
-/// it read never drops a mark: a settled task read marked keeps it
-/// ([`TaskRecord::sync_open_marker`]), and no other task is marked.
-fn task_put_condition(before: &TaskRecord, after: &TaskRecord) -> PutCondition {
-    match (&before.open, &after.open) {
-        (None, None) => PutCondition::Unmarked(before.version),
-        _ => PutCondition::Version(before.version),
-    }
 }
 
 /// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).

@@ -113,6 +113,16 @@ pub struct TaskRecord {
     /// (a stage, which the manifest names, is settled on its own).
     #[serde(default)]
     pub generation: u64,
+    /// The add fence: the generation a save adding or reopening files of this task is writing
+    /// file items at, set with its mark ([`crate::items::MarkOpen`]) before them and taken away
+    /// by its task item put, once those items exist and the put commits them. While it is
+    /// there no settle applies (the settle is conditional on its absence, and a settle planned
+    /// from a read that shows it is not made): a settle planned before those items exist
+    /// would otherwise take the task out of the sweeper's index with them unsent, should that
+    /// request stop before its task item. One left by a request that stopped is taken away by
+    /// the sweeper, past its grace period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding: Option<u64>,
 }
 
 /// The value of [`TaskRecord::open`] while the task is unsettled (the index's one partition).
@@ -418,6 +428,7 @@ impl TaskRecord {
             manifest_key: None,
             version: 1,
             generation: 1,
+            adding: None,
         }
     }
 

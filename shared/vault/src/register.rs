@@ -434,7 +434,10 @@ mod tests {
         assert_eq!((completed.manifest_key.as_deref(), completed.open.as_deref()), (None, Some("open")));
         // Written as one PutItem of the task item over the version read (results' only write).
         let put = crate::items::plan_save(Some(&settled), &completed).unwrap().task_put_alone();
-        assert_eq!(put.map(|p| p.condition), Some(crate::items::PutCondition::Version(settled.version)));
+        assert_eq!(
+            put.map(|p| p.condition),
+            Some(crate::items::PutCondition::Version { version: settled.version, adding: None })
+        );
         let mut with_a_file = completed.clone();
         with_a_file.files.insert("b".into(), settled.files["a"].clone());
         let more = crate::items::plan_save(Some(&settled), &with_a_file).unwrap().task_put_alone();

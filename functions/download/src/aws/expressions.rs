@@ -163,19 +163,22 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
 /// `manifest_key`, and drop `open` (which takes the task out of the sweeper's index). Not
 /// conditional on the vault being `pending`: two workers that finish the task's last files
 /// at once both write the same values, and the old item (ALL_OLD) tells which one settled it.
-/// But never over a settled task (one with `manifest_key`) marked open again: a request
-/// reopening it marks it before writing its file items ([`stemvault_vault::items::MarkOpen`],
-/// generation unchanged until its task item), and a settle read before the other worker
-/// settled would take the mark away; should that request then stop, its files would wait
-/// unsent for the provider's retry instead of the sweeper.
+/// But never over a settled task (one with `manifest_key`) marked open again, nor while a
+/// save is adding files (the add fence, `adding`): a request adding or reopening files marks
+/// and fences the task item before writing their items ([`stemvault_vault::items::MarkOpen`],
+/// generation unchanged until its task item), and a settle read before those items existed
+/// would take the task out of the sweeper's index; should that request then stop, its files
+/// would wait unsent for the provider's retry instead of the sweeper.
 /// With [`ManifestPlan::watch_from`], the same write also puts the task in the reconciler's
 /// `reconcile-due` index (a file expired; the provider may still give a fresh URL).
 pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     let watch = if plan.watch_from.is_some() { ", #reconcile = :due, #reconcile_at = :at" } else { "" };
     let mut u = Update::new(
         format!("SET #vault = :vault, #mk = :key{watch} ADD #version :one REMOVE #open"),
-        "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open))",
+        "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
+         AND attribute_not_exists(#adding)",
     );
+    u.name("#adding", "adding");
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
         .name("#version", "version")
@@ -376,9 +379,12 @@ mod tests {
         assert_eq!(u.update, "SET #vault = :vault, #mk = :key ADD #version :one REMOVE #open");
         assert_eq!(
             u.condition,
-            "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open))",
-            "not vault = pending: concurrent settlers both apply, but not over a settled task marked open"
+            "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
+             AND attribute_not_exists(#adding)",
+            "not vault = pending: concurrent settlers both apply, but not over a settled task marked open, \
+             nor while a save adds files"
         );
+        assert_eq!(u.names["#adding"], "adding");
         assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s("complete")));
         assert_eq!(u.values[":vault"], s("partial"));
         assert_eq!(u.values[":key"], s("tasks/t1/manifest.json"));

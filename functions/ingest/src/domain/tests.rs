@@ -549,6 +549,35 @@ async fn the_sent_files_are_marked_queued_while_the_event_is_published() {
     assert!(ports.inner.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
 }
 
+/// A later stage adding a file to a task still being vaulted marks and fences the task item
+/// before the file's item, so that no settle read before that item exists can take the task
+/// out of the sweeper's index; the stage's task item write takes the fence away. Should that
+/// write fail, the fence stays (the file uncommitted) until the retry commits the file.
+#[tokio::test]
+async fn a_stage_adding_files_fences_the_task_until_its_task_item_commits_them() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::First, &["a"]), b"1", "req-1").await.unwrap();
+    let first = ports.record(TASK).unwrap();
+    assert_eq!((first.adding, first.vault), (None, stemvault_vault::VaultState::Pending));
+
+    ports.fail_task_writes(1);
+    let complete = event(Stage::Complete, &["a", "b"]);
+    assert!(ingest(&ports, &settings(), &complete, b"2", "req-2").await.is_err());
+    let stopped = ports.record(TASK).unwrap();
+    assert_eq!((stopped.stage, stopped.adding), (Stage::First, Some(first.generation + 1)));
+    assert!(stopped.has_uncommitted_files());
+
+    // The provider's retry, once the stopped request's claim on `b` has lapsed.
+    ports.advance(Duration::from_secs(60));
+    ingest(&ports, &settings(), &complete, b"2", "req-3").await.unwrap();
+    let committed = ports.record(TASK).unwrap();
+    assert_eq!(
+        (committed.stage, committed.adding, committed.generation),
+        (Stage::Complete, None, first.generation + 1)
+    );
+    assert_eq!(committed.files["b"].status, FileStatus::Queued);
+}
+
 #[tokio::test]
 async fn a_failed_file_brought_again_with_a_new_url_is_requeued_and_reopens_the_vault() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));

@@ -1,5 +1,6 @@
 use std::time::Duration;
 
+use stemvault_vault::download::SettlePlan;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
 use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
@@ -365,6 +366,29 @@ async fn a_file_of_a_stopped_reopen_settled_since_is_committed_before_its_manife
         stemvault_vault::download::SettlePlan::Settle(plan) => assert_eq!(plan.generation, generation + 1),
         other => panic!("the task is not settled anew: {other:?}"),
     }
+}
+
+/// A save that marked an unsettled task to add files and stopped before any file item: its
+/// fence would keep every settle off, so the sweeper takes it away (one task item put, over
+/// the fence read) and sends the manifest job that settles the task.
+#[tokio::test]
+async fn the_fence_of_a_save_that_stopped_before_its_files_is_taken_away_and_the_task_settled() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
+    record.adding = Some(record.generation + 1);
+    assert!(record.open.is_some() && !record.has_uncommitted_files());
+    ports.put_record(record.clone());
+    let task = TaskId::parse(OLD).unwrap();
+    let fenced = ports.record(OLD).unwrap();
+    assert_eq!(fenced.adding, record.adding);
+    assert_eq!(stemvault_vault::download::settle_plan(&fenced, &task, ports.now()), SettlePlan::Open);
+    ports.advance(Duration::from_secs(300));
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.manifests_requested, report.tasks_failed), (1, 1, 0), "{report:?}");
+    let cleared = ports.record(OLD).unwrap();
+    assert_eq!((cleared.adding, cleared.version, cleared.generation), (None, fenced.version + 1, fenced.generation));
+    assert!(matches!(stemvault_vault::download::settle_plan(&cleared, &task, ports.now()), SettlePlan::Settle(_)));
 }
 
 /// The mark is conditional on the version read: over a task another writer changed since,

@@ -178,14 +178,16 @@ impl MemoryTableAndQueue {
         true
     }
 
-    /// Take a settled task read as `record` out of the open-tasks index, if its task item is
-    /// still as read (version and `last_received_at`), as `TaskTable::close_open` does.
+    /// Take a settled task read as `record` out of the open-tasks index (and the fence of
+    /// the save that marked it), if its task item is still as read (version and
+    /// `last_received_at`), as `TaskTable::close_open` does.
     pub fn close_open(&self, record: &TaskRecord) -> crate::Conditional {
         // As the expression: `version = :read AND last_received_at = :at`.
         let at = record.last_received_at.rfc3339();
         let closed = self.update_task_item(&record.task_id, |item| {
-            let as_read = holds(&PutCondition::Version(record.version), Some(&*item), 0)
+            let as_read = number(item, "version") == Some(record.version)
                 && string(item, "last_received_at") == Some(at.as_str());
+            item.remove("adding");
             as_read && item.remove("open").is_some()
         });
         if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
@@ -244,11 +246,10 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
             _ => false,
         },
         (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(*rev),
-        (PutCondition::Version(version), Some(item)) => number(item, "version") == Some(*version),
-        (PutCondition::Unmarked(version), Some(item)) => {
-            number(item, "version") == Some(*version) && !item.contains_key("open")
+        (PutCondition::Version { version, adding }, Some(item)) => {
+            number(item, "version") == Some(*version) && number(item, "adding") == *adding
         }
-        (PutCondition::Rev(_) | PutCondition::Version(_) | PutCondition::Unmarked(_), None) => false,
+        (PutCondition::Rev(_) | PutCondition::Version { .. }, None) => false,
     }
 }
 
@@ -282,11 +283,12 @@ impl SaveTask for MemoryTableAndQueue {
         let items = tables.entry(after.task_id.clone()).or_default();
         if let Some(mark) = plan.mark_open {
             let task = match items.get_mut(items::TASK_SK) {
-                Some(task) if holds(&PutCondition::Version(mark.version), Some(&*task), now_secs) => task,
+                Some(task) if number(task, "version") == Some(mark.version) => task,
                 _ => return Err(StoreError::Conflict),
             };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             task.insert("last_received_at".to_owned(), mark.last_received_at);
+            task.insert("adding".to_owned(), AttributeValue::N(mark.adding.to_string()));
         }
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
@@ -454,20 +456,23 @@ mod tests {
         assert!(holds(&unclaimed, None, now));
     }
 
-    /// As the expression: a put without `open` is refused by a mark made since the read.
+    /// As the expression: a task item put requires the version and the fence as read, so a
+    /// mark made since the read (which sets a fence) refuses it.
     #[test]
-    fn an_unmarked_put_is_refused_by_a_mark_since_the_read() {
-        let task = |open: bool| -> Item {
+    fn a_task_item_put_is_refused_by_a_mark_since_the_read() {
+        let task = |adding: Option<u64>| -> Item {
             let mut item = HashMap::from([("version".to_owned(), AttributeValue::N("4".into()))]);
-            if open {
-                item.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
+            if let Some(adding) = adding {
+                item.insert("adding".to_owned(), AttributeValue::N(adding.to_string()));
             }
             item.into()
         };
-        let unmarked = PutCondition::Unmarked(4);
-        assert!(holds(&unmarked, Some(&task(false)), 0));
-        assert!(!holds(&unmarked, Some(&task(true)), 0), "marked since");
-        assert!(!holds(&PutCondition::Unmarked(3), Some(&task(false)), 0));
-        assert!(!holds(&unmarked, None, 0));
+        let unfenced = PutCondition::Version { version: 4, adding: None };
+        assert!(holds(&unfenced, Some(&task(None)), 0));
+        assert!(!holds(&unfenced, Some(&task(Some(5))), 0), "marked since");
+        assert!(holds(&PutCondition::Version { version: 4, adding: Some(5) }, Some(&task(Some(5))), 0));
+        assert!(!holds(&PutCondition::Version { version: 4, adding: Some(5) }, Some(&task(Some(6))), 0));
+        assert!(!holds(&PutCondition::Version { version: 3, adding: None }, Some(&task(None)), 0));
+        assert!(!holds(&unfenced, None, 0));
     }
 }

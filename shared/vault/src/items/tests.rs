@@ -200,7 +200,7 @@ fn a_save_writes_only_what_changed_each_conditional_on_what_was_read() {
     assert!(plan.callbacks.is_empty());
     assert_eq!(plan.redelivered, ["complete-ab"]);
     let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
-    assert_eq!(task.condition, PutCondition::Version(4));
+    assert_eq!(task.condition, PutCondition::Version { version: 4, adding: None });
     assert_eq!(task.item["version"], V::N("5".into()));
     assert_eq!(task.item["deliveries"], V::N("4".into()));
 }
@@ -252,7 +252,10 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
     twice.deliveries += 1;
     for other in [moved, claimed, twice] {
         let plan = plan_save(Some(&before), &other).unwrap();
-        assert!(matches!(plan.task, Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version(4), .. }))));
+        assert!(matches!(
+            plan.task,
+            Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None }, .. }))
+        ));
     }
 
     // A settled record without a manifest from before `open` covered that: a duplicate's
@@ -266,7 +269,10 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
     marked.sync_open_marker();
     assert_eq!(marked.open.as_deref(), Some(crate::OPEN_MARKER));
     let plan = plan_save(Some(&old), &marked).unwrap();
-    assert!(matches!(plan.task, Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version(4), .. }))));
+    assert!(matches!(
+        plan.task,
+        Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None }, .. }))
+    ));
 }
 
 #[test]
@@ -344,10 +350,10 @@ fn settled() -> TaskRecord {
     settled
 }
 
-/// A save that writes files of a settled task marks the task item open first, at the version
-/// read; no other save does.
+/// A save that writes files of a settled task, or adds or reopens files of any task item,
+/// marks the task item open and fenced first, at the version read; no other save does.
 #[test]
-fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
+fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     let settled = settled();
 
     let mut reopened = settled.clone();
@@ -363,20 +369,34 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     reopened.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
     let plan = plan_save(Some(&settled), &reopened).unwrap();
     let at = task_item(&reopened).unwrap()["last_received_at"].clone();
-    assert_eq!(plan.mark_open, Some(MarkOpen { version: settled.version, last_received_at: at }));
+    let mark = MarkOpen { version: settled.version, last_received_at: at, adding: reopened.generation };
+    assert_eq!(plan.mark_open, Some(mark));
     assert_eq!(plan.files.len(), 1);
+    // Its own put takes the fence away, requiring it.
+    let Some(TaskWrite::Put(put)) = plan.task else { panic!("the task item is put") };
+    let fenced = PutCondition::Version { version: settled.version, adding: Some(reopened.generation) };
+    assert_eq!((put.condition, put.item.contains_key("adding")), (fenced, false));
 
     // Marked by an attempt that stopped: marked again (its time refreshed).
     let mut marked = settled.clone();
     marked.open = reopened.open.clone();
     assert!(plan_save(Some(&marked), &reopened).unwrap().mark_open.is_some());
 
-    // Not settled (in the index already, or a registered task the reconciler watches), new
-    // (no task item to mark), or no file item written.
+    // Not settled (in the index already): files added all the same, at a new generation.
     let mut pending = settled.clone();
     pending.vault = crate::VaultState::Pending;
     pending.sync_open_marker();
-    assert_eq!(plan_save(Some(&pending), &reopened).unwrap().mark_open, None);
+    let plan = plan_save(Some(&pending), &reopened).unwrap();
+    assert_eq!(plan.mark_open.map(|mark| mark.adding), Some(reopened.generation));
+    // Files written at the generation read (a claim, say) are no addition.
+    let mut claimed = pending.clone();
+    claimed.files.get_mut("vocal").unwrap().status = FileStatus::Pending;
+    claimed.version += 1;
+    let plan = plan_save(Some(&pending), &claimed).unwrap();
+    assert_eq!((plan.files.len(), plan.mark_open), (1, None));
+
+    // A registered task the reconciler watches (nothing settles it before a result), new
+    // (no task item to mark), or no file item written.
     let mut registered = pending.clone();
     registered.stage = suno_callbacks::Stage::Submitted;
     registered.sync_open_marker();
@@ -396,12 +416,12 @@ fn only_a_save_writing_files_of_a_settled_task_marks_it_open_first() {
     assert_eq!(plan_save(Some(&settled), &manifest_due).unwrap().mark_open, None);
 }
 
-/// A task item put that writes no `open` over a task read without one requires that nobody
-/// marked the task open since (a mark leaves the version). A task read marked keeps its mark
-/// (the request that marked it may be writing its file items): a put over it, as one that
-/// writes `open`, needs the version alone.
+/// A task item put requires the version and the fence as read: none, so that a mark made
+/// since (which leaves the version) refuses it. A task read marked keeps its mark and its
+/// fence (the request that marked it may be writing its file items) until a put commits the
+/// files the fence is for.
 #[test]
-fn a_put_without_open_requires_no_mark_since_the_read() {
+fn a_put_requires_the_fence_as_read_and_keeps_it_until_its_files_are_committed() {
     let settled = settled();
     // Another body of the settled stage: a callback item and the task item, no file.
     let another_body = |read: &TaskRecord| {
@@ -414,18 +434,41 @@ fn a_put_without_open_requires_no_mark_since_the_read() {
         after
     };
     let put = |before: &TaskRecord, after: &TaskRecord| match plan_save(Some(before), after).unwrap().task {
-        Some(TaskWrite::Put(put)) => (put.item.contains_key("open"), put.condition),
+        Some(TaskWrite::Put(put)) => {
+            let adding = match put.item.get("adding") {
+                Some(V::N(n)) => n.parse::<u64>().ok(),
+                _ => None,
+            };
+            (put.item.contains_key("open"), adding, put.condition)
+        }
         other => panic!("the task item is put: {other:?}"),
     };
-    assert_eq!(put(&settled, &another_body(&settled)), (false, PutCondition::Unmarked(settled.version)));
+    let unfenced = PutCondition::Version { version: settled.version, adding: None };
+    assert_eq!(put(&settled, &another_body(&settled)), (false, None, unfenced.clone()));
 
+    // Marked by a request adding files at generation + 1, which may be writing them now.
     let mut marked = settled.clone();
     marked.open = Some(crate::OPEN_MARKER.into());
-    assert_eq!(put(&marked, &another_body(&marked)), (true, PutCondition::Version(settled.version)), "mark kept");
+    marked.adding = Some(settled.generation + 1);
+    let fenced = PutCondition::Version { version: settled.version, adding: marked.adding };
+    assert_eq!(put(&marked, &another_body(&marked)), (true, marked.adding, fenced.clone()), "mark and fence kept");
+    // Kept by a put moving to that generation without those files (a registration's).
+    let mut completed = another_body(&marked);
+    (completed.generation, completed.manifest_key) = (settled.generation + 1, None);
+    completed.sync_open_marker();
+    assert_eq!(put(&marked, &completed), (true, marked.adding, fenced.clone()), "no file of the fence yet");
+    // Taken away by a put committing them (the request's own retry, or any that adopts them).
+    let mut committed = completed.clone();
+    let mut file = settled.files["vocal"].clone();
+    (file.status, file.generation) = (FileStatus::Pending, marked.adding);
+    committed.files.insert("new".into(), file.clone());
+    let mut read = marked.clone();
+    read.files.insert("new".into(), file);
+    assert_eq!(put(&read, &committed), (true, None, fenced), "fence taken away");
 
-    // Writing `open` (not settled), a mark made since is kept whatever it finds.
+    // Writing `open` (not settled) over a read without a fence, still none required.
     let mut pending = another_body(&settled);
     pending.vault = crate::VaultState::Pending;
     pending.sync_open_marker();
-    assert_eq!(put(&settled, &pending), (true, PutCondition::Version(settled.version)));
+    assert_eq!(put(&settled, &pending), (true, None, unfenced));
 }
