@@ -217,19 +217,21 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
     let ports = AwsPorts::new(&config(&env), &env.config);
     assert_eq!(ports.close_task(&read).await, Ok(Conditional::Conflict));
     let marked = env.task_record(&read.task_id).await;
-    assert_eq!(marked.open.as_deref(), Some("open"));
+    assert_eq!((marked.open.as_deref(), marked.adding), (Some("open"), Some(read.generation + 1)));
     assert_eq!(ports.close_task(&marked).await, Ok(Conditional::Applied));
+    assert_eq!(env.task_record(&read.task_id).await.adding, None, "the fence taken away with the mark");
     assert_eq!(env.task_record(&read.task_id).await.open, None);
 }
 
-/// A save that writes no `open` (another body of a settled task: its callback item and the
-/// task item), over a read taken before another request marked the task open, is refused by
-/// the table: that request is writing its file items, the version unmoved, and the put would
-/// take its mark away (should it then stop, its files would wait unsent for the provider's
-/// retry, out of the sweeper's sight). Read again, marked, the same save applies and keeps
-/// the mark (its request may still be writing): the sweeper takes a stale mark away.
+/// A task item put (another body of a settled task: its callback item and the task item),
+/// over a read taken before another request marked the task, is refused by the table: that
+/// request is writing its file items, the version unmoved, and the put would take its mark
+/// and its fence away (should it then stop, its files would wait unsent for the provider's
+/// retry, out of the sweeper's sight). Read again, marked, the same save applies and keeps the
+/// mark and the fence (its request may still be writing): the sweeper takes stale ones away.
+/// A mark made again since, setting the same fence, refuses it too (its time moved).
 #[tokio::test]
-async fn a_save_without_open_is_refused_once_the_task_was_marked_open_since_its_read() {
+async fn a_task_item_put_is_refused_once_the_task_was_marked_since_its_read() {
     let env = TestEnv::new().await;
     let read = stored_settled(&env).await;
     let another_body = |read: &TaskRecord| {
@@ -255,9 +257,17 @@ async fn a_save_without_open_is_refused_once_the_task_was_marked_open_since_its_
     let marked = env.task_record(&read.task_id).await;
     assert_eq!(marked.open.as_deref(), Some(OPEN_MARKER), "the mark kept");
 
-    assert_eq!(env.tasks().save(Some(&marked), &another_body(&marked)).await, Ok(()));
+    assert_eq!(marked.adding, Some(read.generation + 1), "the fence set");
+
+    env.mark_open(&read.task_id).await;
+    let again = env.task_record(&read.task_id).await;
+    assert_eq!((again.version, again.adding), (marked.version, marked.adding), "the same fence again");
+    assert_eq!(env.tasks().save(Some(&marked), &another_body(&marked)).await, Err(StoreError::Conflict));
+
+    assert_eq!(env.tasks().save(Some(&again), &another_body(&again)).await, Ok(()));
     let saved = env.task_record(&read.task_id).await;
-    assert_eq!((saved.open.as_deref(), saved.callbacks.len()), (Some(OPEN_MARKER), marked.callbacks.len() + 1));
+    assert_eq!((saved.open.as_deref(), saved.callbacks.len()), (Some(OPEN_MARKER), again.callbacks.len() + 1));
+    assert_eq!(saved.adding, marked.adding, "the fence kept");
 }
 
 /// A save reopening a settled task over a stale read is refused at its mark (the UpdateItem

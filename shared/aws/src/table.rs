@@ -98,14 +98,13 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":read", n(rev));
             u
         }
-        PutCondition::Version { version, adding: None } => {
-            let mut u = Update::new("", "version = :read AND attribute_not_exists(#adding)");
-            u.name("#adding", "adding").value(":read", n(version));
-            u
-        }
-        PutCondition::Version { version, adding: Some(adding) } => {
-            let mut u = Update::new("", "version = :read AND #adding = :adding");
-            u.name("#adding", "adding").value(":read", n(version)).value(":adding", n(adding));
+        PutCondition::Version { version, adding, last_received_at } => {
+            let fence = if adding.is_some() { "#adding = :adding" } else { "attribute_not_exists(#adding)" };
+            let mut u = Update::new("", format!("version = :read AND {fence} AND last_received_at = :at"));
+            u.name("#adding", "adding").value(":read", n(version)).value(":at", s(&last_received_at.rfc3339()));
+            if let Some(adding) = adding {
+                u.value(":adding", n(adding));
+            }
             u
         }
     };
@@ -486,15 +485,17 @@ mod tests {
     fn a_put_is_conditional_on_what_was_read() {
         let c = put_condition(&PutCondition::Absent, 0);
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
-        let c = put_condition(&PutCondition::Version { version: 7, adding: None }, 0);
+        let at = stemvault_vault::Timestamp::from_unix_ms(1_795_000_000_000);
+        let c = put_condition(&PutCondition::Version { version: 7, adding: None, last_received_at: at }, 0);
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"], c.names["#adding"].as_str()),
-            ("version = :read AND attribute_not_exists(#adding)", &n(7), "adding")
+            ("version = :read AND attribute_not_exists(#adding) AND last_received_at = :at", &n(7), "adding")
         );
-        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(4) }, 0);
+        assert_eq!(c.values[":at"], s(&at.rfc3339()));
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(4), last_received_at: at }, 0);
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"], &c.values[":adding"]),
-            ("version = :read AND #adding = :adding", &n(7), &n(4))
+            ("version = :read AND #adding = :adding AND last_received_at = :at", &n(7), &n(4))
         );
         let c = put_condition(&PutCondition::Rev(3), 0);
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
@@ -513,8 +514,8 @@ mod tests {
             PutCondition::Absent,
             unclaimed,
             PutCondition::Rev(1),
-            PutCondition::Version { version: 1, adding: None },
-            PutCondition::Version { version: 1, adding: Some(1) },
+            PutCondition::Version { version: 1, adding: None, last_received_at: at },
+            PutCondition::Version { version: 1, adding: Some(1), last_received_at: at },
         ];
         for condition in conditions {
             let c = put_condition(&condition, 0);

@@ -246,8 +246,10 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
             _ => false,
         },
         (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(*rev),
-        (PutCondition::Version { version, adding }, Some(item)) => {
-            number(item, "version") == Some(*version) && number(item, "adding") == *adding
+        (PutCondition::Version { version, adding, last_received_at }, Some(item)) => {
+            number(item, "version") == Some(*version)
+                && number(item, "adding") == *adding
+                && string(item, "last_received_at") == Some(last_received_at.rfc3339().as_str())
         }
         (PutCondition::Rev(_) | PutCondition::Version { .. }, None) => false,
     }
@@ -460,19 +462,27 @@ mod tests {
     /// mark made since the read (which sets a fence) refuses it.
     #[test]
     fn a_task_item_put_is_refused_by_a_mark_since_the_read() {
+        let at = crate::Timestamp::from_unix_ms(1_795_000_000_000);
         let task = |adding: Option<u64>| -> Item {
-            let mut item = HashMap::from([("version".to_owned(), AttributeValue::N("4".into()))]);
+            let mut item = HashMap::from([
+                ("version".to_owned(), AttributeValue::N("4".into())),
+                ("last_received_at".to_owned(), AttributeValue::S(at.rfc3339())),
+            ]);
             if let Some(adding) = adding {
                 item.insert("adding".to_owned(), AttributeValue::N(adding.to_string()));
             }
             item.into()
         };
-        let unfenced = PutCondition::Version { version: 4, adding: None };
+        let version = |version, adding| PutCondition::Version { version, adding, last_received_at: at };
+        let unfenced = version(4, None);
         assert!(holds(&unfenced, Some(&task(None)), 0));
         assert!(!holds(&unfenced, Some(&task(Some(5))), 0), "marked since");
-        assert!(holds(&PutCondition::Version { version: 4, adding: Some(5) }, Some(&task(Some(5))), 0));
-        assert!(!holds(&PutCondition::Version { version: 4, adding: Some(5) }, Some(&task(Some(6))), 0));
-        assert!(!holds(&PutCondition::Version { version: 3, adding: None }, Some(&task(None)), 0));
+        assert!(holds(&version(4, Some(5)), Some(&task(Some(5))), 0));
+        assert!(!holds(&version(4, Some(5)), Some(&task(Some(6))), 0));
+        assert!(!holds(&version(3, None), Some(&task(None)), 0));
+        let later =
+            PutCondition::Version { version: 4, adding: Some(5), last_received_at: at.plus(Duration::from_millis(1)) };
+        assert!(!holds(&later, Some(&task(Some(5))), 0), "marked again since, the same fence");
         assert!(!holds(&unfenced, None, 0));
     }
 }

@@ -200,7 +200,8 @@ fn a_save_writes_only_what_changed_each_conditional_on_what_was_read() {
     assert!(plan.callbacks.is_empty());
     assert_eq!(plan.redelivered, ["complete-ab"]);
     let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
-    assert_eq!(task.condition, PutCondition::Version { version: 4, adding: None });
+    let as_read = PutCondition::Version { version: 4, adding: None, last_received_at: before.last_received_at };
+    assert_eq!(task.condition, as_read);
     assert_eq!(task.item["version"], V::N("5".into()));
     assert_eq!(task.item["deliveries"], V::N("4".into()));
 }
@@ -254,7 +255,7 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
         let plan = plan_save(Some(&before), &other).unwrap();
         assert!(matches!(
             plan.task,
-            Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None }, .. }))
+            Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None, .. }, .. }))
         ));
     }
 
@@ -271,7 +272,7 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
     let plan = plan_save(Some(&old), &marked).unwrap();
     assert!(matches!(
         plan.task,
-        Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None }, .. }))
+        Some(TaskWrite::Put(ItemPut { condition: PutCondition::Version { version: 4, adding: None, .. }, .. }))
     ));
 }
 
@@ -374,7 +375,9 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     assert_eq!(plan.files.len(), 1);
     // Its own put takes the fence away, requiring it.
     let Some(TaskWrite::Put(put)) = plan.task else { panic!("the task item is put") };
-    let fenced = PutCondition::Version { version: settled.version, adding: Some(reopened.generation) };
+    let at = reopened.last_received_at;
+    let fenced =
+        PutCondition::Version { version: settled.version, adding: Some(reopened.generation), last_received_at: at };
     assert_eq!((put.condition, put.item.contains_key("adding")), (fenced, false));
 
     // Marked by an attempt that stopped: marked again (its time refreshed).
@@ -443,14 +446,15 @@ fn a_put_requires_the_fence_as_read_and_keeps_it_until_its_files_are_committed()
         }
         other => panic!("the task item is put: {other:?}"),
     };
-    let unfenced = PutCondition::Version { version: settled.version, adding: None };
+    let at = settled.last_received_at;
+    let unfenced = PutCondition::Version { version: settled.version, adding: None, last_received_at: at };
     assert_eq!(put(&settled, &another_body(&settled)), (false, None, unfenced.clone()));
 
     // Marked by a request adding files at generation + 1, which may be writing them now.
     let mut marked = settled.clone();
     marked.open = Some(crate::OPEN_MARKER.into());
     marked.adding = Some(settled.generation + 1);
-    let fenced = PutCondition::Version { version: settled.version, adding: marked.adding };
+    let fenced = PutCondition::Version { version: settled.version, adding: marked.adding, last_received_at: at };
     assert_eq!(put(&marked, &another_body(&marked)), (true, marked.adding, fenced.clone()), "mark and fence kept");
     // Kept by a put moving to that generation without those files (a registration's).
     let mut completed = another_body(&marked);
