@@ -66,13 +66,14 @@ impl TestEnv {
 
     /// What a request adding or reopening files writes before its file items
     /// (`items::MarkOpen`, the adapter's own write): `open`, the request's `last_received_at`
-    /// and the add fence at the next generation, the version left as it is.
+    /// and the add fence (the next generation, and the mark's time), the version left as it is.
     pub async fn mark_open(&self, task_id: &str) {
         let read = self.task_record(task_id).await;
+        let now = Timestamp::now();
         let mark = stemvault_vault::items::MarkOpen {
             version: read.version,
-            last_received_at: AttributeValue::S(Timestamp::now().rfc3339()).into(),
-            adding: read.generation + 1,
+            last_received_at: AttributeValue::S(now.rfc3339()).into(),
+            adding: stemvault_vault::AddFence { generation: read.generation + 1, at: Some(now.unix_ms as u64) },
         };
         let marked = self.tasks().mark_open(task_id, &mark).await.expect("mark the task open");
         assert_eq!(marked, stemvault_vault::Conditional::Applied, "marked at the version read");

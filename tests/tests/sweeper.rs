@@ -229,7 +229,7 @@ async fn a_close_is_refused_by_the_table_once_the_task_was_marked_again() {
 /// and its fence away (should it then stop, its files would wait unsent for the provider's
 /// retry, out of the sweeper's sight). Read again, marked, the same save applies and keeps the
 /// mark and the fence (its request may still be writing): the sweeper takes stale ones away.
-/// A mark made again since, setting the same fence, refuses it too (its time moved).
+/// A mark made again since, at the same generation, refuses it too (each mark's own time).
 #[tokio::test]
 async fn a_task_item_put_is_refused_once_the_task_was_marked_since_its_read() {
     let env = TestEnv::new().await;
@@ -261,7 +261,8 @@ async fn a_task_item_put_is_refused_once_the_task_was_marked_since_its_read() {
 
     env.mark_open(&read.task_id).await;
     let again = env.task_record(&read.task_id).await;
-    assert_eq!((again.version, again.adding), (marked.version, marked.adding), "the same fence again");
+    assert_eq!((again.version, again.adding), (marked.version, marked.adding), "the same generation again");
+    assert_ne!(again.adding_at, marked.adding_at, "each mark its own time");
     assert_eq!(env.tasks().save(Some(&marked), &another_body(&marked)).await, Err(StoreError::Conflict));
 
     assert_eq!(env.tasks().save(Some(&again), &another_body(&again)).await, Ok(()));
@@ -352,7 +353,7 @@ async fn a_settle_read_before_a_stopped_save_added_a_file_is_refused_and_the_swe
     let mark = stemvault_vault::items::MarkOpen {
         version: read.version,
         last_received_at: AttributeValue::S(marked_at.rfc3339()).into(),
-        adding: read.generation + 1,
+        adding: stemvault_vault::AddFence { generation: read.generation + 1, at: Some(marked_at.unix_ms as u64) },
     };
     assert_eq!(env.tasks().mark_open(&read.task_id, &mark).await, Ok(Conditional::Applied));
     let added = orphaned(Duration::from_secs(600), &[("drums", FileStatus::Pending)]);

@@ -390,7 +390,7 @@ async fn take_fence_away<P: Ports>(
     record: TaskRecord,
 ) -> Result<Option<TaskRecord>, SweepError> {
     let Some(adding) = record.adding else { return Ok(Some(record)) };
-    let cleared = TaskRecord { adding: None, version: record.version + 1, ..record.clone() };
+    let cleared = TaskRecord { adding: None, adding_at: None, version: record.version + 1, ..record.clone() };
     match ports.save_task(Some(&record), &cleared).await {
         Ok(()) => {
             tracing::info!(task_id = %task, adding, "took away the add fence of a save that stopped");

@@ -98,12 +98,18 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":read", n(rev));
             u
         }
-        PutCondition::Version { version, adding, last_received_at } => {
-            let fence = if adding.is_some() { "#adding = :adding" } else { "attribute_not_exists(#adding)" };
-            let mut u = Update::new("", format!("version = :read AND {fence} AND last_received_at = :at"));
-            u.name("#adding", "adding").value(":read", n(version)).value(":at", s(&last_received_at.rfc3339()));
-            if let Some(adding) = adding {
-                u.value(":adding", n(adding));
+        PutCondition::Version { version, adding: None } => {
+            let mut u = Update::new("", "version = :read AND attribute_not_exists(#adding)");
+            u.name("#adding", "adding").value(":read", n(version));
+            u
+        }
+        PutCondition::Version { version, adding: Some(fence) } => {
+            let at = if fence.at.is_some() { "#adding_at = :adding_at" } else { "attribute_not_exists(#adding_at)" };
+            let mut u = Update::new("", format!("version = :read AND #adding = :adding AND {at}"));
+            u.name("#adding", "adding").name("#adding_at", "adding_at");
+            u.value(":read", n(version)).value(":adding", n(fence.generation));
+            if let Some(at) = fence.at {
+                u.value(":adding_at", n(at));
             }
             u
         }
@@ -125,9 +131,13 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
 /// A task's item marked open, and fenced, before the file items of the save that adds or
 /// reopens them: [`MarkOpen`].
 fn mark_open(mark: &MarkOpen) -> Update {
-    let mut u = Update::new("SET #open = :open, last_received_at = :at, #adding = :adding", "version = :read");
-    u.name("#open", "open").name("#adding", "adding").value(":open", s(OPEN_MARKER));
-    u.value(":at", mark.last_received_at.clone().into()).value(":adding", n(mark.adding));
+    let mut u = Update::new(
+        "SET #open = :open, last_received_at = :at, #adding = :adding, #adding_at = :adding_at",
+        "version = :read",
+    );
+    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
+    u.value(":open", s(OPEN_MARKER)).value(":at", mark.last_received_at.clone().into());
+    u.value(":adding", n(mark.adding.generation)).value(":adding_at", n(mark.adding.at.unwrap_or(0)));
     u.value(":read", n(mark.version));
     u
 }
@@ -136,8 +146,8 @@ fn mark_open(mark: &MarkOpen) -> Update {
 /// item is still as read (its version and `last_received_at`: a [`MarkOpen`] since moved the
 /// time, not the version): [`TaskTable::close_open`].
 fn close_open(record: &TaskRecord) -> Update {
-    let mut u = Update::new("REMOVE #open, #adding", "version = :read AND last_received_at = :at");
-    u.name("#open", "open").name("#adding", "adding");
+    let mut u = Update::new("REMOVE #open, #adding, #adding_at", "version = :read AND last_received_at = :at");
+    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
     u.value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339()));
     u
 }
@@ -483,20 +493,29 @@ mod tests {
 
     #[test]
     fn a_put_is_conditional_on_what_was_read() {
+        use stemvault_vault::AddFence;
         let c = put_condition(&PutCondition::Absent, 0);
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
-        let at = stemvault_vault::Timestamp::from_unix_ms(1_795_000_000_000);
-        let c = put_condition(&PutCondition::Version { version: 7, adding: None, last_received_at: at }, 0);
+        let c = put_condition(&PutCondition::Version { version: 7, adding: None }, 0);
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"], c.names["#adding"].as_str()),
-            ("version = :read AND attribute_not_exists(#adding) AND last_received_at = :at", &n(7), "adding")
+            ("version = :read AND attribute_not_exists(#adding)", &n(7), "adding")
         );
-        assert_eq!(c.values[":at"], s(&at.rfc3339()));
-        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(4), last_received_at: at }, 0);
+        let fence = AddFence { generation: 4, at: Some(1_795_000_000_000) };
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(fence) }, 0);
         assert_eq!(
-            (c.condition.as_str(), &c.values[":read"], &c.values[":adding"]),
-            ("version = :read AND #adding = :adding AND last_received_at = :at", &n(7), &n(4))
+            (c.condition.as_str(), &c.values[":read"], &c.values[":adding"], &c.values[":adding_at"]),
+            (
+                "version = :read AND #adding = :adding AND #adding_at = :adding_at",
+                &n(7),
+                &n(4),
+                &n(1_795_000_000_000u64)
+            )
         );
+        assert_eq!(c.names["#adding_at"], "adding_at");
+        let by_hand = AddFence { at: None, ..fence };
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(by_hand) }, 0);
+        assert_eq!(c.condition, "version = :read AND #adding = :adding AND attribute_not_exists(#adding_at)");
         let c = put_condition(&PutCondition::Rev(3), 0);
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
         let c = put_condition(&PutCondition::Unclaimed { claimant: "req-1".into() }, 1_800_000_000);
@@ -514,8 +533,9 @@ mod tests {
             PutCondition::Absent,
             unclaimed,
             PutCondition::Rev(1),
-            PutCondition::Version { version: 1, adding: None, last_received_at: at },
-            PutCondition::Version { version: 1, adding: Some(1), last_received_at: at },
+            PutCondition::Version { version: 1, adding: None },
+            PutCondition::Version { version: 1, adding: Some(fence) },
+            PutCondition::Version { version: 1, adding: Some(by_hand) },
         ];
         for condition in conditions {
             let c = put_condition(&condition, 0);
@@ -548,8 +568,9 @@ mod tests {
         record.version = 7;
         let u = close_open(&record);
         let expressions = (u.update.as_str(), u.condition.as_str());
-        assert_eq!(expressions, ("REMOVE #open, #adding", "version = :read AND last_received_at = :at"));
+        assert_eq!(expressions, ("REMOVE #open, #adding, #adding_at", "version = :read AND last_received_at = :at"));
         assert_eq!((u.names["#open"].as_str(), u.names["#adding"].as_str()), ("open", "adding"));
+        assert_eq!(u.names["#adding_at"], "adding_at");
         assert_eq!(u.values[":read"], n(7));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
         assert!(u.unused_placeholders().is_empty());
@@ -558,13 +579,21 @@ mod tests {
     #[test]
     fn a_reopened_task_is_marked_open_at_the_version_read_which_stays() {
         let at = Value::S("2026-12-04T12:00:00.000Z".into());
-        let u = mark_open(&MarkOpen { version: 9, last_received_at: at, adding: 4 });
+        let adding = stemvault_vault::AddFence { generation: 4, at: Some(1_795_000_000_000) };
+        let u = mark_open(&MarkOpen { version: 9, last_received_at: at, adding });
         assert_eq!(
             (u.update.as_str(), u.condition.as_str()),
-            ("SET #open = :open, last_received_at = :at, #adding = :adding", "version = :read")
+            (
+                "SET #open = :open, last_received_at = :at, #adding = :adding, #adding_at = :adding_at",
+                "version = :read"
+            )
         );
         assert_eq!((&u.names["#open"], &u.values[":open"]), (&"open".to_owned(), &s(OPEN_MARKER)));
         assert_eq!((&u.names["#adding"], &u.values[":adding"]), (&"adding".to_owned(), &n(4)));
+        assert_eq!(
+            (&u.names["#adding_at"], &u.values[":adding_at"]),
+            (&"adding_at".to_owned(), &n(1_795_000_000_000u64))
+        );
         assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
         assert!(u.unused_placeholders().is_empty());
     }

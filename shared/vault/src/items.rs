@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_dynamo::{AttributeValue, Item};
 
-use crate::{CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
+use crate::{AddFence, CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
 
 /// The partition key attribute.
 pub const PARTITION_KEY: &str = "task_id";
@@ -174,13 +174,13 @@ pub enum PutCondition {
     Absent,
     /// A file item still at this revision.
     Rev(u64),
-    /// The task item still at this version, its add fence ([`TaskRecord::adding`]) still this
-    /// one (None: still none) and its `last_received_at` still this time. A [`MarkOpen`]
-    /// leaves the version as it is and sets the fence and the time, so a put over a read made
-    /// before it is refused (a mark setting the same fence again included): it would take away
-    /// the mark and the fence of a save writing its file items right now, or write an older
-    /// time back, which would end the sweeper's grace period for that save early.
-    Version { version: u64, adding: Option<u64>, last_received_at: crate::Timestamp },
+    /// The task item still at this version, and its add fence ([`AddFence`]) still this one
+    /// (None: still none). A [`MarkOpen`] leaves the version as it is and sets a fence of its
+    /// own (its time tells it from another at the same generation), so a put over a read made
+    /// before it is refused: it would take away the mark and the fence of a save writing its
+    /// file items right now, or write an older `last_received_at` back, which would end the
+    /// sweeper's grace period for that save early.
+    Version { version: u64, adding: Option<AddFence> },
 }
 
 /// One conditional PutItem.
@@ -258,8 +258,8 @@ pub struct MarkOpen {
     /// The task item's version as read.
     pub version: u64,
     pub last_received_at: AttributeValue,
-    /// The generation the save's file items are written at.
-    pub adding: u64,
+    /// The fence: the generation the save's file items are written at, and the save's time.
+    pub adding: AddFence,
 }
 
 /// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
@@ -299,24 +299,24 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     let mut item = task_item(after)?;
     let mark_open = match (before, item.get("last_received_at")) {
         (Some(before), Some(at)) if marks(before, after) && !files.is_empty() => {
-            Some(MarkOpen { version: before.version, last_received_at: at.clone(), adding: after.generation })
+            let adding = AddFence {
+                generation: after.generation,
+                at: Some(u64::try_from(after.last_received_at.unix_ms).unwrap_or(0)),
+            };
+            Some(MarkOpen { version: before.version, last_received_at: at.clone(), adding })
         }
         _ => None,
     };
     // The fence the task item put finds: the mark's, or the one read. The put of the save
     // that set it takes it away, as does one committing the files it was set for.
-    let fence = mark_open.as_ref().map(|mark| mark.adding).or(before.and_then(|b| b.adding));
-    // And the time there: the mark's, or the one read.
-    let received = match before {
-        Some(before) if mark_open.is_none() => before.last_received_at,
-        _ => after.last_received_at,
-    };
+    let fence = mark_open.as_ref().map(|mark| mark.adding).or(before.and_then(TaskRecord::add_fence));
     if mark_open.is_some() || after.adding.is_some_and(|adding| commits_fenced_files(after, adding)) {
         item.remove("adding");
+        item.remove("adding_at");
     }
     let task = match before {
         None => Some(TaskWrite::Put(ItemPut { item, condition: PutCondition::Absent })),
-        Some(before) => task_write(before, after, item, (fence, received), !files.is_empty() || !callbacks.is_empty())?,
+        Some(before) => task_write(before, after, item, fence, !files.is_empty() || !callbacks.is_empty())?,
     };
     Ok(SavePlan { mark_open, files, callbacks, task, redelivered })
 }
@@ -338,13 +338,13 @@ fn commits_fenced_files(after: &TaskRecord, adding: u64) -> bool {
 }
 
 /// How the task item `item` of `after` is written over `before` (None: unchanged but its
-/// version), the add fence and `last_received_at` as the put must find them; `writes_items`:
-/// the save writes file or callback items too.
+/// version), the add fence `fence` there when it is; `writes_items`: the save writes file
+/// or callback items too.
 fn task_write(
     before: &TaskRecord,
     after: &TaskRecord,
     item: Item,
-    (fence, received): (Option<u64>, crate::Timestamp),
+    fence: Option<AddFence>,
     writes_items: bool,
 ) -> Result<Option<TaskWrite>, StoreError> {
     let mut unchanged = task_item(before)?;
@@ -368,7 +368,7 @@ fn task_write(
         // drops a mark: a settled task read marked keeps it, [`TaskRecord::sync_open_marker`]).
         _ => TaskWrite::Put(ItemPut {
             item,
-            condition: PutCondition::Version { version: before.version, adding: fence, last_received_at: received },
+            condition: PutCondition::Version { version: before.version, adding: fence },
         }),
     }))
 }

@@ -24,7 +24,7 @@ pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
 pub use ports::{Clock, Conditional, EmitMetrics, LoadTask, SaveTask, StoreError};
 pub use record::{
-    Abandoned, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
+    Abandoned, AddFence, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
     PolledResult, PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};

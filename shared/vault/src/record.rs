@@ -123,6 +123,21 @@ pub struct TaskRecord {
     /// the sweeper, past its grace period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adding: Option<u64>,
+    /// When the mark that set [`Self::adding`] was made, in Unix milliseconds: each mark's
+    /// own, so that a writer whose read shows a fence can tell a mark made since (by a retry,
+    /// or another request adding files at the same generation), which a put must not undo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adding_at: Option<u64>,
+}
+
+/// The add fence a mark sets on the task item: [`TaskRecord::adding`] and
+/// [`TaskRecord::adding_at`], written and taken away together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddFence {
+    /// The generation the marking save writes its file items at.
+    pub generation: u64,
+    /// The mark's time, in Unix milliseconds (None on a fence written without one: by hand).
+    pub at: Option<u64>,
 }
 
 /// The value of [`TaskRecord::open`] while the task is unsettled (the index's one partition).
@@ -429,6 +444,7 @@ impl TaskRecord {
             version: 1,
             generation: 1,
             adding: None,
+            adding_at: None,
         }
     }
 
@@ -462,6 +478,11 @@ impl TaskRecord {
             && self.files.is_empty()
             && self.registered_family.is_none()
             && !self.callbacks.is_empty()
+    }
+
+    /// The add fence on the task item, if any ([`AddFence`]).
+    pub fn add_fence(&self) -> Option<AddFence> {
+        Some(AddFence { generation: self.adding?, at: self.adding_at })
     }
 
     /// Whether a file item was (re)opened at a generation the task item has not reached: an

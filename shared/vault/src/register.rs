@@ -436,11 +436,7 @@ mod tests {
         let put = crate::items::plan_save(Some(&settled), &completed).unwrap().task_put_alone();
         assert_eq!(
             put.map(|p| p.condition),
-            Some(crate::items::PutCondition::Version {
-                version: settled.version,
-                adding: None,
-                last_received_at: settled.last_received_at
-            })
+            Some(crate::items::PutCondition::Version { version: settled.version, adding: None })
         );
         let mut with_a_file = completed.clone();
         with_a_file.files.insert("b".into(), settled.files["a"].clone());

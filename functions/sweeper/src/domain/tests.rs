@@ -375,7 +375,7 @@ async fn a_file_of_a_stopped_reopen_settled_since_is_committed_before_its_manife
 async fn the_fence_of_a_save_that_stopped_before_its_files_is_taken_away_and_the_task_settled() {
     let ports = TestPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
-    record.adding = Some(record.generation + 1);
+    (record.adding, record.adding_at) = (Some(record.generation + 1), Some(at(0).unix_ms as u64));
     assert!(record.open.is_some() && !record.has_uncommitted_files());
     ports.put_record(record.clone());
     let task = TaskId::parse(OLD).unwrap();
@@ -387,7 +387,8 @@ async fn the_fence_of_a_save_that_stopped_before_its_files_is_taken_away_and_the
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.manifests_requested, report.tasks_failed), (1, 1, 0), "{report:?}");
     let cleared = ports.record(OLD).unwrap();
-    assert_eq!((cleared.adding, cleared.version, cleared.generation), (None, fenced.version + 1, fenced.generation));
+    assert_eq!((cleared.add_fence(), cleared.adding_at), (None, None));
+    assert_eq!((cleared.version, cleared.generation), (fenced.version + 1, fenced.generation));
     assert!(matches!(stemvault_vault::download::settle_plan(&cleared, &task, ports.now()), SettlePlan::Settle(_)));
 }
 

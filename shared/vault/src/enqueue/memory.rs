@@ -188,6 +188,7 @@ impl MemoryTableAndQueue {
             let as_read = number(item, "version") == Some(record.version)
                 && string(item, "last_received_at") == Some(at.as_str());
             item.remove("adding");
+            item.remove("adding_at");
             as_read && item.remove("open").is_some()
         });
         if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
@@ -246,10 +247,10 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
             _ => false,
         },
         (PutCondition::Rev(rev), Some(item)) => number(item, "rev") == Some(*rev),
-        (PutCondition::Version { version, adding, last_received_at }, Some(item)) => {
+        (PutCondition::Version { version, adding }, Some(item)) => {
+            let fence = adding.map(|fence| (fence.generation, fence.at));
             number(item, "version") == Some(*version)
-                && number(item, "adding") == *adding
-                && string(item, "last_received_at") == Some(last_received_at.rfc3339().as_str())
+                && fence == number(item, "adding").map(|generation| (generation, number(item, "adding_at")))
         }
         (PutCondition::Rev(_) | PutCondition::Version { .. }, None) => false,
     }
@@ -290,7 +291,8 @@ impl SaveTask for MemoryTableAndQueue {
             };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             task.insert("last_received_at".to_owned(), mark.last_received_at);
-            task.insert("adding".to_owned(), AttributeValue::N(mark.adding.to_string()));
+            task.insert("adding".to_owned(), AttributeValue::N(mark.adding.generation.to_string()));
+            task.insert("adding_at".to_owned(), AttributeValue::N(mark.adding.at.unwrap_or(0).to_string()));
         }
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
@@ -462,27 +464,23 @@ mod tests {
     /// mark made since the read (which sets a fence) refuses it.
     #[test]
     fn a_task_item_put_is_refused_by_a_mark_since_the_read() {
-        let at = crate::Timestamp::from_unix_ms(1_795_000_000_000);
-        let task = |adding: Option<u64>| -> Item {
-            let mut item = HashMap::from([
-                ("version".to_owned(), AttributeValue::N("4".into())),
-                ("last_received_at".to_owned(), AttributeValue::S(at.rfc3339())),
-            ]);
+        let fence = |generation, at| crate::AddFence { generation, at: Some(at) };
+        let task = |adding: Option<crate::AddFence>| -> Item {
+            let mut item = HashMap::from([("version".to_owned(), AttributeValue::N("4".into()))]);
             if let Some(adding) = adding {
-                item.insert("adding".to_owned(), AttributeValue::N(adding.to_string()));
+                item.insert("adding".to_owned(), AttributeValue::N(adding.generation.to_string()));
+                item.insert("adding_at".to_owned(), AttributeValue::N(adding.at.unwrap_or(0).to_string()));
             }
             item.into()
         };
-        let version = |version, adding| PutCondition::Version { version, adding, last_received_at: at };
+        let version = |version, adding| PutCondition::Version { version, adding };
         let unfenced = version(4, None);
         assert!(holds(&unfenced, Some(&task(None)), 0));
-        assert!(!holds(&unfenced, Some(&task(Some(5))), 0), "marked since");
-        assert!(holds(&version(4, Some(5)), Some(&task(Some(5))), 0));
-        assert!(!holds(&version(4, Some(5)), Some(&task(Some(6))), 0));
+        assert!(!holds(&unfenced, Some(&task(Some(fence(5, 100)))), 0), "marked since");
+        assert!(holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 100)))), 0));
+        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(6, 100)))), 0));
+        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 101)))), 0), "marked again since");
         assert!(!holds(&version(3, None), Some(&task(None)), 0));
-        let later =
-            PutCondition::Version { version: 4, adding: Some(5), last_received_at: at.plus(Duration::from_millis(1)) };
-        assert!(!holds(&later, Some(&task(Some(5))), 0), "marked again since, the same fence");
         assert!(!holds(&unfenced, None, 0));
     }
 }

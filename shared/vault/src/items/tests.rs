@@ -200,8 +200,7 @@ fn a_save_writes_only_what_changed_each_conditional_on_what_was_read() {
     assert!(plan.callbacks.is_empty());
     assert_eq!(plan.redelivered, ["complete-ab"]);
     let Some(TaskWrite::Put(task)) = plan.task else { panic!("the task item is put: {:?}", plan.task) };
-    let as_read = PutCondition::Version { version: 4, adding: None, last_received_at: before.last_received_at };
-    assert_eq!(task.condition, as_read);
+    assert_eq!(task.condition, PutCondition::Version { version: 4, adding: None });
     assert_eq!(task.item["version"], V::N("5".into()));
     assert_eq!(task.item["deliveries"], V::N("4".into()));
 }
@@ -370,15 +369,15 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     reopened.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
     let plan = plan_save(Some(&settled), &reopened).unwrap();
     let at = task_item(&reopened).unwrap()["last_received_at"].clone();
-    let mark = MarkOpen { version: settled.version, last_received_at: at, adding: reopened.generation };
+    let fence = crate::AddFence { generation: reopened.generation, at: Some(1_900_000_000_000) };
+    let mark = MarkOpen { version: settled.version, last_received_at: at, adding: fence };
     assert_eq!(plan.mark_open, Some(mark));
     assert_eq!(plan.files.len(), 1);
     // Its own put takes the fence away, requiring it.
     let Some(TaskWrite::Put(put)) = plan.task else { panic!("the task item is put") };
-    let at = reopened.last_received_at;
-    let fenced =
-        PutCondition::Version { version: settled.version, adding: Some(reopened.generation), last_received_at: at };
-    assert_eq!((put.condition, put.item.contains_key("adding")), (fenced, false));
+    let fenced = PutCondition::Version { version: settled.version, adding: Some(fence) };
+    let kept = (put.item.contains_key("adding"), put.item.contains_key("adding_at"));
+    assert_eq!((put.condition, kept), (fenced, (false, false)));
 
     // Marked by an attempt that stopped: marked again (its time refreshed).
     let mut marked = settled.clone();
@@ -390,7 +389,7 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     pending.vault = crate::VaultState::Pending;
     pending.sync_open_marker();
     let plan = plan_save(Some(&pending), &reopened).unwrap();
-    assert_eq!(plan.mark_open.map(|mark| mark.adding), Some(reopened.generation));
+    assert_eq!(plan.mark_open.map(|mark| mark.adding), Some(fence));
     // Files written at the generation read (a claim, say) are no addition.
     let mut claimed = pending.clone();
     claimed.files.get_mut("vocal").unwrap().status = FileStatus::Pending;
@@ -446,15 +445,14 @@ fn a_put_requires_the_fence_as_read_and_keeps_it_until_its_files_are_committed()
         }
         other => panic!("the task item is put: {other:?}"),
     };
-    let at = settled.last_received_at;
-    let unfenced = PutCondition::Version { version: settled.version, adding: None, last_received_at: at };
+    let unfenced = PutCondition::Version { version: settled.version, adding: None };
     assert_eq!(put(&settled, &another_body(&settled)), (false, None, unfenced.clone()));
 
     // Marked by a request adding files at generation + 1, which may be writing them now.
     let mut marked = settled.clone();
     marked.open = Some(crate::OPEN_MARKER.into());
-    marked.adding = Some(settled.generation + 1);
-    let fenced = PutCondition::Version { version: settled.version, adding: marked.adding, last_received_at: at };
+    (marked.adding, marked.adding_at) = (Some(settled.generation + 1), Some(1_900_000_000_000));
+    let fenced = PutCondition::Version { version: settled.version, adding: marked.add_fence() };
     assert_eq!(put(&marked, &another_body(&marked)), (true, marked.adding, fenced.clone()), "mark and fence kept");
     // Kept by a put moving to that generation without those files (a registration's).
     let mut completed = another_body(&marked);
