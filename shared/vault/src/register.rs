@@ -166,7 +166,8 @@ fn unregistered(recorded: &TaskRecord) -> bool {
 pub struct Completion {
     pub client_ref: Option<String>,
     pub family: Option<Family>,
-    /// The family a client registered, for a task ingest registered first.
+    /// The family a client registered, for a task ingest registered first or whose family was
+    /// a guess.
     pub registered_family: Option<Family>,
     /// Start watching the task, first polled at this time: the family given makes a task the
     /// reconciler did not watch one a poll can mend.
@@ -175,7 +176,7 @@ pub struct Completion {
 
 impl Completion {
     /// `record` completed. The family and client_ref are in the task's manifest and Task
-    /// Vaulted, so the file set's generation moves on: a settle planned before the completion
+    /// Vaulted, so when either is added the file set's generation moves on: a settle planned before the completion
     /// is refused (it is conditional on the generation) and planned again, and the next
     /// settle writes its manifest over the old one (fenced by generation) and publishes its
     /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
@@ -199,11 +200,20 @@ impl Completion {
         }
         let read = record.generation;
         reconcile::adopt_unless_abandoned(record);
-        // Past what it was read at, whether or not adopting moved it.
-        record.generation = record.generation.max(read + 1);
-        record.manifest_key = None;
+        if self.changes_the_manifest() {
+            // Past what it was read at, whether or not adopting moved it.
+            record.generation = record.generation.max(read + 1);
+            record.manifest_key = None;
+        }
         reconcile::sync_open(record);
         record.version += 1;
+    }
+
+    /// Whether the task's manifest and `Task Vaulted` carry what it adds: the family or the
+    /// client_ref. A family only confirmed as the registered one (`registered_family`) is in
+    /// neither: the vault is not written again for it.
+    fn changes_the_manifest(&self) -> bool {
+        self.client_ref.is_some() || self.family.is_some()
     }
 }
 
@@ -364,6 +374,17 @@ mod tests {
         let mut confirmed = guessed.clone();
         reg.completion(&guessed, now).expect("the client_ref").apply(&mut confirmed);
         assert_eq!((confirmed.family, confirmed.registered_family), (Family::Music, Some(Family::Music)));
+        // A registration that only confirms the guess changes nothing the manifest carries:
+        // the vault is not written again (no new generation, the manifest kept).
+        let mut settled_guess = guessed.clone();
+        settled_guess.client_ref = reg.client_ref.clone();
+        settled_guess.manifest_key = Some("tasks/t1/manifest.json".into());
+        let only_confirms = reg.completion(&settled_guess, now).expect("the registered family");
+        assert_eq!((only_confirms.family, only_confirms.client_ref.as_deref()), (None, None));
+        let mut kept = settled_guess.clone();
+        only_confirms.apply(&mut kept);
+        assert_eq!((kept.registered_family, kept.generation), (Some(Family::Music), settled_guess.generation));
+        assert_eq!((kept.manifest_key, kept.version), (settled_guess.manifest_key.clone(), settled_guess.version + 1));
         assert_eq!(lyrics.completion(&confirmed, now), None);
         assert_eq!(lyrics.disagreements(&confirmed), ["family"]);
         assert_eq!(reg.disagreements(&completed), ["family"]);
