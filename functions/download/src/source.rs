@@ -120,8 +120,7 @@ impl FetchSource for HttpSource {
                 }
                 redirects += 1;
                 let bad = || FetchError::BadRedirect { status: status.as_u16() };
-                // As browsers read it: raw UTF-8 (a non-ASCII file name) is percent-encoded by the join.
-                let location = response.headers().get(LOCATION).map(|v| String::from_utf8_lossy(v.as_bytes()));
+                let location = response.headers().get(LOCATION).map(|v| non_ascii_escaped(v.as_bytes()));
                 url = url.join(&location.ok_or_else(bad)?).map_err(|_| bad())?;
                 tracing::debug!(to = %loggable(&url), status = status.as_u16(), "following a redirect");
                 continue;
@@ -177,6 +176,20 @@ fn is_framed(response: &reqwest::Response) -> bool {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// A Location's bytes with each byte past ASCII percent-encoded as it is, as curl follows one:
+/// raw UTF-8 (a non-ASCII file name) becomes its UTF-8 escapes, and another encoding's bytes
+/// (Latin-1, say) stay what the server sent, rather than a replacement character.
+fn non_ascii_escaped(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::with_capacity(bytes.len()), |mut text, &b| {
+        if b.is_ascii() {
+            text.push(char::from(b));
+        } else {
+            text.push_str(&format!("%{b:02X}"));
+        }
+        text
+    })
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -310,8 +323,9 @@ mod tests {
         assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
     }
 
-    /// A Location naming a file in raw UTF-8 (as some servers send it) is followed as browsers
-    /// follow it, percent-encoded, not refused as a bad redirect (a permanent failure).
+    /// A Location naming a file in raw UTF-8 (as some servers send it) is followed as curl
+    /// follows it, percent-encoded, not refused as a bad redirect (a permanent failure); the
+    /// bytes of another encoding are escaped as they are.
     #[tokio::test]
     async fn a_redirect_to_a_non_ascii_path_is_followed_percent_encoded() {
         let redirect =
@@ -324,6 +338,7 @@ mod tests {
         assert_eq!(chunks.concat(), b"abcd");
         let requests = served.await.unwrap();
         assert!(requests[1].starts_with("GET /st%C3%A9m.mp3 HTTP/1.1"), "{}", requests[1]);
+        assert_eq!(non_ascii_escaped(b"/st\xe9m.mp3?a=1"), "/st%E9m.mp3?a=1", "Latin-1 kept as sent");
     }
 
     #[test]

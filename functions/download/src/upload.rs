@@ -316,17 +316,17 @@ where
     O: ObjectStore + Sync,
     S: Stream<Item = Result<Bytes, FetchError>> + Unpin + Send + 'static,
 {
-    let source_failure: Arc<Mutex<Option<CopyError>>> = Arc::default();
+    let failure: Arc<Mutex<Option<CopyError>>> = Arc::default();
     let checked = LengthChecked {
         chunks,
         len,
         total: 0,
         done: false,
-        stop_at: Box::pin(tokio::time::sleep_until(stop_at.into())),
-        failure: source_failure.clone(),
+        deadline: Box::pin(tokio::time::sleep_until(stop_at.into())),
+        failure: failure.clone(),
     };
     let stored = store.put_streamed(key, Box::pin(checked), len, info).await;
-    let failed = source_failure.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let failed = failure.lock().unwrap_or_else(PoisonError::into_inner).take();
     match (stored, failed) {
         (_, Some(source)) => Err(source),
         (stored, None) => Ok(stored?),
@@ -341,7 +341,7 @@ struct LengthChecked<S> {
     len: u64,
     total: u64,
     done: bool,
-    stop_at: Pin<Box<tokio::time::Sleep>>,
+    deadline: Pin<Box<tokio::time::Sleep>>,
     failure: Arc<Mutex<Option<CopyError>>>,
 }
 
@@ -356,7 +356,9 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        if this.stop_at.as_mut().poll(cx).is_ready() {
+        // Only while bytes are still due: a body read whole ends the put however late its end
+        // of stream is polled (the SDK polls it for the trailer once it has sent the bytes).
+        if this.total < this.len && this.deadline.as_mut().poll(cx).is_ready() {
             this.done = true;
             *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(CopyError::Deadline);
             return Poll::Ready(Some(Err(FetchError::Timeout(CopyError::Deadline.to_string()))));
@@ -1074,6 +1076,25 @@ mod tests {
         assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
         assert_eq!(store.object("k"), None);
         assert!(matches!(store.calls()[..], [StoreCall::Streamed { len: 1000, .. }]), "{:?}", store.calls());
+    }
+
+    /// A streamed body whose every byte came before the deadline, its end of stream polled
+    /// only after it, is stored: the deadline is for reading the body, not for its end.
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_body_read_whole_before_the_deadline_is_stored_whenever_it_ends() {
+        let data = deterministic_bytes(1000, 11);
+        let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
+        let late_end = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        })
+        .filter_map(|end: Option<Result<Bytes, FetchError>>| async move { end });
+        let chunks = futures::stream::iter(vec![Ok(Bytes::from(data.clone()))]).chain(late_end);
+        let body = SourceBody { content_length: Some(1000), content_type: None, chunks: Box::pin(chunks) };
+        let store = MemoryStore::default();
+        let soon = UploadLimits { stop_at, ..limits() };
+        let stored = upload(&store, to("k"), body, soon).await.expect("stored");
+        assert_eq!((stored.sha256_hex, store.object("k")), (sha_hex(&data), Some(data)));
     }
 
     #[tokio::test]

@@ -178,13 +178,13 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
         "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
          AND attribute_not_exists(#adding)",
     );
-    u.name("#adding", "adding");
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
         .name("#version", "version")
         .name("#open", "open")
         .name("#generation", "generation")
-        .name("#stage", "stage");
+        .name("#stage", "stage")
+        .name("#adding", "adding");
     u.value(":vault", s(plan.vault.as_str()))
         .value(":key", s(&plan.manifest_key))
         .value(":one", n(1))
