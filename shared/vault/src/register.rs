@@ -176,8 +176,9 @@ pub struct Completion {
 
 impl Completion {
     /// `record` completed. The family and client_ref are in the task's manifest and Task
-    /// Vaulted, so when either is added the file set's generation moves on: a settle planned before the completion
-    /// is refused (it is conditional on the generation) and planned again, and the next
+    /// Vaulted, so when either is added the file set's generation moves on: a settle planned
+    /// before the completion is refused (it is conditional on the generation) and planned
+    /// again, and the next
     /// settle writes its manifest over the old one (fenced by generation) and publishes its
     /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
     /// manifest key and is open again: the sweeper's next run asks for its manifest, as for
