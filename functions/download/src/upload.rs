@@ -192,9 +192,9 @@ pub trait ObjectStore {
 /// PutObject, a streamed one once its body is sent) may still take. Once sent, S3 may
 /// complete it after its caller stopped waiting: on a message's last receive the file would
 /// be recorded failed over a complete copy (a multipart upload's abort comes too late to stop
-/// it). Within the
-/// invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's bound and one AWS
-/// attempt to record the file (checked where the margin is spent, in `crate::app`).
+/// it). Within the invocation's [`stemvault_vault::DEADLINE_MARGIN`], beside the abort's
+/// bound and one AWS attempt to record the file (checked where the margin is spent, in
+/// `crate::app`).
 pub const FINISH_RESERVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Limits of one upload.
