@@ -72,8 +72,10 @@ impl TestEnv {
         let now = Timestamp::now();
         let mark = stemvault_vault::items::MarkOpen {
             version: read.version,
+            read: read.add_fence(),
             last_received_at: AttributeValue::S(now.rfc3339()).into(),
-            adding: stemvault_vault::AddFence { generation: read.generation + 1, at: Some(now.unix_ms as u64) },
+            generation: read.generation + 1,
+            at: (now.unix_ms as u64).max(read.adding_at.map_or(0, |at| at + 1)),
         };
         let marked = self.tasks().mark_open(task_id, &mark).await.expect("mark the task open");
         assert_eq!(marked, stemvault_vault::Conditional::Applied, "marked at the version read");

@@ -353,7 +353,9 @@ async fn a_settle_read_before_a_stopped_save_added_a_file_is_refused_and_the_swe
     let mark = stemvault_vault::items::MarkOpen {
         version: read.version,
         last_received_at: AttributeValue::S(marked_at.rfc3339()).into(),
-        adding: stemvault_vault::AddFence { generation: read.generation + 1, at: Some(marked_at.unix_ms as u64) },
+        read: None,
+        generation: read.generation + 1,
+        at: marked_at.unix_ms as u64,
     };
     assert_eq!(env.tasks().mark_open(&read.task_id, &mark).await, Ok(Conditional::Applied));
     let added = orphaned(Duration::from_secs(600), &[("drums", FileStatus::Pending)]);

@@ -236,8 +236,9 @@ where
     let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
     let streamable = |len: &u64| limits.stream_single_part && (1..=limits.part_size as u64).contains(len);
     if let Some(len) = body.content_length.filter(streamable) {
-        // The body is read until `stop_at` (the stream fails there, and the put with it); S3's
-        // answer, once the body is sent, is waited for until `finish_by`.
+        // The body is read until `stop_at` (the stream fails there if bytes are still due,
+        // and the put with it); its end of stream and S3's answer are waited for until
+        // `finish_by`.
         let sha256 = before(finish_by, put_streamed(store, key, body.chunks, len, info, limits.stop_at)).await?;
         return Ok(StoredObject { bytes: len, sha256_hex: hex::encode(sha256), content_type, parts: 1 });
     }

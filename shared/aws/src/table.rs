@@ -15,7 +15,7 @@ use futures::future::join_all;
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
-use stemvault_vault::{Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord};
+use stemvault_vault::{AddFence, Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
 /// Built by small pure functions (each function's `aws` module), so tests see exactly what
@@ -98,19 +98,11 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":read", n(rev));
             u
         }
-        PutCondition::Version { version, adding: None } => {
-            let mut u = Update::new("", "version = :read AND attribute_not_exists(#adding)");
-            u.name("#adding", "adding").value(":read", n(version));
-            u
-        }
-        PutCondition::Version { version, adding: Some(fence) } => {
-            let at = if fence.at.is_some() { "#adding_at = :adding_at" } else { "attribute_not_exists(#adding_at)" };
-            let mut u = Update::new("", format!("version = :read AND #adding = :adding AND {at}"));
-            u.name("#adding", "adding").name("#adding_at", "adding_at");
-            u.value(":read", n(version)).value(":adding", n(fence.generation));
-            if let Some(at) = fence.at {
-                u.value(":adding_at", n(at));
-            }
+        PutCondition::Version { version, adding } => {
+            let mut u = Update::new("", "");
+            let fence = fence_as_read(&mut u, *adding);
+            u.condition = format!("version = :read AND {fence}");
+            u.value(":read", n(version));
             u
         }
     };
@@ -129,17 +121,34 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
 }
 
 /// A task's item marked open, and fenced, before the file items of the save that adds or
-/// reopens them: [`MarkOpen`].
+/// reopens them, if it is still at the version and fence read: [`MarkOpen`].
 fn mark_open(mark: &MarkOpen) -> Update {
     let mut u = Update::new(
-        "SET #open = :open, last_received_at = :at, #adding = :adding, #adding_at = :adding_at",
-        "version = :read",
+        "SET #open = :open, last_received_at = :at, #adding = :new_adding, #adding_at = :new_adding_at",
+        "",
     );
+    let fence = fence_as_read(&mut u, mark.read);
+    u.condition = format!("version = :read AND {fence}");
     u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
     u.value(":open", s(OPEN_MARKER)).value(":at", mark.last_received_at.clone().into());
-    u.value(":adding", n(mark.adding.generation)).value(":adding_at", n(mark.adding.at.unwrap_or(0)));
+    u.value(":new_adding", n(mark.generation)).value(":new_adding_at", n(mark.at));
     u.value(":read", n(mark.version));
     u
+}
+
+/// The condition that the task item's add fence is `fence` (None: there is none), its names
+/// and values added to `u`.
+fn fence_as_read(u: &mut Update, fence: Option<AddFence>) -> String {
+    u.name("#adding", "adding");
+    let Some(fence) = fence else { return "attribute_not_exists(#adding)".to_owned() };
+    u.name("#adding_at", "adding_at").value(":adding", n(fence.generation));
+    match fence.at {
+        Some(at) => {
+            u.value(":adding_at", n(at));
+            "#adding = :adding AND #adding_at = :adding_at".to_owned()
+        }
+        None => "#adding = :adding AND attribute_not_exists(#adding_at)".to_owned(),
+    }
 }
 
 /// A settled task's `open` (and the fence of the save that marked it) taken away, if its task
@@ -493,7 +502,6 @@ mod tests {
 
     #[test]
     fn a_put_is_conditional_on_what_was_read() {
-        use stemvault_vault::AddFence;
         let c = put_condition(&PutCondition::Absent, 0);
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
         let c = put_condition(&PutCondition::Version { version: 7, adding: None }, 0);
@@ -579,21 +587,24 @@ mod tests {
     #[test]
     fn a_reopened_task_is_marked_open_at_the_version_read_which_stays() {
         let at = Value::S("2026-12-04T12:00:00.000Z".into());
-        let adding = stemvault_vault::AddFence { generation: 4, at: Some(1_795_000_000_000) };
-        let u = mark_open(&MarkOpen { version: 9, last_received_at: at, adding });
+        let mark = MarkOpen { version: 9, read: None, last_received_at: at, generation: 4, at: 1_795_000_000_000 };
+        let u = mark_open(&mark);
         assert_eq!(
             (u.update.as_str(), u.condition.as_str()),
             (
-                "SET #open = :open, last_received_at = :at, #adding = :adding, #adding_at = :adding_at",
-                "version = :read"
+                "SET #open = :open, last_received_at = :at, #adding = :new_adding, #adding_at = :new_adding_at",
+                "version = :read AND attribute_not_exists(#adding)"
             )
         );
         assert_eq!((&u.names["#open"], &u.values[":open"]), (&"open".to_owned(), &s(OPEN_MARKER)));
-        assert_eq!((&u.names["#adding"], &u.values[":adding"]), (&"adding".to_owned(), &n(4)));
-        assert_eq!(
-            (&u.names["#adding_at"], &u.values[":adding_at"]),
-            (&"adding_at".to_owned(), &n(1_795_000_000_000u64))
-        );
+        assert_eq!((&u.names["#adding"], &u.values[":new_adding"]), (&"adding".to_owned(), &n(4)));
+        assert_eq!((&u.names["#adding_at"], &u.values[":new_adding_at"]), (&"adding_at".to_owned(), &n(mark.at)));
+        // Over a fence read (a stopped request's, say): conditional on it.
+        let again = MarkOpen { read: Some(mark.fence()), at: mark.at + 1, ..mark.clone() };
+        let over = mark_open(&again);
+        assert_eq!(over.condition, "version = :read AND #adding = :adding AND #adding_at = :adding_at");
+        assert_eq!((&over.values[":adding_at"], &over.values[":new_adding_at"]), (&n(mark.at), &n(mark.at + 1)));
+        assert!(over.unused_placeholders().is_empty());
         assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
         assert!(u.unused_placeholders().is_empty());
     }

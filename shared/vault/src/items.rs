@@ -253,13 +253,27 @@ impl SavePlan {
 /// never over a settled task marked open) and the sweeper's close (the `last_received_at`
 /// read); a record read marked keeps its mark ([`TaskRecord::sync_open_marker`]) and its
 /// fence, until a put commits the files the fence is for.
+/// The mark is conditional on the fence read too, and its time is past the one read, so
+/// each mark's fence is its own: a put planned before it can never find it as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.
     pub version: u64,
+    /// The task item's fence as read.
+    pub read: Option<AddFence>,
     pub last_received_at: AttributeValue,
-    /// The fence: the generation the save's file items are written at, and the save's time.
-    pub adding: AddFence,
+    /// The generation the save's file items are written at.
+    pub generation: u64,
+    /// The mark's time, in Unix milliseconds: the save's `last_received_at`, or just past the
+    /// fence read's when that is as late.
+    pub at: u64,
+}
+
+impl MarkOpen {
+    /// The fence this mark sets.
+    pub fn fence(&self) -> AddFence {
+        AddFence { generation: self.generation, at: Some(self.at) }
+    }
 }
 
 /// The writes that turn the stored `before` (None: no task item yet) into `after`, whose
@@ -298,19 +312,23 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     }
     let mut item = task_item(after)?;
     let mark_open = match (before, item.get("last_received_at")) {
-        (Some(before), Some(at)) if marks(before, after) && !files.is_empty() => {
-            let adding = AddFence {
+        (Some(before), Some(received)) if marks(before, after) && !files.is_empty() => {
+            let time = u64::try_from(after.last_received_at.unix_ms).unwrap_or(0);
+            Some(MarkOpen {
+                version: before.version,
+                read: before.add_fence(),
+                last_received_at: received.clone(),
                 generation: after.generation,
-                at: Some(u64::try_from(after.last_received_at.unix_ms).unwrap_or(0)),
-            };
-            Some(MarkOpen { version: before.version, last_received_at: at.clone(), adding })
+                at: time.max(before.adding_at.map_or(0, |read| read.saturating_add(1))),
+            })
         }
         _ => None,
     };
     // The fence the task item put finds: the mark's, or the one read. The put of the save
     // that set it takes it away, as does one committing the files it was set for.
-    let fence = mark_open.as_ref().map(|mark| mark.adding).or(before.and_then(TaskRecord::add_fence));
-    if mark_open.is_some() || after.adding.is_some_and(|adding| commits_fenced_files(after, adding)) {
+    let fence = mark_open.as_ref().map(MarkOpen::fence).or(before.and_then(TaskRecord::add_fence));
+    if mark_open.is_some() || after.adding.is_none_or(|adding| commits_fenced_files(after, adding)) {
+        // (A time without its fence, left by a hand or an older build, goes too.)
         item.remove("adding");
         item.remove("adding_at");
     }

@@ -285,14 +285,16 @@ impl SaveTask for MemoryTableAndQueue {
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
         if let Some(mark) = plan.mark_open {
+            // As the expression: the version and the fence read.
+            let as_read = PutCondition::Version { version: mark.version, adding: mark.read };
             let task = match items.get_mut(items::TASK_SK) {
-                Some(task) if number(task, "version") == Some(mark.version) => task,
+                Some(task) if holds(&as_read, Some(&*task), now_secs) => task,
                 _ => return Err(StoreError::Conflict),
             };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
             task.insert("last_received_at".to_owned(), mark.last_received_at);
-            task.insert("adding".to_owned(), AttributeValue::N(mark.adding.generation.to_string()));
-            task.insert("adding_at".to_owned(), AttributeValue::N(mark.adding.at.unwrap_or(0).to_string()));
+            task.insert("adding".to_owned(), AttributeValue::N(mark.generation.to_string()));
+            task.insert("adding_at".to_owned(), AttributeValue::N(mark.at.to_string()));
         }
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
@@ -469,7 +471,9 @@ mod tests {
             let mut item = HashMap::from([("version".to_owned(), AttributeValue::N("4".into()))]);
             if let Some(adding) = adding {
                 item.insert("adding".to_owned(), AttributeValue::N(adding.generation.to_string()));
-                item.insert("adding_at".to_owned(), AttributeValue::N(adding.at.unwrap_or(0).to_string()));
+                if let Some(at) = adding.at {
+                    item.insert("adding_at".to_owned(), AttributeValue::N(at.to_string()));
+                }
             }
             item.into()
         };
@@ -482,5 +486,9 @@ mod tests {
         assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 101)))), 0), "marked again since");
         assert!(!holds(&version(3, None), Some(&task(None)), 0));
         assert!(!holds(&unfenced, None, 0));
+        // A fence written without its time (by hand) is matched as such.
+        let by_hand = Some(crate::AddFence { generation: 5, at: None });
+        assert!(holds(&version(4, by_hand), Some(&task(by_hand)), 0));
+        assert!(!holds(&version(4, by_hand), Some(&task(Some(fence(5, 100)))), 0));
     }
 }

@@ -369,8 +369,14 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     reopened.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_000);
     let plan = plan_save(Some(&settled), &reopened).unwrap();
     let at = task_item(&reopened).unwrap()["last_received_at"].clone();
-    let fence = crate::AddFence { generation: reopened.generation, at: Some(1_900_000_000_000) };
-    let mark = MarkOpen { version: settled.version, last_received_at: at, adding: fence };
+    let mark = MarkOpen {
+        version: settled.version,
+        read: None,
+        last_received_at: at,
+        generation: reopened.generation,
+        at: 1_900_000_000_000,
+    };
+    let fence = mark.fence();
     assert_eq!(plan.mark_open, Some(mark));
     assert_eq!(plan.files.len(), 1);
     // Its own put takes the fence away, requiring it.
@@ -379,17 +385,20 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     let kept = (put.item.contains_key("adding"), put.item.contains_key("adding_at"));
     assert_eq!((put.condition, kept), (fenced, (false, false)));
 
-    // Marked by an attempt that stopped: marked again (its time refreshed).
+    // Marked by an attempt that stopped: marked again, over the fence read, at a time of its
+    // own (past the one read, however the clocks stand).
     let mut marked = settled.clone();
     marked.open = reopened.open.clone();
-    assert!(plan_save(Some(&marked), &reopened).unwrap().mark_open.is_some());
+    (marked.adding, marked.adding_at) = (Some(reopened.generation), Some(1_900_000_000_005));
+    let again = plan_save(Some(&marked), &reopened).unwrap().mark_open.expect("marked again");
+    assert_eq!((again.read, again.at), (marked.add_fence(), 1_900_000_000_006));
 
     // Not settled (in the index already): files added all the same, at a new generation.
     let mut pending = settled.clone();
     pending.vault = crate::VaultState::Pending;
     pending.sync_open_marker();
     let plan = plan_save(Some(&pending), &reopened).unwrap();
-    assert_eq!(plan.mark_open.map(|mark| mark.adding), Some(fence));
+    assert_eq!(plan.mark_open.map(|mark| mark.fence()), Some(fence));
     // Files written at the generation read (a claim, say) are no addition.
     let mut claimed = pending.clone();
     claimed.files.get_mut("vocal").unwrap().status = FileStatus::Pending;
@@ -467,6 +476,14 @@ fn a_put_requires_the_fence_as_read_and_keeps_it_until_its_files_are_committed()
     let mut read = marked.clone();
     read.files.insert("new".into(), file);
     assert_eq!(put(&read, &committed), (true, None, fenced), "fence taken away");
+
+    // A time left without its fence (a hand edit, an older build) is not carried on.
+    let mut stray = settled.clone();
+    stray.adding_at = Some(1_900_000_000_000);
+    match plan_save(Some(&stray), &another_body(&stray)).unwrap().task {
+        Some(TaskWrite::Put(put)) => assert!(!put.item.contains_key("adding_at"), "{:?}", put.item),
+        other => panic!("the task item is put: {other:?}"),
+    }
 
     // Writing `open` (not settled) over a read without a fence, still none required.
     let mut pending = another_body(&settled);
