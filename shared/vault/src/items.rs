@@ -265,7 +265,7 @@ pub struct MarkOpen {
     /// The generation the save's file items are written at.
     pub generation: u64,
     /// The mark's time, in Unix milliseconds: the save's `last_received_at`, or just past the
-    /// fence read's when that is as late.
+    /// latest time read (`last_received_at`, the fence's) when that is as late.
     pub at: u64,
 }
 
@@ -313,13 +313,16 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     let mut item = task_item(after)?;
     let mark_open = match (before, item.get("last_received_at")) {
         (Some(before), Some(received)) if marks(before, after) && !files.is_empty() => {
-            let time = u64::try_from(after.last_received_at.unix_ms).unwrap_or(0);
+            // Past every time read (the fence's, and `last_received_at`, which a mark since
+            // taken away with its fence left), so that no two marks of a task share a fence.
+            let ms = |t: crate::Timestamp| u64::try_from(t.unix_ms).unwrap_or(0);
+            let past_read = ms(before.last_received_at).max(before.adding_at.unwrap_or(0)).saturating_add(1);
             Some(MarkOpen {
                 version: before.version,
                 read: before.add_fence(),
                 last_received_at: received.clone(),
                 generation: after.generation,
-                at: time.max(before.adding_at.map_or(0, |read| read.saturating_add(1))),
+                at: ms(after.last_received_at).max(past_read),
             })
         }
         _ => None,

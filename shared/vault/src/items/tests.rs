@@ -392,6 +392,12 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     (marked.adding, marked.adding_at) = (Some(reopened.generation), Some(1_900_000_000_005));
     let again = plan_save(Some(&marked), &reopened).unwrap().mark_open.expect("marked again");
     assert_eq!((again.read, again.at), (marked.add_fence(), 1_900_000_000_006));
+    // Past the time read too (a mark since taken away with its fence left it): a request
+    // whose clock is behind never repeats that mark's fence.
+    let mut closed = settled.clone();
+    closed.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_010);
+    let behind = plan_save(Some(&closed), &reopened).unwrap().mark_open.expect("marked");
+    assert_eq!((behind.read, behind.at), (None, 1_900_000_000_011));
 
     // Not settled (in the index already): files added all the same, at a new generation.
     let mut pending = settled.clone();
