@@ -136,12 +136,6 @@ fn mark_open(mark: &MarkOpen) -> Update {
     u
 }
 
-/// Whether the task item `stored` is as `mark` leaves it: at its version, with its fence.
-fn carries(stored: &Item, mark: &MarkOpen) -> bool {
-    let number = |name: &str, expected: u64| matches!(stored.get(name), Some(Value::N(n)) if same_number(n, &expected.to_string()));
-    number("version", mark.version) && number("adding", mark.generation) && number("adding_at", mark.at)
-}
-
 /// The condition that the task item's add fence is `fence` (None: there is none), its names
 /// and values added to `u`.
 fn fence_as_read(u: &mut Update, fence: Option<AddFence>) -> String {
@@ -370,18 +364,11 @@ impl TaskTable {
 
     /// Mark the task item of `task_id` open and fenced before the file items of a save that
     /// adds or reopens them ([`MarkOpen`], which [`Self::save`] plans), if it is still at the
-    /// version read.
+    /// version and fence read. A mark whose answer was lost, sent again by the SDK, is refused
+    /// by its own fence: a conflict, and the save reads again (its fence cannot be told from
+    /// that of another request that read the same item in the same millisecond, which must).
     pub async fn mark_open(&self, task_id: &str, mark: &MarkOpen) -> Result<Conditional, StoreError> {
-        match self.update_returning("marking open", task_id, items::TASK_SK, mark_open(mark), ReturnValue::None).await?
-        {
-            Updated::Applied(_) => Ok(Conditional::Applied),
-            // Applied before, its answer lost: the SDK's retry finds its own fence there.
-            Updated::Refused(Some(stored)) if carries(&stored, mark) => {
-                tracing::info!("the mark was applied before (its answer was lost)");
-                Ok(Conditional::Applied)
-            }
-            Updated::Refused(_) => Ok(Conditional::Conflict),
-        }
+        self.update("marking open", task_id, items::TASK_SK, mark_open(mark)).await
     }
 
     /// Take a settled task read as `record` out of the open-tasks index (the inverse of the
@@ -597,25 +584,6 @@ mod tests {
         assert_eq!(u.values[":read"], n(7));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
         assert!(u.unused_placeholders().is_empty());
-    }
-
-    /// A mark refused over the item it wrote itself (the SDK resending one whose answer was
-    /// lost) is told from one refused over another's.
-    #[test]
-    fn a_mark_knows_its_own_fence() {
-        let at = Value::S("2026-12-04T12:00:00.000Z".into());
-        let mark = MarkOpen { version: 9, read: None, last_received_at: at, generation: 4, at: 1_795_000_000_000 };
-        let stored = |version: &str, adding: &str, adding_at: &str| {
-            Item::from(HashMap::from([
-                ("version".to_owned(), Value::N(version.into())),
-                ("adding".to_owned(), Value::N(adding.into())),
-                ("adding_at".to_owned(), Value::N(adding_at.into())),
-            ]))
-        };
-        assert!(carries(&stored("9", "4", "1795000000000"), &mark));
-        assert!(!carries(&stored("9", "4", "1795000000001"), &mark), "another mark's");
-        assert!(!carries(&stored("10", "4", "1795000000000"), &mark), "written over since");
-        assert!(!carries(&Item::from(HashMap::from([("version".to_owned(), Value::N("9".into()))])), &mark));
     }
 
     #[test]

@@ -253,8 +253,11 @@ impl SavePlan {
 /// never over a settled task marked open) and the sweeper's close (the `last_received_at`
 /// read); a record read marked keeps its mark ([`TaskRecord::sync_open_marker`]) and its
 /// fence, until a put commits the files the fence is for.
-/// The mark is conditional on the fence read too, and its time is past the one read, so
-/// each mark's fence is its own: a put planned before it can never find it as read.
+/// The mark is conditional on the fence read too, and its time is past the times read: a
+/// mark made over another's fails its condition unless it read that one, and then differs
+/// from it, so a put planned before a mark never finds that mark's fence as read. (Two
+/// requests that read the same item in the same millisecond compute the same mark: the second
+/// is refused by the first's fence and reads again.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.
@@ -265,7 +268,8 @@ pub struct MarkOpen {
     /// The generation the save's file items are written at.
     pub generation: u64,
     /// The mark's time, in Unix milliseconds: the save's `last_received_at`, or just past the
-    /// latest time read (`last_received_at`, the fence's) when that is as late.
+    /// latest time read (`last_received_at`, the fence's) when that is as late; the mark sets
+    /// `last_received_at` to it too.
     pub at: u64,
 }
 
@@ -311,18 +315,21 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
         }
     }
     let mut item = task_item(after)?;
-    let mark_open = match (before, item.get("last_received_at")) {
-        (Some(before), Some(received)) if marks(before, after) && !files.is_empty() => {
-            // Past every time read (the fence's, and `last_received_at`, which a mark since
-            // taken away with its fence left), so that no two marks of a task share a fence.
+    let mark_open = match before {
+        Some(before) if marks(before, after) && !files.is_empty() => {
+            // Past every time read (the fence's, and `last_received_at`, which the mark sets
+            // to its own time and a close leaves), so that a mark made over another's reads
+            // it and its fence differs, however far behind its clock is.
             let ms = |t: crate::Timestamp| u64::try_from(t.unix_ms).unwrap_or(0);
             let past_read = ms(before.last_received_at).max(before.adding_at.unwrap_or(0)).saturating_add(1);
+            let at = ms(after.last_received_at).max(past_read);
+            let received = crate::Timestamp::from_unix_ms(i64::try_from(at).unwrap_or(i64::MAX));
             Some(MarkOpen {
                 version: before.version,
                 read: before.add_fence(),
-                last_received_at: received.clone(),
+                last_received_at: AttributeValue::S(received.rfc3339()),
                 generation: after.generation,
-                at: ms(after.last_received_at).max(past_read),
+                at,
             })
         }
         _ => None,

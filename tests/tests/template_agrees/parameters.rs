@@ -240,8 +240,17 @@ fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
         let lower_case =
             |value: &'static str| holds(&template, rule("NoneIsLowerCase", i), &given(&[(parameter, value)]));
         assert_eq!((lower_case("none"), lower_case(""), lower_case("k1")), (true, true, true), "{parameter}");
-        for other_case in ["None", "NONE", "nOne", "noNe", "nonE", "NoNe", "nONE"] {
-            assert!(!lower_case(other_case), "{parameter}: {other_case}");
+        // Every other case of the word: each letter either case, but all four lower.
+        let other_cases = (1..16u8).map(|upper: u8| {
+            "none"
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if upper & (1 << i) != 0 { c.to_ascii_uppercase() } else { c })
+                .collect::<String>()
+        });
+        for other_case in other_cases {
+            let given = BTreeMap::from([(parameter, other_case.as_str())]);
+            assert!(!holds(&template, rule("NoneIsLowerCase", i), &given), "{parameter}: {other_case}");
         }
     }
     for parameter in ["CallbackToken", "NotifyUrl"] {

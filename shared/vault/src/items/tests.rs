@@ -398,6 +398,8 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     closed.last_received_at = crate::Timestamp::from_unix_ms(1_900_000_000_010);
     let behind = plan_save(Some(&closed), &reopened).unwrap().mark_open.expect("marked");
     assert_eq!((behind.read, behind.at), (None, 1_900_000_000_011));
+    let set = crate::Timestamp::from_unix_ms(1_900_000_000_011).rfc3339();
+    assert_eq!(behind.last_received_at, V::S(set), "the mark sets the time to its own, which a close leaves");
 
     // Not settled (in the index already): files added all the same, at a new generation.
     let mut pending = settled.clone();
