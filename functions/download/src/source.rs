@@ -182,14 +182,7 @@ fn is_framed(response: &reqwest::Response) -> bool {
 /// raw UTF-8 (a non-ASCII file name) becomes its UTF-8 escapes, and another encoding's bytes
 /// (Latin-1, say) stay what the server sent, rather than a replacement character.
 fn non_ascii_escaped(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len()), |mut text, &b| {
-        if b.is_ascii() {
-            text.push(char::from(b));
-        } else {
-            text.push_str(&format!("%{b:02X}"));
-        }
-        text
-    })
+    percent_encoding::percent_encode(bytes, &percent_encoding::AsciiSet::EMPTY).to_string()
 }
 
 fn is_redirect(status: StatusCode) -> bool {
