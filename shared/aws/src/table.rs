@@ -123,16 +123,13 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
 /// A task's item marked open, and fenced, before the file items of the save that adds or
 /// reopens them, if it is still at the version and fence read: [`MarkOpen`].
 fn mark_open(mark: &MarkOpen) -> Update {
-    let mut u = Update::new(
-        "SET #open = :open, last_received_at = :at, #adding = :new_adding, #adding_at = :new_adding_at",
-        "",
-    );
-    let fence = fence_as_read(&mut u, mark.read);
-    u.condition = format!("version = :read AND {fence}");
+    // The condition a put over the same read has.
+    let mut u = put_condition(&PutCondition::Version { version: mark.version, adding: mark.read }, 0);
+    u.update =
+        "SET #open = :open, last_received_at = :at, #adding = :new_adding, #adding_at = :new_adding_at".to_owned();
     u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
     u.value(":open", s(OPEN_MARKER)).value(":at", mark.last_received_at.clone().into());
     u.value(":new_adding", n(mark.generation)).value(":new_adding_at", n(mark.at));
-    u.value(":read", n(mark.version));
     u
 }
 

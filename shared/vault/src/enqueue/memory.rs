@@ -187,8 +187,10 @@ impl MemoryTableAndQueue {
         let closed = self.update_task_item(&record.task_id, |item| {
             let as_read = number(item, "version") == Some(record.version)
                 && string(item, "last_received_at") == Some(at.as_str());
-            item.remove("adding");
-            item.remove("adding_at");
+            if as_read {
+                item.remove("adding");
+                item.remove("adding_at");
+            }
             as_read && item.remove("open").is_some()
         });
         if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
