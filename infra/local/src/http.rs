@@ -82,9 +82,13 @@ pub fn from_lambda_response(response: lambda_http::Response<lambda_http::Body>) 
     Response::from_parts(parts, Full::new(bytes))
 }
 
-/// A path fit for the log: the callback token is a secret.
-pub fn loggable_path(path: &str) -> &str {
-    if path.starts_with("/callback/") { "/callback/<token>" } else { path }
+/// A path fit for the log: the callback token is a secret, so whatever follows a `callback/`
+/// is left out, wherever it stands (`//callback/<token>` reaches ingest too).
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.find("callback/") {
+        Some(at) => format!("{}callback/<token>", &path[..at]).into(),
+        None => path.into(),
+    }
 }
 
 /// A JSON error answer from the runner itself (never from a function).
@@ -240,6 +244,9 @@ mod tests {
     #[test]
     fn tokens_never_reach_the_log() {
         assert_eq!(loggable_path("/callback/s3cret"), "/callback/<token>");
+        assert_eq!(loggable_path("//callback/s3cret"), "//callback/<token>");
+        assert_eq!(loggable_path("/callback//s3cret"), "/callback/<token>");
+        assert_eq!(loggable_path("/hooks/callback/s3cret/x"), "/hooks/callback/<token>");
         assert_eq!(loggable_path("/callback"), "/callback");
         assert_eq!(loggable_path("/tasks/t1"), "/tasks/t1");
     }
