@@ -1,8 +1,10 @@
 //! The accept use-case's ports over this test environment (the task table, the download
 //! queue, the vault bucket), for delivering a callback as ingest does without its HTTP side.
 
+use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
+use stemvault_vault::StorageError;
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
@@ -11,17 +13,15 @@ use crate::TestEnv;
 /// [`stemvault_vault::accept::Ports`] over the emulator.
 pub struct AcceptPorts {
     shared: TableAndQueue,
-    s3: aws_sdk_s3::Client,
-    bucket: String,
+    archive: BodyArchive,
     events: EventBus,
 }
 
 stemvault_vault::delegate_enqueue_ports!(AcceptPorts => shared);
 
 impl ArchiveBody for AcceptPorts {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        let put = self.s3.put_object().bucket(&self.bucket).key(key);
-        put.body(body.to_vec().into()).send().await.map(|_| ()).map_err(|e| format!("{e:?}"))
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
+        self.archive.archive_body(key, body).await
     }
 }
 
@@ -36,8 +36,7 @@ impl TestEnv {
     pub fn accept_ports(&self) -> AcceptPorts {
         AcceptPorts {
             shared: TableAndQueue::new(&self.config, &self.resources.table_name, &self.resources.queue_url),
-            s3: self.s3.clone(),
-            bucket: self.resources.bucket_name.clone(),
+            archive: BodyArchive::new(self.s3.clone(), &self.resources.bucket_name),
             events: EventBus::new(&self.config, &self.resources.event_bus_name),
         }
     }

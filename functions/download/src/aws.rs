@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -36,7 +35,7 @@ use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
     RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
 };
-use crate::error::{FetchError, StorageError, s3_refusal_is_permanent};
+use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
 use crate::source::{ChunkStream, FetchSource, HttpSource, READ_IDLE_TIMEOUT};
@@ -44,6 +43,7 @@ use crate::upload::{
     ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed, UploadedPart,
 };
 use stemvault_aws::Update;
+use stemvault_aws::s3_error::storage_error;
 
 /// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB Query (the settle check's
 /// read of a task's items, through [`TaskTable::load`]) and UpdateItem (the claim, stored,
@@ -78,23 +78,6 @@ pub struct AwsPorts {
     pub source: HttpSource,
     /// `EVENT_BUS_NAME`: where `Task Vaulted` goes.
     pub events: EventBus,
-}
-
-/// An S3 failure, permanent when S3 refused the request in a way no retry changes
-/// ([`s3_refusal_is_permanent`]): then the message is S3's own (`400 KeyTooLongError: Your
-/// key is too long`), as it is recorded as the file's reason.
-fn storage_error<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> StorageError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    let status = e.raw_response().map(|r| r.status().as_u16());
-    if s3_refusal_is_permanent(status, e.code()) {
-        let code = e.code().unwrap_or("no error code");
-        let detail = e.message().map(|m| format!(": {m}")).unwrap_or_default();
-        let message = format!("{} {code}{detail}", status.unwrap_or_default());
-        return StorageError { operation, message, permanent: true };
-    }
-    StorageError::transient(operation, DisplayErrorContext(e).to_string())
 }
 
 /// The uploads of a file's body, and the completion of a multipart one, run without the SDK's
@@ -534,6 +517,7 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
+    use aws_sdk_s3::config::http::HttpResponse;
     use aws_sdk_s3::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut};
     use aws_sdk_s3::config::retry::RetryConfig;
     use aws_sdk_s3::config::{

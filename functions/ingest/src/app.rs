@@ -12,6 +12,7 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
 use stemvault_aws::route::routed_path;
+use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
@@ -343,9 +344,10 @@ impl<P: Ports> App<P> {
                 return rejection.answer(&self.ports, Some(BODY_KEPT));
             }
             Ok(Err(e)) => e,
-            Err(_) => "no answer in time".to_owned(),
+            Err(_) => StorageError::transient("PutObject", "no answer in time"),
         };
-        tracing::error!(key, error = %failure, "a verified callback the parser refuses could not be kept");
+        let retryable = failure.is_retryable();
+        tracing::error!(key, error = %failure, retryable, "a verified callback the parser refuses could not be kept");
         // What a callback's archive write failing is called anywhere else.
         let code = stemvault_vault::accept::AcceptError::Archive(failure).code();
         unavailable(&self.ports, code, "verified but unparsable, and it could not be kept; retry later")

@@ -8,6 +8,7 @@ use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
 use stemvault_aws::secrets::{SecretError, SecretReader, SecretText};
+use stemvault_vault::StorageError;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
@@ -84,13 +85,13 @@ impl AwsPorts {
 stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
 
 impl ArchiveBody for AwsPorts {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         self.archive.archive_body(key, body).await
     }
 }
 
 impl ParkBody for AwsPorts {
-    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         self.archive.park(key, body).await
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use stemvault_vault::register::Registration;
-use stemvault_vault::{Clock, LoadTask, SaveTask};
+use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError};
 use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
 use crate::credentials::ReadSecret;
@@ -24,7 +24,7 @@ use {
 /// Keep a verified callback the table failed under `key` (under `parked/`), unless a copy is
 /// there already: the first park's time dates the callback when it is replayed.
 pub trait ParkBody {
-    fn park_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+    fn park_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
 
 /// Everything the function needs from outside: the use-case's ports
@@ -171,8 +171,8 @@ pub async fn ingest_or_park<P: Ports>(
     let key = s3_key::parked_body_key(&event.task_id, event.stage, &stemvault_vault::accept::body_sha256_hex(body));
     match tokio::time::timeout(PARK_TIMEOUT, ports.park_body(&key, body)).await {
         Ok(Ok(())) => Ok(Ingested::Parked { key, because: failed }),
-        Ok(Err(reason)) => {
-            tracing::warn!(error = reason, "the callback could not be parked either");
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, retryable = e.is_retryable(), "the callback could not be parked either");
             Err(failed)
         }
         Err(_) => {

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use stemvault_aws::secrets::{SecretError, SecretText};
-use stemvault_vault::Timestamp;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
+use stemvault_vault::{StorageError, Timestamp};
 
 use crate::credentials::ReadSecret;
 use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
@@ -132,24 +132,25 @@ stemvault_vault::delegate_enqueue_ports!(MemoryPorts => shared);
 
 impl MemoryPorts {
     /// What the bucket's switches make of a write: it hangs, fails, or goes ahead.
-    async fn bucket_write(&self) -> Result<(), String> {
+    async fn bucket_write(&self) -> Result<(), StorageError> {
         self.shared.interleave().await;
         if self.archive_stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         if self.archive_failing.load(Ordering::SeqCst) {
-            return Err("archive switched off".into());
+            return Err(StorageError::transient("PutObject", "archive switched off"));
         }
         Ok(())
     }
 }
 
 impl ArchiveBody for MemoryPorts {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         self.bucket_write().await?;
         let refused = self.archive_refused_under.lock().unwrap_or_else(PoisonError::into_inner);
         if refused.as_deref().is_some_and(|prefix| key.starts_with(prefix)) {
-            return Err(format!("archive refused under {}", refused.as_deref().unwrap_or_default()));
+            let message = format!("archive refused under {}", refused.as_deref().unwrap_or_default());
+            return Err(StorageError { operation: "PutObject", message, permanent: true });
         }
         drop(refused);
         self.bodies.lock().unwrap_or_else(PoisonError::into_inner).insert(key.to_owned(), body.to_vec());
@@ -159,12 +160,12 @@ impl ArchiveBody for MemoryPorts {
 
 /// The bucket's switches hold for parking too; a parked copy is never replaced.
 impl ParkBody for MemoryPorts {
-    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn park_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         if self.park_stalled.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         if self.park_failing.load(Ordering::SeqCst) {
-            return Err("injected: the park write was refused".into());
+            return Err(StorageError::transient("PutObject (park)", "injected: the park write was refused"));
         }
         self.bucket_write().await?;
         self.bodies

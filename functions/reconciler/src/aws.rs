@@ -12,7 +12,7 @@ use stemvault_aws::table::{Update, s};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items::{PARTITION_KEY, TASK_SK};
-use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, Timestamp};
+use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, StorageError, Timestamp};
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
@@ -82,7 +82,7 @@ impl AwsPorts {
 stemvault_vault::delegate_enqueue_ports!(AwsPorts => shared);
 
 impl ArchiveBody for AwsPorts {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         self.archive.archive_body(key, body).await
     }
 }
@@ -109,8 +109,8 @@ impl StillParked for AwsPorts {
     }
 }
 
-fn listing_failed(e: String) -> StoreError {
-    StoreError::Unavailable(format!("ListObjectsV2 (parked): {e}"))
+fn listing_failed(e: StorageError) -> StoreError {
+    StoreError::Unavailable(format!("{e} (parked)"))
 }
 
 impl ReadParked for AwsPorts {

@@ -55,7 +55,13 @@ mod tests {
             (ReconcileError::Store(StoreError::Invalid("x".into())), false),
             (ReconcileError::Store(StoreError::Unavailable("x".into())), true),
             (ReconcileError::Accept(AcceptError::TooLargeToRecord { bytes: 500_000 }), false),
-            (ReconcileError::Accept(AcceptError::Archive("x".into())), true),
+            (
+                ReconcileError::Accept(AcceptError::Archive(stemvault_vault::StorageError::transient(
+                    "PutObject",
+                    "x",
+                ))),
+                true,
+            ),
             (ReconcileError::Contention { attempts: 5 }, true),
             (ReconcileError::Panicked("a bug".into()), false),
         ];

@@ -337,7 +337,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &accept::body_sha256_hex(&body));
             let moved = match ports.archive_body(&archive_key, &body).await {
                 Ok(()) => ports.delete_parked(key).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             match moved {
                 Ok(()) => {

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
+use stemvault_vault::StorageError;
 use stemvault_vault::accept::ArchiveBody;
+
+use crate::s3_error::storage_error;
 
 /// The vault bucket, for callback bodies.
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ impl BodyArchive {
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
     /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
     /// (a concurrent park of the same key, which S3 asks to retry) is tried again.
-    pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         let config = park_config();
         let mut attempt = 1;
         loop {
@@ -41,7 +43,7 @@ impl BodyArchive {
             match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
                 RefusedPark::AlreadyParked => return Ok(()),
                 RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => attempt += 1,
-                _ => return Err(DisplayErrorContext(e).to_string()),
+                _ => return Err(storage_error("PutObject (park)", e)),
             }
         }
     }
@@ -89,8 +91,8 @@ fn refused_park(status: Option<u16>) -> RefusedPark {
 }
 
 impl ArchiveBody for BodyArchive {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
-        self.put(key, body).send().await.map(drop).map_err(|e| DisplayErrorContext(e).to_string())
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
+        self.put(key, body).send().await.map(drop).map_err(|e| storage_error("PutObject", e))
     }
 }
 

@@ -16,6 +16,7 @@ pub mod parked;
 pub mod provider;
 pub mod provision;
 pub mod route;
+pub mod s3_error;
 pub mod secrets;
 pub mod shown;
 pub mod sqs_batch;

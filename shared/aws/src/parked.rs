@@ -2,9 +2,10 @@
 //! them): the reconciler lists them to replay them, results to tell a caller that a task's
 //! callback is waiting to be recorded.
 
-use aws_sdk_s3::error::DisplayErrorContext;
-use stemvault_vault::Timestamp;
 use stemvault_vault::accept::ParkedBody;
+use stemvault_vault::{StorageError, Timestamp};
+
+use crate::s3_error::storage_error;
 
 /// Up to `limit` parked bodies under `prefix` (`parked/`, or one task's `parked/<task_id>/`)
 /// in key order, with when each was parked: one ListObjectsV2 request per 1,000.
@@ -13,7 +14,7 @@ pub async fn list(
     bucket: &str,
     prefix: &str,
     limit: usize,
-) -> Result<Vec<ParkedBody>, String> {
+) -> Result<Vec<ParkedBody>, StorageError> {
     let mut parked = Vec::new();
     let mut after = None;
     while parked.len() < limit {
@@ -25,7 +26,7 @@ pub async fn list(
             .set_continuation_token(after)
             .send()
             .await
-            .map_err(|e| DisplayErrorContext(e).to_string())?;
+            .map_err(|e| storage_error("ListObjectsV2", e))?;
         parked.extend(page.contents().iter().filter_map(|o| {
             let parked_at = o.last_modified().and_then(|t| t.to_millis().ok()).map(Timestamp::from_unix_ms);
             Some(ParkedBody { key: o.key()?.to_owned(), parked_at })
@@ -42,7 +43,12 @@ pub async fn list(
 /// Whether `key` is still under `prefix` (`parked/`): one ListObjectsV2 of `prefix` from just
 /// before the key, for a role that may list that prefix alone (and so reads a missing key's
 /// GetObject as 403, not 404).
-pub async fn still_listed(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, key: &str) -> Result<bool, String> {
+pub async fn still_listed(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    key: &str,
+) -> Result<bool, StorageError> {
     let before = key.char_indices().last().map_or("", |(last, _)| &key[..last]);
     let page = s3
         .list_objects_v2()
@@ -52,6 +58,6 @@ pub async fn still_listed(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str, k
         .max_keys(1)
         .send()
         .await
-        .map_err(|e| DisplayErrorContext(e).to_string())?;
+        .map_err(|e| storage_error("ListObjectsV2", e))?;
     Ok(page.contents().first().and_then(|o| o.key()) == Some(key))
 }

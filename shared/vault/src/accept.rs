@@ -40,7 +40,7 @@ use crate::download::manifest_job;
 use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, record_sent, send_claimed, send_jobs};
 use crate::events::{PublishEvents, after_callback};
 use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
-use crate::{Attempt, Clock, LoadTask, SaveTask, StoreError, Timestamp, reconcile, retry_on_conflict};
+use crate::{Attempt, Clock, LoadTask, SaveTask, StorageError, StoreError, Timestamp, reconcile, retry_on_conflict};
 
 mod error;
 
@@ -49,7 +49,7 @@ pub use error::AcceptError;
 /// Keep a callback body verbatim under `key` (and, the same way, results kept apart:
 /// [`crate::ingest::oversized_details`]).
 pub trait ArchiveBody {
-    fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), String>> + Send;
+    fn archive_body(&self, key: &str, body: &[u8]) -> impl Future<Output = Result<(), StorageError>> + Send;
 }
 
 /// Everything the use-case needs: the task table, the archive, the claim-and-send ports, the

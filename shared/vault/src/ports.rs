@@ -40,6 +40,28 @@ impl StoreError {
     }
 }
 
+/// A failure of the vault bucket (S3): the one type every function's S3 ports answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("S3 {operation} {}: {message}", if *.permanent { "refused the file" } else { "failed" })]
+pub struct StorageError {
+    pub operation: &'static str,
+    pub message: String,
+    /// S3 refused the request in a way no retry changes (`stemvault_aws::s3_error`).
+    pub permanent: bool,
+}
+
+impl StorageError {
+    /// A failure that a later attempt may not meet.
+    pub fn transient(operation: &'static str, message: impl Into<String>) -> StorageError {
+        StorageError { operation, message: message.into(), permanent: false }
+    }
+
+    /// Whether the same request can succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !self.permanent
+    }
+}
+
 /// Whether a conditional write happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conditional {

@@ -84,7 +84,7 @@ async fn kept_details_that_fail_to_write_are_written_by_the_retry() {
     let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
     ports.refuse_archive_under(Some(&format!("tasks/{TASK}/details/")));
     let err = ingest(&ports, &settings(), &e, body, "req-1").await.unwrap_err();
-    assert!(matches!(&err, IngestError::Archive(why) if why.contains("details")), "{err}");
+    assert!(matches!(&err, IngestError::Archive(why) if why.message.contains("details")), "{err}");
     assert!(err.is_retryable());
     assert_eq!(ports.body_keys(), [body_key("final", body)], "the body archived, the details not");
     let pointer = ports.record(TASK).unwrap().details.expect("a pointer");
@@ -451,9 +451,9 @@ impl SaveTask for Rendezvous {
     }
 }
 impl ArchiveBody for Rendezvous {
-    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), String> {
+    async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), stemvault_vault::StorageError> {
         if self.meeting == Meeting::SaveAndArchive {
-            self.meet().await?;
+            self.meet().await.map_err(|why| stemvault_vault::StorageError::transient("PutObject", why))?;
         }
         self.inner.archive_body(key, body).await
     }

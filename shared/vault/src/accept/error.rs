@@ -2,9 +2,9 @@
 //! input, and whether trying again can fix it. Bad input never gets here: ingest answers it
 //! with a 4xx.
 
-use crate::StoreError;
 use crate::enqueue::EnqueueError;
 use crate::events::PublishError;
+use crate::{StorageError, StoreError};
 
 /// Why a valid event could not be fully processed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -13,8 +13,10 @@ pub enum AcceptError {
     Store(#[from] StoreError),
     #[error("the task record kept changing under {attempts} attempts to write it")]
     Contention { attempts: u32 },
+    /// Retryable whatever S3 said: the record is written, and a retry archives the same key
+    /// (a refusal for good ends in a parked body, whose replay keeps trying).
     #[error("the callback body (or its results kept apart) could not be archived: {0}")]
-    Archive(String),
+    Archive(StorageError),
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
     /// Recorded and its messages sent, but its events are not all published: the retry
@@ -126,7 +128,7 @@ mod tests {
             AcceptError::Store(StoreError::Unavailable("x".into())),
             AcceptError::Store(StoreError::Conflict),
             AcceptError::Contention { attempts: 3 },
-            AcceptError::Archive("x".into()),
+            AcceptError::Archive(StorageError::transient("PutObject", "x")),
             AcceptError::Enqueue(EnqueueError { failed: 1, total: 2, reason: "x".into() }),
             AcceptError::StillEnqueuing { files: 1 },
             AcceptError::Publish(PublishError { failed: 1, total: 2, reason: "ThrottlingException".into() }),
