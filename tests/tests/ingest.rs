@@ -726,8 +726,8 @@ async fn ingest_does_not_start_without_a_usable_secret() {
 }
 
 /// A park S3 answers 409 ConditionalRequestConflict (a concurrent conditional write of the same
-/// key; S3 says to retry) is tried again, a bounded number of times; a 412 is the copy already
-/// parked. The emulator never answers 409, so a scripted server stands in for S3 here.
+/// key; S3 says to retry) is tried again after a pause, a bounded number of times; a 412 is the
+/// copy already parked; a 400 is refused for good. The emulator never answers 409, so a scripted server stands in for S3 here.
 #[tokio::test]
 async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -749,9 +749,10 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
     let cases = [
         ("parked/once.json", Reply::fail_times(1, Reply::Status(409), ok()), Ok(()), 2),
         ("parked/twice.json", Reply::fail_times(2, Reply::Status(409), ok()), Ok(()), 3),
-        ("parked/always.json", Reply::Status(409), Err(()), 3),
+        // Err(whether a later park may succeed).
+        ("parked/always.json", Reply::Status(409), Err(true), 3),
         ("parked/there.json", Reply::Status(412), Ok(()), 1),
-        ("parked/down.json", Reply::Status(400), Err(()), 1),
+        ("parked/refused.json", Reply::Status(400), Err(false), 1),
         // A first attempt that stalls is given up in time for a second within ingest's park
         // deadline (the SDK's own attempt timeout is longer than that deadline).
         ("parked/stalled.json", Reply::fail_times(1, Reply::delayed(Duration::from_secs(5), ok()), ok()), Ok(()), 2),
@@ -762,7 +763,7 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
         let parked = tokio::time::timeout(stemvault_ingest::domain::PARK_TIMEOUT, archive.park(key, b"{}"))
             .await
             .unwrap_or_else(|_| panic!("{key}: not parked within ingest's park deadline"));
-        assert_eq!(parked.as_ref().map(|_| ()).map_err(drop), expected, "{key}: {parked:?}");
+        assert_eq!(parked.as_ref().map(|_| ()).map_err(|e| e.is_retryable()), expected, "{key}: {parked:?}");
         assert_eq!(server.hits(&path), requests, "{key}");
     }
 }

@@ -33,7 +33,7 @@ impl BodyArchive {
 
     /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
     /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
-    /// (a concurrent park of the same key, which S3 asks to retry) is tried again.
+    /// (a concurrent park of the same key, which S3 asks to retry) is tried again after a pause.
     pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         let config = park_config();
         let mut attempt = 1;
@@ -42,7 +42,11 @@ impl BodyArchive {
             let Err(e) = put.send().await else { return Ok(()) };
             match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
                 RefusedPark::AlreadyParked => return Ok(()),
-                RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => attempt += 1,
+                RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => {
+                    // The other write is still under way: give it a moment to end.
+                    tokio::time::sleep(PARK_CONFLICT_PAUSE * attempt).await;
+                    attempt += 1;
+                }
                 _ => return Err(storage_error("PutObject (park)", e)),
             }
         }
@@ -71,6 +75,9 @@ fn park_config() -> aws_sdk_s3::config::Builder {
 
 /// Conditional parks tried when S3 answers 409 (bounded: ingest's park has a deadline too).
 const PARK_ATTEMPTS: u32 = 3;
+
+/// The pause before the next park after the n-th 409: n times this (50, then 100 ms).
+const PARK_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 
 /// Why S3 refused a conditional park, by its HTTP status (None: no answer).
 #[derive(Debug, PartialEq, Eq)]
