@@ -28,8 +28,9 @@ pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 /// 400 KB, and the downloader still adds to each file's item.
 pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 
-/// What the downloader may still add to one file of the record (ids, times, digest, error).
-const FILE_GROWTH_BYTES: usize = 512;
+/// What the downloader may still add to one file of the record: ids, times, digest, and a
+/// failure's reason ([`crate::text::MAX_REASON_BYTES`]).
+const FILE_GROWTH_BYTES: usize = 512 + crate::text::MAX_REASON_BYTES;
 
 /// The longest newer URL kept beside a file being downloaded (`next_url`; signed links run to
 /// a few hundred bytes): a longer one is dropped, as before `next_url` existed, rather than
@@ -445,15 +446,8 @@ pub const DETAILS_KEPT_APART: &str = "in_body";
 
 /// `message` cut to at most [`MAX_MESSAGE_BYTES`] on a character boundary, marked as cut.
 fn bounded_message(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE_BYTES {
-        return message.to_owned();
-    }
-    let marker = format!("… [truncated: {} bytes in the archived body]", message.len());
-    let mut end = MAX_MESSAGE_BYTES - marker.len();
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}{marker}", &message[..end])
+    crate::text::cut(message, MAX_MESSAGE_BYTES, |len| format!("… [truncated: {len} bytes in the archived body]"))
+        .into_owned()
 }
 
 /// The largest item of a record, as JSON, plus what the downloader may still add to a file:

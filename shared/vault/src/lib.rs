@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod record;
 pub mod register;
 pub mod retry;
+pub mod text;
 pub mod time;
 
 pub use job::FileJob;

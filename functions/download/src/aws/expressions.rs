@@ -10,6 +10,7 @@
 use stemvault_aws::Update;
 use stemvault_aws::table::{n, s};
 use stemvault_vault::download::ManifestPlan;
+use stemvault_vault::text::bounded_reason;
 use stemvault_vault::{FileStatus, Timestamp};
 
 use crate::domain::{Claim, HeldCopy};
@@ -130,7 +131,9 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
         condition,
     );
     u.name("#error", "error").name("#failed_at", "failed_at");
-    u.value(":status", s(FileStatus::Failed.as_str())).value(":error", s(reason)).value(":at", s(&failed_at.rfc3339()));
+    u.value(":status", s(FileStatus::Failed.as_str()))
+        .value(":error", s(&bounded_reason(reason)))
+        .value(":at", s(&failed_at.rfc3339()));
     set_next(&mut u, held);
     u.without_unused_placeholders()
 }
@@ -155,7 +158,9 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
         condition,
     );
     u.name("#error", "error");
-    u.value(":status", s(FileStatus::Pending.as_str())).value(":error", s(error)).value(":released", n(released_at));
+    u.value(":status", s(FileStatus::Pending.as_str()))
+        .value(":error", s(&bounded_reason(error)))
+        .value(":released", n(released_at));
     u.without_unused_placeholders()
 }
 
@@ -360,6 +365,16 @@ mod tests {
             assert_eq!(u.values[":status"], s(status));
             assert_eq!(u.values[":error"], s(reason));
             assert_eq!(u.values[":me"], s("w-1"));
+        }
+        // A reason quoting what a source sent (a refused host of 250,000 bytes) is cut: the
+        // item must stay under DynamoDB's 400 KB for the file to be settled at all.
+        let long = format!("the source host {}.example is not allowed", "a".repeat(250_000));
+        for u in [record_failed(HELD_OWN, &long, at), release_file(HELD_OWN, &long, at.unix_seconds())] {
+            let Some(aws_sdk_dynamodb::types::AttributeValue::S(kept)) = u.values.get(":error") else {
+                panic!("{u:?}")
+            };
+            assert!(kept.len() <= stemvault_vault::text::MAX_REASON_BYTES, "{}", kept.len());
+            assert!(kept.starts_with("the source host aaa"), "{kept}");
         }
     }
 

@@ -795,10 +795,18 @@ fn the_item_estimate_is_the_largest_item_and_what_the_downloader_adds_to_a_file(
     let json = |v: &dyn erased::Json| v.len();
     let file = json(&one.record.files["a"]);
     assert!(file > 5_000);
-    assert_eq!(item_size_estimate(&one.record), file + 512, "the file item is the largest");
+    assert_eq!(
+        item_size_estimate(&one.record),
+        file + 512 + crate::text::MAX_REASON_BYTES,
+        "the file item is the largest"
+    );
     let none = ingest_callback(None, &event(Stage::Final, 200, &[]), &body("a"), &claimant("r"), now(0)).record;
     let named: usize = none.callbacks.keys().map(|id| id.len() + 3).sum();
-    assert_eq!(item_size_estimate(&none), json(&none) + named + 512, "the task item, its body named in `bodies`");
+    assert_eq!(
+        item_size_estimate(&none),
+        json(&none) + named + 512 + crate::text::MAX_REASON_BYTES,
+        "the task item, its body named in `bodies`"
+    );
 }
 
 /// The JSON size of anything serializable, behind one `dyn`.

@@ -1,0 +1,110 @@
+//! S3's failures as [`StorageError`]: permanent when no retry changes the answer, for every
+//! function's S3 ports (the download's copies and manifests, the callback archive, the
+//! parked callbacks).
+
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use stemvault_vault::StorageError;
+
+/// An S3 failure, permanent when S3 refused the request in a way no retry changes
+/// ([`s3_refusal_is_permanent`]): then the message is S3's own (`400 KeyTooLongError: Your
+/// key is too long`), as it is recorded as the file's reason.
+pub fn storage_error<E>(operation: &'static str, e: SdkError<E, HttpResponse>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    if s3_refusal_is_permanent(status, e.code()) {
+        let code = e.code().unwrap_or("no error code");
+        let detail = e.message().map(|m| format!(": {m}")).unwrap_or_default();
+        let message = format!("{} {code}{detail}", status.unwrap_or_default());
+        return StorageError { operation, message, permanent: true };
+    }
+    StorageError::transient(operation, DisplayErrorContext(e).to_string())
+}
+
+/// Error codes S3 may send with a 4xx that a later attempt can get past: throttling, timeouts,
+/// expired or refreshed credentials, a body damaged or cut short on the way, clock skew, and
+/// a setup an operator fixes (a request signed for another region, a bucket key in KMS
+/// disabled or pending: every code `KMS.`-prefixed), whose files should wait in the queue
+/// rather than fail for good.
+const RETRYABLE_S3_CODES: &[&str] = &[
+    "RequestTimeout",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "TooManyRequests",
+    "RequestThrottled",
+    "ExpiredToken",
+    "TokenRefreshRequired",
+    "RequestTimeTooSkewed",
+    "BadDigest",
+    "IncompleteBody",
+    "XAmzContentSHA256Mismatch",
+    "AuthorizationHeaderMalformed",
+    "InvalidToken",
+];
+
+/// Whether S3 refused a request for good, given the HTTP status of its answer (None: no
+/// answer at all) and its error code: a 4xx that no retry can fix (`KeyTooLongError`,
+/// `InvalidArgument`, `EntityTooLarge`, ...: the same request gets the same answer), unless
+/// its code is one of throttling, timeout, credentials, a damaged body or a setup to fix. Kept retryable on
+/// purpose: 401/403 (permissions, which an operator fixes), 404 (a missing bucket or a lost
+/// multipart upload), 408, 409 (a conflicting operation in progress), 412 (a condition, the
+/// caller's to handle) and 429; their messages end in the dead-letter queue, which alarms.
+pub fn s3_refusal_is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
+    let Some(status) = status else { return false };
+    if code.is_some_and(|code| RETRYABLE_S3_CODES.contains(&code) || code.starts_with("KMS.")) {
+        return false;
+    }
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 409 | 412 | 429)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_refusals_that_no_retry_fixes_are_permanent() {
+        for (status, code) in [
+            (400, "KeyTooLongError"),
+            (400, "InvalidArgument"),
+            (400, "EntityTooLarge"),
+            (400, "InvalidRequest"),
+            (400, "MalformedXML"),
+            (411, "MissingContentLength"),
+            (413, "RequestEntityTooLarge"),
+            (414, "RequestURITooLong"),
+            (400, ""),
+        ] {
+            assert!(s3_refusal_is_permanent(Some(status), Some(code)), "{status} {code}");
+        }
+        assert!(s3_refusal_is_permanent(Some(400), None));
+        for (status, code) in [
+            (400, "RequestTimeout"),
+            (400, "ExpiredToken"),
+            (400, "BadDigest"),
+            (400, "IncompleteBody"),
+            (400, "XAmzContentSHA256Mismatch"),
+            (400, "AuthorizationHeaderMalformed"),
+            (400, "InvalidToken"),
+            (400, "KMS.DisabledException"),
+            (400, "KMS.KMSInvalidStateException"),
+            (403, "AccessDenied"),
+            (403, "RequestTimeTooSkewed"),
+            (404, "NoSuchBucket"),
+            (404, "NoSuchUpload"),
+            (408, "RequestTimeout"),
+            (409, "OperationAborted"),
+            (412, "PreconditionFailed"),
+            (429, "TooManyRequests"),
+            (500, "InternalError"),
+            (503, "SlowDown"),
+            (301, "PermanentRedirect"),
+        ] {
+            assert!(!s3_refusal_is_permanent(Some(status), Some(code)), "{status} {code}");
+        }
+        assert!(!s3_refusal_is_permanent(None, None), "no answer (a timeout, a dropped connection)");
+    }
+}
