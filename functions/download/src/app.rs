@@ -2,17 +2,19 @@
 //!
 //! Messages of a batch run concurrently (at most [`MAX_CONCURRENT_MESSAGES`] at once), each
 //! as its own tokio task in its own span (`message_id`, then `task_id` and `file`). A panic
-//! fails only its own message. Once they are all done, each task that one of them asked
-//! for ([`settle_check_for`]) gets one settle check ([`check_settled`]: one Query, and the
-//! manifest and settle write when its files are all settled), however many of its messages
-//! the batch held, in a span of its own (`task_id`). Only messages that should be tried
-//! again are reported as batch item failures (including those whose task's settle check
-//! failed, so that their redeliveries check again); every other message of the batch is
-//! deleted by Lambda.
+//! fails only its own message. Once all of a task's messages in the batch are done, the task,
+//! if one of them asked ([`settle_check_for`]), gets one settle check ([`check_settled`]: one
+//! Query, and the manifest and settle write when its files are all settled), however many
+//! of its messages the batch held, in a span of its own (`task_id`): at once, in the task of
+//! its last message, so a slow copy of another task's file in the same batch holds back
+//! neither its manifest nor its `Task Vaulted`. Only messages that should
+//! be tried again are reported as batch item failures (including those whose task's settle
+//! check failed, so that their redeliveries check again); every other message of the batch
+//! is deleted by Lambda.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -86,22 +88,97 @@ impl App {
     }
 }
 
-/// Handle one batch over `ports`: every message, then one settle check per task that asked
-/// for one; the partial batch response.
+/// Handle one batch over `ports`: every message, and one settle check per task that asked
+/// for one (once its messages are done); the partial batch response.
 async fn process_batch<P: Ports + Send + Sync + 'static>(
     ports: Arc<P>,
     settings: Settings,
     messages: Vec<SqsMessage>,
     deadline: Instant,
 ) -> SqsBatchResponse {
-    let handling = ports.clone();
-    let mut ran = run_messages(messages, MAX_CONCURRENT_MESSAGES, move |message| {
-        let ports = handling.clone();
-        async move { handle_message(&*ports, &settings, message, deadline).await }
+    let early = Arc::new(EarlyChecks::of(&messages));
+    let (handling, checking) = (ports.clone(), early.clone());
+    let reserves = Reserves::before(deadline);
+    let mut ran = sqs_batch::run_messages(messages, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
+        let (ports, early) = (handling.clone(), checking.clone());
+        async move {
+            let handled = handle_message(&*ports, &settings, message, deadline).await;
+            early.done(&*ports, &handled, reserves).await;
+            handled
+        }
     })
     .await;
-    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES, deadline).await;
+    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES, deadline, &early).await;
     respond(&ran)
+}
+
+/// The settle checks made as soon as a task's last message of the batch is done: by task id,
+/// how many of its messages are still running, those done, and the check's result.
+struct EarlyChecks {
+    tasks: Mutex<HashMap<String, TaskMessages>>,
+}
+
+#[derive(Default)]
+struct TaskMessages {
+    running: usize,
+    done: Vec<Handled>,
+    checked: Option<Checked>,
+}
+
+/// A settle check made, in its span.
+type Checked = (tracing::Span, Result<Settling, DownloadError>);
+
+impl EarlyChecks {
+    /// Count the messages of each task (a message that names none asks for no check).
+    fn of(messages: &[SqsMessage]) -> EarlyChecks {
+        let mut tasks: HashMap<String, TaskMessages> = HashMap::new();
+        for message in messages {
+            if let Some(task) = message.body.as_deref().and_then(task_of) {
+                tasks.entry(task).or_default().running += 1;
+            }
+        }
+        EarlyChecks { tasks: Mutex::new(tasks) }
+    }
+
+    /// A message is done: when it is its task's last, make the task's check now, if any of
+    /// its messages asked for one. (A message whose handler panics never gets here: its task
+    /// is checked after the batch instead.)
+    async fn done<P: Ports>(&self, ports: &P, handled: &Handled, reserves: Reserves) {
+        let Some(task) = task_of(&handled.delivery.body) else { return };
+        let last = {
+            let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(messages) = tasks.get_mut(&task) else { return };
+            messages.running = messages.running.saturating_sub(1);
+            messages.done.push(handled.clone());
+            (messages.running == 0).then(|| std::mem::take(&mut messages.done))
+        };
+        let Some(done) = last else { return };
+        let asked: Vec<&Handled> =
+            done.iter().filter(|h| settle_check_for(&h.delivery, &h.outcome).is_some()).collect();
+        let Some(task_id) = asked.first().and_then(|h| settle_check_for(&h.delivery, &h.outcome)) else { return };
+        let checked = settle_check(ports, &task_id, settled_here(asked), reserves).await;
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(messages) = tasks.get_mut(&task) {
+            messages.checked = Some(checked);
+        }
+    }
+
+    /// The check made for `task`, if it was.
+    fn take(&self, task: &str) -> Option<Checked> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(task)?.checked.take()
+    }
+}
+
+/// The task a message body names (a file or manifest job), by its id.
+fn task_of(body: &str) -> Option<String> {
+    parse_job(body).ok().map(|(_, task_id)| task_id.as_str().to_owned())
+}
+
+/// One task's settle check, in a span of its own, given up at [`Reserves::give_up_at`].
+async fn settle_check<P: Ports>(ports: &P, task_id: &TaskId, here: Option<Vec<String>>, reserves: Reserves) -> Checked {
+    let span = tracing::info_span!("settle", task_id = %task_id.as_str());
+    let checking = check_settled(ports, task_id, here.as_deref()).instrument(span.clone());
+    (span, reserves.guarded(checking).await.and_then(|checked| checked))
 }
 
 /// The settle checks end this long before the invocation's deadline at the latest: time for
@@ -192,27 +269,25 @@ impl Reserves {
     }
 }
 
-/// Run `handle` on every message, at most `limit` at once, each in its own task and span.
-async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran<Handled>>
-where
-    F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Handled> + Send + 'static,
-{
-    sqs_batch::run_messages(messages, limit, message_span, handle).await
-}
-
 fn message_span(id: &str) -> tracing::Span {
     tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, file = tracing::field::Empty)
 }
 
-/// After the batch's messages: one settle check per task that any of them asked for, at
-/// most `limit` at once. When a task's check fails (or panics), every message that asked for
+/// After the batch's messages: one settle check per task that any of them asked for, the one
+/// `early` made or, for a task one of whose messages panicked, one made now (at most `limit`
+/// at once). When a task's check fails (or panics), every message that asked for
 /// it goes back to the queue (delayed like any retry), so its redelivery checks again; when
 /// the check is deferred to the worker that settled the task's last file, one of them does
 /// (should that worker not settle, one redelivery's check settles the whole task). A check
 /// still running [`SETTLE_RESERVE`] before `deadline` (a throttled or hanging AWS call) has
 /// failed: stopped there, as a crash would stop it, which every step allows.
-async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usize, deadline: Instant) {
+async fn settle_checks<P: Ports>(
+    ports: &P,
+    ran: &mut [Ran<Handled>],
+    limit: usize,
+    deadline: Instant,
+    early: &EarlyChecks,
+) {
     let reserves = Reserves::before(deadline);
     let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
     for (i, message) in ran.iter().enumerate() {
@@ -224,14 +299,16 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
     let tasks: Vec<_> = tasks
         .into_values()
         .map(|(task_id, asked)| {
-            let here = settled_here(ran, &asked);
-            (task_id, asked, here)
+            let made = early.take(task_id.as_str());
+            let here = settled_here(asked.iter().filter_map(|&i| ran[i].handled.as_ref()));
+            (task_id, asked, here, made)
         })
         .collect();
-    let checks = tasks.into_iter().map(|(task_id, asked, here)| async move {
-        let span = tracing::info_span!("settle", task_id = %task_id.as_str());
-        let checking = check_settled(ports, &task_id, here.as_deref()).instrument(span.clone());
-        let checked = reserves.guarded(checking).await.and_then(|checked| checked);
+    let checks = tasks.into_iter().map(|(task_id, asked, here, made)| async move {
+        let (span, checked) = match made {
+            Some(made) => made,
+            None => settle_check(ports, &task_id, here, reserves).await,
+        };
         (span, checked, asked)
     });
     let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
@@ -274,10 +351,9 @@ async fn settle_checks<P: Ports>(ports: &P, ran: &mut [Ran<Handled>], limit: usi
 /// on its first receive and did that: then only the worker holding the task's last settled
 /// file settles it at once. None otherwise (a redelivery, a manifest job, an already settled
 /// file, a dead letter): whoever checks settles.
-fn settled_here(ran: &[Ran<Handled>], asked: &[usize]) -> Option<Vec<String>> {
+fn settled_here<'a>(asked: impl IntoIterator<Item = &'a Handled>) -> Option<Vec<String>> {
     let mut names = Vec::new();
-    for &i in asked {
-        let handled = ran[i].handled.as_ref()?;
+    for handled in asked {
         let first = handled.delivery.receive_count <= 1;
         if !first || !matches!(handled.outcome, Outcome::Stored(_) | Outcome::FailedForGood(_)) {
             return None;
@@ -369,6 +445,15 @@ mod tests {
         handled(&m, outcome)
     }
 
+    /// Run `handle` on every message, at most `limit` at once, each in its own task and span.
+    async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran<Handled>>
+    where
+        F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Handled> + Send + 'static,
+    {
+        sqs_batch::run_messages(messages, limit, message_span, handle).await
+    }
+
     fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
         response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
     }
@@ -402,7 +487,7 @@ mod tests {
             }
         })
         .await;
-        settle_checks(&*ports, &mut ran, 4, deadline).await;
+        settle_checks(&*ports, &mut ran, 4, deadline, &EarlyChecks::of(&[])).await;
         assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
@@ -439,17 +524,42 @@ mod tests {
         let count = |port: &str| calls.iter().filter(|c| **c == port).count();
         assert_eq!((count("load_task"), count("settle_task")), (2, 2), "{calls:?}");
         assert_eq!((count("claim_file"), count("record_stored")), (6, 5), "{calls:?}");
-        let first_check = calls.iter().position(|c| *c == "load_task").unwrap();
-        assert!(
-            calls[..first_check].iter().all(|c| *c != "settle_task"),
-            "the checks come after the messages: {calls:?}"
-        );
-        assert_eq!(calls[first_check..].iter().filter(|c| **c == "claim_file").count(), 0, "{calls:?}");
         for task in [TASK, OTHER] {
             assert_eq!(ports.record(task).vault, VaultState::Complete, "{task}");
         }
         let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
         assert_eq!(settled, 2);
+    }
+
+    /// A task whose messages are done is checked (and settled) at once, not once the batch's
+    /// slowest copy ends: here another task's source never answers, and the copy waits for
+    /// its stop, near the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_task_settles_without_waiting_for_a_slow_copy_of_another_task_in_its_batch() {
+        const OTHER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
+        ports.put_record(record_of(OTHER, &[("x", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        serve(&ports, "b", b"b");
+        ports.source(&crate::test_support::url("x"), Script::Hang);
+        let ports = Arc::new(ports);
+        let batch =
+            vec![message("m1", &job_body("a")), message("m2", &job_body_of(OTHER, "x")), message("m3", &job_body("b"))];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let batch = tokio::spawn(process_batch(ports.clone(), SETTINGS, batch, deadline));
+        let vaulted = async {
+            while ports.record(TASK).vault != VaultState::Complete {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        // Paused time: what happened first, not how long anything took.
+        tokio::time::timeout(Duration::from_secs(10), vaulted).await.expect("vaulted while x is still being copied");
+        assert!(!batch.is_finished(), "x's copy still runs");
+        assert_eq!(ports.record(OTHER).files["x"].status, FileStatus::Downloading);
+        let response = batch.await.expect("answered");
+        assert_eq!(failed_ids(&response), vec!["m2"], "only x is tried again");
+        let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+        assert_eq!(settled, 1, "checked once");
     }
 
     /// When a task's settle check fails, every message of the batch that asked for it goes
