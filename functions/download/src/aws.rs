@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
@@ -80,13 +81,35 @@ pub struct AwsPorts {
     pub events: EventBus,
 }
 
-/// The uploads of a file's body, and the completion of a multipart one, run without the SDK's
-/// attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): an attempt lasts as long as its body
-/// takes to send (a streamed one, as long as its source takes to send it), and S3 may take
-/// minutes to assemble a large object. The connect timeout, the SDK's stalled-stream
-/// protection (a body that stops moving) and the batch's deadline bound them.
+/// A streamed upload of a file's body, and the completion of a multipart one, run without the
+/// SDK's attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): a streamed body takes as long
+/// as its source takes to send it, and S3 may take minutes to assemble a large object. The
+/// connect timeout, the SDK's stalled-stream protection (a body that stops moving) and the
+/// batch's deadline bound them.
 fn body_upload() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(stemvault_aws::timeouts_without_attempt_limit())
+}
+
+/// An upload of a body held in memory (a whole small file's PutObject, a part's UploadPart):
+/// each attempt bounded by the body's size ([`buffered_attempt_timeout`]).
+fn buffered_upload(bytes: usize) -> aws_sdk_s3::config::Builder {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(stemvault_aws::CONNECT_TIMEOUT)
+        .operation_attempt_timeout(buffered_attempt_timeout(bytes))
+        .build();
+    aws_sdk_s3::config::Builder::default().timeout_config(timeouts)
+}
+
+/// The longest attempt at uploading `bytes` held in memory: an allowance for S3's answer,
+/// and the body sent at no less than 1 MiB/s (far below S3's rate from Lambda). Without a
+/// bound, an answer that never comes once the body is out (a connection gone silent: the
+/// stalled-stream protection watches the body only while it is sent) held the file until
+/// the batch's stop, near the 15-minute timeout; given up, the SDK sends the same bytes again.
+fn buffered_attempt_timeout(bytes: usize) -> Duration {
+    const ALLOWANCE: Duration = Duration::from_secs(30);
+    const MIN_BYTES_PER_SECOND: u64 = 1024 * 1024;
+    let sending = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(1000) / MIN_BYTES_PER_SECOND;
+    ALLOWANCE.saturating_add(Duration::from_millis(sending))
 }
 
 impl AwsPorts {
@@ -400,11 +423,12 @@ impl ObjectStore for AwsPorts {
         info: ObjectInfo<'_>,
         sha256: [u8; 32],
     ) -> Result<(), StorageError> {
+        let bytes = body.len();
         self.put_request(key, body, info.content_type, sha256)
             .metadata(SOURCE_METADATA, info.source_sha256)
             .metadata(SHA256_METADATA, hex::encode(sha256))
             .customize()
-            .config_override(body_upload())
+            .config_override(buffered_upload(bytes))
             // UNSIGNED-PAYLOAD instead of a second SHA-256 of the body: the signed
             // `x-amz-checksum-sha256` header is that same digest, and S3 verifies the body
             // against it (over plain http too).
@@ -441,6 +465,7 @@ impl ObjectStore for AwsPorts {
         body: Bytes,
         crc32: u32,
     ) -> Result<UploadedPart, StorageError> {
+        let bytes = body.len();
         let out = self
             .s3
             .upload_part()
@@ -454,7 +479,7 @@ impl ObjectStore for AwsPorts {
             .checksum_algorithm(ChecksumAlgorithm::Crc32)
             .checksum_crc32(BASE64.encode(crc32.to_be_bytes()))
             .customize()
-            .config_override(body_upload())
+            .config_override(buffered_upload(bytes))
             // UNSIGNED-PAYLOAD instead of a SHA-256 of the part: S3 verifies the part against
             // the signed checksum header; over https TLS guards it on the way.
             .disable_payload_signing()
@@ -685,9 +710,10 @@ mod tests {
         }
     }
 
-    /// A file's upload and its completion run as long as they take (`body_upload`); any other
-    /// request of the same client, configured as the functions' are
-    /// ([`stemvault_aws::timeouts`]), gives up after the attempt timeout.
+    /// A file's upload and its completion outlast the attempt timeout (a streamed put and a
+    /// completion run as long as they take, `body_upload`; a buffered body's attempt is
+    /// bounded by its size, `buffered_upload`); any other request of the same client,
+    /// configured as the functions' are ([`stemvault_aws::timeouts`]), gives up after it.
     #[tokio::test(start_paused = true)]
     async fn a_files_upload_outlasts_the_attempt_timeout_that_bounds_other_requests() {
         let body = Bytes::from_static(b"some audio");
@@ -718,6 +744,33 @@ mod tests {
         assert!(head.message.contains("timeout"), "{head:?}");
         let connect_timeouts = connect_timeouts.lock().unwrap().clone();
         assert_eq!(connect_timeouts, [Some(stemvault_aws::CONNECT_TIMEOUT); 5], "every connection, uploads' too");
+    }
+
+    /// A buffered body's upload whose answer never comes is given up at its size's bound (and
+    /// the SDK's retry, disabled here, would send it again), not held until the batch stops.
+    #[tokio::test(start_paused = true)]
+    async fn a_buffered_upload_whose_answer_never_comes_is_given_up_at_its_size_bound() {
+        let body = Bytes::from(vec![7u8; 4 * 1024 * 1024]);
+        let sha256: [u8; 32] = Sha256::digest(&body).into();
+        let s3 = SlowS3 { after: Duration::from_secs(3600), sha256 };
+        let sdk = sdk()
+            .to_builder()
+            .timeout_config(stemvault_aws::timeouts())
+            .http_client(http_client_fn(move |_, _| SharedHttpConnector::new(s3.clone())))
+            .build();
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+        let bound = buffered_attempt_timeout(body.len());
+        assert_eq!(bound, Duration::from_secs(34), "30 s, and 4 MiB at 1 MiB/s");
+        let started = tokio::time::Instant::now();
+        let put = ports.put_object("k", body.clone(), info, sha256).await.expect_err("no answer");
+        // Paused time: where it was given up, not how long anything took.
+        assert_eq!(started.elapsed().as_secs(), bound.as_secs(), "{put:?}");
+        assert!(put.is_retryable() && put.message.contains("timeout"), "{put:?}");
+        let started = tokio::time::Instant::now();
+        let part = ports.upload_part("k", "upload", 1, body.clone(), crc32(&body)).await.expect_err("no answer");
+        assert_eq!(started.elapsed().as_secs(), bound.as_secs(), "{part:?}");
+        assert!(part.is_retryable() && part.message.contains("timeout"), "{part:?}");
     }
 
     #[tokio::test]

@@ -59,7 +59,7 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// again (standard retries: three attempts). Without it a request whose connection stalls
 /// waits for the function's own deadline: ingest's answer (9 s), a download batch's 15
 /// minutes. Every request the functions make is small and answers in milliseconds but the
-/// uploads of a file's body, which run without it (`download`'s S3 adapter says why).
+/// uploads of a file's body, which get a longer bound or none (`download`'s S3 adapter says why).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a connection may take to open: the SDK's default, stated because an override of
