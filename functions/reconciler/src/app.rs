@@ -19,7 +19,7 @@ use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked, replay_unti
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
-const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 22);
+const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 24);
 
 // The last task a run starts ends (put behind if it failed), at the latest, within the margin
 // before the deadline; so does the last replay, and the due list's read.
@@ -28,6 +28,8 @@ const _: () = assert!(
         <= STOP_BEFORE_DEADLINE.as_secs()
 );
 const _: () = assert!(crate::replay::REPLAY_BUDGET.as_secs() <= crate::domain::TASK_BUDGET.as_secs());
+// Putting a failed task behind outlasts a stalled attempt, so that the SDK's second one can land.
+const _: () = assert!(crate::domain::PUT_BEHIND_BUDGET.as_millis() > stemvault_aws::ATTEMPT_TIMEOUT.as_millis());
 
 /// The reconciler with its clients, built once per instance.
 pub struct App {

@@ -503,8 +503,10 @@ async fn give_up<P: Ports>(
     Ok(Handled::Abandoned)
 }
 
-/// How long putting a failed task behind may take.
-pub const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(2);
+/// How long putting a failed task behind may take: one attempt the SDK gives up
+/// ([`stemvault_aws::ATTEMPT_TIMEOUT`]) and a second (a task that failed on the table may
+/// well meet a stalled first attempt).
+pub const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(4);
 
 /// A task that failed (ran out of its budget, a table error) keeps its place at the head of
 /// the due list, oldest first: one that fails every time (a provider that hangs for it) would
