@@ -155,7 +155,51 @@ pub fn assemble(items: impl IntoIterator<Item = Item>) -> Result<Option<TaskReco
     }
     record.files = files;
     record.callbacks = callbacks;
+    within_bounds(&record)?;
     Ok(Some(record))
+}
+
+/// The largest count (version, generation, revision, deliveries, polls, attempts) a record is
+/// read with: 2^53, the largest integer every JSON reader keeps exact, which no record
+/// reaches by counting. A larger one was written by a hand (digits slipped): the record is
+/// malformed, rather than wrapped around to 0 by the next `+ 1` (a generation read as older
+/// than every manifest written).
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// The latest `adding_at` a record is read with (9999-12-31, the last time a timestamp
+/// spells): a later one was written in micro- or nanoseconds by a hand, and a mark past it
+/// would set `last_received_at` to the end of time, out of the sweeper's sight for good.
+pub const MAX_UNIX_MS: u64 = 253_402_300_799_999;
+
+/// [`StoreError::Malformed`] for a count past [`MAX_COUNT`] or a fence time past
+/// [`MAX_UNIX_MS`].
+fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
+    let past = |what: &str, n: u64| Err(StoreError::Malformed(format!("{what} is {n}, past 2^53: edited by hand?")));
+    let task = [
+        ("version", record.version),
+        ("generation", record.generation),
+        ("deliveries", record.deliveries),
+        ("polls", record.polls),
+        ("adding", record.adding.unwrap_or(0)),
+    ];
+    if let Some((what, n)) = task.into_iter().find(|(_, n)| *n > MAX_COUNT) {
+        return past(what, n);
+    }
+    for (name, file) in &record.files {
+        let counts = [("rev", file.rev), ("generation", file.generation.unwrap_or(0)), ("attempts", file.attempts)];
+        if let Some((what, n)) = counts.into_iter().find(|(_, n)| *n > MAX_COUNT) {
+            return past(&format!("file {name}'s {what}"), n);
+        }
+    }
+    if let Some((id, callback)) = record.callbacks.iter().find(|(_, c)| c.deliveries > MAX_COUNT) {
+        return past(&format!("callback {id}'s deliveries"), callback.deliveries);
+    }
+    match record.adding_at {
+        Some(at) if at > MAX_UNIX_MS => {
+            Err(StoreError::Malformed(format!("adding_at is {at}, past 9999 in Unix ms: edited by hand?")))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What a put requires of the item it replaces.

@@ -146,6 +146,36 @@ fn files_without_a_task_item_are_no_record_and_a_malformed_item_is_an_error() {
     assert!(matches!(assemble(items), Err(StoreError::Malformed(_))));
 }
 
+/// A count past 2^53 (digits slipped in a hand edit) or a fence time past 9999 (written in
+/// micro- or nanoseconds) makes the record malformed, not a `+ 1` that wraps to 0 or a mark at
+/// the end of time; the largest values no count reaches still read.
+#[test]
+fn a_count_or_fence_time_no_record_reaches_is_malformed() {
+    let r = record();
+    let edited = |attribute: &str, item: usize, value: &str| {
+        let mut items = items_of(&r);
+        items[item].insert(attribute.into(), V::N(value.into()));
+        assemble(items)
+    };
+    let past = (MAX_COUNT + 1).to_string();
+    for (attribute, item, says) in [
+        ("version", 0, "version"),
+        ("generation", 0, "generation"),
+        ("deliveries", 0, "deliveries"),
+        ("adding", 0, "adding"),
+        ("rev", 1, "file bass's rev"),
+        ("generation", 1, "file bass's generation"),
+        ("deliveries", 4, "callback complete-ab's deliveries"),
+    ] {
+        let read = edited(attribute, item, &past);
+        assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.starts_with(says)), "{attribute}: {read:?}");
+        assert!(edited(attribute, item, &MAX_COUNT.to_string()).is_ok(), "{attribute} at 2^53");
+    }
+    let nanoseconds = edited("adding_at", 0, "1800000000000000000");
+    assert!(matches!(&nanoseconds, Err(StoreError::Malformed(m)) if m.starts_with("adding_at")), "{nanoseconds:?}");
+    assert!(edited("adding_at", 0, &MAX_UNIX_MS.to_string()).is_ok());
+}
+
 #[test]
 fn a_file_item_reads_alone() {
     let r = record();
