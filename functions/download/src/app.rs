@@ -2,42 +2,37 @@
 //!
 //! Messages of a batch run concurrently (at most [`MAX_CONCURRENT_MESSAGES`] at once), each
 //! as its own tokio task in its own span (`message_id`, then `task_id` and `file`). A panic
-//! fails only its own message. Once all of a task's messages in the batch are done, the task,
-//! if one of them asked ([`settle_check_for`]), gets one settle check ([`check_settled`]: one
-//! Query, and the manifest and settle write when its files are all settled), however many
-//! of its messages the batch held, in a span of its own (`task_id`): at once, in the task of
-//! its last message, so a slow copy of another task's file in the same batch holds back
-//! neither its manifest nor its `Task Vaulted`. Only messages that should
-//! be tried again are reported as batch item failures (including those whose task's settle
-//! check failed, so that their redeliveries check again); every other message of the batch
-//! is deleted by Lambda.
+//! fails only its own message. Each task that one of them asked for
+//! ([`crate::domain::settle_check_for`]) gets one settle check
+//! ([`crate::domain::check_settled`]: one Query, and the manifest and settle write
+//! when its files are all settled), however many of its messages the batch held, in a span
+//! of its own (`task_id`), as soon as the batch's last message of that task is done
+//! (`app/checks.rs`). Only messages that should be tried again are reported as batch item
+//! failures (including those whose task's settle check failed, so that their redeliveries
+//! check again); every other message of the batch is deleted by Lambda.
 
-use std::collections::{BTreeMap, HashMap};
+mod checks;
+
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use futures::StreamExt;
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::TaskTable;
 use stemvault_aws::deadline;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::sqs_batch::{self, Ran, catch_panic, receive_count};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
-use suno_callbacks::TaskId;
-use tracing::Instrument;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;
-use crate::domain::{
-    Delivery, Outcome, Ports, Settings, Settling, check_settled, delay_retry, parse_job, process_message,
-    release_after_panic, settle_check_for,
-};
+use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_after_panic};
 use crate::error::DownloadError;
 use crate::fresh_link;
 use crate::source::HttpSource;
 use crate::upload::part_size_for;
+use checks::Checks;
 
 /// Files copied at once by one invocation, the queue's whole batch (`BatchSize`): each holds
 /// up to two 8 MiB parts in memory.
@@ -89,96 +84,26 @@ impl App {
 }
 
 /// Handle one batch over `ports`: every message, and one settle check per task that asked
-/// for one (once its messages are done); the partial batch response.
+/// for one, once its messages are done ([`checks`]); the partial batch response.
 async fn process_batch<P: Ports + Send + Sync + 'static>(
     ports: Arc<P>,
     settings: Settings,
     messages: Vec<SqsMessage>,
     deadline: Instant,
 ) -> SqsBatchResponse {
-    let early = Arc::new(EarlyChecks::of(&messages));
-    let (handling, checking) = (ports.clone(), early.clone());
-    let reserves = Reserves::before(deadline);
-    let mut ran = sqs_batch::run_messages(messages, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
-        let (ports, early) = (handling.clone(), checking.clone());
+    let checks = Arc::new(Checks::of(&messages, deadline));
+    let (handling, checking) = (ports.clone(), checks.clone());
+    let mut ran = sqs_batch::run_numbered(messages, MAX_CONCURRENT_MESSAGES, message_span, move |i, message| {
+        let (ports, checks) = (handling.clone(), checking.clone());
         async move {
             let handled = handle_message(&*ports, &settings, message, deadline).await;
-            early.done(&*ports, &handled, reserves).await;
+            checks.done(&*ports, i, &handled).await;
             handled
         }
     })
     .await;
-    settle_checks(&*ports, &mut ran, MAX_CONCURRENT_MESSAGES, deadline, &early).await;
+    checks.finish(&*ports, &mut ran).await;
     respond(&ran)
-}
-
-/// The settle checks made as soon as a task's last message of the batch is done: by task id,
-/// how many of its messages are still running, those done, and the check's result.
-struct EarlyChecks {
-    tasks: Mutex<HashMap<String, TaskMessages>>,
-}
-
-#[derive(Default)]
-struct TaskMessages {
-    running: usize,
-    done: Vec<Handled>,
-    checked: Option<Checked>,
-}
-
-/// A settle check made, in its span.
-type Checked = (tracing::Span, Result<Settling, DownloadError>);
-
-impl EarlyChecks {
-    /// Count the messages of each task (a message that names none asks for no check).
-    fn of(messages: &[SqsMessage]) -> EarlyChecks {
-        let mut tasks: HashMap<String, TaskMessages> = HashMap::new();
-        for message in messages {
-            if let Some(task) = message.body.as_deref().and_then(task_of) {
-                tasks.entry(task).or_default().running += 1;
-            }
-        }
-        EarlyChecks { tasks: Mutex::new(tasks) }
-    }
-
-    /// A message is done: when it is its task's last, make the task's check now, if any of
-    /// its messages asked for one. (A message whose handler panics never gets here: its task
-    /// is checked after the batch instead.)
-    async fn done<P: Ports>(&self, ports: &P, handled: &Handled, reserves: Reserves) {
-        let Some(task) = task_of(&handled.delivery.body) else { return };
-        let last = {
-            let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(messages) = tasks.get_mut(&task) else { return };
-            messages.running = messages.running.saturating_sub(1);
-            messages.done.push(handled.clone());
-            (messages.running == 0).then(|| std::mem::take(&mut messages.done))
-        };
-        let Some(done) = last else { return };
-        let asked: Vec<&Handled> =
-            done.iter().filter(|h| settle_check_for(&h.delivery, &h.outcome).is_some()).collect();
-        let Some(task_id) = asked.first().and_then(|h| settle_check_for(&h.delivery, &h.outcome)) else { return };
-        let checked = settle_check(ports, &task_id, settled_here(asked), reserves).await;
-        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(messages) = tasks.get_mut(&task) {
-            messages.checked = Some(checked);
-        }
-    }
-
-    /// The check made for `task`, if it was.
-    fn take(&self, task: &str) -> Option<Checked> {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(task)?.checked.take()
-    }
-}
-
-/// The task a message body names (a file or manifest job), by its id.
-fn task_of(body: &str) -> Option<String> {
-    parse_job(body).ok().map(|(_, task_id)| task_id.as_str().to_owned())
-}
-
-/// One task's settle check, in a span of its own, given up at [`Reserves::give_up_at`].
-async fn settle_check<P: Ports>(ports: &P, task_id: &TaskId, here: Option<Vec<String>>, reserves: Reserves) -> Checked {
-    let span = tracing::info_span!("settle", task_id = %task_id.as_str());
-    let checking = check_settled(ports, task_id, here.as_deref()).instrument(span.clone());
-    (span, reserves.guarded(checking).await.and_then(|checked| checked))
 }
 
 /// The settle checks end this long before the invocation's deadline at the latest: time for
@@ -271,106 +196,6 @@ impl Reserves {
 
 fn message_span(id: &str) -> tracing::Span {
     tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, file = tracing::field::Empty)
-}
-
-/// After the batch's messages: one settle check per task that any of them asked for, the one
-/// `early` made or, for a task one of whose messages panicked, one made now (at most `limit`
-/// at once). When a task's check fails (or panics), every message that asked for
-/// it goes back to the queue (delayed like any retry), so its redelivery checks again; when
-/// the check is deferred to the worker that settled the task's last file, one of them does
-/// (should that worker not settle, one redelivery's check settles the whole task). A check
-/// still running [`SETTLE_RESERVE`] before `deadline` (a throttled or hanging AWS call) has
-/// failed: stopped there, as a crash would stop it, which every step allows.
-async fn settle_checks<P: Ports>(
-    ports: &P,
-    ran: &mut [Ran<Handled>],
-    limit: usize,
-    deadline: Instant,
-    early: &EarlyChecks,
-) {
-    let reserves = Reserves::before(deadline);
-    let mut tasks: BTreeMap<String, (TaskId, Vec<usize>)> = BTreeMap::new();
-    for (i, message) in ran.iter().enumerate() {
-        let Some(handled) = &message.handled else { continue };
-        if let Some(task_id) = settle_check_for(&handled.delivery, &handled.outcome) {
-            tasks.entry(task_id.as_str().to_owned()).or_insert_with(|| (task_id, Vec::new())).1.push(i);
-        }
-    }
-    let tasks: Vec<_> = tasks
-        .into_values()
-        .map(|(task_id, asked)| {
-            let made = early.take(task_id.as_str());
-            let here = settled_here(asked.iter().filter_map(|&i| ran[i].handled.as_ref()));
-            (task_id, asked, here, made)
-        })
-        .collect();
-    let checks = tasks.into_iter().map(|(task_id, asked, here, made)| async move {
-        let (span, checked) = match made {
-            Some(made) => made,
-            None => settle_check(ports, &task_id, here, reserves).await,
-        };
-        (span, checked, asked)
-    });
-    let results: Vec<_> = futures::stream::iter(checks).buffer_unordered(limit.max(1)).collect().await;
-    for (span, checked, asked) in results {
-        let (error, asked) = match checked {
-            // One message coming back checks the task again: the others are done.
-            Ok(Settling::Deferred) => {
-                span.in_scope(|| {
-                    tracing::info!("another worker settled the last file; one message checks again later")
-                });
-                (DownloadError::SettleDeferred, &asked[..1])
-            }
-            Ok(settling) => {
-                span.in_scope(|| log_settling(settling));
-                continue;
-            }
-            Err(e) => {
-                span.in_scope(
-                    || tracing::warn!(error = %e, messages = asked.len(), "the settle check failed; will retry"),
-                );
-                (e, &asked[..])
-            }
-        };
-        for &i in asked {
-            let message = &mut ran[i];
-            let Some(handled) = &mut message.handled else { continue };
-            if handled.delivery.is_last_receive() {
-                // Its file is settled; sent back, the message would only reach the DLQ (and
-                // its alarm). The task keeps `open` until it is settled: the sweeper asks.
-                message.span.in_scope(|| tracing::warn!("last receive: the sweeper settles the task instead"));
-                continue;
-            }
-            handled.outcome = Outcome::Retry(error.clone());
-            reserves.delay(ports, &handled.delivery, &handled.outcome).instrument(message.span.clone()).await;
-        }
-    }
-}
-
-/// The files the asking messages just stored or failed for good, when every one of them is
-/// on its first receive and did that: then only the worker holding the task's last settled
-/// file settles it at once. None otherwise (a redelivery, a manifest job, an already settled
-/// file, a dead letter): whoever checks settles.
-fn settled_here<'a>(asked: impl IntoIterator<Item = &'a Handled>) -> Option<Vec<String>> {
-    let mut names = Vec::new();
-    for handled in asked {
-        let first = handled.delivery.receive_count <= 1;
-        if !first || !matches!(handled.outcome, Outcome::Stored(_) | Outcome::FailedForGood(_)) {
-            return None;
-        }
-        names.push(parse_job(&handled.delivery.body).ok()?.0.name);
-    }
-    Some(names)
-}
-
-fn log_settling(settling: Settling) {
-    match settling {
-        Settling::NoTask => tracing::warn!("the task has no task item; nothing to settle"),
-        Settling::Open => tracing::debug!("the task has open files"),
-        Settling::AlreadySettled => tracing::debug!("the task is settled and its manifest recorded"),
-        // check_settled logs what it wrote; settle_checks retries a deferred check.
-        Settling::Settled | Settling::Recorded | Settling::MovedOn | Settling::Deferred => {}
-    }
 }
 
 /// The partial batch response: the messages whose outcome is a failure, or whose task
@@ -473,21 +298,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_poisoned_message_fails_only_itself() {
-        let ports = Arc::new(MemoryPorts::with_record(record(&[("c", FileStatus::Queued)])));
+        // a is stored already; the message of a panics outside its guard (the handler itself),
+        // so the task's check is made after the batch, with c's message, and settles it.
+        let ports = Arc::new(MemoryPorts::with_record(record(&[("a", FileStatus::Stored), ("c", FileStatus::Queued)])));
         serve(&ports, "c", b"c bytes");
-        let (handling, deadline) = (ports.clone(), Instant::now() + Duration::from_secs(120));
-        let messages = vec![message("m1", "panic"), message("m2", &job_body("c"))];
-        let mut ran = run_messages(messages, 4, move |message| {
-            let ports = handling.clone();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let messages = vec![message("m1", &job_body("a")), message("m2", &job_body("c"))];
+        let checks = Arc::new(Checks::of(&messages, deadline));
+        let (handling, checking) = (ports.clone(), checks.clone());
+        let mut ran = sqs_batch::run_numbered(messages, 4, message_span, move |i, message| {
+            let (ports, checks) = (handling.clone(), checking.clone());
             async move {
-                if message.body.as_deref() == Some("panic") {
+                if message.message_id.as_deref() == Some("m1") {
                     panic!("poisoned message");
                 }
-                handle_message(&*ports, &SETTINGS, message, deadline).await
+                let handled = handle_message(&*ports, &SETTINGS, message, deadline).await;
+                checks.done(&*ports, i, &handled).await;
+                handled
             }
         })
         .await;
-        settle_checks(&*ports, &mut ran, 4, deadline, &EarlyChecks::of(&[])).await;
+        assert_eq!(ports.record(TASK).vault, VaultState::Pending, "a's message never said it was done");
+        checks.finish(&*ports, &mut ran).await;
         assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
@@ -560,6 +392,37 @@ mod tests {
         assert_eq!(failed_ids(&response), vec!["m2"], "only x is tried again");
         let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
         assert_eq!(settled, 1, "checked once");
+    }
+
+    /// A task whose check fails sends its messages back (delayed) at once too, not once the
+    /// batch's slowest copy ends.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_check_sends_its_messages_back_without_waiting_for_the_batch() {
+        const OTHER: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued)]));
+        ports.put_record(record_of(OTHER, &[("x", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        ports.source(&crate::test_support::url("x"), Script::Hang);
+        *ports.settle_failures.lock().unwrap() = 1;
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body_of(OTHER, "x"))];
+        for (m, receipt) in batch.iter_mut().zip(["r1", "r2"]) {
+            m.receipt_handle = Some(receipt.to_owned());
+        }
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let batch = tokio::spawn(process_batch(ports.clone(), SETTINGS, batch, deadline));
+        let sent_back = async {
+            while !ports.delays.lock().unwrap().iter().any(|(receipt, _)| receipt == "r1") {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        // Paused time: what happened first, not how long anything took.
+        tokio::time::timeout(Duration::from_secs(10), sent_back).await.expect("a's message delayed while x is copied");
+        assert!(!batch.is_finished(), "x's copy still runs");
+        let response = batch.await.expect("answered");
+        assert_eq!(failed_ids(&response), vec!["m1", "m2"]);
+        let delayed = ports.delays.lock().unwrap().iter().filter(|(receipt, _)| receipt == "r1").count();
+        assert_eq!(delayed, 1, "delayed once");
     }
 
     /// When a task's settle check fails, every message of the batch that asked for it goes

@@ -104,7 +104,9 @@ fn buffered_upload(bytes: usize) -> aws_sdk_s3::config::Builder {
 /// and the body sent at no less than 1 MiB/s (far below S3's rate from Lambda). Without a
 /// bound, an answer that never comes once the body is out (a connection gone silent: the
 /// stalled-stream protection watches the body only while it is sent) held the file until
-/// the batch's stop, near the 15-minute timeout; given up, the SDK sends the same bytes again.
+/// the batch's stop, near the 15-minute timeout; given up, the SDK sends the same bytes again
+/// (neither request is conditional: an attempt S3 applied but never answered leaves at most a
+/// noncurrent version of the same bytes in the versioned bucket).
 fn buffered_attempt_timeout(bytes: usize) -> Duration {
     const ALLOWANCE: Duration = Duration::from_secs(30);
     const MIN_BYTES_PER_SECOND: u64 = 1024 * 1024;

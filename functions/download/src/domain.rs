@@ -394,8 +394,9 @@ impl Outcome {
         }
     }
 
-    /// Whether the message's task is to be checked for settling after the batch: its file
-    /// is stored or failed for good now (or was already), or it is a manifest job.
+    /// Whether the message's task is to be checked for settling once the batch's messages of
+    /// it are done: its file is stored or failed for good now (or was already), or it is a
+    /// manifest job.
     pub fn wants_settle_check(&self) -> bool {
         matches!(
             self,
@@ -420,7 +421,8 @@ pub fn parse_job(body: &str) -> Result<(FileJob, TaskId), DownloadError> {
 }
 
 /// The task whose settle check a handled message asks for ([`Outcome::wants_settle_check`]),
-/// to be made once per task after the batch ([`check_settled`]).
+/// to be made once per task and batch, once the batch's messages of it are done
+/// ([`check_settled`]).
 pub fn settle_check_for(delivery: &Delivery, outcome: &Outcome) -> Option<TaskId> {
     outcome.wants_settle_check().then(|| parse_job(&delivery.body).ok().map(|(_, task_id)| task_id)).flatten()
 }

@@ -31,17 +31,29 @@ where
     F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = H> + Send + 'static,
 {
+    run_numbered(messages, limit, span_of, move |_, message| handle(message)).await
+}
+
+/// As [`run_messages`], `handle` given each message's place in the batch too (the index of
+/// its answer).
+pub async fn run_numbered<H, S, F, Fut>(messages: Vec<SqsMessage>, limit: usize, span_of: S, handle: F) -> Vec<Ran<H>>
+where
+    H: Send + 'static,
+    S: Fn(&str) -> tracing::Span,
+    F: Fn(usize, SqsMessage) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = H> + Send + 'static,
+{
     let handle = Arc::new(handle);
     let permits = Arc::new(Semaphore::new(limit.max(1)));
     let mut running = Vec::with_capacity(messages.len());
-    for message in messages {
+    for (i, message) in messages.into_iter().enumerate() {
         let id = message.message_id.clone().unwrap_or_default();
         let span = span_of(&id);
         let (handle, permits) = (handle.clone(), permits.clone());
         let work = async move {
             // The semaphore is never closed, so this always yields a permit.
             let _permit = permits.acquire_owned().await;
-            handle(message).await
+            handle(i, message).await
         };
         running.push((id, span.clone(), tokio::spawn(work.instrument(span))));
     }
