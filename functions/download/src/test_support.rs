@@ -514,6 +514,8 @@ pub struct MemoryPorts {
     pub delays: Mutex<Vec<(String, Duration)>>,
     /// Delaying a message never answers.
     pub delays_hang: std::sync::atomic::AtomicBool,
+    /// Delaying a message panics (a bug) this many times.
+    pub delay_panics: Mutex<u32>,
     /// Recording a file stored, and releasing a file, never answer.
     pub file_writes_hang: std::sync::atomic::AtomicBool,
     pub measures: Mutex<Vec<Measure>>,
@@ -871,6 +873,9 @@ impl EmitMetrics<Measure> for MemoryPorts {
 impl DelayMessage for MemoryPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
         self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
+        if std::mem::replace(&mut *self.delay_panics.lock().unwrap(), 0) > 0 {
+            panic!("delaying the message panicked");
+        }
         if self.delays_hang.load(std::sync::atomic::Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

@@ -6,13 +6,13 @@
 //! handler panicked outside the message's own guard) is checked after the batch, with the
 //! messages that did.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use aws_lambda_events::sqs::SqsMessage;
 use futures::StreamExt;
-use stemvault_aws::sqs_batch::Ran;
+use stemvault_aws::sqs_batch::{Ran, catch_panic};
 use tracing::{Instrument, Span};
 
 use super::{Handled, MAX_CONCURRENT_MESSAGES, Reserves};
@@ -26,7 +26,7 @@ pub(super) struct Checks {
     /// message that happened to finish last).
     invocation: Span,
     reserves: Reserves,
-    tasks: Mutex<HashMap<String, TaskMessages>>,
+    tasks: Mutex<BTreeMap<String, TaskMessages>>,
 }
 
 #[derive(Default)]
@@ -48,7 +48,7 @@ struct Done {
 impl Checks {
     /// Count the messages of each task (a message that names none asks for no check).
     pub(super) fn of(messages: &[SqsMessage], deadline: Instant) -> Checks {
-        let mut tasks: HashMap<String, TaskMessages> = HashMap::new();
+        let mut tasks: BTreeMap<String, TaskMessages> = BTreeMap::new();
         for message in messages {
             if let Some(task) = message.body.as_deref().and_then(task_of) {
                 tasks.entry(task).or_default().running += 1;
@@ -71,9 +71,17 @@ impl Checks {
             messages.checked = true;
             std::mem::take(&mut messages.done)
         };
-        let sent_back = self.check(ports, done).await;
-        if let Some(messages) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&task) {
-            messages.sent_back = sent_back;
+        // Its own panic must not take the task's check with it (the message's is not caught
+        // here): the check is made again after the batch.
+        let checked = catch_panic(self.check(ports, &done)).await;
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(messages) = tasks.get_mut(&task) else { return };
+        match checked {
+            Ok(sent_back) => messages.sent_back = sent_back,
+            Err(panic) => {
+                tracing::error!(error = %panic, "the settle check panicked; it is made again after the batch");
+                (messages.checked, messages.done) = (false, done);
+            }
         }
     }
 
@@ -93,7 +101,12 @@ impl Checks {
             }
             (sent_back, unchecked)
         };
-        let checks = unchecked.into_iter().map(|done| self.check(ports, done));
+        let checks = unchecked.into_iter().map(|done| async move {
+            catch_panic(self.check(ports, &done)).await.unwrap_or_else(|panic| {
+                tracing::error!(error = %panic, "the settle check panicked; its messages come back with their lease");
+                Vec::new()
+            })
+        });
         let later: Vec<_> = futures::stream::iter(checks).buffer_unordered(MAX_CONCURRENT_MESSAGES).collect().await;
         sent_back.extend(later.into_iter().flatten());
         for (index, error) in sent_back {
@@ -111,8 +124,8 @@ impl Checks {
     /// the task's last file, the first of them does (should that worker not settle, one
     /// redelivery's check settles the whole task). Never one on its last receive. The
     /// messages sent back, and why.
-    async fn check<P: Ports>(&self, ports: &P, mut done: Vec<Done>) -> Vec<(usize, DownloadError)> {
-        done.retain(|d| d.handled.outcome.wants_settle_check());
+    async fn check<P: Ports>(&self, ports: &P, done: &[Done]) -> Vec<(usize, DownloadError)> {
+        let mut done: Vec<&Done> = done.iter().filter(|d| d.handled.outcome.wants_settle_check()).collect();
         done.sort_by_key(|d| d.index);
         let Some(task_id) = done.first().and_then(|d| settle_check_for(&d.handled.delivery, &d.handled.outcome)) else {
             return Vec::new();
