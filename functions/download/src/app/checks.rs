@@ -103,7 +103,7 @@ impl Checks {
         };
         let checks = unchecked.into_iter().map(|done| async move {
             catch_panic(self.check(ports, &done)).await.unwrap_or_else(|panic| {
-                tracing::error!(error = %panic, "the settle check panicked; its messages come back with their lease");
+                tracing::error!(error = %panic, "the settle check panicked; the task is left open for the sweeper");
                 Vec::new()
             })
         });
