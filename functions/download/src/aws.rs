@@ -344,7 +344,7 @@ impl EmitMetrics<Measure> for AwsPorts {
 }
 
 impl DelayMessage for AwsPorts {
-    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), stemvault_vault::QueueError> {
         stemvault_aws::sqs_batch::delay_message(&self.sqs, &self.queue_url, receipt_handle, delay).await
     }
 }

@@ -8,6 +8,7 @@ use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use stemvault_aws::metrics::{self, Metric};
+use stemvault_vault::QueueError;
 use url::Url;
 
 use crate::domain::{
@@ -133,12 +134,12 @@ impl PostWebhook for AwsPorts {
 }
 
 impl DeadLetterMessage for AwsPorts {
-    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), String> {
+    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), QueueError> {
         let reason = MessageAttributeValue::builder()
             .data_type("String")
             .string_value(reason)
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| QueueError { operation: "SendMessage", message: e.to_string(), sender_fault: true })?;
         self.sqs
             .send_message()
             .queue_url(&self.dead_letter_queue_url)
@@ -147,12 +148,12 @@ impl DeadLetterMessage for AwsPorts {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| DisplayErrorContext(e).to_string())
+            .map_err(|e| QueueError::transient("SendMessage", DisplayErrorContext(e).to_string()))
     }
 }
 
 impl DelayMessage for AwsPorts {
-    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         stemvault_aws::sqs_batch::delay_message(&self.sqs, &self.queue_url, receipt_handle, delay).await
     }
 }

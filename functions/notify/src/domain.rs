@@ -31,7 +31,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use stemvault_vault::delay::Backoff;
 use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
-use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, Timestamp, best_effort};
+use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, QueueError, Timestamp, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
 use crate::secret::Signer;
@@ -114,7 +114,7 @@ pub trait PostWebhook {
 pub trait DeadLetterMessage {
     /// Send `body` (a notify queue message, as received) to the notify dead-letter queue with
     /// the message attribute [`DEAD_LETTER_REASON_ATTRIBUTE`] = `reason`.
-    fn dead_letter_message(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), String>> + Send;
+    fn dead_letter_message(&self, body: &str, reason: &str) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// Delay a retried message's next delivery (the trait every SQS-triggered function shares).
@@ -321,7 +321,7 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
 async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: NotifyError) -> Outcome {
     let error = match best_effort(ports.dead_letter_message(body, &refusal.reason_code())).await {
         Some(Ok(())) => return Outcome::DeadLettered(refusal),
-        Some(Err(e)) => e,
+        Some(Err(e)) => e.to_string(),
         None => format!("no answer from SQS within {} s", BEST_EFFORT_CALL_TIMEOUT.as_secs()),
     };
     Outcome::Retry(NotifyError::DeadLetter { refusal: Box::new(refusal), error })

@@ -176,12 +176,15 @@ impl PostWebhook for MemoryPorts {
 }
 
 impl DeadLetterMessage for MemoryPorts {
-    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), String> {
+    async fn dead_letter_message(&self, body: &str, reason: &str) -> Result<(), stemvault_vault::QueueError> {
         if self.dead_letters_hang {
             std::future::pending::<()>().await;
         }
         if self.dead_letters_fail {
-            return Err("AccessDenied: not authorized to perform sqs:SendMessage".into());
+            return Err(stemvault_vault::QueueError::transient(
+                "SendMessage",
+                "AccessDenied: not authorized to perform sqs:SendMessage",
+            ));
         }
         self.dead_letters.lock().unwrap().push((body.to_owned(), reason.to_owned()));
         Ok(())
@@ -189,7 +192,7 @@ impl DeadLetterMessage for MemoryPorts {
 }
 
 impl DelayMessage for MemoryPorts {
-    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), String> {
+    async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), stemvault_vault::QueueError> {
         self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
         if self.delays_hang {
             std::future::pending::<()>().await;

@@ -445,7 +445,7 @@ async fn request_manifest<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecor
         }
         failed => {
             let reason = match failed {
-                Some(Err(why)) => why,
+                Some(Err(why)) => why.to_string(),
                 _ => "no result for the manifest job".to_owned(),
             };
             Err(EnqueueError { failed: 1, total: 1, reason }.into())

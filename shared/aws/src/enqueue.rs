@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
-use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
@@ -68,8 +68,8 @@ impl SaveTask for TableAndQueue {
 
 impl EnqueueFiles for TableAndQueue {
     /// The batches at once: a 12-file task's two cost one round trip, not two.
-    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
-        let bodies: Vec<Result<String, String>> = jobs.iter().map(job_body).collect();
+    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, QueueError>> {
+        let bodies: Vec<Result<String, QueueError>> = jobs.iter().map(job_body).collect();
         let sizes: Vec<usize> = bodies.iter().map(|body| body.as_ref().map_or(0, String::len)).collect();
         let mut bodies = bodies.into_iter();
         let sends =
@@ -82,7 +82,7 @@ impl EnqueueFiles for TableAndQueue {
 /// only tells it whether the record has a newer one), so a job too large for a message (a
 /// URL of hundreds of kilobytes, which the download refuses and records as failed) is sent
 /// without its URL rather than refused by the queue on every try.
-fn job_body(job: &FileJob) -> Result<String, String> {
+fn job_body(job: &FileJob) -> Result<String, QueueError> {
     let body = message_json(job)?;
     if body.len() <= SQS_BATCH_BYTES {
         return Ok(body);
@@ -91,9 +91,16 @@ fn job_body(job: &FileJob) -> Result<String, String> {
 }
 
 /// `job` as JSON that SQS keeps as sent ([`crate::sqs_text`]: a URL may hold U+FFFE or U+FFFF).
-fn message_json(job: &FileJob) -> Result<String, String> {
-    serde_json::to_string(job).map(crate::sqs_text::xml_characters_only).map_err(|e| e.to_string())
+fn message_json(job: &FileJob) -> Result<String, QueueError> {
+    serde_json::to_string(job).map(crate::sqs_text::xml_characters_only).map_err(|e| refused(e.to_string()))
 }
+
+/// A message no attempt can send (it cannot be made, or SQS says it is at fault).
+fn refused(message: String) -> QueueError {
+    QueueError { operation: SEND, message, sender_fault: true }
+}
+
+const SEND: &str = "SendMessageBatch";
 
 /// `sizes` (the bodies' bytes, in order) cut into consecutive batches of at most
 /// [`SQS_BATCH`] entries summing to at most [`SQS_BATCH_BYTES`]; a body over the limit alone
@@ -117,9 +124,9 @@ fn batches(sizes: &[usize]) -> Vec<Range<usize>> {
 impl TableAndQueue {
     /// One SendMessageBatch of the bodies of consecutive jobs; entry ids are positions in
     /// `bodies`.
-    async fn send_batch(&self, bodies: Vec<Result<String, String>>) -> Vec<Result<String, String>> {
+    async fn send_batch(&self, bodies: Vec<Result<String, QueueError>>) -> Vec<Result<String, QueueError>> {
         let count = bodies.len();
-        let entries: Result<Vec<SendMessageBatchRequestEntry>, String> = bodies
+        let entries: Result<Vec<SendMessageBatchRequestEntry>, QueueError> = bodies
             .into_iter()
             .enumerate()
             .map(|(i, body)| {
@@ -127,7 +134,7 @@ impl TableAndQueue {
                     .id(i.to_string())
                     .message_body(body?)
                     .build()
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| refused(e.to_string()))
             })
             .collect();
         let sent = match entries {
@@ -139,20 +146,24 @@ impl TableAndQueue {
         let out = match sent {
             Ok(out) => out,
             Err(e) => {
-                let reason = DisplayErrorContext(e).to_string();
-                return vec![Err(reason); count];
+                let failed = QueueError::transient(SEND, DisplayErrorContext(e).to_string());
+                return vec![Err(failed); count];
             }
         };
-        let mut by_id: HashMap<&str, Result<String, String>> = HashMap::new();
+        let mut by_id: HashMap<&str, Result<String, QueueError>> = HashMap::new();
         for ok in out.successful() {
             by_id.insert(ok.id(), Ok(ok.message_id().to_owned()));
         }
         for failed in out.failed() {
-            let reason = format!("{}: {}", failed.code(), failed.message().unwrap_or("no message"));
-            by_id.insert(failed.id(), Err(reason));
+            let message = format!("{}: {}", failed.code(), failed.message().unwrap_or("no message"));
+            by_id
+                .insert(failed.id(), Err(QueueError { operation: SEND, message, sender_fault: failed.sender_fault() }));
         }
         (0..count)
-            .map(|i| by_id.remove(i.to_string().as_str()).unwrap_or_else(|| Err("not in the batch answer".into())))
+            .map(|i| {
+                let missing = || Err(QueueError::transient(SEND, "not in the batch answer"));
+                by_id.remove(i.to_string().as_str()).unwrap_or_else(missing)
+            })
             .collect()
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
 use aws_sdk_sqs::error::DisplayErrorContext;
+use stemvault_vault::QueueError;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -112,7 +113,7 @@ pub async fn delay_message(
     queue_url: &str,
     receipt_handle: &str,
     delay: Duration,
-) -> Result<(), String> {
+) -> Result<(), QueueError> {
     sqs.change_message_visibility()
         .queue_url(queue_url)
         .receipt_handle(receipt_handle)
@@ -120,7 +121,7 @@ pub async fn delay_message(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| DisplayErrorContext(e).to_string())
+        .map_err(|e| QueueError::transient("ChangeMessageVisibility", DisplayErrorContext(e).to_string()))
 }
 
 #[cfg(test)]

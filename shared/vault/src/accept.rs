@@ -247,7 +247,7 @@ async fn send_and_publish<P: Ports>(
         if let Some(job) = manifest_job(&merge.record) {
             let manifest_sent = ports.enqueue_files(std::slice::from_ref(&job)).await;
             if let Some(reason) = manifest_sent.into_iter().find_map(Result::err) {
-                return Err(EnqueueError { failed: 1, total: 1, reason }.into());
+                return Err(EnqueueError { failed: 1, total: 1, reason: reason.to_string() }.into());
             }
         }
         // Recorded and its messages sent: tell subscribers. Again on every delivery that

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::QueueError;
 use crate::time::best_effort;
 
 /// A queue's retry schedule: a message received `n` times (SQS `ApproximateReceiveCount`, 1
@@ -50,7 +51,11 @@ impl Backoff {
 /// Delay a received message's next delivery.
 pub trait DelayMessage {
     /// Keep the message invisible for `delay` from now.
-    fn delay_message(&self, receipt_handle: &str, delay: Duration) -> impl Future<Output = Result<(), String>> + Send;
+    fn delay_message(
+        &self,
+        receipt_handle: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// Keep the message `receipt_handle` away for `delay`, best effort: failing, or no answer from

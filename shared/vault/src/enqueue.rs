@@ -20,11 +20,11 @@ use std::future::Future;
 use suno_callbacks::TaskId;
 
 use crate::ingest::Claimant;
-use crate::{FileJob, StoreError};
+use crate::{FileJob, QueueError, StoreError};
 
 /// Send one message per job; one result per job, in order: the message id or why it failed.
 pub trait EnqueueFiles {
-    fn enqueue_files(&self, jobs: &[FileJob]) -> impl Future<Output = Vec<Result<String, String>>> + Send;
+    fn enqueue_files(&self, jobs: &[FileJob]) -> impl Future<Output = Vec<Result<String, QueueError>>> + Send;
 }
 
 /// Mark the sent files `queued`: add them to the task item's `queued` set (one write for
@@ -91,13 +91,14 @@ pub async fn send_jobs<P: EnqueueFiles>(ports: &P, jobs: &[FileJob]) -> Sent {
     }
     let mut results = ports.enqueue_files(jobs).await.into_iter();
     for job in jobs {
-        match results.next().unwrap_or_else(|| Err("no result for this job".into())) {
+        match results.next().unwrap_or_else(|| Err(QueueError::transient("SendMessageBatch", "no result for this job")))
+        {
             Ok(message_id) => {
                 tracing::debug!(file = %job.name, message_id, "queued");
                 sent.out.push(job.name.clone());
             }
             Err(why) => {
-                sent.reason.get_or_insert(why);
+                sent.reason.get_or_insert_with(|| why.to_string());
                 sent.failed.push(job.name.clone());
             }
         }
@@ -174,7 +175,7 @@ macro_rules! delegate_enqueue_ports {
                 &self,
                 jobs: &[$crate::FileJob],
             ) -> impl ::std::future::Future<
-                Output = ::std::vec::Vec<::std::result::Result<::std::string::String, ::std::string::String>>,
+                Output = ::std::vec::Vec<::std::result::Result<::std::string::String, $crate::QueueError>>,
             > + Send {
                 $crate::enqueue::EnqueueFiles::enqueue_files(&self.$field, jobs)
             }
@@ -231,10 +232,10 @@ mod tests {
     }
 
     impl EnqueueFiles for Recorder {
-        async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
+        async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, QueueError>> {
             jobs.iter()
                 .map(|j| match self.refuse.contains(&j.name.as_str()) {
-                    true => Err(format!("refused {}", j.name)),
+                    true => Err(QueueError::transient("SendMessageBatch", format!("refused {}", j.name))),
                     false => Ok(format!("m-{}", j.name)),
                 })
                 .collect()
@@ -277,7 +278,7 @@ mod tests {
         let task = TaskId::parse("t").unwrap();
         let ports = Recorder { refuse: vec!["b", "c"], ..Recorder::default() };
         let err = send_claimed(&ports, &task, &claimant(), &jobs(&["a", "b", "c"])).await.result().unwrap_err();
-        assert_eq!(err, EnqueueError { failed: 2, total: 3, reason: "refused b".into() });
+        assert_eq!(err, EnqueueError { failed: 2, total: 3, reason: "SQS SendMessageBatch failed: refused b".into() });
         assert!(err.is_retryable());
         assert_eq!(*ports.marked.lock().unwrap(), ["a"]);
         assert_eq!(*ports.released.lock().unwrap(), ["b", "c"]);

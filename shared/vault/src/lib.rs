@@ -23,7 +23,7 @@ pub mod time;
 
 pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
-pub use ports::{Clock, Conditional, EmitMetrics, LoadTask, SaveTask, StorageError, StoreError};
+pub use ports::{Clock, Conditional, EmitMetrics, LoadTask, QueueError, SaveTask, StorageError, StoreError};
 pub use record::{
     Abandoned, AddFence, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
     PolledResult, PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,

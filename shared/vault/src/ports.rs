@@ -62,6 +62,29 @@ impl StorageError {
     }
 }
 
+/// A failure of a queue (SQS): the one type every function's SQS ports answer with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SQS {operation} {}: {message}", if *.sender_fault { "refused the message" } else { "failed" })]
+pub struct QueueError {
+    pub operation: &'static str,
+    pub message: String,
+    /// SQS (or the request's own building) found the message itself at fault (`SenderFault`:
+    /// too large, a character SQS does not keep): the same message fails again.
+    pub sender_fault: bool,
+}
+
+impl QueueError {
+    /// A failure that a later attempt may not meet (the service, the network).
+    pub fn transient(operation: &'static str, message: impl Into<String>) -> QueueError {
+        QueueError { operation, message: message.into(), sender_fault: false }
+    }
+
+    /// Whether the same request can succeed later.
+    pub fn is_retryable(&self) -> bool {
+        !self.sender_fault
+    }
+}
+
 /// Whether a conditional write happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conditional {

@@ -162,7 +162,14 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
     let e = event(Stage::Final, &["vocal", "drums"]);
     ports.set_enqueue_failing(true);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert_eq!(err, IngestError::Enqueue(EnqueueError { failed: 2, total: 2, reason: "queue switched off".into() }));
+    assert_eq!(
+        err,
+        IngestError::Enqueue(EnqueueError {
+            failed: 2,
+            total: 2,
+            reason: "SQS SendMessageBatch failed: queue switched off".into()
+        })
+    );
     let record = ports.record(TASK).unwrap();
     assert!(record.files.values().all(|f| f.status == FileStatus::Pending && f.claim.is_none()));
     assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")]);
@@ -459,7 +466,7 @@ impl ArchiveBody for Rendezvous {
     }
 }
 impl EnqueueFiles for Rendezvous {
-    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
+    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, stemvault_vault::QueueError>> {
         self.inner.enqueue_files(jobs).await
     }
 }

@@ -13,7 +13,7 @@ use serde_dynamo::{AttributeValue, Item};
 
 use super::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use crate::items::{self, PutCondition, TaskWrite};
-use crate::{Clock, FileJob, FileStatus, LoadTask, SaveTask, StoreError, TaskRecord, Timestamp};
+use crate::{Clock, FileJob, FileStatus, LoadTask, QueueError, SaveTask, StoreError, TaskRecord, Timestamp};
 
 /// A task table (item collections, with DynamoDB's conditions) and a queue in memory, with a
 /// switch to make the queue fail, one to make saves fail, a latency for every call, and a
@@ -343,17 +343,17 @@ impl SaveTask for MemoryTableAndQueue {
 }
 
 impl EnqueueFiles for MemoryTableAndQueue {
-    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, String>> {
+    async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, QueueError>> {
         self.interleave().await;
         if self.enqueue_failing.load(Ordering::SeqCst) {
-            return jobs.iter().map(|_| Err("queue switched off".to_owned())).collect();
+            return jobs.iter().map(|_| Err(QueueError::transient("SendMessageBatch", "queue switched off"))).collect();
         }
         let refused = lock(&self.refused_jobs).clone();
         let mut queue = lock(&self.queue);
         jobs.iter()
             .map(|job| {
                 if refused.contains(&job.name) {
-                    return Err("refused by the test".to_owned());
+                    return Err(QueueError::transient("SendMessageBatch", "refused by the test"));
                 }
                 let id = format!("m-{}", self.next_message_id.fetch_add(1, Ordering::SeqCst));
                 queue.push((id.clone(), job.clone()));
