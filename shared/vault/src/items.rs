@@ -312,8 +312,9 @@ pub struct MarkOpen {
     /// The generation the save's file items are written at.
     pub generation: u64,
     /// The mark's time, in Unix milliseconds: the save's `last_received_at`, or just past the
-    /// latest time read (`last_received_at`, the fence's) when that is as late; the mark sets
-    /// `last_received_at` to it too.
+    /// latest time read (`last_received_at`, the fence's) when that is as late (but not when it
+    /// is over an hour ahead: a hand edit, not followed); the mark sets `last_received_at` to
+    /// it too.
     pub at: u64,
 }
 
@@ -365,8 +366,13 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
             // to its own time and a close leaves), so that a mark made over another's reads
             // it and its fence differs, however far behind its clock is.
             let ms = |t: crate::Timestamp| u64::try_from(t.unix_ms).unwrap_or(0);
-            let past_read = ms(before.last_received_at).max(before.adding_at.unwrap_or(0)).saturating_add(1);
-            let at = ms(after.last_received_at).max(past_read);
+            let own = ms(after.last_received_at);
+            let read = ms(before.last_received_at).max(before.adding_at.unwrap_or(0));
+            // A time read beyond any clock's lead over this one was written by a hand (a digit
+            // too many): carried on, it would keep the task out of the sweeper's sight until
+            // then. Not followed, the mark's own time differs from it all the same.
+            let past_read = if read > own.saturating_add(MAX_CLOCK_LEAD_MS) { 0 } else { read.saturating_add(1) };
+            let at = own.max(past_read);
             let received = crate::Timestamp::from_unix_ms(i64::try_from(at).unwrap_or(i64::MAX));
             Some(MarkOpen {
                 version: before.version,
@@ -392,6 +398,10 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     };
     Ok(SavePlan { mark_open, files, callbacks, task, redelivered })
 }
+
+/// How far ahead of a request's clock another's may be, in milliseconds (an hour: clocks
+/// synchronised by NTP differ by milliseconds); a time read further ahead is a hand edit.
+const MAX_CLOCK_LEAD_MS: u64 = 3_600_000;
 
 /// Whether a save of `after` over `before` marks the task item before its file items
 /// ([`MarkOpen`]): it reopens a settled task, or adds or reopens files (a generation above

@@ -430,6 +430,13 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     assert_eq!((behind.read, behind.at), (None, 1_900_000_000_011));
     let set = crate::Timestamp::from_unix_ms(1_900_000_000_011).rfc3339();
     assert_eq!(behind.last_received_at, V::S(set), "the mark sets the time to its own, which a close leaves");
+    // A time read far ahead of any clock (a hand edit, a digit too many: the year 2529) is
+    // not carried on: the mark is at its own time, and brings `last_received_at` back to it.
+    let mut edited = marked.clone();
+    (edited.adding_at, edited.last_received_at) =
+        (Some(17_650_000_000_000), crate::Timestamp::from_unix_ms(17_650_000_000_000));
+    let back = plan_save(Some(&edited), &reopened).unwrap().mark_open.expect("marked");
+    assert_eq!((back.read, back.at), (edited.add_fence(), 1_900_000_000_000));
 
     // Not settled (in the index already): files added all the same, at a new generation.
     let mut pending = settled.clone();
