@@ -912,7 +912,7 @@ async fn s3_refusals_that_no_retry_fixes_are_permanent() {
 /// (That a panic while handling one message fails only that message is tested in
 /// `functions/download/src/app.rs`: no message makes the function panic.)
 #[tokio::test]
-async fn malformed_messages_are_dropped_without_failing_the_others() {
+async fn unreadable_messages_go_back_at_once_without_failing_the_others() {
     let s = setup(None).await;
     s.server.route("/s/a.mp3", Reply::bytes(media("mp3", 2000, 1), "audio/mpeg"));
     s.server.route("/s/b.mp3", Reply::bytes(media("mp3", 3000, 2), "audio/mpeg"));
@@ -921,7 +921,9 @@ async fn malformed_messages_are_dropped_without_failing_the_others() {
     let task = record.task_id.clone();
     s.env.put_record(&record).await;
 
-    // Malformed bodies are dropped (logged, deleted) without failing anything else.
+    // Bodies no job can be read from go back to the queue at once (visible again now, so
+    // their receives run out in seconds and the dead-letter queue keeps them); a job of a task
+    // the table does not know is dropped; neither fails anything else.
     let job = |name: &str| serde_json::to_string(&job_of(&record, name)).unwrap();
     let mut unknown_task = job_of(&record, "a");
     unknown_task.task_id = new_task_id();
@@ -933,9 +935,16 @@ async fn malformed_messages_are_dropped_without_failing_the_others() {
         job("b"),
     ];
     s.env.send_bodies(&bodies).await;
-    let (_, response) = s.run_received(bodies.len()).await;
-    assert_eq!(failed_ids(&response), Vec::<String>::new());
-    assert_eq!(s.env.queue_depth().await, (0, 0));
+    let (event, response) = s.run_received(bodies.len()).await;
+    let failed: Vec<&str> = event
+        .records
+        .iter()
+        .filter(|m| failed_ids(&response).contains(&m.message_id.clone().unwrap_or_default()))
+        .filter_map(|m| m.body.as_deref())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|body| [&bodies[1], &bodies[2]].contains(&&body.to_string())), "{failed:?}");
+    assert_eq!(s.env.queue_depth().await, (2, 0), "the unreadable two, visible again at once");
     let stored = s.env.task_record(&task).await;
     assert_eq!((stored.files["a"].status, stored.files["b"].status), (FileStatus::Stored, FileStatus::Stored));
     assert_eq!(stored.vault, VaultState::Complete);

@@ -224,8 +224,12 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
         Outcome::ManifestChecked => tracing::info!("done: the task's manifest is written"),
-        Outcome::Dropped(e @ DownloadError::Malformed(_)) => tracing::error!(error = %e, "dropping the message"),
         Outcome::Dropped(e) => tracing::warn!(error = %e, "dropping the message"),
+        Outcome::Unreadable(e) => tracing::error!(
+            error = %e,
+            "a message this build cannot read: sent back at once until its receives run out, on to the dead-letter \
+             queue"
+        ),
         // On the last receive, the copy path's own ERROR line says it goes to the dead-letter queue.
         Outcome::Retry(e) => {
             tracing::warn!(error = %e, "not done; the message comes back, or after its last receive goes to the dead-letter queue")
@@ -351,7 +355,8 @@ mod tests {
         ];
         let response =
             process_batch(ports.clone(), SETTINGS, messages, Instant::now() + Duration::from_secs(120)).await;
-        assert_eq!(failed_ids(&response), Vec::<&str>::new(), "the duplicate of a finds it stored or claimed");
+        // The duplicate of a finds it stored or claimed; m7, unreadable, goes on to the DLQ.
+        assert_eq!(failed_ids(&response), vec!["m7"]);
         let calls = ports.take_table_calls();
         let count = |port: &str| calls.iter().filter(|c| **c == port).count();
         assert_eq!((count("load_task"), count("settle_task")), (2, 2), "{calls:?}");
@@ -457,9 +462,10 @@ mod tests {
             m.receipt_handle = Some(receipt.to_owned());
         }
         let response = process_batch(ports.clone(), SETTINGS, first, deadline).await;
-        assert_eq!(failed_ids(&response), vec!["m1", "m2"]);
-        let delayed: Vec<String> = ports.delays.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
-        assert_eq!(delayed, ["r1", "r2"]);
+        assert_eq!(failed_ids(&response), vec!["m1", "m2", "m3"], "m3, unreadable, goes on to the dead-letter queue");
+        let mut delayed: Vec<String> = ports.delays.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
+        delayed.sort();
+        assert_eq!(delayed, ["r1", "r2", "r3"]);
         assert_eq!(ports.record(TASK).vault, VaultState::Pending);
 
         let again = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];

@@ -367,6 +367,12 @@ pub enum Outcome {
     DeadLettered(String),
     /// Nothing could be done, ever: the message is deleted.
     Dropped(DownloadError),
+    /// The body is no job this build reads (a mismatch between releases during a deploy or
+    /// a rollback, a message sent by hand): sent back at once, with no delay, until its
+    /// receives run out, so that it reaches the dead-letter queue (and its alarm) within
+    /// seconds, kept there for a redrive to a build that reads it. Deleted, its file would
+    /// wait, `queued`, for the sweeper's resend 4 days on, its URL likely expired by then.
+    Unreadable(DownloadError),
     /// Try again later: the message goes back to the queue.
     Retry(DownloadError),
 }
@@ -374,7 +380,7 @@ pub enum Outcome {
 impl Outcome {
     /// Whether the message is reported as a batch item failure (so it is not deleted).
     pub fn is_failure(&self) -> bool {
-        matches!(self, Outcome::Retry(_) | Outcome::DeadLettered(_))
+        matches!(self, Outcome::Retry(_) | Outcome::DeadLettered(_) | Outcome::Unreadable(_))
     }
 
     /// How long to leave the file alone, at `now`: as long as the source asked (`Retry-After`
@@ -433,7 +439,7 @@ pub fn settle_check_for(delivery: &Delivery, outcome: &Outcome) -> Option<TaskId
 pub async fn process_message<P: Ports>(ports: &P, settings: &Settings, delivery: &Delivery) -> Outcome {
     let (job, task_id) = match parse_job(&delivery.body) {
         Ok(parsed) => parsed,
-        Err(e) => return Outcome::Dropped(e),
+        Err(e) => return Outcome::Unreadable(e),
     };
     let span = tracing::Span::current();
     span.record("task_id", task_id.as_str());
@@ -514,14 +520,15 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 /// After a retryable outcome: keep the message away for a delay that grows with its
 /// receive count, or as long as the source's `Retry-After` or another claim's lease asks
 /// ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]);
-/// after its last receive ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another
-/// attempt (the queue moves it to the dead-letter queue at its next receive), and the
-/// dead-letter alarm should not wait for it. Failing to do so only means a retry once the
+/// after its last receive ([`MAX_RECEIVE_COUNT`]), or for a message this build cannot read
+/// ([`Outcome::Unreadable`]), for no time at all: no delay buys another attempt (the queue
+/// moves it to the dead-letter queue at its next receive, or after its few quick ones), and
+/// the dead-letter alarm should not wait for it. Failing to do so only means a retry once the
 /// queue's visibility timeout is over (so does SQS not answering
 /// within [`BEST_EFFORT_CALL_TIMEOUT`]).
 pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
-    let delay = match delivery.is_last_receive() {
+    let delay = match delivery.is_last_receive() || matches!(outcome, Outcome::Unreadable(_)) {
         true => Duration::ZERO,
         false => DOWNLOAD_BACKOFF.retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
     };

@@ -398,8 +398,10 @@ async fn the_record_url_wins_over_the_message_url() {
     assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), b"newer");
 }
 
+/// A body no job can be read from goes on to the dead-letter queue (a failure, no delay); a
+/// job naming a task or file the table does not have is dropped (nothing to do, ever).
 #[tokio::test]
-async fn messages_that_name_nothing_usable_are_dropped() {
+async fn unreadable_messages_go_on_and_messages_naming_nothing_known_are_dropped() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     let bodies = [
         "not json".to_owned(),
@@ -409,7 +411,10 @@ async fn messages_that_name_nothing_usable_are_dropped() {
     ];
     for body in bodies {
         let outcome = process_message(&ports, &SETTINGS, &delivery(body.clone(), 1)).await;
-        assert!(matches!(outcome, Outcome::Dropped(DownloadError::Malformed(_))), "{body}: {outcome:?}");
+        assert!(matches!(outcome, Outcome::Unreadable(DownloadError::Malformed(_))), "{body}: {outcome:?}");
+        assert!(outcome.is_failure(), "{body}");
+        delay_retry(&ports, &delivery(body.clone(), 1), &outcome).await;
+        assert_eq!(ports.delays.lock().unwrap().pop().map(|(_, delay)| delay), Some(Duration::ZERO), "{body}");
     }
     let missing_task = job_body("vocal").replace(TASK, "unknown-task");
     let outcome = process_message(&ports, &SETTINGS, &delivery(missing_task, 1)).await;
