@@ -208,10 +208,12 @@ pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(30);
 /// Longest delay between two retries.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(15 * 60);
 
-/// The longest wait a source's `Retry-After` (or another claim's lease) gets: SQS keeps a received message invisible
-/// for at most 12 hours from its receipt (ChangeMessageVisibility refuses more), and the
-/// invocation that received it may have run for up to its 15-minute timeout before asking.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 15 * 60);
+/// The longest wait a source's `Retry-After` (or another claim's lease) gets: SQS keeps a
+/// received message invisible for at most 12 hours from its receipt (ChangeMessageVisibility
+/// refuses more), and the invocation that received it may have run for up to its 15-minute
+/// timeout before asking, after a cold start and the time Lambda took to invoke it (another
+/// 15 minutes of margin, for those).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(12 * 3600 - 30 * 60);
 
 /// The download queue's retry schedule: a message that failed transiently stays invisible
 /// 30 s × 2^(n-1) after its nth receive, at most 15 min; when the source said when to come
@@ -480,8 +482,8 @@ mod tests {
         assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(1, Some(Duration::ZERO)), 30 * s);
         assert_eq!(
             DOWNLOAD_BACKOFF.retry_delay_after(1, Some(24 * h)),
-            11 * h + 45 * 60 * s,
-            "at most 12 h less one invocation"
+            11 * h + 30 * 60 * s,
+            "at most 12 h less one invocation and a margin"
         );
         assert_eq!(DOWNLOAD_BACKOFF.retry_delay_after(9, Some(Duration::MAX)), MAX_RETRY_AFTER);
     }
