@@ -113,6 +113,7 @@ async fn recorded_task_answers_with_working_download_links() {
     assert!(url.contains("X-Amz-Expires=300"), "expiry not applied: {url}");
     let download = reqwest::get(url).await.unwrap();
     assert_eq!(download.status(), 200);
+    assert_eq!(download.headers()["content-disposition"], "attachment", "a browser saves it rather than render it");
     assert_eq!(download.bytes().await.unwrap().to_vec(), audio);
 }
 

@@ -106,7 +106,14 @@ impl<P: Ports> App<P> {
         let started = self.arrived(Instant::now());
         let request_id = uuid::Uuid::new_v4().to_string();
         // No path (it may hold the token) and no URL in the span or the logs.
-        let span = tracing::info_span!("callback", request_id = %request_id, task_id = tracing::field::Empty);
+        // `task_id` once a key or token vouches for it; before, the one the body claims (a
+        // request anyone can send must not file its lines under another's task).
+        let span = tracing::info_span!(
+            "callback",
+            request_id = %request_id,
+            task_id = tracing::field::Empty,
+            claimed_task_id = tracing::field::Empty
+        );
         self.respond(req, &request_id, started).instrument(span).await
     }
 
@@ -248,8 +255,9 @@ impl<P: Ports> App<P> {
         // The signature names only the task id: it is checked before the body is built, so
         // an unsigned body claiming a million tracks costs one pass over its bytes.
         let task_id = callback_task_id(body).map_err(unparsable)?;
-        tracing::Span::current().record("task_id", task_id.as_str());
+        tracing::Span::current().record("claimed_task_id", task_id.as_str());
         auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
+        tracing::Span::current().record("task_id", task_id.as_str());
         parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
     }
 

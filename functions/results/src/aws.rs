@@ -82,6 +82,10 @@ impl PresignDownload for AwsPorts {
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            // Opened in a browser, a file downloads rather than renders: its type is the
+            // source's, and one that runs script (an SVG) must not run it from a link this API
+            // handed out. Players and HTTP clients read the bytes as before.
+            .response_content_disposition("attachment")
             .presigned(config)
             .await
             .map_err(|e| PresignError(DisplayErrorContext(e).to_string()))?;

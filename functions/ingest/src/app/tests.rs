@@ -992,7 +992,8 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     assert_eq!(accepted["span"]["task_id"], WAV_TASK);
     assert_eq!(accepted["fields"]["files_queued"], 1);
     let refused = lines.iter().find(|l| l["fields"]["reason"] == "signature_mismatch").expect("a refusal line");
-    assert_eq!(refused["span"]["task_id"], WAV_TASK);
+    assert_eq!(refused["span"]["claimed_task_id"], WAV_TASK, "the id the body claims");
+    assert_eq!(refused["span"]["task_id"], Value::Null, "no key vouched for it");
     for secret in [KEY, OLD_KEY, TOKEN, "X-Sig", "secret", signature[1].1.as_str(), "https://"] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
     }
