@@ -251,7 +251,7 @@ async fn a_source_s_retry_after_is_honoured() {
         assert!(run(&ports, "vocal", count).await.is_failure());
     }
     let delays: Vec<u64> = ports.delays.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();
-    assert_eq!(delays, vec![600, 60, 11 * 3600 + 45 * 60]);
+    assert_eq!(delays, vec![600, 60, 11 * 3600 + 30 * 60]);
 }
 
 /// The claim was applied but its answer lost (a timeout, a reset connection), and the SDK's
