@@ -30,6 +30,17 @@ pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
 /// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`].
 pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
+/// Polls the provider refused for the API key (401/403) in a run; emitted by every run that
+/// read the due tasks, with [`TASKS_GIVEN_UP`] and [`TASKS_NOT_RECONCILED`]; dimension
+/// `Function`.
+pub const POLLS_REFUSED: &str = "PollsRefused";
+
+/// Tasks a run gave up (`abandoned`: no result in time, or unknown to the provider for a day).
+pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
+
+/// Due tasks a run could not handle (a table error, the task's budget run out, a panic).
+pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
+
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
@@ -211,6 +222,14 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
             vec![
                 Metric::counted(CALLBACKS_STILL_PARKED, still_parked),
                 Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
+            ],
+        ),
+        Measure::Reconciled { refused, given_up, failed } => (
+            vec![function],
+            vec![
+                Metric::counted(POLLS_REFUSED, refused),
+                Metric::counted(TASKS_GIVEN_UP, given_up),
+                Metric::counted(TASKS_NOT_RECONCILED, failed),
             ],
         ),
     }

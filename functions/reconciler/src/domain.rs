@@ -95,6 +95,11 @@ pub enum Measure {
     /// left under `parked/` (not recordable yet, left for an operator, or not reached), and how
     /// many the table refuses for good that it moved to their archive key unrecorded.
     ParkedCallbacks { still_parked: usize, refused: usize },
+    /// A run that read the due tasks: how many polls the provider refused for the key
+    /// (401/403), how many tasks it gave up (no result in time, or unknown to the provider for
+    /// a day), and how many it could not handle (the next run tries them again). Emitted by
+    /// every such run, zeros too, so an alarm can tell a run that went well from none.
+    Reconciled { refused: usize, given_up: usize, failed: usize },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -273,6 +278,8 @@ pub async fn reconcile<P: Ports>(
             }
         }
     }
+    let (refused, given_up, failed) = (outcome.unauthorized, outcome.abandoned, outcome.tasks_failed);
+    ports.emit_metrics(&Measure::Reconciled { refused, given_up, failed });
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,

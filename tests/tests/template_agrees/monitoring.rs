@@ -402,11 +402,44 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
-    // The reconciler: its one measure, likewise.
-    let parked = stemvault_reconciler::domain::Measure::ParkedCallbacks { still_parked: 1, refused: 1 };
-    let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", &parked);
-    let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
-    emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    // The reconciler: every measure, likewise.
+    use stemvault_reconciler::domain::Measure as Run;
+    let runs =
+        [Run::ParkedCallbacks { still_parked: 1, refused: 1 }, Run::Reconciled { refused: 1, given_up: 1, failed: 1 }];
+    for run in &runs {
+        let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
+        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    }
+    // Its alarms read those metrics by their names and the one dimension.
+    for (alarm, metric) in [
+        ("ProviderKeyRefused", stemvault_reconciler::aws::POLLS_REFUSED),
+        ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP),
+        ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED),
+    ] {
+        let properties = &cfn::resource(&template, alarm)["Properties"];
+        assert_eq!(properties["MetricName"], metric, "{alarm}");
+        let dimensions = cfn::as_list(&properties["Dimensions"]);
+        let [dimension] = dimensions.as_slice() else { panic!("{alarm}: one dimension") };
+        assert_eq!(dimension["Name"], "Function", "{alarm}");
+        assert_eq!(cfn::reference(&dimension["Value"]).as_deref(), Some("ReconcilerFunction"), "{alarm}");
+    }
+    // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
+    let (dimensions, metrics) =
+        stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Refused { reason: "signature_mismatch" });
+    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    for stat in cfn::as_list(&cfn::resource(&template, "CallbacksUnauthorized")["Properties"]["Metrics"]) {
+        let metric = &stat["MetricStat"]["Metric"];
+        if metric.is_null() {
+            continue;
+        }
+        assert_eq!(metric["MetricName"], metrics[0].name);
+        let read: Vec<String> = cfn::as_list(&metric["Dimensions"])
+            .iter()
+            .map(|d| d["Name"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(read, names, "the dimensions ingest emits");
+    }
     let unread: Vec<String> = emitted
         .iter()
         .filter(|(name, dimensions)| {
