@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
+use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
 use crate::Config;
-use crate::domain::{CloseTask, ListOpenTasks, OpenTask, OpenTaskPage, ReadCursor, WriteCursor};
+use crate::domain::{CloseTask, EmitMetrics, ListOpenTasks, Measure, OpenTask, OpenTaskPage, ReadCursor, WriteCursor};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
@@ -28,6 +29,33 @@ pub const AWS_ACTIONS: &[&str] =
 pub const CURSOR_TASK_ID: &str = "#sweeper";
 /// Its sort key.
 pub const CURSOR_SK: &str = "cursor";
+
+/// Open tasks a sweep checked; emitted by every run, with [`TASKS_NOT_SWEPT`]; dimension
+/// `Function`.
+pub const TASKS_SWEPT: &str = "TasksSwept";
+
+/// Open tasks a sweep could not sweep (a table or queue error, the task's budget run out, a
+/// panic): the next run tries them again.
+pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
+
+/// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
+/// them), with dimension `Function` = `function` (the deployed function's name,
+/// [`metrics::function_name`]).
+pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    match *measure {
+        Measure::Swept { checked, failed } => (
+            vec![(metrics::FUNCTION, function)],
+            vec![Metric::counted(TASKS_SWEPT, checked), Metric::counted(TASKS_NOT_SWEPT, failed)],
+        ),
+    }
+}
+
+impl EmitMetrics<Measure> for AwsPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        let (dimensions, metrics) = metrics_of(metrics::function_name("sweeper"), measure);
+        metrics::emit(&dimensions, &metrics);
+    }
+}
 
 /// Index entries per Query page (keys only: a page stays small).
 const PAGE_SIZE: i32 = 100;

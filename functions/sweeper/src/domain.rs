@@ -99,8 +99,20 @@ pub trait CloseTask {
     fn close_task(&self, record: &TaskRecord) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
 
+/// What the function measures (CloudWatch metrics in [`crate::aws`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Measure {
+    /// A sweep: the open tasks it checked, and those it could not sweep (the next run tries
+    /// them again). Emitted by every run, zeros too, so an alarm can tell a quiet run from
+    /// none.
+    Swept { checked: usize, failed: usize },
+}
+
+/// What the function counts ([`Measure`]s: its metrics).
+pub use stemvault_vault::EmitMetrics;
+
 /// Everything the sweep needs: the index and the cursor, the task table, the claim-and-send
-/// ports and the clock.
+/// ports, the clock and the metrics.
 pub trait Ports:
     ListOpenTasks
     + ReadCursor
@@ -112,6 +124,7 @@ pub trait Ports:
     + MarkQueued
     + ReleaseClaims
     + Clock
+    + EmitMetrics<Measure>
 {
 }
 
@@ -126,6 +139,7 @@ impl<T> Ports for T where
         + MarkQueued
         + ReleaseClaims
         + Clock
+        + EmitMetrics<Measure>
 {
 }
 
@@ -292,6 +306,7 @@ pub async fn sweep<P: Ports>(
             tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
+    ports.emit_metrics(&Measure::Swept { checked: outcome.tasks_checked, failed: outcome.tasks_failed });
     match index_failure {
         Some(e) => Err(e.into()),
         None => Ok(outcome),

@@ -411,18 +411,24 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
-    // Its alarms read those metrics by their names and the one dimension.
-    for (alarm, metric) in [
-        ("ProviderKeyRefused", stemvault_reconciler::aws::POLLS_REFUSED),
-        ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP),
-        ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED),
+    // The sweeper: its one measure, likewise.
+    let swept = stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1 };
+    let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
+    let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
+    emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    // Their alarms read those metrics by their names and the one dimension.
+    for (alarm, metric, function) in [
+        ("ProviderKeyRefused", stemvault_reconciler::aws::POLLS_REFUSED, "ReconcilerFunction"),
+        ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP, "ReconcilerFunction"),
+        ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED, "ReconcilerFunction"),
+        ("TasksNotSwept", stemvault_sweeper::aws::TASKS_NOT_SWEPT, "SweeperFunction"),
     ] {
         let properties = &cfn::resource(&template, alarm)["Properties"];
         assert_eq!(properties["MetricName"], metric, "{alarm}");
         let dimensions = cfn::as_list(&properties["Dimensions"]);
         let [dimension] = dimensions.as_slice() else { panic!("{alarm}: one dimension") };
         assert_eq!(dimension["Name"], "Function", "{alarm}");
-        assert_eq!(cfn::reference(&dimension["Value"]).as_deref(), Some("ReconcilerFunction"), "{alarm}");
+        assert_eq!(cfn::reference(&dimension["Value"]).as_deref(), Some(function), "{alarm}");
     }
     // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
     let (dimensions, metrics) =

@@ -64,6 +64,8 @@ struct TestPorts {
     index_fault: std::sync::Mutex<Option<(usize, IndexFault)>>,
     /// Every cursor read and write goes wrong so.
     cursor_fault: std::sync::Mutex<Option<IndexFault>>,
+    /// Every measure emitted, in order.
+    measures: std::sync::Mutex<Vec<Measure>>,
 }
 
 /// How an index read goes wrong.
@@ -81,6 +83,7 @@ impl TestPorts {
             cursor_writes: Default::default(),
             index_fault: Default::default(),
             cursor_fault: Default::default(),
+            measures: Default::default(),
         }
     }
 }
@@ -93,6 +96,12 @@ impl std::ops::Deref for TestPorts {
 }
 
 stemvault_vault::delegate_enqueue_ports!(TestPorts => table);
+
+impl EmitMetrics<Measure> for TestPorts {
+    fn emit_metrics(&self, measure: &Measure) {
+        self.measures.lock().unwrap().push(*measure);
+    }
+}
 
 impl TestPorts {
     async fn cursor_call(&self) -> Result<(), StoreError> {
@@ -209,6 +218,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!(sent(&ports), [(OLD.into(), "e".into()), (OLD.into(), "p".into())]);
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
     assert!(!report.stopped_early && !report.is_idle());
+    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 1, failed: 0 }], "one count per run");
     let old = ports.record(OLD).unwrap();
     let items = ports.items(OLD);
     for name in ["p", "e"] {
@@ -490,6 +500,7 @@ async fn a_task_that_panics_fails_alone_and_the_run_goes_on() {
     let bounded = Settings { max_tasks: 2, ..Settings::default() };
     let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_failed, report.files_requeued), (2, 1, 1), "{report:?}");
+    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 2, failed: 1 }], "alarmed on");
     let swept: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
     assert_eq!(swept, [task_id(1)]);
     let cursor = ports.cursor.lock().unwrap().clone().expect("written");
