@@ -97,9 +97,11 @@ pub enum Measure {
     ParkedCallbacks { still_parked: usize, refused: usize },
     /// A run that read the due tasks: how many polls the provider refused for the key
     /// (401/403), how many tasks it gave up (no result in time, or unknown to the provider for
-    /// a day), and how many it could not handle (the next run tries them again). Emitted by
-    /// every such run, zeros too, so an alarm can tell a run that went well from none.
-    Reconciled { refused: usize, given_up: usize, failed: usize },
+    /// a day), how many it could not handle (the next run tries them again), and of those, with
+    /// the tasks whose record cannot be read, how many no retry mends (a panic, a record or
+    /// write the table refuses: put off an hour, until someone fixes it). Emitted by every
+    /// such run, zeros too.
+    Reconciled { refused: usize, given_up: usize, failed: usize, broken: usize },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -164,6 +166,8 @@ pub struct Outcome {
     pub unwatched: usize,
     /// Tasks that could not be handled this time (the next run tries again).
     pub tasks_failed: usize,
+    /// Of those, the ones no retry mends (a panic, a record or write the table refuses).
+    pub tasks_broken: usize,
     /// Tasks whose record cannot be read, each put off an hour (logged as an error).
     pub unreadable: usize,
     /// Without a provider key: tasks put off until they are given up (not polled).
@@ -264,6 +268,7 @@ pub async fn reconcile<P: Ports>(
             }
             Err(e) => {
                 outcome.tasks_failed += 1;
+                outcome.tasks_broken += usize::from(!e.is_retryable());
                 // The table refusing its writes for good (an item too large, a record it
                 // cannot read, a write it refuses as invalid) would have it polled again,
                 // first, in every run: hourly, with an error, until mended.
@@ -279,7 +284,8 @@ pub async fn reconcile<P: Ports>(
         }
     }
     let (refused, given_up, failed) = (outcome.unauthorized, outcome.abandoned, outcome.tasks_failed);
-    ports.emit_metrics(&Measure::Reconciled { refused, given_up, failed });
+    let broken = outcome.tasks_broken + outcome.unreadable;
+    ports.emit_metrics(&Measure::Reconciled { refused, given_up, failed, broken });
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,

@@ -38,14 +38,22 @@ pub const TASKS_SWEPT: &str = "TasksSwept";
 /// panic): the next run tries them again.
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
+/// Of those, the ones no retry mends (a panic, a record the table cannot read); the name the
+/// reconciler's count has too, so one alarm reads both.
+pub const TASKS_BROKEN: &str = "TasksBroken";
+
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
 /// them), with dimension `Function` = `function` (the deployed function's name,
 /// [`metrics::function_name`]).
 pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
     match *measure {
-        Measure::Swept { checked, failed } => (
+        Measure::Swept { checked, failed, broken } => (
             vec![(metrics::FUNCTION, function)],
-            vec![Metric::counted(TASKS_SWEPT, checked), Metric::counted(TASKS_NOT_SWEPT, failed)],
+            vec![
+                Metric::counted(TASKS_SWEPT, checked),
+                Metric::counted(TASKS_NOT_SWEPT, failed),
+                Metric::counted(TASKS_BROKEN, broken),
+            ],
         ),
     }
 }

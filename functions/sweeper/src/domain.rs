@@ -102,10 +102,10 @@ pub trait CloseTask {
 /// What the function measures (CloudWatch metrics in [`crate::aws`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
-    /// A sweep: the open tasks it checked, and those it could not sweep (the next run tries
-    /// them again). Emitted by every run, zeros too, so an alarm can tell a quiet run from
-    /// none.
-    Swept { checked: usize, failed: usize },
+    /// A sweep: the open tasks it checked, those it could not sweep (the next run tries them
+    /// again), and of those the ones no retry mends (a panic, a record the table cannot
+    /// read). Emitted by every run, zeros too, so an alarm can tell a quiet run from none.
+    Swept { checked: usize, failed: usize, broken: usize },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -178,6 +178,8 @@ pub struct Outcome {
     pub manifests_requested: usize,
     /// Tasks that could not be swept this time (the next run tries again).
     pub tasks_failed: usize,
+    /// Of those, the ones no retry mends (a panic, a record the table cannot read).
+    pub tasks_broken: usize,
     /// Stopped at `max_tasks` or the deadline before every entry was checked once; the next
     /// run resumes after the last one checked.
     pub stopped_early: bool,
@@ -275,6 +277,7 @@ pub async fn sweep<P: Ports>(
                         outcome.files_requeued += unsent.total.saturating_sub(unsent.failed);
                     }
                     outcome.tasks_failed += 1;
+                    outcome.tasks_broken += usize::from(!e.is_retryable());
                     if e.is_retryable() {
                         tracing::warn!(task_id = %task.task_id, error = %e, "task not swept; the next run retries");
                     } else {
@@ -306,7 +309,8 @@ pub async fn sweep<P: Ports>(
             tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
-    ports.emit_metrics(&Measure::Swept { checked: outcome.tasks_checked, failed: outcome.tasks_failed });
+    let (checked, failed, broken) = (outcome.tasks_checked, outcome.tasks_failed, outcome.tasks_broken);
+    ports.emit_metrics(&Measure::Swept { checked, failed, broken });
     match index_failure {
         Some(e) => Err(e.into()),
         None => Ok(outcome),

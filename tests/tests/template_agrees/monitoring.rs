@@ -404,15 +404,17 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     }
     // The reconciler: every measure, likewise.
     use stemvault_reconciler::domain::Measure as Run;
-    let runs =
-        [Run::ParkedCallbacks { still_parked: 1, refused: 1 }, Run::Reconciled { refused: 1, given_up: 1, failed: 1 }];
+    let runs = [
+        Run::ParkedCallbacks { still_parked: 1, refused: 1 },
+        Run::Reconciled { refused: 1, given_up: 1, failed: 1, broken: 1 },
+    ];
     for run in &runs {
         let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
         let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // The sweeper: its one measure, likewise.
-    let swept = stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1 };
+    let swept = stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1 };
     let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
     let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
     emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
@@ -430,6 +432,23 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         assert_eq!(dimension["Name"], "Function", "{alarm}");
         assert_eq!(cfn::reference(&dimension["Value"]).as_deref(), Some(function), "{alarm}");
     }
+    // The broken-tasks alarm reads the count both functions emit under one name, each by its
+    // function.
+    assert_eq!(stemvault_reconciler::aws::TASKS_BROKEN, stemvault_sweeper::aws::TASKS_BROKEN);
+    let read: Vec<(String, Option<String>)> =
+        cfn::as_list(&cfn::resource(&template, "TasksBroken")["Properties"]["Metrics"])
+            .iter()
+            .map(|stat| &stat["MetricStat"]["Metric"])
+            .filter(|metric| !metric.is_null())
+            .map(|metric| {
+                let dimensions = cfn::as_list(&metric["Dimensions"]);
+                let function = dimensions.first().and_then(|d| cfn::reference(&d["Value"]));
+                (metric["MetricName"].as_str().unwrap_or_default().to_owned(), function)
+            })
+            .collect();
+    let expected = ["ReconcilerFunction", "SweeperFunction"]
+        .map(|f| (stemvault_sweeper::aws::TASKS_BROKEN.to_owned(), Some(f.to_owned())));
+    assert_eq!(read, expected, "TasksBroken of the reconciler and the sweeper");
     // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Refused { reason: "signature_mismatch" });

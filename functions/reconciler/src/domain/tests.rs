@@ -359,7 +359,7 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
         let outcome = run(&ports).await;
         assert_eq!((outcome.polls, outcome.unauthorized), (1, 1), "{outcome:?}");
         let counted = ports.measures.lock().unwrap().last().copied();
-        assert_eq!(counted, Some(Measure::Reconciled { refused: 1, given_up: 0, failed: 0 }), "alarmed on");
+        assert_eq!(counted, Some(Measure::Reconciled { refused: 1, given_up: 0, failed: 0, broken: 0 }), "alarmed on");
         let after = ports.record();
         assert_eq!(after.polls, 1);
         assert!(after.last_poll.as_ref().unwrap().outcome.ends_with("_401"));
@@ -423,7 +423,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
-    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 1, failed: 0 }), "alarmed on");
+    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 1, failed: 0, broken: 0 }), "alarmed on");
     let record = ports.record();
     assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
     let published = ports.events.lock().unwrap().clone();
@@ -670,7 +670,7 @@ async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
     assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (2, 1, 1), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
-    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 0, failed: 1 }), "alarmed on");
+    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 0, failed: 1, broken: 1 }), "alarmed on");
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
     let task = broken_item(&ports);
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();

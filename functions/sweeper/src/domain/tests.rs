@@ -218,7 +218,11 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!(sent(&ports), [(OLD.into(), "e".into()), (OLD.into(), "p".into())]);
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
     assert!(!report.stopped_early && !report.is_idle());
-    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 1, failed: 0 }], "one count per run");
+    assert_eq!(
+        *ports.measures.lock().unwrap(),
+        [Measure::Swept { checked: 1, failed: 0, broken: 0 }],
+        "one count per run"
+    );
     let old = ports.record(OLD).unwrap();
     let items = ports.items(OLD);
     for name in ["p", "e"] {
@@ -500,7 +504,7 @@ async fn a_task_that_panics_fails_alone_and_the_run_goes_on() {
     let bounded = Settings { max_tasks: 2, ..Settings::default() };
     let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_failed, report.files_requeued), (2, 1, 1), "{report:?}");
-    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 2, failed: 1 }], "alarmed on");
+    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 2, failed: 1, broken: 1 }], "alarmed on");
     let swept: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
     assert_eq!(swept, [task_id(1)]);
     let cursor = ports.cursor.lock().unwrap().clone().expect("written");
