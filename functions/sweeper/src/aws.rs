@@ -42,19 +42,26 @@ pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 /// reconciler's count has too, so one alarm reads both.
 pub const TASKS_BROKEN: &str = "TasksBroken";
 
+/// How long ago the oldest open task past the grace period last received a callback, in
+/// seconds (0 with none open); not emitted by a run that could not read the index.
+pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
+
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
 /// them), with dimension `Function` = `function` (the deployed function's name,
 /// [`metrics::function_name`]).
 pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
     match *measure {
-        Measure::Swept { checked, failed, broken } => (
-            vec![(metrics::FUNCTION, function)],
-            vec![
+        Measure::Swept { checked, failed, broken, oldest_open_seconds } => {
+            let mut metrics = vec![
                 Metric::counted(TASKS_SWEPT, checked),
                 Metric::counted(TASKS_NOT_SWEPT, failed),
                 Metric::counted(TASKS_BROKEN, broken),
-            ],
-        ),
+            ];
+            if let Some(seconds) = oldest_open_seconds {
+                metrics.push(Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64));
+            }
+            (vec![(metrics::FUNCTION, function)], metrics)
+        }
     }
 }
 

@@ -104,8 +104,10 @@ pub trait CloseTask {
 pub enum Measure {
     /// A sweep: the open tasks it checked, those it could not sweep (the next run tries them
     /// again), and of those the ones no retry mends (a panic, a record the table cannot
-    /// read). Emitted by every run, zeros too, so an alarm can tell a quiet run from none.
-    Swept { checked: usize, failed: usize, broken: usize },
+    /// read); and how long ago the oldest open task past the grace period last received a
+    /// callback, in seconds (0: none; None: the index could not be read). Emitted by every
+    /// run, zeros too, so an alarm can tell a quiet run from none.
+    Swept { checked: usize, failed: usize, broken: usize, oldest_open_seconds: Option<u64> },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -235,6 +237,8 @@ pub async fn sweep<P: Ports>(
     let mut last: Option<OpenTask> = None;
     let mut after = start.clone();
     let mut index_failure = None;
+    // The index's first entry, when a page is read from its start (no cursor, or wrapped).
+    let mut oldest: Option<Option<Timestamp>> = None;
     'lap: loop {
         if ports.now() >= stop_at {
             outcome.stopped_early = true;
@@ -242,6 +246,7 @@ pub async fn sweep<P: Ports>(
         }
         // Bounded like a task: a page read started before `stop_at` ends within the reserve.
         let reading = ports.list_open_tasks(received_before, after.as_ref());
+        let from_the_start = after.is_none();
         let page = match answer_within(TASK_BUDGET, "from the open-tasks index", reading).await {
             Ok(page) => page,
             Err(e) => {
@@ -251,6 +256,9 @@ pub async fn sweep<P: Ports>(
                 break;
             }
         };
+        if from_the_start {
+            oldest.get_or_insert(page.tasks.first().map(|task| task.last_received_at));
+        }
         for task in &page.tasks {
             // Past the cursor again after wrapping: this run checked these already.
             if outcome.wrapped && start.as_ref().is_some_and(|s| position(task) > position(s)) {
@@ -310,11 +318,37 @@ pub async fn sweep<P: Ports>(
         }
     }
     let (checked, failed, broken) = (outcome.tasks_checked, outcome.tasks_failed, outcome.tasks_broken);
-    ports.emit_metrics(&Measure::Swept { checked, failed, broken });
+    let oldest = match oldest {
+        Some(oldest) => Some(oldest),
+        // Started after a cursor and never wrapped: the index's start read for it alone.
+        None if index_failure.is_none() => oldest_open(ports, received_before).await,
+        None => None,
+    };
+    let now = ports.now();
+    let oldest_open_seconds = oldest.map(|at| at.map_or(0, |at| seconds_between(at, now)));
+    ports.emit_metrics(&Measure::Swept { checked, failed, broken, oldest_open_seconds });
     match index_failure {
         Some(e) => Err(e.into()),
         None => Ok(outcome),
     }
+}
+
+/// When the oldest open task past the grace period last received a callback (None inside:
+/// no open task); None when the index cannot be read in time.
+async fn oldest_open<P: Ports>(ports: &P, received_before: Timestamp) -> Option<Option<Timestamp>> {
+    let reading = ports.list_open_tasks(received_before, None);
+    match answer_within(BEST_EFFORT_CALL_TIMEOUT, "reading the oldest open task", reading).await {
+        Ok(page) => Some(page.tasks.first().map(|task| task.last_received_at)),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the oldest open task; its age is not counted this run");
+            None
+        }
+    }
+}
+
+/// Whole seconds from `from` to `to` (0 when `to` is not later).
+fn seconds_between(from: Timestamp, to: Timestamp) -> u64 {
+    u64::try_from(to.unix_ms.saturating_sub(from.unix_ms) / 1000).unwrap_or(0)
 }
 
 /// Where an entry stands in the index: by last delivery, then task id.

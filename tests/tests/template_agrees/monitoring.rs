@@ -414,7 +414,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // The sweeper: its one measure, likewise.
-    let swept = stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1 };
+    let swept =
+        stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1, oldest_open_seconds: Some(1) };
     let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
     let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
     emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
@@ -424,6 +425,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP, "ReconcilerFunction"),
         ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED, "ReconcilerFunction"),
         ("TasksNotSwept", stemvault_sweeper::aws::TASKS_NOT_SWEPT, "SweeperFunction"),
+        ("TaskOpenTooLong", stemvault_sweeper::aws::OLDEST_OPEN_TASK_SECONDS, "SweeperFunction"),
     ] {
         let properties = &cfn::resource(&template, alarm)["Properties"];
         assert_eq!(properties["MetricName"], metric, "{alarm}");

@@ -220,7 +220,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert!(!report.stopped_early && !report.is_idle());
     assert_eq!(
         *ports.measures.lock().unwrap(),
-        [Measure::Swept { checked: 1, failed: 0, broken: 0 }],
+        [Measure::Swept { checked: 1, failed: 0, broken: 0, oldest_open_seconds: Some(age_of(&ports, at(0))) }],
         "one count per run"
     );
     let old = ports.record(OLD).unwrap();
@@ -472,6 +472,11 @@ fn pending_orphans(n: usize) -> TestPorts {
     ports
 }
 
+/// Whole seconds from `since` to the ports' clock now.
+fn age_of(ports: &TestPorts, since: Timestamp) -> u64 {
+    u64::try_from((ports.now().unix_ms - since.unix_ms) / 1000).unwrap()
+}
+
 fn task_id(i: usize) -> String {
     format!("{i:032x}")
 }
@@ -489,6 +494,11 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
 
     let out_of_time = sweep(&ports, &Settings::default(), "sweeper-2", at(300)).await.unwrap();
     assert_eq!((out_of_time.tasks_checked, out_of_time.stopped_early), (0, true));
+    // It read no page from the index's start (it started after the cursor, and stopped at
+    // once): the oldest open task is read for its age alone.
+    let counted = ports.measures.lock().unwrap().last().copied();
+    let oldest_open_seconds = Some(age_of(&ports, at(0)));
+    assert_eq!(counted, Some(Measure::Swept { checked: 0, failed: 0, broken: 0, oldest_open_seconds }));
 
     let rest = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((rest.tasks_checked, rest.files_requeued, rest.stopped_early), (5, 2, false));
@@ -504,7 +514,11 @@ async fn a_task_that_panics_fails_alone_and_the_run_goes_on() {
     let bounded = Settings { max_tasks: 2, ..Settings::default() };
     let report = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_failed, report.files_requeued), (2, 1, 1), "{report:?}");
-    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Swept { checked: 2, failed: 1, broken: 1 }], "alarmed on");
+    assert_eq!(
+        *ports.measures.lock().unwrap(),
+        [Measure::Swept { checked: 2, failed: 1, broken: 1, oldest_open_seconds: Some(age_of(&ports, at(0))) }],
+        "alarmed on"
+    );
     let swept: Vec<String> = sent(&ports).into_iter().map(|(t, _)| t).collect();
     assert_eq!(swept, [task_id(1)]);
     let cursor = ports.cursor.lock().unwrap().clone().expect("written");
