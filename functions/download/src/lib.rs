@@ -23,6 +23,7 @@ pub mod error;
 pub mod existing;
 pub mod fresh_link;
 pub mod media;
+pub mod pace;
 pub mod source;
 pub mod source_policy;
 pub mod upload;

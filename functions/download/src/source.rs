@@ -10,7 +10,8 @@
 //!   same reason (with a proxy, the proxy's name would be resolved instead of the source's).
 //! * A URL whose exact origin is listed is fetched with a client that resolves normally:
 //!   that origin may be on a private address on purpose (a local run).
-//! * Connect and read-idle timeouts; the overall deadline is the caller's.
+//! * Connect and read-idle timeouts, and a floor on the rate ([`crate::pace`]); the overall
+//!   deadline is the caller's.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -140,7 +141,7 @@ impl FetchSource for HttpSource {
                 return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
             }
             let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| kept_content_type(v.as_bytes()));
-            let chunks = response.bytes_stream().map(|chunk| chunk.map_err(body_error));
+            let chunks = crate::pace::paced(response.bytes_stream().map(|chunk| chunk.map_err(body_error)));
             return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
         }
     }
