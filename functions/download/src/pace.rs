@@ -1,78 +1,125 @@
 //! The least a source must send: a host that trickles bytes (one every 29 s stays under the
 //! read-idle timeout) would otherwise hold a receive until the invocation's deadline, every
 //! receive, and a download slot with it. The floor is far below any real host's rate, so only
-//! such a trickle meets it.
+//! such a trickle meets it. Only the time spent waiting on the source counts: while the
+//! upload holds the stream back (a part going to S3), a fast source is not made to look slow.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
+use futures::Stream;
+use tokio::time::Instant;
 
 use crate::error::FetchError;
 
-/// The window a source's bytes are counted over.
+/// How long the source is waited on before its bytes are counted.
 pub const RATE_WINDOW: Duration = Duration::from_secs(60);
 
-/// The least a source must send per [`RATE_WINDOW`]: 16 KiB a minute (273 bytes a second).
+/// The least a source must send per [`RATE_WINDOW`] of waiting on it: 16 KiB (273 bytes a
+/// second).
 pub const MIN_BYTES_PER_WINDOW: u64 = 16 * 1024;
 
 /// `chunks`, ended with a [`FetchError::Timeout`] (retryable: the next receive tries again)
-/// at the first chunk that closes a window of fewer than [`MIN_BYTES_PER_WINDOW`]. A source
-/// that sends nothing at all meets the read-idle timeout instead.
-pub fn paced<S>(chunks: S) -> impl Stream<Item = Result<Bytes, FetchError>>
+/// at the first chunk that closes a window of waiting on it that brought fewer than
+/// [`MIN_BYTES_PER_WINDOW`]. A source that sends nothing at all meets the read-idle timeout.
+pub fn paced<S>(chunks: S) -> Paced<S>
 where
-    S: Stream<Item = Result<Bytes, FetchError>>,
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin,
 {
-    let mut window_start = tokio::time::Instant::now();
-    let mut in_window: u64 = 0;
-    chunks.map(move |chunk| {
-        let chunk = chunk?;
-        in_window = in_window.saturating_add(chunk.len() as u64);
-        let now = tokio::time::Instant::now();
-        let elapsed = now.duration_since(window_start);
-        if elapsed >= RATE_WINDOW {
-            if in_window < MIN_BYTES_PER_WINDOW {
-                return Err(FetchError::Timeout(format!(
-                    "the source sent {in_window} bytes in {} s, under {MIN_BYTES_PER_WINDOW} a minute",
-                    elapsed.as_secs()
-                )));
-            }
-            (window_start, in_window) = (now, 0);
+    Paced { chunks, waiting_since: None, waited: Duration::ZERO, in_window: 0, cut: false }
+}
+
+/// See [`paced`].
+pub struct Paced<S> {
+    chunks: S,
+    /// Since when the source has been asked for the next chunk, while it has not come.
+    waiting_since: Option<Instant>,
+    /// Time spent waiting on the source in this window.
+    waited: Duration,
+    /// Bytes it brought in this window.
+    in_window: u64,
+    cut: bool,
+}
+
+impl<S> Stream for Paced<S>
+where
+    S: Stream<Item = Result<Bytes, FetchError>> + Unpin,
+{
+    type Item = Result<Bytes, FetchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.cut {
+            return Poll::Ready(None);
         }
-        Ok(chunk)
-    })
+        let now = Instant::now();
+        let since = *this.waiting_since.get_or_insert(now);
+        let Poll::Ready(next) = Pin::new(&mut this.chunks).poll_next(cx) else { return Poll::Pending };
+        this.waiting_since = None;
+        this.waited += now.duration_since(since);
+        let Some(Ok(chunk)) = next else { return Poll::Ready(next) };
+        this.in_window = this.in_window.saturating_add(chunk.len() as u64);
+        if this.waited >= RATE_WINDOW {
+            if this.in_window < MIN_BYTES_PER_WINDOW {
+                this.cut = true;
+                return Poll::Ready(Some(Err(FetchError::Timeout(format!(
+                    "the source sent {} bytes in {} s of waiting on it, under {MIN_BYTES_PER_WINDOW} a minute",
+                    this.in_window,
+                    this.waited.as_secs()
+                )))));
+            }
+            (this.waited, this.in_window) = (Duration::ZERO, 0);
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
+
     use super::*;
 
     /// `n` chunks of `size` bytes, one every `every` (in the test's paused time).
-    fn every(n: usize, size: usize, every: Duration) -> impl Stream<Item = Result<Bytes, FetchError>> {
-        futures::stream::unfold(0, move |sent| async move {
+    fn every(n: usize, size: usize, every: Duration) -> Pin<Box<dyn Stream<Item = Result<Bytes, FetchError>> + Send>> {
+        Box::pin(futures::stream::unfold(0, move |sent| async move {
             if sent == n {
                 return None;
             }
             tokio::time::sleep(every).await;
             Some((Ok(Bytes::from(vec![0u8; size])), sent + 1))
-        })
+        }))
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_source_trickling_under_the_floor_is_cut_once_a_window_closes() {
-        let started = tokio::time::Instant::now();
-        let chunks: Vec<_> = Box::pin(paced(every(10, 1, Duration::from_secs(28)))).collect().await;
-        let cut = chunks.iter().position(Result::is_err).expect("cut");
-        assert_eq!(cut, 2, "the chunk at 84 s closes the first window, 3 bytes in it");
-        assert!(matches!(&chunks[cut], Err(FetchError::Timeout(why)) if why.contains("3 bytes in 84 s")), "{chunks:?}");
+        let started = Instant::now();
+        let chunks: Vec<_> = paced(every(10, 1, Duration::from_secs(28))).collect().await;
+        assert_eq!(chunks.len(), 3, "cut, and ended: {chunks:?}");
+        let why = "the source sent 3 bytes in 84 s of waiting on it";
+        assert!(matches!(&chunks[2], Err(FetchError::Timeout(e)) if e.starts_with(why)), "{chunks:?}");
         assert!(started.elapsed() >= Duration::from_secs(84));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_slow_but_real_source_passes() {
         // 20 KiB every 30 s for 5 minutes: 40 KiB a minute, a tenth of a modem's rate.
-        let chunks: Vec<_> = Box::pin(paced(every(10, 20 * 1024, Duration::from_secs(30)))).collect().await;
+        let chunks: Vec<_> = paced(every(10, 20 * 1024, Duration::from_secs(30))).collect().await;
         assert_eq!(chunks.len(), 10);
         assert!(chunks.iter().all(Result::is_ok), "{chunks:?}");
+    }
+
+    /// Time the reader holds the stream back (a part's upload to a slow S3) is not the
+    /// source's: small chunks ready at once, each read two minutes apart, pass.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_holding_the_stream_back_does_not_make_the_source_slow() {
+        let ready = futures::stream::iter((0..5).map(|_| Ok(Bytes::from_static(b"x"))));
+        let mut source = paced(ready);
+        while let Some(chunk) = source.next().await {
+            assert!(chunk.is_ok(), "{chunk:?}");
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
     }
 }

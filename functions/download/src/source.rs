@@ -141,7 +141,7 @@ impl FetchSource for HttpSource {
                 return Err(FetchError::TooLarge { limit: max_bytes, declared: Some(declared) });
             }
             let content_type = response.headers().get(CONTENT_TYPE).and_then(|v| kept_content_type(v.as_bytes()));
-            let chunks = crate::pace::paced(response.bytes_stream().map(|chunk| chunk.map_err(body_error)));
+            let chunks = crate::pace::paced(Box::pin(response.bytes_stream().map(|chunk| chunk.map_err(body_error))));
             return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
         }
     }
