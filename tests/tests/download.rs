@@ -921,9 +921,9 @@ async fn unreadable_messages_go_back_at_once_without_failing_the_others() {
     let task = record.task_id.clone();
     s.env.put_record(&record).await;
 
-    // Bodies no job can be read from go back to the queue at once (visible again now, so
-    // their receives run out in seconds and the dead-letter queue keeps them); a job of a task
-    // the table does not know is dropped; neither fails anything else.
+    // Bodies no job can be read from go back to the queue, a minute away on a first receive
+    // (a deploy under way may bring a build that reads them; else the dead-letter queue keeps
+    // them); a job of a task the table does not know is dropped; neither fails anything else.
     let job = |name: &str| serde_json::to_string(&job_of(&record, name)).unwrap();
     let mut unknown_task = job_of(&record, "a");
     unknown_task.task_id = new_task_id();
@@ -944,7 +944,7 @@ async fn unreadable_messages_go_back_at_once_without_failing_the_others() {
         .collect();
     assert_eq!(failed.len(), 2, "{failed:?}");
     assert!(failed.iter().all(|body| [&bodies[1], &bodies[2]].contains(&&body.to_string())), "{failed:?}");
-    assert_eq!(s.env.queue_depth().await, (2, 0), "the unreadable two, visible again at once");
+    assert_eq!(s.env.queue_depth().await, (0, 2), "the unreadable two, back on the queue, invisible");
     let stored = s.env.task_record(&task).await;
     assert_eq!((stored.files["a"].status, stored.files["b"].status), (FileStatus::Stored, FileStatus::Stored));
     assert_eq!(stored.vault, VaultState::Complete);

@@ -227,8 +227,8 @@ fn log_outcome(outcome: &Outcome) {
         Outcome::Dropped(e) => tracing::warn!(error = %e, "dropping the message"),
         Outcome::Unreadable(e) => tracing::error!(
             error = %e,
-            "a message this build cannot read: sent back at once until its receives run out, on to the dead-letter \
-             queue"
+            "a message this build cannot read: sent back a minute per receive until its receives run out, on to \
+             the dead-letter queue"
         ),
         // On the last receive, the copy path's own ERROR line says it goes to the dead-letter queue.
         Outcome::Retry(e) => {

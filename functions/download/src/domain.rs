@@ -368,10 +368,11 @@ pub enum Outcome {
     /// Nothing could be done, ever: the message is deleted.
     Dropped(DownloadError),
     /// The body is no job this build reads (a mismatch between releases during a deploy or
-    /// a rollback, a message sent by hand): sent back at once, with no delay, until its
-    /// receives run out, so that it reaches the dead-letter queue (and its alarm) within
-    /// seconds, kept there for a redrive to a build that reads it. Deleted, its file would
-    /// wait, `queued`, for the sweeper's resend 4 days on, its URL likely expired by then.
+    /// a rollback, a message sent by hand): sent back after [`UNREADABLE_RETRY`] times its
+    /// receive count, so that a deploy under way has minutes to bring a build that reads it,
+    /// and one still unreadable reaches the dead-letter queue (and its alarm) about half an
+    /// hour after it was sent, kept there for a redrive. Deleted, its file would wait,
+    /// `queued`, for the sweeper's resend 4 days on, its URL likely expired by then.
     Unreadable(DownloadError),
     /// Try again later: the message goes back to the queue.
     Retry(DownloadError),
@@ -517,20 +518,25 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
     }
 }
 
+/// The delay per receive before a message this build cannot read comes back
+/// ([`Outcome::Unreadable`]): 1, 2, ... 7 minutes, about half an hour to its last receive.
+pub const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
+
 /// After a retryable outcome: keep the message away for a delay that grows with its
 /// receive count, or as long as the source's `Retry-After` or another claim's lease asks
-/// ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]);
-/// after its last receive ([`MAX_RECEIVE_COUNT`]), or for a message this build cannot read
-/// ([`Outcome::Unreadable`]), for no time at all: no delay buys another attempt (the queue
-/// moves it to the dead-letter queue at its next receive, or after its few quick ones), and
-/// the dead-letter alarm should not wait for it. Failing to do so only means a retry once the
+/// ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]; for a message this build cannot read,
+/// [`UNREADABLE_RETRY`] times its receive count); after its last receive
+/// ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another attempt (the queue moves
+/// it to the dead-letter queue at its next receive), and the dead-letter alarm should not
+/// wait for it. Failing to do so only means a retry once the
 /// queue's visibility timeout is over (so does SQS not answering
 /// within [`BEST_EFFORT_CALL_TIMEOUT`]).
 pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery, outcome: &Outcome) {
     let Some(receipt_handle) = &delivery.receipt_handle else { return };
-    let delay = match delivery.is_last_receive() || matches!(outcome, Outcome::Unreadable(_)) {
-        true => Duration::ZERO,
-        false => DOWNLOAD_BACKOFF.retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
+    let delay = match (delivery.is_last_receive(), outcome) {
+        (true, _) => Duration::ZERO,
+        (false, Outcome::Unreadable(_)) => UNREADABLE_RETRY.saturating_mul(delivery.receive_count),
+        (false, _) => DOWNLOAD_BACKOFF.retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

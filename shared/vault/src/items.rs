@@ -399,9 +399,8 @@ pub fn plan_save(before: Option<&TaskRecord>, after: &TaskRecord) -> Result<Save
     Ok(SavePlan { mark_open, files, callbacks, task, redelivered })
 }
 
-/// How far ahead of a request's clock another's may be, in milliseconds (an hour: clocks
-/// synchronised by NTP differ by milliseconds); a time read further ahead is a hand edit.
-const MAX_CLOCK_LEAD_MS: u64 = 3_600_000;
+/// [`crate::time::MAX_CLOCK_LEAD`] in milliseconds.
+const MAX_CLOCK_LEAD_MS: u64 = crate::time::MAX_CLOCK_LEAD.as_millis() as u64;
 
 /// Whether a save of `after` over `before` marks the task item before its file items
 /// ([`MarkOpen`]): it reopens a settled task, or adds or reopens files (a generation above

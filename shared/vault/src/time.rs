@@ -13,6 +13,11 @@ use crate::StoreError;
 /// before it, leaving time to record what they did.
 pub const DEADLINE_MARGIN: Duration = Duration::from_secs(10);
 
+/// How far ahead of a request's clock another's may be (clocks synchronised by NTP differ by
+/// milliseconds): a time read further ahead was written by a hand (a digit too many), and is
+/// not carried on (it would keep its task out of the sweeper's sight until then).
+pub const MAX_CLOCK_LEAD: Duration = Duration::from_secs(3600);
+
 /// The longest a best-effort call made inside that margin may take (a retry's delay, a
 /// multipart upload's abort): one that hangs must not run the invocation into its timeout,
 /// which answers nothing and sends its whole batch back after the visibility timeout.

@@ -398,8 +398,9 @@ async fn the_record_url_wins_over_the_message_url() {
     assert_eq!(ports.store.object(&format!("tasks/{TASK}/vocal.mp3")).unwrap(), b"newer");
 }
 
-/// A body no job can be read from goes on to the dead-letter queue (a failure, no delay); a
-/// job naming a task or file the table does not have is dropped (nothing to do, ever).
+/// A body no job can be read from goes on to the dead-letter queue (a failure, back after a
+/// minute per receive, at once on its last); a job naming a task or file the table does not
+/// have is dropped (nothing to do, ever).
 #[tokio::test]
 async fn unreadable_messages_go_on_and_messages_naming_nothing_known_are_dropped() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -413,7 +414,9 @@ async fn unreadable_messages_go_on_and_messages_naming_nothing_known_are_dropped
         let outcome = process_message(&ports, &SETTINGS, &delivery(body.clone(), 1)).await;
         assert!(matches!(outcome, Outcome::Unreadable(DownloadError::Malformed(_))), "{body}: {outcome:?}");
         assert!(outcome.is_failure(), "{body}");
-        delay_retry(&ports, &delivery(body.clone(), 1), &outcome).await;
+        delay_retry(&ports, &delivery(body.clone(), 3), &outcome).await;
+        assert_eq!(ports.delays.lock().unwrap().pop().map(|(_, delay)| delay), Some(3 * UNREADABLE_RETRY), "{body}");
+        delay_retry(&ports, &delivery(body.clone(), MAX_RECEIVE_COUNT), &outcome).await;
         assert_eq!(ports.delays.lock().unwrap().pop().map(|(_, delay)| delay), Some(Duration::ZERO), "{body}");
     }
     let missing_task = job_body("vocal").replace(TASK, "unknown-task");

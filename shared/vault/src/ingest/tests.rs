@@ -548,6 +548,21 @@ fn last_received_never_goes_back() {
     assert_eq!(out.last_received_at, now(10));
 }
 
+/// ... but a time read beyond any clock's lead (a hand edit, a digit too many) is not carried
+/// on: it would keep the task out of the sweeper's sight until then.
+#[test]
+fn last_received_far_ahead_of_the_clock_is_not_carried_on() {
+    let e = event(Stage::Final, 200, &[]);
+    let mut r = ingest_callback(None, &e, &body("a"), &claimant("r"), now(0)).record;
+    r.last_received_at = Timestamp::from_unix_ms(17_650_000_000_000);
+    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(10)).record;
+    assert_eq!(out.last_received_at, now(10));
+    // Within the lead, another request's clock ahead of this one: kept.
+    r.last_received_at = now(10).plus(Duration::from_secs(30));
+    let out = ingest_callback(Some(&r), &e, &body("a"), &claimant("r"), now(10)).record;
+    assert_eq!(out.last_received_at, now(40));
+}
+
 #[test]
 fn last_received_is_the_latest_in_time_not_in_text() {
     let e = event(Stage::Final, 200, &[]);
