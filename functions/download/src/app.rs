@@ -268,19 +268,12 @@ mod tests {
         let outcome = match m.body.as_deref() {
             Some("panic") => panic!("poisoned message"),
             Some("retry") => Outcome::Retry(DownloadError::LostClaim),
-            Some("drop") => Outcome::Dropped(DownloadError::Malformed("x".into())),
+            Some("drop") => {
+                Outcome::Dropped(DownloadError::Dropped(stemvault_vault::download::DropReason::TaskMissing))
+            }
             _ => stored(),
         };
         handled(&m, outcome)
-    }
-
-    /// Run `handle` on every message, at most `limit` at once, each in its own task and span.
-    async fn run_messages<F, Fut>(messages: Vec<SqsMessage>, limit: usize, handle: F) -> Vec<Ran<Handled>>
-    where
-        F: Fn(SqsMessage) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Handled> + Send + 'static,
-    {
-        sqs_batch::run_messages(messages, limit, message_span, handle).await
     }
 
     fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
@@ -296,7 +289,7 @@ mod tests {
             message("m4", "drop"),
             message("m5", "ok"),
         ];
-        let response = respond(&run_messages(messages, 2, outcome_for).await);
+        let response = respond(&sqs_batch::run_messages(messages, 2, message_span, outcome_for).await);
         assert_eq!(failed_ids(&response), vec!["m2", "m3"]);
     }
 
@@ -431,20 +424,38 @@ mod tests {
         assert_eq!(delayed, 1, "delayed once");
     }
 
-    /// A check that panics outside its guard (here delaying a message it sends back) is made
-    /// again after the batch, rather than lost with the message's task.
-    #[tokio::test]
-    async fn a_check_that_panics_is_made_again_after_the_batch() {
+    /// One file's batch whose settle checks fail and then panic (delaying the message they
+    /// send back) `times` times: its answer, and the ports.
+    async fn batch_whose_check_panics(times: u32) -> (SqsBatchResponse, Arc<MemoryPorts>) {
         let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued)]));
         serve(&ports, "a", b"a");
-        *ports.settle_failures.lock().unwrap() = 1;
-        *ports.delay_panics.lock().unwrap() = 1;
+        *ports.settle_failures.lock().unwrap() = times;
+        *ports.delay_panics.lock().unwrap() = times;
         let ports = Arc::new(ports);
         let mut batch = vec![message("m1", &job_body("a"))];
         batch[0].receipt_handle = Some("r1".to_owned());
         let response = process_batch(ports.clone(), SETTINGS, batch, Instant::now() + Duration::from_secs(120)).await;
+        (response, ports)
+    }
+
+    /// A check that panics outside its guard (here delaying a message it sends back) is made
+    /// again after the batch, rather than lost with the message's task.
+    #[tokio::test]
+    async fn a_check_that_panics_is_made_again_after_the_batch() {
+        let (response, ports) = batch_whose_check_panics(1).await;
         assert_eq!(failed_ids(&response), Vec::<&str>::new(), "the second check settled the task");
         assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+    }
+
+    /// A check that panics again after the batch leaves the task open for the sweeper: its
+    /// messages are not sent back (their files are settled).
+    #[tokio::test]
+    async fn a_check_that_panics_after_the_batch_too_leaves_the_task_to_the_sweeper() {
+        let (response, ports) = batch_whose_check_panics(2).await;
+        assert_eq!(failed_ids(&response), Vec::<&str>::new(), "its file is stored");
+        let task = ports.record(TASK);
+        assert_eq!((task.files["a"].status, task.vault), (FileStatus::Stored, VaultState::Pending));
+        assert_eq!(task.open.as_deref(), Some("open"), "listed for the sweeper");
     }
 
     /// When a task's settle check fails, every message of the batch that asked for it goes

@@ -873,7 +873,7 @@ impl EmitMetrics<Measure> for MemoryPorts {
 impl DelayMessage for MemoryPorts {
     async fn delay_message(&self, receipt_handle: &str, delay: Duration) -> Result<(), stemvault_vault::QueueError> {
         self.delays.lock().unwrap().push((receipt_handle.to_owned(), delay));
-        if std::mem::replace(&mut *self.delay_panics.lock().unwrap(), 0) > 0 {
+        if injected(&self.delay_panics) {
             panic!("delaying the message panicked");
         }
         if self.delays_hang.load(std::sync::atomic::Ordering::SeqCst) {

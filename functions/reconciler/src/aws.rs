@@ -41,10 +41,6 @@ pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 /// Due tasks a run could not handle (a table error, the task's budget run out, a panic).
 pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
 
-/// Tasks a run (a reconciler's or a sweep) could not handle in a way no retry mends: a panic,
-/// a record that cannot be read, a write the table refuses for good.
-pub const TASKS_BROKEN: &str = "TasksBroken";
-
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
 /// items of a polled result and the poll bookkeeping (PutItem), the `queued` set, released
@@ -234,7 +230,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(POLLS_REFUSED, refused),
                 Metric::counted(TASKS_GIVEN_UP, given_up),
                 Metric::counted(TASKS_NOT_RECONCILED, failed),
-                Metric::counted(TASKS_BROKEN, broken),
+                Metric::counted(metrics::TASKS_BROKEN, broken),
             ],
         ),
     }

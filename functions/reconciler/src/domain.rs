@@ -268,7 +268,6 @@ pub async fn reconcile<P: Ports>(
             }
             Err(e) => {
                 outcome.tasks_failed += 1;
-                outcome.tasks_broken += usize::from(!e.is_retryable());
                 // The table refusing its writes for good (an item too large, a record it
                 // cannot read, a write it refuses as invalid) would have it polled again,
                 // first, in every run: hourly, with an error, until mended.
@@ -276,6 +275,7 @@ pub async fn reconcile<P: Ports>(
                     tracing::warn!(task_id, error = %e, "task not reconciled; the next run retries");
                     reconcile::FIRST_POLL_INTERVAL
                 } else {
+                    outcome.tasks_broken += 1;
                     tracing::error!(task_id, error = %e, "task not reconciled, and no retry can mend it: fix its items (or the build)");
                     reconcile::MAX_POLL_INTERVAL
                 };

@@ -38,10 +38,6 @@ pub const TASKS_SWEPT: &str = "TasksSwept";
 /// panic): the next run tries them again.
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
-/// Of those, the ones no retry mends (a panic, a record the table cannot read); the name the
-/// reconciler's count has too, so one alarm reads both.
-pub const TASKS_BROKEN: &str = "TasksBroken";
-
 /// How long ago the oldest open task past the grace period last received a callback, in
 /// seconds (0 with none open); not emitted by a run that could not read the index.
 pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
@@ -55,7 +51,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
             let mut metrics = vec![
                 Metric::counted(TASKS_SWEPT, checked),
                 Metric::counted(TASKS_NOT_SWEPT, failed),
-                Metric::counted(TASKS_BROKEN, broken),
+                Metric::counted(metrics::TASKS_BROKEN, broken),
             ];
             if let Some(seconds) = oldest_open_seconds {
                 metrics.push(Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64));

@@ -285,10 +285,10 @@ pub async fn sweep<P: Ports>(
                         outcome.files_requeued += unsent.total.saturating_sub(unsent.failed);
                     }
                     outcome.tasks_failed += 1;
-                    outcome.tasks_broken += usize::from(!e.is_retryable());
                     if e.is_retryable() {
                         tracing::warn!(task_id = %task.task_id, error = %e, "task not swept; the next run retries");
                     } else {
+                        outcome.tasks_broken += 1;
                         // Fails again every run (a malformed item): as the reconciler says it.
                         tracing::error!(
                             task_id = %task.task_id,

@@ -16,6 +16,11 @@ pub const NAMESPACE: &str = "stemvault";
 /// The dimension every metric carries: which function emitted it, by [`function_name`].
 pub const FUNCTION: &str = "Function";
 
+/// Tasks a run (a reconciler's or a sweep) could not handle in a way no retry mends: a panic,
+/// a record that cannot be read, a write the table refuses for good. Both functions emit it
+/// under this one name, so one alarm reads both.
+pub const TASKS_BROKEN: &str = "TasksBroken";
+
 /// The value of the [`FUNCTION`] dimension of the function whose logical name is `logical`
 /// ("download", "ingest", ...): its deployed name (`AWS_LAMBDA_FUNCTION_NAME`, unique per
 /// stack), so two stacks in one account and region never add up in each other's metrics and

@@ -169,7 +169,7 @@ pub const MAX_COUNT: u64 = 1 << 53;
 /// The latest `adding_at` a record is read with (9999-12-31, the last time a timestamp
 /// spells): a later one was written in micro- or nanoseconds by a hand, and a mark past it
 /// would set `last_received_at` to the end of time, out of the sweeper's sight for good.
-pub const MAX_UNIX_MS: u64 = 253_402_300_799_999;
+pub const MAX_UNIX_MS: u64 = crate::time::LAST_RFC3339_MS as u64;
 
 /// [`StoreError::Malformed`] for a count past [`MAX_COUNT`] or a fence time past
 /// [`MAX_UNIX_MS`].

@@ -41,7 +41,7 @@ pub async fn answer_within<T>(
 }
 
 /// 9999-12-31T23:59:59.999Z in Unix ms: the last time RFC 3339 (four-digit years) can write.
-const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+pub(crate) const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
 
 /// An instant, to the millisecond, since the Unix epoch.
 ///

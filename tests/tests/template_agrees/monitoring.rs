@@ -436,7 +436,6 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     }
     // The broken-tasks alarm reads the count both functions emit under one name, each by its
     // function.
-    assert_eq!(stemvault_reconciler::aws::TASKS_BROKEN, stemvault_sweeper::aws::TASKS_BROKEN);
     let read: Vec<(String, Option<String>)> =
         cfn::as_list(&cfn::resource(&template, "TasksBroken")["Properties"]["Metrics"])
             .iter()
@@ -449,7 +448,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
             })
             .collect();
     let expected = ["ReconcilerFunction", "SweeperFunction"]
-        .map(|f| (stemvault_sweeper::aws::TASKS_BROKEN.to_owned(), Some(f.to_owned())));
+        .map(|f| (stemvault_aws::metrics::TASKS_BROKEN.to_owned(), Some(f.to_owned())));
     assert_eq!(read, expected, "TasksBroken of the reconciler and the sweeper");
     // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
     let (dimensions, metrics) =

@@ -32,8 +32,8 @@ pub(super) struct Checks {
 #[derive(Default)]
 struct TaskMessages {
     running: usize,
+    /// Emptied when the task is checked (put back should the check panic).
     done: Vec<Done>,
-    checked: bool,
     /// The messages the check sent back (delayed already), by their place in the batch, and why.
     sent_back: Vec<(usize, DownloadError)>,
 }
@@ -68,7 +68,6 @@ impl Checks {
             if messages.running > 0 {
                 return;
             }
-            messages.checked = true;
             std::mem::take(&mut messages.done)
         };
         // Its own panic must not take the task's check with it (the message's is not caught
@@ -80,7 +79,7 @@ impl Checks {
             Ok(sent_back) => messages.sent_back = sent_back,
             Err(panic) => {
                 tracing::error!(error = %panic, "the settle check panicked; it is made again after the batch");
-                (messages.checked, messages.done) = (false, done);
+                messages.done = done;
             }
         }
     }
@@ -94,8 +93,7 @@ impl Checks {
             let mut unchecked = Vec::new();
             for messages in tasks.values_mut() {
                 sent_back.append(&mut messages.sent_back);
-                if !messages.checked && !messages.done.is_empty() {
-                    messages.checked = true;
+                if !messages.done.is_empty() {
                     unchecked.push(std::mem::take(&mut messages.done));
                 }
             }

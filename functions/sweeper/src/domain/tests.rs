@@ -505,6 +505,19 @@ async fn every_page_is_swept_within_the_task_and_time_bounds() {
     assert_eq!(ports.messages().len(), 5);
 }
 
+/// A run that cannot read the oldest open task (the index failing) counts no age: a missing
+/// datapoint, not a 0 that would read as no task open.
+#[tokio::test]
+async fn an_oldest_open_task_that_cannot_be_read_counts_no_age() {
+    let ports = pending_orphans(3);
+    *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: task_id(0), last_received_at: at(0) });
+    *ports.index_fault.lock().unwrap() = Some((0, IndexFault::Fails));
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(300)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.stopped_early), (0, true));
+    let counted = ports.measures.lock().unwrap().last().copied();
+    assert_eq!(counted, Some(Measure::Swept { checked: 0, failed: 0, broken: 0, oldest_open_seconds: None }));
+}
+
 /// A task whose sweep panics (a bug its items reach) fails alone: the tasks after it are
 /// swept in the same run, and the next run does not meet it first (the cursor moved past it).
 #[tokio::test]
