@@ -38,6 +38,14 @@ pub const MAX_REDIRECTS: usize = 5;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for the next bytes of a response.
 pub const READ_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// The HTTP/2 flow-control window of each response (hyper's default, stated): how much of a
+/// file may wait unread while its copy is held back (a part going to S3).
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// The HTTP/2 window of a connection: room for every file an invocation copies at once to
+/// hold its stream's window unread. Files from one host share a connection, and with hyper's
+/// default (5 MiB, two and a half streams' worth) three held back stopped every other file
+/// from that host until one moved on (the read-idle timeout then cut them).
+pub const CONNECTION_WINDOW: u32 = STREAM_WINDOW * crate::app::MAX_CONCURRENT_MESSAGES as u32;
 /// Longest Content-Type kept.
 const MAX_CONTENT_TYPE_LEN: usize = 255;
 
@@ -77,23 +85,10 @@ pub struct HttpSource {
 impl HttpSource {
     /// Fails only when the TLS backend cannot start.
     pub fn new(policy: SourcePolicy) -> Result<HttpSource, reqwest::Error> {
-        // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
-        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        let builder = || {
-            reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .no_proxy()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_IDLE_TIMEOUT)
-                // A connection idle across a freeze of the function may have been closed by
-                // the host meanwhile; one sent down it fails after it was written (not retried).
-                .pool_idle_timeout(stemvault_aws::http::POOL_IDLE_TIMEOUT)
-                .user_agent(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
-        };
         Ok(HttpSource {
             policy,
-            public: builder().dns_resolver(Arc::new(PublicOnlyResolver)).build()?,
-            listed: builder().build()?,
+            public: client_builder().dns_resolver(Arc::new(PublicOnlyResolver)).build()?,
+            listed: client_builder().build()?,
             links: None,
         })
     }
@@ -102,6 +97,23 @@ impl HttpSource {
     pub fn with_fresh_links(self, links: Option<LinkRefresher>) -> HttpSource {
         HttpSource { links: links.map(Arc::new), ..self }
     }
+}
+
+/// What both of a source's clients share.
+fn client_builder() -> reqwest::ClientBuilder {
+    // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_IDLE_TIMEOUT)
+        // A connection idle across a freeze of the function may have been closed by the host
+        // meanwhile; one sent down it fails after it was written (not retried).
+        .pool_idle_timeout(stemvault_aws::http::POOL_IDLE_TIMEOUT)
+        .http2_initial_stream_window_size(STREAM_WINDOW)
+        .http2_initial_connection_window_size(CONNECTION_WINDOW)
+        .user_agent(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
 }
 
 impl FetchSource for HttpSource {
@@ -280,6 +292,41 @@ mod tests {
         let err = source.open("https://localhost:9/file.mp3", 1 << 20).await.unwrap_err();
         assert!(matches!(&err, FetchError::Refused(Refusal::Refused(why)) if why.contains("loopback")), "{err}");
         assert!(!err.is_retryable());
+    }
+
+    /// A cleartext HTTP/2 origin on loopback answering every request with `bytes` zeros.
+    async fn http2_origin(bytes: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut connection = h2::server::handshake(socket).await.unwrap();
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                let mut body = respond.send_response(http::Response::new(()), false).unwrap();
+                // Queued whole: h2 sends it as the client's windows allow.
+                body.send_data(Bytes::from(vec![0; bytes]), true).unwrap();
+            }
+        });
+        origin
+    }
+
+    /// Files from one host share an HTTP/2 connection: every file an invocation copies at
+    /// once but one may hold its stream's window unread (its copy waiting on S3) and the
+    /// last still reads on. With hyper's 5 MiB connection window, three held streams
+    /// stopped the fourth.
+    #[tokio::test]
+    async fn files_held_back_leave_room_on_their_connection_for_the_others() {
+        let file = 2 * STREAM_WINDOW as usize;
+        let origin = http2_origin(file).await;
+        let client = client_builder().http2_prior_knowledge().build().unwrap();
+        let mut held = Vec::new();
+        for _ in 1..crate::app::MAX_CONCURRENT_MESSAGES {
+            held.push(client.get(format!("{origin}/held.wav")).send().await.unwrap());
+        }
+        let read = client.get(format!("{origin}/read.wav")).send().await.unwrap().bytes();
+        let read = tokio::time::timeout(Duration::from_secs(20), read).await;
+        assert_eq!(read.expect("the last file is not starved").unwrap().len(), file);
+        drop(held);
     }
 
     /// A listed loopback origin answering `head` and then `body`, then closing.
