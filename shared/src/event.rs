@@ -167,6 +167,28 @@ pub enum Details {
     },
 }
 
+impl Details {
+    /// Whether these say nothing of the task's results: no track, variant, separation type,
+    /// note or voice field (a failure body's, typically; an error text says something).
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Details::None => true,
+            Details::Tracks { tracks } => tracks.is_empty(),
+            Details::Lyrics { variants } => variants.is_empty(),
+            Details::Separation { separation_type } => separation_type.is_none(),
+            Details::Midi { state, instruments } => state.is_none() && instruments.is_empty(),
+            Details::Voice { voice_id, status, error_code, error_message, validate_info } => {
+                voice_id.is_none()
+                    && status.is_none()
+                    && error_code.is_none()
+                    && error_message.is_none()
+                    && validate_info.is_none()
+            }
+            Details::Error { .. } => false,
+        }
+    }
+}
+
 /// Metadata of one music track (`data.data[]`); its URLs are in `files` and `streams`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Track {

@@ -388,7 +388,9 @@ fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: 
 }
 
 fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, authoritative: bool) {
-    if !(authoritative || record.details.is_none()) {
+    if record.details.is_some() && (!authoritative || event.details.is_empty()) {
+        // An `error` after `first` says nothing of the tracks: the first's ids and titles
+        // (the audio ids later submits need) stay.
         return;
     }
     record.details = match details_json(event) {

@@ -265,6 +265,23 @@ fn a_failure_before_the_task_ended_moves_it_to_error() {
 }
 
 #[test]
+fn a_failure_after_first_keeps_the_first_tracks_details() {
+    let track = suno_callbacks::Track { id: "e231".into(), title: Some("Harbour".into()), ..Default::default() };
+    let first = CallbackEvent { details: Details::Tracks { tracks: vec![track] }, ..event(Stage::First, 200, &[]) };
+    // As a documented error body parses: no tracks.
+    let failed = CallbackEvent { details: Details::Tracks { tracks: vec![] }, ..event(Stage::Error, 501, &[]) };
+    let r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &failed, &body("2"), &claimant("r"), now(1)).record;
+    assert_eq!(out.stage, Stage::Error);
+    assert_eq!(out.details, r.details);
+    assert!(out.details.as_ref().unwrap().to_string().contains("Harbour"));
+    // An error that says something is recorded.
+    let said = CallbackEvent { details: Details::Error { error: "flagged".into() }, ..event(Stage::Error, 501, &[]) };
+    let out = ingest_callback(Some(&r), &said, &body("3"), &claimant("r"), now(1)).record;
+    assert!(out.details.unwrap().to_string().contains("flagged"));
+}
+
+#[test]
 fn a_second_different_body_for_the_same_stage_is_kept() {
     let a = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
     let b = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
