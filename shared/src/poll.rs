@@ -74,7 +74,7 @@
 //! | family | endpoint | answer | read as the callback's | names |
 //! |---|---|---|---|---|
 //! | music | `generate/record-info` | `data.response.sunoData[]` (camelCase; else `response.data[]`) | `data.data[]` | `tracks/<id>/audio`, `cover`, ... |
-//! | lyrics | `lyrics/record-info` | `data.response.data[]` (`errorMessage`) | `data.data[]` | none |
+//! | lyrics | `lyrics/record-info` | `data.response.lyricsData[]` (the catalog: `data[]`; `errorMessage`) | `data.data[]` | none |
 //! | WAV | `wav/record-info` | `data.response.audioWavUrl` (or `audio_wav_url`) | `data` | `wav` |
 //! | vocal separation | `vocal-removal/record-info` | `data.response.<stem>Url` (`pianoUrl` too; `originData` ignored) | `data.vocal_removal_info` | `vocal`, `instrumental`, `backing_vocals`, `piano`, ... |
 //! | music video | `mp4/record-info` | `data.response.videoUrl` | `data` | `video` |

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 
 use common::{documented_dir, documented_polls_dir, file, json_files, names, own_dir, own_polls_dir, read};
 use suno_callbacks::{
-    CallbackEvent, Details, Family, FileRef, MidiInstrument, MidiNote, PollError, PollResult, Stage, parse_poll,
+    CallbackEvent, Details, Family, FileRef, LyricsVariant, MidiInstrument, MidiNote, PollError, PollResult, Stage,
+    parse_poll,
 };
 
 /// What one answer must give.
@@ -66,6 +67,7 @@ fn documented_answers() -> Vec<(&'static str, Want)> {
     let separate_vocal =
         || Want::SameAsCallback(documented("separate-vocals__seed-003__200-separate_vocal.json"), "success");
     vec![
+        ("poll-lyrics-record-info__kie__200.json", Want::Event(Box::new(lyrics()))),
         ("poll-midi-record-info__kie__200.json", Want::Event(Box::new(midi()))),
         ("poll-vocal-removal-record-info__kie-dogtest__200-separate_vocal.json", separate_vocal()),
         ("poll-vocal-removal-record-info__kie__200-separate_vocal.json", separate_vocal()),
@@ -74,6 +76,20 @@ fn documented_answers() -> Vec<(&'static str, Want)> {
             Want::SameAsCallback(documented("convert-to-wav__kie__200.json"), "success"),
         ),
     ]
+}
+
+/// Both sites' lyrics record-info pages give the variants as `response.lyricsData`.
+fn lyrics() -> CallbackEvent {
+    let mut e = event("11dc****8b0f", Family::Lyrics, Stage::Complete, 200, "success");
+    e.details = Details::Lyrics {
+        variants: vec![LyricsVariant {
+            text: "[Verse]\n我穿越城市黑暗夜\n心中燃烧梦想的烈火".into(),
+            title: "钢铁侠".into(),
+            status: "complete".into(),
+            error_message: String::new(),
+        }],
+    };
+    e
 }
 
 fn midi() -> CallbackEvent {

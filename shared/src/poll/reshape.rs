@@ -16,7 +16,12 @@ pub(super) fn callback_data(family: Family, data: &Object, failed: bool) -> Obje
             let tracks = response.and_then(|r| r.get("sunoData").filter(|v| !v.is_null()).or_else(|| r.get("data")));
             wrap("data", tracks)
         }
-        Family::Lyrics => wrap("data", response.and_then(|r| r.get("data"))),
+        // Both sites' pages now show `lyricsData`; the catalog's `data` is kept as a fallback.
+        Family::Lyrics => {
+            let variants =
+                response.and_then(|r| r.get("lyricsData").filter(|v| !v.is_null()).or_else(|| r.get("data")));
+            wrap("data", variants)
+        }
         Family::VocalSeparation => wrap("vocal_removal_info", data.get("response")),
         Family::Wav | Family::MusicVideo | Family::CoverImage => response.cloned().unwrap_or_default(),
         Family::Midi => data.get("midiData").and_then(Value::as_object).cloned().unwrap_or_default(),
