@@ -262,7 +262,12 @@ pub async fn reconcile<P: Ports>(
                 }
                 if polled.rate_limited() {
                     outcome.rate_limited = true;
-                    tracing::warn!(task_id, "the provider answered 429 (too many requests): no more polls this run");
+                    let answer = polled.as_text();
+                    tracing::warn!(
+                        task_id,
+                        answer,
+                        "the provider asked to slow down (or is down for maintenance): no more polls this run"
+                    );
                     break;
                 }
             }

@@ -163,9 +163,12 @@ impl PollOutcome {
         matches!(self, PollOutcome::Provider(404 | 422) | PollOutcome::NoRecord)
     }
 
-    /// The provider asked to slow down: 429, as HTTP status or as the body's `code`.
+    /// The provider asked to slow down, or is down for maintenance: 429 as HTTP status or
+    /// the body's `code`, or as the body's `code` docs.sunoapi.org's 405 ("rate limit
+    /// exceeded") and 430 ("call frequency too high") or either site's 455 ("system
+    /// maintenance"). Polling other tasks would only meet the same answer.
     pub fn rate_limited(&self) -> bool {
-        matches!(self, PollOutcome::Http(429) | PollOutcome::Provider(429))
+        matches!(self, PollOutcome::Http(429) | PollOutcome::Provider(405 | 429 | 430 | 455))
     }
 
     /// As stored in `last_poll.outcome`.

@@ -933,12 +933,15 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
 }
 
 /// A 429 is the account's limit (no task is polled more than every 30 s): the run polls no
-/// other task, and those left are still due, first in the next run.
+/// other task, and those left are still due, first in the next run. So do docs.sunoapi.org's
+/// rate-limit codes and either site's maintenance.
 #[tokio::test]
 async fn a_run_stops_polling_when_the_provider_answers_429() {
-    for answer in
-        [status(429), ProviderAnswer::Http { status: 200, body: br#"{"code":429,"msg":"slow down"}"#.to_vec() }]
-    {
+    let code = |code: u16| ProviderAnswer::Http {
+        status: 200,
+        body: format!(r#"{{"code":{code},"msg":"slow down"}}"#).into_bytes(),
+    };
+    for answer in [status(429), code(429), code(405), code(430), code(455)] {
         let ports = MemoryPorts::new(vec![answer, pending()]);
         register(&ports);
         // Due before the registered task.
