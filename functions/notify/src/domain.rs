@@ -61,8 +61,13 @@ pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The notify queue's visibility timeout: 6 x the function's timeout, as AWS recommends for
 /// an SQS event source (kept equal to template.yaml).
 pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 6 * FUNCTION_TIMEOUT.as_secs() as u32;
-/// The whole request's timeout, answer included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The whole request's timeout, answer included: within the 15 to 30 s the Standard Webhooks
+/// spec recommends, so a receiver that does its work before answering (or starts cold) is
+/// not posted the same event again for being a little slow.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+// Every post of a batch starts at once and fits before the delivery's `stop_at`.
+const _: () = assert!(REQUEST_TIMEOUT.as_secs() + DEADLINE_MARGIN.as_secs() < FUNCTION_TIMEOUT.as_secs());
 
 // Even a receiver asking for the longest wait at every answer lets a message reach its last
 // receive, and so the dead-letter queue (at once after it: [`delay_retry`]), before the

@@ -12,7 +12,9 @@
 use std::sync::Arc;
 
 use base64::Engine;
+use base64::alphabet;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 pub use stemvault_aws::secrets::{AgePolicy, MAX_AGE, ReadSecret};
 use stemvault_aws::secrets::{Reread, read_within_timeout};
 use stemvault_vault::Clock;
@@ -92,13 +94,20 @@ impl Signer {
     }
 }
 
+/// Standard base64 with or without its `=` padding: a secret copied without it is the same
+/// key (Standard Webhooks' own libraries take both).
+const ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
 /// One secret's key: `whsec_<base64>` or `<base64>`, of 24 to 64 bytes.
 fn decode_key(secret: &str) -> Result<Vec<u8>, SecretProblem> {
     let encoded = secret.strip_prefix(SECRET_PREFIX).unwrap_or(secret);
     if encoded.is_empty() {
         return Err(SecretProblem::Empty);
     }
-    let key = BASE64.decode(encoded).map_err(|_| SecretProblem::NotBase64)?;
+    let key = ANY_PADDING.decode(encoded).map_err(|_| SecretProblem::NotBase64)?;
     if !(MIN_KEY_BYTES..=MAX_KEY_BYTES).contains(&key.len()) {
         return Err(SecretProblem::Length(key.len()));
     }
@@ -256,6 +265,13 @@ mod tests {
         assert_eq!(Signer::parse(&format_secret(&[7; 65])).unwrap_err(), SecretProblem::Length(65));
         let secret = format_secret(&[7; 32]);
         assert!(secret.starts_with("whsec_"));
+        let unpadded = secret.trim_end_matches('=');
+        assert_ne!(unpadded, secret, "32 bytes encode with padding");
+        assert_eq!(
+            Signer::parse(unpadded).unwrap(),
+            Signer::parse(&secret).unwrap(),
+            "the same key without its padding"
+        );
         let signer = Signer::parse(&secret).unwrap();
         assert_eq!(format!("{signer:?}"), "Signer(<redacted>)");
         let err = Signer::parse("whsec_c2VjcmV0LXZhbHVl").unwrap_err().to_string();
