@@ -60,10 +60,13 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     // dropped.
     let sunoapi_lyrics =
         data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some() && !tracks;
+    // docs.kie.ai's lyrics failure keeps `callbackType: complete` with no items, whatever its
+    // message (its codes: 400, 500); every music failure documented is `error`.
     let lyrics_failure = code != 200
-        && ["song description", "lyrics generation", "lyric generation", "generate lyrics"]
+        && (["song description", "lyrics generation", "lyric generation", "generate lyrics"]
             .iter()
-            .any(|phrase| message.contains(phrase));
+            .any(|phrase| message.contains(phrase))
+            || (callback_type == Some("complete") && items.is_empty()));
     text_items || sunoapi_lyrics || lyrics_failure
 }
 
@@ -89,6 +92,11 @@ mod tests {
             (json!({"code":501,"data":{"callbackType":"error","task_id":"t","error":"x"}}), Music),
             (
                 json!({"code":400,"msg":"Song Description flagged for moderation",
+                       "data":{"callbackType":"complete","task_id":"t","data":null}}),
+                Lyrics,
+            ),
+            (
+                json!({"code":500,"msg":"Internal Error - Please try again later",
                        "data":{"callbackType":"complete","task_id":"t","data":null}}),
                 Lyrics,
             ),
