@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use super::files::FileSet;
 use super::names::distinct_segment;
-use super::value::{Object, f64_of, non_blank_str, storable, string_field};
+use super::value::{Object, f64_of, non_blank_str, storable, string_field, text_field};
 use crate::{Details, Track};
 
 /// What a track field holds.
@@ -78,7 +78,23 @@ fn track(item: &Object, position: usize, files: &mut FileSet) -> Track {
         prompt: string_field(item, &["prompt"]),
         model_name: string_field(item, &["model_name", "modelName"]),
         tags: string_field(item, &["tags"]),
-        create_time: string_field(item, &["createTime", "create_time"]),
+        create_time: text_field(item, &["createTime", "create_time"]),
         duration: f64_of(item.get("duration")).and_then(storable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_track_time_in_milliseconds_is_kept_as_text() {
+        let data =
+            json!({"data": [{"id": "t1", "createTime": 1753782854000_u64}, {"id": "t2", "createTime": "2025-01-01"}]});
+        let Details::Tracks { tracks } = parse(data.as_object(), &mut FileSet::default()) else { panic!("tracks") };
+        let times: Vec<_> = tracks.iter().map(|t| t.create_time.as_deref()).collect();
+        assert_eq!(times, [Some("1753782854000"), Some("2025-01-01")]);
     }
 }

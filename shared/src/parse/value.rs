@@ -24,6 +24,16 @@ pub(super) fn string_field(object: &Object, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| str_of(object.get(*k))).map(str::to_owned)
 }
 
+/// As [`string_field`], a number counting too, as its text: a time the record-info answers
+/// give in Unix milliseconds where the callbacks give a date string.
+pub(super) fn text_field(object: &Object, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| match object.get(*k)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// A number, or a string holding one (surrounding whitespace allowed). Only finite values.
 pub(super) fn f64_of(value: Option<&Value>) -> Option<f64> {
     let number = match value? {
@@ -89,6 +99,15 @@ fn integral(f: f64) -> Option<i64> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn text_from_strings_and_numbers() {
+        let o = json!({"s": "2025-01-01 00:00:00", "n": 1753782854000_u64, "b": true, "null": null});
+        let o = o.as_object().unwrap();
+        assert_eq!(text_field(o, &["s"]).as_deref(), Some("2025-01-01 00:00:00"));
+        assert_eq!(text_field(o, &["null", "n"]).as_deref(), Some("1753782854000"));
+        assert_eq!(text_field(o, &["b", "missing"]), None);
+    }
 
     #[test]
     fn numbers_from_numbers_and_strings() {
