@@ -206,3 +206,14 @@ impl EmitMetrics<Measure> for MemoryPorts {
         self.metrics.lock().unwrap().push(measure.clone());
     }
 }
+
+/// Asserts that `delays` is one delay of the message `receipt_handle`: `secs` seconds of
+/// backoff, spread (within its last fifth: [`crate::domain::spread`]).
+#[track_caller]
+pub fn assert_one_spread_delay(delays: &[(String, Duration)], receipt_handle: &str, secs: u64) {
+    let within = Duration::from_secs(secs * 4 / 5)..=Duration::from_secs(secs);
+    assert!(
+        matches!(delays, [(rh, delay)] if rh == receipt_handle && within.contains(delay)),
+        "{secs} s spread, for {receipt_handle}: {delays:?}"
+    );
+}

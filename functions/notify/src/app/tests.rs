@@ -5,7 +5,9 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use super::*;
 use crate::domain::{LATE_AFTER, Measure};
 use crate::secret::Signer;
-use crate::test_support::{MemoryPorts, NEW_SECRET, NOW, SECRET, app, status, vaulted_message};
+use crate::test_support::{
+    MemoryPorts, NEW_SECRET, NOW, SECRET, app, assert_one_spread_delay, status, vaulted_message,
+};
 
 fn message(id: &str, body: &str) -> SqsMessage {
     let mut m = SqsMessage::default();
@@ -45,7 +47,7 @@ async fn only_messages_to_retry_are_reported_and_each_is_delayed() {
         response.batch_item_failures.extend(r.batch_item_failures);
     }
     assert_eq!(failed_ids(&response), ["m2"]);
-    assert_eq!(app.ports.delays(), [("rh-m2".to_owned(), Duration::from_secs(40))], "second receive: 40 s");
+    assert_one_spread_delay(&app.ports.delays(), "rh-m2", 40);
     assert_eq!(app.ports.metrics().iter().filter(|m| **m == Measure::Delivered).count(), 1);
 }
 
@@ -60,7 +62,7 @@ async fn a_panic_fails_only_its_own_message() {
         )
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
-    assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
+    assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
     assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
 }
 
@@ -76,7 +78,7 @@ async fn a_panic_reading_the_secret_fails_its_message_with_a_delay() {
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_eq!(app.secret.reads(), 1, "the read that panicked");
-    assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))]);
+    assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
     assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
 }
 
@@ -267,7 +269,7 @@ async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() 
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
     assert!(app.ports.posted().is_empty(), "nothing posted unsigned");
-    assert_eq!(app.ports.delays(), [("rh-m1".to_owned(), Duration::from_secs(40))], "the usual backoff");
+    assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
     assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret".into(), late: false }));
     assert_eq!(app.secret.reads(), 1, "no read per message within the minute");
 

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::{MemoryPorts, NOW, SECRET, detail, signer, status, vaulted_message};
+use crate::test_support::{MemoryPorts, NOW, SECRET, assert_one_spread_delay, detail, signer, status, vaulted_message};
 
 fn delivery(body: &str, receive_count: u32) -> Delivery {
     Delivery {
@@ -182,7 +182,20 @@ async fn a_failed_dead_letter_keeps_the_message_for_a_retry() {
     assert!(outcome.is_failure(), "reported as a batch item failure");
     assert_eq!(ports.metrics(), [Measure::Retried { reason: "dead_letter".into(), late: false }]);
     delay_retry(&ports, &d, &outcome).await;
-    assert_eq!(ports.delays(), [("rh".to_owned(), Duration::from_secs(40))], "the usual backoff");
+    assert_one_spread_delay(&ports.delays(), "rh", 40);
+}
+
+/// Whether `delay` is `secs` seconds of backoff, spread: within its last fifth.
+fn spread_from(delay: Duration, secs: u64) -> bool {
+    (Duration::from_secs(secs * 4 / 5)..=Duration::from_secs(secs)).contains(&delay)
+}
+
+#[test]
+fn retries_without_a_receivers_time_are_spread_over_the_last_fifth_of_their_backoff() {
+    let delays: Vec<Duration> = (0..20).map(|_| spread(Duration::from_secs(40))).collect();
+    assert!(delays.iter().all(|d| spread_from(*d, 40)), "{delays:?}");
+    assert!(delays.iter().any(|d| *d != delays[0]), "not all alike: {delays:?}");
+    assert_eq!(spread(Duration::from_millis(4)), Duration::from_millis(4), "too short to spread");
 }
 
 /// SQS not answering the dead letter keeps the message too, without waiting past the
@@ -302,8 +315,9 @@ async fn a_retry_is_delayed_by_the_backoff_or_the_receivers_retry_after() {
         let outcome = process_message(&ports, Some(&signer()), &d).await;
         delay_retry(&ports, &d, &outcome).await;
     }
-    assert_eq!(
-        ports.delays(),
-        [("rh".to_owned(), Duration::from_secs(80)), ("rh".to_owned(), Duration::from_secs(300))]
+    let delays = ports.delays();
+    assert!(
+        matches!(&delays[..], [(_, backoff), (_, asked)] if spread_from(*backoff, 80) && *asked == Duration::from_secs(300)),
+        "the backoff spread, the receiver's time as asked: {delays:?}"
     );
 }
