@@ -523,8 +523,9 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 pub const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
 
 /// After a retryable outcome: keep the message away for a delay that grows with its
-/// receive count, or as long as the source's `Retry-After` or another claim's lease asks
-/// ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]; for a message this build cannot read,
+/// receive count, [spread](stemvault_vault::delay::spread) so that files failing together (a
+/// source host's outage) come back apart, or as long as the source's `Retry-After` or another
+/// claim's lease asks ([`DOWNLOAD_BACKOFF`], [`Outcome::retry_after`]; for a message this build cannot read,
 /// [`UNREADABLE_RETRY`] times its receive count); after its last receive
 /// ([`MAX_RECEIVE_COUNT`]), for no time at all: no delay buys another attempt (the queue moves
 /// it to the dead-letter queue at its next receive), and the dead-letter alarm should not
@@ -536,7 +537,7 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
     let delay = match (delivery.is_last_receive(), outcome) {
         (true, _) => Duration::ZERO,
         (false, Outcome::Unreadable(_)) => UNREADABLE_RETRY.saturating_mul(delivery.receive_count),
-        (false, _) => DOWNLOAD_BACKOFF.retry_delay_after(delivery.receive_count, outcome.retry_after(ports.now())),
+        (false, _) => DOWNLOAD_BACKOFF.next_delay(delivery.receive_count, outcome.retry_after(ports.now())),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
 }

@@ -22,7 +22,7 @@
 //!    receiver is fixed. If that move fails, the message is retried as a failed post is.
 //!    Anything else (every other 4xx, 5xx, a redirect, a timeout, no connection) is retried:
 //!    the message goes back to the queue, kept away as [`NOTIFY_BACKOFF`] says (20 s, doubling, at
-//!    most 4 hours, each [`spread`]; or longer when a 429/503 said `Retry-After`).
+//!    most 4 hours, each [`spread`](stemvault_vault::delay::spread); or longer when a 429/503 said `Retry-After`).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -351,25 +351,11 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         NotifyError::Status { retry_after, .. } => *retry_after,
         _ => None,
     };
-    let delay = match (delivery.receive_count >= MAX_RECEIVE_COUNT, retry_after) {
-        (true, _) => Duration::ZERO,
-        (false, Some(_)) => NOTIFY_BACKOFF.retry_delay_after(delivery.receive_count, retry_after),
-        (false, None) => spread(NOTIFY_BACKOFF.retry_delay(delivery.receive_count)),
+    let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
+        true => Duration::ZERO,
+        false => NOTIFY_BACKOFF.next_delay(delivery.receive_count, retry_after),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;
-}
-
-/// `delay` less a random part of its last fifth: events that failed together (a receiver's
-/// outage) come back spread out, not all at once at every step, as the Standard Webhooks spec
-/// recommends. Never longer than the schedule, so its times (the dead-letter bound,
-/// [`LATE_AFTER`]) still hold; a receiver's `Retry-After` is never shortened.
-pub fn spread(delay: Duration) -> Duration {
-    let room = u64::try_from((delay / 5).as_millis()).unwrap_or(u64::MAX);
-    if room == 0 {
-        return delay;
-    }
-    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), room);
-    delay.saturating_sub(Duration::from_millis(random % room))
 }
 
 #[cfg(test)]

@@ -208,12 +208,12 @@ impl EmitMetrics<Measure> for MemoryPorts {
 }
 
 /// Asserts that `delays` is one delay of the message `receipt_handle`: `secs` seconds of
-/// backoff, spread (within its last fifth: [`crate::domain::spread`]).
+/// backoff, spread ([`stemvault_vault::delay::spread`]).
 #[track_caller]
 pub fn assert_one_spread_delay(delays: &[(String, Duration)], receipt_handle: &str, secs: u64) {
-    let within = Duration::from_secs(secs * 4 / 5)..=Duration::from_secs(secs);
+    let backoff = Duration::from_secs(secs);
     assert!(
-        matches!(delays, [(rh, delay)] if rh == receipt_handle && within.contains(delay)),
+        matches!(delays, [(rh, delay)] if rh == receipt_handle && stemvault_vault::delay::is_spread(*delay, backoff)),
         "{secs} s spread, for {receipt_handle}: {delays:?}"
     );
 }

@@ -37,6 +37,15 @@ impl Backoff {
         retry_after.map_or(backoff, |asked| asked.min(self.max_retry_after).max(backoff))
     }
 
+    /// The wait to keep a message away after its `receive_count`th receive: as
+    /// [`Backoff::retry_delay_after`], the backoff [`spread`] when the other side named no time.
+    pub fn next_delay(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
+        match retry_after {
+            None => spread(self.retry_delay(receive_count)),
+            Some(_) => self.retry_delay_after(receive_count, retry_after),
+        }
+    }
+
     /// The backoff's time from a message's first receive to its `receive`th.
     pub const fn until(&self, receive: u32) -> Duration {
         let (mut total, mut n) = (Duration::ZERO, 1);
@@ -46,6 +55,25 @@ impl Backoff {
         }
         total
     }
+}
+
+/// `delay` less a random part of its last fifth: messages that failed together (a receiver's
+/// or a source host's outage) come back spread out, not all at once at every step. Never
+/// longer than the schedule, so the times computed from it ([`Backoff::until`], the
+/// dead-letter bounds) still hold.
+pub fn spread(delay: Duration) -> Duration {
+    let room = u64::try_from((delay / 5).as_millis()).unwrap_or(u64::MAX);
+    if room == 0 {
+        return delay;
+    }
+    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), room);
+    delay.saturating_sub(Duration::from_millis(random % room))
+}
+
+/// Whether `delay` is `backoff` [`spread`]: within its last fifth.
+#[cfg(any(test, feature = "test-support"))]
+pub fn is_spread(delay: Duration, backoff: Duration) -> bool {
+    (backoff - backoff / 5..=backoff).contains(&delay)
 }
 
 /// Delay a received message's next delivery.
@@ -89,8 +117,21 @@ mod tests {
         assert_eq!(SCHEDULE.retry_delay_after(3, Some(S)), 40 * S, "shorter: the backoff");
         assert_eq!(SCHEDULE.retry_delay_after(1, Some(3600 * S)), 300 * S, "at most max_retry_after");
         assert_eq!(SCHEDULE.retry_delay_after(1, None), 10 * S);
+        // A wait with no time asked for is spread; one asked for is not.
+        assert!(is_spread(SCHEDULE.next_delay(3, None), 40 * S));
+        assert_eq!(SCHEDULE.next_delay(2, Some(45 * S)), 45 * S);
+        assert_eq!(SCHEDULE.next_delay(3, Some(S)), 40 * S);
         // From the first receive to the fourth: the first three waits.
         assert_eq!(SCHEDULE.until(1), Duration::ZERO);
         assert_eq!(SCHEDULE.until(4), (10 + 20 + 40) * S);
+    }
+
+    #[test]
+    fn a_spread_wait_is_within_the_last_fifth_of_its_backoff_and_varies() {
+        let waits: Vec<Duration> = (0..20).map(|_| spread(40 * S)).collect();
+        assert!(waits.iter().all(|w| is_spread(*w, 40 * S)), "{waits:?}");
+        assert!(waits.iter().any(|w| *w != waits[0]), "not all alike: {waits:?}");
+        assert_eq!(spread(Duration::from_millis(4)), Duration::from_millis(4), "too short to spread");
+        assert!(!is_spread(31 * S, 40 * S) && !is_spread(41 * S, 40 * S));
     }
 }

@@ -192,6 +192,22 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     assert_eq!(ports.opened().len(), 2);
 }
 
+/// Files failing together (a host's outage) come back apart: each wait is its backoff less a
+/// random part of its last fifth.
+#[tokio::test]
+async fn retries_of_one_step_are_spread() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let unavailable = FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None };
+    ports.source(&url("vocal"), Script::Fail(unavailable));
+    for _ in 0..20 {
+        assert!(run(&ports, "vocal", 2).await.is_failure());
+    }
+    let delays: Vec<Duration> = ports.delays.lock().unwrap().iter().map(|(_, d)| *d).collect();
+    let backoff = Duration::from_secs(60);
+    assert!(delays.len() == 20 && delays.iter().all(|d| stemvault_vault::delay::is_spread(*d, backoff)), "{delays:?}");
+    assert!(delays.iter().any(|d| *d != delays[0]), "not all alike: {delays:?}");
+}
+
 #[tokio::test]
 async fn retryable_failures_release_the_file_and_back_off() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -213,8 +229,10 @@ async fn retryable_failures_release_the_file_and_back_off() {
     assert_eq!(f.lease_until, Some(ports.now().unix_seconds()));
     assert_eq!(f.attempts, 3);
     assert_eq!(f.error.as_deref(), Some("source answered 503 Service Unavailable"));
-    let delays: Vec<u64> = ports.delays.lock().unwrap().iter().map(|(_, d)| d.as_secs()).collect();
-    assert_eq!(delays, vec![30, 60, 120]);
+    let delays: Vec<Duration> = ports.delays.lock().unwrap().iter().map(|(_, d)| *d).collect();
+    let backoff = [30, 60, 120].map(Duration::from_secs);
+    assert!(delays.iter().zip(backoff).all(|(d, b)| stemvault_vault::delay::is_spread(*d, b)), "{delays:?}");
+    assert_eq!(delays.len(), 3);
     assert_eq!(ports.delays.lock().unwrap()[2].0, "receipt-3");
 
     // Then the source recovers.

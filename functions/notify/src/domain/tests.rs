@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::test_support::{MemoryPorts, NOW, SECRET, assert_one_spread_delay, detail, signer, status, vaulted_message};
+use stemvault_vault::delay::is_spread;
 
 fn delivery(body: &str, receive_count: u32) -> Delivery {
     Delivery {
@@ -185,19 +186,6 @@ async fn a_failed_dead_letter_keeps_the_message_for_a_retry() {
     assert_one_spread_delay(&ports.delays(), "rh", 40);
 }
 
-/// Whether `delay` is `secs` seconds of backoff, spread: within its last fifth.
-fn spread_from(delay: Duration, secs: u64) -> bool {
-    (Duration::from_secs(secs * 4 / 5)..=Duration::from_secs(secs)).contains(&delay)
-}
-
-#[test]
-fn retries_without_a_receivers_time_are_spread_over_the_last_fifth_of_their_backoff() {
-    let delays: Vec<Duration> = (0..20).map(|_| spread(Duration::from_secs(40))).collect();
-    assert!(delays.iter().all(|d| spread_from(*d, 40)), "{delays:?}");
-    assert!(delays.iter().any(|d| *d != delays[0]), "not all alike: {delays:?}");
-    assert_eq!(spread(Duration::from_millis(4)), Duration::from_millis(4), "too short to spread");
-}
-
 /// SQS not answering the dead letter keeps the message too, without waiting past the
 /// invocation's margin.
 #[tokio::test(start_paused = true)]
@@ -306,6 +294,20 @@ async fn the_last_receive_is_not_delayed() {
     assert_eq!(ports.delays(), [("rh".to_owned(), Duration::ZERO), ("rh".to_owned(), Duration::ZERO)]);
 }
 
+/// Events failing together (a receiver's outage) come back apart.
+#[tokio::test]
+async fn retries_of_one_step_are_spread() {
+    let ports = MemoryPorts::answering(std::iter::repeat_with(|| status(500)).take(20));
+    let d = delivery(&vaulted_message(), 2);
+    for _ in 0..20 {
+        let outcome = process_message(&ports, Some(&signer()), &d).await;
+        delay_retry(&ports, &d, &outcome).await;
+    }
+    let delays: Vec<Duration> = ports.delays().into_iter().map(|(_, d)| d).collect();
+    assert!(delays.len() == 20 && delays.iter().all(|d| is_spread(*d, Duration::from_secs(40))), "{delays:?}");
+    assert!(delays.iter().any(|d| *d != delays[0]), "not all alike: {delays:?}");
+}
+
 #[tokio::test]
 async fn a_retry_is_delayed_by_the_backoff_or_the_receivers_retry_after() {
     let ports =
@@ -317,7 +319,7 @@ async fn a_retry_is_delayed_by_the_backoff_or_the_receivers_retry_after() {
     }
     let delays = ports.delays();
     assert!(
-        matches!(&delays[..], [(_, backoff), (_, asked)] if spread_from(*backoff, 80) && *asked == Duration::from_secs(300)),
+        matches!(&delays[..], [(_, backoff), (_, asked)] if is_spread(*backoff, Duration::from_secs(80)) && *asked == Duration::from_secs(300)),
         "the backoff spread, the receiver's time as asked: {delays:?}"
     );
 }
