@@ -326,7 +326,13 @@ async fn reconcile_task<P: Ports>(
         return give_up(ports, settings, &task, &record, reason).await;
     }
     if !settings.polls {
-        return put_off_until_given_up(ports, settings, task_id, &record, now).await;
+        return put_off_until_given_up(ports, settings, task_id, &record, now, "no provider key").await;
+    }
+    if record.family == Family::Unknown {
+        // No record-info endpoint to ask (a task registered from a stale callback whose family
+        // could not be told): each poll would be an `unreachable` write until the give-up.
+        let why = "its family is unknown, so no record-info endpoint";
+        return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
 
     let answer = match ports.poll_provider(record.family, &task).await {
@@ -543,23 +549,24 @@ async fn put_behind<P: Ports>(ports: &P, task_id: &str, by: Duration) {
     }
 }
 
-/// Without a provider key nothing can be polled, but a task still ends: it is put off (one
-/// UpdateItem) until it is to be given up, and given up then, so a client waiting for its vault
-/// stops at `abandoned` as it would with a key. At most an hour at a time (the longest poll
-/// interval): an instance started with a key since polls it within the hour, not after the
-/// give-up.
+/// A task that cannot be polled (no provider key; no endpoint for its family: `why`) still
+/// ends: it is put off (one UpdateItem) until it is to be given up, and given up then, so a
+/// client waiting for its vault stops at `abandoned` as it would after polls. At most an hour
+/// at a time (the longest poll interval): an instance started with a key since, or a
+/// registration naming the family, has it polled within the hour, not after the give-up.
 async fn put_off_until_given_up<P: Ports>(
     ports: &P,
     settings: &Settings,
     task_id: &str,
     record: &TaskRecord,
     now: Timestamp,
+    why: &str,
 ) -> Result<Handled, ReconcileError> {
     let give_up_at = reconcile::give_up_at(record, settings.give_up_after);
     let until = give_up_at.min(now.plus(reconcile::MAX_POLL_INTERVAL));
     match ports.postpone_poll(task_id, now, until).await? {
         Conditional::Applied => {
-            tracing::info!(task_id, %give_up_at, "no provider key: not polled; given up then unless a result comes");
+            tracing::info!(task_id, %give_up_at, "{why}: not polled; given up then unless a result comes");
             Ok(Handled::PutOff)
         }
         // A write since scheduled it (a callback): that stands.

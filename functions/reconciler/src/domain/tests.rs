@@ -846,6 +846,22 @@ async fn without_a_key_old_not_found_answers_give_nothing_up() {
     assert_eq!(ports.record().abandoned, None);
 }
 
+/// A task whose family is unknown has no endpoint to poll: it is put off, not polled (each
+/// poll was an `unreachable` write until its give-up).
+#[tokio::test]
+async fn a_task_of_unknown_family_is_put_off_not_polled() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    let registration = Registration { family: Family::Unknown, client_ref: None };
+    ports.table.put_record(registration.record(&TaskId::parse(TASK).unwrap(), ports.table.now(), Duration::ZERO));
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.put_off, outcome.polls), (1, 0), "{outcome:?}");
+    assert!(ports.polls.lock().unwrap().is_empty());
+    let next = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL);
+    assert_eq!(ports.record().reconcile_at, Some(next));
+    assert_eq!(ports.record().last_poll, None, "no poll recorded");
+}
+
 /// A task that hangs (here the provider never answers) is given up after TASK_BUDGET and
 /// counted as failed, so the run ends before its deadline; the next run takes it, after the
 /// tasks due now (a task failing every time must not take its budget out of every run first).
