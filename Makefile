@@ -24,7 +24,6 @@ VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
-FUNCTIONS := -p stemvault-ingest -p stemvault-download -p stemvault-results -p stemvault-sweeper -p stemvault-notify -p stemvault-reconciler
 
 .PHONY: help build-dir deps tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
@@ -107,8 +106,13 @@ checkov: $(VENV)/checkov/.installed
 	  --output json >.local/checkov.json || true
 	$(CHECKOV)/python infra/python/checkov_gate.py .local/checkov.json
 
+# The bootstraps as `sam build` makes them: at the root, without -p (the workspace's
+# default-members, the Lambdas alone), so their dependencies are what is deployed; and no
+# second TLS stack (ring) among them.
 lambda-build: tools
-	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked $(FUNCTIONS)
+	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked
+	@! cargo tree --locked -e normal --target aarch64-unknown-linux-gnu --prefix none | grep '^ring ' \
+	  || { echo "ring is among the Lambdas' dependencies: one TLS stack (aws-lc-rs), see Cargo.toml" >&2; exit 1; }
 	@cd "$(CARGO_TARGET_DIR)/lambda" && for f in */bootstrap; do \
 	  printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$(wc -c < "$$f")"; done
 
