@@ -49,12 +49,13 @@ $(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/
 	@echo "installing $(VENV)/$* from $< (constraints: infra/python/$*.lock)"
 	@rm -rf $(VENV)/$*
 	@$(NEW_VENV) $(VENV)/$*
-	@$(VENV)/$*/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
-	  || echo "note: infra/python/$*.lock holds for CPython 3.11 only; this Python resolves the rest of $< afresh" >&2
+	@grep -qF "; python_version == \"$$($(VENV)/$*/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')\"" infra/python/$*.lock \
+	  || echo "note: infra/python/$*.lock holds for CPython 3.10 to 3.13; this Python resolves the rest of $< afresh" >&2
 	@$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $< -c infra/python/$*.lock
 	@touch $@
 
-# After changing a requirements file: resolve every venv afresh and rewrite the locks.
+# After changing a requirements file: resolve every venv afresh and rewrite the locks, once
+# per Python (make python-locks PYTHON=python3.12 ...; each keeps the others' pins).
 python-locks:
 	infra/python/lock.sh $(PYTHON) $(VENVS)
 

@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Resolve infra/python/<name>.txt afresh in a throwaway virtualenv and write <name>.lock: every
-# package pip installed, pinned, marked for the CPython it was resolved on (the Makefile
-# installs each venv with its .lock as constraints; another Python resolves from the .txt).
-# Usage: infra/python/lock.sh PYTHON NAME...
+# Resolve infra/python/<name>.txt afresh in a throwaway virtualenv and write its pins into
+# <name>.lock, marked for the CPython they were resolved on; the pins of other Pythons already
+# there are kept (the Makefile installs each venv with its .lock as constraints, so each
+# Python gets its own tested set; one with none resolves from the .txt).
+# Usage: infra/python/lock.sh PYTHON NAME...   (once per Python: 3.10 to 3.13)
 set -euo pipefail
 python=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
-# CI (.ci/run) and this machine run CPython 3.11: locks made on another Python would be
-# ignored there (their markers would not match).
-[ "$version" = 3.11 ] || echo "warning: $python is Python $version, not 3.11, which CI runs; its locks will not apply there" >&2
+marker="python_version == \"$version\""
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 for name in "$@"; do
@@ -17,14 +16,19 @@ for name in "$@"; do
   "$scratch/$name/bin/pip" install --quiet --disable-pip-version-check -r "$here/$name.txt"
   # Written aside and moved into place: a failed run leaves the old lock whole.
   {
-    echo "# Every package of .venv/$name as resolved from $name.txt (pip freeze), so a fresh clone"
-    echo "# installs what was tested, whatever its dependencies have released since. Used as pip"
-    echo "# constraints, only on the Python it was resolved on (the marker); another Python"
-    echo "# resolves from $name.txt alone. Written by lock.sh (\`make python-locks\`)."
-    "$scratch/$name/bin/pip" freeze --all --disable-pip-version-check \
-      | grep -Ev '^pip==' \
-      | sed "s/\$/ ; python_version == \"$version\"/"
+    echo "# Every package of .venv/$name as resolved from $name.txt (pip freeze), per CPython, so a"
+    echo "# fresh clone installs what was tested, whatever its dependencies have released since."
+    echo "# Used as pip constraints: each line only on the Python it was resolved on (its marker);"
+    echo "# a Python with no lines resolves from $name.txt alone. Written by lock.sh"
+    echo "# (\`make python-locks PYTHON=...\`, once per Python)."
+    {
+      # Other Pythons' pins, as they were.
+      { grep -v '^#' "$here/$name.lock" 2>/dev/null || true; } | { grep -vF "; $marker" || true; }
+      "$scratch/$name/bin/pip" freeze --all --disable-pip-version-check \
+        | grep -Ev '^pip==' \
+        | sed "s/\$/ ; $marker/"
+    } | LC_ALL=C sort -t';' -k2,2 -k1,1f
   } > "$scratch/$name.lock"
   mv "$scratch/$name.lock" "$here/$name.lock"
-  echo "wrote $here/$name.lock ($(grep -vc '^#' "$here/$name.lock") packages, Python $version)"
+  echo "wrote $here/$name.lock ($(grep -c "; $marker" "$here/$name.lock") packages for Python $version)"
 done
