@@ -25,7 +25,7 @@ EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 
-.PHONY: help build-dir deps tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
+.PHONY: help build-dir deps rust-components tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -59,10 +59,15 @@ $(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/
 python-locks:
 	infra/python/lock.sh $(PYTHON) $(VENVS)
 
-deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed
+deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
+
+# rustfmt and clippy, which a minimal rustup profile lacks (best effort: a Rust installed
+# without rustup may have them already). Before every other rustup call: rustup does not
+# take two at once (make -j).
+rust-components:
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed
+tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed rust-components
 	rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 # --- test -----------------------------------------------------------------------------
@@ -70,7 +75,7 @@ test: deps tools fmt-check clippy docs unit-and-integration template-lint checko
 
 # The bench scripts are not run by `make test` (it asserts no timings): only checked to parse.
 # rustfmt's own `--color auto` colours its diff even into a file (CARGO_TERM_COLOR is cargo's).
-fmt-check:
+fmt-check: rust-components
 	cargo fmt --all --check -- --color "$$(test -t 1 && echo auto || echo never)"
 	$(PYTHON) -c 'import ast, sys; [ast.parse(open(p).read(), p) for p in sys.argv[1:]]' bench/*.py bench/py-download/*.py
 
@@ -83,7 +88,7 @@ RUST_LINTED := 1.95
 RUST_RELEASE := $(shell rustc --version 2>/dev/null | sed -nE 's/^rustc ([0-9]+\.[0-9]+)\.[0-9]+ .*/\1/p')
 LINTS := $(if $(filter $(RUST_LINTED),$(RUST_RELEASE)),-D warnings,-W warnings)
 
-clippy:
+clippy: rust-components
 	@test "$(RUST_RELEASE)" = "$(RUST_LINTED)" || echo "note: not stable Rust $(RUST_LINTED) ($$(rustc --version)): lint warnings do not fail the build" >&2
 	cargo clippy --workspace --all-targets --locked -- $(LINTS)
 
@@ -94,7 +99,7 @@ docs:
 unit-and-integration: deps
 	$(EMULATOR) cargo test --workspace --locked
 
-template-lint: tools
+template-lint: $(VENV)/tools/.installed
 	$(TOOLS)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/sam validate --lint --template-file template.yaml
 
