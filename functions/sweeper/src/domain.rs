@@ -385,13 +385,23 @@ async fn sweep_task<P: Ports>(
         // may be lost), and no file of a save that reopened it and stopped before its task
         // item (it marked the task open first: `items::MarkOpen`). A registered task without a
         // result has no files to send yet: the reconciler's.
-        if record.stage == Stage::Submitted || record.last_received_at >= now.minus(settings.grace) {
+        if record.last_received_at >= now.minus(settings.grace) {
             return Ok(Attempt::Done(Swept::Files(0)));
+        }
+        if record.stage == Stage::Submitted {
+            return match &record.open {
+                // Registrations of releases before 2026-12-03 marked the task open: out of the
+                // index, or it takes a place in every lap and ages the oldest open task.
+                Some(_) if record.files.is_empty() && record.adding.is_none() => {
+                    close(ports, &record, "a registered task without a result").await
+                }
+                _ => Ok(Attempt::Done(Swept::Files(0))),
+            };
         }
         if record.is_settled() && !record.has_uncommitted_files() {
             return match record.open {
                 // Marked open by a save that stopped before writing any file item.
-                Some(_) => close(ports, &record).await,
+                Some(_) => close(ports, &record, "a settled task").await,
                 None => Ok(Attempt::Done(Swept::Files(0))),
             };
         }
@@ -454,12 +464,13 @@ async fn take_fence_away<P: Ports>(
     }
 }
 
-/// Take a settled task out of the index: its `open` was left by a save that marked it and
-/// stopped before writing any file.
-async fn close<P: Ports>(ports: &P, record: &TaskRecord) -> Result<Attempt<Swept>, SweepError> {
+/// Take `record`'s task out of the open-tasks index (`what` it is, for the log): a settled
+/// task whose `open` a save that marked it and stopped before writing any file left, or a
+/// registered task an older release marked.
+async fn close<P: Ports>(ports: &P, record: &TaskRecord, what: &str) -> Result<Attempt<Swept>, SweepError> {
     match ports.close_task(record).await? {
         Conditional::Applied => {
-            tracing::info!(task_id = %record.task_id, "a settled task left marked open: taken out of the index");
+            tracing::info!(task_id = %record.task_id, "{what} left marked open: taken out of the index");
             Ok(Attempt::Done(Swept::Files(0)))
         }
         Conditional::Conflict => Ok(Attempt::Conflict),

@@ -461,6 +461,25 @@ async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
     assert_eq!(report.tasks_checked, 0, "{report:?}");
 }
 
+/// A registration of an older release marked its task open: the sweeper takes it out of the
+/// index (leaving the task to the reconciler), not checking it again every lap.
+#[tokio::test]
+async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
+    let ports = TestPorts::with_virtual_clock(at(0));
+    let registration = stemvault_vault::register::Registration { family: Family::Music, client_ref: None };
+    let mut record = registration.record(&TaskId::parse(OLD).unwrap(), at(0), Duration::from_secs(600));
+    assert_eq!(record.open, None, "this release does not mark it");
+    record.open = Some(stemvault_vault::OPEN_MARKER.to_owned());
+    ports.put_record(record);
+    ports.advance(Duration::from_secs(300));
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued), (1, 0));
+    let swept = ports.record(OLD).unwrap();
+    assert_eq!((swept.open, swept.stage, swept.reconcile.as_deref()), (None, Stage::Submitted, Some("due")));
+    let report = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!(report.tasks_checked, 0, "{report:?}");
+}
+
 /// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
 /// 300 s on (past the grace period).
 fn pending_orphans(n: usize) -> TestPorts {
