@@ -123,7 +123,9 @@ lambda-build: tools
 	  printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$(wc -c < "$$f")"; done
 
 # --- run ------------------------------------------------------------------------------
+# The note tells a `make demo` started meanwhile to wait for this runner (the runner removes it).
 run: deps
+	@mkdir -p .local && : > .local/run.starting
 	cargo build --locked -p stemvault-local
 	$(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"
 

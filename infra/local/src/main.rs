@@ -94,7 +94,10 @@ async fn start_pipeline(port: u16, file_port: u16, print_events: bool) -> Result
 async fn run() -> Result<(), String> {
     let (port, file_port) = ports()?;
     let info_path = run_info::default_path()?;
-    let pipeline = start_pipeline(port, file_port, true).await?;
+    let started = start_pipeline(port, file_port, true).await;
+    // Started or not, no longer on its way (`make run` wrote the note before building).
+    let _ = std::fs::remove_file(run_info::starting_path()?);
+    let pipeline = started?;
     if let Err(e) = run_info::write(&pipeline.info, &info_path) {
         eprintln!("warning: could not write {} ({e}); `make demo` will not know the key", info_path.display());
     }
@@ -129,6 +132,15 @@ async fn run() -> Result<(), String> {
 /// What the demo talks to: the runner described by `.local/run.json`, one the environment
 /// describes, or (nothing answering) a pipeline started here.
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
+    if !answers(port).await && run_info::starting_path().is_ok_and(|note| run_info::runner_starting(&note)) {
+        println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it on 127.0.0.1:{port}");
+        for _ in 0..60 {
+            if answers(port).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
     if !answers(port).await {
         println!("nothing answers on 127.0.0.1:{port}: starting the pipeline in this process");
         let pipeline = start_pipeline(port, file_port, false).await?;

@@ -100,6 +100,23 @@ pub fn runner_alive(info: &RunInfo) -> bool {
     !proc.join("self").exists() || proc.join(info.pid.to_string()).exists()
 }
 
+/// Where `make run` notes, before it builds, that a runner is on its way (removed by the runner
+/// once it answers, or fails to start): a `make demo` started meanwhile waits for it rather
+/// than starting a pipeline of its own on the same port.
+pub fn starting_path() -> Result<PathBuf, String> {
+    Ok(default_path()?.with_file_name("run.starting"))
+}
+
+/// How long a `starting` note counts: a build and a start take minutes at most; an older note
+/// is one a stopped build left.
+pub const STARTING_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// Whether the note at `path` says a runner is starting (written under [`STARTING_FOR`] ago).
+pub fn runner_starting(path: &Path) -> bool {
+    let written = std::fs::metadata(path).and_then(|m| m.modified());
+    written.is_ok_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
+}
+
 /// Remove the file if it is still this process's.
 pub fn remove_own(path: &Path) {
     if read(path).is_some_and(|info| info.pid == std::process::id()) {
@@ -126,6 +143,20 @@ mod tests {
             fake_provider: Some("http://127.0.0.1:3002".into()),
             event_bus_name: Some("stemvault-local-events".into()),
         }
+    }
+
+    #[test]
+    fn a_starting_note_counts_while_fresh() {
+        let dir = std::env::temp_dir().join(format!("stemvault-starting-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let note = dir.join("run.starting");
+        assert!(!runner_starting(&note), "no note");
+        std::fs::write(&note, b"").unwrap();
+        assert!(runner_starting(&note));
+        let old = std::time::SystemTime::now() - STARTING_FOR - std::time::Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&note).unwrap().set_modified(old).unwrap();
+        assert!(!runner_starting(&note), "left by a stopped build");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A runner the environment describes needs its AWS and its callers' credentials named;
