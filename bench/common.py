@@ -18,6 +18,13 @@ CREDS = dict(AWS_REGION="us-east-1", AWS_DEFAULT_REGION="us-east-1", AWS_ACCESS_
 # machine) must not take those requests, from this process or the ones it starts.
 for _name in ("NO_PROXY", "no_proxy"):
     os.environ[_name] = ",".join(filter(None, [os.environ.get(_name, ""), "127.0.0.1", "localhost"]))
+# Nothing of the caller's AWS setup reaches the functions, the peers or boto3 here (as
+# infra/local/emulator.sh): a per-service endpoint such as AWS_ENDPOINT_URL_S3 would win over
+# the emulator's AWS_ENDPOINT_URL, a profile or real credentials would be read. The aws-lc
+# crates' build settings (AWS_LC_*) are not the SDK's: kept.
+for _name in [n for n in os.environ if n.startswith("AWS_") and not n.startswith("AWS_LC_")]:
+    del os.environ[_name]
+os.environ.update(AWS_CONFIG_FILE="/dev/null", AWS_SHARED_CREDENTIALS_FILE="/dev/null")
 # The table's keys as the project's functions expect them (template.yaml): task_id + sk.
 TABLE_KEY, SORT_KEY = "task_id", "sk"
 TASK_SK = "task"
