@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
-use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use reqwest::header::{CONTENT_TYPE, HeaderValue, LOCATION};
 use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::QueueError;
 use url::Url;
@@ -80,8 +80,31 @@ impl PostWebhook for HttpPoster {
             .map_err(post_error)?;
         let answer =
             Answer { status: response.status().as_u16(), retry_after: stemvault_aws::http::asked_wait(&response) };
+        if response.status().is_redirection() {
+            let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
+            let to = redirect_target(&self.url, location);
+            tracing::warn!(
+                status = answer.status,
+                to,
+                "NOTIFY_URL redirects, and redirects are not followed: set NotifyUrl to where it points"
+            );
+        }
         drain(response).await;
         Ok(answer)
+    }
+}
+
+/// Where a redirect from `notify_url` points, as the logs may show it: whether it stays on the
+/// receiver's origin (then only its path or query changed: neither is shown, either may carry
+/// the receiver's token), or the other origin ([`stemvault_aws::shown::loggable`]).
+fn redirect_target(notify_url: &Url, location: Option<&str>) -> String {
+    let Some(target) = location.and_then(|l| notify_url.join(l).ok()) else {
+        return "nowhere readable (no Location header, or not a URL)".to_owned();
+    };
+    if target.origin() == notify_url.origin() {
+        "the same origin (another path or query)".to_owned()
+    } else {
+        stemvault_aws::shown::loggable(&target)
     }
 }
 
@@ -234,6 +257,19 @@ mod tests {
             }
             assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "not kept");
         }
+    }
+
+    /// A redirect is logged with where it points, never with a path or query.
+    #[test]
+    fn a_redirect_is_shown_by_origin_only() {
+        let notify = Url::parse("https://hooks.example.com/in/tok3n").unwrap();
+        let target = |l| redirect_target(&notify, l);
+        assert_eq!(target(Some("/in/tok3n/")), "the same origin (another path or query)");
+        let moved = target(Some("https://new.example.com/in/tok3n?x=1"));
+        assert!(moved.starts_with("https://new.example.com/… (sha256 "), "{moved}");
+        assert!(target(Some("http://hooks.example.com/in/tok3n")).starts_with("http://hooks.example.com/…"));
+        assert!(!moved.contains("tok3n"));
+        assert!(target(None).starts_with("nowhere"));
     }
 
     /// The poster against a receiver on loopback: a 429 or 503 says how long to wait, in
