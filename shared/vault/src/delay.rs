@@ -38,42 +38,75 @@ impl Backoff {
     }
 
     /// The wait to keep a message away after its `receive_count`th receive: as
-    /// [`Backoff::retry_delay_after`], the backoff [`spread`] when the other side named no time.
+    /// [`Backoff::retry_delay_after`], the backoff [`spread`] (up to the schedule's longest)
+    /// when the other side named no time.
     pub fn next_delay(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
         match retry_after {
-            None => spread(self.retry_delay(receive_count)),
+            None => spread(self.retry_delay(receive_count), self.max),
             Some(_) => self.retry_delay_after(receive_count, retry_after),
         }
     }
 
-    /// The backoff's time from a message's first receive to its `receive`th.
+    /// The backoff's time from a message's first receive to its `receive`th: the shortest,
+    /// as [`spread`] only lengthens a wait.
     pub const fn until(&self, receive: u32) -> Duration {
+        self.sum_until(receive, false)
+    }
+
+    /// The longest the same can take, every wait [`spread`] its most.
+    pub const fn longest_until(&self, receive: u32) -> Duration {
+        self.sum_until(receive, true)
+    }
+
+    const fn sum_until(&self, receive: u32, spread_most: bool) -> Duration {
         let (mut total, mut n) = (Duration::ZERO, 1);
         while n < receive {
-            total = total.saturating_add(self.retry_delay(n));
+            let wait = self.retry_delay(n);
+            let wait = if spread_most { longest_spread(wait, self.max) } else { wait };
+            total = total.saturating_add(wait);
             n += 1;
         }
         total
     }
 }
 
-/// `delay` less a random part of its last fifth: messages that failed together (a receiver's
-/// or a source host's outage) come back spread out, not all at once at every step. Never
-/// longer than the schedule, so the times computed from it ([`Backoff::until`], the
-/// dead-letter bounds) still hold.
-pub fn spread(delay: Duration) -> Duration {
-    let room = u64::try_from((delay / 5).as_millis()).unwrap_or(u64::MAX);
+/// `delay` and a random part of a fifth more, at most `ceiling` (the schedule's longest wait):
+/// messages that failed together (a receiver's or a source host's outage) come back spread
+/// out, not all at once at every step. Never shorter than the schedule, so what it promises
+/// (a day of retries, a webhook counted late after 85 minutes) holds, and never longer than
+/// its ceiling, so no wait outgrows what the queue allows ([`Backoff::longest_until`]).
+pub fn spread(delay: Duration, ceiling: Duration) -> Duration {
+    let room = longest_spread(delay, ceiling).saturating_sub(delay);
+    let Ok(room) = u64::try_from(room.as_millis()) else { return delay };
     if room == 0 {
         return delay;
     }
     let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), room);
-    delay.saturating_sub(Duration::from_millis(random % room))
+    delay.saturating_add(Duration::from_millis(random % room))
 }
 
-/// Whether `delay` is `backoff` [`spread`]: within its last fifth.
+/// The most [`spread`] makes of `delay`: a fifth more, at most `ceiling` (never less than
+/// `delay` itself).
+const fn longest_spread(delay: Duration, ceiling: Duration) -> Duration {
+    let fifth = match delay.checked_div(5) {
+        Some(fifth) => fifth,
+        None => Duration::ZERO,
+    };
+    let most = delay.saturating_add(fifth);
+    if most.as_nanos() < ceiling.as_nanos() {
+        most
+    } else if delay.as_nanos() > ceiling.as_nanos() {
+        delay
+    } else {
+        ceiling
+    }
+}
+
+/// Whether `delay` is `backoff` [`spread`] (up to a fifth more; `backoff` well under its
+/// schedule's longest wait).
 #[cfg(any(test, feature = "test-support"))]
 pub fn is_spread(delay: Duration, backoff: Duration) -> bool {
-    (backoff - backoff / 5..=backoff).contains(&delay)
+    (backoff..=backoff + backoff / 5).contains(&delay)
 }
 
 /// Delay a received message's next delivery.
@@ -127,11 +160,17 @@ mod tests {
     }
 
     #[test]
-    fn a_spread_wait_is_within_the_last_fifth_of_its_backoff_and_varies() {
-        let waits: Vec<Duration> = (0..20).map(|_| spread(40 * S)).collect();
+    fn a_spread_wait_is_up_to_a_fifth_longer_within_its_ceiling_and_varies() {
+        let waits: Vec<Duration> = (0..20).map(|_| spread(40 * S, 3600 * S)).collect();
         assert!(waits.iter().all(|w| is_spread(*w, 40 * S)), "{waits:?}");
         assert!(waits.iter().any(|w| *w != waits[0]), "not all alike: {waits:?}");
-        assert_eq!(spread(Duration::from_millis(4)), Duration::from_millis(4), "too short to spread");
-        assert!(!is_spread(31 * S, 40 * S) && !is_spread(41 * S, 40 * S));
+        assert_eq!(spread(Duration::from_millis(4), 3600 * S), Duration::from_millis(4), "too short to spread");
+        assert!(!is_spread(39 * S, 40 * S) && !is_spread(49 * S, 40 * S));
+        // At the ceiling, or near it: never past it.
+        assert_eq!(spread(60 * S, 60 * S), 60 * S);
+        assert!((0..20).all(|_| (55 * S..=60 * S).contains(&spread(55 * S, 60 * S))));
+        // The schedule's sums: the shortest as before, the longest each wait a fifth more, capped.
+        assert_eq!(SCHEDULE.longest_until(4), (12 + 24 + 48) * S);
+        assert_eq!(SCHEDULE.longest_until(6), (12 + 24 + 48 + 60 + 60) * S);
     }
 }

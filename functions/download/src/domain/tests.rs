@@ -192,8 +192,8 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     assert_eq!(ports.opened().len(), 2);
 }
 
-/// Files failing together (a host's outage) come back apart: each wait is its backoff less a
-/// random part of its last fifth.
+/// Files failing together (a host's outage) come back apart: each wait is its backoff and a
+/// random part of a fifth more.
 #[tokio::test]
 async fn retries_of_one_step_are_spread() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
