@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use stemvault_local::demo::{self, DemoTarget};
 use stemvault_local::pipeline::{DEFAULT_POLLERS, Pipeline, PipelineOptions};
-use stemvault_local::run_info::{self, RESOURCE_BASE};
+use stemvault_local::run_info::{self, RESOURCE_BASE, RunInfo};
 use stemvault_local::settings::{self, file_server_origin};
 use stemvault_local::shutdown::{Shutdown, interrupted};
 use tokio::net::{TcpListener, TcpStream};
@@ -95,12 +95,15 @@ async fn run() -> Result<(), String> {
     let (port, file_port) = ports()?;
     let info_path = run_info::default_path()?;
     let started = start_pipeline(port, file_port, true).await;
-    // Started or not, no longer on its way (`make run` wrote the note before building).
-    let _ = std::fs::remove_file(run_info::starting_path()?);
-    let pipeline = started?;
-    if let Err(e) = run_info::write(&pipeline.info, &info_path) {
+    if let Ok(pipeline) = &started
+        && let Err(e) = run_info::write(&pipeline.info, &info_path)
+    {
         eprintln!("warning: could not write {} ({e}); `make demo` will not know the key", info_path.display());
     }
+    // Described (or failed to start): no longer on its way (`make run` wrote the note before
+    // building; a demo waiting on it reads run.json next).
+    let _ = std::fs::remove_file(run_info::starting_path()?);
+    let pipeline = started?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     println!(
         "{}",
@@ -132,10 +135,13 @@ async fn run() -> Result<(), String> {
 /// What the demo talks to: the runner described by `.local/run.json`, one the environment
 /// describes, or (nothing answering) a pipeline started here.
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
-    if !answers(port).await && run_info::starting_path().is_ok_and(|note| run_info::runner_starting(&note)) {
+    // A runner still building or starting: wait until it has described itself (its port
+    // answers a little before that).
+    let starting = || run_info::starting_path().is_ok_and(|note| run_info::runner_starting(&note));
+    if starting() && described_runner(port).is_none() {
         println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it on 127.0.0.1:{port}");
         for _ in 0..60 {
-            if answers(port).await {
+            if !starting() || described_runner(port).is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -146,14 +152,18 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
         let pipeline = start_pipeline(port, file_port, false).await?;
         return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
     }
-    let described =
-        run_info::default_path().ok().and_then(|path| run_info::read(&path)).filter(|info| info.port == port);
-    if let Some(info) = described.filter(run_info::runner_alive) {
+    if let Some(info) = described_runner(port) {
         println!("using the runner on {} (pid {})", info.base_url, info.pid);
         return Ok((DemoTarget::from_run_info(&info).await, None));
     }
     let info = run_info::described_by_environment(&env, port, file_server_origin(file_port))?;
     Ok((DemoTarget::from_run_info(&info).await, None))
+}
+
+/// The live runner `.local/run.json` describes on `port`, if any.
+fn described_runner(port: u16) -> Option<RunInfo> {
+    let info = run_info::read(&run_info::default_path().ok()?)?;
+    (info.port == port && run_info::runner_alive(&info)).then_some(info)
 }
 
 async fn run_demo() -> Result<(), String> {
