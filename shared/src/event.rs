@@ -29,10 +29,12 @@ impl CallbackEvent {
         self.code == 200 && self.stage != Stage::Error
     }
 
-    /// Whether the family is only the parser's fallback: a failure read as music, as any
-    /// `callbackType` body is (docs.kie.ai's lyrics failure keeps `callbackType "complete"`).
+    /// Whether the family is only read from a failure's shape: a failure read as music (the
+    /// parser's fallback for any `callbackType` body) or as lyrics (a `callbackType
+    /// "complete"` failure without items, as docs.kie.ai's lyrics failure is; a
+    /// docs.sunoapi.org one keyed `taskId`): such bodies carry nothing of their family's own.
     pub fn family_is_a_guess(&self) -> bool {
-        self.family == Family::Music && !self.succeeded()
+        matches!(self.family, Family::Music | Family::Lyrics) && !self.succeeded()
     }
 }
 

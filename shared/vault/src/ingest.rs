@@ -251,9 +251,9 @@ fn apply_new_body(
 ) -> Vec<String> {
     record.callbacks.insert(id.to_owned(), callback_entry(event, body, arrived));
     let registered = record.stage == Stage::Submitted;
-    // A failure read as music is only the parser's fallback for a `callbackType` body
-    // (docs.kie.ai's lyrics failure keeps `callbackType "complete"`): it does not overrule
-    // the family the task was registered with.
+    // A failure read as music or lyrics is only read from its shape
+    // (`CallbackEvent::family_is_a_guess`): it does not overrule the family the task was
+    // registered with.
     let adopt = record.family == Family::Unknown || (registered && !event.family_is_a_guess());
     if adopt && event.family != Family::Unknown {
         record.family = event.family;

@@ -468,12 +468,11 @@ impl TaskRecord {
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
-    /// Whether the recorded family is only the parser's fallback: a callback's failure
-    /// without files read as music, as any `callbackType` body is (docs.kie.ai's lyrics
-    /// failure keeps `callbackType "complete"`), on a task no registration named. A
-    /// registration naming another family then says better.
+    /// Whether the recorded family is only read from a failure's shape: a callback's failure
+    /// without files read as music or lyrics ([`suno_callbacks::CallbackEvent::family_is_a_guess`]),
+    /// on a task no registration named. A registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
-        self.family == Family::Music
+        matches!(self.family, Family::Music | Family::Lyrics)
             && !self.succeeded
             && self.files.is_empty()
             && self.registered_family.is_none()

@@ -363,6 +363,10 @@ mod tests {
         // naming music adds only its client_ref.
         let guessed = first_seen(&event(Stage::Error, Family::Music, &[]), now);
         assert!(guessed.family_is_a_guess());
+        // So is one read as lyrics: a registration naming music gives the task its family.
+        let read_as_lyrics = first_seen(&event(Stage::Error, Family::Lyrics, &[]), now);
+        assert!(read_as_lyrics.family_is_a_guess());
+        assert_eq!(reg.completion(&read_as_lyrics, now).and_then(|c| c.family), Some(Family::Music));
         let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let completion = lyrics.completion(&guessed, now).expect("the family");
         assert_eq!(completion.family, Some(Family::Lyrics));
@@ -570,10 +574,15 @@ mod tests {
 
         // The callback's family wins over the registered one; a result without files settles
         // the task as it is recorded (its manifest is asked for), as for a task first seen so.
-        let lyrics = merge(&registered, &event(Stage::Error, Family::Lyrics, &[]), t1);
-        assert_eq!((lyrics.family, lyrics.stage, lyrics.vault), (Family::Lyrics, Stage::Error, VaultState::Complete));
-        // ... except a failure read as music, the parser's fallback for any `callbackType`
-        // body: a task registered as lyrics stays lyrics, one registered as music is music.
+        let lyrics = merge(&registered, &event(Stage::Complete, Family::Lyrics, &[]), t1);
+        assert_eq!(
+            (lyrics.family, lyrics.stage, lyrics.vault),
+            (Family::Lyrics, Stage::Complete, VaultState::Complete)
+        );
+        // ... except a failure read as music or lyrics, whose shape is all that names it: a
+        // task registered as music stays music, one registered as lyrics stays lyrics.
+        let read_as_lyrics = merge(&registered, &event(Stage::Error, Family::Lyrics, &[]), t1);
+        assert_eq!((read_as_lyrics.family, read_as_lyrics.stage), (Family::Music, Stage::Error));
         let as_lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let registered_lyrics = as_lyrics.record(&TaskId::parse("t1").unwrap(), t0, Duration::from_secs(600));
         let failed = merge(&registered_lyrics, &event(Stage::Error, Family::Music, &[]), t1);
