@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run a command with the local AWS emulator (moto, infra/local/emulator.py) started on 127.0.0.1 and the
 # standard SDK environment pointing at it; stop the emulator when the command ends.
-#   infra/local/emulator.sh cargo test
+#   infra/local/emulator.sh cargo test --workspace
 # The emulator's port is free-picked unless EMULATOR_PORT is set.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

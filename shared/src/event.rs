@@ -206,6 +206,8 @@ pub struct Track {
     pub model_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tags: Option<String>,
+    /// As the provider gave it: a date string in a callback (`2025-01-01 00:00:00`, no zone
+    /// given), Unix milliseconds as digits where a poll gave a number.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub create_time: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -148,9 +148,10 @@ fn fence_as_read(u: &mut Update, fence: Option<AddFence>) -> String {
     }
 }
 
-/// A settled task's `open` (and the fence of the save that marked it) taken away, if its task
-/// item is still as read (its version and `last_received_at`: a [`MarkOpen`] since moved the
-/// time, not the version): [`TaskTable::close_open`].
+/// A task's `open` (and the fence of the save that marked it) taken away: a settled task's, or
+/// a registered one's an older release marked; if its task item is still as read (its version
+/// and `last_received_at`: a [`MarkOpen`] since moved the time, not the version):
+/// [`TaskTable::close_open`].
 fn close_open(record: &TaskRecord) -> Update {
     let mut u = Update::new("REMOVE #open, #adding, #adding_at", "version = :read AND last_received_at = :at");
     u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
@@ -368,7 +369,7 @@ impl TaskTable {
         self.update("marking open", task_id, items::TASK_SK, mark_open(mark)).await
     }
 
-    /// Take a settled task read as `record` out of the open-tasks index (the inverse of the
+    /// Take a task read as `record` out of the open-tasks index (the inverse of the
     /// [`MarkOpen`] a save makes), if its task item is still as read.
     pub async fn close_open(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
         self.update("closing", &record.task_id, items::TASK_SK, close_open(record)).await
