@@ -13,13 +13,6 @@ endif
 export CARGO_TARGET_DIR
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3
-# A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
-# cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
-NEW_VENV = $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-  || { echo "$(PYTHON) is missing or older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }; \
-  $(PYTHON) -c 'import ensurepip' 2>/dev/null \
-  || { echo "$(PYTHON) cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }; \
-  $(PYTHON) -m venv
 VENV := .venv
 EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
@@ -45,14 +38,9 @@ build-dir:
 # aws-sam-cli's, see checkov.txt), and the Standard Webhooks verifier of the notify tests.
 # Each installs with its <name>.lock as constraints: every dependency at the version tested.
 VENVS := emulator tools checkov webhooks
+# infra/python/install.sh makes one at a time (two makes started together share the work).
 $(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/python/%.lock
-	@echo "installing $(VENV)/$* from $< (constraints: infra/python/$*.lock)"
-	@rm -rf $(VENV)/$*
-	@$(NEW_VENV) $(VENV)/$*
-	@grep -qF "; python_version == \"$$($(VENV)/$*/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')\"" infra/python/$*.lock \
-	  || echo "note: infra/python/$*.lock holds for CPython 3.10 to 3.13; this Python resolves the rest of $< afresh" >&2
-	@$(VENV)/$*/bin/pip install --quiet --disable-pip-version-check -r $< -c infra/python/$*.lock
-	@touch $@
+	@infra/python/install.sh $(PYTHON) $*
 
 # After changing a requirements file: resolve every venv afresh and rewrite the locks, once
 # per Python (make python-locks PYTHON=python3.12 ...; each keeps the others' pins).

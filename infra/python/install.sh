@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install .venv/<name> from infra/python/<name>.txt with <name>.lock as constraints (the
+# Makefile's venv rule). One install of a venv at a time where the system has flock: `make run`
+# and `make test` started together on a fresh clone each removed the venv the other was
+# filling. An install that finds the venv made meanwhile, by the one it waited for, is done.
+# Usage: infra/python/install.sh PYTHON NAME
+set -euo pipefail
+python=$1 name=$2
+here=$(cd "$(dirname "$0")" && pwd)
+venvs="$here/../../.venv"
+venv="$venvs/$name" txt="$here/$name.txt" lock="$here/$name.lock"
+mkdir -p "$venvs"
+if command -v flock >/dev/null; then
+  exec 9>"$venvs/.$name.installing"
+  flock 9
+fi
+if [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ]; then
+  exit 0
+fi
+echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
+# A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
+# cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
+  || { echo "$python is missing or older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }
+"$python" -c 'import ensurepip' 2>/dev/null \
+  || { echo "$python cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }
+rm -rf "$venv"
+"$python" -m venv "$venv"
+version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+grep -qF "; python_version == \"$version\"" "$lock" \
+  || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $version resolves the rest of $name.txt afresh" >&2
+"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$txt" -c "$lock"
+touch "$venv/.installed"
