@@ -30,12 +30,23 @@ impl CallbackEvent {
     }
 
     /// Whether the family is only read from a failure's shape: a failure read as music (the
-    /// parser's fallback for any `callbackType` body) or as lyrics (a `callbackType
-    /// "complete"` failure without items, as docs.kie.ai's lyrics failure is; a
-    /// docs.sunoapi.org one keyed `taskId`): such bodies carry nothing of their family's own.
+    /// parser's fallback for any `callbackType` body), or as lyrics without its message
+    /// naming lyrics (a `callbackType "complete"` failure without items, as docs.kie.ai's
+    /// lyrics failure is): such bodies carry nothing of their family's own.
     pub fn family_is_a_guess(&self) -> bool {
-        matches!(self.family, Family::Music | Family::Lyrics) && !self.succeeded()
+        failure_family_is_a_guess(self.family, self.succeeded(), &self.message)
     }
+}
+
+/// [`CallbackEvent::family_is_a_guess`] of a failure's `family` and `message` (or of a
+/// success: never).
+pub fn failure_family_is_a_guess(family: Family, succeeded: bool, message: &str) -> bool {
+    !succeeded
+        && match family {
+            Family::Music => true,
+            Family::Lyrics => !crate::parse::names_lyrics(message),
+            _ => false,
+        }
 }
 
 /// A file to vault: a stable, readable name (for example `vocal`, `drums`,

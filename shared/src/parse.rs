@@ -150,6 +150,7 @@ use crate::{CallbackEvent, Details, Family, FileRef, Stage, TaskIdError};
 pub const MAX_TRACKS_OR_IMAGES: usize = 256;
 
 pub use envelope::MISSING_CODE;
+pub use family::names_lyrics;
 pub use files::MAX_NAME_BYTES;
 pub(crate) use music::is_source_file;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};

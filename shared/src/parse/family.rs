@@ -49,6 +49,13 @@ pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Opt
     }
 }
 
+/// Whether a failure's message names lyrics (the documented lyrics failures' do): what tells a
+/// lyrics failure from a music one when its body carries nothing else of its family.
+pub fn names_lyrics(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    ["song description", "lyrics generation", "lyric generation", "generate lyrics"].iter().any(|p| message.contains(p))
+}
+
 fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str>) -> bool {
     let items = data.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let has_key = |item: &Value, key: &str| item.as_object().is_some_and(|o| o.contains_key(key));
@@ -62,11 +69,8 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
         data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some() && !tracks;
     // docs.kie.ai's lyrics failure keeps `callbackType: complete` with no items, whatever its
     // message (its codes: 400, 500); every music failure documented is `error`.
-    let lyrics_failure = code != 200
-        && (["song description", "lyrics generation", "lyric generation", "generate lyrics"]
-            .iter()
-            .any(|phrase| message.contains(phrase))
-            || (callback_type == Some("complete") && items.is_empty()));
+    let lyrics_failure =
+        code != 200 && (names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
     text_items || sunoapi_lyrics || lyrics_failure
 }
 

@@ -472,8 +472,7 @@ impl TaskRecord {
     /// without files read as music or lyrics ([`suno_callbacks::CallbackEvent::family_is_a_guess`]),
     /// on a task no registration named. A registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
-        matches!(self.family, Family::Music | Family::Lyrics)
-            && !self.succeeded
+        suno_callbacks::event::failure_family_is_a_guess(self.family, self.succeeded, &self.message)
             && self.files.is_empty()
             && self.registered_family.is_none()
             && !self.callbacks.is_empty()

@@ -363,10 +363,15 @@ mod tests {
         // naming music adds only its client_ref.
         let guessed = first_seen(&event(Stage::Error, Family::Music, &[]), now);
         assert!(guessed.family_is_a_guess());
-        // So is one read as lyrics: a registration naming music gives the task its family.
+        // So is one read as lyrics from its shape alone: a registration naming music gives the
+        // task its family. One whose message names lyrics is lyrics.
         let read_as_lyrics = first_seen(&event(Stage::Error, Family::Lyrics, &[]), now);
         assert!(read_as_lyrics.family_is_a_guess());
         assert_eq!(reg.completion(&read_as_lyrics, now).and_then(|c| c.family), Some(Family::Music));
+        let named =
+            CallbackEvent { message: "Lyrics generation failed".into(), ..event(Stage::Error, Family::Lyrics, &[]) };
+        assert!(!named.family_is_a_guess() && !first_seen(&named, now).family_is_a_guess());
+        assert!(!event(Stage::Complete, Family::Lyrics, &[]).family_is_a_guess(), "a success is no guess");
         let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let completion = lyrics.completion(&guessed, now).expect("the family");
         assert_eq!(completion.family, Some(Family::Lyrics));
