@@ -115,8 +115,8 @@ lambda-build: tools
 # The note tells a `make demo` started meanwhile to wait for this runner (the runner removes it).
 run: deps
 	@mkdir -p .local && : > .local/run.starting
-	cargo build --locked -p stemvault-local
-	$(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"
+	@cargo build --locked -p stemvault-local || { rm -f .local/run.starting; exit 1; }
+	@$(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"; status=$$?; rm -f .local/run.starting; exit $$status
 
 # Against a running `make run` when one answers on PORT (PORT unset: the live runner's port,
 # from .local/run.json), else the whole pipeline in-process under a fresh emulator.

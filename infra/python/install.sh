@@ -12,7 +12,7 @@ venv="$venvs/$name" txt="$here/$name.txt" lock="$here/$name.lock"
 mkdir -p "$venvs"
 if command -v flock >/dev/null; then
   exec 9>"$venvs/.$name.installing"
-  flock 9
+  flock -n 9 || { echo "waiting for another install of .venv/$name" >&2; flock 9; }
 fi
 if [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ]; then
   exit 0

@@ -137,11 +137,13 @@ async fn run() -> Result<(), String> {
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
     // A runner still building or starting: wait until it has described itself (its port
     // answers a little before that).
+    // A run.json older than the note is an earlier runner's (one killed outright leaves it).
     let starting = || run_info::starting_path().is_ok_and(|note| run_info::runner_starting(&note));
-    if starting() && described_runner(port).is_none() {
+    let described_since = || described_runner(port).is_some() && run_info::described_since_starting();
+    if starting() && !described_since() {
         println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it on 127.0.0.1:{port}");
         for _ in 0..60 {
-            if !starting() || described_runner(port).is_some() {
+            if !starting() || described_since() {
                 break;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -117,6 +117,17 @@ pub fn runner_starting(path: &Path) -> bool {
     written.is_ok_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
 }
 
+/// Whether run.json was written after the `starting` note (by the runner that note announced;
+/// the runner writes it, then removes the note).
+pub fn described_since_starting() -> bool {
+    let written = |path: Result<PathBuf, String>| path.ok().and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
+    match (written(default_path()), written(starting_path())) {
+        (Some(described), Some(noted)) => described >= noted,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
 /// Remove the file if it is still this process's.
 pub fn remove_own(path: &Path) {
     if read(path).is_some_and(|info| info.pid == std::process::id()) {
