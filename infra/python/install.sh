@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install .venv/<name> from infra/python/<name>.txt with <name>.lock as constraints (the
-# Makefile's venv rule). One install of a venv at a time where the system has flock: `make run`
-# and `make test` started together on a fresh clone each removed the venv the other was
-# filling. An install that finds the venv made meanwhile, by the one it waited for, is done.
+# Makefile's venv rule). One install of a venv at a time: `make run` and `make test` started
+# together on a fresh clone each removed the venv the other was filling. An install that
+# finds the venv made meanwhile, by the one it waited for, is done.
 # Usage: infra/python/install.sh PYTHON NAME
 set -euo pipefail
 python=$1 name=$2
@@ -10,20 +10,23 @@ here=$(cd "$(dirname "$0")" && pwd)
 venvs="$here/../../.venv"
 venv="$venvs/$name" txt="$here/$name.txt" lock="$here/$name.lock"
 mkdir -p "$venvs"
-if command -v flock >/dev/null; then
-  exec 9>"$venvs/.$name.installing"
-  flock -n 9 || { echo "waiting for another install of .venv/$name" >&2; flock 9; }
-fi
-if [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ]; then
-  exit 0
-fi
-echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
 # A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
 # cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
   || { echo "$python is missing or older than Python 3.10, which the pinned tools need: set PYTHON to a newer one" >&2; exit 1; }
 "$python" -c 'import ensurepip' 2>/dev/null \
   || { echo "$python cannot make virtualenvs (no ensurepip): install python3-venv, or set PYTHON" >&2; exit 1; }
+# The lock is on this shell's descriptor 9, taken by Python (flock(2) on Linux and macOS alike,
+# where the flock command is not): it lasts until this script ends.
+exec 9>"$venvs/.$name.installing"
+if ! "$python" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX | fcntl.LOCK_NB)' 2>/dev/null; then
+  echo "waiting for another install of .venv/$name" >&2
+  "$python" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX)'
+fi
+if [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ]; then
+  exit 0
+fi
+echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
 rm -rf "$venv"
 "$python" -m venv "$venv"
 version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
