@@ -99,21 +99,15 @@ impl HttpSource {
     }
 }
 
-/// What both of a source's clients share.
+/// What both of a source's clients share: the outbound client's base, with a read-idle
+/// timeout instead of a whole-request one (a file may take minutes) and room for every file
+/// copied at once on an HTTP/2 connection.
 fn client_builder() -> reqwest::ClientBuilder {
-    // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
+    stemvault_aws::http::builder(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_IDLE_TIMEOUT)
-        // A connection idle across a freeze of the function may have been closed by the host
-        // meanwhile; one sent down it fails after it was written (not retried).
-        .pool_idle_timeout(stemvault_aws::http::POOL_IDLE_TIMEOUT)
         .http2_initial_stream_window_size(STREAM_WINDOW)
         .http2_initial_connection_window_size(CONNECTION_WINDOW)
-        .user_agent(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
 }
 
 impl FetchSource for HttpSource {

@@ -138,8 +138,12 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
     // A runner still building or starting: wait until it has described itself (its port
     // answers a little before that).
     // A run.json older than the note is an earlier runner's (one killed outright leaves it).
-    let starting = || run_info::starting_path().is_ok_and(|note| run_info::runner_starting(&note));
-    let described_since = || described_runner(port).is_some() && run_info::described_since_starting();
+    let paths = run_info::default_path().ok().zip(run_info::starting_path().ok());
+    let starting = || paths.as_ref().is_some_and(|(_, note)| run_info::runner_starting(note));
+    let described_since = || {
+        described_runner(port).is_some()
+            && paths.as_ref().is_some_and(|(info, note)| run_info::described_since(info, note))
+    };
     if starting() && !described_since() {
         println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it on 127.0.0.1:{port}");
         for _ in 0..60 {

@@ -117,11 +117,11 @@ pub fn runner_starting(path: &Path) -> bool {
     written.is_ok_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
 }
 
-/// Whether run.json was written after the `starting` note (by the runner that note announced;
-/// the runner writes it, then removes the note).
-pub fn described_since_starting() -> bool {
-    let written = |path: Result<PathBuf, String>| path.ok().and_then(|p| std::fs::metadata(p).ok()?.modified().ok());
-    match (written(default_path()), written(starting_path())) {
+/// Whether the run info at `info` was written after the `starting` note at `note` (by the
+/// runner that note announced; the runner writes it, then removes the note).
+pub fn described_since(info: &Path, note: &Path) -> bool {
+    let written = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (written(info), written(note)) {
         (Some(described), Some(noted)) => described >= noted,
         (Some(_), None) => true,
         (None, _) => false,
@@ -154,6 +154,23 @@ mod tests {
             fake_provider: Some("http://127.0.0.1:3002".into()),
             event_bus_name: Some("stemvault-local-events".into()),
         }
+    }
+
+    #[test]
+    fn a_run_info_counts_only_when_written_after_the_note() {
+        let dir = std::env::temp_dir().join(format!("stemvault-described-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (info, note) = (dir.join("run.json"), dir.join("run.starting"));
+        assert!(!described_since(&info, &note), "none written");
+        std::fs::write(&info, b"{}").unwrap();
+        assert!(described_since(&info, &note), "no note");
+        std::fs::write(&note, b"").unwrap();
+        let earlier = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&info).unwrap().set_modified(earlier).unwrap();
+        assert!(!described_since(&info, &note), "an earlier runner's");
+        std::fs::write(&info, b"{}").unwrap();
+        assert!(described_since(&info, &note), "the announced runner's");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -10,22 +10,27 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long an idle connection is kept for reuse: under the 5 s after which Node's HTTP
 /// server (a common webhook receiver) closes one, so a request is not sent down a
-/// connection the peer is closing (hyper checks the age when it takes one from the pool).
+/// connection the peer is closing (hyper checks the age when it takes one from the pool); and
+/// one idle across a freeze of the function may have been closed meanwhile.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A client that names itself `user_agent` and gives up on a request after `timeout`. Fails
 /// only when the TLS backend cannot start.
 pub fn client(user_agent: &str, timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    builder(user_agent).connect_timeout(CONNECT_TIMEOUT).timeout(timeout).build()
+}
+
+/// What every outbound client shares (no redirects followed, no proxy, idle connections
+/// dropped, `user_agent`), its timeouts left to the caller: [`client`]'s, or the download's
+/// for its sources.
+pub fn builder(user_agent: &str) -> reqwest::ClientBuilder {
     // reqwest has no crypto provider of its own: use the SDK's (aws-lc-rs), once per process.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(CONNECT_TIMEOUT)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .timeout(timeout)
         .user_agent(user_agent)
-        .build()
 }
 
 /// The wait a 429 or 503 asks for in its `Retry-After` (None for other statuses, or a value

@@ -81,8 +81,7 @@ pub fn spread(delay: Duration, ceiling: Duration) -> Duration {
     if room == 0 {
         return delay;
     }
-    let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), room);
-    delay.saturating_add(Duration::from_millis(random % room))
+    delay.saturating_add(Duration::from_millis(crate::retry::random_below(room)))
 }
 
 /// The most [`spread`] makes of `delay`: a fifth more, at most `ceiling` (never less than
@@ -168,6 +167,7 @@ mod tests {
         assert!(!is_spread(39 * S, 40 * S) && !is_spread(49 * S, 40 * S));
         // At the ceiling, or near it: never past it.
         assert_eq!(spread(60 * S, 60 * S), 60 * S);
+        assert_eq!(spread(90 * S, 60 * S), 90 * S, "over its ceiling (a Retry-After's): as it is");
         assert!((0..20).all(|_| (55 * S..=60 * S).contains(&spread(55 * S, 60 * S))));
         // The schedule's sums: the shortest as before, the longest each wait a fifth more, capped.
         assert_eq!(SCHEDULE.longest_until(4), (12 + 24 + 48) * S);

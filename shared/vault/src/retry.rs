@@ -21,8 +21,13 @@ pub enum Attempt<T> {
 /// again.
 pub fn conflict_backoff(attempt: u32) -> Duration {
     let cap_ms = 5u64.saturating_mul(1 << attempt.min(6)).min(200);
-    let jitter = std::collections::hash_map::RandomState::new().hash_one(attempt);
-    Duration::from_millis(1 + jitter % cap_ms)
+    Duration::from_millis(1 + random_below(cap_ms))
+}
+
+/// A random number under `bound` (not 0), from the process's random hasher keys: jitter, not
+/// cryptography.
+pub(crate) fn random_below(bound: u64) -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(bound) % bound
 }
 
 /// Run `attempt(0)`, `attempt(1)`, … until one is [`Attempt::Done`] or fails, sleeping
