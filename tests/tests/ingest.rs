@@ -172,14 +172,31 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
             json(r)
         })
         .collect();
-    assert_eq!(answers.iter().filter(|a| a["status"] == "accepted").count(), 1);
-    assert_eq!(answers.iter().filter(|a| a["status"] == "duplicate").count(), 19);
-    assert_eq!(answers.iter().map(|a| a["files_queued"].as_u64().unwrap()).sum::<u64>(), 12);
+    let count = |status: &str| answers.iter().filter(|a| a["status"] == status).count();
+    let (accepted, duplicates, parked) = (count("accepted"), count("duplicate"), count("parked"));
+    assert_eq!(accepted + duplicates + parked, 20, "{answers:?}");
+    // On a loaded machine a delivery may run out of its answer time waiting for the others:
+    // it is parked (answered 200, as the provider needs), and the reconciler's replay
+    // records it. Whatever the split, the effect is one.
+    assert!(accepted <= 1, "{answers:?}");
+    let queued: u64 = answers.iter().filter_map(|a| a["files_queued"].as_u64()).sum();
+    if parked > 0 {
+        let reconciler = reconciler_without_provider_key(&env).await;
+        let outcome = reconciler.run_within("replay", Duration::from_secs(60)).await.expect("a run");
+        // The same bytes park under one key: one replay.
+        let replayed = (outcome.replayed.callbacks_replayed, outcome.replayed.callbacks_still_parked);
+        assert_eq!(replayed, (1, 0), "{outcome:?}");
+    } else {
+        assert_eq!((accepted, queued), (1, 12), "{answers:?}");
+    }
 
     let record = env.record(event.task_id.as_str()).await.unwrap();
-    assert_eq!(record.deliveries, 20);
+    // Parked deliveries count once more by their one replay, less those parked before
+    // their count was written.
+    let counted = if parked == 0 { 20..=20 } else { 21 - parked as u64..=21 };
+    assert!(counted.contains(&record.deliveries), "{}", record.deliveries);
     assert_eq!(record.callbacks.len(), 1);
-    assert_eq!(record.callbacks.values().next().unwrap().deliveries, 20);
+    assert_eq!(record.callbacks.values().next().unwrap().deliveries, record.deliveries);
     let jobs = jobs(&env).await;
     assert_eq!(jobs.len(), 12, "exactly one message per file");
     assert_eq!(jobs.iter().map(|j| j.name.as_str()).collect::<BTreeSet<_>>().len(), 12);
@@ -368,6 +385,16 @@ async fn an_unknown_family_is_still_recorded() {
     assert_jobs_match_record(&jobs, &record, &[&parse_callback(body).unwrap()]);
 }
 
+/// An answer that parked its callback (a loaded machine ran its recording out of the answer
+/// time; parking is the designed answer then) has the reconciler replay it, as it would.
+async fn replay_if_parked(env: &TestEnv, answer: &Value) {
+    if answer["status"] == "parked" {
+        let reconciler = reconciler_without_provider_key(env).await;
+        let outcome = reconciler.run_within("replay", Duration::from_secs(60)).await.expect("a run");
+        assert_eq!(outcome.replayed.callbacks_replayed, 1, "{outcome:?}");
+    }
+}
+
 /// The reconciler as deployed without a provider key: it replays parked callbacks only.
 async fn reconciler_without_provider_key(env: &TestEnv) -> stemvault_reconciler::App {
     stemvault_reconciler::App::new(env.reconciler_config(&[]), &env.config).await.expect("the reconciler starts")
@@ -492,6 +519,7 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
 
     let response = app.handle(signed(&body)).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    replay_if_parked(&env, &json(&response)).await;
     let record = env.record("midi0big0task").await.expect("recorded");
     let details = record.details.expect("details");
     assert_eq!(details["kind"], "in_body");
@@ -730,7 +758,7 @@ async fn ingest_does_not_start_without_a_usable_secret() {
 /// A park S3 answers 409 ConditionalRequestConflict (a concurrent conditional write of the same
 /// key; S3 says to retry) is tried again after a pause, a bounded number of times; a 412 is the
 /// copy already parked; a 400 is refused for good. The emulator never answers 409, so a scripted server stands in for S3 here.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
     use stemvault_aws::archive::BodyArchive;
@@ -762,7 +790,10 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
     for (key, reply, expected, requests) in cases {
         let path = format!("/vault/{key}");
         server.route(&path, reply);
-        let parked = tokio::time::timeout(stemvault_ingest::domain::PARK_TIMEOUT, archive.park(key, b"{}"))
+        // A second's slack for a loaded machine: the SDK's own 3 s attempt timeout would still
+        // miss it (that the attempts fit the deadline itself is checked where it is set).
+        let within = stemvault_ingest::domain::PARK_TIMEOUT + Duration::from_secs(1);
+        let parked = tokio::time::timeout(within, archive.park(key, b"{}"))
             .await
             .unwrap_or_else(|_| panic!("{key}: not parked within ingest's park deadline"));
         assert_eq!(parked.as_ref().map(|_| ()).map_err(|e| e.is_retryable()), expected, "{key}: {parked:?}");

@@ -192,14 +192,24 @@ async fn a_callback_signed_too_long_ago_gets_its_task_vaulted_by_polling() {
     let body = String::from_utf8(fixture).unwrap().replace("3e63b4cc88d52611159371f6af5571e7", &task);
     let an_hour_ago = Timestamp::now().unix_seconds() - 3600;
     let signature = suno_callbacks::signature::sign(hmac_key.as_bytes(), &task, an_hour_ago);
-    let request: Request = lambda_http::http::Request::builder()
-        .method("POST")
-        .uri("/callback")
-        .header("X-Webhook-Timestamp", an_hour_ago.to_string())
-        .header("X-Webhook-Signature", signature)
-        .body(Body::Text(body))
-        .unwrap();
-    let response = ingest.handle(request).await;
+    let request = || -> Request {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/callback")
+            .header("X-Webhook-Timestamp", an_hour_ago.to_string())
+            .header("X-Webhook-Signature", signature.as_str())
+            .body(Body::Text(body.clone()))
+            .unwrap()
+    };
+    // Sent again, as the provider would, while the registration did not answer in time (a
+    // loaded machine): a task never registered still fails the test.
+    let mut response = ingest.handle(request()).await;
+    for _ in 0..2 {
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        response = ingest.handle(request()).await;
+    }
     let answer: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!((response.status(), answer["reason"].as_str()), (StatusCode::UNAUTHORIZED, Some("timestamp_too_old")));
     assert_eq!(answer["task_registered_for_polling"], true, "{answer}");
@@ -465,7 +475,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
     assert!(!app.is_on());
     make_due(&env, &task).await;
-    let outcome = app.run_within("off", Duration::from_secs(5)).await.unwrap();
+    let outcome = app.run_within("off", Duration::from_secs(30)).await.unwrap();
     assert_eq!(outcome, Outcome { tasks_due: 1, put_off: 1, ..Outcome::default() });
     assert_eq!(provider.polls(&task), 0);
     // Put off an hour (the longest poll interval), not polled.
@@ -473,7 +483,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let (put_off_at, within_an_hour) = (Timestamp::now(), Duration::from_secs(3600));
     let until = record.reconcile_at.expect("still watched");
     assert!(until > put_off_at && until <= put_off_at.plus(within_an_hour), "{until}");
-    assert_eq!(app.run_within("off", Duration::from_secs(5)).await.unwrap(), Outcome::default(), "not due");
+    assert_eq!(app.run_within("off", Duration::from_secs(30)).await.unwrap(), Outcome::default(), "not due");
 
     // An instance started with a key since polls it when it is due again (within the hour).
     let keyed = reconciler(&env, &provider, KEY, &[]).await;

@@ -91,6 +91,13 @@ pub enum Ingested {
 /// How long parking may take.
 pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
 
+// A first attempt that stalls is given up in time for a second.
+const _: () = assert!(
+    2 * stemvault_aws::archive::PARK_ATTEMPT_TIMEOUT.as_millis()
+        + stemvault_aws::archive::PARK_FIRST_RETRY_WITHIN.as_millis()
+        < PARK_TIMEOUT.as_millis()
+);
+
 /// Every valid callback is answered within this long of its request's start (the provider
 /// waits 10 s at least; an instance's first request also counts the secret's read at the
 /// instance's start): the checks in front (a secret re-read among them), then

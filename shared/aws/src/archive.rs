@@ -58,10 +58,10 @@ impl BodyArchive {
 /// 1 s before a retry) a stalled first attempt used all of it, and the callback was answered
 /// 503 where a second attempt would have kept it. A body of at most 4 MiB takes milliseconds.
 /// The archive's puts (within recording's own deadline) keep the SDK's.
-const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+pub const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// The most a park waits before its first retry (the SDK's standard retries, jittered).
-const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
+pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
 
 fn park_config() -> aws_sdk_s3::config::Builder {
     let timeouts = TimeoutConfig::builder()
