@@ -471,7 +471,8 @@ async fn each_run_resumes_after_the_cursor_kept_in_the_table_and_wraps_around() 
     .unwrap();
     let ports = AwsPorts::new(&config, &env.config);
     let two = Settings { max_tasks: 2, ..Settings::default() };
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
+    // Each run its own minute, as each scheduled run has.
+    let stop_at = || Timestamp::now().plus(Duration::from_secs(60));
     let cursor = || async {
         let out = env
             .dynamo
@@ -486,16 +487,16 @@ async fn each_run_resumes_after_the_cursor_kept_in_the_table_and_wraps_around() 
         out.item.and_then(|item| item.get("after_task_id").and_then(|v| v.as_s().ok()).cloned())
     };
 
-    let first = sweep(&ports, &two, "run-1", stop_at).await.expect("sweep");
+    let first = sweep(&ports, &two, "run-1", stop_at()).await.expect("sweep");
     assert_eq!((first.tasks_checked, first.files_requeued, first.stopped_early), (2, 0, true));
     assert_eq!(cursor().await, Some(stuck[1].task_id.clone()));
 
-    let second = sweep(&ports, &two, "run-2", stop_at).await.expect("sweep");
+    let second = sweep(&ports, &two, "run-2", stop_at()).await.expect("sweep");
     assert_eq!((second.tasks_checked, second.files_requeued, second.wrapped), (2, 1, true));
     assert_eq!(jobs_on_queue(&env.drain_queue(10).await), [job_of(&orphan, "pending")]);
     assert_eq!(cursor().await, Some(orphan.task_id.clone()));
 
-    let third = sweep(&ports, &two, "run-3", stop_at).await.expect("sweep");
+    let third = sweep(&ports, &two, "run-3", stop_at()).await.expect("sweep");
     assert_eq!((third.tasks_checked, third.files_requeued, third.wrapped), (2, 0, true));
     assert_eq!(cursor().await, Some(stuck[1].task_id.clone()), "around to the oldest two");
 
