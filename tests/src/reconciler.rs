@@ -27,4 +27,22 @@ impl TestEnv {
         stemvault_reconciler::Config::from_lookup(|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone()))
             .expect("a valid reconciler configuration")
     }
+
+    /// Move the task's next poll into the past, as waiting would.
+    pub async fn make_due(&self, task_id: &str) {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        let now = stemvault_vault::Timestamp::now();
+        let past = stemvault_vault::Timestamp::from_unix_ms(now.unix_ms - 1000).rfc3339();
+        self.dynamo
+            .update_item()
+            .table_name(&self.resources.table_name)
+            .key("task_id", AttributeValue::S(task_id.to_owned()))
+            .key("sk", AttributeValue::S("task".into()))
+            .update_expression("SET reconcile_at = :past")
+            .condition_expression("attribute_exists(reconcile)")
+            .expression_attribute_values(":past", AttributeValue::S(past))
+            .send()
+            .await
+            .expect("the task is watched");
+    }
 }

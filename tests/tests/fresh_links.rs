@@ -5,6 +5,8 @@
 //! asked for again; a provider that refuses, or link refresh off, leaves the file failed as
 //! before, its reason naming what happened.
 
+use std::time::Duration;
+
 use sha2::{Digest, Sha256};
 use stemvault_aws::provider::{self, ProviderConfig};
 use stemvault_aws::secrets::SecretText;
@@ -144,4 +146,81 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         assert_eq!(error.as_deref(), Some("source answered 403 Forbidden"), "{provider_name}");
     }
     assert_eq!(fake.fresh_link_requests().len(), 1, "not asked when off");
+}
+
+/// A file the provider gave no fresh link for (no credits, here) is failed as expired and its
+/// task watched; once the provider gives links again, the first poll after the file's wait
+/// (an hour; the test backdates the failure) repeats the file's URL, reopens the file and
+/// queues it, and the copy from a fresh link completes the task.
+#[tokio::test]
+async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
+    use stemvault_vault::register::Registration;
+    use stemvault_vault::{Timestamp, reconcile};
+    use suno_callbacks::TaskId;
+
+    let env = TestEnv::new().await;
+    let fake = FakeProvider::start(KEY).await;
+    let task = uuid::Uuid::new_v4().simple().to_string();
+    fake.add_task(&task, Family::VocalSeparation, vec![stemvault_tests::fake_provider::Answer::Success]);
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let task_id = TaskId::parse(&task).unwrap();
+    env.put_record(&registration.record(&task_id, Timestamp::now(), Duration::from_secs(600))).await;
+    let name = format!("{}-provider-polls", env.resources.table_name);
+    let secret = SecretText::new(format!(r#"{{"api_key": "{KEY}"}}"#));
+    let secret_arn = stemvault_aws::secrets::put_secret(&env.config, &name, &secret).await.expect("the secret");
+    let reconciler = stemvault_reconciler::App::new(
+        env.reconciler_config(&[
+            ("PROVIDER", "kie".to_owned()),
+            ("PROVIDER_BASE_URL", fake.origin()),
+            ("PROVIDER_SECRET_ARN", secret_arn),
+        ]),
+        &env.config,
+    )
+    .await
+    .expect("the reconciler starts");
+    let poll = || async {
+        env.make_due(&task).await;
+        reconciler.run_within("test", Duration::from_secs(30)).await.expect("a run")
+    };
+    let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
+    let download_all = || async {
+        let app = stemvault_download::App::new(downloads.clone(), &env.config);
+        while let (visible @ 1.., _) = env.queue_depth().await {
+            env.run_download(&app, &env.receive_event(visible.min(10) as usize, 60).await).await;
+        }
+    };
+
+    assert_eq!(poll().await.results, 1);
+    let vocal = env.task_record(&task).await.files["vocal"].url.clone();
+    fake.expire(&task, vocal.rsplit('/').next().unwrap());
+    fake.fail_fresh_links(Some(402));
+    download_all().await;
+    let partial = env.task_record(&task).await;
+    let file = &partial.files["vocal"];
+    assert!(reconcile::awaits_fresh_link(file), "{:?}", file.error);
+    assert_eq!((partial.vault, partial.reconcile.is_some()), (VaultState::Partial, true), "watched");
+
+    // Credits bought; a poll before the file's wait is over leaves it failed.
+    fake.fail_fresh_links(None);
+    assert_eq!(poll().await.polls, 1);
+    assert_eq!(env.task_record(&task).await.files["vocal"].status, FileStatus::Failed);
+    assert_eq!(env.queue_depth().await, (0, 0));
+    // An hour on: the poll repeats the URL, the file is reopened and queued.
+    let before = env.task_record(&task).await;
+    let mut waited = before.clone();
+    let failed_at = waited.files["vocal"].failed_at.expect("failed at");
+    waited.files.get_mut("vocal").unwrap().failed_at = Some(failed_at.minus(reconcile::FIRST_RELINK_AFTER));
+    waited.version += 1;
+    env.rewrite_record(&before, &waited).await;
+    assert_eq!(poll().await.polls, 1);
+    let reopened = env.task_record(&task).await;
+    assert_eq!((reopened.files["vocal"].status, reopened.vault), (FileStatus::Queued, VaultState::Pending));
+    download_all().await;
+
+    let complete = env.task_record(&task).await;
+    let file = &complete.files["vocal"];
+    assert_eq!((file.status, file.relinks, file.url.as_str()), (FileStatus::Stored, 1, vocal.as_str()));
+    assert_eq!(complete.vault, VaultState::Complete);
+    assert!(env.object(&file.key).await.is_some(), "the copy");
+    assert_eq!(fake.fresh_link_requests(), [vocal.clone(), vocal], "refused once, then given");
 }

@@ -108,26 +108,10 @@ async fn backdate_registration(env: &TestEnv, task: &str, ago: Duration) {
     env.rewrite_record(&record, &backdated).await;
 }
 
-/// Move the task's next poll into the past, as waiting would.
-async fn make_due(env: &TestEnv, task_id: &str) {
-    let past = Timestamp::from_unix_ms(Timestamp::now().unix_ms - 1000).rfc3339();
-    env.dynamo
-        .update_item()
-        .table_name(&env.resources.table_name)
-        .key("task_id", AttributeValue::S(task_id.to_owned()))
-        .key("sk", AttributeValue::S("task".into()))
-        .update_expression("SET reconcile_at = :past")
-        .condition_expression("attribute_exists(reconcile)")
-        .expression_attribute_values(":past", AttributeValue::S(past))
-        .send()
-        .await
-        .expect("the task is watched");
-}
-
 /// One run, with a task made due first; waits for the index (eventually consistent in AWS,
 /// at once in the emulator).
 async fn run_due(env: &TestEnv, app: &stemvault_reconciler::App, task_id: &str) -> Outcome {
-    make_due(env, task_id).await;
+    env.make_due(task_id).await;
     app.run_within("test", Duration::from_secs(30)).await.expect("a run")
 }
 
@@ -474,7 +458,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let config = env.reconciler_config(&[("PROVIDER_BASE_URL", provider.origin())]);
     let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
     assert!(!app.is_on());
-    make_due(&env, &task).await;
+    env.make_due(&task).await;
     let outcome = app.run_within("off", Duration::from_secs(30)).await.unwrap();
     assert_eq!(outcome, Outcome { tasks_due: 1, put_off: 1, ..Outcome::default() });
     assert_eq!(provider.polls(&task), 0);
@@ -495,7 +479,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     // client waiting for its vault stops.
     let task = new_task_id();
     register(&env, &task, "wav").await;
-    make_due(&env, &task).await;
+    env.make_due(&task).await;
     backdate_registration(&env, &task, Duration::from_secs(15 * 24 * 3600)).await;
     let outcome = run_due(&env, &app, &task).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
@@ -534,7 +518,7 @@ async fn a_run_that_cannot_list_the_parked_callbacks_polls_then_fails() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
     let task = registered_vocal_separation(&env, &provider).await;
-    make_due(&env, &task).await;
+    env.make_due(&task).await;
     let app = reconciler(&env, &provider, KEY, &[("BUCKET_NAME", "no-such-bucket-for-parked")]).await;
     let err = app.run_within("unlisted", Duration::from_secs(30)).await.unwrap_err();
     assert!(err.to_string().contains("parked"), "{err}");

@@ -284,7 +284,10 @@ async fn record<P: Ports>(
     let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
         let existing = ports.load_task(&event.task_id).await?;
         let now = ports.now();
-        let mut merge = ingest_callback(existing.as_ref(), event, body, claimant, now);
+        // A poll repeating the URL of a file that failed for want of a fresh link reopens it,
+        // now and then; saved over the record as read.
+        let relinked = existing.as_ref().filter(|_| settings.polled).and_then(|r| reconcile::relink(r, event, now));
+        let mut merge = ingest_callback(relinked.as_ref().or(existing.as_ref()), event, body, claimant, now);
         // The reconciler's schedule rides on the task item put this write makes anyway.
         reconcile::after_merge(&mut merge.record, existing.as_ref().map(|r| r.stage), now, settings.reconcile_after);
         if settings.polled {

@@ -154,6 +154,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
 /// The reconciler's last poll of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastPoll {
@@ -260,6 +264,10 @@ pub struct FileEntry {
     /// Where [`FileEntry::next_url`] goes in the vault bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key: Option<String>,
+    /// How many times a poll reopened the file at the URL it had, after it failed for want of
+    /// a fresh link ([`crate::reconcile::relink`]); a new URL starts again from 0.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub relinks: u32,
 }
 
 impl FileEntry {
@@ -294,6 +302,7 @@ impl FileEntry {
             generation: None,
             next_url: None,
             next_key: None,
+            relinks: 0,
         }
     }
 }
