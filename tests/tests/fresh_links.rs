@@ -149,9 +149,10 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
 }
 
 /// A file the provider gave no fresh link for (no credits, here) is failed as expired and its
-/// task watched; once the provider gives links again, the first poll after the file's wait
-/// (an hour; the test backdates the failure) repeats the file's URL, reopens the file and
-/// queues it, and the copy from a fresh link completes the task.
+/// task watched; the first poll after the file's wait (an hour; the test backdates the
+/// failure) repeats the file's URL, reopens the file and queues it; failed again, the task is
+/// watched again and the next wait is two hours; once the provider gives links, the copy
+/// from a fresh link completes the task.
 #[tokio::test]
 async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     use stemvault_vault::register::Registration;
@@ -180,13 +181,15 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     .expect("the reconciler starts");
     let poll = || async {
         env.make_due(&task).await;
-        reconciler.run_within("test", Duration::from_secs(30)).await.expect("a run")
+        // On the heap: the test's own future would outgrow a test thread's stack.
+        Box::pin(reconciler.run_within("test", Duration::from_secs(30))).await.expect("a run")
     };
     let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
     let download_all = || async {
         let app = stemvault_download::App::new(downloads.clone(), &env.config);
         while let (visible @ 1.., _) = env.queue_depth().await {
-            env.run_download(&app, &env.receive_event(visible.min(10) as usize, 60).await).await;
+            let event = env.receive_event(visible.min(10) as usize, 60).await;
+            Box::pin(env.run_download(&app, &event)).await;
         }
     };
 
@@ -200,27 +203,47 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     assert!(reconcile::awaits_fresh_link(file), "{:?}", file.error);
     assert_eq!((partial.vault, partial.reconcile.is_some()), (VaultState::Partial, true), "watched");
 
-    // Credits bought; a poll before the file's wait is over leaves it failed.
-    fake.fail_fresh_links(None);
+    // Move the file's failure `ago` into the past, as waiting would.
+    let backdate_failure = |ago: Duration| {
+        let (env, task) = (&env, &task);
+        async move {
+            let before = env.task_record(task).await;
+            let mut waited = before.clone();
+            let file = waited.files.get_mut("vocal").unwrap();
+            file.failed_at = Some(file.failed_at.expect("failed at").minus(ago));
+            waited.version += 1;
+            env.rewrite_record(&before, &waited).await;
+        }
+    };
+    let hour = reconcile::FIRST_RELINK_AFTER;
+
+    // A poll before the file's wait is over leaves it failed.
     assert_eq!(poll().await.polls, 1);
     assert_eq!(env.task_record(&task).await.files["vocal"].status, FileStatus::Failed);
     assert_eq!(env.queue_depth().await, (0, 0));
-    // An hour on: the poll repeats the URL, the file is reopened and queued.
-    let before = env.task_record(&task).await;
-    let mut waited = before.clone();
-    let failed_at = waited.files["vocal"].failed_at.expect("failed at");
-    waited.files.get_mut("vocal").unwrap().failed_at = Some(failed_at.minus(reconcile::FIRST_RELINK_AFTER));
-    waited.version += 1;
-    env.rewrite_record(&before, &waited).await;
+    // An hour on: the poll repeats the URL, the file is reopened and queued; still no credits.
+    backdate_failure(hour).await;
     assert_eq!(poll().await.polls, 1);
     let reopened = env.task_record(&task).await;
     assert_eq!((reopened.files["vocal"].status, reopened.vault), (FileStatus::Queued, VaultState::Pending));
     download_all().await;
+    let again = env.task_record(&task).await;
+    assert_eq!((again.files["vocal"].status, again.files["vocal"].relinks), (FileStatus::Failed, 1));
+    assert_eq!((again.vault, again.reconcile.is_some()), (VaultState::Partial, true), "watched again");
+
+    // Credits bought. The next wait is two hours: not over after one.
+    fake.fail_fresh_links(None);
+    backdate_failure(hour).await;
+    assert_eq!(poll().await.polls, 1);
+    assert_eq!(env.task_record(&task).await.files["vocal"].status, FileStatus::Failed);
+    backdate_failure(hour).await;
+    assert_eq!(poll().await.polls, 1);
+    download_all().await;
 
     let complete = env.task_record(&task).await;
     let file = &complete.files["vocal"];
-    assert_eq!((file.status, file.relinks, file.url.as_str()), (FileStatus::Stored, 1, vocal.as_str()));
+    assert_eq!((file.status, file.relinks, file.url.as_str()), (FileStatus::Stored, 2, vocal.as_str()));
     assert_eq!(complete.vault, VaultState::Complete);
     assert!(env.object(&file.key).await.is_some(), "the copy");
-    assert_eq!(fake.fresh_link_requests(), [vocal.clone(), vocal], "refused once, then given");
+    assert_eq!(fake.fresh_link_requests(), [vocal.clone(), vocal.clone(), vocal], "refused twice, then given");
 }

@@ -66,11 +66,18 @@ pub const FIRST_RELINK_AFTER: Duration = Duration::from_secs(3600);
 /// about 11 days in all, within the 14 the providers keep a task.
 pub const MAX_RELINKS: u32 = 8;
 
-/// A file failed because its URL expired and the provider gave no fresh link for it then
-/// (`; no fresh link`: refused, say for a wrong key or no credits, or not answering through
-/// the file's last receive): asked again later, it may give one.
+/// A file failed because its URL expired and the provider gave no fresh link for it then, for
+/// a reason that may pass: not answering (or failing) through the file's last receive (`; no
+/// fresh link yet`), or refusing for a wrong key (401) or no credits (402), which the user may
+/// fix. Not for what says the link will never come (422: not a URL the provider generated;
+/// 404; a link to a host that is not allowed).
 pub fn awaits_fresh_link(file: &FileEntry) -> bool {
-    failed_by_expiry(file) && file.error.as_deref().is_some_and(|e| e.contains("; no fresh link"))
+    const MAY_PASS: [&str; 3] = [
+        "; no fresh link yet: ",
+        "; no fresh link: the provider answered 401",
+        "; no fresh link: the provider answered 402",
+    ];
+    failed_by_expiry(file) && file.error.as_deref().is_some_and(|e| MAY_PASS.iter().any(|p| e.contains(p)))
 }
 
 /// When a poll may reopen `file` for a fresh link ([`relink`]); None: never again.
@@ -128,7 +135,13 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
         return false;
     }
     awaits_result(record)
-        || record.files.iter().any(|(name, file)| failed_by_expiry(file) && renews_file(record.family, name))
+        || record.files.iter().any(|(name, file)| {
+            // A file a poll reopened stays watched while it is copied: should its settle read
+            // the task as watched by the poll that is about to end it, the failure would not
+            // bring the watch back (a settle watches only a task it reads unwatched).
+            let relinked = file.relinks > 0 && !file.status.is_settled();
+            (failed_by_expiry(file) || relinked) && renews_file(record.family, name)
+        })
 }
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
@@ -433,6 +446,12 @@ mod tests {
         assert!(needs_watching(&source_only), "but one brings the track's audio");
         let unknown_waiting = TaskRecord { family: Family::Unknown, ..task(Stage::First) };
         assert!(needs_watching(&unknown_waiting), "given up with an event when nothing comes");
+        let mut relinked = task(Stage::Complete);
+        let copying = FileEntry { status: FileStatus::Queued, relinks: 1, ..failed("") };
+        relinked.files.insert("a".into(), copying.clone());
+        assert!(needs_watching(&relinked), "a file a poll reopened, until it settles");
+        relinked.files.insert("a".into(), FileEntry { status: FileStatus::Stored, ..copying });
+        assert!(!needs_watching(&relinked));
         let mut too_large = task(Stage::Complete);
         too_large.files.insert("a".into(), failed("the file is larger than the 1-byte limit (MAX_FILE_BYTES)"));
         assert!(!needs_watching(&too_large));
@@ -720,12 +739,20 @@ mod tests {
             (0..MAX_RELINKS).map(|n| relink_at(&failed_now(NO_LINK_YET, n)).unwrap().unix_ms - NOW.unix_ms).sum();
         assert!(waits_ms < DEFAULT_GIVE_UP_AFTER.as_millis() as i64, "{waits_ms} ms in all");
         // Refused for a wrong key or for credits: fixed since, perhaps.
-        let refused = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)";
-        assert_eq!(relink_at(&failed_now(refused, 0)), Some(NOW.plus(hour)));
-        // Never asked (no key, sunoapi), or a link that itself failed for good: the same again.
-        for error in
-            ["source answered 403 Forbidden", "source answered 410 Gone; the fresh link failed: source answered 404"]
-        {
+        for refused in [
+            "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)",
+            "source answered 410 Gone; no fresh link: the provider answered 401 (unauthorized: check the API key)",
+        ] {
+            assert_eq!(relink_at(&failed_now(refused, 0)), Some(NOW.plus(hour)), "{refused}");
+        }
+        // Never asked (no key, sunoapi), a link that itself failed for good, or a refusal that
+        // says no link will come: the same again.
+        for error in [
+            "source answered 403 Forbidden",
+            "source answered 410 Gone; the fresh link failed: source answered 404",
+            "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider generated)",
+            "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
+        ] {
             assert_eq!(relink_at(&failed_now(error, 0)), None, "{error}");
         }
         let stored = FileEntry { status: FileStatus::Stored, ..failed_now(NO_LINK_YET, 0) };
