@@ -503,9 +503,20 @@ fn unusable_answers_are_errors() {
 #[test]
 fn every_family_but_unknown_has_an_endpoint() {
     use suno_callbacks::poll::record_info_path;
-    assert_eq!(record_info_path(Family::Music), Some("/api/v1/generate/record-info"));
-    assert_eq!(record_info_path(Family::CoverImage), Some("/api/v1/suno/cover/record-info"));
-    assert_eq!(record_info_path(Family::Voice), Some("/api/v1/voice/validate-info"));
+    // As docs/suno-callbacks.md's polling table gives them.
+    let documented = [
+        (Family::Music, "/api/v1/generate/record-info"),
+        (Family::Lyrics, "/api/v1/lyrics/record-info"),
+        (Family::Wav, "/api/v1/wav/record-info"),
+        (Family::VocalSeparation, "/api/v1/vocal-removal/record-info"),
+        (Family::MusicVideo, "/api/v1/mp4/record-info"),
+        (Family::Midi, "/api/v1/midi/record-info"),
+        (Family::CoverImage, "/api/v1/suno/cover/record-info"),
+        (Family::Voice, "/api/v1/voice/validate-info"),
+    ];
+    for (family, path) in documented {
+        assert_eq!(record_info_path(family), Some(path), "{family}");
+    }
     assert_eq!(record_info_path(Family::Unknown), None);
     use suno_callbacks::poll::generation_record_path;
     assert_eq!(generation_record_path(Family::Voice), Some("/api/v1/voice/record-info"));

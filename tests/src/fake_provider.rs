@@ -298,11 +298,11 @@ fn answer(state: &Mutex<State>, addr: SocketAddr, req: Request<Incoming>) -> Res
         let body = json!({"code": 401, "msg": "You do not have access permissions", "data": null});
         return json_answer(StatusCode::UNAUTHORIZED, &body);
     }
-    let Some((known_family, script)) = state.tasks.get_mut(&task_id) else {
+    // A task asked for at another family's endpoint is one that endpoint does not know.
+    let Some((_, script)) = state.tasks.get_mut(&task_id).filter(|(known, _)| *known == family) else {
         return json_answer(StatusCode::OK, &json!({"code": 404, "msg": "recordInfo is null", "data": null}));
     };
     let next = if script.len() > 1 { script.pop_front() } else { script.front().cloned() };
-    let family = if *known_family == family { family } else { *known_family };
     match next.unwrap_or(Answer::Pending) {
         Answer::Pending => json_answer(StatusCode::OK, &pending(family, &task_id)),
         Answer::Success | Answer::First if family == Family::VocalSeparation => {

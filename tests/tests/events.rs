@@ -171,6 +171,8 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     let event = env.receive_event(1, 60).await;
     let response = download.handle_batch(event.clone(), Instant::now() + Duration::from_secs(120)).await;
     env.finish_batch(&event, &response).await;
+    assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
+    assert_eq!(env.task_record(&task).await, partial, "the redelivery wrote nothing");
 
     let mut seen = Vec::new();
     subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Vaulted").is_empty()).await;
@@ -184,6 +186,10 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
         .await;
     let vaulted = distinct(&seen, "Task Vaulted");
     assert_eq!(vaulted.len(), 1, "one Task Vaulted for one settle: {seen:#?}");
+    // Nothing failed, so nothing was published twice: a second settle, even of the same id,
+    // would be a second event on the bus.
+    let published = seen.iter().filter(|e| e["detail-type"] == "Task Vaulted").count();
+    assert_eq!(published, 1, "{seen:#?}");
     let detail = &vaulted[0]["detail"];
     assert_eq!(vaulted[0]["source"], "stemvault");
     assert_eq!(detail["event_id"], format!("{task}.vaulted.{}.{}", partial.generation, partial.stage.as_str()));

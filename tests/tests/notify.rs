@@ -323,6 +323,7 @@ async fn a_webhook_signed_with_the_generated_secret_verifies_with_it_as_given() 
     let (received, response) = setup.run_batch().await;
     assert_eq!((received.len(), response.batch_item_failures.len()), (1, 0), "delivered");
     let requests = receiver.received();
+    assert_eq!(requests.len(), 1, "posted");
     for secret in [generated.clone(), format!("whsec_{generated}")] {
         let verdicts = python_verdicts(&secret, &requests);
         assert!(verdicts.iter().all(|v| v["ok"] == true), "{secret}: {verdicts:?}");

@@ -4,8 +4,8 @@
 //! task whose `complete` callback never came gets it by polling; a flapping provider (429,
 //! 500) gets the task vaulted anyway with nothing duplicated; a wrong key is one clear error
 //! and changes nothing but the poll bookkeeping; a key rotated at the provider and in the
-//! secret is re-read on the first 401 and the poll succeeds; a callback after a poll, and a poll after a
-//! callback, add nothing; a task still without a result at the retention is abandoned; a
+//! secret is re-read on the first 401 and the poll succeeds; a callback after a poll, and a
+//! poll repeating a poll, add nothing; a task still without a result at the retention is abandoned; a
 //! callback signed too long ago has its task registered by ingest and vaulted by polling.
 //!
 //! Time is not waited for: between runs a test moves the task's `reconcile_at` (the index's
@@ -328,8 +328,9 @@ async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first
     assert_eq!(record.files.len(), 2);
 }
 
+/// (A poll after a callback: the reconciler's unit tests, functions/reconciler/src/domain/tests.rs.)
 #[tokio::test]
-async fn a_callback_after_a_poll_and_a_poll_after_a_callback_are_no_op_duplicates() {
+async fn a_callback_after_a_poll_and_a_poll_repeating_a_poll_are_no_op_duplicates() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
     let app = reconciler(&env, &provider, KEY, &[]).await;

@@ -353,6 +353,39 @@ fn every_sdk_call_a_function_makes_is_declared() {
     assert!(found > 0, "no SDK call found in any function; is the cross-check still reading them?");
 }
 
+/// The vault bucket's lifecycle rules, as the emulator's bucket is provisioned
+/// (tests/tests/provision.rs reads those back from the emulator).
+#[test]
+fn bucket_lifecycle_equals_the_emulator_provisioning() {
+    use stemvault_aws::provision::{
+        ABORT_INCOMPLETE_MULTIPART_DAYS, NONCURRENT_VERSION_DAYS, PARKED_NONCURRENT_VERSION_DAYS,
+    };
+    let template = template();
+    let rules = &cfn::resource(&template, "VaultBucket")["Properties"]["LifecycleConfiguration"]["Rules"];
+    let rule = |id: &str| {
+        let found = rules.as_sequence().into_iter().flatten().find(|r| r["Id"].as_str() == Some(id));
+        found.unwrap_or_else(|| panic!("no lifecycle rule {id}")).clone()
+    };
+    let days = |n: i32| u64::try_from(n).unwrap();
+    let abort = rule("AbortIncompleteMultipartUploads");
+    assert_eq!(
+        cfn::number(&abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]),
+        days(ABORT_INCOMPLETE_MULTIPART_DAYS)
+    );
+    let noncurrent = rule("ExpireNoncurrentVersions");
+    assert_eq!(
+        cfn::number(&noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"]),
+        days(NONCURRENT_VERSION_DAYS)
+    );
+    let parked = rule("ForgetReplayedParkedCallbacks");
+    assert_eq!(parked["Prefix"].as_str(), Some(suno_callbacks::s3_key::PARKED_PREFIX));
+    assert_eq!(
+        cfn::number(&parked["NoncurrentVersionExpiration"]["NoncurrentDays"]),
+        days(PARKED_NONCURRENT_VERSION_DAYS)
+    );
+    assert_eq!(parked["ExpiredObjectDeleteMarker"].as_bool(), Some(true));
+}
+
 #[test]
 fn queue_settings_equal_the_emulator_provisioning() {
     let template = template();

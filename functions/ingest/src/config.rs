@@ -155,6 +155,15 @@ mod tests {
     #[test]
     fn the_keys_and_token_are_not_read_from_the_environment() {
         assert!(!ENVIRONMENT.contains(&"WEBHOOK_HMAC_KEYS") && !ENVIRONMENT.contains(&"CALLBACK_TOKEN"));
+        let asked = std::cell::RefCell::new(Vec::new());
+        let vars: HashMap<&str, &str> = BASE.iter().copied().collect();
+        let config = Config::from_lookup(|k| {
+            asked.borrow_mut().push(k.to_owned());
+            vars.get(k).map(|v| v.to_string())
+        });
+        assert!(config.is_ok(), "{config:?}");
+        let asked = asked.into_inner();
+        assert!(!asked.is_empty() && asked.iter().all(|k| ENVIRONMENT.contains(&k.as_str())), "{asked:?}");
     }
 
     #[test]

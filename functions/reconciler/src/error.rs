@@ -53,6 +53,7 @@ mod tests {
         let cases = [
             (ReconcileError::Store(StoreError::Malformed("x".into())), false),
             (ReconcileError::Store(StoreError::Invalid("x".into())), false),
+            (ReconcileError::Store(StoreError::Rejected("x".into())), false),
             (ReconcileError::Store(StoreError::Unavailable("x".into())), true),
             (ReconcileError::Accept(AcceptError::TooLargeToRecord { bytes: 500_000 }), false),
             (
@@ -63,6 +64,8 @@ mod tests {
                 true,
             ),
             (ReconcileError::Contention { attempts: 5 }, true),
+            (ReconcileError::OutOfTime { after: std::time::Duration::from_secs(20) }, true),
+            (ReconcileError::Publish(PublishError { failed: 1, total: 1, reason: "throttled".into() }), true),
             (ReconcileError::Panicked("a bug".into()), false),
         ];
         for (error, retryable) in cases {

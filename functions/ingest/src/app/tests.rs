@@ -371,21 +371,23 @@ async fn a_signed_body_the_parser_refuses_is_refused_and_kept() {
     }
 }
 
-/// A title cut in the middle of an emoji (an unpaired surrogate escape, as JavaScript writes
+/// A message cut in the middle of an emoji (an unpaired surrogate escape, as JavaScript writes
 /// one) or a byte that is not UTF-8 does not lose a signed callback: it is read with U+FFFD
 /// there, and archived as received.
 #[tokio::test]
 async fn a_broken_character_in_a_signed_body_is_read_as_a_replacement() {
     for broken in [&br"Sunrise \ud83c"[..], b"Sunrise \xff"] {
         let h = app().await;
-        let mut body = br#"{"code":200,"msg":"success","data":{"audioWavUrl":"https://h/s/a.wav","title":""#.to_vec();
+        let mut body = br#"{"code":200,"msg":""#.to_vec();
         body.extend_from_slice(broken);
-        body.extend_from_slice(format!(r#"","task_id":"{WAV_TASK}"}}}}"#).as_bytes());
+        let rest = format!(r#"","data":{{"audioWavUrl":"https://h/s/a.wav","task_id":"{WAV_TASK}"}}}}"#);
+        body.extend_from_slice(rest.as_bytes());
         let case = String::from_utf8_lossy(broken).into_owned();
         let response = h.handle(request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), body.clone())).await;
         assert_eq!(response.status(), StatusCode::OK, "{case}");
         let record = h.ports.record(WAV_TASK).expect("recorded");
         assert_eq!(record.files.keys().collect::<Vec<_>>(), ["wav"], "{case}");
+        assert_eq!(record.message, "Sunrise \u{fffd}", "{case}");
         assert_eq!(h.ports.body(&h.ports.body_keys()[0]).unwrap(), body, "{case}: archived as received");
     }
 }
