@@ -503,7 +503,7 @@ fn unusable_answers_are_errors() {
 #[test]
 fn every_family_but_unknown_has_an_endpoint() {
     use suno_callbacks::poll::record_info_path;
-    // As docs/suno-callbacks.md's polling table gives them.
+    // As the providers document them (README, Reconciliation; fixtures/polls).
     let documented = [
         (Family::Music, "/api/v1/generate/record-info"),
         (Family::Lyrics, "/api/v1/lyrics/record-info"),

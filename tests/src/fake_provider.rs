@@ -5,8 +5,8 @@
 //! * `GET /api/v1/<family>/record-info?taskId=<id>` (every path of
 //!   [`suno_callbacks::poll::record_info_path`]) with `Authorization: Bearer <key>`: a wrong or
 //!   missing key answers HTTP 401 (`{"code":401,...}`; [`FakeProvider::rotate_key`] changes the
-//!   key it accepts, as an operator rotating it at the provider); a task it does not know answers
-//!   `{"code":404,...}`; a known task answers the next [`Answer`] of its script (the last one
+//!   key it accepts, as an operator rotating it at the provider); a task it does not know, or
+//!   asks for at another family's endpoint, answers `{"code":404,...}`; a known task answers the next [`Answer`] of its script (the last one
 //!   again once the script is used up).
 //! * Result answers are the documented answers (`fixtures/polls`, and section 7's shapes in
 //!   `fixtures/polls/own`) for the task, their file URLs pointing at this server's

@@ -3,7 +3,8 @@
 //! (the key read from its secret, as at a cold start), and the record keeps the original URL;
 //! a key rotated at the provider and in the secret is re-read on the first 401 and the link
 //! asked for again; a provider that refuses, or link refresh off, leaves the file failed as
-//! before, its reason naming what happened.
+//! before, its reason naming what happened; a refusal that may pass (no credits) has a later
+//! poll reopen the file, and the copy is made once links come again.
 
 use std::time::Duration;
 
@@ -125,16 +126,18 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         )
     );
     assert!(stemvault_vault::reconcile::failed_by_expiry(&file), "still an expired file for the reconciler");
+    assert!(stemvault_vault::reconcile::awaits_fresh_link(&file), "the key may be fixed: a later poll asks again");
     assert_eq!(env.task_record(&wrong.task_id).await.vault, VaultState::Partial);
 
     // The provider's own refusal (402, insufficient credits).
     fake.fail_fresh_links(Some(402));
     let broke = expired_task(&env, &fake).await;
     download(&env, config(&env, &fake, "kie", Some(KEY)).await.expect("configured")).await;
-    let error = env.task_record(&broke.task_id).await.files["vocal"].error.clone();
+    let file = env.task_record(&broke.task_id).await.files["vocal"].clone();
     let reason = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits): \
                   scripted failure";
-    assert_eq!(error.as_deref(), Some(reason));
+    assert_eq!(file.error.as_deref(), Some(reason));
+    assert!(stemvault_vault::reconcile::awaits_fresh_link(&file), "credits may be bought: a later poll asks again");
     // (A request with a wrong key is refused before the fake provider records it.)
     assert_eq!(fake.fresh_link_requests().len(), 1);
 
@@ -144,6 +147,8 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         download(&env, config(&env, &fake, provider_name, key).await.expect("configured")).await;
         let error = env.task_record(&off.task_id).await.files["vocal"].error.clone();
         assert_eq!(error.as_deref(), Some("source answered 403 Forbidden"), "{provider_name}");
+        let file = env.task_record(&off.task_id).await.files["vocal"].clone();
+        assert!(!stemvault_vault::reconcile::awaits_fresh_link(&file), "no link was asked for: none is awaited");
     }
     assert_eq!(fake.fresh_link_requests().len(), 1, "not asked when off");
 }
@@ -187,10 +192,13 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
     let download_all = || async {
         let app = stemvault_download::App::new(downloads.clone(), &env.config);
-        while let (visible @ 1.., _) = env.queue_depth().await {
+        for _ in 0..10 {
+            let (visible @ 1.., _) = env.queue_depth().await else { return };
             let event = env.receive_event(visible.min(10) as usize, 60).await;
-            Box::pin(env.run_download(&app, &event)).await;
+            let response = Box::pin(env.run_download(&app, &event)).await;
+            assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
         }
+        panic!("the queue never emptied");
     };
 
     assert_eq!(poll().await.results, 1);

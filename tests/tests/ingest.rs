@@ -178,7 +178,7 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     // On a loaded machine a delivery may run out of its answer time waiting for the others:
     // it is parked (answered 200, as the provider needs), and the reconciler's replay
     // records it. Whatever the split, the effect is one.
-    assert!(accepted <= 1, "{answers:?}");
+    assert!(accepted <= 1 && parked < 20, "{answers:?}");
     let queued: u64 = answers.iter().filter_map(|a| a["files_queued"].as_u64()).sum();
     if parked > 0 {
         let reconciler = reconciler_without_provider_key(&env).await;

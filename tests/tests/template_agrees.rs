@@ -366,6 +366,9 @@ fn bucket_lifecycle_equals_the_emulator_provisioning() {
         let found = rules.as_sequence().into_iter().flatten().find(|r| r["Id"].as_str() == Some(id));
         found.unwrap_or_else(|| panic!("no lifecycle rule {id}")).clone()
     };
+    let all = rules.as_sequence().map(Vec::len);
+    assert_eq!(all, Some(3), "the three rules the emulator's bucket has");
+    assert!(rules.as_sequence().into_iter().flatten().all(|r| r["Status"].as_str() == Some("Enabled")));
     let days = |n: i32| u64::try_from(n).unwrap();
     let abort = rule("AbortIncompleteMultipartUploads");
     assert_eq!(

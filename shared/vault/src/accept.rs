@@ -2,7 +2,8 @@
 //! poll of the provider did (the reconciler): record it, archive its body and queue its
 //! files, over small ports that the AWS adapters and the in-memory ones of the tests
 //! implement. Both functions run exactly this code, so a result that comes both ways is
-//! merged once and the second is a duplicate.
+//! merged once and the second is a duplicate (but for a poll repeating the URL of a file
+//! that failed for want of a fresh link: [`crate::reconcile::relink`] reopens it).
 //!
 //! 1. Write the record and archive the body **at the same time**. The record write is a
 //!    read, a pure merge ([`crate::ingest`], then the reconciler's schedule:
@@ -87,7 +88,8 @@ pub struct Settings {
     /// `BUCKET_NAME`: the vault bucket, which the published events name (`detail.bucket`).
     pub bucket: String,
     /// The result is a poll's (the reconciler's): its save keeps the task watched until the
-    /// poll's own write records it ([`crate::reconcile::keep_watched`]).
+    /// poll's own write records it ([`crate::reconcile::keep_watched`]), and reopens the files
+    /// it repeats the URL of that wait for a fresh link ([`crate::reconcile::relink`]).
     pub polled: bool,
 }
 
@@ -286,7 +288,8 @@ async fn record<P: Ports>(
         let now = ports.now();
         // A poll repeating the URL of a file that failed for want of a fresh link reopens it,
         // now and then; saved over the record as read.
-        let relinked = existing.as_ref().filter(|_| settings.polled).and_then(|r| reconcile::relink(r, event, now));
+        let relinked =
+            if settings.polled { existing.as_ref().and_then(|r| reconcile::relink(r, event, now)) } else { None };
         let mut merge = ingest_callback(relinked.as_ref().or(existing.as_ref()), event, body, claimant, now);
         // The reconciler's schedule rides on the task item put this write makes anyway.
         reconcile::after_merge(&mut merge.record, existing.as_ref().map(|r| r.stage), now, settings.reconcile_after);

@@ -1,0 +1,173 @@
+//! A file failed for want of a fresh link, reopened at its URL by a later poll: kie's
+//! answers repeat a file's URL, so no poll would bring it back otherwise.
+
+use std::time::Duration;
+
+use suno_callbacks::CallbackEvent;
+
+use super::failed_by_expiry;
+use crate::{FileEntry, TaskRecord, Timestamp, VaultState};
+
+/// The wait, after a file failed for want of a fresh link, before a poll reopens it
+/// ([`relink`]); it doubles with each reopen of the file.
+pub const FIRST_RELINK_AFTER: Duration = Duration::from_secs(3600);
+/// How many times a poll reopens one file for a fresh link: 1 to 128 hours after each failure,
+/// about 11 days in all, within the 14 the providers keep a task.
+pub const MAX_RELINKS: u32 = 8;
+
+/// A file failed because its URL expired and the provider gave no fresh link for it then, for
+/// a reason that may pass: not answering (or failing) through the file's last receive (`; no
+/// fresh link yet`), or refusing the key (401, 403) or for credits (402), which the user may
+/// fix. Not for what says the link will never come (422: not a URL the provider generated;
+/// 404; a link to a host that is not allowed). The reasons are the downloader's
+/// (functions/download: `CopyError`, `RefreshError`); tests/tests/fresh_links.rs reads them
+/// from it.
+pub fn awaits_fresh_link(file: &FileEntry) -> bool {
+    const MAY_PASS: [&str; 4] = [
+        "; no fresh link yet: ",
+        "; no fresh link: the provider answered 401",
+        "; no fresh link: the provider answered 402",
+        "; no fresh link: the provider answered 403",
+    ];
+    failed_by_expiry(file) && file.error.as_deref().is_some_and(|e| MAY_PASS.iter().any(|p| e.contains(p)))
+}
+
+/// When a poll may reopen `file` for a fresh link ([`relink`]); None: never again.
+pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
+    if !awaits_fresh_link(file) || file.relinks >= MAX_RELINKS {
+        return None;
+    }
+    let wait = FIRST_RELINK_AFTER.saturating_mul(1 << file.relinks);
+    file.failed_at.map(|failed_at| failed_at.plus(wait))
+}
+
+/// The record a polled result merges into, when its answer repeats the URL of a file that
+/// failed for want of a fresh link and that file's [`relink_at`] has come: those files
+/// reopened at their URL, as a new URL reopens a file (pending, stamped with the next
+/// generation, the vault pending), counting the reopen. Providers keep a file's URL (kie's
+/// answers repeat it), so without this no poll would ever bring the file back, and a link
+/// service down through a file's receives, or a key or credits fixed since, would leave it
+/// failed for good. None: nothing to reopen.
+pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Option<TaskRecord> {
+    let due = |name: &str, url: &str| {
+        record.files.get(name).is_some_and(|file| file.url == url && relink_at(file).is_some_and(|at| at <= now))
+    };
+    let names: Vec<&str> = event.files.iter().filter(|f| due(&f.name, &f.url)).map(|f| f.name.as_str()).collect();
+    if names.is_empty() || record.abandoned.is_some() {
+        return None;
+    }
+    let mut relinked = record.clone();
+    relinked.generation += 1;
+    for name in names {
+        let failed = &record.files[name];
+        let mut reopened = FileEntry::pending(&failed.url, failed.key.clone(), failed.stage);
+        (reopened.rev, reopened.relinks) = (failed.rev, failed.relinks + 1);
+        reopened.generation = Some(relinked.generation);
+        relinked.files.insert(name.to_owned(), reopened);
+    }
+    relinked.vault = VaultState::Pending;
+    relinked.manifest_key = None;
+    relinked.sync_open_marker();
+    Some(relinked)
+}
+
+#[cfg(test)]
+mod tests {
+    use suno_callbacks::{Family, Stage};
+
+    use super::*;
+    use crate::reconcile::tests::{NOW, failed, task};
+    use crate::{Abandoned, FileStatus};
+
+    const NO_LINK_YET: &str =
+        "dead_lettered: source answered 403 Forbidden; no fresh link yet: the provider answered 503";
+
+    /// A file failed at `NOW` for `error`, reopened `relinks` times before.
+    fn failed_now(error: &str, relinks: u32) -> FileEntry {
+        FileEntry { failed_at: Some(NOW), relinks, ..failed(error) }
+    }
+
+    fn poll_event(files: &[(&str, &str)]) -> CallbackEvent {
+        CallbackEvent {
+            task_id: suno_callbacks::TaskId::parse("t1").unwrap(),
+            family: Family::VocalSeparation,
+            stage: Stage::Complete,
+            code: 200,
+            message: "success".into(),
+            files: files
+                .iter()
+                .map(|(name, url)| suno_callbacks::FileRef { name: (*name).into(), url: (*url).into() })
+                .collect(),
+            streams: vec![],
+            details: suno_callbacks::Details::None,
+        }
+    }
+
+    #[test]
+    fn a_file_without_a_fresh_link_is_reopened_an_hour_on_then_each_wait_doubles_eight_times() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(relink_at(&failed_now(NO_LINK_YET, 0)), Some(NOW.plus(hour)));
+        assert_eq!(relink_at(&failed_now(NO_LINK_YET, 3)), Some(NOW.plus(hour * 8)));
+        assert_eq!(relink_at(&failed_now(NO_LINK_YET, 7)), Some(NOW.plus(hour * 128)));
+        assert_eq!(relink_at(&failed_now(NO_LINK_YET, MAX_RELINKS)), None, "given up");
+        let waits_ms: i64 =
+            (0..MAX_RELINKS).map(|n| relink_at(&failed_now(NO_LINK_YET, n)).unwrap().unix_ms - NOW.unix_ms).sum();
+        assert!(waits_ms < crate::reconcile::DEFAULT_GIVE_UP_AFTER.as_millis() as i64, "{waits_ms} ms in all");
+        // Refused for a wrong key or for credits: fixed since, perhaps.
+        for refused in [
+            "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)",
+            "source answered 410 Gone; no fresh link: the provider answered 401 (unauthorized: check the API key)",
+        ] {
+            assert_eq!(relink_at(&failed_now(refused, 0)), Some(NOW.plus(hour)), "{refused}");
+        }
+        // Never asked (no key, sunoapi), a link that itself failed for good, or a refusal that
+        // says no link will come: the same again.
+        for error in [
+            "source answered 403 Forbidden",
+            "source answered 410 Gone; the fresh link failed: source answered 404",
+            "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider generated)",
+            "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
+        ] {
+            assert_eq!(relink_at(&failed_now(error, 0)), None, "{error}");
+        }
+        let stored = FileEntry { status: FileStatus::Stored, ..failed_now(NO_LINK_YET, 0) };
+        assert_eq!(relink_at(&stored), None);
+    }
+
+    #[test]
+    fn a_poll_repeating_the_url_reopens_a_file_without_a_fresh_link_once_its_wait_is_over() {
+        let mut record = TaskRecord { family: Family::VocalSeparation, ..task(Stage::Complete) };
+        record.files.insert("vocal".into(), failed_now(NO_LINK_YET, 1));
+        let stored = FileEntry {
+            status: FileStatus::Stored,
+            ..FileEntry::pending("https://a/i.mp3", "k".into(), Stage::Complete)
+        };
+        record.files.insert("instrumental".into(), stored.clone());
+        (record.vault, record.manifest_key, record.generation) = (VaultState::Partial, Some("m".into()), 3);
+        record.sync_open_marker();
+        let poll = poll_event(&[("vocal", "https://a/x.mp3"), ("instrumental", "https://a/i.mp3")]);
+        let due = NOW.plus(Duration::from_secs(2 * 3600));
+
+        assert_eq!(relink(&record, &poll, due.minus(Duration::from_secs(1))), None, "its wait is not over");
+        let moved = poll_event(&[("vocal", "https://a/new.mp3")]);
+        assert_eq!(relink(&record, &moved, due), None, "a new URL reopens it as ever, not as a relink");
+
+        let relinked = relink(&record, &poll, due).expect("reopened");
+        let vocal = &relinked.files["vocal"];
+        assert_eq!((vocal.status, vocal.relinks, vocal.generation), (FileStatus::Pending, 2, Some(4)));
+        assert_eq!(
+            (vocal.url.as_str(), vocal.key.as_str(), vocal.error.as_deref()),
+            ("https://a/x.mp3", "tasks/t1/x.mp3", None)
+        );
+        assert_eq!(relinked.files["instrumental"], stored);
+        assert_eq!(
+            (relinked.generation, relinked.vault, relinked.manifest_key.as_deref()),
+            (4, VaultState::Pending, None)
+        );
+        assert_eq!(relinked.open.as_deref(), Some(crate::OPEN_MARKER), "in the sweeper's index");
+        assert_eq!(relinked.version, record.version, "the merge counts the write");
+
+        let abandoned = TaskRecord { abandoned: Some(Abandoned { reason: "abandoned".into(), at: NOW }), ..record };
+        assert_eq!(relink(&abandoned, &poll, due), None);
+    }
+}
