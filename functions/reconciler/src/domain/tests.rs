@@ -753,6 +753,43 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A poll repeating the URL of a file dead-lettered for want of a fresh link, once the file's
+/// wait is over, reopens and queues it; the poll's own write keeps the task watched while the
+/// file is copied, so that its failing again finds the task watched (a settle that read it
+/// watched by the poll would not watch it again) and the next reopen comes.
+#[tokio::test]
+async fn a_file_without_a_fresh_link_is_reopened_by_a_poll_and_its_task_stays_watched() {
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    let mut record = ports.record();
+    let name = record.files.keys().next().expect("a file").clone();
+    let file = record.files.get_mut(&name).unwrap();
+    (file.status, file.failed_at) = (FileStatus::Failed, Some(ports.table.now()));
+    file.error =
+        Some("dead_lettered: source answered 403 Forbidden; no fresh link yet: the provider answered 500".into());
+    (record.vault, record.manifest_key, record.open) = (VaultState::Partial, Some("m".into()), None);
+    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+    ports.table.put_record(record);
+    let sent = ports.table.messages().len();
+
+    ports.until_due();
+    run(&ports).await;
+    assert_eq!(ports.record().files[&name].status, FileStatus::Failed, "its hour is not over");
+    ports.table.advance(reconcile::FIRST_RELINK_AFTER);
+    ports.until_due();
+    assert_eq!(run(&ports).await.polls, 1);
+    let record = ports.record();
+    let file = &record.files[&name];
+    assert_eq!((file.status, file.relinks), (FileStatus::Queued, 1));
+    assert_eq!(ports.table.messages().len(), sent + 1, "its message sent");
+    assert_eq!(
+        (record.vault, record.reconcile.as_deref()),
+        (VaultState::Pending, Some(stemvault_vault::RECONCILE_DUE))
+    );
+}
+
 /// A poll's result that reopened an expired file but whose task item write failed (the table
 /// down, say) left the file item reopened and the task item settled. The poll's bookkeeping,
 /// the next write of the task item, commits the reopen: the vault is pending and the task
