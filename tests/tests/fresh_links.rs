@@ -126,7 +126,7 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         )
     );
     assert!(stemvault_vault::reconcile::failed_by_expiry(&file), "still an expired file for the reconciler");
-    assert!(stemvault_vault::reconcile::awaits_fresh_link(&file), "the key may be fixed: a later poll asks again");
+    assert!(stemvault_vault::reconcile::awaits_retry(&file), "the key may be fixed: a later poll asks again");
     assert_eq!(env.task_record(&wrong.task_id).await.vault, VaultState::Partial);
 
     // The provider's own refusal (402, insufficient credits).
@@ -137,7 +137,7 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
     let reason = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits): \
                   scripted failure";
     assert_eq!(file.error.as_deref(), Some(reason));
-    assert!(stemvault_vault::reconcile::awaits_fresh_link(&file), "credits may be bought: a later poll asks again");
+    assert!(stemvault_vault::reconcile::awaits_retry(&file), "credits may be bought: a later poll asks again");
     // (A request with a wrong key is refused before the fake provider records it.)
     assert_eq!(fake.fresh_link_requests().len(), 1);
 
@@ -148,7 +148,7 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         let error = env.task_record(&off.task_id).await.files["vocal"].error.clone();
         assert_eq!(error.as_deref(), Some("source answered 403 Forbidden"), "{provider_name}");
         let file = env.task_record(&off.task_id).await.files["vocal"].clone();
-        assert!(!stemvault_vault::reconcile::awaits_fresh_link(&file), "no link was asked for: none is awaited");
+        assert!(!stemvault_vault::reconcile::awaits_retry(&file), "no link was asked for: none is awaited");
     }
     assert_eq!(fake.fresh_link_requests().len(), 1, "not asked when off");
 }
@@ -208,7 +208,7 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     download_all().await;
     let partial = env.task_record(&task).await;
     let file = &partial.files["vocal"];
-    assert!(reconcile::awaits_fresh_link(file), "{:?}", file.error);
+    assert!(reconcile::awaits_retry(file), "{:?}", file.error);
     assert_eq!((partial.vault, partial.reconcile.is_some()), (VaultState::Partial, true), "watched");
 
     // Move the file's failure `ago` into the past, as waiting would.

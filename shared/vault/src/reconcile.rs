@@ -8,8 +8,9 @@
 //!
 //! * registered (`PUT /tasks/{id}`, stage `submitted`) and no callback yet;
 //! * stuck at `text` or `first` (music, lyrics);
-//! * a file failed because its URL expired (the downloader marks the task), and one a poll
-//!   reopened for a fresh link ([`relink`]) until it settles;
+//! * a file failed because its URL expired (the downloader marks the task), or for a reason
+//!   that may pass while a poll may still reopen it ([`relink`]), and one a poll reopened
+//!   until it settles;
 //! * a polled result left unfinished (its events, file messages or archive failed after the
 //!   save: [`PolledResult::Unfinished`]), until a poll records it.
 //!
@@ -26,7 +27,7 @@ use suno_callbacks::Stage;
 use suno_callbacks::poll::renews_file;
 
 mod relink;
-pub use relink::{FIRST_RELINK_AFTER, MAX_RELINKS, awaits_fresh_link, relink, relink_at};
+pub use relink::{FIRST_RELINK_AFTER, MAX_RELINKS, awaits_retry, relink, relink_at};
 
 /// `RECONCILE_AFTER_SECONDS` by default: a task is first polled this long after it was
 /// registered or stopped at `text`/`first`.
@@ -68,10 +69,10 @@ pub fn awaits_result(record: &TaskRecord) -> bool {
     matches!(record.stage, Stage::Submitted | Stage::Text | Stage::First)
 }
 
-/// Whether a callback or a poll may still bring the task something (or a file a poll
-/// reopened for a fresh link is still being copied: its failure must find the task watched,
-/// for the next reopen). A task waiting for its
-/// result is watched whatever its family (it is given up, with an event, when nothing comes);
+/// Whether a callback or a poll may still bring the task something: its result, a new URL for
+/// an expired file, or the reopen of a file that failed for a reason that may pass
+/// ([`relink_at`]; and while such a file is copied, its failure must find the task watched,
+/// for the next reopen). A task waiting for its result is watched whatever its family (it is given up, with an event, when nothing comes);
 /// one watched only for a new URL of an expired file is not when no poll could bring one
 /// ([`renews_file`]: an unknown family has no record-info endpoint, and music's answers
 /// never carry a track's `source_*` URLs): each poll would only write its bookkeeping, for
@@ -82,11 +83,11 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
     }
     awaits_result(record)
         || record.files.iter().any(|(name, file)| {
-            // A file a poll reopened stays watched while it is copied: should its settle read
-            // the task as watched by the poll that is about to end it, the failure would not
-            // bring the watch back (a settle watches only a task it reads unwatched).
-            let reopened_for_a_link = file.relinks > 0 && !file.status.is_settled();
-            (failed_by_expiry(file) || reopened_for_a_link) && renews_file(record.family, name)
+            // A settle watches only a task it reads unwatched: one reading it as watched by
+            // the poll about to end it would bring no watch back.
+            let reopened_by_a_poll = file.relinks > 0 && !file.status.is_settled();
+            let watched = failed_by_expiry(file) || reopened_by_a_poll || relink_at(file).is_some();
+            watched && renews_file(record.family, name)
         })
 }
 
@@ -396,6 +397,12 @@ mod tests {
         let copying = FileEntry { status: FileStatus::Queued, relinks: 1, ..failed("") };
         relinked.files.insert("a".into(), copying.clone());
         assert!(needs_watching(&relinked), "a file a poll reopened, until it settles");
+        let dead_lettered =
+            FileEntry { failed_at: Some(NOW), ..failed("dead_lettered: source answered 503 Service Unavailable") };
+        relinked.files.insert("a".into(), dead_lettered.clone());
+        assert!(needs_watching(&relinked), "a file a poll may reopen");
+        relinked.files.insert("a".into(), FileEntry { relinks: MAX_RELINKS, ..dead_lettered });
+        assert!(!needs_watching(&relinked), "no reopen left");
         relinked.files.insert("a".into(), FileEntry { status: FileStatus::Stored, ..copying });
         assert!(!needs_watching(&relinked));
         let mut too_large = task(Stage::Complete);

@@ -1354,7 +1354,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
     use crate::fresh_link::RefreshError;
     use crate::source_policy::Refusal;
     // The error, the reason, and whether a later poll asks for a link again (the key or the
-    // credits may be fixed: stemvault_vault::reconcile::awaits_fresh_link).
+    // credits may be fixed: stemvault_vault::reconcile::awaits_retry).
     let cases = [
         (
             RefreshError::Provider { code: 422, message: "external URL".into() },
@@ -1394,7 +1394,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         assert_eq!((file.status, file.error.as_deref()), (FileStatus::Failed, Some(reason)));
         // Still an expired file, for the reconciler.
         assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{reason}");
-        assert_eq!(stemvault_vault::reconcile::awaits_fresh_link(file), asked_again, "{reason}");
+        assert_eq!(stemvault_vault::reconcile::awaits_retry(file), asked_again, "{reason}");
         assert_eq!(ports.opened(), [url("vocal")], "nothing fetched but the original");
         assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
     }
@@ -1431,7 +1431,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     ports.source(&url("vocal"), expired(410, "Gone"));
     fresh_links(&ports, &[("vocal", Err(RefreshError::Unreachable("timed out".into())))]);
-    last_receive_leaves_it_awaiting_a_fresh_link(&ports).await;
+    last_receive_leaves_it_expired(&ports).await;
 }
 
 #[tokio::test]
@@ -1463,7 +1463,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     for broken in [expired(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
         let ports = expired_with_fresh_link(410, "Gone");
         ports.source(FRESH, broken);
-        last_receive_leaves_it_awaiting_a_fresh_link(&ports).await;
+        last_receive_leaves_it_expired(&ports).await;
     }
     // ... and so is one whose fresh link opened but whose copy S3 did not take in time.
     let mut ports = expired_with_fresh_link(410, "Gone");
@@ -1472,7 +1472,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     let outcome = run(&ports, "vocal", 1).await;
     let wanted = "source answered 410 Gone; no fresh link yet: copying from the fresh link failed: S3 PutObject";
     assert!(matches!(&outcome, Outcome::Retry(e) if e.to_string().starts_with(wanted)), "{outcome:?}");
-    last_receive_leaves_it_awaiting_a_fresh_link(&ports).await;
+    last_receive_leaves_it_expired(&ports).await;
 
     // A fresh link to a file over the limit fails it as too large, not as expired: no poll's
     // link would copy it.
@@ -1500,14 +1500,8 @@ async fn last_receive_leaves_it_expired(ports: &MemoryPorts) {
     assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
     let file = &ports.record(TASK).files["vocal"];
     assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
-}
-
-/// [`last_receive_leaves_it_expired`], for want of a fresh link: a later poll reopens it
-/// (`stemvault_vault::reconcile::awaits_fresh_link` reads the reason written here).
-async fn last_receive_leaves_it_awaiting_a_fresh_link(ports: &MemoryPorts) {
-    last_receive_leaves_it_expired(ports).await;
-    let file = &ports.record(TASK).files["vocal"];
-    assert!(stemvault_vault::reconcile::awaits_fresh_link(file), "{:?}", file.error);
+    // A later poll reopens it (`awaits_retry` reads the reason written here).
+    assert!(stemvault_vault::reconcile::awaits_retry(file), "{:?}", file.error);
 }
 
 /// The file of a task whose URL expired, the provider never answering for a fresh link.
@@ -1531,7 +1525,7 @@ async fn a_fresh_link_not_given_in_time_is_no_fresh_link_yet() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_link_not_given_in_time_on_the_last_receive_leaves_the_file_expired() {
-    last_receive_leaves_it_awaiting_a_fresh_link(&fresh_link_never_given()).await;
+    last_receive_leaves_it_expired(&fresh_link_never_given()).await;
 }
 
 /// The file of a task whose URL expired, its fresh link's source never answering.
@@ -1556,7 +1550,7 @@ async fn a_fresh_link_whose_source_does_not_answer_in_time_is_no_fresh_link_yet(
 
 #[tokio::test(start_paused = true)]
 async fn a_fresh_link_whose_source_does_not_answer_in_time_on_the_last_receive_leaves_the_file_expired() {
-    last_receive_leaves_it_awaiting_a_fresh_link(&fresh_link_never_answering()).await;
+    last_receive_leaves_it_expired(&fresh_link_never_answering()).await;
 }
 
 #[tokio::test]
@@ -1591,6 +1585,9 @@ async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_an
     );
     assert_eq!(r.vault, VaultState::Partial, "the task settles without it");
     assert!(ports.measures.lock().unwrap().contains(&Measure::Failed { reason: DEAD_LETTERED }));
+    // The reconciler watches the task, and a later poll reopens the file at its URL.
+    assert!(stemvault_vault::reconcile::awaits_retry(&r.files["vocal"]), "{:?}", r.files["vocal"].error);
+    assert!(r.reconcile.is_some(), "watched");
 
     // Redriven from the dead-letter queue, the message finds its file settled.
     assert_eq!(run(&ports, "vocal", 1).await, Outcome::AlreadySettled);

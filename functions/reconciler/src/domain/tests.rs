@@ -753,41 +753,42 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
-/// A poll repeating the URL of a file dead-lettered for want of a fresh link, once the file's
-/// wait is over, reopens and queues it; the poll's own write keeps the task watched while the
-/// file is copied, so that its failing again finds the task watched (a settle that read it
-/// watched by the poll would not watch it again) and the next reopen comes.
+/// A poll repeating the URL of a dead-lettered file (a source outage, or no fresh link in
+/// time), once the file's wait is over, reopens and queues it; the poll's own write keeps the
+/// task watched while the file is copied, so that its failing again finds the task watched (a
+/// settle that read it watched by the poll would not watch it again) and the next reopen comes.
 #[tokio::test]
-async fn a_file_without_a_fresh_link_is_reopened_by_a_poll_and_its_task_stays_watched() {
-    let ports = MemoryPorts::new(vec![success()]);
-    register(&ports);
-    ports.until_due();
-    assert_eq!(run(&ports).await.results, 1);
-    let mut record = ports.record();
-    let name = record.files.keys().next().expect("a file").clone();
-    let file = record.files.get_mut(&name).unwrap();
-    (file.status, file.failed_at) = (FileStatus::Failed, Some(ports.table.now()));
-    file.error =
-        Some("dead_lettered: source answered 403 Forbidden; no fresh link yet: the provider answered 500".into());
-    (record.vault, record.manifest_key, record.open) = (VaultState::Partial, Some("m".into()), None);
-    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
-    ports.table.put_record(record);
-    let sent = ports.table.messages().len();
+async fn a_dead_lettered_file_is_reopened_by_a_poll_and_its_task_stays_watched() {
+    for reason in [
+        "dead_lettered: source answered 503 Service Unavailable (receive 8, the last)",
+        "dead_lettered: source answered 403 Forbidden; no fresh link yet: the provider answered 500 (receive 8, the last)",
+    ] {
+        let ports = MemoryPorts::new(vec![success()]);
+        register(&ports);
+        ports.until_due();
+        assert_eq!(run(&ports).await.results, 1);
+        let mut record = ports.record();
+        let name = record.files.keys().next().expect("a file").clone();
+        let file = record.files.get_mut(&name).unwrap();
+        (file.status, file.failed_at, file.error) = (FileStatus::Failed, Some(ports.table.now()), Some(reason.into()));
+        (record.vault, record.manifest_key, record.open) = (VaultState::Partial, Some("m".into()), None);
+        reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+        ports.table.put_record(record);
+        let sent = ports.table.messages().len();
 
-    ports.until_due();
-    run(&ports).await;
-    assert_eq!(ports.record().files[&name].status, FileStatus::Failed, "its hour is not over");
-    ports.table.advance(reconcile::FIRST_RELINK_AFTER);
-    ports.until_due();
-    assert_eq!(run(&ports).await.polls, 1);
-    let record = ports.record();
-    let file = &record.files[&name];
-    assert_eq!((file.status, file.relinks), (FileStatus::Queued, 1));
-    assert_eq!(ports.table.messages().len(), sent + 1, "its message sent");
-    assert_eq!(
-        (record.vault, record.reconcile.as_deref()),
-        (VaultState::Pending, Some(stemvault_vault::RECONCILE_DUE))
-    );
+        ports.until_due();
+        run(&ports).await;
+        assert_eq!(ports.record().files[&name].status, FileStatus::Failed, "{reason}: its hour is not over");
+        ports.table.advance(reconcile::FIRST_RELINK_AFTER);
+        ports.until_due();
+        assert_eq!(run(&ports).await.polls, 1);
+        let record = ports.record();
+        let file = &record.files[&name];
+        assert_eq!((file.status, file.relinks), (FileStatus::Queued, 1), "{reason}");
+        assert_eq!(ports.table.messages().len(), sent + 1, "{reason}: its message sent");
+        let watched = (record.vault, record.reconcile.as_deref());
+        assert_eq!(watched, (VaultState::Pending, Some(stemvault_vault::RECONCILE_DUE)), "{reason}");
+    }
 }
 
 /// A poll's result that reopened an expired file but whose task item write failed (the table

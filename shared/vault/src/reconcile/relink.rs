@@ -1,40 +1,45 @@
-//! A file failed for want of a fresh link, reopened at its URL by a later poll: kie's
-//! answers repeat a file's URL, so no poll would bring it back otherwise.
+//! A file that failed for a reason that may pass, reopened at its URL by a later poll:
+//! providers repeat a file's URL (kie's answers do), so no poll would bring it back otherwise.
 
 use std::time::Duration;
 
 use suno_callbacks::CallbackEvent;
 
 use super::failed_by_expiry;
-use crate::{FileEntry, TaskRecord, Timestamp, VaultState};
+use crate::{FileEntry, FileStatus, TaskRecord, Timestamp, VaultState};
 
-/// The wait, after a file failed for want of a fresh link, before a poll reopens it
+/// The wait, after a file failed for a reason that may pass, before a poll reopens it
 /// ([`relink`]); it doubles with each reopen of the file.
 pub const FIRST_RELINK_AFTER: Duration = Duration::from_secs(3600);
-/// How many times a poll reopens one file for a fresh link: 1 to 128 hours after each failure,
-/// about 11 days in all, within the 14 the providers keep a task.
+/// How many times a poll reopens one file: 1 to 128 hours after each failure, about 11 days
+/// in all, within the 14 the providers keep a task.
 pub const MAX_RELINKS: u32 = 8;
 
-/// A file failed because its URL expired and the provider gave no fresh link for it then, for
-/// a reason that may pass: not answering (or failing) through the file's last receive (`; no
-/// fresh link yet`), or refusing the key (401, 403) or for credits (402), which the user may
-/// fix. Not for what says the link will never come (422: not a URL the provider generated;
-/// 404; a link to a host that is not allowed). The reasons are the downloader's
-/// (functions/download: `CopyError`, `RefreshError`); tests/tests/fresh_links.rs reads them
-/// from it.
-pub fn awaits_fresh_link(file: &FileEntry) -> bool {
-    const MAY_PASS: [&str; 4] = [
-        "; no fresh link yet: ",
+/// A file failed for a reason that may pass, so that its URL may be copied later:
+/// dead-lettered (what failed on every receive failed retryably: a source or S3 outage, the
+/// provider giving no fresh link for an expired URL in time), but for a copy slower than an
+/// invocation (tried again, it would take the same again); or refused a fresh link for the key
+/// (401, 403) or the credits (402), which the user may fix. Not what says the file will never
+/// come (a 422 for a fresh link: not a URL the provider generated; a 404 source; a host that
+/// is not allowed). The reasons are the downloader's (functions/download: `CopyError`,
+/// `RefreshError`, and its `dead_lettered` prefix); its tests read them with this.
+pub fn awaits_retry(file: &FileEntry) -> bool {
+    const NO_LINK_MAY_PASS: [&str; 3] = [
         "; no fresh link: the provider answered 401",
         "; no fresh link: the provider answered 402",
         "; no fresh link: the provider answered 403",
     ];
-    failed_by_expiry(file) && file.error.as_deref().is_some_and(|e| MAY_PASS.iter().any(|p| e.contains(p)))
+    const TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
+    let may_pass = |e: &str| match e.strip_prefix("dead_lettered: ") {
+        Some(last) => !last.starts_with(TOO_SLOW),
+        None => failed_by_expiry(file) && NO_LINK_MAY_PASS.iter().any(|p| e.contains(p)),
+    };
+    file.status == FileStatus::Failed && file.error.as_deref().is_some_and(may_pass)
 }
 
-/// When a poll may reopen `file` for a fresh link ([`relink`]); None: never again.
+/// When a poll may reopen `file` ([`relink`]); None: never again.
 pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
-    if !awaits_fresh_link(file) || file.relinks >= MAX_RELINKS {
+    if !awaits_retry(file) || file.relinks >= MAX_RELINKS {
         return None;
     }
     let wait = FIRST_RELINK_AFTER.saturating_mul(1 << file.relinks);
@@ -42,12 +47,12 @@ pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
 }
 
 /// The record a polled result merges into, when its answer repeats the URL of a file that
-/// failed for want of a fresh link and that file's [`relink_at`] has come: those files
-/// reopened at their URL, as a new URL reopens a file (pending, stamped with the next
-/// generation, the vault pending), counting the reopen. Providers keep a file's URL (kie's
-/// answers repeat it), so without this no poll would ever bring the file back, and a link
-/// service down through a file's receives, or a key or credits fixed since, would leave it
-/// failed for good. None: nothing to reopen.
+/// failed for a reason that may pass ([`awaits_retry`]) and that file's [`relink_at`] has
+/// come: those files reopened at their URL, as a new URL reopens a file (pending, stamped with
+/// the next generation, the vault pending), counting the reopen. Providers keep a file's URL,
+/// so without this no poll would ever bring the file back, and a source or link service down
+/// through a file's receives, or a key or credits fixed since, would leave it failed for good
+/// (but for a redrive of the dead-letter queue). None: nothing to reopen.
 pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Option<TaskRecord> {
     let due = |name: &str, url: &str| {
         record.files.get(name).is_some_and(|file| file.url == url && relink_at(file).is_some_and(|at| at <= now))
@@ -104,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_a_fresh_link_is_reopened_an_hour_on_then_each_wait_doubles_eight_times() {
+    fn a_file_that_failed_for_what_may_pass_is_reopened_an_hour_on_then_each_wait_doubles_eight_times() {
         let hour = Duration::from_secs(3600);
         assert_eq!(relink_at(&failed_now(NO_LINK_YET, 0)), Some(NOW.plus(hour)));
         assert_eq!(relink_at(&failed_now(NO_LINK_YET, 3)), Some(NOW.plus(hour * 8)));
@@ -113,20 +118,26 @@ mod tests {
         let waits_ms: i64 =
             (0..MAX_RELINKS).map(|n| relink_at(&failed_now(NO_LINK_YET, n)).unwrap().unix_ms - NOW.unix_ms).sum();
         assert!(waits_ms < crate::reconcile::DEFAULT_GIVE_UP_AFTER.as_millis() as i64, "{waits_ms} ms in all");
-        // Refused for a wrong key or for credits: fixed since, perhaps.
-        for refused in [
+        // Refused a link for the key or the credits (fixed since, perhaps), or dead-lettered for
+        // what failed retryably on every receive (an outage, over since, perhaps).
+        for may_pass in [
             "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)",
             "source answered 410 Gone; no fresh link: the provider answered 401 (unauthorized: check the API key)",
+            "dead_lettered: source answered 503 Service Unavailable",
+            "dead_lettered: the source timed out: no bytes for 30 s",
+            "dead_lettered: S3 UploadPart failed: 503 SlowDown",
         ] {
-            assert_eq!(relink_at(&failed_now(refused, 0)), Some(NOW.plus(hour)), "{refused}");
+            assert_eq!(relink_at(&failed_now(may_pass, 0)), Some(NOW.plus(hour)), "{may_pass}");
         }
-        // Never asked (no key, sunoapi), a link that itself failed for good, or a refusal that
-        // says no link will come: the same again.
+        // Never asked (no key, sunoapi), a link that itself failed for good, a refusal that
+        // says no link will come, or a copy slower than an invocation: the same again.
         for error in [
             "source answered 403 Forbidden",
+            "source answered 404 Not Found",
             "source answered 410 Gone; the fresh link failed: source answered 404",
             "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider generated)",
             "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
+            "dead_lettered: the copy did not finish before the invocation's deadline",
         ] {
             assert_eq!(relink_at(&failed_now(error, 0)), None, "{error}");
         }
