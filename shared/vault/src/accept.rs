@@ -3,7 +3,7 @@
 //! files, over small ports that the AWS adapters and the in-memory ones of the tests
 //! implement. Both functions run exactly this code, so a result that comes both ways is
 //! merged once and the second is a duplicate (but for a poll repeating the URL of a file
-//! that failed for want of a fresh link: [`crate::reconcile::relink`] reopens it).
+//! that failed for a reason that may pass: [`crate::reconcile::relink`] reopens it).
 //!
 //! 1. Write the record and archive the body **at the same time**. The record write is a
 //!    read, a pure merge ([`crate::ingest`], then the reconciler's schedule:
@@ -89,7 +89,7 @@ pub struct Settings {
     pub bucket: String,
     /// The result is a poll's (the reconciler's): its save keeps the task watched until the
     /// poll's own write records it ([`crate::reconcile::keep_watched`]), and reopens the files
-    /// it repeats the URL of that wait for a fresh link ([`crate::reconcile::relink`]).
+    /// it repeats the URL of that failed for a reason that may pass ([`crate::reconcile::relink`]).
     pub polled: bool,
 }
 
@@ -286,7 +286,7 @@ async fn record<P: Ports>(
     let merged = retry_on_conflict(ports, settings.max_save_attempts, |_| async move {
         let existing = ports.load_task(&event.task_id).await?;
         let now = ports.now();
-        // A poll repeating the URL of a file that failed for want of a fresh link reopens it,
+        // A poll repeating the URL of a file that failed for a reason that may pass reopens it,
         // now and then; saved over the record as read.
         let relinked =
             if settings.polled { existing.as_ref().and_then(|r| reconcile::relink(r, event, now)) } else { None };

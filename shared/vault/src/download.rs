@@ -125,8 +125,9 @@ pub struct ManifestPlan {
     /// The file set's generation the manifest is of.
     pub generation: u64,
     /// When the reconciler should first poll the task, set by the settle write: a file of the
-    /// set failed because its URL expired and nothing watches the task yet (the provider may
-    /// still give a fresh URL). None otherwise.
+    /// set failed because its URL expired (the provider may still give a fresh URL) or for a
+    /// reason that may pass (a poll may reopen it), and nothing watches the task yet. None
+    /// otherwise.
     pub watch_from: Option<Timestamp>,
 }
 

@@ -264,8 +264,8 @@ pub struct FileEntry {
     /// Where [`FileEntry::next_url`] goes in the vault bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key: Option<String>,
-    /// How many times a poll reopened the file at the URL it had, after it failed for want of
-    /// a fresh link ([`crate::reconcile::relink`]); a failed file reopened by a new URL starts
+    /// How many times a poll reopened the file at the URL it had, after it failed for a reason
+    /// that may pass ([`crate::reconcile::relink`]); a failed file reopened by a new URL starts
     /// again from 0.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub relinks: u32,

@@ -1548,14 +1548,24 @@ async fn a_fresh_link_whose_source_does_not_answer_in_time_is_no_fresh_link_yet(
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
 }
 
+/// ... and polls do not reopen it: a copy that ran into the invocation's deadline would take
+/// the same again (stemvault_vault::reconcile::awaits_retry).
 #[tokio::test(start_paused = true)]
 async fn a_fresh_link_whose_source_does_not_answer_in_time_on_the_last_receive_leaves_the_file_expired() {
-    last_receive_leaves_it_expired(&fresh_link_never_answering()).await;
+    let ports = fresh_link_never_answering();
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file), "{:?}", file.error);
+    assert!(!stemvault_vault::reconcile::awaits_retry(file), "{:?}", file.error);
 }
 
 #[tokio::test]
 async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
+    // At its last stage: watched only for the file.
+    let mut r = record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]);
+    r.stage = Stage::Final;
+    let ports = MemoryPorts::with_record(r);
     serve(&ports, "drums", b"drums");
     assert!(matches!(run(&ports, "drums", 1).await, Outcome::Stored(_)));
     ports.source(&url("vocal"), expired(503, "Service Unavailable"));

@@ -31,7 +31,8 @@ pub fn awaits_retry(file: &FileEntry) -> bool {
     ];
     const TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
     let may_pass = |e: &str| match e.strip_prefix("dead_lettered: ") {
-        Some(last) => !last.starts_with(TOO_SLOW),
+        // From the URL or from a fresh link of it.
+        Some(last) => !last.contains(TOO_SLOW),
         None => failed_by_expiry(file) && NO_LINK_MAY_PASS.iter().any(|p| e.contains(p)),
     };
     file.status == FileStatus::Failed && file.error.as_deref().is_some_and(may_pass)
@@ -67,6 +68,8 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
         let failed = &record.files[name];
         let mut reopened = FileEntry::pending(&failed.url, failed.key.clone(), failed.stage);
         (reopened.rev, reopened.relinks) = (failed.rev, failed.relinks + 1);
+        // Claimed before: the downloader first looks for an earlier attempt's copy.
+        reopened.attempts = failed.attempts;
         reopened.generation = Some(relinked.generation);
         relinked.files.insert(name.to_owned(), reopened);
     }
@@ -138,6 +141,8 @@ mod tests {
             "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider generated)",
             "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
             "dead_lettered: the copy did not finish before the invocation's deadline",
+            "dead_lettered: source answered 410 Gone; no fresh link yet: copying from the fresh link failed: the \
+             copy did not finish before the invocation's deadline",
         ] {
             assert_eq!(relink_at(&failed_now(error, 0)), None, "{error}");
         }
@@ -148,7 +153,7 @@ mod tests {
     #[test]
     fn a_poll_repeating_the_url_reopens_a_file_without_a_fresh_link_once_its_wait_is_over() {
         let mut record = TaskRecord { family: Family::VocalSeparation, ..task(Stage::Complete) };
-        record.files.insert("vocal".into(), failed_now(NO_LINK_YET, 1));
+        record.files.insert("vocal".into(), FileEntry { attempts: 3, ..failed_now(NO_LINK_YET, 1) });
         let stored = FileEntry {
             status: FileStatus::Stored,
             ..FileEntry::pending("https://a/i.mp3", "k".into(), Stage::Complete)
@@ -166,6 +171,7 @@ mod tests {
         let relinked = relink(&record, &poll, due).expect("reopened");
         let vocal = &relinked.files["vocal"];
         assert_eq!((vocal.status, vocal.relinks, vocal.generation), (FileStatus::Pending, 2, Some(4)));
+        assert_eq!(vocal.attempts, 3, "claimed before: an earlier copy is looked for");
         assert_eq!(
             (vocal.url.as_str(), vocal.key.as_str(), vocal.error.as_deref()),
             ("https://a/x.mp3", "tasks/t1/x.mp3", None)
