@@ -207,6 +207,20 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
     }
 }
 
+/// When a watched task is polled next: at `by_interval`, unless only files a poll may reopen
+/// ([`relink_at`]) keep it watched: then not before the first of them may be (a poll before
+/// would bring nothing; the waits run to days).
+fn next_poll_at(record: &TaskRecord, by_interval: Timestamp, unfinished: bool) -> Timestamp {
+    let other_reason = unfinished
+        || awaits_result(record)
+        || record.files.values().any(|f| failed_by_expiry(f) || (f.relinks > 0 && !f.status.is_settled()));
+    let first_reopen = record.files.values().filter_map(relink_at).min();
+    match first_reopen {
+        Some(at) if !other_reason => at.max(by_interval),
+        _ => by_interval,
+    }
+}
+
 /// Whether a poll recorded a result at the task's stage and published its events
 /// ([`TaskRecord::polled_result`], which polls that bring nothing leave as it is).
 pub fn poll_recorded(record: &TaskRecord) -> bool {
@@ -261,7 +275,7 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     if needs_watching(&next) || unfinished {
         let wait = next_interval(record.poll_interval_seconds);
         next.reconcile = Some(RECONCILE_DUE.to_owned());
-        next.reconcile_at = Some(now.plus(wait));
+        next.reconcile_at = Some(next_poll_at(&next, now.plus(wait), unfinished));
         next.poll_interval_seconds = Some(wait.as_secs());
     } else {
         unwatch(&mut next);
@@ -635,6 +649,28 @@ mod tests {
             PollOutcome::Unreadable,
         ];
         assert!(!others.iter().any(PollOutcome::not_found));
+    }
+
+    /// A task watched only for a file a poll may reopen is polled next when the file may be
+    /// reopened, not every hour before; one with an expired file (a new URL may come any
+    /// time) keeps the interval.
+    #[test]
+    fn a_task_watched_only_for_a_reopen_is_polled_next_when_it_may_be_reopened() {
+        let mut record = task(Stage::Final);
+        let dead_lettered = FileEntry { failed_at: Some(NOW), ..failed("dead_lettered: source answered 503") };
+        record.files.insert("a".into(), dead_lettered.clone());
+        record.poll_interval_seconds = Some(60);
+        let polled = after_poll(&record, &PollOutcome::Pending, NOW.plus(Duration::from_secs(30)));
+        assert_eq!(polled.reconcile_at, relink_at(&dead_lettered), "an hour after it failed");
+        assert_eq!(polled.poll_interval_seconds, Some(120), "the interval goes on doubling");
+
+        let later = after_poll(&record, &PollOutcome::Pending, NOW.plus(Duration::from_secs(7200)));
+        assert_eq!(later.reconcile_at, Some(NOW.plus(Duration::from_secs(7320))), "its time came: the interval");
+
+        let mut expired = record.clone();
+        expired.files.insert("b".into(), failed("source answered 410 Gone"));
+        let polled = after_poll(&expired, &PollOutcome::Pending, NOW);
+        assert_eq!(polled.reconcile_at, Some(NOW.plus(Duration::from_secs(120))), "a new URL may come any time");
     }
 
     #[test]
