@@ -72,11 +72,11 @@ pub fn awaits_result(record: &TaskRecord) -> bool {
 /// Whether a callback or a poll may still bring the task something: its result, a new URL for
 /// an expired file, or the reopen of a file that failed for a reason that may pass
 /// ([`relink_at`]; and while such a file is copied, its failure must find the task watched,
-/// for the next reopen). A task waiting for its result is watched whatever its family (it is given up, with an event, when nothing comes);
-/// one watched only for a new URL of an expired file is not when no poll could bring one
-/// ([`renews_file`]: an unknown family has no record-info endpoint, and music's answers
-/// never carry a track's `source_*` URLs): each poll would only write its bookkeeping, for
-/// 14 days.
+/// for the next reopen). A task waiting for its result is watched whatever its family (it is
+/// given up, with an event, when nothing comes); one watched only for a file's sake is not
+/// when no poll could bring the file again ([`renews_file`]: an unknown family has no
+/// record-info endpoint, and music's answers never carry a track's `source_*` URLs): each
+/// poll would only write its bookkeeping, for 14 days.
 pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
