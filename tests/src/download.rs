@@ -175,6 +175,19 @@ impl TestEnv {
         response
     }
 
+    /// Batches of `app` over the download queue until no message is visible, each received
+    /// invisible for `visibility` seconds (at most 10 batches); their answers.
+    pub async fn download_all(&self, app: &stemvault_download::App, visibility: i32) -> Vec<SqsBatchResponse> {
+        let mut responses = Vec::new();
+        for _ in 0..10 {
+            let (visible @ 1.., _) = self.queue_depth().await else { break };
+            let event = self.receive_event(visible.min(10) as usize, visibility).await;
+            // On the heap: a test's own future would outgrow a test thread's stack.
+            responses.push(Box::pin(self.run_download(app, &event)).await);
+        }
+        responses
+    }
+
     /// What Lambda does after a batch: delete every message not reported as failed.
     pub async fn finish_batch(&self, event: &SqsEvent, response: &SqsBatchResponse) {
         for message in &event.records {

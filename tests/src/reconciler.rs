@@ -31,8 +31,7 @@ impl TestEnv {
     /// Move the task's next poll into the past, as waiting would.
     pub async fn make_due(&self, task_id: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;
-        let now = stemvault_vault::Timestamp::now();
-        let past = stemvault_vault::Timestamp::from_unix_ms(now.unix_ms - 1000).rfc3339();
+        let past = stemvault_vault::Timestamp::now().minus(std::time::Duration::from_secs(1)).rfc3339();
         self.dynamo
             .update_item()
             .table_name(&self.resources.table_name)

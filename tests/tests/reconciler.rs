@@ -118,14 +118,7 @@ async fn run_due(env: &TestEnv, app: &stemvault_reconciler::App, task_id: &str) 
 /// Deliver the download queue to the downloader until it is empty.
 async fn download_all(env: &TestEnv, provider: &FakeProvider) {
     let download = stemvault_download::App::new(env.download_config(&provider.origin(), None), &env.config);
-    for _ in 0..10 {
-        let (visible, _) = env.queue_depth().await;
-        if visible == 0 {
-            return;
-        }
-        let event = env.receive_event(visible.min(10) as usize, 30).await;
-        env.run_download(&download, &event).await;
-    }
+    env.download_all(&download, 30).await;
 }
 
 fn stored_names(record: &TaskRecord) -> Vec<&str> {

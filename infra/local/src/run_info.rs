@@ -109,19 +109,22 @@ pub fn starting_path() -> Result<PathBuf, String> {
 
 /// How long a `starting` note counts: a build and a start take minutes at most; an older note
 /// is one a stopped build left.
-pub const STARTING_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+const STARTING_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Whether the note at `path` says a runner is starting (written under [`STARTING_FOR`] ago).
+/// Whether the note at `path` says a runner is starting (written under `STARTING_FOR` ago).
 pub fn runner_starting(path: &Path) -> bool {
-    let written = std::fs::metadata(path).and_then(|m| m.modified());
-    written.is_ok_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
+    written_at(path).is_some_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
+}
+
+/// When the file at `path` was last written (None: not there, or not to be told).
+fn written_at(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 /// Whether the run info at `info` was written after the `starting` note at `note` (by the
 /// runner that note announced; the runner writes it, then removes the note).
 pub fn described_since(info: &Path, note: &Path) -> bool {
-    let written = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
-    match (written(info), written(note)) {
+    match (written_at(info), written_at(note)) {
         (Some(described), Some(noted)) => described >= noted,
         (Some(_), None) => true,
         (None, _) => false,

@@ -12,7 +12,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// server (a common webhook receiver) closes one, so a request is not sent down a
 /// connection the peer is closing (hyper checks the age when it takes one from the pool); and
 /// one idle across a freeze of the function may have been closed meanwhile.
-pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// A client that names itself `user_agent` and gives up on a request after `timeout`. Fails
 /// only when the TLS backend cannot start.

@@ -52,7 +52,11 @@ pub(super) fn detect(root: &Object, code: i64, message: &str, callback_type: Opt
 /// Whether a failure's message names lyrics (the documented lyrics failures' do): what tells a
 /// lyrics failure from a music one when its body carries nothing else of its family.
 pub fn names_lyrics(message: &str) -> bool {
-    let message = message.to_ascii_lowercase();
+    lowercase_names_lyrics(&message.to_ascii_lowercase())
+}
+
+/// [`names_lyrics`] of a message already in lower case.
+fn lowercase_names_lyrics(message: &str) -> bool {
     ["song description", "lyrics generation", "lyric generation", "generate lyrics"].iter().any(|p| message.contains(p))
 }
 
@@ -70,7 +74,7 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     // docs.kie.ai's lyrics failure keeps `callbackType: complete` with no items, whatever its
     // message (its codes: 400, 500); every music failure documented is `error`.
     let lyrics_failure =
-        code != 200 && (names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
+        code != 200 && (lowercase_names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
     text_items || sunoapi_lyrics || lyrics_failure
 }
 

@@ -105,7 +105,7 @@ const fn longest_spread(delay: Duration, ceiling: Duration) -> Duration {
 /// schedule's longest wait).
 #[cfg(any(test, feature = "test-support"))]
 pub fn is_spread(delay: Duration, backoff: Duration) -> bool {
-    (backoff..=backoff + backoff / 5).contains(&delay)
+    (backoff..=longest_spread(backoff, Duration::MAX)).contains(&delay)
 }
 
 /// Delay a received message's next delivery.

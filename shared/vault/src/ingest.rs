@@ -288,11 +288,7 @@ fn apply_new_body(
         record.manifest_key = None;
     }
     if !opened.is_empty() {
-        record.vault = VaultState::Pending;
-        record.manifest_key = None;
-        // The settle of the old file set, if one is under way, no longer applies.
-        record.generation += 1;
-        stamp(record, &opened);
+        open_file_set(record, &opened);
     }
     merge_streams(record, event, authoritative);
     merge_details(record, event, body, authoritative);
@@ -317,6 +313,16 @@ fn callback_entry(event: &CallbackEvent, body: &BodyInfo, arrived: Timestamp) ->
         bytes: body.bytes,
         deliveries: 1,
     }
+}
+
+/// A new file set, of the files `opened` (added or reopened) and the others: the vault pending
+/// again, at the next generation (the settle of the old set, if one is under way, no longer
+/// applies), the files stamped with it.
+pub(crate) fn open_file_set(record: &mut TaskRecord, opened: &[String]) {
+    record.vault = VaultState::Pending;
+    record.manifest_key = None;
+    record.generation += 1;
+    stamp(record, opened);
 }
 
 /// Mark the files `opened` as added or reopened by the record's generation.

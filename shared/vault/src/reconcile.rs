@@ -82,13 +82,31 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
         return false;
     }
     awaits_result(record)
-        || record.files.iter().any(|(name, file)| {
-            // A settle watches only a task it reads unwatched: one reading it as watched by
-            // the poll about to end it would bring no watch back.
-            let reopened_by_a_poll = file.relinks > 0 && !file.status.is_settled();
-            let watched = failed_by_expiry(file) || reopened_by_a_poll || relink_at(file).is_some();
-            watched && renews_file(record.family, name)
-        })
+        || record
+            .files
+            .iter()
+            .any(|(name, file)| file_watch(file) != FileWatch::Never && renews_file(record.family, name))
+}
+
+/// What one file asks of the watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileWatch {
+    /// Polls at the interval: its URL expired (a new one may come any time), or a poll
+    /// reopened it and it is being copied (a settle watches only a task it reads unwatched:
+    /// one reading it as watched by the poll about to end it would bring no watch back).
+    Now,
+    /// A poll may reopen it from then on ([`relink_at`]).
+    At(Timestamp),
+    Never,
+}
+
+fn file_watch(file: &FileEntry) -> FileWatch {
+    let reopened_by_a_poll = file.relinks > 0 && !file.status.is_settled();
+    match relink_at(file) {
+        _ if failed_by_expiry(file) || reopened_by_a_poll => FileWatch::Now,
+        Some(at) => FileWatch::At(at),
+        None => FileWatch::Never,
+    }
 }
 
 /// Commit a reopen whose task item never came (see `ingest::adopt_uncommitted`), unless the
@@ -211,14 +229,18 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
 /// ([`relink_at`]) keep it watched: then not before the first of them may be (a poll before
 /// would bring nothing; the waits run to days).
 fn next_poll_at(record: &TaskRecord, by_interval: Timestamp, unfinished: bool) -> Timestamp {
-    let other_reason = unfinished
-        || awaits_result(record)
-        || record.files.values().any(|f| failed_by_expiry(f) || (f.relinks > 0 && !f.status.is_settled()));
-    let first_reopen = record.files.values().filter_map(relink_at).min();
-    match first_reopen {
-        Some(at) if !other_reason => at.max(by_interval),
-        _ => by_interval,
+    if unfinished || awaits_result(record) {
+        return by_interval;
     }
+    let mut first_reopen = None;
+    for file in record.files.values() {
+        match file_watch(file) {
+            FileWatch::Now => return by_interval,
+            FileWatch::At(at) => first_reopen = Some(first_reopen.map_or(at, |first: Timestamp| first.min(at))),
+            FileWatch::Never => {}
+        }
+    }
+    first_reopen.map_or(by_interval, |at| at.max(by_interval))
 }
 
 /// Whether a poll recorded a result at the task's stage and published its events

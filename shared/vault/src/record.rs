@@ -150,12 +150,8 @@ pub const RECONCILE_DUE: &str = "due";
 /// The sparse global secondary index over [`TaskRecord::reconcile`] and `reconcile_at`.
 pub const RECONCILE_DUE_INDEX: &str = "reconcile-due";
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-fn is_zero_u32(n: &u32) -> bool {
-    *n == 0
+fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
 }
 
 /// The reconciler's last poll of a task.
@@ -267,7 +263,7 @@ pub struct FileEntry {
     /// How many times a poll reopened the file at the URL it had, after it failed for a reason
     /// that may pass ([`crate::reconcile::relink`]); a failed file reopened by a new URL starts
     /// again from 0.
-    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub relinks: u32,
 }
 

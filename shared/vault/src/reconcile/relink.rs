@@ -6,7 +6,7 @@ use std::time::Duration;
 use suno_callbacks::CallbackEvent;
 
 use super::failed_by_expiry;
-use crate::{FileEntry, FileStatus, TaskRecord, Timestamp, VaultState};
+use crate::{FileEntry, FileStatus, TaskRecord, Timestamp};
 
 /// The wait, after a file failed for a reason that may pass, before a poll reopens it
 /// ([`relink`]); it doubles with each reopen of the file.
@@ -63,18 +63,16 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
         return None;
     }
     let mut relinked = record.clone();
-    relinked.generation += 1;
-    for name in names {
-        let failed = &record.files[name];
+    for name in &names {
+        let failed = &record.files[*name];
         let mut reopened = FileEntry::pending(&failed.url, failed.key.clone(), failed.stage);
         (reopened.rev, reopened.relinks) = (failed.rev, failed.relinks + 1);
         // Claimed before: the downloader first looks for an earlier attempt's copy.
         reopened.attempts = failed.attempts;
-        reopened.generation = Some(relinked.generation);
-        relinked.files.insert(name.to_owned(), reopened);
+        relinked.files.insert((*name).to_owned(), reopened);
     }
-    relinked.vault = VaultState::Pending;
-    relinked.manifest_key = None;
+    let opened: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    crate::ingest::open_file_set(&mut relinked, &opened);
     relinked.sync_open_marker();
     Some(relinked)
 }
@@ -85,7 +83,7 @@ mod tests {
 
     use super::*;
     use crate::reconcile::tests::{NOW, failed, task};
-    use crate::{Abandoned, FileStatus};
+    use crate::{Abandoned, VaultState};
 
     const NO_LINK_YET: &str =
         "dead_lettered: source answered 403 Forbidden; no fresh link yet: the provider answered 503";
