@@ -650,3 +650,41 @@ fn the_readme_says_what_each_alarm_means() {
     }
     assert!(missing.is_empty(), "alarms README does not describe: {missing:?}");
 }
+
+/// A scheduled function's `rate(N minutes)`, in seconds.
+fn schedule_seconds(template: &Value, function: &str) -> u64 {
+    let properties = cfn::function_properties(template, function);
+    let rate = properties
+        .get("Events")
+        .and_then(|events| events.as_mapping())
+        .into_iter()
+        .flat_map(|events| events.values())
+        .find(|event| event["Type"] == "Schedule")
+        .and_then(|event| event["Properties"]["Schedule"].as_str())
+        .unwrap_or_else(|| panic!("{function} has no schedule"));
+    let minutes = rate.strip_prefix("rate(").and_then(|r| r.split_once(' ')).and_then(|(n, _)| n.parse::<u64>().ok());
+    60 * minutes.unwrap_or_else(|| panic!("{function}: {rate} is not rate(N minutes)"))
+}
+
+#[test]
+fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
+    // Such an alarm reads a scheduled function's count of every run; a period holding only
+    // one run may hold none when the schedule's jitter moves it, and would read as breaching.
+    let template = template();
+    let mut checked = 0;
+    for (name, alarm) in template["Resources"].as_mapping().into_iter().flatten() {
+        let properties = &alarm["Properties"];
+        if alarm["Type"] != "AWS::CloudWatch::Alarm" || properties["TreatMissingData"] != "breaching" {
+            continue;
+        }
+        let name = name.as_str().unwrap_or_default();
+        let dimensions = cfn::as_list(&properties["Dimensions"]);
+        let [dimension] = dimensions.as_slice() else { panic!("{name}: one dimension") };
+        let function = cfn::reference(&dimension["Value"]).unwrap_or_else(|| panic!("{name}: a function"));
+        let period = cfn::number(&properties["Period"]);
+        let every = schedule_seconds(&template, &function);
+        assert!(period >= 2 * every, "{name}: a {period} s period and {function} runs every {every} s");
+        checked += 1;
+    }
+    assert_eq!(checked, 2, "tasks-not-swept and parked-callbacks-stuck");
+}
