@@ -29,8 +29,8 @@
 //!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
 //!    and the message goes on to the dead-letter queue; but a newer URL whose copy the
 //!    deadline cut short (or left no time to start) is released as the file's URL even then,
-//!    for a redrive or the sweeper (`copy_held`). A URL that answers 403 or 410 is
-//!    asked a fresh link for ([`crate::fresh_link`]) before the file fails. A
+//!    for a redrive or the sweeper (`copy_held`). A URL that answers as expired (403, 404, 410,
+//!    441) is asked a fresh link for ([`crate::fresh_link`]) before the file fails. A
 //!    file claimed before is first looked for under its key ([`crate::existing`]): a
 //!    complete copy of the same URL that an earlier attempt stored but could not record is
 //!    recorded `stored` without being copied again.

@@ -103,6 +103,14 @@ pub enum CopyError {
     Deadline,
 }
 
+/// What an expired URL answers (403, 404, 410 or 441): such a file fails as expired
+/// (`source_expired`), is first asked a fresh link for ([`crate::fresh_link`]), and has its
+/// task watched for a new URL (`stemvault_vault::reconcile::failed_by_expiry` reads the same
+/// statuses from its reason).
+pub fn reads_as_expired(status: u16) -> bool {
+    matches!(status, 403 | 404 | 410 | 441)
+}
+
 impl CopyError {
     /// Why the file failed for good, as a stable snake_case code (the `Reason` of the
     /// `FilesFailed` metric): `source_expired` (403, 404, 410 or 441: what an expired URL
@@ -112,7 +120,7 @@ impl CopyError {
     /// bucket refused it for good), and `transient` for what is retried rather than failed.
     pub fn reason_code(&self) -> &'static str {
         match self {
-            CopyError::Fetch(FetchError::Status { status: 403 | 404 | 410 | 441, .. }) => "source_expired",
+            CopyError::Fetch(FetchError::Status { status, .. }) if reads_as_expired(*status) => "source_expired",
             CopyError::Fetch(FetchError::Status { status, .. }) if !status_is_retryable(*status) => "source_status",
             CopyError::Fetch(FetchError::Refused(_)) => "source_refused",
             CopyError::Fetch(FetchError::TooManyRedirects(_) | FetchError::BadRedirect { .. }) => "source_redirect",

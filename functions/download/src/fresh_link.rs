@@ -1,8 +1,8 @@
 //! Fresh links for expired files: kie's `POST {PROVIDER_BASE_URL}/api/v1/common/download-url`
 //! with `{"url": "<original>"}` and the API key as a Bearer token answers `{"code": 200,
 //! "msg": "success", "data": "<temporary URL>"}` (valid 20 minutes; fixture
-//! `fixtures/polls/common-download-url__kie__200.json`). A file whose URL answers 403 or 410
-//! is copied from that link instead ([`crate::domain`]'s copy step); the record keeps the
+//! `fixtures/polls/common-download-url__kie__200.json`). A file whose URL answers as expired
+//! (403, 404, 410 or 441: [`crate::error::reads_as_expired`]) is copied from that link instead ([`crate::domain`]'s copy step); the record keeps the
 //! original URL.
 //!
 //! On only with `PROVIDER=kie` and an API key at start-up (sunoapi documents no such

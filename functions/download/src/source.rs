@@ -62,7 +62,7 @@ pub trait FetchSource {
         max_bytes: u64,
     ) -> impl Future<Output = Result<SourceBody<ChunkStream>, FetchError>> + Send;
 
-    /// A fresh link for the file at `url`, which answered 403 or 410 (expired), already
+    /// A fresh link for the file at `url`, which answered as expired (403, 404, 410, 441), already
     /// checked against the source policy ([`crate::fresh_link`]). None: link refresh is off.
     fn fresh_link(&self, url: &str) -> impl Future<Output = Option<Result<String, RefreshError>>> + Send {
         let _ = url;

@@ -3,6 +3,7 @@
 //! and the claim holder's finishing write.
 
 use super::*;
+use crate::error::reads_as_expired;
 
 /// Copy the claimed file as planned; should its URL fail for good after ingest wrote a newer
 /// one into the item (`next_url`: the `failed` write refused, the file still ours), copy
@@ -262,7 +263,7 @@ async fn copy<P: FetchSource + ObjectStore + Sync>(
     }
 }
 
-/// What the file's own URL answered (403 or 410: expired), while a fresh link is sought and
+/// What the file's own URL answered ([`reads_as_expired`]), while a fresh link is sought and
 /// copied instead.
 struct Expired {
     status: u16,
@@ -290,7 +291,7 @@ impl Expired {
     }
 }
 
-/// Open `url`; when it answers 403 or 410 (expired) and link refresh is on, open a fresh link
+/// Open `url`; when it answers as expired ([`reads_as_expired`]) and link refresh is on, open a fresh link
 /// for it instead ([`FetchSource::fresh_link`], already checked against the source policy),
 /// and say the URL expired ([`Expired`]). The plan keeps the original URL (the record's, and
 /// the copy's `source-sha256`). Each request stops at `stop_at`.
@@ -316,7 +317,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     }
     let expired = match by(stop_at, ports.open(url, max_bytes)).await {
         None => return Err(CopyError::Deadline),
-        Some(Err(FetchError::Status { status: status @ (403 | 410), reason, retry_after })) => {
+        Some(Err(FetchError::Status { status, reason, retry_after })) if reads_as_expired(status) => {
             Expired { status, reason, retry_after }
         }
         Some(opened) => return Ok((opened?, None)),

@@ -1338,14 +1338,25 @@ async fn without_link_refresh_an_expired_file_fails_as_before() {
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
 }
 
+/// Only what reads as expired asks for a fresh link (the statuses a file fails as
+/// `source_expired` with, and whose task the reconciler watches for a new URL); another final
+/// status fails the file at once.
 #[tokio::test]
-async fn only_403_and_410_ask_for_a_fresh_link() {
+async fn only_statuses_read_as_expired_ask_for_a_fresh_link() {
+    for status in [404, 441] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), expired(status, "Not Found"));
+        ports.source(FRESH, Script::Body { data: b"fresh".to_vec(), declared: true, content_type: None });
+        fresh_links(&ports, &[("vocal", Ok(FRESH))]);
+        assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)), "{status}");
+        assert_eq!(*ports.refreshed.lock().unwrap(), [url("vocal")], "{status}");
+    }
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     fresh_links(&ports, &[("vocal", Ok(FRESH)), ("drums", Ok(FRESH))]);
-    ports.source(&url("vocal"), expired(404, "Not Found"));
-    ports.source(&url("drums"), expired(441, ""));
-    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 404 Not Found".into()));
-    assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 441".into()));
+    ports.source(&url("vocal"), expired(400, "Bad Request"));
+    ports.source(&url("drums"), expired(451, ""));
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 400 Bad Request".into()));
+    assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 451".into()));
     assert!(ports.refreshed.lock().unwrap().is_empty());
 }
 
