@@ -623,6 +623,7 @@ impl MemoryPorts {
                 f.claim = None;
                 if let Some(next) = held.next {
                     (f.url, f.key, f.next_url, f.next_key) = (next.url.to_owned(), next.key.to_owned(), None, None);
+                    f.relinks = 0;
                 }
                 end(f);
             },
@@ -768,7 +769,7 @@ impl ReleaseFile for MemoryPorts {
         let written = self.finish(task_id, name, HeldCopy { next: None, ..held }, with_next, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Pending, Some(error.to_owned()), released_at);
             if moving && let (Some(url), Some(key)) = (f.next_url.take(), f.next_key.take()) {
-                (f.url, f.key) = (url, key);
+                (f.url, f.key, f.relinks) = (url, key, 0);
             }
         });
         Ok(match written {

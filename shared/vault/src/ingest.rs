@@ -373,7 +373,7 @@ fn merge_files(record: &mut TaskRecord, event: &CallbackEvent, authoritative: bo
             Some(known) if authoritative && known.status != FileStatus::Stored => {
                 known.url = file.url.clone();
                 known.key = s3_key::file_key(&event.task_id, &file.name, &file.url);
-                (known.next_url, known.next_key) = (None, None);
+                (known.next_url, known.next_key, known.relinks) = (None, None, 0);
             }
             Some(_) => {}
         }

@@ -261,8 +261,8 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key: Option<String>,
     /// How many times a poll reopened the file at the URL it had, after it failed for a reason
-    /// that may pass ([`crate::reconcile::relink`]); a failed file reopened by a new URL starts
-    /// again from 0.
+    /// that may pass ([`crate::reconcile::relink`]); a new URL (one that reopens a failed file,
+    /// replaces a waiting file's, or moves in from `next_url`) starts it again from 0.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub relinks: u32,
 }

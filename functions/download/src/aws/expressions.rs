@@ -64,6 +64,10 @@ const HELD_WITH_NEXT: &str =
 /// The item's `next_url` and `next_key` as they are now set as `url` and `key`.
 const MOVE_NEXT: &str = ", #url = #next_url, #key = #next_key";
 
+/// Removed with a URL moved in ([`SET_NEXT`], [`MOVE_NEXT`]): a poll's reopens are counted
+/// per URL.
+const RESET_RELINKS: &str = ", #relinks";
+
 /// A file held by `worker` (`condition`: [`HELD`], [`HELD_NOTHING_NEWER`], [`HELD_AT_NEXT`]
 /// or [`HELD_WITH_NEXT`]), finished: its claim removed, and its lease (or, for a release, set to
 /// when it ended). The URL attributes are named whether or not `update` uses them: each
@@ -72,6 +76,7 @@ fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
     let mut u = of_file(update, condition);
     u.name("#claim", "claim").name("#lease", "lease_until");
     u.name("#url", "url").name("#key", "key").name("#next_url", "next_url").name("#next_key", "next_key");
+    u.name("#relinks", "relinks");
     u.value(":downloading", s(FileStatus::Downloading.as_str())).value(":me", s(worker));
     u
 }
@@ -118,15 +123,15 @@ fn set_next(u: &mut Update, held: HeldCopy<'_>) {
 /// holder copies that). The item's own URL is never sent back (a signed body may bring
 /// hundreds of kilobytes of it).
 pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
-    let (next, condition) = match held.next {
-        Some(_) => (SET_NEXT, HELD_AT_NEXT),
-        None => ("", HELD_NOTHING_NEWER),
+    let (next, relinks, condition) = match held.next {
+        Some(_) => (SET_NEXT, RESET_RELINKS, HELD_AT_NEXT),
+        None => ("", "", HELD_NOTHING_NEWER),
     };
     let mut u = finish_file(
         held.worker,
         &format!(
             "SET #status = :status, #error = :error, #failed_at = :at{next} \
-             ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key"
+             ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key{relinks}"
         ),
         condition,
     );
@@ -147,7 +152,7 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
 /// again.)
 pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
     let (next, removed, condition) = match held.next {
-        Some(_) => (MOVE_NEXT, ", #next_url, #next_key", HELD_WITH_NEXT),
+        Some(_) => (MOVE_NEXT, ", #next_url, #next_key, #relinks", HELD_WITH_NEXT),
         None => ("", "", HELD),
     };
     let mut u = finish_file(
@@ -318,14 +323,15 @@ mod tests {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
         let failed = "SET #status = :status, #error = :error, #failed_at = :at \
                       ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
+        // A URL moved in counts its own reopens.
         let failed_at_next = "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
-                              ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
+                              ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key, #relinks";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
         // Releasing a newer URL being copied: the retry copies it (or one newer still), not
         // the URL that failed.
         let released_at_next = "SET #status = :status, #error = :error, #lease = :released, #url = #next_url, \
-                                #key = #next_key ADD #rev :one REMOVE #claim, #next_url, #next_key";
+                                #key = #next_key ADD #rev :one REMOVE #claim, #next_url, #next_key, #relinks";
         // Failed for good only when no newer URL came meanwhile (the holder copies that next).
         let nothing_newer = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
         let at_next = "#status = :downloading AND #claim = :me AND #next_url = :url";

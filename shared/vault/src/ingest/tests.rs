@@ -736,6 +736,21 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
     assert_eq!(job.url, "https://h/d.mp3");
 }
 
+/// A poll's reopens are counted per URL: a file reopened at its URL that a callback gives a
+/// newer URL (before its copy) counts from 0 again.
+#[test]
+fn a_newer_url_for_a_file_reopened_by_a_poll_counts_its_reopens_from_zero() {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    r.files.get_mut("a").unwrap().relinks = 3;
+    let same = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let kept = ingest_callback(Some(&r), &same, &body("2"), &claimant("r2"), now(1)).record;
+    assert_eq!(kept.files["a"].relinks, 3, "the same URL: its reopens stand");
+    let newer = event(Stage::Complete, 200, &[("a", "https://h/a.wav")]);
+    let out = ingest_callback(Some(&r), &newer, &body("3"), &claimant("r2"), now(1)).record;
+    assert_eq!((out.files["a"].url.as_str(), out.files["a"].relinks), ("https://h/a.wav", 0));
+}
+
 /// A newer URL too long to keep beside the one being copied is dropped (the whole callback
 /// would otherwise be refused as too large once two such URLs share the file's item).
 #[test]
