@@ -178,7 +178,8 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
         manifest_key: s3_key::manifest_key(task_id),
         manifest: Manifest::of(record, vault, now),
         generation: record.generation,
-        watch_from: watch.then(|| now.plus(crate::reconcile::FIRST_POLL_INTERVAL)),
+        watch_from: watch
+            .then(|| crate::reconcile::first_poll_at(record, now.plus(crate::reconcile::FIRST_POLL_INTERVAL))),
     })
 }
 
@@ -397,6 +398,13 @@ mod tests {
         r.files.get_mut("drums").unwrap().error = Some("source answered 403 Forbidden".into());
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
         assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_POLL_INTERVAL)));
+        // Failed for a reason that may pass: watched from when a poll may reopen it, not polled
+        // for nothing before.
+        let drums = r.files.get_mut("drums").unwrap();
+        drums.error = Some("dead_lettered: source answered 503 Service Unavailable (receive 8, the last)".into());
+        drums.failed_at = Some(NOW);
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
+        assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_RELINK_AFTER)));
         r.reconcile = Some(crate::RECONCILE_DUE.into());
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
         assert_eq!(plan.watch_from, None, "already watched: its schedule is kept");

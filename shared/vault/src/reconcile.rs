@@ -134,8 +134,9 @@ pub fn unwatch(record: &mut TaskRecord) {
 
 /// After ingest merged a callback (or a poll's result) into `record`, whose stage was
 /// `before` (None: a new task): a task that just reached `text`/`first` (or still needs
-/// watching and is not watched) is first polled `after` from `now`; a task that needs nothing
-/// more leaves the index. The provider knows the task, whatever a poll said before. Changes
+/// watching and is not watched) is first polled `after` from `now` (or, watched only for a
+/// file a poll may reopen, when it may: [`first_poll_at`]); a task that needs nothing more
+/// leaves the index. The provider knows the task, whatever a poll said before. Changes
 /// only fields of the task item ingest puts anyway.
 pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestamp, after: Duration) {
     record.not_found_since = None;
@@ -146,6 +147,7 @@ pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestam
     let moved = before != Some(record.stage);
     if moved || record.reconcile.is_none() {
         watch(record, now, after);
+        record.reconcile_at = Some(first_poll_at(record, now.plus(after)));
     }
 }
 
@@ -223,6 +225,12 @@ pub fn next_interval(previous: Option<u64>) -> Duration {
         None | Some(0) => FIRST_POLL_INTERVAL,
         Some(secs) => Duration::from_secs(secs.saturating_mul(2)).min(MAX_POLL_INTERVAL),
     }
+}
+
+/// When a task that starts to be watched is first polled: at `earliest`, or, when only files
+/// a poll may reopen keep it watched, not before the first of them may be ([`relink_at`]).
+pub fn first_poll_at(record: &TaskRecord, earliest: Timestamp) -> Timestamp {
+    next_poll_at(record, earliest, false)
 }
 
 /// When a watched task is polled next: at `by_interval`, unless only files a poll may reopen
@@ -693,6 +701,16 @@ mod tests {
         expired.files.insert("b".into(), failed("source answered 410 Gone"));
         let polled = after_poll(&expired, &PollOutcome::Pending, NOW);
         assert_eq!(polled.reconcile_at, Some(NOW.plus(Duration::from_secs(120))), "a new URL may come any time");
+
+        // A callback finding it unwatched watches it from then too (as the settle does).
+        let mut merged = TaskRecord { poll_interval_seconds: None, ..record.clone() };
+        after_merge(&mut merged, Some(Stage::Final), NOW, FIRST_POLL_INTERVAL);
+        assert_eq!(
+            (merged.reconcile.as_deref(), merged.reconcile_at),
+            (Some(RECONCILE_DUE), relink_at(&dead_lettered))
+        );
+        after_merge(&mut expired, Some(Stage::Final), NOW, FIRST_POLL_INTERVAL);
+        assert_eq!(expired.reconcile_at, Some(NOW.plus(FIRST_POLL_INTERVAL)));
     }
 
     #[test]
