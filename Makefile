@@ -112,11 +112,14 @@ lambda-build: tools
 	  printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$(wc -c < "$$f")"; done
 
 # --- run ------------------------------------------------------------------------------
-# The note tells a `make demo` started meanwhile to wait for this runner (the runner removes it).
+# The note tells a `make demo` started meanwhile to wait for this runner (the runner removes it;
+# it names this make, so a run that stops first leaves a note no demo waits for). The runner is
+# exec'd: make passes a SIGTERM on to the recipe's process, which a shell waiting on a command
+# would not pass on.
 run: deps
-	@mkdir -p .local && : > .local/run.starting
+	@mkdir -p .local && echo $$PPID > .local/run.starting
 	@cargo build --locked -p stemvault-local || { rm -f .local/run.starting; exit 1; }
-	@$(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"; status=$$?; rm -f .local/run.starting; exit $$status
+	@exec $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"
 
 # Against a running `make run` when one answers on PORT (PORT unset: the live runner's port,
 # from .local/run.json), else the whole pipeline in-process under a fresh emulator.

@@ -96,13 +96,20 @@ pub fn read(path: &Path) -> Option<RunInfo> {
 /// Whether the runner that wrote `info` still runs, as far as this system tells (Linux:
 /// `/proc/<pid>`; elsewhere assumed): a runner killed outright leaves its file behind.
 pub fn runner_alive(info: &RunInfo) -> bool {
-    let proc = Path::new("/proc");
-    !proc.join("self").exists() || proc.join(info.pid.to_string()).exists()
+    process_alive(info.pid)
 }
 
-/// Where `make run` notes, before it builds, that a runner is on its way (removed by the runner
-/// once it answers, or fails to start): a `make demo` started meanwhile waits for it rather
-/// than starting a pipeline of its own on the same port.
+/// Whether process `pid` runs, as far as this system tells (Linux: `/proc/<pid>`; elsewhere
+/// assumed).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Where `make run` notes, before it builds, that a runner is on its way, with the process id
+/// of the `make` it runs under (removed by the runner once it answers, or fails to start): a
+/// `make demo` started meanwhile waits for it rather than starting a pipeline of its own on
+/// the same port.
 pub fn starting_path() -> Result<PathBuf, String> {
     Ok(default_path()?.with_file_name("run.starting"))
 }
@@ -111,9 +118,14 @@ pub fn starting_path() -> Result<PathBuf, String> {
 /// is one a stopped build left.
 const STARTING_FOR: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
-/// Whether the note at `path` says a runner is starting (written under `STARTING_FOR` ago).
+/// Whether the note at `path` says a runner is starting: written under `STARTING_FOR` ago, by
+/// a `make` still running (a note naming none counts by its age alone). A `make run` that
+/// stopped before its runner could remove the note (the build or the emulator failed) no
+/// longer counts.
 pub fn runner_starting(path: &Path) -> bool {
-    written_at(path).is_some_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR))
+    let fresh = written_at(path).is_some_and(|at| at.elapsed().is_ok_and(|age| age < STARTING_FOR));
+    let noted_by = std::fs::read_to_string(path).ok().and_then(|text| text.trim().parse::<u32>().ok());
+    fresh && noted_by.is_none_or(process_alive)
 }
 
 /// When the file at `path` was last written (None: not there, or not to be told).
@@ -187,6 +199,13 @@ mod tests {
         let old = std::time::SystemTime::now() - STARTING_FOR - std::time::Duration::from_secs(1);
         std::fs::File::options().write(true).open(&note).unwrap().set_modified(old).unwrap();
         assert!(!runner_starting(&note), "left by a stopped build");
+        std::fs::write(&note, std::process::id().to_string()).unwrap();
+        assert!(runner_starting(&note), "its make runs");
+        if Path::new("/proc/self").exists() {
+            // Process ids run below 2^22 on Linux.
+            std::fs::write(&note, format!("{}\n", u32::MAX - 1)).unwrap();
+            assert!(!runner_starting(&note), "its make stopped");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
