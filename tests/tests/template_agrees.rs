@@ -354,21 +354,48 @@ fn every_sdk_call_a_function_makes_is_declared() {
 }
 
 /// The vault bucket's lifecycle rules, as the emulator's bucket is provisioned
-/// (tests/tests/provision.rs reads those back from the emulator).
+/// (tests/tests/provision.rs reads those back from the emulator), and the one
+/// `ArchiveVaultedFilesAfterDays` adds (off by default, as locally).
 #[test]
 fn bucket_lifecycle_equals_the_emulator_provisioning() {
     use stemvault_aws::provision::{
         ABORT_INCOMPLETE_MULTIPART_DAYS, NONCURRENT_VERSION_DAYS, PARKED_NONCURRENT_VERSION_DAYS,
     };
     let template = template();
-    let rules = &cfn::resource(&template, "VaultBucket")["Properties"]["LifecycleConfiguration"]["Rules"];
+    let listed = &cfn::resource(&template, "VaultBucket")["Properties"]["LifecycleConfiguration"]["Rules"];
+    // `!If [condition, rule, !Ref AWS::NoValue]`, as (condition, rule).
+    let conditional = |r: &Value| match cfn::intrinsic(r) {
+        Some((tag, Value::Sequence(branches))) if tag == "If" && branches.len() == 3 => {
+            assert_eq!(cfn::reference(&branches[2]).as_deref(), Some("AWS::NoValue"));
+            Some((branches[0].as_str().unwrap_or_default().to_owned(), branches[1].clone()))
+        }
+        _ => None,
+    };
+    let (mut rules, mut optional) = (Vec::new(), Vec::new());
+    for r in listed.as_sequence().into_iter().flatten() {
+        match conditional(r) {
+            Some(found) => optional.push(found),
+            None => rules.push(r.clone()),
+        }
+    }
     let rule = |id: &str| {
-        let found = rules.as_sequence().into_iter().flatten().find(|r| r["Id"].as_str() == Some(id));
+        let found = rules.iter().find(|r| r["Id"].as_str() == Some(id));
         found.unwrap_or_else(|| panic!("no lifecycle rule {id}")).clone()
     };
-    let all = rules.as_sequence().map(Vec::len);
-    assert_eq!(all, Some(3), "the three rules the emulator's bucket has");
-    assert!(rules.as_sequence().into_iter().flatten().all(|r| r["Status"].as_str() == Some("Enabled")));
+    assert_eq!(rules.len(), 3, "the three rules the emulator's bucket has");
+    let every = rules.iter().chain(optional.iter().map(|(_, r)| r));
+    assert!(every.clone().all(|r| r["Status"].as_str() == Some("Enabled")));
+    let [(condition, archive)] = optional.as_slice() else { panic!("one optional rule: {optional:?}") };
+    assert_eq!((condition.as_str(), archive["Id"].as_str()), ("ArchivesVaultedFiles", Some("ArchiveVaultedFiles")));
+    let prefix = archive["Prefix"].as_str().unwrap_or_default();
+    let task = suno_callbacks::TaskId::parse("t1").unwrap();
+    assert!(prefix.ends_with('/') && suno_callbacks::s3_key::task_prefix(&task).starts_with(prefix), "{prefix}");
+    let transitions = cfn::as_list(&archive["Transitions"]);
+    let [transition] = transitions.as_slice() else { panic!("one transition") };
+    assert_eq!(transition["StorageClass"].as_str(), Some("GLACIER_IR"));
+    assert_eq!(cfn::reference(&transition["TransitionInDays"]).as_deref(), Some("ArchiveVaultedFilesAfterDays"));
+    let when = &template["Conditions"]["ArchivesVaultedFiles"];
+    assert!(format!("{when:?}").contains("ArchiveVaultedFilesAfterDays"), "{when:?}");
     let days = |n: i32| u64::try_from(n).unwrap();
     let abort = rule("AbortIncompleteMultipartUploads");
     assert_eq!(
