@@ -80,7 +80,8 @@ fn message_suffix(message: &str) -> String {
 /// The answer's `data` (the temporary link) if its HTTP status and `code` are 200.
 pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
     let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok().filter(serde_json::Value::is_object);
-    let code = answer.as_ref().and_then(|a| a.get("code")).and_then(serde_json::Value::as_i64);
+    // Read as the reconciler reads a poll's (`401`, `"401"` or `401.0`).
+    let code = suno_callbacks::poll::answer_code(body);
     let message = {
         let text = answer.as_ref().and_then(|a| a.get("msg")).and_then(serde_json::Value::as_str).unwrap_or_default();
         stemvault_aws::shown::provider_message(text)
@@ -235,6 +236,17 @@ mod tests {
             read_answer(200, DOCUMENTED.as_bytes()).unwrap(),
             "https://tempfile.1f6cxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxbd98"
         );
+    }
+
+    /// The envelope's `code` as a string or a float reads as the number, as in a poll's answer.
+    #[test]
+    fn a_code_written_as_a_string_or_a_float_reads_as_its_number() {
+        let link = |code: &str| read_answer(200, format!(r#"{{"code":{code},"data":"https://t/x"}}"#).as_bytes());
+        for ok in ["200", "\"200\"", "200.0"] {
+            assert_eq!(link(ok), Ok("https://t/x".to_owned()), "{ok}");
+        }
+        let refused = link("\"402\"").unwrap_err();
+        assert_eq!(refused, RefreshError::Provider { code: 402, message: String::new() });
     }
 
     #[test]
