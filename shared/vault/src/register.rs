@@ -127,8 +127,10 @@ impl Registration {
             registered_family: (unregistered(recorded) || recorded.family_is_a_guess()).then_some(self.family),
             watch_from: None,
         };
-        if let Some(family) = completion.family.filter(|_| recorded.reconcile.is_none()) {
-            // Whether it needs watching depends on its family, which is all the completion changes of it.
+        if let Some(family) = completion.family {
+            // Whether it needs watching depends on its family, which is all the completion
+            // changes of it. One watched already is polled at once too: its polls so far
+            // asked another family's endpoint (or none).
             let completed = TaskRecord { family, ..recorded.clone() };
             completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
         }
@@ -155,9 +157,11 @@ fn family_open(recorded: &TaskRecord) -> bool {
 }
 
 /// A task at `submitted` that no client registered: ingest did, from a stale callback's
-/// unsigned family ([`Registration::unsigned_record`]).
+/// unsigned family ([`Registration::unsigned_record`], which sets neither `registered_at` nor
+/// `registered_family`). A client's registration written before `registered_family` existed
+/// has its `registered_at`.
 fn unregistered(recorded: &TaskRecord) -> bool {
-    recorded.stage == Stage::Submitted && recorded.registered_family.is_none()
+    recorded.stage == Stage::Submitted && recorded.registered_family.is_none() && recorded.registered_at.is_none()
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
@@ -192,6 +196,8 @@ impl Completion {
         }
         if let Some(family) = self.family {
             record.family = family;
+            // What another family's endpoint answered ("not found") says nothing of this one's.
+            record.not_found_since = None;
         }
         if let Some(family) = self.registered_family {
             record.registered_family = Some(family);
@@ -313,10 +319,35 @@ mod tests {
         let same = Registration { family: Family::Music, client_ref: None };
         let registered = same.completion(&unsigned, now).expect("the registration itself");
         assert_eq!((registered.family, registered.registered_family), (None, Some(Family::Music)));
-        // A client's registration is not corrected so.
+        // A client's registration is not corrected so, one written before registered_family
+        // existed neither.
         let registered = client.record(&task, now, Duration::from_secs(600));
         let other = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
         assert_eq!(other.disagreements(&registered), ["family"]);
+        let earlier_build = TaskRecord { registered_family: None, ..registered };
+        assert_eq!(other.disagreements(&earlier_build), ["family"]);
+    }
+
+    /// A family given to a task polled at another family's endpoint, which said it did not
+    /// know the task for a day: not given up for that, and polled at once at the right one.
+    #[test]
+    fn a_family_given_to_a_task_polled_at_another_endpoint_is_polled_afresh() {
+        let start = Timestamp::from_unix_ms(1_800_000_000_000);
+        let task = TaskId::parse("t1").unwrap();
+        let mut unsigned = Registration::unsigned_record(Family::Music, &task, start, Duration::from_secs(600));
+        let day = reconcile::NOT_FOUND_GIVE_UP_AFTER;
+        let now = start.plus(day).plus(Duration::from_secs(600));
+        unsigned.not_found_since = Some(start);
+        unsigned.last_poll = Some(crate::LastPoll { at: now, outcome: "no_record".into() });
+        let give_up_after = Duration::from_secs(14 * 86_400);
+        assert_eq!(reconcile::give_up_reason(&unsigned, now, give_up_after), Some(reconcile::NOT_FOUND_REASON));
+
+        let client = Registration { family: Family::VocalSeparation, client_ref: None };
+        let mut completed = unsigned.clone();
+        client.completion(&unsigned, now).expect("the family").apply(&mut completed);
+        assert_eq!(completed.family, Family::VocalSeparation);
+        assert_eq!(reconcile::give_up_reason(&completed, now, give_up_after), None);
+        assert_eq!((completed.reconcile.as_deref(), completed.reconcile_at), (Some("due"), Some(now)));
     }
 
     /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and
@@ -338,7 +369,8 @@ mod tests {
                 client_ref: Some("order-17".into()),
                 family: Some(Family::Music),
                 registered_family: None,
-                watch_from: None
+                // Its polls so far asked no endpoint (an unknown family has none): at once.
+                watch_from: Some(now)
             }
         );
         let mut completed = called_back.clone();
@@ -352,7 +384,12 @@ mod tests {
         let family_only = no_ref.completion(&called_back, now).expect("the family");
         assert_eq!(
             family_only,
-            Completion { client_ref: None, family: Some(Family::Music), registered_family: None, watch_from: None }
+            Completion {
+                client_ref: None,
+                family: Some(Family::Music),
+                registered_family: None,
+                watch_from: Some(now)
+            }
         );
         assert_eq!(no_ref.completion(&known_family, now), None, "nothing to add");
 
@@ -435,13 +472,14 @@ mod tests {
         completion.apply(&mut completed);
         assert_eq!((completed.reconcile.as_deref(), completed.reconcile_at), (Some("due"), Some(later)));
 
-        // Nothing failed by expiry, or watched already: the watch is left as it is.
+        // Nothing failed by expiry: not watched. Watched already (its polls asked no family's
+        // endpoint): polled at once.
         let mut stored = called_back.clone();
         stored.files.get_mut("a").unwrap().status = crate::FileStatus::Stored;
         assert_eq!(reg.completion(&stored, later).and_then(|c| c.watch_from), None);
         let mut watched = called_back.clone();
         reconcile::watch(&mut watched, now, Duration::from_secs(600));
-        assert_eq!(reg.completion(&watched, later).and_then(|c| c.watch_from), None);
+        assert_eq!(reg.completion(&watched, later).and_then(|c| c.watch_from), Some(later));
     }
 
     /// What a completion adds is in the manifest and Task Vaulted: the file set's generation
