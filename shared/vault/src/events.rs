@@ -95,7 +95,8 @@ pub struct EventDetail {
     pub message: String,
     /// The task's file-set generation when the event was made: it grows with every file
     /// added or reopened (and a registration completing the task), so a task's events are ordered by generation, then stage (within
-    /// both, `Task Vaulted` comes last).
+    /// both, `Task Vaulted` comes last, but for a give-up's `Task Failed` ([`given_up`]),
+    /// which ends them).
     #[serde(default)]
     pub generation: u64,
     pub bucket: String,
@@ -108,6 +109,11 @@ pub struct EventDetail {
     /// manifest or `GET /tasks/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_omitted: Option<usize>,
+    /// Why the reconciler gave the task up (`abandoned`, `not_found`), on that `Task Failed`
+    /// only: the rest of the detail shows the task as it was, its last result's `code` and
+    /// `message` among it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_up: Option<String>,
 }
 
 /// The most the `files` of one event may take as JSON. EventBridge refuses an entry over
@@ -174,6 +180,7 @@ fn detail(
         manifest_key,
         files,
         files_omitted,
+        given_up: None,
     }
 }
 
@@ -198,7 +205,9 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 /// one), so a task revived by a late callback and given up again gets an event of its own,
 /// not a duplicate of the first that consumers would drop.
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
-    failed(record, bucket, &format!("{reason}.{}", record.stage.as_str()))
+    let mut event = failed(record, bucket, &format!("{reason}.{}", record.stage.as_str()));
+    event.detail.given_up = Some(reason.to_owned());
+    event
 }
 
 /// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest
