@@ -38,13 +38,13 @@ impl Backoff {
     }
 
     /// The wait to keep a message away after its `receive_count`th receive: as
-    /// [`Backoff::retry_delay_after`], the backoff [`spread`] (up to the schedule's longest)
-    /// when the other side named no time.
+    /// [`Backoff::retry_delay_after`], but the backoff [`spread`] (up to the schedule's
+    /// longest), so that messages failing together come back apart: a time the other side
+    /// named wins only when longer (a receiver or source answering `Retry-After: 1` through
+    /// an outage would otherwise have them all back in step).
     pub fn next_delay(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
-        match retry_after {
-            None => spread(self.retry_delay(receive_count), self.max),
-            Some(_) => self.retry_delay_after(receive_count, retry_after),
-        }
+        let backoff = spread(self.retry_delay(receive_count), self.max);
+        retry_after.map_or(backoff, |asked| asked.min(self.max_retry_after).max(backoff))
     }
 
     /// The backoff's time from a message's first receive to its `receive`th: the shortest,
@@ -149,10 +149,14 @@ mod tests {
         assert_eq!(SCHEDULE.retry_delay_after(3, Some(S)), 40 * S, "shorter: the backoff");
         assert_eq!(SCHEDULE.retry_delay_after(1, Some(3600 * S)), 300 * S, "at most max_retry_after");
         assert_eq!(SCHEDULE.retry_delay_after(1, None), 10 * S);
-        // A wait with no time asked for is spread; one asked for is not.
+        // The backoff is spread, a time asked for shorter than it too; one longer than its
+        // spread is as asked.
         assert!(is_spread(SCHEDULE.next_delay(3, None), 40 * S));
         assert_eq!(SCHEDULE.next_delay(2, Some(45 * S)), 45 * S);
-        assert_eq!(SCHEDULE.next_delay(3, Some(S)), 40 * S);
+        let asked_short: Vec<Duration> = (0..20).map(|_| SCHEDULE.next_delay(3, Some(S))).collect();
+        assert!(asked_short.iter().all(|w| is_spread(*w, 40 * S)), "{asked_short:?}");
+        assert!(asked_short.iter().any(|w| *w != asked_short[0]), "spread, not in step: {asked_short:?}");
+        assert_eq!(SCHEDULE.next_delay(1, Some(3600 * S)), 300 * S, "at most max_retry_after");
         // From the first receive to the fourth: the first three waits.
         assert_eq!(SCHEDULE.until(1), Duration::ZERO);
         assert_eq!(SCHEDULE.until(4), (10 + 20 + 40) * S);
