@@ -322,7 +322,9 @@ async fn register_and_wait(
     Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
 }
 
-/// Poll `GET /tasks/<task_id>` until `vault` is `complete` or `partial`.
+/// Poll `GET /tasks/<task_id>` until the task has its final result (`stage` `complete`,
+/// `final` or `error`) and `vault` is `complete` or `partial`: each stage is vaulted on its
+/// own, so a music task's `first` reads `complete` with its first track alone.
 async fn wait_for_vault(
     http: &reqwest::Client,
     base_url: &str,
@@ -349,7 +351,8 @@ async fn wait_for_vault(
             println!("{progress}");
             last_progress = progress;
         }
-        if matches!(vault, "complete" | "partial") {
+        let final_stage = matches!(task["stage"].as_str(), Some("complete" | "final" | "error"));
+        if final_stage && matches!(vault, "complete" | "partial") {
             return Ok(task);
         }
         if started.elapsed() >= timeout {
