@@ -148,6 +148,10 @@ mod flood;
 #[path = "template_agrees/parameters.rs"]
 mod parameters;
 
+/// README.md's links to its own headings, and its contents.
+#[path = "template_agrees/readme.rs"]
+mod readme;
+
 /// The IAM actions of the SDK calls written in a function crate's production code. (Calls
 /// made inside the shared adapters, `TaskTable` and `TableAndQueue`, are declared by the
 /// functions that use them.)

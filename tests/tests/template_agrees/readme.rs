@@ -1,0 +1,65 @@
+//! README.md's own links: every `(#anchor)` names one of its headings, as GitHub makes a
+//! heading's anchor, and its contents list every section.
+
+use super::*;
+
+/// A heading's anchor as GitHub makes it: lower case, code marks and punctuation dropped
+/// (letters, digits, `-` and `_` kept), spaces as `-`.
+fn anchor_of(heading: &str) -> String {
+    let kept = heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | ' '))
+        .collect::<String>();
+    kept.replace(' ', "-")
+}
+
+/// The `##` and `###` headings outside code blocks, with their level.
+fn headings(readme: &str) -> Vec<(usize, String)> {
+    let mut in_code = false;
+    let mut found = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_code = !in_code;
+        }
+        let level = line.chars().take_while(|c| *c == '#').count();
+        if !in_code && (2..=3).contains(&level) && line[level..].starts_with(' ') {
+            found.push((level, line[level + 1..].trim().to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_link_within_the_readme_names_a_heading_and_the_contents_list_them_all() {
+    let readme = read(&repo().join("README.md"));
+    let headings = headings(&readme);
+    let anchors: BTreeSet<String> = headings.iter().map(|(_, h)| anchor_of(h)).collect();
+    assert_eq!(anchors.len(), headings.len(), "two headings share an anchor");
+    let mut links = BTreeSet::new();
+    for (at, _) in readme.match_indices("](#") {
+        let rest = &readme[at + 3..];
+        links.insert(rest[..rest.find(')').unwrap_or(rest.len())].to_owned());
+    }
+    let broken: Vec<&String> = links.iter().filter(|l| !anchors.contains(*l)).collect();
+    assert!(broken.is_empty(), "links to no heading: {broken:?}");
+    // The contents: every section below it, in order, as a link.
+    let listed: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "## Contents")
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| {
+            l.trim_start().strip_prefix("- [")?.split_once("](#").map(|(_, a)| a.trim_end_matches(')').to_owned())
+        })
+        .collect();
+    let sections: Vec<String> = headings.iter().filter(|(_, h)| h != "Contents").map(|(_, h)| anchor_of(h)).collect();
+    assert_eq!(listed, sections, "README's contents list every section, in order");
+}
+
+#[test]
+fn anchors_are_made_as_github_makes_them() {
+    assert_eq!(anchor_of("The reconciler's resources"), "the-reconcilers-resources");
+    assert_eq!(anchor_of("Answers, retries and the dead-letter queue"), "answers-retries-and-the-dead-letter-queue");
+    assert_eq!(anchor_of("The `open-tasks` index"), "the-open-tasks-index");
+}
