@@ -328,10 +328,11 @@ async fn reconcile_task<P: Ports>(
     if !settings.polls {
         return put_off_until_given_up(ports, settings, task_id, &record, now, "no provider key").await;
     }
-    if record.family == Family::Unknown {
-        // No record-info endpoint to ask (a task registered from a stale callback whose family
-        // could not be told): each poll would be an `unreachable` write until the give-up.
-        let why = "its family is unknown, so no record-info endpoint";
+    if suno_callbacks::poll::record_info_path(record.family).is_none() {
+        // No record-info endpoint to ask (an unknown family: a task registered from a stale
+        // callback whose family could not be told): each poll would be an `unreachable` write
+        // until the give-up.
+        let why = "its family has no record-info endpoint";
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
 
