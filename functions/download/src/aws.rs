@@ -318,21 +318,32 @@ impl ReadObject for AwsPorts {
     }
 }
 
+/// Files stored (Count); dimension `Function`.
+pub const FILES_STORED: &str = "FilesStored";
+/// The bytes of the files stored (Bytes); dimension `Function`.
+pub const BYTES_STORED: &str = "BytesStored";
+/// How long a copy made now took (Seconds; not for a copy an earlier attempt made);
+/// dimension `Function`.
+pub const COPY_SECONDS: &str = "CopySeconds";
+/// Files failed for good (Count); dimensions `Function` and `Reason`
+/// ([`crate::error::CopyError::reason_code`], or `dead_lettered`).
+pub const FILES_FAILED: &str = "FilesFailed";
+/// From a task's first callback to its vault settled (Seconds); dimension `Function`.
+pub const SECONDS_TO_SETTLED: &str = "SecondsToSettled";
+
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
 /// them), all with dimension `Function` = `function` (the deployed function's name,
-/// [`metrics::function_name`]): `FilesStored` (Count), `BytesStored` (Bytes) and `CopySeconds`
-/// (Seconds, only for a copy made now); `FilesFailed` (Count, also by `Reason`);
-/// `SecondsToSettled` (Seconds, from the first callback to the vault settled).
+/// [`metrics::function_name`]).
 pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
     let function = (metrics::FUNCTION, function);
     match measure {
         Measure::Stored { bytes, copy_seconds } => {
-            let mut metrics = vec![Metric::count("FilesStored"), Metric::bytes("BytesStored", *bytes)];
-            metrics.extend(copy_seconds.map(|s| Metric::seconds("CopySeconds", s)));
+            let mut metrics = vec![Metric::count(FILES_STORED), Metric::bytes(BYTES_STORED, *bytes)];
+            metrics.extend(copy_seconds.map(|s| Metric::seconds(COPY_SECONDS, s)));
             (vec![function], metrics)
         }
-        Measure::Failed { reason } => (vec![function, ("Reason", reason)], vec![Metric::count("FilesFailed")]),
-        Measure::Settled { seconds } => (vec![function], vec![Metric::seconds("SecondsToSettled", *seconds)]),
+        Measure::Failed { reason } => (vec![function, (metrics::REASON, reason)], vec![Metric::count(FILES_FAILED)]),
+        Measure::Settled { seconds } => (vec![function], vec![Metric::seconds(SECONDS_TO_SETTLED, *seconds)]),
     }
 }
 

@@ -514,7 +514,7 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
         }
         // The condition DynamoDB evaluated said no, yet the item it returned looks
         // claimable (a `downloading` item without a lease, which no claim writes).
-        NextStep::Copy(_) => Err(DownloadError::Contended),
+        NextStep::Copy(_) => Err(DownloadError::Contention),
     }
 }
 
@@ -751,7 +751,7 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
         })
     })
     .await?;
-    written.ok_or(DownloadError::Contended)
+    written.ok_or(DownloadError::Contention)
 }
 
 mod copy;

@@ -153,11 +153,11 @@ pub enum DownloadError {
     /// The manifest under its key kept changing between read and write (or a refused claim
     /// returned an item that looked claimable): try again later.
     #[error("the task's manifest or file item kept changing; gave up for now")]
-    Contended,
+    Contention,
     #[error(transparent)]
     Copy(#[from] CopyError),
     #[error(transparent)]
-    Table(#[from] StoreError),
+    Store(#[from] StoreError),
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// `Task Vaulted` was not published: the task is left unsettled for the retry.
@@ -189,8 +189,8 @@ impl DownloadError {
             DownloadError::Publish(e) => e.is_retryable(),
             DownloadError::Busy { .. }
             | DownloadError::LostClaim
-            | DownloadError::Contended
-            | DownloadError::Table(_)
+            | DownloadError::Contention
+            | DownloadError::Store(_)
             | DownloadError::Storage(_)
             | DownloadError::NoTimeLeft
             | DownloadError::OutOfTime
@@ -237,8 +237,8 @@ mod tests {
         assert!(!DownloadError::Malformed("x".into()).is_retryable());
         assert!(!DownloadError::Dropped(DropReason::TaskMissing).is_retryable());
         assert!(DownloadError::Busy { lease_until: 1 }.is_retryable());
-        assert!(DownloadError::Table(StoreError::Unavailable("x".into())).is_retryable());
-        assert!(DownloadError::Table(StoreError::Malformed("x".into())).is_retryable());
+        assert!(DownloadError::Store(StoreError::Unavailable("x".into())).is_retryable());
+        assert!(DownloadError::Store(StoreError::Malformed("x".into())).is_retryable());
     }
 
     #[test]

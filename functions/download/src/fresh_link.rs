@@ -64,7 +64,7 @@ impl RefreshError {
     /// Whether asking again later may give a link: the provider unreachable, rate limited
     /// (429), under maintenance (455) or failing (5xx), or its answer unreadable (a proxy's
     /// error page). Not a refusal about this URL or this account (401, 402, 422, 505, ...).
-    pub fn may_recover(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => matches!(code, 429 | 455 | 500..=504 | 506..=599),

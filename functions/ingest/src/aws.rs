@@ -124,7 +124,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
         Measure::SecretRereadFailed => (SECRET_REREADS_FAILED, None),
     };
     let dimensions = match reason {
-        Some(reason) => vec![function, ("Reason", reason)],
+        Some(reason) => vec![function, (metrics::REASON, reason)],
         None => vec![function],
     };
     (dimensions, vec![Metric::count(metric)])

@@ -192,14 +192,14 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
             (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED), Metric::counted(WEBHOOKS_LATE, 0)])
         }
         Measure::Rejected { reason } => {
-            (vec![function, ("Reason", reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
+            (vec![function, (metrics::REASON, reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
         }
         Measure::Retried { reason, late } => {
             let mut counted = vec![Metric::count(WEBHOOK_RETRIES)];
             if *late {
                 counted.push(Metric::count(WEBHOOKS_LATE));
             }
-            (vec![function, ("Reason", reason.clone())], counted)
+            (vec![function, (metrics::REASON, reason.clone())], counted)
         }
         Measure::SecretRereadFailed => (vec![function], vec![Metric::count(SECRET_REREADS_FAILED)]),
     }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde::Serialize;
-use stemvault_vault::Timestamp;
 use stemvault_vault::register::Registration;
+use stemvault_vault::{Clock, Timestamp};
 use suno_callbacks::TaskId;
 use tracing::Instrument;
 
@@ -54,7 +54,7 @@ impl App {
         // The route API Gateway matched, whatever stands in front of it in the raw path (a
         // custom domain's API mapping key).
         let path = stemvault_aws::route::routed_path(&req);
-        in_time(respond(&self.ports, self.settings, req.method(), &path, body, Timestamp::now())).await
+        in_time(respond(&self.ports, self.settings, req.method(), &path, body, self.ports.now())).await
     }
 }
 

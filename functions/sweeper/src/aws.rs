@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
-use stemvault_vault::{Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
+use stemvault_vault::{Clock, Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
 use crate::Config;
 use crate::domain::{CloseTask, EmitMetrics, ListOpenTasks, Measure, OpenTask, OpenTaskPage, ReadCursor, WriteCursor};
@@ -247,7 +247,7 @@ impl WriteCursor for AwsPorts {
             .client
             .put_item()
             .table_name(&table.table_name)
-            .set_item(Some(cursor_item(after, Timestamp::now())))
+            .set_item(Some(cursor_item(after, self.now())))
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;

@@ -16,6 +16,10 @@ pub const NAMESPACE: &str = "stemvault";
 /// The dimension every metric carries: which function emitted it, by [`function_name`].
 pub const FUNCTION: &str = "Function";
 
+/// The second dimension of a count by reason (why a callback was refused, a file failed, a
+/// webhook was retried), its value a snake_case reason code.
+pub const REASON: &str = "Reason";
+
 /// Tasks a run (a reconciler's or a sweep) could not handle in a way no retry mends: a panic,
 /// a record that cannot be read, a write the table refuses for good. Both functions emit it
 /// under this one name, so one alarm reads both.

@@ -301,7 +301,7 @@ impl Expired {
 /// naming what the refresh came to (so it still reads as expired: `source answered 403
 /// Forbidden; no fresh link: the provider answered 422 ...`). No link this time for a reason
 /// that may pass (the provider unreachable or too slow, 429, 455, 5xx:
-/// [`crate::fresh_link::RefreshError::may_recover`]), or a fresh link that fails in a way a
+/// [`crate::fresh_link::RefreshError::is_retryable`]), or a fresh link that fails in a way a
 /// retry may fix (5xx, a timeout, the deadline), is retried like any source
 /// ([`Expired::not_yet`]): the next attempt asks for a new link. So is a copy from the fresh
 /// link that fails so later (its body, S3, the deadline: [`fn@copy`] maps those).
@@ -330,7 +330,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
             tracing::warn!(status, why, "the source expired and no fresh link could be had yet; retrying");
             return Err(expired.not_yet(why.into(), None));
         }
-        Some(Some(Err(e))) if e.may_recover() => {
+        Some(Some(Err(e))) if e.is_retryable() => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
             return Err(expired.not_yet(e.to_string(), None));
         }

@@ -576,7 +576,7 @@ async fn a_stop_between_the_manifest_and_the_settle_write_is_healed_by_the_redel
     let key = format!("tasks/{TASK}/manifest.json");
 
     let outcome = run(&ports, "drums", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
     assert_eq!(ports.delays.lock().unwrap().len(), 1, "retried like any failure");
     let r = ports.record(TASK);
     assert_eq!(
@@ -710,7 +710,7 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         serve(&ports, "vocal", &data);
         *ports.stored_failures.lock().unwrap() = 1;
         let outcome = run(&ports, "vocal", 1).await;
-        assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+        assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
         assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Downloading, "claimed until its lease ends");
 
         ports.source(
@@ -893,7 +893,7 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
     serve(&ports, "vocal", &data);
     *ports.stored_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
 
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
     {
@@ -948,7 +948,7 @@ async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_
     serve(&ports, "vocal", &data);
     *ports.stored_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::Table(_))), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
 
     let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
     ports.source(&url("vocal"), Script::Fail(expired));

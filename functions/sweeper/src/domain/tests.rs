@@ -54,7 +54,7 @@ fn orphaned(task: &str, received: Timestamp, statuses: &[(&str, FileStatus)]) ->
 }
 
 /// The task table and queue in memory, with the sweep cursor item.
-struct TestPorts {
+struct MemoryPorts {
     table: MemoryTableAndQueue,
     cursor: std::sync::Mutex<Option<OpenTask>>,
     /// Every cursor write tried, in order.
@@ -75,9 +75,9 @@ enum IndexFault {
     Hangs,
 }
 
-impl TestPorts {
-    fn with_virtual_clock(start: Timestamp) -> TestPorts {
-        TestPorts {
+impl MemoryPorts {
+    fn with_virtual_clock(start: Timestamp) -> MemoryPorts {
+        MemoryPorts {
             table: MemoryTableAndQueue::with_virtual_clock(start),
             cursor: Default::default(),
             cursor_writes: Default::default(),
@@ -88,22 +88,22 @@ impl TestPorts {
     }
 }
 
-impl std::ops::Deref for TestPorts {
+impl std::ops::Deref for MemoryPorts {
     type Target = MemoryTableAndQueue;
     fn deref(&self) -> &MemoryTableAndQueue {
         &self.table
     }
 }
 
-stemvault_vault::delegate_enqueue_ports!(TestPorts => table);
+stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
 
-impl EmitMetrics<Measure> for TestPorts {
+impl EmitMetrics<Measure> for MemoryPorts {
     fn emit_metrics(&self, measure: &Measure) {
         self.measures.lock().unwrap().push(*measure);
     }
 }
 
-impl TestPorts {
+impl MemoryPorts {
     async fn cursor_call(&self) -> Result<(), StoreError> {
         let fault = *self.cursor_fault.lock().unwrap();
         match fault {
@@ -114,14 +114,14 @@ impl TestPorts {
     }
 }
 
-impl ReadCursor for TestPorts {
+impl ReadCursor for MemoryPorts {
     async fn read_cursor(&self) -> Result<Option<OpenTask>, StoreError> {
         self.cursor_call().await?;
         Ok(self.cursor.lock().unwrap().clone())
     }
 }
 
-impl WriteCursor for TestPorts {
+impl WriteCursor for MemoryPorts {
     async fn write_cursor(&self, after: Option<&OpenTask>) -> Result<(), StoreError> {
         self.cursor_writes.lock().unwrap().push(after.cloned());
         self.cursor_call().await?;
@@ -132,7 +132,7 @@ impl WriteCursor for TestPorts {
 
 /// The sparse `open-tasks` index: records carrying `open`, oldest delivery first, two per
 /// page (so sweeps over a few tasks already page).
-impl ListOpenTasks for TestPorts {
+impl ListOpenTasks for MemoryPorts {
     async fn list_open_tasks(
         &self,
         received_before: Timestamp,
@@ -171,19 +171,19 @@ impl ListOpenTasks for TestPorts {
 
 /// As DynamoDB applies the update `aws.rs` builds: `open` removed when the task item is still
 /// at the version and delivery time read.
-impl CloseTask for TestPorts {
+impl CloseTask for MemoryPorts {
     async fn close_task(&self, record: &TaskRecord) -> Result<Conditional, StoreError> {
         Ok(self.table.close_open(record))
     }
 }
 
-fn sent(ports: &TestPorts) -> Vec<(String, String)> {
+fn sent(ports: &MemoryPorts) -> Vec<(String, String)> {
     let mut jobs: Vec<(String, String)> = ports.messages().into_iter().map(|(_, j)| (j.task_id, j.name)).collect();
     jobs.sort();
     jobs
 }
 
-fn statuses(ports: &TestPorts, task: &str) -> Vec<(String, FileStatus)> {
+fn statuses(ports: &MemoryPorts, task: &str) -> Vec<(String, FileStatus)> {
     ports.record(task).unwrap().files.into_iter().map(|(n, f)| (n, f.status)).collect()
 }
 
@@ -192,7 +192,7 @@ const FRESH: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
 #[tokio::test]
 async fn a_sweep_that_finds_no_open_task_is_idle() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert!(report.is_idle(), "{report:?}");
     // Delivered within the grace period: still nothing to check.
@@ -202,7 +202,7 @@ async fn a_sweep_that_finds_no_open_task_is_idle() {
 
 #[tokio::test]
 async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     use FileStatus::*;
     ports.put_record(orphaned(
         OLD,
@@ -255,7 +255,7 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
 
 #[tokio::test]
 async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_queue_is_sent_again() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     use FileStatus::*;
     let mut record = orphaned(OLD, at(0), &[("q", Queued), ("d", Downloading), ("redelivered", Downloading)]);
     for (name, lease_until) in [("q", 15), ("d", 900), ("redelivered", 86_400)] {
@@ -286,7 +286,7 @@ async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_qu
 /// not as queued, so the next sweep takes it once that claim lapses (not 4 days later).
 #[tokio::test]
 async fn a_stranded_file_whose_task_item_write_failed_is_taken_by_the_next_sweep() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("q", FileStatus::Queued)]);
     record.files.get_mut("q").unwrap().lease_until = Some(at(15).unix_seconds());
     ports.put_record(record);
@@ -307,7 +307,7 @@ async fn a_stranded_file_whose_task_item_write_failed_is_taken_by_the_next_sweep
 
 #[tokio::test]
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("e", FileStatus::Enqueuing)]);
     record.files.get_mut("e").unwrap().lease_until = Some(at(1_000).unix_seconds());
     ports.put_record(record);
@@ -324,7 +324,7 @@ async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
 /// so the sweeper finds it once the grace period is over, commits the file and sends it.
 #[tokio::test]
 async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     settled.vault = VaultState::Complete;
     settled.manifest_key = Some(format!("tasks/{OLD}/manifest.json"));
@@ -358,7 +358,7 @@ async fn a_file_of_a_reopen_that_stopped_before_its_task_item_is_sent() {
 /// the task item settled, doing nothing, and being asked again at every run.
 #[tokio::test]
 async fn a_file_of_a_stopped_reopen_settled_since_is_committed_before_its_manifest_job() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored), ("n", FileStatus::Stored)]);
     (record.vault, record.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
     let generation = record.generation;
@@ -387,7 +387,7 @@ async fn a_file_of_a_stopped_reopen_settled_since_is_committed_before_its_manife
 /// the fence read) and sends the manifest job that settles the task.
 #[tokio::test]
 async fn the_fence_of_a_save_that_stopped_before_its_files_is_taken_away_and_the_task_settled() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     (record.adding, record.adding_at) = (Some(record.generation + 1), Some(at(0).unix_ms as u64));
     assert!(record.open.is_some() && !record.has_uncommitted_files());
@@ -410,7 +410,7 @@ async fn the_fence_of_a_save_that_stopped_before_its_files_is_taken_away_and_the
 /// the save is refused before it writes any file item (it reads again and merges anew).
 #[tokio::test]
 async fn a_reopen_over_a_stale_read_is_refused_at_its_mark() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut settled = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     (settled.vault, settled.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
     settled.open = None; // as the settle write leaves it
@@ -428,7 +428,7 @@ async fn a_reopen_over_a_stale_read_is_refused_at_its_mark() {
 /// moves its `last_received_at`: the close is refused, and the task stays in the index.
 #[tokio::test]
 async fn a_close_is_refused_once_the_task_was_marked_again() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("s", FileStatus::Stored)]);
     (record.vault, record.manifest_key) = (VaultState::Complete, Some(format!("tasks/{OLD}/manifest.json")));
     let marked = TaskRecord { last_received_at: at(500), ..record.clone() };
@@ -441,7 +441,7 @@ async fn a_close_is_refused_once_the_task_was_marked_again() {
 
 #[tokio::test]
 async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("p", FileStatus::Pending)]);
     // Settled, yet `open` (as an attempt that marked it and stopped before any file leaves
     // it) with a file open at the task's own generation: the record's settled state, not the
@@ -465,7 +465,7 @@ async fn a_settled_task_the_index_lists_is_not_swept_and_leaves_the_index() {
 /// index (leaving the task to the reconciler), not checking it again every lap.
 #[tokio::test]
 async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let registration = stemvault_vault::register::Registration { family: Family::Music, client_ref: None };
     let mut record = registration.record(&TaskId::parse(OLD).unwrap(), at(0), Duration::from_secs(600));
     assert_eq!(record.open, None, "this release does not mark it");
@@ -482,8 +482,8 @@ async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
 
 /// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
 /// 300 s on (past the grace period).
-fn pending_orphans(n: usize) -> TestPorts {
-    let ports = TestPorts::with_virtual_clock(at(0));
+fn pending_orphans(n: usize) -> MemoryPorts {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     for i in 0..n {
         ports.put_record(orphaned(&task_id(i), at(i as i64), &[("p", FileStatus::Pending)]));
     }
@@ -492,7 +492,7 @@ fn pending_orphans(n: usize) -> TestPorts {
 }
 
 /// Whole seconds from `since` to the ports' clock now.
-fn age_of(ports: &TestPorts, since: Timestamp) -> u64 {
+fn age_of(ports: &MemoryPorts, since: Timestamp) -> u64 {
     u64::try_from((ports.now().unix_ms - since.unix_ms) / 1000).unwrap()
 }
 
@@ -633,7 +633,7 @@ async fn an_index_read_failing_mid_run_still_moves_the_cursor() {
 
 #[tokio::test]
 async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
     ports.advance(Duration::from_secs(300));
     ports.set_enqueue_failing(true);
@@ -655,7 +655,7 @@ async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
 #[tokio::test]
 async fn a_batch_sent_partly_counts_and_logs_what_went_out() {
     let captured = stemvault_aws::log_capture::capture_logs();
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     ports.put_record(orphaned(OLD, at(0), &[("p1", FileStatus::Pending), ("p2", FileStatus::Pending)]));
     ports.advance(Duration::from_secs(300));
     ports.refuse_jobs_for(&["p2"]);
@@ -674,7 +674,7 @@ async fn a_batch_sent_partly_counts_and_logs_what_went_out() {
 /// though every file is stored or failed, and no message will come for it.
 #[tokio::test]
 async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     use FileStatus::*;
     let stuck = orphaned(OLD, at(0), &[("s", Stored), ("f", Failed)]);
     assert_eq!((stuck.vault, stuck.open.as_deref()), (VaultState::Pending, Some("open")));
@@ -724,7 +724,7 @@ async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run(
 /// lettered) is sent again by the sweeper.
 #[tokio::test]
 async fn a_task_settled_by_ingest_without_its_manifest_gets_a_manifest_job() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     let lyrics = orphaned(OLD, at(0), &[]);
     assert_eq!((lyrics.vault, lyrics.manifest_key.as_deref()), (VaultState::Complete, None));
     assert_eq!(lyrics.open.as_deref(), Some("open"));
@@ -739,7 +739,7 @@ async fn a_task_settled_by_ingest_without_its_manifest_gets_a_manifest_job() {
 
 #[tokio::test]
 async fn a_manifest_job_the_queue_refuses_is_asked_for_again_next_run() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     ports.put_record(orphaned(OLD, at(0), &[("s", FileStatus::Stored)]));
     ports.advance(Duration::from_secs(300));
     ports.set_enqueue_failing(true);
@@ -757,7 +757,7 @@ async fn a_manifest_job_the_queue_refuses_is_asked_for_again_next_run() {
 /// used to hide every newer orphan, each run starting again at the oldest entry.
 #[tokio::test]
 async fn more_stuck_tasks_than_a_run_takes_never_hide_a_newer_orphan() {
-    let ports = TestPorts::with_virtual_clock(at(0));
+    let ports = MemoryPorts::with_virtual_clock(at(0));
     const STUCK: usize = 250;
     for i in 0..STUCK {
         ports.put_record(orphaned(&task_id(i), at(i as i64), &[("q", FileStatus::Queued)]));
@@ -787,7 +787,7 @@ async fn more_stuck_tasks_than_a_run_takes_never_hide_a_newer_orphan() {
 async fn each_run_resumes_after_the_last_entry_checked_and_wraps_around_once() {
     let ports = pending_orphans(5);
     let three = Settings { max_tasks: 3, ..Settings::default() };
-    let cursor = |ports: &TestPorts| ports.cursor.lock().unwrap().clone().map(|c| c.task_id);
+    let cursor = |ports: &MemoryPorts| ports.cursor.lock().unwrap().clone().map(|c| c.task_id);
 
     let first = sweep(&ports, &three, "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((first.tasks_checked, first.files_requeued, first.wrapped), (3, 3, false));
