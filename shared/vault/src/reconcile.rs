@@ -81,11 +81,12 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
     }
-    awaits_result(record)
-        || record
-            .files
-            .iter()
-            .any(|(name, file)| file_watch(file) != FileWatch::Never && renews_file(record.family, name))
+    awaits_result(record) || file_watches(record).any(|watch| watch != FileWatch::Never)
+}
+
+/// What each file a poll could bring again ([`renews_file`]) asks of the watch.
+fn file_watches(record: &TaskRecord) -> impl Iterator<Item = FileWatch> + '_ {
+    record.files.iter().filter(|(name, _)| renews_file(record.family, name)).map(|(_, file)| file_watch(file))
 }
 
 /// What one file asks of the watch.
@@ -241,8 +242,8 @@ fn next_poll_at(record: &TaskRecord, by_interval: Timestamp, unfinished: bool) -
         return by_interval;
     }
     let mut first_reopen = None;
-    for file in record.files.values() {
-        match file_watch(file) {
+    for watch in file_watches(record) {
+        match watch {
             FileWatch::Now => return by_interval,
             FileWatch::At(at) => first_reopen = Some(first_reopen.map_or(at, |first: Timestamp| first.min(at))),
             FileWatch::Never => {}
@@ -701,6 +702,13 @@ mod tests {
         expired.files.insert("b".into(), failed("source answered 410 Gone"));
         let polled = after_poll(&expired, &PollOutcome::Pending, NOW);
         assert_eq!(polled.reconcile_at, Some(NOW.plus(Duration::from_secs(120))), "a new URL may come any time");
+
+        // An expired file no poll brings again (a track's source_audio: music's answers never
+        // carry it) does not keep the interval.
+        let mut source_expired = record.clone();
+        source_expired.files.insert("tracks/1/source_audio".into(), failed("source answered 410 Gone"));
+        let polled = after_poll(&source_expired, &PollOutcome::Pending, NOW.plus(Duration::from_secs(30)));
+        assert_eq!(polled.reconcile_at, relink_at(&dead_lettered), "at the reopen, as with no such file");
 
         // A callback finding it unwatched watches it from then too (as the settle does).
         let mut merged = TaskRecord { poll_interval_seconds: None, ..record.clone() };
