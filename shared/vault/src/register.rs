@@ -173,8 +173,9 @@ pub struct Completion {
     /// The family a client registered, for a task ingest registered first or whose family was
     /// a guess.
     pub registered_family: Option<Family>,
-    /// Start watching the task, first polled at this time: the family given makes a task the
-    /// reconciler did not watch one a poll can mend.
+    /// Watch the task, polled next at this time: the family given makes a task the reconciler
+    /// did not watch one a poll can mend, and one it watched is asked at that family's
+    /// endpoint at once.
     pub watch_from: Option<Timestamp>,
 }
 

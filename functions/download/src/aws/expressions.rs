@@ -87,13 +87,13 @@ fn finish_file(worker: &str, update: &str, condition: &str) -> Update {
 /// a stored file is never copied again.
 pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at: Timestamp) -> Update {
     let content_type = if stored.content_type.is_some() { ", #ct = :ct" } else { "" };
-    let next = if held.next.is_some() { SET_NEXT } else { "" };
+    let (next, relinks) = if held.next.is_some() { (SET_NEXT, RESET_RELINKS) } else { ("", "") };
     let removed_ct = if stored.content_type.is_none() { ", #ct" } else { "" };
     let mut u = finish_file(
         held.worker,
         &format!(
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at{content_type}{next} \
-             ADD #rev :one REMOVE #claim, #lease, #error{removed_ct}, #next_url, #next_key"
+             ADD #rev :one REMOVE #claim, #lease, #error{removed_ct}, #next_url, #next_key{relinks}"
         ),
         HELD,
     );
@@ -298,13 +298,13 @@ mod tests {
         assert_eq!((u.names["#sha"].as_str(), u.names["#ct"].as_str()), ("sha256", "content_type"));
         assert_eq!(u.values[":me"], s("w-1"));
 
-        // The newer URL copied: it becomes the file's URL and key.
+        // The newer URL copied: it becomes the file's URL and key (its reopens counted afresh).
         let u = record_stored(HELD_NEXT, &stored(Some("audio/wav")), at);
         assert_well_formed(&u, "rev");
         assert_eq!(
             u.update,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct, #url = :url, #key = :key \
-             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key"
+             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key, #relinks"
         );
         assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
         assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.wav"), &s("tasks/t1/a.wav")));

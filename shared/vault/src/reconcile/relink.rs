@@ -20,8 +20,9 @@ pub const MAX_RELINKS: u32 = 8;
 /// provider giving no fresh link for an expired URL in time), but for a copy slower than an
 /// invocation (tried again, it would take the same again); or refused a fresh link for the key
 /// (401, 403) or the credits (402), which the user may fix. Not what says the file will never
-/// come (a 422 for a fresh link: not a URL the provider generated; a 404 source; a host that
-/// is not allowed). The reasons are the downloader's (functions/download: `CopyError`,
+/// come (a 422 for a fresh link: not a URL the provider generated; a source failing for good
+/// with no fresh link asked, or with one the provider did not find; a host that is not
+/// allowed). The reasons are the downloader's (functions/download: `CopyError`,
 /// `RefreshError`, and its `dead_lettered` prefix); its tests read them with this.
 pub fn awaits_retry(file: &FileEntry) -> bool {
     const NO_LINK_MAY_PASS: [&str; 3] = [
