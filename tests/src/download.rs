@@ -100,15 +100,8 @@ impl TestEnv {
     /// (fetching only from the provider's hosts).
     pub fn download_ports(&self) -> AwsPorts {
         let policy = SourcePolicy::parse("*.suno.ai").expect("a valid source policy");
-        AwsPorts {
-            table: self.tasks(),
-            s3: self.s3.clone(),
-            bucket: self.resources.bucket_name.clone(),
-            sqs: aws_sdk_sqs::Client::new(&self.config),
-            queue_url: self.resources.queue_url.clone(),
-            source: HttpSource::new(policy).expect("the HTTP client starts"),
-            events: stemvault_aws::events::EventBus::new(&self.config, &self.resources.event_bus_name),
-        }
+        let source = HttpSource::new(policy).expect("the HTTP client starts");
+        AwsPorts::new(self.download_config("*.suno.ai", None), &self.config, source)
     }
 
     /// Send raw message bodies to the download queue.

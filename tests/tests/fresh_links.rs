@@ -45,7 +45,7 @@ async fn config(
         "PROVIDER_SECRET_ARN" => secret_arn.clone(),
         _ => None,
     }))?;
-    Ok(config.read_api_key(&env.config).await)
+    Ok(config)
 }
 
 /// A task with one queued file, `vocal`, at the fake provider, whose URL has expired.
@@ -61,7 +61,7 @@ async fn expired_task(env: &TestEnv, fake: &FakeProvider) -> TaskRecord {
 
 /// One batch of the download function over the queue.
 async fn download(env: &TestEnv, config: stemvault_download::Config) {
-    let app = stemvault_download::App::new(config, &env.config);
+    let app = stemvault_download::App::new(config, &env.config).await;
     let event = env.receive_event(1, 60).await;
     let response = env.run_download(&app, &event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
@@ -191,7 +191,7 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     };
     let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
     let download_all = || async {
-        let app = stemvault_download::App::new(downloads.clone(), &env.config);
+        let app = stemvault_download::App::new(downloads.clone(), &env.config).await;
         for response in env.download_all(&app, 60).await {
             assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
         }

@@ -19,14 +19,12 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use stemvault_aws::TaskTable;
 use stemvault_aws::deadline;
-use stemvault_aws::events::EventBus;
 use stemvault_aws::sqs_batch::{self, Ran, catch_panic, receive_count};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
 use crate::aws::AwsPorts;
-use crate::config::Config;
+use crate::config::{Config, FRESH_LINK_PROVIDER};
 use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_after_panic};
 use crate::error::DownloadError;
 use crate::fresh_link;
@@ -50,24 +48,23 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
+    /// Build the clients and read the provider's API key, for fresh links of expired files
+    /// (at start-up; [`stemvault_aws::provider::ProviderKey`] reads it again when it may have
+    /// been rotated, or until it can be read: copies need no key). Only
+    /// [`FRESH_LINK_PROVIDER`]'s.
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
+        let key = match config.provider.provider == FRESH_LINK_PROVIDER {
+            true => stemvault_aws::provider::read_provider_key(sdk, &config.provider, "download").await.map(Arc::new),
+            false => None,
+        };
+        let links = fresh_link::refresher(&config.provider, key, &config.allowed_sources);
         // Fails only if the TLS backend cannot start, which no input can cause.
-        let links = fresh_link::refresher(&config.provider, config.api_key, &config.allowed_sources);
-        let source = HttpSource::new(config.allowed_sources)
+        let source = HttpSource::new(config.allowed_sources.clone())
             .expect("the HTTP client's TLS backend starts")
             .with_fresh_links(links);
-        let ports = AwsPorts {
-            table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
-            s3: stemvault_aws::s3_client(sdk),
-            bucket: config.bucket_name,
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            queue_url: config.queue_url,
-            source,
-            events: EventBus::new(sdk, &config.event_bus_name),
-        };
         let settings =
             Settings { max_file_bytes: config.max_file_bytes, part_size: part_size_for(config.max_file_bytes) };
-        App { ports: Arc::new(ports), settings }
+        App { ports: Arc::new(AwsPorts::new(config, sdk, source)), settings }
     }
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.

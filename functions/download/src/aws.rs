@@ -32,6 +32,7 @@ use stemvault_vault::{
 };
 use suno_callbacks::TaskId;
 
+use crate::config::Config;
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
     RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
@@ -71,14 +72,29 @@ pub const AWS_ACTIONS: &[&str] = &[
 /// The function's clients, built once per Lambda instance.
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
-    pub table: TaskTable,
-    pub s3: aws_sdk_s3::Client,
-    pub bucket: String,
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
-    pub source: HttpSource,
+    table: TaskTable,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    source: HttpSource,
     /// `EVENT_BUS_NAME`: where `Task Vaulted` goes.
-    pub events: EventBus,
+    events: EventBus,
+}
+
+impl AwsPorts {
+    /// The clients `config` names, over `sdk`, fetching sources with `source`.
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig, source: HttpSource) -> AwsPorts {
+        AwsPorts {
+            table: TaskTable::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name),
+            s3: stemvault_aws::s3_client(sdk),
+            bucket: config.bucket_name,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: config.queue_url,
+            source,
+            events: EventBus::new(sdk, &config.event_bus_name),
+        }
+    }
 }
 
 /// A streamed upload of a file's body, and the completion of a multipart one, run without the

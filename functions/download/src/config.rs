@@ -1,8 +1,6 @@
 //! The download function's settings, read once at start-up from the environment.
 
-use std::sync::Arc;
-
-use stemvault_aws::provider::{ProviderConfig, ProviderKey};
+use stemvault_aws::provider::ProviderConfig;
 use stemvault_aws::{ConfigError, Env, FromEnv};
 
 use crate::source_policy::{DEFAULT_ALLOWED_SOURCE_HOSTS, SourcePolicy};
@@ -42,31 +40,14 @@ pub struct Config {
     /// `ALLOWED_SOURCE_HOSTS`, parsed.
     pub allowed_sources: SourcePolicy,
     pub max_file_bytes: u64,
-    /// The provider, for fresh links of expired files ([`crate::fresh_link`]).
+    /// The provider, for fresh links of expired files ([`crate::fresh_link`]); its key is read
+    /// by [`crate::App::new`], as the other functions read their secrets. No secret in here.
     pub provider: ProviderConfig,
-    /// The provider's API key, read from `PROVIDER_SECRET_ARN`'s secret after the
-    /// environment ([`Config::read_api_key`]) and again when it may have been rotated; None
-    /// from the environment alone, and without a key at start-up (link refresh off).
-    pub api_key: Option<Arc<ProviderKey>>,
 }
 
 /// The one provider that offers fresh links (kie's `common/download-url`): the downloader
 /// reads no other's key (`template.yaml` grants the read only with it).
 pub const FRESH_LINK_PROVIDER: stemvault_aws::provider::Provider = stemvault_aws::provider::Provider::Kie;
-
-impl Config {
-    /// Read the provider's API key from its secret (at start-up; [`ProviderKey`] reads it
-    /// again when it may have been rotated, or until it can be read). Only
-    /// [`FRESH_LINK_PROVIDER`]'s.
-    pub async fn read_api_key(mut self, sdk: &aws_config::SdkConfig) -> Config {
-        if self.provider.provider != FRESH_LINK_PROVIDER {
-            return self;
-        }
-        let key = stemvault_aws::provider::read_provider_key(sdk, &self.provider, "download").await;
-        self.api_key = key.map(Arc::new);
-        self
-    }
-}
 
 impl FromEnv for Config {
     const ENVIRONMENT: &'static [&'static str] = ENVIRONMENT;
@@ -83,7 +64,6 @@ impl FromEnv for Config {
             allowed_sources,
             max_file_bytes: env.number("MAX_FILE_BYTES", DEFAULT_MAX_FILE_BYTES, 1, MAX_MAX_FILE_BYTES)?,
             provider: ProviderConfig::read(env)?,
-            api_key: None,
         })
     }
 }
@@ -122,7 +102,6 @@ mod tests {
         }
         let c = config(&BASE).unwrap();
         assert_eq!((c.provider.provider, c.provider.secret_arn.as_deref()), (Provider::Kie, None));
-        assert!(c.api_key.is_none(), "read from the secret at start-up, never from the environment");
         let mut pairs = BASE.to_vec();
         pairs.extend([
             ("PROVIDER", "sunoapi"),

@@ -7,10 +7,7 @@ use stemvault_download::{App, Config};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>("download").await;
-    // The provider's API key, for fresh links of expired files: read at start-up, and again
-    // when it may have been rotated (or until it can be read: copies need no key).
-    let config = config.read_api_key(&sdk).await;
-    let app = &App::new(config, &sdk);
+    let app = &App::new(config, &sdk).await;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, lambda_runtime::Error>(app.handle(event).await)
     }))

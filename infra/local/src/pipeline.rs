@@ -147,12 +147,10 @@ impl Pipeline {
 
         let ingest =
             stemvault_ingest::Config::from_lookup(&lookup).map_err(|e| config_error("ingest")(e.to_string()))?;
-        // With the provider's key (from its secret, as at a cold start): fresh links for
-        // expired files, from the built-in fake provider or yours.
-        let download = stemvault_download::Config::from_lookup(&lookup)
-            .map_err(|e| config_error("download")(e.to_string()))?
-            .read_api_key(&sdk)
-            .await;
+        // Its App reads the provider's key (from its secret, as at a cold start): fresh links
+        // for expired files, from the built-in fake provider or yours.
+        let download =
+            stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
         let results =
             stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
         let sweeper =
@@ -168,7 +166,7 @@ impl Pipeline {
                 .map_err(|e| config_error("ingest")(e.to_string()))?,
             results: stemvault_results::App::new(results, &sdk),
         });
-        let downloader = Arc::new(stemvault_download::App::new(download, &sdk));
+        let downloader = Arc::new(stemvault_download::App::new(download, &sdk).await);
         let region = sdk.region().map(|r| r.to_string());
         let notifier = crate::notify::start(&sdk, &options.base, region.as_deref().unwrap_or("us-east-1"), &lookup)
             .await
