@@ -63,8 +63,8 @@ impl App {
 }
 
 impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R> {
-    /// The app over other ports and secret (the in-memory ones of the tests).
-    pub fn with_ports(ports: P, secret: R, signers: Signers) -> App<P, R> {
+    /// The app over `ports` and `secret` (the AWS ones, or the tests' in-memory ones).
+    pub(crate) fn with_ports(ports: P, secret: R, signers: Signers) -> App<P, R> {
         let signers = Arc::new(signers);
         App { ports: Arc::new(ports), secret: Arc::new(secret), signers, secret_policy: AgePolicy::default() }
     }

@@ -8,12 +8,12 @@ use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
 use stemvault_vault::items;
-use stemvault_vault::{Conditional, LoadTask, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Conditional, LoadTask, SaveTask, StorageError, StoreError, TaskRecord};
 use suno_callbacks::{TaskId, s3_key};
 
 use crate::Config;
 use crate::domain::{IsParked, PresignDownload};
-use crate::error::PresignError;
+use crate::error::PRESIGN;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
 /// the task's item collection (one Query), a registration's task item (PutItem, only if
@@ -75,8 +75,9 @@ impl IsParked for AwsPorts {
 }
 
 impl PresignDownload for AwsPorts {
-    async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
-        let config = PresigningConfig::expires_in(expires_in).map_err(|e| PresignError(e.to_string()))?;
+    async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, StorageError> {
+        let config =
+            PresigningConfig::expires_in(expires_in).map_err(|e| StorageError::transient(PRESIGN, e.to_string()))?;
         let request = self
             .s3
             .get_object()
@@ -88,7 +89,7 @@ impl PresignDownload for AwsPorts {
             .response_content_disposition("attachment")
             .presigned(config)
             .await
-            .map_err(|e| PresignError(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| StorageError::transient(PRESIGN, DisplayErrorContext(e).to_string()))?;
         Ok(request.uri().to_owned())
     }
 }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::register::Registration;
 use stemvault_vault::{
-    Abandoned, Attempt, Clock, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StoreError, TaskRecord,
-    Timestamp, VaultState, retry_on_conflict,
+    Abandoned, Attempt, Clock, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StorageError, StoreError,
+    TaskRecord, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
-use crate::error::{PresignError, ResultsError};
+use crate::error::ResultsError;
 
 /// Make a time-limited GET link for one object of the vault bucket.
 pub trait PresignDownload {
@@ -22,7 +22,7 @@ pub trait PresignDownload {
         &self,
         key: &str,
         expires_in: Duration,
-    ) -> impl Future<Output = Result<String, PresignError>> + Send;
+    ) -> impl Future<Output = Result<String, StorageError>> + Send;
 }
 
 /// Whether a callback of the task is parked: verified and kept under `parked/` because the
@@ -352,9 +352,9 @@ pub(crate) mod tests {
     }
 
     impl PresignDownload for MemoryPorts {
-        async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, PresignError> {
+        async fn presign_download(&self, key: &str, expires_in: Duration) -> Result<String, StorageError> {
             if self.fail_signing {
-                return Err(PresignError("no credentials".into()));
+                return Err(StorageError::transient(crate::error::PRESIGN, "no credentials"));
             }
             self.signed.lock().unwrap().push(key.to_owned());
             Ok(format!("signed:{key}?expires={}", expires_in.as_secs()))
@@ -568,7 +568,7 @@ pub(crate) mod tests {
 
         let broken_signer = MemoryPorts { fail_signing: true, ..MemoryPorts::with(&["t1"]) };
         let err = task_view(&broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
-        assert_eq!(err, ResultsError::Presign(PresignError("no credentials".into())));
+        assert_eq!(err, ResultsError::Presign(StorageError::transient(crate::error::PRESIGN, "no credentials")));
         assert!(err.is_retryable());
     }
 

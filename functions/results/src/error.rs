@@ -1,18 +1,17 @@
 //! Why a task cannot be shown, and whether asking again can help.
 
-use stemvault_vault::StoreError;
+use stemvault_vault::{StorageError, StoreError};
 
-/// Signing failed (usually: no credentials could be loaded); asking again later may work.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("cannot presign a download link: {0}")]
-pub struct PresignError(pub String);
+/// What presigning a download link is called in a [`StorageError`]: it fails for want of
+/// credentials (or an expiry S3 cannot sign), which asking again later may mend.
+pub const PRESIGN: &str = "presign GetObject";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResultsError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Presign(#[from] PresignError),
+    Presign(#[from] StorageError),
 }
 
 impl ResultsError {
@@ -20,7 +19,7 @@ impl ResultsError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ResultsError::Store(e) => e.is_retryable(),
-            ResultsError::Presign(_) => true,
+            ResultsError::Presign(e) => e.is_retryable(),
         }
     }
 }
