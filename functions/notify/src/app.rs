@@ -50,13 +50,8 @@ impl App {
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         let secret = SecretReader::new(sdk, &config.notify_secret_arn);
         // Fails only if the TLS backend cannot start, which no input can cause.
-        let poster = HttpPoster::new(config.notify_url).expect("the HTTP client's TLS backend starts");
-        let ports = AwsPorts {
-            poster,
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            queue_url: config.queue_url,
-            dead_letter_queue_url: config.dead_letter_queue_url,
-        };
+        let poster = HttpPoster::new(config.notify_url.clone()).expect("the HTTP client's TLS backend starts");
+        let ports = AwsPorts::new(config, sdk, poster);
         let signers = Signers::load(&secret, &ports).await;
         App::with_ports(ports, secret, signers)
     }

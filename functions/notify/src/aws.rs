@@ -11,6 +11,7 @@ use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::QueueError;
 use url::Url;
 
+use crate::config::Config;
 use crate::domain::{
     Answer, DEAD_LETTER_REASON_ATTRIBUTE, DeadLetterMessage, DelayMessage, EmitMetrics, Measure, PostWebhook,
     REQUEST_TIMEOUT, Webhook,
@@ -141,11 +142,23 @@ fn post_error(e: reqwest::Error) -> PostError {
 /// The function's clients, built once per Lambda instance.
 #[derive(Debug, Clone)]
 pub struct AwsPorts {
-    pub poster: HttpPoster,
-    pub sqs: aws_sdk_sqs::Client,
-    pub queue_url: String,
+    poster: HttpPoster,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
     /// The notify dead-letter queue, where refused messages are sent.
-    pub dead_letter_queue_url: String,
+    dead_letter_queue_url: String,
+}
+
+impl AwsPorts {
+    /// The clients `config` names, over `sdk`, posting with `poster`.
+    pub fn new(config: Config, sdk: &aws_config::SdkConfig, poster: HttpPoster) -> AwsPorts {
+        AwsPorts {
+            poster,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            queue_url: config.queue_url,
+            dead_letter_queue_url: config.dead_letter_queue_url,
+        }
+    }
 }
 
 stemvault_aws::system_clock!(AwsPorts);
