@@ -27,7 +27,7 @@ use crate::domain::{
     ANSWER_WITHIN, EmitMetrics, Ingested, Measure, Outage, Ports, Settings, StaleTask, ingest_or_park,
     register_for_polling,
 };
-use crate::error::IngestError;
+use crate::error::AcceptError;
 
 /// The ingest function with its clients and checks, built once per instance.
 pub struct App<P = AwsPorts> {
@@ -150,14 +150,14 @@ impl<P: Ports> App<P> {
                 if because.is_refused_for_good() {
                     tracing::error!(
                         error = %because,
-                        code = because.code(),
+                        code = because.reason_code(),
                         key,
                         "callback parked: the table refuses it for good; the reconciler moves it to its archive key"
                     );
                 } else if because.waits_for_the_record() {
                     tracing::error!(
                         error = %because,
-                        code = because.code(),
+                        code = because.reason_code(),
                         key,
                         "callback parked: the task's record cannot be read, or the table refuses the write as invalid; \
                          the reconciler records it once the record (or the build) is fixed"
@@ -165,12 +165,12 @@ impl<P: Ports> App<P> {
                 } else {
                     tracing::warn!(
                         error = %because,
-                        code = because.code(),
+                        code = because.reason_code(),
                         key,
                         "callback parked: not recorded, or not fully processed; the reconciler replays it"
                     );
                 }
-                self.ports.emit_metrics(&Measure::Parked { reason: because.code() });
+                self.ports.emit_metrics(&Measure::Parked { reason: because.reason_code() });
                 let body = json!({
                     "status": "parked",
                     "task_id": event.task_id.as_str(),
@@ -203,13 +203,13 @@ impl<P: Ports> App<P> {
             // Not parked either (S3 failing too): whatever the table said, the provider's retry
             // may park it, so the answer is one it retries; a 4xx or 500 would lose the body.
             Err(e) => {
-                tracing::error!(error = %e, code = e.code(), retryable = e.is_retryable(), "callback not fully processed");
+                tracing::error!(error = %e, code = e.reason_code(), retryable = e.is_retryable(), "callback not fully processed");
                 let measure = match e {
-                    IngestError::TooLargeToRecord { .. } => Measure::Refused { reason: e.code() },
-                    _ => Measure::Failed { reason: e.code() },
+                    AcceptError::TooLargeToRecord { .. } => Measure::Refused { reason: e.reason_code() },
+                    _ => Measure::Failed { reason: e.reason_code() },
                 };
                 self.ports.emit_metrics(&measure);
-                error(StatusCode::SERVICE_UNAVAILABLE, e.code(), e.public_message())
+                error(StatusCode::SERVICE_UNAVAILABLE, e.reason_code(), e.public_message())
             }
         }
     }
@@ -357,7 +357,7 @@ impl<P: Ports> App<P> {
         let retryable = failure.is_retryable();
         tracing::error!(key, error = %failure, retryable, "a verified callback the parser refuses could not be kept");
         // What a callback's archive write failing is called anywhere else.
-        let code = stemvault_vault::accept::AcceptError::Archive(failure).code();
+        let code = stemvault_vault::accept::AcceptError::Archive(failure).reason_code();
         unavailable(&self.ports, code, "verified but unparsable, and it could not be kept; retry later")
     }
 }

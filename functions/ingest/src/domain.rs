@@ -13,7 +13,7 @@ use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError};
 use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
 use crate::credentials::ReadSecret;
-use crate::error::{IngestError, StoreError};
+use crate::error::{AcceptError, StoreError};
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
 use {
@@ -45,7 +45,7 @@ pub enum Measure {
     /// Recorded and answered 200 (a duplicate included).
     Accepted,
     /// Not recorded now but parked for the reconciler to replay, answered 200 ([`ingest_or_park`]);
-    /// `reason`: why it was not recorded ([`stemvault_vault::accept::AcceptError::code`]).
+    /// `reason`: why it was not recorded ([`stemvault_vault::accept::AcceptError::reason_code`]).
     Parked { reason: &'static str },
     /// Refused, nothing written (but a stale callback's task registered for polling): 4xx, or
     /// 503 when a retry may pass; `reason`: the answer's reason code.
@@ -74,7 +74,7 @@ pub async fn ingest<P: stemvault_vault::accept::Ports>(
     event: &CallbackEvent,
     body: &[u8],
     request_id: &str,
-) -> Result<Outcome, IngestError> {
+) -> Result<Outcome, AcceptError> {
     stemvault_vault::accept::accept(ports, settings, event, body, request_id, None).await
 }
 
@@ -85,7 +85,7 @@ pub enum Ingested {
     Recorded(Outcome),
     /// Not (fully) processed now: its body is kept under `key` ([`s3_key::parked_body_key`])
     /// for the reconciler to replay (or, refused for good, to archive); `because` says why.
-    Parked { key: String, because: IngestError },
+    Parked { key: String, because: AcceptError },
 }
 
 /// How long parking may take.
@@ -135,7 +135,7 @@ impl Outage {
 
     /// Remember how recording went, after `took`: recorded ends the memory; a failure another
     /// try may mend, slow, starts it; one refused for good says nothing of the table's health.
-    fn observe(&self, recorded: &Result<Outcome, IngestError>, took: Duration) {
+    fn observe(&self, recorded: &Result<Outcome, AcceptError>, took: Duration) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match recorded {
             Ok(_) => *last = None,
@@ -148,9 +148,9 @@ impl Outage {
 /// [`ingest`], and when it fails, keep the body under `parked/` (one PutObject unless a copy
 /// is there: [`ParkBody`]) so that no verified callback, and no event of it, is lost to an
 /// outage longer than the provider's retries: a later replay finishes what this could not
-/// ([`IngestError::is_retryable`]: the table failed it; or, recorded, its archive, its files'
+/// ([`AcceptError::is_retryable`]: the table failed it; or, recorded, its archive, its files'
 /// messages or its events were not all written, or another delivery held its files), or
-/// does once the task's record is fixed ([`IngestError::waits_for_the_record`]). A callback
+/// does once the task's record is fixed ([`AcceptError::waits_for_the_record`]). A callback
 /// no delivery can record (too large for the table, or refused by it) is parked too: the
 /// provider's retries could not help, and the replay moves its body to its archive key
 /// (`parked-callbacks-refused`), where it is kept, not lost with a 4xx/5xx answer. Only when
@@ -165,7 +165,7 @@ pub async fn ingest_or_park<P: Ports>(
     request_id: &str,
     spent: Duration,
     outage: &Outage,
-) -> Result<Ingested, IngestError> {
+) -> Result<Ingested, AcceptError> {
     let left = ANSWER_WITHIN.saturating_sub(spent).saturating_sub(PARK_TIMEOUT);
     let settings = &settings.within(outage.recording_budget(left));
     let began = tokio::time::Instant::now();

@@ -3,5 +3,5 @@
 //! never gets here: the handler answers it with a 4xx.
 
 pub use stemvault_vault::StoreError;
-pub use stemvault_vault::accept::AcceptError as IngestError;
+pub use stemvault_vault::accept::AcceptError;
 pub use stemvault_vault::enqueue::EnqueueError;

@@ -319,13 +319,13 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             Replay::Recorded
         }
         Err(e) if e.is_retryable() => {
-            tracing::warn!(error = %e, code = e.code(), "a parked callback is not recordable yet; the next run tries again");
+            tracing::warn!(error = %e, code = e.reason_code(), "a parked callback is not recordable yet; the next run tries again");
             Replay::NotYet
         }
         Err(e) if e.waits_for_the_record() => {
             tracing::error!(
                 error = %e,
-                code = e.code(),
+                code = e.reason_code(),
                 "the task's record cannot be read, or the table refuses its writes as invalid: fix its items (or \
                  the build), and a run after that records this parked callback"
             );
@@ -343,7 +343,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
                 Ok(()) => {
                     tracing::error!(
                         error = %e,
-                        code = e.code(),
+                        code = e.reason_code(),
                         archive_key,
                         "a parked callback cannot be recorded; its body is archived, not recorded"
                     );
@@ -352,7 +352,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
                 Err(why) => {
                     tracing::error!(
                         error = %e,
-                        code = e.code(),
+                        code = e.reason_code(),
                         why,
                         "a parked callback cannot be recorded, nor moved to the archive; left for an operator"
                     );

@@ -84,7 +84,7 @@ async fn kept_details_that_fail_to_write_are_written_by_the_retry() {
     let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
     ports.refuse_archive_under(Some(&format!("tasks/{TASK}/details/")));
     let err = ingest(&ports, &settings(), &e, body, "req-1").await.unwrap_err();
-    assert!(matches!(&err, IngestError::Archive(why) if why.message.contains("details")), "{err}");
+    assert!(matches!(&err, AcceptError::Archive(why) if why.message.contains("details")), "{err}");
     assert!(err.is_retryable());
     assert_eq!(ports.body_keys(), [body_key("final", body)], "the body archived, the details not");
     let pointer = ports.record(TASK).unwrap().details.expect("a pointer");
@@ -164,7 +164,7 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
     assert_eq!(
         err,
-        IngestError::Enqueue(EnqueueError {
+        AcceptError::Enqueue(EnqueueError {
             failed: 2,
             total: 2,
             reason: "SQS SendMessageBatch failed: queue switched off".into()
@@ -187,7 +187,7 @@ async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
     let e = event(Stage::Final, &["vocal"]);
     ports.set_archive_failing(true);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert!(matches!(err, IngestError::Archive(_)), "{err}");
+    assert!(matches!(err, AcceptError::Archive(_)), "{err}");
     assert_eq!(ports.messages().len(), 1);
     assert!(ports.body_keys().is_empty());
 
@@ -207,7 +207,7 @@ async fn a_stalled_archive_holds_back_neither_the_files_nor_the_events() {
     ports.set_archive_stalled(true);
     let e = event(Stage::Final, &["vocal", "drums"]);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert!(matches!(err, IngestError::Deadline { .. }), "{err}");
+    assert!(matches!(err, AcceptError::Deadline { .. }), "{err}");
     assert_eq!(ports.messages().len(), 2);
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
     assert_eq!(ports.events.ids(), [(stemvault_vault::events::EventType::StageChanged, format!("{TASK}.stage.final"))]);
@@ -221,11 +221,11 @@ async fn record_failures_say_whether_to_retry() {
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     assert_eq!(
         ingest(&ports, &settings(), &e, b"{}", "r").await,
-        Err(IngestError::Store(StoreError::Unavailable("down".into())))
+        Err(AcceptError::Store(StoreError::Unavailable("down".into())))
     );
     ports.set_save_error(Some(StoreError::Conflict));
     let tight = Settings { max_save_attempts: 3, ..settings() };
-    assert_eq!(ingest(&ports, &tight, &e, b"{}", "r").await, Err(IngestError::Contention { attempts: 3 }));
+    assert_eq!(ingest(&ports, &tight, &e, b"{}", "r").await, Err(AcceptError::Contention { attempts: 3 }));
     assert!(ports.messages().is_empty(), "nothing is queued without a record");
 }
 
@@ -239,7 +239,7 @@ async fn slow_ports_get_a_retryable_timeout_by_the_deadline_and_the_retry_comple
     let started = tokio::time::Instant::now();
     let err = ingest(&ports, &tight, &e, b"{}", "req-1").await.unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err, IngestError::Deadline { after: Duration::from_millis(100) });
+    assert_eq!(err, AcceptError::Deadline { after: Duration::from_millis(100) });
     assert!(err.is_retryable());
     assert_eq!(took, Duration::from_millis(100), "answered at the deadline");
 
@@ -270,7 +270,7 @@ async fn recording_leaves_time_to_park_within_the_answer_time() {
     let started = tokio::time::Instant::now();
     let spent = ANSWER_WITHIN - PARK_TIMEOUT - Duration::from_millis(300);
     let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", spent, &Outage::default()).await.unwrap();
-    assert!(matches!(parked, Ingested::Parked { because: IngestError::Deadline { .. }, .. }), "{parked:?}");
+    assert!(matches!(parked, Ingested::Parked { because: AcceptError::Deadline { .. }, .. }), "{parked:?}");
     assert!(started.elapsed() < Duration::from_millis(300) + PARK_TIMEOUT, "{:?}", started.elapsed());
 }
 
@@ -285,7 +285,7 @@ async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
     let mut huge = event(Stage::Complete, &["vocal", "drums"]);
     huge.files[1].url = format!("https://h/drums.mp3?sig={}", "s".repeat(360_000));
     let err = ingest(&ports, &settings(), &huge, b"2", "req-2").await.unwrap_err();
-    let IngestError::TooLargeToRecord { bytes } = err else { panic!("{err}") };
+    let AcceptError::TooLargeToRecord { bytes } = err else { panic!("{err}") };
     assert!(bytes > stemvault_vault::ingest::MAX_ITEM_ESTIMATE_BYTES, "{bytes}");
     assert!(!err.is_retryable());
     assert_eq!(ports.record(TASK).unwrap(), before, "the record is left as it was");
@@ -331,7 +331,7 @@ async fn a_duplicate_waits_for_a_live_claim_within_its_budget() {
     let e = event(Stage::Final, &["vocal"]);
     abandoned(&ports, &e, b"{}");
     let err = ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap_err();
-    assert_eq!(err, IngestError::StillEnqueuing { files: 1 });
+    assert_eq!(err, AcceptError::StillEnqueuing { files: 1 });
     assert!(ports.messages().is_empty());
     let waited = ports.now().unix_ms - T0;
     assert!((5_000..6_000).contains(&waited), "waited {waited} ms");
@@ -346,7 +346,7 @@ async fn a_request_waiting_for_others_sends_its_own_files_once() {
     abandoned(&ports, &event(Stage::Final, &["vocal"]), b"{}");
     ports.set_mark_queued_failing(true);
     let err = ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"2", "req-2").await.unwrap_err();
-    assert_eq!(err, IngestError::StillEnqueuing { files: 1 });
+    assert_eq!(err, AcceptError::StillEnqueuing { files: 1 });
     let drums = ports.messages().iter().filter(|(_, job)| job.name == "drums").count();
     assert_eq!(drums, 1, "{:?}", ports.messages());
 
@@ -655,9 +655,9 @@ async fn a_failed_publish_is_retryable_and_the_retry_publishes_the_same_ids() {
     let e = event(Stage::Complete, &["vocal", "drums"]);
     ports.events.fail_next(1);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert!(matches!(err, IngestError::Publish(_)), "{err:?}");
+    assert!(matches!(err, AcceptError::Publish(_)), "{err:?}");
     assert!(err.is_retryable(), "the provider retries: answered 5xx");
-    assert_eq!(err.code(), "publish_failed");
+    assert_eq!(err.reason_code(), "publish_failed");
     // Recorded and queued all the same; nothing published.
     assert_eq!(ports.record(TASK).unwrap().stage, Stage::Complete);
     assert_eq!(ports.messages().len(), 2);
@@ -685,7 +685,7 @@ async fn park_or_record(
     e: &CallbackEvent,
     body: &[u8],
     request_id: &str,
-) -> Result<Ingested, IngestError> {
+) -> Result<Ingested, AcceptError> {
     ingest_or_park(ports, &settings(), e, body, request_id, Duration::ZERO, &Outage::default()).await
 }
 
@@ -697,7 +697,7 @@ async fn a_callback_the_table_cannot_take_is_parked() {
     let e = event(Stage::Final, &["vocal"]);
     ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
     let parked = park_or_record(&ports, &e, b"{\"p\":1}", "req-1").await.unwrap();
-    let because = IngestError::Store(StoreError::Unavailable("throttled".into()));
+    let because = AcceptError::Store(StoreError::Unavailable("throttled".into()));
     assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{\"p\":1}"), because });
     // (Archived too: the archive goes beside the first write, which then failed.)
     assert!(ports.body_keys().contains(&parked_key("final", b"{\"p\":1}")), "{:?}", ports.body_keys());
@@ -718,14 +718,14 @@ async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_r
     let e = event(Stage::Final, &["a"]);
     ports.set_enqueue_failing(true);
     let parked = park_or_record(&ports, &e, b"{}", "req-1").await.unwrap();
-    assert!(matches!(&parked, Ingested::Parked { because: IngestError::Enqueue(_), .. }), "{parked:?}");
+    assert!(matches!(&parked, Ingested::Parked { because: AcceptError::Enqueue(_), .. }), "{parked:?}");
     assert!(ports.record(TASK).is_some(), "recorded");
     assert!(ports.events.published().is_empty(), "no event before its files are queued");
     ports.set_enqueue_failing(false);
 
     ports.events.fail_next(1);
     let parked = park_or_record(&ports, &e, b"{}", "replay-1").await.unwrap();
-    assert!(matches!(&parked, Ingested::Parked { because: IngestError::Publish(_), .. }), "{parked:?}");
+    assert!(matches!(&parked, Ingested::Parked { because: AcceptError::Publish(_), .. }), "{parked:?}");
     assert_eq!(ports.messages().len(), 1, "the file sent by the replay");
 
     let replayed = park_or_record(&ports, &e, b"{}", "replay-2").await.unwrap();
@@ -751,7 +751,7 @@ async fn a_callback_for_a_task_whose_record_cannot_be_read_is_parked_for_after_t
     let late = event(Stage::Final, &["a", "b"]);
     let parked = park_or_record(&ports, &late, b"{\"b\":1}", "req-2").await.unwrap();
     assert!(
-        matches!(&parked, Ingested::Parked { because: IngestError::Store(StoreError::Malformed(_)), .. }),
+        matches!(&parked, Ingested::Parked { because: AcceptError::Store(StoreError::Malformed(_)), .. }),
         "{parked:?}"
     );
     assert!(ports.body_keys().contains(&parked_key("final", b"{\"b\":1}")), "{:?}", ports.body_keys());
@@ -770,17 +770,17 @@ async fn a_refused_callback_is_parked_and_the_failure_is_the_answer_only_when_pa
 
     ports.set_save_error(Some(StoreError::Rejected("too large".into())));
     let parked = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap();
-    let because = IngestError::Store(StoreError::Rejected("too large".into()));
+    let because = AcceptError::Store(StoreError::Rejected("too large".into()));
     assert_eq!(parked, Ingested::Parked { key: parked_key("final", b"{}"), because });
     ports.set_park_failing(true);
     let err = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
-    assert!(matches!(err, IngestError::Store(StoreError::Rejected(_))), "{err}");
+    assert!(matches!(err, AcceptError::Store(StoreError::Rejected(_))), "{err}");
 
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     ports.set_save_error(Some(StoreError::Unavailable("down".into())));
     ports.set_archive_failing(true);
     let err = park_or_record(&ports, &event(Stage::Final, &["c"]), b"{}", "req-3").await.unwrap_err();
-    assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
+    assert!(matches!(err, AcceptError::Store(StoreError::Unavailable(_))), "{err}");
     assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
 }
 
@@ -795,7 +795,7 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     ports.set_park_stalled(true);
     let started = tokio::time::Instant::now();
     let err = park_or_record(&ports, &event(Stage::Final, &["a"]), b"{}", "req-1").await.unwrap_err();
-    assert!(matches!(err, IngestError::Store(StoreError::Unavailable(_))), "{err}");
+    assert!(matches!(err, AcceptError::Store(StoreError::Unavailable(_))), "{err}");
     let waited = started.elapsed();
     assert!(waited >= PARK_TIMEOUT && waited < PARK_TIMEOUT + Duration::from_secs(1), "{waited:?}");
     assert!(ports.body_keys().iter().all(|k| !k.starts_with("parked/")), "{:?}", ports.body_keys());
@@ -803,7 +803,7 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     ports.set_archive_stalled(true);
     let started = tokio::time::Instant::now();
     let err = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
-    assert!(matches!(err, IngestError::Deadline { .. }), "{err}");
+    assert!(matches!(err, AcceptError::Deadline { .. }), "{err}");
     assert_eq!(started.elapsed(), ANSWER_WITHIN);
 }
 

@@ -66,7 +66,7 @@ impl AcceptError {
     }
 
     /// A stable machine-readable name, for the response body and the logs.
-    pub fn code(&self) -> &'static str {
+    pub fn reason_code(&self) -> &'static str {
         match self {
             AcceptError::Store(StoreError::Malformed(_)) => "task_record_malformed",
             AcceptError::Store(StoreError::Rejected(_)) => "task_record_rejected",
