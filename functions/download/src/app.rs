@@ -20,7 +20,8 @@ use std::time::{Duration, Instant};
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::deadline;
-use stemvault_aws::sqs_batch::{self, Ran, catch_panic, receive_count};
+use stemvault_aws::sqs_batch::{self, Ran, receive_count};
+use stemvault_vault::panic::{Guarded, guarded};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
 use crate::aws::AwsPorts;
@@ -171,9 +172,10 @@ impl Reserves {
 
     /// `work`'s result, or why there is none: it panicked, or ran to [`Reserves::give_up_at`].
     async fn guarded<T>(&self, work: impl Future<Output = T>) -> Result<T, DownloadError> {
-        match tokio::time::timeout_at(self.give_up_at, catch_panic(work)).await {
-            Ok(done) => done.map_err(DownloadError::Panicked),
-            Err(_) => Err(DownloadError::OutOfTime),
+        match guarded(self.give_up_at, work).await {
+            Guarded::Done(done) => Ok(done),
+            Guarded::Panicked(panic) => Err(DownloadError::Panicked(panic)),
+            Guarded::OutOfTime => Err(DownloadError::OutOfTime),
         }
     }
 

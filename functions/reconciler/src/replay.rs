@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use stemvault_vault::accept::{self, ParkedBody, accept};
-use stemvault_vault::panic::catch_panic;
+use stemvault_vault::panic::{Guarded, guarded};
 use stemvault_vault::{Timestamp, answer_within};
 use suno_callbacks::{Stage, parse_callback, s3_key};
 use tracing::Instrument;
@@ -222,16 +222,16 @@ pub async fn replay_parked<P: Ports>(
         attempts += 1;
         let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let claimant = format!("replay-{run_id}-{i}");
-        let replaying = catch_panic(replay_one(ports, settings, body, &claimant)).instrument(span);
-        let replay = match tokio::time::timeout(REPLAY_BUDGET, replaying).await {
-            Ok(Ok(replay)) => replay,
+        let until = tokio::time::Instant::now() + REPLAY_BUDGET;
+        let replay = match guarded(until, replay_one(ports, settings, body, &claimant).instrument(span)).await {
+            Guarded::Done(replay) => replay,
             // A bug the body or its record reaches: held like a record an operator must fix,
             // so that it does not fail first in every run.
-            Ok(Err(panic)) => {
+            Guarded::Panicked(panic) => {
                 tracing::error!(key = %body.key, panic, "a parked callback's replay panicked; left parked: fix the build");
                 Replay::Held
             }
-            Err(_) => {
+            Guarded::OutOfTime => {
                 tracing::warn!(key = %body.key, "a parked callback's replay took over {}s; the next run tries again", REPLAY_BUDGET.as_secs());
                 Replay::NotYet
             }

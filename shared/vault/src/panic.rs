@@ -12,6 +12,26 @@ pub async fn catch_panic<F: Future>(work: F) -> Result<F::Output, String> {
     AssertUnwindSafe(work).catch_unwind().await.map_err(|panic| panic_text(panic.as_ref()))
 }
 
+/// How a unit of work run by [`guarded`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Guarded<T> {
+    Done(T),
+    /// It panicked (a bug), with this message.
+    Panicked(String),
+    /// It was still running at its deadline, and was dropped there.
+    OutOfTime,
+}
+
+/// `work`, kept to the unit it breaks ([`catch_panic`]) and to its deadline `until`: the
+/// budget every message of a batch and every task of a scheduled run is given.
+pub async fn guarded<F: Future>(until: tokio::time::Instant, work: F) -> Guarded<F::Output> {
+    match tokio::time::timeout_at(until, catch_panic(work)).await {
+        Ok(Ok(done)) => Guarded::Done(done),
+        Ok(Err(panic)) => Guarded::Panicked(panic),
+        Err(_) => Guarded::OutOfTime,
+    }
+}
+
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
@@ -32,5 +52,14 @@ mod tests {
         assert_eq!(catch_panic(async { panic!("message {id}") }).await, Err::<(), _>("message 9".into()));
         let anything = catch_panic(async { std::panic::panic_any(id) }).await;
         assert_eq!(anything, Err::<(), _>("a panic without a message".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guarded_work_is_done_panicked_or_out_of_time() {
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        assert_eq!(guarded(until, async { 7 }).await, Guarded::Done(7));
+        assert_eq!(guarded(until, async { panic!("bug") }).await, Guarded::<()>::Panicked("bug".into()));
+        let slow = guarded(until, tokio::time::sleep(std::time::Duration::from_secs(6))).await;
+        assert_eq!(slow, Guarded::OutOfTime);
     }
 }
