@@ -11,6 +11,7 @@ use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::ConfigError;
+use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
 use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
@@ -177,7 +178,7 @@ impl<P: Ports> App<P> {
                     "stage": event.stage.as_str(),
                     "files": event.files.len(),
                 });
-                respond_json(StatusCode::OK, &body)
+                response::json(StatusCode::OK, &body)
             }
             Ok(Ingested::Recorded(outcome)) => {
                 let status = if outcome.duplicate { "duplicate" } else { "accepted" };
@@ -198,7 +199,7 @@ impl<P: Ports> App<P> {
                     "files": event.files.len(),
                     "files_queued": outcome.files_queued,
                 });
-                respond_json(StatusCode::OK, &body)
+                response::json(StatusCode::OK, &body)
             }
             // Not parked either (S3 failing too): whatever the table said, the provider's retry
             // may park it, so the answer is one it retries; a 4xx or 500 would lose the body.
@@ -209,7 +210,7 @@ impl<P: Ports> App<P> {
                     _ => Measure::Failed { reason: e.reason_code() },
                 };
                 self.ports.emit_metrics(&measure);
-                error(StatusCode::SERVICE_UNAVAILABLE, e.reason_code(), e.public_message())
+                response::error(StatusCode::SERVICE_UNAVAILABLE, e.reason_code(), e.public_message())
             }
         }
     }
@@ -388,7 +389,7 @@ fn failed_registration(metrics: &impl EmitMetrics<Measure>) -> Response<Body> {
 /// failed by `code`.
 fn unavailable(metrics: &impl EmitMetrics<Measure>, code: &'static str, message: &str) -> Response<Body> {
     metrics.emit_metrics(&Measure::Failed { reason: code });
-    error(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    response::error(StatusCode::SERVICE_UNAVAILABLE, code, message)
 }
 
 /// A request refused: 4xx (or 503 while the secret is in doubt), nothing written but what its
@@ -458,12 +459,12 @@ impl Rejection {
             StatusCode::UNAUTHORIZED => {
                 json!({ "error": "unauthorized", "reason": self.reason, "message": self.message })
             }
-            _ => error_body(self.reason, &self.message),
+            _ => response::error_body(self.reason, &self.message),
         };
         if let Some(done) = done {
             body[done] = json!(true);
         }
-        let mut response = respond_json(self.status, &body);
+        let mut response = response::json(self.status, &body);
         if self.status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
@@ -501,23 +502,6 @@ fn parse_error_code(e: &ParseError) -> &'static str {
         ParseError::NoTaskId => "missing_task_id",
         ParseError::InvalidTaskId(_) => "invalid_task_id",
     }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    respond_json(status, &error_body(code, message))
-}
-
-fn error_body(code: &str, message: &str) -> serde_json::Value {
-    json!({ "error": code, "message": message })
-}
-
-fn respond_json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
-use serde::Serialize;
+use stemvault_aws::response;
 use stemvault_vault::register::Registration;
 use stemvault_vault::{Clock, Timestamp};
 use suno_callbacks::TaskId;
@@ -104,7 +104,7 @@ async fn respond(
         Route::Task(segment) => (segment, false),
         Route::Register(segment) => (segment, true),
         Route::MethodNotAllowed => {
-            let mut response = error(
+            let mut response = response::error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 format!("{method} is not supported; use GET or PUT"),
@@ -113,10 +113,10 @@ async fn respond(
             return response;
         }
         Route::NotFound => {
-            return error(
+            return response::error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "no such endpoint; use GET or PUT /tasks/<task_id>".into(),
+                "no such endpoint; use GET or PUT /tasks/<task_id>",
             );
         }
     };
@@ -131,7 +131,7 @@ async fn respond(
         Ok(id) => id,
         Err(why) => {
             tracing::info!(error = %why, "invalid task id");
-            return error(StatusCode::BAD_REQUEST, "invalid_task_id", why);
+            return response::error(StatusCode::BAD_REQUEST, "invalid_task_id", why);
         }
     };
     if registering {
@@ -153,21 +153,21 @@ async fn register_task(
 ) -> Response<Body> {
     if body.len() > MAX_REGISTRATION_BYTES {
         let message = format!("the body is {} bytes; at most {MAX_REGISTRATION_BYTES} are accepted", body.len());
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message);
+        return response::error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message);
     }
     let registration = match Registration::parse(body) {
         Ok(registration) => registration,
         Err(e) => {
             tracing::info!(error = %e, "registration refused");
-            return error(StatusCode::BAD_REQUEST, "invalid_registration", e.to_string());
+            return response::error(StatusCode::BAD_REQUEST, "invalid_registration", e.to_string());
         }
     };
     match register(ports, task_id, &registration, now, settings.reconcile_after).await {
         Ok(Registered::Created(view)) => {
             tracing::info!(family = %registration.family, "task registered");
-            json(StatusCode::CREATED, &view)
+            response::json(StatusCode::CREATED, &view)
         }
-        Ok(Registered::Existing(view)) => json(StatusCode::OK, &view),
+        Ok(Registered::Existing(view)) => response::json(StatusCode::OK, &view),
         Ok(Registered::Disagrees { view, fields }) => {
             tracing::info!(family = %view.family, ?fields, "registration disagrees with the recorded task");
             // The family and which fields disagree, not the recorded client_ref: the recorded
@@ -183,7 +183,7 @@ async fn register_task(
                 "family": view.family,
                 "conflicting": fields,
             });
-            json(StatusCode::CONFLICT, &body)
+            response::json(StatusCode::CONFLICT, &body)
         }
         Err(e) => failure(&e),
     }
@@ -193,7 +193,7 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
     match task_view(ports, task_id, link_expiry).await {
         Ok(Some(Found::Task(view))) => {
             tracing::info!(files = view.files.len(), vault = %view.vault, "task found");
-            json(StatusCode::OK, &view)
+            response::json(StatusCode::OK, &view)
         }
         Ok(Some(Found::Parked)) => {
             tracing::info!("task known only by a parked callback");
@@ -203,13 +203,17 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
                 "message": "a callback of this task was received but not recorded yet (the task table \
                             could not take it); the reconciler records it within minutes",
             });
-            let mut response = json(StatusCode::ACCEPTED, &body);
+            let mut response = response::json(StatusCode::ACCEPTED, &body);
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(PARKED_RETRY_AFTER));
             response
         }
         Ok(None) => {
             tracing::info!("task not found");
-            error(StatusCode::NOT_FOUND, "task_not_found", format!("no callback has been recorded for task {task_id}"))
+            response::error(
+                StatusCode::NOT_FOUND,
+                "task_not_found",
+                format!("no callback has been recorded for task {task_id}"),
+            )
         }
         Err(e) => failure(&e),
     }
@@ -217,7 +221,7 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
 
 /// 503 with `Retry-After: 1`: the same request may be answered a second later.
 fn try_again_soon(code: &str, message: &str) -> Response<Body> {
-    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message.into());
+    let mut response = response::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
@@ -229,38 +233,8 @@ fn failure(e: &ResultsError) -> Response<Body> {
         try_again_soon("unavailable", "the vault cannot be read right now; try again")
     } else {
         tracing::error!(error = %e, "cannot answer");
-        error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task record cannot be read".into())
+        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task record cannot be read")
     }
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    message: String,
-}
-
-fn error(status: StatusCode, code: &str, message: String) -> Response<Body> {
-    json(status, &ErrorBody { error: code, message })
-}
-
-fn json(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let (status, text) = match serde_json::to_string(body) {
-        Ok(text) => (status, text),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot serialise response");
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                r#"{"error":"internal","message":"response not serialisable"}"#.to_owned(),
-            )
-        }
-    };
-    let mut response = Response::new(Body::Text(text));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // The body carries signed links: no shared caches.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod parked;
 pub mod provider;
 pub mod provision;
+pub mod response;
 pub mod route;
 pub mod s3_error;
 pub mod secrets;
