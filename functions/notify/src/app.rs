@@ -17,10 +17,11 @@ use stemvault_aws::secrets::{ReadSecret, SecretReader};
 use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages, sent_at};
 use stemvault_vault::DEADLINE_MARGIN;
 
-use crate::aws::{AwsPorts, HttpPoster};
+use crate::aws::AwsPorts;
 use crate::config::Config;
 use crate::domain::{Delivery, Outcome, Ports, delay_retry, measure, process_message};
 use crate::error::NotifyError;
+use crate::poster::HttpPoster;
 use crate::secret::{AgePolicy, Signers};
 
 /// Webhooks posted at once by one invocation.

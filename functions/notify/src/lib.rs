@@ -10,8 +10,9 @@
 //! * [`domain`]: one message: the event, the payload, the signature, the POST, the outcome
 //!   (a 410 Gone moves the message to the dead-letter queue) and the retry delay, over small
 //!   traits.
-//! * [`aws`]: the adapters ([`aws::AwsPorts`]: the HTTP client, SQS, metrics) and the AWS
-//!   actions they call ([`aws::AWS_ACTIONS`]).
+//! * [`poster`]: the HTTP client that posts the webhooks ([`poster::HttpPoster`]).
+//! * [`aws`]: the adapters ([`aws::AwsPorts`]: SQS, metrics, the poster) and the AWS actions
+//!   they call ([`aws::AWS_ACTIONS`]).
 //! * [`error`]: what can fail, and whether a retry may help.
 
 pub mod app;
@@ -19,6 +20,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod poster;
 pub mod secret;
 
 #[cfg(test)]
