@@ -23,9 +23,11 @@ pub enum Guarded<T> {
 }
 
 /// `work`, kept to the unit it breaks ([`catch_panic`]) and to its deadline `until`: the
-/// budget every message of a batch and every task of a scheduled run is given.
+/// budget every message of a batch and every task of a scheduled run is given. The work is
+/// boxed: a message's copy is a large future, and each layer wrapped around it in place
+/// (this one, the timeout, the panic guard) would hold it again on a thread's stack.
 pub async fn guarded<F: Future>(until: tokio::time::Instant, work: F) -> Guarded<F::Output> {
-    match tokio::time::timeout_at(until, catch_panic(work)).await {
+    match tokio::time::timeout_at(until, catch_panic(Box::pin(work))).await {
         Ok(Ok(done)) => Guarded::Done(done),
         Ok(Err(panic)) => Guarded::Panicked(panic),
         Err(_) => Guarded::OutOfTime,
