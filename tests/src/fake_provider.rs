@@ -73,6 +73,8 @@ struct State {
     expired: Vec<String>,
     /// `common/download-url` requests, by the URL asked about.
     fresh_link_requests: Vec<String>,
+    /// `common/download-url` requests refused for their key (401).
+    fresh_links_refused: usize,
     /// Answer `common/download-url` with this error code (HTTP status and body code).
     fresh_link_failure: Option<u16>,
 }
@@ -160,6 +162,11 @@ impl FakeProvider {
         self.lock().fresh_link_requests.clone()
     }
 
+    /// How many `common/download-url` requests were refused for their key.
+    pub fn fresh_links_refused(&self) -> usize {
+        self.lock().fresh_links_refused
+    }
+
     /// Answer `common/download-url` with `code` (401, 402, 422, 429, 455, 500...) from now on;
     /// None: give links again.
     pub fn fail_fresh_links(&self, code: Option<u16>) {
@@ -244,6 +251,7 @@ fn fresh_link(state: &mut State, addr: SocketAddr, req: &hyper::http::request::P
     }
     let bearer = req.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if bearer != Some(state.key.as_str()) {
+        state.fresh_links_refused += 1;
         let body = json!({"code": 401, "msg": "You do not have access permissions", "data": null});
         return json_answer(StatusCode::UNAUTHORIZED, &body);
     }

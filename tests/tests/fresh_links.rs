@@ -59,11 +59,15 @@ async fn expired_task(env: &TestEnv, fake: &FakeProvider) -> TaskRecord {
     record
 }
 
-/// One batch of the download function over the queue.
+/// One batch of the download function over the queue, by an instance started now.
 async fn download(env: &TestEnv, config: stemvault_download::Config) {
-    let app = stemvault_download::App::new(config, &env.config).await;
+    run(env, &stemvault_download::App::new(config, &env.config).await).await;
+}
+
+/// One batch of `app` over the queue.
+async fn run(env: &TestEnv, app: &stemvault_download::App) {
     let event = env.receive_event(1, 60).await;
-    let response = env.run_download(&app, &event).await;
+    let response = env.run_download(app, &event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
 }
 
@@ -93,7 +97,10 @@ async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first
     let env = TestEnv::new().await;
     let fake = FakeProvider::start(KEY).await;
     let record = expired_task(&env, &fake).await;
-    let warm = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
+    // An instance started with the key (read at its start).
+    let warm =
+        stemvault_download::App::new(config(&env, &fake, "kie", Some(KEY)).await.expect("configured"), &env.config)
+            .await;
 
     // The operator rotates the key at the provider, then in the secret; the instance is warm.
     const ROTATED: &str = "fresh-links-test-key-2";
@@ -102,9 +109,10 @@ async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first
     let text = SecretText::new(format!(r#"{{"api_key": "{ROTATED}"}}"#));
     stemvault_aws::secrets::put_secret(&env.config, &name, &text).await.expect("the rotated secret");
 
-    download(&env, warm).await;
+    run(&env, &warm).await;
     let file = env.task_record(&record.task_id).await.files["vocal"].clone();
     assert_eq!(file.status, FileStatus::Stored, "{:?}", file.error);
+    assert_eq!(fake.fresh_links_refused(), 1, "the old key, refused once");
     assert_eq!(fake.fresh_link_requests().len(), 1, "the refused request is not recorded, the retried one is");
 }
 

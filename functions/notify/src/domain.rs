@@ -1,5 +1,5 @@
-//! One SQS message, start to end, over small traits (implemented for AWS in `aws.rs` and in
-//! memory for the unit tests), bundled as [`Ports`]; the clock is `stemvault_vault`'s.
+//! One SQS message, start to end, over small traits (implemented in `aws.rs`, the webhook's
+//! POST in `poster.rs`, and in memory for the unit tests), bundled as [`Ports`]; the clock is `stemvault_vault`'s.
 //!
 //! Per message ([`process_message`]):
 //!
