@@ -112,9 +112,15 @@ pub fn banner(info: &RunInfo, generated_key: Option<&str>, allowed_source_hosts:
     let _ =
         writeln!(text, "{}", curl_example(&info.base_url, &info.auth, &task_id, now_unix, &sample_callback(&task_id)));
     let _ = writeln!(text, "\ncurl -sS {}/tasks/{task_id}", info.base_url);
+    // The built-in fake provider answers only for `make demo`'s tasks: another task registered
+    // here is answered "not found" until it is given up.
+    let polled_by = match info.fake_provider {
+        Some(_) => "the reconciler polls the provider for it; the built-in fake one knows only `make demo`'s tasks",
+        None => "the reconciler polls the provider for it",
+    };
     let _ = writeln!(
         text,
-        "\nRegister a task before its callback (the reconciler polls the provider for it):\n\ncurl -sS -X PUT {}/tasks/<task_id> -d '{{\"family\":\"vocal_separation\",\"client_ref\":\"mine\"}}'",
+        "\nRegister a task before its callback ({polled_by}):\n\ncurl -sS -X PUT {}/tasks/<task_id> -d '{{\"family\":\"vocal_separation\",\"client_ref\":\"mine\"}}'",
         info.base_url
     );
     let _ = writeln!(text, "\nOr run `make demo` in another terminal (12 stems from a local file server).\n");
@@ -188,6 +194,19 @@ mod tests {
         let open = banner(&info(ClientAuth::default()), None, "*.x", 1);
         assert!(open.contains("ALLOW_UNAUTHENTICATED=true"), "{open}");
         assert!(!open.contains("X-Webhook-Signature"), "{open}");
+    }
+
+    /// With the built-in fake provider, the banner says a task registered by hand is not one it
+    /// knows (only `make demo`'s are), and names the provider it polls.
+    #[test]
+    fn a_registration_hint_says_what_the_fake_provider_knows() {
+        let auth = || ClientAuth { hmac_key: None, callback_token: Some("tok".into()) };
+        let with_fake = RunInfo { fake_provider: Some("http://127.0.0.1:3002".into()), ..info(auth()) };
+        let text = banner(&with_fake, None, "*.x", 1);
+        assert!(text.contains("polls the built-in fake provider http://127.0.0.1:3002"), "{text}");
+        assert!(text.contains("the built-in fake one knows only `make demo`'s tasks"), "{text}");
+        let text = banner(&info(auth()), None, "*.x", 1);
+        assert!(!text.contains("knows only"), "{text}");
     }
 
     #[test]
