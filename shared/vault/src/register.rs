@@ -34,6 +34,42 @@ pub enum RegistrationError {
     UnknownFamily(String),
     #[error("client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control characters")]
     BadClientRef,
+    /// A JSON parser keeps one of the two values (serde_json the last, others the first): which
+    /// one the caller meant cannot be told.
+    #[error("{0} is given more than once")]
+    Repeated(&'static str),
+}
+
+/// How many times a registration body names each of its fields (an object's keys, read once).
+#[derive(Default)]
+struct FieldCounts {
+    family: usize,
+    client_ref: usize,
+}
+
+impl<'de> serde::Deserialize<'de> for FieldCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<FieldCounts, D::Error> {
+        struct Counting;
+        impl<'de> serde::de::Visitor<'de> for Counting {
+            type Value = FieldCounts;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<FieldCounts, M::Error> {
+                let mut counts = FieldCounts::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    match key.as_ref() {
+                        "family" => counts.family += 1,
+                        "client_ref" => counts.client_ref += 1,
+                        _ => {}
+                    }
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                Ok(counts)
+            }
+        }
+        deserializer.deserialize_map(Counting)
+    }
 }
 
 /// A client_ref as given: bounded, no control characters (it goes into logs, events and
@@ -48,6 +84,13 @@ impl Registration {
         let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| RegistrationError::NotJson(e.to_string()))?;
         let object = value.as_object().ok_or_else(|| RegistrationError::NotJson("not an object".into()))?;
+        // The body parsed as an object: so does this reading of its keys.
+        let counts: FieldCounts = serde_json::from_slice(body).unwrap_or_default();
+        for (field, count) in [("family", counts.family), ("client_ref", counts.client_ref)] {
+            if count > 1 {
+                return Err(RegistrationError::Repeated(field));
+            }
+        }
         let family = match object.get("family") {
             None | Some(serde_json::Value::Null) => return Err(RegistrationError::NoFamily),
             Some(serde_json::Value::String(name)) => match name.parse::<Family>() {
@@ -243,8 +286,8 @@ mod tests {
     fn a_body_names_a_known_family_and_perhaps_a_client_ref() {
         let r = Registration::parse(br#"{"family":"vocal_separation","client_ref":"order-17"}"#).unwrap();
         assert_eq!(r, Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) });
-        let r = Registration::parse(br#"{"family":"music","extra":1}"#).unwrap();
-        assert_eq!(r.client_ref, None);
+        let r = Registration::parse(br#"{"family":"music","extra":1,"extra":2}"#).unwrap();
+        assert_eq!(r.client_ref, None, "other fields, repeated or not, are no one's concern");
         let r = Registration::parse(br#"{"family":"music","client_ref":""}"#).unwrap();
         assert_eq!(r.client_ref, None, "an empty client_ref is none");
         for (body, expected) in [
@@ -257,6 +300,8 @@ mod tests {
             (br#"{"family":"wav","client_ref":5}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\nb"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\u0000"}"#, "BadClientRef"),
+            (br#"{"family":"wav","family":"music"}"#, "Repeated(\"family\")"),
+            (br#"{"family":"wav","client_ref":"a","client_ref":"b"}"#, "Repeated(\"client_ref\")"),
         ] {
             let err = Registration::parse(body).unwrap_err();
             assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
