@@ -107,7 +107,9 @@ impl PublishEvents for AwsPorts {
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
     async fn list_parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
-        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit).await.map_err(listing_failed)
+        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit)
+            .await
+            .map_err(stemvault_aws::parked::listing_failed)
     }
 }
 
@@ -116,12 +118,8 @@ impl StillParked for AwsPorts {
     async fn still_parked(&self, key: &str) -> Result<bool, StoreError> {
         stemvault_aws::parked::still_listed(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, key)
             .await
-            .map_err(listing_failed)
+            .map_err(stemvault_aws::parked::listing_failed)
     }
-}
-
-fn listing_failed(e: StorageError) -> StoreError {
-    StoreError::Unavailable(format!("{e} (parked)"))
 }
 
 impl ReadParked for AwsPorts {

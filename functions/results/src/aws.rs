@@ -70,7 +70,7 @@ impl IsParked for AwsPorts {
         stemvault_aws::parked::list(&self.s3, &self.bucket, &s3_key::parked_task_prefix(task_id), 1)
             .await
             .map(|parked| !parked.is_empty())
-            .map_err(|e| StoreError::Unavailable(format!("{e} (parked)")))
+            .map_err(stemvault_aws::parked::listing_failed)
     }
 }
 

@@ -3,9 +3,15 @@
 //! callback is waiting to be recorded.
 
 use stemvault_vault::accept::ParkedBody;
-use stemvault_vault::{StorageError, Timestamp};
+use stemvault_vault::{StorageError, StoreError, Timestamp};
 
 use crate::s3_error::storage_error;
+
+/// A listing of `parked/` that failed, as the task store's failure (what the results function
+/// and the reconciler read beside the table: unable to answer, as when the table fails).
+pub fn listing_failed(e: StorageError) -> StoreError {
+    StoreError::Unavailable(format!("{e} (parked)"))
+}
 
 /// Up to `limit` parked bodies under `prefix` (`parked/`, or one task's `parked/<task_id>/`)
 /// in key order, with when each was parked: one ListObjectsV2 request per 1,000.
