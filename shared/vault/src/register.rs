@@ -32,7 +32,10 @@ pub enum RegistrationError {
     NoFamily,
     #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
     UnknownFamily(String),
-    #[error("client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control characters")]
+    #[error(
+        "client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control, line-separator or \
+         invisible formatting characters"
+    )]
     BadClientRef,
     /// A JSON parser keeps one of the two values (serde_json the last, others the first): which
     /// one the caller meant cannot be told.
@@ -72,10 +75,15 @@ impl<'de> serde::Deserialize<'de> for FieldCounts {
     }
 }
 
-/// A client_ref as given: bounded, no control characters (it goes into logs, events and
-/// webhooks as it is).
+/// A client_ref as given: bounded, and nothing that would change how what follows it reads
+/// where it is shown (it goes into logs, events, webhooks and dashboards as it is): no control
+/// character, no line or paragraph separator (U+2028, U+2029: a line break to some log
+/// viewers), and no invisible formatting (zero-width characters, bidirectional overrides and
+/// isolates, the byte order mark, interlinear annotations), which can make one id read as
+/// another.
 fn client_ref_ok(client_ref: &str) -> bool {
-    client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(char::is_control)
+    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}');
+    client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(|c| c.is_control() || hidden(c))
 }
 
 impl Registration {
@@ -300,6 +308,9 @@ mod tests {
             (br#"{"family":"wav","client_ref":5}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\nb"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"a\u0000"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order\u2028-17"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order-\u202e71"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order\u200b-17"}"#, "BadClientRef"),
             (br#"{"family":"wav","family":"music"}"#, "Repeated(\"family\")"),
             (br#"{"family":"wav","client_ref":"a","client_ref":"b"}"#, "Repeated(\"client_ref\")"),
         ] {
