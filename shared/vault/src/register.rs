@@ -180,9 +180,11 @@ impl Registration {
         };
         if let Some(family) = completion.family {
             // Whether it needs watching depends on its family, which is all the completion
-            // changes of it. One watched already is polled at once too: its polls so far
-            // asked another family's endpoint (or none).
-            let completed = TaskRecord { family, ..recorded.clone() };
+            // changes of it (and a give-up for want of an answer at another family's
+            // endpoint, which it takes back). One watched already is polled at once too: its
+            // polls so far asked another family's endpoint (or none).
+            let abandoned = recorded.abandoned.clone().filter(|_| !given_up_as_unknown(recorded));
+            let completed = TaskRecord { family, abandoned, ..recorded.clone() };
             completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
         }
         let adds =
@@ -213,6 +215,13 @@ fn family_open(recorded: &TaskRecord) -> bool {
 /// has its `registered_at`.
 fn unregistered(recorded: &TaskRecord) -> bool {
     recorded.stage == Stage::Submitted && recorded.registered_family.is_none() && recorded.registered_at.is_none()
+}
+
+/// Whether the reconciler gave the task up because the provider did not know it
+/// ([`reconcile::NOT_FOUND_REASON`]): at its family's endpoint, which a family given now makes
+/// another.
+fn given_up_as_unknown(recorded: &TaskRecord) -> bool {
+    recorded.abandoned.as_ref().is_some_and(|given_up| given_up.reason == reconcile::NOT_FOUND_REASON)
 }
 
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
@@ -248,8 +257,12 @@ impl Completion {
         }
         if let Some(family) = self.family {
             record.family = family;
-            // What another family's endpoint answered ("not found") says nothing of this one's.
+            // What another family's endpoint answered ("not found") says nothing of this one's:
+            // nor does a give-up for it.
             record.not_found_since = None;
+            if given_up_as_unknown(record) {
+                record.abandoned = None;
+            }
         }
         if let Some(family) = self.registered_family {
             record.registered_family = Some(family);
@@ -405,6 +418,19 @@ mod tests {
         assert_eq!(completed.family, Family::VocalSeparation);
         assert_eq!(reconcile::give_up_reason(&completed, now, give_up_after), None);
         assert_eq!((completed.reconcile.as_deref(), completed.reconcile_at), (Some("due"), Some(now)));
+
+        // Given up already for it: taken back, and polled at the right endpoint at once.
+        let mut given_up = unsigned.clone();
+        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::NOT_FOUND_REASON.into(), at: now });
+        reconcile::unwatch(&mut given_up);
+        let mut completed = given_up.clone();
+        client.completion(&given_up, now).expect("the family").apply(&mut completed);
+        assert_eq!((completed.abandoned, completed.reconcile_at), (None, Some(now)));
+        // Given up for want of a result in time: that stands.
+        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::ABANDONED_REASON.into(), at: now });
+        let mut completed = given_up.clone();
+        client.completion(&given_up, now).expect("the family").apply(&mut completed);
+        assert_eq!((completed.abandoned.is_some(), completed.reconcile), (true, None));
     }
 
     /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and
