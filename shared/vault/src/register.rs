@@ -43,35 +43,43 @@ pub enum RegistrationError {
     Repeated(&'static str),
 }
 
-/// How many times a registration body names each of its fields (an object's keys, read once).
+/// The fields of a registration body, read in one pass over the object's keys: each field's
+/// value, and the first field named twice (a JSON parser keeps one of the two values, serde_json
+/// the last: which one the caller meant cannot be told). Other fields are skipped unread.
 #[derive(Default)]
-struct FieldCounts {
-    family: usize,
-    client_ref: usize,
+struct Fields {
+    family: Option<serde_json::Value>,
+    client_ref: Option<serde_json::Value>,
+    repeated: Option<&'static str>,
 }
 
-impl<'de> serde::Deserialize<'de> for FieldCounts {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<FieldCounts, D::Error> {
-        struct Counting;
-        impl<'de> serde::de::Visitor<'de> for Counting {
-            type Value = FieldCounts;
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Fields, D::Error> {
+        struct Reading;
+        impl<'de> serde::de::Visitor<'de> for Reading {
+            type Value = Fields;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<FieldCounts, M::Error> {
-                let mut counts = FieldCounts::default();
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Fields, M::Error> {
+                let mut fields = Fields::default();
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                    match key.as_ref() {
-                        "family" => counts.family += 1,
-                        "client_ref" => counts.client_ref += 1,
-                        _ => {}
+                    let (name, slot) = match key.as_ref() {
+                        "family" => ("family", &mut fields.family),
+                        "client_ref" => ("client_ref", &mut fields.client_ref),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if slot.replace(map.next_value()?).is_some() {
+                        fields.repeated = fields.repeated.or(Some(name));
                     }
-                    map.next_value::<serde::de::IgnoredAny>()?;
                 }
-                Ok(counts)
+                Ok(fields)
             }
         }
-        deserializer.deserialize_map(Counting)
+        deserializer.deserialize_map(Reading)
     }
 }
 
@@ -89,17 +97,15 @@ fn client_ref_ok(client_ref: &str) -> bool {
 impl Registration {
     /// Read `{"family": "...", "client_ref": "..."}` (client_ref optional; other fields ignored).
     pub fn parse(body: &[u8]) -> Result<Registration, RegistrationError> {
-        let value: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| RegistrationError::NotJson(e.to_string()))?;
-        let object = value.as_object().ok_or_else(|| RegistrationError::NotJson("not an object".into()))?;
-        // The body parsed as an object: so does this reading of its keys.
-        let counts: FieldCounts = serde_json::from_slice(body).unwrap_or_default();
-        for (field, count) in [("family", counts.family), ("client_ref", counts.client_ref)] {
-            if count > 1 {
-                return Err(RegistrationError::Repeated(field));
-            }
+        let fields: Fields = serde_json::from_slice(body).map_err(|e| match e.classify() {
+            // Valid JSON of another type than an object.
+            serde_json::error::Category::Data => RegistrationError::NotJson("not an object".into()),
+            _ => RegistrationError::NotJson(e.to_string()),
+        })?;
+        if let Some(field) = fields.repeated {
+            return Err(RegistrationError::Repeated(field));
         }
-        let family = match object.get("family") {
+        let family = match &fields.family {
             None | Some(serde_json::Value::Null) => return Err(RegistrationError::NoFamily),
             Some(serde_json::Value::String(name)) => match name.parse::<Family>() {
                 Ok(family) if family != Family::Unknown => family,
@@ -107,7 +113,7 @@ impl Registration {
             },
             Some(other) => return Err(RegistrationError::UnknownFamily(other.to_string().chars().take(64).collect())),
         };
-        let client_ref = match object.get("client_ref") {
+        let client_ref = match &fields.client_ref {
             None | Some(serde_json::Value::Null) => None,
             // "" is none: kept as given, a retry with null (or none) would disagree with it (409).
             Some(serde_json::Value::String(r)) if r.is_empty() => None,
@@ -330,6 +336,7 @@ mod tests {
             let err = Registration::parse(body).unwrap_err();
             assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
         }
+        assert_eq!(Registration::parse(b"[]"), Err(RegistrationError::NotJson("not an object".into())));
         let long = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "x".repeat(MAX_CLIENT_REF_BYTES + 1));
         assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::BadClientRef));
         let longest = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "é".repeat(MAX_CLIENT_REF_BYTES / 2));
