@@ -103,12 +103,12 @@ pub enum CopyError {
     Deadline,
 }
 
-/// What an expired URL answers (403, 404, 410 or 441): such a file fails as expired
-/// (`source_expired`), is first asked a fresh link for ([`crate::fresh_link`]), and has its
-/// task watched for a new URL (`stemvault_vault::reconcile::failed_by_expiry` reads the same
-/// statuses from its reason).
+/// What an expired URL answers ([`stemvault_vault::reconcile::EXPIRED_STATUSES`]): such a file
+/// fails as expired (`source_expired`), is first asked a fresh link for
+/// ([`crate::fresh_link`]), and has its task watched for a new URL
+/// (`stemvault_vault::reconcile::failed_by_expiry` reads the same statuses from its reason).
 pub fn reads_as_expired(status: u16) -> bool {
-    matches!(status, 403 | 404 | 410 | 441)
+    stemvault_vault::reconcile::EXPIRED_STATUSES.contains(&status)
 }
 
 impl CopyError {

@@ -51,16 +51,19 @@ pub const NOT_FOUND_REASON: &str = "not_found";
 /// days. Any other answer (or none), and any callback, restarts the count.
 pub const NOT_FOUND_GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// A file that failed for good because its URL expired (what an expired URL answers: 403,
-/// 404, 410 or 441), at once or on its last receive (`dead_lettered: `, when no fresh link
-/// could be had, or copied from, in time): the provider may still give a fresh one.
+/// What an expired URL answers: the downloader asks a fresh link for a source answering one
+/// of these, and fails the file as `source_expired` (its reason `source answered <status>`).
+pub const EXPIRED_STATUSES: [u16; 4] = [403, 404, 410, 441];
+
+/// A file that failed for good because its URL expired ([`EXPIRED_STATUSES`]), at once or on
+/// its last receive (`dead_lettered: `, when no fresh link could be had, or copied from, in
+/// time): the provider may still give a fresh one.
 pub fn failed_by_expiry(file: &FileEntry) -> bool {
     file.status == FileStatus::Failed
         && file.error.as_deref().is_some_and(|e| {
             let e = e.strip_prefix("dead_lettered: ").unwrap_or(e);
-            ["source answered 403", "source answered 404", "source answered 410", "source answered 441"]
-                .iter()
-                .any(|p| e.starts_with(p))
+            let status = e.strip_prefix("source answered ").and_then(|rest| rest.get(..3)?.parse::<u16>().ok());
+            status.is_some_and(|status| EXPIRED_STATUSES.contains(&status))
         })
 }
 
