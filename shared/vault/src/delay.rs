@@ -33,8 +33,7 @@ impl Backoff {
     /// The wait after the `receive_count`th receive, the other side having asked for
     /// `retry_after` (None: [`Backoff::retry_delay`]).
     pub fn retry_delay_after(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = self.retry_delay(receive_count);
-        retry_after.map_or(backoff, |asked| asked.min(self.max_retry_after).max(backoff))
+        self.at_least(self.retry_delay(receive_count), retry_after)
     }
 
     /// The wait to keep a message away after its `receive_count`th receive: as
@@ -43,7 +42,11 @@ impl Backoff {
     /// named wins only when longer (a receiver or source answering `Retry-After: 1` through
     /// an outage would otherwise have them all back in step).
     pub fn next_delay(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = spread(self.retry_delay(receive_count), self.max);
+        self.at_least(spread(self.retry_delay(receive_count), self.max), retry_after)
+    }
+
+    /// `backoff`, or the time the other side asked for (at most `max_retry_after`) when longer.
+    fn at_least(&self, backoff: Duration, retry_after: Option<Duration>) -> Duration {
         retry_after.map_or(backoff, |asked| asked.min(self.max_retry_after).max(backoff))
     }
 
