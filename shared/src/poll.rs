@@ -198,7 +198,11 @@ pub fn generation_record_path(family: Family) -> Option<&'static str> {
 /// The `code` of a JSON answer's envelope, read as [`parse_poll`] reads it (a number, or a
 /// string of one: `401`, `"401"`, `401.0`); None when the body is no JSON object or has none.
 pub fn answer_code(body: &[u8]) -> Option<i64> {
-    let root = crate::parse::read_json(body).ok()?;
+    envelope_code(&crate::parse::read_json(body).ok()?)
+}
+
+/// [`answer_code`] of an answer already parsed.
+pub fn envelope_code(root: &serde_json::Value) -> Option<i64> {
     i64_of(root.as_object()?.get("code"))
 }
 

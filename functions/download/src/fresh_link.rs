@@ -81,7 +81,7 @@ fn message_suffix(message: &str) -> String {
 pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
     let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok().filter(serde_json::Value::is_object);
     // Read as the reconciler reads a poll's (`401`, `"401"` or `401.0`).
-    let code = suno_callbacks::poll::answer_code(body);
+    let code = answer.as_ref().and_then(suno_callbacks::poll::envelope_code);
     let message = {
         let text = answer.as_ref().and_then(|a| a.get("msg")).and_then(serde_json::Value::as_str).unwrap_or_default();
         stemvault_aws::shown::provider_message(text)
