@@ -36,7 +36,7 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
-use stemvault_vault::panic::{Guarded, guarded};
+use stemvault_vault::panic::guarded;
 use stemvault_vault::reconcile::{self, PollOutcome};
 use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict};
 use suno_callbacks::poll::answer_code;
@@ -243,14 +243,10 @@ pub async fn reconcile<P: Ports>(
         // What shared code logs of the task (a newer URL too long to keep, ...) names it.
         let span = tracing::info_span!("task", task_id = %task_id);
         // A panic (a bug) fails this task alone: it is put behind, and the others are polled.
-        let handled =
-            match guarded(deadline, reconcile_task(ports, settings, &claimant, task_id, deadline).instrument(span))
-                .await
-            {
-                Guarded::Done(handled) => handled,
-                Guarded::Panicked(panic) => Err(ReconcileError::Panicked(panic)),
-                Guarded::OutOfTime => Err(ReconcileError::OutOfTime { after: TASK_BUDGET }),
-            };
+        let task = reconcile_task(ports, settings, &claimant, task_id, deadline).instrument(span);
+        let handled = guarded(deadline, task)
+            .await
+            .into_result(ReconcileError::Panicked, || ReconcileError::OutOfTime { after: TASK_BUDGET });
         match handled {
             Ok(Handled::Skipped) => {}
             Ok(Handled::Abandoned) => outcome.abandoned += 1,

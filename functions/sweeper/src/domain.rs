@@ -43,7 +43,7 @@ use serde::Serialize;
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, commit_uncommitted, reclaim};
-use stemvault_vault::panic::{Guarded, guarded};
+use stemvault_vault::panic::guarded;
 use stemvault_vault::{
     Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp,
     VaultState, answer_within, retry_on_conflict,
@@ -274,12 +274,10 @@ pub async fn sweep<P: Ports>(
             let span = tracing::info_span!("task", task_id = %task.task_id);
             // A panic (a bug) fails this task alone: the others are swept and the cursor written.
             let until = tokio::time::Instant::now() + TASK_BUDGET;
-            let swept =
-                match guarded(until, sweep_task(ports, settings, &claimant, &task.task_id).instrument(span)).await {
-                    Guarded::Done(swept) => swept,
-                    Guarded::Panicked(panic) => Err(SweepError::Panicked(panic)),
-                    Guarded::OutOfTime => Err(SweepError::OutOfTime { after: TASK_BUDGET }),
-                };
+            let sweeping = sweep_task(ports, settings, &claimant, &task.task_id).instrument(span);
+            let swept = guarded(until, sweeping)
+                .await
+                .into_result(SweepError::Panicked, || SweepError::OutOfTime { after: TASK_BUDGET });
             match swept {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,

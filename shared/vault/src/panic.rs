@@ -22,6 +22,17 @@ pub enum Guarded<T> {
     OutOfTime,
 }
 
+impl<T, E> Guarded<Result<T, E>> {
+    /// The work's own result, or the caller's error for a panic or the deadline.
+    pub fn into_result(self, panicked: impl FnOnce(String) -> E, out_of_time: impl FnOnce() -> E) -> Result<T, E> {
+        match self {
+            Guarded::Done(done) => done,
+            Guarded::Panicked(panic) => Err(panicked(panic)),
+            Guarded::OutOfTime => Err(out_of_time()),
+        }
+    }
+}
+
 /// `work`, kept to the unit it breaks ([`catch_panic`]) and to its deadline `until`: the
 /// budget every message of a batch and every task of a scheduled run is given. The work is
 /// boxed: a message's copy is a large future, and each layer wrapped around it in place
@@ -63,5 +74,10 @@ mod tests {
         assert_eq!(guarded(until, async { panic!("bug") }).await, Guarded::<()>::Panicked("bug".into()));
         let slow = guarded(until, tokio::time::sleep(std::time::Duration::from_secs(6))).await;
         assert_eq!(slow, Guarded::OutOfTime);
+        let as_result = |g: Guarded<Result<u8, String>>| g.into_result(|p| format!("panicked: {p}"), || "late".into());
+        assert_eq!(as_result(Guarded::Done(Ok(1))), Ok(1));
+        assert_eq!(as_result(Guarded::Done(Err("own".into()))), Err("own".into()));
+        assert_eq!(as_result(Guarded::Panicked("bug".into())), Err("panicked: bug".into()));
+        assert_eq!(as_result(Guarded::OutOfTime), Err("late".into()));
     }
 }
