@@ -124,8 +124,13 @@ pub(crate) fn adopt_unless_abandoned(record: &mut TaskRecord) {
 
 /// Start watching (first poll `after` from `now`), keeping the poll count.
 pub fn watch(record: &mut TaskRecord, now: Timestamp, after: Duration) {
+    watch_from(record, now.plus(after));
+}
+
+/// Start watching, first poll at `at`, keeping the poll count.
+fn watch_from(record: &mut TaskRecord, at: Timestamp) {
     record.reconcile = Some(RECONCILE_DUE.to_owned());
-    record.reconcile_at = Some(now.plus(after));
+    record.reconcile_at = Some(at);
     record.poll_interval_seconds = None;
 }
 
@@ -150,8 +155,7 @@ pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestam
     }
     let moved = before != Some(record.stage);
     if moved || record.reconcile.is_none() {
-        watch(record, now, after);
-        record.reconcile_at = Some(first_poll_at(record, now.plus(after)));
+        watch_from(record, first_poll_at(record, now.plus(after)));
     }
 }
 
