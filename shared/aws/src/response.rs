@@ -51,4 +51,15 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(body, serde_json::json!({ "error": "task_conflict", "message": "another family" }));
     }
+
+    #[test]
+    fn a_body_that_cannot_be_json_answers_500_internal() {
+        // JSON keys are strings: a map keyed by pairs cannot be written.
+        let unwritable = std::collections::BTreeMap::from([((1, 2), 3)]);
+        let response = json(StatusCode::OK, &unwritable);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let Body::Text(text) = response.body() else { panic!("a text body") };
+        assert_eq!(text, r#"{"error":"internal","message":"response not serialisable"}"#);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    }
 }
