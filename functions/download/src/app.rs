@@ -54,9 +54,10 @@ impl App {
     /// been rotated, or until it can be read: copies need no key). Only
     /// [`FRESH_LINK_PROVIDER`]'s.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
-        let key = match config.provider.provider == FRESH_LINK_PROVIDER {
-            true => stemvault_aws::provider::read_provider_key(sdk, &config.provider, "download").await.map(Arc::new),
-            false => None,
+        let key = if config.provider.provider == FRESH_LINK_PROVIDER {
+            stemvault_aws::provider::read_provider_key(sdk, &config.provider, "download").await.map(Arc::new)
+        } else {
+            None
         };
         let links = fresh_link::refresher(&config.provider, key, &config.allowed_sources);
         // Fails only if the TLS backend cannot start, which no input can cause.
