@@ -85,7 +85,7 @@ async fn split_stem_task(env: &TestEnv, server: &FileServer) {
     batches.0.records.truncate(10);
     batches.1.records.drain(..10);
 
-    let app = App::new(env.download_config(&server.origin(), None), &env.config).await;
+    let app = App::new(env.download_config(&server.origin(), None), &env.config).await.expect("the downloader starts");
     let started = Instant::now();
     let (a, b) = tokio::join!(app.handle_batch(batches.0, deadline()), app.handle_batch(batches.1, deadline()));
     let elapsed = started.elapsed();
@@ -194,7 +194,7 @@ async fn child_copy() {
     let config = Config::from_env().expect("child configuration");
     let queue_url = config.queue_url.clone();
     let sdk = stemvault_aws::sdk_config().await;
-    let app = App::new(config, &sdk).await;
+    let app = App::new(config, &sdk).await.expect("the downloader starts");
     let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
     let received = sqs
         .receive_message()

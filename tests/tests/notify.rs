@@ -171,7 +171,7 @@ impl Setup {
             ("DEAD_LETTER_QUEUE_URL", dead_letter_queue_url.clone()),
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
-        let app = App::new(config, &sdk).await;
+        let app = App::new(config, &sdk).await.expect("notify starts");
         Setup { sqs, queue_url, dead_letter_queue_url, vars, secret, secret_name, sdk, app }
     }
 
@@ -179,7 +179,7 @@ impl Setup {
     async fn restart_with(&mut self, name: &'static str, value: String) {
         self.vars.insert(name, value);
         let config = Config::from_lookup(|k| self.vars.get(k).cloned()).unwrap();
-        self.app = App::new(config, &self.sdk).await;
+        self.app = App::new(config, &self.sdk).await.expect("notify starts");
     }
 
     /// What the notify dead-letter queue holds: (body, `reason` attribute) of each message.

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use stemvault_aws::deadline;
 use stemvault_aws::sqs_batch::{self, Ran, receive_count};
+use stemvault_aws::{ConfigError, deadline};
 use stemvault_vault::panic::{Guarded, guarded};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
@@ -53,20 +53,17 @@ impl App {
     /// (at start-up; [`stemvault_aws::provider::ProviderKey`] reads it again when it may have
     /// been rotated, or until it can be read: copies need no key). Only
     /// [`FRESH_LINK_PROVIDER`]'s.
-    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let key = if config.provider.provider == FRESH_LINK_PROVIDER {
-            stemvault_aws::provider::read_provider_key(sdk, &config.provider, "download").await.map(Arc::new)
+            stemvault_aws::provider::read_provider_key(sdk, &config.provider, crate::LOGICAL_NAME).await.map(Arc::new)
         } else {
             None
         };
         let links = fresh_link::refresher(&config.provider, key, &config.allowed_sources);
-        // Fails only if the TLS backend cannot start, which no input can cause.
-        let source = HttpSource::new(config.allowed_sources.clone())
-            .expect("the HTTP client's TLS backend starts")
-            .with_fresh_links(links);
+        let source = HttpSource::new(config.allowed_sources.clone())?.with_fresh_links(links);
         let settings =
             Settings { max_file_bytes: config.max_file_bytes, part_size: part_size_for(config.max_file_bytes) };
-        App { ports: Arc::new(AwsPorts::new(config, sdk, source)), settings }
+        Ok(App { ports: Arc::new(AwsPorts::new(config, sdk, source)), settings })
     }
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.

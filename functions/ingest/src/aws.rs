@@ -132,7 +132,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
 
 impl EmitMetrics<Measure> for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
-        let (dimensions, metrics) = metrics_of(metrics::function_name("ingest"), measure);
+        let (dimensions, metrics) = metrics_of(metrics::function_name(crate::LOGICAL_NAME), measure);
         metrics::emit(&dimensions, &metrics);
     }
 }

@@ -1,5 +1,5 @@
 use lambda_http::service_fn;
-use stemvault_ingest::{App, Config};
+use stemvault_ingest::{App, Config, LOGICAL_NAME};
 
 // One thread: Lambda gives this function (256 MB) a fraction of one vCPU, and on the
 // multi-threaded runtime every response the SDK awaited crossed threads (the handler runs on
@@ -7,8 +7,8 @@ use stemvault_ingest::{App, Config};
 // about a third of the CPU a callback cost (perf, `make bench`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
-    let (config, sdk) = stemvault_aws::start::<Config>("ingest").await;
-    let app = &stemvault_aws::config_or_exit("ingest", App::new(config, &sdk).await);
+    let (config, sdk) = stemvault_aws::start::<Config>(LOGICAL_NAME).await;
+    let app = &stemvault_aws::config_or_exit(LOGICAL_NAME, App::new(config, &sdk).await);
     lambda_http::run(service_fn(move |req| async move { Ok::<_, std::convert::Infallible>(app.handle(req).await) }))
         .await
 }

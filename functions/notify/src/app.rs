@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use stemvault_aws::deadline;
 use stemvault_aws::secrets::{ReadSecret, SecretReader};
 use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages, sent_at};
+use stemvault_aws::{ConfigError, deadline};
 use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::AwsPorts;
@@ -48,13 +48,12 @@ impl App {
     /// Build the clients and read the signing secret: once per instance, at its cold start.
     /// A secret that cannot be read or used leaves the instance with no signer until a later
     /// read brings one ([`Signers::load`]).
-    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let secret = SecretReader::new(sdk, &config.notify_secret_arn);
-        // Fails only if the TLS backend cannot start, which no input can cause.
-        let poster = HttpPoster::new(config.notify_url.clone()).expect("the HTTP client's TLS backend starts");
+        let poster = HttpPoster::new(config.notify_url.clone())?;
         let ports = AwsPorts::new(config, sdk, poster);
         let signers = Signers::load(&secret, &ports).await;
-        App::with_ports(ports, secret, signers)
+        Ok(App::with_ports(ports, secret, signers))
     }
 }
 

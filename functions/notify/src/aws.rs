@@ -22,9 +22,6 @@ use crate::poster::HttpPoster;
 /// mapping, not the function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "sqs:SendMessage", "secretsmanager:GetSecretValue"];
 
-/// The function's logical name: the `Function` dimension of its metrics outside Lambda
-/// (in Lambda, its deployed name: [`metrics::function_name`]).
-pub const LOGICAL_NAME: &str = "notify";
 /// Webhooks the receiver answered with a 2xx; dimension `Function`.
 pub const WEBHOOKS_DELIVERED: &str = "WebhooksDelivered";
 /// Webhooks given up on for good, moved to the dead-letter queue (410 Gone, or a message this
@@ -127,7 +124,7 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
 
 impl EmitMetrics<Measure> for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
-        let (dimensions, metrics) = metrics_of(metrics::function_name(LOGICAL_NAME), measure);
+        let (dimensions, metrics) = metrics_of(metrics::function_name(crate::LOGICAL_NAME), measure);
         let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
         metrics::emit(&dimensions, &metrics);
     }

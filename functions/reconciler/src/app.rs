@@ -46,11 +46,9 @@ impl App {
     /// polling off until the next cold start, an unreadable one holds polls back until a read
     /// brings a key: replaying parked callbacks and giving tasks up need none).
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
-        let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, "reconciler").await;
+        let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, crate::LOGICAL_NAME).await;
         let provider = match key {
-            Some(key) => Some(HttpProvider::new(&config.provider.base_url, Arc::new(key)).map_err(|e| {
-                ConfigError::Invalid { name: "PROVIDER_BASE_URL", reason: format!("no HTTP client: {e}") }
-            })?),
+            Some(key) => Some(HttpProvider::new(&config.provider.base_url, Arc::new(key))?),
             None => {
                 tracing::warn!(
                     "no provider API key (PROVIDER_SECRET_ARN unset, or its secret empty): reconciliation is off; \

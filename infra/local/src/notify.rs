@@ -93,9 +93,9 @@ pub async fn start(
         _ => None,
     };
     let config = stemvault_notify::Config::from_lookup(lookup).map_err(|e| e.to_string())?;
-    let app = stemvault_notify::App::new(config, sdk).await;
+    let app = stemvault_notify::App::new(config, sdk).await.map_err(|e| e.to_string())?;
     let source = QueueSource {
-        name: "notify",
+        name: stemvault_notify::LOGICAL_NAME,
         queue_url,
         queue_arn,
         region: region.to_owned(),

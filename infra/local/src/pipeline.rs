@@ -145,32 +145,36 @@ impl Pipeline {
             .map_err(PipelineError::Provision)?;
         let lookup = overlay.over(&env);
 
-        let ingest =
-            stemvault_ingest::Config::from_lookup(&lookup).map_err(|e| config_error("ingest")(e.to_string()))?;
+        let ingest = stemvault_ingest::Config::from_lookup(&lookup)
+            .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?;
         // Its App reads the provider's key (from its secret, as at a cold start): fresh links
         // for expired files, from the built-in fake provider or yours.
-        let download =
-            stemvault_download::Config::from_lookup(&lookup).map_err(|e| config_error("download")(e.to_string()))?;
-        let results =
-            stemvault_results::Config::from_lookup(&lookup).map_err(|e| config_error("results")(e.to_string()))?;
-        let sweeper =
-            stemvault_sweeper::Config::from_lookup(&lookup).map_err(|e| config_error("sweeper")(e.to_string()))?;
+        let download = stemvault_download::Config::from_lookup(&lookup)
+            .map_err(|e| config_error(stemvault_download::LOGICAL_NAME)(e.to_string()))?;
+        let results = stemvault_results::Config::from_lookup(&lookup)
+            .map_err(|e| config_error(stemvault_results::LOGICAL_NAME)(e.to_string()))?;
+        let sweeper = stemvault_sweeper::Config::from_lookup(&lookup)
+            .map_err(|e| config_error(stemvault_sweeper::LOGICAL_NAME)(e.to_string()))?;
         let reconciler = stemvault_reconciler::Config::from_lookup(&lookup)
-            .map_err(|e| config_error("reconciler")(e.to_string()))?;
+            .map_err(|e| config_error(stemvault_reconciler::LOGICAL_NAME)(e.to_string()))?;
         let reconciler = stemvault_reconciler::App::new(reconciler, &sdk)
             .await
-            .map_err(|e| config_error("reconciler")(e.to_string()))?;
+            .map_err(|e| config_error(stemvault_reconciler::LOGICAL_NAME)(e.to_string()))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk)
                 .await
-                .map_err(|e| config_error("ingest")(e.to_string()))?,
+                .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?,
             results: stemvault_results::App::new(results, &sdk),
         });
-        let downloader = Arc::new(stemvault_download::App::new(download, &sdk).await);
+        let downloader = Arc::new(
+            stemvault_download::App::new(download, &sdk)
+                .await
+                .map_err(|e| config_error(stemvault_download::LOGICAL_NAME)(e.to_string()))?,
+        );
         let region = sdk.region().map(|r| r.to_string());
         let notifier = crate::notify::start(&sdk, &options.base, region.as_deref().unwrap_or("us-east-1"), &lookup)
             .await
-            .map_err(config_error("notify"))?;
+            .map_err(config_error(stemvault_notify::LOGICAL_NAME))?;
         let notify = notifier.as_ref().map(|n| NotifySummary {
             notify_url: n.notify_url.clone(),
             queue_url: n.source.queue_url.clone(),
@@ -212,7 +216,7 @@ impl Pipeline {
             shutdown.signal(),
         )));
         let source = QueueSource {
-            name: "download",
+            name: stemvault_download::LOGICAL_NAME,
             queue_url: resources.queue_url.clone(),
             queue_arn: resources.queue_arn.clone(),
             region,
@@ -275,7 +279,7 @@ async fn put_callback_secret(
         lookup("WEBHOOK_HMAC_KEYS").as_deref(),
         lookup("CALLBACK_TOKEN").as_deref(),
     )
-    .map_err(|e| config_error("ingest")(e.to_string()))?;
+    .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?;
     let text = stemvault_aws::secrets::SecretText::new(secret.to_json());
     stemvault_aws::secrets::put_secret(sdk, &format!("{base}-callback"), &text)
         .await

@@ -19,6 +19,16 @@ pub enum ConfigError {
     /// The variables are each valid but do not work together.
     #[error("{0}")]
     Unusable(&'static str),
+    /// An outbound HTTP client could not be built: its TLS backend did not start, which no
+    /// variable can cause.
+    #[error("no HTTP client: {0}")]
+    NoHttpClient(String),
+}
+
+impl From<reqwest::Error> for ConfigError {
+    fn from(e: reqwest::Error) -> ConfigError {
+        ConfigError::NoHttpClient(e.to_string())
+    }
 }
 
 /// `RECONCILE_AFTER_SECONDS`: how long after a task is registered, or stops at `text` or
