@@ -803,7 +803,8 @@ impl SettleTask for MemoryPorts {
         task.manifest_key = Some(plan.manifest_key.clone());
         task.open = None;
         task.version += 1;
-        if let Some(at) = plan.watch_from {
+        // As if_not_exists does: a watch already there keeps its schedule.
+        if let (Some(at), None) = (plan.watch_from, &task.reconcile) {
             task.reconcile = Some(stemvault_vault::RECONCILE_DUE.to_owned());
             task.reconcile_at = Some(at);
         }

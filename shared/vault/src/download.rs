@@ -124,10 +124,13 @@ pub struct ManifestPlan {
     pub manifest: Manifest,
     /// The file set's generation the manifest is of.
     pub generation: u64,
-    /// When the reconciler should first poll the task, set by the settle write: a file of the
-    /// set failed because its URL expired (the provider may still give a fresh URL) or for a
-    /// reason that may pass (a poll may reopen it), and nothing watches the task yet. None
-    /// otherwise.
+    /// When the reconciler should first poll the task, set by the settle write unless a watch
+    /// is there when it lands (its schedule is kept): a file of the set failed because its URL
+    /// expired (the provider may still give a fresh URL) or for a reason that may pass (a poll
+    /// may reopen it). Asked for even when the settle read the task watched: a poll or a save
+    /// that read the file still queued may end that watch before the settle lands (the settle
+    /// is not conditional on the task item's version, theirs are), and nothing would then
+    /// watch the task for the file's new URL. None when no file asks for a watch.
     pub watch_from: Option<Timestamp>,
 }
 
@@ -172,7 +175,7 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
         return SettlePlan::Open;
     }
     let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
-    let watch = record.reconcile.is_none() && crate::reconcile::needs_watching(record);
+    let watch = crate::reconcile::needs_watching(record);
     SettlePlan::Settle(ManifestPlan {
         vault,
         manifest_key: s3_key::manifest_key(task_id),
@@ -405,9 +408,10 @@ mod tests {
         drums.failed_at = Some(NOW);
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
         assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_RELINK_AFTER)));
+        // Read as watched: asked for all the same (the write keeps a schedule it finds).
         r.reconcile = Some(crate::RECONCILE_DUE.into());
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected a settle") };
-        assert_eq!(plan.watch_from, None, "already watched: its schedule is kept");
+        assert_eq!(plan.watch_from, Some(NOW.plus(crate::reconcile::FIRST_RELINK_AFTER)));
     }
 
     #[test]

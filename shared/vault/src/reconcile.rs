@@ -96,8 +96,8 @@ fn file_watches(record: &TaskRecord) -> impl Iterator<Item = FileWatch> + '_ {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FileWatch {
     /// Polls at the interval: its URL expired (a new one may come any time), or a poll
-    /// reopened it and it is being copied (a settle watches only a task it reads unwatched:
-    /// one reading it as watched by the poll about to end it would bring no watch back).
+    /// reopened it and it is being copied (should the copy fail again, the task is still
+    /// watched when it does; the settle would also watch it again: [`crate::download::settle_plan`]).
     Now,
     /// A poll may reopen it from then on ([`relink_at`]).
     At(Timestamp),

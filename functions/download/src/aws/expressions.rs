@@ -180,9 +180,14 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
 /// would take the task out of the sweeper's index; should that request then stop, its files
 /// would wait unsent for the provider's retry instead of the sweeper.
 /// With [`ManifestPlan::watch_from`], the same write also puts the task in the reconciler's
-/// `reconcile-due` index (a file expired; the provider may still give a fresh URL).
+/// `reconcile-due` index (a file expired; the provider may still give a fresh URL), keeping a
+/// watch it finds there with its schedule.
 pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
-    let watch = if plan.watch_from.is_some() { ", #reconcile = :due, #reconcile_at = :at" } else { "" };
+    let watch = if plan.watch_from.is_some() {
+        ", #reconcile = if_not_exists(#reconcile, :due), #reconcile_at = if_not_exists(#reconcile_at, :at)"
+    } else {
+        ""
+    };
     let mut u = Update::new(
         format!("SET #vault = :vault, #mk = :key{watch} ADD #version :one REMOVE #open"),
         "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
@@ -419,7 +424,8 @@ mod tests {
         assert_well_formed(&u, "version");
         assert_eq!(
             u.update,
-            "SET #vault = :vault, #mk = :key, #reconcile = :due, #reconcile_at = :at ADD #version :one REMOVE #open"
+            "SET #vault = :vault, #mk = :key, #reconcile = if_not_exists(#reconcile, :due), \
+             #reconcile_at = if_not_exists(#reconcile_at, :at) ADD #version :one REMOVE #open"
         );
         assert_eq!((&u.values[":due"], &u.values[":at"]), (&s("due"), &s(&at.rfc3339())));
         assert_eq!((u.names["#reconcile"].as_str(), u.names["#reconcile_at"].as_str()), ("reconcile", "reconcile_at"));

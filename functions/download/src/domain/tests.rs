@@ -1,6 +1,6 @@
 use sha2::{Digest, Sha256};
 use stemvault_vault::register::Registration;
-use stemvault_vault::{FileStatus, PublicFileStatus, TaskRecord, Timestamp};
+use stemvault_vault::{FileStatus, PublicFileStatus, RECONCILE_DUE, TaskRecord, Timestamp};
 use suno_callbacks::{Family, Stage};
 
 use super::*;
@@ -190,6 +190,48 @@ async fn the_last_settled_file_writes_the_manifest_once() {
     assert_eq!(run(&ports, "drums", 2).await, Outcome::AlreadySettled);
     assert_eq!(ports.manifests.lock().unwrap().len(), 1);
     assert_eq!(ports.opened().len(), 2);
+}
+
+/// A poll that read the file still queued ends the task's watch while the settle that reads
+/// it failed by expiry (and the task still watched) writes its manifest: the settle puts the
+/// watch back, or nothing would poll the task for the file's new URL.
+#[tokio::test]
+async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file() {
+    let mut watched = record(&[("vocal", FileStatus::Queued)]);
+    watched.stage = Stage::Final;
+    let schedule = Timestamp::from_unix_ms(1_795_446_000_000);
+    (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
+    let ports = MemoryPorts::with_record(watched);
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    let (at_gate, release) = hold_next_manifest(&ports);
+
+    let settling = run(&ports, "vocal", 1);
+    let poll_ends_the_watch = async {
+        at_gate.await.unwrap();
+        let mut r = ports.record(TASK);
+        (r.reconcile, r.reconcile_at, r.version) = (None, None, r.version + 1);
+        ports.put_record(r);
+        release.send(()).unwrap();
+    };
+    let (outcome, ()) = tokio::join!(settling, poll_ends_the_watch);
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 410 Gone".into()));
+    let r = ports.record(TASK);
+    assert_eq!(r.vault, VaultState::Partial);
+    assert_eq!(r.reconcile.as_deref(), Some(RECONCILE_DUE), "watched again for the file's new URL");
+    assert!(r.reconcile_at.is_some_and(|at| at > schedule), "from the settle's first poll time");
+
+    // A watch still there when the settle lands keeps its schedule.
+    let mut watched = record(&[("vocal", FileStatus::Queued)]);
+    watched.stage = Stage::Final;
+    (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
+    let ports = MemoryPorts::with_record(watched);
+    ports.source(&url("vocal"), expired(410, "Gone"));
+    run(&ports, "vocal", 1).await;
+    let r = ports.record(TASK);
+    assert_eq!(
+        (r.vault, r.reconcile.as_deref(), r.reconcile_at),
+        (VaultState::Partial, Some(RECONCILE_DUE), Some(schedule))
+    );
 }
 
 /// Files failing together (a host's outage) come back apart: each wait is its backoff and a
