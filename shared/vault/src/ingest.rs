@@ -253,8 +253,11 @@ fn apply_new_body(
     let registered = record.stage == Stage::Submitted;
     // A failure read as music or lyrics is only read from its shape
     // (`CallbackEvent::family_is_a_guess`): it does not overrule the family the task was
-    // registered with.
-    let adopt = record.family == Family::Unknown || (registered && !event.family_is_a_guess());
+    // registered with. Nor does a failure without files the client's registration named the
+    // family of: its family is read from its message at best (kie's lyrics failure, "Song
+    // Description flagged for moderation", may as well be a music task's).
+    let client_named = record.registered_family.is_some() && !event.succeeded() && event.files.is_empty();
+    let adopt = record.family == Family::Unknown || (registered && !event.family_is_a_guess() && !client_named);
     if adopt && event.family != Family::Unknown {
         record.family = event.family;
     }

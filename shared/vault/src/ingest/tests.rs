@@ -983,6 +983,33 @@ fn a_body_that_arrived_earlier_is_dated_when_it_arrived() {
     assert_eq!(r.first_received_at, now(100));
 }
 
+/// A failure without files keeps the family a client registered the task with, though its
+/// message reads as another's (kie's lyrics failure names the "Song Description", which a
+/// music task's moderation may as well); a task ingest registered from an unsigned body, or
+/// a success, takes the family the callback shows.
+#[test]
+fn a_failure_keeps_the_family_a_client_registered() {
+    let task = TaskId::parse("task-1").unwrap();
+    let registration = crate::register::Registration::parse(br#"{"family":"music"}"#).unwrap();
+    let registered = registration.record(&task, now(0), Duration::from_secs(600));
+    let flagged = CallbackEvent {
+        family: Family::Lyrics,
+        message: "Song Description flagged for moderation".into(),
+        ..event(Stage::Error, 400, &[])
+    };
+    assert!(!flagged.family_is_a_guess(), "its message names lyrics");
+    let r = ingest_callback(Some(&registered), &flagged, &body("aa"), &claimant("req"), now(60)).record;
+    assert_eq!((r.family, r.stage), (Family::Music, Stage::Error));
+
+    let unsigned =
+        crate::register::Registration::unsigned_record(Family::Music, &task, now(0), Duration::from_secs(600));
+    let r = ingest_callback(Some(&unsigned), &flagged, &body("aa"), &claimant("req"), now(60)).record;
+    assert_eq!(r.family, Family::Lyrics, "no client named the family");
+    let lyrics = CallbackEvent { family: Family::Lyrics, ..event(Stage::Complete, 200, &[]) };
+    let r = ingest_callback(Some(&registered), &lyrics, &body("bb"), &claimant("req"), now(60)).record;
+    assert_eq!(r.family, Family::Lyrics, "a success shows its family");
+}
+
 /// A file an attempt wrote at a generation its task item never reached (the attempt stopped
 /// before its task write) is committed by the next reclaim (the sweeper's): its claim's save
 /// then writes the task item at that generation, and the file can read as `queued`.
