@@ -34,7 +34,8 @@ const MAX_MESSAGE_CHARS: usize = 200;
 
 /// A provider's message as it may be logged and kept: its first `MAX_MESSAGE_CHARS` (200)
 /// characters, every link in them shown as [`loggable_str`] shows it (a message may quote the
-/// URL it was asked about: a working file link, a signed one, a callback URL with its token).
+/// URL it was asked about: a working file link, a signed one, a callback URL with its token),
+/// and one quoted without its scheme (`//host/path`, `host.tld/path`) as its host and digest.
 pub fn provider_message(text: &str) -> String {
     without_links(&text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
 }
@@ -60,20 +61,58 @@ fn next_link(lower: &str, from: usize) -> Option<usize> {
     lower[from..].match_indices("http").map(|(i, _)| from + i).find(|at| starts_a_link(*at))
 }
 
+/// Where the first link quoted without its scheme starts in `lower` at or after `from`: a word
+/// that is `//` and a host, or a host with a dot in it, then `/` and a path (`//h.example/s/x`,
+/// `tempfile.aiquickdraw.com/s/x`; not `and/or`, whose first part has no dot).
+fn next_bare_link(lower: &str, from: usize) -> Option<usize> {
+    let word_starts =
+        |at: usize| lower[..at].chars().next_back().is_none_or(|c| c.is_whitespace() || "\"'<>`([,;=".contains(c));
+    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    let bare_link = |at: usize| {
+        let word = &lower[at..];
+        if let Some(rest) = word.strip_prefix("//") {
+            return rest.starts_with(|c: char| c.is_ascii_alphanumeric());
+        }
+        let host_end = word.find(|c: char| !host_char(c)).unwrap_or(word.len());
+        let host = word[..host_end].trim_end_matches(':');
+        let after = word[host_end..].trim_start_matches(|c: char| c == ':' || c.is_ascii_digit());
+        let path = after.strip_prefix('/').unwrap_or_default();
+        host.contains('.')
+            && !host.starts_with('.')
+            && after.starts_with('/')
+            && path.starts_with(|c: char| !c.is_whitespace() && !"\"'<>`".contains(c))
+    };
+    (from..lower.len()).filter(|at| lower.is_char_boundary(*at)).find(|at| word_starts(*at) && bare_link(*at))
+}
+
+/// A link quoted without its scheme as the logs show it: its host (and port) and the first 12
+/// hex digits of the SHA-256 of the link as quoted.
+fn shown_bare(link: &str) -> String {
+    let host = link.trim_start_matches('/').split('/').next().unwrap_or_default();
+    format!("{host}/… (sha256 {})", &url_sha256(link)[..12])
+}
+
 /// `text` with every link in it shown as [`loggable_str`] shows it (an encoded one, which does
-/// not parse, as `<not a URL>`).
+/// not parse, as `<not a URL>`; one without its scheme as [`shown_bare`] does).
 fn without_links(text: &str) -> String {
     // Schemes in any case (`HTTPS://`, `%2F`): ASCII lower-casing keeps every byte offset.
     let lower = text.to_ascii_lowercase();
     let mut shown = String::with_capacity(text.len());
     let mut at = 0;
-    while let Some(start) = next_link(&lower, at) {
+    loop {
+        // The earlier of the two: a scheme's link is found before its own `//`.
+        let (start, bare) = match (next_link(&lower, at), next_bare_link(&lower, at)) {
+            (Some(link), Some(bare)) if bare < link => (bare, true),
+            (Some(link), _) => (link, false),
+            (None, Some(bare)) => (bare, true),
+            (None, None) => break,
+        };
         shown.push_str(&text[at..start]);
         let link = &text[start..];
         let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
         // Punctuation that ends the sentence is not part of the link.
         let end = link[..end].trim_end_matches([',', '.', ';', ':', '!', '?', ')']).len();
-        shown.push_str(&loggable_str(&link[..end]));
+        shown.push_str(&if bare { shown_bare(&link[..end]) } else { loggable_str(&link[..end]) });
         at = start + end;
     }
     shown.push_str(&text[at..]);
@@ -114,6 +153,31 @@ mod tests {
         assert!(!quoting.contains("token123") && quoting.ends_with(", fix it"), "{quoting}");
         let shouting = without_links("see HTTPS://h.example/callback/token123 now");
         assert!(!shouting.contains("token123") && shouting.ends_with(" now"), "{shouting}");
+    }
+
+    /// A link quoted without its scheme (kie may quote a file as `host/s/<uuid>_Vocals.mp3`)
+    /// shows its host and digest only; words with a slash but no host are left.
+    #[test]
+    fn links_without_a_scheme_are_not_shown_either() {
+        let link = "tempfile.aiquickdraw.com/s/0a1b2c_Vocals.mp3";
+        let shown = provider_message(&format!("the file {link} is not one of ours."));
+        assert_eq!(
+            shown,
+            format!("the file tempfile.aiquickdraw.com/… (sha256 {}) is not one of ours.", &url_sha256(link)[..12])
+        );
+        for quoted in [
+            "url \"//cdn1.suno.ai/x/secret123.mp3\" refused",
+            "(cdn1.suno.ai:8443/x/secret123.mp3) refused",
+            "url=Tempfile.AIQuickDraw.com/s/secret123",
+        ] {
+            let shown = provider_message(quoted);
+            assert!(!shown.contains("secret123") && shown.contains("(sha256 "), "{shown}");
+        }
+        for plain in ["and/or", "24/7 support", "a 1/2 note", "path /s/x alone", "e.g. this", "host.example/ alone"] {
+            assert_eq!(provider_message(plain), plain);
+        }
+        // A link with its scheme is shown as before, its own `//` not taken again.
+        assert_eq!(without_links("see https://h.example/x"), format!("see {}", loggable_str("https://h.example/x")));
     }
 
     /// A link quoted inside JSON (`\/` for each slash) or a query (`%2F`) is no more shown.
