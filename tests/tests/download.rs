@@ -21,7 +21,7 @@ use stemvault_download::upload::{ObjectInfo, ObjectStore, StoredObject, crc32};
 use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
-use stemvault_vault::download::{SettlePlan, manifest_job, settle_plan};
+use stemvault_vault::download::{ManifestPlan, SettlePlan, manifest_job, settle_plan};
 use stemvault_vault::{Conditional, FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -601,6 +601,15 @@ async fn claims_and_settles_answer_with_the_item() {
         (settled.vault, settled.open.as_deref(), settled.version),
         (VaultState::Complete, None, read.version + 2)
     );
+    // A settle asking for the reconciler's watch (a file expired) puts the task in the
+    // reconcile-due index; one asking again keeps the schedule it finds (if_not_exists).
+    let first_poll = Timestamp::now().plus(Duration::from_secs(30));
+    let watching = ManifestPlan { watch_from: Some(first_poll), ..plan.clone() };
+    assert_eq!(ports.settle_task(&task, &watching).await, Ok(SettleWrite::Rewritten));
+    let later = ManifestPlan { watch_from: Some(first_poll.plus(Duration::from_secs(3600))), ..plan.clone() };
+    assert_eq!(ports.settle_task(&task, &later).await, Ok(SettleWrite::Rewritten));
+    let watched = env.task_record(&record.task_id).await;
+    assert_eq!((watched.reconcile.as_deref(), watched.reconcile_at), (Some("due"), Some(first_poll)));
 
     // Ingest reopening it marks it open and fenced before its file items (version and
     // generation as they were): a settle read before the task settled is refused, and the

@@ -323,6 +323,17 @@ async fn reconcile_task<P: Ports>(
     if !due {
         return Ok(Handled::Skipped);
     }
+    if record.abandoned.is_some() {
+        // Given up, yet watched: a settle that read the task before the give-up put its watch
+        // back (a file expired). A task given up is not polled again: the watch goes.
+        let unwatch =
+            |r: &TaskRecord, _| (r.abandoned.is_some() && r.reconcile.is_some()).then(|| reconcile::stop_watching(r));
+        if !save_with(ports, settings, &task, Some(&record), unwatch).await? {
+            return Ok(Handled::Skipped);
+        }
+        tracing::info!(task_id, "given up earlier: no longer watched");
+        return Ok(Handled::Unwatched);
+    }
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
         return give_up(ports, settings, &task, &record, reason).await;
     }

@@ -218,7 +218,8 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     let r = ports.record(TASK);
     assert_eq!(r.vault, VaultState::Partial);
     assert_eq!(r.reconcile.as_deref(), Some(RECONCILE_DUE), "watched again for the file's new URL");
-    assert!(r.reconcile_at.is_some_and(|at| at > schedule), "from the settle's first poll time");
+    let first_poll = ports.now().plus(stemvault_vault::reconcile::FIRST_POLL_INTERVAL);
+    assert_eq!(r.reconcile_at, Some(first_poll), "from the settle's first poll time");
 
     // A watch still there when the settle lands keeps its schedule.
     let mut watched = record(&[("vocal", FileStatus::Queued)]);

@@ -432,6 +432,17 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
     ports.table.advance(Duration::from_secs(3600));
     assert_eq!(run(&ports).await.tasks_due, 0);
+
+    // A settle that read the task before the give-up puts a watch back (a file expired): the
+    // next run takes it away, polling nothing and publishing nothing more.
+    let mut rewatched = ports.record();
+    reconcile::watch(&mut rewatched, ports.table.now(), Duration::from_secs(30));
+    ports.table.put_record(rewatched);
+    ports.table.advance(Duration::from_secs(60));
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.unwatched, outcome.polls), (1, 1, 0), "{outcome:?}");
+    assert_eq!(ports.record().reconcile, None);
+    assert_eq!(ports.events.lock().unwrap().len(), 1, "no second Task Failed");
 }
 
 /// A late callback that brings a task given up a new stage revives it, and its wait starts
@@ -755,8 +766,8 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
 
 /// A poll repeating the URL of a dead-lettered file (a source outage, or no fresh link in
 /// time), once the file's wait is over, reopens and queues it; the poll's own write keeps the
-/// task watched while the file is copied, so that its failing again finds the task watched (a
-/// settle that read it watched by the poll would not watch it again) and the next reopen comes.
+/// task watched while the file is copied, so that its failing again finds the task watched
+/// (the settle would also watch it again) and the next reopen comes.
 #[tokio::test]
 async fn a_dead_lettered_file_is_reopened_by_a_poll_and_its_task_stays_watched() {
     for reason in [
