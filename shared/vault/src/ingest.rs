@@ -253,11 +253,13 @@ fn apply_new_body(
     let registered = record.stage == Stage::Submitted;
     // A failure read as music or lyrics is only read from its shape
     // (`CallbackEvent::family_is_a_guess`): it does not overrule the family the task was
-    // registered with. Nor does a failure without files the client's registration named the
-    // family of: its family is read from its message at best (kie's lyrics failure, "Song
-    // Description flagged for moderation", may as well be a music task's).
-    let client_named = record.registered_family.is_some() && !event.succeeded() && event.files.is_empty();
-    let adopt = record.family == Family::Unknown || (registered && !event.family_is_a_guess() && !client_named);
+    // registered with. Nor, on a task a client registered, does a lyrics failure without
+    // files: its message is all that names lyrics (kie's "Song Description flagged for
+    // moderation" may as well be a music task's). Other families' failures name theirs by a key.
+    let client_registered = record.registered_family.is_some() || record.registered_at.is_some();
+    let read_from_message = !event.succeeded() && event.files.is_empty() && event.family == Family::Lyrics;
+    let no_better = event.family_is_a_guess() || (client_registered && read_from_message);
+    let adopt = record.family == Family::Unknown || (registered && !no_better);
     if adopt && event.family != Family::Unknown {
         record.family = event.family;
     }

@@ -984,9 +984,9 @@ fn a_body_that_arrived_earlier_is_dated_when_it_arrived() {
 }
 
 /// A failure without files keeps the family a client registered the task with, though its
-/// message reads as another's (kie's lyrics failure names the "Song Description", which a
-/// music task's moderation may as well); a task ingest registered from an unsigned body, or
-/// a success, takes the family the callback shows.
+/// message reads as lyrics (kie's lyrics failure names the "Song Description", which a music
+/// task's moderation may as well); a task ingest registered from an unsigned body, a success,
+/// or a failure whose body names its family by a key, takes the family the callback shows.
 #[test]
 fn a_failure_keeps_the_family_a_client_registered() {
     let task = TaskId::parse("task-1").unwrap();
@@ -1008,6 +1008,9 @@ fn a_failure_keeps_the_family_a_client_registered() {
     let lyrics = CallbackEvent { family: Family::Lyrics, ..event(Stage::Complete, 200, &[]) };
     let r = ingest_callback(Some(&registered), &lyrics, &body("bb"), &claimant("req"), now(60)).record;
     assert_eq!(r.family, Family::Lyrics, "a success shows its family");
+    let separation = CallbackEvent { family: Family::VocalSeparation, ..event(Stage::Error, 500, &[]) };
+    let r = ingest_callback(Some(&registered), &separation, &body("cc"), &claimant("req"), now(60)).record;
+    assert_eq!(r.family, Family::VocalSeparation, "its failure body names it (vocal_removal_info)");
 }
 
 /// A file an attempt wrote at a generation its task item never reached (the attempt stopped
