@@ -61,34 +61,55 @@ fn next_link(lower: &str, from: usize) -> Option<usize> {
     lower[from..].match_indices("http").map(|(i, _)| from + i).find(|at| starts_a_link(*at))
 }
 
+/// Whether `c` ends a link quoted in a text: a space, or a quote or bracket around it.
+fn ends_a_link(c: char) -> bool {
+    c.is_whitespace() || "\"'<>`".contains(c)
+}
+
 /// Where the first link quoted without its scheme starts in `lower` at or after `from`: a word
-/// that is `//` and a host, or a host with a dot in it, then `/` and a path (`//h.example/s/x`,
-/// `tempfile.aiquickdraw.com/s/x`; not `and/or`, whose first part has no dot).
+/// that is `//` and a host, or a host name (dotted labels, the last starting with a letter) or
+/// an IPv4 address, then a slash (written any of the [`SLASHES`] ways) and a path
+/// (`//h.example/s/x`, `tempfile.aiquickdraw.com/s/x`, `url:h.example:8443\/x`; not `and/or`,
+/// `4.5/5` or `e.g./i.e.`).
 fn next_bare_link(lower: &str, from: usize) -> Option<usize> {
-    let word_starts =
-        |at: usize| lower[..at].chars().next_back().is_none_or(|c| c.is_whitespace() || "\"'<>`([,;=".contains(c));
-    let host_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    let before = |at: usize| lower[..at].chars().next_back();
+    let word_starts = |at: usize| before(at).is_none_or(|c| c.is_whitespace() || "\"'<>`([,;=".contains(c));
     let bare_link = |at: usize| {
         let word = &lower[at..];
         if let Some(rest) = word.strip_prefix("//") {
-            return rest.starts_with(|c: char| c.is_ascii_alphanumeric());
+            return word_starts(at) && rest.starts_with(|c: char| c.is_ascii_alphanumeric());
         }
-        let host_end = word.find(|c: char| !host_char(c)).unwrap_or(word.len());
-        let host = word[..host_end].trim_end_matches(':');
-        let after = word[host_end..].trim_start_matches(|c: char| c == ':' || c.is_ascii_digit());
-        let path = after.strip_prefix('/').unwrap_or_default();
-        host.contains('.')
-            && !host.starts_with('.')
-            && after.starts_with('/')
-            && path.starts_with(|c: char| !c.is_whitespace() && !"\"'<>`".contains(c))
+        let host_end = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')).unwrap_or(word.len());
+        let after_port = word[host_end..]
+            .strip_prefix(':')
+            .map_or(&word[host_end..], |port| port.trim_start_matches(|c: char| c.is_ascii_digit()));
+        let path = slash_at(after_port).map(|slash| &after_port[slash..]).unwrap_or_default();
+        (word_starts(at) || before(at) == Some(':'))
+            && names_a_host(&word[..host_end])
+            && path.starts_with(|c: char| !ends_a_link(c) && !SENTENCE_END.contains(&c))
     };
-    (from..lower.len()).filter(|at| lower.is_char_boundary(*at)).find(|at| word_starts(*at) && bare_link(*at))
+    (from..lower.len()).filter(|at| lower.is_char_boundary(*at)).find(|at| bare_link(*at))
+}
+
+/// Punctuation that ends a sentence, not a link.
+const SENTENCE_END: [char; 7] = [',', '.', ';', ':', '!', '?', ')'];
+
+/// Whether `host` (lower case) reads as a host name (two or more labels, none empty, the last
+/// starting with a letter) or an IPv4 address.
+fn names_a_host(host: &str) -> bool {
+    let labels: Vec<&str> = host.split('.').collect();
+    let ipv4 = labels.len() == 4
+        && labels.iter().all(|l| !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()));
+    let name = labels.len() >= 2
+        && labels.iter().all(|l| !l.is_empty())
+        && labels.last().is_some_and(|tld| tld.starts_with(|c: char| c.is_ascii_alphabetic()));
+    ipv4 || name
 }
 
 /// A link quoted without its scheme as the logs show it: its host (and port) and the first 12
 /// hex digits of the SHA-256 of the link as quoted.
 fn shown_bare(link: &str) -> String {
-    let host = link.trim_start_matches('/').split('/').next().unwrap_or_default();
+    let host = link.trim_start_matches('/').split(['/', '\\', '%']).next().unwrap_or_default();
     format!("{host}/… (sha256 {})", &url_sha256(link)[..12])
 }
 
@@ -109,9 +130,9 @@ fn without_links(text: &str) -> String {
         };
         shown.push_str(&text[at..start]);
         let link = &text[start..];
-        let end = link.find(|c: char| c.is_whitespace() || "\"'<>`".contains(c)).unwrap_or(link.len());
+        let end = link.find(ends_a_link).unwrap_or(link.len());
         // Punctuation that ends the sentence is not part of the link.
-        let end = link[..end].trim_end_matches([',', '.', ';', ':', '!', '?', ')']).len();
+        let end = link[..end].trim_end_matches(SENTENCE_END).len();
         shown.push_str(&if bare { shown_bare(&link[..end]) } else { loggable_str(&link[..end]) });
         at = start + end;
     }
@@ -173,7 +194,24 @@ mod tests {
             let shown = provider_message(quoted);
             assert!(!shown.contains("secret123") && shown.contains("(sha256 "), "{shown}");
         }
-        for plain in ["and/or", "24/7 support", "a 1/2 note", "path /s/x alone", "e.g. this", "host.example/ alone"] {
+        for quoted in ["url:h.example/x/secret123", "h.example\\/x\\/secret123", "at 10.0.0.7/x/secret123"] {
+            let shown = provider_message(quoted);
+            assert!(!shown.contains("secret123") && shown.contains("(sha256 "), "{shown}");
+        }
+        assert!(provider_message("url:h.example/x/secret123").starts_with("url:h.example/… (sha256 "));
+        for plain in [
+            "and/or",
+            "24/7 support",
+            "a 1/2 note",
+            "path /s/x alone",
+            "e.g. this",
+            "host.example/ alone",
+            "example.com/, next",
+            "rated 4.5/5",
+            "v3.5/v4",
+            "e.g./i.e.",
+            "wait.../retry",
+        ] {
             assert_eq!(provider_message(plain), plain);
         }
         // A link with its scheme is shown as before, its own `//` not taken again.
