@@ -52,15 +52,16 @@ impl App {
     /// Build the clients and read the provider's API key, for fresh links of expired files
     /// (at start-up; [`stemvault_aws::provider::ProviderKey`] reads it again when it may have
     /// been rotated, or until it can be read: copies need no key). Only
-    /// [`FRESH_LINK_PROVIDER`]'s.
+    /// [`FRESH_LINK_PROVIDER`]'s. Fails only when the TLS backend cannot start.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+        let source = HttpSource::new(config.allowed_sources.clone())?;
         let key = if config.provider.provider == FRESH_LINK_PROVIDER {
             stemvault_aws::provider::read_provider_key(sdk, &config.provider, crate::LOGICAL_NAME).await.map(Arc::new)
         } else {
             None
         };
         let links = fresh_link::refresher(&config.provider, key, &config.allowed_sources);
-        let source = HttpSource::new(config.allowed_sources.clone())?.with_fresh_links(links);
+        let source = source.with_fresh_links(links);
         let settings =
             Settings { max_file_bytes: config.max_file_bytes, part_size: part_size_for(config.max_file_bytes) };
         Ok(App { ports: Arc::new(AwsPorts::new(config, sdk, source)), settings })

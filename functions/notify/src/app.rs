@@ -47,7 +47,7 @@ impl<P, R> Clone for App<P, R> {
 impl App {
     /// Build the clients and read the signing secret: once per instance, at its cold start.
     /// A secret that cannot be read or used leaves the instance with no signer until a later
-    /// read brings one ([`Signers::load`]).
+    /// read brings one ([`Signers::load`]). Fails only when the TLS backend cannot start.
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let secret = SecretReader::new(sdk, &config.notify_secret_arn);
         let poster = HttpPoster::new(config.notify_url.clone())?;

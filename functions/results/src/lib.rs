@@ -11,7 +11,5 @@ pub mod error;
 pub use app::App;
 pub use config::Config;
 
-/// The function's logical name: what its start-up names it by, and the `Function` dimension
-/// of its metrics outside Lambda (in Lambda, its deployed name:
-/// [`stemvault_aws::metrics::function_name`]).
+/// The function's logical name: what its start-up names it by.
 pub const LOGICAL_NAME: &str = "results";
