@@ -507,11 +507,21 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
         assert_eq!(statements[0]["Principal"]["Service"], "events.amazonaws.com");
         assert_eq!(statements[0]["Action"], "sqs:SendMessage");
         assert_eq!(cfn::get_att(&statements[0]["Resource"]).as_deref(), Some(format!("{queue}.Arn").as_str()));
-        assert_eq!(
-            cfn::get_att(&statements[0]["Condition"]["ArnEquals"]["aws:SourceArn"]).as_deref(),
-            Some("NotifyRule.Arn")
-        );
+        // The bus's rules: naming the notify rule itself would have the rule made first, and
+        // live (dropping what it could not yet deliver) before the policies.
+        let source: Value = serde_yaml::from_str(
+            r#"!Sub "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/${EventBus}/*""#,
+        )
+        .unwrap();
+        assert_eq!(statements[0]["Condition"]["ArnLike"]["aws:SourceArn"], source);
     }
+    let depends_on: Vec<Value> =
+        cfn::as_list(&cfn::resource(&template, "NotifyRule")["DependsOn"]).into_iter().cloned().collect();
+    assert_eq!(
+        depends_on,
+        [Value::from("NotifyQueuePolicy"), Value::from("NotifyDeadLetterQueuePolicy")],
+        "made after the policies"
+    );
 
     let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
