@@ -67,26 +67,26 @@ fn ends_a_link(c: char) -> bool {
 }
 
 /// Where the first link quoted without its scheme starts in `lower` at or after `from`: a word
-/// that is `//` and a host, or a host name (dotted labels, the last starting with a letter) or
-/// an IPv4 address, then a slash (written any of the [`SLASHES`] ways) and a path
-/// (`//h.example/s/x`, `tempfile.aiquickdraw.com/s/x`, `url:h.example:8443\/x`; not `and/or`,
-/// `4.5/5` or `e.g./i.e.`).
+/// (or what follows a `:`) that is a host name (dotted labels, the last starting with a
+/// letter) or an IPv4 address, perhaps after `//` and before a port, then a slash (written any
+/// of the [`SLASHES`] ways) and a path (`//h.example/s/x`, `tempfile.aiquickdraw.com/s/x`,
+/// `url:h.example:8443\/x`, `h.example/?sig=x`; not `and/or`, `4.5/5` or `e.g./i.e.`).
 fn next_bare_link(lower: &str, from: usize) -> Option<usize> {
     let before = |at: usize| lower[..at].chars().next_back();
-    let word_starts = |at: usize| before(at).is_none_or(|c| c.is_whitespace() || "\"'<>`([,;=".contains(c));
+    let starts = |at: usize| before(at).is_none_or(|c| c.is_whitespace() || c == ':' || "\"'<>`([,;=".contains(c));
     let bare_link = |at: usize| {
         let word = &lower[at..];
-        if let Some(rest) = word.strip_prefix("//") {
-            return word_starts(at) && rest.starts_with(|c: char| c.is_ascii_alphanumeric());
-        }
-        let host_end = word.find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')).unwrap_or(word.len());
-        let after_port = word[host_end..]
+        let word = word.find(ends_a_link).map_or(word, |end| &word[..end]).trim_end_matches(SENTENCE_END);
+        let host_and_path = word.strip_prefix("//").unwrap_or(word);
+        let host_end = host_and_path
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            .unwrap_or(host_and_path.len());
+        let after_host = &host_and_path[host_end..];
+        let after_port = after_host
             .strip_prefix(':')
-            .map_or(&word[host_end..], |port| port.trim_start_matches(|c: char| c.is_ascii_digit()));
+            .map_or(after_host, |port| port.trim_start_matches(|c: char| c.is_ascii_digit()));
         let path = slash_at(after_port).map(|slash| &after_port[slash..]).unwrap_or_default();
-        (word_starts(at) || before(at) == Some(':'))
-            && names_a_host(&word[..host_end])
-            && path.starts_with(|c: char| !ends_a_link(c) && !SENTENCE_END.contains(&c))
+        starts(at) && names_a_host(&host_and_path[..host_end]) && !path.is_empty()
     };
     (from..lower.len()).filter(|at| lower.is_char_boundary(*at)).find(|at| bare_link(*at))
 }
@@ -194,7 +194,13 @@ mod tests {
             let shown = provider_message(quoted);
             assert!(!shown.contains("secret123") && shown.contains("(sha256 "), "{shown}");
         }
-        for quoted in ["url:h.example/x/secret123", "h.example\\/x\\/secret123", "at 10.0.0.7/x/secret123"] {
+        for quoted in [
+            "url:h.example/x/secret123",
+            "h.example\\/x\\/secret123",
+            "at 10.0.0.7/x/secret123",
+            "see cdn.example.com/?X-Amz-Signature=secret123",
+            "ftp://h.example/x/secret123",
+        ] {
             let shown = provider_message(quoted);
             assert!(!shown.contains("secret123") && shown.contains("(sha256 "), "{shown}");
         }
