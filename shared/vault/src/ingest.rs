@@ -254,10 +254,14 @@ fn apply_new_body(
     // A failure read as music or lyrics is only read from its shape
     // (`CallbackEvent::family_is_a_guess`): it does not overrule the family the task was
     // registered with. Nor, on a task a client registered, does a lyrics failure without
-    // files: its message is all that names lyrics (kie's "Song Description flagged for
-    // moderation" may as well be a music task's). Other families' failures name theirs by a key.
+    // files whose message names lyrics: kie's "Song Description flagged for moderation" may as
+    // well be a music task's (the client knows what it asked for). Other families' failures
+    // name theirs by a key, and correct a registration that named another.
     let client_registered = record.registered_family.is_some() || record.registered_at.is_some();
-    let read_from_message = !event.succeeded() && event.files.is_empty() && event.family == Family::Lyrics;
+    let read_from_message = !event.succeeded()
+        && event.files.is_empty()
+        && event.family == Family::Lyrics
+        && suno_callbacks::parse::names_lyrics(&event.message);
     let no_better = event.family_is_a_guess() || (client_registered && read_from_message);
     let adopt = record.family == Family::Unknown || (registered && !no_better);
     if adopt && event.family != Family::Unknown {

@@ -1000,6 +1000,10 @@ fn a_failure_keeps_the_family_a_client_registered() {
     assert!(!flagged.family_is_a_guess(), "its message names lyrics");
     let r = ingest_callback(Some(&registered), &flagged, &body("aa"), &claimant("req"), now(60)).record;
     assert_eq!((r.family, r.stage), (Family::Music, Stage::Error));
+    // A client's registration written before `registered_family` existed: its time alone.
+    let earlier_build = TaskRecord { registered_family: None, ..registered.clone() };
+    let r = ingest_callback(Some(&earlier_build), &flagged, &body("aa"), &claimant("req"), now(60)).record;
+    assert_eq!(r.family, Family::Music, "a client's registration all the same");
 
     let unsigned =
         crate::register::Registration::unsigned_record(Family::Music, &task, now(0), Duration::from_secs(600));
