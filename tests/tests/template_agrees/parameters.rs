@@ -80,6 +80,20 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "k1,k\u{1}",
         "k1,\u{a0}",
         "k1,\u{a0}k2",
+        // The word none among keys (none alone, lower case, is no key: not a list).
+        "k1,None",
+        "None",
+        " none ",
+        "k1, NONE ,k2",
+        "none,k1",
+        "nonex",
+        "n",
+        "no",
+        "non",
+        "n one",
+        "nones,k1",
+        "xnone",
+        "k1,non e",
     ] {
         let secret = format!(
             r#"{{"webhook_hmac_keys": ["{}"], "callback_token": null}}"#,
