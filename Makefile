@@ -102,11 +102,12 @@ checkov: $(VENV)/checkov/.installed
 
 # The bootstraps as `sam build` makes them: at the root, without -p (the workspace's
 # default-members, the Lambdas alone), so their dependencies are what is deployed; and no
-# second TLS stack (ring) among them.
+# second TLS stack (ring) among them (grep reads a here-string: after a pipe, its early exit
+# on a match could kill printf with SIGPIPE, which pipefail and the ! read as no ring).
 lambda-build: tools
 	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked
 	@deps="$$(cargo tree --locked -e normal --target aarch64-unknown-linux-gnu --prefix none)" \
-	  && ! printf '%s\n' "$$deps" | grep -q '^ring ' \
+	  && ! grep -q '^ring ' <<<"$$deps" \
 	  || { echo "the Lambdas' dependencies cannot be listed, or ring is among them: one TLS stack (aws-lc-rs), see Cargo.toml" >&2; exit 1; }
 	@cd "$(CARGO_TARGET_DIR)/lambda" && for f in */bootstrap; do \
 	  printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$(wc -c < "$$f")"; done
