@@ -135,24 +135,6 @@ async fn run() -> Result<(), String> {
 /// What the demo talks to: the runner described by `.local/run.json`, one the environment
 /// describes, or (nothing answering) a pipeline started here.
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
-    // A runner still building or starting: wait until it has described itself (its port
-    // answers a little before that).
-    // A run.json older than the note is an earlier runner's (one killed outright leaves it).
-    let paths = run_info::default_path().ok().zip(run_info::starting_path().ok());
-    let starting = || paths.as_ref().is_some_and(|(_, note)| run_info::runner_starting(note));
-    let described_since = || {
-        described_runner(port).is_some()
-            && paths.as_ref().is_some_and(|(info, note)| run_info::described_since(info, note))
-    };
-    if starting() && !described_since() {
-        println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it on 127.0.0.1:{port}");
-        for _ in 0..60 {
-            if !starting() || described_since() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
     if !answers(port).await {
         println!("nothing answers on 127.0.0.1:{port}: starting the pipeline in this process");
         let pipeline = start_pipeline(port, file_port, false).await?;
@@ -172,7 +154,28 @@ fn described_runner(port: u16) -> Option<RunInfo> {
     (info.port == port && run_info::runner_alive(&info)).then_some(info)
 }
 
+/// A runner still building or starting: wait (a minute at most) until it has described
+/// itself, so that its port is read from what it wrote (`PORT=4000 make run` and `make demo`
+/// typed at once). A run.json older than the note is an earlier runner's (one killed outright
+/// leaves it).
+async fn wait_for_a_starting_runner() {
+    let Some((info, note)) = run_info::default_path().ok().zip(run_info::starting_path().ok()) else { return };
+    let described =
+        || run_info::read(&info).is_some_and(|i| run_info::runner_alive(&i)) && run_info::described_since(&info, &note);
+    if !run_info::runner_starting(&note) || described() {
+        return;
+    }
+    println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it");
+    for _ in 0..60 {
+        if !run_info::runner_starting(&note) || described() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 async fn run_demo() -> Result<(), String> {
+    wait_for_a_starting_runner().await;
     let (port, file_port) = runner_ports().await?;
     let (target, pipeline) = demo_target(port, file_port).await?;
     let file_server = Shutdown::new();
