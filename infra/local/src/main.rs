@@ -136,6 +136,14 @@ async fn run() -> Result<(), String> {
 /// describes, or (nothing answering) a pipeline started here.
 async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pipeline>), String> {
     if !answers(port).await {
+        // `make demo` runs outside the emulator's script when a runner answered its status
+        // check: one that stopped since leaves no emulator to start a pipeline on.
+        if env("AWS_ENDPOINT_URL").is_none() {
+            return Err(format!(
+                "nothing answers on 127.0.0.1:{port}, and no emulator to start the pipeline on (AWS_ENDPOINT_URL \
+                 unset): if a `make run` answered a moment ago, it stopped; run `make demo` again"
+            ));
+        }
         println!("nothing answers on 127.0.0.1:{port}: starting the pipeline in this process");
         let pipeline = start_pipeline(port, file_port, false).await?;
         return Ok((DemoTarget::from_run_info(&pipeline.info).await, Some(pipeline)));
