@@ -79,7 +79,8 @@ fn message_suffix(message: &str) -> String {
 
 /// The answer's `data` (the temporary link) if its HTTP status and `code` are 200.
 pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
-    let answer: Option<serde_json::Value> = serde_json::from_slice(body).ok().filter(serde_json::Value::is_object);
+    // Read as a poll's answer is (a broken character does not hide the code).
+    let answer = suno_callbacks::parse::read_json(body).ok().filter(serde_json::Value::is_object);
     // Read as the reconciler reads a poll's (`401`, `"401"` or `401.0`).
     let code = answer.as_ref().and_then(suno_callbacks::poll::envelope_code);
     let message = {
