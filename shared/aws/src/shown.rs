@@ -75,6 +75,9 @@ fn next_bare_link(lower: &str, from: usize) -> Option<usize> {
     let before = |at: usize| lower[..at].chars().next_back();
     let starts = |at: usize| before(at).is_none_or(|c| c.is_whitespace() || c == ':' || "\"'<>`([,;=".contains(c));
     let bare_link = |at: usize| {
+        if !starts(at) {
+            return false;
+        }
         let word = &lower[at..];
         let word = word.find(ends_a_link).map_or(word, |end| &word[..end]).trim_end_matches(SENTENCE_END);
         let host_and_path = word.strip_prefix("//").unwrap_or(word);
@@ -86,7 +89,7 @@ fn next_bare_link(lower: &str, from: usize) -> Option<usize> {
             .strip_prefix(':')
             .map_or(after_host, |port| port.trim_start_matches(|c: char| c.is_ascii_digit()));
         let path = slash_at(after_port).map(|slash| &after_port[slash..]).unwrap_or_default();
-        starts(at) && names_a_host(&host_and_path[..host_end]) && !path.is_empty()
+        names_a_host(&host_and_path[..host_end]) && !path.is_empty()
     };
     (from..lower.len()).filter(|at| lower.is_char_boundary(*at)).find(|at| bare_link(*at))
 }

@@ -257,12 +257,11 @@ fn apply_new_body(
     // files whose message names lyrics: kie's "Song Description flagged for moderation" may as
     // well be a music task's (the client knows what it asked for). Other families' failures
     // name theirs by a key, and correct a registration that named another.
-    let client_registered = record.registered_family.is_some() || record.registered_at.is_some();
     let read_from_message = !event.succeeded()
         && event.files.is_empty()
         && event.family == Family::Lyrics
         && suno_callbacks::parse::names_lyrics(&event.message);
-    let no_better = event.family_is_a_guess() || (client_registered && read_from_message);
+    let no_better = event.family_is_a_guess() || (!crate::register::unregistered(record) && read_from_message);
     let adopt = record.family == Family::Unknown || (registered && !no_better);
     if adopt && event.family != Family::Unknown {
         record.family = event.family;

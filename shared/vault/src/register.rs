@@ -219,7 +219,7 @@ fn family_open(recorded: &TaskRecord) -> bool {
 /// unsigned family ([`Registration::unsigned_record`], which sets neither `registered_at` nor
 /// `registered_family`). A client's registration written before `registered_family` existed
 /// has its `registered_at`.
-fn unregistered(recorded: &TaskRecord) -> bool {
+pub(crate) fn unregistered(recorded: &TaskRecord) -> bool {
     recorded.stage == Stage::Submitted && recorded.registered_family.is_none() && recorded.registered_at.is_none()
 }
 
