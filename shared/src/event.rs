@@ -12,7 +12,8 @@ pub struct CallbackEvent {
     pub stage: Stage,
     /// The envelope `code` (200 is success; anything else is a failure of the task).
     pub code: i64,
-    /// The envelope `msg` (empty when absent).
+    /// The envelope `msg` (empty when absent); for a failure only the results say (a voice
+    /// status, lyrics whose every variant failed), their error message when they carry one.
     pub message: String,
     /// Files to copy, each with a name that is stable across stages and dialects and unique
     /// within the task. Never contains empty URLs or stream URLs.
@@ -30,21 +31,22 @@ impl CallbackEvent {
     }
 
     /// Whether the family is only read from a failure's shape: a failure read as music (the
-    /// parser's fallback for any `callbackType` body), or as lyrics without its message
-    /// naming lyrics (a `callbackType "complete"` failure without items, as docs.kie.ai's
-    /// lyrics failure is): such bodies carry nothing of their family's own.
+    /// parser's fallback for any `callbackType` body), or as lyrics without variants and
+    /// without its message naming lyrics (a `callbackType "complete"` failure without items,
+    /// as docs.kie.ai's lyrics failure is): such bodies carry nothing of their family's own.
     pub fn family_is_a_guess(&self) -> bool {
-        failure_family_is_a_guess(self.family, self.succeeded(), &self.message)
+        failure_family_is_a_guess(self.family, self.succeeded(), &self.message, !self.details.is_empty())
     }
 }
 
-/// [`CallbackEvent::family_is_a_guess`] of a failure's `family` and `message` (or of a
-/// success: never).
-pub fn failure_family_is_a_guess(family: Family, succeeded: bool, message: &str) -> bool {
+/// [`CallbackEvent::family_is_a_guess`] of a failure's `family` and `message`, and whether it
+/// has details that say something ([`Details::is_empty`]) (or of a success: never).
+pub fn failure_family_is_a_guess(family: Family, succeeded: bool, message: &str, has_details: bool) -> bool {
     !succeeded
         && match family {
             Family::Music => true,
-            Family::Lyrics => !crate::parse::names_lyrics(message),
+            // Lyrics whose every variant failed are a failure with items: lyrics for sure.
+            Family::Lyrics => !has_details && !crate::parse::names_lyrics(message),
             _ => false,
         }
 }

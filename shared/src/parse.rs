@@ -52,6 +52,11 @@
 //!   `callbackType` counts as `complete` (some tasks send `complete` directly).
 //! * Every other family (and unknown bodies): [`Stage::Final`] when `code` == 200, else
 //!   [`Stage::Error`].
+//! * Whatever the envelope says, [`Stage::Error`] when the results say the task failed: a
+//!   voice `status` that failed, or lyrics whose every variant's `status` failed (docs.kie.ai
+//!   lists `complete|failed`). The message then says why: the results' error message (the
+//!   voice's `errorMessage`, the first failed variant's), else the voice's status, else
+//!   `every lyrics variant failed`.
 //!
 //! # File names
 //!
@@ -200,10 +205,12 @@ pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
 
     let family = family::detect(&root, code, &message, callback_type.as_deref());
     let FamilyResults { details, files, streams } = family_results(family, &root, data);
-    let stage = match envelope::stage(family, code, callback_type.as_deref()) {
-        // A voice body says its outcome in `status` too (its `errorCode` is not the envelope's).
-        Stage::Final if voice::failed(&details) => Stage::Error,
-        stage => stage,
+    let (stage, message) = match envelope::stage(family, code, callback_type.as_deref()) {
+        Stage::Error => (Stage::Error, message),
+        stage => match results_failure(&details) {
+            Some(why) => (Stage::Error, why),
+            None => (stage, message),
+        },
     };
     Ok(CallbackEvent { task_id, family, stage, code, message, files, streams, details })
 }
@@ -237,6 +244,13 @@ pub(crate) fn family_results(
     };
     let (files, streams) = files.finish();
     FamilyResults { details, files, streams }
+}
+
+/// When `details` say the task failed whatever the envelope says, why: a voice `status` that
+/// failed (a voice body's `errorCode` is not the envelope's), or lyrics whose every variant
+/// failed. A poll's answer is read by the same rule.
+pub(crate) fn results_failure(details: &Details) -> Option<String> {
+    voice::failure(details).or_else(|| lyrics::failure(details))
 }
 
 /// `data.error` as a [`Details::Error`], when it is a non-blank string.

@@ -64,9 +64,11 @@
 //!
 //! * **Success** (a done status, or `CALLBACK_EXCEPTION` with results): `code` 200 and the
 //!   answer's `msg` as the message.
-//! * **Failure** (stage `error`, as a failure callback): `code` is `data.errorCode` when it
-//!   reads as an integer other than 200, else [`MISSING_CODE`];
-//!   the message is `data.errorMessage` when it is not blank, else the status as sent.
+//! * **Failure** (stage `error`, as a failure callback; also a done status whose results say
+//!   the task failed, as a callback's would: lyrics whose every variant failed): `code` is
+//!   `data.errorCode` when it reads as an integer other than 200, else [`MISSING_CODE`];
+//!   the message says why the results failed (as a callback's: a failed variant's
+//!   `errorMessage`...), else `data.errorMessage` when it is not blank, else the status as sent.
 //!   Whatever results the answer still holds are kept, as a failure callback's would be.
 //!
 //! # Where the results are (reshaped into the callback's `data`)
@@ -250,19 +252,27 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     let Some(stage) = status::stage(family, outcome, &found, data) else {
         return Ok(PollResult::Pending { task_id, status });
     };
-    if stage == Stage::Error && outcome != status::Outcome::Failed {
+    // A success whose results say it failed (lyrics whose every variant failed) fails, as its
+    // callback does.
+    let failure = (stage != Stage::Error).then(|| crate::parse::results_failure(&found.details)).flatten();
+    let stage = if failure.is_some() { Stage::Error } else { stage };
+    if stage == Stage::Error && outcome != status::Outcome::Failed && failure.is_none() {
         // A CALLBACK_EXCEPTION read as a failure keeps its error text too.
         found = results(true);
     }
-    let (code, message) =
-        if stage == Stage::Error { failure_code_and_message(data, &status) } else { (200, envelope::message(&root)) };
+    let (code, message) = match stage {
+        Stage::Error => failure_code_and_message(data, &status, failure),
+        _ => (200, envelope::message(&root)),
+    };
     let FamilyResults { details, files, streams } = found;
     Ok(PollResult::Result(CallbackEvent { task_id, family, stage, code, message, files, streams, details }))
 }
 
-/// A failure's code (`errorCode` unless it is 200) and message (`errorMessage`, else the status).
-fn failure_code_and_message(data: &Object, status: &str) -> (i64, String) {
+/// A failure's code (`errorCode` unless it is 200) and message (why the results failed, else
+/// `errorMessage`, else the status).
+fn failure_code_and_message(data: &Object, status: &str, results_failure: Option<String>) -> (i64, String) {
     let code = i64_of(data.get("errorCode")).filter(|c| *c != 200).unwrap_or(MISSING_CODE);
-    let message = non_blank_str(data.get("errorMessage")).unwrap_or(status).to_owned();
+    let message =
+        results_failure.unwrap_or_else(|| non_blank_str(data.get("errorMessage")).unwrap_or(status).to_owned());
     (code, message)
 }

@@ -3,10 +3,16 @@
 use super::value::{Object, i64_of, storable_json, string_field};
 use crate::Details;
 
-/// Whether `details` are a voice task's whose status says it failed, as the validate-info
-/// poll reads a status ([`crate::poll::status::is_failed`]).
-pub(super) fn failed(details: &Details) -> bool {
-    matches!(details, Details::Voice { status: Some(status), .. } if crate::poll::status::is_failed(status))
+/// When `details` are a voice task's whose status says it failed, as the validate-info poll
+/// reads a status ([`crate::poll::status::is_failed`]), why: its error message when it is not
+/// blank, else the status.
+pub(super) fn failure(details: &Details) -> Option<String> {
+    let Details::Voice { status: Some(status), error_message, .. } = details else { return None };
+    if !crate::poll::status::is_failed(status) {
+        return None;
+    }
+    let message = error_message.as_deref().map(str::trim).filter(|m| !m.is_empty());
+    Some(message.unwrap_or(status.trim()).to_owned())
 }
 
 pub(super) fn parse(data: Option<&Object>) -> Details {
@@ -31,6 +37,8 @@ pub(super) fn parse(data: Option<&Object>) -> Details {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use crate::{Family, Stage, parse_callback};
 
     fn stage(code: i64, status: &str) -> Stage {
@@ -52,5 +60,19 @@ mod tests {
         for status in ["success", "wait_validating", "", "failsafe"] {
             assert_eq!(stage(200, status), Stage::Final, "{status}");
         }
+    }
+
+    /// A failure only the status says is explained by the body's error message, else the
+    /// status; a failed envelope keeps its own message.
+    #[test]
+    fn a_failure_the_status_says_is_explained() {
+        let message = |code: i64, error: Value| {
+            let body = json!({"code": code, "msg": "success", "data": {
+                "taskId": "v1", "voiceId": "", "status": "processing_validate_fail", "errorMessage": error}});
+            parse_callback(&serde_json::to_vec(&body).unwrap()).unwrap().message
+        };
+        assert_eq!(message(200, json!("phrase not heard")), "phrase not heard");
+        assert_eq!(message(200, json!(" ")), "processing_validate_fail");
+        assert_eq!(message(400, json!("phrase not heard")), "success");
     }
 }

@@ -297,7 +297,7 @@ impl Completion {
 
 #[cfg(test)]
 mod tests {
-    use suno_callbacks::{CallbackEvent, Details, FileRef};
+    use suno_callbacks::{CallbackEvent, Details, FileRef, LyricsVariant};
 
     use super::*;
     use crate::download::manifest_job;
@@ -499,6 +499,13 @@ mod tests {
             CallbackEvent { message: "Lyrics generation failed".into(), ..event(Stage::Error, Family::Lyrics, &[]) };
         assert!(!named.family_is_a_guess() && !first_seen(&named, now).family_is_a_guess());
         assert!(!event(Stage::Complete, Family::Lyrics, &[]).family_is_a_guess(), "a success is no guess");
+        // Variants that all failed are lyrics' own, whatever the message says.
+        let variant = LyricsVariant { status: "failed".into(), ..LyricsVariant::default() };
+        let with_variants = CallbackEvent {
+            details: Details::Lyrics { variants: vec![variant] },
+            ..event(Stage::Error, Family::Lyrics, &[])
+        };
+        assert!(!with_variants.family_is_a_guess() && !first_seen(&with_variants, now).family_is_a_guess());
         let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let completion = lyrics.completion(&guessed, now).expect("the family");
         assert_eq!(completion.family, Some(Family::Lyrics));
