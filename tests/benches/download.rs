@@ -85,7 +85,7 @@ async fn split_stem_task(env: &TestEnv, server: &FileServer) {
     batches.0.records.truncate(10);
     batches.1.records.drain(..10);
 
-    let app = App::new(env.download_config(&server.origin(), None), &env.config).await.expect("the downloader starts");
+    let app = env.download_app(&server.origin(), None).await;
     let started = Instant::now();
     let (a, b) = tokio::join!(app.handle_batch(batches.0, deadline()), app.handle_batch(batches.1, deadline()));
     let elapsed = started.elapsed();

@@ -96,6 +96,17 @@ impl TestEnv {
         Config::from_lookup(|k| env.get(k).cloned()).expect("a valid download configuration")
     }
 
+    /// The download function as it starts in Lambda over this environment, fetching from
+    /// `allowed_sources` ([`Self::download_config`]).
+    pub async fn download_app(&self, allowed_sources: &str, max_file_bytes: Option<u64>) -> stemvault_download::App {
+        self.download_app_with(self.download_config(allowed_sources, max_file_bytes)).await
+    }
+
+    /// The download function as it starts in Lambda with `config`.
+    pub async fn download_app_with(&self, config: Config) -> stemvault_download::App {
+        stemvault_download::App::new(config, &self.config).await.expect("the downloader starts")
+    }
+
     /// The download function's ports over this environment, for calling one of them alone
     /// (fetching only from the provider's hosts).
     pub fn download_ports(&self) -> AwsPorts {

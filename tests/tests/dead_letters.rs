@@ -29,9 +29,7 @@ async fn a_file_failing_on_its_last_receive_is_recorded_dead_lettered_and_the_ta
     );
     env.put_record(&record).await;
     env.send_jobs(&[job_of(&record, "vocal"), job_of(&record, "drums")]).await;
-    let app = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let app = env.download_app(&server.origin(), None).await;
 
     let mut event = env.receive_event(2, 60).await;
     // As SQS says it on the last receive before the dead-letter queue.

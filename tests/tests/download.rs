@@ -37,9 +37,7 @@ struct Setup {
 async fn setup(max_file_bytes: Option<u64>) -> Setup {
     let env = TestEnv::new().await;
     let server = FileServer::start().await;
-    let app = App::new(env.download_config(&server.origin(), max_file_bytes), &env.config)
-        .await
-        .expect("the downloader starts");
+    let app = env.download_app(&server.origin(), max_file_bytes).await;
     Setup { env, server, app }
 }
 
@@ -353,11 +351,7 @@ async fn redirects_are_followed_only_to_allowed_sources() {
     let env = TestEnv::new().await;
     let (first, second, unlisted) = (FileServer::start().await, FileServer::start().await, FileServer::start().await);
     let allowed = format!("{},{}", first.origin(), second.origin());
-    let s = Setup {
-        app: App::new(env.download_config(&allowed, None), &env.config).await.expect("the downloader starts"),
-        env,
-        server: first,
-    };
+    let s = Setup { app: env.download_app(&allowed, None).await, env, server: first };
     let data = media("mp3", 3000, 4);
     second.route("/s/ok.mp3", Reply::bytes(data.clone(), "audio/mpeg"));
     s.server.route("/r/ok.mp3", Reply::redirect(second.url("/s/ok.mp3?sig=1")));
@@ -400,8 +394,7 @@ async fn loopback_sources_are_refused_unless_their_exact_origin_is_listed() {
     let server = FileServer::start().await;
     server.route("/s/a.mp3", Reply::bytes(media("mp3", 1000, 5), "audio/mpeg"));
     // `127.0.0.1` as a host pattern: https only, and its address is loopback.
-    let app =
-        App::new(env.download_config("*.suno.ai,127.0.0.1", None), &env.config).await.expect("the downloader starts");
+    let app = env.download_app("*.suno.ai,127.0.0.1", None).await;
     let s = Setup { env, server, app };
     let port = s.server.origin().rsplit(':').next().unwrap().to_owned();
     let plain = s.server.url("/s/a.mp3");
@@ -418,8 +411,7 @@ async fn loopback_sources_are_refused_unless_their_exact_origin_is_listed() {
     assert_eq!(s.server.hits("/s/a.mp3"), 0);
 
     // Listed as an exact origin, the same source is fetched.
-    let listed =
-        App::new(s.env.download_config(&s.server.origin(), None), &s.env.config).await.expect("the downloader starts");
+    let listed = s.env.download_app(&s.server.origin(), None).await;
     let again = queued_record(&new_task_id(), Family::VocalSeparation, &[("plain", &plain)]);
     s.env.put_record(&again).await;
     s.env.send_jobs(&[job_of(&again, "plain")]).await;

@@ -158,9 +158,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     server.route("/gone.mp3", Reply::Status(404));
     server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
     let ingest = env.ingest_app(KEY).await;
-    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app(&server.origin(), None).await;
     let task = task_id("e1");
 
     let first = vocal_separation(&task, &server.url("/vocal.mp3"), &server.url("/gone.mp3"));
@@ -239,9 +237,7 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
     server.route("/vocal.wav", Reply::bytes(&b"vocal bytes, final"[..], "audio/wav"));
     server.route("/instrumental.mp3", Reply::bytes(&b"instrumental bytes"[..], "audio/mpeg"));
     let ingest = env.ingest_app(KEY).await;
-    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app(&server.origin(), None).await;
     let task = task_id("e4");
     let first = vocal_separation(&task, &server.url("/old-vocal.mp3"), &server.url("/instrumental.mp3"));
     assert_eq!(post(&ingest, &task, &first).await, StatusCode::OK);
@@ -285,9 +281,7 @@ async fn a_new_stage_without_new_files_is_vaulted_again_for_that_stage() {
     server.route("/1.mp3", Reply::bytes(&b"track one"[..], "audio/mpeg"));
     server.route("/1.jpeg", Reply::bytes(&b"cover"[..], "image/jpeg"));
     let ingest = env.ingest_app(KEY).await;
-    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app(&server.origin(), None).await;
     let task = task_id("e3");
     let music = |stage: &str, msg: &str| {
         json!({"code": 200, "msg": msg, "data": {"callbackType": stage, "task_id": task, "data": [{

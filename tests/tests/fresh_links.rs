@@ -61,7 +61,7 @@ async fn expired_task(env: &TestEnv, fake: &FakeProvider) -> TaskRecord {
 
 /// One batch of the download function over the queue, by an instance started now.
 async fn download(env: &TestEnv, config: stemvault_download::Config) {
-    run(env, &stemvault_download::App::new(config, &env.config).await.expect("the downloader starts")).await;
+    run(env, &env.download_app_with(config).await).await;
 }
 
 /// One batch of `app` over the queue.
@@ -98,10 +98,7 @@ async fn a_key_rotated_at_the_provider_and_in_the_secret_is_used_after_the_first
     let fake = FakeProvider::start(KEY).await;
     let record = expired_task(&env, &fake).await;
     // An instance started with the key (read at its start).
-    let warm =
-        stemvault_download::App::new(config(&env, &fake, "kie", Some(KEY)).await.expect("configured"), &env.config)
-            .await
-            .expect("the downloader starts");
+    let warm = env.download_app_with(config(&env, &fake, "kie", Some(KEY)).await.expect("configured")).await;
 
     // The operator rotates the key at the provider, then in the secret; the instance is warm.
     const ROTATED: &str = "fresh-links-test-key-2";
@@ -200,7 +197,7 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     };
     let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
     let download_all = || async {
-        let app = stemvault_download::App::new(downloads.clone(), &env.config).await.expect("the downloader starts");
+        let app = env.download_app_with(downloads.clone()).await;
         for response in env.download_all(&app, 60).await {
             assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
         }

@@ -608,9 +608,7 @@ async fn a_file_url_too_long_for_a_message_is_queued_and_recorded_as_failed() {
     let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
     assert_eq!(job.name, "wav");
     assert!(job.url.is_empty(), "sent without the URL, not with {} bytes of it", job.url.len());
-    let download = stemvault_download::App::new(env.download_config(&server.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app(&server.origin(), None).await;
     assert!(env.run_download(&download, &event).await.batch_item_failures.is_empty(), "not retried");
     let record = env.record("long-url-1").await.unwrap();
     let wav = &record.files["wav"];

@@ -117,9 +117,7 @@ async fn run_due(env: &TestEnv, app: &stemvault_reconciler::App, task_id: &str) 
 
 /// Deliver the download queue to the downloader until it is empty.
 async fn download_all(env: &TestEnv, provider: &FakeProvider) {
-    let download = stemvault_download::App::new(env.download_config(&provider.origin(), None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app(&provider.origin(), None).await;
     env.download_all(&download, 30).await;
 }
 

@@ -387,9 +387,7 @@ async fn a_settle_read_before_a_stopped_save_added_a_file_is_refused_and_the_swe
 async fn settle_through_manifest_job(env: &TestEnv) -> FileJob {
     let event = env.receive_event(1, 2).await;
     let job: FileJob = serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
-    let download = stemvault_download::App::new(env.download_config("cdn1.suno.ai", None), &env.config)
-        .await
-        .expect("the downloader starts");
+    let download = env.download_app("cdn1.suno.ai", None).await;
     let response = env.run_download(&download, &event).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
     job

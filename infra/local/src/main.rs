@@ -62,8 +62,7 @@ async fn runner_ports() -> Result<(u16, u16), String> {
     if settings::port_is_set(&env) {
         return ports();
     }
-    let running = run_info::default_path().ok().and_then(|path| run_info::read(&path)).filter(run_info::runner_alive);
-    match running {
+    match run_info::live_runner() {
         Some(info) if info.port < u16::MAX && answers(info.port).await => Ok((info.port, info.port + 1)),
         _ => ports(),
     }
@@ -158,8 +157,7 @@ async fn demo_target(port: u16, file_port: u16) -> Result<(DemoTarget, Option<Pi
 
 /// The live runner `.local/run.json` describes on `port`, if any.
 fn described_runner(port: u16) -> Option<RunInfo> {
-    let info = run_info::read(&run_info::default_path().ok()?)?;
-    (info.port == port && run_info::runner_alive(&info)).then_some(info)
+    run_info::live_runner().filter(|info| info.port == port)
 }
 
 /// A runner still building or starting: wait (a minute at most) until it has described
@@ -168,8 +166,7 @@ fn described_runner(port: u16) -> Option<RunInfo> {
 /// leaves it).
 async fn wait_for_a_starting_runner() {
     let Some((info, note)) = run_info::default_path().ok().zip(run_info::starting_path().ok()) else { return };
-    let described =
-        || run_info::read(&info).is_some_and(|i| run_info::runner_alive(&i)) && run_info::described_since(&info, &note);
+    let described = || run_info::live_runner().is_some() && run_info::described_since(&info, &note);
     if !run_info::runner_starting(&note) || described() {
         return;
     }

@@ -122,8 +122,9 @@ impl BatchHandler for stemvault_download::App {
     }
 }
 
-fn config_error(function: &'static str) -> impl FnOnce(String) -> PipelineError {
-    move |message| PipelineError::Config { function, message }
+/// A function's configuration refused, for `map_err`.
+fn config_error<E: std::fmt::Display>(function: &'static str) -> impl FnOnce(E) -> PipelineError {
+    move |e| PipelineError::Config { function, message: e.to_string() }
 }
 
 impl Pipeline {
@@ -145,31 +146,31 @@ impl Pipeline {
             .map_err(PipelineError::Provision)?;
         let lookup = overlay.over(&env);
 
-        let ingest = stemvault_ingest::Config::from_lookup(&lookup)
-            .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?;
+        let ingest =
+            stemvault_ingest::Config::from_lookup(&lookup).map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
         // Its App reads the provider's key (from its secret, as at a cold start): fresh links
         // for expired files, from the built-in fake provider or yours.
-        let download = stemvault_download::Config::from_lookup(&lookup)
-            .map_err(|e| config_error(stemvault_download::LOGICAL_NAME)(e.to_string()))?;
-        let results = stemvault_results::Config::from_lookup(&lookup)
-            .map_err(|e| config_error(stemvault_results::LOGICAL_NAME)(e.to_string()))?;
-        let sweeper = stemvault_sweeper::Config::from_lookup(&lookup)
-            .map_err(|e| config_error(stemvault_sweeper::LOGICAL_NAME)(e.to_string()))?;
+        let download =
+            stemvault_download::Config::from_lookup(&lookup).map_err(config_error(stemvault_download::LOGICAL_NAME))?;
+        let results =
+            stemvault_results::Config::from_lookup(&lookup).map_err(config_error(stemvault_results::LOGICAL_NAME))?;
+        let sweeper =
+            stemvault_sweeper::Config::from_lookup(&lookup).map_err(config_error(stemvault_sweeper::LOGICAL_NAME))?;
         let reconciler = stemvault_reconciler::Config::from_lookup(&lookup)
-            .map_err(|e| config_error(stemvault_reconciler::LOGICAL_NAME)(e.to_string()))?;
+            .map_err(config_error(stemvault_reconciler::LOGICAL_NAME))?;
         let reconciler = stemvault_reconciler::App::new(reconciler, &sdk)
             .await
-            .map_err(|e| config_error(stemvault_reconciler::LOGICAL_NAME)(e.to_string()))?;
+            .map_err(config_error(stemvault_reconciler::LOGICAL_NAME))?;
         let http_functions = Arc::new(HttpFunctions {
             ingest: stemvault_ingest::App::new(ingest, &sdk)
                 .await
-                .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?,
+                .map_err(config_error(stemvault_ingest::LOGICAL_NAME))?,
             results: stemvault_results::App::new(results, &sdk),
         });
         let downloader = Arc::new(
             stemvault_download::App::new(download, &sdk)
                 .await
-                .map_err(|e| config_error(stemvault_download::LOGICAL_NAME)(e.to_string()))?,
+                .map_err(config_error(stemvault_download::LOGICAL_NAME))?,
         );
         let region = sdk.region().map(|r| r.to_string());
         let notifier = crate::notify::start(&sdk, &options.base, region.as_deref().unwrap_or("us-east-1"), &lookup)
@@ -279,7 +280,7 @@ async fn put_callback_secret(
         lookup("WEBHOOK_HMAC_KEYS").as_deref(),
         lookup("CALLBACK_TOKEN").as_deref(),
     )
-    .map_err(|e| config_error(stemvault_ingest::LOGICAL_NAME)(e.to_string()))?;
+    .map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
     let text = stemvault_aws::secrets::SecretText::new(secret.to_json());
     stemvault_aws::secrets::put_secret(sdk, &format!("{base}-callback"), &text)
         .await

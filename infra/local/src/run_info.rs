@@ -99,6 +99,11 @@ pub fn runner_alive(info: &RunInfo) -> bool {
     process_alive(info.pid)
 }
 
+/// The runner `.local/run.json` describes, while it runs ([`runner_alive`]).
+pub fn live_runner() -> Option<RunInfo> {
+    read(&default_path().ok()?).filter(runner_alive)
+}
+
 /// Whether process `pid` runs, as far as this system tells (Linux: `/proc/<pid>`; elsewhere
 /// assumed).
 fn process_alive(pid: u32) -> bool {

@@ -189,8 +189,8 @@ impl Registration {
             // changes of it (and a give-up for want of an answer at another family's
             // endpoint, which it takes back). One watched already is polled at once too: its
             // polls so far asked another family's endpoint (or none).
-            let abandoned = recorded.abandoned.clone().filter(|_| !given_up_as_unknown(recorded));
-            let completed = TaskRecord { family, abandoned, ..recorded.clone() };
+            let mut completed = recorded.clone();
+            give_family(&mut completed, family);
             completion.watch_from = reconcile::needs_watching(&completed).then_some(now);
         }
         let adds =
@@ -230,6 +230,16 @@ fn given_up_as_unknown(recorded: &TaskRecord) -> bool {
     recorded.abandoned.as_ref().is_some_and(|given_up| given_up.reason == reconcile::NOT_FOUND_REASON)
 }
 
+/// `record` given `family`. What another family's endpoint answered ("not found") says
+/// nothing of this one's: nor does a give-up for it.
+fn give_family(record: &mut TaskRecord, family: Family) {
+    record.family = family;
+    record.not_found_since = None;
+    if given_up_as_unknown(record) {
+        record.abandoned = None;
+    }
+}
+
 /// What a registration adds to a task recorded before it ([`Registration::completion`]):
 /// the task item as [`Completion::apply`] leaves it, written over the version read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,13 +272,7 @@ impl Completion {
             record.client_ref = Some(client_ref.clone());
         }
         if let Some(family) = self.family {
-            record.family = family;
-            // What another family's endpoint answered ("not found") says nothing of this one's:
-            // nor does a give-up for it.
-            record.not_found_since = None;
-            if given_up_as_unknown(record) {
-                record.abandoned = None;
-            }
+            give_family(record, family);
         }
         if let Some(family) = self.registered_family {
             record.registered_family = Some(family);
