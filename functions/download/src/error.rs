@@ -55,8 +55,14 @@ pub enum FetchError {
     NoFreshLinkYet { status: u16, reason: String, why: String, retry_after: Option<Duration> },
 }
 
+/// ` <reason>`, or nothing; a reason that is only a note (`; ...`: a status without a reason
+/// phrase, as 441 is, failed with what its fresh link came to) follows the status directly.
 fn reason_suffix(reason: &str) -> String {
-    if reason.is_empty() { String::new() } else { format!(" {reason}") }
+    match reason {
+        "" => String::new(),
+        note if note.starts_with("; ") => note.to_owned(),
+        phrase => format!(" {phrase}"),
+    }
 }
 
 fn declared_suffix(declared: Option<u64>) -> String {

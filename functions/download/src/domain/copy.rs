@@ -274,9 +274,10 @@ struct Expired {
 impl Expired {
     /// The file failed as expired, `note` saying what the refresh came to.
     fn failed(&self, note: Option<String>) -> CopyError {
+        // `; ` whatever the reason phrase: the reconciler reads the note after it
+        // (stemvault_vault::reconcile::awaits_retry).
         let reason = match note {
             None => self.reason.clone(),
-            Some(note) if self.reason.is_empty() => note,
             Some(note) => format!("{}; {note}", self.reason),
         };
         FetchError::Status { status: self.status, reason, retry_after: self.retry_after }.into()

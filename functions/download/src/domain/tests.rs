@@ -1464,6 +1464,14 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         assert_eq!(ports.opened(), [url("vocal")], "nothing fetched but the original");
         assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
     }
+    // A status without a reason phrase (kie's 441) says the same, asked again as well.
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(441, ""));
+    fresh_links(&ports, &[("vocal", Err(RefreshError::Provider { code: 402, message: String::new() }))]);
+    let reason = "source answered 441; no fresh link: the provider answered 402 (insufficient credits)";
+    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(reason.into()));
+    let file = &ports.record(TASK).files["vocal"];
+    assert!(stemvault_vault::reconcile::failed_by_expiry(file) && stemvault_vault::reconcile::awaits_retry(file));
 }
 
 /// The provider cannot give a link this time (unreachable, rate limited, failing): the file
