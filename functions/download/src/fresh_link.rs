@@ -62,12 +62,15 @@ fn meaning(code: i64) -> &'static str {
 
 impl RefreshError {
     /// Whether asking again later may give a link: the provider unreachable, rate limited
-    /// (429), under maintenance (455) or failing (5xx), or its answer unreadable (a proxy's
-    /// error page). Not a refusal about this URL or this account (401, 402, 422, 505, ...).
+    /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::asks_to_wait`], as a poll
+    /// reads them) or failing (5xx), or its answer unreadable (a proxy's error page). Not a
+    /// refusal about this URL or this account (401, 402, 422, 505, ...).
     pub fn is_retryable(&self) -> bool {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
-            RefreshError::Provider { code, .. } => matches!(code, 429 | 455 | 500..=504 | 506..=599),
+            RefreshError::Provider { code, .. } => {
+                suno_callbacks::poll::asks_to_wait(*code) || matches!(code, 500..=504 | 506..=599)
+            }
             RefreshError::Refused(_) => false,
         }
     }
@@ -248,6 +251,19 @@ mod tests {
         }
         let refused = link("\"402\"").unwrap_err();
         assert_eq!(refused, RefreshError::Provider { code: 402, message: String::new() });
+    }
+
+    /// A rate limit or maintenance (as a poll reads them) and a failure are asked again; a
+    /// refusal about the URL or the account is not.
+    #[test]
+    fn waits_and_failures_are_asked_again() {
+        let retried = |code| RefreshError::Provider { code, message: String::new() }.is_retryable();
+        for code in [405, 429, 430, 455, 500, 503, 599] {
+            assert!(retried(code), "{code}");
+        }
+        for code in [401, 402, 403, 404, 422, 505] {
+            assert!(!retried(code), "{code}");
+        }
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Signer {
 }
 
 /// Standard base64 with or without its `=` padding: a secret copied without it is the same
-/// key (Standard Webhooks' own libraries take both).
+/// key. (Not every receiver is as lenient: the Standard Webhooks libraries for Go and Rust
+/// refuse it unpadded, Python's and JavaScript's pad it; README says to give receivers the
+/// padded form.)
 const ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),

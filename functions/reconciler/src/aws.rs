@@ -35,6 +35,10 @@ pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 /// `Function`.
 pub const POLLS_REFUSED: &str = "PollsRefused";
 
+/// Polls the provider refused for the account's credits (402) in a run; emitted with
+/// [`POLLS_REFUSED`].
+pub const POLLS_UNPAID: &str = "PollsUnpaid";
+
 /// Tasks a run gave up (`abandoned`: no result in time, or unknown to the provider for a day).
 pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 
@@ -222,10 +226,11 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
             ],
         ),
-        Measure::Reconciled { refused, given_up, failed, broken } => (
+        Measure::Reconciled { refused, unpaid, given_up, failed, broken } => (
             vec![function],
             vec![
                 Metric::counted(POLLS_REFUSED, refused),
+                Metric::counted(POLLS_UNPAID, unpaid),
                 Metric::counted(TASKS_GIVEN_UP, given_up),
                 Metric::counted(TASKS_NOT_RECONCILED, failed),
                 Metric::counted(metrics::TASKS_BROKEN, broken),

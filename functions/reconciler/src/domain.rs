@@ -96,12 +96,12 @@ pub enum Measure {
     /// many the table refuses for good that it moved to their archive key unrecorded.
     ParkedCallbacks { still_parked: usize, refused: usize },
     /// A run that read the due tasks: how many polls the provider refused for the key
-    /// (401/403), how many tasks it gave up (no result in time, or unknown to the provider for
+    /// (401/403), how many for the account's credits (402), how many tasks it gave up (no result in time, or unknown to the provider for
     /// a day), how many it could not handle (the next run tries them again), and of those, with
     /// the tasks whose record cannot be read, how many no retry mends (a panic, a record or
     /// write the table refuses: put off an hour, until someone fixes it). Emitted by every
     /// such run, zeros too.
-    Reconciled { refused: usize, given_up: usize, failed: usize, broken: usize },
+    Reconciled { refused: usize, unpaid: usize, given_up: usize, failed: usize, broken: usize },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -157,6 +157,8 @@ pub struct Outcome {
     pub pending: usize,
     /// Polls the provider refused for the key (401/403).
     pub unauthorized: usize,
+    /// Polls the provider refused for the account's credits (402).
+    pub unpaid: usize,
     /// Polls answered that the provider does not know the task (404/422).
     pub not_found: usize,
     /// Tasks given up: no result in time, or unknown to the provider for a day.
@@ -258,6 +260,7 @@ pub async fn reconcile<P: Ports>(
                 match polled {
                     PollOutcome::Result(_) => outcome.results += 1,
                     PollOutcome::Http(401 | 403) | PollOutcome::Provider(401 | 403) => outcome.unauthorized += 1,
+                    PollOutcome::Http(402) | PollOutcome::Provider(402) => outcome.unpaid += 1,
                     ref not_found if not_found.not_found() => outcome.not_found += 1,
                     _ => outcome.pending += 1,
                 }
@@ -289,15 +292,23 @@ pub async fn reconcile<P: Ports>(
             }
         }
     }
-    let (refused, given_up, failed) = (outcome.unauthorized, outcome.abandoned, outcome.tasks_failed);
+    let (refused, unpaid, given_up, failed) =
+        (outcome.unauthorized, outcome.unpaid, outcome.abandoned, outcome.tasks_failed);
     let broken = outcome.tasks_broken + outcome.unreadable;
-    ports.emit_metrics(&Measure::Reconciled { refused, given_up, failed, broken });
+    ports.emit_metrics(&Measure::Reconciled { refused, unpaid, given_up, failed, broken });
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,
             "the provider refused the API key (401/403), re-read at most once a minute: set a valid key in {}; \
              no task was changed but its poll bookkeeping",
             settings.key_source
+        );
+    }
+    if outcome.unpaid > 0 {
+        tracing::error!(
+            refused = outcome.unpaid,
+            "the provider refused polls for the account's credits (402): top the account up; the tasks stay \
+             watched (polled as pending) and are given up when their time comes"
         );
     }
     Ok(outcome)

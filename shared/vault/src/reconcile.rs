@@ -204,12 +204,15 @@ impl PollOutcome {
         matches!(self, PollOutcome::Provider(404 | 422) | PollOutcome::NoRecord)
     }
 
-    /// The provider asked to slow down, or is down for maintenance: 429 as HTTP status or
-    /// the body's `code`, or as the body's `code` docs.sunoapi.org's 405 ("rate limit
-    /// exceeded") and 430 ("call frequency too high") or either site's 455 ("system
-    /// maintenance"). Polling other tasks would only meet the same answer.
+    /// The provider asked to slow down, or is down for maintenance
+    /// ([`suno_callbacks::poll::asks_to_wait`]): 429, 430 or 455 as HTTP status or the body's
+    /// `code`, or 405 as the body's `code`. Polling other tasks would only meet the same answer.
     pub fn rate_limited(&self) -> bool {
-        matches!(self, PollOutcome::Http(429) | PollOutcome::Provider(405 | 429 | 430 | 455))
+        match self {
+            PollOutcome::Http(status) => suno_callbacks::poll::RATE_LIMITED_STATUSES.contains(status),
+            PollOutcome::Provider(code) => suno_callbacks::poll::asks_to_wait(*code),
+            _ => false,
+        }
     }
 
     /// As stored in `last_poll.outcome`.

@@ -406,7 +406,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_reconciler::domain::Measure as Run;
     let runs = [
         Run::ParkedCallbacks { still_parked: 1, refused: 1 },
-        Run::Reconciled { refused: 1, given_up: 1, failed: 1, broken: 1 },
+        Run::Reconciled { refused: 1, unpaid: 1, given_up: 1, failed: 1, broken: 1 },
     ];
     for run in &runs {
         let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
@@ -422,6 +422,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     // Their alarms read those metrics by their names and the one dimension.
     for (alarm, metric, function) in [
         ("ProviderKeyRefused", stemvault_reconciler::aws::POLLS_REFUSED, "ReconcilerFunction"),
+        ("ProviderCreditsRefused", stemvault_reconciler::aws::POLLS_UNPAID, "ReconcilerFunction"),
         ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP, "ReconcilerFunction"),
         ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED, "ReconcilerFunction"),
         ("TasksNotSwept", stemvault_sweeper::aws::TASKS_NOT_SWEPT, "SweeperFunction"),

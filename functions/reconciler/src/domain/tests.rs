@@ -359,7 +359,11 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
         let outcome = run(&ports).await;
         assert_eq!((outcome.polls, outcome.unauthorized), (1, 1), "{outcome:?}");
         let counted = ports.measures.lock().unwrap().last().copied();
-        assert_eq!(counted, Some(Measure::Reconciled { refused: 1, given_up: 0, failed: 0, broken: 0 }), "alarmed on");
+        assert_eq!(
+            counted,
+            Some(Measure::Reconciled { refused: 1, unpaid: 0, given_up: 0, failed: 0, broken: 0 }),
+            "alarmed on"
+        );
         let after = ports.record();
         assert_eq!(after.polls, 1);
         assert!(after.last_poll.as_ref().unwrap().outcome.ends_with("_401"));
@@ -373,6 +377,28 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
         };
         assert_eq!(bookkeeping_only, before);
         assert!(ports.table.messages().is_empty() && ports.bodies.lock().unwrap().is_empty());
+    }
+}
+
+/// Credits run out (402): the task stays watched, polled as pending, and the run is counted
+/// for its alarm.
+#[tokio::test]
+async fn polls_refused_for_credits_are_counted() {
+    let unpaid_body = br#"{"code":402,"msg":"insufficient credits"}"#.to_vec();
+    for unpaid in [
+        ProviderAnswer::Http { status: 402, body: unpaid_body.clone() },
+        ProviderAnswer::Http { status: 200, body: unpaid_body },
+    ] {
+        let ports = MemoryPorts::new(vec![unpaid]);
+        register(&ports);
+        ports.until_due();
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.polls, outcome.unpaid, outcome.pending, outcome.unauthorized), (1, 1, 0, 0), "{outcome:?}");
+        let counted = ports.measures.lock().unwrap().last().copied();
+        let alarmed = Measure::Reconciled { refused: 0, unpaid: 1, given_up: 0, failed: 0, broken: 0 };
+        assert_eq!(counted, Some(alarmed));
+        let after = ports.record();
+        assert!(after.reconcile_at.is_some() && after.last_poll.unwrap().outcome.ends_with("_402"), "still watched");
     }
 }
 
@@ -423,7 +449,11 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
-    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 1, failed: 0, broken: 0 }), "alarmed on");
+    assert_eq!(
+        counted,
+        Some(Measure::Reconciled { refused: 0, unpaid: 0, given_up: 1, failed: 0, broken: 0 }),
+        "alarmed on"
+    );
     let record = ports.record();
     assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
     let published = ports.events.lock().unwrap().clone();
@@ -681,7 +711,11 @@ async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
     let outcome = reconcile(&ports, &settings(), "run", ports.table.now().plus(Duration::from_secs(60))).await.unwrap();
     assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (2, 1, 1), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
-    assert_eq!(counted, Some(Measure::Reconciled { refused: 0, given_up: 0, failed: 1, broken: 1 }), "alarmed on");
+    assert_eq!(
+        counted,
+        Some(Measure::Reconciled { refused: 0, unpaid: 0, given_up: 0, failed: 1, broken: 1 }),
+        "alarmed on"
+    );
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
     let task = broken_item(&ports);
     let later = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL).rfc3339();
@@ -999,14 +1033,14 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
 
 /// A 429 is the account's limit (no task is polled more than every 30 s): the run polls no
 /// other task, and those left are still due, first in the next run. So do docs.sunoapi.org's
-/// rate-limit codes and either site's maintenance.
+/// rate-limit codes and either site's maintenance, as the body's code or the HTTP status.
 #[tokio::test]
 async fn a_run_stops_polling_when_the_provider_answers_429() {
     let code = |code: u16| ProviderAnswer::Http {
         status: 200,
         body: format!(r#"{{"code":{code},"msg":"slow down"}}"#).into_bytes(),
     };
-    for answer in [status(429), code(429), code(405), code(430), code(455)] {
+    for answer in [status(429), status(430), status(455), code(429), code(405), code(430), code(455)] {
         let ports = MemoryPorts::new(vec![answer, pending()]);
         register(&ports);
         // Due before the registered task.
