@@ -24,7 +24,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::StatusCode;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{CONTENT_TYPE, LOCATION, TRANSFER_ENCODING};
+use reqwest::header::{
+    ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, TRANSFER_ENCODING,
+};
 use stemvault_aws::shown::loggable;
 use url::Url;
 
@@ -100,10 +102,14 @@ impl HttpSource {
 }
 
 /// What both of a source's clients share: the outbound client's base, with a read-idle
-/// timeout instead of a whole-request one (a file may take minutes) and room for every file
-/// copied at once on an HTTP/2 connection.
+/// timeout instead of a whole-request one (a file may take minutes), room for every file
+/// copied at once on an HTTP/2 connection, and `Accept-Encoding: identity` (without it any
+/// content coding is acceptable, RFC 9110, and a compressing edge's gzip would be stored as
+/// the file).
 fn client_builder() -> reqwest::ClientBuilder {
+    let identity = HeaderMap::from_iter([(ACCEPT_ENCODING, HeaderValue::from_static("identity"))]);
     stemvault_aws::http::builder(concat!("stemvault-download/", env!("CARGO_PKG_VERSION")))
+        .default_headers(identity)
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_IDLE_TIMEOUT)
         .http2_initial_stream_window_size(STREAM_WINDOW)
@@ -139,6 +145,9 @@ impl FetchSource for HttpSource {
                 let retry_after = stemvault_aws::http::asked_wait(&response);
                 return Err(FetchError::Status { status: status.as_u16(), reason, retry_after });
             }
+            if let Some(coding) = content_coding(&response) {
+                return Err(FetchError::Encoded { coding });
+            }
             let content_length = response.content_length();
             if content_length.is_none() && !is_framed(&response) {
                 return Err(FetchError::Unframed);
@@ -166,6 +175,20 @@ fn kept_content_type(raw: &[u8]) -> Option<String> {
         (!v.is_empty() && v.len() <= MAX_CONTENT_TYPE_LEN && printable).then(|| v.to_owned())
     };
     usable(raw).or_else(|| usable(raw.split(|b| *b == b';').next().unwrap_or_default()))
+}
+
+/// The answer's content coding other than `identity` (`gzip`, say), shown as sent when it is
+/// printable, if it has one: its bytes are not the file's.
+fn content_coding(response: &reqwest::Response) -> Option<String> {
+    let codings: Vec<String> = response
+        .headers()
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>())
+        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        .map(|c| if c.len() <= 32 && c.bytes().all(|b| b.is_ascii_graphic()) { c } else { "?".to_owned() })
+        .collect();
+    (!codings.is_empty()).then(|| codings.join(", "))
 }
 
 /// Whether a body without a declared length still has an end of its own: HTTP/2 and later
@@ -356,6 +379,31 @@ mod tests {
         let two_lines =
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\n";
         assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
+    }
+
+    /// The file's own bytes are asked for (`Accept-Encoding: identity`); an answer encoded
+    /// anyway (a compressing edge) is not the file: not read, but retried.
+    #[tokio::test]
+    async fn only_the_files_own_bytes_are_read() {
+        let read = |head: String| async move {
+            let (origin, served) = stemvault_aws::test_http::answer_once([head.as_bytes(), b"abcd"].concat()).await;
+            let source = HttpSource::new(SourcePolicy::parse(&origin).unwrap()).unwrap();
+            let opened = source.open(&format!("{origin}/a.mp3"), 1 << 20).await;
+            let request = served.await.unwrap();
+            assert!(request.to_ascii_lowercase().contains("\r\naccept-encoding: identity\r\n"), "{request}");
+            let chunks: Vec<Bytes> = opened?.chunks.map(|c| c.unwrap()).collect().await;
+            Ok::<_, FetchError>(chunks.concat())
+        };
+        let head =
+            |encoding: &str| format!("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n{encoding}connection: close\r\n\r\n");
+        let gzip = read(head("content-encoding: gzip\r\n")).await.unwrap_err();
+        assert_eq!(gzip, FetchError::Encoded { coding: "gzip".into() });
+        assert!(gzip.is_retryable(), "another answer may be the file's own bytes");
+        let stacked = read(head("content-encoding: identity, br\r\n")).await.unwrap_err();
+        assert_eq!(stacked, FetchError::Encoded { coding: "br".into() });
+        for plain in ["", "content-encoding: identity\r\n", "content-encoding: \r\n"] {
+            assert_eq!(read(head(plain)).await.unwrap(), b"abcd".as_slice(), "{plain}");
+        }
     }
 
     /// A Location naming a file in raw UTF-8 (as some servers send it) is followed as curl
