@@ -321,8 +321,8 @@ impl ReadObject for AwsPorts {
         }))
     }
 
-    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
-        let out = self.s3.get_object().bucket(&self.bucket).key(key).send().await;
+    async fn hash_object(&self, key: &str, etag: &str) -> Result<(u64, [u8; 32]), StorageError> {
+        let out = self.s3.get_object().bucket(&self.bucket).key(key).if_match(etag).send().await;
         let mut body = out.map_err(|e| storage_error("GetObject", e))?.body;
         let (mut bytes, mut hasher) = (0u64, Sha256::new());
         let read_error = |e| StorageError::transient("GetObject", DisplayErrorContext(e).to_string());

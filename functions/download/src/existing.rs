@@ -51,8 +51,9 @@ pub struct ObjectHead {
 pub trait ReadObject {
     /// The object under `key`; None when there is none the function can read.
     fn head_object(&self, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, StorageError>> + Send;
-    /// Read the whole object, streaming: its length and SHA-256.
-    fn hash_object(&self, key: &str) -> impl Future<Output = Result<(u64, [u8; 32]), StorageError>> + Send;
+    /// Read the whole object, streaming, if it is still the one whose ETag is `etag` (a 412,
+    /// retried, when another write replaced it): its length and SHA-256.
+    fn hash_object(&self, key: &str, etag: &str) -> impl Future<Output = Result<(u64, [u8; 32]), StorageError>> + Send;
 }
 
 /// The complete copy of `url` under `key`, if an earlier attempt stored one: what to record.
@@ -74,11 +75,8 @@ pub async fn find_copy<R: ReadObject + Sync>(
             (Some(_), _) => return Ok(None),
             (None, Some(digest)) => hex::encode(digest),
             (None, None) => {
-                let (bytes, digest) = store.hash_object(key).await?;
-                if bytes != head.bytes {
-                    // Replaced between the two requests: copy again.
-                    return Ok(None);
-                }
+                // The object the HEAD showed, not one written since (a 412 is retried).
+                let (_, digest) = store.hash_object(key, &head.etag).await?;
                 hex::encode(digest)
             }
         };
@@ -184,6 +182,39 @@ mod tests {
         let found = find_copy(&store, "k", URL, soon()).await.unwrap().expect("found");
         assert_eq!((found.bytes, found.sha256_hex), (data.len() as u64, hex::encode(sha256(&data))));
         assert_eq!(store.reads(), 1);
+    }
+
+    /// A store whose object is replaced (another of the same length) between the HEAD and the
+    /// read back.
+    struct ReplacedAfterHead(MemoryStore);
+
+    impl ReadObject for ReplacedAfterHead {
+        async fn head_object(&self, key: &str) -> Result<Option<ObjectHead>, StorageError> {
+            let head = self.0.head_object(key).await;
+            let other = deterministic_bytes(MIN_PART_SIZE + 10, 3);
+            let info = ObjectInfo { content_type: None, source_sha256: "another" };
+            let chunks = futures::stream::iter(vec![Ok(Bytes::from(other))]);
+            self.0.put_streamed(key, Box::pin(chunks), MIN_PART_SIZE as u64 + 10, info).await.unwrap();
+            head
+        }
+
+        async fn hash_object(&self, key: &str, etag: &str) -> Result<(u64, [u8; 32]), StorageError> {
+            self.0.hash_object(key, etag).await
+        }
+    }
+
+    /// What is read back is the object the HEAD showed: one written since is not taken for
+    /// this URL's copy (the read is refused, and retried).
+    #[tokio::test]
+    async fn a_copy_replaced_before_it_is_read_back_is_not_taken() {
+        let store = MemoryStore::default();
+        let data = deterministic_bytes(MIN_PART_SIZE + 10, 2);
+        let info = ObjectInfo { content_type: None, source_sha256: &url_sha256(URL) };
+        let upload = store.create_multipart("k", info).await.unwrap();
+        let part = store.upload_part("k", &upload, 1, Bytes::copy_from_slice(&data), crc32(&data)).await.unwrap();
+        store.complete_multipart("k", &upload, &[part], crc32(&data)).await.unwrap();
+        let found = find_copy(&ReplacedAfterHead(store), "k", URL, soon()).await;
+        assert!(found.as_ref().is_err_and(StorageError::is_retryable), "{found:?}");
     }
 
     #[tokio::test]

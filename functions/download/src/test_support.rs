@@ -409,10 +409,13 @@ impl ReadObject for MemoryStore {
         }))
     }
 
-    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
+    async fn hash_object(&self, key: &str, etag: &str) -> Result<(u64, [u8; 32]), StorageError> {
         let mut state = self.state.lock().unwrap();
         state.reads += 1;
         let object = state.objects.get(key).ok_or_else(|| storage_error("GetObject", "NoSuchKey"))?;
+        if object.etag != etag {
+            return Err(storage_error("GetObject", "PreconditionFailed"));
+        }
         Ok((object.data.len() as u64, Sha256::digest(&object.data).into()))
     }
 }
@@ -982,7 +985,7 @@ impl ReadObject for MemoryPorts {
         self.store.head_object(key).await
     }
 
-    async fn hash_object(&self, key: &str) -> Result<(u64, [u8; 32]), StorageError> {
-        self.store.hash_object(key).await
+    async fn hash_object(&self, key: &str, etag: &str) -> Result<(u64, [u8; 32]), StorageError> {
+        self.store.hash_object(key, etag).await
     }
 }
