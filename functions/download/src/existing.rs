@@ -166,8 +166,9 @@ mod tests {
         assert_eq!(store.reads(), 0, "not read back");
     }
 
-    #[tokio::test]
-    async fn a_multipart_copy_is_read_back_and_hashed() {
+    /// A store holding URL's copy under `k`, stored by a multipart upload (no full-object
+    /// checksum to read its SHA-256 from), and its bytes.
+    async fn multipart_copy() -> (MemoryStore, Vec<u8>) {
         let store = MemoryStore::default();
         let data = deterministic_bytes(MIN_PART_SIZE + 10, 2);
         let info = ObjectInfo { content_type: None, source_sha256: &url_sha256(URL) };
@@ -179,6 +180,12 @@ mod tests {
             parts.push(part.unwrap());
         }
         store.complete_multipart("k", &upload, &parts, crc32(&data)).await.unwrap();
+        (store, data)
+    }
+
+    #[tokio::test]
+    async fn a_multipart_copy_is_read_back_and_hashed() {
+        let (store, data) = multipart_copy().await;
         let found = find_copy(&store, "k", URL, soon()).await.unwrap().expect("found");
         assert_eq!((found.bytes, found.sha256_hex), (data.len() as u64, hex::encode(sha256(&data))));
         assert_eq!(store.reads(), 1);
@@ -207,12 +214,7 @@ mod tests {
     /// this URL's copy (the read is refused, and retried).
     #[tokio::test]
     async fn a_copy_replaced_before_it_is_read_back_is_not_taken() {
-        let store = MemoryStore::default();
-        let data = deterministic_bytes(MIN_PART_SIZE + 10, 2);
-        let info = ObjectInfo { content_type: None, source_sha256: &url_sha256(URL) };
-        let upload = store.create_multipart("k", info).await.unwrap();
-        let part = store.upload_part("k", &upload, 1, Bytes::copy_from_slice(&data), crc32(&data)).await.unwrap();
-        store.complete_multipart("k", &upload, &[part], crc32(&data)).await.unwrap();
+        let (store, _) = multipart_copy().await;
         let found = find_copy(&ReplacedAfterHead(store), "k", URL, soon()).await;
         assert!(found.as_ref().is_err_and(StorageError::is_retryable), "{found:?}");
     }
