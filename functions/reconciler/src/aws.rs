@@ -39,6 +39,13 @@ pub const POLLS_REFUSED: &str = "PollsRefused";
 /// [`POLLS_REFUSED`].
 pub const POLLS_UNPAID: &str = "PollsUnpaid";
 
+/// Polls made in a run; emitted with [`POLLS_REFUSED`].
+pub const POLLS: &str = "Polls";
+
+/// Polls in a run that brought no word of their task (no answer, an unreadable one, a rate
+/// limit, the provider failing); emitted with [`POLLS_REFUSED`].
+pub const POLLS_UNANSWERED: &str = "PollsUnanswered";
+
 /// Tasks a run gave up (`abandoned`: no result in time, or unknown to the provider for a day).
 pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 
@@ -226,9 +233,11 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
             ],
         ),
-        Measure::Reconciled { refused, unpaid, given_up, failed, broken } => (
+        Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken } => (
             vec![function],
             vec![
+                Metric::counted(POLLS, polls),
+                Metric::counted(POLLS_UNANSWERED, unanswered),
                 Metric::counted(POLLS_REFUSED, refused),
                 Metric::counted(POLLS_UNPAID, unpaid),
                 Metric::counted(TASKS_GIVEN_UP, given_up),

@@ -95,13 +95,22 @@ pub enum Measure {
     /// left under `parked/` (not recordable yet, left for an operator, or not reached), and how
     /// many the table refuses for good that it moved to their archive key unrecorded.
     ParkedCallbacks { still_parked: usize, refused: usize },
-    /// A run that read the due tasks: how many polls the provider refused for the key
+    /// A run that read the due tasks: how many polls it made, how many brought no word of their
+    /// task ([`PollOutcome::unanswered`]), how many the provider refused for the key
     /// (401/403), how many for the account's credits (402), how many tasks it gave up (no result in time, or unknown to the provider for
     /// a day), how many it could not handle (the next run tries them again), and of those, with
     /// the tasks whose record cannot be read, how many no retry mends (a panic, a record or
     /// write the table refuses: put off an hour, until someone fixes it). Emitted by every
     /// such run, zeros too.
-    Reconciled { refused: usize, unpaid: usize, given_up: usize, failed: usize, broken: usize },
+    Reconciled {
+        polls: usize,
+        unanswered: usize,
+        refused: usize,
+        unpaid: usize,
+        given_up: usize,
+        failed: usize,
+        broken: usize,
+    },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).
@@ -159,6 +168,9 @@ pub struct Outcome {
     pub unauthorized: usize,
     /// Polls the provider refused for the account's credits (402).
     pub unpaid: usize,
+    /// Polls that brought no word of their task ([`PollOutcome::unanswered`]; counted in
+    /// `pending` too).
+    pub unanswered: usize,
     /// Polls answered that the provider does not know the task (404/422).
     pub not_found: usize,
     /// Tasks given up: no result in time, or unknown to the provider for a day.
@@ -264,6 +276,7 @@ pub async fn reconcile<P: Ports>(
                     ref not_found if not_found.not_found() => outcome.not_found += 1,
                     _ => outcome.pending += 1,
                 }
+                outcome.unanswered += usize::from(polled.unanswered());
                 if polled.rate_limited() {
                     outcome.rate_limited = true;
                     let answer = polled.as_text();
@@ -292,10 +305,11 @@ pub async fn reconcile<P: Ports>(
             }
         }
     }
-    let (refused, unpaid, given_up, failed) =
-        (outcome.unauthorized, outcome.unpaid, outcome.abandoned, outcome.tasks_failed);
-    let broken = outcome.tasks_broken + outcome.unreadable;
-    ports.emit_metrics(&Measure::Reconciled { refused, unpaid, given_up, failed, broken });
+    let (polls, unanswered, refused, unpaid) =
+        (outcome.polls, outcome.unanswered, outcome.unauthorized, outcome.unpaid);
+    let (given_up, failed, broken) =
+        (outcome.abandoned, outcome.tasks_failed, outcome.tasks_broken + outcome.unreadable);
+    ports.emit_metrics(&Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken });
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,

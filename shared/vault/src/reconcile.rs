@@ -215,6 +215,19 @@ impl PollOutcome {
         }
     }
 
+    /// The poll brought no word of the task: no answer, an unreadable one (a page, a redirect,
+    /// a path the provider does not serve), a rate limit, or the provider's failure (5xx, or
+    /// another error code): not a refusal of the key (401/403) or the credits (402), which
+    /// are counted apart, nor an answer saying the task is unknown.
+    pub fn unanswered(&self) -> bool {
+        match self {
+            PollOutcome::Unreachable | PollOutcome::Unreadable => true,
+            PollOutcome::Http(status) => !(401..=403).contains(status),
+            PollOutcome::Provider(code) => !matches!(code, 401..=403) && !self.not_found(),
+            PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::NoRecord | PollOutcome::Unrecorded => false,
+        }
+    }
+
     /// As stored in `last_poll.outcome`.
     pub fn as_text(&self) -> String {
         match self {

@@ -54,6 +54,21 @@ fn substitute(text: &str) -> (String, Vec<String>) {
     (out, names)
 }
 
+/// The metrics a metric-math alarm reads: each one's name and the resource its first
+/// dimension names.
+fn metrics_read(template: &Value, alarm: &str) -> Vec<(String, Option<String>)> {
+    cfn::as_list(&cfn::resource(template, alarm)["Properties"]["Metrics"])
+        .iter()
+        .map(|stat| &stat["MetricStat"]["Metric"])
+        .filter(|metric| !metric.is_null())
+        .map(|metric| {
+            let dimensions = cfn::as_list(&metric["Dimensions"]);
+            let function = dimensions.first().and_then(|d| cfn::reference(&d["Value"]));
+            (metric["MetricName"].as_str().unwrap_or_default().to_owned(), function)
+        })
+        .collect()
+}
+
 /// The alarms and the dashboard: an Errors and a Throttles alarm on each function; the
 /// callback 5xx rate (from the access log's callback routes); files failed for good; the
 /// dead-letter queue; every alarm notifying the alarm topic; a dashboard (valid JSON once
@@ -406,7 +421,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_reconciler::domain::Measure as Run;
     let runs = [
         Run::ParkedCallbacks { still_parked: 1, refused: 1 },
-        Run::Reconciled { refused: 1, unpaid: 1, given_up: 1, failed: 1, broken: 1 },
+        Run::Reconciled { polls: 1, unanswered: 1, refused: 1, unpaid: 1, given_up: 1, failed: 1, broken: 1 },
     ];
     for run in &runs {
         let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
@@ -437,20 +452,15 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     }
     // The broken-tasks alarm reads the count both functions emit under one name, each by its
     // function.
-    let read: Vec<(String, Option<String>)> =
-        cfn::as_list(&cfn::resource(&template, "TasksBroken")["Properties"]["Metrics"])
-            .iter()
-            .map(|stat| &stat["MetricStat"]["Metric"])
-            .filter(|metric| !metric.is_null())
-            .map(|metric| {
-                let dimensions = cfn::as_list(&metric["Dimensions"]);
-                let function = dimensions.first().and_then(|d| cfn::reference(&d["Value"]));
-                (metric["MetricName"].as_str().unwrap_or_default().to_owned(), function)
-            })
-            .collect();
+    let read = metrics_read(&template, "TasksBroken");
     let expected = ["ReconcilerFunction", "SweeperFunction"]
         .map(|f| (stemvault_aws::metrics::TASKS_BROKEN.to_owned(), Some(f.to_owned())));
     assert_eq!(read, expected, "TasksBroken of the reconciler and the sweeper");
+    // The unanswered-polls alarm reads the share of the reconciler's polls it counts so.
+    let read = metrics_read(&template, "ProviderUnanswered");
+    let expected = [stemvault_reconciler::aws::POLLS, stemvault_reconciler::aws::POLLS_UNANSWERED]
+        .map(|metric| (metric.to_owned(), Some("ReconcilerFunction".to_owned())));
+    assert_eq!(read, expected, "Polls and PollsUnanswered of the reconciler");
     // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Refused { reason: "signature_mismatch" });

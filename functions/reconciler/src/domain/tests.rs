@@ -318,6 +318,36 @@ async fn a_registered_task_without_a_callback_is_vaulted_by_polling() {
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A poll that brings no word of its task (no answer, a page, a redirect, a rate limit, the
+/// provider failing) is counted apart, for the alarm on a provider that stopped answering;
+/// an answer about the task, or a refusal alarmed on apart, is not.
+#[tokio::test]
+async fn polls_that_bring_no_word_of_the_task_are_counted() {
+    let page = ProviderAnswer::Http { status: 200, body: b"<html>maintenance</html>".to_vec() };
+    let failing = ProviderAnswer::Http { status: 200, body: br#"{"code":500,"msg":"busy"}"#.to_vec() };
+    let no_word = [
+        ProviderAnswer::Unreachable("timed out".into()),
+        page,
+        status(302),
+        status(404),
+        status(503),
+        status(429),
+        failing,
+    ];
+    let word = [pending(), unknown(), status(401), status(402), success()];
+    for (answer, unanswered) in no_word.into_iter().map(|a| (a, 1)).chain(word.into_iter().map(|a| (a, 0))) {
+        let ports = MemoryPorts::new(vec![answer.clone()]);
+        register(&ports);
+        ports.until_due();
+        assert_eq!(run(&ports).await.unanswered, unanswered, "{answer:?}");
+        let counted = ports.measures.lock().unwrap().last().copied();
+        assert!(
+            matches!(counted, Some(Measure::Reconciled { polls: 1, unanswered: u, .. }) if u == unanswered),
+            "{answer:?}: {counted:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_flapping_provider_is_polled_with_growing_waits_until_it_answers() {
     let ports = MemoryPorts::new(vec![
@@ -361,7 +391,15 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
         let counted = ports.measures.lock().unwrap().last().copied();
         assert_eq!(
             counted,
-            Some(Measure::Reconciled { refused: 1, unpaid: 0, given_up: 0, failed: 0, broken: 0 }),
+            Some(Measure::Reconciled {
+                polls: 1,
+                unanswered: 0,
+                refused: 1,
+                unpaid: 0,
+                given_up: 0,
+                failed: 0,
+                broken: 0
+            }),
             "alarmed on"
         );
         let after = ports.record();
@@ -395,7 +433,8 @@ async fn polls_refused_for_credits_are_counted() {
         let outcome = run(&ports).await;
         assert_eq!((outcome.polls, outcome.unpaid, outcome.pending, outcome.unauthorized), (1, 1, 0, 0), "{outcome:?}");
         let counted = ports.measures.lock().unwrap().last().copied();
-        let alarmed = Measure::Reconciled { refused: 0, unpaid: 1, given_up: 0, failed: 0, broken: 0 };
+        let alarmed =
+            Measure::Reconciled { polls: 1, unanswered: 0, refused: 0, unpaid: 1, given_up: 0, failed: 0, broken: 0 };
         assert_eq!(counted, Some(alarmed));
         let after = ports.record();
         assert!(after.reconcile_at.is_some() && after.last_poll.unwrap().outcome.ends_with("_402"), "still watched");
@@ -451,7 +490,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     let counted = ports.measures.lock().unwrap().last().copied();
     assert_eq!(
         counted,
-        Some(Measure::Reconciled { refused: 0, unpaid: 0, given_up: 1, failed: 0, broken: 0 }),
+        Some(Measure::Reconciled { polls: 0, unanswered: 0, refused: 0, unpaid: 0, given_up: 1, failed: 0, broken: 0 }),
         "alarmed on"
     );
     let record = ports.record();
@@ -713,7 +752,7 @@ async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
     let counted = ports.measures.lock().unwrap().last().copied();
     assert_eq!(
         counted,
-        Some(Measure::Reconciled { refused: 0, unpaid: 0, given_up: 0, failed: 1, broken: 1 }),
+        Some(Measure::Reconciled { polls: 1, unanswered: 0, refused: 0, unpaid: 0, given_up: 0, failed: 1, broken: 1 }),
         "alarmed on"
     );
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
