@@ -446,13 +446,13 @@ async fn reconcile_task<P: Ports>(
             }
             // Not the provider's answer at all (a web page, or JSON without its `code`): a wrong
             // PROVIDER_BASE_URL, which would leave every watched task unreadable until it is
-            // given up.
+            // given up, or a maintenance page, which passes.
             Err(e) if answer_code(&body).is_none() => {
                 tracing::error!(
                     task_id,
                     error = %e,
                     "PROVIDER_BASE_URL answered 200 without the provider's JSON answer (is it the provider's API \
-                     root?); polling again later"
+                     root, or a maintenance page?); polling again later"
                 );
                 PollOutcome::Unreadable
             }
