@@ -672,7 +672,7 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
         assert_eq!(run(&ports).await.polls, 1);
         assert_eq!(ports.record().last_poll.unwrap().outcome, outcome);
         let logs = captured.text();
-        let error = logs.lines().find(|l| l.contains("ERROR") && l.contains("is it the provider's API root?"));
+        let error = logs.lines().find(|l| l.contains("ERROR") && l.contains("is it the provider's API root"));
         assert!(error.is_some(), "{outcome}: {logs}");
     }
 }
