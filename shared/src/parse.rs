@@ -54,7 +54,8 @@
 //!   [`Stage::Error`].
 //! * Whatever the envelope says, [`Stage::Error`] when the results say the task failed: a
 //!   voice `status` that failed, or lyrics whose every variant's `status` failed (docs.kie.ai
-//!   lists `complete|failed`). The message then says why: the results' error message (the
+//!   lists `complete|failed`). Under a 200 envelope the message then says why (a failed
+//!   envelope keeps its own): the results' error message (the
 //!   voice's `errorMessage`, the first failed variant's), else the voice's status, else
 //!   `every lyrics variant failed`.
 //!

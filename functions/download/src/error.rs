@@ -44,8 +44,9 @@ pub enum FetchError {
     /// read, but retried: another attempt (another edge, a proxy) may frame it.
     #[error("the answer declares neither its length nor chunked framing, so a body cut short could not be told apart")]
     Unframed,
-    /// A 200 whose content coding is not `identity` (asked for): its bytes are the file
-    /// compressed, not the file. Not read, but retried: another answer may be the file's own.
+    /// A 200 whose content coding is a compression (`identity` was asked for): its bytes are
+    /// the file compressed, not the file. Not read, but retried: another answer may be the
+    /// file's own.
     #[error("the source answered Content-Encoding {coding}, not the file's own bytes (asked for identity)")]
     Encoded { coding: String },
     #[error("the source sent {got} bytes but its Content-Length said {expected}")]

@@ -76,7 +76,10 @@ pub async fn find_copy<R: ReadObject + Sync>(
             (None, Some(digest)) => hex::encode(digest),
             (None, None) => {
                 // The object the HEAD showed, not one written since (a 412 is retried).
-                let (_, digest) = store.hash_object(key, &head.etag).await?;
+                let (bytes, digest) = store.hash_object(key, &head.etag).await?;
+                if bytes != head.bytes {
+                    return Ok(None);
+                }
                 hex::encode(digest)
             }
         };

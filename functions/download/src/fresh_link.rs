@@ -10,7 +10,7 @@
 //! ([`ProviderKey`]: read again when 5 minutes old, or when the provider refuses it with 401
 //! or 403, the refused request being made once more with a rotated key). The link must itself pass the source policy
 //! (`ALLOWED_SOURCE_HOSTS`) before anything is fetched from it. Every provider error (HTTP
-//! 401, 402, 404, 422 for a URL the provider did not generate, 429, 455, 500, 505, or HTTP 200
+//! 401, 402, 404, 422 for a URL the provider did not generate, 429, 430, 455, 500, 505, or HTTP 200
 //! carrying one of those codes) is a [`RefreshError`]: the file then fails as before, its
 //! reason naming it. Errors never carry the key, and URLs in them lose their query.
 
@@ -52,7 +52,7 @@ fn meaning(code: i64) -> &'static str {
         402 => " (insufficient credits)",
         404 => " (not found)",
         422 => " (not a URL the provider generated)",
-        429 => " (rate limited)",
+        429 | 430 => " (rate limited)",
         455 => " (service unavailable: maintenance)",
         500 => " (server error)",
         505 => " (feature disabled)",
@@ -62,14 +62,17 @@ fn meaning(code: i64) -> &'static str {
 
 impl RefreshError {
     /// Whether asking again later may give a link: the provider unreachable, rate limited
-    /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::asks_to_wait`], as a poll
-    /// reads them) or failing (5xx), or its answer unreadable (a proxy's error page). Not a
-    /// refusal about this URL or this account (401, 402, 422, 505, ...).
+    /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::RATE_LIMITED_STATUSES`],
+    /// as a poll reads them; the code may be the HTTP status, so 405 is "method not allowed")
+    /// or failing (5xx), or its answer unreadable (a proxy's error page). Not a refusal about
+    /// this URL or this account (401, 402, 405, 422, 505, ...).
     pub fn is_retryable(&self) -> bool {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => {
-                suno_callbacks::poll::asks_to_wait(*code) || matches!(code, 500..=504 | 506..=599)
+                let waits =
+                    u16::try_from(*code).is_ok_and(|c| suno_callbacks::poll::RATE_LIMITED_STATUSES.contains(&c));
+                waits || matches!(code, 500..=504 | 506..=599)
             }
             RefreshError::Refused(_) => false,
         }
@@ -258,10 +261,10 @@ mod tests {
     #[test]
     fn waits_and_failures_are_asked_again() {
         let retried = |code| RefreshError::Provider { code, message: String::new() }.is_retryable();
-        for code in [405, 429, 430, 455, 500, 503, 599] {
+        for code in [429, 430, 455, 500, 503, 599] {
             assert!(retried(code), "{code}");
         }
-        for code in [401, 402, 403, 404, 422, 505] {
+        for code in [401, 402, 403, 404, 405, 422, 505] {
             assert!(!retried(code), "{code}");
         }
     }

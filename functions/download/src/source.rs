@@ -177,16 +177,21 @@ fn kept_content_type(raw: &[u8]) -> Option<String> {
     usable(raw).or_else(|| usable(raw.split(|b| *b == b';').next().unwrap_or_default()))
 }
 
-/// The answer's content coding other than `identity` (`gzip`, say), shown as sent when it is
-/// printable, if it has one: its bytes are not the file's.
+/// The compressions HTTP names (RFC 9110's registry, and the `x-` spellings): an answer
+/// encoded so is not the file's own bytes. Other values seen in the wild (`none`, `binary`,
+/// `utf-8`) compress nothing.
+const COMPRESSIONS: [&str; 7] = ["gzip", "x-gzip", "deflate", "br", "zstd", "compress", "x-compress"];
+
+/// The answer's compression (`gzip`, say), if it names one.
 fn content_coding(response: &reqwest::Response) -> Option<String> {
     let codings: Vec<String> = response
         .headers()
         .get_all(CONTENT_ENCODING)
         .iter()
-        .flat_map(|v| String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_owned()).collect::<Vec<_>>())
-        .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-        .map(|c| if c.len() <= 32 && c.bytes().all(|b| b.is_ascii_graphic()) { c } else { "?".to_owned() })
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>()
+        })
+        .filter(|c| COMPRESSIONS.contains(&c.as_str()))
         .collect();
     (!codings.is_empty()).then(|| codings.join(", "))
 }
@@ -381,8 +386,9 @@ mod tests {
         assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
     }
 
-    /// The file's own bytes are asked for (`Accept-Encoding: identity`); an answer encoded
-    /// anyway (a compressing edge) is not the file: not read, but retried.
+    /// The file's own bytes are asked for (`Accept-Encoding: identity`); an answer compressed
+    /// anyway (a compressing edge) is not the file: not read, but retried. A coding that
+    /// compresses nothing (`binary`) is read.
     #[tokio::test]
     async fn only_the_files_own_bytes_are_read() {
         let read = |head: String| async move {
@@ -401,7 +407,9 @@ mod tests {
         assert!(gzip.is_retryable(), "another answer may be the file's own bytes");
         let stacked = read(head("content-encoding: identity, br\r\n")).await.unwrap_err();
         assert_eq!(stacked, FetchError::Encoded { coding: "br".into() });
-        for plain in ["", "content-encoding: identity\r\n", "content-encoding: \r\n"] {
+        let upper = read(head("content-encoding: GZIP\r\n")).await.unwrap_err();
+        assert_eq!(upper, FetchError::Encoded { coding: "gzip".into() });
+        for plain in ["", "content-encoding: identity\r\n", "content-encoding: \r\n", "content-encoding: binary\r\n"] {
             assert_eq!(read(head(plain)).await.unwrap(), b"abcd".as_slice(), "{plain}");
         }
     }

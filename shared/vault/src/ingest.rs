@@ -256,10 +256,12 @@ fn apply_new_body(
     // registered with. Nor, on a task a client registered, does a lyrics failure without
     // files whose message names lyrics: kie's "Song Description flagged for moderation" may as
     // well be a music task's (the client knows what it asked for). Other families' failures
-    // name theirs by a key, and correct a registration that named another.
+    // name theirs by a key, and correct a registration that named another; so do lyrics
+    // variants (every one failed: lyrics for sure).
     let read_from_message = !event.succeeded()
         && event.files.is_empty()
         && event.family == Family::Lyrics
+        && event.details.is_empty()
         && suno_callbacks::parse::names_lyrics(&event.message);
     let no_better = event.family_is_a_guess() || (!crate::register::unregistered(record) && read_from_message);
     let adopt = record.family == Family::Unknown || (registered && !no_better);

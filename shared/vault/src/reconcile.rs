@@ -216,14 +216,15 @@ impl PollOutcome {
     }
 
     /// The poll brought no word of the task: no answer, an unreadable one (a page, a redirect,
-    /// a path the provider does not serve), a rate limit, or the provider's failure (5xx, or
-    /// another error code): not a refusal of the key (401/403) or the credits (402), which
-    /// are counted apart, nor an answer saying the task is unknown.
+    /// a path the provider does not serve), a rate limit, or the provider failing (an HTTP
+    /// error, or as the body's `code` a rate limit or a 5xx): not a refusal of the key
+    /// (401/403) or the credits (402), which are counted apart, nor an answer about the task
+    /// (pending, unknown, or another error code about it: 400, 409, 451...).
     pub fn unanswered(&self) -> bool {
         match self {
             PollOutcome::Unreachable | PollOutcome::Unreadable => true,
             PollOutcome::Http(status) => !(401..=403).contains(status),
-            PollOutcome::Provider(code) => !matches!(code, 401..=403) && !self.not_found(),
+            PollOutcome::Provider(code) => suno_callbacks::poll::asks_to_wait(*code) || (500..=599).contains(code),
             PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::NoRecord | PollOutcome::Unrecorded => false,
         }
     }

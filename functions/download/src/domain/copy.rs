@@ -301,7 +301,7 @@ impl Expired {
 /// that fails for good, leaves the file failed as before: the original status, its reason
 /// naming what the refresh came to (so it still reads as expired: `source answered 403
 /// Forbidden; no fresh link: the provider answered 422 ...`). No link this time for a reason
-/// that may pass (the provider unreachable or too slow, 429, 455, 5xx:
+/// that may pass (the provider unreachable or too slow, 429, 430, 455, 5xx:
 /// [`crate::fresh_link::RefreshError::is_retryable`]), or a fresh link that fails in a way a
 /// retry may fix (5xx, a timeout, the deadline), is retried like any source
 /// ([`Expired::not_yet`]): the next attempt asks for a new link. So is a copy from the fresh

@@ -334,7 +334,8 @@ async fn polls_that_bring_no_word_of_the_task_are_counted() {
         status(429),
         failing,
     ];
-    let word = [pending(), unknown(), status(401), status(402), success()];
+    let about_the_task = ProviderAnswer::Http { status: 200, body: br#"{"code":400,"msg":"bad task id"}"#.to_vec() };
+    let word = [pending(), unknown(), about_the_task, status(401), status(402), success()];
     for (answer, unanswered) in no_word.into_iter().map(|a| (a, 1)).chain(word.into_iter().map(|a| (a, 0))) {
         let ports = MemoryPorts::new(vec![answer.clone()]);
         register(&ports);

@@ -1004,6 +1004,11 @@ fn a_failure_keeps_the_family_a_client_registered() {
     let earlier_build = TaskRecord { registered_family: None, ..registered.clone() };
     let r = ingest_callback(Some(&earlier_build), &flagged, &body("aa"), &claimant("req"), now(60)).record;
     assert_eq!(r.family, Family::Music, "a client's registration all the same");
+    // Lyrics variants, every one failed, are lyrics for sure: they correct the registration.
+    let variant = suno_callbacks::LyricsVariant { status: "failed".into(), ..Default::default() };
+    let failed_variants = CallbackEvent { details: Details::Lyrics { variants: vec![variant] }, ..flagged.clone() };
+    let r = ingest_callback(Some(&registered), &failed_variants, &body("aa"), &claimant("req"), now(60)).record;
+    assert_eq!(r.family, Family::Lyrics);
 
     let unsigned =
         crate::register::Registration::unsigned_record(Family::Music, &task, now(0), Duration::from_secs(600));
