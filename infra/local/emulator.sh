@@ -6,7 +6,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv/emulator"
-[ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
+# The mark install.sh leaves when the whole requirement set went in (moto_server alone may be
+# a half-finished install's).
+[ -f "$venv/.installed" ] && [ -x "$venv/bin/moto_server" ] || { echo "emulator not installed: run 'make deps'" >&2; exit 2; }
 
 # Only the emulator, for it and the command: none of the caller's AWS settings but the region
 # (a profile, real credentials, a per-service endpoint such as AWS_ENDPOINT_URL_S3, which would

@@ -91,9 +91,10 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A JSON error answer from the runner itself (never from a function).
-pub fn error_response(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": message }).to_string();
+/// A JSON error answer from the runner itself (never from a function), in the functions'
+/// shape: a code and a message.
+pub fn error_response(status: StatusCode, error: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({ "error": error, "message": message }).to_string();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
@@ -108,16 +109,21 @@ pub async fn handle<H: LambdaHttp>(handler: Arc<H>, req: Request<Incoming>) -> R
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     let response = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            error_response(StatusCode::PAYLOAD_TOO_LARGE, "request body larger than 10 MiB")
+            // API Gateway's own limit (10 MB) refuses such a request before a function sees it.
+            error_response(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body larger than 10 MiB")
         }
-        Err(_) => error_response(StatusCode::BAD_REQUEST, "could not read the request body"),
+        Err(_) => error_response(StatusCode::BAD_REQUEST, "unreadable_body", "could not read the request body"),
         Ok(collected) => {
             let request = to_lambda_request(parts, collected.to_bytes());
             match tokio::spawn(async move { handler.call(request).await }).await {
                 Ok(response) => from_lambda_response(response),
                 Err(e) => {
                     tracing::error!(error = %e, "handler crashed");
-                    error_response(StatusCode::INTERNAL_SERVER_ERROR, "the handler crashed; see the runner's log")
+                    error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "handler_crashed",
+                        "the handler crashed; see the runner's log",
+                    )
                 }
             }
         }
