@@ -244,7 +244,7 @@ mod tests {
     use super::*;
     use crate::domain::Measure;
     use crate::error::FetchError;
-    use crate::test_support::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve};
+    use crate::memory::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve};
     use crate::upload::StoredObject;
 
     fn message(id: &str, body: &str) -> SqsMessage {
@@ -369,7 +369,7 @@ mod tests {
         ports.put_record(record_of(OTHER, &[("x", FileStatus::Queued)]));
         serve(&ports, "a", b"a");
         serve(&ports, "b", b"b");
-        ports.source(&crate::test_support::url("x"), Script::Hang);
+        ports.source(&crate::memory::url("x"), Script::Hang);
         let ports = Arc::new(ports);
         let batch =
             vec![message("m1", &job_body("a")), message("m2", &job_body_of(OTHER, "x")), message("m3", &job_body("b"))];
@@ -398,7 +398,7 @@ mod tests {
         let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued)]));
         ports.put_record(record_of(OTHER, &[("x", FileStatus::Queued)]));
         serve(&ports, "a", b"a");
-        ports.source(&crate::test_support::url("x"), Script::Hang);
+        ports.source(&crate::memory::url("x"), Script::Hang);
         *ports.settle_failures.lock().unwrap() = 1;
         let ports = Arc::new(ports);
         // x first: a's message is the batch's second, and comes back as that one.
@@ -519,7 +519,7 @@ mod tests {
         // The manifest write waits for a release that never comes.
         let (reached, _at_gate) = tokio::sync::oneshot::channel();
         let (_release, released) = tokio::sync::oneshot::channel();
-        *ports.manifest_gate.lock().unwrap() = Some(crate::test_support::ManifestGate { reached, release: released });
+        *ports.manifest_gate.lock().unwrap() = Some(crate::memory::ManifestGate { reached, release: released });
         let ports = Arc::new(ports);
         let mut batch = vec![message("m1", &job_body("a"))];
         batch[0].receipt_handle = Some("r1".to_owned());
@@ -545,7 +545,7 @@ mod tests {
     async fn a_message_whose_table_write_hangs_is_given_up_before_the_deadline() {
         let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
         serve(&ports, "a", b"a");
-        ports.source(&crate::test_support::url("b"), Script::Fail(FetchError::Timeout("stalled".into())));
+        ports.source(&crate::memory::url("b"), Script::Fail(FetchError::Timeout("stalled".into())));
         ports.file_writes_hang.store(true, std::sync::atomic::Ordering::SeqCst);
         let ports = Arc::new(ports);
         let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];

@@ -119,7 +119,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::test_support::{MemoryStore, deterministic_bytes};
+    use crate::memory::{MemoryStore, deterministic_bytes};
     use crate::upload::{MIN_PART_SIZE, ObjectInfo, ObjectStore, UploadedPart, crc32};
     use sha2::{Digest, Sha256};
 

@@ -29,7 +29,7 @@ pub mod source_policy;
 pub mod upload;
 
 #[cfg(test)]
-mod test_support;
+mod memory;
 
 pub use app::App;
 pub use config::Config;

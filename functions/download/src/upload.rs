@@ -625,7 +625,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::test_support::{MemoryStore, StoreCall, body_of, deterministic_bytes};
+    use crate::memory::{MemoryStore, StoreCall, body_of, deterministic_bytes};
 
     const PART: usize = MIN_PART_SIZE;
 

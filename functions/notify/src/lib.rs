@@ -24,7 +24,7 @@ pub mod poster;
 pub mod secret;
 
 #[cfg(test)]
-mod test_support;
+mod memory;
 
 pub use app::App;
 pub use config::Config;

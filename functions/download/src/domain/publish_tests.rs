@@ -10,7 +10,7 @@ use stemvault_vault::{FileStatus, PublicFileStatus};
 use tokio::sync::Barrier;
 
 use super::*;
-use crate::test_support::{MemoryPorts, SETTINGS, TASK, VAULT_BUCKET, job_body, record, serve};
+use crate::memory::{MemoryPorts, SETTINGS, TASK, VAULT_BUCKET, job_body, record, serve};
 
 fn delivery(name: &str, receive_count: u32) -> Delivery {
     Delivery {
@@ -41,7 +41,7 @@ async fn run(
 }
 
 fn vaulted_id() -> String {
-    // The record's generation is 2 and its stage first (test_support::record).
+    // The record's generation is 2 and its stage first (memory::record).
     format!("{TASK}.vaulted.2.first")
 }
 
@@ -105,12 +105,8 @@ async fn a_failed_publish_leaves_the_task_unsettled_and_the_redelivery_publishes
 async fn a_partial_vault_names_the_failed_file_and_its_reason() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     ports.source(
-        &crate::test_support::url("vocal"),
-        crate::test_support::Script::Fail(FetchError::Status {
-            status: 404,
-            reason: "Not Found".into(),
-            retry_after: None,
-        }),
+        &crate::memory::url("vocal"),
+        crate::memory::Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
     );
     let (_, checked) = run(&ports, "vocal", 1).await;
     assert_eq!(checked, Some(Ok(Settling::Settled)));

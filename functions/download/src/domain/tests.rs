@@ -7,7 +7,7 @@ use super::*;
 use crate::error::FetchError;
 use tokio::sync::oneshot;
 
-use crate::test_support::{
+use crate::memory::{
     ManifestGate, MemoryPorts, SETTINGS, Script, StoreCall, TASK, deterministic_bytes, job_body, record, serve, url,
 };
 

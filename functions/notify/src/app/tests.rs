@@ -4,10 +4,8 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 
 use super::*;
 use crate::domain::{LATE_AFTER, Measure};
+use crate::memory::{MemoryPorts, NEW_SECRET, NOW, SECRET, app, assert_one_spread_delay, status, vaulted_message};
 use crate::secret::Signer;
-use crate::test_support::{
-    MemoryPorts, NEW_SECRET, NOW, SECRET, app, assert_one_spread_delay, status, vaulted_message,
-};
 
 fn message(id: &str, body: &str) -> SqsMessage {
     let mut m = SqsMessage::default();
@@ -124,14 +122,14 @@ async fn a_message_queued_long_ago_fails_late() {
 // --- the signing secret, rotated ------------------------------------------------------------
 
 /// Deliver `count` vaulted messages in one batch.
-async fn deliver(app: &App<MemoryPorts, crate::test_support::MemorySecret>, count: usize) {
+async fn deliver(app: &App<MemoryPorts, crate::memory::MemorySecret>, count: usize) {
     let messages = (0..count).map(|i| message(&format!("m{i}"), &vaulted_message())).collect();
     let response = app.handle_batch(batch(messages), Instant::now() + Duration::from_secs(60)).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 }
 
 /// Which of [`SECRET`] and [`NEW_SECRET`] signed each webhook posted, in order.
-fn signed_with(app: &App<MemoryPorts, crate::test_support::MemorySecret>) -> Vec<&'static str> {
+fn signed_with(app: &App<MemoryPorts, crate::memory::MemorySecret>) -> Vec<&'static str> {
     let (old, new) = (Signer::parse(SECRET).unwrap(), Signer::parse(NEW_SECRET).unwrap());
     let by = |w: &crate::domain::Webhook, s: &Signer| s.sign(&w.id, w.timestamp, &w.body) == w.signature;
     app.ports
@@ -198,7 +196,7 @@ async fn a_secret_that_cannot_be_read_or_used_keeps_the_signer_without_a_read_pe
 }
 
 /// How many failed re-reads of the secret `app` counted.
-fn rereads_failed(app: &App<MemoryPorts, crate::test_support::MemorySecret>) -> usize {
+fn rereads_failed(app: &App<MemoryPorts, crate::memory::MemorySecret>) -> usize {
     app.ports.metrics().iter().filter(|m| **m == Measure::SecretRereadFailed).count()
 }
 
@@ -217,7 +215,7 @@ async fn a_clock_stepped_back_reads_the_secret_again() {
     let ports = MemoryPorts::default();
     let app = App::with_ports(
         ports,
-        crate::test_support::MemorySecret::holding(NEW_SECRET),
+        crate::memory::MemorySecret::holding(NEW_SECRET),
         crate::secret::Signers::new(Signer::parse(SECRET).unwrap(), NOW.plus(Duration::from_secs(1))),
     );
     deliver(&app, 1).await;
@@ -257,7 +255,7 @@ async fn secret_rereads_are_logged_without_the_secret() {
 #[tokio::test]
 async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() {
     let captured = stemvault_aws::log_capture::capture_logs();
-    let secret = crate::test_support::MemorySecret::holding(SECRET);
+    let secret = crate::memory::MemorySecret::holding(SECRET);
     secret.fail();
     let ports = MemoryPorts::default();
     let signers = crate::secret::Signers::load(&secret, &ports).await;

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::test_support::{MemoryPorts, NOW, SECRET, assert_one_spread_delay, detail, signer, status, vaulted_message};
+use crate::memory::{MemoryPorts, NOW, SECRET, assert_one_spread_delay, detail, signer, status, vaulted_message};
 use stemvault_vault::delay::is_spread;
 
 fn delivery(body: &str, receive_count: u32) -> Delivery {
