@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition};
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
@@ -63,6 +63,11 @@ pub const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 /// The most a park waits before its first retry (the SDK's standard retries, jittered).
 pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
 
+/// The retry partition parks retry in: their own token bucket. The SDK's retry quota is per
+/// partition and process, and S3 calls that timed out (the archive's, when S3 is slow: what
+/// makes ingest park) would otherwise use it up, leaving the park one attempt.
+pub const PARK_RETRY_PARTITION: &str = "stemvault-park";
+
 fn park_config() -> aws_sdk_s3::config::Builder {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(PARK_ATTEMPT_TIMEOUT)
@@ -71,6 +76,7 @@ fn park_config() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default()
         .timeout_config(timeouts)
         .retry_config(RetryConfig::standard().with_initial_backoff(PARK_FIRST_RETRY_WITHIN))
+        .retry_partition(RetryPartition::new(PARK_RETRY_PARTITION))
 }
 
 /// Conditional parks tried when S3 answers 409 (bounded: ingest's park has a deadline too).
@@ -106,6 +112,14 @@ impl ArchiveBody for BodyArchive {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Parks retry apart from every other S3 call of the process.
+    #[test]
+    fn parks_have_their_own_retry_quota() {
+        let config = park_config().build();
+        let partition = config.retry_partition().map(ToString::to_string);
+        assert_eq!(partition.as_deref(), Some(PARK_RETRY_PARTITION));
+    }
 
     #[test]
     fn a_refused_park_is_done_when_a_copy_is_there_and_tried_again_on_a_conflict() {
