@@ -55,7 +55,7 @@ deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 rust-components:
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-tools: $(VENV)/tools/.installed $(VENV)/checkov/.installed rust-components
+tools: $(VENV)/tools/.installed rust-components
 	rustup target add aarch64-unknown-linux-gnu >/dev/null
 
 # --- test -----------------------------------------------------------------------------
