@@ -191,7 +191,7 @@ async fn settled_marked_open(env: &TestEnv) -> TaskRecord {
 }
 
 /// A settled task left marked open is taken out of the index by one conditional update of
-/// `open` alone, and is not checked again.
+/// `open` alone (in a new version), and is not checked again.
 #[tokio::test]
 async fn a_settled_task_left_marked_open_leaves_the_index() {
     let env = TestEnv::new().await;
@@ -200,7 +200,8 @@ async fn a_settled_task_left_marked_open_leaves_the_index() {
     let stop_at = Timestamp::now().plus(Duration::from_secs(60));
     let report = app(&env).run("run-1", stop_at).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 0));
-    assert_eq!(env.task_record(&record.task_id).await, TaskRecord { open: None, ..record });
+    let version = record.version + 1;
+    assert_eq!(env.task_record(&record.task_id).await, TaskRecord { open: None, version, ..record });
     assert!(env.drain_queue(10).await.is_empty());
     let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
     assert_eq!(again.tasks_checked, 0, "{again:?}");

@@ -151,11 +151,15 @@ fn fence_as_read(u: &mut Update, fence: Option<AddFence>) -> String {
 /// A task's `open` (and the fence of the save that marked it) taken away: a settled task's, or
 /// a registered one's an older release marked; if its task item is still as read (its version
 /// and `last_received_at`: a [`MarkOpen`] since moved the time, not the version):
-/// [`TaskTable::close_open`].
+/// [`TaskTable::close_open`]. A new version, as every change of the task item: a writer that
+/// read the item open would otherwise put its mark back.
 fn close_open(record: &TaskRecord) -> Update {
-    let mut u = Update::new("REMOVE #open, #adding, #adding_at", "version = :read AND last_received_at = :at");
-    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
-    u.value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339()));
+    let mut u = Update::new(
+        "REMOVE #open, #adding, #adding_at ADD #version :one",
+        "#version = :read AND last_received_at = :at",
+    );
+    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at").name("#version", "version");
+    u.value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339())).value(":one", n(1));
     u
 }
 
@@ -576,10 +580,13 @@ mod tests {
         record.version = 7;
         let u = close_open(&record);
         let expressions = (u.update.as_str(), u.condition.as_str());
-        assert_eq!(expressions, ("REMOVE #open, #adding, #adding_at", "version = :read AND last_received_at = :at"));
+        assert_eq!(
+            expressions,
+            ("REMOVE #open, #adding, #adding_at ADD #version :one", "#version = :read AND last_received_at = :at")
+        );
         assert_eq!((u.names["#open"].as_str(), u.names["#adding"].as_str()), ("open", "adding"));
         assert_eq!(u.names["#adding_at"], "adding_at");
-        assert_eq!(u.values[":read"], n(7));
+        assert_eq!((u.values[":read"].clone(), u.values[":one"].clone()), (n(7), n(1)));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
         assert!(u.unused_placeholders().is_empty());
     }

@@ -182,7 +182,7 @@ impl MemoryTableAndQueue {
     /// the save that marked it), if its task item is still as read (version and
     /// `last_received_at`), as `TaskTable::close_open` does.
     pub fn close_open(&self, record: &TaskRecord) -> crate::Conditional {
-        // As the expression: `version = :read AND last_received_at = :at`.
+        // As the expression: `version = :read AND last_received_at = :at`, and a new version.
         let at = record.last_received_at.rfc3339();
         let closed = self.update_task_item(&record.task_id, |item| {
             let as_read = number(item, "version") == Some(record.version)
@@ -190,6 +190,7 @@ impl MemoryTableAndQueue {
             if as_read {
                 item.remove("adding");
                 item.remove("adding_at");
+                item.insert("version".into(), AttributeValue::N((record.version + 1).to_string()));
             }
             as_read && item.remove("open").is_some()
         });
