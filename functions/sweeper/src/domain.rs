@@ -260,8 +260,10 @@ pub async fn sweep<P: Ports>(
             oldest.get_or_insert(page.tasks.first().map(|task| task.last_received_at));
         }
         for task in &page.tasks {
-            // Past the cursor again after wrapping: this run checked these already.
-            if outcome.wrapped && start.as_ref().is_some_and(|s| position(task) > position(s)) {
+            // Past the cursor again after wrapping: this run checked these already. By time
+            // alone: the index does not promise an order among entries of one time, so those
+            // at the cursor's are checked again rather than perhaps skipped.
+            if outcome.wrapped && start.as_ref().is_some_and(|s| task.last_received_at > s.last_received_at) {
                 break 'lap;
             }
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
@@ -288,7 +290,7 @@ pub async fn sweep<P: Ports>(
                     }
                     outcome.tasks_failed += 1;
                     if e.is_retryable() {
-                        tracing::warn!(task_id = %task.task_id, error = %e, "task not swept; the next run retries");
+                        tracing::warn!(task_id = %task.task_id, error = %e, "task not swept; a later run retries");
                     } else {
                         outcome.tasks_broken += 1;
                         // Fails again every run (a malformed item): as the reconciler says it.
@@ -351,11 +353,6 @@ async fn oldest_open<P: Ports>(ports: &P, received_before: Timestamp) -> Option<
 /// Whole seconds from `from` to `to` (0 when `to` is not later).
 fn seconds_between(from: Timestamp, to: Timestamp) -> u64 {
     u64::try_from(to.unix_ms.saturating_sub(from.unix_ms) / 1000).unwrap_or(0)
-}
-
-/// Where an entry stands in the index: by last delivery, then task id.
-fn position(task: &OpenTask) -> (Timestamp, &str) {
-    (task.last_received_at, task.task_id.as_str())
 }
 
 /// What sweeping one task did.

@@ -66,6 +66,9 @@ struct MemoryPorts {
     cursor_fault: std::sync::Mutex<Option<IndexFault>>,
     /// Every measure emitted, in order.
     measures: std::sync::Mutex<Vec<Measure>>,
+    /// Entries of one time listed by task id descending (DynamoDB promises no order among
+    /// them), not ascending.
+    ties_reversed: std::sync::atomic::AtomicBool,
 }
 
 /// How an index read goes wrong.
@@ -84,6 +87,7 @@ impl MemoryPorts {
             index_fault: Default::default(),
             cursor_fault: Default::default(),
             measures: Default::default(),
+            ties_reversed: Default::default(),
         }
     }
 }
@@ -159,9 +163,14 @@ impl ListOpenTasks for MemoryPorts {
             .filter(|r| r.open.is_some() && r.last_received_at < received_before)
             .map(|r| OpenTask { task_id: r.task_id, last_received_at: r.last_received_at })
             .collect();
-        open.sort_by(|a, b| (&a.last_received_at, &a.task_id).cmp(&(&b.last_received_at, &b.task_id)));
+        let reversed = self.ties_reversed.load(std::sync::atomic::Ordering::Relaxed);
+        let order = |a: &OpenTask, b: &OpenTask| {
+            let ties = if reversed { b.task_id.cmp(&a.task_id) } else { a.task_id.cmp(&b.task_id) };
+            a.last_received_at.cmp(&b.last_received_at).then(ties)
+        };
+        open.sort_by(order);
         if let Some(after) = after {
-            open.retain(|t| (&t.last_received_at, &t.task_id) > (&after.last_received_at, &after.task_id));
+            open.retain(|t| order(t, after).is_gt());
         }
         let next = (open.len() > PAGE).then(|| open[PAGE - 1].clone());
         open.truncate(PAGE);
@@ -482,6 +491,25 @@ async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
 
 /// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
 /// 300 s on (past the grace period).
+/// DynamoDB promises no order among index entries of one time: a run that wraps checks every
+/// entry of the cursor's time again, rather than stop at one it takes for past the cursor.
+#[tokio::test]
+async fn entries_of_the_cursors_time_are_not_skipped_after_wrapping() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    ports.ties_reversed.store(true, std::sync::atomic::Ordering::Relaxed);
+    for i in 0..3 {
+        ports.put_record(orphaned(&task_id(i), at(0), &[("p", FileStatus::Pending)]));
+    }
+    ports.advance(Duration::from_secs(300));
+    let bounded = Settings { max_tasks: 2, ..Settings::default() };
+    let first = sweep(&ports, &bounded, "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((first.tasks_checked, first.stopped_early), (2, true));
+    assert_eq!(ports.cursor.lock().unwrap().clone().map(|c| c.task_id), Some(task_id(1)));
+    // After the cursor: task 0; then from the start: 2 and 1 (and 0) are of the cursor's time.
+    let next = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((next.tasks_checked, next.stopped_early), (4, false), "{next:?}");
+}
+
 fn pending_orphans(n: usize) -> MemoryPorts {
     let ports = MemoryPorts::with_virtual_clock(at(0));
     for i in 0..n {
