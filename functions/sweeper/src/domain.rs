@@ -205,8 +205,9 @@ impl Outcome {
 pub const TASK_BUDGET: Duration = Duration::from_secs(10);
 
 /// Sweep the open tasks: from just after the entry the previous run checked last (its
-/// cursor) to the end of the index, then from the oldest entry back up to the cursor, until
-/// every entry was checked once, `max_tasks` were checked, or `stop_at`. The cursor is then
+/// cursor) to the end of the index, then from the oldest entry back up to the cursor's time
+/// (its entries of that time checked again: the index keeps no order among them), until
+/// every entry was checked, `max_tasks` were checked, or `stop_at`. The cursor is then
 /// set to the last entry checked (or cleared after a whole lap), so however many tasks stay
 /// open for long (a file waiting out its message's retention), every open task is checked within
 /// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only

@@ -489,8 +489,6 @@ async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
     assert_eq!(report.tasks_checked, 0, "{report:?}");
 }
 
-/// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
-/// 300 s on (past the grace period).
 /// DynamoDB promises no order among index entries of one time: a run that wraps checks every
 /// entry of the cursor's time again, rather than stop at one it takes for past the cursor.
 #[tokio::test]
@@ -510,6 +508,8 @@ async fn entries_of_the_cursors_time_are_not_skipped_after_wrapping() {
     assert_eq!((next.tasks_checked, next.stopped_early), (4, false), "{next:?}");
 }
 
+/// `n` tasks with one pending file each, delivered a second apart from `at(0)`, and the clock
+/// 300 s on (past the grace period).
 fn pending_orphans(n: usize) -> MemoryPorts {
     let ports = MemoryPorts::with_virtual_clock(at(0));
     for i in 0..n {

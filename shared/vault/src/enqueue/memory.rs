@@ -188,11 +188,12 @@ impl MemoryTableAndQueue {
             let as_read = number(item, "version") == Some(record.version)
                 && string(item, "last_received_at") == Some(at.as_str());
             if as_read {
+                item.remove("open");
                 item.remove("adding");
                 item.remove("adding_at");
                 item.insert("version".into(), AttributeValue::N((record.version + 1).to_string()));
             }
-            as_read && item.remove("open").is_some()
+            as_read
         });
         if closed { crate::Conditional::Applied } else { crate::Conditional::Conflict }
     }
