@@ -10,7 +10,8 @@ pub struct CallbackEvent {
     pub task_id: TaskId,
     pub family: Family,
     pub stage: Stage,
-    /// The envelope `code` (200 is success; anything else is a failure of the task).
+    /// The envelope `code` (anything but 200 is a failure of the task; so is a 200 under stage
+    /// `error`: a failure only the results say).
     pub code: i64,
     /// The envelope `msg` (empty when absent); for a failure only the results say (a voice
     /// status, lyrics whose every variant failed), their error message when they carry one.

@@ -197,16 +197,23 @@ pub fn generation_record_path(family: Family) -> Option<&'static str> {
     (family == Family::Voice).then_some("/api/v1/voice/record-info")
 }
 
-/// Whether a provider's answer `code` (or HTTP status) asks the caller to wait before asking
-/// again: rate limited (429; docs.sunoapi.org's 405 "rate limit exceeded" and 430 "call
-/// frequency too high") or down for maintenance (455, both sites). As an HTTP status, 405 is
-/// "method not allowed": only [`RATE_LIMITED_STATUSES`] read so.
+/// The HTTP statuses that ask the caller to wait before asking again: rate limited (429;
+/// docs.sunoapi.org's 430 "call frequency too high") or down for maintenance (455, both
+/// sites).
+pub const WAIT_STATUSES: [u16; 3] = [429, 430, 455];
+
+/// Whether a provider's answer `code` asks the caller to wait: [`WAIT_STATUSES`], and
+/// docs.sunoapi.org's 405 "rate limit exceeded" (as an HTTP status, 405 is "method not
+/// allowed": only a body's `code` reads so).
 pub fn asks_to_wait(code: i64) -> bool {
-    matches!(code, 405 | 429 | 430 | 455)
+    code == 405 || u16::try_from(code).is_ok_and(|c| WAIT_STATUSES.contains(&c))
 }
 
-/// The HTTP statuses that ask the caller to wait ([`asks_to_wait`]'s codes but 405).
-pub const RATE_LIMITED_STATUSES: [u16; 3] = [429, 430, 455];
+/// Whether a provider's `code` (or HTTP status) says it is failing: a 5xx but 505, which
+/// kie documents as "feature disabled", a refusal.
+pub fn provider_failing(code: i64) -> bool {
+    matches!(code, 500..=504 | 506..=599)
+}
 
 /// The `code` of a JSON answer's envelope, read as [`parse_poll`] reads it (a number, or a
 /// string of one: `401`, `"401"`, `401.0`); None when the body is no JSON object or has none.

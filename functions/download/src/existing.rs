@@ -77,6 +77,7 @@ pub async fn find_copy<R: ReadObject + Sync>(
             (None, None) => {
                 // The object the HEAD showed, not one written since (a 412 is retried).
                 let (bytes, digest) = store.hash_object(key, &head.etag).await?;
+                // Should a store answer without an ETag (If-Match then checks nothing).
                 if bytes != head.bytes {
                     return Ok(None);
                 }

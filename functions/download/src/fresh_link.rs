@@ -62,7 +62,7 @@ fn meaning(code: i64) -> &'static str {
 
 impl RefreshError {
     /// Whether asking again later may give a link: the provider unreachable, rate limited
-    /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::RATE_LIMITED_STATUSES`],
+    /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::WAIT_STATUSES`],
     /// as a poll reads them; the code may be the HTTP status, so 405 is "method not allowed")
     /// or failing (5xx), or its answer unreadable (a proxy's error page). Not a refusal about
     /// this URL or this account (401, 402, 405, 422, 505, ...).
@@ -70,9 +70,8 @@ impl RefreshError {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => {
-                let waits =
-                    u16::try_from(*code).is_ok_and(|c| suno_callbacks::poll::RATE_LIMITED_STATUSES.contains(&c));
-                waits || matches!(code, 500..=504 | 506..=599)
+                let waits = u16::try_from(*code).is_ok_and(|c| suno_callbacks::poll::WAIT_STATUSES.contains(&c));
+                waits || suno_callbacks::poll::provider_failing(*code)
             }
             RefreshError::Refused(_) => false,
         }
@@ -271,7 +270,7 @@ mod tests {
 
     #[test]
     fn every_documented_error_code_is_an_error_named_by_its_code_as_status_or_in_the_body() {
-        for code in [401, 402, 404, 422, 429, 455, 500, 505] {
+        for code in [401, 402, 404, 422, 429, 430, 455, 500, 505] {
             let body = format!(r#"{{"code":{code},"msg":"scripted","data":null}}"#);
             for status in [200, code as u16] {
                 let err = read_answer(status, body.as_bytes()).unwrap_err();

@@ -14,10 +14,12 @@
 //!   code ingest runs for a callback (so a callback and a poll bringing the same result merge
 //!   once; the second adds no file and sends no message), which also takes the task out of the
 //!   index once its stage is final;
-//! * pending, 429, 5xx, no answer: the next poll is scheduled, 30 s doubling to 1 hour; after
-//!   a 429 the run polls no other task: a task is polled at most every 30 s, far inside the
-//!   provider's per-task limit, so the limit hit is the account's, and every other poll would
-//!   be refused too and only use it up; they stay due for the next run;
+//! * pending, a rate limit or maintenance ([`suno_callbacks::poll::asks_to_wait`]), a 5xx, a
+//!   refusal for the key or the credits (401/403, 402: counted, logged once a run, alarmed
+//!   on), no answer: the next poll is scheduled, 30 s doubling to 1 hour; after a rate limit
+//!   or maintenance the run polls no other task: a task is polled at most every 30 s, far
+//!   inside the provider's per-task limit, so the limit hit is the account's, and every other
+//!   poll would be refused too and only use it up; they stay due for the next run;
 //! * "not found" (404/422 as the `code` of the provider's answer, or a success whose `data` is
 //!   null: no record of the task at its family's endpoint; an HTTP 404/422 is a path it
 //!   does not serve, read as unreadable): the same, and once every
@@ -162,7 +164,8 @@ pub struct Outcome {
     pub polls: usize,
     /// Results ingested (a result the task already had counts: it was a duplicate).
     pub results: usize,
-    /// Polls answered pending, or whose answer counts as pending (429, 5xx, no answer).
+    /// Polls answered pending, or whose answer counts as pending (a rate limit, a 5xx, no
+    /// answer).
     pub pending: usize,
     /// Polls the provider refused for the key (401/403).
     pub unauthorized: usize,
@@ -188,7 +191,8 @@ pub struct Outcome {
     pub put_off: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
-    /// Stopped after the provider answered 429; the tasks left wait for the next run.
+    /// Stopped after the provider asked to wait (a rate limit or maintenance); the tasks left
+    /// wait for the next run.
     pub rate_limited: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
     #[serde(flatten)]

@@ -35,7 +35,7 @@ pub const CURSOR_SK: &str = "cursor";
 pub const TASKS_SWEPT: &str = "TasksSwept";
 
 /// Open tasks a sweep could not sweep (a table or queue error, the task's budget run out, a
-/// panic): the next run tries them again.
+/// panic): a later run tries them again.
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
 /// How long ago the oldest open task past the grace period last received a callback, in

@@ -102,7 +102,7 @@ pub trait CloseTask {
 /// What the function measures (CloudWatch metrics in [`crate::aws`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
-    /// A sweep: the open tasks it checked, those it could not sweep (the next run tries them
+    /// A sweep: the open tasks it checked, those it could not sweep (a later run tries them
     /// again), and of those the ones no retry mends (a panic, a record the table cannot
     /// read); and how long ago the oldest open task past the grace period last received a
     /// callback, in seconds (0: none; None: the index could not be read). Emitted by every
@@ -178,7 +178,7 @@ pub struct Outcome {
     pub files_requeued: usize,
     /// Manifest jobs sent for open tasks whose files were all settled.
     pub manifests_requested: usize,
-    /// Tasks that could not be swept this time (the next run tries again).
+    /// Tasks that could not be swept this time (a later run tries again).
     pub tasks_failed: usize,
     /// Of those, the ones no retry mends (a panic, a record the table cannot read).
     pub tasks_broken: usize,
@@ -212,7 +212,7 @@ pub const TASK_BUDGET: Duration = Duration::from_secs(10);
 /// open for long (a file waiting out its message's retention), every open task is checked within
 /// ceil(open tasks / `max_tasks`) runs. `claimant_id` names this run's claims. Fails only
 /// when the index cannot be read (after writing the cursor for the entries checked); a task
-/// that cannot be swept (or not within [`TASK_BUDGET`]) is counted and left to the next run,
+/// that cannot be swept (or not within [`TASK_BUDGET`]) is counted and left to a later run,
 /// a cursor that cannot be read means starting at the oldest entry, and one that cannot be
 /// written the next run starting where this one did. Every call is bounded (a page read and a
 /// task by [`TASK_BUDGET`], the cursor's by

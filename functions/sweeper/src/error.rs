@@ -14,11 +14,11 @@ pub enum SweepError {
     /// `pending` again).
     #[error(transparent)]
     Enqueue(#[from] EnqueueError),
-    /// Concurrent writers kept changing the task's record; the next run takes it.
+    /// Concurrent writers kept changing the task's record; a later run takes it.
     #[error("the task record kept changing under {attempts} attempts to claim its files")]
     Contention { attempts: u32 },
     /// Sweeping the task took longer than a task may ([`crate::domain::TASK_BUDGET`]); what it
-    /// claimed and did not send lapses with its lease, and the next run takes it.
+    /// claimed and did not send lapses with its lease, and a later run takes it.
     #[error("the task was not swept within {}s", .after.as_secs())]
     OutOfTime { after: std::time::Duration },
     /// Sweeping the task panicked (a bug its items reach): the run goes on with the others,

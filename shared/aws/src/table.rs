@@ -154,11 +154,9 @@ fn fence_as_read(u: &mut Update, fence: Option<AddFence>) -> String {
 /// [`TaskTable::close_open`]. A new version, as every change of the task item: a writer that
 /// read the item open would otherwise put its mark back.
 fn close_open(record: &TaskRecord) -> Update {
-    let mut u = Update::new(
-        "REMOVE #open, #adding, #adding_at ADD #version :one",
-        "#version = :read AND last_received_at = :at",
-    );
-    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at").name("#version", "version");
+    let mut u =
+        Update::new("REMOVE #open, #adding, #adding_at ADD version :one", "version = :read AND last_received_at = :at");
+    u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
     u.value(":read", n(record.version)).value(":at", s(&record.last_received_at.rfc3339())).value(":one", n(1));
     u
 }
@@ -582,7 +580,7 @@ mod tests {
         let expressions = (u.update.as_str(), u.condition.as_str());
         assert_eq!(
             expressions,
-            ("REMOVE #open, #adding, #adding_at ADD #version :one", "#version = :read AND last_received_at = :at")
+            ("REMOVE #open, #adding, #adding_at ADD version :one", "version = :read AND last_received_at = :at")
         );
         assert_eq!((u.names["#open"].as_str(), u.names["#adding"].as_str()), ("open", "adding"));
         assert_eq!(u.names["#adding_at"], "adding_at");

@@ -209,7 +209,7 @@ impl PollOutcome {
     /// `code`, or 405 as the body's `code`. Polling other tasks would only meet the same answer.
     pub fn rate_limited(&self) -> bool {
         match self {
-            PollOutcome::Http(status) => suno_callbacks::poll::RATE_LIMITED_STATUSES.contains(status),
+            PollOutcome::Http(status) => suno_callbacks::poll::WAIT_STATUSES.contains(status),
             PollOutcome::Provider(code) => suno_callbacks::poll::asks_to_wait(*code),
             _ => false,
         }
@@ -224,7 +224,9 @@ impl PollOutcome {
         match self {
             PollOutcome::Unreachable | PollOutcome::Unreadable => true,
             PollOutcome::Http(status) => !(401..=403).contains(status),
-            PollOutcome::Provider(code) => suno_callbacks::poll::asks_to_wait(*code) || (500..=599).contains(code),
+            PollOutcome::Provider(code) => {
+                suno_callbacks::poll::asks_to_wait(*code) || suno_callbacks::poll::provider_failing(*code)
+            }
             PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::NoRecord | PollOutcome::Unrecorded => false,
         }
     }
