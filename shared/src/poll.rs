@@ -202,11 +202,16 @@ pub fn generation_record_path(family: Family) -> Option<&'static str> {
 /// sites).
 pub const WAIT_STATUSES: [u16; 3] = [429, 430, 455];
 
+/// Whether `status` (an HTTP status, or a code that may be one) is one of [`WAIT_STATUSES`].
+pub fn is_wait_status(status: i64) -> bool {
+    u16::try_from(status).is_ok_and(|s| WAIT_STATUSES.contains(&s))
+}
+
 /// Whether a provider's answer `code` asks the caller to wait: [`WAIT_STATUSES`], and
 /// docs.sunoapi.org's 405 "rate limit exceeded" (as an HTTP status, 405 is "method not
 /// allowed": only a body's `code` reads so).
 pub fn asks_to_wait(code: i64) -> bool {
-    code == 405 || u16::try_from(code).is_ok_and(|c| WAIT_STATUSES.contains(&c))
+    code == 405 || is_wait_status(code)
 }
 
 /// Whether a provider's `code` (or HTTP status) says it is failing: a 5xx but 505, which

@@ -70,8 +70,7 @@ impl RefreshError {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => {
-                let waits = u16::try_from(*code).is_ok_and(|c| suno_callbacks::poll::WAIT_STATUSES.contains(&c));
-                waits || suno_callbacks::poll::provider_failing(*code)
+                suno_callbacks::poll::is_wait_status(*code) || suno_callbacks::poll::provider_failing(*code)
             }
             RefreshError::Refused(_) => false,
         }

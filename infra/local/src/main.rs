@@ -166,16 +166,19 @@ fn described_runner(port: u16) -> Option<RunInfo> {
 /// leaves it).
 async fn wait_for_a_starting_runner() {
     let Some((info, note)) = run_info::default_path().ok().zip(run_info::starting_path().ok()) else { return };
-    let described = || run_info::live_runner().is_some() && run_info::described_since(&info, &note);
-    if !run_info::runner_starting(&note) || described() {
+    let ready = || {
+        !run_info::runner_starting(&note)
+            || run_info::live_runner().is_some() && run_info::described_since(&info, &note)
+    };
+    if ready() {
         return;
     }
     println!("a `make run` is starting (.local/run.starting): waiting up to a minute for it");
     for _ in 0..60 {
-        if !run_info::runner_starting(&note) || described() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if ready() {
             return;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

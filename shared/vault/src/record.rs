@@ -478,14 +478,22 @@ impl TaskRecord {
     /// without files read as music, or as lyrics without variants ([`suno_callbacks::CallbackEvent::family_is_a_guess`]),
     /// on a task no registration named. A registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
-        // Details kept apart (too large for the item) say something all the same.
-        let has_details = self.details.as_ref().is_some_and(|d| {
-            serde_json::from_value::<suno_callbacks::Details>(d.clone()).map_or(true, |d| !d.is_empty())
-        });
-        suno_callbacks::event::failure_family_is_a_guess(self.family, self.succeeded, &self.message, has_details)
-            && self.files.is_empty()
+        // Details kept apart (too large for the item) say something all the same. Read only
+        // when the cheaper conditions leave it to them.
+        let has_details = || {
+            self.details.as_ref().is_some_and(|d| {
+                serde_json::from_value::<suno_callbacks::Details>(d.clone()).map_or(true, |d| !d.is_empty())
+            })
+        };
+        self.files.is_empty()
             && self.registered_family.is_none()
             && !self.callbacks.is_empty()
+            && suno_callbacks::event::failure_family_is_a_guess(
+                self.family,
+                self.succeeded,
+                &self.message,
+                has_details(),
+            )
     }
 
     /// The add fence on the task item, if any ([`AddFence`]).

@@ -428,11 +428,15 @@ async fn polls_refused_for_credits_are_counted() {
         ProviderAnswer::Http { status: 402, body: unpaid_body.clone() },
         ProviderAnswer::Http { status: 200, body: unpaid_body },
     ] {
+        let captured = stemvault_aws::log_capture::capture_logs();
         let ports = MemoryPorts::new(vec![unpaid]);
         register(&ports);
         ports.until_due();
         let outcome = run(&ports).await;
         assert_eq!((outcome.polls, outcome.unpaid, outcome.pending, outcome.unauthorized), (1, 1, 0, 0), "{outcome:?}");
+        let logs = captured.text();
+        let said = logs.lines().filter(|l| l.contains("ERROR") && l.contains("credits (402)")).count();
+        assert_eq!(said, 1, "one error line a run: {logs}");
         let counted = ports.measures.lock().unwrap().last().copied();
         let alarmed =
             Measure::Reconciled { polls: 1, unanswered: 0, refused: 0, unpaid: 1, given_up: 0, failed: 0, broken: 0 };
