@@ -87,9 +87,7 @@ use crate::source::{ChunkStream, FetchSource};
 use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
 use stemvault_aws::shown::{loggable_str, url_sha256};
 
-/// The reason (its start) of a file recorded failed on its message's last receive, and the
-/// `Reason` of its `FilesFailed` metric.
-pub const DEAD_LETTERED: &str = "dead_lettered";
+pub use stemvault_vault::reason::DEAD_LETTERED;
 
 pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 

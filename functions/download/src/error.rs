@@ -10,6 +10,7 @@ use std::time::Duration;
 use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
 use stemvault_vault::events::PublishError;
+use stemvault_vault::reason::{COPY_TOO_SLOW, SOURCE_ANSWERED};
 
 use crate::source_policy::Refusal;
 
@@ -23,7 +24,7 @@ pub enum FetchError {
     #[error("redirect ({status}) without a usable Location header")]
     BadRedirect { status: u16 },
     /// `retry_after`: what the source's `Retry-After` asked for, on a 429 or 503.
-    #[error("source answered {status}{}", reason_suffix(.reason))]
+    #[error("{SOURCE_ANSWERED}{status}{}", reason_suffix(.reason))]
     Status { status: u16, reason: String, retry_after: Option<Duration> },
     #[error("could not connect to the source: {0}")]
     Connect(String),
@@ -55,7 +56,7 @@ pub enum FetchError {
     TooLarge { limit: u64, declared: Option<u64> },
     /// The source answered `status` (expired) and the provider could not give a fresh link
     /// this time, for a reason that may pass (`why`): asked again on the next attempt.
-    #[error("source answered {status}{}; no fresh link yet: {why}", reason_suffix(.reason))]
+    #[error("{SOURCE_ANSWERED}{status}{}; no fresh link yet: {why}", reason_suffix(.reason))]
     /// `retry_after`: what a fresh link that answered 429 or 503 asked for.
     NoFreshLinkYet { status: u16, reason: String, why: String, retry_after: Option<Duration> },
 }
@@ -111,7 +112,7 @@ pub enum CopyError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("the copy did not finish before the invocation's deadline")]
+    #[error("{COPY_TOO_SLOW}")]
     Deadline,
 }
 

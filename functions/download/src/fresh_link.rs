@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig, ProviderKey};
+use stemvault_vault::reason::PROVIDER_ANSWERED;
 use url::Url;
 
 use crate::source_policy::{Refusal, SourcePolicy};
@@ -34,7 +35,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RefreshError {
     /// The provider answered an error: as an HTTP status, or as HTTP 200 with an error `code`.
-    #[error("the provider answered {code}{}{}", meaning(*.code), message_suffix(.message))]
+    #[error("{PROVIDER_ANSWERED}{code}{}{}", meaning(*.code), message_suffix(.message))]
     Provider { code: i64, message: String },
     #[error("the provider could not be reached: {0}")]
     Unreachable(String),

@@ -14,6 +14,7 @@ pub mod job;
 pub mod manifest;
 pub mod panic;
 pub mod ports;
+pub mod reason;
 pub mod reconcile;
 pub mod record;
 pub mod register;

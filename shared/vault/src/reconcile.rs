@@ -60,11 +60,7 @@ pub const EXPIRED_STATUSES: [u16; 4] = [403, 404, 410, 441];
 /// time): the provider may still give a fresh one.
 pub fn failed_by_expiry(file: &FileEntry) -> bool {
     file.status == FileStatus::Failed
-        && file.error.as_deref().is_some_and(|e| {
-            let e = e.strip_prefix("dead_lettered: ").unwrap_or(e);
-            let status = e.strip_prefix("source answered ").and_then(|rest| rest.get(..3)?.parse::<u16>().ok());
-            status.is_some_and(|status| EXPIRED_STATUSES.contains(&status))
-        })
+        && file.error.as_deref().and_then(crate::reason::source_status).is_some_and(|s| EXPIRED_STATUSES.contains(&s))
 }
 
 /// Whether the task still waits for its result (registered, or only `text`/`first` came).

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::error::reads_as_expired;
+use stemvault_vault::reason::NO_FRESH_LINK;
 
 /// Copy the claimed file as planned; should its URL fail for good after ingest wrote a newer
 /// one into the item (`next_url`: the `failed` write refused, the file still ours), copy
@@ -275,7 +276,7 @@ impl Expired {
     /// The file failed as expired, `note` saying what the refresh came to.
     fn failed(&self, note: Option<String>) -> CopyError {
         // `; ` whatever the reason phrase: the reconciler reads the note after it
-        // (stemvault_vault::reconcile::awaits_retry).
+        // (stemvault_vault::reason).
         let reason = match note {
             None => self.reason.clone(),
             Some(note) => format!("{}; {note}", self.reason),
@@ -337,7 +338,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         }
         Some(Some(Err(e))) => {
             tracing::warn!(status, error = %e, "the source expired and no fresh link could be had");
-            return Err(expired.failed(Some(format!("no fresh link: {e}"))));
+            return Err(expired.failed(Some(format!("{NO_FRESH_LINK}{e}"))));
         }
         Some(Some(Ok(link))) => link,
     };

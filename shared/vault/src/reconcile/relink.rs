@@ -6,7 +6,7 @@ use std::time::Duration;
 use suno_callbacks::CallbackEvent;
 
 use super::failed_by_expiry;
-use crate::{FileEntry, FileStatus, TaskRecord, Timestamp};
+use crate::{FileEntry, FileStatus, TaskRecord, Timestamp, reason};
 
 /// The wait, after a file failed for a reason that may pass, before a poll reopens it
 /// ([`relink`]); it doubles with each reopen of the file.
@@ -22,19 +22,12 @@ pub const MAX_RELINKS: u32 = 8;
 /// (401, 403) or the credits (402), which the user may fix. Not what says the file will never
 /// come (a 422 for a fresh link: not a URL the provider generated; a source failing for good
 /// with no fresh link asked, or with one the provider did not find; a host that is not
-/// allowed). The reasons are the downloader's (functions/download: `CopyError`,
-/// `RefreshError`, and its `dead_lettered` prefix); its tests read them with this.
+/// allowed). The reasons are the downloader's, read by [`crate::reason`].
 pub fn awaits_retry(file: &FileEntry) -> bool {
-    const NO_LINK_MAY_PASS: [&str; 3] = [
-        "; no fresh link: the provider answered 401",
-        "; no fresh link: the provider answered 402",
-        "; no fresh link: the provider answered 403",
-    ];
-    const TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
-    let may_pass = |e: &str| match e.strip_prefix("dead_lettered: ") {
+    let may_pass = |e: &str| match reason::is_dead_lettered(e) {
         // From the URL or from a fresh link of it.
-        Some(last) => !last.contains(TOO_SLOW),
-        None => failed_by_expiry(file) && NO_LINK_MAY_PASS.iter().any(|p| e.contains(p)),
+        true => !e.contains(reason::COPY_TOO_SLOW),
+        false => failed_by_expiry(file) && reason::fresh_link_refused(e).is_some_and(|code| matches!(code, 401..=403)),
     };
     file.status == FileStatus::Failed && file.error.as_deref().is_some_and(may_pass)
 }
@@ -125,6 +118,7 @@ mod tests {
         for may_pass in [
             "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)",
             "source answered 410 Gone; no fresh link: the provider answered 401 (unauthorized: check the API key)",
+            "source answered 441; no fresh link: the provider answered 403",
             "dead_lettered: source answered 503 Service Unavailable",
             "dead_lettered: the source timed out: no bytes for 30 s",
             "dead_lettered: S3 UploadPart failed: 503 SlowDown",
@@ -138,6 +132,8 @@ mod tests {
             "source answered 404 Not Found",
             "source answered 410 Gone; the fresh link failed: source answered 404",
             "source answered 403 Forbidden; no fresh link: the provider answered 422 (not a URL the provider generated)",
+            "source answered 403 Forbidden; no fresh link: the provider answered 404 (not found)",
+            "source answered 403 Forbidden; no fresh link: the provider answered 4020",
             "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
             "dead_lettered: the copy did not finish before the invocation's deadline",
             "dead_lettered: source answered 410 Gone; no fresh link yet: copying from the fresh link failed: the \

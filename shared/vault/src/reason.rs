@@ -1,0 +1,82 @@
+//! The words of a file's failure reason that the downloader writes and the reconciler reads
+//! back: whether the URL expired ([`crate::reconcile::failed_by_expiry`]) and whether a fresh
+//! link was refused for a reason the user may fix ([`crate::reconcile::awaits_retry`]). One
+//! place for both sides, so a change of wording cannot part them.
+//!
+//! A reason reads `[dead_lettered: ]source answered <status>[ <phrase>][; no fresh link: the
+//! provider answered <code> ...]`, or another error's text.
+
+/// The start of the reason of a file failed on its message's last receive (followed by
+/// `: ` and the last error), and the `Reason` of its `FilesFailed` metric.
+pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// What a failure by the source's HTTP status starts with, its status next.
+pub const SOURCE_ANSWERED: &str = "source answered ";
+
+/// The note (after `; `) that follows an expired source's status and phrase when the provider
+/// gave no fresh link, the refresh's error next. (Not `no fresh link yet: `: that one may come.)
+pub const NO_FRESH_LINK: &str = "no fresh link: ";
+
+/// What a refresh the provider refused starts with, its code next.
+pub const PROVIDER_ANSWERED: &str = "the provider answered ";
+
+/// The error of a copy slower than an invocation: tried again, it would take the same again.
+pub const COPY_TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
+
+/// The reason without its [`DEAD_LETTERED`] start.
+fn last_error(reason: &str) -> &str {
+    reason.strip_prefix(DEAD_LETTERED).and_then(|rest| rest.strip_prefix(": ")).unwrap_or(reason)
+}
+
+/// Whether the reason was recorded on a message's last receive.
+pub fn is_dead_lettered(reason: &str) -> bool {
+    last_error(reason).len() < reason.len()
+}
+
+/// The source's HTTP status the file failed by, on the last receive or at once.
+pub fn source_status(reason: &str) -> Option<u16> {
+    let rest = last_error(reason).strip_prefix(SOURCE_ANSWERED)?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// The code the provider refused a fresh link with, when the file failed at once for that
+/// (not on its last receive: a refusal then is not what it failed by).
+pub fn fresh_link_refused(reason: &str) -> Option<i64> {
+    if is_dead_lettered(reason) {
+        return None;
+    }
+    let (_, why) = reason.split_once(NO_FRESH_LINK).filter(|(before, _)| before.ends_with("; "))?;
+    let code = why.strip_prefix(PROVIDER_ANSWERED)?;
+    let digits = code.find(|c: char| !c.is_ascii_digit()).unwrap_or(code.len());
+    code[..digits].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_source_status_with_or_without_the_dead_letter_start() {
+        assert_eq!(source_status("source answered 410 Gone"), Some(410));
+        assert_eq!(source_status("source answered 441; no fresh link: x"), Some(441));
+        assert_eq!(source_status("dead_lettered: source answered 503 Service Unavailable (receive 8)"), Some(503));
+        assert_eq!(source_status("could not connect to the source: refused"), None);
+        assert_eq!(source_status("source answered 4"), None);
+        assert_eq!(source_status("dead_lettered source answered 403"), None, "the start is `dead_lettered: `");
+    }
+
+    #[test]
+    fn reads_the_refusal_of_a_fresh_link() {
+        let refused = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)";
+        assert_eq!(fresh_link_refused(refused), Some(402));
+        assert_eq!(fresh_link_refused("source answered 441; no fresh link: the provider answered 401"), Some(401));
+        assert_eq!(fresh_link_refused(&format!("{DEAD_LETTERED}: {refused}")), None);
+        assert_eq!(
+            fresh_link_refused("source answered 403 Forbidden; no fresh link yet: the provider answered 503"),
+            None
+        );
+        assert_eq!(fresh_link_refused("source answered 403 Forbidden; no fresh link: the fresh link: refused"), None);
+        assert!(is_dead_lettered("dead_lettered: source answered 503"));
+        assert!(!is_dead_lettered("source answered 503"));
+    }
+}
