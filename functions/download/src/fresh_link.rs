@@ -65,13 +65,16 @@ impl RefreshError {
     /// Whether asking again later may give a link: the provider unreachable, rate limited
     /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::WAIT_STATUSES`],
     /// as a poll reads them; the code may be the HTTP status, so 405 is "method not allowed")
-    /// or failing (5xx), or its answer unreadable (a proxy's error page). Not a refusal about
-    /// this URL or this account (401, 402, 405, 422, 505, ...).
+    /// or failing (5xx), a request that timed out or came too early on its way (408, 425: a
+    /// gateway's), or its answer unreadable (a proxy's error page). Not a refusal about this
+    /// URL or this account (401, 402, 405, 422, 505, ...).
     pub fn is_retryable(&self) -> bool {
         match self {
             RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => {
-                suno_callbacks::poll::is_wait_status(*code) || suno_callbacks::poll::provider_failing(*code)
+                suno_callbacks::poll::is_wait_status(*code)
+                    || suno_callbacks::poll::provider_failing(*code)
+                    || matches!(*code, 408 | 425)
             }
             RefreshError::Refused(_) => false,
         }
@@ -255,12 +258,12 @@ mod tests {
         assert_eq!(refused, RefreshError::Provider { code: 402, message: String::new() });
     }
 
-    /// A rate limit or maintenance (as a poll reads them) and a failure are asked again; a
-    /// refusal about the URL or the account is not.
+    /// A rate limit or maintenance (as a poll reads them), a failure and a gateway's timeout
+    /// are asked again; a refusal about the URL or the account is not.
     #[test]
     fn waits_and_failures_are_asked_again() {
         let retried = |code| RefreshError::Provider { code, message: String::new() }.is_retryable();
-        for code in [429, 430, 455, 500, 503, 599] {
+        for code in [408, 425, 429, 430, 455, 500, 503, 599] {
             assert!(retried(code), "{code}");
         }
         for code in [401, 402, 403, 404, 405, 422, 505] {
