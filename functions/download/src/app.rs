@@ -244,7 +244,7 @@ mod tests {
     use super::*;
     use crate::domain::Measure;
     use crate::error::FetchError;
-    use crate::memory::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve};
+    use crate::memory::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve, url};
     use crate::upload::StoredObject;
 
     fn message(id: &str, body: &str) -> SqsMessage {
@@ -318,6 +318,27 @@ mod tests {
         assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
+    }
+
+    /// A copy that panics fails its own message only: the claim it held is given back (the
+    /// file queued again, the panic its reason) and its retry is delayed, so that the next
+    /// receive copies the file rather than wait out the claim's lease.
+    #[tokio::test]
+    async fn a_copy_that_panics_gives_its_claim_back_and_delays_its_retry() {
+        let ports = Arc::new(MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)])));
+        ports.source(&url("a"), Script::Panic);
+        serve(&ports, "b", b"b bytes");
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        batch[0].receipt_handle = Some("r1".to_owned());
+        let response = process_batch(ports.clone(), SETTINGS, batch, Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response), vec!["m1"]);
+        let stored = ports.record(TASK);
+        let a = &stored.files["a"];
+        assert_eq!((a.status, a.claim.as_deref()), (FileStatus::Queued, None), "{a:?}");
+        assert_eq!(a.error.as_deref(), Some("the handler panicked: source panicked"));
+        assert_eq!(stored.files["b"].status, FileStatus::Stored);
+        let delays = ports.delays.lock().unwrap().clone();
+        assert_eq!(delays.iter().map(|(handle, _)| handle.as_str()).collect::<Vec<_>>(), ["r1"]);
     }
 
     /// A batch with several messages of one task checks that task once, after them all:

@@ -435,6 +435,8 @@ pub enum Script {
     },
     /// Never answers.
     Hang,
+    /// Panics (a bug in the copy path), its message `source panicked`.
+    Panic,
 }
 
 /// One task's item collection as DynamoDB keeps it: the task item (a record without its
@@ -906,6 +908,7 @@ impl FetchSource for MemoryPorts {
                 Ok(SourceBody { content_length: body.content_length, content_type: body.content_type, chunks })
             }
             Some(Script::Hang) => std::future::pending().await,
+            Some(Script::Panic) => panic!("source panicked"),
             Some(Script::Reset { data }) => {
                 let reset = Err(FetchError::Body("connection reset".into()));
                 let chunks: SourceChunks = Box::pin(stream::iter([Ok(Bytes::from(data.clone())), reset]));

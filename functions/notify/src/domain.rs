@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use stemvault_vault::delay::Backoff;
-use stemvault_vault::events::{EVENT_SOURCE, EventType, TaskEvent};
+use stemvault_vault::events::{EVENT_SOURCE, EventType};
 use stemvault_vault::{BEST_EFFORT_CALL_TIMEOUT, Clock, DEADLINE_MARGIN, QueueError, Timestamp, best_effort};
 
 use crate::error::{NotifyError, PostError, classify_status};
@@ -237,8 +237,9 @@ pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
 }
 
 /// `event` as EventBridge delivers it to a rule's SQS target (`id` its EventBridge id, `time`
-/// RFC 3339): what the notify queue's messages hold. For the tests and the local runner.
-pub fn eventbridge_message(event: &TaskEvent, id: &str, time: &str) -> String {
+/// RFC 3339): what the notify queue's messages hold. For the tests only.
+#[cfg(any(test, feature = "test-support"))]
+pub fn eventbridge_message(event: &stemvault_vault::events::TaskEvent, id: &str, time: &str) -> String {
     json!({
         "version": "0",
         "id": id,

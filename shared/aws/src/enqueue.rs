@@ -221,6 +221,41 @@ fn release_update(claimant: &str, released_at: i64) -> Update {
 mod tests {
     use super::*;
 
+    /// A batch SQS answers in part: each job has its own result, the refused one with SQS's
+    /// code and whether the sender is at fault, one missing from the answer as not sent.
+    #[tokio::test]
+    async fn each_job_of_a_batch_answered_in_part_has_its_own_result() {
+        let answer = br#"{"Successful":[{"Id":"0","MessageId":"m-0","MD5OfMessageBody":"x"}],
+            "Failed":[{"Id":"1","SenderFault":true,"Code":"InvalidParameterValue","Message":"bad body"}]}"#;
+        let (origin, served) = crate::test_http::answer_once(crate::test_http::json_reply(200, answer)).await;
+        let queue = TableAndQueue::new(
+            &crate::test_http::sdk_at(&origin),
+            "table",
+            &format!("{origin}/000000000000/downloads"),
+        );
+        let job = |name: &str| FileJob {
+            task_id: "t1".into(),
+            name: name.into(),
+            url: format!("https://cdn1.suno.ai/{name}.mp3"),
+            key: format!("tasks/t1/{name}.mp3"),
+        };
+        let results = queue.enqueue_files(&[job("a"), job("b"), job("c")]).await;
+        assert_eq!(
+            results,
+            [
+                Ok("m-0".to_owned()),
+                Err(QueueError {
+                    operation: SEND,
+                    message: "InvalidParameterValue: bad body".into(),
+                    sender_fault: true
+                }),
+                Err(QueueError::transient(SEND, "not in the batch answer")),
+            ]
+        );
+        let request = served.await.expect("one request");
+        assert!(request.contains("\"Id\":\"2\""), "three entries sent: {request}");
+    }
+
     #[test]
     fn sent_files_join_the_task_item_s_queued_set_in_one_new_version() {
         let u = queued_update(&["tracks/a/audio".to_owned(), "vocal".to_owned()]);

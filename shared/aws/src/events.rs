@@ -143,6 +143,29 @@ pub fn describe(body: &str) -> String {
 mod tests {
     use super::*;
 
+    /// PutEvents answered in part: the call is an error naming how many of how many failed
+    /// and why (each code once), so the publisher tries them all again.
+    #[tokio::test]
+    async fn events_the_bus_refused_in_part_are_an_error_saying_which_failed_and_why() {
+        use stemvault_vault::{TaskRecord, Timestamp};
+        use suno_callbacks::{Family, Stage};
+        let answer = br#"{"FailedEntryCount":2,"Entries":[{"EventId":"e-0"},
+            {"ErrorCode":"InternalFailure","ErrorMessage":"try again"},
+            {"ErrorCode":"InternalFailure","ErrorMessage":"try again"}]}"#;
+        let (origin, served) = crate::test_http::answer_once(crate::test_http::json_reply(200, answer)).await;
+        let bus = EventBus::new(&crate::test_http::sdk_at(&origin), "stemvault-events");
+        let events: Vec<TaskEvent> = ["t1", "t2", "t3"]
+            .into_iter()
+            .map(|id| {
+                let record = TaskRecord::new(id, Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+                stemvault_vault::events::stage_changed(&record, "vault")
+            })
+            .collect();
+        let published = bus.publish_events(&events).await;
+        assert_eq!(published, Err(PublishError { failed: 2, total: 3, reason: "InternalFailure: try again".into() }));
+        assert!(served.await.expect("one request").contains("t3.stage.complete"), "the three in one call");
+    }
+
     #[test]
     fn at_most_ten_entries_and_256_kib_per_call() {
         let calls = batches((0..23).map(|i| (i, 100)).collect());

@@ -23,7 +23,7 @@ pub mod shown;
 pub mod sqs_batch;
 pub mod sqs_text;
 pub mod table;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_http;
 
 use std::time::Duration;

@@ -96,6 +96,20 @@ fn content_length(head: &str) -> usize {
         .unwrap_or(0)
 }
 
+/// SDK settings for a service scripted at `origin` (one of the origins above): test
+/// credentials, and no retries (each request is answered once).
+pub fn sdk_at(origin: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"),
+        ))
+        .endpoint_url(origin)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .build()
+}
+
 /// `text` as the provider key in force, just read, for `function`; its secret (an ARN no
 /// test reaches) is not read again within a test (none lasts 5 minutes or is refused).
 pub fn key_in_force(text: &str, function: &'static str) -> Arc<ProviderKey> {

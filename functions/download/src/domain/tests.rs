@@ -1082,7 +1082,7 @@ async fn a_task_without_files_gets_its_manifest_from_its_manifest_job() {
 /// 503 first, then the newer URL hangs): the newer URL is not failed but becomes the file's,
 /// its claim released (the message goes to the dead-letter queue; the sweeper sends the file
 /// again once it is stranded).
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_newer_url_the_deadline_cuts_short_on_the_last_receive_is_released_not_failed() {
     let (newer_url, newer_key) = ("https://cdn1.suno.ai/vocal-2.mp3?sig=s".to_owned(), format!("tasks/{TASK}/v2.mp3"));
     let unavailable = Script::Fail(FetchError::Status { status: 503, reason: String::new(), retry_after: None });
@@ -1094,10 +1094,12 @@ async fn a_newer_url_the_deadline_cuts_short_on_the_last_receive_is_released_not
         }
         ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
         let mut d = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
-        d.stop_at = Instant::now() + Duration::from_millis(200);
+        // On the paused clock, which the hangs advance (a loaded machine's real time cannot
+        // use the deadline up before the first open).
+        d.stop_at = tokio::time::Instant::now().into_std() + Duration::from_secs(60);
         let outcome = process_message(&ports, &SETTINGS, &d).await;
         assert_eq!(outcome, Outcome::Retry(CopyError::Deadline.into()));
-        assert_eq!(ports.opened(), [url("vocal"), newer_url.clone()], "asked for, at most");
+        assert_eq!(ports.opened(), [url("vocal"), newer_url.clone()], "both URLs asked for");
         let f = &ports.record(TASK).files["vocal"];
         assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
         assert_eq!(
