@@ -262,6 +262,46 @@ async fn old_pending_and_lapsed_enqueuing_files_are_sent_and_nothing_else() {
     assert_eq!(statuses(&ports, FRESH), [("e".to_owned(), Queued), ("p".to_owned(), Queued)]);
 }
 
+/// Another writer claims a file between the sweep's read and its save (a redelivered message
+/// began copying it): the save conflicts, the sweep reads the task again and sends only what
+/// is still stranded, not the file being copied.
+#[tokio::test]
+async fn a_file_claimed_by_another_writer_between_read_and_save_is_not_sent() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending), ("e", FileStatus::Pending)]));
+    ports.advance(Duration::from_secs(250));
+    let mut claimed = ports.record(OLD).unwrap();
+    let p = claimed.files.get_mut("p").unwrap();
+    (p.status, p.claim, p.rev) = (FileStatus::Downloading, Some("worker-9".into()), p.rev + 1);
+    p.lease_until = Some(at(250 + 900).unix_seconds());
+    ports.write_before_next_save(claimed);
+
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!(sent(&ports), [(OLD.into(), "e".into())]);
+    assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 1, 0));
+    let p = &ports.record(OLD).unwrap().files["p"];
+    assert_eq!((p.status, p.claim.as_deref()), (FileStatus::Downloading, Some("worker-9")));
+}
+
+/// A task whose every save conflicts is given up after the settings' attempts, as a failure
+/// a later run retries (not a broken task), with nothing sent.
+#[tokio::test]
+async fn a_task_whose_saves_keep_conflicting_is_left_to_a_later_run() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
+    ports.advance(Duration::from_secs(250));
+    let settings = Settings::default();
+    ports.fail_saves(settings.max_save_attempts, StoreError::Conflict);
+
+    let report = sweep(&ports, &settings, "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.tasks_failed, report.tasks_broken), (1, 1, 0));
+    assert!(ports.messages().is_empty());
+    assert_eq!(statuses(&ports, OLD), [("p".to_owned(), FileStatus::Pending)]);
+    // The next run, the table quiet again, sends it.
+    let again = sweep(&ports, &settings, "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((again.files_requeued, again.tasks_failed), (1, 0));
+}
+
 #[tokio::test]
 async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_queue_is_sent_again() {
     let ports = MemoryPorts::with_virtual_clock(at(0));

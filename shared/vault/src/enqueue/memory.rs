@@ -30,6 +30,9 @@ pub struct MemoryTableAndQueue {
     save_error: Mutex<Option<StoreError>>,
     /// The next whole-record writes that fail, and with what.
     failing_saves: Mutex<(u32, Option<StoreError>)>,
+    /// A record another writer stores just before the next whole-record write (a write that
+    /// lands between a read and the save).
+    written_before_next_save: Mutex<Option<TaskRecord>>,
     /// The next task item writes that fail (unavailable) after the save's file and callback
     /// items were written: an attempt that stops between its writes.
     failing_task_writes: std::sync::atomic::AtomicU32,
@@ -106,6 +109,12 @@ impl MemoryTableAndQueue {
     /// Make the next `count` whole-record writes fail with `error`.
     pub fn fail_saves(&self, count: u32, error: StoreError) {
         *lock(&self.failing_saves) = (count, Some(error));
+    }
+
+    /// Have another writer store `record` (as [`Self::put_record`]) just before the next
+    /// whole-record write: the write then finds what it read changed.
+    pub fn write_before_next_save(&self, record: TaskRecord) {
+        *lock(&self.written_before_next_save) = Some(record);
     }
 
     /// Make reads and saves of a record hang, or answer again.
@@ -283,6 +292,10 @@ impl SaveTask for MemoryTableAndQueue {
         if let (count @ 1.., Some(error)) = &mut *lock(&self.failing_saves) {
             *count -= 1;
             return Err(error.clone());
+        }
+        let concurrent = lock(&self.written_before_next_save).take();
+        if let Some(record) = concurrent {
+            self.put_record(record);
         }
         let plan = items::plan_save(before, after)?;
         let now_secs = self.now().unix_seconds();
