@@ -149,7 +149,12 @@ def summarise(a, runs, problems):
         row("RCU per task", f"{rcu:g} (ingest {mi['rcu']:g}, download {md['rcu']:g})", "≤ 15", rcu <= 15)
         failed = mi["conditional_failures"] + md["conditional_failures"]
         row("Failed conditions per task", f"{failed}", "0 (no conflicts between files of one task)", failed == 0)
-        other = {k: v for m in (mi, md) for k, v in m["ops"].items() if not k.startswith("ddb:")}
+        # Both functions' counts, summed (both publish events and write S3 objects).
+        other = {}
+        for m in (mi, md):
+            for k, v in m["ops"].items():
+                if not k.startswith("ddb:"):
+                    other[k] = other.get(k, 0) + v
         row("Other AWS operations per task", ", ".join(f"{v} {k}" for k, v in sorted(other.items())))
 
     if "download" in problems:
