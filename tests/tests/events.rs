@@ -58,6 +58,17 @@ impl Subscriber {
             }
         }
     }
+
+    /// Two more receives (a second each): an event published after those awaited, a
+    /// second settle say, shows up.
+    async fn two_more(&self, env: &TestEnv, seen: &mut Vec<Value>) {
+        let receives = std::cell::Cell::new(0);
+        self.until(env, seen, |_| {
+            receives.set(receives.get() + 1);
+            receives.get() > 2
+        })
+        .await;
+    }
 }
 
 /// The distinct events (by `detail.event_id`) of `kind`, in the order first seen.
@@ -176,14 +187,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
 
     let mut seen = Vec::new();
     subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Vaulted").is_empty()).await;
-    // Two more receives (a second each): a duplicate would show up.
-    let polls = std::cell::Cell::new(0);
-    subscriber
-        .until(&env, &mut seen, |_| {
-            polls.set(polls.get() + 1);
-            polls.get() > 2
-        })
-        .await;
+    subscriber.two_more(&env, &mut seen).await;
     let vaulted = distinct(&seen, "Task Vaulted");
     assert_eq!(vaulted.len(), 1, "one Task Vaulted for one settle: {seen:#?}");
     // Nothing failed, so nothing was published twice: a second settle, even of the same id,
@@ -264,6 +268,7 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
 
     let mut seen = Vec::new();
     subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Vaulted").is_empty()).await;
+    subscriber.two_more(&env, &mut seen).await;
     let vaulted = distinct(&seen, "Task Vaulted");
     assert_eq!(vaulted.len(), 1, "{seen:#?}");
     assert_eq!(vaulted[0]["detail"]["vault"], "complete");
@@ -340,7 +345,9 @@ async fn a_failure_result_publishes_its_stage_and_task_failed() {
     assert_eq!(post(&ingest, &task, &failure).await, StatusCode::OK);
 
     let mut seen = Vec::new();
-    subscriber.until(&env, &mut seen, |e| !distinct(e, "Task Failed").is_empty()).await;
+    let both = |e: &[Value]| !distinct(e, "Task Failed").is_empty() && !distinct(e, "Task Stage Changed").is_empty();
+    subscriber.until(&env, &mut seen, both).await;
+    subscriber.two_more(&env, &mut seen).await;
     let stages = distinct(&seen, "Task Stage Changed");
     let failed = distinct(&seen, "Task Failed");
     assert_eq!(stages.len(), 1, "{seen:#?}");

@@ -783,19 +783,17 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
         ("parked/always.json", Reply::Status(409), Err(true), 3),
         ("parked/there.json", Reply::Status(412), Ok(()), 1),
         ("parked/refused.json", Reply::Status(400), Err(false), 1),
-        // A first attempt that stalls is given up in time for a second within ingest's park
-        // deadline (the SDK's own attempt timeout is longer than that deadline).
-        ("parked/stalled.json", Reply::fail_times(1, Reply::delayed(Duration::from_secs(5), ok()), ok()), Ok(()), 2),
+        // A first attempt that stalls is given up for a second (that the attempts fit ingest's
+        // park deadline is checked where it is set: no timing is asserted here).
+        ("parked/stalled.json", Reply::fail_times(1, Reply::delayed(Duration::from_secs(120), ok()), ok()), Ok(()), 2),
     ];
     for (key, reply, expected, requests) in cases {
         let path = format!("/vault/{key}");
         server.route(&path, reply);
-        // A second's slack for a loaded machine: the SDK's own 3 s attempt timeout would still
-        // miss it (that the attempts fit the deadline itself is checked where it is set).
-        let within = stemvault_ingest::domain::PARK_TIMEOUT + Duration::from_secs(1);
-        let parked = tokio::time::timeout(within, archive.park(key, b"{}"))
+        // Only so that a park waiting out the stall fails rather than hangs the suite.
+        let parked = tokio::time::timeout(Duration::from_secs(60), archive.park(key, b"{}"))
             .await
-            .unwrap_or_else(|_| panic!("{key}: not parked within ingest's park deadline"));
+            .unwrap_or_else(|_| panic!("{key}: the stalled attempt was never given up"));
         assert_eq!(parked.as_ref().map(|_| ()).map_err(|e| e.is_retryable()), expected, "{key}: {parked:?}");
         assert_eq!(server.hits(&path), requests, "{key}");
     }
