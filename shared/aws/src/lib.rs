@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod parked;
 pub mod provider;
+#[cfg(feature = "provision")]
 pub mod provision;
 pub mod response;
 pub mod route;
