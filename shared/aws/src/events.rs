@@ -42,7 +42,10 @@ impl EventBus {
 }
 
 /// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8
-/// bytes of Source, DetailType and Detail).
+/// bytes of Source, DetailType and Detail). An entry over [`MAX_REQUEST_BYTES`] goes without
+/// its files (`files_omitted`), as one whose files the vault's budget finds too many does: the
+/// escapes below can double the files' bytes past what that budget measured, and EventBridge
+/// would refuse the entry on every try (a `Task Vaulted` never published, a task never settled).
 pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
     // delivers it to a queue (assuming EventBridge keeps the escapes it is given, which the
@@ -51,6 +54,12 @@ pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     let detail = crate::sqs_text::xml_characters_only(detail);
     let detail_type = event.kind.detail_type();
     let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
+    if size > MAX_REQUEST_BYTES && !event.detail.files.is_empty() {
+        let mut without_files = event.clone();
+        without_files.detail.files_omitted = Some(event.detail.files.len());
+        without_files.detail.files.clear();
+        return entry(bus, &without_files);
+    }
     let entry = PutEventsRequestEntry::builder()
         .event_bus_name(bus)
         .source(EVENT_SOURCE)
@@ -173,6 +182,27 @@ mod tests {
         let calls = batches(vec![(1, 200 * 1024), (2, 100 * 1024), (3, 100 * 1024), (4, 300 * 1024)]);
         assert_eq!(calls, [vec![1], vec![2, 3], vec![4]]);
         assert!(batches(Vec::<(u8, usize)>::new()).is_empty());
+    }
+
+    /// Files within the vault's budget as JSON, but whose escapes for SQS double them past what
+    /// EventBridge takes: the entry goes without them, saying how many there are.
+    #[test]
+    fn an_entry_its_escapes_make_too_large_goes_without_its_files() {
+        use stemvault_vault::{FileEntry, TaskRecord, Timestamp};
+        use suno_callbacks::{Family, Stage};
+        let mut record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+        let odd = "\u{ffff}".repeat(1000);
+        for i in 0..50 {
+            let file = FileEntry::pending("https://cdn1.suno.ai/a.mp3", format!("tasks/t1/{i}.mp3"), Stage::Complete);
+            record.files.insert(format!("{odd}-{i}"), file);
+        }
+        let event = stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json");
+        assert_eq!(event.detail.files.len(), 50, "within the vault's budget as JSON");
+        let (entry, size) = entry("stemvault-events", &event);
+        assert!(size <= MAX_REQUEST_BYTES, "{size}");
+        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!((detail["files"].as_array().map(Vec::len), detail["files_omitted"].as_u64()), (Some(0), Some(50)));
+        assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
     }
 
     #[test]
