@@ -310,7 +310,15 @@ impl ReadObject for AwsPorts {
             Ok(out) => out,
             // 404, or the 403 S3 answers for a missing key to a role without s3:ListBucket.
             Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(403 | 404)) => return Ok(None),
-            Err(e) => return Err(storage_error("HeadObject", e)),
+            // Any other: the lookup could not tell, so it is retried. A HEAD's answer has no body,
+            // hence no error code to tell a refusal for good from a passing one (an expired
+            // token answers 400 too); read as permanent, a copy an earlier attempt left would
+            // go unseen while its source, expired, failed the file for good.
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                let why = status.map_or_else(|| DisplayErrorContext(&e).to_string(), |s| format!("HTTP {s}"));
+                return Err(StorageError::transient("HeadObject", why));
+            }
         };
         Ok(Some(ObjectHead {
             bytes: out.content_length.and_then(|len| u64::try_from(len).ok()).unwrap_or_default(),
@@ -664,6 +672,21 @@ mod tests {
     }
 
     /// Ports whose S3 client is `s3`, without retries.
+    /// A HEAD S3 answers with an error (its body empty, so no code) leaves the earlier copy
+    /// unknown, retryably: 400 (an expired token answers so too) as much as 500.
+    #[tokio::test]
+    async fn a_head_s3_refuses_is_a_lookup_to_try_again() {
+        for status in [400, 500] {
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let (origin, served) = stemvault_aws::test_http::answer_once(answer).await;
+            let sdk = stemvault_aws::test_http::sdk_at(&origin);
+            let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
+            let looked = ports.head_object("tasks/t1/vocal.mp3").await;
+            assert!(matches!(&looked, Err(e) if e.is_retryable()), "{status}: {looked:?}");
+            assert!(served.await.unwrap().starts_with("HEAD /vault/tasks/t1/vocal.mp3"), "{status}");
+        }
+    }
+
     fn ports_over(sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::config::Builder) -> AwsPorts {
         let s3 = s3.retry_config(RetryConfig::disabled()).build();
         AwsPorts {
