@@ -131,7 +131,7 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
             problems.push(format!("no metric filter counts {metric} from the {routes} routes' access log"));
         }
     }
-    if !alarms.iter().any(|(_, a)| reads(a, "SUM(FilesFailed) FROM SCHEMA(stemvault, Function, Reason)")) {
+    if !alarms.iter().any(|(_, a)| reads(a, r#"SUM(FilesFailed) FROM SCHEMA(stemvault, "Function", Reason)"#)) {
         problems.push("no alarm on files failed for good (FilesFailed, every reason)".into());
     }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
@@ -493,11 +493,12 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
 
     // The permanent-failure alarm sums FilesFailed over the dimension set download emits.
     let (dimensions, _) = stemvault_download::aws::metrics_of("DownloadFunction", &Measure::Failed { reason: "x" });
-    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
     let query = format!(
-        "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE Function = '{}'",
+        "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE {} = '{}'",
         stemvault_aws::metrics::NAMESPACE,
         names.join(", "),
+        insights_key(dimensions[0].0),
         dimensions[0].1
     );
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
@@ -507,12 +508,13 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Parked { reason: "timeout" });
-    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
     let query = format!(
-        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE Function = 'IngestFunction'",
+        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {} = 'IngestFunction'",
         metrics[0].name,
         stemvault_aws::metrics::NAMESPACE,
-        names.join(", ")
+        names.join(", "),
+        insights_key("Function")
     );
     let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
@@ -523,11 +525,12 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
     let rejected = stemvault_notify::aws::WEBHOOKS_REJECTED;
     assert!(metrics.iter().any(|m| m.name == rejected), "{rejected} emitted");
-    let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
     let query = format!(
-        "SELECT SUM({rejected}) FROM SCHEMA({}, {}) WHERE Function = 'NotifyFunction'",
+        "SELECT SUM({rejected}) FROM SCHEMA({}, {}) WHERE {} = 'NotifyFunction'",
         stemvault_aws::metrics::NAMESPACE,
-        names.join(", ")
+        names.join(", "),
+        insights_key("Function")
     );
     let expression = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
     let expression = cfn::sub(expression).map(|text| substitute(&text).0);
@@ -546,8 +549,11 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let retried = Delivery::Retried { reason: "status_503".into(), late: true };
     assert_eq!(emitted(&retried), (true, Some(1.0)), "a late retry counts");
     assert_eq!(emitted(&Delivery::Delivered), (true, Some(0.0)), "a delivery counts 0");
-    let query =
-        format!("SELECT SUM({late}) FROM {} WHERE Function = 'NotifyFunction'", stemvault_aws::metrics::NAMESPACE);
+    let query = format!(
+        "SELECT SUM({late}) FROM {} WHERE {} = 'NotifyFunction'",
+        stemvault_aws::metrics::NAMESPACE,
+        insights_key("Function")
+    );
     let properties = &cfn::resource(&template, "WebhooksLateAlarm")["Properties"];
     let expression = cfn::sub(&properties["Metrics"][0]["Expression"]).map(|text| substitute(&text).0);
     assert_eq!(expression.as_deref(), Some(query.as_str()), "every dimension set, naming the notify function");
@@ -698,4 +704,32 @@ fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
         checked += 1;
     }
     assert_eq!(checked, 2, "tasks-not-swept and parked-callbacks-stuck");
+}
+
+/// A label key as a Metrics Insights query (the alarms' `SELECT`) must name it: in double
+/// quotes when it is one of the language's reserved keywords, which CloudWatch refuses bare
+/// ("Reserved keyword ... must be surrounded by double quotes"). Not case sensitive;
+/// `Function` is one, `Reason` is not. The reserved words a dimension might be named, from
+/// docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch-metrics-insights-reserved-keywords.html.
+fn insights_key(key: &str) -> String {
+    const RESERVED: [&str; 14] = [
+        "ACCOUNT",
+        "COUNT",
+        "ERROR",
+        "FILE",
+        "FUNCTION",
+        "KEY",
+        "LEVEL",
+        "OPERATION",
+        "RESULT",
+        "SOURCE",
+        "STATE",
+        "TYPE",
+        "USER",
+        "VALUE",
+    ];
+    match RESERVED.contains(&key.to_ascii_uppercase().as_str()) {
+        true => format!("\"{key}\""),
+        false => key.to_owned(),
+    }
 }
