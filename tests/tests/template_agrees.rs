@@ -590,21 +590,21 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let alarm = &cfn::resource(&template, "NotifyDeadLetterQueueNotEmpty")["Properties"];
     assert_eq!(alarm["MetricName"], "ApproximateNumberOfMessagesVisible");
     assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("NotifyDeadLetterQueue.QueueName"));
-    // What the rule could put on neither queue is lost: alarmed, on the rule's own metrics (a
-    // rule on a custom bus is measured by bus and rule name).
+    // What the rule could put on neither queue is lost: alarmed, on the rule's own metric,
+    // selected by the rule's name alone (the documentation gives a custom bus's rule metrics
+    // either with the bus's name beside it or without; a fixed dimension set matches only one).
     let lost = &cfn::resource(&template, "NotifyEventsLost")["Properties"];
+    assert!(lost.get("Dimensions").is_none() && lost.get("MetricName").is_none(), "a query, not one dimension set");
+    let query = cfn::intrinsic(&lost["Metrics"][0]["Expression"]).expect("a !Sub");
+    let Value::Sequence(sub) = query.1 else { panic!("a !Sub with its variables: {query:?}") };
     assert_eq!(
-        (&lost["Namespace"], &lost["MetricName"]),
-        (&"AWS/Events".into(), &"InvocationsFailedToBeSentToDlq".into())
+        sub[0], r#"SELECT SUM(InvocationsFailedToBeSentToDlq) FROM "AWS/Events" WHERE RuleName = '${Rule}'"#,
+        "every dimension set the rule's name is in"
     );
-    let dimensions = cfn::as_list(&lost["Dimensions"]);
-    assert_eq!(dimensions[0]["Name"], "EventBusName");
-    assert_eq!(cfn::reference(&dimensions[0]["Value"]).as_deref(), Some("EventBus"));
-    assert_eq!(dimensions[1]["Name"], "RuleName");
     // The rule's name, the last part of its ARN (`rule/<bus>/<name>`), so the rule need not be
     // named (a named rule cannot be replaced, and its 64 characters would bound the stack name).
     let name: Value = serde_yaml::from_str(r#"!Select [2, !Split ["/", !GetAtt NotifyRule.Arn]]"#).unwrap();
-    assert_eq!(dimensions[1]["Value"], name, "the rule's name");
+    assert_eq!(sub[1]["Rule"], name, "the rule's name");
     assert!(rule.get("Name").is_none(), "unnamed");
 
     // Nothing of the webhooks exists without NotifyUrl (the bus does: the events are published
