@@ -20,6 +20,12 @@ pub const MAX_ENTRIES_PER_CALL: usize = 10;
 /// And at most 256 KiB of entries per call.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
+/// The most one entry may take, for an event to go without its files past it: under
+/// [`MAX_REQUEST_BYTES`] by what EventBridge wraps it in (`version`, `id`, `account`, `time`,
+/// ...) and the notify function adds when it dead-letters it (its `reason`), so that the
+/// delivered event still fits an SQS message of 256 KiB, the notify queues' limit.
+pub const MAX_ENTRY_BYTES: usize = MAX_REQUEST_BYTES - 4 * 1024;
+
 /// The environment variable naming the bus.
 pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
 
@@ -42,10 +48,11 @@ impl EventBus {
 }
 
 /// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8
-/// bytes of Source, DetailType and Detail). An entry over [`MAX_REQUEST_BYTES`] goes without
+/// bytes of Source, DetailType and Detail). An entry over [`MAX_ENTRY_BYTES`] goes without
 /// its files (`files_omitted`), as one whose files the vault's budget finds too many does: the
 /// escapes below can double the files' bytes past what that budget measured, and EventBridge
-/// would refuse the entry on every try (a `Task Vaulted` never published, a task never settled).
+/// would refuse the entry on every try (a `Task Vaulted` never published, a task never
+/// settled), or take one the notify queue could not (a webhook lost).
 pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
     // delivers it to a queue (assuming EventBridge keeps the escapes it is given, which the
@@ -54,7 +61,7 @@ pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     let detail = crate::sqs_text::xml_characters_only(detail);
     let detail_type = event.kind.detail_type();
     let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
-    if size > MAX_REQUEST_BYTES && !event.detail.files.is_empty() {
+    if size > MAX_ENTRY_BYTES && !event.detail.files.is_empty() {
         let mut without_files = event.clone();
         without_files.detail.files_omitted = Some(event.detail.files.len());
         without_files.detail.files.clear();
@@ -199,7 +206,7 @@ mod tests {
         let event = stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json");
         assert_eq!(event.detail.files.len(), 50, "within the vault's budget as JSON");
         let (entry, size) = entry("stemvault-events", &event);
-        assert!(size <= MAX_REQUEST_BYTES, "{size}");
+        assert!(size <= MAX_ENTRY_BYTES, "{size}");
         let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
         assert_eq!((detail["files"].as_array().map(Vec::len), detail["files_omitted"].as_u64()), (Some(0), Some(50)));
         assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
