@@ -316,7 +316,8 @@ impl ReadObject for AwsPorts {
             // go unseen while its source, expired, failed the file for good.
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
-                let why = status.map_or_else(|| DisplayErrorContext(&e).to_string(), |s| format!("HTTP {s}"));
+                let context = DisplayErrorContext(&e);
+                let why = status.map_or_else(|| context.to_string(), |s| format!("HTTP {s}: {context}"));
                 return Err(StorageError::transient("HeadObject", why));
             }
         };
@@ -671,7 +672,6 @@ mod tests {
         ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).interceptor(interceptor))
     }
 
-    /// Ports whose S3 client is `s3`, without retries.
     /// A HEAD S3 answers with an error (its body empty, so no code) leaves the earlier copy
     /// unknown, retryably: 400 (an expired token answers so too) as much as 500.
     #[tokio::test]
@@ -687,6 +687,7 @@ mod tests {
         }
     }
 
+    /// Ports whose S3 client is `s3`, without retries.
     fn ports_over(sdk: &aws_config::SdkConfig, s3: aws_sdk_s3::config::Builder) -> AwsPorts {
         let s3 = s3.retry_config(RetryConfig::disabled()).build();
         AwsPorts {

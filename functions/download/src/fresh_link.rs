@@ -74,7 +74,7 @@ impl RefreshError {
             RefreshError::Provider { code, .. } => {
                 suno_callbacks::poll::is_wait_status(*code)
                     || suno_callbacks::poll::provider_failing(*code)
-                    || matches!(*code, 408 | 425)
+                    || u16::try_from(*code).is_ok_and(crate::error::passing_on_the_way)
             }
             RefreshError::Refused(_) => false,
         }

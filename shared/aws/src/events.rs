@@ -212,6 +212,33 @@ mod tests {
         assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
     }
 
+    /// Between what the notify queue takes and what EventBridge takes: still without its files.
+    #[test]
+    fn an_entry_past_what_the_notify_queue_takes_goes_without_its_files() {
+        use stemvault_vault::{FileEntry, TaskRecord, Timestamp};
+        use suno_callbacks::{Family, Stage};
+        let event_with = |odd: usize| {
+            let mut record =
+                TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+            let file = FileEntry::pending("https://cdn1.suno.ai/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
+            record.files.insert("\u{ffff}".repeat(odd), file);
+            stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json")
+        };
+        let escaped = |event: &TaskEvent| {
+            let detail = crate::sqs_text::xml_characters_only(serde_json::to_string(&event.detail).unwrap());
+            EVENT_SOURCE.len() + event.kind.detail_type().len() + detail.len()
+        };
+        // Each U+FFFF escaped is six bytes: 2 KiB past the budget.
+        let odd = (MAX_ENTRY_BYTES + 2048 - escaped(&event_with(0))) / 6;
+        let event = event_with(odd);
+        assert!((MAX_ENTRY_BYTES + 1..=MAX_REQUEST_BYTES).contains(&escaped(&event)), "{}", escaped(&event));
+        assert_eq!(event.detail.files.len(), 1, "within the vault's budget as JSON");
+        let (entry, size) = entry("stemvault-events", &event);
+        assert!(size <= MAX_ENTRY_BYTES, "{size}");
+        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!(detail["files_omitted"].as_u64(), Some(1));
+    }
+
     #[test]
     fn an_entry_is_the_event_on_the_bus() {
         use stemvault_vault::{TaskRecord, Timestamp};

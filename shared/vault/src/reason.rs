@@ -3,12 +3,16 @@
 //! link was refused for a reason the user may fix ([`crate::reconcile::awaits_retry`]). One
 //! place for both sides, so a change of wording cannot part them.
 //!
-//! A reason reads `[dead_lettered: ]source answered <status>[ <phrase>][; no fresh link: the
-//! provider answered <code> ...]`, or another error's text.
+//! A reason reads `[dead_lettered: ]source answered <status>[ <phrase>][; <note>]...`, or
+//! another error's text (`dead_lettered: ` reasons end in ` (receive <n>, the last)`), where a
+//! note may be `no fresh link: the provider answered <code> ...`.
 
 /// The start of the reason of a file failed on its message's last receive (followed by
-/// `: ` and the last error), and the `Reason` of its `FilesFailed` metric.
+/// `: ` and the last error: [`dead_lettered`]), and the `Reason` of its `FilesFailed` metric.
 pub const DEAD_LETTERED: &str = "dead_lettered";
+
+/// What comes between a reason and a note on it ([`noted`]).
+const NOTE: &str = "; ";
 
 /// What a failure by the source's HTTP status starts with, its status next.
 pub const SOURCE_ANSWERED: &str = "source answered ";
@@ -23,14 +27,29 @@ pub const PROVIDER_ANSWERED: &str = "the provider answered ";
 /// The error of a copy slower than an invocation: tried again, it would take the same again.
 pub const COPY_TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
 
+/// The reason of a file failed on its message's last receive, `last_error` what failed then.
+pub fn dead_lettered(last_error: &str) -> String {
+    format!("{DEAD_LETTERED}: {last_error}")
+}
+
+/// `reason` with `note` on it (what a fresh link came to, say).
+pub fn noted(reason: &str, note: &str) -> String {
+    format!("{reason}{NOTE}{note}")
+}
+
+/// What failed on the last receive, for a [`dead_lettered`] reason.
+fn after_dead_lettered(reason: &str) -> Option<&str> {
+    reason.strip_prefix(DEAD_LETTERED)?.strip_prefix(": ")
+}
+
 /// The reason without its [`DEAD_LETTERED`] start.
 fn last_error(reason: &str) -> &str {
-    reason.strip_prefix(DEAD_LETTERED).and_then(|rest| rest.strip_prefix(": ")).unwrap_or(reason)
+    after_dead_lettered(reason).unwrap_or(reason)
 }
 
 /// Whether the reason was recorded on a message's last receive.
 pub fn is_dead_lettered(reason: &str) -> bool {
-    last_error(reason).len() < reason.len()
+    after_dead_lettered(reason).is_some()
 }
 
 /// The source's HTTP status the file failed by, on the last receive or at once.
@@ -45,8 +64,9 @@ pub fn fresh_link_refused(reason: &str) -> Option<i64> {
     if is_dead_lettered(reason) {
         return None;
     }
-    let (_, why) = reason.split_once(NO_FRESH_LINK).filter(|(before, _)| before.ends_with("; "))?;
-    let code = why.strip_prefix(PROVIDER_ANSWERED)?;
+    // The note's, not words of the same in a source's reason phrase before it.
+    let (at, _) = reason.match_indices(NO_FRESH_LINK).find(|(at, _)| reason[..*at].ends_with(NOTE))?;
+    let code = reason[at + NO_FRESH_LINK.len()..].strip_prefix(PROVIDER_ANSWERED)?;
     let digits = code.find(|c: char| !c.is_ascii_digit()).unwrap_or(code.len());
     code[..digits].parse().ok()
 }
@@ -70,6 +90,12 @@ mod tests {
         let refused = "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)";
         assert_eq!(fresh_link_refused(refused), Some(402));
         assert_eq!(fresh_link_refused("source answered 441; no fresh link: the provider answered 401"), Some(401));
+        // A source's phrase holding the words is no note.
+        let phrase =
+            "source answered 403 no fresh link: the provider answered 401; no fresh link: the provider answered 422";
+        assert_eq!(fresh_link_refused(phrase), Some(422));
+        assert_eq!(noted("source answered 410 Gone", "no fresh link: x"), "source answered 410 Gone; no fresh link: x");
+        assert_eq!(dead_lettered("source answered 503"), "dead_lettered: source answered 503");
         assert_eq!(fresh_link_refused(&format!("{DEAD_LETTERED}: {refused}")), None);
         assert_eq!(
             fresh_link_refused("source answered 403 Forbidden; no fresh link yet: the provider answered 503"),

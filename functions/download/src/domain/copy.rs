@@ -124,7 +124,8 @@ async fn copy_held<P: Ports>(
     let (reason, code) = if retryable {
         let unsure = unsure.map(|lookup| format!("; an earlier copy could not be looked for: {lookup}"));
         let receive = delivery.receive_count;
-        (format!("{DEAD_LETTERED}: {error}{} (receive {receive}, the last)", unsure.unwrap_or_default()), DEAD_LETTERED)
+        let last = format!("{error}{} (receive {receive}, the last)", unsure.unwrap_or_default());
+        (stemvault_vault::reason::dead_lettered(&last), DEAD_LETTERED)
     } else {
         (error.to_string(), error.reason_code())
     };
@@ -275,11 +276,10 @@ struct Expired {
 impl Expired {
     /// The file failed as expired, `note` saying what the refresh came to.
     fn failed(&self, note: Option<String>) -> CopyError {
-        // `; ` whatever the reason phrase: the reconciler reads the note after it
-        // (stemvault_vault::reason).
+        // Noted whatever the reason phrase: the reconciler reads the note (stemvault_vault::reason).
         let reason = match note {
             None => self.reason.clone(),
-            Some(note) => format!("{}; {note}", self.reason),
+            Some(note) => stemvault_vault::reason::noted(&self.reason, &note),
         };
         FetchError::Status { status: self.status, reason, retry_after: self.retry_after }.into()
     }
