@@ -739,13 +739,17 @@ async fn a_key_revoked_from_the_secret_is_refused_once_the_checks_reach_their_ag
     assert_eq!(env.record(WAV_TASK).await.unwrap().deliveries, 4);
 }
 
+/// Ingest does not start with a secret whose text opens nothing; one Secrets Manager cannot
+/// give (here: missing) starts it answering 503 `secret_unreadable`, which the provider retries.
 #[tokio::test]
 async fn ingest_does_not_start_without_a_usable_secret() {
     let env = TestEnv::new().await;
     let config = config(&env).await;
     let missing = Config { callback_secret_arn: format!("{}-none", config.callback_secret_arn), ..config.clone() };
-    let err = App::new(missing, &env.config).await.err().expect("no secret, no start");
-    assert!(err.to_string().starts_with("CALLBACK_SECRET_ARN is invalid: the secret could not be read"), "{err}");
+    let unread = App::new(missing, &env.config).await.expect("started without checks");
+    let answer = refused(&unread, wav_signed_by(KEY)).await;
+    assert_eq!(answer, (StatusCode::SERVICE_UNAVAILABLE, "secret_unreadable".into()));
+    assert!(env.record(WAV_TASK).await.is_none(), "nothing recorded");
 
     put_secret(&env, &CallbackSecret::default()).await;
     let err = App::new(config.clone(), &env.config).await.err().expect("an open endpoint must be allowed");

@@ -53,6 +53,8 @@ pub struct Auth {
     secret: CallbackSecret,
     hmac: Option<HmacVerifier>,
     token: Option<TokenVerifier>,
+    /// No version of the secret was read yet ([`Auth::unread`]).
+    unread: bool,
 }
 
 impl Auth {
@@ -80,7 +82,15 @@ impl Auth {
             [] => None,
             tokens => Some(TokenVerifier::any_of(tokens).map_err(unusable)?),
         };
-        Ok(Auth { secret, hmac, token })
+        Ok(Auth { secret, hmac, token, unread: false })
+    }
+
+    /// The checks while no version of the secret could be read (at start-up: Secrets
+    /// Manager failing, say): every request is refused on the secret's grounds, which ingest
+    /// answers 503 `secret_unreadable` while the secret cannot be read again, so the provider
+    /// retries rather than taking a 401 as final.
+    pub fn unread() -> Auth {
+        Auth { secret: CallbackSecret::default(), hmac: None, token: None, unread: true }
     }
 
     /// The secret these checks were built from.
@@ -90,7 +100,7 @@ impl Auth {
 
     /// Whether callbacks are accepted without any authentication.
     pub fn is_unauthenticated(&self) -> bool {
-        self.hmac.is_none() && self.token.is_none()
+        !self.unread && self.hmac.is_none() && self.token.is_none()
     }
 
     /// Whether callbacks are posted to `/callback/<token>` (with any of the secret's tokens).
@@ -111,6 +121,13 @@ impl Auth {
         headers: &HeaderMap,
         now_unix_secs: i64,
     ) -> Result<(), Refusal> {
+        if self.unread {
+            return Err(Refusal::new(
+                "secret_unreadable",
+                "the callback secret could not be read yet",
+                Grounds::Secret,
+            ));
+        }
         if let Some(verifier) = &self.token {
             verifier.verify(path_token).map_err(token_refusal)?;
         }
