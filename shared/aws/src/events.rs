@@ -11,9 +11,11 @@
 
 use aws_sdk_eventbridge::error::DisplayErrorContext;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use stemvault_vault::events::{EVENT_SOURCE, PublishError, PublishEvents, TaskEvent};
+#[cfg(any(doc, test))]
+use stemvault_vault::events::EventDetail;
 #[cfg(doc)]
-use stemvault_vault::events::{EventDetail, EventType};
+use stemvault_vault::events::EventType;
+use stemvault_vault::events::{EVENT_SOURCE, PublishError, PublishEvents, TaskEvent};
 
 /// PutEvents takes at most 10 entries per call.
 pub const MAX_ENTRIES_PER_CALL: usize = 10;
@@ -49,16 +51,14 @@ impl EventBus {
 
 /// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8
 /// bytes of Source, DetailType and Detail). An entry over [`MAX_ENTRY_BYTES`] goes without
-/// its files (`files_omitted`), as one whose files the vault's budget finds too many does: the
-/// escapes below can double the files' bytes past what that budget measured, and EventBridge
-/// would refuse the entry on every try (a `Task Vaulted` never published, a task never
+/// its files (`files_omitted`), as one whose files the vault's budget finds too many does:
+/// EventBridge would refuse it on every try (a `Task Vaulted` never published, a task never
 /// settled), or take one the notify queue could not (a webhook lost).
 pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
-    // delivers it to a queue (assuming EventBridge keeps the escapes it is given, which the
-    // emulator cannot show).
+    // delivers it to a queue.
     let detail = serde_json::to_string(&event.detail).expect("an event detail serializes");
-    let detail = crate::sqs_text::xml_characters_only(detail);
+    let detail = crate::sqs_text::noncharacters_replaced(detail);
     let detail_type = event.kind.detail_type();
     let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
     if size > MAX_ENTRY_BYTES && !event.detail.files.is_empty() {
@@ -191,52 +191,38 @@ mod tests {
         assert!(batches(Vec::<(u8, usize)>::new()).is_empty());
     }
 
-    /// Files within the vault's budget as JSON, but whose escapes for SQS double them past what
-    /// EventBridge takes: the entry goes without them, saying how many there are.
-    #[test]
-    fn an_entry_its_escapes_make_too_large_goes_without_its_files() {
-        use stemvault_vault::{FileEntry, TaskRecord, Timestamp};
-        use suno_callbacks::{Family, Stage};
-        let mut record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
-        let odd = "\u{ffff}".repeat(1000);
-        for i in 0..50 {
-            let file = FileEntry::pending("https://cdn1.suno.ai/a.mp3", format!("tasks/t1/{i}.mp3"), Stage::Complete);
-            record.files.insert(format!("{odd}-{i}"), file);
-        }
-        let event = stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json");
-        assert_eq!(event.detail.files.len(), 50, "within the vault's budget as JSON");
-        let (entry, size) = entry("stemvault-events", &event);
-        assert!(size <= MAX_ENTRY_BYTES, "{size}");
-        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
-        assert_eq!((detail["files"].as_array().map(Vec::len), detail["files_omitted"].as_u64()), (Some(0), Some(50)));
-        assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
-    }
-
-    /// Between what the notify queue takes and what EventBridge takes: still without its files.
+    /// An entry past what the notify queue takes (between that and what EventBridge takes, or
+    /// over both: a detail the vault's budget let through, here by a message no callback could
+    /// bring) goes without its files, saying how many there are.
     #[test]
     fn an_entry_past_what_the_notify_queue_takes_goes_without_its_files() {
         use stemvault_vault::{FileEntry, TaskRecord, Timestamp};
         use suno_callbacks::{Family, Stage};
-        let event_with = |odd: usize| {
-            let mut record =
-                TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
-            let file = FileEntry::pending("https://cdn1.suno.ai/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
-            record.files.insert("\u{ffff}".repeat(odd), file);
-            stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json")
+        let mut record = TaskRecord::new("t1", Family::Music, Stage::Complete, 200, "ok", Timestamp::from_unix_ms(0));
+        for i in 0..3 {
+            let file = FileEntry::pending("https://cdn1.suno.ai/a.mp3", format!("tasks/t1/{i}.mp3"), Stage::Complete);
+            record.files.insert(format!("stem-{i}"), file);
+        }
+        let vaulted =
+            stemvault_vault::events::vaulted(&record, stemvault_vault::VaultState::Complete, "vault", "m.json");
+        let size_of = |event: &TaskEvent| {
+            EVENT_SOURCE.len() + event.kind.detail_type().len() + serde_json::to_string(&event.detail).unwrap().len()
         };
-        let escaped = |event: &TaskEvent| {
-            let detail = crate::sqs_text::xml_characters_only(serde_json::to_string(&event.detail).unwrap());
-            EVENT_SOURCE.len() + event.kind.detail_type().len() + detail.len()
-        };
-        // Each U+FFFF escaped is six bytes: 2 KiB past the budget.
-        let odd = (MAX_ENTRY_BYTES + 2048 - escaped(&event_with(0))) / 6;
-        let event = event_with(odd);
-        assert!((MAX_ENTRY_BYTES + 1..=MAX_REQUEST_BYTES).contains(&escaped(&event)), "{}", escaped(&event));
-        assert_eq!(event.detail.files.len(), 1, "within the vault's budget as JSON");
-        let (entry, size) = entry("stemvault-events", &event);
-        assert!(size <= MAX_ENTRY_BYTES, "{size}");
-        let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
-        assert_eq!(detail["files_omitted"].as_u64(), Some(1));
+        for past in [MAX_ENTRY_BYTES + 1, MAX_REQUEST_BYTES + 1] {
+            let mut event = vaulted.clone();
+            event.detail.message = "x".repeat(past - size_of(&vaulted) + "ok".len());
+            assert_eq!(size_of(&event), past);
+            let (entry, size) = entry("stemvault-events", &event);
+            assert!(size < past, "{size}");
+            let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+            assert_eq!(
+                (detail["files"].as_array().map(Vec::len), detail["files_omitted"].as_u64()),
+                (Some(0), Some(3))
+            );
+            assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
+        }
+        let (entry, _) = entry("stemvault-events", &vaulted);
+        assert!(entry.detail().unwrap().contains("stem-2"), "files kept within it");
     }
 
     #[test]
@@ -250,13 +236,11 @@ mod tests {
         let (entry, size) = entry("stemvault-events", &event);
         assert_eq!(entry.event_bus_name(), Some("stemvault-events"));
         assert_eq!((entry.source(), entry.detail_type()), (Some("stemvault"), Some("Task Stage Changed")));
-        assert!(
-            !entry.detail().unwrap().contains('\u{ffff}') && entry.detail().unwrap().contains("\\uffff"),
-            "escaped"
-        );
         let detail: serde_json::Value = serde_json::from_str(entry.detail().unwrap()).unwrap();
+        assert_eq!(detail["message"], "ok \u{fffd}", "replaced: EventBridge may not keep an escape");
         assert_eq!(detail["event_id"], "t1.stage.complete");
-        assert_eq!(serde_json::from_value::<stemvault_vault::events::EventDetail>(detail).unwrap(), event.detail);
+        let replaced = EventDetail { message: "ok \u{fffd}".into(), ..event.detail.clone() };
+        assert_eq!(serde_json::from_value::<EventDetail>(detail).unwrap(), replaced);
         assert_eq!(size, "stemvault".len() + "Task Stage Changed".len() + entry.detail().unwrap().len());
     }
 

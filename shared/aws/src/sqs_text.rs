@@ -5,6 +5,17 @@
 //! URL, title or message may hold them. In JSON they can only be inside strings: escaped there,
 //! they read back the same.
 
+/// JSON text that another service renders again before SQS gets it (EventBridge's `Detail`,
+/// which the notify rule delivers to a queue): U+FFFE and U+FFFF replaced by U+FFFD, as SQS
+/// itself may do, since an escape may not outlive the rendering. Noncharacters, in a
+/// provider's message or a source's reason phrase: nothing is lost.
+pub fn noncharacters_replaced(json: String) -> String {
+    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+        return json;
+    }
+    json.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}")
+}
+
 /// `json` with U+FFFE and U+FFFF escaped.
 pub fn xml_characters_only(json: String) -> String {
     if !json.contains(['\u{fffe}', '\u{ffff}']) {
@@ -16,6 +27,14 @@ pub fn xml_characters_only(json: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noncharacters_are_replaced_where_an_escape_may_not_last() {
+        let value = serde_json::json!({"message": "a\u{ffff}b\u{fffe}\u{fffd}"});
+        let json = noncharacters_replaced(value.to_string());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap()["message"], "a\u{fffd}b\u{fffd}\u{fffd}");
+        assert_eq!(json.len(), value.to_string().len(), "three bytes for three");
+    }
 
     #[test]
     fn only_the_two_characters_json_leaves_are_escaped() {
