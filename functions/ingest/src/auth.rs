@@ -132,8 +132,8 @@ impl Auth {
             verifier.verify(path_token).map_err(token_refusal)?;
         }
         if let Some(verifier) = &self.hmac {
-            verifier
-                .check_headers(header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER), now_unix_secs)
+            let (timestamp, signatures) = signature_headers(headers);
+            any_of(&signatures, |signature| verifier.check_headers(timestamp.as_deref(), signature, now_unix_secs))
                 .map_err(signature_refusal)?;
         }
         Ok(())
@@ -145,22 +145,60 @@ impl Auth {
     /// be polled for.
     pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
         let verifier = self.hmac.as_ref()?;
-        verifier.signed_at(task_id, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER)).ok()
+        let (timestamp, signatures) = signature_headers(headers);
+        any_of(&signatures, |signature| verifier.signed_at(task_id, timestamp.as_deref(), signature)).ok()
     }
 
     /// The signature over the body's task id.
     pub fn check_signature(&self, task_id: &str, headers: &HeaderMap, now_unix_secs: i64) -> Result<(), Refusal> {
         let Some(verifier) = &self.hmac else { return Ok(()) };
-        verifier
-            .verify(task_id, header(headers, TIMESTAMP_HEADER), header(headers, SIGNATURE_HEADER), now_unix_secs)
+        let (timestamp, signatures) = signature_headers(headers);
+        any_of(&signatures, |signature| verifier.verify(task_id, timestamp.as_deref(), signature, now_unix_secs))
             .map_err(signature_refusal)
     }
 }
 
-/// A header's value; a value that is not visible ASCII is passed on as one that cannot
-/// verify (rather than as a missing header).
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}")).filter(|v| !v.is_empty())
+/// The timestamp and the signatures a request presents. A header sent more than once reaches
+/// the function as API Gateway's HTTP APIs deliver it, its values joined by commas (the
+/// local runner and the tests may keep them apart: both read alike): a timestamp repeated
+/// with one value is that value (with several, the joined text, which is malformed); each
+/// signature is tried (base64 has no comma), so a proxy's duplicate or a second signature
+/// does not refuse a request one of them signs. A value that is not visible ASCII is passed
+/// on as one that cannot verify (rather than as a missing header).
+fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>>) {
+    let values = |name: &str| -> Vec<String> {
+        let joined: Vec<&str> = headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
+        joined.join(",").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+    };
+    let timestamps = values(TIMESTAMP_HEADER);
+    let timestamp = match timestamps.as_slice() {
+        [] => None,
+        [first, rest @ ..] if rest.iter().all(|t| t == first) => Some(first.clone()),
+        several => Some(several.join(",")),
+    };
+    let signatures = values(SIGNATURE_HEADER);
+    let signatures = match signatures.is_empty() {
+        true => vec![None],
+        false => signatures.into_iter().map(Some).collect(),
+    };
+    (timestamp, signatures)
+}
+
+/// The first of `check` over `signatures` that passes, else the first refusal.
+fn any_of<T>(
+    signatures: &[Option<String>],
+    check: impl Fn(Option<&str>) -> Result<T, SignatureError>,
+) -> Result<T, SignatureError> {
+    let mut first_refusal = None;
+    for signature in signatures {
+        match check(signature.as_deref()) {
+            Ok(passed) => return Ok(passed),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_refusal.unwrap_or(SignatureError::MissingSignature))
 }
 
 fn token_refusal(e: TokenError) -> Refusal {

@@ -189,6 +189,30 @@ async fn refusal(h: &App<MemoryPorts>, req: Request) -> String {
     body["reason"].as_str().unwrap().to_owned()
 }
 
+/// A header sent twice reaches the function with its values joined by commas (API Gateway's
+/// HTTP APIs do so), or as two values (the local runner, the tests): either way a request
+/// one of its signatures signs passes, a timestamp repeated with one value is that value, and
+/// two timestamps, or signatures none of which is a key's, are refused.
+#[tokio::test]
+async fn a_repeated_signature_header_passes_when_one_of_its_signatures_is_a_key_s() {
+    let h = app().await;
+    let good = sign(KEY.as_bytes(), WAV_TASK, NOW_SECS);
+    let wrong = sign(b"wrong-key", WAV_TASK, NOW_SECS);
+    let ts = ("X-Webhook-Timestamp", NOW_SECS.to_string());
+    let joined = [ts.clone(), ("X-Webhook-Signature", format!("{wrong},{good}"))];
+    assert_eq!(h.handle(request("/callback", &joined, WAV.to_vec())).await.status(), StatusCode::OK, "joined");
+    let apart = [ts.clone(), ("X-Webhook-Signature", wrong.clone()), ("X-Webhook-Signature", good.clone())];
+    assert_eq!(h.handle(request("/callback", &apart, WAV.to_vec())).await.status(), StatusCode::OK, "apart");
+    let same_twice = [("X-Webhook-Timestamp", format!("{0}, {0}", NOW_SECS)), ("X-Webhook-Signature", good.clone())];
+    assert_eq!(h.handle(request("/callback", &same_twice, WAV.to_vec())).await.status(), StatusCode::OK);
+
+    let two_times = [("X-Webhook-Timestamp", format!("{},{}", NOW_SECS, NOW_SECS - 1)), ("X-Webhook-Signature", good)];
+    assert_eq!(refusal(&h, request("/callback", &two_times, WAV.to_vec())).await, "malformed_timestamp");
+    let none_a_key = [ts, ("X-Webhook-Signature", format!("{wrong},{wrong}"))];
+    assert_eq!(refusal(&h, request("/callback", &none_a_key, WAV.to_vec())).await, "signature_mismatch");
+    assert_eq!(h.ports.record(WAV_TASK).unwrap().deliveries, 3);
+}
+
 #[tokio::test]
 async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     let h = app().await;
@@ -970,8 +994,9 @@ async fn events_token_path_wav() {
 }
 
 /// What stands in front of the route in the raw path is not part of it: a named API Gateway
-/// stage (`/prod`), or a custom domain's API mapping key (`https://api.example.com/hooks`),
-/// which the raw path keeps (the API's route and path parameter say what it routed).
+/// stage (`/prod`, which HTTP APIs keep in the raw path), or any other prefix (a custom
+/// domain's API mapping key, `https://api.example.com/hooks`, which they leave out: were it
+/// there, the API's route and path parameter would still say what it routed).
 #[tokio::test]
 async fn a_stage_or_a_custom_domain_mapping_key_is_not_part_of_the_route() {
     // No route named (a catch-all route): the stage is taken off the raw path.
