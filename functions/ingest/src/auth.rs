@@ -98,6 +98,11 @@ impl Auth {
         &self.secret
     }
 
+    /// Whether these are the checks of no secret read yet ([`Auth::unread`]).
+    pub fn is_unread(&self) -> bool {
+        self.unread
+    }
+
     /// Whether callbacks are accepted without any authentication.
     pub fn is_unauthenticated(&self) -> bool {
         !self.unread && self.hmac.is_none() && self.token.is_none()
@@ -158,13 +163,18 @@ impl Auth {
     }
 }
 
+/// The most signatures one request may present (a sender signs with one key, two while it
+/// rotates them): each costs an HMAC per key.
+const MAX_SIGNATURES: usize = 4;
+
 /// The timestamp and the signatures a request presents. A header sent more than once reaches
 /// the function as API Gateway's HTTP APIs deliver it, its values joined by commas (the
 /// local runner and the tests may keep them apart: both read alike): a timestamp repeated
 /// with one value is that value (with several, the joined text, which is malformed); each
 /// signature is tried (base64 has no comma), so a proxy's duplicate or a second signature
-/// does not refuse a request one of them signs. A value that is not visible ASCII is passed
-/// on as one that cannot verify (rather than as a missing header).
+/// does not refuse a request one of them signs; more than [`MAX_SIGNATURES`] are one
+/// malformed signature. A value that is not visible ASCII is passed on as one that cannot
+/// verify (rather than as a missing header).
 fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>>) {
     let values = |name: &str| -> Vec<String> {
         let joined: Vec<&str> = headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
@@ -177,28 +187,32 @@ fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>
         several => Some(several.join(",")),
     };
     let signatures = values(SIGNATURE_HEADER);
-    let signatures = match signatures.is_empty() {
-        true => vec![None],
-        false => signatures.into_iter().map(Some).collect(),
+    let signatures = match signatures.len() {
+        0 => vec![None],
+        1..=MAX_SIGNATURES => signatures.into_iter().map(Some).collect(),
+        _ => vec![Some(signatures.join(","))],
     };
     (timestamp, signatures)
 }
 
-/// The first of `check` over `signatures` that passes, else the first refusal.
+/// The first of `check` over `signatures` that passes, else the refusal of the first
+/// well-formed one (what a key might have signed: a stale one's task may be polled for, a
+/// mismatch may be a key rotated in), else the first refusal: the order they came in does
+/// not change the answer.
 fn any_of<T>(
     signatures: &[Option<String>],
     check: impl Fn(Option<&str>) -> Result<T, SignatureError>,
 ) -> Result<T, SignatureError> {
-    let mut first_refusal = None;
+    let mut refusals = Vec::new();
     for signature in signatures {
         match check(signature.as_deref()) {
             Ok(passed) => return Ok(passed),
-            Err(e) => {
-                first_refusal.get_or_insert(e);
-            }
+            Err(e) => refusals.push(e),
         }
     }
-    Err(first_refusal.unwrap_or(SignatureError::MissingSignature))
+    let well_formed = refusals.iter().position(|e| *e != SignatureError::MalformedSignature);
+    let chosen = well_formed.unwrap_or(0);
+    Err(refusals.into_iter().nth(chosen).unwrap_or(SignatureError::MissingSignature))
 }
 
 fn token_refusal(e: TokenError) -> Refusal {

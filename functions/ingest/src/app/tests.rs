@@ -206,10 +206,17 @@ async fn a_repeated_signature_header_passes_when_one_of_its_signatures_is_a_key_
     let same_twice = [("X-Webhook-Timestamp", format!("{0}, {0}", NOW_SECS)), ("X-Webhook-Signature", good.clone())];
     assert_eq!(h.handle(request("/callback", &same_twice, WAV.to_vec())).await.status(), StatusCode::OK);
 
-    let two_times = [("X-Webhook-Timestamp", format!("{},{}", NOW_SECS, NOW_SECS - 1)), ("X-Webhook-Signature", good)];
+    let two_times =
+        [("X-Webhook-Timestamp", format!("{},{}", NOW_SECS, NOW_SECS - 1)), ("X-Webhook-Signature", good.clone())];
     assert_eq!(refusal(&h, request("/callback", &two_times, WAV.to_vec())).await, "malformed_timestamp");
-    let none_a_key = [ts, ("X-Webhook-Signature", format!("{wrong},{wrong}"))];
+    let none_a_key = [ts.clone(), ("X-Webhook-Signature", format!("{wrong},{wrong}"))];
     assert_eq!(refusal(&h, request("/callback", &none_a_key, WAV.to_vec())).await, "signature_mismatch");
+    // The answer does not hang on the order: a well-formed signature's refusal first.
+    let junk_first = [ts.clone(), ("X-Webhook-Signature", format!("not base64!,{wrong}"))];
+    assert_eq!(refusal(&h, request("/callback", &junk_first, WAV.to_vec())).await, "signature_mismatch");
+    // More than a sender would send: one malformed signature, none of them tried.
+    let many = [ts, ("X-Webhook-Signature", [wrong.as_str(); 4].join(",") + "," + &good)];
+    assert_eq!(refusal(&h, request("/callback", &many, WAV.to_vec())).await, "malformed_signature");
     assert_eq!(h.ports.record(WAV_TASK).unwrap().deliveries, 3);
 }
 
@@ -501,6 +508,20 @@ async fn a_start_up_read_that_hangs_starts_the_function_answering_503_until_a_re
     assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
     assert_untouched(&h);
+}
+
+/// With ALLOW_UNAUTHENTICATED, a secret unreadable at start-up answers 503 too (unread checks
+/// accept nothing), and the empty secret a read brings later opens the endpoint, as it would
+/// have at start-up.
+#[tokio::test]
+async fn an_open_endpoint_whose_secret_was_unreadable_opens_once_read() {
+    let failing = ports(&CallbackSecret::default());
+    failing.set_secret_failing(true);
+    let h = App::with_ports(&Config { allow_unauthenticated: true, ..config() }, failing).await.expect("started");
+    in_doubt(&h, request("/callback", &[], WAV.to_vec())).await;
+    h.ports.set_secret_failing(false);
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(h.handle(request("/callback", &[], WAV.to_vec())).await.status(), StatusCode::OK);
 }
 
 /// A secret Secrets Manager refuses at start-up (unreadable, not unusable) starts the function
