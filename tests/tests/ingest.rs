@@ -742,7 +742,7 @@ async fn a_key_revoked_from_the_secret_is_refused_once_the_checks_reach_their_ag
 /// Ingest does not start with a secret whose text opens nothing; one Secrets Manager cannot
 /// give (here: missing) starts it answering 503 `secret_unreadable`, which the provider retries.
 #[tokio::test]
-async fn ingest_does_not_start_without_a_usable_secret() {
+async fn a_secret_whose_text_cannot_be_used_stops_the_start_and_one_unreadable_does_not() {
     let env = TestEnv::new().await;
     let config = config(&env).await;
     let missing = Config { callback_secret_arn: format!("{}-none", config.callback_secret_arn), ..config.clone() };

@@ -46,7 +46,8 @@ pub struct App<P = AwsPorts> {
 
 impl App {
     /// Build the clients and read the callback secret: once per instance, at its cold start.
-    /// Fails when the secret cannot be read or used.
+    /// Fails when the secret's text cannot be used; one it cannot read starts it answering 503
+    /// ([`Credentials::load`]).
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let ports = AwsPorts::new(&config, sdk);
         App::over(&config, ports).await

@@ -138,8 +138,10 @@ impl Auth {
         }
         if let Some(verifier) = &self.hmac {
             let (timestamp, signatures) = signature_headers(headers);
-            any_of(&signatures, |signature| verifier.check_headers(timestamp.as_deref(), signature, now_unix_secs))
-                .map_err(signature_refusal)?;
+            first_passing(&signatures, |signature| {
+                verifier.check_headers(timestamp.as_deref(), signature, now_unix_secs)
+            })
+            .map_err(signature_refusal)?;
         }
         Ok(())
     }
@@ -151,14 +153,14 @@ impl Auth {
     pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
         let verifier = self.hmac.as_ref()?;
         let (timestamp, signatures) = signature_headers(headers);
-        any_of(&signatures, |signature| verifier.signed_at(task_id, timestamp.as_deref(), signature)).ok()
+        first_passing(&signatures, |signature| verifier.signed_at(task_id, timestamp.as_deref(), signature)).ok()
     }
 
     /// The signature over the body's task id.
     pub fn check_signature(&self, task_id: &str, headers: &HeaderMap, now_unix_secs: i64) -> Result<(), Refusal> {
         let Some(verifier) = &self.hmac else { return Ok(()) };
         let (timestamp, signatures) = signature_headers(headers);
-        any_of(&signatures, |signature| verifier.verify(task_id, timestamp.as_deref(), signature, now_unix_secs))
+        first_passing(&signatures, |signature| verifier.verify(task_id, timestamp.as_deref(), signature, now_unix_secs))
             .map_err(signature_refusal)
     }
 }
@@ -199,7 +201,7 @@ fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>
 /// well-formed one (what a key might have signed: a stale one's task may be polled for, a
 /// mismatch may be a key rotated in), else the first refusal: the order they came in does
 /// not change the answer.
-fn any_of<T>(
+fn first_passing<T>(
     signatures: &[Option<String>],
     check: impl Fn(Option<&str>) -> Result<T, SignatureError>,
 ) -> Result<T, SignatureError> {

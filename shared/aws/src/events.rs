@@ -58,7 +58,7 @@ pub fn entry(bus: &str, event: &TaskEvent) -> (PutEventsRequestEntry, usize) {
     // A derived Serialize of plain data: cannot fail. Kept to what SQS takes: the notify rule
     // delivers it to a queue.
     let detail = serde_json::to_string(&event.detail).expect("an event detail serializes");
-    let detail = crate::sqs_text::noncharacters_replaced(detail);
+    let detail = crate::sqs_text::refused_characters_replaced(detail);
     let detail_type = event.kind.detail_type();
     let size = EVENT_SOURCE.len() + detail_type.len() + detail.len();
     if size > MAX_ENTRY_BYTES && !event.detail.files.is_empty() {
@@ -221,8 +221,11 @@ mod tests {
             );
             assert_eq!(detail["event_id"], event.detail.event_id.as_str(), "the same event");
         }
-        let (entry, _) = entry("stemvault-events", &vaulted);
-        assert!(entry.detail().unwrap().contains("stem-2"), "files kept within it");
+        let mut at_the_limit = vaulted.clone();
+        at_the_limit.detail.message = "x".repeat(MAX_ENTRY_BYTES - size_of(&vaulted) + "ok".len());
+        let (entry, size) = entry("stemvault-events", &at_the_limit);
+        assert_eq!(size, MAX_ENTRY_BYTES);
+        assert!(entry.detail().unwrap().contains("stem-2"), "files kept up to the limit");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The path an HTTP API routed a request by. API Gateway names the route it matched
 //! (`POST /callback/{token}`, `GET /tasks/{task_id}`) and the path parameters it took: the
 //! route's template filled with them is the path the function routes by, whatever stands in
-//! front of it in the raw path (a named stage: `/prod/tasks/...`; HTTP APIs leave a custom
-//! domain's API mapping key out of `rawPath`, and one put there would be dropped alike).
+//! front of it in the raw path (a named stage: `/prod/tasks/...`, or a custom domain's API
+//! mapping key, should the raw path hold it: `/hooks/tasks/...`).
 //! Without a route key (API Gateway's REST events, the local runner's requests), the raw
 //! path without the named stage lambda_http puts in front of it (`/prod/callback`). Either
 //! way the path is percent-encoded, as a raw path is: HTTP APIs pass path parameters
@@ -117,8 +117,8 @@ mod tests {
 
     #[test]
     fn the_route_decides_whatever_stands_in_front_of_it() {
-        // Whatever stands before the route in the raw path (HTTP APIs leave an API mapping key
-        // out of it, but a prefix there would not change the route).
+        // Whatever stands before the route in the raw path (a custom domain's API mapping
+        // key, should it be there) does not change the route.
         let mapped = request("/hooks/tasks/abc", "GET /tasks/{task_id}", "$default");
         assert_eq!(mapped.uri().path(), "/hooks/tasks/abc");
         assert_eq!(routed_path(&mapped), "/tasks/abc");

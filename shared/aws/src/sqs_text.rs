@@ -2,23 +2,28 @@
 //! `#xD`, `#x20`-`#xD7FF`, `#xE000`-`#xFFFD`, `#x10000`-`#x10FFFF`: others are refused with
 //! InvalidMessageContents or, by later documentation, replaced with U+FFFD). serde_json
 //! escapes the control characters but writes U+FFFE and U+FFFF as they are, and a provider's
-//! URL, title or message may hold them. In JSON they can only be inside strings: escaped there,
-//! they read back the same.
+//! URL, title or message may hold them. In JSON they can only be inside strings: in what we
+//! send SQS ourselves (jobs) they are escaped, and read back the same; in what another service
+//! renders again before SQS gets it (events, through EventBridge) they are replaced.
+
+/// The two characters serde_json leaves that SQS refuses.
+const REFUSED: [char; 2] = ['\u{fffe}', '\u{ffff}'];
 
 /// JSON text that another service renders again before SQS gets it (EventBridge's `Detail`,
 /// which the notify rule delivers to a queue): U+FFFE and U+FFFF replaced by U+FFFD, as SQS
-/// itself may do, since an escape may not outlive the rendering. Noncharacters, in a
-/// provider's message or a source's reason phrase: nothing is lost.
-pub fn noncharacters_replaced(json: String) -> String {
-    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+/// itself may do, since an escape may not outlive the rendering. Only free text can hold them
+/// (a provider's message, a source's reason phrase: task ids, file names and keys are ASCII,
+/// a `client_ref` may not hold them), and nothing is lost.
+pub fn refused_characters_replaced(json: String) -> String {
+    if !json.contains(REFUSED) {
         return json;
     }
-    json.replace(['\u{fffe}', '\u{ffff}'], "\u{fffd}")
+    json.replace(REFUSED, "\u{fffd}")
 }
 
 /// `json` with U+FFFE and U+FFFF escaped.
 pub fn xml_characters_only(json: String) -> String {
-    if !json.contains(['\u{fffe}', '\u{ffff}']) {
+    if !json.contains(REFUSED) {
         return json;
     }
     json.replace('\u{fffe}', "\\ufffe").replace('\u{ffff}', "\\uffff")
@@ -29,9 +34,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn noncharacters_are_replaced_where_an_escape_may_not_last() {
+    fn refused_characters_are_replaced_where_an_escape_may_not_last() {
         let value = serde_json::json!({"message": "a\u{ffff}b\u{fffe}\u{fffd}"});
-        let json = noncharacters_replaced(value.to_string());
+        let json = refused_characters_replaced(value.to_string());
         assert_eq!(serde_json::from_str::<serde_json::Value>(&json).unwrap()["message"], "a\u{fffd}b\u{fffd}\u{fffd}");
         assert_eq!(json.len(), value.to_string().len(), "three bytes for three");
     }

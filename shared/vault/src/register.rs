@@ -33,8 +33,8 @@ pub enum RegistrationError {
     #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
     UnknownFamily(String),
     #[error(
-        "client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control, line-separator or \
-         invisible formatting characters"
+        "client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control, line-separator, \
+         invisible formatting characters or U+FFFE/U+FFFF"
     )]
     BadClientRef,
     /// A JSON parser keeps one of the two values (serde_json the last, others the first): which
@@ -88,9 +88,10 @@ impl<'de> serde::Deserialize<'de> for Fields {
 /// character, no line or paragraph separator (U+2028, U+2029: a line break to some log
 /// viewers), and no invisible formatting (zero-width characters, bidirectional overrides and
 /// isolates, the byte order mark, interlinear annotations), which can make one id read as
-/// another.
+/// another; nor U+FFFE or U+FFFF, which SQS refuses in a message, so events carry U+FFFD for
+/// them (a rule or receiver matching the id would miss it).
 fn client_ref_ok(client_ref: &str) -> bool {
-    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}');
+    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{FFFE}' | '\u{FFFF}');
     client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(|c| c.is_control() || hidden(c))
 }
 
@@ -334,6 +335,7 @@ mod tests {
             (br#"{"family":"wav","client_ref":"order\u2028-17"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"order-\u202e71"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"order\u200b-17"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order-\uffff"}"#, "BadClientRef"),
             (br#"{"family":"wav","family":"music"}"#, "Repeated(\"family\")"),
             (br#"{"family":"wav","client_ref":"a","client_ref":"b"}"#, "Repeated(\"client_ref\")"),
         ] {

@@ -496,10 +496,9 @@ async fn the_first_request_counts_the_instance_s_start_as_spent() {
 
 /// A start-up read of the secret that never answers is given up (not held until Lambda's
 /// init timeout), and the function starts without checks: callbacks are answered 503
-/// `secret_unreadable` (the provider retries), counted, until a read a minute on brings the
-/// secret; then they land.
+/// `secret_unreadable` (the provider retries), and the start is counted (alarmed).
 #[tokio::test(start_paused = true)]
-async fn a_start_up_read_that_hangs_starts_the_function_answering_503_until_a_read_brings_the_secret() {
+async fn a_start_up_read_that_hangs_starts_the_function_answering_503() {
     let hanging = ports(&keys());
     hanging.hang_secret_reads();
     let config = config();
@@ -1015,9 +1014,8 @@ async fn events_token_path_wav() {
 }
 
 /// What stands in front of the route in the raw path is not part of it: a named API Gateway
-/// stage (`/prod`, which HTTP APIs keep in the raw path), or any other prefix (a custom
-/// domain's API mapping key, `https://api.example.com/hooks`, which they leave out: were it
-/// there, the API's route and path parameter would still say what it routed).
+/// stage (`/prod`), or a custom domain's API mapping key (`https://api.example.com/hooks`),
+/// should the raw path hold it (the API's route and path parameter say what it routed).
 #[tokio::test]
 async fn a_stage_or_a_custom_domain_mapping_key_is_not_part_of_the_route() {
     // No route named (a catch-all route): the stage is taken off the raw path.
