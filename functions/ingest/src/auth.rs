@@ -2,6 +2,7 @@
 //! when configured on purpose) anyone, as the callback secret says. Every refusal names a
 //! reason and carries no secret.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use lambda_http::http::HeaderMap;
@@ -177,22 +178,21 @@ const MAX_SIGNATURES: usize = 4;
 /// does not refuse a request one of them signs; more than [`MAX_SIGNATURES`] are one
 /// malformed signature. A value that is not visible ASCII is passed on as one that cannot
 /// verify (rather than as a missing header).
-fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>>) {
-    let values = |name: &str| -> Vec<String> {
-        let joined: Vec<&str> = headers.get_all(name).iter().map(|v| v.to_str().unwrap_or("\u{0}")).collect();
-        joined.join(",").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).collect()
+fn signature_headers(headers: &HeaderMap) -> (Option<Cow<'_, str>>, Vec<Option<Cow<'_, str>>>) {
+    // Borrowed from the headers: the usual request (one of each) allocates nothing.
+    let values = |name: &str| -> Vec<&str> {
+        let each = headers.get_all(name).iter().flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','));
+        each.map(str::trim).filter(|v| !v.is_empty()).collect()
     };
-    let timestamps = values(TIMESTAMP_HEADER);
-    let timestamp = match timestamps.as_slice() {
+    let timestamp = match values(TIMESTAMP_HEADER).as_slice() {
         [] => None,
-        [first, rest @ ..] if rest.iter().all(|t| t == first) => Some(first.clone()),
-        several => Some(several.join(",")),
+        [first, rest @ ..] if rest.iter().all(|t| t == first) => Some(Cow::Borrowed(*first)),
+        several => Some(Cow::Owned(several.join(","))),
     };
-    let signatures = values(SIGNATURE_HEADER);
-    let signatures = match signatures.len() {
-        0 => vec![None],
-        1..=MAX_SIGNATURES => signatures.into_iter().map(Some).collect(),
-        _ => vec![Some(signatures.join(","))],
+    let signatures = match values(SIGNATURE_HEADER) {
+        none if none.is_empty() => vec![None],
+        few if few.len() <= MAX_SIGNATURES => few.into_iter().map(|s| Some(Cow::Borrowed(s))).collect(),
+        many => vec![Some(Cow::Owned(many.join(",")))],
     };
     (timestamp, signatures)
 }
@@ -202,19 +202,22 @@ fn signature_headers(headers: &HeaderMap) -> (Option<String>, Vec<Option<String>
 /// mismatch may be a key rotated in), else the first refusal: the order they came in does
 /// not change the answer.
 fn first_passing<T>(
-    signatures: &[Option<String>],
+    signatures: &[Option<Cow<'_, str>>],
     check: impl Fn(Option<&str>) -> Result<T, SignatureError>,
 ) -> Result<T, SignatureError> {
-    let mut refusals = Vec::new();
+    let (mut first, mut well_formed) = (None, None);
     for signature in signatures {
         match check(signature.as_deref()) {
             Ok(passed) => return Ok(passed),
-            Err(e) => refusals.push(e),
+            Err(SignatureError::MalformedSignature) => {
+                first.get_or_insert(SignatureError::MalformedSignature);
+            }
+            Err(e) => {
+                well_formed.get_or_insert(e);
+            }
         }
     }
-    let well_formed = refusals.iter().position(|e| *e != SignatureError::MalformedSignature);
-    let chosen = well_formed.unwrap_or(0);
-    Err(refusals.into_iter().nth(chosen).unwrap_or(SignatureError::MissingSignature))
+    Err(well_formed.or(first).unwrap_or(SignatureError::MissingSignature))
 }
 
 fn token_refusal(e: TokenError) -> Refusal {
