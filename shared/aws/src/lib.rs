@@ -8,6 +8,7 @@ pub mod enqueue;
 pub mod env;
 pub mod events;
 pub mod http;
+pub mod http_event;
 #[cfg(feature = "test-support")]
 pub mod log_capture;
 pub mod logging;

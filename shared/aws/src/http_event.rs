@@ -1,0 +1,82 @@
+//! `lambda_http::run` for ingest and results, with each event first made one lambda_http's
+//! conversion cannot refuse. That conversion builds the request's `http::Uri` from an HTTP
+//! API's `rawQueryString` as the client sent it, and its scheme from `X-Forwarded-Proto`,
+//! and panics on what `http` refuses (a `"`, `<`, `>`, space or control character in the
+//! query; a header that names no scheme): any client could then cost a 500 and an error the
+//! function's alarm counts, before the handler could answer. So those query bytes are
+//! percent-encoded first (a reader of the query decodes them back), and such a header is
+//! dropped (the scheme then reads `https`, as it would without one).
+
+use std::fmt::Debug;
+
+use lambda_http::http::{HeaderMap, HeaderName};
+use lambda_http::lambda_runtime::{self, Diagnostic};
+use lambda_http::request::LambdaRequest;
+use lambda_http::tower::ServiceExt;
+use lambda_http::{Adapter, IntoResponse, LambdaEvent, Request, Service};
+
+/// What `http` refuses in a query (it takes non-ASCII): the WHATWG URL standard's query
+/// percent-encode set, whose `#` would otherwise end the query.
+fn refused_in_query(c: char) -> bool {
+    c.is_ascii_control() || matches!(c, ' ' | '"' | '#' | '<' | '>')
+}
+
+/// `query` with what `http` refuses percent-encoded, the rest as sent.
+fn encoded(query: &str) -> String {
+    let mut out = String::with_capacity(query.len() + 16);
+    for c in query.chars() {
+        if refused_in_query(c) {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Serve `handler` as `lambda_http::run` does, each event made [`convertible`] first.
+pub async fn run<'a, R, S, E>(handler: S) -> Result<(), lambda_http::Error>
+where
+    S: Service<Request, Response = R, Error = E>,
+    S::Future: Send + 'a,
+    R: IntoResponse,
+    E: Debug + Into<Diagnostic>,
+{
+    lambda_runtime::run(Adapter::from(handler).map_request(convertible)).await
+}
+
+/// `event` with what lambda_http's conversion would panic on made harmless.
+pub fn convertible(mut event: LambdaEvent<LambdaRequest>) -> LambdaEvent<LambdaRequest> {
+    let headers = match &mut event.payload {
+        LambdaRequest::ApiGatewayV2(request) => {
+            if let Some(query) = &mut request.raw_query_string
+                && query.contains(refused_in_query)
+            {
+                *query = encoded(query);
+            }
+            &mut request.headers
+        }
+        LambdaRequest::ApiGatewayV1(request) => &mut request.headers,
+        LambdaRequest::Alb(request) => &mut request.headers,
+        _ => return event,
+    };
+    drop_unless_scheme(headers);
+    event
+}
+
+/// Drop `X-Forwarded-Proto` unless its (first) value is a URI scheme (RFC 3986: a letter,
+/// then letters, digits, `+`, `-` or `.`).
+fn drop_unless_scheme(headers: &mut HeaderMap) {
+    let is_scheme = |value: &[u8]| {
+        value.first().is_some_and(u8::is_ascii_alphabetic)
+            && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+    };
+    if headers.get(&X_FORWARDED_PROTO).is_some_and(|value| !is_scheme(value.as_bytes())) {
+        headers.remove(&X_FORWARDED_PROTO);
+    }
+}
+
+#[cfg(test)]
+mod tests;
