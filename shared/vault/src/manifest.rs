@@ -16,6 +16,11 @@ pub struct Manifest {
     pub code: i64,
     pub message: String,
     pub vault: VaultState,
+    /// The file set's generation the manifest is of (as in the events' `generation`: a late
+    /// event's reader can tell whether the manifest under the key is still its file set's).
+    /// Manifests written before it was there read 0.
+    #[serde(default)]
+    pub generation: u64,
     pub generated_at: Timestamp,
     pub files: Vec<ManifestFile>,
 }
@@ -42,6 +47,7 @@ impl Manifest {
             code: record.code,
             message: record.message.clone(),
             vault,
+            generation: record.generation,
             generated_at,
             files: record
                 .files
@@ -77,6 +83,7 @@ mod tests {
         let mut image = FileEntry::pending("https://cdn.example/i.png", "tasks/t1/image.png".into(), Stage::Final);
         (image.status, image.bytes, image.content_type) = (FileStatus::Stored, Some(7), Some("image/png".into()));
         record.files.insert("image".into(), image);
+        record.generation = 3;
         let generated_at = Timestamp::from_unix_ms(1_795_446_000_120);
         let manifest = Manifest::of(&record, VaultState::Complete, generated_at);
         let written = json!({
@@ -86,6 +93,7 @@ mod tests {
             "code": 200,
             "message": "ok",
             "vault": "complete",
+            "generation": 3,
             "generated_at": "2026-11-23T15:00:00.120Z",
             "files": [{
                 "name": "image",
@@ -99,6 +107,9 @@ mod tests {
         });
         assert_eq!(serde_json::to_value(&manifest).unwrap(), written);
         assert_eq!(serde_json::from_value::<Manifest>(written.clone()).unwrap(), manifest);
+        let mut older = written.clone();
+        older.as_object_mut().unwrap().remove("generation");
+        assert_eq!(serde_json::from_value::<Manifest>(older).unwrap().generation, 0);
 
         // A registered task's own id is in it (what a registration that adds one rewrites it for).
         record.client_ref = Some("order-17".into());
