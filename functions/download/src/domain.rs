@@ -476,7 +476,18 @@ async fn claim<P: Ports>(
 ) -> Result<Claimed, DownloadError> {
     let now = ports.now();
     let claim = Claim { worker: delivery.worker.clone(), lease_until: delivery.lease_until, now: now.unix_seconds() };
-    let file = match ports.claim_file(task_id, &job.name, &claim).await? {
+    let answer = match ports.claim_file(task_id, &job.name, &claim).await {
+        Ok(answer) => answer,
+        Err(e) => {
+            // The claim may have been applied with every answer lost: given back, it does not
+            // hold the file from the redelivery until this invocation's lease ends (refused,
+            // as it is conditional on our claim, when nothing was applied).
+            let held = HeldCopy { worker: &delivery.worker, next: None };
+            release_claim(ports, task_id, &job.name, held, &e.to_string()).await;
+            return Err(e.into());
+        }
+    };
+    let file = match answer {
         ClaimAnswer::Claimed(file) => file,
         ClaimAnswer::Refused(None) => return Err(DownloadError::Dropped(DropReason::FileMissing)),
         // Our own claim: it was applied, its answer lost, and the SDK's retry of the same

@@ -509,6 +509,11 @@ pub struct MemoryPorts {
     /// Apply this many `stored` or `failed` writes but lose their answers:
     /// the SDK's retry of the same write is refused, with the item as the first left it.
     pub lost_answers: Mutex<u32>,
+    /// Apply this many `stored` or `failed` writes but answer them with an error (every
+    /// attempt the SDK made timed out, the first applied).
+    pub unanswered_writes: Mutex<u32>,
+    /// As `unanswered_writes`, for claims.
+    pub unanswered_claims: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
     pub settle_failures: Mutex<u32>,
     /// Fail this many releases (the table refusing the write) before succeeding.
@@ -636,6 +641,16 @@ impl MemoryPorts {
     }
 }
 
+impl MemoryPorts {
+    /// `written`, or an error for it while [`MemoryPorts::unanswered_writes`] are left.
+    fn unanswered(&self, written: FileWrite) -> Result<FileWrite, StoreError> {
+        match injected(&self.unanswered_writes) {
+            true => Err(StoreError::Unavailable("injected: applied, every answer lost".into())),
+            false => Ok(written),
+        }
+    }
+}
+
 /// Take one injected failure, if any are left.
 fn injected(failures: &Mutex<u32>) -> bool {
     let mut failures = failures.lock().unwrap();
@@ -692,6 +707,9 @@ impl ClaimFile for MemoryPorts {
         file.lease_until = Some(claim.lease_until);
         file.attempts += 1;
         file.rev += 1;
+        if injected(&self.unanswered_claims) {
+            return Err(StoreError::Unavailable("injected: applied, every answer lost".into()));
+        }
         Ok(ClaimAnswer::Claimed(file.clone()))
     }
 }
@@ -714,7 +732,7 @@ impl RecordStored for MemoryPorts {
             return Err(StoreError::Unavailable("injected: the table timed out".into()));
         }
         // HELD: not on next_url (a newer URL gives way to the copy made).
-        Ok(self.finish(
+        self.unanswered(self.finish(
             task_id,
             name,
             held,
@@ -745,7 +763,7 @@ impl RecordFailed for MemoryPorts {
         self.called("record_failed");
         // HELD_NOTHING_NEWER or HELD_AT_NEXT.
         let nothing_newer = |f: &FileEntry| f.next_url.as_deref() == held.next.map(|next| next.url);
-        Ok(self.finish(task_id, name, held, nothing_newer, |f| {
+        self.unanswered(self.finish(task_id, name, held, nothing_newer, |f| {
             (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
             (f.failed_at, f.next_url, f.next_key) = (Some(failed_at), None, None);
         }))

@@ -80,8 +80,8 @@ async fn copy_held<P: Ports>(
         Ok(stored) => {
             let stored_at = ports.now();
             let written = ports.record_stored(task_id, name, held, &stored, stored_at).await;
-            if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Stored && f.stored_at == Some(stored_at))
-            {
+            let wrote = |f: &FileEntry| f.status == FileStatus::Stored && f.stored_at == Some(stored_at);
+            if let Err(outcome) = ours_or(ports, task_id, name, held, written, wrote).await {
                 return Copied::Finished(outcome);
             }
             let seconds = started.elapsed().as_secs_f64();
@@ -147,7 +147,8 @@ async fn copy_held<P: Ports>(
             return Copied::NextUrl { url, key };
         }
     }
-    if let Err(outcome) = ours_or(written, |f| f.status == FileStatus::Failed && f.failed_at == Some(failed_at)) {
+    let wrote = |f: &FileEntry| f.status == FileStatus::Failed && f.failed_at == Some(failed_at);
+    if let Err(outcome) = ours_or(ports, task_id, name, held, written, wrote).await {
         return Copied::Finished(outcome);
     }
     ports.emit_metrics(&Measure::Failed { reason: code });
@@ -176,8 +177,21 @@ fn waiting_copy(
 }
 
 /// Nothing when the finishing write (`stored` or `failed`) was ours ([`after_refusal`]);
-/// otherwise what the message comes to.
-fn ours_or(written: Result<FileWrite, StoreError>, wrote: impl FnOnce(&FileEntry) -> bool) -> Result<(), Outcome> {
+/// otherwise what the message comes to. A write that failed may have been applied with every
+/// answer lost, or not at all: the claim is given back first (refused, being conditional on
+/// our claim, if the write was applied), so that the redelivery need not wait for the lease
+/// to end.
+async fn ours_or<P: ReleaseFile>(
+    ports: &P,
+    task_id: &TaskId,
+    name: &str,
+    held: HeldCopy<'_>,
+    written: Result<FileWrite, StoreError>,
+    wrote: impl FnOnce(&FileEntry) -> bool,
+) -> Result<(), Outcome> {
+    if let Err(e) = &written {
+        release_claim(ports, task_id, name, held, &e.to_string()).await;
+    }
     match written.map(|w| after_refusal(w, wrote)) {
         Ok(Finished::Ours) => Ok(()),
         Ok(Finished::ByAnother) => Err(Outcome::AlreadySettled),

@@ -749,11 +749,11 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued);
 }
 
-/// The upload succeeded, recording it failed (the table timed out): the claim stays until its
-/// lease ends, and by the time the message comes back the URL has expired. The redelivery
-/// finds the complete copy under the key and records it, for a single streamed PutObject
-/// (its SHA-256 is its full-object checksum) and for a multipart upload (read back and
-/// hashed).
+/// The upload succeeded, recording it failed (the table timed out): the claim is given back
+/// (the redelivery need not wait for its lease), and by the time the message comes back the
+/// URL has expired. The redelivery finds the complete copy under the key and records it, for
+/// a single streamed PutObject (its SHA-256 is its full-object checksum) and for a multipart
+/// upload (read back and hashed).
 #[tokio::test]
 async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copying_it_again() {
     for len in [100_000, SETTINGS.part_size + 5] {
@@ -763,14 +763,13 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         *ports.stored_failures.lock().unwrap() = 1;
         let outcome = run(&ports, "vocal", 1).await;
         assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
-        assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Downloading, "claimed until its lease ends");
+        let f = ports.file_item(TASK, "vocal");
+        assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "the claim given back");
 
         ports.source(
             &url("vocal"),
             Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }),
         );
-        let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
-        *ports.now.lock().unwrap() = Some(lease_over);
         let outcome = run(&ports, "vocal", 2).await;
         let Outcome::Stored(stored) = outcome else { panic!("{len} bytes: {outcome:?}") };
         let sha256 = hex::encode(Sha256::digest(&data));
@@ -932,6 +931,50 @@ async fn a_newer_url_without_its_key_is_copied_under_its_own_key() {
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_B, vocal_key("wav")));
     assert_eq!(ports.store.object(&vocal_key("wav")), Some(data));
+}
+
+/// A claim applied whose every answer was lost (the SDK's attempts all timed out) is given
+/// back: the redelivery copies the file at once, rather than finding it held by a worker that
+/// is gone until that invocation's lease ends.
+#[tokio::test]
+async fn a_claim_applied_with_its_answers_lost_is_given_back() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal");
+    *ports.unanswered_claims.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.claim, f.attempts), (FileStatus::Pending, None, 1));
+    assert!(ports.opened().is_empty(), "nothing fetched without the claim's answer");
+
+    let outcome = run(&ports, "vocal", 2).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
+}
+
+/// A `stored` or `failed` write applied whose every answer was lost: the release that follows
+/// is refused (the file is no longer held), so the file stays settled, and the redelivery
+/// finds it so.
+#[tokio::test]
+async fn a_finishing_write_applied_with_its_answers_lost_stays() {
+    for (script, settled) in [
+        (Script::Body { data: b"vocal".to_vec(), declared: true, content_type: None }, FileStatus::Stored),
+        (
+            Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
+            FileStatus::Failed,
+        ),
+    ] {
+        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+        ports.source(&url("vocal"), script);
+        *ports.unanswered_writes.lock().unwrap() = 1;
+        let outcome = run(&ports, "vocal", 1).await;
+        assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{settled:?}: {outcome:?}");
+        assert_eq!(ports.file_item(TASK, "vocal").status, settled);
+        assert!(ports.take_table_calls().contains(&"release_file"), "{settled:?}: a release was tried");
+
+        let outcome = run(&ports, "vocal", 2).await;
+        assert!(matches!(outcome, Outcome::AlreadySettled), "{settled:?}: {outcome:?}");
+    }
 }
 
 /// An attempt copied the file but could not record it; a callback then brought a newer URL
