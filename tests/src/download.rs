@@ -23,7 +23,8 @@ use crate::TestEnv;
 /// `queued` set), keys as ingest computes them.
 pub fn queued_record(task_id: &str, family: Family, files: &[(&str, &str)]) -> TaskRecord {
     let id = TaskId::parse(task_id).expect("a valid task id");
-    let received: Timestamp = "2026-11-23T15:00:00.000Z".parse().expect("an RFC 3339 time");
+    // Received now: the reconciler and the sweeper judge a task's age by the real clock.
+    let received = Timestamp::now();
     let files = files
         .iter()
         .map(|(name, url)| {

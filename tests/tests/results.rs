@@ -9,7 +9,7 @@ use lambda_http::{Body, Request, Response};
 use stemvault_aws::TaskTable;
 use stemvault_results::{App, Config};
 use stemvault_tests::TestEnv;
-use stemvault_vault::{FileEntry, FileStatus, TaskRecord, VaultState};
+use stemvault_vault::{FileEntry, FileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage};
 
 fn get(path: &str) -> Request {
@@ -40,7 +40,7 @@ fn record(task_id: &str, files: BTreeMap<String, FileEntry>) -> TaskRecord {
             Stage::Complete,
             200,
             "vocal separation done",
-            "2026-11-23T15:00:00.000Z".parse().unwrap(),
+            Timestamp::now(),
         )
     }
 }

@@ -163,12 +163,14 @@ mod tests {
     /// seconds or as a date; no other status does, and neither does one without the header.
     #[tokio::test]
     async fn a_429_or_503_says_how_long_to_wait_and_nothing_else_does() {
+        // A date, read against the real clock: two years from now.
+        let in_two_years = std::time::SystemTime::now() + Duration::from_secs(2 * 365 * 86_400);
         let reply = |status: &str, header: &str| {
             format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\n{header}connection: close\r\n\r\n").into_bytes()
         };
         let (origin, served) = stemvault_aws::test_http::answer_in_turn(vec![
             reply("503 Service Unavailable", "retry-after: 120\r\n"),
-            reply("429 Too Many Requests", "retry-after: Fri, 01 Jan 2100 00:00:00 GMT\r\n"),
+            reply("429 Too Many Requests", &format!("retry-after: {}\r\n", httpdate::fmt_http_date(in_two_years))),
             reply("500 Internal Server Error", "retry-after: 120\r\n"),
             reply("503 Service Unavailable", ""),
             reply("204 No Content", ""),
