@@ -147,7 +147,7 @@ fn main() {
         println!("{:<58} {:>9} {:>10} {:>10} {:>6}", "scenario", "req/s", "p50 ms", "p99 ms", "non-200");
 
         let ports = MemoryPorts::new().with_secret(&secret());
-        let in_memory = App::with_ports(&config("t", "b", "q", "memory", "e"), ports).await.expect("in-memory ingest");
+        let in_memory = App::with_ports(&config("t", "b", "q", "memory", "e"), ports).await;
         scenarios("handler overhead (in-memory ports)", in_memory).await;
 
         let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -161,9 +161,8 @@ fn main() {
         let arn = stemvault_aws::secrets::put_secret(&env.config, &format!("{}-callback", r.table_name), &text)
             .await
             .expect("put the callback secret");
-        let app = App::new(config(&r.table_name, &r.bucket_name, &r.queue_url, &arn, &r.event_bus_name), &env.config)
-            .await
-            .expect("ingest starts");
+        let app =
+            App::new(config(&r.table_name, &r.bucket_name, &r.queue_url, &arn, &r.event_bus_name), &env.config).await;
         scenarios("local emulator (DynamoDB, S3, SQS)", app).await;
         println!(
             "note: the emulator's SendMessageBatch slows down with every message already on its queue \

@@ -12,7 +12,7 @@ impl TestEnv {
     /// callback secret read), checking signatures by `hmac_key` alone; bodies up to 1 MiB.
     pub async fn ingest_app(&self, hmac_key: &str) -> stemvault_ingest::App {
         let config = self.ingest_config(hmac_key).await;
-        stemvault_ingest::App::new(config, &self.config).await.expect("ingest starts")
+        stemvault_ingest::App::new(config, &self.config).await
     }
 
     /// The ingest function's configuration over this environment, its callback secret (in the

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use serde_json::json;
-use stemvault_aws::ConfigError;
 use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
 use stemvault_vault::StorageError;
@@ -46,18 +45,17 @@ pub struct App<P = AwsPorts> {
 
 impl App {
     /// Build the clients and read the callback secret: once per instance, at its cold start.
-    /// Fails when the secret's text cannot be used; one it cannot read starts it answering 503
-    /// ([`Credentials::load`]).
-    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
+    /// A secret it cannot read or use starts it answering 503 ([`Credentials::load`]).
+    pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
         let ports = AwsPorts::new(&config, sdk);
         App::over(&config, ports).await
     }
 }
 
 impl<P: Ports> App<P> {
-    async fn over(config: &Config, ports: P) -> Result<App<P>, ConfigError> {
+    async fn over(config: &Config, ports: P) -> App<P> {
         let began = Instant::now();
-        let credentials = Credentials::load(&ports, config.auth_settings()).await?;
+        let credentials = Credentials::load(&ports, config.auth_settings()).await;
         if credentials.current().is_unauthenticated() {
             tracing::warn!(
                 "ALLOW_UNAUTHENTICATED=true and the callback secret holds neither keys nor token: \
@@ -71,12 +69,12 @@ impl<P: Ports> App<P> {
         };
         let start_up_micros = AtomicU64::new(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
         let max_body_bytes = config.max_body_bytes;
-        Ok(App { ports, credentials, max_body_bytes, settings, outage: Outage::default(), start_up_micros })
+        App { ports, credentials, max_body_bytes, settings, outage: Outage::default(), start_up_micros }
     }
 
     /// The app over other ports (the in-memory ones of the tests and the benchmark).
     #[cfg(any(test, feature = "test-support"))]
-    pub async fn with_ports(config: &Config, ports: P) -> Result<App<P>, ConfigError> {
+    pub async fn with_ports(config: &Config, ports: P) -> App<P> {
         App::over(config, ports).await
     }
 

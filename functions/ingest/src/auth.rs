@@ -43,7 +43,7 @@ impl Refusal {
     }
 }
 
-/// Why the function refuses to start (or to take a new secret) with neither keys nor token.
+/// Why a secret with neither keys nor token is of no use (at start-up, or read again).
 pub const NO_AUTHENTICATION: &str = "no callback authentication configured: put webhook_hmac_keys and/or \
      callback_token in the callback secret (CALLBACK_SECRET_ARN), or set ALLOW_UNAUTHENTICATED=true to accept \
      unauthenticated callbacks on purpose";

@@ -105,38 +105,40 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Read the secret (at start-up). Fails when its text cannot be used (a setting to fix).
-    /// One that cannot be read (Secrets Manager failing or slow, a key policy) starts the
-    /// function all the same, with [`Auth::unread`] checks: requests are answered 503
+    /// Read the secret (at start-up). One that cannot be read (Secrets Manager failing or
+    /// slow, a key policy) or whose text cannot be used (an edit to fix) starts the function
+    /// all the same, with [`Auth::unread`] checks: requests are answered 503
     /// `secret_unreadable` (the provider retries) and the secret is read again as after any
-    /// refusal, at most once per [`REFRESH_INTERVAL`], until a read brings it; the start counts
-    /// one [`Measure::SecretRereadFailed`] (alarmed). Exiting instead would fail every cold
-    /// start, each answering the callback that started it with a bare 5xx.
-    pub async fn load<P: ReadSecret + Clock + EmitMetrics<Measure>>(
-        ports: &P,
-        settings: AuthSettings,
-    ) -> Result<Credentials, ConfigError> {
+    /// refusal, at most once per [`REFRESH_INTERVAL`], until a read brings usable checks; the
+    /// start counts one [`Measure::SecretRereadFailed`] (alarmed) and logs why. Exiting instead
+    /// would fail every cold start, each answering the callback that started it with a bare
+    /// 5xx, while warm instances went on with the checks they had.
+    pub async fn load<P: ReadSecret + Clock + EmitMetrics<Measure>>(ports: &P, settings: AuthSettings) -> Credentials {
         let read_at = ports.now();
         // Bounded as every re-read is: a read that hangs would hold the cold start (and the
         // callback waiting on it) until Lambda's init timeout.
-        let (auth, unread) = match read_within_timeout(ports).await {
-            Ok(text) => (settings.auth(&text)?, false),
-            Err(e) => {
+        let read = match read_within_timeout(ports).await {
+            Ok(text) => settings.auth(&text).map_err(|e| format!("its text cannot be used: {e}")),
+            Err(e) => Err(format!("it cannot be read: {e}")),
+        };
+        let (auth, unread) = match read {
+            Ok(auth) => (auth, false),
+            Err(why) => {
                 ports.emit_metrics(&Measure::SecretRereadFailed);
                 tracing::error!(
-                    error = %e,
-                    "the callback secret cannot be read at start-up; answering callbacks 503 secret_unreadable \
+                    error = %why,
+                    "the callback secret is of no use at start-up; answering callbacks 503 secret_unreadable \
                      and reading it again at most once a minute"
                 );
                 (Auth::unread(), true)
             }
         };
-        Ok(Credentials {
+        Credentials {
             checks: Reread::new(auth, read_at),
             last_read_failed: AtomicBool::new(unread),
             policy: RefreshPolicy::default(),
             settings,
-        })
+        }
     }
 
     /// Another refresh policy (the tests' shorter interval or age).

@@ -8,7 +8,7 @@ use stemvault_ingest::{App, Config, LOGICAL_NAME};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     let (config, sdk) = stemvault_aws::start::<Config>(LOGICAL_NAME).await;
-    let app = &stemvault_aws::config_or_exit(LOGICAL_NAME, App::new(config, &sdk).await);
+    let app = &App::new(config, &sdk).await;
     stemvault_aws::http_event::run(service_fn(move |req| async move {
         Ok::<_, std::convert::Infallible>(app.handle(req).await)
     }))

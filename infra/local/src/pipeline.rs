@@ -162,9 +162,7 @@ impl Pipeline {
             .await
             .map_err(config_error(stemvault_reconciler::LOGICAL_NAME))?;
         let http_functions = Arc::new(HttpFunctions {
-            ingest: stemvault_ingest::App::new(ingest, &sdk)
-                .await
-                .map_err(config_error(stemvault_ingest::LOGICAL_NAME))?,
+            ingest: stemvault_ingest::App::new(ingest, &sdk).await,
             results: stemvault_results::App::new(results, &sdk),
         });
         let downloader = Arc::new(

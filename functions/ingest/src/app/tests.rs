@@ -57,7 +57,7 @@ fn ports(secret: &CallbackSecret) -> MemoryPorts {
 
 /// The app over in-memory ports holding `secret`.
 async fn app_with(config: Config, secret: CallbackSecret) -> App<MemoryPorts> {
-    App::with_ports(&config, ports(&secret)).await.expect("a usable secret")
+    App::with_ports(&config, ports(&secret)).await
 }
 
 /// The app checking signatures by [`keys`].
@@ -458,9 +458,12 @@ async fn token_and_signature_together_both_count() {
 async fn unauthenticated_only_when_allowed() {
     let open = app_with(Config { allow_unauthenticated: true, ..config() }, CallbackSecret::default()).await;
     assert_eq!(open.handle(request("/callback", &[], WAV.to_vec())).await.status(), StatusCode::OK);
-    // A secret with neither keys nor token stops the start unless that was allowed.
-    let closed = App::with_ports(&config(), ports(&CallbackSecret::default())).await.err();
-    assert_eq!(closed, Some(ConfigError::Unusable(crate::auth::NO_AUTHENTICATION)));
+    // A secret with neither keys nor token accepts nothing unless that was allowed (the start
+    // says why: `a_secret_that_cannot_be_used_starts_the_function_answering_503`).
+    let captured = capture_logs();
+    let closed = App::with_ports(&config(), ports(&CallbackSecret::default())).await;
+    in_doubt(&closed, request("/callback", &[], WAV.to_vec())).await;
+    assert!(captured.text().contains(crate::auth::NO_AUTHENTICATION), "{}", captured.text());
     assert_eq!(
         crate::auth::NO_AUTHENTICATION,
         "no callback authentication configured: put webhook_hmac_keys and/or callback_token in the callback \
@@ -468,18 +471,28 @@ async fn unauthenticated_only_when_allowed() {
     );
 }
 
-/// A secret whose text cannot be used stops the start (a setting to fix), saying why and
-/// showing no key; one that cannot be read (here: missing) does not.
+/// A secret whose text cannot be used (an edit to fix) starts the function answering 503
+/// `secret_unreadable`, as one that cannot be read (here: missing) does: the start says why,
+/// showing no key, and is counted (alarmed); once the secret is fixed, a read a minute on
+/// brings its checks and callbacks land.
 #[tokio::test]
-async fn a_secret_that_cannot_be_used_stops_the_start() {
-    let missing = App::with_ports(&config(), MemoryPorts::new()).await.expect("started without checks");
+async fn a_secret_that_cannot_be_used_starts_the_function_answering_503() {
+    let missing = App::with_ports(&config(), MemoryPorts::new()).await;
     in_doubt(&missing, signed_at(KEY, NOW_SECS)).await;
 
-    let broken = MemoryPorts::new();
-    broken.set_secret_text(r#"{"webhook_hmac_keys": ["secret-key", ""]}"#);
-    let err = App::with_ports(&config(), broken).await.err().unwrap();
-    assert!(err.to_string().contains("key number 2 is empty"), "{err}");
-    assert!(!err.to_string().contains("secret-key"), "{err}");
+    let captured = capture_logs();
+    let broken = ports(&keys());
+    broken.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{KEY}", ""]}}"#));
+    let h = App::with_ports(&config(), broken).await;
+    assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
+    let logs = logs_without_keys(&captured);
+    assert!(logs.contains("its text cannot be used") && logs.contains("key number 2 is empty"), "{logs}");
+    in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
+
+    h.ports.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{KEY}"]}}"#));
+    in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "read again: it lands");
 }
 
 /// The first request of an instance waited for it to start (the secret's read): its answer
@@ -488,7 +501,7 @@ async fn a_secret_that_cannot_be_used_stops_the_start() {
 async fn the_first_request_counts_the_instance_s_start_as_spent() {
     let slow = ports(&keys());
     slow.set_latency(Duration::from_millis(50));
-    let h = App::with_ports(&config(), slow).await.expect("starts");
+    let h = App::with_ports(&config(), slow).await;
     let now = std::time::Instant::now();
     assert!(now - h.arrived(now) >= Duration::from_millis(50), "the start counted");
     assert_eq!(h.arrived(now), now, "only for the first request");
@@ -503,7 +516,7 @@ async fn a_start_up_read_that_hangs_starts_the_function_answering_503() {
     hanging.hang_secret_reads();
     let config = config();
     let starting = App::with_ports(&config, hanging);
-    let h = tokio::time::timeout(Duration::from_secs(60), starting).await.expect("given up").expect("started");
+    let h = tokio::time::timeout(Duration::from_secs(60), starting).await.expect("given up");
     assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
     assert_untouched(&h);
@@ -516,7 +529,7 @@ async fn a_start_up_read_that_hangs_starts_the_function_answering_503() {
 async fn an_open_endpoint_whose_secret_was_unreadable_opens_once_read() {
     let failing = ports(&CallbackSecret::default());
     failing.set_secret_failing(true);
-    let h = App::with_ports(&Config { allow_unauthenticated: true, ..config() }, failing).await.expect("started");
+    let h = App::with_ports(&Config { allow_unauthenticated: true, ..config() }, failing).await;
     in_doubt(&h, request("/callback", &[], WAV.to_vec())).await;
     h.ports.set_secret_failing(false);
     h.ports.advance(Duration::from_secs(60));
@@ -530,7 +543,7 @@ async fn an_open_endpoint_whose_secret_was_unreadable_opens_once_read() {
 async fn a_secret_unreadable_at_start_up_is_read_again_until_callbacks_land() {
     let failing = ports(&keys());
     failing.set_secret_failing(true);
-    let h = App::with_ports(&config(), failing).await.expect("started");
+    let h = App::with_ports(&config(), failing).await;
     let reads = h.ports.secret_reads();
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
     h.ports.set_secret_failing(false);
