@@ -1,14 +1,18 @@
 //! `lambda_http::run` for ingest and results, with each event first made one lambda_http's
 //! conversion cannot refuse. That conversion builds the request's `http::Uri` from an HTTP
-//! API's `rawQueryString` as the client sent it, and its scheme from `X-Forwarded-Proto`,
-//! and panics on what `http` refuses (a `"`, `<`, `>`, space or control character in the
-//! query; a header that names no scheme): any client could then cost a 500 and an error the
-//! function's alarm counts, before the handler could answer. So those query bytes are
-//! percent-encoded first (a reader of the query decodes them back), and such a header is
-//! dropped (the scheme then reads `https`, as it would without one).
+//! API's `rawQueryString` as the client sent it, its scheme from `X-Forwarded-Proto` and its
+//! authority from `Host`, and panics on what `url` or `http` refuses (a `"`, `<`, `>`, space
+//! or control character in the query; a header naming no scheme, or a scheme over 64
+//! characters; a host with a port past 65535): any client could then cost a 500 and an error
+//! the function's alarm counts, before the handler could answer (should API Gateway pass
+//! such values on: for the query it does). So those query bytes are percent-encoded first (a
+//! reader of the query decodes them back), an `X-Forwarded-Proto` other than `http` or
+//! `https` is dropped (the scheme then reads `https`), and so is a `Host` no URL can hold
+//! (the host is then the request context's domain name). Neither function reads either.
 
 use std::fmt::Debug;
 
+use lambda_http::http::header::HOST;
 use lambda_http::http::{HeaderMap, HeaderName};
 use lambda_http::lambda_runtime::{self, Diagnostic};
 use lambda_http::request::LambdaRequest;
@@ -62,19 +66,16 @@ pub fn convertible(mut event: LambdaEvent<LambdaRequest>) -> LambdaEvent<LambdaR
         LambdaRequest::Alb(request) => &mut request.headers,
         _ => return event,
     };
-    drop_unless_scheme(headers);
+    let is_http = |proto: &str| proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("http");
+    drop_unless(headers, &X_FORWARDED_PROTO, is_http);
+    drop_unless(headers, &HOST, |host| url::Url::parse(&format!("https://{host}/")).is_ok());
     event
 }
 
-/// Drop `X-Forwarded-Proto` unless its (first) value is a URI scheme (RFC 3986: a letter,
-/// then letters, digits, `+`, `-` or `.`).
-fn drop_unless_scheme(headers: &mut HeaderMap) {
-    let is_scheme = |value: &[u8]| {
-        value.first().is_some_and(u8::is_ascii_alphabetic)
-            && value.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
-    };
-    if headers.get(&X_FORWARDED_PROTO).is_some_and(|value| !is_scheme(value.as_bytes())) {
-        headers.remove(&X_FORWARDED_PROTO);
+/// Drop `name` unless its (first) value is text that `keep` takes.
+fn drop_unless(headers: &mut HeaderMap, name: &HeaderName, keep: impl Fn(&str) -> bool) {
+    if headers.get(name).is_some_and(|value| !value.to_str().is_ok_and(&keep)) {
+        headers.remove(name);
     }
 }
 

@@ -58,11 +58,23 @@ async fn served(event: LambdaEvent<LambdaRequest>) -> (Request, serde_json::Valu
 #[test]
 fn lambda_http_alone_panics_on_what_convertible_encodes() {
     // What this module exists for: should lambda_http stop panicking, it can go.
-    for (query, proto) in [("a=\"b\"", None), ("a=<b> c", None), ("", Some("https, http"))] {
+    let too_long = "h".repeat(65);
+    let cases = [
+        (("a=\"b\"", None), None),
+        (("a=<b> c", None), None),
+        (("", Some("https, http")), None),
+        (("", Some(too_long.as_str())), None),
+        (("", None), Some("abc:99999")),
+    ];
+    for ((query, proto), host) in cases {
         let mut adapter = Adapter::from(service_fn(|_: Request| async { Ok::<_, std::convert::Infallible>("") }));
         let event = http_api_event(query, proto);
+        let event = match host {
+            Some(host) => with_host(event, host),
+            None => event,
+        };
         let converted = catch_unwind(AssertUnwindSafe(|| drop(adapter.call(event))));
-        assert!(converted.is_err(), "lambda_http converted {query:?} / {proto:?} without panicking");
+        assert!(converted.is_err(), "lambda_http converted {query:?} / {proto:?} / {host:?} without panicking");
     }
 }
 
@@ -93,8 +105,9 @@ async fn a_query_http_takes_is_left_as_sent() {
 }
 
 #[tokio::test]
-async fn a_forwarded_proto_naming_no_scheme_is_dropped_and_a_scheme_kept() {
-    for proto in ["https, http", "", " https", "1http", "ht tp", "h\u{e9}"] {
+async fn a_forwarded_proto_other_than_http_or_https_is_dropped() {
+    let too_long = "h".repeat(65);
+    for proto in ["https, http", "", " https", "1http", "ht tp", "h\u{e9}", "ftp", too_long.as_str()] {
         let (req, answer) = served(http_api_event("", Some(proto))).await;
         assert_eq!(answer["statusCode"], 200, "{proto:?}");
         assert_eq!(req.uri().scheme_str(), Some("https"), "{proto:?}");
@@ -103,4 +116,25 @@ async fn a_forwarded_proto_naming_no_scheme_is_dropped_and_a_scheme_kept() {
     let (req, _) = served(http_api_event("", Some("http"))).await;
     assert_eq!(req.uri().scheme_str(), Some("http"));
     assert_eq!(req.headers()["x-forwarded-proto"], "http");
+    let (req, _) = served(http_api_event("", Some("HTTPS"))).await;
+    assert_eq!(req.uri().scheme_str(), Some("https"));
+}
+
+/// `event` with its `Host` header set to `host`.
+fn with_host(mut event: LambdaEvent<LambdaRequest>, host: &str) -> LambdaEvent<LambdaRequest> {
+    let LambdaRequest::ApiGatewayV2(request) = &mut event.payload else { panic!("an HTTP API event") };
+    request.headers.insert(HOST, host.parse().expect("a header value"));
+    event
+}
+
+#[tokio::test]
+async fn a_host_no_url_can_hold_is_dropped_for_the_domain_name() {
+    for host in ["abc:99999", "a b", "[::1"] {
+        let (req, answer) = served(with_host(http_api_event("", None), host)).await;
+        assert_eq!(answer["statusCode"], 200, "{host:?}");
+        assert_eq!(req.uri().host(), Some("abc123.execute-api.us-east-1.amazonaws.com"), "{host:?}");
+        assert!(req.headers().get(HOST).is_none(), "{host:?}");
+    }
+    let (req, _) = served(with_host(http_api_event("", None), "hooks.example.com:8443")).await;
+    assert_eq!(req.uri().authority().map(|a| a.as_str()), Some("hooks.example.com:8443"));
 }
