@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
-use lambda_http::{Body, Request, Response};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::json;
 use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
@@ -108,9 +109,15 @@ impl<P: Ports> App<P> {
         // No path (it may hold the token) and no URL in the span or the logs.
         // `task_id` once a key or token vouches for it; before, the one the body claims (a
         // request anyone can send must not file its lines under another's task).
+        // API Gateway's id of the request, as its access log writes it (`requestId`).
+        let api_request_id = match req.request_context_ref() {
+            Some(RequestContext::ApiGatewayV2(context)) => context.request_id.as_deref(),
+            _ => None,
+        };
         let span = tracing::info_span!(
             "callback",
             request_id = %request_id,
+            api_request_id,
             task_id = tracing::field::Empty,
             claimed_task_id = tracing::field::Empty
         );

@@ -993,9 +993,12 @@ async fn events_signed_split_stem() {
     let secret = CallbackSecret { hmac_keys: vec!["local-dev-hmac-key".into()], callback_tokens: vec![] };
     let h = app_with(config(), secret).await;
     let h = App { max_body_bytes: 1 << 20, ..h };
+    let captured = capture_logs();
     let response = h.handle(req).await;
     assert_eq!(response.status(), StatusCode::OK, "{:?}", json(&response));
     assert_eq!(json(&response)["files_queued"], 12, "twelve stems; the empty origin_url is no file");
+    // Its lines are filed under API Gateway's id of the request, as in the access log.
+    assert!(captured.text().contains(r#""api_request_id":"Kx1pHjVyoAMEYxw=""#), "{}", captured.text());
 }
 
 #[tokio::test]
