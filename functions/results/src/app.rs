@@ -343,7 +343,10 @@ mod tests {
 
         let (status, again, _) = put(&ports, Method::PUT, "/tasks/t7", body).await;
         assert_eq!((status, &again), (StatusCode::OK, &created));
-        let (status, got, _) = call(&ports, Method::GET, "/tasks/t7").await;
+        let (status, mut got, _) = call(&ports, Method::GET, "/tasks/t7").await;
+        // Only an answer with links says when they expire (a PUT's has none).
+        let expire_at = got.as_object_mut().and_then(|view| view.remove("links_expire_at"));
+        assert_eq!(expire_at, Some(serde_json::json!("2027-01-15T08:01:00.000Z")), "{got}");
         assert_eq!((status, &got), (StatusCode::OK, &created));
 
         let (status, conflict, _) = put(&ports, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;

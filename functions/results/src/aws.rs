@@ -86,10 +86,39 @@ impl PresignDownload for AwsPorts {
             // Opened in a browser, a file downloads rather than renders: its type is the
             // source's, and one that runs script (an SVG) must not run it from a link this API
             // handed out. Players and HTTP clients read the bytes as before.
-            .response_content_disposition("attachment")
+            .response_content_disposition(attachment(key))
             .presigned(config)
             .await
             .map_err(|e| StorageError::transient(PRESIGN, DisplayErrorContext(e).to_string()))?;
         Ok(request.uri().to_owned())
+    }
+}
+
+/// `attachment` with a filename a browser saves the object as: the key after `tasks/`, its
+/// slashes `_` (`<task_id>_tracks_a_audio.mp3`: every track's audio is `audio.mp3` under its
+/// own prefix), and any character but letters, digits, `.`, `-` and `_` also `_`, so the
+/// name needs no quoting rules beyond its quotes.
+fn attachment(key: &str) -> String {
+    let name: String = key
+        .strip_prefix("tasks/")
+        .unwrap_or(key)
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
+        .collect();
+    format!("attachment; filename=\"{name}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attachment;
+
+    #[test]
+    fn a_link_saves_its_file_under_the_task_and_the_file_s_name() {
+        assert_eq!(
+            attachment("tasks/e649edb7abfd759285bd41a47a634b10/tracks/a/audio.mp3"),
+            r#"attachment; filename="e649edb7abfd759285bd41a47a634b10_tracks_a_audio.mp3""#
+        );
+        assert_eq!(attachment("tasks/id:1+2=3/vocal"), r#"attachment; filename="id_1_2_3_vocal""#);
+        assert_eq!(attachment("tasks/t/a\"b\\c"), r#"attachment; filename="t_a_b_c""#);
     }
 }

@@ -55,6 +55,18 @@ pub struct TaskView {
     pub code: i64,
     pub message: String,
     pub vault: VaultState,
+    /// The task's file-set generation: with the stage, it orders this answer among the task's
+    /// events (`detail.generation`).
+    pub generation: u64,
+    /// Whether nothing more is expected of the task: it was given up, or it ended (a final
+    /// stage) with every file settled and nothing the reconciler may still bring (a reopen of
+    /// a file that failed for a reason that may pass, a fresh link for an expired one). A
+    /// client polling for the task stops here.
+    pub done: bool,
+    /// When the download links stop working at the latest (sooner should the function's
+    /// temporary credentials expire first): only in an answer with links.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links_expire_at: Option<Timestamp>,
     /// The caller's own id, given when the task was registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_ref: Option<String>,
@@ -140,6 +152,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
+    // Watched and with something a poll may still bring (a watch the reconciler has yet to
+    // end, its task needing none, is no reason to wait).
+    let awaited = record.reconcile.is_some() && stemvault_vault::reconcile::needs_watching(record);
+    let done = record.abandoned.is_some()
+        || (manifest.stage.is_terminal() && manifest.vault != VaultState::Pending && !awaited);
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
@@ -147,6 +164,9 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         code: manifest.code,
         message: manifest.message,
         vault: manifest.vault,
+        generation: manifest.generation,
+        done,
+        links_expire_at: links.map(|expiry| ports.now().plus(expiry)),
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
@@ -449,6 +469,44 @@ pub(crate) mod tests {
                 panic!("the task");
             };
             assert_eq!(view.vault, vault, "{task}");
+        }
+    }
+
+    /// A task is done once given up, or at a final stage with every file settled and nothing
+    /// the reconciler may still bring; not at `first`, nor while a file is open, nor while a
+    /// failed file may be reopened (the task watched).
+    #[tokio::test]
+    async fn done_says_when_a_client_may_stop_asking() {
+        let settled = |stage: Stage, vault: VaultState, watched: bool| {
+            let mut r = record("t1");
+            r.files.retain(|_, f| f.status != FileStatus::Downloading);
+            (r.stage, r.vault, r.manifest_key) = (stage, vault, Some("tasks/t1/manifest.json".into()));
+            r.reconcile = watched.then(|| stemvault_vault::RECONCILE_DUE.to_owned());
+            r
+        };
+        let abandoned = TaskRecord {
+            abandoned: Some(Abandoned { reason: "abandoned".into(), at: "2026-01-15T00:00:00.000Z".parse().unwrap() }),
+            ..settled(Stage::First, VaultState::Complete, false)
+        };
+        let mut all_stored = settled(Stage::Complete, VaultState::Complete, true);
+        all_stored.files.retain(|_, f| f.status == FileStatus::Stored);
+        let cases = [
+            (settled(Stage::Complete, VaultState::Partial, false), true),
+            (settled(Stage::Error, VaultState::Complete, false), true),
+            // Its failed file's URL expired (404): a poll may bring a fresh one.
+            (settled(Stage::Complete, VaultState::Partial, true), false),
+            // Watched still, but with nothing left to bring: the reconciler's next run ends it.
+            (all_stored, true),
+            (settled(Stage::First, VaultState::Complete, false), false),
+            (record("t1"), false),
+            (abandoned, true),
+        ];
+        for (i, (record, done)) in cases.into_iter().enumerate() {
+            let mut ports = MemoryPorts::with(&["t1"]);
+            ports.records.insert("t1".into(), record);
+            let answered = answer(&ports, "t1").await;
+            assert_eq!(answered["done"], done, "case {i}: {answered}");
+            assert_eq!(answered["generation"], 1, "case {i}");
         }
     }
 

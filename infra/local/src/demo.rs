@@ -36,6 +36,8 @@ pub enum DemoError {
     Results { status: u16, body: String },
     #[error("the vault did not settle within {seconds} s; last answer: {last}")]
     Timeout { seconds: u64, last: String },
+    #[error("the reconciler gave the task up: {0}")]
+    GivenUp(String),
     #[error("the manifest {key} could not be read: {message}")]
     Manifest { key: String, message: String },
 }
@@ -322,9 +324,10 @@ async fn register_and_wait(
     Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
 }
 
-/// Poll `GET /tasks/<task_id>` until the task has its final result (`stage` `complete`,
-/// `final` or `error`) and `vault` is `complete` or `partial`: each stage is vaulted on its
-/// own, so a music task's `first` reads `complete` with its first track alone.
+/// Poll `GET /tasks/<task_id>` as README's "Polling" says, until the answer says `done` (its
+/// final result vaulted, nothing more to come; or given up): each stage is vaulted on its
+/// own, so a music task's `first` reads `complete` with its first track alone. A 404 (not
+/// recorded yet), a 202 (parked) or a 503 is asked again, after its `Retry-After` if longer.
 async fn wait_for_vault(
     http: &reqwest::Client,
     base_url: &str,
@@ -338,8 +341,13 @@ async fn wait_for_vault(
     loop {
         let response = http.get(&url).send().await.map_err(unreachable(&url))?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .map(Duration::from_secs);
         let text = response.text().await.unwrap_or_default();
-        if status != 200 && status != 404 {
+        if !matches!(status, 200 | 202 | 404 | 503) {
             return Err(DemoError::Results { status, body: text });
         }
         let task: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
@@ -351,14 +359,16 @@ async fn wait_for_vault(
             println!("{progress}");
             last_progress = progress;
         }
-        let final_stage = matches!(task["stage"].as_str(), Some("complete" | "final" | "error"));
-        if final_stage && matches!(vault, "complete" | "partial") {
+        if status == 200 && task["done"] == true {
+            if let Some(given_up) = task.get("abandoned") {
+                return Err(DemoError::GivenUp(given_up.to_string()));
+            }
             return Ok(task);
         }
         if started.elapsed() >= timeout {
             return Err(DemoError::Timeout { seconds: timeout.as_secs(), last: format!("HTTP {status} {text}") });
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.max(retry_after.unwrap_or_default())).await;
         pause = (pause * 2).min(MAX_POLL_INTERVAL);
     }
 }

@@ -41,16 +41,21 @@ pub enum RegistrationError {
     /// one the caller meant cannot be told.
     #[error("{0} is given more than once")]
     Repeated(&'static str),
+    /// A misspelt field (`clientRef`) would otherwise register the task without it.
+    #[error("unknown field {0:?}: a registration holds family and client_ref only")]
+    UnknownField(String),
 }
 
 /// The fields of a registration body, read in one pass over the object's keys: each field's
-/// value, and the first field named twice (a JSON parser keeps one of the two values, serde_json
-/// the last: which one the caller meant cannot be told). Other fields are skipped unread.
+/// value, the first field named twice (a JSON parser keeps one of the two values, serde_json
+/// the last: which one the caller meant cannot be told), and the first other field's name (its
+/// first 64 characters; its value skipped unread).
 #[derive(Default)]
 struct Fields {
     family: Option<serde_json::Value>,
     client_ref: Option<serde_json::Value>,
     repeated: Option<&'static str>,
+    unknown: Option<String>,
 }
 
 impl<'de> serde::Deserialize<'de> for Fields {
@@ -67,7 +72,8 @@ impl<'de> serde::Deserialize<'de> for Fields {
                     let (name, slot) = match key.as_ref() {
                         "family" => ("family", &mut fields.family),
                         "client_ref" => ("client_ref", &mut fields.client_ref),
-                        _ => {
+                        other => {
+                            fields.unknown = fields.unknown.or_else(|| Some(other.chars().take(64).collect()));
                             map.next_value::<serde::de::IgnoredAny>()?;
                             continue;
                         }
@@ -96,7 +102,7 @@ fn client_ref_ok(client_ref: &str) -> bool {
 }
 
 impl Registration {
-    /// Read `{"family": "...", "client_ref": "..."}` (client_ref optional; other fields ignored).
+    /// Read `{"family": "...", "client_ref": "..."}` (client_ref optional; no other field).
     pub fn parse(body: &[u8]) -> Result<Registration, RegistrationError> {
         let fields: Fields = serde_json::from_slice(body).map_err(|e| match e.classify() {
             // Valid JSON of another type than an object.
@@ -105,6 +111,9 @@ impl Registration {
         })?;
         if let Some(field) = fields.repeated {
             return Err(RegistrationError::Repeated(field));
+        }
+        if let Some(field) = fields.unknown {
+            return Err(RegistrationError::UnknownField(field));
         }
         let family = match &fields.family {
             None | Some(serde_json::Value::Null) => return Err(RegistrationError::NoFamily),
@@ -318,8 +327,6 @@ mod tests {
     fn a_body_names_a_known_family_and_perhaps_a_client_ref() {
         let r = Registration::parse(br#"{"family":"vocal_separation","client_ref":"order-17"}"#).unwrap();
         assert_eq!(r, Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) });
-        let r = Registration::parse(br#"{"family":"music","extra":1,"extra":2}"#).unwrap();
-        assert_eq!(r.client_ref, None, "other fields, repeated or not, are no one's concern");
         let r = Registration::parse(br#"{"family":"music","client_ref":""}"#).unwrap();
         assert_eq!(r.client_ref, None, "an empty client_ref is none");
         for (body, expected) in [
@@ -338,6 +345,8 @@ mod tests {
             (br#"{"family":"wav","client_ref":"order-\uffff"}"#, "BadClientRef"),
             (br#"{"family":"wav","family":"music"}"#, "Repeated(\"family\")"),
             (br#"{"family":"wav","client_ref":"a","client_ref":"b"}"#, "Repeated(\"client_ref\")"),
+            (br#"{"family":"music","clientRef":"order-17"}"#, "UnknownField(\"clientRef\")"),
+            (br#"{"extra":1,"family":"music","more":2}"#, "UnknownField(\"extra\")"),
         ] {
             let err = Registration::parse(body).unwrap_err();
             assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
