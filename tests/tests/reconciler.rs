@@ -539,3 +539,19 @@ async fn a_parked_body_is_still_parked_until_it_is_deleted() {
     assert_eq!(ports.still_parked(&first).await, Ok(false));
     assert_eq!(ports.still_parked("parked/t3/first-y.json").await, Ok(false), "none after it");
 }
+
+/// The due tasks, as the reconciler reads them from the index: each with when it was due, which
+/// the run's oldest-due count (alarmed by `polls-behind`) is taken from.
+#[tokio::test]
+async fn the_due_tasks_say_when_each_was_due() {
+    use stemvault_reconciler::domain::ListDueTasks;
+    let env = TestEnv::new().await;
+    let task = new_task_id();
+    register(&env, &task, "vocal_separation").await;
+    env.make_due(&task).await;
+    let due_at = env.task_record(&task).await.reconcile_at.expect("watched");
+    let ports = stemvault_reconciler::aws::AwsPorts::new(&env.reconciler_config(&[]), &env.config, None);
+    let due = ports.list_due_tasks(Timestamp::now(), 50).await.expect("the index read");
+    let listed = due.iter().find(|d| d.task_id == task).expect("listed");
+    assert_eq!(listed.due_at, Some(due_at));
+}

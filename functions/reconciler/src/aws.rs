@@ -4,6 +4,7 @@
 //! CloudWatch's embedded metric format).
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
@@ -16,7 +17,7 @@ use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, StorageEr
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer};
+use crate::domain::{DueTask, EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
 use crate::replay::{DeleteParked, ListParked, ReadParked, StillParked};
@@ -51,6 +52,10 @@ pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 
 /// Due tasks a run could not handle (a table error, the task's budget run out, a panic).
 pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
+
+/// How late, in seconds, the oldest due task's poll was when a run read the due tasks (0 with
+/// none due); emitted with [`POLLS_REFUSED`].
+pub const OLDEST_DUE_TASK_SECONDS: &str = "OldestDueTaskSeconds";
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
 /// `reconcile-due` index and each task's item collection (Query), the task, file and callback
@@ -160,7 +165,7 @@ impl DeleteParked for AwsPorts {
 }
 
 impl ListDueTasks for AwsPorts {
-    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
         let table = self.shared.table();
         let query = due_tasks_query(due_by);
         let out = table
@@ -175,7 +180,12 @@ impl ListDueTasks for AwsPorts {
             .send()
             .await
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
-        Ok(out.items().iter().filter_map(|item| item.get(PARTITION_KEY)?.as_s().ok().cloned()).collect())
+        let due_task = |item: &std::collections::HashMap<String, AttributeValue>| {
+            let task_id = item.get(PARTITION_KEY)?.as_s().ok()?.clone();
+            let due_at = item.get("reconcile_at").and_then(|at| at.as_s().ok()?.parse().ok());
+            Some(DueTask { task_id, due_at })
+        };
+        Ok(out.items().iter().filter_map(due_task).collect())
     }
 }
 
@@ -233,7 +243,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
             ],
         ),
-        Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken } => (
+        Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken, oldest_due_seconds } => (
             vec![function],
             vec![
                 Metric::counted(POLLS, polls),
@@ -243,6 +253,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(TASKS_GIVEN_UP, given_up),
                 Metric::counted(TASKS_NOT_RECONCILED, failed),
                 Metric::counted(metrics::TASKS_BROKEN, broken),
+                Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
             ],
         ),
     }
@@ -257,8 +268,6 @@ impl EmitMetrics<Measure> for AwsPorts {
 
 #[cfg(test)]
 mod tests {
-    use aws_sdk_dynamodb::types::AttributeValue;
-
     use super::*;
 
     #[test]

@@ -47,13 +47,21 @@ use tracing::Instrument;
 
 use crate::error::{ReconcileError, StoreError};
 
-/// Task ids of the `reconcile-due` index due by `due_by`, oldest first, at most `limit`.
+/// The `reconcile-due` index's tasks due by `due_by`, oldest first, at most `limit`.
 pub trait ListDueTasks {
     fn list_due_tasks(
         &self,
         due_by: Timestamp,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<DueTask>, StoreError>> + Send;
+}
+
+/// One entry of the `reconcile-due` index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTask {
+    pub task_id: String,
+    /// Its `reconcile_at` (None: not a time the index could hold, an item edited by hand).
+    pub due_at: Option<Timestamp>,
 }
 
 /// What the provider answered to one poll.
@@ -103,7 +111,8 @@ pub enum Measure {
     /// a day), how many it could not handle (the next run tries them again), and of those, with
     /// the tasks whose record cannot be read, how many no retry mends (a panic, a record or
     /// write the table refuses: put off an hour, until someone fixes it). Emitted by every
-    /// such run, zeros too.
+    /// such run, zeros too. And how late the oldest due task's poll was when the run read the
+    /// index (0 with none due): more tasks watched than runs poll make it grow.
     Reconciled {
         polls: usize,
         unanswered: usize,
@@ -112,6 +121,7 @@ pub enum Measure {
         given_up: usize,
         failed: usize,
         broken: usize,
+        oldest_due_seconds: u64,
     },
 }
 
@@ -247,12 +257,16 @@ pub async fn reconcile<P: Ports>(
     if ports.now() >= stop_at {
         return Ok(Outcome { stopped_early: true, ..Outcome::default() });
     }
+    let read_at = ports.now();
     let due =
-        answer_within(TASK_BUDGET, "reading the due tasks", ports.list_due_tasks(ports.now(), settings.max_tasks))
-            .await?;
+        answer_within(TASK_BUDGET, "reading the due tasks", ports.list_due_tasks(read_at, settings.max_tasks)).await?;
+    let oldest_due_seconds = due
+        .first()
+        .and_then(|task| task.due_at)
+        .map_or(0, |at| u64::try_from(read_at.unix_ms.saturating_sub(at.unix_ms) / 1000).unwrap_or(0));
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
-    for task_id in &due {
+    for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
             outcome.stopped_early = true;
             break;
@@ -313,7 +327,16 @@ pub async fn reconcile<P: Ports>(
         (outcome.polls, outcome.unanswered, outcome.unauthorized, outcome.unpaid);
     let (given_up, failed, broken) =
         (outcome.abandoned, outcome.tasks_failed, outcome.tasks_broken + outcome.unreadable);
-    ports.emit_metrics(&Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken });
+    ports.emit_metrics(&Measure::Reconciled {
+        polls,
+        unanswered,
+        refused,
+        unpaid,
+        given_up,
+        failed,
+        broken,
+        oldest_due_seconds,
+    });
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,

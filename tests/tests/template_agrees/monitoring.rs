@@ -427,7 +427,16 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_reconciler::domain::Measure as Run;
     let runs = [
         Run::ParkedCallbacks { still_parked: 1, refused: 1 },
-        Run::Reconciled { polls: 1, unanswered: 1, refused: 1, unpaid: 1, given_up: 1, failed: 1, broken: 1 },
+        Run::Reconciled {
+            polls: 1,
+            unanswered: 1,
+            refused: 1,
+            unpaid: 1,
+            given_up: 1,
+            failed: 1,
+            broken: 1,
+            oldest_due_seconds: 1,
+        },
     ];
     for run in &runs {
         let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
@@ -448,6 +457,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED, "ReconcilerFunction"),
         ("TasksNotSwept", stemvault_sweeper::aws::TASKS_NOT_SWEPT, "SweeperFunction"),
         ("TaskOpenTooLong", stemvault_sweeper::aws::OLDEST_OPEN_TASK_SECONDS, "SweeperFunction"),
+        ("PollsBehind", stemvault_reconciler::aws::OLDEST_DUE_TASK_SECONDS, "ReconcilerFunction"),
     ] {
         let properties = &cfn::resource(&template, alarm)["Properties"];
         assert_eq!(properties["MetricName"], metric, "{alarm}");

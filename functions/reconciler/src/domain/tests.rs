@@ -211,7 +211,7 @@ impl crate::replay::DeleteParked for MemoryPorts {
 /// The `reconcile-due` index as DynamoDB keeps it: from the task items' `reconcile` and
 /// `reconcile_at` attributes, whether the rest of the record reads or not.
 impl ListDueTasks for MemoryPorts {
-    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+    async fn list_due_tasks(&self, due_by: Timestamp, limit: usize) -> Result<Vec<DueTask>, StoreError> {
         let text = |item: &serde_dynamo::Item, name: &str| match item.get(name) {
             Some(serde_dynamo::AttributeValue::S(s)) => Some(s.clone()),
             _ => None,
@@ -224,7 +224,7 @@ impl ListDueTasks for MemoryPorts {
             .filter_map(|(id, item)| Some((text(&item, "reconcile_at").filter(|at| *at <= due_by.rfc3339())?, id)))
             .collect();
         due.sort();
-        Ok(due.into_iter().take(limit).map(|(_, id)| id).collect())
+        Ok(due.into_iter().take(limit).map(|(at, task_id)| DueTask { task_id, due_at: at.parse().ok() }).collect())
     }
 }
 
@@ -399,7 +399,8 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
                 unpaid: 0,
                 given_up: 0,
                 failed: 0,
-                broken: 0
+                broken: 0,
+                oldest_due_seconds: 0,
             }),
             "alarmed on"
         );
@@ -438,8 +439,16 @@ async fn polls_refused_for_credits_are_counted() {
         let said = logs.lines().filter(|l| l.contains("ERROR") && l.contains("credits (402)")).count();
         assert_eq!(said, 1, "one error line a run: {logs}");
         let counted = ports.measures.lock().unwrap().last().copied();
-        let alarmed =
-            Measure::Reconciled { polls: 1, unanswered: 0, refused: 0, unpaid: 1, given_up: 0, failed: 0, broken: 0 };
+        let alarmed = Measure::Reconciled {
+            polls: 1,
+            unanswered: 0,
+            refused: 0,
+            unpaid: 1,
+            given_up: 0,
+            failed: 0,
+            broken: 0,
+            oldest_due_seconds: 0,
+        };
         assert_eq!(counted, Some(alarmed));
         let after = ports.record();
         assert!(after.reconcile_at.is_some() && after.last_poll.unwrap().outcome.ends_with("_402"), "still watched");
@@ -493,9 +502,21 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
+    // Due since the first poll's time, 600 s after the registration: that much later than
+    // the retention, it was this run's oldest due task.
+    let late = (settings().give_up_after - Duration::from_secs(600)).as_secs();
     assert_eq!(
         counted,
-        Some(Measure::Reconciled { polls: 0, unanswered: 0, refused: 0, unpaid: 0, given_up: 1, failed: 0, broken: 0 }),
+        Some(Measure::Reconciled {
+            polls: 0,
+            unanswered: 0,
+            refused: 0,
+            unpaid: 0,
+            given_up: 1,
+            failed: 0,
+            broken: 0,
+            oldest_due_seconds: late,
+        }),
         "alarmed on"
     );
     let record = ports.record();
@@ -757,7 +778,17 @@ async fn a_task_that_panics_is_put_behind_and_the_others_are_polled() {
     let counted = ports.measures.lock().unwrap().last().copied();
     assert_eq!(
         counted,
-        Some(Measure::Reconciled { polls: 1, unanswered: 0, refused: 0, unpaid: 0, given_up: 0, failed: 1, broken: 1 }),
+        Some(Measure::Reconciled {
+            polls: 1,
+            unanswered: 0,
+            refused: 0,
+            unpaid: 0,
+            given_up: 0,
+            failed: 1,
+            broken: 1,
+            // The broken task was due at once, 600 s before the other.
+            oldest_due_seconds: 600,
+        }),
         "alarmed on"
     );
     assert_eq!(*ports.polls.lock().unwrap(), [(Family::VocalSeparation, TASK.to_owned())]);
