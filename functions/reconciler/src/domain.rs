@@ -386,8 +386,18 @@ async fn reconcile_task<P: Ports>(
         tracing::info!(task_id, "given up earlier: no longer watched");
         return Ok(Handled::Unwatched);
     }
+    let can_poll = settings.polls && suno_callbacks::poll::record_info_path(record.family).is_some();
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
-        return give_up(ports, settings, &task, &record, reason).await;
+        // A task whose polls came late (the runs behind) gets its last poll before it is
+        // given up as abandoned: its result may be there.
+        let last_chance = reason == reconcile::ABANDONED_REASON
+            && can_poll
+            && reconcile::awaits_result(&record)
+            && reconcile::owes_a_last_poll(&record, settings.give_up_after);
+        if !last_chance {
+            return give_up(ports, settings, &task, &record, reason).await;
+        }
+        tracing::info!(task_id, "its give-up time came without a poll within the hour before: polling it once more");
     }
     if !settings.polls {
         return put_off_until_given_up(ports, settings, task_id, &record, now, "no provider key").await;

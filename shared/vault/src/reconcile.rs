@@ -354,6 +354,15 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
     waiting_since(record).plus(give_up_after)
 }
 
+/// Whether a task whose give-up time came is owed one more poll first: its last poll was
+/// over [`MAX_POLL_INTERVAL`] before that time, or it was never polled (the polls were late:
+/// more tasks watched than the runs reach). Polled on time, every task's last poll is within
+/// the interval before, and it is given up as it comes due.
+pub fn owes_a_last_poll(record: &TaskRecord, give_up_after: Duration) -> bool {
+    let on_time = give_up_at(record, give_up_after).minus(MAX_POLL_INTERVAL);
+    record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time)
+}
+
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
 /// `give_up_after` ([`ABANDONED_REASON`]), or the provider has said it does not know it for
 /// [`NOT_FOUND_GIVE_UP_AFTER`] ([`NOT_FOUND_REASON`]). A task still without its result is then
@@ -618,6 +627,16 @@ mod tests {
         watch(&mut r, NOW, Duration::from_secs(600));
         assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
         assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
+        // Never polled (the polls were late), or last an hour and more before: one more poll
+        // first; polled within the hour before, none.
+        assert!(owes_a_last_poll(&r, give_up));
+        let polled = |before: Duration| TaskRecord {
+            last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: "pending".into() }),
+            ..r.clone()
+        };
+        assert!(owes_a_last_poll(&polled(MAX_POLL_INTERVAL + Duration::from_millis(1)), give_up));
+        assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL), give_up));
+        assert!(!owes_a_last_poll(&polled(Duration::ZERO), give_up));
         let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
         assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));

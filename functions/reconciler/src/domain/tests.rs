@@ -494,17 +494,45 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
     assert_eq!(sent, ["tracks/a1/audio", "tracks/a2/audio"]);
 }
 
+/// A task whose polls came late (the runs behind: never polled, here) gets one poll when its
+/// give-up time has come, and is given up only when that poll brings nothing; one whose last
+/// poll brings its result is recorded, not given up.
 #[tokio::test]
-async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
+async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     let ports = MemoryPorts::new(vec![pending()]);
     register(&ports);
     ports.table.advance(settings().give_up_after);
     let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (0, 1), "its last poll: {outcome:?}");
+    assert!(ports.record().abandoned.is_none());
+    ports.until_due();
+    let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
-    // Due since the first poll's time, 600 s after the registration: that much later than
-    // the retention, it was this run's oldest due task.
-    let late = (settings().give_up_after - Duration::from_secs(600)).as_secs();
+    assert!(matches!(counted, Some(Measure::Reconciled { given_up: 1, .. })), "{counted:?}");
+
+    let found = MemoryPorts::new(vec![success()]);
+    register(&found);
+    found.table.advance(settings().give_up_after);
+    let outcome = run(&found).await;
+    assert_eq!((outcome.abandoned, outcome.results), (0, 1), "{outcome:?}");
+    assert_eq!(found.record().stage, Stage::Final);
+}
+
+/// Polled on time until its retention ran out, a task is given up as it comes due, without
+/// another poll.
+#[tokio::test]
+async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
+    let ports = MemoryPorts::new(vec![pending(), pending()]);
+    register(&ports);
+    ports.until_due();
+    ports.table.advance(settings().give_up_after - Duration::from_secs(600 + 60));
+    assert_eq!(run(&ports).await.polls, 1, "its last poll, a minute before its time");
+    ports.table.advance(Duration::from_secs(60));
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
+    let counted = ports.measures.lock().unwrap().last().copied();
     assert_eq!(
         counted,
         Some(Measure::Reconciled {
@@ -515,7 +543,8 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
             given_up: 1,
             failed: 0,
             broken: 0,
-            oldest_due_seconds: late,
+            // Due 30 s after that last poll (the first interval), a minute before this run.
+            oldest_due_seconds: 30,
         }),
         "alarmed on"
     );
@@ -550,6 +579,8 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     let registered = registration.record(&TaskId::parse(TASK).unwrap(), ports.table.now(), Duration::from_secs(600));
     ports.table.put_record(registered);
     ports.table.advance(settings().give_up_after);
+    assert_eq!(run(&ports).await.polls, 1, "never polled: a last poll first");
+    ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
 
     let event = parse_callback(FIRST_OF_TASK).unwrap();
@@ -562,6 +593,8 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     // Given up once more only `give_up_after` after the stage came.
     let revived_at = ports.record().callbacks.values().next().expect("the late callback").received_at;
     ports.table.advance(settings().give_up_after);
+    assert_eq!(run(&ports).await.polls, 1, "last polled long before: a last poll first");
+    ports.until_due();
     let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let abandoned = ports.record().abandoned.expect("given up");
