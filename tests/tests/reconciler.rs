@@ -549,9 +549,9 @@ async fn the_due_tasks_say_when_each_was_due() {
     let task = new_task_id();
     register(&env, &task, "vocal_separation").await;
     env.make_due(&task).await;
-    let due_at = env.task_record(&task).await.reconcile_at.expect("watched");
+    let reconcile_at = env.task_record(&task).await.reconcile_at.expect("watched");
     let ports = stemvault_reconciler::aws::AwsPorts::new(&env.reconciler_config(&[]), &env.config, None);
     let due = ports.list_due_tasks(Timestamp::now(), 50).await.expect("the index read");
     let listed = due.iter().find(|d| d.task_id == task).expect("listed");
-    assert_eq!(listed.due_at, Some(due_at));
+    assert_eq!(listed.reconcile_at, Some(reconcile_at));
 }

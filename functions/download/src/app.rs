@@ -111,7 +111,8 @@ const SETTLE_RESERVE: Duration = Duration::from_secs(3);
 const ANSWER_RESERVE: Duration = Duration::from_secs(1);
 
 // What a copy may spend past its `stop_at` (the request making the object, then an abort)
-// leaves one AWS attempt to record the file before the message is given up.
+// leaves one AWS attempt to record the file before the message is given up. (A release after
+// that write failed, on the deadline, is cut short: the claim then ends with its lease.)
 const _: () = assert!(
     crate::upload::FINISH_RESERVE.as_millis()
         + stemvault_vault::BEST_EFFORT_CALL_TIMEOUT.as_millis()

@@ -15,7 +15,9 @@
 //!    the item: its URL, key and attempts are the copy plan. Refused, it returns the item as
 //!    it is, and [`next_step`] on it says why: no such file (drop), already stored or failed
 //!    (a redelivery: nothing to copy), or another worker's claim (try later). Two copies of
-//!    one message thus never both copy;
+//!    one message thus never both copy. A claim that fails (perhaps applied, every answer
+//!    lost) is given back at once, conditional on being ours, so that the redelivery need not
+//!    wait for its lease;
 //! 3. copy it ([`crate::upload`]), then record `stored` or, for a permanent failure, `failed`,
 //!    with one update of the file item conditional on still holding the claim (refused, it
 //!    returns the item: holding what it wrote, the write was ours, its answer lost and the
@@ -24,7 +26,9 @@
 //!    conditional on no newer URL waiting in the item (`next_url`, written by ingest for a
 //!    callback that came during the copy): refused for one while still ours, the newer URL
 //!    is copied under the same claim, and the `stored` or `failed` write that ends it sets
-//!    the URL and key copied and removes `next_url`. A retryable
+//!    the URL and key copied and removes `next_url`. Either write failing (perhaps applied,
+//!    its answers lost) is followed by a release conditional on the claim, which one applied
+//!    refuses. A retryable
 //!    failure releases the claim (`pending` again: its message is still on the queue), except
 //!    on the message's last receive, when the file is recorded `failed` (`dead_lettered`)
 //!    and the message goes on to the dead-letter queue; but a newer URL whose copy the
@@ -62,7 +66,7 @@
 //!    may both publish it: the same id, which consumers drop. No table write is spent on it.
 //!
 //! DynamoDB per file: two writes (the claim, then stored or failed; one more when a newer
-//! URL is copied after the first failed), no read; per task and batch: one Query, and one
+//! URL is copied after the first failed, or a write failed and a release follows), no read; per task and batch: one Query, and one
 //! write when it settles.
 
 use std::future::Future;

@@ -514,6 +514,8 @@ pub struct MemoryPorts {
     pub unanswered_writes: Mutex<u32>,
     /// As `unanswered_writes`, for claims.
     pub unanswered_claims: Mutex<u32>,
+    /// Fail this many claims without applying them (the table unavailable).
+    pub claim_failures: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
     pub settle_failures: Mutex<u32>,
     /// Fail this many releases (the table refusing the write) before succeeding.
@@ -690,6 +692,9 @@ impl ClaimFile for MemoryPorts {
     async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
         self.called("claim_file");
         tokio::task::yield_now().await;
+        if injected(&self.claim_failures) {
+            return Err(StoreError::Unavailable("injected: the table timed out".into()));
+        }
         let mut tables = self.tables.lock().unwrap();
         let Some(file) = tables.get_mut(task_id.as_str()).and_then(|c| c.files.get_mut(name)) else {
             return Ok(ClaimAnswer::Refused(None));

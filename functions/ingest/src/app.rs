@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
-use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
@@ -109,11 +108,7 @@ impl<P: Ports> App<P> {
         // No path (it may hold the token) and no URL in the span or the logs.
         // `task_id` once a key or token vouches for it; before, the one the body claims (a
         // request anyone can send must not file its lines under another's task).
-        // API Gateway's id of the request, as its access log writes it (`requestId`).
-        let api_request_id = match req.request_context_ref() {
-            Some(RequestContext::ApiGatewayV2(context)) => context.request_id.as_deref(),
-            _ => None,
-        };
+        let api_request_id = stemvault_aws::http_event::api_request_id(&req);
         let span = tracing::info_span!(
             "callback",
             request_id = %request_id,

@@ -54,7 +54,7 @@ pub struct Auth {
     secret: CallbackSecret,
     hmac: Option<HmacVerifier>,
     token: Option<TokenVerifier>,
-    /// No version of the secret was read yet ([`Auth::unread`]).
+    /// No usable version of the secret was read yet ([`Auth::unread`]).
     unread: bool,
 }
 
@@ -86,10 +86,10 @@ impl Auth {
         Ok(Auth { secret, hmac, token, unread: false })
     }
 
-    /// The checks while no version of the secret could be read (at start-up: Secrets
-    /// Manager failing, say): every request is refused on the secret's grounds, which ingest
-    /// answers 503 `secret_unreadable` while the secret cannot be read again, so the provider
-    /// retries rather than taking a 401 as final.
+    /// The checks while no usable version of the secret was read (at start-up: Secrets
+    /// Manager failing, or text that cannot be used): every request is refused on the
+    /// secret's grounds, which ingest answers 503 `secret_unreadable` while the secret cannot
+    /// be read again, so the provider retries rather than taking a 401 as final.
     pub fn unread() -> Auth {
         Auth { secret: CallbackSecret::default(), hmac: None, token: None, unread: true }
     }
@@ -130,7 +130,7 @@ impl Auth {
         if self.unread {
             return Err(Refusal::new(
                 "secret_unreadable",
-                "the callback secret could not be read yet",
+                "the callback secret could not be read, or used, yet",
                 Grounds::Secret,
             ));
         }

@@ -182,8 +182,8 @@ impl ListDueTasks for AwsPorts {
             .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
         let due_task = |item: &std::collections::HashMap<String, AttributeValue>| {
             let task_id = item.get(PARTITION_KEY)?.as_s().ok()?.clone();
-            let due_at = item.get("reconcile_at").and_then(|at| at.as_s().ok()?.parse().ok());
-            Some(DueTask { task_id, due_at })
+            let reconcile_at = item.get("reconcile_at").and_then(|at| at.as_s().ok()?.parse().ok());
+            Some(DueTask { task_id, reconcile_at })
         };
         Ok(out.items().iter().filter_map(due_task).collect())
     }

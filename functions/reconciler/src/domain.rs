@@ -6,7 +6,9 @@
 //! then either gives it up (`RECONCILE_GIVE_UP_SECONDS` after its registration or first
 //! callback, or after its current stage came when later, reason `abandoned`; or after a day
 //! of "not found" answers, reason `not_found`: a `Task Failed` event with that reason, then
-//! `abandoned` recorded, and it leaves both indexes) or polls the family's record-info
+//! `abandoned` recorded, and it leaves both indexes; a task still without its result whose
+//! polls came late is polled once more first: [`reconcile::owes_a_last_poll`]) or polls the
+//! family's record-info
 //! endpoint and reads the answer, its callback URLs redacted ([`crate::redact`]), with
 //! [`suno_callbacks::parse_poll`]:
 //!
@@ -61,7 +63,7 @@ pub trait ListDueTasks {
 pub struct DueTask {
     pub task_id: String,
     /// Its `reconcile_at` (None: not a time the index could hold, an item edited by hand).
-    pub due_at: Option<Timestamp>,
+    pub reconcile_at: Option<Timestamp>,
 }
 
 /// What the provider answered to one poll.
@@ -260,9 +262,10 @@ pub async fn reconcile<P: Ports>(
     let read_at = ports.now();
     let due =
         answer_within(TASK_BUDGET, "reading the due tasks", ports.list_due_tasks(read_at, settings.max_tasks)).await?;
+    // The first time that reads (the list is oldest first; one edited by hand may not read).
     let oldest_due_seconds = due
-        .first()
-        .and_then(|task| task.due_at)
+        .iter()
+        .find_map(|task| task.reconcile_at)
         .map_or(0, |at| u64::try_from(read_at.unix_ms.saturating_sub(at.unix_ms) / 1000).unwrap_or(0));
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
@@ -393,11 +396,14 @@ async fn reconcile_task<P: Ports>(
         let last_chance = reason == reconcile::ABANDONED_REASON
             && can_poll
             && reconcile::awaits_result(&record)
-            && reconcile::owes_a_last_poll(&record, settings.give_up_after);
+            && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
         if !last_chance {
             return give_up(ports, settings, &task, &record, reason).await;
         }
-        tracing::info!(task_id, "its give-up time came without a poll within the hour before: polling it once more");
+        tracing::info!(
+            task_id,
+            "its give-up time came without an answered poll within the hour before: polling it once more"
+        );
     }
     if !settings.polls {
         return put_off_until_given_up(ports, settings, task_id, &record, now, "no provider key").await;

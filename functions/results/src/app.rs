@@ -54,7 +54,13 @@ impl App {
         // The route API Gateway matched, whatever stands in front of it in the raw path (a
         // custom domain's API mapping key).
         let path = stemvault_aws::route::routed_path(&req);
-        in_time(respond(&self.ports, self.settings, req.method(), &path, body, self.ports.now())).await
+        let request = Incoming {
+            method: req.method(),
+            path: &path,
+            body,
+            api_request_id: stemvault_aws::http_event::api_request_id(&req),
+        };
+        in_time(respond(&self.ports, self.settings, request, self.ports.now())).await
     }
 }
 
@@ -91,15 +97,20 @@ async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<B
     }
 }
 
+/// What `respond` reads of a request.
+#[derive(Debug, Clone, Copy)]
+struct Incoming<'a> {
+    method: &'a Method,
+    /// The path API Gateway routed it by ([`stemvault_aws::route::routed_path`]).
+    path: &'a str,
+    body: &'a [u8],
+    /// API Gateway's id of it, for its lines ([`stemvault_aws::http_event::api_request_id`]).
+    api_request_id: Option<&'a str>,
+}
+
 /// The whole request cycle over the domain traits (so it is testable without AWS).
-async fn respond(
-    ports: &impl Ports,
-    settings: Settings,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-    now: Timestamp,
-) -> Response<Body> {
+async fn respond(ports: &impl Ports, settings: Settings, request: Incoming<'_>, now: Timestamp) -> Response<Body> {
+    let Incoming { method, path, body, api_request_id } = request;
     let (segment, registering) = match route(method, path) {
         Route::Task(segment) => (segment, false),
         Route::Register(segment) => (segment, true),
@@ -135,10 +146,10 @@ async fn respond(
         }
     };
     if registering {
-        let span = tracing::info_span!("register", task_id = %task_id);
+        let span = tracing::info_span!("register", task_id = %task_id, api_request_id);
         return register_task(ports, settings, &task_id, body, now).instrument(span).await;
     }
-    let span = tracing::info_span!("results", task_id = %task_id);
+    let span = tracing::info_span!("results", task_id = %task_id, api_request_id);
     answer(ports, settings.link_expiry, &task_id).instrument(span).await
 }
 
@@ -246,6 +257,19 @@ mod tests {
     const SETTINGS: Settings =
         Settings { link_expiry: Duration::from_secs(60), reconcile_after: Duration::from_secs(600) };
 
+    /// A request's lines carry API Gateway's id of it, as the access log writes it.
+    #[tokio::test]
+    async fn a_request_s_lines_carry_api_gateway_s_id_of_it() {
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let ports = MemoryPorts::with(&["t1"]);
+        let request =
+            Incoming { method: &Method::GET, path: "/tasks/t1", body: b"", api_request_id: Some("Kx1pHjVyoAMEYxw=") };
+        let response = respond(&ports, SETTINGS, request, Timestamp::from_unix_ms(1_800_000_000_000)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let logs = captured.text();
+        assert!(logs.contains("task found") && logs.contains(r#""api_request_id":"Kx1pHjVyoAMEYxw=""#), "{logs}");
+    }
+
     async fn call(ports: &MemoryPorts, method: Method, path: &str) -> (StatusCode, serde_json::Value, Response<Body>) {
         put(ports, method, path, b"").await
     }
@@ -257,7 +281,8 @@ mod tests {
         body: &[u8],
     ) -> (StatusCode, serde_json::Value, Response<Body>) {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let response = in_time(respond(ports, SETTINGS, &method, path, body, now)).await;
+        let request = Incoming { method: &method, path, body, api_request_id: None };
+        let response = in_time(respond(ports, SETTINGS, request, now)).await;
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
         (response.status(), body, response)
     }

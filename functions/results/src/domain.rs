@@ -58,8 +58,8 @@ pub struct TaskView {
     /// The task's file-set generation: with the stage, it orders this answer among the task's
     /// events (`detail.generation`).
     pub generation: u64,
-    /// Whether nothing more is expected of the task: it was given up, or it ended (a final
-    /// stage) with every file settled and nothing the reconciler may still bring (a reopen of
+    /// Whether nothing more is expected of the task: it was given up (and the files it has are
+    /// settled), or it ended (a final stage) with every file settled and nothing the reconciler may still bring (a reopen of
     /// a file that failed for a reason that may pass, a fresh link for an expired one). A
     /// client polling for the task stops here.
     pub done: bool,
@@ -155,7 +155,8 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // Watched and with something a poll may still bring (a watch the reconciler has yet to
     // end, its task needing none, is no reason to wait).
     let awaited = record.reconcile.is_some() && stemvault_vault::reconcile::needs_watching(record);
-    let done = record.abandoned.is_some()
+    // Given up, a task still copies the files it has (given up at `first`, say).
+    let done = (record.abandoned.is_some() && record.files_settled())
         || (manifest.stage.is_terminal() && manifest.vault != VaultState::Pending && !awaited);
     Ok(TaskView {
         task_id: manifest.task_id,
@@ -484,10 +485,11 @@ pub(crate) mod tests {
             r.reconcile = watched.then(|| stemvault_vault::RECONCILE_DUE.to_owned());
             r
         };
-        let abandoned = TaskRecord {
-            abandoned: Some(Abandoned { reason: "abandoned".into(), at: "2026-01-15T00:00:00.000Z".parse().unwrap() }),
-            ..settled(Stage::First, VaultState::Complete, false)
-        };
+        let given_up = Some(Abandoned { reason: "abandoned".into(), at: "2026-01-15T00:00:00.000Z".parse().unwrap() });
+        let abandoned =
+            TaskRecord { abandoned: given_up.clone(), ..settled(Stage::First, VaultState::Complete, false) };
+        // Given up at `first` while its track is still being copied.
+        let abandoned_copying = TaskRecord { abandoned: given_up, stage: Stage::First, ..record("t1") };
         let mut all_stored = settled(Stage::Complete, VaultState::Complete, true);
         all_stored.files.retain(|_, f| f.status == FileStatus::Stored);
         let cases = [
@@ -500,6 +502,7 @@ pub(crate) mod tests {
             (settled(Stage::First, VaultState::Complete, false), false),
             (record("t1"), false),
             (abandoned, true),
+            (abandoned_copying, false),
         ];
         for (i, (record, done)) in cases.into_iter().enumerate() {
             let mut ports = MemoryPorts::with(&["t1"]);

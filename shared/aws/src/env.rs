@@ -8,7 +8,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Why a function cannot start. Never carries a secret's value.
+/// Why a function's configuration cannot be used: one it cannot start with (its variables),
+/// or a secret's text it cannot use (which some functions start without, holding back what
+/// needs it). Never carries a secret's value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} is not set")]

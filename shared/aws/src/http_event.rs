@@ -15,9 +15,9 @@ use std::fmt::Debug;
 use lambda_http::http::header::HOST;
 use lambda_http::http::{HeaderMap, HeaderName};
 use lambda_http::lambda_runtime::{self, Diagnostic};
-use lambda_http::request::LambdaRequest;
+use lambda_http::request::{LambdaRequest, RequestContext};
 use lambda_http::tower::ServiceExt;
-use lambda_http::{Adapter, IntoResponse, LambdaEvent, Request, Service};
+use lambda_http::{Adapter, IntoResponse, LambdaEvent, Request, RequestExt, Service};
 
 /// What `http` refuses in a query (it takes non-ASCII): the WHATWG URL standard's query
 /// percent-encode set, whose `#` would otherwise end the query.
@@ -39,6 +39,16 @@ fn encoded(query: &str) -> String {
 }
 
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// API Gateway's id of `req` (`requestContext.requestId`), as the HTTP API's access log
+/// writes it (`requestId`): a function's lines carry it so that an access log line finds them.
+pub fn api_request_id(req: &Request) -> Option<&str> {
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(context) => context.request_id.as_deref(),
+        RequestContext::ApiGatewayV1(context) => context.request_id.as_deref(),
+        _ => None,
+    }
+}
 
 /// Serve `handler` as `lambda_http::run` does, each event made [`convertible`] first.
 pub async fn run<'a, R, S, E>(handler: S) -> Result<(), lambda_http::Error>

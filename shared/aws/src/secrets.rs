@@ -14,7 +14,8 @@ use stemvault_vault::{Clock, Timestamp};
 pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// How often a secret is read again while nothing usable could be read from it since
-/// start-up (the function then holds back what needs it: provider calls, webhooks).
+/// start-up (the function then holds back what needs it: callbacks, provider calls,
+/// webhooks).
 pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How long a re-read may take before what is in force stands (requests wait for it).

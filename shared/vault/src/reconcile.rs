@@ -227,6 +227,33 @@ impl PollOutcome {
         }
     }
 
+    /// Read back from `last_poll.outcome` ([`PollOutcome::as_text`]); None for other text.
+    pub fn from_text(text: &str) -> Option<PollOutcome> {
+        Some(match text {
+            "pending" => PollOutcome::Pending,
+            "no_record" => PollOutcome::NoRecord,
+            "unreachable" => PollOutcome::Unreachable,
+            "unreadable" => PollOutcome::Unreadable,
+            "unrecorded" => PollOutcome::Unrecorded,
+            _ => {
+                if let Some(stage) = text.strip_prefix("result:") {
+                    PollOutcome::Result(stage.parse().ok()?)
+                } else if let Some(status) = text.strip_prefix("http_") {
+                    PollOutcome::Http(status.parse().ok()?)
+                } else {
+                    PollOutcome::Provider(text.strip_prefix("provider_")?.parse().ok()?)
+                }
+            }
+        })
+    }
+
+    /// Whether the poll had the provider say something of the task (pending, a result, not
+    /// known, an error about it) or of the key or credits: not [`PollOutcome::unanswered`],
+    /// nor a result the table did not take.
+    pub fn spoke(&self) -> bool {
+        !self.unanswered() && *self != PollOutcome::Unrecorded
+    }
+
     /// As stored in `last_poll.outcome`.
     pub fn as_text(&self) -> String {
         match self {
@@ -354,13 +381,22 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
     waiting_since(record).plus(give_up_after)
 }
 
-/// Whether a task whose give-up time came is owed one more poll first: its last poll was
-/// over [`MAX_POLL_INTERVAL`] before that time, or it was never polled (the polls were late:
-/// more tasks watched than the runs reach). Polled on time, every task's last poll is within
-/// the interval before, and it is given up as it comes due.
-pub fn owes_a_last_poll(record: &TaskRecord, give_up_after: Duration) -> bool {
-    let on_time = give_up_at(record, give_up_after).minus(MAX_POLL_INTERVAL);
-    record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time)
+/// How long past its give-up time a task may wait for its last poll to be answered
+/// ([`owes_a_last_poll`]): a provider down for longer does not keep it watched.
+pub const LAST_POLL_WITHIN: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether a task whose give-up time came is owed one more poll first (`now` within
+/// [`LAST_POLL_WITHIN`] of that time): its last poll did not have the provider speak of it
+/// ([`PollOutcome::spoke`]: a rate limit, an outage, no answer) or came over
+/// [`MAX_POLL_INTERVAL`] before that time, or it was never polled (the polls were late: more
+/// tasks watched than the runs reach). Polled on time and answered, a task is given up as it
+/// comes due.
+pub fn owes_a_last_poll(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
+    let give_up_at = give_up_at(record, give_up_after);
+    let on_time = give_up_at.minus(MAX_POLL_INTERVAL);
+    let spoke = |poll: &LastPoll| PollOutcome::from_text(&poll.outcome).is_some_and(|outcome| outcome.spoke());
+    let answered_in_time = record.last_poll.as_ref().is_some_and(|poll| poll.at >= on_time && spoke(poll));
+    !answered_in_time && now < give_up_at.plus(LAST_POLL_WITHIN)
 }
 
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
@@ -618,6 +654,19 @@ mod tests {
     }
 
     #[test]
+    fn a_poll_outcome_reads_back_as_stored() {
+        use PollOutcome::*;
+        for outcome in
+            [Pending, Result(Stage::First), Http(430), Provider(455), NoRecord, Unreachable, Unreadable, Unrecorded]
+        {
+            assert_eq!(PollOutcome::from_text(&outcome.as_text()), Some(outcome.clone()), "{outcome:?}");
+        }
+        for text in ["", "result:later", "http_x", "provider_", "pending "] {
+            assert_eq!(PollOutcome::from_text(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
     fn a_task_is_given_up_after_the_retention_since_it_was_registered() {
         let give_up = Duration::from_secs(14 * 24 * 3600);
         let mut r = task(Stage::Submitted);
@@ -627,16 +676,24 @@ mod tests {
         watch(&mut r, NOW, Duration::from_secs(600));
         assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
         assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
-        // Never polled (the polls were late), or last an hour and more before: one more poll
-        // first; polled within the hour before, none.
-        assert!(owes_a_last_poll(&r, give_up));
-        let polled = |before: Duration| TaskRecord {
-            last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: "pending".into() }),
+        // Never polled (the polls were late), or last an hour and more before, or answered by
+        // no word of the task: one more poll first, for a day at most; polled within the hour
+        // before and answered, none.
+        let due = NOW.plus(give_up);
+        assert!(owes_a_last_poll(&r, due, give_up));
+        assert!(!owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN), give_up), "not past a day");
+        let polled = |before: Duration, outcome: &str| TaskRecord {
+            last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: outcome.into() }),
             ..r.clone()
         };
-        assert!(owes_a_last_poll(&polled(MAX_POLL_INTERVAL + Duration::from_millis(1)), give_up));
-        assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL), give_up));
-        assert!(!owes_a_last_poll(&polled(Duration::ZERO), give_up));
+        assert!(owes_a_last_poll(&polled(MAX_POLL_INTERVAL + Duration::from_millis(1), "pending"), due, give_up));
+        for outcome in ["pending", "no_record", "result:first", "provider_400", "http_401", "http_402"] {
+            assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL, outcome), due, give_up), "{outcome}");
+            assert!(!owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
+        }
+        for outcome in ["http_430", "http_503", "provider_455", "unreachable", "unreadable", "unrecorded", "other"] {
+            assert!(owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
+        }
         let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
         assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));

@@ -352,6 +352,11 @@ mod tests {
             assert!(format!("{err:?}").starts_with(expected), "{}: {err:?}", String::from_utf8_lossy(body));
         }
         assert_eq!(Registration::parse(b"[]"), Err(RegistrationError::NotJson("not an object".into())));
+        // An unknown field is named by its first 64 characters; a repeated field is said first.
+        let long = format!(r#"{{"family":"wav","{}":1}}"#, "k".repeat(100));
+        assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::UnknownField("k".repeat(64))));
+        let both = br#"{"x":1,"family":"wav","family":"wav"}"#;
+        assert_eq!(Registration::parse(both), Err(RegistrationError::Repeated("family")));
         let long = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "x".repeat(MAX_CLIENT_REF_BYTES + 1));
         assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::BadClientRef));
         let longest = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "é".repeat(MAX_CLIENT_REF_BYTES / 2));

@@ -210,7 +210,7 @@ fn alarms_and_the_dashboard_watch_every_function_and_metric() {
     for field in [r#""routeKey":"$context.routeKey""#, r#""status":"$context.status""#, r#""apiId":"$context.apiId""#] {
         assert!(format.contains(field), "the access log lacks {field}");
     }
-    // And the ids a request's log lines are found by: ingest's span carries `requestId` as
+    // And the ids a request's log lines are found by: ingest's and results' spans carry `requestId` as
     // `api_request_id`; Lambda's own lines (a start or a conversion that failed) carry
     // `lambdaRequestId`.
     for field in [r#""requestId":"$context.requestId""#, r#""lambdaRequestId":"$context.integration.requestId""#] {

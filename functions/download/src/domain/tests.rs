@@ -952,6 +952,28 @@ async fn a_claim_applied_with_its_answers_lost_is_given_back() {
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Stored);
 }
 
+/// A claim that failed without being applied, while another delivery holds the file: the
+/// release that follows is refused (it is conditional on our claim), so the other keeps it.
+#[tokio::test]
+async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    {
+        let mut tables = ports.tables.lock().unwrap();
+        let f = tables.get_mut(TASK).and_then(|c| c.files.get_mut("vocal")).expect("the vocal's item");
+        (f.status, f.claim, f.lease_until) =
+            (FileStatus::Downloading, Some("another-worker".into()), Some(1_900_000_000));
+    }
+    *ports.claim_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+    assert!(ports.take_table_calls().contains(&"release_file"), "a release was tried");
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!(
+        (f.status, f.claim.as_deref(), f.lease_until),
+        (FileStatus::Downloading, Some("another-worker"), Some(1_900_000_000))
+    );
+}
+
 /// A `stored` or `failed` write applied whose every answer was lost: the release that follows
 /// is refused (the file is no longer held), so the file stays settled, and the redelivery
 /// finds it so.

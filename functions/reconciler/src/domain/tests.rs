@@ -224,7 +224,11 @@ impl ListDueTasks for MemoryPorts {
             .filter_map(|(id, item)| Some((text(&item, "reconcile_at").filter(|at| *at <= due_by.rfc3339())?, id)))
             .collect();
         due.sort();
-        Ok(due.into_iter().take(limit).map(|(at, task_id)| DueTask { task_id, due_at: at.parse().ok() }).collect())
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|(at, task_id)| DueTask { task_id, reconcile_at: at.parse().ok() })
+            .collect())
     }
 }
 
@@ -510,6 +514,17 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let counted = ports.measures.lock().unwrap().last().copied();
     assert!(matches!(counted, Some(Measure::Reconciled { given_up: 1, .. })), "{counted:?}");
+
+    // A last poll the provider does not answer (a rate limit) is owed again: not given up.
+    let limited = MemoryPorts::new(vec![status(430), pending()]);
+    register(&limited);
+    limited.table.advance(settings().give_up_after);
+    let outcome = run(&limited).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (0, 1), "{outcome:?}");
+    limited.until_due();
+    assert_eq!(run(&limited).await.polls, 1, "asked again, answered pending");
+    limited.until_due();
+    assert_eq!(run(&limited).await.abandoned, 1);
 
     let found = MemoryPorts::new(vec![success()]);
     register(&found);

@@ -92,6 +92,13 @@ async fn a_query_http_refuses_reaches_the_handler_encoded_and_reads_as_sent() {
 }
 
 #[tokio::test]
+async fn a_request_names_api_gateway_s_id_of_it() {
+    let (req, _) = served(http_api_event("", None)).await;
+    assert_eq!(api_request_id(&req), Some("Kx1pHjVyoAMEYxw="));
+    assert_eq!(api_request_id(&Request::default()), None, "none without API Gateway's context");
+}
+
+#[tokio::test]
 async fn a_query_http_takes_is_left_as_sent() {
     let query = "a=%22b%22&c=d+e&f={g}&h=\u{e9}";
     let mut event = http_api_event(query, None);
