@@ -165,7 +165,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Settings {
-        Settings { grace: Duration::from_secs(120), lease: CLAIM_LEASE, max_tasks: 200, max_save_attempts: 5 }
+        Settings { grace: Duration::from_secs(120), lease: CLAIM_LEASE, max_tasks: 1_000, max_save_attempts: 5 }
     }
 }
 
