@@ -155,9 +155,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // Watched and with something a poll may still bring (a watch the reconciler has yet to
     // end, its task needing none, is no reason to wait).
     let awaited = record.reconcile.is_some() && stemvault_vault::reconcile::needs_watching(record);
-    // Given up, a task still copies the files it has (given up at `first`, say).
-    let done = (record.abandoned.is_some() && record.files_settled())
-        || (manifest.stage.is_terminal() && manifest.vault != VaultState::Pending && !awaited);
+    // Given up, a task still copies the files it has (given up at `first`, say); and a
+    // request adding files to a settled task has marked it (`adding`) before writing them.
+    let done = record.adding.is_none()
+        && ((record.abandoned.is_some() && record.files_settled())
+            || (manifest.stage.is_terminal() && manifest.vault != VaultState::Pending && !awaited));
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
@@ -503,6 +505,8 @@ pub(crate) mod tests {
             (record("t1"), false),
             (abandoned, true),
             (abandoned_copying, false),
+            // A request adding a file has marked it, its file items not written yet.
+            (TaskRecord { adding: Some(2), ..settled(Stage::Complete, VaultState::Partial, false) }, false),
         ];
         for (i, (record, done)) in cases.into_iter().enumerate() {
             let mut ports = MemoryPorts::with(&["t1"]);

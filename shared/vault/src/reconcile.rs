@@ -248,10 +248,11 @@ impl PollOutcome {
     }
 
     /// Whether the poll had the provider say something of the task (pending, a result, not
-    /// known, an error about it) or of the key or credits: not [`PollOutcome::unanswered`],
-    /// nor a result the table did not take.
+    /// known, an error about it): not [`PollOutcome::unanswered`], nor a refusal of the key or
+    /// the credits (401-403), nor a result the table did not take.
     pub fn spoke(&self) -> bool {
-        !self.unanswered() && *self != PollOutcome::Unrecorded
+        let refused = matches!(self, PollOutcome::Http(401..=403) | PollOutcome::Provider(401..=403));
+        !self.unanswered() && !refused && *self != PollOutcome::Unrecorded
     }
 
     /// As stored in `last_poll.outcome`.
@@ -382,21 +383,24 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
 }
 
 /// How long past its give-up time a task may wait for its last poll to be answered
-/// ([`owes_a_last_poll`]): a provider down for longer does not keep it watched.
+/// ([`owes_a_last_poll`]): a provider down (or a key refused) for longer does not keep it
+/// watched.
 pub const LAST_POLL_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
-/// Whether a task whose give-up time came is owed one more poll first (`now` within
-/// [`LAST_POLL_WITHIN`] of that time): its last poll did not have the provider speak of it
-/// ([`PollOutcome::spoke`]: a rate limit, an outage, no answer) or came over
-/// [`MAX_POLL_INTERVAL`] before that time, or it was never polled (the polls were late: more
-/// tasks watched than the runs reach). Polled on time and answered, a task is given up as it
-/// comes due.
+/// Whether a task whose give-up time came is owed one more poll first: it was never polled,
+/// or last over [`MAX_POLL_INTERVAL`] before that time (its polls were late: more tasks
+/// watched than the runs reach), however late it is reached; or its last poll did not have the
+/// provider speak of it ([`PollOutcome::spoke`]: a rate limit, an outage, no answer, a key
+/// refused), while `now` is within [`LAST_POLL_WITHIN`] of that time. The last poll it gets
+/// is recorded at or after that time, so it is owed one no more for lateness. Polled on time
+/// and answered, a task is given up as it comes due.
 pub fn owes_a_last_poll(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
     let give_up_at = give_up_at(record, give_up_after);
     let on_time = give_up_at.minus(MAX_POLL_INTERVAL);
+    let late = record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time);
     let spoke = |poll: &LastPoll| PollOutcome::from_text(&poll.outcome).is_some_and(|outcome| outcome.spoke());
-    let answered_in_time = record.last_poll.as_ref().is_some_and(|poll| poll.at >= on_time && spoke(poll));
-    !answered_in_time && now < give_up_at.plus(LAST_POLL_WITHIN)
+    let unanswered = record.last_poll.as_ref().is_some_and(|poll| !spoke(poll));
+    late || (unanswered && now < give_up_at.plus(LAST_POLL_WITHIN))
 }
 
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
@@ -681,18 +685,22 @@ mod tests {
         // before and answered, none.
         let due = NOW.plus(give_up);
         assert!(owes_a_last_poll(&r, due, give_up));
-        assert!(!owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN), give_up), "not past a day");
+        assert!(owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN * 3), give_up), "however late it is reached");
         let polled = |before: Duration, outcome: &str| TaskRecord {
             last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: outcome.into() }),
             ..r.clone()
         };
         assert!(owes_a_last_poll(&polled(MAX_POLL_INTERVAL + Duration::from_millis(1), "pending"), due, give_up));
-        for outcome in ["pending", "no_record", "result:first", "provider_400", "http_401", "http_402"] {
+        for outcome in ["pending", "no_record", "result:first", "provider_400", "provider_422"] {
             assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL, outcome), due, give_up), "{outcome}");
             assert!(!owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
         }
-        for outcome in ["http_430", "http_503", "provider_455", "unreachable", "unreadable", "unrecorded", "other"] {
+        let unanswered = ["http_430", "http_503", "provider_455", "unreachable", "unreadable", "unrecorded", "other"];
+        for outcome in unanswered.into_iter().chain(["http_401", "http_402", "provider_403"]) {
             assert!(owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
+            // Answered by none for a day past its time: given up.
+            let a_day_on = due.plus(LAST_POLL_WITHIN);
+            assert!(!owes_a_last_poll(&polled(Duration::ZERO, outcome), a_day_on, give_up), "{outcome}");
         }
         let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
