@@ -7,8 +7,8 @@
 //! callback, or after its current stage came when later, reason `abandoned`; or after a day
 //! of "not found" answers, reason `not_found`: a `Task Failed` event with that reason, then
 //! `abandoned` recorded, and it leaves both indexes; a task still without its result whose
-//! polls came late is polled once more first: [`reconcile::owes_a_last_poll`]) or polls the
-//! family's record-info
+//! polls came late, or whose last poll the provider did not answer, is polled again first:
+//! [`reconcile::owes_a_last_poll`]) or polls the family's record-info
 //! endpoint and reads the answer, its callback URLs redacted ([`crate::redact`]), with
 //! [`suno_callbacks::parse_poll`]:
 //!
@@ -352,7 +352,8 @@ pub async fn reconcile<P: Ports>(
         tracing::error!(
             refused = outcome.unpaid,
             "the provider refused polls for the account's credits (402): top the account up; the tasks stay \
-             watched (polled as pending) and are given up when their time comes"
+             watched (polled as pending) and are given up when their time comes (polled again for up to a \
+             day past it)"
         );
     }
     Ok(outcome)
@@ -391,8 +392,9 @@ async fn reconcile_task<P: Ports>(
     }
     let can_poll = settings.polls && suno_callbacks::poll::record_info_path(record.family).is_some();
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
-        // A task whose polls came late (the runs behind) gets its last poll before it is
-        // given up as abandoned: its result may be there.
+        // A task whose polls came late (the runs behind), or whose last poll the provider did
+        // not answer, is polled again before it is given up as abandoned: its result may be
+        // there.
         let last_chance = reason == reconcile::ABANDONED_REASON
             && can_poll
             && reconcile::awaits_result(&record)
@@ -402,7 +404,7 @@ async fn reconcile_task<P: Ports>(
         }
         tracing::info!(
             task_id,
-            "its give-up time came without an answered poll within the hour before: polling it once more"
+            "its give-up time came without an answered poll within the hour before: polling it again"
         );
     }
     if !settings.polls {

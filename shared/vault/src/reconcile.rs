@@ -387,20 +387,26 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
 /// watched.
 pub const LAST_POLL_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
+/// How long past its give-up time a task whose polls came late is still owed its last poll
+/// ([`owes_a_last_poll`]): a poll whose save keeps failing (a record the table refuses) does
+/// not keep it watched for ever.
+pub const LATE_POLL_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Whether a task whose give-up time came is owed one more poll first: it was never polled,
 /// or last over [`MAX_POLL_INTERVAL`] before that time (its polls were late: more tasks
-/// watched than the runs reach), however late it is reached; or its last poll did not have the
-/// provider speak of it ([`PollOutcome::spoke`]: a rate limit, an outage, no answer, a key
-/// refused), while `now` is within [`LAST_POLL_WITHIN`] of that time. The last poll it gets
-/// is recorded at or after that time, so it is owed one no more for lateness. Polled on time
-/// and answered, a task is given up as it comes due.
+/// watched than the runs reach), while `now` is within [`LATE_POLL_WITHIN`] of that time; or
+/// its last poll did not have the provider speak of it ([`PollOutcome::spoke`]: a rate limit,
+/// an outage, no answer, a key or credits refused, a result not recorded), while `now` is
+/// within [`LAST_POLL_WITHIN`] of that time. The last poll it gets is recorded at or after
+/// that time, so it is owed one no more for lateness. Polled on time and answered, a task is
+/// given up as it comes due.
 pub fn owes_a_last_poll(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
     let give_up_at = give_up_at(record, give_up_after);
     let on_time = give_up_at.minus(MAX_POLL_INTERVAL);
     let late = record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time);
     let spoke = |poll: &LastPoll| PollOutcome::from_text(&poll.outcome).is_some_and(|outcome| outcome.spoke());
     let unanswered = record.last_poll.as_ref().is_some_and(|poll| !spoke(poll));
-    late || (unanswered && now < give_up_at.plus(LAST_POLL_WITHIN))
+    (late && now < give_up_at.plus(LATE_POLL_WITHIN)) || (unanswered && now < give_up_at.plus(LAST_POLL_WITHIN))
 }
 
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
@@ -680,12 +686,13 @@ mod tests {
         watch(&mut r, NOW, Duration::from_secs(600));
         assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
         assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
-        // Never polled (the polls were late), or last an hour and more before, or answered by
-        // no word of the task: one more poll first, for a day at most; polled within the hour
-        // before and answered, none.
+        // Never polled (the polls were late), or last an hour and more before: one more poll
+        // first, for a week at most; answered by no word of the task, for a day; polled within
+        // the hour before and answered, none.
         let due = NOW.plus(give_up);
         assert!(owes_a_last_poll(&r, due, give_up));
-        assert!(owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN * 3), give_up), "however late it is reached");
+        assert!(owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN * 3), give_up), "reached days late");
+        assert!(!owes_a_last_poll(&r, due.plus(LATE_POLL_WITHIN), give_up), "not past a week");
         let polled = |before: Duration, outcome: &str| TaskRecord {
             last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: outcome.into() }),
             ..r.clone()

@@ -498,9 +498,10 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
     assert_eq!(sent, ["tracks/a1/audio", "tracks/a2/audio"]);
 }
 
-/// A task whose polls came late (the runs behind: never polled, here) gets one poll when its
-/// give-up time has come, and is given up only when that poll brings nothing; one whose last
-/// poll brings its result is recorded, not given up.
+/// A task whose polls came late (the runs behind: never polled, here) gets a poll when its
+/// give-up time has come, and is given up once a poll answers that it is still pending; one
+/// the provider does not answer (a rate limit) is asked again; one whose last poll brings its
+/// result is recorded, not given up.
 #[tokio::test]
 async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     let ports = MemoryPorts::new(vec![pending()]);
