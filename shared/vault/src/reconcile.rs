@@ -397,16 +397,25 @@ pub const LATE_POLL_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
 /// watched than the runs reach), while `now` is within [`LATE_POLL_WITHIN`] of that time; or
 /// its last poll did not have the provider speak of it ([`PollOutcome::spoke`]: a rate limit,
 /// an outage, no answer, a key or credits refused, a result not recorded), while `now` is
-/// within [`LAST_POLL_WITHIN`] of that time. The last poll it gets is recorded at or after
-/// that time, so it is owed one no more for lateness. Polled on time and answered, a task is
-/// given up as it comes due.
+/// within [`LAST_POLL_WITHIN`] of that time, or of its first poll past it
+/// ([`TaskRecord::last_chance_from`], when later: a task reached days late gets its day too).
+/// The last poll it gets is recorded at or after that time, so it is owed one no more for
+/// lateness. Polled on time and answered, a task is given up as it comes due.
 pub fn owes_a_last_poll(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
     let give_up_at = give_up_at(record, give_up_after);
     let on_time = give_up_at.minus(MAX_POLL_INTERVAL);
     let late = record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time);
     let spoke = |poll: &LastPoll| PollOutcome::from_text(&poll.outcome).is_some_and(|outcome| outcome.spoke());
     let unanswered = record.last_poll.as_ref().is_some_and(|poll| !spoke(poll));
-    (late && now < give_up_at.plus(LATE_POLL_WITHIN)) || (unanswered && now < give_up_at.plus(LAST_POLL_WITHIN))
+    let last_chance_from = record.last_chance_from.map_or(give_up_at, |from| from.max(give_up_at));
+    (late && now < give_up_at.plus(LATE_POLL_WITHIN)) || (unanswered && now < last_chance_from.plus(LAST_POLL_WITHIN))
+}
+
+/// `polled` (the task's record after a poll made for its last chance, at `now`), marked with
+/// when its last chance began, unless it was already ([`TaskRecord::last_chance_from`]).
+pub fn with_last_chance(mut polled: TaskRecord, now: Timestamp) -> TaskRecord {
+    polled.last_chance_from.get_or_insert(now);
+    polled
 }
 
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
@@ -693,6 +702,15 @@ mod tests {
         assert!(owes_a_last_poll(&r, due, give_up));
         assert!(owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN * 3), give_up), "reached days late");
         assert!(!owes_a_last_poll(&r, due.plus(LATE_POLL_WITHIN), give_up), "not past a week");
+        // Reached three days late, its poll unanswered: asked again for a day from that poll.
+        let late_by = LAST_POLL_WITHIN * 3;
+        let reached = TaskRecord {
+            last_poll: Some(LastPoll { at: due.plus(late_by), outcome: "http_430".into() }),
+            ..with_last_chance(r.clone(), due.plus(late_by))
+        };
+        assert!(owes_a_last_poll(&reached, due.plus(late_by + MAX_POLL_INTERVAL), give_up));
+        assert!(!owes_a_last_poll(&reached, due.plus(late_by + LAST_POLL_WITHIN), give_up));
+        assert_eq!(with_last_chance(reached.clone(), due.plus(late_by * 2)).last_chance_from, Some(due.plus(late_by)));
         let polled = |before: Duration, outcome: &str| TaskRecord {
             last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: outcome.into() }),
             ..r.clone()

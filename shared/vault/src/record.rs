@@ -98,6 +98,11 @@ pub struct TaskRecord {
     /// (see [`crate::reconcile::NOT_FOUND_GIVE_UP_AFTER`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_found_since: Option<Timestamp>,
+    /// When the reconciler first polled the task past its give-up time, for its last chance
+    /// ([`crate::reconcile::owes_a_last_poll`]: the day an unanswered last poll is asked again
+    /// counts from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_chance_from: Option<Timestamp>,
     /// The reconciler gave up on the task: no result came by callback or poll in time, or the
     /// provider has not known it for a day (`reason`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -445,6 +450,7 @@ impl TaskRecord {
             last_poll: None,
             polled_result: None,
             not_found_since: None,
+            last_chance_from: None,
             abandoned: None,
             manifest_key: None,
             version: 1,

@@ -527,6 +527,19 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     limited.until_due();
     assert_eq!(run(&limited).await.abandoned, 1);
 
+    // Reached three days past its give-up time, and rate-limited then: asked again within the
+    // day that poll began, not given up at its next run.
+    let late = MemoryPorts::new(vec![status(430), pending()]);
+    register(&late);
+    late.table.advance(settings().give_up_after + Duration::from_secs(3 * 24 * 3600));
+    assert_eq!(run(&late).await.polls, 1);
+    assert!(late.record().last_chance_from.is_some(), "its last chance began");
+    late.until_due();
+    let outcome = run(&late).await;
+    assert_eq!((outcome.abandoned, outcome.polls), (0, 1), "{outcome:?}");
+    late.until_due();
+    assert_eq!(run(&late).await.abandoned, 1);
+
     let found = MemoryPorts::new(vec![success()]);
     register(&found);
     found.table.advance(settings().give_up_after);
