@@ -391,12 +391,11 @@ async fn reconcile_task<P: Ports>(
         return Ok(Handled::Unwatched);
     }
     let can_poll = settings.polls && suno_callbacks::poll::record_info_path(record.family).is_some();
-    let mut last_chance = false;
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
         // A task whose polls came late (the runs behind), or whose last poll the provider did
         // not answer, is polled again before it is given up as abandoned: its result may be
         // there.
-        last_chance = reason == reconcile::ABANDONED_REASON
+        let last_chance = reason == reconcile::ABANDONED_REASON
             && can_poll
             && reconcile::awaits_result(&record)
             && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
@@ -432,11 +431,9 @@ async fn reconcile_task<P: Ports>(
         }
         other => other,
     };
-    // A last chance's poll marks when the last chance began (the day it may be asked again
-    // counts from there).
-    let after_poll = |r: &TaskRecord, outcome: &PollOutcome, now: Timestamp| {
-        let next = reconcile::after_poll(r, outcome, now);
-        if last_chance { reconcile::with_last_chance(next, now) } else { next }
+    // A poll past the give-up time (a last chance's) marks when the last chance began.
+    let poll_bookkeeping = |r: &TaskRecord, outcome: &PollOutcome, now: Timestamp| {
+        reconcile::mark_last_chance(reconcile::after_poll(r, outcome, now), now, settings.give_up_after)
     };
     let polled = match answer {
         ProviderAnswer::Unreachable(why) => {
@@ -479,7 +476,7 @@ async fn reconcile_task<P: Ports>(
                         // table refuses for good would otherwise be polled first on every
                         // run, ahead of every other due task.
                         save_with(ports, settings, &task, None, |r, now| {
-                            Some(after_poll(r, &PollOutcome::Unrecorded, now))
+                            Some(poll_bookkeeping(r, &PollOutcome::Unrecorded, now))
                         })
                         .await?;
                         return Err(e.into());
@@ -554,7 +551,7 @@ async fn reconcile_task<P: Ports>(
     };
     // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
-    save_with(ports, settings, &task, read, |r, now| Some(after_poll(r, &polled, now))).await?;
+    save_with(ports, settings, &task, read, |r, now| Some(poll_bookkeeping(r, &polled, now))).await?;
     Ok(Handled::Polled(polled))
 }
 

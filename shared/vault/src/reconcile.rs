@@ -382,39 +382,52 @@ pub fn give_up_at(record: &TaskRecord, give_up_after: Duration) -> Timestamp {
     waiting_since(record).plus(give_up_after)
 }
 
-/// How long past its give-up time a task may wait for its last poll to be answered
-/// ([`owes_a_last_poll`]): a provider down (or a key refused) for longer does not keep it
-/// watched.
+/// How long from its first poll past its give-up time a task may wait for its last poll to
+/// be answered ([`owes_a_last_poll`]): a provider down (or a key refused) for longer does not
+/// keep it watched.
 pub const LAST_POLL_WITHIN: Duration = Duration::from_secs(24 * 3600);
 
-/// How long past its give-up time a task whose polls came late is still owed its last poll
-/// ([`owes_a_last_poll`]): a poll whose save keeps failing (a record the table refuses) does
-/// not keep it watched for ever.
+/// How long past its give-up time a task not yet polled since is still owed its last poll
+/// ([`owes_a_last_poll`]): the runs behind reach it late, and a poll whose save keeps failing
+/// (a record the table refuses) does not keep it watched for ever.
 pub const LATE_POLL_WITHIN: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Whether a task whose give-up time came is owed one more poll first: it was never polled,
-/// or last over [`MAX_POLL_INTERVAL`] before that time (its polls were late: more tasks
-/// watched than the runs reach), while `now` is within [`LATE_POLL_WITHIN`] of that time; or
-/// its last poll did not have the provider speak of it ([`PollOutcome::spoke`]: a rate limit,
-/// an outage, no answer, a key or credits refused, a result not recorded), while `now` is
-/// within [`LAST_POLL_WITHIN`] of that time, or of its first poll past it
-/// ([`TaskRecord::last_chance_from`], when later: a task reached days late gets its day too).
-/// The last poll it gets is recorded at or after that time, so it is owed one no more for
-/// lateness. Polled on time and answered, a task is given up as it comes due.
+/// Whether a task whose give-up time came is owed one more poll first: unless its last poll
+/// came within [`MAX_POLL_INTERVAL`] before that time or after it and had the provider speak
+/// of it ([`PollOutcome::spoke`]: not a rate limit, an outage, no answer, a key or credits
+/// refused, an answer not read or recorded), it is, for [`LAST_POLL_WITHIN`] from its first
+/// poll past that time ([`TaskRecord::last_chance_from`]), or, until one, for
+/// [`LATE_POLL_WITHIN`] past that time. Polled on time and answered, a task is given up as it
+/// comes due.
 pub fn owes_a_last_poll(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> bool {
     let give_up_at = give_up_at(record, give_up_after);
     let on_time = give_up_at.minus(MAX_POLL_INTERVAL);
-    let late = record.last_poll.as_ref().is_none_or(|poll| poll.at < on_time);
     let spoke = |poll: &LastPoll| PollOutcome::from_text(&poll.outcome).is_some_and(|outcome| outcome.spoke());
-    let unanswered = record.last_poll.as_ref().is_some_and(|poll| !spoke(poll));
-    let last_chance_from = record.last_chance_from.map_or(give_up_at, |from| from.max(give_up_at));
-    (late && now < give_up_at.plus(LATE_POLL_WITHIN)) || (unanswered && now < last_chance_from.plus(LAST_POLL_WITHIN))
+    if record.last_poll.as_ref().is_some_and(|poll| poll.at >= on_time && spoke(poll)) {
+        return false;
+    }
+    let owed_until = match last_chance_from(record, give_up_at) {
+        Some(first_poll_past) => first_poll_past.plus(LAST_POLL_WITHIN),
+        None => give_up_at.plus(LATE_POLL_WITHIN),
+    };
+    now < owed_until
 }
 
-/// `polled` (the task's record after a poll made for its last chance, at `now`), marked with
-/// when its last chance began, unless it was already ([`TaskRecord::last_chance_from`]).
-pub fn with_last_chance(mut polled: TaskRecord, now: Timestamp) -> TaskRecord {
-    polled.last_chance_from.get_or_insert(now);
+/// This wait's first poll past its give-up time: a mark from before (a revived task's earlier
+/// wait) is none.
+fn last_chance_from(record: &TaskRecord, give_up_at: Timestamp) -> Option<Timestamp> {
+    record.last_chance_from.filter(|from| *from >= give_up_at)
+}
+
+/// `polled` (the task's record after a poll at `now`), marked with when its last chance
+/// began ([`TaskRecord::last_chance_from`]) when the poll came past its give-up time and this
+/// wait has no mark yet. (Every such poll is a last chance's: a task past that time is given
+/// up unless it is owed one.)
+pub fn mark_last_chance(mut polled: TaskRecord, now: Timestamp, give_up_after: Duration) -> TaskRecord {
+    let give_up_at = give_up_at(&polled, give_up_after);
+    if now >= give_up_at && last_chance_from(&polled, give_up_at).is_none() {
+        polled.last_chance_from = Some(now);
+    }
     polled
 }
 
@@ -695,26 +708,41 @@ mod tests {
         watch(&mut r, NOW, Duration::from_secs(600));
         assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
         assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
-        // Never polled (the polls were late), or last an hour and more before: one more poll
-        // first, for a week at most; answered by no word of the task, for a day; polled within
-        // the hour before and answered, none.
+        // Owed a last poll: never polled (the runs behind), for a week past its time until a
+        // poll past it; then, unless that poll had the provider speak of it, for a day from it.
         let due = NOW.plus(give_up);
         assert!(owes_a_last_poll(&r, due, give_up));
         assert!(owes_a_last_poll(&r, due.plus(LAST_POLL_WITHIN * 3), give_up), "reached days late");
         assert!(!owes_a_last_poll(&r, due.plus(LATE_POLL_WITHIN), give_up), "not past a week");
+        let polled_at = |at: Timestamp, outcome: &str| {
+            let polled = TaskRecord { last_poll: Some(LastPoll { at, outcome: outcome.into() }), ..r.clone() };
+            mark_last_chance(polled, at, give_up)
+        };
         // Reached three days late, its poll unanswered: asked again for a day from that poll.
         let late_by = LAST_POLL_WITHIN * 3;
-        let reached = TaskRecord {
-            last_poll: Some(LastPoll { at: due.plus(late_by), outcome: "http_430".into() }),
-            ..with_last_chance(r.clone(), due.plus(late_by))
-        };
+        let reached = polled_at(due.plus(late_by), "http_430");
+        assert_eq!(reached.last_chance_from, Some(due.plus(late_by)));
         assert!(owes_a_last_poll(&reached, due.plus(late_by + MAX_POLL_INTERVAL), give_up));
         assert!(!owes_a_last_poll(&reached, due.plus(late_by + LAST_POLL_WITHIN), give_up));
-        assert_eq!(with_last_chance(reached.clone(), due.plus(late_by * 2)).last_chance_from, Some(due.plus(late_by)));
-        let polled = |before: Duration, outcome: &str| TaskRecord {
-            last_poll: Some(LastPoll { at: NOW.plus(give_up - before), outcome: outcome.into() }),
-            ..r.clone()
-        };
+        let again = mark_last_chance(reached.clone(), due.plus(late_by * 2), give_up);
+        assert_eq!(again.last_chance_from, Some(due.plus(late_by)), "its first poll past the time stays");
+        assert!(!owes_a_last_poll(&polled_at(due.plus(late_by), "pending"), due.plus(late_by), give_up));
+        // A poll before its time marks nothing; a mark from an earlier wait (a revived task's)
+        // counts as none.
+        assert_eq!(polled_at(due.minus(Duration::from_secs(1)), "http_430").last_chance_from, None);
+        let earlier_wait =
+            TaskRecord { last_chance_from: Some(NOW), ..polled_at(due.minus(Duration::from_secs(60)), "http_430") };
+        assert!(
+            owes_a_last_poll(&earlier_wait, due.plus(late_by), give_up),
+            "a week from its time, not a day from the old mark"
+        );
+        assert_eq!(
+            mark_last_chance(earlier_wait, due.plus(late_by), give_up).last_chance_from,
+            Some(due.plus(late_by))
+        );
+        // Polled within the hour before its time: answered, owed none; unanswered, owed one
+        // (until a poll past its time, a week; here never reached: a week).
+        let polled = |before: Duration, outcome: &str| polled_at(due.minus(before), outcome);
         assert!(owes_a_last_poll(&polled(MAX_POLL_INTERVAL + Duration::from_millis(1), "pending"), due, give_up));
         for outcome in ["pending", "no_record", "result:first", "provider_400", "provider_422"] {
             assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL, outcome), due, give_up), "{outcome}");
@@ -722,10 +750,13 @@ mod tests {
         }
         let unanswered = ["http_430", "http_503", "provider_455", "unreachable", "unreadable", "unrecorded", "other"];
         for outcome in unanswered.into_iter().chain(["http_401", "http_402", "provider_403"]) {
-            assert!(owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
-            // Answered by none for a day past its time: given up.
-            let a_day_on = due.plus(LAST_POLL_WITHIN);
-            assert!(!owes_a_last_poll(&polled(Duration::ZERO, outcome), a_day_on, give_up), "{outcome}");
+            // At its time exactly: that poll marks the last chance, asked again for a day.
+            let at_due = polled(Duration::ZERO, outcome);
+            assert!(owes_a_last_poll(&at_due, due, give_up), "{outcome}");
+            assert!(!owes_a_last_poll(&at_due, due.plus(LAST_POLL_WITHIN), give_up), "{outcome}");
+            // Just before it, unanswered, then reached two days late: still owed.
+            let before = polled(Duration::from_secs(60), outcome);
+            assert!(owes_a_last_poll(&before, due.plus(LAST_POLL_WITHIN * 2), give_up), "{outcome}");
         }
         let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
         assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");

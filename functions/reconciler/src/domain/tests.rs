@@ -557,6 +557,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     ports.until_due();
     ports.table.advance(settings().give_up_after - Duration::from_secs(600 + 60));
     assert_eq!(run(&ports).await.polls, 1, "its last poll, a minute before its time");
+    assert!(ports.record().last_chance_from.is_none(), "a poll on time is no last chance");
     ports.table.advance(Duration::from_secs(60));
     ports.until_due();
     let outcome = run(&ports).await;
