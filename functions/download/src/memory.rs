@@ -572,6 +572,12 @@ impl MemoryPorts {
         self.tables.lock().unwrap()[task_id].files[name].clone()
     }
 
+    /// Change the file's item as another writer would (ingest, another worker).
+    pub fn edit_file_item(&self, task_id: &str, name: &str, edit: impl FnOnce(&mut FileEntry)) {
+        let mut tables = self.tables.lock().unwrap();
+        edit(tables.get_mut(task_id).and_then(|c| c.files.get_mut(name)).expect("the file's item"));
+    }
+
     pub fn opened(&self) -> Vec<String> {
         self.opened.lock().unwrap().clone()
     }

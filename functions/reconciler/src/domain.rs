@@ -263,10 +263,7 @@ pub async fn reconcile<P: Ports>(
     let due =
         answer_within(TASK_BUDGET, "reading the due tasks", ports.list_due_tasks(read_at, settings.max_tasks)).await?;
     // The first time that reads (the list is oldest first; one edited by hand may not read).
-    let oldest_due_seconds = due
-        .iter()
-        .find_map(|task| task.reconcile_at)
-        .map_or(0, |at| u64::try_from(read_at.unix_ms.saturating_sub(at.unix_ms) / 1000).unwrap_or(0));
+    let oldest_due_seconds = due.iter().find_map(|task| task.reconcile_at).map_or(0, |at| read_at.seconds_since(at));
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
     for DueTask { task_id, .. } in &due {

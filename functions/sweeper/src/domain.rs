@@ -330,7 +330,7 @@ pub async fn sweep<P: Ports>(
         None => None,
     };
     let now = ports.now();
-    let oldest_open_seconds = oldest.map(|at| at.map_or(0, |at| seconds_between(at, now)));
+    let oldest_open_seconds = oldest.map(|at| at.map_or(0, |at| now.seconds_since(at)));
     ports.emit_metrics(&Measure::Swept { checked, failed, broken, oldest_open_seconds });
     match index_failure {
         Some(e) => Err(e.into()),
@@ -349,11 +349,6 @@ async fn oldest_open<P: Ports>(ports: &P, received_before: Timestamp) -> Option<
             None
         }
     }
-}
-
-/// Whole seconds from `from` to `to` (0 when `to` is not later).
-fn seconds_between(from: Timestamp, to: Timestamp) -> u64 {
-    u64::try_from(to.unix_ms.saturating_sub(from.unix_ms) / 1000).unwrap_or(0)
 }
 
 /// What sweeping one task did.

@@ -27,10 +27,12 @@ fn refused_in_query(c: char) -> bool {
 
 /// `query` with what `http` refuses percent-encoded, the rest as sent.
 fn encoded(query: &str) -> String {
+    use std::fmt::Write;
     let mut out = String::with_capacity(query.len() + 16);
     for c in query.chars() {
         if refused_in_query(c) {
-            out.push_str(&format!("%{:02X}", u32::from(c)));
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{:02X}", u32::from(c));
         } else {
             out.push(c);
         }

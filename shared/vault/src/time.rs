@@ -79,6 +79,11 @@ impl Timestamp {
         Timestamp { unix_ms: self.unix_ms.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) }
     }
 
+    /// Whole seconds from `earlier` to this time (0 when this is not later).
+    pub fn seconds_since(self, earlier: Timestamp) -> u64 {
+        u64::try_from(self.unix_ms.saturating_sub(earlier.unix_ms) / 1000).unwrap_or(0)
+    }
+
     /// `d` earlier (saturating, as [`Self::plus`]).
     pub fn minus(self, d: Duration) -> Timestamp {
         Timestamp { unix_ms: self.unix_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)) }

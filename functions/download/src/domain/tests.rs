@@ -957,12 +957,10 @@ async fn a_claim_applied_with_its_answers_lost_is_given_back() {
 #[tokio::test]
 async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    {
-        let mut tables = ports.tables.lock().unwrap();
-        let f = tables.get_mut(TASK).and_then(|c| c.files.get_mut("vocal")).expect("the vocal's item");
+    ports.edit_file_item(TASK, "vocal", |f| {
         (f.status, f.claim, f.lease_until) =
             (FileStatus::Downloading, Some("another-worker".into()), Some(1_900_000_000));
-    }
+    });
     *ports.claim_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 1).await;
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
@@ -1013,11 +1011,9 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
 
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
-    {
-        let mut tables = ports.tables.lock().unwrap();
-        let f = tables.get_mut(TASK).and_then(|c| c.files.get_mut("vocal")).expect("the vocal's item");
+    ports.edit_file_item(TASK, "vocal", |f| {
         (f.next_url, f.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
-    }
+    });
     ports.source(
         &url("vocal"),
         Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }),
