@@ -204,6 +204,24 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     assert_eq!(env.keys(&format!("tasks/{}/callbacks/", event.task_id)).await, vec![body_key(&event, &body)]);
 }
 
+/// A duplicate delivery leaves its body's one version: the bucket is versioned, and a second
+/// PutObject of the same key kept a noncurrent copy for 30 days per delivery.
+#[tokio::test]
+async fn a_duplicate_delivery_leaves_one_version_of_its_body() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    let body = fixture("separate-vocals__kie__200-split_stem.json");
+    let event = parse_callback(&body).unwrap();
+    for expected in ["accepted", "duplicate", "duplicate"] {
+        let answer = app.handle(signed(&body)).await;
+        assert_eq!(json(&answer)["status"], expected, "{}", json(&answer));
+    }
+    let prefix = format!("tasks/{}/callbacks/", event.task_id);
+    let listed = env.s3.list_object_versions().bucket(&env.resources.bucket_name).prefix(&prefix).send().await;
+    let versions: Vec<_> = listed.expect("list versions").versions().iter().filter_map(|v| v.key.clone()).collect();
+    assert_eq!(versions, vec![body_key(&event, &body)]);
+}
+
 fn music(stage: &str, msg: &str, tracks: &[(&str, &str)]) -> Vec<u8> {
     let tracks: Vec<Value> = tracks
         .iter()

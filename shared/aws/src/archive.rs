@@ -1,6 +1,7 @@
 //! The callback bodies in the vault bucket: what ingest and the reconciler archive under
 //! `tasks/<task_id>/callbacks/` (with results too large for the task item under
-//! `tasks/<task_id>/details/`), and ingest parks under `parked/`, one PutObject each.
+//! `tasks/<task_id>/details/`), and ingest parks under `parked/`, one conditional PutObject
+//! each: every key names its body's SHA-256, so an object there is this body.
 
 use std::time::Duration;
 
@@ -31,23 +32,39 @@ impl BodyArchive {
         self.s3.put_object().bucket(&self.bucket).key(key).content_type("application/json").body(body)
     }
 
-    /// Park a callback body under `key` unless it is parked already (`If-None-Match: *`: the
-    /// first park's LastModified dates the callback when replayed; a 412 is that copy). A 409
-    /// (a concurrent park of the same key, which S3 asks to retry) is tried again after a pause.
+    /// Park a callback body under `key` unless it is parked already (the first park's
+    /// LastModified dates the callback when replayed).
     pub async fn park(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
-        let config = park_config();
+        self.put_new(key, body, Some(park_config()), "PutObject (park)").await
+    }
+
+    /// Put `body` under `key` unless an object is there (`If-None-Match: *`): a 412 is that
+    /// object, the same body (every key here names its body's SHA-256), so a duplicate
+    /// delivery or a repeated poll leaves no noncurrent version in the versioned bucket. A 409
+    /// (a concurrent put of the same key, which S3 asks to retry) is tried again after a pause.
+    async fn put_new(
+        &self,
+        key: &str,
+        body: &[u8],
+        config: Option<aws_sdk_s3::config::Builder>,
+        operation: &'static str,
+    ) -> Result<(), StorageError> {
         let mut attempt = 1;
         loop {
-            let put = self.put(key, body).if_none_match("*").customize().config_override(config.clone());
-            let Err(e) = put.send().await else { return Ok(()) };
-            match refused_park(e.raw_response().map(|r| r.status().as_u16())) {
-                RefusedPark::AlreadyParked => return Ok(()),
-                RefusedPark::Concurrent if attempt < PARK_ATTEMPTS => {
+            let put = self.put(key, body).if_none_match("*");
+            let sent = match &config {
+                Some(config) => put.customize().config_override(config.clone()).send().await,
+                None => put.send().await,
+            };
+            let Err(e) = sent else { return Ok(()) };
+            match refused_put(e.raw_response().map(|r| r.status().as_u16())) {
+                RefusedPut::AlreadyThere => return Ok(()),
+                RefusedPut::Concurrent if attempt < CONFLICT_ATTEMPTS => {
                     // The other write is still under way: give it a moment to end.
-                    tokio::time::sleep(PARK_CONFLICT_PAUSE * attempt).await;
+                    tokio::time::sleep(CONFLICT_PAUSE * attempt).await;
                     attempt += 1;
                 }
-                _ => return Err(storage_error("PutObject (park)", e)),
+                _ => return Err(storage_error(operation, e)),
             }
         }
     }
@@ -79,33 +96,34 @@ fn park_config() -> aws_sdk_s3::config::Builder {
         .retry_partition(RetryPartition::new(PARK_RETRY_PARTITION))
 }
 
-/// Conditional parks tried when S3 answers 409 (bounded: ingest's park has a deadline too).
-const PARK_ATTEMPTS: u32 = 3;
+/// Conditional puts tried when S3 answers 409 (bounded: ingest's park and recording have
+/// deadlines too).
+const CONFLICT_ATTEMPTS: u32 = 3;
 
-/// The pause before the next park after the n-th 409: n times this (50, then 100 ms).
-const PARK_CONFLICT_PAUSE: Duration = Duration::from_millis(50);
+/// The pause before the next put after the n-th 409: n times this (50, then 100 ms).
+const CONFLICT_PAUSE: Duration = Duration::from_millis(50);
 
-/// Why S3 refused a conditional park, by its HTTP status (None: no answer).
+/// Why S3 refused a conditional put, by its HTTP status (None: no answer).
 #[derive(Debug, PartialEq, Eq)]
-enum RefusedPark {
+enum RefusedPut {
     /// 412: a copy is there.
-    AlreadyParked,
+    AlreadyThere,
     /// 409 ConditionalRequestConflict: another write of the key was under way; try again.
     Concurrent,
     Failed,
 }
 
-fn refused_park(status: Option<u16>) -> RefusedPark {
+fn refused_put(status: Option<u16>) -> RefusedPut {
     match status {
-        Some(412) => RefusedPark::AlreadyParked,
-        Some(409) => RefusedPark::Concurrent,
-        _ => RefusedPark::Failed,
+        Some(412) => RefusedPut::AlreadyThere,
+        Some(409) => RefusedPut::Concurrent,
+        _ => RefusedPut::Failed,
     }
 }
 
 impl ArchiveBody for BodyArchive {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
-        self.put(key, body).send().await.map(drop).map_err(|e| storage_error("PutObject", e))
+        self.put_new(key, body, None, "PutObject").await
     }
 }
 
@@ -122,10 +140,10 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_park_is_done_when_a_copy_is_there_and_tried_again_on_a_conflict() {
-        assert_eq!(refused_park(Some(412)), RefusedPark::AlreadyParked);
-        assert_eq!(refused_park(Some(409)), RefusedPark::Concurrent);
-        assert_eq!(refused_park(Some(503)), RefusedPark::Failed);
-        assert_eq!(refused_park(None), RefusedPark::Failed);
+    fn a_refused_put_is_done_when_a_copy_is_there_and_tried_again_on_a_conflict() {
+        assert_eq!(refused_put(Some(412)), RefusedPut::AlreadyThere);
+        assert_eq!(refused_put(Some(409)), RefusedPut::Concurrent);
+        assert_eq!(refused_put(Some(503)), RefusedPut::Failed);
+        assert_eq!(refused_put(None), RefusedPut::Failed);
     }
 }
