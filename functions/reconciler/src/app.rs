@@ -14,6 +14,7 @@ use crate::Config;
 use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
+use crate::pace::Pace;
 use crate::provider::HttpProvider;
 use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked, replay_until};
 
@@ -48,7 +49,10 @@ impl App {
     pub async fn new(config: Config, sdk: &aws_config::SdkConfig) -> Result<App, ConfigError> {
         let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, crate::LOGICAL_NAME).await;
         let provider = match key {
-            Some(key) => Some(HttpProvider::new(&config.provider.base_url, Arc::new(key))?),
+            Some(key) => {
+                let pace = Pace::per_minute(config.polls_per_minute);
+                Some(HttpProvider::new(&config.provider.base_url, Arc::new(key), pace)?)
+            }
             None => {
                 tracing::warn!(
                     "no provider API key (PROVIDER_SECRET_ARN unset, or its secret empty): reconciliation is off; \

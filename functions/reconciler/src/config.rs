@@ -20,6 +20,7 @@ pub const ENVIRONMENT: &[&str] = &[
     "PROVIDER_SECRET_ARN",
     "RECONCILE_AFTER_SECONDS",
     "RECONCILE_GIVE_UP_SECONDS",
+    "RECONCILE_POLLS_PER_MINUTE",
 ];
 
 /// No secret in here.
@@ -37,6 +38,8 @@ pub struct Config {
     /// the callback that brought its current stage: `reconcile::waiting_since`) a task still
     /// without a result is given up.
     pub give_up_after: Duration,
+    /// `RECONCILE_POLLS_PER_MINUTE`: the most requests a minute to the provider ([`crate::pace`]).
+    pub polls_per_minute: u32,
 }
 
 impl FromEnv for Config {
@@ -64,6 +67,12 @@ impl FromEnv for Config {
             provider: ProviderConfig::read(env)?,
             reconcile_after,
             give_up_after,
+            polls_per_minute: env.number(
+                "RECONCILE_POLLS_PER_MINUTE",
+                crate::pace::DEFAULT_POLLS_PER_MINUTE,
+                1,
+                1200,
+            )?,
         })
     }
 }
@@ -109,5 +118,14 @@ mod tests {
         assert!(config(&[("RECONCILE_AFTER_SECONDS", "4")]).is_err());
         assert_eq!(config(&[("RECONCILE_AFTER_SECONDS", "5")]).unwrap().reconcile_after, Duration::from_secs(5));
         assert!(config(&[("RECONCILE_GIVE_UP_SECONDS", "59")]).is_err());
+    }
+
+    #[test]
+    fn polls_are_paced_at_one_a_second_unless_set_within_bounds() {
+        assert_eq!(config(&[]).unwrap().polls_per_minute, 60);
+        assert_eq!(config(&[("RECONCILE_POLLS_PER_MINUTE", "1200")]).unwrap().polls_per_minute, 1200);
+        for refused in ["0", "1201", "-1", "fast"] {
+            assert!(config(&[("RECONCILE_POLLS_PER_MINUTE", refused)]).is_err(), "{refused}");
+        }
     }
 }

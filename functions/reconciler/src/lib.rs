@@ -7,6 +7,7 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod pace;
 pub mod provider;
 pub mod redact;
 pub mod replay;
