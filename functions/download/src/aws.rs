@@ -110,7 +110,7 @@ fn body_upload() -> aws_sdk_s3::config::Builder {
 /// each attempt bounded by the body's size ([`buffered_attempt_timeout`]).
 fn buffered_upload(bytes: usize) -> aws_sdk_s3::config::Builder {
     let timeouts = TimeoutConfig::builder()
-        .connect_timeout(stemvault_aws::CONNECT_TIMEOUT)
+        .connect_timeout(stemvault_aws::SDK_CONNECT_TIMEOUT)
         .operation_attempt_timeout(buffered_attempt_timeout(bytes))
         .build();
     aws_sdk_s3::config::Builder::default().timeout_config(timeouts)
@@ -797,7 +797,7 @@ mod tests {
         // No HTTP answer at all: the earlier copy is unknown, to look for again.
         assert!(head.message.contains("timeout") && head.is_retryable(), "{head:?}");
         let connect_timeouts = connect_timeouts.lock().unwrap().clone();
-        assert_eq!(connect_timeouts, [Some(stemvault_aws::CONNECT_TIMEOUT); 5], "every connection, uploads' too");
+        assert_eq!(connect_timeouts, [Some(stemvault_aws::SDK_CONNECT_TIMEOUT); 5], "every connection, uploads' too");
     }
 
     /// A buffered body's upload whose answer never comes is given up at its size's bound (and

@@ -198,9 +198,10 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
-    /// Whether the message goes back to the queue. Every task-table failure does, even one
-    /// that a retry cannot mend (a record that no longer decodes): its message ends in the
-    /// dead-letter queue, where people see it, instead of being dropped.
+    /// Whether the message goes back to the queue. Every task-table or bucket failure past the
+    /// copy does (the manifest's, a settle's), even one that a retry cannot mend (a record that
+    /// no longer decodes, a manifest S3 refuses): its message ends in the dead-letter queue,
+    /// where people see it, instead of being dropped. (A copy S3 refuses fails the file.)
     pub fn is_retryable(&self) -> bool {
         match self {
             DownloadError::Malformed(_) | DownloadError::Dropped(_) => false,

@@ -68,20 +68,20 @@ impl Auth {
         if secret.is_unauthenticated() && !allow_unauthenticated {
             return Err(ConfigError::Unusable(NO_AUTHENTICATION));
         }
-        let unusable =
+        let invalid =
             |e: VerifierConfigError| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() };
         let hmac = match secret.hmac_keys.as_slice() {
             [] => None,
             keys => Some(
                 HmacVerifier::new(keys.iter().map(|k| HmacKey::new(k.as_bytes())))
-                    .map_err(unusable)?
+                    .map_err(invalid)?
                     .with_tolerance(signature_tolerance),
             ),
         };
         // Every listed token is accepted: tasks submitted with the old one still call back to it.
         let token = match secret.callback_tokens.as_slice() {
             [] => None,
-            tokens => Some(TokenVerifier::any_of(tokens).map_err(unusable)?),
+            tokens => Some(TokenVerifier::any_of(tokens).map_err(invalid)?),
         };
         Ok(Auth { secret, hmac, token, unread: false })
     }

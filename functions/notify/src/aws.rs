@@ -18,7 +18,8 @@ use crate::poster::HttpPoster;
 /// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility on the
 /// notify queue (the delay before a retry), SQS SendMessage on the notify dead-letter queue (a
 /// message the receiver refused with 410 Gone) and Secrets Manager GetSecretValue (the signing
-/// secret, at start-up, through `stemvault_aws::secrets::SecretReader`). (The SQS event source
+/// secret, at start-up and again once it is old, through `stemvault_aws::secrets::SecretReader`).
+/// (The SQS event source
 /// mapping, not the function, receives and deletes the messages.)
 pub const AWS_ACTIONS: &[&str] = &["sqs:ChangeMessageVisibility", "sqs:SendMessage", "secretsmanager:GetSecretValue"];
 

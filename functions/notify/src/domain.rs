@@ -107,7 +107,7 @@ pub struct Webhook {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
-    /// The `Retry-After` of a 429 or 503, in seconds.
+    /// The wait the `Retry-After` of a 429 or 503 asks for.
     pub retry_after: Option<Duration>,
 }
 

@@ -14,9 +14,9 @@ use crate::Config;
 use crate::aws::AwsPorts;
 use crate::domain::{Outcome, Settings, reconcile};
 use crate::error::ReconcileError;
-use crate::pace::Pace;
 use crate::provider::HttpProvider;
 use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked, replay_until};
+use crate::request_spacing::RequestSpacing;
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
@@ -50,8 +50,8 @@ impl App {
         let key = stemvault_aws::provider::read_provider_key(sdk, &config.provider, crate::LOGICAL_NAME).await;
         let provider = match key {
             Some(key) => {
-                let pace = Pace::per_minute(config.polls_per_minute);
-                Some(HttpProvider::new(&config.provider.base_url, Arc::new(key), pace)?)
+                let spacing = RequestSpacing::per_minute(config.polls_per_minute);
+                Some(HttpProvider::new(&config.provider.base_url, Arc::new(key), spacing)?)
             }
             None => {
                 tracing::warn!(

@@ -9,7 +9,7 @@ use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
-use stemvault_aws::table::{Update, s};
+use stemvault_aws::table::{Update, s, unavailable};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items::{PARTITION_KEY, TASK_SK};
@@ -91,8 +91,9 @@ pub struct AwsPorts {
 }
 
 impl AwsPorts {
-    /// Build the clients once, at start-up. Without a provider every poll is unreachable
-    /// (the app does not run then).
+    /// Build the clients once, at start-up. Without a provider every poll is unreachable (the
+    /// app polls nothing then: `Settings::polls`; it replays parked callbacks and gives tasks
+    /// up).
     pub fn new(config: &Config, sdk: &aws_config::SdkConfig, provider: Option<HttpProvider>) -> AwsPorts {
         let s3 = stemvault_aws::s3_client(sdk);
         AwsPorts {
@@ -140,13 +141,13 @@ impl StillParked for AwsPorts {
 
 impl ReadParked for AwsPorts {
     async fn read_parked(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let unavailable = |e: String| StoreError::Unavailable(format!("GetObject (parked): {e}"));
+        const GET: &str = "GetObject (parked)";
         let got = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(got) => got,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(unavailable(DisplayErrorContext(e).to_string())),
+            Err(e) => return Err(unavailable(GET, DisplayErrorContext(e))),
         };
-        let body = got.body.collect().await.map_err(|e| unavailable(e.to_string()))?;
+        let body = got.body.collect().await.map_err(|e| unavailable(GET, e))?;
         Ok(Some(body.to_vec()))
     }
 }
@@ -160,7 +161,7 @@ impl DeleteParked for AwsPorts {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| StoreError::Unavailable(format!("DeleteObject (parked): {}", DisplayErrorContext(e))))
+            .map_err(|e| unavailable("DeleteObject (parked)", DisplayErrorContext(e)))
     }
 }
 
@@ -179,7 +180,7 @@ impl ListDueTasks for AwsPorts {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| unavailable("Query (reconcile-due)", DisplayErrorContext(e)))?;
         let due_task = |item: &std::collections::HashMap<String, AttributeValue>| {
             let task_id = item.get(PARTITION_KEY)?.as_s().ok()?.clone();
             let reconcile_at = item.get("reconcile_at").and_then(|at| at.as_s().ok()?.parse().ok());

@@ -31,14 +31,14 @@ pub struct Config {
     pub queue_url: String,
     /// `EVENT_BUS_NAME`: where the events of a polled result (and of a task given up) go.
     pub event_bus_name: String,
-    /// Which provider, where, and the secret holding its API key (None: reconciliation off).
+    /// Which provider, where, and the secret holding its API key (no secret: nothing polled).
     pub provider: ProviderConfig,
     pub reconcile_after: Duration,
     /// `RECONCILE_GIVE_UP_SECONDS`: how long after its registration (or first callback, or
     /// the callback that brought its current stage: `reconcile::waiting_since`) a task still
     /// without a result is given up.
     pub give_up_after: Duration,
-    /// `RECONCILE_POLLS_PER_MINUTE`: the most requests a minute to the provider ([`crate::pace`]).
+    /// `RECONCILE_POLLS_PER_MINUTE`: the most requests a minute to the provider ([`crate::request_spacing`]).
     pub polls_per_minute: u32,
 }
 
@@ -69,7 +69,7 @@ impl FromEnv for Config {
             give_up_after,
             polls_per_minute: env.number(
                 "RECONCILE_POLLS_PER_MINUTE",
-                crate::pace::DEFAULT_POLLS_PER_MINUTE,
+                crate::request_spacing::DEFAULT_POLLS_PER_MINUTE,
                 1,
                 1200,
             )?,

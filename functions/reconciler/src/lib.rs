@@ -7,10 +7,10 @@ pub mod aws;
 pub mod config;
 pub mod domain;
 pub mod error;
-pub mod pace;
 pub mod provider;
 pub mod redact;
 pub mod replay;
+pub mod request_spacing;
 pub mod schedule;
 
 pub use app::App;

@@ -3,7 +3,7 @@
 //! that endpoint does not know, at [`suno_callbacks::poll::generation_record_path`]). The key is
 //! the one in force ([`ProviderKey`]: read again when 5 minutes old, or when the provider
 //! refuses it, a refused poll being made once more with a rotated key). Every request waits
-//! its turn ([`Pace`]).
+//! its turn ([`RequestSpacing`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use suno_callbacks::poll::{PollError, answer_code, generation_record_path, recor
 use suno_callbacks::{Family, TaskId};
 
 use crate::domain::ProviderAnswer;
-use crate::pace::Pace;
+use crate::request_spacing::RequestSpacing;
 
 /// How long a whole poll may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ pub struct HttpProvider {
     client: reqwest::Client,
     base_url: String,
     key: Arc<ProviderKey>,
-    pace: Arc<Pace>,
+    spacing: Arc<RequestSpacing>,
 }
 
 /// Whether the provider refused the key (401/403, as HTTP status or as the body's `code`).
@@ -77,10 +77,10 @@ fn url_at(base_url: &str, path: &str, task_id: &TaskId) -> Option<String> {
 
 impl HttpProvider {
     /// Fails only when the TLS backend cannot start.
-    pub fn new(base_url: &str, key: Arc<ProviderKey>, pace: Pace) -> Result<HttpProvider, reqwest::Error> {
+    pub fn new(base_url: &str, key: Arc<ProviderKey>, spacing: RequestSpacing) -> Result<HttpProvider, reqwest::Error> {
         let client = stemvault_aws::http::client(concat!("stemvault-reconciler/", env!("CARGO_PKG_VERSION")), TIMEOUT)?;
         let base_url = base_url.trim_end_matches('/').to_owned();
-        Ok(HttpProvider { client, base_url, key, pace: Arc::new(pace) })
+        Ok(HttpProvider { client, base_url, key, spacing: Arc::new(spacing) })
     }
 
     /// One poll with the key in force, made once more when the provider refused it and a
@@ -109,7 +109,7 @@ impl HttpProvider {
     }
 
     async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {
-        self.pace.wait_turn().await;
+        self.spacing.wait_turn().await;
         let sent = self.client.get(url).bearer_auth(key.expose()).send().await;
         let mut response = match sent {
             Ok(response) => response,
@@ -148,8 +148,8 @@ mod tests {
     }
 
     /// As fast as the tests' servers answer.
-    fn unpaced() -> Pace {
-        Pace::per_minute(1200)
+    fn unspaced() -> RequestSpacing {
+        RequestSpacing::per_minute(1200)
     }
 
     /// A provider answering one request with `bytes` bytes of JSON (spaces around `{}`).
@@ -167,7 +167,7 @@ mod tests {
         let task = TaskId::parse("2fac9f72").unwrap();
         let largest_callback = 6 * 1024 * 1024;
         for (bytes, read) in [(2 * 1024 * 1024 + 1, true), (largest_callback, true), (largest_callback + 1, false)] {
-            let provider = HttpProvider::new(&answering(bytes).await, key.clone(), unpaced()).unwrap();
+            let provider = HttpProvider::new(&answering(bytes).await, key.clone(), unspaced()).unwrap();
             match provider.poll(Family::VocalSeparation, &task).await {
                 ProviderAnswer::Http { status: 200, body } if read => assert_eq!(body.len(), bytes),
                 ProviderAnswer::TooLarge { limit } if !read => assert_eq!(limit, largest_callback),
@@ -192,7 +192,7 @@ mod tests {
         let found = br#"{"code":200,"data":{"taskId":"v0ice7a5k","voiceId":"v1","status":"success"}}"#;
         for first in unknown {
             let (origin, served) = answer_in_turn(vec![first, json_reply(200, found)]).await;
-            let answer = HttpProvider::new(&origin, key.clone(), unpaced()).unwrap().poll(Family::Voice, &task).await;
+            let answer = HttpProvider::new(&origin, key.clone(), unspaced()).unwrap().poll(Family::Voice, &task).await;
             assert_eq!(answer, ProviderAnswer::Http { status: 200, body: found.to_vec() });
             let paths: Vec<String> =
                 served.await.unwrap().iter().map(|r| r.split(' ').nth(1).unwrap().to_owned()).collect();
@@ -209,7 +209,7 @@ mod tests {
             [(Family::Voice, 200, &found[..]), (Family::Voice, 404, page), (Family::Music, 200, not_found)]
         {
             let (origin, _served) = answer_in_turn(vec![json_reply(status, body)]).await;
-            let answer = HttpProvider::new(&origin, key.clone(), unpaced()).unwrap().poll(family, &task).await;
+            let answer = HttpProvider::new(&origin, key.clone(), unspaced()).unwrap().poll(family, &task).await;
             assert_eq!(answer, ProviderAnswer::Http { status, body: body.to_vec() }, "{family}");
         }
     }
@@ -223,7 +223,7 @@ mod tests {
         let task = TaskId::parse("v0ice7a5k").unwrap();
         let unknown = json_reply(200, br#"{"code":404,"msg":"task not found"}"#);
         let (origin, served) = answer_in_turn(vec![unknown.clone(), unknown]).await;
-        let provider = HttpProvider::new(&origin, key, Pace::per_minute(120)).unwrap();
+        let provider = HttpProvider::new(&origin, key, RequestSpacing::per_minute(120)).unwrap();
         let start = tokio::time::Instant::now();
         provider.poll(Family::Voice, &task).await;
         assert_eq!(served.await.unwrap().len(), 2);

@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::metrics::{self, Metric};
+use stemvault_aws::table::{s, unavailable, write_error};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{Clock, Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
@@ -99,7 +100,6 @@ struct OpenTasksQuery {
 /// Times are compared as the stored RFC 3339 text, which sorts as time: every writer stores
 /// the one fixed-width form of [`Timestamp::rfc3339`].
 fn open_tasks_query(received_before: Timestamp, after: Option<&OpenTask>) -> OpenTasksQuery {
-    let s = |v: &str| AttributeValue::S(v.to_owned());
     let names = [("#open", "open"), ("#received", "last_received_at")];
     OpenTasksQuery {
         key_condition: "#open = :open AND #received < :before",
@@ -149,7 +149,7 @@ impl ListOpenTasks for AwsPorts {
             .set_exclusive_start_key(q.start)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| unavailable("Query (open-tasks)", DisplayErrorContext(e)))?;
         page(out.items(), out.last_evaluated_key())
     }
 }
@@ -202,7 +202,6 @@ impl CloseTask for AwsPorts {
 
 /// The cursor item: where the next run starts (after `after`, or at the oldest entry).
 fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, AttributeValue> {
-    let s = |v: &str| AttributeValue::S(v.to_owned());
     let mut item = HashMap::from([
         (PARTITION_KEY.to_owned(), s(CURSOR_TASK_ID)),
         (SORT_KEY.to_owned(), s(CURSOR_SK)),
@@ -235,7 +234,7 @@ impl ReadCursor for AwsPorts {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| unavailable("GetItem (sweep cursor)", DisplayErrorContext(e)))?;
         Ok(out.item().and_then(read_cursor_item))
     }
 }
@@ -250,7 +249,7 @@ impl WriteCursor for AwsPorts {
             .set_item(Some(cursor_item(after, self.now())))
             .send()
             .await
-            .map_err(|e| StoreError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| write_error("PutItem (sweep cursor)", e))?;
         Ok(())
     }
 }
@@ -283,7 +282,6 @@ mod tests {
     }
 
     fn entry(task_id: &str, last_received_at: &str) -> HashMap<String, AttributeValue> {
-        let s = |v: &str| AttributeValue::S(v.to_owned());
         HashMap::from([
             (PARTITION_KEY.to_owned(), s(task_id)),
             (SORT_KEY.to_owned(), s(TASK_SK)),
@@ -337,7 +335,6 @@ mod tests {
     #[test]
     fn an_entry_with_an_unreadable_time_is_not_read() {
         let entry = |received: &str| {
-            let s = |v: &str| AttributeValue::S(v.to_owned());
             HashMap::from([
                 ("task_id".to_owned(), s("t-1")),
                 ("sk".to_owned(), s("task")),

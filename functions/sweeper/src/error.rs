@@ -28,8 +28,8 @@ pub enum SweepError {
 }
 
 impl SweepError {
-    /// Whether the next run can succeed where this one failed (a malformed or refused record
-    /// stays so until an operator fixes it).
+    /// Whether the next run can succeed where this one failed (a record malformed, refused or
+    /// written invalid stays so until an operator fixes it: `StoreError::is_retryable`).
     pub fn is_retryable(&self) -> bool {
         match self {
             SweepError::Store(e) => e.is_retryable(),

@@ -67,18 +67,18 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long a connection may take to open: the SDK's default, stated because an override of
 /// the timeouts replaces them all.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+pub const SDK_CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 
-/// The SDK's timeouts: [`CONNECT_TIMEOUT`], and [`ATTEMPT_TIMEOUT`] per attempt.
+/// The SDK's timeouts: [`SDK_CONNECT_TIMEOUT`], and [`ATTEMPT_TIMEOUT`] per attempt.
 pub fn timeouts() -> TimeoutConfig {
-    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
+    TimeoutConfig::builder().connect_timeout(SDK_CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
 }
 
 /// [`timeouts`] without the attempt timeout, for a request that may take as long as it
 /// takes (a client's or an operation's override: the SDK takes nothing from the timeouts it
 /// overrides, so the connect timeout is set again here).
 pub fn timeouts_without_attempt_limit() -> TimeoutConfig {
-    TimeoutConfig::builder().connect_timeout(CONNECT_TIMEOUT).disable_operation_attempt_timeout().build()
+    TimeoutConfig::builder().connect_timeout(SDK_CONNECT_TIMEOUT).disable_operation_attempt_timeout().build()
 }
 
 /// An SQS client for long polls (the local runner's queue consumers, the tests'; the

@@ -220,8 +220,8 @@ fn validation_error(message: &str, context: String) -> StoreError {
 }
 
 /// A write's failure other than its condition: a `ValidationException` as
-/// [`validation_error`] says, anything else unavailable.
-fn write_error<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
+/// [`validation_error`] says, anything else unavailable. For every writer of the table.
+pub fn write_error<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
@@ -233,7 +233,8 @@ where
     unavailable(operation, DisplayErrorContext(e))
 }
 
-fn unavailable(operation: &str, e: impl std::fmt::Display) -> StoreError {
+/// A call that failed, by its operation: retryable. For every reader of the table.
+pub fn unavailable(operation: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("{operation}: {e}"))
 }
 

@@ -42,11 +42,16 @@ impl AcceptError {
     /// longer waits on the provider's few retries) and a replay of a parked one wait for the
     /// next run.
     pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self,
-            AcceptError::Store(StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
-                | AcceptError::TooLargeToRecord { .. }
-        )
+        match self {
+            AcceptError::Store(e) => e.is_retryable(),
+            AcceptError::TooLargeToRecord { .. } => false,
+            AcceptError::Contention { .. }
+            | AcceptError::Archive(_)
+            | AcceptError::Enqueue(_)
+            | AcceptError::Publish(_)
+            | AcceptError::StillEnqueuing { .. }
+            | AcceptError::Deadline { .. } => true,
+        }
     }
 
     /// The task's stored record cannot be read, or the table refuses the writes as invalid

@@ -14,15 +14,15 @@ pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 
 /// Hands out turns at most `per_minute` a minute, in the order asked.
 #[derive(Debug)]
-pub struct Pace {
+pub struct RequestSpacing {
     spacing: Duration,
     /// When the next turn may start (none given yet: at once).
     next_turn: Mutex<Option<Instant>>,
 }
 
-impl Pace {
-    pub fn per_minute(per_minute: u32) -> Pace {
-        Pace { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(None) }
+impl RequestSpacing {
+    pub fn per_minute(per_minute: u32) -> RequestSpacing {
+        RequestSpacing { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(None) }
     }
 
     /// Wait for this request's turn: the first at once, each later one a spacing after the
@@ -46,31 +46,31 @@ mod tests {
     /// the next at once again (no burst is saved up).
     #[tokio::test(start_paused = true)]
     async fn turns_are_spaced_and_no_burst_is_saved_up() {
-        let pace = Pace::per_minute(60);
+        let spacing = RequestSpacing::per_minute(60);
         let start = Instant::now();
         let mut started = Vec::new();
         for _ in 0..3 {
-            pace.wait_turn().await;
+            spacing.wait_turn().await;
             started.push(start.elapsed());
         }
         assert_eq!(started, [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(2)]);
         tokio::time::sleep(Duration::from_secs(10)).await;
         let resumed = Instant::now();
-        pace.wait_turn().await;
-        pace.wait_turn().await;
+        spacing.wait_turn().await;
+        spacing.wait_turn().await;
         assert_eq!(resumed.elapsed(), Duration::from_secs(1));
     }
 
     /// Turns asked at once are given in order, a spacing apart.
     #[tokio::test(start_paused = true)]
     async fn concurrent_requests_take_turns() {
-        let pace = std::sync::Arc::new(Pace::per_minute(120));
+        let spacing = std::sync::Arc::new(RequestSpacing::per_minute(120));
         let start = Instant::now();
         let waits: Vec<_> = (0..4)
             .map(|_| {
-                let pace = pace.clone();
+                let spacing = spacing.clone();
                 tokio::spawn(async move {
-                    pace.wait_turn().await;
+                    spacing.wait_turn().await;
                     start.elapsed()
                 })
             })
