@@ -219,8 +219,10 @@ fn validation_error(message: &str, context: String) -> StoreError {
     }
 }
 
-/// A write's failure other than its condition: a `ValidationException` as
-/// [`validation_error`] says, anything else unavailable. For every writer of the table.
+/// A write's failure other than its condition, for every writer of the table: a
+/// `ValidationException` over a limit the data went past (the item's size, a key's, nesting,
+/// a number's range) [`StoreError::Rejected`], any other [`StoreError::Invalid`]; anything
+/// else unavailable.
 pub fn write_error<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
