@@ -8,7 +8,7 @@
 //!   warm instance, though no request is ever refused (costs one read per instance per
 //!   [`MAX_AGE`] while it serves requests);
 //! - a request its checks refuse: it may be signed with a key (or sent to a token) rotated into
-//!   Secrets Manager since. At most once per [`REFRESH_INTERVAL`] however many requests are
+//!   Secrets Manager since. At most once per [`REFUSAL_REREAD_INTERVAL`] however many requests are
 //!   refused (an unauthenticated flood costs one read a minute), and the request is checked
 //!   again with what was read.
 //!
@@ -29,8 +29,7 @@ use crate::auth::Auth;
 use crate::domain::{EmitMetrics, Measure};
 use crate::secret::CallbackSecret;
 
-/// How often a refused request may read the secret again.
-pub const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+pub use stemvault_aws::secrets::REFUSAL_REREAD_INTERVAL;
 
 /// How old the checks in force may be: a key revoked from the secret is refused after this.
 pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;
@@ -46,7 +45,7 @@ pub struct RefreshPolicy {
 
 impl Default for RefreshPolicy {
     fn default() -> RefreshPolicy {
-        RefreshPolicy { interval: REFRESH_INTERVAL, max_age: MAX_AGE }
+        RefreshPolicy { interval: REFUSAL_REREAD_INTERVAL, max_age: MAX_AGE }
     }
 }
 
@@ -109,7 +108,7 @@ impl Credentials {
     /// slow, a key policy) or whose text cannot be used (an edit to fix) starts the function
     /// all the same, with [`Auth::unread`] checks: requests are answered 503
     /// `secret_unreadable` (the provider retries) and the secret is read again as after any
-    /// refusal, at most once per [`REFRESH_INTERVAL`], until a read brings usable checks; the
+    /// refusal, at most once per [`REFUSAL_REREAD_INTERVAL`], until a read brings usable checks; the
     /// start counts one [`Measure::SecretRereadFailed`] (alarmed) and logs why. Exiting instead
     /// would fail every cold start, each answering the callback that started it with a bare
     /// 5xx, while warm instances went on with the checks they had.

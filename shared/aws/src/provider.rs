@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use stemvault_vault::{Clock, Timestamp};
 
@@ -156,7 +155,7 @@ impl ApiKey {
 #[error("no provider API key: the provider secret has not been readable since start-up")]
 pub struct KeyUnread;
 
-pub use crate::secrets::UNREAD_REREAD_INTERVAL;
+pub use crate::secrets::{REFUSAL_REREAD_INTERVAL, UNREAD_REREAD_INTERVAL};
 
 /// A failed request to the provider, as `<what happened>: <the request's error and its
 /// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or
@@ -169,10 +168,6 @@ pub fn error_text(e: reqwest::Error) -> String {
     };
     format!("{kind}: {}", crate::http::describe(e))
 }
-
-/// How often refusals (401/403) may read the provider secret again: however many calls the
-/// provider refuses, an instance reads it at most this often for them.
-pub const REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 
 /// The provider's API key `config`'s secret holds (one `secretsmanager:GetSecretValue`, at
 /// start-up), to be read again by `function` (its logical name, for the
@@ -339,6 +334,8 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
     use crate::secrets::SecretError;
 
     fn config(pairs: &[(&str, &str)]) -> Result<ProviderConfig, ConfigError> {

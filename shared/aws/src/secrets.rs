@@ -18,6 +18,11 @@ pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// webhooks).
 pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 
+/// How often refusals may read a secret again: however many requests (callbacks ingest's
+/// checks refuse) or calls (polls the provider refuses for the key) are refused, an instance
+/// reads it at most this often for them.
+pub const REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How long a re-read may take before what is in force stands (requests wait for it).
 pub const REREAD_TIMEOUT: Duration = Duration::from_secs(3);
 
