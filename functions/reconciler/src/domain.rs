@@ -496,7 +496,7 @@ async fn reconcile_task<P: Ports>(
             Err(e) if answer_code(&body).is_none() => {
                 tracing::error!(
                     task_id,
-                    error = %e,
+                    error = %shown(&e),
                     "PROVIDER_BASE_URL answered 200 without the provider's JSON answer (is it the provider's API \
                      root, or a maintenance page?); polling again later"
                 );
@@ -513,7 +513,7 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Provider(code)
             }
             Err(e) => {
-                tracing::warn!(task_id, error = %e, "unreadable record-info answer");
+                tracing::warn!(task_id, error = %shown(&e), "unreadable record-info answer");
                 PollOutcome::Unreadable
             }
         },
@@ -550,6 +550,17 @@ async fn reconcile_task<P: Ports>(
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| Some(poll_bookkeeping(r, &polled, now))).await?;
     Ok(Handled::Polled(polled))
+}
+
+/// A poll's error as logged: a message the provider wrote may quote the callback URL (its
+/// token) or a file link, so only [`stemvault_aws::shown::provider_message`] of it.
+fn shown(e: &PollError) -> String {
+    match e {
+        PollError::Provider { code, message } => {
+            format!("provider answered code {code}: {}", stemvault_aws::shown::provider_message(message))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not

@@ -805,6 +805,23 @@ async fn a_provider_error_message_is_logged_without_its_links() {
     assert!(!line.contains(&"x".repeat(200)), "cut: {line}");
 }
 
+/// An answer without the provider's `code` is logged as an error without the links its
+/// message quotes (a signed file link's query).
+#[tokio::test]
+async fn an_answer_without_a_code_is_logged_without_its_links() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let body = br#"{"msg":"moved to https://h.example/a.mp3?X-Amz-Signature=s3cr3t","data":null}"#.to_vec();
+    let ports = MemoryPorts::new(vec![ProviderAnswer::Http { status: 200, body }]);
+    register(&ports);
+    ports.until_due();
+    assert_eq!(run(&ports).await.polls, 1);
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
+    let logs = captured.text();
+    let line = logs.lines().find(|l| l.contains("without the provider's JSON answer"));
+    let line = line.unwrap_or_else(|| panic!("{logs}"));
+    assert!(line.contains("https://h.example/… (sha256 ") && !line.contains("s3cr3t"), "{line}");
+}
+
 /// An answer too large to read is unreadable (a warning), not the provider unreachable.
 #[tokio::test]
 async fn an_answer_too_large_to_read_is_unreadable() {
