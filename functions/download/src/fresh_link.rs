@@ -118,12 +118,21 @@ pub fn refused(answer: &Result<String, RefreshError>) -> bool {
 }
 
 /// Asks the provider for fresh links.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkRefresher {
     client: reqwest::Client,
     endpoint: String,
     key: Arc<ProviderKey>,
     policy: SourcePolicy,
+}
+
+/// The endpoint as logged (the base URL's path may hold a key).
+impl std::fmt::Debug for LinkRefresher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkRefresher")
+            .field("endpoint", &stemvault_aws::shown::loggable_str(&self.endpoint))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The refresher `provider` and `key` allow, or None (said once, at start-up): off without a

@@ -8,8 +8,9 @@ use url::Url;
 /// them: it is in Secrets Manager, named by `NOTIFY_SECRET_ARN` ([`crate::secret`]).
 pub const ENVIRONMENT: &[&str] = &["NOTIFY_URL", "NOTIFY_SECRET_ARN", "QUEUE_URL", "DEAD_LETTER_QUEUE_URL"];
 
-/// No secret in here.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// No secret in here but what `NOTIFY_URL` may hold (a token in its path or query), which
+/// its Debug shows only as [`stemvault_aws::shown::loggable`] does.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where every webhook goes ([`notify_url`]).
     pub notify_url: Url,
@@ -20,6 +21,17 @@ pub struct Config {
     /// The notify dead-letter queue (the notify queue's redrive target): a message the
     /// receiver refused with 410 Gone is sent there, with its reason, to be redriven.
     pub dead_letter_queue_url: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("notify_url", &stemvault_aws::shown::loggable(&self.notify_url))
+            .field("notify_secret_arn", &self.notify_secret_arn)
+            .field("queue_url", &self.queue_url)
+            .field("dead_letter_queue_url", &self.dead_letter_queue_url)
+            .finish()
+    }
 }
 
 impl FromEnv for Config {
@@ -76,6 +88,17 @@ mod tests {
             ("DEAD_LETTER_QUEUE_URL", "http://q/1/notify-dlq"),
         ]);
         Config::from_lookup(|k| vars.get(k).map(|v| v.to_string()))
+    }
+
+    /// A token in the URL stays out of a `{:?}` of the settings (and of the poster).
+    #[test]
+    fn debug_shows_the_url_as_logged() {
+        let c = config("https://hooks.example.com/t0ken?key=s3cr3t").unwrap();
+        let poster = crate::poster::HttpPoster::new(c.notify_url.clone()).unwrap();
+        for shown in [format!("{c:?}"), format!("{poster:?}")] {
+            assert!(shown.contains("https://hooks.example.com/… (sha256 "), "{shown}");
+            assert!(!shown.contains("t0ken") && !shown.contains("s3cr3t"), "{shown}");
+        }
     }
 
     #[test]

@@ -12,10 +12,17 @@ use crate::error::PostError;
 
 /// Posts webhooks to `NOTIFY_URL`: no redirects followed, no proxy, connect and overall
 /// timeouts.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpPoster {
     client: reqwest::Client,
     url: Url,
+}
+
+/// The URL as logged (it may hold a token).
+impl std::fmt::Debug for HttpPoster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpPoster").field("url", &stemvault_aws::shown::loggable(&self.url)).finish_non_exhaustive()
+    }
 }
 
 impl HttpPoster {

@@ -50,8 +50,9 @@ impl Provider {
     }
 }
 
-/// The provider settings. No secret in here: [`read_provider_key`] reads it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The provider settings. No secret in here: [`read_provider_key`] reads it (the base URL's
+/// path may hold one, so Debug shows it as [`crate::shown::loggable_str`] does).
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     /// `PROVIDER`: `kie` (the default) or `sunoapi`.
     pub provider: Provider,
@@ -59,6 +60,16 @@ pub struct ProviderConfig {
     pub base_url: String,
     /// `PROVIDER_SECRET_ARN`: the secret holding the API key; None: no calls to the provider.
     pub secret_arn: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("provider", &self.provider)
+            .field("base_url", &crate::shown::loggable_str(&self.base_url))
+            .field("secret_arn", &self.secret_arn)
+            .finish()
+    }
 }
 
 impl ProviderConfig {
@@ -343,6 +354,14 @@ mod tests {
         ProviderConfig::read(&Env::new(ENVIRONMENT, move |k| {
             pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         }))
+    }
+
+    /// A key in the base URL's path stays out of a `{:?}` of the settings.
+    #[test]
+    fn debug_shows_the_base_url_as_logged() {
+        let c = config(&[("PROVIDER_BASE_URL", "https://gw.example/k3y-in-path")]).unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("https://gw.example/… (sha256 ") && !shown.contains("k3y"), "{shown}");
     }
 
     #[test]
