@@ -81,6 +81,11 @@ pub fn timeouts_without_attempt_limit() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(SDK_CONNECT_TIMEOUT).disable_operation_attempt_timeout().build()
 }
 
+/// Whether an `AWS_S3_FORCE_PATH_STYLE` value asks for path-style addressing.
+fn path_style(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true")
+}
+
 /// An SQS client for long polls (the local runner's queue consumers, the tests'; the
 /// functions receive nothing, Lambda does): no attempt timeout. A long poll answers after up
 /// to its wait, and a receive given up after SQS answered would hide its messages for their
@@ -90,10 +95,24 @@ pub fn long_polling_sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::C
     aws_sdk_sqs::Client::from_conf(sqs)
 }
 
-/// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE=true` (S3-compatible
-/// endpoints and emulators that have no virtual-host DNS).
+/// An S3 client; path-style addressing when `AWS_S3_FORCE_PATH_STYLE` is `true` in any case
+/// (S3-compatible endpoints and emulators that have no virtual-host DNS).
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
-    let force_path_style = std::env::var("AWS_S3_FORCE_PATH_STYLE").is_ok_and(|v| v == "true");
+    let force_path_style = std::env::var("AWS_S3_FORCE_PATH_STYLE").is_ok_and(|v| path_style(&v));
     let s3_config = aws_sdk_s3::config::Builder::from(config).force_path_style(force_path_style).build();
     aws_sdk_s3::Client::from_conf(s3_config)
+}
+
+#[cfg(test)]
+mod tests {
+    /// `TRUE` or ` true ` asks for path style as `true` does (it silently did not).
+    #[test]
+    fn path_style_is_true_in_any_case() {
+        for value in ["true", "TRUE", " True "] {
+            assert!(super::path_style(value), "{value}");
+        }
+        for value in ["false", "", "1", "yes"] {
+            assert!(!super::path_style(value), "{value}");
+        }
+    }
 }
