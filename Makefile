@@ -18,7 +18,7 @@ EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 
-.PHONY: help build-dir deps rust-components tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
+.PHONY: FORCE help build-dir deps rust-components tools python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -38,9 +38,13 @@ build-dir:
 # aws-sam-cli's, see checkov.txt), and the Standard Webhooks verifier of the notify tests.
 # Each installs with its <name>.lock as constraints: every dependency at the version tested.
 VENVS := emulator tools checkov webhooks
-# infra/python/install.sh makes one at a time (two makes started together share the work).
-$(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/python/%.lock
-	@infra/python/install.sh $(PYTHON) $*
+# infra/python/install.sh makes one at a time (two makes started together share the work). It
+# runs every time (FORCE): a venv is made again when its Python no longer runs or is not
+# PYTHON's version (a Python upgraded under it, another PYTHON), which no timestamp shows.
+$(VENVS:%=$(VENV)/%/.installed): $(VENV)/%/.installed: infra/python/%.txt infra/python/%.lock FORCE
+	@infra/python/install.sh "$(PYTHON)" $*
+
+FORCE:
 
 # After changing a requirements file: resolve every venv afresh and rewrite the locks, once
 # per Python (make python-locks PYTHON=python3.12 ...; each keeps the others' pins).

@@ -10,6 +10,18 @@ here=$(cd "$(dirname "$0")" && pwd)
 venvs="$here/../../.venv"
 venv="$venvs/$name" txt="$here/$name.txt" lock="$here/$name.lock"
 mkdir -p "$venvs"
+# Current: installed since its requirements changed, by a Python that still runs and is this
+# one's version (a Python upgraded or removed under the venv leaves its links dangling). An
+# install under way has no .installed yet (it is touched last).
+minor='import sys; print("%d.%d" % sys.version_info[:2])'
+wanted=$("$python" -c "$minor" 2>/dev/null || true)
+current() {
+  [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ] \
+    && [ -n "$wanted" ] && [ "$("$venv/bin/python" -c "$minor" 2>/dev/null)" = "$wanted" ]
+}
+if current; then
+  exit 0
+fi
 # A virtualenv, or a clear word on what this Python lacks (3.10 or later: the pinned moto,
 # cfn-lint and SAM CLI need it; Debian and Ubuntu ship venv's ensurepip apart, in python3-venv).
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null \
@@ -23,13 +35,13 @@ if ! "$python" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX | fcntl.LOCK_NB)' 
   echo "waiting for another install of .venv/$name" >&2
   "$python" -c 'import fcntl; fcntl.flock(9, fcntl.LOCK_EX)'
 fi
-if [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ]; then
+if current; then
   exit 0
 fi
 echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
 rm -rf "$venv"
 "$python" -m venv "$venv"
-version=$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+version=$("$venv/bin/python" -c "$minor")
 grep -qF "; python_version == \"$version\"" "$lock" \
   || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $version resolves the rest of $name.txt afresh" >&2
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$txt" -c "$lock"
