@@ -15,6 +15,19 @@ mkdir -p "$venvs"
 # install under way has no .installed yet (it is touched last).
 minor='import sys; print("%d.%d" % sys.version_info[:2])'
 wanted=$("$python" -c "$minor" 2>/dev/null || true)
+locked() { grep -qF "; python_version == \"$1\"" "$lock"; }
+# The default python3 at a version the lock does not cover (3.14, say, would resolve every
+# dependency afresh, some from source): the newest covered python3.X on the PATH instead.
+substituted=
+if [ "$python" = python3 ] && [ -n "$wanted" ] && ! locked "$wanted"; then
+  for version in 3.13 3.12 3.11 3.10; do
+    if locked "$version" && [ "$(python$version -c "import ensurepip; $minor" 2>/dev/null)" = "$version" ]; then
+      substituted="note: python3 is Python $wanted, which infra/python/$name.lock does not cover: using python$version (set PYTHON to choose)"
+      python=python$version wanted=$version
+      break
+    fi
+  done
+fi
 current() {
   [ "$venv/.installed" -nt "$txt" ] && [ "$venv/.installed" -nt "$lock" ] \
     && [ -n "$wanted" ] && [ "$("$venv/bin/python" -c "$minor" 2>/dev/null)" = "$wanted" ]
@@ -38,11 +51,12 @@ fi
 if current; then
   exit 0
 fi
+if [ -n "$substituted" ]; then echo "$substituted" >&2; fi
 echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
 rm -rf "$venv"
 "$python" -m venv "$venv"
 version=$("$venv/bin/python" -c "$minor")
-grep -qF "; python_version == \"$version\"" "$lock" \
+locked "$version" \
   || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $version resolves the rest of $name.txt afresh" >&2
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$txt" -c "$lock"
 touch "$venv/.installed"
