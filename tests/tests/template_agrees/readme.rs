@@ -1,5 +1,5 @@
-//! README.md's own links: every `(#anchor)` names one of its headings, as GitHub makes a
-//! heading's anchor, and its contents list every section.
+//! README.md's own links (every `(#anchor)` names one of its headings, as GitHub makes a
+//! heading's anchor, and its contents list every section) and its table of the `details` kinds.
 
 use super::*;
 
@@ -62,4 +62,67 @@ fn anchors_are_made_as_github_makes_them() {
     assert_eq!(anchor_of("The reconciler's resources"), "the-reconcilers-resources");
     assert_eq!(anchor_of("Answers, retries and the dead-letter queue"), "answers-retries-and-the-dead-letter-queue");
     assert_eq!(anchor_of("The `open-tasks` index"), "the-open-tasks-index");
+}
+
+/// Every field a key of `value` names, nested objects' and lists' too.
+fn field_names(value: &serde_json::Value, names: &mut BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                names.insert(key.clone());
+                field_names(inner, names);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|item| field_names(item, names)),
+        _ => {}
+    }
+}
+
+/// README's table of the `details` kinds names every kind the parser makes and every field
+/// each has (serialized with all of them set), and the kind a pointer to kept details has.
+#[test]
+fn the_details_table_names_every_kind_and_field() {
+    use suno_callbacks::Details;
+    use suno_callbacks::event::{LyricsVariant, MidiInstrument, MidiNote, SeparationType, Track};
+    let some = || Some("x".to_owned());
+    let track = Track {
+        id: "a".into(),
+        name: "tracks/a".into(),
+        title: some(),
+        prompt: some(),
+        model_name: some(),
+        tags: some(),
+        create_time: some(),
+        duration: Some(1.0),
+    };
+    let note = MidiNote { pitch: 60, start: 0.0, end: 1.0, velocity: 1.0 };
+    let kinds = [
+        Details::Tracks { tracks: vec![track] },
+        Details::Lyrics { variants: vec![LyricsVariant::default()] },
+        Details::Separation { separation_type: Some(SeparationType::SplitStem) },
+        Details::Midi { state: some(), instruments: vec![MidiInstrument { name: "piano".into(), notes: vec![note] }] },
+        Details::Voice {
+            voice_id: some(),
+            status: some(),
+            error_code: Some(1),
+            error_message: some(),
+            validate_info: Some(serde_json::json!({})),
+        },
+        Details::Error { error: "x".into() },
+    ];
+    let readme = read(&repo().join("README.md"));
+    let row = |kind: &str| readme.lines().find(|l| l.starts_with(&format!("| `{kind}` |"))).map(str::to_owned);
+    for details in kinds {
+        let json = serde_json::to_value(&details).unwrap();
+        let kind = json["kind"].as_str().unwrap().to_owned();
+        let row = row(&kind).unwrap_or_else(|| panic!("README's details table has no row for {kind}"));
+        let mut names = BTreeSet::new();
+        field_names(&json, &mut names);
+        names.remove("kind");
+        for name in names {
+            assert!(row.contains(&name), "README's {kind} row does not name {name}: {row}");
+        }
+    }
+    let kept_apart = stemvault_vault::ingest::DETAILS_KEPT_APART;
+    assert!(row(kept_apart).is_some(), "README's details table has no row for {kept_apart}");
 }
