@@ -838,7 +838,8 @@ async fn retry_after_is_read_from_a_busy_source() {
     };
     let cases = [
         ("/429", 429, "120".to_owned(), Some((120, 120))),
-        ("/503", 503, http_date, Some((3590, 3600))),
+        // An hour from when the date was written, less however slow the machine has been since.
+        ("/503", 503, http_date, Some((3300, 3600))),
         ("/bad", 503, "soon".to_owned(), None),
         ("/410", 410, "120".to_owned(), None),
     ];

@@ -681,12 +681,17 @@ impl LoadTask for MemoryPorts {
     async fn load_task(&self, task_id: &TaskId) -> Result<Option<TaskRecord>, StoreError> {
         self.called("load_task");
         let barrier = self.load_barrier.lock().unwrap().clone();
+        // Bounded: a read whose partner never comes fails its test rather than hanging it.
+        let meet = |barrier: Arc<Barrier>| async move {
+            let met = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await;
+            met.expect("load_task waited 30 s for a partner read that never came");
+        };
         if let Some(barrier) = &barrier {
-            barrier.wait().await;
+            meet(barrier.clone()).await;
         }
         let read = self.tables.lock().unwrap().get(task_id.as_str()).and_then(Collection::assemble);
-        if let Some(barrier) = &barrier {
-            barrier.wait().await;
+        if let Some(barrier) = barrier {
+            meet(barrier).await;
         }
         Ok(read)
     }

@@ -225,7 +225,8 @@ mod tests {
         let (origin, served) = answer_in_turn(vec![unknown.clone(), unknown]).await;
         let provider = HttpProvider::new(&origin, key, RequestSpacing::per_minute(120)).unwrap();
         let start = tokio::time::Instant::now();
-        provider.poll(Family::Voice, &task).await;
+        let answer = provider.poll(Family::Voice, &task).await;
+        assert!(matches!(answer, ProviderAnswer::Http { status: 200, .. }), "{answer:?}");
         assert_eq!(served.await.unwrap().len(), 2);
         assert!(start.elapsed() >= Duration::from_millis(500), "{:?}", start.elapsed());
     }

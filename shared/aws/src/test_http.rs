@@ -27,7 +27,9 @@ pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<St
     let served = tokio::spawn(async move {
         let mut requests = Vec::new();
         for reply in replies {
-            let (mut stream, _) = listener.accept().await.expect("a connection");
+            // Bounded: a test whose code never makes the request fails rather than hangs.
+            let accepted = tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await;
+            let (mut stream, _) = accepted.expect("no request came within 30 s").expect("a connection");
             requests.push(read_request(&mut stream).await);
             let _ = stream.write_all(&reply).await;
             let _ = stream.shutdown().await;

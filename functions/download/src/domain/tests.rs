@@ -59,6 +59,13 @@ fn hold_next_manifest(ports: &MemoryPorts) -> (oneshot::Receiver<()>, oneshot::S
     (at_gate, release)
 }
 
+/// Wait for the held manifest write to be reached: a test fails, rather than hangs, when the
+/// code under test never gets there.
+async fn reached(at_gate: oneshot::Receiver<()>) {
+    let reached = tokio::time::timeout(Duration::from_secs(30), at_gate).await;
+    reached.expect("the manifest write was never reached").expect("the gate was dropped");
+}
+
 /// What ingest does when a callback brings a new file: the file, `queued`; a new generation;
 /// the vault pending again.
 fn add_file(ports: &MemoryPorts, name: &str) {
@@ -207,7 +214,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
 
     let settling = run(&ports, "vocal", 1);
     let poll_ends_the_watch = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         let mut r = ports.record(TASK);
         (r.reconcile, r.reconcile_at, r.version) = (None, None, r.version + 1);
         ports.put_record(r);
@@ -533,7 +540,7 @@ async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
 
     let slow = run_body(&ports, job_body("vocal"), 1);
     let overtaking = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         add_file(&ports, "drums");
         let (outcome, checked) = run_body(&ports, job_body("drums"), 1).await;
         assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
@@ -1309,7 +1316,7 @@ async fn a_settle_refused_because_of_a_new_stage_is_made_again_for_it() {
 
     let settling = run_body(&ports, job_body("vocal"), 1);
     let completing = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         advance_stage(&ports, Stage::Complete);
         release.send(()).unwrap();
     };
@@ -1352,7 +1359,7 @@ async fn a_settle_refused_because_ingest_reopened_the_task_leaves_it_open() {
 
     let settling = run_body(&ports, job_body("vocal"), 1);
     let reopening = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         add_file(&ports, "bass");
         release.send(()).unwrap();
     };
@@ -1385,7 +1392,7 @@ async fn a_settle_refused_because_a_reopening_marked_the_task_keeps_the_mark() {
 
     let checking = check_settled(&ports, &task, None);
     let marking = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         let mut settled = ports.record(TASK);
         (settled.vault, settled.version) = (VaultState::Complete, settled.version + 1);
         settled.manifest_key = Some(format!("tasks/{TASK}/manifest.json"));
@@ -1803,11 +1810,9 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
     let generation = unknown.generation;
     let ports = MemoryPorts::with_record(unknown);
     ports.source(&url("vocal"), expired(404, "Not Found"));
-    let (reached, at_gate) = oneshot::channel();
-    let (release, released) = oneshot::channel();
-    *ports.manifest_gate.lock().unwrap() = Some(ManifestGate { reached, release: released });
+    let (at_gate, release) = hold_next_manifest(&ports);
     let register = async {
-        at_gate.await.unwrap();
+        reached(at_gate).await;
         let mut r = ports.record(TASK);
         let registration = Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) };
         let completion = registration.completion(&r, ports.now()).expect("the family and client_ref to add");
