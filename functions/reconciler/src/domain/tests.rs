@@ -548,6 +548,26 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     assert_eq!(found.record().stage, Stage::Final);
 }
 
+/// A last poll past the give-up time whose result the table refuses (recorded `unrecorded`)
+/// marks the task's last chance as any other poll does, and is owed again: the next run polls
+/// it rather than giving it up, and records the result.
+#[tokio::test]
+async fn an_unrecorded_last_poll_is_marked_and_asked_again() {
+    let ports = MemoryPorts::new(vec![success(), success()]);
+    register(&ports);
+    ports.table.advance(settings().give_up_after);
+    ports.table.fail_saves(1, StoreError::Rejected("item too large".into()));
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_failed, outcome.results, outcome.abandoned), (1, 0, 0), "{outcome:?}");
+    let record = ports.record();
+    assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unrecorded"));
+    assert!(record.last_chance_from.is_some(), "its last chance began");
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.abandoned, outcome.results), (0, 1), "{outcome:?}");
+    assert_eq!(ports.record().stage, Stage::Final);
+}
+
 /// Polled on time until its retention ran out, a task is given up as it comes due, without
 /// another poll.
 #[tokio::test]
