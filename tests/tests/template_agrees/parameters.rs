@@ -149,6 +149,10 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "https://api.kie.ai/?x=1",
         "https://api.kie.ai/#f",
         "http://api.kie.ai",
+        "https://10.0.0.5/suno",
+        "https://1.2.3.999",
+        "https://api.kie.1",
+        "https://256.1.1.1:443",
     ] {
         let functions_start = stemvault_aws::provider::base_url(url).is_ok();
         assert_eq!(provider.is_match(url), functions_start, "{url}");
@@ -248,6 +252,13 @@ fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
     assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 1), &own_secret), "none beside an own secret");
     let own_provider_secret = given(&[("ProviderApiKey", "none"), ("ProviderSecretArn", arn)]);
     assert!(holds(&template, rule("OneProviderKey", 0), &own_provider_secret));
+    // docs.sunoapi.org signs nothing: keys beside it are refused, a token alone is not.
+    let sunoapi_rule = &template["Rules"]["SunoapiSignsNothing"]["RuleCondition"];
+    assert!(holds(&template, sunoapi_rule, &given(&[("Provider", "sunoapi")])));
+    assert!(!holds(&template, sunoapi_rule, &given(&[])), "kie, the default, signs");
+    assert!(!holds(&template, rule("SunoapiSignsNothing", 0), &given(&[("WebhookHmacKeys", "k1")])));
+    let token_only = given(&[("WebhookHmacKeys", "none"), ("CallbackToken", "a-long-enough-token")]);
+    assert!(holds(&template, rule("SunoapiSignsNothing", 0), &token_only));
     // Another case of none is refused where it would be taken as a value (the patterns of
     // CallbackToken and NotifyUrl refuse it already).
     for (i, parameter) in ["WebhookHmacKeys", "ProviderApiKey"].into_iter().enumerate() {
