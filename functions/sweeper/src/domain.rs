@@ -102,9 +102,10 @@ pub trait CloseTask {
 /// What the function measures (CloudWatch metrics in [`crate::aws`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
-    /// A sweep: the open tasks it checked, those it could not sweep (a later run tries them
-    /// again), and of those the ones no retry mends (a panic, a record the table cannot
-    /// read); and how long ago the oldest open task past the grace period last received a
+    /// A sweep: the open tasks it checked, those it could not sweep that a later run may
+    /// (`failed`), those no retry mends (`broken`: a panic, a record the table cannot read;
+    /// apart, since the sweep meets them on every lap: counted as failed they would hold the
+    /// tasks-not-swept alarm in ALARM, hiding a later outage); and how long ago the oldest open task past the grace period last received a
     /// callback, in seconds (0: none; None: the index could not be read). Emitted by every
     /// run, zeros too, so an alarm can tell a quiet run from none.
     Swept { checked: usize, failed: usize, broken: usize, oldest_open_seconds: Option<u64> },
@@ -227,7 +228,7 @@ pub async fn sweep<P: Ports>(
     let claimant = Claimant { id: claimant_id.to_owned(), lease: settings.lease };
     let received_before = ports.now().minus(settings.grace);
     let start = match answer_within(BEST_EFFORT_CALL_TIMEOUT, "reading the sweep cursor", ports.read_cursor()).await {
-        // An entry past the query's range (a shorter grace since) cannot start a page.
+        // An entry past the query's range (a longer grace since) cannot start a page.
         Ok(cursor) => cursor.filter(|c| c.last_received_at < received_before),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the sweep cursor; starting at the oldest open task");
@@ -322,7 +323,8 @@ pub async fn sweep<P: Ports>(
             tracing::warn!(error = %e, "could not write the sweep cursor; the next run starts where this one did");
         }
     }
-    let (checked, failed, broken) = (outcome.tasks_checked, outcome.tasks_failed, outcome.tasks_broken);
+    let (checked, broken) = (outcome.tasks_checked, outcome.tasks_broken);
+    let failed = outcome.tasks_failed.saturating_sub(broken);
     let oldest = match oldest {
         Some(oldest) => Some(oldest),
         // Started after a cursor and never wrapped: the index's start read for it alone.

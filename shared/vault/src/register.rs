@@ -272,7 +272,8 @@ impl Completion {
     /// again, and the next
     /// settle writes its manifest over the old one (fenced by generation) and publishes its
     /// Task Vaulted under a new id (one id, one content). A task settled already gives up its
-    /// manifest key and is open again: the sweeper's next run asks for its manifest, as for
+    /// manifest key and is open again: the sweeper's next lap over the open tasks (its index
+    /// position is its old `last_received_at`) asks for its manifest, as for
     /// a settler that stopped before recording it (a task given up without files or a result
     /// stays out of the index: nothing would settle it). As every read-modify-write of the task item, it
     /// adopts the files of an attempt that wrote them but not the task item, unless the task
