@@ -17,7 +17,9 @@ use stemvault_vault::{Conditional, RECONCILE_DUE, RECONCILE_DUE_INDEX, StorageEr
 use suno_callbacks::{Family, TaskId, s3_key};
 
 use crate::Config;
-use crate::domain::{DueTask, EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer};
+use crate::domain::{
+    AwaitPollTurn, DueTask, EmitMetrics, ListDueTasks, Measure, PollProvider, PostponePoll, ProviderAnswer,
+};
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
 use crate::replay::{DeleteParked, ListParked, ReadParked, StillParked};
@@ -219,6 +221,15 @@ impl PostponePoll for AwsPorts {
     ) -> Result<Conditional, StoreError> {
         let update = postpone_poll_update(due_by, until);
         self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await
+    }
+}
+
+impl AwaitPollTurn for AwsPorts {
+    async fn await_poll_turn(&self, within: std::time::Duration) -> bool {
+        match &self.provider {
+            Some(provider) => provider.wait_for_turn(within).await,
+            None => true,
+        }
     }
 }
 

@@ -86,6 +86,13 @@ pub trait PollProvider {
     fn poll_provider(&self, family: Family, task_id: &TaskId) -> impl Future<Output = ProviderAnswer> + Send;
 }
 
+/// Wait for the provider's next turn (its requests are spaced: [`crate::request_spacing`])
+/// when it comes within `within` (true); false at once when it comes later. A run waits
+/// before each task, outside the task's budget.
+pub trait AwaitPollTurn {
+    fn await_poll_turn(&self, within: Duration) -> impl Future<Output = bool> + Send;
+}
+
 /// Move the next poll of the task `task_id` to `until` without reading its record (which
 /// cannot be read), only while the task is still watched and due by `due_by` (Conflict: it
 /// is not, or a write since scheduled its next poll, which then stands). Nothing else of the
@@ -132,9 +139,9 @@ pub use stemvault_vault::EmitMetrics;
 
 /// Everything a run needs: the accept use-case's ports, the parked callbacks
 /// ([`crate::replay`]), the index and the provider.
-pub trait Ports: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + Sync {}
+pub trait Ports: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + AwaitPollTurn + Sync {}
 
-impl<T> Ports for T where T: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + Sync {}
+impl<T> Ports for T where T: crate::replay::Ports + ListDueTasks + PostponePoll + PollProvider + AwaitPollTurn + Sync {}
 
 /// How a run is bounded and what it is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,6 +275,13 @@ pub async fn reconcile<P: Ports>(
     let claimant = format!("reconciler-{run_id}");
     for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
+            outcome.stopped_early = true;
+            break;
+        }
+        // The provider's next turn, before the task's budget starts (a slow pace never eats
+        // it); one past the run's time is left to the next run.
+        let until_stop = Duration::from_secs(stop_at.seconds_since(ports.now()));
+        if settings.polls && !ports.await_poll_turn(until_stop).await {
             outcome.stopped_early = true;
             break;
         }

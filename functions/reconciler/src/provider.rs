@@ -2,8 +2,9 @@
 //! with the API key as a Bearer token ([`suno_callbacks::poll::record_info_path`]; a voice task
 //! that endpoint does not know, at [`suno_callbacks::poll::generation_record_path`]). The key is
 //! the one in force ([`ProviderKey`]: read again when 5 minutes old, or when the provider
-//! refuses it, a refused poll being made once more with a rotated key). Every request waits
-//! its turn ([`RequestSpacing`]).
+//! refuses it, a refused poll being made once more with a rotated key). Every request books
+//! its turn ([`RequestSpacing`]); the run waits for the next before each task
+//! ([`HttpProvider::wait_for_turn`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,12 @@ impl HttpProvider {
         Ok(HttpProvider { client, base_url, key, spacing: Arc::new(spacing) })
     }
 
+    /// Wait for the provider's next turn if it comes within `within` (true); false at once
+    /// otherwise.
+    pub async fn wait_for_turn(&self, within: Duration) -> bool {
+        self.spacing.wait_for_turn(within).await
+    }
+
     /// One poll with the key in force, made once more when the provider refused it and a
     /// re-read brought another; a voice task the validation record does not know is asked for
     /// at the generation record. Transport failures are [`ProviderAnswer::Unreachable`].
@@ -109,7 +116,7 @@ impl HttpProvider {
     }
 
     async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {
-        self.spacing.wait_turn().await;
+        self.spacing.take_turn();
         let sent = self.client.get(url).bearer_auth(key.expose()).send().await;
         let mut response = match sent {
             Ok(response) => response,
@@ -214,10 +221,10 @@ mod tests {
         }
     }
 
-    /// Each request to the provider waits its turn: a voice task's two records are asked a
-    /// spacing apart.
+    /// Each request to the provider books its turn: a voice task's two records, asked
+    /// together, put the next turn two spacings off.
     #[tokio::test]
-    async fn requests_wait_their_turn() {
+    async fn each_request_books_a_turn() {
         use stemvault_aws::test_http::{answer_in_turn, json_reply};
         let key = stemvault_aws::test_http::key_in_force("k", "reconciler");
         let task = TaskId::parse("v0ice7a5k").unwrap();
@@ -225,10 +232,13 @@ mod tests {
         let (origin, served) = answer_in_turn(vec![unknown.clone(), unknown]).await;
         let provider = HttpProvider::new(&origin, key, RequestSpacing::per_minute(120)).unwrap();
         let start = tokio::time::Instant::now();
+        assert!(provider.wait_for_turn(Duration::ZERO).await, "the first turn is at once");
         let answer = provider.poll(Family::Voice, &task).await;
         assert!(matches!(answer, ProviderAnswer::Http { status: 200, .. }), "{answer:?}");
         assert_eq!(served.await.unwrap().len(), 2);
-        assert!(start.elapsed() >= Duration::from_millis(500), "{:?}", start.elapsed());
+        assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
+        assert!(provider.wait_for_turn(Duration::from_secs(60)).await);
+        assert!(start.elapsed() >= Duration::from_secs(1), "two spacings of 0.5 s: {:?}", start.elapsed());
     }
 
     #[test]

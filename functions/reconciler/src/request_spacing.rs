@@ -2,21 +2,27 @@
 //! its rate limit, with the user's own application (docs.sunoapi.org reports about 20
 //! requests in 10 s per key), so a run's polls leave room for the application's submissions
 //! instead of using the limit up in a burst.
+//!
+//! Each request books a turn as it goes ([`RequestSpacing::take_turn`]); a run waits for the
+//! next turn before a task, outside the task's time budget ([`RequestSpacing::wait_for_turn`]),
+//! so however slow the pace, no task runs out of time waiting, and a wait given up books
+//! nothing. Requests one task makes together (a voice task's two records, a poll repeated
+//! with a rotated key) go at once, each pushing the next turn on by a spacing.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 /// `RECONCILE_POLLS_PER_MINUTE` by default: one request a second, half the reported limit; a
 /// run's 50 polls take under a minute, within its time.
 pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 
-/// Hands out turns at most `per_minute` a minute, in the order asked.
+/// Turns at most `per_minute` a minute.
 #[derive(Debug)]
 pub struct RequestSpacing {
     spacing: Duration,
-    /// When the next turn may start (none given yet: at once).
+    /// When the next request may go (none booked yet: at once).
     next_turn: Mutex<Option<Instant>>,
 }
 
@@ -25,22 +31,34 @@ impl RequestSpacing {
         RequestSpacing { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(None) }
     }
 
-    /// Wait for this request's turn: the first at once, each later one a spacing after the
-    /// one before (or at once, when the last was longer ago).
-    pub async fn wait_turn(&self) {
-        let turn = {
-            let mut next_turn = self.next_turn.lock().await;
-            let turn = next_turn.map_or_else(Instant::now, |at| at.max(Instant::now()));
-            *next_turn = Some(turn + self.spacing);
-            turn
-        };
-        tokio::time::sleep_until(turn).await;
+    /// Book a request going now: the next turn is a spacing after it, or after the turn
+    /// already booked when that is later (no burst is saved up while nothing is asked).
+    pub fn take_turn(&self) {
+        let mut next_turn = self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        *next_turn = Some(next_turn.map_or(now, |at| at.max(now)) + self.spacing);
+    }
+
+    /// Wait for the next turn if it comes within `within` (true); false at once otherwise.
+    pub async fn wait_for_turn(&self, within: Duration) -> bool {
+        let next_turn = *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = Instant::now();
+        match next_turn {
+            Some(at) if at > now + within => false,
+            Some(at) => {
+                tokio::time::sleep_until(at).await;
+                true
+            }
+            None => true,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const FOREVER: Duration = Duration::from_secs(3600);
 
     /// Turns are a spacing apart, the first at once; a pause longer than the spacing gives
     /// the next at once again (no burst is saved up).
@@ -50,36 +68,31 @@ mod tests {
         let start = Instant::now();
         let mut started = Vec::new();
         for _ in 0..3 {
-            spacing.wait_turn().await;
+            assert!(spacing.wait_for_turn(FOREVER).await);
+            spacing.take_turn();
             started.push(start.elapsed());
         }
         assert_eq!(started, [Duration::ZERO, Duration::from_secs(1), Duration::from_secs(2)]);
         tokio::time::sleep(Duration::from_secs(10)).await;
         let resumed = Instant::now();
-        spacing.wait_turn().await;
-        spacing.wait_turn().await;
+        for _ in 0..2 {
+            spacing.wait_for_turn(FOREVER).await;
+            spacing.take_turn();
+        }
         assert_eq!(resumed.elapsed(), Duration::from_secs(1));
     }
 
-    /// Turns asked at once are given in order, a spacing apart.
+    /// Requests made together each push the next turn on by a spacing; a turn further off
+    /// than the time given is not waited for, and booking nothing, changes nothing.
     #[tokio::test(start_paused = true)]
-    async fn concurrent_requests_take_turns() {
-        let spacing = std::sync::Arc::new(RequestSpacing::per_minute(120));
+    async fn requests_made_together_push_the_next_turn_on() {
+        let spacing = RequestSpacing::per_minute(2);
+        spacing.take_turn();
+        spacing.take_turn();
         let start = Instant::now();
-        let waits: Vec<_> = (0..4)
-            .map(|_| {
-                let spacing = spacing.clone();
-                tokio::spawn(async move {
-                    spacing.wait_turn().await;
-                    start.elapsed()
-                })
-            })
-            .collect();
-        let mut started = Vec::new();
-        for wait in waits {
-            started.push(wait.await.unwrap());
-        }
-        started.sort();
-        assert_eq!(started, [0, 500, 1000, 1500].map(Duration::from_millis));
+        assert!(!spacing.wait_for_turn(Duration::from_secs(59)).await, "a minute off");
+        assert_eq!(start.elapsed(), Duration::ZERO, "not waited for");
+        assert!(spacing.wait_for_turn(FOREVER).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(60), "two spacings of 30 s");
     }
 }

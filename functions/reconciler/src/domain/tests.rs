@@ -73,6 +73,8 @@ struct MemoryPorts {
     parked_at: Mutex<HashMap<String, Timestamp>>,
     /// The provider never answers.
     polls_hang: std::sync::atomic::AtomicBool,
+    /// How long until the provider's next turn (zero: at once; not waited for in tests).
+    next_turn_in: Mutex<Duration>,
     /// How long the provider takes to answer.
     poll_latency: Mutex<Duration>,
     /// How far each poll moves the table's clock on.
@@ -105,6 +107,7 @@ impl MemoryPorts {
             still_parked_fails: Default::default(),
             parked_at: Mutex::default(),
             polls_hang: Default::default(),
+            next_turn_in: Mutex::default(),
             poll_latency: Mutex::default(),
             poll_moves_clock: Mutex::default(),
             after_publish: Mutex::default(),
@@ -251,6 +254,12 @@ impl PostponePoll for MemoryPorts {
             true
         });
         Ok(if applied { Conditional::Applied } else { Conditional::Conflict })
+    }
+}
+
+impl AwaitPollTurn for MemoryPorts {
+    async fn await_poll_turn(&self, within: Duration) -> bool {
+        *self.next_turn_in.lock().unwrap() <= within
     }
 }
 
@@ -1204,6 +1213,15 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (2, 1, true), "{outcome:?}");
     *ports.poll_moves_clock.lock().unwrap() = Duration::ZERO;
     assert_eq!(run(&ports).await.polls, 1, "the one left, in the next run");
+
+    // The provider's next turn further off than the run's stop (a slow pace): the run polls
+    // nothing rather than starting a task it would spend waiting; the tasks stay due.
+    ports.until_due();
+    *ports.next_turn_in.lock().unwrap() = Duration::from_secs(61);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (2, 0, true), "{outcome:?}");
+    *ports.next_turn_in.lock().unwrap() = Duration::from_secs(59);
+    assert_eq!(run(&ports).await.polls, 2, "a turn within the run's time is waited for");
 }
 
 /// A 429 is the account's limit (no task is polled more than every 30 s): the run polls no
