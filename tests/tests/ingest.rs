@@ -547,9 +547,9 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
     assert_eq!(env.object(&body_key(&event, &body)).await.as_deref(), Some(&body[..]), "the notes are in the archive");
 
     // Kept whole as JSON beside it, and linked by the results function's GET.
-    let details_key = s3_key::details_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&body)));
-    assert_eq!(details["details_key"], details_key);
     let notes = serde_json::to_vec(&event.details).unwrap();
+    let details_key = s3_key::details_key(&event.task_id, event.stage, &hex::encode(Sha256::digest(&notes)));
+    assert_eq!(details["details_key"], details_key);
     assert!(env.object(&details_key).await == Some(notes.clone()), "the details object holds the notes");
     let results = env.results_app(Duration::from_secs(60));
     let get = lambda_http::http::Request::builder().uri("/tasks/midi0big0task").body(Body::Empty).unwrap();

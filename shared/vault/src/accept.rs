@@ -178,8 +178,8 @@ async fn accept_unbounded<P: Ports>(
 
     let (fits, fitted) = tokio::sync::oneshot::channel();
     // Once a merge fits (never, when the record would be too large: the sender is dropped).
-    let details = crate::ingest::oversized_details(event)
-        .map(|json| (crate::ingest::kept_details_key(event, &info.sha256_hex), json));
+    let details =
+        crate::ingest::oversized_details(event).map(|json| (crate::ingest::kept_details_key(event, &json), json));
     let archive = async {
         if fitted.await.is_err() {
             return Ok(());

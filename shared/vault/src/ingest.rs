@@ -418,7 +418,7 @@ fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo
             "kind": DETAILS_KEPT_APART,
             "details_kind": kind,
             "bytes": json.len(),
-            "details_key": kept_details_key(event, &body.sha256_hex),
+            "details_key": kept_details_key(event, &json),
             "body_key": body.archive_key,
         })),
     };
@@ -457,10 +457,12 @@ pub fn oversized_details(event: &CallbackEvent) -> Option<String> {
     }
 }
 
-/// Where the details of `event`, whose body's SHA-256 is `body_sha256_hex`, are kept when
-/// they are [too large](oversized_details) for the task item.
-pub fn kept_details_key(event: &CallbackEvent, body_sha256_hex: &str) -> String {
-    s3_key::details_key(&event.task_id, event.stage, body_sha256_hex)
+/// Where the details of `event`, `json` as [`oversized_details`] renders them, are kept when
+/// they are too large for the task item: named by that JSON's own SHA-256, so the object
+/// under a key is always its content (written only where none is), whatever rendering
+/// another build gave the same body.
+pub fn kept_details_key(event: &CallbackEvent, json: &str) -> String {
+    s3_key::details_key(&event.task_id, event.stage, &crate::accept::body_sha256_hex(json.as_bytes()))
 }
 
 /// The `kind` of the pointer a task item holds for details kept apart, beside the archived body.

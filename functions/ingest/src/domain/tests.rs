@@ -55,6 +55,11 @@ fn midi(notes: usize) -> CallbackEvent {
     }
 }
 
+/// The details of `e` as they are kept apart: JSON, named by its own SHA-256.
+fn details_json(e: &CallbackEvent) -> Vec<u8> {
+    serde_json::to_vec(&e.details).unwrap()
+}
+
 /// MIDI notes too many for the task item are kept whole as JSON beside the archived body, and
 /// the record points at both (a retry writes them again, as it archives the body again); a
 /// few stay in the task item alone.
@@ -63,7 +68,7 @@ async fn results_too_large_for_the_task_item_are_kept_beside_the_body() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let (e, body) = (midi(5_000), b"{\"midi\":1}");
     ingest(&ports, &settings(), &e, body, "req-1").await.unwrap();
-    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
+    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(details_json(&e))));
     let kept = ports.body(&details_key).expect("the details kept");
     assert!(kept == serde_json::to_vec(&e.details).unwrap(), "as JSON, whole");
     assert_eq!(ports.body(&body_key("final", body)).as_deref(), Some(&body[..]));
@@ -81,7 +86,7 @@ async fn results_too_large_for_the_task_item_are_kept_beside_the_body() {
 async fn kept_details_that_fail_to_write_are_written_by_the_retry() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
     let (e, body) = (midi(5_000), b"{\"midi\":1}");
-    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(body)));
+    let details_key = format!("tasks/{TASK}/details/final-{}.json", hex::encode(Sha256::digest(details_json(&e))));
     ports.refuse_archive_under(Some(&format!("tasks/{TASK}/details/")));
     let err = ingest(&ports, &settings(), &e, body, "req-1").await.unwrap_err();
     assert!(matches!(&err, AcceptError::Archive(why) if why.message.contains("details")), "{err}");

@@ -822,11 +822,14 @@ fn details_over_the_limit_become_a_pointer_to_the_object_holding_them() {
     let full = serde_json::to_string(&large.details).unwrap().len();
     assert!(full > MAX_DETAILS_BYTES);
     let out = ingest_callback(Some(&r), &large, &body("l"), &claimant("r"), now(1)).record;
+    // Named by the details' own JSON, not the body they came in.
+    let json = serde_json::to_string(&large.details).unwrap();
+    let details_key = format!("tasks/task-1/details/final-{}.json", crate::accept::body_sha256_hex(json.as_bytes()));
     assert_eq!(
         out.details,
         Some(serde_json::json!({
             "kind": "in_body", "details_kind": "midi", "bytes": full,
-            "details_key": "tasks/task-1/details/final-l.json", "body_key": "tasks/task-1/callbacks/x-l.json"
+            "details_key": details_key, "body_key": "tasks/task-1/callbacks/x-l.json"
         }))
     );
     // What the caller keeps under `details_key`: the details whole, as JSON.
