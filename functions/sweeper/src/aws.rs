@@ -35,8 +35,9 @@ pub const CURSOR_SK: &str = "cursor";
 /// `Function`.
 pub const TASKS_SWEPT: &str = "TasksSwept";
 
-/// Open tasks a sweep could not sweep (a table or queue error, the task's budget run out, a
-/// panic): a later run tries them again.
+/// Open tasks a sweep could not sweep but a later run may (a table or queue error, the task's
+/// budget run out); one no retry mends (a panic, a record the table cannot read) counts in
+/// `TasksBroken` alone.
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
 /// How long ago the oldest open task past the grace period last received a callback, in
