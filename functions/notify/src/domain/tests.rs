@@ -81,6 +81,12 @@ fn what_is_not_a_stemvault_event_is_malformed() {
     for body in cases {
         assert!(matches!(parse_event(&body), Err(NotifyError::Malformed(_))), "{body}");
     }
+    // What it says of a long source or detail-type (logged) is their first characters.
+    for field in ["source", "detail-type"] {
+        let long = with(&[field], json!("x".repeat(100_000)));
+        let Err(NotifyError::Malformed(why)) = parse_event(&long) else { panic!("{field}: malformed") };
+        assert!(why.contains(&"x".repeat(64)) && !why.contains(&"x".repeat(65)), "{field}: {why}");
+    }
 }
 
 /// An event published by a newer release (ingest deployed before notify, or a dead-letter
