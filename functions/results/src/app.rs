@@ -27,7 +27,16 @@ pub const ANSWER_WITHIN: Duration = Duration::from_secs(8);
 
 /// When to ask again about a parked task: the reconciler replays parked callbacks every 2
 /// minutes (template.yaml, ReconcilerFunction's schedule).
-const PARKED_RETRY_AFTER: &str = "60";
+const PARKED_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// When to ask again after the table or a link's signing failed.
+const UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// `response` asking the caller to wait `wait` (`Retry-After`, whole seconds).
+fn with_retry_after(mut response: Response<Body>, wait: Duration) -> Response<Body> {
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+    response
+}
 
 /// The results function with its clients, built once per Lambda instance.
 pub struct App {
@@ -214,9 +223,7 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
                 "message": "a callback of this task was received but not recorded yet (the task table \
                             could not take it); the reconciler records it within minutes",
             });
-            let mut response = response::json(StatusCode::ACCEPTED, &body);
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(PARKED_RETRY_AFTER));
-            response
+            with_retry_after(response::json(StatusCode::ACCEPTED, &body), PARKED_RETRY_AFTER)
         }
         Ok(None) => {
             tracing::info!("task not found");
@@ -232,9 +239,7 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
 
 /// 503 with `Retry-After: 1`: the same request may be answered a second later.
 fn try_again_soon(code: &str, message: &str) -> Response<Body> {
-    let mut response = response::error(StatusCode::SERVICE_UNAVAILABLE, code, message);
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    with_retry_after(response::error(StatusCode::SERVICE_UNAVAILABLE, code, message), UNAVAILABLE_RETRY_AFTER)
 }
 
 /// The details go to the log, not to the caller.
@@ -339,7 +344,7 @@ mod tests {
         let (status, body, response) = call(&ports, Method::GET, "/tasks/t2").await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!((body["task_id"].as_str(), body["status"].as_str()), (Some("t2"), Some("parked")));
-        assert_eq!(response.headers()[header::RETRY_AFTER], PARKED_RETRY_AFTER);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "60");
     }
 
     #[tokio::test]
