@@ -281,6 +281,15 @@ fn settings() -> Settings {
     Settings::default()
 }
 
+/// Ports answering polls with `script`, a task registered on them, and their clock at its
+/// give-up time, no poll made.
+fn registered_at_its_give_up_time(script: Vec<ProviderAnswer>) -> MemoryPorts {
+    let ports = MemoryPorts::new(script);
+    register(&ports);
+    ports.table.advance(settings().give_up_after);
+    ports
+}
+
 fn register(ports: &MemoryPorts) {
     let registration = Registration { family: Family::VocalSeparation, client_ref: Some("order-17".into()) };
     let record = registration.record(&TaskId::parse(TASK).unwrap(), ports.table.now(), Duration::from_secs(600));
@@ -513,9 +522,7 @@ async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
 /// result is recorded, not given up.
 #[tokio::test]
 async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
-    let ports = MemoryPorts::new(vec![pending()]);
-    register(&ports);
-    ports.table.advance(settings().give_up_after);
+    let ports = registered_at_its_give_up_time(vec![pending()]);
     let outcome = run(&ports).await;
     assert_eq!((outcome.abandoned, outcome.polls), (0, 1), "its last poll: {outcome:?}");
     assert!(ports.record().abandoned.is_none());
@@ -526,9 +533,7 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     assert!(matches!(counted, Some(Measure::Reconciled { given_up: 1, .. })), "{counted:?}");
 
     // A last poll the provider does not answer (a rate limit) is owed again: not given up.
-    let limited = MemoryPorts::new(vec![status(430), pending()]);
-    register(&limited);
-    limited.table.advance(settings().give_up_after);
+    let limited = registered_at_its_give_up_time(vec![status(430), pending()]);
     let outcome = run(&limited).await;
     assert_eq!((outcome.abandoned, outcome.polls), (0, 1), "{outcome:?}");
     limited.until_due();
@@ -549,9 +554,7 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
     late.until_due();
     assert_eq!(run(&late).await.abandoned, 1);
 
-    let found = MemoryPorts::new(vec![success()]);
-    register(&found);
-    found.table.advance(settings().give_up_after);
+    let found = registered_at_its_give_up_time(vec![success()]);
     let outcome = run(&found).await;
     assert_eq!((outcome.abandoned, outcome.results), (0, 1), "{outcome:?}");
     assert_eq!(found.record().stage, Stage::Final);
@@ -562,9 +565,7 @@ async fn a_task_polled_late_gets_a_last_poll_before_it_is_given_up() {
 /// it rather than giving it up, and records the result.
 #[tokio::test]
 async fn an_unrecorded_last_poll_is_marked_and_asked_again() {
-    let ports = MemoryPorts::new(vec![success(), success()]);
-    register(&ports);
-    ports.table.advance(settings().give_up_after);
+    let ports = registered_at_its_give_up_time(vec![success(), success()]);
     ports.table.fail_saves(1, StoreError::Rejected("item too large".into()));
     let outcome = run(&ports).await;
     assert_eq!((outcome.tasks_failed, outcome.results, outcome.abandoned), (1, 0, 0), "{outcome:?}");
