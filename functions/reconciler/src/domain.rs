@@ -401,13 +401,22 @@ async fn reconcile_task<P: Ports>(
         tracing::info!(task_id, "given up earlier: no longer watched");
         return Ok(Handled::Unwatched);
     }
-    let can_poll = settings.polls && suno_callbacks::poll::record_info_path(record.family).is_some();
+    // Why the task cannot be polled, if it cannot. No record-info endpoint to ask: an unknown
+    // family (a task registered from a stale callback whose family could not be told), whose
+    // polls would each be an `unreachable` write until the give-up.
+    let cannot_poll = if !settings.polls {
+        Some("no provider key")
+    } else if suno_callbacks::poll::record_info_path(record.family).is_none() {
+        Some("its family has no record-info endpoint")
+    } else {
+        None
+    };
     if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
         // A task whose polls came late (the runs behind), or whose last poll the provider did
         // not answer, is polled again before it is given up as abandoned: its result may be
         // there.
         let last_chance = reason == reconcile::ABANDONED_REASON
-            && can_poll
+            && cannot_poll.is_none()
             && reconcile::awaits_result(&record)
             && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
         if !last_chance {
@@ -418,14 +427,7 @@ async fn reconcile_task<P: Ports>(
             "its give-up time came without an answered poll within the hour before: polling it again"
         );
     }
-    if !settings.polls {
-        return put_off_until_given_up(ports, settings, task_id, &record, now, "no provider key").await;
-    }
-    if suno_callbacks::poll::record_info_path(record.family).is_none() {
-        // No record-info endpoint to ask (an unknown family: a task registered from a stale
-        // callback whose family could not be told): each poll would be an `unreachable` write
-        // until the give-up.
-        let why = "its family has no record-info endpoint";
+    if let Some(why) = cannot_poll {
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
 

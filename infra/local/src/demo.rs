@@ -344,8 +344,7 @@ async fn wait_for_vault(
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| stemvault_aws::http::retry_after(v.to_str().ok()?, std::time::SystemTime::now()));
         let text = response.text().await.unwrap_or_default();
         if !matches!(status, 200 | 202 | 404 | 503) {
             return Err(DemoError::Results { status, body: text });

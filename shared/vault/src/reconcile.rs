@@ -314,9 +314,10 @@ fn polled_result(record: &TaskRecord) -> Option<PolledResult> {
     if record.polled_result.is_some() {
         return record.polled_result;
     }
-    match record.last_poll.as_ref()?.outcome.as_str() {
-        "unrecorded" => Some(PolledResult::Unfinished),
-        outcome => outcome.strip_prefix("result:")?.parse().ok().map(PolledResult::Recorded),
+    match PollOutcome::from_text(&record.last_poll.as_ref()?.outcome)? {
+        PollOutcome::Unrecorded => Some(PolledResult::Unfinished),
+        PollOutcome::Result(stage) => Some(PolledResult::Recorded(stage)),
+        _ => None,
     }
 }
 
