@@ -354,6 +354,11 @@ mod tests {
         let on = refresher(&provider(Provider::Kie), key, &policy).unwrap();
         assert_eq!(on.endpoint, "http://127.0.0.1:9/api/v1/common/download-url");
         assert!(!format!("{on:?}").contains("\"k\""), "the key is never shown");
+        // Nor a key in the base URL's path.
+        let keyed = ProviderConfig { base_url: "https://gw.example/k3y".into(), ..provider(Provider::Kie) };
+        let on = refresher(&keyed, Some(key_in_force("k")), &policy).unwrap();
+        let shown = format!("{on:?}");
+        assert!(shown.contains("https://gw.example/… (sha256 ") && !shown.contains("k3y"), "{shown}");
     }
 
     /// A one-shot provider: answers the first request with `status` and `body`, and hands

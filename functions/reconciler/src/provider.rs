@@ -25,12 +25,21 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024;
 
 /// The record-info endpoints of one provider.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HttpProvider {
     client: reqwest::Client,
     base_url: String,
     key: Arc<ProviderKey>,
     spacing: Arc<RequestSpacing>,
+}
+
+/// The base URL as the logs show it (its path may hold a key).
+impl std::fmt::Debug for HttpProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("base_url", &stemvault_aws::shown::loggable_str(&self.base_url))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Whether the provider refused the key (401/403, as HTTP status or as the body's `code`).
@@ -239,6 +248,15 @@ mod tests {
         assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
         assert!(provider.wait_for_turn(Duration::from_secs(60)).await);
         assert!(start.elapsed() >= Duration::from_secs(1), "two spacings of 0.5 s: {:?}", start.elapsed());
+    }
+
+    /// A key in the base URL's path stays out of a `{:?}` of the provider.
+    #[test]
+    fn debug_shows_the_base_url_as_logged() {
+        let key = stemvault_aws::test_http::key_in_force("k", "reconciler");
+        let provider = HttpProvider::new("https://gw.example/k3y-in-path", key, unspaced()).unwrap();
+        let shown = format!("{provider:?}");
+        assert!(shown.contains("https://gw.example/… (sha256 ") && !shown.contains("k3y"), "{shown}");
     }
 
     #[test]
