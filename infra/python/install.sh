@@ -55,8 +55,7 @@ if [ -n "$substituted" ]; then echo "$substituted" >&2; fi
 echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
 rm -rf "$venv"
 "$python" -m venv "$venv"
-version=$("$venv/bin/python" -c "$minor")
-locked "$version" \
-  || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $version resolves the rest of $name.txt afresh" >&2
+locked "$wanted" \
+  || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $wanted resolves the rest of $name.txt afresh" >&2
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$txt" -c "$lock"
 touch "$venv/.installed"

@@ -29,7 +29,7 @@ use crate::auth::Auth;
 use crate::domain::{EmitMetrics, Measure};
 use crate::secret::CallbackSecret;
 
-pub use stemvault_aws::secrets::REFUSAL_REREAD_INTERVAL;
+use stemvault_aws::secrets::REFUSAL_REREAD_INTERVAL;
 
 /// How old the checks in force may be: a key revoked from the secret is refused after this.
 pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;

@@ -220,7 +220,7 @@ pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
     let envelope: Envelope =
         serde_json::from_str(body).map_err(|e| malformed(format!("not an EventBridge event: {e}")))?;
     // A message sent by hand may hold anything there: its first characters say enough.
-    let cut = |text: &str| text.chars().take(64).collect::<String>();
+    let cut = |text: &str| stemvault_vault::text::first_chars(text, 64);
     if envelope.source != EVENT_SOURCE {
         return Err(malformed(format!("source {:?} is not {EVENT_SOURCE:?}", cut(&envelope.source))));
     }

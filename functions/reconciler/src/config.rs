@@ -67,12 +67,10 @@ impl FromEnv for Config {
             provider: ProviderConfig::read(env)?,
             reconcile_after,
             give_up_after,
-            polls_per_minute: env.number(
-                "RECONCILE_POLLS_PER_MINUTE",
-                crate::request_spacing::DEFAULT_POLLS_PER_MINUTE,
-                1,
-                1200,
-            )?,
+            polls_per_minute: {
+                use crate::request_spacing::{DEFAULT_POLLS_PER_MINUTE, POLLS_PER_MINUTE_RANGE as RANGE};
+                env.number("RECONCILE_POLLS_PER_MINUTE", DEFAULT_POLLS_PER_MINUTE, *RANGE.start(), *RANGE.end())?
+            },
         })
     }
 }

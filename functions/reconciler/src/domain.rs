@@ -510,9 +510,15 @@ async fn reconcile_task<P: Ports>(
             // PROVIDER_BASE_URL, which would leave every watched task unreadable until it is
             // given up, or a maintenance page, which passes.
             Err(e) if answer_code(&body).is_none() => {
+                // A body without a code still reads as the provider's error (its `msg`), which
+                // may quote a file link or the callback URL (its token).
+                let error = match &e {
+                    PollError::Provider { message, .. } => stemvault_aws::shown::provider_message(message),
+                    other => other.to_string(),
+                };
                 tracing::error!(
                     task_id,
-                    error = %shown(&e),
+                    error,
                     "PROVIDER_BASE_URL answered 200 without the provider's JSON answer (is it the provider's API \
                      root, or a maintenance page?); polling again later"
                 );
@@ -529,7 +535,7 @@ async fn reconcile_task<P: Ports>(
                 PollOutcome::Provider(code)
             }
             Err(e) => {
-                tracing::warn!(task_id, error = %shown(&e), "unreadable record-info answer");
+                tracing::warn!(task_id, error = %e, "unreadable record-info answer");
                 PollOutcome::Unreadable
             }
         },
@@ -566,17 +572,6 @@ async fn reconcile_task<P: Ports>(
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| Some(poll_bookkeeping(r, &polled, now))).await?;
     Ok(Handled::Polled(polled))
-}
-
-/// A poll's error as logged: a message the provider wrote may quote the callback URL (its
-/// token) or a file link, so only [`stemvault_aws::shown::provider_message`] of it.
-fn shown(e: &PollError) -> String {
-    match e {
-        PollError::Provider { code, message } => {
-            format!("provider answered code {code}: {}", stemvault_aws::shown::provider_message(message))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not

@@ -18,39 +18,37 @@ use tokio::time::Instant;
 /// run's 50 polls take under a minute, within its time.
 pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 
+/// The fewest and most `RECONCILE_POLLS_PER_MINUTE` may ask for (the template's bounds).
+pub const POLLS_PER_MINUTE_RANGE: std::ops::RangeInclusive<u32> = 1..=1200;
+
 /// Turns at most `per_minute` a minute.
 #[derive(Debug)]
 pub struct RequestSpacing {
     spacing: Duration,
-    /// When the next request may go (none booked yet: at once).
-    next_turn: Mutex<Option<Instant>>,
+    /// When the next request may go (a time past: at once).
+    next_turn: Mutex<Instant>,
 }
 
 impl RequestSpacing {
     pub fn per_minute(per_minute: u32) -> RequestSpacing {
-        RequestSpacing { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(None) }
+        RequestSpacing { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(Instant::now()) }
     }
 
     /// Book a request going now: the next turn is a spacing after it, or after the turn
     /// already booked when that is later (no burst is saved up while nothing is asked).
     pub fn take_turn(&self) {
         let mut next_turn = self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        *next_turn = Some(next_turn.map_or(now, |at| at.max(now)) + self.spacing);
+        *next_turn = (*next_turn).max(Instant::now()) + self.spacing;
     }
 
     /// Wait for the next turn if it comes within `within` (true); false at once otherwise.
     pub async fn wait_for_turn(&self, within: Duration) -> bool {
         let next_turn = *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let now = Instant::now();
-        match next_turn {
-            Some(at) if at > now + within => false,
-            Some(at) => {
-                tokio::time::sleep_until(at).await;
-                true
-            }
-            None => true,
+        if next_turn > Instant::now() + within {
+            return false;
         }
+        tokio::time::sleep_until(next_turn).await;
+        true
     }
 }
 

@@ -166,7 +166,8 @@ impl ApiKey {
 #[error("no provider API key: the provider secret has not been readable since start-up")]
 pub struct KeyUnread;
 
-pub use crate::secrets::{REFUSAL_REREAD_INTERVAL, UNREAD_REREAD_INTERVAL};
+use crate::secrets::REFUSAL_REREAD_INTERVAL;
+pub use crate::secrets::UNREAD_REREAD_INTERVAL;
 
 /// A failed request to the provider, as `<what happened>: <the request's error and its
 /// causes>` ([`crate::http::describe`]): `timed out: ...`, `could not connect: ...` or

@@ -73,7 +73,7 @@ impl<'de> serde::Deserialize<'de> for Fields {
                         "family" => ("family", &mut fields.family),
                         "client_ref" => ("client_ref", &mut fields.client_ref),
                         other => {
-                            fields.unknown = fields.unknown.or_else(|| Some(other.chars().take(64).collect()));
+                            fields.unknown = fields.unknown.or_else(|| Some(crate::text::first_chars(other, 64)));
                             map.next_value::<serde::de::IgnoredAny>()?;
                             continue;
                         }
@@ -119,9 +119,11 @@ impl Registration {
             None | Some(serde_json::Value::Null) => return Err(RegistrationError::NoFamily),
             Some(serde_json::Value::String(name)) => match name.parse::<Family>() {
                 Ok(family) if family != Family::Unknown => family,
-                _ => return Err(RegistrationError::UnknownFamily(name.chars().take(64).collect())),
+                _ => return Err(RegistrationError::UnknownFamily(crate::text::first_chars(name, 64))),
             },
-            Some(other) => return Err(RegistrationError::UnknownFamily(other.to_string().chars().take(64).collect())),
+            Some(other) => {
+                return Err(RegistrationError::UnknownFamily(crate::text::first_chars(&other.to_string(), 64)));
+            }
         };
         let client_ref = match &fields.client_ref {
             None | Some(serde_json::Value::Null) => None,

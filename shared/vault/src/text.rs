@@ -22,6 +22,12 @@ pub fn cut(text: &str, max: usize, marker: impl FnOnce(usize) -> String) -> Cow<
     Cow::Owned(format!("{}{marker}", &text[..end]))
 }
 
+/// The first `n` characters of `text`, for naming a value given from outside (an unknown
+/// field or family) without echoing all of it.
+pub fn first_chars(text: &str, n: usize) -> String {
+    text.chars().take(n).collect()
+}
+
 /// A failure reason as kept in a file's item: at most [`MAX_REASON_BYTES`].
 pub fn bounded_reason(reason: &str) -> Cow<'_, str> {
     cut(reason, MAX_REASON_BYTES, |len| format!("… [cut: {len} bytes]"))

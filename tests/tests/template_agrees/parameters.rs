@@ -252,6 +252,13 @@ fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
     assert!(holds(&template, rule("CallbacksMustBeAuthenticated", 1), &own_secret), "none beside an own secret");
     let own_provider_secret = given(&[("ProviderApiKey", "none"), ("ProviderSecretArn", arn)]);
     assert!(holds(&template, rule("OneProviderKey", 0), &own_provider_secret));
+    // Bounds a deploy must keep for the reconciler to start: a give-up always past the first
+    // poll's wait, and a pace its code takes.
+    let bound = |name: &str, side: &str| parameters[name][side].as_u64().unwrap_or_else(|| panic!("{name} {side}"));
+    assert!(bound("ReconcileGiveUpSeconds", "MinValue") > bound("ReconcileAfterSeconds", "MaxValue"));
+    let pace = stemvault_reconciler::request_spacing::POLLS_PER_MINUTE_RANGE;
+    let pace_bounds = (bound("ReconcilePollsPerMinute", "MinValue"), bound("ReconcilePollsPerMinute", "MaxValue"));
+    assert_eq!(pace_bounds, (u64::from(*pace.start()), u64::from(*pace.end())));
     // docs.sunoapi.org signs nothing: keys beside it are refused, a token alone is not.
     let sunoapi_rule = &template["Rules"]["SunoapiSignsNothing"]["RuleCondition"];
     assert!(holds(&template, sunoapi_rule, &given(&[("Provider", "sunoapi")])));
