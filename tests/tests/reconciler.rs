@@ -153,6 +153,38 @@ async fn a_registered_task_never_called_back_is_vaulted_by_polling() {
     assert_eq!((got["stage"].as_str(), got["vault"].as_str()), (Some("final"), Some("complete")));
 }
 
+/// A task registered under the wrong family: its endpoint says "not found", and a second
+/// registration naming the right one (200) has it polled there and vaulted.
+#[tokio::test]
+async fn a_task_registered_under_the_wrong_family_is_corrected_by_registering_it_again() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = new_task_id();
+    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
+    register(&env, &task, "music").await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+    let right = format!(r#"{{"family":"vocal_separation","client_ref":"order-{task}"}}"#);
+    let (status, refused) = call(&results(&env), "PUT", &task, &right).await;
+    assert_eq!((status, &refused["conflicting"]), (StatusCode::CONFLICT, &serde_json::json!(["family"])));
+
+    let outcome = run_due(&env, &app, &task).await;
+    assert_eq!((outcome.polls, outcome.results), (1, 0), "{outcome:?}");
+    assert!(env.task_record(&task).await.not_found_since.is_some());
+    let (status, corrected) = call(&results(&env), "PUT", &task, &right).await;
+    assert_eq!((status, corrected["stage"].as_str()), (StatusCode::OK, Some("submitted")), "{corrected}");
+    let wrong = format!(r#"{{"family":"music","client_ref":"order-{task}"}}"#);
+    assert_eq!(call(&results(&env), "PUT", &task, &wrong).await.0, StatusCode::CONFLICT);
+
+    // Due at once: polled at the right endpoint without being made due.
+    let outcome = app.run_within("test", Duration::from_secs(30)).await.expect("a run");
+    assert_eq!((outcome.polls, outcome.results), (1, 1), "{outcome:?}");
+    download_all(&env, &provider).await;
+    let record = env.task_record(&task).await;
+    assert_eq!((record.family, record.registered_family), (Family::VocalSeparation, Some(Family::VocalSeparation)));
+    assert_eq!((record.stage, record.vault, record.not_found_since), (Stage::Final, VaultState::Complete, None));
+    assert_eq!(stored_names(&record), ["instrumental", "vocal"]);
+}
+
 /// A callback signed by a key but delivered past the signature's window (a provider retry
 /// not signed again) is refused, and its task registered: the reconciler's poll vaults it,
 /// with the provider's answer's files, not the unsigned body's.

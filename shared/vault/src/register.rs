@@ -191,9 +191,12 @@ impl Registration {
         let mut completion = Completion {
             client_ref: self.client_ref.clone().filter(|_| recorded.client_ref.is_none()),
             family: (recorded.family != self.family && family_open(recorded)).then_some(self.family),
-            // The family a guess left open, now given (or confirmed): a later registration
-            // naming another is refused, as for any registered task.
-            registered_family: (unregistered(recorded) || recorded.family_is_a_guess()).then_some(self.family),
+            // The family a guess or the provider's "not found" left open, now given (or
+            // confirmed): a later registration naming another is refused, as for any
+            // registered task.
+            registered_family: (recorded.registered_family != Some(self.family)
+                && (unregistered(recorded) || recorded.family_is_a_guess() || unknown_at_its_endpoint(recorded)))
+            .then_some(self.family),
             watch_from: None,
         };
         if let Some(family) = completion.family {
@@ -222,9 +225,21 @@ impl Registration {
 
 /// Whether the callbacks left the task's family for a registration to give: they could not
 /// tell it, or only guessed it; or no client registered it, and no result came yet (a task
-/// registered for polling from an unsigned body's family: [`Registration::unsigned_record`]).
+/// registered for polling from an unsigned body's family: [`Registration::unsigned_record`]);
+/// or no result came and its family's endpoint said it did not know the task.
 fn family_open(recorded: &TaskRecord) -> bool {
-    recorded.family == Family::Unknown || recorded.family_is_a_guess() || unregistered(recorded)
+    recorded.family == Family::Unknown
+        || recorded.family_is_a_guess()
+        || unregistered(recorded)
+        || unknown_at_its_endpoint(recorded)
+}
+
+/// A task at `submitted` (no callback and no polled result came) that its family's endpoint
+/// answered "not found" for, since `not_found_since` or until it was given up for it: the
+/// family, a client's own registration's included, is likely wrong, and a registration naming
+/// another corrects it (else the task would be lost: polled at the wrong endpoint, given up).
+fn unknown_at_its_endpoint(recorded: &TaskRecord) -> bool {
+    recorded.stage == Stage::Submitted && (recorded.not_found_since.is_some() || given_up_as_unknown(recorded))
 }
 
 /// A task at `submitted` that no client registered: ingest did, from a stale callback's
@@ -419,8 +434,8 @@ mod tests {
         let same = Registration { family: Family::Music, client_ref: None };
         let registered = same.completion(&unsigned, now).expect("the registration itself");
         assert_eq!((registered.family, registered.registered_family), (None, Some(Family::Music)));
-        // A client's registration is not corrected so, one written before registered_family
-        // existed neither.
+        // A client's registration is not corrected so (only by what its endpoint says), one
+        // written before registered_family existed neither.
         let registered = client.record(&task, now, Duration::from_secs(600));
         let other = Registration { family: Family::Wav, client_ref: Some("mine".into()) };
         assert_eq!(other.disagreements(&registered), ["family"]);
@@ -461,6 +476,49 @@ mod tests {
         let mut completed = given_up.clone();
         client.completion(&given_up, now).expect("the family").apply(&mut completed);
         assert_eq!((completed.abandoned.is_some(), completed.reconcile), (true, None));
+    }
+
+    /// A client's own registration under the wrong family: its endpoint says "not found",
+    /// and a registration naming another family corrects it (before the give-up and after
+    /// one as `not_found`), which then is the registered family. Nothing else opens it.
+    #[test]
+    fn a_clients_family_the_provider_does_not_know_is_corrected() {
+        let start = Timestamp::from_unix_ms(1_800_000_000_000);
+        let task = TaskId::parse("t1").unwrap();
+        let wrong = Registration { family: Family::Music, client_ref: Some("mine".into()) };
+        let mut registered = wrong.record(&task, start, Duration::from_secs(600));
+        let right = Registration { family: Family::VocalSeparation, client_ref: Some("mine".into()) };
+        assert_eq!(right.disagreements(&registered), ["family"], "the provider said nothing yet");
+
+        let now = start.plus(Duration::from_secs(3_600));
+        registered.not_found_since = Some(start.plus(Duration::from_secs(600)));
+        assert!(right.disagreements(&registered).is_empty());
+        let completion = right.completion(&registered, now).expect("the family");
+        assert_eq!(
+            (completion.family, completion.registered_family, completion.client_ref.as_deref()),
+            (Some(Family::VocalSeparation), Some(Family::VocalSeparation), None)
+        );
+        let mut corrected = registered.clone();
+        completion.apply(&mut corrected);
+        assert_eq!((corrected.family, corrected.not_found_since), (Family::VocalSeparation, None));
+        assert_eq!((corrected.reconcile.as_deref(), corrected.reconcile_at), (Some("due"), Some(now)));
+        assert!(right.completion(&corrected, now).is_none(), "a retry agrees");
+        assert_eq!(wrong.disagreements(&corrected), ["family"], "the wrong one retried is refused");
+        assert!(wrong.completion(&registered, now).is_none(), "the same family adds nothing");
+
+        // Given up as not_found: taken back.
+        let mut given_up = TaskRecord { not_found_since: None, ..registered.clone() };
+        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::NOT_FOUND_REASON.into(), at: now });
+        reconcile::unwatch(&mut given_up);
+        let mut corrected = given_up.clone();
+        right.completion(&given_up, now).expect("the family").apply(&mut corrected);
+        assert_eq!((corrected.family, corrected.abandoned, corrected.reconcile_at), (right.family, None, Some(now)));
+
+        // Given up for want of a result in time, or called back: the family stands.
+        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::ABANDONED_REASON.into(), at: now });
+        assert_eq!(right.disagreements(&given_up), ["family"]);
+        let called_back = TaskRecord { stage: Stage::First, ..registered };
+        assert_eq!(right.disagreements(&called_back), ["family"]);
     }
 
     /// A task a callback recorded first (no client_ref) takes a registration's client_ref, and
