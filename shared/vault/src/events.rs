@@ -203,11 +203,12 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 }
 
 /// `Task Failed` for a task the reconciler gives up on, for `reason` (`abandoned`,
-/// `not_found`), at its stage: a task is given up once per stage (only a later stage revives
-/// one), so a task revived by a late callback and given up again gets an event of its own,
-/// not a duplicate of the first that consumers would drop.
+/// `not_found`), at its generation and stage: what revives a task given up moves one of them
+/// on (a late callback of a later stage; a registration giving it another family, its
+/// generation), so a task given up again gets an event of its own, not a duplicate of the
+/// first that consumers would drop; a give-up tried again after its write failed keeps its id.
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
-    let mut event = failed(record, bucket, &format!("{reason}.{}", record.stage.as_str()));
+    let mut event = failed(record, bucket, &format!("{reason}.{}.{}", record.generation, record.stage.as_str()));
     event.detail.given_up = Some(reason.to_owned());
     event
 }

@@ -612,7 +612,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.abandoned.submitted")]);
+    assert_eq!(ids, [format!("{TASK}.failed.abandoned.1.submitted")]);
     assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
     ports.table.advance(Duration::from_secs(3600));
     assert_eq!(run(&ports).await.tasks_due, 0);
@@ -663,7 +663,13 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> =
         published.iter().filter(|e| e.kind == events::EventType::Failed).map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.abandoned.submitted"), format!("{TASK}.failed.abandoned.first")]);
+    assert_eq!(
+        ids,
+        [
+            format!("{TASK}.failed.abandoned.1.submitted"),
+            format!("{TASK}.failed.abandoned.{}.first", ports.record().generation)
+        ]
+    );
 }
 
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
@@ -693,8 +699,37 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
     assert_eq!(first.abandoned.as_ref().map(|a| a.reason.as_str()), Some("not_found"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}", first.stage.as_str())]);
+    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}.{}", first.generation, first.stage.as_str())]);
     assert_eq!((first.reconcile, first.open), (None, None));
+}
+
+/// Runs, each when the task is due, until one gives it up; the task then.
+async fn run_until_given_up(ports: &MemoryPorts) -> TaskRecord {
+    for _ in 0..60 {
+        ports.until_due();
+        if run(ports).await.abandoned == 1 {
+            return ports.record();
+        }
+    }
+    panic!("never given up");
+}
+
+/// A task given up as not found, registered again under another family (its polls asked the
+/// wrong endpoint) and given up there too: each give-up its own event id.
+#[tokio::test]
+async fn a_task_given_up_again_after_a_registration_gets_its_own_task_failed() {
+    let ports = MemoryPorts::new(vec![unknown()]);
+    register(&ports);
+    let first = run_until_given_up(&ports).await;
+    let other = Registration { family: Family::Music, client_ref: Some("order-17".into()) };
+    let mut corrected = first.clone();
+    other.completion(&first, ports.table.now()).expect("the family").apply(&mut corrected);
+    ports.table.put_record(corrected);
+    let second = run_until_given_up(&ports).await;
+    assert_eq!((second.family, second.generation), (Family::Music, first.generation + 1));
+    let published = ports.events.lock().unwrap().clone();
+    let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
+    assert_eq!(ids, [format!("{TASK}.failed.not_found.1.submitted"), format!("{TASK}.failed.not_found.2.submitted")]);
 }
 
 /// A callback that lands between the Task Failed event and the write that gives the task up

@@ -112,7 +112,7 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
 fn a_give_up_is_told_apart_by_reason_and_stage() {
     let mut record = record();
     let first = given_up(&record, "b", "abandoned");
-    assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}", record.stage.as_str()));
+    assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}.{}", record.generation, record.stage.as_str()));
     assert_eq!(first.kind, EventType::Failed);
     // Told apart from the result's own failure (and from a Task Vaulted of the same generation
     // and stage, which it follows) by `given_up`.
@@ -121,7 +121,9 @@ fn a_give_up_is_told_apart_by_reason_and_stage() {
     assert_eq!(json["given_up"], "abandoned");
     assert_eq!(failed(&record, "b", "error").detail.given_up, None);
     assert!(serde_json::to_value(failed(&record, "b", "error").detail).unwrap().get("given_up").is_none());
-    record.stage = Stage::Complete;
-    assert_eq!(given_up(&record, "b", "abandoned").detail.event_id, "t1.failed.abandoned.complete");
-    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.complete");
+    (record.stage, record.generation) = (Stage::Complete, 3);
+    assert_eq!(given_up(&record, "b", "abandoned").detail.event_id, "t1.failed.abandoned.3.complete");
+    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.3.complete");
+    record.generation = 4;
+    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.4.complete");
 }
