@@ -323,11 +323,11 @@ async fn refusals_and_bad_input_write_nothing() {
 
     let cases: Vec<(Request, StatusCode, &str)> = vec![
         (request(&signed_by("wrong-key", task, now), &body), unauthorized, "signature_mismatch"),
-        // Signed by a key, its task would be registered for polling (tests/tests/reconciler.rs).
+        // Signed by a key, their task would be registered for polling (tests/tests/reconciler.rs).
         (request(&signed_by("wrong-key", task, now - 301), &body), unauthorized, "timestamp_too_old"),
         // A minute past the window: the cases before it take time on a loaded machine, and
         // one second past it was inside the window once they had taken a second.
-        (request(&signed_by(KEY, task, now + 360), &body), unauthorized, "timestamp_in_future"),
+        (request(&signed_by("wrong-key", task, now + 360), &body), unauthorized, "timestamp_in_future"),
         (request(&[], &body), unauthorized, "missing_timestamp"),
         (request(&signed_by(KEY, task, now)[..1], &body), unauthorized, "missing_signature"),
         (request(&signed_by(KEY, "5e72d367bdfbe44785e28d72cb1697c7", now), &body), unauthorized, "signature_mismatch"),

@@ -233,9 +233,9 @@ impl<P: Ports> App<P> {
         let now = self.ports.now().unix_seconds();
         let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
         if let Err(refusal) = auth.check_before_body(segment, req.headers(), now) {
-            let stale = refusal.grounds == Grounds::Stale;
+            let outside_window = refusal.grounds == Grounds::OutsideWindow;
             let rejection = unauthorized(refusal);
-            if !stale {
+            if !outside_window {
                 return Err(rejection);
             }
             return Err(match self.signed_task(auth, req) {
@@ -289,7 +289,8 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// A callback refused as stale though signed by a key registers its task for polling
+    /// A callback refused as stale (its timestamp outside the window: long past, or ahead of
+    /// our clock) though signed by a key registers its task for polling
     /// ([`register_for_polling`]; 503 when the table cannot say, so the provider's retry tries
     /// again), when it was signed less than [`MAX_REGISTERED_AGE`] ago and the body names a
     /// family to poll (not the parser's guess for a failure).
@@ -310,23 +311,23 @@ impl<P: Ports> App<P> {
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
         match tokio::time::timeout(within, registering).await {
             Ok(Ok(StaleTask::Registered)) => {
-                tracing::warn!(%family, "a callback signed too long ago: its task is registered to be polled");
+                tracing::warn!(%family, "a callback signed outside the window: its task is registered to be polled");
                 self.ports.emit_metrics(&Measure::StaleRegistered);
                 rejection.answer(&self.ports, Some(REGISTERED_FOR_POLLING))
             }
             Ok(Ok(StaleTask::Known)) => {
-                tracing::info!("a callback signed too long ago, of a task the table knows");
+                tracing::info!("a callback signed outside the window, of a task the table knows");
                 rejection.answer(&self.ports, None)
             }
             // Refused for good (the task item is there, or the write is invalid): a retry would
             // meet the same, so the refusal stands; otherwise the provider's retry tries again.
             Ok(Err(e)) => {
                 let retryable = e.is_retryable();
-                tracing::error!(error = %e, retryable, "a callback signed too long ago: its task could not be registered");
+                tracing::error!(error = %e, retryable, "a callback signed outside the window: its task could not be registered");
                 if retryable { failed_registration(&self.ports) } else { rejection.answer(&self.ports, None) }
             }
             Err(_) => {
-                tracing::error!("a callback signed too long ago: its task could not be registered in time");
+                tracing::error!("a callback signed outside the window: its task could not be registered in time");
                 failed_registration(&self.ports)
             }
         }
@@ -382,7 +383,7 @@ const REGISTER_WITHIN: Duration = Duration::from_secs(3);
 
 /// The answer when a stale callback's task could not be registered: the provider retries.
 fn failed_registration(metrics: &impl EmitMetrics<Measure>) -> Response<Body> {
-    let message = "signed too long ago, and its task could not be registered for polling; retry later";
+    let message = "signed outside the window, and its task could not be registered for polling; retry later";
     unavailable(metrics, "task_record_unavailable", message)
 }
 

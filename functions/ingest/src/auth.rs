@@ -27,14 +27,14 @@ pub struct Refusal {
 
 /// What a refusal rests on: a key or token the secret holds (or not), so checks built from a
 /// newer secret might not refuse it; a signature the request lacks; the request alone (a
-/// malformed header, a timestamp ahead of the clock); or a timestamp past the window, whose
-/// signature may still be a key's ([`Auth::signed_at_any_age`]).
+/// malformed header); or a timestamp outside the window (long past, or ahead of the clock),
+/// whose signature may still be a key's ([`Auth::signed_at_any_age`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grounds {
     Secret,
     Unsigned,
     Request,
-    Stale,
+    OutsideWindow,
 }
 
 impl Refusal {
@@ -148,9 +148,9 @@ impl Auth {
     }
 
     /// When one of the keys signed the body's task id (the request's timestamp, Unix seconds),
-    /// however long ago; None when no key did: a callback refused as stale ([`Grounds::Stale`])
-    /// that came from the provider (or replays one that did) names a real task, which may then
-    /// be polled for.
+    /// at any time; None when no key did: a callback refused for its timestamp
+    /// ([`Grounds::OutsideWindow`]) that came from the provider (or replays one that did) names
+    /// a real task, which may then be polled for.
     pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
         let verifier = self.hmac.as_ref()?;
         let (timestamp, signatures) = signature_headers(headers);
@@ -234,8 +234,9 @@ fn signature_refusal(e: SignatureError) -> Refusal {
         SignatureError::MissingSignature => ("missing_signature", Grounds::Unsigned),
         SignatureError::MalformedTimestamp => ("malformed_timestamp", Grounds::Request),
         SignatureError::MalformedSignature => ("malformed_signature", Grounds::Request),
-        SignatureError::TooOld { .. } => ("timestamp_too_old", Grounds::Stale),
-        SignatureError::TooFarInFuture { .. } => ("timestamp_in_future", Grounds::Request),
+        SignatureError::TooOld { .. } => ("timestamp_too_old", Grounds::OutsideWindow),
+        // A sender's clock ahead of ours: signed by a key, it is the provider's all the same.
+        SignatureError::TooFarInFuture { .. } => ("timestamp_in_future", Grounds::OutsideWindow),
         SignatureError::NoKeyMatches => ("signature_mismatch", Grounds::Secret),
     };
     Refusal::new(reason, e.to_string(), grounds)

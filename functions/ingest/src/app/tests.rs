@@ -227,7 +227,7 @@ async fn bad_signatures_are_refused_with_their_reason_and_write_nothing() {
     assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS))).await, "signature_mismatch");
     assert_eq!(refusal(&h, with(signed_headers(KEY, "another-task", NOW_SECS))).await, "signature_mismatch");
     assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS - 301))).await, "timestamp_too_old");
-    assert_eq!(refusal(&h, with(signed_headers(KEY, WAV_TASK, NOW_SECS + 301))).await, "timestamp_in_future");
+    assert_eq!(refusal(&h, with(signed_headers("wrong-key", WAV_TASK, NOW_SECS + 301))).await, "timestamp_in_future");
     assert_eq!(refusal(&h, with(vec![])).await, "missing_timestamp");
     let only_ts = vec![("X-Webhook-Timestamp", NOW_SECS.to_string())];
     assert_eq!(refusal(&h, with(only_ts)).await, "missing_signature");
@@ -276,6 +276,17 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     assert_eq!((again.status(), json(&again).get("task_registered_for_polling")), (StatusCode::UNAUTHORIZED, None));
     assert_eq!(h.ports.record(WAV_TASK), Some(record));
     assert_eq!(registered(&h), 1, "counted once, when registered");
+
+    // Signed ahead of our clock (the sender's clock is fast): the provider's all the same.
+    let body = String::from_utf8_lossy(WAV).replace(WAV_TASK, "t-ahead");
+    let ahead = h.handle(request("/callback", &signed_headers(KEY, "t-ahead", NOW_SECS + 3600), body)).await;
+    let body = json(&ahead);
+    assert_eq!(
+        (ahead.status(), body["reason"].as_str(), &body["task_registered_for_polling"]),
+        (StatusCode::UNAUTHORIZED, Some("timestamp_in_future"), &Value::Bool(true))
+    );
+    assert_eq!(h.ports.record("t-ahead").map(|r| (r.stage, r.family)), Some((Stage::Submitted, Family::Wav)));
+    assert_eq!(registered(&h), 2);
 
     // Signed by no key of ours, unreadable, or naming no family to poll: nothing.
     let h = app().await;
