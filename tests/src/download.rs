@@ -183,14 +183,68 @@ impl TestEnv {
     /// Batches of `app` over the download queue until no message is visible, each received
     /// invisible for `visibility` seconds (at most 10 batches); their answers.
     pub async fn download_all(&self, app: &stemvault_download::App, visibility: i32) -> Vec<SqsBatchResponse> {
+        self.download_batches(app, visibility, false).await
+    }
+
+    /// As [`Self::download_all`], each batch's failed messages run again at once until an
+    /// expired URL among them is failed so ([`Self::run_until_expiry_confirmed`]); the
+    /// answers of each batch's last run.
+    pub async fn download_all_confirming_expiry(&self, app: &stemvault_download::App) -> Vec<SqsBatchResponse> {
+        self.download_batches(app, 60, true).await
+    }
+
+    async fn download_batches(
+        &self,
+        app: &stemvault_download::App,
+        visibility: i32,
+        confirming_expiry: bool,
+    ) -> Vec<SqsBatchResponse> {
         let mut responses = Vec::new();
         for _ in 0..10 {
             let (visible @ 1.., _) = self.queue_depth().await else { break };
             let event = self.receive_event(visible.min(10) as usize, visibility).await;
             // On the heap: a test's own future would outgrow a test thread's stack.
-            responses.push(Box::pin(self.run_download(app, &event)).await);
+            let mut response = Box::pin(self.run_download(app, &event)).await;
+            if confirming_expiry {
+                response = Box::pin(self.run_until_expiry_confirmed(app, event, response)).await;
+            }
+            responses.push(response);
         }
         responses
+    }
+
+    /// The messages of `event` that `response` failed, made visible at once (as if their
+    /// retry delay had passed), received and run again by `app`, until none fails or they
+    /// were received as often as it takes for an expired URL to be failed so
+    /// ([`stemvault_download::domain::EXPIRY_CONFIRMED_ON_RECEIVE`]); the last answer.
+    pub async fn run_until_expiry_confirmed(
+        &self,
+        app: &stemvault_download::App,
+        event: SqsEvent,
+        response: SqsBatchResponse,
+    ) -> SqsBatchResponse {
+        let (mut event, mut response) = (event, response);
+        for _ in 1..stemvault_download::domain::EXPIRY_CONFIRMED_ON_RECEIVE {
+            let failed: Vec<&SqsMessage> = event
+                .records
+                .iter()
+                .filter(|m| {
+                    response
+                        .batch_item_failures
+                        .iter()
+                        .any(|f| Some(f.item_identifier.as_str()) == m.message_id.as_deref())
+                })
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            for message in &failed {
+                self.make_visible(message).await;
+            }
+            event = self.receive_event(failed.len(), 60).await;
+            response = Box::pin(self.run_download(app, &event)).await;
+        }
+        response
     }
 
     /// What Lambda does after a batch: delete every message not reported as failed.

@@ -318,8 +318,10 @@ async fn expired_urls_fail_for_good_and_the_task_settles_partial() {
     let record =
         queued_record(&task, Family::VocalSeparation, &[("vocal", &urls[0]), ("drums", &urls[1]), ("bass", &urls[2])]);
 
-    let (_, response) = s.run_files(&record, &["vocal", "drums", "bass"]).await;
-    assert_eq!(failed_ids(&response), Vec::<String>::new(), "permanent failures are not retried");
+    let (event, response) = s.run_files(&record, &["vocal", "drums", "bass"]).await;
+    assert_eq!(failed_ids(&response).len(), 2, "the expired ones tried again");
+    let response = s.env.run_until_expiry_confirmed(&s.app, event, response).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new(), "then failed for good, not retried");
     assert_eq!(s.env.queue_depth().await, (0, 0), "their messages are deleted");
 
     let stored = s.env.task_record(&task).await;

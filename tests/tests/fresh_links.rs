@@ -64,10 +64,11 @@ async fn download(env: &TestEnv, config: stemvault_download::Config) {
     run(env, &env.download_app_with(config).await).await;
 }
 
-/// One batch of `app` over the queue.
+/// One batch of `app` over the queue (run again until an expired URL is failed so).
 async fn run(env: &TestEnv, app: &stemvault_download::App) {
     let event = env.receive_event(1, 60).await;
     let response = env.run_download(app, &event).await;
+    let response = env.run_until_expiry_confirmed(app, event, response).await;
     assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
 }
 
@@ -144,8 +145,10 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
                   scripted failure";
     assert_eq!(file.error.as_deref(), Some(reason));
     assert!(stemvault_vault::reconcile::awaits_retry(&file), "credits may be bought: a later poll asks again");
-    // (A request with a wrong key is refused before the fake provider records it.)
-    assert_eq!(fake.fresh_link_requests().len(), 1);
+    // (A request with a wrong key is refused before the fake provider records it.) One link
+    // asked for on each receive up to the one that confirms the expiry.
+    let confirmed = stemvault_download::domain::EXPIRY_CONFIRMED_ON_RECEIVE as usize;
+    assert_eq!(fake.fresh_link_requests().len(), confirmed);
 
     // Off (no key; sunoapi): as before, and the provider is not asked.
     for (provider_name, key) in [("kie", None), ("sunoapi", Some(KEY))] {
@@ -156,7 +159,7 @@ async fn no_fresh_link_leaves_the_file_failed_as_expired_with_the_reason() {
         let file = env.task_record(&off.task_id).await.files["vocal"].clone();
         assert!(!stemvault_vault::reconcile::awaits_retry(&file), "no link was asked for: none is awaited");
     }
-    assert_eq!(fake.fresh_link_requests().len(), 1, "not asked when off");
+    assert_eq!(fake.fresh_link_requests().len(), confirmed, "not asked when off");
 }
 
 /// A file the provider gave no fresh link for (no credits, here) is failed as expired and its
@@ -198,7 +201,7 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     let downloads = config(&env, &fake, "kie", Some(KEY)).await.expect("configured");
     let download_all = || async {
         let app = env.download_app_with(downloads.clone()).await;
-        for response in env.download_all(&app, 60).await {
+        for response in env.download_all_confirming_expiry(&app).await {
             assert!(response.batch_item_failures.is_empty(), "{:?}", response.batch_item_failures);
         }
         assert_eq!(env.queue_depth().await.0, 0, "the queue emptied");
@@ -256,5 +259,7 @@ async fn a_file_without_a_fresh_link_is_reopened_by_a_later_poll_and_copied() {
     assert_eq!((file.status, file.relinks, file.url.as_str()), (FileStatus::Stored, 2, vocal.as_str()));
     assert_eq!(complete.vault, VaultState::Complete);
     assert!(env.object(&file.key).await.is_some(), "the copy");
-    assert_eq!(fake.fresh_link_requests(), [vocal.clone(), vocal.clone(), vocal], "refused twice, then given");
+    // Refused on each receive of two failures (each confirmed on its third), then given.
+    let confirmed = stemvault_download::domain::EXPIRY_CONFIRMED_ON_RECEIVE as usize;
+    assert_eq!(fake.fresh_link_requests(), vec![vocal; 2 * confirmed + 1], "refused twice, then given");
 }

@@ -95,6 +95,13 @@ pub use stemvault_vault::reason::DEAD_LETTERED;
 
 pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
+/// The receive on which a URL that answers as expired (403, 404, 410, 441) is failed so.
+/// Before it the source may only not serve the file yet (a CDN a moment behind the callback
+/// that announced it: an expired URL is days old, but a link minutes old answering 404 would
+/// be lost for good, a poll bringing the same URL again), so the message is retried, 30 s and
+/// then 60 s on ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]).
+pub const EXPIRY_CONFIRMED_ON_RECEIVE: u32 = 3;
+
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;
 

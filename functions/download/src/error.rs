@@ -149,6 +149,12 @@ impl CopyError {
         }
     }
 
+    /// The source answered as an expired URL does ([`reads_as_expired`]), whatever a fresh
+    /// link came to.
+    pub fn is_expiry(&self) -> bool {
+        matches!(self, CopyError::Fetch(FetchError::Status { status, .. }) if reads_as_expired(*status))
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             CopyError::Fetch(e) => e.is_retryable(),

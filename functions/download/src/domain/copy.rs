@@ -98,7 +98,13 @@ async fn copy_held<P: Ports>(
     if unsure.is_some() {
         tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
     }
-    let retryable = error.is_retryable() || unsure.is_some();
+    // Answered as expired before the receive that confirms it: perhaps a source not serving
+    // the file yet, tried again a little later.
+    let too_soon_to_say = error.is_expiry() && delivery.receive_count < EXPIRY_CONFIRMED_ON_RECEIVE;
+    if too_soon_to_say {
+        tracing::warn!(error = %error, receive = delivery.receive_count, "the source answers as expired; trying again");
+    }
+    let retryable = error.is_retryable() || unsure.is_some() || too_soon_to_say;
     // A newer URL the deadline cut short (or left no time to start) on the last receive is not
     // failed for good at a URL no later callback reopens: released as the file's URL (its
     // claim back, `next_url` moved in), it waits for a redrive or, once its message is

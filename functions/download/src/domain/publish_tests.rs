@@ -108,7 +108,7 @@ async fn a_partial_vault_names_the_failed_file_and_its_reason() {
         &crate::memory::url("vocal"),
         crate::memory::Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
     );
-    let (_, checked) = run(&ports, "vocal", 1).await;
+    let (_, checked) = run(&ports, "vocal", crate::domain::EXPIRY_CONFIRMED_ON_RECEIVE).await;
     assert_eq!(checked, Some(Ok(Settling::Settled)));
     let detail = &ports.events.published()[0].detail;
     assert_eq!(detail.vault, VaultState::Partial);

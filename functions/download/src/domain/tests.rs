@@ -11,6 +11,9 @@ use crate::memory::{
     ManifestGate, MemoryPorts, SETTINGS, Script, StoreCall, TASK, deterministic_bytes, job_body, record, serve, url,
 };
 
+/// The receive on which a URL answering as expired fails so.
+const CONFIRMED: u32 = EXPIRY_CONFIRMED_ON_RECEIVE;
+
 fn delivery(body: String, receive_count: u32) -> Delivery {
     Delivery {
         body,
@@ -124,7 +127,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
     );
     ports.source(&newer_url, newer.clone());
     ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
-    let outcome = run(&ports, "vocal", 1).await;
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
     assert_eq!(ports.opened(), vec![url("vocal"), newer_url.clone()]);
     assert_eq!(ports.store.object(&newer_key), Some(data.clone()));
@@ -142,7 +145,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
     serve(&ports, "vocal", &data);
     ports.source(&newer_url, newer);
     ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     let vocal = &ports.record(TASK).files["vocal"];
     let old_key = format!("tasks/{TASK}/vocal.mp3");
     assert_eq!(
@@ -163,8 +166,8 @@ async fn the_last_settled_file_writes_the_manifest_once() {
         Script::Fail(FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None }),
     );
 
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
-    let outcome = run(&ports, "drums", 1).await;
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
+    let outcome = run(&ports, "drums", CONFIRMED).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 410 Gone".into()));
     assert!(!outcome.is_failure(), "a permanent failure is not retried");
 
@@ -212,7 +215,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     ports.source(&url("vocal"), expired(410, "Gone"));
     let (at_gate, release) = hold_next_manifest(&ports);
 
-    let settling = run(&ports, "vocal", 1);
+    let settling = run(&ports, "vocal", CONFIRMED);
     let poll_ends_the_watch = async {
         reached(at_gate).await;
         let mut r = ports.record(TASK);
@@ -234,7 +237,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
     let ports = MemoryPorts::with_record(watched);
     ports.source(&url("vocal"), expired(410, "Gone"));
-    run(&ports, "vocal", 1).await;
+    run(&ports, "vocal", CONFIRMED).await;
     let r = ports.record(TASK);
     assert_eq!(
         (r.vault, r.reconcile.as_deref(), r.reconcile_at),
@@ -369,7 +372,7 @@ async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
 
     let gone = FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None };
     let unreachable = FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None };
-    for (script, receive, failed_for_good) in [(gone, 1, true), (unreachable, MAX_RECEIVE_COUNT, false)] {
+    for (script, receive, failed_for_good) in [(gone, CONFIRMED, true), (unreachable, MAX_RECEIVE_COUNT, false)] {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         ports.source(&url("vocal"), Script::Fail(script));
         *ports.lost_answers.lock().unwrap() = 1;
@@ -398,7 +401,7 @@ async fn a_finishing_write_refused_for_another_worker_s_file_is_not_taken_as_our
         (theirs.status, theirs.claim, theirs.stored_at) =
             (status, claim.map(str::to_owned), Some(Timestamp::from_unix_ms(1)));
         *ports.changed_meanwhile.lock().unwrap() = Some(theirs);
-        let outcome = run(&ports, "vocal", 1).await;
+        let outcome = run(&ports, "vocal", CONFIRMED).await;
         match status {
             FileStatus::Stored => {
                 assert_eq!(outcome, Outcome::AlreadySettled);
@@ -832,7 +835,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     // B fails for good: the file fails at B.
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
     ports.source(b, answering(404));
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
 
@@ -840,7 +843,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
     ports.source(b, answering(404));
     ports.source(c, Script::Body { data: b"c".to_vec(), declared: true, content_type: None });
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), c.to_owned()]);
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Stored, c, c_key.as_str(), None));
@@ -848,7 +851,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     // B answers 503: released at B, and the retry copies B.
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
     ports.source(b, answering(503));
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
     ports.source(b, Script::Body { data: b"b".to_vec(), declared: true, content_type: None });
@@ -868,7 +871,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
 
     let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
     ports.source(b, answering(503));
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "released");
     let c_key = vocal_key("flac");
@@ -879,7 +882,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     // The failed write for the own URL is refused (B waits), so the first write applied is
     // the release at B: its answer lost, the plain release after it is refused too.
     *ports.lost_answers.lock().unwrap() = 1;
-    let outcome = run(&ports, "vocal", 1).await;
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert!(matches!(outcome, Outcome::Retry(_)), "{outcome:?}");
     let releases = ports.take_table_calls().iter().filter(|c| **c == "release_file").count();
     assert_eq!(releases, 2, "at the newer URL, then as it is");
@@ -890,7 +893,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
     ports.source(b, answering(503));
     *ports.release_failures.lock().unwrap() = 1;
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim, f.url, f.next_url.as_deref()), (FileStatus::Pending, None, url("vocal"), Some(b)));
 }
@@ -903,7 +906,7 @@ async fn a_next_url_equal_to_the_failed_one_is_not_copied_again() {
     for key in [vocal_key("wav"), String::new()] {
         let ports = vocal_gone_with_newer(&[]);
         ports.next_urls_meanwhile.lock().unwrap().push_back((url("vocal"), key.clone()));
-        let outcome = run(&ports, "vocal", 1).await;
+        let outcome = run(&ports, "vocal", CONFIRMED).await;
         assert!(matches!(outcome, Outcome::FailedForGood(_)), "{key:?}: {outcome:?}");
         assert_eq!(ports.opened(), vec![url("vocal")]);
         let f = ports.file_item(TASK, "vocal");
@@ -921,7 +924,7 @@ async fn an_even_newer_url_after_an_edited_one_is_copied() {
     ports.next_urls_meanwhile.lock().unwrap().push_back((NEWER_C.into(), vocal_key("flac")));
     let data = deterministic_bytes(10_000, 4);
     ports.source(NEWER_C, Script::Body { data, declared: true, content_type: None });
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_C, vocal_key("flac")));
 }
@@ -934,7 +937,7 @@ async fn a_newer_url_without_its_key_is_copied_under_its_own_key() {
     ports.next_urls_meanwhile.lock().unwrap().push_back((NEWER_B.into(), String::new()));
     let data = deterministic_bytes(10_000, 3);
     ports.source(NEWER_B, Script::Body { data: data.clone(), declared: true, content_type: None });
-    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.clone()), (FileStatus::Stored, NEWER_B, vocal_key("wav")));
     assert_eq!(ports.store.object(&vocal_key("wav")), Some(data));
@@ -994,7 +997,7 @@ async fn a_finishing_write_applied_with_its_answers_lost_stays() {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         ports.source(&url("vocal"), script);
         *ports.unanswered_writes.lock().unwrap() = 1;
-        let outcome = run(&ports, "vocal", 1).await;
+        let outcome = run(&ports, "vocal", CONFIRMED).await;
         assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{settled:?}: {outcome:?}");
         assert_eq!(ports.file_item(TASK, "vocal").status, settled);
         assert!(ports.take_table_calls().contains(&"release_file"), "{settled:?}: a release was tried");
@@ -1052,7 +1055,7 @@ async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
     (theirs.claim, theirs.lease_until) = (Some("another-worker".into()), Some(1_900_000_000));
     (theirs.next_url, theirs.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
     *ports.changed_meanwhile.lock().unwrap() = Some(theirs);
-    let outcome = run(&ports, "vocal", 1).await;
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert!(matches!(outcome, Outcome::Retry(DownloadError::LostClaim)), "{outcome:?}");
     assert_eq!(ports.opened(), vec![url("vocal")]);
     assert_eq!(ports.file_item(TASK, "vocal").claim.as_deref(), Some("another-worker"));
@@ -1220,7 +1223,7 @@ async fn no_read_comes_before_a_claim() {
 
     assert!(matches!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await, Outcome::Stored(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_stored"]);
-    let d = delivery(job_body("drums"), 1);
+    let d = delivery(job_body("drums"), CONFIRMED);
     assert!(matches!(process_message(&ports, &SETTINGS, &d).await, Outcome::FailedForGood(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_failed"]);
     assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap(), None).await, Ok(Settling::Settled));
@@ -1456,11 +1459,39 @@ async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_ur
 async fn without_link_refresh_an_expired_file_fails_as_before() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     ports.source(&url("vocal"), expired(403, "Forbidden"));
-    let outcome = run(&ports, "vocal", 1).await;
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 403 Forbidden".into()));
     assert_eq!(ports.opened(), [url("vocal")]);
     assert!(ports.refreshed.lock().unwrap().is_empty());
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+}
+
+/// A URL answering as expired on its first receives may be one its source does not serve
+/// yet: tried again (30 s, then 60 s on), and failed as expired on the receive that confirms
+/// it; one served by then is stored.
+#[tokio::test]
+async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    for receive in 1..CONFIRMED {
+        let outcome = run(&ports, "vocal", receive).await;
+        assert!(matches!(outcome, Outcome::Retry(_)), "{receive}: {outcome:?}");
+        assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Queued, "released");
+    }
+    let waited: Duration = ports.delays.lock().unwrap().iter().map(|(_, d)| *d).sum();
+    let backoff = stemvault_vault::download::DOWNLOAD_BACKOFF;
+    assert!(waited >= backoff.until(CONFIRMED) && waited <= backoff.longest_until(CONFIRMED), "{waited:?}");
+    assert_eq!(backoff.until(CONFIRMED), Duration::from_secs(90));
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
+    assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
+    assert_eq!(ports.record(TASK).vault, VaultState::Partial);
+
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(404, "Not Found"));
+    assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
+    serve(&ports, "vocal", b"vocal bytes, there now");
+    assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }
 
 /// Only what reads as expired asks for a fresh link (the statuses a file fails as
@@ -1525,7 +1556,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         ports.source(&url("vocal"), expired(403, "Forbidden"));
         fresh_links(&ports, &[("vocal", Err(error))]);
-        assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(reason.into()));
+        assert_eq!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(reason.into()));
         let file = &ports.record(TASK).files["vocal"];
         assert_eq!((file.status, file.error.as_deref()), (FileStatus::Failed, Some(reason)));
         // Still an expired file, for the reconciler.
@@ -1539,7 +1570,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
     ports.source(&url("vocal"), expired(441, ""));
     fresh_links(&ports, &[("vocal", Err(RefreshError::Provider { code: 402, message: String::new() }))]);
     let reason = "source answered 441; no fresh link: the provider answered 402 (insufficient credits)";
-    assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood(reason.into()));
+    assert_eq!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(reason.into()));
     let file = &ports.record(TASK).files["vocal"];
     assert!(stemvault_vault::reconcile::failed_by_expiry(file) && stemvault_vault::reconcile::awaits_retry(file));
 }
@@ -1596,7 +1627,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     assert_eq!(outcome.retry_after(ports.now()), Some(busy), "{outcome:?}");
 
     ports.source(FRESH, expired(404, "Not Found"));
-    let outcome = run(&ports, "vocal", 2).await;
+    let outcome = run(&ports, "vocal", CONFIRMED).await;
     let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
     assert_eq!(*ports.refreshed.lock().unwrap(), vec![url("vocal"); 3], "a new link each attempt");
@@ -1820,7 +1851,7 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
         ports.put_record(r);
         release.send(()).unwrap();
     };
-    let (outcome, ()) = tokio::join!(run(&ports, "vocal", 1), register);
+    let (outcome, ()) = tokio::join!(run(&ports, "vocal", CONFIRMED), register);
     assert!(matches!(outcome, Outcome::FailedForGood(_)), "{outcome:?}");
     let r = ports.record(TASK);
     assert_eq!((r.family, r.vault, r.generation), (Family::VocalSeparation, VaultState::Partial, generation + 1));
