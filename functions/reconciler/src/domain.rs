@@ -568,9 +568,13 @@ async fn reconcile_task<P: Ports>(
             PollOutcome::Http(status)
         }
     };
-    // A result's accept wrote the task since it was read: read it again.
+    // A result's accept wrote the task since it was read: read it again. Recorded only while
+    // the task's family is the one asked: a registration may have given it another meanwhile,
+    // and what this endpoint said is nothing of that one's.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
-    save_with(ports, settings, &task, read, |r, now| Some(poll_bookkeeping(r, &polled, now))).await?;
+    let asked = record.family;
+    let bookkeeping = |r: &TaskRecord, now| (r.family == asked).then(|| poll_bookkeeping(r, &polled, now));
+    save_with(ports, settings, &task, read, bookkeeping).await?;
     Ok(Handled::Polled(polled))
 }
 
@@ -587,9 +591,12 @@ async fn give_up<P: Ports>(
     reason: &'static str,
 ) -> Result<Handled, ReconcileError> {
     let awaiting = reconcile::awaits_result(record);
+    // And of the family and generation read: a registration giving another family (its
+    // polls start afresh there) or adding to the task moves them, and the event says them.
     let still = |r: &TaskRecord, now| {
         reconcile::give_up_reason(r, now, settings.give_up_after) == Some(reason)
             && reconcile::awaits_result(r) == awaiting
+            && (r.family, r.generation) == (record.family, record.generation)
     };
     let task_id = task.as_str();
     if !awaiting {

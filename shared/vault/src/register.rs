@@ -235,11 +235,14 @@ fn family_open(recorded: &TaskRecord) -> bool {
 }
 
 /// A task at `submitted` (no callback and no polled result came) that its family's endpoint
-/// answered "not found" for, since `not_found_since` or until it was given up for it: the
+/// answers "not found" for, since `not_found_since`, or that was given up for it (not one
+/// given up for want of a result in time, which a family given would not revive): the
 /// family, a client's own registration's included, is likely wrong, and a registration naming
 /// another corrects it (else the task would be lost: polled at the wrong endpoint, given up).
 fn unknown_at_its_endpoint(recorded: &TaskRecord) -> bool {
-    recorded.stage == Stage::Submitted && (recorded.not_found_since.is_some() || given_up_as_unknown(recorded))
+    let given_up = recorded.abandoned.is_some();
+    recorded.stage == Stage::Submitted
+        && ((!given_up && recorded.not_found_since.is_some()) || given_up_as_unknown(recorded))
 }
 
 /// A task at `submitted` that no client registered: ingest did, from a stale callback's
@@ -257,11 +260,13 @@ fn given_up_as_unknown(recorded: &TaskRecord) -> bool {
     recorded.abandoned.as_ref().is_some_and(|given_up| given_up.reason == reconcile::NOT_FOUND_REASON)
 }
 
-/// `record` given `family`. What another family's endpoint answered ("not found") says
-/// nothing of this one's: nor does a give-up for it.
+/// `record` given `family`. What another family's endpoint answered ("not found", its last
+/// poll, a last chance begun, the polls' backoff) says nothing of this one's: nor does a
+/// give-up for it.
 fn give_family(record: &mut TaskRecord, family: Family) {
     record.family = family;
     record.not_found_since = None;
+    (record.last_poll, record.last_chance_from, record.poll_interval_seconds) = (None, None, None);
     if given_up_as_unknown(record) {
         record.abandoned = None;
     }
@@ -492,6 +497,8 @@ mod tests {
 
         let now = start.plus(Duration::from_secs(3_600));
         registered.not_found_since = Some(start.plus(Duration::from_secs(600)));
+        registered.last_poll = Some(crate::LastPoll { at: now, outcome: "no_record".into() });
+        (registered.poll_interval_seconds, registered.last_chance_from) = (Some(240), Some(now));
         assert!(right.disagreements(&registered).is_empty());
         let completion = right.completion(&registered, now).expect("the family");
         assert_eq!(
@@ -501,6 +508,11 @@ mod tests {
         let mut corrected = registered.clone();
         completion.apply(&mut corrected);
         assert_eq!((corrected.family, corrected.not_found_since), (Family::VocalSeparation, None));
+        // The other endpoint's answers are forgotten: its last poll, last chance and backoff.
+        assert_eq!(
+            (&corrected.last_poll, corrected.last_chance_from, corrected.poll_interval_seconds),
+            (&None, None, None)
+        );
         assert_eq!((corrected.reconcile.as_deref(), corrected.reconcile_at), (Some("due"), Some(now)));
         assert!(right.completion(&corrected, now).is_none(), "a retry agrees");
         assert_eq!(wrong.disagreements(&corrected), ["family"], "the wrong one retried is refused");
@@ -514,8 +526,11 @@ mod tests {
         right.completion(&given_up, now).expect("the family").apply(&mut corrected);
         assert_eq!((corrected.family, corrected.abandoned, corrected.reconcile_at), (right.family, None, Some(now)));
 
-        // Given up for want of a result in time, or called back: the family stands.
+        // Given up for want of a result in time (its last answers "not found" or not), or
+        // called back: the family stands.
         given_up.abandoned = Some(crate::Abandoned { reason: reconcile::ABANDONED_REASON.into(), at: now });
+        assert_eq!(right.disagreements(&given_up), ["family"]);
+        given_up.not_found_since = registered.not_found_since;
         assert_eq!(right.disagreements(&given_up), ["family"]);
         let called_back = TaskRecord { stage: Stage::First, ..registered };
         assert_eq!(right.disagreements(&called_back), ["family"]);

@@ -81,6 +81,8 @@ struct MemoryPorts {
     poll_moves_clock: Mutex<Duration>,
     /// A record written right after the next publish (a callback landing just then).
     after_publish: Mutex<Option<TaskRecord>>,
+    /// A record written while the next poll is out (a registration landing just then).
+    during_poll: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
     publish_fails: std::sync::atomic::AtomicBool,
     /// A failed publish also makes the table refuse the next writes (an outage of both).
@@ -111,6 +113,7 @@ impl MemoryPorts {
             poll_latency: Mutex::default(),
             poll_moves_clock: Mutex::default(),
             after_publish: Mutex::default(),
+            during_poll: Mutex::default(),
             publish_fails: Default::default(),
             publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
@@ -272,6 +275,9 @@ impl PollProvider for MemoryPorts {
         let latency = *self.poll_latency.lock().unwrap();
         tokio::time::sleep(latency).await;
         self.table.advance(*self.poll_moves_clock.lock().unwrap());
+        if let Some(record) = self.during_poll.lock().unwrap().take() {
+            self.table.put_record(record);
+        }
         let mut script = self.script.lock().unwrap();
         if script.len() > 1 { script.pop_front().unwrap() } else { script.front().cloned().unwrap_or_else(pending) }
     }
@@ -730,6 +736,51 @@ async fn a_task_given_up_again_after_a_registration_gets_its_own_task_failed() {
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
     assert_eq!(ids, [format!("{TASK}.failed.not_found.1.submitted"), format!("{TASK}.failed.not_found.2.submitted")]);
+}
+
+/// `record` corrected to `family` by a registration at `now`, as the results function writes it.
+fn corrected(record: &TaskRecord, family: Family, now: Timestamp) -> TaskRecord {
+    let registration = Registration { family, client_ref: record.client_ref.clone() };
+    let mut corrected = record.clone();
+    registration.completion(record, now).expect("a correction").apply(&mut corrected);
+    corrected
+}
+
+/// A registration giving the task another family while a poll of the old family's endpoint
+/// is out: what that endpoint said is not recorded against the new family (which would count
+/// towards a give-up there and open the family to any registration again).
+#[tokio::test]
+async fn a_poll_of_the_family_a_registration_corrected_meanwhile_is_not_recorded() {
+    let ports = MemoryPorts::new(vec![unknown()]);
+    register(&ports);
+    ports.until_due();
+    run(&ports).await;
+    let before = ports.record();
+    assert!(before.not_found_since.is_some());
+    ports.until_due();
+    *ports.during_poll.lock().unwrap() = Some(corrected(&before, Family::Music, ports.table.now()));
+    assert_eq!(run(&ports).await.polls, 1);
+    let after = ports.record();
+    assert_eq!((after.family, after.not_found_since, after.last_poll), (Family::Music, None, None));
+    assert_eq!(after.polls, before.polls, "the old endpoint's answer is not counted");
+    assert!(after.reconcile_at.is_some_and(|at| at <= ports.table.now()), "due at once at the new endpoint");
+}
+
+/// A registration giving the task another family between the Task Failed event and the
+/// give-up write: not given up (its polls start afresh at the new family's endpoint).
+#[tokio::test]
+async fn a_registration_just_before_the_give_up_write_wins() {
+    let ports = registered_at_its_give_up_time(vec![unknown()]);
+    assert_eq!(run(&ports).await.polls, 1, "a last poll first");
+    let record = ports.record();
+    assert!(record.not_found_since.is_some());
+    *ports.after_publish.lock().unwrap() = Some(corrected(&record, Family::Music, ports.table.now()));
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!(ports.events.lock().unwrap().len(), 1, "the event went out");
+    assert_eq!(outcome.abandoned, 0, "{outcome:?}");
+    let after = ports.record();
+    assert_eq!((after.family, after.abandoned, after.reconcile.as_deref()), (Family::Music, None, Some("due")));
 }
 
 /// A callback that lands between the Task Failed event and the write that gives the task up
