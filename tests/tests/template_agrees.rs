@@ -547,6 +547,13 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     );
     let dlq = &cfn::resource(&template, "NotifyDeadLetterQueue")["Properties"];
     assert!(cfn::number(&dlq["MessageRetentionPeriod"]) > QUEUE_RETENTION_SECONDS, "the DLQ keeps them longer");
+    // The oldest age SQS counts is of events received fewer than three times: past their two
+    // longest waits (and two invocations), nothing is receiving them, long before they expire.
+    let stalled = &cfn::resource(&template, "NotifyQueueStalled")["Properties"];
+    let longest_wait = MAX_RETRY_DELAY.max(stemvault_notify::domain::MAX_RETRY_AFTER).as_secs();
+    let two_waits = 2 * (longest_wait + stemvault_notify::domain::FUNCTION_TIMEOUT.as_secs());
+    let threshold = cfn::number(&stalled["Threshold"]);
+    assert!(threshold > two_waits && threshold < QUEUE_RETENTION_SECONDS / 4, "{threshold}");
     for (name, props) in [("NotifyQueue", queue), ("NotifyDeadLetterQueue", dlq)] {
         assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(SQS_MANAGED_SSE), "{name}: encrypted");
     }
