@@ -92,13 +92,26 @@ impl<'de> serde::Deserialize<'de> for Fields {
 /// A client_ref as given: bounded, and nothing that would change how what follows it reads
 /// where it is shown (it goes into logs, events, webhooks and dashboards as it is): no control
 /// character, no line or paragraph separator (U+2028, U+2029: a line break to some log
-/// viewers), and no invisible formatting (zero-width characters, bidirectional overrides and
-/// isolates, the byte order mark, interlinear annotations), which can make one id read as
-/// another; nor U+FFFE or U+FFFF, which SQS refuses in a message, so events carry U+FFFD for
-/// them (a rule or receiver matching the id would miss it).
+/// viewers), and nothing invisible: Unicode's format characters (category Cf: zero-width
+/// characters, bidirectional overrides and isolates, the soft hyphen, the byte order mark,
+/// interlinear annotations, tags...), variation selectors, the combining grapheme joiner and
+/// the Hangul and Mongolian fillers, which can make one id read as another; nor U+FFFE or
+/// U+FFFF, which SQS refuses in a message, so events carry U+FFFD for them (a rule or receiver
+/// matching the id would miss it).
 fn client_ref_ok(client_ref: &str) -> bool {
-    let hidden = |c: char| matches!(c, '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{FFFE}' | '\u{FFFF}');
-    client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(|c| c.is_control() || hidden(c))
+    client_ref.len() <= MAX_CLIENT_REF_BYTES && !client_ref.chars().any(|c| c.is_control() || invisible(c))
+}
+
+/// Unicode 15's format characters (Cf), U+2028/U+2029, and the other characters that show
+/// nothing where they stand (see [`client_ref_ok`]).
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{115F}'..='\u{1160}' | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+        | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF9}'..='\u{FFFB}' | '\u{FFFE}'..='\u{FFFF}'
+        | '\u{110BD}' | '\u{110CD}' | '\u{13430}'..='\u{1343F}' | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}' | '\u{E0001}' | '\u{E0020}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 impl Registration {
@@ -366,6 +379,10 @@ mod tests {
             (br#"{"family":"wav","client_ref":"order-\u202e71"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"order\u200b-17"}"#, "BadClientRef"),
             (br#"{"family":"wav","client_ref":"order-\uffff"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order-\u00ad17"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order-17\ufe0f"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order\u3164-17"}"#, "BadClientRef"),
+            (br#"{"family":"wav","client_ref":"order-17\udb40\udc41"}"#, "BadClientRef"),
             (br#"{"family":"wav","family":"music"}"#, "Repeated(\"family\")"),
             (br#"{"family":"wav","client_ref":"a","client_ref":"b"}"#, "Repeated(\"client_ref\")"),
             (br#"{"family":"music","clientRef":"order-17"}"#, "UnknownField(\"clientRef\")"),
@@ -384,6 +401,10 @@ mod tests {
         assert_eq!(Registration::parse(long.as_bytes()), Err(RegistrationError::BadClientRef));
         let longest = format!(r#"{{"family":"wav","client_ref":"{}"}}"#, "é".repeat(MAX_CLIENT_REF_BYTES / 2));
         assert!(Registration::parse(longest.as_bytes()).is_ok(), "at the limit, any non-control character");
+        for visible in ["注文-17", "Zoë's order", "track 🎵 1", "ordre\u{00A0}17", "مرحبا"] {
+            let body = serde_json::json!({"family": "wav", "client_ref": visible}).to_string();
+            assert!(Registration::parse(body.as_bytes()).is_ok(), "{visible}");
+        }
     }
 
     #[test]
