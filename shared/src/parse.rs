@@ -108,7 +108,8 @@
 //! are ignored, the walk stops [`generic::MAX_DEPTH`] levels deep and after
 //! [`generic::MAX_URLS`] URLs.
 //!
-//! Music tracks and cover images: the first [`MAX_TRACKS_OR_IMAGES`] of them.
+//! Music tracks and cover images: the first [`MAX_TRACKS_OR_IMAGES`] of them; separation
+//! stems: the first [`MAX_STEMS`].
 //!
 //! # Details
 //!
@@ -160,6 +161,7 @@ pub use family::names_lyrics;
 pub use files::MAX_NAME_BYTES;
 pub(crate) use music::is_source_file;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
+pub use separation::MAX_STEMS;
 pub use task_id_only::callback_task_id;
 
 /// Why a body is not a usable callback.

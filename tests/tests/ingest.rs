@@ -23,6 +23,7 @@ use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::{FileJob, FileStatus, TaskRecord};
+use suno_callbacks::parse::MAX_STEMS;
 use suno_callbacks::signature::sign;
 use suno_callbacks::{CallbackEvent, Family, Stage, parse_callback, s3_key};
 
@@ -383,6 +384,28 @@ async fn a_callback_too_large_to_record_is_kept_in_the_archive_unrecorded() {
     assert_eq!(env.object(archived).await.as_deref(), Some(&body[..]));
     assert!(env.record("big0task").await.is_none());
     assert!(env.drain_queue(10).await.is_empty());
+}
+
+/// A body bringing more files than a task's usual dozen (a separation claiming more stems than
+/// documented): the first `MAX_STEMS` recorded and queued, their puts and sends a bounded
+/// number at a time.
+#[tokio::test]
+async fn a_body_of_many_stems_records_and_queues_the_first_max_stems() {
+    let env = TestEnv::new().await;
+    let app = start(&env, config(&env).await).await;
+    let task = "9a1b2c3d4e5f60718293a4b5c6d7e8f9";
+    let stems: serde_json::Map<String, Value> = (0..MAX_STEMS + 6)
+        .map(|i| (format!("s{i}_url"), Value::from(format!("https://cdn1.suno.ai/{task}/s{i}.mp3"))))
+        .collect();
+    let body = serde_json::json!({"code": 200, "msg": "ok", "data": {"task_id": task, "vocal_separation_info": stems}});
+    let body = body.to_string().into_bytes();
+    let response = app.handle(signed(&body)).await;
+    assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
+    let record = env.record(task).await.expect("recorded");
+    assert_eq!(record.files.len(), MAX_STEMS);
+    let jobs = jobs(&env).await;
+    assert_eq!(jobs.len(), MAX_STEMS);
+    assert_jobs_match_record(&jobs, &record, &[&parse_callback(&body).unwrap()]);
 }
 
 #[tokio::test]

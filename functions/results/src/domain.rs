@@ -136,6 +136,10 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // other; an item edited by hand could name any).
     let task_prefix = TaskId::parse(&record.task_id).ok().map(|id| suno_callbacks::s3_key::task_prefix(&id));
     let own = |key: &str| task_prefix.as_deref().is_some_and(|prefix| key.starts_with(prefix));
+    // Before any link is signed, to the second: a link's signing time (`X-Amz-Date`, whole
+    // seconds) is no earlier, so `links_expire_at` is never later than a link's expiry.
+    let now = ports.now();
+    let signed_from = Timestamp::from_unix_ms(now.unix_ms - now.unix_ms.rem_euclid(1000));
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match (file.status, links) {
@@ -169,7 +173,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         vault: manifest.vault,
         generation: manifest.generation,
         done,
-        links_expire_at: links.map(|expiry| ports.now().plus(expiry)),
+        links_expire_at: links.map(|expiry| signed_from.plus(expiry)),
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
@@ -300,6 +304,8 @@ pub(crate) mod tests {
         pub written_meanwhile: Mutex<u32>,
         /// Every load waits for ever (a table that does not answer).
         pub hangs: bool,
+        /// The clock's time, when not the default whole second.
+        pub at: Option<Timestamp>,
     }
 
     impl MemoryPorts {
@@ -310,7 +316,7 @@ pub(crate) mod tests {
 
     impl Clock for MemoryPorts {
         fn now(&self) -> Timestamp {
-            Timestamp::from_unix_ms(1_800_000_000_000)
+            self.at.unwrap_or(Timestamp::from_unix_ms(1_800_000_000_000))
         }
 
         async fn sleep(&self, _: Duration) {}
@@ -727,5 +733,14 @@ pub(crate) mod tests {
         let busy = MemoryPorts { written_meanwhile: Mutex::new(u32::MAX), ..MemoryPorts::with(&["t1"]) };
         let err = register(&busy, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap_err();
         assert!(err.is_retryable(), "{err}");
+    }
+
+    /// Links are signed at whole seconds (`X-Amz-Date`): their expiry is stated from the
+    /// second the signing began, never later than they stop working.
+    #[tokio::test]
+    async fn links_expire_at_counts_from_the_second_the_signing_began() {
+        let ports = MemoryPorts { at: Some(Timestamp::from_unix_ms(1_800_000_000_789)), ..MemoryPorts::with(&["t1"]) };
+        let view = view_of(&ports, &ports.records["t1"], Some(Duration::from_secs(3600))).await.unwrap();
+        assert_eq!(view.links_expire_at, Some(Timestamp::from_unix_ms(1_800_003_600_000)));
     }
 }

@@ -9,6 +9,7 @@ use std::ops::Range;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use futures::StreamExt;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
 use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
@@ -67,14 +68,16 @@ impl SaveTask for TableAndQueue {
 }
 
 impl EnqueueFiles for TableAndQueue {
-    /// The batches at once: a 12-file task's two cost one round trip, not two.
+    /// The batches at once (up to [`crate::MAX_REQUESTS_AT_ONCE`]), in order: a 12-file task's
+    /// two cost one round trip, not two.
     async fn enqueue_files(&self, jobs: &[FileJob]) -> Vec<Result<String, QueueError>> {
         let bodies: Vec<Result<String, QueueError>> = jobs.iter().map(job_body).collect();
         let sizes: Vec<usize> = bodies.iter().map(|body| body.as_ref().map_or(0, String::len)).collect();
         let mut bodies = bodies.into_iter();
         let sends =
             batches(&sizes).into_iter().map(|batch| self.send_batch(bodies.by_ref().take(batch.len()).collect()));
-        futures::future::join_all(sends).await.into_iter().flatten().collect()
+        let sent: Vec<_> = futures::stream::iter(sends).buffered(crate::MAX_REQUESTS_AT_ONCE).collect().await;
+        sent.into_iter().flatten().collect()
     }
 }
 

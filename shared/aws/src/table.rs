@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use futures::future::join_all;
+use futures::StreamExt;
 // What `Updated` carries: callers read it with `stemvault_vault::items`.
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
@@ -301,7 +301,9 @@ impl TaskTable {
         }
         let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
-        let (files, callbacks) = futures::future::join(join_all(files), join_all(callbacks)).await;
+        let at_once = |puts| futures::stream::iter(puts).buffer_unordered(crate::MAX_REQUESTS_AT_ONCE).collect();
+        let (files, callbacks): (Vec<_>, Vec<_>) =
+            futures::future::join(at_once(files.collect::<Vec<_>>()), at_once(callbacks.collect::<Vec<_>>())).await;
         for result in files {
             if result? == Conditional::Conflict {
                 return Err(StoreError::Conflict);

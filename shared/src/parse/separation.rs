@@ -8,12 +8,19 @@ use crate::{Details, SeparationType};
 /// docs.kie.ai English uses the first key; docs.sunoapi.org and docs.kie.ai Chinese the second.
 const INFO_KEYS: [&str; 2] = ["vocal_separation_info", "vocal_removal_info"];
 
+/// The most stems one body contributes: the providers document 14 (a body claiming thousands
+/// would have as many items written and messages sent; the verbatim body keeps any more).
+pub const MAX_STEMS: usize = 64;
+
 /// Stems present in both separation types.
 const COMMON_STEMS: [&str; 3] = ["vocal", "origin", "instrumental"];
 
 pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
     let info = data.and_then(|d| INFO_KEYS.iter().find_map(|k| d.get(*k)?.as_object()));
     for (key, url) in info.into_iter().flatten() {
+        if files.len() >= MAX_STEMS {
+            break;
+        }
         if let Some(stem) = url_key_stem(key) {
             let stem = file_segment(&stem);
             let name = if stem.is_empty() { "stem" } else { &stem };
@@ -41,6 +48,14 @@ mod tests {
         let details = parse(data.as_object(), &mut files);
         let (files, _) = files.finish();
         (files.into_iter().map(|f| f.name).collect(), details)
+    }
+
+    #[test]
+    fn a_body_brings_at_most_max_stems() {
+        let info: serde_json::Map<String, Value> =
+            (0..MAX_STEMS + 10).map(|i| (format!("s{i}_url"), json!(format!("https://h/{i}.mp3")))).collect();
+        let (names, _) = run(json!({ "vocal_separation_info": info }));
+        assert_eq!(names.len(), MAX_STEMS);
     }
 
     #[test]
