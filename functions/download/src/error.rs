@@ -96,17 +96,19 @@ impl FetchError {
     }
 }
 
-/// 408, 425, 429 and 5xx may succeed later, and so may a success other than 200 (202 "being
+/// 408, 421, 425, 429 and 5xx may succeed later, and so may a success other than 200 (202 "being
 /// prepared", 204, 206); any other error status will not (an expired URL may answer 403, 404,
 /// 410 or a non-standard code such as 441).
 pub fn status_is_retryable(status: u16) -> bool {
     passing_on_the_way(status) || status == 429 || (201..=299).contains(&status) || (500..=599).contains(&status)
 }
 
-/// A request that timed out or came too early on its way (408, 425): a gateway's or a CDN's
-/// answer, which the same request may pass later. The source's and the fresh link's alike.
+/// A request that timed out or came too early on its way (408, 425), or that a shared HTTP/2
+/// connection took to a server not serving its host (421): a gateway's or a CDN's answer,
+/// which the same request may pass later, on a new connection. The source's and the fresh
+/// link's alike.
 pub fn passing_on_the_way(status: u16) -> bool {
-    matches!(status, 408 | 425)
+    matches!(status, 408 | 421 | 425)
 }
 
 pub use stemvault_vault::StorageError;
@@ -236,7 +238,7 @@ mod tests {
 
     #[test]
     fn statuses_are_classified() {
-        for code in [408, 425, 429, 500, 502, 503, 504, 599, 202, 204, 206] {
+        for code in [408, 421, 425, 429, 500, 502, 503, 504, 599, 202, 204, 206] {
             assert!(status(code).is_retryable(), "{code}");
         }
         for code in [400, 401, 403, 404, 410, 441, 451, 300, 304] {

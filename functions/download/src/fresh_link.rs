@@ -96,6 +96,11 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
         stemvault_aws::shown::provider_message(text)
     };
     if status != 200 {
+        // A 404 or 422 without the provider's own code is a path it does not serve (a gateway,
+        // a wrong PROVIDER_BASE_URL), as the reconciler reads it: no answer about the URL.
+        if code.is_none() && matches!(status, 404 | 422) {
+            return Err(RefreshError::Unreadable(format!("HTTP {status} without the provider's answer")));
+        }
         // The body's code says more than the status where it has one (kie repeats it).
         let code = code.filter(|c| *c != 200).unwrap_or(i64::from(status));
         return Err(RefreshError::Provider { code, message });
@@ -297,6 +302,11 @@ mod tests {
              You do not have access permissions"
         );
         assert_eq!(read_answer(502, b"<html>bad gateway</html>").unwrap_err().to_string(), "the provider answered 502");
+        // A path the provider does not serve: no answer about the URL, asked again.
+        for status in [404, 422] {
+            let err = read_answer(status, b"<html>Not Found</html>").unwrap_err();
+            assert!(matches!(err, RefreshError::Unreadable(_)) && err.is_retryable(), "{status}: {err}");
+        }
         assert_eq!(
             read_answer(422, br#"{"code":422,"msg":"external URL"}"#).unwrap_err().to_string(),
             "the provider answered 422 (not a URL the provider generated): external URL"

@@ -15,7 +15,7 @@ where
 {
     let status = e.raw_response().map(|r| r.status().as_u16());
     if s3_refusal_is_permanent(status, e.code()) {
-        let code = e.code().unwrap_or("no error code");
+        let code = e.code().unwrap_or_default();
         let detail = e.message().map(|m| format!(": {m}")).unwrap_or_default();
         let message = format!("{} {code}{detail}", status.unwrap_or_default());
         return StorageError { operation, message, permanent: true };
@@ -24,7 +24,8 @@ where
 }
 
 /// Error codes S3 may send with a 4xx that a later attempt can get past: throttling, timeouts,
-/// expired or refreshed credentials, a body damaged or cut short on the way, clock skew, and
+/// expired or refreshed credentials, a body damaged or cut short on the way, clock skew, a
+/// multipart upload's parts not as sent (a new upload sends them again), and
 /// a setup an operator fixes (a request signed for another region, a bucket key in KMS
 /// disabled or pending: every code `KMS.`-prefixed), whose files should wait in the queue
 /// rather than fail for good.
@@ -44,6 +45,8 @@ const RETRYABLE_S3_CODES: &[&str] = &[
     "XAmzContentSHA256Mismatch",
     "AuthorizationHeaderMalformed",
     "InvalidToken",
+    "InvalidPart",
+    "InvalidPartOrder",
 ];
 
 /// Whether S3 refused a request for good, given the HTTP status of its answer (None: no
@@ -53,9 +56,12 @@ const RETRYABLE_S3_CODES: &[&str] = &[
 /// purpose: 401/403 (permissions, which an operator fixes), 404 (a missing bucket or a lost
 /// multipart upload), 408, 409 (a conflicting operation in progress), 412 (a condition, the
 /// caller's to handle) and 429; their messages end in the dead-letter queue, which alarms.
+/// And an answer without a code: S3 names what it refuses for good, and one whose body could
+/// not be read (a `400 RequestTimeout` whose connection S3 closed, say) may be anything.
 pub fn s3_refusal_is_permanent(status: Option<u16>, code: Option<&str>) -> bool {
     let Some(status) = status else { return false };
-    if code.is_some_and(|code| RETRYABLE_S3_CODES.contains(&code) || code.starts_with("KMS.")) {
+    let Some(code) = code.filter(|code| !code.is_empty()) else { return false };
+    if RETRYABLE_S3_CODES.contains(&code) || code.starts_with("KMS.") {
         return false;
     }
     (400..500).contains(&status) && !matches!(status, 401 | 403 | 404 | 408 | 409 | 412 | 429)
@@ -76,11 +82,12 @@ mod tests {
             (411, "MissingContentLength"),
             (413, "RequestEntityTooLarge"),
             (414, "RequestURITooLong"),
-            (400, ""),
         ] {
             assert!(s3_refusal_is_permanent(Some(status), Some(code)), "{status} {code}");
         }
-        assert!(s3_refusal_is_permanent(Some(400), None));
+        // No code read: perhaps a timeout whose answer was cut short.
+        assert!(!s3_refusal_is_permanent(Some(400), None));
+        assert!(!s3_refusal_is_permanent(Some(400), Some("")));
         for (status, code) in [
             (400, "RequestTimeout"),
             (400, "ExpiredToken"),
@@ -89,6 +96,8 @@ mod tests {
             (400, "XAmzContentSHA256Mismatch"),
             (400, "AuthorizationHeaderMalformed"),
             (400, "InvalidToken"),
+            (400, "InvalidPart"),
+            (400, "InvalidPartOrder"),
             (400, "KMS.DisabledException"),
             (400, "KMS.KMSInvalidStateException"),
             (403, "AccessDenied"),

@@ -305,13 +305,16 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     h.ports.set_save_error(None);
     assert_untouched(&h);
 
-    // The table failing: 503, so the provider's retry registers it.
-    h.ports.set_save_error(Some(StoreError::Unavailable("injected".into())));
-    let failed = h.handle(stale()).await;
-    assert_eq!(
-        (failed.status(), json(&failed)["error"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("task_record_unavailable"))
-    );
+    // The table failing, or refusing the write as invalid (a build's fault a deploy fixes):
+    // 503, so the provider's retry registers it.
+    for error in [StoreError::Unavailable("injected".into()), StoreError::Invalid("injected".into())] {
+        h.ports.set_save_error(Some(error));
+        let failed = h.handle(stale()).await;
+        assert_eq!(
+            (failed.status(), json(&failed)["error"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("task_record_unavailable"))
+        );
+    }
     h.ports.set_save_error(None);
     assert_eq!(json(&h.handle(stale()).await)["task_registered_for_polling"], true, "the retry registers it");
 }
