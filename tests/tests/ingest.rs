@@ -807,7 +807,8 @@ async fn a_secret_unreadable_or_opening_nothing_starts_ingest_answering_503() {
 
 /// A park S3 answers 409 ConditionalRequestConflict (a concurrent conditional write of the same
 /// key; S3 says to retry) is tried again after a pause, a bounded number of times; a 412 is the
-/// copy already parked; a 400 is refused for good. The emulator never answers 409, so a scripted server stands in for S3 here.
+/// copy already parked; a 400 naming a refusal is refused for good, one whose code cannot be
+/// read (a body cut short) is not. The emulator never answers 409, so a scripted server stands in for S3 here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
@@ -832,7 +833,8 @@ async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of
         // Err(whether a later park may succeed).
         ("parked/always.json", Reply::Status(409), Err(true), 3),
         ("parked/there.json", Reply::Status(412), Ok(()), 1),
-        ("parked/refused.json", Reply::Status(400), Err(false), 1),
+        ("parked/refused.json", Reply::S3Error { status: 400, code: "InvalidArgument" }, Err(false), 1),
+        ("parked/unread.json", Reply::Status(400), Err(true), 1),
         // A first attempt that stalls is given up for a second (that the attempts fit ingest's
         // park deadline is checked where it is set: no timing is asserted here).
         ("parked/stalled.json", Reply::fail_times(1, Reply::delayed(Duration::from_secs(120), ok()), ok()), Ok(()), 2),
