@@ -34,7 +34,9 @@
 //!    and the message goes on to the dead-letter queue; but a newer URL whose copy the
 //!    deadline cut short (or left no time to start) is released as the file's URL even then,
 //!    for a redrive or the sweeper (`copy_held`). A URL that answers as expired (403, 404, 410,
-//!    441) is asked a fresh link for ([`crate::fresh_link`]) before the file fails. A
+//!    441) is asked a fresh link for ([`crate::fresh_link`]) before the file fails, and fails
+//!    so only on the message's [`EXPIRY_CONFIRMED_ON_RECEIVE`]th receive (a newer URL copied in
+//!    turn, after a second try). A
 //!    file claimed before is first looked for under its key ([`crate::existing`]): a
 //!    complete copy of the same URL that an earlier attempt stored but could not record is
 //!    recorded `stored` without being copied again.
@@ -101,6 +103,7 @@ pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 /// be lost for good, a poll bringing the same URL again), so the message is retried, 30 s and
 /// then 60 s on ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]).
 pub const EXPIRY_CONFIRMED_ON_RECEIVE: u32 = 3;
+const _: () = assert!(EXPIRY_CONFIRMED_ON_RECEIVE < MAX_RECEIVE_COUNT, "confirmed before the dead-letter queue");
 
 /// How many times a manifest write that lost a race is tried, each from a fresh read.
 const MANIFEST_ATTEMPTS: u32 = 5;

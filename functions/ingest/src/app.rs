@@ -264,13 +264,13 @@ impl<P: Ports> App<P> {
     }
 
     /// Whether a key signed the task id of a request refused for its timestamp alone
-    /// ([`Auth::signed_at_any_age`]), and then the task and when it was signed.
+    /// ([`Auth::signed_at_any_time`]), and then the task and when it was signed.
     fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
         let body: &[u8] = req.body().as_ref();
         let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() else {
             return Signed::Task(None);
         };
-        let Some(signed_at) = auth.signed_at_any_age(task_id.as_str(), req.headers()) else {
+        let Some(signed_at) = auth.signed_at_any_time(task_id.as_str(), req.headers()) else {
             return Signed::NotByAKey;
         };
         tracing::Span::current().record("task_id", task_id.as_str());
@@ -304,7 +304,8 @@ impl<P: Ports> App<P> {
     ) -> Response<Body> {
         let age = self.ports.now().unix_seconds().saturating_sub(signed_at);
         let pollable = |e: CallbackEvent| (e.family != Family::Unknown && !e.family_is_a_guess()).then_some(e.family);
-        let recent = age <= MAX_REGISTERED_AGE.as_secs() as i64;
+        // Either way: a signature far ahead of the clock is no more a recent task's.
+        let recent = age.unsigned_abs() <= MAX_REGISTERED_AGE.as_secs();
         let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
         let Some(family) = family else { return rejection.answer(&self.ports, None) };
         let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);

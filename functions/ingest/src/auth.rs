@@ -28,7 +28,7 @@ pub struct Refusal {
 /// What a refusal rests on: a key or token the secret holds (or not), so checks built from a
 /// newer secret might not refuse it; a signature the request lacks; the request alone (a
 /// malformed header); or a timestamp outside the window (long past, or ahead of the clock),
-/// whose signature may still be a key's ([`Auth::signed_at_any_age`]).
+/// whose signature may still be a key's ([`Auth::signed_at_any_time`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grounds {
     Secret,
@@ -120,7 +120,7 @@ impl Auth {
     /// does, so tasks submitted while it had one still call back to `/callback/<token>`), and the
     /// signature headers but for the MAC (there, the timestamp within the window, the
     /// signature base64): a stale or junk request is refused before its body is parsed (a
-    /// stale one's task id is then read for [`Self::signed_at_any_age`]).
+    /// stale one's task id is then read for [`Self::signed_at_any_time`]).
     pub fn check_before_body(
         &self,
         path_token: Option<&str>,
@@ -151,7 +151,7 @@ impl Auth {
     /// at any time; None when no key did: a callback refused for its timestamp
     /// ([`Grounds::OutsideWindow`]) that came from the provider (or replays one that did) names
     /// a real task, which may then be polled for.
-    pub fn signed_at_any_age(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
+    pub fn signed_at_any_time(&self, task_id: &str, headers: &HeaderMap) -> Option<i64> {
         let verifier = self.hmac.as_ref()?;
         let (timestamp, signatures) = signature_headers(headers);
         first_passing(&signatures, |signature| verifier.signed_at(task_id, timestamp.as_deref(), signature)).ok()

@@ -488,8 +488,9 @@ async fn reconcile_task<P: Ports>(
                         // Kept on the poll schedule (backing off), not left due: a result the
                         // table refuses for good would otherwise be polled first on every
                         // run, ahead of every other due task.
+                        let asked = record.family;
                         save_with(ports, settings, &task, None, |r, now| {
-                            Some(poll_bookkeeping(r, &PollOutcome::Unrecorded, now))
+                            (r.family == asked).then(|| poll_bookkeeping(r, &PollOutcome::Unrecorded, now))
                         })
                         .await?;
                         return Err(e.into());
@@ -591,12 +592,13 @@ async fn give_up<P: Ports>(
     reason: &'static str,
 ) -> Result<Handled, ReconcileError> {
     let awaiting = reconcile::awaits_result(record);
-    // And of the family and generation read: a registration giving another family (its
-    // polls start afresh there) or adding to the task moves them, and the event says them.
+    // And of the family read: a registration giving another family revives the task (its
+    // polls start afresh there). Not of the generation, which a client_ref added also moves:
+    // the give-up announced would be announced again, under another id.
     let still = |r: &TaskRecord, now| {
         reconcile::give_up_reason(r, now, settings.give_up_after) == Some(reason)
             && reconcile::awaits_result(r) == awaiting
-            && (r.family, r.generation) == (record.family, record.generation)
+            && r.family == record.family
     };
     let task_id = task.as_str();
     if !awaiting {

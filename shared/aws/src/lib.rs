@@ -65,10 +65,10 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// uploads of a file's body, which get a longer bound or none (`download`'s S3 adapter says why).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The most requests one operation has under way at once (a save's item puts, a send's
-/// batches): a task's usual dozen go out together, and a body bringing thousands of files
-/// does not open thousands of connections (Lambda allows 1,024 descriptors) or hold thousands
-/// of requests in memory.
+/// The most requests of one kind an operation has under way at once (a save's file puts, its
+/// callback puts, a send's batches): a task's usual dozen go out together, and a body bringing
+/// thousands of files does not open thousands of connections (Lambda allows 1,024
+/// descriptors) or hold thousands of requests in memory.
 pub const MAX_REQUESTS_AT_ONCE: usize = 32;
 
 /// How long a connection may take to open: the SDK's default, stated because an override of

@@ -193,10 +193,10 @@ impl Registration {
     /// the task has none, its family when the callbacks could not tell it or only guessed it
     /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
     /// needs watching, a file of it failed by an expired URL, is watched from `now`). To a
-    /// task ingest registered from a stale callback ([`Self::unsigned_record`]), or whose family
-    /// was a guess, its family as the registered one, so a later registration naming another
-    /// is refused. None when
-    /// there is nothing to add, or when they disagree.
+    /// task ingest registered from a stale callback ([`Self::unsigned_record`]), whose family
+    /// was a guess, or whose family's endpoint says it does not know it (a client's own
+    /// registration corrected), its family as the registered one, so a later registration
+    /// naming another is refused. None when there is nothing to add, or when they disagree.
     pub fn completion(&self, recorded: &TaskRecord, now: Timestamp) -> Option<Completion> {
         if !self.family_agrees(recorded) || !self.ref_agrees(recorded) {
             return None;
@@ -291,8 +291,8 @@ fn give_family(record: &mut TaskRecord, family: Family) {
 pub struct Completion {
     pub client_ref: Option<String>,
     pub family: Option<Family>,
-    /// The family a client registered, for a task ingest registered first or whose family was
-    /// a guess.
+    /// The family a client registered, for a task ingest registered first, whose family was a
+    /// guess, or whose family's endpoint said it did not know it.
     pub registered_family: Option<Family>,
     /// Watch the task, polled next at this time: the family given makes a task the reconciler
     /// did not watch one a poll can mend, and one it watched is asked at that family's

@@ -98,9 +98,10 @@ async fn copy_held<P: Ports>(
     if unsure.is_some() {
         tracing::warn!(error = %error, "the source refuses, but an earlier copy could not be looked for");
     }
-    // Answered as expired before the receive that confirms it: perhaps a source not serving
-    // the file yet, tried again a little later.
-    let too_soon_to_say = error.is_expiry() && delivery.receive_count < EXPIRY_CONFIRMED_ON_RECEIVE;
+    // Answered as expired before the receive that confirms it, or by a newer URL copied in
+    // turn (its first try, whatever the receive): perhaps a source not serving the file yet,
+    // tried again a little later (a newer URL so released becomes the file's URL).
+    let too_soon_to_say = error.is_expiry() && (delivery.receive_count < EXPIRY_CONFIRMED_ON_RECEIVE || from_next);
     if too_soon_to_say {
         tracing::warn!(error = %error, receive = delivery.receive_count, "the source answers as expired; trying again");
     }

@@ -824,9 +824,11 @@ fn vocal_gone_with_newer(newer: &[(&str, &str)]) -> MemoryPorts {
     ports
 }
 
-/// The newer URL fails too, for good: so does the file, at that URL; or an even newer one
-/// came while it was copied: that is copied. Failing in a way a retry may fix, the file is
-/// released at the newer URL, which the retry copies (not the URL that failed for good).
+/// The newer URL fails too, for good: so does the file, at that URL (one answering as
+/// expired on its first try is tried again first: it may be a source not serving the file
+/// yet); or an even newer one came while it was copied: that is copied. Failing in a way a
+/// retry may fix, the file is released at the newer URL, which the retry copies (not the URL
+/// that failed for good).
 #[tokio::test]
 async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() {
     let (b, c) = (NEWER_B, NEWER_C);
@@ -834,14 +836,24 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
 
     // B fails for good: the file fails at B.
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, answering(404));
+    ports.source(b, answering(400));
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
 
+    // B answers as expired on its first try: released at B, and failed there on the next.
+    let ports = vocal_gone_with_newer(&[(b, "wav")]);
+    ports.source(b, answering(404));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
+    let f = ports.file_item(TASK, "vocal");
+    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
+    assert!(matches!(run(&ports, "vocal", CONFIRMED + 1).await, Outcome::FailedForGood(_)));
+    assert_eq!(ports.file_item(TASK, "vocal").status, FileStatus::Failed);
+    assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), b.to_owned()]);
+
     // C came while B was copied: C is copied.
     let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
-    ports.source(b, answering(404));
+    ports.source(b, answering(400));
     ports.source(c, Script::Body { data: b"c".to_vec(), declared: true, content_type: None });
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), c.to_owned()]);

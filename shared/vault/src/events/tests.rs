@@ -109,7 +109,7 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
 }
 
 #[test]
-fn a_give_up_is_told_apart_by_reason_and_stage() {
+fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     let mut record = record();
     let first = given_up(&record, "b", "abandoned");
     assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}.{}", record.generation, record.stage.as_str()));
