@@ -185,6 +185,41 @@ async fn a_task_registered_under_the_wrong_family_is_corrected_by_registering_it
     assert_eq!(stored_names(&record), ["instrumental", "vocal"]);
 }
 
+/// A file refused because ALLOWED_SOURCE_HOSTS did not allow its URL: once the operator lists
+/// it, the first poll an hour after the failure (the test backdates it) reopens the file at
+/// its URL, and it is copied.
+#[tokio::test]
+async fn a_file_refused_for_its_host_is_reopened_by_a_later_poll_once_the_host_is_listed() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+
+    // An allow-list without the provider's file host: refused at once, for good for now.
+    let unlisted = env.download_app("files.example.net", None).await;
+    env.download_all(&unlisted, 30).await;
+    let refused = env.task_record(&task).await;
+    let vocal = &refused.files["vocal"];
+    assert_eq!(vocal.status, FileStatus::Failed);
+    assert!(vocal.error.as_deref().is_some_and(|e| e.starts_with("refused source: ")), "{:?}", vocal.error);
+    assert!(stemvault_vault::reconcile::awaits_retry(vocal));
+    assert!(refused.reconcile.is_some(), "watched for the reopen");
+
+    // The host listed; an hour on, a poll repeating the URL reopens the files, and they are copied.
+    let mut waited = refused.clone();
+    for file in waited.files.values_mut() {
+        file.failed_at = file.failed_at.map(|at| at.minus(stemvault_vault::reconcile::FIRST_RELINK_AFTER));
+    }
+    waited.version += 1;
+    env.rewrite_record(&refused, &waited).await;
+    assert_eq!(run_due(&env, &app, &task).await.polls, 1);
+    download_all(&env, &provider).await;
+    let record = env.task_record(&task).await;
+    assert_eq!((record.vault, stored_names(&record)), (VaultState::Complete, vec!["instrumental", "vocal"]));
+    assert_eq!(record.files["vocal"].relinks, 1);
+}
+
 /// A callback signed by a key but delivered past the signature's window (a provider retry
 /// not signed again) is refused, and its task registered: the reconciler's poll vaults it,
 /// with the provider's answer's files, not the unsigned body's.

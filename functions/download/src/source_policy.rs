@@ -67,7 +67,7 @@ pub struct PolicyError {
 pub enum Refusal {
     #[error("not a usable URL: {0}")]
     BadUrl(String),
-    #[error("refused source: {0}")]
+    #[error("{prefix}{0}", prefix = stemvault_vault::reason::REFUSED_SOURCE)]
     Refused(String),
 }
 
@@ -216,7 +216,10 @@ mod tests {
             "https://example.com/x",
             "https://kie.ai/x",
         ] {
-            assert!(matches!(check(&p, refused), Err(Refusal::Refused(_))), "{refused}");
+            let refusal = check(&p, refused).unwrap_err();
+            assert!(matches!(refusal, Refusal::Refused(_)), "{refused}");
+            // Read back by the reconciler as a host the operator may list.
+            assert!(stemvault_vault::reason::refused_source(&refusal.to_string()), "{refusal}");
         }
     }
 

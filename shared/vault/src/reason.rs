@@ -27,6 +27,17 @@ pub const PROVIDER_ANSWERED: &str = "the provider answered ";
 /// The error of a copy slower than an invocation: tried again, it would take the same again.
 pub const COPY_TOO_SLOW: &str = "the copy did not finish before the invocation's deadline";
 
+/// What the reason of a file whose URL (or a redirect on its way) `ALLOWED_SOURCE_HOSTS` does
+/// not allow starts with, why next: a host or origin not listed, or a host at a non-public
+/// address whose exact origin is not listed.
+pub const REFUSED_SOURCE: &str = "refused source: ";
+
+/// Whether the file failed, at once, because `ALLOWED_SOURCE_HOSTS` does not allow its URL:
+/// the operator may list it ([`crate::reconcile::awaits_retry`]).
+pub fn refused_source(reason: &str) -> bool {
+    reason.starts_with(REFUSED_SOURCE)
+}
+
 /// The reason of a file failed on its message's last receive, `last_error` what failed then.
 pub fn dead_lettered(last_error: &str) -> String {
     format!("{DEAD_LETTERED}: {last_error}")

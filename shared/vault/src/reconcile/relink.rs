@@ -18,8 +18,10 @@ pub const MAX_RELINKS: u32 = 8;
 /// A file failed for a reason that may pass, so that its URL may be copied later:
 /// dead-lettered (what failed on every receive failed retryably: a source or S3 outage, the
 /// provider giving no fresh link for an expired URL in time), but for a copy slower than an
-/// invocation (tried again, it would take the same again); or refused a fresh link for the key
-/// (401, 403) or the credits (402), which the user may fix. Not what says the file will never
+/// invocation (tried again, it would take the same again); refused a fresh link for the key
+/// (401, 403) or the credits (402), which the user may fix; or refused because
+/// `ALLOWED_SOURCE_HOSTS` does not allow its URL, which the operator may list (the downloader
+/// refuses it again at once, at no request, while it still does). Not what says the file will never
 /// come (a 422 for a fresh link: not a URL the provider generated; a source failing for good
 /// with no fresh link asked, or with one the provider did not find; a host that is not
 /// allowed). The reasons are the downloader's, read by [`crate::reason`].
@@ -27,7 +29,10 @@ pub fn awaits_retry(file: &FileEntry) -> bool {
     let may_pass = |e: &str| match reason::is_dead_lettered(e) {
         // From the URL or from a fresh link of it.
         true => !e.contains(reason::COPY_TOO_SLOW),
-        false => failed_by_expiry(file) && reason::fresh_link_refused(e).is_some_and(|code| matches!(code, 401..=403)),
+        false => {
+            (failed_by_expiry(file) && reason::fresh_link_refused(e).is_some_and(|code| matches!(code, 401..=403)))
+                || reason::refused_source(e)
+        }
     };
     file.status == FileStatus::Failed && file.error.as_deref().is_some_and(may_pass)
 }
@@ -113,9 +118,13 @@ mod tests {
         let waits_ms: i64 =
             (0..MAX_RELINKS).map(|n| relink_at(&failed_now(NO_LINK_YET, n)).unwrap().unix_ms - NOW.unix_ms).sum();
         assert!(waits_ms < crate::reconcile::DEFAULT_GIVE_UP_AFTER.as_millis() as i64, "{waits_ms} ms in all");
-        // Refused a link for the key or the credits (fixed since, perhaps), or dead-lettered for
-        // what failed retryably on every receive (an outage, over since, perhaps).
+        // Refused a link for the key or the credits (fixed since, perhaps), refused a host the
+        // allow-list leaves out (listed since, perhaps), or dead-lettered for what failed
+        // retryably on every receive (an outage, over since, perhaps).
         for may_pass in [
+            "refused source: host files.example.net is not in ALLOWED_SOURCE_HOSTS",
+            "refused source: http://cdn.example:80 is not https and not a listed origin",
+            "refused source: host 10.0.0.1 is at 10.0.0.1, private; list its exact origin to allow it",
             "source answered 403 Forbidden; no fresh link: the provider answered 402 (insufficient credits)",
             "source answered 410 Gone; no fresh link: the provider answered 401 (unauthorized: check the API key)",
             "source answered 441; no fresh link: the provider answered 403",
@@ -135,6 +144,7 @@ mod tests {
             "source answered 403 Forbidden; no fresh link: the provider answered 404 (not found)",
             "source answered 403 Forbidden; no fresh link: the provider answered 4020",
             "source answered 403 Forbidden; no fresh link: the fresh link: refused source: host evil.example.com",
+            "not a usable URL: URLs with credentials are not fetched",
             "dead_lettered: the copy did not finish before the invocation's deadline",
             "dead_lettered: source answered 410 Gone; no fresh link yet: copying from the fresh link failed: the \
              copy did not finish before the invocation's deadline",
