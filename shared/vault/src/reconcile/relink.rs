@@ -23,8 +23,8 @@ pub const MAX_RELINKS: u32 = 8;
 /// `ALLOWED_SOURCE_HOSTS` does not allow its URL, which the operator may list (the downloader
 /// refuses it again at once, at no request, while it still does). Not what says the file will never
 /// come (a 422 for a fresh link: not a URL the provider generated; a source failing for good
-/// with no fresh link asked, or with one the provider did not find; a host that is not
-/// allowed). The reasons are the downloader's, read by [`crate::reason`].
+/// with no fresh link asked, or with one the provider did not find; a fresh link to a host
+/// that is not allowed). The reasons are the downloader's, read by [`crate::reason`].
 pub fn awaits_retry(file: &FileEntry) -> bool {
     let may_pass = |e: &str| match reason::is_dead_lettered(e) {
         // From the URL or from a fresh link of it.
