@@ -445,8 +445,13 @@ async fn reconcile_task<P: Ports>(
         other => other,
     };
     // A poll past the give-up time (a last chance's) marks when the last chance began.
+    // Recorded only while the task's family is the one asked: a registration may have given
+    // it another meanwhile, and what this endpoint said is nothing of that one's.
+    let asked = record.family;
     let poll_bookkeeping = |r: &TaskRecord, outcome: &PollOutcome, now: Timestamp| {
-        reconcile::mark_last_chance(reconcile::after_poll(r, outcome, now), now, settings.give_up_after)
+        let polled =
+            || reconcile::mark_last_chance(reconcile::after_poll(r, outcome, now), now, settings.give_up_after);
+        (r.family == asked).then(polled)
     };
     let polled = match answer {
         ProviderAnswer::Unreachable(why) => {
@@ -488,9 +493,8 @@ async fn reconcile_task<P: Ports>(
                         // Kept on the poll schedule (backing off), not left due: a result the
                         // table refuses for good would otherwise be polled first on every
                         // run, ahead of every other due task.
-                        let asked = record.family;
                         save_with(ports, settings, &task, None, |r, now| {
-                            (r.family == asked).then(|| poll_bookkeeping(r, &PollOutcome::Unrecorded, now))
+                            poll_bookkeeping(r, &PollOutcome::Unrecorded, now)
                         })
                         .await?;
                         return Err(e.into());
@@ -569,13 +573,9 @@ async fn reconcile_task<P: Ports>(
             PollOutcome::Http(status)
         }
     };
-    // A result's accept wrote the task since it was read: read it again. Recorded only while
-    // the task's family is the one asked: a registration may have given it another meanwhile,
-    // and what this endpoint said is nothing of that one's.
+    // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
-    let asked = record.family;
-    let bookkeeping = |r: &TaskRecord, now| (r.family == asked).then(|| poll_bookkeeping(r, &polled, now));
-    save_with(ports, settings, &task, read, bookkeeping).await?;
+    save_with(ports, settings, &task, read, |r, now| poll_bookkeeping(r, &polled, now)).await?;
     Ok(Handled::Polled(polled))
 }
 

@@ -138,8 +138,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     let own = |key: &str| task_prefix.as_deref().is_some_and(|prefix| key.starts_with(prefix));
     // Before any link is signed, to the second: a link's signing time (`X-Amz-Date`, whole
     // seconds) is no earlier, so `links_expire_at` is never later than a link's expiry.
-    let now = ports.now();
-    let signed_from = Timestamp::from_unix_ms(now.unix_ms - now.unix_ms.rem_euclid(1000));
+    let signed_from = Timestamp::from_unix_ms(ports.now().unix_seconds() * 1000);
     let mut files = Vec::with_capacity(manifest.files.len());
     for file in manifest.files {
         let download_url = match (file.status, links) {

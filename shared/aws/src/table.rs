@@ -110,6 +110,12 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
     u
 }
 
+/// The answers of `requests`, at most [`crate::MAX_REQUESTS_AT_ONCE`] under way at once, in
+/// the order they come.
+async fn bounded<F: std::future::Future>(requests: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    futures::stream::iter(requests).buffer_unordered(crate::MAX_REQUESTS_AT_ONCE).collect().await
+}
+
 /// One more delivery of a task, counted on its existing task item without a read:
 /// [`TaskWrite::CountDelivery`].
 fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
@@ -301,9 +307,7 @@ impl TaskTable {
         }
         let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
-        let at_once = |puts| futures::stream::iter(puts).buffer_unordered(crate::MAX_REQUESTS_AT_ONCE).collect();
-        let (files, callbacks): (Vec<_>, Vec<_>) =
-            futures::future::join(at_once(files.collect::<Vec<_>>()), at_once(callbacks.collect::<Vec<_>>())).await;
+        let (files, callbacks) = futures::future::join(bounded(files), bounded(callbacks)).await;
         for result in files {
             if result? == Conditional::Conflict {
                 return Err(StoreError::Conflict);
