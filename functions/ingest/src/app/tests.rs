@@ -355,6 +355,10 @@ async fn a_stale_callback_registers_only_past_every_other_check() {
     // Signed more than 14 days ago: the provider may have forgotten the task.
     let ancient = signed_headers(KEY, WAV_TASK, NOW_SECS - 15 * 24 * 3600);
     assert_eq!(refusal(&h, request(&format!("/callback/{TOKEN}"), &ancient, WAV.to_vec())).await, "timestamp_too_old");
+    // As far ahead: no more a recent task's.
+    let far_ahead = signed_headers(KEY, WAV_TASK, NOW_SECS + 15 * 24 * 3600);
+    let refused = request(&format!("/callback/{TOKEN}"), &far_ahead, WAV.to_vec());
+    assert_eq!(refusal(&h, refused).await, "timestamp_in_future");
     // A table that refuses the write for good: the refusal stands (no 503 retried forever).
     h.ports.set_save_error(Some(StoreError::Rejected("injected".into())));
     assert_eq!(refusal(&h, stale_at(KEY, &format!("/callback/{TOKEN}"), WAV, WAV_TASK)).await, "timestamp_too_old");
