@@ -595,12 +595,13 @@ async fn claims_and_settles_answer_with_the_item() {
         (settled.vault, settled.open.as_deref(), settled.version),
         (VaultState::Complete, None, read.version + 2)
     );
+    assert_eq!(settled.announced, Some(plan.announcement.clone()), "what its Task Vaulted said");
     // A settle asking for the reconciler's watch (a file expired) puts the task in the
     // reconcile-due index; one asking again keeps the schedule it finds (if_not_exists).
     let first_poll = Timestamp::now().plus(Duration::from_secs(30));
-    let watching = ManifestPlan { watch_from: Some(first_poll), ..plan.clone() };
+    let watching = ManifestPlan { watch_from: Some(first_poll), ..*plan.clone() };
     assert_eq!(ports.settle_task(&task, &watching).await, Ok(SettleWrite::Rewritten));
-    let later = ManifestPlan { watch_from: Some(first_poll.plus(Duration::from_secs(3600))), ..plan.clone() };
+    let later = ManifestPlan { watch_from: Some(first_poll.plus(Duration::from_secs(3600))), ..*plan.clone() };
     assert_eq!(ports.settle_task(&task, &later).await, Ok(SettleWrite::Rewritten));
     let watched = env.task_record(&record.task_id).await;
     assert_eq!((watched.reconcile.as_deref(), watched.reconcile_at), (Some("due"), Some(first_poll)));

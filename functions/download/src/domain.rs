@@ -65,7 +65,9 @@
 //!    its id made of the task and the generation): a failed publish is such a retryable
 //!    failure (no settle write; the redelivery publishes it again, same id), and a worker
 //!    that stops after the settle write has published already. Two workers settling at once
-//!    may both publish it: the same id, which consumers drop. No table write is spent on it.
+//!    may both publish it: the same id, which consumers drop. No table write is spent on it:
+//!    the settle write keeps what it said (`announced`), and a settle that would say exactly
+//!    that again (a reopened file failing again as before) publishes nothing.
 //!
 //! DynamoDB per file: two writes (the claim, then stored or failed; one more when a newer
 //! URL is copied after the first failed, or a write failed and a release follows), no read; per task and batch: one Query, and one
@@ -670,7 +672,7 @@ async fn check_settled_once<P: Ports>(
     let plan = match settle_plan(&record, task_id, now) {
         SettlePlan::Open => return Ok(Settling::Open),
         SettlePlan::AlreadySettled => return Ok(Settling::AlreadySettled),
-        SettlePlan::Settle(plan) => plan,
+        SettlePlan::Settle(plan) => *plan,
     };
     if record.vault == VaultState::Pending && settled_here.is_some_and(|here| !settled_last(&record, here)) {
         return Ok(Settling::Deferred);
@@ -688,8 +690,15 @@ async fn check_settled_once<P: Ports>(
         tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
     }
     // Before the settle write: once the task is settled no check comes back to publish it.
-    let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
-    ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+    if record.announced.as_deref() == Some(plan.announcement.as_str()) {
+        tracing::info!(
+            generation = plan.generation,
+            "Task Vaulted would say what the last one said; not published again"
+        );
+    } else {
+        let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
+        ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+    }
     let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {

@@ -840,6 +840,7 @@ impl SettleTask for MemoryPorts {
         let was = task.vault;
         task.vault = plan.vault;
         task.manifest_key = Some(plan.manifest_key.clone());
+        task.announced = Some(plan.announcement.clone());
         task.open = None;
         task.version += 1;
         // As if_not_exists does: a watch already there keeps its schedule.

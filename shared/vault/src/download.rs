@@ -103,7 +103,7 @@ pub enum SettlePlan {
     AlreadySettled,
     /// Every file is settled, and the vault is still `pending` or its manifest was never
     /// recorded (the worker that settled it stopped in between, or a task without files).
-    Settle(ManifestPlan),
+    Settle(Box<ManifestPlan>),
 }
 
 /// The steps that settle a vault, whoever takes them and however often:
@@ -132,6 +132,9 @@ pub struct ManifestPlan {
     /// is not conditional on the task item's version, theirs are), and nothing would then
     /// watch the task for the file's new URL. None when no file asks for a watch.
     pub watch_from: Option<Timestamp>,
+    /// What the plan's `Task Vaulted` says ([`crate::events::announcement`]): published only
+    /// when the task's last one said otherwise, and kept by the settle write.
+    pub announcement: String,
 }
 
 /// The `name` of a manifest job: a download message that names no file, only asks for the
@@ -176,14 +179,16 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
     }
     let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
     let watch = crate::reconcile::needs_watching(record);
-    SettlePlan::Settle(ManifestPlan {
+    let manifest_key = s3_key::manifest_key(task_id);
+    SettlePlan::Settle(Box::new(ManifestPlan {
         vault,
-        manifest_key: s3_key::manifest_key(task_id),
+        announcement: crate::events::announcement(record, vault, &manifest_key),
+        manifest_key,
         manifest: Manifest::of(record, vault, now),
         generation: record.generation,
         watch_from: watch
             .then(|| crate::reconcile::first_poll_at(record, now.plus(crate::reconcile::FIRST_POLL_INTERVAL))),
-    })
+    }))
 }
 
 /// Whether the file settled last in `record` (the latest `stored_at` or `failed_at`, by name
@@ -353,7 +358,7 @@ mod tests {
         partial.files.get_mut("drums").unwrap().status = FileStatus::Failed;
         assert!(matches!(
             settle_plan(&partial, &id, NOW),
-            SettlePlan::Settle(ManifestPlan { vault: VaultState::Partial, .. })
+            SettlePlan::Settle(plan) if plan.vault == VaultState::Partial
         ));
     }
 
@@ -512,9 +517,8 @@ mod tests {
         failed.key = "tasks/t1/drums.mp3".into();
         failed.error = Some("source answered 403 Forbidden".into());
         let r = record(vec![("vocal", stored), ("drums", failed)]);
-        let SettlePlan::Settle(ManifestPlan { manifest, .. }) = settle_plan(&r, &id, NOW) else {
-            panic!("expected settle")
-        };
+        let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected settle") };
+        let manifest = plan.manifest;
         assert_eq!(manifest.task_id, "t1");
         assert_eq!((manifest.family, manifest.stage), (Family::VocalSeparation, Stage::First));
         assert_eq!(manifest.vault, VaultState::Partial);

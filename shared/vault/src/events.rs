@@ -221,6 +221,21 @@ pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_ke
     TaskEvent { kind: EventType::Vaulted, detail: detail(record, id, vault, bucket, Some(manifest_key.to_owned())) }
 }
 
+/// What a `Task Vaulted` of `record` settled as `vault` says, as a digest: its detail but for
+/// its id, its generation and the bucket (the deployment's own), with every file even when
+/// they would not fit the event. A reopened file that fails again as it failed before (its
+/// host still not allowed, its URL still expired) settles the task again at a new
+/// generation, saying nothing new: the settle that published the last one keeps its
+/// announcement ([`TaskRecord::announced`]), and one that would say the same publishes
+/// nothing (a consumer got up to 8 copies of it per file, as webhooks too).
+pub fn announcement(record: &TaskRecord, vault: VaultState, manifest_key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let said = EventDetail { generation: 0, ..detail(record, String::new(), vault, "", Some(manifest_key.to_owned())) };
+    // A derived Serialize of plain data: cannot fail.
+    let json = serde_json::to_vec(&(said, files_of(record))).unwrap_or_default();
+    hex::encode(&Sha256::digest(json)[..16])
+}
+
 /// The events ingest publishes once a callback is recorded: none unless the callback
 /// speaks for the task's stage (it set it, or is a redelivery of the one that did, whose
 /// publish may have failed) and no poll published them already (a poll recorded a result at

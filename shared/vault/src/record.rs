@@ -110,6 +110,11 @@ pub struct TaskRecord {
     /// Set when the manifest of the current file set has been written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
+    /// What the last `Task Vaulted` published said ([`crate::events::announcement`]), written
+    /// by the settle that published it: a later settle saying the same (a reopened file failing
+    /// again as it failed before) publishes nothing again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announced: Option<String>,
     /// Optimistic-concurrency counter; every write of the task item increments it.
     pub version: u64,
     /// The file set's generation: ingest increments it whenever it adds or reopens a file,
@@ -453,6 +458,7 @@ impl TaskRecord {
             last_chance_from: None,
             abandoned: None,
             manifest_key: None,
+            announced: None,
             version: 1,
             generation: 1,
             adding: None,

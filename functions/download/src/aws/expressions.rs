@@ -181,7 +181,8 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
 /// would wait unsent for the provider's retry instead of the sweeper.
 /// With [`ManifestPlan::watch_from`], the same write also puts the task in the reconciler's
 /// `reconcile-due` index (a file expired; the provider may still give a fresh URL), keeping a
-/// watch it finds there with its schedule.
+/// watch it finds there with its schedule. It keeps what the plan's `Task Vaulted` says
+/// (`announced`), published before it.
 pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     let watch = if plan.watch_from.is_some() {
         ", #reconcile = if_not_exists(#reconcile, :due), #reconcile_at = if_not_exists(#reconcile_at, :at)"
@@ -189,12 +190,13 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
         ""
     };
     let mut u = Update::new(
-        format!("SET #vault = :vault, #mk = :key{watch} ADD #version :one REMOVE #open"),
+        format!("SET #vault = :vault, #mk = :key, #announced = :announced{watch} ADD #version :one REMOVE #open"),
         "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
          AND attribute_not_exists(#adding)",
     );
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
+        .name("#announced", "announced")
         .name("#version", "version")
         .name("#open", "open")
         .name("#generation", "generation")
@@ -202,6 +204,7 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
         .name("#adding", "adding");
     u.value(":vault", s(plan.vault.as_str()))
         .value(":key", s(&plan.manifest_key))
+        .value(":announced", s(&plan.announcement))
         .value(":one", n(1))
         .value(":generation", n(plan.generation))
         .value(":stage", s(plan.manifest.stage.as_str()));
@@ -399,10 +402,11 @@ mod tests {
             manifest: Manifest::of(&record, VaultState::Partial, Timestamp::from_unix_ms(0)),
             generation: 7,
             watch_from: None,
+            announcement: "5eb7".into(),
         };
         let u = settle_task(&plan);
         assert_well_formed(&u, "version");
-        assert_eq!(u.update, "SET #vault = :vault, #mk = :key ADD #version :one REMOVE #open");
+        assert_eq!(u.update, "SET #vault = :vault, #mk = :key, #announced = :announced ADD #version :one REMOVE #open");
         assert_eq!(
             u.condition,
             "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
@@ -414,6 +418,7 @@ mod tests {
         assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s("complete")));
         assert_eq!(u.values[":vault"], s("partial"));
         assert_eq!(u.values[":key"], s("tasks/t1/manifest.json"));
+        assert_eq!((u.names["#announced"].as_str(), &u.values[":announced"]), ("announced", &s("5eb7")));
         assert_eq!(u.values[":generation"], n(7));
         assert_eq!((u.names["#mk"].as_str(), u.names["#open"].as_str()), ("manifest_key", "open"));
         assert_eq!(u.names["#generation"], "generation");
@@ -424,7 +429,7 @@ mod tests {
         assert_well_formed(&u, "version");
         assert_eq!(
             u.update,
-            "SET #vault = :vault, #mk = :key, #reconcile = if_not_exists(#reconcile, :due), \
+            "SET #vault = :vault, #mk = :key, #announced = :announced, #reconcile = if_not_exists(#reconcile, :due), \
              #reconcile_at = if_not_exists(#reconcile_at, :at) ADD #version :one REMOVE #open"
         );
         assert_eq!((&u.values[":due"], &u.values[":at"]), (&s("due"), &s(&at.rfc3339())));

@@ -131,3 +131,43 @@ async fn two_workers_settling_at_once_publish_the_same_id() {
     let [first, second] = <[_; 2]>::try_from(ports.events.published()).unwrap();
     assert_eq!(first.detail, second.detail, "the same event: consumers drop the duplicate by its id");
 }
+
+/// A file reopened (by a poll repeating its URL) that fails again as it failed before settles
+/// the task again, at a new generation, without a second `Task Vaulted` saying the same; one
+/// that is stored then says something new, and is published.
+#[tokio::test]
+async fn a_settle_saying_what_the_last_task_vaulted_said_publishes_nothing() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let not_found = FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None };
+    ports.source(&crate::memory::url("vocal"), crate::memory::Script::Fail(not_found.clone()));
+    let confirmed = crate::domain::EXPIRY_CONFIRMED_ON_RECEIVE;
+    assert_eq!(run(&ports, "vocal", confirmed).await.1, Some(Ok(Settling::Settled)));
+    let settled = ports.record(TASK);
+    assert_eq!((settled.vault, ports.events.published().len()), (VaultState::Partial, 1));
+    assert!(settled.announced.is_some(), "the settle keeps what its event said");
+
+    let reopen = |settled: &TaskRecord| {
+        let mut reopened = settled.clone();
+        (reopened.vault, reopened.manifest_key, reopened.open) =
+            (VaultState::Pending, None, Some(stemvault_vault::OPEN_MARKER.into()));
+        reopened.generation += 1;
+        let vocal = reopened.files.get_mut("vocal").unwrap();
+        (vocal.status, vocal.error, vocal.failed_at, vocal.relinks) =
+            (FileStatus::Queued, None, None, vocal.relinks + 1);
+        ports.put_record(reopened);
+    };
+    reopen(&settled);
+    assert_eq!(run(&ports, "vocal", confirmed).await.1, Some(Ok(Settling::Settled)));
+    let again = ports.record(TASK);
+    assert_eq!((again.vault, again.generation, again.manifest_key.is_some()), (VaultState::Partial, 3, true));
+    assert_eq!(ports.events.published().len(), 1, "the same files, the same failure: nothing new to say");
+    assert_eq!(again.announced, settled.announced);
+
+    reopen(&again);
+    serve(&ports, "vocal", b"vocal bytes");
+    assert_eq!(run(&ports, "vocal", 1).await.1, Some(Ok(Settling::Settled)));
+    let ids = ports.events.ids();
+    assert_eq!(ids.last(), Some(&(EventType::Vaulted, format!("{TASK}.vaulted.4.first"))), "{ids:?}");
+    assert_eq!(ports.events.published()[1].detail.vault, VaultState::Complete);
+    assert_ne!(ports.record(TASK).announced, settled.announced);
+}

@@ -1,3 +1,5 @@
+use std::collections::BTreeSet;
+
 use serde_json::json;
 use suno_callbacks::{Family, Stage};
 
@@ -126,4 +128,47 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.3.complete");
     record.generation = 4;
     assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.4.complete");
+}
+
+/// A settle saying what the last one said (a reopened file failed again as before, at a new
+/// generation, its URL perhaps new) has the same announcement; anything a consumer reads
+/// that differs (a file's status or error, the vault, the stage, a file past the event's
+/// list) makes it another.
+#[test]
+fn an_announcement_is_what_a_task_vaulted_says_but_for_its_generation() {
+    let r = record();
+    let said = announcement(&r, VaultState::Partial, "tasks/t1/manifest.json");
+    assert_eq!(said.len(), 32);
+    let mut again = r.clone();
+    again.generation += 1;
+    again.files.get_mut("drums").unwrap().url = "https://cdn.example/d.mp3?fresh=1".into();
+    again.files.get_mut("drums").unwrap().relinks = 1;
+    assert_eq!(announcement(&again, VaultState::Partial, "tasks/t1/manifest.json"), said);
+
+    let mut stored = r.clone();
+    let drums = stored.files.get_mut("drums").unwrap();
+    (drums.status, drums.error, drums.bytes) = (FileStatus::Stored, None, Some(7));
+    let mut other_error = r.clone();
+    other_error.files.get_mut("drums").unwrap().error = Some("source answered 404 Not Found".into());
+    let mut later_stage = r.clone();
+    later_stage.stage = Stage::Error;
+    let mut unlisted = r.clone();
+    for i in 0..256 {
+        let name = format!("result/{}/{i:03}", "x".repeat(900));
+        let f = FileEntry::pending("https://cdn.example/a.mp3", format!("tasks/t1/{i}.mp3"), Stage::Final);
+        unlisted.files.insert(name, FileEntry { status: FileStatus::Failed, ..f });
+    }
+    let mut unlisted_other = unlisted.clone();
+    let first_unlisted = format!("result/{}/000", "x".repeat(900));
+    unlisted_other.files.get_mut(&first_unlisted).unwrap().status = FileStatus::Stored;
+    let others = [
+        announcement(&stored, VaultState::Partial, "tasks/t1/manifest.json"),
+        announcement(&other_error, VaultState::Partial, "tasks/t1/manifest.json"),
+        announcement(&later_stage, VaultState::Partial, "tasks/t1/manifest.json"),
+        announcement(&r, VaultState::Complete, "tasks/t1/manifest.json"),
+        announcement(&unlisted, VaultState::Partial, "tasks/t1/manifest.json"),
+        announcement(&unlisted_other, VaultState::Partial, "tasks/t1/manifest.json"),
+    ];
+    let distinct: BTreeSet<&String> = others.iter().chain([&said]).collect();
+    assert_eq!(distinct.len(), others.len() + 1, "{others:?}");
 }
