@@ -49,9 +49,8 @@ impl std::fmt::Debug for CallbackSecret {
 pub enum SecretProblem {
     #[error("the callback secret is not a JSON object ({0})")]
     NotAnObject(String),
-    #[error(
-        "the callback secret has an unknown field {0:?}; it holds only \"webhook_hmac_keys\" and \"callback_token\""
-    )]
+    /// The field's name, quoted only when it reads like a field name (snake case), else its length.
+    #[error("the callback secret has an unknown field {0}; it holds only \"webhook_hmac_keys\" and \"callback_token\"")]
     UnknownField(String),
     #[error("the callback secret's {field} is invalid: {reason}")]
     Invalid { field: &'static str, reason: String },
@@ -68,7 +67,7 @@ impl CallbackSecret {
         let keys = keys_field(fields.remove(KEYS_FIELD))?;
         let tokens = token_field(fields.remove(TOKEN_FIELD))?;
         if let Some(unknown) = fields.keys().next() {
-            return Err(SecretProblem::UnknownField(unknown.clone()));
+            return Err(SecretProblem::UnknownField(shown_field_name(unknown)));
         }
         let invalid = |field| move |reason| SecretProblem::Invalid { field, reason };
         Ok(CallbackSecret {
@@ -109,6 +108,20 @@ impl CallbackSecret {
     /// Neither keys nor a token: anyone could post callbacks.
     pub fn is_unauthenticated(&self) -> bool {
         self.hmac_keys.is_empty() && self.callback_tokens.is_empty()
+    }
+}
+
+/// A field name as an error shows it: quoted when it reads like one (snake case: up to 32
+/// lowercase letters, digits and `_`, with a `_`, as a misspelt field), otherwise only its
+/// length: a key or token typed into the name column of the console's key/value editor is a
+/// name too, and errors are logged.
+fn shown_field_name(name: &str) -> String {
+    let snake_case = name.len() <= 32
+        && name.contains('_')
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    match snake_case {
+        true => format!("{name:?}"),
+        false => format!("({} characters, not shown)", name.chars().count()),
     }
 }
 
@@ -283,6 +296,9 @@ mod tests {
                 "token number 1: use only ASCII letters",
             ),
             (r#"{"callback_token": [["secret-value-0123456789"]]}"#.into(), "every token must be a JSON string"),
+            // A token or key typed as a field's name (the console's key/value editor): not shown.
+            (r#"{"secret-value-0123456789": "callback_token"}"#.into(), "unknown field (23 characters, not shown)"),
+            (r#"{"secret-value": ["k1"]}"#.into(), "unknown field (12 characters, not shown)"),
         ];
         for (text, expected) in cases {
             let err = CallbackSecret::parse(text).unwrap_err().to_string();

@@ -89,7 +89,29 @@ pub fn init() {
         std::io::stderr().is_terminal(),
     );
     // A second init (tests, local runner) keeps the first subscriber.
-    let _ = tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr));
+    let installed = tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr)).is_ok();
+    if installed && format == LogFormat::Json {
+        std::panic::set_hook(Box::new(log_panic));
+    }
+}
+
+/// The panic hook in Lambda: a panic (contained to its message or task by the functions'
+/// guards, or ending an invocation) is one JSON line, in the span it happened in (so with its
+/// task id), its text as a provider's message is kept (cut, links shown without their
+/// query); the default hook wrote plain lines to stderr, outside the JSON, that CloudWatch
+/// splits into several events. A backtrace when `RUST_BACKTRACE` asks for one.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let text = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+    let message = crate::shown::provider_message(text.unwrap_or("(no message)"));
+    let location = info.location().map(|at| format!("{}:{}", at.file(), at.line())).unwrap_or_default();
+    let backtrace = std::backtrace::Backtrace::capture();
+    match backtrace.status() {
+        std::backtrace::BacktraceStatus::Captured => {
+            tracing::error!(panic = message, location, %backtrace, "panicked")
+        }
+        _ => tracing::error!(panic = message, location, "panicked"),
+    }
 }
 
 /// The subscriber for `format`, writing to `writer`.
@@ -214,6 +236,33 @@ mod tests {
         assert!(plain.contains("task_id") && plain.contains("t1"), "{plain}");
         assert!(!plain.contains('\u{1b}'), "{plain:?}");
         assert!(logged(LogFormat::Plain { ansi: true }).contains('\u{1b}'), "the check can fail");
+    }
+
+    /// (The hook is the process's while this runs: another test panicking meanwhile logs its
+    /// panic through it, to no subscriber of its thread, and still fails.)
+    #[test]
+    fn a_panic_in_lambda_is_one_json_line_in_its_span_without_a_link_query() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber =
+            subscriber(LogFormat::Json, tracing_subscriber::EnvFilter::new("info"), move || writer.clone());
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(log_panic));
+        let caught = tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("message", task_id = "t1");
+            let _entered = span.enter();
+            std::panic::catch_unwind(|| panic!("copying https://cdn.example/a.mp3?sig=secret failed"))
+        });
+        std::panic::set_hook(previous);
+        assert!(caught.is_err());
+        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = logged.lines().collect();
+        assert_eq!(lines.len(), 1, "{logged}");
+        let json: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!((json["level"].as_str(), json["span"]["task_id"].as_str()), (Some("ERROR"), Some("t1")));
+        let text = json["fields"]["panic"].as_str().unwrap_or_default();
+        assert!(text.starts_with("copying https://cdn.example") && !text.contains("sig=secret"), "{text}");
+        assert!(json["fields"]["location"].as_str().is_some_and(|at| at.contains("logging.rs")), "{json}");
     }
 
     #[test]

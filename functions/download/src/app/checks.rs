@@ -101,7 +101,11 @@ impl Checks {
         };
         let checks = unchecked.into_iter().map(|done| async move {
             catch_panic(self.check(ports, &done)).await.unwrap_or_else(|panic| {
-                tracing::error!(error = %panic, "the settle check panicked; the task is left open for the sweeper");
+                // In a message's span: with its task id.
+                let span = done.first().map_or_else(Span::none, |d| d.span.clone());
+                span.in_scope(|| {
+                    tracing::error!(error = %panic, "the settle check panicked; the task is left open for the sweeper")
+                });
                 Vec::new()
             })
         });
