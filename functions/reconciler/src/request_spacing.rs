@@ -41,6 +41,12 @@ impl RequestSpacing {
         *next_turn = (*next_turn).max(Instant::now()) + self.spacing;
     }
 
+    /// When the next request may go.
+    #[cfg(test)]
+    pub fn next_turn(&self) -> Instant {
+        *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Wait for the next turn if it comes within `within` (true); false at once otherwise.
     pub async fn wait_for_turn(&self, within: Duration) -> bool {
         let next_turn = *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());

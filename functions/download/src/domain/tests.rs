@@ -1747,6 +1747,17 @@ async fn a_fresh_link_whose_source_does_not_answer_in_time_on_the_last_receive_l
     assert!(!stemvault_vault::reconcile::awaits_retry(file), "{:?}", file.error);
 }
 
+/// A receive past the last (the redrive policy's count lowered while the message was out)
+/// is the last too: the file is failed, not left queued behind a message in the DLQ.
+#[tokio::test]
+async fn a_receive_past_the_last_is_the_last() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), expired(503, "Service Unavailable"));
+    let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT + 1).await;
+    assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
+    assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Failed);
+}
+
 #[tokio::test]
 async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_and_the_task_settles_partial() {
     // At its last stage: watched only for the file.
