@@ -263,6 +263,17 @@ impl<P: Ports> App<P> {
         parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
     }
 
+    /// The task id the body of a request refused for its headers or path claims, on the
+    /// span (`claimed_task_id`), so "did task X's callback come?" finds a callback refused for
+    /// a missing or wrong token, or a missing signature, too. Read for the logs alone, after
+    /// the refusal (one pass over a body within the size accepted; none over it).
+    fn record_claimed_task_id(&self, req: &Request) {
+        let body: &[u8] = req.body().as_ref();
+        if let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() {
+            tracing::Span::current().record("claimed_task_id", task_id.as_str());
+        }
+    }
+
     /// Whether a key signed the task id of a request refused for its timestamp alone
     /// ([`Auth::signed_at_any_time`]), and then the task and when it was signed.
     fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
@@ -280,6 +291,9 @@ impl<P: Ports> App<P> {
     /// Answer a refused request, after what its refusal asks for ([`FollowUp`]). Here, not in
     /// the checks: those run twice when the secret is read again.
     async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
+        if rejection.status == StatusCode::UNAUTHORIZED {
+            self.record_claimed_task_id(req);
+        }
         match std::mem::take(&mut rejection.follow_up) {
             FollowUp::Nothing => rejection.answer(&self.ports, None),
             FollowUp::Poll(task_id, signed_at) => {

@@ -1087,6 +1087,9 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
         h.handle(request(&path, &signed_headers("wrong", WAV_TASK, NOW_SECS), WAV.to_vec())).await.status(),
         401
     );
+    // Refused for its path (no token) or headers (no signature), before its body was read.
+    assert_eq!(h.handle(request("/callback", &signature, WAV.to_vec())).await.status(), 401);
+    assert_eq!(h.handle(request(&path, &[], WAV.to_vec())).await.status(), 401);
 
     let logs = captured.text();
     let lines: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
@@ -1096,6 +1099,11 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let refused = lines.iter().find(|l| l["fields"]["reason"] == "signature_mismatch").expect("a refusal line");
     assert_eq!(refused["span"]["claimed_task_id"], WAV_TASK, "the id the body claims");
     assert_eq!(refused["span"]["task_id"], Value::Null, "no key vouched for it");
+    for reason in ["missing_token", "missing_timestamp"] {
+        let refused = lines.iter().find(|l| l["fields"]["reason"] == reason).expect(reason);
+        assert_eq!(refused["span"]["claimed_task_id"], WAV_TASK, "{reason}: the id the body claims");
+        assert_eq!(refused["span"]["task_id"], Value::Null, "{reason}");
+    }
     for secret in [KEY, OLD_KEY, TOKEN, "X-Sig", "secret", signature[1].1.as_str(), "https://"] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
     }
