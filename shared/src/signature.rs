@@ -60,7 +60,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 /// Header carrying the Unix timestamp (seconds) the signature covers.
 pub const TIMESTAMP_HEADER: &str = "x-webhook-timestamp";
@@ -184,6 +184,18 @@ impl HmacVerifier {
         signature: Option<&str>,
         now_unix_secs: i64,
     ) -> Result<(), SignatureError> {
+        self.verify_by(task_id, timestamp, signature, now_unix_secs).map(drop)
+    }
+
+    /// [`Self::verify`], saying which key signed it: its place among the keys (1 for the
+    /// first), so a receiver can tell when an old key stops being used.
+    pub fn verify_by(
+        &self,
+        task_id: &str,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        now_unix_secs: i64,
+    ) -> Result<usize, SignatureError> {
         let (timestamp, presented) = self.read_headers(timestamp, signature, now_unix_secs)?;
         self.verify_mac(task_id, timestamp, &presented)
     }
@@ -199,19 +211,18 @@ impl HmacVerifier {
         signature: Option<&str>,
     ) -> Result<i64, SignatureError> {
         let (timestamp, presented, sent_at) = parse_headers(timestamp, signature)?;
-        self.verify_mac(task_id, timestamp, &presented).map(|()| sent_at)
+        self.verify_mac(task_id, timestamp, &presented).map(|_| sent_at)
     }
 
-    fn verify_mac(&self, task_id: &str, timestamp: &str, presented: &[u8; 32]) -> Result<(), SignatureError> {
+    /// The place (1 for the first) of the first key that made `presented`.
+    fn verify_mac(&self, task_id: &str, timestamp: &str, presented: &[u8; 32]) -> Result<usize, SignatureError> {
         let message = signed_message(task_id, timestamp);
-        // Every key is tried, whatever matched before, so timing says nothing about which.
-        let mut matched = Choice::from(0);
-        for key in &self.keys {
+        let macs = self.keys.iter().map(|key| {
             let mut mac = key.mac();
             mac.update(&message);
-            matched |= mac.finalize().into_bytes().as_slice().ct_eq(presented);
-        }
-        if bool::from(matched) { Ok(()) } else { Err(SignatureError::NoKeyMatches) }
+            mac.finalize().into_bytes()
+        });
+        first_equal(macs.map(|mac| mac.as_slice().ct_eq(presented))).ok_or(SignatureError::NoKeyMatches)
     }
 
     /// Everything [`Self::verify`] checks but the MAC, which needs the body's task id: both
@@ -350,15 +361,29 @@ impl TokenVerifier {
 
     /// `presented` is the token from the request (`None` or empty when absent).
     pub fn verify(&self, presented: Option<&str>) -> Result<(), TokenError> {
+        self.verify_by(presented).map(drop)
+    }
+
+    /// [`Self::verify`], saying which token it is: its place among the tokens (1 for the
+    /// first), so a receiver can tell when an old token stops being used.
+    pub fn verify_by(&self, presented: Option<&str>) -> Result<usize, TokenError> {
         let presented = presented.filter(|p| !p.is_empty()).ok_or(TokenError::Missing)?;
         let digest = token_digest(presented);
-        // Every digest is compared, whatever matched before, so timing says nothing about which.
-        let mut matched = Choice::from(0);
-        for configured in &self.digests {
-            matched |= digest.ct_eq(configured);
-        }
-        if bool::from(matched) { Ok(()) } else { Err(TokenError::Mismatch) }
+        first_equal(self.digests.iter().map(|configured| digest.ct_eq(configured))).ok_or(TokenError::Mismatch)
     }
+}
+
+/// The place (1 for the first) of the first of `equal` that holds. Every one is looked at,
+/// whatever held before, and the place is chosen without a branch, so timing says nothing
+/// about which held (nor whether one did, until the answer).
+fn first_equal(equal: impl Iterator<Item = Choice>) -> Option<usize> {
+    let (mut matched, mut place) = (Choice::from(0), 0u32);
+    for (i, eq) in equal.enumerate() {
+        // At most 2^32 keys or tokens: a secret holds a few.
+        place.conditional_assign(&u32::try_from(i + 1).unwrap_or(u32::MAX), eq & !matched);
+        matched |= eq;
+    }
+    bool::from(matched).then_some(place as usize)
 }
 
 fn token_digest(token: &str) -> [u8; DIGEST_LEN] {

@@ -106,6 +106,23 @@ fn any_configured_key_may_match() {
     );
 }
 
+/// Which key signed: its place among the keys (the first of equal ones), so an operator can
+/// tell when an old key stops being used.
+#[test]
+fn the_key_that_signed_is_named_by_its_place() {
+    let (key, task, timestamp, signature) = VECTORS[1];
+    let now = timestamp.parse().unwrap();
+    let by = |keys: &[&str]| verifier(keys).verify_by(task, Some(timestamp), Some(signature), now);
+    assert_eq!(by(&[key]), Ok(1));
+    assert_eq!(by(&["old-key", key]), Ok(2));
+    assert_eq!(by(&["a", "b", key, key]), Ok(3));
+    assert_eq!(by(&["a", "b"]), Err(SignatureError::NoKeyMatches));
+    assert_eq!(
+        verifier(&[key]).verify_by(task, Some(timestamp), Some(signature), now + 301).unwrap_err().to_string(),
+        SignatureError::TooOld { age_secs: 301, tolerance_secs: 300 }.to_string()
+    );
+}
+
 #[test]
 fn a_signature_is_bound_to_its_task_id_and_timestamp() {
     let (key, task, timestamp, signature) = VECTORS[0];
@@ -227,4 +244,8 @@ fn any_listed_token_is_accepted() {
     let one = TokenVerifier::any_of(["s3cr3t-token"]).unwrap();
     assert_eq!(one.verify(Some("s3cr3t-token")), Ok(()));
     assert_eq!(one.verify(Some("new-s3cr3t-token")), Err(TokenError::Mismatch));
+    // Which one: its place in the list.
+    assert_eq!(t.verify_by(Some("new-s3cr3t-token")), Ok(1));
+    assert_eq!(t.verify_by(Some("old-s3cr3t-token")), Ok(2));
+    assert_eq!(t.verify_by(Some("x")), Err(TokenError::Mismatch));
 }

@@ -114,7 +114,8 @@ impl<P: Ports> App<P> {
             request_id = %request_id,
             api_request_id,
             task_id = tracing::field::Empty,
-            claimed_task_id = tracing::field::Empty
+            claimed_task_id = tracing::field::Empty,
+            vouched_by = tracing::field::Empty
         );
         self.respond(req, &request_id, started).instrument(span).await
     }
@@ -232,21 +233,24 @@ impl<P: Ports> App<P> {
         };
         let now = self.ports.now().unix_seconds();
         let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
-        if let Err(refusal) = auth.check_before_body(segment, req.headers(), now) {
-            let outside_window = refusal.grounds == Grounds::OutsideWindow;
-            let rejection = unauthorized(refusal);
-            if !outside_window {
-                return Err(rejection);
-            }
-            return Err(match self.signed_task(auth, req) {
-                // No key in force signed it: one rotated in since the secret was read may have.
-                Signed::NotByAKey => Rejection { keyed: true, ..rejection },
-                Signed::Task(Some((task_id, signed_at))) => {
-                    Rejection { follow_up: FollowUp::Poll(task_id, signed_at), ..rejection }
+        let token = match auth.check_before_body(segment, req.headers(), now) {
+            Ok(token) => token,
+            Err(refusal) => {
+                let outside_window = refusal.grounds == Grounds::OutsideWindow;
+                let rejection = unauthorized(refusal);
+                if !outside_window {
+                    return Err(rejection);
                 }
-                Signed::Task(None) => rejection,
-            });
-        }
+                return Err(match self.signed_task(auth, req) {
+                    // No key in force signed it: one rotated in since the secret was read may have.
+                    Signed::NotByAKey => Rejection { keyed: true, ..rejection },
+                    Signed::Task(Some((task_id, signed_at))) => {
+                        Rejection { follow_up: FollowUp::Poll(task_id, signed_at), ..rejection }
+                    }
+                    Signed::Task(None) => rejection,
+                });
+            }
+        };
 
         let body: &[u8] = req.body().as_ref();
         if body.len() > self.max_body_bytes {
@@ -258,8 +262,12 @@ impl<P: Ports> App<P> {
         // an unsigned body claiming a million tracks costs one pass over its bytes.
         let task_id = callback_task_id(body).map_err(unparsable)?;
         tracing::Span::current().record("claimed_task_id", task_id.as_str());
-        auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
-        tracing::Span::current().record("task_id", task_id.as_str());
+        let key = auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
+        let span = tracing::Span::current();
+        span.record("task_id", task_id.as_str());
+        if let Some(vouched_by) = vouched_by(key, token) {
+            span.record("vouched_by", vouched_by.as_str());
+        }
         parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
     }
 
@@ -521,6 +529,15 @@ fn parse_error_code(e: &ParseError) -> &'static str {
         ParseError::NoTaskId => "missing_task_id",
         ParseError::InvalidTaskId(_) => "invalid_task_id",
     }
+}
+
+/// Which of the secret's credentials let a callback in, by place (never by value): `key 2`,
+/// `token 1`, `key 1, token 2`; so an operator rotating a key or token sees when the old one
+/// stops being used (README, "Rotating"). None without any.
+fn vouched_by(key: Option<usize>, token: Option<usize>) -> Option<String> {
+    let named = [key.map(|k| format!("key {k}")), token.map(|t| format!("token {t}"))];
+    let named: Vec<String> = named.into_iter().flatten().collect();
+    (!named.is_empty()).then(|| named.join(", "))
 }
 
 #[cfg(test)]

@@ -120,13 +120,14 @@ impl Auth {
     /// does, so tasks submitted while it had one still call back to `/callback/<token>`), and the
     /// signature headers but for the MAC (there, the timestamp within the window, the
     /// signature base64): a stale or junk request is refused before its body is parsed (a
-    /// stale one's task id is then read for [`Self::signed_at_any_time`]).
+    /// stale one's task id is then read for [`Self::signed_at_any_time`]). The token's place
+    /// among the secret's tokens (1 for the first), when one is asked for.
     pub fn check_before_body(
         &self,
         path_token: Option<&str>,
         headers: &HeaderMap,
         now_unix_secs: i64,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<usize>, Refusal> {
         if self.unread {
             return Err(Refusal::new(
                 "secret_unreadable",
@@ -134,9 +135,10 @@ impl Auth {
                 Grounds::Secret,
             ));
         }
-        if let Some(verifier) = &self.token {
-            verifier.verify(path_token).map_err(token_refusal)?;
-        }
+        let token = match &self.token {
+            Some(verifier) => Some(verifier.verify_by(path_token).map_err(token_refusal)?),
+            None => None,
+        };
         if let Some(verifier) = &self.hmac {
             let (timestamp, signatures) = signature_headers(headers);
             first_passing(&signatures, |signature| {
@@ -144,7 +146,7 @@ impl Auth {
             })
             .map_err(signature_refusal)?;
         }
-        Ok(())
+        Ok(token)
     }
 
     /// When one of the keys signed the body's task id (the request's timestamp, Unix seconds),
@@ -157,12 +159,21 @@ impl Auth {
         first_passing(&signatures, |signature| verifier.signed_at(task_id, timestamp.as_deref(), signature)).ok()
     }
 
-    /// The signature over the body's task id.
-    pub fn check_signature(&self, task_id: &str, headers: &HeaderMap, now_unix_secs: i64) -> Result<(), Refusal> {
-        let Some(verifier) = &self.hmac else { return Ok(()) };
+    /// The signature over the body's task id: the place among the secret's keys (1 for the
+    /// first) of the key that made it, when one is asked for.
+    pub fn check_signature(
+        &self,
+        task_id: &str,
+        headers: &HeaderMap,
+        now_unix_secs: i64,
+    ) -> Result<Option<usize>, Refusal> {
+        let Some(verifier) = &self.hmac else { return Ok(None) };
         let (timestamp, signatures) = signature_headers(headers);
-        first_passing(&signatures, |signature| verifier.verify(task_id, timestamp.as_deref(), signature, now_unix_secs))
-            .map_err(signature_refusal)
+        first_passing(&signatures, |signature| {
+            verifier.verify_by(task_id, timestamp.as_deref(), signature, now_unix_secs)
+        })
+        .map(Some)
+        .map_err(signature_refusal)
     }
 }
 
@@ -257,7 +268,7 @@ mod tests {
 
     /// The path token check alone (the secrets here hold no HMAC keys).
     fn check_token(auth: &Auth, token: Option<&str>) -> Result<(), &'static str> {
-        auth.check_before_body(token, &HeaderMap::new(), 0).map_err(|refusal| refusal.reason)
+        auth.check_before_body(token, &HeaderMap::new(), 0).map(drop).map_err(|refusal| refusal.reason)
     }
 
     #[test]
@@ -266,6 +277,8 @@ mod tests {
         assert!(rotating.expects_path_token() && !rotating.is_unauthenticated());
         assert_eq!(check_token(&rotating, Some(NEW_TOKEN)), Ok(()));
         assert_eq!(check_token(&rotating, Some(OLD_TOKEN)), Ok(()), "the old token while it is listed");
+        let place = |token| rotating.check_before_body(Some(token), &HeaderMap::new(), 0).map_err(|r| r.reason);
+        assert_eq!((place(NEW_TOKEN), place(OLD_TOKEN)), (Ok(Some(1)), Ok(Some(2))), "which one: its place");
         assert_eq!(check_token(&rotating, Some("third-0123456789abcdef")), Err("invalid_token"));
         assert_eq!(check_token(&rotating, Some(&OLD_TOKEN[1..])), Err("invalid_token"));
         assert_eq!(check_token(&rotating, None), Err("missing_token"));

@@ -1087,6 +1087,9 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
         h.handle(request(&path, &signed_headers("wrong", WAV_TASK, NOW_SECS), WAV.to_vec())).await.status(),
         401
     );
+    // Signed with the old key: a duplicate, let in by the second key.
+    let by_old_key = signed_headers(OLD_KEY, WAV_TASK, NOW_SECS);
+    assert_eq!(h.handle(request(&path, &by_old_key, WAV.to_vec())).await.status(), StatusCode::OK);
     // Refused for its path (no token) or headers (no signature), before its body was read.
     assert_eq!(h.handle(request("/callback", &signature, WAV.to_vec())).await.status(), 401);
     assert_eq!(h.handle(request(&path, &[], WAV.to_vec())).await.status(), 401);
@@ -1096,6 +1099,10 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
     let accepted = lines.iter().find(|l| l["fields"]["message"] == "callback accepted").expect("an accepted line");
     assert_eq!(accepted["span"]["task_id"], WAV_TASK);
     assert_eq!(accepted["fields"]["files_queued"], 1);
+    // Which key and token let it in, by place: the first of each.
+    assert_eq!(accepted["span"]["vouched_by"], "key 1, token 1");
+    let by_old = lines.iter().find(|l| l["span"]["vouched_by"] == "key 2, token 1").expect("the old key's callback");
+    assert_eq!(by_old["span"]["task_id"], WAV_TASK);
     let refused = lines.iter().find(|l| l["fields"]["reason"] == "signature_mismatch").expect("a refusal line");
     assert_eq!(refused["span"]["claimed_task_id"], WAV_TASK, "the id the body claims");
     assert_eq!(refused["span"]["task_id"], Value::Null, "no key vouched for it");
@@ -1103,6 +1110,7 @@ async fn logs_are_json_with_the_task_id_and_without_secrets_or_url_queries() {
         let refused = lines.iter().find(|l| l["fields"]["reason"] == reason).expect(reason);
         assert_eq!(refused["span"]["claimed_task_id"], WAV_TASK, "{reason}: the id the body claims");
         assert_eq!(refused["span"]["task_id"], Value::Null, "{reason}");
+        assert_eq!(refused["span"]["vouched_by"], Value::Null, "{reason}");
     }
     for secret in [KEY, OLD_KEY, TOKEN, "X-Sig", "secret", signature[1].1.as_str(), "https://"] {
         assert!(!logs.contains(secret), "{secret:?} logged: {logs}");
