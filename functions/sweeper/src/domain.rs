@@ -32,7 +32,7 @@
 //! a task ingest settled as it recorded it (no files, or a new stage over settled ones) whose
 //! manifest job was lost, or a registration completed since (its manifest is to carry the
 //! family or client_ref given), leaves a settled vault without a manifest. Such a task gets a
-//! manifest job ([`settle_job`], a
+//! manifest job ([`manifest_job_of`], a
 //! [`stemvault_vault::download::MANIFEST_JOB_NAME`] job): the downloader reads the task and
 //! settles it, as it settles a task without files.
 
@@ -40,15 +40,15 @@ use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
-use stemvault_vault::download::MANIFEST_JOB_NAME;
+use stemvault_vault::download::manifest_job_of;
 use stemvault_vault::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, send_claimed};
 use stemvault_vault::ingest::{Claimant, commit_uncommitted, reclaim};
 use stemvault_vault::panic::guarded;
 use stemvault_vault::{
-    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileJob, LoadTask, SaveTask, TaskRecord, Timestamp,
-    VaultState, answer_within, retry_on_conflict,
+    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, LoadTask, SaveTask, TaskRecord, Timestamp, VaultState,
+    answer_within, retry_on_conflict,
 };
-use suno_callbacks::{Stage, TaskId, s3_key};
+use suno_callbacks::{Stage, TaskId};
 use tracing::Instrument;
 
 use crate::error::{StoreError, SweepError};
@@ -474,22 +474,10 @@ async fn close<P: Ports>(ports: &P, record: &TaskRecord, what: &str) -> Result<A
     }
 }
 
-/// The job that asks the downloader to settle a task whose files are all settled: the shape
-/// of [`stemvault_vault::download::manifest_job`] (no file, the manifest's key), whatever
-/// files the task has. Its downloader reads the task and settles it if it still needs it.
-pub fn settle_job(task_id: &TaskId) -> FileJob {
-    FileJob {
-        task_id: task_id.as_str().to_owned(),
-        name: MANIFEST_JOB_NAME.to_owned(),
-        url: String::new(),
-        key: s3_key::manifest_key(task_id),
-    }
-}
-
 /// Send the manifest job of an open task whose files are all settled (no claim: a second
 /// job, from another run, only finds the task settled).
 async fn request_manifest<P: Ports>(ports: &P, task: &TaskId, record: &TaskRecord) -> Result<(), SweepError> {
-    let job = settle_job(task);
+    let job = manifest_job_of(task);
     match ports.enqueue_files(std::slice::from_ref(&job)).await.into_iter().next() {
         Some(Ok(message_id)) => {
             let why = match record.vault {

@@ -152,13 +152,19 @@ pub const MANIFEST_JOB_NAME: &str = "manifest";
 /// a writer that stopped.
 pub fn manifest_job(record: &TaskRecord) -> Option<FileJob> {
     let wanted = record.vault != VaultState::Pending && record.manifest_key.is_none();
-    let task_id = TaskId::parse(&record.task_id).ok().filter(|_| wanted)?;
-    Some(FileJob {
-        task_id: record.task_id.clone(),
+    TaskId::parse(&record.task_id).ok().filter(|_| wanted).map(|task_id| manifest_job_of(&task_id))
+}
+
+/// The manifest job of `task_id` (no file, the manifest's key), whatever its record says: its
+/// downloader reads the task and settles it if it still needs it (the sweeper's, for an open
+/// task whose files are all settled).
+pub fn manifest_job_of(task_id: &TaskId) -> FileJob {
+    FileJob {
+        task_id: task_id.as_str().to_owned(),
         name: MANIFEST_JOB_NAME.to_owned(),
         url: String::new(),
-        key: s3_key::manifest_key(&task_id),
-    })
+        key: s3_key::manifest_key(task_id),
+    }
 }
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.

@@ -763,7 +763,7 @@ async fn an_open_task_whose_files_are_all_settled_gets_one_manifest_job_per_run(
         key: suno_callbacks::s3_key::manifest_key(&task),
     };
     assert_eq!(jobs, std::slice::from_ref(&expected));
-    assert_eq!(settle_job(&task), expected);
+    assert_eq!(manifest_job_of(&task), expected);
     // The same shape as the job ingest sends for a settled task without files.
     let mut lyrics = stuck.clone();
     (lyrics.files, lyrics.vault) = (Default::default(), VaultState::Complete);
@@ -802,7 +802,7 @@ async fn a_task_settled_by_ingest_without_its_manifest_gets_a_manifest_job() {
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
     let jobs: Vec<FileJob> = ports.messages().into_iter().map(|(_, j)| j).collect();
-    assert_eq!(jobs, [settle_job(&TaskId::parse(OLD).unwrap())]);
+    assert_eq!(jobs, [manifest_job_of(&TaskId::parse(OLD).unwrap())]);
 }
 
 #[tokio::test]
