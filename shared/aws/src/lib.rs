@@ -96,6 +96,7 @@ fn path_style(value: &str) -> bool {
 /// functions receive nothing, Lambda does): no attempt timeout. A long poll answers after up
 /// to its wait, and a receive given up after SQS answered would hide its messages for their
 /// visibility timeout.
+#[cfg(feature = "provision")]
 pub fn long_polling_sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     let sqs = aws_sdk_sqs::config::Builder::from(config).timeout_config(timeouts_without_attempt_limit()).build();
     aws_sdk_sqs::Client::from_conf(sqs)

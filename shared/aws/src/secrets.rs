@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use stemvault_vault::{Clock, Timestamp};
 
 /// How old what a function made from its secret may get before the secret is read again: a
@@ -257,7 +257,9 @@ impl<T> Reread<T> {
 
 /// Create the secret `name` holding `text`, or make `text` its current value when it exists;
 /// returns its ARN. For the local emulator and the tests: no function writes a secret.
+#[cfg(feature = "provision")]
 pub async fn put_secret(sdk: &aws_config::SdkConfig, name: &str, text: &SecretText) -> Result<String, SecretError> {
+    use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
     let client = aws_sdk_secretsmanager::Client::new(sdk);
     let write_error = |e: String| SecretError::Write(e);
     let created = client.create_secret().name(name).secret_string(text.expose()).send().await;
