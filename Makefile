@@ -60,19 +60,20 @@ deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 rust-components:
 	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
-tools: $(VENV)/tools/.installed rust-components
+# What `sam build` needs (README, Deploying): SAM CLI, cargo-lambda, Zig and the arm64 target.
+tools: $(VENV)/tools/.installed rust-components lambda-target
 
-# The Lambdas' target, added only when missing (rustup downloads it: a machine offline that
-# has it already needs no network), just before the one build that needs it, so every test
-# runs first.
+# The Lambdas' target, added only when its standard library is not in the toolchain (a Rust
+# from rustup or a distribution's package; rustup downloads it: a machine offline that has
+# it already needs no network), by the one build that needs it, so every test runs first.
 LAMBDA_TARGET := aarch64-unknown-linux-gnu
 lambda-target: rust-components
-	@rustup target list --installed 2>/dev/null | grep -qx '$(LAMBDA_TARGET)' \
+	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(LAMBDA_TARGET)" \
 	  || rustup target add $(LAMBDA_TARGET) >/dev/null \
 	  || { echo "cannot add the Rust target $(LAMBDA_TARGET) (rustup needs the network once, or: rustup target add $(LAMBDA_TARGET))" >&2; exit 1; }
 
 # --- test -----------------------------------------------------------------------------
-test: deps tools fmt-check clippy docs unit-and-integration template-lint checkov lambda-build
+test: deps fmt-check clippy docs unit-and-integration template-lint checkov lambda-build
 
 # The bench scripts are not run by `make test` (it asserts no timings): only checked to parse.
 # rustfmt's own `--color auto` colours its diff even into a file (CARGO_TERM_COLOR is cargo's).
@@ -120,14 +121,15 @@ checkov: $(VENV)/checkov/.installed
 # A bootstrap over 8 MB (issue 9's bound, decimal) fails the build: they deploy as zips and
 # start cold, and what grows them (a second TLS stack, a default feature) is easy to miss.
 MAX_BOOTSTRAP_BYTES := 8000000
-# One Lambda per functions/<name>, its binary named so (so a bootstrap not built fails too).
-LAMBDAS := $(notdir $(wildcard functions/*))
-lambda-build: tools lambda-target
+# One Lambda per functions/<name>/, its binary named so (so a bootstrap not built fails too).
+LAMBDAS := $(notdir $(patsubst %/,%,$(wildcard functions/*/)))
+lambda-build: tools
 	PATH="$(abspath $(TOOLS)):$$PATH" cargo lambda build --release --arm64 --locked
 	@deps="$$(cargo tree --locked -e normal --target aarch64-unknown-linux-gnu --prefix none)" \
 	  && ! grep -q '^ring ' <<<"$$deps" \
 	  || { echo "the Lambdas' dependencies cannot be listed, or ring is among them: one TLS stack (aws-lc-rs), see Cargo.toml" >&2; exit 1; }
 	@cd "$(CARGO_TARGET_DIR)/lambda" && over=0 && for f in $(LAMBDAS:%=%/bootstrap); do \
+	  test -f "$$f" || { echo "$$f was not built" >&2; over=1; continue; }; \
 	  bytes="$$(wc -c < "$$f")"; printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$bytes"; \
 	  test "$$bytes" -le $(MAX_BOOTSTRAP_BYTES) || { echo "$$f is over $(MAX_BOOTSTRAP_BYTES) bytes" >&2; over=1; }; done; \
 	  exit $$over
