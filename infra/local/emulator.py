@@ -1,10 +1,14 @@
-"""The local AWS emulator: moto's application, with DynamoDB requests made atomic, served with
-keep-alive connections.
+"""The local AWS emulator: moto's application, with DynamoDB requests and S3 conditional writes
+made atomic, served with keep-alive connections.
 
 moto serves requests on threads and its DynamoDB backend takes no lock, so two conditional
 writes that arrive together can both pass their condition; real DynamoDB never allows that,
-and stemvault's idempotency rests on it. This runs moto's own WSGI application with one
-lock around DynamoDB requests (SQS long polls and S3 transfers stay concurrent).
+and stemvault's idempotency rests on it. Nor does its S3 backend: a PutObject (or a
+CompleteMultipartUpload) with If-None-Match or If-Match checks the key, then writes, so two at
+once could both land (the manifest's fence and the write-once archives rest on S3 refusing
+the second). This runs moto's own WSGI application with one lock around DynamoDB requests and
+another around S3 conditional writes (SQS long polls and other S3 transfers stay
+concurrent).
 
 It is served by waitress, not by moto's own server (werkzeug's development server): that one
 answers every request with `Connection: close`, so each AWS request paid a TCP connect and
@@ -28,19 +32,30 @@ import waitress
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 
-class DynamoDbSerialised:
-    """WSGI middleware: one DynamoDB request at a time."""
+class Serialised:
+    """WSGI middleware: one DynamoDB request at a time, and one S3 conditional write at a time
+    (a PUT or POST carrying If-None-Match or If-Match: only S3 takes them here)."""
 
     def __init__(self, app):
         self.app = app
-        self.lock = threading.Lock()
+        self.dynamodb = threading.Lock()
+        self.s3_conditional = threading.Lock()
+
+    def lock_for(self, environ):
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.dynamodb
+        conditional = "HTTP_IF_NONE_MATCH" in environ or "HTTP_IF_MATCH" in environ
+        if conditional and environ.get("REQUEST_METHOD") in ("PUT", "POST"):
+            return self.s3_conditional
+        return None
 
     def __call__(self, environ, start_response):
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
-            with self.lock:
-                # Materialise the response inside the lock: the write happens while iterating.
-                return list(self.app(environ, start_response))
-        return self.app(environ, start_response)
+        lock = self.lock_for(environ)
+        if lock is None:
+            return self.app(environ, start_response)
+        with lock:
+            # Materialise the response inside the lock: the write happens while iterating.
+            return list(self.app(environ, start_response))
 
 
 class MotoEnviron:
@@ -104,7 +119,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = DomainDispatcherApplication(create_backend_app)
     waitress.serve(
-        RequestLog(Identity(MotoEnviron(DynamoDbSerialised(app)))),
+        RequestLog(Identity(MotoEnviron(Serialised(app)))),
         host=args.host,
         port=args.port,
         # A thread per request in flight: SQS long polls hold theirs for up to 20 s.

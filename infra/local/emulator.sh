@@ -69,7 +69,7 @@ mkdir -p "$root/.local"
 # moment), 2 when it never answered.
 start_emulator() {
   log="$root/.local/emulator-$port.log"
-  # emulator.py serves moto with DynamoDB requests made atomic and keep-alive connections (see its docstring).
+  # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).
   # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
   # not hold the next run off for good (make and cargo keep it while they build).
   MOTO_PORT=$port "$venv/bin/python" "$root/infra/local/emulator.py" --host 127.0.0.1 --port "$port" >"$log" 2>&1 9>&- &
