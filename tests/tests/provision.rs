@@ -4,7 +4,7 @@ use aws_sdk_dynamodb::types::{BillingMode, KeyType, PointInTimeRecoveryStatus, S
 use aws_sdk_s3::types::ServerSideEncryption;
 use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_aws::provision::{
-    ABORT_INCOMPLETE_MULTIPART_DAYS, NONCURRENT_VERSION_DAYS, QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+    ABORT_INCOMPLETE_MULTIPART_DAYS, DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS, NONCURRENT_VERSION_DAYS,
 };
 use stemvault_tests::TestEnv;
 use stemvault_vault::download::MAX_RECEIVE_COUNT;
@@ -100,7 +100,7 @@ async fn table_bucket_and_queues_match_the_template() {
         .unwrap()
         .attributes
         .unwrap();
-    assert_eq!(attrs[&QueueAttributeName::VisibilityTimeout], QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string());
+    assert_eq!(attrs[&QueueAttributeName::VisibilityTimeout], DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS.to_string());
     let redrive: serde_json::Value = serde_json::from_str(&attrs[&QueueAttributeName::RedrivePolicy]).unwrap();
     assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), MAX_RECEIVE_COUNT.to_string());
     assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with("-downloads-dlq"));

@@ -37,7 +37,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
-use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE};
+use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE};
 use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
 /// One deployed function: its crate under functions/, its logical id in template.yaml, its
@@ -492,7 +492,7 @@ fn bucket_lifecycle_equals_the_emulator_provisioning() {
 fn queue_settings_equal_the_emulator_provisioning() {
     let template = template();
     let queue = &cfn::resource(&template, "DownloadQueue")["Properties"];
-    assert_eq!(cfn::number(&queue["VisibilityTimeout"]), u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS));
+    assert_eq!(cfn::number(&queue["VisibilityTimeout"]), u64::from(DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS));
     assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
     let retention = stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION.as_secs();
     assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), retention, "the sweeper's bound on a message's life");
@@ -511,7 +511,7 @@ fn queue_settings_equal_the_emulator_provisioning() {
     let timeout = cfn::number(&download["Timeout"]);
     assert_eq!(timeout, stemvault_download::app::FUNCTION_TIMEOUT.as_secs(), "as the local runner gives a batch");
     assert!(
-        u64::from(QUEUE_VISIBILITY_TIMEOUT_SECONDS) >= 6 * timeout,
+        u64::from(DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS) >= 6 * timeout,
         "visibility timeout must be at least 6 x the download timeout ({timeout} s)"
     );
     let jobs = &download["Events"]["Jobs"]["Properties"];

@@ -18,7 +18,7 @@ use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
 /// as AWS recommends for an SQS event source (kept equal to template.yaml).
-pub const QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
+pub const DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
 /// Dead-letter retention: 14 days, the longest SQS allows.
 pub const DLQ_RETENTION_SECONDS: u32 = 1_209_600;
 /// Both queues are encrypted at rest with SQS-managed keys (SSE-SQS; kept equal to
@@ -339,7 +339,7 @@ pub struct QueueSettings {
 impl QueueSettings {
     /// The download queue's (`DownloadQueue`).
     pub const DOWNLOADS: QueueSettings = QueueSettings {
-        visibility_timeout_seconds: QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+        visibility_timeout_seconds: DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS,
         retention_seconds: DOWNLOAD_QUEUE_RETENTION.as_secs(),
         max_receive_count: MAX_RECEIVE_COUNT,
     };
