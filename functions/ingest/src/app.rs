@@ -273,13 +273,16 @@ impl<P: Ports> App<P> {
 
     /// The task id the body of a request refused for its headers or path claims, on the
     /// span (`claimed_task_id`), so "did task X's callback come?" finds a callback refused for
-    /// a missing or wrong token, or a missing signature, too. Read for the logs alone, after
-    /// the refusal (one pass over a body within the size accepted; none over it).
-    fn record_claimed_task_id(&self, req: &Request) {
+    /// a missing or wrong token, or a missing signature, too. Read for the logs (and whether
+    /// it names a task at all) alone, after the refusal (one pass over a body within the size
+    /// accepted; none over it). Whether it names one.
+    fn record_claimed_task_id(&self, req: &Request) -> bool {
         let body: &[u8] = req.body().as_ref();
-        if let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() {
+        let claimed = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten();
+        if let Some(task_id) = &claimed {
             tracing::Span::current().record("claimed_task_id", task_id.as_str());
         }
+        claimed.is_some()
     }
 
     /// Whether a key signed the task id of a request refused for its timestamp alone
@@ -299,8 +302,12 @@ impl<P: Ports> App<P> {
     /// Answer a refused request, after what its refusal asks for ([`FollowUp`]). Here, not in
     /// the checks: those run twice when the secret is read again.
     async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
-        if rejection.status == StatusCode::UNAUTHORIZED {
-            self.record_claimed_task_id(req);
+        let unverifiable = matches!(
+            rejection.reason,
+            "missing_timestamp" | "missing_signature" | "malformed_timestamp" | "malformed_signature"
+        );
+        if rejection.status == StatusCode::UNAUTHORIZED && self.record_claimed_task_id(req) && unverifiable {
+            self.ports.emit_metrics(&Measure::Unverifiable);
         }
         match std::mem::take(&mut rejection.follow_up) {
             FollowUp::Nothing => rejection.answer(&self.ports, None),

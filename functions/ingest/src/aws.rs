@@ -52,6 +52,12 @@ pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// ([`crate::domain::register_for_polling`]): a provider retry not signed again, or a replay
 /// of a captured signature; dimension `Function`.
 pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
+/// Callbacks refused for missing or malformed signature headers (`missing_timestamp`,
+/// `missing_signature`, `malformed_timestamp`, `malformed_signature`) whose body names a task
+/// ([`crate::domain::Measure::Unverifiable`]; they are counted in [`CALLBACKS_REFUSED`] too):
+/// the `callbacks-unauthorized` alarm's, where the provider does not sign as the keys expect;
+/// dimension `Function`.
+pub const CALLBACKS_UNVERIFIABLE: &str = "CallbacksUnverifiable";
 /// Verified callbacks the parser refused, kept whole but not recorded at
 /// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` (by `App::keep_unparsable`): each needs
 /// an operator (the `unparsable-callbacks-kept` alarm); dimension `Function`.
@@ -120,6 +126,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
         Measure::Refused { reason } => (CALLBACKS_REFUSED, Some(reason)),
         Measure::Failed { reason } => (CALLBACKS_FAILED, Some(reason)),
         Measure::StaleRegistered => (STALE_CALLBACKS_REGISTERED, None),
+        Measure::Unverifiable => (CALLBACKS_UNVERIFIABLE, None),
         Measure::UnparsableKept => (UNPARSABLE_CALLBACKS_KEPT, None),
         Measure::SecretRereadFailed => (SECRET_REREADS_FAILED, None),
     };
@@ -150,6 +157,7 @@ mod tests {
             (Measure::Refused { reason: "invalid_token" }, CALLBACKS_REFUSED, Some("invalid_token")),
             (Measure::Failed { reason: "enqueue_failed" }, CALLBACKS_FAILED, Some("enqueue_failed")),
             (Measure::StaleRegistered, STALE_CALLBACKS_REGISTERED, None),
+            (Measure::Unverifiable, "CallbacksUnverifiable", None),
             (Measure::UnparsableKept, UNPARSABLE_CALLBACKS_KEPT, None),
             (Measure::SecretRereadFailed, "SecretRereadsFailed", None),
         ];

@@ -14,6 +14,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_reconciler::aws::PARKED_CALLBACKS_REFUSED,
     stemvault_ingest::aws::SECRET_REREADS_FAILED,
     stemvault_ingest::aws::STALE_CALLBACKS_REGISTERED,
+    stemvault_ingest::aws::CALLBACKS_UNVERIFIABLE,
     stemvault_ingest::aws::UNPARSABLE_CALLBACKS_KEPT,
     "CallbackServerErrors",
     "CallbacksThrottled",
@@ -284,6 +285,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show ParkedCallbacksRefused",
         "the dashboard does not show SecretRereadsFailed",
         "the dashboard does not show StaleCallbacksRegistered",
+        "the dashboard does not show CallbacksUnverifiable",
         "the dashboard does not show UnparsableCallbacksKept",
         "the dashboard does not show CallbackServerErrors",
         "the dashboard does not show CallbacksThrottled",
@@ -481,9 +483,23 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Refused { reason: "signature_mismatch" });
     let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+    // And the unverifiable ones, by the one dimension.
+    let (unverifiable_dimensions, unverifiable) =
+        stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Unverifiable);
+    let unverifiable_names: Vec<&str> = unverifiable_dimensions.iter().map(|(n, _)| *n).collect();
+    let mut read_unverifiable = false;
     for stat in cfn::as_list(&cfn::resource(&template, "CallbacksUnauthorized")["Properties"]["Metrics"]) {
         let metric = &stat["MetricStat"]["Metric"];
         if metric.is_null() {
+            continue;
+        }
+        if metric["MetricName"] == unverifiable[0].name {
+            let read: Vec<String> = cfn::as_list(&metric["Dimensions"])
+                .iter()
+                .map(|d| d["Name"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            assert_eq!(read, unverifiable_names, "the dimensions ingest emits CallbacksUnverifiable with");
+            read_unverifiable = true;
             continue;
         }
         assert_eq!(metric["MetricName"], metrics[0].name);
@@ -493,6 +509,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
             .collect();
         assert_eq!(read, names, "the dimensions ingest emits");
     }
+    assert!(read_unverifiable, "the unauthorized alarm reads CallbacksUnverifiable");
     let unread: Vec<String> = emitted
         .iter()
         .filter(|(name, dimensions)| {

@@ -1150,3 +1150,25 @@ async fn every_answer_is_counted_once_with_its_reason() {
         ]
     );
 }
+
+/// A callback refused for missing or malformed signature headers whose body names a task (the
+/// provider not signing as the keys expect: every one of its callbacks lost so) is counted
+/// apart, for the unauthorized alarm; a body naming none (a scanner's) is not, nor a refusal
+/// for another reason.
+#[tokio::test]
+async fn an_unsigned_body_naming_a_task_is_counted_as_unverifiable() {
+    let h = app().await;
+    assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
+    let only_timestamp = [("X-Webhook-Timestamp", NOW_SECS.to_string())];
+    assert_eq!(refusal(&h, request("/callback", &only_timestamp, WAV.to_vec())).await, "missing_signature");
+    let hex = [("X-Webhook-Timestamp", NOW_SECS.to_string()), ("X-Webhook-Signature", "ab".repeat(32))];
+    assert_eq!(refusal(&h, request("/callback", &hex, WAV.to_vec())).await, "malformed_signature");
+    assert_eq!(refusal(&h, request("/callback", &[], b"<html>".to_vec())).await, "missing_timestamp");
+    assert_eq!(
+        refusal(&h, request("/callback", &signed_headers("wrong", WAV_TASK, NOW_SECS), WAV.to_vec())).await,
+        "signature_mismatch"
+    );
+
+    let unverifiable = h.ports.measures().iter().filter(|m| **m == Measure::Unverifiable).count();
+    assert_eq!(unverifiable, 3, "{:?}", h.ports.measures());
+}
