@@ -1,0 +1,190 @@
+//! Step 4 of the module's protocol: a task's settle check, once per batch (its manifest
+//! fenced by generation, `Task Vaulted`, then the settle write).
+
+use super::*;
+
+/// What a task's settle check came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settling {
+    /// No task item (the message's file item exists without one: nothing to settle).
+    NoTask,
+    /// Some file is still open.
+    Open,
+    /// Settled, manifest recorded: nothing to do.
+    AlreadySettled,
+    /// This check wrote the manifest and its write settled the vault.
+    Settled,
+    /// The manifest is written and recorded, over a vault already settled: by another worker
+    /// that finished a file at the same time, or by ingest (a task without files, a new stage).
+    Recorded,
+    /// The task moved on (a file added or reopened, a new stage) before each of
+    /// [`SETTLE_CHECKS`] checks' settle writes: what it moved to settles on its own (its
+    /// files' downloads, its manifest job, or the sweeper).
+    MovedOn,
+    /// Every file is settled, but another worker settled the last one and settles the task
+    /// ([`settled_last`]): the messages that asked come back later and check again.
+    Deferred,
+}
+
+/// The settle check of one task, once per batch: read its items (one Query) and, when
+/// every file is settled and the manifest is not recorded, write the manifest
+/// (`put_fenced`), publish `Task Vaulted`, and then settle the task item (one conditional
+/// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
+/// reports it settled (log, `SecondsToSettled`).
+///
+/// A settle write refused because the task moved on since the read (ingest added or
+/// reopened a file, or recorded a new stage), or a newer manifest found under the key, makes
+/// the check start again from a new read, [`SETTLE_CHECKS`] checks in all: a new stage over
+/// files all settled has no download left to settle it (its manifest job would, later). The
+/// last check settles even under a newer manifest: its read still showing the plan's
+/// generation and stage, the table is behind S3 (restored from a backup, say), and the task
+/// would otherwise never settle.
+///
+/// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
+/// this check go back to the queue, and their redeliveries check again.
+///
+/// `settled_here` (the files this batch just stored or failed, when every message asking is
+/// on its first receive) lets only the worker holding the task's last settled file settle a
+/// pending vault at once ([`settled_last`]); any other defers, so two workers finishing the
+/// last files together write the manifest, the event and the settle once. None: settle
+/// whoever holds what (a redelivery, a manifest job, a healing check).
+pub async fn check_settled<P: Ports>(
+    ports: &P,
+    task_id: &TaskId,
+    settled_here: Option<&[String]>,
+) -> Result<Settling, DownloadError> {
+    let mut checks = 1;
+    loop {
+        let last = checks == SETTLE_CHECKS;
+        let settling = check_settled_once(ports, task_id, settled_here, last).await?;
+        if settling != Settling::MovedOn || last {
+            return Ok(settling);
+        }
+        checks += 1;
+    }
+}
+
+async fn check_settled_once<P: Ports>(
+    ports: &P,
+    task_id: &TaskId,
+    settled_here: Option<&[String]>,
+    last: bool,
+) -> Result<Settling, DownloadError> {
+    let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
+    let now = ports.now();
+    let plan = match settle_plan(&record, task_id, now) {
+        SettlePlan::Open => return Ok(Settling::Open),
+        SettlePlan::AlreadySettled => return Ok(Settling::AlreadySettled),
+        SettlePlan::Settle(plan) => *plan,
+    };
+    if record.vault == VaultState::Pending && settled_here.is_some_and(|here| !settled_last(&record, here)) {
+        return Ok(Settling::Deferred);
+    }
+    if record.vault != VaultState::Pending && !record.files.is_empty() {
+        // A new stage over settled files, or a settler that stopped before its write.
+        tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
+    }
+    if put_fenced(ports, &plan).await? == Fenced::Superseded {
+        if !last {
+            // Its Task Vaulted would go out after the newer one's: the check reads again.
+            tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
+            return Ok(Settling::MovedOn);
+        }
+        tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
+    }
+    // Before the settle write: once the task is settled no check comes back to publish it.
+    if record.announced.as_deref() == Some(plan.announcement.as_str()) {
+        tracing::info!(
+            generation = plan.generation,
+            "Task Vaulted would say what the last one said; not published again"
+        );
+    } else {
+        let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
+        ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+    }
+    let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
+    Ok(match ports.settle_task(task_id, &plan).await? {
+        SettleWrite::Settled => {
+            tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
+            let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
+            ports.emit_metrics(&Measure::Settled { seconds });
+            Settling::Settled
+        }
+        SettleWrite::Rewritten => {
+            tracing::info!(vault, key, "manifest recorded; the vault was settled already");
+            Settling::Recorded
+        }
+        SettleWrite::Refused => {
+            tracing::info!(key, "manifest written, but the task moved on meanwhile; not settling");
+            Settling::MovedOn
+        }
+    })
+}
+
+/// What is under a manifest's key after [`put_fenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fenced {
+    /// The plan's manifest: written now, or by another worker settling the same plan.
+    Current,
+    /// A newer one (a later generation, or a later stage of this one): the plan is out of
+    /// date, and the task item moved on since it was read.
+    Superseded,
+}
+
+/// Write the plan's manifest unless one as new is already under its key.
+///
+/// Several workers may write a manifest of one task: two that finish its last files at
+/// once (both of the same generation), a redelivery after a worker stopped before its
+/// settle write, and a writer that stalls in its PutObject while ingest reopens the task
+/// and the next settle writes the newer generation's manifest; that stalled PutObject must
+/// not replace the newer manifest when it lands. So the object is fenced by generation
+/// ([`ManifestPlan::generation`], kept as [`GENERATION_METADATA`]): read what is under the
+/// key; if its generation is this plan's or later, there is nothing to write (a newer
+/// manifest, or one of this file set, is there); otherwise write conditionally on the
+/// object read still being there (its ETag, or none). Every write that lands thus replaces
+/// exactly the object its writer saw, which was older, so the generation under the key only
+/// grows, whatever the timing; a write that loses the race reads again.
+///
+/// (It starts with a write that requires no object under the key: the first manifest of a
+/// task, the usual case, then costs one request.)
+///
+/// (The other design, a new key per generation with the record pointing at the current
+/// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
+pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<Fenced, DownloadError> {
+    let (key, generation) = (plan.manifest_key.as_str(), plan.generation);
+    // Most settles write a task's first manifest: write it as new before reading what is
+    // under the key (one S3 request instead of two). It lands only where there is no object,
+    // so it replaces nothing; an object there refuses it, and the loop reads that object.
+    if ports.write_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
+        return Ok(Fenced::Current);
+    }
+    let ours = (generation, plan.manifest.stage.rank());
+    let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
+        let current = ports.head_object(key).await?;
+        let expected = match &current {
+            Some(head) => {
+                // A manifest without a generation predates generations: any plan is newer;
+                // one without a stage predates stages: a plan of its generation is newer.
+                let theirs = head.metadata.get(GENERATION_METADATA).and_then(|g| g.parse::<u64>().ok()).map(|g| {
+                    let stage = head.metadata.get(STAGE_METADATA).and_then(|s| s.parse::<Stage>().ok());
+                    (g, stage.map_or(0, Stage::rank))
+                });
+                if let Some(theirs) = theirs.filter(|theirs| *theirs >= ours) {
+                    tracing::info!(key, generation, ?theirs, "a manifest as new or newer is already written");
+                    return Ok(Attempt::Done(if theirs > ours { Fenced::Superseded } else { Fenced::Current }));
+                }
+                Some(head.etag.as_str())
+            }
+            None => None,
+        };
+        Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, generation, expected).await? {
+            Conditional::Applied => Attempt::Done(Fenced::Current),
+            Conditional::Conflict => {
+                tracing::debug!(key, "the manifest changed since it was read; reading it again");
+                Attempt::Conflict
+            }
+        })
+    })
+    .await?;
+    written.ok_or(DownloadError::Contention)
+}
