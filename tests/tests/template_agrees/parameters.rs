@@ -185,6 +185,27 @@ fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
     );
 }
 
+/// Every log group keeps its lines `LogRetentionDays` (none for ever, none a number of days
+/// of its own); 30 by default, any of CloudWatch's allowed values up to ten years.
+#[test]
+fn every_log_group_keeps_its_lines_as_long_as_log_retention_days_says() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let groups: Vec<(String, Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Logs::LogGroup")
+        .map(|(name, r)| (name.as_str().unwrap_or_default().to_owned(), r["Properties"]["RetentionInDays"].clone()))
+        .collect();
+    assert!(groups.len() >= 7, "{groups:?}");
+    for (name, retention) in &groups {
+        assert_eq!(cfn::reference(retention).as_deref(), Some("LogRetentionDays"), "{name}");
+    }
+    let parameter = &template["Parameters"]["LogRetentionDays"];
+    assert_eq!(parameter["Default"].as_u64(), Some(30));
+    let allowed: Vec<u64> = cfn::as_list(&parameter["AllowedValues"]).iter().filter_map(|v| v.as_u64()).collect();
+    assert!(allowed.contains(&30) && allowed.contains(&90) && allowed.contains(&3653), "{allowed:?}");
+}
+
 /// Whether a condition or rule expression (`Equals`, `Not`, `And`, `Or`, `Condition`, `Ref`
 /// of a parameter) holds with `given` parameter values, the others at their defaults.
 fn holds(template: &Value, expression: &Value, given: &BTreeMap<&str, &str>) -> bool {
