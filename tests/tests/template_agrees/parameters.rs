@@ -206,13 +206,39 @@ fn every_log_group_keeps_its_lines_as_long_as_log_retention_days_says() {
     assert!(allowed.contains(&30) && allowed.contains(&90) && allowed.contains(&3653), "{allowed:?}");
 }
 
+/// `EventArchiveDays` (0 by default: none) archives every task event of the stack's bus that
+/// many days, its ARN an output beside the bus's (a replay's source and destination).
+#[test]
+fn the_event_archive_keeps_every_task_event_when_asked() {
+    let template = template();
+    let archive = cfn::resource(&template, "EventArchive");
+    assert_eq!(archive["Condition"], "ArchivesEvents");
+    let properties = &archive["Properties"];
+    assert_eq!(cfn::get_att(&properties["SourceArn"]).as_deref(), Some("EventBus.Arn"));
+    assert_eq!(properties["EventPattern"]["source"], serde_yaml::from_str::<Value>("[stemvault]").unwrap());
+    assert_eq!(cfn::reference(&properties["RetentionDays"]).as_deref(), Some("EventArchiveDays"));
+    assert_eq!(template["Parameters"]["EventArchiveDays"]["Default"].as_u64(), Some(0));
+    let defaults = BTreeMap::new();
+    assert!(!holds(&template, &template["Conditions"]["ArchivesEvents"], &defaults), "none by default");
+    assert!(holds(&template, &template["Conditions"]["ArchivesEvents"], &BTreeMap::from([("EventArchiveDays", "14")])));
+    assert_eq!(template["Outputs"]["EventArchiveArn"]["Condition"], "ArchivesEvents");
+    assert_eq!(cfn::get_att(&template["Outputs"]["EventBusArn"]["Value"]).as_deref(), Some("EventBus.Arn"));
+}
+
 /// Whether a condition or rule expression (`Equals`, `Not`, `And`, `Or`, `Condition`, `Ref`
 /// of a parameter) holds with `given` parameter values, the others at their defaults.
 fn holds(template: &Value, expression: &Value, given: &BTreeMap<&str, &str>) -> bool {
     let value = |v: &Value| -> String {
         match cfn::reference(v) {
             Some(name) => given.get(name.as_str()).map_or_else(
-                || template["Parameters"][name.as_str()]["Default"].as_str().unwrap_or_default().to_owned(),
+                || {
+                    {
+                        // A Number parameter's default is a YAML number; CloudFormation compares text.
+                        let default = &template["Parameters"][name.as_str()]["Default"];
+                        default.as_str().map(str::to_owned).or_else(|| default.as_u64().map(|n| n.to_string()))
+                    }
+                    .unwrap_or_default()
+                },
                 |v| (*v).to_owned(),
             ),
             None => v.as_str().unwrap_or_else(|| panic!("not a string or Ref: {v:?}")).to_owned(),
