@@ -75,6 +75,10 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
     pub files: Vec<FileView>,
+    /// How many stored files have no `download_url` in this answer because it already holds
+    /// [`MAX_LINKS`] (their keys are there: link them yourself, or read the manifest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub links_omitted: Option<usize>,
     /// Results that are no files (lyrics, MIDI notes, voice ids, track metadata) as the task
     /// item keeps them: over 64 KiB, a pointer (`kind` `in_body`) to the object holding them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -123,6 +127,12 @@ pub async fn task_view(
     view_of(ports, &record, Some(link_expiry)).await.map(|view| Some(Found::Task(Box::new(view))))
 }
 
+/// The most stored files an answer links: a presigned link with the function's session token
+/// is about 2 KB, so 1,000 keep an answer far below Lambda's 6 MB response limit, which a task
+/// with thousands of files (only a sender swelling it could bring so many: a body brings at
+/// most 256) would pass, its every GET failing. A normal task has tens.
+pub const MAX_LINKS: usize = 1000;
+
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
@@ -140,9 +150,15 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // seconds) is no earlier, so `links_expire_at` is never later than a link's expiry.
     let signed_from = Timestamp::from_unix_ms(ports.now().unix_seconds() * 1000);
     let mut files = Vec::with_capacity(manifest.files.len());
+    let (mut linked, mut omitted) = (0, 0);
     for file in manifest.files {
         let download_url = match (file.status, links) {
+            (PublicFileStatus::Stored, Some(_)) if linked == MAX_LINKS => {
+                omitted += 1;
+                None
+            }
             (PublicFileStatus::Stored, Some(expiry)) if own(&file.key) => {
+                linked += 1;
                 Some(ports.presign_download(&file.key, expiry).await?)
             }
             _ => None,
@@ -176,6 +192,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
         files,
+        links_omitted: (omitted > 0).then_some(omitted),
         details,
         details_url,
         streams: links.map(|_| record.streams.clone()).unwrap_or_default(),
@@ -458,6 +475,30 @@ pub(crate) mod tests {
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
         assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
+    }
+
+    /// An answer links at most MAX_LINKS stored files and says how many it left without a
+    /// link; one within the bound says nothing of it.
+    #[tokio::test]
+    async fn an_answer_links_at_most_max_links_files() {
+        let mut ports = MemoryPorts::with(&["t1"]);
+        assert!(ports.records["t1"].files.len() < MAX_LINKS);
+        let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
+            panic!("the task");
+        };
+        assert_eq!(view.links_omitted, None);
+        let record = ports.records.get_mut("t1").unwrap();
+        for i in 0..MAX_LINKS + 5 {
+            let key = format!("tasks/t1/result/{i:04}.mp3");
+            record.files.insert(format!("result/{i:04}"), file(&key, FileStatus::Stored));
+        }
+        let stored = record.files.values().filter(|f| f.status == FileStatus::Stored).count();
+        let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
+            panic!("the task");
+        };
+        let linked = view.files.iter().filter(|f| f.download_url.is_some()).count();
+        assert_eq!((linked, view.links_omitted), (MAX_LINKS, Some(stored - MAX_LINKS)));
+        assert_eq!(ports.signed.lock().unwrap().len(), 1 + MAX_LINKS, "none signed past the bound");
     }
 
     /// A settled vault is answered pending while a file is open (a later callback's file
