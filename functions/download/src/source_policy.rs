@@ -10,8 +10,10 @@
 //!   even when the host is or resolves to a loopback or private address. This is how a local
 //!   run allows its file server.
 //!
-//! A URL matched by a host pattern must be `https` and its host must resolve only to public
-//! addresses (checked when connecting, see `source.rs`); an IP-literal host is checked here.
+//! A URL matched by a host pattern must be `https` on its default port (443: a file host
+//! serves there; another port of a provider's public host is no file's, list its origin to
+//! allow one) and its host must resolve only to public addresses (checked when connecting,
+//! see `source.rs`); an IP-literal host is checked here.
 
 use std::net::IpAddr;
 
@@ -129,9 +131,17 @@ impl SourcePolicy {
         if let Some(class) = ip.map(classify).filter(|c| !c.is_public()) {
             return Err(refused_address(&host_text, &host_text, class));
         }
+        if port != HTTPS_PORT {
+            return Err(Refusal::Refused(format!(
+                "https://{host_text}:{port}: a host pattern allows port {HTTPS_PORT} only; list the origin to allow it"
+            )));
+        }
         Ok(Access::PublicOnly)
     }
 }
+
+/// The one port a URL matched by a host pattern may name (https's default).
+const HTTPS_PORT: u16 = 443;
 
 /// The refusal for a host that is, or resolves to, a non-public address.
 pub fn refused_address(host: &str, address: &str, class: AddressClass) -> Refusal {
@@ -204,7 +214,7 @@ mod tests {
             "https://cdn1.suno.ai/a.mp3?token=1",
             "https://a.b.kie.ai/x",
             "https://musicfile.api.box/x.mp3",
-            "https://FILES.SUNOAPI.ORG:8443/x",
+            "https://FILES.SUNOAPI.ORG:443/x",
             "https://x.erweima.ai./y",
         ] {
             assert_eq!(check(&p, ok), Ok(Access::PublicOnly), "{ok}");
@@ -215,6 +225,9 @@ mod tests {
             "https://suno.ai.evil.com/x",
             "https://example.com/x",
             "https://kie.ai/x",
+            // Another port of a provider's host: no file host serves there.
+            "https://files.sunoapi.org:8443/x",
+            "https://x.kie.ai:6379/",
         ] {
             let refusal = check(&p, refused).unwrap_err();
             assert!(matches!(refusal, Refusal::Refused(_)), "{refused}");
@@ -243,6 +256,10 @@ mod tests {
         assert!(check(&p, "https://127.0.0.1:3001/a.mp3").is_err());
         assert!(check(&p, "http://localhost:3001/a.mp3").is_err());
         assert!(check(&p, "https://localhost:8443/a").is_err());
+        // Listed, another port of a host a pattern allows is allowed.
+        let p = policy("*.suno.ai,https://cdn1.suno.ai:8443");
+        assert_eq!(check(&p, "https://cdn1.suno.ai:8443/a.mp3"), Ok(Access::ListedOrigin));
+        assert!(check(&p, "https://cdn2.suno.ai:8443/a.mp3").is_err());
     }
 
     #[test]
