@@ -68,7 +68,7 @@ tools: $(VENV)/tools/.installed rust-components lambda-target
 # it already needs no network), by the one build that needs it, so every test runs first.
 LAMBDA_TARGET := aarch64-unknown-linux-gnu
 lambda-target: rust-components
-	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(LAMBDA_TARGET)" \
+	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(LAMBDA_TARGET)/lib" \
 	  || rustup target add $(LAMBDA_TARGET) >/dev/null \
 	  || { echo "cannot add the Rust target $(LAMBDA_TARGET) (rustup needs the network once, or: rustup target add $(LAMBDA_TARGET))" >&2; exit 1; }
 

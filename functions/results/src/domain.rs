@@ -153,7 +153,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     let (mut linked, mut omitted) = (0, 0);
     for file in manifest.files {
         let download_url = match (file.status, links) {
-            (PublicFileStatus::Stored, Some(_)) if linked == MAX_LINKS => {
+            (PublicFileStatus::Stored, Some(_)) if linked == MAX_LINKS && own(&file.key) => {
                 omitted += 1;
                 None
             }
@@ -492,7 +492,11 @@ pub(crate) mod tests {
             let key = format!("tasks/t1/result/{i:04}.mp3");
             record.files.insert(format!("result/{i:04}"), file(&key, FileStatus::Stored));
         }
-        let stored = record.files.values().filter(|f| f.status == FileStatus::Stored).count();
+        // A stored file outside the task's prefix (an item edited by hand) never has a link:
+        // past the bound too, it is not counted as one left out.
+        record.files.insert("zzzz/outside".into(), file("elsewhere/outside.mp3", FileStatus::Stored));
+        let own = |f: &&FileEntry| f.status == FileStatus::Stored && f.key.starts_with("tasks/t1/");
+        let stored = record.files.values().filter(own).count();
         let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
             panic!("the task");
         };

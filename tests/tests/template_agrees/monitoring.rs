@@ -417,6 +417,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         Answer::Refused { reason: "signature_mismatch" },
         Answer::Failed { reason: "enqueue_failed" },
         Answer::StaleRegistered,
+        Answer::Unverifiable,
         Answer::UnparsableKept,
         Answer::SecretRereadFailed,
     ];
