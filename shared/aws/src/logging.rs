@@ -22,13 +22,13 @@ pub enum LogFormat {
 }
 
 impl LogFormat {
-    /// JSON in Lambda or when `LOG_FORMAT=json`; otherwise plain, coloured only when stderr
-    /// is a terminal.
-    pub fn choose(in_lambda: bool, log_format: Option<&str>, stderr_is_terminal: bool) -> LogFormat {
-        if in_lambda || log_format == Some("json") {
+    /// JSON in Lambda or when `LOG_FORMAT=json` (in any case); otherwise plain, coloured only
+    /// when stderr is a terminal and `NO_COLOR` is not set to anything (no-color.org).
+    pub fn choose(in_lambda: bool, log_format: Option<&str>, stderr_is_terminal: bool, no_color: bool) -> LogFormat {
+        if in_lambda || log_format.is_some_and(|f| f.trim().eq_ignore_ascii_case("json")) {
             LogFormat::Json
         } else {
-            LogFormat::Plain { ansi: stderr_is_terminal }
+            LogFormat::Plain { ansi: stderr_is_terminal && !no_color }
         }
     }
 }
@@ -87,6 +87,7 @@ pub fn init() {
         std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some(),
         std::env::var("LOG_FORMAT").ok().as_deref(),
         std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
     );
     // A second init (tests, local runner) keeps the first subscriber.
     let installed = tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr)).is_ok();
@@ -223,10 +224,12 @@ mod tests {
 
     #[test]
     fn json_in_lambda_plain_elsewhere_coloured_only_on_a_terminal() {
-        assert_eq!(LogFormat::choose(true, None, true), LogFormat::Json);
-        assert_eq!(LogFormat::choose(false, Some("json"), false), LogFormat::Json);
-        assert_eq!(LogFormat::choose(false, None, false), LogFormat::Plain { ansi: false });
-        assert_eq!(LogFormat::choose(false, Some("text"), true), LogFormat::Plain { ansi: true });
+        assert_eq!(LogFormat::choose(true, None, true, false), LogFormat::Json);
+        assert_eq!(LogFormat::choose(false, Some("json"), false, false), LogFormat::Json);
+        assert_eq!(LogFormat::choose(false, Some("JSON"), false, false), LogFormat::Json);
+        assert_eq!(LogFormat::choose(false, None, false, false), LogFormat::Plain { ansi: false });
+        assert_eq!(LogFormat::choose(false, Some("text"), true, false), LogFormat::Plain { ansi: true });
+        assert_eq!(LogFormat::choose(false, None, true, true), LogFormat::Plain { ansi: false }, "NO_COLOR");
     }
 
     #[test]
