@@ -236,12 +236,14 @@ impl<P: Ports> App<P> {
         let token = match auth.check_before_body(segment, req.headers(), now) {
             Ok(token) => token,
             Err(refusal) => {
+                let claimed = self.claimed_task_id(req);
+                let unsigned = matches!(refusal.grounds, Grounds::Unsigned | Grounds::Request);
                 let outside_window = refusal.grounds == Grounds::OutsideWindow;
-                let rejection = unauthorized(refusal);
+                let rejection = Rejection { unverifiable: unsigned && claimed.is_some(), ..unauthorized(refusal) };
                 if !outside_window {
                     return Err(rejection);
                 }
-                return Err(match self.signed_task(auth, req) {
+                return Err(match self.signed_task(auth, req, claimed) {
                     // No key in force signed it: one rotated in since the secret was read may have.
                     Signed::NotByAKey => Rejection { keyed: true, ..rejection },
                     Signed::Task(Some((task_id, signed_at))) => {
@@ -271,25 +273,24 @@ impl<P: Ports> App<P> {
         parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
     }
 
-    /// The task id the body of a request refused for its headers or path claims, on the
+    /// The task id the body of a request refused for its headers or path claims, also on the
     /// span (`claimed_task_id`), so "did task X's callback come?" finds a callback refused for
-    /// a missing or wrong token, or a missing signature, too. Read for the logs (and whether
-    /// it names a task at all) alone, after the refusal (one pass over a body within the size
-    /// accepted; none over it). Whether it names one.
-    fn record_claimed_task_id(&self, req: &Request) -> bool {
+    /// a missing or wrong token, or a missing signature, too: one pass over a body within the
+    /// size accepted (none over it), for the logs, the unverifiable count and a stale
+    /// callback's registration ([`Self::signed_task`]).
+    fn claimed_task_id(&self, req: &Request) -> Option<TaskId> {
         let body: &[u8] = req.body().as_ref();
         let claimed = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten();
         if let Some(task_id) = &claimed {
             tracing::Span::current().record("claimed_task_id", task_id.as_str());
         }
-        claimed.is_some()
+        claimed
     }
 
-    /// Whether a key signed the task id of a request refused for its timestamp alone
+    /// Whether a key signed the task id `claimed` by a request refused for its timestamp alone
     /// ([`Auth::signed_at_any_time`]), and then the task and when it was signed.
-    fn signed_task(&self, auth: &Auth, req: &Request) -> Signed {
-        let body: &[u8] = req.body().as_ref();
-        let Some(task_id) = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten() else {
+    fn signed_task(&self, auth: &Auth, req: &Request, claimed: Option<TaskId>) -> Signed {
+        let Some(task_id) = claimed else {
             return Signed::Task(None);
         };
         let Some(signed_at) = auth.signed_at_any_time(task_id.as_str(), req.headers()) else {
@@ -302,11 +303,7 @@ impl<P: Ports> App<P> {
     /// Answer a refused request, after what its refusal asks for ([`FollowUp`]). Here, not in
     /// the checks: those run twice when the secret is read again.
     async fn refuse(&self, mut rejection: Rejection, req: &Request, started: Instant) -> Response<Body> {
-        let unverifiable = matches!(
-            rejection.reason,
-            "missing_timestamp" | "missing_signature" | "malformed_timestamp" | "malformed_signature"
-        );
-        if rejection.status == StatusCode::UNAUTHORIZED && self.record_claimed_task_id(req) && unverifiable {
+        if rejection.unverifiable {
             self.ports.emit_metrics(&Measure::Unverifiable);
         }
         match std::mem::take(&mut rejection.follow_up) {
@@ -438,6 +435,9 @@ struct Rejection {
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
+    /// Refused for missing or malformed signature headers while its body names a task
+    /// ([`Measure::Unverifiable`]).
+    unverifiable: bool,
     /// What the refusal does besides answering ([`App::refuse`]).
     follow_up: FollowUp,
 }
@@ -461,7 +461,14 @@ const BODY_KEPT: &str = "body_kept";
 
 impl Rejection {
     fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Rejection {
-        Rejection { status, reason, message: message.into(), keyed: false, follow_up: FollowUp::Nothing }
+        Rejection {
+            status,
+            reason,
+            message: message.into(),
+            keyed: false,
+            unverifiable: false,
+            follow_up: FollowUp::Nothing,
+        }
     }
 
     /// Checks built from a newer version of the callback secret might not refuse it: what the
