@@ -6,7 +6,8 @@
 //!
 //! Per message ([`process_message`]):
 //!
-//! 1. parse the [`FileJob`] (a malformed body is dropped); a manifest job (a task whose
+//! 1. parse the [`FileJob`] (a body this build cannot read is sent back, slowly, until the
+//!    dead-letter queue: [`Outcome::Unreadable`]); a manifest job (a task whose
 //!    manifest is due without any file to copy: one without files, settled by ingest, or one
 //!    whose settler stopped, found by the sweeper) only asks for step 4;
 //! 2. claim the file with ONE conditional update of its item, with no read before it
@@ -62,7 +63,7 @@
 //!    redeliveries (the file already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.
 //!    Between (a) and (b), `Task Vaulted` is published ([`stemvault_vault::events::vaulted`],
-//!    its id made of the task and the generation): a failed publish is such a retryable
+//!    its id made of the task, the generation and the stage): a failed publish is such a retryable
 //!    failure (no settle write; the redelivery publishes it again, same id), and a worker
 //!    that stops after the settle write has published already. Two workers settling at once
 //!    may both publish it: the same id, which consumers drop. No table write is spent on it:
@@ -263,7 +264,8 @@ pub trait WriteManifest {
     /// names.
     fn vault_bucket(&self) -> &str;
 
-    /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`], only if
+    /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`] and the
+    /// manifest's stage as its [`STAGE_METADATA`], only if
     /// the object under `key` is still the one `expected` names: the ETag it had when read,
     /// or None for no object at all (S3's conditional writes, `If-Match` and
     /// `If-None-Match: *`). [`Conditional::Conflict`] when another write came first.

@@ -271,9 +271,10 @@ async fn send_and_publish<P: Ports>(
 /// Read, merge, save over what was read (each changed item conditional on it); again on a
 /// conflict. `fits` is told
 /// when the first merge fits the table, before its put. (Should a concurrent delivery grow
-/// the record between that merge and a retried one that no longer fits, the answer is still
-/// 413 but the body is archived: a rare race, accepted to keep the archive beside the put
-/// rather than after it.)
+/// the record between that merge and a retried one that no longer fits, the callback is
+/// still refused as too large to record ([`AcceptError::TooLargeToRecord`]: ingest parks it)
+/// but its body is archived: a rare race, accepted to keep the archive beside the put rather
+/// than after it.)
 async fn record<P: Ports>(
     ports: &P,
     settings: &Settings,

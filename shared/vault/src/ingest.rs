@@ -21,7 +21,8 @@ use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, TaskRec
 /// the whole text stays in the archived body.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
-/// Larger `details` (in JSON) are replaced in the record by a pointer to the archived body.
+/// Larger `details` (in JSON) are replaced in the record by a pointer to an object of their
+/// own ([`kept_details_key`]) and to the archived body.
 pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 
 /// Largest [`item_size_estimate`] of a record ingest writes: DynamoDB refuses items over
@@ -100,8 +101,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   manifest of the task as it is not recorded (a task settled as recorded, or a new stage),
 ///   and kept on a settled task read marked open ([`TaskRecord::sync_open_marker`]), so the
 ///   sweeper's index lists the unsettled tasks and those a reopening request marked.
-/// * Every `pending` file of the task, and every `enqueuing` one whose lease ran out, is
-///   claimed for `claimant`.
+/// * Every `pending` file of the task, every `enqueuing` one whose lease ran out, and every
+///   stranded one (its message gone; reopened at the next generation), is claimed for
+///   `claimant`.
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival
 ///   ([`BodyInfo::arrived_at`], never after `now`); `last_received_at` and claims date `now`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over

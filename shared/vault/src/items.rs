@@ -282,26 +282,28 @@ impl SavePlan {
     }
 }
 
-/// A save that writes file items of a settled task (one outside the sweeper's `open-tasks`
-/// index, unless an attempt that stopped marked it), or adds or reopens files of any task
-/// item (at a generation above the one read): before them, the task item gets `open`, the
-/// save's `last_received_at` (keeping the sweeper off it for its grace period, and off
-/// taking a stopped attempt's mark away) and the add fence, `adding` = the generation of the
-/// save ([`TaskRecord::adding`]), conditional on the version read and leaving it. An attempt
-/// that then stops before its task item leaves the task in the index, and no settle planned
-/// before its file items existed can take it out (the settle requires no fence): the sweeper
-/// commits and sends the files it wrote; without it they would wait, unsent, for the
-/// provider to retry the callback. Since the version stays, every write that could take
-/// `open` or the fence away is fenced against a mark made after its read: a task item put
-/// (the fence as read: [`PutCondition::Version`]), the downloader's settle (no fence, and
-/// never over a settled task marked open) and the sweeper's close (the `last_received_at`
-/// read); a record read marked keeps its mark ([`TaskRecord::sync_open_marker`]) and its
-/// fence, until a put commits the files the fence is for.
-/// The mark is conditional on the fence read too, and its time is past the times read: a
-/// mark made over another's fails its condition unless it read that one, and then differs
-/// from it, so a put planned before a mark never finds that mark's fence as read. (Two
-/// requests that read the same item in the same millisecond compute the same mark: the second
-/// is refused by the first's fence and reads again.)
+/// Written to the task item before the file items of a save that writes file items of a
+/// settled task (one outside the sweeper's `open-tasks` index, unless an attempt that stopped
+/// marked it) or adds or reopens files (at a generation above the one read): sets `open`,
+/// the save's `last_received_at` (the sweeper's grace period, which also keeps it from taking
+/// a stopped attempt's mark away) and the add fence (`adding` = the save's generation:
+/// [`TaskRecord::adding`]), conditional on the version and fence read; the version is left as
+/// it is.
+///
+/// Why: an attempt that stops before its task item leaves the task in the index, and no
+/// settle planned before its file items existed can take it out (the settle requires no
+/// fence): the sweeper commits and sends the files it wrote, which would otherwise wait,
+/// unsent, for the provider to retry the callback.
+///
+/// As the version does not move, every write that could take `open` or the fence away checks
+/// something else a mark made after its read changes: a task item put the fence read
+/// ([`PutCondition::Version`]), the downloader's settle the absence of a fence (and never
+/// over a settled task marked open), the sweeper's close the `last_received_at` read. A record
+/// read marked keeps its mark ([`TaskRecord::sync_open_marker`]) and its fence until a put
+/// commits the files the fence is for. The mark's time is past every time read, so a put
+/// planned before a mark never finds that mark's fence as read. (Two requests that read the
+/// same item in the same millisecond compute the same mark: the second is refused by the
+/// first's fence and reads again.)
 #[derive(Debug, Clone, PartialEq)]
 pub struct MarkOpen {
     /// The task item's version as read.

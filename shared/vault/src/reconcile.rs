@@ -473,9 +473,9 @@ pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
 }
 
 /// Give the task up: `abandoned` recorded, the task leaves the `reconcile-due` index, and the
-/// `open-tasks` index too unless files it has (a task stopped at `first`) are not settled yet:
-/// the sweeper still sees those through (a lost settle, a lost message). Returns the record
-/// to save (`version` incremented).
+/// `open-tasks` index too when it has no files and no result; any other stays there until its
+/// files and manifest are settled (`sync_open`): the sweeper still sees those through (a
+/// lost settle, a lost message). Returns the record to save (`version` incremented).
 pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
     next.abandoned = Some(Abandoned { reason: reason.to_owned(), at: now });

@@ -2,10 +2,11 @@
 //! as an item collection (see [`crate::items`]): the fields here are the task item's
 //! attributes, people see them under these names in the AWS console and CLI; `files` and
 //! `callbacks` are items of their own. Every write of the task item increments `version`
-//! (but the reconciler's postponed poll, which sets `reconcile_at` only), and every write
-//! that sets attributes from a read is conditional on the version read, so no write is ever
-//! lost to a concurrent one (a duplicate's count only adds to counters:
-//! [`crate::items::TaskWrite::CountDelivery`]).
+//! but two: the open mark ([`crate::items::MarkOpen`]) and the reconciler's postponed poll
+//! (`reconcile_at` alone). Every write that sets attributes from a read is conditional on the
+//! version read, but the settle, which is conditional on the generation, the stage and no add
+//! fence; so no write is ever lost to a concurrent one (a duplicate's count only adds to
+//! counters: [`crate::items::TaskWrite::CountDelivery`]).
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,7 @@ use suno_callbacks::{Family, Stage};
 
 use crate::Timestamp;
 
-/// One task, as stored (see the README's "DynamoDB item" section for the schema).
+/// One task, as stored (see the README's "The DynamoDB items" section for the schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// Partition key.
@@ -22,7 +23,8 @@ pub struct TaskRecord {
     /// Stored as `music`, `lyrics`, `cover_image`, `wav`, `vocal_separation`, `midi`,
     /// `music_video`, `voice` or `unknown`.
     pub family: Family,
-    /// Stored as `text`, `first`, `complete`, `error` or `final`; never moves backwards.
+    /// Stored as `submitted`, `text`, `first`, `complete`, `error` or `final`; never moves
+    /// backwards.
     pub stage: Stage,
     /// Envelope `code` of the callback that set `stage`.
     pub code: i64,
@@ -50,13 +52,12 @@ pub struct TaskRecord {
     pub details: Option<serde_json::Value>,
     /// `pending` until every file is stored or failed for good; then `complete` or `partial`.
     pub vault: VaultState,
-    /// [`OPEN_MARKER`] while `vault` is `pending` or the manifest of the task as it is not
-    /// recorded (but while a registered task awaits its result), and on a settled task that a
-    /// request reopening it marked (`items::MarkOpen`) until the sweeper takes the mark away;
-    /// absent otherwise: the partition key of the sparse `open-tasks` index, through which the
-    /// sweeper finds unsettled tasks without scanning the table (a task ingest settled, with
-    /// no files or at a new stage over settled ones, stays there until its manifest job is
-    /// done, so a job lost for good is sent again).
+    /// [`OPEN_MARKER`] while the task is unsettled (vault `pending`, or its manifest not yet
+    /// recorded, so a manifest job lost for good is sent again), except a registered task
+    /// still at `submitted`; also on a settled task a reopening request marked
+    /// ([`crate::items::MarkOpen`]) until the sweeper clears it. Absent otherwise. The
+    /// partition key of the sparse `open-tasks` index, which the sweeper reads instead of
+    /// scanning ([`TaskRecord::sync_open_marker`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open: Option<String>,
     /// A failure callback that arrived after the task had already succeeded.
@@ -115,12 +116,14 @@ pub struct TaskRecord {
     /// again as it failed before) publishes nothing again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announced: Option<String>,
-    /// Optimistic-concurrency counter; every write of the task item increments it.
+    /// Optimistic-concurrency counter; every write of the task item increments it but the
+    /// open mark and the postponed poll (see the module's documentation).
     pub version: u64,
-    /// The file set's generation: ingest increments it whenever it adds or reopens a file,
-    /// and a registration that completes the task (its family or client_ref, which the
-    /// manifest and Task Vaulted carry: [`crate::register::Completion::apply`]). The settle is conditional on it and on the stage, and the manifest is fenced by both
-    /// (a stage, which the manifest names, is settled on its own).
+    /// The file set's generation: incremented when ingest adds or reopens a file, and when a
+    /// registration adds the family or client_ref, which the manifest and `Task Vaulted`
+    /// carry ([`crate::register::Completion::apply`]). The settle is conditional on it and on
+    /// `stage`; manifests are fenced by both (each stage, which the manifest names, settles on
+    /// its own).
     #[serde(default)]
     pub generation: u64,
     /// The add fence: the generation a save adding or reopening files of this task is writing
@@ -168,8 +171,8 @@ fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastPoll {
     pub at: Timestamp,
-    /// `pending`, `result:<stage>`, `http_<status>`, `provider_<code>`, `unreachable`,
-    /// `unreadable`.
+    /// `pending`, `result:<stage>`, `no_record`, `unrecorded`, `http_<status>`,
+    /// `provider_<code>`, `unreachable`, `unreadable`.
     pub outcome: String,
 }
 

@@ -1,5 +1,5 @@
 //! Step 4 of the module's protocol: a task's settle check, once per batch (its manifest
-//! fenced by generation, `Task Vaulted`, then the settle write).
+//! fenced by generation and stage, `Task Vaulted`, then the settle write).
 
 use super::*;
 
@@ -8,7 +8,8 @@ use super::*;
 pub enum Settling {
     /// No task item (the message's file item exists without one: nothing to settle).
     NoTask,
-    /// Some file is still open.
+    /// Some file is still open, a save is adding files (the add fence), or a registered task
+    /// has no result yet.
     Open,
     /// Settled, manifest recorded: nothing to do.
     AlreadySettled,
@@ -137,13 +138,14 @@ pub(crate) enum Fenced {
 /// once (both of the same generation), a redelivery after a worker stopped before its
 /// settle write, and a writer that stalls in its PutObject while ingest reopens the task
 /// and the next settle writes the newer generation's manifest; that stalled PutObject must
-/// not replace the newer manifest when it lands. So the object is fenced by generation
-/// ([`ManifestPlan::generation`], kept as [`GENERATION_METADATA`]): read what is under the
-/// key; if its generation is this plan's or later, there is nothing to write (a newer
-/// manifest, or one of this file set, is there); otherwise write conditionally on the
-/// object read still being there (its ETag, or none). Every write that lands thus replaces
-/// exactly the object its writer saw, which was older, so the generation under the key only
-/// grows, whatever the timing; a write that loses the race reads again.
+/// not replace the newer manifest when it lands. So the object is fenced by generation and
+/// stage ([`ManifestPlan::generation`] and the manifest's stage, kept as
+/// [`GENERATION_METADATA`] and [`STAGE_METADATA`]): read what is under the key; if it is of a
+/// later generation, or of this one at this stage or a later one, there is nothing to write
+/// (a newer manifest, or one of this file set, is there); otherwise write conditionally on
+/// the object read still being there (its ETag, or none). Every write that lands thus
+/// replaces exactly the object its writer saw, which was older, so the (generation, stage)
+/// under the key only grows, whatever the timing; a write that loses the race reads again.
 ///
 /// (It starts with a write that requires no object under the key: the first manifest of a
 /// task, the usual case, then costs one request.)
