@@ -132,6 +132,10 @@ impl HttpProvider {
             Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
         };
         let status = response.status().as_u16();
+        if let Some(wait) = stemvault_aws::http::asked_wait(&response) {
+            tracing::warn!(status, wait_seconds = wait.as_secs(), "the provider asked for a wait: no polls before it");
+            self.spacing.hold_off(wait);
+        }
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -249,6 +253,42 @@ mod tests {
         let next_turn = provider.spacing.next_turn();
         assert!(next_turn >= start + Duration::from_secs(60), "two spacings of 30 s: {:?}", next_turn - start);
         assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
+    }
+
+    /// A 429 or 503 asking for a wait (`Retry-After`, seconds or a date) holds the next turn
+    /// back that long; one asking for none, or another status, books a turn only.
+    #[tokio::test]
+    async fn a_wait_the_provider_asks_for_holds_the_next_turn_back() {
+        use stemvault_aws::test_http::{answer_once, json_reply};
+        let key = stemvault_aws::test_http::key_in_force("k", "reconciler");
+        let task = TaskId::parse("2fac9f72").unwrap();
+        let with_header = |status: u16, value: &str| {
+            let reply = String::from_utf8(json_reply(status, br#"{"code":503}"#)).unwrap();
+            reply.replacen("\r\n\r\n", &format!("\r\nretry-after: {value}\r\n\r\n"), 1).into_bytes()
+        };
+        let in_ten_minutes = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(600));
+        for (reply, held) in [
+            (with_header(503, "120"), Some(Duration::from_secs(120))),
+            (with_header(429, &in_ten_minutes), Some(Duration::from_secs(600))),
+            (with_header(503, "soon"), None),
+            (with_header(500, "120"), None),
+            (json_reply(503, b"{}"), None),
+        ] {
+            let (origin, _served) = answer_once(reply).await;
+            let provider = HttpProvider::new(&origin, key.clone(), unspaced()).unwrap();
+            let before = tokio::time::Instant::now();
+            let answer = provider.poll(Family::Music, &task).await;
+            assert!(matches!(answer, ProviderAnswer::Http { status: 429 | 500 | 503, .. }), "{answer:?}");
+            let ahead = provider.spacing.next_turn() - before;
+            match held {
+                // A date is read to the second: up to a second less.
+                Some(wait) => assert!(
+                    ahead + Duration::from_secs(1) >= wait && ahead <= wait + Duration::from_secs(5),
+                    "{ahead:?}"
+                ),
+                None => assert!(ahead < Duration::from_secs(5), "a turn's spacing only: {ahead:?}"),
+            }
+        }
     }
 
     /// A key in the base URL's path stays out of a `{:?}` of the provider.

@@ -21,6 +21,10 @@ pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 /// The fewest and most `RECONCILE_POLLS_PER_MINUTE` may ask for (the template's bounds).
 pub const POLLS_PER_MINUTE_RANGE: std::ops::RangeInclusive<u32> = 1..=1200;
 
+/// The longest a provider's `Retry-After` holds the polls back: a task's longest poll
+/// interval (a wait asked for longer is likelier a mistake than a plan).
+pub const MAX_HOLD: Duration = stemvault_vault::reconcile::MAX_POLL_INTERVAL;
+
 /// Turns at most `per_minute` a minute.
 #[derive(Debug)]
 pub struct RequestSpacing {
@@ -39,6 +43,15 @@ impl RequestSpacing {
     pub fn take_turn(&self) {
         let mut next_turn = self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *next_turn = (*next_turn).max(Instant::now()) + self.spacing;
+    }
+
+    /// Hold every request back for `wait` from now (a 429's or 503's `Retry-After`), at most
+    /// [`MAX_HOLD`]: the runs of this instance poll nothing before then, leaving the due tasks
+    /// due, rather than asking a provider that asked for quiet once per task. A turn already
+    /// later stays.
+    pub fn hold_off(&self, wait: Duration) {
+        let mut next_turn = self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *next_turn = (*next_turn).max(Instant::now() + wait.min(MAX_HOLD));
     }
 
     /// When the next request may go.
@@ -98,5 +111,19 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO, "not waited for");
         assert!(spacing.wait_for_turn(FOREVER).await);
         assert_eq!(start.elapsed(), Duration::from_secs(60), "two spacings of 30 s");
+    }
+
+    /// A hold puts the next turn that far off (at most [`MAX_HOLD`]), never nearer.
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_puts_the_next_turn_off_at_most_an_hour() {
+        let spacing = RequestSpacing::per_minute(60);
+        let start = Instant::now();
+        spacing.hold_off(Duration::from_secs(120));
+        assert_eq!(spacing.next_turn(), start + Duration::from_secs(120));
+        spacing.hold_off(Duration::from_secs(5));
+        assert_eq!(spacing.next_turn(), start + Duration::from_secs(120), "a shorter hold changes nothing");
+        assert!(!spacing.wait_for_turn(Duration::from_secs(119)).await);
+        spacing.hold_off(Duration::from_secs(u64::MAX));
+        assert_eq!(spacing.next_turn(), start + MAX_HOLD);
     }
 }
