@@ -232,6 +232,9 @@ def machine():
 
 
 def main():
+    if not os.path.exists("/proc/self/stat"):
+        # CPU time and peak RSS are read from /proc/<pid>: without it every figure would be nan.
+        sys.exit("make bench measures through /proc: it runs on Linux only")
     ap = argparse.ArgumentParser()
     ap.add_argument("--ingest", required=True)
     ap.add_argument("--download", required=True)

@@ -4,6 +4,9 @@
 #   infra/local/emulator.sh cargo test --workspace
 # The emulator's port is free-picked unless EMULATOR_PORT is set.
 set -euo pipefail
+# A CDPATH in the environment would make `cd <relative dir>` print the directory, doubling it
+# in a captured path.
+unset CDPATH
 root=$(cd "$(dirname "$0")/../.." && pwd)
 venv="$root/.venv/emulator"
 # The mark install.sh leaves when the whole requirement set went in (moto_server alone may be

@@ -5,6 +5,9 @@
 # finds the venv made meanwhile, by the one it waited for, is done.
 # Usage: infra/python/install.sh PYTHON NAME
 set -euo pipefail
+# A CDPATH in the environment would make `cd <relative dir>` print the directory, doubling it
+# in a captured path.
+unset CDPATH
 python=$1 name=$2
 here=$(cd "$(dirname "$0")" && pwd)
 venvs="$here/../../.venv"

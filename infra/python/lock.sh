@@ -5,6 +5,9 @@
 # Python gets its own tested set; one with none resolves from the .txt).
 # Usage: infra/python/lock.sh PYTHON NAME...   (once per Python: 3.10 to 3.13)
 set -euo pipefail
+# A CDPATH in the environment would make `cd <relative dir>` print the directory, doubling it
+# in a captured path.
+unset CDPATH
 python=$1; shift
 here=$(cd "$(dirname "$0")" && pwd)
 version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

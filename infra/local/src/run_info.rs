@@ -104,11 +104,23 @@ pub fn live_runner() -> Option<RunInfo> {
     read(&default_path().ok()?).filter(runner_alive)
 }
 
-/// Whether process `pid` runs, as far as this system tells (Linux: `/proc/<pid>`; elsewhere
-/// assumed).
+/// Whether process `pid` runs (Linux: `/proc/<pid>`; elsewhere, as on macOS, [`signal_reaches`];
+/// assumed for a pid no signal can name).
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
-    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+    if proc.join("self").exists() {
+        return proc.join(pid.to_string()).exists();
+    }
+    signal_reaches(pid).unwrap_or(true)
+}
+
+/// Whether signal 0 (which sends nothing) finds process `pid`: it exists, or exists under
+/// another user (EPERM); None for a pid no signal can name.
+fn signal_reaches(pid: u32) -> Option<bool> {
+    let pid = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 0)?;
+    // SAFETY: kill(2) with signal 0 only checks that the process exists; it touches no memory.
+    let sent = unsafe { libc::kill(pid, 0) } == 0;
+    Some(sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Where `make run` notes, before it builds, that a runner is on its way, with the process id
@@ -157,6 +169,16 @@ pub fn remove_own(path: &Path) {
 
 #[cfg(test)]
 mod tests {
+    /// Signal 0 (how a system without /proc tells) finds this process, and not one that ended.
+    #[test]
+    fn a_signal_reaches_a_live_process_only() {
+        assert_eq!(super::signal_reaches(std::process::id()), Some(true));
+        let mut ended = std::process::Command::new("true").spawn().expect("true runs");
+        let pid = ended.id();
+        ended.wait().expect("true ends");
+        assert_eq!(super::signal_reaches(pid), Some(false), "reaped: no such process");
+    }
+
     use super::*;
 
     fn info(pid: u32) -> RunInfo {
