@@ -157,6 +157,7 @@ impl App {
                 put_off = outcome.put_off,
                 stopped_early = outcome.stopped_early,
                 rate_limited = outcome.rate_limited,
+                refused = outcome.refused,
                 "reconciliation done"
             );
             Ok(outcome)

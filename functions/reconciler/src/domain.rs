@@ -213,6 +213,10 @@ pub struct Outcome {
     /// Stopped after the provider asked to wait (a rate limit or maintenance); the tasks left
     /// wait for the next run.
     pub rate_limited: bool,
+    /// Stopped after the provider refused the key (a 401/403 that a re-read key did not mend)
+    /// or the account's credits (402): every other poll would be refused alike, so the tasks
+    /// left wait for the next run.
+    pub refused: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
     #[serde(flatten)]
     pub replayed: crate::replay::Replayed,
@@ -317,6 +321,11 @@ pub async fn reconcile<P: Ports>(
                         answer,
                         "the provider asked to slow down (or is down for maintenance): no more polls this run"
                     );
+                    break;
+                }
+                if polled.refused() {
+                    // The run's error line (below) names what to fix.
+                    outcome.refused = true;
                     break;
                 }
             }

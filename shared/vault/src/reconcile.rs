@@ -200,6 +200,12 @@ impl PollOutcome {
         matches!(self, PollOutcome::Provider(404 | 422) | PollOutcome::NoRecord)
     }
 
+    /// The provider refused the key (401/403, after a re-read key was tried) or the account's
+    /// credits (402), as HTTP status or as the body's `code`.
+    pub fn refused(&self) -> bool {
+        matches!(self, PollOutcome::Http(401..=403) | PollOutcome::Provider(401..=403))
+    }
+
     /// The provider asked to slow down, or is down for maintenance
     /// ([`suno_callbacks::poll::asks_to_wait`]): 429, 430 or 455 as HTTP status or the body's
     /// `code`, or 405 as the body's `code`. Polling other tasks would only meet the same answer.

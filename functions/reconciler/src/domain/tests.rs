@@ -416,7 +416,7 @@ async fn a_refused_key_changes_nothing_but_the_poll_bookkeeping() {
         ports.until_due();
         let before = ports.record();
         let outcome = run(&ports).await;
-        assert_eq!((outcome.polls, outcome.unauthorized), (1, 1), "{outcome:?}");
+        assert_eq!((outcome.polls, outcome.unauthorized, outcome.refused), (1, 1, true), "{outcome:?}");
         let counted = ports.measures.lock().unwrap().last().copied();
         assert_eq!(
             counted,
@@ -1338,6 +1338,32 @@ async fn a_run_stops_polling_when_the_provider_answers_429() {
 
         let next = run(&ports).await;
         assert_eq!((next.polls, next.rate_limited), (1, false), "{next:?}");
+        let polled: Vec<String> = ports.polls.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(polled, ["first-1", TASK]);
+    }
+}
+
+/// A refusal that stands (the key, after a re-read; the credits) would meet every other task
+/// too: the run polls no other, and those left are still due, first in the next run.
+#[tokio::test]
+async fn a_run_stops_polling_when_the_provider_refuses_the_key_or_the_credits() {
+    let code = |code: u16| ProviderAnswer::Http { status: 200, body: format!(r#"{{"code":{code}}}"#).into_bytes() };
+    for answer in [status(401), status(402), status(403), code(401), code(402), code(403)] {
+        let ports = MemoryPorts::new(vec![answer.clone(), pending()]);
+        register(&ports);
+        let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+        let first = registration.record(&TaskId::parse("first-1").unwrap(), ports.table.now(), Duration::ZERO);
+        ports.table.put_record(first);
+        ports.until_due();
+        let due_before = ports.record().reconcile_at;
+
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.tasks_due, outcome.polls), (2, 1), "{answer:?}: {outcome:?}");
+        assert!(outcome.refused && !outcome.rate_limited && !outcome.stopped_early, "{outcome:?}");
+        assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before), "left due");
+
+        let next = run(&ports).await;
+        assert_eq!((next.polls, next.pending, next.refused), (1, 1, false), "{next:?}");
         let polled: Vec<String> = ports.polls.lock().unwrap().iter().map(|(_, id)| id.clone()).collect();
         assert_eq!(polled, ["first-1", TASK]);
     }
