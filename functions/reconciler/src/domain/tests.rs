@@ -1311,6 +1311,19 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     assert_eq!(run(&ports).await.polls, 2, "a turn within the run's time is waited for");
 }
 
+/// Two tasks due, `first-1` before the registered one, answered `first` and then pending;
+/// with the registered one's `reconcile_at`.
+fn two_due(first: ProviderAnswer) -> (MemoryPorts, Option<Timestamp>) {
+    let ports = MemoryPorts::new(vec![first, pending()]);
+    register(&ports);
+    let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+    let first = registration.record(&TaskId::parse("first-1").unwrap(), ports.table.now(), Duration::ZERO);
+    ports.table.put_record(first);
+    ports.until_due();
+    let due_before = ports.record().reconcile_at;
+    (ports, due_before)
+}
+
 /// A 429 is the account's limit (no task is polled more than every 30 s): the run polls no
 /// other task, and those left are still due, first in the next run. So do docs.sunoapi.org's
 /// rate-limit codes and either site's maintenance, as the body's code or the HTTP status.
@@ -1321,14 +1334,7 @@ async fn a_run_stops_polling_when_the_provider_answers_429() {
         body: format!(r#"{{"code":{code},"msg":"slow down"}}"#).into_bytes(),
     };
     for answer in [status(429), status(430), status(455), code(429), code(405), code(430), code(455)] {
-        let ports = MemoryPorts::new(vec![answer, pending()]);
-        register(&ports);
-        // Due before the registered task.
-        let registration = Registration { family: Family::VocalSeparation, client_ref: None };
-        let first = registration.record(&TaskId::parse("first-1").unwrap(), ports.table.now(), Duration::ZERO);
-        ports.table.put_record(first);
-        ports.until_due();
-        let due_before = ports.record().reconcile_at;
+        let (ports, due_before) = two_due(answer);
 
         let outcome = run(&ports).await;
         assert_eq!((outcome.tasks_due, outcome.polls, outcome.pending), (2, 1, 1), "{outcome:?}");
@@ -1349,13 +1355,7 @@ async fn a_run_stops_polling_when_the_provider_answers_429() {
 async fn a_run_stops_polling_when_the_provider_refuses_the_key_or_the_credits() {
     let code = |code: u16| ProviderAnswer::Http { status: 200, body: format!(r#"{{"code":{code}}}"#).into_bytes() };
     for answer in [status(401), status(402), status(403), code(401), code(402), code(403)] {
-        let ports = MemoryPorts::new(vec![answer.clone(), pending()]);
-        register(&ports);
-        let registration = Registration { family: Family::VocalSeparation, client_ref: None };
-        let first = registration.record(&TaskId::parse("first-1").unwrap(), ports.table.now(), Duration::ZERO);
-        ports.table.put_record(first);
-        ports.until_due();
-        let due_before = ports.record().reconcile_at;
+        let (ports, due_before) = two_due(answer.clone());
 
         let outcome = run(&ports).await;
         assert_eq!((outcome.tasks_due, outcome.polls), (2, 1), "{answer:?}: {outcome:?}");
