@@ -21,6 +21,14 @@ pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 /// The fewest and most `RECONCILE_POLLS_PER_MINUTE` may ask for (the template's bounds).
 pub const POLLS_PER_MINUTE_RANGE: std::ops::RangeInclusive<u32> = 1..=1200;
 
+/// The most due tasks a run takes from the index at `per_minute` polls a minute: a run has
+/// about a minute of polls (a 90 s invocation less what it keeps back), so about a minute's
+/// turns; at least 50 (tasks given up or put off take no turn), at most 1,000 (one Query).
+/// Fixed at 50 before, a pace over about 50 a minute polled no more tasks.
+pub fn tasks_per_run(per_minute: u32) -> usize {
+    usize::try_from(per_minute).unwrap_or(usize::MAX).clamp(50, 1000)
+}
+
 /// The longest a provider's `Retry-After` holds the polls back: a task's longest poll
 /// interval (a wait asked for longer is likelier a mistake than a plan).
 pub const MAX_HOLD: Duration = stemvault_vault::reconcile::MAX_POLL_INTERVAL;
@@ -111,6 +119,12 @@ mod tests {
         assert_eq!(start.elapsed(), Duration::ZERO, "not waited for");
         assert!(spacing.wait_for_turn(FOREVER).await);
         assert_eq!(start.elapsed(), Duration::from_secs(60), "two spacings of 30 s");
+    }
+
+    #[test]
+    fn a_run_takes_a_minute_of_turns_from_50_to_1000_tasks() {
+        let taken: Vec<usize> = [1, 60, 300, 1200].into_iter().map(tasks_per_run).collect();
+        assert_eq!(taken, [50, 60, 300, 1000]);
     }
 
     /// A hold puts the next turn that far off (at most [`MAX_HOLD`]), never nearer.
