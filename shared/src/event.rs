@@ -94,6 +94,15 @@ impl Family {
         }
     }
 
+    /// Families whose result is files (tracks, a WAV, stems, a video, images): a result of
+    /// theirs without a file is none. Every family is named, so a new one must say.
+    pub fn delivers_files(self) -> bool {
+        match self {
+            Family::Music | Family::CoverImage | Family::Wav | Family::VocalSeparation | Family::MusicVideo => true,
+            Family::Lyrics | Family::Midi | Family::Voice | Family::Unknown => false,
+        }
+    }
+
     /// Families that report progress through `callbackType` (`text`, `first`, `complete`).
     /// Every family is named, so a new one must say (a family with stages read as without
     /// would take its first `text` callback for its final one).

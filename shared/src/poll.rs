@@ -63,7 +63,8 @@
 //! # The event
 //!
 //! * **Success** (a done status, or `CALLBACK_EXCEPTION` with results): `code` 200 and the
-//!   answer's `msg` as the message.
+//!   answer's `msg` as the message. A done status from a family whose result is files
+//!   ([`Family::delivers_files`]) without any is no result: [`PollError::NoFiles`].
 //! * **Failure** (stage `error`, as a failure callback; also a done status whose results say
 //!   the task failed, as a callback's would: lyrics whose every variant failed): `code` is
 //!   `data.errorCode` when it reads as an integer other than 200, else [`MISSING_CODE`];
@@ -141,6 +142,11 @@ pub enum PollError {
     UnknownStatus(String),
     #[error("family {0} has no record-info endpoint")]
     UnsupportedFamily(Family),
+    /// A done status (`SUCCESS`, flag `1`) from a family whose result is files
+    /// ([`Family::delivers_files`]), with none of them: the record not yet filled in, or its
+    /// fields renamed; polled again rather than recorded as a result with nothing to vault.
+    #[error("the answer says {0:?} but holds none of the task's files")]
+    NoFiles(String),
 }
 
 impl PollError {
@@ -282,6 +288,10 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     if stage == Stage::Error && outcome != status::Outcome::Failed && failure.is_none() {
         // A CALLBACK_EXCEPTION read as a failure keeps its error text too.
         found = results(true);
+    }
+    if outcome == status::Outcome::Success && stage != Stage::Error && family.delivers_files() && found.files.is_empty()
+    {
+        return Err(PollError::NoFiles(status));
     }
     let (code, message) = match stage {
         Stage::Error => failure_code_and_message(data, &status, failure),

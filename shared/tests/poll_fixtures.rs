@@ -468,6 +468,33 @@ fn callback_exception_reads_the_results_it_holds() {
     assert_eq!(stage_of(inline(Family::Lyrics, lyrics)), Some(Stage::Complete));
 }
 
+/// A done status without a file, from a family whose result is files, is no result (polled
+/// again); one whose result is not files (lyrics, MIDI, voice) stands on what it holds.
+#[test]
+fn a_done_answer_without_the_files_it_is_about_is_no_result() {
+    use serde_json::json;
+    let done = |family: Family, status: &str, response: serde_json::Value| {
+        inline(family, json!({"taskId": "t", "status": status, "successFlag": status, "response": response}))
+    };
+    let no_files = |status: &str| Err(PollError::NoFiles(status.into()));
+    assert_eq!(done(Family::Music, "SUCCESS", json!({"sunoData": []})), no_files("SUCCESS"));
+    assert_eq!(done(Family::Music, "SUCCESS", json!({"sunoData": null})), no_files("SUCCESS"));
+    let silent = json!({"sunoData": [{"id": "t1", "audioUrl": "", "title": "x"}]});
+    assert_eq!(done(Family::Music, "SUCCESS", silent), no_files("SUCCESS"), "tracks without audio");
+    for family in [Family::Wav, Family::VocalSeparation, Family::MusicVideo, Family::CoverImage] {
+        assert_eq!(done(family, "SUCCESS", serde_json::Value::Null), no_files("SUCCESS"), "{family}");
+    }
+    let with_file = done(Family::Wav, "SUCCESS", json!({"audioWavUrl": "https://h/a.wav"}));
+    assert_eq!(stage_of(with_file), Some(Stage::Final));
+    // Not files: as before.
+    let midi = inline(Family::Midi, json!({"taskId": "t", "successFlag": 1, "midiData": {}}));
+    assert_eq!(stage_of(midi), Some(Stage::Final), "MIDI's data may be empty (documented)");
+    let lyrics = done(Family::Lyrics, "SUCCESS", json!({"data": [{"text": "la", "status": "complete"}]}));
+    assert_eq!(stage_of(lyrics), Some(Stage::Complete));
+    // A failure holds no files and is one.
+    assert_eq!(stage_of(done(Family::Wav, "GENERATE_WAV_FAILED", serde_json::Value::Null)), Some(Stage::Error));
+}
+
 #[test]
 fn partial_stages_of_families_without_stages_are_pending() {
     let data = serde_json::json!({"taskId": "t", "successFlag": "FIRST_SUCCESS", "response": {"audioWavUrl": "https://h/a.wav"}});

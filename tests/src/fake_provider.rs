@@ -45,6 +45,8 @@ const VOCAL_REMOVAL_SUCCESS: &str =
 const MUSIC_FIRST: &str =
     include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-FIRST_SUCCESS.json");
 const MUSIC_SUCCESS: &str = include_str!("../../fixtures/polls/own/poll-generate-record-info__own__200-SUCCESS.json");
+/// A WAV conversion done (docs.kie.ai's Chinese page's example).
+const WAV_SUCCESS: &str = include_str!("../../fixtures/polls/poll-wav-record-info__kie-dogtest-cn__200.json");
 
 /// Bytes each served file has.
 pub const FILE_BYTES: usize = 48 * 1024;
@@ -54,7 +56,8 @@ pub const FILE_BYTES: usize = 48 * 1024;
 pub enum Answer {
     /// `successFlag`/`status` PENDING: not done yet.
     Pending,
-    /// The task's documented result: vocal separation SUCCESS (two stems), music SUCCESS.
+    /// The task's documented result: vocal separation SUCCESS (two stems), WAV SUCCESS, music
+    /// SUCCESS (any other family).
     Success,
     /// Music only: FIRST_SUCCESS (the first track's audio only).
     First,
@@ -315,6 +318,9 @@ fn answer(state: &Mutex<State>, addr: SocketAddr, req: Request<Incoming>) -> Res
         Answer::Pending => json_answer(StatusCode::OK, &pending(family, &task_id)),
         Answer::Success | Answer::First if family == Family::VocalSeparation => {
             json_answer(StatusCode::OK, &documented(VOCAL_REMOVAL_SUCCESS, &task_id, addr))
+        }
+        Answer::Success if family == Family::Wav => {
+            json_answer(StatusCode::OK, &documented(WAV_SUCCESS, &task_id, addr))
         }
         Answer::First => json_answer(StatusCode::OK, &documented(MUSIC_FIRST, &task_id, addr)),
         Answer::Success => json_answer(StatusCode::OK, &documented(MUSIC_SUCCESS, &task_id, addr)),
