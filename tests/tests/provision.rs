@@ -41,6 +41,7 @@ async fn table_bucket_and_queues_match_the_template() {
         Some(&aws_sdk_dynamodb::types::ProjectionType::KeysOnly)
     );
     assert_eq!(table.billing_mode_summary().and_then(|b| b.billing_mode()), Some(&BillingMode::PayPerRequest));
+    assert_eq!(table.deletion_protection_enabled(), Some(true), "a DeleteTable by hand is refused");
 
     let backups = env.dynamo.describe_continuous_backups().table_name(&env.resources.table_name).send().await.unwrap();
     let pitr = backups.continuous_backups_description.unwrap().point_in_time_recovery_description.unwrap();
@@ -82,8 +83,11 @@ async fn table_bucket_and_queues_match_the_template() {
     let lifecycle = env.s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await.unwrap();
     let abort = lifecycle.rules().iter().find_map(|r| r.abort_incomplete_multipart_upload()).unwrap();
     assert_eq!(abort.days_after_initiation(), Some(ABORT_INCOMPLETE_MULTIPART_DAYS));
-    let noncurrent = lifecycle.rules().iter().find_map(|r| r.noncurrent_version_expiration()).unwrap();
+    let old_versions = lifecycle.rules().iter().find(|r| r.id() == Some("ExpireNoncurrentVersions")).unwrap();
+    let noncurrent = old_versions.noncurrent_version_expiration().unwrap();
     assert_eq!(noncurrent.noncurrent_days(), Some(NONCURRENT_VERSION_DAYS));
+    let markers = old_versions.expiration().and_then(|e| e.expired_object_delete_marker());
+    assert_eq!(markers, Some(true), "a deleted object's lone marker goes");
     let parked = lifecycle.rules().iter().find(|r| r.id() == Some("ForgetReplayedParkedCallbacks")).unwrap();
     assert_eq!(parked.filter().and_then(|f| f.prefix()), Some(suno_callbacks::s3_key::PARKED_PREFIX));
     let days = parked.noncurrent_version_expiration().and_then(|n| n.noncurrent_days());

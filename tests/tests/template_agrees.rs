@@ -479,6 +479,7 @@ fn bucket_lifecycle_equals_the_emulator_provisioning() {
         cfn::number(&noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"]),
         days(NONCURRENT_VERSION_DAYS)
     );
+    assert_eq!(noncurrent["ExpiredObjectDeleteMarker"].as_bool(), Some(true));
     let parked = rule("ForgetReplayedParkedCallbacks");
     assert_eq!(parked["Prefix"].as_str(), Some(suno_callbacks::s3_key::PARKED_PREFIX));
     assert_eq!(
@@ -745,6 +746,7 @@ fn the_table_keeps_each_task_s_items_together() {
         attributes,
         [s("last_received_at"), s("open"), s("reconcile"), s("reconcile_at"), s(SORT_KEY), s(PARTITION_KEY)]
     );
+    assert_eq!(table["DeletionProtectionEnabled"].as_bool(), Some(true), "as the emulator's table");
 }
 
 #[test]

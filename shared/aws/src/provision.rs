@@ -211,6 +211,7 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Resu
         .global_secondary_indexes(open_tasks)
         .global_secondary_indexes(reconcile_due)
         .sse_specification(SseSpecification::builder().enabled(true).build())
+        .deletion_protection_enabled(true)
         .send()
         .await
         .map_err(|e| describe("create table", e))?;
@@ -299,6 +300,7 @@ fn lifecycle() -> Result<BucketLifecycleConfiguration, aws_sdk_s3::error::BuildE
         .noncurrent_version_expiration(
             NoncurrentVersionExpiration::builder().noncurrent_days(NONCURRENT_VERSION_DAYS).build(),
         )
+        .expiration(LifecycleExpiration::builder().expired_object_delete_marker(true).build())
         .build()?;
     let forget_replayed_parked = LifecycleRule::builder()
         .id("ForgetReplayedParkedCallbacks")
