@@ -56,6 +56,39 @@ impl Update {
         self.names.keys().chain(self.values.keys()).map(String::as_str).filter(|p| !used(p)).collect()
     }
 
+    /// The attributes the expressions name, bare (`attribute_not_exists(reconcile)`, `rev =
+    /// :read`: the name before any `.` or `[`) or through a `#` placeholder; not functions
+    /// or keywords.
+    pub fn attributes(&self) -> std::collections::BTreeSet<String> {
+        const KEYWORDS: [&str; 9] = ["AND", "OR", "NOT", "SET", "ADD", "REMOVE", "DELETE", "BETWEEN", "IN"];
+        let mut named: std::collections::BTreeSet<String> = self.names.values().cloned().collect();
+        for text in [&self.update, &self.condition] {
+            let mut rest = text.as_str();
+            while let Some(start) = rest.find(|c: char| c.is_ascii_alphabetic() || c == '_') {
+                let before = rest[..start].chars().next_back();
+                let len = rest[start..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len() - start);
+                let (word, after) = (&rest[start..start + len], &rest[start + len..]);
+                let placeholder =
+                    matches!(before, Some(':' | '#' | '.')) || before.is_some_and(|c| c.is_ascii_alphanumeric());
+                if !placeholder && !after.trim_start().starts_with('(') && !KEYWORDS.contains(&word) {
+                    named.insert(word.to_owned());
+                }
+                rest = after;
+            }
+        }
+        named
+    }
+
+    /// The attributes the expressions name that no item of the table carries
+    /// ([`stemvault_vault::items::attribute_names`]): a mistyped or renamed name, with which a
+    /// condition would hold always, or never.
+    pub fn unknown_attributes(&self) -> Vec<String> {
+        let known = stemvault_vault::items::attribute_names();
+        self.attributes().into_iter().filter(|name| !known.contains(name.as_str())).collect()
+    }
+
     /// Drop the placeholders neither expression uses.
     pub fn without_unused_placeholders(mut self) -> Update {
         let unused: Vec<String> = self.unused_placeholders().into_iter().map(str::to_owned).collect();
@@ -123,6 +156,13 @@ fn count_delivery(last_received_at: AttributeValue, watched: bool) -> Update {
     let condition = format!("attribute_exists(sk) AND attribute_not_exists(not_found_since) AND {reconcile}");
     let mut u = Update::new("ADD deliveries :one, version :one SET last_received_at = :at", condition);
     u.value(":one", n(1)).value(":at", last_received_at);
+    u
+}
+
+/// One more delivery of a callback body already recorded, counted on its existing item.
+fn count_redelivery() -> Update {
+    let mut u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
+    u.value(":one", n(1));
     u
 }
 
@@ -329,8 +369,7 @@ impl TaskTable {
         // Committed: a count that fails now is only a count. Failing the save for it would
         // have the delivery retried (or parked), counted once more on the task item.
         for id in plan.redelivered {
-            let mut u = Update::new("ADD deliveries :one", "attribute_exists(sk)");
-            u.value(":one", n(1));
+            let u = count_redelivery();
             if let Err(e) = self.update("redelivered", after.task_id.as_str(), &items::callback_sk(&id), u).await {
                 tracing::warn!(error = %e, callback = id, "a redelivered callback's count was not written");
             }
@@ -558,7 +597,10 @@ mod tests {
         ];
         for condition in conditions {
             let c = put_condition(&condition, 0);
-            assert!(c.unused_placeholders().is_empty() && c.update.is_empty(), "{condition:?}");
+            assert!(
+                c.unused_placeholders().is_empty() && c.unknown_attributes().is_empty() && c.update.is_empty(),
+                "{condition:?}"
+            );
         }
     }
 
@@ -571,7 +613,7 @@ mod tests {
         let unwatched = count_delivery(s("2026-12-02T12:00:00.000Z"), false).condition;
         assert_eq!(unwatched, format!("{only_as_read} AND attribute_not_exists(reconcile)"));
         assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
-        assert!(u.unused_placeholders().is_empty() && u.names.is_empty());
+        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty() && u.names.is_empty());
     }
 
     #[test]
@@ -595,7 +637,7 @@ mod tests {
         assert_eq!(u.names["#adding_at"], "adding_at");
         assert_eq!((u.values[":read"].clone(), u.values[":one"].clone()), (n(7), n(1)));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
-        assert!(u.unused_placeholders().is_empty());
+        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
     }
 
     #[test]
@@ -618,9 +660,28 @@ mod tests {
         let over = mark_open(&again);
         assert_eq!(over.condition, "version = :read AND #adding = :adding AND #adding_at = :adding_at");
         assert_eq!((&over.values[":adding_at"], &over.values[":new_adding_at"]), (&n(mark.at), &n(mark.at + 1)));
-        assert!(over.unused_placeholders().is_empty());
+        assert!(over.unused_placeholders().is_empty() && over.unknown_attributes().is_empty());
         assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
-        assert!(u.unused_placeholders().is_empty());
+        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+    }
+
+    #[test]
+    fn a_redelivery_adds_one_to_its_existing_callback_item() {
+        let u = count_redelivery();
+        assert_eq!((u.update.as_str(), u.condition.as_str()), ("ADD deliveries :one", "attribute_exists(sk)"));
+        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+    }
+
+    #[test]
+    fn the_attributes_named_are_read_bare_or_through_placeholders() {
+        let mut u = Update::new(
+            "SET #s = :s, files.x = :x ADD deliveries :one REMOVE claim",
+            "attribute_not_exists(sk) AND (rev = :rev OR size(bodies) BETWEEN :a AND :b) AND NOT begins_with(#k, :p)",
+        );
+        u.name("#s", "status").name("#k", "key");
+        let named: Vec<String> = u.attributes().into_iter().collect();
+        assert_eq!(named, ["bodies", "claim", "deliveries", "files", "key", "rev", "sk", "status"]);
+        assert_eq!(u.unknown_attributes(), ["files"], "the record's file map is items, not an attribute");
     }
 
     #[test]

@@ -24,6 +24,9 @@ use serde_dynamo::{AttributeValue, Item};
 
 use crate::{AddFence, CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
 
+mod names;
+pub use names::attribute_names;
+
 /// The partition key attribute.
 pub const PARTITION_KEY: &str = "task_id";
 /// The sort key attribute.

@@ -234,7 +234,7 @@ mod tests {
             let defined = if used.starts_with('#') { u.names.contains_key(used) } else { u.values.contains_key(used) };
             assert!(defined, "{used} undefined in {text}");
         }
-        assert!(u.unused_placeholders().is_empty(), "{text}");
+        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty(), "{text}");
         let placeholder = format!("#{counter}");
         assert!(
             u.update.contains(&format!("ADD {placeholder} :one"))
