@@ -545,7 +545,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let outcome = run_due(&env, &app, &task).await;
     assert_eq!((outcome.abandoned, outcome.polls), (1, 0), "{outcome:?}");
     let record = env.task_record(&task).await;
-    assert_eq!(record.abandoned.map(|a| a.reason), Some("abandoned".to_owned()));
+    assert_eq!(record.abandoned.map(|a| a.reason.as_str()), Some("abandoned"));
     assert_eq!(provider.polls(&task), 0);
 }
 

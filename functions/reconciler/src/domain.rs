@@ -42,7 +42,9 @@ use stemvault_vault::accept::{self, accept};
 use stemvault_vault::events;
 use stemvault_vault::panic::guarded;
 use stemvault_vault::reconcile::{self, PollOutcome};
-use stemvault_vault::{Attempt, Conditional, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict};
+use stemvault_vault::{
+    Attempt, Conditional, GiveUpReason, RECONCILE_DUE, TaskRecord, Timestamp, answer_within, retry_on_conflict,
+};
 use suno_callbacks::poll::answer_code;
 use suno_callbacks::{Family, PollError, PollResult, TaskId, parse_poll};
 use tracing::Instrument;
@@ -424,7 +426,7 @@ async fn reconcile_task<P: Ports>(
         // A task whose polls came late (the runs behind), or whose last poll the provider did
         // not answer, is polled again before it is given up as abandoned: its result may be
         // there.
-        let last_chance = reason == reconcile::ABANDONED_REASON
+        let last_chance = reason == GiveUpReason::Abandoned
             && cannot_poll.is_none()
             && reconcile::awaits_result(&record)
             && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
@@ -598,7 +600,7 @@ async fn give_up<P: Ports>(
     settings: &Settings,
     task: &TaskId,
     record: &TaskRecord,
-    reason: &'static str,
+    reason: GiveUpReason,
 ) -> Result<Handled, ReconcileError> {
     let awaiting = reconcile::awaits_result(record);
     // And of the family read: a registration giving another family revives the task (its
@@ -616,10 +618,10 @@ async fn give_up<P: Ports>(
             return Ok(Handled::Skipped);
         }
         let why = match reason {
-            reconcile::NOT_FOUND_REASON => "the provider no longer knows the task",
-            _ => "no new URL for the expired files in time",
+            GiveUpReason::NotFound => "the provider no longer knows the task",
+            GiveUpReason::Abandoned => "no new URL for the expired files in time",
         };
-        tracing::info!(task_id, stage = %record.stage, reason, "{why}; no longer watched");
+        tracing::info!(task_id, stage = %record.stage, reason = reason.as_str(), "{why}; no longer watched");
         return Ok(Handled::Unwatched);
     }
     // Published before the write that takes the task out of the index: a failure leaves it
@@ -630,10 +632,10 @@ async fn give_up<P: Ports>(
     ports.publish_events(std::slice::from_ref(&failed)).await?;
     let abandon = |r: &TaskRecord, now| still(r, now).then(|| reconcile::abandon(r, reason, now));
     if !save_with(ports, settings, task, Some(record), abandon).await? {
-        tracing::info!(task_id, reason, "not given up after all: the task changed meanwhile");
+        tracing::info!(task_id, reason = reason.as_str(), "not given up after all: the task changed meanwhile");
         return Ok(Handled::Skipped);
     }
-    if reason == reconcile::NOT_FOUND_REASON {
+    if reason == GiveUpReason::NotFound {
         tracing::warn!(
             task_id,
             family = %record.family,

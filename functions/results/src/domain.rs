@@ -537,7 +537,10 @@ pub(crate) mod tests {
             r.reconcile = watched.then(|| stemvault_vault::RECONCILE_DUE.to_owned());
             r
         };
-        let given_up = Some(Abandoned { reason: "abandoned".into(), at: "2026-01-15T00:00:00.000Z".parse().unwrap() });
+        let given_up = Some(Abandoned {
+            reason: stemvault_vault::GiveUpReason::Abandoned,
+            at: "2026-01-15T00:00:00.000Z".parse().unwrap(),
+        });
         let abandoned =
             TaskRecord { abandoned: given_up.clone(), ..settled(Stage::First, VaultState::Complete, false) };
         // Given up at `first` while its track is still being copied.

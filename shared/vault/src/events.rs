@@ -207,9 +207,9 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 /// on (a late callback of a later stage; a registration giving it another family, its
 /// generation), so a task given up again gets an event of its own, not a duplicate of the
 /// first that consumers would drop; a give-up tried again after its write failed keeps its id.
-pub fn given_up(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
+pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
     let mut event = failed(record, bucket, &format!("{reason}.{}.{}", record.generation, record.stage.as_str()));
-    event.detail.given_up = Some(reason.to_owned());
+    event.detail.given_up = Some(reason.as_str().to_owned());
     event
 }
 

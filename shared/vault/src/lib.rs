@@ -26,8 +26,8 @@ pub use job::FileJob;
 pub use manifest::{Manifest, ManifestFile};
 pub use ports::{Clock, Conditional, EmitMetrics, LoadTask, QueueError, SaveTask, StorageError, StoreError};
 pub use record::{
-    Abandoned, AddFence, CallbackEntry, FailureEntry, FileEntry, FileStatus, LastPoll, OPEN_MARKER, OPEN_TASKS_INDEX,
-    PolledResult, PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
+    Abandoned, AddFence, CallbackEntry, FailureEntry, FileEntry, FileStatus, GiveUpReason, LastPoll, OPEN_MARKER,
+    OPEN_TASKS_INDEX, PolledResult, PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
 pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp, answer_within, best_effort};

@@ -40,11 +40,6 @@ pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest wait between two polls.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
-/// The reason an abandoned task gives (also the id suffix of its Task Failed event).
-pub const ABANDONED_REASON: &str = "abandoned";
-/// The reason a task gives that the provider said, poll after poll for
-/// [`NOT_FOUND_GIVE_UP_AFTER`], it does not know.
-pub const NOT_FOUND_REASON: &str = "not_found";
 /// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`]),
 /// poll after poll, before the task is given up: one registered under the wrong family, or
 /// with an id the provider never issued, is then polled about 30 times rather than for 14
@@ -439,21 +434,21 @@ pub fn mark_last_chance(mut polled: TaskRecord, now: Timestamp, give_up_after: D
 }
 
 /// Why the reconciler should stop watching the task now, if it should: it was waited for
-/// `give_up_after` ([`ABANDONED_REASON`]), or the provider has said it does not know it for
-/// [`NOT_FOUND_GIVE_UP_AFTER`] ([`NOT_FOUND_REASON`]). A task still without its result is then
+/// `give_up_after` ([`crate::GiveUpReason::Abandoned`]), or the provider has said it does not know it for
+/// [`NOT_FOUND_GIVE_UP_AFTER`] ([`crate::GiveUpReason::NotFound`]). A task still without its result is then
 /// given up ([`abandon`]); one that has it (watched for files whose URL expired) only leaves
 /// the index ([`stop_watching`]). When both hold, the one whose time came first: a give-up
 /// tried again by a later run (its event went out, its record write failed) names the reason
 /// its event named, and so publishes under the same id.
-pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<&'static str> {
+pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<crate::GiveUpReason> {
     if record.abandoned.is_some() {
         return None;
     }
     let abandoned_at = Some(give_up_at(record, give_up_after)).filter(|at| now >= *at);
     match (abandoned_at, not_known_for_a_day(record, now)) {
-        (Some(abandoned_at), Some(not_found_at)) if not_found_at < abandoned_at => Some(NOT_FOUND_REASON),
-        (Some(_), _) => Some(ABANDONED_REASON),
-        (None, Some(_)) => Some(NOT_FOUND_REASON),
+        (Some(abandoned_at), Some(not_found_at)) if not_found_at < abandoned_at => Some(crate::GiveUpReason::NotFound),
+        (Some(_), _) => Some(crate::GiveUpReason::Abandoned),
+        (None, Some(_)) => Some(crate::GiveUpReason::NotFound),
         (None, None) => None,
     }
 }
@@ -482,9 +477,9 @@ pub fn stop_watching(record: &TaskRecord) -> TaskRecord {
 /// `open-tasks` index too when it has no files and no result; any other stays there until its
 /// files and manifest are settled (`sync_open`): the sweeper still sees those through (a
 /// lost settle, a lost message). Returns the record to save (`version` incremented).
-pub fn abandon(record: &TaskRecord, reason: &str, now: Timestamp) -> TaskRecord {
+pub fn abandon(record: &TaskRecord, reason: crate::GiveUpReason, now: Timestamp) -> TaskRecord {
     let mut next = record.clone();
-    next.abandoned = Some(Abandoned { reason: reason.to_owned(), at: now });
+    next.abandoned = Some(Abandoned { reason, at: now });
     unwatch(&mut next);
     sync_open(&mut next);
     next.version += 1;
@@ -560,7 +555,7 @@ mod tests {
         too_large.files.insert("a".into(), failed("the file is larger than the 1-byte limit (MAX_FILE_BYTES)"));
         assert!(!needs_watching(&too_large));
         let mut abandoned = task(Stage::Submitted);
-        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        abandoned.abandoned = Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW });
         assert!(!needs_watching(&abandoned));
     }
 
@@ -598,7 +593,7 @@ mod tests {
             assert_eq!((saved.reconcile.as_deref(), saved.reconcile_at), (Some(RECONCILE_DUE), Some(soon)));
         }
         let mut abandoned = task(Stage::Final);
-        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        abandoned.abandoned = Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW });
         keep_watched(&mut abandoned, NOW);
         assert_eq!(abandoned.reconcile, None);
     }
@@ -627,7 +622,7 @@ mod tests {
         assert!(poll_recorded(&recorded));
         assert_eq!((recorded.reconcile, recorded.reconcile_at), (None, None));
         let mut abandoned = task(Stage::Final);
-        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        abandoned.abandoned = Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW });
         assert_eq!(after_poll(&abandoned, &PollOutcome::Unrecorded, NOW).reconcile, None);
     }
 
@@ -642,7 +637,7 @@ mod tests {
             assert_eq!(next.generation, settled.generation + 1);
         }
         let mut abandoned = settled.clone();
-        abandoned.abandoned = Some(Abandoned { reason: "abandoned".into(), at: NOW });
+        abandoned.abandoned = Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW });
         let next = after_poll(&abandoned, &PollOutcome::Unreachable, NOW);
         assert_eq!((next.vault, next.open), (VaultState::Partial, None), "left out of the sweeper's index");
     }
@@ -714,7 +709,7 @@ mod tests {
         r.sync_open_marker();
         watch(&mut r, NOW, Duration::from_secs(600));
         assert_eq!(give_up_reason(&r, NOW.plus(give_up - Duration::from_secs(1)), give_up), None);
-        assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(ABANDONED_REASON));
+        assert_eq!(give_up_reason(&r, NOW.plus(give_up), give_up), Some(crate::GiveUpReason::Abandoned));
         // Owed a last poll: never polled (the runs behind), for a week past its time until a
         // poll past it; then, unless that poll had the provider speak of it, for a day from it.
         let due = NOW.plus(give_up);
@@ -765,8 +760,8 @@ mod tests {
             let before = polled(Duration::from_secs(60), outcome);
             assert!(owes_a_last_poll(&before, due.plus(LAST_POLL_WITHIN * 2), give_up), "{outcome}");
         }
-        let gone = abandon(&r, ABANDONED_REASON, NOW.plus(give_up));
-        assert_eq!(gone.abandoned.as_ref().unwrap().reason, "abandoned");
+        let gone = abandon(&r, crate::GiveUpReason::Abandoned, NOW.plus(give_up));
+        assert_eq!(gone.abandoned.as_ref().unwrap().reason.as_str(), "abandoned", "stored as");
         assert_eq!((gone.reconcile.clone(), gone.open.clone(), gone.version), (None, None, r.version + 1));
         assert_eq!(give_up_reason(&gone, NOW.plus(give_up * 2), give_up), None);
 
@@ -779,17 +774,17 @@ mod tests {
         );
         first.vault = VaultState::Pending;
         first.sync_open_marker();
-        let gone = abandon(&first, ABANDONED_REASON, NOW);
+        let gone = abandon(&first, crate::GiveUpReason::Abandoned, NOW);
         assert_eq!(gone.open.as_deref(), Some("open"));
         first.files.get_mut("a").unwrap().status = crate::FileStatus::Stored;
         first.vault = VaultState::Complete;
         first.manifest_key = Some("tasks/t/manifest.json".into());
         first.open = None; // as the settle write leaves it
-        assert_eq!(abandon(&first, ABANDONED_REASON, NOW).open, None);
+        assert_eq!(abandon(&first, crate::GiveUpReason::Abandoned, NOW).open, None);
         // Marked open again by a request reopening it (its file items maybe being written):
         // the mark is kept for the sweeper, which commits such files or takes a stale mark away.
         first.open = Some(crate::OPEN_MARKER.into());
-        assert_eq!(abandon(&first, ABANDONED_REASON, NOW).open.as_deref(), Some("open"));
+        assert_eq!(abandon(&first, crate::GiveUpReason::Abandoned, NOW).open.as_deref(), Some("open"));
     }
 
     #[test]
@@ -810,7 +805,7 @@ mod tests {
         // A day is out, but the last answer came before it (no poll since: no key, say).
         assert_eq!(give_up_reason(&r, at(600 + day), give_up), None);
         r = after_poll(&r, &PollOutcome::Provider(404), at(600 + day));
-        assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(NOT_FOUND_REASON));
+        assert_eq!(give_up_reason(&r, at(600 + day), give_up), Some(crate::GiveUpReason::NotFound));
         // Any other answer, or none, ends the run (an outage is no evidence), and so does a
         // callback.
         let others = [
@@ -832,12 +827,15 @@ mod tests {
         after_merge(&mut called_back, Some(Stage::Submitted), at(7200), Duration::from_secs(600));
         assert_eq!(called_back.not_found_since, None);
         // The retention still comes first when it is shorter.
-        assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(ABANDONED_REASON));
+        assert_eq!(give_up_reason(&r, at(600 + day), Duration::from_secs(600)), Some(crate::GiveUpReason::Abandoned));
         // Given up as not found, its record write failed: tried again once the retention is
         // out too, it is still not found (its event's id names the reason).
         let retention_after_the_day = Duration::from_secs(600 + day + 60);
-        assert_eq!(give_up_reason(&r, at(600 + day), retention_after_the_day), Some(NOT_FOUND_REASON));
-        assert_eq!(give_up_reason(&r, at(600 + day + 120), retention_after_the_day), Some(NOT_FOUND_REASON));
+        assert_eq!(give_up_reason(&r, at(600 + day), retention_after_the_day), Some(crate::GiveUpReason::NotFound));
+        assert_eq!(
+            give_up_reason(&r, at(600 + day + 120), retention_after_the_day),
+            Some(crate::GiveUpReason::NotFound)
+        );
         let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422), PollOutcome::NoRecord];
         assert!(outcomes.iter().all(PollOutcome::not_found));
         // An HTTP 404 or 422 is a path the provider does not serve (a wrong base URL).

@@ -191,8 +191,36 @@ pub enum PolledResult {
 /// Why and when the reconciler gave a task up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Abandoned {
-    pub reason: String,
+    pub reason: GiveUpReason,
     pub at: Timestamp,
+}
+
+/// Why the reconciler gave a task up: stored, in `Task Failed`'s `detail.given_up` and at
+/// the end of its id as `abandoned` or `not_found`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GiveUpReason {
+    /// No result came, by callback or poll, in time (`RECONCILE_GIVE_UP_SECONDS`).
+    Abandoned,
+    /// The provider said, poll after poll for
+    /// [`NOT_FOUND_GIVE_UP_AFTER`](crate::reconcile::NOT_FOUND_GIVE_UP_AFTER), that it does not
+    /// know the task.
+    NotFound,
+}
+
+impl GiveUpReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GiveUpReason::Abandoned => "abandoned",
+            GiveUpReason::NotFound => "not_found",
+        }
+    }
+}
+
+impl std::fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The sparse global secondary index over [`TaskRecord::open`] and `last_received_at`.
@@ -620,6 +648,18 @@ pub(crate) mod tests {
             "version": 4,
             "generation": 2
         })
+    }
+
+    /// A give-up's reason is stored as its text (items written before it was a type read
+    /// the same).
+    #[test]
+    fn a_give_up_reason_is_stored_as_its_text() {
+        for reason in [GiveUpReason::Abandoned, GiveUpReason::NotFound] {
+            let stored = serde_json::to_value(reason).unwrap();
+            assert_eq!(stored, serde_json::json!(reason.as_str()));
+            assert_eq!(serde_json::from_value::<GiveUpReason>(stored).unwrap(), reason);
+        }
+        assert!(serde_json::from_value::<GiveUpReason>(serde_json::json!("later")).is_err());
     }
 
     #[test]

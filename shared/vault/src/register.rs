@@ -267,10 +267,10 @@ pub(crate) fn unregistered(recorded: &TaskRecord) -> bool {
 }
 
 /// Whether the reconciler gave the task up because the provider did not know it
-/// ([`reconcile::NOT_FOUND_REASON`]): at its family's endpoint, which a family given now makes
+/// ([`crate::GiveUpReason::NotFound`]): at its family's endpoint, which a family given now makes
 /// another.
 fn given_up_as_unknown(recorded: &TaskRecord) -> bool {
-    recorded.abandoned.as_ref().is_some_and(|given_up| given_up.reason == reconcile::NOT_FOUND_REASON)
+    recorded.abandoned.as_ref().is_some_and(|given_up| given_up.reason == crate::GiveUpReason::NotFound)
 }
 
 /// `record` given `family`. What another family's endpoint answered ("not found", its last
@@ -481,7 +481,7 @@ mod tests {
         unsigned.not_found_since = Some(start);
         unsigned.last_poll = Some(crate::LastPoll { at: now, outcome: "no_record".into() });
         let give_up_after = Duration::from_secs(14 * 86_400);
-        assert_eq!(reconcile::give_up_reason(&unsigned, now, give_up_after), Some(reconcile::NOT_FOUND_REASON));
+        assert_eq!(reconcile::give_up_reason(&unsigned, now, give_up_after), Some(crate::GiveUpReason::NotFound));
 
         let client = Registration { family: Family::VocalSeparation, client_ref: None };
         let mut completed = unsigned.clone();
@@ -492,13 +492,13 @@ mod tests {
 
         // Given up already for it: taken back, and polled at the right endpoint at once.
         let mut given_up = unsigned.clone();
-        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::NOT_FOUND_REASON.into(), at: now });
+        given_up.abandoned = Some(crate::Abandoned { reason: crate::GiveUpReason::NotFound, at: now });
         reconcile::unwatch(&mut given_up);
         let mut completed = given_up.clone();
         client.completion(&given_up, now).expect("the family").apply(&mut completed);
         assert_eq!((completed.abandoned, completed.reconcile_at), (None, Some(now)));
         // Given up for want of a result in time: that stands.
-        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::ABANDONED_REASON.into(), at: now });
+        given_up.abandoned = Some(crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at: now });
         let mut completed = given_up.clone();
         client.completion(&given_up, now).expect("the family").apply(&mut completed);
         assert_eq!((completed.abandoned.is_some(), completed.reconcile), (true, None));
@@ -541,7 +541,7 @@ mod tests {
 
         // Given up as not_found: taken back.
         let mut given_up = TaskRecord { not_found_since: None, ..registered.clone() };
-        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::NOT_FOUND_REASON.into(), at: now });
+        given_up.abandoned = Some(crate::Abandoned { reason: crate::GiveUpReason::NotFound, at: now });
         reconcile::unwatch(&mut given_up);
         let mut corrected = given_up.clone();
         right.completion(&given_up, now).expect("the family").apply(&mut corrected);
@@ -549,7 +549,7 @@ mod tests {
 
         // Given up for want of a result in time (its last answers "not found" or not), or
         // called back: the family stands.
-        given_up.abandoned = Some(crate::Abandoned { reason: reconcile::ABANDONED_REASON.into(), at: now });
+        given_up.abandoned = Some(crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at: now });
         assert_eq!(right.disagreements(&given_up), ["family"]);
         given_up.not_found_since = registered.not_found_since;
         assert_eq!(right.disagreements(&given_up), ["family"]);
@@ -749,7 +749,7 @@ mod tests {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let reg = Registration { family: Family::Music, client_ref: None };
         let registered = reg.record(&TaskId::parse("t1").unwrap(), now, Duration::from_secs(600));
-        let given_up = reconcile::abandon(&registered, reconcile::ABANDONED_REASON, now);
+        let given_up = reconcile::abandon(&registered, crate::GiveUpReason::Abandoned, now);
         assert_eq!(given_up.open, None);
         let with_ref = Registration { client_ref: Some("order-17".into()), ..reg };
         let mut completed = given_up.clone();
@@ -760,7 +760,7 @@ mod tests {
         // written): the client_ref asks for the manifest again, so it is open for the sweeper.
         let mut settled_text = TaskRecord::new("t1", Family::Music, Stage::Text, 200, "", now);
         (settled_text.vault, settled_text.manifest_key) = (VaultState::Complete, Some("tasks/t1/manifest.json".into()));
-        let given_up_text = reconcile::abandon(&settled_text, reconcile::ABANDONED_REASON, now);
+        let given_up_text = reconcile::abandon(&settled_text, crate::GiveUpReason::Abandoned, now);
         assert_eq!(given_up_text.open, None, "settled: nothing to do");
         let mut completed_text = given_up_text.clone();
         with_ref.completion(&given_up_text, now).expect("the client_ref").apply(&mut completed_text);

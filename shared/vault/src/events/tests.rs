@@ -113,7 +113,7 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
 #[test]
 fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     let mut record = record();
-    let first = given_up(&record, "b", "abandoned");
+    let first = given_up(&record, "b", crate::GiveUpReason::Abandoned);
     assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}.{}", record.generation, record.stage.as_str()));
     assert_eq!(first.kind, EventType::Failed);
     // Told apart from the result's own failure (and from a Task Vaulted of the same generation
@@ -124,10 +124,13 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     assert_eq!(failed(&record, "b", "error").detail.given_up, None);
     assert!(serde_json::to_value(failed(&record, "b", "error").detail).unwrap().get("given_up").is_none());
     (record.stage, record.generation) = (Stage::Complete, 3);
-    assert_eq!(given_up(&record, "b", "abandoned").detail.event_id, "t1.failed.abandoned.3.complete");
-    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.3.complete");
+    assert_eq!(
+        given_up(&record, "b", crate::GiveUpReason::Abandoned).detail.event_id,
+        "t1.failed.abandoned.3.complete"
+    );
+    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.3.complete");
     record.generation = 4;
-    assert_eq!(given_up(&record, "b", "not_found").detail.event_id, "t1.failed.not_found.4.complete");
+    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.4.complete");
 }
 
 /// A settle saying what the last one said (a reopened file failed again as before, at a new

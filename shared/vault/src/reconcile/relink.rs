@@ -189,7 +189,8 @@ mod tests {
         assert_eq!(relinked.open.as_deref(), Some(crate::OPEN_MARKER), "in the sweeper's index");
         assert_eq!(relinked.version, record.version, "the merge counts the write");
 
-        let abandoned = TaskRecord { abandoned: Some(Abandoned { reason: "abandoned".into(), at: NOW }), ..record };
+        let abandoned =
+            TaskRecord { abandoned: Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW }), ..record };
         assert_eq!(relink(&abandoned, &poll, due), None);
     }
 }
