@@ -159,7 +159,8 @@ async fn copy_held<P: Ports>(
         return Copied::Finished(outcome);
     }
     ports.emit_metrics(&Measure::Failed { reason: code });
-    if code == DEAD_LETTERED {
+    // A retryable failure gets here only on its last receive.
+    if retryable {
         tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
         Copied::Finished(Outcome::DeadLettered(reason))
     } else {
