@@ -45,8 +45,8 @@ impl Refusal {
 
 /// Why a secret with neither keys nor token is of no use (at start-up, or read again).
 pub const NO_AUTHENTICATION: &str = "no callback authentication configured: put webhook_hmac_keys and/or \
-     callback_token in the callback secret (CALLBACK_SECRET_ARN), or set ALLOW_UNAUTHENTICATED=true to accept \
-     unauthenticated callbacks on purpose";
+     callback_token in the callback secret (CALLBACK_SECRET_ARN; the stack's WebhookHmacKeys or CallbackToken \
+     parameter); only a local run may set ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks";
 
 /// The checks, built from one version of the callback secret. Its `Debug` shows no secret.
 #[derive(Debug, Clone)]

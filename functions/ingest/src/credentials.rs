@@ -76,7 +76,8 @@ pub struct AuthSettings {
 
 impl AuthSettings {
     fn auth(&self, text: &SecretText) -> Result<Auth, ConfigError> {
-        let invalid = |reason: String| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason };
+        // The secret's value is at fault, not the variable naming it.
+        let invalid = |reason: String| ConfigError::Invalid { name: "the callback secret's value", reason };
         let secret = CallbackSecret::parse(text.expose()).map_err(|e| invalid(e.to_string()))?;
         Auth::new(secret, self.signature_tolerance, self.allow_unauthenticated)
     }

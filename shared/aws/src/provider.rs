@@ -131,7 +131,9 @@ impl ApiKey {
     /// The key in a secret's text: the text itself, a JSON string's contents, or the
     /// `api_key` of a JSON object. None when it is empty, or the object's `api_key` is
     /// (calls to the provider off). An object without a string `api_key` (`apiKey`, a
-    /// number) is a mistake, not "off": an error, which names no value.
+    /// number), JSON cut short (a rotation's typo: the text would have replaced the key in
+    /// force) or a key with whitespace or a control character inside (no header could carry
+    /// it) is a mistake, not "off": an error, which names no value.
     pub fn from_secret(text: &SecretText) -> Result<Option<ApiKey>, String> {
         let raw = text.expose().trim();
         let key = match serde_json::from_str::<serde_json::Value>(raw) {
@@ -140,8 +142,14 @@ impl ApiKey {
                 _ => return Err("the secret is a JSON object without a string \"api_key\"".to_owned()),
             },
             Ok(serde_json::Value::String(key)) => key.trim().to_owned(),
+            _ if raw.starts_with(['{', '[', '"']) => {
+                return Err("the secret reads as JSON but does not parse (cut short?)".to_owned());
+            }
             _ => raw.to_owned(),
         };
+        if key.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            return Err("the key holds whitespace or a control character".to_owned());
+        }
         Ok((!key.is_empty()).then(|| ApiKey(SecretText::new(key))))
     }
 
@@ -617,7 +625,17 @@ mod tests {
         for off in ["", "  ", r#"{"api_key": ""}"#, r#""""#] {
             assert_eq!(key(off), Ok(None), "{off:?}");
         }
-        for mistake in [r#"{"apiKey": "sk-1"}"#, r#"{"api_key": 123}"#, "{}"] {
+        let mistakes = [
+            r#"{"apiKey": "sk-1"}"#,
+            r#"{"api_key": 123}"#,
+            "{}",
+            r#"{"api_key": "sk-1""#,
+            r#""sk-1"#,
+            "[\"sk-1\"]",
+            "sk-1\nsk-123",
+            r#"{"api_key": "sk-1 123"}"#,
+        ];
+        for mistake in mistakes {
             let err = key(mistake).unwrap_err();
             assert!(!err.contains("sk-1") && !err.contains("123"), "{err}");
         }

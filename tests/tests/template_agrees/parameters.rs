@@ -103,8 +103,8 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         assert_eq!(keys.is_match(list), ingest_starts, "{list:?}");
     }
     let api_key = pattern("ProviderApiKey");
-    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}"] {
-        // A secret that is no JSON is read as the key itself: the whole text, sent and refused.
+    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}", "k\u{7f}"] {
+        // The key is read from the created secret's JSON as typed, or refused as no key.
         let secret = stemvault_aws::secrets::SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
         let read = stemvault_aws::provider::ApiKey::from_secret(&secret);
         let key_as_typed = match &read {
