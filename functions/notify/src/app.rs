@@ -135,9 +135,16 @@ fn log_outcome(outcome: &Outcome, receive_count: u32) {
         Outcome::DeadLettered(e @ NotifyError::Malformed(_)) => {
             tracing::error!(error = %e, "not a stemvault event this build reads; moved to the dead-letter queue")
         }
+        // Both need an operator: a receiver to fix, then a redrive of the dead-letter queue.
         Outcome::DeadLettered(e) => {
-            tracing::warn!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
+            tracing::error!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
         }
+        Outcome::Retry(e) if receive_count >= crate::domain::MAX_RECEIVE_COUNT => tracing::error!(
+            error = %e,
+            receive_count,
+            "the webhook failed on its last receive; SQS moves it to the dead-letter queue: redrive it once the \
+             receiver answers"
+        ),
         Outcome::Retry(e) => tracing::warn!(error = %e, receive_count, "will retry"),
     }
 }

@@ -52,7 +52,8 @@ impl PostWebhook for HttpPoster {
         if response.status().is_redirection() {
             let location = response.headers().get(LOCATION).and_then(|v| v.to_str().ok());
             let to = redirect_target(&self.url, location);
-            tracing::warn!(
+            // Every webhook would end in the dead-letter queue: an operator must act.
+            tracing::error!(
                 status = answer.status,
                 to,
                 "NOTIFY_URL redirects, and redirects are not followed: set NotifyUrl to where it points"

@@ -221,7 +221,7 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
                 "task_id": task_id.as_str(),
                 "status": "parked",
                 "message": "a callback of this task was received but not recorded yet (the task table \
-                            could not take it); the reconciler records it within minutes",
+                            could not take it); the reconciler records it, usually within minutes",
             });
             with_retry_after(response::json(StatusCode::ACCEPTED, &body), PARKED_RETRY_AFTER)
         }
@@ -230,7 +230,10 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
             response::error(
                 StatusCode::NOT_FOUND,
                 "task_not_found",
-                format!("no callback has been recorded for task {task_id}"),
+                format!(
+                    "no callback has been recorded for task {task_id}, nor has it been registered (not final: \
+                     PUT /tasks/{task_id} registers it for polling)"
+                ),
             )
         }
         Err(e) => failure(&e),

@@ -296,3 +296,21 @@ async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() 
     assert!(logs.contains("notify secret read: webhooks resume"), "{logs}");
     assert!(!logs.contains("c2hvcnQ"), "the unusable secret logged: {logs}");
 }
+
+/// A failure on the last receive (SQS then moves the message to the dead-letter queue) and a
+/// refusal that dead-letters at once are errors, for an operator to redrive; a retry before
+/// the last receive is a warning.
+#[test]
+fn only_what_ends_in_the_dead_letter_queue_is_logged_as_an_error() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let failed = || Outcome::Retry(NotifyError::Status { status: 503, retry_after: None });
+    log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT - 1);
+    log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT);
+    log_outcome(&Outcome::DeadLettered(NotifyError::Gone), 1);
+    let lines: Vec<(bool, bool)> = captured
+        .text()
+        .lines()
+        .map(|line| (line.contains("ERROR"), line.contains("dead-letter queue")))
+        .collect();
+    assert_eq!(lines, [(false, false), (true, true), (true, true)], "{}", captured.text());
+}
