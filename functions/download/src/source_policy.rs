@@ -120,7 +120,9 @@ impl SourcePolicy {
             Host::Ipv6(ip) => ip.to_string(),
         };
         if !self.patterns.iter().any(|p| p.matches(&name)) {
-            return Err(Refusal::Refused(format!("host {host_text} is not in ALLOWED_SOURCE_HOSTS")));
+            return Err(Refusal::Refused(format!(
+                "host {host_text} is not in ALLOWED_SOURCE_HOSTS (the stack's AllowedSourceHosts)"
+            )));
         }
         // An IP-literal host is never resolved, so its address is checked here.
         let ip = match host {

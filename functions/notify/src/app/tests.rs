@@ -307,10 +307,7 @@ fn only_what_ends_in_the_dead_letter_queue_is_logged_as_an_error() {
     log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT - 1);
     log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT);
     log_outcome(&Outcome::DeadLettered(NotifyError::Gone), 1);
-    let lines: Vec<(bool, bool)> = captured
-        .text()
-        .lines()
-        .map(|line| (line.contains("ERROR"), line.contains("dead-letter queue")))
-        .collect();
+    let lines: Vec<(bool, bool)> =
+        captured.text().lines().map(|line| (line.contains("ERROR"), line.contains("dead-letter queue"))).collect();
     assert_eq!(lines, [(false, false), (true, true), (true, true)], "{}", captured.text());
 }
