@@ -365,8 +365,9 @@ pub async fn reconcile<P: Ports>(
     if outcome.unauthorized > 0 {
         tracing::error!(
             refused = outcome.unauthorized,
-            "the provider refused the API key (401/403), re-read at most once a minute: set a valid key in {}; \
-             no task was changed but its poll bookkeeping",
+            "the provider refused the API key (401/403), re-read at most once a minute: set a valid key in {} \
+             (a key of the provider PROVIDER names: a docs.sunoapi.org key sent to kie's API is refused, and the \
+             other way round); no task was changed but its poll bookkeeping",
             settings.key_source
         );
     }
