@@ -100,8 +100,9 @@ impl AwsPorts {
 /// A streamed upload of a file's body, and the completion of a multipart one, run without the
 /// SDK's attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): a streamed body takes as long
 /// as its source takes to send it, and S3 may take minutes to assemble a large object. The
-/// connect timeout, the SDK's stalled-stream protection (a body that stops moving) and the
-/// batch's deadline bound them.
+/// connect timeout, the SDK's stalled-stream protection (a body that stops moving), S3's
+/// answer to a streamed put once its body is out ([`ANSWER_AFTER_BODY`]) and the batch's
+/// deadline bound them.
 fn body_upload() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(stemvault_aws::timeouts_without_attempt_limit())
 }
@@ -397,7 +398,15 @@ impl FetchSource for AwsPorts {
 
 /// A streamed source body as the SDK takes it: an HTTP body (which the SDK wants `Sync`; the
 /// mutex is never locked, only reached through `&mut`).
-struct StreamedBody(std::sync::Mutex<Streamed>);
+struct StreamedBody {
+    chunks: std::sync::Mutex<Streamed>,
+    /// The bytes not yet taken: the SDK, which knows the length, may stop reading at it
+    /// without asking for the end.
+    left: u64,
+    /// Told when the last byte (or the end) is taken: S3's answer is due from then
+    /// ([`answer_overdue`]).
+    ended: Option<tokio::sync::oneshot::Sender<()>>,
+}
 
 impl http_body::Body for StreamedBody {
     type Data = Bytes;
@@ -407,8 +416,37 @@ impl http_body::Body for StreamedBody {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, FetchError>>> {
-        let chunks = self.get_mut().0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        chunks.as_mut().poll_next(cx).map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+        let this = self.get_mut();
+        let chunks = this.chunks.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let polled = chunks.as_mut().poll_next(cx);
+        let taken = match &polled {
+            std::task::Poll::Ready(Some(Ok(chunk))) => u64::try_from(chunk.len()).unwrap_or(u64::MAX),
+            std::task::Poll::Ready(None) => this.left,
+            _ => 0,
+        };
+        this.left = this.left.saturating_sub(taken);
+        if this.left == 0
+            && let Some(ended) = this.ended.take()
+        {
+            let _ = ended.send(());
+        }
+        polled.map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
+    }
+}
+
+/// How long S3 may take to answer a streamed put once its body is out: a buffered body's
+/// allowance ([`buffered_attempt_timeout`]). The streamed put runs without an attempt timeout
+/// (its body takes as long as its source), and the stalled-stream protection watches the body
+/// only while it is sent: an answer that never came (a connection gone silent) held the file,
+/// and its batch, until the batch's stop near the 15-minute timeout.
+const ANSWER_AFTER_BODY: Duration = Duration::from_secs(30);
+
+/// Done [`ANSWER_AFTER_BODY`] after the streamed body's end; never when the body was dropped
+/// unsent (the put's own error comes instead).
+async fn answer_overdue(body_sent: tokio::sync::oneshot::Receiver<()>) {
+    match body_sent.await {
+        Ok(()) => tokio::time::sleep(ANSWER_AFTER_BODY).await,
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -420,8 +458,10 @@ impl ObjectStore for AwsPorts {
         len: u64,
         info: ObjectInfo<'_>,
     ) -> Result<[u8; 32], StorageError> {
-        let body = SdkBody::from_body_1_x(StreamedBody(std::sync::Mutex::new(body)));
-        let out = self
+        let (ended, body_sent) = tokio::sync::oneshot::channel();
+        let body = StreamedBody { chunks: std::sync::Mutex::new(body), left: len, ended: Some(ended) };
+        let body = SdkBody::from_body_1_x(body);
+        let put = self
             .s3
             .put_object()
             .bucket(&self.bucket)
@@ -447,9 +487,14 @@ impl ObjectStore for AwsPorts {
             // The SDK signs it STREAMING-UNSIGNED-PAYLOAD-TRAILER (the trailing checksum guards
             // the body; over https TLS does too), not hashing it a second time to sign it.
             .disable_payload_signing()
-            .send()
-            .await
-            .map_err(|e| storage_error("PutObject", e))?;
+            .send();
+        let out = tokio::select! {
+            out = put => out.map_err(|e| storage_error("PutObject", e))?,
+            () = answer_overdue(body_sent) => {
+                let why = format!("S3 did not answer within {} s of the body's end", ANSWER_AFTER_BODY.as_secs());
+                return Err(StorageError::transient("PutObject", why));
+            }
+        };
         let digest = out.checksum_sha256.as_deref().and_then(crate::existing::full_object_sha256);
         digest.ok_or_else(|| StorageError::transient("PutObject", "S3 answered no ChecksumSHA256 for the object"))
     }
@@ -825,6 +870,44 @@ mod tests {
         let part = ports.upload_part("k", "upload", 1, body.clone(), crc32(&body)).await.expect_err("no answer");
         assert_eq!(started.elapsed().as_secs(), bound.as_secs(), "{part:?}");
         assert!(part.is_retryable() && part.message.contains("timeout"), "{part:?}");
+    }
+
+    /// An S3 that reads each request's body to its end and then never answers (a connection
+    /// gone silent once the body is out).
+    #[derive(Debug, Clone)]
+    struct SilentS3;
+
+    impl HttpConnector for SilentS3 {
+        fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+            HttpConnectorFuture::new(async move {
+                let mut body = request.into_body();
+                let mut body = std::pin::Pin::new(&mut body);
+                while std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await.is_some() {}
+                std::future::pending().await
+            })
+        }
+    }
+
+    /// A streamed put whose answer never comes once its body is out is given up
+    /// [`ANSWER_AFTER_BODY`] after the body's end, to be tried again, not held until the
+    /// batch stops.
+    #[tokio::test(start_paused = true)]
+    async fn a_streamed_put_whose_answer_never_comes_is_given_up_after_its_body() {
+        let sdk = sdk()
+            .to_builder()
+            .timeout_config(stemvault_aws::timeouts())
+            .http_client(http_client_fn(|_, _| SharedHttpConnector::new(SilentS3)))
+            .build();
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+        let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some ")), Ok(Bytes::from_static(b"audio"))]);
+        let started = tokio::time::Instant::now();
+        let put = ports.put_streamed("k", Box::pin(chunks), 10, info);
+        // Bounded, so that a put left waiting fails the test rather than hanging it.
+        let put = tokio::time::timeout(ANSWER_AFTER_BODY * 4, put).await.expect("given up").expect_err("no answer");
+        // Paused time: where it was given up, not how long anything took.
+        assert_eq!(started.elapsed(), ANSWER_AFTER_BODY, "{put:?}");
+        assert!(put.is_retryable() && put.message.contains("did not answer"), "{put:?}");
     }
 
     #[tokio::test]
