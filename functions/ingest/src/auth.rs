@@ -68,8 +68,10 @@ impl Auth {
         if secret.is_unauthenticated() && !allow_unauthenticated {
             return Err(ConfigError::Unusable(NO_AUTHENTICATION));
         }
-        let invalid =
-            |e: VerifierConfigError| ConfigError::Invalid { name: "CALLBACK_SECRET_ARN", reason: e.to_string() };
+        let invalid = |e: VerifierConfigError| ConfigError::Invalid {
+            name: "the callback secret's value",
+            reason: e.to_string(),
+        };
         let hmac = match secret.hmac_keys.as_slice() {
             [] => None,
             keys => Some(

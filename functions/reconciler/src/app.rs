@@ -156,6 +156,7 @@ impl App {
                 tasks_failed = outcome.tasks_failed,
                 unreadable = outcome.unreadable,
                 put_off = outcome.put_off,
+                left_due = outcome.left_due,
                 stopped_early = outcome.stopped_early,
                 rate_limited = outcome.rate_limited,
                 refused = outcome.refused,

@@ -210,6 +210,9 @@ pub struct Outcome {
     pub unreadable: usize,
     /// Without a provider key: tasks put off until they are given up (not polled).
     pub put_off: usize,
+    /// Tasks to poll left due once polls were held this run (`rate_limited`, `refused`, or
+    /// the next turn past the run's time: `stopped_early`).
+    pub left_due: usize,
     /// Stopped at the deadline before every due task was handled.
     pub stopped_early: bool,
     /// Stopped after the provider asked to wait (a rate limit or maintenance); the tasks left
@@ -234,11 +237,22 @@ impl Outcome {
     }
 }
 
+/// Whether a run still polls the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Polls {
+    Go,
+    /// No more this run: the provider asked for quiet (a rate limit, a wait, a refusal that
+    /// stands), or its next turn lies past the run's time.
+    Held,
+}
+
 /// What handling one task did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Handled {
     /// Not due after all (the index lags), or gone.
     Skipped,
+    /// Due, but polls are held this run: left due, nothing written, first in the next run.
+    LeftDue,
     Polled(PollOutcome),
     Abandoned,
     Unwatched,
@@ -279,6 +293,10 @@ pub async fn reconcile<P: Ports>(
     let oldest_due_seconds = due.iter().find_map(|task| task.reconcile_at).map_or(0, |at| read_at.seconds_since(at));
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
+    // Once the provider asked for quiet (a rate limit, a wait, a refusal that stands) or its
+    // next turn lies past the run's time, no task is polled; the rest are still read, so that
+    // those whose time came and that are owed no poll are given up (the others stay due).
+    let mut polls = Polls::Go;
     for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
             outcome.stopped_early = true;
@@ -287,20 +305,21 @@ pub async fn reconcile<P: Ports>(
         // The provider's next turn, before the task's budget starts (a slow pace never eats
         // it); one past the run's time is left to the next run.
         let until_stop = Duration::from_secs(stop_at.seconds_since(ports.now()));
-        if settings.polls && !ports.await_poll_turn(until_stop).await {
+        if settings.polls && polls == Polls::Go && !ports.await_poll_turn(until_stop).await {
             outcome.stopped_early = true;
-            break;
+            polls = Polls::Held;
         }
         let deadline = tokio::time::Instant::now() + TASK_BUDGET;
         // What shared code logs of the task (a newer URL too long to keep, ...) names it.
         let span = tracing::info_span!("task", task_id = %task_id);
         // A panic (a bug) fails this task alone: it is put behind, and the others are polled.
-        let task = reconcile_task(ports, settings, &claimant, task_id, deadline).instrument(span);
+        let task = reconcile_task(ports, settings, &claimant, task_id, deadline, polls).instrument(span);
         let handled = guarded(deadline, task)
             .await
             .into_result(ReconcileError::Panicked, || ReconcileError::OutOfTime { after: TASK_BUDGET });
         match handled {
             Ok(Handled::Skipped) => {}
+            Ok(Handled::LeftDue) => outcome.left_due += 1,
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
@@ -317,18 +336,18 @@ pub async fn reconcile<P: Ports>(
                 outcome.unanswered += usize::from(polled.unanswered());
                 if polled.rate_limited() {
                     outcome.rate_limited = true;
+                    polls = Polls::Held;
                     let answer = polled.as_text();
                     tracing::warn!(
                         task_id,
                         answer,
                         "the provider asked to slow down (or is down for maintenance): no more polls this run"
                     );
-                    break;
                 }
                 if polled.refused() {
                     // The run's error line (below) names what to fix.
                     outcome.refused = true;
-                    break;
+                    polls = Polls::Held;
                 }
             }
             Err(e) => {
@@ -388,6 +407,7 @@ async fn reconcile_task<P: Ports>(
     claimant: &str,
     task_id: &str,
     deadline: tokio::time::Instant,
+    polls: Polls,
 ) -> Result<Handled, ReconcileError> {
     let Ok(task) = TaskId::parse(task_id) else {
         return postpone(ports, task_id, format!("the index lists an invalid task id {task_id:?}")).await;
@@ -434,13 +454,18 @@ async fn reconcile_task<P: Ports>(
         if !last_chance {
             return give_up(ports, settings, &task, &record, reason).await;
         }
-        tracing::info!(
-            task_id,
-            "its give-up time came without an answered poll within the hour before: polling it again"
-        );
+        if polls == Polls::Go {
+            tracing::info!(
+                task_id,
+                "its give-up time came without an answered poll within the hour before: polling it again"
+            );
+        }
     }
     if let Some(why) = cannot_poll {
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
+    }
+    if polls == Polls::Held {
+        return Ok(Handled::LeftDue);
     }
 
     let answer = match ports.poll_provider(record.family, &task).await {

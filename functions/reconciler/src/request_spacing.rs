@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// `RECONCILE_POLLS_PER_MINUTE` by default: one request a second, half the reported limit; a
-/// run's 50 polls take under a minute, within its time.
+/// run takes a minute's turns of tasks ([`tasks_per_run`]), within its time.
 pub const DEFAULT_POLLS_PER_MINUTE: u32 = 60;
 
 /// The fewest and most `RECONCILE_POLLS_PER_MINUTE` may ask for (the template's bounds).

@@ -132,8 +132,8 @@ impl ApiKey {
     /// `api_key` of a JSON object. None when it is empty, or the object's `api_key` is
     /// (calls to the provider off). An object without a string `api_key` (`apiKey`, a
     /// number), JSON cut short (a rotation's typo: the text would have replaced the key in
-    /// force) or a key with whitespace or a control character inside (no header could carry
-    /// it) is a mistake, not "off": an error, which names no value.
+    /// force) or a key with a space, a control character or one outside ASCII inside (no
+    /// header could carry it) is a mistake, not "off": an error, which names no value.
     pub fn from_secret(text: &SecretText) -> Result<Option<ApiKey>, String> {
         let raw = text.expose().trim();
         let key = match serde_json::from_str::<serde_json::Value>(raw) {
@@ -147,8 +147,9 @@ impl ApiKey {
             }
             _ => raw.to_owned(),
         };
-        if key.contains(|c: char| c.is_whitespace() || c.is_control()) {
-            return Err("the key holds whitespace or a control character".to_owned());
+        // What an HTTP header can carry, but for a space (no key has one).
+        if !key.chars().all(|c| c.is_ascii_graphic()) {
+            return Err("the key holds a space, a control character or one outside ASCII".to_owned());
         }
         Ok((!key.is_empty()).then(|| ApiKey(SecretText::new(key))))
     }
@@ -634,6 +635,8 @@ mod tests {
             "[\"sk-1\"]",
             "sk-1\nsk-123",
             r#"{"api_key": "sk-1 123"}"#,
+            "sk-1\u{a0}123",
+            "sk-1\u{e9}123",
         ];
         for mistake in mistakes {
             let err = key(mistake).unwrap_err();

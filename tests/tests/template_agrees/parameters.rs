@@ -103,7 +103,7 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         assert_eq!(keys.is_match(list), ingest_starts, "{list:?}");
     }
     let api_key = pattern("ProviderApiKey");
-    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}", "k\u{7f}"] {
+    for key in ["", "sk-123", "a key", "a\tkey", "k\u{1}", "k\u{7f}", "k\u{a0}1", "k\u{2028}1", "k\u{85}1"] {
         // The key is read from the created secret's JSON as typed, or refused as no key.
         let secret = stemvault_aws::secrets::SecretText::new(format!(r#"{{"api_key": "{key}"}}"#));
         let read = stemvault_aws::provider::ApiKey::from_secret(&secret);

@@ -1369,6 +1369,35 @@ async fn a_run_stops_polling_when_the_provider_refuses_the_key_or_the_credits() 
     }
 }
 
+/// Polls held (a refusal that stands, a rate limit, a turn past the run's time) stop no
+/// give-up: a task whose time came and that is owed no poll (its last one, a minute before
+/// its time, was answered) is given up in the same run, after a task polled and refused.
+#[tokio::test]
+async fn a_run_whose_polls_are_held_still_gives_up_the_tasks_owed_no_poll() {
+    for held in [status(402), status(401), status(429), status(455)] {
+        let ports = MemoryPorts::new(vec![pending(), held.clone(), pending()]);
+        register(&ports);
+        ports.until_due();
+        ports.table.advance(settings().give_up_after - Duration::from_secs(600 + 60));
+        assert_eq!(run(&ports).await.polls, 1, "its last poll, a minute before its time");
+        ports.table.advance(Duration::from_secs(60));
+        // Due before it, and polled first: the answer that holds the polls.
+        let registration = Registration { family: Family::VocalSeparation, client_ref: None };
+        let earlier = Timestamp::from_unix_ms(ports.table.now().unix_ms - 50_000);
+        ports.table.put_record(registration.record(&TaskId::parse("first-1").unwrap(), earlier, Duration::ZERO));
+
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.polls, outcome.abandoned, outcome.left_due), (1, 1, 0), "{held:?}: {outcome:?}");
+        assert!(outcome.refused || outcome.rate_limited, "{outcome:?}");
+        assert_eq!(ports.record().abandoned.map(|a| a.reason), Some(GiveUpReason::Abandoned));
+    }
+    // A task to poll after the hold is left due, untouched.
+    let (ports, due_before) = two_due(status(429));
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.polls, outcome.left_due), (1, 1), "{outcome:?}");
+    assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before));
+}
+
 // --- parked callbacks -----------------------------------------------------------------------
 
 /// A parked callback is recorded, archived and queued by the next run and leaves `parked/`;
