@@ -566,6 +566,13 @@ async fn reconcile_task<P: Ports>(
                 );
                 PollOutcome::Unreadable
             }
+            // Done, without the files it is about, for a task that has its result (watched for
+            // an expired file): the provider spoke, and has nothing new. For a task still
+            // without its result it is no answer (below): polled again, and alarmed on.
+            Err(PollError::NoFiles(status)) if !reconcile::awaits_result(&record) => {
+                tracing::info!(task_id, status, "the provider's record holds none of the task's files now");
+                PollOutcome::Pending
+            }
             Err(PollError::NoRecord) => {
                 tracing::info!(task_id, family = %record.family, "the provider holds no record of the task at its family's endpoint");
                 PollOutcome::NoRecord

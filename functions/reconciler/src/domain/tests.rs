@@ -1069,6 +1069,34 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A done answer without the task's files is nothing new for a task that has its result
+/// (watched for an expired file: the provider spoke), and no answer for one still without it
+/// (polled again, counted unanswered).
+#[tokio::test]
+async fn a_done_answer_without_files_is_nothing_new_or_no_answer_by_whether_the_task_has_its_result() {
+    let body = format!(
+        r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","successFlag":"SUCCESS","response":null}}}}"#
+    );
+    let no_files = || ProviderAnswer::Http { status: 200, body: body.clone().into_bytes() };
+    let ports = MemoryPorts::new(vec![no_files()]);
+    let event = parse_callback(CALLBACK).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
+    let mut record = ports.record();
+    let file = record.files.values_mut().next().expect("a file");
+    (file.status, file.error) = (FileStatus::Failed, Some("source answered 410 Gone".into()));
+    reconcile::watch(&mut record, ports.table.now(), Duration::ZERO);
+    ports.table.put_record(record);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.polls, outcome.pending, outcome.unanswered), (1, 1, 0), "{outcome:?}");
+
+    let ports = MemoryPorts::new(vec![no_files()]);
+    register(&ports);
+    ports.until_due();
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.polls, outcome.pending, outcome.unanswered), (1, 1, 1), "{outcome:?}");
+    assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
+}
+
 /// A poll repeating the URL of a dead-lettered file (a source outage, or no fresh link in
 /// time), once the file's wait is over, reopens and queues it; the poll's own write keeps the
 /// task watched while the file is copied, so that its failing again finds the task watched
