@@ -810,12 +810,17 @@ async fn a_callback_just_before_the_give_up_write_wins() {
     assert_eq!(ports.record().abandoned, None);
 }
 
-#[tokio::test]
-async fn not_found_answers_are_counted_as_such() {
-    let ports = MemoryPorts::new(vec![unknown()]);
+/// A registered task polled once, due, answered `answer`: the run's outcome, and the ports.
+async fn polled_once(answer: ProviderAnswer) -> (Outcome, MemoryPorts) {
+    let ports = MemoryPorts::new(vec![answer]);
     register(&ports);
     ports.until_due();
-    let outcome = run(&ports).await;
+    (run(&ports).await, ports)
+}
+
+#[tokio::test]
+async fn not_found_answers_are_counted_as_such() {
+    let (outcome, ports) = polled_once(unknown()).await;
     assert_eq!((outcome.polls, outcome.not_found, outcome.pending), (1, 1, 0), "{outcome:?}");
     assert_eq!(ports.record().last_poll.unwrap().outcome, "provider_404");
 }
@@ -1089,10 +1094,7 @@ async fn a_done_answer_without_files_is_nothing_new_or_no_answer_by_whether_the_
     let outcome = run(&ports).await;
     assert_eq!((outcome.polls, outcome.pending, outcome.unanswered), (1, 1, 0), "{outcome:?}");
 
-    let ports = MemoryPorts::new(vec![no_files()]);
-    register(&ports);
-    ports.until_due();
-    let outcome = run(&ports).await;
+    let (outcome, ports) = polled_once(no_files()).await;
     assert_eq!((outcome.polls, outcome.pending, outcome.unanswered), (1, 1, 1), "{outcome:?}");
     assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
 }
