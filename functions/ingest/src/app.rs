@@ -206,7 +206,13 @@ impl<P: Ports> App<P> {
             // Not parked either (S3 failing too): whatever the table said, the provider's retry
             // may park it, so the answer is one it retries; a 4xx or 500 would lose the body.
             Err(e) => {
-                tracing::error!(error = %e, code = e.reason_code(), retryable = e.is_retryable(), "callback not fully processed");
+                tracing::error!(
+                    error = %e,
+                    code = e.reason_code(),
+                    retryable = e.is_retryable(),
+                    "callback neither fully recorded nor parked: answered 503, so the provider's retries hold its only \
+                     copy; should they run out, PUT /tasks/<task_id> has the task polled"
+                );
                 let measure = match e {
                     AcceptError::TooLargeToRecord { .. } => Measure::Refused { reason: e.reason_code() },
                     _ => Measure::Failed { reason: e.reason_code() },
