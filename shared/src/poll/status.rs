@@ -26,7 +26,7 @@ pub(super) fn read(family: Family, data: &Object) -> Result<(String, Outcome), P
     let status = match raw {
         Value::String(s) => s.trim().to_owned(),
         Value::Number(n) => n.to_string(),
-        other => return Err(PollError::UnknownStatus(other.to_string())),
+        other => return Err(unknown_status(&other.to_string())),
     };
     let outcome = match i64_of(Some(raw)) {
         Some(flag) => numeric(family, flag),
@@ -38,7 +38,20 @@ pub(super) fn read(family: Family, data: &Object) -> Result<(String, Outcome), P
             named_status => named(named_status),
         },
     };
-    outcome.map(|o| (status.clone(), o)).ok_or(PollError::UnknownStatus(status))
+    outcome.map(|o| (status.clone(), o)).ok_or_else(|| unknown_status(&status))
+}
+
+/// The most of an unknown status an error (and the log line it goes to) quotes: an answer
+/// may be megabytes, its status too.
+const MAX_STATUS_SHOWN: usize = 64;
+
+/// [`PollError::UnknownStatus`] quoting at most [`MAX_STATUS_SHOWN`] characters of `status`.
+fn unknown_status(status: &str) -> PollError {
+    let mut shown: String = status.chars().take(MAX_STATUS_SHOWN).collect();
+    if shown.len() < status.len() {
+        shown.push('…');
+    }
+    PollError::UnknownStatus(shown)
 }
 
 /// Whether the answer carries a validation phrase (`validateInfo`: not null, not blank).
@@ -166,6 +179,10 @@ mod tests {
         }
         assert_eq!(outcome(Family::Music, json!("LATER")), Err(PollError::UnknownStatus("LATER".into())));
         assert_eq!(outcome(Family::Music, json!(true)), Err(PollError::UnknownStatus("true".into())));
+        let long = "L".repeat(100_000);
+        let shown = format!("{}…", &long[..MAX_STATUS_SHOWN]);
+        assert_eq!(outcome(Family::Music, json!(long)), Err(PollError::UnknownStatus(shown.clone())), "a string");
+        assert_eq!(outcome(Family::Music, json!([long])).map_err(|e| e.to_string().len() < 120), Err(true), "an array");
         assert_eq!(read(Family::Music, json!({"successFlag":null}).as_object().unwrap()), Err(PollError::NoStatus));
     }
 
