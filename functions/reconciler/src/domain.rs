@@ -213,7 +213,8 @@ pub struct Outcome {
     /// Tasks to poll left due once polls were held this run (`rate_limited`, `refused`, or
     /// the next turn past the run's time: `stopped_early`).
     pub left_due: usize,
-    /// Stopped at the deadline before every due task was handled.
+    /// Stopped at the deadline before every due task was handled, or held its polls because
+    /// the provider's next turn lay past the run's time (the tasks to poll left due).
     pub stopped_early: bool,
     /// Stopped after the provider asked to wait (a rate limit or maintenance); the tasks left
     /// wait for the next run.
