@@ -125,10 +125,9 @@ fn buffered_upload(bytes: usize) -> aws_sdk_s3::config::Builder {
 /// (neither request is conditional: an attempt S3 applied but never answered leaves at most a
 /// noncurrent version of the same bytes in the versioned bucket).
 fn buffered_attempt_timeout(bytes: usize) -> Duration {
-    const ALLOWANCE: Duration = Duration::from_secs(30);
     const MIN_BYTES_PER_SECOND: u64 = 1024 * 1024;
     let sending = u64::try_from(bytes).unwrap_or(u64::MAX).saturating_mul(1000) / MIN_BYTES_PER_SECOND;
-    ALLOWANCE.saturating_add(Duration::from_millis(sending))
+    ANSWER_AFTER_BODY.saturating_add(Duration::from_millis(sending))
 }
 
 impl AwsPorts {
@@ -434,8 +433,8 @@ impl http_body::Body for StreamedBody {
     }
 }
 
-/// How long S3 may take to answer a streamed put once its body is out: a buffered body's
-/// allowance ([`buffered_attempt_timeout`]). The streamed put runs without an attempt timeout
+/// How long S3 may take to answer an upload once its body is out: a buffered body's attempt
+/// allows it beside the sending ([`buffered_attempt_timeout`]). The streamed put runs without an attempt timeout
 /// (its body takes as long as its source), and the stalled-stream protection watches the body
 /// only while it is sent: an answer that never came (a connection gone silent) held the file,
 /// and its batch, until the batch's stop near the 15-minute timeout.

@@ -139,7 +139,7 @@ fn log_outcome(outcome: &Outcome, receive_count: u32) {
         Outcome::DeadLettered(e) => {
             tracing::error!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
         }
-        Outcome::Retry(e) if receive_count >= crate::domain::MAX_RECEIVE_COUNT => tracing::error!(
+        Outcome::Retry(e) if crate::domain::is_last_receive(receive_count) => tracing::error!(
             error = %e,
             receive_count,
             "the webhook failed on its last receive; SQS moves it to the dead-letter queue: redrive it once the \

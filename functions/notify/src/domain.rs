@@ -163,6 +163,12 @@ pub struct Delivery {
     pub stop_at: Instant,
 }
 
+/// Whether a message at `receive_count` is on its last receive: failing now, SQS moves it to
+/// the dead-letter queue.
+pub fn is_last_receive(receive_count: u32) -> bool {
+    receive_count >= MAX_RECEIVE_COUNT
+}
+
 /// How a message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -354,7 +360,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         NotifyError::Status { retry_after, .. } => *retry_after,
         _ => None,
     };
-    let delay = match delivery.receive_count >= MAX_RECEIVE_COUNT {
+    let delay = match is_last_receive(delivery.receive_count) {
         true => Duration::ZERO,
         false => NOTIFY_BACKOFF.next_delay(delivery.receive_count, retry_after),
     };

@@ -93,8 +93,8 @@ pub fn read(path: &Path) -> Option<RunInfo> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-/// Whether the runner that wrote `info` still runs, as far as this system tells (Linux:
-/// `/proc/<pid>`; elsewhere assumed): a runner killed outright leaves its file behind.
+/// Whether the runner that wrote `info` still runs (signal 0 reaches its process): a runner killed
+/// outright leaves its file behind.
 pub fn runner_alive(info: &RunInfo) -> bool {
     process_alive(info.pid)
 }
@@ -104,23 +104,13 @@ pub fn live_runner() -> Option<RunInfo> {
     read(&default_path().ok()?).filter(runner_alive)
 }
 
-/// Whether process `pid` runs (Linux: `/proc/<pid>`; elsewhere, as on macOS, [`signal_reaches`];
-/// assumed for a pid no signal can name).
+/// Whether process `pid` runs: signal 0 (which sends nothing) finds it, or finds it under
+/// another user (EPERM), on Linux and macOS alike. A number no process can have runs none.
 fn process_alive(pid: u32) -> bool {
-    let proc = Path::new("/proc");
-    if proc.join("self").exists() {
-        return proc.join(pid.to_string()).exists();
-    }
-    signal_reaches(pid).unwrap_or(true)
-}
-
-/// Whether signal 0 (which sends nothing) finds process `pid`: it exists, or exists under
-/// another user (EPERM); None for a pid no signal can name.
-fn signal_reaches(pid: u32) -> Option<bool> {
-    let pid = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 0)?;
+    let Some(pid) = libc::pid_t::try_from(pid).ok().filter(|pid| *pid > 0) else { return false };
     // SAFETY: kill(2) with signal 0 only checks that the process exists; it touches no memory.
     let sent = unsafe { libc::kill(pid, 0) } == 0;
-    Some(sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    sent || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Where `make run` notes, before it builds, that a runner is on its way, with the process id
@@ -169,14 +159,14 @@ pub fn remove_own(path: &Path) {
 
 #[cfg(test)]
 mod tests {
-    /// Signal 0 (how a system without /proc tells) finds this process, and not one that ended.
+    /// Signal 0 finds this process, and not one that ended.
     #[test]
     fn a_signal_reaches_a_live_process_only() {
-        assert_eq!(super::signal_reaches(std::process::id()), Some(true));
+        assert!(super::process_alive(std::process::id()));
         let mut ended = std::process::Command::new("true").spawn().expect("true runs");
         let pid = ended.id();
         ended.wait().expect("true ends");
-        assert_eq!(super::signal_reaches(pid), Some(false), "reaped: no such process");
+        assert!(!super::process_alive(pid), "reaped: no such process");
     }
 
     use super::*;
@@ -228,11 +218,9 @@ mod tests {
         assert!(!runner_starting(&note), "left by a stopped build");
         std::fs::write(&note, std::process::id().to_string()).unwrap();
         assert!(runner_starting(&note), "its make runs");
-        if Path::new("/proc/self").exists() {
-            // Process ids run below 2^22 on Linux.
-            std::fs::write(&note, format!("{}\n", u32::MAX - 1)).unwrap();
-            assert!(!runner_starting(&note), "its make stopped");
-        }
+        // No process has that number (past a pid_t).
+        std::fs::write(&note, format!("{}\n", u32::MAX - 1)).unwrap();
+        assert!(!runner_starting(&note), "its make stopped");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -281,9 +269,7 @@ mod tests {
         remove_own(&path);
         assert!(path.exists(), "another process's file stays");
         assert!(runner_alive(&info(std::process::id())));
-        if Path::new("/proc/self").exists() {
-            assert!(!runner_alive(&info(u32::MAX)), "no such process");
-        }
+        assert!(!runner_alive(&info(u32::MAX)), "no such process");
         write(&info(std::process::id()), &path).unwrap();
         remove_own(&path);
         assert!(!path.exists());

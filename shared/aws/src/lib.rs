@@ -46,14 +46,12 @@ pub async fn start<C: FromEnv>(function: &str) -> (C, aws_config::SdkConfig) {
 
 /// A function's configuration, or exit with a clear message: a Lambda that cannot be
 /// configured must not start (the message shows in its init logs: in Lambda one JSON ERROR
-/// line, found by level like any other, once [`start`] has set the logging up).
+/// line, found by level like any other).
 pub fn config_or_exit<T, E: std::fmt::Display>(function: &str, config: Result<T, E>) -> T {
     config.unwrap_or_else(|e| {
-        if tracing::dispatcher::has_been_set() {
-            tracing::error!(function, error = %e, "configuration error: the function does not start");
-        } else {
-            eprintln!("{function}: configuration error: {e}");
-        }
+        // Already done by `start` in every function (a second call keeps the first).
+        logging::init();
+        tracing::error!(function, error = %e, "configuration error: the function does not start");
         std::process::exit(2)
     })
 }

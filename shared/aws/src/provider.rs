@@ -142,7 +142,8 @@ impl ApiKey {
                 _ => return Err("the secret is a JSON object without a string \"api_key\"".to_owned()),
             },
             Ok(serde_json::Value::String(key)) => key.trim().to_owned(),
-            _ if raw.starts_with(['{', '[', '"']) => {
+            Ok(serde_json::Value::Array(_)) => return Err("the secret is a JSON array, not a key".to_owned()),
+            Err(_) if raw.starts_with(['{', '[', '"']) => {
                 return Err("the secret reads as JSON but does not parse (cut short?)".to_owned());
             }
             _ => raw.to_owned(),

@@ -1337,6 +1337,7 @@ async fn a_run_stops_at_its_deadline_and_the_next_continues() {
     *ports.next_turn_in.lock().unwrap() = Duration::from_secs(61);
     let outcome = run(&ports).await;
     assert_eq!((outcome.tasks_due, outcome.polls, outcome.stopped_early), (2, 0, true), "{outcome:?}");
+    assert_eq!(outcome.left_due, 2, "both read, left due");
     *ports.next_turn_in.lock().unwrap() = Duration::from_secs(59);
     assert_eq!(run(&ports).await.polls, 2, "a turn within the run's time is waited for");
 }
