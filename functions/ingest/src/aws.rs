@@ -12,7 +12,7 @@ use stemvault_vault::StorageError;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
-use crate::credentials::ReadSecret;
+use crate::credentials::{ReadPreviousSecret, ReadSecret};
 use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
@@ -111,6 +111,12 @@ impl PublishEvents for AwsPorts {
 impl ReadSecret for AwsPorts {
     async fn read_secret(&self) -> Result<SecretText, SecretError> {
         self.secret.read().await
+    }
+}
+
+impl ReadPreviousSecret for AwsPorts {
+    async fn read_previous_secret(&self) -> Result<SecretText, SecretError> {
+        self.secret.read_previous().await
     }
 }
 

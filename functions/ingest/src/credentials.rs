@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
-pub use stemvault_aws::secrets::ReadSecret;
-use stemvault_aws::secrets::{AgePolicy, Reread, SecretText, passed_or_stepped_back, read_within_timeout};
+use stemvault_aws::secrets::{
+    AgePolicy, Reread, SecretText, passed_or_stepped_back, read_previous_within_timeout, read_within_timeout,
+};
+pub use stemvault_aws::secrets::{ReadPreviousSecret, ReadSecret};
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::auth::Auth;
@@ -83,6 +85,31 @@ impl AuthSettings {
     }
 }
 
+impl AuthSettings {
+    /// The checks of the secret's previous version, its current text `unusable` (at start-up).
+    async fn previous<P: ReadPreviousSecret>(&self, ports: &P, unusable: ConfigError) -> Started {
+        match read_previous_within_timeout(ports).await.map(|text| self.auth(&text)) {
+            Ok(Ok(auth)) => Started::Previous { auth, unusable },
+            Ok(Err(e)) => Started::NoChecks(format!(
+                "its text cannot be used: {unusable}; nor can its previous version's (AWSPREVIOUS): {e}"
+            )),
+            Err(e) => Started::NoChecks(format!(
+                "its text cannot be used: {unusable} (its previous version, AWSPREVIOUS, cannot be read: {e})"
+            )),
+        }
+    }
+}
+
+/// What the read at start-up made of the secret.
+enum Started {
+    /// The checks of its current text.
+    Current(Auth),
+    /// Those of its previous version, the current text being `unusable`.
+    Previous { auth: Auth, unusable: ConfigError },
+    /// None: why.
+    NoChecks(String),
+}
+
 /// Why the secret is read again (for the logs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Trigger {
@@ -105,25 +132,48 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Read the secret (at start-up). One that cannot be read (Secrets Manager failing or
-    /// slow, a key policy) or whose text cannot be used (an edit to fix) starts the function
-    /// all the same, with [`Auth::unread`] checks: requests are answered 503
-    /// `secret_unreadable` (the provider retries) and the secret is read again as after any
-    /// refusal, at most once per [`REFUSAL_REREAD_INTERVAL`], until a read brings usable checks; the
-    /// start counts one [`Measure::SecretRereadFailed`] (alarmed) and logs why. Exiting instead
-    /// would fail every cold start, each answering the callback that started it with a bare
-    /// 5xx, while warm instances went on with the checks they had.
-    pub async fn load<P: ReadSecret + Clock + EmitMetrics<Measure>>(ports: &P, settings: AuthSettings) -> Credentials {
+    /// Read the secret (at start-up). Its current text, when it cannot be used (an edit to
+    /// fix), gives way to its previous version's (`AWSPREVIOUS`): the checks every warm
+    /// instance still has (a re-read that brings unusable text keeps those in force), so a
+    /// typo in a rotation does not leave the instances started since refusing every callback.
+    /// The start then counts one [`Measure::SecretRereadFailed`] (alarmed), logs why, and the
+    /// current text is read again as after a failed read.
+    ///
+    /// A secret that cannot be read (Secrets Manager failing or slow, a key policy), or
+    /// neither of whose texts can be used, starts the function all the same, with
+    /// [`Auth::unread`] checks: requests are answered 503 `secret_unreadable` (the provider
+    /// retries) and the secret is read again as after any refusal, at most once per
+    /// [`REFUSAL_REREAD_INTERVAL`], until a read brings usable checks; the start counts one
+    /// [`Measure::SecretRereadFailed`] and logs why. Exiting instead would fail every cold
+    /// start, each answering the callback that started it with a bare 5xx, while warm
+    /// instances went on with the checks they had.
+    pub async fn load<P: ReadSecret + ReadPreviousSecret + Clock + EmitMetrics<Measure>>(
+        ports: &P,
+        settings: AuthSettings,
+    ) -> Credentials {
         let read_at = ports.now();
         // Bounded as every re-read is: a read that hangs would hold the cold start (and the
         // callback waiting on it) until Lambda's init timeout.
-        let read = match read_within_timeout(ports).await {
-            Ok(text) => settings.auth(&text).map_err(|e| format!("its text cannot be used: {e}")),
-            Err(e) => Err(format!("it cannot be read: {e}")),
+        let started = match read_within_timeout(ports).await {
+            Ok(text) => match settings.auth(&text) {
+                Ok(auth) => Started::Current(auth),
+                Err(unusable) => settings.previous(ports, unusable).await,
+            },
+            Err(e) => Started::NoChecks(format!("it cannot be read: {e}")),
         };
-        let (auth, unread) = match read {
-            Ok(auth) => (auth, false),
-            Err(why) => {
+        let (auth, unread) = match started {
+            Started::Current(auth) => (auth, false),
+            Started::Previous { auth, unusable } => {
+                ports.emit_metrics(&Measure::SecretRereadFailed);
+                tracing::error!(
+                    error = %unusable,
+                    "the callback secret's text cannot be used at start-up; checking callbacks with its previous \
+                     version (AWSPREVIOUS), as the instances started before it still do, and reading it again at \
+                     most once a minute after a refusal (answered 503 secret_unreadable meanwhile)"
+                );
+                (auth, true)
+            }
+            Started::NoChecks(why) => {
                 ports.emit_metrics(&Measure::SecretRereadFailed);
                 tracing::error!(
                     error = %why,

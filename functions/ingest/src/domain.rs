@@ -12,7 +12,7 @@ use stemvault_vault::register::Registration;
 use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError};
 use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
-use crate::credentials::ReadSecret;
+use crate::credentials::{ReadPreviousSecret, ReadSecret};
 use crate::error::{AcceptError, StoreError};
 // What the use-case's tests (domain/tests.rs, which moved here with it) name.
 #[cfg(test)]
@@ -29,11 +29,17 @@ pub trait ParkBody {
 
 /// Everything the function needs from outside: the use-case's ports
 /// ([`stemvault_vault::accept::Ports`]: the task table, the archive, the claim-and-send ports
-/// and the clock), parking, and the callback secret for the checks in front of it
-/// ([`crate::credentials`]).
-pub trait Ports: stemvault_vault::accept::Ports + ParkBody + ReadSecret + EmitMetrics<Measure> {}
+/// and the clock), parking, and the callback secret for the checks in front of it, its
+/// previous version too ([`crate::credentials`]).
+pub trait Ports:
+    stemvault_vault::accept::Ports + ParkBody + ReadSecret + ReadPreviousSecret + EmitMetrics<Measure>
+{
+}
 
-impl<T> Ports for T where T: stemvault_vault::accept::Ports + ParkBody + ReadSecret + EmitMetrics<Measure> {}
+impl<T> Ports for T where
+    T: stemvault_vault::accept::Ports + ParkBody + ReadSecret + ReadPreviousSecret + EmitMetrics<Measure>
+{
+}
 
 /// What the function counts ([`Measure`]s: its metrics).
 pub use stemvault_vault::EmitMetrics;

@@ -13,7 +13,7 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::{StorageError, Timestamp};
 
-use crate::credentials::ReadSecret;
+use crate::credentials::{ReadPreviousSecret, ReadSecret};
 use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
 use crate::secret::CallbackSecret;
 
@@ -35,6 +35,9 @@ pub struct MemoryPorts {
     park_failing: AtomicBool,
     /// The callback secret's text; `None` reads as a missing secret.
     secret: Mutex<Option<SecretText>>,
+    /// The text it had before the last change (Secrets Manager's `AWSPREVIOUS`); `None`
+    /// until it changed once.
+    previous_secret: Mutex<Option<SecretText>>,
     secret_failing: AtomicBool,
     /// Reads of the secret never answer.
     secret_hanging: AtomicBool,
@@ -67,9 +70,13 @@ impl MemoryPorts {
         self.set_secret_text(&secret.to_json());
     }
 
-    /// Any text as the callback secret (an unusable one, in tests).
+    /// Any text as the callback secret (an unusable one, in tests). The text it had becomes
+    /// the previous one, as `put-secret-value` makes it.
     pub fn set_secret_text(&self, text: &str) {
-        *self.secret.lock().unwrap_or_else(PoisonError::into_inner) = Some(SecretText::new(text));
+        let before = self.secret.lock().unwrap_or_else(PoisonError::into_inner).replace(SecretText::new(text));
+        if before.is_some() {
+            *self.previous_secret.lock().unwrap_or_else(PoisonError::into_inner) = before;
+        }
     }
 
     pub fn set_secret_failing(&self, failing: bool) {
@@ -184,8 +191,13 @@ impl PublishEvents for MemoryPorts {
     }
 }
 
-impl ReadSecret for MemoryPorts {
-    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+impl MemoryPorts {
+    /// A read of the secret's `version` (`missing` when it has none), through the switches.
+    async fn read_version(
+        &self,
+        version: &Mutex<Option<SecretText>>,
+        missing: &str,
+    ) -> Result<SecretText, SecretError> {
         self.secret_reads.fetch_add(1, Ordering::SeqCst);
         self.shared.interleave().await;
         if self.secret_hanging.load(Ordering::SeqCst) {
@@ -194,8 +206,20 @@ impl ReadSecret for MemoryPorts {
         if self.secret_failing.load(Ordering::SeqCst) {
             return Err(SecretError::Unavailable("secret switched off".into()));
         }
-        let secret = self.secret.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        secret.ok_or_else(|| SecretError::Unavailable("no callback secret in memory".into()))
+        let text = version.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        text.ok_or_else(|| SecretError::Unavailable(missing.into()))
+    }
+}
+
+impl ReadSecret for MemoryPorts {
+    async fn read_secret(&self) -> Result<SecretText, SecretError> {
+        self.read_version(&self.secret, "no callback secret in memory").await
+    }
+}
+
+impl ReadPreviousSecret for MemoryPorts {
+    async fn read_previous_secret(&self) -> Result<SecretText, SecretError> {
+        self.read_version(&self.previous_secret, "no previous version of the callback secret").await
     }
 }
 

@@ -86,16 +86,31 @@ impl SecretReader {
 
     /// The secret's current text (`secretsmanager:GetSecretValue` on the secret).
     pub async fn read(&self) -> Result<SecretText, SecretError> {
+        self.read_stage(None).await
+    }
+
+    /// The secret's text before the last change of its value: the version Secrets Manager
+    /// labels [`PREVIOUS_STAGE`] (none until the value has been changed once; the same
+    /// `secretsmanager:GetSecretValue`).
+    pub async fn read_previous(&self) -> Result<SecretText, SecretError> {
+        self.read_stage(Some(PREVIOUS_STAGE)).await
+    }
+
+    async fn read_stage(&self, stage: Option<&str>) -> Result<SecretText, SecretError> {
         let out = self
             .client
             .get_secret_value()
             .secret_id(&self.secret_id)
+            .set_version_stage(stage.map(str::to_owned))
             .send()
             .await
             .map_err(|e| SecretError::Unavailable(DisplayErrorContext(e).to_string()))?;
         out.secret_string.map(SecretText).ok_or(SecretError::NotText)
     }
 }
+
+/// The staging label Secrets Manager moves to a secret's version when a new value is put.
+pub const PREVIOUS_STAGE: &str = "AWSPREVIOUS";
 
 /// Read a secret's current text: the port functions read their secret through.
 pub trait ReadSecret {
@@ -108,10 +123,33 @@ impl ReadSecret for SecretReader {
     }
 }
 
+/// Read a secret's previous text ([`PREVIOUS_STAGE`]): the port of a function that falls back
+/// on it when the current text cannot be used.
+pub trait ReadPreviousSecret {
+    fn read_previous_secret(&self) -> impl Future<Output = Result<SecretText, SecretError>> + Send;
+}
+
+impl ReadPreviousSecret for SecretReader {
+    async fn read_previous_secret(&self) -> Result<SecretText, SecretError> {
+        self.read_previous().await
+    }
+}
+
 /// The secret's text, unless the read takes longer than [`REREAD_TIMEOUT`] (then
 /// [`SecretError::Unavailable`]).
 pub async fn read_within_timeout<R: ReadSecret>(reader: &R) -> Result<SecretText, SecretError> {
-    tokio::time::timeout(REREAD_TIMEOUT, reader.read_secret())
+    within_timeout(reader.read_secret()).await
+}
+
+/// The secret's previous text, within [`REREAD_TIMEOUT`] as [`read_within_timeout`].
+pub async fn read_previous_within_timeout<R: ReadPreviousSecret>(reader: &R) -> Result<SecretText, SecretError> {
+    within_timeout(reader.read_previous_secret()).await
+}
+
+async fn within_timeout(
+    read: impl Future<Output = Result<SecretText, SecretError>>,
+) -> Result<SecretText, SecretError> {
+    tokio::time::timeout(REREAD_TIMEOUT, read)
         .await
         .unwrap_or_else(|_| Err(SecretError::Unavailable(format!("no answer within {REREAD_TIMEOUT:?}"))))
 }

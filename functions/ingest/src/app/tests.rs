@@ -490,28 +490,55 @@ async fn unauthenticated_only_when_allowed() {
     );
 }
 
-/// A secret whose text cannot be used (an edit to fix) starts the function answering 503
-/// `secret_unreadable`, as one that cannot be read (here: missing) does: the start says why,
-/// showing no key, and is counted (alarmed); once the secret is fixed, a read a minute on
-/// brings its checks and callbacks land.
+/// A secret whose text cannot be used (an edit to fix), with no previous version to fall back
+/// on, starts the function answering 503 `secret_unreadable`, as one that cannot be read
+/// (here: missing) does: the start says why, showing no key, and is counted (alarmed); once
+/// the secret is fixed, a read a minute on brings its checks and callbacks land.
 #[tokio::test]
 async fn a_secret_that_cannot_be_used_starts_the_function_answering_503() {
     let missing = App::with_ports(&config(), MemoryPorts::new()).await;
     in_doubt(&missing, signed_at(KEY, NOW_SECS)).await;
 
     let captured = capture_logs();
-    let broken = ports(&keys());
+    let broken = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(NOW_SECS * 1000));
     broken.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{KEY}", ""]}}"#));
     let h = App::with_ports(&config(), broken).await;
     assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
     let logs = logs_without_keys(&captured);
     assert!(logs.contains("its text cannot be used") && logs.contains("key number 2 is empty"), "{logs}");
+    assert!(logs.contains("its previous version, AWSPREVIOUS, cannot be read"), "{logs}");
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
 
     h.ports.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{KEY}"]}}"#));
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
     h.ports.advance(Duration::from_secs(60));
     assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "read again: it lands");
+}
+
+/// A rotation's typo at a cold start: the secret's current text cannot be used, so the
+/// instance checks with its previous version's (`AWSPREVIOUS`), as the instances started
+/// before still do, instead of refusing every callback until the fix. The start is counted
+/// (alarmed) and says so at ERROR; a callback signed with a key only the broken text names is
+/// in doubt (503: the provider retries), and lands once the fixed text is read.
+#[tokio::test]
+async fn a_secret_whose_text_cannot_be_used_at_start_up_falls_back_on_its_previous_version() {
+    let captured = capture_logs();
+    let rotated = ports(&keys());
+    rotated.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{NEW_KEY}", ""]}}"#));
+    let h = App::with_ports(&config(), rotated).await;
+    assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
+    let logs = logs_without_keys(&captured);
+    let line = logs.lines().find(|l| l.contains("checking callbacks with its previous version")).expect(&logs);
+    assert!(line.contains("ERROR") && line.contains("key number 2 is empty"), "{line}");
+
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS)).await.status(), StatusCode::OK, "the previous version's key");
+    assert_eq!(h.handle(signed_at(OLD_KEY, NOW_SECS)).await.status(), StatusCode::OK);
+    in_doubt(&h, signed_at(NEW_KEY, NOW_SECS)).await;
+
+    h.ports.set_secret(&CallbackSecret { hmac_keys: vec![NEW_KEY.into()], callback_tokens: vec![] });
+    h.ports.advance(Duration::from_secs(60));
+    assert_eq!(h.handle(signed_at(NEW_KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "fixed: read again");
+    assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 60)).await, "signature_mismatch", "rotated out");
 }
 
 /// The first request of an instance waited for it to start (the secret's read): its answer

@@ -514,6 +514,11 @@ impl ReadSecret for Rendezvous {
         self.inner.read_secret().await
     }
 }
+impl crate::credentials::ReadPreviousSecret for Rendezvous {
+    async fn read_previous_secret(&self) -> Result<SecretText, SecretError> {
+        self.inner.read_previous_secret().await
+    }
+}
 impl Clock for Rendezvous {
     fn now(&self) -> Timestamp {
         self.inner.now()
