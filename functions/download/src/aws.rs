@@ -957,4 +957,48 @@ mod tests {
         assert_eq!(dimensions, vec![("Function", function)]);
         assert_eq!(names(&metrics), vec![("SecondsToSettled", Unit::Seconds, 90.25)]);
     }
+
+    /// A streamed body that is dropped unsent (the put failed before it) never makes S3's
+    /// answer overdue: the put's own error is the one to report. One whose end was taken makes
+    /// it overdue [`ANSWER_AFTER_BODY`] later, not sooner.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_is_overdue_only_after_the_body_s_end() {
+        let (ended, body_sent) = tokio::sync::oneshot::channel::<()>();
+        drop(ended);
+        let dropped = tokio::time::timeout(Duration::from_secs(24 * 3600), answer_overdue(body_sent)).await;
+        assert!(dropped.is_err(), "a body dropped unsent is never overdue");
+
+        let (ended, body_sent) = tokio::sync::oneshot::channel();
+        ended.send(()).unwrap();
+        let mut overdue = std::pin::pin!(answer_overdue(body_sent));
+        let early = tokio::time::timeout(ANSWER_AFTER_BODY - Duration::from_millis(1), overdue.as_mut()).await;
+        assert!(early.is_err(), "not before {ANSWER_AFTER_BODY:?}");
+        tokio::time::timeout(Duration::from_millis(2), overdue).await.expect("overdue once the time passed");
+    }
+
+    /// The body tells its end when its last declared byte is taken (the SDK may stop there
+    /// without asking for the end), and when a source ends short of its declared length
+    /// (bytes still left): either way S3's answer is due from then.
+    #[tokio::test]
+    async fn a_streamed_body_tells_its_end_at_its_length_or_when_its_source_ends_short() {
+        use futures::StreamExt;
+        use http_body::Body;
+
+        let chunks = |parts: &[&'static [u8]]| -> Streamed {
+            futures::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>()).boxed()
+        };
+        for (case, parts, len, frames_to_end) in [
+            ("at its length", &[b"abc".as_slice(), b"defg"][..], 7, 2),
+            ("short of it", &[b"abc".as_slice()][..], 10, 2),
+        ] {
+            let (ended, mut body_sent) = tokio::sync::oneshot::channel();
+            let mut body = StreamedBody { chunks: std::sync::Mutex::new(chunks(parts)), left: len, ended: Some(ended) };
+            for frame in 0..frames_to_end {
+                assert!(body_sent.try_recv().is_err(), "{case}: told before frame {frame}");
+                let _ = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+            }
+            assert_eq!(body_sent.try_recv(), Ok(()), "{case}: told at the end");
+            assert_eq!(body.left, 0, "{case}");
+        }
+    }
 }
