@@ -34,6 +34,15 @@
 //! unshortened one: a name from [`crate::parse_callback`] holds `(` only when the parser
 //! already shortened it the same way (to fit a table sort key), so an equal key would need
 //! two names with one SHA-256.
+//!
+//! # Keys shaped like a body's
+//!
+//! The downloader's role may not touch a key shaped like an archived body or kept details
+//! (`template.yaml`: `tasks/*/callbacks/*-` or `tasks/*/details/*-`, then 64 characters and
+//! `.json`), and IAM's wildcards match `/`, so a file name with a later `callbacks` or
+//! `details` segment (unknown families only) could make a file key of that shape: its
+//! upload would be refused until the message was dead-lettered. Such a key is shortened as a
+//! long one is, which ends it in `)` and the hash instead.
 
 use sha2::{Digest, Sha256};
 
@@ -89,11 +98,24 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     debug_assert!(!ends_in_known_extension(name), "file name {name:?}");
     let suffix = extension_from_url(url).map(|ext| format!(".{ext}")).unwrap_or_default();
     let prefix = task_prefix(task_id);
-    if prefix.len() + name.len() + suffix.len() <= MAX_KEY_BYTES {
-        return format!("{prefix}{name}{suffix}");
+    let key = format!("{prefix}{name}{suffix}");
+    if key.len() <= MAX_KEY_BYTES && !looks_like_a_body_key(&key) {
+        return key;
     }
     let shortened = shortened(name, MAX_KEY_BYTES.saturating_sub(prefix.len() + suffix.len()));
     format!("{prefix}{shortened}{suffix}")
+}
+
+/// Whether `key` has the shape the downloader's role is refused (see
+/// [Keys shaped like a body's](self#keys-shaped-like-a-bodys)): `tasks/`, anything, a
+/// `/callbacks/` or `/details/` segment, anything, `-`, any 64 bytes and `.json`. Every
+/// body and kept details key has it; a file key, only from such a name.
+fn looks_like_a_body_key(key: &str) -> bool {
+    const HASH_LEN: usize = 64;
+    let Some(stem) = key.strip_prefix("tasks/").and_then(|k| k.strip_suffix(".json")) else { return false };
+    let Some(dash) = stem.len().checked_sub(HASH_LEN + 1) else { return false };
+    let Some(before) = stem.get(..dash) else { return false };
+    stem.as_bytes()[dash] == b'-' && ["/callbacks/", "/details/"].iter().any(|word| before.contains(word))
 }
 
 /// `text`'s start and `(<sha256 of text>)`, at most `max_bytes` long (the start cut on a
@@ -261,6 +283,31 @@ mod tests {
         assert!(parked_body_key(&t, Stage::Final, "ab12").starts_with(PARKED_PREFIX));
         assert!(parked_body_key(&t, Stage::Final, "ab12").starts_with(&parked_task_prefix(&t)));
         assert_eq!(parked_task_prefix(&t), "parked/2fac****9f72/");
+    }
+
+    /// A file key that would have the shape the downloader's role is refused (a later
+    /// `callbacks` or `details` segment, then `-`, 64 characters over any segments, `.json`)
+    /// is shortened, which ends it otherwise; one character more or less, or another
+    /// extension, and it is kept.
+    #[test]
+    fn a_file_key_shaped_like_a_body_s_is_shortened() {
+        let t = id("t");
+        let sha = "a".repeat(64);
+        assert!(looks_like_a_body_key(&callback_body_key(&t, Stage::First, &sha)));
+        assert!(looks_like_a_body_key(&details_key(&t, Stage::Final, &sha)));
+        for word in ["callbacks", "details"] {
+            let name = format!("a/{word}/k-{}/{}", "x".repeat(30), "y".repeat(33));
+            assert!(looks_like_a_body_key(&format!("tasks/t/{name}.json")), "{name}");
+            let key = file_key(&t, &name, "https://h/f.json");
+            assert_eq!(key, format!("tasks/t/{name}({}).json", hex_sha256(&name)));
+            assert!(!looks_like_a_body_key(&key));
+            assert_eq!(file_key(&t, &name, "https://h/f.mp3"), format!("tasks/t/{name}.mp3"), "another extension");
+            for kept in [format!("{name}y"), name.replace("k-", "kk")] {
+                assert_eq!(file_key(&t, &kept, "https://h/f.json"), format!("tasks/t/{kept}.json"));
+            }
+        }
+        let first_segment = format!("callbacks-1a2b3c4d/k-{}", "x".repeat(64));
+        assert_eq!(file_key(&t, &first_segment, "https://h/f.json"), format!("tasks/t/{first_segment}.json"));
     }
 
     #[test]

@@ -215,6 +215,11 @@ fn edge_names() -> Vec<String> {
     .map(str::to_owned)
     .into();
     names.push("s".repeat(MAX_SEGMENT_LEN));
+    // A later `callbacks` or `details` segment, then `-` and 64 characters over several
+    // segments (IAM's `?` matches `/`): with a `.json` URL, the bodies' shape.
+    for word in ["callbacks", "details"] {
+        names.push(format!("a/{word}/k-{}/{}", "x".repeat(30), "y".repeat(33)));
+    }
     names
 }
 
