@@ -281,9 +281,11 @@ mod tests {
             assert!(matches!(answer, ProviderAnswer::Http { status: 429 | 500 | 503, .. }), "{answer:?}");
             let ahead = provider.spacing.next_turn() - before;
             match held {
-                // A date is read to the second: up to a second less.
+                // A date is read to the second and was written before the loop began: up to a
+                // second less, and less again however long the machine took since (the
+                // upper bound is what matters: never more than asked).
                 Some(wait) => assert!(
-                    ahead + Duration::from_secs(1) >= wait && ahead <= wait + Duration::from_secs(5),
+                    ahead + Duration::from_secs(60) >= wait && ahead <= wait + Duration::from_secs(5),
                     "{ahead:?}"
                 ),
                 None => assert!(ahead < Duration::from_secs(5), "a turn's spacing only: {ahead:?}"),

@@ -149,7 +149,11 @@ mod tests {
     /// happened and why, each once, and nothing of the URL.
     #[tokio::test]
     async fn a_failed_request_is_described_with_its_causes_and_without_its_url() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Bound but not listening, and held: a connect is refused, and no other test of the
+        // binary can be given the port meanwhile (as one freed at once could be).
+        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = reserved.local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/file.mp3?X-Amz-Signature=secret0123");
         let e = client("test", Duration::from_secs(5)).unwrap().get(&url).send().await.unwrap_err();
         assert_eq!(failure(&e), Failure::Connect);
