@@ -188,3 +188,35 @@ fn track_durations_out_of_dynamodb_range_are_dropped() {
         .collect();
     assert_eq!(durations, [Some(180.5), None, None, None, Some(0.0)]);
 }
+
+/// The numbers the parser appends (a repeated id's `-2`, an id-less track's `track-3`, an
+/// array item's `-1`) never make a name another body's raw id or key has: each pair below
+/// would otherwise share a name, and so a file item and an S3 key, across two callbacks of one
+/// task (one file would not be copied).
+#[test]
+fn appended_numbers_never_meet_a_raw_id_s_name() {
+    let music = |ids: &[&str]| {
+        let tracks: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| json!({"id": id, "audio_url": format!("https://h/{i}.mp3")}))
+            .collect();
+        let event = parse(json!({"code":200,"data":{"callbackType":"complete","task_id":"t1","data":tracks}}));
+        names(&event.files).into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let repeated = music(&["x", "x"]);
+    assert_eq!(repeated, ["tracks/x/audio", "tracks/x-2/audio"]);
+    let raw = music(&["x-2"]);
+    assert!(!repeated.contains(&raw[0]), "{raw:?}");
+    let positional = music(&["", "", ""]);
+    assert_eq!(positional[2], "tracks/track-3/audio");
+    assert_ne!(music(&["track-3"])[0], positional[2]);
+
+    let generic = |data: Value| {
+        let event = parse(json!({ "data": data }));
+        names(&event.files).into_iter().map(str::to_owned).collect::<Vec<String>>()
+    };
+    let item = generic(json!({"taskId":"t1","cover_url":["https://h/a.png"]}));
+    assert_eq!(item, ["cover-1"]);
+    assert_ne!(generic(json!({"taskId":"t1","cover-1_url":"https://h/b.png"})), item);
+}

@@ -40,10 +40,14 @@ pub fn sanitize_segment(raw: &str) -> String {
 /// (sanitising changed or truncated it) the sanitised text is cut to leave room for
 /// `-<first 8 hex of SHA-256(raw)>`: `a/b` -> `a_b-<hash>`, never `a_b`, which is `a_b`'s.
 /// A safe `raw` that already ends like such a suffix is hashed too, so that a hashed segment
-/// can never equal an unchanged one. Empty stays empty.
+/// can never equal an unchanged one; so is one that ends like a number the parser appends
+/// (`-2` to a repeated id, `track-3` for a track without one, `-1` to an array's item:
+/// [`ends_like_a_number_suffix`]), so that those names never equal a raw one's either (a
+/// track with the id `x-2` beside two tracks with the id `x` would share their second's name,
+/// and one of the two files would not be copied). Empty stays empty.
 pub(super) fn distinct_segment(raw: &str) -> String {
     let segment = sanitize_segment(raw);
-    if segment == raw && !ends_like_hash(raw) {
+    if segment == raw && !ends_like_hash(raw) && !ends_like_a_number_suffix(raw) {
         return segment;
     }
     hashed(raw, &segment)
@@ -91,6 +95,14 @@ fn ends_like_hash(segment: &str) -> bool {
     let Some(suffix) = segment.get(split..) else { return false };
     let (dash, hex) = suffix.split_at(1);
     dash == "-" && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `segment` ends in `-` and a number as the parser writes one: at most 9 digits (a
+/// body's array index is far below that), the first not `0` (`4f1e2d3c-0001` is no such
+/// suffix, nor a UUID's last group of 12).
+fn ends_like_a_number_suffix(segment: &str) -> bool {
+    let Some((_, digits)) = segment.rsplit_once('-') else { return false };
+    (1..=9).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
 }
 
 /// `audioWavUrl` -> `audio_wav`, `backing_vocals_url` -> `backing_vocals`, `coverURL` ->
@@ -156,7 +168,7 @@ mod tests {
         // A safe look-alike of a hashed segment is hashed in turn.
         assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_hash(&hashed)));
         assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_hash("x-12345678")));
-        assert_eq!(distinct_segment("x-1234567"), "x-1234567");
+        assert_eq!(distinct_segment("x-123456a"), "x-123456a");
         assert_eq!(file_segment("x.mp3"), format!("x.mp3-{}", short_hash("x.mp3")));
         assert_eq!(file_segment("x.Wav"), format!("x.Wav-{}", short_hash("x.Wav")));
         assert_eq!((file_segment("x.mp3s"), file_segment("x")), ("x.mp3s".into(), "x".into()));
@@ -168,6 +180,14 @@ mod tests {
         assert!(long.starts_with(&"x".repeat(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)));
         assert_ne!(long, distinct_segment(&"x".repeat(101)));
         assert_eq!(distinct_segment("."), format!("_-{}", short_hash(".")));
+        // Look-alikes of the numbers the parser appends are hashed; other numbers are kept.
+        for suffixed in ["x-2", "track-3", "cover-1", "a-b-999999999"] {
+            assert_eq!(distinct_segment(suffixed), format!("{suffixed}-{}", short_hash(suffixed)), "{suffixed}");
+        }
+        for kept in ["x-0", "x-02", "x-1234567890", "x-", "x-2a", "x2", "-"] {
+            assert_eq!(distinct_segment(kept), kept, "{kept}");
+        }
+        assert_eq!(distinct_segment("e231a7b4-4f1e-4c3d-9a8b-123456789012"), "e231a7b4-4f1e-4c3d-9a8b-123456789012");
     }
 
     #[test]
