@@ -47,7 +47,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 pub fn api_request_id(req: &Request) -> Option<&str> {
     match req.request_context_ref()? {
         RequestContext::ApiGatewayV2(context) => context.request_id.as_deref(),
-        RequestContext::ApiGatewayV1(context) => context.request_id.as_deref(),
         _ => None,
     }
 }
@@ -74,8 +73,6 @@ pub fn convertible(mut event: LambdaEvent<LambdaRequest>) -> LambdaEvent<LambdaR
             }
             &mut request.headers
         }
-        LambdaRequest::ApiGatewayV1(request) => &mut request.headers,
-        LambdaRequest::Alb(request) => &mut request.headers,
         _ => return event,
     };
     let is_http = |proto: &str| proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("http");

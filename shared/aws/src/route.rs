@@ -36,7 +36,6 @@ pub fn routed_path(req: &Request) -> Cow<'_, str> {
     let path = req.uri().path();
     let (stage, route_key) = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => (ctx.stage.as_deref(), ctx.route_key.as_deref()),
-        Some(RequestContext::ApiGatewayV1(ctx)) => (ctx.stage.as_deref(), None),
         _ => (None, None),
     };
     let template = route_key.and_then(|key| key.split_once(' ')).map(|(_, template)| template);
