@@ -294,7 +294,7 @@ mod tests {
         assert_eq!(u.names["#reconcile"], "reconcile");
         assert_eq!(u.values[":until"], AttributeValue::S(until.rfc3339()));
         assert_eq!(u.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 
     #[test]
@@ -306,6 +306,7 @@ mod tests {
         assert_eq!(q.names["#at"], "reconcile_at");
         assert_eq!(q.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
         assert_eq!(q.values[":now"], AttributeValue::S("2026-12-02T09:00:00.000Z".into()));
-        assert!(q.update.is_empty() && q.unused_placeholders().is_empty() && q.unknown_attributes().is_empty());
+        q.assert_well_formed();
+        assert!(q.update.is_empty());
     }
 }

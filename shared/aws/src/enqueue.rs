@@ -268,7 +268,7 @@ mod tests {
         );
         assert_eq!(u.values[":names"], AttributeValue::Ss(vec!["tracks/a/audio".into(), "vocal".into()]));
         assert_eq!(u.names["#queued"], "queued");
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 
     #[test]
@@ -321,6 +321,6 @@ mod tests {
         assert_eq!(u.condition, "#status = :enqueuing AND #claim = :me");
         assert_eq!((&u.values[":me"], &u.values[":pending"]), (&s("req-9"), &s("pending")));
         assert_eq!(u.names["#lease"], "lease_until");
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 }

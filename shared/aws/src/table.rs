@@ -59,6 +59,7 @@ impl Update {
     /// The attributes the expressions name, bare (`attribute_not_exists(reconcile)`, `rev =
     /// :read`: the name before any `.` or `[`) or through a `#` placeholder; not functions
     /// or keywords.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn attributes(&self) -> std::collections::BTreeSet<String> {
         const KEYWORDS: [&str; 9] = ["AND", "OR", "NOT", "SET", "ADD", "REMOVE", "DELETE", "BETWEEN", "IN"];
         let mut named: std::collections::BTreeSet<String> = self.names.values().cloned().collect();
@@ -84,9 +85,44 @@ impl Update {
     /// The attributes the expressions name that no item of the table carries
     /// ([`stemvault_vault::items::attribute_names`]): a mistyped or renamed name, with which a
     /// condition would hold always, or never.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn unknown_attributes(&self) -> Vec<String> {
         let known = stemvault_vault::items::attribute_names();
         self.attributes().into_iter().filter(|name| !known.contains(name.as_str())).collect()
+    }
+
+    /// Placeholders the expressions use that are not defined (DynamoDB refuses the request).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn undefined_placeholders(&self) -> Vec<String> {
+        let text = format!("{} {}", self.update, self.condition);
+        let mut undefined = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(start) = rest.find(['#', ':']) {
+            let tail = &rest[start..];
+            let end = tail[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(tail.len(), |e| e + 1);
+            let used = &tail[..end];
+            let defined =
+                if used.starts_with('#') { self.names.contains_key(used) } else { self.values.contains_key(used) };
+            if !defined {
+                undefined.push(used.to_owned());
+            }
+            rest = &tail[end..];
+        }
+        undefined
+    }
+
+    /// The tests' check of an expression builder: every placeholder used and defined
+    /// (DynamoDB refuses a request with one unused or undefined), and every attribute named
+    /// one an item carries.
+    #[cfg(any(test, feature = "test-support"))]
+    #[track_caller]
+    pub fn assert_well_formed(&self) {
+        let (unused, undefined) = (self.unused_placeholders(), self.undefined_placeholders());
+        assert!(
+            unused.is_empty() && undefined.is_empty(),
+            "placeholders unused {unused:?}, undefined {undefined:?}: {self:?}"
+        );
+        assert!(self.unknown_attributes().is_empty(), "unknown attributes {:?}: {self:?}", self.unknown_attributes());
     }
 
     /// Drop the placeholders neither expression uses.
@@ -597,10 +633,8 @@ mod tests {
         ];
         for condition in conditions {
             let c = put_condition(&condition, 0);
-            assert!(
-                c.unused_placeholders().is_empty() && c.unknown_attributes().is_empty() && c.update.is_empty(),
-                "{condition:?}"
-            );
+            c.assert_well_formed();
+            assert!(c.update.is_empty(), "{condition:?}");
         }
     }
 
@@ -613,7 +647,8 @@ mod tests {
         let unwatched = count_delivery(s("2026-12-02T12:00:00.000Z"), false).condition;
         assert_eq!(unwatched, format!("{only_as_read} AND attribute_not_exists(reconcile)"));
         assert_eq!((&u.values[":one"], &u.values[":at"]), (&n(1), &s("2026-12-02T12:00:00.000Z")));
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty() && u.names.is_empty());
+        u.assert_well_formed();
+        assert!(u.names.is_empty());
     }
 
     #[test]
@@ -637,7 +672,7 @@ mod tests {
         assert_eq!(u.names["#adding_at"], "adding_at");
         assert_eq!((u.values[":read"].clone(), u.values[":one"].clone()), (n(7), n(1)));
         assert_eq!(u.values[":at"], s("2026-12-04T12:00:00.000Z"));
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 
     #[test]
@@ -660,16 +695,16 @@ mod tests {
         let over = mark_open(&again);
         assert_eq!(over.condition, "version = :read AND #adding = :adding AND #adding_at = :adding_at");
         assert_eq!((&over.values[":adding_at"], &over.values[":new_adding_at"]), (&n(mark.at), &n(mark.at + 1)));
-        assert!(over.unused_placeholders().is_empty() && over.unknown_attributes().is_empty());
+        over.assert_well_formed();
         assert_eq!((&u.values[":at"], &u.values[":read"]), (&s("2026-12-04T12:00:00.000Z"), &n(9)));
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 
     #[test]
     fn a_redelivery_adds_one_to_its_existing_callback_item() {
         let u = count_redelivery();
         assert_eq!((u.update.as_str(), u.condition.as_str()), ("ADD deliveries :one", "attribute_exists(sk)"));
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty());
+        u.assert_well_formed();
     }
 
     #[test]
@@ -694,6 +729,9 @@ mod tests {
         assert_eq!(unused, ["#b", ":two"], "#a and :one count only where they are whole");
         let u = u.without_unused_placeholders();
         assert!(u.unused_placeholders().is_empty());
+        let mut partial = Update::new("SET a = :a, #b = :b", "c = :c");
+        partial.value(":a", n(1));
+        assert_eq!(partial.undefined_placeholders(), ["#b", ":b", ":c"]);
         assert_eq!(u.names.len(), 2);
         assert_eq!(u.values.len(), 2);
     }

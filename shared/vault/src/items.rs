@@ -24,7 +24,9 @@ use serde_dynamo::{AttributeValue, Item};
 
 use crate::{AddFence, CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
 
+#[cfg(any(test, feature = "test-support"))]
 mod names;
+#[cfg(any(test, feature = "test-support"))]
 pub use names::attribute_names;
 
 /// The partition key attribute.

@@ -223,18 +223,9 @@ mod tests {
     use super::*;
     use crate::domain::NextSource;
 
-    /// Every placeholder is used and every one used is defined (DynamoDB refuses both
-    /// mistakes), and the item's counter goes up by one.
+    /// Well formed ([`Update::assert_well_formed`]), and the item's counter goes up by one.
     fn assert_well_formed(u: &Update, counter: &str) {
-        let text = format!("{} {}", u.update, u.condition);
-        for placeholder in u.names.keys().chain(u.values.keys()) {
-            assert!(placeholders(&text).contains(&placeholder.as_str()), "{placeholder} unused in {text}");
-        }
-        for used in placeholders(&text) {
-            let defined = if used.starts_with('#') { u.names.contains_key(used) } else { u.values.contains_key(used) };
-            assert!(defined, "{used} undefined in {text}");
-        }
-        assert!(u.unused_placeholders().is_empty() && u.unknown_attributes().is_empty(), "{text}");
+        u.assert_well_formed();
         let placeholder = format!("#{counter}");
         assert!(
             u.update.contains(&format!("ADD {placeholder} :one"))
@@ -242,18 +233,6 @@ mod tests {
         );
         assert_eq!(u.names[&placeholder], counter);
         assert_eq!(u.values[":one"], n(1));
-    }
-
-    fn placeholders(text: &str) -> Vec<&str> {
-        let mut found = Vec::new();
-        let mut rest = text;
-        while let Some(start) = rest.find(['#', ':']) {
-            let tail = &rest[start..];
-            let end = tail[1..].find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(tail.len(), |e| e + 1);
-            found.push(&tail[..end]);
-            rest = &tail[end..];
-        }
-        found
     }
 
     const HELD_OWN: HeldCopy<'static> = HeldCopy { worker: "w-1", next: None };
