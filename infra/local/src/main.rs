@@ -26,8 +26,23 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The stack of each runtime thread: the functions' handlers run here as a debug build, whose
+/// futures and frames are many times a release build's; Lambda runs them (release) on its
+/// 8 MiB main thread. Tokio's own default is 2 MiB.
+const THREAD_STACK_BYTES: usize = 8 << 20;
+
+fn main() -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(THREAD_STACK_BYTES).build() {
+        Ok(runtime) => runtime.block_on(run_command()),
+        Err(e) => {
+            eprintln!("stemvault-local: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run the command the arguments name.
+async fn run_command() -> ExitCode {
     stemvault_aws::logging::init();
     let command = std::env::args().nth(1);
     let result = match command.as_deref() {
