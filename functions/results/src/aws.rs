@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
+use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
 use stemvault_vault::items;
 use stemvault_vault::{Conditional, LoadTask, SaveTask, StorageError, StoreError, TaskRecord};
@@ -94,10 +95,16 @@ impl PresignDownload for AwsPorts {
     }
 }
 
+/// The longest filename a link saves as: file systems take 255 bytes a name, and a browser
+/// may add ` (1)` to one already there.
+const MAX_FILENAME_BYTES: usize = 240;
+
 /// `attachment` with a filename a browser saves the object as: the key after `tasks/`, its
 /// slashes `_` (`<task_id>_tracks_a_audio.mp3`: every track's audio is `audio.mp3` under its
 /// own prefix), and any character but letters, digits, `.`, `-` and `_` also `_`, so the
-/// name needs no quoting rules beyond its quotes.
+/// name needs no quoting rules beyond its quotes. A longer name than a file system takes (an
+/// unknown family's nested one) keeps its start and extension, with the first 8 hex digits
+/// of the key's SHA-256 between, so two such files still save apart.
 fn attachment(key: &str) -> String {
     let name: String = key
         .strip_prefix("tasks/")
@@ -105,12 +112,21 @@ fn attachment(key: &str) -> String {
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') { c } else { '_' })
         .collect();
+    let name = if name.len() <= MAX_FILENAME_BYTES {
+        name
+    } else {
+        let extension = s3_key::key_extension(key).map(|e| format!(".{e}")).unwrap_or_default();
+        let hash = hex::encode(&Sha256::digest(key.as_bytes())[..4]);
+        // ASCII: any byte index is a character boundary.
+        let start = &name[..MAX_FILENAME_BYTES - 1 - hash.len() - extension.len()];
+        format!("{start}-{hash}{extension}")
+    };
     format!("attachment; filename=\"{name}\"")
 }
 
 #[cfg(test)]
 mod tests {
-    use super::attachment;
+    use super::{MAX_FILENAME_BYTES, attachment};
 
     #[test]
     fn a_link_saves_its_file_under_the_task_and_the_file_s_name() {
@@ -120,5 +136,22 @@ mod tests {
         );
         assert_eq!(attachment("tasks/id:1+2=3/vocal"), r#"attachment; filename="id_1_2_3_vocal""#);
         assert_eq!(attachment("tasks/t/a\"b\\c"), r#"attachment; filename="t_a_b_c""#);
+    }
+
+    /// A name longer than a file system takes is cut, keeping its extension, with the key's
+    /// hash so two long names with one start save apart; one that fits is left whole.
+    #[test]
+    fn a_long_name_saves_shortened_with_its_extension_and_the_key_s_hash() {
+        let filename = |key: &str| {
+            attachment(key).strip_prefix("attachment; filename=\"").unwrap().trim_end_matches('"').to_owned()
+        };
+        let fits = format!("tasks/t/{}.mp3", "a".repeat(MAX_FILENAME_BYTES - 6));
+        assert_eq!(filename(&fits).len(), MAX_FILENAME_BYTES);
+        let long = |last: &str| format!("tasks/t/{}/{last}.mp3", "a/".repeat(300));
+        let (one, two) = (filename(&long("x")), filename(&long("y")));
+        assert_eq!((one.len(), two.len()), (MAX_FILENAME_BYTES, MAX_FILENAME_BYTES));
+        assert!(one.starts_with("t_a_a_") && one.ends_with(".mp3"), "{one}");
+        assert_ne!(one, two);
+        assert!(!filename(&format!("tasks/t/{}", "b".repeat(400))).contains('.'), "no extension, none added");
     }
 }
