@@ -92,6 +92,8 @@ fn known_extension(ext: &str) -> Option<&'static str> {
 /// `name` must not be [reserved](is_reserved_name) nor end in a
 /// [known extension](ends_in_known_extension) (names from [`crate::parse_callback`] never do),
 /// so the key is never the manifest's nor under [`callback_body_prefix`], and no other name's.
+/// A key that would be shaped like an archived body's is shortened as a long one is (see
+/// [Keys shaped like a body's](self#keys-shaped-like-a-bodys)).
 pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     debug_assert!(!is_reserved_name(name), "reserved file name {name:?}");
     // Of the whole name: a `.` before a `/` gives an "extension" holding `/`, never a known one.
@@ -109,7 +111,8 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
 /// Whether `key` has the shape the downloader's role is refused (see
 /// [Keys shaped like a body's](self#keys-shaped-like-a-bodys)): `tasks/`, anything, a
 /// `/callbacks/` or `/details/` segment, anything, `-`, any 64 bytes and `.json`. Every
-/// body and kept details key has it; a file key, only from such a name.
+/// body and kept details key has it; a file key, only from such a name. Bytes stand for IAM's
+/// characters: keys are ASCII (task ids and names are).
 fn looks_like_a_body_key(key: &str) -> bool {
     const HASH_LEN: usize = 64;
     let Some(stem) = key.strip_prefix("tasks/").and_then(|k| k.strip_suffix(".json")) else { return false };
@@ -302,7 +305,8 @@ mod tests {
             assert_eq!(key, format!("tasks/t/{name}({}).json", hex_sha256(&name)));
             assert!(!looks_like_a_body_key(&key));
             assert_eq!(file_key(&t, &name, "https://h/f.mp3"), format!("tasks/t/{name}.mp3"), "another extension");
-            for kept in [format!("{name}y"), name.replace("k-", "kk")] {
+            let shorter = name.replacen("/y", "/", 1);
+            for kept in [format!("{name}y"), shorter, name.replace("k-", "kk")] {
                 assert_eq!(file_key(&t, &kept, "https://h/f.json"), format!("tasks/t/{kept}.json"));
             }
         }

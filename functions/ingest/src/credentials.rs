@@ -83,9 +83,7 @@ impl AuthSettings {
         let secret = CallbackSecret::parse(text.expose()).map_err(|e| invalid(e.to_string()))?;
         Auth::new(secret, self.signature_tolerance, self.allow_unauthenticated)
     }
-}
 
-impl AuthSettings {
     /// The checks of the secret's previous version, its current text `unusable` (at start-up).
     async fn previous<P: ReadPreviousSecret>(&self, ports: &P, unusable: ConfigError) -> Started {
         match read_previous_within_timeout(ports).await.map(|text| self.auth(&text)) {

@@ -3,8 +3,8 @@
 //! route's template filled with them is the path the function routes by, whatever stands in
 //! front of it in the raw path (a named stage: `/prod/tasks/...`, or a custom domain's API
 //! mapping key, should the raw path hold it: `/hooks/tasks/...`).
-//! Without a route key (API Gateway's REST events, the local runner's requests), the raw
-//! path without the named stage lambda_http puts in front of it (`/prod/callback`). Either
+//! Without a route key (the local runner's requests), the raw path without a named stage in
+//! front of it (`/prod/callback`). Either
 //! way the path is percent-encoded, as a raw path is: HTTP APIs pass path parameters
 //! decoded, so they are encoded again, and a reader decodes each segment once.
 

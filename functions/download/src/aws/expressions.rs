@@ -224,7 +224,7 @@ mod tests {
     use crate::domain::NextSource;
 
     /// Well formed ([`Update::assert_well_formed`]), and the item's counter goes up by one.
-    fn assert_well_formed(u: &Update, counter: &str) {
+    fn assert_well_formed_counting(u: &Update, counter: &str) {
         u.assert_well_formed();
         let placeholder = format!("#{counter}");
         assert!(
@@ -247,7 +247,7 @@ mod tests {
     fn a_claim_takes_an_open_or_abandoned_file_item_without_reading_it_first() {
         let claim = Claim { worker: "w-1".into(), lease_until: 900, now: 100 };
         let u = claim_file(&claim);
-        assert_well_formed(&u, "rev");
+        assert_well_formed_counting(&u, "rev");
         assert_eq!(u.update, "SET #status = :downloading, #claim = :me, #lease = :lease ADD #attempts :one, #rev :one");
         assert_eq!(
             u.condition,
@@ -268,7 +268,7 @@ mod tests {
     fn stored_records_the_object_and_drops_the_claim_and_last_error() {
         let at = Timestamp::from_unix_ms(1_795_446_000_120);
         let u = record_stored(HELD_OWN, &stored(Some("audio/mpeg")), at);
-        assert_well_formed(&u, "rev");
+        assert_well_formed_counting(&u, "rev");
         assert_eq!(u.condition, HELD, "not on next_url: a newer one written meanwhile gives way to the copy made");
         assert_eq!(
             u.update,
@@ -287,7 +287,7 @@ mod tests {
 
         // The newer URL copied: it becomes the file's URL and key (its reopens counted afresh).
         let u = record_stored(HELD_NEXT, &stored(Some("audio/wav")), at);
-        assert_well_formed(&u, "rev");
+        assert_well_formed_counting(&u, "rev");
         assert_eq!(
             u.update,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct, #url = :url, #key = :key \
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn stored_without_a_content_type_removes_an_old_one() {
         let u = record_stored(HELD_OWN, &stored(None), Timestamp::from_unix_ms(0));
-        assert_well_formed(&u, "rev");
+        assert_well_formed_counting(&u, "rev");
         assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct, #next_url, #next_key"), "{}", u.update);
         assert!(!u.values.contains_key(":ct"));
     }
@@ -348,7 +348,7 @@ mod tests {
                 None,
             ),
         ] {
-            assert_well_formed(&u, "rev");
+            assert_well_formed_counting(&u, "rev");
             assert_eq!(u.condition, condition);
             assert_eq!(u.update, update);
             assert_eq!(u.values.get(":url"), next.map(|n| s(n.0)).as_ref());
@@ -384,7 +384,7 @@ mod tests {
             announcement: "5eb7".into(),
         };
         let u = settle_task(&plan);
-        assert_well_formed(&u, "version");
+        assert_well_formed_counting(&u, "version");
         assert_eq!(u.update, "SET #vault = :vault, #mk = :key, #announced = :announced ADD #version :one REMOVE #open");
         assert_eq!(
             u.condition,
@@ -405,7 +405,7 @@ mod tests {
         // A file expired: the same write asks the reconciler to poll.
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
         let u = settle_task(&ManifestPlan { watch_from: Some(at), ..plan });
-        assert_well_formed(&u, "version");
+        assert_well_formed_counting(&u, "version");
         assert_eq!(
             u.update,
             "SET #vault = :vault, #mk = :key, #announced = :announced, #reconcile = if_not_exists(#reconcile, :due), \
