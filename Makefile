@@ -55,10 +55,10 @@ python-locks:
 deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 
 # rustfmt and clippy, which a minimal rustup profile lacks (best effort: a Rust installed
-# without rustup may have them already). Before every other rustup call: rustup does not
-# take two at once (make -j).
+# without rustup may have them already; three tries, a download may fail once). Before every
+# other rustup call: rustup does not take two at once (make -j).
 rust-components:
-	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	@for try in 1 2 3; do rustup component add rustfmt clippy >/dev/null 2>&1 && break; sleep 5; done; true
 
 # What `sam build` needs (README, Deploying): SAM CLI, cargo-lambda, Zig and the arm64 target.
 tools: $(VENV)/tools/.installed rust-components lambda-target
@@ -70,6 +70,7 @@ LAMBDA_TARGET := aarch64-unknown-linux-gnu
 lambda-target: rust-components
 	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(LAMBDA_TARGET)/lib" \
 	  || rustup target add $(LAMBDA_TARGET) >/dev/null \
+	  || { sleep 5; rustup target add $(LAMBDA_TARGET) >/dev/null; } \
 	  || { echo "cannot add the Rust target $(LAMBDA_TARGET) (rustup needs the network once, or: rustup target add $(LAMBDA_TARGET))" >&2; exit 1; }
 
 # --- test -----------------------------------------------------------------------------

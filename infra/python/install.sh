@@ -60,5 +60,7 @@ rm -rf "$venv"
 "$python" -m venv "$venv"
 locked "$wanted" \
   || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $wanted resolves the rest of $name.txt afresh" >&2
-"$venv/bin/pip" install --quiet --disable-pip-version-check -r "$txt" -c "$lock"
+# More patience than pip's defaults (5 retries, 15 s): a fresh machine or CI installs every
+# venv from PyPI, and one slow answer would fail the whole `make test`.
+"$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 -r "$txt" -c "$lock"
 touch "$venv/.installed"
