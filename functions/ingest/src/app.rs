@@ -245,7 +245,10 @@ impl<P: Ports> App<P> {
                 let claimed = self.claimed_task_id(req);
                 let unsigned = matches!(refusal.grounds, Grounds::Unsigned | Grounds::Request);
                 let outside_window = refusal.grounds == Grounds::OutsideWindow;
-                let rejection = Rejection { unverifiable: unsigned && claimed.is_some(), ..unauthorized(refusal) };
+                // A scanner's or a hand's request to the endpoint names no task: not the
+                // provider's callbacks being refused.
+                let unverifiable = (unsigned || refusal.is_for_the_token()) && claimed.is_some();
+                let rejection = Rejection { unverifiable, ..unauthorized(refusal) };
                 if !outside_window {
                     return Err(rejection);
                 }
@@ -441,8 +444,8 @@ struct Rejection {
     /// What refused it is a key or token the secret holds (or no longer holds), not the
     /// request alone (a stale timestamp): while the secret cannot be read again, in doubt.
     keyed: bool,
-    /// Refused for missing or malformed signature headers while its body names a task
-    /// ([`Measure::Unverifiable`]).
+    /// Refused for missing or malformed signature headers, or for its path token, while its
+    /// body names a task ([`Measure::Unverifiable`]).
     unverifiable: bool,
     /// What the refusal does besides answering ([`App::refuse`]).
     follow_up: FollowUp,

@@ -41,7 +41,17 @@ impl Refusal {
     fn new(reason: &'static str, message: impl Into<String>, grounds: Grounds) -> Refusal {
         Refusal { reason, message: message.into(), grounds }
     }
+
+    /// Refused for its path token: none where one is required, or another.
+    pub fn is_for_the_token(&self) -> bool {
+        matches!(self.reason, MISSING_TOKEN | INVALID_TOKEN)
+    }
 }
+
+/// The reason of a callback posted to `/callback` while a token is required.
+const MISSING_TOKEN: &str = "missing_token";
+/// The reason of a callback posted to a token no version of the secret in force holds.
+const INVALID_TOKEN: &str = "invalid_token";
 
 /// Why a secret with neither keys nor token is of no use (at start-up, or read again).
 pub const NO_AUTHENTICATION: &str = "no callback authentication configured: put webhook_hmac_keys and/or \
@@ -235,8 +245,8 @@ fn first_passing<T>(
 
 fn token_refusal(e: TokenError) -> Refusal {
     let reason = match e {
-        TokenError::Missing => "missing_token",
-        TokenError::Mismatch => "invalid_token",
+        TokenError::Missing => MISSING_TOKEN,
+        TokenError::Mismatch => INVALID_TOKEN,
     };
     Refusal::new(reason, e.to_string(), Grounds::Secret)
 }

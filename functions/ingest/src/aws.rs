@@ -53,10 +53,11 @@ pub const CALLBACKS_PARKED: &str = "CallbacksParked";
 /// of a captured signature; dimension `Function`.
 pub const STALE_CALLBACKS_REGISTERED: &str = "StaleCallbacksRegistered";
 /// Callbacks refused for missing or malformed signature headers (`missing_timestamp`,
-/// `missing_signature`, `malformed_timestamp`, `malformed_signature`) whose body names a task
+/// `missing_signature`, `malformed_timestamp`, `malformed_signature`) or for their path token
+/// (`missing_token`, `invalid_token`) whose body names a task
 /// ([`crate::domain::Measure::Unverifiable`]; they are counted in [`CALLBACKS_REFUSED`] too):
-/// the `callbacks-unauthorized` alarm's, where the provider does not sign as the keys expect;
-/// dimension `Function`.
+/// the `callbacks-unauthorized` alarm's, where the provider does not sign as the keys expect
+/// or calls back to another token; dimension `Function`.
 pub const CALLBACKS_UNVERIFIABLE: &str = "CallbacksUnverifiable";
 /// Verified callbacks the parser refused, kept whole but not recorded at
 /// `tasks/<task_id>/callbacks/unparsable-<sha256>.json` (by `App::keep_unparsable`): each needs

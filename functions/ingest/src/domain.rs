@@ -61,9 +61,10 @@ pub enum Measure {
     /// A callback refused as stale but signed by a key had its task registered for polling
     /// ([`register_for_polling`]).
     StaleRegistered,
-    /// A callback refused because its signature headers are missing or malformed, while its
-    /// body names a task: the provider not signing (or signing otherwise) where the secret
-    /// holds keys loses every callback so (a scanner's body names no task).
+    /// A callback refused because its signature headers are missing or malformed, or for its
+    /// path token, while its body names a task: the provider not signing (or signing
+    /// otherwise) where the secret holds keys, or a `callBackUrl` with another token or none,
+    /// loses every callback so (a scanner's or a hand's request names no task).
     Unverifiable,
     /// A verified callback the parser refused was kept whole, unrecorded.
     UnparsableKept,

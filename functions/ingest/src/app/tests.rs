@@ -1200,3 +1200,18 @@ async fn an_unsigned_body_naming_a_task_is_counted_as_unverifiable() {
     let unverifiable = h.ports.measures().iter().filter(|m| **m == Measure::Unverifiable).count();
     assert_eq!(unverifiable, 3, "{:?}", h.ports.measures());
 }
+
+/// A callback refused for its path token (none where one is required, or another) whose body
+/// names a task (a `callBackUrl` submitted with the wrong token: every callback lost so) is
+/// counted apart, for the unauthorized alarm; a request naming none (a scanner's, or a hand
+/// trying the endpoint) is not.
+#[tokio::test]
+async fn a_token_refusal_naming_a_task_is_counted_as_unverifiable() {
+    let h = app_with(config(), token(TOKEN)).await;
+    for body in [WAV.to_vec(), b"<html>".to_vec(), Vec::new()] {
+        assert_eq!(refusal(&h, request("/callback", &[], body.clone())).await, "missing_token");
+        assert_eq!(refusal(&h, request("/callback/another-token-0123456789", &[], body)).await, "invalid_token");
+    }
+    let unverifiable = h.ports.measures().iter().filter(|m| **m == Measure::Unverifiable).count();
+    assert_eq!(unverifiable, 2, "only the WAV body's two: {:?}", h.ports.measures());
+}
