@@ -406,10 +406,14 @@ fn merge_streams(record: &mut TaskRecord, event: &CallbackEvent, authoritative: 
 }
 
 fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo, authoritative: bool) {
-    if record.details.is_some() && (!authoritative || event.details.is_empty()) {
-        // An `error` after `first` says nothing of the tracks: the first's ids and titles
-        // (the audio ids later submits need) stay.
-        return;
+    if let Some(kept) = record.details.as_ref().filter(|kept| says_something(kept)) {
+        // An `error` after `first` says nothing of the tracks, or only its error text (the
+        // task's `message` says that too): the first's ids and titles (the audio ids later
+        // submits need) stay.
+        let error_only = matches!(event.details, Details::Error { .. }) && kept["kind"] != "error";
+        if !authoritative || event.details.is_empty() || error_only {
+            return;
+        }
     }
     record.details = match details_json(event) {
         None => return,
@@ -424,6 +428,13 @@ fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo
             "body_key": body.archive_key,
         })),
     };
+}
+
+/// Whether stored details say something of the results: an empty track list (a failure
+/// body's) does not, so a later body's take their place, even one that does not move the
+/// stage (a success after an `error`). A pointer to details kept apart does.
+fn says_something(details: &serde_json::Value) -> bool {
+    serde_json::from_value::<Details>(details.clone()).map_or(true, |details| !details.is_empty())
 }
 
 /// An event's details as JSON, by whether the task item can hold them.

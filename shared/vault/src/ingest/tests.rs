@@ -275,10 +275,29 @@ fn a_failure_after_first_keeps_the_first_tracks_details() {
     assert_eq!(out.stage, Stage::Error);
     assert_eq!(out.details, r.details);
     assert!(out.details.as_ref().unwrap().to_string().contains("Harbour"));
-    // An error that says something is recorded.
+    // Nor does one whose only details are its error text (a polled failure's errorMessage,
+    // which is the task's message too); over no tracks, that text is recorded.
     let said = CallbackEvent { details: Details::Error { error: "flagged".into() }, ..event(Stage::Error, 501, &[]) };
     let out = ingest_callback(Some(&r), &said, &body("3"), &claimant("r"), now(1)).record;
+    assert_eq!(out.details, r.details);
+    let bare = CallbackEvent { details: Details::None, ..event(Stage::First, 200, &[]) };
+    let r = ingest_callback(None, &bare, &body("4"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &said, &body("3"), &claimant("r"), now(1)).record;
     assert!(out.details.unwrap().to_string().contains("flagged"));
+}
+
+/// A success after an `error` (the same rank: it does not move the stage) brings the tracks an
+/// error body's empty list left unsaid.
+#[test]
+fn a_success_after_an_error_without_tracks_records_its_tracks() {
+    let failed = CallbackEvent { details: Details::Tracks { tracks: vec![] }, ..event(Stage::Error, 501, &[]) };
+    let track = suno_callbacks::Track { id: "e231".into(), title: Some("Harbour".into()), ..Default::default() };
+    let complete =
+        CallbackEvent { details: Details::Tracks { tracks: vec![track] }, ..event(Stage::Complete, 200, &[]) };
+    let r = ingest_callback(None, &failed, &body("1"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &complete, &body("2"), &claimant("r"), now(1)).record;
+    assert_eq!(out.stage, Stage::Error, "the stage stays");
+    assert!(out.details.as_ref().unwrap().to_string().contains("Harbour"), "{:?}", out.details);
 }
 
 #[test]
