@@ -26,6 +26,12 @@ pub const REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(60);
 /// How long a re-read may take before what is in force stands (requests wait for it).
 pub const REREAD_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How long one attempt of a secret's read may take: under half of [`REREAD_TIMEOUT`], so a
+/// read whose connection stalls is tried again within it (at the functions' own
+/// [`crate::ATTEMPT_TIMEOUT`], as long as the bound, the one attempt spent it all and the SDK
+/// never tried again: a new ingest instance then refused callbacks for a minute).
+pub const SECRET_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(1400);
+
 /// The metric (Count, dimension `Function`) a function emits once per re-read of its secret
 /// that brought nothing usable (unreadable, or text it cannot use): what it made from the
 /// secret before stays in force, so a rotation or a revocation is not taking effect. The
@@ -76,7 +82,12 @@ pub struct SecretReader {
 
 impl SecretReader {
     pub fn new(sdk: &aws_config::SdkConfig, secret_id: &str) -> SecretReader {
-        SecretReader { client: aws_sdk_secretsmanager::Client::new(sdk), secret_id: secret_id.to_owned() }
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(SECRET_ATTEMPT_TIMEOUT)
+            .operation_attempt_timeout(SECRET_ATTEMPT_TIMEOUT)
+            .build();
+        let config = aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).build();
+        SecretReader { client: aws_sdk_secretsmanager::Client::from_conf(config), secret_id: secret_id.to_owned() }
     }
 
     /// The ARN (or name) it reads.
@@ -339,5 +350,49 @@ mod tests {
         assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
         assert!(policy.is_stale(T0, T0.minus(Duration::from_millis(1))), "the clock stepped back: age unknown");
         assert!(AgePolicy { max_age: Duration::ZERO }.is_stale(T0, T0));
+    }
+
+    /// A read whose first attempt stalls (a connection that never answers) is tried again
+    /// within [`REREAD_TIMEOUT`], and brings the secret.
+    #[tokio::test]
+    async fn a_read_whose_first_attempt_stalls_is_tried_again_in_time() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let served = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for attempt in 1.. {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = vec![0; 8192];
+                let _ = stream.read(&mut request).await;
+                if attempt == 1 {
+                    held.push(stream);
+                    continue;
+                }
+                let body = br#"{"ARN":"arn:x","Name":"n","SecretString":"{\"k\":1}","VersionId":"v"}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).await.unwrap();
+                stream.write_all(body).await.unwrap();
+                return attempt;
+            }
+            unreachable!()
+        });
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_secretsmanager::config::SharedCredentialsProvider::new(
+                aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "test"),
+            ))
+            .endpoint_url(&origin)
+            .retry_config(aws_config::retry::RetryConfig::standard())
+            .timeout_config(crate::timeouts())
+            .build();
+        let reader = SecretReader::new(&sdk, "arn:x");
+        let text = read_within_timeout(&reader).await.expect("read on its second attempt");
+        assert_eq!(text.expose(), r#"{"k":1}"#);
+        assert_eq!(served.await.unwrap(), 2);
     }
 }
