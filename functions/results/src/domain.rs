@@ -171,14 +171,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
-    // Watched and with something a poll may still bring (a watch the reconciler has yet to
-    // end, its task needing none, is no reason to wait).
-    let awaited = record.reconcile.is_some() && stemvault_vault::reconcile::needs_watching(record);
-    // Given up, a task still copies the files it has (given up at `first`, say); and a
-    // request adding files to a settled task has marked it (`adding`) before writing them.
-    let done = record.adding.is_none()
-        && ((record.abandoned.is_some() && record.files_settled())
-            || (manifest.stage.is_terminal() && manifest.vault != VaultState::Pending && !awaited));
+    let done = record.is_done(manifest.vault);
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,

@@ -87,6 +87,11 @@ pub struct EventDetail {
     pub family: Family,
     pub stage: Stage,
     pub vault: VaultState,
+    /// Whether a client may stop asking about the task ([`TaskRecord::is_done`], as `GET
+    /// /tasks/{id}`'s `done`): a `Task Vaulted` at `text` or `first`, or one while a poll may
+    /// still bring a file, is not the last.
+    #[serde(default)]
+    pub done: bool,
     /// The user's own id for the task, when it was registered with one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ref: Option<String>,
@@ -174,6 +179,7 @@ fn detail(
         family: record.family,
         stage: record.stage,
         vault,
+        done: record.is_done(vault),
         client_ref: record.client_ref.clone(),
         code: record.code,
         message: record.message.clone(),

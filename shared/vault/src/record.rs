@@ -550,6 +550,19 @@ impl TaskRecord {
         self.files.values().any(|f| f.is_uncommitted(self.generation))
     }
 
+    /// Whether a client may stop asking about the task, its files settled as `vault`: given up
+    /// with every file settled (a task given up at `first` still copies the files it has), or
+    /// at a final stage, settled, and awaiting nothing a poll may bring (a watch the reconciler
+    /// has yet to end, its task needing none, is no reason to wait); never while a request
+    /// adding files has marked it ([`TaskRecord::adding`]). `GET /tasks/{id}`'s `done`, and
+    /// every event's.
+    pub fn is_done(&self, vault: VaultState) -> bool {
+        let awaited = self.reconcile.is_some() && crate::reconcile::needs_watching(self);
+        self.adding.is_none()
+            && ((self.abandoned.is_some() && self.files_settled())
+                || (self.stage.is_terminal() && vault != VaultState::Pending && !awaited))
+    }
+
     /// Every file is stored or failed for good (a task without files is settled too).
     pub fn files_settled(&self) -> bool {
         self.files.values().all(|f| f.status.is_settled())

@@ -40,6 +40,24 @@ fn files_too_many_for_one_event_are_counted_not_listed() {
     assert_eq!(stage_changed(&record(), "b").detail.files_omitted, None);
 }
 
+/// An event says whether a client may stop asking, as `GET /tasks/{id}` does: a `Task
+/// Vaulted` at `first`, or while a file is still copied, is not the last; one at a final
+/// stage, or a give-up's once its files are settled, is.
+#[test]
+fn an_event_says_whether_the_task_is_done() {
+    let r = record();
+    assert!(vaulted(&r, VaultState::Partial, "b", "m").detail.done);
+    let first = TaskRecord { stage: Stage::First, ..record() };
+    assert!(!vaulted(&first, VaultState::Complete, "b", "m").detail.done, "more stages to come");
+    let mut copying = record();
+    copying.files.values_mut().for_each(|f| f.status = FileStatus::Queued);
+    copying.vault = VaultState::Pending;
+    assert!(!stage_changed(&copying, "b").detail.done, "files still copied");
+    let abandoned = crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at: r.last_received_at };
+    let gave_up = TaskRecord { stage: Stage::First, abandoned: Some(abandoned), ..record() };
+    assert!(given_up(&gave_up, "b", crate::GiveUpReason::Abandoned).detail.done, "given up, files settled");
+}
+
 #[test]
 fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
     let r = record();
@@ -54,6 +72,7 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
             "family": "vocal_separation",
             "stage": "final",
             "vault": "partial",
+            "done": true,
             "client_ref": "order-17",
             "code": 200,
             "message": "ok",
