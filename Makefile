@@ -58,7 +58,8 @@ deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 # without rustup may have them already; three tries, a download may fail once). Before every
 # other rustup call: rustup does not take two at once (make -j).
 rust-components:
-	@for try in 1 2 3; do rustup component add rustfmt clippy >/dev/null 2>&1 && break; sleep 5; done; true
+	@command -v rustup >/dev/null 2>&1 || exit 0; \
+	  for try in 1 2 3; do rustup component add rustfmt clippy >/dev/null 2>&1 && exit 0; [ $$try = 3 ] || sleep 5; done; true
 
 # What `sam build` needs (README, Deploying): SAM CLI, cargo-lambda, Zig and the arm64 target.
 tools: $(VENV)/tools/.installed rust-components lambda-target

@@ -86,7 +86,11 @@ impl SecretReader {
             .connect_timeout(SECRET_ATTEMPT_TIMEOUT)
             .operation_attempt_timeout(SECRET_ATTEMPT_TIMEOUT)
             .build();
-        let config = aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).build();
+        // A short first backoff (the standard one waits up to a second) leaves the retry most
+        // of the bound.
+        let retries = aws_config::retry::RetryConfig::standard().with_initial_backoff(Duration::from_millis(100));
+        let config =
+            aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).retry_config(retries).build();
         SecretReader { client: aws_sdk_secretsmanager::Client::from_conf(config), secret_id: secret_id.to_owned() }
     }
 

@@ -163,6 +163,7 @@ fn detail(
     record: &TaskRecord,
     event_id: String,
     vault: VaultState,
+    done: bool,
     bucket: &str,
     manifest_key: Option<String>,
 ) -> EventDetail {
@@ -179,7 +180,7 @@ fn detail(
         family: record.family,
         stage: record.stage,
         vault,
-        done: record.is_done(vault),
+        done,
         client_ref: record.client_ref.clone(),
         code: record.code,
         message: record.message.clone(),
@@ -197,7 +198,7 @@ pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
     let id = event_id(&record.task_id, EventType::StageChanged, record.stage.as_str());
     TaskEvent {
         kind: EventType::StageChanged,
-        detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()),
+        detail: detail(record, id, record.vault, record.is_done(record.vault), bucket, record.manifest_key.clone()),
     }
 }
 
@@ -205,7 +206,11 @@ pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
 /// one task: the stage of a failure result).
 pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
     let id = event_id(&record.task_id, EventType::Failed, reason);
-    TaskEvent { kind: EventType::Failed, detail: detail(record, id, record.vault, bucket, record.manifest_key.clone()) }
+    let done = record.is_done(record.vault);
+    TaskEvent {
+        kind: EventType::Failed,
+        detail: detail(record, id, record.vault, done, bucket, record.manifest_key.clone()),
+    }
 }
 
 /// `Task Failed` for a task the reconciler gives up on, for `reason` (`abandoned`,
@@ -216,6 +221,8 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
     let mut event = failed(record, bucket, &format!("{reason}.{}.{}", record.generation, record.stage.as_str()));
     event.detail.given_up = Some(reason.as_str().to_owned());
+    // Made before the write that gives the task up.
+    event.detail.done = record.is_done_once_given_up();
     event
 }
 
@@ -224,7 +231,11 @@ pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) 
 pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {
     // A file set is settled once per stage: a new stage over the same files is a new event.
     let id = event_id(&record.task_id, EventType::Vaulted, &format!("{}.{}", record.generation, record.stage.as_str()));
-    TaskEvent { kind: EventType::Vaulted, detail: detail(record, id, vault, bucket, Some(manifest_key.to_owned())) }
+    let done = record.is_done_once_settled(vault);
+    TaskEvent {
+        kind: EventType::Vaulted,
+        detail: detail(record, id, vault, done, bucket, Some(manifest_key.to_owned())),
+    }
 }
 
 /// What a `Task Vaulted` of `record` settled as `vault` says, as a digest: its detail but for
@@ -236,7 +247,9 @@ pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_ke
 /// nothing (a consumer got up to 8 copies of it per file, as webhooks too).
 pub fn announcement(record: &TaskRecord, vault: VaultState, manifest_key: &str) -> String {
     use sha2::{Digest, Sha256};
-    let said = EventDetail { generation: 0, ..detail(record, String::new(), vault, "", Some(manifest_key.to_owned())) };
+    let done = record.is_done_once_settled(vault);
+    let said =
+        EventDetail { generation: 0, ..detail(record, String::new(), vault, done, "", Some(manifest_key.to_owned())) };
     // A derived Serialize of plain data: cannot fail.
     let json = serde_json::to_vec(&(said, files_of(record))).unwrap_or_default();
     hex::encode(&Sha256::digest(json)[..16])

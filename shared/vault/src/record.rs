@@ -557,7 +557,22 @@ impl TaskRecord {
     /// adding files has marked it ([`TaskRecord::adding`]). `GET /tasks/{id}`'s `done`, and
     /// every event's.
     pub fn is_done(&self, vault: VaultState) -> bool {
-        let awaited = self.reconcile.is_some() && crate::reconcile::needs_watching(self);
+        self.is_done_awaiting(vault, self.reconcile.is_some() && crate::reconcile::needs_watching(self))
+    }
+
+    /// [`Self::is_done`] once the settle being planned is written: that write starts the watch
+    /// the task needs ([`crate::download::SettlePlan`]'s `watch_from`), which the record read
+    /// before it may not have yet.
+    pub fn is_done_once_settled(&self, vault: VaultState) -> bool {
+        self.is_done_awaiting(vault, crate::reconcile::needs_watching(self))
+    }
+
+    /// [`Self::is_done`] once the give-up being made is written: its event is made before.
+    pub fn is_done_once_given_up(&self) -> bool {
+        self.adding.is_none() && self.files_settled()
+    }
+
+    fn is_done_awaiting(&self, vault: VaultState, awaited: bool) -> bool {
         self.adding.is_none()
             && ((self.abandoned.is_some() && self.files_settled())
                 || (self.stage.is_terminal() && vault != VaultState::Pending && !awaited))

@@ -40,22 +40,26 @@ fn files_too_many_for_one_event_are_counted_not_listed() {
     assert_eq!(stage_changed(&record(), "b").detail.files_omitted, None);
 }
 
-/// An event says whether a client may stop asking, as `GET /tasks/{id}` does: a `Task
-/// Vaulted` at `first`, or while a file is still copied, is not the last; one at a final
-/// stage, or a give-up's once its files are settled, is.
+/// An event says whether a client may stop asking, as `GET /tasks/{id}` says once the write
+/// it comes with is made: a `Task Vaulted` at `first`, one whose failed file a poll may still
+/// bring a fresh URL for (the settle starts that watch), or one while a file is still copied,
+/// is not the last; one at a final stage with nothing awaited is, as a give-up's (made before
+/// its write) once its files are settled.
 #[test]
 fn an_event_says_whether_the_task_is_done() {
-    let r = record();
-    assert!(vaulted(&r, VaultState::Partial, "b", "m").detail.done);
-    let first = TaskRecord { stage: Stage::First, ..record() };
+    let expired = record();
+    assert!(!vaulted(&expired, VaultState::Partial, "b", "m").detail.done, "its 403 file is watched for a new URL");
+    let mut refused = record();
+    refused.files.get_mut("drums").unwrap().error = Some("too_large: the file is larger than the limit".into());
+    assert!(vaulted(&refused, VaultState::Partial, "b", "m").detail.done);
+    let first = TaskRecord { stage: Stage::First, ..refused.clone() };
     assert!(!vaulted(&first, VaultState::Complete, "b", "m").detail.done, "more stages to come");
     let mut copying = record();
     copying.files.values_mut().for_each(|f| f.status = FileStatus::Queued);
     copying.vault = VaultState::Pending;
     assert!(!stage_changed(&copying, "b").detail.done, "files still copied");
-    let abandoned = crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at: r.last_received_at };
-    let gave_up = TaskRecord { stage: Stage::First, abandoned: Some(abandoned), ..record() };
-    assert!(given_up(&gave_up, "b", crate::GiveUpReason::Abandoned).detail.done, "given up, files settled");
+    assert!(given_up(&first, "b", crate::GiveUpReason::Abandoned).detail.done, "given up, its files settled");
+    assert!(!given_up(&copying, "b", crate::GiveUpReason::Abandoned).detail.done, "given up, still copying");
 }
 
 #[test]
@@ -72,7 +76,8 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
             "family": "vocal_separation",
             "stage": "final",
             "vault": "partial",
-            "done": true,
+            // Its 403 file: a poll may bring a fresh URL (the settle starts watching the task).
+            "done": false,
             "client_ref": "order-17",
             "code": 200,
             "message": "ok",
