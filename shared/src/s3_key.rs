@@ -136,7 +136,17 @@ pub(crate) fn shortened(text: &str, max_bytes: usize) -> String {
 }
 
 fn hex_sha256(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex_of(&Sha256::digest(text.as_bytes()))
+}
+
+/// The first 8 lower-case hex digits of SHA-256(`text`): what tells apart names (and saved
+/// file names) cut or cleaned to the same text.
+pub fn short_sha256(text: &str) -> String {
+    hex_of(&Sha256::digest(text.as_bytes())[..4])
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The prefix of every verbatim callback body of a task, with a trailing `/`.

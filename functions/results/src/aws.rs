@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
-use sha2::{Digest, Sha256};
 use stemvault_aws::TaskTable;
 use stemvault_vault::items;
 use stemvault_vault::{Conditional, LoadTask, SaveTask, StorageError, StoreError, TaskRecord};
@@ -116,7 +115,7 @@ fn attachment(key: &str) -> String {
         name
     } else {
         let extension = s3_key::key_extension(key).map(|e| format!(".{e}")).unwrap_or_default();
-        let hash = hex::encode(&Sha256::digest(key.as_bytes())[..4]);
+        let hash = s3_key::short_sha256(key);
         // ASCII: any byte index is a character boundary.
         let start = &name[..MAX_FILENAME_BYTES - 1 - hash.len() - extension.len()];
         format!("{start}-{hash}{extension}")

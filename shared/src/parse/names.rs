@@ -1,8 +1,6 @@
 //! Turning provider ids and JSON keys into S3-safe name segments.
 
-use sha2::{Digest, Sha256};
-
-use crate::s3_key;
+use crate::s3_key::{self, short_sha256};
 
 /// `-` and 8 hex digits: what [`distinct_segment`] and [`unreserved`] append.
 const HASH_SUFFIX_LEN: usize = 9;
@@ -57,7 +55,7 @@ pub(super) fn distinct_segment(raw: &str) -> String {
 fn hashed(raw: &str, segment: &str) -> String {
     // Segments are ASCII, so any byte index is a char boundary.
     let kept = &segment[..segment.len().min(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)];
-    format!("{kept}-{}", short_hash(raw))
+    format!("{kept}-{}", short_sha256(raw))
 }
 
 /// `raw` as a file name's last segment: [`distinct_segment`], and hashed too when it ends in an
@@ -81,12 +79,7 @@ pub(super) fn unreserved(name: &str) -> String {
     // The reserved word is the part of the first segment before any `.`.
     let word_len = first.find('.').unwrap_or(first.len());
     let (word, rest) = name.split_at(word_len);
-    format!("{word}-{}{rest}", short_hash(first))
-}
-
-/// The first 8 lower-case hex digits of SHA-256(`raw`).
-fn short_hash(raw: &str) -> String {
-    Sha256::digest(raw.as_bytes())[..4].iter().map(|b| format!("{b:02x}")).collect()
+    format!("{word}-{}{rest}", short_sha256(first))
 }
 
 /// Whether `segment` ends in `-` and 8 lower-case hex digits, as a hashed segment does.
@@ -163,14 +156,14 @@ mod tests {
         assert_eq!(distinct_segment("4f1e2d3c-0001"), "4f1e2d3c-0001");
         assert_eq!(distinct_segment(""), "");
         let hashed = distinct_segment("a/b");
-        assert_eq!(hashed, format!("a_b-{}", short_hash("a/b")));
+        assert_eq!(hashed, format!("a_b-{}", short_sha256("a/b")));
         assert_ne!(distinct_segment("a b"), hashed);
         // A safe look-alike of a hashed segment is hashed in turn.
-        assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_hash(&hashed)));
-        assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_hash("x-12345678")));
+        assert_eq!(distinct_segment(&hashed), format!("{hashed}-{}", short_sha256(&hashed)));
+        assert_eq!(distinct_segment("x-12345678"), format!("x-12345678-{}", short_sha256("x-12345678")));
         assert_eq!(distinct_segment("x-123456a"), "x-123456a");
-        assert_eq!(file_segment("x.mp3"), format!("x.mp3-{}", short_hash("x.mp3")));
-        assert_eq!(file_segment("x.Wav"), format!("x.Wav-{}", short_hash("x.Wav")));
+        assert_eq!(file_segment("x.mp3"), format!("x.mp3-{}", short_sha256("x.mp3")));
+        assert_eq!(file_segment("x.Wav"), format!("x.Wav-{}", short_sha256("x.Wav")));
         assert_eq!((file_segment("x.mp3s"), file_segment("x")), ("x.mp3s".into(), "x".into()));
         assert_eq!(file_segment("a b.mp3"), distinct_segment("a b.mp3"), "changed: hashed alike");
         assert_eq!(distinct_segment("take.mp3"), "take.mp3", "not a file's own segment: kept");
@@ -179,10 +172,10 @@ mod tests {
         assert_eq!(long.len(), MAX_SEGMENT_LEN);
         assert!(long.starts_with(&"x".repeat(MAX_SEGMENT_LEN - HASH_SUFFIX_LEN)));
         assert_ne!(long, distinct_segment(&"x".repeat(101)));
-        assert_eq!(distinct_segment("."), format!("_-{}", short_hash(".")));
+        assert_eq!(distinct_segment("."), format!("_-{}", short_sha256(".")));
         // Look-alikes of the numbers the parser appends are hashed; other numbers are kept.
         for suffixed in ["x-2", "track-3", "cover-1", "a-b-999999999"] {
-            assert_eq!(distinct_segment(suffixed), format!("{suffixed}-{}", short_hash(suffixed)), "{suffixed}");
+            assert_eq!(distinct_segment(suffixed), format!("{suffixed}-{}", short_sha256(suffixed)), "{suffixed}");
         }
         for kept in ["x-0", "x-02", "x-1234567890", "x-", "x-2a", "x2", "-"] {
             assert_eq!(distinct_segment(kept), kept, "{kept}");
@@ -192,15 +185,15 @@ mod tests {
 
     #[test]
     fn reserved_first_segments_are_renamed() {
-        assert_eq!(unreserved("manifest"), format!("manifest-{}", short_hash("manifest")));
-        assert_eq!(unreserved("manifest.json"), format!("manifest-{}.json", short_hash("manifest.json")));
-        assert_eq!(unreserved("callbacks.x/y"), format!("callbacks-{}.x/y", short_hash("callbacks.x")));
+        assert_eq!(unreserved("manifest"), format!("manifest-{}", short_sha256("manifest")));
+        assert_eq!(unreserved("manifest.json"), format!("manifest-{}.json", short_sha256("manifest.json")));
+        assert_eq!(unreserved("callbacks.x/y"), format!("callbacks-{}.x/y", short_sha256("callbacks.x")));
         assert!(!s3_key::is_reserved_name(&unreserved("manifest.json")));
-        assert_eq!(unreserved("callbacks/first-abc"), format!("callbacks-{}/first-abc", short_hash("callbacks")));
-        assert_eq!(unreserved("details/xUrl"), format!("details-{}/xUrl", short_hash("details")));
+        assert_eq!(unreserved("callbacks/first-abc"), format!("callbacks-{}/first-abc", short_sha256("callbacks")));
+        assert_eq!(unreserved("details/xUrl"), format!("details-{}/xUrl", short_sha256("details")));
         assert_eq!(unreserved("result/manifest"), "result/manifest");
         assert_eq!(unreserved("manifests"), "manifests");
-        assert_eq!(short_hash("abc"), "ba7816bf");
+        assert_eq!(short_sha256("abc"), "ba7816bf");
     }
 
     #[test]
