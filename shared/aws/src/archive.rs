@@ -5,8 +5,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::config::retry::{RetryConfig, RetryPartition};
-use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::retry::RetryPartition;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::ByteStream;
 use stemvault_vault::StorageError;
@@ -78,7 +77,7 @@ impl BodyArchive {
 pub const PARK_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
 
 /// The most a park waits before its first retry (the SDK's standard retries, jittered).
-pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
+pub const PARK_FIRST_RETRY_WITHIN: Duration = crate::QUICK_FIRST_RETRY;
 
 /// The retry partition parks retry in: their own token bucket. The SDK's retry quota is per
 /// partition and process, and S3 calls that timed out (the archive's, when S3 is slow: what
@@ -86,13 +85,10 @@ pub const PARK_FIRST_RETRY_WITHIN: Duration = Duration::from_millis(100);
 pub const PARK_RETRY_PARTITION: &str = "stemvault-park";
 
 fn park_config() -> aws_sdk_s3::config::Builder {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(PARK_ATTEMPT_TIMEOUT)
-        .operation_attempt_timeout(PARK_ATTEMPT_TIMEOUT)
-        .build();
+    let (timeouts, retries) = crate::quick_attempts(PARK_ATTEMPT_TIMEOUT);
     aws_sdk_s3::config::Builder::default()
         .timeout_config(timeouts)
-        .retry_config(RetryConfig::standard().with_initial_backoff(PARK_FIRST_RETRY_WITHIN))
+        .retry_config(retries)
         .retry_partition(RetryPartition::new(PARK_RETRY_PARTITION))
 }
 

@@ -83,6 +83,17 @@ pub fn timeouts() -> TimeoutConfig {
     TimeoutConfig::builder().connect_timeout(SDK_CONNECT_TIMEOUT).operation_attempt_timeout(ATTEMPT_TIMEOUT).build()
 }
 
+/// For a request that must be tried again within a short bound (a park, a secret's read):
+/// `attempt` for its connection and each attempt, and the SDK's standard retries with a first
+/// backoff of at most [`QUICK_FIRST_RETRY`] (the standard one waits up to a second).
+pub fn quick_attempts(attempt: Duration) -> (TimeoutConfig, aws_config::retry::RetryConfig) {
+    let timeouts = TimeoutConfig::builder().connect_timeout(attempt).operation_attempt_timeout(attempt).build();
+    (timeouts, aws_config::retry::RetryConfig::standard().with_initial_backoff(QUICK_FIRST_RETRY))
+}
+
+/// The most [`quick_attempts`] waits before the first retry (jittered).
+pub const QUICK_FIRST_RETRY: Duration = Duration::from_millis(100);
+
 /// [`timeouts`] without the attempt timeout, for a request that may take as long as it
 /// takes (a client's or an operation's override: the SDK takes nothing from the timeouts it
 /// overrides, so the connect timeout is set again here).

@@ -82,13 +82,7 @@ pub struct SecretReader {
 
 impl SecretReader {
     pub fn new(sdk: &aws_config::SdkConfig, secret_id: &str) -> SecretReader {
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .connect_timeout(SECRET_ATTEMPT_TIMEOUT)
-            .operation_attempt_timeout(SECRET_ATTEMPT_TIMEOUT)
-            .build();
-        // A short first backoff (the standard one waits up to a second) leaves the retry most
-        // of the bound.
-        let retries = aws_config::retry::RetryConfig::standard().with_initial_backoff(Duration::from_millis(100));
+        let (timeouts, retries) = crate::quick_attempts(SECRET_ATTEMPT_TIMEOUT);
         let config =
             aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).retry_config(retries).build();
         SecretReader { client: aws_sdk_secretsmanager::Client::from_conf(config), secret_id: secret_id.to_owned() }
@@ -142,12 +136,6 @@ impl ReadSecret for SecretReader {
 /// on it when the current text cannot be used.
 pub trait ReadPreviousSecret {
     fn read_previous_secret(&self) -> impl Future<Output = Result<SecretText, SecretError>> + Send;
-}
-
-impl ReadPreviousSecret for SecretReader {
-    async fn read_previous_secret(&self) -> Result<SecretText, SecretError> {
-        self.read_previous().await
-    }
 }
 
 /// The secret's text, unless the read takes longer than [`REREAD_TIMEOUT`] (then
@@ -384,17 +372,8 @@ mod tests {
             }
             unreachable!()
         });
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_secretsmanager::config::SharedCredentialsProvider::new(
-                aws_sdk_secretsmanager::config::Credentials::new("test", "test", None, None, "test"),
-            ))
-            .endpoint_url(&origin)
-            .retry_config(aws_config::retry::RetryConfig::standard())
-            .timeout_config(crate::timeouts())
-            .build();
-        let reader = SecretReader::new(&sdk, "arn:x");
+        // Its retries off, as the reader's own settings replace them.
+        let reader = SecretReader::new(&crate::test_http::sdk_at(&origin), "arn:x");
         let text = read_within_timeout(&reader).await.expect("read on its second attempt");
         assert_eq!(text.expose(), r#"{"k":1}"#);
         assert_eq!(served.await.unwrap(), 2);
