@@ -205,8 +205,11 @@ pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
 /// `Task Failed` for a record whose result is a failure (`reason` distinguishes failures of
 /// one task: the stage of a failure result).
 pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
+    failed_with(record, bucket, reason, record.is_done(record.vault))
+}
+
+fn failed_with(record: &TaskRecord, bucket: &str, reason: &str, done: bool) -> TaskEvent {
     let id = event_id(&record.task_id, EventType::Failed, reason);
-    let done = record.is_done(record.vault);
     TaskEvent {
         kind: EventType::Failed,
         detail: detail(record, id, record.vault, done, bucket, record.manifest_key.clone()),
@@ -219,10 +222,10 @@ pub fn failed(record: &TaskRecord, bucket: &str, reason: &str) -> TaskEvent {
 /// generation), so a task given up again gets an event of its own, not a duplicate of the
 /// first that consumers would drop; a give-up tried again after its write failed keeps its id.
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
-    let mut event = failed(record, bucket, &format!("{reason}.{}.{}", record.generation, record.stage.as_str()));
-    event.detail.given_up = Some(reason.as_str().to_owned());
+    let id = format!("{reason}.{}.{}", record.generation, record.stage.as_str());
     // Made before the write that gives the task up.
-    event.detail.done = record.is_done_once_given_up();
+    let mut event = failed_with(record, bucket, &id, record.is_done_once_given_up());
+    event.detail.given_up = Some(reason.as_str().to_owned());
     event
 }
 

@@ -434,7 +434,8 @@ fn merge_details(record: &mut TaskRecord, event: &CallbackEvent, body: &BodyInfo
 /// body's) does not, so a later body's take their place, even one that does not move the
 /// stage (a success after an `error`). A pointer to details kept apart does.
 fn says_something(details: &serde_json::Value) -> bool {
-    serde_json::from_value::<Details>(details.clone()).map_or(true, |details| !details.is_empty())
+    use serde::Deserialize;
+    Details::deserialize(details).map_or(true, |details| !details.is_empty())
 }
 
 /// An event's details as JSON, by whether the task item can hold them.
