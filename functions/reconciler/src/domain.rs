@@ -229,6 +229,12 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Whether the run polls no more: the provider asked for quiet (a rate limit, a wait, a
+    /// refusal that stands), or its next turn lies past the run's time.
+    fn polls_held(&self) -> bool {
+        self.rate_limited || self.refused || self.stopped_early
+    }
+
     /// Nothing was found to do.
     pub fn is_idle(&self) -> bool {
         self.tasks_due == 0
@@ -238,12 +244,11 @@ impl Outcome {
     }
 }
 
-/// Whether a run still polls the provider.
+/// Whether a run still polls the provider ([`Outcome::polls_held`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Polls {
     Go,
-    /// No more this run: the provider asked for quiet (a rate limit, a wait, a refusal that
-    /// stands), or its next turn lies past the run's time.
+    /// No more this run.
     Held,
 }
 
@@ -297,7 +302,6 @@ pub async fn reconcile<P: Ports>(
     // Once the provider asked for quiet (a rate limit, a wait, a refusal that stands) or its
     // next turn lies past the run's time, no task is polled; the rest are still read, so that
     // those whose time came and that are owed no poll are given up (the others stay due).
-    let mut polls = Polls::Go;
     for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
             outcome.stopped_early = true;
@@ -306,10 +310,10 @@ pub async fn reconcile<P: Ports>(
         // The provider's next turn, before the task's budget starts (a slow pace never eats
         // it); one past the run's time is left to the next run.
         let until_stop = Duration::from_secs(stop_at.seconds_since(ports.now()));
-        if settings.polls && polls == Polls::Go && !ports.await_poll_turn(until_stop).await {
+        if settings.polls && !outcome.polls_held() && !ports.await_poll_turn(until_stop).await {
             outcome.stopped_early = true;
-            polls = Polls::Held;
         }
+        let polls = if outcome.polls_held() { Polls::Held } else { Polls::Go };
         let deadline = tokio::time::Instant::now() + TASK_BUDGET;
         // What shared code logs of the task (a newer URL too long to keep, ...) names it.
         let span = tracing::info_span!("task", task_id = %task_id);
@@ -337,7 +341,6 @@ pub async fn reconcile<P: Ports>(
                 outcome.unanswered += usize::from(polled.unanswered());
                 if polled.rate_limited() {
                     outcome.rate_limited = true;
-                    polls = Polls::Held;
                     let answer = polled.as_text();
                     tracing::warn!(
                         task_id,
@@ -348,7 +351,6 @@ pub async fn reconcile<P: Ports>(
                 if polled.refused() {
                     // The run's error line (below) names what to fix.
                     outcome.refused = true;
-                    polls = Polls::Held;
                 }
             }
             Err(e) => {
