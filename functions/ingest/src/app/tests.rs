@@ -541,6 +541,24 @@ async fn a_secret_whose_text_cannot_be_used_at_start_up_falls_back_on_its_previo
     assert_eq!(refusal(&h, signed_at(KEY, NOW_SECS + 60)).await, "signature_mismatch", "rotated out");
 }
 
+/// A secret whose current text and previous version both cannot be used starts the function
+/// answering 503 `secret_unreadable`, its log naming both faults (no key).
+#[tokio::test]
+async fn a_secret_neither_of_whose_versions_can_be_used_starts_the_function_answering_503() {
+    let captured = capture_logs();
+    let broken = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(NOW_SECS * 1000));
+    broken.set_secret_text(&format!(r#"{{"webhook_hmac_keys": ["{KEY}", ""]}}"#));
+    broken.set_secret_text("not json");
+    let h = App::with_ports(&config(), broken).await;
+    assert_eq!(h.ports.measures(), [Measure::SecretRereadFailed], "counted, so alarmed");
+    let logs = logs_without_keys(&captured);
+    assert!(
+        logs.contains("nor can its previous version's (AWSPREVIOUS)") && logs.contains("key number 2 is empty"),
+        "{logs}"
+    );
+    in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
+}
+
 /// The first request of an instance waited for it to start (the secret's read): its answer
 /// is due that much sooner; later requests count from when they are handled.
 #[tokio::test]
