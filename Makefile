@@ -55,11 +55,10 @@ python-locks:
 deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 
 # rustfmt and clippy, which a minimal rustup profile lacks (best effort: a Rust installed
-# without rustup may have them already; three tries, a download may fail once). Before every
-# other rustup call: rustup does not take two at once (make -j).
+# without rustup may have them already; rustup retries a failed download itself). Before
+# every other rustup call: rustup does not take two at once (make -j).
 rust-components:
-	@command -v rustup >/dev/null 2>&1 || exit 0; \
-	  for try in 1 2 3; do rustup component add rustfmt clippy >/dev/null 2>&1 && exit 0; [ $$try = 3 ] || sleep 5; done; true
+	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 # What `sam build` needs (README, Deploying): SAM CLI, cargo-lambda, Zig and the arm64 target.
 tools: $(VENV)/tools/.installed rust-components lambda-target
@@ -71,7 +70,6 @@ LAMBDA_TARGET := aarch64-unknown-linux-gnu
 lambda-target: rust-components
 	@test -d "$$(rustc --print sysroot)/lib/rustlib/$(LAMBDA_TARGET)/lib" \
 	  || rustup target add $(LAMBDA_TARGET) >/dev/null \
-	  || { sleep 5; rustup target add $(LAMBDA_TARGET) >/dev/null; } \
 	  || { echo "cannot add the Rust target $(LAMBDA_TARGET) (rustup needs the network once, or: rustup target add $(LAMBDA_TARGET))" >&2; exit 1; }
 
 # --- test -----------------------------------------------------------------------------
