@@ -32,9 +32,14 @@ const KEY: &str = "integration-test-key";
 /// Put `secret` in the emulator as this test's callback secret (created, or rotated when it
 /// exists); its ARN.
 async fn put_secret(env: &TestEnv, secret: &CallbackSecret) -> String {
-    let name = format!("{}-callback", env.resources.table_name);
-    let text = SecretText::new(secret.to_json());
-    stemvault_aws::secrets::put_secret(&env.config, &name, &text).await.expect("put the callback secret")
+    put_secret_text(env, "callback", &SecretText::new(secret.to_json())).await
+}
+
+/// Put `text` in the emulator as this test's secret named by `suffix` (created, or rotated
+/// when it exists); its ARN.
+async fn put_secret_text(env: &TestEnv, suffix: &str, text: &SecretText) -> String {
+    let name = format!("{}-{suffix}", env.resources.table_name);
+    stemvault_aws::secrets::put_secret(&env.config, &name, text).await.expect("put the secret")
 }
 
 fn signing_key(key: &str) -> CallbackSecret {
@@ -793,9 +798,7 @@ async fn a_secret_unreadable_or_opening_nothing_starts_ingest_answering_503() {
     assert!(env.record(WAV_TASK).await.is_none(), "nothing recorded");
 
     // A secret whose first text is empty (with no previous version to fall back on).
-    let name = format!("{}-empty", env.resources.table_name);
-    let empty = SecretText::new(CallbackSecret::default().to_json());
-    let empty = stemvault_aws::secrets::put_secret(&env.config, &name, &empty).await.unwrap();
+    let empty = put_secret_text(&env, "empty", &SecretText::new(CallbackSecret::default().to_json())).await;
     let config = Config { callback_secret_arn: empty, ..config };
     let closed = App::new(config.clone(), &env.config).await;
     let answer = refused(&closed, wav_signed_by(KEY)).await;
@@ -819,9 +822,8 @@ async fn a_secret_unreadable_or_opening_nothing_starts_ingest_answering_503() {
 async fn a_secret_whose_current_text_cannot_be_used_falls_back_on_its_previous_version() {
     let env = TestEnv::new().await;
     let config = config(&env).await;
-    let name = format!("{}-callback", env.resources.table_name);
     let broken = SecretText::new(r#"{"webhook_hmac_keys": ["rotated-key", ""]}"#);
-    stemvault_aws::secrets::put_secret(&env.config, &name, &broken).await.expect("put the broken text");
+    put_secret_text(&env, "callback", &broken).await;
     let started = start(&env, config.clone()).await;
     assert_eq!(started.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK, "the previous version's key");
     assert_eq!(
@@ -829,7 +831,7 @@ async fn a_secret_whose_current_text_cannot_be_used_falls_back_on_its_previous_v
         (StatusCode::SERVICE_UNAVAILABLE, "secret_unreadable".into())
     );
 
-    let first = stemvault_aws::secrets::put_secret(&env.config, &format!("{name}-first"), &broken).await.unwrap();
+    let first = put_secret_text(&env, "callback-first", &broken).await;
     let unread = start(&env, Config { callback_secret_arn: first, ..config }).await;
     assert_eq!(
         refused(&unread, wav_signed_by(KEY)).await,

@@ -124,12 +124,13 @@ async fn handle_message<P: Ports>(
             outcome
         }
     };
-    log_outcome(&outcome, delivery.receive_count);
+    log_outcome(&outcome, &delivery);
     delay_retry(ports, &delivery, &outcome).await;
     outcome
 }
 
-fn log_outcome(outcome: &Outcome, receive_count: u32) {
+fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
+    let receive_count = delivery.receive_count;
     match outcome {
         Outcome::Delivered { status } => tracing::info!(status, "webhook delivered"),
         Outcome::DeadLettered(e @ NotifyError::Malformed(_)) => {
@@ -139,7 +140,7 @@ fn log_outcome(outcome: &Outcome, receive_count: u32) {
         Outcome::DeadLettered(e) => {
             tracing::error!(error = %e, "the webhook was refused; moved to the dead-letter queue, not retried")
         }
-        Outcome::Retry(e) if crate::domain::is_last_receive(receive_count) => tracing::error!(
+        Outcome::Retry(e) if delivery.is_last_receive() => tracing::error!(
             error = %e,
             receive_count,
             "the webhook failed on its last receive; SQS moves it to the dead-letter queue: redrive it once the \

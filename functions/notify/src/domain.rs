@@ -163,10 +163,12 @@ pub struct Delivery {
     pub stop_at: Instant,
 }
 
-/// Whether a message at `receive_count` is on its last receive: failing now, SQS moves it to
-/// the dead-letter queue.
-pub fn is_last_receive(receive_count: u32) -> bool {
-    receive_count >= MAX_RECEIVE_COUNT
+impl Delivery {
+    /// The queue's last receive of this message ([`MAX_RECEIVE_COUNT`]): failing now, SQS
+    /// moves it to the dead-letter queue.
+    pub fn is_last_receive(&self) -> bool {
+        self.receive_count >= MAX_RECEIVE_COUNT
+    }
 }
 
 /// How a message ended.
@@ -360,7 +362,7 @@ pub async fn delay_retry<P: DelayMessage>(ports: &P, delivery: &Delivery, outcom
         NotifyError::Status { retry_after, .. } => *retry_after,
         _ => None,
     };
-    let delay = match is_last_receive(delivery.receive_count) {
+    let delay = match delivery.is_last_receive() {
         true => Duration::ZERO,
         false => NOTIFY_BACKOFF.next_delay(delivery.receive_count, retry_after),
     };

@@ -563,12 +563,12 @@ impl TaskRecord {
     /// [`Self::is_done`] once the settle being planned is written: that write starts the watch
     /// the task needs ([`crate::download::SettlePlan`]'s `watch_from`), which the record read
     /// before it may not have yet.
-    pub fn is_done_once_settled(&self, vault: VaultState) -> bool {
+    pub(crate) fn is_done_once_settled(&self, vault: VaultState) -> bool {
         self.is_done_awaiting(vault, crate::reconcile::needs_watching(self))
     }
 
     /// [`Self::is_done`] once the give-up being made is written: its event is made before.
-    pub fn is_done_once_given_up(&self) -> bool {
+    pub(crate) fn is_done_once_given_up(&self) -> bool {
         self.adding.is_none() && self.files_settled()
     }
 

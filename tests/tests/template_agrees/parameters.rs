@@ -160,7 +160,7 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
     assert!(provider.is_match(""));
 }
 
-/// Scheduled runs are not retried or kept for later by Lambda (either overlaps the next run,
+/// Scheduled runs are not retried by EventBridge, nor retried or kept for later by Lambda (each would overlap the next run,
 /// which does the same work), and the stack refuses a provider key given beside an existing provider secret.
 #[test]
 fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
@@ -170,6 +170,9 @@ fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
         assert_eq!(config["MaximumRetryAttempts"].as_u64(), Some(0), "{function}");
         // Nor kept for later when throttled (Lambda's default: 6 hours); 60 s is the least.
         assert_eq!(config["MaximumEventAgeInSeconds"].as_u64(), Some(60), "{function}");
+        // Nor started late, beside the next run, by EventBridge's own retries of the invoke.
+        let schedule = &cfn::function_properties(&template, function)["Events"]["Schedule"]["Properties"];
+        assert_eq!(cfn::number(&schedule["RetryPolicy"]["MaximumRetryAttempts"]), 0, "{function}");
     }
     let rule = &template["Rules"]["OneProviderKey"];
     assert_eq!(

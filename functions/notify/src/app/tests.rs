@@ -304,9 +304,16 @@ async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() 
 fn only_what_ends_in_the_dead_letter_queue_is_logged_as_an_error() {
     let captured = stemvault_aws::log_capture::capture_logs();
     let failed = || Outcome::Retry(NotifyError::Status { status: 503, retry_after: None });
-    log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT - 1);
-    log_outcome(&failed(), crate::domain::MAX_RECEIVE_COUNT);
-    log_outcome(&Outcome::DeadLettered(NotifyError::Gone), 1);
+    let received = |receive_count| Delivery {
+        body: String::new(),
+        receipt_handle: None,
+        receive_count,
+        sent_at: None,
+        stop_at: Instant::now(),
+    };
+    log_outcome(&failed(), &received(crate::domain::MAX_RECEIVE_COUNT - 1));
+    log_outcome(&failed(), &received(crate::domain::MAX_RECEIVE_COUNT));
+    log_outcome(&Outcome::DeadLettered(NotifyError::Gone), &received(1));
     let lines: Vec<(bool, bool)> =
         captured.text().lines().map(|line| (line.contains("ERROR"), line.contains("dead-letter queue"))).collect();
     assert_eq!(lines, [(false, false), (true, true), (true, true)], "{}", captured.text());
