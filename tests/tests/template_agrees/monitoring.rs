@@ -100,7 +100,13 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         }
     }
     let reads = |a: &Value, text: &str| serde_yaml::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
-    let rate = alarms.iter().any(|(_, a)| reads(a, "CallbackServerErrors") && reads(a, "CallbackResponses"));
+    // Of the answers neither throttled nor refused: junk traffic must not dilute it.
+    let rate = alarms.iter().any(|(_, a)| {
+        ["CallbackServerErrors", "CallbackResponses", "CallbacksThrottled", "CallbacksRefusedByIngest"]
+            .iter()
+            .all(|metric| reads(a, metric))
+            && reads(a, "(responses - FILL(throttled, 0) - FILL(refused, 0))")
+    });
     if !rate {
         problems.push("no alarm on the rate of callbacks answered 5xx".into());
     }
@@ -115,11 +121,12 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     // Each counted from its routes' access lines (the parts its filter pattern must hold).
     const CALLBACKS: &str = r#"$.routeKey = "POST /callback*""#;
     let results: &[&str] = &[r#"$.routeKey = "GET /tasks*""#, r#"$.routeKey = "PUT /tasks*""#, r#"$.status = "5*""#];
-    let counted_metrics: [(&str, &[&str], &str); 4] = [
+    let counted_metrics: [(&str, &[&str], &str); 5] = [
         ("ResultsServerErrors", results, "results"),
-        ("CallbackServerErrors", &[CALLBACKS], "callback"),
+        ("CallbackServerErrors", &[CALLBACKS, r#"$.status = "5*""#], "callback"),
         ("CallbackResponses", &[CALLBACKS], "callback"),
         ("CallbacksThrottled", &[CALLBACKS, r#"$.status = "429""#], "callback"),
+        ("CallbacksRefusedByIngest", &[CALLBACKS, r#"$.status = "4*""#, r#"$.status != "429""#], "callback"),
     ];
     for (metric, parts, routes) in counted_metrics {
         let counted = resources.values().any(|r| {
@@ -273,6 +280,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "no metric filter counts CallbackServerErrors from the callback routes' access log",
         "no metric filter counts CallbackResponses from the callback routes' access log",
         "no metric filter counts CallbacksThrottled from the callback routes' access log",
+        "no metric filter counts CallbacksRefusedByIngest from the callback routes' access log",
         "no alarm on files failed for good (FilesFailed, every reason)",
         "no dead-letter queue alarm",
         "FnErrors: OKActions do not notify AlarmTopic",
