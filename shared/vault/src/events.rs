@@ -229,6 +229,25 @@ pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) 
     event
 }
 
+/// `Task Vaulted` once the reconciler stops watching a settled task for fresh URLs of its
+/// expired files (none came in time, or the provider no longer knows the task), made from the
+/// record as that write leaves it ([`crate::reconcile::stop_watching`]): the same files, now
+/// `done`, so a consumer waiting on `done` hears it (its settle's event said `false`). None
+/// unless that write is what makes the task done.
+pub fn watch_ended(watched: &TaskRecord, bucket: &str) -> Option<TaskEvent> {
+    let unwatched = crate::reconcile::stop_watching(watched);
+    if watched.is_done(watched.vault) || !unwatched.is_done(unwatched.vault) {
+        return None;
+    }
+    let discriminator = format!("{}.{}.watch_ended", unwatched.generation, unwatched.stage.as_str());
+    let id = event_id(&unwatched.task_id, EventType::Vaulted, &discriminator);
+    let manifest_key = unwatched.manifest_key.clone();
+    Some(TaskEvent {
+        kind: EventType::Vaulted,
+        detail: detail(&unwatched, id, unwatched.vault, true, bucket, manifest_key),
+    })
+}
+
 /// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest
 /// at `manifest_key`: the same for every worker that settles the same file set.
 pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {

@@ -1074,6 +1074,45 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
     assert_eq!(run(&ports).await.tasks_due, 0);
 }
 
+/// A settled task watched for a fresh URL of an expired file is done once the watch ends
+/// without one: a `Task Vaulted` says so (its settle's said `done: false`), published before
+/// the write that ends the watch, so a failed publish leaves the task due and the next run
+/// says it again, under the same id.
+#[tokio::test]
+async fn a_watch_that_ends_without_a_fresh_url_says_the_task_is_done() {
+    let ports = MemoryPorts::new(vec![success()]);
+    let event = parse_callback(CALLBACK).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
+    let mut record = ports.record();
+    for file in record.files.values_mut() {
+        file.status = FileStatus::Failed;
+        file.error = Some("source answered 410 Gone".into());
+    }
+    (record.vault, record.manifest_key, record.open) = (VaultState::Partial, Some("manifest".into()), None);
+    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+    assert!(!record.is_done(record.vault), "watched for a fresh URL");
+    ports.table.put_record(record);
+    ports.events.lock().unwrap().clear();
+    ports.table.advance(settings().give_up_after);
+
+    ports.publish_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = run(&ports).await;
+    assert_eq!((failed.unwatched, failed.tasks_failed), (0, 1), "{failed:?}");
+    assert!(ports.record().reconcile.is_some(), "still due");
+    ports.publish_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    ports.table.advance(Duration::from_secs(3600));
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.unwatched, 1, "{outcome:?}");
+    let record = ports.record();
+    assert!(record.is_done(record.vault), "GET says done");
+    let published = ports.events.lock().unwrap().clone();
+    let said: Vec<(&str, bool, VaultState)> =
+        published.iter().map(|e| (e.detail.event_id.as_str(), e.detail.done, e.detail.vault)).collect();
+    let id = format!("{TASK}.vaulted.{}.{}.watch_ended", record.generation, record.stage.as_str());
+    assert_eq!(said, [(id.as_str(), true, VaultState::Partial)]);
+    assert_eq!(published[0].kind, events::EventType::Vaulted);
+}
+
 /// A done answer without the task's files is nothing new for a task that has its result
 /// (watched for an expired file: the provider spoke), and no answer for one still without it
 /// (polled again, counted unanswered).
