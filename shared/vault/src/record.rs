@@ -578,6 +578,25 @@ impl TaskRecord {
                 || (self.stage.is_terminal() && vault != VaultState::Pending && !awaited))
     }
 
+    /// The vault state and `done` a reader is shown (`GET /tasks/{id}`): the task item's, but
+    /// pending while a file is open (a later callback's file item whose task item write did
+    /// not follow: clients stop waiting on a settled vault); and, every file settled before
+    /// the task item says so, as the settle will write them: its `Task Vaulted` goes out
+    /// before its write (a failed write waits for a retry or the sweeper), so a receiver
+    /// reading the task on that event sees what the event said. Not while a request adding
+    /// files has marked the task, nor for a registration without a result (nothing settles).
+    pub fn shown_vault(&self) -> (VaultState, bool) {
+        match self.settled_vault_state() {
+            None => (VaultState::Pending, self.is_done(VaultState::Pending)),
+            Some(settled)
+                if self.vault == VaultState::Pending && self.stage != Stage::Submitted && self.adding.is_none() =>
+            {
+                (settled, self.is_done_once_settled(settled))
+            }
+            Some(_) => (self.vault, self.is_done(self.vault)),
+        }
+    }
+
     /// Every file is stored or failed for good (a task without files is settled too).
     pub fn files_settled(&self) -> bool {
         self.files.values().all(|f| f.status.is_settled())
