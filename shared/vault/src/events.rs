@@ -74,6 +74,10 @@ pub struct EventFile {
     pub key: String,
     pub bytes: Option<u64>,
     pub sha256: Option<String>,
+    /// The stored object's media type, as the manifest and `GET` give it (events queued
+    /// before it was sent have none).
+    #[serde(default)]
+    pub content_type: Option<String>,
     pub status: PublicFileStatus,
     pub error: Option<String>,
 }
@@ -150,6 +154,7 @@ fn files_of(record: &TaskRecord) -> Vec<EventFile> {
             key: f.key.clone(),
             bytes: f.bytes,
             sha256: f.sha256.clone(),
+            content_type: f.content_type.clone(),
             status: f.status.public(),
             error: match f.status {
                 FileStatus::Failed => f.error.clone(),

@@ -11,6 +11,7 @@ fn record() -> TaskRecord {
     let mut r = TaskRecord::new("t1", Family::VocalSeparation, Stage::Final, 200, "ok", at);
     let mut vocal = FileEntry::pending("https://cdn.example/v.mp3?sig=x", "tasks/t1/vocal.mp3".into(), Stage::Final);
     (vocal.status, vocal.bytes, vocal.sha256) = (FileStatus::Stored, Some(42), Some("ab".repeat(32)));
+    vocal.content_type = Some("audio/mpeg".into());
     let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Final);
     (drums.status, drums.error) = (FileStatus::Failed, Some("source answered 403 Forbidden".into()));
     r.files.insert("vocal".into(), vocal);
@@ -85,10 +86,10 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
             "bucket": "vault-bucket",
             "manifest_key": "tasks/t1/manifest.json",
             "files": [
-                {"name": "drums", "key": "tasks/t1/drums.mp3", "bytes": null, "sha256": null, "status": "failed",
-                 "error": "source answered 403 Forbidden"},
-                {"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab".repeat(32), "status": "stored",
-                 "error": null}
+                {"name": "drums", "key": "tasks/t1/drums.mp3", "bytes": null, "sha256": null, "content_type": null,
+                 "status": "failed", "error": "source answered 403 Forbidden"},
+                {"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab".repeat(32),
+                 "content_type": "audio/mpeg", "status": "stored", "error": null}
             ]
         })
     );
