@@ -726,6 +726,30 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
     kinds
 }
 
+/// What holds data nothing could make again (the record, the vault, the secrets' keys and
+/// tokens) is kept when the stack deletes or replaces it; each secret is unnamed, so one kept
+/// never blocks the stack from making it again.
+#[test]
+fn what_holds_data_outlives_the_stack() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().expect("resources");
+    let mut kept: Vec<&str> = resources
+        .iter()
+        .filter(|(_, r)| r["DeletionPolicy"] == "Retain" && r["UpdateReplacePolicy"] == "Retain")
+        .filter_map(|(name, _)| name.as_str())
+        .collect();
+    kept.sort_unstable();
+    assert_eq!(
+        kept,
+        ["CallbackSecret", "NotifySecret", "ProviderSecret", "TaskTable", "VaultBucket", "VaultBucketPolicy"]
+    );
+    for (name, resource) in resources {
+        if resource["Type"] == "AWS::SecretsManager::Secret" {
+            assert!(resource["Properties"]["Name"].is_null(), "{name:?} is named");
+        }
+    }
+}
+
 #[test]
 fn the_table_keeps_each_task_s_items_together() {
     let template = template();
