@@ -160,6 +160,24 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
     assert!(provider.is_match(""));
 }
 
+/// Setting or emptying `ProviderApiKey` rewrites the provider secret in place (its ARN, the
+/// functions' only reference to it, unchanged): the functions that read the key at start-up
+/// change their configuration with it too, so new instances read it (a warm instance that
+/// started without a key would poll nothing, and one holding a key would keep polling).
+#[test]
+fn a_provider_key_set_or_emptied_starts_new_instances_of_its_readers() {
+    let template = template();
+    for function in ["ReconcilerFunction", "DownloadFunction"] {
+        let description = &cfn::function_properties(&template, function)["Description"];
+        let Some((tag, Value::Sequence(args))) = cfn::intrinsic(description) else {
+            panic!("{function}: Description is not an !If");
+        };
+        assert_eq!((tag.as_str(), args.len()), ("If", 3), "{function}");
+        assert_eq!(args[0], "HasProviderApiKey", "{function}");
+        assert_ne!(args[1], args[2], "{function}: the same either way");
+    }
+}
+
 /// Scheduled runs are not retried by EventBridge, nor retried or kept for later by Lambda (each would overlap the next run,
 /// which does the same work), and the stack refuses a provider key given beside an existing provider secret.
 #[test]
