@@ -111,9 +111,13 @@ impl HttpProvider {
         if !unknown_task(&answer) && !no_task_named(family, &answer) {
             return answer;
         }
-        match url_at(&self.base_url, second, task_id) {
-            Some(url) => self.poll_url(&url).await,
-            None => answer,
+        let Some(url) = url_at(&self.base_url, second, task_id) else { return answer };
+        match self.poll_url(&url).await {
+            // A path not served (an HTTP 404 or 422 without the provider's `code`: the
+            // generation record is known from the provider's pages only) leaves the first
+            // answer, so a task neither record knows is still given up as not found.
+            ProviderAnswer::Http { status: 404 | 422, body } if answer_code(&body).is_none() => answer,
+            second => second,
         }
     }
 
@@ -197,7 +201,8 @@ mod tests {
     }
 
     /// A voice generation task is unknown to the validation record (the family does not say
-    /// which the task is): its generation record is asked next. Any other answer stands.
+    /// which the task is): its generation record is asked next, whose answer stands unless
+    /// its path is not served. Any other answer stands.
     #[tokio::test]
     async fn a_voice_task_the_validation_record_does_not_know_is_polled_at_the_generation_record() {
         use stemvault_aws::test_http::{answer_in_turn, json_reply, key_in_force};
@@ -220,6 +225,14 @@ mod tests {
                 paths,
                 ["/api/v1/voice/validate-info?taskId=v0ice7a5k", "/api/v1/voice/record-info?taskId=v0ice7a5k"]
             );
+        }
+        // The generation record's path not served (a 404 or 422 page): the first answer stands.
+        for status in [404, 422] {
+            let first = br#"{"code":404,"msg":"task not found"}"#;
+            let replies = vec![json_reply(200, first), json_reply(status, b"<html>no such path</html>")];
+            let (origin, _served) = answer_in_turn(replies).await;
+            let answer = HttpProvider::new(&origin, key.clone(), unspaced()).unwrap().poll(Family::Voice, &task).await;
+            assert_eq!(answer, ProviderAnswer::Http { status: 200, body: first.to_vec() }, "{status}");
         }
         // Found, or a 404 that is no provider answer, or another family (one record): that
         // answer (a second poll would find the origin closed: unreachable).
