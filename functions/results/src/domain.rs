@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use stemvault_vault::register::Registration;
 use stemvault_vault::{
-    Abandoned, Attempt, Clock, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask, StorageError, StoreError,
-    TaskRecord, Timestamp, VaultState, retry_on_conflict,
+    Abandoned, Attempt, Clock, FailureEntry, LoadTask, Manifest, ManifestFile, PublicFileStatus, SaveTask,
+    StorageError, StoreError, TaskRecord, Timestamp, VaultState, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -74,6 +74,10 @@ pub struct TaskView {
     /// provider has not known it for a day).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
+    /// A failure callback that came after the task's result was a success: it moved no stage
+    /// and the stored files are kept, but the provider said it (its stage, code and message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_failure: Option<FailureEntry>,
     pub files: Vec<FileView>,
     /// How many stored files have no `download_url` in this answer because it already holds
     /// [`MAX_LINKS`] (their keys are there: link them yourself, or read the manifest).
@@ -180,6 +184,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         links_expire_at: links.map(|expiry| signed_from.plus(expiry)),
         client_ref: record.client_ref.clone(),
         abandoned: record.abandoned.clone(),
+        late_failure: record.failure.clone(),
         files,
         links_omitted: (omitted > 0).then_some(omitted),
         details,
@@ -574,6 +579,27 @@ pub(crate) mod tests {
             assert_eq!(answered["done"], done, "case {i}: {answered}");
             assert_eq!(answered["generation"], 1, "case {i}");
         }
+    }
+
+    /// A failure that came after the task's success is answered as `late_failure` (it moved no
+    /// stage: `stage` and `code` stay the success's); none, no such key.
+    #[tokio::test]
+    async fn a_failure_after_success_is_answered_beside_it() {
+        let mut ports = MemoryPorts::with(&["t1", "t2"]);
+        ports.records.get_mut("t1").unwrap().failure = Some(FailureEntry {
+            stage: Stage::Error,
+            code: 531,
+            message: "generation failed, credits refunded".into(),
+            received_at: "2026-01-01T00:05:00.000Z".parse().unwrap(),
+        });
+        let answered = answer(&ports, "t1").await;
+        assert_eq!((answered["stage"].as_str(), answered["code"].as_i64()), (Some("complete"), Some(200)));
+        assert_eq!(
+            answered["late_failure"],
+            serde_json::json!({"stage": "error", "code": 531, "message": "generation failed, credits refunded",
+                               "received_at": "2026-01-01T00:05:00.000Z"})
+        );
+        assert!(answer(&ports, "t2").await.get("late_failure").is_none());
     }
 
     /// The GET answer for `id`, links valid 90 s, as JSON.
