@@ -116,7 +116,14 @@ impl HttpProvider {
             // A path not served (an HTTP 404 or 422 without the provider's `code`: the
             // generation record is known from the provider's pages only) leaves the first
             // answer, so a task neither record knows is still given up as not found.
-            ProviderAnswer::Http { status: 404 | 422, body } if answer_code(&body).is_none() => answer,
+            ProviderAnswer::Http { status: status @ (404 | 422), body } if answer_code(&body).is_none() => {
+                tracing::warn!(
+                    task_id = task_id.as_str(),
+                    status,
+                    "the voice generation record ({second}) is not served here; taking the validation record's answer"
+                );
+                answer
+            }
             second => second,
         }
     }

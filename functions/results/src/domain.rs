@@ -506,7 +506,7 @@ pub(crate) mod tests {
     /// task on the event sees what it said; not while a request adding files marked the task.
     #[tokio::test]
     async fn a_vault_is_answered_as_its_files_are_settled() {
-        let mut ports = MemoryPorts::with(&["t1", "t2", "t3", "t4", "t5", "t6"]);
+        let mut ports = MemoryPorts::with(&["t1", "t2", "t3", "t4", "t5", "t6", "t7"]);
         for (task, vault) in [("t1", VaultState::Partial), ("t2", VaultState::Complete)] {
             let record = ports.records.get_mut(task).unwrap();
             record.vault = vault;
@@ -517,6 +517,11 @@ pub(crate) mod tests {
         }
         ports.records.get_mut("t4").unwrap().adding = Some(2);
         ports.records.get_mut("t6").unwrap().files.retain(|_, f| f.status == FileStatus::Stored);
+        // Settled, but its manifest due again (a registration moved its generation on): its
+        // settle keeps the vault and watches its expired file.
+        let due_again = ports.records.get_mut("t7").unwrap();
+        due_again.files.retain(|_, f| f.status != FileStatus::Downloading);
+        due_again.vault = VaultState::Partial;
         let registered = ports.records.get_mut("t5").unwrap();
         (registered.stage, registered.files) = (Stage::Submitted, BTreeMap::new());
         let expected = [
@@ -527,6 +532,7 @@ pub(crate) mod tests {
             ("t4", VaultState::Pending, false),
             ("t5", VaultState::Pending, false),
             ("t6", VaultState::Complete, true),
+            ("t7", VaultState::Partial, false),
         ];
         for (task, vault, done) in expected {
             let Some(Found::Task(view)) = task_view(&ports, &id(task), Duration::from_secs(1)).await.unwrap() else {

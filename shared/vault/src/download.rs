@@ -169,21 +169,12 @@ pub fn manifest_job_of(task_id: &TaskId) -> FileJob {
 
 /// Decide whether the task is settled now. `task_id` is the validated id of the record.
 pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> SettlePlan {
-    // A registered task without a result yet has no files because none came, not because
-    // they are all settled.
-    if record.stage == Stage::Submitted {
-        return SettlePlan::Open;
-    }
-    let Some(files_vault) = record.settled_vault_state() else {
-        return SettlePlan::Open;
+    let Some(vault) = record.vault_to_settle() else {
+        // A registered task without a result yet has no files because none came, not
+        // because they are all settled.
+        let settled = record.stage != Stage::Submitted && record.files_settled() && record.is_settled();
+        return if settled { SettlePlan::AlreadySettled } else { SettlePlan::Open };
     };
-    if record.is_settled() {
-        return SettlePlan::AlreadySettled;
-    }
-    if record.adding.is_some() {
-        return SettlePlan::Open;
-    }
-    let vault = if record.vault == VaultState::Pending { files_vault } else { record.vault };
     let watch = crate::reconcile::needs_watching(record);
     let manifest_key = s3_key::manifest_key(task_id);
     SettlePlan::Settle(Box::new(ManifestPlan {

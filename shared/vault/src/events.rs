@@ -5,7 +5,8 @@
 //! delivery retried after a failed publish, two workers settling the same file set) has the
 //! same id, so consumers drop duplicates by it. Ids are made of the task id, the event type
 //! and what makes the event unique within the task: the stage for a stage change or a
-//! failure, the file set's generation and the stage for a vaulting.
+//! failure, the file set's generation and the stage for a vaulting (and `watch_ended` after
+//! them when a watch for a fresh URL ends: [`watch_ended`]).
 
 use std::future::Future;
 
@@ -238,10 +239,13 @@ pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) 
 /// expired files (none came in time, or the provider no longer knows the task), made from the
 /// record as that write leaves it ([`crate::reconcile::stop_watching`]): the same files, now
 /// `done`, so a consumer waiting on `done` hears it (its settle's event said `false`). None
-/// unless that write is what makes the task done.
+/// unless that write is what makes the task done, and while a settle is still due (a
+/// registration moved its generation on, say): that settle watches the task again, and the
+/// watch's end is said once the task is settled, with its manifest (one id, one content).
 pub fn watch_ended(watched: &TaskRecord, bucket: &str) -> Option<TaskEvent> {
     let unwatched = crate::reconcile::stop_watching(watched);
-    if watched.is_done(watched.vault) || !unwatched.is_done(unwatched.vault) {
+    let newly_done = !watched.is_done(watched.vault) && unwatched.is_done(unwatched.vault);
+    if !newly_done || !unwatched.is_settled() {
         return None;
     }
     let discriminator = format!("{}.{}.watch_ended", unwatched.generation, unwatched.stage.as_str());

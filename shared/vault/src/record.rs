@@ -580,21 +580,28 @@ impl TaskRecord {
 
     /// The vault state and `done` a reader is shown (`GET /tasks/{id}`): the task item's, but
     /// pending while a file is open (a later callback's file item whose task item write did
-    /// not follow: clients stop waiting on a settled vault); and, every file settled before
-    /// the task item says so, as the settle will write them: its `Task Vaulted` goes out
-    /// before its write (a failed write waits for a retry or the sweeper), so a receiver
-    /// reading the task on that event sees what the event said. Not while a request adding
-    /// files has marked the task, nor for a registration without a result (nothing settles).
+    /// not follow: clients stop waiting on a settled vault); and, a settle due
+    /// ([`Self::vault_to_settle`]), as that settle will write them: its `Task Vaulted` goes
+    /// out before its write (a failed write waits for a retry or the sweeper), so a receiver
+    /// reading the task on that event sees what the event said.
     pub fn shown_vault(&self) -> (VaultState, bool) {
-        match self.settled_vault_state() {
+        match self.vault_to_settle() {
+            Some(vault) => (vault, self.is_done_once_settled(vault)),
+            None if self.files_settled() => (self.vault, self.is_done(self.vault)),
             None => (VaultState::Pending, self.is_done(VaultState::Pending)),
-            Some(settled)
-                if self.vault == VaultState::Pending && self.stage != Stage::Submitted && self.adding.is_none() =>
-            {
-                (settled, self.is_done_once_settled(settled))
-            }
-            Some(_) => (self.vault, self.is_done(self.vault)),
         }
+    }
+
+    /// The vault a settle writes now, when one is due: every file settled but the task not
+    /// [settled](Self::is_settled) (its vault pending, or its manifest not recorded); never
+    /// for a registration without a result (no file came: nothing is settled), nor while a
+    /// request adding files has marked the task. A vault settled already stays as it is.
+    pub fn vault_to_settle(&self) -> Option<VaultState> {
+        if self.stage == Stage::Submitted || self.is_settled() || self.adding.is_some() {
+            return None;
+        }
+        let files_vault = self.settled_vault_state()?;
+        Some(if self.vault == VaultState::Pending { files_vault } else { self.vault })
     }
 
     /// Every file is stored or failed for good (a task without files is settled too).

@@ -200,3 +200,26 @@ fn an_announcement_is_what_a_task_vaulted_says_but_for_its_generation() {
     let distinct: BTreeSet<&String> = others.iter().chain([&said]).collect();
     assert_eq!(distinct.len(), others.len() + 1, "{others:?}");
 }
+
+/// The end of a watch for a fresh URL is said once, by one content: only when it makes the
+/// task done, and only once the task is settled (a settle still due, say after a
+/// registration moved the generation on, watches it again and says `done: false` first).
+#[test]
+fn a_watch_s_end_is_said_only_of_a_settled_task_it_makes_done() {
+    let mut watched = record();
+    (watched.vault, watched.manifest_key) = (VaultState::Partial, Some("tasks/t1/manifest.json".into()));
+    crate::reconcile::watch(
+        &mut watched,
+        Timestamp::from_unix_ms(1_795_446_000_000),
+        std::time::Duration::from_secs(60),
+    );
+    let said = watch_ended(&watched, "b").expect("said");
+    assert_eq!(said.detail.event_id, "t1.vaulted.3.final.watch_ended");
+    assert!(said.detail.done);
+    assert_eq!(said.detail.manifest_key.as_deref(), Some("tasks/t1/manifest.json"));
+
+    let settle_due = TaskRecord { manifest_key: None, ..watched.clone() };
+    assert_eq!(watch_ended(&settle_due, "b"), None, "its settle comes first");
+    let unwatched = TaskRecord { reconcile: None, ..watched.clone() };
+    assert_eq!(watch_ended(&unwatched, "b"), None, "done already: said by its settle");
+}
