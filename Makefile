@@ -148,7 +148,7 @@ run: deps
 # from .local/run.json), else the whole pipeline in-process under a fresh emulator.
 demo: deps
 	cargo build --locked -p stemvault-local
-	if "$(CARGO_TARGET_DIR)/debug/stemvault-local" status >/dev/null 2>&1; then \
+	@if "$(CARGO_TARGET_DIR)/debug/stemvault-local" status >/dev/null 2>&1; then \
 	  exec "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
 	else \
 	  exec $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
@@ -160,6 +160,7 @@ demo: deps
 # a rebuild during the run cannot swap them. Raw results: $(BENCH_OUT)/last.json.
 BENCH_OUT ?= $(CARGO_TARGET_DIR)/bench
 bench: deps
+	@[ -r /proc/self/stat ] || { echo "make bench measures CPU and memory through /proc: it runs on Linux only" >&2; exit 2; }
 	cargo build --release --locked -p stemvault-ingest -p stemvault-download
 	mkdir -p "$(BENCH_OUT)/bin"
 	cp "$(CARGO_TARGET_DIR)/release/ingest" "$(CARGO_TARGET_DIR)/release/download" "$(BENCH_OUT)/bin/"

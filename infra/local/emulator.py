@@ -27,6 +27,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 import waitress
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -110,6 +111,21 @@ class RequestLog:
             raise
 
 
+def exit_when_orphaned(interval: float = 1.0) -> None:
+    """Exit once the process that started this one is gone (this one handed to another
+    parent): emulator.sh killed outright (SIGKILL runs no trap) must not leave an emulator
+    behind for good."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
@@ -117,6 +133,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("MOTO_PORT", str(args.port))  # moto builds some URLs (SQS queues) from it
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    exit_when_orphaned()
     app = DomainDispatcherApplication(create_backend_app)
     waitress.serve(
         RequestLog(Identity(MotoEnviron(Serialised(app)))),

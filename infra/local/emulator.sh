@@ -48,6 +48,7 @@ trap stop_emulator EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
+trap 'exit 131' QUIT
 
 free_port() {
   "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
@@ -64,6 +65,8 @@ if [ -n "${EMULATOR_PORT:-}" ] && ! "$venv/bin/python" -c 'import socket, sys; s
   exit 1
 fi
 mkdir -p "$root/.local"
+# Logs kept by failed runs: a day's worth is enough to read them.
+find "$root/.local" -maxdepth 1 -name 'emulator-*.log' -mtime +0 -exec rm -f {} + 2>/dev/null || true
 
 # Start the emulator on `port` and wait up to 60 s (a busy 2-core machine starts moto slowly)
 # for it to answer. The probe ignores any proxy settings (the emulator is on loopback) and
@@ -141,6 +144,7 @@ forward() {
 trap 'forward INT' INT
 trap 'forward TERM' TERM
 trap 'forward HUP' HUP
+trap 'forward QUIT' QUIT
 while :; do
   forwarded=
   rc=0

@@ -17,7 +17,7 @@ use stemvault_local::demo::{self, DemoTarget};
 use stemvault_local::pipeline::{DEFAULT_POLLERS, Pipeline, PipelineOptions};
 use stemvault_local::run_info::{self, RESOURCE_BASE, RunInfo};
 use stemvault_local::settings::{self, file_server_origin};
-use stemvault_local::shutdown::{Shutdown, interrupted};
+use stemvault_local::shutdown::{Shutdown, interrupted, parent_gone};
 use tokio::net::{TcpListener, TcpStream};
 
 const USAGE: &str = "usage: stemvault-local [run|demo|status]   (PORT, default 3000; the demo file server uses PORT+1)";
@@ -88,9 +88,19 @@ async fn answers(port: u16) -> bool {
 }
 
 async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
-    TcpListener::bind(("127.0.0.1", port))
-        .await
-        .map_err(|e| format!("{what} cannot listen on 127.0.0.1:{port}: {e} (set PORT to use other ports)"))
+    listen_or(port, what, "set PORT to use other ports").await
+}
+
+/// [`listen`], `remedy` saying what to do when the port is taken (but by an earlier runner).
+async fn listen_or(port: u16, what: &str, remedy: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| match described_runner(port) {
+        Some(earlier) => format!(
+            "{what} cannot listen on 127.0.0.1:{port}: {e}: a runner from an earlier `make run` (pid {}) holds it: stop \
+             it (`kill {}`), or set PORT to use other ports",
+            earlier.pid, earlier.pid
+        ),
+        None => format!("{what} cannot listen on 127.0.0.1:{port}: {e} ({remedy})"),
+    })
 }
 
 /// `print_events`: each event on the bus as one line (`make run`, not the in-process demo).
@@ -118,6 +128,14 @@ async fn run() -> Result<(), String> {
     // building; a demo waiting on it reads run.json next).
     let _ = std::fs::remove_file(run_info::starting_path()?);
     let pipeline = started?;
+    // Checked now, not when `make demo` comes: the one local download source this runner
+    // allows is the demo's file server on PORT+1.
+    if std::net::TcpListener::bind(("127.0.0.1", file_port)).is_err() {
+        eprintln!(
+            "warning: 127.0.0.1:{file_port} (PORT+1) is in use: `make demo` serves its files there, the one local \
+             source this runner allows; free it before `make demo`, or restart with another PORT"
+        );
+    }
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     println!(
         "{}",
@@ -132,7 +150,12 @@ async fn run() -> Result<(), String> {
         println!("{}", stemvault_local::banner::webhooks(notify));
     }
 
-    interrupted().await;
+    tokio::select! {
+        _ = interrupted() => {}
+        _ = parent_gone() => {
+            let _ = writeln!(std::io::stderr(), "the script that started this runner is gone (killed?)");
+        }
+    }
     // First, and no eprintln!: after a hangup (the terminal closed) writing to it fails, and
     // eprintln! would panic before the file is removed.
     run_info::remove_own(&info_path);
@@ -202,7 +225,15 @@ async fn run_demo() -> Result<(), String> {
     let (port, file_port) = runner_ports().await?;
     let (target, pipeline) = demo_target(port, file_port).await?;
     let file_server = Shutdown::new();
-    let served = match listen(file_port, "the demo file server").await {
+    // A runner of its own allows downloads from its PORT+1 only: another PORT here would talk
+    // to no runner.
+    let remedy = match pipeline {
+        Some(_) => "set PORT to use other ports".to_owned(),
+        None => format!(
+            "the runner on {port} allows downloads from it only: free it, or restart `make run` with another PORT"
+        ),
+    };
+    let served = match listen_or(file_port, "the demo file server", &remedy).await {
         Ok(listener) => Ok(tokio::spawn(stemvault_local::file_server::serve(listener, file_server.signal()))),
         Err(e) => Err(e),
     };

@@ -71,9 +71,34 @@ pub async fn interrupted() {
     }
 }
 
+/// Resolves once the process that started this one is gone (this one handed to another
+/// parent): `make run`'s script killed outright (SIGKILL, which runs no trap), say, so the
+/// runner stops too rather than hold its ports until someone finds it.
+pub async fn parent_gone() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The test process's parent (cargo) lives on: nothing to stop for.
+    #[tokio::test]
+    async fn a_living_parent_is_not_gone() {
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(2500), parent_gone()).await;
+        assert!(waited.is_err(), "resolved while the parent lives");
+    }
 
     #[tokio::test]
     async fn every_signal_wakes_on_stop() {
