@@ -159,31 +159,33 @@ impl Credentials {
             },
             Err(e) => Started::NoChecks(format!("it cannot be read: {e}")),
         };
-        let (auth, unread) = match started {
-            Started::Current(auth) => (auth, false),
-            Started::Previous { auth, unusable } => {
-                ports.emit_metrics(&Measure::SecretRereadFailed);
-                tracing::error!(
-                    error = %unusable,
+        let (auth, failed_read) = match started {
+            Started::Current(auth) => (auth, None),
+            Started::Previous { auth, unusable } => (
+                auth,
+                Some((
+                    unusable.to_string(),
                     "the callback secret's text cannot be used at start-up; checking callbacks with its previous \
                      version (AWSPREVIOUS), as the instances started before it still do, and reading it again at \
-                     most once a minute after a refusal (answered 503 secret_unreadable meanwhile)"
-                );
-                (auth, true)
-            }
-            Started::NoChecks(why) => {
-                ports.emit_metrics(&Measure::SecretRereadFailed);
-                tracing::error!(
-                    error = %why,
-                    "the callback secret is of no use at start-up; answering callbacks 503 secret_unreadable \
-                     and reading it again at most once a minute"
-                );
-                (Auth::unread(), true)
-            }
+                     most once a minute after a refusal (answered 503 secret_unreadable meanwhile)",
+                )),
+            ),
+            Started::NoChecks(why) => (
+                Auth::unread(),
+                Some((
+                    why,
+                    "the callback secret is of no use at start-up; answering callbacks 503 secret_unreadable and \
+                     reading it again at most once a minute",
+                )),
+            ),
         };
+        if let Some((error, what)) = &failed_read {
+            ports.emit_metrics(&Measure::SecretRereadFailed);
+            tracing::error!(%error, "{what}");
+        }
         Credentials {
             checks: Reread::new(auth, read_at),
-            last_read_failed: AtomicBool::new(unread),
+            last_read_failed: AtomicBool::new(failed_read.is_some()),
             policy: RefreshPolicy::default(),
             settings,
         }

@@ -446,29 +446,32 @@ async fn reconcile_task<P: Ports>(
     } else {
         None
     };
-    if let Some(reason) = reconcile::give_up_reason(&record, now, settings.give_up_after) {
-        // A task whose polls came late (the runs behind), or whose last poll the provider did
-        // not answer, is polled again before it is given up as abandoned: its result may be
-        // there.
-        let last_chance = reason == GiveUpReason::Abandoned
-            && cannot_poll.is_none()
-            && reconcile::awaits_result(&record)
-            && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
-        if !last_chance {
-            return give_up(ports, settings, &task, &record, reason).await;
+    // A task whose polls came late (the runs behind), or whose last poll the provider did not
+    // answer, is polled again before it is given up as abandoned: its result may be there.
+    let last_chance = match reconcile::give_up_reason(&record, now, settings.give_up_after) {
+        Some(reason) => {
+            let owed = reason == GiveUpReason::Abandoned
+                && cannot_poll.is_none()
+                && reconcile::awaits_result(&record)
+                && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
+            if !owed {
+                return give_up(ports, settings, &task, &record, reason).await;
+            }
+            true
         }
-        if polls == Polls::Go {
-            tracing::info!(
-                task_id,
-                "its give-up time came without an answered poll within the hour before: polling it again"
-            );
-        }
-    }
+        None => false,
+    };
     if let Some(why) = cannot_poll {
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
     if polls == Polls::Held {
         return Ok(Handled::LeftDue);
+    }
+    if last_chance {
+        tracing::info!(
+            task_id,
+            "its give-up time came without an answered poll within the hour before: polling it again"
+        );
     }
 
     let answer = match ports.poll_provider(record.family, &task).await {
