@@ -28,9 +28,22 @@ pub fn recorded_type(content_type: Option<String>) -> Option<String> {
     content_type.filter(|t| !matches!(essence(t).as_str(), "application/octet-stream" | "binary/octet-stream"))
 }
 
-/// A media type without its parameters, lower case (`Text/HTML; charset=utf-8`: `text/html`).
+/// A media type without its parameters, lower case: its leading `type/subtype` characters
+/// (`Text/HTML; charset=utf-8`, a proxy's merged `text/html, text/html`, and `text/html`
+/// followed by a byte no media type holds: `text/html`).
 fn essence(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    media_type(content_type.as_bytes()).unwrap_or_default()
+}
+
+/// The media type `raw` (a Content-Type's bytes, as sent) starts with, lower case: the
+/// token characters and `/` after any leading white space, if they hold a `/`. What
+/// [`not_the_file`] reads of a value too long or not printable to keep whole.
+pub fn media_type(raw: &[u8]) -> Option<String> {
+    let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(b);
+    let start = raw.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(raw.len());
+    let len = raw[start..].iter().take_while(|b| is_token(b)).count();
+    let media_type = std::str::from_utf8(&raw[start..start + len]).ok()?;
+    media_type.contains('/').then(|| media_type.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -56,6 +69,9 @@ mod tests {
             ("application/problem+json", "tasks/t/cover.png"),
             (" application/xml ", "tasks/t/video.mp4"),
             ("text/xml;charset=UTF-8", "tasks/t/vocal.WAV"),
+            // A proxy's two headers merged, and a byte no media type holds after it.
+            ("text/html, text/html", "tasks/t/vocal.mp3"),
+            ("text/html\u{80}", "tasks/t/vocal.mp3"),
         ] {
             assert!(not_the_file(content_type, key), "{content_type} for {key}");
         }

@@ -167,14 +167,14 @@ impl FetchSource for HttpSource {
 }
 
 /// The Content-Type kept with the file: as sent, or when that is too long or not printable
-/// ASCII, its media type alone (what [`crate::media::not_the_file`] reads), if that is.
+/// ASCII, its media type alone (what [`crate::media::not_the_file`] reads), if it has one.
 fn kept_content_type(raw: &[u8]) -> Option<String> {
     let usable = |v: &[u8]| {
         let v = std::str::from_utf8(v).ok()?.trim();
         let printable = v.bytes().all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic());
         (!v.is_empty() && v.len() <= MAX_CONTENT_TYPE_LEN && printable).then(|| v.to_owned())
     };
-    usable(raw).or_else(|| usable(raw.split(|b| *b == b';').next().unwrap_or_default()))
+    usable(raw).or_else(|| crate::media::media_type(raw).filter(|t| t.len() <= MAX_CONTENT_TYPE_LEN))
 }
 
 /// The compressions HTTP names (RFC 9110's registry, and the `x-` spellings): an answer
@@ -182,17 +182,21 @@ fn kept_content_type(raw: &[u8]) -> Option<String> {
 /// `utf-8`) compress nothing.
 const COMPRESSIONS: [&str; 7] = ["gzip", "x-gzip", "deflate", "br", "zstd", "compress", "x-compress"];
 
-/// The answer's compression (`gzip`, say), if it names one.
+/// The answer's compression (`gzip`, say), if it names one: as a content coding, or as a
+/// transfer coding (`Transfer-Encoding: gzip, chunked`: the client takes off the chunked
+/// framing only). Each named once, in the order first named.
 fn content_coding(response: &reqwest::Response) -> Option<String> {
-    let codings: Vec<String> = response
-        .headers()
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| {
-            String::from_utf8_lossy(v.as_bytes()).split(',').map(|c| c.trim().to_ascii_lowercase()).collect::<Vec<_>>()
-        })
-        .filter(|c| COMPRESSIONS.contains(&c.as_str()))
-        .collect();
+    let headers = response.headers();
+    let mut codings: Vec<String> = Vec::new();
+    let named = headers.get_all(CONTENT_ENCODING).iter().chain(headers.get_all(TRANSFER_ENCODING).iter());
+    for value in named {
+        for coding in String::from_utf8_lossy(value.as_bytes()).split(',') {
+            let coding = coding.trim().to_ascii_lowercase();
+            if COMPRESSIONS.contains(&coding.as_str()) && !codings.contains(&coding) {
+                codings.push(coding);
+            }
+        }
+    }
     (!codings.is_empty()).then(|| codings.join(", "))
 }
 
@@ -376,13 +380,15 @@ mod tests {
         assert_eq!(declared.unwrap(), b"abcd".as_slice());
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
         assert_eq!(read(chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice());
+        // Framed (chunked last), but compressed: not the file's own bytes.
         let gzip = "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\nconnection: close\r\n\r\n";
-        assert_eq!(read(gzip, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap(), b"abcd".as_slice(), "framed: chunked last");
+        let compressed = read(gzip, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err();
+        assert_eq!(compressed, FetchError::Encoded { coding: "gzip".into() });
         // hyper reads these until the connection closes: chunked is not the last coding.
-        let last_not_chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\nconnection: close\r\n\r\n";
+        let last_not_chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, x-custom\r\nconnection: close\r\n\r\n";
         assert_eq!(read(last_not_chunked, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
         let two_lines =
-            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\n";
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: x-custom\r\nconnection: close\r\n\r\n";
         assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
     }
 
@@ -409,6 +415,9 @@ mod tests {
         assert_eq!(stacked, FetchError::Encoded { coding: "br".into() });
         let upper = read(head("content-encoding: GZIP\r\n")).await.unwrap_err();
         assert_eq!(upper, FetchError::Encoded { coding: "gzip".into() });
+        // Each named once, however often sent (its text goes into logs and the record).
+        let repeated = read(head(&format!("content-encoding: {}\r\n", ["gzip"; 500].join(", ")))).await.unwrap_err();
+        assert_eq!(repeated, FetchError::Encoded { coding: "gzip".into() });
         for plain in ["", "content-encoding: identity\r\n", "content-encoding: \r\n", "content-encoding: binary\r\n"] {
             assert_eq!(read(head(plain)).await.unwrap(), b"abcd".as_slice(), "{plain}");
         }
@@ -441,6 +450,8 @@ mod tests {
         assert_eq!(kept_content_type(b"audio/mpeg; q=1").as_deref(), Some("audio/mpeg; q=1"));
         assert_eq!(kept_content_type(b"   "), None);
         assert_eq!(kept_content_type("x".repeat(300).as_bytes()), None);
+        // Not UTF-8 right after its media type: that is kept, and refused as a page.
+        assert_eq!(kept_content_type(b"text/html\x80").as_deref(), Some("text/html"));
     }
 
     #[tokio::test]

@@ -35,9 +35,11 @@ const MAX_MESSAGE_CHARS: usize = 200;
 /// A provider's message as it may be logged and kept: its first `MAX_MESSAGE_CHARS` (200)
 /// characters, every link in them shown as [`loggable_str`] shows it (a message may quote the
 /// URL it was asked about: a working file link, a signed one, a callback URL with its token),
-/// and one quoted without its scheme (`//host/path`, `host.tld/path`) as its host and digest.
+/// and one quoted without its scheme (`//host/path`, `host.tld/path`) as its host and digest;
+/// control characters (a line break that would forge a log line in text logs) as spaces.
 pub fn provider_message(text: &str) -> String {
-    without_links(&text.chars().take(MAX_MESSAGE_CHARS).collect::<String>())
+    let kept: String = text.chars().take(MAX_MESSAGE_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    without_links(&kept)
 }
 
 /// How a `/` may be written in a link a message quotes, in lower case: as is, as JSON escapes
@@ -173,6 +175,8 @@ mod tests {
         );
         let long = format!("{} https://h.example/callback/token123", "x".repeat(MAX_MESSAGE_CHARS));
         assert_eq!(provider_message(&long), "x".repeat(MAX_MESSAGE_CHARS));
+        // A line break would start a forged line in text logs.
+        assert_eq!(provider_message("failed\n2026-01-01 INFO stored\r\t"), "failed 2026-01-01 INFO stored  ");
         let quoting = provider_message("bad callBackUrl https://h.example/callback/token123, fix it");
         assert!(!quoting.contains("token123") && quoting.ends_with(", fix it"), "{quoting}");
         let shouting = without_links("see HTTPS://h.example/callback/token123 now");
