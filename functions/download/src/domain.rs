@@ -101,11 +101,13 @@ pub use stemvault_vault::reason::DEAD_LETTERED;
 pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
 /// The receive on which a URL that answers as expired (403, 404, 410, 441) is failed so.
-/// Before it the source may only not serve the file yet (a CDN a moment behind the callback
-/// that announced it: an expired URL is days old, but a link minutes old answering 404 would
-/// be lost for good, a poll bringing the same URL again), so the message is retried, 30 s and
-/// then 60 s on ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]).
-pub const EXPIRY_CONFIRMED_ON_RECEIVE: u32 = 3;
+/// Before it the source may only not serve the file yet (a CDN behind the callback that
+/// announced it, or refusing a burst for a while: an expired URL is days old, but a link
+/// minutes old answering 404 would be lost for good, a poll bringing the same URL again), so
+/// the message is retried, 30 s, 60 s, 120 s and 240 s on
+/// ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]): about 7.5 minutes (90 s before
+/// 2026-12-06), at the cost of two more requests to a URL that did expire.
+pub const EXPIRY_CONFIRMED_ON_RECEIVE: u32 = 5;
 const _: () = assert!(EXPIRY_CONFIRMED_ON_RECEIVE < MAX_RECEIVE_COUNT, "confirmed before the dead-letter queue");
 
 /// How many times a manifest write that lost a race is tried, each from a fresh read.

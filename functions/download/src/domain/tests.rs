@@ -1479,8 +1479,8 @@ async fn without_link_refresh_an_expired_file_fails_as_before() {
 }
 
 /// A URL answering as expired on its first receives may be one its source does not serve
-/// yet: tried again (30 s, then 60 s on), and failed as expired on the receive that confirms
-/// it; one served by then is stored.
+/// yet: tried again (30 s, 60 s, 120 s, 240 s on: 7.5 minutes), and failed as expired on the
+/// receive that confirms it; one served by then is stored.
 #[tokio::test]
 async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -1493,7 +1493,7 @@ async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
     let waited: Duration = ports.delays.lock().unwrap().iter().map(|(_, d)| *d).sum();
     let backoff = stemvault_vault::download::DOWNLOAD_BACKOFF;
     assert!(waited >= backoff.until(CONFIRMED) && waited <= backoff.longest_until(CONFIRMED), "{waited:?}");
-    assert_eq!(backoff.until(CONFIRMED), Duration::from_secs(90));
+    assert_eq!(backoff.until(CONFIRMED), Duration::from_secs(450));
     let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
