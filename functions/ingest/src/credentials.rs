@@ -10,7 +10,10 @@
 //! - a request its checks refuse: it may be signed with a key (or sent to a token) rotated into
 //!   Secrets Manager since. At most once per [`REFUSAL_REREAD_INTERVAL`] however many requests are
 //!   refused (an unauthenticated flood costs one read a minute), and the request is checked
-//!   again with what was read.
+//!   again with what was read. An instance that holds no checks at all (nothing it could use
+//!   read since it started: every callback is answered 503) reads at most once per
+//!   [`UNREAD_REREAD_INTERVAL`] instead, so a secret unreadable for a moment at its cold
+//!   start does not turn the provider's few retries away for a minute.
 //!
 //! A secret that cannot be read or used keeps the checks in force and counts one
 //! [`Measure::SecretRereadFailed`]; the read time advances all the same, so a failing Secrets
@@ -32,6 +35,12 @@ use crate::domain::{EmitMetrics, Measure};
 use crate::secret::CallbackSecret;
 
 use stemvault_aws::secrets::REFUSAL_REREAD_INTERVAL;
+
+/// The least time between reads that refused requests trigger while the instance holds no
+/// checks ([`Auth::unread`]): every callback it answers then is a 503 the provider retries
+/// only a few times, and a Secrets Manager that failed one read at a cold start may answer
+/// the next.
+pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How old the checks in force may be: a key revoked from the secret is refused after this.
 pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;
@@ -223,7 +232,11 @@ impl Credentials {
         ports: &P,
         refused_by: &Arc<Auth>,
     ) -> Option<Arc<Auth>> {
-        let may_read = |last_read, now| self.policy.allows(last_read, now);
+        let unread = refused_by.is_unread();
+        let may_read = |last_read, now| match unread {
+            true => passed_or_stepped_back(UNREAD_REREAD_INTERVAL.min(self.policy.interval), last_read, now),
+            false => self.policy.allows(last_read, now),
+        };
         self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await
     }
 

@@ -601,8 +601,9 @@ async fn an_open_endpoint_whose_secret_was_unreadable_opens_once_read() {
 }
 
 /// A secret Secrets Manager refuses at start-up (unreadable, not unusable) starts the function
-/// answering 503 `secret_unreadable`, reading the secret again at most once a minute: once a
-/// read brings it, callbacks land.
+/// answering 503 `secret_unreadable`, reading the secret again after a refusal at most every
+/// 5 s while it holds no checks (not once a minute: the provider retries a few times only):
+/// once a read brings it, callbacks land.
 #[tokio::test]
 async fn a_secret_unreadable_at_start_up_is_read_again_until_callbacks_land() {
     let failing = ports(&keys());
@@ -610,12 +611,16 @@ async fn a_secret_unreadable_at_start_up_is_read_again_until_callbacks_land() {
     let h = App::with_ports(&config(), failing).await;
     let reads = h.ports.secret_reads();
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
+    assert_eq!(h.ports.secret_reads(), reads, "not read again at once");
+    h.ports.advance(crate::credentials::UNREAD_REREAD_INTERVAL);
+    in_doubt(&h, signed_at(KEY, NOW_SECS + 5)).await;
+    assert_eq!(h.ports.secret_reads(), reads + 1, "read again 5 s on, failing still");
     h.ports.set_secret_failing(false);
-    in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
-    assert_eq!(h.ports.secret_reads(), reads, "not read again within the minute");
-    h.ports.advance(Duration::from_secs(60));
-    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 60)).await.status(), StatusCode::OK, "read again: it lands");
-    assert_eq!(h.ports.secret_reads(), reads + 1);
+    in_doubt(&h, signed_at(KEY, NOW_SECS + 5)).await;
+    assert_eq!(h.ports.secret_reads(), reads + 1, "not read again within 5 s");
+    h.ports.advance(crate::credentials::UNREAD_REREAD_INTERVAL);
+    assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 10)).await.status(), StatusCode::OK, "read again: it lands");
+    assert_eq!(h.ports.secret_reads(), reads + 2);
 }
 
 #[tokio::test]
