@@ -488,6 +488,42 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let expected = [stemvault_reconciler::aws::POLLS, stemvault_reconciler::aws::POLLS_UNANSWERED]
         .map(|metric| (metric.to_owned(), Some("ReconcilerFunction".to_owned())));
     assert_eq!(read, expected, "Polls and PollsUnanswered of the reconciler");
+    // The silent-webhooks alarm reads the settles the downloader counts and the deliveries
+    // notify counts, each by its function, under the names they emit them with.
+    let read = metrics_read(&template, "WebhooksSilent");
+    let settled = stemvault_download::aws::metrics_of("DownloadFunction", &Measure::Settled { seconds: 1.0 }).1;
+    let delivered = stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Delivered).1;
+    assert!(settled.iter().any(|m| m.name == stemvault_download::aws::SECONDS_TO_SETTLED));
+    assert!(delivered.iter().any(|m| m.name == stemvault_notify::aws::WEBHOOKS_DELIVERED));
+    let expected = [
+        (stemvault_download::aws::SECONDS_TO_SETTLED.to_owned(), Some("DownloadFunction".to_owned())),
+        (stemvault_notify::aws::WEBHOOKS_DELIVERED.to_owned(), Some("NotifyFunction".to_owned())),
+    ];
+    assert_eq!(read, expected, "SecondsToSettled of the downloader, WebhooksDelivered of notify");
+    // The table-throttled alarm reads the table's throttles and each index's, by the names
+    // the table gives its indexes.
+    let mut throttles: Vec<(String, Option<String>)> =
+        cfn::as_list(&cfn::resource(&template, "TableThrottled")["Properties"]["Metrics"])
+            .iter()
+            .map(|stat| &stat["MetricStat"]["Metric"])
+            .filter(|metric| !metric.is_null())
+            .map(|metric| {
+                let index = cfn::as_list(&metric["Dimensions"])
+                    .iter()
+                    .find(|d| d["Name"] == "GlobalSecondaryIndexName")
+                    .and_then(|d| d["Value"].as_str().map(str::to_owned));
+                (metric["MetricName"].as_str().unwrap_or_default().to_owned(), index)
+            })
+            .collect();
+    throttles.sort();
+    let mut expected = Vec::new();
+    for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
+        for index in [None, Some(stemvault_vault::OPEN_TASKS_INDEX), Some(stemvault_vault::RECONCILE_DUE_INDEX)] {
+            expected.push((metric.to_owned(), index.map(str::to_owned)));
+        }
+    }
+    expected.sort();
+    assert_eq!(throttles, expected, "the table's and each index's read and write throttles");
     // The unauthorized-callbacks alarm reads CallbacksRefused by the reasons ingest gives them.
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Refused { reason: "signature_mismatch" });
