@@ -38,8 +38,13 @@ pub const MIN_RECONCILE_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
 /// The wait before the second poll; each further wait doubles it.
 pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
-/// The longest wait between two polls.
+/// The longest wait between two polls of a task still without its result.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
+/// The longest wait between two polls of a task watched only for its files (a URL that
+/// expired, a file a poll may reopen): a poll that can bring a fresh URL brings it at once,
+/// so later ones rarely do, and polled hourly for 14 days such tasks (a CDN incident leaves
+/// thousands) would take the turns of tasks whose callback never came.
+pub const MAX_FILE_POLL_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`]),
 /// poll after poll, before the task is given up: one registered under the wrong family, or
 /// with an id the provider never issued, is then polled about 30 times rather than for 14
@@ -272,10 +277,10 @@ impl PollOutcome {
 }
 
 /// The wait before the next poll after one that waited `previous` (None: the first).
-pub fn next_interval(previous: Option<u64>) -> Duration {
+pub fn next_interval(previous: Option<u64>, max: Duration) -> Duration {
     match previous {
         None | Some(0) => FIRST_POLL_INTERVAL,
-        Some(secs) => Duration::from_secs(secs.saturating_mul(2)).min(MAX_POLL_INTERVAL),
+        Some(secs) => Duration::from_secs(secs.saturating_mul(2)).min(max),
     }
 }
 
@@ -356,7 +361,11 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     // get its events.
     let unfinished = next.polled_result == Some(PolledResult::Unfinished) && next.abandoned.is_none();
     if needs_watching(&next) || unfinished {
-        let wait = next_interval(record.poll_interval_seconds);
+        let max = match unfinished || awaits_result(&next) {
+            true => MAX_POLL_INTERVAL,
+            false => MAX_FILE_POLL_INTERVAL,
+        };
+        let wait = next_interval(record.poll_interval_seconds, max);
         next.reconcile = Some(RECONCILE_DUE.to_owned());
         next.reconcile_at = Some(next_poll_at(&next, now.plus(wait), unfinished));
         next.poll_interval_seconds = Some(wait.as_secs());
@@ -517,6 +526,30 @@ mod tests {
             error: Some(error.into()),
             ..FileEntry::pending("https://a/x.mp3", "tasks/t1/x.mp3".into(), Stage::Complete)
         }
+    }
+
+    /// Polls back off, doubling from 30 s, to an hour for a task still without its result and
+    /// to six for one watched only for an expired file (a poll that brings a fresh URL does
+    /// so at once): thousands of those, after a CDN incident, would take the turns of tasks
+    /// whose callback never came.
+    #[test]
+    fn polls_of_a_task_watched_only_for_its_files_back_off_further() {
+        let mut expired = task(Stage::Complete);
+        expired.files.insert("a".into(), failed("source answered 403 Forbidden"));
+        let awaiting = task(Stage::First);
+        for (record, longest) in [(awaiting, MAX_POLL_INTERVAL), (expired, MAX_FILE_POLL_INTERVAL)] {
+            let (mut polled, mut now, mut waits) = (record.clone(), NOW, Vec::new());
+            for _ in 0..16 {
+                polled = after_poll(&polled, &PollOutcome::Pending, now);
+                let wait = Duration::from_secs(polled.poll_interval_seconds.expect("watched"));
+                waits.push(wait);
+                now = now.plus(wait);
+            }
+            assert_eq!(waits[0], FIRST_POLL_INTERVAL);
+            assert_eq!(waits.iter().max(), Some(&longest), "{:?}", record.stage);
+            assert_eq!(waits.last(), Some(&longest));
+        }
+        assert_eq!(MAX_FILE_POLL_INTERVAL, MAX_POLL_INTERVAL * 6);
     }
 
     #[test]
