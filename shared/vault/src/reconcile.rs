@@ -40,10 +40,10 @@ pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
 pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest wait between two polls of a task still without its result.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);
-/// The longest wait between two polls of a task watched only for its files (a URL that
-/// expired, a file a poll may reopen): a poll that can bring a fresh URL brings it at once,
-/// so later ones rarely do, and polled hourly for 14 days such tasks (a CDN incident leaves
-/// thousands) would take the turns of tasks whose callback never came.
+/// The longest wait between two polls of a task watched only for files whose URLs expired:
+/// a poll that can bring a fresh URL brings it at once, so later ones rarely do, and polled
+/// hourly for 14 days such tasks (a CDN incident leaves thousands) would take the turns of
+/// tasks whose callback never came. (A file a poll may reopen is polled for at its time.)
 pub const MAX_FILE_POLL_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// How long the provider may answer that it does not know a task ([`PollOutcome::not_found`]),
 /// poll after poll, before the task is given up: one registered under the wrong family, or
@@ -293,6 +293,13 @@ pub fn first_poll_at(record: &TaskRecord, earliest: Timestamp) -> Timestamp {
 /// When a watched task is polled next: at `by_interval`, unless only files a poll may reopen
 /// ([`relink_at`]) keep it watched: then not before the first of them may be (a poll before
 /// would bring nothing; the waits run to days).
+/// The longest wait between two polls of `record` ([`MAX_FILE_POLL_INTERVAL`] when only
+/// expired URLs keep it watched).
+fn longest_wait(record: &TaskRecord, unfinished: bool) -> Duration {
+    let reopens = file_watches(record).any(|watch| matches!(watch, FileWatch::At(_)));
+    if unfinished || awaits_result(record) || reopens { MAX_POLL_INTERVAL } else { MAX_FILE_POLL_INTERVAL }
+}
+
 fn next_poll_at(record: &TaskRecord, by_interval: Timestamp, unfinished: bool) -> Timestamp {
     if unfinished || awaits_result(record) {
         return by_interval;
@@ -361,11 +368,7 @@ pub fn after_poll(record: &TaskRecord, outcome: &PollOutcome, now: Timestamp) ->
     // get its events.
     let unfinished = next.polled_result == Some(PolledResult::Unfinished) && next.abandoned.is_none();
     if needs_watching(&next) || unfinished {
-        let max = match unfinished || awaits_result(&next) {
-            true => MAX_POLL_INTERVAL,
-            false => MAX_FILE_POLL_INTERVAL,
-        };
-        let wait = next_interval(record.poll_interval_seconds, max);
+        let wait = next_interval(record.poll_interval_seconds, longest_wait(&next, unfinished));
         next.reconcile = Some(RECONCILE_DUE.to_owned());
         next.reconcile_at = Some(next_poll_at(&next, now.plus(wait), unfinished));
         next.poll_interval_seconds = Some(wait.as_secs());
@@ -528,16 +531,20 @@ mod tests {
         }
     }
 
-    /// Polls back off, doubling from 30 s, to an hour for a task still without its result and
-    /// to six for one watched only for an expired file (a poll that brings a fresh URL does
-    /// so at once): thousands of those, after a CDN incident, would take the turns of tasks
-    /// whose callback never came.
+    /// Polls back off, doubling from 30 s, to an hour for a task still without its result (or
+    /// with a file a poll may reopen) and to six for one watched only for an expired file (a
+    /// poll that brings a fresh URL does so at once): thousands of those, after a CDN incident,
+    /// would take the turns of tasks whose callback never came.
     #[test]
-    fn polls_of_a_task_watched_only_for_its_files_back_off_further() {
+    fn polls_of_a_task_watched_only_for_expired_files_back_off_further() {
         let mut expired = task(Stage::Complete);
         expired.files.insert("a".into(), failed("source answered 403 Forbidden"));
         let awaiting = task(Stage::First);
-        for (record, longest) in [(awaiting, MAX_POLL_INTERVAL), (expired, MAX_FILE_POLL_INTERVAL)] {
+        let mut reopening = expired.clone();
+        let dead_lettered = "dead_lettered: source answered 503 Service Unavailable";
+        reopening.files.insert("b".into(), FileEntry { failed_at: Some(NOW), ..failed(dead_lettered) });
+        let cases = [(awaiting, MAX_POLL_INTERVAL), (reopening, MAX_POLL_INTERVAL), (expired, MAX_FILE_POLL_INTERVAL)];
+        for (record, longest) in cases {
             let (mut polled, mut now, mut waits) = (record.clone(), NOW, Vec::new());
             for _ in 0..16 {
                 polled = after_poll(&polled, &PollOutcome::Pending, now);
