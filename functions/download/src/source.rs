@@ -320,6 +320,18 @@ mod tests {
         assert!(!err.is_retryable());
     }
 
+    /// A redirect from a listed origin to a host a pattern allows is fetched as that host is:
+    /// through the resolver that refuses non-public addresses (`localhost` here).
+    #[tokio::test]
+    async fn a_redirect_to_a_pattern_host_that_resolves_to_loopback_is_refused() {
+        let redirect = "HTTP/1.1 302 Found\r\nlocation: https://localhost/file.mp3\r\ncontent-length: 0\r\n\r\n";
+        let (origin, served) = stemvault_aws::test_http::answer_once(redirect.as_bytes().to_vec()).await;
+        let source = HttpSource::new(SourcePolicy::parse(&format!("{origin},localhost")).unwrap()).unwrap();
+        let err = source.open(&format!("{origin}/a.mp3"), 1 << 20).await.unwrap_err();
+        assert!(matches!(&err, FetchError::Refused(Refusal::Refused(why)) if why.contains("loopback")), "{err}");
+        assert!(served.await.unwrap().starts_with("GET /a.mp3 "), "the listed origin was asked");
+    }
+
     /// A cleartext HTTP/2 origin on loopback answering every request with `bytes` zeros.
     async fn http2_origin(bytes: usize) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

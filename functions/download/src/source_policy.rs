@@ -264,6 +264,28 @@ mod tests {
         assert!(check(&p, "https://cdn2.suno.ai:8443/a.mp3").is_err());
     }
 
+    /// Listed as hosts, so the allow-list lets them by: the address check alone refuses an IP
+    /// literal that is not public, naming what it is (a metadata endpoint, a private network,
+    /// loopback spelled as IPv4 inside IPv6).
+    #[test]
+    fn ip_literals_listed_as_hosts_are_refused_by_their_address() {
+        let p = policy("169.254.169.254,10.0.0.1,100.64.0.1,127.0.0.1,[::ffff:127.0.0.1],[::ffff:a9fe:a9fe],[fe80::1]");
+        for (refused, class) in [
+            ("https://169.254.169.254/latest/meta-data", "a link-local address"),
+            ("https://10.0.0.1/a", "a private address"),
+            ("https://100.64.0.1/a", "a carrier-grade NAT address"),
+            ("https://0x7f.1/a", "a loopback address"),
+            ("https://[::ffff:127.0.0.1]/a", "a loopback address"),
+            ("https://[::ffff:a9fe:a9fe]/latest/meta-data", "a link-local address"),
+            ("https://[fe80::1]/a", "a link-local address"),
+        ] {
+            match check(&p, refused) {
+                Err(Refusal::Refused(why)) => assert!(why.contains(class), "{refused}: {why}"),
+                other => panic!("{refused}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn ip_literals_are_refused_unless_listed_and_public() {
         let p = policy("*.suno.ai,8.8.8.8,127.0.0.1,[::1]");
