@@ -829,6 +829,30 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
 }
 
+/// An earlier attempt's copy is hashed only while it is the object its HEAD saw (If-Match,
+/// as the emulator, like S3, enforces it): one replaced in between (another writer's, of the
+/// same length) is not read as this URL's copy, and the failure is retried.
+#[tokio::test]
+async fn a_copy_replaced_between_its_head_and_its_read_back_is_not_hashed() {
+    let env = TestEnv::new().await;
+    let ports = env.download_ports();
+    let task = new_task_id();
+    let key = format!("tasks/{task}/replaced.json");
+    let record = queued_record(&task, Family::VocalSeparation, &[]);
+    let manifest = |at: i64| Manifest::of(&record, VaultState::Complete, Timestamp::from_unix_ms(at));
+    assert_eq!(ports.write_manifest(&key, &manifest(1_000), 1, None).await, Ok(Conditional::Applied));
+    let seen = ports.head_object(&key).await.unwrap().expect("written");
+    let first = env.object(&key).await.unwrap();
+    let hashed = ports.hash_object(&key, &seen.etag).await.expect("the object seen");
+    assert_eq!(hashed, (first.len() as u64, Sha256::digest(&first).into()));
+
+    assert_eq!(ports.write_manifest(&key, &manifest(2_000), 1, Some(&seen.etag)).await, Ok(Conditional::Applied));
+    let second = env.object(&key).await.unwrap();
+    assert_eq!((second.len(), second != first), (first.len(), true), "replaced by one of the same length");
+    let refused = ports.hash_object(&key, &seen.etag).await.expect_err("no longer the object seen");
+    assert!(refused.is_retryable(), "{refused:?}");
+}
+
 /// A source's `Retry-After` on a 429 or 503, in seconds or as an HTTP-date, is read from
 /// the response (and ignored when malformed, or on other statuses).
 #[tokio::test]
