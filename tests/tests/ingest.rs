@@ -710,6 +710,49 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
     assert_eq!(env.task_record(WAV_TASK).await.files["wav"], released.files["wav"], "untouched");
 }
 
+/// A first save over the file items of an attempt that stopped before its task item (here:
+/// written, then its task item deleted) takes them over only when their claim's lease ran out
+/// or the claim is its own (an SDK retry of its own put), never under another request's live
+/// claim: the `Unclaimed` condition as the emulator, like DynamoDB, evaluates it.
+#[tokio::test]
+async fn a_first_save_takes_over_a_stopped_attempts_files_only_once_free() {
+    let env = TestEnv::new().await;
+    let table = env.tasks();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let record = |task: &str, claim: &str, lease_until: i64| {
+        let at = stemvault_vault::Timestamp::from_unix_ms(now * 1000);
+        let mut record = TaskRecord::new(task, Family::Wav, Stage::Final, 200, "ok", at);
+        let mut file = stemvault_vault::FileEntry::pending(
+            "https://cdn1.suno.ai/a.wav",
+            format!("tasks/{task}/wav.wav"),
+            Stage::Final,
+        );
+        (file.status, file.claim, file.lease_until) = (FileStatus::Enqueuing, Some(claim.into()), Some(lease_until));
+        record.files.insert("wav".into(), file);
+        record.version = 1;
+        record
+    };
+    for (i, (stopped_claim, stopped_lease, applies)) in
+        [("stopped", now - 60, true), ("me", now + 60, true), ("another", now + 60, false)].into_iter().enumerate()
+    {
+        let task = format!("unclaimed{i}x{now}");
+        table.save(None, &record(&task, stopped_claim, stopped_lease)).await.expect("the stopped attempt's items");
+        env.dynamo
+            .delete_item()
+            .table_name(&env.resources.table_name)
+            .key(stemvault_vault::items::PARTITION_KEY, aws_sdk_dynamodb::types::AttributeValue::S(task.clone()))
+            .key(stemvault_vault::items::SORT_KEY, aws_sdk_dynamodb::types::AttributeValue::S("task".into()))
+            .send()
+            .await
+            .expect("its task item gone");
+        let saved = table.save(None, &record(&task, "me", now + 30)).await;
+        assert_eq!(saved.is_ok(), applies, "{stopped_claim}: {saved:?}");
+        if !applies {
+            assert_eq!(saved, Err(StoreError::Conflict));
+        }
+    }
+}
+
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
 /// before the task item it read is then read after it, so no reader sees a task item counting
 /// a file it does not see.
