@@ -22,7 +22,11 @@ fn flood_problems(template: &Value, routes: &[(&str, &str, &str)], ingest: &str)
         }
         let props = cfn::function_properties(template, function);
         let events = props.get("Events").and_then(Value::as_mapping).cloned().unwrap_or_default();
-        for (name, event) in events.iter().filter(|(_, e)| e["Type"] == "HttpApi") {
+        let http: Vec<_> = events.iter().filter(|(_, e)| e["Type"] == "HttpApi").collect();
+        if http.is_empty() {
+            problems.push(format!("{function}: no HttpApi route to throttle"));
+        }
+        for (name, event) in http {
             let name = name.as_str().unwrap_or_default();
             let settings = &event["Properties"]["RouteSettings"];
             for (setting, parameter) in [("ThrottlingRateLimit", rate), ("ThrottlingBurstLimit", burst)] {
@@ -116,4 +120,7 @@ fn flood_checks_report_unthrottled_routes_shared_limits_and_no_reservation() {
         flood_problems(&template, &[], "Download"),
         ["Download: no ReservedConcurrentExecutions from a parameter"]
     );
+    // Routes moved away (renamed, retyped) are no routes throttled.
+    let problems = flood_problems(&template, &[("Download", "Rate", "Burst")], "Ingest");
+    assert_eq!(problems[0], "Download: no HttpApi route to throttle");
 }
