@@ -907,6 +907,13 @@ struct Step {
     files: Vec<(u8, u8)>,
     /// What the downloader does to each file before the next callback.
     settle: Vec<(u8, bool)>,
+    /// The provider delivering an earlier step's body again, byte for byte, instead.
+    repeat: Option<u8>,
+    /// Whether the request's messages went out (its claimed files `queued`), or it stopped
+    /// first, leaving them `enqueuing` under its claim.
+    sent: bool,
+    /// Seconds before this callback: past the 30 s lease, a stopped request's claims lapse.
+    gap: u8,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -915,8 +922,19 @@ fn step() -> impl Strategy<Value = Step> {
         prop::sample::select(vec![200i64, 400, 501]),
         prop::collection::vec((0u8..5, 0u8..3), 0..4),
         prop::collection::vec((0u8..5, any::<bool>()), 0..3),
+        prop::option::weighted(0.3, 0u8..10),
+        prop::bool::weighted(0.8),
+        1u8..90,
     )
-        .prop_map(|(stage, code, files, settle)| Step { stage, code, files, settle })
+        .prop_map(|(stage, code, files, settle, repeat, sent, gap)| Step {
+            stage,
+            code,
+            files,
+            settle,
+            repeat,
+            sent,
+            gap,
+        })
 }
 
 proptest! {
@@ -924,12 +942,21 @@ proptest! {
     fn any_order_never_moves_back_and_never_loses_a_stored_file(steps in prop::collection::vec(step(), 1..10)) {
         let mut record: Option<TaskRecord> = None;
         let mut stored: Vec<(String, String)> = Vec::new();
+        let mut delivered: Vec<(CallbackEvent, BodyInfo)> = Vec::new();
+        let mut at = 0i64;
         for (i, s) in steps.iter().enumerate() {
-            let files: Vec<(String, String)> =
-                s.files.iter().map(|(n, u)| (format!("f{n}"), format!("https://h/{n}-{u}.mp3"))).collect();
-            let refs: Vec<(&str, &str)> = files.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
-            let e = event(s.stage, s.code, &refs);
-            let m = ingest_callback(record.as_ref(), &e, &body(&format!("{i}")), &claimant(&format!("r{i}")), now(i as i64));
+            at += i64::from(s.gap);
+            let again = s.repeat.and_then(|k| delivered.get(usize::from(k)).cloned());
+            let duplicate = again.is_some();
+            let (e, b) = again.unwrap_or_else(|| {
+                let files: Vec<(String, String)> =
+                    s.files.iter().map(|(n, u)| (format!("f{n}"), format!("https://h/{n}-{u}.mp3"))).collect();
+                let refs: Vec<(&str, &str)> = files.iter().map(|(n, u)| (n.as_str(), u.as_str())).collect();
+                (event(s.stage, s.code, &refs), body(&format!("{i}")))
+            });
+            delivered.push((e.clone(), b.clone()));
+            let request = format!("r{i}");
+            let m = ingest_callback(record.as_ref(), &e, &b, &claimant(&request), now(at));
             let mut next = m.record;
 
             if let Some(before) = &record {
@@ -940,23 +967,41 @@ proptest! {
                 }
                 prop_assert_eq!(next.version, before.version + 1);
                 prop_assert_eq!(next.deliveries, before.deliveries + 1);
+                if duplicate {
+                    // The same body again: counted, and its stranded files sent again, but
+                    // nothing it says is taken a second time.
+                    prop_assert_eq!((next.stage, next.code, &next.message), (before.stage, before.code, &before.message));
+                    prop_assert_eq!(next.files.keys().collect::<Vec<_>>(), before.files.keys().collect::<Vec<_>>());
+                    prop_assert_eq!(next.callbacks.len(), before.callbacks.len());
+                    for (name, f) in &next.files {
+                        prop_assert_eq!(&f.url, &before.files[name].url, "{}", name);
+                    }
+                }
             }
             for (name, key) in &stored {
                 let f = &next.files[name];
                 prop_assert_eq!(f.status, FileStatus::Stored);
                 prop_assert_eq!(&f.key, key);
             }
-            for (name, _) in &files {
-                prop_assert!(next.files.contains_key(name));
+            for f in &e.files {
+                prop_assert!(next.files.contains_key(&f.name));
             }
             prop_assert!(next.files.values().all(|f| f.status != FileStatus::Pending), "every pending file is claimed");
-            let claimed = next.files.values().filter(|f| f.status == FileStatus::Enqueuing).count();
-            prop_assert_eq!(claimed, m.claims.to_enqueue.len());
+            let claimed =
+                next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() == Some(&request));
+            prop_assert_eq!(claimed.count(), m.claims.to_enqueue.len());
+            // A stopped request's claim is taken over once its lease ran out.
+            let lapsed = next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() != Some(&request));
+            for f in lapsed {
+                prop_assert!(f.lease_until.is_some_and(|until| until >= now(at).unix_seconds()), "{:?}", f);
+            }
             if next.files.values().any(|f| !f.status.is_settled()) {
                 prop_assert_eq!(next.vault, VaultState::Pending);
             }
 
-            mark_all_queued(&mut next);
+            if s.sent {
+                mark_all_queued(&mut next);
+            }
             for (n, ok) in &s.settle {
                 let name = format!("f{n}");
                 if let Some(f) = next.files.get_mut(&name)
