@@ -26,7 +26,7 @@ use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
 use crate::aws::AwsPorts;
 use crate::config::{Config, FRESH_LINK_PROVIDER};
-use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_after_panic};
+use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, end_claim_after, process_message};
 use crate::error::DownloadError;
 use crate::fresh_link;
 use crate::source::HttpSource;
@@ -139,14 +139,21 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     let reserves = Reserves::before(deadline);
     let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
     log_outcome(&outcome);
-    if let Outcome::Retry(e @ DownloadError::Panicked(_)) = &outcome {
+    // A panic's claim is given back; one the deadline cut short ends with its lease, but on
+    // the last receive both are recorded failed (`end_claim_after`).
+    let cut_short = match &outcome {
+        Outcome::Retry(e @ DownloadError::Panicked(_)) => Some(e),
+        Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e),
+        _ => None,
+    };
+    if let Some(e) = cut_short {
         // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
         // less than the release's own bound. A release that takes all of it leaves the retry
         // no delay (the message then waits out its visibility timeout): a panic and a slow
         // table at once, rare enough.
         let reason = e.to_string();
-        let releasing = release_after_panic(ports, &delivery, &reason);
-        reserves.by_answer("no time left to release the claim; it ends with its lease", releasing).await;
+        let ending = end_claim_after(ports, &delivery, &reason);
+        reserves.by_answer("no time left to end the claim; it ends with its lease", ending).await;
     }
     if outcome.is_failure() {
         reserves.delay(ports, &delivery, &outcome).await;

@@ -571,12 +571,33 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
     delay_next_delivery(ports, receipt_handle, delay).await;
 }
 
-/// After a panic while handling `delivery`: give back its claim (if it took one), so the
-/// retry need not wait for the lease to run out. Best effort.
-pub async fn release_after_panic<P: ReleaseFile>(ports: &P, delivery: &Delivery, reason: &str) {
+/// After `delivery`'s handling ended with no outcome of its own (a panic, or the time before
+/// the invocation's deadline ran out), the claim it may hold (if it took one): given back,
+/// so the retry need not wait for the lease to run out; on the message's last receive
+/// recorded failed as `dead_lettered` instead, as a copy failing so on it is, so the task
+/// settles (partial) and the reconciler may reopen the file, rather than the file waiting
+/// out the queue's retention (4 days) for the sweeper while its URL ages. Best effort.
+pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
     let held = HeldCopy { worker: &delivery.worker, next: None };
-    release_claim(ports, &task_id, &job.name, held, reason).await;
+    if !delivery.is_last_receive() {
+        return release_claim(ports, &task_id, &job.name, held, reason).await;
+    }
+    let last = format!("{reason} (receive {}, the last)", delivery.receive_count);
+    let failed_at = ports.now();
+    let dead_lettered = stemvault_vault::reason::dead_lettered(&last);
+    let failing = ports.record_failed(&task_id, &job.name, held, &dead_lettered, failed_at);
+    let ours = |f: &FileEntry| f.status == FileStatus::Failed && f.failed_at == Some(failed_at);
+    match answer_within(BEST_EFFORT_CALL_TIMEOUT, "recording the file failed", failing).await {
+        Ok(FileWrite::Applied) => {}
+        // Our own write, applied, its answer lost and the SDK's retry refused.
+        Ok(FileWrite::Refused(Some(f))) if ours(&f) => {}
+        // Not held by this delivery (another claim, or none taken): its holder settles it.
+        Ok(FileWrite::Refused(_)) => return,
+        Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
+    }
+    ports.emit_metrics(&Measure::Failed { reason: DEAD_LETTERED });
+    tracing::error!(reason = %last, "the file failed on its last receive; its message goes to the dead-letter queue");
 }
 
 /// Give the claim back (`pending` again, `why` kept), within the best-effort bound: often

@@ -1209,7 +1209,7 @@ async fn a_panicked_attempt_gives_its_claim_back() {
     f.claim = Some(d.worker.clone());
     f.lease_until = Some(d.lease_until);
     let ports = MemoryPorts::with_record(r);
-    release_after_panic(&ports, &d, "the handler panicked: boom").await;
+    end_claim_after(&ports, &d, "the handler panicked: boom").await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
     assert_eq!(f.error.as_deref(), Some("the handler panicked: boom"));
@@ -1218,8 +1218,36 @@ async fn a_panicked_attempt_gives_its_claim_back() {
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     r.files.get_mut("vocal").unwrap().claim = Some("other".into());
     let ports = MemoryPorts::with_record(r);
-    release_after_panic(&ports, &d, "boom").await;
+    end_claim_after(&ports, &d, "boom").await;
     assert_eq!(ports.record(TASK).files["vocal"].claim.as_deref(), Some("other"));
+}
+
+/// On the message's last receive, a panic (or the deadline) leaves the file failed as
+/// `dead_lettered`, counted so, rather than pending for the sweeper once the queue's
+/// retention is over (4 days, its URL aging): the task settles, and the reconciler may reopen
+/// it. Another's claim is still left alone.
+#[tokio::test]
+async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
+    let last = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
+    let ports = MemoryPorts::with_record(r);
+    end_claim_after(&ports, &last, "the handler panicked: boom").await;
+    let f = &ports.record(TASK).files["vocal"];
+    assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Failed, None));
+    let error = f.error.as_deref().unwrap_or_default();
+    assert_eq!(error, format!("dead_lettered: the handler panicked: boom (receive {MAX_RECEIVE_COUNT}, the last)"));
+    assert!(stemvault_vault::reconcile::awaits_retry(f), "a poll may reopen it");
+    assert_eq!(*ports.measures.lock().unwrap(), [Measure::Failed { reason: DEAD_LETTERED }]);
+
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    r.files.get_mut("vocal").unwrap().claim = Some("other".into());
+    let ports = MemoryPorts::with_record(r);
+    end_claim_after(&ports, &last, "boom").await;
+    let f = &ports.record(TASK).files["vocal"];
+    assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Downloading, Some("other")));
+    assert!(ports.measures.lock().unwrap().is_empty());
 }
 
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then
