@@ -151,7 +151,12 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
         // less than the release's own bound. A release that takes all of it leaves the retry
         // no delay (the message then waits out its visibility timeout): a panic and a slow
         // table at once, rare enough.
-        let reason = e.to_string();
+        // A panic's own words (logged by the panic hook, shown URLs hidden) are not the
+        // file's error, which GET, events and the manifest show once it fails.
+        let reason = match e {
+            DownloadError::Panicked(_) => "the handler panicked (the download logs say where)".to_owned(),
+            other => other.to_string(),
+        };
         let ending = end_claim_after(ports, &delivery, &reason);
         reserves.by_answer("no time left to end the claim; it ends with its lease", ending).await;
     }
@@ -329,8 +334,10 @@ mod tests {
     }
 
     /// A copy that panics fails its own message only: the claim it held is given back (the
-    /// file queued again, the panic its reason) and its retry is delayed, so that the next
-    /// receive copies the file rather than wait out the claim's lease.
+    /// file queued again, a panic its reason: not the panic's own words, which the panic hook
+    /// logs with URLs hidden, and which GET would show once the file fails) and its retry is
+    /// delayed, so that the next receive copies the file rather than wait out the claim's
+    /// lease.
     #[tokio::test]
     async fn a_copy_that_panics_gives_its_claim_back_and_delays_its_retry() {
         let ports = Arc::new(MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)])));
@@ -343,7 +350,7 @@ mod tests {
         let stored = ports.record(TASK);
         let a = &stored.files["a"];
         assert_eq!((a.status, a.claim.as_deref()), (FileStatus::Queued, None), "{a:?}");
-        assert_eq!(a.error.as_deref(), Some("the handler panicked: source panicked"));
+        assert_eq!(a.error.as_deref(), Some("the handler panicked (the download logs say where)"));
         assert_eq!(stored.files["b"].status, FileStatus::Stored);
         let delays = ports.delays.lock().unwrap().clone();
         assert_eq!(delays.iter().map(|(handle, _)| handle.as_str()).collect::<Vec<_>>(), ["r1"]);

@@ -574,9 +574,11 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
 /// After `delivery`'s handling ended with no outcome of its own (a panic, or the time before
 /// the invocation's deadline ran out), the claim it may hold (if it took one): given back,
 /// so the retry need not wait for the lease to run out; on the message's last receive
-/// recorded failed as `dead_lettered` instead, as a copy failing so on it is, so the task
-/// settles (partial) and the reconciler may reopen the file, rather than the file waiting
-/// out the queue's retention (4 days) for the sweeper while its URL ages. Best effort.
+/// recorded failed as `dead_lettered` instead, as a copy failing so on it is, so that the
+/// task can settle (partial; the sweeper's next lap settles it) and the reconciler may reopen
+/// the file, rather than the file waiting out the queue's retention (4 days) for the sweeper
+/// while its URL ages. A newer URL waiting in the item (`next_url`) is released as the file's
+/// URL instead, as the copy path leaves one it had no time to copy. Best effort.
 pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
     let held = HeldCopy { worker: &delivery.worker, next: None };
@@ -592,6 +594,15 @@ pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &
         Ok(FileWrite::Applied) => {}
         // Our own write, applied, its answer lost and the SDK's retry refused.
         Ok(FileWrite::Refused(Some(f))) if ours(&f) => {}
+        Ok(FileWrite::Refused(Some(f))) if f.is_held_by(&delivery.worker) => {
+            let (Some(url), Some(key)) = (f.next_url.as_deref(), f.next_key.as_deref()) else { return };
+            tracing::error!(
+                "a newer URL came and the handling ended before it was copied, on the last receive: the file is \
+                 left queued at it, for the sweeper; its message goes to the dead-letter queue"
+            );
+            let at_next = HeldCopy { next: Some(NextSource { url, key }), ..held };
+            return release_claim(ports, &task_id, &job.name, at_next, reason).await;
+        }
         // Not held by this delivery (another claim, or none taken): its holder settles it.
         Ok(FileWrite::Refused(_)) => return,
         Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),

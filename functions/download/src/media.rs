@@ -43,7 +43,9 @@ pub fn media_type(raw: &[u8]) -> Option<String> {
     let start = raw.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(raw.len());
     let len = raw[start..].iter().take_while(|b| is_token(b)).count();
     let media_type = std::str::from_utf8(&raw[start..start + len]).ok()?;
-    media_type.contains('/').then(|| media_type.to_ascii_lowercase())
+    let (kind, subtype) = media_type.split_once('/')?;
+    let well_formed = !kind.is_empty() && !subtype.is_empty() && !subtype.contains('/');
+    well_formed.then(|| media_type.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -74,6 +76,16 @@ mod tests {
             ("text/html\u{80}", "tasks/t/vocal.mp3"),
         ] {
             assert!(not_the_file(content_type, key), "{content_type} for {key}");
+        }
+    }
+
+    #[test]
+    fn a_media_type_is_a_type_and_a_subtype() {
+        use super::media_type;
+        assert_eq!(media_type(b" Text/HTML; charset=x").as_deref(), Some("text/html"));
+        assert_eq!(media_type(b"text/html\x80").as_deref(), Some("text/html"));
+        for malformed in [&b"/"[..], b"a/", b"/b", b"a/b/c", b"audio", b"", b"\x80text/html"] {
+            assert_eq!(media_type(malformed), None, "{:?}", String::from_utf8_lossy(malformed));
         }
     }
 

@@ -184,7 +184,7 @@ impl Credentials {
                 Some((
                     why,
                     "the callback secret is of no use at start-up; answering callbacks 503 secret_unreadable and \
-                     reading it again at most once a minute",
+                     reading it again after a refusal, at most every 5 s",
                 )),
             ),
         };

@@ -45,8 +45,9 @@ impl StopSignal {
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT), SIGTERM or SIGHUP (the terminal `make run` ran in was
-/// closed). A signal whose handler cannot be installed is left out, not the others with it.
+/// Resolves on Ctrl-C (SIGINT), SIGTERM, SIGHUP (the terminal `make run` ran in was closed)
+/// or SIGQUIT (Ctrl-\\, which would otherwise end the runner without a word, leaving its
+/// run.json). A signal whose handler cannot be installed is left out, not the others with it.
 pub async fn interrupted() {
     #[cfg(unix)]
     {
@@ -63,6 +64,7 @@ pub async fn interrupted() {
             _ = on(SignalKind::interrupt()) => {}
             _ = on(SignalKind::terminate()) => {}
             _ = on(SignalKind::hangup()) => {}
+            _ = on(SignalKind::quit()) => {}
         }
     }
     #[cfg(not(unix))]

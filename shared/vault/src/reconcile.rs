@@ -290,9 +290,6 @@ pub fn first_poll_at(record: &TaskRecord, earliest: Timestamp) -> Timestamp {
     next_poll_at(record, earliest, false)
 }
 
-/// When a watched task is polled next: at `by_interval`, unless only files a poll may reopen
-/// ([`relink_at`]) keep it watched: then not before the first of them may be (a poll before
-/// would bring nothing; the waits run to days).
 /// The longest wait between two polls of `record` ([`MAX_FILE_POLL_INTERVAL`] when only
 /// expired URLs keep it watched).
 fn longest_wait(record: &TaskRecord, unfinished: bool) -> Duration {
@@ -300,6 +297,9 @@ fn longest_wait(record: &TaskRecord, unfinished: bool) -> Duration {
     if unfinished || awaits_result(record) || reopens { MAX_POLL_INTERVAL } else { MAX_FILE_POLL_INTERVAL }
 }
 
+/// When a watched task is polled next: at `by_interval`, unless only files a poll may reopen
+/// ([`relink_at`]) keep it watched: then not before the first of them may be (a poll before
+/// would bring nothing; the waits run to days).
 fn next_poll_at(record: &TaskRecord, by_interval: Timestamp, unfinished: bool) -> Timestamp {
     if unfinished || awaits_result(record) {
         return by_interval;

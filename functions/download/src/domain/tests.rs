@@ -1248,6 +1248,18 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Downloading, Some("other")));
     assert!(ports.measures.lock().unwrap().is_empty());
+
+    // A newer URL waiting: released as the file's URL, as the copy path leaves one it had no
+    // time to copy (not failed at a URL never tried, nor left held until its lease).
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
+    (f.next_url, f.next_key) = (Some("https://cdn.example/newer.mp3".into()), Some("tasks/t/vocal-newer.mp3".into()));
+    let ports = MemoryPorts::with_record(r);
+    end_claim_after(&ports, &last, "boom").await;
+    let f = &ports.record(TASK).files["vocal"];
+    assert_eq!((f.status, f.claim.as_deref(), f.next_url.as_deref()), (FileStatus::Queued, None, None));
+    assert_eq!((f.url.as_str(), f.key.as_str()), ("https://cdn.example/newer.mp3", "tasks/t/vocal-newer.mp3"));
 }
 
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then
