@@ -100,12 +100,28 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
         }
     }
     let reads = |a: &Value, text: &str| serde_yaml::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
-    // Of the answers neither throttled nor refused: junk traffic must not dilute it.
-    let rate = alarms.iter().any(|(_, a)| {
-        ["CallbackServerErrors", "CallbackResponses", "CallbacksThrottled", "CallbacksRefusedByIngest"]
+    // Of the answers neither throttled nor refused: junk traffic must not dilute it. Each id
+    // of the expression reads its own metric.
+    let ids = |a: &Value| -> BTreeMap<String, String> {
+        cfn::as_list(&a["Metrics"])
             .iter()
-            .all(|metric| reads(a, metric))
-            && reads(a, "(responses - FILL(throttled, 0) - FILL(refused, 0))")
+            .filter_map(|m| {
+                let name = m["MetricStat"]["Metric"]["MetricName"].as_str()?;
+                Some((m["Id"].as_str()?.to_owned(), name.to_owned()))
+            })
+            .collect()
+    };
+    let expected: BTreeMap<String, String> = [
+        ("errors", "CallbackServerErrors"),
+        ("responses", "CallbackResponses"),
+        ("throttled", "CallbacksThrottled"),
+        ("refused", "CallbacksRefusedByIngest"),
+    ]
+    .into_iter()
+    .map(|(id, metric)| (id.to_owned(), metric.to_owned()))
+    .collect();
+    let rate = alarms.iter().any(|(_, a)| {
+        ids(a) == expected && reads(a, "100 * FILL(errors, 0) / (responses - FILL(throttled, 0) - FILL(refused, 0))")
     });
     if !rate {
         problems.push("no alarm on the rate of callbacks answered 5xx".into());
