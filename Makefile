@@ -19,7 +19,7 @@ EMULATOR := infra/local/emulator.sh
 TOOLS := $(VENV)/tools/bin
 CHECKOV := $(VENV)/checkov/bin
 
-.PHONY: FORCE help build-dir deps rust-components tools lambda-target python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench-linux bench bench-micro clean clean-build
+.PHONY: FORCE help build-dir deps rust-components tools lambda-target python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
 help:
 	@echo "make run    - the whole pipeline locally (emulator, callback endpoint, downloader)"
@@ -159,10 +159,11 @@ demo: deps
 # bench/README.md says what each harness measures. The release bootstraps are copied aside so
 # a rebuild during the run cannot swap them. Raw results: $(BENCH_OUT)/last.json.
 BENCH_OUT ?= $(CARGO_TARGET_DIR)/bench
-# Before deps: off Linux it stops before installing or building anything.
-bench-linux:
+# Off Linux it stops before installing or building anything (deps after the check, so not
+# beside it under make -j).
+bench:
 	@[ -r /proc/self/stat ] || { echo "make bench measures CPU and memory through /proc: it runs on Linux only" >&2; exit 2; }
-bench: bench-linux deps
+	@$(MAKE) --no-print-directory deps
 	cargo build --release --locked -p stemvault-ingest -p stemvault-download
 	mkdir -p "$(BENCH_OUT)/bin"
 	cp "$(CARGO_TARGET_DIR)/release/ingest" "$(CARGO_TARGET_DIR)/release/download" "$(BENCH_OUT)/bin/"

@@ -241,6 +241,12 @@ fn log_outcome(outcome: &Outcome) {
             "a message this build cannot read: sent back a minute per receive until its receives run out, on to \
              the dead-letter queue"
         ),
+        // Its own words are the panic hook's line, shown URLs hidden.
+        Outcome::Retry(DownloadError::Panicked(_)) => {
+            tracing::warn!(
+                "the handler panicked; the message comes back, or after its last receive goes to the dead-letter queue"
+            )
+        }
         // On the last receive, the copy path's own ERROR line says it goes to the dead-letter queue.
         Outcome::Retry(e) => {
             tracing::warn!(error = %e, "not done; the message comes back, or after its last receive goes to the dead-letter queue")

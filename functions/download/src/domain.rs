@@ -594,16 +594,20 @@ pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &
         Ok(FileWrite::Applied) => {}
         // Our own write, applied, its answer lost and the SDK's retry refused.
         Ok(FileWrite::Refused(Some(f))) if ours(&f) => {}
+        // Still ours, so a newer URL waits in it (the failed write is conditional on none).
         Ok(FileWrite::Refused(Some(f))) if f.is_held_by(&delivery.worker) => {
-            let (Some(url), Some(key)) = (f.next_url.as_deref(), f.next_key.as_deref()) else { return };
-            tracing::error!(
+            let url = f.next_url.clone().unwrap_or_else(|| f.url.clone());
+            // An edited item without `next_key`: the key ingest would give that URL.
+            let key = f.next_key.clone().unwrap_or_else(|| suno_callbacks::s3_key::file_key(&task_id, &job.name, &url));
+            let at_next = HeldCopy { next: Some(NextSource { url: &url, key: &key }), ..held };
+            release_claim(ports, &task_id, &job.name, at_next, reason).await;
+            return tracing::error!(
                 "a newer URL came and the handling ended before it was copied, on the last receive: the file is \
                  left queued at it, for the sweeper; its message goes to the dead-letter queue"
             );
-            let at_next = HeldCopy { next: Some(NextSource { url, key }), ..held };
-            return release_claim(ports, &task_id, &job.name, at_next, reason).await;
         }
-        // Not held by this delivery (another claim, or none taken): its holder settles it.
+        // Not held by this delivery: another claim, none taken, or settled by this handling
+        // before it ended; its holder (or that write) settles it.
         Ok(FileWrite::Refused(_)) => return,
         Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
     }

@@ -36,8 +36,9 @@ fn essence(content_type: &str) -> String {
 }
 
 /// The media type `raw` (a Content-Type's bytes, as sent) starts with, lower case: the
-/// token characters and `/` after any leading white space, if they hold a `/`. What
-/// [`not_the_file`] reads of a value too long or not printable to keep whole.
+/// token characters and `/` after any leading white space, if they are one type and one
+/// subtype, neither empty. What [`not_the_file`] reads of a value too long or not printable
+/// to keep whole.
 pub fn media_type(raw: &[u8]) -> Option<String> {
     let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(b);
     let start = raw.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(raw.len());

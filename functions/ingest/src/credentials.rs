@@ -149,8 +149,8 @@ impl Credentials {
     /// A secret that cannot be read (Secrets Manager failing or slow, a key policy), or
     /// neither of whose texts can be used, starts the function all the same, with
     /// [`Auth::unread`] checks: requests are answered 503 `secret_unreadable` (the provider
-    /// retries) and the secret is read again as after any refusal, at most once per
-    /// [`REFUSAL_REREAD_INTERVAL`], until a read brings usable checks; the start counts one
+    /// retries) and the secret is read again after a refusal, at most once per
+    /// [`UNREAD_REREAD_INTERVAL`], until a read brings usable checks; the start counts one
     /// [`Measure::SecretRereadFailed`] and logs why. Exiting instead would fail every cold
     /// start, each answering the callback that started it with a bare 5xx, while warm
     /// instances went on with the checks they had.

@@ -249,10 +249,10 @@ fn try_again_soon(code: &str, message: &str) -> Response<Body> {
 fn failure(e: &ResultsError) -> Response<Body> {
     if e.is_retryable() {
         tracing::warn!(error = %e, "cannot answer now");
-        try_again_soon("unavailable", "the task record cannot be reached right now; try again")
+        try_again_soon("unavailable", "the task cannot be answered right now; try again")
     } else {
         tracing::error!(error = %e, "cannot answer");
-        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task record cannot be read or written")
+        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task cannot be answered")
     }
 }
 

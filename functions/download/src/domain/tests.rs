@@ -1260,6 +1260,16 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref(), f.next_url.as_deref()), (FileStatus::Queued, None, None));
     assert_eq!((f.url.as_str(), f.key.as_str()), ("https://cdn.example/newer.mp3", "tasks/t/vocal-newer.mp3"));
+
+    // An edited item without `next_key`: released all the same, its claim given back.
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
+    f.next_url = Some("https://cdn.example/newer.mp3".into());
+    let ports = MemoryPorts::with_record(r);
+    end_claim_after(&ports, &last, "boom").await;
+    let f = &ports.record(TASK).files["vocal"];
+    assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None), "{f:?}");
 }
 
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then
