@@ -220,6 +220,8 @@ async fn answer(ports: &impl Ports, link_expiry: Duration, task_id: &TaskId) -> 
             let body = serde_json::json!({
                 "task_id": task_id.as_str(),
                 "status": "parked",
+                // As a task view's: a client reading any 2xx for `done` keeps asking.
+                "done": false,
                 "message": "a callback of this task was received but not recorded yet (the task table \
                             could not take it); the reconciler records it, usually within minutes",
             });
@@ -347,6 +349,7 @@ mod tests {
         let (status, body, response) = call(&ports, Method::GET, "/tasks/t2").await;
         assert_eq!(status, StatusCode::ACCEPTED, "{body}");
         assert_eq!((body["task_id"].as_str(), body["status"].as_str()), (Some("t2"), Some("parked")));
+        assert_eq!(body["done"], false, "a client reading done keeps asking");
         assert_eq!(response.headers()[header::RETRY_AFTER], "60");
     }
 
