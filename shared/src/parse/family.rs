@@ -72,9 +72,12 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     let sunoapi_lyrics =
         data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some() && !tracks;
     // docs.kie.ai's lyrics failure keeps `callbackType: complete` with no items, whatever its
-    // message (its codes: 400, 500); every music failure documented is `error`.
-    let lyrics_failure =
-        code != 200 && (lowercase_names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
+    // message (its codes: 400, 500); every music failure documented is `error`. A failure
+    // that carries tracks is music's, whatever its message says of lyrics: as lyrics, the
+    // tracks' files would be dropped.
+    let lyrics_failure = code != 200
+        && !tracks
+        && (lowercase_names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
     text_items || sunoapi_lyrics || lyrics_failure
 }
 
@@ -113,6 +116,12 @@ mod tests {
                        "data":{"callbackType":"error","taskId":"t","data":null}}),
                 Lyrics,
             ),
+            // A failure carrying tracks is music's, whatever its message says of lyrics.
+            (
+                json!({"code":400,"msg":"Lyrics generation failed",
+                       "data":{"callbackType":"error","task_id":"t","data":[{"id":"a","audio_url":"https://h/a.mp3"}]}}),
+                Music,
+            ),
             (json!({"code":501,"data":{"taskId":"t","images":null}}), CoverImage),
             (json!({"code":500,"data":{"task_id":"t","audioWavUrl":null}}), Wav),
             (json!({"code":500,"data":{"task_id":"t","vocal_separation_info":null}}), VocalSeparation),
@@ -129,6 +138,20 @@ mod tests {
         ];
         for (body, expected) in cases {
             assert_eq!(family_of(body.clone()), expected, "{body}");
+        }
+    }
+
+    /// A failure that carries tracks (a 451 "download failed", say, or a message naming
+    /// lyrics) is recorded as an error, its tracks' files kept to be copied.
+    #[test]
+    fn a_failure_carrying_tracks_keeps_their_files() {
+        for msg in ["Lyrics generation failed", "download failed"] {
+            let body = json!({"code": 451, "msg": msg, "data": {"callbackType": "error", "task_id": "t",
+                "data": [{"id": "a", "audio_url": "https://h/a.mp3", "image_url": "https://h/a.jpeg"}]}});
+            let event = crate::parse_callback(body.to_string().as_bytes()).expect("a callback");
+            assert_eq!((event.family, event.stage, event.code), (Family::Music, crate::Stage::Error, 451), "{msg}");
+            let names: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["tracks/a/audio", "tracks/a/cover"], "{msg}");
         }
     }
 
