@@ -26,7 +26,7 @@ use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
 use crate::aws::AwsPorts;
 use crate::config::{Config, FRESH_LINK_PROVIDER};
-use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, end_claim_after, process_message};
+use crate::domain::{Delivery, Outcome, Ports, Settings, delay_retry, process_message, release_or_fail_claim};
 use crate::error::DownloadError;
 use crate::fresh_link;
 use crate::source::HttpSource;
@@ -121,6 +121,9 @@ const _: () = assert!(
         <= DEADLINE_MARGIN.as_millis()
 );
 
+/// The reason a claim given back (or, on the last receive, a file failed) after a panic keeps.
+pub const PANICKED_REASON: &str = "the handler panicked (the download logs say where)";
+
 /// One message handled: the delivery the domain saw, and how it ended.
 #[derive(Debug, Clone)]
 struct Handled {
@@ -140,24 +143,24 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
     log_outcome(&outcome);
     // A panic's claim is given back; one the deadline cut short ends with its lease, but on
-    // the last receive both are recorded failed (`end_claim_after`).
+    // the last receive both are recorded failed (`release_or_fail_claim`).
     let cut_short = match &outcome {
         Outcome::Retry(e @ DownloadError::Panicked(_)) => Some(e),
         Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e),
         _ => None,
     };
     if let Some(e) = cut_short {
-        // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
-        // less than the release's own bound. A release that takes all of it leaves the retry
-        // no delay (the message then waits out its visibility timeout): a panic and a slow
-        // table at once, rare enough.
         // A panic's own words (logged by the panic hook, shown URLs hidden) are not the
         // file's error, which GET, events and the manifest show once it fails.
         let reason = match e {
-            DownloadError::Panicked(_) => "the handler panicked (the download logs say where)".to_owned(),
+            DownloadError::Panicked(_) => PANICKED_REASON.to_owned(),
             other => other.to_string(),
         };
-        let ending = end_claim_after(ports, &delivery, &reason);
+        // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
+        // less than the ending's own bound. One that takes all of it leaves the retry no delay
+        // (the message then waits out its visibility timeout): a panic and a slow table at
+        // once, rare enough.
+        let ending = release_or_fail_claim(ports, &delivery, &reason);
         reserves.by_answer("no time left to end the claim; it ends with its lease", ending).await;
     }
     if outcome.is_failure() {
@@ -356,7 +359,7 @@ mod tests {
         let stored = ports.record(TASK);
         let a = &stored.files["a"];
         assert_eq!((a.status, a.claim.as_deref()), (FileStatus::Queued, None), "{a:?}");
-        assert_eq!(a.error.as_deref(), Some("the handler panicked (the download logs say where)"));
+        assert_eq!(a.error.as_deref(), Some(PANICKED_REASON));
         assert_eq!(stored.files["b"].status, FileStatus::Stored);
         let delays = ports.delays.lock().unwrap().clone();
         assert_eq!(delays.iter().map(|(handle, _)| handle.as_str()).collect::<Vec<_>>(), ["r1"]);

@@ -105,8 +105,8 @@ pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 /// announced it, or refusing a burst for a while: an expired URL is days old, but a link
 /// minutes old answering 404 would be lost for good, a poll bringing the same URL again), so
 /// the message is retried, 30 s, 60 s, 120 s and 240 s on
-/// ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]): about 7.5 minutes (90 s before
-/// 2026-12-06), at the cost of two more requests to a URL that did expire.
+/// ([`stemvault_vault::download::DOWNLOAD_BACKOFF`]): about 7.5 minutes, at the cost of a few
+/// requests to a URL that did expire.
 pub const EXPIRY_CONFIRMED_ON_RECEIVE: u32 = 5;
 const _: () = assert!(EXPIRY_CONFIRMED_ON_RECEIVE < MAX_RECEIVE_COUNT, "confirmed before the dead-letter queue");
 
@@ -579,7 +579,7 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
 /// the file, rather than the file waiting out the queue's retention (4 days) for the sweeper
 /// while its URL ages. A newer URL waiting in the item (`next_url`) is released as the file's
 /// URL instead, as the copy path leaves one it had no time to copy. Best effort.
-pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &str) {
+pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, reason: &str) {
     let Ok((job, task_id)) = parse_job(&delivery.body) else { return };
     let held = HeldCopy { worker: &delivery.worker, next: None };
     if !delivery.is_last_receive() {
@@ -594,17 +594,20 @@ pub async fn end_claim_after<P: Ports>(ports: &P, delivery: &Delivery, reason: &
         Ok(FileWrite::Applied) => {}
         // Our own write, applied, its answer lost and the SDK's retry refused.
         Ok(FileWrite::Refused(Some(f))) if ours(&f) => {}
-        // Still ours, so a newer URL waits in it (the failed write is conditional on none).
+        // Still ours, so a newer URL waits in it (the failed write is conditional on none): the
+        // release moves it in (the item's own `next_url` and `next_key`; an edited item
+        // without the key is released as it is).
         Ok(FileWrite::Refused(Some(f))) if f.is_held_by(&delivery.worker) => {
-            let url = f.next_url.clone().unwrap_or_else(|| f.url.clone());
-            // An edited item without `next_key`: the key ingest would give that URL.
-            let key = f.next_key.clone().unwrap_or_else(|| suno_callbacks::s3_key::file_key(&task_id, &job.name, &url));
-            let at_next = HeldCopy { next: Some(NextSource { url: &url, key: &key }), ..held };
-            release_claim(ports, &task_id, &job.name, at_next, reason).await;
-            return tracing::error!(
-                "a newer URL came and the handling ended before it was copied, on the last receive: the file is \
-                 left queued at it, for the sweeper; its message goes to the dead-letter queue"
-            );
+            let next = f.next_url.as_deref().zip(f.next_key.as_deref()).map(|(url, key)| NextSource { url, key });
+            let moved = next.is_some();
+            release_claim(ports, &task_id, &job.name, HeldCopy { next, ..held }, reason).await;
+            if moved {
+                tracing::error!(
+                    "a newer URL came and the handling ended before it was copied, on the last receive: the file \
+                     is left queued at it, for the sweeper; its message goes to the dead-letter queue"
+                );
+            }
+            return;
         }
         // Not held by this delivery: another claim, none taken, or settled by this handling
         // before it ended; its holder (or that write) settles it.

@@ -37,8 +37,8 @@ fn essence(content_type: &str) -> String {
 
 /// The media type `raw` (a Content-Type's bytes, as sent) starts with, lower case: the
 /// token characters and `/` after any leading white space, if they are one type and one
-/// subtype, neither empty. What [`not_the_file`] reads of a value too long or not printable
-/// to keep whole.
+/// subtype, neither empty: what the source keeps of a Content-Type too long or not printable
+/// to keep whole, and what [`not_the_file`] reads.
 pub fn media_type(raw: &[u8]) -> Option<String> {
     let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~/".contains(b);
     let start = raw.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(raw.len());

@@ -12,7 +12,7 @@
 //!   refused (an unauthenticated flood costs one read a minute), and the request is checked
 //!   again with what was read. An instance that holds no checks at all (nothing it could use
 //!   read since it started: every callback is answered 503) reads at most once per
-//!   [`UNREAD_REREAD_INTERVAL`] instead, so a secret unreadable for a moment at its cold
+//!   [`UNREAD_REFUSAL_REREAD_INTERVAL`] instead, so a secret unreadable for a moment at its cold
 //!   start does not turn the provider's few retries away for a minute.
 //!
 //! A secret that cannot be read or used keeps the checks in force and counts one
@@ -40,7 +40,7 @@ use stemvault_aws::secrets::REFUSAL_REREAD_INTERVAL;
 /// checks ([`Auth::unread`]): every callback it answers then is a 503 the provider retries
 /// only a few times, and a Secrets Manager that failed one read at a cold start may answer
 /// the next.
-pub const UNREAD_REREAD_INTERVAL: Duration = Duration::from_secs(5);
+pub const UNREAD_REFUSAL_REREAD_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How old the checks in force may be: a key revoked from the secret is refused after this.
 pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;
@@ -150,7 +150,7 @@ impl Credentials {
     /// neither of whose texts can be used, starts the function all the same, with
     /// [`Auth::unread`] checks: requests are answered 503 `secret_unreadable` (the provider
     /// retries) and the secret is read again after a refusal, at most once per
-    /// [`UNREAD_REREAD_INTERVAL`], until a read brings usable checks; the start counts one
+    /// [`UNREAD_REFUSAL_REREAD_INTERVAL`], until a read brings usable checks; the start counts one
     /// [`Measure::SecretRereadFailed`] and logs why. Exiting instead would fail every cold
     /// start, each answering the callback that started it with a bare 5xx, while warm
     /// instances went on with the checks they had.
@@ -234,7 +234,7 @@ impl Credentials {
     ) -> Option<Arc<Auth>> {
         let unread = refused_by.is_unread();
         let may_read = |last_read, now| match unread {
-            true => passed_or_stepped_back(UNREAD_REREAD_INTERVAL.min(self.policy.interval), last_read, now),
+            true => passed_or_stepped_back(UNREAD_REFUSAL_REREAD_INTERVAL.min(self.policy.interval), last_read, now),
             false => self.policy.allows(last_read, now),
         };
         self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await

@@ -653,12 +653,15 @@ async fn give_up<P: Ports>(
     let task_id = task.as_str();
     if !awaiting {
         // Its `done` turns true with this write: said before it, as a give-up's event, so a
-        // failed publish leaves the task due and the next run says it again (same id).
-        if let Some(done) = events::watch_ended(record, &settings.accept.bucket) {
+        // failed publish leaves the task due and the next run says it again (same id). A
+        // callback that lands between the two wins the write, though the event may be out
+        // (its own events follow).
+        if let Some(done) = events::vaulted_once_unwatched(record, &settings.accept.bucket) {
             ports.publish_events(std::slice::from_ref(&done)).await?;
         }
         let unwatch = |r: &TaskRecord, now| still(r, now).then(|| reconcile::stop_watching(r));
         if !save_with(ports, settings, task, Some(record), unwatch).await? {
+            tracing::info!(task_id, "not unwatched after all: the task changed meanwhile");
             return Ok(Handled::Skipped);
         }
         let why = match reason {

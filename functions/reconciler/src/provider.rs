@@ -124,7 +124,7 @@ impl HttpProvider {
                 );
                 answer
             }
-            second => second,
+            generation_answer => generation_answer,
         }
     }
 

@@ -140,7 +140,7 @@ pub const MAX_LINKS: usize = 1000;
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
-    let (vault, done) = record.shown_vault();
+    let (vault, done) = record.shown_vault_state();
     // The same projection the manifest uses, so both agree; its timestamp is unused.
     let manifest = Manifest::of(record, vault, record.last_received_at);
     // Only a key under the task's own prefix is linked, as its details are (ingest makes no

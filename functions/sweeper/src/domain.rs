@@ -152,8 +152,7 @@ const CLAIM_LEASE: Duration = Duration::from_secs(15);
 
 /// The most tasks one run checks (its time bounds it too): a task with nothing to send costs
 /// one strongly consistent Query, some 5 to 10 ms, so about 5,000 fit in a run's 40 s, and a
-/// pass over 100,000 open tasks (a provider's outage) takes under two hours, not eight as at
-/// 1,000 (before 2026-12-06).
+/// pass over 100,000 open tasks (a provider's outage) takes about two hours.
 pub const MAX_TASKS_PER_RUN: usize = 5_000;
 
 /// How a sweep is bounded.

@@ -17,7 +17,7 @@ use stemvault_local::demo::{self, DemoTarget};
 use stemvault_local::pipeline::{DEFAULT_POLLERS, Pipeline, PipelineOptions};
 use stemvault_local::run_info::{self, RESOURCE_BASE, RunInfo};
 use stemvault_local::settings::{self, file_server_origin};
-use stemvault_local::shutdown::{Shutdown, interrupted, parent_gone};
+use stemvault_local::shutdown::{Shutdown, interrupted, orphaned};
 use tokio::net::{TcpListener, TcpStream};
 
 const USAGE: &str = "usage: stemvault-local [run|demo|status]   (PORT, default 3000; the demo file server uses PORT+1)";
@@ -87,8 +87,11 @@ async fn answers(port: u16) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(("127.0.0.1", port))).await, Ok(Ok(_)))
 }
 
+/// What to do about a port that is taken.
+const OTHER_PORTS: &str = "set PORT to use other ports";
+
 async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
-    listen_or(port, what, "set PORT to use other ports").await
+    listen_or(port, what, OTHER_PORTS).await
 }
 
 /// [`listen`], `remedy` saying what to do when the port is taken (but by an earlier runner).
@@ -96,7 +99,7 @@ async fn listen_or(port: u16, what: &str, remedy: &str) -> Result<TcpListener, S
     TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| match described_runner(port) {
         Some(earlier) => format!(
             "{what} cannot listen on 127.0.0.1:{port}: {e}: a runner from an earlier `make run` (pid {}) holds it: stop \
-             it (`kill {}`), or set PORT to use other ports",
+             it (`kill {}`), or {OTHER_PORTS}",
             earlier.pid, earlier.pid
         ),
         None => format!("{what} cannot listen on 127.0.0.1:{port}: {e} ({remedy})"),
@@ -152,7 +155,7 @@ async fn run() -> Result<(), String> {
 
     tokio::select! {
         _ = interrupted() => {}
-        _ = parent_gone() => {
+        _ = orphaned() => {
             let _ = writeln!(std::io::stderr(), "the script that started this runner is gone (killed?)");
         }
     }
@@ -228,7 +231,7 @@ async fn run_demo() -> Result<(), String> {
     // A runner of its own allows downloads from its PORT+1 only: another PORT here would talk
     // to no runner.
     let remedy = match pipeline {
-        Some(_) => "set PORT to use other ports".to_owned(),
+        Some(_) => OTHER_PORTS.to_owned(),
         None => format!(
             "the runner on {port} allows downloads from it only: free it, or restart `make run` with another PORT"
         ),

@@ -76,7 +76,7 @@ pub async fn interrupted() {
 /// Resolves once the process that started this one is gone (this one handed to another
 /// parent): `make run`'s script killed outright (SIGKILL, which runs no trap), say, so the
 /// runner stops too rather than hold its ports until someone finds it.
-pub async fn parent_gone() {
+pub async fn orphaned() {
     #[cfg(unix)]
     {
         let parent = std::os::unix::process::parent_id();
@@ -98,7 +98,7 @@ mod tests {
     /// The test process's parent (cargo) lives on: nothing to stop for.
     #[tokio::test]
     async fn a_living_parent_is_not_gone() {
-        let waited = tokio::time::timeout(std::time::Duration::from_millis(2500), parent_gone()).await;
+        let waited = tokio::time::timeout(std::time::Duration::from_millis(2500), orphaned()).await;
         assert!(waited.is_err(), "resolved while the parent lives");
     }
 

@@ -64,20 +64,18 @@ fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str
     let items = data.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let has_key = |item: &Value, key: &str| item.as_object().is_some_and(|o| o.contains_key(key));
     let has_audio = |item: &Value| has_key(item, "audio_url") || has_key(item, "audioUrl");
-    let tracks = items.iter().any(has_audio);
-    let text_items = items.iter().any(|item| has_key(item, "text")) && !tracks;
+    // Items with audio are tracks, whatever else the body says (an id's spelling, a failure's
+    // message naming lyrics): as lyrics, their files would be dropped.
+    if items.iter().any(has_audio) {
+        return false;
+    }
+    let text_items = items.iter().any(|item| has_key(item, "text"));
     // docs.sunoapi.org lyrics key the task as `data.taskId`; music-track bodies use `task_id`.
-    // Items with audio are tracks whatever the id's spelling: as lyrics, their files would be
-    // dropped.
-    let sunoapi_lyrics =
-        data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some() && !tracks;
+    let sunoapi_lyrics = data.contains_key("taskId") && !data.contains_key("task_id") && callback_type.is_some();
     // docs.kie.ai's lyrics failure keeps `callbackType: complete` with no items, whatever its
-    // message (its codes: 400, 500); every music failure documented is `error`. A failure
-    // that carries tracks is music's, whatever its message says of lyrics: as lyrics, the
-    // tracks' files would be dropped.
-    let lyrics_failure = code != 200
-        && !tracks
-        && (lowercase_names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
+    // message (its codes: 400, 500); every music failure documented is `error`.
+    let lyrics_failure =
+        code != 200 && (lowercase_names_lyrics(message) || (callback_type == Some("complete") && items.is_empty()));
     text_items || sunoapi_lyrics || lyrics_failure
 }
 
@@ -115,12 +113,6 @@ mod tests {
                 json!({"code":400,"msg":"Lyrics generation failed",
                        "data":{"callbackType":"error","taskId":"t","data":null}}),
                 Lyrics,
-            ),
-            // A failure carrying tracks is music's, whatever its message says of lyrics.
-            (
-                json!({"code":400,"msg":"Lyrics generation failed",
-                       "data":{"callbackType":"error","task_id":"t","data":[{"id":"a","audio_url":"https://h/a.mp3"}]}}),
-                Music,
             ),
             (json!({"code":501,"data":{"taskId":"t","images":null}}), CoverImage),
             (json!({"code":500,"data":{"task_id":"t","audioWavUrl":null}}), Wav),

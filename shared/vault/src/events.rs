@@ -6,7 +6,7 @@
 //! same id, so consumers drop duplicates by it. Ids are made of the task id, the event type
 //! and what makes the event unique within the task: the stage for a stage change or a
 //! failure, the file set's generation and the stage for a vaulting (and `watch_ended` after
-//! them when a watch for a fresh URL ends: [`watch_ended`]).
+//! them when a watch for a fresh URL ends: [`vaulted_once_unwatched`]).
 
 use std::future::Future;
 
@@ -242,7 +242,7 @@ pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) 
 /// unless that write is what makes the task done, and while a settle is still due (a
 /// registration moved its generation on, say): that settle watches the task again, and the
 /// watch's end is said once the task is settled, with its manifest (one id, one content).
-pub fn watch_ended(watched: &TaskRecord, bucket: &str) -> Option<TaskEvent> {
+pub fn vaulted_once_unwatched(watched: &TaskRecord, bucket: &str) -> Option<TaskEvent> {
     let unwatched = crate::reconcile::stop_watching(watched);
     let newly_done = !watched.is_done(watched.vault) && unwatched.is_done(unwatched.vault);
     if !newly_done || !unwatched.is_settled() {

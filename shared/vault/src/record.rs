@@ -584,7 +584,7 @@ impl TaskRecord {
     /// ([`Self::vault_to_settle`]), as that settle will write them: its `Task Vaulted` goes
     /// out before its write (a failed write waits for a retry or the sweeper), so a receiver
     /// reading the task on that event sees what the event said.
-    pub fn shown_vault(&self) -> (VaultState, bool) {
+    pub fn shown_vault_state(&self) -> (VaultState, bool) {
         match self.vault_to_settle() {
             Some(vault) => (vault, self.is_done_once_settled(vault)),
             None if self.files_settled() => (self.vault, self.is_done(self.vault)),

@@ -1209,16 +1209,16 @@ async fn a_panicked_attempt_gives_its_claim_back() {
     f.claim = Some(d.worker.clone());
     f.lease_until = Some(d.lease_until);
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &d, "the handler panicked: boom").await;
+    release_or_fail_claim(&ports, &d, crate::app::PANICKED_REASON).await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
-    assert_eq!(f.error.as_deref(), Some("the handler panicked: boom"));
+    assert_eq!(f.error.as_deref(), Some(crate::app::PANICKED_REASON));
 
     // Someone else's claim is left alone.
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     r.files.get_mut("vocal").unwrap().claim = Some("other".into());
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &d, "boom").await;
+    release_or_fail_claim(&ports, &d, "boom").await;
     assert_eq!(ports.record(TASK).files["vocal"].claim.as_deref(), Some("other"));
 }
 
@@ -1233,18 +1233,19 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     let f = r.files.get_mut("vocal").unwrap();
     (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &last, "the handler panicked: boom").await;
+    release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Failed, None));
     let error = f.error.as_deref().unwrap_or_default();
-    assert_eq!(error, format!("dead_lettered: the handler panicked: boom (receive {MAX_RECEIVE_COUNT}, the last)"));
+    let expected = format!("dead_lettered: {} (receive {MAX_RECEIVE_COUNT}, the last)", crate::app::PANICKED_REASON);
+    assert_eq!(error, expected);
     assert!(stemvault_vault::reconcile::awaits_retry(f), "a poll may reopen it");
     assert_eq!(*ports.measures.lock().unwrap(), [Measure::Failed { reason: DEAD_LETTERED }]);
 
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     r.files.get_mut("vocal").unwrap().claim = Some("other".into());
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &last, "boom").await;
+    release_or_fail_claim(&ports, &last, "boom").await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Downloading, Some("other")));
     assert!(ports.measures.lock().unwrap().is_empty());
@@ -1256,20 +1257,22 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
     (f.next_url, f.next_key) = (Some("https://cdn.example/newer.mp3".into()), Some("tasks/t/vocal-newer.mp3".into()));
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &last, "boom").await;
+    release_or_fail_claim(&ports, &last, "boom").await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref(), f.next_url.as_deref()), (FileStatus::Queued, None, None));
     assert_eq!((f.url.as_str(), f.key.as_str()), ("https://cdn.example/newer.mp3", "tasks/t/vocal-newer.mp3"));
 
-    // An edited item without `next_key`: released all the same, its claim given back.
+    // An edited item without `next_key`: released as it is, its claim given back.
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     let f = r.files.get_mut("vocal").unwrap();
     (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
     f.next_url = Some("https://cdn.example/newer.mp3".into());
+    let url = f.url.clone();
     let ports = MemoryPorts::with_record(r);
-    end_claim_after(&ports, &last, "boom").await;
+    release_or_fail_claim(&ports, &last, "boom").await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None), "{f:?}");
+    assert_eq!((f.url.as_str(), f.next_url.as_deref()), (url.as_str(), Some("https://cdn.example/newer.mp3")));
 }
 
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then

@@ -612,13 +612,13 @@ async fn a_secret_unreadable_at_start_up_is_read_again_until_callbacks_land() {
     let reads = h.ports.secret_reads();
     in_doubt(&h, signed_at(KEY, NOW_SECS)).await;
     assert_eq!(h.ports.secret_reads(), reads, "not read again at once");
-    h.ports.advance(crate::credentials::UNREAD_REREAD_INTERVAL);
+    h.ports.advance(crate::credentials::UNREAD_REFUSAL_REREAD_INTERVAL);
     in_doubt(&h, signed_at(KEY, NOW_SECS + 5)).await;
     assert_eq!(h.ports.secret_reads(), reads + 1, "read again 5 s on, failing still");
     h.ports.set_secret_failing(false);
     in_doubt(&h, signed_at(KEY, NOW_SECS + 5)).await;
     assert_eq!(h.ports.secret_reads(), reads + 1, "not read again within 5 s");
-    h.ports.advance(crate::credentials::UNREAD_REREAD_INTERVAL);
+    h.ports.advance(crate::credentials::UNREAD_REFUSAL_REREAD_INTERVAL);
     assert_eq!(h.handle(signed_at(KEY, NOW_SECS + 10)).await.status(), StatusCode::OK, "read again: it lands");
     assert_eq!(h.ports.secret_reads(), reads + 2);
 }

@@ -834,8 +834,8 @@ async fn more_stuck_tasks_than_a_run_takes_never_hide_a_newer_orphan() {
     let orphan = task_id(STUCK);
     ports.put_record(orphaned(&orphan, at(STUCK as i64 + 10), &[("p", FileStatus::Pending)]));
     ports.advance(Duration::from_secs(600));
-    // A run takes 5,000 (the default); 200 here, as many as the in-memory index pays for.
-    assert_eq!(Settings::default().max_tasks, 5_000);
+    // A run takes MAX_TASKS_PER_RUN (the default); 200 here, as many as the in-memory index
+    // pays for.
     let settings = Settings { max_tasks: 200, ..Settings::default() };
 
     let first = sweep(&ports, &settings, "sweeper-1", at(100_000)).await.unwrap();

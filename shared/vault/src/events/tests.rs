@@ -213,13 +213,13 @@ fn a_watch_s_end_is_said_only_of_a_settled_task_it_makes_done() {
         Timestamp::from_unix_ms(1_795_446_000_000),
         std::time::Duration::from_secs(60),
     );
-    let said = watch_ended(&watched, "b").expect("said");
+    let said = vaulted_once_unwatched(&watched, "b").expect("said");
     assert_eq!(said.detail.event_id, "t1.vaulted.3.final.watch_ended");
     assert!(said.detail.done);
     assert_eq!(said.detail.manifest_key.as_deref(), Some("tasks/t1/manifest.json"));
 
     let settle_due = TaskRecord { manifest_key: None, ..watched.clone() };
-    assert_eq!(watch_ended(&settle_due, "b"), None, "its settle comes first");
+    assert_eq!(vaulted_once_unwatched(&settle_due, "b"), None, "its settle comes first");
     let unwatched = TaskRecord { reconcile: None, ..watched.clone() };
-    assert_eq!(watch_ended(&unwatched, "b"), None, "done already: said by its settle");
+    assert_eq!(vaulted_once_unwatched(&unwatched, "b"), None, "done already: said by its settle");
 }

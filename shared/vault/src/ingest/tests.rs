@@ -990,9 +990,9 @@ proptest! {
             let claimed =
                 next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() == Some(&request));
             prop_assert_eq!(claimed.count(), m.claims.to_enqueue.len());
-            // A stopped request's claim is taken over once its lease ran out.
-            let lapsed = next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() != Some(&request));
-            for f in lapsed {
+            // Another request's claim left in place is still under its lease (a lapsed one is taken over).
+            let others_live = next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() != Some(&request));
+            for f in others_live {
                 prop_assert!(f.lease_until.is_some_and(|until| until >= now(at).unix_seconds()), "{:?}", f);
             }
             if next.files.values().any(|f| !f.status.is_settled()) {
