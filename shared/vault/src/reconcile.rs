@@ -226,8 +226,12 @@ impl PollOutcome {
         match self {
             PollOutcome::Unreachable | PollOutcome::Unreadable => true,
             PollOutcome::Http(status) => !(401..=403).contains(status),
+            // A request timed out or too early on its way (408, 425: a gateway's), as the
+            // downloader reads them of a fresh link.
             PollOutcome::Provider(code) => {
-                suno_callbacks::poll::asks_to_wait(*code) || suno_callbacks::poll::provider_failing(*code)
+                suno_callbacks::poll::asks_to_wait(*code)
+                    || suno_callbacks::poll::provider_failing(*code)
+                    || matches!(*code, 408 | 425)
             }
             PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::NoRecord | PollOutcome::Unrecorded => false,
         }
@@ -789,7 +793,16 @@ mod tests {
             assert!(!owes_a_last_poll(&polled(MAX_POLL_INTERVAL, outcome), due, give_up), "{outcome}");
             assert!(!owes_a_last_poll(&polled(Duration::ZERO, outcome), due, give_up), "{outcome}");
         }
-        let unanswered = ["http_430", "http_503", "provider_455", "unreachable", "unreadable", "unrecorded", "other"];
+        let unanswered = [
+            "http_430",
+            "http_503",
+            "provider_455",
+            "provider_408",
+            "unreachable",
+            "unreadable",
+            "unrecorded",
+            "other",
+        ];
         for outcome in unanswered.into_iter().chain(["http_401", "http_402", "provider_403"]) {
             // At its time exactly: that poll marks the last chance, asked again for a day.
             let at_due = polled(Duration::ZERO, outcome);
