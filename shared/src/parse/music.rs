@@ -34,9 +34,15 @@ pub(crate) fn is_source_file(name: &str) -> bool {
 }
 
 pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
-    let items = data.and_then(|d| d.get("data")).and_then(Value::as_array);
+    let items: &[Value] = match data.and_then(|d| d.get("data")) {
+        Some(Value::Array(items)) => items,
+        // One track not wrapped in an array (no documented body has it): read as one, not
+        // dropped with its files.
+        Some(one @ Value::Object(_)) => std::slice::from_ref(one),
+        _ => &[],
+    };
     let mut tracks = Vec::new();
-    for (position, item) in items.into_iter().flatten().take(super::MAX_TRACKS_OR_IMAGES).enumerate() {
+    for (position, item) in items.iter().take(super::MAX_TRACKS_OR_IMAGES).enumerate() {
         let Some(item) = item.as_object() else { continue };
         tracks.push(track(item, position + 1, files));
     }
@@ -88,6 +94,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_lone_track_not_in_an_array_is_read_as_one() {
+        let body = json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "t",
+            "data": {"id": "a", "audio_url": "https://h/a.mp3"}}});
+        let event = crate::parse_callback(body.to_string().as_bytes()).expect("a callback");
+        let names: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!((event.family, names), (crate::Family::Music, vec!["tracks/a/audio"]));
+    }
 
     #[test]
     fn a_track_time_in_milliseconds_is_kept_as_text() {
