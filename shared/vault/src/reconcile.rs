@@ -192,12 +192,13 @@ pub enum PollOutcome {
 }
 
 impl PollOutcome {
-    /// The provider said it does not know the task: 404, or 422 (not a task id it takes at
-    /// this family's endpoint), as the `code` of its answer (an HTTP 404 or 422 is a path it
-    /// does not serve, and is read as no answer); or a success holding no record (a task
-    /// registered under another family: its endpoint never will).
+    /// The provider said it does not know the task: 404, 422 (not a task id it takes at this
+    /// family's endpoint) or 400 (both sites' "parameter error": the one parameter is the
+    /// task id), as the `code` of its answer (an HTTP 404 or 422 is a path it does not serve,
+    /// and is read as no answer); or a success holding no record (a task registered under
+    /// another family: its endpoint never will). A day of them gives the task up.
     pub fn not_found(&self) -> bool {
-        matches!(self, PollOutcome::Provider(404 | 422) | PollOutcome::NoRecord)
+        matches!(self, PollOutcome::Provider(400 | 404 | 422) | PollOutcome::NoRecord)
     }
 
     /// The provider refused the key (401/403, after a re-read key was tried) or the account's
@@ -888,7 +889,8 @@ mod tests {
             give_up_reason(&r, at(600 + day + 120), retention_after_the_day),
             Some(crate::GiveUpReason::NotFound)
         );
-        let outcomes = [PollOutcome::Provider(404), PollOutcome::Provider(422), PollOutcome::NoRecord];
+        let outcomes =
+            [PollOutcome::Provider(400), PollOutcome::Provider(404), PollOutcome::Provider(422), PollOutcome::NoRecord];
         assert!(outcomes.iter().all(PollOutcome::not_found));
         // An HTTP 404 or 422 is a path the provider does not serve (a wrong base URL).
         let others = [
