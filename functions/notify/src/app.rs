@@ -80,16 +80,42 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
         let app = self.clone();
-        let ran = run_messages(event.records, MAX_CONCURRENT_MESSAGES, message_span, move |message| {
-            let app = app.clone();
-            async move {
-                let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy);
-                handle_message(&*app.ports, signer, message, stop_at).await
-            }
-        })
-        .await;
+        let ran =
+            run_messages(first_of_each_event(event.records), MAX_CONCURRENT_MESSAGES, message_span, move |message| {
+                let app = app.clone();
+                async move {
+                    let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy);
+                    handle_message(&*app.ports, signer, message, stop_at).await
+                }
+            })
+            .await;
         respond(&ran, Outcome::is_failure)
     }
+}
+
+/// The batch without the messages of an event an earlier message of it carries (two settlers
+/// published one event, or a publish that reported failure had landed): posted at once, the
+/// same `webhook-id` twice would defeat a receiver's check-then-insert dedupe. Lambda deletes
+/// them; the earlier message is the event's delivery, retried or dead-lettered on its own.
+fn first_of_each_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
+    let mut seen = std::collections::HashSet::new();
+    messages
+        .into_iter()
+        .filter(|message| {
+            let Some(event) = message.body.as_deref().and_then(|body| crate::domain::parse_event(body).ok()) else {
+                return true;
+            };
+            let first = seen.insert(event.event_id.clone());
+            if !first {
+                tracing::info!(
+                    message_id = message.message_id.as_deref().unwrap_or_default(),
+                    event_id = event.event_id,
+                    "another message of this batch carries the same event; it alone is posted"
+                );
+            }
+            first
+        })
+        .collect()
 }
 
 fn message_span(id: &str) -> tracing::Span {

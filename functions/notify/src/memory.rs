@@ -106,6 +106,13 @@ pub fn vaulted_message() -> String {
     eventbridge_message(&TaskEvent { kind: EventType::Vaulted, detail: detail() }, "eb-1", "2026-11-23T15:00:00Z")
 }
 
+/// [`vaulted_message`] of the task's `n`th file set (its own event id), so a batch of them
+/// holds as many events.
+pub fn vaulted_message_of(n: usize) -> String {
+    let detail = EventDetail { event_id: format!("t1.vaulted.{n}.final"), generation: n as u64, ..detail() };
+    eventbridge_message(&TaskEvent { kind: EventType::Vaulted, detail }, "eb-1", "2026-11-23T15:00:00Z")
+}
+
 #[derive(Default)]
 pub struct MemoryPorts {
     /// Answers, in order; once used up, 200.

@@ -4,7 +4,9 @@ use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 
 use super::*;
 use crate::domain::{LATE_AFTER, Measure};
-use crate::memory::{MemoryPorts, NEW_SECRET, NOW, SECRET, app, assert_one_spread_delay, status, vaulted_message};
+use crate::memory::{
+    MemoryPorts, NEW_SECRET, NOW, SECRET, app, assert_one_spread_delay, status, vaulted_message, vaulted_message_of,
+};
 use crate::secret::Signer;
 
 fn message(id: &str, body: &str) -> SqsMessage {
@@ -47,6 +49,17 @@ async fn only_messages_to_retry_are_reported_and_each_is_delayed() {
     assert_eq!(failed_ids(&response), ["m2"]);
     assert_one_spread_delay(&app.ports.delays(), "rh-m2", 40);
     assert_eq!(app.ports.metrics().iter().filter(|m| **m == Measure::Delivered).count(), 1);
+}
+
+/// Two messages of one event in one batch (two settlers published it): posted once, so a
+/// receiver never gets the same webhook-id twice at once; the other message is deleted.
+#[tokio::test]
+async fn one_event_twice_in_a_batch_is_posted_once() {
+    let app = app(MemoryPorts::answering([status(200), status(200)]));
+    let messages = vec![message("m1", &vaulted_message()), message("m2", &vaulted_message()), message("m3", "garbage")];
+    let response = app.handle_batch(batch(messages), Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(failed_ids(&response), Vec::<String>::new());
+    assert_eq!(app.ports.posted().len(), 1);
 }
 
 #[tokio::test]
@@ -99,7 +112,7 @@ async fn a_failure_without_a_message_id_is_never_reported_as_an_empty_id() {
     anonymous.message_id = None;
     let response = app
         .handle_batch(
-            batch(vec![anonymous, message("m2", &vaulted_message())]),
+            batch(vec![anonymous, message("m2", &vaulted_message_of(2))]),
             Instant::now() + Duration::from_secs(60),
         )
         .await;
@@ -123,7 +136,7 @@ async fn a_message_queued_long_ago_fails_late() {
 
 /// Deliver `count` vaulted messages in one batch.
 async fn deliver(app: &App<MemoryPorts, crate::memory::MemorySecret>, count: usize) {
-    let messages = (0..count).map(|i| message(&format!("m{i}"), &vaulted_message())).collect();
+    let messages = (0..count).map(|i| message(&format!("m{i}"), &vaulted_message_of(i))).collect();
     let response = app.handle_batch(batch(messages), Instant::now() + Duration::from_secs(60)).await;
     assert_eq!(failed_ids(&response), Vec::<String>::new());
 }
