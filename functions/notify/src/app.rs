@@ -81,7 +81,7 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
         let app = self.clone();
         let ran =
-            run_messages(first_of_each_event(event.records), MAX_CONCURRENT_MESSAGES, message_span, move |message| {
+            run_messages(one_message_per_event(event.records), MAX_CONCURRENT_MESSAGES, message_span, move |message| {
                 let app = app.clone();
                 async move {
                     let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy);
@@ -93,27 +93,42 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
     }
 }
 
-/// The batch without the messages of an event an earlier message of it carries (two settlers
-/// published one event, or a publish that reported failure had landed): posted at once, the
-/// same `webhook-id` twice would defeat a receiver's check-then-insert dedupe. Lambda deletes
-/// them; the earlier message is the event's delivery, retried or dead-lettered on its own.
-fn first_of_each_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
-    let mut seen = std::collections::HashSet::new();
+/// The batch with one message per event: two of one event (two settlers published it, or a
+/// publish that reported failure had landed), posted at once, would give a receiver the same
+/// `webhook-id` twice together, defeating its check-then-insert dedupe. The one with the most
+/// receives left is kept, as the event's delivery (retried or dead-lettered on its own);
+/// Lambda deletes the others.
+fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
+    let events: Vec<Option<String>> = messages
+        .iter()
+        .map(|m| m.body.as_deref().and_then(|body| crate::domain::parse_event(body).ok()).map(|e| e.event_id))
+        .collect();
+    // Per event, the message kept: the fewest receives, the first of those.
+    let mut kept: std::collections::HashMap<&str, (usize, u32)> = std::collections::HashMap::new();
+    for (i, (message, event_id)) in messages.iter().zip(&events).enumerate() {
+        let Some(event_id) = event_id else { continue };
+        let count = receive_count(message);
+        let best = kept.entry(event_id).or_insert((i, count));
+        if count < best.1 {
+            *best = (i, count);
+        }
+    }
+    let keep: Vec<bool> = events
+        .iter()
+        .enumerate()
+        .map(|(i, event_id)| event_id.as_deref().is_none_or(|id| kept.get(id).is_some_and(|(at, _)| *at == i)))
+        .collect();
     messages
         .into_iter()
-        .filter(|message| {
-            let Some(event) = message.body.as_deref().and_then(|body| crate::domain::parse_event(body).ok()) else {
-                return true;
-            };
-            let first = seen.insert(event.event_id.clone());
-            if !first {
+        .zip(keep)
+        .filter_map(|(message, keep)| {
+            if !keep {
                 tracing::info!(
                     message_id = message.message_id.as_deref().unwrap_or_default(),
-                    event_id = event.event_id,
                     "another message of this batch carries the same event; it alone is posted"
                 );
             }
-            first
+            keep.then_some(message)
         })
         .collect()
 }
