@@ -103,14 +103,15 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
         .iter()
         .map(|m| m.body.as_deref().and_then(|body| crate::domain::parse_event(body).ok()).map(|e| e.event_id))
         .collect();
-    // Per event, the message kept: the fewest receives, the first of those.
-    let mut kept: std::collections::HashMap<&str, (usize, u32)> = std::collections::HashMap::new();
+    // Per event, the message kept: one with an id (a failure without one cannot be reported,
+    // and Lambda would delete it), then the fewest receives, then the first.
+    let rank = |message: &SqsMessage| (message.message_id.as_deref().is_none_or(str::is_empty), receive_count(message));
+    let mut kept: std::collections::HashMap<&str, (usize, (bool, u32))> = std::collections::HashMap::new();
     for (i, (message, event_id)) in messages.iter().zip(&events).enumerate() {
         let Some(event_id) = event_id else { continue };
-        let count = receive_count(message);
-        let best = kept.entry(event_id).or_insert((i, count));
-        if count < best.1 {
-            *best = (i, count);
+        let best = kept.entry(event_id).or_insert((i, rank(message)));
+        if rank(message) < best.1 {
+            *best = (i, rank(message));
         }
     }
     let keep: Vec<bool> = events
@@ -121,10 +122,12 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
     messages
         .into_iter()
         .zip(keep)
-        .filter_map(|(message, keep)| {
+        .zip(events)
+        .filter_map(|((message, keep), event_id)| {
             if !keep {
                 tracing::info!(
                     message_id = message.message_id.as_deref().unwrap_or_default(),
+                    event_id = event_id.unwrap_or_default(),
                     "another message of this batch carries the same event; it alone is posted"
                 );
             }

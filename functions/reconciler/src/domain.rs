@@ -22,7 +22,7 @@
 //!   or maintenance the run polls no other task: a task is polled at most every 30 s, far
 //!   inside the provider's per-task limit, so the limit hit is the account's, and every other
 //!   poll would be refused too and only use it up; they stay due for the next run;
-//! * "not found" (404/422 as the `code` of the provider's answer, or a success whose `data` is
+//! * "not found" (400/404/422 as the `code` of the provider's answer, or a success whose `data` is
 //!   null: no record of the task at its family's endpoint; an HTTP 404/422 is a path it
 //!   does not serve, read as unreadable): the same, and once every
 //!   answer has said so for a day (any other answer, or none, restarts the count), the task
@@ -195,7 +195,7 @@ pub struct Outcome {
     /// Polls that brought no word of their task ([`PollOutcome::unanswered`]; counted in
     /// `pending` too).
     pub unanswered: usize,
-    /// Polls answered that the provider does not know the task (404/422).
+    /// Polls answered that the provider does not know the task (400/404/422).
     pub not_found: usize,
     /// Tasks given up: no result in time, or unknown to the provider for a day.
     pub abandoned: usize,

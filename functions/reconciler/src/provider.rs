@@ -55,13 +55,13 @@ pub fn refused(answer: &ProviderAnswer) -> bool {
 }
 
 /// Whether the answer may say the provider does not know the task, for the voice fallback:
-/// 404 or 422 as the `code` of a 200 (as the run reads it, `PollOutcome::not_found`), or as
+/// 400, 404 or 422 as the `code` of a 200 (as the run reads it, `PollOutcome::not_found`), or as
 /// HTTP status with a `code` in the body (the run reads that as no answer; asking the other
 /// record costs one request).
 fn unknown_task(answer: &ProviderAnswer) -> bool {
     match answer {
         ProviderAnswer::Http { status: 404 | 422, body } => answer_code(body).is_some(),
-        ProviderAnswer::Http { status: 200, body } => matches!(answer_code(body), Some(404 | 422)),
+        ProviderAnswer::Http { status: 200, body } => matches!(answer_code(body), Some(400 | 404 | 422)),
         _ => false,
     }
 }

@@ -61,7 +61,7 @@ fn lowercase_names_lyrics(message: &str) -> bool {
 }
 
 fn is_lyrics(data: &Object, code: i64, message: &str, callback_type: Option<&str>) -> bool {
-    let items = data.get("data").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let items = super::music::track_items(data);
     let has_key = |item: &Value, key: &str| item.as_object().is_some_and(|o| o.contains_key(key));
     let has_audio = |item: &Value| has_key(item, "audio_url") || has_key(item, "audioUrl");
     // Items with audio are tracks, whatever else the body says (an id's spelling, a failure's

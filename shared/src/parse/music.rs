@@ -33,14 +33,24 @@ pub(crate) fn is_source_file(name: &str) -> bool {
         && URL_FIELDS.iter().any(|&(key, _, s, kind)| kind == Kind::File && key.starts_with("source_") && s == suffix)
 }
 
-pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
-    let items: &[Value] = match data.and_then(|d| d.get("data")) {
+/// The track items of a body's `data.data`: its array, or one track not wrapped in an array
+/// (no documented body has it: read as one, not dropped with its files), an object with an
+/// `id` or a URL field of a track's (an empty object is no track).
+pub(super) fn track_items(data: &Object) -> &[Value] {
+    match data.get("data") {
         Some(Value::Array(items)) => items,
-        // One track not wrapped in an array (no documented body has it): read as one, not
-        // dropped with its files.
-        Some(one @ Value::Object(_)) => std::slice::from_ref(one),
+        Some(one @ Value::Object(item))
+            if item.contains_key("id")
+                || URL_FIELDS.iter().any(|(key, camel, ..)| item.contains_key(*key) || item.contains_key(*camel)) =>
+        {
+            std::slice::from_ref(one)
+        }
         _ => &[],
-    };
+    }
+}
+
+pub(super) fn parse(data: Option<&Object>, files: &mut FileSet) -> Details {
+    let items = data.map(track_items).unwrap_or_default();
     let mut tracks = Vec::new();
     for (position, item) in items.iter().take(super::MAX_TRACKS_OR_IMAGES).enumerate() {
         let Some(item) = item.as_object() else { continue };
@@ -95,13 +105,27 @@ mod tests {
 
     use super::*;
 
+    /// One track not wrapped in an array is read as one, in a success, in a failure whose
+    /// message names lyrics, and in sunoapi's spelling of the task id; an empty object is no
+    /// track (a failure keeps its error text).
     #[test]
     fn a_lone_track_not_in_an_array_is_read_as_one() {
-        let body = json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "t",
-            "data": {"id": "a", "audio_url": "https://h/a.mp3"}}});
-        let event = crate::parse_callback(body.to_string().as_bytes()).expect("a callback");
-        let names: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!((event.family, names), (crate::Family::Music, vec!["tracks/a/audio"]));
+        let lone = json!({"id": "a", "audio_url": "https://h/a.mp3"});
+        let bodies = [
+            json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "task_id": "t", "data": lone}}),
+            json!({"code": 451, "msg": "Lyrics generation failed",
+                   "data": {"callbackType": "complete", "task_id": "t", "data": lone}}),
+            json!({"code": 200, "msg": "ok", "data": {"callbackType": "complete", "taskId": "t", "data": lone}}),
+        ];
+        for body in bodies {
+            let event = crate::parse_callback(body.to_string().as_bytes()).expect("a callback");
+            let names: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!((event.family, names), (crate::Family::Music, vec!["tracks/a/audio"]), "{body}");
+        }
+        let failed = json!({"code": 501, "msg": "failed",
+            "data": {"callbackType": "error", "task_id": "t", "data": {}, "error": "the reason"}});
+        let event = crate::parse_callback(failed.to_string().as_bytes()).expect("a callback");
+        assert!(matches!(event.details, Details::Error { .. }), "{:?}", event.details);
     }
 
     #[test]

@@ -227,12 +227,12 @@ impl PollOutcome {
         match self {
             PollOutcome::Unreachable | PollOutcome::Unreadable => true,
             PollOutcome::Http(status) => !(401..=403).contains(status),
-            // A request timed out or too early on its way (408, 425: a gateway's), as the
-            // downloader reads them of a fresh link.
+            // A request timed out, misdirected or too early on its way (408, 421, 425: a
+            // gateway's), as the downloader reads them of a fresh link.
             PollOutcome::Provider(code) => {
                 suno_callbacks::poll::asks_to_wait(*code)
                     || suno_callbacks::poll::provider_failing(*code)
-                    || matches!(*code, 408 | 425)
+                    || matches!(*code, 408 | 421 | 425)
             }
             PollOutcome::Pending | PollOutcome::Result(_) | PollOutcome::NoRecord | PollOutcome::Unrecorded => false,
         }

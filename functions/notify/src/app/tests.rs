@@ -63,6 +63,17 @@ async fn one_event_twice_in_a_batch_is_posted_once() {
     let response = app.handle_batch(batch(messages), Instant::now() + Duration::from_secs(60)).await;
     assert_eq!(failed_ids(&response), ["m2"]);
     assert_eq!(app.ports.posted().len(), 1);
+
+    // A copy without a message id is kept only when no other can be: its failure could not
+    // be reported, and Lambda would delete it.
+    let app = crate::memory::app(MemoryPorts::answering([status(503)]));
+    let mut anonymous = message("", &vaulted_message());
+    anonymous.message_id = None;
+    let mut named = message("m5", &vaulted_message());
+    named.attributes.insert("ApproximateReceiveCount".into(), "9".into());
+    let response = app.handle_batch(batch(vec![anonymous, named]), Instant::now() + Duration::from_secs(60)).await;
+    assert_eq!(failed_ids(&response), ["m5"]);
+    assert_eq!(app.ports.posted().len(), 1);
 }
 
 #[tokio::test]
