@@ -144,18 +144,14 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     log_outcome(&outcome);
     // A panic's claim is given back; one the deadline cut short ends with its lease, but on
     // the last receive both are recorded failed (`release_or_fail_claim`).
+    // A panic's own words (logged by the panic hook, shown URLs hidden) are not the file's
+    // error, which GET, events and the manifest show once it fails.
     let cut_short = match &outcome {
-        Outcome::Retry(e @ DownloadError::Panicked(_)) => Some(e),
-        Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e),
+        Outcome::Retry(DownloadError::Panicked(_)) => Some(PANICKED_REASON.to_owned()),
+        Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e.to_string()),
         _ => None,
     };
-    if let Some(e) = cut_short {
-        // A panic's own words (logged by the panic hook, shown URLs hidden) are not the
-        // file's error, which GET, events and the manifest show once it fails.
-        let reason = match e {
-            DownloadError::Panicked(_) => PANICKED_REASON.to_owned(),
-            other => other.to_string(),
-        };
+    if let Some(reason) = cut_short {
         // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
         // less than the ending's own bound. One that takes all of it leaves the retry no delay
         // (the message then waits out its visibility timeout): a panic and a slow table at

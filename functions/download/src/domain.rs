@@ -585,9 +585,8 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
     if !delivery.is_last_receive() {
         return release_claim(ports, &task_id, &job.name, held, reason).await;
     }
-    let last = format!("{reason} (receive {}, the last)", delivery.receive_count);
     let failed_at = ports.now();
-    let dead_lettered = stemvault_vault::reason::dead_lettered(&last);
+    let dead_lettered = dead_lettered_on(delivery, reason);
     let failing = ports.record_failed(&task_id, &job.name, held, &dead_lettered, failed_at);
     let ours = |f: &FileEntry| f.status == FileStatus::Failed && f.failed_at == Some(failed_at);
     match answer_within(BEST_EFFORT_CALL_TIMEOUT, "recording the file failed", failing).await {
@@ -599,15 +598,13 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
         // without the key is released as it is).
         Ok(FileWrite::Refused(Some(f))) if f.is_held_by(&delivery.worker) => {
             let next = f.next_url.as_deref().zip(f.next_key.as_deref()).map(|(url, key)| NextSource { url, key });
-            let moved = next.is_some();
-            release_claim(ports, &task_id, &job.name, HeldCopy { next, ..held }, reason).await;
-            if moved {
+            if next.is_some() {
                 tracing::error!(
                     "a newer URL came and the handling ended before it was copied, on the last receive: the file \
                      is left queued at it, for the sweeper; its message goes to the dead-letter queue"
                 );
             }
-            return;
+            return release_claim(ports, &task_id, &job.name, HeldCopy { next, ..held }, reason).await;
         }
         // Not held by this delivery: another claim, none taken, or settled by this handling
         // before it ended; its holder (or that write) settles it.
@@ -615,7 +612,13 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
         Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
     }
     ports.emit_metrics(&Measure::Failed { reason: DEAD_LETTERED });
-    tracing::error!(reason = %last, "the file failed on its last receive; its message goes to the dead-letter queue");
+    tracing::error!(reason = %dead_lettered, "the file failed on its last receive; its message goes to the dead-letter queue");
+}
+
+/// The reason a file failed on `delivery`'s last receive keeps: [`DEAD_LETTERED`], `why`, and
+/// which receive that was.
+pub(crate) fn dead_lettered_on(delivery: &Delivery, why: &str) -> String {
+    stemvault_vault::reason::dead_lettered(&format!("{why} (receive {}, the last)", delivery.receive_count))
 }
 
 /// Give the claim back (`pending` again, `why` kept), within the best-effort bound: often

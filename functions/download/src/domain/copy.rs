@@ -130,9 +130,7 @@ async fn copy_held<P: Ports>(
     // (`reconcile::failed_by_expiry`), so the task is watched for a fresh one.
     let (reason, code) = if retryable {
         let unsure = unsure.map(|lookup| format!("; an earlier copy could not be looked for: {lookup}"));
-        let receive = delivery.receive_count;
-        let last = format!("{error}{} (receive {receive}, the last)", unsure.unwrap_or_default());
-        (stemvault_vault::reason::dead_lettered(&last), DEAD_LETTERED)
+        (super::dead_lettered_on(delivery, &format!("{error}{}", unsure.unwrap_or_default())), DEAD_LETTERED)
     } else {
         (error.to_string(), error.reason_code())
     };
