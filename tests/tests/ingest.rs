@@ -718,7 +718,7 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
 async fn a_first_save_takes_over_a_stopped_attempts_files_only_once_free() {
     let env = TestEnv::new().await;
     let table = env.tasks();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = now_secs();
     let record = |task: &str, claim: &str, lease_until: i64| {
         let at = stemvault_vault::Timestamp::from_unix_ms(now * 1000);
         let mut record = TaskRecord::new(task, Family::Wav, Stage::Final, 200, "ok", at);

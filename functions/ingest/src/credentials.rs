@@ -232,11 +232,11 @@ impl Credentials {
         ports: &P,
         refused_by: &Arc<Auth>,
     ) -> Option<Arc<Auth>> {
-        let unread = refused_by.is_unread();
-        let may_read = |last_read, now| match unread {
-            true => passed_or_stepped_back(UNREAD_REFUSAL_REREAD_INTERVAL.min(self.policy.interval), last_read, now),
-            false => self.policy.allows(last_read, now),
+        let interval = match refused_by.is_unread() {
+            true => UNREAD_REFUSAL_REREAD_INTERVAL.min(self.policy.interval),
+            false => self.policy.interval,
         };
+        let may_read = |last_read, now| passed_or_stepped_back(interval, last_read, now);
         self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await
     }
 

@@ -106,19 +106,16 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
     // Per event, the message kept: one with an id (a failure without one cannot be reported,
     // and Lambda would delete it), then the fewest receives, then the first.
     let rank = |message: &SqsMessage| (message.message_id.as_deref().is_none_or(str::is_empty), receive_count(message));
-    let mut kept: std::collections::HashMap<&str, (usize, (bool, u32))> = std::collections::HashMap::new();
-    for (i, (message, event_id)) in messages.iter().zip(&events).enumerate() {
+    let mut best: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, event_id) in events.iter().enumerate() {
         let Some(event_id) = event_id else { continue };
-        let best = kept.entry(event_id).or_insert((i, rank(message)));
-        if rank(message) < best.1 {
-            *best = (i, rank(message));
+        let kept = best.entry(event_id).or_insert(i);
+        if rank(&messages[i]) < rank(&messages[*kept]) {
+            *kept = i;
         }
     }
-    let keep: Vec<bool> = events
-        .iter()
-        .enumerate()
-        .map(|(i, event_id)| event_id.as_deref().is_none_or(|id| kept.get(id).is_some_and(|(at, _)| *at == i)))
-        .collect();
+    let keep: Vec<bool> =
+        events.iter().enumerate().map(|(i, event_id)| event_id.as_deref().is_none_or(|id| best[id] == i)).collect();
     messages
         .into_iter()
         .zip(keep)

@@ -448,19 +448,14 @@ async fn reconcile_task<P: Ports>(
     };
     // A task whose polls came late (the runs behind), or whose last poll the provider did not
     // answer, is polled again before it is given up as abandoned: its result may be there.
-    let last_chance = match reconcile::give_up_reason(&record, now, settings.give_up_after) {
-        Some(reason) => {
-            let owed = reason == GiveUpReason::Abandoned
-                && cannot_poll.is_none()
-                && reconcile::awaits_result(&record)
-                && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
-            if !owed {
-                return give_up(ports, settings, &task, &record, reason).await;
-            }
-            true
-        }
-        None => false,
-    };
+    let reason = reconcile::give_up_reason(&record, now, settings.give_up_after);
+    let last_chance = reason == Some(GiveUpReason::Abandoned)
+        && cannot_poll.is_none()
+        && reconcile::awaits_result(&record)
+        && reconcile::owes_a_last_poll(&record, now, settings.give_up_after);
+    if let Some(reason) = reason.filter(|_| !last_chance) {
+        return give_up(ports, settings, &task, &record, reason).await;
+    }
     if let Some(why) = cannot_poll {
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }

@@ -90,11 +90,8 @@ async fn answers(port: u16) -> bool {
 /// What to do about a port that is taken.
 const OTHER_PORTS: &str = "set PORT to use other ports";
 
-async fn listen(port: u16, what: &str) -> Result<TcpListener, String> {
-    listen_or(port, what, OTHER_PORTS).await
-}
-
-/// [`listen`], `remedy` saying what to do when the port is taken (but by an earlier runner).
+/// Listen on 127.0.0.1:`port` for `what`, `remedy` saying what to do when the port is taken
+/// (but by an earlier runner).
 async fn listen_or(port: u16, what: &str, remedy: &str) -> Result<TcpListener, String> {
     TcpListener::bind(("127.0.0.1", port)).await.map_err(|e| match described_runner(port) {
         Some(earlier) => format!(
@@ -110,7 +107,7 @@ async fn listen_or(port: u16, what: &str, remedy: &str) -> Result<TcpListener, S
 async fn start_pipeline(port: u16, file_port: u16, print_events: bool) -> Result<Pipeline, String> {
     let options = PipelineOptions {
         base: RESOURCE_BASE.to_owned(),
-        listener: listen(port, "the callback server").await?,
+        listener: listen_or(port, "the callback server", OTHER_PORTS).await?,
         file_server_origin: file_server_origin(file_port),
         pollers: DEFAULT_POLLERS,
         print_events,

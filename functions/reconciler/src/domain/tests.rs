@@ -810,6 +810,15 @@ async fn a_callback_just_before_the_give_up_write_wins() {
     assert_eq!(ports.record().abandoned, None);
 }
 
+/// Ports answering `script`, CALLBACK accepted; the record it left.
+async fn accepted(script: Vec<ProviderAnswer>) -> (MemoryPorts, TaskRecord) {
+    let ports = MemoryPorts::new(script);
+    let event = parse_callback(CALLBACK).unwrap();
+    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
+    let record = ports.record();
+    (ports, record)
+}
+
 /// A registered task polled once, due, answered `answer`: the run's outcome, and the ports.
 async fn polled_once(answer: ProviderAnswer) -> (Outcome, MemoryPorts) {
     let ports = MemoryPorts::new(vec![answer]);
@@ -1052,10 +1061,7 @@ async fn an_unreadable_task_is_put_off_and_the_others_are_polled() {
 /// as failed after the retention: it only stops being watched.
 #[tokio::test]
 async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_after_the_retention() {
-    let ports = MemoryPorts::new(vec![success()]);
-    let event = parse_callback(CALLBACK).unwrap();
-    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
-    let mut record = ports.record();
+    let (ports, mut record) = accepted(vec![success()]).await;
     assert!(!reconcile::awaits_result(&record), "{:?}", record.stage);
     let file = record.files.values_mut().next().expect("a file");
     file.status = FileStatus::Failed;
@@ -1080,10 +1086,7 @@ async fn a_task_with_its_result_watched_for_an_expired_file_is_only_unwatched_af
 /// says it again, under the same id.
 #[tokio::test]
 async fn a_watch_that_ends_without_a_fresh_url_says_the_task_is_done() {
-    let ports = MemoryPorts::new(vec![success()]);
-    let event = parse_callback(CALLBACK).unwrap();
-    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
-    let mut record = ports.record();
+    let (ports, mut record) = accepted(vec![success()]).await;
     for file in record.files.values_mut() {
         file.status = FileStatus::Failed;
         file.error = Some("source answered 410 Gone".into());
@@ -1122,10 +1125,7 @@ async fn a_done_answer_without_files_is_nothing_new_or_no_answer_by_whether_the_
         r#"{{"code":200,"msg":"success","data":{{"taskId":"{TASK}","successFlag":"SUCCESS","response":null}}}}"#
     );
     let no_files = || ProviderAnswer::Http { status: 200, body: body.clone().into_bytes() };
-    let ports = MemoryPorts::new(vec![no_files()]);
-    let event = parse_callback(CALLBACK).unwrap();
-    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
-    let mut record = ports.record();
+    let (ports, mut record) = accepted(vec![no_files()]).await;
     let file = record.files.values_mut().next().expect("a file");
     (file.status, file.error) = (FileStatus::Failed, Some("source answered 410 Gone".into()));
     reconcile::watch(&mut record, ports.table.now(), Duration::ZERO);
@@ -1183,10 +1183,7 @@ async fn a_dead_lettered_file_is_reopened_by_a_poll_and_its_task_stays_watched()
 /// file, would be unwatched and the file never sent.
 #[tokio::test]
 async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
-    let ports = MemoryPorts::new(vec![ProviderAnswer::Unreachable("timed out".into())]);
-    let event = parse_callback(CALLBACK).unwrap();
-    accept(&ports, &accept::Settings::default(), &event, CALLBACK, "req-1", None).await.unwrap();
-    let mut record = ports.record();
+    let (ports, mut record) = accepted(vec![ProviderAnswer::Unreachable("timed out".into())]).await;
     let settled_generation = record.generation;
     (record.vault, record.manifest_key) = (VaultState::Partial, Some(format!("tasks/{TASK}/manifest.json")));
     record.open = None; // as the settle write leaves it
