@@ -84,7 +84,7 @@ pub async fn find_copy<R: ReadObject + Sync>(
                 hex::encode(digest)
             }
         };
-        let content_type = crate::media::recorded_type(head.content_type);
+        let content_type = crate::media::stored_type(head.content_type);
         Ok(Some(StoredObject { bytes: head.bytes, sha256_hex, content_type, parts: 0 }))
     };
     let timed_out = || StorageError::transient("GetObject", "no time left to read back the stored copy");

@@ -20,12 +20,23 @@ pub fn not_the_file(content_type: &str, key: &str) -> bool {
     page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))
 }
 
-/// The type a copy records: None for none, and for the generic binary types, which say no
-/// more than none does. S3 shows one of them for an object stored without a type (PutObject's
-/// SDK sends `application/octet-stream`, a multipart upload gets `binary/octet-stream`), so an
-/// earlier attempt's copy found later records what a fresh copy of the same source records.
-pub fn recorded_type(content_type: Option<String>) -> Option<String> {
-    content_type.filter(|t| !matches!(essence(t).as_str(), "application/octet-stream" | "binary/octet-stream"))
+/// The type a copy is stored and recorded with: the source's when it names media a browser
+/// shows but never runs (audio, video, an image other than SVG, JSON), else None. A host's
+/// `image/svg+xml` on a `.png` or `text/plain` on a `.wav` is not kept: stored, it would be
+/// served with the object (links force a download, but a CDN or website in front of the
+/// bucket would render it), and it says nothing true of a media file. The generic binary
+/// types are None too: they say no more than none does, and S3 shows one of them for an
+/// object stored without a type (PutObject's SDK sends `application/octet-stream`, a
+/// multipart upload gets `binary/octet-stream`), so an earlier attempt's copy found later
+/// records what a fresh copy of the same source records.
+pub fn stored_type(content_type: Option<String>) -> Option<String> {
+    content_type.filter(|t| {
+        let essence = essence(t);
+        let (kind, _) = essence.split_once('/').unwrap_or_default();
+        matches!(kind, "audio" | "video")
+            || (kind == "image" && essence != "image/svg+xml")
+            || essence == "application/json"
+    })
 }
 
 /// A media type without its parameters, lower case: its leading `type/subtype` characters
@@ -51,15 +62,31 @@ pub fn media_type(raw: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{not_the_file, recorded_type};
+    use super::{not_the_file, stored_type};
 
     #[test]
-    fn generic_binary_types_are_recorded_as_none() {
-        for generic in ["application/octet-stream", "binary/octet-stream", "Application/Octet-Stream; x=1"] {
-            assert_eq!(recorded_type(Some(generic.into())), None, "{generic}");
+    fn media_types_are_kept_and_others_stored_as_none() {
+        for kept in ["audio/mpeg", "Audio/WAV; rate=44100", "video/mp4", "image/png", "image/webp", "application/json"]
+        {
+            assert_eq!(stored_type(Some(kept.into())).as_deref(), Some(kept), "{kept}");
         }
-        assert_eq!(recorded_type(Some("audio/mpeg".into())).as_deref(), Some("audio/mpeg"));
-        assert_eq!(recorded_type(None), None);
+        for dropped in [
+            "application/octet-stream",
+            "binary/octet-stream",
+            "Application/Octet-Stream; x=1",
+            // What a browser would run or render served from the bucket.
+            "image/svg+xml",
+            "Image/SVG+XML; charset=utf-8",
+            "text/plain",
+            "text/javascript",
+            "application/pdf",
+            "application/x-shockwave-flash",
+            "audio",
+            "",
+        ] {
+            assert_eq!(stored_type(Some(dropped.into())), None, "{dropped}");
+        }
+        assert_eq!(stored_type(None), None);
     }
 
     #[test]

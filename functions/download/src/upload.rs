@@ -230,7 +230,7 @@ where
     if let Some(content_type) = body.content_type.as_deref().filter(|ct| media::not_the_file(ct, to.key)) {
         return Err(FetchError::NotTheFile { content_type: content_type.to_owned() }.into());
     }
-    let content_type = media::recorded_type(body.content_type);
+    let content_type = media::stored_type(body.content_type);
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
     let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
@@ -661,6 +661,25 @@ mod tests {
         assert_eq!(part_size_for(100 << 30), 11 * 1024 * 1024);
         for max in [1u64 << 33, 1 << 36, 5 << 40] {
             assert!(part_size_for(max) as u64 * MAX_PARTS >= max, "{max}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_type_a_browser_would_run_is_not_stored() {
+        for (declared, source_type, stored_type) in
+            [(true, "image/svg+xml", None), (false, "text/plain", None), (true, "image/png", Some("image/png"))]
+        {
+            let data = deterministic_bytes(PART * 2 + 1, 5);
+            let store = MemoryStore::default();
+            let stored = upload(&store, to("k"), body_of(&data, 7000, declared, Some(source_type)), limits()).await;
+            assert_eq!(stored.unwrap().content_type.as_deref(), stored_type, "{source_type}");
+            assert_eq!(store.stored("k").unwrap().content_type.as_deref(), stored_type, "{source_type}");
+            let small = MemoryStore::default();
+            let one_part = upload(&small, to("k"), body_of(&data[..10], 7000, declared, Some(source_type)), limits());
+            assert_eq!(one_part.await.unwrap().content_type.as_deref(), stored_type, "{source_type}, one part");
+            // A put without a type is shown as `application/octet-stream`, as S3 shows it.
+            let shown = small.stored("k").unwrap().content_type;
+            assert_eq!(shown.as_deref(), Some(stored_type.unwrap_or("application/octet-stream")), "{source_type}");
         }
     }
 
