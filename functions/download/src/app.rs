@@ -604,6 +604,42 @@ mod tests {
         assert_eq!(ports.delays.lock().unwrap().len(), 2, "each delayed like any retry");
     }
 
+    /// A message cut short by the deadline on its last receive (here its `stored` write never
+    /// answers) records its file failed as `dead_lettered`, saying so, rather than leaving it
+    /// held until its lease and pending for the sweeper's stranded check; so too when that
+    /// write was applied and its answer lost (the SDK's retry refused: the item is already
+    /// ours). With receives left, the claim ends with its lease and the message comes back.
+    #[tokio::test(start_paused = true)]
+    async fn a_message_cut_short_on_its_last_receive_fails_its_file_as_dead_lettered() {
+        use crate::domain::MAX_RECEIVE_COUNT;
+        for (receive, lost_answer) in [(MAX_RECEIVE_COUNT, false), (MAX_RECEIVE_COUNT, true), (2, false)] {
+            let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued)]));
+            serve(&ports, "a", b"a");
+            ports.file_writes_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+            *ports.lost_answers.lock().unwrap() = u32::from(lost_answer);
+            let ports = Arc::new(ports);
+            let mut m = message("m1", &job_body("a"));
+            m.receipt_handle = Some("r1".to_owned());
+            m.attributes.insert("ApproximateReceiveCount".into(), receive.to_string());
+            let deadline = tokio::time::Instant::now().into_std() + Duration::from_secs(60);
+            let processing = process_batch(ports.clone(), SETTINGS, vec![m], deadline);
+            let response = tokio::time::timeout(Duration::from_secs(120), processing).await.expect("answered");
+            assert_eq!(failed_ids(&response), vec!["m1"], "receive {receive}");
+            let a = ports.record(TASK).files["a"].clone();
+            let measures = ports.measures.lock().unwrap().clone();
+            let dead_lettered = measures.iter().filter(|m| matches!(m, Measure::Failed { .. })).count();
+            if receive < MAX_RECEIVE_COUNT {
+                assert_eq!((a.status, a.error), (FileStatus::Downloading, None), "held until its lease");
+                assert_eq!(dead_lettered, 0);
+                continue;
+            }
+            let expected = format!("dead_lettered: {} (receive {receive}, the last)", DownloadError::OutOfTime);
+            assert_eq!((a.status, a.claim.as_deref()), (FileStatus::Failed, None), "lost answer {lost_answer}");
+            assert_eq!(a.error.as_deref(), Some(expected.as_str()), "lost answer {lost_answer}");
+            assert_eq!(dead_lettered, 1, "counted once, lost answer {lost_answer}");
+        }
+    }
+
     /// A deferred check (another worker settled the task's last file) sends one of the
     /// messages that asked back to the queue, not all: one redelivery checks the whole task.
     #[tokio::test]
