@@ -263,6 +263,30 @@ Resources:
       Dimensions: [{ Name: FunctionName, Value: !Ref Watched }]
       AlarmActions: [!Ref AlarmTopic]
       OKActions: [!Ref AlarmTopic]
+  # The 5xx rate diluted by throttled and refused answers.
+  DilutedRate:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Metrics:
+        - { Id: rate, Expression: "100 * FILL(errors, 0) / responses" }
+        - { Id: errors, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbackServerErrors } } }
+        - { Id: responses, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbackResponses } } }
+        - { Id: throttled, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbacksThrottled } } }
+        - { Id: refused, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbacksRefusedByIngest } } }
+      AlarmActions: [!Ref AlarmTopic]
+      OKActions: [!Ref AlarmTopic]
+  # The right expression over swapped metrics: errors read the responses.
+  SwappedRate:
+    Type: AWS::CloudWatch::Alarm
+    Properties:
+      Metrics:
+        - { Id: rate, Expression: "100 * FILL(errors, 0) / (responses - FILL(throttled, 0) - FILL(refused, 0))" }
+        - { Id: errors, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbackResponses } } }
+        - { Id: responses, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbackServerErrors } } }
+        - { Id: throttled, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbacksThrottled } } }
+        - { Id: refused, MetricStat: { Metric: { Namespace: stemvault, MetricName: CallbacksRefusedByIngest } } }
+      AlarmActions: [!Ref AlarmTopic]
+      OKActions: [!Ref AlarmTopic]
   # Counts every callback answer as throttled: no status in its pattern.
   ThrottledUnfiltered:
     Type: AWS::Logs::MetricFilter
@@ -275,7 +299,7 @@ Resources:
     Properties:
       DashboardBody: !Sub |
         { "widgets": [
-          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}", "${ThrottledByFunction.Arn}"] } },
+          { "type": "alarm", "properties": { "alarms": ["${FnErrors.Arn}", "${ThrottledByFunction.Arn}", "${DilutedRate.Arn}", "${SwappedRate.Arn}"] } },
           { "type": "metric", "properties": { "metrics": [
             ["stemvault", "FilesStored", "Function", "download"],
             ["AWS/Lambda", "Errors", "FunctionName", "${Gone}"]
