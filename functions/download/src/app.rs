@@ -147,7 +147,7 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     // A panic's own words (logged by the panic hook, shown URLs hidden) are not the file's
     // error, which GET, events and the manifest show once it fails.
     let cut_short = match &outcome {
-        Outcome::Retry(DownloadError::Panicked(_)) => Some(PANICKED_REASON.to_owned()),
+        Outcome::Retry(DownloadError::Panicked) => Some(PANICKED_REASON.to_owned()),
         Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e.to_string()),
         _ => None,
     };
@@ -185,7 +185,7 @@ impl Reserves {
     async fn guarded<T>(&self, work: impl Future<Output = T>) -> Result<T, DownloadError> {
         match guarded(self.give_up_at, work).await {
             Guarded::Done(done) => Ok(done),
-            Guarded::Panicked(panic) => Err(DownloadError::Panicked(panic)),
+            Guarded::Panicked => Err(DownloadError::Panicked),
             Guarded::OutOfTime => Err(DownloadError::OutOfTime),
         }
     }
@@ -241,7 +241,7 @@ fn log_outcome(outcome: &Outcome) {
              the dead-letter queue"
         ),
         // Its own words are the panic hook's line, shown URLs hidden.
-        Outcome::Retry(DownloadError::Panicked(_)) => {
+        Outcome::Retry(DownloadError::Panicked) => {
             tracing::warn!(
                 "the handler panicked; the message comes back, or after its last receive goes to the dead-letter queue"
             )

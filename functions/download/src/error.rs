@@ -201,8 +201,8 @@ pub enum DownloadError {
     /// did not see this one's file settled.
     #[error("the worker that settled the task's last file settles it; checking again later")]
     SettleDeferred,
-    #[error("the handler panicked: {0}")]
-    Panicked(String),
+    #[error("the handler panicked (the panic's own line says where)")]
+    Panicked,
 }
 
 impl DownloadError {
@@ -223,7 +223,7 @@ impl DownloadError {
             | DownloadError::NoTimeLeft
             | DownloadError::OutOfTime
             | DownloadError::SettleDeferred
-            | DownloadError::Panicked(_) => true,
+            | DownloadError::Panicked => true,
         }
     }
 }

@@ -158,9 +158,9 @@ async fn handle_message<P: Ports>(
     };
     let outcome = match catch_panic(delivered).await {
         Ok(outcome) => outcome,
-        Err(panic) => {
+        Err(_) => {
             // Counted here: the panic cut process_message short of counting it.
-            let outcome = Outcome::Retry(NotifyError::Panicked(panic));
+            let outcome = Outcome::Retry(NotifyError::Panicked);
             ports.emit_metrics(&measure(&outcome, &delivery, ports.now()));
             outcome
         }

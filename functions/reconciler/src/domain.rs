@@ -321,7 +321,7 @@ pub async fn reconcile<P: Ports>(
         let task = reconcile_task(ports, settings, &claimant, task_id, deadline, polls).instrument(span);
         let handled = guarded(deadline, task)
             .await
-            .into_result(ReconcileError::Panicked, || ReconcileError::OutOfTime { after: TASK_BUDGET });
+            .into_result(|| ReconcileError::Panicked, || ReconcileError::OutOfTime { after: TASK_BUDGET });
         match handled {
             Ok(Handled::Skipped) => {}
             Ok(Handled::LeftDue) => outcome.left_due += 1,

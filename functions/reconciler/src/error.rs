@@ -27,8 +27,8 @@ pub enum ReconcileError {
     OutOfTime { after: std::time::Duration },
     /// Handling the task panicked (a bug its record or the provider's answer reaches): the
     /// run goes on with the others, and the task is put behind as one no retry mends.
-    #[error("handling the task panicked: {0}")]
-    Panicked(String),
+    #[error("handling the task panicked (the panic's own line says where)")]
+    Panicked,
 }
 
 impl ReconcileError {
@@ -39,7 +39,7 @@ impl ReconcileError {
             ReconcileError::Accept(e) => e.is_retryable(),
             ReconcileError::Publish(e) => e.is_retryable(),
             ReconcileError::Contention { .. } | ReconcileError::OutOfTime { .. } => true,
-            ReconcileError::Panicked(_) => false,
+            ReconcileError::Panicked => false,
         }
     }
 }
@@ -66,7 +66,7 @@ mod tests {
             (ReconcileError::Contention { attempts: 5 }, true),
             (ReconcileError::OutOfTime { after: std::time::Duration::from_secs(20) }, true),
             (ReconcileError::Publish(PublishError { failed: 1, total: 1, reason: "throttled".into() }), true),
-            (ReconcileError::Panicked("a bug".into()), false),
+            (ReconcileError::Panicked, false),
         ];
         for (error, retryable) in cases {
             assert_eq!(error.is_retryable(), retryable, "{error}");

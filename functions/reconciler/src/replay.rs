@@ -227,8 +227,8 @@ pub async fn replay_parked<P: Ports>(
             Guarded::Done(replay) => replay,
             // A bug the body or its record reaches: held like a record an operator must fix,
             // so that it does not fail first in every run.
-            Guarded::Panicked(panic) => {
-                tracing::error!(key = %body.key, panic, "a parked callback's replay panicked; left parked: fix the build");
+            Guarded::Panicked => {
+                tracing::error!(key = %body.key, "a parked callback's replay panicked (the panic's own line says where); left parked: fix the build");
                 Replay::Held
             }
             Guarded::OutOfTime => {

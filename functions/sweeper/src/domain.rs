@@ -291,7 +291,7 @@ pub async fn sweep<P: Ports>(
             let sweeping = sweep_task(ports, settings, &claimant, &task.task_id).instrument(span);
             let swept = guarded(until, sweeping)
                 .await
-                .into_result(SweepError::Panicked, || SweepError::OutOfTime { after: TASK_BUDGET });
+                .into_result(|| SweepError::Panicked, || SweepError::OutOfTime { after: TASK_BUDGET });
             match swept {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,

@@ -62,8 +62,13 @@ where
     for (id, span, task) in running {
         let handled = match task.await {
             Ok(handled) => Some(handled),
-            Err(e) => {
-                span.in_scope(|| tracing::error!(error = %e, "the message's handler panicked"));
+            // Not the JoinError's words: a panic's are the panic hook's line, links hidden.
+            Err(e) if e.is_panic() => {
+                span.in_scope(|| tracing::error!("the message's handler panicked (the panic's own line says where)"));
+                None
+            }
+            Err(_) => {
+                span.in_scope(|| tracing::error!("the message's handler was cancelled"));
                 None
             }
         };
