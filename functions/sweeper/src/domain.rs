@@ -397,12 +397,13 @@ async fn sweep_task<P: Ports>(
         }
         if record.stage == Stage::Submitted {
             return match &record.open {
-                // Registrations of releases before 2026-12-03 marked the task open: out of the
-                // index, or it takes a place in every lap and ages the oldest open task.
-                Some(_) if record.files.is_empty() && record.adding.is_none() => {
-                    close(ports, &record, "a registered task without a result").await
-                }
-                _ => Ok(Attempt::Done(Swept::Files(0))),
+                // Marked by a save of its first result that stopped (its fence with it), or
+                // by a registration of a release before 2026-12-03: out of the index, or it
+                // takes a place in every lap and ages the oldest open task. The reconciler
+                // still polls it, and its poll (or the callback's retry) adopts the file
+                // items such a save wrote.
+                Some(_) => close(ports, &record, "a registered task without a result").await,
+                None => Ok(Attempt::Done(Swept::Files(0))),
             };
         }
         if record.is_settled() && !record.has_uncommitted_files() {

@@ -411,11 +411,12 @@ const MAX_CLOCK_LEAD_MS: u64 = crate::time::MAX_CLOCK_LEAD.as_millis() as u64;
 
 /// Whether a save of `after` over `before` marks the task item before its file items
 /// ([`MarkOpen`]): it reopens a settled task, or adds or reopens files (a generation above
-/// the one read) of a task that will be open, but for a registered task's first result
-/// (nothing settles a task at `submitted`, and the reconciler watches it).
+/// the one read) of a task that will be open. A registered task's first result too: nothing
+/// settles a task at `submitted`, but a callback and a poll may both bring its first result,
+/// and the files of the one committed first can be stored and settled while the other's
+/// items are written (unmarked, the settle would not see them coming).
 fn marks(before: &TaskRecord, after: &TaskRecord) -> bool {
-    let adds = after.generation > before.generation && before.stage != suno_callbacks::Stage::Submitted;
-    (before.is_settled() || adds) && after.open.is_some()
+    (before.is_settled() || after.generation > before.generation) && after.open.is_some()
 }
 
 /// Whether `after` commits the files the fence `adding` was set for: its generation has

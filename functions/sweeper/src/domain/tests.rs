@@ -529,6 +529,37 @@ async fn a_registered_task_an_older_release_marked_open_leaves_the_index() {
     assert_eq!(report.tasks_checked, 0, "{report:?}");
 }
 
+/// A save of a registered task's first result marks it (open, fenced) before its file items;
+/// one that stopped after writing them leaves the mark, which the sweeper takes away past its
+/// grace period (fence and all), leaving the files to the reconciler's next poll, which
+/// adopts them: none is sent, and the task is out of the index.
+#[tokio::test]
+async fn a_registered_task_a_stopped_first_result_marked_leaves_the_index() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    let registration = stemvault_vault::register::Registration { family: Family::Music, client_ref: None };
+    let mut record = registration.record(&TaskId::parse(OLD).unwrap(), at(0), Duration::from_secs(600));
+    let fence = record.generation + 1;
+    (record.open, record.adding, record.adding_at) =
+        (Some(stemvault_vault::OPEN_MARKER.to_owned()), Some(fence), Some(at(0).unix_ms as u64));
+    let mut uncommitted = orphaned(OLD, at(0), &[("n", FileStatus::Pending)]).files;
+    uncommitted.get_mut("n").unwrap().generation = Some(fence);
+    record.files = uncommitted;
+    assert!(record.has_uncommitted_files());
+    ports.put_record(record);
+    sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert!(ports.record(OLD).unwrap().open.is_some(), "within its grace period: left alone");
+    ports.advance(Duration::from_secs(300));
+    let report = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 0, 0), "{report:?}");
+    assert!(ports.messages().is_empty());
+    let swept = ports.record(OLD).unwrap();
+    assert_eq!((swept.open.as_deref(), swept.adding, swept.stage), (None, None, Stage::Submitted));
+    assert_eq!(swept.reconcile.as_deref(), Some("due"), "still watched");
+    assert!(swept.has_uncommitted_files(), "left for the poll to adopt");
+    let report = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    assert_eq!(report.tasks_checked, 0, "{report:?}");
+}
+
 /// DynamoDB promises no order among index entries of one time: a run that wraps checks every
 /// entry of the cursor's time again, rather than stop at one it takes for past the cursor.
 #[tokio::test]

@@ -451,13 +451,15 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     let plan = plan_save(Some(&pending), &claimed).unwrap();
     assert_eq!((plan.files.len(), plan.mark_open), (1, None));
 
-    // A registered task the reconciler watches (nothing settles it before a result), new
-    // (no task item to mark), or no file item written.
+    // A registered task's first result is marked too: a poll and a callback may both bring
+    // it, and the other's files may be settled while this one's items are written.
     let mut registered = pending.clone();
     registered.stage = suno_callbacks::Stage::Submitted;
     registered.sync_open_marker();
     assert_eq!(registered.open, None);
-    assert_eq!(plan_save(Some(&registered), &reopened).unwrap().mark_open, None);
+    let first = plan_save(Some(&registered), &reopened).unwrap().mark_open.expect("marked");
+    assert_eq!(first.version, registered.version);
+    // New (no task item to mark: the put requires none), or no file item written.
     assert_eq!(plan_save(None, &reopened).unwrap().mark_open, None);
     // A file item written that leaves the task settled (the task stays out of the index).
     let mut still_settled = settled.clone();
