@@ -223,6 +223,11 @@ pub struct Outcome {
     /// or the account's credits (402): every other poll would be refused alike, so the tasks
     /// left wait for the next run.
     pub refused: bool,
+    /// Stopped after `PROVIDER_BASE_URL` answered what the provider's API never answers (200
+    /// without its JSON, a redirect, or HTTP 404/422): a wrong setting or a maintenance page,
+    /// which every other poll would meet alike (one error line a run, not one a task); the
+    /// tasks left wait for the next run.
+    pub misdirected: bool,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
     #[serde(flatten)]
     pub replayed: crate::replay::Replayed,
@@ -232,7 +237,7 @@ impl Outcome {
     /// Whether the run polls no more: the provider asked for quiet (a rate limit, a wait, a
     /// refusal that stands), or its next turn lies past the run's time.
     fn polls_held(&self) -> bool {
-        self.rate_limited || self.refused || self.stopped_early
+        self.rate_limited || self.refused || self.misdirected || self.stopped_early
     }
 
     /// Nothing was found to do.
@@ -259,7 +264,8 @@ enum Handled {
     Skipped,
     /// Due, but polls are held this run: left due, nothing written, first in the next run.
     LeftDue,
-    Polled(PollOutcome),
+    /// Polled; `true`: answered as the provider's API never answers ([`Outcome::misdirected`]).
+    Polled(PollOutcome, bool),
     Abandoned,
     Unwatched,
     /// Its record cannot be read: its next poll was put off.
@@ -329,8 +335,10 @@ pub async fn reconcile<P: Ports>(
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
             Ok(Handled::PutOff) => outcome.put_off += 1,
-            Ok(Handled::Polled(polled)) => {
+            Ok(Handled::Polled(polled, misdirected)) => {
                 outcome.polls += 1;
+                // Its own error line says what was answered.
+                outcome.misdirected |= misdirected;
                 match polled {
                     PollOutcome::Result(_) => outcome.results += 1,
                     PollOutcome::Http(401 | 403) | PollOutcome::Provider(401 | 403) => outcome.unauthorized += 1,
@@ -491,6 +499,9 @@ async fn reconcile_task<P: Ports>(
             || reconcile::mark_last_chance(reconcile::after_poll(r, outcome, now), now, settings.give_up_after);
         (r.family == asked).then(polled)
     };
+    // Set where the answer is one the provider's API never gives: a wrong PROVIDER_BASE_URL
+    // (or a maintenance page) that every other poll of the run would meet too.
+    let mut misdirected = false;
     let polled = match answer {
         ProviderAnswer::Unreachable(why) => {
             tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
@@ -563,8 +574,9 @@ async fn reconcile_task<P: Ports>(
                     task_id,
                     error,
                     "PROVIDER_BASE_URL answered 200 without the provider's JSON answer (is it the provider's API \
-                     root, or a maintenance page?); polling again later"
+                     root, or a maintenance page?); no more polls this run"
                 );
+                misdirected = true;
                 PollOutcome::Unreadable
             }
             // Done, without the files it is about, for a task that has its result (watched for
@@ -596,8 +608,9 @@ async fn reconcile_task<P: Ports>(
                 task_id,
                 status,
                 "PROVIDER_BASE_URL answered {status}, a redirect, which is not followed (is it the provider's API \
-                 root?); polling again later"
+                 root?); no more polls this run"
             );
+            misdirected = true;
             PollOutcome::Http(status)
         }
         // The provider says it does not know a task in a 200's `code`; an HTTP 404 or 422 is a
@@ -609,8 +622,9 @@ async fn reconcile_task<P: Ports>(
                 task_id,
                 status,
                 "PROVIDER_BASE_URL answered HTTP {status}, which the provider's API answers for no task (is it the \
-                 provider's API root?); not taken as the task unknown, polling again later"
+                 provider's API root?); not taken as the task unknown, no more polls this run"
             );
+            misdirected = true;
             PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status, .. } => {
@@ -621,7 +635,7 @@ async fn reconcile_task<P: Ports>(
     // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| poll_bookkeeping(r, &polled, now)).await?;
-    Ok(Handled::Polled(polled))
+    Ok(Handled::Polled(polled, misdirected))
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not

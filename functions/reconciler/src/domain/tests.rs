@@ -874,10 +874,11 @@ async fn an_http_404_or_422_is_not_not_found() {
 }
 
 /// A PROVIDER_BASE_URL that is no API root (a site answering a web page, JSON without the
-/// provider's `code`, a redirect, an HTTP 404) is said as an error on each poll, not as a task
-/// pending or an answer it could not read.
+/// provider's `code`, a redirect, an HTTP 404) is said as an error, not as a task pending or
+/// an answer it could not read; every other poll would meet it too, so the run polls no
+/// other task (one error a run, not one a task), and those left are still due.
 #[tokio::test]
-async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
+async fn a_redirect_or_a_web_page_for_an_answer_is_an_error_that_holds_the_run() {
     for (answer, outcome) in [
         (ProviderAnswer::Http { status: 301, body: Vec::new() }, "http_301"),
         (ProviderAnswer::Http { status: 200, body: b"<html><body>Welcome</body></html>".to_vec() }, "unreadable"),
@@ -885,15 +886,20 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error() {
         (ProviderAnswer::Http { status: 404, body: br#"{"code":404,"msg":"no such path"}"#.to_vec() }, "unreadable"),
     ] {
         let captured = stemvault_aws::log_capture::capture_logs();
-        let ports = MemoryPorts::new(vec![answer]);
-        register(&ports);
-        ports.until_due();
-        assert_eq!(run(&ports).await.polls, 1);
-        assert_eq!(ports.record().last_poll.unwrap().outcome, outcome);
+        let (ports, due_before) = two_due(answer);
+        let run_outcome = run(&ports).await;
+        assert_eq!((run_outcome.tasks_due, run_outcome.polls), (2, 1), "{outcome}: {run_outcome:?}");
+        assert!(run_outcome.misdirected && !run_outcome.rate_limited, "{run_outcome:?}");
+        assert_eq!(ports.table.record("first-1").unwrap().last_poll.unwrap().outcome, outcome);
+        assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before), "left due");
         let logs = captured.text();
-        let error = logs.lines().find(|l| l.contains("ERROR") && l.contains("is it the provider's API root"));
-        assert!(error.is_some(), "{outcome}: {logs}");
+        let errors = logs.lines().filter(|l| l.contains("ERROR") && l.contains("is it the provider's API root"));
+        assert_eq!(errors.count(), 1, "{outcome}: {logs}");
     }
+    // A JSON answer without a usable record is the provider's, about its task: the run goes on.
+    let (ports, _) = two_due(ProviderAnswer::Http { status: 200, body: br#"{"code":200,"data":7}"#.to_vec() });
+    let run_outcome = run(&ports).await;
+    assert_eq!((run_outcome.polls, run_outcome.misdirected), (2, false), "{run_outcome:?}");
 }
 
 /// An answer for another task, a result or still pending (a cache or proxy mixing answers
