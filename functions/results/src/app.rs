@@ -69,7 +69,7 @@ impl App {
             body,
             api_request_id: stemvault_aws::http_event::api_request_id(&req),
         };
-        in_time(respond(&self.ports, self.settings, request, self.ports.now())).await
+        answer_in_time(&self.ports, self.settings, request, self.ports.now()).await
     }
 }
 
@@ -93,6 +93,18 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
         },
         _ => Route::NotFound,
     }
+}
+
+/// `request`'s answer ([`respond`]) within [`ANSWER_WITHIN`], in a span naming API Gateway's
+/// id of it and, once read, its task: a timeout's or a refused id's line names them too.
+async fn answer_in_time(
+    ports: &impl Ports,
+    settings: Settings,
+    request: Incoming<'_>,
+    now: Timestamp,
+) -> Response<Body> {
+    let span = tracing::info_span!("request", api_request_id = request.api_request_id, task_id = tracing::field::Empty);
+    in_time(respond(ports, settings, request, now)).instrument(span).await
 }
 
 /// `responding`'s answer, or 503 when it takes longer than [`ANSWER_WITHIN`].
@@ -148,7 +160,10 @@ async fn respond(ports: &impl Ports, settings: Settings, request: Incoming<'_>, 
         Err(_) => Err("task id is not valid UTF-8 once percent-decoded".to_owned()),
     };
     let task_id = match task_id {
-        Ok(id) => id,
+        Ok(id) => {
+            tracing::Span::current().record("task_id", id.as_str());
+            id
+        }
         Err(why) => {
             tracing::info!(error = %why, "invalid task id");
             return response::error(StatusCode::BAD_REQUEST, "invalid_task_id", why);
@@ -291,8 +306,8 @@ mod tests {
         body: &[u8],
     ) -> (StatusCode, serde_json::Value, Response<Body>) {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
-        let request = Incoming { method: &method, path, body, api_request_id: None };
-        let response = in_time(respond(ports, SETTINGS, request, now)).await;
+        let request = Incoming { method: &method, path, body, api_request_id: Some("Kx1pHjVyoAMEYxw=") };
+        let response = answer_in_time(ports, SETTINGS, request, now).await;
         let body: serde_json::Value = serde_json::from_slice(response.body().as_ref()).expect("JSON body");
         (response.status(), body, response)
     }
@@ -420,12 +435,20 @@ mod tests {
     /// timeout.
     #[tokio::test(start_paused = true)]
     async fn a_table_that_does_not_answer_is_503_in_time() {
+        let captured = stemvault_aws::log_capture::capture_logs();
         let stalled = MemoryPorts { hangs: true, ..MemoryPorts::with(&["t1"]) };
         let started = tokio::time::Instant::now();
         let (status, body, response) = call(&stalled, Method::GET, "/tasks/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("timeout")));
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         assert_eq!(started.elapsed(), ANSWER_WITHIN);
+        // Its line names the request and the task, as the answer's own lines would.
+        let logs = captured.text();
+        let line = logs.lines().find(|l| l.contains("no answer in time")).unwrap_or_default();
+        assert!(
+            line.contains(r#""api_request_id":"Kx1pHjVyoAMEYxw=""#) && line.contains(r#""task_id":"t1""#),
+            "{logs}"
+        );
     }
 
     #[tokio::test]
