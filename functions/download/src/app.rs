@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
-use stemvault_aws::sqs_batch::{self, Ran, receive_count};
-use stemvault_aws::{ConfigError, deadline};
+use stemvault_aws::ConfigError;
+use stemvault_aws::sqs_batch::{self, Invocation, Ran, receive_count};
 use stemvault_vault::panic::{Guarded, guarded};
 use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
 
@@ -69,14 +69,19 @@ impl App {
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        self.handle_batch(event.payload, deadline::as_instant(event.context.deadline)).await
+        let invocation = Invocation::of(&event.context);
+        self.handle_invocation(event.payload, invocation).await
     }
 
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        self.handle_invocation(event, Invocation::from(deadline)).await
+    }
+
+    async fn handle_invocation(&self, event: SqsEvent, invocation: Invocation) -> SqsBatchResponse {
         // Boxed: the batch's future nests deeply enough to overflow the compiler's query depth
         // where the runtime's handler embeds it.
-        Box::pin(process_batch(self.ports.clone(), self.settings, event.records, deadline)).await
+        Box::pin(process_batch(self.ports.clone(), self.settings, event.records, invocation)).await
     }
 }
 
@@ -86,11 +91,13 @@ async fn process_batch<P: Ports + Send + Sync + 'static>(
     ports: Arc<P>,
     settings: Settings,
     messages: Vec<SqsMessage>,
-    deadline: Instant,
+    invocation: impl Into<Invocation>,
 ) -> SqsBatchResponse {
+    let Invocation { deadline, request_id } = invocation.into();
     let checks = Arc::new(Checks::of(&messages, deadline));
     let (handling, checking) = (ports.clone(), checks.clone());
-    let mut ran = sqs_batch::run_numbered(messages, MAX_CONCURRENT_MESSAGES, message_span, move |i, message| {
+    let span_of = |id: &str| message_span(id, request_id.as_deref());
+    let mut ran = sqs_batch::run_numbered(messages, MAX_CONCURRENT_MESSAGES, span_of, move |i, message| {
         let (ports, checks) = (handling.clone(), checking.clone());
         async move {
             let handled = handle_message(&*ports, &settings, message, deadline).await;
@@ -204,8 +211,16 @@ impl Reserves {
     }
 }
 
-fn message_span(id: &str) -> tracing::Span {
-    tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, file = tracing::field::Empty)
+/// A message's span: its id and Lambda's id of the invocation (None locally), the task and
+/// file once read.
+fn message_span(id: &str, lambda_request_id: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        message_id = %id,
+        lambda_request_id,
+        task_id = tracing::field::Empty,
+        file = tracing::field::Empty
+    )
 }
 
 /// The partial batch response: the messages whose outcome is a failure, or whose task
@@ -305,7 +320,8 @@ mod tests {
             message("m4", "drop"),
             message("m5", "ok"),
         ];
-        let response = respond(&sqs_batch::run_messages(messages, 2, message_span, outcome_for).await);
+        let span_of = |id: &str| message_span(id, None);
+        let response = respond(&sqs_batch::run_messages(messages, 2, span_of, outcome_for).await);
         assert_eq!(failed_ids(&response), vec!["m2", "m3"]);
     }
 
@@ -319,23 +335,45 @@ mod tests {
         let messages = vec![message("m1", &job_body("a")), message("m2", &job_body("c"))];
         let checks = Arc::new(Checks::of(&messages, deadline));
         let (handling, checking) = (ports.clone(), checks.clone());
-        let mut ran = sqs_batch::run_numbered(messages, 4, message_span, move |i, message| {
-            let (ports, checks) = (handling.clone(), checking.clone());
-            async move {
-                if message.message_id.as_deref() == Some("m1") {
-                    panic!("poisoned message");
+        let mut ran = sqs_batch::run_numbered(
+            messages,
+            4,
+            |id: &str| message_span(id, None),
+            move |i, message| {
+                let (ports, checks) = (handling.clone(), checking.clone());
+                async move {
+                    if message.message_id.as_deref() == Some("m1") {
+                        panic!("poisoned message");
+                    }
+                    let handled = handle_message(&*ports, &SETTINGS, message, deadline).await;
+                    checks.done(&*ports, i, &handled).await;
+                    handled
                 }
-                let handled = handle_message(&*ports, &SETTINGS, message, deadline).await;
-                checks.done(&*ports, i, &handled).await;
-                handled
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(ports.record(TASK).vault, VaultState::Pending, "a's message never said it was done");
         checks.finish(&*ports, &mut ran).await;
         assert_eq!(failed_ids(&respond(&ran)), vec!["m1"]);
         let stored = ports.record(TASK);
         assert_eq!((stored.files["c"].status, stored.vault), (FileStatus::Stored, VaultState::Complete));
+    }
+
+    /// A message's lines name the invocation (Lambda's request id, which the platform's own
+    /// lines carry: a timeout's, `REPORT`), the task and the file.
+    #[tokio::test]
+    async fn a_message_s_lines_name_its_invocation() {
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let ports = Arc::new(MemoryPorts::with_record(record(&[("a", FileStatus::Queued)])));
+        serve(&ports, "a", b"a bytes");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let invocation = Invocation { deadline, request_id: Some("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into()) };
+        let response = process_batch(ports.clone(), SETTINGS, vec![message("m1", &job_body("a"))], invocation).await;
+        assert!(response.batch_item_failures.is_empty());
+        let logs = captured.text();
+        let stored = logs.lines().find(|l| l.contains(r#""message_id":"m1""#) && l.contains(r#""file":"a""#));
+        let line = stored.unwrap_or_default();
+        assert!(line.contains(r#""lambda_request_id":"8476a536-e9f4-11e8-9739-2dfe598c3fcd""#), "{logs}");
     }
 
     /// A copy that panics fails its own message only: the claim it held is given back (the

@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
+use stemvault_aws::ConfigError;
 use stemvault_aws::secrets::{ReadSecret, SecretReader};
-use stemvault_aws::sqs_batch::{catch_panic, receive_count, respond, run_messages, sent_at};
-use stemvault_aws::{ConfigError, deadline};
+use stemvault_aws::sqs_batch::{Invocation, catch_panic, receive_count, respond, run_messages, sent_at};
 use stemvault_vault::DEADLINE_MARGIN;
 
 use crate::aws::AwsPorts;
@@ -73,15 +73,21 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
 
     /// Handle one invocation: its batch, until the deadline Lambda gives.
     pub async fn handle(&self, event: LambdaEvent<SqsEvent>) -> SqsBatchResponse {
-        self.handle_batch(event.payload, deadline::as_instant(event.context.deadline)).await
+        self.handle_invocation(event.payload, Invocation::of(&event.context)).await
     }
 
     /// Handle one batch; `deadline` is when the invocation must be done.
     pub async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+        self.handle_invocation(event, Invocation::from(deadline)).await
+    }
+
+    async fn handle_invocation(&self, event: SqsEvent, invocation: Invocation) -> SqsBatchResponse {
+        let Invocation { deadline, request_id } = invocation;
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
         let app = self.clone();
+        let span_of = |id: &str| message_span(id, request_id.as_deref());
         let ran =
-            run_messages(one_message_per_event(event.records), MAX_CONCURRENT_MESSAGES, message_span, move |message| {
+            run_messages(one_message_per_event(event.records), MAX_CONCURRENT_MESSAGES, span_of, move |message| {
                 let app = app.clone();
                 async move {
                     let signer = app.signers.fresh(&*app.secret, &*app.ports, app.secret_policy);
@@ -133,8 +139,16 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
         .collect()
 }
 
-fn message_span(id: &str) -> tracing::Span {
-    tracing::info_span!("message", message_id = %id, task_id = tracing::field::Empty, event_id = tracing::field::Empty)
+/// A message's span: its id and Lambda's id of the invocation (None locally), the task and
+/// event once read.
+fn message_span(id: &str, lambda_request_id: Option<&str>) -> tracing::Span {
+    tracing::info_span!(
+        "message",
+        message_id = %id,
+        lambda_request_id,
+        task_id = tracing::field::Empty,
+        event_id = tracing::field::Empty
+    )
 }
 
 /// Deliver one message (in the caller's span) with the signer `signer` brings (read under the

@@ -14,6 +14,28 @@ use stemvault_vault::QueueError;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+/// One invocation of a function fed SQS batches: when it must be done, and Lambda's id of it
+/// (None under the local runner), which its messages' spans carry: a platform line naming
+/// only the invocation (`Task timed out`, `REPORT`) then finds the lines of its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    pub deadline: std::time::Instant,
+    pub request_id: Option<String>,
+}
+
+impl Invocation {
+    pub fn of(context: &lambda_http::lambda_runtime::Context) -> Invocation {
+        let deadline = crate::deadline::as_instant(context.deadline);
+        Invocation { deadline, request_id: Some(context.request_id.clone()) }
+    }
+}
+
+impl From<std::time::Instant> for Invocation {
+    fn from(deadline: std::time::Instant) -> Invocation {
+        Invocation { deadline, request_id: None }
+    }
+}
+
 /// One message of a batch after [`run_messages`]: its id (empty when SQS gave none), its
 /// span, and what its handler returned (None: the handler's task panicked).
 #[derive(Debug)]
