@@ -67,6 +67,7 @@ pub struct FileRef {
 /// about which endpoint produced them, so they share [`Family::Music`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[repr(u8)]
 pub enum Family {
     Music,
     Lyrics,
@@ -76,10 +77,27 @@ pub enum Family {
     Midi,
     MusicVideo,
     Voice,
+    /// Stays last: [`Family::ALL`]'s length is counted by it.
     Unknown,
 }
 
 impl Family {
+    /// Every family, in declaration order. Its length is `Unknown`'s place plus one, so a
+    /// variant declared before `Unknown` and not listed here does not compile; what is read
+    /// back by name ([`FromStr`](std::str::FromStr)) and what tests iterate comes from here.
+    pub const ALL: [Family; Family::Unknown as usize + 1] = [
+        Family::Music,
+        Family::Lyrics,
+        Family::CoverImage,
+        Family::Wav,
+        Family::VocalSeparation,
+        Family::Midi,
+        Family::MusicVideo,
+        Family::Voice,
+        Family::Unknown,
+    ];
+
+    /// Its stored name (serde's, as `snake_case`; a test holds them equal).
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Music => "music",
@@ -129,18 +147,7 @@ impl std::fmt::Display for Family {
 impl std::str::FromStr for Family {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "music" => Family::Music,
-            "lyrics" => Family::Lyrics,
-            "cover_image" => Family::CoverImage,
-            "wav" => Family::Wav,
-            "vocal_separation" => Family::VocalSeparation,
-            "midi" => Family::Midi,
-            "music_video" => Family::MusicVideo,
-            "voice" => Family::Voice,
-            "unknown" => Family::Unknown,
-            other => return Err(format!("unknown family {other:?}")),
-        })
+        Family::ALL.into_iter().find(|f| f.as_str() == s).ok_or_else(|| format!("unknown family {s:?}"))
     }
 }
 
@@ -260,4 +267,23 @@ pub struct MidiNote {
     pub start: f64,
     pub end: f64,
     pub velocity: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Family;
+
+    /// Every family listed once, in declaration order, read back by the name it is stored
+    /// under (serde's), which `as_str` and `Display` say too.
+    #[test]
+    fn every_family_is_listed_and_read_back_by_its_stored_name() {
+        for (i, family) in Family::ALL.into_iter().enumerate() {
+            assert_eq!(family as usize, i, "{family:?}");
+            let stored = serde_json::to_value(family).unwrap();
+            assert_eq!(stored.as_str(), Some(family.as_str()), "{family:?}");
+            assert_eq!(family.as_str().parse::<Family>(), Ok(family));
+            assert_eq!(family.to_string(), family.as_str());
+        }
+        assert!("Music".parse::<Family>().is_err() && "".parse::<Family>().is_err());
+    }
 }

@@ -544,6 +544,11 @@ fn every_family_but_unknown_has_an_endpoint() {
     for (family, path) in documented {
         assert_eq!(record_info_path(family), Some(path), "{family}");
     }
+    // Each family is documented here, a new one too.
+    for family in Family::ALL {
+        let listed = documented.iter().any(|(f, _)| *f == family);
+        assert_eq!(listed, family != Family::Unknown, "{family}: an endpoint documented here, or none");
+    }
     assert_eq!(record_info_path(Family::Unknown), None);
     use suno_callbacks::poll::generation_record_path;
     assert_eq!(generation_record_path(Family::Voice), Some("/api/v1/voice/record-info"));

@@ -85,19 +85,6 @@ const STATUSES: &[&str] = &[
     "2",
 ];
 
-/// Every family with a record-info endpoint, and `unknown`, which has none.
-const FAMILIES: &[Family] = &[
-    Family::Music,
-    Family::Lyrics,
-    Family::CoverImage,
-    Family::Wav,
-    Family::VocalSeparation,
-    Family::Midi,
-    Family::MusicVideo,
-    Family::Voice,
-    Family::Unknown,
-];
-
 fn key() -> BoxedStrategy<String> {
     prop_oneof![
         4 => prop::sample::select(KEYS).prop_map(str::to_owned),
@@ -307,7 +294,7 @@ proptest! {
     #[test]
     fn poll_answers_never_panic_and_name_files_safely(
         body in prop_oneof![value(), keyed_poll_answer()],
-        family in prop::sample::select(FAMILIES),
+        family in prop::sample::select(&Family::ALL[..]),
     ) {
         let bytes = serde_json::to_vec(&body).unwrap();
         let result = parse_poll(family, &bytes);
@@ -319,7 +306,7 @@ proptest! {
     }
 
     #[test]
-    fn damaged_poll_answers_never_panic(index in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>(), family in prop::sample::select(FAMILIES)) {
+    fn damaged_poll_answers_never_panic(index in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>(), family in prop::sample::select(&Family::ALL[..])) {
         let dir = common::documented_polls_dir();
         let names = common::json_files(dir.clone());
         let mut body = common::read(dir.join(index.get(&names)));

@@ -336,18 +336,7 @@ fn answer(state: &Mutex<State>, addr: SocketAddr, req: Request<Incoming>) -> Res
 
 /// The family a record-info path belongs to.
 fn family_of(path: &str) -> Option<Family> {
-    [
-        Family::Music,
-        Family::Lyrics,
-        Family::Wav,
-        Family::VocalSeparation,
-        Family::MusicVideo,
-        Family::Midi,
-        Family::CoverImage,
-        Family::Voice,
-    ]
-    .into_iter()
-    .find(|f| suno_callbacks::poll::record_info_path(*f) == Some(path))
+    Family::ALL.into_iter().find(|f| suno_callbacks::poll::record_info_path(*f) == Some(path))
 }
 
 fn pending(family: Family, task_id: &str) -> Value {

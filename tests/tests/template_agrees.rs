@@ -366,6 +366,28 @@ fn every_function_is_an_arm64_cargo_lambda_build_of_its_binary() {
     }
 }
 
+/// Every function the template deploys and every crate under `functions/` is in
+/// `FUNCTIONS`, so that each is checked: one added to the template or the workspace alone
+/// fails here.
+#[test]
+fn every_function_is_checked() {
+    let template = template();
+    let resources = template["Resources"].as_mapping().cloned().unwrap_or_default();
+    let deployed: BTreeSet<String> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .filter_map(|(name, _)| name.as_str().map(str::to_owned))
+        .collect();
+    let checked: BTreeSet<String> = FUNCTIONS.iter().map(|f| f.logical_id.to_owned()).collect();
+    assert_eq!(deployed, checked, "the template's functions and FUNCTIONS");
+    let crates: BTreeSet<String> = std::fs::read_dir(repo().join("functions"))
+        .expect("functions/")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    let checked: BTreeSet<String> = FUNCTIONS.iter().map(|f| f.crate_dir.to_owned()).collect();
+    assert_eq!(crates, checked, "the crates under functions/ and FUNCTIONS");
+}
+
 #[test]
 fn every_function_sets_exactly_the_variables_it_declares() {
     let template = template();

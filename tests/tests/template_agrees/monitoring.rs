@@ -352,7 +352,8 @@ fn alarm_checks_report_what_goes_unwatched() {
     ];
     assert_eq!(problems, expected);
 
-    let broken_json = UNWATCHED.replace(r#""${ThrottledByFunction.Arn}"]"#, r#""${ThrottledByFunction.Arn}",]"#);
+    let broken_json = UNWATCHED.replace(r#""${SwappedRate.Arn}"]"#, r#""${SwappedRate.Arn}",]"#);
+    assert_ne!(broken_json, UNWATCHED, "the fixture's last alarm is where the comma goes");
     let problems = eyes_problems(&serde_yaml::from_str(&broken_json).unwrap(), &["Watched"]);
     assert!(problems.last().unwrap().starts_with("the dashboard body is not JSON"), "{problems:?}");
     assert_eq!(
