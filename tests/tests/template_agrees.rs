@@ -848,6 +848,45 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
 }
 
 /// The kinds of secret a function's role may read.
+/// The `s3:prefix` conditions of `function`'s ListBucket grants, as (operator, value).
+fn list_prefix_conditions(template: &Value, function: &str) -> Vec<(String, String)> {
+    let props = cfn::function_properties(template, function);
+    let role_name = props.get("Role").and_then(cfn::get_att).expect("a role");
+    let mut conditions = Vec::new();
+    for statement in cfn::role_statements(template, role_name.trim_end_matches(".Arn")) {
+        let actions = cfn::as_list(&statement["Action"]);
+        if statement["Effect"].as_str() != Some("Allow") || !actions.iter().any(|a| a.as_str() == Some("s3:ListBucket"))
+        {
+            continue;
+        }
+        for (operator, keys) in statement["Condition"].as_mapping().cloned().unwrap_or_default() {
+            let value = keys["s3:prefix"].as_str().unwrap_or("(none)").to_owned();
+            conditions.push((operator.as_str().unwrap_or_default().to_owned(), value));
+        }
+    }
+    conditions
+}
+
+/// The prefixes the code lists are the ones the roles may list (IAM refuses any other, and
+/// the emulator enforces no IAM): the reconciler lists `parked/` itself, results one task's
+/// `parked/<task_id>/`.
+#[test]
+fn the_roles_list_only_the_prefixes_the_code_lists() {
+    use suno_callbacks::{TaskId, s3_key};
+    let template = template();
+    let reconciler = list_prefix_conditions(&template, "ReconcilerFunction");
+    assert_eq!(reconciler, [("StringEquals".to_owned(), s3_key::PARKED_PREFIX.to_owned())]);
+    let results = list_prefix_conditions(&template, "ResultsFunction");
+    let [(operator, pattern)] = results.as_slice() else { panic!("one ListBucket condition: {results:?}") };
+    assert_eq!(operator, "StringLike");
+    let listed = s3_key::parked_task_prefix(&TaskId::parse("3e63b4cc88d52611159371f6af5571e7").unwrap());
+    let stem = pattern.strip_suffix('*').expect("a prefix pattern");
+    assert!(!stem.contains(['*', '?']) && listed.starts_with(stem), "{listed} is not listable under {pattern}");
+    for function in ["IngestFunction", "DownloadFunction", "SweeperFunction", "NotifyFunction"] {
+        assert_eq!(list_prefix_conditions(&template, function), [], "{function} lists nothing");
+    }
+}
+
 fn secret_kinds(template: &Value, function: &str) -> BTreeSet<String> {
     granted_kinds(template, function, "secretsmanager:GetSecretValue")
 }
