@@ -176,7 +176,7 @@ pub const MAX_COUNT: u64 = 1 << 53;
 /// would set `last_received_at` to the end of time, out of the sweeper's sight for good.
 pub const MAX_UNIX_MS: u64 = crate::time::LAST_RFC3339_MS as u64;
 
-/// [`StoreError::Malformed`] for a count past [`MAX_COUNT`] or a fence time past
+/// [`StoreError::Malformed`] for a count past [`MAX_COUNT`], a lease past 9999 or a fence time past
 /// [`MAX_UNIX_MS`].
 fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
     let past = |what: &str, n: u64| Err(StoreError::Malformed(format!("{what} is {n}, past 2^53: edited by hand?")));
@@ -194,6 +194,13 @@ fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
         let counts = [("rev", file.rev), ("generation", file.generation.unwrap_or(0)), ("attempts", file.attempts)];
         if let Some((what, n)) = counts.into_iter().find(|(_, n)| *n > MAX_COUNT) {
             return past(&format!("file {name}'s {what}"), n);
+        }
+        // A lease in milliseconds where seconds belong would hold the file for ever: no claim
+        // passes it, and the sweeper's stranded check waits for it to end.
+        if let Some(lease) = file.lease_until.filter(|lease| *lease > (MAX_UNIX_MS / 1000) as i64) {
+            return Err(StoreError::Malformed(format!(
+                "file {name}'s lease_until is {lease}, past 9999 in Unix seconds (milliseconds?): edited by hand?"
+            )));
         }
     }
     if let Some((id, callback)) = record.callbacks.iter().find(|(_, c)| c.deliveries > MAX_COUNT) {

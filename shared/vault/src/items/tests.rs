@@ -174,6 +174,11 @@ fn a_count_or_fence_time_no_record_reaches_is_malformed() {
     let nanoseconds = edited("adding_at", 0, "1800000000000000000");
     assert!(matches!(&nanoseconds, Err(StoreError::Malformed(m)) if m.starts_with("adding_at")), "{nanoseconds:?}");
     assert!(edited("adding_at", 0, &MAX_UNIX_MS.to_string()).is_ok());
+    // A lease written in milliseconds (it would hold the file until the year 59,000).
+    let milliseconds = edited("lease_until", 1, "1800000000000");
+    let says = "file bass's lease_until";
+    assert!(matches!(&milliseconds, Err(StoreError::Malformed(m)) if m.starts_with(says)), "{milliseconds:?}");
+    assert!(edited("lease_until", 1, &(MAX_UNIX_MS / 1000).to_string()).is_ok());
 }
 
 #[test]
