@@ -16,6 +16,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request};
+use stemvault_aws::FromEnv;
 use stemvault_aws::secrets::{SecretText, put_secret};
 use stemvault_reconciler::domain::Outcome;
 use stemvault_tests::TestEnv;
@@ -547,6 +548,58 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
     let record = env.task_record(&task).await;
     assert_eq!(record.abandoned.map(|a| a.reason.as_str()), Some("abandoned"));
     assert_eq!(provider.polls(&task), 0);
+}
+
+/// Without a key no poll repeats a URL: a file dead-lettered through a source outage is
+/// reopened at its own URL by the reconciler once its wait is over, sent by the sweeper after
+/// its grace period, and copied (a redrive of the dead-letter queue finds it settled).
+#[tokio::test]
+async fn without_a_key_a_dead_lettered_file_is_reopened_at_its_own_url_and_copied() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    let keyed = reconciler(&env, &provider, KEY, &[]).await;
+    assert_eq!(run_due(&env, &keyed, &task).await.results, 1);
+    download_all(&env, &provider).await;
+    // The vocal failed on its last receive through an outage an hour ago: settled partial, watched.
+    let vaulted = env.task_record(&task).await;
+    assert_eq!(vaulted.vault, VaultState::Complete);
+    let mut failed = vaulted.clone();
+    let vocal = failed.files.get_mut("vocal").unwrap();
+    let an_hour_ago = Timestamp::now().minus(stemvault_vault::reconcile::FIRST_RELINK_AFTER);
+    (vocal.status, vocal.failed_at, vocal.bytes, vocal.sha256, vocal.stored_at) =
+        (FileStatus::Failed, Some(an_hour_ago), None, None, None);
+    vocal.error = Some("dead_lettered: source answered 503 Service Unavailable (receive 8, the last)".into());
+    (failed.vault, failed.version) = (VaultState::Partial, failed.version + 1);
+    stemvault_vault::reconcile::watch(&mut failed, Timestamp::now(), Duration::ZERO);
+    env.rewrite_record(&vaulted, &failed).await;
+
+    let config = env.reconciler_config(&[("PROVIDER_BASE_URL", provider.origin())]);
+    let keyless = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
+    let outcome = run_due(&env, &keyless, &task).await;
+    assert_eq!((outcome.reopened, outcome.polls), (1, 0), "{outcome:?}");
+    let reopened = env.task_record(&task).await;
+    assert_eq!((reopened.files["vocal"].status, reopened.vault), (FileStatus::Pending, VaultState::Pending));
+    assert_eq!(reopened.open.as_deref(), Some(stemvault_vault::OPEN_MARKER), "in the sweeper's index");
+
+    // Past the sweeper's grace period: it sends the file, and the downloader copies it.
+    let mut aged = reopened.clone();
+    (aged.last_received_at, aged.version) = (Timestamp::now().minus(Duration::from_secs(600)), aged.version + 1);
+    env.rewrite_record(&reopened, &aged).await;
+    let sweeper_config = stemvault_sweeper::Config::from_lookup(|name| match name {
+        "TABLE_NAME" => Some(env.resources.table_name.clone()),
+        "QUEUE_URL" => Some(env.resources.queue_url.clone()),
+        _ => None,
+    })
+    .unwrap();
+    let sweeper = stemvault_sweeper::App::new(sweeper_config, &env.config);
+    let swept = sweeper.run("run-1", Timestamp::now().plus(Duration::from_secs(60))).await.expect("a sweep");
+    assert_eq!(swept.files_requeued, 1, "{swept:?}");
+    download_all(&env, &provider).await;
+    let record = env.task_record(&task).await;
+    assert_eq!((record.vault, stored_names(&record)), (VaultState::Complete, vec!["instrumental", "vocal"]));
+    assert_eq!(record.files["vocal"].relinks, 1);
+    assert_eq!(provider.polls(&task), 1, "the keyed run's poll only");
 }
 
 /// A provider secret that cannot be read at start-up (here: not created yet) does not stop the

@@ -210,6 +210,9 @@ pub struct Outcome {
     pub unreadable: usize,
     /// Without a provider key: tasks put off until they are given up (not polled).
     pub put_off: usize,
+    /// Tasks no poll reaches whose files that failed for what may pass were reopened at their
+    /// own URLs ([`reconcile::relink_own`]).
+    pub reopened: usize,
     /// Tasks to poll left due once polls were held this run (`rate_limited`, `refused`, or
     /// the next turn past the run's time: `stopped_early`).
     pub left_due: usize,
@@ -272,6 +275,8 @@ enum Handled {
     Unreadable,
     /// No provider key: put off until its give-up time.
     PutOff,
+    /// No poll reaches it: files that failed for what may pass reopened at their own URLs.
+    Reopened,
 }
 
 /// The most one task may take: a task started just before `stop_at` then still ends before
@@ -335,6 +340,7 @@ pub async fn reconcile<P: Ports>(
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
             Ok(Handled::PutOff) => outcome.put_off += 1,
+            Ok(Handled::Reopened) => outcome.reopened += 1,
             Ok(Handled::Polled(polled, misdirected)) => {
                 outcome.polls += 1;
                 // Its own error line says what was answered.
@@ -465,6 +471,9 @@ async fn reconcile_task<P: Ports>(
         return give_up(ports, settings, &task, &record, reason).await;
     }
     if let Some(why) = cannot_poll {
+        if reconcile::relink_own(&record, now).is_some() {
+            return reopen_own(ports, settings, &task, &record, why).await;
+        }
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
     if polls == Polls::Held {
@@ -754,6 +763,35 @@ async fn put_off_until_given_up<P: Ports>(
         // A write since scheduled it (a callback): that stands.
         Conditional::Conflict => Ok(Handled::Skipped),
     }
+}
+
+/// A task no poll reaches (`why`) whose files failed for what may pass (a source or S3 outage
+/// through every receive) and whose wait is over: those files reopened at their own URLs
+/// ([`reconcile::relink_own`]), as a poll repeating them would reopen them; the sweeper sends
+/// them, its grace period after. Nothing else would bring them back: a redrive of the
+/// dead-letter queue finds them settled.
+async fn reopen_own<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task: &TaskId,
+    record: &TaskRecord,
+    why: &str,
+) -> Result<Handled, ReconcileError> {
+    let reopen = |r: &TaskRecord, now: Timestamp| {
+        let mut next = reconcile::relink_own(r, now)?;
+        next.version += 1;
+        reconcile::keep_watched(&mut next, now);
+        Some(next)
+    };
+    if !save_with(ports, settings, task, Some(record), reopen).await? {
+        return Ok(Handled::Skipped);
+    }
+    let task_id = task.as_str();
+    tracing::info!(
+        task_id,
+        "{why}: files that failed for what may pass reopened at their own URLs; the sweeper sends them"
+    );
+    Ok(Handled::Reopened)
 }
 
 /// A task whose record cannot be read (`why`) would come first in every run's due list, ahead

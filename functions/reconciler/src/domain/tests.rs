@@ -1182,6 +1182,50 @@ async fn a_dead_lettered_file_is_reopened_by_a_poll_and_its_task_stays_watched()
     }
 }
 
+/// With no provider key (or no endpoint for the family), no poll repeats a dead-lettered
+/// file's URL: once its wait is over, the run reopens it at its own URL (pending, in the
+/// sweeper's index, which sends it), polling nothing; a file failed for good stays so.
+#[tokio::test]
+async fn with_no_poll_a_dead_lettered_file_is_reopened_at_its_own_url() {
+    let keyless = Settings { polls: false, ..settings() };
+    let ports = MemoryPorts::new(vec![success()]);
+    register(&ports);
+    ports.until_due();
+    assert_eq!(run(&ports).await.results, 1);
+    let mut record = ports.record();
+    let names: Vec<String> = record.files.keys().take(2).cloned().collect();
+    let [reopened, for_good] = [&names[0], &names[1]];
+    let failed_at = Some(ports.table.now());
+    let fail = |file: &mut stemvault_vault::FileEntry, reason: &str| {
+        (file.status, file.failed_at, file.error) = (FileStatus::Failed, failed_at, Some(reason.into()));
+    };
+    fail(record.files.get_mut(reopened).unwrap(), "dead_lettered: S3 PutObject failed: 503 (receive 8, the last)");
+    fail(record.files.get_mut(for_good).unwrap(), "source answered 404 Not Found");
+    for file in record.files.values_mut().filter(|f| f.status != FileStatus::Failed) {
+        file.status = FileStatus::Stored;
+    }
+    (record.vault, record.manifest_key, record.open) = (VaultState::Partial, Some("m".into()), None);
+    reconcile::watch(&mut record, ports.table.now(), Duration::from_secs(60));
+    ports.table.put_record(record);
+    let run_keyless =
+        || async { reconcile(&ports, &keyless, "run", ports.table.now().plus(Duration::from_secs(60))).await };
+
+    ports.until_due();
+    let outcome = run_keyless().await.unwrap();
+    assert_eq!((outcome.reopened, outcome.put_off), (0, 1), "its hour is not over: {outcome:?}");
+    ports.table.advance(reconcile::FIRST_RELINK_AFTER);
+    ports.until_due();
+    let outcome = run_keyless().await.unwrap();
+    assert_eq!((outcome.reopened, outcome.polls), (1, 0), "{outcome:?}");
+    let record = ports.record();
+    let file = &record.files[reopened];
+    assert_eq!((file.status, file.relinks, file.error.as_deref()), (FileStatus::Pending, 1, None));
+    assert_eq!(record.files[for_good].status, FileStatus::Failed, "failed for good");
+    assert_eq!((record.vault, record.open.as_deref()), (VaultState::Pending, Some(stemvault_vault::OPEN_MARKER)));
+    assert!(record.generation > 0 && file.generation == Some(record.generation), "a new file set");
+    assert!(ports.polls.lock().unwrap().iter().count() == 1, "only the first run's poll, with its key");
+}
+
 /// A poll's result that reopened an expired file but whose task item write failed (the table
 /// down, say) left the file item reopened and the task item settled. The poll's bookkeeping,
 /// the next write of the task item, commits the reopen: the vault is pending and the task

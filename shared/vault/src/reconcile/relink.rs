@@ -58,11 +58,29 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
         record.files.get(name).is_some_and(|file| file.url == url && relink_at(file).is_some_and(|at| at <= now))
     };
     let names: Vec<&str> = event.files.iter().filter(|f| due(&f.name, &f.url)).map(|f| f.name.as_str()).collect();
+    reopened(record, &names)
+}
+
+/// The record with every file whose [`relink_at`] has come reopened at its own URL, as
+/// [`relink`] reopens one a poll repeats: for a task no poll reaches (no provider key, a
+/// family without a record-info endpoint), whose files failed for a reason that may pass (a
+/// source or S3 outage through every receive) would otherwise stay failed for good, a redrive
+/// of the dead-letter queue finding them settled. A URL that expired meanwhile fails again as
+/// expired, for good. None: nothing to reopen.
+pub fn relink_own(record: &TaskRecord, now: Timestamp) -> Option<TaskRecord> {
+    let due = |file: &FileEntry| relink_at(file).is_some_and(|at| at <= now);
+    let names: Vec<&str> = record.files.iter().filter(|(_, f)| due(f)).map(|(name, _)| name.as_str()).collect();
+    reopened(record, &names)
+}
+
+/// `record` with the files `names` reopened at their URL, counting the reopen; None for none,
+/// or for a task given up.
+fn reopened(record: &TaskRecord, names: &[&str]) -> Option<TaskRecord> {
     if names.is_empty() || record.abandoned.is_some() {
         return None;
     }
     let mut relinked = record.clone();
-    for name in &names {
+    for name in names {
         let failed = &record.files[*name];
         let mut reopened = FileEntry::pending(&failed.url, failed.key.clone(), failed.stage);
         (reopened.rev, reopened.relinks) = (failed.rev, failed.relinks + 1);
@@ -70,7 +88,7 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
         reopened.attempts = failed.attempts;
         relinked.files.insert((*name).to_owned(), reopened);
     }
-    let opened: Vec<String> = names.into_iter().map(str::to_owned).collect();
+    let opened: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
     crate::ingest::open_file_set(&mut relinked, &opened);
     relinked.sync_open_marker();
     Some(relinked)
@@ -192,5 +210,31 @@ mod tests {
         let abandoned =
             TaskRecord { abandoned: Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW }), ..record };
         assert_eq!(relink(&abandoned, &poll, due), None);
+    }
+
+    /// With no poll to repeat a URL, a file whose wait is over is reopened at its own URL, as
+    /// a poll would reopen it; one failed for good, or whose wait is not over, stays failed.
+    #[test]
+    fn with_no_poll_a_file_whose_wait_is_over_is_reopened_at_its_own_url() {
+        let mut record = TaskRecord { family: Family::VocalSeparation, ..task(Stage::Complete) };
+        record.files.insert("vocal".into(), failed_now(NO_LINK_YET, 1));
+        record.files.insert("drums".into(), failed_now("source answered 404 Not Found", 0));
+        record.files.insert("bass".into(), failed_now("dead_lettered: S3 UploadPart failed: 503 SlowDown", 3));
+        (record.vault, record.manifest_key, record.generation) = (VaultState::Partial, Some("m".into()), 3);
+        record.sync_open_marker();
+        let due = NOW.plus(Duration::from_secs(2 * 3600));
+
+        assert_eq!(relink_own(&record, due.minus(Duration::from_secs(1))), None, "its wait is not over");
+        let relinked = relink_own(&record, due).expect("reopened");
+        let vocal = &relinked.files["vocal"];
+        assert_eq!((vocal.status, vocal.relinks, vocal.generation), (FileStatus::Pending, 2, Some(4)));
+        assert_eq!((vocal.url.as_str(), vocal.error.as_deref()), (record.files["vocal"].url.as_str(), None));
+        assert_eq!(relinked.files["drums"], record.files["drums"], "failed for good");
+        assert_eq!(relinked.files["bass"], record.files["bass"], "its wait (8 hours) is not over");
+        assert_eq!((relinked.vault, relinked.open.as_deref()), (VaultState::Pending, Some(crate::OPEN_MARKER)));
+
+        let abandoned =
+            TaskRecord { abandoned: Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW }), ..record };
+        assert_eq!(relink_own(&abandoned, due), None);
     }
 }
