@@ -73,9 +73,10 @@ pub fn awaits_result(record: &TaskRecord) -> bool {
 /// ([`relink_at`]; and while such a file is copied, its failure must find the task watched,
 /// for the next reopen). A task waiting for its result is watched whatever its family (it is
 /// given up, with an event, when nothing comes); one watched only for a file's sake is not
-/// when no poll could bring the file again ([`renews_file`]: an unknown family has no
+/// for an expired file no poll could bring again ([`renews_file`]: an unknown family has no
 /// record-info endpoint, and music's answers never carry a track's `source_*` URLs): each
-/// poll would only write its bookkeeping, for 14 days.
+/// poll would only write its bookkeeping, for 14 days. Such a file that failed for what may
+/// pass is still reopened at its own URL when its wait is over ([`relink`], [`relink_own`]).
 pub fn needs_watching(record: &TaskRecord) -> bool {
     if record.abandoned.is_some() {
         return false;
@@ -83,9 +84,9 @@ pub fn needs_watching(record: &TaskRecord) -> bool {
     awaits_result(record) || file_watches(record).any(|watch| watch != FileWatch::Never)
 }
 
-/// What each file a poll could bring again ([`renews_file`]) asks of the watch.
+/// What each file asks of the watch.
 fn file_watches(record: &TaskRecord) -> impl Iterator<Item = FileWatch> + '_ {
-    record.files.iter().filter(|(name, _)| renews_file(record.family, name)).map(|(_, file)| file_watch(file))
+    record.files.iter().map(|(name, file)| file_watch(file, renews_file(record.family, name)))
 }
 
 /// What one file asks of the watch.
@@ -100,10 +101,12 @@ enum FileWatch {
     Never,
 }
 
-fn file_watch(file: &FileEntry) -> FileWatch {
+/// `renewed`: a poll's answer may bring the file again ([`renews_file`]), so a new URL for
+/// an expired one.
+fn file_watch(file: &FileEntry, renewed: bool) -> FileWatch {
     let reopened_by_a_poll = file.relinks > 0 && !file.status.is_settled();
     match relink_at(file) {
-        _ if failed_by_expiry(file) || reopened_by_a_poll => FileWatch::Now,
+        _ if (renewed && failed_by_expiry(file)) || reopened_by_a_poll => FileWatch::Now,
         Some(at) => FileWatch::At(at),
         None => FileWatch::Never,
     }
@@ -583,6 +586,14 @@ mod tests {
         assert!(needs_watching(&source_only), "but one brings the track's audio");
         let unknown_waiting = TaskRecord { family: Family::Unknown, ..task(Stage::First) };
         assert!(needs_watching(&unknown_waiting), "given up with an event when nothing comes");
+        // A file no poll brings again, failed for what may pass: reopened at its own URL.
+        let outage = || FileEntry { failed_at: Some(NOW), ..failed("dead_lettered: S3 PutObject failed: 503") };
+        let mut source_outage = task(Stage::Complete);
+        source_outage.files.insert("tracks/8551/source_audio".into(), outage());
+        assert!(needs_watching(&source_outage), "its own URL tried again");
+        let mut unknown_outage = TaskRecord { family: Family::Unknown, ..task(Stage::Complete) };
+        unknown_outage.files.insert("a".into(), outage());
+        assert!(needs_watching(&unknown_outage), "its own URL tried again");
         let mut relinked = task(Stage::Complete);
         let copying = FileEntry { status: FileStatus::Queued, relinks: 1, ..failed("") };
         relinked.files.insert("a".into(), copying.clone());

@@ -48,16 +48,23 @@ pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
 
 /// The record a polled result merges into, when its answer repeats the URL of a file that
 /// failed for a reason that may pass ([`awaits_retry`]) and that file's [`relink_at`] has
-/// come: those files reopened at their URL, as a new URL reopens a file (pending, stamped with
+/// come (or the file is one no poll's answer carries, a music track's `source_*`:
+/// [`suno_callbacks::poll::renews_file`]): those files reopened at their URL, as a new URL reopens a file (pending, stamped with
 /// the next generation, the vault pending), counting the reopen. Providers keep a file's URL,
 /// so without this no poll would ever bring the file back, and a source or link service down
 /// through a file's receives, or a key or credits fixed since, would leave it failed for good
 /// (but for a redrive of the dead-letter queue). None: nothing to reopen.
 pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Option<TaskRecord> {
-    let due = |name: &str, url: &str| {
-        record.files.get(name).is_some_and(|file| file.url == url && relink_at(file).is_some_and(|at| at <= now))
-    };
-    let names: Vec<&str> = event.files.iter().filter(|f| due(&f.name, &f.url)).map(|f| f.name.as_str()).collect();
+    let repeated = |name: &str, file: &FileEntry| event.files.iter().any(|f| f.name == name && f.url == file.url);
+    // A file no poll's answer carries (a music track's `source_*`) is reopened at its own URL.
+    let carried_by_none = |name: &str| !suno_callbacks::poll::renews_file(record.family, name);
+    let due = |file: &FileEntry| relink_at(file).is_some_and(|at| at <= now);
+    let names: Vec<&str> = record
+        .files
+        .iter()
+        .filter(|(name, file)| (repeated(name, file) || carried_by_none(name)) && due(file))
+        .map(|(name, _)| name.as_str())
+        .collect();
     reopened(record, &names)
 }
 
@@ -210,6 +217,24 @@ mod tests {
         let abandoned =
             TaskRecord { abandoned: Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW }), ..record };
         assert_eq!(relink(&abandoned, &poll, due), None);
+    }
+
+    /// A music track's `source_*` file is in no poll's answer: a poll whose time came reopens
+    /// it at its own URL, as it would a file it repeats; the track's audio, which the poll
+    /// does carry, only when repeated.
+    #[test]
+    fn a_poll_reopens_a_file_no_poll_carries_at_its_own_url() {
+        let mut record = TaskRecord { family: Family::Music, ..task(Stage::Complete) };
+        record.files.insert("tracks/8551/source_audio".into(), failed_now(NO_LINK_YET, 0));
+        record.files.insert("tracks/8551/audio".into(), failed_now(NO_LINK_YET, 0));
+        (record.vault, record.manifest_key, record.generation) = (VaultState::Partial, Some("m".into()), 3);
+        let due = NOW.plus(Duration::from_secs(3600));
+        let poll = poll_event(&[("tracks/8551/audio", "https://a/elsewhere.mp3")]);
+        let relinked = relink(&record, &poll, due).expect("reopened");
+        let source = &relinked.files["tracks/8551/source_audio"];
+        assert_eq!((source.status, source.relinks), (FileStatus::Pending, 1));
+        assert_eq!(relinked.files["tracks/8551/audio"], record.files["tracks/8551/audio"], "not repeated");
+        assert_eq!(relink(&record, &poll, due.minus(Duration::from_secs(1))), None, "its wait is not over");
     }
 
     /// With no poll to repeat a URL, a file whose wait is over is reopened at its own URL, as
