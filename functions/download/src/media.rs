@@ -29,14 +29,15 @@ pub fn not_the_file(content_type: &str, key: &str) -> bool {
 /// object stored without a type (PutObject's SDK sends `application/octet-stream`, a
 /// multipart upload gets `binary/octet-stream`), so an earlier attempt's copy found later
 /// records what a fresh copy of the same source records.
+///
+/// Only the media type is kept (`audio/mpeg`, lower case), never the rest of the header: a
+/// proxy's merged `audio/mpeg, image/svg+xml` is read by its first type here and by its last
+/// in a browser.
 pub fn stored_type(content_type: Option<String>) -> Option<String> {
-    content_type.filter(|t| {
-        let essence = essence(t);
-        let (kind, _) = essence.split_once('/').unwrap_or_default();
-        matches!(kind, "audio" | "video")
-            || (kind == "image" && essence != "image/svg+xml")
-            || essence == "application/json"
-    })
+    let essence = essence(&content_type?);
+    let (kind, _) = essence.split_once('/')?;
+    let shown = matches!(kind, "audio" | "video") || (kind == "image" && essence != "image/svg+xml");
+    (shown || essence == "application/json").then_some(essence)
 }
 
 /// A media type without its parameters, lower case: its leading `type/subtype` characters
@@ -66,9 +67,16 @@ mod tests {
 
     #[test]
     fn media_types_are_kept_and_others_stored_as_none() {
-        for kept in ["audio/mpeg", "Audio/WAV; rate=44100", "video/mp4", "image/png", "image/webp", "application/json"]
-        {
+        for kept in ["audio/mpeg", "video/mp4", "image/png", "image/webp", "application/json"] {
             assert_eq!(stored_type(Some(kept.into())).as_deref(), Some(kept), "{kept}");
+        }
+        // The media type alone: a merged header's other types (a browser reads the last) go.
+        for (sent, kept) in [
+            ("Audio/WAV; rate=44100", "audio/wav"),
+            ("audio/mpeg, image/svg+xml", "audio/mpeg"),
+            ("image/png,text/html", "image/png"),
+        ] {
+            assert_eq!(stored_type(Some(sent.into())).as_deref(), Some(kept), "{sent}");
         }
         for dropped in [
             "application/octet-stream",
