@@ -67,6 +67,7 @@ pub struct FileRef {
 /// about which endpoint produced them, so they share [`Family::Music`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Discriminants 0, 1, ... in declaration order, which `Family::ALL`'s length and test count on.
 #[repr(u8)]
 pub enum Family {
     Music,

@@ -94,7 +94,7 @@ async fn process_batch<P: Ports + Send + Sync + 'static>(
     invocation: impl Into<Invocation>,
 ) -> SqsBatchResponse {
     let Invocation { deadline, request_id } = invocation.into();
-    let checks = Arc::new(Checks::of(&messages, deadline));
+    let checks = Arc::new(Checks::of(&messages, deadline, request_id.clone()));
     let (handling, checking) = (ports.clone(), checks.clone());
     let span_of = |id: &str| message_span(id, request_id.as_deref());
     let mut ran = sqs_batch::run_numbered(messages, MAX_CONCURRENT_MESSAGES, span_of, move |i, message| {
@@ -333,7 +333,7 @@ mod tests {
         serve(&ports, "c", b"c bytes");
         let deadline = Instant::now() + Duration::from_secs(120);
         let messages = vec![message("m1", &job_body("a")), message("m2", &job_body("c"))];
-        let checks = Arc::new(Checks::of(&messages, deadline));
+        let checks = Arc::new(Checks::of(&messages, deadline, None));
         let (handling, checking) = (ports.clone(), checks.clone());
         let mut ran = sqs_batch::run_numbered(
             messages,

@@ -25,6 +25,8 @@ pub(super) struct Checks {
     /// The invocation's span: each check's own span sits in it (not in the span of the
     /// message that happened to finish last).
     invocation: Span,
+    /// Lambda's id of the invocation, which each check's lines carry as its messages' do.
+    lambda_request_id: Option<String>,
     reserves: Reserves,
     tasks: Mutex<BTreeMap<String, TaskMessages>>,
 }
@@ -47,14 +49,15 @@ struct Done {
 
 impl Checks {
     /// Count the messages of each task (a message that names none asks for no check).
-    pub(super) fn of(messages: &[SqsMessage], deadline: Instant) -> Checks {
+    pub(super) fn of(messages: &[SqsMessage], deadline: Instant, lambda_request_id: Option<String>) -> Checks {
         let mut tasks: BTreeMap<String, TaskMessages> = BTreeMap::new();
         for message in messages {
             if let Some(task) = message.body.as_deref().and_then(task_of) {
                 tasks.entry(task).or_default().running += 1;
             }
         }
-        Checks { invocation: Span::current(), reserves: Reserves::before(deadline), tasks: Mutex::new(tasks) }
+        let reserves = Reserves::before(deadline);
+        Checks { invocation: Span::current(), lambda_request_id, reserves, tasks: Mutex::new(tasks) }
     }
 
     /// Message `index` is done, in its own span: when it is its task's last, check the task.
@@ -77,8 +80,10 @@ impl Checks {
         let Some(messages) = tasks.get_mut(&task) else { return };
         match checked {
             Ok(sent_back) => messages.sent_back = sent_back,
-            Err(panic) => {
-                tracing::error!(error = %panic, "the settle check panicked; it is made again after the batch");
+            Err(_) => {
+                tracing::error!(
+                    "the settle check panicked (the panic's own line says where); it is made again after the batch"
+                );
                 messages.done = done;
             }
         }
@@ -100,11 +105,13 @@ impl Checks {
             (sent_back, unchecked)
         };
         let checks = unchecked.into_iter().map(|done| async move {
-            catch_panic(self.check(ports, &done)).await.unwrap_or_else(|panic| {
+            catch_panic(self.check(ports, &done)).await.unwrap_or_else(|_| {
                 // In a message's span: with its task id.
                 let span = done.first().map_or_else(Span::none, |d| d.span.clone());
                 span.in_scope(|| {
-                    tracing::error!(error = %panic, "the settle check panicked; the task is left open for the sweeper")
+                    tracing::error!(
+                        "the settle check panicked (the panic's own line says where); the task is left open for the sweeper"
+                    )
                 });
                 Vec::new()
             })
@@ -133,7 +140,9 @@ impl Checks {
             return Vec::new();
         };
         let here = settled_here(done.iter().map(|d| &d.handled));
-        let span = tracing::info_span!(parent: &self.invocation, "settle", task_id = %task_id.as_str());
+        let lambda_request_id = self.lambda_request_id.as_deref();
+        let span =
+            tracing::info_span!(parent: &self.invocation, "settle", lambda_request_id, task_id = %task_id.as_str());
         let checking = check_settled(ports, &task_id, here.as_deref()).instrument(span.clone());
         let (error, asked) = match self.reserves.guarded(checking).await.and_then(|checked| checked) {
             // One message coming back checks the task again: the others are done.
