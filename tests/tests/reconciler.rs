@@ -582,10 +582,6 @@ async fn without_a_key_a_dead_lettered_file_is_reopened_at_its_own_url_and_copie
     assert_eq!((reopened.files["vocal"].status, reopened.vault), (FileStatus::Pending, VaultState::Pending));
     assert_eq!(reopened.open.as_deref(), Some(stemvault_vault::OPEN_MARKER), "in the sweeper's index");
 
-    // Past the sweeper's grace period: it sends the file, and the downloader copies it.
-    let mut aged = reopened.clone();
-    (aged.last_received_at, aged.version) = (Timestamp::now().minus(Duration::from_secs(600)), aged.version + 1);
-    env.rewrite_record(&reopened, &aged).await;
     let sweeper_config = stemvault_sweeper::Config::from_lookup(|name| match name {
         "TABLE_NAME" => Some(env.resources.table_name.clone()),
         "QUEUE_URL" => Some(env.resources.queue_url.clone()),
@@ -593,7 +589,14 @@ async fn without_a_key_a_dead_lettered_file_is_reopened_at_its_own_url_and_copie
     })
     .unwrap();
     let sweeper = stemvault_sweeper::App::new(sweeper_config, &env.config);
-    let swept = sweeper.run("run-1", Timestamp::now().plus(Duration::from_secs(60))).await.expect("a sweep");
+    let sweep = |run_id| sweeper.run(run_id, Timestamp::now().plus(Duration::from_secs(60)));
+    // The reopen is its write's time: within the sweeper's grace period it is left alone.
+    assert_eq!(sweep("run-1").await.expect("a sweep").files_requeued, 0);
+    // Past it, the sweeper sends the file, and the downloader copies it.
+    let mut aged = reopened.clone();
+    (aged.last_received_at, aged.version) = (Timestamp::now().minus(Duration::from_secs(600)), aged.version + 1);
+    env.rewrite_record(&reopened, &aged).await;
+    let swept = sweep("run-2").await.expect("a sweep");
     assert_eq!(swept.files_requeued, 1, "{swept:?}");
     download_all(&env, &provider).await;
     let record = env.task_record(&task).await;

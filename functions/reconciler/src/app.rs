@@ -156,10 +156,12 @@ impl App {
                 tasks_failed = outcome.tasks_failed,
                 unreadable = outcome.unreadable,
                 put_off = outcome.put_off,
+                reopened = outcome.reopened,
                 left_due = outcome.left_due,
                 stopped_early = outcome.stopped_early,
                 rate_limited = outcome.rate_limited,
                 refused = outcome.refused,
+                misdirected = outcome.misdirected,
                 "reconciliation done"
             );
             Ok(outcome)

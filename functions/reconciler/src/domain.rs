@@ -213,8 +213,8 @@ pub struct Outcome {
     /// Tasks no poll reaches whose files that failed for what may pass were reopened at their
     /// own URLs ([`reconcile::relink_own`]).
     pub reopened: usize,
-    /// Tasks to poll left due once polls were held this run (`rate_limited`, `refused`, or
-    /// the next turn past the run's time: `stopped_early`).
+    /// Tasks to poll left due once polls were held this run (`rate_limited`, `refused`,
+    /// `misdirected`, or the next turn past the run's time: `stopped_early`).
     pub left_due: usize,
     /// Stopped at the deadline before every due task was handled, or held its polls because
     /// the provider's next turn lay past the run's time (the tasks to poll left due).
@@ -238,7 +238,8 @@ pub struct Outcome {
 
 impl Outcome {
     /// Whether the run polls no more: the provider asked for quiet (a rate limit, a wait, a
-    /// refusal that stands), or its next turn lies past the run's time.
+    /// refusal that stands), answered as its API never does, or its next turn lies past the
+    /// run's time.
     fn polls_held(&self) -> bool {
         self.rate_limited || self.refused || self.misdirected || self.stopped_early
     }
@@ -310,8 +311,8 @@ pub async fn reconcile<P: Ports>(
     let oldest_due_seconds = due.iter().find_map(|task| task.reconcile_at).map_or(0, |at| read_at.seconds_since(at));
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
-    // Once the provider asked for quiet (a rate limit, a wait, a refusal that stands) or its
-    // next turn lies past the run's time, no task is polled; the rest are still read, so that
+    // Once the provider asked for quiet (a rate limit, a wait, a refusal that stands), answered
+    // as its API never does, or its next turn lies past the run's time, no task is polled; the rest are still read, so that
     // those whose time came and that are owed no poll are given up (the others stay due).
     for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
@@ -474,6 +475,18 @@ async fn reconcile_task<P: Ports>(
         if reconcile::relink_own(&record, now).is_some() {
             return reopen_own(ports, settings, &task, &record, why).await;
         }
+        // Nothing left to wait for (a file reopened at its own URL since stored, say): a poll
+        // would have ended the watch.
+        if !reconcile::needs_watching(&record) {
+            let unwatch = |r: &TaskRecord, _| {
+                (!reconcile::needs_watching(r) && r.reconcile.is_some()).then(|| reconcile::stop_watching(r))
+            };
+            if !save_with(ports, settings, &task, Some(&record), unwatch).await? {
+                return Ok(Handled::Skipped);
+            }
+            tracing::info!(task_id, "{why}: nothing left to wait for; no longer watched");
+            return Ok(Handled::Unwatched);
+        }
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
     if polls == Polls::Held {
@@ -627,13 +640,16 @@ async fn reconcile_task<P: Ports>(
         // error), which taken as "unknown" would give up every watched task a day later, and
         // fixing the setting would bring none back.
         ProviderAnswer::Http { status: status @ (404 | 422), .. } => {
+            // A voice task's may be its generation record's answer (that path is known from
+            // the provider's pages only): that task's own, not the setting's.
+            misdirected = record.family != suno_callbacks::Family::Voice;
+            let then = if misdirected { "no more polls this run" } else { "polling again later" };
             tracing::error!(
                 task_id,
                 status,
                 "PROVIDER_BASE_URL answered HTTP {status}, which the provider's API answers for no task (is it the \
-                 provider's API root?); not taken as the task unknown, no more polls this run"
+                 provider's API root?); not taken as the task unknown, {then}"
             );
-            misdirected = true;
             PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status, .. } => {

@@ -134,12 +134,7 @@ pub fn ingest_callback(
                 record.first_received_at = record.first_received_at.min(arrived);
             }
             record.deliveries += 1;
-            // The latest of the deliveries seen (clocks of concurrent requests differ), but not
-            // one read beyond any clock's lead over this one (a hand edit: not carried on).
-            record.last_received_at = match record.last_received_at > now.plus(crate::time::MAX_CLOCK_LEAD) {
-                true => now,
-                false => record.last_received_at.max(now),
-            };
+            record.touch(now);
             record.version += 1;
             let duplicate = match record.callbacks.get_mut(&id) {
                 Some(entry) => {

@@ -504,15 +504,26 @@ impl TaskRecord {
         self.vault != VaultState::Pending && self.manifest_key.is_some()
     }
 
+    /// Bring `last_received_at` to `now`, a write's own time (the sweeper's grace period runs
+    /// from it): the latest of the writes seen (clocks of concurrent requests differ), but not
+    /// one read beyond any clock's lead over this one (a hand edit: not carried on).
+    pub fn touch(&mut self, now: Timestamp) {
+        self.last_received_at = match self.last_received_at > now.plus(crate::time::MAX_CLOCK_LEAD) {
+            true => now,
+            false => self.last_received_at.max(now),
+        };
+    }
+
     /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled), but
     /// for a registered task still without a result (stage `submitted`): it has nothing for
     /// the sweeper to do (no files, no manifest due; the reconciler's index watches it), and
-    /// each such task in the index would take one of a sweep's tasks. A settled task read
-    /// marked open keeps its mark: only a request reopening it marks a settled task
-    /// (`items::MarkOpen`), which may be writing its file items right now; the sweeper takes a
-    /// mark away once its grace period has passed, fenced against a new one.
+    /// each such task in the index would take one of a sweep's tasks. A settled or registered
+    /// task read marked open keeps its mark: only a request reopening it or bringing its
+    /// first result marks it (`items::MarkOpen`), which may be writing its file items right
+    /// now; the sweeper takes a mark away once its grace period has passed, fenced against a
+    /// new one.
     pub fn sync_open_marker(&mut self) {
-        let marked = self.is_settled() && self.open.is_some();
+        let marked = (self.is_settled() || self.stage == Stage::Submitted) && self.open.is_some();
         let open = marked || (!self.is_settled() && self.stage != Stage::Submitted);
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }

@@ -900,6 +900,14 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error_that_holds_the_run()
     let (ports, _) = two_due(ProviderAnswer::Http { status: 200, body: br#"{"code":200,"data":7}"#.to_vec() });
     let run_outcome = run(&ports).await;
     assert_eq!((run_outcome.polls, run_outcome.misdirected), (2, false), "{run_outcome:?}");
+    // So is a voice task's HTTP 404, which may be its generation record's answer.
+    let not_served = ProviderAnswer::Http { status: 404, body: br#"{"code":404,"msg":"no such path"}"#.to_vec() };
+    let (ports, _) = two_due(not_served);
+    let mut voice = ports.table.record("first-1").unwrap();
+    (voice.family, voice.version) = (Family::Voice, voice.version + 1);
+    ports.table.put_record(voice);
+    let run_outcome = run(&ports).await;
+    assert_eq!((run_outcome.polls, run_outcome.misdirected), (2, false), "{run_outcome:?}");
 }
 
 /// An answer for another task, a result or still pending (a cache or proxy mixing answers
@@ -1200,7 +1208,7 @@ async fn with_no_poll_a_dead_lettered_file_is_reopened_at_its_own_url() {
         (file.status, file.failed_at, file.error) = (FileStatus::Failed, failed_at, Some(reason.into()));
     };
     fail(record.files.get_mut(reopened).unwrap(), "dead_lettered: S3 PutObject failed: 503 (receive 8, the last)");
-    fail(record.files.get_mut(for_good).unwrap(), "source answered 404 Not Found");
+    fail(record.files.get_mut(for_good).unwrap(), "source answered 400 Bad Request");
     for file in record.files.values_mut().filter(|f| f.status != FileStatus::Failed) {
         file.status = FileStatus::Stored;
     }
@@ -1224,6 +1232,17 @@ async fn with_no_poll_a_dead_lettered_file_is_reopened_at_its_own_url() {
     assert_eq!((record.vault, record.open.as_deref()), (VaultState::Pending, Some(stemvault_vault::OPEN_MARKER)));
     assert!(record.generation > 0 && file.generation == Some(record.generation), "a new file set");
     assert!(ports.polls.lock().unwrap().iter().count() == 1, "only the first run's poll, with its key");
+
+    // Copied since, and the other file failed for good: nothing left to wait for, unwatched.
+    let mut copied = ports.record();
+    copied.files.get_mut(reopened).unwrap().status = FileStatus::Stored;
+    (copied.vault, copied.manifest_key, copied.open) = (VaultState::Partial, Some("m".into()), None);
+    reconcile::watch(&mut copied, ports.table.now(), Duration::ZERO);
+    ports.table.put_record(copied);
+    ports.until_due();
+    let outcome = run_keyless().await.unwrap();
+    assert_eq!((outcome.unwatched, outcome.put_off), (1, 0), "{outcome:?}");
+    assert_eq!(ports.record().reconcile, None);
 }
 
 /// A poll's result that reopened an expired file but whose task item write failed (the table

@@ -612,6 +612,23 @@ fn last_received_is_the_latest_in_time_not_in_text() {
     assert_eq!(serde_json::to_value(&out).unwrap()["last_received_at"], "2025-11-23T15:00:01.500Z");
 }
 
+/// A registered task is out of the index, but one read marked (a save of its first result
+/// under way) keeps its mark through another writer's sync: dropped, with the fence kept, a
+/// stopped save would leave the task fenced where the sweeper never looks.
+#[test]
+fn a_registered_task_read_marked_keeps_its_mark() {
+    let mut registered = crate::register::Registration { family: Family::VocalSeparation, client_ref: None }.record(
+        &suno_callbacks::TaskId::parse("task-1").unwrap(),
+        now(0),
+        std::time::Duration::ZERO,
+    );
+    registered.sync_open_marker();
+    assert_eq!(registered.open, None);
+    (registered.open, registered.adding) = (Some(crate::OPEN_MARKER.to_owned()), Some(registered.generation + 1));
+    registered.sync_open_marker();
+    assert_eq!(registered.open.as_deref(), Some(crate::OPEN_MARKER));
+}
+
 #[test]
 fn the_open_marker_follows_the_vault_through_merges() {
     let with_files = ingest_callback(

@@ -459,9 +459,7 @@ fn only_a_save_adding_files_or_reopening_a_settled_task_marks_it_first() {
     // A registered task's first result is marked too: a poll and a callback may both bring
     // it, and the other's files may be settled while this one's items are written.
     let mut registered = pending.clone();
-    registered.stage = suno_callbacks::Stage::Submitted;
-    registered.sync_open_marker();
-    assert_eq!(registered.open, None);
+    (registered.stage, registered.open) = (suno_callbacks::Stage::Submitted, None); // as registered
     let first = plan_save(Some(&registered), &reopened).unwrap().mark_open.expect("marked");
     assert_eq!(first.version, registered.version);
     // New (no task item to mark: the put requires none), or no file item written.

@@ -77,7 +77,11 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
 pub fn relink_own(record: &TaskRecord, now: Timestamp) -> Option<TaskRecord> {
     let due = |file: &FileEntry| relink_at(file).is_some_and(|at| at <= now);
     let names: Vec<&str> = record.files.iter().filter(|(_, f)| due(f)).map(|(name, _)| name.as_str()).collect();
-    reopened(record, &names)
+    let mut relinked = reopened(record, &names)?;
+    // Its write's time, as a callback's: the sweeper leaves the task alone for its grace
+    // period (its mark, files and put under way), and the open task's age starts again.
+    relinked.touch(now);
+    Some(relinked)
 }
 
 /// `record` with the files `names` reopened at their URL, counting the reopen; None for none,
@@ -257,6 +261,7 @@ mod tests {
         assert_eq!(relinked.files["drums"], record.files["drums"], "failed for good");
         assert_eq!(relinked.files["bass"], record.files["bass"], "its wait (8 hours) is not over");
         assert_eq!((relinked.vault, relinked.open.as_deref()), (VaultState::Pending, Some(crate::OPEN_MARKER)));
+        assert_eq!(relinked.last_received_at, due, "its write's time: the sweeper's grace runs from it");
 
         let abandoned =
             TaskRecord { abandoned: Some(Abandoned { reason: crate::GiveUpReason::Abandoned, at: NOW }), ..record };
