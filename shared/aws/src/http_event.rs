@@ -77,7 +77,13 @@ pub fn convertible(mut event: LambdaEvent<LambdaRequest>) -> LambdaEvent<LambdaR
     };
     let is_http = |proto: &str| proto.eq_ignore_ascii_case("https") || proto.eq_ignore_ascii_case("http");
     drop_unless(headers, &X_FORWARDED_PROTO, is_http);
-    drop_unless(headers, &HOST, |host| url::Url::parse(&format!("https://{host}/")).is_ok());
+    // Both: the url crate takes a host with `"` or `{` (percent-decoded too) that lambda_http's
+    // `http::Uri` refuses, and `http` takes a port past 65535 that the url crate refuses.
+    let usable_host = |host: &str| {
+        url::Url::parse(&format!("https://{host}/")).is_ok()
+            && host.parse::<lambda_http::http::uri::Authority>().is_ok()
+    };
+    drop_unless(headers, &HOST, usable_host);
     event
 }
 

@@ -65,6 +65,9 @@ fn lambda_http_alone_panics_on_what_convertible_encodes() {
         (("", Some("https, http")), None),
         (("", Some(too_long.as_str())), None),
         (("", None), Some("abc:99999")),
+        (("", None), Some("a\"b.example")),
+        (("", None), Some("a%22b.example")),
+        (("", None), Some("a{b}.example")),
     ];
     for ((query, proto), host) in cases {
         let mut adapter = Adapter::from(service_fn(|_: Request| async { Ok::<_, std::convert::Infallible>("") }));
@@ -136,7 +139,7 @@ fn with_host(mut event: LambdaEvent<LambdaRequest>, host: &str) -> LambdaEvent<L
 
 #[tokio::test]
 async fn a_host_no_url_can_hold_is_dropped_for_the_domain_name() {
-    for host in ["abc:99999", "a b", "[::1"] {
+    for host in ["abc:99999", "a b", "[::1", "a\"b.example", "a%22b.example", "a{b}.example"] {
         let (req, answer) = served(with_host(http_api_event("", None), host)).await;
         assert_eq!(answer["statusCode"], 200, "{host:?}");
         assert_eq!(req.uri().host(), Some("abc123.execute-api.us-east-1.amazonaws.com"), "{host:?}");
