@@ -86,8 +86,9 @@ pub(super) fn unreserved(name: &str) -> String {
 fn ends_like_hash(segment: &str) -> bool {
     let Some(split) = segment.len().checked_sub(HASH_SUFFIX_LEN) else { return false };
     let Some(suffix) = segment.get(split..) else { return false };
-    let (dash, hex) = suffix.split_at(1);
-    dash == "-" && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    // Bytes: the suffix may start inside a character of a non-ASCII segment.
+    let Some((b'-', hex)) = suffix.as_bytes().split_first() else { return false };
+    hex.iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Whether `segment` ends in `-` and a number as the parser writes one: at most 9 digits (a
@@ -135,6 +136,16 @@ pub(super) fn snake_case(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Read by bytes: a segment whose last 9 bytes start inside a character is no hash (and
+    /// no panic), whoever calls it.
+    #[test]
+    fn a_hash_suffix_is_read_by_bytes() {
+        assert!(ends_like_hash("vocal-0a1b2c3d"));
+        assert!(!ends_like_hash("vocal-0A1B2C3D") && !ends_like_hash("vocal_0a1b2c3d") && !ends_like_hash("-0a1b2c3"));
+        assert!(!ends_like_hash("ab\u{e9}0a1b2c3d"), "starts inside \u{e9}");
+        assert!(!ends_like_hash("x\u{e9}1234567"), "starts with \u{e9}, its first byte not a dash");
+    }
 
     #[test]
     fn segments_are_safe() {
