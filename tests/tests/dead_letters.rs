@@ -62,4 +62,5 @@ async fn a_file_failing_on_its_last_receive_is_recorded_dead_lettered_and_the_ta
     let files = body["files"].as_array().unwrap();
     let shown = files.iter().find(|f| f["name"] == "vocal").unwrap();
     assert_eq!((shown["status"].as_str(), shown["error"].as_str()), (Some("failed"), Some(reason.as_str())));
+    assert_eq!(shown["error_code"], "dead_lettered", "the code a program matches on");
 }

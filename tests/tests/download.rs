@@ -10,8 +10,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{
-    Claim, ClaimAnswer, ClaimFile, FileWrite, GENERATION_METADATA, HeldCopy, NextSource, RecordFailed, RecordStored,
-    ReleaseFile, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, Failure, FailureCode, FileWrite, GENERATION_METADATA, HeldCopy, NextSource,
+    RecordFailed, RecordStored, ReleaseFile, SettleTask, SettleWrite, WriteManifest,
 };
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
@@ -638,9 +638,9 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
     let next_url = "https://cdn1.suno.ai/v-final.wav";
     let next_key = bring_next_url(&env, &record.task_id, next_url).await;
 
-    let at = Timestamp::now();
+    let gone = Failure { code: FailureCode::SourceExpired, reason: "gone", at: Timestamp::now() };
     let own = HeldCopy { worker: "w-1", next: None };
-    let Ok(FileWrite::Refused(Some(item))) = ports.record_failed(&task, "vocal", own, "gone", at).await else {
+    let Ok(FileWrite::Refused(Some(item))) = ports.record_failed(&task, "vocal", own, &gone).await else {
         panic!("refused: a newer URL waits")
     };
     assert_eq!((item.next_url.as_deref(), item.claim.as_deref()), (Some(next_url), Some("w-1")));
@@ -656,8 +656,8 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
     // Held again with no newer URL waiting: a release as if copying one is refused (no
     // `next_url` to move in), a plain one applies.
     let Ok(ClaimAnswer::Claimed(_)) = ports.claim_file(&task, "vocal", &claim("w-1b")).await else { panic!("claimed") };
-    let gone = HeldCopy { worker: "w-1b", next: Some(NextSource { url: next_url, key: &next_key }) };
-    assert_eq!(ports.release_file(&task, "vocal", gone, "busy").await, Ok(Conditional::Conflict));
+    let moved = HeldCopy { worker: "w-1b", next: Some(NextSource { url: next_url, key: &next_key }) };
+    assert_eq!(ports.release_file(&task, "vocal", moved, "busy").await, Ok(Conditional::Conflict));
     let plain = HeldCopy { worker: "w-1b", next: None };
     assert_eq!(ports.release_file(&task, "vocal", plain, "busy").await, Ok(Conditional::Applied));
 
@@ -666,12 +666,13 @@ async fn a_newer_url_in_the_item_refuses_the_old_one_s_failure_and_becomes_the_u
     let third_url = "https://cdn1.suno.ai/v-3.flac";
     let third_key = bring_next_url(&env, &record.task_id, third_url).await;
     let third = HeldCopy { worker: "w-2", next: Some(NextSource { url: third_url, key: &third_key }) };
-    assert_eq!(ports.record_failed(&task, "vocal", third, "gone", at).await, Ok(FileWrite::Applied));
+    assert_eq!(ports.record_failed(&task, "vocal", third, &gone).await, Ok(FileWrite::Applied));
     let failed = &env.task_record(&record.task_id).await.files["vocal"];
     assert_eq!(
         (failed.status, failed.url.as_str(), failed.key.as_str(), failed.next_url.as_deref()),
         (FileStatus::Failed, third_url, third_key.as_str(), None)
     );
+    assert_eq!((failed.error.as_deref(), failed.error_code), (Some("gone"), Some(FailureCode::SourceExpired)));
 }
 
 /// Two workers finish a task's last two files at the same time, in two invocations: no

@@ -98,7 +98,10 @@ async fn recorded_task_answers_with_working_download_links() {
     for file in files {
         let mut fields: Vec<&str> = file.as_object().unwrap().keys().map(String::as_str).collect();
         fields.sort();
-        assert_eq!(fields, ["bytes", "content_type", "download_url", "error", "key", "name", "sha256", "status"]);
+        assert_eq!(
+            fields,
+            ["bytes", "content_type", "download_url", "error", "error_code", "key", "name", "sha256", "status"]
+        );
     }
     assert_eq!(files[0]["name"], "instrumental");
     assert_eq!(files[0]["status"], "pending");

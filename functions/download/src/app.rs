@@ -674,6 +674,7 @@ mod tests {
             let expected = format!("dead_lettered: {} (receive {receive}, the last)", DownloadError::OutOfTime);
             assert_eq!((a.status, a.claim.as_deref()), (FileStatus::Failed, None), "lost answer {lost_answer}");
             assert_eq!(a.error.as_deref(), Some(expected.as_str()), "lost answer {lost_answer}");
+            assert_eq!(a.error_code, Some(crate::domain::FailureCode::DeadLettered), "lost answer {lost_answer}");
             assert_eq!(dead_lettered, 1, "counted once, lost answer {lost_answer}");
         }
     }

@@ -34,8 +34,8 @@ use suno_callbacks::TaskId;
 
 use crate::config::Config;
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
-    RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
+    Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -222,10 +222,9 @@ impl RecordFailed for AwsPorts {
         task_id: &TaskId,
         name: &str,
         held: HeldCopy<'_>,
-        reason: &str,
-        failed_at: Timestamp,
+        failure: &Failure<'_>,
     ) -> Result<FileWrite, StoreError> {
-        self.update_finished_file("failed", task_id, name, expressions::record_failed(held, reason, failed_at)).await
+        self.update_finished_file("failed", task_id, name, expressions::record_failed(held, failure)).await
     }
 }
 
@@ -351,7 +350,7 @@ pub const BYTES_STORED: &str = "BytesStored";
 /// dimension `Function`.
 pub const COPY_SECONDS: &str = "CopySeconds";
 /// Files failed for good (Count); dimensions `Function` and `Reason`
-/// ([`crate::error::CopyError::reason_code`], or `dead_lettered`).
+/// ([`crate::error::CopyError::failure_code`], or `dead_lettered`).
 pub const FILES_FAILED: &str = "FilesFailed";
 /// From a task's first callback to its vault settled (Seconds); dimension `Function`.
 pub const SECONDS_TO_SETTLED: &str = "SecondsToSettled";

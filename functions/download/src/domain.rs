@@ -96,7 +96,7 @@ use crate::source::{ChunkStream, FetchSource};
 use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
 use stemvault_aws::shown::{loggable_str, url_sha256};
 
-pub use stemvault_vault::reason::DEAD_LETTERED;
+pub use stemvault_vault::reason::{DEAD_LETTERED, FailureCode};
 
 pub use stemvault_vault::download::MAX_RECEIVE_COUNT;
 
@@ -193,18 +193,25 @@ pub trait RecordStored {
     ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
 }
 
+/// Why and when a file failed for good: its code, its reason in words, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure<'a> {
+    pub code: FailureCode,
+    pub reason: &'a str,
+    pub at: Timestamp,
+}
+
 pub trait RecordFailed {
     /// `downloading` under `held.worker`, with no newer URL than the one copied waiting in
     /// `next_url` (none, or `held.next`'s, which becomes `url` and `key`) -> `failed` for
-    /// good, with the reason; refused, the item as it is (a newer URL came while the copied
+    /// good, with the failure; refused, the item as it is (a newer URL came while the copied
     /// one was copied: the holder copies that instead).
     fn record_failed(
         &self,
         task_id: &TaskId,
         name: &str,
         held: HeldCopy<'_>,
-        reason: &str,
-        failed_at: Timestamp,
+        failure: &Failure<'_>,
     ) -> impl Future<Output = Result<FileWrite, StoreError>> + Send;
 }
 
@@ -286,7 +293,7 @@ pub enum Measure {
     /// A file was recorded `stored`: its size, and how long the copy took (None when an
     /// earlier attempt's copy was found and recorded).
     Stored { bytes: u64, copy_seconds: Option<f64> },
-    /// A file was recorded `failed` for good ([`CopyError::reason_code`]).
+    /// A file was recorded `failed` for good ([`CopyError::failure_code`]).
     Failed { reason: &'static str },
     /// This worker settled a task's vault: seconds since the task's first callback.
     Settled { seconds: f64 },
@@ -587,7 +594,8 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
     }
     let failed_at = ports.now();
     let dead_lettered = dead_lettered_on(delivery, reason);
-    let failing = ports.record_failed(&task_id, &job.name, held, &dead_lettered, failed_at);
+    let failure = Failure { code: FailureCode::DeadLettered, reason: &dead_lettered, at: failed_at };
+    let failing = ports.record_failed(&task_id, &job.name, held, &failure);
     let ours = |f: &FileEntry| f.status == FileStatus::Failed && f.failed_at == Some(failed_at);
     match answer_within(BEST_EFFORT_CALL_TIMEOUT, "recording the file failed", failing).await {
         Ok(FileWrite::Applied) => {}
@@ -611,7 +619,7 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
         Ok(FileWrite::Refused(_)) => return,
         Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
     }
-    ports.emit_metrics(&Measure::Failed { reason: DEAD_LETTERED });
+    ports.emit_metrics(&Measure::Failed { reason: FailureCode::DeadLettered.as_str() });
     tracing::error!(reason = %dead_lettered, "the file failed on its last receive; its message goes to the dead-letter queue");
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
 use stemvault_vault::events::PublishError;
-use stemvault_vault::reason::{COPY_TOO_SLOW, SOURCE_ANSWERED};
+use stemvault_vault::reason::{COPY_TOO_SLOW, FailureCode, SOURCE_ANSWERED};
 
 use crate::source_policy::Refusal;
 
@@ -133,21 +133,28 @@ pub fn reads_as_expired(status: u16) -> bool {
 }
 
 impl CopyError {
-    /// Why the file failed for good, as a stable snake_case code (the `Reason` of the
-    /// `FilesFailed` metric): `source_expired` (403, 404, 410 or 441: what an expired URL
-    /// answers), `source_status` (any other final status), `source_refused` (not an allowed
-    /// source, or a non-public address), `source_redirect` (too many redirects, or one
-    /// without a usable Location), `too_large` (over `MAX_FILE_BYTES`), `s3_rejected` (the
-    /// bucket refused it for good), and `transient` for what is retried rather than failed.
-    pub fn reason_code(&self) -> &'static str {
+    /// Why the file failed, when it fails for this ([`FailureCode`]: the record's
+    /// `error_code`, the `Reason` of the `FilesFailed` metric): `source_expired` (403, 404,
+    /// 410 or 441: what an expired URL answers), `source_status` (any other final status),
+    /// `source_refused` (not an allowed source, or a non-public address), `source_redirect`
+    /// (too many redirects, or one without a usable Location), `too_large` (over
+    /// `MAX_FILE_BYTES`), `s3_rejected` (the bucket refused it for good); what is retried
+    /// fails only when the message's receives run out, `dead_lettered`.
+    pub fn failure_code(&self) -> FailureCode {
         match self {
-            CopyError::Fetch(FetchError::Status { status, .. }) if reads_as_expired(*status) => "source_expired",
-            CopyError::Fetch(FetchError::Status { status, .. }) if !status_is_retryable(*status) => "source_status",
-            CopyError::Fetch(FetchError::Refused(_)) => "source_refused",
-            CopyError::Fetch(FetchError::TooManyRedirects(_) | FetchError::BadRedirect { .. }) => "source_redirect",
-            CopyError::Fetch(FetchError::TooLarge { .. }) => "too_large",
-            CopyError::Storage(e) if !e.is_retryable() => "s3_rejected",
-            _ => "transient",
+            CopyError::Fetch(FetchError::Status { status, .. }) if reads_as_expired(*status) => {
+                FailureCode::SourceExpired
+            }
+            CopyError::Fetch(FetchError::Status { status, .. }) if !status_is_retryable(*status) => {
+                FailureCode::SourceStatus
+            }
+            CopyError::Fetch(FetchError::Refused(_)) => FailureCode::SourceRefused,
+            CopyError::Fetch(FetchError::TooManyRedirects(_) | FetchError::BadRedirect { .. }) => {
+                FailureCode::SourceRedirect
+            }
+            CopyError::Fetch(FetchError::TooLarge { .. }) => FailureCode::TooLarge,
+            CopyError::Storage(e) if !e.is_retryable() => FailureCode::S3Rejected,
+            _ => FailureCode::DeadLettered,
         }
     }
 
@@ -271,7 +278,7 @@ mod tests {
 
     #[test]
     fn every_permanent_failure_has_its_own_reason_code() {
-        let code = |e: FetchError| CopyError::Fetch(e).reason_code();
+        let code = |e: FetchError| CopyError::Fetch(e).failure_code().as_str();
         for status in [403, 404, 410, 441] {
             assert_eq!(code(self::status(status)), "source_expired", "{status}");
         }
@@ -284,14 +291,14 @@ mod tests {
         assert_eq!(code(FetchError::BadRedirect { status: 302 }), "source_redirect");
         assert_eq!(code(FetchError::TooLarge { limit: 1, declared: None }), "too_large");
         let refused = StorageError { operation: "PutObject", message: "400".into(), permanent: true };
-        assert_eq!(CopyError::Storage(refused).reason_code(), "s3_rejected");
+        assert_eq!(CopyError::Storage(refused).failure_code(), FailureCode::S3Rejected);
         for transient in
             [CopyError::Deadline, CopyError::Fetch(status(503)), CopyError::Storage(StorageError::transient("x", "y"))]
         {
             assert!(transient.is_retryable());
-            assert_eq!(transient.reason_code(), "transient");
+            assert_eq!(transient.failure_code(), FailureCode::DeadLettered, "fails only when its receives run out");
         }
-        // Every code a failed file can have is not `transient`.
+        // Every code a file failed for good at once can have is its own.
         for permanent in [
             status(403),
             status(400),
@@ -299,7 +306,7 @@ mod tests {
             FetchError::TooLarge { limit: 1, declared: None },
         ] {
             assert!(!permanent.is_retryable());
-            assert_ne!(code(permanent), "transient");
+            assert_ne!(code(permanent), "dead_lettered");
         }
     }
 

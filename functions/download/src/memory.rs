@@ -24,8 +24,8 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, FileWrite, GENERATION_METADATA, HeldCopy, Measure,
-    RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
+    Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -761,7 +761,7 @@ impl RecordStored for MemoryPorts {
                 f.content_type = stored.content_type.clone();
                 f.stored_at = Some(stored_at);
                 f.lease_until = None;
-                f.error = None;
+                (f.error, f.error_code) = (None, None);
             },
         ))
     }
@@ -773,15 +773,14 @@ impl RecordFailed for MemoryPorts {
         task_id: &TaskId,
         name: &str,
         held: HeldCopy<'_>,
-        reason: &str,
-        failed_at: Timestamp,
+        failure: &Failure<'_>,
     ) -> Result<FileWrite, StoreError> {
         self.called("record_failed");
         // HELD_NOTHING_NEWER or HELD_AT_NEXT.
         let nothing_newer = |f: &FileEntry| f.next_url.as_deref() == held.next.map(|next| next.url);
         self.unanswered(self.finish(task_id, name, held, nothing_newer, |f| {
-            (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(reason.to_owned()), None);
-            (f.failed_at, f.next_url, f.next_key) = (Some(failed_at), None, None);
+            (f.status, f.error, f.lease_until) = (FileStatus::Failed, Some(failure.reason.to_owned()), None);
+            (f.error_code, f.failed_at, f.next_url, f.next_key) = (Some(failure.code), Some(failure.at), None, None);
         }))
     }
 }

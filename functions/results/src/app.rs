@@ -337,7 +337,8 @@ mod tests {
         assert_eq!(body["files"][1]["download_url"], serde_json::Value::Null);
         assert_eq!(body["files"][2]["status"], "pending");
         let keys: Vec<&String> = body["files"][0].as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 8, "{keys:?}");
+        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(body["files"][1]["error_code"], "source_expired");
     }
 
     #[tokio::test]

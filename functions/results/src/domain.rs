@@ -416,8 +416,11 @@ pub(crate) mod tests {
         stored.content_type = Some("audio/mpeg".into());
         let mut failed = file(&format!("tasks/{task_id}/tracks/a/image.jpeg"), FileStatus::Failed);
         failed.error = Some("source answered 404".into());
+        failed.error_code = Some(stemvault_vault::reason::FailureCode::SourceExpired);
         let mut retrying = file(&format!("tasks/{task_id}/tracks/b/audio.mp3"), FileStatus::Downloading);
         retrying.error = Some("connection reset".into());
+        // As an item of an earlier failure reopened by a hand might keep it: not shown while open.
+        retrying.error_code = Some(stemvault_vault::reason::FailureCode::DeadLettered);
         let files = BTreeMap::from([
             ("tracks/a/audio".to_owned(), stored),
             ("tracks/a/image".to_owned(), failed),
@@ -465,9 +468,12 @@ pub(crate) mod tests {
         assert_eq!((stored.file.bytes, stored.file.content_type.as_deref()), (Some(1234), Some("audio/mpeg")));
         assert_eq!(failed.file.status, PublicFileStatus::Failed);
         assert_eq!(failed.file.error.as_deref(), Some("source answered 404"));
+        let code = serde_json::to_value(failed.file.error_code).unwrap();
+        assert_eq!(code, "source_expired", "the code a program matches");
         assert_eq!(failed.download_url, None);
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
+        assert_eq!(open.file.error_code, None);
         assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
     }
 

@@ -513,6 +513,7 @@ mod tests {
         let mut failed = file("https://a/d.mp3", FileStatus::Failed);
         failed.key = "tasks/t1/drums.mp3".into();
         failed.error = Some("source answered 403 Forbidden".into());
+        failed.error_code = Some(crate::reason::FailureCode::SourceExpired);
         let r = record(vec![("vocal", stored), ("drums", failed)]);
         let SettlePlan::Settle(plan) = settle_plan(&r, &id, NOW) else { panic!("expected settle") };
         let manifest = plan.manifest;
@@ -531,6 +532,7 @@ mod tests {
                     sha256: None,
                     content_type: None,
                     error: Some("source answered 403 Forbidden".into()),
+                    error_code: Some(crate::reason::FailureCode::SourceExpired),
                 },
                 ManifestFile {
                     name: "vocal".into(),
@@ -540,6 +542,7 @@ mod tests {
                     sha256: Some("ab".repeat(32)),
                     content_type: Some("audio/mpeg".into()),
                     error: None,
+                    error_code: None,
                 },
             ]
         );

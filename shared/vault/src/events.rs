@@ -13,6 +13,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 use suno_callbacks::{Family, Stage};
 
+use crate::reason::FailureCode;
 use crate::reconcile;
 use crate::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
 
@@ -81,6 +82,9 @@ pub struct EventFile {
     pub content_type: Option<String>,
     pub status: PublicFileStatus,
     pub error: Option<String>,
+    /// What kind of failure `error` says (events queued before it was sent have none).
+    #[serde(default)]
+    pub error_code: Option<FailureCode>,
 }
 
 /// An event's `detail`.
@@ -161,6 +165,7 @@ fn files_of(record: &TaskRecord) -> Vec<EventFile> {
                 FileStatus::Failed => f.error.clone(),
                 _ => None,
             },
+            error_code: f.status.eq(&FileStatus::Failed).then_some(f.error_code).flatten(),
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use suno_callbacks::{Family, Stage};
 
+use crate::reason::FailureCode;
 use crate::{FileStatus, PublicFileStatus, TaskRecord, Timestamp, VaultState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,6 +35,9 @@ pub struct ManifestFile {
     pub sha256: Option<String>,
     pub content_type: Option<String>,
     pub error: Option<String>,
+    /// What kind of failure `error` says (None for a file failed before 2026-12-06).
+    #[serde(default)]
+    pub error_code: Option<FailureCode>,
 }
 
 impl Manifest {
@@ -63,6 +67,7 @@ impl Manifest {
                         FileStatus::Failed => f.error.clone(),
                         _ => None,
                     },
+                    error_code: f.status.eq(&FileStatus::Failed).then_some(f.error_code).flatten(),
                 })
                 .collect(),
         }
@@ -102,14 +107,17 @@ mod tests {
                 "bytes": 7,
                 "sha256": null,
                 "content_type": "image/png",
-                "error": null
+                "error": null,
+                "error_code": null
             }]
         });
         assert_eq!(serde_json::to_value(&manifest).unwrap(), written);
         assert_eq!(serde_json::from_value::<Manifest>(written.clone()).unwrap(), manifest);
         let mut older = written.clone();
         older.as_object_mut().unwrap().remove("generation");
-        assert_eq!(serde_json::from_value::<Manifest>(older).unwrap().generation, 0);
+        older["files"][0].as_object_mut().unwrap().remove("error_code");
+        let older = serde_json::from_value::<Manifest>(older).unwrap();
+        assert_eq!((older.generation, older.files[0].error_code), (0, None));
 
         // A registered task's own id is in it (what a registration that adds one rewrites it for).
         record.client_ref = Some("order-17".into());

@@ -7,6 +7,48 @@
 //! another error's text (`dead_lettered: ` reasons end in ` (receive <n>, the last)`), where a
 //! note may be `no fresh link: the provider answered <code> ...`.
 
+/// Why a file failed for good, as a program matches it (its `error` says more, in words; the
+/// words may change, the codes do not): the `Reason` of the download's `FilesFailed` metric
+/// too, and `error_code` in the file item, the events, the manifest and `GET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The source answered as an expired URL does (403, 404, 410, 441), and no fresh link
+    /// copied it.
+    SourceExpired,
+    /// The source answered another status no retry changes (400, 405, ...).
+    SourceStatus,
+    /// `ALLOWED_SOURCE_HOSTS` does not allow the URL (or a redirect on its way).
+    SourceRefused,
+    /// Too many redirects, or one without a usable `Location`.
+    SourceRedirect,
+    /// Over `MAX_FILE_BYTES`.
+    TooLarge,
+    /// S3 refused the copy in a way no retry mends (an invalid argument, say).
+    S3Rejected,
+    /// What failed on every receive failed retryably (a source or S3 outage, a copy slower
+    /// than an invocation, no fresh link in time): the message's receives ran out.
+    DeadLettered,
+    /// A code of a newer build, read by this one.
+    #[serde(other)]
+    Other,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::SourceExpired => "source_expired",
+            FailureCode::SourceStatus => "source_status",
+            FailureCode::SourceRefused => "source_refused",
+            FailureCode::SourceRedirect => "source_redirect",
+            FailureCode::TooLarge => "too_large",
+            FailureCode::S3Rejected => "s3_rejected",
+            FailureCode::DeadLettered => DEAD_LETTERED,
+            FailureCode::Other => "other",
+        }
+    }
+}
+
 /// The start of the reason of a file failed on its message's last receive (followed by
 /// `: ` and the last error: [`dead_lettered`]), and the `Reason` of its `FilesFailed` metric.
 pub const DEAD_LETTERED: &str = "dead_lettered";
@@ -84,6 +126,18 @@ pub fn fresh_link_refused(reason: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    /// Its stored and shown name is `as_str`'s (the metric's `Reason`); one this build does
+    /// not know reads as `Other`, not as a record it cannot read.
+    #[test]
+    fn a_failure_code_is_stored_by_its_name_and_an_unknown_one_reads_as_other() {
+        use super::FailureCode::{self, *};
+        for code in [SourceExpired, SourceStatus, SourceRefused, SourceRedirect, TooLarge, S3Rejected, DeadLettered] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str(), "{code:?}");
+            assert_eq!(serde_json::from_value::<FailureCode>(code.as_str().into()).unwrap(), code);
+        }
+        assert_eq!(serde_json::from_value::<FailureCode>("a_new_code".into()).unwrap(), Other);
+    }
+
     use super::*;
 
     #[test]

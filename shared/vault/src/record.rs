@@ -279,6 +279,10 @@ pub struct FileEntry {
     /// Why the file failed for good (or the last retryable error while it is being retried).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of failure `error` says, once the file failed for good (None for one failed
+    /// by a build before 2026-12-06).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<crate::reason::FailureCode>,
     /// When the file was recorded failed for good.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_at: Option<Timestamp>,
@@ -335,6 +339,7 @@ impl FileEntry {
             content_type: None,
             stored_at: None,
             error: None,
+            error_code: None,
             failed_at: None,
             rev: 0,
             generation: None,

@@ -13,7 +13,7 @@ use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::text::bounded_reason;
 use stemvault_vault::{FileStatus, Timestamp};
 
-use crate::domain::{Claim, HeldCopy};
+use crate::domain::{Claim, Failure, HeldCopy};
 use crate::upload::StoredObject;
 
 /// An update of a file's item, with its `#status`; every write of it increments `rev`.
@@ -93,7 +93,7 @@ pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at
         held.worker,
         &format!(
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at{content_type}{next} \
-             ADD #rev :one REMOVE #claim, #lease, #error{removed_ct}, #next_url, #next_key{relinks}"
+             ADD #rev :one REMOVE #claim, #lease, #error, #error_code{removed_ct}, #next_url, #next_key{relinks}"
         ),
         HELD,
     );
@@ -101,7 +101,7 @@ pub(crate) fn record_stored(held: HeldCopy<'_>, stored: &StoredObject, stored_at
         u.value(":ct", s(content_type));
     }
     u.name("#bytes", "bytes").name("#sha", "sha256").name("#at", "stored_at");
-    u.name("#ct", "content_type").name("#error", "error");
+    u.name("#ct", "content_type").name("#error", "error").name("#error_code", "error_code");
     u.value(":stored", s(FileStatus::Stored.as_str()))
         .value(":bytes", n(stored.bytes))
         .value(":sha", s(&stored.sha256_hex))
@@ -122,7 +122,7 @@ fn set_next(u: &mut Update, held: HeldCopy<'_>) {
 /// copied, that as `url` and `key`). Refused for a newer URL ingest wrote meanwhile (the
 /// holder copies that). The item's own URL is never sent back (a signed body may bring
 /// hundreds of kilobytes of it).
-pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timestamp) -> Update {
+pub(crate) fn record_failed(held: HeldCopy<'_>, failure: &Failure<'_>) -> Update {
     let (next, relinks, condition) = match held.next {
         Some(_) => (SET_NEXT, RESET_RELINKS, HELD_AT_NEXT),
         None => ("", "", HELD_NOTHING_NEWER),
@@ -130,15 +130,16 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, reason: &str, failed_at: Timesta
     let mut u = finish_file(
         held.worker,
         &format!(
-            "SET #status = :status, #error = :error, #failed_at = :at{next} \
+            "SET #status = :status, #error = :error, #error_code = :code, #failed_at = :at{next} \
              ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key{relinks}"
         ),
         condition,
     );
-    u.name("#error", "error").name("#failed_at", "failed_at");
+    u.name("#error", "error").name("#error_code", "error_code").name("#failed_at", "failed_at");
     u.value(":status", s(FileStatus::Failed.as_str()))
-        .value(":error", s(&bounded_reason(reason)))
-        .value(":at", s(&failed_at.rfc3339()));
+        .value(":error", s(&bounded_reason(failure.reason)))
+        .value(":code", s(failure.code.as_str()))
+        .value(":at", s(&failure.at.rfc3339()));
     set_next(&mut u, held);
     u.without_unused_placeholders()
 }
@@ -221,7 +222,7 @@ mod tests {
     use suno_callbacks::{Family, Stage};
 
     use super::*;
-    use crate::domain::NextSource;
+    use crate::domain::{FailureCode, NextSource};
 
     /// Well formed ([`Update::assert_well_formed`]), and the item's counter goes up by one.
     fn assert_well_formed_counting(u: &Update, counter: &str) {
@@ -273,7 +274,7 @@ mod tests {
         assert_eq!(
             u.update,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct \
-             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key"
+             ADD #rev :one REMOVE #claim, #lease, #error, #error_code, #next_url, #next_key"
         );
         assert_eq!((u.names["#next_url"].as_str(), u.names["#next_key"].as_str()), ("next_url", "next_key"));
         assert!(!u.values.contains_key(":url"), "the item's own URL is not sent back");
@@ -291,7 +292,7 @@ mod tests {
         assert_eq!(
             u.update,
             "SET #status = :stored, #bytes = :bytes, #sha = :sha, #at = :at, #ct = :ct, #url = :url, #key = :key \
-             ADD #rev :one REMOVE #claim, #lease, #error, #next_url, #next_key, #relinks"
+             ADD #rev :one REMOVE #claim, #lease, #error, #error_code, #next_url, #next_key, #relinks"
         );
         assert_eq!((u.names["#url"].as_str(), u.names["#key"].as_str()), ("url", "key"));
         assert_eq!((&u.values[":url"], &u.values[":key"]), (&s("https://cdn/a.wav"), &s("tasks/t1/a.wav")));
@@ -301,18 +302,23 @@ mod tests {
     fn stored_without_a_content_type_removes_an_old_one() {
         let u = record_stored(HELD_OWN, &stored(None), Timestamp::from_unix_ms(0));
         assert_well_formed_counting(&u, "rev");
-        assert!(u.update.ends_with("REMOVE #claim, #lease, #error, #ct, #next_url, #next_key"), "{}", u.update);
+        assert!(
+            u.update.ends_with("REMOVE #claim, #lease, #error, #error_code, #ct, #next_url, #next_key"),
+            "{}",
+            u.update
+        );
         assert!(!u.values.contains_key(":ct"));
     }
 
     #[test]
     fn failed_and_released_files_keep_the_error_and_drop_the_claim() {
         let at = Timestamp::from_unix_ms(1_795_446_030_000);
-        let failed = "SET #status = :status, #error = :error, #failed_at = :at \
+        let failed = "SET #status = :status, #error = :error, #error_code = :code, #failed_at = :at \
                       ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key";
         // A URL moved in counts its own reopens.
-        let failed_at_next = "SET #status = :status, #error = :error, #failed_at = :at, #url = :url, #key = :key \
-                              ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key, #relinks";
+        let failed_at_next = "SET #status = :status, #error = :error, #error_code = :code, #failed_at = :at, \
+                              #url = :url, #key = :key ADD #rev :one REMOVE #claim, #lease, #next_url, #next_key, \
+                              #relinks";
         // A released file keeps when its lease ended: the sweeper counts from it.
         let released = "SET #status = :status, #error = :error, #lease = :released ADD #rev :one REMOVE #claim";
         // Releasing a newer URL being copied: the retry copies it (or one newer still), not
@@ -323,10 +329,11 @@ mod tests {
         let nothing_newer = "#status = :downloading AND #claim = :me AND attribute_not_exists(#next_url)";
         let at_next = "#status = :downloading AND #claim = :me AND #next_url = :url";
         let reason = "source answered 410 Gone";
+        let failure = Failure { code: FailureCode::SourceExpired, reason, at };
         for (u, status, update, condition, next) in [
-            (record_failed(HELD_OWN, reason, at), "failed", failed, nothing_newer, None),
+            (record_failed(HELD_OWN, &failure), "failed", failed, nothing_newer, None),
             (
-                record_failed(HELD_NEXT, reason, at),
+                record_failed(HELD_NEXT, &failure),
                 "failed",
                 failed_at_next,
                 at_next,
@@ -357,12 +364,14 @@ mod tests {
             assert_eq!(u.values.get(":released"), (status == "pending").then(|| n(at.unix_seconds())).as_ref());
             assert_eq!(u.values[":status"], s(status));
             assert_eq!(u.values[":error"], s(reason));
+            assert_eq!(u.values.get(":code"), (status == "failed").then(|| s("source_expired")).as_ref());
             assert_eq!(u.values[":me"], s("w-1"));
         }
         // A reason quoting what a source sent (a refused host of 250,000 bytes) is cut: the
         // item must stay under DynamoDB's 400 KB for the file to be settled at all.
         let long = format!("the source host {}.example is not allowed", "a".repeat(250_000));
-        for u in [record_failed(HELD_OWN, &long, at), release_file(HELD_OWN, &long, at.unix_seconds())] {
+        let failure = Failure { reason: &long, ..failure };
+        for u in [record_failed(HELD_OWN, &failure), release_file(HELD_OWN, &long, at.unix_seconds())] {
             let Some(aws_sdk_dynamodb::types::AttributeValue::S(kept)) = u.values.get(":error") else {
                 panic!("{u:?}")
             };

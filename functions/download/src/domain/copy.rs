@@ -130,12 +130,16 @@ async fn copy_held<P: Ports>(
     // (`reconcile::failed_by_expiry`), so the task is watched for a fresh one.
     let (reason, code) = if retryable {
         let unsure = unsure.map(|lookup| format!("; an earlier copy could not be looked for: {lookup}"));
-        (super::dead_lettered_on(delivery, &format!("{error}{}", unsure.unwrap_or_default())), DEAD_LETTERED)
+        (
+            super::dead_lettered_on(delivery, &format!("{error}{}", unsure.unwrap_or_default())),
+            FailureCode::DeadLettered,
+        )
     } else {
-        (error.to_string(), error.reason_code())
+        (error.to_string(), error.failure_code())
     };
     let failed_at = ports.now();
-    let mut written = ports.record_failed(task_id, name, held, &reason, failed_at).await;
+    let failure = Failure { code, reason: &reason, at: failed_at };
+    let mut written = ports.record_failed(task_id, name, held, &failure).await;
     if let Some((url, key)) = waiting_copy(&written, worker, task_id, name) {
         if url != plan.url {
             return Copied::NextUrl { url, key };
@@ -145,7 +149,7 @@ async fn copy_held<P: Ports>(
         // hold the claim refused on every receive. Refused again for an even newer URL, that
         // one is copied.
         let at_next = HeldCopy { worker, next: Some(NextSource { url: &url, key: &plan.key }) };
-        written = ports.record_failed(task_id, name, at_next, &reason, failed_at).await;
+        written = ports.record_failed(task_id, name, at_next, &failure).await;
         if let Some((url, key)) = waiting_copy(&written, worker, task_id, name)
             && url != plan.url
         {
@@ -156,7 +160,7 @@ async fn copy_held<P: Ports>(
     if let Err(outcome) = ours_or(ports, task_id, name, held, written, wrote).await {
         return Copied::Finished(outcome);
     }
-    ports.emit_metrics(&Measure::Failed { reason: code });
+    ports.emit_metrics(&Measure::Failed { reason: code.as_str() });
     // A retryable failure gets here only on its last receive.
     if retryable {
         tracing::error!(reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");

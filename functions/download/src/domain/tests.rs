@@ -1291,6 +1291,11 @@ async fn no_read_comes_before_a_claim() {
     let d = delivery(job_body("drums"), CONFIRMED);
     assert!(matches!(process_message(&ports, &SETTINGS, &d).await, Outcome::FailedForGood(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_failed"]);
+    let drums = &ports.record(TASK).files["drums"];
+    assert_eq!(
+        (drums.error.as_deref(), drums.error_code),
+        (Some("source answered 404"), Some(FailureCode::SourceExpired))
+    );
     assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap(), None).await, Ok(Settling::Settled));
     assert_eq!(ports.take_table_calls(), ["load_task", "settle_task"]);
 

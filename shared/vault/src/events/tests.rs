@@ -14,6 +14,7 @@ fn record() -> TaskRecord {
     vocal.content_type = Some("audio/mpeg".into());
     let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Final);
     (drums.status, drums.error) = (FileStatus::Failed, Some("source answered 403 Forbidden".into()));
+    drums.error_code = Some(crate::reason::FailureCode::SourceExpired);
     r.files.insert("vocal".into(), vocal);
     r.files.insert("drums".into(), drums);
     r.generation = 3;
@@ -87,9 +88,9 @@ fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
             "manifest_key": "tasks/t1/manifest.json",
             "files": [
                 {"name": "drums", "key": "tasks/t1/drums.mp3", "bytes": null, "sha256": null, "content_type": null,
-                 "status": "failed", "error": "source answered 403 Forbidden"},
+                 "status": "failed", "error": "source answered 403 Forbidden", "error_code": "source_expired"},
                 {"name": "vocal", "key": "tasks/t1/vocal.mp3", "bytes": 42, "sha256": "ab".repeat(32),
-                 "content_type": "audio/mpeg", "status": "stored", "error": null}
+                 "content_type": "audio/mpeg", "status": "stored", "error": null, "error_code": null}
             ]
         })
     );
