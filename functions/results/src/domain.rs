@@ -98,7 +98,7 @@ pub struct TaskView {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileView {
-    /// name, status, key, bytes, sha256, content_type, and error (only once failed for good).
+    /// name, status, key, bytes, sha256, content_type, and error and error_code (only once failed for good).
     #[serde(flatten)]
     pub file: ManifestFile,
     /// Presigned GET link, only for stored files.
