@@ -889,14 +889,14 @@ async fn a_secret_whose_current_text_cannot_be_used_falls_back_on_its_previous_v
 /// read (a body cut short) is not. The emulator never answers 409, so a scripted server stands in for S3 here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
-    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::config::{Credentials, Region};
     use stemvault_aws::archive::BodyArchive;
     use stemvault_tests::file_server::{FileServer, Reply};
 
     let server = FileServer::start().await;
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::new()
-            .behavior_version(BehaviorVersion::latest())
+            .behavior_version(stemvault_aws::behavior_version())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .endpoint_url(server.origin())

@@ -626,9 +626,7 @@ mod tests {
     use aws_sdk_s3::config::http::HttpResponse;
     use aws_sdk_s3::config::interceptors::{BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextMut};
     use aws_sdk_s3::config::retry::RetryConfig;
-    use aws_sdk_s3::config::{
-        BehaviorVersion, ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedCredentialsProvider,
-    };
+    use aws_sdk_s3::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents, SharedCredentialsProvider};
     use aws_sdk_s3::error::BoxError;
     use aws_smithy_runtime_api::client::http::{
         HttpConnector, HttpConnectorFuture, SharedHttpConnector, http_client_fn,
@@ -702,7 +700,7 @@ mod tests {
     fn sdk() -> aws_config::SdkConfig {
         let credentials = Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
         aws_config::SdkConfig::builder()
-            .behavior_version(BehaviorVersion::latest())
+            .behavior_version(stemvault_aws::behavior_version())
             .region(Region::new("us-east-1"))
             .credentials_provider(SharedCredentialsProvider::new(credentials))
             .endpoint_url("https://s3.example.test")

@@ -145,7 +145,7 @@ impl DemoTarget {
     /// The endpoint and bucket a runner described in its [`RunInfo`]. The emulator accepts
     /// any credentials, so none are needed from the environment.
     pub async fn from_run_info(info: &RunInfo) -> DemoTarget {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).credentials_provider(
+        let mut loader = aws_config::defaults(stemvault_aws::behavior_version()).credentials_provider(
             aws_sdk_s3::config::Credentials::new("local", "local", None, None, "stemvault-local"),
         );
         if let Some(endpoint) = &info.aws_endpoint_url {

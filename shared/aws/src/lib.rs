@@ -56,9 +56,16 @@ pub fn config_or_exit<T, E: std::fmt::Display>(function: &str, config: Result<T,
     })
 }
 
+/// The SDK behaviour the functions are tuned and tested against (retries on, a 3.1 s
+/// connect timeout): pinned, as the SDK advises code that tunes its behaviour, so that an SDK
+/// upgrade changes no default (its HTTP client, its retries) unseen. Move it with a reason.
+pub fn behavior_version() -> aws_config::BehaviorVersion {
+    aws_config::BehaviorVersion::v2026_01_12()
+}
+
 /// Load the SDK configuration once, at start-up, with [`timeouts`].
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts()).load().await
+    aws_config::defaults(behavior_version()).timeout_config(timeouts()).load().await
 }
 
 /// How long one attempt of an AWS request may take before the SDK gives it up and tries

@@ -102,7 +102,7 @@ fn content_length(head: &str) -> usize {
 /// credentials, and no retries (each request is answered once).
 pub fn sdk_at(origin: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
+        .behavior_version(crate::behavior_version())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
             aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test"),
@@ -116,7 +116,7 @@ pub fn sdk_at(origin: &str) -> aws_config::SdkConfig {
 /// test reaches) is not read again within a test (none lasts 5 minutes or is refused).
 pub fn key_in_force(text: &str, function: &'static str) -> Arc<ProviderKey> {
     let sdk = aws_config::SdkConfig::builder()
-        .behavior_version(aws_config::BehaviorVersion::latest())
+        .behavior_version(crate::behavior_version())
         .region(aws_config::Region::new("us-east-1"))
         .build();
     let key = ApiKey::from_secret(&SecretText::new(text)).ok().flatten().expect("a non-empty key");
