@@ -443,13 +443,8 @@ async fn reconcile_task<P: Ports>(
     if record.abandoned.is_some() {
         // Given up, yet watched: a settle that read the task before the give-up put its watch
         // back (a file expired). A task given up is not polled again: the watch goes.
-        let unwatch =
-            |r: &TaskRecord, _| (r.abandoned.is_some() && r.reconcile.is_some()).then(|| reconcile::stop_watching(r));
-        if !save_with(ports, settings, &task, Some(&record), unwatch).await? {
-            return Ok(Handled::Skipped);
-        }
-        tracing::info!(task_id, "given up earlier: no longer watched");
-        return Ok(Handled::Unwatched);
+        let given_up = |r: &TaskRecord| r.abandoned.is_some();
+        return unwatch_while(ports, settings, &task, &record, given_up, "given up earlier").await;
     }
     // Why the task cannot be polled, if it cannot. No record-info endpoint to ask: an unknown
     // family (a task registered from a stale callback whose family could not be told), whose
@@ -472,20 +467,14 @@ async fn reconcile_task<P: Ports>(
         return give_up(ports, settings, &task, &record, reason).await;
     }
     if let Some(why) = cannot_poll {
-        if reconcile::relink_own(&record, now).is_some() {
+        if record.files.values().any(|file| reconcile::relink_due(file, now)) {
             return reopen_own(ports, settings, &task, &record, why).await;
         }
         // Nothing left to wait for (a file reopened at its own URL since stored, say): a poll
         // would have ended the watch.
         if !reconcile::needs_watching(&record) {
-            let unwatch = |r: &TaskRecord, _| {
-                (!reconcile::needs_watching(r) && r.reconcile.is_some()).then(|| reconcile::stop_watching(r))
-            };
-            if !save_with(ports, settings, &task, Some(&record), unwatch).await? {
-                return Ok(Handled::Skipped);
-            }
-            tracing::info!(task_id, "{why}: nothing left to wait for; no longer watched");
-            return Ok(Handled::Unwatched);
+            let idle = |r: &TaskRecord| !reconcile::needs_watching(r);
+            return unwatch_while(ports, settings, &task, &record, idle, "nothing left to wait for").await;
         }
         return put_off_until_given_up(ports, settings, task_id, &record, now, why).await;
     }
@@ -793,13 +782,7 @@ async fn reopen_own<P: Ports>(
     record: &TaskRecord,
     why: &str,
 ) -> Result<Handled, ReconcileError> {
-    let reopen = |r: &TaskRecord, now: Timestamp| {
-        let mut next = reconcile::relink_own(r, now)?;
-        next.version += 1;
-        reconcile::keep_watched(&mut next, now);
-        Some(next)
-    };
-    if !save_with(ports, settings, task, Some(record), reopen).await? {
+    if !save_with(ports, settings, task, Some(record), reconcile::relink_own).await? {
         return Ok(Handled::Skipped);
     }
     let task_id = task.as_str();
@@ -808,6 +791,24 @@ async fn reopen_own<P: Ports>(
         "{why}: files that failed for what may pass reopened at their own URLs; the sweeper sends them"
     );
     Ok(Handled::Reopened)
+}
+
+/// Take a watched task read as `record` out of the reconciler's index while `still` holds of
+/// it as read again (`why`, for the log): a write since that changed its case stands.
+async fn unwatch_while<P: Ports>(
+    ports: &P,
+    settings: &Settings,
+    task: &TaskId,
+    record: &TaskRecord,
+    still: impl Fn(&TaskRecord) -> bool,
+    why: &str,
+) -> Result<Handled, ReconcileError> {
+    let unwatch = |r: &TaskRecord, _| (still(r) && r.reconcile.is_some()).then(|| reconcile::stop_watching(r));
+    if !save_with(ports, settings, task, Some(record), unwatch).await? {
+        return Ok(Handled::Skipped);
+    }
+    tracing::info!(task_id = task.as_str(), "{why}: no longer watched");
+    Ok(Handled::Unwatched)
 }
 
 /// A task whose record cannot be read (`why`) would come first in every run's due list, ahead

@@ -15,7 +15,7 @@ use suno_callbacks::{Family, Stage};
 
 use crate::reason::FailureCode;
 use crate::reconcile;
-use crate::{FileStatus, PublicFileStatus, TaskRecord, VaultState};
+use crate::{PublicFileStatus, TaskRecord, VaultState};
 
 /// The `source` of every event.
 pub const EVENT_SOURCE: &str = "stemvault";
@@ -154,18 +154,18 @@ fn files_of(record: &TaskRecord) -> Vec<EventFile> {
     record
         .files
         .iter()
-        .map(|(name, f)| EventFile {
-            name: name.clone(),
-            key: f.key.clone(),
-            bytes: f.bytes,
-            sha256: f.sha256.clone(),
-            content_type: f.content_type.clone(),
-            status: f.status.public(),
-            error: match f.status {
-                FileStatus::Failed => f.error.clone(),
-                _ => None,
-            },
-            error_code: f.status.eq(&FileStatus::Failed).then_some(f.error_code).flatten(),
+        .map(|(name, f)| {
+            let (error, error_code) = f.shown_failure();
+            EventFile {
+                name: name.clone(),
+                key: f.key.clone(),
+                bytes: f.bytes,
+                sha256: f.sha256.clone(),
+                content_type: f.content_type.clone(),
+                status: f.status.public(),
+                error,
+                error_code,
+            }
         })
         .collect()
 }

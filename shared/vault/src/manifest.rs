@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use suno_callbacks::{Family, Stage};
 
 use crate::reason::FailureCode;
-use crate::{FileStatus, PublicFileStatus, TaskRecord, Timestamp, VaultState};
+use crate::{PublicFileStatus, TaskRecord, Timestamp, VaultState};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -56,18 +56,18 @@ impl Manifest {
             files: record
                 .files
                 .iter()
-                .map(|(name, f)| ManifestFile {
-                    name: name.clone(),
-                    key: f.key.clone(),
-                    status: f.status.public(),
-                    bytes: f.bytes,
-                    sha256: f.sha256.clone(),
-                    content_type: f.content_type.clone(),
-                    error: match f.status {
-                        FileStatus::Failed => f.error.clone(),
-                        _ => None,
-                    },
-                    error_code: f.status.eq(&FileStatus::Failed).then_some(f.error_code).flatten(),
+                .map(|(name, f)| {
+                    let (error, error_code) = f.shown_failure();
+                    ManifestFile {
+                        name: name.clone(),
+                        key: f.key.clone(),
+                        status: f.status.public(),
+                        bytes: f.bytes,
+                        sha256: f.sha256.clone(),
+                        content_type: f.content_type.clone(),
+                        error,
+                        error_code,
+                    }
                 })
                 .collect(),
         }
@@ -86,7 +86,8 @@ mod tests {
         let received = "2026-11-23T15:00:00.000Z".parse().unwrap();
         let mut record = TaskRecord::new("t1", Family::CoverImage, Stage::Final, 200, "ok", received);
         let mut image = FileEntry::pending("https://cdn.example/i.png", "tasks/t1/image.png".into(), Stage::Final);
-        (image.status, image.bytes, image.content_type) = (FileStatus::Stored, Some(7), Some("image/png".into()));
+        (image.status, image.bytes, image.content_type) =
+            (crate::FileStatus::Stored, Some(7), Some("image/png".into()));
         record.files.insert("image".into(), image);
         record.generation = 3;
         let generated_at = Timestamp::from_unix_ms(1_795_446_000_120);

@@ -27,7 +27,7 @@ use suno_callbacks::Stage;
 use suno_callbacks::poll::renews_file;
 
 mod relink;
-pub use relink::{FIRST_RELINK_AFTER, MAX_RELINKS, awaits_retry, relink, relink_at, relink_own};
+pub use relink::{FIRST_RELINK_AFTER, MAX_RELINKS, awaits_retry, relink, relink_at, relink_due, relink_own};
 
 /// `RECONCILE_AFTER_SECONDS` by default: a task is first polled this long after it was
 /// registered or stopped at `text`/`first`.

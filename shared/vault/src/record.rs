@@ -324,6 +324,16 @@ impl FileEntry {
         self.status == FileStatus::Downloading && self.claim.as_deref() == Some(worker)
     }
 
+    /// What outputs show of a failure (events, the manifest, `GET`): its `error` and
+    /// `error_code` once it failed for good, nothing before (a pending file's last retryable
+    /// error is bookkeeping).
+    pub fn shown_failure(&self) -> (Option<String>, Option<crate::reason::FailureCode>) {
+        match self.status {
+            FileStatus::Failed => (self.error.clone(), self.error_code),
+            _ => (None, None),
+        }
+    }
+
     /// A file just recorded: no message sent, no claim, nothing downloaded.
     pub fn pending(url: &str, key: String, stage: Stage) -> FileEntry {
         FileEntry {

@@ -4,7 +4,7 @@ use serde_json::json;
 use suno_callbacks::{Family, Stage};
 
 use super::*;
-use crate::{FileEntry, Timestamp};
+use crate::{FileEntry, FileStatus, Timestamp};
 
 fn record() -> TaskRecord {
     let at = Timestamp::from_unix_ms(1_795_446_000_000);

@@ -37,7 +37,7 @@ pub fn awaits_retry(file: &FileEntry) -> bool {
     file.status == FileStatus::Failed && file.error.as_deref().is_some_and(may_pass)
 }
 
-/// When a poll may reopen `file` ([`relink`]); None: never again.
+/// When `file` may be reopened ([`relink`], [`relink_own`]); None: never again.
 pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
     if !awaits_retry(file) || file.relinks >= MAX_RELINKS {
         return None;
@@ -58,14 +58,18 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
     let repeated = |name: &str, file: &FileEntry| event.files.iter().any(|f| f.name == name && f.url == file.url);
     // A file no poll's answer carries (a music track's `source_*`) is reopened at its own URL.
     let carried_by_none = |name: &str| !suno_callbacks::poll::renews_file(record.family, name);
-    let due = |file: &FileEntry| relink_at(file).is_some_and(|at| at <= now);
     let names: Vec<&str> = record
         .files
         .iter()
-        .filter(|(name, file)| (repeated(name, file) || carried_by_none(name)) && due(file))
+        .filter(|(name, file)| (repeated(name, file) || carried_by_none(name)) && relink_due(file, now))
         .map(|(name, _)| name.as_str())
         .collect();
     reopened(record, &names)
+}
+
+/// Whether `file` may be reopened `now` ([`relink_at`] has come).
+pub fn relink_due(file: &FileEntry, now: Timestamp) -> bool {
+    relink_at(file).is_some_and(|at| at <= now)
 }
 
 /// The record with every file whose [`relink_at`] has come reopened at its own URL, as
@@ -73,14 +77,17 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
 /// family without a record-info endpoint), whose files failed for a reason that may pass (a
 /// source or S3 outage through every receive) would otherwise stay failed for good, a redrive
 /// of the dead-letter queue finding them settled. A URL that expired meanwhile fails again as
-/// expired, for good. None: nothing to reopen.
+/// expired, for good. The record to save (`version` incremented, still watched: should the
+/// copy fail again, the next reopen comes); None: nothing to reopen.
 pub fn relink_own(record: &TaskRecord, now: Timestamp) -> Option<TaskRecord> {
-    let due = |file: &FileEntry| relink_at(file).is_some_and(|at| at <= now);
-    let names: Vec<&str> = record.files.iter().filter(|(_, f)| due(f)).map(|(name, _)| name.as_str()).collect();
+    let names: Vec<&str> =
+        record.files.iter().filter(|(_, f)| relink_due(f, now)).map(|(name, _)| name.as_str()).collect();
     let mut relinked = reopened(record, &names)?;
     // Its write's time, as a callback's: the sweeper leaves the task alone for its grace
     // period (its mark, files and put under way), and the open task's age starts again.
     relinked.touch(now);
+    relinked.version += 1;
+    super::keep_watched(&mut relinked, now);
     Some(relinked)
 }
 
