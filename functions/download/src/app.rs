@@ -93,10 +93,10 @@ async fn process_batch<P: Ports + Send + Sync + 'static>(
     messages: Vec<SqsMessage>,
     invocation: impl Into<Invocation>,
 ) -> SqsBatchResponse {
-    let Invocation { deadline, request_id } = invocation.into();
-    let checks = Arc::new(Checks::of(&messages, deadline, request_id.clone()));
+    let Invocation { deadline, lambda_request_id } = invocation.into();
+    let checks = Arc::new(Checks::of(&messages, deadline, lambda_request_id.clone()));
     let (handling, checking) = (ports.clone(), checks.clone());
-    let span_of = |id: &str| message_span(id, request_id.as_deref());
+    let span_of = |id: &str| message_span(id, lambda_request_id.as_deref());
     let mut ran = sqs_batch::run_numbered(messages, MAX_CONCURRENT_MESSAGES, span_of, move |i, message| {
         let (ports, checks) = (handling.clone(), checking.clone());
         async move {
@@ -367,7 +367,8 @@ mod tests {
         let ports = Arc::new(MemoryPorts::with_record(record(&[("a", FileStatus::Queued)])));
         serve(&ports, "a", b"a bytes");
         let deadline = Instant::now() + Duration::from_secs(120);
-        let invocation = Invocation { deadline, request_id: Some("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into()) };
+        let invocation =
+            Invocation { deadline, lambda_request_id: Some("8476a536-e9f4-11e8-9739-2dfe598c3fcd".into()) };
         let response = process_batch(ports.clone(), SETTINGS, vec![message("m1", &job_body("a"))], invocation).await;
         assert!(response.batch_item_failures.is_empty());
         let logs = captured.text();

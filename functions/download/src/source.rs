@@ -166,8 +166,9 @@ impl FetchSource for HttpSource {
     }
 }
 
-/// The Content-Type kept with the file: as sent, or when that is too long or not printable
-/// ASCII, its media type alone (what [`crate::media::not_the_file`] reads), if it has one.
+/// The Content-Type the source sent, for [`crate::media::not_the_file`], the stored type
+/// ([`crate::media::stored_type`]) and errors: as sent, or when that is too long or not
+/// printable ASCII, its media type alone, if it has one.
 fn kept_content_type(raw: &[u8]) -> Option<String> {
     let usable = |v: &[u8]| {
         let v = std::str::from_utf8(v).ok()?.trim();

@@ -82,10 +82,10 @@ impl<P: Ports + Send + 'static, R: ReadSecret + Send + Sync + 'static> App<P, R>
     }
 
     async fn handle_invocation(&self, event: SqsEvent, invocation: Invocation) -> SqsBatchResponse {
-        let Invocation { deadline, request_id } = invocation;
+        let Invocation { deadline, lambda_request_id } = invocation;
         let stop_at = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or_else(Instant::now);
         let app = self.clone();
-        let span_of = |id: &str| message_span(id, request_id.as_deref());
+        let span_of = |id: &str| message_span(id, lambda_request_id.as_deref());
         let ran =
             run_messages(one_message_per_event(event.records), MAX_CONCURRENT_MESSAGES, span_of, move |message| {
                 let app = app.clone();

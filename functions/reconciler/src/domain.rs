@@ -268,8 +268,12 @@ enum Handled {
     Skipped,
     /// Due, but polls are held this run: left due, nothing written, first in the next run.
     LeftDue,
-    /// Polled; `true`: answered as the provider's API never answers ([`Outcome::misdirected`]).
-    Polled(PollOutcome, bool),
+    /// Polled; `misdirected`: answered as the provider's API never answers
+    /// ([`Outcome::misdirected`]).
+    Polled {
+        outcome: PollOutcome,
+        misdirected: bool,
+    },
     Abandoned,
     Unwatched,
     /// Its record cannot be read: its next poll was put off.
@@ -312,8 +316,9 @@ pub async fn reconcile<P: Ports>(
     let mut outcome = Outcome { tasks_due: due.len(), ..Outcome::default() };
     let claimant = format!("reconciler-{run_id}");
     // Once the provider asked for quiet (a rate limit, a wait, a refusal that stands), answered
-    // as its API never does, or its next turn lies past the run's time, no task is polled; the rest are still read, so that
-    // those whose time came and that are owed no poll are given up (the others stay due).
+    // as its API never does, or its next turn lies past the run's time, no task is polled; the
+    // rest are still read, so that those whose time came and that are owed no poll are given
+    // up (the others stay due).
     for DueTask { task_id, .. } in &due {
         if ports.now() >= stop_at {
             outcome.stopped_early = true;
@@ -333,7 +338,7 @@ pub async fn reconcile<P: Ports>(
         let task = reconcile_task(ports, settings, &claimant, task_id, deadline, polls).instrument(span);
         let handled = guarded(deadline, task)
             .await
-            .into_result(|| ReconcileError::Panicked, || ReconcileError::OutOfTime { after: TASK_BUDGET });
+            .into_result(ReconcileError::Panicked, ReconcileError::OutOfTime { after: TASK_BUDGET });
         match handled {
             Ok(Handled::Skipped) => {}
             Ok(Handled::LeftDue) => outcome.left_due += 1,
@@ -342,7 +347,7 @@ pub async fn reconcile<P: Ports>(
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
             Ok(Handled::PutOff) => outcome.put_off += 1,
             Ok(Handled::Reopened) => outcome.reopened += 1,
-            Ok(Handled::Polled(polled, misdirected)) => {
+            Ok(Handled::Polled { outcome: polled, misdirected }) => {
                 outcome.polls += 1;
                 // Its own error line says what was answered.
                 outcome.misdirected |= misdirected;
@@ -649,7 +654,7 @@ async fn reconcile_task<P: Ports>(
     // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| poll_bookkeeping(r, &polled, now)).await?;
-    Ok(Handled::Polled(polled, misdirected))
+    Ok(Handled::Polled { outcome: polled, misdirected })
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not

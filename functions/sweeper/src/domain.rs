@@ -291,7 +291,7 @@ pub async fn sweep<P: Ports>(
             let sweeping = sweep_task(ports, settings, &claimant, &task.task_id).instrument(span);
             let swept = guarded(until, sweeping)
                 .await
-                .into_result(|| SweepError::Panicked, || SweepError::OutOfTime { after: TASK_BUDGET });
+                .into_result(SweepError::Panicked, SweepError::OutOfTime { after: TASK_BUDGET });
             match swept {
                 Ok(Swept::Files(sent)) => outcome.files_requeued += sent,
                 Ok(Swept::ManifestRequested) => outcome.manifests_requested += 1,
@@ -391,7 +391,8 @@ async fn sweep_task<P: Ports>(
         // Settled means settled with its manifest recorded (until then ingest's manifest job
         // may be lost), and no file of a save that reopened it and stopped before its task
         // item (it marked the task open first: `items::MarkOpen`). A registered task without a
-        // result has no files to send yet: the reconciler's.
+        // result is the reconciler's, whose poll adopts what a stopped save of its first
+        // result wrote.
         if record.last_received_at >= now.minus(settings.grace) {
             return Ok(Attempt::Done(Swept::Files(0)));
         }
@@ -474,7 +475,7 @@ async fn take_fence_away<P: Ports>(
 
 /// Take `record`'s task out of the open-tasks index (`what` it is, for the log): a settled
 /// task whose `open` a save that marked it and stopped before writing any file left, or a
-/// registered task an older release marked.
+/// registered task a stopped save of its first result (or an older release) marked.
 async fn close<P: Ports>(ports: &P, record: &TaskRecord, what: &str) -> Result<Attempt<Swept>, SweepError> {
     match ports.close_task(record).await? {
         Conditional::Applied => {

@@ -20,19 +20,19 @@ use tracing::Instrument;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
     pub deadline: std::time::Instant,
-    pub request_id: Option<String>,
+    pub lambda_request_id: Option<String>,
 }
 
 impl Invocation {
     pub fn of(context: &lambda_http::lambda_runtime::Context) -> Invocation {
         let deadline = crate::deadline::as_instant(context.deadline);
-        Invocation { deadline, request_id: Some(context.request_id.clone()) }
+        Invocation { deadline, lambda_request_id: Some(context.request_id.clone()) }
     }
 }
 
 impl From<std::time::Instant> for Invocation {
     fn from(deadline: std::time::Instant) -> Invocation {
-        Invocation { deadline, request_id: None }
+        Invocation { deadline, lambda_request_id: None }
     }
 }
 
@@ -117,8 +117,8 @@ pub fn respond<H>(ran: &[Ran<H>], failed: impl Fn(&H) -> bool) -> SqsBatchRespon
     response
 }
 
-/// What `work` returns, or the message of its panic: a handler turns it into a retry of its
-/// own message, and can still log and delay it.
+/// What `work` returns, or that it panicked: a handler turns it into a retry of its own
+/// message, and can still log and delay it.
 pub use stemvault_vault::panic::catch_panic;
 
 /// `ApproximateReceiveCount`, 1 when absent or unreadable.

@@ -34,11 +34,11 @@ pub enum Guarded<T> {
 
 impl<T, E> Guarded<Result<T, E>> {
     /// The work's own result, or the caller's error for a panic or the deadline.
-    pub fn into_result(self, panicked: impl FnOnce() -> E, out_of_time: impl FnOnce() -> E) -> Result<T, E> {
+    pub fn into_result(self, panicked: E, out_of_time: E) -> Result<T, E> {
         match self {
             Guarded::Done(done) => done,
-            Guarded::Panicked => Err(panicked()),
-            Guarded::OutOfTime => Err(out_of_time()),
+            Guarded::Panicked => Err(panicked),
+            Guarded::OutOfTime => Err(out_of_time),
         }
     }
 }
@@ -76,7 +76,7 @@ mod tests {
         assert_eq!(guarded(until, async { panic!("bug") }).await, Guarded::<()>::Panicked);
         let slow = guarded(until, tokio::time::sleep(std::time::Duration::from_secs(6))).await;
         assert_eq!(slow, Guarded::OutOfTime);
-        let as_result = |g: Guarded<Result<u8, String>>| g.into_result(|| "panicked".into(), || "late".into());
+        let as_result = |g: Guarded<Result<u8, String>>| g.into_result("panicked".into(), "late".into());
         assert_eq!(as_result(Guarded::Done(Ok(1))), Ok(1));
         assert_eq!(as_result(Guarded::Done(Err("own".into()))), Err("own".into()));
         assert_eq!(as_result(Guarded::Panicked), Err("panicked".into()));

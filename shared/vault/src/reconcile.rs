@@ -9,8 +9,8 @@
 //! * registered (`PUT /tasks/{id}`, stage `submitted`) and no callback yet;
 //! * stuck at `text` or `first` (music, lyrics);
 //! * a file failed because its URL expired (the downloader marks the task), or for a reason
-//!   that may pass while a poll may still reopen it ([`relink`]), and one a poll reopened
-//!   until it settles;
+//!   that may pass while it may still be reopened ([`relink`], [`relink_own`]), and one
+//!   reopened until it settles;
 //! * a polled result left unfinished (its events, file messages or archive failed after the
 //!   save: [`PolledResult::Unfinished`]), until a poll records it.
 //!
@@ -158,7 +158,8 @@ pub fn after_merge(record: &mut TaskRecord, before: Option<Stage>, now: Timestam
     }
 }
 
-/// A poll's result saved ([`crate::accept::Settings::polled`]): the task stays in the index,
+/// A poll's result saved ([`crate::accept::Settings::polled`]), or files reopened without one
+/// ([`relink_own`]): the task stays in the index,
 /// due again within [`FIRST_POLL_INTERVAL`] (not at the later first poll [`after_merge`]
 /// schedules for a stage the result moved), even when the result ends it, until the poll's
 /// own write ([`after_poll`]) takes it out or schedules it. Should its events fail to publish

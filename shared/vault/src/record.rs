@@ -54,8 +54,9 @@ pub struct TaskRecord {
     pub vault: VaultState,
     /// [`OPEN_MARKER`] while the task is unsettled (vault `pending`, or its manifest not yet
     /// recorded, so a manifest job lost for good is sent again), except a registered task
-    /// still at `submitted`; also on a settled task a reopening request marked
-    /// ([`crate::items::MarkOpen`]) until the sweeper clears it. Absent otherwise. The
+    /// still at `submitted`; also on a settled task a reopening request marked, or a
+    /// registered one a save of its first result marked ([`crate::items::MarkOpen`]), until
+    /// that save commits or the sweeper clears it. Absent otherwise. The
     /// partition key of the sparse `open-tasks` index, which the sweeper reads instead of
     /// scanning ([`TaskRecord::sync_open_marker`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

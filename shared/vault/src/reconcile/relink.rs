@@ -1,5 +1,6 @@
-//! A file that failed for a reason that may pass, reopened at its URL by a later poll:
-//! providers repeat a file's URL (kie's answers do), so no poll would bring it back otherwise.
+//! A file that failed for a reason that may pass, reopened at its URL by a later poll, or by
+//! the reconciler without one for a task no poll reaches: providers repeat a file's URL
+//! (kie's answers do), so no poll would bring it back otherwise.
 
 use std::time::Duration;
 
@@ -8,11 +9,11 @@ use suno_callbacks::CallbackEvent;
 use super::failed_by_expiry;
 use crate::{FileEntry, FileStatus, TaskRecord, Timestamp, reason};
 
-/// The wait, after a file failed for a reason that may pass, before a poll reopens it
-/// ([`relink`]); it doubles with each reopen of the file.
+/// The wait, after a file failed for a reason that may pass, before it is reopened
+/// ([`relink`], [`relink_own`]); it doubles with each reopen of the file.
 pub const FIRST_RELINK_AFTER: Duration = Duration::from_secs(3600);
-/// How many times a poll reopens one file: 1 to 128 hours after each failure, about 11 days
-/// in all, within the 14 the providers keep a task.
+/// How many times one file is reopened: 1 to 128 hours after each failure, about 11 days in
+/// all, within the 14 the providers keep a task.
 pub const MAX_RELINKS: u32 = 8;
 
 /// A file failed for a reason that may pass, so that its URL may be copied later:
@@ -49,11 +50,12 @@ pub fn relink_at(file: &FileEntry) -> Option<Timestamp> {
 /// The record a polled result merges into, when its answer repeats the URL of a file that
 /// failed for a reason that may pass ([`awaits_retry`]) and that file's [`relink_at`] has
 /// come (or the file is one no poll's answer carries, a music track's `source_*`:
-/// [`suno_callbacks::poll::renews_file`]): those files reopened at their URL, as a new URL reopens a file (pending, stamped with
-/// the next generation, the vault pending), counting the reopen. Providers keep a file's URL,
-/// so without this no poll would ever bring the file back, and a source or link service down
-/// through a file's receives, or a key or credits fixed since, would leave it failed for good
-/// (but for a redrive of the dead-letter queue). None: nothing to reopen.
+/// [`suno_callbacks::poll::renews_file`]): those files reopened at their URL, as a new URL
+/// reopens a file (pending, stamped with the next generation, the vault pending), counting the
+/// reopen. Providers keep a file's URL, so without this no poll would ever bring the file
+/// back, and a source or link service down through a file's receives, or a key or credits
+/// fixed since, would leave it failed for good (a redrive of the dead-letter queue finds it
+/// settled). None: nothing to reopen.
 pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Option<TaskRecord> {
     let repeated = |name: &str, file: &FileEntry| event.files.iter().any(|f| f.name == name && f.url == file.url);
     // A file no poll's answer carries (a music track's `source_*`) is reopened at its own URL.
