@@ -133,6 +133,10 @@ pub fn sent_at(message: &SqsMessage) -> Option<stemvault_vault::Timestamp> {
     Some(stemvault_vault::Timestamp::from_unix_ms(ms))
 }
 
+/// How long one attempt of [`delay_message`] may take (its connection too): three fit in
+/// [`stemvault_vault::BEST_EFFORT_CALL_TIMEOUT`], with the retries' pauses.
+pub const DELAY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+
 /// Keep a received message of `queue_url` invisible for `delay` from now
 /// (ChangeMessageVisibility): its next delivery waits that long.
 pub async fn delay_message(
@@ -141,10 +145,16 @@ pub async fn delay_message(
     receipt_handle: &str,
     delay: Duration,
 ) -> Result<(), QueueError> {
+    // Quick attempts: its caller waits at most BEST_EFFORT_CALL_TIMEOUT, which the SDK's 3 s
+    // attempt would use up on a stalled connection (one a thawed instance kept, say), leaving
+    // the message invisible for the rest of the queue's visibility timeout, not the delay.
+    let (timeouts, retries) = crate::quick_attempts(DELAY_ATTEMPT_TIMEOUT);
     sqs.change_message_visibility()
         .queue_url(queue_url)
         .receipt_handle(receipt_handle)
         .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
+        .customize()
+        .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts).retry_config(retries))
         .send()
         .await
         .map(|_| ())
@@ -215,6 +225,19 @@ mod tests {
         let messages = vec![anonymous, message("", "panic"), message("m3", "retry")];
         let response = respond(&run_messages(messages, 4, span_of, answer).await, to_retry);
         assert_eq!(failed_ids(&response), vec!["m3"]);
+    }
+
+    /// A visibility change whose first attempt stalls (a connection that never answers) is
+    /// made again within the bound its callers give it, not given up with the SDK's 3 s
+    /// attempt: the message would wait out the queue's visibility timeout instead of its delay.
+    #[tokio::test]
+    async fn a_stalled_visibility_change_is_tried_again_within_its_bound() {
+        let origin = crate::test_http::answer_after_a_silent_one(crate::test_http::json_reply(200, b"{}")).await;
+        let sqs = aws_sdk_sqs::Client::new(&crate::test_http::sdk_at(&origin));
+        let queue_url = format!("{origin}/1/q");
+        let delaying = delay_message(&sqs, &queue_url, "receipt", Duration::from_secs(30));
+        let delayed = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, delaying).await;
+        assert_eq!(delayed, Ok(Ok(())));
     }
 
     #[tokio::test]

@@ -39,6 +39,23 @@ pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<St
     (origin, served)
 }
 
+/// `http://127.0.0.1:<port>` that reads its first request and never answers it (a stalled
+/// connection), then answers the next, on another connection, with `reply`.
+pub async fn answer_after_a_silent_one(reply: Vec<u8>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+    let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
+    tokio::spawn(async move {
+        let Ok((mut silent, _)) = listener.accept().await else { return };
+        read_request(&mut silent).await;
+        let Ok((mut answered, _)) = listener.accept().await else { return };
+        read_request(&mut answered).await;
+        let _ = answered.write_all(&reply).await;
+        // Held open, unanswered, until the answered one is done.
+        drop(silent);
+    });
+    origin
+}
+
 /// `http://127.0.0.1:<port>` keeping its connections: every request on each is answered with
 /// `reply`, as it is (a reply shorter than its `content-length` leaves the client waiting for
 /// the rest). The count is of connections accepted.
