@@ -6,7 +6,6 @@
 mod expressions;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -101,9 +100,9 @@ impl AwsPorts {
 /// A streamed upload of a file's body, and the completion of a multipart one, run without the
 /// SDK's attempt timeout ([`stemvault_aws::ATTEMPT_TIMEOUT`]): a streamed body takes as long
 /// as its source takes to send it, and S3 may take minutes to assemble a large object. The
-/// connect timeout, the SDK's stalled-stream protection (a source that stops sending), a
-/// connection that stops taking the body ([`UNTAKEN_BODY_LIMIT`]), S3's answer to a streamed
-/// put once its body is out ([`ANSWER_AFTER_BODY`]) and the batch's deadline bound them.
+/// connect timeout, the SDK's stalled-stream protection (a body that stops moving), S3's
+/// answer to a streamed put once its body is out ([`ANSWER_AFTER_BODY`]) and the batch's
+/// deadline bound them.
 fn body_upload() -> aws_sdk_s3::config::Builder {
     aws_sdk_s3::config::Builder::default().timeout_config(stemvault_aws::timeouts_without_attempt_limit())
 }
@@ -399,8 +398,6 @@ impl FetchSource for AwsPorts {
 /// mutex is never locked, only reached through `&mut`).
 struct StreamedBody {
     chunks: std::sync::Mutex<Streamed>,
-    /// When the connection last took what the body had ready ([`BodyTaken`]).
-    taken: Arc<BodyTaken>,
     /// The bytes not yet taken: the SDK, which knows the length, may stop reading at it
     /// without asking for the end.
     left: u64,
@@ -420,9 +417,6 @@ impl http_body::Body for StreamedBody {
         let this = self.get_mut();
         let chunks = this.chunks.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
         let polled = chunks.as_mut().poll_next(cx);
-        // Waiting on the source is the source's to bound (its read timeout); a chunk handed
-        // over is the connection's to take.
-        this.taken.mark(polled.is_ready());
         let taken = match &polled {
             std::task::Poll::Ready(Some(Ok(chunk))) => u64::try_from(chunk.len()).unwrap_or(u64::MAX),
             std::task::Poll::Ready(None) => this.left,
@@ -432,50 +426,9 @@ impl http_body::Body for StreamedBody {
         if this.left == 0
             && let Some(ended) = this.ended.take()
         {
-            this.taken.mark(false);
             let _ = ended.send(());
         }
         polled.map(|chunk| chunk.map(|c| c.map(http_body::Frame::data)))
-    }
-}
-
-/// How long a streamed body may wait, bytes ready, for the connection to take them: S3 (or
-/// the network) not reading. The SDK's stalled-stream protection does not see it (a body not
-/// asked for is the caller's pause to it), nor does the source's read timeout (the source is
-/// not read): held, the file and its batch would wait for the batch's stop, near the
-/// 15-minute timeout. As long as the protection's grace for a pausing source.
-const UNTAKEN_BODY_LIMIT: Duration = Duration::from_secs(READ_IDLE_TIMEOUT.as_secs() + 5);
-
-/// When the connection last took what a streamed body had ready: None while the body waits
-/// on its source, or is done (nothing of the connection's to wait for).
-#[derive(Debug)]
-struct BodyTaken(std::sync::Mutex<Option<tokio::time::Instant>>);
-
-impl BodyTaken {
-    /// Starting now: the connection is due to ask for the body.
-    fn new() -> Arc<BodyTaken> {
-        Arc::new(BodyTaken(std::sync::Mutex::new(Some(tokio::time::Instant::now()))))
-    }
-
-    /// The body was asked for: it handed something over (`ready`: the connection's turn
-    /// again), or waits on its source.
-    fn mark(&self, ready: bool) {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ready.then(tokio::time::Instant::now);
-    }
-
-    fn since(&self) -> Option<tokio::time::Instant> {
-        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// Done once the connection has not taken the body's ready bytes for [`UNTAKEN_BODY_LIMIT`].
-async fn body_untaken(taken: &BodyTaken) {
-    loop {
-        match taken.since() {
-            Some(at) if at.elapsed() >= UNTAKEN_BODY_LIMIT => return,
-            Some(at) => tokio::time::sleep_until(at + UNTAKEN_BODY_LIMIT).await,
-            None => tokio::time::sleep(UNTAKEN_BODY_LIMIT).await,
-        }
     }
 }
 
@@ -504,9 +457,7 @@ impl ObjectStore for AwsPorts {
         info: ObjectInfo<'_>,
     ) -> Result<[u8; 32], StorageError> {
         let (ended, body_sent) = tokio::sync::oneshot::channel();
-        let taken = BodyTaken::new();
-        let chunks = std::sync::Mutex::new(body);
-        let body = StreamedBody { chunks, taken: taken.clone(), left: len, ended: Some(ended) };
+        let body = StreamedBody { chunks: std::sync::Mutex::new(body), left: len, ended: Some(ended) };
         let body = SdkBody::from_body_1_x(body);
         let put = self
             .s3
@@ -524,9 +475,13 @@ impl ObjectStore for AwsPorts {
             // The body is the source's, as it arrives: while the source pauses, the upload waits
             // for it. The SDK's upload stall protection (5 s by default) would fail the put
             // before the source's own read-idle timeout, and name S3 for it.
-            .config_override(body_upload().stalled_stream_protection(
-                StalledStreamProtectionConfig::enabled().grace_period(UNTAKEN_BODY_LIMIT).build(),
-            ))
+            .config_override(
+                body_upload().stalled_stream_protection(
+                    StalledStreamProtectionConfig::enabled()
+                        .grace_period(READ_IDLE_TIMEOUT + Duration::from_secs(5))
+                        .build(),
+                ),
+            )
             // The SDK signs it STREAMING-UNSIGNED-PAYLOAD-TRAILER (the trailing checksum guards
             // the body; over https TLS does too), not hashing it a second time to sign it.
             .disable_payload_signing()
@@ -535,10 +490,6 @@ impl ObjectStore for AwsPorts {
             out = put => out.map_err(|e| storage_error("PutObject", e))?,
             () = answer_overdue(body_sent) => {
                 let why = format!("S3 did not answer within {} s of the body's end", ANSWER_AFTER_BODY.as_secs());
-                return Err(StorageError::transient("PutObject", why));
-            }
-            () = body_untaken(&taken) => {
-                let why = format!("the connection took none of the body for {} s", UNTAKEN_BODY_LIMIT.as_secs());
                 return Err(StorageError::transient("PutObject", why));
             }
         };
@@ -917,43 +868,20 @@ mod tests {
         assert!(part.is_retryable() && part.message.contains("timeout"), "{part:?}");
     }
 
-    /// An S3 that never answers: it reads each request's body to its end (a connection gone
-    /// silent once the body is out), or only its first frame (`whole: false`: a peer that
-    /// stopped reading mid-body).
+    /// An S3 that reads each request's body to its end and then never answers (a connection
+    /// gone silent once the body is out).
     #[derive(Debug, Clone)]
-    struct SilentS3 {
-        whole: bool,
-    }
+    struct SilentS3;
 
     impl HttpConnector for SilentS3 {
         fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-            let whole = self.whole;
             HttpConnectorFuture::new(async move {
                 let mut body = request.into_body();
                 let mut body = std::pin::Pin::new(&mut body);
-                while std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await.is_some() && whole
-                {
-                }
+                while std::future::poll_fn(|cx| http_body::Body::poll_frame(body.as_mut(), cx)).await.is_some() {}
                 std::future::pending().await
             })
         }
-    }
-
-    /// A streamed put of 10 bytes to `s3`: its error, and when (paused time) it came.
-    async fn streamed_put_to(s3: SilentS3) -> (StorageError, Duration) {
-        let sdk = sdk()
-            .to_builder()
-            .timeout_config(stemvault_aws::timeouts())
-            .http_client(http_client_fn(move |_, _| SharedHttpConnector::new(s3.clone())))
-            .build();
-        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
-        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
-        let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some ")), Ok(Bytes::from_static(b"audio"))]);
-        let started = tokio::time::Instant::now();
-        let put = ports.put_streamed("k", Box::pin(chunks), 10, info);
-        // Bounded, so that a put left waiting fails the test rather than hanging it.
-        let put = tokio::time::timeout(Duration::from_secs(600), put).await.expect("given up").expect_err("no answer");
-        (put, started.elapsed())
     }
 
     /// A streamed put whose answer never comes once its body is out is given up
@@ -961,31 +889,21 @@ mod tests {
     /// batch stops.
     #[tokio::test(start_paused = true)]
     async fn a_streamed_put_whose_answer_never_comes_is_given_up_after_its_body() {
-        let (put, after) = streamed_put_to(SilentS3 { whole: true }).await;
+        let sdk = sdk()
+            .to_builder()
+            .timeout_config(stemvault_aws::timeouts())
+            .http_client(http_client_fn(|_, _| SharedHttpConnector::new(SilentS3)))
+            .build();
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk));
+        let info = ObjectInfo { content_type: Some("audio/mpeg"), source_sha256: "5a1e" };
+        let chunks = futures::stream::iter(vec![Ok(Bytes::from_static(b"some ")), Ok(Bytes::from_static(b"audio"))]);
+        let started = tokio::time::Instant::now();
+        let put = ports.put_streamed("k", Box::pin(chunks), 10, info);
+        // Bounded, so that a put left waiting fails the test rather than hanging it.
+        let put = tokio::time::timeout(ANSWER_AFTER_BODY * 4, put).await.expect("given up").expect_err("no answer");
         // Paused time: where it was given up, not how long anything took.
-        assert_eq!(after, ANSWER_AFTER_BODY, "{put:?}");
+        assert_eq!(started.elapsed(), ANSWER_AFTER_BODY, "{put:?}");
         assert!(put.is_retryable() && put.message.contains("did not answer"), "{put:?}");
-    }
-
-    /// A streamed put whose connection stops taking the body (its bytes ready) is given up
-    /// [`UNTAKEN_BODY_LIMIT`] after it last took some, to be tried again, not held until the
-    /// batch stops; a source that pauses longer is no such stall (its own read timeout
-    /// bounds it).
-    #[tokio::test(start_paused = true)]
-    async fn a_streamed_put_whose_body_is_no_longer_taken_is_given_up() {
-        let (put, after) = streamed_put_to(SilentS3 { whole: false }).await;
-        assert_eq!(after, UNTAKEN_BODY_LIMIT, "{put:?}");
-        assert!(put.is_retryable() && put.message.contains("took none of the body"), "{put:?}");
-
-        // Waiting on the source is not the connection's stall.
-        let taken = BodyTaken::new();
-        taken.mark(false);
-        let untaken = tokio::time::timeout(UNTAKEN_BODY_LIMIT * 3, body_untaken(&taken)).await;
-        assert!(untaken.is_err(), "a source's pause is its own read timeout's");
-        taken.mark(true);
-        let from = tokio::time::Instant::now();
-        body_untaken(&taken).await;
-        assert_eq!(from.elapsed(), UNTAKEN_BODY_LIMIT);
     }
 
     #[tokio::test]
@@ -1071,8 +989,7 @@ mod tests {
             ("short of it", &[b"abc".as_slice()][..], 10, 2),
         ] {
             let (ended, mut body_sent) = tokio::sync::oneshot::channel();
-            let (chunks, taken) = (std::sync::Mutex::new(chunks(parts)), BodyTaken::new());
-            let mut body = StreamedBody { chunks, taken, left: len, ended: Some(ended) };
+            let mut body = StreamedBody { chunks: std::sync::Mutex::new(chunks(parts)), left: len, ended: Some(ended) };
             for frame in 0..frames_to_end {
                 assert!(body_sent.try_recv().is_err(), "{case}: told before frame {frame}");
                 let _ = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
