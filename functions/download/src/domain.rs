@@ -597,10 +597,7 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
     let failure = Failure { code: FailureCode::DeadLettered, reason: &dead_lettered, at: failed_at };
     let failing = ports.record_failed(&task_id, &job.name, held, &failure);
     let ours = |f: &FileEntry| f.status == FileStatus::Failed && f.failed_at == Some(failed_at);
-    match answer_within(BEST_EFFORT_CALL_TIMEOUT, "recording the file failed", failing).await {
-        Ok(FileWrite::Applied) => {}
-        // Our own write, applied, its answer lost and the SDK's retry refused.
-        Ok(FileWrite::Refused(Some(f))) if ours(&f) => {}
+    let written = match answer_within(BEST_EFFORT_CALL_TIMEOUT, "recording the file failed", failing).await {
         // Still ours, so a newer URL waits in it (the failed write is conditional on none): the
         // release moves it in (the item's own `next_url` and `next_key`; an edited item
         // without the key is released as it is).
@@ -614,10 +611,13 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
             }
             return release_claim(ports, &task_id, &job.name, HeldCopy { next, ..held }, reason).await;
         }
-        // Not held by this delivery: another claim, none taken, or settled by this handling
-        // before it ended; its holder (or that write) settles it.
-        Ok(FileWrite::Refused(_)) => return,
+        Ok(written) => written,
         Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
+    };
+    // Ours (applied, or its answer lost and the SDK's retry refused); else another claim, none
+    // taken, or settled by this handling before it ended: its holder (or that write) settles it.
+    if !matches!(after_refusal(written, ours), Finished::Ours) {
+        return;
     }
     ports.emit_metrics(&Measure::Failed { reason: FailureCode::DeadLettered.as_str() });
     tracing::error!(reason = %dead_lettered, "the file failed on its last receive; its message goes to the dead-letter queue");
@@ -657,9 +657,7 @@ async fn release_claim<P: ReleaseFile>(ports: &P, task_id: &TaskId, name: &str, 
 mod copy;
 mod settle;
 
-use copy::copy_claimed;
-#[cfg(test)]
-use copy::{Finished, after_refusal};
+use copy::{Finished, after_refusal, copy_claimed};
 #[cfg(test)]
 use settle::{Fenced, put_fenced};
 pub use settle::{Settling, check_settled};
