@@ -803,6 +803,11 @@ async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery(
     }
 }
 
+/// The manifest of a task without files, complete, generated at `at` (Unix ms).
+fn manifest_at(task: &str, at: i64) -> Manifest {
+    Manifest::of(&queued_record(task, Family::VocalSeparation, &[]), VaultState::Complete, Timestamp::from_unix_ms(at))
+}
+
 /// The manifest's conditional writes, as the emulator (like S3) enforces them: create only
 /// when there is none, replace only the object read (its ETag), each with its generation.
 #[tokio::test]
@@ -811,8 +816,7 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     let ports = env.download_ports();
     let task = new_task_id();
     let key = format!("tasks/{task}/manifest.json");
-    let record = queued_record(&task, Family::VocalSeparation, &[]);
-    let manifest = |at: i64| Manifest::of(&record, VaultState::Complete, Timestamp::from_unix_ms(at));
+    let manifest = |at: i64| manifest_at(&task, at);
     let read = |bytes: Vec<u8>| serde_json::from_slice::<Manifest>(&bytes).expect("a manifest");
 
     assert_eq!(ports.write_manifest(&key, &manifest(1), 5, None).await, Ok(Conditional::Applied));
@@ -839,8 +843,7 @@ async fn a_copy_replaced_between_its_head_and_its_read_back_is_not_hashed() {
     let ports = env.download_ports();
     let task = new_task_id();
     let key = format!("tasks/{task}/replaced.json");
-    let record = queued_record(&task, Family::VocalSeparation, &[]);
-    let manifest = |at: i64| Manifest::of(&record, VaultState::Complete, Timestamp::from_unix_ms(at));
+    let manifest = |at: i64| manifest_at(&task, at);
     assert_eq!(ports.write_manifest(&key, &manifest(1_000), 1, None).await, Ok(Conditional::Applied));
     let seen = ports.head_object(&key).await.unwrap().expect("written");
     let first = env.object(&key).await.unwrap();

@@ -741,7 +741,10 @@ async fn a_first_save_takes_over_a_stopped_attempts_files_only_once_free() {
             .delete_item()
             .table_name(&env.resources.table_name)
             .key(stemvault_vault::items::PARTITION_KEY, aws_sdk_dynamodb::types::AttributeValue::S(task.clone()))
-            .key(stemvault_vault::items::SORT_KEY, aws_sdk_dynamodb::types::AttributeValue::S("task".into()))
+            .key(
+                stemvault_vault::items::SORT_KEY,
+                aws_sdk_dynamodb::types::AttributeValue::S(stemvault_vault::items::TASK_SK.into()),
+            )
             .send()
             .await
             .expect("its task item gone");

@@ -98,6 +98,15 @@ async fn registered_vocal_separation(env: &TestEnv, provider: &FakeProvider) -> 
     task
 }
 
+/// A registered vocal separation task whose result a keyed reconciler's poll recorded; its
+/// id, and that reconciler.
+async fn vaulted_by_a_poll(env: &TestEnv, provider: &FakeProvider) -> (String, stemvault_reconciler::App) {
+    let task = registered_vocal_separation(env, provider).await;
+    let app = reconciler(env, provider, KEY, &[]).await;
+    assert_eq!(run_due(env, &app, &task).await.results, 1);
+    (task, app)
+}
+
 /// Move the task's registration (and first delivery) `ago` into the past, as a task
 /// registered that long ago.
 async fn backdate_registration(env: &TestEnv, task: &str, ago: Duration) {
@@ -193,9 +202,7 @@ async fn a_task_registered_under_the_wrong_family_is_corrected_by_registering_it
 async fn a_file_refused_for_its_host_is_reopened_by_a_later_poll_once_the_host_is_listed() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = registered_vocal_separation(&env, &provider).await;
-    let app = reconciler(&env, &provider, KEY, &[]).await;
-    assert_eq!(run_due(&env, &app, &task).await.results, 1);
+    let (task, app) = vaulted_by_a_poll(&env, &provider).await;
 
     // An allow-list without the provider's file host: refused at once, for good for now.
     let unlisted = env.download_app("files.example.net", None).await;
@@ -557,9 +564,7 @@ async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time()
 async fn without_a_key_a_dead_lettered_file_is_reopened_at_its_own_url_and_copied() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = registered_vocal_separation(&env, &provider).await;
-    let keyed = reconciler(&env, &provider, KEY, &[]).await;
-    assert_eq!(run_due(&env, &keyed, &task).await.results, 1);
+    let (task, _) = vaulted_by_a_poll(&env, &provider).await;
     download_all(&env, &provider).await;
     // The vocal failed on its last receive through an outage an hour ago: settled partial, watched.
     let vaulted = env.task_record(&task).await;

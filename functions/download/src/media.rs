@@ -34,7 +34,7 @@ pub fn not_the_file(content_type: &str, key: &str) -> bool {
 /// proxy's merged `audio/mpeg, image/svg+xml` is read by its first type here and by its last
 /// in a browser.
 pub fn stored_type(content_type: Option<String>) -> Option<String> {
-    let essence = essence(&content_type?);
+    let essence = media_type(content_type?.as_bytes())?;
     let (kind, _) = essence.split_once('/')?;
     let shown = matches!(kind, "audio" | "video") || (kind == "image" && essence != "image/svg+xml");
     (shown || essence == "application/json").then_some(essence)

@@ -120,21 +120,20 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
             *kept = i;
         }
     }
-    let keep: Vec<bool> =
-        events.iter().enumerate().map(|(i, event_id)| event_id.as_deref().is_none_or(|id| best[id] == i)).collect();
     messages
         .into_iter()
-        .zip(keep)
-        .zip(events)
-        .filter_map(|((message, keep), event_id)| {
-            if !keep {
+        .zip(&events)
+        .enumerate()
+        .filter_map(|(i, (message, event_id))| match event_id {
+            Some(id) if best[id.as_str()] != i => {
                 tracing::info!(
                     message_id = message.message_id.as_deref().unwrap_or_default(),
-                    event_id = event_id.unwrap_or_default(),
+                    event_id = id.as_str(),
                     "another message of this batch carries the same event; it alone is posted"
                 );
+                None
             }
-            keep.then_some(message)
+            _ => Some(message),
         })
         .collect()
 }

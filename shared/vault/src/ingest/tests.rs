@@ -622,7 +622,6 @@ fn a_registered_task_read_marked_keeps_its_mark() {
         now(0),
         std::time::Duration::ZERO,
     );
-    registered.sync_open_marker();
     assert_eq!(registered.open, None);
     (registered.open, registered.adding) = (Some(crate::OPEN_MARKER.to_owned()), Some(registered.generation + 1));
     registered.sync_open_marker();

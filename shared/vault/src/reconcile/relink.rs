@@ -60,13 +60,7 @@ pub fn relink(record: &TaskRecord, event: &CallbackEvent, now: Timestamp) -> Opt
     let repeated = |name: &str, file: &FileEntry| event.files.iter().any(|f| f.name == name && f.url == file.url);
     // A file no poll's answer carries (a music track's `source_*`) is reopened at its own URL.
     let carried_by_none = |name: &str| !suno_callbacks::poll::renews_file(record.family, name);
-    let names: Vec<&str> = record
-        .files
-        .iter()
-        .filter(|(name, file)| (repeated(name, file) || carried_by_none(name)) && relink_due(file, now))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    reopened(record, &names)
+    reopened(record, now, |name, file| repeated(name, file) || carried_by_none(name))
 }
 
 /// Whether `file` may be reopened `now` ([`relink_at`] has come).
@@ -82,9 +76,7 @@ pub fn relink_due(file: &FileEntry, now: Timestamp) -> bool {
 /// expired, for good. The record to save (`version` incremented, still watched: should the
 /// copy fail again, the next reopen comes); None: nothing to reopen.
 pub fn relink_own(record: &TaskRecord, now: Timestamp) -> Option<TaskRecord> {
-    let names: Vec<&str> =
-        record.files.iter().filter(|(_, f)| relink_due(f, now)).map(|(name, _)| name.as_str()).collect();
-    let mut relinked = reopened(record, &names)?;
+    let mut relinked = reopened(record, now, |_, _| true)?;
     // Its write's time, as a callback's: the sweeper leaves the task alone for its grace
     // period (its mark, files and put under way), and the open task's age starts again.
     relinked.touch(now);
@@ -93,23 +85,28 @@ pub fn relink_own(record: &TaskRecord, now: Timestamp) -> Option<TaskRecord> {
     Some(relinked)
 }
 
-/// `record` with the files `names` reopened at their URL, counting the reopen; None for none,
-/// or for a task given up.
-fn reopened(record: &TaskRecord, names: &[&str]) -> Option<TaskRecord> {
+/// `record` with the files `reopen` picks whose [`relink_due`] `now` reopened at their URL,
+/// counting the reopen; None for none, or for a task given up.
+fn reopened(record: &TaskRecord, now: Timestamp, reopen: impl Fn(&str, &FileEntry) -> bool) -> Option<TaskRecord> {
+    let names: Vec<String> = record
+        .files
+        .iter()
+        .filter(|(name, file)| reopen(name, file) && relink_due(file, now))
+        .map(|(n, _)| n.clone())
+        .collect();
     if names.is_empty() || record.abandoned.is_some() {
         return None;
     }
     let mut relinked = record.clone();
-    for name in names {
-        let failed = &record.files[*name];
+    for name in &names {
+        let failed = &record.files[name];
         let mut reopened = FileEntry::pending(&failed.url, failed.key.clone(), failed.stage);
         (reopened.rev, reopened.relinks) = (failed.rev, failed.relinks + 1);
         // Claimed before: the downloader first looks for an earlier attempt's copy.
         reopened.attempts = failed.attempts;
-        relinked.files.insert((*name).to_owned(), reopened);
+        relinked.files.insert(name.clone(), reopened);
     }
-    let opened: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-    crate::ingest::open_file_set(&mut relinked, &opened);
+    crate::ingest::open_file_set(&mut relinked, &names);
     relinked.sync_open_marker();
     Some(relinked)
 }
