@@ -48,7 +48,8 @@ pub const MAX_AGE: Duration = stemvault_aws::secrets::MAX_AGE;
 /// When the secret is read again: pure, over the times of the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshPolicy {
-    /// The least time between reads that refused requests trigger.
+    /// The least time between reads that refused requests trigger (at most
+    /// [`UNREAD_REFUSAL_REREAD_INTERVAL`] while no usable checks were read).
     pub interval: Duration,
     /// The most time the checks in force may go unread.
     pub max_age: Duration,
@@ -232,11 +233,13 @@ impl Credentials {
         ports: &P,
         refused_by: &Arc<Auth>,
     ) -> Option<Arc<Auth>> {
-        let interval = match refused_by.is_unread() {
-            true => UNREAD_REFUSAL_REREAD_INTERVAL.min(self.policy.interval),
-            false => self.policy.interval,
+        // Sooner while no usable checks were ever read (every refusal is then a 503).
+        let policy = if refused_by.is_unread() {
+            RefreshPolicy { interval: UNREAD_REFUSAL_REREAD_INTERVAL.min(self.policy.interval), ..self.policy }
+        } else {
+            self.policy
         };
-        let may_read = |last_read, now| passed_or_stepped_back(interval, last_read, now);
+        let may_read = |last_read, now| policy.allows(last_read, now);
         self.checks.refreshed(ports, refused_by, may_read, || self.read(ports, Trigger::Refusal)).await
     }
 

@@ -348,30 +348,12 @@ mod tests {
     /// within [`REREAD_TIMEOUT`], and brings the secret.
     #[tokio::test]
     async fn a_read_whose_first_attempt_stalls_is_tried_again_in_time() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let origin = format!("http://{}", listener.local_addr().unwrap());
-        let served = tokio::spawn(async move {
-            let mut held = Vec::new();
-            for attempt in 1.. {
-                let (mut stream, _) = listener.accept().await.unwrap();
-                let mut request = vec![0; 8192];
-                let _ = stream.read(&mut request).await;
-                if attempt == 1 {
-                    held.push(stream);
-                    continue;
-                }
-                let body = br#"{"ARN":"arn:x","Name":"n","SecretString":"{\"k\":1}","VersionId":"v"}"#;
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                );
-                stream.write_all(head.as_bytes()).await.unwrap();
-                stream.write_all(body).await.unwrap();
-                return attempt;
-            }
-            unreachable!()
-        });
+        let body = br#"{"ARN":"arn:x","Name":"n","SecretString":"{\"k\":1}","VersionId":"v"}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let (origin, served) = crate::test_http::answer_after_a_silent_one([head.as_bytes(), body].concat()).await;
         // Its retries off, as the reader's own settings replace them.
         let reader = SecretReader::new(&crate::test_http::sdk_at(&origin), "arn:x");
         let text = read_within_timeout(&reader).await.expect("read on its second attempt");

@@ -232,7 +232,7 @@ mod tests {
     /// attempt: the message would wait out the queue's visibility timeout instead of its delay.
     #[tokio::test]
     async fn a_stalled_visibility_change_is_tried_again_within_its_bound() {
-        let origin = crate::test_http::answer_after_a_silent_one(crate::test_http::json_reply(200, b"{}")).await;
+        let (origin, _) = crate::test_http::answer_after_a_silent_one(crate::test_http::json_reply(200, b"{}")).await;
         let sqs = aws_sdk_sqs::Client::new(&crate::test_http::sdk_at(&origin));
         let queue_url = format!("{origin}/1/q");
         let delaying = delay_message(&sqs, &queue_url, "receipt", Duration::from_secs(30));

@@ -40,20 +40,24 @@ pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<St
 }
 
 /// `http://127.0.0.1:<port>` that reads its first request and never answers it (a stalled
-/// connection), then answers the next, on another connection, with `reply`.
-pub async fn answer_after_a_silent_one(reply: Vec<u8>) -> String {
+/// connection), then answers the next, on another connection, with `reply`; the task yields
+/// the connections it accepted.
+pub async fn answer_after_a_silent_one(reply: Vec<u8>) -> (String, JoinHandle<usize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
     let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
-    tokio::spawn(async move {
-        let Ok((mut silent, _)) = listener.accept().await else { return };
+    let served = tokio::spawn(async move {
+        // Bounded: a test whose code never makes the request fails rather than hangs.
+        let accept = || tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept());
+        let (mut silent, _) = accept().await.expect("no request came within 30 s").expect("a connection");
         read_request(&mut silent).await;
-        let Ok((mut answered, _)) = listener.accept().await else { return };
+        let (mut answered, _) = accept().await.expect("no second request within 30 s").expect("a connection");
         read_request(&mut answered).await;
         let _ = answered.write_all(&reply).await;
         // Held open, unanswered, until the answered one is done.
         drop(silent);
+        2
     });
-    origin
+    (origin, served)
 }
 
 /// `http://127.0.0.1:<port>` keeping its connections: every request on each is answered with

@@ -1275,6 +1275,23 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     assert_eq!((f.url.as_str(), f.next_url.as_deref()), (url.as_str(), Some("https://cdn.example/newer.mp3")));
 }
 
+/// On the last receive, a failed write that answers an error (the table down, or every answer
+/// lost) is not counted and leaves the file to its lease: the item may say failed (here the
+/// write was applied) or still downloading, and nothing is reported as settled.
+#[tokio::test]
+async fn a_failed_write_that_answers_an_error_on_the_last_receive_is_not_counted() {
+    let captured = stemvault_aws::log_capture::capture_logs();
+    let last = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
+    let ports = MemoryPorts::with_record(r);
+    *ports.unanswered_writes.lock().unwrap() = 1;
+    release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
+    assert!(ports.measures.lock().unwrap().is_empty(), "not counted");
+    assert!(captured.text().contains("could not record the file failed"), "{}", captured.text());
+}
+
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then
 /// the outcome; per task, one Query for the settle check and one write when it settles.
 #[tokio::test]
