@@ -1222,6 +1222,14 @@ async fn a_panicked_attempt_gives_its_claim_back() {
     assert_eq!(ports.record(TASK).files["vocal"].claim.as_deref(), Some("other"));
 }
 
+/// The record with its vocal being downloaded under `d`'s claim.
+fn vocal_held_by(d: &Delivery) -> TaskRecord {
+    let mut r = record(&[("vocal", FileStatus::Downloading)]);
+    let f = r.files.get_mut("vocal").unwrap();
+    (f.claim, f.lease_until) = (Some(d.worker.clone()), Some(d.lease_until));
+    r
+}
+
 /// On the message's last receive, a panic (or the deadline) leaves the file failed as
 /// `dead_lettered`, counted so, rather than pending for the sweeper once the queue's
 /// retention is over (4 days, its URL aging): the task settles, and the reconciler may reopen
@@ -1229,10 +1237,7 @@ async fn a_panicked_attempt_gives_its_claim_back() {
 #[tokio::test]
 async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     let last = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
-    let mut r = record(&[("vocal", FileStatus::Downloading)]);
-    let f = r.files.get_mut("vocal").unwrap();
-    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
-    let ports = MemoryPorts::with_record(r);
+    let ports = MemoryPorts::with_record(vocal_held_by(&last));
     release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Failed, None));
@@ -1282,10 +1287,7 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
 async fn a_failed_write_that_answers_an_error_on_the_last_receive_is_not_counted() {
     let captured = stemvault_aws::log_capture::capture_logs();
     let last = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
-    let mut r = record(&[("vocal", FileStatus::Downloading)]);
-    let f = r.files.get_mut("vocal").unwrap();
-    (f.claim, f.lease_until) = (Some(last.worker.clone()), Some(last.lease_until));
-    let ports = MemoryPorts::with_record(r);
+    let ports = MemoryPorts::with_record(vocal_held_by(&last));
     *ports.unanswered_writes.lock().unwrap() = 1;
     release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
     assert!(ports.measures.lock().unwrap().is_empty(), "not counted");
