@@ -554,6 +554,14 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
     }
 }
 
+/// How long a settle check deferred to the worker holding the task's last file
+/// ([`Settling::Deferred`]) waits before its message checks again: that worker settles in
+/// well under it (a Query, the manifest, `Task Vaulted`, the settle write). Should that worker
+/// not have seen this one's file settled (a file's `stored_at` is taken before its write, so
+/// the write stamped last may land first, before the other worker's read), this check is the
+/// task's settle, and `Task Vaulted` waits this long rather than the download backoff's 30 s.
+pub const SETTLE_DEFERRED_CHECK: Duration = Duration::from_secs(5);
+
 /// The delay per receive before a message this build cannot read comes back
 /// ([`Outcome::Unreadable`]): 1, 2, ... 7 minutes, about half an hour to its last receive.
 pub const UNREADABLE_RETRY: Duration = Duration::from_secs(60);
@@ -573,6 +581,7 @@ pub async fn delay_retry<P: DelayMessage + Clock>(ports: &P, delivery: &Delivery
     let delay = match (delivery.is_last_receive(), outcome) {
         (true, _) => Duration::ZERO,
         (false, Outcome::Unreadable(_)) => UNREADABLE_RETRY.saturating_mul(delivery.receive_count),
+        (false, Outcome::Retry(DownloadError::SettleDeferred)) => SETTLE_DEFERRED_CHECK,
         (false, _) => DOWNLOAD_BACKOFF.next_delay(delivery.receive_count, outcome.retry_after(ports.now())),
     };
     delay_next_delivery(ports, receipt_handle, delay).await;

@@ -1924,6 +1924,11 @@ async fn a_deferred_check_settles_on_its_redelivery() {
     let task = TaskId::parse(TASK).unwrap();
     assert_eq!(check_settled(&ports, &task, Some(&["drums".to_owned()])).await, Ok(Settling::Deferred));
     assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+    // It comes back soon: here it is the only settle, and Task Vaulted waits for it.
+    let deferred = Outcome::Retry(DownloadError::SettleDeferred);
+    delay_retry(&ports, &delivery(job_body("drums"), 1), &deferred).await;
+    assert_eq!(ports.delays.lock().unwrap().pop().map(|(_, delay)| delay), Some(SETTLE_DEFERRED_CHECK));
+    assert!(SETTLE_DEFERRED_CHECK < stemvault_vault::download::FIRST_RETRY_DELAY);
     assert_eq!(check_settled(&ports, &task, None).await, Ok(Settling::Settled));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }
