@@ -237,9 +237,12 @@ impl<P: Ports> App<P> {
                 return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
             }
         };
+        // The routed path is encoded as a raw path is: the token is its segment decoded once,
+        // as API Gateway passes it (a client sending `-` as `%2D` is let in, here as there).
+        let token_segment = segment.map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy());
         let now = self.ports.now().unix_seconds();
         let unauthorized = |refusal| Rejection::unauthorized(refusal, segment.is_some());
-        let token = match auth.check_before_body(segment, req.headers(), now) {
+        let token = match auth.check_before_body(token_segment.as_deref(), req.headers(), now) {
             Ok(token) => token,
             Err(refusal) => {
                 let claimed = self.claimed_task_id(req);
@@ -343,7 +346,7 @@ impl<P: Ports> App<P> {
         let recent = age.unsigned_abs() <= MAX_REGISTERED_AGE.as_secs();
         let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
         let Some(family) = family else { return rejection.answer(&self.ports, None) };
-        let registering = register_for_polling(&self.ports, &task_id, family, self.settings.reconcile_after);
+        let registering = register_for_polling(&self.ports, &task_id, family);
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
         match tokio::time::timeout(within, registering).await {
             Ok(Ok(StaleTask::Registered)) => {

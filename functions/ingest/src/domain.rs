@@ -204,8 +204,8 @@ pub async fn ingest_or_park<P: Ports>(
 /// ([`register_for_polling`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StaleTask {
-    /// New to the table: registered (stage `submitted`), so the reconciler polls the provider
-    /// for it `reconcile_after` on.
+    /// New to the table: registered (stage `submitted`), so the reconciler's next run polls
+    /// the provider for it.
     Registered,
     /// Recorded already (by a callback, a registration or a poll): left as it is.
     Known,
@@ -221,12 +221,11 @@ pub async fn register_for_polling<P: LoadTask + SaveTask + Clock>(
     ports: &P,
     task_id: &TaskId,
     family: Family,
-    reconcile_after: Duration,
 ) -> Result<StaleTask, StoreError> {
     if ports.load_task(task_id).await?.is_some() {
         return Ok(StaleTask::Known);
     }
-    let record = Registration::unsigned_record(family, task_id, ports.now(), reconcile_after);
+    let record = Registration::unsigned_record(family, task_id, ports.now());
     match ports.save_task(None, &record).await {
         Ok(()) => Ok(StaleTask::Registered),
         // Recorded since the read: by a callback, a registration or another stale one.

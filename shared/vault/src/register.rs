@@ -166,9 +166,12 @@ impl Registration {
     /// The task item of a task registered for polling by ingest, from a callback refused as
     /// stale but signed by a key: as [`Self::record`] without a client_ref, but with neither
     /// `registered_at` nor `registered_family`, since its family is an unsigned body's: a
-    /// client's registration may still give another (see [`Self::completion`]).
-    pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp, reconcile_after: Duration) -> TaskRecord {
-        let mut record = Registration { family, client_ref: None }.record(task_id, now, reconcile_after);
+    /// client's registration may still give another (see [`Self::completion`]). Polled at the
+    /// reconciler's next run ([`reconcile::FIRST_POLL_INTERVAL`]), not after the wait a
+    /// registration leaves its callbacks: the provider has called back already, and its
+    /// retries, unless signed again, are all as stale.
+    pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp) -> TaskRecord {
+        let mut record = Registration { family, client_ref: None }.record(task_id, now, reconcile::FIRST_POLL_INTERVAL);
         (record.registered_at, record.registered_family) = (None, None);
         record
     }
@@ -439,7 +442,7 @@ mod tests {
     fn an_unsigned_family_is_corrected_by_a_registration() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let task = TaskId::parse("t1").unwrap();
-        let unsigned = Registration::unsigned_record(Family::Music, &task, now, Duration::from_secs(600));
+        let unsigned = Registration::unsigned_record(Family::Music, &task, now);
         assert_eq!(
             (unsigned.stage, unsigned.registered_at, unsigned.registered_family),
             (Stage::Submitted, None, None)
@@ -475,7 +478,7 @@ mod tests {
     fn a_family_given_to_a_task_polled_at_another_endpoint_is_polled_afresh() {
         let start = Timestamp::from_unix_ms(1_800_000_000_000);
         let task = TaskId::parse("t1").unwrap();
-        let mut unsigned = Registration::unsigned_record(Family::Music, &task, start, Duration::from_secs(600));
+        let mut unsigned = Registration::unsigned_record(Family::Music, &task, start);
         let day = reconcile::NOT_FOUND_GIVE_UP_AFTER;
         let now = start.plus(day).plus(Duration::from_secs(600));
         unsigned.not_found_since = Some(start);
