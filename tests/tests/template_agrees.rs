@@ -550,7 +550,7 @@ fn queue_settings_equal_the_emulator_provisioning() {
 
 #[test]
 fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() {
-    use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION_SECONDS};
+    use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION};
     let template = template();
     let rule = &cfn::resource(&template, "NotifyRule")["Properties"];
     assert_eq!(cfn::reference(&rule["EventBusName"]).as_deref(), Some("EventBus"));
@@ -563,21 +563,21 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     assert_eq!(cfn::get_att(&targets[0]["DeadLetterConfig"]["Arn"]).as_deref(), Some("NotifyDeadLetterQueue.Arn"));
 
     let queue = &cfn::resource(&template, "NotifyQueue")["Properties"];
-    assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), QUEUE_RETENTION_SECONDS);
+    assert_eq!(cfn::number(&queue["MessageRetentionPeriod"]), QUEUE_RETENTION.as_secs());
     assert_eq!(cfn::number(&queue["RedrivePolicy"]["maxReceiveCount"]), u64::from(MAX_RECEIVE_COUNT));
     assert_eq!(
         cfn::get_att(&queue["RedrivePolicy"]["deadLetterTargetArn"]).as_deref(),
         Some("NotifyDeadLetterQueue.Arn")
     );
     let dlq = &cfn::resource(&template, "NotifyDeadLetterQueue")["Properties"];
-    assert!(cfn::number(&dlq["MessageRetentionPeriod"]) > QUEUE_RETENTION_SECONDS, "the DLQ keeps them longer");
+    assert!(cfn::number(&dlq["MessageRetentionPeriod"]) > QUEUE_RETENTION.as_secs(), "the DLQ keeps them longer");
     // The oldest age SQS counts is of events received fewer than three times: past their two
     // longest waits (and two invocations), nothing is receiving them, long before they expire.
     let stalled = &cfn::resource(&template, "NotifyQueueStalled")["Properties"];
     let longest_wait = MAX_RETRY_DELAY.max(stemvault_notify::domain::MAX_RETRY_AFTER).as_secs();
     let two_waits = 2 * (longest_wait + stemvault_notify::domain::FUNCTION_TIMEOUT.as_secs());
     let threshold = cfn::number(&stalled["Threshold"]);
-    assert!(threshold > two_waits && threshold < QUEUE_RETENTION_SECONDS / 4, "{threshold}");
+    assert!(threshold > two_waits && threshold < QUEUE_RETENTION.as_secs() / 4, "{threshold}");
     for (name, props) in [("NotifyQueue", queue), ("NotifyDeadLetterQueue", dlq)] {
         assert_eq!(props["SqsManagedSseEnabled"], Value::Bool(SQS_MANAGED_SSE), "{name}: encrypted");
     }

@@ -17,6 +17,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use stemvault_aws::http::CappedRead;
 use stemvault_aws::provider::{self, ApiKey, Provider, ProviderConfig, ProviderKey};
 use stemvault_vault::reason::PROVIDER_ANSWERED;
 use url::Url;
@@ -203,17 +204,12 @@ impl LinkRefresher {
             .body(serde_json::json!({ "url": url }).to_string())
             .send()
             .await;
-        let mut response = sent.map_err(|e| RefreshError::Unreachable(provider::error_text(e)))?;
+        let response = sent.map_err(|e| RefreshError::Unreachable(provider::error_text(e)))?;
         let status = response.status().as_u16();
-        let mut body = Vec::new();
-        while let Some(chunk) =
-            response.chunk().await.map_err(|e| RefreshError::Unreachable(provider::error_text(e)))?
-        {
-            if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(RefreshError::Unreadable(format!("over {MAX_ANSWER_BYTES} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = stemvault_aws::http::read_capped(response, MAX_ANSWER_BYTES).await.map_err(|e| match e {
+            CappedRead::TooLarge => RefreshError::Unreadable(format!("over {MAX_ANSWER_BYTES} bytes")),
+            CappedRead::Failed(e) => RefreshError::Unreachable(provider::error_text(e)),
+        })?;
         let link = read_answer(status, &body)?;
         let parsed = Url::parse(&link).map_err(|e| RefreshError::Refused(Refusal::BadUrl(e.to_string())))?;
         self.policy.check(&parsed).map_err(RefreshError::Refused)?;

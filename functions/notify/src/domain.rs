@@ -55,7 +55,7 @@ pub const LATE_AT_RECEIVE: u32 = 9;
 /// backoff's own time until [`LATE_AT_RECEIVE`] (85 minutes).
 pub const LATE_AFTER: Duration = NOTIFY_BACKOFF.until(LATE_AT_RECEIVE);
 /// How long the notify queue keeps a message (template.yaml `NotifyQueue`): 4 days.
-pub const QUEUE_RETENTION_SECONDS: u64 = 4 * 24 * 3600;
+pub const QUEUE_RETENTION: Duration = Duration::from_secs(4 * 24 * 3600);
 /// The function's Lambda timeout (kept equal to template.yaml).
 pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// The notify queue's visibility timeout: 6 x the function's timeout, as AWS recommends for
@@ -73,7 +73,8 @@ const _: () = assert!(REQUEST_TIMEOUT.as_secs() + DEADLINE_MARGIN.as_secs() < FU
 // receive, and so the dead-letter queue (at once after it: [`delay_retry`]), before the
 // queue's retention drops it.
 const _: () = assert!(
-    (MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() + RETENTION_TO_SPARE.as_secs() < QUEUE_RETENTION_SECONDS
+    (MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs() + RETENTION_TO_SPARE.as_secs()
+        < QUEUE_RETENTION.as_secs()
 );
 /// Retention the longest schedule leaves unused: a day's wait before a first receive (the
 /// event source mapping disabled, the function throttled) still reaches the dead-letter queue.

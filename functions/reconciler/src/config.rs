@@ -63,7 +63,7 @@ impl FromEnv for Config {
             table_name: env.required("TABLE_NAME")?,
             bucket_name: env.required("BUCKET_NAME")?,
             queue_url: env.required("QUEUE_URL")?,
-            event_bus_name: env.required(stemvault_aws::events::EVENT_BUS_NAME)?,
+            event_bus_name: env.required("EVENT_BUS_NAME")?,
             provider: ProviderConfig::read(env)?,
             reconcile_after,
             give_up_after,

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use stemvault_aws::http::CappedRead;
 use stemvault_aws::provider::{ApiKey, ProviderKey};
 use suno_callbacks::poll::{PollError, answer_code, generation_record_path, record_info_path};
 use suno_callbacks::{Family, TaskId};
@@ -138,7 +139,7 @@ impl HttpProvider {
     async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {
         self.spacing.take_turn();
         let sent = self.client.get(url).bearer_auth(key.expose()).send().await;
-        let mut response = match sent {
+        let response = match sent {
             Ok(response) => response,
             Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
         };
@@ -147,14 +148,10 @@ impl HttpProvider {
             tracing::warn!(status, wait_seconds = wait.as_secs(), "the provider asked for a wait: no polls before it");
             self.spacing.hold_off(wait);
         }
-        let mut body = Vec::new();
-        loop {
-            match response.chunk().await {
-                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_ANSWER_BYTES => body.extend_from_slice(&chunk),
-                Ok(Some(_)) => return ProviderAnswer::TooLarge { limit: MAX_ANSWER_BYTES },
-                Ok(None) => return ProviderAnswer::Http { status, body },
-                Err(e) => return ProviderAnswer::Unreachable(unreachable(e)),
-            }
+        match stemvault_aws::http::read_capped(response, MAX_ANSWER_BYTES).await {
+            Ok(body) => ProviderAnswer::Http { status, body },
+            Err(CappedRead::TooLarge) => ProviderAnswer::TooLarge { limit: MAX_ANSWER_BYTES },
+            Err(CappedRead::Failed(e)) => ProviderAnswer::Unreachable(unreachable(e)),
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::settings::non_empty;
 /// The notify queue as template.yaml makes it (`NotifyQueue`).
 const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
     visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,
-    retention_seconds: stemvault_notify::domain::QUEUE_RETENTION_SECONDS,
+    retention_seconds: stemvault_notify::domain::QUEUE_RETENTION.as_secs(),
     max_receive_count: stemvault_notify::domain::MAX_RECEIVE_COUNT,
 };
 /// The notify function's SQS event source `BatchSize` in template.yaml.

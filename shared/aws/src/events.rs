@@ -28,9 +28,6 @@ pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
 /// delivered event still fits an SQS message of 256 KiB, the notify queues' limit.
 pub const MAX_ENTRY_BYTES: usize = MAX_REQUEST_BYTES - 4 * 1024;
 
-/// The environment variable naming the bus.
-pub const EVENT_BUS_NAME: &str = "EVENT_BUS_NAME";
-
 /// One event bus.
 #[derive(Debug, Clone)]
 pub struct EventBus {

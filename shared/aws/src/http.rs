@@ -69,6 +69,28 @@ pub fn is_loopback(host: Option<url::Host<&str>>) -> bool {
     }
 }
 
+/// Why an answer's body was not read whole ([`read_capped`]).
+#[derive(Debug)]
+pub enum CappedRead {
+    /// It runs past the limit: the rest is not read.
+    TooLarge,
+    /// The connection failed, or the client's timeout ended it.
+    Failed(reqwest::Error),
+}
+
+/// The answer's whole body, read as it arrives until it would pass `limit` bytes (an answer
+/// from outside AWS is held in memory only that far).
+pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, CappedRead> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(CappedRead::Failed)? {
+        if body.len() + chunk.len() > limit {
+            return Err(CappedRead::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// What kind of failure a request's error is, told the same way by every client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
