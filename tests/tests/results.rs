@@ -94,13 +94,26 @@ async fn recorded_task_answers_with_working_download_links() {
 
     let files = body["files"].as_array().unwrap();
     assert_eq!(files.len(), 2);
-    // The manifest's fields and the link, nothing of the item's bookkeeping (url, claim, rev, ...).
+    // The manifest's fields, the link and the attempts, nothing else of the item's bookkeeping
+    // (url, claim, rev, ...).
     for file in files {
         let mut fields: Vec<&str> = file.as_object().unwrap().keys().map(String::as_str).collect();
         fields.sort();
         assert_eq!(
             fields,
-            ["bytes", "content_type", "download_url", "error", "error_code", "key", "name", "sha256", "status"]
+            [
+                "attempts",
+                "bytes",
+                "content_type",
+                "download_url",
+                "error",
+                "error_code",
+                "key",
+                "last_attempt_error",
+                "name",
+                "sha256",
+                "status"
+            ]
         );
     }
     assert_eq!(files[0]["name"], "instrumental");

@@ -337,8 +337,12 @@ mod tests {
         assert_eq!(body["files"][1]["download_url"], serde_json::Value::Null);
         assert_eq!(body["files"][2]["status"], "pending");
         let keys: Vec<&String> = body["files"][0].as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 9, "{keys:?}");
+        assert_eq!(keys.len(), 11, "{keys:?}");
         assert_eq!(body["files"][1]["error_code"], "source_expired");
+        assert_eq!(
+            (&body["files"][2]["attempts"], &body["files"][2]["last_attempt_error"]),
+            (&1.into(), &"connection reset".into())
+        );
     }
 
     #[tokio::test]

@@ -103,6 +103,11 @@ pub struct FileView {
     pub file: ManifestFile,
     /// Presigned GET link, only for stored files.
     pub download_url: Option<String>,
+    /// How many copies of the file were started (0: none yet; a reopened file keeps its count).
+    pub attempts: u64,
+    /// Why the last copy of a file still `pending` failed: it is tried again (the queue's
+    /// backoff, until its message's last receive), and `error` is only set once it failed for good.
+    pub last_attempt_error: Option<String>,
 }
 
 /// The view of one task, or None when no such task was recorded nor parked.
@@ -164,7 +169,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
             }
             _ => None,
         };
-        files.push(FileView { file, download_url });
+        let entry = record.files.get(&file.name);
+        let attempts = entry.map_or(0, |f| f.attempts);
+        let retried = file.status == PublicFileStatus::Pending;
+        let last_attempt_error = entry.filter(|_| retried).and_then(|f| f.error.clone());
+        files.push(FileView { file, download_url, attempts, last_attempt_error });
     }
     // Results, as the links are: for readers (GET), not for those who may only register.
     let details = links.and_then(|_| record.details.clone());
@@ -474,6 +483,10 @@ pub(crate) mod tests {
         assert_eq!(open.file.status, PublicFileStatus::Pending);
         assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
         assert_eq!(open.file.error_code, None);
+        // Why it is still pending: its last copy failed and is tried again.
+        assert_eq!((open.attempts, open.last_attempt_error.as_deref()), (1, Some("connection reset")));
+        assert_eq!((failed.attempts, failed.last_attempt_error.as_deref()), (1, None), "its error says why");
+        assert_eq!((stored.attempts, stored.last_attempt_error.as_deref()), (1, None));
         assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
     }
 
