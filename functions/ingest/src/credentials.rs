@@ -269,7 +269,7 @@ impl Credentials {
                     ),
                     Trigger::Age => tracing::warn!(
                         error = %e,
-                        max_age_secs = self.policy.max_age.as_secs(),
+                        max_age_seconds = self.policy.max_age.as_secs(),
                         "callback secret re-read for its age is unusable; keeping the current one"
                     ),
                 }

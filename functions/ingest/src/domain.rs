@@ -194,7 +194,7 @@ pub async fn ingest_or_park<P: Ports>(
             Err(failed)
         }
         Err(_) => {
-            tracing::warn!(timeout_ms = PARK_TIMEOUT.as_millis() as u64, "the callback could not be parked in time");
+            tracing::warn!(timeout_seconds = PARK_TIMEOUT.as_secs(), "the callback could not be parked in time");
             Err(failed)
         }
     }

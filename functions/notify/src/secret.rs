@@ -197,7 +197,7 @@ impl Signers {
                     ),
                     false => tracing::warn!(
                         error = %e,
-                        max_age_secs = policy.max_age.as_secs(),
+                        max_age_seconds = policy.max_age.as_secs(),
                         "notify secret re-read for its age is unusable; signing with the current one"
                     ),
                 }

@@ -112,7 +112,7 @@ async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<B
     match tokio::time::timeout(ANSWER_WITHIN, responding).await {
         Ok(response) => response,
         Err(_) => {
-            tracing::warn!(within_secs = ANSWER_WITHIN.as_secs(), "no answer in time");
+            tracing::warn!(within_seconds = ANSWER_WITHIN.as_secs(), "no answer in time");
             try_again_soon("timeout", "the vault did not answer in time; try again")
         }
     }
