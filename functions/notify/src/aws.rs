@@ -103,21 +103,21 @@ impl DelayMessage for AwsPorts {
 /// deployed function's name): [`WEBHOOKS_DELIVERED`] (with 0 of [`WEBHOOKS_LATE`]) and
 /// [`SECRET_REREADS_FAILED`]; [`WEBHOOKS_REJECTED`], [`WEBHOOK_RETRIES`] and [`WEBHOOKS_LATE`]
 /// also by `Reason`.
-pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, String)>, Vec<Metric>) {
-    let function = (metrics::FUNCTION, function.to_owned());
+pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
+    let function = (metrics::FUNCTION, function);
     match measure {
         Measure::Delivered => {
             (vec![function], vec![Metric::count(WEBHOOKS_DELIVERED), Metric::counted(WEBHOOKS_LATE, 0)])
         }
         Measure::Rejected { reason } => {
-            (vec![function, (metrics::REASON, reason.clone())], vec![Metric::count(WEBHOOKS_REJECTED)])
+            (vec![function, (metrics::REASON, *reason)], vec![Metric::count(WEBHOOKS_REJECTED)])
         }
         Measure::Retried { reason, late } => {
             let mut counted = vec![Metric::count(WEBHOOK_RETRIES)];
             if *late {
                 counted.push(Metric::count(WEBHOOKS_LATE));
             }
-            (vec![function, (metrics::REASON, reason.clone())], counted)
+            (vec![function, (metrics::REASON, *reason)], counted)
         }
         Measure::SecretRereadFailed => (vec![function], vec![Metric::count(SECRET_REREADS_FAILED)]),
     }
@@ -126,7 +126,6 @@ pub fn metrics_of(function: &str, measure: &Measure) -> (Vec<(&'static str, Stri
 impl EmitMetrics<Measure> for AwsPorts {
     fn emit_metrics(&self, measure: &Measure) {
         let (dimensions, metrics) = metrics_of(metrics::function_name(crate::LOGICAL_NAME), measure);
-        let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
         metrics::emit(&dimensions, &metrics);
     }
 }
@@ -139,21 +138,21 @@ mod tests {
     fn metrics_carry_the_function_and_the_reason() {
         let function = "stemvault-prod-NotifyFunction-AbC123";
         let (dims, metrics) = metrics_of(function, &Measure::Delivered);
-        assert_eq!(dims, vec![("Function", function.to_owned())]);
+        assert_eq!(dims, vec![("Function", function)]);
         assert_eq!(metrics[0].name, WEBHOOKS_DELIVERED);
         // What brings the webhooks-late alarm back to OK.
         assert_eq!((metrics[1].name, metrics[1].value), (WEBHOOKS_LATE, 0.0));
-        let (dims, metrics) = metrics_of(function, &Measure::Rejected { reason: "status_410".into() });
-        assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "status_410".to_owned())]);
+        let (dims, metrics) = metrics_of(function, &Measure::Rejected { reason: "status_410" });
+        assert_eq!(dims, vec![("Function", function), ("Reason", "status_410")]);
         assert_eq!(metrics[0].name, WEBHOOKS_REJECTED);
-        let retried = |late| metrics_of(function, &Measure::Retried { reason: "timeout".into(), late });
+        let retried = |late| metrics_of(function, &Measure::Retried { reason: "timeout", late });
         let names = |metrics: Vec<Metric>| metrics.iter().map(|m| m.name).collect::<Vec<_>>();
         assert_eq!(names(retried(false).1), [WEBHOOK_RETRIES]);
         let (dims, metrics) = retried(true);
         assert_eq!(names(metrics), [WEBHOOK_RETRIES, WEBHOOKS_LATE]);
-        assert_eq!(dims, vec![("Function", function.to_owned()), ("Reason", "timeout".to_owned())]);
+        assert_eq!(dims, vec![("Function", function), ("Reason", "timeout")]);
         let (dims, metrics) = metrics_of(function, &Measure::SecretRereadFailed);
-        assert_eq!(dims, vec![("Function", function.to_owned())]);
+        assert_eq!(dims, vec![("Function", function)]);
         assert_eq!(metrics[0].name, "SecretRereadsFailed");
     }
 }

@@ -134,10 +134,10 @@ pub enum Measure {
     Delivered,
     /// Given up on for good and moved to the dead-letter queue: refused with 410 Gone, or not
     /// a stemvault event this build reads.
-    Rejected { reason: String },
+    Rejected { reason: &'static str },
     /// Will be retried ([`NotifyError::reason_code`]); `late`: on its [`LATE_AT_RECEIVE`]th
     /// receive or later, or [`LATE_AFTER`] or more after the message was queued.
-    Retried { reason: String, late: bool },
+    Retried { reason: &'static str, late: bool },
     /// A re-read of the signing secret brought nothing usable: the signer in force stays
     /// ([`crate::secret::Signers`]). Once per read, not per message.
     SecretRereadFailed,
@@ -336,7 +336,7 @@ async fn deliver<P: Ports>(ports: &P, signer: Option<&Signer>, delivery: &Delive
 /// `webhook-id`, the event's id; a message unreadable here stays unreadable until redriven to a
 /// build that reads it).
 async fn dead_letter<P: DeadLetterMessage>(ports: &P, body: &str, refusal: NotifyError) -> Outcome {
-    let error = match best_effort(ports.dead_letter_message(body, &refusal.reason_code())).await {
+    let error = match best_effort(ports.dead_letter_message(body, refusal.reason_code())).await {
         Some(Ok(())) => return Outcome::DeadLettered(refusal),
         Some(Err(e)) => e.to_string(),
         None => format!("no answer from SQS within {} s", BEST_EFFORT_CALL_TIMEOUT.as_secs()),

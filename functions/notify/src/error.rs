@@ -57,6 +57,46 @@ pub enum NotifyError {
 pub const NAMED_STATUSES: [u16; 21] =
     [301, 302, 303, 307, 308, 400, 401, 403, 404, 405, 408, 409, 410, 413, 422, 429, 500, 501, 502, 503, 504];
 
+/// The reason codes of [`NAMED_STATUSES`], in their order.
+const NAMED_STATUS_CODES: [&str; 21] = [
+    "status_301",
+    "status_302",
+    "status_303",
+    "status_307",
+    "status_308",
+    "status_400",
+    "status_401",
+    "status_403",
+    "status_404",
+    "status_405",
+    "status_408",
+    "status_409",
+    "status_410",
+    "status_413",
+    "status_422",
+    "status_429",
+    "status_500",
+    "status_501",
+    "status_502",
+    "status_503",
+    "status_504",
+];
+
+/// The reason code of an answer with `status` ([`NotifyError::reason_code`]).
+fn status_code(status: u16) -> &'static str {
+    if let Some(named) = NAMED_STATUSES.iter().position(|s| *s == status) {
+        return NAMED_STATUS_CODES[named];
+    }
+    match status / 100 {
+        1 => "status_1xx",
+        2 => "status_2xx",
+        3 => "status_3xx",
+        4 => "status_4xx",
+        5 => "status_5xx",
+        _ => "status_other",
+    }
+}
+
 impl NotifyError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, NotifyError::Malformed(_) | NotifyError::Gone)
@@ -79,22 +119,18 @@ impl NotifyError {
     /// value is a metric of its own, billed: a receiver's odd statuses must not each make
     /// one), else `connect`, `timeout`, `request`, `malformed`, `no_time_left`, `no_signing_secret`, `panicked`,
     /// `dead_letter`.
-    pub fn reason_code(&self) -> String {
+    pub fn reason_code(&self) -> &'static str {
         match self {
-            NotifyError::Gone => "status_410".into(),
-            NotifyError::Status { status, .. } if NAMED_STATUSES.contains(status) => format!("status_{status}"),
-            NotifyError::Status { status, .. } => match status / 100 {
-                class @ 1..=5 => format!("status_{class}xx"),
-                _ => "status_other".into(),
-            },
-            NotifyError::Post(PostError::Connect(_)) => "connect".into(),
-            NotifyError::Post(PostError::Timeout(_)) => "timeout".into(),
-            NotifyError::Post(PostError::Request(_)) => "request".into(),
-            NotifyError::Malformed(_) => "malformed".into(),
-            NotifyError::NoTimeLeft => "no_time_left".into(),
-            NotifyError::NoSigningSecret => "no_signing_secret".into(),
-            NotifyError::Panicked => "panicked".into(),
-            NotifyError::DeadLetter { .. } => "dead_letter".into(),
+            NotifyError::Gone => "status_410",
+            NotifyError::Status { status, .. } => status_code(*status),
+            NotifyError::Post(PostError::Connect(_)) => "connect",
+            NotifyError::Post(PostError::Timeout(_)) => "timeout",
+            NotifyError::Post(PostError::Request(_)) => "request",
+            NotifyError::Malformed(_) => "malformed",
+            NotifyError::NoTimeLeft => "no_time_left",
+            NotifyError::NoSigningSecret => "no_signing_secret",
+            NotifyError::Panicked => "panicked",
+            NotifyError::DeadLetter { .. } => "dead_letter",
         }
     }
 }
@@ -138,8 +174,13 @@ mod tests {
             [grouped(418), grouped(599), grouped(304), grouped(103)],
             ["status_4xx", "status_5xx", "status_3xx", "status_1xx"]
         );
-        assert_eq!((grouped(600), grouped(999)), ("status_other".into(), "status_other".into()));
-        let reasons: std::collections::HashSet<String> = (100..=999).map(grouped).collect();
+        assert_eq!((grouped(600), grouped(999)), ("status_other", "status_other"));
+        // Each named status by its own code, and only those.
+        for status in 100..=599 {
+            let own = format!("status_{status}");
+            assert_eq!(grouped(status) == own, NAMED_STATUSES.contains(&status), "{status}");
+        }
+        let reasons: std::collections::HashSet<&str> = (100..=999).map(grouped).collect();
         assert!(reasons.len() <= NAMED_STATUSES.len() + 6, "{} metric values", reasons.len());
         assert_eq!(NotifyError::Post(PostError::Timeout("x".into())).reason_code(), "timeout");
         assert_eq!(NotifyError::Post(PostError::Connect("x".into())).reason_code(), "connect");

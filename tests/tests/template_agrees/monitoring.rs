@@ -437,18 +437,17 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         Measure::Failed { reason: "source_expired" },
         Measure::Settled { seconds: 1.0 },
     ];
-    let mut emitted: Vec<(String, Vec<(&str, String)>)> = Vec::new();
+    let mut emitted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
     for measure in &measures {
         let (dimensions, metrics) = stemvault_download::aws::metrics_of("DownloadFunction", measure);
-        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // Notify: every measure, likewise (its dashboard exists only with NotifyUrl).
     use stemvault_notify::domain::Measure as Delivery;
     let deliveries = [
         Delivery::Delivered,
-        Delivery::Rejected { reason: "status_410".into() },
-        Delivery::Retried { reason: "timeout".into(), late: true },
+        Delivery::Rejected { reason: "status_410" },
+        Delivery::Retried { reason: "timeout", late: true },
         Delivery::SecretRereadFailed,
     ];
     for delivery in &deliveries {
@@ -472,7 +471,6 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     ];
     for answer in &answers {
         let (dimensions, metrics) = stemvault_ingest::aws::metrics_of("IngestFunction", answer);
-        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // The reconciler: every measure, likewise.
@@ -492,14 +490,12 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     ];
     for run in &runs {
         let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
-        let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
     // The sweeper: its one measure, likewise.
     let swept =
         stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1, oldest_open_seconds: Some(1) };
     let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
-    let dimensions: Vec<(&str, String)> = dimensions.iter().map(|(n, v)| (*n, (*v).to_owned())).collect();
     emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     // Their alarms read those metrics by their names and the one dimension.
     for (alarm, metric, function) in [
@@ -598,10 +594,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     assert!(read_unverifiable, "the unauthorized alarm reads CallbacksUnverifiable");
     let unread: Vec<String> = emitted
         .iter()
-        .filter(|(name, dimensions)| {
-            let dimensions: Vec<(&str, &str)> = dimensions.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            !dashboard_reads(&dashboard, name, &dimensions)
-        })
+        .filter(|(name, dimensions)| !dashboard_reads(&dashboard, name, dimensions))
         .map(|(name, dimensions)| format!("{name} {dimensions:?}"))
         .collect();
     assert!(unread.is_empty(), "the dashboard does not read these metrics as emitted: {unread:?}");
@@ -641,7 +634,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
 
     // The rejected-webhooks alarm sums its metric over the dimensions notify emits it with.
     let (dimensions, metrics) =
-        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410".into() });
+        stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410" });
     let rejected = stemvault_notify::aws::WEBHOOKS_REJECTED;
     assert!(metrics.iter().any(|m| m.name == rejected), "{rejected} emitted");
     let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
@@ -665,7 +658,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let value = metrics.iter().find(|m| m.name == late).map(|m| m.value);
         (names.contains(&"Function"), value)
     };
-    let retried = Delivery::Retried { reason: "status_503".into(), late: true };
+    let retried = Delivery::Retried { reason: "status_503", late: true };
     assert_eq!(emitted(&retried), (true, Some(1.0)), "a late retry counts");
     assert_eq!(emitted(&Delivery::Delivered), (true, Some(0.0)), "a delivery counts 0");
     let query = format!(

@@ -88,7 +88,7 @@ async fn a_panic_fails_only_its_own_message() {
         .await;
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked", late: false }), "counted");
 }
 
 /// A panic reading the secret again is the message's own, as any other: retried after its
@@ -104,7 +104,7 @@ async fn a_panic_reading_the_secret_fails_its_message_with_a_delay() {
     assert_eq!(failed_ids(&response), ["m1"]);
     assert_eq!(app.secret.reads(), 1, "the read that panicked");
     assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked".into(), late: false }), "counted");
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "panicked", late: false }), "counted");
 }
 
 /// SQS not answering the retry's delay leaves the message to the visibility timeout; the
@@ -142,7 +142,7 @@ async fn a_message_queued_long_ago_fails_late() {
         let mut m = message("m1", &vaulted_message());
         m.attributes.insert("SentTimestamp".into(), NOW.minus(queued_ago).unix_ms.to_string());
         app.handle_batch(batch(vec![m]), Instant::now() + Duration::from_secs(60)).await;
-        assert_eq!(app.ports.metrics(), [Measure::Retried { reason: "status_503".into(), late }], "{queued_ago:?}");
+        assert_eq!(app.ports.metrics(), [Measure::Retried { reason: "status_503", late }], "{queued_ago:?}");
     }
 }
 
@@ -295,7 +295,7 @@ async fn a_secret_unusable_at_start_up_holds_webhooks_until_a_read_brings_one() 
     assert_eq!(failed_ids(&response), ["m1"]);
     assert!(app.ports.posted().is_empty(), "nothing posted unsigned");
     assert_one_spread_delay(&app.ports.delays(), "rh-m1", 40);
-    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret".into(), late: false }));
+    assert!(app.ports.metrics().contains(&Measure::Retried { reason: "no_signing_secret", late: false }));
     assert_eq!(app.secret.reads(), 1, "no read per message within the minute");
 
     // Unusable text is no better than none.
