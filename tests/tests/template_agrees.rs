@@ -533,7 +533,7 @@ fn queue_settings_equal_the_emulator_provisioning() {
 
     let download = cfn::function_properties(&template, "DownloadFunction");
     let timeout = cfn::number(&download["Timeout"]);
-    assert_eq!(timeout, stemvault_download::app::FUNCTION_TIMEOUT.as_secs(), "as the local runner gives a batch");
+    assert_eq!(timeout, stemvault_download::domain::FUNCTION_TIMEOUT.as_secs(), "as the local runner gives a batch");
     assert!(
         u64::from(DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS) >= 6 * timeout,
         "visibility timeout must be at least 6 x the download timeout ({timeout} s)"

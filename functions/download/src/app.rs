@@ -37,10 +37,6 @@ use checks::Checks;
 /// up to two 8 MiB parts in memory.
 pub const MAX_CONCURRENT_MESSAGES: usize = 5;
 
-/// The function's Lambda timeout (kept equal to template.yaml; the queue's visibility timeout
-/// is 6 x this).
-pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-
 /// The download function with its clients, built once per Lambda instance. Cheap to clone.
 #[derive(Clone)]
 pub struct App {

@@ -562,6 +562,10 @@ fn refused(task_id: &TaskId, job: &FileJob, file: FileEntry, now: Timestamp) -> 
 /// task's settle, and `Task Vaulted` waits this long rather than the download backoff's 30 s.
 pub const SETTLE_DEFERRED_CHECK: Duration = Duration::from_secs(5);
 
+/// The function's Lambda timeout (kept equal to template.yaml; the queue's visibility timeout
+/// is 6 x this).
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// The delay per receive before a message this build cannot read comes back
 /// ([`Outcome::Unreadable`]): 1, 2, ... 7 minutes, about half an hour to its last receive.
 pub const UNREADABLE_RETRY: Duration = Duration::from_secs(60);

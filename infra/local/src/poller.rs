@@ -19,7 +19,7 @@ pub const WAIT_SECONDS: i32 = 2;
 /// template.yaml.
 pub const DOWNLOAD_BATCH_SIZE: i32 = stemvault_download::app::MAX_CONCURRENT_MESSAGES as i32;
 /// The download function's Lambda timeout: each batch gets this long.
-pub const DOWNLOAD_INVOCATION_BUDGET: Duration = stemvault_download::app::FUNCTION_TIMEOUT;
+pub const DOWNLOAD_INVOCATION_BUDGET: Duration = stemvault_download::domain::FUNCTION_TIMEOUT;
 /// Pause after a failed receive (emulator restarting, ...).
 const RECEIVE_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
