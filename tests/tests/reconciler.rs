@@ -648,10 +648,11 @@ async fn a_run_that_cannot_list_the_parked_callbacks_polls_then_fails() {
 }
 
 /// Whether a parked body is still there, as the reconciler asks S3 after a read that failed
-/// (one ListObjectsV2 of `parked/` from just before the key: the only prefix its role lists).
+/// (one ListObjectsV2 of `parked/` from just before the key: the only prefix its role lists);
+/// and a listing from a key on, as a run after a full page lists.
 #[tokio::test]
 async fn a_parked_body_is_still_parked_until_it_is_deleted() {
-    use stemvault_reconciler::replay::StillParked;
+    use stemvault_reconciler::replay::{ListParked, StillParked};
     let env = TestEnv::new().await;
     let ports = stemvault_reconciler::aws::AwsPorts::new(&env.reconciler_config(&[]), &env.config, None);
     let (first, after) = (format!("parked/t1/final-{}.json", "a".repeat(64)), "parked/t2/first-x.json".to_owned());
@@ -663,6 +664,17 @@ async fn a_parked_body_is_still_parked_until_it_is_deleted() {
     assert_eq!(ports.still_parked(&after).await, Ok(true));
     let gone = format!("parked/t1/final-{}.json", "b".repeat(64));
     assert_eq!(ports.still_parked(&gone).await, Ok(false), "the next key is another's");
+    // A listing goes on after the key a window ended at, in key order.
+    let listed = |after: Option<&'static str>| {
+        let ports = &ports;
+        async move {
+            let bodies = ports.list_parked(after, 10).await.expect("listed");
+            bodies.into_iter().map(|b| b.key).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(None).await, [first.clone(), after.clone()]);
+    assert_eq!(listed(Some("parked/t1/")).await, [first.clone(), after.clone()]);
+    assert_eq!(listed(Some("parked/t1/g")).await, std::slice::from_ref(&after));
     env.s3.delete_object().bucket(&env.resources.bucket_name).key(&first).send().await.expect("delete");
     assert_eq!(ports.still_parked(&first).await, Ok(false));
     assert_eq!(ports.still_parked("parked/t3/first-y.json").await, Ok(false), "none after it");

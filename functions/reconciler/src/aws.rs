@@ -125,8 +125,8 @@ impl PublishEvents for AwsPorts {
 
 impl ListParked for AwsPorts {
     /// One request for up to 1,000 keys; more pages only for a larger `limit`.
-    async fn list_parked(&self, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
-        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, limit)
+    async fn list_parked(&self, after: Option<&str>, limit: usize) -> Result<Vec<ParkedBody>, StoreError> {
+        stemvault_aws::parked::list(&self.s3, &self.bucket, s3_key::PARKED_PREFIX, after, limit)
             .await
             .map_err(stemvault_aws::parked::listing_failed)
     }

@@ -32,9 +32,14 @@ use tracing::Instrument;
 use crate::domain::{EmitMetrics, Measure};
 use crate::error::StoreError;
 
-/// The bodies under `parked/` in key order (by task id), at most `limit`.
+/// The bodies under `parked/` in key order (by task id), after the key `after` when given, at
+/// most `limit`.
 pub trait ListParked {
-    fn list_parked(&self, limit: usize) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
+    fn list_parked(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ParkedBody>, StoreError>> + Send;
 }
 
 /// Whether the body parked under `key` is still listed (a read that failed may have met
@@ -74,8 +79,10 @@ pub const MAX_REPLAYS: usize = 200;
 /// short (a duplicate, should its accept have landed).
 pub const REPLAY_BUDGET: Duration = Duration::from_secs(15);
 
-/// Keys listed per run: one ListObjectsV2 page, so that bodies held for an operator (their
-/// task's record unreadable, [`HeldTasks`]) do not fill what a run sees.
+/// Keys listed per run: one ListObjectsV2 page. A full page is the first of a window: the next
+/// run lists on after its last whole task ([`HeldTasks`]), and the run after the window's last
+/// page from the start again, so that more bodies than a page holds that no run can replay
+/// (held for an operator, refused, failing every time) never hide the keys after them.
 pub const LISTED: usize = 1000;
 
 /// How long a task whose record could not be read is left alone: its parked bodies are
@@ -88,13 +95,24 @@ pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// in an earlier run, replayed after the others, so that a few tasks failing every run for
 /// reasons of their own (a body unreadable, a replay over its budget) do not stop every run
 /// ([`MAX_FAILURES_IN_A_ROW`]) before the keys after them.
+/// And where the next run's listing starts ([`LISTED`]).
 #[derive(Debug, Default)]
 pub struct HeldTasks {
     held: Mutex<HashMap<String, Timestamp>>,
     failing: Mutex<HashSet<String>>,
+    list_after: Mutex<Option<String>>,
 }
 
 impl HeldTasks {
+    /// The key the next listing starts after (None: the first).
+    fn list_after(&self) -> Option<String> {
+        self.list_after.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn list_next_after(&self, key: Option<String>) {
+        *self.list_after.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    }
+
     fn skips(&self, task: &str, now: Timestamp) -> bool {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).get(task).is_some_and(|until| now < *until)
     }
@@ -182,13 +200,18 @@ pub async fn replay_parked<P: Ports>(
     stop_at: Timestamp,
 ) -> Result<Replayed, StoreError> {
     let listed = LISTED.max(limit);
-    let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", ports.list_parked(listed)).await?;
+    let after = held.list_after();
+    let listing = ports.list_parked(after.as_deref(), listed);
+    let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", listing).await?;
     let mut replayed = Replayed::default();
-    // A whole listing tells which tasks' memories are moot. A full one may have cut the last
-    // task's bodies short (its `first-` key the first one not listed): that task waits for a
-    // run that lists all of them.
+    // A whole listing from the start tells which tasks' memories are moot. A full one may have
+    // cut the last task's bodies short (its `first-` key the first one not listed): that task
+    // waits for the next run, which lists on from the task before it.
     if parked.len() < listed {
-        held.keep_only(&parked.iter().filter_map(|body| parked_task(&body.key)).collect());
+        if after.is_none() {
+            held.keep_only(&parked.iter().filter_map(|body| parked_task(&body.key)).collect());
+        }
+        held.list_next_after(None);
     } else {
         let last = parked.last().and_then(|b| parked_task(&b.key)).map(str::to_owned);
         let cut = parked.iter().rposition(|b| parked_task(&b.key) != last.as_deref()).map_or(0, |i| i + 1);
@@ -196,6 +219,7 @@ pub async fn replay_parked<P: Ports>(
             replayed.callbacks_still_parked += parked.len() - cut;
             parked.truncate(cut);
         }
+        held.list_next_after(parked.last().map(|b| b.key.clone()));
     }
     // A task's bodies in the order its stages come (`text`, `first`, then the final ones), not
     // their keys' (`complete-` before `first-`): replayed after a later stage, an earlier

@@ -67,7 +67,7 @@ impl SaveTask for AwsPorts {
 
 impl IsParked for AwsPorts {
     async fn is_parked(&self, task_id: &TaskId) -> Result<bool, StoreError> {
-        stemvault_aws::parked::list(&self.s3, &self.bucket, &s3_key::parked_task_prefix(task_id), 1)
+        stemvault_aws::parked::list(&self.s3, &self.bucket, &s3_key::parked_task_prefix(task_id), None, 1)
             .await
             .map(|parked| !parked.is_empty())
             .map_err(stemvault_aws::parked::listing_failed)

@@ -14,11 +14,13 @@ pub fn listing_failed(e: StorageError) -> StoreError {
 }
 
 /// Up to `limit` parked bodies under `prefix` (`parked/`, or one task's `parked/<task_id>/`)
-/// in key order, with when each was parked: one ListObjectsV2 request per 1,000.
+/// in key order, after `start_after` when given, with when each was parked: one ListObjectsV2
+/// request per 1,000.
 pub async fn list(
     s3: &aws_sdk_s3::Client,
     bucket: &str,
     prefix: &str,
+    start_after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<ParkedBody>, StorageError> {
     let mut parked = Vec::new();
@@ -28,6 +30,7 @@ pub async fn list(
             .list_objects_v2()
             .bucket(bucket)
             .prefix(prefix)
+            .set_start_after(start_after.map(str::to_owned))
             .max_keys(i32::try_from(limit - parked.len()).unwrap_or(i32::MAX))
             .set_continuation_token(after)
             .send()
