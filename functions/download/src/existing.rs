@@ -47,7 +47,7 @@ pub struct ObjectHead {
     pub metadata: HashMap<String, String>,
 }
 
-/// Reading back what lies under a key.
+/// Reading back what lies under a key: its head, then its bytes (both `s3:GetObject`).
 pub trait ReadObject {
     /// The object under `key`; None when there is none the function can read.
     fn head_object(&self, key: &str) -> impl Future<Output = Result<Option<ObjectHead>, StorageError>> + Send;

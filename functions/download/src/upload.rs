@@ -143,7 +143,10 @@ pub fn crc32_combine(a: u32, b: u32, b_len: u64) -> u32 {
 pub type Streamed = Pin<Box<dyn Stream<Item = Result<Bytes, FetchError>> + Send>>;
 
 /// The S3 operations an upload needs. `sha256` arguments are raw digests of `body`,
-/// `crc32` ones CRC32s ([`crc32`]) of `body` or of the whole object.
+/// `crc32` ones CRC32s ([`crc32`]) of `body` or of the whole object. One port, not one per
+/// request as elsewhere: its requests are the steps of one operation, storing a body (one
+/// IAM action, `s3:PutObject`, allows them all but the abort), and a double of it fakes them
+/// together.
 pub trait ObjectStore {
     /// Store `body`, exactly `len` bytes, with `info`, as it streams in, without holding it:
     /// its SHA-256 is computed as it is sent and sent after it (an aws-chunked trailer), and
