@@ -103,11 +103,16 @@ pub struct FileView {
     pub file: ManifestFile,
     /// Presigned GET link, only for stored files.
     pub download_url: Option<String>,
-    /// How many copies of the file were started (0: none yet; a reopened file keeps its count).
-    pub attempts: u64,
-    /// Why the last copy of a file still `pending` failed: it is tried again (the queue's
-    /// backoff, until its message's last receive), and `error` is only set once it failed for good.
-    pub last_attempt_error: Option<String>,
+    /// How many copies of the file were started (0: none yet; a file reopened at its own URL
+    /// keeps its count, one reopened at a new URL starts again). Only in a `GET` answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u64>,
+    /// Why the last copy of a file still `pending` that failed did (it is tried again, with the
+    /// queue's backoff, until its message's last receive; `error` is only set once it failed
+    /// for good): absent while it is being copied again, the first time, or never failed.
+    /// Only in a `GET` answer (present there, `null` when it does not apply).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_attempt_error: Option<Option<String>>,
 }
 
 /// The view of one task, or None when no such task was recorded nor parked.
@@ -169,10 +174,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
             }
             _ => None,
         };
-        let entry = record.files.get(&file.name);
-        let attempts = entry.map_or(0, |f| f.attempts);
+        // The copies' history, for readers (GET) only, as the links are.
+        let entry = record.files.get(&file.name).filter(|_| links.is_some());
+        let attempts = entry.map(|f| f.attempts);
         let retried = file.status == PublicFileStatus::Pending;
-        let last_attempt_error = entry.filter(|_| retried).and_then(|f| f.error.clone());
+        let last_attempt_error = entry.map(|f| f.error.clone().filter(|_| retried));
         files.push(FileView { file, download_url, attempts, last_attempt_error });
     }
     // Results, as the links are: for readers (GET), not for those who may only register.

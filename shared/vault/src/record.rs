@@ -327,7 +327,7 @@ impl FileEntry {
 
     /// What outputs show of a failure (events, the manifest, `GET`): its `error` and
     /// `error_code` once it failed for good, nothing before (a pending file's last retryable
-    /// error is bookkeeping).
+    /// error is `GET`'s `last_attempt_error` alone).
     pub fn shown_failure(&self) -> (Option<String>, Option<crate::reason::FailureCode>) {
         match self.status {
             FileStatus::Failed => (self.error.clone(), self.error_code),

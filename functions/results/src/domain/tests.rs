@@ -186,9 +186,9 @@ async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
     assert_eq!((open.file.error.as_deref(), open.download_url.as_deref()), (None, None));
     assert_eq!(open.file.error_code, None);
     // Why it is still pending: its last copy failed and is tried again.
-    assert_eq!((open.attempts, open.last_attempt_error.as_deref()), (1, Some("connection reset")));
-    assert_eq!((failed.attempts, failed.last_attempt_error.as_deref()), (1, None), "its error says why");
-    assert_eq!((stored.attempts, stored.last_attempt_error.as_deref()), (1, None));
+    assert_eq!((open.attempts, open.last_attempt_error.clone()), (Some(1), Some(Some("connection reset".into()))));
+    assert_eq!((failed.attempts, failed.last_attempt_error.clone()), (Some(1), Some(None)), "its error says why");
+    assert_eq!((stored.attempts, stored.last_attempt_error.clone()), (Some(1), Some(None)));
     assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
 }
 
@@ -505,10 +505,15 @@ async fn a_registration_writes_once_and_answers_the_task_as_it_is() {
     let known = register(&called_back, &id("t1"), &music, now, second).await.unwrap();
     assert!(matches!(known, Registered::Existing(ref v) if v.stage == Stage::Complete), "{known:?}");
     assert!(called_back.put.lock().unwrap().is_empty());
-    // Its stored file is shown, without a link: registering is not reading the files.
+    // Its stored file is shown, without a link or its copies' history: registering is not
+    // reading the files.
     let Registered::Existing(view) = known else { unreachable!() };
     assert!(view.files.iter().any(|f| f.file.status == PublicFileStatus::Stored), "{view:?}");
     assert!(view.files.iter().all(|f| f.download_url.is_none()), "{view:?}");
+    let shown = serde_json::to_value(&view.files).unwrap();
+    for file in shown.as_array().unwrap() {
+        assert!(file.get("attempts").is_none() && file.get("last_attempt_error").is_none(), "{file}");
+    }
 }
 
 /// Another writer moves the task on between the read and the completion: the completion
