@@ -95,12 +95,14 @@ pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// in an earlier run, replayed after the others, so that a few tasks failing every run for
 /// reasons of their own (a body unreadable, a replay over its budget) do not stop every run
 /// ([`MAX_FAILURES_IN_A_ROW`]) before the keys after them.
-/// And where the next run's listing starts ([`LISTED`]).
+/// And where the next run's listing starts ([`LISTED`]), with the tasks listed since the
+/// window's first page.
 #[derive(Debug, Default)]
 pub struct HeldTasks {
     held: Mutex<HashMap<String, Timestamp>>,
     failing: Mutex<HashSet<String>>,
     list_after: Mutex<Option<String>>,
+    in_window: Mutex<HashSet<String>>,
 }
 
 impl HeldTasks {
@@ -109,8 +111,20 @@ impl HeldTasks {
         self.list_after.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    fn list_next_after(&self, key: Option<String>) {
-        *self.list_after.lock().unwrap_or_else(PoisonError::into_inner) = key;
+    /// After a listing that started after `after` and brought `listed` (whole when `next`,
+    /// where the next one starts, is None): once a window's pages have all been listed, the
+    /// tasks with no body in any of them are forgotten ([`Self::keep_only`]).
+    fn listed(&self, after: Option<&str>, listed: &[ParkedBody], next: Option<String>) {
+        let mut in_window = self.in_window.lock().unwrap_or_else(PoisonError::into_inner);
+        if after.is_none() {
+            in_window.clear();
+        }
+        in_window.extend(listed.iter().map(|body| held_as(&body.key).to_owned()));
+        if next.is_none() {
+            self.keep_only(&in_window.iter().map(String::as_str).collect());
+            in_window.clear();
+        }
+        *self.list_after.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
 
     fn skips(&self, task: &str, now: Timestamp) -> bool {
@@ -148,7 +162,8 @@ impl HeldTasks {
             Replay::Gone | Replay::Archived => {
                 failing.remove(task);
             }
-            Replay::Refused => {}
+            // Nothing a retry mends soon: skipped, as a held task is, not read every run.
+            Replay::Refused => self.hold(task, now),
         }
     }
 }
@@ -204,14 +219,10 @@ pub async fn replay_parked<P: Ports>(
     let listing = ports.list_parked(after.as_deref(), listed);
     let mut parked = answer_within(REPLAY_BUDGET, "listing parked/", listing).await?;
     let mut replayed = Replayed::default();
-    // A whole listing from the start tells which tasks' memories are moot. A full one may have
-    // cut the last task's bodies short (its `first-` key the first one not listed): that task
-    // waits for the next run, which lists on from the task before it.
-    if parked.len() < listed {
-        if after.is_none() {
-            held.keep_only(&parked.iter().filter_map(|body| parked_task(&body.key)).collect());
-        }
-        held.list_next_after(None);
+    // A full listing may have cut the last task's bodies short (its `first-` key the first one
+    // not listed): that task waits for the next run, which lists on from the task before it.
+    let next = if parked.len() < listed {
+        None
     } else {
         let last = parked.last().and_then(|b| parked_task(&b.key)).map(str::to_owned);
         let cut = parked.iter().rposition(|b| parked_task(&b.key) != last.as_deref()).map_or(0, |i| i + 1);
@@ -219,14 +230,15 @@ pub async fn replay_parked<P: Ports>(
             replayed.callbacks_still_parked += parked.len() - cut;
             parked.truncate(cut);
         }
-        held.list_next_after(parked.last().map(|b| b.key.clone()));
-    }
+        parked.last().map(|b| b.key.clone())
+    };
+    held.listed(after.as_deref(), &parked, next);
     // A task's bodies in the order its stages come (`text`, `first`, then the final ones), not
     // their keys' (`complete-` before `first-`): replayed after a later stage, an earlier
     // one would be a late callback that publishes no Task Stage Changed of its own.
     // Tasks that failed in an earlier run go last.
     parked.sort_by_cached_key(|body| {
-        let task = parked_task(&body.key).unwrap_or(&body.key).to_owned();
+        let task = held_as(&body.key).to_owned();
         (held.failed_before(&task), task, parked_stage(&body.key).map_or(u8::MAX, Stage::rank))
     });
     let mut failures_in_a_row = 0;
@@ -238,8 +250,8 @@ pub async fn replay_parked<P: Ports>(
             replayed.callbacks_still_parked += parked.len() - i;
             break;
         }
-        let task = parked_task(&body.key);
-        if task.is_some_and(|task| failing_tasks.contains(task) || held.skips(task, ports.now())) {
+        let task = held_as(&body.key);
+        if failing_tasks.contains(task) || held.skips(task, ports.now()) {
             replayed.callbacks_still_parked += 1;
             continue;
         }
@@ -262,11 +274,9 @@ pub async fn replay_parked<P: Ports>(
         };
         failures_in_a_row = if replay == Replay::NotYet { failures_in_a_row + 1 } else { 0 };
         if matches!(replay, Replay::NotYet | Replay::Held) {
-            failing_tasks.extend(task);
+            failing_tasks.insert(task);
         }
-        if let Some(task) = task {
-            held.replayed(task, replay, ports.now());
-        }
+        held.replayed(task, replay, ports.now());
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}
@@ -289,6 +299,12 @@ pub async fn replay_parked<P: Ports>(
 /// backlog after an outage leaves its polls the other half.
 pub fn replay_until(now: Timestamp, stop_at: Timestamp) -> Timestamp {
     Timestamp::from_unix_ms(now.unix_ms + (stop_at.unix_ms - now.unix_ms).max(0) / 2)
+}
+
+/// What a parked key's replays are remembered by ([`HeldTasks`]): its task, or the key itself
+/// when it is under none (put there by hand).
+fn held_as(key: &str) -> &str {
+    parked_task(key).unwrap_or(key)
 }
 
 /// The task a parked key is under (`parked/<task_id>/...`; None for a key put elsewhere by hand).

@@ -36,7 +36,8 @@ pub const DEFAULT_RECONCILE_AFTER: Duration = Duration::from_secs(600);
 pub const MIN_RECONCILE_AFTER: Duration = Duration::from_secs(5);
 /// `RECONCILE_GIVE_UP_SECONDS` by default: 14 days, how long the providers keep a task.
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(14 * 24 * 3600);
-/// The wait before the second poll; each further wait doubles it.
+/// The wait before the second poll; each further wait doubles it. Also the wait before a
+/// first poll that need not wait for callbacks (a stale callback's task, a file to watch).
 pub const FIRST_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// The longest wait between two polls of a task still without its result.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(3600);

@@ -4,7 +4,8 @@
 //! its family came unsigned, so it stays open to a client's registration until a result comes.
 //!
 //! A registered task is at stage `submitted`, its vault `pending` with no files, out of the
-//! sweeper's `open-tasks` index (nothing to sweep yet), and watched by the reconciler from `RECONCILE_AFTER_SECONDS` on. Its first callback (or poll
+//! sweeper's `open-tasks` index (nothing to sweep yet), and watched by the reconciler from `RECONCILE_AFTER_SECONDS` on
+//! (a stale callback's, from its first run 30 s on). Its first callback (or poll
 //! result) moves it on like any later callback ([`crate::ingest`]); `client_ref` stays.
 
 use std::time::Duration;
@@ -166,10 +167,10 @@ impl Registration {
     /// The task item of a task registered for polling by ingest, from a callback refused as
     /// stale but signed by a key: as [`Self::record`] without a client_ref, but with neither
     /// `registered_at` nor `registered_family`, since its family is an unsigned body's: a
-    /// client's registration may still give another (see [`Self::completion`]). Polled at the
-    /// reconciler's next run ([`reconcile::FIRST_POLL_INTERVAL`]), not after the wait a
-    /// registration leaves its callbacks: the provider has called back already, and its
-    /// retries, unless signed again, are all as stale.
+    /// client's registration may still give another (see [`Self::completion`]). Due
+    /// [`reconcile::FIRST_POLL_INTERVAL`] on (the reconciler's first run from then), not after
+    /// the wait a registration leaves its callbacks: the provider has called back already, and
+    /// its retries, unless signed again, are all as stale.
     pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp) -> TaskRecord {
         let mut record = Registration { family, client_ref: None }.record(task_id, now, reconcile::FIRST_POLL_INTERVAL);
         (record.registered_at, record.registered_family) = (None, None);

@@ -47,7 +47,8 @@ pub enum Settling {
 /// `settled_here` (the files this batch just stored or failed, when every message asking is
 /// on its first receive) lets only the worker holding the task's last settled file settle a
 /// pending vault at once ([`settled_last`]); any other defers, so two workers finishing the
-/// last files together write the manifest, the event and the settle once. None: settle
+/// last files together write the manifest, the event and the settle once (twice, the same,
+/// should the holder take longer than the deferral, `SETTLE_DEFERRED_CHECK`). None: settle
 /// whoever holds what (a redelivery, a manifest job, a healing check).
 pub async fn check_settled<P: Ports>(
     ports: &P,

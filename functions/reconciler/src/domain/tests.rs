@@ -1870,11 +1870,32 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
 }
 
-/// More bodies no run can replay than a listing holds (here bodies put by hand that are no
-/// callback, left for an operator) do not hide the keys after them: a full listing's next run
-/// lists on after it, and the run after the last page starts again from the first.
+/// Bodies no run can replay (here bodies put by hand that are no callback, left for an
+/// operator) are skipped for a while once tried, as a held task's are: read every run, the
+/// first 200 of them would take every run's replays, and nothing after them would be reached.
 #[tokio::test]
-async fn bodies_no_run_can_replay_do_not_hide_the_ones_after_them() {
+async fn bodies_no_run_can_replay_are_skipped_once_tried() {
+    use crate::replay::{HeldTasks, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..300 {
+        ports.bodies.lock().unwrap().insert(format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback".to_vec());
+    }
+    park_music_stages(&ports);
+    let stop_at = ports.table.now().plus(Duration::from_secs(600));
+    let held = HeldTasks::default();
+    let reads = || ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let first = replay_parked(&ports, &settings().accept, &held, "run-1", 200, stop_at).await.unwrap();
+    assert_eq!((first.callbacks_replayed, reads()), (0, 200), "{first:?}");
+    let second = replay_parked(&ports, &settings().accept, &held, "run-2", 200, stop_at).await.unwrap();
+    assert_eq!((second.callbacks_replayed, reads()), (2, 302), "the others, then the task after them: {second:?}");
+    assert!(ports.table.record(MUSIC).is_some());
+}
+
+/// More bodies than a listing holds that no run replays do not hide the keys after them: a
+/// full listing's next run lists on after it, and the run after the last page starts again
+/// from the first.
+#[tokio::test]
+async fn a_full_listing_is_followed_by_the_page_after_it() {
     use crate::replay::{HeldTasks, LISTED, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     for i in 0..LISTED {
@@ -1883,18 +1904,20 @@ async fn bodies_no_run_can_replay_do_not_hide_the_ones_after_them() {
     let keys = park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
     let held = HeldTasks::default();
-    let first = replay_parked(&ports, &settings().accept, &held, "run-1", 200, stop_at).await.unwrap();
-    assert_eq!(first.callbacks_replayed, 0, "{first:?}");
+    let reads = || ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let first = replay_parked(&ports, &settings().accept, &held, "run-1", LISTED, stop_at).await.unwrap();
+    assert_eq!((first.callbacks_replayed, reads()), (0, LISTED - 1), "its last task cut short: {first:?}");
     assert!(ports.bodies.lock().unwrap().contains_key(&keys[0]), "not listed yet");
 
-    let second = replay_parked(&ports, &settings().accept, &held, "run-2", 200, stop_at).await.unwrap();
+    let second = replay_parked(&ports, &settings().accept, &held, "run-2", LISTED, stop_at).await.unwrap();
     assert_eq!(second.callbacks_replayed, 2, "the page after: {second:?}");
     assert!(ports.table.record(MUSIC).is_some());
 
-    // The last page was short: the next run lists from the first key again.
-    let reads = ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
-    replay_parked(&ports, &settings().accept, &held, "run-3", 200, stop_at).await.unwrap();
-    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst) - reads, 200, "the junk is read again");
+    // The last page was short: the next run lists from the first key again, where what the
+    // window's first page held is still remembered (a whole window's tasks are kept).
+    let third = replay_parked(&ports, &settings().accept, &held, "run-3", LISTED, stop_at).await.unwrap();
+    assert_eq!(reads(), LISTED + 2, "none read again");
+    assert_eq!(third.callbacks_still_parked, LISTED, "{third:?}");
 }
 
 /// A polled result that ends the task, whose events fail and whose poll bookkeeping the
