@@ -282,7 +282,9 @@ impl<P: Ports> App<P> {
         if let Some(vouched_by) = vouched_by(key, token) {
             span.record("vouched_by", vouched_by.as_str());
         }
-        parse_callback(body).map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id), ..unparsable(e) })
+        let event = parse_callback(body)
+            .map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id.clone()), ..unparsable(e) })?;
+        of_the_signed_task(task_id, event)
     }
 
     /// The task id the body of a request refused for its headers or path claims, also on the
@@ -555,6 +557,21 @@ fn parse_error_code(e: &ParseError) -> &'static str {
         ParseError::NoTaskId => "missing_task_id",
         ParseError::InvalidTaskId(_) => "invalid_task_id",
     }
+}
+
+/// The event, when it names the task whose id the signature was checked against (read by its
+/// own reader, before the body was built): two readers of one body that ever disagreed would
+/// let a signature for one task write another. Kept whole, as a body the parser refuses.
+fn of_the_signed_task(signed: TaskId, event: CallbackEvent) -> Result<CallbackEvent, Rejection> {
+    if event.task_id == signed {
+        return Ok(event);
+    }
+    let message = format!("the body names task {} where its task id reads {}", event.task_id, signed);
+    tracing::error!(error = %message, "a callback's two readers disagree on its task id");
+    Err(Rejection {
+        follow_up: FollowUp::Keep(signed),
+        ..Rejection::new(StatusCode::BAD_REQUEST, "task_id_mismatch", message)
+    })
 }
 
 /// Which of the secret's credentials let a callback in, by place (never by value): `key 2`,

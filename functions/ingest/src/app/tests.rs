@@ -1100,6 +1100,20 @@ async fn events_token_path_wav() {
     assert_eq!(json(&response)["stage"], "final");
 }
 
+/// A body whose event names another task than the one its signature was checked against
+/// (its own reader's) is refused and kept whole under the signed task, as a body the parser
+/// refuses: a signature for one task never writes another.
+#[test]
+fn an_event_of_another_task_than_the_signed_one_is_refused() {
+    let event = suno_callbacks::parse_callback(WAV).unwrap();
+    let signed = event.task_id.clone();
+    assert!(of_the_signed_task(signed.clone(), event.clone()).is_ok());
+    let other = suno_callbacks::TaskId::parse("another-task").unwrap();
+    let refused = of_the_signed_task(other.clone(), event).unwrap_err();
+    assert_eq!((refused.status, refused.reason), (StatusCode::BAD_REQUEST, "task_id_mismatch"));
+    assert!(matches!(refused.follow_up, FollowUp::Keep(ref kept) if *kept == other), "{:?}", refused.follow_up);
+}
+
 /// The token is the path's segment decoded once, as API Gateway passes path parameters: a
 /// token sent percent-encoded is let in by the local runner (its raw path) as in AWS (the
 /// route's parameter, decoded, encoded again), and an encoded character no token holds is not.
