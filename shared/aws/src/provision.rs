@@ -28,8 +28,10 @@ pub const SQS_MANAGED_SSE: bool = true;
 pub const ABORT_INCOMPLETE_MULTIPART_DAYS: i32 = 1;
 /// Overwritten or deleted object versions are kept this many days (kept equal to template.yaml).
 pub const NONCURRENT_VERSION_DAYS: i32 = 30;
-/// Days a replayed parked callback's noncurrent version is kept (`ForgetReplayedParkedCallbacks`).
-pub const PARKED_NONCURRENT_VERSION_DAYS: i32 = 1;
+/// Days a replayed parked callback's noncurrent version is kept (`ForgetReplayedParkedCallbacks`):
+/// a week, so that one deleted by hand before its replay (it may be the only copy of an
+/// accepted callback) can still be undeleted after a weekend.
+pub const PARKED_NONCURRENT_VERSION_DAYS: i32 = 7;
 
 /// Names and URLs of everything provisioned.
 #[derive(Debug, Clone)]
