@@ -41,7 +41,15 @@ pub struct App<P = AwsPorts> {
     /// the first request takes it: that request (most often the one that started the
     /// instance) waited for it, and the provider's clock ran.
     start_up_micros: AtomicU64,
+    /// When the app was built: a first request handled long after came to an instance Lambda
+    /// started ahead of it, and waited for nothing ([`WAITED_FOR_THE_START_WITHIN`]).
+    built_at: Instant,
 }
+
+/// A first request handled within this of the app's start came while it started (the
+/// runtime asks for it at once), so it waited for that start; one handled later came to an
+/// instance Lambda initialised ahead of any request.
+const WAITED_FOR_THE_START_WITHIN: Duration = Duration::from_secs(1);
 
 impl App {
     /// Build the clients and read the callback secret: once per instance, at its cold start.
@@ -69,7 +77,8 @@ impl<P: Ports> App<P> {
         };
         let start_up_micros = AtomicU64::new(u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX));
         let max_body_bytes = config.max_body_bytes;
-        App { ports, credentials, max_body_bytes, settings, outage: Outage::default(), start_up_micros }
+        let built_at = Instant::now();
+        App { ports, credentials, max_body_bytes, settings, outage: Outage::default(), start_up_micros, built_at }
     }
 
     /// The app over other ports (the in-memory ones of the tests and the benchmark).
@@ -95,9 +104,13 @@ impl<P: Ports> App<P> {
 
     /// When the request being handled `now` came, as far as the instance can tell: the
     /// answer is due within `ANSWER_WITHIN` of it, and the first request also waited for the
-    /// app to be built (the secret's read; the runtime's own start is not measured).
+    /// app to be built (the secret's read; the runtime's own start is not measured), unless it
+    /// came well after (to an instance Lambda started ahead of it).
     fn arrived(&self, now: Instant) -> Instant {
         let waited = Duration::from_micros(self.start_up_micros.swap(0, Ordering::Relaxed));
+        if now.saturating_duration_since(self.built_at) > WAITED_FOR_THE_START_WITHIN {
+            return now;
+        }
         now.checked_sub(waited).unwrap_or(now)
     }
 

@@ -562,7 +562,8 @@ async fn a_secret_neither_of_whose_versions_can_be_used_starts_the_function_answ
 }
 
 /// The first request of an instance waited for it to start (the secret's read): its answer
-/// is due that much sooner; later requests count from when they are handled.
+/// is due that much sooner; later requests count from when they are handled, and so does a
+/// first one handled long after the start (Lambda initialised the instance ahead of it).
 #[tokio::test]
 async fn the_first_request_counts_the_instance_s_start_as_spent() {
     let slow = ports(&keys());
@@ -571,6 +572,12 @@ async fn the_first_request_counts_the_instance_s_start_as_spent() {
     let now = std::time::Instant::now();
     assert!(now - h.arrived(now) >= Duration::from_millis(50), "the start counted");
     assert_eq!(h.arrived(now), now, "only for the first request");
+
+    let slow = ports(&keys());
+    slow.set_latency(Duration::from_millis(50));
+    let started_ahead = App::with_ports(&config(), slow).await;
+    let later = std::time::Instant::now() + WAITED_FOR_THE_START_WITHIN + Duration::from_millis(1);
+    assert_eq!(started_ahead.arrived(later), later, "it came after the start");
 }
 
 /// A start-up read of the secret that never answers is given up (not held until Lambda's
