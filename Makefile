@@ -130,7 +130,7 @@ lambda-build: tools
 	  || { echo "the Lambdas' dependencies cannot be listed, or ring is among them: one TLS stack (aws-lc-rs), see Cargo.toml" >&2; exit 1; }
 	@cd "$(CARGO_TARGET_DIR)/lambda" && over=0 && for f in $(LAMBDAS:%=%/bootstrap); do \
 	  test -f "$$f" || { echo "$$f was not built" >&2; over=1; continue; }; \
-	  bytes="$$(wc -c < "$$f")"; printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$bytes"; \
+	  bytes="$$(( $$(wc -c < "$$f") ))"; printf '%s bootstrap: %s bytes (issue 9: at most 8 MB)\n' "$${f%/bootstrap}" "$$bytes"; \
 	  test "$$bytes" -le $(MAX_BOOTSTRAP_BYTES) || { echo "$$f is over $(MAX_BOOTSTRAP_BYTES) bytes" >&2; over=1; }; done; \
 	  exit $$over
 

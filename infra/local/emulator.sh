@@ -75,6 +75,11 @@ find "$root/.local" -maxdepth 1 -name 'emulator-*.log' -mtime +0 -exec rm -f {} 
 # moment), 2 when it never answered.
 start_emulator() {
   log="$root/.local/emulator-$port.log"
+  # Every test's pooled connections stay open against it at once: macOS allows a process 256
+  # open files by default. Raised (never lowered) for the emulator, where the shell allows.
+  local open_files
+  open_files=$(ulimit -Sn)
+  [ "$open_files" = unlimited ] || [ "$open_files" -ge 4096 ] || ulimit -Sn 4096 2>/dev/null || true
   # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).
   # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
   # not hold the next run off for good (make and cargo keep it while they build).
