@@ -62,5 +62,10 @@ locked "$wanted" \
   || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $wanted resolves the rest of $name.txt afresh" >&2
 # More patience than pip's defaults (5 retries, 15 s): a fresh machine or CI installs every
 # venv from PyPI, and one slow answer would fail the whole `make test`.
-"$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 -r "$txt" -c "$lock"
+"$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 -r "$txt" -c "$lock" || {
+  # pip's own last line ("No matching distribution found ... (from versions: none)") reads
+  # like a bad pin when the index was never reached.
+  echo "could not install .venv/$name: pip failed (above). Without access to PyPI (a network, proxy or PIP_INDEX_URL problem) pip reports every package as not found, or as conflicting." >&2
+  exit 1
+}
 touch "$venv/.installed"
