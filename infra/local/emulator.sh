@@ -76,10 +76,18 @@ find "$root/.local" -maxdepth 1 -name 'emulator-*.log' -mtime +0 -exec rm -f {} 
 start_emulator() {
   log="$root/.local/emulator-$port.log"
   # Every test's pooled connections stay open against it at once: macOS allows a process 256
-  # open files by default. Raised (never lowered) for the emulator, where the shell allows.
-  local open_files
-  open_files=$(ulimit -Sn)
-  [ "$open_files" = unlimited ] || [ "$open_files" -ge 4096 ] || ulimit -Sn 4096 2>/dev/null || true
+  # open files by default. The soft limit is raised (never lowered) to 4096, or the hard
+  # limit when lower, for this shell: the emulator and the command it wraps (the tests, the
+  # clients' ends) both.
+  local open_files hard
+  open_files=$(ulimit -Sn) hard=$(ulimit -Hn)
+  if [ "$open_files" != unlimited ] && [ "$open_files" -lt 4096 ]; then
+    if [ "$hard" != unlimited ] && [ "$hard" -lt 4096 ]; then
+      ulimit -Sn "$hard" 2>/dev/null || true
+    else
+      ulimit -Sn 4096 2>/dev/null || true
+    fi
+  fi
   # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).
   # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
   # not hold the next run off for good (make and cargo keep it while they build).

@@ -308,6 +308,11 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
         return problems;
     };
     let own_log_group = props.get("LoggingConfig").and_then(|l| l.get("LogGroup")).and_then(cfn::reference);
+    // The functions write their own JSON lines, EMF metrics among them (which name no level):
+    // in Lambda's JSON log format a console log level would filter them.
+    if props.get("LoggingConfig").and_then(|l| l.get("LogFormat")).and_then(|f| f.as_str()) != Some("Text") {
+        problems.push(format!("{function}: LoggingConfig's LogFormat is not Text"));
+    }
     let role = &cfn::resource(template, &role_name)["Properties"];
     if role.get("ManagedPolicyArns").is_some() {
         problems.push(format!("{function}: {role_name} has managed policies"));
@@ -957,7 +962,7 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Role: !GetAtt FnRole.Arn
-      LoggingConfig: { LogGroup: !Ref FnLogs }
+      LoggingConfig: { LogFormat: Text, LogGroup: !Ref FnLogs }
       Environment:
         Variables:
           TABLE_NAME: !Ref TaskTable

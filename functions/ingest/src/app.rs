@@ -406,7 +406,8 @@ impl<P: Ports> App<P> {
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed());
         let failure = match tokio::time::timeout(within, self.ports.archive_body(&key, body)).await {
             Ok(Ok(())) => {
-                tracing::error!(key, error = %rejection.message, "a verified callback the parser refuses is kept whole");
+                let reason = rejection.reason;
+                tracing::error!(key, reason, error = %rejection.message, "a verified callback refused as bad input is kept whole");
                 self.ports.emit_metrics(&Measure::UnparsableKept);
                 return rejection.answer(&self.ports, Some(BODY_KEPT));
             }
@@ -414,10 +415,11 @@ impl<P: Ports> App<P> {
             Err(_) => StorageError::transient("PutObject", "no answer in time"),
         };
         let retryable = failure.is_retryable();
-        tracing::error!(key, error = %failure, retryable, "a verified callback the parser refuses could not be kept");
+        let reason = rejection.reason;
+        tracing::error!(key, reason, error = %failure, retryable, "a verified callback refused as bad input could not be kept");
         // What a callback's archive write failing is called anywhere else.
         let code = stemvault_vault::accept::AcceptError::Archive(failure).reason_code();
-        unavailable(&self.ports, code, "verified but unparsable, and it could not be kept; retry later")
+        unavailable(&self.ports, code, "verified but refused as bad input, and it could not be kept; retry later")
     }
 }
 

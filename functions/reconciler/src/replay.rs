@@ -15,7 +15,9 @@
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others. One
 //! whose task's record cannot be read, or whose writes the table refuses as invalid (a faulty
-//! build), waits for an operator to fix it ([`HeldTasks`]).
+//! build), waits for an operator to fix it, its task's bodies skipped meanwhile; one that is
+//! no callback (put there by hand), or that could not be moved, is skipped itself for a while
+//! ([`HeldTasks`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -86,12 +88,15 @@ pub const REPLAY_BUDGET: Duration = Duration::from_secs(15);
 pub const LISTED: usize = 1000;
 
 /// How long a task whose record could not be read is left alone: its parked bodies are
-/// skipped without reading them until then (an operator must fix the record first).
+/// skipped without reading them until then (an operator must fix the record first); and a
+/// body that is no callback, or that could not be moved to its archive key (the move is tried
+/// again then).
 pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 
 /// What runs learned of parked tasks, kept by a warm instance across runs (a cold one learns
 /// it again, once): the tasks whose parked bodies wait for an operator to fix their record (or
-/// the build), and when each is tried again; and those whose bodies could not be replayed yet
+/// the build), and the bodies refused (no callback, or not movable), each with when it is
+/// tried again; and the tasks whose bodies could not be replayed yet
 /// in an earlier run, replayed after the others, so that a few tasks failing every run for
 /// reasons of their own (a body unreadable, a replay over its budget) do not stop every run
 /// ([`MAX_FAILURES_IN_A_ROW`]) before the keys after them.
@@ -119,7 +124,11 @@ impl HeldTasks {
         if after.is_none() {
             in_window.clear();
         }
-        in_window.extend(listed.iter().map(|body| held_as(&body.key).to_owned()));
+        // Both names a body may be remembered by: its task's, and its own (a refused body).
+        for body in listed {
+            in_window.insert(held_as(&body.key).to_owned());
+            in_window.insert(body.key.clone());
+        }
         if next.is_none() {
             self.keep_only(&in_window.iter().map(String::as_str).collect());
             in_window.clear();
@@ -148,7 +157,7 @@ impl HeldTasks {
     }
 
     /// What a replay of one of the task's bodies came to.
-    fn replayed(&self, task: &str, replay: Replay, now: Timestamp) {
+    fn replayed(&self, task: &str, key: &str, replay: Replay, now: Timestamp) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         match replay {
             Replay::NotYet => {
@@ -162,8 +171,8 @@ impl HeldTasks {
             Replay::Gone | Replay::Archived => {
                 failing.remove(task);
             }
-            // Nothing a retry mends soon: skipped, as a held task is, not read every run.
-            Replay::Refused => self.hold(task, now),
+            // Not read every run: the body alone is left for a while (its task's others go on).
+            Replay::Refused => self.hold(key, now),
         }
     }
 }
@@ -251,7 +260,8 @@ pub async fn replay_parked<P: Ports>(
             break;
         }
         let task = held_as(&body.key);
-        if failing_tasks.contains(task) || held.skips(task, ports.now()) {
+        let now = ports.now();
+        if failing_tasks.contains(task) || held.skips(task, now) || held.skips(&body.key, now) {
             replayed.callbacks_still_parked += 1;
             continue;
         }
@@ -276,7 +286,7 @@ pub async fn replay_parked<P: Ports>(
         if matches!(replay, Replay::NotYet | Replay::Held) {
             failing_tasks.insert(task);
         }
-        held.replayed(task, replay, ports.now());
+        held.replayed(task, &body.key, replay, ports.now());
         match replay {
             Replay::Recorded => replayed.callbacks_replayed += 1,
             Replay::Gone => {}

@@ -1891,6 +1891,20 @@ async fn bodies_no_run_can_replay_are_skipped_once_tried() {
     assert!(ports.table.record(MUSIC).is_some());
 }
 
+/// A refused body is left alone by itself: its task's other bodies (here a junk `text` body put
+/// beside a music task's real ones, replayed first by its stage) are replayed all the same.
+#[tokio::test]
+async fn a_refused_body_holds_back_none_of_its_task_s_others() {
+    use crate::replay::{HeldTasks, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    ports.bodies.lock().unwrap().insert(format!("parked/{MUSIC}/text-junk.json"), b"not a callback".to_vec());
+    park_music_stages(&ports);
+    let stop_at = ports.table.now().plus(Duration::from_secs(600));
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 200, stop_at).await.unwrap();
+    assert_eq!((replayed.callbacks_replayed, replayed.callbacks_still_parked), (2, 1), "{replayed:?}");
+}
+
 /// More bodies than a listing holds that no run replays do not hide the keys after them: a
 /// full listing's next run lists on after it, and the run after the last page starts again
 /// from the first.
@@ -1918,6 +1932,17 @@ async fn a_full_listing_is_followed_by_the_page_after_it() {
     let third = replay_parked(&ports, &settings().accept, &held, "run-3", LISTED, stop_at).await.unwrap();
     assert_eq!(reads(), LISTED + 2, "none read again");
     assert_eq!(third.callbacks_still_parked, LISTED, "{third:?}");
+
+    // A body gone from a whole window is forgotten at its end: parked again, it is read at once.
+    let first_junk = "parked/0-junk-0000/final-x.json".to_owned();
+    let junk = ports.bodies.lock().unwrap().remove(&first_junk).expect("parked");
+    for run in ["run-4", "run-5"] {
+        replay_parked(&ports, &settings().accept, &held, run, LISTED, stop_at).await.unwrap();
+    }
+    ports.bodies.lock().unwrap().insert(first_junk, junk);
+    let before = reads();
+    replay_parked(&ports, &settings().accept, &held, "run-6", LISTED, stop_at).await.unwrap();
+    assert_eq!(reads() - before, 1, "read again, the others still held");
 }
 
 /// A polled result that ends the task, whose events fail and whose poll bookkeeping the
