@@ -73,21 +73,17 @@ find "$root/.local" -maxdepth 1 -name 'emulator-*.log' -mtime +0 -exec rm -f {} 
 # takes only this emulator's answer. Returns 1 when it exited first, 3 when it exited because
 # its port was taken (between being picked and bound, by another run started at the same
 # moment), 2 when it never answered.
+# Every test's pooled connections stay open against the emulator at once: macOS allows a
+# process 256 open files by default. The soft limit is raised (never lowered) to 4096, or the
+# hard limit when lower, for this shell: the emulator and the command it wraps (the tests,
+# the clients' ends) both.
+open_files=$(ulimit -Sn)
+if [ "$open_files" != unlimited ] && [ "$open_files" -lt 4096 ]; then
+  ulimit -Sn 4096 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
+fi
+
 start_emulator() {
   log="$root/.local/emulator-$port.log"
-  # Every test's pooled connections stay open against it at once: macOS allows a process 256
-  # open files by default. The soft limit is raised (never lowered) to 4096, or the hard
-  # limit when lower, for this shell: the emulator and the command it wraps (the tests, the
-  # clients' ends) both.
-  local open_files hard
-  open_files=$(ulimit -Sn) hard=$(ulimit -Hn)
-  if [ "$open_files" != unlimited ] && [ "$open_files" -lt 4096 ]; then
-    if [ "$hard" != unlimited ] && [ "$hard" -lt 4096 ]; then
-      ulimit -Sn "$hard" 2>/dev/null || true
-    else
-      ulimit -Sn 4096 2>/dev/null || true
-    fi
-  fi
   # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).
   # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
   # not hold the next run off for good (make and cargo keep it while they build).

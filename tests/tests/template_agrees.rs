@@ -292,7 +292,8 @@ fn expected_kinds(action: &str) -> &'static [&'static str] {
     }
 }
 
-/// Differences between a function's IAM grants and the calls its code makes.
+/// Differences between a function's IAM grants and the calls its code makes (and its log
+/// settings: its own log group, the `Text` format).
 fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<String>, extra: &[&str]) -> Vec<String> {
     let props = cfn::function_properties(template, function);
     let mut problems = Vec::new();
@@ -307,10 +308,11 @@ fn policy_problems(template: &Value, function: &str, code_actions: &BTreeSet<Str
         problems.push(format!("{function}: Role is not `!GetAtt <role>.Arn`"));
         return problems;
     };
-    let own_log_group = props.get("LoggingConfig").and_then(|l| l.get("LogGroup")).and_then(cfn::reference);
+    let logging = props.get("LoggingConfig");
+    let own_log_group = logging.and_then(|l| l.get("LogGroup")).and_then(cfn::reference);
     // The functions write their own JSON lines, EMF metrics among them (which name no level):
     // in Lambda's JSON log format a console log level would filter them.
-    if props.get("LoggingConfig").and_then(|l| l.get("LogFormat")).and_then(|f| f.as_str()) != Some("Text") {
+    if logging.and_then(|l| l.get("LogFormat")).and_then(|f| f.as_str()) != Some("Text") {
         problems.push(format!("{function}: LoggingConfig's LogFormat is not Text"));
     }
     let role = &cfn::resource(template, &role_name)["Properties"];

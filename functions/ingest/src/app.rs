@@ -389,8 +389,9 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Keep a verified body the parser refuses (a number beyond what a double holds, nesting
-    /// past 128 levels: the task id's own reader skips those) whole, at
+    /// Keep a verified body refused as bad input whole (the parser refuses it: a number beyond
+    /// what a double holds, nesting past 128 levels, which the task id's own reader skips; or
+    /// its event names another task than its signed id, [`of_the_signed_task`]), at
     /// [`s3_key::unparsable_body_key`]: a retry brings the same body, so the refusal stands,
     /// but a callback that came from the provider is never dropped. A bucket that fails or
     /// does not answer in time answers 503, so the provider's retry keeps it.
@@ -406,8 +407,7 @@ impl<P: Ports> App<P> {
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed());
         let failure = match tokio::time::timeout(within, self.ports.archive_body(&key, body)).await {
             Ok(Ok(())) => {
-                let reason = rejection.reason;
-                tracing::error!(key, reason, error = %rejection.message, "a verified callback refused as bad input is kept whole");
+                tracing::error!(key, reason = rejection.reason, error = %rejection.message, "a verified callback refused as bad input is kept whole");
                 self.ports.emit_metrics(&Measure::UnparsableKept);
                 return rejection.answer(&self.ports, Some(BODY_KEPT));
             }
@@ -415,8 +415,7 @@ impl<P: Ports> App<P> {
             Err(_) => StorageError::transient("PutObject", "no answer in time"),
         };
         let retryable = failure.is_retryable();
-        let reason = rejection.reason;
-        tracing::error!(key, reason, error = %failure, retryable, "a verified callback refused as bad input could not be kept");
+        tracing::error!(key, reason = rejection.reason, error = %failure, retryable, "a verified callback refused as bad input could not be kept");
         // What a callback's archive write failing is called anywhere else.
         let code = stemvault_vault::accept::AcceptError::Archive(failure).reason_code();
         unavailable(&self.ports, code, "verified but refused as bad input, and it could not be kept; retry later")
@@ -479,7 +478,7 @@ enum FollowUp {
     /// Refused as stale, but a key signed this task at this time (Unix seconds): perhaps to be
     /// registered for polling ([`App::register_stale`]).
     Poll(TaskId, i64),
-    /// Verified, but the parser refuses the body: kept whole ([`App::keep_unparsable`]).
+    /// Verified, but the body is refused as bad input: kept whole ([`App::keep_unparsable`]).
     Keep(TaskId),
 }
 
@@ -582,7 +581,8 @@ fn of_the_signed_task(signed: TaskId, event: CallbackEvent) -> Result<CallbackEv
         return Ok(event);
     }
     let message = format!("the body names task {} where its task id reads {}", event.task_id, signed);
-    tracing::error!(error = %message, "a callback's two readers disagree on its task id");
+    // A warning: the kept body's ERROR line follows, with this message.
+    tracing::warn!(error = %message, "a callback's two readers disagree on its task id");
     Err(Rejection {
         follow_up: FollowUp::Keep(signed),
         ..Rejection::new(StatusCode::BAD_REQUEST, "task_id_mismatch", message)

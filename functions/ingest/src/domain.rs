@@ -111,7 +111,8 @@ const _: () = assert!(
 
 /// Every valid callback is answered within this long of its request's start (the provider
 /// waits 10 s at least; an instance's first request also counts the secret's read at the
-/// instance's start, when it came during that start: `WAITED_FOR_THE_START_WITHIN`): the checks in front (a secret re-read among them), then
+/// instance's start, when it came during that start: `WAITED_FOR_THE_START_WITHIN`): the
+/// checks in front (a secret re-read among them), then
 /// recording within what is left but [`PARK_TIMEOUT`], then parking.
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(9);
 

@@ -88,7 +88,7 @@ pub const REPLAY_BUDGET: Duration = Duration::from_secs(15);
 pub const LISTED: usize = 1000;
 
 /// How long a task whose record could not be read is left alone: its parked bodies are
-/// skipped without reading them until then (an operator must fix the record first); and a
+/// skipped without reading them until then (an operator must fix the record first). So is a
 /// body that is no callback, or that could not be moved to its archive key (the move is tried
 /// again then).
 pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
@@ -118,7 +118,7 @@ impl HeldTasks {
 
     /// After a listing that started after `after` and brought `listed` (whole when `next`,
     /// where the next one starts, is None): once a window's pages have all been listed, the
-    /// tasks with no body in any of them are forgotten ([`Self::keep_only`]).
+    /// tasks and bodies in none of them are forgotten ([`Self::keep_only`]).
     fn listed(&self, after: Option<&str>, listed: &[ParkedBody], next: Option<String>) {
         let mut in_window = self.in_window.lock().unwrap_or_else(PoisonError::into_inner);
         if after.is_none() {
@@ -136,16 +136,19 @@ impl HeldTasks {
         *self.list_after.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
 
-    fn skips(&self, task: &str, now: Timestamp) -> bool {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).get(task).is_some_and(|until| now < *until)
+    /// Whether the parked body under `key` is left alone `now`: its task held, or itself.
+    fn skips(&self, key: &str, now: Timestamp) -> bool {
+        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        [held_as(key), key].iter().any(|name| held.get(*name).is_some_and(|until| now < *until))
     }
 
-    fn hold(&self, task: &str, now: Timestamp) {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(task.to_owned(), now.plus(HELD_RECHECK));
+    /// Leave `name`, a task or a body's key, alone until [`HELD_RECHECK`] from `now`.
+    fn hold(&self, name: &str, now: Timestamp) {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).insert(name.to_owned(), now.plus(HELD_RECHECK));
     }
 
-    /// Forget the tasks with no body in a whole listing of `parked/` (`listed`): replayed or
-    /// removed by another instance, or by hand.
+    /// Forget the tasks and bodies a whole listing of `parked/` (`listed`) did not bring:
+    /// replayed or removed by another instance, or by hand.
     fn keep_only(&self, listed: &HashSet<&str>) {
         self.failing.lock().unwrap_or_else(PoisonError::into_inner).retain(|task| listed.contains(task.as_str()));
         self.held.lock().unwrap_or_else(PoisonError::into_inner).retain(|task, _| listed.contains(task.as_str()));
@@ -212,8 +215,8 @@ enum Replay {
     Refused,
 }
 
-/// Replay what is parked, at most `limit` bodies, taking none after `stop_at` and none of a
-/// task `held` skips. `run_id` names the claims of the replays. Fails only when the parked
+/// Replay what is parked, at most `limit` bodies, taking none after `stop_at` and none `held`
+/// skips (of a task held, or a body refused). `run_id` names the claims of the replays. Fails only when the parked
 /// bodies cannot be listed.
 pub async fn replay_parked<P: Ports>(
     ports: &P,
@@ -260,8 +263,7 @@ pub async fn replay_parked<P: Ports>(
             break;
         }
         let task = held_as(&body.key);
-        let now = ports.now();
-        if failing_tasks.contains(task) || held.skips(task, now) || held.skips(&body.key, now) {
+        if failing_tasks.contains(task) || held.skips(&body.key, ports.now()) {
             replayed.callbacks_still_parked += 1;
             continue;
         }
@@ -311,8 +313,8 @@ pub fn replay_until(now: Timestamp, stop_at: Timestamp) -> Timestamp {
     Timestamp::from_unix_ms(now.unix_ms + (stop_at.unix_ms - now.unix_ms).max(0) / 2)
 }
 
-/// What a parked key's replays are remembered by ([`HeldTasks`]): its task, or the key itself
-/// when it is under none (put there by hand).
+/// The task a parked key's replays are remembered by ([`HeldTasks`]), or the key itself when
+/// it is under none (put there by hand); a refused body is remembered by its key as well.
 fn held_as(key: &str) -> &str {
     parked_task(key).unwrap_or(key)
 }

@@ -109,7 +109,7 @@ pub struct FileView {
     pub attempts: Option<u64>,
     /// Why the last copy of a file still `pending` that failed did (it is tried again, with the
     /// queue's backoff, until its message's last receive; `error` is only set once it failed
-    /// for good): absent while it is being copied again, the first time, or never failed.
+    /// for good): `null` while it is copied the first time, or when it never failed.
     /// Only in a `GET` answer (present there, `null` when it does not apply).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_attempt_error: Option<Option<String>>,
