@@ -100,8 +100,8 @@ pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 /// in an earlier run, replayed after the others, so that a few tasks failing every run for
 /// reasons of their own (a body unreadable, a replay over its budget) do not stop every run
 /// ([`MAX_FAILURES_IN_A_ROW`]) before the keys after them.
-/// And where the next run's listing starts ([`LISTED`]), with the tasks listed since the
-/// window's first page.
+/// And where the next run's listing starts ([`LISTED`]), with the tasks and bodies listed
+/// since the window's first page.
 #[derive(Debug, Default)]
 pub struct HeldTasks {
     held: Mutex<HashMap<String, Timestamp>>,
@@ -216,8 +216,8 @@ enum Replay {
 }
 
 /// Replay what is parked, at most `limit` bodies, taking none after `stop_at` and none `held`
-/// skips (of a task held, or a body refused). `run_id` names the claims of the replays. Fails only when the parked
-/// bodies cannot be listed.
+/// skips (of a task held, or a body refused). `run_id` names the claims of the replays. Fails
+/// only when the parked bodies cannot be listed.
 pub async fn replay_parked<P: Ports>(
     ports: &P,
     settings: &accept::Settings,
