@@ -606,11 +606,15 @@ impl ObjectStore for AwsPorts {
     }
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
+        // Its caller waits at most BEST_EFFORT_CALL_TIMEOUT.
+        let (timeouts, retries) = stemvault_aws::best_effort_attempts();
         self.s3
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts).retry_config(retries))
             .send()
             .await
             .map_err(|e| storage_error("AbortMultipartUpload", e))?;

@@ -215,6 +215,13 @@ fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, Attr
     item
 }
 
+/// The SDK configuration of the cursor's reads and writes: their caller waits at most
+/// BEST_EFFORT_CALL_TIMEOUT ([`stemvault_aws::best_effort_attempts`]).
+fn best_effort() -> aws_sdk_dynamodb::config::Builder {
+    let (timeouts, retries) = stemvault_aws::best_effort_attempts();
+    aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts).retry_config(retries)
+}
+
 /// The cursor an item holds; an unreadable one is None (start at the oldest entry).
 fn read_cursor_item(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
     Some(OpenTask {
@@ -233,6 +240,8 @@ impl ReadCursor for AwsPorts {
             .key(PARTITION_KEY, AttributeValue::S(CURSOR_TASK_ID.to_owned()))
             .key(SORT_KEY, AttributeValue::S(CURSOR_SK.to_owned()))
             .consistent_read(true)
+            .customize()
+            .config_override(best_effort())
             .send()
             .await
             .map_err(|e| unavailable("GetItem (sweep cursor)", DisplayErrorContext(e)))?;
@@ -248,6 +257,8 @@ impl WriteCursor for AwsPorts {
             .put_item()
             .table_name(&table.table_name)
             .set_item(Some(cursor_item(after, self.now())))
+            .customize()
+            .config_override(best_effort())
             .send()
             .await
             .map_err(|e| write_error("PutItem (sweep cursor)", e))?;
@@ -260,6 +271,19 @@ mod tests {
     use suno_callbacks::TaskId;
 
     use super::*;
+
+    /// The cursor's read, whose first attempt stalls (a connection that never answers), is
+    /// made again within the bound its caller gives it, not given up with the SDK's 3 s attempt.
+    #[tokio::test]
+    async fn a_stalled_cursor_read_is_tried_again_within_its_bound() {
+        use stemvault_aws::test_http::{answer_after_a_silent_one, json_reply, sdk_at};
+        let (origin, _) = answer_after_a_silent_one(json_reply(200, b"{}")).await;
+        let config =
+            Config { table_name: "t".into(), queue_url: format!("{origin}/1/q"), grace: std::time::Duration::ZERO };
+        let ports = AwsPorts::new(&config, &sdk_at(&origin));
+        let read = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, ports.read_cursor()).await;
+        assert_eq!(read, Ok(Ok(None)), "no cursor yet");
+    }
 
     #[test]
     fn the_cursor_item_is_no_task_and_in_no_index() {

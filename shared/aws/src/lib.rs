@@ -98,6 +98,18 @@ pub fn quick_attempts(attempt: Duration) -> (TimeoutConfig, aws_config::retry::R
     (timeouts, aws_config::retry::RetryConfig::standard().with_initial_backoff(QUICK_FIRST_RETRY))
 }
 
+/// How long one attempt of a best-effort request may take (its connection too): three fit in
+/// [`stemvault_vault::BEST_EFFORT_CALL_TIMEOUT`], with the retries' pauses, where the SDK's
+/// one 3 s attempt would use the whole bound up on a stalled connection (one a thawed
+/// instance kept, say) and never be tried again.
+pub const BEST_EFFORT_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
+
+/// [`quick_attempts`] of [`BEST_EFFORT_ATTEMPT_TIMEOUT`], for a request its caller waits for
+/// at most [`stemvault_vault::BEST_EFFORT_CALL_TIMEOUT`].
+pub fn best_effort_attempts() -> (TimeoutConfig, aws_config::retry::RetryConfig) {
+    quick_attempts(BEST_EFFORT_ATTEMPT_TIMEOUT)
+}
+
 /// The most [`quick_attempts`] waits before the first retry (jittered).
 pub const QUICK_FIRST_RETRY: Duration = Duration::from_millis(100);
 

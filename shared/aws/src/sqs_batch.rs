@@ -133,10 +133,6 @@ pub fn sent_at(message: &SqsMessage) -> Option<stemvault_vault::Timestamp> {
     Some(stemvault_vault::Timestamp::from_unix_ms(ms))
 }
 
-/// How long one attempt of [`delay_message`] may take (its connection too): three fit in
-/// [`stemvault_vault::BEST_EFFORT_CALL_TIMEOUT`], with the retries' pauses.
-pub const DELAY_ATTEMPT_TIMEOUT: Duration = Duration::from_millis(900);
-
 /// Keep a received message of `queue_url` invisible for `delay` from now
 /// (ChangeMessageVisibility): its next delivery waits that long.
 pub async fn delay_message(
@@ -145,10 +141,9 @@ pub async fn delay_message(
     receipt_handle: &str,
     delay: Duration,
 ) -> Result<(), QueueError> {
-    // Quick attempts: its caller waits at most BEST_EFFORT_CALL_TIMEOUT, which the SDK's 3 s
-    // attempt would use up on a stalled connection (one a thawed instance kept, say), leaving
-    // the message invisible for the rest of the queue's visibility timeout, not the delay.
-    let (timeouts, retries) = crate::quick_attempts(DELAY_ATTEMPT_TIMEOUT);
+    // Best-effort attempts: given up, the message would stay invisible for the rest of the
+    // queue's visibility timeout, not the delay.
+    let (timeouts, retries) = crate::best_effort_attempts();
     sqs.change_message_visibility()
         .queue_url(queue_url)
         .receipt_handle(receipt_handle)
