@@ -151,17 +151,6 @@ impl AwsPorts {
             .checksum_sha256(BASE64.encode(sha256))
     }
 
-    /// Send one conditional update of the file `name`'s item.
-    async fn update_file(
-        &self,
-        operation: &str,
-        task_id: &TaskId,
-        name: &str,
-        u: Update,
-    ) -> Result<Conditional, StoreError> {
-        self.table.update(operation, task_id.as_str(), &items::file_sk(name), u).await
-    }
-
     /// Send the claim holder's last conditional update of the file `name`'s item; refused,
     /// the item as it is (ALL_OLD).
     async fn update_finished_file(
@@ -172,7 +161,7 @@ impl AwsPorts {
         u: Update,
     ) -> Result<FileWrite, StoreError> {
         let sk = items::file_sk(name);
-        Ok(match self.table.update_returning(operation, task_id.as_str(), &sk, u, ReturnValue::None).await? {
+        Ok(match self.table.update_returning(operation, task_id.as_str(), &sk, u, ReturnValue::None, None).await? {
             Updated::Applied(_) => FileWrite::Applied,
             Updated::Refused(item) => FileWrite::Refused(refused_file(item)?.map(Box::new)),
         })
@@ -196,7 +185,7 @@ impl ClaimFile for AwsPorts {
     async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
         let sk = items::file_sk(name);
         let u = expressions::claim_file(claim);
-        Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew).await? {
+        Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew, None).await? {
             Updated::Applied(item) => ClaimAnswer::Claimed(items::read_file_item(item)?.1),
             Updated::Refused(item) => ClaimAnswer::Refused(refused_file(item)?),
         })
@@ -237,14 +226,17 @@ impl ReleaseFile for AwsPorts {
         error: &str,
     ) -> Result<Conditional, StoreError> {
         let released_at = self.now().unix_seconds();
-        self.update_file("release", task_id, name, expressions::release_file(held, error, released_at)).await
+        let u = expressions::release_file(held, error, released_at);
+        // Always within its caller's best-effort bound (a claim given back after a copy stopped).
+        self.table.update_quickly("release", task_id.as_str(), &items::file_sk(name), u).await
     }
 }
 
 impl SettleTask for AwsPorts {
     async fn settle_task(&self, task_id: &TaskId, plan: &ManifestPlan) -> Result<SettleWrite, StoreError> {
         let u = expressions::settle_task(plan);
-        let written = self.table.update_returning("settle", task_id.as_str(), items::TASK_SK, u, ReturnValue::AllOld);
+        let written =
+            self.table.update_returning("settle", task_id.as_str(), items::TASK_SK, u, ReturnValue::AllOld, None);
         Ok(match written.await? {
             Updated::Applied(old) => {
                 let old: HashMap<String, AttributeValue> = old.into();
@@ -730,6 +722,30 @@ mod tests {
             assert!(matches!(&looked, Err(e) if e.is_retryable()), "{status}: {looked:?}");
             assert!(served.await.unwrap().starts_with("HEAD /vault/tasks/t1/vocal.mp3"), "{status}");
         }
+    }
+
+    /// A claim's release, whose first attempt stalls (a connection that never answers), is
+    /// made again within its caller's best-effort bound, not given up with the SDK's 3 s
+    /// attempt (the claim would then wait out its lease); so is a multipart upload's abort.
+    #[tokio::test]
+    async fn a_stalled_release_or_abort_is_tried_again_within_its_bound() {
+        use stemvault_aws::test_http::{answer_after_a_silent_one, json_reply, sdk_at};
+        let (origin, _) = answer_after_a_silent_one(json_reply(200, b"{}")).await;
+        let sdk = sdk_at(&origin);
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
+        let task = TaskId::parse("t1").unwrap();
+        let held = HeldCopy { worker: "w1", next: None };
+        let releasing = ports.release_file(&task, "vocal", held, "the deadline came");
+        let released = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, releasing).await;
+        assert!(matches!(released, Ok(Ok(Conditional::Applied))), "{released:?}");
+
+        let (origin, _) =
+            answer_after_a_silent_one(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
+        let sdk = sdk_at(&origin);
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
+        let aborting = ports.abort_multipart("tasks/t1/vocal.mp3", "upload-1");
+        let aborted = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, aborting).await;
+        assert!(matches!(aborted, Ok(Ok(()))), "{aborted:?}");
     }
 
     /// Ports whose S3 client is `s3`, without retries.

@@ -279,6 +279,16 @@ pub enum Updated {
     Refused(Option<Item>),
 }
 
+impl Updated {
+    /// Whether it was applied, the items aside.
+    fn conditional(self) -> Conditional {
+        match self {
+            Updated::Applied(_) => Conditional::Applied,
+            Updated::Refused(_) => Conditional::Conflict,
+        }
+    }
+}
+
 /// The DynamoDB table holding the tasks' item collections.
 #[derive(Debug, Clone)]
 pub struct TaskTable {
@@ -464,16 +474,28 @@ impl TaskTable {
     /// Apply `u` to the item `sk` of the task if its condition holds; `operation` names it
     /// in errors.
     pub async fn update(&self, operation: &str, task_id: &str, sk: &str, u: Update) -> Result<Conditional, StoreError> {
-        match self.update_returning(operation, task_id, sk, u, ReturnValue::None).await? {
-            Updated::Applied(_) => Ok(Conditional::Applied),
-            Updated::Refused(_) => Ok(Conditional::Conflict),
-        }
+        self.update_returning(operation, task_id, sk, u, ReturnValue::None, None).await.map(Updated::conditional)
+    }
+
+    /// As [`Self::update`], with quick attempts ([`crate::best_effort_attempts`]): for a
+    /// write its caller waits for at most `BEST_EFFORT_CALL_TIMEOUT`.
+    pub async fn update_quickly(
+        &self,
+        operation: &str,
+        task_id: &str,
+        sk: &str,
+        u: Update,
+    ) -> Result<Conditional, StoreError> {
+        let (timeouts, retries) = crate::best_effort_attempts();
+        let quick = aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts).retry_config(retries);
+        self.update_returning(operation, task_id, sk, u, ReturnValue::None, Some(quick)).await.map(Updated::conditional)
     }
 
     /// Apply `u` to the item `sk` of the task if its condition holds, returning the item as
     /// `returning` asks when applied (`ALL_NEW`, `ALL_OLD`; empty for `NONE`) and as it is
     /// when refused (free but for its bytes: whether a refused write was our own, applied,
-    /// its answer lost and the SDK's retry refused, can be told from the item).
+    /// its answer lost and the SDK's retry refused, can be told from the item). `config`, when
+    /// given, overrides the client's for this request.
     pub async fn update_returning(
         &self,
         operation: &str,
@@ -481,8 +503,9 @@ impl TaskTable {
         sk: &str,
         u: Update,
         returning: ReturnValue,
+        config: Option<aws_sdk_dynamodb::config::Builder>,
     ) -> Result<Updated, StoreError> {
-        let sent = self
+        let request = self
             .client
             .update_item()
             .table_name(&self.table_name)
@@ -493,9 +516,11 @@ impl TaskTable {
             .set_expression_attribute_names((!u.names.is_empty()).then_some(u.names))
             .set_expression_attribute_values((!u.values.is_empty()).then_some(u.values))
             .return_values(returning)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let sent = match config {
+            Some(config) => request.customize().config_override(config).send().await,
+            None => request.send().await,
+        };
         match sent {
             Ok(out) => Ok(Updated::Applied(Item::from(out.attributes.unwrap_or_default()))),
             Err(SdkError::ServiceError(e))
