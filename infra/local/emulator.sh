@@ -68,11 +68,6 @@ mkdir -p "$root/.local"
 # Logs kept by failed runs: a day's worth is enough to read them.
 find "$root/.local" -maxdepth 1 -name 'emulator-*.log' -mtime +0 -exec rm -f {} + 2>/dev/null || true
 
-# Start the emulator on `port` and wait up to 60 s (a busy 2-core machine starts moto slowly)
-# for it to answer. The probe ignores any proxy settings (the emulator is on loopback) and
-# takes only this emulator's answer. Returns 1 when it exited first, 3 when it exited because
-# its port was taken (between being picked and bound, by another run started at the same
-# moment), 2 when it never answered.
 # Every test's pooled connections stay open against the emulator at once: macOS allows a
 # process 256 open files by default. The soft limit is raised (never lowered) to 4096, or the
 # hard limit when lower, for this shell: the emulator and the command it wraps (the tests,
@@ -82,6 +77,11 @@ if [ "$open_files" != unlimited ] && [ "$open_files" -lt 4096 ]; then
   ulimit -Sn 4096 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || true
 fi
 
+# Start the emulator on `port` and wait up to 60 s (a busy 2-core machine starts moto slowly)
+# for it to answer. The probe ignores any proxy settings (the emulator is on loopback) and
+# takes only this emulator's answer. Returns 1 when it exited first, 3 when it exited because
+# its port was taken (between being picked and bound, by another run started at the same
+# moment), 2 when it never answered.
 start_emulator() {
   log="$root/.local/emulator-$port.log"
   # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).

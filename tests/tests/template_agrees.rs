@@ -964,7 +964,7 @@ Resources:
     Type: AWS::Serverless::Function
     Properties:
       Role: !GetAtt FnRole.Arn
-      LoggingConfig: { LogFormat: Text, LogGroup: !Ref FnLogs }
+      LoggingConfig: { LogGroup: !Ref FnLogs }
       Environment:
         Variables:
           TABLE_NAME: !Ref TaskTable
@@ -1005,6 +1005,7 @@ fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
     assert_eq!(
         problems,
         [
+            "Fn: LoggingConfig's LogFormat is not Text",
             "Fn: s3:GetObject is granted on the vault bucket; it belongs on objects in the vault bucket",
             "Fn: sqs:SendMessage is granted on the notify queue; it belongs on the download queue or the notify dead-letter queue",
             "Fn: sqs:ChangeMessageVisibility is granted on the notify dead-letter queue; it belongs on the download queue or the notify queue",

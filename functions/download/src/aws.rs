@@ -161,7 +161,7 @@ impl AwsPorts {
         u: Update,
     ) -> Result<FileWrite, StoreError> {
         let sk = items::file_sk(name);
-        Ok(match self.table.update_returning(operation, task_id.as_str(), &sk, u, ReturnValue::None, None).await? {
+        Ok(match self.table.update_returning(operation, task_id.as_str(), &sk, u, ReturnValue::None).await? {
             Updated::Applied(_) => FileWrite::Applied,
             Updated::Refused(item) => FileWrite::Refused(refused_file(item)?.map(Box::new)),
         })
@@ -185,7 +185,7 @@ impl ClaimFile for AwsPorts {
     async fn claim_file(&self, task_id: &TaskId, name: &str, claim: &Claim) -> Result<ClaimAnswer, StoreError> {
         let sk = items::file_sk(name);
         let u = expressions::claim_file(claim);
-        Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew, None).await? {
+        Ok(match self.table.update_returning("claim", task_id.as_str(), &sk, u, ReturnValue::AllNew).await? {
             Updated::Applied(item) => ClaimAnswer::Claimed(items::read_file_item(item)?.1),
             Updated::Refused(item) => ClaimAnswer::Refused(refused_file(item)?),
         })
@@ -235,8 +235,7 @@ impl ReleaseFile for AwsPorts {
 impl SettleTask for AwsPorts {
     async fn settle_task(&self, task_id: &TaskId, plan: &ManifestPlan) -> Result<SettleWrite, StoreError> {
         let u = expressions::settle_task(plan);
-        let written =
-            self.table.update_returning("settle", task_id.as_str(), items::TASK_SK, u, ReturnValue::AllOld, None);
+        let written = self.table.update_returning("settle", task_id.as_str(), items::TASK_SK, u, ReturnValue::AllOld);
         Ok(match written.await? {
             Updated::Applied(old) => {
                 let old: HashMap<String, AttributeValue> = old.into();
@@ -599,14 +598,13 @@ impl ObjectStore for AwsPorts {
 
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<(), StorageError> {
         // Its caller waits at most BEST_EFFORT_CALL_TIMEOUT.
-        let (timeouts, retries) = stemvault_aws::best_effort_attempts();
         self.s3
             .abort_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
             .customize()
-            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts).retry_config(retries))
+            .config_override(stemvault_aws::best_effort_s3())
             .send()
             .await
             .map_err(|e| storage_error("AbortMultipartUpload", e))?;

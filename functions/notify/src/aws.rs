@@ -82,14 +82,13 @@ impl DeadLetterMessage for AwsPorts {
             .build()
             .map_err(|e| QueueError { operation: "SendMessage", message: e.to_string(), sender_fault: true })?;
         // Its caller waits at most BEST_EFFORT_CALL_TIMEOUT.
-        let (timeouts, retries) = stemvault_aws::best_effort_attempts();
         self.sqs
             .send_message()
             .queue_url(&self.dead_letter_queue_url)
             .message_body(body)
             .message_attributes(DEAD_LETTER_REASON_ATTRIBUTE, reason)
             .customize()
-            .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts).retry_config(retries))
+            .config_override(stemvault_aws::best_effort_sqs())
             .send()
             .await
             .map(|_| ())

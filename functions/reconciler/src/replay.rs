@@ -106,34 +106,42 @@ pub const HELD_RECHECK: Duration = Duration::from_secs(15 * 60);
 pub struct HeldTasks {
     held: Mutex<HashMap<String, Timestamp>>,
     failing: Mutex<HashSet<String>>,
-    list_after: Mutex<Option<String>>,
-    in_window: Mutex<HashSet<String>>,
+    window: Mutex<Window>,
+}
+
+/// The listing window a run is in ([`LISTED`]).
+#[derive(Debug, Default)]
+struct Window {
+    /// The key the next listing starts after (None: the first).
+    after: Option<String>,
+    /// The tasks and bodies listed since the window's first page.
+    seen: HashSet<String>,
 }
 
 impl HeldTasks {
     /// The key the next listing starts after (None: the first).
     fn list_after(&self) -> Option<String> {
-        self.list_after.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.window.lock().unwrap_or_else(PoisonError::into_inner).after.clone()
     }
 
     /// After a listing that started after `after` and brought `listed` (whole when `next`,
     /// where the next one starts, is None): once a window's pages have all been listed, the
     /// tasks and bodies in none of them are forgotten ([`Self::keep_only`]).
     fn listed(&self, after: Option<&str>, listed: &[ParkedBody], next: Option<String>) {
-        let mut in_window = self.in_window.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
         if after.is_none() {
-            in_window.clear();
+            window.seen.clear();
         }
         // Both names a body may be remembered by: its task's, and its own (a refused body).
         for body in listed {
-            in_window.insert(held_as(&body.key).to_owned());
-            in_window.insert(body.key.clone());
+            window.seen.insert(held_as(&body.key).to_owned());
+            window.seen.insert(body.key.clone());
         }
         if next.is_none() {
-            self.keep_only(&in_window.iter().map(String::as_str).collect());
-            in_window.clear();
+            self.keep_only(&window.seen.iter().map(String::as_str).collect());
+            window.seen.clear();
         }
-        *self.list_after.lock().unwrap_or_else(PoisonError::into_inner) = next;
+        window.after = next;
     }
 
     /// Whether the parked body under `key` is left alone `now`: its task held, or itself.

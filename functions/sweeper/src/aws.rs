@@ -215,13 +215,6 @@ fn cursor_item(after: Option<&OpenTask>, now: Timestamp) -> HashMap<String, Attr
     item
 }
 
-/// The SDK configuration of the cursor's reads and writes: their caller waits at most
-/// BEST_EFFORT_CALL_TIMEOUT ([`stemvault_aws::best_effort_attempts`]).
-fn best_effort() -> aws_sdk_dynamodb::config::Builder {
-    let (timeouts, retries) = stemvault_aws::best_effort_attempts();
-    aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts).retry_config(retries)
-}
-
 /// The cursor an item holds; an unreadable one is None (start at the oldest entry).
 fn read_cursor_item(item: &HashMap<String, AttributeValue>) -> Option<OpenTask> {
     Some(OpenTask {
@@ -240,8 +233,9 @@ impl ReadCursor for AwsPorts {
             .key(PARTITION_KEY, AttributeValue::S(CURSOR_TASK_ID.to_owned()))
             .key(SORT_KEY, AttributeValue::S(CURSOR_SK.to_owned()))
             .consistent_read(true)
+            // Its caller waits at most BEST_EFFORT_CALL_TIMEOUT.
             .customize()
-            .config_override(best_effort())
+            .config_override(stemvault_aws::best_effort_dynamodb())
             .send()
             .await
             .map_err(|e| unavailable("GetItem (sweep cursor)", DisplayErrorContext(e)))?;
@@ -257,8 +251,9 @@ impl WriteCursor for AwsPorts {
             .put_item()
             .table_name(&table.table_name)
             .set_item(Some(cursor_item(after, self.now())))
+            // Its caller waits at most BEST_EFFORT_CALL_TIMEOUT.
             .customize()
-            .config_override(best_effort())
+            .config_override(stemvault_aws::best_effort_dynamodb())
             .send()
             .await
             .map_err(|e| write_error("PutItem (sweep cursor)", e))?;

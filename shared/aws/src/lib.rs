@@ -110,6 +110,24 @@ pub fn best_effort_attempts() -> (TimeoutConfig, aws_config::retry::RetryConfig)
     quick_attempts(BEST_EFFORT_ATTEMPT_TIMEOUT)
 }
 
+/// An SQS request's [`best_effort_attempts`], as its configuration override.
+pub fn best_effort_sqs() -> aws_sdk_sqs::config::Builder {
+    let (timeouts, retries) = best_effort_attempts();
+    aws_sdk_sqs::config::Builder::default().timeout_config(timeouts).retry_config(retries)
+}
+
+/// A DynamoDB request's [`best_effort_attempts`], as its configuration override.
+pub fn best_effort_dynamodb() -> aws_sdk_dynamodb::config::Builder {
+    let (timeouts, retries) = best_effort_attempts();
+    aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts).retry_config(retries)
+}
+
+/// An S3 request's [`best_effort_attempts`], as its configuration override.
+pub fn best_effort_s3() -> aws_sdk_s3::config::Builder {
+    let (timeouts, retries) = best_effort_attempts();
+    aws_sdk_s3::config::Builder::default().timeout_config(timeouts).retry_config(retries)
+}
+
 /// The most [`quick_attempts`] waits before the first retry (jittered).
 pub const QUICK_FIRST_RETRY: Duration = Duration::from_millis(100);
 

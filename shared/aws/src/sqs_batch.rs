@@ -143,13 +143,12 @@ pub async fn delay_message(
 ) -> Result<(), QueueError> {
     // Best-effort attempts: given up, the message would stay invisible for the rest of the
     // queue's visibility timeout, not the delay.
-    let (timeouts, retries) = crate::best_effort_attempts();
     sqs.change_message_visibility()
         .queue_url(queue_url)
         .receipt_handle(receipt_handle)
         .visibility_timeout(i32::try_from(delay.as_secs()).unwrap_or(i32::MAX))
         .customize()
-        .config_override(aws_sdk_sqs::config::Builder::default().timeout_config(timeouts).retry_config(retries))
+        .config_override(crate::best_effort_sqs())
         .send()
         .await
         .map(|_| ())

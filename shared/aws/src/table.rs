@@ -6,9 +6,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::StreamExt;
 // What `Updated` carries: callers read it with `stemvault_vault::items`.
@@ -474,10 +475,10 @@ impl TaskTable {
     /// Apply `u` to the item `sk` of the task if its condition holds; `operation` names it
     /// in errors.
     pub async fn update(&self, operation: &str, task_id: &str, sk: &str, u: Update) -> Result<Conditional, StoreError> {
-        self.update_returning(operation, task_id, sk, u, ReturnValue::None, None).await.map(Updated::conditional)
+        self.update_returning(operation, task_id, sk, u, ReturnValue::None).await.map(Updated::conditional)
     }
 
-    /// As [`Self::update`], with quick attempts ([`crate::best_effort_attempts`]): for a
+    /// As [`Self::update`], with quick attempts ([`crate::best_effort_dynamodb`]): for a
     /// write its caller waits for at most `BEST_EFFORT_CALL_TIMEOUT`.
     pub async fn update_quickly(
         &self,
@@ -486,16 +487,15 @@ impl TaskTable {
         sk: &str,
         u: Update,
     ) -> Result<Conditional, StoreError> {
-        let (timeouts, retries) = crate::best_effort_attempts();
-        let quick = aws_sdk_dynamodb::config::Builder::default().timeout_config(timeouts).retry_config(retries);
-        self.update_returning(operation, task_id, sk, u, ReturnValue::None, Some(quick)).await.map(Updated::conditional)
+        let request = self.update_request(task_id, sk, u, ReturnValue::None);
+        let sent = request.customize().config_override(crate::best_effort_dynamodb()).send().await;
+        updated(operation, sent).map(Updated::conditional)
     }
 
     /// Apply `u` to the item `sk` of the task if its condition holds, returning the item as
     /// `returning` asks when applied (`ALL_NEW`, `ALL_OLD`; empty for `NONE`) and as it is
     /// when refused (free but for its bytes: whether a refused write was our own, applied,
-    /// its answer lost and the SDK's retry refused, can be told from the item). `config`, when
-    /// given, overrides the client's for this request.
+    /// its answer lost and the SDK's retry refused, can be told from the item).
     pub async fn update_returning(
         &self,
         operation: &str,
@@ -503,10 +503,19 @@ impl TaskTable {
         sk: &str,
         u: Update,
         returning: ReturnValue,
-        config: Option<aws_sdk_dynamodb::config::Builder>,
     ) -> Result<Updated, StoreError> {
-        let request = self
-            .client
+        updated(operation, self.update_request(task_id, sk, u, returning).send().await)
+    }
+
+    /// The UpdateItem of `u` on the item `sk` of the task, refused with the item as it is.
+    fn update_request(
+        &self,
+        task_id: &str,
+        sk: &str,
+        u: Update,
+        returning: ReturnValue,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
             .update_item()
             .table_name(&self.table_name)
             .key("task_id", s(task_id))
@@ -516,26 +525,27 @@ impl TaskTable {
             .set_expression_attribute_names((!u.names.is_empty()).then_some(u.names))
             .set_expression_attribute_values((!u.values.is_empty()).then_some(u.values))
             .return_values(returning)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let sent = match config {
-            Some(config) => request.customize().config_override(config).send().await,
-            None => request.send().await,
-        };
-        match sent {
-            Ok(out) => Ok(Updated::Applied(Item::from(out.attributes.unwrap_or_default()))),
-            Err(SdkError::ServiceError(e))
-                if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
-            {
-                let item = match e.into_err() {
-                    UpdateItemError::ConditionalCheckFailedException(c) => c.item.map(Item::from),
-                    _ => None,
-                };
-                Ok(Updated::Refused(item))
-            }
-            // The item would grow past DynamoDB's limit (for good), an expression or attribute
-            // refused, or no answer.
-            Err(e) => Err(write_error(&format!("UpdateItem ({operation})"), e)),
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+    }
+}
+
+/// What an UpdateItem (`operation`, for errors) came to.
+fn updated(
+    operation: &str,
+    sent: Result<UpdateItemOutput, SdkError<UpdateItemError, HttpResponse>>,
+) -> Result<Updated, StoreError> {
+    match sent {
+        Ok(out) => Ok(Updated::Applied(Item::from(out.attributes.unwrap_or_default()))),
+        Err(SdkError::ServiceError(e)) if matches!(e.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {
+            let item = match e.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(c) => c.item.map(Item::from),
+                _ => None,
+            };
+            Ok(Updated::Refused(item))
         }
+        // The item would grow past DynamoDB's limit (for good), an expression or attribute
+        // refused, or no answer.
+        Err(e) => Err(write_error(&format!("UpdateItem ({operation})"), e)),
     }
 }
 

@@ -1235,7 +1235,7 @@ async fn with_no_poll_a_dead_lettered_file_is_reopened_at_its_own_url() {
     assert_eq!(record.files[for_good].status, FileStatus::Failed, "failed for good");
     assert_eq!((record.vault, record.open.as_deref()), (VaultState::Pending, Some(stemvault_vault::OPEN_MARKER)));
     assert!(record.generation > 0 && file.generation == Some(record.generation), "a new file set");
-    assert!(ports.polls.lock().unwrap().iter().count() == 1, "only the first run's poll, with its key");
+    assert_eq!(ports.polls.lock().unwrap().len(), 1, "only the first run's poll, with its key");
 
     // Copied since, and the other file failed for good: nothing left to wait for, unwatched.
     let mut copied = ports.record();
@@ -1900,9 +1900,13 @@ async fn a_refused_body_holds_back_none_of_its_task_s_others() {
     ports.bodies.lock().unwrap().insert(format!("parked/{MUSIC}/text-junk.json"), b"not a callback".to_vec());
     park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
-    let replayed =
-        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 200, stop_at).await.unwrap();
+    let held = HeldTasks::default();
+    let replayed = replay_parked(&ports, &settings().accept, &held, "run-1", 200, stop_at).await.unwrap();
     assert_eq!((replayed.callbacks_replayed, replayed.callbacks_still_parked), (2, 1), "{replayed:?}");
+    // And it is left alone itself: the next run does not read it again.
+    let reads = ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    replay_parked(&ports, &settings().accept, &held, "run-2", 200, stop_at).await.unwrap();
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), reads, "not read again");
 }
 
 /// More bodies than a listing holds that no run replays do not hide the keys after them: a
