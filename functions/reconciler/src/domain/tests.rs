@@ -1870,6 +1870,26 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
 }
 
+/// A page filled by one task's bodies (here junk put by hand under one task id) cannot wait
+/// for a listing that holds them all: it is tried whole, and the next run lists on after it.
+#[tokio::test]
+async fn a_page_of_one_task_s_bodies_is_tried_whole() {
+    use crate::replay::{HeldTasks, LISTED, replay_parked};
+    let ports = MemoryPorts::new(vec![]);
+    for i in 0..LISTED {
+        ports.bodies.lock().unwrap().insert(format!("parked/0-junk/final-{i:04}.json"), b"not a callback".to_vec());
+    }
+    park_music_stages(&ports);
+    let stop_at = ports.table.now().plus(Duration::from_secs(600));
+    let held = HeldTasks::default();
+    let reads = || ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    let first = replay_parked(&ports, &settings().accept, &held, "run-1", LISTED, stop_at).await.unwrap();
+    assert_eq!((first.callbacks_replayed, reads()), (0, LISTED), "{first:?}");
+    let second = replay_parked(&ports, &settings().accept, &held, "run-2", LISTED, stop_at).await.unwrap();
+    assert_eq!((second.callbacks_replayed, reads()), (2, LISTED + 2), "the page after: {second:?}");
+    assert!(ports.table.record(MUSIC).is_some());
+}
+
 /// Bodies no run can replay (here bodies put by hand that are no callback, left for an
 /// operator) are skipped for a while once tried, as a held task's are: read every run, the
 /// first 200 of them would take every run's replays, and nothing after them would be reached.
