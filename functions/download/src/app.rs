@@ -705,9 +705,12 @@ mod tests {
         let mut m = message("m", "{}");
         m.receipt_handle = Some("r".into());
         let d = delivery(&m, deadline, now);
+        let left_after = deadline.saturating_duration_since(Instant::now());
         assert_eq!(d.stop_at, deadline - DEADLINE_MARGIN);
-        // 59: a second passed between the two readings of the real clock (a loaded machine).
-        assert!((1_800_000_059..=1_800_000_061).contains(&d.lease_until), "{}", d.lease_until);
+        // Not before the invocation's end (rounded up, not down), and at most a second after.
+        let lease_ms = d.lease_until * 1000;
+        let ends_ms = 1_800_000_000_000 + i64::try_from(left_after.as_millis()).unwrap();
+        assert!(lease_ms >= ends_ms && d.lease_until <= 1_800_000_061, "{} against {ends_ms}", d.lease_until);
         assert_eq!(d.receipt_handle.as_deref(), Some("r"));
         assert_ne!(delivery(&m, deadline, now).worker, d.worker, "one worker id per attempt");
     }

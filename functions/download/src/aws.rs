@@ -722,6 +722,22 @@ mod tests {
         }
     }
 
+    /// No object under the key: S3 answers 404, or 403 to a role without `s3:ListBucket`, as
+    /// the download role is (read as a failed lookup, every retried claim of an expired URL
+    /// would be retried to the dead-letter queue instead of failing as `source_expired`).
+    #[tokio::test]
+    async fn a_head_of_a_missing_key_finds_no_copy() {
+        for status in [403, 404] {
+            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let (origin, served) = stemvault_aws::test_http::answer_once(answer).await;
+            let sdk = stemvault_aws::test_http::sdk_at(&origin);
+            let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
+            let looked = ports.head_object("tasks/t1/vocal.mp3").await;
+            assert!(matches!(looked, Ok(None)), "{status}: {looked:?}");
+            assert!(served.await.unwrap().starts_with("HEAD /vault/tasks/t1/vocal.mp3"), "{status}");
+        }
+    }
+
     /// A claim's release, whose first attempt stalls (a connection that never answers), is
     /// made again within its caller's best-effort bound, not given up with the SDK's 3 s
     /// attempt (the claim would then wait out its lease); so is a multipart upload's abort.

@@ -431,8 +431,30 @@ mod tests {
         // Each named once, however often sent (its text goes into logs and the record).
         let repeated = read(head(&format!("content-encoding: {}\r\n", ["gzip"; 500].join(", ")))).await.unwrap_err();
         assert_eq!(repeated, FetchError::Encoded { coding: "gzip".into() });
+        for coding in ["x-gzip", "deflate", "zstd", "compress", "x-compress"] {
+            let encoded = read(head(&format!("content-encoding: {coding}\r\n"))).await.unwrap_err();
+            assert_eq!(encoded, FetchError::Encoded { coding: coding.into() });
+        }
         for plain in ["", "content-encoding: identity\r\n", "content-encoding: \r\n", "content-encoding: binary\r\n"] {
             assert_eq!(read(head(plain)).await.unwrap(), b"abcd".as_slice(), "{plain}");
+        }
+    }
+
+    /// Every redirect status HTTP defines for a moved resource is followed (any other 3xx is
+    /// an answer that is not the file: refused for good).
+    #[tokio::test]
+    async fn every_redirect_status_is_followed() {
+        for status in [301, 302, 303, 307, 308] {
+            let redirect =
+                format!("HTTP/1.1 {status} X\r\nlocation: /b.mp3\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let file = "HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nabcd";
+            let (origin, served) =
+                stemvault_aws::test_http::answer_in_turn(vec![redirect.into_bytes(), file.into()]).await;
+            let source = HttpSource::new(SourcePolicy::parse(&origin).unwrap()).unwrap();
+            let opened = source.open(&format!("{origin}/a.mp3"), 1 << 20).await.unwrap();
+            let chunks: Vec<Bytes> = opened.chunks.map(|c| c.unwrap()).collect().await;
+            assert_eq!(chunks.concat(), b"abcd", "{status}");
+            assert!(served.await.unwrap()[1].starts_with("GET /b.mp3 HTTP/1.1"), "{status}");
         }
     }
 

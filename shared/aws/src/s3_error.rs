@@ -90,7 +90,15 @@ mod tests {
         assert!(!s3_refusal_is_permanent(Some(400), Some("")));
         for (status, code) in [
             (400, "RequestTimeout"),
+            (400, "SlowDown"),
+            (400, "Throttling"),
+            (400, "ThrottlingException"),
+            (400, "RequestLimitExceeded"),
+            (400, "TooManyRequests"),
+            (400, "RequestThrottled"),
             (400, "ExpiredToken"),
+            (400, "TokenRefreshRequired"),
+            (400, "RequestTimeTooSkewed"),
             (400, "BadDigest"),
             (400, "IncompleteBody"),
             (400, "XAmzContentSHA256Mismatch"),
@@ -100,6 +108,7 @@ mod tests {
             (400, "InvalidPartOrder"),
             (400, "KMS.DisabledException"),
             (400, "KMS.KMSInvalidStateException"),
+            (401, "Unauthorized"),
             (403, "AccessDenied"),
             (403, "RequestTimeTooSkewed"),
             (404, "NoSuchBucket"),
