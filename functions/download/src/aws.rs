@@ -708,32 +708,23 @@ mod tests {
     }
 
     /// A HEAD S3 answers with an error (its body empty, so no code) leaves the earlier copy
-    /// unknown, retryably: 400 (an expired token answers so too) as much as 500.
+    /// unknown, retryably: 400 (an expired token answers so too) as much as 500. But no object
+    /// under the key is 404, or 403 to a role without `s3:ListBucket`, as the download role is:
+    /// no copy (read as a failed lookup, every retried claim of an expired URL would go on to
+    /// the dead-letter queue instead of failing as `source_expired`).
     #[tokio::test]
-    async fn a_head_s3_refuses_is_a_lookup_to_try_again() {
-        for status in [400, 500] {
+    async fn a_head_s_error_is_no_copy_or_a_lookup_to_try_again() {
+        for (status, missing) in [(400, false), (500, false), (403, true), (404, true)] {
             let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             let (origin, served) = stemvault_aws::test_http::answer_once(answer).await;
             let sdk = stemvault_aws::test_http::sdk_at(&origin);
             let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
             let looked = ports.head_object("tasks/t1/vocal.mp3").await;
-            assert!(matches!(&looked, Err(e) if e.is_retryable()), "{status}: {looked:?}");
-            assert!(served.await.unwrap().starts_with("HEAD /vault/tasks/t1/vocal.mp3"), "{status}");
-        }
-    }
-
-    /// No object under the key: S3 answers 404, or 403 to a role without `s3:ListBucket`, as
-    /// the download role is (read as a failed lookup, every retried claim of an expired URL
-    /// would be retried to the dead-letter queue instead of failing as `source_expired`).
-    #[tokio::test]
-    async fn a_head_of_a_missing_key_finds_no_copy() {
-        for status in [403, 404] {
-            let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let (origin, served) = stemvault_aws::test_http::answer_once(answer).await;
-            let sdk = stemvault_aws::test_http::sdk_at(&origin);
-            let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
-            let looked = ports.head_object("tasks/t1/vocal.mp3").await;
-            assert!(matches!(looked, Ok(None)), "{status}: {looked:?}");
+            if missing {
+                assert!(matches!(looked, Ok(None)), "{status}: {looked:?}");
+            } else {
+                assert!(matches!(&looked, Err(e) if e.is_retryable()), "{status}: {looked:?}");
+            }
             assert!(served.await.unwrap().starts_with("HEAD /vault/tasks/t1/vocal.mp3"), "{status}");
         }
     }
