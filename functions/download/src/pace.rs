@@ -111,6 +111,18 @@ mod tests {
         assert!(chunks.iter().all(Result::is_ok), "{chunks:?}");
     }
 
+    /// Each window is judged on its own: a source that sent plenty, then trickles, is cut
+    /// once a window of the trickle closes (counted together, its first megabyte would carry
+    /// the trickle to the invocation's deadline).
+    #[tokio::test(start_paused = true)]
+    async fn a_source_that_slows_to_a_trickle_is_cut() {
+        let fast_then_trickling =
+            every(1, 1 << 20, Duration::from_secs(60)).chain(every(10, 1, Duration::from_secs(28)));
+        let chunks: Vec<_> = paced(fast_then_trickling).collect().await;
+        assert_eq!(chunks.len(), 4, "the megabyte, two bytes, then cut: {chunks:?}");
+        assert!(matches!(&chunks[3], Err(FetchError::Timeout(_))), "{chunks:?}");
+    }
+
     /// Time the reader holds the stream back (a part's upload to a slow S3) is not the
     /// source's: small chunks ready at once, each read two minutes apart, pass.
     #[tokio::test(start_paused = true)]

@@ -69,6 +69,9 @@ struct MemoryPorts {
     /// Entries of one time listed by task id descending (DynamoDB promises no order among
     /// them), not ascending.
     ties_reversed: std::sync::atomic::AtomicBool,
+    /// Index entries that lag their task item (the index is eventually consistent): the
+    /// delivery time the index still lists a task at, by task id.
+    index_lags: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
 }
 
 /// How an index read goes wrong.
@@ -88,6 +91,7 @@ impl MemoryPorts {
             cursor_fault: Default::default(),
             measures: Default::default(),
             ties_reversed: Default::default(),
+            index_lags: Default::default(),
         }
     }
 }
@@ -157,11 +161,21 @@ impl ListOpenTasks for MemoryPorts {
             Some(IndexFault::Fails) => return Err(StoreError::Unavailable("the index is throttled".into())),
             None => {}
         }
+        // As DynamoDB refuses a start key outside the key condition's range.
+        if after.is_some_and(|a| a.last_received_at >= received_before) {
+            let refusal = "The provided starting key is outside query boundaries based on provided condition";
+            return Err(StoreError::Malformed(refusal.into()));
+        }
+        let lags = self.index_lags.lock().unwrap().clone();
         let mut open: Vec<OpenTask> = self
             .records()
             .into_iter()
-            .filter(|r| r.open.is_some() && r.last_received_at < received_before)
-            .map(|r| OpenTask { task_id: r.task_id, last_received_at: r.last_received_at })
+            .filter(|r| r.open.is_some())
+            .map(|r| OpenTask {
+                last_received_at: lags.get(&r.task_id).copied().unwrap_or(r.last_received_at),
+                task_id: r.task_id,
+            })
+            .filter(|t| t.last_received_at < received_before)
             .collect();
         let reversed = self.ties_reversed.load(std::sync::atomic::Ordering::Relaxed);
         let order = |a: &OpenTask, b: &OpenTask| {
@@ -558,6 +572,33 @@ async fn a_registered_task_a_stopped_first_result_marked_leaves_the_index() {
     assert!(swept.has_uncommitted_files(), "left for the poll to adopt");
     let report = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!(report.tasks_checked, 0, "{report:?}");
+}
+
+/// The index may still list a task at an older delivery than its item now says (eventually
+/// consistent): a task delivered to again within the grace period is left to that delivery's
+/// request, which may still be sending its files.
+#[tokio::test]
+async fn a_task_the_index_lists_late_is_left_alone_inside_the_grace_period() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
+    ports.advance(Duration::from_secs(300));
+    ports.put_record(orphaned(OLD, at(290), &[("p", FileStatus::Pending)]));
+    ports.index_lags.lock().unwrap().insert(OLD.into(), at(0));
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued), (1, 0), "{report:?}");
+    assert!(sent(&ports).is_empty());
+}
+
+/// A cursor left past the index's range (the grace period lengthened since it was written)
+/// is not a start key DynamoDB takes: the run starts at the oldest entry instead.
+#[tokio::test]
+async fn a_cursor_past_the_range_starts_the_run_at_the_oldest_entry() {
+    let ports = MemoryPorts::with_virtual_clock(at(0));
+    ports.put_record(orphaned(OLD, at(0), &[("p", FileStatus::Pending)]));
+    ports.advance(Duration::from_secs(300));
+    *ports.cursor.lock().unwrap() = Some(OpenTask { task_id: FRESH.into(), last_received_at: at(250) });
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.files_requeued), (1, 1), "{report:?}");
 }
 
 /// DynamoDB promises no order among index entries of one time: a run that wraps checks every
