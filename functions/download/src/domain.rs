@@ -55,12 +55,12 @@
 //!    settle). Two workers
 //!    that finish a task's last files at once both succeed (no condition fails between files
 //!    of one task); the one whose write found the vault `pending` is the one that settled it
-//!    (it logs it and emits `SecondsToSettled`). A refused write means ingest added or
-//!    reopened a file meanwhile (the task settles when those files do), recorded a new
-//!    stage, or is adding or reopening files right now: the check reads again and settles
-//!    what there is to settle. A retryable failure
-//!    here returns the messages that asked for the check to the queue, and their
-//!    redeliveries (the file already settled) check again: a worker that stopped between
+//!    (it logs it, and emits `SecondsToSettled` if it published `Task Vaulted`). A refused
+//!    write means ingest added or reopened a file meanwhile (the task settles when those
+//!    files do), recorded a new stage, or is adding or reopening files right now: the check
+//!    reads again and settles what there is to settle. A retryable failure here returns the
+//!    messages that asked for the check to the queue, and their redeliveries (the file
+//!    already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.
 //!    Between (a) and (b), `Task Vaulted` is published ([`stemvault_vault::events::vaulted`],
 //!    its id made of the task, the generation and the stage): a failed publish is such a retryable

@@ -162,6 +162,8 @@ async fn a_settle_saying_what_the_last_task_vaulted_said_publishes_nothing() {
     assert_eq!((again.vault, again.generation, again.manifest_key.is_some()), (VaultState::Partial, 3, true));
     assert_eq!(ports.events.published().len(), 1, "the same files, the same failure: nothing new to say");
     assert_eq!(again.announced, settled.announced);
+    let settles = || ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    assert_eq!(settles(), 1, "SecondsToSettled counts the settles that publish");
 
     reopen(&again);
     serve(&ports, "vocal", b"vocal bytes");
@@ -170,4 +172,5 @@ async fn a_settle_saying_what_the_last_task_vaulted_said_publishes_nothing() {
     assert_eq!(ids.last(), Some(&(EventType::Vaulted, format!("{TASK}.vaulted.4.first"))), "{ids:?}");
     assert_eq!(ports.events.published()[1].detail.vault, VaultState::Complete);
     assert_ne!(ports.record(TASK).announced, settled.announced);
+    assert_eq!(settles(), 2);
 }

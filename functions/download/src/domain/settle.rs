@@ -31,7 +31,7 @@ pub enum Settling {
 /// every file is settled and the manifest is not recorded, write the manifest
 /// (`put_fenced`), publish `Task Vaulted`, and then settle the task item (one conditional
 /// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
-/// reports it settled (log, `SecondsToSettled`).
+/// reports it settled (log, and `SecondsToSettled` when it published).
 ///
 /// A settle write refused because the task moved on since the read (ingest added or
 /// reopened a file, or recorded a new stage), or a newer manifest found under the key, makes
@@ -95,7 +95,8 @@ async fn check_settled_once<P: Ports>(
         tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
     }
     // Before the settle write: once the task is settled no check comes back to publish it.
-    if record.announced.as_deref() == Some(plan.announcement.as_str()) {
+    let says_nothing_new = record.announced.as_deref() == Some(plan.announcement.as_str());
+    if says_nothing_new {
         tracing::info!(
             generation = plan.generation,
             "Task Vaulted would say what the last one said; not published again"
@@ -108,8 +109,12 @@ async fn check_settled_once<P: Ports>(
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {
             tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
-            let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
-            ports.emit_metrics(&Measure::Settled { seconds });
+            // Counted by the settles that publish (the webhooks-silent alarm reads them as
+            // Task Vaulted events, and a settle saying nothing new tells no one files are safe).
+            if !says_nothing_new {
+                let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
+                ports.emit_metrics(&Measure::Settled { seconds });
+            }
             Settling::Settled
         }
         SettleWrite::Rewritten => {
