@@ -98,7 +98,8 @@ pub fn callback_item(task_id: &str, id: &str, callback: &CallbackEntry) -> Resul
 }
 
 /// A file item read alone (the downloader's claim returns one): its name and entry, as
-/// stored (`queued` lives on the task item, so a file item never reads as queued).
+/// stored (`queued` lives on the task item; a file item says `queued` only when a callback
+/// replaced the URL of a file [`assemble`] read so, and wrote it back).
 pub fn read_file_item(item: Item) -> Result<(String, FileEntry), StoreError> {
     let name = match item.get(SORT_KEY) {
         Some(AttributeValue::S(sk)) => sk.strip_prefix(FILE_SK_PREFIX).map(str::to_owned),

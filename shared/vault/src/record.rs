@@ -86,7 +86,8 @@ pub struct TaskRecord {
     /// How many times the reconciler polled the provider for the task.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub polls: u64,
-    /// The wait before the last scheduled poll, doubled for the next one (30 s to 1 hour).
+    /// The wait before the last scheduled poll, doubled for the next one (30 s to 1 hour; up
+    /// to 6 hours for a task watched only for fresh URLs of expired files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub poll_interval_seconds: Option<u64>,
     /// The last poll: when, and what came of it (`pending`, `result:<stage>`, `http_429`, ...).
