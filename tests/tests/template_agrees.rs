@@ -756,6 +756,32 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
     kinds
 }
 
+/// A secret the stack made is rewritten by any update that changes how the template writes
+/// it, over what an operator put in it by hand: a token rotation's two tokens, a webhook
+/// secret rotation's two secrets (any change to `GenerateSecretString` makes a new secret),
+/// a rotated provider key. So how each is written is held here: a change must say so in the
+/// README's upgrade notes (finish a rotation before deploying it), then update this.
+#[test]
+fn how_the_stack_writes_its_secrets_is_held() {
+    let template = template();
+    let written = |name: &str, property: &str| cfn::resource(&template, name)["Properties"][property].clone();
+    let yaml = |text: &str| serde_yaml::from_str::<Value>(text).unwrap();
+    let callback = yaml(
+        r#"!Sub
+        - '{"webhook_hmac_keys": ${Keys}, "callback_token": ${Token}}'
+        - Keys: !If
+            - HasWebhookHmacKeys
+            - !Join ["", ['["', !Join ['","', !Split [",", !Ref WebhookHmacKeys]], '"]']]
+            - "[]"
+          Token: !If [HasCallbackToken, !Sub '"${CallbackToken}"', "null"]"#,
+    );
+    assert_eq!(written("CallbackSecret", "SecretString"), callback, "CallbackSecret");
+    let provider = yaml(r#"!If [HasProviderApiKey, !Sub '{"api_key": "${ProviderApiKey}"}', '{"api_key": ""}']"#);
+    assert_eq!(written("ProviderSecret", "SecretString"), provider, "ProviderSecret");
+    let notify = yaml("{PasswordLength: 32, ExcludePunctuation: true, IncludeSpace: false}");
+    assert_eq!(written("NotifySecret", "GenerateSecretString"), notify, "NotifySecret");
+}
+
 /// What holds data nothing could make again (the record, the vault, the secrets' keys and
 /// tokens) is kept when the stack deletes or replaces it, but (the table aside, whose deletion
 /// protection would fail it) by the rollback of the deploy that made it, which leaves nothing
