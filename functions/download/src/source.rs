@@ -405,6 +405,16 @@ mod tests {
         assert_eq!(read(two_lines, b"4\r\nabcd\r\n0\r\n\r\n").await.unwrap_err(), FetchError::Unframed);
     }
 
+    /// HTTP/2 (and later) frames every body: an answer without Content-Length has an end all
+    /// the same (the file server and the tests above speak HTTP/1 only).
+    #[test]
+    fn an_http2_answer_is_framed_without_a_length() {
+        let answer = |version| reqwest::Response::from(http::Response::builder().version(version).body("").unwrap());
+        assert!(is_framed(&answer(reqwest::Version::HTTP_2)));
+        assert!(is_framed(&answer(reqwest::Version::HTTP_3)));
+        assert!(!is_framed(&answer(reqwest::Version::HTTP_11)));
+    }
+
     /// The file's own bytes are asked for (`Accept-Encoding: identity`); an answer compressed
     /// anyway (a compressing edge) is not the file: not read, but retried. A coding that
     /// compresses nothing (`binary`) is read.
