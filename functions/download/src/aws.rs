@@ -729,6 +729,38 @@ mod tests {
         }
     }
 
+    /// A multipart upload is completed with each part's CRC32 as S3 returned it, and the whole
+    /// body's as a full-object checksum, which S3 checks the assembled object against (moto
+    /// and the memory store check neither).
+    #[tokio::test]
+    async fn a_completion_names_each_part_s_checksum_and_the_whole_body_s() {
+        let result = "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>";
+        let ok = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{result}", result.len());
+        let (origin, served) = stemvault_aws::test_http::answer_once(ok).await;
+        let sdk = stemvault_aws::test_http::sdk_at(&origin);
+        let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
+        let part = |n: i32, crc: &str| UploadedPart {
+            part_number: n,
+            etag: format!("\"e{n}\""),
+            checksum_crc32: Some(crc.into()),
+        };
+        let parts = [part(1, "AAAAAQ=="), part(2, "AAAAAg==")];
+        ports.complete_multipart("tasks/t1/vocal.wav", "upload-1", &parts, 0x0102_0304).await.unwrap();
+        let request = served.await.unwrap().to_ascii_lowercase();
+        assert!(request.starts_with("post /vault/tasks/t1/vocal.wav?uploadid=upload-1"), "{request}");
+        assert!(request.contains("\r\nx-amz-checksum-type: full_object\r\n"), "{request}");
+        assert!(
+            request.contains(&format!(
+                "\r\nx-amz-checksum-crc32: {}\r\n",
+                BASE64.encode([1u8, 2, 3, 4]).to_ascii_lowercase()
+            )),
+            "{request}"
+        );
+        for part_crc32 in ["aaaaaq==", "aaaaag=="] {
+            assert!(request.contains(&format!("<checksumcrc32>{part_crc32}</checksumcrc32>")), "{request}");
+        }
+    }
+
     /// A claim's release, whose first attempt stalls (a connection that never answers), is
     /// made again within its caller's best-effort bound, not given up with the SDK's 3 s
     /// attempt (the claim would then wait out its lease); so is a multipart upload's abort.
