@@ -299,7 +299,10 @@ where
 async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
     match best_effort(store.abort_multipart(key, upload_id)).await {
         Some(Ok(())) => {}
-        Some(Err(abort)) => tracing::warn!(error = %abort, "could not abort the multipart upload"),
+        Some(Err(abort)) => tracing::warn!(
+            error = %abort,
+            "could not abort the multipart upload; its parts are billed until the bucket's lifecycle rule removes them (a day)"
+        ),
         None => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
     }
 }

@@ -168,7 +168,7 @@ impl<P: Ports> App<P> {
                         error = %because,
                         code = because.reason_code(),
                         key,
-                        "callback parked: the table refuses it for good; the reconciler moves it to its archive key"
+                        "callback parked: the table refuses it for good; the reconciler moves it to its archive key, unrecorded (its files are not vaulted)"
                     );
                 } else if because.waits_for_the_record() {
                     tracing::error!(

@@ -197,8 +197,8 @@ fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
         Outcome::Retry(e) if delivery.is_last_receive() => tracing::error!(
             error = %e,
             receive_count,
-            "the webhook failed on its last receive; SQS moves it to the dead-letter queue: redrive it once the \
-             receiver answers"
+            "the webhook failed on its last receive; SQS moves it to the dead-letter queue: fix what the error \
+             names (the receiver, NotifyUrl or the signing secret), then redrive it"
         ),
         Outcome::Retry(e) => tracing::warn!(error = %e, receive_count, "will retry"),
     }

@@ -405,7 +405,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
                         error = %e,
                         code = e.reason_code(),
                         archive_key,
-                        "a parked callback cannot be recorded; its body is archived, not recorded"
+                        "a parked callback cannot be recorded; its body is archived, not recorded: its files are not vaulted and nothing retries it (ask the provider for the task's result if it is needed)"
                     );
                     Replay::Archived
                 }

@@ -268,8 +268,13 @@ fn failure(e: &ResultsError) -> Response<Body> {
         tracing::warn!(error = %e, "cannot answer now");
         try_again_soon("unavailable", "the task cannot be answered right now; try again")
     } else {
-        tracing::error!(error = %e, "cannot answer");
-        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the task cannot be answered")
+        tracing::error!(
+            error = %e,
+            "cannot answer: the task's record cannot be read, or the table refuses the write for good; asking again will not mend it (fix or delete the task's items, or roll back the build)"
+        );
+        let message =
+            "the task's record cannot be read or written; an operator must fix it (asking again will not help)";
+        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
 

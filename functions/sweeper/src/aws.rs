@@ -155,8 +155,8 @@ impl ListOpenTasks for AwsPorts {
     }
 }
 
-/// An index page read back: its readable entries (an unreadable one is skipped with a
-/// warning naming its task), and where the next page starts: after the page key's entry, or,
+/// An index page read back: its readable entries (an unreadable one is skipped with an error
+/// naming its task, and counted), and where the next page starts: after the page key's entry, or,
 /// when the page key is unreadable (its `last_received_at` edited by hand), after the page's
 /// last readable entry, so the next page reads that one as an entry and skips it (failing
 /// instead, every run would stop on the same page). No readable entry and an unreadable page
@@ -174,11 +174,15 @@ fn page(
         .filter_map(|item| {
             let task = open_task(item);
             if task.is_none() {
-                tracing::warn!(entry = %unreadable(item), "skipped an unreadable open-tasks entry");
+                tracing::error!(
+                    entry = %unreadable(item),
+                    "skipped an unreadable open-tasks entry: its task is never swept; fix its last_received_at (an RFC 3339 time)"
+                );
             }
             task
         })
         .collect();
+    let skipped = items.len() - tasks.len();
     // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
     let next = match page_key.filter(|key| !key.is_empty()) {
         None => None,
@@ -192,7 +196,7 @@ fn page(
             }
         },
     };
-    Ok(OpenTaskPage { tasks, next })
+    Ok(OpenTaskPage { tasks, next, unreadable: skipped })
 }
 
 impl CloseTask for AwsPorts {
@@ -318,7 +322,7 @@ mod tests {
         let bad = entry("t-2", "yesterday");
         let read = page(&[good.clone(), bad.clone()], Some(&bad)).unwrap();
         let t1 = OpenTask { task_id: "t-1".into(), last_received_at: at("2026-01-01T00:00:00.000Z") };
-        assert_eq!((read.tasks, read.next), (vec![t1.clone()], Some(t1.clone())));
+        assert_eq!((read.tasks, read.next, read.unreadable), (vec![t1.clone()], Some(t1.clone()), 1));
         assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
         assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
         assert_eq!(page(std::slice::from_ref(&good), Some(&HashMap::new())).unwrap().next, None, "an empty key ends");

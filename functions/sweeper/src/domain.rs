@@ -66,6 +66,9 @@ pub struct OpenTaskPage {
     pub tasks: Vec<OpenTask>,
     /// Continue after this entry; None when the index has no more.
     pub next: Option<OpenTask>,
+    /// Entries skipped as unreadable (a `last_received_at` edited by hand): tasks never swept,
+    /// counted as broken.
+    pub unreadable: usize,
 }
 
 /// Unsettled tasks (`open`) whose last delivery was before `received_before`,
@@ -271,6 +274,8 @@ pub async fn sweep<P: Ports>(
         if from_the_start {
             oldest.get_or_insert(page.tasks.first().map(|task| task.last_received_at));
         }
+        outcome.tasks_failed += page.unreadable;
+        outcome.tasks_broken += page.unreadable;
         for task in &page.tasks {
             // Past the cursor again after wrapping: this run checked these already. By time
             // alone: the index does not promise an order among entries of one time, so those

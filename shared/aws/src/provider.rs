@@ -346,7 +346,15 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
             Err(e) => {
                 // Once per read, and reads are rate-limited: not once per call.
                 count_failed_read(self.function);
-                tracing::warn!(?trigger, error = %e, "provider API key re-read brought no key; keeping the current one");
+                if self.key.in_force().value.is_unread() {
+                    tracing::error!(
+                        ?trigger,
+                        error = %e,
+                        "provider API key re-read brought no key, and none has been read since start-up: calls to the provider (polls, fresh links) still wait; fix the secret"
+                    );
+                } else {
+                    tracing::warn!(?trigger, error = %e, "provider API key re-read brought no key; keeping the current one");
+                }
                 None
             }
         }

@@ -127,8 +127,13 @@ pub trait DelayMessage {
 pub async fn delay_next_delivery<P: DelayMessage>(ports: &P, receipt_handle: &str, delay: Duration) {
     match best_effort(ports.delay_message(receipt_handle, delay)).await {
         Some(Ok(())) => {}
-        Some(Err(e)) => tracing::warn!(error = %e, "could not delay the message's next delivery"),
-        None => tracing::warn!("no answer from SQS delaying the message's next delivery; left as it is"),
+        Some(Err(e)) => tracing::warn!(
+            error = %e,
+            "could not delay the message's next delivery; it comes back when the queue's visibility timeout ends"
+        ),
+        None => tracing::warn!(
+            "no answer from SQS delaying the message's next delivery; it comes back when the queue's visibility timeout ends"
+        ),
     }
 }
 

@@ -290,18 +290,19 @@ async fn give_up<P: Ports>(
         return Ok(Handled::Skipped);
     }
     if reason == GiveUpReason::NotFound {
+        let since = record.not_found_since.map(|t| t.to_string()).unwrap_or_default();
         tracing::warn!(
             task_id,
             family = %record.family,
-            since = ?record.not_found_since,
-            "gave the task up: the provider has not known it for a day (registered under the wrong family?)"
+            since,
+            "gave the task up: the provider has not known it at its family's endpoint for a day; if the family is wrong, PUT /tasks/{{id}} naming the right one revives it"
         );
     } else {
         tracing::warn!(
             task_id,
             stage = %record.stage,
             since = %reconcile::waiting_since(record),
-            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS"
+            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS; a late callback still records it"
         );
     }
     Ok(Handled::Abandoned)

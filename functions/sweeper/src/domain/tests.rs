@@ -72,6 +72,8 @@ struct MemoryPorts {
     /// Index entries that lag their task item (the index is eventually consistent): the
     /// delivery time the index still lists a task at, by task id.
     index_lags: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
+    /// Unreadable entries the next page read skips (a `last_received_at` edited by hand).
+    unreadable_entries: std::sync::atomic::AtomicUsize,
 }
 
 /// How an index read goes wrong.
@@ -92,6 +94,7 @@ impl MemoryPorts {
             measures: Default::default(),
             ties_reversed: Default::default(),
             index_lags: Default::default(),
+            unreadable_entries: Default::default(),
         }
     }
 }
@@ -188,7 +191,8 @@ impl ListOpenTasks for MemoryPorts {
         }
         let next = (open.len() > PAGE).then(|| open[PAGE - 1].clone());
         open.truncate(PAGE);
-        Ok(OpenTaskPage { tasks: open, next })
+        let unreadable = self.unreadable_entries.swap(0, std::sync::atomic::Ordering::SeqCst);
+        Ok(OpenTaskPage { tasks: open, next, unreadable })
     }
 }
 
@@ -587,6 +591,18 @@ async fn a_task_the_index_lists_late_is_left_alone_inside_the_grace_period() {
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.files_requeued), (1, 0), "{report:?}");
     assert!(sent(&ports).is_empty());
+}
+
+/// An index entry that cannot be read (its time edited by hand) is a task never swept: counted
+/// as broken, so `tasks-broken` says so (skipped silently, it would be in no count at all).
+#[tokio::test]
+async fn an_unreadable_index_entry_counts_as_a_broken_task() {
+    let ports = pending_orphans(1);
+    ports.unreadable_entries.store(1, std::sync::atomic::Ordering::SeqCst);
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.tasks_failed, report.tasks_broken), (1, 1, 1), "{report:?}");
+    let measures = ports.measures.lock().unwrap().clone();
+    assert!(matches!(measures[..], [Measure::Swept { checked: 1, failed: 0, broken: 1, .. }]), "{measures:?}");
 }
 
 /// A cursor left past the index's range (the grace period lengthened since it was written)
