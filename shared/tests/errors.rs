@@ -96,7 +96,8 @@ fn music_edge_cases() {
         "not a track",
         {"id":42,"audio_url":" https://h/2.mp3 ","image_url":7},
         {"id":"../../etc/passwd","audioUrl":"https://h/3.mp3","audio_url":""},
-        {"id":"","audio_url":"https://h/4.mp3"}
+        {"id":"","audio_url":"https://h/4.mp3"},
+        {"id":"both","audio_url":"https://h/5.mp3","audioUrl":"https://h/5b.mp3"}
     ]}}"#;
     let event = parse_callback(body).unwrap();
     assert_eq!(event.stage, Stage::First);
@@ -109,6 +110,8 @@ fn music_edge_cases() {
             // Sanitised, so suffixed with the first 8 hex of SHA-256("../../etc/passwd").
             ("tracks/.__.__etc_passwd-3754d6cb/audio", "https://h/3.mp3"),
             ("tracks/track-5/audio", "https://h/4.mp3"),
+            // Both spellings, both set: the first in the document is the file, once.
+            ("tracks/both/audio", "https://h/5.mp3"),
         ]
     );
 }

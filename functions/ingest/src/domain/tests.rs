@@ -186,6 +186,26 @@ async fn when_the_queue_fails_the_claims_are_released_and_the_retry_queues_them(
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
 }
 
+/// A task without files is settled as it is recorded, and only its manifest job writes its
+/// manifest (and `Task Vaulted`): a job the queue refuses fails the request (parked, the
+/// provider's retry or the replay sends it again), before any event says the stage.
+#[tokio::test]
+async fn when_the_queue_refuses_a_manifest_job_the_request_fails_before_its_events() {
+    use stemvault_vault::download::MANIFEST_JOB_NAME;
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let e = event(Stage::Final, &[]);
+    ports.set_enqueue_failing(true);
+    let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
+    assert!(matches!(&err, AcceptError::Enqueue(EnqueueError { failed: 1, total: 1, .. })), "{err}");
+    assert!(ports.events.published().is_empty(), "no event before its manifest job is sent");
+
+    ports.set_enqueue_failing(false);
+    ingest(&ports, &settings(), &e, b"{}", "req-2").await.unwrap();
+    let jobs: Vec<String> = ports.messages().into_iter().map(|(_, job)| job.name).collect();
+    assert_eq!(jobs, [MANIFEST_JOB_NAME]);
+    assert_eq!(ports.events.published().len(), 1);
+}
+
 #[tokio::test]
 async fn when_the_archive_fails_the_files_still_go_and_the_retry_archives() {
     let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));

@@ -253,6 +253,53 @@ fn a_failure_of_a_final_family_after_its_success_is_recorded_too() {
     assert_eq!(out.failure.map(|f| f.code), Some(500));
 }
 
+/// A second failure of a task that failed is no late failure (that is a failure after a
+/// success): the task's failure stands, and nothing else is recorded.
+#[test]
+fn a_second_failure_of_a_failed_task_is_no_late_failure() {
+    let failed = event(Stage::Error, 501, &[]);
+    let again = event(Stage::Error, 502, &[]);
+    let r = ingest_callback(None, &failed, &body("1"), &claimant("r"), now(0)).record;
+    let out = ingest_callback(Some(&r), &again, &body("2"), &claimant("r"), now(1)).record;
+    assert_eq!((out.stage, out.code, out.succeeded, out.failure), (Stage::Error, 501, false, None));
+}
+
+/// A task given up at `first` (never registered) that a later stage's callback reaches is
+/// revived: no longer abandoned, so it is watched, polled and given up again like any other;
+/// a late callback of a stage it had leaves it given up.
+#[test]
+fn a_task_given_up_is_revived_by_a_later_stage_only() {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    r.abandoned = Some(crate::record::Abandoned { reason: crate::GiveUpReason::Abandoned, at: now(5) });
+    let late_first = event(Stage::First, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let still = ingest_callback(Some(&r), &late_first, &body("2"), &claimant("r"), now(6)).record;
+    assert!(still.abandoned.is_some(), "the same stage again revives nothing");
+    let complete = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
+    let revived = ingest_callback(Some(&r), &complete, &body("3"), &claimant("r"), now(7)).record;
+    assert_eq!((revived.stage, revived.abandoned), (Stage::Complete, None));
+}
+
+/// A late callback of an earlier stage, arriving while a file of the current stage is being
+/// copied, is no newer URL for it: the stage's own URL is the file (a late `first` must not
+/// become the copy a failed `complete` URL falls back on).
+#[test]
+fn a_late_earlier_stage_url_is_no_newer_url_for_a_file_being_copied() {
+    let complete = event(Stage::Complete, 200, &[("a", "https://h/complete.mp3")]);
+    let mut r = ingest_callback(None, &complete, &body("c"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut r);
+    set_status(&mut r, "a", FileStatus::Downloading);
+    let late_first = event(Stage::First, 200, &[("a", "https://h/first.mp3")]);
+    let out = ingest_callback(Some(&r), &late_first, &body("f"), &claimant("r"), now(1)).record;
+    let a = &out.files["a"];
+    assert_eq!((a.url.as_str(), a.next_url.as_deref(), a.next_key.as_deref()), ("https://h/complete.mp3", None, None));
+    // The same stage again with another URL is one.
+    let again = event(Stage::Complete, 200, &[("a", "https://h/complete-2.mp3")]);
+    let out = ingest_callback(Some(&r), &again, &body("c2"), &claimant("r"), now(2)).record;
+    assert_eq!(out.files["a"].next_url.as_deref(), Some("https://h/complete-2.mp3"));
+}
+
 #[test]
 fn a_failure_before_the_task_ended_moves_it_to_error() {
     let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
@@ -871,6 +918,21 @@ fn details_over_the_limit_become_a_pointer_to_the_object_holding_them() {
     let kept = oversized_details(&large).expect("over the limit");
     assert!(kept == serde_json::to_string(&large.details).unwrap(), "the details' own JSON");
     assert!(item_size_estimate(&out) < 10_000, "{}", item_size_estimate(&out));
+}
+
+/// A pointer to details kept apart says something: a later body saying nothing of them (a
+/// failure after the success, its MIDI `data` null) leaves it, and GET's link to them.
+#[test]
+fn a_pointer_to_details_kept_apart_outlives_a_later_empty_body() {
+    let mut large = event(Stage::Final, 200, &[]);
+    large.details = midi(10_000);
+    let r = ingest_callback(None, &large, &body("l"), &claimant("r"), now(0)).record;
+    assert_eq!(r.details.as_ref().map(|d| d["kind"].clone()), Some(serde_json::json!("in_body")));
+    let mut failed = event(Stage::Final, 500, &[]);
+    failed.details = Details::Midi { state: None, instruments: vec![] };
+    let out = ingest_callback(Some(&r), &failed, &body("f"), &claimant("r"), now(1)).record;
+    assert_eq!(out.details, r.details);
+    assert_eq!(out.failure.map(|f| f.code), Some(500));
 }
 
 #[test]
