@@ -162,6 +162,7 @@ impl App {
                 rate_limited = outcome.rate_limited,
                 refused = outcome.refused,
                 misdirected = outcome.misdirected,
+                no_key = outcome.no_key,
                 "reconciliation done"
             );
             Ok(outcome)

@@ -237,7 +237,7 @@ impl PollProvider for AwsPorts {
     async fn poll_provider(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         match &self.provider {
             Some(provider) => provider.poll(family, task_id).await,
-            None => ProviderAnswer::Unreachable("no provider API key".into()),
+            None => ProviderAnswer::NoKey("no provider API key".into()),
         }
     }
 }

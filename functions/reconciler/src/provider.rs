@@ -133,7 +133,7 @@ impl HttpProvider {
         self.key
             .call(|key| self.poll_with(url, key), refused)
             .await
-            .unwrap_or_else(|e| ProviderAnswer::Unreachable(e.to_string()))
+            .unwrap_or_else(|e| ProviderAnswer::NoKey(e.to_string()))
     }
 
     async fn poll_with(&self, url: &str, key: Arc<ApiKey>) -> ProviderAnswer {
@@ -270,6 +270,21 @@ mod tests {
         let next_turn = provider.spacing.next_turn();
         assert!(next_turn >= start + Duration::from_secs(60), "two spacings of 30 s: {:?}", next_turn - start);
         assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
+    }
+
+    /// With no key read since start-up (the provider secret unreadable), nothing is sent: the
+    /// answer says so, not that the provider did not answer.
+    #[tokio::test]
+    async fn a_poll_without_a_key_is_not_sent() {
+        use stemvault_aws::provider::ProviderKey;
+        let (origin, connections) = stemvault_aws::test_http::answer_every(b"HTTP/1.1 500 X\r\n\r\n".to_vec()).await;
+        let sdk = stemvault_aws::test_http::sdk_at(&origin);
+        let reader = stemvault_aws::secrets::SecretReader::new(&sdk, "arn:x");
+        let key = Arc::new(ProviderKey::unread(reader, stemvault_aws::clock::SystemClock, "reconciler"));
+        let provider = HttpProvider::new(&origin, key, unspaced()).unwrap();
+        let answer = provider.poll(Family::Music, &TaskId::parse("t1").unwrap()).await;
+        assert!(matches!(&answer, ProviderAnswer::NoKey(why) if why.contains("no provider API key")), "{answer:?}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing sent");
     }
 
     /// A 429 or 503 asking for a wait (`Retry-After`, seconds or a date) holds the next turn

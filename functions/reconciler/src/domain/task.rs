@@ -98,6 +98,12 @@ pub(super) async fn reconcile_task<P: Ports>(
     // (or a maintenance page) that every other poll of the run would meet too.
     let mut misdirected = false;
     let polled = match answer {
+        // No poll at all, and not the provider's doing: left due, nothing recorded (not an
+        // unanswered poll, which would point at the provider). The run holds its polls.
+        ProviderAnswer::NoKey(why) => {
+            tracing::warn!(task_id, error = %why, "not polled: no provider API key; left due for a run that reads one");
+            return Ok(Handled::NoKey);
+        }
         ProviderAnswer::Unreachable(why) => {
             tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
             PollOutcome::Unreachable
