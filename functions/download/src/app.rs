@@ -144,7 +144,7 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     let delivery = delivery(&message, deadline, ports.now());
     let reserves = Reserves::before(deadline);
     let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
-    log_outcome(&outcome);
+    log_outcome(&outcome, &delivery);
     // A panic's claim is given back; one the deadline cut short ends with its lease, but on
     // the last receive both are recorded failed (`release_or_fail_claim`).
     // A panic's own words (logged by the panic hook, shown URLs hidden) are not the file's
@@ -240,7 +240,7 @@ fn delivery(message: &SqsMessage, deadline: Instant, now: Timestamp) -> Delivery
     }
 }
 
-fn log_outcome(outcome: &Outcome) {
+fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
     match outcome {
         Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
@@ -257,7 +257,17 @@ fn log_outcome(outcome: &Outcome) {
                 "the handler panicked; the message comes back, or after its last receive goes to the dead-letter queue"
             )
         }
-        // On the last receive, the copy path's own ERROR line says it goes to the dead-letter queue.
+        // Cut short on its last receive: `release_or_fail_claim` records the file failed.
+        Outcome::Retry(e) if delivery.is_last_receive() && !matches!(e, DownloadError::OutOfTime) => {
+            tracing::error!(
+                error = %e,
+                receive_count = delivery.receive_count,
+                "not done on its last receive: the message goes to the dead-letter queue and the file is not recorded \
+                 failed (its task stays open); redrive the message once the cause is gone, or the sweeper sends the \
+                 file again once its message can no longer be on the queue"
+            )
+        }
+        // A failure the copy path recorded on the last receive is `DeadLettered`, logged there.
         Outcome::Retry(e) => {
             tracing::warn!(error = %e, "not done; the message comes back, or after its last receive goes to the dead-letter queue")
         }
@@ -371,6 +381,26 @@ mod tests {
         let stored = logs.lines().find(|l| l.contains(r#""message_id":"m1""#) && l.contains(r#""file":"a""#));
         let line = stored.unwrap_or_default();
         assert!(line.contains(r#""lambda_request_id":"8476a536-e9f4-11e8-9739-2dfe598c3fcd""#), "{logs}");
+    }
+
+    /// A message not done on its last receive (here its file is another worker's) goes to the
+    /// dead-letter queue without its file recorded failed: an ERROR line says so and what is
+    /// left to do (a WARN saying it "comes back" was all the operator had).
+    #[tokio::test]
+    async fn a_message_not_done_on_its_last_receive_says_so_in_an_error() {
+        use crate::domain::MAX_RECEIVE_COUNT;
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let mut held = record(&[("a", FileStatus::Downloading)]);
+        let a = held.files.get_mut("a").unwrap();
+        (a.claim, a.lease_until) = (Some("another-worker".into()), Some(4_000_000_000));
+        let ports = Arc::new(MemoryPorts::with_record(held));
+        let mut m = message("m1", &job_body("a"));
+        m.attributes.insert("ApproximateReceiveCount".into(), MAX_RECEIVE_COUNT.to_string());
+        let response = process_batch(ports.clone(), SETTINGS, vec![m], Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response), vec!["m1"]);
+        let logs = captured.text();
+        let line = logs.lines().find(|l| l.contains("not done on its last receive")).unwrap_or_default();
+        assert!(line.contains("ERROR"), "{logs}");
     }
 
     /// A copy that panics fails its own message only: the claim it held is given back (the
