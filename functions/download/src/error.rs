@@ -180,7 +180,10 @@ pub enum DownloadError {
     Malformed(String),
     #[error("{}", .0.as_str())]
     Dropped(DropReason),
-    #[error("another worker is copying the file (its claim runs until {lease_until})")]
+    #[error(
+        "another worker is copying the file (its claim runs until {})",
+        stemvault_vault::Timestamp::from_unix_ms(lease_until.saturating_mul(1000))
+    )]
     Busy { lease_until: i64 },
     #[error("the file's claim was taken over or its item changed while copying")]
     LostClaim,
@@ -272,6 +275,8 @@ mod tests {
         assert!(!DownloadError::Malformed("x".into()).is_retryable());
         assert!(!DownloadError::Dropped(DropReason::TaskMissing).is_retryable());
         assert!(DownloadError::Busy { lease_until: 1 }.is_retryable());
+        let busy = DownloadError::Busy { lease_until: 1_800_000_000 }.to_string();
+        assert!(busy.ends_with("(its claim runs until 2027-01-15T08:00:00.000Z)"), "{busy}");
         assert!(DownloadError::Store(StoreError::Unavailable("x".into())).is_retryable());
         assert!(DownloadError::Store(StoreError::Malformed("x".into())).is_retryable());
     }

@@ -359,11 +359,15 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         Some(None) => return Err(expired.failed(None)),
         None => {
             let why = "no answer before the invocation's deadline";
-            tracing::warn!(status, why, "the source expired and no fresh link could be had yet; retrying");
+            tracing::warn!(
+                status,
+                why,
+                "the source expired and no fresh link could be had yet; tried again at the next receive (recorded failed if this was the last)"
+            );
             return Err(expired.not_yet(why.into(), None));
         }
         Some(Some(Err(e))) if e.is_retryable() => {
-            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; retrying");
+            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; tried again at the next receive (recorded failed if this was the last)");
             return Err(expired.not_yet(e.to_string(), None));
         }
         Some(Some(Err(e))) => {

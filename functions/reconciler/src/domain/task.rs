@@ -222,13 +222,21 @@ pub(super) async fn reconcile_task<P: Ports>(
             // A voice task's may be its generation record's answer (that path is known from
             // the provider's pages only): that task's own, not the setting's.
             misdirected = record.family != suno_callbacks::Family::Voice;
-            let then = if misdirected { "no more polls this run" } else { "polling again later" };
-            tracing::error!(
-                task_id,
-                status,
-                "PROVIDER_BASE_URL answered HTTP {status}, which the provider's API answers for no task (is it the \
-                 provider's API root?); not taken as the task unknown, {then}"
-            );
+            if misdirected {
+                tracing::error!(
+                    task_id,
+                    status,
+                    "PROVIDER_BASE_URL answered HTTP {status}, which the provider's API answers for no task (is it \
+                     the provider's API root?); not taken as the task unknown, no more polls this run"
+                );
+            } else {
+                tracing::warn!(
+                    task_id,
+                    status,
+                    "the voice task's records answered HTTP {status} (its generation record's path is known from \
+                     the provider's pages only); not taken as the task unknown, polling again later"
+                );
+            }
             PollOutcome::Unreadable
         }
         ProviderAnswer::Http { status, .. } => {
