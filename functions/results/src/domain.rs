@@ -143,8 +143,8 @@ pub async fn task_view(
 
 /// The most stored files an answer links: a presigned link with the function's session token
 /// is about 2 KB, so 1,000 keep an answer far below Lambda's 6 MB response limit, which a task
-/// with thousands of files (only a sender swelling it could bring so many: a body brings at
-/// most 256) would pass, its every GET failing. A normal task has tens.
+/// with thousands of files (a sender swelling it with bodies; one music body brings at most
+/// 1,024: 256 tracks of up to 4) would pass, its every GET failing. A normal task has tens.
 pub const MAX_LINKS: usize = 1000;
 
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
