@@ -50,11 +50,6 @@ pub enum Reply {
         after: u64,
     },
     Status(u16),
-    /// An S3 error answer: `status` with S3's XML naming `code`.
-    S3Error {
-        status: u16,
-        code: &'static str,
-    },
     /// A status with a `Retry-After` header (as a 429 or 503 may carry).
     RetryAfter {
         status: u16,
@@ -252,18 +247,6 @@ fn respond(reply: Reply) -> Response<Body> {
         }
         Reply::Disconnect { len, seed, after } => with_headers(generated_body(len, seed, after), None, Some(len)),
         Reply::Status(code) => status(code),
-        Reply::S3Error { status: code, code: name } => {
-            let xml = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{name}</Code><Message>scripted</Message></Error>"
-            );
-            let mut response = with_headers(
-                Full::new(Bytes::from(xml)).map_err(|never: Infallible| match never {}).boxed(),
-                Some("application/xml".into()),
-                None,
-            );
-            *response.status_mut() = StatusCode::from_u16(code).expect("a valid status code");
-            response
-        }
         Reply::RetryAfter { status: code, retry_after } => {
             let mut response = status(code);
             response.headers_mut().insert(RETRY_AFTER, retry_after.parse().expect("a valid Retry-After"));

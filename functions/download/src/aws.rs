@@ -764,25 +764,25 @@ mod tests {
     /// A claim's release, whose first attempt stalls (a connection that never answers), is
     /// made again within its caller's best-effort bound, not given up with the SDK's 3 s
     /// attempt (the claim would then wait out its lease); so is a multipart upload's abort.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_release_or_abort_is_tried_again_within_its_bound() {
-        use stemvault_aws::test_http::{answer_after_a_silent_one, json_reply, sdk_at};
-        let (origin, _) = answer_after_a_silent_one(json_reply(200, b"{}")).await;
-        let sdk = sdk_at(&origin);
+        use std::sync::atomic::Ordering;
+        use stemvault_aws::test_http::sdk_stalling_first;
+        let (sdk, calls) = sdk_stalling_first(200, b"{}");
         let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
         let task = TaskId::parse("t1").unwrap();
         let held = HeldCopy { worker: "w1", next: None };
         let releasing = ports.release_file(&task, "vocal", held, "the deadline came");
         let released = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, releasing).await;
         assert!(matches!(released, Ok(Ok(Conditional::Applied))), "{released:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
 
-        let (origin, _) =
-            answer_after_a_silent_one(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n".to_vec()).await;
-        let sdk = sdk_at(&origin);
+        let (sdk, calls) = sdk_stalling_first(204, b"");
         let ports = ports_over(&sdk, aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true));
         let aborting = ports.abort_multipart("tasks/t1/vocal.mp3", "upload-1");
         let aborted = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, aborting).await;
         assert!(matches!(aborted, Ok(Ok(()))), "{aborted:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     /// Ports whose S3 client is `s3`, without retries.

@@ -273,15 +273,15 @@ mod tests {
 
     /// The cursor's read, whose first attempt stalls (a connection that never answers), is
     /// made again within the bound its caller gives it, not given up with the SDK's 3 s attempt.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_cursor_read_is_tried_again_within_its_bound() {
-        use stemvault_aws::test_http::{answer_after_a_silent_one, json_reply, sdk_at};
-        let (origin, _) = answer_after_a_silent_one(json_reply(200, b"{}")).await;
-        let config =
-            Config { table_name: "t".into(), queue_url: format!("{origin}/1/q"), grace: std::time::Duration::ZERO };
-        let ports = AwsPorts::new(&config, &sdk_at(&origin));
+        let (sdk, calls) = stemvault_aws::test_http::sdk_stalling_first(200, b"{}");
+        let queue_url = "http://scripted.test/1/q".into();
+        let config = Config { table_name: "t".into(), queue_url, grace: std::time::Duration::ZERO };
+        let ports = AwsPorts::new(&config, &sdk);
         let read = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, ports.read_cursor()).await;
         assert_eq!(read, Ok(Ok(None)), "no cursor yet");
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[test]

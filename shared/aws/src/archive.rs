@@ -127,6 +127,43 @@ impl ArchiveBody for BodyArchive {
 mod tests {
     use super::*;
 
+    /// A park S3 answers 409 ConditionalRequestConflict (a concurrent conditional write of the
+    /// same key; S3 says to retry) is tried again after a pause, a bounded number of times; a
+    /// 412 is the copy already parked; a 400 naming a refusal is refused for good, one whose
+    /// code cannot be read (a body cut short) is not; a first attempt that stalls is given up
+    /// for a second within the park's attempt timeout. (moto never answers 409: scripted.)
+    #[tokio::test(start_paused = true)]
+    async fn a_park_refused_by_a_concurrent_write_is_tried_again_a_bounded_number_of_times() {
+        use crate::test_http::{Scripted::*, sdk_answering};
+        const REFUSED: &[u8] =
+            b"<?xml version=\"1.0\"?><Error><Code>InvalidArgument</Code><Message>m</Message></Error>";
+        let ok = Answer(200, b"");
+        let cases = [
+            ("once", vec![Answer(409, b""), ok], Ok(()), 2),
+            ("twice", vec![Answer(409, b""), Answer(409, b""), ok], Ok(()), 3),
+            // Err(whether a later park may succeed).
+            ("always", vec![Answer(409, b"")], Err(true), 3),
+            ("there", vec![Answer(412, b"")], Ok(()), 1),
+            ("refused", vec![Answer(400, REFUSED)], Err(false), 1),
+            ("unread", vec![Answer(400, b"")], Err(true), 1),
+            ("stalled", vec![Stall, ok], Ok(()), 2),
+        ];
+        for (name, script, expected, requests) in cases {
+            let (sdk, calls) = sdk_answering(script);
+            let s3 = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build();
+            let archive = BodyArchive::new(aws_sdk_s3::Client::from_conf(s3), "vault");
+            let started = tokio::time::Instant::now();
+            // Bounded, so a stall never given up fails (in virtual time, at once) rather than hangs.
+            let key = format!("parked/{name}.json");
+            let parking = archive.park(&key, b"{}");
+            let parked = tokio::time::timeout(Duration::from_secs(60), parking).await.expect("given up in time");
+            assert_eq!(parked.as_ref().map(|_| ()).map_err(|e| e.is_retryable()), expected, "{name}: {parked:?}");
+            assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), requests, "{name}");
+            // Within ingest's park bound, stall and pauses included (paused time: no race).
+            assert!(started.elapsed() < Duration::from_secs(2), "{name}: {:?}", started.elapsed());
+        }
+    }
+
     /// Parks retry apart from every other S3 call of the process.
     #[test]
     fn parks_have_their_own_retry_quota() {

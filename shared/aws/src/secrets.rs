@@ -346,18 +346,14 @@ mod tests {
 
     /// A read whose first attempt stalls (a connection that never answers) is tried again
     /// within [`REREAD_TIMEOUT`], and brings the secret.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_read_whose_first_attempt_stalls_is_tried_again_in_time() {
         let body = br#"{"ARN":"arn:x","Name":"n","SecretString":"{\"k\":1}","VersionId":"v"}"#;
-        let head = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        );
-        let (origin, served) = crate::test_http::answer_after_a_silent_one([head.as_bytes(), body].concat()).await;
         // Its retries off, as the reader's own settings replace them.
-        let reader = SecretReader::new(&crate::test_http::sdk_at(&origin), "arn:x");
+        let (sdk, calls) = crate::test_http::sdk_stalling_first(200, body);
+        let reader = SecretReader::new(&sdk, "arn:x");
         let text = read_within_timeout(&reader).await.expect("read on its second attempt");
         assert_eq!(text.expose(), r#"{"k":1}"#);
-        assert_eq!(served.await.unwrap(), 2);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

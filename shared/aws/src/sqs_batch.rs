@@ -224,14 +224,13 @@ mod tests {
     /// A visibility change whose first attempt stalls (a connection that never answers) is
     /// made again within the bound its callers give it, not given up with the SDK's 3 s
     /// attempt: the message would wait out the queue's visibility timeout instead of its delay.
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_stalled_visibility_change_is_tried_again_within_its_bound() {
-        let (origin, _) = crate::test_http::answer_after_a_silent_one(crate::test_http::json_reply(200, b"{}")).await;
-        let sqs = aws_sdk_sqs::Client::new(&crate::test_http::sdk_at(&origin));
-        let queue_url = format!("{origin}/1/q");
-        let delaying = delay_message(&sqs, &queue_url, "receipt", Duration::from_secs(30));
+        let (sdk, calls) = crate::test_http::sdk_stalling_first(200, b"{}");
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let delaying = delay_message(&sqs, "http://scripted.test/1/q", "receipt", Duration::from_secs(30));
         let delayed = tokio::time::timeout(stemvault_vault::BEST_EFFORT_CALL_TIMEOUT, delaying).await;
-        assert_eq!(delayed, Ok(Ok(())));
+        assert_eq!((delayed, calls.load(Ordering::SeqCst)), (Ok(Ok(())), 2));
     }
 
     #[tokio::test]

@@ -39,27 +39,6 @@ pub async fn answer_in_turn(replies: Vec<Vec<u8>>) -> (String, JoinHandle<Vec<St
     (origin, served)
 }
 
-/// `http://127.0.0.1:<port>` that reads its first request and never answers it (a stalled
-/// connection), then answers the next, on another connection, with `reply`; the task yields
-/// the connections it accepted.
-pub async fn answer_after_a_silent_one(reply: Vec<u8>) -> (String, JoinHandle<usize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
-    let origin = format!("http://{}", listener.local_addr().expect("a bound address"));
-    let served = tokio::spawn(async move {
-        // Bounded: a test whose code never makes the request fails rather than hangs.
-        let accept = || tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept());
-        let (mut silent, _) = accept().await.expect("no request came within 30 s").expect("a connection");
-        read_request(&mut silent).await;
-        let (mut answered, _) = accept().await.expect("no second request within 30 s").expect("a connection");
-        read_request(&mut answered).await;
-        let _ = answered.write_all(&reply).await;
-        // Held open, unanswered, until the answered one is done.
-        drop(silent);
-        2
-    });
-    (origin, served)
-}
-
 /// `http://127.0.0.1:<port>` keeping its connections: every request on each is answered with
 /// `reply`, as it is (a reply shorter than its `content-length` leaves the client waiting for
 /// the rest). The count is of connections accepted.
@@ -117,6 +96,55 @@ fn content_length(head: &str) -> usize {
             name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse().ok())?
         })
         .unwrap_or(0)
+}
+
+/// One answer of [`sdk_answering`]'s script.
+#[derive(Debug, Clone, Copy)]
+pub enum Scripted {
+    /// Never answered: a stalled connection, which only an attempt timeout ends.
+    Stall,
+    /// This status and body, at once.
+    Answer(u16, &'static [u8]),
+}
+
+/// SDK settings whose requests are answered by `script`, in turn (past its end, its last
+/// answer again), for tests under paused time: a real stall or slow server would make the
+/// attempt timeouts tested a race against the machine's speed. Test credentials, and no
+/// retries but a call's own; and the count of requests made.
+pub fn sdk_answering(script: Vec<Scripted>) -> (aws_config::SdkConfig, Arc<AtomicUsize>) {
+    use aws_smithy_runtime_api::client::http::{SharedHttpConnector, http_client_fn};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let connector = ScriptedConnector { script: Arc::new(script), calls: calls.clone() };
+    let client = http_client_fn(move |_, _| SharedHttpConnector::new(connector.clone()));
+    (sdk_at("http://scripted.test").to_builder().http_client(client).build(), calls)
+}
+
+/// [`sdk_answering`] a first request that stalls, and every later one with `status` and `body`.
+pub fn sdk_stalling_first(status: u16, body: &'static [u8]) -> (aws_config::SdkConfig, Arc<AtomicUsize>) {
+    sdk_answering(vec![Scripted::Stall, Scripted::Answer(status, body)])
+}
+
+/// See [`sdk_answering`].
+#[derive(Debug, Clone)]
+struct ScriptedConnector {
+    script: Arc<Vec<Scripted>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl aws_smithy_runtime_api::client::http::HttpConnector for ScriptedConnector {
+    fn call(
+        &self,
+        _: aws_smithy_runtime_api::client::orchestrator::HttpRequest,
+    ) -> aws_smithy_runtime_api::client::http::HttpConnectorFuture {
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = self.script.get(call).or(self.script.last()).copied().unwrap_or(Scripted::Stall);
+        aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
+            let Scripted::Answer(status, body) = answer else { return std::future::pending().await };
+            let status = aws_smithy_runtime_api::http::StatusCode::try_from(status).expect("an HTTP status");
+            Ok(HttpResponse::new(status, aws_smithy_types::body::SdkBody::from(body)))
+        })
+    }
 }
 
 /// SDK settings for a service scripted at `origin` (one of the origins above): test
