@@ -612,8 +612,8 @@ async fn without_a_key_a_dead_lettered_file_is_reopened_at_its_own_url_and_copie
 
 /// A provider secret that cannot be read at start-up (here: not created yet) does not stop the
 /// reconciler: it starts, replays what is parked, and holds its polls back (no request with
-/// no key, and nothing recorded or counted as a poll: the task is left due) until a read of
-/// the secret brings a key.
+/// no key; the task's poll recorded `unreachable`, polled again on its schedule, and not
+/// counted as a poll) until a read of the secret brings a key.
 #[tokio::test]
 async fn an_unreadable_provider_secret_holds_polls_back_without_stopping_the_reconciler() {
     let env = TestEnv::new().await;
@@ -625,10 +625,10 @@ async fn an_unreadable_provider_secret_holds_polls_back_without_stopping_the_rec
     assert!(app.is_on());
 
     let outcome = run_due(&env, &app, &task).await;
-    assert_eq!((outcome.polls, outcome.left_due, outcome.no_key), (0, 1, true), "{outcome:?}");
+    assert_eq!((outcome.polls, outcome.unanswered, outcome.not_sent), (0, 0, 1), "{outcome:?}");
     assert_eq!(provider.polls(&task), 0, "nothing sent without a key");
     let record = env.task_record(&task).await;
-    assert_eq!(record.last_poll, None, "no poll recorded");
+    assert_eq!(record.last_poll.as_ref().map(|p| p.outcome.as_str()), Some("unreachable"));
     assert_eq!(record.reconcile.as_deref(), Some("due"), "still watched");
 }
 

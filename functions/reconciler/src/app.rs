@@ -162,7 +162,7 @@ impl App {
                 rate_limited = outcome.rate_limited,
                 refused = outcome.refused,
                 misdirected = outcome.misdirected,
-                no_key = outcome.no_key,
+                not_sent = outcome.not_sent,
                 "reconciliation done"
             );
             Ok(outcome)

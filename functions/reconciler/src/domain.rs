@@ -233,10 +233,11 @@ pub struct Outcome {
     /// which every other poll would meet alike (one error line a run, not one a task); the
     /// tasks left wait for the next run.
     pub misdirected: bool,
-    /// Stopped because no provider API key has been readable since start-up (the provider
-    /// secret's own alarm says so): nothing was sent, and the tasks left wait for a run that
-    /// reads one.
-    pub no_key: bool,
+    /// Due tasks not polled for want of a provider API key (none readable since start-up:
+    /// the secret's own alarm says so): nothing sent, each recorded `unreachable` and polled
+    /// again on its schedule, as a poll the provider did not answer would be, but not counted
+    /// as a poll (`polls`, `unanswered`), which would point at the provider.
+    pub not_sent: usize,
     /// The parked callbacks replayed before the polls ([`crate::replay`]).
     #[serde(flatten)]
     pub replayed: crate::replay::Replayed,
@@ -247,7 +248,7 @@ impl Outcome {
     /// refusal that stands), answered as its API never does, or its next turn lies past the
     /// run's time.
     fn polls_held(&self) -> bool {
-        self.rate_limited || self.refused || self.misdirected || self.no_key || self.stopped_early
+        self.rate_limited || self.refused || self.misdirected || self.stopped_early
     }
 
     /// Nothing was found to do.
@@ -274,8 +275,8 @@ enum Handled {
     Skipped,
     /// Due, but polls are held this run: left due, nothing written, first in the next run.
     LeftDue,
-    /// Due, but no provider key could be read to poll it with: left due, as [`Handled::LeftDue`],
-    /// and the run's polls held.
+    /// Due, but no provider key could be read to poll it with: nothing sent, its poll's
+    /// bookkeeping written as for an unanswered poll ([`Outcome::not_sent`]).
     NoKey,
     /// Polled; `misdirected`: answered as the provider's API never answers
     /// ([`Outcome::misdirected`]).
@@ -351,10 +352,7 @@ pub async fn reconcile<P: Ports>(
         match handled {
             Ok(Handled::Skipped) => {}
             Ok(Handled::LeftDue) => outcome.left_due += 1,
-            Ok(Handled::NoKey) => {
-                outcome.left_due += 1;
-                outcome.no_key = true;
-            }
+            Ok(Handled::NoKey) => outcome.not_sent += 1,
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,

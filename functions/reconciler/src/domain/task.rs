@@ -97,12 +97,19 @@ pub(super) async fn reconcile_task<P: Ports>(
     // Set where the answer is one the provider's API never gives: a wrong PROVIDER_BASE_URL
     // (or a maintenance page) that every other poll of the run would meet too.
     let mut misdirected = false;
+    // Whether a request went out: one that could not (no key) is kept on the schedule of an
+    // unanswered poll (backing off, a last chance's day bounded), but is no poll of the
+    // provider's to count.
+    let mut sent = true;
     let polled = match answer {
-        // No poll at all, and not the provider's doing: left due, nothing recorded (not an
-        // unanswered poll, which would point at the provider). The run holds its polls.
         ProviderAnswer::NoKey(why) => {
-            tracing::warn!(task_id, error = %why, "not polled: no provider API key; left due for a run that reads one");
-            return Ok(Handled::NoKey);
+            tracing::warn!(
+                task_id,
+                error = %why,
+                "not polled: no provider API key (the provider secret is unreadable); polling again later"
+            );
+            sent = false;
+            PollOutcome::Unreachable
         }
         ProviderAnswer::Unreachable(why) => {
             tracing::info!(task_id, error = %why, "the provider did not answer; polling again later");
@@ -247,7 +254,7 @@ pub(super) async fn reconcile_task<P: Ports>(
     // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| poll_bookkeeping(r, &polled, now)).await?;
-    Ok(Handled::Polled { outcome: polled, misdirected })
+    Ok(if sent { Handled::Polled { outcome: polled, misdirected } } else { Handled::NoKey })
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not

@@ -844,18 +844,21 @@ async fn a_task_the_index_lists_due_late_is_not_polled_before_its_time() {
 }
 
 /// A poll that could not be sent for want of a key (the provider secret unreadable since
-/// start-up) is no poll the provider left unanswered: nothing is recorded or counted, the
-/// task stays due, and the run sends no more.
+/// start-up) is kept on an unanswered poll's schedule (recorded `unreachable`, polled again
+/// later), but counted apart: not as a poll the provider left unanswered.
 #[tokio::test]
-async fn a_poll_not_sent_for_want_of_a_key_leaves_the_task_due_and_counts_nothing() {
+async fn a_poll_not_sent_for_want_of_a_key_is_rescheduled_but_not_counted_as_a_poll() {
     let ports = MemoryPorts::new(vec![ProviderAnswer::NoKey("no provider API key".into())]);
     register(&ports);
     ports.until_due();
     let due_at = ports.record().reconcile_at;
     let outcome = run(&ports).await;
-    assert_eq!((outcome.polls, outcome.unanswered, outcome.left_due, outcome.no_key), (0, 0, 1, true), "{outcome:?}");
+    assert_eq!((outcome.polls, outcome.unanswered, outcome.not_sent), (0, 0, 1), "{outcome:?}");
     let record = ports.record();
-    assert_eq!((record.last_poll, record.polls, record.reconcile_at), (None, 0, due_at));
+    assert_eq!(record.last_poll.map(|p| p.outcome), Some("unreachable".to_owned()));
+    assert!(record.reconcile_at > due_at, "polled again later");
+    let measures = ports.measures.lock().unwrap().clone();
+    assert!(matches!(measures[..], [Measure::Reconciled { polls: 0, unanswered: 0, .. }]), "{measures:?}");
 }
 
 /// A registered task polled once, due, answered `answer`: the run's outcome, and the ports.
