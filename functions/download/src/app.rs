@@ -257,7 +257,8 @@ fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
                 "the handler panicked; the message comes back, or after its last receive goes to the dead-letter queue"
             )
         }
-        // Cut short on its last receive: `release_or_fail_claim` records the file failed.
+        // Not done on its last receive, and the file not recorded failed. (Cut short by the
+        // deadline, `OutOfTime`, it is: `release_or_fail_claim` records it, and says so.)
         Outcome::Retry(e) if delivery.is_last_receive() && !matches!(e, DownloadError::OutOfTime) => {
             tracing::error!(
                 error = %e,

@@ -159,21 +159,28 @@ impl ListOpenTasks for AwsPorts {
 /// naming its task, and counted), and where the next page starts: after the page key's entry, or,
 /// when the page key is unreadable (its `last_received_at` edited by hand), after the page's
 /// last readable entry, so the next page reads that one as an entry and skips it (failing
-/// instead, every run would stop on the same page). No readable entry and an unreadable page
-/// key: an error naming its task.
+/// instead, every run would stop on the same page; it is counted there, not twice). No
+/// readable entry and an unreadable page key: an error naming its task.
 fn page(
     items: &[HashMap<String, AttributeValue>],
     page_key: Option<&HashMap<String, AttributeValue>>,
 ) -> Result<OpenTaskPage, StoreError> {
+    let task_of = |item: &HashMap<String, AttributeValue>| item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).cloned();
     let unreadable = |item: &HashMap<String, AttributeValue>| {
-        let task_id = item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).map_or("<none>", String::as_str);
+        let task_id = task_of(item).unwrap_or_else(|| "<none>".into());
         format!("task {task_id}: no task id or no readable last_received_at")
     };
+    // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
+    let page_key = page_key.filter(|key| !key.is_empty());
+    // An unreadable page key's entry is read again by the next page.
+    let read_again = page_key.filter(|key| open_task(key).is_none()).and_then(&task_of);
+    let mut skipped = 0;
     let tasks: Vec<OpenTask> = items
         .iter()
         .filter_map(|item| {
             let task = open_task(item);
-            if task.is_none() {
+            if task.is_none() && (read_again.is_none() || task_of(item) != read_again) {
+                skipped += 1;
                 tracing::error!(
                     entry = %unreadable(item),
                     "skipped an unreadable open-tasks entry: its task is never swept; fix its last_received_at (an RFC 3339 time)"
@@ -182,9 +189,7 @@ fn page(
             task
         })
         .collect();
-    let skipped = items.len() - tasks.len();
-    // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
-    let next = match page_key.filter(|key| !key.is_empty()) {
+    let next = match page_key {
         None => None,
         Some(key) => match open_task(key).or_else(|| tasks.last().cloned()) {
             Some(next) => Some(next),
@@ -322,7 +327,14 @@ mod tests {
         let bad = entry("t-2", "yesterday");
         let read = page(&[good.clone(), bad.clone()], Some(&bad)).unwrap();
         let t1 = OpenTask { task_id: "t-1".into(), last_received_at: at("2026-01-01T00:00:00.000Z") };
-        assert_eq!((read.tasks, read.next, read.unreadable), (vec![t1.clone()], Some(t1.clone()), 1));
+        // Not counted on this page: the next one, starting after t-1, reads (and counts) it.
+        assert_eq!((read.tasks, read.next, read.unreadable), (vec![t1.clone()], Some(t1.clone()), 0));
+        let t3 = entry("t-3", "2026-01-02T00:00:00.000Z");
+        assert_eq!(
+            page(&[bad.clone(), t3.clone()], Some(&t3)).unwrap().unreadable,
+            1,
+            "counted where read as an entry"
+        );
         assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
         assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
         assert_eq!(page(std::slice::from_ref(&good), Some(&HashMap::new())).unwrap().next, None, "an empty key ends");

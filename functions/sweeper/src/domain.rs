@@ -106,7 +106,8 @@ pub trait CloseTask {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Measure {
     /// A sweep: the open tasks it checked, those it could not sweep that a later run may
-    /// (`failed`), those no retry mends (`broken`: a panic, a record the table cannot read;
+    /// (`failed`), those no retry mends (`broken`: a panic, a record the table cannot read, an
+    /// index entry that cannot be read;
     /// apart, since the sweep meets them on every lap: counted as failed they would hold the
     /// tasks-not-swept alarm in ALARM, hiding a later outage); and how long ago the oldest open task past the grace period last received a
     /// callback, in seconds (0: none; None: the index could not be read). Emitted by every
@@ -194,7 +195,8 @@ pub struct Outcome {
     pub manifests_requested: usize,
     /// Tasks that could not be swept this time (a later run tries again).
     pub tasks_failed: usize,
-    /// Of those, the ones no retry mends (a panic, a record the table cannot read).
+    /// Of those, the ones no retry mends (a panic, a record the table cannot read, an index
+    /// entry that cannot be read).
     pub tasks_broken: usize,
     /// Stopped at `max_tasks` or the deadline before every entry was checked once; the next
     /// run resumes after the last one checked.

@@ -113,9 +113,10 @@ async fn copy_held<P: Ports>(
     // reconciler watches it for a fresh one.)
     let newer_out_of_time = from_next && error == CopyError::Deadline;
     if newer_out_of_time && delivery.is_last_receive() {
-        tracing::error!(
+        // What is left; the message's own ERROR line (`not done on its last receive`) follows.
+        tracing::warn!(
             "a newer URL came and the invocation's time ran out before it was copied, on the last receive: the \
-             file is left queued at it, for the sweeper; its message goes to the dead-letter queue"
+             file is left queued at it, for the sweeper"
         );
     }
     if retryable && (!delivery.is_last_receive() || newer_out_of_time) {
