@@ -77,7 +77,9 @@ impl AcceptError {
             AcceptError::Store(StoreError::Rejected(_)) => "task_record_rejected",
             AcceptError::Store(StoreError::Invalid(_)) => "task_write_invalid",
             AcceptError::TooLargeToRecord { .. } => "callback_too_large_to_record",
-            AcceptError::Store(_) | AcceptError::Contention { .. } => "task_record_unavailable",
+            AcceptError::Store(_) => "task_record_unavailable",
+            // Not the table failing: one task's record kept changing (a flood of deliveries).
+            AcceptError::Contention { .. } => "task_record_contended",
             AcceptError::Archive(_) => "archive_failed",
             AcceptError::Enqueue(_) => "enqueue_failed",
             AcceptError::Publish(_) => "publish_failed",
@@ -101,8 +103,9 @@ impl AcceptError {
             AcceptError::TooLargeToRecord { .. } => {
                 "the task's record with this callback would exceed the table's item size; it was not recorded"
             }
-            AcceptError::Store(_) | AcceptError::Contention { .. } => {
-                "the task record could not be written; retry the delivery"
+            AcceptError::Store(_) => "the task record could not be written; retry the delivery",
+            AcceptError::Contention { .. } => {
+                "the task record kept changing under concurrent deliveries; retry the delivery"
             }
             AcceptError::Archive(_) => {
                 "the callback is recorded but its body (or its results kept apart) could not be archived; retry the delivery"
@@ -141,6 +144,14 @@ mod tests {
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
         }
+    }
+
+    /// A table that fails and one task's record that keeps changing have different fixes (the
+    /// table's health; that task's deliveries): the dashboard's reasons tell them apart.
+    #[test]
+    fn contention_is_told_from_the_table_failing() {
+        assert_eq!(AcceptError::Store(StoreError::Unavailable("x".into())).reason_code(), "task_record_unavailable");
+        assert_eq!(AcceptError::Contention { attempts: 3 }.reason_code(), "task_record_contended");
     }
 
     /// Kept parked until a fix: a record that cannot be read, or writes the table refuses as
