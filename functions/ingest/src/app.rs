@@ -264,7 +264,8 @@ impl<P: Ports> App<P> {
                 // A scanner's or a hand's request to the endpoint names no task: not the
                 // provider's callbacks being refused.
                 let unverifiable = (unsigned || refusal.is_for_the_token()) && claimed.is_some();
-                let rejection = Rejection { unverifiable, ..unauthorized(refusal) };
+                let names_a_task = claimed.is_some();
+                let rejection = Rejection { unverifiable, names_a_task, ..unauthorized(refusal) };
                 if !outside_window {
                     return Err(rejection);
                 }
@@ -289,14 +290,19 @@ impl<P: Ports> App<P> {
         // an unsigned body claiming a million tracks costs one pass over its bytes.
         let task_id = callback_task_id(body).map_err(unparsable)?;
         tracing::Span::current().record("claimed_task_id", task_id.as_str());
-        let key = auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
+        let key = auth
+            .check_signature(task_id.as_str(), req.headers(), now)
+            .map_err(|refusal| Rejection { names_a_task: true, ..unauthorized(refusal) })?;
         let span = tracing::Span::current();
         span.record("task_id", task_id.as_str());
         if let Some(vouched_by) = vouched_by(key, token) {
             span.record("vouched_by", vouched_by.as_str());
         }
-        let event = parse_callback(body)
-            .map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id.clone()), ..unparsable(e) })?;
+        let event = parse_callback(body).map_err(|e| Rejection {
+            follow_up: FollowUp::Keep(task_id.clone()),
+            names_a_task: true,
+            ..unparsable(e)
+        })?;
         of_the_signed_task(task_id, event)
     }
 
@@ -466,6 +472,10 @@ struct Rejection {
     /// Refused for missing or malformed signature headers, or for its path token, while its
     /// body names a task ([`Measure::Unverifiable`]).
     unverifiable: bool,
+    /// Its body names a task: a callback of the provider's perhaps, whose refusal is a
+    /// warning. A request naming none (a scanner's, a hand's) is refused at INFO, so that
+    /// a probed endpoint does not bury the warnings the runbooks point to.
+    names_a_task: bool,
     /// What the refusal does besides answering ([`App::refuse`]).
     follow_up: FollowUp,
 }
@@ -495,6 +505,7 @@ impl Rejection {
             message: message.into(),
             keyed: false,
             unverifiable: false,
+            names_a_task: false,
             follow_up: FollowUp::Nothing,
         }
     }
@@ -522,7 +533,12 @@ impl Rejection {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "request",
             _ => "callback",
         };
-        tracing::warn!(reason = self.reason, status = self.status.as_u16(), "{what} refused: {}", self.message);
+        let (reason, status) = (self.reason, self.status.as_u16());
+        if self.names_a_task || !self.status.is_client_error() {
+            tracing::warn!(reason, status, "{what} refused: {}", self.message);
+        } else {
+            tracing::info!(reason, status, "{what} refused: {}", self.message);
+        }
         metrics.emit_metrics(&Measure::Refused { reason: self.reason });
         let mut body = match self.status {
             StatusCode::UNAUTHORIZED => {
@@ -585,6 +601,7 @@ fn of_the_signed_task(signed: TaskId, event: CallbackEvent) -> Result<CallbackEv
     tracing::warn!(error = %message, "a callback's two readers disagree on its task id");
     Err(Rejection {
         follow_up: FollowUp::Keep(signed),
+        names_a_task: true,
         ..Rejection::new(StatusCode::BAD_REQUEST, "task_id_mismatch", message)
     })
 }

@@ -492,6 +492,31 @@ async fn unauthenticated_only_when_allowed() {
     );
 }
 
+/// A refused request whose body names no task (a scanner's) is logged at INFO; one naming a
+/// task (perhaps the provider's callback) at WARN, which the runbooks read.
+#[tokio::test]
+async fn refusals_naming_no_task_are_info_and_those_naming_one_warnings() {
+    let h = app().await;
+    let captured = capture_logs();
+    assert_eq!(refusal(&h, request("/callback", &[], b"not json".to_vec())).await, "missing_timestamp");
+    assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
+    let logs = captured.text();
+    let levels: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("callback refused"))
+        .map(|l| {
+            if l.contains(r#""level":"INFO""#) {
+                "INFO"
+            } else if l.contains(r#""level":"WARN""#) {
+                "WARN"
+            } else {
+                "?"
+            }
+        })
+        .collect();
+    assert_eq!(levels, ["INFO", "WARN"], "{logs}");
+}
+
 /// A secret whose text cannot be used (an edit to fix), with no previous version to fall back
 /// on, starts the function answering 503 `secret_unreadable`, as one that cannot be read
 /// (here: missing) does: the start says why, showing no key, and is counted (alarmed); once
