@@ -258,7 +258,7 @@ fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
             )
         }
         // Not done on its last receive, and the file not recorded failed. (Cut short by the
-        // deadline, `OutOfTime`, it is: `release_or_fail_claim` records it, and says so.)
+        // deadline, `OutOfTime`, `release_or_fail_claim` records it, or says why not.)
         Outcome::Retry(e) if delivery.is_last_receive() && !matches!(e, DownloadError::OutOfTime) => {
             tracing::error!(
                 error = %e,

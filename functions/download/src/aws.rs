@@ -343,7 +343,8 @@ pub const COPY_SECONDS: &str = "CopySeconds";
 /// Files failed for good (Count); dimensions `Function` and `Reason`
 /// ([`crate::error::CopyError::failure_code`], or `dead_lettered`).
 pub const FILES_FAILED: &str = "FilesFailed";
-/// From a task's first callback to its vault settled (Seconds); dimension `Function`.
+/// From a task's first callback to a settle that published `Task Vaulted` (Seconds);
+/// dimension `Function`.
 pub const SECONDS_TO_SETTLED: &str = "SecondsToSettled";
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read

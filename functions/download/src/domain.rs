@@ -295,7 +295,8 @@ pub enum Measure {
     Stored { bytes: u64, copy_seconds: Option<f64> },
     /// A file was recorded `failed` for good ([`CopyError::failure_code`]).
     Failed { reason: &'static str },
-    /// This worker settled a task's vault: seconds since the task's first callback.
+    /// This worker settled a task's vault and published its `Task Vaulted`: seconds since the
+    /// task's first callback.
     Settled { seconds: f64 },
 }
 
@@ -625,12 +626,22 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
             return release_claim(ports, &task_id, &job.name, HeldCopy { next, ..held }, reason).await;
         }
         Ok(written) => written,
-        Err(e) => return tracing::warn!(error = %e, "could not record the file failed; its claim ends with its lease"),
+        Err(e) => {
+            return tracing::error!(
+                error = %e,
+                "not done on its last receive: could not record the file failed, so the message goes to the \
+                 dead-letter queue with the file not recorded failed (its task stays open); redrive it once the \
+                 table answers, or the sweeper sends the file again once its message can no longer be on the queue"
+            );
+        }
     };
     // Ours (applied, or its answer lost and the SDK's retry refused); else another claim, none
     // taken, or settled by this handling before it ended: its holder (or that write) settles it.
     if !matches!(after_refusal(written, ours), Finished::Ours) {
-        return;
+        return tracing::warn!(
+            "not recorded failed on its last receive: the file is settled or another worker's, or was never \
+             claimed (then the sweeper sends it again); its message goes to the dead-letter queue"
+        );
     }
     ports.emit_metrics(&Measure::Failed { reason: FailureCode::DeadLettered.as_str() });
     tracing::error!(reason = %dead_lettered, "the file failed on its last receive; its message goes to the dead-letter queue");

@@ -40,6 +40,9 @@ pub enum RefreshError {
     Provider { code: i64, message: String },
     #[error("the provider could not be reached: {0}")]
     Unreachable(String),
+    /// Not asked: no provider API key has been readable since start-up.
+    #[error("no fresh link asked: {0}")]
+    NoKey(String),
     #[error("the provider's answer is unreadable: {0}")]
     Unreadable(String),
     /// The link it gave is not an allowed source.
@@ -67,11 +70,12 @@ impl RefreshError {
     /// or under maintenance (429, 430, 455: [`suno_callbacks::poll::WAIT_STATUSES`],
     /// as a poll reads them; the code may be the HTTP status, so 405 is "method not allowed")
     /// or failing (5xx), a request that timed out or came too early on its way (408, 425: a
-    /// gateway's), or its answer unreadable (a proxy's error page). Not a refusal about this
+    /// gateway's), or its answer unreadable (a proxy's error page), or not asked for want of a
+    /// key (the secret unreadable since start-up). Not a refusal about this
     /// URL or this account (401, 402, 405, 422, 505, ...).
     pub fn is_retryable(&self) -> bool {
         match self {
-            RefreshError::Unreachable(_) | RefreshError::Unreadable(_) => true,
+            RefreshError::Unreachable(_) | RefreshError::NoKey(_) | RefreshError::Unreadable(_) => true,
             RefreshError::Provider { code, .. } => {
                 suno_callbacks::poll::is_wait_status(*code)
                     || suno_callbacks::poll::provider_failing(*code)
@@ -191,7 +195,7 @@ impl LinkRefresher {
         self.key
             .call(|key| self.ask(key, url), refused)
             .await
-            .unwrap_or_else(|e| Err(RefreshError::Unreachable(e.to_string())))
+            .unwrap_or_else(|e| Err(RefreshError::NoKey(e.to_string())))
     }
 
     /// One request for a fresh link of `url`, with `key`.
@@ -395,6 +399,21 @@ mod tests {
         let err = links.fresh_link(original).await.unwrap_err();
         assert!(matches!(err, RefreshError::Refused(Refusal::Refused(_))), "{err}");
         assert!(err.to_string().starts_with("the fresh link: refused source: host evil.example.com"), "{err}");
+    }
+
+    /// With no key read since start-up, nothing is asked: the error says so (not that the
+    /// provider could not be reached), and a later receive tries again.
+    #[tokio::test]
+    async fn no_fresh_link_is_asked_without_a_key() {
+        use stemvault_aws::provider::ProviderKey;
+        let (origin, connections) = stemvault_aws::test_http::answer_every(b"HTTP/1.1 500 X\r\n\r\n".to_vec()).await;
+        let reader = stemvault_aws::secrets::SecretReader::new(&stemvault_aws::test_http::sdk_at(&origin), "arn:x");
+        let key = Arc::new(ProviderKey::unread(reader, stemvault_aws::clock::SystemClock, "download"));
+        let links = LinkRefresher::new(&origin, key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
+        let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();
+        assert!(matches!(err, RefreshError::NoKey(_)) && err.is_retryable(), "{err}");
+        assert!(err.to_string().starts_with("no fresh link asked: no provider API key"), "{err}");
+        assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing sent");
     }
 
     #[tokio::test]

@@ -303,7 +303,10 @@ async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
             error = %abort,
             "could not abort the multipart upload; its parts are billed until the bucket's lifecycle rule removes them (a day)"
         ),
-        None => tracing::warn!("no answer from S3 aborting the multipart upload; left to the lifecycle rule"),
+        None => tracing::warn!(
+            "no answer from S3 aborting the multipart upload; its parts are billed until the bucket's lifecycle rule \
+             removes them (a day)"
+        ),
     }
 }
 

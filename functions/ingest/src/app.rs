@@ -244,10 +244,12 @@ impl<P: Ports> App<P> {
         let segment = match route(req.method(), path) {
             Route::Callback { segment } => segment,
             Route::MethodNotAllowed => {
-                return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
+                let rejection = Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
+                return Err(Rejection { names_no_task: true, ..rejection });
             }
             Route::NotFound => {
-                return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint"));
+                let rejection = Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
+                return Err(Rejection { names_no_task: true, ..rejection });
             }
         };
         // The routed path is encoded as a raw path is: the token is its segment decoded once,
@@ -264,8 +266,9 @@ impl<P: Ports> App<P> {
                 // A scanner's or a hand's request to the endpoint names no task: not the
                 // provider's callbacks being refused.
                 let unverifiable = (unsigned || refusal.is_for_the_token()) && claimed.is_some();
-                let names_a_task = claimed.is_some();
-                let rejection = Rejection { unverifiable, names_a_task, ..unauthorized(refusal) };
+                // Read and naming none (a body over the size accepted is not read: unknown).
+                let names_no_task = claimed.is_none() && req.body().len() <= self.max_body_bytes;
+                let rejection = Rejection { unverifiable, names_no_task, ..unauthorized(refusal) };
                 if !outside_window {
                     return Err(rejection);
                 }
@@ -290,19 +293,14 @@ impl<P: Ports> App<P> {
         // an unsigned body claiming a million tracks costs one pass over its bytes.
         let task_id = callback_task_id(body).map_err(unparsable)?;
         tracing::Span::current().record("claimed_task_id", task_id.as_str());
-        let key = auth
-            .check_signature(task_id.as_str(), req.headers(), now)
-            .map_err(|refusal| Rejection { names_a_task: true, ..unauthorized(refusal) })?;
+        let key = auth.check_signature(task_id.as_str(), req.headers(), now).map_err(unauthorized)?;
         let span = tracing::Span::current();
         span.record("task_id", task_id.as_str());
         if let Some(vouched_by) = vouched_by(key, token) {
             span.record("vouched_by", vouched_by.as_str());
         }
-        let event = parse_callback(body).map_err(|e| Rejection {
-            follow_up: FollowUp::Keep(task_id.clone()),
-            names_a_task: true,
-            ..unparsable(e)
-        })?;
+        let event = parse_callback(body)
+            .map_err(|e| Rejection { follow_up: FollowUp::Keep(task_id.clone()), ..unparsable(e) })?;
         of_the_signed_task(task_id, event)
     }
 
@@ -472,10 +470,10 @@ struct Rejection {
     /// Refused for missing or malformed signature headers, or for its path token, while its
     /// body names a task ([`Measure::Unverifiable`]).
     unverifiable: bool,
-    /// Its body names a task: a callback of the provider's perhaps, whose refusal is a
-    /// warning. A request naming none (a scanner's, a hand's) is refused at INFO, so that
-    /// a probed endpoint does not bury the warnings the runbooks point to.
-    names_a_task: bool,
+    /// Refused before its body was verified, which was read and names no task (a scanner's,
+    /// a hand's request; or another path or method): logged at INFO, so that a probed endpoint
+    /// does not bury the warnings the runbooks point to. Any other refusal is a warning.
+    names_no_task: bool,
     /// What the refusal does besides answering ([`App::refuse`]).
     follow_up: FollowUp,
 }
@@ -505,7 +503,7 @@ impl Rejection {
             message: message.into(),
             keyed: false,
             unverifiable: false,
-            names_a_task: false,
+            names_no_task: false,
             follow_up: FollowUp::Nothing,
         }
     }
@@ -534,7 +532,7 @@ impl Rejection {
             _ => "callback",
         };
         let (reason, status) = (self.reason, self.status.as_u16());
-        if self.names_a_task || !self.status.is_client_error() {
+        if !self.names_no_task || !self.status.is_client_error() {
             tracing::warn!(reason, status, "{what} refused: {}", self.message);
         } else {
             tracing::info!(reason, status, "{what} refused: {}", self.message);
@@ -601,7 +599,6 @@ fn of_the_signed_task(signed: TaskId, event: CallbackEvent) -> Result<CallbackEv
     tracing::warn!(error = %message, "a callback's two readers disagree on its task id");
     Err(Rejection {
         follow_up: FollowUp::Keep(signed),
-        names_a_task: true,
         ..Rejection::new(StatusCode::BAD_REQUEST, "task_id_mismatch", message)
     })
 }

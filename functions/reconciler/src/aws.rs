@@ -93,9 +93,8 @@ pub struct AwsPorts {
 }
 
 impl AwsPorts {
-    /// Build the clients once, at start-up. Without a provider every poll is unreachable (the
-    /// app polls nothing then: `Settings::polls`; it replays parked callbacks and gives tasks
-    /// up).
+    /// Build the clients once, at start-up. Without a provider no poll is sent (the app polls
+    /// nothing then: `Settings::polls`; it replays parked callbacks and gives tasks up).
     pub fn new(config: &Config, sdk: &aws_config::SdkConfig, provider: Option<HttpProvider>) -> AwsPorts {
         let s3 = stemvault_aws::s3_client(sdk);
         AwsPorts {
@@ -237,7 +236,7 @@ impl PollProvider for AwsPorts {
     async fn poll_provider(&self, family: Family, task_id: &TaskId) -> ProviderAnswer {
         match &self.provider {
             Some(provider) => provider.poll(family, task_id).await,
-            None => ProviderAnswer::NoKey("no provider API key".into()),
+            None => ProviderAnswer::NoKey("no provider API key configured (PROVIDER_SECRET_ARN unset)".into()),
         }
     }
 }

@@ -277,7 +277,7 @@ enum Handled {
     LeftDue,
     /// Due, but no provider key could be read to poll it with: nothing sent, its poll's
     /// bookkeeping written as for an unanswered poll ([`Outcome::not_sent`]).
-    NoKey,
+    NotSent,
     /// Polled; `misdirected`: answered as the provider's API never answers
     /// ([`Outcome::misdirected`]).
     Polled {
@@ -352,7 +352,7 @@ pub async fn reconcile<P: Ports>(
         match handled {
             Ok(Handled::Skipped) => {}
             Ok(Handled::LeftDue) => outcome.left_due += 1,
-            Ok(Handled::NoKey) => outcome.not_sent += 1,
+            Ok(Handled::NotSent) => outcome.not_sent += 1,
             Ok(Handled::Abandoned) => outcome.abandoned += 1,
             Ok(Handled::Unwatched) => outcome.unwatched += 1,
             Ok(Handled::Unreadable) => outcome.unreadable += 1,
@@ -422,6 +422,14 @@ pub async fn reconcile<P: Ports>(
              (a key of the provider PROVIDER names: a docs.sunoapi.org key sent to kie's API is refused, and the \
              other way round); no task was changed but its poll bookkeeping",
             settings.key_source
+        );
+    }
+    if outcome.not_sent > 0 {
+        // One line a run, as for a refused key: the cause is the run's, not a task's.
+        tracing::warn!(
+            not_sent = outcome.not_sent,
+            "due tasks not polled: no provider API key could be read (the reconciler-secret-unreadable alarm's \
+             cause); each is polled again on its schedule"
         );
     }
     if outcome.unpaid > 0 {

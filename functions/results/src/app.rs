@@ -270,7 +270,9 @@ fn failure(e: &ResultsError) -> Response<Body> {
     } else {
         tracing::error!(
             error = %e,
-            "cannot answer: the task's record cannot be read, or the table refuses the write for good; asking again will not mend it (fix or delete the task's items, or roll back the build)"
+            "cannot answer: the task's record cannot be read, or the table refuses the write \
+            for good; asking again will not mend it (fix or delete the task's items, or roll \
+            back the build)"
         );
         let message =
             "the task's record cannot be read or written; an operator must fix it (asking again will not help)";

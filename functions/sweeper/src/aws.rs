@@ -165,25 +165,32 @@ fn page(
     items: &[HashMap<String, AttributeValue>],
     page_key: Option<&HashMap<String, AttributeValue>>,
 ) -> Result<OpenTaskPage, StoreError> {
-    let task_of = |item: &HashMap<String, AttributeValue>| item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).cloned();
     let unreadable = |item: &HashMap<String, AttributeValue>| {
-        let task_id = task_of(item).unwrap_or_else(|| "<none>".into());
+        let task_id = item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).map_or("<none>", String::as_str);
         format!("task {task_id}: no task id or no readable last_received_at")
     };
     // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
     let page_key = page_key.filter(|key| !key.is_empty());
-    // An unreadable page key's entry is read again by the next page.
-    let read_again = page_key.filter(|key| open_task(key).is_none()).and_then(&task_of);
+    // Under an unreadable page key, the next page starts after the last readable entry: what
+    // follows it is read again there (and counted there).
+    let read_again_from = match page_key {
+        Some(key) if open_task(key).is_none() => {
+            items.iter().rposition(|i| open_task(i).is_some()).map_or(0, |i| i + 1)
+        }
+        _ => items.len(),
+    };
     let mut skipped = 0;
     let tasks: Vec<OpenTask> = items
         .iter()
-        .filter_map(|item| {
+        .enumerate()
+        .filter_map(|(i, item)| {
             let task = open_task(item);
-            if task.is_none() && (read_again.is_none() || task_of(item) != read_again) {
+            if task.is_none() && i < read_again_from {
                 skipped += 1;
                 tracing::error!(
                     entry = %unreadable(item),
-                    "skipped an unreadable open-tasks entry: its task is never swept; fix its last_received_at (an RFC 3339 time)"
+                    "skipped an unreadable open-tasks entry: its task is never swept; fix its \
+                    last_received_at (an RFC 3339 time)"
                 );
             }
             task
@@ -335,6 +342,10 @@ mod tests {
             1,
             "counted where read as an entry"
         );
+        // All after the last readable entry are read again, not only the page key's.
+        let t4 = entry("t-4", "later");
+        assert_eq!(page(&[good.clone(), bad.clone(), t4.clone()], Some(&t4)).unwrap().unreadable, 0);
+        assert_eq!(page(&[bad.clone(), good.clone(), t4.clone()], Some(&t4)).unwrap().unreadable, 1);
         assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
         assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
         assert_eq!(page(std::slice::from_ref(&good), Some(&HashMap::new())).unwrap().next, None, "an empty key ends");

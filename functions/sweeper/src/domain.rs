@@ -107,9 +107,9 @@ pub trait CloseTask {
 pub enum Measure {
     /// A sweep: the open tasks it checked, those it could not sweep that a later run may
     /// (`failed`), those no retry mends (`broken`: a panic, a record the table cannot read, an
-    /// index entry that cannot be read;
-    /// apart, since the sweep meets them on every lap: counted as failed they would hold the
-    /// tasks-not-swept alarm in ALARM, hiding a later outage); and how long ago the oldest open task past the grace period last received a
+    /// index entry that cannot be read; apart, since the sweep meets them on every lap: counted
+    /// as failed they would hold the tasks-not-swept alarm in ALARM, hiding a later outage);
+    /// and how long ago the oldest open task past the grace period last received a
     /// callback, in seconds (0: none; None: the index could not be read). Emitted by every
     /// run, zeros too, so an alarm can tell a quiet run from none.
     Swept { checked: usize, failed: usize, broken: usize, oldest_open_seconds: Option<u64> },

@@ -235,7 +235,8 @@ enum Trigger {
 ///   for refusals; the call is made once more when the key changed.
 ///
 /// A read that brings no key (unreadable, or an emptied secret: calls are not turned off at
-/// run time) keeps the key in force, logs a warning and counts one [`REREADS_FAILED`].
+/// run time) keeps the key in force, logs a warning (an error while no key was ever read: no
+/// call can be made) and counts one [`REREADS_FAILED`].
 #[derive(Debug)]
 pub struct ProviderKey<R = SecretReader, C = SystemClock> {
     key: Reread<ApiKey>,
@@ -350,7 +351,9 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
                     tracing::error!(
                         ?trigger,
                         error = %e,
-                        "provider API key re-read brought no key, and none has been read since start-up: calls to the provider (polls, fresh links) still wait; fix the secret"
+                        "provider API key re-read brought no key, and none has been read since \
+                        start-up: calls to the provider (polls, fresh links) still wait; fix \
+                        the secret"
                     );
                 } else {
                     tracing::warn!(?trigger, error = %e, "provider API key re-read brought no key; keeping the current one");

@@ -1,6 +1,7 @@
-//! One-shot HTTP origins on loopback for the functions' tests: each reads one request and
-//! answers it with the bytes given, as they are (so a test can send framing a client must
-//! refuse), then closes. Tests only (the `test-support` feature).
+//! For the functions' tests: one-shot HTTP origins on loopback, each reading one request and
+//! answering it with the bytes given, as they are (so a test can send framing a client must
+//! refuse), then closing; and SDK settings whose connection is a script ([`sdk_answering`]),
+//! for attempt timeouts under paused time. Tests only (the `test-support` feature).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -147,7 +148,7 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for ScriptedConnector {
     }
 }
 
-/// SDK settings for a service scripted at `origin` (one of the origins above): test
+/// SDK settings for a service scripted at `origin` (one of the loopback origins): test
 /// credentials, and no retries (each request is answered once).
 pub fn sdk_at(origin: &str) -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()

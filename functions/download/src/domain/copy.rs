@@ -166,11 +166,18 @@ async fn copy_held<P: Ports>(
     let rejected_by_the_vault = code == FailureCode::S3Rejected;
     let code = code.as_str();
     if retryable {
-        tracing::error!(code, reason = %reason, "the file failed on its last receive; its message goes to the dead-letter queue");
+        tracing::error!(
+            code, reason = %reason,
+            "the file failed on its last receive; its message goes to the dead-letter queue"
+        );
         Copied::Finished(Outcome::DeadLettered(reason))
     } else if rejected_by_the_vault {
         // Not the source's doing: the vault's bucket (its policy, key or limits) is to fix.
-        tracing::error!(code, reason = %reason, "the file failed for good: the vault bucket refused it; check the bucket's policy, encryption key and object size limit");
+        tracing::error!(
+            code, reason = %reason,
+            "the file failed for good: the vault bucket refused it; check the bucket's policy, \
+            encryption key and object size limit"
+        );
         Copied::Finished(Outcome::FailedForGood(reason))
     } else {
         tracing::warn!(code, reason = %reason, "the file failed for good");
@@ -363,12 +370,17 @@ async fn open_or_refresh<P: FetchSource + Sync>(
             tracing::warn!(
                 status,
                 why,
-                "the source expired and no fresh link could be had yet; tried again at the next receive (recorded failed if this was the last)"
+                "the source expired and no fresh link could be had yet; tried again at the \
+                next receive (recorded failed if this was the last)"
             );
             return Err(expired.not_yet(why.into(), None));
         }
         Some(Some(Err(e))) if e.is_retryable() => {
-            tracing::warn!(status, error = %e, "the source expired and no fresh link could be had yet; tried again at the next receive (recorded failed if this was the last)");
+            tracing::warn!(
+                status, error = %e,
+                "the source expired and no fresh link could be had yet; tried again at the \
+                next receive (recorded failed if this was the last)"
+            );
             return Err(expired.not_yet(e.to_string(), None));
         }
         Some(Some(Err(e))) => {

@@ -500,6 +500,9 @@ async fn refusals_naming_no_task_are_info_and_those_naming_one_warnings() {
     let captured = capture_logs();
     assert_eq!(refusal(&h, request("/callback", &[], b"not json".to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
+    // Too large to be read: whether it names a task is not known.
+    let over = vec![b' '; 5 * 1024 * 1024];
+    assert_eq!(refusal(&h, request("/callback", &[], over)).await, "missing_timestamp");
     let logs = captured.text();
     let levels: Vec<&str> = logs
         .lines()
@@ -514,7 +517,7 @@ async fn refusals_naming_no_task_are_info_and_those_naming_one_warnings() {
             }
         })
         .collect();
-    assert_eq!(levels, ["INFO", "WARN"], "{logs}");
+    assert_eq!(levels, ["INFO", "WARN", "WARN"], "{logs}");
 }
 
 /// A secret whose text cannot be used (an edit to fix), with no previous version to fall back

@@ -102,12 +102,9 @@ pub(super) async fn reconcile_task<P: Ports>(
     // provider's to count.
     let mut sent = true;
     let polled = match answer {
+        // The run's own line says why (once a run, not once a task).
         ProviderAnswer::NoKey(why) => {
-            tracing::warn!(
-                task_id,
-                error = %why,
-                "not polled: no provider API key (the provider secret is unreadable); polling again later"
-            );
+            tracing::info!(task_id, error = %why, "not polled: no provider API key; polling again later");
             sent = false;
             PollOutcome::Unreachable
         }
@@ -254,7 +251,7 @@ pub(super) async fn reconcile_task<P: Ports>(
     // A result's accept wrote the task since it was read: read it again.
     let read = (!matches!(polled, PollOutcome::Result(_))).then_some(&record);
     save_with(ports, settings, &task, read, |r, now| poll_bookkeeping(r, &polled, now)).await?;
-    Ok(if sent { Handled::Polled { outcome: polled, misdirected } } else { Handled::NoKey })
+    Ok(if sent { Handled::Polled { outcome: polled, misdirected } } else { Handled::NotSent })
 }
 
 /// Stop watching a task waited for too long, or that the provider keeps saying it does not
@@ -316,14 +313,16 @@ async fn give_up<P: Ports>(
             task_id,
             family = %record.family,
             since,
-            "gave the task up: the provider has not known it at its family's endpoint for a day; if the family is wrong, PUT /tasks/{{id}} naming the right one revives it"
+            "gave the task up: the provider has not known it at its family's endpoint for a \
+            day; if the family is wrong, PUT /tasks/{{id}} naming the right one revives it"
         );
     } else {
         tracing::warn!(
             task_id,
             stage = %record.stage,
             since = %reconcile::waiting_since(record),
-            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS; a late callback still records it"
+            "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS; \
+            a late callback still records it"
         );
     }
     Ok(Handled::Abandoned)
