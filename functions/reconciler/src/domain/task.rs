@@ -322,7 +322,7 @@ async fn give_up<P: Ports>(
             stage = %record.stage,
             since = %reconcile::waiting_since(record),
             "gave the task up: no result by callback or poll within RECONCILE_GIVE_UP_SECONDS; \
-            a late callback still records it"
+            a late callback bringing its result still records it"
         );
     }
     Ok(Handled::Abandoned)
