@@ -263,6 +263,12 @@ fn apply_new_body(
     let no_better = event.family_is_a_guess() || (!crate::register::unregistered(record) && read_from_message);
     let adopt = record.family == Family::Unknown || (registered && !no_better);
     if adopt && event.family != Family::Unknown {
+        // A family learnt for a task whose manifest (and `Task Vaulted`) said `unknown`: they
+        // are to say it, at a new generation, as a registration giving the family makes.
+        if record.family == Family::Unknown && record.manifest_key.is_some() {
+            record.generation += 1;
+            record.manifest_key = None;
+        }
         record.family = event.family;
     }
 
