@@ -629,9 +629,10 @@ pub async fn release_or_fail_claim<P: Ports>(ports: &P, delivery: &Delivery, rea
         Err(e) => {
             return tracing::error!(
                 error = %e,
-                "not done on its last receive: could not record the file failed, so the message goes to the \
-                 dead-letter queue with the file not recorded failed (its task stays open); redrive it once the \
-                 table answers, or the sweeper sends the file again once its message can no longer be on the queue"
+                "not done on its last receive: recording the file failed gave no answer, so the message goes to \
+                 the dead-letter queue with the file perhaps not recorded failed (its claim ends with its lease, \
+                 its task stays open); redrive it once the table answers, or the sweeper sends the file again \
+                 once its message can no longer be on the queue"
             );
         }
     };

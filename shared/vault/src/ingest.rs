@@ -150,6 +150,16 @@ pub fn ingest_callback(
         }
     };
     adopt_uncommitted(&mut record, read_generation);
+    // A family learnt for a task whose result was recorded as `unknown`: its manifest and
+    // `Task Vaulted` are to say it, at a generation past the one read (as a registration giving
+    // the family makes), whether or not adopting moved it; a settle under way at the one read
+    // is refused and checks again.
+    let learnt = existing.is_some_and(|r| r.family == Family::Unknown && r.stage != Stage::Submitted);
+    if let Some(read) = read_generation.filter(|_| learnt && record.family != Family::Unknown) {
+        record.generation = record.generation.max(read + 1);
+        record.manifest_key = None;
+        record.sync_open_marker();
+    }
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
     let claims = claim_files(&mut record, claimant, now, &wanted);
     Merge { record, duplicate, claims, newer_urls_dropped }
@@ -263,12 +273,6 @@ fn apply_new_body(
     let no_better = event.family_is_a_guess() || (!crate::register::unregistered(record) && read_from_message);
     let adopt = record.family == Family::Unknown || (registered && !no_better);
     if adopt && event.family != Family::Unknown {
-        // A family learnt for a task whose manifest (and `Task Vaulted`) said `unknown`: they
-        // are to say it, at a new generation, as a registration giving the family makes.
-        if record.family == Family::Unknown && record.manifest_key.is_some() {
-            record.generation += 1;
-            record.manifest_key = None;
-        }
         record.family = event.family;
     }
 

@@ -253,24 +253,30 @@ fn a_failure_of_a_final_family_after_its_success_is_recorded_too() {
     assert_eq!(out.failure.map(|f| f.code), Some(500));
 }
 
-/// A task settled as `unknown` (a body whose family could not be told) that a callback of a
-/// known family reaches has its manifest due again, at a new generation: its manifest and
-/// `Task Vaulted` said `unknown`, and would go on saying it while GET shows the family.
+/// A task whose result was recorded as `unknown` (a body whose family could not be told) that
+/// a callback of a known family reaches moves to a new generation: its manifest and `Task
+/// Vaulted`, written or under way, said `unknown`, and would go on saying it while GET shows
+/// the family. Once known, a new body moves nothing.
 #[test]
-fn a_family_learnt_after_the_settle_has_the_manifest_said_again() {
+fn a_family_learnt_after_the_result_moves_the_generation() {
     let mut generic = event(Stage::Final, 200, &[("a", "https://h/a.mp3")]);
     generic.family = Family::Unknown;
     let mut r = ingest_callback(None, &generic, &body("g"), &claimant("r"), now(0)).record;
     mark_all_queued(&mut r);
     set_status(&mut r, "a", FileStatus::Stored);
-    (r.vault, r.manifest_key) = (VaultState::Complete, Some("tasks/task-1/manifest.json".into()));
     let typed = event(Stage::Final, 200, &[("a", "https://h/a.mp3")]);
-    let out = ingest_callback(Some(&r), &typed, &body("t"), &claimant("r"), now(1)).record;
-    assert_eq!((out.family, out.generation, out.manifest_key.as_deref()), (Family::Music, r.generation + 1, None));
-    assert!(crate::download::manifest_job(&out).is_some(), "its manifest is due");
-    // Known already: nothing moves.
-    let again = ingest_callback(Some(&out), &typed, &body("t"), &claimant("r"), now(2)).record;
-    assert_eq!(again.generation, out.generation);
+    // A settle under way (its manifest not recorded yet) is moved past as much as one done.
+    for manifest_key in [None, Some("tasks/task-1/manifest.json".to_owned())] {
+        let mut settled = r.clone();
+        (settled.vault, settled.manifest_key) = (VaultState::Complete, manifest_key);
+        let out = ingest_callback(Some(&settled), &typed, &body("t"), &claimant("r"), now(1)).record;
+        assert_eq!((out.family, out.generation, out.manifest_key.as_deref()), (Family::Music, r.generation + 1, None));
+        assert!(crate::download::manifest_job(&out).is_some(), "its manifest is due");
+    }
+    let mut known = ingest_callback(Some(&r), &typed, &body("t"), &claimant("r"), now(1)).record;
+    known.manifest_key = Some("tasks/task-1/manifest.json".into());
+    let again = ingest_callback(Some(&known), &typed, &body("t2"), &claimant("r"), now(2)).record;
+    assert_eq!((again.generation, again.manifest_key), (known.generation, known.manifest_key));
 }
 
 /// A second failure of a task that failed is no late failure (that is a failure after a
