@@ -40,8 +40,8 @@ pub enum RefreshError {
     Provider { code: i64, message: String },
     #[error("the provider could not be reached: {0}")]
     Unreachable(String),
-    /// Not asked: no provider API key has been readable since start-up.
-    #[error("no fresh link asked: {0}")]
+    /// Not asked: no provider API key has been readable since start-up (its text says so).
+    #[error("{0}")]
     NoKey(String),
     #[error("the provider's answer is unreadable: {0}")]
     Unreadable(String),
@@ -412,7 +412,7 @@ mod tests {
         let links = LinkRefresher::new(&origin, key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
         let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();
         assert!(matches!(err, RefreshError::NoKey(_)) && err.is_retryable(), "{err}");
-        assert!(err.to_string().starts_with("no fresh link asked: no provider API key"), "{err}");
+        assert!(err.to_string().starts_with("no provider API key"), "{err}");
         assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing sent");
     }
 
