@@ -53,6 +53,13 @@ fn mark_all_queued(record: &mut TaskRecord) {
     }
 }
 
+/// The record of `e`'s first delivery (its body `sha`), its files sent and marked `queued`.
+fn queued(e: &CallbackEvent, sha: &str) -> TaskRecord {
+    let mut record = ingest_callback(None, e, &body(sha), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut record);
+    record
+}
+
 fn set_status(record: &mut TaskRecord, name: &str, status: FileStatus) {
     record.files.get_mut(name).unwrap().status = status;
 }
@@ -200,8 +207,7 @@ fn a_late_first_never_moves_the_stage_back_but_its_new_files_are_taken() {
     late_first.streams = vec![file("t1/stream", "https://h/first-stream"), file("t0/stream", "https://h/s0")];
     late_first.details = Details::Error { error: "first details".into() };
 
-    let mut r = ingest_callback(None, &complete, &body("c"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&complete, "c");
     set_status(&mut r, "t1/audio", FileStatus::Stored);
     r.vault = VaultState::Complete;
     r.manifest_key = Some("tasks/task-1/manifest.json".into());
@@ -226,8 +232,7 @@ fn a_late_first_never_moves_the_stage_back_but_its_new_files_are_taken() {
 fn a_failure_after_success_is_recorded_without_erasing_files() {
     let ok = event(Stage::Complete, 200, &[("a", "https://h/a.mp3")]);
     let failed = event(Stage::Error, 501, &[]);
-    let mut r = ingest_callback(None, &ok, &body("ok"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&ok, "ok");
     set_status(&mut r, "a", FileStatus::Stored);
     r.vault = VaultState::Complete;
 
@@ -261,8 +266,7 @@ fn a_failure_of_a_final_family_after_its_success_is_recorded_too() {
 fn a_family_learnt_after_the_result_moves_the_generation() {
     let mut generic = event(Stage::Final, 200, &[("a", "https://h/a.mp3")]);
     generic.family = Family::Unknown;
-    let mut r = ingest_callback(None, &generic, &body("g"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&generic, "g");
     set_status(&mut r, "a", FileStatus::Stored);
     let typed = event(Stage::Final, 200, &[("a", "https://h/a.mp3")]);
     // A settle under way (its manifest not recorded yet) is moved past as much as one done.
@@ -296,8 +300,7 @@ fn a_second_failure_of_a_failed_task_is_no_late_failure() {
 #[test]
 fn a_task_given_up_is_revived_by_a_later_stage_only() {
     let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
-    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&first, "1");
     r.abandoned = Some(crate::record::Abandoned { reason: crate::GiveUpReason::Abandoned, at: now(5) });
     let late_first = event(Stage::First, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
     let still = ingest_callback(Some(&r), &late_first, &body("2"), &claimant("r"), now(6)).record;
@@ -313,8 +316,7 @@ fn a_task_given_up_is_revived_by_a_later_stage_only() {
 #[test]
 fn a_late_earlier_stage_url_is_no_newer_url_for_a_file_being_copied() {
     let complete = event(Stage::Complete, 200, &[("a", "https://h/complete.mp3")]);
-    let mut r = ingest_callback(None, &complete, &body("c"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&complete, "c");
     set_status(&mut r, "a", FileStatus::Downloading);
     let late_first = event(Stage::First, 200, &[("a", "https://h/first.mp3")]);
     let out = ingest_callback(Some(&r), &late_first, &body("f"), &claimant("r"), now(1)).record;
@@ -412,8 +414,7 @@ fn a_new_file_moves_the_generation_on_and_fences_off_the_old_settle() {
 #[test]
 fn a_new_stage_over_settled_files_has_its_manifest_due() {
     let first = event(Stage::First, 200, &[("t1/audio", "https://h/1.mp3")]);
-    let mut r = ingest_callback(None, &first, &body("01"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&first, "01");
     set_status(&mut r, "t1/audio", FileStatus::Stored);
     (r.vault, r.manifest_key) = (VaultState::Complete, Some("tasks/task-1/manifest.json".into()));
     assert_eq!(crate::download::manifest_job(&r), None);
@@ -522,8 +523,7 @@ fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
 #[test]
 fn a_failed_file_is_reopened_by_a_new_url_only() {
     let e = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
-    let mut r = ingest_callback(None, &e, &body("aa"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&e, "aa");
     set_status(&mut r, "a", FileStatus::Failed);
     set_status(&mut r, "b", FileStatus::Stored);
     r.files.get_mut("a").unwrap().error = Some("HTTP 403".into());
@@ -564,8 +564,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
             ("stored", "https://h/s-first.mp3"),
         ],
     );
-    let mut r = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let mut r = queued(&first, "1");
     set_status(&mut r, "pending", FileStatus::Pending);
     let held = r.files.get_mut("claimed").unwrap();
     (held.status, held.claim, held.lease_until) =
@@ -622,8 +621,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
 #[test]
 fn a_late_earlier_stage_url_replaces_nothing() {
     let complete = event(Stage::Complete, 200, &[("a", "https://h/a-complete.mp3")]);
-    let mut r = ingest_callback(None, &complete, &body("1"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut r);
+    let r = queued(&complete, "1");
     let late_first = event(Stage::First, 200, &[("a", "https://h/a-first.wav")]);
     let out = ingest_callback(Some(&r), &late_first, &body("2"), &claimant("r2"), now(1)).record;
     let a = &out.files["a"];
