@@ -244,13 +244,9 @@ impl<P: Ports> App<P> {
         let segment = match route(req.method(), path) {
             Route::Callback { segment } => segment,
             Route::MethodNotAllowed => {
-                let rejection = Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST");
-                return Err(Rejection { names_no_task: true, ..rejection });
+                return Err(Rejection::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST"));
             }
-            Route::NotFound => {
-                let rejection = Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint");
-                return Err(Rejection { names_no_task: true, ..rejection });
-            }
+            Route::NotFound => return Err(Rejection::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")),
         };
         // The routed path is encoded as a raw path is: the token is its segment decoded once,
         // as API Gateway passes it (a client sending `-` as `%2D` is let in, here as there).
@@ -470,9 +466,10 @@ struct Rejection {
     /// Refused for missing or malformed signature headers, or for its path token, while its
     /// body names a task ([`Measure::Unverifiable`]).
     unverifiable: bool,
-    /// Refused before its body was verified, which was read and names no task (a scanner's,
-    /// a hand's request; or another path or method): logged at INFO, so that a probed endpoint
-    /// does not bury the warnings the runbooks point to. Any other refusal is a warning.
+    /// Refused (401) before its body was verified, which was read and names no task (a
+    /// scanner's, a hand's request): logged at INFO, as another path or method is, so that a
+    /// probed endpoint does not bury the warnings the runbooks point to. Any other refusal is
+    /// a warning.
     names_no_task: bool,
     /// What the refusal does besides answering ([`App::refuse`]).
     follow_up: FollowUp,
@@ -532,10 +529,10 @@ impl Rejection {
             _ => "callback",
         };
         let (reason, status) = (self.reason, self.status.as_u16());
-        if !self.names_no_task || !self.status.is_client_error() {
-            tracing::warn!(reason, status, "{what} refused: {}", self.message);
-        } else {
+        if self.names_no_task || what == "request" {
             tracing::info!(reason, status, "{what} refused: {}", self.message);
+        } else {
+            tracing::warn!(reason, status, "{what} refused: {}", self.message);
         }
         metrics.emit_metrics(&Measure::Refused { reason: self.reason });
         let mut body = match self.status {

@@ -151,13 +151,10 @@ pub fn ingest_callback(
     };
     adopt_uncommitted(&mut record, read_generation);
     // A family learnt for a task whose result was recorded as `unknown`: its manifest and
-    // `Task Vaulted` are to say it, at a generation past the one read (as a registration giving
-    // the family makes), whether or not adopting moved it; a settle under way at the one read
-    // is refused and checks again.
-    let learnt = existing.is_some_and(|r| r.family == Family::Unknown && r.stage != Stage::Submitted);
-    if let Some(read) = read_generation.filter(|_| learnt && record.family != Family::Unknown) {
-        record.generation = record.generation.max(read + 1);
-        record.manifest_key = None;
+    // `Task Vaulted` are to say it, as a registration giving the family makes them.
+    let unknown = existing.filter(|r| r.family == Family::Unknown && r.stage != Stage::Submitted);
+    if let Some(read) = unknown.filter(|_| record.family != Family::Unknown) {
+        record.move_past(read.generation);
         record.sync_open_marker();
     }
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();

@@ -531,6 +531,14 @@ impl TaskRecord {
         };
     }
 
+    /// A manifest and `Task Vaulted` that no longer say what the task is (a family or a
+    /// `client_ref` given since): a generation past `read`, the one read, whether or not
+    /// adopting files moved it since; a settle under way at `read` is refused and checks again.
+    pub fn move_past(&mut self, read: u64) {
+        self.generation = self.generation.max(read + 1);
+        self.manifest_key = None;
+    }
+
     /// Set [`TaskRecord::open`]: present until the task [is settled](Self::is_settled), but
     /// for a registered task still without a result (stage `submitted`): it has nothing for
     /// the sweeper to do (no files, no manifest due; the reconciler's index watches it), and

@@ -333,9 +333,7 @@ impl Completion {
         let read = record.generation;
         reconcile::adopt_unless_abandoned(record);
         if self.changes_the_manifest() {
-            // Past what it was read at, whether or not adopting moved it.
-            record.generation = record.generation.max(read + 1);
-            record.manifest_key = None;
+            record.move_past(read);
         }
         reconcile::sync_open(record);
         record.version += 1;

@@ -163,26 +163,24 @@ async fn copy_held<P: Ports>(
     }
     ports.emit_metrics(&Measure::Failed { reason: code.as_str() });
     // A retryable failure gets here only on its last receive.
-    let rejected_by_the_vault = code == FailureCode::S3Rejected;
-    let code = code.as_str();
     if retryable {
         tracing::error!(
-            code, reason = %reason,
+            code = code.as_str(), reason = %reason,
             "the file failed on its last receive; its message goes to the dead-letter queue"
         );
-        Copied::Finished(Outcome::DeadLettered(reason))
-    } else if rejected_by_the_vault {
+        return Copied::Finished(Outcome::DeadLettered(reason));
+    }
+    if code == FailureCode::S3Rejected {
         // Not the source's doing: the vault's bucket (its policy, key or limits) is to fix.
         tracing::error!(
-            code, reason = %reason,
+            code = code.as_str(), reason = %reason,
             "the file failed for good: the vault bucket refused it; check the bucket's policy, \
             encryption key and object size limit"
         );
-        Copied::Finished(Outcome::FailedForGood(reason))
     } else {
-        tracing::warn!(code, reason = %reason, "the file failed for good");
-        Copied::Finished(Outcome::FailedForGood(reason))
+        tracing::warn!(code = code.as_str(), reason = %reason, "the file failed for good");
     }
+    Copied::Finished(Outcome::FailedForGood(reason))
 }
 
 /// The `next_url` waiting in an item that refused the write but is still held by `worker`,

@@ -100,12 +100,11 @@ pub(super) async fn reconcile_task<P: Ports>(
     // Whether a request went out: one that could not (no key) is kept on the schedule of an
     // unanswered poll (backing off, a last chance's day bounded), but is no poll of the
     // provider's to count.
-    let mut sent = true;
+    let sent = !matches!(answer, ProviderAnswer::NoKey(_));
     let polled = match answer {
         // The run's own line says why (once a run, not once a task).
         ProviderAnswer::NoKey(why) => {
             tracing::info!(task_id, error = %why, "not polled: no provider API key; polling again later");
-            sent = false;
             PollOutcome::Unreachable
         }
         ProviderAnswer::Unreachable(why) => {
