@@ -144,7 +144,6 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
     let delivery = delivery(&message, deadline, ports.now());
     let reserves = Reserves::before(deadline);
     let outcome = reserves.guarded(process_message(ports, settings, &delivery)).await.unwrap_or_else(Outcome::Retry);
-    log_outcome(&outcome, &delivery);
     // A panic's claim is given back; one the deadline cut short ends with its lease, but on
     // the last receive both are recorded failed (`release_or_fail_claim`).
     // A panic's own words (logged by the panic hook, shown URLs hidden) are not the file's
@@ -154,6 +153,7 @@ async fn handle_message<P: Ports>(ports: &P, settings: &Settings, message: SqsMe
         Outcome::Retry(e @ DownloadError::OutOfTime) if delivery.is_last_receive() => Some(e.to_string()),
         _ => None,
     };
+    log_outcome(&outcome, &delivery, cut_short.is_some());
     if let Some(reason) = cut_short {
         // Bounded by the answer's reserve too: a panic caught just before the give-up leaves
         // less than the ending's own bound. One that takes all of it leaves the retry no delay
@@ -240,7 +240,8 @@ fn delivery(message: &SqsMessage, deadline: Instant, now: Timestamp) -> Delivery
     }
 }
 
-fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
+/// `claim_ending`: the claim is ended below (`release_or_fail_claim`), which says how.
+fn log_outcome(outcome: &Outcome, delivery: &Delivery, claim_ending: bool) {
     match outcome {
         Outcome::Stored(_) | Outcome::FailedForGood(_) | Outcome::DeadLettered(_) => {}
         Outcome::AlreadySettled => tracing::info!("done: the file was already settled"),
@@ -257,9 +258,8 @@ fn log_outcome(outcome: &Outcome, delivery: &Delivery) {
                 "the handler panicked; the message comes back, or after its last receive goes to the dead-letter queue"
             )
         }
-        // Not done on its last receive, and the file not recorded failed. (Cut short by the
-        // deadline, `OutOfTime`, `release_or_fail_claim` records it, or says why not.)
-        Outcome::Retry(e) if delivery.is_last_receive() && !matches!(e, DownloadError::OutOfTime) => {
+        // Not done on its last receive, and the file not recorded failed.
+        Outcome::Retry(e) if delivery.is_last_receive() && !claim_ending => {
             tracing::error!(
                 error = %e,
                 receive_count = delivery.receive_count,

@@ -12,7 +12,9 @@ use stemvault_vault::items::{PARTITION_KEY, SORT_KEY, TASK_SK};
 use stemvault_vault::{Clock, Conditional, OPEN_MARKER, OPEN_TASKS_INDEX, TaskRecord, Timestamp};
 
 use crate::Config;
-use crate::domain::{CloseTask, EmitMetrics, ListOpenTasks, Measure, OpenTask, OpenTaskPage, ReadCursor, WriteCursor};
+use crate::domain::{
+    CloseTask, EmitMetrics, IndexEntry, ListOpenTasks, Measure, OpenTask, OpenTaskPage, ReadCursor, WriteCursor,
+};
 use crate::error::StoreError;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
@@ -155,60 +157,42 @@ impl ListOpenTasks for AwsPorts {
     }
 }
 
-/// An index page read back: its readable entries (an unreadable one is skipped with an error
-/// naming its task, and counted), and where the next page starts: after the page key's entry, or,
+/// An index page read back, and where the next page starts: after the page key's entry, or,
 /// when the page key is unreadable (its `last_received_at` edited by hand), after the page's
-/// last readable entry, so the next page reads that one as an entry and skips it (failing
-/// instead, every run would stop on the same page; it is counted there, not twice). No
-/// readable entry and an unreadable page key: an error naming its task.
+/// last readable entry, so the next page reads what follows it again (failing instead, every
+/// run would stop on the same page; the sweep counts an unreadable entry once). No readable
+/// entry and an unreadable page key: an error naming its task.
 fn page(
     items: &[HashMap<String, AttributeValue>],
     page_key: Option<&HashMap<String, AttributeValue>>,
 ) -> Result<OpenTaskPage, StoreError> {
-    let unreadable = |item: &HashMap<String, AttributeValue>| {
-        let task_id = item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).map_or("<none>", String::as_str);
-        format!("task {task_id}: no task id or no readable last_received_at")
+    let task_id = |item: &HashMap<String, AttributeValue>| {
+        item.get(PARTITION_KEY).and_then(|v| v.as_s().ok()).map_or("<none>", String::as_str).to_owned()
+    };
+    let entries: Vec<IndexEntry> = items
+        .iter()
+        .map(|item| open_task(item).map_or_else(|| IndexEntry::Unreadable { task_id: task_id(item) }, IndexEntry::Open))
+        .collect();
+    let last_open = || {
+        entries.iter().rev().find_map(|entry| match entry {
+            IndexEntry::Open(task) => Some(task.clone()),
+            IndexEntry::Unreadable { .. } => None,
+        })
     };
     // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
-    let page_key = page_key.filter(|key| !key.is_empty());
-    // Under an unreadable page key, the next page starts after the last readable entry: what
-    // follows it is read again there (and counted there).
-    let read_again_from = match page_key {
-        Some(key) if open_task(key).is_none() => {
-            items.iter().rposition(|i| open_task(i).is_some()).map_or(0, |i| i + 1)
-        }
-        _ => items.len(),
-    };
-    let mut skipped = 0;
-    let tasks: Vec<OpenTask> = items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| {
-            let task = open_task(item);
-            if task.is_none() && i < read_again_from {
-                skipped += 1;
-                tracing::error!(
-                    entry = %unreadable(item),
-                    "skipped an unreadable open-tasks entry: its task is never swept; fix its \
-                    last_received_at (an RFC 3339 time)"
-                );
-            }
-            task
-        })
-        .collect();
-    let next = match page_key {
+    let next = match page_key.filter(|key| !key.is_empty()) {
         None => None,
-        Some(key) => match open_task(key).or_else(|| tasks.last().cloned()) {
+        Some(key) => match open_task(key).or_else(last_open) {
             Some(next) => Some(next),
             None => {
                 return Err(StoreError::Malformed(format!(
-                    "the open-tasks page key is unreadable ({})",
-                    unreadable(key)
+                    "the open-tasks page key is unreadable (task {}: no readable last_received_at)",
+                    task_id(key)
                 )));
             }
         },
     };
-    Ok(OpenTaskPage { tasks, next, unreadable: skipped })
+    Ok(OpenTaskPage { entries, next })
 }
 
 impl CloseTask for AwsPorts {
@@ -327,29 +311,25 @@ mod tests {
     }
 
     /// A page key edited into an unreadable time: the next page starts after the last readable
-    /// entry (and skips the bad one then), not an error every run would stop at.
+    /// entry (and reads the bad one again then), not an error every run would stop at.
     #[test]
     fn an_unreadable_page_key_continues_after_the_last_readable_entry() {
         let good = entry("t-1", "2026-01-01T00:00:00.000Z");
         let bad = entry("t-2", "yesterday");
         let read = page(&[good.clone(), bad.clone()], Some(&bad)).unwrap();
         let t1 = OpenTask { task_id: "t-1".into(), last_received_at: at("2026-01-01T00:00:00.000Z") };
-        // Not counted on this page: the next one, starting after t-1, reads (and counts) it.
-        assert_eq!((read.tasks, read.next, read.unreadable), (vec![t1.clone()], Some(t1.clone()), 0));
-        let t3 = entry("t-3", "2026-01-02T00:00:00.000Z");
+        let unreadable = |id: &str| IndexEntry::Unreadable { task_id: id.into() };
         assert_eq!(
-            page(&[bad.clone(), t3.clone()], Some(&t3)).unwrap().unreadable,
-            1,
-            "counted where read as an entry"
+            (read.entries, read.next),
+            (vec![IndexEntry::Open(t1.clone()), unreadable("t-2")], Some(t1.clone()))
         );
-        // All after the last readable entry are read again, not only the page key's.
+        // After the last readable entry, not before the page key's.
         let t4 = entry("t-4", "later");
-        assert_eq!(page(&[good.clone(), bad.clone(), t4.clone()], Some(&t4)).unwrap().unreadable, 0);
-        assert_eq!(page(&[bad.clone(), good.clone(), t4.clone()], Some(&t4)).unwrap().unreadable, 1);
+        assert_eq!(page(&[good.clone(), bad.clone(), t4.clone()], Some(&t4)).unwrap().next, Some(t1.clone()));
         assert_eq!(page(std::slice::from_ref(&good), Some(&good)).unwrap().next, Some(t1));
         assert_eq!(page(std::slice::from_ref(&good), None).unwrap().next, None);
         assert_eq!(page(std::slice::from_ref(&good), Some(&HashMap::new())).unwrap().next, None, "an empty key ends");
-        assert_eq!(page(&[], Some(&HashMap::new())).unwrap().tasks, vec![]);
+        assert_eq!(page(&[], Some(&HashMap::new())).unwrap().entries, vec![]);
         let err = page(std::slice::from_ref(&bad), Some(&bad)).unwrap_err();
         assert!(matches!(&err, StoreError::Malformed(why) if why.contains("t-2")), "{err}");
     }

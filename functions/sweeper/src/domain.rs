@@ -60,15 +60,33 @@ pub struct OpenTask {
     pub last_received_at: Timestamp,
 }
 
+/// One entry of an index page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IndexEntry {
+    Open(OpenTask),
+    /// An entry whose `last_received_at` is not a time (edited by hand): its task is never
+    /// swept, so it is counted as broken.
+    Unreadable {
+        task_id: String,
+    },
+}
+
 /// One page of open tasks, oldest delivery first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OpenTaskPage {
-    pub tasks: Vec<OpenTask>,
+    pub entries: Vec<IndexEntry>,
     /// Continue after this entry; None when the index has no more.
     pub next: Option<OpenTask>,
-    /// Entries skipped as unreadable (a `last_received_at` edited by hand): tasks never swept,
-    /// counted as broken.
-    pub unreadable: usize,
+}
+
+impl OpenTaskPage {
+    /// The page's first readable entry.
+    fn first_open(&self) -> Option<&OpenTask> {
+        self.entries.iter().find_map(|entry| match entry {
+            IndexEntry::Open(task) => Some(task),
+            IndexEntry::Unreadable { .. } => None,
+        })
+    }
 }
 
 /// Unsettled tasks (`open`) whose last delivery was before `received_before`,
@@ -254,6 +272,7 @@ pub async fn sweep<P: Ports>(
     let mut last: Option<OpenTask> = None;
     let mut after = start.clone();
     let mut index_failure = None;
+    let mut unreadable_counted = std::collections::HashSet::new();
     // The index's first entry, when a page is read from its start (no cursor, or wrapped).
     let mut oldest: Option<Option<Timestamp>> = None;
     'lap: loop {
@@ -274,21 +293,39 @@ pub async fn sweep<P: Ports>(
             }
         };
         if from_the_start {
-            oldest.get_or_insert(page.tasks.first().map(|task| task.last_received_at));
+            oldest.get_or_insert(page.first_open().map(|task| task.last_received_at));
         }
-        outcome.tasks_failed += page.unreadable;
-        outcome.tasks_broken += page.unreadable;
-        for task in &page.tasks {
+        for entry in &page.entries {
             // Past the cursor again after wrapping: this run checked these already. By time
             // alone: the index does not promise an order among entries of one time, so those
             // at the cursor's are checked again rather than perhaps skipped.
-            if outcome.wrapped && start.as_ref().is_some_and(|s| task.last_received_at > s.last_received_at) {
+            if let IndexEntry::Open(task) = entry
+                && outcome.wrapped
+                && start.as_ref().is_some_and(|s| task.last_received_at > s.last_received_at)
+            {
                 break 'lap;
             }
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
                 outcome.stopped_early = true;
                 break 'lap;
             }
+            let task = match entry {
+                IndexEntry::Open(task) => task,
+                // Counted once a run: a page after an unreadable page key, or one straddling
+                // the cursor after a wrap, reads it again.
+                IndexEntry::Unreadable { task_id } => {
+                    if unreadable_counted.insert(task_id.clone()) {
+                        outcome.tasks_failed += 1;
+                        outcome.tasks_broken += 1;
+                        tracing::error!(
+                            task_id,
+                            "skipped an unreadable open-tasks entry: its task is never swept; fix its \
+                             last_received_at (an RFC 3339 time)"
+                        );
+                    }
+                    continue;
+                }
+            };
             outcome.tasks_checked += 1;
             last = Some(task.clone());
             // What shared code logs of the task (claims not released, ...) names it.
@@ -362,7 +399,7 @@ pub async fn sweep<P: Ports>(
 async fn oldest_open<P: Ports>(ports: &P, received_before: Timestamp) -> Option<Option<Timestamp>> {
     let reading = ports.list_open_tasks(received_before, None);
     match answer_within(BEST_EFFORT_CALL_TIMEOUT, "reading the oldest open task", reading).await {
-        Ok(page) => Some(page.tasks.first().map(|task| task.last_received_at)),
+        Ok(page) => Some(page.first_open().map(|task| task.last_received_at)),
         Err(e) => {
             tracing::warn!(error = %e, "could not read the oldest open task; its age is not counted this run");
             None

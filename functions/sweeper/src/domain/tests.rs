@@ -72,8 +72,9 @@ struct MemoryPorts {
     /// Index entries that lag their task item (the index is eventually consistent): the
     /// delivery time the index still lists a task at, by task id.
     index_lags: std::sync::Mutex<std::collections::HashMap<String, Timestamp>>,
-    /// Unreadable entries the next page read skips (a `last_received_at` edited by hand).
-    unreadable_entries: std::sync::atomic::AtomicUsize,
+    /// Tasks whose index entry is unreadable (a `last_received_at` edited by hand), listed at
+    /// their task's place.
+    unreadable_entries: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// How an index read goes wrong.
@@ -189,10 +190,24 @@ impl ListOpenTasks for MemoryPorts {
         if let Some(after) = after {
             open.retain(|t| order(t, after).is_gt());
         }
-        let next = (open.len() > PAGE).then(|| open[PAGE - 1].clone());
+        let more = open.len() > PAGE;
         open.truncate(PAGE);
-        let unreadable = self.unreadable_entries.swap(0, std::sync::atomic::Ordering::SeqCst);
-        Ok(OpenTaskPage { tasks: open, next, unreadable })
+        let unreadable = self.unreadable_entries.lock().unwrap().clone();
+        // As the adapter reads a page key that is unreadable: after the last readable entry.
+        let readable = |t: &&OpenTask| !unreadable.contains(&t.task_id);
+        let next = match open.iter().rev().find(readable) {
+            Some(last) if more => Some(last.clone()),
+            None if more => return Err(StoreError::Malformed("the open-tasks page key is unreadable".into())),
+            _ => None,
+        };
+        let entries = open
+            .into_iter()
+            .map(|t| match unreadable.contains(&t.task_id) {
+                true => IndexEntry::Unreadable { task_id: t.task_id },
+                false => IndexEntry::Open(t),
+            })
+            .collect();
+        Ok(OpenTaskPage { entries, next })
     }
 }
 
@@ -597,12 +612,33 @@ async fn a_task_the_index_lists_late_is_left_alone_inside_the_grace_period() {
 /// as broken, so `tasks-broken` says so (skipped silently, it would be in no count at all).
 #[tokio::test]
 async fn an_unreadable_index_entry_counts_as_a_broken_task() {
-    let ports = pending_orphans(1);
-    ports.unreadable_entries.store(1, std::sync::atomic::Ordering::SeqCst);
+    let ports = pending_orphans(2);
+    ports.unreadable_entries.lock().unwrap().insert(task_id(1));
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_failed, report.tasks_broken), (1, 1, 1), "{report:?}");
     let measures = ports.measures.lock().unwrap().clone();
     assert!(matches!(measures[..], [Measure::Swept { checked: 1, failed: 0, broken: 1, .. }]), "{measures:?}");
+}
+
+/// An unreadable entry is counted once a run, where the run reaches it: not again by the page
+/// that reads it after an unreadable page key, nor by a lap's second read of the cursor's
+/// page, and not when the run stops before it.
+#[tokio::test]
+async fn an_unreadable_index_entry_is_counted_once_where_the_run_reaches_it() {
+    // Pages of two: [0, 1] with 1 unreadable as the page key, then [1, 2] after 0.
+    let ports = pending_orphans(3);
+    ports.unreadable_entries.lock().unwrap().insert(task_id(1));
+    let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
+    assert_eq!((report.tasks_checked, report.tasks_broken, report.stopped_early), (2, 1, false), "{report:?}");
+
+    // Stopped at the first entry: 1 is not reached, then counted by the run that resumes.
+    let one = Settings { max_tasks: 1, ..Settings::default() };
+    let first = sweep(&ports, &one, "sweeper-2", at(10_000)).await.unwrap();
+    assert_eq!((first.tasks_checked, first.tasks_broken, first.stopped_early), (1, 0, true), "{first:?}");
+    // After 0: 1 (unreadable) and 2, then around: 0 and 1 again (the page up to the cursor's
+    // time is read again), which this run already counted.
+    let rest = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
+    assert_eq!((rest.tasks_checked, rest.tasks_broken, rest.wrapped), (2, 1, true), "{rest:?}");
 }
 
 /// A cursor left past the index's range (the grace period lengthened since it was written)
