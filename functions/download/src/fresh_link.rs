@@ -405,10 +405,8 @@ mod tests {
     /// provider could not be reached), and a later receive tries again.
     #[tokio::test]
     async fn no_fresh_link_is_asked_without_a_key() {
-        use stemvault_aws::provider::ProviderKey;
         let (origin, connections) = stemvault_aws::test_http::answer_every(b"HTTP/1.1 500 X\r\n\r\n".to_vec()).await;
-        let reader = stemvault_aws::secrets::SecretReader::new(&stemvault_aws::test_http::sdk_at(&origin), "arn:x");
-        let key = Arc::new(ProviderKey::unread(reader, stemvault_aws::clock::SystemClock, "download"));
+        let key = stemvault_aws::test_http::key_unread(&origin, "download");
         let links = LinkRefresher::new(&origin, key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
         let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();
         assert!(matches!(err, RefreshError::NoKey(_)) && err.is_retryable(), "{err}");

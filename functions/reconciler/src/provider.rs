@@ -276,11 +276,8 @@ mod tests {
     /// answer says so, not that the provider did not answer.
     #[tokio::test]
     async fn a_poll_without_a_key_is_not_sent() {
-        use stemvault_aws::provider::ProviderKey;
         let (origin, connections) = stemvault_aws::test_http::answer_every(b"HTTP/1.1 500 X\r\n\r\n".to_vec()).await;
-        let sdk = stemvault_aws::test_http::sdk_at(&origin);
-        let reader = stemvault_aws::secrets::SecretReader::new(&sdk, "arn:x");
-        let key = Arc::new(ProviderKey::unread(reader, stemvault_aws::clock::SystemClock, "reconciler"));
+        let key = stemvault_aws::test_http::key_unread(&origin, "reconciler");
         let provider = HttpProvider::new(&origin, key, unspaced()).unwrap();
         let answer = provider.poll(Family::Music, &TaskId::parse("t1").unwrap()).await;
         assert!(matches!(&answer, ProviderAnswer::NoKey(why) if why.contains("no provider API key")), "{answer:?}");

@@ -174,6 +174,12 @@ pub fn key_in_force(text: &str, function: &'static str) -> Arc<ProviderKey> {
     Arc::new(ProviderKey::new(key, stemvault_vault::Timestamp::now(), reader, SystemClock, function))
 }
 
+/// No provider key read since start-up (its secret unreadable), for `function`; the secret is
+/// read again from `origin`.
+pub fn key_unread(origin: &str, function: &'static str) -> Arc<ProviderKey> {
+    Arc::new(ProviderKey::unread(SecretReader::new(&sdk_at(origin), "arn:x"), SystemClock, function))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1908,6 +1908,14 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     assert!(stages.contains(&format!("{MUSIC}.stage.first")), "{stages:?}");
 }
 
+/// `count` bodies that are no callback (put by hand, left for an operator), one a task, listed
+/// before any real task's.
+fn park_junk_tasks(ports: &MemoryPorts, count: usize) {
+    for i in 0..count {
+        ports.bodies.lock().unwrap().insert(format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback".to_vec());
+    }
+}
+
 /// A page filled by one task's bodies (here junk put by hand under one task id) cannot wait
 /// for a listing that holds them all: it is tried whole, and the next run lists on after it.
 #[tokio::test]
@@ -1935,9 +1943,7 @@ async fn a_page_of_one_task_s_bodies_is_tried_whole() {
 async fn bodies_no_run_can_replay_are_skipped_once_tried() {
     use crate::replay::{HeldTasks, replay_parked};
     let ports = MemoryPorts::new(vec![]);
-    for i in 0..300 {
-        ports.bodies.lock().unwrap().insert(format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback".to_vec());
-    }
+    park_junk_tasks(&ports, 300);
     park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
     let held = HeldTasks::default();
@@ -1974,9 +1980,7 @@ async fn a_refused_body_holds_back_none_of_its_task_s_others() {
 async fn a_full_listing_is_followed_by_the_page_after_it() {
     use crate::replay::{HeldTasks, LISTED, replay_parked};
     let ports = MemoryPorts::new(vec![]);
-    for i in 0..LISTED {
-        ports.bodies.lock().unwrap().insert(format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback".to_vec());
-    }
+    park_junk_tasks(&ports, LISTED);
     let keys = park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
     let held = HeldTasks::default();
