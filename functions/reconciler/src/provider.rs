@@ -232,11 +232,15 @@ mod tests {
         }
         // The generation record's path not served (a 404 or 422 page): the first answer stands.
         for status in [404, 422] {
+            let captured = stemvault_aws::log_capture::capture_logs();
             let first = br#"{"code":404,"msg":"task not found"}"#;
             let replies = vec![json_reply(200, first), json_reply(status, b"<html>no such path</html>")];
             let (origin, _served) = answer_in_turn(replies).await;
             let answer = HttpProvider::new(&origin, key.clone(), unspaced()).unwrap().poll(Family::Voice, &task).await;
             assert_eq!(answer, ProviderAnswer::Http { status: 200, body: first.to_vec() }, "{status}");
+            let logs = captured.text();
+            let line = logs.lines().find(|l| l.contains("is not served here")).unwrap_or_default();
+            assert!(line.contains(r#""level":"WARN""#) && line.contains(&format!(r#""status":{status}"#)), "{logs}");
         }
         // Found, or a 404 that is no provider answer, or another family (one record): that
         // answer (a second poll would find the origin closed: unreachable).

@@ -9,7 +9,7 @@ pub mod env;
 pub mod events;
 pub mod http;
 pub mod http_event;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod log_capture;
 pub mod logging;
 pub mod metrics;

@@ -534,6 +534,7 @@ mod tests {
     /// read is used.
     #[tokio::test]
     async fn an_unreadable_secret_at_start_up_is_read_again_before_calls_until_it_brings_a_key() {
+        let captured = crate::log_capture::capture_logs();
         let (secret, clock) = (FakeSecret::default(), VirtualClock(Mutex::new(T0)));
         let keys = ProviderKey::load(&secret, &clock, "test").await.expect("calls not off");
         let provider = FakeProvider::accepting("k1");
@@ -542,6 +543,10 @@ mod tests {
         clock.advance_to(at(60));
         assert_eq!(provider.try_call(&keys).await, Err(KeyUnread));
         assert_eq!(secret.reads(), 2, "read again after a minute");
+        // An error, not the warning of a re-read that keeps a key in force: calls still wait.
+        let logs = captured.text();
+        let reread = logs.lines().find(|l| l.contains("re-read brought no key")).unwrap_or_default();
+        assert!(reread.contains("ERROR") && reread.contains("none has been read since start-up"), "{logs}");
 
         secret.put(Some("k1"));
         clock.advance_to(at(119));
@@ -601,6 +606,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_or_emptied_secret_keeps_the_key_in_force_until_the_next_age() {
+        let captured = crate::log_capture::capture_logs();
         let (secret, clock) = (FakeSecret::holding("k1"), VirtualClock(Mutex::new(T0)));
         let keys = loaded(&secret, &clock).await;
         let provider = FakeProvider::accepting("k1");
@@ -608,6 +614,9 @@ mod tests {
         clock.advance_to(at(300));
         assert_eq!(provider.call(&keys).await, 200);
         assert_eq!((provider.calls(), secret.reads()), (vec!["k1".to_owned()], 2));
+        let logs = captured.text();
+        let reread = logs.lines().find(|l| l.contains("re-read brought no key")).unwrap_or_default();
+        assert!(reread.contains("WARN") && reread.contains("keeping the current one"), "{logs}");
         clock.advance_to(at(599));
         assert_eq!(keys.fresh().await.expose(), "k1");
         assert_eq!(secret.reads(), 2, "the failed read restarted the age");

@@ -728,6 +728,7 @@ async fn oversize_and_refused_sources_fail_for_good() {
 
 #[tokio::test]
 async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_one_is_retried() {
+    let captured = stemvault_aws::log_capture::capture_logs();
     let refused = StorageError {
         operation: "PutObject",
         message: "400 KeyTooLongError: Your key is too long".into(),
@@ -749,6 +750,14 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
     let failed = Measure::Failed { reason: "s3_rejected" };
     assert_eq!(ports.measures.lock().unwrap()[..2], [failed.clone(), failed]);
+    // An error naming the bucket as what to fix, with the code to search the logs by.
+    let logs = captured.text();
+    let refused: Vec<&str> = logs.lines().filter(|l| l.contains("the vault bucket refused it")).collect();
+    assert_eq!(refused.len(), 2, "{logs}");
+    assert!(
+        refused.iter().all(|l| l.contains(r#""level":"ERROR""#) && l.contains(r#""code":"s3_rejected""#)),
+        "{logs}"
+    );
 
     // A failure that a retry may get past goes back on the queue.
     let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -1236,6 +1245,7 @@ fn vocal_held_by(d: &Delivery) -> TaskRecord {
 /// it. Another's claim is still left alone.
 #[tokio::test]
 async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
+    let captured = stemvault_aws::log_capture::capture_logs();
     let last = delivery(job_body("vocal"), MAX_RECEIVE_COUNT);
     let ports = MemoryPorts::with_record(vocal_held_by(&last));
     release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
@@ -1254,6 +1264,10 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     let f = &ports.record(TASK).files["vocal"];
     assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Downloading, Some("other")));
     assert!(ports.measures.lock().unwrap().is_empty());
+    // Said once, as a warning: its holder settles it.
+    let logs = captured.text();
+    let not_ours: Vec<&str> = logs.lines().filter(|l| l.contains("not recorded failed on its last receive")).collect();
+    assert!(not_ours.len() == 1 && not_ours[0].contains(r#""level":"WARN""#), "{logs}");
 
     // A newer URL waiting: released as the file's URL, as the copy path leaves one it had no
     // time to copy (not failed at a URL never tried, nor left held until its lease).

@@ -848,6 +848,7 @@ async fn a_task_the_index_lists_due_late_is_not_polled_before_its_time() {
 /// later), but counted apart: not as a poll the provider left unanswered.
 #[tokio::test]
 async fn a_poll_not_sent_for_want_of_a_key_is_rescheduled_but_not_counted_as_a_poll() {
+    let captured = stemvault_aws::log_capture::capture_logs();
     let ports = MemoryPorts::new(vec![ProviderAnswer::NoKey("no provider API key".into())]);
     register(&ports);
     ports.until_due();
@@ -859,6 +860,10 @@ async fn a_poll_not_sent_for_want_of_a_key_is_rescheduled_but_not_counted_as_a_p
     assert!(record.reconcile_at > due_at, "polled again later");
     let measures = ports.measures.lock().unwrap().clone();
     assert!(matches!(measures[..], [Measure::Reconciled { polls: 0, unanswered: 0, .. }]), "{measures:?}");
+    // A warning for the run, pointing at the secret, not at the provider.
+    let logs = captured.text();
+    let said: Vec<&str> = logs.lines().filter(|l| l.contains("due tasks not polled")).collect();
+    assert!(said.len() == 1 && said[0].contains(r#""level":"WARN""#) && said[0].contains(r#""not_sent":1"#), "{logs}");
 }
 
 /// A registered task polled once, due, answered `answer`: the run's outcome, and the ports.

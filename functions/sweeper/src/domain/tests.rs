@@ -625,11 +625,15 @@ async fn an_unreadable_index_entry_counts_as_a_broken_task() {
 /// page, and not when the run stops before it.
 #[tokio::test]
 async fn an_unreadable_index_entry_is_counted_once_where_the_run_reaches_it() {
+    let captured = stemvault_aws::log_capture::capture_logs();
     // Pages of two: [0, 1] with 1 unreadable as the page key, then [1, 2] after 0.
     let ports = pending_orphans(3);
     ports.unreadable_entries.lock().unwrap().insert(task_id(1));
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_broken, report.stopped_early), (2, 1, false), "{report:?}");
+    let logs = captured.text();
+    let skipped: Vec<&str> = logs.lines().filter(|l| l.contains("skipped an unreadable open-tasks entry")).collect();
+    assert!(skipped.len() == 1 && skipped[0].contains(&task_id(1)) && skipped[0].contains("ERROR"), "{logs}");
 
     // Stopped at the first entry: 1 is not reached, then counted by the run that resumes.
     let one = Settings { max_tasks: 1, ..Settings::default() };
