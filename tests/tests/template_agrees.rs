@@ -1317,6 +1317,23 @@ fn each_queue_batch_is_as_large_as_the_messages_handled_at_once() {
     }
 }
 
+/// The sweeper and the reconciler stop taking tasks a margin before their deadline: what their
+/// timeouts leave them is the working time README states (a sweep's 40 s, a reconciler run's
+/// polls for about 56 s of its 90); a timeout cut to the margin would stop every run at once.
+#[test]
+fn scheduled_runs_work_for_the_time_readme_states() {
+    let template = template();
+    let readme = read(&repo().join("README.md"));
+    let timeout = |function| {
+        std::time::Duration::from_secs(cfn::number(&cfn::function_properties(&template, function)["Timeout"]))
+    };
+    let sweeps = timeout("SweeperFunction") - stemvault_sweeper::app::STOP_BEFORE_DEADLINE;
+    let polls = timeout("ReconcilerFunction") - stemvault_reconciler::app::STOP_BEFORE_DEADLINE;
+    assert_eq!((sweeps.as_secs(), polls.as_secs()), (40, 56));
+    assert!(readme.contains("its 40 s run out first"), "the sweep's working time");
+    assert!(readme.contains("a run polls for about 56 s of its 90"), "the reconciler's");
+}
+
 /// Results answers within its bound, with time to spare under the function's timeout (the
 /// invocation killed by it answers API Gateway's bare 500).
 #[test]

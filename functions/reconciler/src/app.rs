@@ -20,7 +20,7 @@ use crate::request_spacing::RequestSpacing;
 
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
-const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 24);
+pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 24);
 
 // The last task a run starts ends (put behind if it failed), at the latest, within the margin
 // before the deadline; so does the last replay, and the due list's read.

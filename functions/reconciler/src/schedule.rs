@@ -36,9 +36,8 @@ fn scheduled_at(event: &serde_json::Value) -> Option<Timestamp> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::STOP_BEFORE_DEADLINE;
     use serde_json::json;
-
-    const MARGIN: Duration = Duration::from_secs(32);
 
     fn at(rfc3339: &str) -> Timestamp {
         rfc3339.parse().expect("a time")
@@ -48,7 +47,7 @@ mod tests {
     fn stop_of(event: &serde_json::Value, started: &str) -> Timestamp {
         let started = at(started);
         let deadline = u64::try_from(started.plus(Duration::from_secs(90)).unix_ms).expect("after the epoch");
-        stop_at(event, deadline, MARGIN, started)
+        stop_at(event, deadline, STOP_BEFORE_DEADLINE, started)
     }
 
     fn scheduled(time: &str) -> serde_json::Value {
@@ -68,19 +67,21 @@ mod tests {
     #[test]
     fn a_run_started_on_time_stops_by_its_deadline() {
         let event = scheduled("2026-12-04T20:00:00Z");
-        assert_eq!(stop_of(&event, "2026-12-04T20:00:01Z"), at("2026-12-04T20:00:59Z"));
+        let deadline = at("2026-12-04T20:01:31Z");
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:01Z"), deadline.minus(STOP_BEFORE_DEADLINE));
     }
 
     #[test]
     fn a_run_started_late_stops_in_time_for_the_next_one() {
         let event = scheduled("2026-12-04T20:00:00Z");
         // Its deadline (20:02:20) would have it working until after the next run starts.
-        assert_eq!(stop_of(&event, "2026-12-04T20:00:50Z"), at("2026-12-04T20:01:28Z"));
+        let next_run = at("2026-12-04T20:02:00Z");
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:50Z"), next_run.minus(STOP_BEFORE_DEADLINE));
     }
 
     #[test]
     fn an_event_with_no_schedule_time_stops_by_the_deadline_alone() {
-        let by_deadline = at("2026-12-04T20:01:48Z");
+        let by_deadline = at("2026-12-04T20:02:20Z").minus(STOP_BEFORE_DEADLINE);
         let mut not_scheduled = scheduled("2026-12-04T20:00:00Z");
         not_scheduled["detail-type"] = json!("Object Created");
         let unreadable = scheduled("yesterday");
@@ -92,6 +93,7 @@ mod tests {
     #[test]
     fn an_old_event_sent_again_by_hand_stops_by_the_deadline_alone() {
         let event = scheduled("2026-11-30T09:00:00Z");
-        assert_eq!(stop_of(&event, "2026-12-04T20:00:00Z"), at("2026-12-04T20:00:58Z"));
+        let deadline = at("2026-12-04T20:01:30Z");
+        assert_eq!(stop_of(&event, "2026-12-04T20:00:00Z"), deadline.minus(STOP_BEFORE_DEADLINE));
     }
 }

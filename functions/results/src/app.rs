@@ -26,7 +26,8 @@ pub const MAX_REGISTRATION_BYTES: usize = 4096;
 pub const ANSWER_WITHIN: Duration = Duration::from_secs(8);
 
 /// When to ask again about a parked task: the reconciler replays parked callbacks every 2
-/// minutes (template.yaml, ReconcilerFunction's schedule).
+/// minutes (template.yaml, ReconcilerFunction's schedule), so the next replay is a minute
+/// away on average; a client asking every 2 minutes could wait almost 4.
 const PARKED_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// When to ask again after the table or a link's signing failed.

@@ -19,7 +19,7 @@ pub struct App {
 
 /// A run stops taking tasks this long before its deadline: the last task it starts has
 /// [`TASK_BUDGET`], and the cursor write [`DEADLINE_MARGIN`].
-const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + TASK_BUDGET.as_secs());
+pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + TASK_BUDGET.as_secs());
 
 impl App {
     pub fn new(config: Config, sdk: &aws_config::SdkConfig) -> App {
