@@ -83,6 +83,10 @@ pub struct TaskView {
     /// [`MAX_LINKS`] (their keys are there: link them yourself, or read the manifest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links_omitted: Option<usize>,
+    /// How many files, the last by name, are not listed because those listed already take
+    /// [`MAX_FILES_BYTES`] of JSON (the manifest lists them all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files_omitted: Option<usize>,
     /// Results that are no files (lyrics, MIDI notes, voice ids, track metadata) as the task
     /// item keeps them: over 64 KiB, a pointer (`kind` `in_body`) to the object holding them.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -147,6 +151,12 @@ pub async fn task_view(
 /// 1,024: 256 tracks of up to 4) would pass, its every GET failing. A normal task has tens.
 pub const MAX_LINKS: usize = 1000;
 
+/// The most JSON an answer's files take: the links are bounded, but not the files, and a task
+/// swollen to tens of thousands of short-named files (within its record's size limit) would
+/// pass Lambda's 6 MB response limit, API Gateway escaping the body once more. 1,024 files
+/// with links take about 3 MB.
+pub const MAX_FILES_BYTES: usize = 4 * 1024 * 1024;
+
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
 async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration>) -> Result<TaskView, ResultsError> {
@@ -162,7 +172,12 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     let signed_from = Timestamp::from_unix_ms(ports.now().unix_seconds() * 1000);
     let mut files = Vec::with_capacity(manifest.files.len());
     let (mut linked, mut omitted) = (0, 0);
+    let (mut listed_bytes, mut files_omitted) = (0, 0);
     for file in manifest.files {
+        if files_omitted > 0 {
+            files_omitted += 1;
+            continue;
+        }
         let download_url = match (file.status, links) {
             (PublicFileStatus::Stored, Some(_)) if linked == MAX_LINKS && own(&file.key) => {
                 omitted += 1;
@@ -179,7 +194,13 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         let attempts = entry.map(|f| f.attempts);
         let retried = file.status == PublicFileStatus::Pending;
         let last_attempt_error = entry.map(|f| f.error.clone().filter(|_| retried));
-        files.push(FileView { file, download_url, attempts, last_attempt_error });
+        let view = FileView { file, download_url, attempts, last_attempt_error };
+        listed_bytes += serde_json::to_vec(&view).map_or(0, |json| json.len() + 1);
+        if listed_bytes > MAX_FILES_BYTES {
+            files_omitted = 1;
+            continue;
+        }
+        files.push(view);
     }
     // Results, as the links are: for readers (GET), not for those who may only register.
     let details = links.and_then(|_| record.details.clone());
@@ -202,6 +223,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         late_failure: record.failure.clone(),
         files,
         links_omitted: (omitted > 0).then_some(omitted),
+        files_omitted: (files_omitted > 0).then_some(files_omitted),
         details,
         details_url,
         streams: links.map(|_| record.streams.clone()).unwrap_or_default(),

@@ -133,7 +133,7 @@ pub struct EventDetail {
 /// The most the `files` of one event may take as JSON. EventBridge refuses an entry over
 /// 256 KiB (its source, detail-type and detail), for good: a task whose event could not be
 /// published would never settle. The rest of a detail is a few KiB at most (a task id of up
-/// to 128 bytes, a message cut to 1 KiB, a client_ref within a 4 KiB registration). The
+/// to 128 bytes, a message cut to 1 KiB, a client_ref of at most 256 bytes). The
 /// adapter that publishes has the last word: an entry past what the notify queue takes goes
 /// without its files too (`stemvault_aws::events::entry`).
 pub const MAX_FILES_BYTES: usize = 192 * 1024;

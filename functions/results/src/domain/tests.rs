@@ -220,6 +220,34 @@ async fn an_answer_links_at_most_max_links_files() {
     assert_eq!(ports.signed.lock().unwrap().len(), 1 + MAX_LINKS, "none signed past the bound");
 }
 
+/// An answer lists files up to MAX_FILES_BYTES of JSON and counts the rest (the last by
+/// name): a task swollen to tens of thousands of files would otherwise pass Lambda's 6 MB
+/// response limit, every GET of it failing.
+#[tokio::test]
+async fn an_answer_lists_files_up_to_its_byte_bound() {
+    let mut ports = MemoryPorts::with(&["t1"]);
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
+        panic!("the task");
+    };
+    assert_eq!(view.files_omitted, None);
+    let record = ports.records.get_mut("t1").unwrap();
+    for i in 0..30_000 {
+        record.files.insert(format!("x/{i:05}"), file(&format!("tasks/t1/x/{i:05}.mp3"), FileStatus::Pending));
+    }
+    let names: Vec<String> = record.files.keys().cloned().collect();
+    let total = names.len();
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
+        panic!("the task");
+    };
+    let omitted = view.files_omitted.expect("files left out");
+    assert_eq!(view.files.len() + omitted, total);
+    let listed: usize = view.files.iter().map(|f| serde_json::to_vec(f).unwrap().len() + 1).sum();
+    assert!(listed <= MAX_FILES_BYTES && listed + 2_000 > MAX_FILES_BYTES, "{listed}");
+    let listed_names: Vec<&str> = view.files.iter().map(|f| f.file.name.as_str()).collect();
+    assert_eq!(listed_names, names[..view.files.len()], "the first by name");
+    assert!(serde_json::to_vec(&*view).unwrap().len() < 5_000_000);
+}
+
 /// A settled vault is answered pending while a file is open (a later callback's file
 /// item whose task item write did not follow): clients stop waiting on a settled one.
 /// Every file settled before the task item says so (the settle's Task Vaulted goes out
