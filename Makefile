@@ -29,6 +29,7 @@ help:
 	@echo "make bench-micro - the in-process Rust benchmarks (tests/benches) against the emulator"
 	@echo "make clean  - the virtualenvs and .local; make clean-build - the build directory ($(CARGO_TARGET_DIR))"
 	@echo "make build-dir - print this clone's build directory"
+	@echo "make tools  - SAM CLI, cargo-lambda, Zig and the arm64 target into .venv/tools, for sam build (README, Deploying)"
 
 build-dir:
 	@echo "$(CARGO_TARGET_DIR)"

@@ -365,3 +365,20 @@ fn a_noecho_parameter_is_unset_when_none_as_the_guided_deploy_must_type_it() {
     assert_eq!((tag.as_str(), args[0].as_str()), ("If", Some("HasProviderApiKey")));
     assert_eq!(args[2], r#"{"api_key": ""}"#);
 }
+
+/// `sam deploy --guided` asks for the parameters in the template's order, without their
+/// descriptions: README's parameter table, which it tells the reader to keep open while
+/// answering, lists them in that order, and all of them.
+#[test]
+fn readme_lists_the_parameters_in_the_order_the_guided_deploy_asks() {
+    let template = template();
+    let asked: Vec<&str> = template["Parameters"].as_mapping().unwrap().keys().filter_map(|k| k.as_str()).collect();
+    let readme = read(&repo().join("README.md"));
+    let table = readme.split("| parameter | meaning |\n|---|---|\n").nth(1).expect("the parameter table");
+    let listed: Vec<&str> = table
+        .lines()
+        .take_while(|line| line.starts_with('|'))
+        .flat_map(|row| row.split('|').nth(1).unwrap_or_default().split('`').skip(1).step_by(2))
+        .collect();
+    assert_eq!(listed, asked);
+}
