@@ -760,7 +760,7 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
 /// it, over what an operator put in it by hand: a token rotation's two tokens, a webhook
 /// secret rotation's two secrets (any change to `GenerateSecretString` makes a new secret),
 /// a rotated provider key. So how each is written is held here: a change must say so in the
-/// README's upgrade notes (finish a rotation before deploying it), then update this.
+/// UPGRADING.md (finish a rotation before deploying it), then update this.
 #[test]
 fn how_the_stack_writes_its_secrets_is_held() {
     let template = template();
