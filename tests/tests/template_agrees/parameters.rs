@@ -382,3 +382,68 @@ fn readme_lists_the_parameters_in_the_order_the_guided_deploy_asks() {
         .collect();
     assert_eq!(listed, asked);
 }
+
+/// Where the template gives a function's variable a value of its own (a literal, or a
+/// parameter's default), the function takes that value when the variable is unset: local runs
+/// and the tests, which leave such variables unset, run what a stack deployed with the
+/// defaults runs. (The rest, names of resources made by the stack, get stand-ins.)
+#[test]
+fn the_templates_own_values_are_the_functions_defaults() {
+    let template = template();
+    let shown = |config: &dyn std::fmt::Debug| format!("{config:?}");
+    let runs = [
+        runs_the_same::<stemvault_ingest::config::Config>(&template, "IngestFunction", |c| shown(c)),
+        runs_the_same::<stemvault_sweeper::config::Config>(&template, "SweeperFunction", |c| shown(c)),
+        runs_the_same::<stemvault_reconciler::config::Config>(&template, "ReconcilerFunction", |c| shown(c)),
+        runs_the_same::<stemvault_download::config::Config>(&template, "DownloadFunction", |c| shown(c)),
+        runs_the_same::<stemvault_results::config::Config>(&template, "ResultsFunction", |c| shown(c)),
+    ];
+    // Each function has values of its own to check: a test that compared nothing would pass.
+    assert!(runs.iter().all(|own| *own > 0), "{runs:?}");
+}
+
+/// `function`'s `Config` read from the template's variables equals the one read with its own
+/// values left unset; how many it had.
+fn runs_the_same<C: stemvault_aws::FromEnv>(template: &Value, function: &str, shown: impl Fn(&C) -> String) -> usize {
+    let properties = cfn::function_properties(template, function);
+    let variables = properties["Environment"]["Variables"].as_mapping().expect("variables");
+    let parameter_default = |value: &Value| {
+        let default = &template["Parameters"][cfn::reference(value)?.as_str()]["Default"];
+        match default {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    };
+    let (mut deployed, mut unset) = (BTreeMap::new(), BTreeMap::new());
+    for (name, value) in variables {
+        let name = name.as_str().expect("a name").to_owned();
+        let own = match value {
+            Value::String(literal) => Some(literal.clone()),
+            _ => parameter_default(value),
+        };
+        match own {
+            Some(own) => deployed.insert(name, own),
+            None => {
+                let stand_in = stand_in(&name);
+                unset.insert(name.clone(), stand_in.clone());
+                deployed.insert(name, stand_in)
+            }
+        };
+    }
+    let read = |variables: &BTreeMap<String, String>| {
+        C::from_lookup(|name| variables.get(name).cloned())
+            .unwrap_or_else(|e| panic!("{function} with {variables:?}: {e}"))
+    };
+    assert_eq!(shown(&read(&deployed)), shown(&read(&unset)), "{function}: its template values are not its defaults");
+    deployed.len() - unset.len()
+}
+
+/// A value for a variable naming a resource the stack makes.
+fn stand_in(variable: &str) -> String {
+    match variable {
+        "QUEUE_URL" => "https://sqs.us-east-1.amazonaws.com/123456789012/q".into(),
+        v if v.ends_with("_ARN") => "arn:aws:secretsmanager:us-east-1:123456789012:secret:s-AbCdEf".into(),
+        v => v.to_lowercase(),
+    }
+}
