@@ -95,6 +95,13 @@ pub struct TaskView {
     /// (their JSON, as `details` would have been).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details_url: Option<String>,
+    /// Where the manifest of the task's last settled file set is (it lists every file, those
+    /// an answer leaves out too); absent before the first settle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    /// Presigned GET link to that manifest, valid as the file links are: only in a `GET` answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_url: Option<String>,
     /// Live stream URLs by name (the provider's; never vaulted).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub streams: BTreeMap<String, String>,
@@ -208,6 +215,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
+    let manifest_key = record.manifest_key.clone().filter(|key| own(key));
+    let manifest_url = match (&manifest_key, links) {
+        (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
+        _ => None,
+    };
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
@@ -226,6 +238,8 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         files_omitted: (files_omitted > 0).then_some(files_omitted),
         details,
         details_url,
+        manifest_key,
+        manifest_url,
         streams: links.map(|_| record.streams.clone()).unwrap_or_default(),
     })
 }

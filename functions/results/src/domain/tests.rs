@@ -192,6 +192,30 @@ async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
     assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
 }
 
+/// A settled task's answer says where its manifest is, and a GET links it, as its files; a
+/// key outside the task's prefix (an item edited by hand) is neither shown nor signed.
+#[tokio::test]
+async fn an_answer_names_and_links_the_manifest_once_written() {
+    let mut ports = MemoryPorts::with(&["t1"]);
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
+        panic!("the task");
+    };
+    assert_eq!((view.manifest_key, view.manifest_url), (None, None), "not settled yet");
+    ports.records.get_mut("t1").unwrap().manifest_key = Some("tasks/t1/manifest.json".into());
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
+        panic!("the task");
+    };
+    assert_eq!(view.manifest_key.as_deref(), Some("tasks/t1/manifest.json"));
+    assert_eq!(view.manifest_url.as_deref(), Some("signed:tasks/t1/manifest.json?expires=90"));
+    ports.records.get_mut("t1").unwrap().manifest_key = Some("elsewhere/manifest.json".into());
+    ports.signed.lock().unwrap().clear();
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
+        panic!("the task");
+    };
+    assert_eq!((view.manifest_key, view.manifest_url), (None, None));
+    assert!(!ports.signed.lock().unwrap().iter().any(|k| k.contains("elsewhere")));
+}
+
 /// An answer links at most MAX_LINKS stored files and says how many it left without a
 /// link; one within the bound says nothing of it.
 #[tokio::test]
@@ -483,12 +507,16 @@ async fn a_registrations_answer_carries_no_results_nor_streams() {
     let recorded = ports.records.get_mut("t1").unwrap();
     recorded.details = Some(serde_json::json!({"kind": "lyrics", "variants": [{"title": "A", "text": "la la"}]}));
     recorded.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
+    recorded.manifest_key = Some("tasks/t1/manifest.json".into());
     let reg = Registration { family: Family::Music, client_ref: None };
     let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
     let answer = register(&ports, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap();
     let Registered::Existing(view) = answer else { panic!("{answer:?}") };
     let json = serde_json::to_value(&view).unwrap();
     assert!(json.get("details").is_none() && json.get("streams").is_none(), "{json}");
+    // Where the manifest is, but no link to it.
+    assert!(json["manifest_key"] == "tasks/t1/manifest.json" && json.get("manifest_url").is_none(), "{json}");
+    assert!(ports.signed.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
