@@ -135,13 +135,8 @@ async fn run_batch<H: BatchHandler>(
     messages: &[Message],
 ) {
     let event = to_sqs_event(messages, source);
-    let handler = handler.clone();
     let deadline = Instant::now() + source.invocation_budget;
-    // A separate task, so a panic fails this batch (its messages come back) and not the poller.
-    let response = tokio::spawn(async move { handler.handle_batch(event, deadline).await })
-        .await
-        .map_err(|e| tracing::error!(queue = source.name, error = %e, "the handler crashed; the batch will be retried"))
-        .ok();
+    let response = invoke(handler.clone(), event, deadline, source.name).await;
     let entries = to_delete(messages, response.as_ref());
     tracing::debug!(queue = source.name, received = messages.len(), settled = entries.len(), "batch done");
     if entries.is_empty() {
@@ -161,6 +156,33 @@ async fn run_batch<H: BatchHandler>(
             error = %aws_sdk_sqs::error::DisplayErrorContext(e),
             "deleting settled messages failed; they will be redelivered"
         ),
+    }
+}
+
+/// One invocation: the handler's answer, or None when it crashed or ran past `deadline`
+/// (Lambda ends an invocation at its timeout, and the whole batch comes back), both
+/// logged. A separate task, so a panic fails this batch and not the poller.
+async fn invoke<H: BatchHandler>(
+    handler: Arc<H>,
+    event: SqsEvent,
+    deadline: Instant,
+    queue: &str,
+) -> Option<SqsBatchResponse> {
+    let mut running = tokio::spawn(async move { handler.handle_batch(event, deadline).await });
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), &mut running).await {
+        Ok(Ok(response)) => Some(response),
+        Ok(Err(e)) => {
+            tracing::error!(queue, error = %e, "the handler crashed; the batch will be retried");
+            None
+        }
+        Err(_) => {
+            running.abort();
+            tracing::error!(
+                queue,
+                "the handler ran past its timeout, which ends a Lambda invocation; the batch will be retried"
+            );
+            None
+        }
     }
 }
 
@@ -227,6 +249,36 @@ mod tests {
         let ids: Vec<_> = entries.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["0", "2"]);
         assert_eq!(to_delete(&messages, Some(&failures(&[]))).len(), 3);
+    }
+
+    /// Past its deadline the handler is stopped and answers nothing, as Lambda's timeout ends
+    /// an invocation: its whole batch comes back; a crash answers nothing too.
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_past_its_deadline_or_crashed_answers_nothing() {
+        struct Stalls;
+        impl BatchHandler for Stalls {
+            async fn handle_batch(&self, _: SqsEvent, _: Instant) -> SqsBatchResponse {
+                std::future::pending().await
+            }
+        }
+        struct Panics;
+        impl BatchHandler for Panics {
+            async fn handle_batch(&self, _: SqsEvent, _: Instant) -> SqsBatchResponse {
+                panic!("a bug")
+            }
+        }
+        struct Answers;
+        impl BatchHandler for Answers {
+            async fn handle_batch(&self, _: SqsEvent, _: Instant) -> SqsBatchResponse {
+                failures(&["a"])
+            }
+        }
+        // On tokio's clock, which the stalled handler's wait moves on.
+        let deadline = || tokio::time::Instant::now().into_std() + Duration::from_secs(900);
+        assert!(invoke(Arc::new(Stalls), SqsEvent::default(), deadline(), "q").await.is_none());
+        assert!(invoke(Arc::new(Panics), SqsEvent::default(), deadline(), "q").await.is_none());
+        let answered = invoke(Arc::new(Answers), SqsEvent::default(), deadline(), "q").await;
+        assert_eq!(answered.map(|r| r.batch_item_failures.len()), Some(1));
     }
 
     #[test]
