@@ -21,6 +21,9 @@ use crate::shutdown::StopSignal;
 
 /// API Gateway's payload limit; larger requests never reach the function there either.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+/// Lambda's limit on a synchronous invocation's response (its JSON, the body escaped in it:
+/// a body this long is over it already); past it API Gateway answers 500.
+pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 /// How long open connections may finish after a stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,7 +73,8 @@ pub fn to_lambda_request(parts: http::request::Parts, body: Bytes) -> lambda_htt
         .with_query_string_parameters(query)
 }
 
-/// The function's response as a hyper response.
+/// The function's response as a hyper response; one over Lambda's response limit is a 500,
+/// as API Gateway answers it.
 pub fn from_lambda_response(response: lambda_http::Response<lambda_http::Body>) -> Response<Full<Bytes>> {
     let (parts, body) = response.into_parts();
     let bytes = match body {
@@ -79,6 +83,17 @@ pub fn from_lambda_response(response: lambda_http::Response<lambda_http::Body>) 
         lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
         other => Bytes::copy_from_slice(other.as_ref()),
     };
+    if bytes.len() > MAX_RESPONSE_BYTES {
+        tracing::error!(
+            bytes = bytes.len(),
+            "the function's response is over Lambda's 6 MB limit: API Gateway answers 500"
+        );
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "response_too_large",
+            "the function's response is over Lambda's 6 MB limit",
+        );
+    }
     Response::from_parts(parts, Full::new(bytes))
 }
 
@@ -245,6 +260,11 @@ mod tests {
         assert_eq!(&body[..], br#"{"error":"bad signature"}"#);
         let binary = from_lambda_response(http::Response::new(Body::Binary(vec![1, 2, 3])));
         assert_eq!(&binary.into_body().collect().await.unwrap().to_bytes()[..], &[1, 2, 3]);
+        // Over Lambda's response limit: API Gateway's 500, not the answer.
+        let at_limit = from_lambda_response(http::Response::new(Body::Text("x".repeat(MAX_RESPONSE_BYTES))));
+        assert_eq!(at_limit.status(), StatusCode::OK);
+        let over = from_lambda_response(http::Response::new(Body::Text("x".repeat(MAX_RESPONSE_BYTES + 1))));
+        assert_eq!(over.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]
