@@ -185,15 +185,10 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
             files_omitted += 1;
             continue;
         }
-        let download_url = match (file.status, links) {
-            (PublicFileStatus::Stored, Some(_)) if linked == MAX_LINKS && own(&file.key) => {
-                omitted += 1;
-                None
-            }
-            (PublicFileStatus::Stored, Some(expiry)) if own(&file.key) => {
-                linked += 1;
-                Some(ports.presign_download(&file.key, expiry).await?)
-            }
+        // Counted once the file is listed: one left out by the byte bound is in neither count.
+        let linkable = file.status == PublicFileStatus::Stored && links.is_some() && own(&file.key);
+        let download_url = match links {
+            Some(expiry) if linkable && linked < MAX_LINKS => Some(ports.presign_download(&file.key, expiry).await?),
             _ => None,
         };
         // The copies' history, for readers (GET) only, as the links are.
@@ -206,6 +201,11 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         if listed_bytes > MAX_FILES_BYTES {
             files_omitted = 1;
             continue;
+        }
+        match (linkable, view.download_url.is_some()) {
+            (true, true) => linked += 1,
+            (true, false) => omitted += 1,
+            _ => {}
         }
         files.push(view);
     }

@@ -305,24 +305,28 @@ pub async fn sweep<P: Ports>(
             {
                 break 'lap;
             }
+            // Counted once a run: a page after an unreadable page key, or one straddling the
+            // cursor after a wrap, reads it again (and stops nothing then).
+            if let IndexEntry::Unreadable { task_id } = entry
+                && unreadable_counted.contains(task_id)
+            {
+                continue;
+            }
             if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
                 outcome.stopped_early = true;
                 break 'lap;
             }
             let task = match entry {
                 IndexEntry::Open(task) => task,
-                // Counted once a run: a page after an unreadable page key, or one straddling
-                // the cursor after a wrap, reads it again.
                 IndexEntry::Unreadable { task_id } => {
-                    if unreadable_counted.insert(task_id.clone()) {
-                        outcome.tasks_failed += 1;
-                        outcome.tasks_broken += 1;
-                        tracing::error!(
-                            task_id,
-                            "skipped an unreadable open-tasks entry: its task is never swept; fix its \
-                             last_received_at (an RFC 3339 time)"
-                        );
-                    }
+                    unreadable_counted.insert(task_id.clone());
+                    outcome.tasks_failed += 1;
+                    outcome.tasks_broken += 1;
+                    tracing::error!(
+                        task_id = %task_id,
+                        "skipped an unreadable open-tasks entry: its task is never swept; fix its \
+                         last_received_at (an RFC 3339 time)"
+                    );
                     continue;
                 }
             };

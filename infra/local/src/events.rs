@@ -104,7 +104,7 @@ pub async fn subscribe(
     if let Some(notify) = notify {
         subscribe_queue(sdk, bus, &format!("{base}-notify"), &notify.queue_url, &notify.queue_arn).await?;
     }
-    // Only printed: any batch size and budget do.
+    // Only printed, in moments: any batch size and budget do.
     let budget = Duration::from_secs(60);
     Ok(QueueSource {
         name: "events-log",

@@ -21,8 +21,8 @@ use crate::shutdown::StopSignal;
 
 /// API Gateway's payload limit; larger requests never reach the function there either.
 pub const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
-/// Lambda's limit on a synchronous invocation's response (its JSON, the body escaped in it:
-/// a body this long is over it already); past it API Gateway answers 500.
+/// Lambda's limit on a synchronous invocation's response, as [`response_payload_bytes`]
+/// counts it; past it API Gateway answers 500.
 pub const MAX_RESPONSE_BYTES: usize = 6 * 1024 * 1024;
 /// How long open connections may finish after a stop.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -73,19 +73,26 @@ pub fn to_lambda_request(parts: http::request::Parts, body: Bytes) -> lambda_htt
         .with_query_string_parameters(query)
 }
 
+/// The size of the response as the function hands it to Lambda: API Gateway's payload 2.0
+/// JSON, the body a JSON string (escaped), or base64 when it is binary, its headers beside it.
+pub fn response_payload_bytes(parts: &http::response::Parts, body: &lambda_http::Body) -> usize {
+    let body = match body {
+        lambda_http::Body::Text(text) => serde_json::to_string(text).map_or(usize::MAX, |json| json.len()),
+        other => other.as_ref().len().div_ceil(3) * 4 + 2,
+    };
+    let headers: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
+    let envelope = r#"{"statusCode":000,"headers":{},"body":,"isBase64Encoded":false}"#.len();
+    envelope + headers + body
+}
+
 /// The function's response as a hyper response; one over Lambda's response limit is a 500,
 /// as API Gateway answers it.
 pub fn from_lambda_response(response: lambda_http::Response<lambda_http::Body>) -> Response<Full<Bytes>> {
     let (parts, body) = response.into_parts();
-    let bytes = match body {
-        lambda_http::Body::Empty => Bytes::new(),
-        lambda_http::Body::Text(text) => Bytes::from(text),
-        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
-        other => Bytes::copy_from_slice(other.as_ref()),
-    };
-    if bytes.len() > MAX_RESPONSE_BYTES {
+    let payload = response_payload_bytes(&parts, &body);
+    if payload > MAX_RESPONSE_BYTES {
         tracing::error!(
-            bytes = bytes.len(),
+            bytes = payload,
             "the function's response is over Lambda's 6 MB limit: API Gateway answers 500"
         );
         return error_response(
@@ -94,6 +101,12 @@ pub fn from_lambda_response(response: lambda_http::Response<lambda_http::Body>) 
             "the function's response is over Lambda's 6 MB limit",
         );
     }
+    let bytes = match body {
+        lambda_http::Body::Empty => Bytes::new(),
+        lambda_http::Body::Text(text) => Bytes::from(text),
+        lambda_http::Body::Binary(bytes) => Bytes::from(bytes),
+        other => Bytes::copy_from_slice(other.as_ref()),
+    };
     Response::from_parts(parts, Full::new(bytes))
 }
 
@@ -260,11 +273,15 @@ mod tests {
         assert_eq!(&body[..], br#"{"error":"bad signature"}"#);
         let binary = from_lambda_response(http::Response::new(Body::Binary(vec![1, 2, 3])));
         assert_eq!(&binary.into_body().collect().await.unwrap().to_bytes()[..], &[1, 2, 3]);
-        // Over Lambda's response limit: API Gateway's 500, not the answer.
-        let at_limit = from_lambda_response(http::Response::new(Body::Text("x".repeat(MAX_RESPONSE_BYTES))));
-        assert_eq!(at_limit.status(), StatusCode::OK);
-        let over = from_lambda_response(http::Response::new(Body::Text("x".repeat(MAX_RESPONSE_BYTES + 1))));
-        assert_eq!(over.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Over Lambda's response limit, as it counts it: API Gateway's 500, not the answer. A
+        // body of quotes doubles when escaped; a binary one grows by a third in base64.
+        let status = |body: Body| from_lambda_response(http::Response::new(body)).status();
+        let half = MAX_RESPONSE_BYTES / 2;
+        assert_eq!(status(Body::Text("x".repeat(half + 1))), StatusCode::OK);
+        assert_eq!(status(Body::Text("\"".repeat(half + 1))), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(Body::Binary(vec![0; half])), StatusCode::OK);
+        assert_eq!(status(Body::Binary(vec![0; MAX_RESPONSE_BYTES * 3 / 4 + 1])), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(status(Body::Text("x".repeat(MAX_RESPONSE_BYTES))), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

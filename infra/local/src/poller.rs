@@ -176,7 +176,9 @@ async fn invoke<H: BatchHandler>(
             None
         }
         Err(_) => {
+            // Stopped at its next await, as Lambda's timeout stops the invocation.
             running.abort();
+            let _ = running.await;
             tracing::error!(
                 queue,
                 "the handler ran past its timeout, which ends a Lambda invocation; the batch will be retried"
@@ -255,10 +257,13 @@ mod tests {
     /// an invocation: its whole batch comes back; a crash answers nothing too.
     #[tokio::test(start_paused = true)]
     async fn a_handler_past_its_deadline_or_crashed_answers_nothing() {
-        struct Stalls;
-        impl BatchHandler for Stalls {
-            async fn handle_batch(&self, _: SqsEvent, _: Instant) -> SqsBatchResponse {
-                std::future::pending().await
+        /// Runs past its deadline, then would say it finished.
+        struct Overruns(Arc<std::sync::atomic::AtomicBool>);
+        impl BatchHandler for Overruns {
+            async fn handle_batch(&self, _: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(deadline) + Duration::from_secs(60)).await;
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+                SqsBatchResponse::default()
             }
         }
         struct Panics;
@@ -275,7 +280,11 @@ mod tests {
         }
         // On tokio's clock, which the stalled handler's wait moves on.
         let deadline = || tokio::time::Instant::now().into_std() + Duration::from_secs(900);
-        assert!(invoke(Arc::new(Stalls), SqsEvent::default(), deadline(), "q").await.is_none());
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let overrun = invoke(Arc::new(Overruns(finished.clone())), SqsEvent::default(), deadline(), "q").await;
+        assert!(overrun.is_none());
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(!finished.load(std::sync::atomic::Ordering::SeqCst), "stopped, not left running");
         assert!(invoke(Arc::new(Panics), SqsEvent::default(), deadline(), "q").await.is_none());
         let answered = invoke(Arc::new(Answers), SqsEvent::default(), deadline(), "q").await;
         assert_eq!(answered.map(|r| r.batch_item_failures.len()), Some(1));

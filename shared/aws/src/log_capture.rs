@@ -1,5 +1,6 @@
 //! The JSON log lines a test's own thread writes, to check what the functions log (never a
-//! secret, the task id in each line's span). Tests only (the `test-support` feature).
+//! secret, the task id in each line's span). Tests only (this crate's own, and others' through
+//! the `test-support` feature).
 
 use std::sync::{Arc, Mutex, Once};
 

@@ -272,6 +272,28 @@ async fn an_answer_lists_files_up_to_its_byte_bound() {
     assert!(serde_json::to_vec(&*view).unwrap().len() < 5_000_000);
 }
 
+/// Both bounds at once: the links stop at MAX_LINKS, then the byte bound leaves files out;
+/// `links_omitted` counts the listed files without a link, `files_omitted` the rest, and no
+/// file is in both.
+#[tokio::test]
+async fn the_link_and_byte_bounds_count_each_file_once() {
+    let mut ports = MemoryPorts::with(&["t1"]);
+    let record = ports.records.get_mut("t1").unwrap();
+    record.files.clear();
+    let long = "n".repeat(900);
+    for i in 0..3_000 {
+        let name = format!("x/{i:04}-{long}");
+        record.files.insert(name.clone(), file(&format!("tasks/t1/{name}.mp3"), FileStatus::Stored));
+    }
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(1)).await.unwrap() else {
+        panic!("the task");
+    };
+    let linked = view.files.iter().filter(|f| f.download_url.is_some()).count();
+    let (listed, files_omitted) = (view.files.len(), view.files_omitted.expect("files left out"));
+    assert_eq!((linked, listed + files_omitted), (MAX_LINKS, 3_000));
+    assert_eq!(view.links_omitted, Some(listed - MAX_LINKS), "the listed files without a link");
+}
+
 /// A settled vault is answered pending while a file is open (a later callback's file
 /// item whose task item write did not follow): clients stop waiting on a settled one.
 /// Every file settled before the task item says so (the settle's Task Vaulted goes out

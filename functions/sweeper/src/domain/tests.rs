@@ -643,6 +643,14 @@ async fn an_unreadable_index_entry_is_counted_once_where_the_run_reaches_it() {
     // time is read again), which this run already counted.
     let rest = sweep(&ports, &Settings::default(), "sweeper-3", at(10_000)).await.unwrap();
     assert_eq!((rest.tasks_checked, rest.tasks_broken, rest.wrapped), (2, 1, true), "{rest:?}");
+
+    // A run whose last check is its lap's last entry ends the lap, though the entry after it
+    // is one it counted already: that stops nothing (else the run ends early, its cursor kept).
+    let first = sweep(&ports, &one, "sweeper-4", at(10_000)).await.unwrap();
+    assert_eq!((first.tasks_checked, first.stopped_early), (1, true), "{first:?}");
+    let two = Settings { max_tasks: 2, ..Settings::default() };
+    let lap = sweep(&ports, &two, "sweeper-5", at(10_000)).await.unwrap();
+    assert_eq!((lap.tasks_checked, lap.tasks_broken, lap.wrapped, lap.stopped_early), (2, 1, true, false), "{lap:?}");
 }
 
 /// A cursor left past the index's range (the grace period lengthened since it was written)
