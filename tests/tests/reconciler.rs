@@ -135,6 +135,32 @@ fn stored_names(record: &TaskRecord) -> Vec<&str> {
     record.files.iter().filter(|(_, f)| f.status == FileStatus::Stored).map(|(n, _)| n.as_str()).collect()
 }
 
+/// A scheduled invocation as Lambda makes it (`App::handle`): a run whose next scheduled run
+/// is less than the reconciler's margin away takes nothing (it would still be working when the
+/// next starts); one scheduled now polls the due task.
+#[tokio::test]
+async fn a_scheduled_invocation_stops_in_time_for_the_next_run() {
+    let env = TestEnv::new().await;
+    let provider = FakeProvider::start(KEY).await;
+    let task = registered_vocal_separation(&env, &provider).await;
+    let app = reconciler(&env, &provider, KEY, &[]).await;
+    env.make_due(&task).await;
+    let invocation = |scheduled_ago: Duration| {
+        let mut context = lambda_http::Context::default();
+        context.request_id = "req-1".to_owned();
+        context.deadline = (Timestamp::now().plus(Duration::from_secs(90)).unix_ms) as u64;
+        let time = Timestamp::from_unix_ms(Timestamp::now().unix_ms - scheduled_ago.as_millis() as i64);
+        let event =
+            serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": time.rfc3339()});
+        lambda_http::LambdaEvent::new(event, context)
+    };
+    // Scheduled 100 s ago: the next run is 20 s away, within the margin.
+    let late = app.handle(invocation(Duration::from_secs(100))).await.expect("a run");
+    assert_eq!((late.polls, provider.polls(&task)), (0, 0), "{late:?}");
+    let on_time = app.handle(invocation(Duration::ZERO)).await.expect("a run");
+    assert_eq!((on_time.polls, on_time.results), (1, 1), "{on_time:?}");
+}
+
 #[tokio::test]
 async fn a_registered_task_never_called_back_is_vaulted_by_polling() {
     let env = TestEnv::new().await;

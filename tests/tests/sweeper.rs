@@ -93,6 +93,29 @@ async fn items(env: &TestEnv, task_id: &str) -> HashMap<String, HashMap<String, 
     out.items.unwrap_or_default().into_iter().map(|item| (item["sk"].as_s().unwrap().clone(), item)).collect()
 }
 
+/// A scheduled invocation as Lambda makes it (`App::handle`): the sweep claims under the
+/// invocation's request id and stops by its deadline, less the sweeper's margin.
+#[tokio::test]
+async fn a_scheduled_invocation_sweeps_by_its_deadline_under_its_request_id() {
+    let env = TestEnv::new().await;
+    let record = stored(&env, &orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)])).await;
+    let invocation = |request_id: &str, deadline: Duration| {
+        let mut context = lambda_http::Context::default();
+        context.request_id = request_id.to_owned();
+        context.deadline = (Timestamp::now().plus(deadline).unix_ms) as u64;
+        let scheduled = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+        lambda_http::LambdaEvent::new(scheduled, context)
+    };
+    // Its deadline within the margin: nothing is taken.
+    let margin = stemvault_sweeper::app::STOP_BEFORE_DEADLINE;
+    let late = app(&env).handle(invocation("req-late", margin - Duration::from_secs(1))).await.expect("a run");
+    assert_eq!((late.tasks_checked, late.stopped_early), (0, true), "{late:?}");
+    let outcome = app(&env).handle(invocation("req-1", Duration::from_secs(60))).await.expect("a run");
+    assert_eq!((outcome.tasks_checked, outcome.files_requeued), (1, 1), "{outcome:?}");
+    let file = &env.task_record(&record.task_id).await.files["pending"];
+    assert_eq!((file.status, file.claim.as_deref()), (FileStatus::Queued, Some("sweeper-req-1")));
+}
+
 #[tokio::test]
 async fn orphaned_files_are_sent_once_and_marked_queued() {
     let env = TestEnv::new().await;
