@@ -188,6 +188,58 @@ mod tests {
         }
     }
 
+    /// A client speaks TLS with the crypto provider `builder` installs (the Lambda builds carry
+    /// no other): an HTTPS request to a loopback server presenting a certificate a test CA
+    /// signed (testdata/tls), the client trusting that CA besides its own roots.
+    #[tokio::test]
+    async fn a_client_speaks_https_with_the_provider_it_installs() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/tls");
+        let read = |name: &str| std::fs::read(tls.join(name)).expect("testdata/tls");
+        let chain = vec![CertificateDer::from_pem_slice(&read("localhost.pem")).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(&read("localhost.key.pem")).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = listener.local_addr().unwrap();
+        let served = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut stream = acceptor.accept(tcp).await.unwrap();
+            let mut head = vec![0; 4096];
+            let read = stream.read(&mut head).await.unwrap();
+            stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await.unwrap();
+            let _ = stream.shutdown().await;
+            // The second connection's handshake: refused by a client that does not trust it.
+            let (tcp, _) = listener.accept().await.unwrap();
+            let second = acceptor.accept(tcp).await.map(|_| ());
+            (String::from_utf8_lossy(&head[..read]).into_owned(), second)
+        });
+        let ca = reqwest::Certificate::from_pem(&read("ca.pem")).unwrap();
+        // `resolve`: no lookup of `localhost`, which a machine without /etc/hosts lacks.
+        let client = builder("stemvault-test").add_root_certificate(ca).resolve("localhost", origin).build().unwrap();
+        let answer = client.get(format!("https://localhost:{}/tls", origin.port())).send().await.unwrap();
+        assert_eq!((answer.status().as_u16(), answer.text().await.unwrap()), (200, "ok".to_owned()));
+        // A certificate the client does not trust is refused, not taken.
+        let untrusting = builder("stemvault-test").resolve("localhost", origin).build().unwrap();
+        let refused = untrusting.get(format!("https://localhost:{}/", origin.port())).send().await.unwrap_err();
+        let (head, second) = served.await.unwrap();
+        assert!(head.starts_with("GET /tls HTTP/1.1"), "{head}");
+        assert!(second.is_err(), "the untrusting client ended the handshake: {refused:?}");
+        // The process default, which reqwest's clients take: the SDK's aws-lc-rs.
+        let installed = rustls::crypto::CryptoProvider::get_default().expect("installed by builder");
+        let aws_lc_rs = rustls::crypto::aws_lc_rs::default_provider();
+        assert_eq!(format!("{:?}", installed.kx_groups), format!("{:?}", aws_lc_rs.kx_groups));
+    }
+
     /// A listener whose queue is full drops new connections' SYNs, so a connect to it times
     /// out: a connect failure, not a slow answer.
     #[tokio::test]
