@@ -146,13 +146,14 @@ impl Outage {
     }
 
     /// Remember how recording went, after `took`: recorded ends the memory; a failure another
-    /// try may mend, slow, starts it; one refused for good, or one task's record that kept
-    /// changing (a flood of its deliveries), says nothing of the table's health.
+    /// try may mend, slow, starts it; one refused for good, or one task's own wait (its record
+    /// kept changing under a flood of its deliveries, or another delivery still held its
+    /// files), says nothing of the table's health.
     fn observe(&self, recorded: &Result<Outcome, AcceptError>, took: Duration) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match recorded {
             Ok(_) => *last = None,
-            Err(AcceptError::Contention { .. }) => {}
+            Err(AcceptError::Contention { .. } | AcceptError::StillEnqueuing { .. }) => {}
             Err(e) if e.is_retryable() && took >= QUICK_RECORDING => *last = Some(tokio::time::Instant::now()),
             Err(_) => {}
         }

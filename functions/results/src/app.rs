@@ -265,7 +265,14 @@ fn try_again_soon(code: &str, message: &str) -> Response<Body> {
 
 /// The details go to the log, not to the caller.
 fn failure(e: &ResultsError) -> Response<Body> {
-    if e.is_retryable() {
+    if e.is_build_fault() {
+        tracing::error!(
+            error = %e,
+            "the table refused a write of this build as invalid: a deploy (or a rollback) mends it; \
+            answered 503, so the caller asks again"
+        );
+        try_again_soon("unavailable", "the task cannot be answered right now; try again")
+    } else if e.is_retryable() {
         tracing::warn!(error = %e, "cannot answer now");
         try_again_soon("unavailable", "the task cannot be answered right now; try again")
     } else {
@@ -476,5 +483,16 @@ mod tests {
         let broken = MemoryPorts { fail: Some(StoreError::Malformed("bad item".into())), ..Default::default() };
         let (status, body, _) = call(&broken, Method::GET, "/tasks/t1").await;
         assert_eq!((status, body["error"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("internal")));
+
+        // A write refused as invalid: this build's fault, which a deploy mends, so the
+        // registration is asked for again (as ingest answers it), and an operator told.
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let invalid = MemoryPorts { fail: Some(StoreError::Invalid("bad expression".into())), ..Default::default() };
+        let (status, body, response) = put(&invalid, Method::PUT, "/tasks/t7", br#"{"family":"wav"}"#).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let logs = captured.text();
+        let line = logs.lines().find(|l| l.contains("refused a write of this build")).unwrap_or_default();
+        assert!(line.contains(r#""level":"ERROR""#), "{logs}");
     }
 }

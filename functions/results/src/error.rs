@@ -15,11 +15,20 @@ pub enum ResultsError {
 }
 
 impl ResultsError {
-    /// Whether the same request can succeed later (503) or not (500).
+    /// Whether the same request can succeed later (503) or not (500). A write the table
+    /// refuses as invalid is this build's fault ([`ResultsError::is_build_fault`]): a deploy
+    /// mends it, and a registration asked again then succeeds (ingest answers it so too).
     pub fn is_retryable(&self) -> bool {
         match self {
+            ResultsError::Store(StoreError::Invalid(_)) => true,
             ResultsError::Store(e) => e.is_retryable(),
             ResultsError::Presign(e) => e.is_retryable(),
         }
+    }
+
+    /// A request this build wrote wrong, which the table refused: an operator's matter, though
+    /// the caller may ask again.
+    pub fn is_build_fault(&self) -> bool {
+        matches!(self, ResultsError::Store(StoreError::Invalid(_)))
     }
 }

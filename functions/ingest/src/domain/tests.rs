@@ -838,14 +838,17 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     assert_eq!(started.elapsed(), ANSWER_WITHIN);
 }
 
-/// One task's record that kept changing, however long it took, is no outage of the table:
-/// the next callbacks keep their whole time to record.
+/// One task's record that kept changing, or another delivery holding its files, however long
+/// it took, is no outage of the table: the next callbacks keep their whole time to record.
 #[test]
 fn a_contended_record_starts_no_outage_memory() {
     let outage = Outage::default();
     let contended = Err(AcceptError::Contention { attempts: 3 });
     outage.observe(&contended, QUICK_RECORDING * 4);
     assert_eq!(outage.recording_budget(ANSWER_WITHIN), ANSWER_WITHIN);
+    let held = Err(AcceptError::StillEnqueuing { files: 2 });
+    outage.observe(&held, QUICK_RECORDING * 4);
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN), ANSWER_WITHIN, "another delivery's claims");
     let unavailable = Err(AcceptError::Store(StoreError::Unavailable("slow".into())));
     outage.observe(&unavailable, QUICK_RECORDING * 4);
     assert_eq!(outage.recording_budget(ANSWER_WITHIN), QUICK_RECORDING, "a table failing slowly is");
