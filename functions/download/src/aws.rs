@@ -282,13 +282,27 @@ impl WriteManifest for AwsPorts {
         };
         match request.send().await {
             Ok(_) => Ok(Conditional::Applied),
-            // 412: the object is not the one read; 409: a concurrent conditional write; 404:
-            // the object read is gone (If-Match on a missing key).
-            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(404 | 409 | 412)) => {
-                Ok(Conditional::Conflict)
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if manifest_conflict(status, e.code(), expected.is_some()) {
+                    return Ok(Conditional::Conflict);
+                }
+                Err(storage_error("PutObject (manifest)", e))
             }
-            Err(e) => Err(storage_error("PutObject (manifest)", e)),
         }
+    }
+}
+
+/// Whether a conditional manifest write's refusal is the condition's: 412, the object is not
+/// the one read (or, `If-None-Match`, one is there); 409, a concurrent conditional write; 404
+/// `NoSuchKey` to an `If-Match`, the object read is gone. Not another 404 (`NoSuchBucket`: a
+/// storage failure, not a manifest that kept changing).
+fn manifest_conflict(status: Option<u16>, code: Option<&str>, if_match: bool) -> bool {
+    match status {
+        Some(409 | 412) => true,
+        Some(404) => if_match && matches!(code, None | Some("NoSuchKey")),
+        _ => false,
     }
 }
 
@@ -633,6 +647,19 @@ mod tests {
     use super::*;
     use crate::source_policy::SourcePolicy;
     use crate::upload::crc32;
+
+    /// A manifest write refused by its condition is a conflict (read again, written again); a
+    /// missing bucket is not, though S3 answers 404 to both it and a vanished object.
+    #[test]
+    fn only_the_condition_s_refusals_are_manifest_conflicts() {
+        assert!(manifest_conflict(Some(412), Some("PreconditionFailed"), false));
+        assert!(manifest_conflict(Some(409), Some("ConditionalRequestConflict"), true));
+        assert!(manifest_conflict(Some(404), Some("NoSuchKey"), true));
+        assert!(!manifest_conflict(Some(404), Some("NoSuchKey"), false), "If-None-Match answers no 404 of its own");
+        assert!(!manifest_conflict(Some(404), Some("NoSuchBucket"), true));
+        assert!(!manifest_conflict(Some(403), Some("AccessDenied"), true));
+        assert!(!manifest_conflict(None, None, true), "no answer");
+    }
 
     /// Keeps the headers of each S3 request as it would go out, then fails it: nothing is sent.
     #[derive(Debug, Clone, Default)]
