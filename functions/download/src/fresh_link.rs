@@ -101,11 +101,12 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
         stemvault_aws::shown::provider_message(text)
     };
     if status != 200 {
-        // A 4xx without the provider's own code is no answer about the URL (a gateway's or a
-        // firewall's page, a path it does not serve: a wrong PROVIDER_BASE_URL), as the
-        // reconciler reads it; but for a refused key or account (401-403) and a wait asked for.
+        // A 4xx (or a 505, kie's "feature disabled" only as its code) without the provider's own
+        // code is no answer about the URL (a gateway's or a firewall's page, a path it does not
+        // serve: a wrong PROVIDER_BASE_URL), as the reconciler reads it; but for a refused key or
+        // account (401-403) and a wait asked for.
         let about_the_caller = matches!(status, 401..=403) || suno_callbacks::poll::is_wait_status(i64::from(status));
-        if code.is_none() && (400..500).contains(&status) && !about_the_caller {
+        if code.is_none() && ((400..500).contains(&status) && !about_the_caller || status == 505) {
             return Err(RefreshError::Unreadable(format!("HTTP {status} without the provider's answer")));
         }
         // The body's code says more than the status where it has one (kie repeats it).
@@ -306,7 +307,7 @@ mod tests {
         assert_eq!(read_answer(502, b"<html>bad gateway</html>").unwrap_err().to_string(), "the provider answered 502");
         // A path the provider does not serve, or a gateway's or firewall's page: no answer
         // about the URL, asked again.
-        for status in [400, 404, 405, 413, 422, 451] {
+        for status in [400, 404, 405, 413, 422, 451, 505] {
             let err = read_answer(status, b"<html>Not Found</html>").unwrap_err();
             assert!(matches!(err, RefreshError::Unreadable(_)) && err.is_retryable(), "{status}: {err}");
         }

@@ -257,10 +257,18 @@ mod tests {
     /// an invocation: its whole batch comes back; a crash answers nothing too.
     #[tokio::test(start_paused = true)]
     async fn a_handler_past_its_deadline_or_crashed_answers_nothing() {
+        /// Sets its flag when dropped: the handling it is held by has ended.
+        struct Ended(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Ended {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         /// Runs past its deadline, then would say it finished.
-        struct Overruns(Arc<std::sync::atomic::AtomicBool>);
+        struct Overruns(Arc<std::sync::atomic::AtomicBool>, Arc<std::sync::atomic::AtomicBool>);
         impl BatchHandler for Overruns {
             async fn handle_batch(&self, _: SqsEvent, deadline: Instant) -> SqsBatchResponse {
+                let _running = Ended(self.1.clone());
                 tokio::time::sleep_until(tokio::time::Instant::from_std(deadline) + Duration::from_secs(60)).await;
                 self.0.store(true, std::sync::atomic::Ordering::SeqCst);
                 SqsBatchResponse::default()
@@ -280,9 +288,12 @@ mod tests {
         }
         // On tokio's clock, which the stalled handler's wait moves on.
         let deadline = || tokio::time::Instant::now().into_std() + Duration::from_secs(900);
-        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let overrun = invoke(Arc::new(Overruns(finished.clone())), SqsEvent::default(), deadline(), "q").await;
+        let (finished, ended) = (Arc::default(), Arc::default());
+        let handler = Overruns(Arc::clone(&finished), Arc::clone(&ended));
+        let overrun = invoke(Arc::new(handler), SqsEvent::default(), deadline(), "q").await;
         assert!(overrun.is_none());
+        // Ended by the time the poller goes on, as an invocation past its timeout is.
+        assert!(ended.load(std::sync::atomic::Ordering::SeqCst), "ended before invoke returned");
         tokio::time::sleep(Duration::from_secs(120)).await;
         assert!(!finished.load(std::sync::atomic::Ordering::SeqCst), "stopped, not left running");
         assert!(invoke(Arc::new(Panics), SqsEvent::default(), deadline(), "q").await.is_none());

@@ -231,7 +231,8 @@ mod tests {
         // A certificate the client does not trust is refused, not taken.
         let untrusting = builder("stemvault-test").resolve("localhost", origin).build().unwrap();
         let refused = untrusting.get(format!("https://localhost:{}/", origin.port())).send().await.unwrap_err();
-        let (head, second) = served.await.unwrap();
+        // Bounded: a client that failed before connecting leaves the server waiting.
+        let (head, second) = tokio::time::timeout(Duration::from_secs(10), served).await.expect("served").unwrap();
         assert!(head.starts_with("GET /tls HTTP/1.1"), "{head}");
         assert!(second.is_err(), "the untrusting client ended the handshake: {refused:?}");
         // The process default, which reqwest's clients take: the SDK's aws-lc-rs.
