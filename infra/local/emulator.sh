@@ -83,7 +83,8 @@ fi
 # its port was taken (between being picked and bound, by another run started at the same
 # moment), 2 when it never answered.
 start_emulator() {
-  log="$root/.local/emulator-$port.log"
+  # The script's pid too: another run that picked the same port must not truncate this log.
+  log="$root/.local/emulator-$port-$$.log"
   # emulator.py serves moto with DynamoDB requests and S3 conditional writes made atomic and keep-alive connections (see its docstring).
   # Without .ci/run's build-directory lock (fd 9): an emulator left behind by a killed run must
   # not hold the next run off for good (make and cargo keep it while they build).
