@@ -66,6 +66,8 @@ locked "$wanted" \
   # pip's own last line ("No matching distribution found ... (from versions: none)") reads
   # like a bad pin when the index was never reached.
   echo "could not install .venv/$name: pip failed (above). Without access to PyPI (a network, proxy or PIP_INDEX_URL problem) pip reports every package as not found, or as conflicting." >&2
+  locked "$wanted" \
+    || echo "Or a pinned tool does not support Python $wanted, which infra/python/$name.lock does not cover: set PYTHON to a Python 3.10 to 3.13." >&2
   exit 1
 }
 touch "$venv/.installed"
