@@ -12,8 +12,8 @@ ifeq ($(strip $(CARGO_TARGET_DIR)),)
 CARGO_TARGET_DIR := $(HOME)/.cache/stemvault/target-$(shell printf %s "$(CURDIR)" | cksum | cut -d' ' -f1)
 endif
 export CARGO_TARGET_DIR
-# The tools' own caches (zig's and cargo-zigbuild's for the arm64 build, pip's, checkov's)
-# beside the builds rather than in ~/.cache, unless you keep them elsewhere already.
+# The tools' own caches (zig's for the arm64 build; on Linux cargo-zigbuild's, pip's and
+# checkov's too) beside the builds rather than in ~/.cache, unless you keep them elsewhere.
 export XDG_CACHE_HOME ?= $(HOME)/.cache/stemvault/xdg
 export CARGO_TERM_COLOR ?= never
 PYTHON ?= python3

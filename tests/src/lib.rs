@@ -16,6 +16,13 @@ pub mod results;
 
 pub use stemvault_aws::provision::Resources;
 
+/// The notify queue as template.yaml makes it (`NotifyQueue`, with its dead-letter queue).
+pub const NOTIFY_QUEUE: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
+    visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,
+    retention_seconds: stemvault_notify::domain::QUEUE_RETENTION.as_secs(),
+    max_receive_count: stemvault_notify::domain::MAX_RECEIVE_COUNT,
+};
+
 /// One test's own table, bucket, queue and dead-letter queue in the emulator.
 pub struct TestEnv {
     pub config: aws_config::SdkConfig,

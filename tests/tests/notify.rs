@@ -159,14 +159,10 @@ impl Setup {
         let sdk = stemvault_tests::emulator_sdk_config().await;
         let sqs = stemvault_aws::long_polling_sqs_client(&sdk);
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        // As template.yaml makes them (NotifyQueue, NotifyDeadLetterQueue), as the local runner does.
-        let settings = stemvault_aws::provision::QueueSettings {
-            visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,
-            retention_seconds: stemvault_notify::domain::QUEUE_RETENTION.as_secs(),
-            max_receive_count: stemvault_notify::domain::MAX_RECEIVE_COUNT,
-        };
+        // As template.yaml makes them, as the local runner does.
+        let settings = &stemvault_tests::NOTIFY_QUEUE;
         let (queue_url, _, dead_letter_queue_url) =
-            stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), &settings).await.unwrap();
+            stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), settings).await.unwrap();
         let secret_name = format!("{base}-notify");
         let arn = put_secret(&sdk, &secret_name, &SecretText::new(secret.clone())).await.unwrap();
         let vars = BTreeMap::from([

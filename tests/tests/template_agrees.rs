@@ -759,7 +759,7 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
 /// A secret the stack made is rewritten by any update that changes how the template writes
 /// it, over what an operator put in it by hand: a token rotation's two tokens, a webhook
 /// secret rotation's two secrets (any change to `GenerateSecretString` makes a new secret),
-/// a rotated provider key. So how each is written is held here: a change must say so in the
+/// a rotated provider key. So how each is written is held here: a change must say so in
 /// UPGRADING.md (finish a rotation before deploying it), then update this.
 #[test]
 fn how_the_stack_writes_its_secrets_is_held() {

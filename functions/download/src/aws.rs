@@ -651,7 +651,7 @@ mod tests {
     /// A manifest write refused by its condition is a conflict (read again, written again); a
     /// missing bucket is not, though S3 answers 404 to both it and a vanished object.
     #[test]
-    fn only_the_condition_s_refusals_are_manifest_conflicts() {
+    fn only_refusals_by_its_condition_are_manifest_conflicts() {
         assert!(manifest_conflict(Some(412), Some("PreconditionFailed"), false));
         assert!(manifest_conflict(Some(409), Some("ConditionalRequestConflict"), true));
         assert!(manifest_conflict(Some(404), Some("NoSuchKey"), true));

@@ -9,10 +9,12 @@
 //! endpoint); start-up says once when it is off ([`refresher`]). The key is the one in force
 //! ([`ProviderKey`]: read again when 5 minutes old, or when the provider refuses it with 401
 //! or 403, the refused request being made once more with a rotated key). The link must itself pass the source policy
-//! (`ALLOWED_SOURCE_HOSTS`) before anything is fetched from it. Every provider error (HTTP
-//! 401, 402, 404, 422 for a URL the provider did not generate, 429, 430, 455, 500, 505, or HTTP 200
-//! carrying one of those codes) is a [`RefreshError`]: the file then fails as before, its
-//! reason naming it. Errors never carry the key, and URLs in them lose their query.
+//! (`ALLOWED_SOURCE_HOSTS`) before anything is fetched from it. Every provider error (kie's
+//! `code` 401, 402, 404, 422 for a URL the provider did not generate, 429, 430, 455, 500, 505,
+//! as the HTTP status or in a 200, or a 401-403 or a wait status without it) is a
+//! [`RefreshError`]: the file then fails as before (or is retried, for what may pass), its
+//! reason naming it; any other 4xx, or a 505, without kie's `code` is no answer, and the link is
+//! asked for again. Errors never carry the key, and URLs in them lose their query.
 
 use std::sync::Arc;
 use std::time::Duration;

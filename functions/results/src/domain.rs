@@ -84,7 +84,7 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub links_omitted: Option<usize>,
     /// How many files, the last by name, are not listed because those listed already take
-    /// [`MAX_FILES_BYTES`] of JSON (the manifest lists them all).
+    /// [`MAX_ANSWER_FILES_BYTES`] of JSON (the manifest lists them all).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files_omitted: Option<usize>,
     /// Results that are no files (lyrics, MIDI notes, voice ids, track metadata) as the task
@@ -95,8 +95,8 @@ pub struct TaskView {
     /// (their JSON, as `details` would have been).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details_url: Option<String>,
-    /// Where the manifest of the task's last settled file set is (it lists every file, those
-    /// an answer leaves out too); absent before the first settle.
+    /// Where the manifest of the task's current file set and stage is (it lists every file,
+    /// those an answer leaves out too): absent until they settle and it is recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest_key: Option<String>,
     /// Presigned GET link to that manifest, valid as the file links are: only in a `GET` answer.
@@ -162,7 +162,7 @@ pub const MAX_LINKS: usize = 1000;
 /// swollen to tens of thousands of short-named files (within its record's size limit) would
 /// pass Lambda's 6 MB response limit, API Gateway escaping the body once more. 1,024 files
 /// with links take about 3 MB.
-pub const MAX_FILES_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_ANSWER_FILES_BYTES: usize = 4 * 1024 * 1024;
 
 /// The view of `record`, with presigned links valid for `links` (None: none, nor its details
 /// and streams, for callers who may register tasks but not read their results).
@@ -198,7 +198,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         let last_attempt_error = entry.map(|f| f.error.clone().filter(|_| retried));
         let view = FileView { file, download_url, attempts, last_attempt_error };
         listed_bytes += serde_json::to_vec(&view).map_or(0, |json| json.len() + 1);
-        if listed_bytes > MAX_FILES_BYTES {
+        if listed_bytes > MAX_ANSWER_FILES_BYTES {
             files_omitted = 1;
             continue;
         }

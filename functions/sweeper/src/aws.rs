@@ -173,12 +173,7 @@ fn page(
         .iter()
         .map(|item| open_task(item).map_or_else(|| IndexEntry::Unreadable { task_id: task_id(item) }, IndexEntry::Open))
         .collect();
-    let last_open = || {
-        entries.iter().rev().find_map(|entry| match entry {
-            IndexEntry::Open(task) => Some(task.clone()),
-            IndexEntry::Unreadable { .. } => None,
-        })
-    };
+    let last_open = || entries.iter().rev().find_map(IndexEntry::open).cloned();
     // No key, or an empty one (read as the end, as `stemvault_aws::table` reads a Query's).
     let next = match page_key.filter(|key| !key.is_empty()) {
         None => None,

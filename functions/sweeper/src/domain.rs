@@ -79,13 +79,20 @@ pub struct OpenTaskPage {
     pub next: Option<OpenTask>,
 }
 
+impl IndexEntry {
+    /// The entry, when it is readable.
+    pub fn open(&self) -> Option<&OpenTask> {
+        match self {
+            IndexEntry::Open(task) => Some(task),
+            IndexEntry::Unreadable { .. } => None,
+        }
+    }
+}
+
 impl OpenTaskPage {
     /// The page's first readable entry.
     fn first_open(&self) -> Option<&OpenTask> {
-        self.entries.iter().find_map(|entry| match entry {
-            IndexEntry::Open(task) => Some(task),
-            IndexEntry::Unreadable { .. } => None,
-        })
+        self.entries.iter().find_map(IndexEntry::open)
     }
 }
 

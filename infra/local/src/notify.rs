@@ -22,12 +22,6 @@ use stemvault_aws::secrets::{SecretText, put_secret};
 use crate::poller::{BatchHandler, QueueSource};
 use crate::settings::non_empty;
 
-/// The notify queue as template.yaml makes it (`NotifyQueue`).
-const QUEUE_SETTINGS: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
-    visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,
-    retention_seconds: stemvault_notify::domain::QUEUE_RETENTION.as_secs(),
-    max_receive_count: stemvault_notify::domain::MAX_RECEIVE_COUNT,
-};
 /// The notify function's SQS event source `BatchSize` in template.yaml.
 const BATCH_SIZE: i32 = stemvault_notify::app::MAX_CONCURRENT_MESSAGES as i32;
 /// The notify function's Lambda timeout: each batch gets this long.
@@ -81,8 +75,12 @@ pub async fn start(
     // Refuse an unusable secret here, without showing it.
     stemvault_notify::secret::Signer::parse(&secret).map_err(|e| format!("NOTIFY_SECRET: {e}"))?;
     let sqs = aws_sdk_sqs::Client::new(sdk);
-    let (queue_url, queue_arn, dlq_url) =
-        stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), &QUEUE_SETTINGS).await?;
+    let (queue_url, queue_arn, dlq_url) = stemvault_aws::provision::create_queue_with_dlq(
+        &sqs,
+        &format!("{base}-notify"),
+        &stemvault_tests::NOTIFY_QUEUE,
+    )
+    .await?;
     let secret_arn =
         put_secret(sdk, &format!("{base}-notify"), &SecretText::new(secret)).await.map_err(|e| e.to_string())?;
     let lookup = |name: &str| match name {

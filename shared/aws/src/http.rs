@@ -190,7 +190,8 @@ mod tests {
 
     /// A client speaks TLS with the crypto provider `builder` installs (the Lambda builds carry
     /// no other): an HTTPS request to a loopback server presenting a certificate a test CA
-    /// signed (testdata/tls), the client trusting that CA besides its own roots.
+    /// signed (testdata/tls), the client trusting that CA besides its own roots; a client
+    /// without that CA refuses it.
     #[tokio::test]
     async fn a_client_speaks_https_with_the_provider_it_installs() {
         use rustls::pki_types::pem::PemObject;
@@ -215,13 +216,13 @@ mod tests {
             let (tcp, _) = listener.accept().await.unwrap();
             let mut stream = acceptor.accept(tcp).await.unwrap();
             let mut head = vec![0; 4096];
-            let read = stream.read(&mut head).await.unwrap();
+            let length = stream.read(&mut head).await.unwrap();
             stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await.unwrap();
             let _ = stream.shutdown().await;
             // The second connection's handshake: refused by a client that does not trust it.
             let (tcp, _) = listener.accept().await.unwrap();
             let second = acceptor.accept(tcp).await.map(|_| ());
-            (String::from_utf8_lossy(&head[..read]).into_owned(), second)
+            (String::from_utf8_lossy(&head[..length]).into_owned(), second)
         });
         let ca = reqwest::Certificate::from_pem(&read("ca.pem")).unwrap();
         // `resolve`: no lookup of `localhost`, which a machine without /etc/hosts lacks.

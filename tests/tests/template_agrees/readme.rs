@@ -43,6 +43,18 @@ fn every_link_within_the_readme_names_a_heading_and_the_contents_list_them_all()
     }
     let broken: Vec<&String> = links.iter().filter(|l| !anchors.contains(*l)).collect();
     assert!(broken.is_empty(), "links to no heading: {broken:?}");
+    // UPGRADING.md's links into README, too.
+    let upgrading = read(&repo().join("UPGRADING.md"));
+    let into_readme: Vec<&str> = upgrading
+        .match_indices("](README.md#")
+        .map(|(at, link)| {
+            let rest = &upgrading[at + link.len()..];
+            &rest[..rest.find(')').unwrap_or(rest.len())]
+        })
+        .collect();
+    assert!(!into_readme.is_empty(), "UPGRADING.md links into README");
+    let broken: Vec<&&str> = into_readme.iter().filter(|l| !anchors.contains(**l)).collect();
+    assert!(broken.is_empty(), "UPGRADING.md links to no README heading: {broken:?}");
     // The contents: every section below it, in order, as a link.
     let listed: Vec<String> = readme
         .lines()

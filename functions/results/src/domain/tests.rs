@@ -244,7 +244,7 @@ async fn an_answer_links_at_most_max_links_files() {
     assert_eq!(ports.signed.lock().unwrap().len(), 1 + MAX_LINKS, "none signed past the bound");
 }
 
-/// An answer lists files up to MAX_FILES_BYTES of JSON and counts the rest (the last by
+/// An answer lists files up to MAX_ANSWER_FILES_BYTES of JSON and counts the rest (the last by
 /// name): a task swollen to tens of thousands of files would otherwise pass Lambda's 6 MB
 /// response limit, every GET of it failing.
 #[tokio::test]
@@ -266,7 +266,7 @@ async fn an_answer_lists_files_up_to_its_byte_bound() {
     let omitted = view.files_omitted.expect("files left out");
     assert_eq!(view.files.len() + omitted, total);
     let listed: usize = view.files.iter().map(|f| serde_json::to_vec(f).unwrap().len() + 1).sum();
-    assert!(listed <= MAX_FILES_BYTES && listed + 2_000 > MAX_FILES_BYTES, "{listed}");
+    assert!(listed <= MAX_ANSWER_FILES_BYTES && listed + 2_000 > MAX_ANSWER_FILES_BYTES, "{listed}");
     let listed_names: Vec<&str> = view.files.iter().map(|f| f.file.name.as_str()).collect();
     assert_eq!(listed_names, names[..view.files.len()], "the first by name");
     assert!(serde_json::to_vec(&*view).unwrap().len() < 5_000_000);

@@ -1,5 +1,7 @@
 """The test CA and localhost certificate of shared/aws/testdata/tls (P-256, valid 2020-2120)."""
 import datetime
+import pathlib
+
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
 from cryptography.hazmat.primitives import hashes, serialization
@@ -24,6 +26,8 @@ leaf = (x509.CertificateBuilder()
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256()))
 pem = serialization.Encoding.PEM
-open("ca.pem", "wb").write(ca.public_bytes(pem))
-open("localhost.pem", "wb").write(leaf.public_bytes(pem))
-open("localhost.key.pem", "wb").write(leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+here = pathlib.Path(__file__).parent
+(here / "ca.pem").write_bytes(ca.public_bytes(pem))
+(here / "localhost.pem").write_bytes(leaf.public_bytes(pem))
+key = leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+(here / "localhost.key.pem").write_bytes(key)
