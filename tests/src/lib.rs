@@ -16,6 +16,26 @@ pub mod results;
 
 pub use stemvault_aws::provision::Resources;
 
+/// A scheduled invocation as Lambda hands it to a function: an EventBridge "Scheduled Event"
+/// scheduled `scheduled_ago` before now (None: without a time), and a context of `request_id`
+/// whose deadline is `deadline_in` from now.
+pub fn scheduled_invocation(
+    request_id: &str,
+    deadline_in: std::time::Duration,
+    scheduled_ago: Option<std::time::Duration>,
+) -> lambda_http::LambdaEvent<serde_json::Value> {
+    use stemvault_vault::Timestamp;
+    let mut context = lambda_http::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = u64::try_from(Timestamp::now().plus(deadline_in).unix_ms).unwrap_or_default();
+    let mut event = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
+    if let Some(ago) = scheduled_ago {
+        let at = Timestamp::from_unix_ms(Timestamp::now().unix_ms - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX));
+        event["time"] = serde_json::json!(at.rfc3339());
+    }
+    lambda_http::LambdaEvent::new(event, context)
+}
+
 /// The notify queue as template.yaml makes it (`NotifyQueue`, with its dead-letter queue).
 pub const NOTIFY_QUEUE: stemvault_aws::provision::QueueSettings = stemvault_aws::provision::QueueSettings {
     visibility_timeout_seconds: stemvault_notify::domain::QUEUE_VISIBILITY_TIMEOUT_SECONDS,

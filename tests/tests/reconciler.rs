@@ -145,15 +145,7 @@ async fn a_scheduled_invocation_stops_in_time_for_the_next_run() {
     let task = registered_vocal_separation(&env, &provider).await;
     let app = reconciler(&env, &provider, KEY, &[]).await;
     env.make_due(&task).await;
-    let invocation = |scheduled_ago: Duration| {
-        let mut context = lambda_http::Context::default();
-        context.request_id = "req-1".to_owned();
-        context.deadline = (Timestamp::now().plus(Duration::from_secs(90)).unix_ms) as u64;
-        let time = Timestamp::from_unix_ms(Timestamp::now().unix_ms - scheduled_ago.as_millis() as i64);
-        let event =
-            serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "time": time.rfc3339()});
-        lambda_http::LambdaEvent::new(event, context)
-    };
+    let invocation = |ago| stemvault_tests::scheduled_invocation("req-1", Duration::from_secs(90), Some(ago));
     // Scheduled 100 s ago: the next run is 20 s away, within the margin.
     let late = app.handle(invocation(Duration::from_secs(100))).await.expect("a run");
     assert_eq!((late.polls, provider.polls(&task)), (0, 0), "{late:?}");

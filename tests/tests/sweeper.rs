@@ -99,13 +99,7 @@ async fn items(env: &TestEnv, task_id: &str) -> HashMap<String, HashMap<String, 
 async fn a_scheduled_invocation_sweeps_by_its_deadline_under_its_request_id() {
     let env = TestEnv::new().await;
     let record = stored(&env, &orphaned(Duration::from_secs(600), &[("pending", FileStatus::Pending)])).await;
-    let invocation = |request_id: &str, deadline: Duration| {
-        let mut context = lambda_http::Context::default();
-        context.request_id = request_id.to_owned();
-        context.deadline = (Timestamp::now().plus(deadline).unix_ms) as u64;
-        let scheduled = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
-        lambda_http::LambdaEvent::new(scheduled, context)
-    };
+    let invocation = |request_id, deadline| stemvault_tests::scheduled_invocation(request_id, deadline, None);
     // Its deadline within the margin: nothing is taken.
     let margin = stemvault_sweeper::app::STOP_BEFORE_DEADLINE;
     let late = app(&env).handle(invocation("req-late", margin - Duration::from_secs(1))).await.expect("a run");
