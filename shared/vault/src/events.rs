@@ -128,6 +128,11 @@ pub struct EventDetail {
     /// `message` among it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_up: Option<String>,
+    /// When and why the reconciler gave the task up (as `GET`'s `abandoned`), on every event
+    /// of a task given up but the give-up's own `Task Failed` (made before its write: it says
+    /// `given_up`): a `Task Vaulted` saying `done` at `text` or `first` is such a task's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<crate::Abandoned>,
 }
 
 /// The most the `files` of one event may take as JSON. EventBridge refuses an entry over
@@ -201,6 +206,7 @@ fn detail(
         files,
         files_omitted,
         given_up: None,
+        abandoned: record.abandoned.clone(),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Manifest {
     #[serde(default)]
     pub generation: u64,
     pub generated_at: Timestamp,
+    /// When and why the reconciler gave the task up, for a task given up (as in the events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abandoned: Option<crate::Abandoned>,
     pub files: Vec<ManifestFile>,
 }
 
@@ -53,6 +56,7 @@ impl Manifest {
             vault,
             generation: record.generation,
             generated_at,
+            abandoned: record.abandoned.clone(),
             files: record
                 .files
                 .iter()

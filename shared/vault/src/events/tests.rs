@@ -159,6 +159,30 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.4.complete");
 }
 
+/// A task given up says so on every event after its give-up's own (which says `given_up`, made
+/// before the give-up is recorded), and in its manifest: a `Task Vaulted` saying `done` at
+/// `first`, its files settled after the give-up, is told from a finished task.
+#[test]
+fn events_and_the_manifest_of_a_task_given_up_say_when_and_why() {
+    let mut record = TaskRecord { stage: Stage::First, ..record() };
+    let give_up = given_up(&record, "b", crate::GiveUpReason::Abandoned);
+    assert_eq!((give_up.detail.given_up.as_deref(), give_up.detail.abandoned.as_ref()), (Some("abandoned"), None));
+    assert!(
+        serde_json::to_value(vaulted(&record, VaultState::Partial, "b", "m").detail)
+            .unwrap()
+            .get("abandoned")
+            .is_none()
+    );
+    let at = Timestamp::from_unix_ms(1_800_000_000_000);
+    record.abandoned = Some(crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at });
+    let settled = vaulted(&record, VaultState::Partial, "b", "m");
+    let json = serde_json::to_value(&settled.detail).unwrap();
+    assert_eq!(json["abandoned"], json!({"reason": "abandoned", "at": "2027-01-15T08:00:00.000Z"}), "{json}");
+    assert_eq!(settled.detail.given_up, None, "that is the give-up's own event's");
+    let manifest = serde_json::to_value(crate::Manifest::of(&record, VaultState::Partial, at)).unwrap();
+    assert_eq!(manifest["abandoned"], json["abandoned"]);
+}
+
 /// A settle saying what the last one said (a reopened file failed again as before, at a new
 /// generation, its URL perhaps new) has the same announcement; anything a consumer reads
 /// that differs (a file's status or error, the vault, the stage, a file past the event's
