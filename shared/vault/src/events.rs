@@ -129,8 +129,9 @@ pub struct EventDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub given_up: Option<String>,
     /// When and why the reconciler gave the task up (as `GET`'s `abandoned`), on every event
-    /// of a task given up but the give-up's own `Task Failed` (made before its write: it says
-    /// `given_up`): a `Task Vaulted` saying `done` at `text` or `first` is such a task's.
+    /// made from the task as given up (not the give-up's own `Task Failed`, made before its
+    /// write: it says `given_up`; nor a settle's that read the task just before the give-up):
+    /// a `Task Vaulted` saying `done` at `text` or `first` is such a task's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<crate::Abandoned>,
 }
