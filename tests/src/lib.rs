@@ -24,14 +24,13 @@ pub fn scheduled_invocation(
     deadline_in: std::time::Duration,
     scheduled_ago: Option<std::time::Duration>,
 ) -> lambda_http::LambdaEvent<serde_json::Value> {
-    use stemvault_vault::Timestamp;
+    let now = stemvault_vault::Timestamp::now();
     let mut context = lambda_http::Context::default();
     context.request_id = request_id.to_owned();
-    context.deadline = u64::try_from(Timestamp::now().plus(deadline_in).unix_ms).unwrap_or_default();
+    context.deadline = u64::try_from(now.plus(deadline_in).unix_ms).unwrap_or_default();
     let mut event = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
     if let Some(ago) = scheduled_ago {
-        let at = Timestamp::from_unix_ms(Timestamp::now().unix_ms - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX));
-        event["time"] = serde_json::json!(at.rfc3339());
+        event["time"] = serde_json::json!(now.minus(ago).rfc3339());
     }
     lambda_http::LambdaEvent::new(event, context)
 }

@@ -12,8 +12,8 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
+use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
-use stemvault_vault::{StorageError, StoreError};
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -378,7 +378,7 @@ impl<P: Ports> App<P> {
             // again, as it does for a write refused as invalid (a build's fault, which a
             // deploy fixes: callbacks wait for it elsewhere too).
             Ok(Err(e)) => {
-                let retryable = e.is_retryable() || matches!(e, StoreError::Invalid(_));
+                let retryable = e.is_retryable() || e.is_build_fault();
                 tracing::error!(error = %e, retryable, "a callback signed outside the window: its task could not be registered");
                 if retryable { failed_registration(&self.ports) } else { rejection.answer(&self.ports, None) }
             }

@@ -265,17 +265,7 @@ fn try_again_soon(code: &str, message: &str) -> Response<Body> {
 
 /// The details go to the log, not to the caller.
 fn failure(e: &ResultsError) -> Response<Body> {
-    if e.is_build_fault() {
-        tracing::error!(
-            error = %e,
-            "the table refused a write of this build as invalid: a deploy (or a rollback) mends it; \
-            answered 503, so the caller asks again"
-        );
-        try_again_soon("unavailable", "the task cannot be answered right now; try again")
-    } else if e.is_retryable() {
-        tracing::warn!(error = %e, "cannot answer now");
-        try_again_soon("unavailable", "the task cannot be answered right now; try again")
-    } else {
+    if !e.is_retryable() {
         tracing::error!(
             error = %e,
             "cannot answer: the task's record cannot be read, or the table refuses the write \
@@ -284,8 +274,18 @@ fn failure(e: &ResultsError) -> Response<Body> {
         );
         let message =
             "the task's record cannot be read or written; an operator must fix it (asking again will not help)";
-        response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        return response::error(StatusCode::INTERNAL_SERVER_ERROR, "internal", message);
     }
+    if e.is_build_fault() {
+        tracing::error!(
+            error = %e,
+            "the table refused a write of this build as invalid: a deploy (or a rollback) mends it; \
+            answered 503, so the caller asks again"
+        );
+    } else {
+        tracing::warn!(error = %e, "cannot answer now");
+    }
+    try_again_soon("unavailable", "the task cannot be answered right now; try again")
 }
 
 #[cfg(test)]

@@ -177,14 +177,10 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
     // Before any link is signed, to the second: a link's signing time (`X-Amz-Date`, whole
     // seconds) is no earlier, so `links_expire_at` is never later than a link's expiry.
     let signed_from = Timestamp::from_unix_ms(ports.now().unix_seconds() * 1000);
-    let mut files = Vec::with_capacity(manifest.files.len());
-    let (mut linked, mut omitted) = (0, 0);
-    let (mut listed_bytes, mut files_omitted) = (0, 0);
+    let total = manifest.files.len();
+    let mut files = Vec::with_capacity(total);
+    let (mut linked, mut omitted, mut listed_bytes) = (0, 0, 0);
     for file in manifest.files {
-        if files_omitted > 0 {
-            files_omitted += 1;
-            continue;
-        }
         // Counted once the file is listed: one left out by the byte bound is in neither count.
         let linkable = file.status == PublicFileStatus::Stored && links.is_some() && own(&file.key);
         let download_url = match links {
@@ -199,8 +195,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         let view = FileView { file, download_url, attempts, last_attempt_error };
         listed_bytes += serde_json::to_vec(&view).map_or(0, |json| json.len() + 1);
         if listed_bytes > MAX_ANSWER_FILES_BYTES {
-            files_omitted = 1;
-            continue;
+            break;
         }
         match (linkable, view.download_url.is_some()) {
             (true, true) => linked += 1,
@@ -220,6 +215,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
+    let listed = files.len();
     Ok(TaskView {
         task_id: manifest.task_id,
         family: manifest.family,
@@ -235,7 +231,7 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         late_failure: record.failure.clone(),
         files,
         links_omitted: (omitted > 0).then_some(omitted),
-        files_omitted: (files_omitted > 0).then_some(files_omitted),
+        files_omitted: (listed < total).then(|| total - listed),
         details,
         details_url,
         manifest_key,

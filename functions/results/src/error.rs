@@ -20,15 +20,13 @@ impl ResultsError {
     /// mends it, and a registration asked again then succeeds (ingest answers it so too).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ResultsError::Store(StoreError::Invalid(_)) => true,
-            ResultsError::Store(e) => e.is_retryable(),
+            ResultsError::Store(e) => e.is_retryable() || e.is_build_fault(),
             ResultsError::Presign(e) => e.is_retryable(),
         }
     }
 
-    /// A request this build wrote wrong, which the table refused: an operator's matter, though
-    /// the caller may ask again.
+    /// [`StoreError::is_build_fault`]: an operator's matter, though the caller may ask again.
     pub fn is_build_fault(&self) -> bool {
-        matches!(self, ResultsError::Store(StoreError::Invalid(_)))
+        matches!(self, ResultsError::Store(e) if e.is_build_fault())
     }
 }

@@ -303,27 +303,23 @@ pub async fn sweep<P: Ports>(
             oldest.get_or_insert(page.first_open().map(|task| task.last_received_at));
         }
         for entry in &page.entries {
-            // Past the cursor again after wrapping: this run checked these already. By time
-            // alone: the index does not promise an order among entries of one time, so those
-            // at the cursor's are checked again rather than perhaps skipped.
-            if let IndexEntry::Open(task) = entry
-                && outcome.wrapped
-                && start.as_ref().is_some_and(|s| task.last_received_at > s.last_received_at)
-            {
-                break 'lap;
-            }
-            // Counted once a run: a page after an unreadable page key, or one straddling the
-            // cursor after a wrap, reads it again (and stops nothing then).
-            if let IndexEntry::Unreadable { task_id } = entry
-                && unreadable_counted.contains(task_id)
-            {
-                continue;
-            }
-            if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at {
-                outcome.stopped_early = true;
-                break 'lap;
-            }
             let task = match entry {
+                // Past the cursor again after wrapping: this run checked these already. By time
+                // alone: the index does not promise an order among entries of one time, so those
+                // at the cursor's are checked again rather than perhaps skipped.
+                IndexEntry::Open(task)
+                    if outcome.wrapped
+                        && start.as_ref().is_some_and(|s| task.last_received_at > s.last_received_at) =>
+                {
+                    break 'lap;
+                }
+                // Counted once a run: a page after an unreadable page key, or one straddling the
+                // cursor after a wrap, reads it again (and stops nothing then).
+                IndexEntry::Unreadable { task_id } if unreadable_counted.contains(task_id) => continue,
+                _ if outcome.tasks_checked >= settings.max_tasks || ports.now() >= stop_at => {
+                    outcome.stopped_early = true;
+                    break 'lap;
+                }
                 IndexEntry::Open(task) => task,
                 IndexEntry::Unreadable { task_id } => {
                     unreadable_counted.insert(task_id.clone());

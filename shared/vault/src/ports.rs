@@ -38,6 +38,12 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, StoreError::Malformed(_) | StoreError::Rejected(_) | StoreError::Invalid(_))
     }
+
+    /// A write this build made wrong, which the table refused (`Invalid`): the same write fails
+    /// again, but a deploy (or a rollback) mends the build, so a caller may ask again.
+    pub fn is_build_fault(&self) -> bool {
+        matches!(self, StoreError::Invalid(_))
+    }
 }
 
 /// A failure of the vault bucket (S3): the one type every function's S3 ports answer with.
