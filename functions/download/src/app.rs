@@ -286,6 +286,7 @@ mod tests {
     use crate::error::FetchError;
     use crate::memory::{MemoryPorts, SETTINGS, Script, TASK, job_body, job_body_of, record, record_of, serve, url};
     use crate::upload::StoredObject;
+    use tracing::Level;
 
     fn message(id: &str, body: &str) -> SqsMessage {
         let mut m = SqsMessage::default();
@@ -400,8 +401,8 @@ mod tests {
         let response = process_batch(ports.clone(), SETTINGS, vec![m], Instant::now() + Duration::from_secs(120)).await;
         assert_eq!(failed_ids(&response), vec!["m1"]);
         let logs = captured.text();
-        let line = logs.lines().find(|l| l.contains("not done on its last receive")).unwrap_or_default();
-        assert!(line.contains("ERROR"), "{logs}");
+        let said = captured.lines_with("not done on its last receive");
+        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{logs}");
     }
 
     /// A copy that panics fails its own message only: the claim it held is given back (the

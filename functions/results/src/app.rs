@@ -293,6 +293,7 @@ mod tests {
     use super::*;
     use crate::domain::tests::MemoryPorts;
     use stemvault_vault::StoreError;
+    use tracing::Level;
 
     const SETTINGS: Settings =
         Settings { link_expiry: Duration::from_secs(60), reconcile_after: Duration::from_secs(600) };
@@ -492,7 +493,7 @@ mod tests {
         assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("unavailable")));
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let logs = captured.text();
-        let line = logs.lines().find(|l| l.contains("refused a write of this build")).unwrap_or_default();
-        assert!(line.contains(r#""level":"ERROR""#), "{logs}");
+        let said = captured.lines_with("refused a write of this build");
+        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{logs}");
     }
 }

@@ -18,6 +18,31 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
     }
+
+    /// The lines logged so far whose text contains `fragment`, in order.
+    pub fn lines_with(&self, fragment: &str) -> Vec<Line> {
+        self.text().lines().filter(|text| text.contains(fragment)).map(Line::read).collect()
+    }
+}
+
+/// One captured line: the level it was logged at, and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub level: tracing::Level,
+    pub text: String,
+}
+
+impl Line {
+    fn read(text: &str) -> Line {
+        let json: serde_json::Value = serde_json::from_str(text).expect("one JSON object per line");
+        let level = json["level"].as_str().and_then(|l| l.parse().ok()).expect("a line's level");
+        Line { level, text: text.to_owned() }
+    }
+
+    /// Whether the line was logged at `level` and its text contains every one of `fragments`.
+    pub fn is(&self, level: tracing::Level, fragments: &[&str]) -> bool {
+        self.level == level && fragments.iter().all(|f| self.text.contains(f))
+    }
 }
 
 /// Writes to the capture of the current thread, or nowhere.
@@ -54,4 +79,21 @@ pub fn capture_logs() -> Captured {
     let captured = Captured::default();
     CAPTURE.set(Some(captured.clone()));
     captured
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn a_line_is_read_with_its_level_and_found_by_its_text() {
+        let captured = super::capture_logs();
+        tracing::info!(task_id = "t1", "stored");
+        tracing::warn!("stored again, a \"quoted\" word");
+        let lines = captured.lines_with("stored");
+        assert_eq!(lines.iter().map(|l| l.level).collect::<Vec<_>>(), [Level::INFO, Level::WARN]);
+        assert!(lines[0].is(Level::INFO, &["stored", r#""task_id":"t1""#]) && !lines[0].is(Level::WARN, &[]));
+        assert!(!lines[0].is(Level::INFO, &["stored", "again"]));
+        assert!(captured.lines_with("nothing like it").is_empty());
+    }
 }

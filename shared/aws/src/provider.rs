@@ -368,6 +368,7 @@ impl<R: ReadSecret, C: Clock> ProviderKey<R, C> {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tracing::Level;
 
     use crate::secrets::SecretError;
 
@@ -545,8 +546,8 @@ mod tests {
         assert_eq!(secret.reads(), 2, "read again after a minute");
         // An error, not the warning of a re-read that keeps a key in force: calls still wait.
         let logs = captured.text();
-        let reread = logs.lines().find(|l| l.contains("re-read brought no key")).unwrap_or_default();
-        assert!(reread.contains("ERROR") && reread.contains("none has been read since start-up"), "{logs}");
+        let reread = captured.lines_with("re-read brought no key");
+        assert!(reread.len() == 1 && reread[0].is(Level::ERROR, &["none has been read since start-up"]), "{logs}");
 
         secret.put(Some("k1"));
         clock.advance_to(at(119));
@@ -615,8 +616,8 @@ mod tests {
         assert_eq!(provider.call(&keys).await, 200);
         assert_eq!((provider.calls(), secret.reads()), (vec!["k1".to_owned()], 2));
         let logs = captured.text();
-        let reread = logs.lines().find(|l| l.contains("re-read brought no key")).unwrap_or_default();
-        assert!(reread.contains("WARN") && reread.contains("keeping the current one"), "{logs}");
+        let reread = captured.lines_with("re-read brought no key");
+        assert!(reread.iter().any(|l| l.is(Level::WARN, &["keeping the current one"])), "{logs}");
         clock.advance_to(at(599));
         assert_eq!(keys.fresh().await.expose(), "k1");
         assert_eq!(secret.reads(), 2, "the failed read restarted the age");

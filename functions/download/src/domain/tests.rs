@@ -2,6 +2,7 @@ use sha2::{Digest, Sha256};
 use stemvault_vault::register::Registration;
 use stemvault_vault::{FileStatus, PublicFileStatus, RECONCILE_DUE, TaskRecord, Timestamp};
 use suno_callbacks::{Family, Stage};
+use tracing::Level;
 
 use super::*;
 use crate::error::FetchError;
@@ -752,12 +753,8 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     assert_eq!(ports.measures.lock().unwrap()[..2], [failed.clone(), failed]);
     // An error naming the bucket as what to fix, with the code to search the logs by.
     let logs = captured.text();
-    let refused: Vec<&str> = logs.lines().filter(|l| l.contains("the vault bucket refused it")).collect();
-    assert_eq!(refused.len(), 2, "{logs}");
-    assert!(
-        refused.iter().all(|l| l.contains(r#""level":"ERROR""#) && l.contains(r#""code":"s3_rejected""#)),
-        "{logs}"
-    );
+    let refused = captured.lines_with("the vault bucket refused it");
+    assert!(refused.len() == 2 && refused.iter().all(|l| l.is(Level::ERROR, &[r#""code":"s3_rejected""#])), "{logs}");
 
     // A failure that a retry may get past goes back on the queue.
     let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
@@ -1266,8 +1263,8 @@ async fn a_panic_on_the_last_receive_fails_the_file_as_dead_lettered() {
     assert!(ports.measures.lock().unwrap().is_empty());
     // Said once, as a warning: its holder settles it.
     let logs = captured.text();
-    let not_ours: Vec<&str> = logs.lines().filter(|l| l.contains("not recorded failed on its last receive")).collect();
-    assert!(not_ours.len() == 1 && not_ours[0].contains(r#""level":"WARN""#), "{logs}");
+    let not_ours = captured.lines_with("not recorded failed on its last receive");
+    assert!(not_ours.len() == 1 && not_ours[0].level == Level::WARN, "{logs}");
 
     // A newer URL waiting: released as the file's URL, as the copy path leaves one it had no
     // time to copy (not failed at a URL never tried, nor left held until its lease).
@@ -1306,8 +1303,8 @@ async fn a_failed_write_that_answers_an_error_on_the_last_receive_is_not_counted
     release_or_fail_claim(&ports, &last, crate::app::PANICKED_REASON).await;
     assert!(ports.measures.lock().unwrap().is_empty(), "not counted");
     let logs = captured.text();
-    let line = logs.lines().find(|l| l.contains("recording the file failed gave no answer")).unwrap_or_default();
-    assert!(line.contains(r#""level":"ERROR""#) && line.contains("dead-letter queue"), "{logs}");
+    let said = captured.lines_with("recording the file failed gave no answer");
+    assert!(said.len() == 1 && said[0].is(Level::ERROR, &["dead-letter queue"]), "{logs}");
 }
 
 /// Per file, DynamoDB sees two writes and no read: the claim (which returns the item), then

@@ -1,5 +1,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use tracing::Level;
 
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::register::Registration;
@@ -476,8 +477,8 @@ async fn polls_refused_for_credits_are_counted() {
         let outcome = run(&ports).await;
         assert_eq!((outcome.polls, outcome.unpaid, outcome.pending, outcome.unauthorized), (1, 1, 0, 0), "{outcome:?}");
         let logs = captured.text();
-        let said = logs.lines().filter(|l| l.contains("ERROR") && l.contains("credits (402)")).count();
-        assert_eq!(said, 1, "one error line a run: {logs}");
+        let said = captured.lines_with("credits (402)");
+        assert!(said.len() == 1 && said[0].level == Level::ERROR, "one error line a run: {logs}");
         let counted = ports.measures.lock().unwrap().last().copied();
         let alarmed = Measure::Reconciled {
             polls: 1,
@@ -862,8 +863,8 @@ async fn a_poll_not_sent_for_want_of_a_key_is_rescheduled_but_not_counted_as_a_p
     assert!(matches!(measures[..], [Measure::Reconciled { polls: 0, unanswered: 0, .. }]), "{measures:?}");
     // A warning for the run, pointing at the secret, not at the provider.
     let logs = captured.text();
-    let said: Vec<&str> = logs.lines().filter(|l| l.contains("due tasks not polled")).collect();
-    assert!(said.len() == 1 && said[0].contains(r#""level":"WARN""#) && said[0].contains(r#""not_sent":1"#), "{logs}");
+    let said = captured.lines_with("due tasks not polled");
+    assert!(said.len() == 1 && said[0].is(Level::WARN, &[r#""not_sent":1"#]), "{logs}");
 }
 
 /// A registered task polled once, due, answered `answer`: the run's outcome, and the ports.
@@ -940,8 +941,8 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error_that_holds_the_run()
         assert_eq!(ports.table.record("first-1").unwrap().last_poll.unwrap().outcome, outcome);
         assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before), "left due");
         let logs = captured.text();
-        let errors = logs.lines().filter(|l| l.contains("ERROR") && l.contains("is it the provider's API root"));
-        assert_eq!(errors.count(), 1, "{outcome}: {logs}");
+        let said = captured.lines_with("is it the provider's API root");
+        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{outcome}: {logs}");
     }
     // A JSON answer without a usable record is the provider's, about its task: the run goes on.
     let (ports, _) = two_due(ProviderAnswer::Http { status: 200, body: br#"{"code":200,"data":7}"#.to_vec() });

@@ -1,4 +1,5 @@
 use std::time::Duration;
+use tracing::Level;
 
 use stemvault_vault::download::SettlePlan;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
@@ -632,8 +633,8 @@ async fn an_unreadable_index_entry_is_counted_once_where_the_run_reaches_it() {
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
     assert_eq!((report.tasks_checked, report.tasks_broken, report.stopped_early), (2, 1, false), "{report:?}");
     let logs = captured.text();
-    let skipped: Vec<&str> = logs.lines().filter(|l| l.contains("skipped an unreadable open-tasks entry")).collect();
-    assert!(skipped.len() == 1 && skipped[0].contains(&task_id(1)) && skipped[0].contains("ERROR"), "{logs}");
+    let skipped = captured.lines_with("skipped an unreadable open-tasks entry");
+    assert!(skipped.len() == 1 && skipped[0].is(Level::ERROR, &[&task_id(1)]), "{logs}");
 
     // Stopped at the first entry: 1 is not reached, then counted by the run that resumes.
     let one = Settings { max_tasks: 1, ..Settings::default() };
