@@ -428,10 +428,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_provider_is_an_error_without_the_key() {
         let key = key_in_force("sk-hidden");
-        // Bound but not listening, and held: a connect is refused (a fixed port may be served).
-        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let origin = format!("http://127.0.0.1:{}", reserved.local_addr().unwrap().port());
+        let (origin, _held) = stemvault_aws::test_http::refusing_origin();
         let links = LinkRefresher::new(&origin, key, SourcePolicy::parse("*.suno.ai").unwrap()).unwrap();
         let err = links.fresh_link("https://cdn1.suno.ai/a.mp3").await.unwrap_err();
         assert!(matches!(err, RefreshError::Unreachable(_)), "{err}");

@@ -171,12 +171,8 @@ mod tests {
     /// happened and why, each once, and nothing of the URL.
     #[tokio::test]
     async fn a_failed_request_is_described_with_its_causes_and_without_its_url() {
-        // Bound but not listening, and held: a connect is refused, and no other test of the
-        // binary can be given the port meanwhile (as one freed at once could be).
-        let reserved = tokio::net::TcpSocket::new_v4().unwrap();
-        reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let port = reserved.local_addr().unwrap().port();
-        let url = format!("http://127.0.0.1:{port}/file.mp3?X-Amz-Signature=secret0123");
+        let (origin, _held) = crate::test_http::refusing_origin();
+        let url = format!("{origin}/file.mp3?X-Amz-Signature=secret0123");
         let e = client("test", Duration::from_secs(5)).unwrap().get(&url).send().await.unwrap_err();
         assert_eq!(failure(&e), Failure::Connect);
         let text = describe(e);

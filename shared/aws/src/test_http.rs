@@ -64,6 +64,16 @@ pub async fn answer_every(reply: Vec<u8>) -> (String, Arc<AtomicUsize>) {
     (origin, connections)
 }
 
+/// `http://127.0.0.1:<port>` refusing every connection: the port is bound but not listening,
+/// and held while the returned socket lives, so no other test of the binary is given it
+/// meanwhile (as a port freed at once could be, or a fixed one served).
+pub fn refusing_origin() -> (String, tokio::net::TcpSocket) {
+    let held = tokio::net::TcpSocket::new_v4().expect("a socket");
+    held.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind a loopback port");
+    let origin = format!("http://{}", held.local_addr().expect("a bound address"));
+    (origin, held)
+}
+
 /// `reply` as a complete answer: `status`, `content-type: application/json`, its length, and
 /// `connection: close`.
 pub fn json_reply(status: u16, body: &[u8]) -> Vec<u8> {
