@@ -261,14 +261,13 @@ impl<P: Ports> App<P> {
                 let outside_window = refusal.grounds == Grounds::OutsideWindow;
                 // A scanner's or a hand's request to the endpoint names no task: not the
                 // provider's callbacks being refused.
-                let unverifiable = (unsigned || refusal.is_for_the_token()) && claimed.is_some();
-                // Read and naming none (a body over the size accepted is not read: unknown).
-                let names_no_task = claimed.is_none() && req.body().len() <= self.max_body_bytes;
+                let unverifiable = (unsigned || refusal.is_for_the_token()) && matches!(claimed, Claimed::Task(_));
+                let names_no_task = matches!(claimed, Claimed::NoTask);
                 let rejection = Rejection { unverifiable, names_no_task, ..unauthorized(refusal) };
                 if !outside_window {
                     return Err(rejection);
                 }
-                return Err(match self.signed_task(auth, req, claimed) {
+                return Err(match self.signed_task(auth, req, claimed.task()) {
                     // No key in force signed it: one rotated in since the secret was read may have.
                     Signed::NotByAKey => Rejection { keyed: true, ..rejection },
                     Signed::Task(Some((task_id, signed_at))) => {
@@ -305,13 +304,16 @@ impl<P: Ports> App<P> {
     /// a missing or wrong token, or a missing signature, too: one pass over a body within the
     /// size accepted (none over it), for the logs, the unverifiable count and a stale
     /// callback's registration ([`Self::signed_task`]).
-    fn claimed_task_id(&self, req: &Request) -> Option<TaskId> {
+    fn claimed_task_id(&self, req: &Request) -> Claimed {
         let body: &[u8] = req.body().as_ref();
-        let claimed = (body.len() <= self.max_body_bytes).then(|| callback_task_id(body).ok()).flatten();
-        if let Some(task_id) = &claimed {
-            tracing::Span::current().record("claimed_task_id", task_id.as_str());
+        if body.len() > self.max_body_bytes {
+            return Claimed::Unread;
         }
-        claimed
+        let Ok(task_id) = callback_task_id(body) else {
+            return Claimed::NoTask;
+        };
+        tracing::Span::current().record("claimed_task_id", task_id.as_str());
+        Claimed::Task(task_id)
     }
 
     /// Whether a key signed the task id `claimed` by a request refused for its timestamp alone
@@ -419,6 +421,24 @@ impl<P: Ports> App<P> {
         // What a callback's archive write failing is called anywhere else.
         let code = stemvault_vault::accept::AcceptError::Archive(failure).reason_code();
         unavailable(&self.ports, code, "verified but refused as bad input, and it could not be kept; retry later")
+    }
+}
+
+/// The task a body refused before its signature was checked claims ([`App::claimed_task_id`]).
+enum Claimed {
+    Task(TaskId),
+    /// Read, and naming none.
+    NoTask,
+    /// Over the size accepted, so not read: whether it names a task is not known.
+    Unread,
+}
+
+impl Claimed {
+    fn task(self) -> Option<TaskId> {
+        match self {
+            Claimed::Task(task_id) => Some(task_id),
+            Claimed::NoTask | Claimed::Unread => None,
+        }
     }
 }
 

@@ -501,8 +501,8 @@ async fn refusals_naming_no_task_are_info_and_those_naming_one_warnings() {
     let captured = capture_logs();
     assert_eq!(refusal(&h, request("/callback", &[], b"not json".to_vec())).await, "missing_timestamp");
     assert_eq!(refusal(&h, request("/callback", &[], WAV.to_vec())).await, "missing_timestamp");
-    // Too large to be read: whether it names a task is not known.
-    let over = vec![b' '; 5 * 1024 * 1024];
+    // Too large to be read: whether it names a task is not known (read, it would name none).
+    let over = vec![b' '; config().max_body_bytes + 1];
     assert_eq!(refusal(&h, request("/callback", &[], over)).await, "missing_timestamp");
     let logs = captured.text();
     let levels: Vec<Level> = captured.lines_with("callback refused").iter().map(|l| l.level).collect();
