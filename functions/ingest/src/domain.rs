@@ -7,9 +7,10 @@
 use std::future::Future;
 use std::time::Duration;
 
+use stemvault_aws::secrets::passed_or_stepped_back;
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use stemvault_vault::register::Registration;
-use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError};
+use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError, Timestamp};
 use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
 use crate::credentials::{ReadPreviousSecret, ReadSecret};
@@ -131,16 +132,17 @@ pub const OUTAGE_MEMORY: Duration = Duration::from_secs(30);
 /// to a table that was only slow.
 #[derive(Debug, Default)]
 pub struct Outage {
-    /// When recording last failed slowly.
-    last: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When recording last failed slowly, by the wall clock: the memory outlives the
+    /// invocation, and a frozen instance's monotonic clock may not advance between them.
+    last: std::sync::Mutex<Option<Timestamp>>,
 }
 
 impl Outage {
-    /// How long recording gets, of `left`.
-    fn recording_budget(&self, left: Duration) -> Duration {
+    /// How long recording gets at `now`, of `left`.
+    fn recording_budget(&self, left: Duration, now: Timestamp) -> Duration {
         let last = *self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match last {
-            Some(at) if at.elapsed() < OUTAGE_MEMORY => left.min(QUICK_RECORDING),
+            Some(at) if !passed_or_stepped_back(OUTAGE_MEMORY, at, now) => left.min(QUICK_RECORDING),
             _ => left,
         }
     }
@@ -149,12 +151,12 @@ impl Outage {
     /// try may mend, slow, starts it; one refused for good, or one task's own wait (its record
     /// kept changing under a flood of its deliveries, or another delivery still held its
     /// files), says nothing of the table's health.
-    fn observe(&self, recorded: &Result<Outcome, AcceptError>, took: Duration) {
+    fn observe(&self, recorded: &Result<Outcome, AcceptError>, took: Duration, now: Timestamp) {
         let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match recorded {
             Ok(_) => *last = None,
             Err(AcceptError::Contention { .. } | AcceptError::StillEnqueuing { .. }) => {}
-            Err(e) if e.is_retryable() && took >= QUICK_RECORDING => *last = Some(tokio::time::Instant::now()),
+            Err(e) if e.is_retryable() && took >= QUICK_RECORDING => *last = Some(now),
             Err(_) => {}
         }
     }
@@ -182,10 +184,10 @@ pub async fn ingest_or_park<P: Ports>(
     outage: &Outage,
 ) -> Result<Ingested, AcceptError> {
     let left = ANSWER_WITHIN.saturating_sub(spent).saturating_sub(PARK_TIMEOUT);
-    let settings = &settings.within(outage.recording_budget(left));
+    let settings = &settings.within(outage.recording_budget(left, ports.now()));
     let began = tokio::time::Instant::now();
     let recorded = ingest(ports, settings, event, body, request_id).await;
-    outage.observe(&recorded, began.elapsed());
+    outage.observe(&recorded, began.elapsed(), ports.now());
     let failed = match recorded {
         Ok(outcome) => return Ok(Ingested::Recorded(outcome)),
         Err(e) => e,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use stemvault_aws::http::CappedRead;
 use stemvault_aws::provider::{ApiKey, ProviderKey};
+use stemvault_vault::Timestamp;
 use suno_callbacks::poll::{PollError, answer_code, generation_record_path, record_info_path};
 use suno_callbacks::{Family, TaskId};
 
@@ -94,10 +95,10 @@ impl HttpProvider {
         Ok(HttpProvider { client, base_url, key, spacing: Arc::new(spacing) })
     }
 
-    /// Wait for the provider's next turn if it comes within `within` (true); false at once
-    /// otherwise.
-    pub async fn wait_for_turn(&self, within: Duration) -> bool {
-        self.spacing.wait_for_turn(within).await
+    /// Wait for the provider's next turn if it comes within `within` of `now` (true); false
+    /// at once otherwise.
+    pub async fn wait_for_turn(&self, within: Duration, now: Timestamp) -> bool {
+        self.spacing.wait_for_turn(within, now).await
     }
 
     /// One poll with the key in force, made once more when the provider refused it and a
@@ -146,7 +147,7 @@ impl HttpProvider {
         let status = response.status().as_u16();
         if let Some(wait) = stemvault_aws::http::asked_wait(&response) {
             tracing::warn!(status, wait_seconds = wait.as_secs(), "the provider asked for a wait: no polls before it");
-            self.spacing.hold_off(wait);
+            self.spacing.hold_off(wait, Timestamp::now());
         }
         match stemvault_aws::http::read_capped(response, MAX_ANSWER_BYTES).await {
             Ok(body) => ProviderAnswer::Http { status, body },
@@ -268,13 +269,13 @@ mod tests {
         let (origin, served) = answer_in_turn(vec![unknown.clone(), unknown]).await;
         let start = tokio::time::Instant::now();
         let provider = HttpProvider::new(&origin, key, RequestSpacing::per_minute(2)).unwrap();
-        assert!(provider.wait_for_turn(Duration::ZERO).await, "the first turn is at once");
+        assert!(provider.wait_for_turn(Duration::ZERO, Timestamp::now()).await, "the first turn is at once");
         let answer = provider.poll(Family::Voice, &task).await;
         assert!(matches!(answer, ProviderAnswer::Http { status: 200, .. }), "{answer:?}");
         assert_eq!(served.await.unwrap().len(), 2);
-        let next_turn = provider.spacing.next_turn();
+        let next_turn = provider.spacing.next_turn(Timestamp::now());
         assert!(next_turn >= start + Duration::from_secs(60), "two spacings of 30 s: {:?}", next_turn - start);
-        assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
+        assert!(!provider.wait_for_turn(Duration::ZERO, Timestamp::now()).await, "the next turn is ahead");
     }
 
     /// With no key read since start-up (the provider secret unreadable), nothing is sent: the
@@ -319,7 +320,7 @@ mod tests {
             let after = tokio::time::Instant::now();
             assert!(matches!(answer, ProviderAnswer::Http { status: 429 | 500 | 503, .. }), "{answer:?}");
             // Bracketed by the clock read before and after the poll: no bound on how long it took.
-            let next_turn = provider.spacing.next_turn();
+            let next_turn = provider.spacing.next_turn(Timestamp::now());
             let spacing = Duration::from_millis(50);
             match held {
                 Some((wait, less)) => {

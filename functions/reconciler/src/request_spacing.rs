@@ -8,10 +8,16 @@
 //! so however slow the pace, no task runs out of time waiting, and a wait given up books
 //! nothing. Requests one task makes together (a voice task's two records, a poll repeated
 //! with a rotated key) go at once, each pushing the next turn on by a spacing.
+//!
+//! A provider's asked-for wait ([`RequestSpacing::hold_off`]) is kept by the wall clock: it
+//! outlasts the run (up to an hour), and a frozen instance's monotonic clock may not advance
+//! between runs, which would stretch an hour's hold over as many runs as an hour of their own
+//! time takes. The spacing, a second or so, stays on tokio's clock, which a run sleeps on.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use stemvault_vault::Timestamp;
 use tokio::time::Instant;
 
 /// `RECONCILE_POLLS_PER_MINUTE` by default: one request a second, half the reported limit; a
@@ -39,11 +45,17 @@ pub struct RequestSpacing {
     spacing: Duration,
     /// When the next request may go (a time past: at once).
     next_turn: Mutex<Instant>,
+    /// Until when the provider asked for quiet, by the wall clock.
+    held_until: Mutex<Option<Timestamp>>,
 }
 
 impl RequestSpacing {
     pub fn per_minute(per_minute: u32) -> RequestSpacing {
-        RequestSpacing { spacing: Duration::from_secs(60) / per_minute.max(1), next_turn: Mutex::new(Instant::now()) }
+        RequestSpacing {
+            spacing: Duration::from_secs(60) / per_minute.max(1),
+            next_turn: Mutex::new(Instant::now()),
+            held_until: Mutex::new(None),
+        }
     }
 
     /// Book a request going now: the next turn is a spacing after it, or after the turn
@@ -53,24 +65,34 @@ impl RequestSpacing {
         *next_turn = (*next_turn).max(Instant::now()) + self.spacing;
     }
 
-    /// Hold every request back for `wait` from now (a 429's or 503's `Retry-After`), at most
-    /// [`MAX_HOLD`]: the runs of this instance poll nothing before then, leaving the due tasks
-    /// due, rather than asking a provider that asked for quiet once per task. A turn already
-    /// later stays.
-    pub fn hold_off(&self, wait: Duration) {
-        let mut next_turn = self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *next_turn = (*next_turn).max(Instant::now() + wait.min(MAX_HOLD));
+    /// Hold every request back for `wait` from `now` (a 429's or 503's `Retry-After`), at
+    /// most [`MAX_HOLD`]: the runs of this instance poll nothing before then, leaving the due
+    /// tasks due, rather than asking a provider that asked for quiet once per task. A hold
+    /// already longer stays.
+    pub fn hold_off(&self, wait: Duration, now: Timestamp) {
+        let mut held_until = self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let until = now.plus(wait.min(MAX_HOLD));
+        *held_until = Some(held_until.map_or(until, |held| held.max(until)));
     }
 
-    /// When the next request may go.
-    #[cfg(test)]
-    pub fn next_turn(&self) -> Instant {
-        *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// How long the provider's asked-for wait still holds requests back at `now`: at most
+    /// [`MAX_HOLD`], so a wall clock stepped back does not stretch it.
+    fn held_for(&self, now: Timestamp) -> Duration {
+        let held_until = *self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let left = held_until.map_or(0, |until| until.unix_ms.saturating_sub(now.unix_ms));
+        Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_HOLD)
     }
 
-    /// Wait for the next turn if it comes within `within` (true); false at once otherwise.
-    pub async fn wait_for_turn(&self, within: Duration) -> bool {
+    /// When the next request may go, at `now` on the wall clock.
+    pub(crate) fn next_turn(&self, now: Timestamp) -> Instant {
         let next_turn = *self.next_turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        next_turn.max(Instant::now() + self.held_for(now))
+    }
+
+    /// Wait for the next turn if it comes within `within` of `now` (true); false at once
+    /// otherwise.
+    pub async fn wait_for_turn(&self, within: Duration, now: Timestamp) -> bool {
+        let next_turn = self.next_turn(now);
         if next_turn > Instant::now() + within {
             return false;
         }
@@ -84,6 +106,8 @@ mod tests {
     use super::*;
 
     const FOREVER: Duration = Duration::from_secs(3600);
+    /// The wall clock's time in the tests that hold nothing.
+    const T: Timestamp = Timestamp { unix_ms: 1_800_000_000_000 };
 
     /// Turns are a spacing apart, the first at once; a pause longer than the spacing gives
     /// the next at once again (no burst is saved up).
@@ -93,7 +117,7 @@ mod tests {
         let start = Instant::now();
         let mut started = Vec::new();
         for _ in 0..3 {
-            assert!(spacing.wait_for_turn(FOREVER).await);
+            assert!(spacing.wait_for_turn(FOREVER, T).await);
             spacing.take_turn();
             started.push(start.elapsed());
         }
@@ -101,7 +125,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         let resumed = Instant::now();
         for _ in 0..2 {
-            spacing.wait_for_turn(FOREVER).await;
+            spacing.wait_for_turn(FOREVER, T).await;
             spacing.take_turn();
         }
         assert_eq!(resumed.elapsed(), Duration::from_secs(1));
@@ -115,9 +139,9 @@ mod tests {
         spacing.take_turn();
         spacing.take_turn();
         let start = Instant::now();
-        assert!(!spacing.wait_for_turn(Duration::from_secs(59)).await, "a minute off");
+        assert!(!spacing.wait_for_turn(Duration::from_secs(59), T).await, "a minute off");
         assert_eq!(start.elapsed(), Duration::ZERO, "not waited for");
-        assert!(spacing.wait_for_turn(FOREVER).await);
+        assert!(spacing.wait_for_turn(FOREVER, T).await);
         assert_eq!(start.elapsed(), Duration::from_secs(60), "two spacings of 30 s");
     }
 
@@ -127,17 +151,26 @@ mod tests {
         assert_eq!(taken, [50, 60, 300, 1000]);
     }
 
-    /// A hold puts the next turn that far off (at most [`MAX_HOLD`]), never nearer.
+    /// A hold puts the next turn that far off (at most [`MAX_HOLD`]), never nearer, and ends
+    /// when the wall clock passes it, whether or not tokio's clock moved (a frozen instance's
+    /// monotonic clock may not).
     #[tokio::test(start_paused = true)]
-    async fn a_hold_puts_the_next_turn_off_at_most_an_hour() {
+    async fn a_hold_lasts_by_the_wall_clock_at_most_an_hour() {
         let spacing = RequestSpacing::per_minute(60);
         let start = Instant::now();
-        spacing.hold_off(Duration::from_secs(120));
-        assert_eq!(spacing.next_turn(), start + Duration::from_secs(120));
-        spacing.hold_off(Duration::from_secs(5));
-        assert_eq!(spacing.next_turn(), start + Duration::from_secs(120), "a shorter hold changes nothing");
-        assert!(!spacing.wait_for_turn(Duration::from_secs(119)).await);
-        spacing.hold_off(Duration::from_secs(u64::MAX));
-        assert_eq!(spacing.next_turn(), start + MAX_HOLD);
+        spacing.hold_off(Duration::from_secs(120), T);
+        assert_eq!(spacing.next_turn(T), start + Duration::from_secs(120));
+        spacing.hold_off(Duration::from_secs(5), T);
+        assert_eq!(spacing.next_turn(T), start + Duration::from_secs(120), "a shorter hold changes nothing");
+        assert!(!spacing.wait_for_turn(Duration::from_secs(119), T).await);
+        assert!(
+            spacing.wait_for_turn(Duration::ZERO, T.plus(Duration::from_secs(120))).await,
+            "over by the wall clock"
+        );
+        assert_eq!(start.elapsed(), Duration::ZERO, "with tokio's clock where it was");
+        spacing.hold_off(Duration::from_secs(u64::MAX), T);
+        assert_eq!(spacing.next_turn(T), start + MAX_HOLD);
+        let stepped_back = T.minus(Duration::from_secs(86_400));
+        assert_eq!(spacing.next_turn(stepped_back), start + MAX_HOLD, "a clock stepped back holds no longer");
     }
 }

@@ -842,16 +842,18 @@ async fn a_park_that_hangs_is_given_up_in_time() {
 /// it took, is no outage of the table: the next callbacks keep their whole time to record.
 #[test]
 fn a_contended_record_starts_no_outage_memory() {
-    let outage = Outage::default();
+    let (outage, now) = (Outage::default(), Timestamp::from_unix_ms(T0));
     let contended = Err(AcceptError::Contention { attempts: 3 });
-    outage.observe(&contended, QUICK_RECORDING * 4);
-    assert_eq!(outage.recording_budget(ANSWER_WITHIN), ANSWER_WITHIN);
+    outage.observe(&contended, QUICK_RECORDING * 4, now);
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, now), ANSWER_WITHIN);
     let held = Err(AcceptError::StillEnqueuing { files: 2 });
-    outage.observe(&held, QUICK_RECORDING * 4);
-    assert_eq!(outage.recording_budget(ANSWER_WITHIN), ANSWER_WITHIN, "another delivery's claims");
+    outage.observe(&held, QUICK_RECORDING * 4, now);
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, now), ANSWER_WITHIN, "another delivery's claims");
     let unavailable = Err(AcceptError::Store(StoreError::Unavailable("slow".into())));
-    outage.observe(&unavailable, QUICK_RECORDING * 4);
-    assert_eq!(outage.recording_budget(ANSWER_WITHIN), QUICK_RECORDING, "a table failing slowly is");
+    outage.observe(&unavailable, QUICK_RECORDING * 4, now);
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, now), QUICK_RECORDING, "a table failing slowly is");
+    // Remembered by the wall clock: a clock stepped back before it ends it too.
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, now.minus(Duration::from_secs(1))), ANSWER_WITHIN);
 }
 
 /// A table that hangs: the first callback records until its deadline and is parked; while
@@ -889,8 +891,9 @@ async fn after_recording_failed_slowly_the_next_callbacks_are_parked_quickly() {
     let (_, took) = callback(7, "req-7").await;
     assert!(took < QUICK_RECORDING * 2, "still quick: {took:?}");
 
-    // The memory ends: a callback gets its whole time again.
-    tokio::time::advance(OUTAGE_MEMORY).await;
+    // The memory ends, by the wall clock (a frozen instance's monotonic clock may not have
+    // moved): a callback gets its whole time again.
+    ports.advance(OUTAGE_MEMORY);
     let (third, took) = callback(3, "req-3").await;
     assert!(parked(&third) && took >= ANSWER_WITHIN - PARK_TIMEOUT, "{third:?} in {took:?}");
 
@@ -903,7 +906,7 @@ async fn after_recording_failed_slowly_the_next_callbacks_are_parked_quickly() {
     assert!(took >= ANSWER_WITHIN - PARK_TIMEOUT, "the whole time again: {took:?}");
 
     // A failure another try may mend, answered at once, starts no memory: only slow ones do.
-    tokio::time::advance(OUTAGE_MEMORY).await;
+    ports.advance(OUTAGE_MEMORY);
     ports.set_table_stalled(false);
     ports.set_save_error(Some(StoreError::Unavailable("throttled".into())));
     let (quick, took) = callback(8, "req-8").await;
