@@ -169,6 +169,9 @@ pub use task_id_only::callback_task_id;
 pub enum ParseError {
     #[error("body is not valid JSON: {0}")]
     NotJson(String),
+    /// Over [`MAX_JSON_MARKS`]: not read, so whether it is valid is not known.
+    #[error("body holds more than {MAX_JSON_MARKS} JSON objects, arrays, keys and elements: not read")]
+    TooManyValues,
     #[error("body is JSON but not an object")]
     NotAnObject,
     #[error("no task id found (looked at data.task_id, data.taskId, task_id, taskId)")]
@@ -177,10 +180,21 @@ pub enum ParseError {
     InvalidTaskId(#[from] TaskIdError),
 }
 
+impl From<JsonError> for ParseError {
+    fn from(e: JsonError) -> ParseError {
+        match e {
+            JsonError::Invalid(e) => ParseError::NotJson(e.to_string()),
+            JsonError::TooManyValues => ParseError::TooManyValues,
+        }
+    }
+}
+
 /// `body` as JSON, read as [`parse_callback`] and [`poll::parse_poll`](crate::poll::parse_poll)
 /// read it: a broken character inside a string (an unpaired surrogate escape, a byte that is
-/// not UTF-8) reads as U+FFFD, where serde_json alone refuses the whole body.
+/// not UTF-8) reads as U+FFFD, where serde_json alone refuses the whole body; one holding
+/// more than [`MAX_JSON_MARKS`] values is not read.
 pub use json_text::parse as read_json;
+pub use json_text::{JsonError, MAX_JSON_MARKS};
 
 /// Parse one callback body.
 ///
@@ -196,7 +210,7 @@ pub use json_text::parse as read_json;
 /// ```
 pub fn parse_callback(body: &[u8]) -> Result<CallbackEvent, ParseError> {
     // serde_json's messages name a position and a category, never the input itself.
-    let root = read_json(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
+    let root = read_json(body)?;
     let Value::Object(root) = root else {
         return Err(ParseError::NotAnObject);
     };

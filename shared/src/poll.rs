@@ -124,6 +124,12 @@ impl PollResult {
 pub enum PollError {
     #[error("answer is not valid JSON: {0}")]
     NotJson(String),
+    /// Over [`MAX_JSON_MARKS`](crate::parse::MAX_JSON_MARKS): not read.
+    #[error(
+        "answer holds more than {} JSON objects, arrays, keys and elements: not read",
+        crate::parse::MAX_JSON_MARKS
+    )]
+    TooManyValues,
     #[error("answer is JSON but not an object")]
     NotAnObject,
     /// HTTP 200 with an error `code` in the body (401 bad key, 429 too many requests, ...).
@@ -256,7 +262,10 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     if family == Family::Unknown {
         return Err(PollError::UnsupportedFamily(family));
     }
-    let root = crate::parse::read_json(body).map_err(|e| PollError::NotJson(e.to_string()))?;
+    let root = crate::parse::read_json(body).map_err(|e| match e {
+        crate::parse::JsonError::Invalid(e) => PollError::NotJson(e.to_string()),
+        crate::parse::JsonError::TooManyValues => PollError::TooManyValues,
+    })?;
     let Value::Object(root) = root else {
         return Err(PollError::NotAnObject);
     };

@@ -598,6 +598,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Route<'a> {
 fn parse_error_code(e: &ParseError) -> &'static str {
     match e {
         ParseError::NotJson(_) => "invalid_json",
+        ParseError::TooManyValues => "too_many_json_values",
         ParseError::NotAnObject => "not_a_json_object",
         ParseError::NoTaskId => "missing_task_id",
         ParseError::InvalidTaskId(_) => "invalid_task_id",

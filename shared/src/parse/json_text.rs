@@ -7,15 +7,68 @@
 //!
 //! The body is archived as received; only what is read from it is repaired. A body that
 //! parses as it is costs nothing more.
+//!
+//! A body is read whole only if it holds at most [`MAX_JSON_MARKS`] values: serde_json
+//! builds each one, and a few MiB of tiny ones take more memory than a function has.
 
 use std::borrow::Cow;
 
 use serde_json::Value;
 
+/// The most marks (`{`, `[`, `,` and `:` outside strings: about one per object, array, key
+/// and element) a body may hold to be read whole. Each costs 80 to 300 bytes once read (a
+/// small object's the most: an ordered map of its own), more where a reader copies part of
+/// the tree, as a poll's does: 6 MiB of `{"a":0}` took 670 MiB to read as a poll and 345 MiB
+/// as a callback, where ingest and the reconciler have 256 MB. At this bound (measured
+/// 2026-12-07, every shape tried) a callback takes at most about 110 MiB and a poll about 180
+/// MiB; a MIDI answer of 70,000 notes, 6 MiB with the provider's long decimals, is within it.
+pub const MAX_JSON_MARKS: usize = 640_000;
+
+/// Why a body was not read as JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// Not JSON, even repaired (the first parse's error).
+    #[error(transparent)]
+    Invalid(#[from] serde_json::Error),
+    #[error("the body holds more than {MAX_JSON_MARKS} JSON objects, arrays, keys and elements: not read")]
+    TooManyValues,
+}
+
 /// The body as a [`Value`]; when it does not parse as it is, as repaired (see the module),
 /// if that changed anything. The error is the first parse's.
-pub fn parse(body: &[u8]) -> Result<Value, serde_json::Error> {
-    read_with(body, |bytes| serde_json::from_slice(bytes))
+pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
+    if marks_over(body, MAX_JSON_MARKS) {
+        return Err(JsonError::TooManyValues);
+    }
+    Ok(read_with(body, |bytes| serde_json::from_slice(bytes))?)
+}
+
+/// Whether `body` holds more than `limit` marks outside its strings (one pass, stopping at the
+/// first over; an unterminated string ends the count: the parse refuses it).
+fn marks_over(body: &[u8], limit: usize) -> bool {
+    let (mut marks, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in body {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' | b',' | b':' => {
+                marks += 1;
+                if marks > limit {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 /// `body` read by `read`; when that fails, the repaired body read by it, if repairing changed
@@ -122,6 +175,19 @@ mod tests {
         assert_eq!(repaired(br#"{"t":"\ud83c\udf05 \\ud83c \u00e9 \" \\"}"#), None);
         assert_eq!(title(br#"{"t":"\ud83c\udf05 \\ud83c"}"#), "\u{1f305} \\ud83c", "an escaped backslash, then text");
         assert_eq!(repaired(br#"{"ud83c":"x","n":1}"#), None);
+    }
+
+    /// Marks inside strings (escaped quotes included) are not counted; a body over the bound
+    /// is refused before it is read, whatever it would have read as.
+    #[test]
+    fn a_body_with_too_many_values_is_not_read() {
+        assert!(!marks_over(br#"{"a":[1,2],"b":"{[,:\"{[,:"}"#, 6));
+        assert!(marks_over(br#"{"a":[1,2],"b":"{[,:\"{[,:"}"#, 5));
+        let objects = vec![r#"{"a":0}"#; MAX_JSON_MARKS / 3 + 1].join(",");
+        let body = format!(r#"{{"data":[{objects}]}}"#);
+        assert!(matches!(parse(body.as_bytes()), Err(JsonError::TooManyValues)));
+        let within = vec![r#"{"a":0}"#; MAX_JSON_MARKS / 3 - 2].join(",");
+        assert!(parse(format!(r#"{{"data":[{within}]}}"#).as_bytes()).is_ok());
     }
 
     #[test]

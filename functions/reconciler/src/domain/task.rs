@@ -164,6 +164,12 @@ pub(super) async fn reconcile_task<P: Ports>(
                 );
                 PollOutcome::Result(event.stage)
             }
+            // Too many values to read (not even its `code`): the task's own answer, not a wrong
+            // setting; polled again.
+            Err(e @ PollError::TooManyValues) => {
+                tracing::warn!(task_id, error = %e, "unreadable record-info answer");
+                PollOutcome::Unreadable
+            }
             // Not the provider's answer at all (a web page, or JSON without its `code`): a wrong
             // PROVIDER_BASE_URL, which would leave every watched task unreadable until it is
             // given up, or a maintenance page, which passes.

@@ -1024,6 +1024,23 @@ async fn an_answer_too_large_to_read_is_unreadable() {
     assert_eq!(ports.record().last_poll.unwrap().outcome, "unreadable");
 }
 
+/// An answer holding too many values to read (a few MiB of tiny objects would take more
+/// memory than the function has) is that task's unreadable answer, polled again: not a wrong
+/// PROVIDER_BASE_URL (its `code` is not read either), so the run polls the next task.
+#[tokio::test]
+async fn an_answer_with_too_many_values_is_unreadable_and_the_run_goes_on() {
+    let objects = vec![r#"{"a":0}"#; suno_callbacks::parse::MAX_JSON_MARKS / 2].join(",");
+    let body = format!(
+        r#"{{"code":200,"msg":"success","data":{{"taskId":"first-1","response":{{"sunoData":[{objects}]}}}}}}"#
+    );
+    let (ports, _) = two_due(ProviderAnswer::Http { status: 200, body: body.into_bytes() });
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.tasks_due, outcome.polls, outcome.misdirected), (2, 2, false), "{outcome:?}");
+    let first = ports.table.record("first-1").unwrap();
+    assert_eq!(first.last_poll.unwrap().outcome, "unreadable");
+    assert!(first.reconcile_at.is_some(), "polled again");
+}
+
 /// Register another task, `broken-1`, due before [`TASK`].
 fn register_broken(ports: &MemoryPorts) {
     let registration = Registration { family: Family::VocalSeparation, client_ref: None };
