@@ -589,19 +589,23 @@ async fn claims_and_settles_answer_with_the_item() {
     let read = env.task_record(&record.task_id).await;
     let SettlePlan::Settle(plan) = settle_plan(&read, &task, Timestamp::now()) else { panic!("settles") };
     assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Settled));
-    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Rewritten), "the same values again");
+    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused), "the item read is written over");
     let settled = env.task_record(&record.task_id).await;
     assert_eq!(
         (settled.vault, settled.open.as_deref(), settled.version),
-        (VaultState::Complete, None, read.version + 2)
+        (VaultState::Complete, None, read.version + 1)
     );
     assert_eq!(settled.announced, Some(plan.announcement.clone()), "what its Task Vaulted said");
+    // Read again: the same values, over a vault settled already.
+    let as_read = |version| ManifestPlan { version, ..*plan.clone() };
+    assert_eq!(ports.settle_task(&task, &as_read(settled.version)).await, Ok(SettleWrite::Rewritten));
     // A settle asking for the reconciler's watch (a file expired) puts the task in the
     // reconcile-due index; one asking again keeps the schedule it finds (if_not_exists).
     let first_poll = Timestamp::now().plus(Duration::from_secs(30));
-    let watching = ManifestPlan { watch_from: Some(first_poll), ..*plan.clone() };
+    let watching = ManifestPlan { watch_from: Some(first_poll), ..as_read(settled.version + 1) };
     assert_eq!(ports.settle_task(&task, &watching).await, Ok(SettleWrite::Rewritten));
-    let later = ManifestPlan { watch_from: Some(first_poll.plus(Duration::from_secs(3600))), ..*plan.clone() };
+    let later =
+        ManifestPlan { watch_from: Some(first_poll.plus(Duration::from_secs(3600))), ..as_read(settled.version + 2) };
     assert_eq!(ports.settle_task(&task, &later).await, Ok(SettleWrite::Rewritten));
     let watched = env.task_record(&record.task_id).await;
     assert_eq!((watched.reconcile.as_deref(), watched.reconcile_at), (Some("due"), Some(first_poll)));
@@ -610,7 +614,7 @@ async fn claims_and_settles_answer_with_the_item() {
     // generation as they were): a settle read before the task settled is refused, and the
     // mark kept.
     env.mark_open(&record.task_id).await;
-    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
+    assert_eq!(ports.settle_task(&task, &as_read(watched.version)).await, Ok(SettleWrite::Refused));
     let marked = env.task_record(&record.task_id).await;
     assert_eq!((marked.open.as_deref(), marked.adding), (Some("open"), Some(settled.generation + 1)));
 
@@ -620,7 +624,7 @@ async fn claims_and_settles_answer_with_the_item() {
     reopened.sync_open_marker();
     reopened.version += 1;
     env.rewrite_record(&marked, &reopened).await;
-    assert_eq!(ports.settle_task(&task, &plan).await, Ok(SettleWrite::Refused));
+    assert_eq!(ports.settle_task(&task, &as_read(reopened.version)).await, Ok(SettleWrite::Refused));
     assert_eq!(env.task_record(&record.task_id).await.vault, VaultState::Pending);
 }
 

@@ -520,8 +520,9 @@ pub struct MemoryPorts {
     pub settle_failures: Mutex<u32>,
     /// Fail this many releases (the table refusing the write) before succeeding.
     pub release_failures: Mutex<u32>,
-    /// Every task read waits here before it reads and again before it answers: concurrent
-    /// settle checks all start reading together, and all have read before any goes on.
+    /// The next task reads wait here before they read and again before they answer:
+    /// concurrent settle checks all start reading together, and all have read before any goes
+    /// on. Once they have, it is gone: a read after (one checking again) does not wait.
     pub load_barrier: Mutex<Option<Arc<Barrier>>>,
     pub delays: Mutex<Vec<(String, Duration)>>,
     /// Delaying a message never answers.
@@ -684,14 +685,16 @@ impl LoadTask for MemoryPorts {
         // Bounded: a read whose partner never comes fails its test rather than hanging it.
         let meet = |barrier: Arc<Barrier>| async move {
             let met = tokio::time::timeout(Duration::from_secs(30), barrier.wait()).await;
-            met.expect("load_task waited 30 s for a partner read that never came");
+            met.expect("load_task waited 30 s for a partner read that never came").is_leader()
         };
         if let Some(barrier) = &barrier {
             meet(barrier.clone()).await;
         }
         let read = self.tables.lock().unwrap().get(task_id.as_str()).and_then(Collection::assemble);
-        if let Some(barrier) = barrier {
-            meet(barrier).await;
+        if let Some(barrier) = barrier
+            && meet(barrier).await
+        {
+            *self.load_barrier.lock().unwrap() = None;
         }
         Ok(read)
     }
@@ -832,7 +835,8 @@ impl SettleTask for MemoryPorts {
             return Ok(SettleWrite::Refused);
         };
         let marked_again = task.manifest_key.is_some() && task.open.is_some();
-        let moved_on = task.generation != plan.generation || task.stage != plan.manifest.stage;
+        let moved_on =
+            task.version != plan.version || task.generation != plan.generation || task.stage != plan.manifest.stage;
         if moved_on || marked_again || task.adding.is_some() {
             return Ok(SettleWrite::Refused);
         }

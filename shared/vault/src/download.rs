@@ -110,13 +110,18 @@ pub enum SettlePlan {
 /// 1. write `manifest` to `manifest_key`, fenced by `generation` and the manifest's stage:
 ///    never over a manifest of a later generation, or a later stage of this one (one of the
 ///    same generation and stage says the same);
-/// 2. set `vault` and `manifest_key` and remove `open`, conditional on the task's
-///    `generation` still being `generation` and its stage the manifest's (ingest did not add
-///    or reopen a file, or record a new stage, since).
+/// 2. set `vault` and `manifest_key` and remove `open`, conditional on the task item still
+///    being the one read (its `version`; so its `generation` and its stage the manifest's:
+///    ingest did not add or reopen a file, or record a new stage, since).
 ///
-/// Two workers that finish a task's last files at once may both take them: both writes
-/// succeed with the same values, and the one that found the vault `pending` is the one that
-/// settled it. No condition fails between files of one task.
+/// The version, not the generation alone: two requests adding files at one generation (the
+/// second took the first's fence over, README "The DynamoDB items") commit it twice, and a
+/// settle read between the two, without the second's files, would otherwise apply after the
+/// second committed: the task settled, its manifest and `Task Vaulted` saying those files
+/// failed, for good. Only the worker holding the last settled file settles at once
+/// ([`settled_last`]), so no condition fails between files of one task; two that both take
+/// them (redeliveries) find the vault settled by the one whose write applied, on their read
+/// after.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestPlan {
     pub vault: VaultState,
@@ -124,13 +129,13 @@ pub struct ManifestPlan {
     pub manifest: Manifest,
     /// The file set's generation the manifest is of.
     pub generation: u64,
+    /// The task item's version read: the settle write applies only to that item.
+    pub version: u64,
     /// When the reconciler should first poll the task, set by the settle write unless a watch
     /// is there when it lands (its schedule is kept): a file of the set failed because its URL
     /// expired (the provider may still give a fresh URL) or for a reason that may pass (a poll
-    /// may reopen it). Asked for even when the settle read the task watched: a poll or a save
-    /// that read the file still queued may end that watch before the settle lands (the settle
-    /// is not conditional on the task item's version, theirs are), and nothing would then
-    /// watch the task for the file's new URL. None when no file asks for a watch.
+    /// may reopen it). Asked for even when the settle read the task watched (if_not_exists
+    /// keeps a watch's schedule). None when no file asks for a watch.
     pub watch_from: Option<Timestamp>,
     /// What the plan's `Task Vaulted` says ([`crate::events::announcement`]): published only
     /// when the task's last one said otherwise, and kept by the settle write.
@@ -183,6 +188,7 @@ pub fn settle_plan(record: &TaskRecord, task_id: &TaskId, now: Timestamp) -> Set
         manifest_key,
         manifest: Manifest::of(record, vault, now),
         generation: record.generation,
+        version: record.version,
         watch_from: watch
             .then(|| crate::reconcile::first_poll_at(record, now.plus(crate::reconcile::FIRST_POLL_INTERVAL))),
     }))

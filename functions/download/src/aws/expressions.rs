@@ -170,11 +170,12 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
     u.without_unused_placeholders()
 }
 
-/// The task item, while its `generation` and `stage` are still the plan's: set `vault` and
-/// `manifest_key`, and drop `open` (which takes the task out of the sweeper's index). Not
-/// conditional on the vault being `pending`: two workers that finish the task's last files
-/// at once both write the same values, and the old item (ALL_OLD) tells which one settled it.
-/// But never over a settled task (one with `manifest_key`) marked open again, nor while a
+/// The task item, while it is still the one the plan was read from (its `version`, so its
+/// `generation` and `stage` too): set `vault` and `manifest_key`, and drop `open` (which
+/// takes the task out of the sweeper's index). The old item (ALL_OLD) tells whether this
+/// write settled a pending vault or recorded the manifest of one settled before (a new stage
+/// over settled files, a settler that stopped before its write).
+/// Never over a settled task (one with `manifest_key`) marked open again, nor while a
 /// save is adding files (the add fence, `adding`): a request adding or reopening files marks
 /// and fences the task item before writing their items ([`stemvault_vault::items::MarkOpen`],
 /// generation unchanged until its task item), and a settle read before those items existed
@@ -192,8 +193,8 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     };
     let mut u = Update::new(
         format!("SET #vault = :vault, #mk = :key, #announced = :announced{watch} ADD #version :one REMOVE #open"),
-        "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
-         AND attribute_not_exists(#adding)",
+        "#version = :read AND #generation = :generation AND #stage = :stage \
+         AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) AND attribute_not_exists(#adding)",
     );
     u.name("#vault", "vault")
         .name("#mk", "manifest_key")
@@ -207,6 +208,7 @@ pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
         .value(":key", s(&plan.manifest_key))
         .value(":announced", s(&plan.announcement))
         .value(":one", n(1))
+        .value(":read", n(plan.version))
         .value(":generation", n(plan.generation))
         .value(":stage", s(plan.manifest.stage.as_str()));
     if let Some(at) = plan.watch_from {
@@ -389,6 +391,7 @@ mod tests {
             manifest_key: "tasks/t1/manifest.json".into(),
             manifest: Manifest::of(&record, VaultState::Partial, Timestamp::from_unix_ms(0)),
             generation: 7,
+            version: 12,
             watch_from: None,
             announcement: "5eb7".into(),
         };
@@ -397,11 +400,12 @@ mod tests {
         assert_eq!(u.update, "SET #vault = :vault, #mk = :key, #announced = :announced ADD #version :one REMOVE #open");
         assert_eq!(
             u.condition,
-            "#generation = :generation AND #stage = :stage AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) \
-             AND attribute_not_exists(#adding)",
-            "not vault = pending: concurrent settlers both apply, but not over a settled task marked open, \
-             nor while a save adds files"
+            "#version = :read AND #generation = :generation AND #stage = :stage \
+             AND (attribute_not_exists(#mk) OR attribute_not_exists(#open)) AND attribute_not_exists(#adding)",
+            "the item read (not vault = pending: a settled vault's manifest is recorded too), not over a settled \
+             task marked open, nor while a save adds files"
         );
+        assert_eq!((u.names["#version"].as_str(), &u.values[":read"]), ("version", &n(12)));
         assert_eq!(u.names["#adding"], "adding");
         assert_eq!((u.names["#stage"].as_str(), &u.values[":stage"]), ("stage", &s("complete")));
         assert_eq!(u.values[":vault"], s("partial"));

@@ -126,7 +126,7 @@ async fn two_workers_settling_at_once_publish_the_same_id() {
     let ((_, a), (_, b)) = tokio::join!(run(&ports, "vocal", 1), run(&ports, "drums", 1));
     let mut checks = [a.unwrap().unwrap(), b.unwrap().unwrap()];
     checks.sort_by_key(|s| format!("{s:?}"));
-    assert_eq!(checks, [Settling::Recorded, Settling::Settled]);
+    assert_eq!(checks, [Settling::AlreadySettled, Settling::Settled]);
     assert_eq!(ports.events.ids(), [(EventType::Vaulted, vaulted_id()), (EventType::Vaulted, vaulted_id())]);
     let [first, second] = <[_; 2]>::try_from(ports.events.published()).unwrap();
     assert_eq!(first.detail, second.detail, "the same event: consumers drop the duplicate by its id");

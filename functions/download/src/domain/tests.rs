@@ -1372,8 +1372,8 @@ async fn a_refused_claim_says_why_from_the_item_it_returns() {
 }
 
 /// Two workers finish a task's last two files at the same moment, and both settle checks
-/// read the task after both files are recorded: both write (no condition fails between
-/// files of one task), and exactly one reports that it settled the task.
+/// read the task after both files are recorded: one settles it, the other's write (of the
+/// same values) is refused as the item moved on, and its read after finds it settled.
 #[tokio::test]
 async fn two_workers_finishing_the_last_two_files_at_once_both_succeed_and_one_settles() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
@@ -1386,16 +1386,49 @@ async fn two_workers_finishing_the_last_two_files_at_once_both_succeed_and_one_s
     assert!(matches!((&vocal, &drums), (Outcome::Stored(_), Outcome::Stored(_))), "{vocal:?} / {drums:?}");
     let mut checks = [a.unwrap().unwrap(), b.unwrap().unwrap()];
     checks.sort_by_key(|s| format!("{s:?}"));
-    assert_eq!(checks, [Settling::Recorded, Settling::Settled], "both applied, one settled");
+    assert_eq!(checks, [Settling::AlreadySettled, Settling::Settled], "one settled");
 
     let r = ports.record(TASK);
-    assert_eq!((r.vault, r.open, r.version), (VaultState::Complete, None, 5), "two settle writes, same values");
+    assert_eq!((r.vault, r.open, r.version), (VaultState::Complete, None, 4), "one settle write");
     assert!(ports.delays.lock().unwrap().is_empty(), "neither message is retried");
     let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
     assert_eq!(settled, 1, "SecondsToSettled once");
     let manifests = ports.manifests.lock().unwrap().clone();
     assert_eq!(manifests.len(), 1, "the second writer found this generation's manifest written");
     assert_eq!(manifests[0].1.files.len(), 2);
+}
+
+/// Two requests adding files at one generation (the second took the first's fence over)
+/// commit it twice: a settle that read the task between the two, without the second's
+/// reopened file, must not apply once the second commits, though the generation, the stage
+/// and the fence are all as it read them (its version is not). It reads again and finds the
+/// file open, so the task is settled by that file's copy, not left saying it failed for good.
+#[tokio::test]
+async fn a_settle_read_before_a_second_commit_at_its_generation_does_not_apply() {
+    let mut read = record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Failed)]);
+    read.files.get_mut("drums").unwrap().error = Some("source answered 404 Not Found".into());
+    let ports = MemoryPorts::with_record(read);
+    serve(&ports, "vocal", b"vocal bytes");
+    let (at_gate, release) = hold_next_manifest(&ports);
+
+    let settling = run_body(&ports, job_body("vocal"), 1);
+    let second_commit = async {
+        reached(at_gate).await;
+        // The second request's items and task item: drums reopened by a new URL, stamped with
+        // the generation the task item already has.
+        let mut committed = ports.record(TASK);
+        let drums = committed.files.get_mut("drums").unwrap();
+        (drums.status, drums.error, drums.generation) = (FileStatus::Queued, None, Some(committed.generation));
+        committed.version += 1;
+        ports.put_record(committed);
+        release.send(()).unwrap();
+    };
+    let ((outcome, checked), ()) = tokio::join!(settling, second_commit);
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Open)), "read again: drums is open");
+    let r = ports.record(TASK);
+    assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Pending, None), "not settled");
+    assert!(r.open.is_some(), "still in the sweeper's index");
 }
 
 /// What ingest does when a callback brings a new stage and no new file: the stage, whose
