@@ -90,12 +90,19 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
 
+    // B answering `status` on its first try is released at B, to be tried again.
+    let released_at_b = async |status| {
+        let ports = vocal_gone_with_newer(&[(b, "wav")]);
+        ports.source(b, answering(status));
+        assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)), "{status}");
+        let f = ports.file_item(TASK, "vocal");
+        let pending = (FileStatus::Pending, b, b_key.as_str(), None);
+        assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), pending, "{status}");
+        ports
+    };
+
     // B answers as expired on its first try: released at B, and failed there on the next.
-    let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, answering(404));
-    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
-    let f = ports.file_item(TASK, "vocal");
-    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
+    let ports = released_at_b(404).await;
     assert!(matches!(run(&ports, "vocal", CONFIRMED + 1).await, Outcome::FailedForGood(_)));
     assert_eq!(ports.file_item(TASK, "vocal").status, FileStatus::Failed);
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), b.to_owned()]);
@@ -110,11 +117,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Stored, c, c_key.as_str(), None));
 
     // B answers 503: released at B, and the retry copies B.
-    let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, answering(503));
-    assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
-    let f = ports.file_item(TASK, "vocal");
-    assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Pending, b, b_key.as_str(), None));
+    let ports = released_at_b(503).await;
     ports.source(b, Script::Body { data: b"b".to_vec(), declared: true, content_type: None });
     assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), b.to_owned()], "the failed URL not fetched again");
