@@ -90,12 +90,18 @@ async fn register(env: &TestEnv, task_id: &str, family: &str) {
     assert_eq!(got["client_ref"].as_str(), Some(format!("order-{task_id}").as_str()));
 }
 
+/// A task registered as `family` whose record the provider answers with `answers` to its
+/// polls, in turn; its id.
+async fn registered(env: &TestEnv, provider: &FakeProvider, family: Family, answers: Vec<Answer>) -> String {
+    let task = new_task_id();
+    provider.add_task(&task, family, answers);
+    register(env, &task, family.as_str()).await;
+    task
+}
+
 /// A registered vocal separation task whose result the provider answers to a poll; its id.
 async fn registered_vocal_separation(env: &TestEnv, provider: &FakeProvider) -> String {
-    let task = new_task_id();
-    provider.add_task(&task, Family::VocalSeparation, vec![Answer::Success]);
-    register(env, &task, "vocal_separation").await;
-    task
+    registered(env, provider, Family::VocalSeparation, vec![Answer::Success]).await
 }
 
 /// A registered vocal separation task whose result a keyed reconciler's poll recorded; its
@@ -304,9 +310,7 @@ async fn a_callback_signed_too_long_ago_gets_its_task_vaulted_by_polling() {
 async fn only_first_delivered_then_complete_is_fetched_by_polling() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::Music, vec![Answer::First, Answer::Success]);
-    register(&env, &task, "music").await;
+    let task = registered(&env, &provider, Family::Music, vec![Answer::First, Answer::Success]).await;
     let app = reconciler(&env, &provider, KEY, &[]).await;
 
     assert_eq!(run_due(&env, &app, &task).await.results, 1);
@@ -332,10 +336,8 @@ async fn only_first_delivered_then_complete_is_fetched_by_polling() {
 async fn a_flapping_provider_still_gets_the_task_vaulted_with_nothing_duplicated() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
     let script = vec![Answer::Status(429), Answer::Status(500), Answer::Pending, Answer::Status(502), Answer::Success];
-    provider.add_task(&task, Family::VocalSeparation, script);
-    register(&env, &task, "vocal_separation").await;
+    let task = registered(&env, &provider, Family::VocalSeparation, script).await;
     let app = reconciler(&env, &provider, KEY, &[]).await;
 
     let mut waits = Vec::new();
@@ -437,9 +439,7 @@ async fn a_callback_after_a_poll_and_a_poll_repeating_a_poll_are_no_op_duplicate
     assert_eq!(env.queue_depth().await.0, 2, "each file queued once");
 
     // A poll that leaves the task at first, then one saying first again: nothing new.
-    let task = new_task_id();
-    provider.add_task(&task, Family::Music, vec![Answer::First]);
-    register(&env, &task, "music").await;
+    let task = registered(&env, &provider, Family::Music, vec![Answer::First]).await;
     assert_eq!(run_due(&env, &app, &task).await.results, 1);
     let queued_before = env.queue_depth().await.0;
     assert_eq!(run_due(&env, &app, &task).await.results, 1);
@@ -470,9 +470,7 @@ fn callback_like(record: &TaskRecord) -> String {
 async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::Wav, vec![Answer::Pending]);
-    register(&env, &task, "wav").await;
+    let task = registered(&env, &provider, Family::Wav, vec![Answer::Pending]).await;
     let give_up = [("RECONCILE_GIVE_UP_SECONDS", "60"), ("RECONCILE_AFTER_SECONDS", "30")];
     let app = reconciler(&env, &provider, KEY, &give_up).await;
 
@@ -497,9 +495,7 @@ async fn a_task_still_without_a_result_at_the_retention_is_abandoned() {
 async fn an_unreadable_task_is_put_off_an_hour() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::Wav, vec![Answer::Pending]);
-    register(&env, &task, "wav").await;
+    let task = registered(&env, &provider, Family::Wav, vec![Answer::Pending]).await;
     env.dynamo
         .put_item()
         .table_name(&env.resources.table_name)
@@ -539,9 +535,7 @@ async fn an_unreadable_task_is_put_off_an_hour() {
 async fn without_a_key_the_reconciler_polls_nothing_and_gives_tasks_up_in_time() {
     let env = TestEnv::new().await;
     let provider = FakeProvider::start(KEY).await;
-    let task = new_task_id();
-    provider.add_task(&task, Family::Wav, vec![Answer::Success]);
-    register(&env, &task, "wav").await;
+    let task = registered(&env, &provider, Family::Wav, vec![Answer::Success]).await;
     let config = env.reconciler_config(&[("PROVIDER_BASE_URL", provider.origin())]);
     let app = stemvault_reconciler::App::new(config, &env.config).await.unwrap();
     assert!(!app.is_on());
