@@ -39,14 +39,21 @@ pub fn tasks_per_run(per_minute: u32) -> usize {
 /// interval (a wait asked for longer is likelier a mistake than a plan).
 pub const MAX_HOLD: Duration = stemvault_vault::reconcile::MAX_POLL_INTERVAL;
 
+/// A provider's asked-for wait: asked `since`, holding requests back `until`.
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    since: Timestamp,
+    until: Timestamp,
+}
+
 /// Turns at most `per_minute` a minute.
 #[derive(Debug)]
 pub struct RequestSpacing {
     spacing: Duration,
     /// When the next request may go (a time past: at once).
     next_turn: Mutex<Instant>,
-    /// Until when the provider asked for quiet, by the wall clock.
-    held_until: Mutex<Option<Timestamp>>,
+    /// When the provider last asked for quiet and until when, by the wall clock.
+    held: Mutex<Option<Hold>>,
 }
 
 impl RequestSpacing {
@@ -54,7 +61,7 @@ impl RequestSpacing {
         RequestSpacing {
             spacing: Duration::from_secs(60) / per_minute.max(1),
             next_turn: Mutex::new(Instant::now()),
-            held_until: Mutex::new(None),
+            held: Mutex::new(None),
         }
     }
 
@@ -70,17 +77,18 @@ impl RequestSpacing {
     /// tasks due, rather than asking a provider that asked for quiet once per task. A hold
     /// already longer stays.
     pub fn hold_off(&self, wait: Duration, now: Timestamp) {
-        let mut held_until = self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let until = now.plus(wait.min(MAX_HOLD));
-        *held_until = Some(held_until.map_or(until, |held| held.max(until)));
+        *held = Some(Hold { since: now, until: held.map_or(until, |h| h.until.max(until)) });
     }
 
-    /// How long the provider's asked-for wait still holds requests back at `now`: at most
-    /// [`MAX_HOLD`], so a wall clock stepped back does not stretch it.
+    /// How long the provider's asked-for wait still holds requests back at `now`: none once
+    /// the wall clock has passed it, or gone back before it was asked for (a hold kept
+    /// through a step back would last the step too).
     fn held_for(&self, now: Timestamp) -> Duration {
-        let held_until = *self.held_until.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let left = held_until.map_or(0, |until| until.unix_ms.saturating_sub(now.unix_ms));
-        Duration::from_millis(u64::try_from(left).unwrap_or(0)).min(MAX_HOLD)
+        let held = *self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let left = held.filter(|h| now >= h.since).map_or(0, |h| h.until.unix_ms.saturating_sub(now.unix_ms));
+        Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 
     /// When the next request may go, at `now` on the wall clock.
@@ -171,6 +179,6 @@ mod tests {
         spacing.hold_off(Duration::from_secs(u64::MAX), T);
         assert_eq!(spacing.next_turn(T), start + MAX_HOLD);
         let stepped_back = T.minus(Duration::from_secs(86_400));
-        assert_eq!(spacing.next_turn(stepped_back), start + MAX_HOLD, "a clock stepped back holds no longer");
+        assert_eq!(spacing.next_turn(stepped_back), start, "a clock stepped back before the hold ends it");
     }
 }
