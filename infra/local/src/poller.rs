@@ -287,12 +287,14 @@ mod tests {
         }
         // On tokio's clock, which the stalled handler's wait moves on.
         let deadline = || tokio::time::Instant::now().into_std() + Duration::from_secs(900);
-        let ended = Arc::default();
-        let overrun = invoke(Arc::new(Overruns(Arc::clone(&ended))), SqsEvent::default(), deadline(), "q").await;
-        // Given up and ended (stopped, not left running) by the time the poller goes on, as an
-        // invocation past its timeout is.
+        let (ended, stop) = (Arc::default(), deadline());
+        let overrun = invoke(Arc::new(Overruns(Arc::clone(&ended))), SqsEvent::default(), stop, "q").await;
+        // Given up at its deadline and ended (stopped, neither left running nor waited for to
+        // its end) by the time the poller goes on, as an invocation past its timeout is.
         assert!(overrun.is_none());
         assert!(ended.load(std::sync::atomic::Ordering::SeqCst), "ended before invoke returned");
+        let returned = tokio::time::Instant::now().into_std();
+        assert!(returned < stop + Duration::from_secs(60), "returned {:?} past the deadline", returned - stop);
         assert!(invoke(Arc::new(Panics), SqsEvent::default(), deadline(), "q").await.is_none());
         let answered = invoke(Arc::new(Answers), SqsEvent::default(), deadline(), "q").await;
         assert_eq!(answered.map(|r| r.batch_item_failures.len()), Some(1));
