@@ -10,8 +10,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use stemvault_download::App;
 use stemvault_download::domain::{
-    Claim, ClaimAnswer, ClaimFile, Failure, FailureCode, FileWrite, GENERATION_METADATA, HeldCopy, NextSource,
-    RecordFailed, RecordStored, ReleaseFile, SettleTask, SettleWrite, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, Failure, FailureCode, FileWrite, GENERATION_METADATA, HeldCopy, ManifestFence,
+    NextSource, RecordFailed, RecordStored, ReleaseFile, SettleTask, SettleWrite, VERSION_METADATA, WriteManifest,
 };
 use stemvault_download::error::{CopyError, FetchError};
 use stemvault_download::existing::ReadObject;
@@ -496,7 +496,14 @@ async fn a_redelivery_settles_the_task_a_stopped_worker_left_unsettled() {
     let key = format!("tasks/{task}/manifest.json");
     let written = Manifest::of(&stopped, VaultState::Complete, "2026-11-23T15:00:06.000Z".parse().unwrap());
     let ports = s.env.download_ports();
-    let put = ports.write_manifest(&key, &written, stopped.generation, None).await;
+    let put = ports
+        .write_manifest(
+            &key,
+            &written,
+            ManifestFence { generation: stopped.generation, version: stopped.version },
+            None,
+        )
+        .await;
     assert_eq!(put, Ok(Conditional::Applied));
 
     s.env.send_jobs(&[job_of(&stopped, "vocal")]).await;
@@ -823,17 +830,31 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     let manifest = |at: i64| manifest_at(&task, at);
     let read = |bytes: Vec<u8>| serde_json::from_slice::<Manifest>(&bytes).expect("a manifest");
 
-    assert_eq!(ports.write_manifest(&key, &manifest(1), 5, None).await, Ok(Conditional::Applied));
-    assert_eq!(ports.write_manifest(&key, &manifest(2), 6, None).await, Ok(Conditional::Conflict), "exists");
+    assert_eq!(
+        ports.write_manifest(&key, &manifest(1), ManifestFence { generation: 5, version: 1 }, None).await,
+        Ok(Conditional::Applied)
+    );
+    assert_eq!(
+        ports.write_manifest(&key, &manifest(2), ManifestFence { generation: 6, version: 1 }, None).await,
+        Ok(Conditional::Conflict),
+        "exists"
+    );
     let first = ports.head_object(&key).await.unwrap().expect("written");
     assert_eq!(first.metadata.get(GENERATION_METADATA).map(String::as_str), Some("5"));
+    assert_eq!(first.metadata.get(VERSION_METADATA).map(String::as_str), Some("1"));
     assert_eq!(first.content_type.as_deref(), Some("application/json"));
 
-    assert_eq!(ports.write_manifest(&key, &manifest(3), 7, Some(&first.etag)).await, Ok(Conditional::Applied));
+    assert_eq!(
+        ports.write_manifest(&key, &manifest(3), ManifestFence { generation: 7, version: 1 }, Some(&first.etag)).await,
+        Ok(Conditional::Applied)
+    );
     let second = ports.head_object(&key).await.unwrap().expect("written");
     assert_ne!(second.etag, first.etag);
     // A writer that read the first manifest and lands late changes nothing.
-    assert_eq!(ports.write_manifest(&key, &manifest(4), 6, Some(&first.etag)).await, Ok(Conditional::Conflict));
+    assert_eq!(
+        ports.write_manifest(&key, &manifest(4), ManifestFence { generation: 6, version: 1 }, Some(&first.etag)).await,
+        Ok(Conditional::Conflict)
+    );
     assert_eq!(read(env.object(&key).await.unwrap()), manifest(3));
     assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
 }
@@ -848,13 +869,21 @@ async fn a_copy_replaced_between_its_head_and_its_read_back_is_not_hashed() {
     let task = new_task_id();
     let key = format!("tasks/{task}/replaced.json");
     let manifest = |at: i64| manifest_at(&task, at);
-    assert_eq!(ports.write_manifest(&key, &manifest(1_000), 1, None).await, Ok(Conditional::Applied));
+    assert_eq!(
+        ports.write_manifest(&key, &manifest(1_000), ManifestFence { generation: 1, version: 1 }, None).await,
+        Ok(Conditional::Applied)
+    );
     let seen = ports.head_object(&key).await.unwrap().expect("written");
     let first = env.object(&key).await.unwrap();
     let hashed = ports.hash_object(&key, &seen.etag).await.expect("the object seen");
     assert_eq!(hashed, (first.len() as u64, Sha256::digest(&first).into()));
 
-    assert_eq!(ports.write_manifest(&key, &manifest(2_000), 1, Some(&seen.etag)).await, Ok(Conditional::Applied));
+    assert_eq!(
+        ports
+            .write_manifest(&key, &manifest(2_000), ManifestFence { generation: 1, version: 1 }, Some(&seen.etag))
+            .await,
+        Ok(Conditional::Applied)
+    );
     let second = env.object(&key).await.unwrap();
     assert_eq!((second.len(), second != first), (first.len(), true), "replaced by one of the same length");
     let refused = ports.hash_object(&key, &seen.etag).await.expect_err("no longer the object seen");

@@ -35,7 +35,8 @@ use suno_callbacks::TaskId;
 use crate::config::Config;
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
-    Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite, WriteManifest,
+    ManifestFence, Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite,
+    VERSION_METADATA, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -266,7 +267,7 @@ impl WriteManifest for AwsPorts {
         &self,
         key: &str,
         manifest: &Manifest,
-        generation: u64,
+        fence: ManifestFence,
         expected: Option<&str>,
     ) -> Result<Conditional, StorageError> {
         let body = serde_json::to_vec_pretty(manifest)
@@ -274,8 +275,9 @@ impl WriteManifest for AwsPorts {
         let sha256: [u8; 32] = Sha256::digest(&body).into();
         let request = self
             .put_request(key, Bytes::from(body), Some("application/json"), sha256)
-            .metadata(GENERATION_METADATA, generation.to_string())
-            .metadata(STAGE_METADATA, manifest.stage.as_str());
+            .metadata(GENERATION_METADATA, fence.generation.to_string())
+            .metadata(STAGE_METADATA, manifest.stage.as_str())
+            .metadata(VERSION_METADATA, fence.version.to_string());
         let request = match expected {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),

@@ -47,18 +47,21 @@
 //!
 //! 4. read the task's items (one strongly consistent Query) and ask [`settle_plan`]; when
 //!    every file is stored or failed and the manifest is not recorded yet: (a) write the
-//!    manifest to S3, fenced by the file set's generation and the stage (`put_fenced`),
-//!    then (b) ONE update of the task item setting `vault` and `manifest_key` and removing
-//!    `open`, conditional on the generation and stage being still the manifest's (and on the
-//!    task not being settled and marked open again since, nor fenced by a request adding
-//!    files: [`stemvault_vault::TaskRecord::adding`]; a read showing the fence plans no
-//!    settle). Two workers
-//!    that finish a task's last files at once both succeed (no condition fails between files
-//!    of one task); the one whose write found the vault `pending` is the one that settled it
+//!    manifest to S3, fenced by the file set's generation, the stage and the task item's
+//!    version read (`put_fenced`), then (b) ONE update of the task item setting `vault` and
+//!    `manifest_key` and removing `open`, conditional on the task item being the one read
+//!    (its version; so its generation and stage the manifest's), not settled and marked open
+//!    again since, nor fenced by a request adding files
+//!    ([`stemvault_vault::TaskRecord::adding`]; a read showing the fence plans no settle).
+//!    Only the worker holding the task's last settled file settles at once
+//!    ([`stemvault_vault::download::settled_last`]), so no condition fails between files of
+//!    one task; the one whose write found the vault `pending` is the one that settled it
 //!    (it logs it, and emits `SecondsToSettled` if it published `Task Vaulted`). A refused
-//!    write means ingest added or reopened a file meanwhile (the task settles when those
-//!    files do), recorded a new stage, or is adding or reopening files right now: the check
-//!    reads again and settles what there is to settle. A retryable failure here returns the
+//!    write means the task item was written since the read: ingest added or reopened a file
+//!    (the task settles when those files do), recorded a new stage or counted a delivery, or
+//!    is adding or reopening files right now; the reconciler recorded a poll; another worker
+//!    settled it. The check reads again and settles what there is to settle (after
+//!    [`SETTLE_CHECKS`] refused writes, a message comes back to check later). A retryable failure here returns the
 //!    messages that asked for the check to the queue, and their redeliveries (the file
 //!    already settled) check again: a worker that stopped between
 //!    the manifest write and the settle write is thus healed by its own redelivery.
@@ -237,20 +240,21 @@ pub trait ReleaseFile {
 pub enum SettleWrite {
     /// Applied, and the vault was `pending` before: this write settled the task.
     Settled,
-    /// Applied over a vault already settled (by another worker finishing a file at the same
-    /// time, or by ingest for a task without files or a new stage): the same values again.
+    /// Applied over a vault already settled (by ingest, for a task without files or a new
+    /// stage; by a settler that stopped before recording the manifest): the manifest recorded.
     Rewritten,
-    /// The task's generation or stage moved on (ingest added or reopened a file, or recorded
-    /// a new stage), or a request adding or reopening files marked and fenced it since the
-    /// read (its file items may not have been read): nothing written.
+    /// The task item was written since the read (its version moved: ingest added or reopened
+    /// a file, recorded a new stage or counted a delivery; the reconciler recorded a poll;
+    /// another worker settled it), or a request adding or reopening files marked and fenced it
+    /// (its file items may not have been read): nothing written.
     Refused,
 }
 
 pub trait SettleTask {
-    /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task's
-    /// `generation` and `stage` are still the plan's, no request's add fence (`adding`) is
-    /// there, and it is not settled and marked open again: one conditional write of the task
-    /// item, saying whether the vault was `pending` before.
+    /// Set `vault` and `manifest_key` and remove `open` (version + 1), if the task item is
+    /// still at the plan's version (so its `generation` and `stage` the plan's), no request's
+    /// add fence (`adding`) is there, and it is not settled and marked open again: one
+    /// conditional write of the task item, saying whether the vault was `pending` before.
     fn settle_task(
         &self,
         task_id: &TaskId,
@@ -268,13 +272,34 @@ pub const GENERATION_METADATA: &str = "file-generation";
 /// manifests of one generation (a new stage over the same files gets a new manifest).
 pub const STAGE_METADATA: &str = "stage";
 
+/// Object metadata (`x-amz-meta-task-version`) of a manifest: the task item's version its plan
+/// was read at ([`ManifestPlan::version`]), which orders manifests of one generation and
+/// stage: two requests adding files at one generation commit it twice, and the manifest of a
+/// settle read between the two (refused since) is replaced by the one read after. Absent
+/// (written before 2026-12-07): 0.
+pub const VERSION_METADATA: &str = "task-version";
+
+/// What a manifest is written with to order it among a task's manifests (with its stage, from
+/// the manifest itself): [`GENERATION_METADATA`] and [`VERSION_METADATA`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestFence {
+    pub generation: u64,
+    pub version: u64,
+}
+
+impl ManifestFence {
+    pub fn of(plan: &ManifestPlan) -> ManifestFence {
+        ManifestFence { generation: plan.generation, version: plan.version }
+    }
+}
+
 pub trait WriteManifest {
     /// The vault bucket the manifests (and files) are written to, which `Task Vaulted`
     /// names.
     fn vault_bucket(&self) -> &str;
 
-    /// Write `manifest` to `key` with `generation` as its [`GENERATION_METADATA`] and the
-    /// manifest's stage as its [`STAGE_METADATA`], only if
+    /// Write `manifest` to `key` with `fence` as its [`GENERATION_METADATA`] and
+    /// [`VERSION_METADATA`] and the manifest's stage as its [`STAGE_METADATA`], only if
     /// the object under `key` is still the one `expected` names: the ETag it had when read,
     /// or None for no object at all (S3's conditional writes, `If-Match` and
     /// `If-None-Match: *`). [`Conditional::Conflict`] when another write came first.
@@ -282,7 +307,7 @@ pub trait WriteManifest {
         &self,
         key: &str,
         manifest: &Manifest,
-        generation: u64,
+        fence: ManifestFence,
         expected: Option<&str>,
     ) -> impl Future<Output = Result<Conditional, StorageError>> + Send;
 }

@@ -25,7 +25,8 @@ use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
     Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
-    Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite, WriteManifest,
+    ManifestFence, Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite,
+    VERSION_METADATA, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -518,6 +519,9 @@ pub struct MemoryPorts {
     pub claim_failures: Mutex<u32>,
     /// Fail this many settle writes (the table unavailable) before succeeding.
     pub settle_failures: Mutex<u32>,
+    /// Write the task item over (its version + 1, as a delivery's count does) just before
+    /// this many settle writes land.
+    pub written_over_before_settle: Mutex<u32>,
     /// Fail this many releases (the table refusing the write) before succeeding.
     pub release_failures: Mutex<u32>,
     /// The next task reads wait here before they read and again before they answer:
@@ -834,6 +838,9 @@ impl SettleTask for MemoryPorts {
         let Some(task) = tables.get_mut(task_id.as_str()).and_then(|c| c.task.as_mut()) else {
             return Ok(SettleWrite::Refused);
         };
+        if injected(&self.written_over_before_settle) {
+            task.version += 1;
+        }
         let marked_again = task.manifest_key.is_some() && task.open.is_some();
         let moved_on =
             task.version != plan.version || task.generation != plan.generation || task.stage != plan.manifest.stage;
@@ -879,7 +886,7 @@ impl WriteManifest for MemoryPorts {
         &self,
         key: &str,
         manifest: &Manifest,
-        generation: u64,
+        fence: ManifestFence,
         expected: Option<&str>,
     ) -> Result<Conditional, StorageError> {
         {
@@ -899,8 +906,9 @@ impl WriteManifest for MemoryPorts {
             return Ok(Conditional::Conflict);
         }
         let metadata = HashMap::from([
-            (GENERATION_METADATA.to_owned(), generation.to_string()),
+            (GENERATION_METADATA.to_owned(), fence.generation.to_string()),
             (STAGE_METADATA.to_owned(), manifest.stage.as_str().to_owned()),
+            (VERSION_METADATA.to_owned(), fence.version.to_string()),
         ]);
         let body = serde_json::to_vec(manifest).unwrap();
         state.insert(key, body, Some("application/json".into()), metadata);

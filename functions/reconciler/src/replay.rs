@@ -355,7 +355,8 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             return Replay::NotYet;
         }
     };
-    // Ingest parsed it before parking it: only a body put there by hand fails here.
+    // Ingest parsed it before parking it: only a body put there by hand fails here, or one
+    // parked before 2026-12-07 holding more JSON values than are read now (MAX_JSON_MARKS).
     let event = match parse_callback(&body) {
         Ok(event) => event,
         Err(e) => {

@@ -21,7 +21,8 @@ use serde_json::Value;
 /// the tree, as a poll's does: 6 MiB of `{"a":0}` took 670 MiB to read as a poll and 345 MiB
 /// as a callback, where ingest and the reconciler have 256 MB. At this bound (measured
 /// 2026-12-07, every shape tried) a callback takes at most about 110 MiB and a poll about 180
-/// MiB; a MIDI answer of 70,000 notes, 6 MiB with the provider's long decimals, is within it.
+/// MiB. A MIDI note takes 9 marks: about 71,000 notes are read, 6 MiB (the largest poll answer
+/// read) with the provider's long decimals, several times a whole song's (past 1 MiB).
 pub const MAX_JSON_MARKS: usize = 640_000;
 
 /// Why a body was not read as JSON.

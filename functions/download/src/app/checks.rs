@@ -148,7 +148,10 @@ impl Checks {
             // One message coming back checks the task again: the others are done.
             Ok(Settling::Deferred) => {
                 span.in_scope(|| {
-                    tracing::info!("another worker settled the last file; one message checks again later")
+                    tracing::info!(
+                        "another worker settled the last file, or the task item was written over at every check; \
+                         one message checks again later"
+                    )
                 });
                 (DownloadError::SettleDeferred, &done[..1])
             }

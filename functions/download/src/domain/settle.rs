@@ -15,15 +15,16 @@ pub enum Settling {
     AlreadySettled,
     /// This check wrote the manifest and its write settled the vault.
     Settled,
-    /// The manifest is written and recorded, over a vault already settled: by another worker
-    /// that finished a file at the same time, or by ingest (a task without files, a new stage).
+    /// The manifest is written and recorded, over a vault already settled: by ingest (a task
+    /// without files, a new stage), or by a settler that stopped before recording it.
     Recorded,
-    /// The task moved on (a file added or reopened, a new stage) before each of
-    /// [`SETTLE_CHECKS`] checks' settle writes: what it moved to settles on its own (its
-    /// files' downloads, its manifest job, or the sweeper).
+    /// The task item was written since this check's read (its settle write refused, or a newer
+    /// manifest found under the key): the check reads again. Never returned.
     MovedOn,
     /// Every file is settled, but another worker settled the last one and settles the task
-    /// ([`settled_last`]): the messages that asked come back later and check again.
+    /// ([`settled_last`]), or each of [`SETTLE_CHECKS`] settle writes found the task item
+    /// written since its read (a flood of one task's duplicate deliveries, each counted on
+    /// it): a message that asked comes back later and checks again.
     Deferred,
 }
 
@@ -33,13 +34,16 @@ pub enum Settling {
 /// write, [`SettleTask::settle_task`]). Only the worker whose write found the vault `pending`
 /// reports it settled (log, and `SecondsToSettled` when it published).
 ///
-/// A settle write refused because the task moved on since the read (ingest added or
-/// reopened a file, or recorded a new stage), or a newer manifest found under the key, makes
-/// the check start again from a new read, [`SETTLE_CHECKS`] checks in all: a new stage over
-/// files all settled has no download left to settle it (its manifest job would, later). The
-/// last check settles even under a newer manifest: its read still showing the plan's
-/// generation and stage, the table is behind S3 (restored from a backup, say), and the task
-/// would otherwise never settle.
+/// A settle write refused because the task item was written since the read (ingest added or
+/// reopened a file, recorded a new stage or counted a delivery; the reconciler recorded a
+/// poll; another worker settled it), or a newer manifest found under the key, makes the check
+/// start again from a new read, [`SETTLE_CHECKS`] checks in all: a new stage over files all
+/// settled has no download left to settle it (its manifest job would, later), nor has a
+/// task whose item a delivery's count wrote over. After the last, a message comes back to
+/// check later ([`Settling::Deferred`]); what moved on settles on its own anyway. The last
+/// check settles even under a newer manifest: its read still showing the plan's generation
+/// and stage, the table is behind S3 (restored from a backup, say), and the task would
+/// otherwise never settle.
 ///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
 /// this check go back to the queue, and their redeliveries check again.
@@ -59,8 +63,12 @@ pub async fn check_settled<P: Ports>(
     loop {
         let last = checks == SETTLE_CHECKS;
         let settling = check_settled_once(ports, task_id, settled_here, last).await?;
-        if settling != Settling::MovedOn || last {
+        if settling != Settling::MovedOn {
             return Ok(settling);
+        }
+        if last {
+            tracing::info!(checks, "the task item was written over before each settle write; checking again later");
+            return Ok(Settling::Deferred);
         }
         checks += 1;
     }
@@ -144,14 +152,16 @@ pub(crate) enum Fenced {
 /// once (both of the same generation), a redelivery after a worker stopped before its
 /// settle write, and a writer that stalls in its PutObject while ingest reopens the task
 /// and the next settle writes the newer generation's manifest; that stalled PutObject must
-/// not replace the newer manifest when it lands. So the object is fenced by generation and
-/// stage ([`ManifestPlan::generation`] and the manifest's stage, kept as
-/// [`GENERATION_METADATA`] and [`STAGE_METADATA`]): read what is under the key; if it is of a
-/// later generation, or of this one at this stage or a later one, there is nothing to write
-/// (a newer manifest, or one of this file set, is there); otherwise write conditionally on
-/// the object read still being there (its ETag, or none). Every write that lands thus
-/// replaces exactly the object its writer saw, which was older, so the (generation, stage)
+/// not replace the newer manifest when it lands. So the object is fenced by generation,
+/// stage and the task item's version read ([`ManifestPlan::generation`], the manifest's stage
+/// and [`ManifestPlan::version`], kept as [`GENERATION_METADATA`], [`STAGE_METADATA`] and
+/// [`VERSION_METADATA`]): read what is under the key; if it is as new as the plan or newer,
+/// there is nothing to write (a newer manifest, or this plan's, is there); otherwise write
+/// conditionally on the object read still being there (its ETag, or none). Every write that
+/// lands thus replaces exactly the object its writer saw, which was older, so the fence
 /// under the key only grows, whatever the timing; a write that loses the race reads again.
+/// (The version orders the manifests of one generation and stage: one of a settle refused
+/// since, read between two commits of that generation, is replaced by the one read after.)
 ///
 /// (It starts with a write that requires no object under the key: the first manifest of a
 /// task, the usual case, then costs one request.)
@@ -159,23 +169,25 @@ pub(crate) enum Fenced {
 /// (The other design, a new key per generation with the record pointing at the current
 /// one, would leave `tasks/<task_id>/manifest.json` stale or gone; this keeps that one key.)
 pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Result<Fenced, DownloadError> {
-    let (key, generation) = (plan.manifest_key.as_str(), plan.generation);
+    let (key, generation, fence) = (plan.manifest_key.as_str(), plan.generation, ManifestFence::of(plan));
     // Most settles write a task's first manifest: write it as new before reading what is
     // under the key (one S3 request instead of two). It lands only where there is no object,
     // so it replaces nothing; an object there refuses it, and the loop reads that object.
-    if ports.write_manifest(key, &plan.manifest, generation, None).await? == Conditional::Applied {
+    if ports.write_manifest(key, &plan.manifest, fence, None).await? == Conditional::Applied {
         return Ok(Fenced::Current);
     }
-    let ours = (generation, plan.manifest.stage.rank());
+    let ours = (generation, plan.manifest.stage.rank(), plan.version);
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
         let current = ports.head_object(key).await?;
         let expected = match &current {
             Some(head) => {
                 // A manifest without a generation predates generations: any plan is newer;
-                // one without a stage predates stages: a plan of its generation is newer.
+                // one without a stage predates stages: a plan of its generation is newer; one
+                // without a version, one of its generation and stage.
                 let theirs = head.metadata.get(GENERATION_METADATA).and_then(|g| g.parse::<u64>().ok()).map(|g| {
                     let stage = head.metadata.get(STAGE_METADATA).and_then(|s| s.parse::<Stage>().ok());
-                    (g, stage.map_or(0, Stage::rank))
+                    let version = head.metadata.get(VERSION_METADATA).and_then(|v| v.parse::<u64>().ok());
+                    (g, stage.map_or(0, Stage::rank), version.unwrap_or(0))
                 });
                 if let Some(theirs) = theirs.filter(|theirs| *theirs >= ours) {
                     tracing::info!(key, generation, ?theirs, "a manifest as new or newer is already written");
@@ -185,7 +197,7 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
             }
             None => None,
         };
-        Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, generation, expected).await? {
+        Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, fence, expected).await? {
             Conditional::Applied => Attempt::Done(Fenced::Current),
             Conditional::Conflict => {
                 tracing::debug!(key, "the manifest changed since it was read; reading it again");

@@ -1145,6 +1145,36 @@ async fn a_settle_read_before_a_second_commit_at_its_generation_does_not_apply()
     let r = ports.record(TASK);
     assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Pending, None), "not settled");
     assert!(r.open.is_some(), "still in the sweeper's index");
+
+    // Drums copied: the task settles at that generation, and its manifest, read after the
+    // second commit, replaces the one the refused settle wrote (the same generation and
+    // stage, an older version read).
+    serve(&ports, "drums", b"drum bytes");
+    let (outcome, checked) = run_body(&ports, job_body("drums"), 1).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Settled)));
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
+    let key = format!("tasks/{TASK}/manifest.json");
+    let under_key: Manifest = serde_json::from_slice(&ports.store.object(&key).unwrap()).unwrap();
+    let statuses: Vec<_> = under_key.files.iter().map(|f| (f.name.as_str(), f.status)).collect();
+    assert_eq!(statuses, [("drums", PublicFileStatus::Stored), ("vocal", PublicFileStatus::Stored)]);
+}
+
+/// A task item written over before each settle write (a flood of one task's duplicate
+/// deliveries, each counted on it) is settled later: after the last refused check, a message
+/// comes back, and its check settles the task.
+#[tokio::test]
+async fn a_task_item_written_over_before_every_settle_write_is_checked_again_later() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    serve(&ports, "vocal", b"vocal bytes");
+    *ports.written_over_before_settle.lock().unwrap() = SETTLE_CHECKS;
+    let (outcome, checked) = run_body(&ports, job_body("vocal"), 1).await;
+    assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
+    assert_eq!(checked, Some(Ok(Settling::Deferred)));
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+    // The message that comes back checks again.
+    assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap(), None).await, Ok(Settling::Settled));
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete);
 }
 
 /// What ingest does when a callback brings a new stage and no new file: the stage, whose
