@@ -45,7 +45,9 @@ pub fn parse(body: &[u8]) -> Result<Value, JsonError> {
 }
 
 /// Whether `body` holds more than `limit` marks outside its strings (one pass, stopping at the
-/// first over; an unterminated string ends the count: the parse refuses it).
+/// first over; an unterminated string ends the count: the parse refuses it). What serde_json
+/// builds of a body, every value and every key, is at most its marks plus one (a property
+/// test holds it to that).
 fn marks_over(body: &[u8], limit: usize) -> bool {
     let (mut marks, mut in_string, mut escaped) = (0usize, false, false);
     for &byte in body {
@@ -176,6 +178,57 @@ mod tests {
         assert_eq!(repaired(br#"{"t":"\ud83c\udf05 \\ud83c \u00e9 \" \\"}"#), None);
         assert_eq!(title(br#"{"t":"\ud83c\udf05 \\ud83c"}"#), "\u{1f305} \\ud83c", "an escaped backslash, then text");
         assert_eq!(repaired(br#"{"ud83c":"x","n":1}"#), None);
+    }
+
+    /// Every value and key of a body, however its strings are written, is counted: at most
+    /// its marks plus one (each container, key and element but the first of each adds a
+    /// mark), so the bound bounds what the parse builds.
+    mod bound {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::super::marks_over;
+
+        /// The values and keys serde_json builds of `v`.
+        fn built(v: &Value) -> usize {
+            match v {
+                Value::Array(items) => 1 + items.iter().map(built).sum::<usize>(),
+                Value::Object(map) => 1 + map.len() + map.values().map(built).sum::<usize>(),
+                _ => 1,
+            }
+        }
+
+        /// The marks of `body`: the least limit it is not over.
+        fn marks(body: &[u8]) -> usize {
+            (0..).find(|&limit| !marks_over(body, limit)).unwrap_or(usize::MAX)
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            // Strings full of what would be marks outside one, escapes and all.
+            let text = prop_oneof!["[{}\\[\\],:\"\\\\a ]{0,6}", any::<String>()];
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                text.clone().prop_map(Value::String),
+            ];
+            leaf.prop_recursive(5, 64, 6, move |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((text.clone(), inner), 0..6)
+                        .prop_map(|entries| Value::Object(entries.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn what_a_body_builds_is_at_most_its_marks_plus_one(v in value()) {
+                for body in [serde_json::to_vec(&v).unwrap(), serde_json::to_vec_pretty(&v).unwrap()] {
+                    prop_assert!(built(&v) <= marks(&body) + 1, "{} built, {} marks", built(&v), marks(&body));
+                }
+            }
+        }
     }
 
     /// Marks inside strings (escaped quotes included) are not counted; a body over the bound
