@@ -39,7 +39,8 @@ mod tests {
 
     #[test]
     fn the_root_is_the_nearest_clone_at_or_above_and_none_outside_one() {
-        let outside = std::env::temp_dir().join(format!("stemvault-root-{}", std::process::id()));
+        let scratch = tempfile::tempdir().unwrap();
+        let outside = scratch.path().to_owned();
         let clone = outside.join("clone");
         std::fs::create_dir_all(clone.join("infra/local")).unwrap();
         std::fs::create_dir_all(clone.join("functions/ingest")).unwrap();
@@ -47,6 +48,5 @@ mod tests {
         assert_eq!(repo_root_from(&clone.join("functions/ingest")), Some(clone.clone()));
         assert_eq!(repo_root_from(&clone), Some(clone.clone()));
         assert_eq!(repo_root_from(&outside), None);
-        std::fs::remove_dir_all(&outside).unwrap();
     }
 }

@@ -190,9 +190,8 @@ mod tests {
 
     #[test]
     fn a_run_info_counts_only_when_written_after_the_note() {
-        let dir = std::env::temp_dir().join(format!("stemvault-described-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (info, note) = (dir.join("run.json"), dir.join("run.starting"));
+        let dir = tempfile::tempdir().unwrap();
+        let (info, note) = (dir.path().join("run.json"), dir.path().join("run.starting"));
         assert!(!described_since(&info, &note), "none written");
         std::fs::write(&info, b"{}").unwrap();
         assert!(described_since(&info, &note), "no note");
@@ -202,14 +201,12 @@ mod tests {
         assert!(!described_since(&info, &note), "an earlier runner's");
         std::fs::write(&info, b"{}").unwrap();
         assert!(described_since(&info, &note), "the announced runner's");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_starting_note_counts_while_fresh() {
-        let dir = std::env::temp_dir().join(format!("stemvault-starting-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let note = dir.join("run.starting");
+        let dir = tempfile::tempdir().unwrap();
+        let note = dir.path().join("run.starting");
         assert!(!runner_starting(&note), "no note");
         std::fs::write(&note, b"").unwrap();
         assert!(runner_starting(&note));
@@ -221,7 +218,6 @@ mod tests {
         // No process has that number (past a pid_t).
         std::fs::write(&note, format!("{}\n", u32::MAX - 1)).unwrap();
         assert!(!runner_starting(&note), "its make stopped");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A runner the environment describes needs its AWS and its callers' credentials named;
@@ -257,8 +253,9 @@ mod tests {
 
     #[test]
     fn round_trips_and_removes_only_its_own() {
-        let dir = std::env::temp_dir().join(format!("stemvault-run-info-{}", uuid::Uuid::new_v4().simple()));
-        let path = dir.join("run.json");
+        let scratch = tempfile::tempdir().unwrap();
+        // Not there yet: write makes it.
+        let path = scratch.path().join("run").join("run.json");
         write(&info(1), &path).unwrap();
         assert_eq!(read(&path), Some(info(1)));
         #[cfg(unix)]
@@ -274,6 +271,5 @@ mod tests {
         remove_own(&path);
         assert!(!path.exists());
         assert_eq!(read(&path), None);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }
