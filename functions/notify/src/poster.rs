@@ -113,7 +113,7 @@ mod tests {
     use super::*;
 
     fn webhook() -> Webhook {
-        Webhook { id: "t1.stage.1.final".into(), timestamp: 1, signature: "v1,x".into(), body: "{}".into() }
+        Webhook { id: "t1.stage.final".into(), timestamp: 1, signature: "v1,x".into(), body: "{}".into() }
     }
 
     /// A 200 with `body`, declaring `declared` bytes.
@@ -201,6 +201,6 @@ mod tests {
         assert_eq!(answers[4], Answer { status: 204, retry_after: None });
         let requests = served.await.unwrap();
         assert!(requests[0].starts_with("POST /hooks "), "{}", requests[0]);
-        assert!(requests[0].contains("webhook-id: t1.stage.1.final"), "{}", requests[0]);
+        assert!(requests[0].contains("webhook-id: t1.stage.final"), "{}", requests[0]);
     }
 }

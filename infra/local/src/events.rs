@@ -201,14 +201,14 @@ mod tests {
     #[test]
     fn a_tasks_events_once_each_in_order() {
         let events = [
-            event("Task Stage Changed", "t1", "t1.stage.1.complete"),
-            event("Task Stage Changed", "t2", "t2.stage.1.complete"),
-            event("Task Stage Changed", "t1", "t1.stage.1.complete"),
+            event("Task Stage Changed", "t1", "t1.stage.complete"),
+            event("Task Stage Changed", "t2", "t2.stage.complete"),
+            event("Task Stage Changed", "t1", "t1.stage.complete"),
             event("Task Vaulted", "t1", "t1.vaulted.1.complete"),
         ];
         let mine = task_events(&events, "t1");
         let ids: Vec<&str> = mine.iter().map(|e| e["detail"]["event_id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["t1.stage.1.complete", "t1.vaulted.1.complete"]);
+        assert_eq!(ids, ["t1.stage.complete", "t1.vaulted.1.complete"]);
         assert!(task_events(&events, "t3").is_empty());
     }
 
@@ -217,7 +217,7 @@ mod tests {
         let log = EventLog::new(false);
         let mut lines = log.subscribe();
         let mut batch = SqsEvent::default();
-        batch.records = ["t1.stage.1.complete", "t1.vaulted.1.complete"]
+        batch.records = ["t1.stage.complete", "t1.vaulted.1.complete"]
             .iter()
             .map(|id| {
                 let mut record = aws_lambda_events::sqs::SqsMessage::default();
@@ -230,7 +230,7 @@ mod tests {
         assert!(response.batch_item_failures.is_empty());
         assert_eq!(
             lines.recv().await.unwrap(),
-            "event: Task Stage Changed t1 stage=complete vault=pending id=t1.stage.1.complete"
+            "event: Task Stage Changed t1 stage=complete vault=pending id=t1.stage.complete"
         );
         assert!(lines.recv().await.unwrap().ends_with("id=t1.vaulted.1.complete"));
     }

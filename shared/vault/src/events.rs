@@ -211,12 +211,9 @@ fn detail(
     }
 }
 
-/// `Task Stage Changed` for the record's current stage, its id naming the generation too: a
-/// callback that reopens a file of a done task at its stage says the task is pending again
-/// under a new id (by the stage alone, a consumer dropped it as a duplicate of the first).
+/// `Task Stage Changed` for the record's current stage.
 pub fn stage_changed(record: &TaskRecord, bucket: &str) -> TaskEvent {
-    let discriminator = format!("{}.{}", record.generation, record.stage.as_str());
-    let id = event_id(&record.task_id, EventType::StageChanged, &discriminator);
+    let id = event_id(&record.task_id, EventType::StageChanged, record.stage.as_str());
     TaskEvent {
         kind: EventType::StageChanged,
         detail: detail(record, id, record.vault, record.is_done(record.vault), bucket, record.manifest_key.clone()),

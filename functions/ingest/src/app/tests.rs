@@ -751,7 +751,7 @@ async fn a_failed_publish_not_parked_is_a_503_and_the_provider_s_retry_publishes
     assert_eq!(retry.status(), StatusCode::OK);
     let published = h.ports.events.published();
     assert_eq!(published.len(), 1);
-    assert_eq!(published[0].detail.event_id, format!("{WAV_TASK}.stage.1.{}", published[0].detail.stage.as_str()));
+    assert_eq!(published[0].detail.event_id, format!("{WAV_TASK}.stage.{}", published[0].detail.stage.as_str()));
     assert_eq!(published[0].detail.bucket, "b", "the vault bucket, BUCKET_NAME");
 }
 

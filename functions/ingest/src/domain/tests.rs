@@ -235,10 +235,7 @@ async fn a_stalled_archive_holds_back_neither_the_files_nor_the_events() {
     assert!(matches!(err, AcceptError::Deadline { .. }), "{err}");
     assert_eq!(ports.messages().len(), 2);
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
-    assert_eq!(
-        ports.events.ids(),
-        [(stemvault_vault::events::EventType::StageChanged, format!("{TASK}.stage.1.final"))]
-    );
+    assert_eq!(ports.events.ids(), [(stemvault_vault::events::EventType::StageChanged, format!("{TASK}.stage.final"))]);
     assert!(ports.body_keys().is_empty());
 }
 
@@ -655,7 +652,7 @@ async fn the_stage_event_is_published_once_the_callback_is_recorded_and_its_file
     ingest(&ports, &settings(), &event(Stage::Final, &["vocal", "drums"]), b"{}", "req-1").await.unwrap();
 
     let published = ports.events.published();
-    assert_eq!(ports.events.ids(), [(EventType::StageChanged, format!("{TASK}.stage.1.final"))]);
+    assert_eq!(ports.events.ids(), [(EventType::StageChanged, format!("{TASK}.stage.final"))]);
     let detail = &published[0].detail;
     assert_eq!((detail.task_id.as_str(), detail.stage, detail.bucket.as_str()), (TASK, Stage::Final, "vault"));
     let mut names: Vec<&str> = detail.files.iter().map(|f| f.name.as_str()).collect();
@@ -677,10 +674,7 @@ async fn a_failure_result_publishes_its_stage_and_task_failed() {
 
     assert_eq!(
         ports.events.ids(),
-        [
-            (EventType::StageChanged, format!("{TASK}.stage.1.error")),
-            (EventType::Failed, format!("{TASK}.failed.error")),
-        ]
+        [(EventType::StageChanged, format!("{TASK}.stage.error")), (EventType::Failed, format!("{TASK}.failed.error")),]
     );
     let failed = &ports.events.published()[1].detail;
     assert_eq!((failed.code, failed.message.as_str()), (531, "generation failed"));
@@ -706,7 +700,7 @@ async fn a_failed_publish_is_retryable_and_the_retry_publishes_the_same_ids() {
     assert_eq!(retry, Outcome { duplicate: true, task_stage: Stage::Complete, files_queued: 0 });
     assert_eq!(ports.messages().len(), 2);
     let ids: Vec<String> = ports.events.published().into_iter().map(|e| e.detail.event_id).collect();
-    assert_eq!(ids, [format!("{TASK}.stage.1.complete")]);
+    assert_eq!(ids, [format!("{TASK}.stage.complete")]);
     assert_eq!(ports.events.attempts(), 2);
 }
 
@@ -768,7 +762,7 @@ async fn a_recorded_callback_whose_messages_or_events_failed_is_parked_and_its_r
     let replayed = park_or_record(&ports, &e, b"{}", "replay-2").await.unwrap();
     assert!(matches!(replayed, Ingested::Recorded(Outcome { duplicate: true, .. })), "{replayed:?}");
     let ids: Vec<String> = ports.events.published().iter().map(|e| e.detail.event_id.clone()).collect();
-    assert_eq!(ids, [format!("{TASK}.stage.1.final")]);
+    assert_eq!(ids, [format!("{TASK}.stage.final")]);
 }
 
 /// A verified callback for a task whose stored record cannot be read (an item edited by hand,
