@@ -708,8 +708,9 @@ mod tests {
         }
     }
 
-    /// A deferred check (another worker settled the task's last file) sends one of the
-    /// messages that asked back to the queue, not all: one redelivery checks the whole task.
+    /// A deferred check (another worker settled the task's last file, or the task moved on at
+    /// every check) sends one of the messages that asked back to the queue, not all: one
+    /// redelivery checks the whole task; the first not on its last receive.
     #[tokio::test]
     async fn a_deferred_settle_check_sends_one_message_back() {
         let mut r = record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued), ("c", FileStatus::Stored)]);
@@ -728,6 +729,18 @@ mod tests {
         let delayed: Vec<String> = ports.delays.lock().unwrap().iter().map(|(r, _)| r.clone()).collect();
         assert_eq!(delayed, ["r1"]);
         assert_eq!(ports.record(TASK).vault, VaultState::Pending, "deferred to the worker that stored c");
+
+        let ports = MemoryPorts::with_record(record(&[("a", FileStatus::Queued), ("b", FileStatus::Queued)]));
+        serve(&ports, "a", b"a");
+        serve(&ports, "b", b"b");
+        *ports.written_over_before_settle.lock().unwrap() = crate::domain::SETTLE_CHECKS;
+        let ports = Arc::new(ports);
+        let mut batch = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
+        let last = crate::domain::MAX_RECEIVE_COUNT.to_string();
+        batch[0].attributes.insert("ApproximateReceiveCount".into(), last);
+        let response = process_batch(ports.clone(), SETTINGS, batch, Instant::now() + Duration::from_secs(120)).await;
+        assert_eq!(failed_ids(&response), vec!["m2"], "m1 would go to the dead-letter queue");
+        assert_eq!(ports.record(TASK).vault, VaultState::Pending);
     }
 
     #[test]

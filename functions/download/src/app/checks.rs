@@ -129,10 +129,11 @@ impl Checks {
     /// [`Reserves::give_up_at`]: a check still running then (a throttled or hanging AWS call)
     /// has failed, stopped there as a crash would stop it, which every step allows. When it
     /// fails (or panics), every message that asked goes back to the queue (delayed like any
-    /// retry), so its redelivery checks again; when it is deferred to the worker that settled
-    /// the task's last file, the first of them does (should that worker not settle, one
-    /// redelivery's check settles the whole task). Never one on its last receive. The
-    /// messages sent back, and why.
+    /// retry), so its redelivery checks again; when it is deferred (to the worker that settled
+    /// the task's last file, or because the task moved on at every check), one of them does,
+    /// the first not on its last receive (should that worker not settle, one redelivery's
+    /// check settles the whole task). Never one on its last receive. The messages sent back,
+    /// and why.
     async fn check<P: Ports>(&self, ports: &P, done: &[Done]) -> Vec<(usize, DownloadError)> {
         let mut done: Vec<&Done> = done.iter().filter(|d| d.handled.outcome.wants_settle_check()).collect();
         done.sort_by_key(|d| d.index);
@@ -153,7 +154,8 @@ impl Checks {
                          one message checks again later"
                     )
                 });
-                (DownloadError::SettleDeferred, &done[..1])
+                let first = done.iter().position(|d| !d.handled.delivery.is_last_receive()).unwrap_or(0);
+                (DownloadError::SettleDeferred, &done[first..=first])
             }
             Ok(settling) => {
                 span.in_scope(|| log_settling(settling));

@@ -60,14 +60,17 @@ pub async fn check_settled<P: Ports>(
     settled_here: Option<&[String]>,
 ) -> Result<Settling, DownloadError> {
     let mut checks = 1;
+    // What this call's checks published: a check after a refused write that would say the
+    // same again does not publish it again (its settle write keeps it).
+    let mut published = None;
     loop {
         let last = checks == SETTLE_CHECKS;
-        let settling = check_settled_once(ports, task_id, settled_here, last).await?;
+        let settling = check_settled_once(ports, task_id, settled_here, last, &mut published).await?;
         if settling != Settling::MovedOn {
             return Ok(settling);
         }
         if last {
-            tracing::info!(checks, "the task item was written over before each settle write; checking again later");
+            tracing::info!(checks, "the task moved on at every check; a message checks again later");
             return Ok(Settling::Deferred);
         }
         checks += 1;
@@ -79,6 +82,7 @@ async fn check_settled_once<P: Ports>(
     task_id: &TaskId,
     settled_here: Option<&[String]>,
     last: bool,
+    published: &mut Option<String>,
 ) -> Result<Settling, DownloadError> {
     let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
     let now = ports.now();
@@ -94,13 +98,21 @@ async fn check_settled_once<P: Ports>(
         // A new stage over settled files, or a settler that stopped before its write.
         tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
-    if put_fenced(ports, &plan).await? == Fenced::Superseded {
-        if !last {
-            // Its Task Vaulted would go out after the newer one's: the check reads again.
+    match put_fenced(ports, &plan).await? {
+        Fenced::Current => {}
+        // Its Task Vaulted would go out after the newer one's: the check reads again (after
+        // the last, a message comes back to).
+        Fenced::ReadSince => {
+            tracing::info!(key = plan.manifest_key, "a manifest of a later read is written; reading the task again");
+            return Ok(Settling::MovedOn);
+        }
+        Fenced::Superseded if !last => {
             tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
             return Ok(Settling::MovedOn);
         }
-        tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
+        Fenced::Superseded => {
+            tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
+        }
     }
     // Before the settle write: once the task is settled no check comes back to publish it.
     let says_nothing_new = record.announced.as_deref() == Some(plan.announcement.as_str());
@@ -109,9 +121,10 @@ async fn check_settled_once<P: Ports>(
             generation = plan.generation,
             "Task Vaulted would say what the last one said; not published again"
         );
-    } else {
+    } else if published.as_deref() != Some(plan.announcement.as_str()) {
         let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
         ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+        *published = Some(plan.announcement.clone());
     }
     let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
     Ok(match ports.settle_task(task_id, &plan).await? {
@@ -144,6 +157,10 @@ pub(crate) enum Fenced {
     /// A newer one (a later generation, or a later stage of this one): the plan is out of
     /// date, and the task item moved on since it was read.
     Superseded,
+    /// One of this generation and stage from a later read of the task item (a higher
+    /// version): another settle read the item after this one, so this plan's event and settle
+    /// would only come after that one's, out of date.
+    ReadSince,
 }
 
 /// Write the plan's manifest unless one as new is already under its key.
@@ -191,7 +208,11 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
                 });
                 if let Some(theirs) = theirs.filter(|theirs| *theirs >= ours) {
                     tracing::info!(key, generation, ?theirs, "a manifest as new or newer is already written");
-                    return Ok(Attempt::Done(if theirs > ours { Fenced::Superseded } else { Fenced::Current }));
+                    return Ok(Attempt::Done(match theirs {
+                        _ if theirs == ours => Fenced::Current,
+                        (g, stage, _) if (g, stage) == (ours.0, ours.1) => Fenced::ReadSince,
+                        _ => Fenced::Superseded,
+                    }));
                 }
                 Some(head.etag.as_str())
             }

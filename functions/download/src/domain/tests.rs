@@ -552,6 +552,35 @@ async fn manifests_are_written_only_over_older_generations_and_stages() {
     assert_eq!((under_key(GENERATION_METADATA), under_key(STAGE_METADATA)), ("9".to_owned(), "complete".to_owned()));
 }
 
+/// Of one generation and stage, a manifest read from a later version of the task item is the
+/// newer: a plan of an older read finds it (ReadSince), one of a later read replaces it. A
+/// check that finds it at every read (another settle read the item after it each time)
+/// publishes nothing and has a message come back, rather than settling an older read.
+#[tokio::test]
+async fn manifests_of_one_generation_and_stage_are_ordered_by_the_version_read() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
+    let task = TaskId::parse(TASK).unwrap();
+    let key = format!("tasks/{TASK}/manifest.json");
+    let read = ports.record(TASK).version;
+    let plan = |version: u64| {
+        let r = TaskRecord { version, ..ports.record(TASK) };
+        let SettlePlan::Settle(plan) = settle_plan(&r, &task, ports.now()) else { panic!("expected a settle") };
+        plan
+    };
+    let written = || ports.manifests.lock().unwrap().len();
+    let version_under_key = || ports.store.stored(&key).unwrap().metadata[VERSION_METADATA].clone();
+    assert_eq!(put_fenced(&ports, &plan(read + 1)).await.unwrap(), Fenced::Current);
+    assert_eq!(put_fenced(&ports, &plan(read)).await.unwrap(), Fenced::ReadSince);
+    assert_eq!(put_fenced(&ports, &plan(read + 1)).await.unwrap(), Fenced::Current, "the same read's");
+    assert_eq!((written(), version_under_key()), (1, (read + 1).to_string()));
+
+    assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Deferred);
+    assert!(ports.events.published().is_empty(), "nothing of an older read published");
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+    assert_eq!(put_fenced(&ports, &plan(read + 2)).await.unwrap(), Fenced::Current);
+    assert_eq!((written(), version_under_key()), (2, (read + 2).to_string()));
+}
+
 /// The table behind S3 (a task item restored from a backup; its manifest of a later
 /// generation still in the bucket): the newer manifest is found on every check, but the task
 /// item still says the plan's generation and stage, so the last check settles it all the same.
@@ -1172,6 +1201,7 @@ async fn a_task_item_written_over_before_every_settle_write_is_checked_again_lat
     assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
     assert_eq!(checked, Some(Ok(Settling::Deferred)));
     assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+    assert_eq!(ports.events.published().len(), 1, "its Task Vaulted once, not once a check");
     // The message that comes back checks again.
     assert_eq!(check_settled(&ports, &TaskId::parse(TASK).unwrap(), None).await, Ok(Settling::Settled));
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
