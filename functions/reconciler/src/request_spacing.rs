@@ -39,6 +39,9 @@ pub fn tasks_per_run(per_minute: u32) -> usize {
 /// interval (a wait asked for longer is likelier a mistake than a plan).
 pub const MAX_HOLD: Duration = stemvault_vault::reconcile::MAX_POLL_INTERVAL;
 
+/// How far behind a hold's time a wall clock must be to have been stepped back.
+const CLOCK_STEP: Duration = Duration::from_secs(60);
+
 /// A provider's asked-for wait: asked `since`, holding requests back `until`.
 #[derive(Debug, Clone, Copy)]
 struct Hold {
@@ -78,16 +81,20 @@ impl RequestSpacing {
     /// already longer stays.
     pub fn hold_off(&self, wait: Duration, now: Timestamp) {
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let until = now.plus(wait.min(MAX_HOLD));
-        *held = Some(Hold { since: now, until: held.map_or(until, |h| h.until.max(until)) });
+        let asked = Hold { since: now, until: now.plus(wait.min(MAX_HOLD)) };
+        if held.is_none_or(|h| asked.until > h.until) {
+            *held = Some(asked);
+        }
     }
 
     /// How long the provider's asked-for wait still holds requests back at `now`: none once
-    /// the wall clock has passed it, or gone back before it was asked for (a hold kept
-    /// through a step back would last the step too).
+    /// the wall clock has passed it, or gone back more than [`CLOCK_STEP`] before it was asked
+    /// for (a hold kept through a step back would last the step too; a time read just before
+    /// another poll asked for it is no step).
     fn held_for(&self, now: Timestamp) -> Duration {
         let held = *self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let left = held.filter(|h| now >= h.since).map_or(0, |h| h.until.unix_ms.saturating_sub(now.unix_ms));
+        let stepped_back = |h: &Hold| now.plus(CLOCK_STEP) < h.since;
+        let left = held.filter(|h| !stepped_back(h)).map_or(0, |h| h.until.unix_ms.saturating_sub(now.unix_ms));
         Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 
@@ -180,5 +187,11 @@ mod tests {
         assert_eq!(spacing.next_turn(T), start + MAX_HOLD);
         let stepped_back = T.minus(Duration::from_secs(86_400));
         assert_eq!(spacing.next_turn(stepped_back), start, "a clock stepped back before the hold ends it");
+        let read_just_before = T.minus(Duration::from_secs(1));
+        let held = start + MAX_HOLD + Duration::from_secs(1);
+        assert_eq!(spacing.next_turn(read_just_before), held, "a time read just before it does not");
+        // A shorter hold asked later keeps the longer one, and when it was asked.
+        spacing.hold_off(Duration::from_secs(5), T.plus(Duration::from_secs(600)));
+        assert_eq!(spacing.next_turn(T.plus(Duration::from_secs(300))), start + MAX_HOLD - Duration::from_secs(300));
     }
 }
