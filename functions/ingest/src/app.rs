@@ -12,8 +12,8 @@ use lambda_http::{Body, Request, Response};
 use serde_json::json;
 use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
+use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
-use stemvault_vault::{StorageError, Timestamp};
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -363,8 +363,7 @@ impl<P: Ports> App<P> {
         let recent = age.unsigned_abs() <= MAX_REGISTERED_AGE.as_secs();
         let family = recent.then(|| parse_callback(req.body().as_ref()).ok().and_then(pollable)).flatten();
         let Some(family) = family else { return rejection.answer(&self.ports, None) };
-        let signed = Timestamp::from_unix_ms(signed_at.saturating_mul(1000));
-        let registering = register_for_polling(&self.ports, &task_id, family, signed);
+        let registering = register_for_polling(&self.ports, &task_id, family);
         let within = ANSWER_WITHIN.saturating_sub(started.elapsed()).min(REGISTER_WITHIN);
         match tokio::time::timeout(within, registering).await {
             Ok(Ok(StaleTask::Registered)) => {

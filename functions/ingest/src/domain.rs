@@ -227,12 +227,11 @@ pub async fn register_for_polling<P: LoadTask + SaveTask + Clock>(
     ports: &P,
     task_id: &TaskId,
     family: Family,
-    signed_at: Timestamp,
 ) -> Result<StaleTask, StoreError> {
     if ports.load_task(task_id).await?.is_some() {
         return Ok(StaleTask::Known);
     }
-    let record = Registration::unsigned_record(family, task_id, ports.now(), signed_at);
+    let record = Registration::unsigned_record(family, task_id, ports.now());
     match ports.save_task(None, &record).await {
         Ok(()) => Ok(StaleTask::Registered),
         // Recorded since the read: by a callback, a registration or another stale one.

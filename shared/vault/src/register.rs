@@ -170,13 +170,10 @@ impl Registration {
     /// client's registration may still give another (see [`Self::completion`]). Due
     /// [`reconcile::FIRST_POLL_INTERVAL`] on (the reconciler's first run from then), not after
     /// the wait a registration leaves its callbacks: the provider has called back already, and
-    /// its retries, unless signed again, are all as stale. Waited for since `signed_at` (no
-    /// later than `now`): the task was done by then, and the provider keeps it about 14 days
-    /// from then, not from its stale callback's arrival, so it is given up counting from then.
-    pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp, signed_at: Timestamp) -> TaskRecord {
+    /// its retries, unless signed again, are all as stale.
+    pub fn unsigned_record(family: Family, task_id: &TaskId, now: Timestamp) -> TaskRecord {
         let mut record = Registration { family, client_ref: None }.record(task_id, now, reconcile::FIRST_POLL_INTERVAL);
         (record.registered_at, record.registered_family) = (None, None);
-        record.first_received_at = signed_at.min(now);
         record
     }
 
@@ -444,7 +441,7 @@ mod tests {
     fn an_unsigned_family_is_corrected_by_a_registration() {
         let now = Timestamp::from_unix_ms(1_800_000_000_000);
         let task = TaskId::parse("t1").unwrap();
-        let unsigned = Registration::unsigned_record(Family::Music, &task, now, now);
+        let unsigned = Registration::unsigned_record(Family::Music, &task, now);
         assert_eq!(
             (unsigned.stage, unsigned.registered_at, unsigned.registered_family),
             (Stage::Submitted, None, None)
@@ -480,7 +477,7 @@ mod tests {
     fn a_family_given_to_a_task_polled_at_another_endpoint_is_polled_afresh() {
         let start = Timestamp::from_unix_ms(1_800_000_000_000);
         let task = TaskId::parse("t1").unwrap();
-        let mut unsigned = Registration::unsigned_record(Family::Music, &task, start, start);
+        let mut unsigned = Registration::unsigned_record(Family::Music, &task, start);
         let day = reconcile::NOT_FOUND_GIVE_UP_AFTER;
         let now = start.plus(day).plus(Duration::from_secs(600));
         unsigned.not_found_since = Some(start);

@@ -266,13 +266,9 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
     );
     let record = h.ports.record(WAV_TASK).expect("registered");
     assert_eq!((record.stage, record.family, record.files.len()), (Stage::Submitted, Family::Wav, 0));
-    // Polled at the reconciler's next run: the provider called back already. Waited for since
-    // it was signed, an hour ago: given up counting from then, as the provider keeps it.
+    // Polled at the reconciler's next run: the provider called back already.
     let now = Timestamp::from_unix_ms(NOW_SECS * 1000);
     assert_eq!(record.reconcile_at, Some(now.plus(stemvault_vault::reconcile::FIRST_POLL_INTERVAL)));
-    let signed = now.minus(Duration::from_secs(3600));
-    let give_up_after = Duration::from_secs(14 * 86_400);
-    assert_eq!(stemvault_vault::reconcile::give_up_at(&record, give_up_after), signed.plus(give_up_after));
     assert!(h.ports.body_keys().is_empty() && h.ports.messages().is_empty(), "nothing of the body is taken");
     let registered =
         |h: &App<MemoryPorts>| h.ports.measures().iter().filter(|m| **m == Measure::StaleRegistered).count();
@@ -292,8 +288,7 @@ async fn a_stale_callback_signed_by_a_key_registers_its_task_for_polling() {
         (ahead.status(), body["reason"].as_str(), &body["task_registered_for_polling"]),
         (StatusCode::UNAUTHORIZED, Some("timestamp_in_future"), &Value::Bool(true))
     );
-    let ahead = h.ports.record("t-ahead").expect("registered");
-    assert_eq!((ahead.stage, ahead.family, ahead.first_received_at), (Stage::Submitted, Family::Wav, now), "not ahead");
+    assert_eq!(h.ports.record("t-ahead").map(|r| (r.stage, r.family)), Some((Stage::Submitted, Family::Wav)));
     assert_eq!(registered(&h), 2);
 
     // Signed by no key of ours, unreadable, or naming no family to poll: nothing.

@@ -1179,7 +1179,7 @@ fn a_failure_keeps_the_family_a_client_registered() {
     let r = ingest_callback(Some(&registered), &failed_variants, &body("aa"), &claimant("req"), now(60)).record;
     assert_eq!(r.family, Family::Lyrics);
 
-    let unsigned = crate::register::Registration::unsigned_record(Family::Music, &task, now(0), now(0));
+    let unsigned = crate::register::Registration::unsigned_record(Family::Music, &task, now(0));
     let r = ingest_callback(Some(&unsigned), &flagged, &body("aa"), &claimant("req"), now(60)).record;
     assert_eq!(r.family, Family::Lyrics, "no client named the family");
     let lyrics = CallbackEvent { family: Family::Lyrics, ..event(Stage::Complete, 200, &[]) };
