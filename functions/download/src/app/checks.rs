@@ -150,7 +150,7 @@ impl Checks {
             Ok(Settling::Deferred) => {
                 span.in_scope(|| {
                     tracing::info!(
-                        "another worker settled the last file, or the task item was written over at every check; \
+                        "another worker settled the last file, or the task moved on at every check; \
                          one message checks again later"
                     )
                 });

@@ -22,9 +22,10 @@ pub enum Settling {
     /// manifest found under the key): the check reads again. Never returned.
     MovedOn,
     /// Every file is settled, but another worker settled the last one and settles the task
-    /// ([`settled_last`]), or each of [`SETTLE_CHECKS`] settle writes found the task item
-    /// written since its read (a flood of one task's duplicate deliveries, each counted on
-    /// it): a message that asked comes back later and checks again.
+    /// ([`settled_last`]), or each of [`SETTLE_CHECKS`] checks found the task moved on since
+    /// its read (its settle write refused: a flood of one task's duplicate deliveries, each
+    /// counted on it; or a manifest of a later read under the key): a message that asked comes
+    /// back later and checks again.
     Deferred,
 }
 
@@ -43,7 +44,9 @@ pub enum Settling {
 /// check later ([`Settling::Deferred`]); what moved on settles on its own anyway. The last
 /// check settles even under a newer manifest: its read still showing the plan's generation
 /// and stage, the table is behind S3 (restored from a backup, say), and the task would
-/// otherwise never settle.
+/// otherwise never settle. So does one under a manifest of this generation and stage read
+/// from a later version, without publishing (that read's settle published): its write,
+/// conditional on the version read, applies only when the table is behind.
 ///
 /// A failure (S3 or DynamoDB down) is the caller's to retry: the messages that asked for
 /// this check go back to the queue, and their redeliveries check again.
@@ -98,30 +101,39 @@ async fn check_settled_once<P: Ports>(
         // A new stage over settled files, or a settler that stopped before its write.
         tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
-    match put_fenced(ports, &plan).await? {
-        Fenced::Current => {}
-        // Its Task Vaulted would go out after the newer one's: the check reads again (after
-        // the last, a message comes back to).
-        Fenced::ReadSince => {
-            tracing::info!(key = plan.manifest_key, "a manifest of a later read is written; reading the task again");
-            return Ok(Settling::MovedOn);
-        }
-        Fenced::Superseded if !last => {
+    // Whether this check may publish its Task Vaulted: not over a manifest of a later read.
+    let may_publish = match put_fenced(ports, &plan).await? {
+        Fenced::Current => true,
+        // Its Task Vaulted would go out after the newer one's: the check reads again.
+        Fenced::ReadSince | Fenced::Superseded if !last => {
             tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
             return Ok(Settling::MovedOn);
         }
+        // On the last check, the settle write (conditional on the version read) applies only
+        // when the table is behind S3 (restored from a backup): settled, or it never would be.
+        // A manifest of a later read of this generation and stage published its own event.
+        Fenced::ReadSince => {
+            tracing::warn!(
+                key = plan.manifest_key,
+                "a manifest of a later read is written; settling the item as read, if it still is"
+            );
+            false
+        }
         Fenced::Superseded => {
             tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
+            true
         }
-    }
+    };
     // Before the settle write: once the task is settled no check comes back to publish it.
     let says_nothing_new = record.announced.as_deref() == Some(plan.announcement.as_str());
-    if says_nothing_new {
+    let publishes = may_publish && !says_nothing_new;
+    if may_publish && says_nothing_new {
         tracing::info!(
             generation = plan.generation,
             "Task Vaulted would say what the last one said; not published again"
         );
-    } else if published.as_deref() != Some(plan.announcement.as_str()) {
+    }
+    if publishes && published.as_deref() != Some(plan.announcement.as_str()) {
         let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
         ports.publish_events(std::slice::from_ref(&vaulted)).await?;
         *published = Some(plan.announcement.clone());
@@ -132,7 +144,7 @@ async fn check_settled_once<P: Ports>(
             tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
             // Counted by the settles that publish (the webhooks-silent alarm reads them as
             // Task Vaulted events, and a settle saying nothing new tells no one files are safe).
-            if !says_nothing_new {
+            if publishes {
                 let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
                 ports.emit_metrics(&Measure::Settled { seconds });
             }
