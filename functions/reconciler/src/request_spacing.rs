@@ -82,7 +82,8 @@ impl RequestSpacing {
     pub fn hold_off(&self, wait: Duration, now: Timestamp) {
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let asked = Hold { since: now, until: now.plus(wait.min(MAX_HOLD)) };
-        if held.is_none_or(|h| asked.until > h.until) {
+        // A hold from before a clock stepped back is over (see held_for): the new one counts.
+        if held.is_none_or(|h| asked.until > h.until || now.plus(CLOCK_STEP) < h.since) {
             *held = Some(asked);
         }
     }
@@ -193,5 +194,8 @@ mod tests {
         // A shorter hold asked later keeps the longer one, and when it was asked.
         spacing.hold_off(Duration::from_secs(5), T.plus(Duration::from_secs(600)));
         assert_eq!(spacing.next_turn(T.plus(Duration::from_secs(300))), start + MAX_HOLD - Duration::from_secs(300));
+        // Asked for again after a step back: that hold counts, not the one from before.
+        spacing.hold_off(Duration::from_secs(120), stepped_back);
+        assert_eq!(spacing.next_turn(stepped_back), start + Duration::from_secs(120));
     }
 }
