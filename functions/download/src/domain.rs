@@ -53,9 +53,10 @@
 //!    (its version; so its generation and stage the manifest's), not settled and marked open
 //!    again since, nor fenced by a request adding files
 //!    ([`stemvault_vault::TaskRecord::adding`]; a read showing the fence plans no settle).
-//!    Only the worker holding the task's last settled file settles at once
-//!    ([`stemvault_vault::download::settled_last`]), so no condition fails between files of
-//!    one task; the one whose write found the vault `pending` is the one that settled it
+//!    A file's write never refuses a settle, and only the worker holding the task's last
+//!    settled file settles at once ([`stemvault_vault::download::settled_last`]) (of two
+//!    that both settle, the second is refused and reads the task settled); the one whose
+//!    write found the vault `pending` is the one that settled it
 //!    (it logs it, and emits `SecondsToSettled` if it published `Task Vaulted`). A refused
 //!    write means the task item was written since the read: ingest added or reopened a file
 //!    (the task settles when those files do), recorded a new stage or counted a delivery, or

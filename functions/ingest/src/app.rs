@@ -392,7 +392,8 @@ impl<P: Ports> App<P> {
     }
 
     /// Keep a verified body refused as bad input whole (the parser refuses it: a number beyond
-    /// what a double holds, nesting past 128 levels, which the task id's own reader skips; or
+    /// what a double holds, nesting past 128 levels, more than MAX_JSON_MARKS values, which
+    /// the task id's own reader skips; or
     /// its event names another task than its signed id, [`of_the_signed_task`]), at
     /// [`s3_key::unparsable_body_key`]: a retry brings the same body, so the refusal stands,
     /// but a callback that came from the provider is never dropped. A bucket that fails or

@@ -77,8 +77,9 @@ impl RequestSpacing {
 
     /// Hold every request back for `wait` from `now` (a 429's or 503's `Retry-After`), at
     /// most [`MAX_HOLD`]: the runs of this instance poll nothing before then, leaving the due
-    /// tasks due, rather than asking a provider that asked for quiet once per task. A hold
-    /// already longer stays.
+    /// tasks due, rather than asking a provider that asked for quiet once per task. A hold that
+    /// ends later stays, unless it was asked more than a minute after the clock now
+    /// reads (the clock stepped back: it is over).
     pub fn hold_off(&self, wait: Duration, now: Timestamp) {
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let asked = Hold { since: now, until: now.plus(wait.min(MAX_HOLD)) };

@@ -107,9 +107,10 @@ pub enum SettlePlan {
 }
 
 /// The steps that settle a vault, whoever takes them and however often:
-/// 1. write `manifest` to `manifest_key`, fenced by `generation` and the manifest's stage:
-///    never over a manifest of a later generation, or a later stage of this one (one of the
-///    same generation and stage says the same);
+/// 1. write `manifest` to `manifest_key`, fenced by `generation`, the manifest's stage and
+///    the task item's `version` read: never over a manifest of a later generation, a later
+///    stage of this one, or one of this generation and stage read from a later version (one
+///    of the same read says the same);
 /// 2. set `vault` and `manifest_key` and remove `open`, conditional on the task item still
 ///    being the one read (its `version`; so its `generation` and its stage the manifest's:
 ///    ingest did not add or reopen a file, or record a new stage, since).
@@ -118,10 +119,9 @@ pub enum SettlePlan {
 /// second took the first's fence over, README "The DynamoDB items") commit it twice, and a
 /// settle read between the two, without the second's files, would otherwise apply after the
 /// second committed: the task settled, its manifest and `Task Vaulted` saying those files
-/// failed, for good. Only the worker holding the last settled file settles at once
-/// ([`settled_last`]), so no condition fails between files of one task; two that both take
-/// them (redeliveries) find the vault settled by the one whose write applied, on their read
-/// after.
+/// failed, for good. A file's write never refuses a settle, and only the worker holding the
+/// last settled file settles at once ([`settled_last`]); two that both take them
+/// (redeliveries): the second is refused, and its read after finds the vault settled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ManifestPlan {
     pub vault: VaultState,

@@ -1,5 +1,5 @@
 //! Step 4 of the module's protocol: a task's settle check, once per batch (its manifest
-//! fenced by generation and stage, `Task Vaulted`, then the settle write).
+//! fenced by generation, stage and the version read, `Task Vaulted`, then the settle write).
 
 use super::*;
 
