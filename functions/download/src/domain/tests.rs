@@ -70,6 +70,18 @@ async fn reached(at_gate: oneshot::Receiver<()>) {
     reached.expect("the manifest write was never reached").expect("the gate was dropped");
 }
 
+/// A task whose file `vocal` (`len` bytes of `seed`) was copied on its first receive but not
+/// recorded (the table refused the `stored` write): the copy and its bytes.
+async fn copied_but_not_recorded(len: usize, seed: u64) -> (MemoryPorts, Vec<u8>) {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    let data = deterministic_bytes(len, seed);
+    serve(&ports, "vocal", &data);
+    *ports.stored_failures.lock().unwrap() = 1;
+    let outcome = run(&ports, "vocal", 1).await;
+    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+    (ports, data)
+}
+
 /// What ingest does when a callback brings a new file: the file, `queued`; a new generation;
 /// the vault pending again.
 fn add_file(ports: &MemoryPorts, name: &str) {
@@ -759,12 +771,7 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
 #[tokio::test]
 async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copying_it_again() {
     for len in [100_000, SETTINGS.part_size + 5] {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        let data = deterministic_bytes(len, 5);
-        serve(&ports, "vocal", &data);
-        *ports.stored_failures.lock().unwrap() = 1;
-        let outcome = run(&ports, "vocal", 1).await;
-        assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+        let (ports, data) = copied_but_not_recorded(len, 5).await;
         let f = ports.file_item(TASK, "vocal");
         assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "the claim given back");
 
@@ -865,12 +872,7 @@ async fn a_finishing_write_applied_with_its_answers_lost_stays() {
 /// receive finds and records it.
 #[tokio::test]
 async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_for() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    let data = deterministic_bytes(100_000, 6);
-    serve(&ports, "vocal", &data);
-    *ports.stored_failures.lock().unwrap() = 1;
-    let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+    let (ports, _) = copied_but_not_recorded(100_000, 6).await;
 
     let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
     ports.source(&url("vocal"), Script::Fail(expired));

@@ -213,12 +213,7 @@ async fn a_newer_url_without_its_key_is_copied_under_its_own_key() {
 /// does not replace it).
 #[tokio::test]
 async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    let data = deterministic_bytes(50_000, 8);
-    serve(&ports, "vocal", &data);
-    *ports.stored_failures.lock().unwrap() = 1;
-    let outcome = run(&ports, "vocal", 1).await;
-    assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
+    let (ports, _) = copied_but_not_recorded(50_000, 8).await;
 
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
     ports.edit_file_item(TASK, "vocal", |f| {

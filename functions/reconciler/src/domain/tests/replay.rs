@@ -108,20 +108,31 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     assert_eq!(ports.table.messages().len(), ports.record().files.len(), "queued once: the others are duplicates");
 }
 
+/// As many parked bodies as stop a run (`parked/<prefix>-<i>/...`), each also in the set
+/// `marked` picks, then a replayable one after them in key order (the key's task: the body is
+/// TASK's callback); its key.
+fn failing_then_replayable(
+    ports: &MemoryPorts,
+    prefix: &str,
+    marked: impl Fn(&MemoryPorts) -> &Mutex<std::collections::HashSet<String>>,
+) -> String {
+    for i in 0..crate::replay::MAX_FAILURES_IN_A_ROW {
+        let key = format!("parked/{prefix}-{i}/final-{i:064}.json");
+        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        marked(ports).lock().unwrap().insert(key);
+    }
+    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
+    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    replayable
+}
+
 /// Tasks failing every run for reasons of their own (their bodies unreadable), as many as
 /// stop a run, first in key order: a warm instance's next run replays the others first.
 #[tokio::test]
 async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
     use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
-    for i in 0..MAX_FAILURES_IN_A_ROW {
-        let key = format!("parked/aaa-failing-{i}/final-{i:064}.json");
-        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
-        ports.unreadable.lock().unwrap().insert(key);
-    }
-    // After them in key order (the key's task: the body is TASK's callback).
-    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    let replayable = failing_then_replayable(&ports, "aaa-failing", |ports| &ports.unreadable);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let held = HeldTasks::default();
 
@@ -150,15 +161,9 @@ async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
 /// not stop it before the body after them.
 #[tokio::test]
 async fn bodies_another_run_deleted_are_gone_not_failures() {
-    use crate::replay::{HeldTasks, MAX_FAILURES_IN_A_ROW, Replayed, replay_parked};
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
-    for i in 0..MAX_FAILURES_IN_A_ROW {
-        let key = format!("parked/aaa-{i}/final-{i:064}.json");
-        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
-        ports.deleted_since_listed.lock().unwrap().insert(key);
-    }
-    let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    failing_then_replayable(&ports, "aaa", |ports| &ports.deleted_since_listed);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed =
         replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
