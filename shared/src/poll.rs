@@ -155,6 +155,15 @@ pub enum PollError {
     NoFiles(String),
 }
 
+impl From<crate::parse::JsonError> for PollError {
+    fn from(e: crate::parse::JsonError) -> PollError {
+        match e {
+            crate::parse::JsonError::Invalid(e) => PollError::NotJson(e.to_string()),
+            crate::parse::JsonError::TooManyValues => PollError::TooManyValues,
+        }
+    }
+}
+
 impl PollError {
     /// The provider's error code, for a [`PollError::Provider`].
     pub fn provider_code(&self) -> Option<i64> {
@@ -262,10 +271,7 @@ pub fn parse_poll(family: Family, body: &[u8]) -> Result<PollResult, PollError> 
     if family == Family::Unknown {
         return Err(PollError::UnsupportedFamily(family));
     }
-    let root = crate::parse::read_json(body).map_err(|e| match e {
-        crate::parse::JsonError::Invalid(e) => PollError::NotJson(e.to_string()),
-        crate::parse::JsonError::TooManyValues => PollError::TooManyValues,
-    })?;
+    let root = crate::parse::read_json(body)?;
     let Value::Object(root) = root else {
         return Err(PollError::NotAnObject);
     };

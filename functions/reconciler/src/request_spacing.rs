@@ -49,6 +49,14 @@ struct Hold {
     until: Timestamp,
 }
 
+impl Hold {
+    /// Whether the wall clock, at `now`, went back more than [`CLOCK_STEP`] before the hold
+    /// was asked for: the hold is over.
+    fn stepped_back(&self, now: Timestamp) -> bool {
+        now.plus(CLOCK_STEP) < self.since
+    }
+}
+
 /// Turns at most `per_minute` a minute.
 #[derive(Debug)]
 pub struct RequestSpacing {
@@ -84,7 +92,7 @@ impl RequestSpacing {
         let mut held = self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let asked = Hold { since: now, until: now.plus(wait.min(MAX_HOLD)) };
         // A hold from before a clock stepped back is over (see held_for): the new one counts.
-        if held.is_none_or(|h| asked.until > h.until || now.plus(CLOCK_STEP) < h.since) {
+        if held.is_none_or(|h| asked.until > h.until || h.stepped_back(now)) {
             *held = Some(asked);
         }
     }
@@ -95,8 +103,7 @@ impl RequestSpacing {
     /// another poll asked for it is no step).
     fn held_for(&self, now: Timestamp) -> Duration {
         let held = *self.held.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let stepped_back = |h: &Hold| now.plus(CLOCK_STEP) < h.since;
-        let left = held.filter(|h| !stepped_back(h)).map_or(0, |h| h.until.unix_ms.saturating_sub(now.unix_ms));
+        let left = held.filter(|h| !h.stepped_back(now)).map_or(0, |h| h.until.unix_ms.saturating_sub(now.unix_ms));
         Duration::from_millis(u64::try_from(left).unwrap_or(0))
     }
 

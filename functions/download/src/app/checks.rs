@@ -211,6 +211,6 @@ fn log_settling(settling: Settling) {
         Settling::Open => tracing::debug!("the task has open files"),
         Settling::AlreadySettled => tracing::debug!("the task is settled and its manifest recorded"),
         // check_settled logs what it wrote; a deferred check sends a message back.
-        Settling::Settled | Settling::Recorded | Settling::MovedOn | Settling::Deferred => {}
+        Settling::Settled | Settling::Recorded | Settling::Deferred => {}
     }
 }

@@ -18,9 +18,6 @@ pub enum Settling {
     /// The manifest is written and recorded, over a vault already settled: by ingest (a task
     /// without files, a new stage), or by a settler that stopped before recording it.
     Recorded,
-    /// The task item was written since this check's read (its settle write refused, or a newer
-    /// manifest found under the key): the check reads again. Never returned.
-    MovedOn,
     /// Every file is settled, but another worker settled the last one and settles the task
     /// ([`settled_last`]), or each of [`SETTLE_CHECKS`] checks found the task moved on since
     /// its read (its settle write refused: a flood of one task's duplicate deliveries, each
@@ -62,40 +59,37 @@ pub async fn check_settled<P: Ports>(
     task_id: &TaskId,
     settled_here: Option<&[String]>,
 ) -> Result<Settling, DownloadError> {
-    let mut checks = 1;
     // What this call's checks published: a check after a refused write that would say the
     // same again does not publish it again (its settle write keeps it).
     let mut published = None;
-    loop {
+    for checks in 1..=SETTLE_CHECKS {
         let last = checks == SETTLE_CHECKS;
-        let settling = check_settled_once(ports, task_id, settled_here, last, &mut published).await?;
-        if settling != Settling::MovedOn {
+        if let Some(settling) = check_settled_once(ports, task_id, settled_here, last, &mut published).await? {
             return Ok(settling);
         }
-        if last {
-            tracing::info!(checks, "the task moved on at every check; a message checks again later");
-            return Ok(Settling::Deferred);
-        }
-        checks += 1;
     }
+    tracing::info!(checks = SETTLE_CHECKS, "the task moved on at every check; a message checks again later");
+    Ok(Settling::Deferred)
 }
 
+/// One check of [`check_settled`]: what it came to, or None when the task moved on since its
+/// read (its settle write refused, or a newer manifest found under the key), to read again.
 async fn check_settled_once<P: Ports>(
     ports: &P,
     task_id: &TaskId,
     settled_here: Option<&[String]>,
     last: bool,
     published: &mut Option<String>,
-) -> Result<Settling, DownloadError> {
-    let Some(record) = ports.load_task(task_id).await? else { return Ok(Settling::NoTask) };
+) -> Result<Option<Settling>, DownloadError> {
+    let Some(record) = ports.load_task(task_id).await? else { return Ok(Some(Settling::NoTask)) };
     let now = ports.now();
     let plan = match settle_plan(&record, task_id, now) {
-        SettlePlan::Open => return Ok(Settling::Open),
-        SettlePlan::AlreadySettled => return Ok(Settling::AlreadySettled),
+        SettlePlan::Open => return Ok(Some(Settling::Open)),
+        SettlePlan::AlreadySettled => return Ok(Some(Settling::AlreadySettled)),
         SettlePlan::Settle(plan) => *plan,
     };
     if record.vault == VaultState::Pending && settled_here.is_some_and(|here| !settled_last(&record, here)) {
-        return Ok(Settling::Deferred);
+        return Ok(Some(Settling::Deferred));
     }
     if record.vault != VaultState::Pending && !record.files.is_empty() {
         // A new stage over settled files, or a settler that stopped before its write.
@@ -107,7 +101,7 @@ async fn check_settled_once<P: Ports>(
         // Its Task Vaulted would go out after the newer one's: the check reads again.
         Fenced::ReadSince | Fenced::Superseded if !last => {
             tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
-            return Ok(Settling::MovedOn);
+            return Ok(None);
         }
         // On the last check, the settle write (conditional on the version read) applies only
         // when the table is behind S3 (restored from a backup): settled, or it never would be.
@@ -148,15 +142,15 @@ async fn check_settled_once<P: Ports>(
                 let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
                 ports.emit_metrics(&Measure::Settled { seconds });
             }
-            Settling::Settled
+            Some(Settling::Settled)
         }
         SettleWrite::Rewritten => {
             tracing::info!(vault, key, "manifest recorded; the vault was settled already");
-            Settling::Recorded
+            Some(Settling::Recorded)
         }
         SettleWrite::Refused => {
             tracing::info!(key, "manifest written, but the task moved on meanwhile; not settling");
-            Settling::MovedOn
+            None
         }
     })
 }
