@@ -40,7 +40,7 @@ use suno_callbacks::{CallbackEvent, Stage, TaskId, s3_key};
 use crate::download::manifest_job;
 use crate::enqueue::{EnqueueError, EnqueueFiles, MarkQueued, ReleaseClaims, record_sent, send_claimed, send_jobs};
 use crate::events::{PublishEvents, after_callback};
-use crate::ingest::{BodyInfo, Claimant, MAX_ITEM_ESTIMATE_BYTES, Merge, ingest_callback, item_size_estimate, reclaim};
+use crate::ingest::{BodyInfo, Claimant, Merge, ingest_callback, reclaim, too_large_to_record};
 use crate::{Attempt, Clock, LoadTask, SaveTask, StorageError, StoreError, Timestamp, reconcile, retry_on_conflict};
 
 mod error;
@@ -298,8 +298,7 @@ async fn record<P: Ports>(
             reconcile::keep_watched(&mut merge.record, now);
         }
         // Messages and details are bounded by the merge; hundreds of long URLs are not.
-        let bytes = item_size_estimate(&merge.record);
-        if bytes > MAX_ITEM_ESTIMATE_BYTES {
+        if let Some(bytes) = too_large_to_record(existing.as_ref(), &merge.record) {
             return Err(AcceptError::TooLargeToRecord { bytes });
         }
         if let Some(fits) = fits.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {

@@ -29,6 +29,13 @@ pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 /// 400 KB, and the downloader still adds to each file's item.
 pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 
+/// Largest total a callback or a poll grows a record to ([`too_large_to_record`]): every
+/// reader of a task (GET, the downloader's settle, the sweeper) Queries all of its items, so
+/// a record stays within about one Query page (1 MB). A task as the provider documents it
+/// takes a few KB; only a sender holding the secret (thousands of names, URLs of hundreds of
+/// KB) comes near it.
+pub const MAX_RECORD_ESTIMATE_BYTES: usize = 1_000_000;
+
 /// What the downloader may still add to one file of the record: ids, times, digest, and a
 /// failure's reason ([`crate::text::MAX_REASON_BYTES`]).
 const FILE_GROWTH_BYTES: usize = 512 + crate::text::MAX_REASON_BYTES;
@@ -493,7 +500,21 @@ fn bounded_message(message: &str) -> String {
 /// The largest item of a record, as JSON, plus what the downloader may still add to a file:
 /// an upper estimate of the largest DynamoDB item it becomes (attribute names and values).
 pub fn item_size_estimate(record: &TaskRecord) -> usize {
-    crate::items::largest_item_bytes(record).saturating_add(FILE_GROWTH_BYTES)
+    crate::items::item_bytes(record).largest.saturating_add(FILE_GROWTH_BYTES)
+}
+
+/// Whether a merged record is too large to write, and its size in bytes if so: an item over
+/// [`MAX_ITEM_ESTIMATE_BYTES`] ([`item_size_estimate`]), or all of its items growing past
+/// [`MAX_RECORD_ESTIMATE_BYTES`] (as JSON). One already past it (written before the bound)
+/// still takes what does not grow it: a duplicate, a poll saying nothing new.
+pub fn too_large_to_record(before: Option<&TaskRecord>, after: &TaskRecord) -> Option<usize> {
+    let bytes = crate::items::item_bytes(after);
+    let largest = bytes.largest.saturating_add(FILE_GROWTH_BYTES);
+    if largest > MAX_ITEM_ESTIMATE_BYTES {
+        return Some(largest);
+    }
+    let grows = || before.is_none_or(|before| bytes.total > crate::items::item_bytes(before).total);
+    (bytes.total > MAX_RECORD_ESTIMATE_BYTES && grows()).then_some(bytes.total)
 }
 
 /// Claim every `pending` file, every `enqueuing` file whose lease ran out (or that this

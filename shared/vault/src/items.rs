@@ -470,14 +470,27 @@ fn task_write(
     }))
 }
 
-/// The largest item a record makes, in bytes as JSON (an upper estimate of DynamoDB's size).
-pub fn largest_item_bytes(record: &TaskRecord) -> usize {
+/// The sizes of a record's items, in bytes as JSON (an upper estimate of DynamoDB's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ItemBytes {
+    /// The largest item's.
+    pub largest: usize,
+    /// All of them together: what a reader's Query of the task returns.
+    pub total: usize,
+}
+
+/// The sizes of the items a record makes.
+pub fn item_bytes(record: &TaskRecord) -> ItemBytes {
     let json = |v: Result<Vec<u8>, serde_json::Error>| v.map_or(usize::MAX, |j| j.len());
     let task = json(serde_json::to_vec(record))
         .saturating_add(record.callbacks.keys().chain(record.files.keys()).map(|k| k.len() + 3).sum::<usize>());
-    let files = record.files.values().map(|f| json(serde_json::to_vec(f))).max().unwrap_or(0);
-    let callbacks = record.callbacks.values().map(|c| json(serde_json::to_vec(c))).max().unwrap_or(0);
-    task.max(files).max(callbacks)
+    let mut bytes = ItemBytes { largest: task, total: task };
+    let files = record.files.values().map(|f| json(serde_json::to_vec(f)));
+    for item in files.chain(record.callbacks.values().map(|c| json(serde_json::to_vec(c)))) {
+        bytes.largest = bytes.largest.max(item);
+        bytes.total = bytes.total.saturating_add(item);
+    }
+    bytes
 }
 
 #[cfg(test)]

@@ -318,15 +318,32 @@ async fn a_record_too_large_for_the_table_is_refused_and_nothing_is_written() {
     assert_eq!(ports.body_keys(), vec![body_key("first", b"1")], "the refused body is not archived");
 }
 
-#[tokio::test]
-async fn hundreds_of_files_with_long_urls_fit_an_item_each() {
-    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
-    let names: Vec<String> = (0..300).map(|i| format!("track-{i}")).collect();
+/// A complete stage of `count` tracks, each URL carrying a signature of `sig_bytes`.
+fn tracks_with_long_urls(count: usize, sig_bytes: usize) -> CallbackEvent {
+    let names: Vec<String> = (0..count).map(|i| format!("track-{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let mut many = event(Stage::Complete, &names);
     for file in &mut many.files {
-        file.url = format!("https://h/{}.mp3?sig={}", file.name, "s".repeat(1000));
+        file.url = format!("https://h/{}.mp3?sig={}", file.name, "s".repeat(sig_bytes));
     }
+    many
+}
+
+#[tokio::test]
+async fn a_record_grown_past_one_query_page_is_refused_though_each_item_fits() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let many = tracks_with_long_urls(60, 20_000);
+    let err = ingest(&ports, &settings(), &many, b"2", "req-2").await.unwrap_err();
+    let AcceptError::TooLargeToRecord { bytes } = err else { panic!("{err}") };
+    assert!(bytes > stemvault_vault::ingest::MAX_RECORD_ESTIMATE_BYTES, "{bytes}");
+    assert_eq!(ports.record(TASK), None, "nothing is written");
+    assert!(ports.messages().is_empty());
+}
+
+#[tokio::test]
+async fn hundreds_of_files_with_long_urls_fit_an_item_each() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    let many = tracks_with_long_urls(300, 1000);
     let outcome = ingest(&ports, &settings(), &many, b"2", "req-2").await.unwrap();
     assert_eq!(outcome.files_queued, 300);
     assert_eq!(ports.record(TASK).unwrap().files.len(), 300);

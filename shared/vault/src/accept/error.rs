@@ -25,8 +25,9 @@ pub enum AcceptError {
     Publish(#[from] PublishError),
     #[error("{files} file(s) are still being queued by a concurrent delivery of this task")]
     StillEnqueuing { files: usize },
-    /// The task's record with this callback would be too large for the table, even with
-    /// messages and details bounded (hundreds of long URLs): nothing is written.
+    /// The task's record with this callback would be too large, even with messages and
+    /// details bounded (hundreds of long URLs): an item for the table, or all of them for
+    /// one Query page ([`crate::ingest::too_large_to_record`]). Nothing is written.
     #[error("the task record would take about {bytes} bytes")]
     TooLargeToRecord { bytes: usize },
     #[error("the callback was not fully processed within {after:?}")]
@@ -101,7 +102,7 @@ impl AcceptError {
                 "the task table refused the write as invalid; an operator must look"
             }
             AcceptError::TooLargeToRecord { .. } => {
-                "the task's record with this callback would exceed the table's item size; it was not recorded"
+                "the task's record with this callback would be too large (an item over the table's 400 KB, or all of them over 1 MB); it was not recorded"
             }
             AcceptError::Store(_) => "the task record could not be written; retry the delivery",
             AcceptError::Contention { .. } => {

@@ -980,6 +980,30 @@ fn the_item_estimate_is_the_largest_item_and_what_the_downloader_adds_to_a_file(
     );
 }
 
+/// A task's readers Query all of its items: a record may not grow past about one page, even
+/// by files whose items each fit; one already past it still takes a duplicate.
+#[test]
+fn a_record_growing_past_its_bound_is_too_large_to_record_but_not_a_duplicate() {
+    let url = |i: usize| format!("https://h/{i}.mp3?sig={}", "s".repeat(20_000));
+    let names: Vec<(String, String)> = (0..60).map(|i| (format!("f{i}"), url(i))).collect();
+    let files = |n: usize| names[..n].iter().map(|(n, u)| (n.as_str(), u.as_str())).collect::<Vec<_>>();
+    let within = ingest_callback(None, &event(Stage::First, 200, &files(40)), &body("a"), &claimant("r"), now(0));
+    assert_eq!(too_large_to_record(None, &within.record), None, "40 files of 20 KB fit");
+
+    let past = event(Stage::Complete, 200, &files(60));
+    let grown = ingest_callback(Some(&within.record), &past, &body("b"), &claimant("r"), now(1)).record;
+    let bytes = too_large_to_record(Some(&within.record), &grown).expect("60 do not");
+    assert!(bytes > MAX_RECORD_ESTIMATE_BYTES && bytes < 60 * 21_000, "{bytes}");
+    assert!(item_size_estimate(&grown) < MAX_ITEM_ESTIMATE_BYTES, "though every item fits");
+
+    // Written before the bound: a duplicate delivery grows nothing, and is taken.
+    let again = ingest_callback(Some(&grown), &past, &body("b"), &claimant("r"), now(2)).record;
+    assert_eq!(too_large_to_record(Some(&grown), &again), None);
+    let more = event(Stage::Complete, 200, &[("g", "https://h/g.mp3")]);
+    let more = ingest_callback(Some(&grown), &more, &body("c"), &claimant("r"), now(3)).record;
+    assert!(too_large_to_record(Some(&grown), &more).is_some(), "a new file is not");
+}
+
 /// The JSON size of anything serializable, behind one `dyn`.
 mod erased {
     pub trait Json {

@@ -311,19 +311,23 @@ fn a_duplicate_that_changes_nothing_else_is_only_counted() {
 }
 
 #[test]
-fn the_largest_item_is_what_is_bounded() {
+fn the_largest_item_and_the_whole_record_are_measured() {
     let mut r = record();
-    let small = largest_item_bytes(&r);
-    assert!(small < 2_000, "{small}");
+    let small = item_bytes(&r);
+    assert!(small.largest < 2_000, "{small:?}");
+    assert!(small.total > small.largest, "the task item and its file's: {small:?}");
     let long = "x".repeat(10_000);
     r.files.get_mut("vocal").unwrap().url = format!("https://cdn.example/{long}");
-    assert!(largest_item_bytes(&r) > 10_000, "a file item counts alone");
+    assert!(item_bytes(&r).largest > 10_000, "a file item counts alone");
     let mut many = record();
     for i in 0..100 {
         let f = FileEntry::pending("https://a/x.mp3", format!("tasks/t1/{i}.mp3"), suno_callbacks::Stage::Complete);
         many.files.insert(format!("f{i}"), f);
     }
-    assert!(largest_item_bytes(&many) < 4_000, "many small files do not add up in one item");
+    let bytes = item_bytes(&many);
+    assert!(bytes.largest < 4_000, "many small files do not add up in one item: {bytes:?}");
+    let one_file = serde_json::to_vec(&many.files["f0"]).unwrap().len();
+    assert!(bytes.total > 100 * one_file, "but they do in the record: {bytes:?}");
 }
 
 /// A duplicate as ingest merges it (ingest_callback, then the reconciler's schedule) is
