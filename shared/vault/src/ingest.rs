@@ -108,6 +108,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   manifest of the task as it is not recorded (a task settled as recorded, or a new stage),
 ///   and kept on a settled task read marked open ([`TaskRecord::sync_open_marker`]), so the
 ///   sweeper's index lists the unsettled tasks and those a reopening request marked.
+/// * A retry finding file items of its own claim that the task item's generation as read
+///   covers (another request committed it in between, without them) moves them on to a
+///   generation of their own, as a reopen.
 /// * Every `pending` file of the task, every `enqueuing` one whose lease ran out, and every
 ///   stranded one (its message gone; reopened at the next generation), is claimed for
 ///   `claimant`.
@@ -157,6 +160,9 @@ pub fn ingest_callback(
         }
     };
     adopt_uncommitted(&mut record, read_generation);
+    if let Some(read) = read_generation {
+        move_own_past_another_commit(&mut record, read, event, claimant);
+    }
     // A family learnt for a task whose result was recorded as `unknown`: its manifest and
     // `Task Vaulted` are to say it, as a registration giving the family makes them.
     let unknown = existing.filter(|r| r.family == Family::Unknown && r.stage != Stage::Submitted);
@@ -214,6 +220,42 @@ pub(crate) fn adopt_uncommitted(record: &mut TaskRecord, read_generation: Option
     } else if adopted && record.vault != VaultState::Pending {
         record.manifest_key = None;
         record.vault = record.settled_vault_state().unwrap_or(record.vault);
+    }
+    record.sync_open_marker();
+}
+
+/// A retry finding file items its own attempt wrote (its claim, still `enqueuing`, its event's
+/// URL) at or below the task item's generation as read: another request's put committed that
+/// generation in between, having read the task before those items were there, so a settle
+/// of the file set without them may have published its `Task Vaulted` already (the settle's
+/// write is then refused, but its event went out first). Those files move on to a generation
+/// of their own, as a reopen does, so that their settle's event has an id of its own rather
+/// than the one a consumer may hold for the set without them. (Any other way the task item
+/// reached their generation, a put of its own whose answer was lost, say, costs no more than
+/// a generation skipped.)
+fn move_own_past_another_commit(record: &mut TaskRecord, read: u64, event: &CallbackEvent, claimant: &Claimant) {
+    let own: Vec<String> = event
+        .files
+        .iter()
+        .filter(|wanted| {
+            record.files.get(&wanted.name).is_some_and(|file| {
+                file.status == FileStatus::Enqueuing
+                    && file.claim.as_deref() == Some(claimant.id.as_str())
+                    && file.url == wanted.url
+                    && file.generation.is_some_and(|g| g <= read)
+            })
+        })
+        .map(|wanted| wanted.name.clone())
+        .collect();
+    if own.is_empty() {
+        return;
+    }
+    if record.generation > read {
+        // Already past the read (this merge opened files, or adopted others'): join it.
+        stamp(record, &own);
+        (record.vault, record.manifest_key) = (VaultState::Pending, None);
+    } else {
+        open_file_set(record, &own);
     }
     record.sync_open_marker();
 }

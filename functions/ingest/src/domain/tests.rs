@@ -358,6 +358,42 @@ async fn a_body_whose_record_fits_is_archived_even_when_the_put_fails() {
     assert_eq!(ports.body_keys(), vec![body_key("final", b"{}")], "it fitted: archived beside the failed put");
 }
 
+/// Another request adding a file commits between this one's file item and its task item (it
+/// read the task before this one's item was there, so a settle of its file set may publish a
+/// `Task Vaulted` without this one's file): this one's retry moves its file on to a
+/// generation of its own, whose settle sends an event with an id of its own.
+#[tokio::test]
+async fn a_file_written_before_another_requests_commit_gets_a_generation_of_its_own() {
+    let ports = MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0));
+    ingest(&ports, &settings(), &event(Stage::First, &["vocal"]), b"1", "req-1").await.unwrap();
+    let mut settled = ports.record(TASK).unwrap();
+    settled.files.get_mut("vocal").unwrap().status = FileStatus::Stored;
+    (settled.vault, settled.open) = (stemvault_vault::VaultState::Complete, None);
+    settled.manifest_key = Some(format!("tasks/{TASK}/manifest.json"));
+    ports.put_record(settled.clone());
+    let g = settled.generation;
+
+    let adds_drums = event(Stage::Complete, &["vocal", "drums"]);
+    let info = BodyInfo { archive_key: body_key("complete", b"2"), sha256_hex: "2".into(), bytes: 1, arrived_at: None };
+    let claimant = Claimant { id: "req-2".into(), lease: Duration::from_secs(30) };
+    let mut other = ingest_callback(Some(&settled), &adds_drums, &info, &claimant, ports.now()).record;
+    let drums = other.files.get_mut("drums").unwrap();
+    (drums.status, drums.claim, drums.lease_until) = (FileStatus::Queued, None, None);
+    assert_eq!(other.generation, g + 1);
+    ports.commit_before_next_task_write(other);
+
+    let adds_bass = event(Stage::Complete, &["vocal", "bass"]);
+    let outcome = ingest(&ports, &settings(), &adds_bass, b"3", "req-3").await.unwrap();
+    assert_eq!(outcome.files_queued, 1);
+    let r = ports.record(TASK).unwrap();
+    let generations = |r: &TaskRecord| r.files.iter().map(|(n, f)| (n.clone(), f.generation)).collect::<Vec<_>>();
+    assert_eq!(r.generation, g + 2, "{:?}", generations(&r));
+    assert_eq!(r.files["bass"].generation, Some(g + 2));
+    assert_eq!(r.files["drums"].generation, Some(g + 1), "the other's file stays with its commit");
+    assert_eq!((r.vault, r.adding), (stemvault_vault::VaultState::Pending, None), "committed: no fence left");
+    assert_eq!(r.files["bass"].status, FileStatus::Queued);
+}
+
 /// A record whose files a request claimed and then abandoned (it crashed before sending).
 fn abandoned(ports: &MemoryPorts, e: &CallbackEvent, body: &[u8]) {
     let sha256_hex = hex::encode(Sha256::digest(body));

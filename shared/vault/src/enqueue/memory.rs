@@ -33,6 +33,9 @@ pub struct MemoryTableAndQueue {
     /// A record another writer stores just before the next whole-record write (a write that
     /// lands between a read and the save).
     written_before_next_save: Mutex<Option<TaskRecord>>,
+    /// A record another request commits after the next save's file and callback items and
+    /// before its task item write: its items added or replaced, none taken away.
+    committed_before_next_task_write: Mutex<Option<TaskRecord>>,
     /// The next task item writes that fail (unavailable) after the save's file and callback
     /// items were written: an attempt that stops between its writes.
     failing_task_writes: std::sync::atomic::AtomicU32,
@@ -46,6 +49,23 @@ pub struct MemoryTableAndQueue {
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
     virtual_ms: Option<AtomicI64>,
+}
+
+/// Every item of `record`, by sort key.
+fn record_items(record: &TaskRecord) -> BTreeMap<String, Item> {
+    let mut items = BTreeMap::new();
+    let mut add = |item: Result<Item, StoreError>| {
+        let item = item.expect("a record a test sets up is storable");
+        items.insert(sort_key(&item), item);
+    };
+    add(items::task_item(record));
+    for (name, file) in &record.files {
+        add(items::file_item(&record.task_id, name, file));
+    }
+    for (id, callback) in &record.callbacks {
+        add(items::callback_item(&record.task_id, id, callback));
+    }
+    items
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +137,13 @@ impl MemoryTableAndQueue {
         *lock(&self.written_before_next_save) = Some(record);
     }
 
+    /// Have another request commit `record` between the next save's file items and its task
+    /// item write (its items put over the stored ones, none taken away): the task item put
+    /// then finds the version changed, the save's file items already written.
+    pub fn commit_before_next_task_write(&self, record: TaskRecord) {
+        *lock(&self.committed_before_next_task_write) = Some(record);
+    }
+
     /// Make reads and saves of a record hang, or answer again.
     pub fn set_table_stalled(&self, stalled: bool) {
         self.table_stalled.store(stalled, Ordering::SeqCst);
@@ -153,18 +180,7 @@ impl MemoryTableAndQueue {
 
     /// Store a record as is, every item of it (to set up a test).
     pub fn put_record(&self, record: TaskRecord) {
-        let mut items = BTreeMap::new();
-        let mut add = |item: Result<Item, StoreError>| {
-            let item = item.expect("a record a test sets up is storable");
-            items.insert(sort_key(&item), item);
-        };
-        add(items::task_item(&record));
-        for (name, file) in &record.files {
-            add(items::file_item(&record.task_id, name, file));
-        }
-        for (id, callback) in &record.callbacks {
-            add(items::callback_item(&record.task_id, id, callback));
-        }
+        let items = record_items(&record);
         lock(&self.tables).insert(record.task_id.clone(), items);
     }
 
@@ -320,6 +336,9 @@ impl SaveTask for MemoryTableAndQueue {
             } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
                 return Err(StoreError::Conflict);
             }
+        }
+        if let Some(other) = lock(&self.committed_before_next_task_write).take_if(|_| plan.task.is_some()) {
+            items.extend(record_items(&other));
         }
         let stop = |n: u32| n.checked_sub(1);
         if plan.task.is_some()

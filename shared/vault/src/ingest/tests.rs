@@ -489,6 +489,17 @@ fn committing_a_file_settled_before_its_commit_has_the_manifest_written_again() 
     );
 }
 
+/// A task settled with its one file `a` stored, its manifest written.
+fn settled_with_a() -> TaskRecord {
+    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
+    let mut settled = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
+    mark_all_queued(&mut settled);
+    set_status(&mut settled, "a", FileStatus::Stored);
+    (settled.vault, settled.open) = (VaultState::Complete, None);
+    settled.manifest_key = Some("tasks/task-1/manifest.json".into());
+    settled
+}
+
 /// An attempt adding a file wrote its file item, then lost its task write (to a downloader
 /// settling the task, or to any other writer of the task item). Its retry, reading that file
 /// item as known, still moves the generation past the file set without it: a settle planned
@@ -496,13 +507,7 @@ fn committing_a_file_settled_before_its_commit_has_the_manifest_written_again() 
 /// (and `Task Vaulted` event id) instead of finding the old one current.
 #[test]
 fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
-    let first = event(Stage::First, 200, &[("a", "https://h/a.mp3")]);
-    let mut settled = ingest_callback(None, &first, &body("1"), &claimant("r"), now(0)).record;
-    mark_all_queued(&mut settled);
-    set_status(&mut settled, "a", FileStatus::Stored);
-    settled.vault = VaultState::Complete;
-    settled.manifest_key = Some("tasks/task-1/manifest.json".into());
-    settled.open = None;
+    let settled = settled_with_a();
     let g = settled.generation;
     let more = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
     let attempt = ingest_callback(Some(&settled), &more, &body("2"), &claimant("r2"), now(1)).record;
@@ -517,6 +522,47 @@ fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
         let retry = ingest_callback(Some(&read), &more, &body("2"), &claimant("r2"), now(2)).record;
         assert_eq!((retry.generation, retry.vault), (g + 1, VaultState::Pending), "read {:?}", read.vault);
         assert_eq!(retry.files["b"].generation, Some(g + 1));
+    }
+}
+
+/// Two requests adding files to a settled task, the second (r2) having taken the first's
+/// fence over: the first's retry commits the generation without r2's file (it read before r2
+/// wrote it), and a settle of that set may publish its `Task Vaulted`. r2's retry, finding its
+/// own file at that generation, moves it to the next one, so its settle's event has an id of
+/// its own.
+#[test]
+fn a_retry_finding_its_file_under_another_requests_commit_moves_it_to_a_generation_of_its_own() {
+    let settled = settled_with_a();
+    let g = settled.generation;
+    let adds_b = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let r2_attempt = ingest_callback(Some(&settled), &adds_b, &body("2"), &claimant("r2"), now(1)).record;
+    let adds_c = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("c", "https://h/c.mp3")]);
+    let mut r1_committed = ingest_callback(Some(&settled), &adds_c, &body("3"), &claimant("r1"), now(1)).record;
+    mark_all_queued(&mut r1_committed);
+    assert_eq!(r1_committed.generation, g + 1);
+
+    // Read as committed (pending: c is being copied), and settled since (the settle of {a, c}
+    // applied before r2's retry).
+    let mut settled_since = r1_committed.clone();
+    set_status(&mut settled_since, "c", FileStatus::Stored);
+    (settled_since.vault, settled_since.open) = (VaultState::Complete, None);
+    settled_since.manifest_key = Some("tasks/task-1/manifest.json".into());
+    for mut read in [r1_committed, settled_since] {
+        read.files.insert("b".into(), r2_attempt.files["b"].clone());
+        assert_eq!(read.files["b"].generation, Some(g + 1), "r2's item, at the generation committed");
+        let retry = ingest_callback(Some(&read), &adds_b, &body("2"), &claimant("r2"), now(2));
+        let r = &retry.record;
+        assert_eq!((r.generation, r.vault, r.manifest_key.as_deref()), (g + 2, VaultState::Pending, None));
+        assert_eq!(r.files["b"].generation, Some(g + 2), "b is of the new generation");
+        assert!(r.open.is_some());
+        let claimed: Vec<&str> = retry.claims.to_enqueue.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(claimed, ["b"]);
+        // Another request's delivery of the same body does not take them as its own (over the
+        // settled read, b unsettled reopens the task, as before).
+        let other = ingest_callback(Some(&read), &adds_b, &body("2"), &claimant("r3"), now(2)).record;
+        assert_eq!(other.files["b"].generation, Some(g + 1), "{:?}", read.vault);
+        let reopened = u64::from(read.vault != VaultState::Pending);
+        assert_eq!(other.generation, read.generation + reopened, "{:?}", read.vault);
     }
 }
 
