@@ -440,6 +440,13 @@ pub enum Script {
     Panic,
 }
 
+impl Script {
+    /// The source answering HTTP `status` with `reason`, and no `Retry-After`.
+    pub fn status(status: u16, reason: &str) -> Script {
+        Script::Fail(FetchError::Status { status, reason: reason.to_owned(), retry_after: None })
+    }
+}
+
 /// One task's item collection as DynamoDB keeps it: the task item (a record without its
 /// files, and the `queued` set: the names of the files whose messages were sent) and one
 /// item per file (its status as stored: a file item never says `queued` unless written so).

@@ -380,7 +380,7 @@ impl<P: Ports> App<P> {
             // again, as it does for a write refused as invalid (a build's fault, which a
             // deploy fixes: callbacks wait for it elsewhere too).
             Ok(Err(e)) => {
-                let retryable = e.is_retryable() || e.is_build_fault();
+                let retryable = e.caller_may_retry();
                 tracing::error!(error = %e, retryable, "a callback signed outside the window: its task could not be registered");
                 if retryable { failed_registration(&self.ports) } else { rejection.answer(&self.ports, None) }
             }

@@ -20,7 +20,7 @@ impl ResultsError {
     /// mends it, and a registration asked again then succeeds (ingest answers it so too).
     pub fn is_retryable(&self) -> bool {
         match self {
-            ResultsError::Store(e) => e.is_retryable() || e.is_build_fault(),
+            ResultsError::Store(e) => e.caller_may_retry(),
             ResultsError::Presign(e) => e.is_retryable(),
         }
     }

@@ -44,6 +44,12 @@ impl StoreError {
     pub fn is_build_fault(&self) -> bool {
         matches!(self, StoreError::Invalid(_))
     }
+
+    /// Whether a caller refused for it may ask again: the operation can succeed later, or it
+    /// is [this build's fault](Self::is_build_fault), which a deploy mends.
+    pub fn caller_may_retry(&self) -> bool {
+        self.is_retryable() || self.is_build_fault()
+    }
 }
 
 /// A failure of the vault bucket (S3): the one type every function's S3 ports answer with.

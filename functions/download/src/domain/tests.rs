@@ -127,10 +127,7 @@ async fn a_queued_file_is_stored_and_recorded() {
 async fn the_last_settled_file_writes_the_manifest_once() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
-    ports.source(
-        &url("drums"),
-        Script::Fail(FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None }),
-    );
+    ports.source(&url("drums"), Script::status(410, "Gone"));
 
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     let outcome = run(&ports, "drums", CONFIRMED).await;
@@ -178,7 +175,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     let schedule = Timestamp::from_unix_ms(1_795_446_000_000);
     (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
     let ports = MemoryPorts::with_record(watched);
-    ports.source(&url("vocal"), expired(410, "Gone"));
+    ports.source(&url("vocal"), Script::status(410, "Gone"));
     let (at_gate, release) = hold_next_manifest(&ports);
 
     let settling = run(&ports, "vocal", CONFIRMED);
@@ -202,7 +199,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     watched.stage = Stage::Final;
     (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
     let ports = MemoryPorts::with_record(watched);
-    ports.source(&url("vocal"), expired(410, "Gone"));
+    ports.source(&url("vocal"), Script::status(410, "Gone"));
     run(&ports, "vocal", CONFIRMED).await;
     let r = ports.record(TASK);
     assert_eq!(
@@ -230,10 +227,7 @@ async fn retries_of_one_step_are_spread() {
 #[tokio::test]
 async fn retryable_failures_release_the_file_and_back_off() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(
-        &url("vocal"),
-        Script::Fail(FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None }),
-    );
+    ports.source(&url("vocal"), Script::status(503, "Service Unavailable"));
 
     for count in 1..=3 {
         let outcome = run(&ports, "vocal", count).await;
@@ -361,7 +355,7 @@ async fn a_finishing_write_refused_for_another_worker_s_file_is_not_taken_as_our
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         match source_gone {
             false => serve(&ports, "vocal", b"vocal bytes"),
-            true => ports.source(&url("vocal"), expired(404, "Not Found")),
+            true => ports.source(&url("vocal"), Script::status(404, "Not Found")),
         }
         let mut theirs = ports.file_item(TASK, "vocal");
         (theirs.status, theirs.claim, theirs.stored_at) =
@@ -775,10 +769,7 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         let f = ports.file_item(TASK, "vocal");
         assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "the claim given back");
 
-        ports.source(
-            &url("vocal"),
-            Script::Fail(FetchError::Status { status: 403, reason: "Forbidden".into(), retry_after: None }),
-        );
+        ports.source(&url("vocal"), Script::status(403, "Forbidden"));
         let outcome = run(&ports, "vocal", 2).await;
         let Outcome::Stored(stored) = outcome else { panic!("{len} bytes: {outcome:?}") };
         let sha256 = hex::encode(Sha256::digest(&data));
@@ -849,10 +840,7 @@ async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
 async fn a_finishing_write_applied_with_its_answers_lost_stays() {
     for (script, settled) in [
         (Script::Body { data: b"vocal".to_vec(), declared: true, content_type: None }, FileStatus::Stored),
-        (
-            Script::Fail(FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None }),
-            FileStatus::Failed,
-        ),
+        (Script::status(404, "Not Found"), FileStatus::Failed),
     ] {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         ports.source(&url("vocal"), script);
@@ -895,7 +883,7 @@ async fn an_expired_source_whose_earlier_copy_cannot_be_looked_for_on_the_last_r
     let mut r = record(&[("vocal", FileStatus::Queued)]);
     r.files.get_mut("vocal").unwrap().attempts = 1;
     let ports = MemoryPorts::with_record(r);
-    ports.source(&url("vocal"), expired(410, "Gone"));
+    ports.source(&url("vocal"), Script::status(410, "Gone"));
     *ports.head_failures.lock().unwrap() = 1;
     last_receive_leaves_it_expired(&ports).await;
     let reason = ports.record(TASK).files["vocal"].error.clone().unwrap_or_default();
@@ -1064,10 +1052,7 @@ async fn a_failed_write_that_answers_an_error_on_the_last_receive_is_not_counted
 async fn no_read_comes_before_a_claim() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
-    ports.source(
-        &url("drums"),
-        Script::Fail(FetchError::Status { status: 404, reason: String::new(), retry_after: None }),
-    );
+    ports.source(&url("drums"), Script::status(404, ""));
 
     assert!(matches!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await, Outcome::Stored(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_stored"]);
@@ -1087,10 +1072,7 @@ async fn no_read_comes_before_a_claim() {
     assert_eq!(ports.take_table_calls(), ["claim_file"]);
     // A retryable failure: the claim, then its release.
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(
-        &url("vocal"),
-        Script::Fail(FetchError::Status { status: 503, reason: String::new(), retry_after: None }),
-    );
+    ports.source(&url("vocal"), Script::status(503, ""));
     assert!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await.is_failure());
     assert_eq!(ports.take_table_calls(), ["claim_file", "release_file"]);
 }
@@ -1331,9 +1313,11 @@ async fn a_settle_refused_because_a_reopening_marked_the_task_keeps_the_mark() {
     );
 }
 
-/// What an expired URL answers.
-fn expired(status: u16, reason: &str) -> Script {
-    Script::Fail(FetchError::Status { status, reason: reason.into(), retry_after: None })
+/// The file `vocal` queued, its source answering HTTP `status` with `reason`.
+fn vocal_answering(status: u16, reason: &str) -> MemoryPorts {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
+    ports.source(&url("vocal"), Script::status(status, reason));
+    ports
 }
 
 /// The file `vocal`'s last receive dead-letters it as expired: the reconciler watches its task
@@ -1357,8 +1341,7 @@ mod newer_urls;
 /// is the last too: the file is failed, not left queued behind a message in the DLQ.
 #[tokio::test]
 async fn a_receive_past_the_last_is_the_last() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(503, "Service Unavailable"));
+    let ports = vocal_answering(503, "Service Unavailable");
     let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT + 1).await;
     assert!(matches!(outcome, Outcome::DeadLettered(_)), "{outcome:?}");
     assert_eq!(ports.record(TASK).files["vocal"].status, FileStatus::Failed);
@@ -1372,7 +1355,7 @@ async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_an
     let ports = MemoryPorts::with_record(r);
     serve(&ports, "drums", b"drums");
     assert!(matches!(run(&ports, "drums", 1).await, Outcome::Stored(_)));
-    ports.source(&url("vocal"), expired(503, "Service Unavailable"));
+    ports.source(&url("vocal"), Script::status(503, "Service Unavailable"));
     for count in 1..MAX_RECEIVE_COUNT {
         let outcome = run(&ports, "vocal", count).await;
         assert!(matches!(outcome, Outcome::Retry(_)), "{count}: {outcome:?}");
@@ -1409,8 +1392,7 @@ async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_an
 
 #[tokio::test]
 async fn a_permanent_failure_on_the_last_receive_is_an_ordinary_failure() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let ports = vocal_answering(404, "Not Found");
     let outcome = run(&ports, "vocal", MAX_RECEIVE_COUNT).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
     assert!(!outcome.is_failure());
@@ -1474,7 +1456,7 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
     (unknown.family, unknown.stage) = (Family::Unknown, Stage::Complete);
     let generation = unknown.generation;
     let ports = MemoryPorts::with_record(unknown);
-    ports.source(&url("vocal"), expired(404, "Not Found"));
+    ports.source(&url("vocal"), Script::status(404, "Not Found"));
     let (at_gate, release) = hold_next_manifest(&ports);
     let register = async {
         reached(at_gate).await;

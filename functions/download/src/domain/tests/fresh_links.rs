@@ -13,8 +13,7 @@ fn fresh_links(ports: &MemoryPorts, links: &[(&str, Result<&str, crate::fresh_li
 #[tokio::test]
 async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_url() {
     for status in [403, 410] {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), expired(status, "Forbidden"));
+        let ports = vocal_answering(status, "Forbidden");
         let data = deterministic_bytes(5000, 9);
         let body = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/mpeg".into()) };
         ports.source(FRESH, body);
@@ -40,8 +39,7 @@ async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_ur
 
 #[tokio::test]
 async fn without_link_refresh_an_expired_file_fails_as_before() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(403, "Forbidden"));
+    let ports = vocal_answering(403, "Forbidden");
     let outcome = run(&ports, "vocal", CONFIRMED).await;
     assert_eq!(outcome, Outcome::FailedForGood("source answered 403 Forbidden".into()));
     assert_eq!(ports.opened(), [url("vocal")]);
@@ -54,8 +52,7 @@ async fn without_link_refresh_an_expired_file_fails_as_before() {
 /// receive that confirms it; one served by then is stored.
 #[tokio::test]
 async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let ports = vocal_answering(404, "Not Found");
     for receive in 1..CONFIRMED {
         let outcome = run(&ports, "vocal", receive).await;
         assert!(matches!(outcome, Outcome::Retry(_)), "{receive}: {outcome:?}");
@@ -69,8 +66,7 @@ async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
     assert_eq!(outcome, Outcome::FailedForGood("source answered 404 Not Found".into()));
     assert_eq!(ports.record(TASK).vault, VaultState::Partial);
 
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(404, "Not Found"));
+    let ports = vocal_answering(404, "Not Found");
     assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Retry(_)));
     serve(&ports, "vocal", b"vocal bytes, there now");
     assert!(matches!(run(&ports, "vocal", 2).await, Outcome::Stored(_)));
@@ -83,8 +79,7 @@ async fn a_url_answering_as_expired_is_tried_again_before_it_fails_so() {
 #[tokio::test]
 async fn only_statuses_read_as_expired_ask_for_a_fresh_link() {
     for status in [404, 441] {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), expired(status, "Not Found"));
+        let ports = vocal_answering(status, "Not Found");
         ports.source(FRESH, Script::Body { data: b"fresh".to_vec(), declared: true, content_type: None });
         fresh_links(&ports, &[("vocal", Ok(FRESH))]);
         assert!(matches!(run(&ports, "vocal", 1).await, Outcome::Stored(_)), "{status}");
@@ -92,8 +87,8 @@ async fn only_statuses_read_as_expired_ask_for_a_fresh_link() {
     }
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     fresh_links(&ports, &[("vocal", Ok(FRESH)), ("drums", Ok(FRESH))]);
-    ports.source(&url("vocal"), expired(400, "Bad Request"));
-    ports.source(&url("drums"), expired(451, ""));
+    ports.source(&url("vocal"), Script::status(400, "Bad Request"));
+    ports.source(&url("drums"), Script::status(451, ""));
     assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 400 Bad Request".into()));
     assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 451".into()));
     assert!(ports.refreshed.lock().unwrap().is_empty());
@@ -136,8 +131,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         ),
     ];
     for (error, reason, asked_again) in cases {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), expired(403, "Forbidden"));
+        let ports = vocal_answering(403, "Forbidden");
         fresh_links(&ports, &[("vocal", Err(error))]);
         assert_eq!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(reason.into()));
         let file = &ports.record(TASK).files["vocal"];
@@ -149,8 +143,7 @@ async fn no_fresh_link_fails_the_file_as_expired_with_the_reason() {
         assert_eq!(ports.measures.lock().unwrap()[0], Measure::Failed { reason: "source_expired" });
     }
     // A status without a reason phrase (kie's 441) says the same, asked again as well.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(441, ""));
+    let ports = vocal_answering(441, "");
     fresh_links(&ports, &[("vocal", Err(RefreshError::Provider { code: 402, message: String::new() }))]);
     let reason = "source answered 441; no fresh link: the provider answered 402 (insufficient credits)";
     assert_eq!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(reason.into()));
@@ -171,8 +164,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
         RefreshError::Provider { code: 500, message: String::new() },
     ];
     for error in passing {
-        let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), expired(403, "Forbidden"));
+        let ports = vocal_answering(403, "Forbidden");
         fresh_links(&ports, &[("vocal", Err(error.clone()))]);
         let outcome = run(&ports, "vocal", 1).await;
         let wanted = format!("source answered 403 Forbidden; no fresh link yet: {error}");
@@ -186,8 +178,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
         assert!(matches!(outcome, Outcome::Stored(_)), "{error}: {outcome:?}");
     }
 
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(410, "Gone"));
+    let ports = vocal_answering(410, "Gone");
     fresh_links(&ports, &[("vocal", Err(RefreshError::Unreachable("timed out".into())))]);
     last_receive_leaves_it_expired(&ports).await;
 }
@@ -195,7 +186,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
 #[tokio::test]
 async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recover_is_retried() {
     let ports = expired_with_fresh_link(410, "Gone");
-    ports.source(FRESH, expired(503, "Service Unavailable"));
+    ports.source(FRESH, Script::status(503, "Service Unavailable"));
     let outcome = run(&ports, "vocal", 1).await;
     let not_yet = "source answered 410 Gone; no fresh link yet: the fresh link failed: source answered 503 Service \
                    Unavailable";
@@ -209,7 +200,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     let outcome = run(&ports, "vocal", 2).await;
     assert_eq!(outcome.retry_after(ports.now()), Some(busy), "{outcome:?}");
 
-    ports.source(FRESH, expired(404, "Not Found"));
+    ports.source(FRESH, Script::status(404, "Not Found"));
     let outcome = run(&ports, "vocal", CONFIRMED).await;
     let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
@@ -218,7 +209,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
 
     // Failing so on the last receive (at once, or while its body is read), the file is
     // dead-lettered as expired: the reconciler watches the task for a URL.
-    for broken in [expired(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
+    for broken in [Script::status(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
         let ports = expired_with_fresh_link(410, "Gone");
         ports.source(FRESH, broken);
         last_receive_leaves_it_expired(&ports).await;
@@ -245,8 +236,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
 
 /// The file of a task whose URL answers `status` (expired), its fresh link [`FRESH`].
 fn expired_with_fresh_link(status: u16, reason: &str) -> MemoryPorts {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), expired(status, reason));
+    let ports = vocal_answering(status, reason);
     fresh_links(&ports, &[("vocal", Ok(FRESH))]);
     ports
 }
