@@ -26,7 +26,7 @@ const MUSIC_COMPLETE: &[u8] = include_bytes!("fixtures/generate-music__own__200-
 fn park_music_stages(ports: &MemoryPorts) -> [String; 2] {
     [("complete", MUSIC_COMPLETE), ("first", MUSIC_FIRST)].map(|(stage, body)| {
         let key = format!("parked/{MUSIC}/{stage}-{}.json", stemvault_vault::accept::body_sha256_hex(body));
-        ports.bodies.lock().unwrap().insert(key.clone(), body.to_vec());
+        ports.park(&key, body);
         key
     })
 }
@@ -100,6 +100,11 @@ struct MemoryPorts {
 stemvault_vault::delegate_enqueue_ports!(MemoryPorts => table);
 
 impl MemoryPorts {
+    /// A callback `body` parked under `key`, as ingest parks one.
+    fn park(&self, key: &str, body: &[u8]) {
+        self.bodies.lock().unwrap().insert(key.to_owned(), body.to_vec());
+    }
+
     fn new(script: Vec<ProviderAnswer>) -> MemoryPorts {
         MemoryPorts {
             table: MemoryTableAndQueue::with_virtual_clock(Timestamp::from_unix_ms(T0)),
@@ -1093,9 +1098,9 @@ async fn a_replay_that_panics_is_held_and_the_others_are_replayed() {
     use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let panicking = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
-    ports.bodies.lock().unwrap().insert(panicking.clone(), CALLBACK.to_vec());
+    ports.park(&panicking, CALLBACK);
     let replayable = format!("parked/{MUSIC}/first-{}.json", stemvault_vault::accept::body_sha256_hex(MUSIC_FIRST));
-    ports.bodies.lock().unwrap().insert(replayable.clone(), MUSIC_FIRST.to_vec());
+    ports.park(&replayable, MUSIC_FIRST);
     ports.table.panic_loading(Some(TASK));
     let held = HeldTasks::default();
     let stop_at = ports.table.now().plus(Duration::from_secs(60));

@@ -10,8 +10,8 @@ async fn parked_callbacks_are_replayed_and_deleted_once_recorded() {
     use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
-    ports.bodies.lock().unwrap().insert("parked/by-hand.json".into(), b"not a callback".to_vec());
+    ports.park(&parked, CALLBACK);
+    ports.park("parked/by-hand.json", b"not a callback");
     let accept = &settings().accept;
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
 
@@ -60,7 +60,7 @@ async fn a_replayed_callback_is_dated_when_it_was_parked() {
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ef".repeat(32));
     let parked_at = ports.table.now();
-    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.park(&parked, CALLBACK);
     ports.parked_at.lock().unwrap().insert(parked, parked_at);
     ports.table.advance(Duration::from_secs(3600));
     let replayed_at = ports.table.now();
@@ -80,7 +80,7 @@ async fn a_run_stops_replaying_while_the_table_takes_nothing() {
     let ports = MemoryPorts::new(vec![]);
     // Ten keys of ten tasks (the keys' task; every body is the same callback).
     for i in 0..10 {
-        ports.bodies.lock().unwrap().insert(format!("parked/task{i}/final-{i:064}.json"), CALLBACK.to_vec());
+        ports.park(&format!("parked/task{i}/final-{i:064}.json"), CALLBACK);
     }
     ports.table.set_save_error(Some(StoreError::Unavailable("down".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
@@ -118,11 +118,11 @@ fn failing_then_replayable(
 ) -> String {
     for i in 0..crate::replay::MAX_FAILURES_IN_A_ROW {
         let key = format!("parked/{prefix}-{i}/final-{i:064}.json");
-        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.park(&key, CALLBACK);
         marked(ports).lock().unwrap().insert(key);
     }
     let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    ports.park(&replayable, CALLBACK);
     replayable
 }
 
@@ -149,8 +149,8 @@ async fn tasks_failing_every_run_go_after_the_others_in_the_next() {
     ports.bodies.lock().unwrap().clear();
     replay_parked(&ports, &settings().accept, &held, "run-3", 50, stop_at).await.unwrap();
     let again = format!("parked/aaa-failing-0/final-{}.json", "cd".repeat(32));
-    ports.bodies.lock().unwrap().insert(again.clone(), CALLBACK.to_vec());
-    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    ports.park(&again, CALLBACK);
+    ports.park(&replayable, CALLBACK);
     replay_parked(&ports, &settings().accept, &held, "run-4", 1, stop_at).await.unwrap();
     let bodies = ports.bodies.lock().unwrap();
     assert!(!bodies.contains_key(&again) && bodies.contains_key(&replayable), "in key order again");
@@ -178,11 +178,11 @@ async fn a_body_unread_and_unlisted_for_a_failing_listing_waits_for_the_next_run
     use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let key = format!("parked/aaa-deleted/final-{}.json", "cd".repeat(32));
-    ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+    ports.park(&key, CALLBACK);
     ports.deleted_since_listed.lock().unwrap().insert(key);
     ports.still_parked_fails.store(true, std::sync::atomic::Ordering::SeqCst);
     let replayable = format!("parked/zzz-replayable/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(replayable, CALLBACK.to_vec());
+    ports.park(&replayable, CALLBACK);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed =
         replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
@@ -198,11 +198,11 @@ async fn a_task_failing_every_time_does_not_hold_back_the_others() {
     let ports = MemoryPorts::new(vec![]);
     for i in 0..MAX_FAILURES_IN_A_ROW + 2 {
         let key = format!("parked/aaa-failing/final-{i:064}.json");
-        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.park(&key, CALLBACK);
         ports.unreadable.lock().unwrap().insert(key);
     }
     let replayable = format!("parked/{TASK}/final-{}.json", "ab".repeat(32));
-    ports.bodies.lock().unwrap().insert(replayable.clone(), CALLBACK.to_vec());
+    ports.park(&replayable, CALLBACK);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
 
     let replayed =
@@ -221,7 +221,7 @@ async fn a_replay_that_hangs_is_given_up_after_its_budget() {
     use crate::replay::{HeldTasks, REPLAY_BUDGET, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ef".repeat(32));
-    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.park(&parked, CALLBACK);
     ports.parked_reads_hang.store(true, std::sync::atomic::Ordering::SeqCst);
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let started = tokio::time::Instant::now();
@@ -240,7 +240,7 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
     use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
-    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.park(&parked, CALLBACK);
     ports.table.set_save_error(Some(StoreError::Rejected("item too large".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed =
@@ -262,7 +262,7 @@ async fn a_parked_callback_waits_for_an_unreadable_record_to_be_fixed() {
     use crate::replay::{HeldTasks, Replayed, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     let parked = format!("parked/{TASK}/final-{}.json", "ce".repeat(32));
-    ports.bodies.lock().unwrap().insert(parked.clone(), CALLBACK.to_vec());
+    ports.park(&parked, CALLBACK);
     ports.table.set_save_error(Some(StoreError::Malformed("stage: missing".into())));
     let stop_at = ports.table.now().plus(Duration::from_secs(60));
     let replayed =
@@ -286,7 +286,7 @@ async fn held_tasks_are_skipped_for_a_while_and_do_not_use_up_a_run() {
     let ports = MemoryPorts::new(vec![]);
     for task in ["0-held-1", "0-held-2"] {
         let key = format!("parked/{task}/final-{}.json", "ab".repeat(32));
-        ports.bodies.lock().unwrap().insert(key, CALLBACK.to_vec());
+        ports.park(&key, CALLBACK);
     }
     let held = HeldTasks::default();
     let reads = || ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
@@ -298,7 +298,7 @@ async fn held_tasks_are_skipped_for_a_while_and_do_not_use_up_a_run() {
     // Another task's body parked since; one replay a run: it is that one, the held not read.
     ports.table.set_save_error(None);
     let ours = format!("parked/{TASK}/final-{}.json", "cd".repeat(32));
-    ports.bodies.lock().unwrap().insert(ours.clone(), CALLBACK.to_vec());
+    ports.park(&ours, CALLBACK);
     let replayed = replay_parked(&ports, &settings().accept, &held, "run-2", 1, stop_at(&ports)).await.unwrap();
     assert_eq!((replayed.callbacks_replayed, replayed.callbacks_still_parked, reads()), (1, 2, 3));
     assert!(!ports.bodies.lock().unwrap().contains_key(&ours));
@@ -319,7 +319,7 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
     // A task whose bodies cannot be read fills the page but one key.
     for i in 0..LISTED - 1 {
         let key = format!("parked/0-unreadable/final-{i:064}.json");
-        ports.bodies.lock().unwrap().insert(key.clone(), CALLBACK.to_vec());
+        ports.park(&key, CALLBACK);
         ports.unreadable.lock().unwrap().insert(key);
     }
     let keys = park_music_stages(&ports);
@@ -341,7 +341,7 @@ async fn a_task_cut_short_by_a_full_listing_waits_for_the_next_run() {
 /// before any real task's.
 fn park_junk_tasks(ports: &MemoryPorts, count: usize) {
     for i in 0..count {
-        ports.bodies.lock().unwrap().insert(format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback".to_vec());
+        ports.park(&format!("parked/0-junk-{i:04}/final-x.json"), b"not a callback");
     }
 }
 
@@ -352,7 +352,7 @@ async fn a_page_of_one_task_s_bodies_is_tried_whole() {
     use crate::replay::{HeldTasks, LISTED, replay_parked};
     let ports = MemoryPorts::new(vec![]);
     for i in 0..LISTED {
-        ports.bodies.lock().unwrap().insert(format!("parked/0-junk/final-{i:04}.json"), b"not a callback".to_vec());
+        ports.park(&format!("parked/0-junk/final-{i:04}.json"), b"not a callback");
     }
     park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
@@ -390,7 +390,7 @@ async fn bodies_no_run_can_replay_are_skipped_once_tried() {
 async fn a_refused_body_holds_back_none_of_its_task_s_others() {
     use crate::replay::{HeldTasks, replay_parked};
     let ports = MemoryPorts::new(vec![]);
-    ports.bodies.lock().unwrap().insert(format!("parked/{MUSIC}/text-junk.json"), b"not a callback".to_vec());
+    ports.park(&format!("parked/{MUSIC}/text-junk.json"), b"not a callback");
     park_music_stages(&ports);
     let stop_at = ports.table.now().plus(Duration::from_secs(600));
     let held = HeldTasks::default();
@@ -434,7 +434,7 @@ async fn a_full_listing_is_followed_by_the_page_after_it() {
     for run in ["run-4", "run-5"] {
         replay_parked(&ports, &settings().accept, &held, run, LISTED, stop_at).await.unwrap();
     }
-    ports.bodies.lock().unwrap().insert(first_junk, junk);
+    ports.park(&first_junk, &junk);
     let before = reads();
     replay_parked(&ports, &settings().accept, &held, "run-6", LISTED, stop_at).await.unwrap();
     assert_eq!(reads() - before, 1, "read again, the others still held");
