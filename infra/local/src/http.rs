@@ -77,12 +77,29 @@ pub fn to_lambda_request(parts: http::request::Parts, body: Bytes) -> lambda_htt
 /// JSON, the body a JSON string (escaped), or base64 when it is binary, its headers beside it.
 pub fn response_payload_bytes(parts: &http::response::Parts, body: &lambda_http::Body) -> usize {
     let body = match body {
-        lambda_http::Body::Text(text) => serde_json::to_string(text).map_or(usize::MAX, |json| json.len()),
+        lambda_http::Body::Text(text) => {
+            let mut counted = ByteCount(0);
+            serde_json::to_writer(&mut counted, text).map_or(usize::MAX, |()| counted.0)
+        }
         other => other.as_ref().len().div_ceil(3) * 4 + 2,
     };
     let headers: usize = parts.headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 6).sum();
     let envelope = r#"{"statusCode":000,"headers":{},"body":,"isBase64Encoded":false}"#.len();
     envelope + headers + body
+}
+
+/// A writer that keeps only how many bytes it was given.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The function's response as a hyper response; one over Lambda's response limit is a 500,
