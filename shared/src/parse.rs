@@ -104,7 +104,8 @@
 //! [`s3_key::is_reserved_name`](crate::s3_key::is_reserved_name). Track fields are also read in their camelCase
 //! spelling (`audioUrl`, `imageUrl`...), under the same names.
 //!
-//! Unknown bodies: keys containing `stream` go to `streams`, callback URLs (`callBackUrl`...)
+//! Streams are kept only when they are `http` or `https` URLs (consumers get them back as
+//! links). Unknown bodies: keys containing `stream` go to `streams`, callback URLs (`callBackUrl`...)
 //! are ignored, the walk stops [`generic::MAX_DEPTH`] levels deep and after
 //! [`generic::MAX_URLS`] URLs.
 //!

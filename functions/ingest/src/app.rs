@@ -624,7 +624,7 @@ fn of_the_signed_task(signed: TaskId, event: CallbackEvent) -> Result<CallbackEv
 
 /// Which of the secret's credentials let a callback in, by place (never by value): `key 2`,
 /// `token 1`, `key 1, token 2`; so an operator rotating a key or token sees when the old one
-/// stops being used (README, "Rotating"). None without any.
+/// stops being used (README, Security model: rotating). None without any.
 fn vouched_by(key: Option<usize>, token: Option<usize>) -> Option<String> {
     let named = [key.map(|k| format!("key {k}")), token.map(|t| format!("token {t}"))];
     let named: Vec<String> = named.into_iter().flatten().collect();

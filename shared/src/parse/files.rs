@@ -48,9 +48,11 @@ impl FileSet {
         }
     }
 
-    /// Record a stream URL (data, never downloaded) when `url` is a non-blank string.
+    /// Record a stream URL (data, never downloaded) when `url` is an `http` or `https` URL:
+    /// `GET` hands streams back as links, and a `javascript:` one would run in a page that
+    /// shows them.
     pub(super) fn stream(&mut self, name: &str, url: Option<&Value>) {
-        if let Some(url) = non_blank_str(url) {
+        if let Some(url) = non_blank_str(url).filter(|url| is_http(url)) {
             let name = self.claim(name);
             self.streams.push(FileRef { name, url: url.to_owned() });
         }
@@ -67,6 +69,13 @@ impl FileSet {
     pub(super) fn finish(self) -> (Vec<FileRef>, Vec<FileRef>) {
         (self.files, self.streams)
     }
+}
+
+/// Whether `url` starts with `http://` or `https://` (any case, after leading blanks).
+pub(super) fn is_http(url: &str) -> bool {
+    let url = url.trim_start().as_bytes();
+    let starts = |scheme: &[u8]| url.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
+    starts(b"http://") || starts(b"https://")
 }
 
 /// `name`, or when longer than [`MAX_NAME_BYTES`] its start and `(<sha256 of name>)`, as a
@@ -100,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn names_are_unique_and_blank_urls_dropped() {
+    fn names_are_unique_and_blank_urls_and_streams_not_http_dropped() {
         let mut set = FileSet::default();
         set.file("a", Some(&json!(" https://h/1 ")));
         set.file("a", Some(&json!("https://h/2")));
@@ -109,6 +118,8 @@ mod tests {
         set.file("b", Some(&json!(null)));
         set.file("b", None);
         set.stream("a", Some(&json!("https://h/s")));
+        set.stream("c", Some(&json!("javascript:alert(1)")));
+        set.stream("c", Some(&json!(" data:text/html,x")));
         let (files, streams) = set.finish();
         let names: Vec<_> = files.iter().map(|f| (f.name.as_str(), f.url.as_str())).collect();
         assert_eq!(names, [("a", "https://h/1"), ("a-2", "https://h/2"), ("a-2-2", "https://h/3")]);

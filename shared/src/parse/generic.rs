@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::files::FileSet;
+use super::files::{FileSet, is_http};
 use super::names::{distinct_segment, file_segment, snake_case, url_key_stem};
 use super::value::Object;
 use crate::Details;
@@ -95,10 +95,4 @@ fn classify(key: &str) -> (Context, String) {
 fn segment(key: &str) -> String {
     let segment = distinct_segment(&snake_case(key));
     if segment.is_empty() { "_".to_owned() } else { segment }
-}
-
-fn is_http(url: &str) -> bool {
-    let url = url.trim_start().as_bytes();
-    let starts = |scheme: &[u8]| url.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
-    starts(b"http://") || starts(b"https://")
 }

@@ -29,11 +29,13 @@ pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 /// 400 KB, and the downloader still adds to each file's item.
 pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 
-/// Largest total a callback or a poll grows a record to ([`too_large_to_record`]): every
-/// reader of a task (GET, the downloader's settle, the sweeper) Queries all of its items, so
-/// a record stays within about one Query page (1 MB). A task as the provider documents it
-/// takes a few KB; only a sender holding the secret (thousands of names, URLs of hundreds of
-/// KB) comes near it.
+/// Largest total of a record's items (as JSON) past which a callback or a poll may add
+/// nothing to it ([`too_large_to_record`]): every reader of a task (GET, the downloader's
+/// settle, the sweeper) Queries all of its items, so a record is kept to a page or two (the
+/// downloader still adds a few hundred bytes to each file it settles). A task as the provider
+/// documents it takes a few KB; only a sender holding the secret (thousands of names, URLs
+/// of hundreds of KB) comes near it. Best effort against such a sender: concurrent
+/// deliveries each checked against the record before the others' items may pass together.
 pub const MAX_RECORD_ESTIMATE_BYTES: usize = 1_000_000;
 
 /// What the downloader may still add to one file of the record: ids, times, digest, and a
@@ -546,17 +548,27 @@ pub fn item_size_estimate(record: &TaskRecord) -> usize {
 }
 
 /// Whether a merged record is too large to write, and its size in bytes if so: an item over
-/// [`MAX_ITEM_ESTIMATE_BYTES`] ([`item_size_estimate`]), or all of its items growing past
-/// [`MAX_RECORD_ESTIMATE_BYTES`] (as JSON). One already past it (written before the bound)
-/// still takes what does not grow it: a duplicate, a poll saying nothing new.
+/// [`MAX_ITEM_ESTIMATE_BYTES`] ([`item_size_estimate`]), or all of its items past
+/// [`MAX_RECORD_ESTIMATE_BYTES`] with the merge adding to what the sender wrote (a body, a
+/// file, a URL). One already past it (written before the bound, or by concurrent deliveries)
+/// still takes what adds nothing: a duplicate, claims and counts, a poll saying nothing new.
 pub fn too_large_to_record(before: Option<&TaskRecord>, after: &TaskRecord) -> Option<usize> {
     let bytes = crate::items::item_bytes(after);
     let largest = bytes.largest.saturating_add(FILE_GROWTH_BYTES);
     if largest > MAX_ITEM_ESTIMATE_BYTES {
         return Some(largest);
     }
-    let grows = || before.is_none_or(|before| bytes.total > crate::items::item_bytes(before).total);
-    (bytes.total > MAX_RECORD_ESTIMATE_BYTES && grows()).then_some(bytes.total)
+    (bytes.total > MAX_RECORD_ESTIMATE_BYTES && before.is_none_or(|before| adds_content(before, after)))
+        .then_some(bytes.total)
+}
+
+/// Whether `after` holds a body, a file or a file URL that `before` does not.
+fn adds_content(before: &TaskRecord, after: &TaskRecord) -> bool {
+    let new_body = after.callbacks.keys().any(|id| !before.callbacks.contains_key(id));
+    new_body
+        || after.files.iter().any(|(name, file)| {
+            before.files.get(name).is_none_or(|known| (&known.url, &known.next_url) != (&file.url, &file.next_url))
+        })
 }
 
 /// Claim every `pending` file, every `enqueuing` file whose lease ran out (or that this

@@ -27,7 +27,9 @@ pub enum AcceptError {
     StillEnqueuing { files: usize },
     /// The task's record with this callback would be too large, even with messages and
     /// details bounded (hundreds of long URLs): an item for the table, or all of them for
-    /// one Query page ([`crate::ingest::too_large_to_record`]). Nothing is written.
+    /// a reader's Query ([`crate::ingest::too_large_to_record`]). Nothing is written (but
+    /// what an earlier attempt of the request wrote before a conflict, as a stopped attempt
+    /// leaves it: the next writer of the task commits it).
     #[error("the task record would take about {bytes} bytes")]
     TooLargeToRecord { bytes: usize },
     #[error("the callback was not fully processed within {after:?}")]

@@ -1042,9 +1042,15 @@ fn a_record_growing_past_its_bound_is_too_large_to_record_but_not_a_duplicate() 
     assert!(bytes > MAX_RECORD_ESTIMATE_BYTES && bytes < 60 * 21_000, "{bytes}");
     assert!(item_size_estimate(&grown) < MAX_ITEM_ESTIMATE_BYTES, "though every item fits");
 
-    // Written before the bound: a duplicate delivery grows nothing, and is taken.
-    let again = ingest_callback(Some(&grown), &past, &body("b"), &claimant("r"), now(2)).record;
-    assert_eq!(too_large_to_record(Some(&grown), &again), None);
+    // Written before the bound: a duplicate delivery adds nothing, and is taken, though its
+    // claims and counts grow the items (its files released, it claims them again).
+    let mut released = grown.clone();
+    for file in released.files.values_mut() {
+        (file.status, file.claim, file.lease_until) = (FileStatus::Pending, None, None);
+    }
+    let again = ingest_callback(Some(&released), &past, &body("b"), &claimant("r2"), now(2)).record;
+    assert!(crate::items::item_bytes(&again).total > crate::items::item_bytes(&released).total);
+    assert_eq!(too_large_to_record(Some(&released), &again), None);
     let more = event(Stage::Complete, 200, &[("g", "https://h/g.mp3")]);
     let more = ingest_callback(Some(&grown), &more, &body("c"), &claimant("r"), now(3)).record;
     assert!(too_large_to_record(Some(&grown), &more).is_some(), "a new file is not");
