@@ -113,9 +113,9 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 /// * A retry finding file items of its own claim that the task item's generation as read
 ///   covers (another request committed it in between, without them) moves them on to a
 ///   generation of their own, as a reopen.
-/// * Every `pending` file of the task, every `enqueuing` one whose lease ran out, and every
-///   stranded one (its message gone; reopened at the next generation), is claimed for
-///   `claimant`.
+/// * Every `pending` file of the task, every `enqueuing` one whose lease ran out (moved on to
+///   the next generation when the task item read has its generation), and every stranded one
+///   (its message gone; reopened at the next generation), is claimed for `claimant`.
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival
 ///   ([`BodyInfo::arrived_at`], never after `now`); `last_received_at` and claims date `now`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
@@ -173,7 +173,7 @@ pub fn ingest_callback(
         record.sync_open_marker();
     }
     let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-    let claims = claim_files(&mut record, claimant, now, &wanted);
+    let claims = claim_files(&mut record, read_generation, claimant, now, &wanted);
     Merge { record, duplicate, claims, newer_urls_dropped }
 }
 
@@ -191,7 +191,7 @@ pub fn reclaim(
     // What a stopped attempt wrote but did not commit is committed with the claims (the
     // sweeper's, say): else its files never read as `queued`, and are sent again and again.
     adopt_uncommitted(&mut updated, Some(record.generation));
-    let claims = claim_files(&mut updated, claimant, now, wanted);
+    let claims = claim_files(&mut updated, Some(record.generation), claimant, now, wanted);
     if claims.to_enqueue.is_empty() {
         return (None, claims);
     }
@@ -573,8 +573,14 @@ fn adds_content(before: &TaskRecord, after: &TaskRecord) -> bool {
 
 /// Claim every `pending` file, every `enqueuing` file whose lease ran out (or that this
 /// claimant already holds), and every [`stranded`] one; list the wanted files another
-/// claimant still holds.
-fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wanted: &[&str]) -> Claims {
+/// claimant still holds. `read_generation`: the task item's, as read (None: none was).
+fn claim_files(
+    record: &mut TaskRecord,
+    read_generation: Option<u64>,
+    claimant: &Claimant,
+    now: Timestamp,
+    wanted: &[&str],
+) -> Claims {
     let now_secs = now.unix_seconds();
     let lease_until = now.plus(claimant.lease).unix_seconds();
     // A stranded file is claimed as a reopened one is, under the next generation: should the
@@ -586,8 +592,18 @@ fn claim_files(record: &mut TaskRecord, claimant: &Claimant, now: Timestamp, wan
     for (name, file) in record.files.iter_mut() {
         let claimable = match file.status {
             FileStatus::Pending => true,
+            FileStatus::Enqueuing if file.claim.as_deref() == Some(claimant.id.as_str()) => true,
             FileStatus::Enqueuing => {
-                file.claim.as_deref() == Some(claimant.id.as_str()) || file.lease_until.is_none_or(|t| t < now_secs)
+                let lapsed = file.lease_until.is_none_or(|t| t < now_secs);
+                // A stopped request's file, at a generation the task item read has: its own
+                // commit (it stopped after), or another request's that read the task before
+                // the file was written (so a settle of that generation may have published
+                // without it). Moved on, as a reopen, its settle's event has an id of its own.
+                if lapsed && file.generation.is_some_and(|g| Some(g) <= read_generation) {
+                    file.generation = Some(reopened);
+                    reopens = true;
+                }
+                lapsed
             }
             _ if stranded(file, now_secs) => {
                 file.generation = Some(reopened);

@@ -525,6 +525,27 @@ fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
     }
 }
 
+/// Two requests adding files to [`settled_with_a`] at once: r2 adding `b`, r1 adding `c`.
+struct Raced {
+    /// The settled task's generation.
+    g: u64,
+    adds_b: CallbackEvent,
+    /// r2's merge: its item for `b` is what it writes before its task item.
+    r2_attempt: TaskRecord,
+    /// r1's commit, which read the task before r2's item was there, its files sent.
+    r1_committed: TaskRecord,
+}
+
+fn raced() -> Raced {
+    let settled = settled_with_a();
+    let adds_b = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
+    let r2_attempt = ingest_callback(Some(&settled), &adds_b, &body("2"), &claimant("r2"), now(1)).record;
+    let adds_c = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("c", "https://h/c.mp3")]);
+    let mut r1_committed = ingest_callback(Some(&settled), &adds_c, &body("3"), &claimant("r1"), now(1)).record;
+    mark_all_queued(&mut r1_committed);
+    Raced { g: settled.generation, adds_b, r2_attempt, r1_committed }
+}
+
 /// Two requests adding files to a settled task, the second (r2) having taken the first's
 /// fence over: the first's retry commits the generation without r2's file (it read before r2
 /// wrote it), and a settle of that set may publish its `Task Vaulted`. r2's retry, finding its
@@ -532,13 +553,7 @@ fn a_retried_addition_moves_the_generation_past_the_file_set_without_it() {
 /// its own.
 #[test]
 fn a_retry_finding_its_file_under_another_requests_commit_moves_it_to_a_generation_of_its_own() {
-    let settled = settled_with_a();
-    let g = settled.generation;
-    let adds_b = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("b", "https://h/b.mp3")]);
-    let r2_attempt = ingest_callback(Some(&settled), &adds_b, &body("2"), &claimant("r2"), now(1)).record;
-    let adds_c = event(Stage::Complete, 200, &[("a", "https://h/a.mp3"), ("c", "https://h/c.mp3")]);
-    let mut r1_committed = ingest_callback(Some(&settled), &adds_c, &body("3"), &claimant("r1"), now(1)).record;
-    mark_all_queued(&mut r1_committed);
+    let Raced { g, adds_b, r2_attempt, r1_committed } = raced();
     assert_eq!(r1_committed.generation, g + 1);
 
     // Read as committed (pending: c is being copied), and settled since (the settle of {a, c}
@@ -564,6 +579,37 @@ fn a_retry_finding_its_file_under_another_requests_commit_moves_it_to_a_generati
         let reopened = u64::from(read.vault != VaultState::Pending);
         assert_eq!(other.generation, read.generation + reopened, "{:?}", read.vault);
     }
+}
+
+/// As above, but r2 stopped before its retry: whatever takes its lapsed claim up (the
+/// provider's retry of its callback, the sweeper) moves the file on in its place. A live
+/// claim is waited for, and a lapsed one the task item read does not cover (an uncommitted
+/// attempt's) is adopted at its own generation.
+#[test]
+fn a_lapsed_claim_under_a_generation_committed_without_it_moves_on_when_taken_over() {
+    let Raced { g, adds_b, r2_attempt, r1_committed: mut read } = raced();
+    let settled = settled_with_a();
+    read.files.insert("b".into(), r2_attempt.files["b"].clone());
+
+    let live = ingest_callback(Some(&read), &adds_b, &body("2"), &claimant("retry"), now(2));
+    assert_eq!((live.record.generation, live.claims.wait_for.as_slice()), (g + 1, ["b".to_owned()].as_slice()));
+
+    let lapsed = now(60);
+    let retry = ingest_callback(Some(&read), &adds_b, &body("2"), &claimant("retry"), lapsed);
+    let (swept, sweep_claims) = reclaim(&read, &claimant("sweeper"), lapsed, &[]);
+    let swept = swept.expect("b claimed");
+    for (r, claimed) in [(&retry.record, &retry.claims), (&swept, &sweep_claims)] {
+        assert_eq!((r.generation, r.files["b"].generation), (g + 2, Some(g + 2)));
+        assert_eq!(r.files["c"].generation, Some(g + 1), "the committed file stays");
+        assert_eq!(claimed.to_enqueue.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["b"]);
+    }
+
+    // Never committed (the task item read is still at g): adopted at g + 1, as before.
+    let mut uncommitted = settled.clone();
+    uncommitted.files.insert("b".into(), r2_attempt.files["b"].clone());
+    let (adopted, _) = reclaim(&uncommitted, &claimant("sweeper"), lapsed, &[]);
+    let adopted = adopted.expect("b claimed");
+    assert_eq!((adopted.generation, adopted.files["b"].generation), (g + 1, Some(g + 1)));
 }
 
 #[test]
