@@ -1,5 +1,6 @@
 //! The notify function end to end, proven by a client we did not write: a webhook from an
-//! event on the notify queue (in the emulator) is POSTed to a local receiver, and the official
+//! event published on an event bus, which a rule delivers to the notify queue (in the
+//! emulator, as the template's `NotifyRule` does), is POSTed to a local receiver, and the official
 //! Standard Webhooks library for Python (`standardwebhooks`, pinned in
 //! infra/python/webhooks.txt, installed into .venv/webhooks by `make deps`) verifies every
 //! request it got. Also: a 404 or 5xx is retried with the same webhook-id and body, a 410 is
@@ -23,11 +24,13 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use stemvault_aws::events::EventBus;
 use stemvault_aws::secrets::{AgePolicy, SecretText, put_secret};
 use stemvault_aws::{ConfigError, FromEnv};
-use stemvault_notify::domain::{DEAD_LETTER_REASON_ATTRIBUTE, eventbridge_message};
+use stemvault_notify::domain::DEAD_LETTER_REASON_ATTRIBUTE;
 use stemvault_notify::secret::format_secret;
 use stemvault_notify::{App, Config};
+use stemvault_vault::events::PublishEvents;
 use stemvault_vault::events::{self, TaskEvent};
 use stemvault_vault::{FileEntry, FileStatus, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{Family, Stage};
@@ -136,6 +139,8 @@ fn python_verdicts(secret: &str, requests: &[Received]) -> Vec<Value> {
 /// The notify function with its own queue, dead-letter queue and secret in the emulator.
 struct Setup {
     sqs: aws_sdk_sqs::Client,
+    /// The bus the events are published on, its rule targeting the queue.
+    bus: EventBus,
     queue_url: String,
     dead_letter_queue_url: String,
     /// The function's environment.
@@ -161,8 +166,14 @@ impl Setup {
         let base = format!("n{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         // As template.yaml makes them, as the local runner does.
         let settings = &stemvault_tests::NOTIFY_QUEUE;
-        let (queue_url, _, dead_letter_queue_url) =
+        let (queue_url, queue_arn, dead_letter_queue_url) =
             stemvault_aws::provision::create_queue_with_dlq(&sqs, &format!("{base}-notify"), settings).await.unwrap();
+        let bus_name = format!("{base}-events");
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        stemvault_aws::provision::create_event_bus(&events, &bus_name).await.unwrap();
+        let rule = format!("{base}-notify");
+        stemvault_aws::provision::subscribe_queue(&sdk, &bus_name, &rule, &queue_url, &queue_arn).await.unwrap();
+        let bus = EventBus::new(&sdk, &bus_name);
         let secret_name = format!("{base}-notify");
         let arn = put_secret(&sdk, &secret_name, &SecretText::new(secret.clone())).await.unwrap();
         let vars = BTreeMap::from([
@@ -173,7 +184,7 @@ impl Setup {
         ]);
         let config = Config::from_lookup(|k| vars.get(k).cloned()).unwrap();
         let app = App::new(config, &sdk).await.expect("notify starts");
-        Setup { sqs, queue_url, dead_letter_queue_url, vars, secret, secret_name, sdk, app }
+        Setup { sqs, bus, queue_url, dead_letter_queue_url, vars, secret, secret_name, sdk, app }
     }
 
     /// A new instance of the function, with `name` set to `value`.
@@ -211,9 +222,9 @@ impl Setup {
         out.messages.unwrap_or_default()
     }
 
+    /// Publish `event` as ingest and the downloader do: the bus's rule puts it on the queue.
     async fn send(&self, event: &TaskEvent) {
-        let body = eventbridge_message(event, &uuid::Uuid::new_v4().to_string(), "2026-12-01T18:00:00Z");
-        self.sqs.send_message().queue_url(&self.queue_url).message_body(body).send().await.unwrap();
+        self.bus.publish_events(std::slice::from_ref(event)).await.unwrap();
     }
 
     /// Receive what is visible on the queue, as Lambda's event source would, and run one batch.
@@ -298,7 +309,9 @@ async fn a_webhook_verifies_with_the_official_python_library() {
     assert_eq!(verdicts[0]["ok"], true, "{verdicts:?}");
     let payload = &verdicts[0]["payload"];
     assert_eq!(payload["type"], "task.vaulted");
-    assert_eq!(payload["timestamp"], "2026-12-01T18:00:00Z");
+    // The event's own time, as EventBridge stamped it when it was published.
+    let published: Timestamp = payload["timestamp"].as_str().unwrap().parse().unwrap();
+    assert!((now - 60..=now).contains(&published.unix_seconds()), "{}", payload["timestamp"]);
     assert_eq!(payload["data"], serde_json::to_value(&event.detail).unwrap());
 
     // The check can fail: another secret, or a body changed on the way, does not verify.
