@@ -584,12 +584,19 @@ mod tests {
         delayed.sort();
         assert_eq!(delayed, ["r1", "r2", "r3"]);
         assert_eq!(ports.record(TASK).vault, VaultState::Pending);
+        // Counted, so that failures no retry mends raise settle-checks-failing.
+        let failed_checks = || {
+            let measures = ports.measures.lock().unwrap();
+            measures.iter().filter(|m| matches!(m, Measure::SettleCheckFailed)).count()
+        };
+        assert_eq!(failed_checks(), 1);
 
         let again = vec![message("m1", &job_body("a")), message("m2", &job_body("b"))];
         let response = process_batch(ports.clone(), SETTINGS, again, deadline).await;
         assert_eq!(failed_ids(&response), Vec::<&str>::new());
         assert_eq!(ports.record(TASK).vault, VaultState::Complete);
         assert_eq!(ports.opened().len(), 2, "nothing copied again");
+        assert_eq!(failed_checks(), 1, "the check that settled is not counted");
     }
 
     /// On a message's last receive, a failed settle check does not send it back: its file is

@@ -362,6 +362,8 @@ pub const FILES_FAILED: &str = "FilesFailed";
 /// From a task's first callback to a settle that published `Task Vaulted` (Seconds);
 /// dimension `Function`.
 pub const SECONDS_TO_SETTLED: &str = "SecondsToSettled";
+/// Settle checks that failed (Count); dimension `Function`.
+pub const SETTLE_CHECKS_FAILED: &str = "SettleChecksFailed";
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
 /// them), all with dimension `Function` = `function` (the deployed function's name,
@@ -376,6 +378,7 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
         }
         Measure::Failed { reason } => (vec![function, (metrics::REASON, reason)], vec![Metric::count(FILES_FAILED)]),
         Measure::Settled { seconds } => (vec![function], vec![Metric::seconds(SECONDS_TO_SETTLED, *seconds)]),
+        Measure::SettleCheckFailed => (vec![function], vec![Metric::count(SETTLE_CHECKS_FAILED)]),
     }
 }
 
@@ -1040,6 +1043,10 @@ mod tests {
         let (dimensions, metrics) = metrics_of(function, &Measure::Settled { seconds: 90.25 });
         assert_eq!(dimensions, vec![("Function", function)]);
         assert_eq!(names(&metrics), vec![("SecondsToSettled", Unit::Seconds, 90.25)]);
+
+        let (dimensions, metrics) = metrics_of(function, &Measure::SettleCheckFailed);
+        assert_eq!(dimensions, vec![("Function", function)]);
+        assert_eq!(names(&metrics), vec![("SettleChecksFailed", Unit::Count, 1.0)]);
     }
 
     /// A streamed body that is dropped unsent (the put failed before it) never makes S3's

@@ -24,6 +24,7 @@ const DASHBOARD_METRICS: &[&str] = &[
     stemvault_download::aws::BYTES_STORED,
     stemvault_download::aws::COPY_SECONDS,
     stemvault_download::aws::SECONDS_TO_SETTLED,
+    stemvault_download::aws::SETTLE_CHECKS_FAILED,
     stemvault_notify::aws::WEBHOOKS_DELIVERED,
     stemvault_notify::aws::WEBHOOKS_REJECTED,
     stemvault_notify::aws::WEBHOOK_RETRIES,
@@ -157,6 +158,11 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     }
     if !alarms.iter().any(|(_, a)| reads(a, r#"SUM(FilesFailed) FROM SCHEMA(stemvault, "Function", "Reason")"#)) {
         problems.push("no alarm on files failed for good (FilesFailed, every reason)".into());
+    }
+    // Settles failing with nothing else failing (a grant gone, a write refused for good).
+    let settle_checks = stemvault_download::aws::SETTLE_CHECKS_FAILED;
+    if !alarmed(stemvault_aws::metrics::NAMESPACE, settle_checks, "Function", "DownloadFunction") {
+        problems.push(format!("no alarm on the download function's {settle_checks}"));
     }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
         problems.push("no dead-letter queue alarm".into());
@@ -322,6 +328,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "no metric filter counts CallbacksThrottled from the callback routes' access log",
         "no metric filter counts CallbacksRefusedByIngest from the callback routes' access log",
         "no alarm on files failed for good (FilesFailed, every reason)",
+        "no alarm on the download function's SettleChecksFailed",
         "no dead-letter queue alarm",
         "FnErrors: OKActions do not notify AlarmTopic",
         "the dashboard names ${Gone}, which is not a resource",
@@ -342,6 +349,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "the dashboard does not show BytesStored",
         "the dashboard does not show CopySeconds",
         "the dashboard does not show SecondsToSettled",
+        "the dashboard does not show SettleChecksFailed",
         "the dashboard does not show WebhooksDelivered",
         "the dashboard does not show WebhooksRejected",
         "the dashboard does not show WebhookRetries",

@@ -16,7 +16,7 @@ use stemvault_aws::sqs_batch::{Ran, catch_panic};
 use tracing::{Instrument, Span};
 
 use super::{Handled, MAX_CONCURRENT_MESSAGES, Reserves};
-use crate::domain::{Outcome, Ports, Settling, check_settled, parse_job, settle_check_for};
+use crate::domain::{Measure, Outcome, Ports, Settling, check_settled, parse_job, settle_check_for};
 use crate::error::DownloadError;
 
 /// The batch's tasks, by id: how many of their messages still run, those done, and which
@@ -165,6 +165,7 @@ impl Checks {
                 span.in_scope(
                     || tracing::warn!(error = %e, messages = done.len(), "the settle check failed; will retry"),
                 );
+                ports.emit_metrics(&Measure::SettleCheckFailed);
                 (e, &done[..])
             }
         };
