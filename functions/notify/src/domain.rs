@@ -249,7 +249,7 @@ pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
 
 /// `event` as EventBridge delivers it to a rule's SQS target (`id` its EventBridge id, `time`
 /// RFC 3339): what the notify queue's messages hold. For the tests only.
-#[cfg(any(test, feature = "test-support"))]
+#[cfg(test)]
 pub fn eventbridge_message(event: &stemvault_vault::events::TaskEvent, id: &str, time: &str) -> String {
     json!({
         "version": "0",

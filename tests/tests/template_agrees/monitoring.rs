@@ -164,6 +164,10 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     if !alarmed(stemvault_aws::metrics::NAMESPACE, settle_checks, "Function", "DownloadFunction") {
         problems.push(format!("no alarm on the download function's {settle_checks}"));
     }
+    // Callbacks refused before their task was known: nothing else keeps or counts them.
+    if !alarms.iter().any(|(_, a)| reads(a, "missing_task_id") && reads(a, "body_too_large")) {
+        problems.push("no alarm on callbacks refused before their task was known".into());
+    }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
         problems.push("no dead-letter queue alarm".into());
     }
@@ -329,6 +333,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "no metric filter counts CallbacksRefusedByIngest from the callback routes' access log",
         "no alarm on files failed for good (FilesFailed, every reason)",
         "no alarm on the download function's SettleChecksFailed",
+        "no alarm on callbacks refused before their task was known",
         "no dead-letter queue alarm",
         "FnErrors: OKActions do not notify AlarmTopic",
         "the dashboard names ${Gone}, which is not a resource",
