@@ -168,6 +168,9 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     if !alarms.iter().any(|(_, a)| reads(a, "missing_task_id") && reads(a, "body_too_large")) {
         problems.push("no alarm on callbacks refused before their task was known".into());
     }
+    if !alarms.iter().any(|(_, a)| reads(a, "timestamp_too_old") && reads(a, "timestamp_in_future")) {
+        problems.push("no alarm on callbacks signed outside the window".into());
+    }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
         problems.push("no dead-letter queue alarm".into());
     }
@@ -334,6 +337,7 @@ fn alarm_checks_report_what_goes_unwatched() {
         "no alarm on files failed for good (FilesFailed, every reason)",
         "no alarm on the download function's SettleChecksFailed",
         "no alarm on callbacks refused before their task was known",
+        "no alarm on callbacks signed outside the window",
         "no dead-letter queue alarm",
         "FnErrors: OKActions do not notify AlarmTopic",
         "the dashboard names ${Gone}, which is not a resource",
