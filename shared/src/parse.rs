@@ -159,7 +159,7 @@ pub const MAX_TRACKS_OR_IMAGES: usize = 256;
 
 pub use envelope::MISSING_CODE;
 pub use family::names_lyrics;
-pub use files::MAX_NAME_BYTES;
+pub use files::{MAX_NAME_BYTES, is_http};
 pub(crate) use music::is_source_file;
 pub use names::{MAX_SEGMENT_LEN, sanitize_segment};
 pub use separation::MAX_STEMS;

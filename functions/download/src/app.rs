@@ -587,7 +587,7 @@ mod tests {
         // Counted, so that failures no retry mends raise settle-checks-failing.
         let failed_checks = || {
             let measures = ports.measures.lock().unwrap();
-            measures.iter().filter(|m| matches!(m, Measure::SettleCheckFailed)).count()
+            measures.iter().filter(|m| matches!(m, Measure::SettleCheckFailed { reason: "table" })).count()
         };
         assert_eq!(failed_checks(), 1);
 

@@ -362,7 +362,8 @@ pub const FILES_FAILED: &str = "FilesFailed";
 /// From a task's first callback to a settle that published `Task Vaulted` (Seconds);
 /// dimension `Function`.
 pub const SECONDS_TO_SETTLED: &str = "SecondsToSettled";
-/// Settle checks that failed (Count); dimension `Function`.
+/// Settle checks that failed (Count); dimensions `Function` and `Reason`
+/// ([`crate::error::DownloadError::settle_failure_reason`]).
 pub const SETTLE_CHECKS_FAILED: &str = "SettleChecksFailed";
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
@@ -378,7 +379,9 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
         }
         Measure::Failed { reason } => (vec![function, (metrics::REASON, reason)], vec![Metric::count(FILES_FAILED)]),
         Measure::Settled { seconds } => (vec![function], vec![Metric::seconds(SECONDS_TO_SETTLED, *seconds)]),
-        Measure::SettleCheckFailed => (vec![function], vec![Metric::count(SETTLE_CHECKS_FAILED)]),
+        Measure::SettleCheckFailed { reason } => {
+            (vec![function, (metrics::REASON, reason)], vec![Metric::count(SETTLE_CHECKS_FAILED)])
+        }
     }
 }
 
@@ -1044,8 +1047,8 @@ mod tests {
         assert_eq!(dimensions, vec![("Function", function)]);
         assert_eq!(names(&metrics), vec![("SecondsToSettled", Unit::Seconds, 90.25)]);
 
-        let (dimensions, metrics) = metrics_of(function, &Measure::SettleCheckFailed);
-        assert_eq!(dimensions, vec![("Function", function)]);
+        let (dimensions, metrics) = metrics_of(function, &Measure::SettleCheckFailed { reason: "publish" });
+        assert_eq!(dimensions, vec![("Function", function), ("Reason", "publish")]);
         assert_eq!(names(&metrics), vec![("SettleChecksFailed", Unit::Count, 1.0)]);
     }
 

@@ -324,11 +324,10 @@ pub enum Measure {
     /// This worker settled a task's vault and published its `Task Vaulted`: seconds since the
     /// task's first callback.
     Settled { seconds: f64 },
-    /// A settle check failed (a read, the manifest, the publish or the settle write): its
-    /// messages come back, and the sweeper asks again after their last receive, so a fault
-    /// no retry mends (a grant gone, a write the table refuses) keeps tasks unsettled with
-    /// nothing else failing.
-    SettleCheckFailed,
+    /// A settle check failed ([`DownloadError::settle_failure_reason`]): its messages come
+    /// back, and the sweeper asks again every 5 minutes, so a fault no retry mends (a grant
+    /// gone, a write the table refuses) keeps tasks unsettled with nothing else failing.
+    SettleCheckFailed { reason: &'static str },
 }
 
 /// What the function counts ([`Measure`]s: its metrics).

@@ -216,6 +216,22 @@ pub enum DownloadError {
 }
 
 impl DownloadError {
+    /// What part of a settle check failed, the `Reason` of `SettleChecksFailed`: the task
+    /// table (`table`), the bucket (`bucket`: the manifest), the event bus (`publish`), a
+    /// manifest that kept changing (`contention`), the invocation's time (`out_of_time`), or a
+    /// bug (`panicked`).
+    pub fn settle_failure_reason(&self) -> &'static str {
+        match self {
+            DownloadError::Store(_) => "table",
+            DownloadError::Storage(_) => "bucket",
+            DownloadError::Publish(_) => "publish",
+            DownloadError::Contention => "contention",
+            DownloadError::NoTimeLeft | DownloadError::OutOfTime => "out_of_time",
+            DownloadError::Panicked => "panicked",
+            _ => "other",
+        }
+    }
+
     /// Whether the message goes back to the queue. Every task-table or bucket failure past the
     /// copy does (the manifest's, a settle's), even one that a retry cannot mend (a record that
     /// no longer decodes, a manifest S3 refuses): its message ends in the dead-letter queue,

@@ -442,7 +442,7 @@ pub enum Script {
 
 impl Script {
     /// The source answering HTTP `status` with `reason`, and no `Retry-After`.
-    pub fn status(status: u16, reason: &str) -> Script {
+    pub fn http_error(status: u16, reason: &str) -> Script {
         Script::Fail(FetchError::Status { status, reason: reason.to_owned(), retry_after: None })
     }
 }

@@ -236,8 +236,15 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         details_url,
         manifest_key,
         manifest_url,
-        streams: links.map(|_| record.streams.clone()).unwrap_or_default(),
+        // As ingest keeps them since 2026-12-07: a record from before may hold a link that
+        // would run in a page showing it (`javascript:`).
+        streams: links.map(|_| http_streams(&record.streams)).unwrap_or_default(),
     })
+}
+
+/// The streams that are `http` or `https` URLs.
+fn http_streams(streams: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    streams.iter().filter(|(_, url)| suno_callbacks::parse::is_http(url)).map(|(n, u)| (n.clone(), u.clone())).collect()
 }
 
 /// Where details too large for the task item are kept, from its pointer to them (None: the

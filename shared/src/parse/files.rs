@@ -72,7 +72,7 @@ impl FileSet {
 }
 
 /// Whether `url` starts with `http://` or `https://` (any case, after leading blanks).
-pub(super) fn is_http(url: &str) -> bool {
+pub fn is_http(url: &str) -> bool {
     let url = url.trim_start().as_bytes();
     let starts = |scheme: &[u8]| url.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme));
     starts(b"http://") || starts(b"https://")

@@ -114,14 +114,14 @@ pub fn callback_id(stage: Stage, sha256_hex: &str) -> String {
 ///   covers (another request committed it in between, without them) moves them on to a
 ///   generation of their own, as a reopen.
 /// * Every `pending` file of the task, every `enqueuing` one whose lease ran out (moved on to
-///   the next generation when the task item read has its generation), and every stranded one
+///   the next generation when the task item's generation as read covers it), and every stranded one
 ///   (its message gone; reopened at the next generation), is claimed for `claimant`.
 /// * The callback's `received_at` and the task's `first_received_at` date the body's arrival
 ///   ([`BodyInfo::arrived_at`], never after `now`); `last_received_at` and claims date `now`.
 /// * Untrusted text is bounded: messages to [`MAX_MESSAGE_BYTES`]; details over
 ///   [`MAX_DETAILS_BYTES`] become a pointer to the object the caller keeps them in
 ///   ([`oversized_details`]) and to the archived body. The caller refuses to write a
-///   record whose [`item_size_estimate`] is still over [`MAX_ITEM_ESTIMATE_BYTES`].
+///   record still [too large](too_large_to_record).
 pub fn ingest_callback(
     existing: Option<&TaskRecord>,
     event: &CallbackEvent,
@@ -544,7 +544,12 @@ fn bounded_message(message: &str) -> String {
 /// The largest item of a record, as JSON, plus what the downloader may still add to a file:
 /// an upper estimate of the largest DynamoDB item it becomes (attribute names and values).
 pub fn item_size_estimate(record: &TaskRecord) -> usize {
-    crate::items::item_bytes(record).largest.saturating_add(FILE_GROWTH_BYTES)
+    largest_estimate(crate::items::item_bytes(record))
+}
+
+/// The largest item, with what the downloader may still add to a file.
+fn largest_estimate(bytes: crate::items::ItemBytes) -> usize {
+    bytes.largest.saturating_add(FILE_GROWTH_BYTES)
 }
 
 /// Whether a merged record is too large to write, and its size in bytes if so: an item over
@@ -554,7 +559,7 @@ pub fn item_size_estimate(record: &TaskRecord) -> usize {
 /// still takes what adds nothing: a duplicate, claims and counts, a poll saying nothing new.
 pub fn too_large_to_record(before: Option<&TaskRecord>, after: &TaskRecord) -> Option<usize> {
     let bytes = crate::items::item_bytes(after);
-    let largest = bytes.largest.saturating_add(FILE_GROWTH_BYTES);
+    let largest = largest_estimate(bytes);
     if largest > MAX_ITEM_ESTIMATE_BYTES {
         return Some(largest);
     }
@@ -573,7 +578,9 @@ fn adds_content(before: &TaskRecord, after: &TaskRecord) -> bool {
 
 /// Claim every `pending` file, every `enqueuing` file whose lease ran out (or that this
 /// claimant already holds), and every [`stranded`] one; list the wanted files another
-/// claimant still holds. `read_generation`: the task item's, as read (None: none was).
+/// claimant still holds. A stranded file, and a lapsed claim on a file the task item's
+/// generation as read (`read_generation`; None: none was) covers, move on to the next
+/// generation.
 fn claim_files(
     record: &mut TaskRecord,
     read_generation: Option<u64>,

@@ -161,14 +161,20 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     }
     // Settles failing with nothing else failing (a grant gone, a write refused for good).
     let settle_checks = stemvault_download::aws::SETTLE_CHECKS_FAILED;
-    if !alarmed(stemvault_aws::metrics::NAMESPACE, settle_checks, "Function", "DownloadFunction") {
+    let every_reason = format!(r#"SUM({settle_checks}) FROM SCHEMA(stemvault, "Function", "Reason")"#);
+    if !alarms.iter().any(|(_, a)| reads(a, &every_reason) && reads(a, "DownloadFunction")) {
         problems.push(format!("no alarm on the download function's {settle_checks}"));
     }
     // Callbacks refused before their task was known: nothing else keeps or counts them.
-    if !alarms.iter().any(|(_, a)| reads(a, "missing_task_id") && reads(a, "body_too_large")) {
+    let before_the_task = ["missing_task_id", "invalid_task_id", "invalid_json", "not_a_json_object", "body_too_large"];
+    let refused_by_ingest = |a: &Value| reads(a, "CallbacksRefused") && reads(a, "IngestFunction");
+    if !alarms.iter().any(|(_, a)| refused_by_ingest(a) && before_the_task.iter().all(|reason| reads(a, reason))) {
         problems.push("no alarm on callbacks refused before their task was known".into());
     }
-    if !alarms.iter().any(|(_, a)| reads(a, "timestamp_too_old") && reads(a, "timestamp_in_future")) {
+    if !alarms
+        .iter()
+        .any(|(_, a)| refused_by_ingest(a) && reads(a, "timestamp_too_old") && reads(a, "timestamp_in_future"))
+    {
         problems.push("no alarm on callbacks signed outside the window".into());
     }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
@@ -453,6 +459,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         Measure::Stored { bytes: 1, copy_seconds: Some(1.0) },
         Measure::Failed { reason: "source_expired" },
         Measure::Settled { seconds: 1.0 },
+        Measure::SettleCheckFailed { reason: "publish" },
     ];
     let mut emitted: Vec<(String, Vec<(&str, &str)>)> = Vec::new();
     for measure in &measures {

@@ -165,7 +165,7 @@ impl Checks {
                 span.in_scope(
                     || tracing::warn!(error = %e, messages = done.len(), "the settle check failed; will retry"),
                 );
-                ports.emit_metrics(&Measure::SettleCheckFailed);
+                ports.emit_metrics(&Measure::SettleCheckFailed { reason: e.settle_failure_reason() });
                 (e, &done[..])
             }
         };

@@ -104,7 +104,7 @@ async fn a_failed_publish_leaves_the_task_unsettled_and_the_redelivery_publishes
 #[tokio::test]
 async fn a_partial_vault_names_the_failed_file_and_its_reason() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&crate::memory::url("vocal"), crate::memory::Script::status(404, "Not Found"));
+    ports.source(&crate::memory::url("vocal"), crate::memory::Script::http_error(404, "Not Found"));
     let (_, checked) = run(&ports, "vocal", crate::domain::EXPIRY_CONFIRMED_ON_RECEIVE).await;
     assert_eq!(checked, Some(Ok(Settling::Settled)));
     let detail = &ports.events.published()[0].detail;

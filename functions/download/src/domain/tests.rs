@@ -127,7 +127,7 @@ async fn a_queued_file_is_stored_and_recorded() {
 async fn the_last_settled_file_writes_the_manifest_once() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
-    ports.source(&url("drums"), Script::status(410, "Gone"));
+    ports.source(&url("drums"), Script::http_error(410, "Gone"));
 
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     let outcome = run(&ports, "drums", CONFIRMED).await;
@@ -175,7 +175,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     let schedule = Timestamp::from_unix_ms(1_795_446_000_000);
     (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
     let ports = MemoryPorts::with_record(watched);
-    ports.source(&url("vocal"), Script::status(410, "Gone"));
+    ports.source(&url("vocal"), Script::http_error(410, "Gone"));
     let (at_gate, release) = hold_next_manifest(&ports);
 
     let settling = run(&ports, "vocal", CONFIRMED);
@@ -199,7 +199,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
     watched.stage = Stage::Final;
     (watched.reconcile, watched.reconcile_at) = (Some(RECONCILE_DUE.into()), Some(schedule));
     let ports = MemoryPorts::with_record(watched);
-    ports.source(&url("vocal"), Script::status(410, "Gone"));
+    ports.source(&url("vocal"), Script::http_error(410, "Gone"));
     run(&ports, "vocal", CONFIRMED).await;
     let r = ports.record(TASK);
     assert_eq!(
@@ -227,7 +227,7 @@ async fn retries_of_one_step_are_spread() {
 #[tokio::test]
 async fn retryable_failures_release_the_file_and_back_off() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::status(503, "Service Unavailable"));
+    ports.source(&url("vocal"), Script::http_error(503, "Service Unavailable"));
 
     for count in 1..=3 {
         let outcome = run(&ports, "vocal", count).await;
@@ -355,7 +355,7 @@ async fn a_finishing_write_refused_for_another_worker_s_file_is_not_taken_as_our
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         match source_gone {
             false => serve(&ports, "vocal", b"vocal bytes"),
-            true => ports.source(&url("vocal"), Script::status(404, "Not Found")),
+            true => ports.source(&url("vocal"), Script::http_error(404, "Not Found")),
         }
         let mut theirs = ports.file_item(TASK, "vocal");
         (theirs.status, theirs.claim, theirs.stored_at) =
@@ -769,7 +769,7 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
         let f = ports.file_item(TASK, "vocal");
         assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "the claim given back");
 
-        ports.source(&url("vocal"), Script::status(403, "Forbidden"));
+        ports.source(&url("vocal"), Script::http_error(403, "Forbidden"));
         let outcome = run(&ports, "vocal", 2).await;
         let Outcome::Stored(stored) = outcome else { panic!("{len} bytes: {outcome:?}") };
         let sha256 = hex::encode(Sha256::digest(&data));
@@ -840,7 +840,7 @@ async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
 async fn a_finishing_write_applied_with_its_answers_lost_stays() {
     for (script, settled) in [
         (Script::Body { data: b"vocal".to_vec(), declared: true, content_type: None }, FileStatus::Stored),
-        (Script::status(404, "Not Found"), FileStatus::Failed),
+        (Script::http_error(404, "Not Found"), FileStatus::Failed),
     ] {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
         ports.source(&url("vocal"), script);
@@ -883,7 +883,7 @@ async fn an_expired_source_whose_earlier_copy_cannot_be_looked_for_on_the_last_r
     let mut r = record(&[("vocal", FileStatus::Queued)]);
     r.files.get_mut("vocal").unwrap().attempts = 1;
     let ports = MemoryPorts::with_record(r);
-    ports.source(&url("vocal"), Script::status(410, "Gone"));
+    ports.source(&url("vocal"), Script::http_error(410, "Gone"));
     *ports.head_failures.lock().unwrap() = 1;
     last_receive_leaves_it_expired(&ports).await;
     let reason = ports.record(TASK).files["vocal"].error.clone().unwrap_or_default();
@@ -1052,7 +1052,7 @@ async fn a_failed_write_that_answers_an_error_on_the_last_receive_is_not_counted
 async fn no_read_comes_before_a_claim() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     serve(&ports, "vocal", b"vocal bytes");
-    ports.source(&url("drums"), Script::status(404, ""));
+    ports.source(&url("drums"), Script::http_error(404, ""));
 
     assert!(matches!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await, Outcome::Stored(_)));
     assert_eq!(ports.take_table_calls(), ["claim_file", "record_stored"]);
@@ -1072,7 +1072,7 @@ async fn no_read_comes_before_a_claim() {
     assert_eq!(ports.take_table_calls(), ["claim_file"]);
     // A retryable failure: the claim, then its release.
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::status(503, ""));
+    ports.source(&url("vocal"), Script::http_error(503, ""));
     assert!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await.is_failure());
     assert_eq!(ports.take_table_calls(), ["claim_file", "release_file"]);
 }
@@ -1316,7 +1316,7 @@ async fn a_settle_refused_because_a_reopening_marked_the_task_keeps_the_mark() {
 /// The file `vocal` queued, its source answering HTTP `status` with `reason`.
 fn vocal_answering(status: u16, reason: &str) -> MemoryPorts {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::status(status, reason));
+    ports.source(&url("vocal"), Script::http_error(status, reason));
     ports
 }
 
@@ -1355,7 +1355,7 @@ async fn a_retryable_failure_on_the_last_receive_fails_the_file_dead_lettered_an
     let ports = MemoryPorts::with_record(r);
     serve(&ports, "drums", b"drums");
     assert!(matches!(run(&ports, "drums", 1).await, Outcome::Stored(_)));
-    ports.source(&url("vocal"), Script::status(503, "Service Unavailable"));
+    ports.source(&url("vocal"), Script::http_error(503, "Service Unavailable"));
     for count in 1..MAX_RECEIVE_COUNT {
         let outcome = run(&ports, "vocal", count).await;
         assert!(matches!(outcome, Outcome::Retry(_)), "{count}: {outcome:?}");
@@ -1456,7 +1456,7 @@ async fn a_family_given_during_the_settle_is_not_overwritten_by_a_decision_made_
     (unknown.family, unknown.stage) = (Family::Unknown, Stage::Complete);
     let generation = unknown.generation;
     let ports = MemoryPorts::with_record(unknown);
-    ports.source(&url("vocal"), Script::status(404, "Not Found"));
+    ports.source(&url("vocal"), Script::http_error(404, "Not Found"));
     let (at_gate, release) = hold_next_manifest(&ports);
     let register = async {
         reached(at_gate).await;

@@ -419,6 +419,8 @@ async fn details_and_streams_are_answered_as_recorded() {
     let with = ports.records.get_mut("t1").unwrap();
     with.details = Some(lyrics.clone());
     with.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
+    // Kept before ingest took only http(s) streams: not answered.
+    with.streams.insert("tracks/b/stream".into(), "javascript:alert(1)".into());
     let answered = answer(&ports, "t1").await;
     assert_eq!(answered["details"], lyrics);
     assert_eq!(answered["streams"], serde_json::json!({"tracks/a/stream": "https://cdn.example/live/a"}));

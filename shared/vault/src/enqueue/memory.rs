@@ -139,7 +139,10 @@ impl MemoryTableAndQueue {
 
     /// Have another request commit `record` between the next save's file items and its task
     /// item write (its items put over the stored ones, none taken away): the task item put
-    /// then finds the version changed, the save's file items already written.
+    /// then finds the version changed, the save's file items already written. More lenient
+    /// than DynamoDB, whose put of the other's task item is conditional on the fence it read
+    /// (the save's mark would refuse it, and the other would mark again first): the outcome
+    /// this save sees, its items written and its put refused, is the same.
     pub fn commit_before_next_task_write(&self, record: TaskRecord) {
         *lock(&self.committed_before_next_task_write) = Some(record);
     }

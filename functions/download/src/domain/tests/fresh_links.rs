@@ -87,8 +87,8 @@ async fn only_statuses_read_as_expired_ask_for_a_fresh_link() {
     }
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     fresh_links(&ports, &[("vocal", Ok(FRESH)), ("drums", Ok(FRESH))]);
-    ports.source(&url("vocal"), Script::status(400, "Bad Request"));
-    ports.source(&url("drums"), Script::status(451, ""));
+    ports.source(&url("vocal"), Script::http_error(400, "Bad Request"));
+    ports.source(&url("drums"), Script::http_error(451, ""));
     assert_eq!(run(&ports, "vocal", 1).await, Outcome::FailedForGood("source answered 400 Bad Request".into()));
     assert_eq!(run(&ports, "drums", 1).await, Outcome::FailedForGood("source answered 451".into()));
     assert!(ports.refreshed.lock().unwrap().is_empty());
@@ -186,7 +186,7 @@ async fn no_fresh_link_yet_is_retried_and_a_later_link_is_copied() {
 #[tokio::test]
 async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recover_is_retried() {
     let ports = expired_with_fresh_link(410, "Gone");
-    ports.source(FRESH, Script::status(503, "Service Unavailable"));
+    ports.source(FRESH, Script::http_error(503, "Service Unavailable"));
     let outcome = run(&ports, "vocal", 1).await;
     let not_yet = "source answered 410 Gone; no fresh link yet: the fresh link failed: source answered 503 Service \
                    Unavailable";
@@ -200,7 +200,7 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
     let outcome = run(&ports, "vocal", 2).await;
     assert_eq!(outcome.retry_after(ports.now()), Some(busy), "{outcome:?}");
 
-    ports.source(FRESH, Script::status(404, "Not Found"));
+    ports.source(FRESH, Script::http_error(404, "Not Found"));
     let outcome = run(&ports, "vocal", CONFIRMED).await;
     let reason = "source answered 410 Gone; the fresh link failed: source answered 404 Not Found";
     assert_eq!(outcome, Outcome::FailedForGood(reason.into()));
@@ -209,7 +209,8 @@ async fn a_fresh_link_that_fails_for_good_fails_the_file_and_one_that_may_recove
 
     // Failing so on the last receive (at once, or while its body is read), the file is
     // dead-lettered as expired: the reconciler watches the task for a URL.
-    for broken in [Script::status(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }] {
+    for broken in [Script::http_error(503, "Service Unavailable"), Script::Reset { data: deterministic_bytes(1000, 3) }]
+    {
         let ports = expired_with_fresh_link(410, "Gone");
         ports.source(FRESH, broken);
         last_receive_leaves_it_expired(&ports).await;

@@ -17,7 +17,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
     let newer = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/wav".into()) };
 
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::status(404, "Not Found"));
+    ports.source(&url("vocal"), Script::http_error(404, "Not Found"));
     ports.source(&newer_url, newer.clone());
     ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
     let outcome = run(&ports, "vocal", CONFIRMED).await;
@@ -76,7 +76,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
 
     // B fails for good: the file fails at B.
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, Script::status(400, "scripted"));
+    ports.source(b, Script::http_error(400, "scripted"));
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::FailedForGood(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.url.as_str(), f.key.as_str(), f.next_url), (FileStatus::Failed, b, b_key.as_str(), None));
@@ -84,7 +84,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
     // B answering `status` on its first try is released at B, to be tried again.
     let released_at_b = async |status| {
         let ports = vocal_gone_with_newer(&[(b, "wav")]);
-        ports.source(b, Script::status(status, "scripted"));
+        ports.source(b, Script::http_error(status, "scripted"));
         assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)), "{status}");
         let f = ports.file_item(TASK, "vocal");
         let pending = (FileStatus::Pending, b, b_key.as_str(), None);
@@ -100,7 +100,7 @@ async fn a_newer_url_copied_in_turn_may_fail_be_replaced_again_or_be_released() 
 
     // C came while B was copied: C is copied.
     let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
-    ports.source(b, Script::status(400, "scripted"));
+    ports.source(b, Script::http_error(400, "scripted"));
     ports.source(c, Script::Body { data: b"c".to_vec(), declared: true, content_type: None });
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Stored(_)));
     assert_eq!(ports.opened(), vec![url("vocal"), b.to_owned(), c.to_owned()]);
@@ -125,7 +125,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     let b_key = vocal_key("wav");
 
     let ports = vocal_gone_with_newer(&[(b, "wav"), (c, "flac")]);
-    ports.source(b, Script::status(503, "scripted"));
+    ports.source(b, Script::http_error(503, "scripted"));
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
     assert_eq!((f.status, f.claim), (FileStatus::Pending, None), "released");
@@ -133,7 +133,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
     assert_eq!((f.url.as_str(), f.key.as_str(), f.next_url.as_deref()), (c, c_key.as_str(), None));
 
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, Script::status(503, "scripted"));
+    ports.source(b, Script::http_error(503, "scripted"));
     // The failed write for the own URL is refused (B waits), so the first write applied is
     // the release at B: its answer lost, the plain release after it is refused too.
     *ports.lost_answers.lock().unwrap() = 1;
@@ -146,7 +146,7 @@ async fn a_release_of_a_newer_url_replaced_meanwhile_or_answered_late_still_ends
 
     // The release at the newer URL fails (the table refuses the write): released as it is.
     let ports = vocal_gone_with_newer(&[(b, "wav")]);
-    ports.source(b, Script::status(503, "scripted"));
+    ports.source(b, Script::http_error(503, "scripted"));
     *ports.release_failures.lock().unwrap() = 1;
     assert!(matches!(run(&ports, "vocal", CONFIRMED).await, Outcome::Retry(_)));
     let f = ports.file_item(TASK, "vocal");
@@ -210,7 +210,7 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
     ports.edit_file_item(TASK, "vocal", |f| {
         (f.next_url, f.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
     });
-    ports.source(&url("vocal"), Script::status(403, "Forbidden"));
+    ports.source(&url("vocal"), Script::http_error(403, "Forbidden"));
     let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
     *ports.now.lock().unwrap() = Some(lease_over);
     let outcome = run(&ports, "vocal", 2).await;
@@ -227,7 +227,7 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
 #[tokio::test]
 async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::status(404, "Not Found"));
+    ports.source(&url("vocal"), Script::http_error(404, "Not Found"));
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
     ports.source(newer_url, Script::Body { data: b"final".to_vec(), declared: true, content_type: None });
     let mut theirs = ports.file_item(TASK, "vocal");
@@ -249,7 +249,7 @@ async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
 #[tokio::test(start_paused = true)]
 async fn a_newer_url_the_deadline_cuts_short_on_the_last_receive_is_released_not_failed() {
     let (newer_url, newer_key) = ("https://cdn1.suno.ai/vocal-2.mp3?sig=s".to_owned(), format!("tasks/{TASK}/v2.mp3"));
-    let unavailable = Script::status(503, "");
+    let unavailable = Script::http_error(503, "");
     for (own, newer) in [(Script::Hang, None), (unavailable, Some(Script::Hang))] {
         let captured = stemvault_aws::log_capture::capture_logs();
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
