@@ -228,7 +228,13 @@ impl DownloadError {
             DownloadError::Contention => "contention",
             DownloadError::NoTimeLeft | DownloadError::OutOfTime => "out_of_time",
             DownloadError::Panicked => "panicked",
-            _ => "other",
+            // None of these comes from a settle check.
+            DownloadError::Malformed(_)
+            | DownloadError::Dropped(_)
+            | DownloadError::Busy { .. }
+            | DownloadError::LostClaim
+            | DownloadError::Copy(_)
+            | DownloadError::SettleDeferred => "other",
         }
     }
 

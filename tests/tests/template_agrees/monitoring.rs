@@ -161,7 +161,8 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     }
     // Settles failing with nothing else failing (a grant gone, a write refused for good).
     let settle_checks = stemvault_download::aws::SETTLE_CHECKS_FAILED;
-    let every_reason = format!(r#"SUM({settle_checks}) FROM SCHEMA(stemvault, "Function", "Reason")"#);
+    let namespace = stemvault_aws::metrics::NAMESPACE;
+    let every_reason = format!(r#"SUM({settle_checks}) FROM SCHEMA({namespace}, "Function", "Reason")"#);
     if !alarms.iter().any(|(_, a)| reads(a, &every_reason) && reads(a, "DownloadFunction")) {
         problems.push(format!("no alarm on the download function's {settle_checks}"));
     }
