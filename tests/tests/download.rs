@@ -814,6 +814,11 @@ async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery(
     }
 }
 
+/// A manifest's fence at `generation`, read at version 1.
+fn fence(generation: u64) -> ManifestFence {
+    ManifestFence { generation, version: 1 }
+}
+
 /// The manifest of a task without files, complete, generated at `at` (Unix ms).
 fn manifest_at(task: &str, at: i64) -> Manifest {
     Manifest::of(&queued_record(task, Family::VocalSeparation, &[]), VaultState::Complete, Timestamp::from_unix_ms(at))
@@ -830,31 +835,18 @@ async fn manifest_writes_are_conditional_on_the_object_read() {
     let manifest = |at: i64| manifest_at(&task, at);
     let read = |bytes: Vec<u8>| serde_json::from_slice::<Manifest>(&bytes).expect("a manifest");
 
-    assert_eq!(
-        ports.write_manifest(&key, &manifest(1), ManifestFence { generation: 5, version: 1 }, None).await,
-        Ok(Conditional::Applied)
-    );
-    assert_eq!(
-        ports.write_manifest(&key, &manifest(2), ManifestFence { generation: 6, version: 1 }, None).await,
-        Ok(Conditional::Conflict),
-        "exists"
-    );
+    assert_eq!(ports.write_manifest(&key, &manifest(1), fence(5), None).await, Ok(Conditional::Applied));
+    assert_eq!(ports.write_manifest(&key, &manifest(2), fence(6), None).await, Ok(Conditional::Conflict), "exists");
     let first = ports.head_object(&key).await.unwrap().expect("written");
     assert_eq!(first.metadata.get(GENERATION_METADATA).map(String::as_str), Some("5"));
     assert_eq!(first.metadata.get(VERSION_METADATA).map(String::as_str), Some("1"));
     assert_eq!(first.content_type.as_deref(), Some("application/json"));
 
-    assert_eq!(
-        ports.write_manifest(&key, &manifest(3), ManifestFence { generation: 7, version: 1 }, Some(&first.etag)).await,
-        Ok(Conditional::Applied)
-    );
+    assert_eq!(ports.write_manifest(&key, &manifest(3), fence(7), Some(&first.etag)).await, Ok(Conditional::Applied));
     let second = ports.head_object(&key).await.unwrap().expect("written");
     assert_ne!(second.etag, first.etag);
     // A writer that read the first manifest and lands late changes nothing.
-    assert_eq!(
-        ports.write_manifest(&key, &manifest(4), ManifestFence { generation: 6, version: 1 }, Some(&first.etag)).await,
-        Ok(Conditional::Conflict)
-    );
+    assert_eq!(ports.write_manifest(&key, &manifest(4), fence(6), Some(&first.etag)).await, Ok(Conditional::Conflict));
     assert_eq!(read(env.object(&key).await.unwrap()), manifest(3));
     assert_eq!(ports.head_object(&format!("tasks/{task}/nothing.json")).await, Ok(None));
 }
@@ -869,19 +861,14 @@ async fn a_copy_replaced_between_its_head_and_its_read_back_is_not_hashed() {
     let task = new_task_id();
     let key = format!("tasks/{task}/replaced.json");
     let manifest = |at: i64| manifest_at(&task, at);
-    assert_eq!(
-        ports.write_manifest(&key, &manifest(1_000), ManifestFence { generation: 1, version: 1 }, None).await,
-        Ok(Conditional::Applied)
-    );
+    assert_eq!(ports.write_manifest(&key, &manifest(1_000), fence(1), None).await, Ok(Conditional::Applied));
     let seen = ports.head_object(&key).await.unwrap().expect("written");
     let first = env.object(&key).await.unwrap();
     let hashed = ports.hash_object(&key, &seen.etag).await.expect("the object seen");
     assert_eq!(hashed, (first.len() as u64, Sha256::digest(&first).into()));
 
     assert_eq!(
-        ports
-            .write_manifest(&key, &manifest(2_000), ManifestFence { generation: 1, version: 1 }, Some(&seen.etag))
-            .await,
+        ports.write_manifest(&key, &manifest(2_000), fence(1), Some(&seen.etag)).await,
         Ok(Conditional::Applied)
     );
     let second = env.object(&key).await.unwrap();

@@ -226,7 +226,7 @@ impl DownloadError {
             DownloadError::Storage(_) => "bucket",
             DownloadError::Publish(_) => "publish",
             DownloadError::Contention => "contention",
-            DownloadError::NoTimeLeft | DownloadError::OutOfTime => "out_of_time",
+            DownloadError::OutOfTime => "out_of_time",
             DownloadError::Panicked => "panicked",
             // None of these comes from a settle check.
             DownloadError::Malformed(_)
@@ -234,6 +234,7 @@ impl DownloadError {
             | DownloadError::Busy { .. }
             | DownloadError::LostClaim
             | DownloadError::Copy(_)
+            | DownloadError::NoTimeLeft
             | DownloadError::SettleDeferred => "other",
         }
     }

@@ -247,24 +247,6 @@ pub fn parse_event(body: &str) -> Result<Event, NotifyError> {
     Ok(Event { kind, time: envelope.time, detail: envelope.detail, event_id: detail.event_id, task_id: detail.task_id })
 }
 
-/// `event` as EventBridge delivers it to a rule's SQS target (`id` its EventBridge id, `time`
-/// RFC 3339): what the notify queue's messages hold. For the tests only.
-#[cfg(test)]
-pub fn eventbridge_message(event: &stemvault_vault::events::TaskEvent, id: &str, time: &str) -> String {
-    json!({
-        "version": "0",
-        "id": id,
-        "detail-type": event.kind.detail_type(),
-        "source": EVENT_SOURCE,
-        "account": "000000000000",
-        "time": time,
-        "region": "us-east-1",
-        "resources": [],
-        "detail": event.detail,
-    })
-    .to_string()
-}
-
 /// The Standard Webhooks payload of `event`: `{"data", "timestamp", "type"}`, serialized once.
 pub fn payload(event: &Event) -> String {
     json!({ "type": event.kind.webhook_type(), "timestamp": event.time, "data": event.detail }).to_string()

@@ -11,9 +11,7 @@ use stemvault_vault::events::{EventDetail, EventType, TaskEvent};
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::app::App;
-use crate::domain::{
-    Answer, DeadLetterMessage, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook, eventbridge_message,
-};
+use crate::domain::{Answer, DeadLetterMessage, DelayMessage, EmitMetrics, Measure, PostWebhook, Webhook};
 use crate::error::PostError;
 use crate::secret::{Signer, Signers};
 
@@ -99,6 +97,23 @@ pub fn detail() -> EventDetail {
                    "error": null}]
     }))
     .unwrap()
+}
+
+/// `event` as EventBridge delivers it to a rule's SQS target (`id` its EventBridge id, `time`
+/// RFC 3339): what the notify queue's messages hold.
+fn eventbridge_message(event: &TaskEvent, id: &str, time: &str) -> String {
+    serde_json::json!({
+        "version": "0",
+        "id": id,
+        "detail-type": event.kind.detail_type(),
+        "source": stemvault_vault::events::EVENT_SOURCE,
+        "account": "000000000000",
+        "time": time,
+        "region": "us-east-1",
+        "resources": [],
+        "detail": event.detail,
+    })
+    .to_string()
 }
 
 /// The message the rule puts on the queue for the `Task Vaulted` event of [`detail`].

@@ -226,7 +226,7 @@ impl PostponePoll for AwsPorts {
 impl AwaitPollTurn for AwsPorts {
     async fn await_poll_turn(&self, within: std::time::Duration) -> bool {
         match &self.provider {
-            Some(provider) => provider.wait_for_turn(within, stemvault_vault::Clock::now(self)).await,
+            Some(provider) => provider.wait_for_turn(within).await,
             None => true,
         }
     }

@@ -95,10 +95,10 @@ impl HttpProvider {
         Ok(HttpProvider { client, base_url, key, spacing: Arc::new(spacing) })
     }
 
-    /// Wait for the provider's next turn if it comes within `within` of `now` (true); false
-    /// at once otherwise.
-    pub async fn wait_for_turn(&self, within: Duration, now: Timestamp) -> bool {
-        self.spacing.wait_for_turn(within, now).await
+    /// Wait for the provider's next turn if it comes within `within` (true); false at once
+    /// otherwise. A held turn is read on the wall clock, as `poll_with` records the hold.
+    pub async fn wait_for_turn(&self, within: Duration) -> bool {
+        self.spacing.wait_for_turn(within, Timestamp::now()).await
     }
 
     /// One poll with the key in force, made once more when the provider refused it and a
@@ -269,13 +269,13 @@ mod tests {
         let (origin, served) = answer_in_turn(vec![unknown.clone(), unknown]).await;
         let start = tokio::time::Instant::now();
         let provider = HttpProvider::new(&origin, key, RequestSpacing::per_minute(2)).unwrap();
-        assert!(provider.wait_for_turn(Duration::ZERO, Timestamp::now()).await, "the first turn is at once");
+        assert!(provider.wait_for_turn(Duration::ZERO).await, "the first turn is at once");
         let answer = provider.poll(Family::Voice, &task).await;
         assert!(matches!(answer, ProviderAnswer::Http { status: 200, .. }), "{answer:?}");
         assert_eq!(served.await.unwrap().len(), 2);
         let next_turn = provider.spacing.next_turn(Timestamp::now());
         assert!(next_turn >= start + Duration::from_secs(60), "two spacings of 30 s: {:?}", next_turn - start);
-        assert!(!provider.wait_for_turn(Duration::ZERO, Timestamp::now()).await, "the next turn is ahead");
+        assert!(!provider.wait_for_turn(Duration::ZERO).await, "the next turn is ahead");
     }
 
     /// With no key read since start-up (the provider secret unreadable), nothing is sent: the

@@ -6,7 +6,7 @@
 //! the same bytes on every retry, and polls read the same text.
 //!
 //! The body is archived as received; only what is read from it is repaired. A body that
-//! parses as it is costs nothing more.
+//! parses as it is costs nothing more than one pass counting its values (below).
 //!
 //! A body is read whole only if it holds at most [`MAX_JSON_MARKS`] values: serde_json
 //! builds each one, and a few MiB of tiny ones take more memory than a function has.

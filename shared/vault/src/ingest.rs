@@ -252,13 +252,11 @@ fn move_own_past_another_commit(record: &mut TaskRecord, read: u64, event: &Call
     if own.is_empty() {
         return;
     }
-    if record.generation > read {
-        // Already past the read (this merge opened files, or adopted others'): join it.
-        stamp(record, &own);
-        (record.vault, record.manifest_key) = (VaultState::Pending, None);
-    } else {
-        open_file_set(record, &own);
-    }
+    // Past the read: the generation this merge already moved to (it opened files, or adopted
+    // others'), or the next one.
+    record.move_past(read);
+    record.vault = VaultState::Pending;
+    stamp(record, &own);
     record.sync_open_marker();
 }
 

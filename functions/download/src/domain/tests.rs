@@ -212,9 +212,7 @@ async fn a_watch_ended_before_the_settle_lands_is_put_back_for_an_expired_file()
 /// random part of a fifth more.
 #[tokio::test]
 async fn retries_of_one_step_are_spread() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    let unavailable = FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None };
-    ports.source(&url("vocal"), Script::Fail(unavailable));
+    let ports = vocal_answering(503, "Service Unavailable");
     for _ in 0..20 {
         assert!(run(&ports, "vocal", 2).await.is_failure());
     }
@@ -330,11 +328,11 @@ async fn a_finishing_write_whose_answer_was_lost_counts_as_applied() {
     assert_eq!(ports.record(TASK).vault, VaultState::Complete);
     assert!(ports.delays.lock().unwrap().is_empty(), "not retried");
 
-    let gone = FetchError::Status { status: 404, reason: "Not Found".into(), retry_after: None };
-    let unreachable = FetchError::Status { status: 503, reason: "Service Unavailable".into(), retry_after: None };
+    let gone = Script::http_error(404, "Not Found");
+    let unreachable = Script::http_error(503, "Service Unavailable");
     for (script, receive, failed_for_good) in [(gone, CONFIRMED, true), (unreachable, MAX_RECEIVE_COUNT, false)] {
         let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-        ports.source(&url("vocal"), Script::Fail(script));
+        ports.source(&url("vocal"), script);
         *ports.lost_answers.lock().unwrap() = 1;
         let outcome = run(&ports, "vocal", receive).await;
         match failed_for_good {
@@ -790,10 +788,6 @@ async fn a_file_stored_but_not_recorded_is_recorded_on_redelivery_without_copyin
     }
 }
 
-/// Newer URLs of the vocal a callback may bring while it is copied.
-const NEWER_B: &str = "https://cdn1.suno.ai/vocal-b.wav?sig=s";
-const NEWER_C: &str = "https://cdn1.suno.ai/vocal-c.flac?sig=s";
-
 /// A claim applied whose every answer was lost (the SDK's attempts all timed out) is given
 /// back: the redelivery copies the file at once, rather than finding it held by a worker that
 /// is gone until that invocation's lease ends.
@@ -862,8 +856,7 @@ async fn a_finishing_write_applied_with_its_answers_lost_stays() {
 async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_for() {
     let (ports, _) = copied_but_not_recorded(100_000, 6).await;
 
-    let expired = FetchError::Status { status: 410, reason: "Gone".into(), retry_after: None };
-    ports.source(&url("vocal"), Script::Fail(expired));
+    ports.source(&url("vocal"), Script::http_error(410, "Gone"));
     let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
     *ports.now.lock().unwrap() = Some(lease_over);
     *ports.head_failures.lock().unwrap() = 1;

@@ -588,7 +588,6 @@ fn a_retry_finding_its_file_under_another_requests_commit_moves_it_to_a_generati
 #[test]
 fn a_lapsed_claim_under_a_generation_committed_without_it_moves_on_when_taken_over() {
     let Raced { g, adds_b, r2_attempt, r1_committed: mut read } = raced();
-    let settled = settled_with_a();
     read.files.insert("b".into(), r2_attempt.files["b"].clone());
 
     let live = ingest_callback(Some(&read), &adds_b, &body("2"), &claimant("retry"), now(2));
@@ -605,7 +604,7 @@ fn a_lapsed_claim_under_a_generation_committed_without_it_moves_on_when_taken_ov
     }
 
     // Never committed (the task item read is still at g): adopted at g + 1, as before.
-    let mut uncommitted = settled.clone();
+    let mut uncommitted = settled_with_a();
     uncommitted.files.insert("b".into(), r2_attempt.files["b"].clone());
     let (adopted, _) = reclaim(&uncommitted, &claimant("sweeper"), lapsed, &[]);
     let adopted = adopted.expect("b claimed");

@@ -6,6 +6,10 @@ use tracing::Level;
 
 use super::*;
 
+/// Newer URLs of the vocal a callback may bring while it is copied.
+const NEWER_B: &str = "https://cdn1.suno.ai/vocal-b.wav?sig=s";
+const NEWER_C: &str = "https://cdn1.suno.ai/vocal-c.flac?sig=s";
+
 /// Ingest wrote a newer URL into the file's item (`next_url`) while the old one was copied:
 /// should the old URL fail for good, its `failed` write is refused and the holder copies the
 /// newer one; should the old be copied, the newer is dropped.
@@ -16,8 +20,7 @@ async fn a_newer_url_written_during_the_copy_is_copied_when_the_old_one_fails_fo
     let data = deterministic_bytes(70_000, 3);
     let newer = Script::Body { data: data.clone(), declared: true, content_type: Some("audio/wav".into()) };
 
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::http_error(404, "Not Found"));
+    let ports = vocal_answering(404, "Not Found");
     ports.source(&newer_url, newer.clone());
     ports.next_urls_meanwhile.lock().unwrap().push_back((newer_url.clone(), newer_key.clone()));
     let outcome = run(&ports, "vocal", CONFIRMED).await;
@@ -226,8 +229,7 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
 /// write is refused and the file is not ours, so we copy nothing more.
 #[tokio::test]
 async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::http_error(404, "Not Found"));
+    let ports = vocal_answering(404, "Not Found");
     let newer_url = "https://cdn1.suno.ai/vocal-final.wav?sig=s";
     ports.source(newer_url, Script::Body { data: b"final".to_vec(), declared: true, content_type: None });
     let mut theirs = ports.file_item(TASK, "vocal");
