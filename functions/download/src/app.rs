@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(failed_ids(&response), vec!["m1"]);
         let logs = captured.text();
         let said = captured.lines_with("not done on its last receive");
-        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{logs}");
+        assert!(said.len() == 1 && said[0].is(Level::ERROR, &[]), "{logs}");
     }
 
     /// A copy that panics fails its own message only: the claim it held is given back (the

@@ -34,9 +34,8 @@ use suno_callbacks::TaskId;
 
 use crate::config::Config;
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
-    ManifestFence, Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, SettleTask, SettleWrite,
-    VERSION_METADATA, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, HeldCopy, ManifestFence, Measure,
+    RecordFailed, RecordStored, ReleaseFile, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -273,11 +272,10 @@ impl WriteManifest for AwsPorts {
         let body = serde_json::to_vec_pretty(manifest)
             .map_err(|e| StorageError::transient("PutObject (manifest)", e.to_string()))?;
         let sha256: [u8; 32] = Sha256::digest(&body).into();
-        let request = self
-            .put_request(key, Bytes::from(body), Some("application/json"), sha256)
-            .metadata(GENERATION_METADATA, fence.generation.to_string())
-            .metadata(STAGE_METADATA, manifest.stage.as_str())
-            .metadata(VERSION_METADATA, fence.version.to_string());
+        let request = fence.metadata(manifest.stage).into_iter().fold(
+            self.put_request(key, Bytes::from(body), Some("application/json"), sha256),
+            |request, (name, value)| request.metadata(name, value),
+        );
         let request = match expected {
             Some(etag) => request.if_match(etag),
             None => request.if_none_match("*"),

@@ -292,6 +292,15 @@ impl ManifestFence {
     pub fn of(plan: &ManifestPlan) -> ManifestFence {
         ManifestFence { generation: plan.generation, version: plan.version }
     }
+
+    /// The object metadata a manifest of `stage` is written with under this fence.
+    pub fn metadata(self, stage: Stage) -> [(&'static str, String); 3] {
+        [
+            (GENERATION_METADATA, self.generation.to_string()),
+            (STAGE_METADATA, stage.as_str().to_owned()),
+            (VERSION_METADATA, self.version.to_string()),
+        ]
+    }
 }
 
 pub trait WriteManifest {

@@ -24,9 +24,8 @@ use stemvault_vault::events::memory::MemoryEvents;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::domain::{
-    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, GENERATION_METADATA, HeldCopy,
-    ManifestFence, Measure, RecordFailed, RecordStored, ReleaseFile, STAGE_METADATA, Settings, SettleTask, SettleWrite,
-    VERSION_METADATA, WriteManifest,
+    Claim, ClaimAnswer, ClaimFile, DelayMessage, EmitMetrics, Failure, FileWrite, HeldCopy, ManifestFence, Measure,
+    RecordFailed, RecordStored, ReleaseFile, Settings, SettleTask, SettleWrite, WriteManifest,
 };
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
@@ -912,11 +911,8 @@ impl WriteManifest for MemoryPorts {
         if state.etag(key) != expected {
             return Ok(Conditional::Conflict);
         }
-        let metadata = HashMap::from([
-            (GENERATION_METADATA.to_owned(), fence.generation.to_string()),
-            (STAGE_METADATA.to_owned(), manifest.stage.as_str().to_owned()),
-            (VERSION_METADATA.to_owned(), fence.version.to_string()),
-        ]);
+        let metadata =
+            fence.metadata(manifest.stage).into_iter().map(|(name, value)| (name.to_owned(), value)).collect();
         let body = serde_json::to_vec(manifest).unwrap();
         state.insert(key, body, Some("application/json".into()), metadata);
         self.manifests.lock().unwrap().push((key.to_owned(), manifest.clone()));

@@ -494,6 +494,6 @@ mod tests {
         assert_eq!(response.headers()[header::RETRY_AFTER], "1");
         let logs = captured.text();
         let said = captured.lines_with("refused a write of this build");
-        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{logs}");
+        assert!(said.len() == 1 && said[0].is(Level::ERROR, &[]), "{logs}");
     }
 }

@@ -68,7 +68,7 @@ pub async fn check_settled<P: Ports>(
             return Ok(settling);
         }
     }
-    tracing::info!(checks = SETTLE_CHECKS, "the task moved on at every check; a message checks again later");
+    // The caller logs a deferral, whichever its cause.
     Ok(Settling::Deferred)
 }
 

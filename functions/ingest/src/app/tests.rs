@@ -770,7 +770,7 @@ async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     assert_eq!(h.ports.measures(), [Measure::Parked { reason }]);
     let logs = captured.text();
     let parked = captured.lines_with(r#""message":"callback parked"#);
-    assert!(parked.len() == 1 && parked[0].level == Level::ERROR, "{logs}");
+    assert!(parked.len() == 1 && parked[0].is(Level::ERROR, &[]), "{logs}");
 
     let h = app_with(Config { max_body_bytes: 1024 * 1024, ..config() }, keys()).await;
     h.ports.set_park_failing(true);

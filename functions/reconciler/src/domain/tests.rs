@@ -483,7 +483,7 @@ async fn polls_refused_for_credits_are_counted() {
         assert_eq!((outcome.polls, outcome.unpaid, outcome.pending, outcome.unauthorized), (1, 1, 0, 0), "{outcome:?}");
         let logs = captured.text();
         let said = captured.lines_with("credits (402)");
-        assert!(said.len() == 1 && said[0].level == Level::ERROR, "one error line a run: {logs}");
+        assert!(said.len() == 1 && said[0].is(Level::ERROR, &[]), "one error line a run: {logs}");
         let counted = ports.measures.lock().unwrap().last().copied();
         let alarmed = Measure::Reconciled {
             polls: 1,
@@ -947,7 +947,7 @@ async fn a_redirect_or_a_web_page_for_an_answer_is_an_error_that_holds_the_run()
         assert_eq!((ports.record().polls, ports.record().reconcile_at), (0, due_before), "left due");
         let logs = captured.text();
         let said = captured.lines_with("is it the provider's API root");
-        assert!(said.len() == 1 && said[0].level == Level::ERROR, "{outcome}: {logs}");
+        assert!(said.len() == 1 && said[0].is(Level::ERROR, &[]), "{outcome}: {logs}");
     }
     // A JSON answer without a usable record is the provider's, about its task: the run goes on.
     let (ports, _) = two_due(ProviderAnswer::Http { status: 200, body: br#"{"code":200,"data":7}"#.to_vec() });

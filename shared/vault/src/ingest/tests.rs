@@ -1086,6 +1086,8 @@ fn a_record_growing_past_its_bound_is_too_large_to_record_but_not_a_duplicate() 
     let bytes = too_large_to_record(Some(&within.record), &grown).expect("60 do not");
     assert!(bytes > MAX_RECORD_ESTIMATE_BYTES && bytes < 60 * 21_000, "{bytes}");
     assert!(item_size_estimate(&grown) < MAX_ITEM_ESTIMATE_BYTES, "though every item fits");
+    let first = ingest_callback(None, &past, &body("b"), &claimant("r"), now(1)).record;
+    assert!(too_large_to_record(None, &first).is_some(), "nor as a new task's first callback");
 
     // Written before the bound: a duplicate delivery adds nothing, and is taken, though its
     // claims and counts grow the items (its files released, it claims them again).
