@@ -121,7 +121,7 @@ pub enum CopyError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("{COPY_TOO_SLOW}")]
-    Deadline,
+    OutOfTime,
 }
 
 /// What an expired URL answers ([`stemvault_vault::reconcile::EXPIRED_STATUSES`]): such a file
@@ -168,7 +168,7 @@ impl CopyError {
         match self {
             CopyError::Fetch(e) => e.is_retryable(),
             CopyError::Storage(e) => e.is_retryable(),
-            CopyError::Deadline => true,
+            CopyError::OutOfTime => true,
         }
     }
 }
@@ -289,7 +289,7 @@ mod tests {
         assert!(!FetchError::Refused(Refusal::BadUrl("x".into())).is_retryable());
         assert!(!FetchError::TooManyRedirects(5).is_retryable());
         assert!(!FetchError::TooLarge { limit: 1, declared: None }.is_retryable());
-        assert!(CopyError::Deadline.is_retryable());
+        assert!(CopyError::OutOfTime.is_retryable());
         assert!(CopyError::Storage(StorageError::transient("PutObject", "x")).is_retryable());
         let refused = StorageError { operation: "PutObject", message: "400 KeyTooLongError".into(), permanent: true };
         assert!(!CopyError::Storage(refused).is_retryable());
@@ -321,7 +321,7 @@ mod tests {
         let refused = StorageError { operation: "PutObject", message: "400".into(), permanent: true };
         assert_eq!(CopyError::Storage(refused).failure_code(), FailureCode::S3Rejected);
         for transient in
-            [CopyError::Deadline, CopyError::Fetch(status(503)), CopyError::Storage(StorageError::transient("x", "y"))]
+            [CopyError::OutOfTime, CopyError::Fetch(status(503)), CopyError::Storage(StorageError::transient("x", "y"))]
         {
             assert!(transient.is_retryable());
             assert_eq!(transient.failure_code(), FailureCode::DeadLettered, "fails only when its receives run out");

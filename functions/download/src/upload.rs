@@ -314,7 +314,7 @@ async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
 /// fill (fresh memory the kernel faults in, 4 KiB at a time), no copy into it, and the
 /// source read and the upload overlap. Its length is checked on the way; what the source did
 /// wrong (a failure, too many or too few bytes) is the error, rather than the upload it broke;
-/// so is a body not read whole by `stop_at` ([`CopyError::Deadline`]).
+/// so is a body not read whole by `stop_at` ([`CopyError::OutOfTime`]).
 async fn put_streamed<O, S>(
     store: &O,
     key: &str,
@@ -371,8 +371,8 @@ where
         // of stream is polled (the SDK polls it for the trailer once it has sent the bytes).
         if this.total < this.len && this.deadline.as_mut().poll(cx).is_ready() {
             this.done = true;
-            *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(CopyError::Deadline);
-            return Poll::Ready(Some(Err(FetchError::Timeout(CopyError::Deadline.to_string()))));
+            *this.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(CopyError::OutOfTime);
+            return Poll::Ready(Some(Err(FetchError::Timeout(CopyError::OutOfTime.to_string()))));
         }
         let failed = match ready!(this.chunks.poll_next_unpin(cx)) {
             Some(Ok(chunk)) => {
@@ -397,7 +397,7 @@ where
 
 /// Run `work` unless `stop_at` comes first.
 async fn before<T>(stop_at: Instant, work: impl Future<Output = Result<T, CopyError>>) -> Result<T, CopyError> {
-    tokio::time::timeout_at(stop_at.into(), work).await.unwrap_or(Err(CopyError::Deadline))
+    tokio::time::timeout_at(stop_at.into(), work).await.unwrap_or(Err(CopyError::OutOfTime))
 }
 
 /// Upload part N while reading part N+1; returns every part, and the whole body's CRC32,
@@ -1071,7 +1071,7 @@ mod tests {
             let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon);
             let case = format!("{len} bytes, streamed {streamed}, {stall:?}");
             let ended = tokio::time::timeout(Duration::from_secs(10), uploading).await;
-            assert_eq!(ended.unwrap_or_else(|_| panic!("{case}: hung")).unwrap_err(), CopyError::Deadline, "{case}");
+            assert_eq!(ended.unwrap_or_else(|_| panic!("{case}: hung")).unwrap_err(), CopyError::OutOfTime, "{case}");
         }
     }
 
@@ -1098,7 +1098,7 @@ mod tests {
                 assert_eq!(copied.expect(&case).sha256_hex, sha_hex(&data), "{case}");
                 assert_eq!(store.object("k").as_deref(), Some(&data[..]), "{case}");
             } else {
-                assert_eq!(copied.unwrap_err(), CopyError::Deadline, "{case}");
+                assert_eq!(copied.unwrap_err(), CopyError::OutOfTime, "{case}");
                 assert_eq!(store.object("k"), None, "{case}");
             }
             assert!(store.open_uploads().is_empty(), "{case}");
@@ -1115,7 +1115,7 @@ mod tests {
         let uploading =
             upload(&StalledStore { stall: Stall::AfterStart }, to("k"), body_of(&data, 1 << 16, true, None), soon);
         let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;
-        assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
+        assert_eq!(ended.expect("given up"), Err(CopyError::OutOfTime));
     }
 
     /// A declared body that stops coming, streamed into its PutObject, fails that put at the
@@ -1130,7 +1130,7 @@ mod tests {
         let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
         let soon = UploadLimits { stop_at, ..limits() };
         let ended = tokio::time::timeout(Duration::from_secs(60), upload(&store, to("k"), body, soon)).await;
-        assert_eq!(ended.expect("given up"), Err(CopyError::Deadline));
+        assert_eq!(ended.expect("given up"), Err(CopyError::OutOfTime));
         assert_eq!(store.object("k"), None);
         assert!(matches!(store.calls()[..], [StoreCall::Streamed { len: 1000, .. }]), "{:?}", store.calls());
     }
@@ -1163,7 +1163,7 @@ mod tests {
         let store = MemoryStore::default();
         let soon = UploadLimits { stop_at: Instant::now() + Duration::from_millis(200), ..limits() };
         let err = upload(&store, to("k"), body, soon).await.unwrap_err();
-        assert_eq!(err, CopyError::Deadline);
+        assert_eq!(err, CopyError::OutOfTime);
         assert!(err.is_retryable());
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());

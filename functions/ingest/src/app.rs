@@ -14,6 +14,7 @@ use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
 use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
+use stemvault_vault::panic::{Panicked, catch_panic};
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -50,6 +51,10 @@ pub struct App<P = AwsPorts> {
 /// runtime asks for it at once), so it waited for that start; one handled later came to an
 /// instance Lambda initialised ahead of any request.
 const WAITED_FOR_THE_START_WITHIN: Duration = Duration::from_secs(1);
+
+/// The reason code of a callback whose handling panicked (a bug): its answer's `error` and
+/// its `CallbacksFailed` reason.
+const PANICKED: &str = "panicked";
 
 impl App {
     /// Build the clients and read the callback secret: once per instance, at its cold start.
@@ -130,7 +135,25 @@ impl<P: Ports> App<P> {
             claimed_task_id = tracing::field::Empty,
             vouched_by = tracing::field::Empty
         );
-        self.respond(req, &request_id, started).instrument(span).await
+        match catch_panic(self.respond(req, &request_id, started)).instrument(span.clone()).await {
+            Ok(response) => response,
+            Err(Panicked) => span.in_scope(|| self.panicked()),
+        }
+    }
+
+    /// A bug broke this callback's handling: answered as one neither recorded nor parked is
+    /// (503, which the provider retries, and counted so), not as lambda_http's bare 500.
+    fn panicked(&self) -> Response<Body> {
+        tracing::error!(
+            code = PANICKED,
+            "callback handling panicked (its own line says where): answered 503, so the provider retries it"
+        );
+        self.ports.emit_metrics(&Measure::Failed { reason: PANICKED });
+        response::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            PANICKED,
+            "the callback could not be processed; retry the delivery",
+        )
     }
 
     async fn respond(&self, req: Request, request_id: &str, started: Instant) -> Response<Body> {

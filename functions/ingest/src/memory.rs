@@ -29,6 +29,8 @@ pub struct MemoryPorts {
     archive_refused_under: Mutex<Option<String>>,
     /// Archive and park writes never answer (an S3 that hangs).
     archive_stalled: AtomicBool,
+    /// Archive writes panic (a bug in the handling).
+    archive_panicking: AtomicBool,
     /// Park writes alone never answer.
     park_stalled: AtomicBool,
     /// Park writes alone are refused.
@@ -109,6 +111,10 @@ impl MemoryPorts {
         self.archive_failing.store(failing, Ordering::SeqCst);
     }
 
+    pub fn set_archive_panicking(&self, panicking: bool) {
+        self.archive_panicking.store(panicking, Ordering::SeqCst);
+    }
+
     pub fn refuse_archive_under(&self, prefix: Option<&str>) {
         *self.archive_refused_under.lock().unwrap_or_else(PoisonError::into_inner) = prefix.map(str::to_owned);
     }
@@ -154,6 +160,7 @@ impl MemoryPorts {
 impl ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), StorageError> {
         self.bucket_write().await?;
+        assert!(!self.archive_panicking.load(Ordering::SeqCst), "archive switched to panic");
         let refused = self.archive_refused_under.lock().unwrap_or_else(PoisonError::into_inner);
         if refused.as_deref().is_some_and(|prefix| key.starts_with(prefix)) {
             let message = format!("archive refused under {}", refused.as_deref().unwrap_or_default());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use stemvault_aws::response;
+use stemvault_vault::panic::{Panicked, catch_panic};
 use stemvault_vault::register::Registration;
 use stemvault_vault::{Clock, Timestamp};
 use suno_callbacks::TaskId;
@@ -108,10 +109,16 @@ async fn answer_in_time(
     in_time(respond(ports, settings, request, now)).instrument(span).await
 }
 
-/// `responding`'s answer, or 503 when it takes longer than [`ANSWER_WITHIN`].
+/// `responding`'s answer, or 503 when it takes longer than [`ANSWER_WITHIN`], or 500 (JSON,
+/// as every other answer, not lambda_http's bare one) when it panics: a bug, which the same
+/// request meets again.
 async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<Body> {
-    match tokio::time::timeout(ANSWER_WITHIN, responding).await {
-        Ok(response) => response,
+    match tokio::time::timeout(ANSWER_WITHIN, catch_panic(responding)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(Panicked)) => {
+            tracing::error!("answering panicked (its own line says where): answered 500");
+            response::error(StatusCode::INTERNAL_SERVER_ERROR, "panicked", "the request could not be answered")
+        }
         Err(_) => {
             tracing::warn!(within_seconds = ANSWER_WITHIN.as_secs(), "no answer in time");
             try_again_soon("timeout", "the vault did not answer in time; try again")
@@ -265,7 +272,7 @@ fn try_again_soon(code: &str, message: &str) -> Response<Body> {
 
 /// The details go to the log, not to the caller.
 fn failure(e: &ResultsError) -> Response<Body> {
-    if !e.is_retryable() {
+    if !e.caller_may_retry() {
         tracing::error!(
             error = %e,
             "cannot answer: the task's record cannot be read, or the table refuses the write \
@@ -470,6 +477,18 @@ mod tests {
             line.contains(r#""api_request_id":"Kx1pHjVyoAMEYxw=""#) && line.contains(r#""task_id":"t1""#),
             "{logs}"
         );
+    }
+
+    /// A bug breaking an answer is a JSON 500 in the request's span, not lambda_http's bare one.
+    #[tokio::test]
+    async fn a_panic_answering_is_a_json_500() {
+        let captured = stemvault_aws::log_capture::capture_logs();
+        let broken = MemoryPorts { panics: true, ..MemoryPorts::with(&["t1"]) };
+        let (status, body, response) = call(&broken, Method::GET, "/tasks/t1").await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::INTERNAL_SERVER_ERROR, Some("panicked")));
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let said = captured.lines_with("answering panicked");
+        assert!(said.len() == 1 && said[0].is(Level::ERROR, &[r#""task_id":"t1""#]), "{}", captured.text());
     }
 
     #[tokio::test]

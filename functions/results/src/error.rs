@@ -18,7 +18,7 @@ impl ResultsError {
     /// Whether the same request can succeed later (503) or not (500). A write the table
     /// refuses as invalid is this build's fault ([`ResultsError::is_build_fault`]): a deploy
     /// mends it, and a registration asked again then succeeds (ingest answers it so too).
-    pub fn is_retryable(&self) -> bool {
+    pub fn caller_may_retry(&self) -> bool {
         match self {
             ResultsError::Store(e) => e.caller_may_retry(),
             ResultsError::Presign(e) => e.is_retryable(),

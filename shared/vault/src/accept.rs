@@ -160,7 +160,7 @@ pub async fn accept<P: Ports>(
     let accepting = Box::pin(accept_unbounded(ports, settings, event, body, request_id, arrived_at));
     tokio::time::timeout(settings.deadline, accepting)
         .await
-        .unwrap_or(Err(AcceptError::Deadline { after: settings.deadline }))
+        .unwrap_or(Err(AcceptError::OutOfTime { after: settings.deadline }))
 }
 
 async fn accept_unbounded<P: Ports>(

@@ -111,7 +111,7 @@ async fn copy_held<P: Ports>(
     // claim back, `next_url` moved in), it waits for a redrive or, once its message is
     // stranded, the sweeper. (One that answered expired is recorded so, as any URL: the
     // reconciler watches it for a fresh one.)
-    let newer_out_of_time = from_next && error == CopyError::Deadline;
+    let newer_out_of_time = from_next && error == CopyError::OutOfTime;
     if newer_out_of_time && delivery.is_last_receive() {
         // What is left; the message's own ERROR line (`not done on its last receive`) follows.
         tracing::warn!(
@@ -354,7 +354,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
         tokio::time::timeout_at(stop_at.into(), work).await.ok()
     }
     let expired = match by(stop_at, ports.open(url, max_bytes)).await {
-        None => return Err(CopyError::Deadline),
+        None => return Err(CopyError::OutOfTime),
         Some(Err(FetchError::Status { status, reason, retry_after })) if reads_as_expired(status) => {
             Expired { status, reason, retry_after }
         }
@@ -389,7 +389,7 @@ async fn open_or_refresh<P: FetchSource + Sync>(
     };
     tracing::info!(status, fresh = %loggable_str(&link), "the source expired; copying from a fresh link");
     match by(stop_at, ports.open(&link, max_bytes)).await {
-        None => Err(expired.not_yet(format!("the fresh link failed: {}", CopyError::Deadline), None)),
+        None => Err(expired.not_yet(format!("the fresh link failed: {}", CopyError::OutOfTime), None)),
         // Gone or expired again: still a file whose URL a poll may renew.
         Some(Err(e @ FetchError::Status { .. })) if !e.is_retryable() => {
             Err(expired.failed(Some(format!("the fresh link failed: {e}"))))

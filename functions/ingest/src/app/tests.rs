@@ -750,6 +750,25 @@ async fn a_failed_publish_not_parked_is_a_503_and_the_provider_s_retry_publishes
     assert_eq!(published[0].detail.bucket, "b", "the vault bucket, BUCKET_NAME");
 }
 
+/// A bug breaking a callback's handling is answered as a failure the provider retries (503,
+/// JSON, counted), not with lambda_http's bare 500; the instance goes on to the next.
+#[tokio::test]
+async fn a_panic_handling_a_callback_is_answered_503_and_counted() {
+    let captured = capture_logs();
+    let h = app().await;
+    let signed = || request("/callback", &signed_headers(KEY, WAV_TASK, NOW_SECS), WAV.to_vec());
+    h.ports.set_archive_panicking(true);
+    let broken = h.handle(signed()).await;
+    assert_eq!((broken.status(), json(&broken)["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("panicked")));
+    assert!(h.ports.measures().contains(&Measure::Failed { reason: "panicked" }), "{:?}", h.ports.measures());
+    let said = captured.lines_with("handling panicked");
+    assert!(said.len() == 1 && said[0].is(Level::ERROR, &[WAV_TASK]), "in the callback's span: {}", captured.text());
+
+    h.ports.set_archive_panicking(false);
+    let retried = h.handle(signed()).await;
+    assert_eq!((retried.status(), json(&retried)["status"].as_str()), (StatusCode::OK, Some("accepted")));
+}
+
 #[tokio::test]
 async fn a_callback_too_large_to_record_is_parked_unrecorded_or_else_a_503() {
     let captured = capture_logs();

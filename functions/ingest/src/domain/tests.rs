@@ -232,7 +232,7 @@ async fn a_stalled_archive_holds_back_neither_the_files_nor_the_events() {
     ports.set_archive_stalled(true);
     let e = event(Stage::Final, &["vocal", "drums"]);
     let err = ingest(&ports, &settings(), &e, b"{}", "req-1").await.unwrap_err();
-    assert!(matches!(err, AcceptError::Deadline { .. }), "{err}");
+    assert!(matches!(err, AcceptError::OutOfTime { .. }), "{err}");
     assert_eq!(ports.messages().len(), 2);
     assert!(ports.record(TASK).unwrap().files.values().all(|f| f.status == FileStatus::Queued));
     assert_eq!(ports.events.ids(), [(stemvault_vault::events::EventType::StageChanged, format!("{TASK}.stage.final"))]);
@@ -264,7 +264,7 @@ async fn slow_ports_get_a_retryable_timeout_by_the_deadline_and_the_retry_comple
     let started = tokio::time::Instant::now();
     let err = ingest(&ports, &tight, &e, b"{}", "req-1").await.unwrap_err();
     let took = started.elapsed();
-    assert_eq!(err, AcceptError::Deadline { after: Duration::from_millis(100) });
+    assert_eq!(err, AcceptError::OutOfTime { after: Duration::from_millis(100) });
     assert!(err.is_retryable());
     assert_eq!(took, Duration::from_millis(100), "answered at the deadline");
 
@@ -295,7 +295,7 @@ async fn recording_leaves_time_to_park_within_the_answer_time() {
     let started = tokio::time::Instant::now();
     let spent = ANSWER_WITHIN - PARK_TIMEOUT - Duration::from_millis(300);
     let parked = ingest_or_park(&ports, &settings(), &e, b"{}", "req-1", spent, &Outage::default()).await.unwrap();
-    assert!(matches!(parked, Ingested::Parked { because: AcceptError::Deadline { .. }, .. }), "{parked:?}");
+    assert!(matches!(parked, Ingested::Parked { because: AcceptError::OutOfTime { .. }, .. }), "{parked:?}");
     assert!(started.elapsed() < Duration::from_millis(300) + PARK_TIMEOUT, "{:?}", started.elapsed());
 }
 
@@ -887,7 +887,7 @@ async fn a_park_that_hangs_is_given_up_in_time() {
     ports.set_archive_stalled(true);
     let started = tokio::time::Instant::now();
     let err = park_or_record(&ports, &event(Stage::Final, &["b"]), b"{}", "req-2").await.unwrap_err();
-    assert!(matches!(err, AcceptError::Deadline { .. }), "{err}");
+    assert!(matches!(err, AcceptError::OutOfTime { .. }), "{err}");
     assert_eq!(started.elapsed(), ANSWER_WITHIN);
 }
 

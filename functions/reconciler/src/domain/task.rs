@@ -136,7 +136,7 @@ pub(super) async fn reconcile_task<P: Ports>(
                 let within = accept::Settings { polled: true, ..settings.accept.within(left) };
                 // No time to record it: not started (nothing half-written), polled again.
                 let accepted = if left.is_zero() {
-                    Err(accept::AcceptError::Deadline { after: Duration::ZERO })
+                    Err(accept::AcceptError::OutOfTime { after: Duration::ZERO })
                 } else {
                     accept(ports, &within, &event, &body, claimant, None).await
                 };

@@ -25,6 +25,8 @@ pub(crate) struct MemoryPorts {
     pub written_meanwhile: Mutex<u32>,
     /// Every load waits for ever (a table that does not answer).
     pub hangs: bool,
+    /// Every load panics (a bug in the handling).
+    pub panics: bool,
     /// The clock's time, when not the default whole second.
     pub at: Option<Timestamp>,
 }
@@ -48,6 +50,7 @@ impl LoadTask for MemoryPorts {
         if self.hangs {
             std::future::pending::<()>().await;
         }
+        assert!(!self.panics, "load switched to panic");
         match &self.fail {
             Some(e) => Err(e.clone()),
             // The latest write, else the record as it was.
@@ -495,7 +498,7 @@ async fn a_task_known_only_by_a_parked_callback_is_parked() {
     // The parked bodies cannot be listed: unavailable, not unknown.
     let blind = MemoryPorts { parked: vec!["t2".into()], parked_unreadable: true, ..Default::default() };
     let answer = task_view(&blind, &id("t2"), Duration::from_secs(1)).await;
-    assert!(matches!(&answer, Err(e) if e.is_retryable()), "{answer:?}");
+    assert!(matches!(&answer, Err(e) if e.caller_may_retry()), "{answer:?}");
 }
 
 /// The reconciler recorded the parked callback and deleted its body between the table's
@@ -511,16 +514,16 @@ async fn a_task_replayed_while_parked_callbacks_are_listed_is_found() {
 async fn failures_say_whether_to_retry() {
     let unavailable = MemoryPorts { fail: Some(StoreError::Unavailable("timeout".into())), ..Default::default() };
     let err = task_view(&unavailable, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert!(err.caller_may_retry(), "{err}");
 
     let malformed = MemoryPorts { fail: Some(StoreError::Malformed("files: not a map".into())), ..Default::default() };
     let err = task_view(&malformed, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
-    assert!(!err.is_retryable(), "{err}");
+    assert!(!err.caller_may_retry(), "{err}");
 
     let broken_signer = MemoryPorts { fail_signing: true, ..MemoryPorts::with(&["t1"]) };
     let err = task_view(&broken_signer, &id("t1"), Duration::from_secs(1)).await.unwrap_err();
     assert_eq!(err, ResultsError::Presign(StorageError::transient(crate::error::PRESIGN, "no credentials")));
-    assert!(err.is_retryable());
+    assert!(err.caller_may_retry());
 }
 
 /// The right to register is not the right to read results: a registration's answer has no
@@ -618,7 +621,7 @@ async fn a_completion_refused_by_a_concurrent_write_is_retried_over_it() {
 
     let busy = MemoryPorts { written_meanwhile: Mutex::new(u32::MAX), ..MemoryPorts::with(&["t1"]) };
     let err = register(&busy, &id("t1"), &reg, now, Duration::from_secs(1)).await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
+    assert!(err.caller_may_retry(), "{err}");
 }
 
 /// Links are signed at whole seconds (`X-Amz-Date`): their expiry is stated from the

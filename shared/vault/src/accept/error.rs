@@ -33,7 +33,7 @@ pub enum AcceptError {
     #[error("the task record would take about {bytes} bytes")]
     TooLargeToRecord { bytes: usize },
     #[error("the callback was not fully processed within {after:?}")]
-    Deadline { after: std::time::Duration },
+    OutOfTime { after: std::time::Duration },
 }
 
 impl AcceptError {
@@ -53,7 +53,7 @@ impl AcceptError {
             | AcceptError::Enqueue(_)
             | AcceptError::Publish(_)
             | AcceptError::StillEnqueuing { .. }
-            | AcceptError::Deadline { .. } => true,
+            | AcceptError::OutOfTime { .. } => true,
         }
     }
 
@@ -87,7 +87,7 @@ impl AcceptError {
             AcceptError::Enqueue(_) => "enqueue_failed",
             AcceptError::Publish(_) => "publish_failed",
             AcceptError::StillEnqueuing { .. } => "enqueue_in_progress",
-            AcceptError::Deadline { .. } => "timeout",
+            AcceptError::OutOfTime { .. } => "timeout",
         }
     }
 
@@ -120,7 +120,7 @@ impl AcceptError {
             AcceptError::StillEnqueuing { .. } => {
                 "a concurrent delivery of this task is still queueing its files; retry the delivery"
             }
-            AcceptError::Deadline { .. } => "the callback could not be fully processed in time; retry the delivery",
+            AcceptError::OutOfTime { .. } => "the callback could not be fully processed in time; retry the delivery",
         }
     }
 }
@@ -143,7 +143,7 @@ mod tests {
             AcceptError::Enqueue(EnqueueError { failed: 1, total: 2, reason: "x".into() }),
             AcceptError::StillEnqueuing { files: 1 },
             AcceptError::Publish(PublishError { failed: 1, total: 2, reason: "ThrottlingException".into() }),
-            AcceptError::Deadline { after: std::time::Duration::from_secs(8) },
+            AcceptError::OutOfTime { after: std::time::Duration::from_secs(8) },
         ] {
             assert!(retryable.is_retryable(), "{retryable}");
         }

@@ -265,7 +265,7 @@ async fn a_newer_url_the_deadline_cuts_short_on_the_last_receive_is_released_not
         // use the deadline up before the first open).
         d.stop_at = tokio::time::Instant::now().into_std() + Duration::from_secs(60);
         let outcome = process_message(&ports, &SETTINGS, &d).await;
-        assert_eq!(outcome, Outcome::Retry(CopyError::Deadline.into()));
+        assert_eq!(outcome, Outcome::Retry(CopyError::OutOfTime.into()));
         assert_eq!(ports.opened(), [url("vocal"), newer_url.clone()], "both URLs asked for");
         let f = &ports.record(TASK).files["vocal"];
         assert_eq!((f.status, f.claim.as_deref()), (FileStatus::Queued, None));
