@@ -107,6 +107,7 @@ pub fn read_file_item(item: Item) -> Result<(String, FileEntry), StoreError> {
     }
     .ok_or_else(|| StoreError::Malformed("a file item without a file# sort key".into()))?;
     let file = serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
+    file_within_bounds(&name, &file)?;
     Ok((name, file))
 }
 
@@ -180,7 +181,6 @@ pub const MAX_UNIX_MS: u64 = crate::time::LAST_RFC3339_MS as u64;
 /// [`StoreError::Malformed`] for a count past [`MAX_COUNT`], a lease past 9999 or a fence time past
 /// [`MAX_UNIX_MS`].
 fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
-    let past = |what: &str, n: u64| Err(StoreError::Malformed(format!("{what} is {n}, past 2^53: edited by hand?")));
     let task = [
         ("version", record.version),
         ("generation", record.generation),
@@ -189,23 +189,13 @@ fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
         ("adding", record.adding.unwrap_or(0)),
     ];
     if let Some((what, n)) = task.into_iter().find(|(_, n)| *n > MAX_COUNT) {
-        return past(what, n);
+        return Err(past_max_count(what, n));
     }
     for (name, file) in &record.files {
-        let counts = [("rev", file.rev), ("generation", file.generation.unwrap_or(0)), ("attempts", file.attempts)];
-        if let Some((what, n)) = counts.into_iter().find(|(_, n)| *n > MAX_COUNT) {
-            return past(&format!("file {name}'s {what}"), n);
-        }
-        // A lease in milliseconds where seconds belong would hold the file for ever: no claim
-        // passes it, and the sweeper's stranded check waits for it to end.
-        if let Some(lease) = file.lease_until.filter(|lease| *lease > (MAX_UNIX_MS / 1000) as i64) {
-            return Err(StoreError::Malformed(format!(
-                "file {name}'s lease_until is {lease}, past 9999 in Unix seconds (milliseconds?): edited by hand?"
-            )));
-        }
+        file_within_bounds(name, file)?;
     }
     if let Some((id, callback)) = record.callbacks.iter().find(|(_, c)| c.deliveries > MAX_COUNT) {
-        return past(&format!("callback {id}'s deliveries"), callback.deliveries);
+        return Err(past_max_count(&format!("callback {id}'s deliveries"), callback.deliveries));
     }
     match record.adding_at {
         Some(at) if at > MAX_UNIX_MS => {
@@ -213,6 +203,26 @@ fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
         }
         _ => Ok(()),
     }
+}
+
+/// [`within_bounds`] for one file, read with its task or alone ([`read_file_item`]).
+fn file_within_bounds(name: &str, file: &FileEntry) -> Result<(), StoreError> {
+    let counts = [("rev", file.rev), ("generation", file.generation.unwrap_or(0)), ("attempts", file.attempts)];
+    if let Some((what, n)) = counts.into_iter().find(|(_, n)| *n > MAX_COUNT) {
+        return Err(past_max_count(&format!("file {name}'s {what}"), n));
+    }
+    // A lease in milliseconds where seconds belong would hold the file for ever: no claim
+    // passes it, and the sweeper's stranded check waits for it to end.
+    if let Some(lease) = file.lease_until.filter(|lease| *lease > (MAX_UNIX_MS / 1000) as i64) {
+        return Err(StoreError::Malformed(format!(
+            "file {name}'s lease_until is {lease}, past 9999 in Unix seconds (milliseconds?): edited by hand?"
+        )));
+    }
+    Ok(())
+}
+
+fn past_max_count(what: &str, n: u64) -> StoreError {
+    StoreError::Malformed(format!("{what} is {n}, past 2^53: edited by hand?"))
 }
 
 /// What a put requires of the item it replaces.

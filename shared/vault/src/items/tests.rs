@@ -187,6 +187,11 @@ fn a_file_item_reads_alone() {
     let item = file_item("t1", "vocal", &r.files["vocal"]).unwrap();
     assert_eq!(read_file_item(item).unwrap(), ("vocal".to_owned(), r.files["vocal"].clone()));
     assert!(read_file_item(task_item(&r).unwrap()).is_err());
+    // Within the bounds a record's files are read in (a claim's answer is read so).
+    let mut edited = file_item("t1", "vocal", &r.files["vocal"]).unwrap();
+    edited.insert("lease_until".into(), V::N("1800000000000".into()));
+    let read = read_file_item(edited);
+    assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.starts_with("file vocal's lease_until")), "{read:?}");
 }
 
 fn rev_of(put: &ItemPut) -> &V {
