@@ -127,7 +127,7 @@ pub struct EventDetail {
     /// only: the rest of the detail shows the task as it was, its last result's `code` and
     /// `message` among it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub given_up: Option<String>,
+    pub given_up: Option<crate::GiveUpReason>,
     /// When and why the reconciler gave the task up (as `GET`'s `abandoned`), on every event
     /// made from the task as given up (not the give-up's own `Task Failed`, made before its
     /// write: it says `given_up`; nor a settle's that read the task just before the give-up):
@@ -243,7 +243,7 @@ pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) 
     let id = format!("{reason}.{}.{}", record.generation, record.stage.as_str());
     // Made before the write that gives the task up.
     let mut event = failed_with(record, bucket, &id, record.is_done_once_given_up());
-    event.detail.given_up = Some(reason.as_str().to_owned());
+    event.detail.given_up = Some(reason);
     event
 }
 

@@ -144,7 +144,7 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     assert_eq!(first.kind, EventType::Failed);
     // Told apart from the result's own failure (and from a Task Vaulted of the same generation
     // and stage, which it follows) by `given_up`.
-    assert_eq!(first.detail.given_up.as_deref(), Some("abandoned"));
+    assert_eq!(first.detail.given_up, Some(crate::GiveUpReason::Abandoned));
     let json = serde_json::to_value(&first.detail).unwrap();
     assert_eq!(json["given_up"], "abandoned");
     assert_eq!(failed(&record, "b", "error").detail.given_up, None);
@@ -166,7 +166,10 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
 fn events_and_the_manifest_of_a_task_given_up_say_when_and_why() {
     let mut record = TaskRecord { stage: Stage::First, ..record() };
     let give_up = given_up(&record, "b", crate::GiveUpReason::Abandoned);
-    assert_eq!((give_up.detail.given_up.as_deref(), give_up.detail.abandoned.as_ref()), (Some("abandoned"), None));
+    assert_eq!(
+        (give_up.detail.given_up, give_up.detail.abandoned.as_ref()),
+        (Some(crate::GiveUpReason::Abandoned), None)
+    );
     assert!(
         serde_json::to_value(vaulted(&record, VaultState::Partial, "b", "m").detail)
             .unwrap()
