@@ -784,7 +784,7 @@ async fn a_collection_is_read_task_item_first() {
 async fn deployed_and(env: &TestEnv, policy: RefreshPolicy) -> (App, App) {
     let config = config(env).await;
     let deployed = start(env, config.clone()).await;
-    let other = start(env, config).await.with_refresh_policy(policy);
+    let other = start(env, config).await.with_secret_policy(policy);
     for app in [&deployed, &other] {
         assert_eq!(app.handle(wav_signed_by(KEY)).await.status(), StatusCode::OK, "the key read at start-up");
     }

@@ -95,7 +95,7 @@ impl<P: Ports> App<P> {
     /// Another policy for re-reading the secret (the emulator tests re-read at once, or
     /// before every request).
     #[cfg(any(test, feature = "test-support"))]
-    pub fn with_refresh_policy(mut self, policy: RefreshPolicy) -> App<P> {
+    pub fn with_secret_policy(mut self, policy: RefreshPolicy) -> App<P> {
         self.credentials = self.credentials.with_policy(policy);
         self
     }

@@ -14,8 +14,9 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
 use stemvault_aws::secrets::{ReadSecret, SecretReader};
-use stemvault_aws::sqs_batch::{Invocation, catch_panic, receive_count, respond, run_messages, sent_at};
+use stemvault_aws::sqs_batch::{Invocation, receive_count, respond, run_messages, sent_at};
 use stemvault_vault::DEADLINE_MARGIN;
+use stemvault_vault::panic::catch_panic;
 
 use crate::aws::AwsPorts;
 use crate::config::Config;

@@ -117,10 +117,6 @@ pub fn respond<H>(ran: &[Ran<H>], failed: impl Fn(&H) -> bool) -> SqsBatchRespon
     response
 }
 
-/// What `work` returns, or that it panicked: a handler turns it into a retry of its own
-/// message, and can still log and delay it.
-pub use stemvault_vault::panic::catch_panic;
-
 /// `ApproximateReceiveCount`, 1 when absent or unreadable.
 pub fn receive_count(message: &SqsMessage) -> u32 {
     message.attributes.get("ApproximateReceiveCount").and_then(|c| c.trim().parse().ok()).unwrap_or(1).max(1)

@@ -12,7 +12,8 @@ use std::time::Instant;
 
 use aws_lambda_events::sqs::SqsMessage;
 use futures::StreamExt;
-use stemvault_aws::sqs_batch::{Ran, catch_panic};
+use stemvault_aws::sqs_batch::Ran;
+use stemvault_vault::panic::catch_panic;
 use tracing::{Instrument, Span};
 
 use super::{Handled, MAX_CONCURRENT_MESSAGES, Reserves};
