@@ -40,7 +40,7 @@ use crate::domain::{
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
-use crate::source::{ChunkStream, FetchSource, HttpSource, READ_IDLE_TIMEOUT};
+use crate::source::{ChunkStream, FetchSource, FreshLink, HttpSource, READ_IDLE_TIMEOUT};
 use crate::upload::{
     ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed, UploadedPart,
 };
@@ -400,7 +400,9 @@ impl FetchSource for AwsPorts {
     async fn open(&self, url: &str, max_bytes: u64) -> Result<SourceBody<ChunkStream>, FetchError> {
         self.source.open(url, max_bytes).await
     }
+}
 
+impl FreshLink for AwsPorts {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         self.source.fresh_link(url).await
     }

@@ -96,7 +96,7 @@ use suno_callbacks::{Family, Stage, TaskId};
 
 use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy};
-use crate::source::{ChunkStream, FetchSource};
+use crate::source::{ChunkStream, FetchSource, FreshLink};
 use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
 use stemvault_aws::shown::{loggable_str, url_sha256};
 
@@ -360,6 +360,7 @@ pub trait Ports:
     + DelayMessage
     + EmitMetrics<Measure>
     + FetchSource
+    + FreshLink
     + ObjectStore
     + ReadObject
     + Sync
@@ -379,6 +380,7 @@ impl<T> Ports for T where
         + DelayMessage
         + EmitMetrics<Measure>
         + FetchSource
+        + FreshLink
         + ObjectStore
         + ReadObject
         + Sync

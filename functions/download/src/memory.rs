@@ -30,7 +30,7 @@ use crate::domain::{
 use crate::error::{FetchError, StorageError};
 use crate::existing::{ObjectHead, ReadObject};
 use crate::fresh_link::RefreshError;
-use crate::source::{ChunkStream as SourceChunks, FetchSource};
+use crate::source::{ChunkStream as SourceChunks, FetchSource, FreshLink};
 use crate::upload::{
     MIN_PART_SIZE, ObjectInfo, ObjectStore, SHA256_METADATA, SOURCE_METADATA, SourceBody, StoredObject, Streamed,
     UploadedPart, crc32,
@@ -965,7 +965,9 @@ impl FetchSource for MemoryPorts {
             }
         }
     }
+}
 
+impl FreshLink for MemoryPorts {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         let links = self.fresh_links.lock().unwrap().clone()?;
         self.refreshed.lock().unwrap().push(url.to_owned());

@@ -63,13 +63,13 @@ pub trait FetchSource {
         url: &str,
         max_bytes: u64,
     ) -> impl Future<Output = Result<SourceBody<ChunkStream>, FetchError>> + Send;
+}
 
+/// Ask the provider for a fresh link to a file whose link expired.
+pub trait FreshLink {
     /// A fresh link for the file at `url`, which answered as expired (403, 404, 410, 441), already
     /// checked against the source policy ([`crate::fresh_link`]). None: link refresh is off.
-    fn fresh_link(&self, url: &str) -> impl Future<Output = Option<Result<String, RefreshError>>> + Send {
-        let _ = url;
-        async { None }
-    }
+    fn fresh_link(&self, url: &str) -> impl Future<Output = Option<Result<String, RefreshError>>> + Send;
 }
 
 /// Sources fetched over HTTP(S).
@@ -160,7 +160,9 @@ impl FetchSource for HttpSource {
             return Ok(SourceBody { content_length, content_type, chunks: Box::pin(chunks) });
         }
     }
+}
 
+impl FreshLink for HttpSource {
     async fn fresh_link(&self, url: &str) -> Option<Result<String, RefreshError>> {
         Some(self.links.as_ref()?.fresh_link(url).await)
     }

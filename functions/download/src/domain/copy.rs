@@ -276,7 +276,7 @@ async fn stored_before<P: ReadObject + Sync>(
 }
 
 /// Fetch and upload, stopping at `stop_at`.
-async fn copy<P: FetchSource + ObjectStore + Sync>(
+async fn copy<P: FetchSource + FreshLink + ObjectStore + Sync>(
     ports: &P,
     settings: &Settings,
     plan: &CopyPlan,
@@ -343,7 +343,7 @@ impl Expired {
 /// retry may fix (5xx, a timeout, the deadline), is retried like any source
 /// ([`Expired::not_yet`]): the next attempt asks for a new link. So is a copy from the fresh
 /// link that fails so later (its body, S3, the deadline: [`fn@copy`] maps those).
-async fn open_or_refresh<P: FetchSource + Sync>(
+async fn open_or_refresh<P: FetchSource + FreshLink + Sync>(
     ports: &P,
     url: &str,
     max_bytes: u64,
