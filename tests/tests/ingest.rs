@@ -536,7 +536,7 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
 #[test]
 fn the_template_gives_the_lambda_the_timeout_the_claims_are_sized_for() {
     let path = stemvault_tests::repo_dir().join("template.yaml");
-    let template: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let template: yaml_serde::Value = yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let timeout = &template["Resources"]["IngestFunction"]["Properties"]["Timeout"];
     assert_eq!(timeout.as_u64(), Some(FUNCTION_TIMEOUT.as_secs()), "IngestFunction Timeout: {timeout:?}");
 }

@@ -36,9 +36,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
 use stemvault_aws::provision::{DLQ_RETENTION_SECONDS, DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS, SQS_MANAGED_SSE};
 use stemvault_vault::download::MAX_RECEIVE_COUNT;
+use yaml_serde::Value;
 
 /// One deployed function: its crate under functions/, its logical id in template.yaml, its
 /// binary, and what it declares.
@@ -119,7 +119,7 @@ fn read(path: &Path) -> String {
 }
 
 fn template() -> Value {
-    serde_yaml::from_str(&read(&repo().join("template.yaml"))).expect("template.yaml parses")
+    yaml_serde::from_str(&read(&repo().join("template.yaml"))).expect("template.yaml parses")
 }
 
 /// The cross-check: which AWS SDK calls a crate's production code makes.
@@ -561,7 +561,7 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     let template = template();
     let rule = &cfn::resource(&template, "NotifyRule")["Properties"];
     assert_eq!(cfn::reference(&rule["EventBusName"]).as_deref(), Some("EventBus"));
-    assert_eq!(rule["EventPattern"], serde_yaml::from_str::<Value>("{source: [stemvault]}").unwrap());
+    assert_eq!(rule["EventPattern"], yaml_serde::from_str::<Value>("{source: [stemvault]}").unwrap());
     assert_eq!(rule["EventPattern"]["source"][0], stemvault_vault::events::EVENT_SOURCE);
     let targets = cfn::as_list(&rule["Targets"]);
     assert_eq!(targets.len(), 1);
@@ -615,7 +615,7 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
         assert_eq!(cfn::get_att(&statements[0]["Resource"]).as_deref(), Some(format!("{queue}.Arn").as_str()));
         // The bus's rules: naming the notify rule itself would have the rule made first, and
         // live (dropping what it could not yet deliver) before the policies.
-        let source: Value = serde_yaml::from_str(
+        let source: Value = yaml_serde::from_str(
             r#"!Sub "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/${EventBus}/*""#,
         )
         .unwrap();
@@ -645,7 +645,7 @@ fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() 
     );
     // The rule's name, the last part of its ARN (`rule/<bus>/<name>`), so the rule need not be
     // named (a named rule cannot be replaced, and its 64 characters would bound the stack name).
-    let name: Value = serde_yaml::from_str(r#"!Select [2, !Split ["/", !GetAtt NotifyRule.Arn]]"#).unwrap();
+    let name: Value = yaml_serde::from_str(r#"!Select [2, !Split ["/", !GetAtt NotifyRule.Arn]]"#).unwrap();
     assert_eq!(sub[1]["Rule"], name, "the rule's name");
     assert!(rule.get("Name").is_none(), "unnamed");
 
@@ -765,7 +765,7 @@ fn granted_kinds(template: &Value, function: &str, action: &str) -> BTreeSet<Str
 fn how_the_stack_writes_its_secrets_is_held() {
     let template = template();
     let written = |name: &str, property: &str| cfn::resource(&template, name)["Properties"][property].clone();
-    let yaml = |text: &str| serde_yaml::from_str::<Value>(text).unwrap();
+    let yaml = |text: &str| yaml_serde::from_str::<Value>(text).unwrap();
     let callback = yaml(
         r#"!Sub
         - '{"webhook_hmac_keys": ${Keys}, "callback_token": ${Token}}'
@@ -904,7 +904,7 @@ fn the_reconciler_runs_every_two_minutes_over_its_sparse_index_with_only_its_sec
     let condition =
         condition.unwrap_or_else(|| panic!("the download's ProviderSecret statement is an !If: {statements:?}"));
     let only_with = format!("!Equals [!Ref Provider, {}]", stemvault_download::config::FRESH_LINK_PROVIDER.as_str());
-    assert_eq!(template["Conditions"][condition], serde_yaml::from_str::<Value>(&only_with).unwrap());
+    assert_eq!(template["Conditions"][condition], yaml_serde::from_str::<Value>(&only_with).unwrap());
 }
 
 /// The `s3:prefix` conditions of `function`'s ListBucket grants, as (operator, value); a
@@ -962,7 +962,7 @@ fn deploying_without_callback_authentication_is_refused() {
     let ingest = cfn::function_properties(&template, "IngestFunction");
     assert_eq!(ingest["Environment"]["Variables"]["ALLOW_UNAUTHENTICATED"], "false");
     let assertion = &template["Rules"]["CallbacksMustBeAuthenticated"]["Assertions"][0]["Assert"];
-    let text = serde_yaml::to_string(assertion).unwrap();
+    let text = yaml_serde::to_string(assertion).unwrap();
     assert!(text.contains("WebhookHmacKeys") && text.contains("CallbackToken"), "{text}");
 }
 
@@ -1048,7 +1048,7 @@ Resources:
 
 #[test]
 fn checks_report_missing_extra_and_misplaced_grants_and_variables() {
-    let template: Value = serde_yaml::from_str(BROKEN_TEMPLATE).unwrap();
+    let template: Value = yaml_serde::from_str(BROKEN_TEMPLATE).unwrap();
     let code_actions = BTreeSet::from(
         ["dynamodb:GetItem", "s3:GetObject", "sqs:SendMessage", "sqs:ChangeMessageVisibility", "events:PutEvents"]
             .map(String::from),
@@ -1179,7 +1179,7 @@ Resources:
 #[test]
 fn s3_checks_report_too_broad_and_too_narrow_grants() {
     use s3_keys::{KeyRule, Reach::*, SampleKeys};
-    let template: Value = serde_yaml::from_str(TOO_BROAD).unwrap();
+    let template: Value = yaml_serde::from_str(TOO_BROAD).unwrap();
     let keys = SampleKeys {
         files: vec!["tasks/t/vocal.mp3".into(), "tasks/t/tracks/callbacks/audio.json".into()],
         bodies: vec![format!("tasks/t/callbacks/first-{}.json", "0".repeat(64))],
@@ -1274,7 +1274,7 @@ fn every_checkov_skip_names_its_check_and_says_why() {
 
 #[test]
 fn checkov_skips_without_a_reason_are_reported() {
-    let template: Value = serde_yaml::from_str(
+    let template: Value = yaml_serde::from_str(
         r#"
 Resources:
   Queue:

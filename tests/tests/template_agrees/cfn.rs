@@ -69,7 +69,7 @@ pub fn resource<'a>(template: &'a Value, name: &str) -> &'a Value {
 
 /// A function's properties with SAM's `Globals.Function` merged in (maps merge one level
 /// deep, as SAM does for `Environment.Variables`).
-pub fn function_properties(template: &Value, name: &str) -> serde_yaml::Mapping {
+pub fn function_properties(template: &Value, name: &str) -> yaml_serde::Mapping {
     let mut merged = template["Globals"]["Function"].as_mapping().cloned().unwrap_or_default();
     let own = resource(template, name)["Properties"].as_mapping().cloned().unwrap_or_default();
     for (k, v) in own {

@@ -101,7 +101,7 @@ Resources:
 
 #[test]
 fn flood_checks_report_unthrottled_routes_shared_limits_and_no_reservation() {
-    let template: Value = serde_yaml::from_str(UNTHROTTLED).unwrap();
+    let template: Value = yaml_serde::from_str(UNTHROTTLED).unwrap();
     let routes = [("Ingest", "Rate", "Burst"), ("Results", "Rate", "ResultsBurst")];
     assert_eq!(
         flood_problems(&template, &routes, "Ingest"),

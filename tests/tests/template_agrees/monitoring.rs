@@ -100,7 +100,7 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
             }
         }
     }
-    let reads = |a: &Value, text: &str| serde_yaml::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
+    let reads = |a: &Value, text: &str| yaml_serde::to_string(&a["Metrics"]).unwrap_or_default().contains(text);
     // Of the answers neither throttled nor refused: junk traffic must not dilute it. Each id
     // of the expression reads its own metric.
     let ids = |a: &Value| -> BTreeMap<String, String> {
@@ -329,7 +329,7 @@ Resources:
 
 #[test]
 fn alarm_checks_report_what_goes_unwatched() {
-    let template: Value = serde_yaml::from_str(UNWATCHED).unwrap();
+    let template: Value = yaml_serde::from_str(UNWATCHED).unwrap();
     let problems = eyes_problems(&template, &["Watched"]);
     let expected = [
         "no alarm on Watched's Throttles",
@@ -378,7 +378,7 @@ fn alarm_checks_report_what_goes_unwatched() {
 
     let broken_json = UNWATCHED.replace(r#""${SwappedRate.Arn}"]"#, r#""${SwappedRate.Arn}",]"#);
     assert_ne!(broken_json, UNWATCHED, "the fixture's last alarm is where the comma goes");
-    let problems = eyes_problems(&serde_yaml::from_str(&broken_json).unwrap(), &["Watched"]);
+    let problems = eyes_problems(&yaml_serde::from_str(&broken_json).unwrap(), &["Watched"]);
     assert!(problems.last().unwrap().starts_with("the dashboard body is not JSON"), "{problems:?}");
     assert_eq!(
         substitute("a ${X.Arn} ${!Literal} ${AWS::Region}"),
@@ -743,7 +743,7 @@ fn each_function_reading_a_secret_has_an_alarm_on_its_failed_rereads_as_emitted(
         assert_eq!(cfn::reference(&alarm["Dimensions"][0]["Value"]).as_deref(), Some(function), "{resource}");
         assert_eq!(
             alarm["AlarmName"],
-            serde_yaml::from_str::<Value>(&format!("!Sub '${{AWS::StackName}}-{name}-secret-unreadable'")).unwrap()
+            yaml_serde::from_str::<Value>(&format!("!Sub '${{AWS::StackName}}-{name}-secret-unreadable'")).unwrap()
         );
         // Any failed read in 15 minutes: 1 of 3 five-minute sums at >= 1.
         assert_eq!((alarm["Statistic"].as_str(), alarm["Period"].as_u64()), (Some("Sum"), Some(300)), "{resource}");

@@ -195,11 +195,11 @@ fn scheduled_runs_are_not_retried_and_one_provider_key_is_given() {
     let rule = &template["Rules"]["OneProviderKey"];
     assert_eq!(
         rule["RuleCondition"],
-        serde_yaml::from_str::<Value>(r#"!Not [!Equals [!Ref ProviderSecretArn, ""]]"#).unwrap()
+        yaml_serde::from_str::<Value>(r#"!Not [!Equals [!Ref ProviderSecretArn, ""]]"#).unwrap()
     );
     assert_eq!(
         rule["Assertions"][0]["Assert"],
-        serde_yaml::from_str::<Value>(
+        yaml_serde::from_str::<Value>(
             r#"!Or [!Equals [!Ref ProviderApiKey, ""], !Equals [!Ref ProviderApiKey, none]]"#
         )
         .unwrap()
@@ -236,7 +236,7 @@ fn the_event_archive_keeps_every_task_event_when_asked() {
     assert_eq!(archive["Condition"], "ArchivesEvents");
     let properties = &archive["Properties"];
     assert_eq!(cfn::get_att(&properties["SourceArn"]).as_deref(), Some("EventBus.Arn"));
-    assert_eq!(properties["EventPattern"]["source"], serde_yaml::from_str::<Value>("[stemvault]").unwrap());
+    assert_eq!(properties["EventPattern"]["source"], yaml_serde::from_str::<Value>("[stemvault]").unwrap());
     assert_eq!(cfn::reference(&properties["RetentionDays"]).as_deref(), Some("EventArchiveDays"));
     assert_eq!(template["Parameters"]["EventArchiveDays"]["Default"].as_u64(), Some(0));
     let defaults = BTreeMap::new();
