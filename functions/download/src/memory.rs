@@ -500,6 +500,8 @@ pub struct MemoryPorts {
     pub heads: Mutex<Vec<String>>,
     /// Fail this many HeadObjects (S3 unavailable) before answering.
     pub head_failures: Mutex<u32>,
+    /// Every HeadObject reads as no object (S3's 403 to a role the read is denied).
+    pub heads_hidden: std::sync::atomic::AtomicBool,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
     /// Hold the next manifest write.
@@ -1035,6 +1037,9 @@ impl ReadObject for MemoryPorts {
         self.heads.lock().unwrap().push(key.to_owned());
         if injected(&self.head_failures) {
             return Err(StorageError::transient("HeadObject", "503 SlowDown"));
+        }
+        if self.heads_hidden.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(None);
         }
         self.store.head_object(key).await
     }

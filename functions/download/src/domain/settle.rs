@@ -226,6 +226,12 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
         };
         Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, fence, expected).await? {
             Conditional::Applied => Attempt::Done(Fenced::Current),
+            // An object is there that HEAD does not show: the 403 S3 answers a role denied the
+            // read reads as none. A bucket fault, not a manifest that keeps changing.
+            Conditional::Conflict if current.is_none() => {
+                let why = "an object is under the key, but HEAD finds none (s3:GetObject denied?)";
+                return Err(StorageError::transient("HeadObject (manifest)", why).into());
+            }
             Conditional::Conflict => {
                 tracing::debug!(key, "the manifest changed since it was read; reading it again");
                 Attempt::Conflict

@@ -556,6 +556,20 @@ async fn manifests_are_written_only_over_older_generations_and_stages() {
     assert_eq!((under_key(GENERATION_METADATA), under_key(STAGE_METADATA)), ("9".to_owned(), "complete".to_owned()));
 }
 
+/// A manifest under the key that HEAD does not show (S3's 403 to a role denied the read reads
+/// as none) fails the check as the bucket's fault, not as contention.
+#[tokio::test]
+async fn a_manifest_head_cannot_see_is_a_bucket_failure() {
+    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
+    let task = TaskId::parse(TASK).unwrap();
+    let SettlePlan::Settle(plan) = settle_plan(&ports.record(TASK), &task, ports.now()) else { panic!("a settle") };
+    assert_eq!(put_fenced(&ports, &plan).await.unwrap(), Fenced::Current);
+    ports.heads_hidden.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = put_fenced(&ports, &plan).await.unwrap_err();
+    assert_eq!(err.settle_failure_reason(), "bucket", "{err}");
+    assert_eq!(ports.heads.lock().unwrap().len(), 1, "one read, not one per attempt of a contention: {err}");
+}
+
 /// Of one generation and stage, a manifest read from a later version of the task item is the
 /// newer: a plan of an older read finds it (ReadSince), one of a later read replaces it. A
 /// check that finds it at every read (the table behind S3: the item restored from a backup)
