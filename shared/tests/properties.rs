@@ -519,3 +519,29 @@ fn a_bare_url_key_is_no_file_in_any_spelling() {
         assert_eq!(files, [("result/audio", "https://h/b.mp3")], "{key}");
     }
 }
+
+/// The generated bodies reach what the properties above check: names are only checked on
+/// events with files or streams, so a strategy that never yields one would pass vacuously.
+#[test]
+fn generated_bodies_reach_files_and_streams() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let mut runner = TestRunner::new_with_rng(Config::default(), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let mut sample = |strategy: BoxedStrategy<Value>| -> Vec<Vec<u8>> {
+        (0..256).map(|_| serde_json::to_vec(&strategy.new_tree(&mut runner).unwrap().current()).unwrap()).collect()
+    };
+    let names = |e: &CallbackEvent| !e.files.is_empty() || !e.streams.is_empty();
+    let bodies = sample(keyed_body().boxed());
+    let with_names = bodies.iter().filter_map(|b| parse_callback(b).ok()).filter(names).count();
+    let answers = sample(keyed_poll_answer().boxed());
+    let results = answers
+        .iter()
+        .filter_map(|b| match parse_poll(Family::Music, b) {
+            Ok(PollResult::Result(e)) => Some(e),
+            _ => None,
+        })
+        .filter(names)
+        .count();
+    println!("of 256: {with_names} keyed bodies and {results} poll answers name files or streams");
+    assert!(with_names > 0 && results > 0, "{with_names} bodies, {results} answers");
+}

@@ -151,17 +151,10 @@ async fn stores_audio_images_and_video_of_several_sizes() {
             .await
             .expect("head object");
         assert_eq!(head.content_type(), Some(*content_type), "{name}");
-        let checksum = head.checksum_sha256().unwrap_or_default();
-        if *len <= 8 * MIB {
-            let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data));
-            assert_eq!(checksum, expected, "{name}: one PutObject carries the whole body's SHA-256");
-        } else {
-            // Parts carry CRC32s, and the object the whole body's (S3 computes it; the
-            // emulator, without awscrt, shows some other value): no SHA-256 at all.
-            assert_eq!(checksum, "", "{name}: no composite SHA-256");
-            assert!(head.checksum_crc32().is_some(), "{name}: a full-object CRC32");
-            assert_eq!(head.checksum_type(), Some(&aws_sdk_s3::types::ChecksumType::FullObject), "{name}");
-        }
+        // Every length declared: one streamed PutObject each, whatever the size, its SHA-256
+        // sent after the body (a multipart upload would cost a 17 MiB file five requests).
+        let expected = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(data));
+        assert_eq!(head.checksum_sha256(), Some(expected.as_str()), "{name} ({len} bytes): the whole body's SHA-256");
     }
     assert_eq!(s.env.open_multipart_uploads().await, 0);
     assert_eq!(s.env.queue_depth().await, (0, 0), "every message deleted");
@@ -207,6 +200,23 @@ async fn stores_chunked_bodies_without_content_length() {
         let object = s.env.object(&format!("tasks/{task}/{key}")).await.expect("object");
         assert_eq!(sha256_hex(&object), generated_sha256(len, seed), "{name}");
     }
+    // Longer than a part and of no declared length: a multipart upload, its parts carrying
+    // CRC32s and the object the whole body's (S3 computes it; the emulator, without awscrt,
+    // shows some other value), no composite SHA-256.
+    let head = s
+        .env
+        .s3
+        .head_object()
+        .bucket(&s.env.resources.bucket_name)
+        .key(format!("tasks/{task}/large.wav"))
+        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+        .send()
+        .await
+        .expect("head object");
+    assert_eq!(head.checksum_sha256(), None, "no composite SHA-256");
+    assert!(head.checksum_crc32().is_some(), "a full-object CRC32");
+    assert_eq!(head.checksum_type(), Some(&aws_sdk_s3::types::ChecksumType::FullObject));
+    assert_eq!(s.env.open_multipart_uploads().await, 0);
     assert_eq!(stored.vault, VaultState::Complete);
 }
 
@@ -230,8 +240,8 @@ async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
     let released_at = entry.lease_until.expect("a released file keeps when its claim ended");
     assert!((Timestamp::now().unix_seconds() - released_at).abs() < 60, "{released_at}");
     assert!(entry.error.as_deref().is_some_and(|e| e.contains("source")), "{:?}", entry.error);
-    assert_eq!(s.env.object(&key).await, None, "no partial object under the key");
-    assert_eq!(s.env.open_multipart_uploads().await, 0, "the multipart upload was aborted");
+    assert_eq!(s.env.object(&key).await, None, "no partial object under the key (a streamed put cut short)");
+    assert_eq!(s.env.open_multipart_uploads().await, 0);
     assert_eq!(after_failure.vault, VaultState::Pending);
     s.assert_delayed().await;
 
@@ -779,9 +789,10 @@ async fn two_copies_of_one_message_at_once_store_the_file_once() {
 #[tokio::test]
 async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery() {
     let s = setup(None).await;
-    for (name, len) in [("vocal", 300 * 1024), ("drums", 9 * MIB + 7)] {
+    for (name, len, declared) in [("vocal", 300 * 1024, true), ("drums", 9 * MIB + 7, false)] {
         let path = format!("/s/{name}.mp3");
-        s.server.route(&path, Reply::generated(len as u64, 11, "audio/mpeg"));
+        let reply = if declared { Reply::generated } else { Reply::chunked };
+        s.server.route(&path, reply(len as u64, 11, "audio/mpeg"));
         let url = s.server.url(&format!("{path}?X-Amz-Signature=secret"));
         let record = queued_record(&new_task_id(), Family::VocalSeparation, &[(name, &url)]);
         let task = record.task_id.clone();

@@ -1,7 +1,7 @@
 //! Stream a source body into the vault bucket with memory bounded by two parts, whatever the
 //! file's size.
 //!
-//! A body whose Content-Length says it fits in one part (a part is 8 MiB or more) goes up in
+//! A body whose Content-Length is declared (up to S3's largest PutObject, 5 GiB) goes up in
 //! one PutObject **as it arrives**, chunk by chunk, with no buffer, on a copy's first attempt
 //! ([`UploadLimits::stream_single_part`]; a retried copy is put whole, below, so that the SDK
 //! can retry the put): the SDK hashes it with SHA-256 as it sends it and sends the digest
@@ -10,6 +10,9 @@
 //! uploading overlap, and no part buffer is filled (fresh memory the kernel faults in, 4 KiB
 //! at a time) nor copied into. Its length is checked on the way: a source that fails or sends more or fewer bytes than it declared
 //! fails the put, and nothing is stored.
+//!
+//! One PutObject whatever its size: S3 bills a multipart upload of N parts N + 2 PUT requests
+//! (a 9 MB stem four where one does), and a part's buffer is fresh memory to fill and copy.
 //!
 //! Any other body is cut into parts of `part_size` bytes as it arrives. One that turns out to
 //! fit in one part (found out by reaching its end) goes up in one PutObject, whole. Anything
@@ -64,6 +67,9 @@ pub const SOURCE_METADATA: &str = "source-sha256";
 /// A streamed or multipart object has none: its SHA-256 is only known once its body is sent
 /// or its last part read, after its request or CreateMultipartUpload fixed its metadata.
 pub const SHA256_METADATA: &str = "sha256";
+
+/// The largest body streamed into one PutObject (S3's limit for one).
+pub const MAX_STREAMED_PUT_BYTES: u64 = 5 * 1024 * 1024 * 1024;
 
 /// Smallest part size used (S3's minimum is 5 MiB).
 pub const MIN_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -208,7 +214,7 @@ pub struct UploadLimits {
     /// Reading stops here (a retryable failure), leaving time to abort and record; the
     /// request that makes the object may run [`FINISH_RESERVE`] past it.
     pub stop_at: Instant,
-    /// Stream a declared body that fits in one part ([`ObjectStore::put_streamed`]). Such a
+    /// Stream a declared body into one PutObject ([`ObjectStore::put_streamed`]). Such a
     /// put cannot be retried by the SDK (the body is gone once sent): a first attempt streams,
     /// and one after an attempt that failed puts the body whole, so that a transient S3 error
     /// (503 SlowDown, a dead pooled connection) is retried at once instead of costing a
@@ -237,7 +243,7 @@ where
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
     let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
-    let streamable = |len: &u64| limits.stream_single_part && (1..=limits.part_size as u64).contains(len);
+    let streamable = |len: &u64| limits.stream_single_part && (1..=MAX_STREAMED_PUT_BYTES).contains(len);
     if let Some(len) = body.content_length.filter(streamable) {
         // The body is read until `stop_at` (the stream fails there if bytes are still due,
         // and the put with it); its end of stream and S3's answer are waited for until
@@ -658,6 +664,11 @@ mod tests {
         }
     }
 
+    /// A retried copy's limits: a body longer than a part goes up in parts, declared or not.
+    fn retried() -> UploadLimits {
+        UploadLimits { stream_single_part: false, ..limits() }
+    }
+
     fn sha_hex(data: &[u8]) -> String {
         hex::encode(Sha256::digest(data))
     }
@@ -680,7 +691,7 @@ mod tests {
         {
             let data = deterministic_bytes(PART * 2 + 1, 5);
             let store = MemoryStore::default();
-            let stored = upload(&store, to("k"), body_of(&data, 7000, declared, Some(source_type)), limits()).await;
+            let stored = upload(&store, to("k"), body_of(&data, 7000, declared, Some(source_type)), retried()).await;
             assert_eq!(stored.unwrap().content_type.as_deref(), stored_type, "{source_type}");
             assert_eq!(store.stored("k").unwrap().content_type.as_deref(), stored_type, "{source_type}");
             let small = MemoryStore::default();
@@ -730,6 +741,13 @@ mod tests {
         let store = MemoryStore::default();
         upload(&store, to("k"), body_of(&data, 65_536, true, None), limits()).await.unwrap();
         assert_eq!(store.calls(), vec![StoreCall::Streamed { key: "k".into(), len: PART }]);
+        // Longer than a part too: one request, not a multipart upload's N + 2.
+        let longer = deterministic_bytes(3 * PART + 5, 4);
+        let store = MemoryStore::default();
+        let stored = upload(&store, to("k"), body_of(&longer, 65_536, true, None), limits()).await.unwrap();
+        assert_eq!(store.calls(), vec![StoreCall::Streamed { key: "k".into(), len: 3 * PART + 5 }]);
+        assert_eq!((stored.parts, stored.sha256_hex), (1, sha_hex(&longer)));
+        assert_eq!(store.object("k").unwrap(), longer);
         // Fewer or more bytes than declared, or a failing body: the source's error, nothing stored.
         for (actual, declared) in [(1000, 1001u64), (1000, 999)] {
             let data = deterministic_bytes(actual, 5);
@@ -753,12 +771,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_longer_body_goes_up_in_parts_with_or_without_content_length() {
-        for declared in [true, false] {
+    async fn a_longer_body_goes_up_in_parts_without_content_length_or_on_a_retry() {
+        for (declared, limits) in [(true, retried()), (false, limits())] {
             let len = 2 * PART + 12_345;
             let data = deterministic_bytes(len, 9);
             let store = MemoryStore::default();
-            let stored = upload(&store, to("big"), body_of(&data, 65_536 + 7, declared, None), limits()).await.unwrap();
+            let stored = upload(&store, to("big"), body_of(&data, 65_536 + 7, declared, None), limits).await.unwrap();
             assert_eq!((stored.bytes, stored.parts), (len as u64, 3));
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(store.object("big").unwrap(), data);
@@ -794,7 +812,7 @@ mod tests {
             HASHED.with(|h| h.set(0));
             let stored = upload(&store, to("k"), body_of(&data, chunk, declared, None), limits()).await.unwrap();
             // A streamed body is hashed by whoever sends it (the SDK, for its trailer), not here.
-            let streamed = declared && (1..=PART).contains(&len);
+            let streamed = declared;
             let hashed_here = if streamed { 0 } else { len as u64 };
             assert_eq!(HASHED.with(|h| h.get()), hashed_here, "{len} bytes in chunks of {chunk}");
             assert_eq!(stored.sha256_hex, sha_hex(&data));
@@ -833,7 +851,7 @@ mod tests {
     async fn every_part_carries_its_crc32_and_the_completion_the_whole_bodys() {
         let data = deterministic_bytes(3 * PART + 1, 12);
         let store = MemoryStore::default();
-        upload(&store, to("k"), body_of(&data, 100_003, true, None), limits()).await.unwrap();
+        upload(&store, to("k"), body_of(&data, 100_003, true, None), retried()).await.unwrap();
         let calls = store.calls();
         let parts: Vec<(i32, u32)> = calls
             .iter()
@@ -874,7 +892,7 @@ mod tests {
     async fn an_exact_multiple_of_the_part_size_has_no_empty_last_part() {
         let data = deterministic_bytes(2 * PART, 1);
         let store = MemoryStore::default();
-        let stored = upload(&store, to("k"), body_of(&data, 1 << 20, true, None), limits()).await.unwrap();
+        let stored = upload(&store, to("k"), body_of(&data, 1 << 20, true, None), retried()).await.unwrap();
         assert_eq!(stored.parts, 2);
         assert_eq!(store.object("k").unwrap(), data);
     }
@@ -928,7 +946,7 @@ mod tests {
             chunks: futures::stream::iter(chunks),
         };
         let store = MemoryStore::default();
-        let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
+        let err = upload(&store, to("k"), body, retried()).await.unwrap_err();
         assert_eq!(err, CopyError::Fetch(FetchError::Body("connection reset".into())));
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
@@ -941,7 +959,7 @@ mod tests {
     async fn a_panic_while_the_parts_go_up_aborts_the_upload() {
         let data = deterministic_bytes(3 * PART, 6);
         let store = MemoryStore { panic_part: Some(2), ..MemoryStore::default() };
-        let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), limits());
+        let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), retried());
         assert!(AssertUnwindSafe(uploading).catch_unwind().await.is_err(), "the panic goes on");
         assert!(store.calls().iter().any(|c| matches!(c, StoreCall::Abort)));
         assert!(store.open_uploads().is_empty(), "aborted");
@@ -951,7 +969,7 @@ mod tests {
     async fn a_failed_part_aborts_the_upload() {
         let data = deterministic_bytes(3 * PART, 6);
         let store = MemoryStore { fail_part: Some(2), ..MemoryStore::default() };
-        let err = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), limits()).await.unwrap_err();
+        let err = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), retried()).await.unwrap_err();
         assert!(matches!(err, CopyError::Storage(_)));
         assert_eq!(store.object("k"), None);
         assert!(store.open_uploads().is_empty());
