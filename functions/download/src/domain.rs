@@ -98,7 +98,7 @@ use crate::error::{CopyError, DownloadError, FetchError, StorageError};
 use crate::existing::{ReadObject, find_copy};
 use crate::source::{ChunkStream, FetchSource, FreshLink};
 use crate::upload::{Destination, ObjectStore, SourceBody, StoredObject, UploadLimits, upload};
-use stemvault_aws::shown::{loggable_str, url_sha256};
+use stemvault_vault::shown::{loggable_str, url_sha256};
 
 pub use stemvault_vault::reason::{DEAD_LETTERED, FailureCode};
 

@@ -26,7 +26,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
-use stemvault_aws::shown::url_sha256;
+use stemvault_vault::shown::url_sha256;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -25,7 +25,7 @@ use stemvault_vault::reason::PROVIDER_ANSWERED;
 use url::Url;
 
 use crate::source_policy::{Refusal, SourcePolicy};
-use stemvault_aws::shown::loggable_str;
+use stemvault_vault::shown::loggable_str;
 
 /// The endpoint, below `PROVIDER_BASE_URL`.
 pub const DOWNLOAD_URL_PATH: &str = "/api/v1/common/download-url";
@@ -100,7 +100,7 @@ pub fn read_answer(status: u16, body: &[u8]) -> Result<String, RefreshError> {
     let code = answer.as_ref().and_then(suno_callbacks::poll::envelope_code);
     let message = {
         let text = answer.as_ref().and_then(|a| a.get("msg")).and_then(serde_json::Value::as_str).unwrap_or_default();
-        stemvault_aws::shown::provider_message(text)
+        stemvault_vault::shown::provider_message(text)
     };
     if status != 200 {
         // A 4xx (or a 505, kie's "feature disabled" only as its code) without the provider's own
@@ -145,7 +145,7 @@ pub struct LinkRefresher {
 impl std::fmt::Debug for LinkRefresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LinkRefresher")
-            .field("endpoint", &stemvault_aws::shown::loggable_str(&self.endpoint))
+            .field("endpoint", &stemvault_vault::shown::loggable_str(&self.endpoint))
             .finish_non_exhaustive()
     }
 }

@@ -27,7 +27,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{
     ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, TRANSFER_ENCODING,
 };
-use stemvault_aws::shown::loggable;
+use stemvault_vault::shown::loggable;
 use url::Url;
 
 use crate::address::classify;

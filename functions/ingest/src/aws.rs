@@ -13,7 +13,15 @@ use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 
 use crate::Config;
 use crate::credentials::{ReadPreviousSecret, ReadSecret};
-use crate::domain::{ArchiveBody, EmitMetrics, Measure, ParkBody};
+use crate::domain::{ArchiveBody, EmitMetrics, Measure, PARK_TIMEOUT, ParkBody};
+
+// A first park attempt that stalls is given up in time for a second, within the domain's
+// PARK_TIMEOUT.
+const _: () = assert!(
+    2 * stemvault_aws::archive::PARK_ATTEMPT_TIMEOUT.as_millis()
+        + stemvault_aws::archive::PARK_FIRST_RETRY_WITHIN.as_millis()
+        < PARK_TIMEOUT.as_millis()
+);
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the task record (Query, PutItem) and the `queued` set and claim releases (UpdateItem), the

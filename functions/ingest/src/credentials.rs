@@ -24,10 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use stemvault_aws::ConfigError;
-use stemvault_aws::secrets::{
-    AgePolicy, Reread, SecretText, passed_or_stepped_back, read_previous_within_timeout, read_within_timeout,
-};
+use stemvault_aws::secrets::{AgePolicy, Reread, SecretText, read_previous_within_timeout, read_within_timeout};
 pub use stemvault_aws::secrets::{ReadPreviousSecret, ReadSecret};
+use stemvault_vault::time::passed_or_stepped_back;
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::auth::Auth;

@@ -7,9 +7,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use stemvault_aws::secrets::passed_or_stepped_back;
 pub use stemvault_vault::accept::{ArchiveBody, Outcome, Settings};
 use stemvault_vault::register::Registration;
+use stemvault_vault::time::passed_or_stepped_back;
 use stemvault_vault::{Clock, LoadTask, SaveTask, StorageError, Timestamp};
 use suno_callbacks::{CallbackEvent, Family, TaskId, s3_key};
 
@@ -102,13 +102,6 @@ pub enum Ingested {
 
 /// How long parking may take.
 pub const PARK_TIMEOUT: Duration = Duration::from_secs(2);
-
-// A first attempt that stalls is given up in time for a second.
-const _: () = assert!(
-    2 * stemvault_aws::archive::PARK_ATTEMPT_TIMEOUT.as_millis()
-        + stemvault_aws::archive::PARK_FIRST_RETRY_WITHIN.as_millis()
-        < PARK_TIMEOUT.as_millis()
-);
 
 /// Every valid callback is answered within this long of its request's start (the provider
 /// waits 10 s at least; an instance's first request also counts the secret's read at the

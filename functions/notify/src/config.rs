@@ -9,7 +9,7 @@ use url::Url;
 pub const ENVIRONMENT: &[&str] = &["NOTIFY_URL", "NOTIFY_SECRET_ARN", "QUEUE_URL", "DEAD_LETTER_QUEUE_URL"];
 
 /// No secret in here but what `NOTIFY_URL` may hold (a token in its path or query), which
-/// its Debug shows only as [`stemvault_aws::shown::loggable`] does.
+/// its Debug shows only as [`stemvault_vault::shown::loggable`] does.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Config {
     /// Where every webhook goes ([`notify_url`]).
@@ -26,7 +26,7 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("notify_url", &stemvault_aws::shown::loggable(&self.notify_url))
+            .field("notify_url", &stemvault_vault::shown::loggable(&self.notify_url))
             .field("notify_secret_arn", &self.notify_secret_arn)
             .field("queue_url", &self.queue_url)
             .field("dead_letter_queue_url", &self.dead_letter_queue_url)

@@ -21,7 +21,7 @@ pub struct HttpPoster {
 /// The URL as logged (it may hold a token).
 impl std::fmt::Debug for HttpPoster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpPoster").field("url", &stemvault_aws::shown::loggable(&self.url)).finish_non_exhaustive()
+        f.debug_struct("HttpPoster").field("url", &stemvault_vault::shown::loggable(&self.url)).finish_non_exhaustive()
     }
 }
 
@@ -66,7 +66,7 @@ impl PostWebhook for HttpPoster {
 
 /// Where a redirect from `notify_url` points, as the logs may show it: whether it stays on the
 /// receiver's origin (then only its path or query changed: neither is shown, either may carry
-/// the receiver's token), or the other origin ([`stemvault_aws::shown::loggable`]).
+/// the receiver's token), or the other origin ([`stemvault_vault::shown::loggable`]).
 fn redirect_target(notify_url: &Url, location: Option<&str>) -> String {
     let Some(target) = location.and_then(|l| notify_url.join(l).ok()) else {
         return "nowhere readable (no Location header, or not a URL)".to_owned();
@@ -74,7 +74,7 @@ fn redirect_target(notify_url: &Url, location: Option<&str>) -> String {
     if target.origin() == notify_url.origin() {
         "the same origin (another path or query)".to_owned()
     } else {
-        stemvault_aws::shown::loggable(&target)
+        stemvault_vault::shown::loggable(&target)
     }
 }
 

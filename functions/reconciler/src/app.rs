@@ -82,7 +82,7 @@ impl App {
             tracing::info!(
                 provider = config.provider.provider.as_str(),
                 // Its host: a gateway's path may hold a key.
-                base_url = %stemvault_aws::shown::loggable_str(&config.provider.base_url),
+                base_url = %stemvault_vault::shown::loggable_str(&config.provider.base_url),
                 "reconciliation is on"
             );
         }

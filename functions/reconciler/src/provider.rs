@@ -39,7 +39,7 @@ pub struct HttpProvider {
 impl std::fmt::Debug for HttpProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpProvider")
-            .field("base_url", &stemvault_aws::shown::loggable_str(&self.base_url))
+            .field("base_url", &stemvault_vault::shown::loggable_str(&self.base_url))
             .finish_non_exhaustive()
     }
 }

@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 
 use serde_json::Value;
-use stemvault_aws::shown::{SLASHES, slash_at};
+use stemvault_vault::shown::{SLASHES, slash_at};
 use suno_callbacks::parse::read_json;
 
 /// What a callback URL is replaced with.

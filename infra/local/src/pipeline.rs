@@ -93,7 +93,7 @@ pub struct NotifySummary {
 impl std::fmt::Debug for NotifySummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NotifySummary")
-            .field("notify_url", &stemvault_aws::shown::loggable_str(&self.notify_url))
+            .field("notify_url", &stemvault_vault::shown::loggable_str(&self.notify_url))
             .field("queue_url", &self.queue_url)
             .field("queue_arn", &self.queue_arn)
             .field("generated_secret", &crate::client_auth::redacted(&self.generated_secret))

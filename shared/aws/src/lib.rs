@@ -21,7 +21,6 @@ pub mod response;
 pub mod route;
 pub mod s3_error;
 pub mod secrets;
-pub mod shown;
 pub mod sqs_batch;
 pub mod sqs_text;
 pub mod table;

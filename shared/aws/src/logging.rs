@@ -104,7 +104,7 @@ pub fn init() {
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     let payload = info.payload();
     let text = payload.downcast_ref::<&str>().copied().or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-    let message = crate::shown::provider_message(text.unwrap_or("(no message)"));
+    let message = stemvault_vault::shown::provider_message(text.unwrap_or("(no message)"));
     let location = info.location().map(|at| format!("{}:{}", at.file(), at.line())).unwrap_or_default();
     let backtrace = std::backtrace::Backtrace::capture();
     match backtrace.status() {

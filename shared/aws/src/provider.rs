@@ -10,15 +10,13 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use stemvault_vault::time::passed_or_stepped_back;
 use stemvault_vault::{Clock, Timestamp};
 
 use crate::clock::SystemClock;
 use crate::env::{ConfigError, Env};
 use crate::metrics::{self, Metric};
-use crate::secrets::{
-    AgePolicy, REREADS_FAILED, ReadSecret, Reread, SecretReader, SecretText, passed_or_stepped_back,
-    read_within_timeout,
-};
+use crate::secrets::{AgePolicy, REREADS_FAILED, ReadSecret, Reread, SecretReader, SecretText, read_within_timeout};
 
 /// The variables [`ProviderConfig::read`] reads; a function that reads it declares them all
 /// in its own `config::ENVIRONMENT`.
@@ -51,7 +49,7 @@ impl Provider {
 }
 
 /// The provider settings. No secret in here: [`read_provider_key`] reads it (the base URL's
-/// path may hold one, so Debug shows it as [`crate::shown::loggable_str`] does).
+/// path may hold one, so Debug shows it as [`stemvault_vault::shown::loggable_str`] does).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ProviderConfig {
     /// `PROVIDER`: `kie` (the default) or `sunoapi`.
@@ -66,7 +64,7 @@ impl std::fmt::Debug for ProviderConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderConfig")
             .field("provider", &self.provider)
-            .field("base_url", &crate::shown::loggable_str(&self.base_url))
+            .field("base_url", &stemvault_vault::shown::loggable_str(&self.base_url))
             .field("secret_arn", &self.secret_arn)
             .finish()
     }

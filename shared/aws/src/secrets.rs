@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use stemvault_vault::time::passed_or_stepped_back;
 use stemvault_vault::{Clock, Timestamp};
 
 /// How old what a function made from its secret may get before the secret is read again: a
@@ -185,11 +186,6 @@ impl AgePolicy {
             false => self,
         }
     }
-}
-
-/// `span` has passed from `since` to `now`, or the clock went back before `since`.
-pub fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
-    now < since || now >= since.plus(span)
 }
 
 /// What a function made from its secret, and when the secret was last read (successfully or not).

@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod record;
 pub mod register;
 pub mod retry;
+pub mod shown;
 pub mod text;
 pub mod time;
 

@@ -908,7 +908,7 @@ async fn a_copy_of_another_url_under_the_key_is_copied_over() {
     let key = format!("tasks/{TASK}/vocal.mp3");
     let older = crate::upload::ObjectInfo {
         content_type: None,
-        source_sha256: &stemvault_aws::shown::url_sha256("https://cdn1.suno.ai/old.mp3"),
+        source_sha256: &stemvault_vault::shown::url_sha256("https://cdn1.suno.ai/old.mp3"),
     };
     ports
         .store

@@ -177,7 +177,7 @@ pub(super) async fn reconcile_task<P: Ports>(
                 // A body without a code still reads as the provider's error (its `msg`), which
                 // may quote a file link or the callback URL (its token).
                 let error = match &e {
-                    PollError::Provider { message, .. } => stemvault_aws::shown::provider_message(message),
+                    PollError::Provider { message, .. } => stemvault_vault::shown::provider_message(message),
                     other => other.to_string(),
                 };
                 tracing::error!(
@@ -202,7 +202,7 @@ pub(super) async fn reconcile_task<P: Ports>(
             }
             Err(PollError::Provider { code, message }) => {
                 // It may quote the callback URL (its token) or a file link.
-                let provider_message = stemvault_aws::shown::provider_message(&message);
+                let provider_message = stemvault_vault::shown::provider_message(&message);
                 tracing::info!(task_id, code, provider_message, "the provider answered an error code");
                 PollOutcome::Provider(code)
             }

@@ -33,7 +33,7 @@ async fn an_expired_file_is_copied_from_a_fresh_link_and_the_record_keeps_its_ur
         assert_eq!(r.vault, VaultState::Complete);
         // The copy is of the original URL, as an earlier copy is recognised by it.
         let source = ports.store.stored(&key).unwrap().metadata[crate::upload::SOURCE_METADATA].clone();
-        assert_eq!(source, stemvault_aws::shown::url_sha256(&url("vocal")));
+        assert_eq!(source, stemvault_vault::shown::url_sha256(&url("vocal")));
     }
 }
 

@@ -7,7 +7,7 @@ use url::Url;
 /// The SHA-256 of `url` as given, in hex: what names a URL without showing it (the download
 /// keeps it as a copy's `source-sha256` metadata).
 pub fn url_sha256(url: &str) -> String {
-    stemvault_vault::accept::body_sha256_hex(url.as_bytes())
+    crate::accept::body_sha256_hex(url.as_bytes())
 }
 
 /// A URL as the logs show it: its scheme, host and port, and the first 12 hex digits of
