@@ -619,7 +619,8 @@ fn rendezvous_over(inner: MemoryPorts, meeting: Meeting) -> Rendezvous {
 }
 
 /// A request that sent its own files and waits for another's marks its own first: its
-/// reclaim would otherwise read them as still its own to send, and send them again.
+/// reclaim would otherwise read them as still its own to send, and send them again. (On
+/// paused time: the mark's wait for a load ends at once when none can come.)
 #[tokio::test]
 async fn a_request_that_waits_for_others_files_sends_its_own_once() {
     let ports = rendezvous_over(MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0)), Meeting::MarkAfterALoad);
