@@ -500,8 +500,9 @@ pub struct MemoryPorts {
     pub heads: Mutex<Vec<String>>,
     /// Fail this many HeadObjects (S3 unavailable) before answering.
     pub head_failures: Mutex<u32>,
-    /// Every HeadObject reads as no object (S3's 403 to a role the read is denied).
-    pub heads_hidden: std::sync::atomic::AtomicBool,
+    /// This many HeadObjects read as no object (S3's 403 to a role denied the read; or a
+    /// HEAD that came before another writer's object).
+    pub heads_hidden: Mutex<u32>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
     /// Hold the next manifest write.
@@ -1038,7 +1039,7 @@ impl ReadObject for MemoryPorts {
         if injected(&self.head_failures) {
             return Err(StorageError::transient("HeadObject", "503 SlowDown"));
         }
-        if self.heads_hidden.load(std::sync::atomic::Ordering::SeqCst) {
+        if injected(&self.heads_hidden) {
             return Ok(None);
         }
         self.store.head_object(key).await

@@ -3,8 +3,8 @@
 //!
 //! A body whose Content-Length is declared (up to S3's largest PutObject, 5 GiB) goes up in
 //! one PutObject **as it arrives**, chunk by chunk, with no buffer, on a copy's first attempt
-//! ([`UploadLimits::stream_single_part`]; a retried copy is put whole, below, so that the SDK
-//! can retry the put): the SDK hashes it with SHA-256 as it sends it and sends the digest
+//! ([`UploadLimits::stream_declared`]; a retried copy is read as a body without a declared
+//! length is, below, so that the SDK can retry its requests): the SDK hashes it with SHA-256 as it sends it and sends the digest
 //! after it (an aws-chunked trailer), S3 verifies it and keeps it as the object's full-object
 //! `ChecksumSHA256`, and answers it back: that is the digest recorded. Reading the source and
 //! uploading overlap, and no part buffer is filled (fresh memory the kernel faults in, 4 KiB
@@ -216,10 +216,10 @@ pub struct UploadLimits {
     pub stop_at: Instant,
     /// Stream a declared body into one PutObject ([`ObjectStore::put_streamed`]). Such a
     /// put cannot be retried by the SDK (the body is gone once sent): a first attempt streams,
-    /// and one after an attempt that failed puts the body whole, so that a transient S3 error
-    /// (503 SlowDown, a dead pooled connection) is retried at once instead of costing a
-    /// redelivery and a new download.
-    pub stream_single_part: bool,
+    /// and one after an attempt that failed puts the body whole (or, longer than a part, in
+    /// parts), so that a transient S3 error (503 SlowDown, a dead pooled connection) is
+    /// retried at once instead of costing a redelivery and a new download.
+    pub stream_declared: bool,
 }
 
 /// Stream `body` to `to`.
@@ -243,7 +243,7 @@ where
     let key = to.key;
     let info = ObjectInfo { content_type: content_type.as_deref(), source_sha256: to.source_sha256 };
     let finish_by = limits.stop_at.checked_add(FINISH_RESERVE).unwrap_or(limits.stop_at);
-    let streamable = |len: &u64| limits.stream_single_part && (1..=MAX_STREAMED_PUT_BYTES).contains(len);
+    let streamable = |len: &u64| limits.stream_declared && (1..=MAX_STREAMED_PUT_BYTES).contains(len);
     if let Some(len) = body.content_length.filter(streamable) {
         // The body is read until `stop_at` (the stream fails there if bytes are still due,
         // and the put with it); its end of stream and S3's answer are waited for until
@@ -316,7 +316,7 @@ async fn abort<O: ObjectStore + Sync>(store: &O, key: &str, upload_id: &str) {
     }
 }
 
-/// A body of a declared `len` that fits in one part goes up as it arrives: no part buffer to
+/// A body of a declared `len` goes up as it arrives, in one PutObject: no part buffer to
 /// fill (fresh memory the kernel faults in, 4 KiB at a time), no copy into it, and the
 /// source read and the upload overlap. Its length is checked on the way; what the source did
 /// wrong (a failure, too many or too few bytes) is the error, rather than the upload it broke;
@@ -660,13 +660,13 @@ mod tests {
             part_size: PART,
             max_bytes: 1 << 30,
             stop_at: Instant::now() + Duration::from_secs(60),
-            stream_single_part: true,
+            stream_declared: true,
         }
     }
 
     /// A retried copy's limits: a body longer than a part goes up in parts, declared or not.
     fn retried() -> UploadLimits {
-        UploadLimits { stream_single_part: false, ..limits() }
+        UploadLimits { stream_declared: false, ..limits() }
     }
 
     fn sha_hex(data: &[u8]) -> String {
@@ -720,7 +720,7 @@ mod tests {
             // With its length declared it streams up as it arrives (the SHA-256 a trailer);
             // without, it is read whole first and put with its SHA-256 in a header.
             let streamed = declared && len > 0;
-            let whole = UploadLimits { stream_single_part: false, ..limits() };
+            let whole = UploadLimits { stream_declared: false, ..limits() };
             let retried = MemoryStore::default();
             upload(&retried, to("k"), body_of(&data, 7000, declared, Some("audio/mpeg")), whole).await.unwrap();
             let put_whole = StoreCall::Put { key: "k".into(), len, sha256: Sha256::digest(&data).into() };
@@ -899,12 +899,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_shorter_or_longer_than_its_content_length_is_refused_and_aborted() {
-        for (actual, declared) in [(PART + 10, PART as u64 + 11), (PART + 10, PART as u64 + 9), (10, 11), (10, 9)] {
+        let cases = [(PART + 10, PART as u64 + 11), (PART + 10, PART as u64 + 9), (10, 11), (10, 9)];
+        // Streamed on a first attempt; read in parts (or whole) on a retry.
+        for ((actual, declared), limits) in cases.into_iter().flat_map(|c| [(c, limits()), (c, retried())]) {
             let data = deterministic_bytes(actual, 2);
             let mut body = body_of(&data, 4096, false, None);
             body.content_length = Some(declared);
             let store = MemoryStore::default();
-            let err = upload(&store, to("k"), body, limits()).await.unwrap_err();
+            let err = upload(&store, to("k"), body, limits).await.unwrap_err();
             assert!(
                 matches!(err, CopyError::Fetch(FetchError::LengthMismatch { expected, .. }) if expected == declared)
             );
@@ -1078,13 +1080,15 @@ mod tests {
             (1000, true, Stall::Everything),
             (1000, false, Stall::Everything),
             (PART + 1, true, Stall::Everything),
-            (PART + 1, true, Stall::AfterStart),
-            (PART + 1, true, Stall::AtComplete),
+            // A retried copy longer than a part: the multipart requests.
+            (PART + 1, false, Stall::Everything),
+            (PART + 1, false, Stall::AfterStart),
+            (PART + 1, false, Stall::AtComplete),
         ] {
             let data = deterministic_bytes(len, 8);
             // The paused clock's now: the abort bound of a case before moves it on.
             let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
-            let soon = UploadLimits { stop_at, stream_single_part: streamed, ..limits() };
+            let soon = UploadLimits { stop_at, stream_declared: streamed, ..limits() };
             let store = StalledStore { stall };
             let uploading = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon);
             let case = format!("{len} bytes, streamed {streamed}, {stall:?}");
@@ -1108,7 +1112,7 @@ mod tests {
         ] {
             let data = deterministic_bytes(len, 10);
             let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
-            let soon = UploadLimits { stop_at, stream_single_part: streamed, ..limits() };
+            let soon = UploadLimits { stop_at, stream_declared: streamed, ..limits() };
             let store = MemoryStore { finish_delay: Duration::from_millis(200) + late_by, ..Default::default() };
             let copied = upload(&store, to("k"), body_of(&data, 1 << 16, true, None), soon).await;
             let case = format!("{len} bytes, streamed {streamed}, answered {late_by:?} late");
@@ -1129,7 +1133,7 @@ mod tests {
     async fn an_abort_that_hangs_is_given_up() {
         let data = deterministic_bytes(PART + 1, 9);
         let stop_at = tokio::time::Instant::now().into_std() + Duration::from_millis(200);
-        let soon = UploadLimits { stop_at, ..limits() };
+        let soon = UploadLimits { stop_at, ..retried() };
         let uploading =
             upload(&StalledStore { stall: Stall::AfterStart }, to("k"), body_of(&data, 1 << 16, true, None), soon);
         let ended = tokio::time::timeout(Duration::from_secs(60), uploading).await;

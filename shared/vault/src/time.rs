@@ -98,12 +98,12 @@ impl Timestamp {
     }
 }
 
-/// RFC 3339 in UTC (`Z` or `+00:00`), any precision of seconds; kept to the millisecond.
 /// `span` has passed from `since` to `now`, or the clock went back before `since`.
 pub fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
     now < since || now >= since.plus(span)
 }
 
+/// RFC 3339 in UTC (`Z` or `+00:00`), any precision of seconds; kept to the millisecond.
 impl FromStr for Timestamp {
     type Err = humantime::TimestampError;
 

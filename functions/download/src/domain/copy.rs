@@ -287,7 +287,7 @@ async fn copy<P: FetchSource + FreshLink + ObjectStore + Sync>(
         part_size: settings.part_size,
         max_bytes: settings.max_file_bytes,
         stop_at,
-        stream_single_part: plan.earlier_attempts == 0,
+        stream_declared: plan.earlier_attempts == 0,
     };
     let source = url_sha256(&plan.url);
     let copied = upload(ports, Destination { key: &plan.key, source_sha256: &source }, body, limits).await;

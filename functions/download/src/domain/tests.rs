@@ -75,7 +75,10 @@ async fn reached(at_gate: oneshot::Receiver<()>) {
 async fn copied_but_not_recorded(len: usize, seed: u64) -> (MemoryPorts, Vec<u8>) {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     let data = deterministic_bytes(len, seed);
-    serve(&ports, "vocal", &data);
+    // Longer than a part, without a declared length: a multipart upload (a declared body of
+    // any length is one streamed PutObject).
+    let declared = len <= SETTINGS.part_size;
+    ports.source(&url("vocal"), Script::Body { data: data.clone(), declared, content_type: Some("audio/mpeg".into()) });
     *ports.stored_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 1).await;
     assert!(matches!(outcome, Outcome::Retry(DownloadError::Store(_))), "{outcome:?}");
@@ -557,17 +560,22 @@ async fn manifests_are_written_only_over_older_generations_and_stages() {
 }
 
 /// A manifest under the key that HEAD does not show (S3's 403 to a role denied the read reads
-/// as none) fails the check as the bucket's fault, not as contention.
+/// as none) fails the check as the bucket's fault, not as contention, once a write as new is
+/// refused twice in a row so (once is another settle's write landing between the two).
 #[tokio::test]
 async fn a_manifest_head_cannot_see_is_a_bucket_failure() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
     let task = TaskId::parse(TASK).unwrap();
     let SettlePlan::Settle(plan) = settle_plan(&ports.record(TASK), &task, ports.now()) else { panic!("a settle") };
     assert_eq!(put_fenced(&ports, &plan).await.unwrap(), Fenced::Current);
-    ports.heads_hidden.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Once: the object shows at the next HEAD (another settle's, written between), and is ours.
+    *ports.heads_hidden.lock().unwrap() = 1;
+    assert_eq!(put_fenced(&ports, &plan).await.unwrap(), Fenced::Current);
+    ports.heads.lock().unwrap().clear();
+    *ports.heads_hidden.lock().unwrap() = u32::MAX;
     let err = put_fenced(&ports, &plan).await.unwrap_err();
     assert_eq!(err.settle_failure_reason(), "bucket", "{err}");
-    assert_eq!(ports.heads.lock().unwrap().len(), 1, "one read, not one per attempt of a contention: {err}");
+    assert_eq!(ports.heads.lock().unwrap().len(), 2, "two reads, not one per attempt of a contention: {err}");
 }
 
 /// Of one generation and stage, a manifest read from a later version of the task item is the
@@ -742,7 +750,10 @@ async fn an_s3_refusal_no_retry_fixes_fails_the_file_for_good_and_a_transient_on
     let mut ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued), ("drums", FileStatus::Queued)]));
     ports.store.refuse = Some(refused);
     serve(&ports, "vocal", b"vocal bytes");
-    serve(&ports, "drums", &deterministic_bytes(SETTINGS.part_size + 1, 4));
+    // Without a declared length, longer than a part: a multipart upload's first request.
+    let drums =
+        Script::Body { data: deterministic_bytes(SETTINGS.part_size + 1, 4), declared: false, content_type: None };
+    ports.source(&url("drums"), drums);
 
     for name in ["vocal", "drums"] {
         let outcome = run(&ports, name, 1).await;

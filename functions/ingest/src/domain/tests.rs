@@ -618,10 +618,11 @@ fn rendezvous_over(inner: MemoryPorts, meeting: Meeting) -> Rendezvous {
     Rendezvous { inner, barrier: Barrier::new(2), saved_once: AtomicBool::new(false), meeting, loaded }
 }
 
-/// A request that sent its own files and waits for another's marks its own first: its
-/// reclaim would otherwise read them as still its own to send, and send them again. (On
-/// paused time: the mark's wait for a load ends at once when none can come.)
-#[tokio::test]
+/// A request that sent its own files and waits for another's sends its own once, though
+/// its mark of them is slow: it marks them first, and its reclaim leaves out what it sent
+/// (either alone keeps it from sending them again). On paused time: the mark's wait for a
+/// load ends at once when none can come.
+#[tokio::test(start_paused = true)]
 async fn a_request_that_waits_for_others_files_sends_its_own_once() {
     let ports = rendezvous_over(MemoryPorts::with_virtual_clock(Timestamp::from_unix_ms(T0)), Meeting::MarkAfterALoad);
     abandoned(&ports.inner, &event(Stage::Final, &["vocal"]), b"1");
