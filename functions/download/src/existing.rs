@@ -13,7 +13,7 @@
 //!   counts (an object copied from an older URL is copied over);
 //! * its SHA-256: a body streamed up in one PutObject has it as its full-object
 //!   `ChecksumSHA256` (sent as a trailer, checked by S3, shown with checksum mode on); one
-//!   put whole (a body without Content-Length that fit in one part, or a retried copy)
+//!   put whole (a body without Content-Length, or a retried copy, that fit in one part)
 //!   carries it as [`SHA256_METADATA`] too, the same digest S3 verified (which must agree).
 //!   A multipart object has no SHA-256 of its whole body anywhere (its checksum
 //!   is a CRC32, see [`crate::upload`]; one stored by an older version carries S3's

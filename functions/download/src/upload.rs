@@ -770,13 +770,29 @@ mod tests {
         assert_eq!(store.object("k"), None);
     }
 
+    /// Past S3's largest PutObject a declared body goes up in parts, on a first attempt too
+    /// (its length still checked: here the body ends short of it).
+    #[tokio::test]
+    async fn a_declared_body_past_the_largest_put_goes_up_in_parts() {
+        let data = deterministic_bytes(2 * PART, 7);
+        let mut body = body_of(&data, 65_536, false, None);
+        body.content_length = Some(MAX_STREAMED_PUT_BYTES + 1);
+        let store = MemoryStore::default();
+        let huge = UploadLimits { max_bytes: 6 << 30, ..limits() };
+        let err = upload(&store, to("k"), body, huge).await.unwrap_err();
+        assert!(matches!(err, CopyError::Fetch(FetchError::LengthMismatch { .. })), "{err}");
+        let calls = store.calls();
+        assert!(matches!(calls.first(), Some(StoreCall::Create { .. })), "{calls:?}");
+        assert!(calls.iter().any(|c| matches!(c, StoreCall::Abort)), "{calls:?}");
+    }
+
     #[tokio::test]
     async fn a_longer_body_goes_up_in_parts_without_content_length_or_on_a_retry() {
-        for (declared, limits) in [(true, retried()), (false, limits())] {
+        for (declared, attempt) in [(true, retried()), (false, limits())] {
             let len = 2 * PART + 12_345;
             let data = deterministic_bytes(len, 9);
             let store = MemoryStore::default();
-            let stored = upload(&store, to("big"), body_of(&data, 65_536 + 7, declared, None), limits).await.unwrap();
+            let stored = upload(&store, to("big"), body_of(&data, 65_536 + 7, declared, None), attempt).await.unwrap();
             assert_eq!((stored.bytes, stored.parts), (len as u64, 3));
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(store.object("big").unwrap(), data);
@@ -812,8 +828,7 @@ mod tests {
             HASHED.with(|h| h.set(0));
             let stored = upload(&store, to("k"), body_of(&data, chunk, declared, None), limits()).await.unwrap();
             // A streamed body is hashed by whoever sends it (the SDK, for its trailer), not here.
-            let streamed = declared;
-            let hashed_here = if streamed { 0 } else { len as u64 };
+            let hashed_here = if declared { 0 } else { len as u64 };
             assert_eq!(HASHED.with(|h| h.get()), hashed_here, "{len} bytes in chunks of {chunk}");
             assert_eq!(stored.sha256_hex, sha_hex(&data));
             assert_eq!(store.object("k").unwrap(), data);
@@ -901,12 +916,12 @@ mod tests {
     async fn a_body_shorter_or_longer_than_its_content_length_is_refused_and_aborted() {
         let cases = [(PART + 10, PART as u64 + 11), (PART + 10, PART as u64 + 9), (10, 11), (10, 9)];
         // Streamed on a first attempt; read in parts (or whole) on a retry.
-        for ((actual, declared), limits) in cases.into_iter().flat_map(|c| [(c, limits()), (c, retried())]) {
+        for ((actual, declared), attempt) in cases.into_iter().flat_map(|c| [(c, limits()), (c, retried())]) {
             let data = deterministic_bytes(actual, 2);
             let mut body = body_of(&data, 4096, false, None);
             body.content_length = Some(declared);
             let store = MemoryStore::default();
-            let err = upload(&store, to("k"), body, limits).await.unwrap_err();
+            let err = upload(&store, to("k"), body, attempt).await.unwrap_err();
             assert!(
                 matches!(err, CopyError::Fetch(FetchError::LengthMismatch { expected, .. }) if expected == declared)
             );

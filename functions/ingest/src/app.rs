@@ -14,7 +14,7 @@ use stemvault_aws::response;
 use stemvault_aws::route::routed_path;
 use stemvault_vault::StorageError;
 use stemvault_vault::accept::body_sha256_hex;
-use stemvault_vault::panic::{Panicked, catch_panic};
+use stemvault_vault::panic::{PANICKED, Panicked, catch_panic};
 use suno_callbacks::{CallbackEvent, Family, ParseError, TaskId, callback_task_id, parse_callback, s3_key};
 use tracing::Instrument;
 
@@ -51,10 +51,6 @@ pub struct App<P = AwsPorts> {
 /// runtime asks for it at once), so it waited for that start; one handled later came to an
 /// instance Lambda initialised ahead of any request.
 const WAITED_FOR_THE_START_WITHIN: Duration = Duration::from_secs(1);
-
-/// The reason code of a callback whose handling panicked (a bug): its answer's `error` and
-/// its `CallbacksFailed` reason.
-const PANICKED: &str = "panicked";
 
 impl App {
     /// Build the clients and read the callback secret: once per instance, at its cold start.
@@ -148,12 +144,7 @@ impl<P: Ports> App<P> {
             code = PANICKED,
             "callback handling panicked (its own line says where): answered 503, so the provider retries it"
         );
-        self.ports.emit_metrics(&Measure::Failed { reason: PANICKED });
-        response::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            PANICKED,
-            "the callback could not be processed; retry the delivery",
-        )
+        unavailable(&self.ports, PANICKED, "the callback could not be processed; retry the delivery")
     }
 
     async fn respond(&self, req: Request, request_id: &str, started: Instant) -> Response<Body> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lambda_http::http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use stemvault_aws::response;
-use stemvault_vault::panic::{Panicked, catch_panic};
+use stemvault_vault::panic::{PANICKED, Panicked, catch_panic};
 use stemvault_vault::register::Registration;
 use stemvault_vault::{Clock, Timestamp};
 use suno_callbacks::TaskId;
@@ -117,7 +117,7 @@ async fn in_time(responding: impl Future<Output = Response<Body>>) -> Response<B
         Ok(Ok(response)) => response,
         Ok(Err(Panicked)) => {
             tracing::error!("answering panicked (its own line says where): answered 500");
-            response::error(StatusCode::INTERNAL_SERVER_ERROR, "panicked", "the request could not be answered")
+            response::error(StatusCode::INTERNAL_SERVER_ERROR, PANICKED, "the request could not be answered")
         }
         Err(_) => {
             tracing::warn!(within_seconds = ANSWER_WITHIN.as_secs(), "no answer in time");

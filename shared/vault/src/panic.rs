@@ -1,6 +1,7 @@
 //! A panic (a bug) kept to the unit of work it broke: one message of a batch, one task of a
-//! scheduled run. The others go on, and the run still ends in order (its cursor written, its
-//! failed task put behind), rather than meeting the same panic first in every run.
+//! scheduled run, one HTTP request (answered with [`PANICKED`]). The others go on, and the run
+//! still ends in order (its cursor written, its failed task put behind), rather than meeting
+//! the same panic first in every run.
 //!
 //! A caught panic carries no text: the panic hook has logged it already, where it happened
 //! (in Lambda as one JSON line, cut and with links shown without their query,
@@ -11,6 +12,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
+
+/// The reason code of a request whose handling panicked: its answer's `error`, and its
+/// metric's `Reason`.
+pub const PANICKED: &str = "panicked";
 
 /// A unit of work panicked; the panic hook's line says where and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

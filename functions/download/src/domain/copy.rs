@@ -330,7 +330,7 @@ impl Expired {
 }
 
 /// Open `url`; when it answers as expired ([`reads_as_expired`]) and link refresh is on, open a fresh link
-/// for it instead ([`FetchSource::fresh_link`], already checked against the source policy),
+/// for it instead ([`FreshLink::fresh_link`], already checked against the source policy),
 /// and say the URL expired ([`Expired`]). The plan keeps the original URL (the record's, and
 /// the copy's `source-sha256`). Each request stops at `stop_at`.
 ///
