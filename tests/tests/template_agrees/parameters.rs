@@ -386,7 +386,8 @@ fn readme_lists_the_parameters_in_the_order_the_guided_deploy_asks() {
 /// Where the template gives a function's variable a value of its own (a literal, or a
 /// parameter's default), the function takes that value when the variable is unset: local runs
 /// and the tests, which leave such variables unset, run what a stack deployed with the
-/// defaults runs. (The rest, names of resources made by the stack, get stand-ins.)
+/// defaults runs. (The rest, names of resources made by the stack, get stand-ins.) And a
+/// Number parameter's MinValue and MaxValue are values the function takes.
 #[test]
 fn the_templates_own_values_are_the_functions_defaults() {
     let template = template();
@@ -443,6 +444,24 @@ fn runs_the_same<C: stemvault_aws::FromEnv + std::fmt::Debug>(template: &Value, 
         format!("{unset_config:?}"),
         "{function}: its template values are not its defaults"
     );
+    // Every value a Number parameter's bounds let a deploy through, the function takes too (one
+    // it refused would fail every invocation of a stack that deployed fine).
+    for (name, value) in variables {
+        let Some(parameter) = cfn::reference(value) else { continue };
+        let parameter = &template["Parameters"][parameter.as_str()];
+        let name = name.as_str().expect("a name");
+        if parameter["Type"] != "Number" || !C::ENVIRONMENT.contains(&name) {
+            continue;
+        }
+        for side in ["MinValue", "MaxValue"] {
+            let Some(bound) = parameter[side].as_u64() else { continue };
+            let mut at_bound = deployed.clone();
+            at_bound.insert(name.to_owned(), bound.to_string());
+            if let Err(e) = C::from_lookup(|name| at_bound.get(name).cloned()) {
+                panic!("{function}: {name}={bound}, the template's {side}, is refused: {e}");
+            }
+        }
+    }
     deployed.len() - unset.len()
 }
 
