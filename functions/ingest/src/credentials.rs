@@ -67,12 +67,8 @@ impl RefreshPolicy {
         passed_or_stepped_back(self.interval, last_read, now)
     }
 
-    /// Whether checks last read at `last_read` are too old to use at `now`. A clock that
-    /// stepped back cannot tell their age, so they are (the read restarts the age from `now`).
-    pub fn is_stale(&self, last_read: Timestamp, now: Timestamp) -> bool {
-        self.age().is_stale(last_read, now)
-    }
-
+    /// How old checks may grow before they are read again (a clock that stepped back cannot
+    /// tell their age, so they are then too old).
     fn age(&self) -> AgePolicy {
         AgePolicy { max_age: self.max_age }
     }
@@ -306,15 +302,16 @@ mod tests {
     #[test]
     fn checks_are_stale_after_five_minutes_or_when_the_clock_stepped_back() {
         let policy = RefreshPolicy::default();
+        let is_stale = |policy: RefreshPolicy, now| policy.age().is_stale(T0, now);
         assert_eq!(policy.max_age, Duration::from_secs(300));
-        assert!(!policy.is_stale(T0, T0));
-        assert!(!policy.is_stale(T0, T0.plus(Duration::from_millis(299_999))), "fresh");
-        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(300))));
-        assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
-        assert!(policy.is_stale(T0, T0.minus(Duration::from_millis(1))), "the clock stepped back: age unknown");
-        assert!(RefreshPolicy { max_age: Duration::ZERO, ..policy }.is_stale(T0, T0));
+        assert!(!is_stale(policy, T0));
+        assert!(!is_stale(policy, T0.plus(Duration::from_millis(299_999))), "fresh");
+        assert!(is_stale(policy, T0.plus(Duration::from_secs(300))));
+        assert!(is_stale(policy, T0.plus(Duration::from_secs(86_400))));
+        assert!(is_stale(policy, T0.minus(Duration::from_millis(1))), "the clock stepped back: age unknown");
+        assert!(is_stale(RefreshPolicy { max_age: Duration::ZERO, ..policy }, T0));
         // Age and refusals are separate: a minute on, a refusal may read but the checks are fresh.
         let a_minute_on = T0.plus(Duration::from_secs(60));
-        assert!(policy.allows(T0, a_minute_on) && !policy.is_stale(T0, a_minute_on));
+        assert!(policy.allows(T0, a_minute_on) && !is_stale(policy, a_minute_on));
     }
 }

@@ -40,10 +40,6 @@ impl EventBus {
     pub fn new(sdk: &aws_config::SdkConfig, name: &str) -> EventBus {
         EventBus { client: aws_sdk_eventbridge::Client::new(sdk), name: name.to_owned() }
     }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 /// An event as a PutEvents entry on `bus`, and its size as EventBridge counts it (the UTF-8

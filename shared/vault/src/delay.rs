@@ -31,14 +31,16 @@ impl Backoff {
     }
 
     /// The wait after the `receive_count`th receive, the other side having asked for
-    /// `retry_after` (None: [`Backoff::retry_delay`]).
+    /// `retry_after` (None: [`Backoff::retry_delay`]), before [`spread`]: what the tests read
+    /// a spread wait against.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn retry_delay_after(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
         self.at_least(self.retry_delay(receive_count), retry_after)
     }
 
-    /// The wait to keep a message away after its `receive_count`th receive: as
-    /// [`Backoff::retry_delay_after`], but the backoff [`spread`] (up to the schedule's
-    /// longest), so that messages failing together come back apart: a time the other side
+    /// The wait to keep a message away after its `receive_count`th receive, the other side
+    /// having asked for `retry_after`: [`Backoff::retry_delay`] [`spread`] (up to the
+    /// schedule's longest), so that messages failing together come back apart: a time the other side
     /// named wins only when longer (a receiver or source answering `Retry-After: 1` through
     /// an outage would otherwise have them all back in step).
     pub fn next_delay(&self, receive_count: u32, retry_after: Option<Duration>) -> Duration {
@@ -56,7 +58,8 @@ impl Backoff {
         self.sum_until(receive, false)
     }
 
-    /// The longest the same can take, every wait [`spread`] its most.
+    /// The longest the same can take, every wait [`spread`] its most (the tests' bound).
+    #[cfg(any(test, feature = "test-support"))]
     pub const fn longest_until(&self, receive: u32) -> Duration {
         self.sum_until(receive, true)
     }
@@ -77,7 +80,7 @@ impl Backoff {
 /// messages that failed together (a receiver's or a source host's outage) come back spread
 /// out, not all at once at every step. Never shorter than the schedule, so what it promises
 /// (a day of retries, a webhook counted late after 85 minutes) holds, and never longer than
-/// its ceiling, so no wait outgrows what the queue allows ([`Backoff::longest_until`]).
+/// its ceiling, so no wait outgrows what the queue allows.
 pub fn spread(delay: Duration, ceiling: Duration) -> Duration {
     let room = longest_spread(delay, ceiling).saturating_sub(delay);
     let Ok(room) = u64::try_from(room.as_millis()) else { return delay };

@@ -25,8 +25,8 @@ pub const MAX_MESSAGE_BYTES: usize = 1024;
 /// own ([`kept_details_key`]) and to the archived body.
 pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
 
-/// Largest [`item_size_estimate`] of a record ingest writes: DynamoDB refuses items over
-/// 400 KB, and the downloader still adds to each file's item.
+/// Largest item of a record ingest writes, as JSON plus what the downloader may still add to
+/// a file: DynamoDB refuses items over 400 KB, and the downloader still adds to each file's item.
 pub const MAX_ITEM_ESTIMATE_BYTES: usize = 350_000;
 
 /// Largest total of a record's items (as JSON) past which a callback or a poll may add
@@ -541,6 +541,8 @@ fn bounded_message(message: &str) -> String {
 
 /// The largest item of a record, as JSON, plus what the downloader may still add to a file:
 /// an upper estimate of the largest DynamoDB item it becomes (attribute names and values).
+/// What the tests measure records by ([`too_large_to_record`] computes it on the way).
+#[cfg(test)]
 pub fn item_size_estimate(record: &TaskRecord) -> usize {
     largest_estimate(crate::items::item_bytes(record))
 }
@@ -551,7 +553,7 @@ fn largest_estimate(bytes: crate::items::ItemBytes) -> usize {
 }
 
 /// Whether a merged record is too large to write, and its size in bytes if so: an item over
-/// [`MAX_ITEM_ESTIMATE_BYTES`] ([`item_size_estimate`]), or all of its items past
+/// [`MAX_ITEM_ESTIMATE_BYTES`] (its JSON plus what the downloader may add), or all of its items past
 /// [`MAX_RECORD_ESTIMATE_BYTES`] with the merge adding to what the sender wrote (a body, a
 /// file, a URL). One already past it (written before the bound, or by concurrent deliveries)
 /// still takes what adds nothing: a duplicate, claims and counts, a poll saying nothing new.
