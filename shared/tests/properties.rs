@@ -174,15 +174,24 @@ fn keyed_poll_answer() -> impl Strategy<Value = Value> {
 /// Structure-aware where the bodies above are not: the body mostly keeps its shape, so a
 /// parse reaches its files and streams with hostile names, URLs and neighbours.
 fn mutated_fixture(dir: std::path::PathBuf) -> impl Strategy<Value = Value> {
-    let names = common::json_files(dir.clone());
+    let bodies: Vec<Value> = common::json_files(dir.clone())
+        .iter()
+        .map(|name| {
+            serde_json::from_slice(&common::read(dir.join(name)))
+                .unwrap_or_else(|e| panic!("{name} is documented JSON: {e}"))
+        })
+        .collect();
     let edits = prop::collection::vec((any::<prop::sample::Index>(), key(), value(), any::<bool>()), 1..4);
     (any::<prop::sample::Index>(), edits).prop_map(move |(file, edits)| {
-        let name = file.get(&names);
-        let mut body: Value = serde_json::from_slice(&common::read(dir.join(name)))
-            .unwrap_or_else(|e| panic!("{name} is documented JSON: {e}"));
+        let mut body = file.get(&bodies).clone();
         for (at, key, value, insert) in edits {
             let mut nth = at.index(nodes(&body));
-            assert!(edit_nth(&mut body, &mut nth, &key, value, insert), "an index below nodes() is reached");
+            match nth_mut(&mut body, &mut nth).expect("an index below nodes() is reached") {
+                Value::Object(entries) if insert => {
+                    entries.insert(key, value);
+                }
+                node => *node = value,
+            }
         }
         body
     })
@@ -197,29 +206,18 @@ fn nodes(v: &Value) -> usize {
     }
 }
 
-/// Edit the `nth` value of `v` in pre-order; whether it was reached.
-fn edit_nth(v: &mut Value, nth: &mut usize, key: &str, value: Value, insert: bool) -> bool {
+/// The `nth` value of `v` in pre-order (`nth` counted down on the way), if it has one.
+fn nth_mut<'a>(v: &'a mut Value, nth: &mut usize) -> Option<&'a mut Value> {
     if *nth == 0 {
-        match v {
-            Value::Object(entries) if insert => {
-                entries.insert(key.to_owned(), value);
-            }
-            _ => *v = value,
-        }
-        return true;
+        return Some(v);
     }
     *nth -= 1;
-    let children: Vec<&mut Value> = match v {
+    let children: Vec<&'a mut Value> = match v {
         Value::Array(items) => items.iter_mut().collect(),
         Value::Object(entries) => entries.values_mut().collect(),
-        _ => return false,
+        _ => return None,
     };
-    for child in children {
-        if edit_nth(child, nth, key, value.clone(), insert) {
-            return true;
-        }
-    }
-    false
+    children.into_iter().find_map(|child| nth_mut(child, nth))
 }
 
 /// Every name is unique across files and streams, made of S3-safe segments, and not reserved:

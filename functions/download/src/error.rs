@@ -227,7 +227,7 @@ impl DownloadError {
             DownloadError::Publish(_) => "publish",
             DownloadError::Contention => "contention",
             DownloadError::OutOfTime => "out_of_time",
-            DownloadError::Panicked => "panicked",
+            DownloadError::Panicked => stemvault_vault::panic::PANICKED,
             // None of these comes from a settle check.
             DownloadError::Malformed(_)
             | DownloadError::Dropped(_)

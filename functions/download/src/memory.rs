@@ -505,6 +505,8 @@ pub struct MemoryPorts {
     pub heads_hidden: Mutex<u32>,
     /// Fail this many manifest writes before succeeding.
     pub manifest_failures: Mutex<u32>,
+    /// Refuse this many manifest writes as conflicting (another writer's, each time).
+    pub manifest_conflicts: Mutex<u32>,
     /// Hold the next manifest write.
     pub manifest_gate: Mutex<Option<ManifestGate>>,
     /// Fail this many `stored` records (the table unavailable) before succeeding.
@@ -904,6 +906,9 @@ impl WriteManifest for MemoryPorts {
                 *failures -= 1;
                 return Err(storage_error("PutObject", "injected manifest failure"));
             }
+        }
+        if injected(&self.manifest_conflicts) {
+            return Ok(Conditional::Conflict);
         }
         let gate = self.manifest_gate.lock().unwrap().take();
         if let Some(gate) = gate {

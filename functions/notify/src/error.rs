@@ -126,7 +126,7 @@ impl NotifyError {
             NotifyError::Malformed(_) => "malformed",
             NotifyError::NoTimeLeft => "no_time_left",
             NotifyError::NoSigningSecret => "no_signing_secret",
-            NotifyError::Panicked => "panicked",
+            NotifyError::Panicked => stemvault_vault::panic::PANICKED,
             NotifyError::DeadLetter { .. } => "dead_letter",
         }
     }

@@ -253,11 +253,10 @@ fn move_own_past_another_commit(record: &mut TaskRecord, read: u64, event: &Call
         return;
     }
     // Past the read: the generation this merge already moved to (it opened files, or adopted
-    // others'), or the next one.
+    // others'), or the next one. (adopt_uncommitted, just before, left the vault pending and
+    // the open marker set: these files are enqueuing.)
     record.move_past(read);
-    record.vault = VaultState::Pending;
     stamp(record, &own);
-    record.sync_open_marker();
 }
 
 /// The record to write (version incremented) that commits what a stopped attempt wrote but

@@ -1,7 +1,7 @@
 //! Step 4 of the module's protocol: a task's settle check, once per batch (its manifest
 //! fenced by generation, stage and the version read, `Task Vaulted`, then the settle write).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 
@@ -202,8 +202,8 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
         return Ok(Fenced::Current);
     }
     let ours = (generation, plan.manifest.stage.rank(), plan.version);
-    // Attempts whose HEAD found no object, yet whose write as new was refused.
-    let unseen = &AtomicU32::new(0);
+    // Whether any attempt's HEAD found an object.
+    let seen = &AtomicBool::new(false);
     let written = retry_on_conflict(ports, MANIFEST_ATTEMPTS, |_| async move {
         let current = ports.head_object(key).await?;
         let expected = match &current {
@@ -231,8 +231,8 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
         Ok::<_, DownloadError>(match ports.write_manifest(key, &plan.manifest, fence, expected).await? {
             Conditional::Applied => Attempt::Done(Fenced::Current),
             Conditional::Conflict => {
-                if current.is_none() {
-                    unseen.fetch_add(1, Ordering::Relaxed);
+                if current.is_some() {
+                    seen.store(true, Ordering::Relaxed);
                 }
                 tracing::debug!(key, "the manifest changed since it was read; reading it again");
                 Attempt::Conflict
@@ -244,7 +244,7 @@ pub(crate) async fn put_fenced<P: Ports>(ports: &P, plan: &ManifestPlan) -> Resu
     // write landing between the two (or still under way: S3's 409), which a later HEAD shows,
     // but an object HEAD does not show (the 403 S3 answers a role denied the read reads as
     // none). A bucket fault, not a manifest that keeps changing.
-    if written.is_none() && unseen.load(Ordering::Relaxed) == MANIFEST_ATTEMPTS {
+    if written.is_none() && !seen.load(Ordering::Relaxed) {
         let why = "refused as new at every attempt, though HEAD finds no object under the key (s3:GetObject denied?)";
         return Err(StorageError::transient("PutObject (manifest)", why).into());
     }

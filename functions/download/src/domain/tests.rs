@@ -227,8 +227,7 @@ async fn retries_of_one_step_are_spread() {
 
 #[tokio::test]
 async fn retryable_failures_release_the_file_and_back_off() {
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::http_error(503, "Service Unavailable"));
+    let ports = vocal_answering(503, "Service Unavailable");
 
     for count in 1..=3 {
         let outcome = run(&ports, "vocal", count).await;
@@ -576,9 +575,12 @@ async fn a_manifest_head_cannot_see_is_a_bucket_failure() {
     let err = put_fenced(&ports, &plan).await.unwrap_err();
     assert_eq!(err.settle_failure_reason(), "bucket", "{err}");
     assert_eq!(ports.heads.lock().unwrap().len(), MANIFEST_ATTEMPTS as usize, "{err}");
-    // Hidden at all but the last attempt: the object shows, and is this plan's.
-    *ports.heads_hidden.lock().unwrap() = MANIFEST_ATTEMPTS - 1;
-    assert_eq!(put_fenced(&ports, &plan).await.unwrap(), Fenced::Current);
+    // Shown, but changed at every attempt: contention, not the bucket.
+    *ports.heads_hidden.lock().unwrap() = 0;
+    *ports.manifest_conflicts.lock().unwrap() = u32::MAX;
+    let newer = ManifestPlan { generation: plan.generation + 1, ..(*plan).clone() };
+    let err = put_fenced(&ports, &newer).await.unwrap_err();
+    assert_eq!(err.settle_failure_reason(), "contention", "{err}");
 }
 
 /// Of one generation and stage, a manifest read from a later version of the task item is the
@@ -1092,8 +1094,7 @@ async fn no_read_comes_before_a_claim() {
     assert_eq!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 2)).await, Outcome::AlreadySettled);
     assert_eq!(ports.take_table_calls(), ["claim_file"]);
     // A retryable failure: the claim, then its release.
-    let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
-    ports.source(&url("vocal"), Script::http_error(503, ""));
+    let ports = vocal_answering(503, "");
     assert!(process_message(&ports, &SETTINGS, &delivery(job_body("vocal"), 1)).await.is_failure());
     assert_eq!(ports.take_table_calls(), ["claim_file", "release_file"]);
 }

@@ -153,7 +153,7 @@ impl EmitMetrics<Measure> for MemoryPorts {
 
 impl accept::ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), stemvault_vault::StorageError> {
-        self.bodies.lock().unwrap().insert(key.to_owned(), body.to_vec());
+        self.park(key, body);
         Ok(())
     }
 }
