@@ -309,9 +309,12 @@ async fn a_webhook_verifies_with_the_official_python_library() {
     assert_eq!(verdicts[0]["ok"], true, "{verdicts:?}");
     let payload = &verdicts[0]["payload"];
     assert_eq!(payload["type"], "task.vaulted");
-    // The event's own time, as EventBridge stamped it when it was published.
+    // The event's own time, as EventBridge stamped it in the envelope when it was published
+    // (not the time it was signed or sent).
+    let envelope: serde_json::Value = serde_json::from_str(received[0].body().unwrap()).unwrap();
+    let stamped: Timestamp = envelope["time"].as_str().unwrap().parse().unwrap();
     let published: Timestamp = payload["timestamp"].as_str().unwrap().parse().unwrap();
-    assert!((now - 60..=now).contains(&published.unix_seconds()), "{}", payload["timestamp"]);
+    assert_eq!(published, stamped, "{} against the envelope's {}", payload["timestamp"], envelope["time"]);
     assert_eq!(payload["data"], serde_json::to_value(&event.detail).unwrap());
 
     // The check can fail: another secret, or a body changed on the way, does not verify.

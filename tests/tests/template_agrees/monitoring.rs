@@ -168,14 +168,36 @@ fn eyes_problems(template: &Value, functions: &[&str]) -> Vec<String> {
     }
     // Callbacks refused before their task was known: nothing else keeps or counts them.
     let before_the_task = ["missing_task_id", "invalid_task_id", "invalid_json", "not_a_json_object", "body_too_large"];
-    let refused_by_ingest = |a: &Value| reads(a, "CallbacksRefused") && reads(a, "IngestFunction");
-    if !alarms.iter().any(|(_, a)| refused_by_ingest(a) && before_the_task.iter().all(|reason| reads(a, reason))) {
+    // Read as ingest emits them: its CallbacksRefused, by its Function and the Reason.
+    let (dimensions, refused) = stemvault_ingest::aws::metrics_of(
+        "IngestFunction",
+        &stemvault_ingest::domain::Measure::Refused { reason: "x" },
+    );
+    assert_eq!(
+        (refused[0].name, dimensions[0].0, dimensions[1].0),
+        (stemvault_ingest::aws::CALLBACKS_REFUSED, "Function", "Reason")
+    );
+    let refused_for = |a: &Value, reason: &str| {
+        cfn::as_list(&a["Metrics"]).iter().any(|m| {
+            let metric = &m["MetricStat"]["Metric"];
+            let dimensions: Vec<(&str, Option<String>)> = cfn::as_list(&metric["Dimensions"])
+                .iter()
+                .map(|d| (d["Name"].as_str().unwrap_or_default(), d["Value"].as_str().map(str::to_owned)))
+                .collect();
+            let function = cfn::as_list(&metric["Dimensions"])
+                .iter()
+                .any(|d| d["Name"] == "Function" && cfn::reference(&d["Value"]).as_deref() == Some("IngestFunction"));
+            metric["Namespace"] == stemvault_aws::metrics::NAMESPACE
+                && metric["MetricName"] == stemvault_ingest::aws::CALLBACKS_REFUSED
+                && function
+                && dimensions.len() == 2
+                && dimensions.contains(&("Reason", Some(reason.to_owned())))
+        })
+    };
+    if !alarms.iter().any(|(_, a)| before_the_task.iter().all(|reason| refused_for(a, reason))) {
         problems.push("no alarm on callbacks refused before their task was known".into());
     }
-    if !alarms
-        .iter()
-        .any(|(_, a)| refused_by_ingest(a) && reads(a, "timestamp_too_old") && reads(a, "timestamp_in_future"))
-    {
+    if !alarms.iter().any(|(_, a)| refused_for(a, "timestamp_too_old") && refused_for(a, "timestamp_in_future")) {
         problems.push("no alarm on callbacks signed outside the window".into());
     }
     if !alarms.iter().any(|(name, _)| name == "DeadLetterQueueNotEmpty") {
