@@ -121,6 +121,20 @@ impl TestEnv {
         Some(out.body.collect().await.expect("read object").into_bytes().to_vec())
     }
 
+    /// HeadObject of a key in the vault bucket, its checksums included; a key not there fails
+    /// the test.
+    pub async fn head(&self, key: &str) -> aws_sdk_s3::operation::head_object::HeadObjectOutput {
+        let sent = self
+            .s3
+            .head_object()
+            .bucket(&self.resources.bucket_name)
+            .key(key)
+            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
+            .send()
+            .await;
+        sent.unwrap_or_else(|e| panic!("HeadObject {key}: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+    }
+
     /// Every key in the vault bucket under `prefix`.
     pub async fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self

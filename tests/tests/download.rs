@@ -140,16 +140,7 @@ async fn stores_audio_images_and_video_of_several_sizes() {
         assert!(entry.stored_at.is_some(), "{name}");
         assert_eq!(s.env.object(&key).await.as_deref(), Some(data.as_slice()), "{name}");
 
-        let head = s
-            .env
-            .s3
-            .head_object()
-            .bucket(&s.env.resources.bucket_name)
-            .key(&key)
-            .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-            .send()
-            .await
-            .expect("head object");
+        let head = s.env.head(&key).await;
         assert_eq!(head.content_type(), Some(*content_type), "{name}");
         // Every length declared: one streamed PutObject each, whatever the size, its SHA-256
         // sent after the body (a multipart upload would cost a 17 MiB file five requests).
@@ -202,16 +193,7 @@ async fn stores_chunked_bodies_without_content_length() {
     // Longer than a part and of no declared length: a multipart upload, its parts carrying
     // CRC32s and the object the whole body's (S3 computes it; the emulator, without awscrt,
     // shows some other value), no composite SHA-256.
-    let head = s
-        .env
-        .s3
-        .head_object()
-        .bucket(&s.env.resources.bucket_name)
-        .key(format!("tasks/{task}/large.wav"))
-        .checksum_mode(aws_sdk_s3::types::ChecksumMode::Enabled)
-        .send()
-        .await
-        .expect("head object");
+    let head = s.env.head(&format!("tasks/{task}/large.wav")).await;
     assert_eq!(head.checksum_sha256(), None, "no composite SHA-256");
     assert!(head.checksum_crc32().is_some(), "a full-object CRC32");
     assert_eq!(head.checksum_type(), Some(&aws_sdk_s3::types::ChecksumType::FullObject));

@@ -501,16 +501,11 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
 
     // The provider delivers it again while the table still fails: parked, and the first copy
     // kept (its LastModified dates the callback): the (versioned) bucket has no newer version.
-    let parked_version = |key: String| {
-        let s3 = env.s3.clone();
-        let bucket = env.resources.bucket_name.clone();
-        async move { s3.head_object().bucket(bucket).key(key).send().await.expect("parked").version_id }
-    };
-    let first = parked_version(parked.clone()).await;
+    let first = env.head(&parked).await.version_id;
     assert!(first.is_some(), "the bucket keeps versions");
     let again = broken.handle(signed(&body)).await;
     assert_eq!((again.status(), json(&again)["status"].as_str()), (StatusCode::OK, Some("parked")));
-    assert_eq!(parked_version(parked.clone()).await, first, "the first park's copy is kept");
+    assert_eq!(env.head(&parked).await.version_id, first, "the first park's copy is kept");
 
     let reconciler = reconciler_without_provider_key(&env).await;
     assert!(!reconciler.is_on());
