@@ -581,6 +581,11 @@ async fn a_manifest_head_cannot_see_is_a_bucket_failure() {
     let newer = ManifestPlan { generation: plan.generation + 1, ..(*plan).clone() };
     let err = put_fenced(&ports, &newer).await.unwrap_err();
     assert_eq!(err.settle_failure_reason(), "contention", "{err}");
+    // Hidden at the first attempt, shown and changed at the others: still contention.
+    *ports.heads_hidden.lock().unwrap() = 1;
+    let err = put_fenced(&ports, &newer).await.unwrap_err();
+    assert_eq!(err.settle_failure_reason(), "contention", "{err}");
+    assert_eq!(*ports.heads_hidden.lock().unwrap(), 0, "the first attempt's HEAD saw nothing");
 }
 
 /// Of one generation and stage, a manifest read from a later version of the task item is the
