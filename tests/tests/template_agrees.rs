@@ -555,6 +555,66 @@ fn queue_settings_equal_the_emulator_provisioning() {
     assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]).as_deref(), Some("DownloadDeadLetterQueue.QueueName"));
 }
 
+/// Each dead-letter queue warns before SQS deletes what it holds: an alarm on its oldest
+/// message's age (which counts from when the message got there) fires with a day or more
+/// left of its retention (which counts from when it was first sent), however long its
+/// source queue held it: every receive waiting the longest a receive can (a source's or
+/// receiver's longest `Retry-After`, or the visibility timeout), capped by that queue's
+/// retention.
+#[test]
+fn each_dead_letter_queue_warns_before_its_messages_expire() {
+    use stemvault_notify::domain as notify;
+    use stemvault_vault::download;
+    let template = template();
+    let day = 24 * 3600;
+    let download_receive =
+        download::MAX_RETRY_AFTER.as_secs().max(u64::from(DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS));
+    let notify_receive = notify::MAX_RETRY_AFTER
+        .max(notify::MAX_RETRY_DELAY)
+        .as_secs()
+        .max(u64::from(notify::QUEUE_VISIBILITY_TIMEOUT_SECONDS));
+    let queues = [
+        (
+            "DeadLettersExpiring",
+            "DownloadDeadLetterQueue",
+            "DownloadQueue",
+            u64::from(MAX_RECEIVE_COUNT) * download_receive,
+        ),
+        (
+            "NotifyDeadLettersExpiring",
+            "NotifyDeadLetterQueue",
+            "NotifyQueue",
+            u64::from(notify::MAX_RECEIVE_COUNT) * notify_receive,
+        ),
+    ];
+    let targets: BTreeSet<String> = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(|r| cfn::get_att(&r["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .collect();
+    let watched: BTreeSet<String> = queues.iter().map(|(_, dlq, ..)| format!("{dlq}.Arn")).collect();
+    assert_eq!(targets, watched, "every dead-letter queue is watched here");
+    for (alarm, dlq, source, longest_receives) in queues {
+        let alarm = &cfn::resource(&template, alarm)["Properties"];
+        assert_eq!(
+            (alarm["Namespace"].as_str(), alarm["MetricName"].as_str()),
+            (Some("AWS/SQS"), Some("ApproximateAgeOfOldestMessage"))
+        );
+        assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]), Some(format!("{dlq}.QueueName")));
+        assert_eq!(
+            (alarm["Statistic"].as_str(), alarm["ComparisonOperator"].as_str()),
+            (Some("Maximum"), Some("GreaterThanThreshold"))
+        );
+        let threshold = cfn::number(&alarm["Threshold"]);
+        let retention = cfn::number(&cfn::resource(&template, dlq)["Properties"]["MessageRetentionPeriod"]);
+        let held = longest_receives
+            .min(cfn::number(&cfn::resource(&template, source)["Properties"]["MessageRetentionPeriod"]));
+        assert!(threshold + held + day <= retention, "{dlq}: {threshold} s + {held} s held + a day > {retention} s");
+        assert!(threshold >= 7 * day, "{dlq}: a reminder, not the not-empty alarm again");
+    }
+}
+
 #[test]
 fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() {
     use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION};
