@@ -615,6 +615,41 @@ fn each_dead_letter_queue_warns_before_its_messages_expire() {
     }
 }
 
+/// Each queue a function receives from warns short of SQS's in-flight limit for a standard
+/// queue (about 120,000 received or delayed messages), past which its receives fail.
+#[test]
+fn each_received_queue_warns_short_of_the_in_flight_limit() {
+    const IN_FLIGHT_LIMIT: u64 = 120_000;
+    let template = template();
+    let received: BTreeSet<String> = FUNCTIONS
+        .iter()
+        .flat_map(|f| {
+            let events = cfn::function_properties(&template, f.logical_id)["Events"].clone();
+            let events: Vec<Value> = events.as_mapping().map(|m| m.values().cloned().collect()).unwrap_or_default();
+            events.into_iter().filter(|e| e["Type"] == "SQS").filter_map(|e| cfn::get_att(&e["Properties"]["Queue"]))
+        })
+        .collect();
+    assert_eq!(received, BTreeSet::from(["DownloadQueue.Arn".to_owned(), "NotifyQueue.Arn".to_owned()]));
+    let alarms: Vec<&Value> = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Properties"]["MetricName"] == "ApproximateNumberOfMessagesNotVisible")
+        .collect();
+    for queue in received {
+        let name = queue.replace(".Arn", ".QueueName");
+        let alarm =
+            alarms.iter().find(|a| cfn::get_att(&a["Properties"]["Dimensions"][0]["Value"]) == Some(name.clone()));
+        let alarm = &alarm.unwrap_or_else(|| panic!("no in-flight alarm on {queue}"))["Properties"];
+        let threshold = cfn::number(&alarm["Threshold"]);
+        assert!((IN_FLIGHT_LIMIT / 2..=IN_FLIGHT_LIMIT * 9 / 10).contains(&threshold), "{queue}: {threshold}");
+        assert_eq!(
+            (alarm["Statistic"].as_str(), alarm["ComparisonOperator"].as_str()),
+            (Some("Maximum"), Some("GreaterThanThreshold"))
+        );
+    }
+}
+
 #[test]
 fn webhooks_are_fed_by_a_rule_through_the_notify_queue_only_with_a_notify_url() {
     use stemvault_notify::domain::{MAX_RECEIVE_COUNT, MAX_RETRY_DELAY, QUEUE_RETENTION};
