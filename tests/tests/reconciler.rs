@@ -280,15 +280,21 @@ async fn a_callback_signed_too_long_ago_gets_its_task_vaulted_by_polling() {
     // Sent again, as the provider would, while the registration did not answer in time (a
     // loaded machine): a task never registered still fails the test.
     let mut response = ingest.handle(request()).await;
+    let mut retried = false;
     for _ in 0..2 {
         if response.status() != StatusCode::SERVICE_UNAVAILABLE {
             break;
         }
+        retried = true;
         response = ingest.handle(request()).await;
     }
     let answer: serde_json::Value = serde_json::from_slice(response.body().as_ref()).unwrap();
     assert_eq!((response.status(), answer["reason"].as_str()), (StatusCode::UNAUTHORIZED, Some("timestamp_too_old")));
-    assert_eq!(answer["task_registered_for_polling"], true, "{answer}");
+    // A registration that did not answer in time may still have landed: the retry then finds
+    // the task known, and says nothing of registering it (the record below shows it).
+    if !retried {
+        assert_eq!(answer["task_registered_for_polling"], true, "{answer}");
+    }
     let registered = env.task_record(&task).await;
     assert_eq!(
         (registered.stage, registered.family, registered.files.len()),

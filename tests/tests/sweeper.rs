@@ -128,8 +128,8 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     settled.open = None; // as the settle write leaves it
     let settled = stored(&env, &settled).await;
 
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
-    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    let stop_at = || Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at()).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.tasks_failed), (1, 2, 0));
     assert_eq!(report.manifests_requested, 0);
 
@@ -152,7 +152,7 @@ async fn orphaned_files_are_sent_once_and_marked_queued() {
     assert_eq!(env.task_record(&fresh.task_id).await, fresh);
     assert_eq!(env.task_record(&settled.task_id).await, settled);
 
-    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    let again = app(&env).run("run-2", stop_at()).await.expect("second sweep");
     assert_eq!((again.tasks_checked, again.files_requeued), (1, 0));
     assert!(env.drain_queue(10).await.is_empty(), "nothing sent twice");
 }
@@ -214,13 +214,13 @@ async fn a_settled_task_left_marked_open_leaves_the_index() {
     let env = TestEnv::new().await;
     let record = settled_marked_open(&env).await;
 
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
-    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    let stop_at = || Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at()).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 0));
     let version = record.version + 1;
     assert_eq!(env.task_record(&record.task_id).await, TaskRecord { open: None, version, ..record });
     assert!(env.drain_queue(10).await.is_empty());
-    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    let again = app(&env).run("run-2", stop_at()).await.expect("second sweep");
     assert_eq!(again.tasks_checked, 0, "{again:?}");
 }
 
@@ -321,8 +321,8 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     let stuck = stored(&env, &stuck).await;
     assert_eq!((stuck.vault, stuck.open.as_deref()), (VaultState::Pending, Some("open")));
 
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
-    let report = app(&env).run("run-1", stop_at).await.expect("sweep");
+    let stop_at = || Timestamp::now().plus(Duration::from_secs(60));
+    let report = app(&env).run("run-1", stop_at()).await.expect("sweep");
     assert_eq!((report.tasks_checked, report.files_requeued, report.manifests_requested), (1, 0, 1));
     assert_eq!(env.task_record(&stuck.task_id).await, stuck, "the sweeper itself writes nothing");
 
@@ -346,7 +346,7 @@ async fn an_open_task_whose_files_are_all_settled_is_settled_through_a_manifest_
     assert_eq!((manifest.vault, manifest.files.len()), (VaultState::Partial, 2));
 
     // Out of the index now: the next run checks nothing and sends nothing.
-    let again = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    let again = app(&env).run("run-2", stop_at()).await.expect("second sweep");
     assert_eq!((again.tasks_checked, again.manifests_requested), (0, 0));
     assert!(env.drain_queue(10).await.is_empty());
 }
@@ -421,8 +421,8 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     let mut unknown = orphaned(Duration::from_secs(600), &[("vocal", FileStatus::Stored)]);
     unknown.family = Family::Unknown;
     let unknown = stored(&env, &unknown).await;
-    let stop_at = Timestamp::now().plus(Duration::from_secs(60));
-    assert_eq!(app(&env).run("run-1", stop_at).await.expect("sweep").manifests_requested, 1);
+    let stop_at = || Timestamp::now().plus(Duration::from_secs(60));
+    assert_eq!(app(&env).run("run-1", stop_at()).await.expect("sweep").manifests_requested, 1);
     let job = settle_through_manifest_job(&env).await;
     assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
     let key = s3_key::manifest_key(&TaskId::parse(&unknown.task_id).unwrap());
@@ -447,7 +447,7 @@ async fn a_registration_completing_a_settled_task_has_its_manifest_written_again
     );
     assert_eq!((completed.vault, completed.files["vocal"].status), (VaultState::Complete, FileStatus::Stored));
 
-    let report = app(&env).run("run-2", stop_at).await.expect("second sweep");
+    let report = app(&env).run("run-2", stop_at()).await.expect("second sweep");
     assert_eq!((report.tasks_checked, report.manifests_requested), (1, 1));
     let job = settle_through_manifest_job(&env).await;
     assert_eq!((job.task_id.as_str(), job.name.as_str()), (unknown.task_id.as_str(), MANIFEST_JOB_NAME));
