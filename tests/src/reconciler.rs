@@ -28,6 +28,22 @@ impl TestEnv {
             .expect("a valid reconciler configuration")
     }
 
+    /// The reconciler as deployed without a provider key: it replays parked callbacks only.
+    pub async fn reconciler_without_provider_key(&self) -> stemvault_reconciler::App {
+        stemvault_reconciler::App::new(self.reconciler_config(&[]), &self.config).await.expect("the reconciler starts")
+    }
+
+    /// An answer that parked its callback (a loaded machine ran its recording out of the
+    /// answer time; parking is the designed answer then) has the reconciler replay it, as it
+    /// would.
+    pub async fn replay_if_parked(&self, answer: &serde_json::Value) {
+        if answer["status"] == "parked" {
+            let reconciler = self.reconciler_without_provider_key().await;
+            let outcome = reconciler.run_within("replay", std::time::Duration::from_secs(60)).await.expect("a run");
+            assert_eq!(outcome.replayed.callbacks_replayed, 1, "{outcome:?}");
+        }
+    }
+
     /// Move the task's next poll into the past, as waiting would.
     pub async fn make_due(&self, task_id: &str) {
         use aws_sdk_dynamodb::types::AttributeValue;

@@ -81,7 +81,8 @@ fn distinct<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-async fn post(app: &stemvault_ingest::App, task_id: &str, body: &Value) -> StatusCode {
+/// Deliver `body` signed; an answer that parked it has the reconciler replay it, as it would.
+async fn post(env: &TestEnv, app: &stemvault_ingest::App, task_id: &str, body: &Value) -> StatusCode {
     let ts = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
     let request = lambda_http::http::Request::builder()
         .method("POST")
@@ -90,7 +91,11 @@ async fn post(app: &stemvault_ingest::App, task_id: &str, body: &Value) -> Statu
         .header("X-Webhook-Signature", sign(KEY.as_bytes(), task_id, ts))
         .body(Body::from(body.to_string()))
         .unwrap();
-    app.handle(request).await.status()
+    let response = app.handle(request).await;
+    if response.status() == StatusCode::OK {
+        env.replay_if_parked(&serde_json::from_slice(response.body().as_ref()).expect("a JSON answer")).await;
+    }
+    response.status()
 }
 
 fn task_id(seed: &str) -> String {
@@ -175,7 +180,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     let task = task_id("e1");
 
     let first = vocal_separation(&task, &server.url("/vocal.mp3"), &server.url("/gone.mp3"));
-    assert_eq!(post(&ingest, &task, &first).await, StatusCode::OK);
+    assert_eq!(post(&env, &ingest, &task, &first).await, StatusCode::OK);
     let partial = download_until_settled(&env, &download, &task).await;
     assert_eq!(partial.vault, VaultState::Partial);
     // A redelivery of a settled file settles nothing again.
@@ -212,7 +217,7 @@ async fn one_task_vaulted_per_settle_with_the_right_files() {
     // The instrumental brought again with a fresh link reopens the task: its second settle
     // is a second Task Vaulted, of the next generation, complete.
     let again = vocal_separation(&task, &server.url("/vocal.mp3"), &server.url("/instrumental.mp3"));
-    assert_eq!(post(&ingest, &task, &again).await, StatusCode::OK);
+    assert_eq!(post(&env, &ingest, &task, &again).await, StatusCode::OK);
     let complete = download_until_settled(&env, &download, &task).await;
     assert_eq!(complete.vault, VaultState::Complete);
     assert!(complete.generation > partial.generation);
@@ -246,7 +251,7 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
     let download = env.download_app(&server.origin(), None).await;
     let task = task_id("e4");
     let first = vocal_separation(&task, &server.url("/old-vocal.mp3"), &server.url("/instrumental.mp3"));
-    assert_eq!(post(&ingest, &task, &first).await, StatusCode::OK);
+    assert_eq!(post(&env, &ingest, &task, &first).await, StatusCode::OK);
 
     let newer = vocal_separation(&task, &server.url("/vocal.wav"), &server.url("/instrumental.mp3"));
     let bring_newer_during_the_copy = async {
@@ -256,7 +261,7 @@ async fn a_newer_url_that_came_during_a_copy_is_copied_when_the_old_one_fails_fo
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(env.record(&task).await.expect("recorded").files["vocal"].status, FileStatus::Downloading);
-        assert_eq!(post(&ingest, &task, &newer).await, StatusCode::OK);
+        assert_eq!(post(&env, &ingest, &task, &newer).await, StatusCode::OK);
         gate.open();
     };
     let (settled, ()) = tokio::join!(download_until_settled(&env, &download, &task), bring_newer_during_the_copy);
@@ -299,10 +304,13 @@ async fn a_new_stage_without_new_files_is_vaulted_again_for_that_stage() {
             "createTime": "2025-03-04 05:06:07", "duration": 1.5}]}})
     };
 
-    assert_eq!(post(&ingest, &task, &music("first", "First track generated successfully.")).await, StatusCode::OK);
+    assert_eq!(
+        post(&env, &ingest, &task, &music("first", "First track generated successfully.")).await,
+        StatusCode::OK
+    );
     let first = download_until_settled(&env, &download, &task).await;
     assert_eq!((first.stage, first.vault), (Stage::First, VaultState::Complete));
-    assert_eq!(post(&ingest, &task, &music("complete", "All generated successfully.")).await, StatusCode::OK);
+    assert_eq!(post(&env, &ingest, &task, &music("complete", "All generated successfully.")).await, StatusCode::OK);
     let complete = download_until_settled(&env, &download, &task).await;
     assert_eq!((complete.stage, complete.vault), (Stage::Complete, VaultState::Complete));
     assert_eq!(complete.generation, first.generation);
@@ -346,7 +354,7 @@ async fn a_failure_result_publishes_its_stage_and_task_failed() {
     let task = task_id("e2");
     let failure = json!({"code": 500, "msg": "Vocal separation failed",
         "data": {"task_id": task, "vocal_separation_info": null}});
-    assert_eq!(post(&ingest, &task, &failure).await, StatusCode::OK);
+    assert_eq!(post(&env, &ingest, &task, &failure).await, StatusCode::OK);
 
     let mut seen = Vec::new();
     let both = |e: &[Value]| !distinct(e, "Task Failed").is_empty() && !distinct(e, "Task Stage Changed").is_empty();

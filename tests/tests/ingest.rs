@@ -187,7 +187,7 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     assert!(accepted <= 1 && parked < 20, "{answers:?}");
     let queued: u64 = answers.iter().filter_map(|a| a["files_queued"].as_u64()).sum();
     if parked > 0 {
-        let reconciler = reconciler_without_provider_key(&env).await;
+        let reconciler = env.reconciler_without_provider_key().await;
         let outcome = reconciler.run_within("replay", Duration::from_secs(60)).await.expect("a run");
         // The same bytes park under one key: one replay.
         let replayed = (outcome.replayed.callbacks_replayed, outcome.replayed.callbacks_still_parked);
@@ -381,7 +381,7 @@ async fn a_callback_too_large_to_record_is_kept_in_the_archive_unrecorded() {
     let [parked] = &env.keys("").await[..] else { panic!("one parked body") };
     assert!(parked.starts_with("parked/big0task/"), "{parked}");
 
-    let reconciler = reconciler_without_provider_key(&env).await;
+    let reconciler = env.reconciler_without_provider_key().await;
     let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
     assert_eq!((outcome.replayed.callbacks_refused, outcome.replayed.callbacks_replayed), (1, 0), "{outcome:?}");
     let [archived] = &env.keys("").await[..] else { panic!("one archived body") };
@@ -431,21 +431,6 @@ async fn an_unknown_family_is_still_recorded() {
     assert_jobs_match_record(&jobs, &record, &[&parse_callback(body).unwrap()]);
 }
 
-/// An answer that parked its callback (a loaded machine ran its recording out of the answer
-/// time; parking is the designed answer then) has the reconciler replay it, as it would.
-async fn replay_if_parked(env: &TestEnv, answer: &Value) {
-    if answer["status"] == "parked" {
-        let reconciler = reconciler_without_provider_key(env).await;
-        let outcome = reconciler.run_within("replay", Duration::from_secs(60)).await.expect("a run");
-        assert_eq!(outcome.replayed.callbacks_replayed, 1, "{outcome:?}");
-    }
-}
-
-/// The reconciler as deployed without a provider key: it replays parked callbacks only.
-async fn reconciler_without_provider_key(env: &TestEnv) -> stemvault_reconciler::App {
-    stemvault_reconciler::App::new(env.reconciler_config(&[]), &env.config).await.expect("the reconciler starts")
-}
-
 /// A queue failing after the record was written parks the callback too (answered 200): its
 /// files' messages, and its event, no longer wait on the provider's few retries; the
 /// reconciler's replay, a duplicate, queues every file.
@@ -468,7 +453,7 @@ async fn a_queue_failing_after_the_record_was_written_is_parked_and_the_replay_q
     assert_eq!(env.object(&parked).await.as_deref(), Some(&body[..]));
     assert!(env.drain_queue(20).await.is_empty());
 
-    let reconciler = reconciler_without_provider_key(&env).await;
+    let reconciler = env.reconciler_without_provider_key().await;
     let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
     assert_eq!(outcome.replayed.callbacks_replayed, 1, "{outcome:?}");
     assert_eq!(env.object(&parked).await, None, "deleted once finished");
@@ -507,7 +492,7 @@ async fn a_callback_the_table_cannot_take_is_parked_and_replayed_by_the_reconcil
     assert_eq!((again.status(), json(&again)["status"].as_str()), (StatusCode::OK, Some("parked")));
     assert_eq!(env.head(&parked).await.version_id, first, "the first park's copy is kept");
 
-    let reconciler = reconciler_without_provider_key(&env).await;
+    let reconciler = env.reconciler_without_provider_key().await;
     assert!(!reconciler.is_on());
     let replayed_from = stemvault_vault::Timestamp::now();
     let outcome = reconciler.run_within("replay", Duration::from_secs(30)).await.expect("a run");
@@ -560,7 +545,7 @@ async fn a_midi_body_near_the_size_limit_is_recorded_with_a_pointer_to_its_detai
 
     let response = app.handle(signed(&body)).await;
     assert_eq!(response.status(), StatusCode::OK, "{}", json(&response));
-    replay_if_parked(&env, &json(&response)).await;
+    env.replay_if_parked(&json(&response)).await;
     let record = env.record("midi0big0task").await.expect("recorded");
     let details = record.details.expect("details");
     assert_eq!(details["kind"], "in_body");
