@@ -32,7 +32,7 @@ pub const WEBHOOKS_REJECTED: &str = "WebhooksRejected";
 /// Deliveries that will be retried; dimensions `Function` and `Reason` (`status_503`,
 /// `timeout`, `connect`, ...).
 pub const WEBHOOK_RETRIES: &str = "WebhookRetries";
-/// Failed deliveries of webhooks first queued about an hour and a half ago or longer (their
+/// Failed deliveries of webhooks first queued 85 minutes ago or longer (their
 /// [`crate::domain::LATE_AT_RECEIVE`]th receive or a later one, or
 /// [`crate::domain::LATE_AFTER`] since queued), each beside its retry; dimensions `Function`
 /// and `Reason`, as [`WEBHOOK_RETRIES`]. Each delivered webhook counts 0 of it under

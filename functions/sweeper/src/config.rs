@@ -10,7 +10,8 @@ pub const ENVIRONMENT: &[&str] = &["TABLE_NAME", "QUEUE_URL", "SWEEP_GRACE_SECON
 const DEFAULT_GRACE_SECONDS: u64 = 120;
 /// Less than an ingest request's lifetime would sweep files a live request is still sending.
 const MIN_GRACE_SECONDS: u64 = 60;
-/// A day: files older than that have lost their source URLs anyway.
+/// A day: a file left that long is worth sending again now (its source URL ages: 14 days
+/// at most, sometimes less), not after a longer wait.
 const MAX_GRACE_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
