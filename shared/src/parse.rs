@@ -32,9 +32,11 @@
 //!    with neither `callbackType` nor `data.data`.
 //! 7. [`Lyrics`](Family::Lyrics): `data.data` holds an item with `text` and none with an audio
 //!    URL; or `data.taskId` without `data.task_id` next to a `callbackType` and no item with
-//!    an audio URL (docs.sunoapi.org lyrics); or a failure (`code` != 200) whose `msg`
-//!    mentions "song description" or "lyrics generation" (the docs.kie.ai lyrics failure
-//!    keeps `callbackType "complete"`).
+//!    an audio URL (docs.sunoapi.org lyrics); or a failure (`code` != 200) without an item
+//!    with an audio URL whose `msg` mentions "song description", "lyrics generation", "lyric
+//!    generation" or "generate lyrics", or that keeps `callbackType "complete"` with no
+//!    items, whatever its `msg` (the docs.kie.ai lyrics failure: every music failure
+//!    documented is `error`).
 //! 8. [`Music`](Family::Music): a `callbackType`, or `data.data` is an array. This covers the
 //!    seven music-track endpoints, including replace-section's failure (`data.error`).
 //! 9. [`Midi`](Family::Midi): there is a top-level `task_id` and `data` is `null`, absent

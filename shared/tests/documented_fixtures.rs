@@ -1,4 +1,4 @@
-//! Every documented example body in `shared/fixtures/callbacks/` parses to exactly the
+//! Every documented example body in `fixtures/callbacks/` parses to exactly the
 //! event written out here by hand from the body: task id, family, stage, code, message,
 //! every file and stream (name and URL) and the details.
 

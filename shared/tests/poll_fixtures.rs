@@ -1,6 +1,6 @@
 //! Every documented record-info answer (`fixtures/polls/poll-*`) and our own answers for the
 //! documented shapes and statuses given without an example (`fixtures/polls/own/`, named
-//! `__own__`, written from `shared/docs/suno-callbacks.md` section 7) read by `parse_poll`
+//! `__own__`, written from section 7 of the callback catalog: `fixtures/README.md`) read by `parse_poll`
 //! to exactly the expected result; where a callback of the same task exists, the poll and
 //! the callback give the same event (file names, URLs, details), message aside.
 

@@ -5,7 +5,7 @@
 //!   `stemvault_aws::logging::ENVIRONMENT`);
 //! - each function's IAM policy grants exactly the actions it declares (`aws::AWS_ACTIONS`),
 //!   each on the right resource (plus its own log group, and the SQS event source's actions
-//!   for download);
+//!   for download and notify);
 //! - each function's S3 grants reach exactly the kinds of key it uses (`s3_keys::RULES`), judged
 //!   on keys the layout makes (files, callback bodies, manifests), Deny statements included;
 //! - the table's key is the item collection's (`task_id` HASH, `sk` RANGE, as

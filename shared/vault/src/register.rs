@@ -24,14 +24,21 @@ pub struct Registration {
     pub client_ref: Option<String>,
 }
 
+/// The families a registration may name (every one but `unknown`), as stored, for the
+/// refusals' words: a family added to [`Family::ALL`] is named there too.
+fn registrable_families() -> String {
+    let names: Vec<&str> = Family::ALL.iter().filter(|f| **f != Family::Unknown).map(|f| f.as_str()).collect();
+    names.join(", ")
+}
+
 /// Why a registration body is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistrationError {
     #[error("the body is not a JSON object: {0}")]
     NotJson(String),
-    #[error("family is required: one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
+    #[error("family is required: one of {}", registrable_families())]
     NoFamily,
-    #[error("family {0:?} is not one of music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice")]
+    #[error("family {0:?} is not one of {families}", families = registrable_families())]
     UnknownFamily(String),
     #[error(
         "client_ref must be a string of at most {MAX_CLIENT_REF_BYTES} bytes, without control, line-separator, \
@@ -359,6 +366,14 @@ mod tests {
     fn file(status: crate::FileStatus, generation: Option<u64>) -> crate::FileEntry {
         let pending = crate::FileEntry::pending("https://cdn.example/a.mp3", "tasks/t1/a.mp3".into(), Stage::Complete);
         crate::FileEntry { status, generation, ..pending }
+    }
+
+    #[test]
+    fn a_family_refused_is_answered_with_every_family_a_registration_may_name() {
+        let listed = "music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice";
+        assert_eq!(RegistrationError::NoFamily.to_string(), format!("family is required: one of {listed}"));
+        let unknown = RegistrationError::UnknownFamily("jazz".into()).to_string();
+        assert_eq!(unknown, format!("family \"jazz\" is not one of {listed}"));
     }
 
     #[test]
