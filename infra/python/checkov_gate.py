@@ -25,6 +25,9 @@ def problems(reports):
         if summary.get("parsing_errors", 0):
             found.append(f"{kind}: {summary['parsing_errors']} file(s) did not parse")
         results = report.get("results", {})
+        # A count of failures without their list (a report shape checkov changed) still fails.
+        if summary.get("failed", 0) and not results.get("failed_checks"):
+            found.append(f"{kind}: {summary['failed']} check(s) failed, none listed in the report")
         for check in results.get("failed_checks", []):
             lines = "-".join(str(n) for n in check.get("file_line_range", []))
             found.append(

@@ -31,18 +31,23 @@ SKIPPED_WITHOUT_REASON = {
 }
 SECRETS_ONLY = {"check_type": "secrets", "summary": {"passed": 5}}
 UNPARSED = {"check_type": "cloudformation", "summary": {"passed": 1, "parsing_errors": 1}}
+FAILED_UNLISTED = {"check_type": "cloudformation", "summary": {"passed": 2, "failed": 1}, "results": {}}
 
 
 def main():
-    assert checkov_gate.problems([CLEAN]) == [], "a clean report passes"
+    # Explicit exits rather than asserts: an inherited PYTHONOPTIMIZE would skip those.
+    if checkov_gate.problems([CLEAN]) != []:
+        sys.exit("the gate refused a clean report")
     for name, reports in [
         ("a failed check", [FAILED]),
         ("a skip without a reason", [SKIPPED_WITHOUT_REASON]),
         ("the secrets scan alone", [SECRETS_ONLY]),
         ("a template that did not parse", [UNPARSED]),
+        ("failures counted but not listed", [FAILED_UNLISTED]),
         ("no report", []),
     ]:
-        assert checkov_gate.problems(reports), f"the gate passed {name}"
+        if not checkov_gate.problems(reports):
+            sys.exit(f"the gate passed {name}")
     print("checkov gate: refuses what it must")
 
 
