@@ -62,7 +62,8 @@ deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 # without rustup may have them already; rustup retries a failed download itself). Before
 # every other rustup call: rustup does not take two at once (make -j).
 rust-components:
-	@rustup component add rustfmt clippy >/dev/null 2>&1 || true
+	@out=$$(rustup component add rustfmt clippy 2>&1) \
+	  || echo "note: rustup did not add rustfmt and clippy (a Rust without rustup may have them): $$out" >&2
 
 # What `sam build` needs (README, Deploying): SAM CLI, cargo-lambda, Zig and the arm64 target.
 tools: $(VENV)/tools/.installed rust-components lambda-target
