@@ -798,6 +798,26 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert_eq!(values, ["download"]);
 }
 
+/// The fixed costs under README's "What it costs" count the alarms the template makes: those
+/// every stack has, and with webhooks (the `HasNotifyUrl` ones) in all.
+#[test]
+fn the_cost_model_counts_the_alarms_the_template_makes() {
+    let template = template();
+    let alarms: Vec<&Value> = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter(|r| r["Type"] == "AWS::CloudWatch::Alarm")
+        .collect();
+    let always = alarms.iter().filter(|a| a.get("Condition").is_none()).count();
+    let unknown: Vec<&Value> =
+        alarms.iter().filter_map(|a| a.get("Condition")).filter(|c| *c != "HasNotifyUrl").collect();
+    assert!(unknown.is_empty(), "alarms under other conditions: {unknown:?}");
+    let readme = read(&repo().join("README.md")).split_whitespace().collect::<Vec<_>>().join(" ");
+    let stated = format!("CloudWatch: {always} alarms ({} with webhooks)", alarms.len());
+    assert!(readme.contains(&stated), "README's cost model should say {stated:?}");
+}
+
 /// Every alarm the stack creates has its entry in README's "Operating it" alarm list (an
 /// entry naming it in bold, by its `<stack>-<what>` name): what it means and what to do.
 #[test]
