@@ -153,3 +153,39 @@ fn the_details_table_names_every_kind_and_field() {
     let kept_apart = stemvault_vault::ingest::DETAILS_KEPT_APART;
     assert!(row(kept_apart).is_some(), "README's details table has no row for {kept_apart}");
 }
+
+/// README's "The DynamoDB items" names every attribute the items are written with (the task
+/// and file items' tables, the callback item's paragraph), and no attribute the code does
+/// not write: a field added, renamed or dropped in the record shows here.
+#[test]
+fn the_item_schema_names_every_stored_attribute() {
+    let readme = read(&repo().join("README.md"));
+    let section = readme.split("\n### The DynamoDB items\n").nth(1).expect("README has The DynamoDB items");
+    let section = section.split("\n### ").next().unwrap_or(section);
+    let ticked = |text: &str| -> Vec<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut documented = BTreeSet::new();
+    let mut in_attribute_table = false;
+    for line in section.lines() {
+        let first_cell = line.strip_prefix('|').and_then(|rest| rest.split('|').next()).map(str::trim);
+        match first_cell {
+            Some("attribute") => in_attribute_table = true,
+            Some(cell) if in_attribute_table => documented.extend(ticked(cell)),
+            _ => in_attribute_table = false,
+        }
+    }
+    let callback_item = section.split("**A callback item**").nth(1).expect("the callback item's paragraph");
+    let callback_item = callback_item.split("\n\n").next().unwrap_or(callback_item);
+    documented.extend(ticked(callback_item));
+    let stored: BTreeSet<String> = stemvault_vault::items::attribute_names().into_iter().map(str::to_owned).collect();
+    let undocumented: Vec<&String> = stored.difference(&documented).collect();
+    let unknown: Vec<&String> = documented.difference(&stored).collect();
+    assert!(undocumented.is_empty(), "attributes the README's item schema leaves out: {undocumented:?}");
+    assert!(unknown.is_empty(), "attributes the README names that no item holds: {unknown:?}");
+}
