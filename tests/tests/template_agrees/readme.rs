@@ -189,3 +189,21 @@ fn the_item_schema_names_every_stored_attribute() {
     assert!(undocumented.is_empty(), "attributes the README's item schema leaves out: {undocumented:?}");
     assert!(unknown.is_empty(), "attributes the README names that no item holds: {unknown:?}");
 }
+
+/// README's manifest example is a manifest as the code writes it: read as one and written
+/// back, the same JSON (every field, in the order the code writes them).
+#[test]
+fn the_manifest_example_is_one_the_code_writes() {
+    let readme = read(&repo().join("README.md"));
+    let examples: Vec<serde_json::Value> = readme
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|block| serde_json::from_str::<serde_json::Value>(block.split_once("```")?.0).ok())
+        .filter(|value| value.get("generated_at").is_some() && value.get("files").is_some())
+        .collect();
+    assert_eq!(examples.len(), 1, "README shows one manifest");
+    let manifest: stemvault_vault::Manifest =
+        serde_json::from_value(examples[0].clone()).unwrap_or_else(|e| panic!("{e}: {}", examples[0]));
+    let written = serde_json::to_string(&manifest).unwrap();
+    assert_eq!(written, examples[0].to_string(), "the same JSON, in the same order, as the code writes");
+}
