@@ -632,3 +632,36 @@ async fn links_expire_at_counts_from_the_second_the_signing_began() {
     let view = view_of(&ports, &ports.records["t1"], Some(Duration::from_secs(3600))).await.unwrap();
     assert_eq!(view.links_expire_at, Some(Timestamp::from_unix_ms(1_800_003_600_000)));
 }
+
+/// README's `GET` example holds fields a settled task's answer has, in the order the answer
+/// writes them, its file's too (the answer may hold more: its manifest's links).
+#[tokio::test]
+async fn the_readme_get_example_is_in_the_answers_shape() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let example = readme
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|block| serde_json::from_str::<serde_json::Value>(block.split_once("```")?.0).ok())
+        .find(|value| value.get("links_expire_at").is_some())
+        .expect("README shows a GET answer");
+    let mut settled = record("t1");
+    settled.files.retain(|name, _| name == "tracks/a/audio");
+    settled.vault = VaultState::Complete;
+    let ports = MemoryPorts { records: HashMap::from([("t1".to_owned(), settled)]), ..Default::default() };
+    let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
+        panic!("the task");
+    };
+    let answer = serde_json::to_value(&view).unwrap();
+    let keys = |value: &serde_json::Value| -> Vec<String> {
+        value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
+    };
+    // Each shown key is written, after the one shown before it.
+    let in_order = |shown: &[String], written: &[String]| {
+        let mut rest = written.iter();
+        shown.iter().all(|key| rest.any(|w| w == key))
+    };
+    let (shown, written) = (keys(&example), keys(&answer));
+    assert!(shown.len() > 5 && in_order(&shown, &written), "README {shown:?}, the answer {written:?}");
+    let (shown, written) = (keys(&example["files"][0]), keys(&answer["files"][0]));
+    assert!(shown.len() > 5 && in_order(&shown, &written), "README {shown:?}, the answer {written:?}");
+}
