@@ -663,6 +663,21 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+    // And the settle-check alarm SettleChecksFailed, over the set download emits it with.
+    let (dimensions, metrics) =
+        stemvault_download::aws::metrics_of("DownloadFunction", &Measure::SettleCheckFailed { reason: "x" });
+    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
+    let query = format!(
+        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {} = '{}'",
+        metrics[0].name,
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", "),
+        insights_key(dimensions[0].0),
+        dimensions[0].1
+    );
+    let alarm = &cfn::resource(&template, "SettleChecksFailing")["Properties"]["Metrics"][0]["Expression"];
+    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
+    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
 
     // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
     let (dimensions, metrics) =
