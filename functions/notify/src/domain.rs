@@ -47,8 +47,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(4 * 3600);
 pub const MAX_RECEIVE_COUNT: u32 = 16;
 /// From this receive on, a retryable failure counts as late (`WebhooksLate`, the
 /// `webhooks-late` alarm): 85 minutes after the first ([`LATE_AFTER`]; up to about 102 with
-/// the retries' spread), long
-/// before the dead-letter queue a day later.
+/// the retries' spread), long before the dead-letter queue a day later.
 pub const LATE_AT_RECEIVE: u32 = 9;
 /// A retryable failure of a message first queued this long ago counts as late too, whatever
 /// its receive: a receiver's `Retry-After` may have spaced the receives out by hours, and a

@@ -109,7 +109,7 @@ pub struct TaskView {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileView {
-    /// name, status, key, bytes, sha256, content_type, and error and error_code (only once failed for good).
+    /// name, key, status, bytes, sha256, content_type, and error and error_code (only once failed for good).
     #[serde(flatten)]
     pub file: ManifestFile,
     /// Presigned GET link, only for stored files.
