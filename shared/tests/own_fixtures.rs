@@ -1,7 +1,7 @@
 //! The documented variants that are not given as example files (failure bodies of every
 //! family, `text`/`first` stages, the docs.sunoapi.org dialect, legacy MIDI, the dog-test
 //! WAV key, an unknown family), written from the callback catalog (`fixtures/README.md`)
-//! into `tests/fixtures/`, each parsed to exactly the event written out here.
+//! into `shared/tests/fixtures/`, each parsed to exactly the event written out here.
 
 mod common;
 

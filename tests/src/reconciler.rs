@@ -1,5 +1,5 @@
-//! The functions' resource variables and the reconciler's configuration over a test
-//! environment's resources.
+//! The functions' resource variables, and the reconciler over a test environment's resources:
+//! its configuration, and a replay of what ingest parked.
 
 use stemvault_aws::FromEnv;
 

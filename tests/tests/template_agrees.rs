@@ -17,7 +17,9 @@
 //! - each HTTP route is throttled by its own parameters, and ingest has reserved concurrency;
 //! - every function's errors and throttles, the callback 5xx rate, files failed for good and
 //!   the dead-letter queue are alarmed, to the alarm topic, and the dashboard (valid JSON)
-//!   shows every alarm and metric;
+//!   shows every alarm and metric; each dead-letter queue warns days before its messages
+//!   expire, each queue a function receives from short of SQS's in-flight limit, and the
+//!   README's cost model counts the alarms;
 //! - every checkov skip names its check and gives a one-line reason;
 //! - webhooks (only with `NotifyUrl`): a rule on the event bus sends every stemvault event to
 //!   the notify queue (which only that rule may send to), whose retention, redrive and
@@ -601,12 +603,15 @@ fn each_dead_letter_queue_warns_before_its_messages_expire() {
             (alarm["Namespace"].as_str(), alarm["MetricName"].as_str()),
             (Some("AWS/SQS"), Some("ApproximateAgeOfOldestMessage"))
         );
+        assert_eq!(alarm["Dimensions"][0]["Name"].as_str(), Some("QueueName"));
         assert_eq!(cfn::get_att(&alarm["Dimensions"][0]["Value"]), Some(format!("{dlq}.QueueName")));
         assert_eq!(
-            (alarm["Statistic"].as_str(), alarm["ComparisonOperator"].as_str()),
-            (Some("Maximum"), Some("GreaterThanThreshold"))
+            (alarm["Statistic"].as_str(), alarm["ComparisonOperator"].as_str(), alarm["TreatMissingData"].as_str()),
+            (Some("Maximum"), Some("GreaterThanThreshold"), Some("notBreaching"))
         );
-        let threshold = cfn::number(&alarm["Threshold"]);
+        // Past the threshold, the alarm takes its evaluation periods to fire.
+        let firing = cfn::number(&alarm["Period"]) * cfn::number(&alarm["EvaluationPeriods"]);
+        let threshold = cfn::number(&alarm["Threshold"]) + firing;
         let retention = cfn::number(&cfn::resource(&template, dlq)["Properties"]["MessageRetentionPeriod"]);
         let held = longest_receives
             .min(cfn::number(&cfn::resource(&template, source)["Properties"]["MessageRetentionPeriod"]));
@@ -634,7 +639,12 @@ fn each_received_queue_warns_short_of_the_in_flight_limit() {
         .as_mapping()
         .unwrap()
         .values()
-        .filter(|r| r["Properties"]["MetricName"] == "ApproximateNumberOfMessagesNotVisible")
+        .filter(|r| {
+            let alarm = &r["Properties"];
+            alarm["Namespace"] == "AWS/SQS"
+                && alarm["MetricName"] == "ApproximateNumberOfMessagesNotVisible"
+                && alarm["Dimensions"][0]["Name"] == "QueueName"
+        })
         .collect();
     for queue in received {
         let name = queue.replace(".Arn", ".QueueName");

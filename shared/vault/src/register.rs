@@ -368,6 +368,8 @@ mod tests {
         crate::FileEntry { status, generation, ..pending }
     }
 
+    /// A refused family is answered with every family a registration may name, taken from
+    /// `Family::ALL` (`unknown` left out).
     #[test]
     fn a_family_refused_is_answered_with_every_family_a_registration_may_name() {
         let listed = "music, lyrics, cover_image, wav, vocal_separation, midi, music_video, voice";

@@ -663,7 +663,7 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
     let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
     assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
-    // And the settle-check alarm SettleChecksFailed, over the set download emits it with.
+    // The settle-check alarm sums SettleChecksFailed over the dimension set download emits.
     let (dimensions, metrics) =
         stemvault_download::aws::metrics_of("DownloadFunction", &Measure::SettleCheckFailed { reason: "x" });
     let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();

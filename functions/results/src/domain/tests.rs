@@ -652,6 +652,10 @@ async fn the_readme_get_example_is_in_the_answers_shape() {
         panic!("the task");
     };
     let answer = serde_json::to_value(&view).unwrap();
+    // The order below is the written one only while JSON objects keep it (serde_json's
+    // preserve_order, which the workspace turns on): otherwise this would check less.
+    let kept: serde_json::Value = serde_json::from_str(r#"{"b": 1, "a": 2}"#).unwrap();
+    assert_eq!(kept.as_object().unwrap().keys().next().map(String::as_str), Some("b"), "objects keep their order");
     let keys = |value: &serde_json::Value| -> Vec<String> {
         value.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default()
     };
