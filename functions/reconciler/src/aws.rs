@@ -26,16 +26,18 @@ use crate::replay::{DeleteParked, ListParked, ReadParked, StillParked};
 use stemvault_vault::accept::ParkedBody;
 
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
-/// not reached), emitted by every run that could list them; dimension `Function`.
+/// not reached), emitted by every run that could list them, zero too: the
+/// `parked-callbacks-stuck` alarm reads a missing count as a reconciler that does not run;
+/// dimension `Function`.
 pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
 
 /// Parked callbacks a run found the table refuses for good (too large, a record it rejects)
-/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`].
+/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`] when
+/// any (as every count below: a zero says nothing, and would keep a series billed).
 pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
-/// Polls the provider refused for the API key (401/403) in a run; emitted by every run that
-/// read the due tasks, with [`TASKS_GIVEN_UP`] and [`TASKS_NOT_RECONCILED`]; dimension
-/// `Function`.
+/// Polls the provider refused for the API key (401/403) in a run; emitted by a run that read
+/// the due tasks, with [`TASKS_GIVEN_UP`] and [`TASKS_NOT_RECONCILED`]; dimension `Function`.
 pub const POLLS_REFUSED: &str = "PollsRefused";
 
 /// Polls the provider refused for the account's credits (402) in a run; emitted with
@@ -55,8 +57,8 @@ pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 /// Due tasks a run could not handle (a table error, the task's budget run out, a panic).
 pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
 
-/// How late, in seconds, the oldest due task's poll was when a run read the due tasks (0 with
-/// none due); emitted with [`POLLS_REFUSED`].
+/// How late, in seconds, the oldest due task's poll was when a run read the due tasks (not
+/// emitted with none due); emitted with [`POLLS_REFUSED`].
 pub const OLDEST_DUE_TASK_SECONDS: &str = "OldestDueTaskSeconds";
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
@@ -249,14 +251,14 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
     match *measure {
         Measure::ParkedCallbacks { still_parked, refused } => (
             vec![function],
-            vec![
-                Metric::counted(CALLBACKS_STILL_PARKED, still_parked),
-                Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
-            ],
+            // The heartbeat, then what is not zero.
+            std::iter::once(Metric::counted(CALLBACKS_STILL_PARKED, still_parked))
+                .chain(metrics::without_zeros([Metric::counted(PARKED_CALLBACKS_REFUSED, refused)]))
+                .collect(),
         ),
         Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken, oldest_due_seconds } => (
             vec![function],
-            vec![
+            metrics::without_zeros([
                 Metric::counted(POLLS, polls),
                 Metric::counted(POLLS_UNANSWERED, unanswered),
                 Metric::counted(POLLS_REFUSED, refused),
@@ -265,7 +267,8 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
                 Metric::counted(TASKS_NOT_RECONCILED, failed),
                 Metric::counted(metrics::TASKS_BROKEN, broken),
                 Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
-            ],
+            ])
+            .collect(),
         ),
     }
 }
@@ -280,6 +283,30 @@ impl EmitMetrics<Measure> for AwsPorts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A quiet run sends its heartbeat alone (a zero count would keep a series billed); a
+    /// count is sent when it says something.
+    #[test]
+    fn a_quiet_run_sends_its_heartbeat_alone() {
+        let names = |measure: &Measure| -> Vec<&str> { metrics_of("f", measure).1.iter().map(|m| m.name).collect() };
+        assert_eq!(names(&Measure::ParkedCallbacks { still_parked: 0, refused: 0 }), [CALLBACKS_STILL_PARKED]);
+        assert_eq!(
+            names(&Measure::ParkedCallbacks { still_parked: 0, refused: 2 }),
+            [CALLBACKS_STILL_PARKED, PARKED_CALLBACKS_REFUSED]
+        );
+        let run = |polls, unanswered, oldest_due_seconds| Measure::Reconciled {
+            polls,
+            unanswered,
+            refused: 0,
+            unpaid: 0,
+            given_up: 0,
+            failed: 0,
+            broken: 0,
+            oldest_due_seconds,
+        };
+        assert!(names(&run(0, 0, 0)).is_empty());
+        assert_eq!(names(&run(3, 1, 40)), [POLLS, POLLS_UNANSWERED, OLDEST_DUE_TASK_SECONDS]);
+    }
 
     #[test]
     fn a_postponed_poll_moves_only_a_watched_task_and_touches_nothing_else() {

@@ -123,9 +123,10 @@ pub enum Measure {
     /// (401/403), how many for the account's credits (402), how many tasks it gave up (no result in time, or unknown to the provider for
     /// a day), how many it could not handle (the next run tries them again), and of those, with
     /// the tasks whose record cannot be read, how many no retry mends (a panic, a record or
-    /// write the table refuses: put off an hour, until someone fixes it). Emitted by every
-    /// such run, zeros too. And how late the oldest due task's poll was when the run read the
-    /// index (0 with none due): more tasks watched than runs poll make it grow.
+    /// write the table refuses: put off an hour, until someone fixes it). And how late the
+    /// oldest due task's poll was when the run read the index (0 with none due): more tasks
+    /// watched than runs poll make it grow. Measured by every such run; its metrics leave
+    /// the zeros out ([`crate::aws::metrics_of`]).
     Reconciled {
         polls: usize,
         unanswered: usize,

@@ -33,17 +33,17 @@ pub const CURSOR_TASK_ID: &str = "#sweeper";
 /// Its sort key.
 pub const CURSOR_SK: &str = "cursor";
 
-/// Open tasks a sweep checked; emitted by every run, with [`TASKS_NOT_SWEPT`]; dimension
-/// `Function`.
+/// Open tasks a sweep checked, when any; dimension `Function`.
 pub const TASKS_SWEPT: &str = "TasksSwept";
 
 /// Open tasks a sweep could not sweep but a later run may (a table or queue error, the task's
 /// budget run out); one no retry mends (a panic, a record the table cannot read) counts in
-/// `TasksBroken` alone.
+/// `TasksBroken` alone. Emitted by every run, zero too: the `tasks-not-swept` alarm reads a
+/// missing count as a sweeper that does not run.
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
 /// How long ago the oldest open task past the grace period last received a callback, in
-/// seconds (0 with none open); not emitted by a run that could not read the index.
+/// seconds; not emitted with none open, nor by a run that could not read the index.
 pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
@@ -52,14 +52,14 @@ pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
 pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
     match *measure {
         Measure::Swept { checked, failed, broken, oldest_open_seconds } => {
-            let mut metrics = vec![
-                Metric::counted(TASKS_SWEPT, checked),
-                Metric::counted(TASKS_NOT_SWEPT, failed),
-                Metric::counted(metrics::TASKS_BROKEN, broken),
-            ];
-            if let Some(seconds) = oldest_open_seconds {
-                metrics.push(Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64));
-            }
+            // The heartbeat, then what is not zero.
+            let mut metrics = vec![Metric::counted(TASKS_NOT_SWEPT, failed)];
+            let oldest = oldest_open_seconds.map(|seconds| Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64));
+            metrics.extend(metrics::without_zeros(
+                [Metric::counted(TASKS_SWEPT, checked), Metric::counted(metrics::TASKS_BROKEN, broken)]
+                    .into_iter()
+                    .chain(oldest),
+            ));
             (vec![(metrics::FUNCTION, function)], metrics)
         }
     }
@@ -261,6 +261,19 @@ mod tests {
     use suno_callbacks::TaskId;
 
     use super::*;
+
+    /// A quiet sweep sends its heartbeat alone (a zero count would keep a series billed); a
+    /// count is sent when it says something.
+    #[test]
+    fn a_quiet_sweep_sends_its_heartbeat_alone() {
+        let names = |checked, oldest_open_seconds| -> Vec<&str> {
+            let swept = Measure::Swept { checked, failed: 0, broken: 0, oldest_open_seconds };
+            metrics_of("f", &swept).1.iter().map(|m| m.name).collect()
+        };
+        assert_eq!(names(0, Some(0)), [TASKS_NOT_SWEPT]);
+        assert_eq!(names(0, None), [TASKS_NOT_SWEPT]);
+        assert_eq!(names(4, Some(90)), [TASKS_NOT_SWEPT, TASKS_SWEPT, OLDEST_OPEN_TASK_SECONDS]);
+    }
 
     /// The cursor's read, whose first attempt stalls (a connection that never answers), is
     /// made again within the bound its caller gives it, not given up with the SDK's 3 s attempt.

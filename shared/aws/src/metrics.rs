@@ -90,6 +90,14 @@ impl Metric {
     }
 }
 
+/// `metrics` less those of value zero. The scheduled functions count every run, and a series
+/// is billed by the hour it receives data: zeros sent every run kept a dozen series billed on
+/// a stack with nothing to count. (A heartbeat, read by an alarm that takes a missing value for
+/// a function that does not run, is sent apart, zero too.)
+pub fn without_zeros(metrics: impl IntoIterator<Item = Metric>) -> impl Iterator<Item = Metric> {
+    metrics.into_iter().filter(|m| m.value != 0.0)
+}
+
 /// The EMF document for `metrics`, all under the same `dimensions` (name, value): one
 /// dimension set, so each metric is aggregated by exactly those (e.g. `Function`, `Reason`).
 pub fn emf_document(at: Timestamp, dimensions: &[(&str, &str)], metrics: &[Metric]) -> Value {
@@ -119,6 +127,9 @@ pub fn emf_document(at: Timestamp, dimensions: &[(&str, &str)], metrics: &[Metri
 /// Record `metrics` under `dimensions`: an EMF line on stdout in Lambda, a debug log line
 /// elsewhere. Never fails the caller.
 pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric]) {
+    if metrics.is_empty() {
+        return;
+    }
     if deployed_name().is_some() {
         let line = emf_document(Timestamp::now(), dimensions, metrics).to_string();
         let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -132,6 +143,13 @@ pub fn emit(dimensions: &[(&str, &str)], metrics: &[Metric]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zeros_are_left_out() {
+        let kept: Vec<Metric> =
+            without_zeros([Metric::counted("A", 0), Metric::counted("B", 2), Metric::seconds("C", 0.0)]).collect();
+        assert_eq!(kept, [Metric::counted("B", 2)]);
+    }
 
     #[test]
     fn documents_follow_the_embedded_metric_format() {

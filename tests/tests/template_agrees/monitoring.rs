@@ -813,6 +813,61 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert_eq!(values, ["download"]);
 }
 
+/// An alarm that reads a missing value as breaching (a function that does not run) reads a
+/// heartbeat: a metric its function emits every run, zero included. The scheduled functions
+/// leave their other counts out when zero (a series is billed by the hour it receives data),
+/// so an alarm of that kind on one of those would fire on every quiet run.
+#[test]
+fn an_alarm_reading_no_value_as_breaching_reads_a_heartbeat() {
+    use stemvault_reconciler::domain::Measure as Run;
+    let template = template();
+    let idle = |function: &str| -> BTreeSet<&'static str> {
+        let metrics = match function {
+            "SweeperFunction" => {
+                let idle = stemvault_sweeper::domain::Measure::Swept {
+                    checked: 0,
+                    failed: 0,
+                    broken: 0,
+                    oldest_open_seconds: None,
+                };
+                stemvault_sweeper::aws::metrics_of("SweeperFunction", &idle).1
+            }
+            "ReconcilerFunction" => [
+                Run::ParkedCallbacks { still_parked: 0, refused: 0 },
+                Run::Reconciled {
+                    polls: 0,
+                    unanswered: 0,
+                    refused: 0,
+                    unpaid: 0,
+                    given_up: 0,
+                    failed: 0,
+                    broken: 0,
+                    oldest_due_seconds: 0,
+                },
+            ]
+            .iter()
+            .flat_map(|run| stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run).1)
+            .collect(),
+            other => panic!("{other}: no heartbeat known; add its idle measures here"),
+        };
+        metrics.iter().map(|m| m.name).collect()
+    };
+    let mut read = 0;
+    for (name, alarm) in template["Resources"].as_mapping().unwrap() {
+        let alarm = &alarm["Properties"];
+        if alarm["TreatMissingData"] != "breaching" {
+            continue;
+        }
+        let name = name.as_str().unwrap_or_default();
+        assert_eq!(alarm["Namespace"], stemvault_aws::metrics::NAMESPACE, "{name}: a function's own metric");
+        let function = cfn::reference(&alarm["Dimensions"][0]["Value"]).unwrap_or_default();
+        let metric = alarm["MetricName"].as_str().unwrap_or_default();
+        assert!(idle(&function).contains(metric), "{name}: {function} leaves {metric} out of a quiet run");
+        read += 1;
+    }
+    assert_eq!(read, 2, "tasks-not-swept and parked-callbacks-stuck");
+}
+
 /// The fixed costs under README's "What it costs" count the alarms the template makes: those
 /// every stack has, and with webhooks (the `HasNotifyUrl` ones) in all.
 #[test]
