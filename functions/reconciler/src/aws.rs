@@ -54,11 +54,14 @@ pub const POLLS_UNANSWERED: &str = "PollsUnanswered";
 /// Tasks a run gave up (`abandoned`: no result in time, or unknown to the provider for a day).
 pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 
-/// Due tasks a run could not handle (a table error, the task's budget run out, a panic).
+/// Due tasks a run could not handle (a table error, the task's budget run out, a panic); sent
+/// by every run that read the due tasks, zero too: the `tasks-not-reconciled` alarm asks
+/// whether every run of 15 minutes left some.
 pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
 
-/// How late, in seconds, the oldest due task's poll was when a run read the due tasks (not
-/// emitted with none due); emitted with [`POLLS_REFUSED`].
+/// How late, in seconds, the oldest due task's poll was when a run read the due tasks (0 with
+/// none due; sent zero too, as [`TASKS_NOT_RECONCILED`]: the `polls-behind` alarm asks whether
+/// every run of half an hour found it late).
 pub const OLDEST_DUE_TASK_SECONDS: &str = "OldestDueTaskSeconds";
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
@@ -258,16 +261,21 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
         ),
         Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken, oldest_due_seconds } => (
             vec![function],
-            metrics::without_zeros([
+            // Sent every such run, zero too: their alarms ask whether every run of a while
+            // found so (the least of the period's values), which a run left out cannot answer.
+            [
+                Metric::counted(TASKS_NOT_RECONCILED, failed),
+                Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
+            ]
+            .into_iter()
+            .chain(metrics::without_zeros([
                 Metric::counted(POLLS, polls),
                 Metric::counted(POLLS_UNANSWERED, unanswered),
                 Metric::counted(POLLS_REFUSED, refused),
                 Metric::counted(POLLS_UNPAID, unpaid),
                 Metric::counted(TASKS_GIVEN_UP, given_up),
-                Metric::counted(TASKS_NOT_RECONCILED, failed),
                 Metric::counted(metrics::TASKS_BROKEN, broken),
-                Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
-            ])
+            ]))
             .collect(),
         ),
     }
@@ -284,8 +292,9 @@ impl EmitMetrics<Measure> for AwsPorts {
 mod tests {
     use super::*;
 
-    /// A quiet run sends its heartbeat alone (a zero count would keep a series billed); a
-    /// count is sent when it says something.
+    /// A quiet run sends its heartbeat, and the two values whose alarms read every run's; a
+    /// zero count else is left out (it would keep a series billed), a count is sent when it
+    /// says something.
     #[test]
     fn a_quiet_run_sends_its_heartbeat_alone() {
         let names = |measure: &Measure| -> Vec<&str> { metrics_of("f", measure).1.iter().map(|m| m.name).collect() };
@@ -304,8 +313,8 @@ mod tests {
             broken: 0,
             oldest_due_seconds,
         };
-        assert!(names(&run(0, 0, 0)).is_empty());
-        assert_eq!(names(&run(3, 1, 40)), [POLLS, POLLS_UNANSWERED, OLDEST_DUE_TASK_SECONDS]);
+        assert_eq!(names(&run(0, 0, 0)), [TASKS_NOT_RECONCILED, OLDEST_DUE_TASK_SECONDS]);
+        assert_eq!(names(&run(3, 1, 40)), [TASKS_NOT_RECONCILED, OLDEST_DUE_TASK_SECONDS, POLLS, POLLS_UNANSWERED]);
     }
 
     #[test]

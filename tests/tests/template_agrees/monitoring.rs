@@ -813,12 +813,14 @@ fn dashboard_reads_tells_dimension_sets_apart() {
     assert_eq!(values, ["download"]);
 }
 
-/// An alarm that reads a missing value as breaching (a function that does not run) reads a
-/// heartbeat: a metric its function emits every run, zero included. The scheduled functions
-/// leave their other counts out when zero (a series is billed by the hour it receives data),
-/// so an alarm of that kind on one of those would fire on every quiet run.
+/// An alarm that reads a missing value as breaching (a function that does not run), or asks
+/// whether every run of a while found something (the least of a period's values), reads a
+/// metric its function sends every run, zero included. The scheduled functions leave their
+/// other counts out when zero (a series is billed by the hour it receives data): an alarm of
+/// the first kind on one of those would fire on every quiet run, one of the second would
+/// fire when some runs, not every one, found something.
 #[test]
-fn an_alarm_reading_no_value_as_breaching_reads_a_heartbeat() {
+fn an_alarm_reading_every_run_reads_a_metric_sent_every_run() {
     use stemvault_reconciler::domain::Measure as Run;
     let template = template();
     let idle = |function: &str| -> BTreeSet<&'static str> {
@@ -852,10 +854,10 @@ fn an_alarm_reading_no_value_as_breaching_reads_a_heartbeat() {
         };
         metrics.iter().map(|m| m.name).collect()
     };
-    let mut read = 0;
+    let mut read = BTreeSet::new();
     for (name, alarm) in template["Resources"].as_mapping().unwrap() {
         let alarm = &alarm["Properties"];
-        if alarm["TreatMissingData"] != "breaching" {
+        if alarm["TreatMissingData"] != "breaching" && alarm["Statistic"] != "Minimum" {
             continue;
         }
         let name = name.as_str().unwrap_or_default();
@@ -863,9 +865,10 @@ fn an_alarm_reading_no_value_as_breaching_reads_a_heartbeat() {
         let function = cfn::reference(&alarm["Dimensions"][0]["Value"]).unwrap_or_default();
         let metric = alarm["MetricName"].as_str().unwrap_or_default();
         assert!(idle(&function).contains(metric), "{name}: {function} leaves {metric} out of a quiet run");
-        read += 1;
+        read.insert(name);
     }
-    assert_eq!(read, 2, "tasks-not-swept and parked-callbacks-stuck");
+    let expected = BTreeSet::from(["ParkedCallbacksStuck", "PollsBehind", "TasksNotReconciled", "TasksNotSwept"]);
+    assert_eq!(read, expected, "the alarms that read every run");
 }
 
 /// The fixed costs under README's "What it costs" count the alarms the template makes: those
