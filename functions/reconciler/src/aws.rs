@@ -32,8 +32,8 @@ use stemvault_vault::accept::ParkedBody;
 pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
 
 /// Parked callbacks a run found the table refuses for good (too large, a record it rejects)
-/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`] when
-/// any (as every count below: a zero says nothing, and would keep a series billed).
+/// and moved to their archive key unrecorded; emitted with [`CALLBACKS_STILL_PARKED`], zero
+/// too (the zero is what brings its alarm back to OK, as for every count below an alarm reads).
 pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
 /// Polls the provider refused for the API key (401/403) in a run; emitted by a run that read
@@ -54,14 +54,12 @@ pub const POLLS_UNANSWERED: &str = "PollsUnanswered";
 /// Tasks a run gave up (`abandoned`: no result in time, or unknown to the provider for a day).
 pub const TASKS_GIVEN_UP: &str = "TasksGivenUp";
 
-/// Due tasks a run could not handle (a table error, the task's budget run out, a panic); sent
-/// by every run that read the due tasks, zero too: the `tasks-not-reconciled` alarm asks
-/// whether every run of 15 minutes left some.
+/// Due tasks a run could not handle (a table error, the task's budget run out, a panic); zero
+/// too: the `tasks-not-reconciled` alarm asks whether every run of 15 minutes left some.
 pub const TASKS_NOT_RECONCILED: &str = "TasksNotReconciled";
 
 /// How late, in seconds, the oldest due task's poll was when a run read the due tasks (0 with
-/// none due; sent zero too, as [`TASKS_NOT_RECONCILED`]: the `polls-behind` alarm asks whether
-/// every run of half an hour found it late).
+/// none due); emitted with [`POLLS_REFUSED`].
 pub const OLDEST_DUE_TASK_SECONDS: &str = "OldestDueTaskSeconds";
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included: the
@@ -254,28 +252,26 @@ pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static s
     match *measure {
         Measure::ParkedCallbacks { still_parked, refused } => (
             vec![function],
-            // The heartbeat, then what is not zero.
-            std::iter::once(Metric::counted(CALLBACKS_STILL_PARKED, still_parked))
-                .chain(metrics::without_zeros([Metric::counted(PARKED_CALLBACKS_REFUSED, refused)]))
-                .collect(),
+            vec![
+                Metric::counted(CALLBACKS_STILL_PARKED, still_parked),
+                Metric::counted(PARKED_CALLBACKS_REFUSED, refused),
+            ],
         ),
         Measure::Reconciled { polls, unanswered, refused, unpaid, given_up, failed, broken, oldest_due_seconds } => (
             vec![function],
-            // Sent every such run, zero too: their alarms ask whether every run of a while
-            // found so (the least of the period's values), which a run left out cannot answer.
+            // Zero too: an alarm reads each of them run by run (a zero is what brings it back
+            // to OK); but TasksBroken, whose alarm fills its gaps with zeros.
             [
-                Metric::counted(TASKS_NOT_RECONCILED, failed),
-                Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
-            ]
-            .into_iter()
-            .chain(metrics::without_zeros([
                 Metric::counted(POLLS, polls),
                 Metric::counted(POLLS_UNANSWERED, unanswered),
                 Metric::counted(POLLS_REFUSED, refused),
                 Metric::counted(POLLS_UNPAID, unpaid),
                 Metric::counted(TASKS_GIVEN_UP, given_up),
-                Metric::counted(metrics::TASKS_BROKEN, broken),
-            ]))
+                Metric::counted(TASKS_NOT_RECONCILED, failed),
+                Metric::seconds(OLDEST_DUE_TASK_SECONDS, oldest_due_seconds as f64),
+            ]
+            .into_iter()
+            .chain(metrics::without_zeros([Metric::counted(metrics::TASKS_BROKEN, broken)]))
             .collect(),
         ),
     }
@@ -292,29 +288,37 @@ impl EmitMetrics<Measure> for AwsPorts {
 mod tests {
     use super::*;
 
-    /// A quiet run sends its heartbeat, and the two values whose alarms read every run's; a
-    /// zero count else is left out (it would keep a series billed), a count is sent when it
-    /// says something.
+    /// A quiet run sends every value an alarm reads run by run, zeros too, and leaves out a
+    /// zero no alarm needs (it would keep a series billed): TasksBroken's, whose alarm fills
+    /// its gaps.
     #[test]
-    fn a_quiet_run_sends_its_heartbeat_alone() {
+    fn a_quiet_run_leaves_out_only_the_zeros_no_alarm_needs() {
         let names = |measure: &Measure| -> Vec<&str> { metrics_of("f", measure).1.iter().map(|m| m.name).collect() };
-        assert_eq!(names(&Measure::ParkedCallbacks { still_parked: 0, refused: 0 }), [CALLBACKS_STILL_PARKED]);
         assert_eq!(
-            names(&Measure::ParkedCallbacks { still_parked: 0, refused: 2 }),
+            names(&Measure::ParkedCallbacks { still_parked: 0, refused: 0 }),
             [CALLBACKS_STILL_PARKED, PARKED_CALLBACKS_REFUSED]
         );
-        let run = |polls, unanswered, oldest_due_seconds| Measure::Reconciled {
-            polls,
-            unanswered,
+        let run = |broken| Measure::Reconciled {
+            polls: 0,
+            unanswered: 0,
             refused: 0,
             unpaid: 0,
             given_up: 0,
             failed: 0,
-            broken: 0,
-            oldest_due_seconds,
+            broken,
+            oldest_due_seconds: 0,
         };
-        assert_eq!(names(&run(0, 0, 0)), [TASKS_NOT_RECONCILED, OLDEST_DUE_TASK_SECONDS]);
-        assert_eq!(names(&run(3, 1, 40)), [TASKS_NOT_RECONCILED, OLDEST_DUE_TASK_SECONDS, POLLS, POLLS_UNANSWERED]);
+        let read_by_alarms = [
+            POLLS,
+            POLLS_UNANSWERED,
+            POLLS_REFUSED,
+            POLLS_UNPAID,
+            TASKS_GIVEN_UP,
+            TASKS_NOT_RECONCILED,
+            OLDEST_DUE_TASK_SECONDS,
+        ];
+        assert_eq!(names(&run(0)), read_by_alarms);
+        assert_eq!(names(&run(1)).last(), Some(&metrics::TASKS_BROKEN));
     }
 
     #[test]

@@ -43,7 +43,7 @@ pub const TASKS_SWEPT: &str = "TasksSwept";
 pub const TASKS_NOT_SWEPT: &str = "TasksNotSwept";
 
 /// How long ago the oldest open task past the grace period last received a callback, in
-/// seconds; not emitted with none open, nor by a run that could not read the index.
+/// seconds (0 with none open); not emitted by a run that could not read the index.
 pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
 
 /// The CloudWatch metrics of one [`Measure`] (names fixed: alarms and the dashboard read
@@ -52,14 +52,16 @@ pub const OLDEST_OPEN_TASK_SECONDS: &str = "OldestOpenTaskSeconds";
 pub fn metrics_of(function: &'static str, measure: &Measure) -> (Vec<(&'static str, &'static str)>, Vec<Metric>) {
     match *measure {
         Measure::Swept { checked, failed, broken, oldest_open_seconds } => {
-            // The heartbeat, then what is not zero.
+            // What an alarm reads run by run, zero too (a zero is what brings it back to OK);
+            // the rest only when not zero (TasksSwept no alarm reads; TasksBroken's fills its
+            // gaps with zeros).
             let mut metrics = vec![Metric::counted(TASKS_NOT_SWEPT, failed)];
-            let oldest = oldest_open_seconds.map(|seconds| Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64));
-            metrics.extend(metrics::without_zeros(
-                [Metric::counted(TASKS_SWEPT, checked), Metric::counted(metrics::TASKS_BROKEN, broken)]
-                    .into_iter()
-                    .chain(oldest),
-            ));
+            metrics
+                .extend(oldest_open_seconds.map(|seconds| Metric::seconds(OLDEST_OPEN_TASK_SECONDS, seconds as f64)));
+            metrics.extend(metrics::without_zeros([
+                Metric::counted(TASKS_SWEPT, checked),
+                Metric::counted(metrics::TASKS_BROKEN, broken),
+            ]));
             (vec![(metrics::FUNCTION, function)], metrics)
         }
     }
@@ -262,17 +264,17 @@ mod tests {
 
     use super::*;
 
-    /// A quiet sweep sends its heartbeat alone (a zero count would keep a series billed); a
-    /// count is sent when it says something.
+    /// A quiet sweep sends what an alarm reads run by run, zeros too, and leaves out a zero no
+    /// alarm needs (it would keep a series billed).
     #[test]
-    fn a_quiet_sweep_sends_its_heartbeat_alone() {
+    fn a_quiet_sweep_leaves_out_only_the_zeros_no_alarm_needs() {
         let names = |checked, oldest_open_seconds| -> Vec<&str> {
             let swept = Measure::Swept { checked, failed: 0, broken: 0, oldest_open_seconds };
             metrics_of("f", &swept).1.iter().map(|m| m.name).collect()
         };
-        assert_eq!(names(0, Some(0)), [TASKS_NOT_SWEPT]);
+        assert_eq!(names(0, Some(0)), [TASKS_NOT_SWEPT, OLDEST_OPEN_TASK_SECONDS]);
         assert_eq!(names(0, None), [TASKS_NOT_SWEPT]);
-        assert_eq!(names(4, Some(90)), [TASKS_NOT_SWEPT, TASKS_SWEPT, OLDEST_OPEN_TASK_SECONDS]);
+        assert_eq!(names(4, Some(90)), [TASKS_NOT_SWEPT, OLDEST_OPEN_TASK_SECONDS, TASKS_SWEPT]);
     }
 
     /// The cursor's read, whose first attempt stalls (a connection that never answers), is

@@ -136,8 +136,8 @@ pub enum Measure {
     /// as failed they would hold the tasks-not-swept alarm in ALARM, hiding a later outage);
     /// and how long ago the oldest open task past the grace period last received a
     /// callback, in seconds (0: none; None: the index could not be read). Measured by every
-    /// run; of its metrics `TasksNotSwept` is sent zero too, so an alarm can tell a quiet run
-    /// from none, the others only when not zero ([`crate::aws::metrics_of`]).
+    /// run; its metrics leave out the zeros no alarm needs ([`crate::aws::metrics_of`]), and
+    /// keep `TasksNotSwept`'s, so an alarm can tell a quiet run from none.
     Swept { checked: usize, failed: usize, broken: usize, oldest_open_seconds: Option<u64> },
 }
 

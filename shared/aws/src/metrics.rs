@@ -91,9 +91,9 @@ impl Metric {
 }
 
 /// `metrics` less those of value zero. The scheduled functions count every run, and a series
-/// is billed by the hour it receives data: zeros sent every run kept a dozen series billed on
-/// a stack with nothing to count. (A heartbeat, read by an alarm that takes a missing value for
-/// a function that does not run, is sent apart, zero too.)
+/// is billed by the hour it receives data: a zero no alarm needs, sent every run, keeps a
+/// series billed on a stack with nothing to count. (What an alarm reads run by run is sent
+/// apart, zero too: the zero is what brings it back to OK, or tells a quiet run from none.)
 pub fn without_zeros(metrics: impl IntoIterator<Item = Metric>) -> impl Iterator<Item = Metric> {
     metrics.into_iter().filter(|m| m.value != 0.0)
 }
