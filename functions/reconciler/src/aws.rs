@@ -36,8 +36,9 @@ pub const CALLBACKS_STILL_PARKED: &str = "CallbacksStillParked";
 /// too (the zero is what brings its alarm back to OK, as for every count below an alarm reads).
 pub const PARKED_CALLBACKS_REFUSED: &str = "ParkedCallbacksRefused";
 
-/// Polls the provider refused for the API key (401/403) in a run; emitted by a run that read
-/// the due tasks, with [`TASKS_GIVEN_UP`] and [`TASKS_NOT_RECONCILED`]; dimension `Function`.
+/// Polls the provider refused for the API key (401/403) in a run; emitted by every run that
+/// read the due tasks, zero too, with [`TASKS_GIVEN_UP`] and [`TASKS_NOT_RECONCILED`];
+/// dimension `Function`.
 pub const POLLS_REFUSED: &str = "PollsRefused";
 
 /// Polls the provider refused for the account's credits (402) in a run; emitted with
