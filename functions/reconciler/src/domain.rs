@@ -126,7 +126,8 @@ pub enum Measure {
     /// write the table refuses: put off an hour, until someone fixes it). And how late the
     /// oldest due task's poll was when the run read the index (0 with none due): more tasks
     /// watched than runs poll make it grow. Measured by every such run; its metrics leave
-    /// out the zeros no alarm reads run by run ([`crate::aws::metrics_of`]).
+    /// out the zeros no alarm needs (TasksBroken's: its alarm FILLs its gaps;
+    /// [`crate::aws::metrics_of`]).
     Reconciled {
         polls: usize,
         unanswered: usize,
