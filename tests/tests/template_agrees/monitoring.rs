@@ -472,6 +472,39 @@ fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&st
 /// In Lambda a function's metrics carry its deployed name as `Function`
 /// (`stemvault_aws::metrics::function_name`), which is what `!Ref` of the function (`${Name}`
 /// in a `!Sub`) yields; substituted as the tests substitute, that is its logical id.
+/// The metrics the sweeper's and the reconciler's runs send with every count `n` (0: a quiet
+/// run; 1: one that counted everything), each with its dimensions (`Function` = the logical id).
+fn scheduled_run_metrics(n: usize) -> Vec<(Vec<(&'static str, &'static str)>, stemvault_aws::metrics::Metric)> {
+    use stemvault_reconciler::domain::Measure as Run;
+    let swept = stemvault_sweeper::domain::Measure::Swept {
+        checked: n,
+        failed: n,
+        broken: n,
+        oldest_open_seconds: Some(n as u64),
+    };
+    let runs = [
+        Run::ParkedCallbacks { still_parked: n, refused: n },
+        Run::Reconciled {
+            polls: n,
+            unanswered: n,
+            refused: n,
+            unpaid: n,
+            given_up: n,
+            failed: n,
+            broken: n,
+            oldest_due_seconds: n as u64,
+        },
+    ];
+    let mut sent = Vec::new();
+    let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
+    sent.extend(metrics.into_iter().map(|m| (dimensions.clone(), m)));
+    for run in &runs {
+        let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
+        sent.extend(metrics.into_iter().map(|m| (dimensions.clone(), m)));
+    }
+    sent
+}
+
 #[test]
 fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_download::domain::Measure;
@@ -520,30 +553,8 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         let (dimensions, metrics) = stemvault_ingest::aws::metrics_of("IngestFunction", answer);
         emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
     }
-    // The reconciler: every measure, likewise.
-    use stemvault_reconciler::domain::Measure as Run;
-    let runs = [
-        Run::ParkedCallbacks { still_parked: 1, refused: 1 },
-        Run::Reconciled {
-            polls: 1,
-            unanswered: 1,
-            refused: 1,
-            unpaid: 1,
-            given_up: 1,
-            failed: 1,
-            broken: 1,
-            oldest_due_seconds: 1,
-        },
-    ];
-    for run in &runs {
-        let (dimensions, metrics) = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run);
-        emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
-    }
-    // The sweeper: its one measure, likewise.
-    let swept =
-        stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1, oldest_open_seconds: Some(1) };
-    let (dimensions, metrics) = stemvault_sweeper::aws::metrics_of("SweeperFunction", &swept);
-    emitted.extend(metrics.iter().map(|m| (m.name.to_owned(), dimensions.clone())));
+    // The reconciler and the sweeper: every measure, likewise.
+    emitted.extend(scheduled_run_metrics(1).into_iter().map(|(dimensions, m)| (m.name.to_owned(), dimensions)));
     // Their alarms read those metrics by their names and the one dimension.
     for (alarm, metric, function) in [
         ("ProviderKeyRefused", stemvault_reconciler::aws::POLLS_REFUSED, "ReconcilerFunction"),
@@ -821,54 +832,12 @@ fn dashboard_reads_tells_dimension_sets_apart() {
 /// so on its last value rather than going back to OK on the zero.
 #[test]
 fn an_alarm_on_a_scheduled_functions_value_reads_one_sent_every_run() {
-    use stemvault_reconciler::domain::Measure as Run;
     let template = template();
-    let sweeper =
-        stemvault_sweeper::domain::Measure::Swept { checked: 0, failed: 0, broken: 0, oldest_open_seconds: Some(0) };
-    let quiet_runs = [
-        Run::ParkedCallbacks { still_parked: 0, refused: 0 },
-        Run::Reconciled {
-            polls: 0,
-            unanswered: 0,
-            refused: 0,
-            unpaid: 0,
-            given_up: 0,
-            failed: 0,
-            broken: 0,
-            oldest_due_seconds: 0,
-        },
-    ];
-    let mut quiet: BTreeSet<(&str, &str)> = stemvault_sweeper::aws::metrics_of("SweeperFunction", &sweeper)
-        .1
-        .iter()
-        .map(|m| ("SweeperFunction", m.name))
-        .collect();
-    for run in &quiet_runs {
-        let metrics = stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run).1;
-        quiet.extend(metrics.iter().map(|m| ("ReconcilerFunction", m.name)));
-    }
-    // What their runs send when every count is not zero (other metrics, such as a failed
-    // secret read's, are sent when it happens, not run by run).
-    let busy_sweep =
-        stemvault_sweeper::domain::Measure::Swept { checked: 1, failed: 1, broken: 1, oldest_open_seconds: Some(1) };
-    let mut by_runs: BTreeSet<&str> =
-        stemvault_sweeper::aws::metrics_of("SweeperFunction", &busy_sweep).1.iter().map(|m| m.name).collect();
-    let busy_runs = [
-        Run::ParkedCallbacks { still_parked: 1, refused: 1 },
-        Run::Reconciled {
-            polls: 1,
-            unanswered: 1,
-            refused: 1,
-            unpaid: 1,
-            given_up: 1,
-            failed: 1,
-            broken: 1,
-            oldest_due_seconds: 1,
-        },
-    ];
-    for run in &busy_runs {
-        by_runs.extend(stemvault_reconciler::aws::metrics_of("ReconcilerFunction", run).1.iter().map(|m| m.name));
-    }
+    // (Function, metric) of a quiet run; and what their runs send when every count is not
+    // zero (other metrics, such as a failed secret read's, are sent when it happens, not run
+    // by run).
+    let quiet: BTreeSet<(&str, &str)> = scheduled_run_metrics(0).iter().map(|(d, m)| (d[0].1, m.name)).collect();
+    let by_runs: BTreeSet<&str> = scheduled_run_metrics(1).iter().map(|(_, m)| m.name).collect();
     // Each alarm's metrics: (its id in the expression, if any; the metric; its Function).
     let read = |alarm: &Value| -> Vec<(Option<String>, String, String)> {
         let function = |metric: &Value| {
