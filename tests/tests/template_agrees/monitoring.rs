@@ -469,9 +469,6 @@ fn dashboard_reads(dashboard: &serde_json::Value, name: &str, dimensions: &[(&st
     }
 }
 
-/// In Lambda a function's metrics carry its deployed name as `Function`
-/// (`stemvault_aws::metrics::function_name`), which is what `!Ref` of the function (`${Name}`
-/// in a `!Sub`) yields; substituted as the tests substitute, that is its logical id.
 /// The metrics the sweeper's and the reconciler's runs send with every count `n` (0: a quiet
 /// run; 1: one that counted everything), each with its dimensions (`Function` = the logical id).
 fn scheduled_run_metrics(n: usize) -> Vec<(Vec<(&'static str, &'static str)>, stemvault_aws::metrics::Metric)> {
@@ -505,6 +502,9 @@ fn scheduled_run_metrics(n: usize) -> Vec<(Vec<(&'static str, &'static str)>, st
     sent
 }
 
+/// In Lambda a function's metrics carry its deployed name as `Function`
+/// (`stemvault_aws::metrics::function_name`), which is what `!Ref` of the function (`${Name}`
+/// in a `!Sub`) yields; substituted as the tests substitute, that is its logical id.
 #[test]
 fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
     use stemvault_download::domain::Measure;
