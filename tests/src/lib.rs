@@ -193,6 +193,17 @@ pub fn repo_dir() -> PathBuf {
     PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Every ```json block of README.md that parses as JSON, in the README's order (a block
+/// that is no JSON, such as one with `…` for a value, is left out).
+pub fn readme_json_examples() -> Vec<serde_json::Value> {
+    let readme = std::fs::read_to_string(repo_dir().join("README.md")).expect("README.md");
+    readme
+        .split("```json\n")
+        .skip(1)
+        .filter_map(|block| serde_json::from_str(block.split_once("```")?.0).ok())
+        .collect()
+}
+
 /// The documented callback fixtures, copied into the repository's `fixtures/callbacks/`.
 pub fn fixtures_dir() -> PathBuf {
     repo_dir().join("fixtures/callbacks")

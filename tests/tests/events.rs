@@ -381,11 +381,8 @@ async fn a_failure_result_publishes_its_stage_and_task_failed() {
 #[test]
 fn the_readme_event_examples_are_events_the_code_makes() {
     use stemvault_vault::events::{EventDetail, EventType};
-    let readme = std::fs::read_to_string(stemvault_tests::repo_dir().join("README.md")).expect("README.md");
     let mut examples = Vec::new();
-    for block in readme.split("```json\n").skip(1) {
-        let Some((text, _)) = block.split_once("```") else { continue };
-        let Ok(value) = serde_json::from_str::<Value>(text) else { continue };
+    for value in stemvault_tests::readme_json_examples() {
         let kind = match (&value["detail-type"], &value["type"]) {
             (Value::String(detail_type), _) => EventType::from_detail_type(detail_type),
             (_, Value::String(webhook_type)) if value["data"].is_object() => {

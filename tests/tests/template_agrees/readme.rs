@@ -194,11 +194,8 @@ fn the_item_schema_names_every_stored_attribute() {
 /// back, the same JSON (every field, in the order the code writes them).
 #[test]
 fn the_manifest_example_is_one_the_code_writes() {
-    let readme = read(&repo().join("README.md"));
-    let examples: Vec<serde_json::Value> = readme
-        .split("```json\n")
-        .skip(1)
-        .filter_map(|block| serde_json::from_str::<serde_json::Value>(block.split_once("```")?.0).ok())
+    let examples: Vec<serde_json::Value> = stemvault_tests::readme_json_examples()
+        .into_iter()
         .filter(|value| value.get("generated_at").is_some() && value.get("files").is_some())
         .collect();
     assert_eq!(examples.len(), 1, "README shows one manifest");
