@@ -476,3 +476,101 @@ fn stand_in(variable: &str) -> String {
         v => v.to_lowercase(),
     }
 }
+
+/// `ApiDomainName` (and `ApiMappingKey`) map the stack's API, its one stage, to a custom
+/// domain made outside the stack, and `CallbackUrl` and `ResultsUrl` then name that domain
+/// (under the key) with the paths the routes serve; by default nothing is mapped and the
+/// outputs name the API's own endpoint. A key without a domain is refused at deploy time,
+/// and the patterns refuse what API Gateway would (or what would make a broken URL).
+#[test]
+fn the_api_maps_to_a_custom_domain_of_your_own_when_asked() {
+    let template = template();
+    let mapping = cfn::resource(&template, "ApiDomainMapping");
+    assert_eq!(mapping["Type"], "AWS::ApiGatewayV2::ApiMapping");
+    assert_eq!(mapping["Condition"], "HasApiDomain");
+    let properties = &mapping["Properties"];
+    assert_eq!(cfn::reference(&properties["DomainName"]).as_deref(), Some("ApiDomainName"));
+    assert_eq!(cfn::reference(&properties["ApiId"]).as_deref(), Some("HttpApi"));
+    // SAM's name for the HTTP API's `$default` stage, the one the routes are deployed to.
+    assert_eq!(cfn::reference(&properties["Stage"]).as_deref(), Some("HttpApiApiGatewayDefaultStage"));
+    assert_eq!(
+        properties["ApiMappingKey"],
+        yaml_serde::from_str::<Value>("!If [HasApiMappingKey, !Ref ApiMappingKey, !Ref AWS::NoValue]").unwrap()
+    );
+
+    // The output's URL with `given` parameter values: the `!If` branch the conditions take,
+    // its `!Sub` filled in with the parameters.
+    let url = |output: &str, given: &BTreeMap<&str, &str>| -> String {
+        let mut value = &template["Outputs"][output]["Value"];
+        while let Some((tag, args)) = cfn::intrinsic(value).filter(|(tag, _)| tag == "If") {
+            let condition = &template["Conditions"][args[0].as_str().unwrap_or_else(|| panic!("{tag}"))];
+            value = &args[if holds(&template, condition, given) { 1 } else { 2 }];
+        }
+        let text = cfn::sub(value).unwrap_or_else(|| panic!("{output}: no !Sub at the end of its !Ifs"));
+        given.iter().fold(text, |text, (name, v)| text.replace(&format!("${{{name}}}"), v))
+    };
+    let route_path = |function: &str, event: &str| {
+        cfn::function_properties(&template, function)["Events"][event]["Properties"]["Path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{function}.{event}: no path"))
+            .to_owned()
+    };
+    let callback = route_path("IngestFunction", "Callback");
+    let tasks = route_path("ResultsFunction", "Task");
+    let tasks = tasks.strip_suffix("/{task_id}").expect("GET /tasks/{task_id}");
+
+    let defaults = BTreeMap::new();
+    assert!(!holds(&template, &template["Conditions"]["HasApiDomain"], &defaults), "no domain by default");
+    let own = |path: &str| format!("https://${{HttpApi}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}{path}");
+    assert_eq!(url("CallbackUrl", &defaults), own(&callback));
+    assert_eq!(url("ResultsUrl", &defaults), own(tasks));
+
+    let domain = BTreeMap::from([("ApiDomainName", "api.example.com")]);
+    assert!(holds(&template, &template["Conditions"]["HasApiDomain"], &domain));
+    assert_eq!(url("CallbackUrl", &domain), format!("https://api.example.com{callback}"));
+    assert_eq!(url("ResultsUrl", &domain), format!("https://api.example.com{tasks}"));
+    let keyed = BTreeMap::from([("ApiDomainName", "api.example.com"), ("ApiMappingKey", "hooks/v1")]);
+    assert_eq!(url("CallbackUrl", &keyed), format!("https://api.example.com/hooks/v1{callback}"));
+    assert_eq!(url("ResultsUrl", &keyed), format!("https://api.example.com/hooks/v1{tasks}"));
+
+    let rule = &template["Rules"]["MappingKeyNeedsADomain"];
+    let key_alone = BTreeMap::from([("ApiMappingKey", "hooks")]);
+    assert!(holds(&template, &rule["RuleCondition"], &key_alone));
+    assert!(!holds(&template, &rule["Assertions"][0]["Assert"], &key_alone), "a key without a domain deploys");
+    assert!(!holds(&template, &rule["RuleCondition"], &keyed));
+    assert!(
+        holds(&template, &rule["RuleCondition"], &defaults)
+            && holds(&template, &rule["Assertions"][0]["Assert"], &defaults)
+    );
+
+    let pattern = |name: &str| {
+        regex::Regex::new(template["Parameters"][name]["AllowedPattern"].as_str().unwrap_or_else(|| panic!("{name}")))
+            .unwrap()
+    };
+    let domains = pattern("ApiDomainName");
+    for accepted in ["", "api.example.com", "hooks.a-b.example.co.uk", "x1.example.io", "api.xn--p1ai"] {
+        assert!(domains.is_match(accepted), "{accepted:?} refused");
+    }
+    for refused in [
+        "API.example.com",
+        "https://api.example.com",
+        "api.example.com/",
+        "api.example.com:443",
+        "localhost",
+        "-api.example.com",
+        "api-.example.com",
+        "api..example.com",
+        "api.example.com.",
+        "api.example.1",
+        "*.example.com",
+    ] {
+        assert!(!domains.is_match(refused), "{refused:?} accepted");
+    }
+    let keys = pattern("ApiMappingKey");
+    for accepted in ["", "stemvault", "hooks/v1", "a.b_c-d"] {
+        assert!(keys.is_match(accepted), "{accepted:?} refused");
+    }
+    for refused in ["/hooks", "hooks/", "hooks//v1", "a b", "hooks?x", "https://x"] {
+        assert!(!keys.is_match(refused), "{refused:?} accepted");
+    }
+}
