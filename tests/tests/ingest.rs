@@ -166,15 +166,28 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     let event = parse_callback(&body).unwrap();
     let mut deliveries = tokio::task::JoinSet::new();
     for _ in 0..20 {
-        let (app, req) = (app.clone(), signed(&body));
-        deliveries.spawn(async move { app.handle(req).await });
+        let (app, body) = (app.clone(), body.clone());
+        // A 503 is the provider's cue to deliver again, as it does (on a loaded machine a
+        // delivery queued behind the others' parks can run out of its answer time).
+        deliveries.spawn(async move {
+            let mut unavailable = 0;
+            loop {
+                let answer = app.handle(signed(&body)).await;
+                if answer.status() != StatusCode::SERVICE_UNAVAILABLE || unavailable == 3 {
+                    break (answer, unavailable);
+                }
+                unavailable += 1;
+            }
+        });
     }
+    let mut redelivered = 0;
     let answers: Vec<Value> = deliveries
         .join_all()
         .await
         .iter()
-        .map(|r| {
+        .map(|(r, unavailable)| {
             assert_eq!(r.status(), StatusCode::OK, "{}", json(r));
+            redelivered += unavailable;
             json(r)
         })
         .collect();
@@ -198,8 +211,9 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
 
     let record = env.record(event.task_id.as_str()).await.unwrap();
     // Parked deliveries count once more by their one replay, less those parked before
-    // their count was written.
-    let counted = if parked == 0 { 20..=20 } else { 21 - parked as u64..=21 };
+    // their count was written; a delivery answered 503 may have been counted before it failed.
+    let replay = u64::from(parked > 0);
+    let counted = (20 - parked as u64 + replay)..=(20 + redelivered + replay);
     assert!(counted.contains(&record.deliveries), "{}", record.deliveries);
     assert_eq!(record.callbacks.len(), 1);
     assert_eq!(record.callbacks.values().next().unwrap().deliveries, record.deliveries);
