@@ -1432,16 +1432,20 @@ fn the_sweeper_reads_and_writes_only_its_cursor_item_by_key() {
 
 /// A batch is as large as the messages a function handles at once: a larger one leaves the
 /// rest waiting for a permit inside the same invocation deadline (a late copy can be cut off
-/// and retried while its URL ages).
+/// and retried while its URL ages). The download's batches are gathered for a few seconds,
+/// so that the files of a task copy together in one invocation (billed about as one copy)
+/// rather than one or two to an invocation; a webhook goes out as soon as its event comes.
 #[test]
 fn each_queue_batch_is_as_large_as_the_messages_handled_at_once() {
     let template = template();
-    for (function, event, at_once) in [
-        ("DownloadFunction", "Jobs", stemvault_download::app::MAX_CONCURRENT_MESSAGES),
-        ("NotifyFunction", "Events", stemvault_notify::app::MAX_CONCURRENT_MESSAGES),
+    for (function, event, at_once, gathered_for) in [
+        ("DownloadFunction", "Jobs", stemvault_download::app::MAX_CONCURRENT_MESSAGES, 1..=5),
+        ("NotifyFunction", "Events", stemvault_notify::app::MAX_CONCURRENT_MESSAGES, 0..=0),
     ] {
         let source = &cfn::resource(&template, function)["Properties"]["Events"][event]["Properties"];
         assert_eq!(source["BatchSize"].as_u64(), Some(at_once as u64), "{function}");
+        let window = source["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0);
+        assert!(gathered_for.contains(&window), "{function}: batches gathered for {window} s");
     }
 }
 
