@@ -167,16 +167,19 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
     let mut deliveries = tokio::task::JoinSet::new();
     for _ in 0..20 {
         let (app, body) = (app.clone(), body.clone());
-        // A 503 is the provider's cue to deliver again, as it does (on a loaded machine a
-        // delivery queued behind the others' parks can run out of its answer time).
+        // A 503 `timeout` is the provider's cue to deliver again, as it does: on a loaded
+        // machine a delivery queued behind the others' parks can run out of its answer time.
+        // Any other 503 (a contended record, claims held) fails the test.
         deliveries.spawn(async move {
-            let mut unavailable = 0;
+            let mut out_of_time = 0;
             loop {
                 let answer = app.handle(signed(&body)).await;
-                if answer.status() != StatusCode::SERVICE_UNAVAILABLE || unavailable == 3 {
-                    break (answer, unavailable);
+                let timed_out =
+                    answer.status() == StatusCode::SERVICE_UNAVAILABLE && json(&answer)["error"] == "timeout";
+                if !timed_out || out_of_time == 3 {
+                    break (answer, out_of_time);
                 }
-                unavailable += 1;
+                out_of_time += 1;
             }
         });
     }
@@ -185,9 +188,9 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
         .join_all()
         .await
         .iter()
-        .map(|(r, unavailable)| {
+        .map(|(r, out_of_time)| {
             assert_eq!(r.status(), StatusCode::OK, "{}", json(r));
-            redelivered += unavailable;
+            redelivered += out_of_time;
             json(r)
         })
         .collect();
@@ -205,9 +208,11 @@ async fn twenty_concurrent_deliveries_have_exactly_one_effect() {
         // The same bytes park under one key: one replay.
         let replayed = (outcome.replayed.callbacks_replayed, outcome.replayed.callbacks_still_parked);
         assert_eq!(replayed, (1, 0), "{outcome:?}");
-    } else {
+    } else if redelivered == 0 {
         assert_eq!((accepted, queued), (1, 12), "{answers:?}");
     }
+    // (A delivery that recorded the task and then ran out of time leaves every answer a
+    // duplicate: the checks below still see one effect.)
 
     let record = env.record(event.task_id.as_str()).await.unwrap();
     // Parked deliveries count once more by their one replay, less those parked before

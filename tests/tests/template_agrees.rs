@@ -1444,7 +1444,9 @@ fn each_queue_batch_is_as_large_as_the_messages_handled_at_once() {
     ] {
         let source = &cfn::resource(&template, function)["Properties"]["Events"][event]["Properties"];
         assert_eq!(source["BatchSize"].as_u64(), Some(at_once as u64), "{function}");
-        let window = source["MaximumBatchingWindowInSeconds"].as_u64().unwrap_or(0);
+        let window = source
+            .get("MaximumBatchingWindowInSeconds")
+            .map_or(0, |w| w.as_u64().unwrap_or_else(|| panic!("{function}: the batching window is no number: {w:?}")));
         assert!(gathered_for.contains(&window), "{function}: batches gathered for {window} s");
     }
 }

@@ -491,8 +491,9 @@ fn the_api_maps_to_a_custom_domain_of_your_own_when_asked() {
     let properties = &mapping["Properties"];
     assert_eq!(cfn::reference(&properties["DomainName"]).as_deref(), Some("ApiDomainName"));
     assert_eq!(cfn::reference(&properties["ApiId"]).as_deref(), Some("HttpApi"));
-    // SAM's name for the HTTP API's `$default` stage, the one the routes are deployed to.
-    assert_eq!(cfn::reference(&properties["Stage"]).as_deref(), Some("HttpApiApiGatewayDefaultStage"));
+    // SAM's reference to the HTTP API's stage (its own `$default`, which the routes are
+    // deployed to, whatever StageName would name it).
+    assert_eq!(cfn::reference(&properties["Stage"]).as_deref(), Some("HttpApi.Stage"));
     assert_eq!(
         properties["ApiMappingKey"],
         yaml_serde::from_str::<Value>("!If [HasApiMappingKey, !Ref ApiMappingKey, !Ref AWS::NoValue]").unwrap()
@@ -570,7 +571,9 @@ fn the_api_maps_to_a_custom_domain_of_your_own_when_asked() {
     for accepted in ["", "stemvault", "hooks/v1", "a.b_c-d"] {
         assert!(keys.is_match(accepted), "{accepted:?} refused");
     }
-    for refused in ["/hooks", "hooks/", "hooks//v1", "a b", "hooks?x", "https://x"] {
+    for refused in ["/hooks", "hooks/", "hooks//v1", "a b", "hooks?x", "https://x", ".", "..", "hooks/..", "./hooks"] {
         assert!(!keys.is_match(refused), "{refused:?} accepted");
     }
+    assert!(keys.is_match(".well-known/hooks") && keys.is_match("v1.2"), "dots within a segment are a path's own");
+    assert_eq!(template["Parameters"]["ApiMappingKey"]["MaxLength"].as_u64(), Some(300), "API Gateway's longest");
 }
