@@ -22,7 +22,9 @@ use stemvault_tests::TestEnv;
 use stemvault_tests::download::{job_of, queued_record};
 use stemvault_tests::file_server::{FileServer, Reply, generated_bytes, generated_sha256};
 use stemvault_vault::download::{ManifestPlan, SettlePlan, manifest_job, settle_plan};
-use stemvault_vault::{Conditional, FileStatus, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{
+    Conditional, FileStatus, LeaseEnd, Manifest, PublicFileStatus, TaskRecord, Timestamp, VaultState,
+};
 use suno_callbacks::{Family, Stage, TaskId};
 
 const MIB: usize = 1024 * 1024;
@@ -219,7 +221,7 @@ async fn a_mid_body_disconnect_is_retried_and_then_stored_intact() {
     assert_eq!(entry.status, FileStatus::Queued, "released for the retry");
     assert_eq!(entry.claim, None);
     let released_at = entry.lease_until.expect("a released file keeps when its claim ended");
-    assert!((Timestamp::now().unix_seconds() - released_at).abs() < 60, "{released_at}");
+    assert!((Timestamp::now().unix_seconds() - released_at.unix_seconds).abs() < 60, "{released_at:?}");
     assert!(entry.error.as_deref().is_some_and(|e| e.contains("source")), "{:?}", entry.error);
     assert_eq!(s.env.object(&key).await, None, "no partial object under the key (a streamed put cut short)");
     assert_eq!(after_failure.vault, VaultState::Pending);
@@ -521,8 +523,8 @@ async fn one_queued_vocal(env: &TestEnv) -> (TaskRecord, TaskId) {
 
 /// A claim for `worker`, its lease a minute.
 fn claim(worker: &str) -> Claim {
-    let now = Timestamp::now().unix_seconds();
-    Claim { worker: worker.into(), lease_until: now + 60, now }
+    let now = Timestamp::now();
+    Claim { worker: worker.into(), lease_until: LeaseEnd::at(now.plus(Duration::from_secs(60))), now }
 }
 
 /// What ingest writes for a callback bringing `url` while `vocal` is being downloaded (its
@@ -786,7 +788,7 @@ async fn a_file_stored_but_not_recorded_is_recorded_from_its_copy_on_redelivery(
         let file = unrecorded.files.get_mut(name).unwrap();
         (file.status, file.claim, file.attempts) = (FileStatus::Downloading, Some("stopped".into()), 1);
         (file.bytes, file.sha256, file.content_type, file.stored_at) = (None, None, None, None);
-        file.lease_until = Some(Timestamp::now().unix_seconds() - 60);
+        file.lease_until = Some(LeaseEnd::at(Timestamp::now().minus(Duration::from_secs(60))));
         s.env.rewrite_record(&stored, &unrecorded).await;
         s.server.route(&path, Reply::Status(403));
 

@@ -22,7 +22,7 @@ use stemvault_tests::file_server::FileServer;
 use stemvault_tests::{TestEnv, fixture, fixtures_dir};
 use stemvault_vault::StoreError;
 use stemvault_vault::download::MANIFEST_JOB_NAME;
-use stemvault_vault::{FileJob, FileStatus, TaskRecord};
+use stemvault_vault::{FileJob, FileStatus, LeaseEnd, TaskRecord};
 use suno_callbacks::parse::MAX_STEMS;
 use suno_callbacks::signature::sign;
 use suno_callbacks::{CallbackEvent, Family, Stage, parse_callback, s3_key};
@@ -726,7 +726,8 @@ async fn a_first_save_takes_over_a_stopped_attempts_files_only_once_free() {
             format!("tasks/{task}/wav.wav"),
             Stage::Final,
         );
-        (file.status, file.claim, file.lease_until) = (FileStatus::Enqueuing, Some(claim.into()), Some(lease_until));
+        (file.status, file.claim, file.lease_until) =
+            (FileStatus::Enqueuing, Some(claim.into()), Some(LeaseEnd::from_unix_seconds(lease_until)));
         record.files.insert("wav".into(), file);
         record.version = 1;
         record

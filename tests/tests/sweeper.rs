@@ -15,8 +15,8 @@ use stemvault_tests::download::{job_of, queued_record};
 use stemvault_vault::download::MANIFEST_JOB_NAME;
 use stemvault_vault::register::Registration;
 use stemvault_vault::{
-    CallbackEntry, Conditional, FileJob, FileStatus, Manifest, OPEN_MARKER, StoreError, TaskRecord, Timestamp,
-    VaultState,
+    CallbackEntry, Conditional, FileJob, FileStatus, LeaseEnd, Manifest, OPEN_MARKER, StoreError, TaskRecord,
+    Timestamp, VaultState,
 };
 use suno_callbacks::{Family, TaskId, s3_key};
 
@@ -40,7 +40,7 @@ fn orphaned(age: Duration, files: &[(&str, FileStatus)]) -> TaskRecord {
         file.status = *status;
         if *status == FileStatus::Enqueuing {
             file.claim = Some("dead-request".into());
-            file.lease_until = Some(delivered.plus(Duration::from_secs(15)).unix_seconds());
+            file.lease_until = Some(LeaseEnd::at(delivered.plus(Duration::from_secs(15))));
         }
         if *status == FileStatus::Stored {
             (file.bytes, file.sha256, file.attempts) = (Some(3), Some("ab".repeat(32)), 1);
@@ -165,7 +165,7 @@ async fn a_file_left_downloading_when_its_message_cannot_be_on_the_queue_is_sent
     let env = TestEnv::new().await;
     let retention = stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION;
     let mut record = orphaned(retention * 2, &[("gone", FileStatus::Downloading), ("live", FileStatus::Downloading)]);
-    let lease_ended = |ago: Duration| Some(Timestamp::now().unix_seconds() - ago.as_secs() as i64);
+    let lease_ended = |ago: Duration| Some(LeaseEnd::at(Timestamp::now().minus(ago)));
     for (name, ago) in [("gone", retention + Duration::from_secs(60)), ("live", retention - Duration::from_secs(60))] {
         let file = record.files.get_mut(name).unwrap();
         (file.claim, file.lease_until, file.attempts) = (Some("worker-gone".into()), lease_ended(ago), 8);

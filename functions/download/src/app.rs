@@ -22,7 +22,7 @@ use lambda_runtime::LambdaEvent;
 use stemvault_aws::ConfigError;
 use stemvault_aws::sqs_batch::{self, Invocation, Ran, receive_count};
 use stemvault_vault::panic::{Guarded, guarded};
-use stemvault_vault::{DEADLINE_MARGIN, Timestamp};
+use stemvault_vault::{DEADLINE_MARGIN, LeaseEnd, Timestamp};
 
 use crate::aws::AwsPorts;
 use crate::config::{Config, FRESH_LINK_PROVIDER};
@@ -236,7 +236,7 @@ fn delivery(message: &SqsMessage, deadline: Instant, now: Timestamp) -> Delivery
         worker: uuid::Uuid::new_v4().to_string(),
         stop_at: deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(started),
         // Rounded up: the lease must not end before the invocation does.
-        lease_until: now.plus(remaining).unix_seconds() + 1,
+        lease_until: LeaseEnd::at(now.plus(remaining)).plus(Duration::from_secs(1)),
     }
 }
 
@@ -394,7 +394,7 @@ mod tests {
         let captured = stemvault_aws::log_capture::capture_logs();
         let mut held = record(&[("a", FileStatus::Downloading)]);
         let a = held.files.get_mut("a").unwrap();
-        (a.claim, a.lease_until) = (Some("another-worker".into()), Some(4_000_000_000));
+        (a.claim, a.lease_until) = (Some("another-worker".into()), Some(LeaseEnd::from_unix_seconds(4_000_000_000)));
         let ports = Arc::new(MemoryPorts::with_record(held));
         let mut m = message("m1", &job_body("a"));
         m.attributes.insert("ApproximateReceiveCount".into(), MAX_RECEIVE_COUNT.to_string());
@@ -760,9 +760,10 @@ mod tests {
         let left_after = deadline.saturating_duration_since(Instant::now());
         assert_eq!(d.stop_at, deadline - DEADLINE_MARGIN);
         // Not before the invocation's end (rounded up, not down), and at most a second after.
-        let lease_ms = d.lease_until * 1000;
+        let lease_ms = d.lease_until.timestamp().unix_ms;
         let ends_ms = 1_800_000_000_000 + i64::try_from(left_after.as_millis()).unwrap();
-        assert!(lease_ms >= ends_ms && d.lease_until <= 1_800_000_061, "{} against {ends_ms}", d.lease_until);
+        let at_most = LeaseEnd::from_unix_seconds(1_800_000_061);
+        assert!(lease_ms >= ends_ms && d.lease_until <= at_most, "{:?} against {ends_ms}", d.lease_until);
         assert_eq!(d.receipt_handle.as_deref(), Some("r"));
         assert_ne!(delivery(&m, deadline, now).worker, d.worker, "one worker id per attempt");
     }

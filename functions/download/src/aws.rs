@@ -28,7 +28,7 @@ use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items;
 use stemvault_vault::{
-    Clock, Conditional, FileEntry, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
+    Clock, Conditional, FileEntry, LeaseEnd, LoadTask, Manifest, StoreError, TaskRecord, Timestamp, VaultState,
 };
 use suno_callbacks::TaskId;
 
@@ -225,7 +225,7 @@ impl ReleaseFile for AwsPorts {
         held: HeldCopy<'_>,
         error: &str,
     ) -> Result<Conditional, StoreError> {
-        let released_at = self.now().unix_seconds();
+        let released_at = LeaseEnd::at(self.now());
         let u = expressions::release_file(held, error, released_at);
         // Always within its caller's best-effort bound (a claim given back after a copy stopped).
         self.table.update_quickly("release", task_id.as_str(), &items::file_sk(name), u).await

@@ -89,8 +89,8 @@ use stemvault_vault::download::{
 };
 use stemvault_vault::events::{self, PublishEvents};
 use stemvault_vault::{
-    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest,
-    StoreError, TaskRecord, Timestamp, VaultState, answer_within, retry_on_conflict,
+    Attempt, BEST_EFFORT_CALL_TIMEOUT, Clock, Conditional, FileEntry, FileJob, FileStatus, LeaseEnd, LoadTask,
+    Manifest, StoreError, TaskRecord, Timestamp, VaultState, answer_within, retry_on_conflict,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -129,10 +129,10 @@ const _: () = assert!((MAX_RECEIVE_COUNT as u64 - 1) * MAX_RETRY_AFTER.as_secs()
 pub struct Claim {
     /// Unique per attempt.
     pub worker: String,
-    /// Unix seconds; another worker may take over after this.
-    pub lease_until: i64,
-    /// Unix seconds now: a `downloading` file whose lease ended before this may be taken over.
-    pub now: i64,
+    /// Another worker may take over after this.
+    pub lease_until: LeaseEnd,
+    /// Now: a `downloading` file whose lease ended before this second may be taken over.
+    pub now: Timestamp,
 }
 
 /// What a claim did.
@@ -405,8 +405,8 @@ pub struct Delivery {
     pub worker: String,
     /// Copying stops here, leaving time to record the outcome before the invocation ends.
     pub stop_at: Instant,
-    /// Unix seconds when the invocation ends: the claim's lease.
-    pub lease_until: i64,
+    /// When the invocation ends: the claim's lease.
+    pub lease_until: LeaseEnd,
 }
 
 impl Delivery {
@@ -461,7 +461,7 @@ impl Outcome {
                 FetchError::Status { retry_after, .. } | FetchError::NoFreshLinkYet { retry_after, .. },
             ))) => *retry_after,
             Outcome::Retry(DownloadError::Busy { lease_until }) => {
-                let left = lease_until.saturating_add(1).saturating_sub(now.unix_seconds());
+                let left = lease_until.plus(Duration::from_secs(1)).unix_seconds.saturating_sub(now.unix_seconds());
                 Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
             }
             _ => None,
@@ -544,7 +544,7 @@ async fn claim<P: Ports>(
     job: &FileJob,
 ) -> Result<Claimed, DownloadError> {
     let now = ports.now();
-    let claim = Claim { worker: delivery.worker.clone(), lease_until: delivery.lease_until, now: now.unix_seconds() };
+    let claim = Claim { worker: delivery.worker.clone(), lease_until: delivery.lease_until, now };
     let answer = match ports.claim_file(task_id, &job.name, &claim).await {
         Ok(answer) => answer,
         Err(e) => {

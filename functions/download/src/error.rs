@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use stemvault_vault::StoreError;
 use stemvault_vault::download::DropReason;
 use stemvault_vault::events::PublishError;
 use stemvault_vault::reason::{COPY_TOO_SLOW, FailureCode, SOURCE_ANSWERED};
+use stemvault_vault::{LeaseEnd, StoreError};
 
 use crate::source_policy::Refusal;
 
@@ -182,9 +182,9 @@ pub enum DownloadError {
     Dropped(DropReason),
     #[error(
         "another worker is copying the file (its claim runs until {})",
-        stemvault_vault::Timestamp::from_unix_ms(lease_until.saturating_mul(1000))
+        lease_until.timestamp()
     )]
-    Busy { lease_until: i64 },
+    Busy { lease_until: LeaseEnd },
     #[error("the file's claim was taken over or its item changed while copying")]
     LostClaim,
     /// The manifest under its key kept changing between read and write (or a refused claim
@@ -297,8 +297,8 @@ mod tests {
         assert!(DownloadError::Copy(CopyError::Fetch(status(503))).is_retryable());
         assert!(!DownloadError::Malformed("x".into()).is_retryable());
         assert!(!DownloadError::Dropped(DropReason::TaskMissing).is_retryable());
-        assert!(DownloadError::Busy { lease_until: 1 }.is_retryable());
-        let busy = DownloadError::Busy { lease_until: 1_800_000_000 }.to_string();
+        assert!(DownloadError::Busy { lease_until: LeaseEnd::from_unix_seconds(1) }.is_retryable());
+        let busy = DownloadError::Busy { lease_until: LeaseEnd::from_unix_seconds(1_800_000_000) }.to_string();
         assert!(busy.ends_with("(its claim runs until 2027-01-15T08:00:00.000Z)"), "{busy}");
         assert!(DownloadError::Store(StoreError::Unavailable("x".into())).is_retryable());
         assert!(DownloadError::Store(StoreError::Malformed("x".into())).is_retryable());

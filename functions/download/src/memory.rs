@@ -14,8 +14,8 @@ use futures::StreamExt;
 use futures::stream::{self, Iter};
 use sha2::{Digest, Sha256};
 use stemvault_vault::{
-    Clock, Conditional, FileEntry, FileJob, FileStatus, LoadTask, Manifest, OPEN_MARKER, StoreError, TaskRecord,
-    Timestamp, VaultState,
+    Clock, Conditional, FileEntry, FileJob, FileStatus, LeaseEnd, LoadTask, Manifest, OPEN_MARKER, StoreError,
+    TaskRecord, Timestamp, VaultState,
 };
 use suno_callbacks::{Family, Stage, TaskId};
 
@@ -730,7 +730,7 @@ impl ClaimFile for MemoryPorts {
         };
         let claimable = match file.status {
             FileStatus::Pending | FileStatus::Enqueuing | FileStatus::Queued => true,
-            FileStatus::Downloading => file.lease_until.is_some_and(|l| l < claim.now),
+            FileStatus::Downloading => file.lease_until.is_some_and(|lease| lease.lapsed_at(claim.now)),
             FileStatus::Stored | FileStatus::Failed => false,
         };
         if !claimable {
@@ -818,7 +818,7 @@ impl ReleaseFile for MemoryPorts {
         if injected(&self.release_failures) {
             return Err(StoreError::Invalid("injected".into()));
         }
-        let released_at = Some(self.now().unix_seconds());
+        let released_at = Some(LeaseEnd::at(self.now()));
         // HELD, or HELD_WITH_NEXT, moving the item's newest URL (not the one held) into `url`.
         let moving = held.next.is_some();
         let with_next = |f: &FileEntry| !moving || (f.next_url.is_some() && f.next_key.is_some());

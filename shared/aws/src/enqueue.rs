@@ -12,7 +12,7 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
-use stemvault_vault::{Clock, FileJob, FileStatus, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Clock, FileJob, FileStatus, LeaseEnd, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
@@ -185,7 +185,7 @@ impl ReleaseClaims for TableAndQueue {
         // Rare (the queue refused a send): one UpdateItem per file; a file no longer held is
         // someone else's now.
         for name in names {
-            let update = release_update(claimant, self.now().unix_seconds());
+            let update = release_update(claimant, LeaseEnd::at(self.now()));
             self.table.update("release", task_id.as_str(), &file_sk(name), update).await?;
         }
         Ok(())
@@ -204,9 +204,9 @@ fn queued_update(names: &[String]) -> Update {
 }
 
 /// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim; its lease
-/// ended `released_at` (Unix seconds: should the file already be named `queued`, the sweeper
-/// counts from it how long a message of it can still come).
-fn release_update(claimant: &str, released_at: i64) -> Update {
+/// ended `released_at` (should the file already be named `queued`, the sweeper counts from
+/// it how long a message of it can still come).
+fn release_update(claimant: &str, released_at: LeaseEnd) -> Update {
     let mut u = Update::new(
         "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
         "#status = :enqueuing AND #claim = :me",
@@ -215,7 +215,7 @@ fn release_update(claimant: &str, released_at: i64) -> Update {
     u.value(":pending", s(FileStatus::Pending.as_str()))
         .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
         .value(":me", s(claimant))
-        .value(":released", n(released_at))
+        .value(":released", n(released_at.unix_seconds))
         .value(":one", n(1));
     u
 }
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn a_release_puts_a_file_back_to_pending_only_under_the_claim() {
-        let u = release_update("req-9", 1_795_446_030);
+        let u = release_update("req-9", LeaseEnd::from_unix_seconds(1_795_446_030));
         assert_eq!(u.update, "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one");
         assert_eq!(u.values[":released"], n(1_795_446_030));
         assert_eq!(u.condition, "#status = :enqueuing AND #claim = :me");

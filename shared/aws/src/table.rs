@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
-use stemvault_vault::{AddFence, Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord};
+use stemvault_vault::{AddFence, Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord, Timestamp};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
 /// Built by small pure functions (each function's `aws` module), so tests see exactly what
@@ -145,9 +145,9 @@ pub fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// The condition expression of a put, and its placeholders; `now_secs` is the writer's
-/// clock (Unix seconds) for a lease.
-fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
+/// The condition expression of a put, and its placeholders; `now` is the writer's clock,
+/// which a lease (in Unix seconds) is compared with.
+fn put_condition(condition: &PutCondition, now: Timestamp) -> Update {
     let mut u = match condition {
         PutCondition::Absent => Update::new("", "attribute_not_exists(sk)"),
         PutCondition::Unclaimed { claimant } => {
@@ -160,7 +160,7 @@ fn put_condition(condition: &PutCondition, now_secs: i64) -> Update {
             u.value(":first", n(1))
                 .value(":pending", s(FileStatus::Pending.as_str()))
                 .value(":enqueuing", s(FileStatus::Enqueuing.as_str()));
-            u.value(":me", s(claimant)).value(":now", n(now_secs));
+            u.value(":me", s(claimant)).value(":now", n(now.unix_seconds()));
             u
         }
         PutCondition::Rev(rev) => {
@@ -207,7 +207,8 @@ fn count_redelivery() -> Update {
 /// reopens them, if it is still at the version and fence read: [`MarkOpen`].
 fn mark_open(mark: &MarkOpen) -> Update {
     // The condition a put over the same read has.
-    let mut u = put_condition(&PutCondition::Version { version: mark.version, adding: mark.read }, 0);
+    let mut u =
+        put_condition(&PutCondition::Version { version: mark.version, adding: mark.read }, Timestamp::from_unix_ms(0));
     u.update =
         "SET #open = :open, last_received_at = :at, #adding = :new_adding, #adding_at = :new_adding_at".to_owned();
     u.name("#open", "open").name("#adding", "adding").name("#adding_at", "adding_at");
@@ -427,7 +428,7 @@ impl TaskTable {
     /// One conditional PutItem; `operation` names it in errors. Refused by the very item it
     /// puts, it was applied: an attempt whose answer was lost, retried by the SDK.
     pub async fn put(&self, operation: &str, put: ItemPut) -> Result<Conditional, StoreError> {
-        let c = put_condition(&put.condition, stemvault_vault::Timestamp::now().unix_seconds());
+        let c = put_condition(&put.condition, Timestamp::now());
         let sent = self
             .client
             .put_item()
@@ -623,15 +624,15 @@ mod tests {
 
     #[test]
     fn a_put_is_conditional_on_what_was_read() {
-        let c = put_condition(&PutCondition::Absent, 0);
+        let c = put_condition(&PutCondition::Absent, Timestamp::from_unix_ms(0));
         assert_eq!((c.condition.as_str(), c.names.len(), c.values.len()), ("attribute_not_exists(sk)", 0, 0));
-        let c = put_condition(&PutCondition::Version { version: 7, adding: None }, 0);
+        let c = put_condition(&PutCondition::Version { version: 7, adding: None }, Timestamp::from_unix_ms(0));
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"], c.names["#adding"].as_str()),
             ("version = :read AND attribute_not_exists(#adding)", &n(7), "adding")
         );
         let fence = AddFence { generation: 4, at: Some(1_795_000_000_000) };
-        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(fence) }, 0);
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(fence) }, Timestamp::from_unix_ms(0));
         assert_eq!(
             (c.condition.as_str(), &c.values[":read"], &c.values[":adding"], &c.values[":adding_at"]),
             (
@@ -643,11 +644,14 @@ mod tests {
         );
         assert_eq!(c.names["#adding_at"], "adding_at");
         let by_hand = AddFence { at: None, ..fence };
-        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(by_hand) }, 0);
+        let c = put_condition(&PutCondition::Version { version: 7, adding: Some(by_hand) }, Timestamp::from_unix_ms(0));
         assert_eq!(c.condition, "version = :read AND #adding = :adding AND attribute_not_exists(#adding_at)");
-        let c = put_condition(&PutCondition::Rev(3), 0);
+        let c = put_condition(&PutCondition::Rev(3), Timestamp::from_unix_ms(0));
         assert_eq!((c.condition.as_str(), &c.values[":read"]), ("rev = :read", &n(3)));
-        let c = put_condition(&PutCondition::Unclaimed { claimant: "req-1".into() }, 1_800_000_000);
+        let c = put_condition(
+            &PutCondition::Unclaimed { claimant: "req-1".into() },
+            Timestamp::from_unix_ms(1_800_000_000_000),
+        );
         assert_eq!(
             c.condition,
             "attribute_not_exists(sk) OR (rev = :first AND (#status = :pending \
@@ -667,7 +671,7 @@ mod tests {
             PutCondition::Version { version: 1, adding: Some(by_hand) },
         ];
         for condition in conditions {
-            let c = put_condition(&condition, 0);
+            let c = put_condition(&condition, Timestamp::from_unix_ms(0));
             c.assert_well_formed();
             assert!(c.update.is_empty(), "{condition:?}");
         }

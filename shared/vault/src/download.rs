@@ -11,7 +11,7 @@ use std::time::Duration;
 use suno_callbacks::{Stage, TaskId, s3_key};
 
 use crate::delay::Backoff;
-use crate::{FileJob, FileStatus, Manifest, TaskRecord, Timestamp, VaultState};
+use crate::{FileJob, FileStatus, LeaseEnd, Manifest, TaskRecord, Timestamp, VaultState};
 
 /// What a message for one file should do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +22,7 @@ pub enum NextStep {
     /// check whether the task is settled, in case an earlier attempt stopped in between.
     AlreadySettled(FileStatus),
     /// Another worker holds an unexpired claim on the file: try again later.
-    Busy { lease_until: i64 },
+    Busy { lease_until: LeaseEnd },
     /// Claim the file and copy `url` to `key`.
     Copy(CopyPlan),
 }
@@ -72,12 +72,12 @@ pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Timestamp) -> 
     let Some(file) = record.files.get(&job.name) else {
         return NextStep::Drop(DropReason::FileMissing);
     };
-    match file.status {
-        FileStatus::Stored | FileStatus::Failed => NextStep::AlreadySettled(file.status),
-        FileStatus::Downloading if lease_holds(file.lease_until, now) => {
-            NextStep::Busy { lease_until: file.lease_until.unwrap_or_default() }
-        }
-        FileStatus::Pending | FileStatus::Enqueuing | FileStatus::Queued | FileStatus::Downloading => {
+    // Another worker's download claim, while its lease holds.
+    let held = file.lease_until.filter(|lease| file.status == FileStatus::Downloading && lease.holds_at(now));
+    match (file.status, held) {
+        (FileStatus::Stored | FileStatus::Failed, _) => NextStep::AlreadySettled(file.status),
+        (_, Some(lease_until)) => NextStep::Busy { lease_until },
+        (FileStatus::Pending | FileStatus::Enqueuing | FileStatus::Queued | FileStatus::Downloading, None) => {
             NextStep::Copy(CopyPlan {
                 url: file.url.clone(),
                 key: file.key.clone(),
@@ -86,11 +86,6 @@ pub fn next_step(record: Option<&TaskRecord>, job: &FileJob, now: Timestamp) -> 
             })
         }
     }
-}
-
-/// A lease holds until (and including) its last second.
-fn lease_holds(lease_until: Option<i64>, now: Timestamp) -> bool {
-    lease_until.is_some_and(|until| until >= now.unix_seconds())
 }
 
 /// What to do about a task's vault state after one of its files changed.
@@ -325,11 +320,11 @@ mod tests {
     fn an_unexpired_claim_is_respected_and_an_expired_one_taken_over() {
         let mut f = file("https://a/x.mp3", FileStatus::Downloading);
         f.claim = Some("other".into());
-        f.lease_until = Some(NOW.unix_seconds());
+        f.lease_until = Some(LeaseEnd::at(NOW));
         let r = record(vec![("vocal", f.clone())]);
         let j = job("vocal", "https://a/x.mp3");
-        assert_eq!(next_step(Some(&r), &j, NOW), NextStep::Busy { lease_until: NOW.unix_seconds() });
-        f.lease_until = Some(NOW.unix_seconds() - 1);
+        assert_eq!(next_step(Some(&r), &j, NOW), NextStep::Busy { lease_until: LeaseEnd::at(NOW) });
+        f.lease_until = Some(LeaseEnd::at(NOW.minus(Duration::from_secs(1))));
         f.attempts = 2;
         let r = record(vec![("vocal", f)]);
         let NextStep::Copy(plan) = next_step(Some(&r), &j, NOW) else { panic!("expected a copy") };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use suno_callbacks::{CallbackEvent, Details, Family, Stage, TaskId, merge_stage, s3_key};
 
 use crate::download::DOWNLOAD_QUEUE_RETENTION;
-use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
+use crate::{CallbackEntry, FailureEntry, FileEntry, FileJob, FileStatus, LeaseEnd, TaskRecord, Timestamp, VaultState};
 
 /// At most this much of a provider's `msg` is kept in the record (UTF-8 bytes, marker included);
 /// the whole text stays in the archived body.
@@ -587,8 +587,7 @@ fn claim_files(
     now: Timestamp,
     wanted: &[&str],
 ) -> Claims {
-    let now_secs = now.unix_seconds();
-    let lease_until = now.plus(claimant.lease).unix_seconds();
+    let lease_until = LeaseEnd::at(now.plus(claimant.lease));
     // A stranded file is claimed as a reopened one is, under the next generation: should the
     // task item write not come, the file reads as uncommitted (not as queued, which the old
     // `queued` set would say, with this claim's fresh lease), so the next sweep takes it.
@@ -600,7 +599,7 @@ fn claim_files(
             FileStatus::Pending => true,
             FileStatus::Enqueuing if file.claim.as_deref() == Some(claimant.id.as_str()) => true,
             FileStatus::Enqueuing => {
-                let lapsed = file.lease_until.is_none_or(|t| t < now_secs);
+                let lapsed = file.lease_until.is_none_or(|lease| lease.lapsed_at(now));
                 // A stopped request's file, at a generation the task item read has: its own
                 // commit (it stopped after), or another request's that read the task before
                 // the file was written (so a settle of that generation may have published
@@ -611,7 +610,7 @@ fn claim_files(
                 }
                 lapsed
             }
-            _ if stranded(file, now_secs) => {
+            _ if stranded(file, now) => {
                 file.generation = Some(reopened);
                 reopens = true;
                 true
@@ -645,10 +644,9 @@ fn claim_files(
 /// throttled or unavailable, the time up, a panic) or expired unread; nothing else would
 /// send the file again. Sending it again is safe even were a message left: a downloader
 /// copies a file only under its own claim, and a settled file is never claimed.
-fn stranded(file: &FileEntry, now_secs: i64) -> bool {
-    let retention = i64::try_from(DOWNLOAD_QUEUE_RETENTION.as_secs()).unwrap_or(i64::MAX);
+fn stranded(file: &FileEntry, now: Timestamp) -> bool {
     matches!(file.status, FileStatus::Queued | FileStatus::Downloading)
-        && file.lease_until.is_some_and(|t| t.saturating_add(retention) < now_secs)
+        && file.lease_until.is_some_and(|lease| lease.plus(DOWNLOAD_QUEUE_RETENTION).lapsed_at(now))
 }
 
 #[cfg(test)]

@@ -213,7 +213,7 @@ fn file_within_bounds(name: &str, file: &FileEntry) -> Result<(), StoreError> {
     }
     // A lease in milliseconds where seconds belong would hold the file for ever: no claim
     // passes it, and the sweeper's stranded check waits for it to end.
-    if let Some(lease) = file.lease_until.filter(|lease| *lease > (MAX_UNIX_MS / 1000) as i64) {
+    if let Some(lease) = file.lease_until.map(|lease| lease.unix_seconds).filter(|s| *s > (MAX_UNIX_MS / 1000) as i64) {
         return Err(StoreError::Malformed(format!(
             "file {name}'s lease_until is {lease}, past 9999 in Unix seconds (milliseconds?): edited by hand?"
         )));

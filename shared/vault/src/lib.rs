@@ -31,4 +31,4 @@ pub use record::{
     OPEN_TASKS_INDEX, PolledResult, PublicFileStatus, RECONCILE_DUE, RECONCILE_DUE_INDEX, TaskRecord, VaultState,
 };
 pub use retry::{Attempt, retry_on_conflict};
-pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, Timestamp, answer_within, best_effort};
+pub use time::{BEST_EFFORT_CALL_TIMEOUT, DEADLINE_MARGIN, LeaseEnd, Timestamp, answer_within, best_effort};

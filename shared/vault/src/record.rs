@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use suno_callbacks::{Family, Stage};
 
-use crate::Timestamp;
+use crate::{LeaseEnd, Timestamp};
 
 /// One task, as stored (see the README's "The DynamoDB items" section for the schema).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -267,7 +267,7 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<i64>,
+    pub lease_until: Option<LeaseEnd>,
     #[serde(default)]
     pub attempts: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -695,7 +695,7 @@ pub(crate) mod tests {
         let mut drums = FileEntry::pending("https://cdn.example/d.mp3", "tasks/t1/drums.mp3".into(), Stage::Complete);
         drums.status = FileStatus::Downloading;
         drums.claim = Some("worker-1".into());
-        drums.lease_until = Some(1_795_446_030);
+        drums.lease_until = Some(LeaseEnd::from_unix_seconds(1_795_446_030));
         drums.rev = 2;
         r.files.insert("drums".into(), drums);
         let bass = FileEntry::pending("https://cdn.example/b.mp3", "tasks/t1/bass.mp3".into(), Stage::Complete);

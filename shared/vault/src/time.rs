@@ -98,6 +98,47 @@ impl Timestamp {
     }
 }
 
+/// When a claim on a file ends, in whole Unix seconds: a file item's `lease_until` as the
+/// table stores it (a number, which the claim conditions compare with the writer's clock,
+/// `#lease < :now`, in the same unit). Its own type, so that no millisecond time is taken
+/// for one (a lease a thousand times too long would hold a file for ages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseEnd {
+    pub unix_seconds: i64,
+}
+
+impl LeaseEnd {
+    pub fn from_unix_seconds(unix_seconds: i64) -> LeaseEnd {
+        LeaseEnd { unix_seconds }
+    }
+
+    /// The lease ending at `t`, to the second below.
+    pub fn at(t: Timestamp) -> LeaseEnd {
+        LeaseEnd { unix_seconds: t.unix_seconds() }
+    }
+
+    /// Whether the claim still holds at `now`: to the end of its last second.
+    pub fn holds_at(self, now: Timestamp) -> bool {
+        self.unix_seconds >= now.unix_seconds()
+    }
+
+    /// Whether the claim ended before `now`'s second: what the table's `#lease < :now` says.
+    pub fn lapsed_at(self, now: Timestamp) -> bool {
+        !self.holds_at(now)
+    }
+
+    /// The lease's end as a time (its second's start).
+    pub fn timestamp(self) -> Timestamp {
+        Timestamp::from_unix_ms(self.unix_seconds.saturating_mul(1000))
+    }
+
+    /// `d` later, saturating, to the second below.
+    pub fn plus(self, d: Duration) -> LeaseEnd {
+        LeaseEnd { unix_seconds: self.unix_seconds.saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)) }
+    }
+}
+
 /// `span` has passed from `since` to `now`, or the clock went back before `since`.
 pub fn passed_or_stepped_back(span: Duration, since: Timestamp, now: Timestamp) -> bool {
     now < since || now >= since.plus(span)
@@ -159,6 +200,22 @@ mod tests {
         assert_eq!(hung, Err(StoreError::Unavailable("no answer listing parked/ within 15s".into())));
         assert_eq!(started.elapsed(), budget);
         assert_eq!(answer_within(budget, "x", async { Ok::<_, StoreError>(7) }).await, Ok(7));
+    }
+
+    /// A lease holds to the end of its second and has lapsed from the next: the table's
+    /// condition (`#lease < :now`, both in seconds) and the readers agree.
+    #[test]
+    fn a_lease_holds_to_the_end_of_its_second() {
+        let lease = LeaseEnd::at(Timestamp::from_unix_ms(1_800_000_000_999));
+        assert_eq!(lease.unix_seconds, 1_800_000_000);
+        assert!(lease.holds_at(Timestamp::from_unix_ms(1_800_000_000_999)));
+        assert!(lease.lapsed_at(Timestamp::from_unix_ms(1_800_000_001_000)));
+        assert!(!lease.lapsed_at(Timestamp::from_unix_ms(1_799_999_999_000)));
+        assert_eq!(lease.plus(Duration::from_millis(2_999)).unix_seconds, 1_800_000_002);
+        assert_eq!(lease.timestamp(), Timestamp::from_unix_ms(1_800_000_000_000));
+        assert_eq!(LeaseEnd::from_unix_seconds(i64::MAX).plus(Duration::from_secs(1)).unix_seconds, i64::MAX);
+        assert_eq!(serde_json::to_value(lease).unwrap(), serde_json::json!(1_800_000_000));
+        assert_eq!(serde_json::from_value::<LeaseEnd>(serde_json::json!(7)).unwrap(), LeaseEnd::from_unix_seconds(7));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use stemvault_aws::Update;
 use stemvault_aws::table::{n, s};
 use stemvault_vault::download::ManifestPlan;
 use stemvault_vault::text::bounded_reason;
-use stemvault_vault::{FileStatus, Timestamp};
+use stemvault_vault::{FileStatus, LeaseEnd, Timestamp};
 
 use crate::domain::{Claim, Failure, HeldCopy};
 use crate::upload::StoredObject;
@@ -39,8 +39,8 @@ pub(crate) fn claim_file(claim: &Claim) -> Update {
         .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
         .value(":queued", s(FileStatus::Queued.as_str()))
         .value(":me", s(&claim.worker))
-        .value(":lease", n(claim.lease_until))
-        .value(":now", n(claim.now));
+        .value(":lease", n(claim.lease_until.unix_seconds))
+        .value(":now", n(claim.now.unix_seconds()));
     u
 }
 
@@ -145,13 +145,13 @@ pub(crate) fn record_failed(held: HeldCopy<'_>, failure: &Failure<'_>) -> Update
 }
 
 /// `downloading` under `held.worker` -> `pending` again, keeping the error for people to
-/// see, its lease ended `released_at` (Unix seconds; the sweeper counts from it how long the
+/// see, its lease ended `released_at` (the sweeper counts from it how long the
 /// message can still come back); with `held.next`, the item's `next_url` and `next_key`,
 /// the one being copied or one newer still, become `url` and `key` (the retry copies the
 /// newest, not the URL that failed for good). (Never `queued`: that lives in the task item's
 /// `queued` set, which names the file since its message was sent, so it reads as `queued`
 /// again.)
-pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) -> Update {
+pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: LeaseEnd) -> Update {
     let (next, removed, condition) = match held.next {
         Some(_) => (MOVE_NEXT, ", #next_url, #next_key, #relinks", HELD_WITH_NEXT),
         None => ("", "", HELD),
@@ -166,7 +166,7 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: i64) ->
     u.name("#error", "error");
     u.value(":status", s(FileStatus::Pending.as_str()))
         .value(":error", s(&bounded_reason(error)))
-        .value(":released", n(released_at));
+        .value(":released", n(released_at.unix_seconds));
     u.without_unused_placeholders()
 }
 
@@ -248,7 +248,11 @@ mod tests {
 
     #[test]
     fn a_claim_takes_an_open_or_abandoned_file_item_without_reading_it_first() {
-        let claim = Claim { worker: "w-1".into(), lease_until: 900, now: 100 };
+        let claim = Claim {
+            worker: "w-1".into(),
+            lease_until: LeaseEnd::from_unix_seconds(900),
+            now: Timestamp::from_unix_ms(100_000),
+        };
         let u = claim_file(&claim);
         assert_well_formed_counting(&u, "rev");
         assert_eq!(u.update, "SET #status = :downloading, #claim = :me, #lease = :lease ADD #attempts :one, #rev :one");
@@ -342,14 +346,14 @@ mod tests {
                 Some(("https://cdn/a.wav", "tasks/t1/a.wav")),
             ),
             (
-                release_file(HELD_OWN, reason, at.unix_seconds()),
+                release_file(HELD_OWN, reason, LeaseEnd::at(at)),
                 "pending",
                 released,
                 "#status = :downloading AND #claim = :me",
                 None,
             ),
             (
-                release_file(HELD_NEXT, reason, at.unix_seconds()),
+                release_file(HELD_NEXT, reason, LeaseEnd::at(at)),
                 "pending",
                 released_at_next,
                 "#status = :downloading AND #claim = :me AND attribute_exists(#next_url) AND \
@@ -373,7 +377,7 @@ mod tests {
         // item must stay under DynamoDB's 400 KB for the file to be settled at all.
         let long = format!("the source host {}.example is not allowed", "a".repeat(250_000));
         let failure = Failure { reason: &long, ..failure };
-        for u in [record_failed(HELD_OWN, &failure), release_file(HELD_OWN, &long, at.unix_seconds())] {
+        for u in [record_failed(HELD_OWN, &failure), release_file(HELD_OWN, &long, LeaseEnd::at(at))] {
             let Some(aws_sdk_dynamodb::types::AttributeValue::S(kept)) = u.values.get(":error") else {
                 panic!("{u:?}")
             };

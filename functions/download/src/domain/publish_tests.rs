@@ -19,7 +19,7 @@ fn delivery(name: &str, receive_count: u32) -> Delivery {
         receive_count,
         worker: format!("worker-{}", uuid::Uuid::new_v4()),
         stop_at: Instant::now() + Duration::from_secs(60),
-        lease_until: 1_800_000_900,
+        lease_until: stemvault_vault::LeaseEnd::from_unix_seconds(1_800_000_900),
     }
 }
 

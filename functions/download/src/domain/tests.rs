@@ -1,6 +1,6 @@
 use sha2::{Digest, Sha256};
 use stemvault_vault::register::Registration;
-use stemvault_vault::{FileStatus, PublicFileStatus, RECONCILE_DUE, TaskRecord, Timestamp};
+use stemvault_vault::{FileStatus, LeaseEnd, PublicFileStatus, RECONCILE_DUE, TaskRecord, Timestamp};
 use suno_callbacks::{Family, Stage};
 use tracing::Level;
 
@@ -22,7 +22,7 @@ fn delivery(body: String, receive_count: u32) -> Delivery {
         receive_count,
         worker: format!("worker-{}", uuid::Uuid::new_v4()),
         stop_at: Instant::now() + Duration::from_secs(60),
-        lease_until: 1_800_000_900,
+        lease_until: LeaseEnd::from_unix_seconds(1_800_000_900),
     }
 }
 
@@ -239,7 +239,7 @@ async fn retryable_failures_release_the_file_and_back_off() {
     assert_eq!(ports.file_item(TASK, "vocal").status, FileStatus::Pending, "never written as queued");
     assert_eq!(f.claim, None);
     // When its lease ended: should its message never come back, the sweeper counts from it.
-    assert_eq!(f.lease_until, Some(ports.now().unix_seconds()));
+    assert_eq!(f.lease_until, Some(LeaseEnd::at(ports.now())));
     assert_eq!(f.attempts, 3);
     assert_eq!(f.error.as_deref(), Some("source answered 503 Service Unavailable"));
     let delays: Vec<Duration> = ports.delays.lock().unwrap().iter().map(|(_, d)| *d).collect();
@@ -399,7 +399,7 @@ async fn an_unexpired_claim_of_another_worker_is_left_alone_and_an_expired_one_t
     let mut r = record(&[("vocal", FileStatus::Downloading)]);
     let f = r.files.get_mut("vocal").unwrap();
     f.claim = Some("someone-else".into());
-    f.lease_until = Some(Timestamp::from_unix_ms(1_800_000_000_000).unix_seconds() + 600);
+    f.lease_until = Some(LeaseEnd::from_unix_seconds(1_800_000_000 + 600));
     let ports = MemoryPorts::with_record(r);
     serve(&ports, "vocal", b"x");
 
@@ -849,7 +849,7 @@ async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Queued)]));
     ports.edit_file_item(TASK, "vocal", |f| {
         (f.status, f.claim, f.lease_until) =
-            (FileStatus::Downloading, Some("another-worker".into()), Some(1_900_000_000));
+            (FileStatus::Downloading, Some("another-worker".into()), Some(LeaseEnd::from_unix_seconds(1_900_000_000)));
     });
     *ports.claim_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 1).await;
@@ -858,7 +858,7 @@ async fn a_failed_claim_gives_back_no_other_worker_s_claim() {
     let f = ports.file_item(TASK, "vocal");
     assert_eq!(
         (f.status, f.claim.as_deref(), f.lease_until),
-        (FileStatus::Downloading, Some("another-worker"), Some(1_900_000_000))
+        (FileStatus::Downloading, Some("another-worker"), Some(LeaseEnd::from_unix_seconds(1_900_000_000)))
     );
 }
 
@@ -892,7 +892,7 @@ async fn an_expired_source_fails_nothing_while_an_earlier_copy_cannot_be_looked_
     let (ports, _) = copied_but_not_recorded(100_000, 6).await;
 
     ports.source(&url("vocal"), Script::http_error(410, "Gone"));
-    let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
+    let lease_over = delivery(String::new(), 1).lease_until.plus(Duration::from_secs(1)).timestamp();
     *ports.now.lock().unwrap() = Some(lease_over);
     *ports.head_failures.lock().unwrap() = 1;
     let outcome = run(&ports, "vocal", 2).await;
@@ -1110,7 +1110,7 @@ async fn no_read_comes_before_a_claim() {
 async fn a_refused_claim_says_why_from_the_item_it_returns() {
     let mut r = record(&[("vocal", FileStatus::Downloading), ("drums", FileStatus::Failed)]);
     let f = r.files.get_mut("vocal").unwrap();
-    (f.claim, f.lease_until) = (Some("other".into()), Some(1_800_000_000));
+    (f.claim, f.lease_until) = (Some("other".into()), Some(LeaseEnd::from_unix_seconds(1_800_000_000)));
     let ports = MemoryPorts::with_record(r);
     let ports = &ports;
     let answer = |name: &str| {
@@ -1119,7 +1119,7 @@ async fn a_refused_claim_says_why_from_the_item_it_returns() {
     };
     assert_eq!(
         answer("vocal").await,
-        Outcome::Retry(DownloadError::Busy { lease_until: 1_800_000_000 }),
+        Outcome::Retry(DownloadError::Busy { lease_until: LeaseEnd::from_unix_seconds(1_800_000_000) }),
         "a lease holds to its last second"
     );
     assert_eq!(answer("drums").await, Outcome::AlreadySettled);

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use stemvault_aws::secrets::{SecretError, SecretText};
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp};
+use stemvault_vault::{FileJob, FileStatus, LeaseEnd, TaskRecord, Timestamp};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 use tokio::sync::Barrier;
 
@@ -433,7 +433,7 @@ async fn a_request_waiting_for_others_sends_its_own_files_once() {
     abandoned(&ports, &event(Stage::Final, &["vocal", "bass"]), b"{}");
     let mut record = ports.record(TASK).unwrap();
     let bass = record.files.get_mut("bass").unwrap();
-    (bass.claim, bass.lease_until) = (Some("live".into()), Some(T0 / 1000 + 50));
+    (bass.claim, bass.lease_until) = (Some("live".into()), Some(LeaseEnd::from_unix_seconds(T0 / 1000 + 50)));
     ports.put_record(record);
     ports.set_mark_queued_failing(true);
     let patient = Settings { wait_budget: Duration::from_secs(60), ..settings() };
@@ -468,7 +468,7 @@ async fn a_claim_taken_over_on_the_last_look_finishes_the_request() {
     let lease = ports.record(TASK).unwrap().files["vocal"].lease_until.unwrap();
     // The budget ends as the claim lapses (the second after `lease_until`): the look that
     // takes it over is the first past the deadline.
-    let budget = Duration::from_secs((lease + 1 - T0 / 1000).unsigned_abs());
+    let budget = Duration::from_secs((lease.unix_seconds + 1 - T0 / 1000).unsigned_abs());
     let outcome = ingest(&ports, &Settings { wait_budget: budget, ..settings() }, &e, b"{}", "req-2").await;
     assert_eq!(outcome, Ok(Outcome { duplicate: true, task_stage: Stage::Final, files_queued: 1 }));
     assert_eq!(ports.messages().len(), 1);

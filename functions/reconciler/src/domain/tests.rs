@@ -1332,7 +1332,8 @@ async fn the_poll_bookkeeping_commits_a_reopen_whose_task_write_failed() {
     // As merge_files reopens a file: a new URL under the reopening request's claim, stamped
     // with the generation its task item write would have committed.
     (file.status, file.error, file.url) = (FileStatus::Enqueuing, None, "https://h/fresh.mp3".into());
-    (file.claim, file.lease_until) = (Some("req-2".into()), Some(ports.table.now().unix_seconds() + 30));
+    (file.claim, file.lease_until) =
+        (Some("req-2".into()), Some(stemvault_vault::LeaseEnd::at(ports.table.now()).plus(Duration::from_secs(30))));
     file.generation = Some(settled_generation + 1);
     assert_eq!(record.open, None);
     ports.table.put_record(record);

@@ -4,7 +4,7 @@ use tracing::Level;
 use stemvault_vault::download::SettlePlan;
 use stemvault_vault::enqueue::memory::MemoryTableAndQueue;
 use stemvault_vault::ingest::{BodyInfo, Claimant, ingest_callback};
-use stemvault_vault::{FileJob, FileStatus, TaskRecord, Timestamp, VaultState};
+use stemvault_vault::{FileJob, FileStatus, LeaseEnd, TaskRecord, Timestamp, VaultState};
 use suno_callbacks::{CallbackEvent, Details, Family, FileRef, Stage, TaskId};
 
 use super::*;
@@ -307,7 +307,7 @@ async fn a_file_claimed_by_another_writer_between_read_and_save_is_not_sent() {
     let mut claimed = ports.record(OLD).unwrap();
     let p = claimed.files.get_mut("p").unwrap();
     (p.status, p.claim, p.rev) = (FileStatus::Downloading, Some("worker-9".into()), p.rev + 1);
-    p.lease_until = Some(at(250 + 900).unix_seconds());
+    p.lease_until = Some(LeaseEnd::at(at(250 + 900)));
     ports.write_before_next_save(claimed);
 
     let report = sweep(&ports, &Settings::default(), "sweeper-1", at(10_000)).await.unwrap();
@@ -342,7 +342,7 @@ async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_qu
     use FileStatus::*;
     let mut record = orphaned(OLD, at(0), &[("q", Queued), ("d", Downloading), ("redelivered", Downloading)]);
     for (name, lease_until) in [("q", 15), ("d", 900), ("redelivered", 86_400)] {
-        record.files.get_mut(name).unwrap().lease_until = Some(at(lease_until).unix_seconds());
+        record.files.get_mut(name).unwrap().lease_until = Some(LeaseEnd::at(at(lease_until)));
     }
     ports.put_record(record);
     let stop_at = at(100 * 86_400);
@@ -371,7 +371,7 @@ async fn a_file_still_queued_or_downloading_when_its_message_cannot_be_on_the_qu
 async fn a_stranded_file_whose_task_item_write_failed_is_taken_by_the_next_sweep() {
     let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("q", FileStatus::Queued)]);
-    record.files.get_mut("q").unwrap().lease_until = Some(at(15).unix_seconds());
+    record.files.get_mut("q").unwrap().lease_until = Some(LeaseEnd::at(at(15)));
     ports.put_record(record);
     let stop_at = at(100 * 86_400);
     ports.advance(stemvault_vault::download::DOWNLOAD_QUEUE_RETENTION + Duration::from_secs(60));
@@ -392,7 +392,7 @@ async fn a_stranded_file_whose_task_item_write_failed_is_taken_by_the_next_sweep
 async fn an_unexpired_enqueue_claim_is_left_to_its_holder() {
     let ports = MemoryPorts::with_virtual_clock(at(0));
     let mut record = orphaned(OLD, at(0), &[("e", FileStatus::Enqueuing)]);
-    record.files.get_mut("e").unwrap().lease_until = Some(at(1_000).unix_seconds());
+    record.files.get_mut("e").unwrap().lease_until = Some(LeaseEnd::at(at(1_000)));
     ports.put_record(record);
     ports.advance(Duration::from_secs(300));
 
@@ -847,7 +847,7 @@ async fn files_that_could_not_be_sent_go_back_to_pending_for_the_next_run() {
     assert_eq!((failed.tasks_checked, failed.files_requeued, failed.tasks_failed), (1, 0, 1));
     let p = &ports.record(OLD).unwrap().files["p"];
     assert_eq!((p.status, p.claim.as_deref()), (FileStatus::Pending, None));
-    assert_eq!(p.lease_until, Some(at(300).unix_seconds()), "when its claim ended");
+    assert_eq!(p.lease_until, Some(LeaseEnd::at(at(300))), "when its claim ended");
 
     ports.set_enqueue_failing(false);
     let healed = sweep(&ports, &Settings::default(), "sweeper-2", at(10_000)).await.unwrap();

@@ -429,7 +429,7 @@ impl ReleaseClaims for MemoryTableAndQueue {
         self.interleave().await;
         let mut tables = lock(&self.tables);
         let Some(items) = tables.get_mut(task_id.as_str()) else { return Ok(()) };
-        let released_at = self.now().unix_seconds();
+        let released_at = crate::LeaseEnd::at(self.now());
         for name in names {
             let Some(item) = items.get_mut(&items::file_sk(name)) else { continue };
             let (_, mut file) = items::read_file_item(item.clone())?;

@@ -87,7 +87,7 @@ fn first_callback_creates_the_record_and_claims_every_file() {
     let vocal = &r.files["vocal"];
     assert_eq!(vocal.status, FileStatus::Enqueuing);
     assert_eq!(vocal.claim.as_deref(), Some("req-1"));
-    assert_eq!(vocal.lease_until, Some(now(30).unix_seconds()));
+    assert_eq!(vocal.lease_until, Some(LeaseEnd::at(now(30))));
     assert_eq!(vocal.key, "tasks/task-1/vocal.mp3");
     assert_eq!(vocal.stage, Stage::Final);
 
@@ -159,7 +159,7 @@ fn a_duplicate_waits_for_files_under_an_unexpired_claim_and_takes_over_expired_o
     assert_eq!(job_names(&taking_over.claims), vec!["a", "b"]);
     assert!(taking_over.claims.wait_for.is_empty());
     assert_eq!(taking_over.record.files["b"].claim.as_deref(), Some("r3"));
-    assert_eq!(taking_over.record.files["b"].lease_until, Some(now(61).unix_seconds()));
+    assert_eq!(taking_over.record.files["b"].lease_until, Some(LeaseEnd::at(now(61))));
 }
 
 #[test]
@@ -659,7 +659,7 @@ fn complete_replaces_the_url_of_a_first_file_not_yet_stored() {
     set_status(&mut r, "pending", FileStatus::Pending);
     let held = r.files.get_mut("claimed").unwrap();
     (held.status, held.claim, held.lease_until) =
-        (FileStatus::Enqueuing, Some("other".into()), Some(now(30).unix_seconds()));
+        (FileStatus::Enqueuing, Some("other".into()), Some(LeaseEnd::at(now(30))));
     set_status(&mut r, "downloading", FileStatus::Downloading);
     r.files.get_mut("downloading").unwrap().claim = Some("worker".into());
     set_status(&mut r, "stored", FileStatus::Stored);
@@ -892,7 +892,7 @@ fn reclaim_sends_again_a_file_whose_message_cannot_be_on_the_queue_any_more() {
     let d = r.files.get_mut("d").unwrap();
     d.status = FileStatus::Downloading;
     d.claim = Some("worker".to_owned());
-    d.lease_until = Some(now(600).unix_seconds());
+    d.lease_until = Some(LeaseEnd::at(now(600)));
     set_status(&mut r, "p", FileStatus::Queued);
     r.files.get_mut("p").unwrap().lease_until = None;
     let retention = crate::download::DOWNLOAD_QUEUE_RETENTION.as_secs() as i64;
@@ -1218,7 +1218,7 @@ proptest! {
             // Another request's claim left in place is still under its lease (a lapsed one is taken over).
             let others_live = next.files.values().filter(|f| f.status == FileStatus::Enqueuing && f.claim.as_ref() != Some(&request));
             for f in others_live {
-                prop_assert!(f.lease_until.is_some_and(|until| until >= now(at).unix_seconds()), "{:?}", f);
+                prop_assert!(f.lease_until.is_some_and(|until| until.holds_at(now(at))), "{:?}", f);
             }
             if next.files.values().any(|f| !f.status.is_settled()) {
                 prop_assert_eq!(next.vault, VaultState::Pending);

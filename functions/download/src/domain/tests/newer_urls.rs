@@ -214,7 +214,7 @@ async fn an_unrecorded_copy_is_found_though_a_newer_url_came_after_it() {
         (f.next_url, f.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
     });
     ports.source(&url("vocal"), Script::http_error(403, "Forbidden"));
-    let lease_over = Timestamp::from_unix_ms((delivery(String::new(), 1).lease_until + 1) * 1000);
+    let lease_over = delivery(String::new(), 1).lease_until.plus(Duration::from_secs(1)).timestamp();
     *ports.now.lock().unwrap() = Some(lease_over);
     let outcome = run(&ports, "vocal", 2).await;
     assert!(matches!(outcome, Outcome::Stored(_)), "{outcome:?}");
@@ -234,7 +234,8 @@ async fn a_newer_url_of_a_file_another_worker_took_over_is_left_to_it() {
     ports.source(newer_url, Script::Body { data: b"final".to_vec(), declared: true, content_type: None });
     let mut theirs = ports.file_item(TASK, "vocal");
     theirs.status = FileStatus::Downloading;
-    (theirs.claim, theirs.lease_until) = (Some("another-worker".into()), Some(1_900_000_000));
+    (theirs.claim, theirs.lease_until) =
+        (Some("another-worker".into()), Some(stemvault_vault::LeaseEnd::from_unix_seconds(1_900_000_000)));
     (theirs.next_url, theirs.next_key) = (Some(newer_url.into()), Some(format!("tasks/{TASK}/vocal.wav")));
     *ports.changed_meanwhile.lock().unwrap() = Some(theirs);
     let outcome = run(&ports, "vocal", CONFIRMED).await;
