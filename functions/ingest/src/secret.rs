@@ -111,19 +111,32 @@ impl CallbackSecret {
     }
 }
 
-/// A field name as an error shows it: quoted when it reads like one (snake case: up to 32
-/// lowercase letters, digits and `_`, with a `_`, as a misspelt field), otherwise only its
-/// length: a key or token typed into the name column of the console's key/value editor is a
-/// name too, and errors are logged.
+/// A field name as an error shows it: quoted when it reads as a misspelling of one of ours
+/// (letters, digits, `_` and `-`, and, case, `_` and `-` aside, within three edits of a
+/// field's name or part of one: `callbackToken`, `webhook_hmac_key`, `token`), otherwise
+/// only its length: a key or token typed into the name column of the console's key/value
+/// editor is a name too (of any characters a token may have), and errors are logged.
 fn shown_field_name(name: &str) -> String {
-    let snake_case = name.len() <= 32
-        && name.contains('_')
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    match snake_case {
+    let plain = |text: &str| -> String {
+        text.chars().filter(|c| !matches!(c, '_' | '-')).map(|c| c.to_ascii_lowercase()).collect()
+    };
+    let read = plain(name);
+    let misspelt = name.len() <= 32
+        && !read.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && [KEYS_FIELD, TOKEN_FIELD]
+            .into_iter()
+            .map(plain)
+            .any(|field| field.contains(read.as_str()) || strsim::levenshtein(&read, &field) <= MISSPELT_EDITS);
+    match misspelt {
         true => format!("{name:?}"),
         false => format!("({} characters, not shown)", name.chars().count()),
     }
 }
+
+/// The most edits a shown field name is from one of ours: far fewer than a token's 16
+/// characters at least, so no token or key reads as a misspelt name.
+const MISSPELT_EDITS: usize = 3;
 
 fn keys_field(value: Option<Value>) -> Result<Vec<String>, SecretProblem> {
     let invalid = |reason: &str| SecretProblem::Invalid { field: KEYS_FIELD, reason: reason.into() };
@@ -296,14 +309,30 @@ mod tests {
                 "token number 1: use only ASCII letters",
             ),
             (r#"{"callback_token": [["secret-value-0123456789"]]}"#.into(), "every token must be a JSON string"),
-            // A token or key typed as a field's name (the console's key/value editor): not shown.
+            // A token or key typed as a field's name (the console's key/value editor): not shown,
+            // snake case too (a token may be written so).
             (r#"{"secret-value-0123456789": "callback_token"}"#.into(), "unknown field (23 characters, not shown)"),
             (r#"{"secret-value": ["k1"]}"#.into(), "unknown field (12 characters, not shown)"),
+            (r#"{"secret_value_k7f2_q9x1": "x"}"#.into(), "unknown field (22 characters, not shown)"),
         ];
         for (text, expected) in cases {
             let err = CallbackSecret::parse(text).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
             assert!(!err.contains("secret-value") && !err.contains("secret/value"), "{err}");
+        }
+    }
+
+    /// A misspelt field's name is shown, so the operator sees the typo; a name that is no
+    /// misspelling of ours (a token or key typed in the name column, whatever its case) is not.
+    #[test]
+    fn only_a_misspelt_field_name_is_shown() {
+        for misspelt in
+            ["callbackToken", "webhook_hmac_key", "Callback-Tokens", "token", "hmac_keys", "WEBHOOK_HMAC_KEYS"]
+        {
+            assert_eq!(shown_field_name(misspelt), format!("{misspelt:?}"));
+        }
+        for secret in ["k7f2_q9x1_m3p8_z5w0", "callback_token_k7f2q9x1m3", "0123456789abcdef", "a b", "_", "é"] {
+            assert!(shown_field_name(secret).ends_with("characters, not shown)"), "{secret}");
         }
     }
 
