@@ -108,6 +108,16 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     format!("{prefix}{shortened}{suffix}")
 }
 
+/// Whether `key` is one [`file_key`] can give a file of `task_id`: under its
+/// [`task_prefix`], no [reserved](is_reserved_name) name (the manifest's, a body's, kept
+/// details'), not [shaped like a body's](self#keys-shaped-like-a-bodys), within [`MAX_KEY_BYTES`].
+/// What the downloader writes is this; one that is not was edited by hand (or written by a
+/// faulty build), and would overwrite another task's object or its own manifest.
+pub fn is_file_key_of(task_id: &TaskId, key: &str) -> bool {
+    let name = key.strip_prefix(task_prefix(task_id).as_str()).unwrap_or_default();
+    !name.is_empty() && !is_reserved_name(name) && !looks_like_a_body_key(key) && key.len() <= MAX_KEY_BYTES
+}
+
 /// Whether `key` has the shape the downloader's role is refused (see
 /// [Keys shaped like a body's](self#keys-shaped-like-a-bodys)): `tasks/`, anything, a
 /// `/callbacks/` or `/details/` segment, anything, `-`, any 64 bytes and `.json`. Every
@@ -220,6 +230,36 @@ mod tests {
 
     fn id(s: &str) -> TaskId {
         TaskId::parse(s).unwrap()
+    }
+
+    /// Every key `file_key` gives is a file key of its task (long and body-shaped names
+    /// shortened too); another task's, the manifest's, a body's or details' is not.
+    #[test]
+    fn a_file_key_is_one_file_key_can_give() {
+        let t = id("abc");
+        let long = "n".repeat(2000);
+        let body_shaped = format!("callbacks-x/callbacks/first-{}", "a".repeat(64));
+        for (name, url) in
+            [("vocal", "https://h/v.mp3"), ("tracks/e1/audio", "https://h/a"), (long.as_str(), "https://h/l.wav")]
+        {
+            assert!(is_file_key_of(&t, &file_key(&t, name, url)), "{name}");
+        }
+        assert!(is_file_key_of(&t, &file_key(&t, &body_shaped, "https://h/x.json")));
+        let body = callback_body_key(&t, crate::Stage::First, &"a".repeat(64));
+        let details = details_key(&t, crate::Stage::First, &"a".repeat(64));
+        for key in [
+            "tasks/abd/vocal.mp3",
+            "tasks/abc/",
+            "tasks/abc",
+            "vocal.mp3",
+            "parked/abc/x",
+            &manifest_key(&t),
+            &body,
+            &details,
+        ] {
+            assert!(!is_file_key_of(&t, key), "{key}");
+        }
+        assert!(!is_file_key_of(&t, &format!("tasks/abc/{}", "n".repeat(MAX_KEY_BYTES))), "too long");
     }
 
     #[test]

@@ -377,7 +377,10 @@ async fn a_settle_read_before_a_stopped_save_added_a_file_is_refused_and_the_swe
     };
     assert_eq!(env.tasks().mark_open(&read.task_id, &mark).await, Ok(Conditional::Applied));
     let added = orphaned(Duration::from_secs(600), &[("drums", FileStatus::Pending)]);
-    let drums = stemvault_vault::FileEntry { generation: Some(read.generation + 1), ..added.files["drums"].clone() };
+    let drums = added.files["drums"].clone();
+    // Under this task's prefix (`orphaned` makes a task of its own).
+    let key = s3_key::file_key(&task, "drums", &drums.url);
+    let drums = stemvault_vault::FileEntry { generation: Some(read.generation + 1), key, ..drums };
     let item = stemvault_vault::items::file_item(&read.task_id, "drums", &drums).unwrap();
     let item: HashMap<String, AttributeValue> = item.into_inner().into_iter().map(|(k, v)| (k, v.into())).collect();
     env.dynamo.put_item().table_name(&env.resources.table_name).set_item(Some(item)).send().await.unwrap();

@@ -194,6 +194,31 @@ fn a_file_item_reads_alone() {
     assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.starts_with("file vocal's lease_until")), "{read:?}");
 }
 
+/// A file whose key (or newer URL's key) no file of its task can have, another task's object
+/// or its own manifest, reads as malformed, alone or with its task: the downloader would
+/// overwrite it, its role writing anywhere under `tasks/`.
+#[test]
+fn a_file_key_outside_its_task_is_malformed() {
+    let r = record();
+    let with = |attribute: &str, key: &str| {
+        let mut item = file_item("t1", "vocal", &r.files["vocal"]).unwrap();
+        item.insert(attribute.into(), V::S(key.into()));
+        item
+    };
+    for key in ["tasks/t2/vocal.mp3", "tasks/t1/manifest.json", "tasks/t1/", "vocal.mp3", "tasks/t1/callbacks/x"] {
+        for attribute in ["key", "next_key"] {
+            let says = format!("file vocal's {attribute} ");
+            let alone = read_file_item(with(attribute, key));
+            assert!(matches!(&alone, Err(StoreError::Malformed(m)) if m.starts_with(&says)), "{key}: {alone:?}");
+            let mut items = items_of(&r);
+            let at = items.iter().position(|i| i[SORT_KEY] == V::S(file_sk("vocal"))).unwrap();
+            items[at] = with(attribute, key);
+            assert!(matches!(assemble(items), Err(StoreError::Malformed(_))), "{key} as {attribute}");
+        }
+    }
+    assert!(read_file_item(with("next_key", "tasks/t1/vocal-2.mp3")).is_ok());
+}
+
 fn rev_of(put: &ItemPut) -> &V {
     &put.item["rev"]
 }
