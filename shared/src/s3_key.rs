@@ -108,14 +108,18 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     format!("{prefix}{shortened}{suffix}")
 }
 
-/// Whether `key` is one [`file_key`] can give a file of `task_id`: under its
-/// [`task_prefix`], no [reserved](is_reserved_name) name (the manifest's, a body's, kept
-/// details'), not [shaped like a body's](self#keys-shaped-like-a-bodys), within [`MAX_KEY_BYTES`].
-/// What the downloader writes is this; one that is not was edited by hand (or written by a
-/// faulty build), and would overwrite another task's object or its own manifest.
+/// Whether `key` may be a file's of `task_id`: under its [`task_prefix`], and not its
+/// manifest's, nor under [`callback_body_prefix`] or [`details_prefix`], within
+/// [`MAX_KEY_BYTES`]. Every [`file_key`] is; one that is not was edited by hand (or written
+/// by a faulty build), and the downloader would overwrite another task's object, the task's
+/// manifest or a body with it. (Looser than what `file_key` gives today, whose reserved
+/// names and body-shaped keys came later: a key an earlier build gave still reads.)
 pub fn is_file_key_of(task_id: &TaskId, key: &str) -> bool {
-    let name = key.strip_prefix(task_prefix(task_id).as_str()).unwrap_or_default();
-    !name.is_empty() && !is_reserved_name(name) && !looks_like_a_body_key(key) && key.len() <= MAX_KEY_BYTES
+    let own = key.strip_prefix(task_prefix(task_id).as_str()).is_some_and(|name| !name.is_empty());
+    own && key != manifest_key(task_id)
+        && !key.starts_with(&callback_body_prefix(task_id))
+        && !key.starts_with(&details_prefix(task_id))
+        && key.len() <= MAX_KEY_BYTES
 }
 
 /// Whether `key` has the shape the downloader's role is refused (see
@@ -233,7 +237,8 @@ mod tests {
     }
 
     /// Every key `file_key` gives is a file key of its task (long and body-shaped names
-    /// shortened too); another task's, the manifest's, a body's or details' is not.
+    /// shortened too), and so is one an earlier build gave a name now reserved; another
+    /// task's, the manifest's, a body's or details' is not.
     #[test]
     fn a_file_key_is_one_file_key_can_give() {
         let t = id("abc");
@@ -245,6 +250,7 @@ mod tests {
             assert!(is_file_key_of(&t, &file_key(&t, name, url)), "{name}");
         }
         assert!(is_file_key_of(&t, &file_key(&t, &body_shaped, "https://h/x.json")));
+        assert!(is_file_key_of(&t, "tasks/abc/details.mp3") && is_file_key_of(&t, "tasks/abc/manifest"));
         let body = callback_body_key(&t, crate::Stage::First, &"a".repeat(64));
         let details = details_key(&t, crate::Stage::First, &"a".repeat(64));
         for key in [
