@@ -237,7 +237,10 @@ where
         return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
     }
     if let Some(content_type) = body.content_type.as_deref().filter(|ct| media::not_the_file(ct, to.key)) {
-        return Err(FetchError::NotTheFile { content_type: content_type.to_owned() }.into());
+        // The media type alone: its parameters are the source's free text, and the reason is
+        // recorded, shown by `GET` and sent in events.
+        let content_type = media::media_type(content_type.as_bytes()).unwrap_or_else(|| "(unreadable)".to_owned());
+        return Err(FetchError::NotTheFile { content_type }.into());
     }
     let content_type = media::stored_type(body.content_type);
     let key = to.key;
@@ -1070,15 +1073,20 @@ mod tests {
         }
     }
 
-    /// A page or an error document in place of a media file is retried, nothing stored; a
-    /// JSON file whose URL names JSON is stored.
+    /// A page or an error document in place of a media file is retried, nothing stored, its
+    /// reason naming the media type alone (the parameters are the source's free text, and
+    /// the reason is shown); a JSON file whose URL names JSON is stored.
     #[tokio::test]
     async fn a_page_in_place_of_the_file_is_retried_not_stored() {
-        for (content_type, key) in [("text/html; charset=utf-8", "t/a.mp3"), ("application/json", "t/a.png")] {
+        for (content_type, key, named) in [
+            ("text/html; charset=utf-8", "t/a.mp3", "text/html"),
+            ("Text/HTML; x=<script>alert(1)</script>", "t/a.mp3", "text/html"),
+            ("application/json", "t/a.png", "application/json"),
+        ] {
             let store = MemoryStore::default();
             let page = body_of(b"<html>not found</html>", 4, true, Some(content_type));
             let err = upload(&store, to(key), page, limits()).await.unwrap_err();
-            let expected = FetchError::NotTheFile { content_type: content_type.into() };
+            let expected = FetchError::NotTheFile { content_type: named.into() };
             assert_eq!(err, CopyError::Fetch(expected), "{content_type}");
             assert!(err.is_retryable());
             assert_eq!((store.object(key), store.calls().len()), (None, 0));
