@@ -235,6 +235,29 @@ pub fn asks_to_wait(code: i64) -> bool {
     code == 405 || is_wait_status(code)
 }
 
+/// Whose documentation an API answer follows: the two sites give some `code`s other meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Site {
+    /// docs.kie.ai: 402 insufficient credits, 404 not found, 429 rate limited.
+    Kie,
+    /// docs.sunoapi.org: 404 an invalid request method or path, 405 and 430 rate limited,
+    /// 429 insufficient credits.
+    SunoApi,
+}
+
+/// What an API answer's `code` means, in the terms this crate reads codes in (docs.kie.ai's,
+/// where [`asks_to_wait`], a 402 is the account's credits, a 404 a task unknown): the code
+/// itself, or docs.sunoapi.org's 429 (insufficient credits) as 402. None: docs.sunoapi.org's
+/// 404, an invalid request method or path, which says nothing of the task (read as a task
+/// unknown, a wrong setting would give every watched task up).
+pub fn code_meaning(site: Site, code: i64) -> Option<i64> {
+    match (site, code) {
+        (Site::SunoApi, 429) => Some(402),
+        (Site::SunoApi, 404) => None,
+        (_, code) => Some(code),
+    }
+}
+
 /// Whether a provider's `code` (or HTTP status) says it is failing: a 5xx but 505, which
 /// kie documents as "feature disabled", a refusal.
 pub fn provider_failing(code: i64) -> bool {

@@ -554,3 +554,23 @@ fn every_family_but_unknown_has_an_endpoint() {
     assert_eq!(generation_record_path(Family::Voice), Some("/api/v1/voice/record-info"));
     assert_eq!(generation_record_path(Family::Music), None);
 }
+
+/// The two sites' API codes read in one set of terms: docs.sunoapi.org's 429 is its
+/// "insufficient credits" (kie's 402), its 404 an invalid request method or path (no word of
+/// the task: not kie's "not found"); every other code means what it says on both, and kie's
+/// 429 still asks to wait.
+#[test]
+fn each_sites_codes_mean_what_its_documentation_says() {
+    use suno_callbacks::poll::{Site, asks_to_wait, code_meaning};
+    assert_eq!(code_meaning(Site::SunoApi, 429), Some(402));
+    assert_eq!(code_meaning(Site::SunoApi, 404), None);
+    for code in [200, 400, 401, 402, 403, 405, 422, 430, 455, 500, 501] {
+        assert_eq!(code_meaning(Site::SunoApi, code), Some(code), "{code}");
+    }
+    for code in [200, 400, 402, 404, 422, 429, 455, 500] {
+        assert_eq!(code_meaning(Site::Kie, code), Some(code), "{code}");
+    }
+    assert!(asks_to_wait(code_meaning(Site::Kie, 429).unwrap()));
+    assert!(!asks_to_wait(code_meaning(Site::SunoApi, 429).unwrap()));
+    assert!(asks_to_wait(code_meaning(Site::SunoApi, 430).unwrap()) && asks_to_wait(405));
+}

@@ -75,6 +75,7 @@ impl App {
             give_up_after: config.give_up_after,
             key_source,
             polls: on,
+            site: config.provider.provider.site(),
             max_tasks: crate::request_spacing::tasks_per_run(config.polls_per_minute),
             ..Settings::default()
         };

@@ -165,6 +165,8 @@ pub struct Settings {
     /// Whether runs poll the provider (a key is configured). Without, they only give tasks up
     /// when their time comes (a task due before is put off, an hour at a time).
     pub polls: bool,
+    /// `PROVIDER`'s documentation, which says what its answers' codes mean.
+    pub site: suno_callbacks::poll::Site,
 }
 
 impl Default for Settings {
@@ -176,6 +178,7 @@ impl Default for Settings {
             max_save_attempts: 5,
             key_source: "PROVIDER_API_KEY".into(),
             polls: true,
+            site: suno_callbacks::poll::Site::Kie,
         }
     }
 }

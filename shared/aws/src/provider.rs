@@ -39,6 +39,14 @@ impl Provider {
         }
     }
 
+    /// Whose documentation its answers' codes follow.
+    pub fn site(self) -> suno_callbacks::poll::Site {
+        match self {
+            Provider::Kie => suno_callbacks::poll::Site::Kie,
+            Provider::SunoApi => suno_callbacks::poll::Site::SunoApi,
+        }
+    }
+
     /// Its API host, the default `PROVIDER_BASE_URL`.
     pub fn default_base_url(self) -> &'static str {
         match self {

@@ -203,8 +203,25 @@ pub(super) async fn reconcile_task<P: Ports>(
             Err(PollError::Provider { code, message }) => {
                 // It may quote the callback URL (its token) or a file link.
                 let provider_message = stemvault_vault::shown::provider_message(&message);
-                tracing::info!(task_id, code, provider_message, "the provider answered an error code");
-                PollOutcome::Provider(code)
+                match suno_callbacks::poll::code_meaning(settings.site, code) {
+                    Some(meaning) => {
+                        tracing::info!(task_id, code, provider_message, "the provider answered an error code");
+                        PollOutcome::Provider(meaning)
+                    }
+                    // docs.sunoapi.org's 404, an invalid request method or path: nothing of
+                    // the task (a wrong PROVIDER_BASE_URL would otherwise give every watched
+                    // task up a day later); polled again, as an unreadable answer is.
+                    None => {
+                        tracing::warn!(
+                            task_id,
+                            code,
+                            provider_message,
+                            "the provider answered a code its documentation gives an invalid request method or path \
+                             (is PROVIDER_BASE_URL its API root?); not taken as the task unknown, polling again later"
+                        );
+                        PollOutcome::Unreadable
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(task_id, error = %e, "unreadable record-info answer");

@@ -501,6 +501,36 @@ async fn polls_refused_for_credits_are_counted() {
     }
 }
 
+/// docs.sunoapi.org's codes read as its documentation gives them (PROVIDER=sunoapi): its 429,
+/// "insufficient credits", is a poll refused for the credits (the run's polls end, counted
+/// for `provider-credits-refused`), not a rate limit; its 404, "invalid request method or
+/// path", is no word of the task (no run of "not found" starts, so a wrong setting gives
+/// nothing up). With kie, each means what kie says.
+#[tokio::test]
+async fn sunoapi_codes_are_read_as_its_documentation_gives_them() {
+    use suno_callbacks::poll::Site;
+    let code = |code: u16| ProviderAnswer::Http { status: 200, body: format!(r#"{{"code":{code}}}"#).into_bytes() };
+    let polled = |site: Site, answer: ProviderAnswer| async move {
+        let ports = MemoryPorts::new(vec![answer]);
+        register(&ports);
+        ports.until_due();
+        let settings = Settings { site, ..settings() };
+        let outcome = reconcile(&ports, &settings, "run", ports.table.now().plus(Duration::from_secs(60))).await;
+        (outcome.unwrap(), ports.record())
+    };
+    let (outcome, record) = polled(Site::SunoApi, code(429)).await;
+    assert_eq!((outcome.unpaid, outcome.refused, outcome.rate_limited), (1, true, false), "{outcome:?}");
+    assert_eq!(record.last_poll.unwrap().outcome, "provider_402");
+    let (outcome, _) = polled(Site::Kie, code(429)).await;
+    assert_eq!((outcome.unpaid, outcome.rate_limited), (0, true), "{outcome:?}");
+
+    let (outcome, record) = polled(Site::SunoApi, code(404)).await;
+    assert_eq!((outcome.polls, outcome.not_found, outcome.unanswered), (1, 0, 1), "{outcome:?}");
+    assert_eq!((record.last_poll.unwrap().outcome.as_str(), record.not_found_since), ("unreadable", None));
+    let (outcome, record) = polled(Site::Kie, code(404)).await;
+    assert_eq!((outcome.not_found, record.not_found_since.is_some()), (1, true), "{outcome:?}");
+}
+
 #[tokio::test]
 async fn a_callback_after_a_poll_and_a_poll_after_a_callback_add_nothing() {
     // Poll first, then the provider's late callback.
