@@ -108,18 +108,30 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
     format!("{prefix}{shortened}{suffix}")
 }
 
-/// Whether `key` may be a file's of `task_id`: under its [`task_prefix`], and not its
-/// manifest's, nor under [`callback_body_prefix`] or [`details_prefix`], within
-/// [`MAX_KEY_BYTES`]. Every [`file_key`] is; one that is not was edited by hand (or written
-/// by a faulty build), and the downloader would overwrite another task's object, the task's
-/// manifest or a body with it. (Looser than what `file_key` gives today, whose reserved
-/// names and body-shaped keys came later: a key an earlier build gave still reads.)
+/// Whether `key` may be a file's of `task_id`: under its [`task_prefix`], with no `.` or `..`
+/// segment, not its manifest's, nor under [`callback_body_prefix`], nor a kept details key
+/// ([`details_key`]'s shape), within [`MAX_KEY_BYTES`]. Every [`file_key`] is; one that is
+/// not was edited by hand (or written by a faulty build), and the downloader would overwrite
+/// another task's object, the task's manifest, a body or kept details with it. Looser than
+/// what `file_key` gives today, so that keys earlier builds gave still read: reserved names
+/// and body-shaped keys came later (before 2026-12-05 an unknown family's `details/<x>` file
+/// was stored under `details/`, beside the kept details, whose names no file's could take).
 pub fn is_file_key_of(task_id: &TaskId, key: &str) -> bool {
-    let own = key.strip_prefix(task_prefix(task_id).as_str()).is_some_and(|name| !name.is_empty());
-    own && key != manifest_key(task_id)
+    let Some(name) = key.strip_prefix(task_prefix(task_id).as_str()) else { return false };
+    let kept_details = name.strip_prefix("details/").is_some_and(is_body_name);
+    !name.is_empty()
+        && !name.split('/').any(|segment| segment == "." || segment == "..")
+        && key != manifest_key(task_id)
         && !key.starts_with(&callback_body_prefix(task_id))
-        && !key.starts_with(&details_prefix(task_id))
+        && !kept_details
         && key.len() <= MAX_KEY_BYTES
+}
+
+/// Whether `name` is an archived body's or kept details' file name: `<stage>-<64 hex
+/// digits>.json` (or `unparsable-<64 hex digits>.json`), one segment.
+fn is_body_name(name: &str) -> bool {
+    let Some((_, hash)) = name.strip_suffix(".json").and_then(|stem| stem.rsplit_once('-')) else { return false };
+    !name.contains('/') && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// Whether `key` has the shape the downloader's role is refused (see
@@ -251,6 +263,8 @@ mod tests {
         }
         assert!(is_file_key_of(&t, &file_key(&t, &body_shaped, "https://h/x.json")));
         assert!(is_file_key_of(&t, "tasks/abc/details.mp3") && is_file_key_of(&t, "tasks/abc/manifest"));
+        // An unknown family's `details/<x>` file, as builds before 2026-12-05 stored it.
+        assert!(is_file_key_of(&t, "tasks/abc/details/xUrl.mp3") && is_file_key_of(&t, "tasks/abc/details/a/b"));
         let body = callback_body_key(&t, crate::Stage::First, &"a".repeat(64));
         let details = details_key(&t, crate::Stage::First, &"a".repeat(64));
         for key in [
@@ -259,9 +273,13 @@ mod tests {
             "tasks/abc",
             "vocal.mp3",
             "parked/abc/x",
+            "tasks/abc/../abd/vocal.mp3",
+            "tasks/abc/./vocal.mp3",
+            "tasks/abc/a/..",
             &manifest_key(&t),
             &body,
             &details,
+            &unparsable_body_key(&t, &"b".repeat(64)),
         ] {
             assert!(!is_file_key_of(&t, key), "{key}");
         }

@@ -460,10 +460,7 @@ impl Outcome {
             Outcome::Retry(DownloadError::Copy(CopyError::Fetch(
                 FetchError::Status { retry_after, .. } | FetchError::NoFreshLinkYet { retry_after, .. },
             ))) => *retry_after,
-            Outcome::Retry(DownloadError::Busy { lease_until }) => {
-                let left = lease_until.plus(Duration::from_secs(1)).unix_seconds.saturating_sub(now.unix_seconds());
-                Some(Duration::from_secs(u64::try_from(left).unwrap_or(0)))
-            }
+            Outcome::Retry(DownloadError::Busy { lease_until }) => Some(lease_until.lapses_in(now)),
             _ => None,
         }
     }

@@ -11,13 +11,15 @@
 
 use suno_callbacks::s3_key;
 
-/// Whether an answer of `content_type` cannot be the file stored at `key`.
-pub fn not_the_file(content_type: &str, key: &str) -> bool {
+/// The media type an answer of `content_type` says it is when that cannot be the file stored
+/// at `key` (None: it may be): what a refusal names, never the header's parameters, the
+/// source's free text.
+pub fn not_the_file(content_type: &str, key: &str) -> Option<String> {
     let essence = essence(content_type);
     let page = matches!(essence.as_str(), "text/html" | "application/xhtml+xml");
     let document = essence.ends_with("+json")
         || matches!(essence.as_str(), "application/json" | "text/json" | "application/xml" | "text/xml");
-    page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))
+    (page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))).then_some(essence)
 }
 
 /// The type a copy is stored and recorded with: the source's when it names media a browser
@@ -111,7 +113,10 @@ mod tests {
             ("text/html, text/html", "tasks/t/vocal.mp3"),
             ("text/html\u{80}", "tasks/t/vocal.mp3"),
         ] {
-            assert!(not_the_file(content_type, key), "{content_type} for {key}");
+            // Named by its media type alone, in lower case.
+            let named = not_the_file(content_type, key);
+            let bare = |t: &String| !t.contains([';', ',', ' ', '\u{80}']) && *t == t.to_ascii_lowercase();
+            assert!(named.as_ref().is_some_and(bare), "{content_type} for {key}: {named:?}");
         }
     }
 
@@ -139,7 +144,7 @@ mod tests {
             ("application/json", "tasks/t/vocal"),
             ("", "tasks/t/vocal.mp3"),
         ] {
-            assert!(!not_the_file(content_type, key), "{content_type} for {key}");
+            assert_eq!(not_the_file(content_type, key), None, "{content_type} for {key}");
         }
     }
 }

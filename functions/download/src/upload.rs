@@ -236,10 +236,8 @@ where
     if let Some(declared) = body.content_length.filter(|d| *d > limits.max_bytes) {
         return Err(FetchError::TooLarge { limit: limits.max_bytes, declared: Some(declared) }.into());
     }
-    if let Some(content_type) = body.content_type.as_deref().filter(|ct| media::not_the_file(ct, to.key)) {
-        // The media type alone: its parameters are the source's free text, and the reason is
-        // recorded, shown by `GET` and sent in events.
-        let content_type = media::media_type(content_type.as_bytes()).unwrap_or_else(|| "(unreadable)".to_owned());
+    // The media type alone: the reason is recorded, shown by `GET` and sent in events.
+    if let Some(content_type) = body.content_type.as_deref().and_then(|ct| media::not_the_file(ct, to.key)) {
         return Err(FetchError::NotTheFile { content_type }.into());
     }
     let content_type = media::stored_type(body.content_type);

@@ -22,9 +22,10 @@
 //!   or maintenance the run polls no other task: a task is polled at most every 30 s, far
 //!   inside the provider's per-task limit, so the limit hit is the account's, and every other
 //!   poll would be refused too and only use it up; they stay due for the next run;
-//! * "not found" (400/404/422 as the `code` of the provider's answer, or a success whose `data` is
-//!   null: no record of the task at its family's endpoint; an HTTP 404/422 is a path it
-//!   does not serve, read as unreadable): the same, and once every
+//! * "not found" (400/404/422 as the `code` of the provider's answer, read in kie's terms
+//!   ([`suno_callbacks::poll::code_meaning`]: docs.sunoapi.org's 404 is a path it does not
+//!   serve), or a success whose `data` is null: no record of the task at its family's
+//!   endpoint; an HTTP 404/422 is a path it does not serve, read as unreadable): the same, and once every
 //!   answer has said so for a day (any other answer, or none, restarts the count), the task
 //!   is given up like one waited for too long, with reason `not_found`;
 //! * 401/403 (as HTTP status or as the body's `code`), still so after the poll port re-read

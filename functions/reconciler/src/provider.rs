@@ -57,9 +57,10 @@ pub fn refused(answer: &ProviderAnswer) -> bool {
 }
 
 /// Whether the answer may say the provider does not know the task, for the voice fallback:
-/// 400, 404 or 422 as the `code` of a 200 (as the run reads it, `PollOutcome::not_found`), or as
-/// HTTP status with a `code` in the body (the run reads that as no answer; asking the other
-/// record costs one request).
+/// 400, 404 or 422 as the `code` of a 200 (as the run reads kie's, `PollOutcome::not_found`;
+/// docs.sunoapi.org's 404, an invalid path, is taken so here too: asking the other record
+/// costs one request), or as HTTP status with a `code` in the body (the run reads that as no
+/// answer).
 fn unknown_task(answer: &ProviderAnswer) -> bool {
     match answer {
         ProviderAnswer::Http { status: 404 | 422, body } => answer_code(body).is_some(),

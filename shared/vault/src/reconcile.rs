@@ -199,9 +199,10 @@ pub enum PollOutcome {
 impl PollOutcome {
     /// The provider said it does not know the task: 404, 422 (not a task id it takes at this
     /// family's endpoint) or 400 (both sites' "parameter error": the one parameter is the
-    /// task id), as the `code` of its answer (an HTTP 404 or 422 is a path it does not serve,
-    /// and is read as no answer); or a success holding no record (a task registered under
-    /// another family: its endpoint never will). A day of them gives the task up.
+    /// task id), as the `code` of its answer read in kie's terms
+    /// ([`suno_callbacks::poll::code_meaning`]; an HTTP 404 or 422 is a path it does not
+    /// serve, and is read as no answer); or a success holding no record (a task registered
+    /// under another family: its endpoint never will). A day of them gives the task up.
     pub fn not_found(&self) -> bool {
         matches!(self, PollOutcome::Provider(400 | 404 | 422) | PollOutcome::NoRecord)
     }

@@ -128,6 +128,13 @@ impl LeaseEnd {
         !self.holds_at(now)
     }
 
+    /// How long from `now` until the claim has lapsed (the next second after its last):
+    /// nothing once it has.
+    pub fn lapses_in(self, now: Timestamp) -> Duration {
+        let left = self.unix_seconds.saturating_add(1).saturating_sub(now.unix_seconds());
+        Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    }
+
     /// The lease's end as a time (its second's start).
     pub fn timestamp(self) -> Timestamp {
         Timestamp::from_unix_ms(self.unix_seconds.saturating_mul(1000))
@@ -213,6 +220,8 @@ mod tests {
         assert!(!lease.lapsed_at(Timestamp::from_unix_ms(1_799_999_999_000)));
         assert_eq!(lease.plus(Duration::from_millis(2_999)).unix_seconds, 1_800_000_002);
         assert_eq!(lease.timestamp(), Timestamp::from_unix_ms(1_800_000_000_000));
+        assert_eq!(lease.lapses_in(Timestamp::from_unix_ms(1_799_999_990_500)), Duration::from_secs(11));
+        assert_eq!(lease.lapses_in(Timestamp::from_unix_ms(1_800_000_001_000)), Duration::ZERO);
         assert_eq!(LeaseEnd::from_unix_seconds(i64::MAX).plus(Duration::from_secs(1)).unix_seconds, i64::MAX);
         assert_eq!(serde_json::to_value(lease).unwrap(), serde_json::json!(1_800_000_000));
         assert_eq!(serde_json::from_value::<LeaseEnd>(serde_json::json!(7)).unwrap(), LeaseEnd::from_unix_seconds(7));

@@ -13,7 +13,7 @@ use serde_dynamo::{AttributeValue, Item};
 
 use super::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use crate::items::{self, PutCondition, TaskWrite};
-use crate::{Clock, FileJob, FileStatus, LoadTask, QueueError, SaveTask, StoreError, TaskRecord, Timestamp};
+use crate::{Clock, FileJob, FileStatus, LeaseEnd, LoadTask, QueueError, SaveTask, StoreError, TaskRecord, Timestamp};
 
 /// A task table (item collections, with DynamoDB's conditions) and a queue in memory, with a
 /// switch to make the queue fail, one to make saves fail, a latency for every call, and a
@@ -264,8 +264,8 @@ fn string<'a>(item: &'a Item, attribute: &str) -> Option<&'a str> {
 }
 
 /// Whether `condition` holds for the stored item (None: no item), as DynamoDB decides it,
-/// at `now_secs`.
-fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool {
+/// at `now` (`#lease < :now`, in seconds).
+fn holds(condition: &PutCondition, stored: Option<&Item>, now: Timestamp) -> bool {
     match (condition, stored) {
         (PutCondition::Absent | PutCondition::Unclaimed { .. }, None) => true,
         (PutCondition::Absent, Some(_)) => false,
@@ -274,7 +274,9 @@ fn holds(condition: &PutCondition, stored: Option<&Item>, now_secs: i64) -> bool
             Some("pending") => true,
             Some("enqueuing") => {
                 string(item, "claim") == Some(claimant.as_str())
-                    || number(item, "lease_until").is_some_and(|lease| (lease as i64) < now_secs)
+                    || number(item, "lease_until")
+                        .and_then(|lease| i64::try_from(lease).ok())
+                        .is_some_and(|lease| LeaseEnd::from_unix_seconds(lease).lapsed_at(now))
             }
             _ => false,
         },
@@ -317,14 +319,14 @@ impl SaveTask for MemoryTableAndQueue {
             self.put_record(record);
         }
         let plan = items::plan_save(before, after)?;
-        let now_secs = self.now().unix_seconds();
+        let now = self.now();
         let mut tables = lock(&self.tables);
         let items = tables.entry(after.task_id.clone()).or_default();
         if let Some(mark) = plan.mark_open {
             // As the expression: the version and the fence read.
             let as_read = PutCondition::Version { version: mark.version, adding: mark.read };
             let task = match items.get_mut(items::TASK_SK) {
-                Some(task) if holds(&as_read, Some(&*task), now_secs) => task,
+                Some(task) if holds(&as_read, Some(&*task), now) => task,
                 _ => return Err(StoreError::Conflict),
             };
             task.insert("open".to_owned(), AttributeValue::S(crate::OPEN_MARKER.to_owned()));
@@ -334,7 +336,7 @@ impl SaveTask for MemoryTableAndQueue {
         }
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
-            if holds(&put.condition, items.get(&sk), now_secs) {
+            if holds(&put.condition, items.get(&sk), now) {
                 items.insert(sk, put.item);
             } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
                 return Err(StoreError::Conflict);
@@ -351,7 +353,7 @@ impl SaveTask for MemoryTableAndQueue {
         }
         match plan.task {
             Some(TaskWrite::Put(put)) => {
-                if !holds(&put.condition, items.get(items::TASK_SK), now_secs) {
+                if !holds(&put.condition, items.get(items::TASK_SK), now) {
                     return Err(StoreError::Conflict);
                 }
                 items.insert(items::TASK_SK.to_owned(), put.item);
@@ -485,7 +487,7 @@ mod tests {
     #[test]
     fn a_first_save_takes_only_items_at_their_first_revision() {
         let unclaimed = PutCondition::Unclaimed { claimant: "me".into() };
-        let now = 100;
+        let now = Timestamp::from_unix_ms(100_000);
         for (stored, takes) in [
             (item("pending", Some(1), "", 0), true),
             (item("enqueuing", Some(1), "me", 200), true),
@@ -517,17 +519,19 @@ mod tests {
             item.into()
         };
         let version = |version, adding| PutCondition::Version { version, adding };
+        // A version condition reads no lease: any time will do.
+        const ZERO: Timestamp = Timestamp { unix_ms: 0 };
         let unfenced = version(4, None);
-        assert!(holds(&unfenced, Some(&task(None)), 0));
-        assert!(!holds(&unfenced, Some(&task(Some(fence(5, 100)))), 0), "marked since");
-        assert!(holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 100)))), 0));
-        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(6, 100)))), 0));
-        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 101)))), 0), "marked again since");
-        assert!(!holds(&version(3, None), Some(&task(None)), 0));
-        assert!(!holds(&unfenced, None, 0));
+        assert!(holds(&unfenced, Some(&task(None)), ZERO));
+        assert!(!holds(&unfenced, Some(&task(Some(fence(5, 100)))), ZERO), "marked since");
+        assert!(holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 100)))), ZERO));
+        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(6, 100)))), ZERO));
+        assert!(!holds(&version(4, Some(fence(5, 100))), Some(&task(Some(fence(5, 101)))), ZERO), "marked again since");
+        assert!(!holds(&version(3, None), Some(&task(None)), ZERO));
+        assert!(!holds(&unfenced, None, ZERO));
         // A fence written without its time (by hand) is matched as such.
         let by_hand = Some(crate::AddFence { generation: 5, at: None });
-        assert!(holds(&version(4, by_hand), Some(&task(by_hand)), 0));
-        assert!(!holds(&version(4, by_hand), Some(&task(Some(fence(5, 100)))), 0));
+        assert!(holds(&version(4, by_hand), Some(&task(by_hand)), ZERO));
+        assert!(!holds(&version(4, by_hand), Some(&task(Some(fence(5, 100)))), ZERO));
     }
 }

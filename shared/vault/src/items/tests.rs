@@ -217,6 +217,11 @@ fn a_file_key_outside_its_task_is_malformed() {
         }
     }
     assert!(read_file_item(with("next_key", "tasks/t1/vocal-2.mp3")).is_ok());
+    // Without the task it belongs to, no key can be checked.
+    let mut orphan = with("key", "tasks/t1/vocal.mp3");
+    orphan.remove(PARTITION_KEY);
+    let read = read_file_item(orphan);
+    assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.contains("without a string task_id")), "{read:?}");
 }
 
 fn rev_of(put: &ItemPut) -> &V {
