@@ -15,9 +15,10 @@
 //! the table, a record the table refuses) is moved to its archive key, as ingest keeps every
 //! accepted body, and logged as an error: it no longer stands in front of the others. One
 //! whose task's record cannot be read, or whose writes the table refuses as invalid (a faulty
-//! build), waits for an operator to fix it, its task's bodies skipped meanwhile; one that is
-//! no callback (put there by hand), or that could not be moved, is skipped itself for a while
-//! ([`HeldTasks`]).
+//! build), waits for an operator to fix it, its task's bodies skipped meanwhile. One parked
+//! before 2026-12-07 holding more JSON values than a callback is read with now is moved to its
+//! task's unparsable key, where ingest now keeps such a body. One that is no callback (put
+//! there by hand), or that could not be moved, is skipped itself for a while ([`HeldTasks`]).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -28,7 +29,7 @@ use serde::Serialize;
 use stemvault_vault::accept::{self, ParkedBody, accept};
 use stemvault_vault::panic::{Guarded, guarded};
 use stemvault_vault::{Timestamp, answer_within};
-use suno_callbacks::{Stage, parse_callback, s3_key};
+use suno_callbacks::{ParseError, Stage, TaskId, parse_callback, s3_key};
 use tracing::Instrument;
 
 use crate::domain::{EmitMetrics, Measure};
@@ -356,10 +357,24 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
         }
     };
     // Ingest parsed it before parking it: only a body put there by hand fails here, or one
-    // parked before 2026-12-07 holding more JSON values than are read now (MAX_JSON_MARKS).
-    let event = match parse_callback(&body) {
-        Ok(event) => event,
-        Err(e) => {
+    // parked before 2026-12-07 holding more JSON values than are read now (MAX_JSON_MARKS),
+    // which is kept where ingest now keeps such a verified body, out of the way.
+    let event = match (parse_callback(&body), parked_task_id(key)) {
+        (Ok(event), _) => event,
+        (Err(e @ ParseError::TooManyValues), Some(task)) => {
+            let kept_key = s3_key::unparsable_body_key(&task, &accept::body_sha256_hex(&body));
+            return match move_out_of_parked(ports, key, &kept_key, &body).await {
+                Ok(()) => {
+                    tracing::error!(error = %e, kept_key, "a parked body can no longer be read; kept as an unparsable body, not recorded");
+                    Replay::Archived
+                }
+                Err(why) => {
+                    tracing::error!(error = %e, why, "a parked body can no longer be read, nor moved; left for an operator");
+                    Replay::Refused
+                }
+            };
+        }
+        (Err(e), _) => {
             tracing::error!(error = %e, "a parked body is no callback; left for an operator");
             return Replay::Refused;
         }
@@ -396,11 +411,7 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             // Never recordable (too large for the table, or a record it refuses): kept where
             // every accepted body is kept, and out of the way of the parked ones behind it.
             let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &accept::body_sha256_hex(&body));
-            let moved = match ports.archive_body(&archive_key, &body).await {
-                Ok(()) => ports.delete_parked(key).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match moved {
+            match move_out_of_parked(ports, key, &archive_key, &body).await {
                 Ok(()) => {
                     tracing::error!(
                         error = %e,
@@ -422,6 +433,18 @@ async fn replay_one<P: Ports>(ports: &P, settings: &accept::Settings, parked: &P
             }
         }
     }
+}
+
+/// The task a parked key is under, when it is one a callback may name.
+fn parked_task_id(key: &str) -> Option<TaskId> {
+    parked_task(key).and_then(|task| TaskId::parse(task).ok())
+}
+
+/// Keep `body`, parked under `key`, under `to` instead: written there, then deleted from
+/// `parked/` (a failed delete leaves it for the next run, which writes the same key again).
+async fn move_out_of_parked<P: Ports>(ports: &P, key: &str, to: &str, body: &[u8]) -> Result<(), String> {
+    ports.archive_body(to, body).await.map_err(|e| e.to_string())?;
+    ports.delete_parked(key).await.map_err(|e| e.to_string())
 }
 
 // Tested with the run's in-memory ports: `crate::domain::tests`.

@@ -1,7 +1,9 @@
 use super::*;
 use sha2::{Digest, Sha256};
 use suno_callbacks::parse::MAX_SEGMENT_LEN;
-use suno_callbacks::s3_key::{callback_body_key, details_key, file_key, manifest_key, parked_body_key};
+use suno_callbacks::s3_key::{
+    callback_body_key, details_key, file_key, manifest_key, parked_body_key, unparsable_body_key,
+};
 use suno_callbacks::{Stage, TaskId};
 
 /// What a function's grant for an action must do with one kind of key.
@@ -256,6 +258,8 @@ pub fn sample_keys() -> SampleKeys {
         let sha = hex::encode(Sha256::digest(body.as_bytes()));
         keys.files.extend(event.files.iter().map(|f| file_key(&event.task_id, &f.name, &f.url)));
         keys.bodies.extend(every_stage().map(|stage| callback_body_key(&event.task_id, stage, &sha)));
+        // A verified body the parser refuses (ingest's, or a replayed parked one's).
+        keys.bodies.push(unparsable_body_key(&event.task_id, &sha));
         keys.details.extend(every_stage().map(|stage| details_key(&event.task_id, stage, &sha)));
         keys.parked.extend(every_stage().map(|stage| parked_body_key(&event.task_id, stage, &sha)));
         keys.manifests.push(manifest_key(&event.task_id));
@@ -268,6 +272,7 @@ pub fn sample_keys() -> SampleKeys {
             }
         }
         keys.bodies.extend(every_stage().map(|stage| callback_body_key(&task, stage, &sha)));
+        keys.bodies.push(unparsable_body_key(&task, &sha));
         keys.details.extend(every_stage().map(|stage| details_key(&task, stage, &sha)));
         keys.parked.extend(every_stage().map(|stage| parked_body_key(&task, stage, &sha)));
         keys.manifests.push(manifest_key(&task));

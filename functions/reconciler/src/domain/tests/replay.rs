@@ -255,6 +255,32 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
     assert!(ports.table.record(TASK).is_none(), "nothing recorded");
 }
 
+/// A body parked before 2026-12-07 holding more JSON values than a callback is read with now
+/// (MAX_JSON_MARKS) is kept where ingest now keeps such a verified body, its task's
+/// `unparsable-<sha256>.json`, and leaves `parked/`, rather than being read again every 15
+/// minutes for good; junk put there by hand under no task stays for an operator.
+#[tokio::test]
+async fn a_parked_body_too_large_to_read_now_is_kept_as_unparsable() {
+    use crate::replay::{HeldTasks, Replayed, replay_parked};
+    use suno_callbacks::parse::MAX_JSON_MARKS;
+    let ports = MemoryPorts::new(vec![]);
+    let values = vec!["0"; MAX_JSON_MARKS].join(",");
+    let body = format!(r#"{{"code":200,"msg":"ok","data":{{"task_id":"{TASK}","notes":[{values}]}}}}"#).into_bytes();
+    let parked = format!("parked/{TASK}/final-{}.json", "ad".repeat(32));
+    ports.park(&parked, &body);
+    ports.park("parked/by-hand.json", &body);
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    let replayed =
+        replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
+    assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 1 });
+    let bodies = ports.bodies.lock().unwrap().clone();
+    let task = TaskId::parse(TASK).unwrap();
+    let kept = suno_callbacks::s3_key::unparsable_body_key(&task, &stemvault_vault::accept::body_sha256_hex(&body));
+    assert_eq!(bodies.get(&kept), Some(&body), "{:?}", bodies.keys());
+    assert!(!bodies.contains_key(&parked) && bodies.contains_key("parked/by-hand.json"), "{:?}", bodies.keys());
+    assert!(ports.table.record(TASK).is_none(), "nothing recorded");
+}
+
 /// A parked callback of a task whose record cannot be read stays parked (not moved to the
 /// archive as refused for good), and the run after the record was fixed records it.
 #[tokio::test]
