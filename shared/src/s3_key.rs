@@ -59,8 +59,15 @@ const KNOWN_EXTENSIONS: &[&str] = &["mp3", "wav", "png", "jpeg", "jpg", "webp", 
 
 /// The prefix under which everything of one task lives, with a trailing `/`.
 pub fn task_prefix(task_id: &TaskId) -> String {
-    format!("tasks/{task_id}/")
+    format!("{TASKS_DIR}{task_id}/")
 }
+
+/// Where every task's objects live, and, under a task's prefix, where its archived bodies,
+/// its kept details and its manifest are.
+const TASKS_DIR: &str = "tasks/";
+const CALLBACKS_DIR: &str = "callbacks/";
+const DETAILS_DIR: &str = "details/";
+const MANIFEST_NAME: &str = "manifest.json";
 
 /// First name segments a file may not have, because the task's own objects live there.
 pub const RESERVED_FIRST_SEGMENTS: [&str; 3] = ["manifest", "callbacks", "details"];
@@ -117,13 +124,16 @@ pub fn file_key(task_id: &TaskId, name: &str, url: &str) -> String {
 /// and body-shaped keys came later (before 2026-12-05 an unknown family's `details/<x>` file
 /// was stored under `details/`, beside the kept details, whose names no file's could take).
 pub fn is_file_key_of(task_id: &TaskId, key: &str) -> bool {
-    let Some(name) = key.strip_prefix(task_prefix(task_id).as_str()) else { return false };
-    let kept_details = name.strip_prefix("details/").is_some_and(is_body_name);
+    // The name under the task's prefix, read without building any key: every read of a record
+    // checks each of its files.
+    let name =
+        key.strip_prefix(TASKS_DIR).and_then(|k| k.strip_prefix(task_id.as_str())).and_then(|k| k.strip_prefix('/'));
+    let Some(name) = name else { return false };
     !name.is_empty()
         && !name.split('/').any(|segment| segment == "." || segment == "..")
-        && key != manifest_key(task_id)
-        && !key.starts_with(&callback_body_prefix(task_id))
-        && !kept_details
+        && name != MANIFEST_NAME
+        && !name.starts_with(CALLBACKS_DIR)
+        && !name.strip_prefix(DETAILS_DIR).is_some_and(is_body_name)
         && key.len() <= MAX_KEY_BYTES
 }
 
@@ -177,7 +187,7 @@ fn hex_of(bytes: &[u8]) -> String {
 
 /// The prefix of every verbatim callback body of a task, with a trailing `/`.
 pub fn callback_body_prefix(task_id: &TaskId) -> String {
-    format!("tasks/{task_id}/callbacks/")
+    format!("{}{CALLBACKS_DIR}", task_prefix(task_id))
 }
 
 /// Where an accepted callback body is kept verbatim.
@@ -200,7 +210,7 @@ pub fn details_key(task_id: &TaskId, stage: Stage, body_sha256_hex: &str) -> Str
 
 /// The prefix of a task's kept details ([`details_key`]).
 pub fn details_prefix(task_id: &TaskId) -> String {
-    format!("tasks/{task_id}/details/")
+    format!("{}{DETAILS_DIR}", task_prefix(task_id))
 }
 
 /// Where verified callbacks that could not be recorded wait (the table unavailable, too
@@ -220,7 +230,7 @@ pub fn parked_task_prefix(task_id: &TaskId) -> String {
 
 /// Where the manifest of a settled task is written.
 pub fn manifest_key(task_id: &TaskId) -> String {
-    format!("tasks/{task_id}/manifest.json")
+    format!("{}{MANIFEST_NAME}", task_prefix(task_id))
 }
 
 /// The known extension a file's key ends in (lower-cased), else None: [`file_key`] adds one

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use serde_dynamo::{AttributeValue, Item};
+use suno_callbacks::TaskId;
 
 use crate::{AddFence, CallbackEntry, FileEntry, FileStatus, StoreError, TaskRecord};
 
@@ -106,12 +107,12 @@ pub fn read_file_item(item: Item) -> Result<(String, FileEntry), StoreError> {
         _ => None,
     }
     .ok_or_else(|| StoreError::Malformed("a file item without a file# sort key".into()))?;
-    let task_id = match item.get(PARTITION_KEY) {
-        Some(AttributeValue::S(task_id)) => task_id.clone(),
+    let task = match item.get(PARTITION_KEY) {
+        Some(AttributeValue::S(task_id)) => stored_task_id(task_id)?,
         _ => return Err(StoreError::Malformed(format!("file item {name} without a string {PARTITION_KEY}"))),
     };
     let file = serde_dynamo::from_item(item).map_err(|e| malformed(&format!("file item {name}"), e))?;
-    file_within_bounds(&task_id, &name, &file)?;
+    file_within_bounds(&task, &name, &file)?;
     Ok((name, file))
 }
 
@@ -195,8 +196,11 @@ fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
     if let Some((what, n)) = task.into_iter().find(|(_, n)| *n > MAX_COUNT) {
         return Err(past_max_count(what, n));
     }
-    for (name, file) in &record.files {
-        file_within_bounds(&record.task_id, name, file)?;
+    if !record.files.is_empty() {
+        let task = stored_task_id(&record.task_id)?;
+        for (name, file) in &record.files {
+            file_within_bounds(&task, name, file)?;
+        }
     }
     if let Some((id, callback)) = record.callbacks.iter().find(|(_, c)| c.deliveries > MAX_COUNT) {
         return Err(past_max_count(&format!("callback {id}'s deliveries"), callback.deliveries));
@@ -209,8 +213,14 @@ fn within_bounds(record: &TaskRecord) -> Result<(), StoreError> {
     }
 }
 
-/// [`within_bounds`] for one file, read with its task or alone ([`read_file_item`]).
-fn file_within_bounds(task_id: &str, name: &str, file: &FileEntry) -> Result<(), StoreError> {
+/// A stored task id, as a [`TaskId`] (parsed once a record: its files' keys are checked
+/// against it).
+fn stored_task_id(task_id: &str) -> Result<TaskId, StoreError> {
+    TaskId::parse(task_id).map_err(|e| StoreError::Malformed(format!("task id {task_id:?}: {e}")))
+}
+
+/// [`within_bounds`] for one file of `task`, read with its task or alone ([`read_file_item`]).
+fn file_within_bounds(task: &TaskId, name: &str, file: &FileEntry) -> Result<(), StoreError> {
     let counts = [("rev", file.rev), ("generation", file.generation.unwrap_or(0)), ("attempts", file.attempts)];
     if let Some((what, n)) = counts.into_iter().find(|(_, n)| *n > MAX_COUNT) {
         return Err(past_max_count(&format!("file {name}'s {what}"), n));
@@ -224,12 +234,10 @@ fn file_within_bounds(task_id: &str, name: &str, file: &FileEntry) -> Result<(),
     }
     // A key no file of the task can have (another task's object, its own manifest, a body's)
     // would be overwritten by the downloader, whose role may write anywhere under `tasks/`.
-    let task = suno_callbacks::TaskId::parse(task_id)
-        .map_err(|e| StoreError::Malformed(format!("file {name}'s task id {task_id:?}: {e}")))?;
     for (what, key) in [("key", Some(&file.key)), ("next_key", file.next_key.as_ref())] {
-        if let Some(key) = key.filter(|key| !suno_callbacks::s3_key::is_file_key_of(&task, key)) {
+        if let Some(key) = key.filter(|key| !suno_callbacks::s3_key::is_file_key_of(task, key)) {
             return Err(StoreError::Malformed(format!(
-                "file {name}'s {what} {key:?} is no key of a file of task {task_id}: edited by hand?"
+                "file {name}'s {what} {key:?} is no key of a file of task {task}: edited by hand?"
             )));
         }
     }

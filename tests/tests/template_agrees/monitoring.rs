@@ -663,63 +663,27 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
 
     // The permanent-failure alarm sums FilesFailed over the dimension set download emits.
     let (dimensions, _) = stemvault_download::aws::metrics_of("DownloadFunction", &Measure::Failed { reason: "x" });
-    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
-    let query = format!(
-        "SELECT SUM(FilesFailed) FROM SCHEMA({}, {}) WHERE {} = '{}'",
-        stemvault_aws::metrics::NAMESPACE,
-        names.join(", "),
-        insights_key(dimensions[0].0),
-        dimensions[0].1
-    );
-    let alarm = &cfn::resource(&template, "DownloadsFailedForGood")["Properties"]["Metrics"][0]["Expression"];
-    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
-    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+    let query = schema_sum("FilesFailed", &dimensions, dimensions[0]);
+    assert_eq!(alarm_query(&template, "DownloadsFailedForGood"), Some(query), "a !Sub naming the download function");
     // The settle-check alarm sums SettleChecksFailed over the dimension set download emits.
     let (dimensions, metrics) =
         stemvault_download::aws::metrics_of("DownloadFunction", &Measure::SettleCheckFailed { reason: "x" });
-    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
-    let query = format!(
-        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {} = '{}'",
-        metrics[0].name,
-        stemvault_aws::metrics::NAMESPACE,
-        names.join(", "),
-        insights_key(dimensions[0].0),
-        dimensions[0].1
-    );
-    let alarm = &cfn::resource(&template, "SettleChecksFailing")["Properties"]["Metrics"][0]["Expression"];
-    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
-    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the download function");
+    let query = schema_sum(metrics[0].name, &dimensions, dimensions[0]);
+    assert_eq!(alarm_query(&template, "SettleChecksFailing"), Some(query), "a !Sub naming the download function");
 
     // The parked-callback alarm sums CallbacksParked over the dimensions ingest emits it with.
     let (dimensions, metrics) =
         stemvault_ingest::aws::metrics_of("IngestFunction", &Answer::Parked { reason: "timeout" });
-    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
-    let query = format!(
-        "SELECT SUM({}) FROM SCHEMA({}, {}) WHERE {} = 'IngestFunction'",
-        metrics[0].name,
-        stemvault_aws::metrics::NAMESPACE,
-        names.join(", "),
-        insights_key("Function")
-    );
-    let alarm = &cfn::resource(&template, "CallbacksParkedAlarm")["Properties"]["Metrics"][0]["Expression"];
-    let alarm = cfn::sub(alarm).map(|text| substitute(&text).0);
-    assert_eq!(alarm.as_deref(), Some(query.as_str()), "a !Sub naming the ingest function");
+    let query = schema_sum(metrics[0].name, &dimensions, ("Function", "IngestFunction"));
+    assert_eq!(alarm_query(&template, "CallbacksParkedAlarm"), Some(query), "a !Sub naming the ingest function");
 
     // The rejected-webhooks alarm sums its metric over the dimensions notify emits it with.
     let (dimensions, metrics) =
         stemvault_notify::aws::metrics_of("NotifyFunction", &Delivery::Rejected { reason: "status_410" });
     let rejected = stemvault_notify::aws::WEBHOOKS_REJECTED;
     assert!(metrics.iter().any(|m| m.name == rejected), "{rejected} emitted");
-    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
-    let query = format!(
-        "SELECT SUM({rejected}) FROM SCHEMA({}, {}) WHERE {} = 'NotifyFunction'",
-        stemvault_aws::metrics::NAMESPACE,
-        names.join(", "),
-        insights_key("Function")
-    );
-    let expression = &cfn::resource(&template, "WebhooksRejectedAlarm")["Properties"]["Metrics"][0]["Expression"];
-    let expression = cfn::sub(expression).map(|text| substitute(&text).0);
-    assert_eq!(expression.as_deref(), Some(query.as_str()), "a !Sub naming the notify function");
+    let query = schema_sum(rejected, &dimensions, ("Function", "NotifyFunction"));
+    assert_eq!(alarm_query(&template, "WebhooksRejectedAlarm"), Some(query), "a !Sub naming the notify function");
 
     // The late-webhooks alarm sums WebhooksLate under every dimension set notify emits it with
     // (by Reason beside a late retry; 0 by Function alone beside a delivery), and keeps its
@@ -990,6 +954,24 @@ fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
         checked += 1;
     }
     assert_eq!(checked, 2, "tasks-not-swept and parked-callbacks-stuck");
+}
+
+/// The Metrics Insights query that sums `metric` over the dimension set it is emitted under
+/// (`dimensions`), for the one series `dimension` names.
+fn schema_sum(metric: &str, dimensions: &[(&str, &str)], dimension: (&str, &str)) -> String {
+    let names: Vec<String> = dimensions.iter().map(|(n, _)| insights_key(n)).collect();
+    format!(
+        "SELECT SUM({metric}) FROM SCHEMA({}, {}) WHERE {} = '{}'",
+        stemvault_aws::metrics::NAMESPACE,
+        names.join(", "),
+        insights_key(dimension.0),
+        dimension.1
+    )
+}
+
+/// The query of `alarm`'s first metric, its `!Sub` filled in as [`substitute`] does.
+fn alarm_query(template: &Value, alarm: &str) -> Option<String> {
+    cfn::sub(&cfn::resource(template, alarm)["Properties"]["Metrics"][0]["Expression"]).map(|text| substitute(&text).0)
 }
 
 /// A label key as a Metrics Insights query (the alarms' `SELECT`) names it: in double quotes,

@@ -222,6 +222,11 @@ fn a_file_key_outside_its_task_is_malformed() {
     orphan.remove(PARTITION_KEY);
     let read = read_file_item(orphan);
     assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.contains("without a string task_id")), "{read:?}");
+    // Nor under a task id no callback could name (edited by hand).
+    let mut misnamed = with("key", "tasks/t1/vocal.mp3");
+    misnamed.insert(PARTITION_KEY.into(), V::S("t1/../t2".into()));
+    let read = read_file_item(misnamed);
+    assert!(matches!(&read, Err(StoreError::Malformed(m)) if m.starts_with("task id \"t1/../t2\"")), "{read:?}");
 }
 
 fn rev_of(put: &ItemPut) -> &V {
