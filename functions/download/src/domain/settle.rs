@@ -43,7 +43,9 @@ pub enum Settling {
 /// check later ([`Settling::Deferred`]); what moved on settles on its own anyway. The last
 /// check settles even under a newer manifest: its read still showing the plan's generation
 /// and stage, the table is behind S3 (restored from a backup, say), and the task would
-/// otherwise never settle. So does one under a manifest of this generation and stage read
+/// otherwise never settle; its Task Vaulted goes out only once that write applied (refused,
+/// the newer manifest was a later stage's, written since the read, whose event went out
+/// first). So does one under a manifest of this generation and stage read
 /// from a later version, without publishing (that read's settle published): its write,
 /// conditional on the version read, applies only when the table is behind.
 ///
@@ -97,9 +99,10 @@ async fn check_settled_once<P: Ports>(
         // A new stage over settled files, or a settler that stopped before its write.
         tracing::info!(vault = %plan.vault, "the vault is settled but its manifest is not recorded; writing it");
     }
-    // Whether this check may publish its Task Vaulted: not over a manifest of a later read.
-    let may_publish = match put_fenced(ports, &plan).await? {
-        Fenced::Current => true,
+    // Whether this check may publish its Task Vaulted (not over a manifest of a later read),
+    // and whether only once its settle write applied.
+    let (may_publish, only_if_settled) = match put_fenced(ports, &plan).await? {
+        Fenced::Current => (true, false),
         // Its Task Vaulted would go out after the newer one's: the check reads again.
         Fenced::ReadSince | Fenced::Superseded if !last => {
             tracing::info!(key = plan.manifest_key, "a newer manifest is written; reading the task again");
@@ -113,11 +116,17 @@ async fn check_settled_once<P: Ports>(
                 key = plan.manifest_key,
                 "a manifest of a later read is written; settling the item as read, if it still is"
             );
-            false
+            (false, false)
         }
+        // The same, and its event is published once the write applied: a refused write means
+        // the newer manifest is no restore's but a later stage's written since this read,
+        // whose own event went out, so this older one must not follow it.
         Fenced::Superseded => {
-            tracing::warn!(key = plan.manifest_key, "the manifest is newer than the task item still is; settling it");
-            true
+            tracing::warn!(
+                key = plan.manifest_key,
+                "the manifest is newer than the task item read; settling the item as read, if it still is"
+            );
+            (true, true)
         }
     };
     // Before the settle write: once the task is settled no check comes back to publish it.
@@ -129,14 +138,15 @@ async fn check_settled_once<P: Ports>(
             "Task Vaulted would say what the last one said; not published again"
         );
     }
-    if publishes && published.as_deref() != Some(plan.announcement.as_str()) {
-        let vaulted = events::vaulted(&record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
-        ports.publish_events(std::slice::from_ref(&vaulted)).await?;
-        *published = Some(plan.announcement.clone());
+    if publishes && !only_if_settled {
+        publish_vaulted(ports, &record, &plan, published).await?;
     }
     let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {
+            if publishes && only_if_settled {
+                publish_vaulted(ports, &record, &plan, published).await?;
+            }
             tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
             // Counted by the settles that publish (the webhooks-silent alarm reads them as
             // Task Vaulted events, and a settle saying nothing new tells no one files are safe).
@@ -155,6 +165,21 @@ async fn check_settled_once<P: Ports>(
             None
         }
     })
+}
+
+/// Publish the plan's Task Vaulted, unless this call's checks published it already.
+async fn publish_vaulted<P: Ports>(
+    ports: &P,
+    record: &TaskRecord,
+    plan: &ManifestPlan,
+    published: &mut Option<String>,
+) -> Result<(), DownloadError> {
+    if published.as_deref() != Some(plan.announcement.as_str()) {
+        let vaulted = events::vaulted(record, plan.vault, ports.vault_bucket(), &plan.manifest_key);
+        ports.publish_events(std::slice::from_ref(&vaulted)).await?;
+        *published = Some(plan.announcement.clone());
+    }
+    Ok(())
 }
 
 /// What is under a manifest's key after [`put_fenced`].

@@ -621,17 +621,23 @@ async fn manifests_of_one_generation_and_stage_are_ordered_by_the_version_read()
     assert_eq!(reads, SETTLE_CHECKS as usize, "settled on the last check");
 }
 
-/// The table behind S3 (a task item restored from a backup; its manifest of a later
-/// generation still in the bucket): the newer manifest is found on every check, but the task
-/// item still says the plan's generation and stage, so the last check settles it all the same.
-#[tokio::test]
-async fn a_task_item_behind_its_manifest_still_settles_on_the_last_check() {
+/// A task whose files are all stored, under a manifest of a later generation than its item.
+async fn behind_a_newer_manifest() -> (MemoryPorts, TaskId) {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
     let task = TaskId::parse(TASK).unwrap();
     let mut later = ports.record(TASK);
     later.generation = 5;
     let SettlePlan::Settle(newer) = settle_plan(&later, &task, ports.now()) else { panic!("expected a settle") };
     assert_eq!(put_fenced(&ports, &newer).await.unwrap(), Fenced::Current);
+    (ports, task)
+}
+
+/// The table behind S3 (a task item restored from a backup; its manifest of a later
+/// generation still in the bucket): the newer manifest is found on every check, but the task
+/// item still says the plan's generation and stage, so the last check settles it all the same.
+#[tokio::test]
+async fn a_task_item_behind_its_manifest_still_settles_on_the_last_check() {
+    let (ports, task) = behind_a_newer_manifest().await;
 
     assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
     let r = ports.record(TASK);
@@ -639,6 +645,19 @@ async fn a_task_item_behind_its_manifest_still_settles_on_the_last_check() {
     assert_eq!(ports.events.published().len(), 1, "one Task Vaulted, from the last check");
     let reads = ports.take_table_calls().into_iter().filter(|c| *c == "load_task").count();
     assert_eq!(reads, SETTLE_CHECKS as usize);
+}
+
+/// Not the table behind S3 but a later stage recorded, and its manifest written, between the
+/// last check's read and its settle write: the older stage's Task Vaulted is not published
+/// after the newer one's (the write is refused, so nothing is), and the check defers.
+#[tokio::test]
+async fn a_manifest_newer_than_the_last_read_publishes_nothing_when_the_item_moved_on() {
+    let (ports, task) = behind_a_newer_manifest().await;
+    *ports.written_over_before_settle.lock().unwrap() = 1;
+
+    assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Deferred);
+    assert!(ports.events.published().is_empty(), "no older Task Vaulted after the newer one's");
+    assert_eq!(ports.record(TASK).vault, VaultState::Pending);
 }
 
 #[tokio::test]
