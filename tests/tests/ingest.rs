@@ -709,6 +709,41 @@ async fn a_first_save_does_not_overwrite_a_file_released_since_its_read() {
     assert_eq!(env.task_record(WAV_TASK).await.files["wav"], released.files["wav"], "untouched");
 }
 
+/// A task's record as a first save of `claim`'s writes it: `names`' files enqueuing under its
+/// claim (lease until `lease_until`), its task item at version 1.
+fn first_save_record(task: &str, claim: &str, lease_until: i64, names: &[&str]) -> TaskRecord {
+    let at = stemvault_vault::Timestamp::from_unix_ms(now_secs() * 1000);
+    let mut record = TaskRecord::new(task, Family::Wav, Stage::Final, 200, "ok", at);
+    for name in names {
+        let url = format!("https://cdn1.suno.ai/{name}.wav");
+        let mut file = stemvault_vault::FileEntry::pending(&url, format!("tasks/{task}/{name}.wav"), Stage::Final);
+        (file.status, file.claim, file.lease_until) =
+            (FileStatus::Enqueuing, Some(claim.into()), Some(LeaseEnd::from_unix_seconds(lease_until)));
+        record.files.insert((*name).into(), file);
+    }
+    record.version = 1;
+    record
+}
+
+/// The file items of a first save without its task item: an attempt that stopped before it.
+async fn first_save_stopped(env: &TestEnv, record: &TaskRecord) {
+    env.tasks().save(None, record).await.expect("the stopped attempt's items");
+    env.dynamo
+        .delete_item()
+        .table_name(&env.resources.table_name)
+        .key(
+            stemvault_vault::items::PARTITION_KEY,
+            aws_sdk_dynamodb::types::AttributeValue::S(record.task_id.to_string()),
+        )
+        .key(
+            stemvault_vault::items::SORT_KEY,
+            aws_sdk_dynamodb::types::AttributeValue::S(stemvault_vault::items::TASK_SK.into()),
+        )
+        .send()
+        .await
+        .expect("its task item gone");
+}
+
 /// A first save over the file items of an attempt that stopped before its task item (here:
 /// written, then its task item deleted) takes them over only when their claim's lease ran out
 /// or the claim is its own (an SDK retry of its own put), never under another request's live
@@ -718,42 +753,48 @@ async fn a_first_save_takes_over_a_stopped_attempts_files_only_once_free() {
     let env = TestEnv::new().await;
     let table = env.tasks();
     let now = now_secs();
-    let record = |task: &str, claim: &str, lease_until: i64| {
-        let at = stemvault_vault::Timestamp::from_unix_ms(now * 1000);
-        let mut record = TaskRecord::new(task, Family::Wav, Stage::Final, 200, "ok", at);
-        let mut file = stemvault_vault::FileEntry::pending(
-            "https://cdn1.suno.ai/a.wav",
-            format!("tasks/{task}/wav.wav"),
-            Stage::Final,
-        );
-        (file.status, file.claim, file.lease_until) =
-            (FileStatus::Enqueuing, Some(claim.into()), Some(LeaseEnd::from_unix_seconds(lease_until)));
-        record.files.insert("wav".into(), file);
-        record.version = 1;
-        record
-    };
     for (i, (stopped_claim, stopped_lease, applies)) in
         [("stopped", now - 60, true), ("me", now + 60, true), ("another", now + 60, false)].into_iter().enumerate()
     {
         let task = format!("unclaimed{i}x{now}");
-        table.save(None, &record(&task, stopped_claim, stopped_lease)).await.expect("the stopped attempt's items");
-        env.dynamo
-            .delete_item()
-            .table_name(&env.resources.table_name)
-            .key(stemvault_vault::items::PARTITION_KEY, aws_sdk_dynamodb::types::AttributeValue::S(task.clone()))
-            .key(
-                stemvault_vault::items::SORT_KEY,
-                aws_sdk_dynamodb::types::AttributeValue::S(stemvault_vault::items::TASK_SK.into()),
-            )
-            .send()
-            .await
-            .expect("its task item gone");
-        let saved = table.save(None, &record(&task, "me", now + 30)).await;
+        first_save_stopped(&env, &first_save_record(&task, stopped_claim, stopped_lease, &["wav"])).await;
+        let saved = table.save(None, &first_save_record(&task, "me", now + 30, &["wav"])).await;
         assert_eq!(saved.is_ok(), applies, "{stopped_claim}: {saved:?}");
         if !applies {
             assert_eq!(saved, Err(StoreError::Conflict));
         }
     }
+}
+
+/// Two first saves of one task whose file sets differ (a provider's retry of `first` beside
+/// its `complete`, say) start with different files, so each may win a file the other needs.
+/// The one that meets the other's claim gives its own files back, still at revision 1, and
+/// the other's next attempt takes them; both would otherwise retry under their own live
+/// claims until both ran out of time.
+#[tokio::test]
+async fn a_first_save_that_meets_another_gives_its_own_files_back() {
+    let env = TestEnv::new().await;
+    let table = env.tasks();
+    let now = now_secs();
+    let task = format!("givesback{now}");
+    // The other request holds c (its first file).
+    first_save_stopped(&env, &first_save_record(&task, "other", now + 60, &["c"])).await;
+
+    // This one puts b (its first) alone, then meets the other's claim on c.
+    let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
+    assert_eq!(saved, Err(StoreError::Conflict));
+    let items = table.items(&task).await.unwrap();
+    let files: Vec<(String, stemvault_vault::FileEntry)> =
+        items.into_iter().filter_map(|item| stemvault_vault::items::read_file_item(item).ok()).collect();
+    let b = &files.iter().find(|(name, _)| name == "b").expect("b was put").1;
+    assert_eq!((b.status, b.claim.as_deref(), b.rev), (FileStatus::Pending, None, 1), "b given back");
+    let c = &files.iter().find(|(name, _)| name == "c").expect("c").1;
+    assert_eq!((c.claim.as_deref(), c.rev), (Some("other"), 1), "c still the other's");
+
+    // The other's next attempt takes b, and its save applies.
+    table.save(None, &first_save_record(&task, "other", now + 60, &["a", "b", "c"])).await.expect("the other saves");
+    let record = env.task_record(&task).await;
+    assert_eq!(record.files["b"].claim.as_deref(), Some("other"));
 }
 
 /// Readers take the task item first (TaskTable::items): a file item a writer committed

@@ -12,11 +12,11 @@ use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
 use stemvault_vault::enqueue::{EnqueueFiles, MarkQueued, ReleaseClaims};
 use stemvault_vault::items::{TASK_SK, file_sk};
-use stemvault_vault::{Clock, FileJob, FileStatus, LeaseEnd, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
+use stemvault_vault::{Clock, FileJob, LeaseEnd, LoadTask, QueueError, SaveTask, StoreError, TaskRecord};
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
-use crate::table::{Update, n, s};
+use crate::table::{Releasing, Update, n, release_update};
 
 /// SendMessageBatch takes at most 10 entries.
 const SQS_BATCH: usize = 10;
@@ -185,7 +185,7 @@ impl ReleaseClaims for TableAndQueue {
         // Rare (the queue refused a send): one UpdateItem per file; a file no longer held is
         // someone else's now.
         for name in names {
-            let update = release_update(claimant, LeaseEnd::at(self.now()));
+            let update = release_update(claimant, LeaseEnd::at(self.now()), Releasing::Committed);
             self.table.update("release", task_id.as_str(), &file_sk(name), update).await?;
         }
         Ok(())
@@ -200,23 +200,6 @@ fn queued_update(names: &[String]) -> Update {
     let mut u = Update::new("ADD #queued :names, #version :one", "attribute_exists(sk)");
     u.name("#queued", "queued").name("#version", "version");
     u.value(":names", AttributeValue::Ss(names.to_vec())).value(":one", n(1));
-    u
-}
-
-/// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim; its lease
-/// ended `released_at` (should the file already be named `queued`, the sweeper counts from
-/// it how long a message of it can still come).
-fn release_update(claimant: &str, released_at: LeaseEnd) -> Update {
-    let mut u = Update::new(
-        "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
-        "#status = :enqueuing AND #claim = :me",
-    );
-    u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until").name("#rev", "rev");
-    u.value(":pending", s(FileStatus::Pending.as_str()))
-        .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
-        .value(":me", s(claimant))
-        .value(":released", n(released_at.unix_seconds))
-        .value(":one", n(1));
     u
 }
 
@@ -311,16 +294,5 @@ mod tests {
         assert!(!body.contains(['\u{fffe}', '\u{ffff}']), "{body:?}");
         assert!(body.contains("a\\uffffb\u{fffd}.mp3"), "U+FFFD is allowed as it is: {body:?}");
         assert_eq!(serde_json::from_str::<FileJob>(&body).unwrap(), job);
-    }
-
-    #[test]
-    fn a_release_puts_a_file_back_to_pending_only_under_the_claim() {
-        let u = release_update("req-9", LeaseEnd::from_unix_seconds(1_795_446_030));
-        assert_eq!(u.update, "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one");
-        assert_eq!(u.values[":released"], n(1_795_446_030));
-        assert_eq!(u.condition, "#status = :enqueuing AND #claim = :me");
-        assert_eq!((&u.values[":me"], &u.values[":pending"]), (&s("req-9"), &s("pending")));
-        assert_eq!(u.names["#lease"], "lease_until");
-        u.assert_well_formed();
     }
 }

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
-use stemvault_vault::{AddFence, Conditional, FileStatus, OPEN_MARKER, StoreError, TaskRecord, Timestamp};
+use stemvault_vault::{AddFence, Conditional, FileStatus, LeaseEnd, OPEN_MARKER, StoreError, TaskRecord, Timestamp};
 
 /// One conditional UpdateItem of a task's item: its expressions and their placeholders.
 /// Built by small pure functions (each function's `aws` module), so tests see exactly what
@@ -177,6 +177,57 @@ fn put_condition(condition: &PutCondition, now: Timestamp) -> Update {
         }
     };
     u.update.clear();
+    u
+}
+
+/// The sort key and claimant of a first save's file put ([`PutCondition::Unclaimed`]); None
+/// for any other put.
+fn first_save_hold(put: &ItemPut) -> Option<(String, String)> {
+    let PutCondition::Unclaimed { claimant } = &put.condition else { return None };
+    match put.item.get(items::SORT_KEY) {
+        Some(Value::S(sk)) => Some((sk.clone(), claimant.clone())),
+        _ => None,
+    }
+}
+
+/// Whose claims a release gives back ([`release_update`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Releasing {
+    /// A committed task's (the queue refused a send): a new revision, as any write of a file
+    /// the task item counts.
+    Committed,
+    /// A first save's, before any task item (its items stay at revision 1, which any first
+    /// save may take: [`PutCondition::Unclaimed`]).
+    FirstSave,
+}
+
+/// A file item back to `pending`, if still `enqueuing` under `claimant`'s claim (a first
+/// save's: at revision 1); its lease ended `released_at` (should the file already be named
+/// `queued`, the sweeper counts from it how long a message of it can still come).
+pub(crate) fn release_update(claimant: &str, released_at: LeaseEnd, releasing: Releasing) -> Update {
+    let mut u = match releasing {
+        Releasing::Committed => {
+            let mut u = Update::new(
+                "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
+                "#status = :enqueuing AND #claim = :me",
+            );
+            u.name("#rev", "rev").value(":one", n(1));
+            u
+        }
+        Releasing::FirstSave => {
+            let mut u = Update::new(
+                "SET #status = :pending, #lease = :released REMOVE #claim",
+                "#rev = :first AND #status = :enqueuing AND #claim = :me",
+            );
+            u.name("#rev", "rev").value(":first", n(1));
+            u
+        }
+    };
+    u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until");
+    u.value(":pending", s(FileStatus::Pending.as_str()))
+        .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
+        .value(":me", s(claimant))
+        .value(":released", n(released_at.unix_seconds));
     u
 }
 
@@ -385,21 +436,37 @@ impl TaskTable {
         {
             return Err(StoreError::Conflict);
         }
+        // A first save's own file items, as (sort key, claimant), once put.
+        let mut taken = Vec::new();
         // A first save races other first deliveries of the task: one file item alone first,
         // so a request that lost (another is enqueuing the files) stops after one write.
-        if before.is_none()
-            && !plan.files.is_empty()
-            && self.put("PutItem (file)", plan.files.remove(0)).await? == Conditional::Conflict
-        {
-            return Err(StoreError::Conflict);
-        }
-        let files = plan.files.into_iter().map(|put| self.put("PutItem (file)", put));
-        let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
-        let (files, callbacks) = futures::future::join(bounded(files), bounded(callbacks)).await;
-        for result in files {
-            if result? == Conditional::Conflict {
+        if before.is_none() && !plan.files.is_empty() {
+            let first = plan.files.remove(0);
+            let held = first_save_hold(&first);
+            if self.put("PutItem (file)", first).await? == Conditional::Conflict {
                 return Err(StoreError::Conflict);
             }
+            taken.extend(held);
+        }
+        let files = plan.files.into_iter().map(|put| {
+            let held = first_save_hold(&put);
+            async move { (held, self.put("PutItem (file)", put).await) }
+        });
+        let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
+        let (files, callbacks) = futures::future::join(bounded(files), bounded(callbacks)).await;
+        let mut conflict = false;
+        for (held, result) in files {
+            match result? {
+                Conditional::Applied => taken.extend(held),
+                Conditional::Conflict => conflict = true,
+            }
+        }
+        if conflict {
+            // Another first save whose file set differs (its first file another) may hold one
+            // of this save's files while this one holds one of its: each would retry, its own
+            // claims renewed, until both ran out of time. So this one gives its own back first.
+            self.give_back(after.task_id.as_str(), &taken).await;
+            return Err(StoreError::Conflict);
         }
         // A callback item already there was put by an earlier attempt that did not commit.
         callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -423,6 +490,27 @@ impl TaskTable {
             }
         }
         Ok(())
+    }
+
+    /// A first save's own file items (`taken`: sort key and claimant) back to `pending`,
+    /// unclaimed, still at revision 1, so that any first save may take them
+    /// ([`PutCondition::Unclaimed`]); one taken over since (its lease ran out) stays. Best
+    /// effort: one not given back is free once its lease runs out.
+    async fn give_back(&self, task_id: &str, taken: &[(String, String)]) {
+        let released_at = LeaseEnd::at(Timestamp::now());
+        // Built in a loop: a closure here trips rustc's Send inference for save's future.
+        let mut releases = Vec::with_capacity(taken.len());
+        for (sk, claimant) in taken {
+            releases.push(self.give_back_one(task_id, sk, claimant, released_at));
+        }
+        bounded(releases).await;
+    }
+
+    async fn give_back_one(&self, task_id: &str, sk: &str, claimant: &str, released_at: LeaseEnd) {
+        let update = release_update(claimant, released_at, Releasing::FirstSave);
+        if let Err(e) = self.update("giving back", task_id, sk, update).await {
+            tracing::warn!(error = %e, item = sk, "a first save's file item was not given back");
+        }
     }
 
     /// One conditional PutItem; `operation` names it in errors. Refused by the very item it
@@ -553,6 +641,32 @@ fn updated(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_puts_a_file_back_to_pending_only_under_the_claim() {
+        let u = release_update("req-9", LeaseEnd::from_unix_seconds(1_795_446_030), Releasing::Committed);
+        assert_eq!(u.update, "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one");
+        assert_eq!(u.values[":released"], n(1_795_446_030));
+        assert_eq!(u.condition, "#status = :enqueuing AND #claim = :me");
+        assert_eq!((&u.values[":me"], &u.values[":pending"]), (&s("req-9"), &s("pending")));
+        assert_eq!(u.names["#lease"], "lease_until");
+        u.assert_well_formed();
+    }
+
+    /// A first save gives its files back at revision 1, which the first save of another
+    /// request may take (`Unclaimed`), and only those still its own at revision 1.
+    #[test]
+    fn a_first_saves_release_keeps_the_first_revision() {
+        let u = release_update("req-9", LeaseEnd::from_unix_seconds(1_795_446_030), Releasing::FirstSave);
+        assert_eq!(u.update, "SET #status = :pending, #lease = :released REMOVE #claim");
+        assert_eq!(u.condition, "#rev = :first AND #status = :enqueuing AND #claim = :me");
+        assert_eq!((&u.values[":first"], &u.values[":me"]), (&n(1), &s("req-9")));
+        assert_eq!(
+            u.values[":first"],
+            put_condition(&PutCondition::Unclaimed { claimant: "x".into() }, Timestamp::now()).values[":first"]
+        );
+        u.assert_well_formed();
+    }
 
     #[test]
     fn a_validation_exception_is_for_good_only_for_a_limit_the_data_went_past() {

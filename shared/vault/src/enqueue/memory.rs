@@ -334,11 +334,22 @@ impl SaveTask for MemoryTableAndQueue {
             task.insert("adding".to_owned(), AttributeValue::N(mark.generation.to_string()));
             task.insert("adding_at".to_owned(), AttributeValue::N(mark.at.to_string()));
         }
+        // A first save's own file items, given back on a conflict as TaskTable::save does.
+        let mut taken = Vec::new();
         for put in plan.files.into_iter().chain(plan.callbacks) {
             let sk = sort_key(&put.item);
             if holds(&put.condition, items.get(&sk), now) {
+                if matches!(put.condition, PutCondition::Unclaimed { .. }) {
+                    taken.push(sk.clone());
+                }
                 items.insert(sk, put.item);
             } else if !sk.starts_with(items::CALLBACK_SK_PREFIX) {
+                for sk in &taken {
+                    let Some(item) = items.get_mut(sk) else { continue };
+                    item.insert("status".to_owned(), AttributeValue::S(crate::FileStatus::Pending.as_str().to_owned()));
+                    item.remove("claim");
+                    item.insert("lease_until".to_owned(), AttributeValue::N(now.unix_seconds().to_string()));
+                }
                 return Err(StoreError::Conflict);
             }
         }
