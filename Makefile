@@ -41,7 +41,7 @@ build-dir:
 # One virtualenv per requirements file, infra/python/<name>.txt: the emulator (moto), the
 # tools (aws-sam-cli, cfn-lint, cargo-lambda), checkov apart (its boto3 pin conflicts with
 # aws-sam-cli's, see checkov.txt), and the Standard Webhooks verifier of the notify tests.
-# Each installs with its <name>.lock as constraints: every dependency at the version tested.
+# Each installs its <name>.lock: every package at the version tested, its files' hashes checked.
 VENVS := emulator tools checkov webhooks
 # infra/python/install.sh makes one at a time (two makes started together share the work). It
 # runs every time (FORCE): a venv is made again when its Python no longer runs or is not

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Install .venv/<name> from infra/python/<name>.txt with <name>.lock as constraints (the
-# Makefile's venv rule). One install of a venv at a time: `make run` and `make test` started
-# together on a fresh clone each removed the venv the other was filling. An install that
-# finds the venv made meanwhile, by the one it waited for, is done.
+# Install .venv/<name> from infra/python/<name>.lock, its pins for this Python with their
+# hashes checked, or, for a Python it does not cover, from <name>.txt (the Makefile's venv
+# rule). One install of a venv at a time: `make run` and `make test` started together on a
+# fresh clone each removed the venv the other was filling. An install that finds the venv
+# made meanwhile, by the one it waited for, is done.
 # Usage: infra/python/install.sh PYTHON NAME
 set -euo pipefail
 # A CDPATH in the environment would make `cd <relative dir>` print the directory, doubling it
@@ -55,19 +56,36 @@ if current; then
   exit 0
 fi
 if [ -n "$substituted" ]; then echo "$substituted" >&2; fi
-echo "installing .venv/$name from infra/python/$name.txt (constraints: infra/python/$name.lock)"
+# A Python the lock covers installs exactly its pins, every file checked against the hashes
+# the lock holds (--require-hashes; --no-deps: the pins are the whole venv, as pip freeze
+# listed it); any other resolves the .txt afresh, unchecked.
+if locked "$wanted"; then
+  echo "installing .venv/$name from infra/python/$name.lock (its pins for Python $wanted, hashes checked)"
+  from=(--require-hashes --no-deps -r "$lock")
+else
+  echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $wanted resolves $name.txt afresh" >&2
+  from=(-r "$txt")
+fi
 rm -rf "$venv"
 "$python" -m venv "$venv"
-locked "$wanted" \
-  || echo "note: infra/python/$name.lock holds for CPython 3.10 to 3.13; Python $wanted resolves the rest of $name.txt afresh" >&2
 # More patience than pip's defaults (5 retries, 15 s): a fresh machine or CI installs every
 # venv from PyPI, and one slow answer would fail the whole `make test`.
-"$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 -r "$txt" -c "$lock" || {
+"$venv/bin/pip" install --quiet --disable-pip-version-check --retries 10 --timeout 60 "${from[@]}" || {
   # pip's own last line ("No matching distribution found ... (from versions: none)") reads
   # like a bad pin when the index was never reached.
   echo "could not install .venv/$name: pip failed (above). Without access to PyPI (a network, proxy or PIP_INDEX_URL problem) pip reports every package as not found, or as conflicting." >&2
-  locked "$wanted" \
-    || echo "Or a pinned tool does not support Python $wanted, which infra/python/$name.lock does not cover: set PYTHON to a Python 3.10 to 3.13." >&2
+  if locked "$wanted"; then
+    echo "A file whose hash is not the lock's (THESE PACKAGES DO NOT MATCH THE HASHES) changed on the index or on its way: do not install it; a release made again on purpose needs make python-locks." >&2
+  else
+    echo "Or a pinned tool does not support Python $wanted, which infra/python/$name.lock does not cover: set PYTHON to a Python 3.10 to 3.13." >&2
+  fi
   exit 1
 }
+# The pins without their dependencies: a lock missing one (written by hand, say) says so here
+# rather than as an import error later.
+if ! broken=$("$venv/bin/pip" check --disable-pip-version-check 2>&1); then
+  echo "$broken" >&2
+  echo "could not install .venv/$name: infra/python/$name.lock lacks a dependency (above): run make python-locks" >&2
+  exit 1
+fi
 touch "$venv/.installed"

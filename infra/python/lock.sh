@@ -21,17 +21,20 @@ for name in "$@"; do
   {
     echo "# Every package of .venv/$name as resolved from $name.txt (pip freeze), per CPython, so a"
     echo "# fresh clone installs what was tested, whatever its dependencies have released since."
-    echo "# Used as pip constraints: each line only on the Python it was resolved on (its marker);"
-    echo "# a Python with no lines resolves from $name.txt alone. Written by lock.sh"
-    echo "# (\`make python-locks PYTHON=...\`, once per Python)."
+    echo "# install.sh installs a Python's lines alone (their marker), each file checked against its"
+    echo "# hashes (pip --require-hashes); a Python with no lines resolves from $name.txt alone."
+    echo "# Written by lock.sh (\`make python-locks PYTHON=...\`, once per Python), hashes by hash_lock.py."
     {
-      # Other Pythons' pins, as they were.
-      { grep -v '^#' "$here/$name.lock" 2>/dev/null || true; } | { grep -vF "; $marker" || true; }
+      # Other Pythons' pins, as they were (their hash lines, indented, are written anew).
+      { grep -E '^[A-Za-z0-9]' "$here/$name.lock" 2>/dev/null || true; } | sed 's/ *\\$//' \
+        | { grep -vF "; $marker" || true; }
       "$scratch/$name/bin/pip" freeze --all --disable-pip-version-check \
         | grep -Ev '^pip==' \
         | sed "s/\$/ ; $marker/"
     } | LC_ALL=C sort -t';' -k2,2 -k1,1f
   } > "$scratch/$name.lock"
+  # Every pin with the SHA-256 of its release's files, which install.sh checks.
+  "$python" "$here/hash_lock.py" "$scratch/$name.lock"
   mv "$scratch/$name.lock" "$here/$name.lock"
   echo "wrote $here/$name.lock ($(grep -c "; $marker" "$here/$name.lock") packages for Python $version)"
 done

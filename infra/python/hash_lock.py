@@ -1,0 +1,113 @@
+"""Give every pin of a lock file the SHA-256 of each file its release has on the index, so
+that install.sh can install it with pip's --require-hashes: a file that changes on the index
+(or in transit) after the lock was written is refused, not installed.
+
+Usage: python3 hash_lock.py LOCK...   (lock.sh runs it on what it writes; standard library
+only). Each `name==version ; marker` line, with or without hashes already, is written again
+with the hashes the index lists now for that release: its sdist and the wheels a CPython on
+Linux or macOS (x86_64 or arm64) could take, of the version its marker names (any 3.x when it
+names none). Windows', 32-bit and other
+interpreters' wheels are left out to keep the lock readable; pip takes a listed file over an
+unlisted one, and builds the sdist where no listed wheel fits.
+
+The index is PIP_INDEX_URL's when set (it must answer PEP 691's JSON), else PyPI's.
+"""
+
+import json
+import os
+import re
+import sys
+import urllib.request
+
+INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+PIN = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>[^ ;]+)\s*(?P<marker>;.*)?$")
+# Platforms no supported machine runs (see install.sh: CPython 3.10 to 3.13, Linux or macOS).
+OTHER_PLATFORMS = re.compile(r"win|i686|ppc64|s390x|armv7|riscv|x86_64_v|cygwin|android|ios|emscripten|pyodide")
+OTHER_INTERPRETERS = re.compile(r"^(pp|graalpy|ip|jy)")
+
+
+def normalized(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def fits_python(python, abi, minor):
+    """Whether a wheel's python and abi tags suit CPython 3.`minor` (None: any)."""
+    if minor is None:
+        return True
+    for tag in python.split("."):
+        if tag in ("py3", f"py3{minor}", f"cp3{minor}"):
+            return True
+        # A stable-ABI wheel of an earlier CPython 3 runs on later ones.
+        if abi == "abi3" and tag.startswith("cp3") and tag[3:].isdigit() and int(tag[3:]) <= minor:
+            return True
+    return False
+
+
+def takes(filename, version, minor):
+    """Whether a file of the index is one of `version`'s that a supported machine, CPython
+    3.`minor` when not None, could use."""
+    for suffix in (".tar.gz", ".zip"):
+        if filename.endswith(suffix):
+            return filename[: -len(suffix)].rsplit("-", 1)[-1].lower() == version.lower()
+    if not filename.endswith(".whl"):
+        return False
+    parts = filename[: -len(".whl")].split("-")
+    if len(parts) < 5 or parts[1].lower() != version.lower():
+        return False
+    python, abi, platform = parts[-3], parts[-2], parts[-1]
+    return (
+        not OTHER_PLATFORMS.search(platform)
+        and not all(OTHER_INTERPRETERS.match(tag) for tag in python.split("."))
+        and fits_python(python, abi, minor)
+    )
+
+
+def release_hashes(name, version, minor, cache):
+    project = normalized(name)
+    if project not in cache:
+        request = urllib.request.Request(
+            f"{INDEX}/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            cache[project] = json.load(answer)["files"]
+    hashes = sorted(
+        {f["hashes"]["sha256"] for f in cache[project] if "sha256" in f.get("hashes", {}) and takes(f["filename"], version, minor)}
+    )
+    if not hashes:
+        sys.exit(f"hash_lock: the index lists no file of {name}=={version}")
+    return hashes
+
+
+def rewrite(path, cache):
+    # A pin with hashes spans several lines joined by a trailing backslash.
+    logical, current = [], ""
+    with open(path) as lock:
+        for line in lock:
+            current += line.rstrip("\n")
+            if current.endswith("\\"):
+                current = current[:-1].rstrip() + " "
+                continue
+            logical.append(current)
+            current = ""
+    out = []
+    for line in logical:
+        pin = PIN.match(line.split(" --hash=")[0].strip())
+        if line.startswith("#") or not pin:
+            out.append(line)
+            continue
+        marker = f" {pin['marker'].strip()}" if pin["marker"] else ""
+        python = re.search(r'python_version == "3\.(\d+)"', marker)
+        hashes = release_hashes(pin["name"], pin["version"], python and int(python[1]), cache)
+        out.append(f"{pin['name']}=={pin['version']}{marker} \\")
+        out.extend(f"    --hash=sha256:{h} \\" for h in hashes[:-1])
+        out.append(f"    --hash=sha256:{hashes[-1]}")
+    with open(path + ".hashing", "w") as hashed:
+        hashed.write("\n".join(out) + "\n")
+    os.replace(path + ".hashing", path)
+
+
+if __name__ == "__main__":
+    cache = {}
+    for path in sys.argv[1:]:
+        rewrite(path, cache)
+        print(f"hashed {path}")
