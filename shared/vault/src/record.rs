@@ -557,13 +557,6 @@ impl TaskRecord {
     /// without files read as music, or as lyrics without variants ([`suno_callbacks::CallbackEvent::family_is_a_guess`]),
     /// on a task no registration named. A registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
-        // Details kept apart (too large for the item) say something all the same. Read only
-        // when the cheaper conditions leave it to them.
-        let has_details = || {
-            self.details.as_ref().is_some_and(|d| {
-                serde_json::from_value::<suno_callbacks::Details>(d.clone()).map_or(true, |d| !d.is_empty())
-            })
-        };
         self.files.is_empty()
             && self.registered_family.is_none()
             && !self.callbacks.is_empty()
@@ -571,8 +564,31 @@ impl TaskRecord {
                 self.family,
                 self.succeeded,
                 &self.message,
-                has_details(),
+                self.has_details(),
             )
+    }
+
+    /// Whether the recorded family is `lyrics` read from a failure's message alone (no files,
+    /// no variants, a message naming lyrics: kie's "Song Description flagged for moderation"),
+    /// on a task no registration named. Ingest keeps a registered family over such a failure
+    /// (it may as well be a music task's), so a registration coming after it gives its family
+    /// too: the same record whichever came first.
+    pub fn family_read_from_a_message(&self) -> bool {
+        self.files.is_empty()
+            && self.registered_family.is_none()
+            && !self.callbacks.is_empty()
+            && !self.succeeded
+            && self.family == Family::Lyrics
+            && suno_callbacks::parse::names_lyrics(&self.message)
+            && !self.has_details()
+    }
+
+    /// Whether the recorded details say something. Details kept apart (too large for the
+    /// item) do all the same; read last, as the most costly condition.
+    fn has_details(&self) -> bool {
+        self.details.as_ref().is_some_and(|d| {
+            serde_json::from_value::<suno_callbacks::Details>(d.clone()).map_or(true, |d| !d.is_empty())
+        })
     }
 
     /// The add fence on the task item, if any ([`AddFence`]).

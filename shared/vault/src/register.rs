@@ -219,7 +219,10 @@ impl Registration {
             // confirmed): a later registration naming another is refused, as for any
             // registered task.
             registered_family: (recorded.registered_family != Some(self.family)
-                && (unregistered(recorded) || recorded.family_is_a_guess() || unknown_at_its_endpoint(recorded)))
+                && (unregistered(recorded)
+                    || recorded.family_is_a_guess()
+                    || recorded.family_read_from_a_message()
+                    || unknown_at_its_endpoint(recorded)))
             .then_some(self.family),
             watch_from: None,
         };
@@ -248,12 +251,15 @@ impl Registration {
 }
 
 /// Whether the callbacks left the task's family for a registration to give: they could not
-/// tell it, or only guessed it; or no client registered it, and no result came yet (a task
+/// tell it, or only guessed it (from a failure's shape, or a lyrics failure's message, which
+/// ingest would not have let overrule a registration made first); or no client registered
+/// it, and no result came yet (a task
 /// registered for polling from an unsigned body's family: [`Registration::unsigned_record`]);
 /// or no result came and its family's endpoint said it did not know the task.
 fn family_open(recorded: &TaskRecord) -> bool {
     recorded.family == Family::Unknown
         || recorded.family_is_a_guess()
+        || recorded.family_read_from_a_message()
         || unregistered(recorded)
         || unknown_at_its_endpoint(recorded)
 }
@@ -634,6 +640,15 @@ mod tests {
         let named =
             CallbackEvent { message: "Lyrics generation failed".into(), ..event(Stage::Error, Family::Lyrics, &[]) };
         assert!(!named.family_is_a_guess() && !first_seen(&named, now).family_is_a_guess());
+        // But ingest would not have let it overrule a registration made first (kie's "Song
+        // Description flagged for moderation" may be a music task's): one made after gives
+        // its family too, as the registered one; one naming lyrics confirms it.
+        let from_message = first_seen(&named, now);
+        let given = reg.completion(&from_message, now).expect("music given");
+        assert_eq!((given.family, given.registered_family), (Some(Family::Music), Some(Family::Music)));
+        let confirmed = Registration { family: Family::Lyrics, ..reg.clone() }.completion(&from_message, now);
+        let confirmed = confirmed.expect("lyrics confirmed");
+        assert_eq!((confirmed.family, confirmed.registered_family), (None, Some(Family::Lyrics)));
         assert!(!event(Stage::Complete, Family::Lyrics, &[]).family_is_a_guess(), "a success is no guess");
         // Variants that all failed are lyrics' own, whatever the message says.
         let variant = LyricsVariant { status: "failed".into(), ..LyricsVariant::default() };
