@@ -9,7 +9,7 @@ use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::events::EventBus;
 use stemvault_aws::metrics::{self, Metric};
-use stemvault_aws::table::{Update, s, unavailable};
+use stemvault_aws::table::{Update, n, s, unavailable};
 use stemvault_vault::accept::ArchiveBody;
 use stemvault_vault::events::{PublishError, PublishEvents, TaskEvent};
 use stemvault_vault::items::{PARTITION_KEY, TASK_SK};
@@ -205,13 +205,18 @@ pub fn due_tasks_query(due_by: Timestamp) -> Update {
     u
 }
 
-/// The update that moves the next poll of a watched task due by `due_by` to `until`, reading
-/// and touching nothing else (not `version`: it may be what cannot be read, and an ADD to it
-/// would then fail). `reconcile_at` compares as text: RFC 3339 in one fixed format.
-pub fn postpone_poll_update(due_by: Timestamp, until: Timestamp) -> Update {
+/// The update that moves the next poll of a watched task due by `due_by` (and still at
+/// `read_version`, when its record was read) to `until`, touching nothing else (not
+/// `version`: it may be what cannot be read, and an ADD to it would then fail).
+/// `reconcile_at` compares as text: RFC 3339 in one fixed format.
+pub fn postpone_poll_update(due_by: Timestamp, read_version: Option<u64>, until: Timestamp) -> Update {
     let mut u = Update::new("SET #at = :until", "#reconcile = :due AND #at <= :due_by");
     u.name("#at", "reconcile_at").name("#reconcile", "reconcile");
     u.value(":until", s(&until.rfc3339())).value(":due", s(RECONCILE_DUE)).value(":due_by", s(&due_by.rfc3339()));
+    if let Some(version) = read_version {
+        u.condition.push_str(" AND #version = :read");
+        u.name("#version", "version").value(":read", n(version));
+    }
     u
 }
 
@@ -220,9 +225,10 @@ impl PostponePoll for AwsPorts {
         &self,
         task_id: &str,
         due_by: Timestamp,
+        read_version: Option<u64>,
         until: Timestamp,
     ) -> Result<Conditional, StoreError> {
-        let update = postpone_poll_update(due_by, until);
+        let update = postpone_poll_update(due_by, read_version, until);
         self.shared.table().update("UpdateItem (postpone a poll)", task_id, TASK_SK, update).await
     }
 }
@@ -326,7 +332,7 @@ mod tests {
     fn a_postponed_poll_moves_only_a_watched_task_and_touches_nothing_else() {
         let until: Timestamp = "2026-12-02T10:00:00Z".parse().unwrap();
         let due_by: Timestamp = "2026-12-02T09:00:00Z".parse().unwrap();
-        let u = postpone_poll_update(due_by, until);
+        let u = postpone_poll_update(due_by, None, until);
         assert_eq!(u.update, "SET #at = :until");
         assert_eq!(u.condition, "#reconcile = :due AND #at <= :due_by");
         assert_eq!(u.values[":due_by"], AttributeValue::S("2026-12-02T09:00:00.000Z".into()));
@@ -335,6 +341,15 @@ mod tests {
         assert_eq!(u.values[":until"], AttributeValue::S(until.rfc3339()));
         assert_eq!(u.values[":due"], AttributeValue::S(RECONCILE_DUE.into()));
         u.assert_well_formed();
+        // A record read: only while no write since moved its version (a registration that
+        // scheduled its first poll at its family's endpoint keeps that schedule).
+        let read = postpone_poll_update(due_by, Some(7), until);
+        assert_eq!(read.condition, "#reconcile = :due AND #at <= :due_by AND #version = :read");
+        assert_eq!(
+            (&read.names["#version"], &read.values[":read"]),
+            (&"version".to_owned(), &AttributeValue::N("7".into()))
+        );
+        read.assert_well_formed();
     }
 
     #[test]

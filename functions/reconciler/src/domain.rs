@@ -98,16 +98,18 @@ pub trait AwaitPollTurn {
     fn await_poll_turn(&self, within: Duration) -> impl Future<Output = bool> + Send;
 }
 
-/// Move the next poll of the task `task_id` to `until` without reading its record (which
-/// cannot be read), only while the task is still watched and due by `due_by` (Conflict: it
-/// is not, or a write since scheduled its next poll, which then stands). Nothing else of the
-/// item is touched, not even `version`, which may be what cannot be read; nobody can read
-/// the record to write over the change.
+/// Move the next poll of the task `task_id` to `until` without writing its record, only while
+/// the task is still watched and due by `due_by`, and, when its record was read, still at
+/// that `read_version` (Conflict: it is not, or a write since scheduled its next poll, which
+/// then stands: a registration giving the family it can be polled at, say). Nothing else of
+/// the item is touched, not even `version`, which may be what cannot be read; nobody can
+/// read the record to write over the change.
 pub trait PostponePoll {
     fn postpone_poll(
         &self,
         task_id: &str,
         due_by: Timestamp,
+        read_version: Option<u64>,
         until: Timestamp,
     ) -> impl Future<Output = Result<Conditional, StoreError>> + Send;
 }
@@ -464,7 +466,7 @@ pub const PUT_BEHIND_BUDGET: Duration = Duration::from_secs(4);
 async fn put_behind<P: Ports>(ports: &P, task_id: &str, by: Duration) {
     let now = ports.now();
     let until = now.plus(by);
-    match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, now, until)).await {
+    match tokio::time::timeout(PUT_BEHIND_BUDGET, ports.postpone_poll(task_id, now, None, until)).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => tracing::warn!(task_id, error = %e, "could not put the failed task behind the others"),
         Err(_) => tracing::warn!(task_id, "could not put the failed task behind the others in time"),

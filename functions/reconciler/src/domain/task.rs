@@ -365,12 +365,13 @@ async fn put_off_until_given_up<P: Ports>(
 ) -> Result<Handled, ReconcileError> {
     let give_up_at = reconcile::give_up_at(record, settings.give_up_after);
     let until = give_up_at.min(now.plus(reconcile::MAX_POLL_INTERVAL));
-    match ports.postpone_poll(task_id, now, until).await? {
+    match ports.postpone_poll(task_id, now, Some(record.version), until).await? {
         Conditional::Applied => {
             tracing::info!(task_id, %give_up_at, "{why}: not polled; given up then unless a result comes");
             Ok(Handled::PutOff)
         }
-        // A write since scheduled it (a callback): that stands.
+        // A write since scheduled it (a callback, a registration giving its family): that
+        // stands.
         Conditional::Conflict => Ok(Handled::Skipped),
     }
 }
@@ -423,7 +424,7 @@ async fn postpone<P: Ports>(ports: &P, task_id: &str, why: String) -> Result<Han
     tracing::error!(task_id, error = %why, "the task's record is unreadable: fix or delete its items");
     let now = ports.now();
     let until = now.plus(reconcile::MAX_POLL_INTERVAL);
-    match ports.postpone_poll(task_id, now, until).await? {
+    match ports.postpone_poll(task_id, now, None, until).await? {
         Conditional::Applied => tracing::info!(task_id, next_poll = %until, "its next poll is put off"),
         Conditional::Conflict => tracing::info!(task_id, "it is no longer watched"),
     }

@@ -84,6 +84,8 @@ struct MemoryPorts {
     after_publish: Mutex<Option<TaskRecord>>,
     /// A record written while the next poll is out (a registration landing just then).
     during_poll: Mutex<Option<TaskRecord>>,
+    /// A record written between a put-off task's read and its postponed poll.
+    before_postpone: Mutex<Option<TaskRecord>>,
     /// Publishing fails (nothing is published).
     publish_fails: std::sync::atomic::AtomicBool,
     /// A failed publish also makes the table refuse the next writes (an outage of both).
@@ -123,6 +125,7 @@ impl MemoryPorts {
             poll_moves_clock: Mutex::default(),
             after_publish: Mutex::default(),
             during_poll: Mutex::default(),
+            before_postpone: Mutex::default(),
             publish_fails: Default::default(),
             publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
@@ -261,11 +264,20 @@ impl PostponePoll for MemoryPorts {
         &self,
         task_id: &str,
         due_by: Timestamp,
+        read_version: Option<u64>,
         until: Timestamp,
     ) -> Result<Conditional, StoreError> {
         use serde_dynamo::AttributeValue;
+        if let Some(record) = self.before_postpone.lock().unwrap().take() {
+            self.table.put_record(record);
+        }
         let applied = self.table.update_task_item(task_id, |item| {
             if !matches!(item.get("reconcile"), Some(AttributeValue::S(due)) if due == RECONCILE_DUE) {
+                return false;
+            }
+            if read_version.is_some_and(
+                |read| !matches!(item.get("version"), Some(AttributeValue::N(v)) if *v == read.to_string()),
+            ) {
                 return false;
             }
             if !matches!(item.get("reconcile_at"), Some(AttributeValue::S(at)) if *at <= due_by.rfc3339()) {
@@ -1450,6 +1462,31 @@ async fn a_task_of_unknown_family_is_put_off_not_polled() {
     let next = ports.table.now().plus(reconcile::MAX_POLL_INTERVAL);
     assert_eq!(ports.record().reconcile_at, Some(next));
     assert_eq!(ports.record().last_poll, None, "no poll recorded");
+}
+
+/// A registration giving an unknown-family task its family between the run's read and the
+/// put-off schedules its first poll at once: that stands (the put-off, conditional on the
+/// version read, is refused), so the task is polled at its family's endpoint within the next
+/// run, not an hour later.
+#[tokio::test]
+async fn a_registration_during_a_put_off_keeps_its_poll_now() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    let task = TaskId::parse(TASK).unwrap();
+    let unknown = Registration { family: Family::Unknown, client_ref: None };
+    ports.table.put_record(unknown.record(&task, ports.table.now(), Duration::ZERO));
+    ports.until_due();
+    let read = ports.record();
+    let given = TaskRecord {
+        family: Family::Wav,
+        registered_family: Some(Family::Wav),
+        version: read.version + 1,
+        ..read.clone()
+    };
+    *ports.before_postpone.lock().unwrap() = Some(given);
+    let outcome = run(&ports).await;
+    assert_eq!((outcome.put_off, outcome.polls), (0, 0), "{outcome:?}");
+    assert_eq!(ports.record().reconcile_at, read.reconcile_at, "the registration's schedule stands");
+    assert_eq!(ports.record().family, Family::Wav);
 }
 
 /// A task that hangs (here the provider never answers) is given up after TASK_BUDGET and
