@@ -35,7 +35,10 @@ def fits_python(python, abi, minor):
     if minor is None:
         return True
     for tag in python.split("."):
-        if tag in ("py3", f"py3{minor}", f"cp3{minor}"):
+        if tag in ("py3", f"cp3{minor}"):
+            return True
+        # A pure wheel of an earlier Python 3 (py38, say) installs on later ones.
+        if tag.startswith("py3") and tag[3:].isdigit() and int(tag[3:]) <= minor:
             return True
         # A stable-ABI wheel of an earlier CPython 3 runs on later ones.
         if abi == "abi3" and tag.startswith("cp3") and tag[3:].isdigit() and int(tag[3:]) <= minor:

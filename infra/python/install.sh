@@ -75,7 +75,7 @@ rm -rf "$venv"
   # like a bad pin when the index was never reached.
   echo "could not install .venv/$name: pip failed (above). Without access to PyPI (a network, proxy or PIP_INDEX_URL problem) pip reports every package as not found, or as conflicting." >&2
   if locked "$wanted"; then
-    echo "A file whose hash is not the lock's (THESE PACKAGES DO NOT MATCH THE HASHES) changed on the index or on its way: do not install it; a release made again on purpose needs make python-locks." >&2
+    echo "If pip said THESE PACKAGES DO NOT MATCH THE HASHES, a file changed on the index or on its way since infra/python/$name.lock was written: do not install it (a release made again on purpose needs make python-locks)." >&2
   else
     echo "Or a pinned tool does not support Python $wanted, which infra/python/$name.lock does not cover: set PYTHON to a Python 3.10 to 3.13." >&2
   fi
@@ -85,7 +85,11 @@ rm -rf "$venv"
 # rather than as an import error later.
 if ! broken=$("$venv/bin/pip" check --disable-pip-version-check 2>&1); then
   echo "$broken" >&2
-  echo "could not install .venv/$name: infra/python/$name.lock lacks a dependency (above): run make python-locks" >&2
+  if locked "$wanted"; then
+    echo "could not install .venv/$name: infra/python/$name.lock lacks a dependency (above): run make python-locks" >&2
+  else
+    echo "could not install .venv/$name: what pip resolved from infra/python/$name.txt is inconsistent (above)" >&2
+  fi
   exit 1
 fi
 touch "$venv/.installed"

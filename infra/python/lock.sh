@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Resolve infra/python/<name>.txt afresh in a throwaway virtualenv and write its pins into
 # <name>.lock, marked for the CPython they were resolved on; the pins of other Pythons already
-# there are kept (the Makefile installs each venv with its .lock as constraints, so each
+# there are kept (install.sh installs a Python's pins from its .lock, hashes checked, so each
 # Python gets its own tested set; one with none resolves from the .txt).
 # Usage: infra/python/lock.sh PYTHON NAME...   (once per Python: 3.10 to 3.13)
 set -euo pipefail

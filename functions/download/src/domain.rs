@@ -69,7 +69,10 @@
 //!    Between (a) and (b), `Task Vaulted` is published ([`stemvault_vault::events::vaulted`],
 //!    its id made of the task, the generation and the stage): a failed publish is such a retryable
 //!    failure (no settle write; the redelivery publishes it again, same id), and a worker
-//!    that stops after the settle write has published already. Two workers settling at once
+//!    that stops after the settle write has published already. (But for a last check over a
+//!    manifest newer than its read, which publishes only once its settle write applied: the
+//!    table behind S3, restored from a backup. Its publish is tried a few times, and if it
+//!    still fails the event is lost, with an ERROR: no redelivery would publish it.) Two workers settling at once
 //!    may both publish it: the same id, which consumers drop. No table write is spent on it:
 //!    the settle write keeps what it said (`announced`), and a settle that would say exactly
 //!    that again (a reopened file failing again as before) publishes nothing.

@@ -454,19 +454,23 @@ impl TaskTable {
         });
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
         let (files, callbacks) = futures::future::join(bounded(files), bounded(callbacks)).await;
-        let mut conflict = false;
+        // The first failure, a table error before a conflict.
+        let mut failed = None;
         for (held, result) in files {
-            match result? {
-                Conditional::Applied => taken.extend(held),
-                Conditional::Conflict => conflict = true,
+            match result {
+                Ok(Conditional::Applied) => taken.extend(held),
+                Ok(Conditional::Conflict) => failed = failed.or(Some(StoreError::Conflict)),
+                Err(e) if failed.as_ref().is_none_or(|f| *f == StoreError::Conflict) => failed = Some(e),
+                Err(_) => {}
             }
         }
-        if conflict {
+        if let Some(failed) = failed {
             // Another first save whose file set differs (its first file another) may hold one
             // of this save's files while this one holds one of its: each would retry, its own
-            // claims renewed, until both ran out of time. So this one gives its own back first.
+            // claims renewed, until both ran out of time (or, this one failing, until its
+            // claims lapsed, past the other's budget). So this one gives its own back first.
             self.give_back(after.task_id.as_str(), &taken).await;
-            return Err(StoreError::Conflict);
+            return Err(failed);
         }
         // A callback item already there was put by an earlier attempt that did not commit.
         callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;

@@ -558,7 +558,7 @@ impl TaskRecord {
     /// on a task no registration named. A registration naming another family then says better.
     pub fn family_is_a_guess(&self) -> bool {
         self.files.is_empty()
-            && self.registered_family.is_none()
+            && self.named_by_no_registration()
             && !self.callbacks.is_empty()
             && suno_callbacks::event::failure_family_is_a_guess(
                 self.family,
@@ -575,12 +575,18 @@ impl TaskRecord {
     /// too: the same record whichever came first.
     pub fn family_read_from_a_message(&self) -> bool {
         self.files.is_empty()
-            && self.registered_family.is_none()
+            && self.named_by_no_registration()
             && !self.callbacks.is_empty()
             && !self.succeeded
             && self.family == Family::Lyrics
             && suno_callbacks::parse::names_lyrics(&self.message)
             && !self.has_details()
+    }
+
+    /// Whether no client's registration named the family: none recorded, nor one from before
+    /// `registered_family` was kept (its `registered_at` alone).
+    fn named_by_no_registration(&self) -> bool {
+        self.registered_family.is_none() && self.registered_at.is_none()
     }
 
     /// Whether the recorded details say something. Details kept apart (too large for the

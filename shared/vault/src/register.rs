@@ -649,6 +649,13 @@ mod tests {
         let confirmed = Registration { family: Family::Lyrics, ..reg.clone() }.completion(&from_message, now);
         let confirmed = confirmed.expect("lyrics confirmed");
         assert_eq!((confirmed.family, confirmed.registered_family), (None, Some(Family::Lyrics)));
+        // Not over a client's registration from before `registered_family` was kept (its
+        // `registered_at` alone): that family was the client's, as a guess's would be.
+        let registered_before = TaskRecord { registered_at: Some(now), ..from_message.clone() };
+        assert!(!registered_before.family_read_from_a_message());
+        assert_eq!(reg.completion(&registered_before, now), None);
+        let guessed_over_registered = TaskRecord { registered_at: Some(now), ..guessed.clone() };
+        assert!(!guessed_over_registered.family_is_a_guess());
         assert!(!event(Stage::Complete, Family::Lyrics, &[]).family_is_a_guess(), "a success is no guess");
         // Variants that all failed are lyrics' own, whatever the message says.
         let variant = LyricsVariant { status: "failed".into(), ..LyricsVariant::default() };

@@ -184,7 +184,7 @@ pub(crate) fn release_file(held: HeldCopy<'_>, error: &str, released_at: LeaseEn
 /// With [`ManifestPlan::watch_from`], the same write also puts the task in the reconciler's
 /// `reconcile-due` index (a file expired; the provider may still give a fresh URL), keeping a
 /// watch it finds there with its schedule. It keeps what the plan's `Task Vaulted` says
-/// (`announced`), published before it.
+/// (`announced`), published before it (after it, on a last check over a newer manifest).
 pub(crate) fn settle_task(plan: &ManifestPlan) -> Update {
     let watch = if plan.watch_from.is_some() {
         ", #reconcile = if_not_exists(#reconcile, :due), #reconcile_at = if_not_exists(#reconcile_at, :at)"

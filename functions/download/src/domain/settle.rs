@@ -145,7 +145,7 @@ async fn check_settled_once<P: Ports>(
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {
             if publishes && only_if_settled {
-                publish_vaulted(ports, &record, &plan, published).await?;
+                publish_after_settling(ports, &record, &plan, published).await;
             }
             tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
             // Counted by the settles that publish (the webhooks-silent alarm reads them as
@@ -166,6 +166,33 @@ async fn check_settled_once<P: Ports>(
         }
     })
 }
+
+/// Publish the plan's Task Vaulted once its settle write applied ([`Fenced::Superseded`] on the
+/// last check): no redelivery would publish it (the task reads settled), so a few tries, then
+/// an ERROR for the event lost.
+async fn publish_after_settling<P: Ports>(
+    ports: &P,
+    record: &TaskRecord,
+    plan: &ManifestPlan,
+    published: &mut Option<String>,
+) {
+    let mut tries = 0;
+    while let Err(e) = publish_vaulted(ports, record, plan, published).await {
+        tries += 1;
+        if tries == PUBLISH_AFTER_SETTLING_TRIES {
+            tracing::error!(
+                error = %e,
+                generation = plan.generation,
+                "Task Vaulted could not be published after the settle write; it is not sent again"
+            );
+            return;
+        }
+        ports.sleep(stemvault_vault::retry::conflict_backoff(tries)).await;
+    }
+}
+
+/// Tries of [`publish_after_settling`].
+pub(crate) const PUBLISH_AFTER_SETTLING_TRIES: u32 = 3;
 
 /// Publish the plan's Task Vaulted, unless this call's checks published it already.
 async fn publish_vaulted<P: Ports>(

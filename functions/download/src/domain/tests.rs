@@ -647,6 +647,23 @@ async fn a_task_item_behind_its_manifest_still_settles_on_the_last_check() {
     assert_eq!(reads, SETTLE_CHECKS as usize);
 }
 
+/// The table behind S3, and the publish after the settle write failing: no redelivery would
+/// publish it (the task reads settled), so it is tried again at once, and after the last
+/// try it is given up (the settle stands).
+#[tokio::test]
+async fn a_publish_after_the_settle_write_is_tried_again_then_given_up() {
+    let (ports, task) = behind_a_newer_manifest().await;
+    ports.events.fail_next(2);
+    assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
+    assert_eq!(ports.events.published().len(), 1, "published on the third try");
+
+    let (ports, task) = behind_a_newer_manifest().await;
+    ports.events.fail_next(settle::PUBLISH_AFTER_SETTLING_TRIES);
+    assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
+    assert!(ports.events.published().is_empty());
+    assert_eq!(ports.record(TASK).vault, VaultState::Complete, "the settle stands");
+}
+
 /// Not the table behind S3 but a later stage recorded, and its manifest written, between the
 /// last check's read and its settle write: the older stage's Task Vaulted is not published
 /// after the newer one's (the write is refused, so nothing is), and the check defers.
