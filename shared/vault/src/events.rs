@@ -270,10 +270,18 @@ pub fn vaulted_once_unwatched(watched: &TaskRecord, bucket: &str) -> Option<Task
 }
 
 /// `Task Vaulted` for a record whose files are all settled, as `vault`, with its manifest
-/// at `manifest_key`: the same for every worker that settles the same file set.
+/// at `manifest_key`: the same for every worker that settles the same file set. A task given
+/// up says `done` once its files are settled, which the settle of the same file set and
+/// stage before the give-up did not: its event has an id of its own (`….given_up`), not a
+/// duplicate of that one's that consumers would drop.
 pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {
     // A file set is settled once per stage: a new stage over the same files is a new event.
-    let id = event_id(&record.task_id, EventType::Vaulted, &format!("{}.{}", record.generation, record.stage.as_str()));
+    let (generation, stage) = (record.generation, record.stage.as_str());
+    let discriminator = match record.abandoned {
+        Some(_) => format!("{generation}.{stage}.given_up"),
+        None => format!("{generation}.{stage}"),
+    };
+    let id = event_id(&record.task_id, EventType::Vaulted, &discriminator);
     let done = record.is_done_once_settled(vault);
     TaskEvent {
         kind: EventType::Vaulted,

@@ -329,6 +329,9 @@ async fn give_up<P: Ports>(
         tracing::info!(task_id, reason = reason.as_str(), "not given up after all: the task changed meanwhile");
         return Ok(Handled::Skipped);
     }
+    if !failed.detail.done {
+        done_once_given_up(ports, settings, task).await;
+    }
     if reason == GiveUpReason::NotFound {
         let since = record.not_found_since.map(|t| t.to_string()).unwrap_or_default();
         tracing::warn!(
@@ -348,6 +351,30 @@ async fn give_up<P: Ports>(
         );
     }
     Ok(Handled::Abandoned)
+}
+
+/// A give-up whose event said `done: false` (a file still being copied when it was made) and
+/// whose write found the task settled meanwhile (a downloader settled it between the two, its
+/// own `Task Vaulted` made before the give-up, saying `false` too): nothing else would say
+/// the task is done now, so its `Task Vaulted` (`….given_up`) says it. A task not settled yet
+/// is said done by the settle to come, whose event has that id too. Best effort.
+async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings, task: &TaskId) {
+    let given_up = match ports.load_task(task).await {
+        Ok(Some(record)) => record,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(task_id = task.as_str(), error = %e, "could not read the task given up again");
+            return;
+        }
+    };
+    let Some(manifest_key) = given_up.manifest_key.as_deref().filter(|_| given_up.is_settled()) else { return };
+    if given_up.abandoned.is_none() || !given_up.is_done(given_up.vault) {
+        return;
+    }
+    let vaulted = events::vaulted(&given_up, given_up.vault, &settings.accept.bucket, manifest_key);
+    if let Err(e) = ports.publish_events(std::slice::from_ref(&vaulted)).await {
+        tracing::error!(task_id = task.as_str(), error = %e, "the Task Vaulted saying the task given up is done was not published");
+    }
 }
 
 /// A task that cannot be polled (no provider key; no endpoint for its family: `why`) still

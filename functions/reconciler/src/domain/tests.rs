@@ -738,6 +738,44 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     );
 }
 
+/// A task given up at `first` while its file is still copied says `done: false`; a downloader
+/// that settles the task between that event and the give-up write said `false` too (the
+/// task not given up when it read it). Once the give-up write applies, the task is done and
+/// nothing else would say so: a `Task Vaulted` of its own (`….given_up`) says it.
+#[tokio::test]
+async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
+    let ports = MemoryPorts::new(vec![pending(), pending()]);
+    let event = parse_callback(FIRST_OF_TASK).unwrap();
+    accept(&ports, &settings().accept, &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
+    ports.table.advance(settings().give_up_after);
+    assert_eq!(run(&ports).await.polls, 1, "a last poll first");
+    ports.until_due();
+    // The downloader stores the file and settles the task while the give-up's event goes out.
+    let mut settled = ports.record();
+    for file in settled.files.values_mut() {
+        (file.status, file.claim, file.lease_until) = (FileStatus::Stored, None, None);
+    }
+    (settled.vault, settled.manifest_key) = (VaultState::Complete, Some(format!("tasks/{TASK}/manifest.json")));
+    settled.version += 1;
+    *ports.after_publish.lock().unwrap() = Some(settled);
+    let outcome = run(&ports).await;
+    assert_eq!(outcome.abandoned, 1, "{outcome:?}");
+    let published = ports.events.lock().unwrap().clone();
+    let said: Vec<(&str, bool)> =
+        published.iter().skip(1).map(|e| (e.detail.event_id.as_str(), e.detail.done)).collect();
+    assert_eq!(published[0].detail.event_id, format!("{TASK}.stage.first"), "the callback's");
+    let generation = ports.record().generation;
+    assert_eq!(
+        said,
+        [
+            (format!("{TASK}.failed.abandoned.{generation}.first").as_str(), false),
+            (format!("{TASK}.vaulted.{generation}.first.given_up").as_str(), true),
+        ]
+    );
+    let (_, done) = ports.record().shown_vault_state();
+    assert!(done, "GET says done too");
+}
+
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
 /// is given up after a day of such answers, not polled for the 14-day retention.
 #[tokio::test]

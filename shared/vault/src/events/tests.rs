@@ -64,6 +64,20 @@ fn an_event_says_whether_the_task_is_done() {
     assert!(!given_up(&copying, "b", crate::GiveUpReason::Abandoned).detail.done, "given up, still copying");
 }
 
+/// A settle of a task given up says `done` where the settle of the same file set and stage
+/// before the give-up did not: an id of its own, or consumers dropping duplicates by id would
+/// drop the one saying the task is done.
+#[test]
+fn a_given_up_tasks_vaulted_event_has_an_id_of_its_own() {
+    let first = TaskRecord { stage: Stage::First, ..record() };
+    let before = vaulted(&first, VaultState::Complete, "b", "m");
+    let abandoned = crate::Abandoned { reason: crate::GiveUpReason::Abandoned, at: first.last_received_at };
+    let given_up = TaskRecord { abandoned: Some(abandoned), ..first.clone() };
+    let after = vaulted(&given_up, VaultState::Complete, "b", "m");
+    assert_eq!(after.detail.event_id, format!("{}.given_up", before.detail.event_id));
+    assert_eq!((before.detail.done, after.detail.done), (false, true));
+}
+
 #[test]
 fn a_vaulted_event_carries_every_file_and_an_id_per_file_set() {
     let r = record();
