@@ -472,15 +472,28 @@ impl TaskTable {
             self.give_back(after.task_id.as_str(), &taken).await;
             return Err(failed);
         }
-        // A callback item already there was put by an earlier attempt that did not commit.
-        callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let committed = match plan.task {
-            Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await?,
-            Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
-                let count = count_delivery(last_received_at.into(), watched);
-                self.update("delivery", after.task_id.as_str(), items::TASK_SK, count).await?
+        let committed = async {
+            // A callback item already there was put by an earlier attempt that did not commit.
+            callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
+            Ok(match plan.task {
+                Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await?,
+                Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
+                    let count = count_delivery(last_received_at.into(), watched);
+                    self.update("delivery", after.task_id.as_str(), items::TASK_SK, count).await?
+                }
+                None => Conditional::Applied,
+            })
+        }
+        .await;
+        let committed = match committed {
+            Ok(committed) => committed,
+            // Not committed, as far as this request knows: its claims would hold another first
+            // save until they lapsed. (A task item another request committed meanwhile, a
+            // conflict, counts them: this request's retry takes them up as its own.)
+            Err(e) => {
+                self.give_back(after.task_id.as_str(), &taken).await;
+                return Err(e);
             }
-            None => Conditional::Applied,
         };
         if committed == Conditional::Conflict {
             return Err(StoreError::Conflict);

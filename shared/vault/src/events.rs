@@ -6,7 +6,8 @@
 //! same id, so consumers drop duplicates by it. Ids are made of the task id, the event type
 //! and what makes the event unique within the task: the stage for a stage change or a
 //! failure, the file set's generation and the stage for a vaulting (and `watch_ended` after
-//! them when a watch for a fresh URL ends: [`vaulted_once_unwatched`]).
+//! them when a watch for a fresh URL ends: [`vaulted_once_unwatched`]; `given_up` for a task
+//! given up: [`vaulted`]).
 
 use std::future::Future;
 

@@ -144,12 +144,14 @@ async fn check_settled_once<P: Ports>(
     let (vault, key, files) = (plan.vault.as_str(), plan.manifest_key.as_str(), plan.manifest.files.len());
     Ok(match ports.settle_task(task_id, &plan).await? {
         SettleWrite::Settled => {
-            if publishes && only_if_settled {
-                publish_after_settling(ports, &record, &plan, published).await;
-            }
+            let publishes = match publishes && only_if_settled {
+                true => publish_after_settling(ports, &record, &plan, published).await,
+                false => publishes,
+            };
             tracing::info!(vault, key, files, generation = plan.generation, "task settled; manifest written");
             // Counted by the settles that publish (the webhooks-silent alarm reads them as
-            // Task Vaulted events, and a settle saying nothing new tells no one files are safe).
+            // Task Vaulted events, and a settle saying nothing new tells no one files are safe);
+            // not by one whose publish after its write was given up.
             if publishes {
                 let seconds = (now.unix_ms - record.first_received_at.unix_ms).max(0) as f64 / 1000.0;
                 ports.emit_metrics(&Measure::Settled { seconds });
@@ -175,7 +177,7 @@ async fn publish_after_settling<P: Ports>(
     record: &TaskRecord,
     plan: &ManifestPlan,
     published: &mut Option<String>,
-) {
+) -> bool {
     let mut tries = 0;
     while let Err(e) = publish_vaulted(ports, record, plan, published).await {
         tries += 1;
@@ -185,10 +187,11 @@ async fn publish_after_settling<P: Ports>(
                 generation = plan.generation,
                 "Task Vaulted could not be published after the settle write; it is not sent again"
             );
-            return;
+            return false;
         }
         ports.sleep(stemvault_vault::retry::conflict_backoff(tries)).await;
     }
+    true
 }
 
 /// Tries of [`publish_after_settling`].

@@ -662,6 +662,8 @@ async fn a_publish_after_the_settle_write_is_tried_again_then_given_up() {
     assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
     assert!(ports.events.published().is_empty());
     assert_eq!(ports.record(TASK).vault, VaultState::Complete, "the settle stands");
+    let settles = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    assert_eq!(settles, 0, "no event went out: none counted");
 }
 
 /// Not the table behind S3 but a later stage recorded, and its manifest written, between the

@@ -329,9 +329,7 @@ async fn give_up<P: Ports>(
         tracing::info!(task_id, reason = reason.as_str(), "not given up after all: the task changed meanwhile");
         return Ok(Handled::Skipped);
     }
-    if !failed.detail.done {
-        done_once_given_up(ports, settings, task).await;
-    }
+    done_once_given_up(ports, settings, task).await;
     if reason == GiveUpReason::NotFound {
         let since = record.not_found_since.map(|t| t.to_string()).unwrap_or_default();
         tracing::warn!(
@@ -353,11 +351,14 @@ async fn give_up<P: Ports>(
     Ok(Handled::Abandoned)
 }
 
-/// A give-up whose event said `done: false` (a file still being copied when it was made) and
-/// whose write found the task settled meanwhile (a downloader settled it between the two, its
-/// own `Task Vaulted` made before the give-up, saying `false` too): nothing else would say
-/// the task is done now, so its `Task Vaulted` (`….given_up`) says it. A task not settled yet
-/// is said done by the settle to come, whose event has that id too. Best effort.
+/// A task given up and settled: its `Task Vaulted` (`….given_up`: done, abandoned), unless
+/// its settle published that already (its `announced`). A give-up's event may have said
+/// `done: false` (a file still being copied when it was made; or a give-up tried again says
+/// `true` under the id of the first, which said `false`, and is dropped as its duplicate)
+/// while a downloader settled the task before the give-up's write, its own event made before
+/// the give-up and saying `false` too: nothing else would say the task is done. A task not
+/// settled yet is said done by the settle to come, whose event has that id too. Best effort:
+/// a failed publish is an ERROR, not tried again (the task is no longer due).
 async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings, task: &TaskId) {
     let given_up = match ports.load_task(task).await {
         Ok(Some(record)) => record,
@@ -368,7 +369,9 @@ async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings, task: &Tas
         }
     };
     let Some(manifest_key) = given_up.manifest_key.as_deref().filter(|_| given_up.is_settled()) else { return };
-    if given_up.abandoned.is_none() || !given_up.is_done(given_up.vault) {
+    let said_already =
+        given_up.announced.as_deref() == Some(events::announcement(&given_up, given_up.vault, manifest_key).as_str());
+    if given_up.abandoned.is_none() || !given_up.is_done(given_up.vault) || said_already {
         return;
     }
     let vaulted = events::vaulted(&given_up, given_up.vault, &settings.accept.bucket, manifest_key);

@@ -738,26 +738,37 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     );
 }
 
-/// A task given up at `first` while its file is still copied says `done: false`; a downloader
-/// that settles the task between that event and the give-up write said `false` too (the
-/// task not given up when it read it). Once the give-up write applies, the task is done and
-/// nothing else would say so: a `Task Vaulted` of its own (`….given_up`) says it.
-#[tokio::test]
-async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
+/// A music task at `first` (its one file queued) at its give-up time, its last poll made.
+async fn first_at_its_give_up_time() -> MemoryPorts {
     let ports = MemoryPorts::new(vec![pending(), pending()]);
     let event = parse_callback(FIRST_OF_TASK).unwrap();
     accept(&ports, &settings().accept, &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
     ports.table.advance(settings().give_up_after);
     assert_eq!(run(&ports).await.polls, 1, "a last poll first");
     ports.until_due();
-    // The downloader stores the file and settles the task while the give-up's event goes out.
-    let mut settled = ports.record();
+    ports
+}
+
+/// `record` as a downloader leaves it once it stored every file and settled the task.
+fn settled_by_a_downloader(record: &TaskRecord) -> TaskRecord {
+    let mut settled = record.clone();
     for file in settled.files.values_mut() {
         (file.status, file.claim, file.lease_until) = (FileStatus::Stored, None, None);
     }
     (settled.vault, settled.manifest_key) = (VaultState::Complete, Some(format!("tasks/{TASK}/manifest.json")));
     settled.version += 1;
-    *ports.after_publish.lock().unwrap() = Some(settled);
+    settled
+}
+
+/// A task given up at `first` while its file is still copied says `done: false`; a downloader
+/// that settles the task between that event and the give-up write said `false` too (the
+/// task not given up when it read it). Once the give-up write applies, the task is done and
+/// nothing else would say so: a `Task Vaulted` of its own (`….given_up`) says it.
+#[tokio::test]
+async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
+    let ports = first_at_its_give_up_time().await;
+    // The downloader stores the file and settles the task while the give-up's event goes out.
+    *ports.after_publish.lock().unwrap() = Some(settled_by_a_downloader(&ports.record()));
     let outcome = run(&ports).await;
     assert_eq!(outcome.abandoned, 1, "{outcome:?}");
     let published = ports.events.lock().unwrap().clone();
@@ -774,6 +785,26 @@ async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
     );
     let (_, done) = ports.record().shown_vault_state();
     assert!(done, "GET says done too");
+}
+
+/// The same, the give-up's write failing the first time: the next run gives the task up
+/// again under the first event's id, now saying `done: true`, which consumers drop as its
+/// duplicate; the `Task Vaulted` of the task given up still says it.
+#[tokio::test]
+async fn a_task_settled_before_its_give_up_is_tried_again_is_said_done() {
+    let ports = first_at_its_give_up_time().await;
+    ports.table.fail_saves(1, StoreError::Unavailable("the table timed out".into()));
+    assert_eq!(run(&ports).await.abandoned, 0, "its write failed");
+    ports.table.put_record(settled_by_a_downloader(&ports.record()));
+    ports.until_due();
+    assert_eq!(run(&ports).await.abandoned, 1);
+    let published = ports.events.lock().unwrap().clone();
+    let said: Vec<(&str, bool)> =
+        published.iter().skip(1).map(|e| (e.detail.event_id.as_str(), e.detail.done)).collect();
+    let generation = ports.record().generation;
+    let failed = format!("{TASK}.failed.abandoned.{generation}.first");
+    let vaulted = format!("{TASK}.vaulted.{generation}.first.given_up");
+    assert_eq!(said, [(failed.as_str(), false), (failed.as_str(), true), (vaulted.as_str(), true)]);
 }
 
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
