@@ -472,26 +472,30 @@ impl TaskTable {
             self.give_back(after.task_id.as_str(), &taken).await;
             return Err(failed);
         }
-        let committed = async {
-            // A callback item already there was put by an earlier attempt that did not commit.
-            callbacks.into_iter().collect::<Result<Vec<_>, _>>()?;
-            Ok(match plan.task {
-                Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await?,
-                Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
-                    let count = count_delivery(last_received_at.into(), watched);
-                    self.update("delivery", after.task_id.as_str(), items::TASK_SK, count).await?
-                }
-                None => Conditional::Applied,
-            })
+        // A callback item already there was put by an earlier attempt that did not commit.
+        if let Err(e) = callbacks.into_iter().collect::<Result<Vec<_>, _>>() {
+            // Not committed: this save's claims would hold another first save until they lapsed.
+            self.give_back(after.task_id.as_str(), &taken).await;
+            return Err(e);
         }
-        .await;
+        let committed = match plan.task {
+            Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await,
+            Some(TaskWrite::CountDelivery { last_received_at, watched }) => {
+                let count = count_delivery(last_received_at.into(), watched);
+                self.update("delivery", after.task_id.as_str(), items::TASK_SK, count).await
+            }
+            None => Ok(Conditional::Applied),
+        };
         let committed = match committed {
             Ok(committed) => committed,
-            // Not committed, as far as this request knows: its claims would hold another first
-            // save until they lapsed. (A task item another request committed meanwhile, a
-            // conflict, counts them: this request's retry takes them up as its own.)
+            // Refused for good, so not committed: given back as above. Unanswered, it may have
+            // been (its answer lost): the claims then stay, as the committed task's. (A task
+            // item another request committed meanwhile, a conflict, counts them: this
+            // request's retry takes them up as its own.)
             Err(e) => {
-                self.give_back(after.task_id.as_str(), &taken).await;
+                if !matches!(e, StoreError::Unavailable(_)) {
+                    self.give_back(after.task_id.as_str(), &taken).await;
+                }
                 return Err(e);
             }
         };

@@ -656,6 +656,8 @@ async fn a_publish_after_the_settle_write_is_tried_again_then_given_up() {
     ports.events.fail_next(2);
     assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
     assert_eq!(ports.events.published().len(), 1, "published on the third try");
+    let settles = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    assert_eq!(settles, 1, "counted once published");
 
     let (ports, task) = behind_a_newer_manifest().await;
     ports.events.fail_next(settle::PUBLISH_AFTER_SETTLING_TRIES);

@@ -351,8 +351,8 @@ async fn give_up<P: Ports>(
     Ok(Handled::Abandoned)
 }
 
-/// A task given up and settled: its `Task Vaulted` (`….given_up`: done, abandoned), unless
-/// its settle published that already (its `announced`). A give-up's event may have said
+/// A task given up and settled: its `Task Vaulted` (`….given_up`: done, abandoned), unless a
+/// settle recorded saying it (`announced`). A give-up's event may have said
 /// `done: false` (a file still being copied when it was made; or a give-up tried again says
 /// `true` under the id of the first, which said `false`, and is dropped as its duplicate)
 /// while a downloader settled the task before the give-up's write, its own event made before
