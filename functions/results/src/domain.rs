@@ -210,7 +210,9 @@ async fn view_of(ports: &impl Ports, record: &TaskRecord, links: Option<Duration
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,
     };
-    let manifest_key = record.manifest_key.clone().filter(|key| own(key));
+    // Not while the vault is answered pending: a file opened since (a later callback's file
+    // item whose task item write did not follow) is in no manifest yet.
+    let manifest_key = record.manifest_key.clone().filter(|key| own(key) && vault != VaultState::Pending);
     let manifest_url = match (&manifest_key, links) {
         (Some(key), Some(expiry)) => Some(ports.presign_download(key, expiry).await?),
         _ => None,

@@ -195,6 +195,13 @@ async fn presigns_stored_files_only_and_hides_errors_of_open_files() {
     assert_eq!(*ports.signed.lock().unwrap(), ["tasks/t1/tracks/a/audio.mp3"]);
 }
 
+/// `record` as its settle leaves it, but for its manifest's key: its open files gone, the
+/// vault partial.
+fn settle(record: &mut TaskRecord) {
+    record.files.retain(|_, f| f.status.is_settled());
+    record.vault = VaultState::Partial;
+}
+
 /// A settled task's answer says where its manifest is, and a GET links it, as its files; a
 /// key outside the task's prefix (an item edited by hand) is neither shown nor signed.
 #[tokio::test]
@@ -204,6 +211,7 @@ async fn an_answer_names_and_links_the_manifest_once_written() {
         panic!("the task");
     };
     assert_eq!((view.manifest_key, view.manifest_url), (None, None), "not settled yet");
+    settle(ports.records.get_mut("t1").unwrap());
     ports.records.get_mut("t1").unwrap().manifest_key = Some("tasks/t1/manifest.json".into());
     let Some(Found::Task(view)) = task_view(&ports, &id("t1"), Duration::from_secs(90)).await.unwrap() else {
         panic!("the task");
@@ -337,6 +345,9 @@ async fn a_vault_is_answered_as_its_files_are_settled() {
             panic!("the task");
         };
         assert_eq!((view.vault, view.done), (vault, done), "{task}");
+        // The manifest of a settle, not while a file opened since is in none.
+        let manifest = (task == "t2").then(|| format!("tasks/{task}/manifest.json"));
+        assert_eq!(view.manifest_key, manifest, "{task}");
     }
 }
 
@@ -534,6 +545,7 @@ async fn a_registrations_answer_carries_no_results_nor_streams() {
     let recorded = ports.records.get_mut("t1").unwrap();
     recorded.details = Some(serde_json::json!({"kind": "lyrics", "variants": [{"title": "A", "text": "la la"}]}));
     recorded.streams.insert("tracks/a/stream".into(), "https://cdn.example/live/a".into());
+    settle(recorded);
     recorded.manifest_key = Some("tasks/t1/manifest.json".into());
     let reg = Registration { family: Family::Music, client_ref: None };
     let now: Timestamp = "2026-01-01T00:00:00.000Z".parse().unwrap();
