@@ -359,7 +359,7 @@ async fn give_up<P: Ports>(
 /// the give-up and saying `false` too: nothing else would say the task is done. A task not
 /// settled yet is said done by the settle to come, whose event has that id too. Best effort:
 /// a failed publish is an ERROR, not tried again (the task is no longer due).
-async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings, task: &TaskId) {
+pub(super) async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings, task: &TaskId) {
     let given_up = match ports.load_task(task).await {
         Ok(Some(record)) => record,
         Ok(None) => return,

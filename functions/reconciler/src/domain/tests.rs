@@ -807,6 +807,31 @@ async fn a_task_settled_before_its_give_up_is_tried_again_is_said_done() {
     assert_eq!(said, [(failed.as_str(), false), (failed.as_str(), true), (vaulted.as_str(), true)]);
 }
 
+/// A task given up and settled whose settle recorded saying so (its `announced`: it read the
+/// task given up, so its own `….given_up` went out) gets no second one from the reconciler;
+/// one whose settle said it before the give-up does.
+#[tokio::test]
+async fn a_task_given_up_settled_is_said_done_once() {
+    let ports = first_at_its_give_up_time().await;
+    let task = TaskId::parse(TASK).unwrap();
+    let mut given_up = settled_by_a_downloader(&ports.record());
+    given_up.abandoned = Some(stemvault_vault::Abandoned { reason: GiveUpReason::Abandoned, at: ports.table.now() });
+    let key = given_up.manifest_key.clone().expect("settled");
+    given_up.announced = Some(events::announcement(&given_up, given_up.vault, &key));
+    ports.table.put_record(given_up.clone());
+    let before = ports.events.lock().unwrap().len();
+    task::done_once_given_up(&ports, &settings(), &task).await;
+    assert_eq!(ports.events.lock().unwrap().len(), before, "its settle said it");
+
+    let unabandoned = TaskRecord { abandoned: None, ..given_up.clone() };
+    given_up.announced = Some(events::announcement(&unabandoned, given_up.vault, &key));
+    ports.table.put_record(given_up);
+    task::done_once_given_up(&ports, &settings(), &task).await;
+    let published = ports.events.lock().unwrap().clone();
+    assert_eq!(published.len(), before + 1);
+    assert!(published[before].detail.event_id.ends_with(".given_up") && published[before].detail.done);
+}
+
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
 /// is given up after a day of such answers, not polled for the 14-day retention.
 #[tokio::test]
