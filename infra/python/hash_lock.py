@@ -95,7 +95,7 @@ def rewrite(path, cache):
     out = []
     for line in logical:
         pin = PIN.match(line.split(" --hash=")[0].strip())
-        if line.startswith("#") or not pin:
+        if not pin:  # a comment, or anything but a pin
             out.append(line)
             continue
         marker = f" {pin['marker'].strip()}" if pin["marker"] else ""

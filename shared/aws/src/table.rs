@@ -205,24 +205,20 @@ pub(crate) enum Releasing {
 /// save's: at revision 1); its lease ended `released_at` (should the file already be named
 /// `queued`, the sweeper counts from it how long a message of it can still come).
 pub(crate) fn release_update(claimant: &str, released_at: LeaseEnd, releasing: Releasing) -> Update {
-    let mut u = match releasing {
-        Releasing::Committed => {
-            let mut u = Update::new(
-                "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
-                "#status = :enqueuing AND #claim = :me",
-            );
-            u.name("#rev", "rev").value(":one", n(1));
-            u
-        }
-        Releasing::FirstSave => {
-            let mut u = Update::new(
-                "SET #status = :pending, #lease = :released REMOVE #claim",
-                "#rev = :first AND #status = :enqueuing AND #claim = :me",
-            );
-            u.name("#rev", "rev").value(":first", n(1));
-            u
-        }
+    let (update, condition, one) = match releasing {
+        Releasing::Committed => (
+            "SET #status = :pending, #lease = :released REMOVE #claim ADD #rev :one",
+            "#status = :enqueuing AND #claim = :me",
+            ":one",
+        ),
+        Releasing::FirstSave => (
+            "SET #status = :pending, #lease = :released REMOVE #claim",
+            "#rev = :first AND #status = :enqueuing AND #claim = :me",
+            ":first",
+        ),
     };
+    let mut u = Update::new(update, condition);
+    u.name("#rev", "rev").value(one, n(1));
     u.name("#status", "status").name("#claim", "claim").name("#lease", "lease_until");
     u.value(":pending", s(FileStatus::Pending.as_str()))
         .value(":enqueuing", s(FileStatus::Enqueuing.as_str()))
@@ -464,6 +460,8 @@ impl TaskTable {
                 Err(_) => {}
             }
         }
+        // (A callback item already there was put by an earlier attempt that did not commit.)
+        let failed = failed.or_else(|| callbacks.into_iter().collect::<Result<Vec<_>, _>>().err());
         if let Some(failed) = failed {
             // Another first save whose file set differs (its first file another) may hold one
             // of this save's files while this one holds one of its: each would retry, its own
@@ -471,12 +469,6 @@ impl TaskTable {
             // claims lapsed, past the other's budget). So this one gives its own back first.
             self.give_back(after.task_id.as_str(), &taken).await;
             return Err(failed);
-        }
-        // A callback item already there was put by an earlier attempt that did not commit.
-        if let Err(e) = callbacks.into_iter().collect::<Result<Vec<_>, _>>() {
-            // Not committed: this save's claims would hold another first save until they lapsed.
-            self.give_back(after.task_id.as_str(), &taken).await;
-            return Err(e);
         }
         let committed = match plan.task {
             Some(TaskWrite::Put(task)) => self.put("PutItem (task)", task).await,

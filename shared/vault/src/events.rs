@@ -278,10 +278,8 @@ pub fn vaulted_once_unwatched(watched: &TaskRecord, bucket: &str) -> Option<Task
 pub fn vaulted(record: &TaskRecord, vault: VaultState, bucket: &str, manifest_key: &str) -> TaskEvent {
     // A file set is settled once per stage: a new stage over the same files is a new event.
     let (generation, stage) = (record.generation, record.stage.as_str());
-    let discriminator = match record.abandoned {
-        Some(_) => format!("{generation}.{stage}.given_up"),
-        None => format!("{generation}.{stage}"),
-    };
+    let given_up = if record.abandoned.is_some() { ".given_up" } else { "" };
+    let discriminator = format!("{generation}.{stage}{given_up}");
     let id = event_id(&record.task_id, EventType::Vaulted, &discriminator);
     let done = record.is_done_once_settled(vault);
     TaskEvent {

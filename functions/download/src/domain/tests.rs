@@ -525,7 +525,7 @@ async fn a_slow_older_manifest_write_never_replaces_a_newer_one() {
     assert_eq!((r.vault, r.manifest_key.as_deref()), (VaultState::Complete, Some(key.as_str())));
     let generation = &ports.store.stored(&key).unwrap().metadata[GENERATION_METADATA];
     assert_eq!(generation, &r.generation.to_string(), "the newer generation's");
-    let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    let settled = settles_counted(&ports);
     assert_eq!(settled, 1);
 }
 
@@ -621,6 +621,11 @@ async fn manifests_of_one_generation_and_stage_are_ordered_by_the_version_read()
     assert_eq!(reads, SETTLE_CHECKS as usize, "settled on the last check");
 }
 
+/// How many settles `SecondsToSettled` counted.
+fn settles_counted(ports: &MemoryPorts) -> usize {
+    ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count()
+}
+
 /// A task whose files are all stored, under a manifest of a later generation than its item.
 async fn behind_a_newer_manifest() -> (MemoryPorts, TaskId) {
     let ports = MemoryPorts::with_record(record(&[("vocal", FileStatus::Stored)]));
@@ -656,7 +661,7 @@ async fn a_publish_after_the_settle_write_is_tried_again_then_given_up() {
     ports.events.fail_next(2);
     assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
     assert_eq!(ports.events.published().len(), 1, "published on the third try");
-    let settles = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    let settles = settles_counted(&ports);
     assert_eq!(settles, 1, "counted once published");
 
     let (ports, task) = behind_a_newer_manifest().await;
@@ -664,7 +669,7 @@ async fn a_publish_after_the_settle_write_is_tried_again_then_given_up() {
     assert_eq!(check_settled(&ports, &task, None).await.unwrap(), Settling::Settled);
     assert!(ports.events.published().is_empty());
     assert_eq!(ports.record(TASK).vault, VaultState::Complete, "the settle stands");
-    let settles = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    let settles = settles_counted(&ports);
     assert_eq!(settles, 0, "no event went out: none counted");
 }
 
@@ -1191,7 +1196,7 @@ async fn two_workers_finishing_the_last_two_files_at_once_both_succeed_and_one_s
     let r = ports.record(TASK);
     assert_eq!((r.vault, r.open, r.version), (VaultState::Complete, None, 4), "one settle write");
     assert!(ports.delays.lock().unwrap().is_empty(), "neither message is retried");
-    let settled = ports.measures.lock().unwrap().iter().filter(|m| matches!(m, Measure::Settled { .. })).count();
+    let settled = settles_counted(&ports);
     assert_eq!(settled, 1, "SecondsToSettled once");
     let manifests = ports.manifests.lock().unwrap().clone();
     assert_eq!(manifests.len(), 1, "the second writer found this generation's manifest written");

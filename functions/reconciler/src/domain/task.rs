@@ -369,9 +369,11 @@ pub(super) async fn done_once_given_up<P: Ports>(ports: &P, settings: &Settings,
         }
     };
     let Some(manifest_key) = given_up.manifest_key.as_deref().filter(|_| given_up.is_settled()) else { return };
-    let said_already =
-        given_up.announced.as_deref() == Some(events::announcement(&given_up, given_up.vault, manifest_key).as_str());
-    if given_up.abandoned.is_none() || !given_up.is_done(given_up.vault) || said_already {
+    // The digest (a serialisation and a SHA-256) last.
+    let said_already = || {
+        given_up.announced.as_deref() == Some(events::announcement(&given_up, given_up.vault, manifest_key).as_str())
+    };
+    if given_up.abandoned.is_none() || !given_up.is_done(given_up.vault) || said_already() {
         return;
     }
     let vaulted = events::vaulted(&given_up, given_up.vault, &settings.accept.bucket, manifest_key);

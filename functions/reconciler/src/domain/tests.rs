@@ -749,6 +749,13 @@ async fn first_at_its_give_up_time() -> MemoryPorts {
     ports
 }
 
+/// The first event's id (the callback's), and every later one's id and `done`.
+fn said_since_the_callback(ports: &MemoryPorts) -> (String, Vec<(String, bool)>) {
+    let published = ports.events.lock().unwrap().clone();
+    let said = published.iter().skip(1).map(|e| (e.detail.event_id.clone(), e.detail.done)).collect();
+    (published[0].detail.event_id.clone(), said)
+}
+
 /// `record` as a downloader leaves it once it stored every file and settled the task.
 fn settled_by_a_downloader(record: &TaskRecord) -> TaskRecord {
     let mut settled = record.clone();
@@ -771,16 +778,14 @@ async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
     *ports.after_publish.lock().unwrap() = Some(settled_by_a_downloader(&ports.record()));
     let outcome = run(&ports).await;
     assert_eq!(outcome.abandoned, 1, "{outcome:?}");
-    let published = ports.events.lock().unwrap().clone();
-    let said: Vec<(&str, bool)> =
-        published.iter().skip(1).map(|e| (e.detail.event_id.as_str(), e.detail.done)).collect();
-    assert_eq!(published[0].detail.event_id, format!("{TASK}.stage.first"), "the callback's");
+    let (callbacks, said) = said_since_the_callback(&ports);
+    assert_eq!(callbacks, format!("{TASK}.stage.first"), "the callback's");
     let generation = ports.record().generation;
     assert_eq!(
         said,
         [
-            (format!("{TASK}.failed.abandoned.{generation}.first").as_str(), false),
-            (format!("{TASK}.vaulted.{generation}.first.given_up").as_str(), true),
+            (format!("{TASK}.failed.abandoned.{generation}.first"), false),
+            (format!("{TASK}.vaulted.{generation}.first.given_up"), true),
         ]
     );
     let (_, done) = ports.record().shown_vault_state();
@@ -798,13 +803,11 @@ async fn a_task_settled_before_its_give_up_is_tried_again_is_said_done() {
     ports.table.put_record(settled_by_a_downloader(&ports.record()));
     ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
-    let published = ports.events.lock().unwrap().clone();
-    let said: Vec<(&str, bool)> =
-        published.iter().skip(1).map(|e| (e.detail.event_id.as_str(), e.detail.done)).collect();
+    let (_, said) = said_since_the_callback(&ports);
     let generation = ports.record().generation;
     let failed = format!("{TASK}.failed.abandoned.{generation}.first");
     let vaulted = format!("{TASK}.vaulted.{generation}.first.given_up");
-    assert_eq!(said, [(failed.as_str(), false), (failed.as_str(), true), (vaulted.as_str(), true)]);
+    assert_eq!(said, [(failed.clone(), false), (failed, true), (vaulted, true)]);
 }
 
 /// A task given up and settled whose settle recorded saying so (its `announced`: it read the
@@ -830,6 +833,20 @@ async fn a_task_given_up_settled_is_said_done_once() {
     let published = ports.events.lock().unwrap().clone();
     assert_eq!(published.len(), before + 1);
     assert!(published[before].detail.event_id.ends_with(".given_up") && published[before].detail.done);
+}
+
+/// Best effort: a publish that fails leaves the task as given up (an ERROR in the log).
+#[tokio::test]
+async fn a_given_up_tasks_task_vaulted_that_cannot_be_published_is_given_up() {
+    let ports = first_at_its_give_up_time().await;
+    let mut given_up = settled_by_a_downloader(&ports.record());
+    given_up.abandoned = Some(stemvault_vault::Abandoned { reason: GiveUpReason::Abandoned, at: ports.table.now() });
+    ports.table.put_record(given_up.clone());
+    let before = ports.events.lock().unwrap().len();
+    ports.publish_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    task::done_once_given_up(&ports, &settings(), &TaskId::parse(TASK).unwrap()).await;
+    assert_eq!(ports.events.lock().unwrap().len(), before, "nothing published");
+    assert_eq!(ports.record(), given_up, "the task as it was");
 }
 
 /// A task the provider keeps saying it does not know (registered under the wrong family, say)
