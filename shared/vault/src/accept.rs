@@ -32,6 +32,7 @@
 //!    published them). No table write is spent on it.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -157,10 +158,17 @@ pub async fn accept<P: Ports>(
 ) -> Result<Outcome, AcceptError> {
     // On the heap: the whole pipeline's state is large (in a debug build, more than a test
     // thread's 2 MiB stack holds under the reconciler's own), and it is one allocation a callback.
-    let accepting = Box::pin(accept_unbounded(ports, settings, event, body, request_id, arrived_at));
-    tokio::time::timeout(settings.deadline, accepting)
-        .await
-        .unwrap_or(Err(AcceptError::OutOfTime { after: settings.deadline }))
+    // Files another delivery still held when the time ran out, if it ran out in the wait for
+    // them: that is one task's wait (as `StillEnqueuing`), not a slow table, bucket or queue.
+    let held = AtomicUsize::new(0);
+    let accepting = Box::pin(accept_unbounded(ports, settings, event, body, request_id, arrived_at, &held));
+    let accepted = tokio::time::timeout(settings.deadline, accepting).await;
+    accepted.unwrap_or_else(|_| {
+        Err(match held.load(Ordering::Relaxed) {
+            0 => AcceptError::OutOfTime { after: settings.deadline },
+            files => AcceptError::StillEnqueuing { files },
+        })
+    })
 }
 
 async fn accept_unbounded<P: Ports>(
@@ -170,6 +178,7 @@ async fn accept_unbounded<P: Ports>(
     body: &[u8],
     request_id: &str,
     arrived_at: Option<Timestamp>,
+    held: &AtomicUsize,
 ) -> Result<Outcome, AcceptError> {
     let sha256_hex = body_sha256_hex(body);
     let archive_key = s3_key::callback_body_key(&event.task_id, event.stage, &sha256_hex);
@@ -206,7 +215,7 @@ async fn accept_unbounded<P: Ports>(
                  the URLs the file has"
             );
         }
-        send_and_publish(ports, settings, event, &claimant, merge).await
+        send_and_publish(ports, settings, event, &claimant, merge, held).await
     };
     let (archived, accepted) = tokio::join!(archive, accepting);
     let accepted = accepted?;
@@ -224,6 +233,7 @@ async fn send_and_publish<P: Ports>(
     event: &CallbackEvent,
     claimant: &Claimant,
     merge: Merge,
+    held: &AtomicUsize,
 ) -> Result<Outcome, AcceptError> {
     let task = &event.task_id;
     let sent = send_jobs(ports, &merge.claims.to_enqueue).await;
@@ -242,7 +252,10 @@ async fn send_and_publish<P: Ports>(
         let mut queued = sent.out.len();
         if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
-            queued += wait_for_others(ports, settings, task, claimant, &wanted, &sent.out).await?;
+            held.store(merge.claims.wait_for.len(), Ordering::Relaxed);
+            let waited = wait_for_others(ports, settings, task, claimant, &wanted, &sent.out, held).await;
+            held.store(0, Ordering::Relaxed);
+            queued += waited?;
         }
         // A task without files (or a new stage over settled files) is settled as recorded;
         // no download would write its manifest.
@@ -319,7 +332,8 @@ async fn record<P: Ports>(
 /// `sent`: the files whose messages this request sent already, to which the loop adds its own
 /// (should marking them queued have failed, they still read as its own claims to send, on
 /// every look). Returns how many
-/// messages this request sent while waiting.
+/// messages this request sent while waiting. `held` tells the caller, at each look, how many
+/// files another delivery holds (at least one while it waits).
 async fn wait_for_others<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -327,6 +341,7 @@ async fn wait_for_others<P: Ports>(
     claimant: &Claimant,
     wanted: &[&str],
     sent: &[String],
+    held: &AtomicUsize,
 ) -> Result<usize, AcceptError> {
     let mut sent = sent.to_vec();
     let deadline = ports.now().plus(settings.wait_budget);
@@ -357,6 +372,7 @@ async fn wait_for_others<P: Ports>(
         } else if claims.wait_for.is_empty() {
             return Ok(queued);
         }
+        held.store(claims.wait_for.len().max(1), Ordering::Relaxed);
         if ports.now() >= deadline {
             return Err(AcceptError::StillEnqueuing { files: claims.wait_for.len().max(1) });
         }

@@ -911,6 +911,21 @@ fn a_contended_record_starts_no_outage_memory() {
     assert_eq!(outage.recording_budget(ANSWER_WITHIN, now.minus(Duration::from_secs(1))), ANSWER_WITHIN);
 }
 
+/// A wait for another delivery's files that the answer's deadline cuts short is that task's
+/// wait (`enqueue_in_progress`), not a table, bucket or queue failing slowly: the instance's
+/// next callbacks keep their whole time to record.
+#[tokio::test(start_paused = true)]
+async fn a_wait_the_deadline_cuts_short_starts_no_outage_memory() {
+    let ports = MemoryPorts::default();
+    let e = event(Stage::Final, &["vocal"]);
+    abandoned(&ports, &e, b"{}");
+    let (outage, patient) = (Outage::default(), Settings { wait_budget: Duration::from_secs(60), ..settings() });
+    let ingested = ingest_or_park(&ports, &patient, &e, b"{}", "req-2", Duration::ZERO, &outage).await.unwrap();
+    let Ingested::Parked { because, .. } = &ingested else { panic!("{ingested:?}") };
+    assert_eq!(because, &AcceptError::StillEnqueuing { files: 1 });
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, ports.now()), ANSWER_WITHIN);
+}
+
 /// A table that hangs: the first callback records until its deadline and is parked; while
 /// the instance remembers it, the next ones get only `QUICK_RECORDING` before they are
 /// parked (each answered in about 2 s, not 9). One recorded in that time ends it, and so does
