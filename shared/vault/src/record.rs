@@ -553,34 +553,23 @@ impl TaskRecord {
         self.open = open.then(|| OPEN_MARKER.to_owned());
     }
 
-    /// Whether the recorded family is only read from a failure's shape: a callback's failure
-    /// without files read as music, or as lyrics without variants ([`suno_callbacks::CallbackEvent::family_is_a_guess`]),
-    /// on a task no registration named. A registration naming another family then says better.
-    pub fn family_is_a_guess(&self) -> bool {
-        self.files.is_empty()
-            && self.named_by_no_registration()
-            && !self.callbacks.is_empty()
-            && suno_callbacks::event::failure_family_is_a_guess(
-                self.family,
-                self.succeeded,
-                &self.message,
-                self.has_details(),
-            )
-    }
-
-    /// Whether the recorded family is `lyrics` read from a failure's message alone (no files,
-    /// no variants, a message naming lyrics: kie's "Song Description flagged for moderation"),
-    /// on a task no registration named. Ingest keeps a registered family over such a failure
-    /// (it may as well be a music task's), so a registration coming after it gives its family
-    /// too: the same record whichever came first.
-    pub fn family_read_from_a_message(&self) -> bool {
+    /// Whether the recorded family was only read from a failure without files, on a task no
+    /// registration named: guessed from its shape (read as music, or as lyrics without
+    /// variants: [`suno_callbacks::CallbackEvent::family_is_a_guess`]), or read as lyrics from
+    /// its message alone (kie's "Song Description flagged for moderation", which may as well
+    /// be a music task's, and which ingest does not let overrule a registration made first).
+    /// A registration naming a family then says better, whichever came first.
+    pub fn family_read_from_a_failure(&self) -> bool {
         self.files.is_empty()
             && self.named_by_no_registration()
             && !self.callbacks.is_empty()
             && !self.succeeded
-            && self.family == Family::Lyrics
-            && suno_callbacks::parse::names_lyrics(&self.message)
-            && !self.has_details()
+            && match self.family {
+                Family::Music => true,
+                // Variants that all failed are lyrics' own, whatever the message says.
+                Family::Lyrics => !self.has_details(),
+                _ => false,
+            }
     }
 
     /// Whether no client's registration named the family: none recorded, nor one from before

@@ -202,7 +202,7 @@ impl Registration {
 
     /// What this registration adds to a task a callback recorded first: its client_ref when
     /// the task has none, its family when the callbacks could not tell it or only guessed it
-    /// ([`TaskRecord::family_is_a_guess`]; so the reconciler can poll it: a task that then
+    /// ([`TaskRecord::family_read_from_a_failure`]; so the reconciler can poll it: a task that then
     /// needs watching, a file of it failed by an expired URL, is watched from `now`). To a
     /// task ingest registered from a stale callback ([`Self::unsigned_record`]), whose family
     /// was a guess, or whose family's endpoint says it does not know it (a client's own
@@ -220,8 +220,7 @@ impl Registration {
             // registered task.
             registered_family: (recorded.registered_family != Some(self.family)
                 && (unregistered(recorded)
-                    || recorded.family_is_a_guess()
-                    || recorded.family_read_from_a_message()
+                    || recorded.family_read_from_a_failure()
                     || unknown_at_its_endpoint(recorded)))
             .then_some(self.family),
             watch_from: None,
@@ -258,8 +257,7 @@ impl Registration {
 /// or no result came and its family's endpoint said it did not know the task.
 fn family_open(recorded: &TaskRecord) -> bool {
     recorded.family == Family::Unknown
-        || recorded.family_is_a_guess()
-        || recorded.family_read_from_a_message()
+        || recorded.family_read_from_a_failure()
         || unregistered(recorded)
         || unknown_at_its_endpoint(recorded)
 }
@@ -631,19 +629,20 @@ mod tests {
         // lyrics (docs.kie.ai's lyrics failure reads so) gives the task its family; one
         // naming music adds only its client_ref.
         let guessed = first_seen(&event(Stage::Error, Family::Music, &[]), now);
-        assert!(guessed.family_is_a_guess());
+        assert!(guessed.family_read_from_a_failure());
         // So is one read as lyrics from its shape alone: a registration naming music gives the
         // task its family. One whose message names lyrics is lyrics.
         let read_as_lyrics = first_seen(&event(Stage::Error, Family::Lyrics, &[]), now);
-        assert!(read_as_lyrics.family_is_a_guess());
+        assert!(read_as_lyrics.family_read_from_a_failure());
         assert_eq!(reg.completion(&read_as_lyrics, now).and_then(|c| c.family), Some(Family::Music));
         let named =
             CallbackEvent { message: "Lyrics generation failed".into(), ..event(Stage::Error, Family::Lyrics, &[]) };
-        assert!(!named.family_is_a_guess() && !first_seen(&named, now).family_is_a_guess());
+        assert!(!named.family_is_a_guess());
         // But ingest would not have let it overrule a registration made first (kie's "Song
         // Description flagged for moderation" may be a music task's): one made after gives
         // its family too, as the registered one; one naming lyrics confirms it.
         let from_message = first_seen(&named, now);
+        assert!(from_message.family_read_from_a_failure());
         let given = reg.completion(&from_message, now).expect("music given");
         assert_eq!((given.family, given.registered_family), (Some(Family::Music), Some(Family::Music)));
         let confirmed = Registration { family: Family::Lyrics, ..reg.clone() }.completion(&from_message, now);
@@ -652,10 +651,10 @@ mod tests {
         // Not over a client's registration from before `registered_family` was kept (its
         // `registered_at` alone): that family was the client's, as a guess's would be.
         let registered_before = TaskRecord { registered_at: Some(now), ..from_message.clone() };
-        assert!(!registered_before.family_read_from_a_message());
+        assert!(!registered_before.family_read_from_a_failure());
         assert_eq!(reg.completion(&registered_before, now), None);
         let guessed_over_registered = TaskRecord { registered_at: Some(now), ..guessed.clone() };
-        assert!(!guessed_over_registered.family_is_a_guess());
+        assert!(!guessed_over_registered.family_read_from_a_failure());
         assert!(!event(Stage::Complete, Family::Lyrics, &[]).family_is_a_guess(), "a success is no guess");
         // Variants that all failed are lyrics' own, whatever the message says.
         let variant = LyricsVariant { status: "failed".into(), ..LyricsVariant::default() };
@@ -663,7 +662,7 @@ mod tests {
             details: Details::Lyrics { variants: vec![variant] },
             ..event(Stage::Error, Family::Lyrics, &[])
         };
-        assert!(!with_variants.family_is_a_guess() && !first_seen(&with_variants, now).family_is_a_guess());
+        assert!(!with_variants.family_is_a_guess() && !first_seen(&with_variants, now).family_read_from_a_failure());
         let lyrics = Registration { family: Family::Lyrics, ..reg.clone() };
         let completion = lyrics.completion(&guessed, now).expect("the family");
         assert_eq!(completion.family, Some(Family::Lyrics));
