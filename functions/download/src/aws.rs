@@ -11,7 +11,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use aws_sdk_s3::config::StalledStreamProtectionConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder;
 use aws_sdk_s3::primitives::{ByteStream, SdkBody};
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, ChecksumType, CompletedMultipartUpload, CompletedPart};
@@ -46,6 +45,7 @@ use crate::upload::{
 };
 use stemvault_aws::Update;
 use stemvault_aws::s3_error::storage_error;
+use stemvault_aws::sdk_error::{error_chain, sdk_error_text};
 
 /// The IAM actions of every SDK call [`AwsPorts`] makes: DynamoDB Query (the settle check's
 /// read of a task's items, through [`TaskTable::load`]) and UpdateItem (the claim, stored,
@@ -319,10 +319,7 @@ impl ReadObject for AwsPorts {
             // token answers 400 too); read as permanent, a copy an earlier attempt left would
             // go unseen while its source, expired, failed the file for good.
             Err(e) => {
-                let status = e.raw_response().map(|r| r.status().as_u16());
-                let context = DisplayErrorContext(&e);
-                let why = status.map_or_else(|| context.to_string(), |s| format!("HTTP {s}: {context}"));
-                return Err(StorageError::transient("HeadObject", why));
+                return Err(StorageError::transient("HeadObject", sdk_error_text(&e)));
             }
         };
         Ok(Some(ObjectHead {
@@ -338,7 +335,7 @@ impl ReadObject for AwsPorts {
         let out = self.s3.get_object().bucket(&self.bucket).key(key).if_match(etag).send().await;
         let mut body = out.map_err(|e| storage_error("GetObject", e))?.body;
         let (mut bytes, mut hasher) = (0u64, Sha256::new());
-        let read_error = |e| StorageError::transient("GetObject", DisplayErrorContext(e).to_string());
+        let read_error = |e| StorageError::transient("GetObject", error_chain(&e));
         while let Some(chunk) = body.try_next().await.map_err(read_error)? {
             bytes += chunk.len() as u64;
             hasher.update(&chunk);

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::error::DisplayErrorContext;
 use aws_sdk_sqs::types::MessageAttributeValue;
 use stemvault_aws::metrics::{self, Metric};
 use stemvault_vault::QueueError;
@@ -14,6 +13,7 @@ use crate::domain::{
 };
 use crate::error::PostError;
 use crate::poster::HttpPoster;
+use stemvault_aws::sdk_error::sdk_error_text;
 
 /// The IAM actions of every AWS call the function makes: SQS ChangeMessageVisibility on the
 /// notify queue (the delay before a retry), SQS SendMessage on the notify dead-letter queue (a
@@ -92,7 +92,7 @@ impl DeadLetterMessage for AwsPorts {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| QueueError::transient("SendMessage", DisplayErrorContext(e).to_string()))
+            .map_err(|e| QueueError::transient("SendMessage", sdk_error_text(&e)))
     }
 }
 

@@ -3,7 +3,6 @@
 //! callbacks, and the provider over HTTP; and the function's metrics ([`metrics_of`],
 //! CloudWatch's embedded metric format).
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::archive::BodyArchive;
 use stemvault_aws::enqueue::TableAndQueue;
@@ -23,6 +22,7 @@ use crate::domain::{
 use crate::error::StoreError;
 use crate::provider::HttpProvider;
 use crate::replay::{DeleteParked, ListParked, ReadParked, StillParked};
+use stemvault_aws::sdk_error::sdk_error_text;
 use stemvault_vault::accept::ParkedBody;
 
 /// Parked callbacks a run left under `parked/` (not recordable yet, left for an operator, or
@@ -150,7 +150,7 @@ impl ReadParked for AwsPorts {
         let got = match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(got) => got,
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => return Ok(None),
-            Err(e) => return Err(unavailable(GET, DisplayErrorContext(e))),
+            Err(e) => return Err(unavailable(GET, sdk_error_text(&e))),
         };
         let body = got.body.collect().await.map_err(|e| unavailable(GET, e))?;
         Ok(Some(body.to_vec()))
@@ -166,7 +166,7 @@ impl DeleteParked for AwsPorts {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| unavailable("DeleteObject (parked)", DisplayErrorContext(e)))
+            .map_err(|e| unavailable("DeleteObject (parked)", sdk_error_text(&e)))
     }
 }
 
@@ -185,7 +185,7 @@ impl ListDueTasks for AwsPorts {
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
             .await
-            .map_err(|e| unavailable("Query (reconcile-due)", DisplayErrorContext(e)))?;
+            .map_err(|e| unavailable("Query (reconcile-due)", sdk_error_text(&e)))?;
         let due_task = |item: &std::collections::HashMap<String, AttributeValue>| {
             let task_id = item.get(PARTITION_KEY)?.as_s().ok()?.clone();
             let reconcile_at = item.get("reconcile_at").and_then(|at| at.as_s().ok()?.parse().ok());

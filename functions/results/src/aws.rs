@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use aws_sdk_s3::error::DisplayErrorContext;
 use aws_sdk_s3::presigning::PresigningConfig;
 use stemvault_aws::TaskTable;
 use stemvault_vault::items;
@@ -14,6 +13,7 @@ use suno_callbacks::{TaskId, s3_key};
 use crate::Config;
 use crate::domain::{IsParked, PresignDownload};
 use crate::error::PRESIGN;
+use stemvault_aws::sdk_error::error_chain;
 
 /// The IAM actions of every AWS call the function makes (template.yaml grants exactly these):
 /// the task's item collection (one Query), a registration's task item (PutItem, only if
@@ -89,7 +89,7 @@ impl PresignDownload for AwsPorts {
             .response_content_disposition(attachment(key))
             .presigned(config)
             .await
-            .map_err(|e| StorageError::transient(PRESIGN, DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| StorageError::transient(PRESIGN, error_chain(&e)))?;
         Ok(request.uri().to_owned())
     }
 }

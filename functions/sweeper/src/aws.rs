@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use stemvault_aws::enqueue::TableAndQueue;
 use stemvault_aws::metrics::{self, Metric};
@@ -16,6 +15,7 @@ use crate::domain::{
     CloseTask, EmitMetrics, IndexEntry, ListOpenTasks, Measure, OpenTask, OpenTaskPage, ReadCursor, WriteCursor,
 };
 use crate::error::StoreError;
+use stemvault_aws::sdk_error::sdk_error_text;
 
 /// The IAM actions of every AWS call the function makes, its shared adapters' included:
 /// the open-tasks index and each task's item collection (Query), the sweep cursor (GetItem,
@@ -154,7 +154,7 @@ impl ListOpenTasks for AwsPorts {
             .set_exclusive_start_key(q.start)
             .send()
             .await
-            .map_err(|e| unavailable("Query (open-tasks)", DisplayErrorContext(e)))?;
+            .map_err(|e| unavailable("Query (open-tasks)", sdk_error_text(&e)))?;
         page(out.items(), out.last_evaluated_key())
     }
 }
@@ -235,7 +235,7 @@ impl ReadCursor for AwsPorts {
             .config_override(stemvault_aws::best_effort_dynamodb())
             .send()
             .await
-            .map_err(|e| unavailable("GetItem (sweep cursor)", DisplayErrorContext(e)))?;
+            .map_err(|e| unavailable("GetItem (sweep cursor)", sdk_error_text(&e)))?;
         Ok(out.item().and_then(read_cursor_item))
     }
 }

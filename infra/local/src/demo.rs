@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::client_auth::ClientAuth;
 use crate::events::EventWatch;
 use crate::run_info::RunInfo;
+use stemvault_aws::sdk_error::sdk_error_text;
 
 /// The documented body, from the repository's `fixtures/callbacks/`, built into the binary.
 const FIXTURE: &str = include_str!("../../../fixtures/callbacks/separate-vocals__seed-000__200-split_stem.json");
@@ -384,10 +385,10 @@ async fn read_manifest(target: &DemoTarget, key: &str) -> Result<Value, DemoErro
             }
             Err(e) if attempts < 10 => {
                 attempts += 1;
-                tracing::debug!(error = %aws_sdk_s3::error::DisplayErrorContext(&e), "manifest not there yet");
+                tracing::debug!(error = sdk_error_text(&e), "manifest not there yet");
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
-            Err(e) => return Err(failed(aws_sdk_s3::error::DisplayErrorContext(e).to_string())),
+            Err(e) => return Err(failed(sdk_error_text(&e))),
         }
     }
 }

@@ -22,6 +22,7 @@ use stemvault_aws::provision::subscribe_queue;
 use tokio::sync::broadcast;
 
 use crate::poller::{BatchHandler, QueueSource};
+use stemvault_aws::sdk_error::sdk_error_text;
 
 /// How many printed lines a slow [`EventLog::subscribe`]r may fall behind.
 const LOG_CAPACITY: usize = 1024;
@@ -34,7 +35,7 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(Stri
         .queue_name(name)
         .send()
         .await
-        .map_err(|e| failed("create queue", &aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .map_err(|e| failed("create queue", &sdk_error_text(&e)))?
         .queue_url
         .ok_or_else(|| format!("create queue {name}: no url"))?;
     let arn = sqs
@@ -43,7 +44,7 @@ pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(Stri
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| failed("queue attributes of", &aws_sdk_sqs::error::DisplayErrorContext(e)))?
+        .map_err(|e| failed("queue attributes of", &sdk_error_text(&e)))?
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
         .ok_or_else(|| format!("queue {name} has no ARN"))?;
@@ -153,7 +154,7 @@ impl EventWatch {
             let messages = match received.await {
                 Ok(out) => out.messages.unwrap_or_default(),
                 Err(e) => {
-                    tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(e), "receiving events failed");
+                    tracing::warn!(error = sdk_error_text(&e), "receiving events failed");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }

@@ -12,6 +12,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 
 use crate::shutdown::StopSignal;
+use stemvault_aws::sdk_error::sdk_error_text;
 
 /// Long-poll wait per receive: short enough to notice a stop quickly.
 pub const WAIT_SECONDS: i32 = 2;
@@ -115,8 +116,7 @@ pub async fn poll<H: BatchHandler>(
         let messages = match received {
             Ok(out) => out.messages.unwrap_or_default(),
             Err(e) => {
-                let error = aws_sdk_sqs::error::DisplayErrorContext(e);
-                tracing::warn!(queue = source.name, error = %error, "receiving from the queue failed");
+                tracing::warn!(queue = source.name, error = sdk_error_text(&e), "receiving from the queue failed");
                 tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
                 continue;
             }
@@ -153,7 +153,7 @@ async fn run_batch<H: BatchHandler>(
         Ok(_) => {}
         Err(e) => tracing::warn!(
             queue = source.name,
-            error = %aws_sdk_sqs::error::DisplayErrorContext(e),
+            error = sdk_error_text(&e),
             "deleting settled messages failed; they will be redelivered"
         ),
     }

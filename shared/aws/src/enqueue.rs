@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 use futures::StreamExt;
@@ -16,6 +15,7 @@ use stemvault_vault::{Clock, FileJob, LeaseEnd, LoadTask, QueueError, SaveTask, 
 use suno_callbacks::TaskId;
 
 use crate::TaskTable;
+use crate::sdk_error::sdk_error_text;
 use crate::table::{Releasing, Update, n, release_update};
 
 /// SendMessageBatch takes at most 10 entries.
@@ -149,7 +149,7 @@ impl TableAndQueue {
         let out = match sent {
             Ok(out) => out,
             Err(e) => {
-                let failed = QueueError::transient(SEND, DisplayErrorContext(e).to_string());
+                let failed = QueueError::transient(SEND, sdk_error_text(&e));
                 return vec![Err(failed); count];
             }
         };

@@ -9,7 +9,7 @@
 //! caller's retry publishes them all again with the same ids, and consumers drop the
 //! duplicates by `detail.event_id`.
 
-use aws_sdk_eventbridge::error::DisplayErrorContext;
+use crate::sdk_error::sdk_error_text;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 #[cfg(any(doc, test))]
 use stemvault_vault::events::EventDetail;
@@ -108,7 +108,7 @@ impl PublishEvents for EventBus {
                 }
                 Err(e) => {
                     failed += count;
-                    reasons.push(format!("PutEvents failed: {}", DisplayErrorContext(e)));
+                    reasons.push(format!("PutEvents failed: {}", sdk_error_text(&e)));
                 }
             }
         }

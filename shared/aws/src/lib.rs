@@ -20,6 +20,7 @@ pub mod provision;
 pub mod response;
 pub mod route;
 pub mod s3_error;
+pub mod sdk_error;
 pub mod secrets;
 pub mod sqs_batch;
 pub mod sqs_text;

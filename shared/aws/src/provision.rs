@@ -16,6 +16,8 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use stemvault_vault::download::{DOWNLOAD_QUEUE_RETENTION, MAX_RECEIVE_COUNT};
 use stemvault_vault::items::{PARTITION_KEY, SORT_KEY};
 
+use crate::sdk_error::error_chain;
+
 /// Visibility timeout of the download queue: 6 × the download function's 900 s timeout,
 /// as AWS recommends for an SQS event source (kept equal to template.yaml).
 pub const DOWNLOAD_QUEUE_VISIBILITY_TIMEOUT_SECONDS: u32 = 5400;
@@ -46,7 +48,7 @@ pub struct Resources {
 }
 
 fn describe<E: std::error::Error + 'static>(what: &str, e: E) -> String {
-    format!("{what}: {}", aws_sdk_dynamodb::error::DisplayErrorContext(e))
+    format!("{what}: {}", error_chain(&e))
 }
 
 /// `config` without the attempt timeout, for provisioning and the local event subscription:

@@ -2,8 +2,9 @@
 //! function's S3 ports (the download's copies and manifests, the callback archive, the
 //! parked callbacks).
 
+use crate::sdk_error::sdk_error_text;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use stemvault_vault::StorageError;
 
 /// An S3 failure, permanent when S3 refused the request in a way no retry changes
@@ -20,7 +21,7 @@ where
         let message = format!("{} {code}{detail}", status.unwrap_or_default());
         return StorageError { operation, message, permanent: true };
     }
-    StorageError::transient(operation, DisplayErrorContext(e).to_string())
+    StorageError::transient(operation, sdk_error_text(&e))
 }
 
 /// Error codes S3 may send with a 4xx that a later attempt can get past: throttling, timeouts,

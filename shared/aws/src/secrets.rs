@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
+use crate::sdk_error::sdk_error_text;
 use stemvault_vault::time::passed_or_stepped_back;
 use stemvault_vault::{Clock, Timestamp};
 
@@ -114,7 +114,7 @@ impl SecretReader {
             .set_version_stage(stage.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| SecretError::Unavailable(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| SecretError::Unavailable(sdk_error_text(&e)))?;
         out.secret_string.map(SecretText).ok_or(SecretError::NotText)
     }
 }
@@ -308,10 +308,10 @@ pub async fn put_secret(sdk: &aws_config::SdkConfig, name: &str, text: &SecretTe
             .secret_string(text.expose())
             .send()
             .await
-            .map_err(|e| write_error(DisplayErrorContext(e).to_string()))?
+            .map_err(|e| write_error(sdk_error_text(&e)))?
             .arn
             .ok_or_else(|| write_error("the service returned no ARN".into())),
-        Err(e) => Err(write_error(DisplayErrorContext(e).to_string())),
+        Err(e) => Err(write_error(sdk_error_text(&e))),
     }
 }
 

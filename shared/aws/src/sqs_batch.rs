@@ -8,8 +8,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sdk_error::sdk_error_text;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsMessage};
-use aws_sdk_sqs::error::DisplayErrorContext;
 use stemvault_vault::QueueError;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -148,7 +148,7 @@ pub async fn delay_message(
         .send()
         .await
         .map(|_| ())
-        .map_err(|e| QueueError::transient("ChangeMessageVisibility", DisplayErrorContext(e).to_string()))
+        .map_err(|e| QueueError::transient("ChangeMessageVisibility", sdk_error_text(&e)))
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::http::HttpResponse;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use futures::StreamExt;
 // What `Updated` carries: callers read it with `stemvault_vault::items`.
+use crate::sdk_error::sdk_error_text;
 use serde_dynamo::AttributeValue as Value;
 pub use serde_dynamo::Item;
 use stemvault_vault::items::{self, ItemPut, MarkOpen, PutCondition, TaskWrite};
@@ -364,16 +365,15 @@ fn validation_error(message: &str, context: String) -> StoreError {
 /// `ValidationException` over a limit the data went past (the item's size, a key's, nesting,
 /// a number's range) [`StoreError::Rejected`], any other [`StoreError::Invalid`]; anything
 /// else unavailable.
-pub fn write_error<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
+pub fn write_error<E>(operation: &str, e: SdkError<E, HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
 {
     if e.code() == Some("ValidationException") {
         let message = e.message().unwrap_or_default().to_owned();
-        return validation_error(&message, format!("{operation}: {}", DisplayErrorContext(&e)));
+        return validation_error(&message, format!("{operation}: {}", sdk_error_text(&e)));
     }
-    unavailable(operation, DisplayErrorContext(e))
+    unavailable(operation, sdk_error_text(&e))
 }
 
 /// A call that failed, by its operation: retryable. For every reader of the table.
@@ -408,7 +408,7 @@ impl TaskTable {
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| unavailable("Query", DisplayErrorContext(e)))?;
+                .map_err(|e| unavailable("Query", sdk_error_text(&e)))?;
             items.extend(page.items.unwrap_or_default().into_iter().map(Item::from));
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
