@@ -112,8 +112,10 @@ template-lint: $(VENV)/tools/.installed
 
 # checkov on the template, offline: fails on a failed check, a parse error, or a check skipped
 # without a reason (template.yaml: `Metadata: checkov: skip: - id: CKV_... comment: ...`).
+# The gate's own checks first, and those of markers.py (python-locks'; any venv's Python).
 checkov: $(VENV)/checkov/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_checkov_gate.py
+	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_markers.py
 	mkdir -p .local
 	$(CHECKOV)/checkov --file template.yaml --framework cloudformation secrets --skip-download \
 	  --output json >.local/checkov.json || true

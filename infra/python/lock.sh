@@ -17,6 +17,9 @@ trap 'rm -rf "$scratch"' EXIT
 for name in "$@"; do
   "$python" -m venv "$scratch/$name"
   "$scratch/$name/bin/pip" install --quiet --disable-pip-version-check -r "$here/$name.txt"
+  # The machines its requirements want a pin on, when not all (install.sh installs with
+  # --no-deps, so a pin must say it).
+  "$scratch/$name/bin/python" "$here/markers.py" "$here/$name.txt" > "$scratch/$name.machines"
   # Written aside and moved into place: a failed run leaves the old lock whole.
   {
     echo "# Every package of .venv/$name as resolved from $name.txt (pip freeze), per CPython, so a"
@@ -28,9 +31,14 @@ for name in "$@"; do
       # Other Pythons' pins, as they were (their hash lines, indented, are written anew).
       { grep -E '^[A-Za-z0-9]' "$here/$name.lock" 2>/dev/null || true; } | sed 's/ *\\$//' \
         | { grep -vF "; $marker" || true; }
+      # Each pin under this Python's marker, and its machines' when it has some.
       "$scratch/$name/bin/pip" freeze --all --disable-pip-version-check \
         | grep -Ev '^pip==' \
-        | sed "s/\$/ ; $marker/"
+        | awk -F'\t' -v base="$marker" '
+            FILENAME == ARGV[1] { machines[$1] = $2; next }
+            { name = tolower(substr($0, 1, index($0, "==") - 1)); gsub(/[-_.]+/, "-", name)
+              print $0 " ; " base (name in machines ? " and (" machines[name] ")" : "") }' \
+          "$scratch/$name.machines" -
     } | LC_ALL=C sort -t';' -k2,2 -k1,1f
   } > "$scratch/$name.lock"
   # Every pin with the SHA-256 of its release's files, which install.sh checks.
