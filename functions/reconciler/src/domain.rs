@@ -305,12 +305,15 @@ enum Handled {
 /// The most one task may take: a task started just before `stop_at` then still ends before
 /// the invocation's deadline (the reserve after `stop_at`, less the shared margin). A
 /// refused key's two polls (10 s each; four for a voice task asked at both its records) and a
-/// result's accept (up to 8 s) could outlast it.
+/// result's accept (up to 8 s) could outlast it: the poll is cut off
+/// [`FAILURE_RECORD_RESERVE`] before it (recorded unanswered), and the accept gets what is
+/// left less that reserve.
 pub const TASK_BUDGET: Duration = Duration::from_secs(20);
 
-/// What a polled result's accept leaves of [`TASK_BUDGET`] for recording that it failed (a
-/// read and a write): an accept cut off by the task's budget instead, its result perhaps
-/// saved but its events not published, would leave the task unwatched.
+/// What a poll, and a polled result's accept, leave of [`TASK_BUDGET`] for recording how it
+/// went (a read and a write): a poll cut off by the task's budget instead would not back off
+/// (the task due again at once, in every run), and an accept, its result perhaps saved but
+/// its events not published, would leave the task unwatched.
 pub const FAILURE_RECORD_RESERVE: Duration = Duration::from_secs(3);
 
 /// One run: handle the due tasks until `stop_at`. `run_id` names this run's claims. Fails only

@@ -72,7 +72,13 @@ pub(super) async fn reconcile_task<P: Ports>(
         );
     }
 
-    let answer = match ports.poll_provider(record.family, &task).await {
+    // The poll ends in time to record it (a key re-read and a request, at each of a voice
+    // task's two records, could outlast the task's budget): cut off, it is an unanswered poll,
+    // on the schedule of one (backing off), not a task failed and due again at once.
+    let polled_by = deadline.checked_sub(FAILURE_RECORD_RESERVE).unwrap_or(deadline);
+    let answer = tokio::time::timeout_at(polled_by, ports.poll_provider(record.family, &task)).await;
+    let answer = answer.unwrap_or_else(|_| ProviderAnswer::Unreachable("no answer in time to record the poll".into()));
+    let answer = match answer {
         // Callback URLs (they end in the path token) redacted before the answer is read,
         // hashed or archived: the archive holds what the event is read from (crate::redact).
         ProviderAnswer::Http { status: 200, body } => {

@@ -1600,19 +1600,45 @@ async fn a_registration_during_a_put_off_keeps_its_poll_now() {
     assert_eq!(ports.record().family, Family::Wav);
 }
 
-/// A task that hangs (here the provider never answers) is given up after TASK_BUDGET and
-/// counted as failed, so the run ends before its deadline; the next run takes it, after the
-/// tasks due now (a task failing every time must not take its budget out of every run first).
+/// A poll the provider does not answer in time to record it (here never: a key re-read and a
+/// request at each of a voice task's records could take as long) is cut off and recorded as
+/// unanswered, so its next polls back off as any unanswered poll's; left unrecorded, it was
+/// due again 30 s on, in every run, until its give-up (and a last chance of a week).
+#[tokio::test(start_paused = true)]
+async fn a_poll_the_provider_does_not_answer_in_time_is_recorded_unanswered() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    register(&ports);
+    ports.polls_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        ports.until_due();
+        let (started, before) = (tokio::time::Instant::now(), ports.table.now());
+        let outcome = run(&ports).await;
+        assert_eq!((outcome.tasks_failed, outcome.polls, outcome.unanswered), (0, 1, 1), "{outcome:?}");
+        assert_eq!(started.elapsed(), TASK_BUDGET - FAILURE_RECORD_RESERVE);
+        let record = ports.record();
+        assert_eq!(record.last_poll.unwrap().outcome, "unreachable");
+        waits.push((record.reconcile_at.unwrap().unix_ms - before.unix_ms) / 1000);
+    }
+    assert_eq!(waits, [30, 60, 120]);
+    assert_eq!(ports.record().polls, 3);
+}
+
+/// A task that hangs otherwise (here its read: the table stalls) is given up after
+/// TASK_BUDGET and counted as failed, so the run ends before its deadline; the next run takes
+/// it, after the tasks due now (a task failing every time must not take its budget out of
+/// every run first).
 #[tokio::test(start_paused = true)]
 async fn a_task_that_hangs_is_left_after_its_budget() {
     let ports = MemoryPorts::new(vec![pending()]);
     register(&ports);
     ports.until_due();
-    ports.polls_hang.store(true, std::sync::atomic::Ordering::SeqCst);
+    ports.table.set_table_stalled(true);
     let started = tokio::time::Instant::now();
     let outcome = run(&ports).await;
     assert_eq!((outcome.tasks_due, outcome.tasks_failed, outcome.polls), (1, 1, 0), "{outcome:?}");
     assert_eq!(started.elapsed(), TASK_BUDGET);
+    ports.table.set_table_stalled(false);
     let behind = ports.table.now().plus(stemvault_vault::reconcile::FIRST_POLL_INTERVAL);
     assert_eq!(ports.record().reconcile_at, Some(behind), "due again, behind the tasks due now");
     assert_eq!(ports.record().reconcile.as_deref(), Some(RECONCILE_DUE), "still watched");
