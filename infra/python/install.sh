@@ -56,6 +56,26 @@ if current; then
   exit 0
 fi
 if [ -n "$substituted" ]; then echo "$substituted" >&2; fi
+# A pin of the .txt the lock does not hold for this Python (the .txt changed, the locks not
+# written again) would install the lock's set while the change looked tested.
+if locked "$wanted"; then
+  stale=$("$python" - "$txt" "$lock" "$wanted" <<'PY'
+import re, sys
+txt, lock, minor = sys.argv[1:]
+pin = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#\\]+)")
+def key(m):
+    return re.sub(r"[-_.]+", "-", m[1]).lower(), m[3]
+with open(lock) as lines:
+    held = {key(m) for line in lines if (m := pin.match(line)) and f'python_version == "{minor}"' in line}
+with open(txt) as lines:
+    print(" ".join(m[0].strip() for line in lines if (m := pin.match(line)) and key(m) not in held))
+PY
+  )
+  if [ -n "$stale" ]; then
+    echo "infra/python/$name.txt pins $stale, which infra/python/$name.lock does not hold for Python $wanted: run make python-locks PYTHON=$python (once per Python the locks cover)" >&2
+    exit 1
+  fi
+fi
 # A Python the lock covers installs exactly its pins, every file checked against the hashes
 # the lock holds (--require-hashes; --no-deps: the pins are the whole venv, as pip freeze
 # listed it); any other resolves the .txt afresh, unchecked.
