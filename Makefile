@@ -62,6 +62,8 @@ FORCE:
 python-locks:
 	infra/python/lock.sh $(PYTHON) $(VENVS)
 
+# What the tests need; `make run` and `make demo` the emulator's alone (no rustup call: the two
+# are typed at once, and rustup does not take two at once).
 deps: $(VENV)/emulator/.installed $(VENV)/webhooks/.installed rust-components
 
 # rustfmt and clippy, which a minimal rustup profile lacks (best effort: a Rust installed
@@ -153,14 +155,14 @@ lambda-build: tools
 # it names this make, so a run that stops first leaves a note no demo waits for). The runner is
 # exec'd: make passes a SIGTERM on to the recipe's process, which a shell waiting on a command
 # would not pass on.
-run: deps
+run: $(VENV)/emulator/.installed
 	@mkdir -p .local && echo $$PPID > .local/run.starting
 	@cargo build --locked -p stemvault-local || { rm -f .local/run.starting; exit 1; }
 	@exec $(EMULATOR) "$(CARGO_TARGET_DIR)/debug/stemvault-local"
 
 # Against a running `make run` when one answers on PORT (PORT unset: the live runner's port,
 # from .local/run.json), else the whole pipeline in-process under a fresh emulator.
-demo: deps
+demo: $(VENV)/emulator/.installed
 	cargo build --locked -p stemvault-local
 	@if "$(CARGO_TARGET_DIR)/debug/stemvault-local" status >/dev/null 2>&1; then \
 	  exec "$(CARGO_TARGET_DIR)/debug/stemvault-local" demo; \
