@@ -49,13 +49,21 @@ class Emulator:
         self.proc = subprocess.Popen([sys.executable, str(EMULATOR), "--host", "127.0.0.1", "--port", str(self.port)],
                                      env=env, stdout=subprocess.DEVNULL, stderr=self.log)
         self.url = f"http://127.0.0.1:{self.port}"
+        # Ready when this process answers its pid (another program that took the free port
+        # meanwhile would be measured instead).
+        import urllib.request
         for _ in range(300):
             try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close(); break
+                with urllib.request.urlopen(f"{self.url}/stemvault-emulator/pid", timeout=1) as answer:
+                    if answer.read().decode().strip() == str(self.proc.pid):
+                        break
+                raise SystemExit(f"another program answers on port {self.port}, not the emulator")
             except OSError:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"the emulator exited ({self.proc.returncode}); is moto installed (make deps)?")
                 time.sleep(0.1)
+        else:
+            raise SystemExit("the emulator did not answer within 30 s")
         kw = dict(endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
         self.s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **kw)
         self.ddb = boto3.client("dynamodb", **kw)
