@@ -40,6 +40,10 @@ pub enum FetchError {
     /// host answering a missing or unready file with a success. The file may come later.
     #[error("the source answered 200 with Content-Type {content_type}, not the file")]
     NotTheFile { content_type: String },
+    /// A 200 whose first bytes are a page or an error document ([`crate::media::page_by_its_bytes`]),
+    /// whatever its Content-Type said (none, or `application/octet-stream`). Retried too.
+    #[error("the source answered 200 with a body that starts as {kind}, not the file")]
+    NotTheFileByItsBytes { kind: &'static str },
     /// An HTTP/1 answer with neither a declared length nor chunked framing: its end is only
     /// the connection's close, so a body cut short could not be told from a whole one. Not
     /// read, but retried: another attempt (another edge, a proxy) may frame it.
@@ -84,6 +88,7 @@ impl FetchError {
             | FetchError::Body(_)
             | FetchError::Empty
             | FetchError::NotTheFile { .. }
+            | FetchError::NotTheFileByItsBytes { .. }
             | FetchError::Unframed
             | FetchError::Encoded { .. }
             | FetchError::LengthMismatch { .. }

@@ -5,9 +5,10 @@
 //! not found, a CDN's challenge or maintenance page) or, behind an API gateway, a JSON error
 //! (`{"code": 404, "msg": "..."}`). Stored, it would settle the task `complete` with a page
 //! where the audio should be. No file a provider serves is HTML, and none whose URL names a
-//! media extension (`.mp3`, `.png`, `.mp4`, ...) is a JSON or XML document. Everything else
-//! passes, no Content-Type and `application/octet-stream` included: only an answer that says
-//! it is not the file is refused, never one that merely fails to say what it is.
+//! media extension (`.mp3`, `.png`, `.mp4`, ...) is a JSON or XML document. An answer is
+//! refused when its Content-Type says it is not the file, or when its first bytes are such a
+//! page or document whatever its Content-Type said ([`page_by_its_bytes`]: no audio, video or
+//! image format starts so); never one that merely fails to say what it is.
 
 use suno_callbacks::s3_key;
 
@@ -20,6 +21,33 @@ pub fn not_the_file(content_type: &str, key: &str) -> Option<String> {
     let document = essence.ends_with("+json")
         || matches!(essence.as_str(), "application/json" | "text/json" | "application/xml" | "text/xml");
     (page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))).then_some(essence)
+}
+
+/// How many of a body's first bytes [`page_by_its_bytes`] reads.
+pub const HEAD_BYTES: usize = 64;
+
+/// What a body's first bytes (`head`, up to [`HEAD_BYTES`]) say it is when that cannot be the
+/// file stored at `key`, whatever its Content-Type said (`application/octet-stream`, or
+/// none): an HTML page (`<!doctype html`, `<html`, ...) for any key, an XML or JSON document
+/// (`<?xml`, S3's `<Error>`, `{"`) for a key naming a media extension. Read past a UTF-8 byte
+/// order mark and white space; None while `head` is too short to tell, and for every media
+/// format (MP3's `ID3` or frame sync, `RIFF`, `ftyp`, PNG's and JPEG's signatures).
+pub fn page_by_its_bytes(head: &[u8], key: &str) -> Option<&'static str> {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let start = head.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = &head[start..];
+    let starts = |marker: &[u8]| head.get(..marker.len()).is_some_and(|h| h.eq_ignore_ascii_case(marker));
+    if [&b"<!doctype html"[..], b"<html", b"<head", b"<body"].into_iter().any(starts) {
+        return Some("an HTML page");
+    }
+    if s3_key::key_extension(key).is_none_or(|ext| ext == "json") {
+        return None;
+    }
+    if starts(b"<?xml") || starts(b"<error") {
+        return Some("an XML document");
+    }
+    let json = head.first() == Some(&b'{') && head[1..].iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'"');
+    json.then_some("a JSON document")
 }
 
 /// The type a copy is stored and recorded with: the source's when it names media a browser
@@ -65,7 +93,43 @@ pub fn media_type(raw: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{not_the_file, stored_type};
+    use super::{not_the_file, page_by_its_bytes, stored_type};
+
+    #[test]
+    fn a_page_or_an_error_document_is_told_by_its_first_bytes() {
+        let pages: [&[u8]; 4] =
+            [b"<!DOCTYPE html><html>", b"\xEF\xBB\xBF\r\n  <html lang=en>", b"<HEAD><title>", b"<body>"];
+        for page in pages {
+            for key in ["tasks/t/vocal.mp3", "tasks/t/data"] {
+                assert_eq!(page_by_its_bytes(page, key), Some("an HTML page"), "{key}: {page:?}");
+            }
+        }
+        let documents: [(&[u8], &str); 4] = [
+            (b"<?xml version=\"1.0\"?><Error>", "an XML document"),
+            (b"<Error><Code>AccessDenied</Code>", "an XML document"),
+            (b"{\"code\":404,\"msg\":\"not found\"}", "a JSON document"),
+            (b" {\n  \"error\": 1", "a JSON document"),
+        ];
+        for (document, kind) in documents {
+            assert_eq!(page_by_its_bytes(document, "tasks/t/cover-1.png"), Some(kind), "{document:?}");
+            // A key without a media extension (an unknown family's file), or a JSON one, may be one.
+            assert_eq!(page_by_its_bytes(document, "tasks/t/data"), None, "{document:?}");
+            assert_eq!(page_by_its_bytes(document, "tasks/t/midi.json"), None, "{document:?}");
+        }
+        let media: [&[u8]; 8] = [
+            b"ID3\x04\x00\x00\x00",
+            b"\xFF\xFB\x90\x64",
+            b"RIFF\x24\x08\x00\x00WAVEfmt ",
+            b"\x00\x00\x00\x20ftypisom",
+            b"\x89PNG\r\n\x1a\n",
+            b"\xFF\xD8\xFF\xE0",
+            b"{",
+            b"   ",
+        ];
+        for bytes in media {
+            assert_eq!(page_by_its_bytes(bytes, "tasks/t/vocal.mp3"), None, "{bytes:?}");
+        }
+    }
 
     #[test]
     fn media_types_are_kept_and_others_stored_as_none() {

@@ -263,6 +263,9 @@ where
     if ended && first.is_empty() {
         return Err(FetchError::Empty.into());
     }
+    if let Some(kind) = media::page_by_its_bytes(&first[..first.len().min(media::HEAD_BYTES)], key) {
+        return Err(FetchError::NotTheFileByItsBytes { kind }.into());
+    }
     if ended {
         // The whole body is this one part: its SHA-256 is the body's, computed once.
         let spare = reader.spare.take();
@@ -339,6 +342,8 @@ where
         chunks,
         len,
         total: 0,
+        head: Vec::with_capacity(media::HEAD_BYTES),
+        key: key.to_owned(),
         done: false,
         deadline: Box::pin(tokio::time::sleep_until(stop_at.into())),
         failure: failure.clone(),
@@ -352,12 +357,16 @@ where
 }
 
 /// Chunks checked against their declared length on the way: more or fewer than `len` bytes,
-/// a failing chunk, or `stop_at` passing before the last, end the stream with that error,
-/// also kept in `failure`.
+/// a failing chunk, first bytes that are a page or an error document for `key`
+/// ([`media::page_by_its_bytes`]), or `stop_at` passing before the last, end the stream with
+/// that error, also kept in `failure` (S3 makes no object of a body whose stream failed).
 struct LengthChecked<S> {
     chunks: S,
     len: u64,
     total: u64,
+    /// The body's first bytes, up to [`media::HEAD_BYTES`].
+    head: Vec<u8>,
+    key: String,
     done: bool,
     deadline: Pin<Box<tokio::time::Sleep>>,
     failure: Arc<Mutex<Option<CopyError>>>,
@@ -384,10 +393,16 @@ where
         let failed = match ready!(this.chunks.poll_next_unpin(cx)) {
             Some(Ok(chunk)) => {
                 this.total += chunk.len() as u64;
-                if this.total <= this.len {
-                    return Poll::Ready(Some(Ok(chunk)));
+                let reading_head = this.head.len() < media::HEAD_BYTES;
+                if reading_head {
+                    let more = (media::HEAD_BYTES - this.head.len()).min(chunk.len());
+                    this.head.extend_from_slice(&chunk[..more]);
                 }
-                FetchError::LengthMismatch { expected: this.len, got: this.total }
+                match reading_head.then(|| media::page_by_its_bytes(&this.head, &this.key)).flatten() {
+                    Some(kind) => FetchError::NotTheFileByItsBytes { kind },
+                    None if this.total <= this.len => return Poll::Ready(Some(Ok(chunk))),
+                    None => FetchError::LengthMismatch { expected: this.len, got: this.total },
+                }
             }
             Some(Err(e)) => e,
             None if this.total == this.len => {
@@ -1096,6 +1111,32 @@ mod tests {
             (stored.content_type.as_deref(), store.object("t/notes.json").map(|o| o.len())),
             (Some("application/json"), Some(13))
         );
+    }
+
+    /// A page whose Content-Type says nothing (`application/octet-stream`, or none) is told
+    /// by its first bytes on every path (streamed, put whole, in parts), even as they come a
+    /// few at a time: retried, nothing stored.
+    #[tokio::test]
+    async fn a_page_told_by_its_first_bytes_is_retried_not_stored() {
+        let mut long = b"\r\n<!DOCTYPE html><html><body>not ready".to_vec();
+        long.resize(PART * 2 + 5, b' ');
+        let short = &long[..200];
+        for (page, limits, declared, chunk, content_type) in [
+            (short, limits(), true, 3, Some("application/octet-stream")),
+            (&long[..], limits(), true, 4096, None),
+            (short, retried(), true, 7, None),
+            (short, limits(), false, 7, Some("binary/octet-stream")),
+            (&long[..], retried(), true, 4096, None),
+            (&long[..], limits(), false, 4096, None),
+        ] {
+            let store = MemoryStore::default();
+            let case = format!("{} bytes, declared {declared}, chunks of {chunk}", page.len());
+            let err = upload(&store, to("t/a.mp3"), body_of(page, chunk, declared, content_type), limits).await;
+            let err = err.unwrap_err();
+            assert_eq!(err, CopyError::Fetch(FetchError::NotTheFileByItsBytes { kind: "an HTML page" }), "{case}");
+            assert!(err.is_retryable());
+            assert_eq!((store.object("t/a.mp3"), store.open_uploads()), (None, vec![]), "{case}");
+        }
     }
 
     /// Each request of each path is bounded by the deadline: the streamed PutObject, the
