@@ -138,13 +138,13 @@ pub async fn task_view(
             // One ListObjectsV2, only for a task the table does not know. Should it fail (S3
             // down, throttled), the task may be on its way: unavailable (503, ask again), not
             // unknown (404, which a client may take as final and stop asking).
-            if ports.is_parked(task_id).await? {
-                return Ok(Some(Found::Parked));
-            }
-            // The reconciler records a replayed callback before it deletes the parked body:
-            // one replayed between the two reads is in the table now.
+            let parked = ports.is_parked(task_id).await?;
+            // A replay since the first read is in the table now, its body listed or not (the
+            // reconciler records a replayed callback, queues its files and publishes its
+            // events before it deletes the body): not answered parked.
             match ports.load_task(task_id).await? {
                 Some(record) => record,
+                None if parked => return Ok(Some(Found::Parked)),
                 None => return Ok(None),
             }
         }
