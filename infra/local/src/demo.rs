@@ -43,6 +43,13 @@ pub enum DemoError {
     Manifest { key: String, message: String },
 }
 
+/// The files of the documented `split_stem` callback the demo posts ([`fixture`]).
+pub const STEMS: usize = 12;
+
+/// The files of the documented vocal separation result the fake provider answers the
+/// recovery demo's polls with: the vocal and the instrumental.
+pub const RECOVERED_FILES: usize = 2;
+
 /// The documented 12-stem `split_stem` callback body.
 pub fn fixture() -> &'static str {
     FIXTURE
@@ -189,7 +196,7 @@ async fn events_of(watch: Option<EventWatch>, task_id: &str) -> Vec<Value> {
     events
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DemoOutcome {
     pub task_id: String,
     /// `complete` or `partial`.
@@ -199,6 +206,31 @@ pub struct DemoOutcome {
     pub manifest: Value,
     /// The task's events from the bus (EventBridge's envelope, `detail`), once each.
     pub events: Vec<Value>,
+    /// Whether the demo subscribed to the bus (false: no bus known, or subscribing failed).
+    pub events_watched: bool,
+}
+
+impl DemoOutcome {
+    /// What the demo proves, or why it did not: the vault `complete` with `files` files, all
+    /// stored, and, when the bus was watched, the task's `Task Vaulted` seen on it.
+    pub fn check(&self, files: usize) -> Result<(), String> {
+        let task = &self.task_id;
+        if self.vault != "complete" {
+            return Err(format!("the vault of task {task} is {}: see the failed files above", self.vault));
+        }
+        let stored = self.files.iter().filter(|f| f.status == "stored").count();
+        if (self.files.len(), stored) != (files, files) {
+            return Err(format!(
+                "task {task} lists {} files, {stored} stored, where {files} were sent",
+                self.files.len()
+            ));
+        }
+        let vaulted = self.events.iter().any(|e| e["detail-type"] == "Task Vaulted");
+        if self.events_watched && !vaulted {
+            return Err(format!("no Task Vaulted event of task {task} reached the bus within {EVENTS_TIMEOUT:?}"));
+        }
+        Ok(())
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -224,6 +256,7 @@ async fn with_events(
 ) -> Result<DemoOutcome, DemoError> {
     match outcome {
         Ok(mut outcome) => {
+            outcome.events_watched = watch.is_some();
             outcome.events = events_of(watch, &outcome.task_id).await;
             Ok(outcome)
         }
@@ -261,7 +294,7 @@ async fn post_and_wait(target: &DemoTarget, file_origin: &str, timeout: Duration
     let files = file_rows(&task);
     let manifest_key = format!("tasks/{task_id}/manifest.json");
     let manifest = read_manifest(target, &manifest_key).await?;
-    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new(), events_watched: false })
 }
 
 /// How long the recovery demo waits: the first poll comes `RECONCILE_AFTER_SECONDS` (5 s
@@ -322,7 +355,7 @@ async fn register_and_wait(
     let files = file_rows(&task);
     let manifest_key = format!("tasks/{task_id}/manifest.json");
     let manifest = read_manifest(target, &manifest_key).await?;
-    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new() })
+    Ok(DemoOutcome { task_id, vault, files, manifest_key, manifest, events: Vec::new(), events_watched: false })
 }
 
 /// Poll `GET /tasks/<task_id>` as README's "Polling" says, until the answer says `done` (its
@@ -419,6 +452,41 @@ pub fn events_text(events: &[Value]) -> String {
 mod tests {
     use super::*;
 
+    /// The demo fails unless the vault is complete with every file sent stored and, when the
+    /// bus was watched, its Task Vaulted seen.
+    #[test]
+    fn the_demo_checks_the_vault_its_files_and_its_event() {
+        let row = |status: &str| FileRow {
+            name: "vocal".into(),
+            status: status.into(),
+            bytes: None,
+            sha256: None,
+            key: String::new(),
+            error: None,
+        };
+        let vaulted = serde_json::json!({"detail-type": "Task Vaulted", "detail": {}});
+        let done = DemoOutcome {
+            task_id: "t1".into(),
+            vault: "complete".into(),
+            files: vec![row("stored"), row("stored")],
+            manifest_key: String::new(),
+            manifest: Value::Null,
+            events: vec![vaulted],
+            events_watched: true,
+        };
+        assert_eq!(done.check(2), Ok(()));
+        assert_eq!(DemoOutcome { events: vec![], events_watched: false, ..done.clone() }.check(2), Ok(()), "no bus");
+        let failing = [
+            DemoOutcome { vault: "partial".into(), ..done.clone() },
+            DemoOutcome { files: vec![row("stored")], ..done.clone() },
+            DemoOutcome { files: vec![row("stored"), row("pending")], ..done.clone() },
+            DemoOutcome { events: vec![], ..done.clone() },
+        ];
+        for outcome in failing {
+            assert!(outcome.check(2).is_err(), "{outcome:?}");
+        }
+    }
+
     #[test]
     fn rewrites_every_file_url_and_the_task_id() {
         let body = demo_callback(fixture(), "0123456789abcdef0123456789abcdef", "http://127.0.0.1:3001").unwrap();
@@ -428,7 +496,7 @@ mod tests {
         assert_eq!(json["data"]["task_id"], "0123456789abcdef0123456789abcdef");
         let info = json["data"]["vocal_separation_info"].as_object().unwrap();
         let urls: Vec<&str> = info.values().filter_map(Value::as_str).filter(|u| !u.is_empty()).collect();
-        assert_eq!(urls.len(), 12);
+        assert_eq!(urls.len(), STEMS);
         assert!(urls.iter().all(|u| u.starts_with("http://127.0.0.1:3001/s/") && u.ends_with(".mp3")), "{urls:?}");
         assert_eq!(
             info["bass_url"], "http://127.0.0.1:3001/s/a3c2da5a-b364-4422-adb5-2692b9c26d33_Bass.mp3",

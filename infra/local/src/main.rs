@@ -250,10 +250,7 @@ async fn run_demo() -> Result<(), String> {
     // The callback demo's report, then (its pipeline still running) the recovery demo.
     let reported = outcome.and_then(|outcome| {
         println!("{}", demo::report(&outcome));
-        match outcome.vault.as_str() {
-            "complete" => Ok(()),
-            vault => Err(format!("the vault of task {} is {vault}: see the failed files above", outcome.task_id)),
-        }
+        outcome.check(demo::STEMS)
     });
     let recovered = match reported {
         Ok(()) => recovery_demo(&target).await,
@@ -274,11 +271,7 @@ async fn recovery_demo(target: &DemoTarget) -> Result<(), String> {
     };
     let outcome = demo::run_recovery(target, fake, demo::RECOVERY_TIMEOUT).await.map_err(|e| e.to_string())?;
     println!("Recovered by the reconciler (no callback was sent):{}", demo::report(&outcome));
-    if outcome.vault == "complete" {
-        Ok(())
-    } else {
-        Err(format!("the vault of task {} is {}: see the failed files above", outcome.task_id, outcome.vault))
-    }
+    outcome.check(demo::RECOVERED_FILES)
 }
 
 async fn status() -> Result<(), String> {

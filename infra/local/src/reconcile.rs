@@ -56,9 +56,9 @@ pub async fn prepare(
         }
     };
     if let Some(key) = &key {
-        let arn = put_secret(sdk, &format!("{base}-provider"), &SecretText::new(key.clone()))
-            .await
-            .map_err(|e| e.to_string())?;
+        // As the stack's secret holds it (template.yaml: `{"api_key": ...}`), not as bare text.
+        let secret = SecretText::new(serde_json::json!({ "api_key": key }).to_string());
+        let arn = put_secret(sdk, &format!("{base}-provider"), &secret).await.map_err(|e| e.to_string())?;
         overlay.set("PROVIDER_SECRET_ARN", arn);
     }
     if non_empty(env, "RECONCILE_AFTER_SECONDS").is_none() {

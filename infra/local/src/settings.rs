@@ -15,7 +15,9 @@ pub const PRODUCTION_SOURCE_HOSTS: &str = stemvault_download::source_policy::DEF
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SettingsError {
-    #[error("PORT must be a port number below 65535 (the demo file server uses PORT+1), got {0:?}")]
+    #[error(
+        "PORT must be a port number below 65534 (the demo file server uses PORT+1, the fake provider PORT+2), got {0:?}"
+    )]
     BadPort(String),
 }
 
@@ -24,11 +26,11 @@ pub fn non_empty(get: &impl Fn(&str) -> Option<String>, name: &str) -> Option<St
     get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
-/// `PORT`, default 3000; PORT+1 must exist for the file server.
+/// `PORT`, default 3000; PORT+1 must exist for the file server, PORT+2 for the fake provider.
 pub fn port(get: &impl Fn(&str) -> Option<String>) -> Result<u16, SettingsError> {
     match non_empty(get, "PORT") {
         None => Ok(DEFAULT_PORT),
-        Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0 && *p < u16::MAX).ok_or(SettingsError::BadPort(v)),
+        Some(v) => v.parse::<u16>().ok().filter(|p| *p > 0 && *p < u16::MAX - 1).ok_or(SettingsError::BadPort(v)),
     }
 }
 
@@ -197,6 +199,8 @@ mod tests {
         assert_eq!(port(&env_of(&[])), Ok(3000));
         assert_eq!(port(&env_of(&[("PORT", "8080")])), Ok(8080));
         assert_eq!(port(&env_of(&[("PORT", "65535")])), Err(SettingsError::BadPort("65535".into())));
+        assert_eq!(port(&env_of(&[("PORT", "65534")])), Err(SettingsError::BadPort("65534".into())));
+        assert_eq!(port(&env_of(&[("PORT", "65533")])), Ok(65533));
         assert_eq!(port(&env_of(&[("PORT", "http")])), Err(SettingsError::BadPort("http".into())));
         assert_eq!(port(&env_of(&[("PORT", "0")])), Err(SettingsError::BadPort("0".into())));
         // Unset (blank counts so): `demo` and `status` then look for a live runner's port.
