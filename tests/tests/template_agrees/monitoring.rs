@@ -561,7 +561,6 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         ("ProviderCreditsRefused", stemvault_reconciler::aws::POLLS_UNPAID, "ReconcilerFunction"),
         ("TasksGivenUp", stemvault_reconciler::aws::TASKS_GIVEN_UP, "ReconcilerFunction"),
         ("TasksNotReconciled", stemvault_reconciler::aws::TASKS_NOT_RECONCILED, "ReconcilerFunction"),
-        ("TasksNotSwept", stemvault_sweeper::aws::TASKS_NOT_SWEPT, "SweeperFunction"),
         ("TaskOpenTooLong", stemvault_sweeper::aws::OLDEST_OPEN_TASK_SECONDS, "SweeperFunction"),
         ("PollsBehind", stemvault_reconciler::aws::OLDEST_DUE_TASK_SECONDS, "ReconcilerFunction"),
     ] {
@@ -572,6 +571,10 @@ fn the_dashboard_and_alarms_read_the_metrics_the_code_emits() {
         assert_eq!(dimension["Name"], "Function", "{alarm}");
         assert_eq!(cfn::reference(&dimension["Value"]).as_deref(), Some(function), "{alarm}");
     }
+    // The not-swept alarm reads the sweeper's count (filled where no sweep ran: below).
+    let read = metrics_read(&template, "TasksNotSwept");
+    let expected = [(stemvault_sweeper::aws::TASKS_NOT_SWEPT.to_owned(), Some("SweeperFunction".to_owned()))];
+    assert_eq!(read, expected, "TasksNotSwept of the sweeper");
     // The broken-tasks alarm reads the count both functions emit under one name, each by its
     // function.
     let read = metrics_read(&template, "TasksBroken");
@@ -937,6 +940,9 @@ fn schedule_seconds(template: &Value, function: &str) -> u64 {
 fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
     // Such an alarm reads a scheduled function's count of every run; a period holding only
     // one run may hold none when the schedule's jitter moves it, and would read as breaching.
+    // Judged on one period, it fills that period when no count came (FILL, with a breaching
+    // value): CloudWatch judges a one-period alarm on the last real count while one is within
+    // its evaluation range (three or four periods), whatever TreatMissingData says.
     let template = template();
     let mut checked = 0;
     for (name, alarm) in template["Resources"].as_mapping().into_iter().flatten() {
@@ -945,12 +951,24 @@ fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
             continue;
         }
         let name = name.as_str().unwrap_or_default();
-        let dimensions = cfn::as_list(&properties["Dimensions"]);
+        let metrics = cfn::as_list(&properties["Metrics"]);
+        // The metric itself, or the one a math expression reads.
+        let (stat, period) = match metrics.iter().find(|m| !m["MetricStat"].is_null()) {
+            Some(m) => (&m["MetricStat"]["Metric"], &m["MetricStat"]["Period"]),
+            None => (properties, &properties["Period"]),
+        };
+        let dimensions = cfn::as_list(&stat["Dimensions"]);
         let [dimension] = dimensions.as_slice() else { panic!("{name}: one dimension") };
         let function = cfn::reference(&dimension["Value"]).unwrap_or_else(|| panic!("{name}: a function"));
-        let period = cfn::number(&properties["Period"]);
+        let period = cfn::number(period);
         let every = schedule_seconds(&template, &function);
         assert!(period >= 2 * every, "{name}: a {period} s period and {function} runs every {every} s");
+        if cfn::number(&properties["EvaluationPeriods"]) == 1 {
+            let returned = metrics.iter().find(|m| m["ReturnData"] == true).map(|m| &m["Expression"]);
+            let filled =
+                returned.and_then(|e| e.as_str()).is_some_and(|e| e.starts_with("FILL(") && e.ends_with(", 1)"));
+            assert!(filled, "{name}: one period, its gaps not filled as breaching: {returned:?}");
+        }
         checked += 1;
     }
     assert_eq!(checked, 2, "tasks-not-swept and parked-callbacks-stuck");
