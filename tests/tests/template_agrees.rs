@@ -1493,6 +1493,9 @@ fn scheduled_runs_work_for_the_time_readme_states() {
     let timeout = |function| {
         std::time::Duration::from_secs(cfn::number(&cfn::function_properties(&template, function)["Timeout"]))
     };
+    // As the local runner gives its scheduled runs.
+    assert_eq!(timeout("SweeperFunction"), stemvault_sweeper::app::FUNCTION_TIMEOUT);
+    assert_eq!(timeout("ReconcilerFunction"), stemvault_reconciler::app::FUNCTION_TIMEOUT);
     let sweeps = timeout("SweeperFunction") - stemvault_sweeper::app::STOP_BEFORE_DEADLINE;
     let polls = timeout("ReconcilerFunction") - stemvault_reconciler::app::STOP_BEFORE_DEADLINE;
     assert_eq!((sweeps.as_secs(), polls.as_secs()), (40, 56));

@@ -18,6 +18,10 @@ use crate::provider::HttpProvider;
 use crate::replay::{HeldTasks, MAX_REPLAYS, Replayed, replay_parked, replay_until};
 use crate::request_spacing::RequestSpacing;
 
+/// The function's timeout (template.yaml's `ReconcilerFunction`; a test holds the two
+/// together): what the local runner gives a scheduled run, as Lambda does.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Stop taking tasks this long before the invocation's deadline: the margin every function
 /// keeps, one poll and one accept more, and putting a failed task behind.
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + 24);
@@ -103,7 +107,8 @@ impl App {
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 
-    /// One run that stops taking tasks after `budget` (the local runner and the tests).
+    /// One run that stops taking tasks after `budget` (the tests'; the local runner invokes
+    /// [`Self::handle`], as Lambda does).
     pub async fn run_within(&self, run_id: &str, budget: Duration) -> Result<Outcome, ReconcileError> {
         self.run(run_id, self.ports.now().plus(budget)).await
     }

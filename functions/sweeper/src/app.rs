@@ -17,6 +17,10 @@ pub struct App {
     settings: Settings,
 }
 
+/// The function's timeout (template.yaml's `SweeperFunction`; a test holds the two together):
+/// what the local runner gives a scheduled run, as Lambda does.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A run stops taking tasks this long before its deadline: the last task it starts has
 /// [`TASK_BUDGET`], and the cursor write [`DEADLINE_MARGIN`].
 pub const STOP_BEFORE_DEADLINE: Duration = Duration::from_secs(DEADLINE_MARGIN.as_secs() + TASK_BUDGET.as_secs());
@@ -34,7 +38,8 @@ impl App {
         Ok(self.run(&event.context.request_id, stop_at).await?)
     }
 
-    /// One sweep that stops taking tasks after `budget` (the local runner's schedule).
+    /// One sweep that stops taking tasks after `budget` (the tests'; the local runner invokes
+    /// [`Self::handle`], as Lambda does).
     pub async fn run_within(&self, run_id: &str, budget: Duration) -> Result<Outcome, SweepError> {
         self.run(run_id, self.ports.now().plus(budget)).await
     }

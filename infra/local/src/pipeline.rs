@@ -285,7 +285,8 @@ async fn put_callback_secret(
         .map_err(|e| PipelineError::Provision(e.to_string()))
 }
 
-/// The scheduled sweeper, locally: one sweep every `interval` until stopped.
+/// The scheduled sweeper, locally: one sweep every `interval` until stopped, each through the
+/// entry Lambda calls, with the scheduled event and the deadline Lambda would give.
 async fn sweep_every(sweeper: stemvault_sweeper::App, interval: Duration, mut stop: StopSignal) {
     loop {
         tokio::select! {
@@ -293,7 +294,9 @@ async fn sweep_every(sweeper: stemvault_sweeper::App, interval: Duration, mut st
             _ = tokio::time::sleep(interval) => {}
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        if let Err(e) = sweeper.run_within(&run_id, interval).await {
+        let timeout = stemvault_sweeper::app::FUNCTION_TIMEOUT;
+        let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
+        if let Err(e) = sweeper.handle(invocation).await {
             tracing::warn!(error = %e, "sweep failed; the next one retries");
         }
     }

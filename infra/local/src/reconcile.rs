@@ -68,7 +68,8 @@ pub async fn prepare(
 }
 
 /// The scheduled reconciler, locally: one run every `interval` until stopped (without a key
-/// too, as in Lambda: it replays parked callbacks and gives tasks up in time).
+/// too, as in Lambda: it replays parked callbacks and gives tasks up in time), each through
+/// the entry Lambda calls, with the scheduled event and the deadline Lambda would give.
 pub async fn reconcile_every(reconciler: stemvault_reconciler::App, interval: Duration, mut stop: StopSignal) {
     loop {
         tokio::select! {
@@ -76,7 +77,9 @@ pub async fn reconcile_every(reconciler: stemvault_reconciler::App, interval: Du
             _ = tokio::time::sleep(interval) => {}
         }
         let run_id = uuid::Uuid::new_v4().simple().to_string();
-        if let Err(e) = reconciler.run_within(&run_id, interval).await {
+        let timeout = stemvault_reconciler::app::FUNCTION_TIMEOUT;
+        let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
+        if let Err(e) = reconciler.handle(invocation).await {
             tracing::warn!(error = %e, "reconciliation failed; the next run retries");
         }
     }
