@@ -29,7 +29,7 @@ const INVOCATION_BUDGET: std::time::Duration = stemvault_notify::domain::FUNCTIO
 
 impl BatchHandler for stemvault_notify::App {
     async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        stemvault_notify::App::handle_batch(self, event, deadline).await
+        stemvault_notify::App::handle(self, crate::poller::lambda_invocation(event, deadline)).await
     }
 }
 

@@ -118,7 +118,7 @@ impl LambdaHttp for HttpFunctions {
 
 impl BatchHandler for stemvault_download::App {
     async fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> SqsBatchResponse {
-        stemvault_download::App::handle_batch(self, event, deadline).await
+        stemvault_download::App::handle(self, crate::poller::lambda_invocation(event, deadline)).await
     }
 }
 
