@@ -156,11 +156,12 @@ pub async fn accept<P: Ports>(
     request_id: &str,
     arrived_at: Option<Timestamp>,
 ) -> Result<Outcome, AcceptError> {
+    // Files another delivery still held when the time ran out, if it ran out while waiting
+    // for them (between looks, not in a look's own requests): that is one task's wait (as
+    // `StillEnqueuing`), not a slow table, bucket or queue.
+    let held = AtomicUsize::new(0);
     // On the heap: the whole pipeline's state is large (in a debug build, more than a test
     // thread's 2 MiB stack holds under the reconciler's own), and it is one allocation a callback.
-    // Files another delivery still held when the time ran out, if it ran out in the wait for
-    // them: that is one task's wait (as `StillEnqueuing`), not a slow table, bucket or queue.
-    let held = AtomicUsize::new(0);
     let accepting = Box::pin(accept_unbounded(ports, settings, event, body, request_id, arrived_at, &held));
     let accepted = tokio::time::timeout(settings.deadline, accepting).await;
     accepted.unwrap_or_else(|_| {
@@ -332,8 +333,8 @@ async fn record<P: Ports>(
 /// `sent`: the files whose messages this request sent already, to which the loop adds its own
 /// (should marking them queued have failed, they still read as its own claims to send, on
 /// every look). Returns how many
-/// messages this request sent while waiting. `held` tells the caller, at each look, how many
-/// files another delivery holds (at least one while it waits).
+/// messages this request sent while waiting. `held` tells the caller how many files another
+/// delivery holds while it waits between looks (at least one), and none during a look.
 async fn wait_for_others<P: Ports>(
     ports: &P,
     settings: &Settings,
@@ -349,6 +350,8 @@ async fn wait_for_others<P: Ports>(
     let mut queued = 0;
     loop {
         ports.sleep(delay).await;
+        // The look's own requests: a table or queue too slow to answer is no other's wait.
+        held.store(0, Ordering::Relaxed);
         delay = (delay * 2).min(Duration::from_millis(400));
         let Some(current) = ports.load_task(task).await? else {
             return Err(StoreError::Unavailable("the task record disappeared".into()).into());

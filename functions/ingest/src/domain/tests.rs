@@ -924,6 +924,17 @@ async fn a_wait_the_deadline_cuts_short_starts_no_outage_memory() {
     let Ingested::Parked { because, .. } = &ingested else { panic!("{ingested:?}") };
     assert_eq!(because, &AcceptError::StillEnqueuing { files: 1 });
     assert_eq!(outage.recording_budget(ANSWER_WITHIN, ports.now()), ANSWER_WITHIN);
+
+    // But a table slow to answer the wait's own looks (a second a read, here) is slow for
+    // every callback: out of time, and the next callbacks get QUICK_RECORDING.
+    let ports = MemoryPorts::default();
+    abandoned(&ports, &e, b"{}");
+    ports.set_latency(Duration::from_secs(1));
+    let outage = Outage::default();
+    let ingested = ingest_or_park(&ports, &patient, &e, b"{}", "req-2", Duration::ZERO, &outage).await.unwrap();
+    let Ingested::Parked { because, .. } = &ingested else { panic!("{ingested:?}") };
+    assert!(matches!(because, AcceptError::OutOfTime { .. }), "{because:?}");
+    assert_eq!(outage.recording_budget(ANSWER_WITHIN, ports.now()), QUICK_RECORDING);
 }
 
 /// A table that hangs: the first callback records until its deadline and is parked; while
