@@ -26,7 +26,8 @@ CHECKOV := $(VENV)/checkov/bin
 # (CKV_SKIP_CHECK, BC_API_KEY) would make `make test` pass or fail elsewhere than in CI.
 TOOL_HOME := $(XDG_CACHE_HOME)/stemvault-tool-home
 HERMETIC := env -u AWS_PROFILE -u AWS_DEFAULT_PROFILE -u CKV_CHECK -u CKV_SKIP_CHECK -u CKV_FRAMEWORK \
-  -u BC_API_KEY HOME=$(TOOL_HOME) AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+  -u CKV_SKIP_FRAMEWORK -u BC_API_KEY HOME="$(TOOL_HOME)" AWS_CONFIG_FILE=/dev/null \
+  AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
 .PHONY: FORCE help build-dir deps rust-components tools lambda-target python-locks test fmt-check clippy docs unit-and-integration template-lint checkov lambda-build run demo bench bench-micro clean clean-build
 
@@ -115,7 +116,7 @@ unit-and-integration: deps
 	$(EMULATOR) cargo test --workspace --locked
 
 template-lint: $(VENV)/tools/.installed
-	mkdir -p $(TOOL_HOME)
+	mkdir -p "$(TOOL_HOME)"
 	$(HERMETIC) $(TOOLS)/cfn-lint template.yaml
 	$(HERMETIC) SAM_CLI_TELEMETRY=0 AWS_DEFAULT_REGION=us-east-1 $(TOOLS)/sam validate --lint --template-file template.yaml
 
@@ -125,7 +126,7 @@ template-lint: $(VENV)/tools/.installed
 checkov: $(VENV)/checkov/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_checkov_gate.py
 	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_markers.py
-	mkdir -p .local $(TOOL_HOME)
+	mkdir -p .local "$(TOOL_HOME)"
 	$(HERMETIC) $(CHECKOV)/checkov --file template.yaml --framework cloudformation secrets --skip-download \
 	  --output json >.local/checkov.json || true
 	$(CHECKOV)/python infra/python/checkov_gate.py .local/checkov.json

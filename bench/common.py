@@ -51,19 +51,24 @@ class Emulator:
         self.url = f"http://127.0.0.1:{self.port}"
         # Ready when this process answers its pid (another program that took the free port
         # meanwhile would be measured instead).
+        # Never through a proxy from the environment (as emulator.sh's probe).
         import urllib.request
-        for _ in range(300):
+        probe = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        ready_by = time.monotonic() + 30
+        while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/stemvault-emulator/pid", timeout=1) as answer:
+                with probe.open(f"{self.url}/stemvault-emulator/pid", timeout=1) as answer:
                     if answer.read().decode().strip() == str(self.proc.pid):
                         break
+                self.proc.kill()
                 raise SystemExit(f"another program answers on port {self.port}, not the emulator")
             except OSError:
                 if self.proc.poll() is not None:
                     raise SystemExit(f"the emulator exited ({self.proc.returncode}); is moto installed (make deps)?")
+                if time.monotonic() > ready_by:
+                    self.proc.kill()
+                    raise SystemExit("the emulator did not answer within 30 s")
                 time.sleep(0.1)
-        else:
-            raise SystemExit("the emulator did not answer within 30 s")
         kw = dict(endpoint_url=self.url, region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
         self.s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **kw)
         self.ddb = boto3.client("dynamodb", **kw)

@@ -64,7 +64,8 @@ import re, sys
 txt, lock, minor = sys.argv[1:]
 pin = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;#\\]+)")
 def key(m):
-    return re.sub(r"[-_.]+", "-", m[1]).lower(), m[3]
+    # Names as pip compares them; versions without trailing zero releases (1.58 is 1.58.0).
+    return re.sub(r"[-_.]+", "-", m[1]).lower(), re.sub(r"(\.0)+$", "", m[3])
 with open(lock) as lines:
     held = {key(m) for line in lines if (m := pin.match(line)) and f'python_version == "{minor}"' in line}
 with open(txt) as lines:

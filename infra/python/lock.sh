@@ -39,7 +39,7 @@ for name in "$@"; do
             { name = tolower(substr($0, 1, index($0, "==") - 1)); gsub(/[-_.]+/, "-", name)
               print $0 " ; " base (name in machines ? " and (" machines[name] ")" : "") }' \
           "$scratch/$name.machines" -
-    } | LC_ALL=C sort -t';' -k2,2 -k1,1f
+    } | LC_ALL=C sort -t'"' -k2,2 -k1,1f
   } > "$scratch/$name.lock"
   # Every pin with the SHA-256 of its release's files, which install.sh checks.
   "$python" "$here/hash_lock.py" "$scratch/$name.lock"

@@ -78,13 +78,22 @@ def machines_wanting(installed, wanted):
     return on
 
 
-def main(txt):
-    installed = {normalized(d.metadata["Name"]): d for d in importlib.metadata.distributions()}
-    for name, machines in sorted(machines_wanting(installed, roots(txt)).items()):
+def lines(installed, wanted):
+    """What lock.sh reads: `name<TAB>marker` for each installed package wanted on some
+    machines only."""
+    out = []
+    for name, machines in sorted(machines_wanting(installed, wanted).items()):
         # Wanted nowhere (pip, setuptools: the venv's own) or everywhere: left as pip froze it.
         if name in installed and machines and machines != set(MACHINES):
             either = [f'sys_platform == "{p}" and platform_machine == "{m}"' for p, m in MACHINES if (p, m) in machines]
-            print(f"{name}\t{' or '.join(f'({one})' for one in either)}")
+            out.append(f"{name}\t{' or '.join(f'({one})' for one in either)}")
+    return out
+
+
+def main(txt):
+    installed = {normalized(d.metadata["Name"]): d for d in importlib.metadata.distributions()}
+    for line in lines(installed, roots(txt)):
+        print(line)
 
 
 if __name__ == "__main__":

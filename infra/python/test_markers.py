@@ -63,6 +63,16 @@ def main():
             "flask": every,
         },
     )
+    # What lock.sh reads: the machines of those wanted on some only, none for the others
+    # (everywhere: checkov, boto3, rich; nowhere: colorama, setuptools).
+    x86 = '(sys_platform == "linux" and platform_machine == "x86_64") or (sys_platform == "darwin" and platform_machine == "x86_64")'
+    helper = (
+        '(sys_platform == "linux" and platform_machine == "x86_64") or '
+        '(sys_platform == "linux" and platform_machine == "aarch64") or '
+        '(sys_platform == "darwin" and platform_machine == "x86_64")'
+    )
+    got = markers.lines(INSTALLED, {"checkov": {"fancy"}})
+    assert got == [f"pyston\t{x86}", f"pyston-helper\t{helper}"], got
     print("markers: ok")
 
 
