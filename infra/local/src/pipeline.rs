@@ -296,8 +296,12 @@ async fn sweep_every(sweeper: stemvault_sweeper::App, interval: Duration, mut st
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let timeout = stemvault_sweeper::app::FUNCTION_TIMEOUT;
         let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
-        if let Err(e) = sweeper.handle(invocation).await {
-            tracing::warn!(error = %e, "sweep failed; the next one retries");
+        // A stop ends a sweep too, as a timeout would (its claims lapse): a sweep may take 40 s.
+        tokio::select! {
+            _ = stop.stopped() => return,
+            ran = sweeper.handle(invocation) => if let Err(e) = ran {
+                tracing::warn!(error = %e, "sweep failed; the next one retries");
+            }
         }
     }
 }

@@ -79,8 +79,12 @@ pub async fn reconcile_every(reconciler: stemvault_reconciler::App, interval: Du
         let run_id = uuid::Uuid::new_v4().simple().to_string();
         let timeout = stemvault_reconciler::app::FUNCTION_TIMEOUT;
         let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
-        if let Err(e) = reconciler.handle(invocation).await {
-            tracing::warn!(error = %e, "reconciliation failed; the next run retries");
+        // A stop ends a run too, as a timeout would (its claims lapse): a run may take a minute.
+        tokio::select! {
+            _ = stop.stopped() => return,
+            ran = reconciler.handle(invocation) => if let Err(e) = ran {
+                tracing::warn!(error = %e, "reconciliation failed; the next run retries");
+            }
         }
     }
 }
