@@ -52,6 +52,7 @@ class Emulator:
         # Ready when this process answers its pid (another program that took the free port
         # meanwhile would be measured instead).
         # Never through a proxy from the environment (as emulator.sh's probe).
+        import http.client
         import urllib.request
         probe = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         ready_by = time.monotonic() + 30
@@ -62,7 +63,7 @@ class Emulator:
                         break
                 self.proc.kill()
                 raise SystemExit(f"another program answers on port {self.port}, not the emulator")
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 if self.proc.poll() is not None:
                     raise SystemExit(f"the emulator exited ({self.proc.returncode}); is moto installed (make deps)?")
                 if time.monotonic() > ready_by:

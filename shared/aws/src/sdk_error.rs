@@ -12,8 +12,8 @@ use std::fmt::Write;
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::SdkError;
 
-/// `e` and its sources by their `Display` (the service's error code, message and request id
-/// among them), after the HTTP status of an answer: `HTTP 503: service error: unhandled
+/// `e` and its sources by their `Display` (the service's error code and message among them;
+/// the request id too for an error the SDK does not model), after the HTTP status of an answer: `HTTP 503: service error: unhandled
 /// error (ServiceUnavailable): Error { code: "ServiceUnavailable", … }`.
 pub fn sdk_error_text<E: Error + 'static>(e: &SdkError<E, HttpResponse>) -> String {
     let status = e.raw_response().map(|response| format!("HTTP {}: ", response.status().as_u16()));

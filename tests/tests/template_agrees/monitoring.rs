@@ -965,7 +965,9 @@ fn an_alarm_reading_no_count_as_breaching_has_two_runs_in_each_period() {
         let every = schedule_seconds(&template, &function);
         assert!(period >= 2 * every, "{name}: a {period} s period and {function} runs every {every} s");
         let periods = cfn::number(&properties["EvaluationPeriods"]);
-        assert!(periods >= 2, "{name}: one period, which may be the one in progress without a count yet");
+        // Every period of those breaching, not one alone (the one in progress, say).
+        let to_alarm = properties.get("DatapointsToAlarm").map_or(periods, cfn::number);
+        assert!(to_alarm >= 2, "{name}: one period, which may be the one in progress without a count yet");
         if periods < 3 {
             let returned = metrics.iter().find(|m| m["ReturnData"] == true).map(|m| &m["Expression"]);
             let filled =
