@@ -797,6 +797,58 @@ async fn a_first_save_that_meets_another_gives_its_own_files_back() {
     assert_eq!(record.files["b"].claim.as_deref(), Some("other"));
 }
 
+/// Fails the PutItem requests of one item (its sort key in the body) before they are sent,
+/// as a table that fails a write (not its condition) would.
+#[derive(Debug)]
+struct FailPutOf(&'static str);
+
+impl aws_sdk_dynamodb::config::Intercept for FailPutOf {
+    fn name(&self) -> &'static str {
+        "FailPutOf"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let request = context.request();
+        let put = request.headers().get("x-amz-target").is_some_and(|t| t.ends_with(".PutItem"));
+        let body = request.body().bytes().map(String::from_utf8_lossy).unwrap_or_default();
+        match put && body.contains(self.0) {
+            true => Err(format!("{} not written (injected)", self.0).into()),
+            false => Ok(()),
+        }
+    }
+}
+
+/// A first save whose put of a file item fails (not its condition: the table failing it)
+/// gives back the file items it did put (pending, unclaimed, revision 1), as one meeting
+/// another's claim does, so no other first delivery waits for their claims' lease.
+#[tokio::test]
+async fn a_first_save_whose_put_fails_gives_its_own_files_back() {
+    let env = TestEnv::new().await;
+    let now = now_secs();
+    let task = format!("putfails{now}");
+    let failing = aws_sdk_dynamodb::config::Builder::from(&env.config).interceptor(FailPutOf("file#c")).build();
+    let table = stemvault_aws::TaskTable::new(aws_sdk_dynamodb::Client::from_conf(failing), &env.resources.table_name);
+
+    let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
+    assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
+    let items = env.tasks().items(&task).await.unwrap();
+    let files: Vec<(String, stemvault_vault::FileEntry)> =
+        items.into_iter().filter_map(|item| stemvault_vault::items::read_file_item(item).ok()).collect();
+    let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["b"], "c never written, no task item");
+    let b = &files[0].1;
+    assert_eq!((b.status, b.claim.as_deref(), b.rev), (FileStatus::Pending, None, 1), "b given back");
+
+    // Another first delivery takes b at once, and its save applies.
+    env.tasks().save(None, &first_save_record(&task, "other", now + 60, &["b", "c"])).await.expect("the other saves");
+    assert_eq!(env.task_record(&task).await.files["b"].claim.as_deref(), Some("other"));
+}
+
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
 /// before the task item it read is then read after it, so no reader sees a task item counting
 /// a file it does not see.
