@@ -92,6 +92,8 @@ struct MemoryPorts {
     publish_failure_takes_the_table: std::sync::atomic::AtomicBool,
     /// Reading a parked body never answers.
     parked_reads_hang: std::sync::atomic::AtomicBool,
+    /// Archiving a body fails (S3 refusing the put).
+    archive_fails: std::sync::atomic::AtomicBool,
     /// Every measure emitted, in order.
     measures: Mutex<Vec<Measure>>,
     /// Index entries that lag their task item (the index is eventually consistent): the
@@ -129,6 +131,7 @@ impl MemoryPorts {
             publish_fails: Default::default(),
             publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
+            archive_fails: Default::default(),
             measures: Mutex::default(),
             index_lags: Mutex::default(),
         }
@@ -156,6 +159,9 @@ impl EmitMetrics<Measure> for MemoryPorts {
 
 impl accept::ArchiveBody for MemoryPorts {
     async fn archive_body(&self, key: &str, body: &[u8]) -> Result<(), stemvault_vault::StorageError> {
+        if self.archive_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(stemvault_vault::StorageError::transient("PutObject", "AccessDenied"));
+        }
         self.park(key, body);
         Ok(())
     }

@@ -281,6 +281,38 @@ async fn a_parked_body_too_large_to_read_now_is_kept_as_unparsable() {
     assert!(ports.table.record(TASK).is_none(), "nothing recorded");
 }
 
+/// Such a body that cannot be moved either (its archive put refused) stays under `parked/`,
+/// left for an operator and not read again by the next runs until HELD_RECHECK; once the
+/// bucket takes it, a later run moves it.
+#[tokio::test]
+async fn a_parked_body_that_can_be_neither_read_nor_moved_is_held() {
+    use crate::replay::{HELD_RECHECK, HeldTasks, Replayed, replay_parked};
+    use suno_callbacks::parse::MAX_JSON_MARKS;
+    let ports = MemoryPorts::new(vec![]);
+    let values = vec!["0"; MAX_JSON_MARKS].join(",");
+    let body = format!(r#"{{"code":200,"msg":"ok","data":{{"task_id":"{TASK}","notes":[{values}]}}}}"#).into_bytes();
+    let parked = format!("parked/{TASK}/final-{}.json", "ae".repeat(32));
+    ports.park(&parked, &body);
+    ports.archive_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (held, accept) = (HeldTasks::default(), settings().accept);
+    let run = || replay_parked(&ports, &accept, &held, "run-1", 50, ports.table.now().plus(Duration::from_secs(60)));
+    let still = Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 0 };
+    assert_eq!(run().await.unwrap(), still);
+    assert!(ports.bodies.lock().unwrap().contains_key(&parked), "left parked");
+    let reads = ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(run().await.unwrap(), still);
+    assert_eq!(ports.parked_reads.load(std::sync::atomic::Ordering::SeqCst), reads, "held: not read again at once");
+
+    ports.archive_fails.store(false, std::sync::atomic::Ordering::SeqCst);
+    ports.table.advance(HELD_RECHECK);
+    let moved = Replayed { callbacks_replayed: 0, callbacks_still_parked: 0, callbacks_refused: 1 };
+    assert_eq!(run().await.unwrap(), moved);
+    let task = TaskId::parse(TASK).unwrap();
+    let kept = suno_callbacks::s3_key::unparsable_body_key(&task, &stemvault_vault::accept::body_sha256_hex(&body));
+    let bodies = ports.bodies.lock().unwrap().clone();
+    assert!(bodies.contains_key(&kept) && !bodies.contains_key(&parked), "{:?}", bodies.keys());
+}
+
 /// A parked callback of a task whose record cannot be read stays parked (not moved to the
 /// archive as refused for good), and the run after the record was fixed records it.
 #[tokio::test]
