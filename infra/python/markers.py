@@ -14,19 +14,16 @@ not know it): lock on x86_64 Linux, as the locks are.
 """
 
 import importlib.metadata
-import re
 import sys
 
 from pip._vendor.packaging.markers import default_environment
 from pip._vendor.packaging.requirements import InvalidRequirement, Requirement
 
+from hash_lock import normalized
+
 # (sys_platform, platform_machine) of each machine install.sh supports.
 MACHINES = (("linux", "x86_64"), ("linux", "aarch64"), ("darwin", "x86_64"), ("darwin", "arm64"))
 SYSTEMS = {"linux": "Linux", "darwin": "Darwin"}
-
-
-def normalized(name):
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def environment(machine, extra):

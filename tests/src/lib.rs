@@ -16,6 +16,15 @@ pub mod results;
 
 pub use stemvault_aws::provision::Resources;
 
+/// What Lambda hands a function for one invocation: `payload`, and a context of `request_id`
+/// whose deadline (Unix milliseconds, as the Runtime API gives it) is `deadline_in` from now.
+pub fn lambda_event<T>(payload: T, request_id: &str, deadline_in: std::time::Duration) -> lambda_http::LambdaEvent<T> {
+    let mut context = lambda_http::Context::default();
+    context.request_id = request_id.to_owned();
+    context.deadline = u64::try_from(stemvault_vault::Timestamp::now().plus(deadline_in).unix_ms).unwrap_or_default();
+    lambda_http::LambdaEvent::new(payload, context)
+}
+
 /// A scheduled invocation as Lambda hands it to a function: an EventBridge "Scheduled Event"
 /// scheduled `scheduled_ago` before now (None: without a time), and a context of `request_id`
 /// whose deadline is `deadline_in` from now.
@@ -24,15 +33,11 @@ pub fn scheduled_invocation(
     deadline_in: std::time::Duration,
     scheduled_ago: Option<std::time::Duration>,
 ) -> lambda_http::LambdaEvent<serde_json::Value> {
-    let now = stemvault_vault::Timestamp::now();
-    let mut context = lambda_http::Context::default();
-    context.request_id = request_id.to_owned();
-    context.deadline = u64::try_from(now.plus(deadline_in).unix_ms).unwrap_or_default();
     let mut event = serde_json::json!({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}});
     if let Some(ago) = scheduled_ago {
-        event["time"] = serde_json::json!(now.minus(ago).rfc3339());
+        event["time"] = serde_json::json!(stemvault_vault::Timestamp::now().minus(ago).rfc3339());
     }
-    lambda_http::LambdaEvent::new(event, context)
+    lambda_event(event, request_id, deadline_in)
 }
 
 /// The notify queue as template.yaml makes it (`NotifyQueue`, with its dead-letter queue).

@@ -20,7 +20,13 @@ pub fn not_the_file(content_type: &str, key: &str) -> Option<String> {
     let page = matches!(essence.as_str(), "text/html" | "application/xhtml+xml");
     let document = essence.ends_with("+json")
         || matches!(essence.as_str(), "application/json" | "text/json" | "application/xml" | "text/xml");
-    (page || (document && s3_key::key_extension(key).is_some_and(|ext| ext != "json"))).then_some(essence)
+    (page || (document && names_media(key))).then_some(essence)
+}
+
+/// Whether `key` names a file by an extension other than JSON's (`.mp3`, `.png`, ...): a file
+/// no JSON or XML document can be.
+fn names_media(key: &str) -> bool {
+    s3_key::key_extension(key).is_some_and(|ext| ext != "json")
 }
 
 /// How many of a body's first bytes [`page_by_its_bytes`] reads.
@@ -40,7 +46,7 @@ pub fn page_by_its_bytes(head: &[u8], key: &str) -> Option<&'static str> {
     if [&b"<!doctype html"[..], b"<html", b"<head", b"<body"].into_iter().any(starts) {
         return Some("an HTML page");
     }
-    if s3_key::key_extension(key).is_none_or(|ext| ext == "json") {
+    if !names_media(key) {
         return None;
     }
     if starts(b"<?xml") || starts(b"<error") {

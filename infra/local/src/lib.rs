@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod poller;
 pub mod reconcile;
 pub mod run_info;
+pub mod scheduled;
 pub mod settings;
 pub mod shutdown;
 

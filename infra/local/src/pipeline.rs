@@ -15,7 +15,7 @@ use crate::http::{LambdaHttp, Route};
 use crate::poller::{BatchHandler, QueueSource};
 use crate::run_info::RunInfo;
 use crate::settings::{Overlay, generate_dev_key};
-use crate::shutdown::{Shutdown, StopSignal};
+use crate::shutdown::Shutdown;
 
 /// How many download pollers run side by side (Lambda runs several batches concurrently too).
 pub const DEFAULT_POLLERS: usize = 2;
@@ -236,12 +236,16 @@ impl Pipeline {
             tasks.push(tokio::spawn(crate::poller::poll(sqs.clone(), notifier.source, app, shutdown.signal())));
         }
         let sweeper = stemvault_sweeper::App::new(sweeper, &sdk);
-        tasks.push(tokio::spawn(sweep_every(sweeper, SWEEP_INTERVAL, shutdown.signal())));
-        tasks.push(tokio::spawn(crate::reconcile::reconcile_every(
-            reconciler,
-            crate::reconcile::RECONCILE_INTERVAL,
-            shutdown.signal(),
-        )));
+        let (sweeps, timeout) = (shutdown.signal(), stemvault_sweeper::app::FUNCTION_TIMEOUT);
+        tasks.push(tokio::spawn(async move {
+            crate::scheduled::every("sweep", SWEEP_INTERVAL, timeout, sweeps, |run| sweeper.handle(run)).await
+        }));
+        // Without a key too, as in Lambda: it replays parked callbacks and gives tasks up in time.
+        let (runs, timeout) = (shutdown.signal(), stemvault_reconciler::app::FUNCTION_TIMEOUT);
+        let interval = crate::reconcile::RECONCILE_INTERVAL;
+        tasks.push(tokio::spawn(async move {
+            crate::scheduled::every("reconciliation", interval, timeout, runs, |run| reconciler.handle(run)).await
+        }));
         Ok(Pipeline {
             info,
             generated_key: overlay.generated_hmac_key.clone(),
@@ -283,27 +287,6 @@ async fn put_callback_secret(
     stemvault_aws::secrets::put_secret(sdk, &format!("{base}-callback"), &text)
         .await
         .map_err(|e| PipelineError::Provision(e.to_string()))
-}
-
-/// The scheduled sweeper, locally: one sweep every `interval` until stopped, each through the
-/// entry Lambda calls, with the scheduled event and the deadline Lambda would give.
-async fn sweep_every(sweeper: stemvault_sweeper::App, interval: Duration, mut stop: StopSignal) {
-    loop {
-        tokio::select! {
-            _ = stop.stopped() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let timeout = stemvault_sweeper::app::FUNCTION_TIMEOUT;
-        let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
-        // A stop ends a sweep too, as a timeout would (its claims lapse): a sweep may take 40 s.
-        tokio::select! {
-            _ = stop.stopped() => return,
-            ran = sweeper.handle(invocation) => if let Err(e) = ran {
-                tracing::warn!(error = %e, "sweep failed; the next one retries");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

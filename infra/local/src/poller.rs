@@ -29,16 +29,11 @@ pub trait BatchHandler: Send + Sync + 'static {
     fn handle_batch(&self, event: SqsEvent, deadline: Instant) -> impl Future<Output = SqsBatchResponse> + Send;
 }
 
-/// What Lambda hands a function for one invocation: `payload`, with its deadline (Unix
-/// milliseconds, as the Runtime API gives it) and a request id of its own.
+/// What Lambda hands a function for one batch: the batch, with its deadline and a request
+/// id of its own.
 pub fn lambda_invocation<T>(payload: T, deadline: Instant) -> lambda_http::LambdaEvent<T> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    let at = std::time::SystemTime::now() + left;
-    let unix_ms = at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let mut context = lambda_http::Context::default();
-    context.deadline = u64::try_from(unix_ms).unwrap_or(u64::MAX);
-    context.request_id = uuid::Uuid::new_v4().to_string();
-    lambda_http::LambdaEvent::new(payload, context)
+    let request_id = uuid::Uuid::new_v4().to_string();
+    stemvault_tests::lambda_event(payload, &request_id, deadline.saturating_duration_since(Instant::now()))
 }
 
 /// The queue, what Lambda would put in each record about it, and how its event source

@@ -11,7 +11,6 @@ use stemvault_tests::fake_provider::FakeProvider;
 use tokio::net::TcpListener;
 
 use crate::settings::{Overlay, non_empty};
-use crate::shutdown::StopSignal;
 
 /// How often the local runner reconciles.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
@@ -65,26 +64,4 @@ pub async fn prepare(
         overlay.set("RECONCILE_AFTER_SECONDS", LOCAL_RECONCILE_AFTER_SECONDS);
     }
     Ok(ProviderSetup { fake, base_url, has_key: key.is_some() })
-}
-
-/// The scheduled reconciler, locally: one run every `interval` until stopped (without a key
-/// too, as in Lambda: it replays parked callbacks and gives tasks up in time), each through
-/// the entry Lambda calls, with the scheduled event and the deadline Lambda would give.
-pub async fn reconcile_every(reconciler: stemvault_reconciler::App, interval: Duration, mut stop: StopSignal) {
-    loop {
-        tokio::select! {
-            _ = stop.stopped() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let run_id = uuid::Uuid::new_v4().simple().to_string();
-        let timeout = stemvault_reconciler::app::FUNCTION_TIMEOUT;
-        let invocation = stemvault_tests::scheduled_invocation(&run_id, timeout, Some(Duration::ZERO));
-        // A stop ends a run too, as a timeout would (its claims lapse): a run may take a minute.
-        tokio::select! {
-            _ = stop.stopped() => return,
-            ran = reconciler.handle(invocation) => if let Err(e) = ran {
-                tracing::warn!(error = %e, "reconciliation failed; the next run retries");
-            }
-        }
-    }
 }

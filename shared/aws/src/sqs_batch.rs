@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// One invocation of a function fed SQS batches: when it must be done, and Lambda's id of it
-/// (None under the local runner), which its messages' spans carry: a platform line naming
+/// (None for a batch handed over without one: the tests'), which its messages' spans carry: a platform line naming
 /// only the invocation (`Task timed out`, `REPORT`) then finds the lines of its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {

@@ -451,15 +451,17 @@ impl TaskTable {
         let callbacks = plan.callbacks.into_iter().map(|put| self.put("PutItem (callback)", put));
         let (files, callbacks) = futures::future::join(bounded(files), bounded(callbacks)).await;
         // The first failure, a table error before a conflict.
-        let mut failed = None;
+        let (mut error, mut conflict) = (None, false);
         for (held, result) in files {
             match result {
                 Ok(Conditional::Applied) => taken.extend(held),
-                Ok(Conditional::Conflict) => failed = failed.or(Some(StoreError::Conflict)),
-                Err(e) if failed.as_ref().is_none_or(|f| *f == StoreError::Conflict) => failed = Some(e),
-                Err(_) => {}
+                Ok(Conditional::Conflict) => conflict = true,
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
             }
         }
+        let failed = error.or(conflict.then_some(StoreError::Conflict));
         // (A callback item already there was put by an earlier attempt that did not commit.)
         let failed = failed.or_else(|| callbacks.into_iter().collect::<Result<Vec<_>, _>>().err());
         if let Some(failed) = failed {

@@ -254,9 +254,8 @@ async fn send_and_publish<P: Ports>(
         if waits {
             let wanted: Vec<&str> = event.files.iter().map(|f| f.name.as_str()).collect();
             held.store(merge.claims.wait_for.len(), Ordering::Relaxed);
-            let waited = wait_for_others(ports, settings, task, claimant, &wanted, &sent.out, held).await;
-            held.store(0, Ordering::Relaxed);
-            queued += waited?;
+            // It leaves `held` at 0 unless it gives up waiting (an error, returned at once).
+            queued += wait_for_others(ports, settings, task, claimant, &wanted, &sent.out, held).await?;
         }
         // A task without files (or a new stage over settled files) is settled as recorded;
         // no download would write its manifest.

@@ -574,7 +574,7 @@ impl TaskRecord {
 
     /// Whether no client's registration named the family: none recorded, nor one from before
     /// `registered_family` was kept (its `registered_at` alone).
-    fn named_by_no_registration(&self) -> bool {
+    pub(crate) fn named_by_no_registration(&self) -> bool {
         self.registered_family.is_none() && self.registered_at.is_none()
     }
 

@@ -278,7 +278,7 @@ fn unknown_at_its_endpoint(recorded: &TaskRecord) -> bool {
 /// `registered_family`). A client's registration written before `registered_family` existed
 /// has its `registered_at`.
 pub(crate) fn unregistered(recorded: &TaskRecord) -> bool {
-    recorded.stage == Stage::Submitted && recorded.registered_family.is_none() && recorded.registered_at.is_none()
+    recorded.stage == Stage::Submitted && recorded.named_by_no_registration()
 }
 
 /// Whether the reconciler gave the task up because the provider did not know it

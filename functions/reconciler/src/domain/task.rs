@@ -137,8 +137,7 @@ pub(super) async fn reconcile_task<P: Ports>(
                 PollOutcome::Pending
             }
             Ok(PollResult::Result(event)) => {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let left = left.saturating_sub(FAILURE_RECORD_RESERVE);
+                let left = polled_by.saturating_duration_since(tokio::time::Instant::now());
                 let within = accept::Settings { polled: true, ..settings.accept.within(left) };
                 // No time to record it: not started (nothing half-written), polled again.
                 let accepted = if left.is_zero() {

@@ -255,6 +255,16 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
     assert!(ports.table.record(TASK).is_none(), "nothing recorded");
 }
 
+/// A callback body of TASK holding more JSON values than a callback is read with now
+/// (MAX_JSON_MARKS), as parked before 2026-12-07, and the unparsable key it is kept under.
+fn too_many_values() -> (Vec<u8>, String) {
+    let values = vec!["0"; suno_callbacks::parse::MAX_JSON_MARKS].join(",");
+    let body = format!(r#"{{"code":200,"msg":"ok","data":{{"task_id":"{TASK}","notes":[{values}]}}}}"#).into_bytes();
+    let task = TaskId::parse(TASK).unwrap();
+    let kept = suno_callbacks::s3_key::unparsable_body_key(&task, &stemvault_vault::accept::body_sha256_hex(&body));
+    (body, kept)
+}
+
 /// A body parked before 2026-12-07 holding more JSON values than a callback is read with now
 /// (MAX_JSON_MARKS) is kept where ingest now keeps such a verified body, its task's
 /// `unparsable-<sha256>.json`, and leaves `parked/`, rather than being read again every 15
@@ -262,10 +272,8 @@ async fn a_parked_callback_refused_for_good_is_moved_to_the_archive() {
 #[tokio::test]
 async fn a_parked_body_too_large_to_read_now_is_kept_as_unparsable() {
     use crate::replay::{HeldTasks, Replayed, replay_parked};
-    use suno_callbacks::parse::MAX_JSON_MARKS;
     let ports = MemoryPorts::new(vec![]);
-    let values = vec!["0"; MAX_JSON_MARKS].join(",");
-    let body = format!(r#"{{"code":200,"msg":"ok","data":{{"task_id":"{TASK}","notes":[{values}]}}}}"#).into_bytes();
+    let (body, kept) = too_many_values();
     let parked = format!("parked/{TASK}/final-{}.json", "ad".repeat(32));
     ports.park(&parked, &body);
     ports.park("parked/by-hand.json", &body);
@@ -274,8 +282,6 @@ async fn a_parked_body_too_large_to_read_now_is_kept_as_unparsable() {
         replay_parked(&ports, &settings().accept, &HeldTasks::default(), "run-1", 50, stop_at).await.unwrap();
     assert_eq!(replayed, Replayed { callbacks_replayed: 0, callbacks_still_parked: 1, callbacks_refused: 1 });
     let bodies = ports.bodies.lock().unwrap().clone();
-    let task = TaskId::parse(TASK).unwrap();
-    let kept = suno_callbacks::s3_key::unparsable_body_key(&task, &stemvault_vault::accept::body_sha256_hex(&body));
     assert_eq!(bodies.get(&kept), Some(&body), "{:?}", bodies.keys());
     assert!(!bodies.contains_key(&parked) && bodies.contains_key("parked/by-hand.json"), "{:?}", bodies.keys());
     assert!(ports.table.record(TASK).is_none(), "nothing recorded");
@@ -287,10 +293,8 @@ async fn a_parked_body_too_large_to_read_now_is_kept_as_unparsable() {
 #[tokio::test]
 async fn a_parked_body_that_can_be_neither_read_nor_moved_is_held() {
     use crate::replay::{HELD_RECHECK, HeldTasks, Replayed, replay_parked};
-    use suno_callbacks::parse::MAX_JSON_MARKS;
     let ports = MemoryPorts::new(vec![]);
-    let values = vec!["0"; MAX_JSON_MARKS].join(",");
-    let body = format!(r#"{{"code":200,"msg":"ok","data":{{"task_id":"{TASK}","notes":[{values}]}}}}"#).into_bytes();
+    let (body, kept) = too_many_values();
     let parked = format!("parked/{TASK}/final-{}.json", "ae".repeat(32));
     ports.park(&parked, &body);
     ports.archive_fails.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -307,8 +311,6 @@ async fn a_parked_body_that_can_be_neither_read_nor_moved_is_held() {
     ports.table.advance(HELD_RECHECK);
     let moved = Replayed { callbacks_replayed: 0, callbacks_still_parked: 0, callbacks_refused: 1 };
     assert_eq!(run().await.unwrap(), moved);
-    let task = TaskId::parse(TASK).unwrap();
-    let kept = suno_callbacks::s3_key::unparsable_body_key(&task, &stemvault_vault::accept::body_sha256_hex(&body));
     let bodies = ports.bodies.lock().unwrap().clone();
     assert!(bodies.contains_key(&kept) && !bodies.contains_key(&parked), "{:?}", bodies.keys());
 }
