@@ -30,7 +30,8 @@ INSTALLED = {
     "pyston-helper": Dist(),
     "boto3": Dist('pyston-helper; sys_platform == "linux"'),
     "moto": Dist('flask; extra == "server"', 'werkzeug; extra == "proxy"'),
-    "flask": Dist(),
+    # A requirement packaging cannot read is passed over.
+    "flask": Dist("==1.0"),
     "werkzeug": Dist(),
     "rich": Dist(),
     "setuptools": Dist(),

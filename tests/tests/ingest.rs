@@ -725,6 +725,12 @@ fn first_save_record(task: &str, claim: &str, lease_until: i64, names: &[&str]) 
     record
 }
 
+/// The file items the table holds for `task`, by name.
+async fn file_items(env: &TestEnv, task: &str) -> Vec<(String, stemvault_vault::FileEntry)> {
+    let items = env.tasks().items(task).await.expect("the task's items");
+    items.into_iter().filter_map(|item| stemvault_vault::items::read_file_item(item).ok()).collect()
+}
+
 /// The file items of a first save without its task item: an attempt that stopped before it.
 async fn first_save_stopped(env: &TestEnv, record: &TaskRecord) {
     env.tasks().save(None, record).await.expect("the stopped attempt's items");
@@ -783,9 +789,7 @@ async fn a_first_save_that_meets_another_gives_its_own_files_back() {
     // This one puts b (its first) alone, then meets the other's claim on c.
     let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
     assert_eq!(saved, Err(StoreError::Conflict));
-    let items = table.items(&task).await.unwrap();
-    let files: Vec<(String, stemvault_vault::FileEntry)> =
-        items.into_iter().filter_map(|item| stemvault_vault::items::read_file_item(item).ok()).collect();
+    let files = file_items(&env, &task).await;
     let b = &files.iter().find(|(name, _)| name == "b").expect("b was put").1;
     assert_eq!((b.status, b.claim.as_deref(), b.rev), (FileStatus::Pending, None, 1), "b given back");
     let c = &files.iter().find(|(name, _)| name == "c").expect("c").1;
@@ -836,9 +840,7 @@ async fn a_first_save_whose_put_fails_gives_its_own_files_back() {
 
     let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
     assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
-    let items = env.tasks().items(&task).await.unwrap();
-    let files: Vec<(String, stemvault_vault::FileEntry)> =
-        items.into_iter().filter_map(|item| stemvault_vault::items::read_file_item(item).ok()).collect();
+    let files = file_items(&env, &task).await;
     let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(names, ["b"], "c never written, no task item");
     let b = &files[0].1;
@@ -847,6 +849,25 @@ async fn a_first_save_whose_put_fails_gives_its_own_files_back() {
     // Another first delivery takes b at once, and its save applies.
     env.tasks().save(None, &first_save_record(&task, "other", now + 60, &["b", "c"])).await.expect("the other saves");
     assert_eq!(env.task_record(&task).await.files["b"].claim.as_deref(), Some("other"));
+}
+
+/// A first save whose task item write fails unanswered (the table unavailable: its answer may
+/// have been lost after it applied) keeps its file items' claims, as a committed task's.
+#[tokio::test]
+async fn a_first_save_whose_task_item_write_fails_unanswered_keeps_its_claims() {
+    let env = TestEnv::new().await;
+    let now = now_secs();
+    let task = format!("taskfails{now}");
+    let failing = aws_sdk_dynamodb::config::Builder::from(&env.config).interceptor(FailPutOf(r#""S":"task""#)).build();
+    let table = stemvault_aws::TaskTable::new(aws_sdk_dynamodb::Client::from_conf(failing), &env.resources.table_name);
+
+    let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
+    assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
+    let files = file_items(&env, &task).await;
+    let mut held: Vec<(&str, Option<&str>)> =
+        files.iter().map(|(name, f)| (name.as_str(), f.claim.as_deref())).collect();
+    held.sort();
+    assert_eq!(held, [("b", Some("me")), ("c", Some("me"))], "claims kept");
 }
 
 /// Readers take the task item first (TaskTable::items): a file item a writer committed

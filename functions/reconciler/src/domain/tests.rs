@@ -94,6 +94,8 @@ struct MemoryPorts {
     parked_reads_hang: std::sync::atomic::AtomicBool,
     /// Archiving a body fails (S3 refusing the put).
     archive_fails: std::sync::atomic::AtomicBool,
+    /// Publishes tried, whether they failed or not.
+    publishes_tried: std::sync::atomic::AtomicUsize,
     /// Every measure emitted, in order.
     measures: Mutex<Vec<Measure>>,
     /// Index entries that lag their task item (the index is eventually consistent): the
@@ -131,6 +133,7 @@ impl MemoryPorts {
             publish_fails: Default::default(),
             publish_failure_takes_the_table: Default::default(),
             parked_reads_hang: Default::default(),
+            publishes_tried: Default::default(),
             archive_fails: Default::default(),
             measures: Mutex::default(),
             index_lags: Mutex::default(),
@@ -169,6 +172,7 @@ impl accept::ArchiveBody for MemoryPorts {
 
 impl events::PublishEvents for MemoryPorts {
     async fn publish_events(&self, published: &[events::TaskEvent]) -> Result<(), events::PublishError> {
+        self.publishes_tried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if self.publish_fails.load(std::sync::atomic::Ordering::SeqCst) {
             if self.publish_failure_takes_the_table.load(std::sync::atomic::Ordering::SeqCst) {
                 self.table.fail_saves(10, StoreError::Unavailable("throttled".into()));
@@ -850,7 +854,9 @@ async fn a_given_up_tasks_task_vaulted_that_cannot_be_published_is_given_up() {
     ports.table.put_record(given_up.clone());
     let before = ports.events.lock().unwrap().len();
     ports.publish_fails.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tried = ports.publishes_tried.load(std::sync::atomic::Ordering::SeqCst);
     task::done_once_given_up(&ports, &settings(), &TaskId::parse(TASK).unwrap()).await;
+    assert_eq!(ports.publishes_tried.load(std::sync::atomic::Ordering::SeqCst), tried + 1, "tried once");
     assert_eq!(ports.events.lock().unwrap().len(), before, "nothing published");
     assert_eq!(ports.record(), given_up, "the task as it was");
 }
