@@ -827,6 +827,12 @@ impl aws_sdk_dynamodb::config::Intercept for FailPutOf {
     }
 }
 
+/// The task table through a client whose PutItem requests of `item` fail ([`FailPutOf`]).
+fn failing_puts_of(env: &TestEnv, item: &'static str) -> stemvault_aws::TaskTable {
+    let failing = aws_sdk_dynamodb::config::Builder::from(&env.config).interceptor(FailPutOf(item)).build();
+    stemvault_aws::TaskTable::new(aws_sdk_dynamodb::Client::from_conf(failing), &env.resources.table_name)
+}
+
 /// A first save whose put of a file item fails (not its condition: the table failing it)
 /// gives back the file items it did put (pending, unclaimed, revision 1), as one meeting
 /// another's claim does, so no other first delivery waits for their claims' lease.
@@ -835,8 +841,7 @@ async fn a_first_save_whose_put_fails_gives_its_own_files_back() {
     let env = TestEnv::new().await;
     let now = now_secs();
     let task = format!("putfails{now}");
-    let failing = aws_sdk_dynamodb::config::Builder::from(&env.config).interceptor(FailPutOf("file#c")).build();
-    let table = stemvault_aws::TaskTable::new(aws_sdk_dynamodb::Client::from_conf(failing), &env.resources.table_name);
+    let table = failing_puts_of(&env, "file#c");
 
     let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
     assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
@@ -858,8 +863,7 @@ async fn a_first_save_whose_task_item_write_fails_unanswered_keeps_its_claims() 
     let env = TestEnv::new().await;
     let now = now_secs();
     let task = format!("taskfails{now}");
-    let failing = aws_sdk_dynamodb::config::Builder::from(&env.config).interceptor(FailPutOf(r#""S":"task""#)).build();
-    let table = stemvault_aws::TaskTable::new(aws_sdk_dynamodb::Client::from_conf(failing), &env.resources.table_name);
+    let table = failing_puts_of(&env, r#""S":"task""#);
 
     let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c"])).await;
     assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
@@ -868,6 +872,73 @@ async fn a_first_save_whose_task_item_write_fails_unanswered_keeps_its_claims() 
         files.iter().map(|(name, f)| (name.as_str(), f.claim.as_deref())).collect();
     held.sort();
     assert_eq!(held, [("b", Some("me")), ("c", Some("me"))], "claims kept");
+}
+
+/// As a file item's: a first save whose callback item put fails gives back the file items it
+/// put, though each of them was applied.
+#[tokio::test]
+async fn a_first_save_whose_callback_item_put_fails_gives_its_own_files_back() {
+    let env = TestEnv::new().await;
+    let now = now_secs();
+    let task = format!("callbackfails{now}");
+    let table = failing_puts_of(&env, "callback#");
+    let mut record = first_save_record(&task, "me", now + 60, &["b", "c"]);
+    let callback = stemvault_vault::CallbackEntry {
+        stage: Stage::Final,
+        code: 200,
+        message: "ok".into(),
+        received_at: record.first_received_at,
+        body_key: format!("tasks/{task}/callbacks/final.json"),
+        bytes: 2,
+        deliveries: 1,
+    };
+    record.callbacks.insert("final".into(), callback);
+
+    let saved = table.save(None, &record).await;
+    assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
+    let mut given_back: Vec<(String, FileStatus, Option<String>, u64)> =
+        file_items(&env, &task).await.into_iter().map(|(name, f)| (name, f.status, f.claim, f.rev)).collect();
+    given_back.sort_by(|a, b| a.0.cmp(&b.0));
+    let pending = |name: &str| (name.to_owned(), FileStatus::Pending, None, 1);
+    assert_eq!(given_back, [pending("b"), pending("c")], "both put, both given back");
+}
+
+/// A first save whose task item the table refuses for good (over DynamoDB's 400 KB: the
+/// emulator refuses it as AWS does) was not committed, so it gives its file items back; the
+/// error says the record was refused, not that the table is unavailable.
+#[tokio::test]
+async fn a_first_save_whose_task_item_is_refused_for_good_gives_its_own_files_back() {
+    let env = TestEnv::new().await;
+    let now = now_secs();
+    let task = format!("taskrefused{now}");
+    let record =
+        TaskRecord { message: "x".repeat(410 * 1024), ..first_save_record(&task, "me", now + 60, &["b", "c"]) };
+
+    let saved = env.tasks().save(None, &record).await;
+    assert!(matches!(&saved, Err(StoreError::Rejected(why)) if why.contains("PutItem (task)")), "{saved:?}");
+    let mut given_back: Vec<(String, Option<String>)> =
+        file_items(&env, &task).await.into_iter().map(|(name, f)| (name, f.claim)).collect();
+    given_back.sort();
+    assert_eq!(given_back, [("b".to_owned(), None), ("c".to_owned(), None)]);
+}
+
+/// A first save meeting both a table error and another request's claim reports the error:
+/// a conflict would have it read and tried again at once, against a table failing writes.
+#[tokio::test]
+async fn a_first_save_failing_and_conflicting_reports_the_failure() {
+    let env = TestEnv::new().await;
+    let now = now_secs();
+    let task = format!("failsandconflicts{now}");
+    first_save_stopped(&env, &first_save_record(&task, "other", now + 60, &["d"])).await;
+    let table = failing_puts_of(&env, "file#c");
+
+    // b alone first, then c (failing) and d (the other's) at once.
+    let saved = table.save(None, &first_save_record(&task, "me", now + 60, &["b", "c", "d"])).await;
+    assert!(matches!(&saved, Err(StoreError::Unavailable(why)) if why.contains("injected")), "{saved:?}");
+    let mut claims: Vec<(String, Option<String>)> =
+        file_items(&env, &task).await.into_iter().map(|(name, f)| (name, f.claim)).collect();
+    claims.sort();
+    assert_eq!(claims, [("b".to_owned(), None), ("d".to_owned(), Some("other".to_owned()))]);
 }
 
 /// Readers take the task item first (TaskTable::items): a file item a writer committed
