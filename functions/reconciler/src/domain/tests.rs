@@ -845,6 +845,26 @@ async fn a_task_given_up_settled_is_said_done_once() {
     assert!(published[before].detail.event_id.ends_with(".given_up") && published[before].detail.done);
 }
 
+/// A given-up task read again without an answer, or not found (deleted meanwhile), is said
+/// nothing more; the same task read again once the table answers is.
+#[tokio::test]
+async fn a_given_up_task_not_read_again_is_not_said_done() {
+    let ports = first_at_its_give_up_time().await;
+    let task = TaskId::parse(TASK).unwrap();
+    let mut given_up = settled_by_a_downloader(&ports.record());
+    given_up.abandoned = Some(stemvault_vault::Abandoned { reason: GiveUpReason::Abandoned, at: ports.table.now() });
+    ports.table.put_record(given_up);
+    let before = ports.events.lock().unwrap().len();
+    ports.table.fail_loads(1, StoreError::Unavailable("the table timed out".into()));
+    task::done_once_given_up(&ports, &settings(), &task).await;
+    let gone = TaskId::parse("0123456789abcdef0123456789abcdef").unwrap();
+    task::done_once_given_up(&ports, &settings(), &gone).await;
+    assert_eq!(ports.events.lock().unwrap().len(), before, "neither read");
+
+    task::done_once_given_up(&ports, &settings(), &task).await;
+    assert_eq!(ports.events.lock().unwrap().len(), before + 1, "read");
+}
+
 /// Best effort: a publish that fails leaves the task as given up (an ERROR in the log).
 #[tokio::test]
 async fn a_given_up_tasks_task_vaulted_that_cannot_be_published_is_given_up() {

@@ -45,6 +45,8 @@ pub struct MemoryTableAndQueue {
     table_stalled: AtomicBool,
     /// Reading this task's record panics (a bug its items reach).
     panics_loading: Mutex<Option<String>>,
+    /// The next record reads that fail, and with what.
+    failing_loads: Mutex<(u32, Option<StoreError>)>,
     /// How long every call takes (real time): a slow table and queue.
     latency: Mutex<Duration>,
     /// Virtual time in Unix ms; None: the system clock.
@@ -129,6 +131,11 @@ impl MemoryTableAndQueue {
     /// Make the next `count` whole-record writes fail with `error`.
     pub fn fail_saves(&self, count: u32, error: StoreError) {
         *lock(&self.failing_saves) = (count, Some(error));
+    }
+
+    /// Make the next `count` record reads fail with `error`.
+    pub fn fail_loads(&self, count: u32, error: StoreError) {
+        *lock(&self.failing_loads) = (count, Some(error));
     }
 
     /// Have another writer store `record` (as [`Self::put_record`]) just before the next
@@ -295,6 +302,10 @@ impl LoadTask for MemoryTableAndQueue {
         self.table_call().await;
         if lock(&self.panics_loading).as_deref() == Some(task_id.as_str()) {
             panic!("a bug reached by task {task_id}");
+        }
+        if let (count @ 1.., Some(error)) = &mut *lock(&self.failing_loads) {
+            *count -= 1;
+            return Err(error.clone());
         }
         let items: Vec<Item> =
             lock(&self.tables).get(task_id.as_str()).map(|t| t.values().cloned().collect()).unwrap_or_default();
