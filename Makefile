@@ -122,10 +122,12 @@ template-lint: $(VENV)/tools/.installed
 
 # checkov on the template, offline: fails on a failed check, a parse error, or a check skipped
 # without a reason (template.yaml: `Metadata: checkov: skip: - id: CKV_... comment: ...`).
-# The gate's own checks first, and those of markers.py (python-locks'; any venv's Python).
+# The gate's own checks first, and those of markers.py and hash_lock.py (python-locks'; any
+# venv's Python).
 checkov: $(VENV)/checkov/.installed
 	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_checkov_gate.py
 	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_markers.py
+	PYTHONDONTWRITEBYTECODE=1 $(CHECKOV)/python infra/python/test_hash_lock.py
 	mkdir -p .local "$(TOOL_HOME)"
 	$(HERMETIC) $(CHECKOV)/checkov --file template.yaml --framework cloudformation secrets --skip-download \
 	  --output json >.local/checkov.json || true

@@ -6,7 +6,7 @@ Usage: python3 hash_lock.py LOCK...   (lock.sh runs it on what it writes; standa
 only). Each `name==version ; marker` line, with or without hashes already, is written again
 with the hashes the index lists now for that release: its sdist and the wheels a CPython on
 Linux or macOS (x86_64 or arm64) could take, of the version its marker names (any 3.x when it
-names none). Windows', 32-bit and other
+names none); any other line but a comment or a blank one is refused. Windows', 32-bit and other
 interpreters' wheels are left out to keep the lock readable; pip takes a listed file over an
 unlisted one, and builds the sdist where no listed wheel fits.
 
@@ -82,22 +82,32 @@ def release_hashes(name, version, minor, cache):
 
 
 def rewrite(path, cache):
-    # A pin with hashes spans several lines joined by a trailing backslash.
+    # A pin with hashes spans several lines joined by a trailing backslash; a comment is one
+    # line whatever it ends with, as pip reads it.
     logical, current = [], ""
     with open(path) as lock:
         for line in lock:
-            current += line.rstrip("\n")
+            line = line.rstrip("\n")
+            if not current and line.lstrip().startswith("#"):
+                logical.append(line)
+                continue
+            current += line
             if current.endswith("\\"):
                 current = current[:-1].rstrip() + " "
                 continue
             logical.append(current)
             current = ""
+    if current.strip():  # the last pin's line ended in a backslash
+        logical.append(current.rstrip())
     out = []
     for line in logical:
-        pin = PIN.match(line.split(" --hash=")[0].strip())
-        if not pin:  # a comment, or anything but a pin
+        if not line.strip() or line.lstrip().startswith("#"):
             out.append(line)
             continue
+        pin = PIN.match(line.split(" --hash=")[0].strip())
+        if not pin:
+            # Written on unhashed, it would fail install.sh's --require-hashes later.
+            sys.exit(f"hash_lock: {path}: not a name==version pin: {line.strip()}")
         marker = f" {pin['marker'].strip()}" if pin["marker"] else ""
         python = re.search(r'python_version == "3\.(\d+)"', marker)
         hashes = release_hashes(pin["name"], pin["version"], python and int(python[1]), cache)
