@@ -88,7 +88,8 @@
 //!
 //! `<id>` is the track's `id` made S3-safe; a track without an id is `track-<n>` (its 1-based
 //! position), and an id repeated within one body (the documentation examples do this) gets
-//! `-2`, `-3`... in order of appearance.
+//! `-2`, `-3`... in order of appearance (an id `track` is hashed, so that such a `track-2`
+//! is never an id-less track's).
 //!
 //! **Distinct after sanitising.** An id (or, for unknown bodies and separation stems, a
 //! key-derived segment) that sanitising changed or truncated gets `-<first 8 hex of

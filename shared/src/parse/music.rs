@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use super::files::FileSet;
-use super::names::distinct_segment;
+use super::names::track_segment;
 use super::value::{Object, f64_of, non_blank_str, storable, string_field, text_field};
 use crate::{Details, Track};
 
@@ -70,7 +70,7 @@ fn track(item: &Object, position: usize, files: &mut FileSet) -> Track {
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     };
-    let segment = distinct_segment(id.trim());
+    let segment = track_segment(id.trim());
     let segment = if segment.is_empty() { format!("track-{position}") } else { segment };
     let name = files.claim(&format!("tracks/{segment}"));
     // Document order; of a field's two spellings the first non-blank one counts.

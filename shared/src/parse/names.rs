@@ -51,6 +51,17 @@ pub(super) fn distinct_segment(raw: &str) -> String {
     hashed(raw, &segment)
 }
 
+/// A music track's id as its name segment: [`distinct_segment`], and hashed too when it is
+/// `track`, the stem of an id-less track's `track-<n>`: repeated in one body, an id `track`
+/// would be deduplicated to `track-2`, an id-less second track's name in another callback of
+/// the task, and one of the two files would not be copied.
+pub(super) fn track_segment(id: &str) -> String {
+    match id {
+        "track" => hashed(id, id),
+        id => distinct_segment(id),
+    }
+}
+
 /// `segment` (`raw` sanitised) cut to leave room for `-<first 8 hex of SHA-256(raw)>`, and that.
 fn hashed(raw: &str, segment: &str) -> String {
     // Segments are ASCII, so any byte index is a char boundary.
