@@ -236,12 +236,16 @@ fn failed_with(record: &TaskRecord, bucket: &str, reason: &str, done: bool) -> T
 }
 
 /// `Task Failed` for a task the reconciler gives up on, for `reason` (`abandoned`,
-/// `not_found`), at its generation and stage: what revives a task given up moves one of them
-/// on (a late callback of a later stage; a registration giving it another family, its
-/// generation), so a task given up again gets an event of its own, not a duplicate of the
-/// first that consumers would drop; a give-up tried again after its write failed keeps its id.
+/// `not_found`), after its `polls` polls, at its stage: what revives a task given up moves one
+/// of them on (a late callback of a later stage; a registration giving a task given up as
+/// `not_found` another family, polled there for a day before it is given up again), so a task
+/// given up again gets an event of its own, not a duplicate of the first that consumers would
+/// drop. Not its generation, which writes that revive nothing move too (a `client_ref`
+/// registered, a stranded file sent again): a give-up tried again after its write failed
+/// keeps its id whatever wrote the task in between (no poll comes between the two: a task
+/// given up is owed no last poll later).
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
-    let id = format!("{reason}.{}.{}", record.generation, record.stage.as_str());
+    let id = format!("{reason}.{}.{}", record.polls, record.stage.as_str());
     // Made before the write that gives the task up.
     let mut event = failed_with(record, bucket, &id, record.is_done_once_given_up());
     event.detail.given_up = Some(reason);

@@ -743,7 +743,7 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
         ids,
         [
             format!("{TASK}.failed.abandoned.1.submitted"),
-            format!("{TASK}.failed.abandoned.{}.first", ports.record().generation)
+            format!("{TASK}.failed.abandoned.{}.first", ports.record().polls)
         ]
     );
 }
@@ -790,11 +790,11 @@ async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
     assert_eq!(outcome.abandoned, 1, "{outcome:?}");
     let (callbacks, said) = said_since_the_callback(&ports);
     assert_eq!(callbacks, format!("{TASK}.stage.first"), "the callback's");
-    let generation = ports.record().generation;
+    let (generation, polls) = (ports.record().generation, ports.record().polls);
     assert_eq!(
         said,
         [
-            (format!("{TASK}.failed.abandoned.{generation}.first"), false),
+            (format!("{TASK}.failed.abandoned.{polls}.first"), false),
             (format!("{TASK}.vaulted.{generation}.first.given_up"), true),
         ]
     );
@@ -814,10 +814,46 @@ async fn a_task_settled_before_its_give_up_is_tried_again_is_said_done() {
     ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
     let (_, said) = said_since_the_callback(&ports);
-    let generation = ports.record().generation;
-    let failed = format!("{TASK}.failed.abandoned.{generation}.first");
+    let (generation, polls) = (ports.record().generation, ports.record().polls);
+    let failed = format!("{TASK}.failed.abandoned.{polls}.first");
     let vaulted = format!("{TASK}.vaulted.{generation}.first.given_up");
     assert_eq!(said, [(failed.clone(), false), (failed, true), (vaulted, true)]);
+}
+
+/// A give-up whose write failed, tried again after writes that revive nothing moved the
+/// task's generation (a registration giving its client_ref; the sweeper sending its stranded
+/// file again): the same id, so consumers drop the second as the first's duplicate.
+#[tokio::test]
+async fn a_give_up_tried_again_after_other_writes_keeps_its_id() {
+    for write in ["client_ref", "sweep"] {
+        let ports = first_at_its_give_up_time().await;
+        ports.table.fail_saves(1, StoreError::Unavailable("the table timed out".into()));
+        assert_eq!(run(&ports).await.abandoned, 0, "its write failed");
+        let read = ports.record();
+        let written = match write {
+            "client_ref" => {
+                let registration = Registration { family: read.family, client_ref: Some("order-17".into()) };
+                let mut registered = read.clone();
+                registration.completion(&read, ports.table.now()).expect("a client_ref to add").apply(&mut registered);
+                registered
+            }
+            _ => {
+                let sweeper =
+                    stemvault_vault::ingest::Claimant { id: "sweep-1".into(), lease: Duration::from_secs(900) };
+                let (claimed, _) = stemvault_vault::ingest::reclaim(&read, &sweeper, ports.table.now(), &[]);
+                claimed.expect("its file, queued long ago, is stranded")
+            }
+        };
+        assert_eq!(written.generation, read.generation + 1, "{write} moved the generation");
+        ports.table.put_record(written);
+        ports.until_due();
+        assert_eq!(run(&ports).await.abandoned, 1, "{write}");
+        let published = ports.events.lock().unwrap().clone();
+        let ids: Vec<&str> =
+            published.iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id.as_str()).collect();
+        let id = format!("{TASK}.failed.abandoned.{}.first", read.polls);
+        assert_eq!(ids, [id.as_str(), id.as_str()], "{write}: one give-up, one id");
+    }
 }
 
 /// A task given up and settled whose settle recorded saying so (its `announced`: it read the
@@ -908,7 +944,7 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
     assert_eq!(first.abandoned.as_ref().map(|a| a.reason.as_str()), Some("not_found"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}.{}", first.generation, first.stage.as_str())]);
+    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}.{}", first.polls, first.stage.as_str())]);
     assert_eq!((first.reconcile, first.open), (None, None));
 }
 
@@ -938,7 +974,9 @@ async fn a_task_given_up_again_after_a_registration_gets_its_own_task_failed() {
     assert_eq!((second.family, second.generation), (Family::Music, first.generation + 1));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.not_found.1.submitted"), format!("{TASK}.failed.not_found.2.submitted")]);
+    assert!(second.polls > first.polls, "polled at the other family's endpoint");
+    let given_up = |record: &TaskRecord| format!("{TASK}.failed.not_found.{}.submitted", record.polls);
+    assert_eq!(ids, [given_up(&first), given_up(&second)]);
 }
 
 /// `record` corrected to `family` by a registration at `now`, as the results function writes it.

@@ -151,10 +151,10 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
 }
 
 #[test]
-fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
-    let mut record = record();
+fn a_give_up_is_told_apart_by_reason_polls_and_stage() {
+    let mut record = TaskRecord { polls: 7, ..record() };
     let first = given_up(&record, "b", crate::GiveUpReason::Abandoned);
-    assert_eq!(first.detail.event_id, format!("t1.failed.abandoned.{}.{}", record.generation, record.stage.as_str()));
+    assert_eq!(first.detail.event_id, "t1.failed.abandoned.7.final");
     assert_eq!(first.kind, EventType::Failed);
     // Told apart from the result's own failure (and from a Task Vaulted of the same generation
     // and stage, which it follows) by `given_up`.
@@ -163,14 +163,23 @@ fn a_give_up_is_told_apart_by_reason_generation_and_stage() {
     assert_eq!(json["given_up"], "abandoned");
     assert_eq!(failed(&record, "b", "error").detail.given_up, None);
     assert!(serde_json::to_value(failed(&record, "b", "error").detail).unwrap().get("given_up").is_none());
-    (record.stage, record.generation) = (Stage::Complete, 3);
+    // Writes that revive nothing (a client_ref registered) move the generation, not the id.
+    let registered =
+        TaskRecord { generation: record.generation + 1, client_ref: Some("order-18".into()), ..record.clone() };
+    let again = given_up(&registered, "b", crate::GiveUpReason::Abandoned);
+    assert_eq!((again.detail.event_id, again.detail.generation), (first.detail.event_id, record.generation + 1));
+    // What revives a task moves its stage or (another family's endpoint polled) its polls.
+    record.stage = Stage::Complete;
     assert_eq!(
         given_up(&record, "b", crate::GiveUpReason::Abandoned).detail.event_id,
-        "t1.failed.abandoned.3.complete"
+        "t1.failed.abandoned.7.complete"
     );
-    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.3.complete");
-    record.generation = 4;
-    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.4.complete");
+    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.7.complete");
+    record.polls = 31;
+    assert_eq!(
+        given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id,
+        "t1.failed.not_found.31.complete"
+    );
 }
 
 /// A task given up says so on every event after its give-up's own (which says `given_up`, made
