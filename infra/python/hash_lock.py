@@ -13,10 +13,12 @@ unlisted one, and builds the sdist where no listed wheel fits.
 The index is PIP_INDEX_URL's when set (it must answer PEP 691's JSON), else PyPI's.
 """
 
+import base64
 import json
 import os
 import re
 import sys
+import urllib.parse
 import urllib.request
 
 INDEX = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
@@ -65,14 +67,29 @@ def takes(filename, version, minor):
     )
 
 
+def index_request(url):
+    """A request for `url` asking for PEP 691's JSON; credentials in the URL (pip takes
+    `https://user:token@host/simple`, which urllib cannot open) as Basic authorization."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return urllib.request.Request(urllib.parse.urlunsplit(parts), headers=headers)
+
+
 def release_hashes(name, version, minor, cache):
     project = normalized(name)
     if project not in cache:
-        request = urllib.request.Request(
-            f"{INDEX}/{project}/", headers={"Accept": "application/vnd.pypi.simple.v1+json"}
-        )
-        with urllib.request.urlopen(request, timeout=60) as answer:
-            cache[project] = json.load(answer)["files"]
+        request = index_request(f"{INDEX}/{project}/")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                cache[project] = json.load(answer)["files"]
+        except (OSError, ValueError, KeyError) as e:
+            # The URL without credentials; the error as urllib or json says it.
+            sys.exit(f"hash_lock: could not read {request.full_url} for {name}=={version}: {e!r}")
     hashes = sorted(
         {f["hashes"]["sha256"] for f in cache[project] if "sha256" in f.get("hashes", {}) and takes(f["filename"], version, minor)}
     )

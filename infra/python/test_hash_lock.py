@@ -159,13 +159,22 @@ class HashLock(unittest.TestCase):
                 self.assertIn(pin.split(" ;")[0], str(refused.exception.code))
                 self.assertEqual(Path(path).read_text(), text)
                 self.assertEqual(sorted(os.listdir(self.dir)), ["x.lock"])
-        # A project the index does not have (404) fails the run too (its error or an exit),
-        # rather than leaving the pin unhashed.
+        # A project the index does not have (404) fails the run too, naming the pin and what
+        # the index said, rather than leaving the pin unhashed.
         text = "six==1.16.0\nnowhere==1.0\n"
         path = self.lock(text)
-        with self.assertRaises((urllib.error.HTTPError, SystemExit)):
+        with self.assertRaises(SystemExit) as refused:
             hash_lock.rewrite(path, {})
+        self.assertIn("nowhere==1.0", str(refused.exception.code))
+        self.assertIn("404", str(refused.exception.code))
         self.assertEqual(Path(path).read_text(), text)
+
+    def test_an_index_url_with_credentials_is_asked_with_basic_authorization(self):
+        with mock.patch.object(hash_lock, "INDEX", "https://me:s%40cret@mirror.test/simple"):
+            request = hash_lock.index_request(f"{hash_lock.INDEX}/six/")
+        self.assertEqual(request.full_url, "https://mirror.test/simple/six/")
+        self.assertEqual(request.get_header("Authorization"), "Basic bWU6c0BjcmV0")  # me:s@cret
+        self.assertEqual(hash_lock.index_request("https://pypi.org/simple/six/").get_header("Authorization"), None)
 
     def test_reads_a_comment_as_one_line_and_a_last_pin_ending_in_a_backslash_as_a_pin(self):
         path = self.lock("# ends in a backslash \\\nsix==1.16.0\nfoo-bar==1.0 \\\n")
