@@ -67,6 +67,21 @@ def takes(filename, version, minor):
     )
 
 
+class SameHostAuthorization(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect without the Authorization header when it leads to another host, as
+    pip does (urllib's own handler sends every header on)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        host = lambda url: urllib.parse.urlsplit(url).hostname  # noqa: E731
+        if new is not None and host(newurl) != host(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+OPENER = urllib.request.build_opener(SameHostAuthorization)
+
+
 def index_request(url):
     """A request for `url` asking for PEP 691's JSON; credentials in the URL (pip takes
     `https://user:token@host/simple`, which urllib cannot open) as Basic authorization."""
@@ -85,7 +100,7 @@ def release_hashes(name, version, minor, cache):
     if project not in cache:
         request = index_request(f"{INDEX}/{project}/")
         try:
-            with urllib.request.urlopen(request, timeout=60) as answer:
+            with OPENER.open(request, timeout=60) as answer:
                 cache[project] = json.load(answer)["files"]
         except (OSError, ValueError, KeyError) as e:
             # The URL without credentials; the error as urllib or json says it.
@@ -100,7 +115,8 @@ def release_hashes(name, version, minor, cache):
 
 def rewrite(path, cache):
     # A pin with hashes spans several lines joined by a trailing backslash; a comment is one
-    # line whatever it ends with, as pip reads it.
+    # line whatever it ends with, as pip reads it (one inside a pin's continuation is refused
+    # with the pin below).
     logical, current = [], ""
     with open(path) as lock:
         for line in lock:
@@ -122,7 +138,8 @@ def rewrite(path, cache):
             out.append(line)
             continue
         pin = PIN.match(line.split(" --hash=")[0].strip())
-        if not pin:
+        # pip drops a line's comment and all after it (its hashes, once written after it).
+        if not pin or re.search(r"\s#", line):
             # Written on unhashed, it would fail install.sh's --require-hashes later.
             sys.exit(f"hash_lock: {path}: not a name==version pin: {line.strip()}")
         marker = f" {pin['marker'].strip()}" if pin["marker"] else ""

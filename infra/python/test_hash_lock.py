@@ -16,6 +16,7 @@ import sys
 import tempfile
 import unittest
 import urllib.error
+import urllib.request
 from contextlib import redirect_stdout
 from pathlib import Path
 from unittest import mock
@@ -49,8 +50,8 @@ UNHASHED = [
 class HashLock(unittest.TestCase):
     def setUp(self):
         self.asked = []
-        # urllib.request is one module: the command run by runpy below meets the fake too.
-        patcher = mock.patch.object(hash_lock.urllib.request, "urlopen", self.answer)
+        # On the class: the command run by runpy below (its own opener) meets the fake too.
+        patcher = mock.patch.object(urllib.request.OpenerDirector, "open", self.answer)
         patcher.start()
         self.addCleanup(patcher.stop)
         scratch = tempfile.TemporaryDirectory()
@@ -175,6 +176,11 @@ class HashLock(unittest.TestCase):
         self.assertEqual(request.full_url, "https://mirror.test/simple/six/")
         self.assertEqual(request.get_header("Authorization"), "Basic bWU6c0BjcmV0")  # me:s@cret
         self.assertEqual(hash_lock.index_request("https://pypi.org/simple/six/").get_header("Authorization"), None)
+        # Followed to the same host with the header, to another without it.
+        redirect = hash_lock.SameHostAuthorization().redirect_request
+        for to, kept in [("https://mirror.test/files/six/", True), ("https://cdn.test/six/", False)]:
+            followed = redirect(request, None, 302, "Found", {}, to)
+            self.assertEqual(followed.get_header("Authorization") is not None, kept, to)
 
     def test_reads_a_comment_as_one_line_and_a_last_pin_ending_in_a_backslash_as_a_pin(self):
         path = self.lock("# ends in a backslash \\\nsix==1.16.0\nfoo-bar==1.0 \\\n")
@@ -191,7 +197,13 @@ class HashLock(unittest.TestCase):
         )
 
     def test_refuses_a_line_that_is_no_pin_and_leaves_the_lock_whole(self):
-        for line in ["foo @ file:///tmp/foo", "-e git+https://example.test/foo", "foo[extra]==1.0", "foo == 1.0"]:
+        for line in [
+            "foo @ file:///tmp/foo",
+            "-e git+https://example.test/foo",
+            "foo[extra]==1.0",
+            "foo == 1.0",
+            'foo==1.0 ; python_version == "3.10"  # an inline comment',
+        ]:
             with self.subTest(line=line):
                 text = f"six==1.16.0\n{line}\n"
                 path = self.lock(text)
