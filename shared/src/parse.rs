@@ -95,9 +95,10 @@
 //! key-derived segment) that sanitising changed or truncated gets `-<first 8 hex of
 //! SHA-256(raw)>`, the sanitised text being cut so the segment stays within 64 characters:
 //! `a/b` -> `tracks/a_b-<hash>`, so it never takes `a_b`'s name `tracks/a_b`, whichever
-//! callback carries which. Ids already safe keep their name, unless they themselves end in
-//! `-` and 8 lower-case hex digits (then they are hashed too, so no hashed name equals an
-//! unchanged one).
+//! callback carries which. Ids already safe keep their name, unless they end like a hash
+//! (`-` and 8 lower-case hex digits) or like a number the parser appends (`x-2`, `track-3`),
+//! or are a track id `track`: those are hashed too, so that no name the parser makes equals
+//! one kept unchanged.
 //!
 //! **Reserved names.** A name never starts with the segment `manifest`, `callbacks` or
 //! `details` (alone or followed by `.`), where the task's manifest, verbatim bodies and

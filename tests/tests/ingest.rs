@@ -916,10 +916,11 @@ async fn a_first_save_whose_task_item_is_refused_for_good_gives_its_own_files_ba
 
     let saved = env.tasks().save(None, &record).await;
     assert!(matches!(&saved, Err(StoreError::Rejected(why)) if why.contains("PutItem (task)")), "{saved:?}");
-    let mut given_back: Vec<(String, Option<String>)> =
-        file_items(&env, &task).await.into_iter().map(|(name, f)| (name, f.claim)).collect();
-    given_back.sort();
-    assert_eq!(given_back, [("b".to_owned(), None), ("c".to_owned(), None)]);
+    let mut given_back: Vec<(String, FileStatus, Option<String>, u64)> =
+        file_items(&env, &task).await.into_iter().map(|(name, f)| (name, f.status, f.claim, f.rev)).collect();
+    given_back.sort_by(|a, b| a.0.cmp(&b.0));
+    let pending = |name: &str| (name.to_owned(), FileStatus::Pending, None, 1);
+    assert_eq!(given_back, [pending("b"), pending("c")]);
 }
 
 /// A first save meeting both a table error and another request's claim reports the error:

@@ -7,7 +7,8 @@
 //! and what makes the event unique within the task: the stage for a stage change or a
 //! failure, the file set's generation and the stage for a vaulting (and `watch_ended` after
 //! them when a watch for a fresh URL ends: [`vaulted_once_unwatched`]; `given_up` for a task
-//! given up: [`vaulted`]).
+//! given up: [`vaulted`]), the reason, the wait it ends and the stage for a give-up
+//! ([`given_up`]).
 
 use std::future::Future;
 
@@ -236,16 +237,22 @@ fn failed_with(record: &TaskRecord, bucket: &str, reason: &str, done: bool) -> T
 }
 
 /// `Task Failed` for a task the reconciler gives up on, for `reason` (`abandoned`,
-/// `not_found`), after its `polls` polls, at its stage: what revives a task given up moves one
-/// of them on (a late callback of a later stage; a registration giving a task given up as
-/// `not_found` another family, polled there for a day before it is given up again), so a task
-/// given up again gets an event of its own, not a duplicate of the first that consumers would
-/// drop. Not its generation, which writes that revive nothing move too (a `client_ref`
-/// registered, a stranded file sent again): a give-up tried again after its write failed
-/// keeps its id whatever wrote the task in between (no poll comes between the two: a task
-/// given up is owed no last poll later).
+/// `not_found`), naming the wait it ends (in Unix ms: since its stage came or it was
+/// registered, [`reconcile::waiting_since`]; for `not_found`, since the provider first said
+/// it did not know it) and its stage. What revives a task given up starts another wait (a late
+/// callback of a later stage; a registration giving a task given up as `not_found` another
+/// family, whose not-found day starts afresh; given up there as `abandoned`, its reason
+/// differs), so a task given up again gets an event of its own, not a duplicate of the first
+/// that consumers would drop. Not the generation or the polls, which writes that revive
+/// nothing move too (a `client_ref` registered, a stranded file sent again; the last poll of
+/// a task whose give-up was published by a run without a provider key, if one with a key runs
+/// before the write applies): a give-up tried again after its write failed keeps its id.
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
-    let id = format!("{reason}.{}.{}", record.polls, record.stage.as_str());
+    let waiting_since = match reason {
+        crate::GiveUpReason::Abandoned => reconcile::waiting_since(record),
+        crate::GiveUpReason::NotFound => record.not_found_since.unwrap_or_else(|| reconcile::waiting_since(record)),
+    };
+    let id = format!("{reason}.{}.{}", waiting_since.unix_ms, record.stage.as_str());
     // Made before the write that gives the task up.
     let mut event = failed_with(record, bucket, &id, record.is_done_once_given_up());
     event.detail.given_up = Some(reason);

@@ -462,7 +462,7 @@ pub fn mark_last_chance(mut polled: TaskRecord, now: Timestamp, give_up_after: D
 /// given up ([`abandon`]); one that has it (watched for files whose URL expired) only leaves
 /// the index ([`stop_watching`]). When both hold, the one whose time came first: a give-up
 /// tried again by a later run (its event went out, its record write failed) names the reason
-/// its event named, and so publishes under the same id.
+/// its event named, and so publishes under the same id ([`crate::events::given_up`]).
 pub fn give_up_reason(record: &TaskRecord, now: Timestamp, give_up_after: Duration) -> Option<crate::GiveUpReason> {
     if record.abandoned.is_some() {
         return None;

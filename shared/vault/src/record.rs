@@ -197,8 +197,8 @@ pub struct Abandoned {
     pub at: Timestamp,
 }
 
-/// Why the reconciler gave a task up: stored, in `Task Failed`'s `detail.given_up` and at
-/// the end of its id as `abandoned` or `not_found`.
+/// Why the reconciler gave a task up: stored, in `Task Failed`'s `detail.given_up` and in
+/// its id as `abandoned` or `not_found`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GiveUpReason {

@@ -296,7 +296,8 @@ async fn give_up<P: Ports>(
     let awaiting = reconcile::awaits_result(record);
     // And of the family read: a registration giving another family revives the task (its
     // polls start afresh there). Not of the generation, which a client_ref added also moves:
-    // the give-up announced would be announced again (under its id: events::given_up).
+    // the give-up announced would be announced again (under the same id, which names no
+    // generation: events::given_up).
     let still = |r: &TaskRecord, now| {
         reconcile::give_up_reason(r, now, settings.give_up_after) == Some(reason)
             && reconcile::awaits_result(r) == awaiting

@@ -688,7 +688,7 @@ async fn a_task_still_without_a_result_is_given_up_after_the_retention() {
     assert_eq!(record.abandoned.as_ref().map(|a| a.reason.as_str()), Some("abandoned"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.abandoned.1.submitted")]);
+    assert_eq!(ids, [given_up_id("abandoned", &record)]);
     assert_eq!((record.reconcile, record.open, record.vault), (None, None, VaultState::Pending));
     ports.table.advance(Duration::from_secs(3600));
     assert_eq!(run(&ports).await.tasks_due, 0);
@@ -718,6 +718,7 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
     assert_eq!(run(&ports).await.polls, 1, "never polled: a last poll first");
     ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
+    let first_given_up = ports.record();
 
     let event = parse_callback(FIRST_OF_TASK).unwrap();
     accept(&ports, &settings().accept, &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
@@ -741,10 +742,7 @@ async fn a_task_revived_by_a_late_callback_is_waited_for_again() {
         published.iter().filter(|e| e.kind == events::EventType::Failed).map(|e| e.detail.event_id.as_str()).collect();
     assert_eq!(
         ids,
-        [
-            format!("{TASK}.failed.abandoned.1.submitted"),
-            format!("{TASK}.failed.abandoned.{}.first", ports.record().polls)
-        ]
+        [given_up_id("abandoned", &first_given_up), format!("{TASK}.failed.abandoned.{}.first", revived_at.unix_ms)]
     );
 }
 
@@ -757,6 +755,16 @@ async fn first_at_its_give_up_time() -> MemoryPorts {
     assert_eq!(run(&ports).await.polls, 1, "a last poll first");
     ports.until_due();
     ports
+}
+
+/// The id of the `Task Failed` giving `record` up for `reason`: the wait it ends (since the
+/// task's stage came, or since the provider first said it did not know it) and its stage.
+fn given_up_id(reason: &str, record: &TaskRecord) -> String {
+    let since = match reason {
+        "not_found" => record.not_found_since.expect("said not found"),
+        _ => reconcile::waiting_since(record),
+    };
+    format!("{TASK}.failed.{reason}.{}.{}", since.unix_ms, record.stage.as_str())
 }
 
 /// The first event's id (the callback's), and every later one's id and `done`.
@@ -790,11 +798,11 @@ async fn a_task_settled_between_its_give_up_event_and_write_is_said_done() {
     assert_eq!(outcome.abandoned, 1, "{outcome:?}");
     let (callbacks, said) = said_since_the_callback(&ports);
     assert_eq!(callbacks, format!("{TASK}.stage.first"), "the callback's");
-    let (generation, polls) = (ports.record().generation, ports.record().polls);
+    let generation = ports.record().generation;
     assert_eq!(
         said,
         [
-            (format!("{TASK}.failed.abandoned.{polls}.first"), false),
+            (given_up_id("abandoned", &ports.record()), false),
             (format!("{TASK}.vaulted.{generation}.first.given_up"), true),
         ]
     );
@@ -814,8 +822,8 @@ async fn a_task_settled_before_its_give_up_is_tried_again_is_said_done() {
     ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
     let (_, said) = said_since_the_callback(&ports);
-    let (generation, polls) = (ports.record().generation, ports.record().polls);
-    let failed = format!("{TASK}.failed.abandoned.{polls}.first");
+    let generation = ports.record().generation;
+    let failed = given_up_id("abandoned", &ports.record());
     let vaulted = format!("{TASK}.vaulted.{generation}.first.given_up");
     assert_eq!(said, [(failed.clone(), false), (failed, true), (vaulted, true)]);
 }
@@ -851,9 +859,34 @@ async fn a_give_up_tried_again_after_other_writes_keeps_its_id() {
         let published = ports.events.lock().unwrap().clone();
         let ids: Vec<&str> =
             published.iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id.as_str()).collect();
-        let id = format!("{TASK}.failed.abandoned.{}.first", read.polls);
+        let id = given_up_id("abandoned", &read);
         assert_eq!(ids, [id.as_str(), id.as_str()], "{write}: one give-up, one id");
     }
+}
+
+/// A give-up published by a run without a provider key whose write failed, tried again once
+/// a key was set: that run owes the task its last poll first (it was never polled), which
+/// moves its polls; the give-up after it keeps the first one's id.
+#[tokio::test]
+async fn a_give_up_tried_again_after_its_last_poll_keeps_its_id() {
+    let ports = MemoryPorts::new(vec![pending()]);
+    let event = parse_callback(FIRST_OF_TASK).unwrap();
+    accept(&ports, &settings().accept, &event, FIRST_OF_TASK, "req-1", None).await.unwrap();
+    ports.table.advance(settings().give_up_after);
+    ports.table.fail_saves(1, StoreError::Unavailable("the table timed out".into()));
+    let keyless = Settings { polls: false, ..settings() };
+    let stop_at = ports.table.now().plus(Duration::from_secs(60));
+    assert_eq!(reconcile(&ports, &keyless, "run", stop_at).await.unwrap().abandoned, 0, "its write failed");
+    let read = ports.record();
+    ports.until_due();
+    assert_eq!(run(&ports).await.polls, 1, "a key since: its last poll");
+    ports.until_due();
+    assert_eq!(run(&ports).await.abandoned, 1);
+    let published = ports.events.lock().unwrap().clone();
+    let ids: Vec<&str> =
+        published.iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id.as_str()).collect();
+    let id = given_up_id("abandoned", &read);
+    assert_eq!(ids, [id.as_str(), id.as_str()], "one give-up, one id");
 }
 
 /// A task given up and settled whose settle recorded saying so (its `announced`: it read the
@@ -881,7 +914,7 @@ async fn a_task_given_up_settled_is_said_done_once() {
     assert!(published[before].detail.event_id.ends_with(".given_up") && published[before].detail.done);
 }
 
-/// A given-up task read again without an answer, or not found (deleted meanwhile), is said
+/// A given-up task read again without an answer, or a task the table does not hold, is said
 /// nothing more; the same task read again once the table answers is.
 #[tokio::test]
 async fn a_given_up_task_not_read_again_is_not_said_done() {
@@ -944,7 +977,7 @@ async fn a_task_the_provider_does_not_know_is_given_up_after_a_day_of_not_found(
     assert_eq!(first.abandoned.as_ref().map(|a| a.reason.as_str()), Some("not_found"));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert_eq!(ids, [format!("{TASK}.failed.not_found.{}.{}", first.polls, first.stage.as_str())]);
+    assert_eq!(ids, [given_up_id("not_found", &first)]);
     assert_eq!((first.reconcile, first.open), (None, None));
 }
 
@@ -974,9 +1007,8 @@ async fn a_task_given_up_again_after_a_registration_gets_its_own_task_failed() {
     assert_eq!((second.family, second.generation), (Family::Music, first.generation + 1));
     let published = ports.events.lock().unwrap().clone();
     let ids: Vec<&str> = published.iter().map(|e| e.detail.event_id.as_str()).collect();
-    assert!(second.polls > first.polls, "polled at the other family's endpoint");
-    let given_up = |record: &TaskRecord| format!("{TASK}.failed.not_found.{}.submitted", record.polls);
-    assert_eq!(ids, [given_up(&first), given_up(&second)]);
+    assert!(second.not_found_since > first.not_found_since, "not found at the other family's endpoint since");
+    assert_eq!(ids, [given_up_id("not_found", &first), given_up_id("not_found", &second)]);
 }
 
 /// `record` corrected to `family` by a registration at `now`, as the results function writes it.

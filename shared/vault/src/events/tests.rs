@@ -4,7 +4,7 @@ use serde_json::json;
 use suno_callbacks::{Family, Stage};
 
 use super::*;
-use crate::{FileEntry, FileStatus, Timestamp};
+use crate::{CallbackEntry, FileEntry, FileStatus, Timestamp};
 
 fn record() -> TaskRecord {
     let at = Timestamp::from_unix_ms(1_795_446_000_000);
@@ -151,10 +151,11 @@ fn detail_types_and_webhook_types_name_each_kind_once() {
 }
 
 #[test]
-fn a_give_up_is_told_apart_by_reason_polls_and_stage() {
-    let mut record = TaskRecord { polls: 7, ..record() };
+fn a_give_up_is_told_apart_by_reason_wait_and_stage() {
+    let mut record = record();
     let first = given_up(&record, "b", crate::GiveUpReason::Abandoned);
-    assert_eq!(first.detail.event_id, "t1.failed.abandoned.7.final");
+    // Waited for since its first callback (no callback item of its stage here).
+    assert_eq!(first.detail.event_id, "t1.failed.abandoned.1795446000000.final");
     assert_eq!(first.kind, EventType::Failed);
     // Told apart from the result's own failure (and from a Task Vaulted of the same generation
     // and stage, which it follows) by `given_up`.
@@ -163,22 +164,32 @@ fn a_give_up_is_told_apart_by_reason_polls_and_stage() {
     assert_eq!(json["given_up"], "abandoned");
     assert_eq!(failed(&record, "b", "error").detail.given_up, None);
     assert!(serde_json::to_value(failed(&record, "b", "error").detail).unwrap().get("given_up").is_none());
-    // Writes that revive nothing (a client_ref registered) move the generation, not the id.
-    let registered =
-        TaskRecord { generation: record.generation + 1, client_ref: Some("order-18".into()), ..record.clone() };
-    let again = given_up(&registered, "b", crate::GiveUpReason::Abandoned);
+    // Writes that revive nothing (a stranded file sent again, a last poll) move the generation
+    // and the polls, not the id.
+    let moved = TaskRecord { generation: record.generation + 1, polls: record.polls + 1, ..record.clone() };
+    let again = given_up(&moved, "b", crate::GiveUpReason::Abandoned);
     assert_eq!((again.detail.event_id, again.detail.generation), (first.detail.event_id, record.generation + 1));
-    // What revives a task moves its stage or (another family's endpoint polled) its polls.
+    // A later stage's callback starts another wait; a not-found day its own.
+    let came = Timestamp::from_unix_ms(1_795_450_000_000);
+    let complete = CallbackEntry {
+        stage: Stage::Complete,
+        code: 200,
+        message: "ok".into(),
+        received_at: came,
+        body_key: "tasks/t1/callbacks/complete.json".into(),
+        bytes: 2,
+        deliveries: 1,
+    };
+    record.callbacks.insert("complete".into(), complete);
     record.stage = Stage::Complete;
     assert_eq!(
         given_up(&record, "b", crate::GiveUpReason::Abandoned).detail.event_id,
-        "t1.failed.abandoned.7.complete"
+        "t1.failed.abandoned.1795450000000.complete"
     );
-    assert_eq!(given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id, "t1.failed.not_found.7.complete");
-    record.polls = 31;
+    record.not_found_since = Some(Timestamp::from_unix_ms(1_795_460_000_000));
     assert_eq!(
         given_up(&record, "b", crate::GiveUpReason::NotFound).detail.event_id,
-        "t1.failed.not_found.31.complete"
+        "t1.failed.not_found.1795460000000.complete"
     );
 }
 
