@@ -67,8 +67,8 @@ impl<P: Ports> App<P> {
         let credentials = Credentials::load(&ports, config.auth_settings()).await;
         if credentials.current().is_unauthenticated() {
             tracing::warn!(
-                "ALLOW_UNAUTHENTICATED=true and the callback secret holds neither keys nor token: \
-                 accepting callbacks from anyone"
+                "unauthenticated callbacks allowed (make run's ALLOW_UNAUTHENTICATED=true) and the callback \
+                 secret holds neither keys nor token: accepting callbacks from anyone"
             );
         }
         let settings = Settings {

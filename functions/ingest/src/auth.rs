@@ -56,7 +56,7 @@ const INVALID_TOKEN: &str = "invalid_token";
 /// Why a secret with neither keys nor token is of no use (at start-up, or read again).
 pub const NO_AUTHENTICATION: &str = "no callback authentication configured: put webhook_hmac_keys and/or \
      callback_token in the callback secret (CALLBACK_SECRET_ARN; the stack's WebhookHmacKeys or CallbackToken \
-     parameter); only a local run may set ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks";
+     parameter); only make run accepts unauthenticated callbacks (its ALLOW_UNAUTHENTICATED=true)";
 
 /// The checks, built from one version of the callback secret. Its `Debug` shows no secret.
 #[derive(Debug, Clone)]

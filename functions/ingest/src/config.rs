@@ -14,7 +14,6 @@ pub const ENVIRONMENT: &[&str] = &[
     "BUCKET_NAME",
     "QUEUE_URL",
     "CALLBACK_SECRET_ARN",
-    "ALLOW_UNAUTHENTICATED",
     "MAX_BODY_BYTES",
     "SIGNATURE_TOLERANCE_SECONDS",
     "RECONCILE_AFTER_SECONDS",
@@ -46,8 +45,9 @@ pub struct Config {
     /// `CALLBACK_SECRET_ARN`: the Secrets Manager secret (ARN or name) holding the webhook HMAC
     /// keys and the callback token ([`crate::secret::CallbackSecret`]).
     pub callback_secret_arn: String,
-    /// A secret with neither keys nor token is used only when `ALLOW_UNAUTHENTICATED=true`
-    /// said that is intended.
+    /// A secret with neither keys nor token is used only when this says that is intended:
+    /// never read from the environment, so a Lambda cannot be told to accept callbacks from
+    /// anyone; the local runner sets it (`make run` with `ALLOW_UNAUTHENTICATED=true`).
     pub allow_unauthenticated: bool,
     pub max_body_bytes: usize,
     pub signature_tolerance: Duration,
@@ -67,7 +67,7 @@ impl FromEnv for Config {
             bucket_name: env.required("BUCKET_NAME")?,
             queue_url: env.required("QUEUE_URL")?,
             callback_secret_arn: env.required("CALLBACK_SECRET_ARN")?,
-            allow_unauthenticated: env.flag("ALLOW_UNAUTHENTICATED")?,
+            allow_unauthenticated: false,
             max_body_bytes: env.number("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, 1, MAX_MAX_BODY_BYTES)?,
             signature_tolerance: env.seconds(
                 "SIGNATURE_TOLERANCE_SECONDS",
@@ -114,12 +114,7 @@ mod tests {
 
     #[test]
     fn reads_every_setting() {
-        let c = config(&[
-            ("ALLOW_UNAUTHENTICATED", "TRUE"),
-            ("MAX_BODY_BYTES", "2048"),
-            ("SIGNATURE_TOLERANCE_SECONDS", "60"),
-        ])
-        .unwrap();
+        let c = config(&[("MAX_BODY_BYTES", "2048"), ("SIGNATURE_TOLERANCE_SECONDS", "60")]).unwrap();
         assert_eq!(
             (c.table_name.as_str(), c.bucket_name.as_str(), c.queue_url.as_str()),
             ("tasks", "vault", "http://q/1/downloads")
@@ -128,7 +123,7 @@ mod tests {
         assert_eq!((c.max_body_bytes, c.signature_tolerance), (2048, Duration::from_secs(60)));
         assert_eq!(
             c.auth_settings(),
-            AuthSettings { signature_tolerance: Duration::from_secs(60), allow_unauthenticated: true }
+            AuthSettings { signature_tolerance: Duration::from_secs(60), allow_unauthenticated: false }
         );
     }
 
@@ -138,10 +133,8 @@ mod tests {
         assert_eq!(c.max_body_bytes, 4_194_304);
         assert_eq!(c.signature_tolerance, Duration::from_secs(300));
         assert!(!c.allow_unauthenticated);
-        assert!(matches!(
-            config(&[("ALLOW_UNAUTHENTICATED", "yes")]),
-            Err(ConfigError::Invalid { name: "ALLOW_UNAUTHENTICATED", .. })
-        ));
+        // Not read: no variable lets a Lambda accept callbacks from anyone.
+        assert!(!config(&[("ALLOW_UNAUTHENTICATED", "true")]).unwrap().allow_unauthenticated);
     }
 
     #[test]

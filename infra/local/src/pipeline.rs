@@ -148,6 +148,11 @@ impl Pipeline {
 
         let ingest =
             stemvault_ingest::Config::from_lookup(&lookup).map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
+        // Unauthenticated callbacks are this runner's alone: the function's config never reads it.
+        let allow_unauthenticated = stemvault_aws::Env::new(&["ALLOW_UNAUTHENTICATED"], &lookup)
+            .flag("ALLOW_UNAUTHENTICATED")
+            .map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
+        let ingest = stemvault_ingest::Config { allow_unauthenticated, ..ingest };
         // Its App reads the provider's key (from its secret, as at a cold start): fresh links
         // for expired files, from the built-in fake provider or yours.
         let download =

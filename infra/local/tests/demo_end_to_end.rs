@@ -60,6 +60,13 @@ impl WithFiles {
     }
 }
 
+/// The demo's callback for a fresh task, posted to the pipeline unsigned.
+async fn post_unsigned(pipeline: &Pipeline, file_origin: &str) -> reqwest::Response {
+    let body = demo::demo_callback(demo::fixture(), &demo::fresh_task_id(), file_origin).unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    client.post(format!("{}/callback", pipeline.info.base_url)).body(body).send().await.unwrap()
+}
+
 /// The `detail-type`s of events, in order.
 fn kinds(events: &[serde_json::Value]) -> Vec<&str> {
     events.iter().map(|e| e["detail-type"].as_str().unwrap_or("?")).collect()
@@ -88,15 +95,7 @@ async fn demo_callback_stores_all_twelve_stems_and_the_manifest() {
     let target = DemoTarget::from_run_info(&pipeline.info).await;
 
     // The generated key is enforced: an unsigned callback is refused.
-    let unsigned = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("{}/callback", pipeline.info.base_url))
-        .body(demo::demo_callback(demo::fixture(), &demo::fresh_task_id(), &file_origin).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let unsigned = post_unsigned(&pipeline, &file_origin).await;
     assert_eq!(unsigned.status().as_u16(), 401);
 
     let mut log = pipeline.events.subscribe();
@@ -143,6 +142,31 @@ async fn demo_callback_stores_all_twelve_stems_and_the_manifest() {
     files.stop();
     file_server.await.unwrap();
     tokio::time::timeout(STOPS_WITHIN, pipeline.stop()).await.expect("the pipeline stops");
+}
+
+/// `ALLOW_UNAUTHENTICATED=true` is the runner's to set (the ingest function reads no such
+/// variable): its pipeline's ingest then accepts an unsigned callback, and a value neither
+/// `true` nor `false` stops the runner at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unauthenticated_callbacks_are_the_runners_to_allow() {
+    stemvault_aws::logging::init();
+    let with = |value: &'static str| {
+        move |name: &str| if name == "ALLOW_UNAUTHENTICATED" { Some(value.to_owned()) } else { test_env(name) }
+    };
+    let WithFiles { pipeline, file_origin, files, file_server } = WithFiles::start(with("true")).await;
+    assert!(pipeline.generated_key.is_none(), "no key generated: callbacks allowed unauthenticated");
+    let unsigned = post_unsigned(&pipeline, &file_origin).await;
+    assert_eq!(unsigned.status().as_u16(), 200);
+    // Stopped while its files are served: the copies under way end.
+    tokio::time::timeout(STOPS_WITHIN, pipeline.stop()).await.expect("the pipeline stops");
+    files.stop();
+    file_server.await.unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let options = PipelineOptions { base, listener, file_server_origin: file_origin, pollers: 1, print_events: false };
+    let refused = Pipeline::start(options, with("yes")).await.err().expect("refused at start");
+    assert!(refused.to_string().contains("ALLOW_UNAUTHENTICATED"), "{refused}");
 }
 
 /// `make demo`'s second part: a task registered with `PUT /tasks/<id>` and never called back

@@ -488,8 +488,8 @@ async fn unauthenticated_only_when_allowed() {
     assert_eq!(
         crate::auth::NO_AUTHENTICATION,
         "no callback authentication configured: put webhook_hmac_keys and/or callback_token in the callback \
-         secret (CALLBACK_SECRET_ARN; the stack's WebhookHmacKeys or CallbackToken parameter); only a local run may \
-         set ALLOW_UNAUTHENTICATED=true to accept unauthenticated callbacks"
+         secret (CALLBACK_SECRET_ARN; the stack's WebhookHmacKeys or CallbackToken parameter); only make run \
+         accepts unauthenticated callbacks (its ALLOW_UNAUTHENTICATED=true)"
     );
 }
 
