@@ -210,7 +210,7 @@ impl Reserves {
 /// A message's span: its id and Lambda's id of the invocation (None locally), the task and
 /// file once read.
 fn message_span(id: &str, lambda_request_id: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
+    tracing::error_span!(
         "message",
         message_id = %id,
         lambda_request_id,

@@ -123,7 +123,7 @@ impl<P: Ports> App<P> {
         // `task_id` once a key or token vouches for it; before, the one the body claims (a
         // request anyone can send must not file its lines under another's task).
         let api_request_id = stemvault_aws::http_event::api_request_id(&req);
-        let span = tracing::info_span!(
+        let span = tracing::error_span!(
             "callback",
             request_id = %request_id,
             api_request_id,

@@ -142,7 +142,7 @@ fn one_message_per_event(messages: Vec<SqsMessage>) -> Vec<SqsMessage> {
 /// A message's span: its id and Lambda's id of the invocation (None locally), the task and
 /// event once read.
 fn message_span(id: &str, lambda_request_id: Option<&str>) -> tracing::Span {
-    tracing::info_span!(
+    tracing::error_span!(
         "message",
         message_id = %id,
         lambda_request_id,

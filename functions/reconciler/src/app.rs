@@ -173,7 +173,7 @@ impl App {
             );
             Ok(outcome)
         }
-        .instrument(tracing::info_span!("reconcile", run_id))
+        .instrument(tracing::error_span!("reconcile", run_id))
         .await
     }
 }

@@ -354,7 +354,7 @@ pub async fn reconcile<P: Ports>(
         let polls = if outcome.polls_held() { Polls::Held } else { Polls::Go };
         let deadline = tokio::time::Instant::now() + TASK_BUDGET;
         // What shared code logs of the task (a newer URL too long to keep, ...) names it.
-        let span = tracing::info_span!("task", task_id = %task_id);
+        let span = tracing::error_span!("task", task_id = %task_id);
         // A panic (a bug) fails this task alone: it is put behind, and the others are polled.
         let task = reconcile_task(ports, settings, &claimant, task_id, deadline, polls).instrument(span);
         let handled = guarded(deadline, task)

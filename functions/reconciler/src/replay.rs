@@ -277,7 +277,7 @@ pub async fn replay_parked<P: Ports>(
             continue;
         }
         attempts += 1;
-        let span = tracing::info_span!("replay", key = %body.key, task_id = tracing::field::Empty);
+        let span = tracing::error_span!("replay", key = %body.key, task_id = tracing::field::Empty);
         let claimant = format!("replay-{run_id}-{i}");
         let until = tokio::time::Instant::now() + REPLAY_BUDGET;
         let replay = match guarded(until, replay_one(ports, settings, body, &claimant).instrument(span)).await {

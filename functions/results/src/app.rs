@@ -105,7 +105,8 @@ async fn answer_in_time(
     request: Incoming<'_>,
     now: Timestamp,
 ) -> Response<Body> {
-    let span = tracing::info_span!("request", api_request_id = request.api_request_id, task_id = tracing::field::Empty);
+    let span =
+        tracing::error_span!("request", api_request_id = request.api_request_id, task_id = tracing::field::Empty);
     in_time(respond(ports, settings, request, now)).instrument(span).await
 }
 
@@ -178,10 +179,10 @@ async fn respond(ports: &impl Ports, settings: Settings, request: Incoming<'_>, 
         }
     };
     if registering {
-        let span = tracing::info_span!("register", task_id = %task_id, api_request_id);
+        let span = tracing::error_span!("register", task_id = %task_id, api_request_id);
         return register_task(ports, settings, &task_id, body, now).instrument(span).await;
     }
-    let span = tracing::info_span!("results", task_id = %task_id, api_request_id);
+    let span = tracing::error_span!("results", task_id = %task_id, api_request_id);
     answer(ports, settings.link_expiry, &task_id).instrument(span).await
 }
 

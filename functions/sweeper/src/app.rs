@@ -69,7 +69,7 @@ impl App {
             );
             Ok(outcome)
         }
-        .instrument(tracing::info_span!("sweep", run_id))
+        .instrument(tracing::error_span!("sweep", run_id))
         .await
     }
 }

@@ -337,7 +337,7 @@ pub async fn sweep<P: Ports>(
             outcome.tasks_checked += 1;
             last = Some(task.clone());
             // What shared code logs of the task (claims not released, ...) names it.
-            let span = tracing::info_span!("task", task_id = %task.task_id);
+            let span = tracing::error_span!("task", task_id = %task.task_id);
             // A panic (a bug) fails this task alone: the others are swept and the cursor written.
             let until = tokio::time::Instant::now() + TASK_BUDGET;
             let sweeping = sweep_task(ports, settings, &claimant, &task.task_id).instrument(span);

@@ -210,16 +210,22 @@ mod tests {
         }
     }
 
-    fn logged(format: LogFormat) -> String {
+    /// What `log` writes through the subscriber for `format` at `level`; and what it returns.
+    fn logged_by<T>(format: LogFormat, level: &str, log: impl FnOnce() -> T) -> (String, T) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
-        let subscriber = subscriber(format, tracing_subscriber::EnvFilter::new("info"), move || writer.clone());
-        tracing::subscriber::with_default(subscriber, || {
+        let subscriber = subscriber(format, tracing_subscriber::EnvFilter::new(level), move || writer.clone());
+        let returned = tracing::subscriber::with_default(subscriber, log);
+        (String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap(), returned)
+    }
+
+    fn logged(format: LogFormat) -> String {
+        let (logged, ()) = logged_by(format, "info", || {
             let span = tracing::info_span!("callback", task_id = "t1");
             let _entered = span.enter();
             tracing::warn!(vault = %"pending", "callback refused");
         });
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        logged
     }
 
     #[test]
@@ -245,20 +251,15 @@ mod tests {
     /// panic through it, to no subscriber of its thread, and still fails.)
     #[test]
     fn a_panic_in_lambda_is_one_json_line_in_its_span_without_a_link_query() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let subscriber =
-            subscriber(LogFormat::Json, tracing_subscriber::EnvFilter::new("info"), move || writer.clone());
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(log_panic));
-        let caught = tracing::subscriber::with_default(subscriber, || {
+        let (logged, caught) = logged_by(LogFormat::Json, "info", || {
             let span = tracing::info_span!("message", task_id = "t1");
             let _entered = span.enter();
             std::panic::catch_unwind(|| panic!("copying https://cdn.example/a.mp3?sig=secret failed"))
         });
         std::panic::set_hook(previous);
         assert!(caught.is_err());
-        let logged = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = logged.lines().collect();
         assert_eq!(lines.len(), 1, "{logged}");
         let json: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
@@ -266,6 +267,55 @@ mod tests {
         let text = json["fields"]["panic"].as_str().unwrap_or_default();
         assert!(text.starts_with("copying https://cdn.example") && !text.contains("sig=secret"), "{text}");
         assert!(json["fields"]["location"].as_str().is_some_and(|at| at.contains("logging.rs")), "{json}");
+    }
+
+    /// A span is filtered by its level as a line is: at `LogLevel` `warn`, an INFO span is off,
+    /// and the WARN lines in it would carry none of its fields (the task id). So the functions'
+    /// spans are ERROR spans, on at every level.
+    #[test]
+    fn at_warn_only_error_spans_carry_their_fields() {
+        let (logged, ()) = logged_by(LogFormat::Json, "warn", || {
+            let _error = tracing::error_span!("callback", task_id = "t1").entered();
+            tracing::warn!("in the error span");
+            let _info = tracing::info_span!("inner", file = "vocal").entered();
+            tracing::warn!("in the info span");
+        });
+        let lines: Vec<serde_json::Value> = logged.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2, "{logged}");
+        assert_eq!(lines[0]["span"]["task_id"], "t1");
+        assert!(lines[1]["span"]["file"].is_null(), "the info span is off: {logged}");
+    }
+
+    /// Every span the functions and shared crates open (outside tests) is an ERROR span
+    /// ([`at_warn_only_error_spans_carry_their_fields`]).
+    #[test]
+    fn every_span_outside_tests_is_on_at_every_level() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("functions"), root.join("shared")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+                if path.is_dir() && !["tests", "target", "benches"].contains(&name.as_str()) {
+                    dirs.push(path);
+                } else if name.ends_with(".rs") && name != "tests.rs" {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 50, "{} files read", files.len());
+        let mut lower = Vec::new();
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for macro_name in ["trace_span!(", "debug_span!(", "info_span!(", "warn_span!("] {
+                if production.contains(macro_name) {
+                    lower.push(format!("{}: {macro_name}", path.display()));
+                }
+            }
+        }
+        assert!(lower.is_empty(), "spans off at LogLevel warn: {lower:#?}");
     }
 
     #[test]

@@ -173,7 +173,7 @@ mod tests {
     }
 
     fn span_of(id: &str) -> tracing::Span {
-        tracing::info_span!("message", message_id = %id)
+        tracing::error_span!("message", message_id = %id)
     }
 
     async fn answer(m: SqsMessage) -> Answer {

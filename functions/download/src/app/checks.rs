@@ -144,7 +144,7 @@ impl Checks {
         let here = settled_here(done.iter().map(|d| &d.handled));
         let lambda_request_id = self.lambda_request_id.as_deref();
         let span =
-            tracing::info_span!(parent: &self.invocation, "settle", lambda_request_id, task_id = %task_id.as_str());
+            tracing::error_span!(parent: &self.invocation, "settle", lambda_request_id, task_id = %task_id.as_str());
         let checking = check_settled(ports, &task_id, here.as_deref()).instrument(span.clone());
         let (error, asked) = match self.reserves.guarded(checking).await.and_then(|checked| checked) {
             // One message coming back checks the task again: the others are done.
