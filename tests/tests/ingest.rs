@@ -965,6 +965,22 @@ async fn a_collection_is_read_task_item_first() {
 
 // --- the callback secret in Secrets Manager ----------------------------------------------
 
+/// A secret in another region than the function's (a central secrets region) is read there,
+/// as its ARN says: Secrets Manager answers for its own region's secrets alone.
+#[tokio::test]
+async fn a_secret_in_another_region_is_read_where_its_arn_says() {
+    let env = TestEnv::new().await;
+    let elsewhere = env.config.to_builder().region(aws_config::Region::new("ap-southeast-2")).build();
+    assert_ne!(env.config.region(), elsewhere.region());
+    let name = format!("elsewhere-{}", uuid::Uuid::new_v4().simple());
+    let arn = stemvault_aws::secrets::put_secret(&elsewhere, &name, &SecretText::new(r#"{"callback_token":"t"}"#))
+        .await
+        .expect("put in the other region");
+    assert!(arn.contains(":ap-southeast-2:"), "{arn}");
+    let read = stemvault_aws::secrets::SecretReader::new(&env.config, &arn).read().await.expect("read where it is");
+    assert_eq!(read.expose(), r#"{"callback_token":"t"}"#);
+}
+
 /// Two instances over the test's resources, each having accepted a callback signed by
 /// [`KEY`]: one as deployed, and one re-reading the secret by `policy`.
 async fn deployed_and(env: &TestEnv, policy: RefreshPolicy) -> (App, App) {

@@ -74,6 +74,14 @@ pub enum SecretError {
     Write(String),
 }
 
+/// The region `secret_id` names when it is an ARN (`arn:<partition>:secretsmanager:<region>:…`).
+fn arn_region(secret_id: &str) -> Option<&str> {
+    match secret_id.split(':').collect::<Vec<_>>()[..] {
+        ["arn", _, "secretsmanager", region, ..] if !region.is_empty() => Some(region),
+        _ => None,
+    }
+}
+
 /// Reads one secret, named by ARN (or name), with a client built once.
 #[derive(Debug, Clone)]
 pub struct SecretReader {
@@ -82,11 +90,17 @@ pub struct SecretReader {
 }
 
 impl SecretReader {
+    /// A reader asking the region an ARN names (Secrets Manager finds a secret only in its own
+    /// region, whatever its ARN says), else `sdk`'s.
     pub fn new(sdk: &aws_config::SdkConfig, secret_id: &str) -> SecretReader {
         let (timeouts, retries) = crate::quick_attempts(SECRET_ATTEMPT_TIMEOUT);
-        let config =
-            aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).retry_config(retries).build();
-        SecretReader { client: aws_sdk_secretsmanager::Client::from_conf(config), secret_id: secret_id.to_owned() }
+        let mut config =
+            aws_sdk_secretsmanager::config::Builder::from(sdk).timeout_config(timeouts).retry_config(retries);
+        if let Some(region) = arn_region(secret_id) {
+            config = config.region(aws_sdk_secretsmanager::config::Region::new(region.to_owned()));
+        }
+        let client = aws_sdk_secretsmanager::Client::from_conf(config.build());
+        SecretReader { client, secret_id: secret_id.to_owned() }
     }
 
     /// The ARN (or name) it reads.
@@ -338,6 +352,16 @@ mod tests {
         assert!(policy.is_stale(T0, T0.plus(Duration::from_secs(86_400))));
         assert!(policy.is_stale(T0, T0.minus(Duration::from_millis(1))), "the clock stepped back: age unknown");
         assert!(AgePolicy { max_age: Duration::ZERO }.is_stale(T0, T0));
+    }
+
+    #[test]
+    fn an_arn_names_the_region_to_ask() {
+        let arn = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:stemvault-callback-AbCdEf";
+        assert_eq!(arn_region(arn), Some("eu-west-1"));
+        assert_eq!(arn_region("arn:aws-cn:secretsmanager:cn-north-1:123456789012:secret:s"), Some("cn-north-1"));
+        for no_region in ["stemvault-callback", "arn:x", "arn:aws:secretsmanager::1:secret:s", "arn:aws:s3:::bucket"] {
+            assert_eq!(arn_region(no_region), None, "{no_region}");
+        }
     }
 
     /// A read whose first attempt stalls (a connection that never answers) is tried again
