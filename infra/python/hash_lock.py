@@ -6,7 +6,8 @@ Usage: python3 hash_lock.py LOCK...   (lock.sh runs it on what it writes; standa
 only). Each `name==version ; marker` line, with or without hashes already, is written again
 with the hashes the index lists now for that release: its sdist and the wheels a CPython on
 Linux or macOS (x86_64 or arm64) could take, of the version its marker names (any 3.x when it
-names none); any other line but a comment or a blank one is refused. Windows', 32-bit and other
+names none); any other line but a comment or a blank one is refused (a pin with an inline
+comment too: pip would drop the hashes after it). Windows', 32-bit and other
 interpreters' wheels are left out to keep the lock readable; pip takes a listed file over an
 unlisted one, and builds the sdist where no listed wheel fits.
 
@@ -14,6 +15,7 @@ The index is PIP_INDEX_URL's when set (it must answer PEP 691's JSON), else PyPI
 """
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -67,14 +69,26 @@ def takes(filename, version, minor):
     )
 
 
+def keeps_authorization(old, new):
+    """Whether a redirect from `old` to `new` may carry the Authorization header, as pip's
+    requests decides: the same host, scheme and port, or http upgraded to https on the
+    default ports."""
+    was, now = urllib.parse.urlsplit(old), urllib.parse.urlsplit(new)
+    if was.hostname != now.hostname:
+        return False
+    if was.scheme == "http" and was.port in (80, None) and now.scheme == "https" and now.port in (443, None):
+        return True
+    default = {"http": 80, "https": 443}
+    return was.scheme == now.scheme and (was.port or default.get(was.scheme)) == (now.port or default.get(now.scheme))
+
+
 class SameHostAuthorization(urllib.request.HTTPRedirectHandler):
-    """Follows a redirect without the Authorization header when it leads to another host, as
-    pip does (urllib's own handler sends every header on)."""
+    """Follows a redirect without the Authorization header where pip would drop it
+    ([keeps_authorization]; urllib's own handler sends every header on)."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        host = lambda url: urllib.parse.urlsplit(url).hostname  # noqa: E731
-        if new is not None and host(newurl) != host(req.full_url):
+        if new is not None and not keeps_authorization(req.full_url, newurl):
             new.remove_header("Authorization")
         return new
 
@@ -102,11 +116,11 @@ def release_hashes(name, version, minor, cache):
         try:
             with OPENER.open(request, timeout=60) as answer:
                 cache[project] = json.load(answer)["files"]
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException) as e:
             # The URL without credentials; the error as urllib or json says it.
             sys.exit(f"hash_lock: could not read {request.full_url} for {name}=={version}: {e!r}")
     hashes = sorted(
-        {f["hashes"]["sha256"] for f in cache[project] if "sha256" in f.get("hashes", {}) and takes(f["filename"], version, minor)}
+        {f["hashes"]["sha256"] for f in cache[project] if "sha256" in f.get("hashes", {}) and takes(f.get("filename", ""), version, minor)}
     )
     if not hashes:
         sys.exit(f"hash_lock: the index lists no file of {name}=={version}")
@@ -116,7 +130,7 @@ def release_hashes(name, version, minor, cache):
 def rewrite(path, cache):
     # A pin with hashes spans several lines joined by a trailing backslash; a comment is one
     # line whatever it ends with, as pip reads it (one inside a pin's continuation is refused
-    # with the pin below).
+    # with the pin it interrupts).
     logical, current = [], ""
     with open(path) as lock:
         for line in lock:

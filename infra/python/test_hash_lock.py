@@ -178,7 +178,12 @@ class HashLock(unittest.TestCase):
         self.assertEqual(hash_lock.index_request("https://pypi.org/simple/six/").get_header("Authorization"), None)
         # Followed to the same host with the header, to another without it.
         redirect = hash_lock.SameHostAuthorization().redirect_request
-        for to, kept in [("https://mirror.test/files/six/", True), ("https://cdn.test/six/", False)]:
+        for to, kept in [
+            ("https://mirror.test/files/six/", True),
+            ("https://cdn.test/six/", False),
+            ("http://mirror.test/six/", False),  # in clear text
+            ("https://mirror.test:8443/six/", False),
+        ]:
             followed = redirect(request, None, 302, "Found", {}, to)
             self.assertEqual(followed.get_header("Authorization") is not None, kept, to)
 

@@ -247,8 +247,9 @@ impl Credentials {
         };
         self.last_read_failed.store(fresh.is_err(), Ordering::Relaxed);
         let fresh = match fresh {
-            // Unread checks are replaced by any that read (an empty secret, with
-            // ALLOW_UNAUTHENTICATED, equals the unread checks' own).
+            // Unread checks are replaced by any that read (an empty secret, where unauthenticated
+            // callbacks are allowed (make run's ALLOW_UNAUTHENTICATED), equals the unread checks'
+            // own).
             Ok(fresh) if !self.current().is_unread() && fresh.secret() == self.current().secret() => {
                 tracing::debug!(?trigger, "callback secret re-read: unchanged");
                 return None;

@@ -34,6 +34,9 @@ pub enum PipelineError {
     Provision(String),
     #[error("the {function} function's configuration is invalid: {message}")]
     Config { function: &'static str, message: String },
+    /// A setting of the runner's own (not a function's) is invalid.
+    #[error("make run's settings are invalid: {0}")]
+    Runner(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -134,6 +137,10 @@ impl Pipeline {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Pipeline, PipelineError> {
         let endpoint = local_endpoint(&env)?;
+        // Unauthenticated callbacks are this runner's alone: the function's config never reads it.
+        let allow_unauthenticated = stemvault_aws::Env::new(&["ALLOW_UNAUTHENTICATED"], &env)
+            .flag("ALLOW_UNAUTHENTICATED")
+            .map_err(|e| PipelineError::Runner(e.to_string()))?;
         let sdk = stemvault_aws::sdk_config().await;
         let resources =
             stemvault_aws::provision::provision(&sdk, &options.base).await.map_err(PipelineError::Provision)?;
@@ -148,10 +155,6 @@ impl Pipeline {
 
         let ingest =
             stemvault_ingest::Config::from_lookup(&lookup).map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
-        // Unauthenticated callbacks are this runner's alone: the function's config never reads it.
-        let allow_unauthenticated = stemvault_aws::Env::new(&["ALLOW_UNAUTHENTICATED"], &lookup)
-            .flag("ALLOW_UNAUTHENTICATED")
-            .map_err(config_error(stemvault_ingest::LOGICAL_NAME))?;
         let ingest = stemvault_ingest::Config { allow_unauthenticated, ..ingest };
         // Its App reads the provider's key (from its secret, as at a cold start): fresh links
         // for expired files, from the built-in fake provider or yours.

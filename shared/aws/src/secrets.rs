@@ -76,8 +76,9 @@ pub enum SecretError {
 
 /// The region `secret_id` names when it is an ARN (`arn:<partition>:secretsmanager:<region>:…`).
 fn arn_region(secret_id: &str) -> Option<&str> {
-    match secret_id.split(':').collect::<Vec<_>>()[..] {
-        ["arn", _, "secretsmanager", region, ..] if !region.is_empty() => Some(region),
+    let mut fields = secret_id.splitn(5, ':');
+    match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some("arn"), Some(_), Some("secretsmanager"), Some(region)) if !region.is_empty() => Some(region),
         _ => None,
     }
 }

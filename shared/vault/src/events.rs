@@ -245,11 +245,15 @@ fn failed_with(record: &TaskRecord, bucket: &str, reason: &str, done: bool) -> T
 /// differs), so a task given up again gets an event of its own, not a duplicate of the first
 /// that consumers would drop. Not the generation or the polls, which writes that revive
 /// nothing move too (a `client_ref` registered, a stranded file sent again; the last poll of
-/// a task whose give-up was published by a run without a provider key, if one with a key runs
-/// before the write applies): a give-up tried again after its write failed keeps its id.
+/// a task whose give-up was published by a run without a provider key, if a run with a key
+/// comes before the give-up is tried again): a give-up tried again after its write failed
+/// keeps its id (but after a parked body of its stage replayed meanwhile, which dates the wait
+/// from its earlier arrival).
 pub fn given_up(record: &TaskRecord, bucket: &str, reason: crate::GiveUpReason) -> TaskEvent {
     let waiting_since = match reason {
         crate::GiveUpReason::Abandoned => reconcile::waiting_since(record),
+        // give_up_reason names NotFound only with not_found_since set; the fallback keeps an id
+        // for any other caller.
         crate::GiveUpReason::NotFound => record.not_found_since.unwrap_or_else(|| reconcile::waiting_since(record)),
     };
     let id = format!("{reason}.{}.{}", waiting_since.unix_ms, record.stage.as_str());
