@@ -131,6 +131,10 @@ fn parameter_patterns_refuse_what_the_functions_would_refuse_at_start_up() {
         "https://a|b/",
         "https://a<b/",
         "https://a^b/",
+        "https://hooks.example.1/x",
+        "https://1.2.3.999/x",
+        "https://1.2.3.4/x",
+        "https://a\u{7f}b/",
     ] {
         let notify_starts = stemvault_notify::config::notify_url(url).is_ok();
         assert_eq!(notify.is_match(url), notify_starts, "{url}");
