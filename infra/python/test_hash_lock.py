@@ -67,6 +67,14 @@ class HashLock(unittest.TestCase):
         files += UNHASHED if project == "unhashed" else []
         return io.BytesIO(json.dumps({"meta": {"api-version": "1.0"}, "files": files}).encode())
 
+    def assert_refused(self, text, named):
+        """That a lock of `text` is refused with a message naming `named`, and left whole."""
+        path = self.lock(text)
+        with self.assertRaises(SystemExit) as refused:
+            hash_lock.rewrite(path, {})
+        self.assertIn(named, str(refused.exception.code))
+        self.assertEqual(Path(path).read_text(), text)
+
     def lock(self, text, name="x.lock"):
         path = self.dir / name
         path.write_text(text)
@@ -153,12 +161,7 @@ class HashLock(unittest.TestCase):
             "unhashed==1.0",
         ]:
             with self.subTest(pin=pin):
-                text = f"six==1.16.0 \\\n    --hash=sha256:old\n{pin}\n"
-                path = self.lock(text)
-                with self.assertRaises(SystemExit) as refused:
-                    hash_lock.rewrite(path, {})
-                self.assertIn(pin.split(" ;")[0], str(refused.exception.code))
-                self.assertEqual(Path(path).read_text(), text)
+                self.assert_refused(f"six==1.16.0 \\\n    --hash=sha256:old\n{pin}\n", pin.split(" ;")[0])
                 self.assertEqual(sorted(os.listdir(self.dir)), ["x.lock"])
         # A project the index does not have (404) fails the run too, naming the pin and what
         # the index said, rather than leaving the pin unhashed.
@@ -210,12 +213,7 @@ class HashLock(unittest.TestCase):
             'foo==1.0 ; python_version == "3.10"  # an inline comment',
         ]:
             with self.subTest(line=line):
-                text = f"six==1.16.0\n{line}\n"
-                path = self.lock(text)
-                with self.assertRaises(SystemExit) as refused:
-                    hash_lock.rewrite(path, {})
-                self.assertIn(line, str(refused.exception.code))
-                self.assertEqual(Path(path).read_text(), text)
+                self.assert_refused(f"six==1.16.0\n{line}\n", line)
 
     def test_the_index_is_pip_index_urls_else_pypis(self):
         def index(environ):

@@ -767,6 +767,12 @@ fn given_up_id(reason: &str, record: &TaskRecord) -> String {
     format!("{TASK}.failed.{reason}.{}.{}", since.unix_ms, record.stage.as_str())
 }
 
+/// The ids of the give-ups' `Task Failed` events published so far, in order.
+fn give_up_ids(ports: &MemoryPorts) -> Vec<String> {
+    let published = ports.events.lock().unwrap().clone();
+    published.into_iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id).collect()
+}
+
 /// The first event's id (the callback's), and every later one's id and `done`.
 fn said_since_the_callback(ports: &MemoryPorts) -> (String, Vec<(String, bool)>) {
     let published = ports.events.lock().unwrap().clone();
@@ -856,11 +862,8 @@ async fn a_give_up_tried_again_after_other_writes_keeps_its_id() {
         ports.table.put_record(written);
         ports.until_due();
         assert_eq!(run(&ports).await.abandoned, 1, "{write}");
-        let published = ports.events.lock().unwrap().clone();
-        let ids: Vec<&str> =
-            published.iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id.as_str()).collect();
         let id = given_up_id("abandoned", &read);
-        assert_eq!(ids, [id.as_str(), id.as_str()], "{write}: one give-up, one id");
+        assert_eq!(give_up_ids(&ports), [id.clone(), id], "{write}: one give-up, one id");
     }
 }
 
@@ -882,11 +885,8 @@ async fn a_give_up_tried_again_after_its_last_poll_keeps_its_id() {
     assert_eq!(run(&ports).await.polls, 1, "a key since: its last poll");
     ports.until_due();
     assert_eq!(run(&ports).await.abandoned, 1);
-    let published = ports.events.lock().unwrap().clone();
-    let ids: Vec<&str> =
-        published.iter().filter(|e| e.detail.given_up.is_some()).map(|e| e.detail.event_id.as_str()).collect();
     let id = given_up_id("abandoned", &read);
-    assert_eq!(ids, [id.as_str(), id.as_str()], "one give-up, one id");
+    assert_eq!(give_up_ids(&ports), [id.clone(), id], "one give-up, one id");
 }
 
 /// A task given up and settled whose settle recorded saying so (its `announced`: it read the
